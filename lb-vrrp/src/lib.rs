@@ -1,7 +1,34 @@
-//! VRRPv2/v3 (RFC 3768 / RFC 5798) for lb: the advertisement codec, the sans-IO state
-//! machine, a tokio driver over raw sockets, and virtual-address management with netlink
-//! and gratuitous ARP / unsolicited neighbour advertisements.
+//! VRRPv2/v3 ([RFC 3768] / [RFC 5798]) for lb, wire-compatible with keepalived.
 //!
-//! Nothing is implemented yet; this crate is laid down so the workspace has its final shape.
+//! This crate owns:
+//!
+//! * [`wire`]: the advertisement codec (no IO, no allocation beyond the address list);
+//! * [`machine`]: the RFC 5798 §6 state machine of one virtual router and keepalived-style
+//!   sync groups, sans-IO: time comes in as `now`, outputs are [`machine::Action`]s;
+//! * `driver` and `vip` (feature `tokio`, on by default): a tokio driver over raw IP
+//!   sockets (protocol 112), virtual-address management over netlink, gratuitous ARP and
+//!   unsolicited neighbour advertisements.
+//!
+//! It does not parse keepalived.conf (the daemon maps it onto
+//! [`driver::VrrpInstanceConfig`]), run notify scripts, or install firewall rules.
+//!
+//! # Privileges
+//!
+//! The driver needs exactly two capabilities: `CAP_NET_RAW` (raw IP socket for protocol
+//! 112, AF_PACKET socket for gratuitous ARP, raw ICMPv6 socket for neighbour
+//! advertisements) and `CAP_NET_ADMIN` (adding and removing addresses over netlink,
+//! `SO_BINDTODEVICE`). It does not need to run as root otherwise; `wire` and `machine`
+//! need no privilege at all.
+//!
+//! # Features
+//!
+//! * `tokio` (default): the driver, VIP management and the `lb-vrrpd` binary. Without it
+//!   (`--no-default-features`) the crate does no IO at all.
+//!
+//! [RFC 3768]: https://www.rfc-editor.org/rfc/rfc3768
+//! [RFC 5798]: https://www.rfc-editor.org/rfc/rfc5798
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_code)]
+#![deny(clippy::disallowed_methods)]
+
+pub mod wire;
