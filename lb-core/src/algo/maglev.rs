@@ -1,0 +1,245 @@
+//! `mh`: Maglev consistent hashing (Eisenbud et al., *Maglev: A Fast and Reliable Software
+//! Network Load Balancer*, NSDI'16, §3.4; IPVS `ip_vs_mh`).
+//!
+//! Each candidate has a permutation of the `M` table slots given by an `offset` and a `skip`
+//! derived from two hashes of its address (`offset = h1 mod M`, `skip = h2 mod (M−1) + 1`,
+//! `M` prime so every `skip` generates the whole table). Candidates take turns claiming their
+//! next preferred free slot until the table is full. A key's hash picks a slot in O(1).
+//!
+//! Weights are honoured as IPVS does: in each turn a candidate claims `weight / gcd` slots,
+//! so slot shares follow weight shares (within one turn's worth of slots). When the reduced
+//! weights add up to more than `M / 64`, they are scaled down proportionally (each ≥ 1) so
+//! every candidate still gets many turns.
+//!
+//! Removing one of `n` candidates moves about `1/n` of keys (the slots it held plus a small
+//! reshuffle); adding one moves keys mostly to the new candidate (the paper's Figure 11).
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_core::algo::maglev::Maglev;
+//! use lb_core::{Backend, BackendId, Scheduler, SelectContext};
+//!
+//! let set: Vec<Backend> = (1..=5)
+//!     .map(|i| Backend::new(BackendId(i), format!("192.0.2.{i}:80").parse().unwrap()))
+//!     .collect();
+//! let mh = Maglev::new(&set, 65_537).unwrap();
+//! let ctx = SelectContext::key(b"session-42");
+//! let first = mh.select(&ctx, &mut |_| true).unwrap().id();
+//! assert_eq!(mh.select(&ctx, &mut |_| true).unwrap().id(), first);
+//! assert!(Maglev::new(&set, 65_536).is_err()); // not prime
+//! ```
+
+use super::hashing::{hash_addr, source_key};
+use super::reduced_weights;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::scheduler::{first_accepted, Scheduler, SelectContext};
+
+/// The default table size, 65 537 (prime; the paper's small-table example and IPVS's
+/// default `2^16 + 1`).
+pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+/// The smallest table size accepted.
+pub const MIN_TABLE_SIZE: u32 = 7;
+/// The largest table size accepted (≈ 2²⁴; 64 MiB of slots).
+pub const MAX_TABLE_SIZE: u32 = 16_777_259;
+
+const OFFSET_SEED: u64 = 0x6d61_676c_6576_5f6f; // "maglev_o"
+const SKIP_SEED: u64 = 0x6d61_676c_6576_5f73; // "maglev_s"
+
+/// Whether `n` is prime (trial division; table sizes are ≤ 2²⁴, so ≤ 4096 divisions).
+pub fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n % 2 == 0 {
+        return n == 2;
+    }
+    let mut d = 3;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+/// A built Maglev lookup table.
+#[derive(Debug)]
+pub struct Maglev {
+    backends: Vec<Backend>,
+    table: Vec<u32>,
+}
+
+impl Maglev {
+    /// Builds the table of `table_size` slots over `candidates`.
+    ///
+    /// # Errors
+    /// [`Error::TableSizeNotPrime`] or [`Error::TableSizeOutOfRange`]
+    /// (`7..=16 777 259`).
+    pub fn new(candidates: &[Backend], table_size: u32) -> Result<Self> {
+        if !(MIN_TABLE_SIZE..=MAX_TABLE_SIZE).contains(&table_size) {
+            return Err(Error::TableSizeOutOfRange {
+                size: table_size.into(),
+                min: MIN_TABLE_SIZE.into(),
+                max: MAX_TABLE_SIZE.into(),
+            });
+        }
+        if !is_prime(table_size.into()) {
+            return Err(Error::TableSizeNotPrime(table_size.into()));
+        }
+        let m = u64::from(table_size);
+        let n = candidates.len();
+        if n == 0 {
+            return Ok(Self {
+                backends: Vec::new(),
+                table: Vec::new(),
+            });
+        }
+        let mut turns = reduced_weights(candidates);
+        let total: u64 = turns.iter().sum();
+        let budget = (m / 64).max(n as u64);
+        if total > budget {
+            for t in &mut turns {
+                *t = (*t * budget / total).max(1);
+            }
+        }
+        // Current permutation position of each candidate: starts at offset, steps by skip.
+        let mut pos = Vec::with_capacity(n);
+        let mut skip = Vec::with_capacity(n);
+        for b in candidates {
+            pos.push(hash_addr(b.addr(), OFFSET_SEED) % m);
+            skip.push(hash_addr(b.addr(), SKIP_SEED) % (m - 1) + 1);
+        }
+        const EMPTY: u32 = u32::MAX;
+        let mut table = vec![EMPTY; table_size as usize];
+        let mut filled = 0u64;
+        'fill: loop {
+            for i in 0..n {
+                for _ in 0..turns[i] {
+                    // Next preferred slot that is still free.
+                    let mut c = pos[i];
+                    while table[c as usize] != EMPTY {
+                        c += skip[i];
+                        if c >= m {
+                            c -= m;
+                        }
+                    }
+                    table[c as usize] = i as u32;
+                    c += skip[i];
+                    if c >= m {
+                        c -= m;
+                    }
+                    pos[i] = c;
+                    filled += 1;
+                    if filled == m {
+                        break 'fill;
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            backends: candidates.to_vec(),
+            table,
+        })
+    }
+
+    /// The table size M.
+    pub fn table_size(&self) -> usize {
+        self.table.len()
+    }
+
+    /// How many slots each candidate holds, in candidate order.
+    pub fn slot_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.backends.len()];
+        for &i in &self.table {
+            counts[i as usize] += 1;
+        }
+        counts
+    }
+
+    #[inline]
+    fn slot(&self, hash: u64) -> &Backend {
+        // Lemire's multiply-shift range reduction: uniform, no division.
+        let idx = ((u128::from(hash) * self.table.len() as u128) >> 64) as usize;
+        &self.backends[self.table[idx] as usize]
+    }
+}
+
+/// SplitMix64's finaliser: a fresh hash for a fallback probe.
+#[inline]
+pub(crate) fn remix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Scheduler for Maglev {
+    /// The key's slot; when refused, up to 8 re-hashed slots (IPVS `mh-fallback`), then any
+    /// accepted candidate.
+    #[inline]
+    fn select(
+        &self,
+        ctx: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let mut h = source_key(ctx);
+        for _ in 0..8 {
+            let b = self.slot(h);
+            if accept(b) {
+                return Some(b);
+            }
+            h = remix(h);
+        }
+        first_accepted(&self.backends, accept)
+    }
+
+    fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackendId, Weight};
+
+    #[test]
+    fn primes() {
+        assert!(is_prime(65_537));
+        assert!(is_prime(MAX_TABLE_SIZE.into()));
+        assert!(!is_prime(65_535));
+        assert!(!is_prime(1));
+        assert!(Maglev::new(&[], 4).is_err());
+        assert!(matches!(
+            Maglev::new(&[], 20_000_000),
+            Err(Error::TableSizeOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn weighted_slot_shares_within_one_percent() {
+        let set: Vec<Backend> = (1..=10u32)
+            .map(|i| {
+                Backend::new(BackendId(i), format!("10.0.0.{i}:80").parse().unwrap())
+                    .with_weight(Weight::new(u64::from(i)).unwrap())
+            })
+            .collect();
+        let mh = Maglev::new(&set, DEFAULT_TABLE_SIZE).unwrap();
+        let counts = mh.slot_counts();
+        let total_w: f64 = (1..=10).sum::<u32>() as f64;
+        for (i, c) in counts.iter().enumerate() {
+            let want = (i + 1) as f64 / total_w;
+            let got = *c as f64 / f64::from(DEFAULT_TABLE_SIZE);
+            assert!(
+                (got - want).abs() / want < 0.01,
+                "backend {i}: {got} vs {want}"
+            );
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Randomised algorithms: weighted `random`, power of two choices (`p2c`) and peak EWMA.
+//!
+//! Randomness is a SplitMix64 stream advanced with one atomic add per draw: lock-free,
+//! seeded (`from the seed in the Algorithm`), and reproducible in a single-threaded test.
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_core::algo::random::PowerOfTwoChoices;
+//! use lb_core::{Backend, BackendId, Scheduler, SelectContext};
+//!
+//! let set: Vec<Backend> = (1..=2)
+//!     .map(|i| Backend::new(BackendId(i), format!("127.0.0.1:{i}").parse().unwrap()))
+//!     .collect();
+//! let _busy: Vec<_> = (0..5).map(|_| set[0].stats().connection()).collect();
+//! let p2c = PowerOfTwoChoices::new(&set, 7);
+//! // With two candidates both are always sampled: the idle one wins.
+//! assert_eq!(p2c.select(&SelectContext::default(), &mut |_| true).unwrap().id(), BackendId(2));
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::maglev::remix;
+use crate::backend::Backend;
+use crate::scheduler::{first_accepted, Scheduler, SelectContext};
+
+/// A lock-free SplitMix64 stream.
+#[derive(Debug)]
+struct Rng(AtomicU64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(AtomicU64::new(seed))
+    }
+
+    #[inline]
+    fn next(&self) -> u64 {
+        remix(self.0.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed))
+    }
+
+    /// Uniform in `0..n` (Lemire's multiply-shift), `n > 0`.
+    #[inline]
+    fn below(&self, n: usize) -> usize {
+        ((u128::from(self.next()) * n as u128) >> 64) as usize
+    }
+}
+
+/// `random`: weighted random choice with Vose's alias method (O(1) per pick).
+#[derive(Debug)]
+pub struct Random {
+    backends: Vec<Backend>,
+    /// Acceptance threshold of each column, scaled to 2³².
+    prob: Vec<u64>,
+    alias: Vec<u32>,
+    rng: Rng,
+}
+
+impl Random {
+    /// Builds over `candidates` with the random stream `seed`.
+    pub fn new(candidates: &[Backend], seed: u64) -> Self {
+        let n = candidates.len();
+        let total: f64 = candidates
+            .iter()
+            .map(|b| f64::from(b.effective_weight().get()))
+            .sum();
+        let mut scaled: Vec<f64> = candidates
+            .iter()
+            .map(|b| f64::from(b.effective_weight().get()) * n as f64 / total)
+            .collect();
+        let mut prob = vec![1u64 << 32; n];
+        let mut alias: Vec<u32> = (0..n as u32).collect();
+        let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+            (0..n).partition(|&i| scaled[i] < 1.0);
+        while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+            prob[s] = (scaled[s] * (1u64 << 32) as f64) as u64;
+            alias[s] = l as u32;
+            scaled[l] -= 1.0 - scaled[s];
+            if scaled[l] < 1.0 {
+                large.pop();
+                small.push(l);
+            }
+        }
+        Self {
+            backends: candidates.to_vec(),
+            prob,
+            alias,
+            rng: Rng::new(seed),
+        }
+    }
+}
+
+impl Scheduler for Random {
+    #[inline]
+    fn select(
+        &self,
+        _: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        let n = self.backends.len();
+        if n == 0 {
+            return None;
+        }
+        for _ in 0..n.min(16) {
+            let r = self.rng.next();
+            let col = ((u128::from(r >> 32) * n as u128) >> 32) as usize;
+            let i = if (r & 0xffff_ffff) < self.prob[col] {
+                col
+            } else {
+                self.alias[col] as usize
+            };
+            let b = &self.backends[i];
+            if accept(b) {
+                return Some(b);
+            }
+        }
+        first_accepted(&self.backends, accept)
+    }
+
+    fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+}
+
+/// Two distinct random candidates, `accept`-ed; `None` when fewer than one is accepted
+/// within a few draws (the caller then falls back to a scan).
+#[inline]
+fn two_choices<'a, K: PartialOrd>(
+    backends: &'a [Backend],
+    rng: &Rng,
+    accept: &mut dyn FnMut(&Backend) -> bool,
+    cost: impl Fn(&Backend) -> K,
+) -> Option<&'a Backend> {
+    let n = backends.len();
+    match n {
+        0 => return None,
+        1 => return first_accepted(backends, accept),
+        _ => {}
+    }
+    for _ in 0..4 {
+        let a = rng.below(n);
+        let mut b = rng.below(n - 1);
+        if b >= a {
+            b += 1;
+        }
+        let (ba, bb) = (&backends[a], &backends[b]);
+        // The cheaper first; ties go to the lower index for determinism.
+        let (first, second) = if cost(bb) < cost(ba) {
+            (bb, ba)
+        } else {
+            (ba, bb)
+        };
+        if accept(first) {
+            return Some(first);
+        }
+        if accept(second) {
+            return Some(second);
+        }
+    }
+    first_accepted(backends, accept)
+}
+
+/// `p2c`: power of two choices (Mitzenmacher, *The Power of Two Choices in Randomized Load
+/// Balancing*, 2001; Envoy `LEAST_REQUEST`): two random candidates, the one with less
+/// `(active connections + in-flight requests) / weight` wins. O(1) per pick.
+#[derive(Debug)]
+pub struct PowerOfTwoChoices {
+    backends: Vec<Backend>,
+    rng: Rng,
+}
+
+impl PowerOfTwoChoices {
+    /// Builds over `candidates` with the random stream `seed`.
+    pub fn new(candidates: &[Backend], seed: u64) -> Self {
+        Self {
+            backends: candidates.to_vec(),
+            rng: Rng::new(seed),
+        }
+    }
+}
+
+impl Scheduler for PowerOfTwoChoices {
+    #[inline]
+    fn select(
+        &self,
+        _: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        two_choices(&self.backends, &self.rng, accept, |b| {
+            let load = (b.stats().active() + b.stats().in_flight()) as f64;
+            load / f64::from(b.effective_weight().get())
+        })
+    }
+
+    fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+}
+
+/// `peak_ewma`: power of two choices on a latency-aware cost (Finagle's and tower's
+/// `PeakEwma`): `ewma_rtt × (active + in_flight + 1) / weight`, where `ewma_rtt` is the peak
+/// EWMA recorded with [`BackendStats::record_latency`](crate::BackendStats::record_latency),
+/// or `default_rtt` before the first sample.
+#[derive(Debug)]
+pub struct PeakEwma {
+    backends: Vec<Backend>,
+    rng: Rng,
+    default_rtt_ns: f64,
+}
+
+impl PeakEwma {
+    /// Builds over `candidates` with the random stream `seed`.
+    pub fn new(candidates: &[Backend], seed: u64, default_rtt: Duration) -> Self {
+        Self {
+            backends: candidates.to_vec(),
+            rng: Rng::new(seed),
+            default_rtt_ns: default_rtt.as_nanos() as f64,
+        }
+    }
+}
+
+impl Scheduler for PeakEwma {
+    #[inline]
+    fn select(
+        &self,
+        _: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        let default = self.default_rtt_ns;
+        two_choices(&self.backends, &self.rng, accept, |b| {
+            let s = b.stats();
+            let rtt = match s.ewma_ns() {
+                v if v > 0.0 => v,
+                _ => default,
+            };
+            rtt * (s.active() + s.in_flight() + 1) as f64 / f64::from(b.effective_weight().get())
+        })
+    }
+
+    fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackendId, Weight};
+    use std::time::Instant;
+
+    #[test]
+    fn alias_shares_follow_weights() {
+        let set: Vec<Backend> = [1u64, 2, 7]
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                Backend::new(
+                    BackendId(i as u32),
+                    format!("127.0.0.1:{i}").parse().unwrap(),
+                )
+                .with_weight(Weight::new(w).unwrap())
+            })
+            .collect();
+        let r = Random::new(&set, 1);
+        let mut counts = [0u32; 3];
+        for _ in 0..100_000 {
+            counts[r
+                .select(&SelectContext::default(), &mut |_| true)
+                .unwrap()
+                .id()
+                .0 as usize] += 1;
+        }
+        for (i, w) in [0.1, 0.2, 0.7].iter().enumerate() {
+            let got = f64::from(counts[i]) / 100_000.0;
+            assert!((got - w).abs() < 0.01, "{i}: {got}");
+        }
+    }
+
+    #[test]
+    fn peak_ewma_avoids_slow_backend() {
+        #[allow(clippy::disallowed_methods)] // a test's arbitrary origin
+        let now = Instant::now();
+        let set: Vec<Backend> = (0..2)
+            .map(|i| Backend::new(BackendId(i), format!("127.0.0.1:{i}").parse().unwrap()))
+            .collect();
+        set[0]
+            .stats()
+            .record_latency(Duration::from_millis(100), now, Duration::from_secs(10));
+        set[1]
+            .stats()
+            .record_latency(Duration::from_millis(1), now, Duration::from_secs(10));
+        let s = PeakEwma::new(&set, 3, Duration::from_millis(5));
+        for _ in 0..10 {
+            assert_eq!(
+                s.select(&SelectContext::default(), &mut |_| true)
+                    .unwrap()
+                    .id(),
+                BackendId(1)
+            );
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Round-robin family: `rr`, `wrr` (IPVS interleaved), `swrr` (nginx smooth) and `fo`.
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_core::algo::round_robin::SmoothWeightedRoundRobin;
+//! use lb_core::{Backend, BackendId, Scheduler, SelectContext, Weight};
+//!
+//! let b = |id, w| Backend::new(BackendId(id), format!("127.0.0.1:{id}").parse().unwrap())
+//!     .with_weight(Weight::new(w).unwrap());
+//! let s = SmoothWeightedRoundRobin::new(&[b(1, 5), b(2, 1), b(3, 1)], None);
+//! let seq: Vec<u32> = (0..7)
+//!     .map(|_| s.select(&SelectContext::default(), &mut |_| true).unwrap().id().0)
+//!     .collect();
+//! assert_eq!(seq, [1, 1, 2, 1, 3, 1, 1]); // nginx's documented order for {5, 1, 1}
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::reduced_weights;
+use crate::backend::{Backend, BackendId};
+use crate::scheduler::{first_accepted, Scheduler, SelectContext};
+
+/// Carries a cursor across a rebuild: kept as is when the candidate ids are unchanged,
+/// reset otherwise.
+fn carried_cursor(new: &[Backend], old: Option<(&[Backend], u64)>) -> u64 {
+    match old {
+        Some((old, cursor))
+            if old.len() == new.len()
+                && old.iter().zip(new).all(|(a, b)| {
+                    a.id() == b.id() && a.effective_weight() == b.effective_weight()
+                }) =>
+        {
+            cursor
+        }
+        _ => 0,
+    }
+}
+
+/// `rr`: each candidate in turn, weights ignored (IPVS `ip_vs_rr`). O(1) per pick.
+#[derive(Debug)]
+pub struct RoundRobin {
+    backends: Vec<Backend>,
+    cursor: AtomicU64,
+}
+
+impl RoundRobin {
+    /// Builds over `candidates`; keeps `previous`'s position when the candidates are unchanged.
+    pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
+        let cursor = carried_cursor(
+            candidates,
+            previous.map(|p| (&p.backends[..], p.cursor.load(Ordering::Relaxed))),
+        );
+        Self {
+            backends: candidates.to_vec(),
+            cursor: AtomicU64::new(cursor),
+        }
+    }
+
+    /// The position of the next pick (a count of picks since the candidates last changed).
+    pub fn position(&self) -> u64 {
+        self.cursor.load(Ordering::Relaxed)
+    }
+}
+
+impl Scheduler for RoundRobin {
+    #[inline]
+    fn select(
+        &self,
+        _: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        let n = self.backends.len() as u64;
+        if n == 0 {
+            return None;
+        }
+        for _ in 0..n {
+            let i = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+            let b = &self.backends[i as usize];
+            if accept(b) {
+                return Some(b);
+            }
+        }
+        None
+    }
+
+    fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+}
+
+/// `wrr`: IPVS's interleaved weighted round robin (`ip_vs_wrr`).
+///
+/// IPVS walks the list with a current weight `cw` that starts at the largest weight and drops
+/// by the weights' GCD each time the list wraps; a backend is picked when its weight is at
+/// least `cw`. One cycle therefore has `max/gcd` rounds, and round `r` visits every backend
+/// whose weight is at least `max - r·gcd`. Over a cycle of `Σw/gcd` picks each backend gets
+/// exactly `w/gcd` of them.
+///
+/// This implementation precomputes the rounds as segments and maps a pick counter to its
+/// backend with a binary search: O(log n) per pick, no lock. Within a round, backends are
+/// visited in decreasing weight (configuration order among equals), which gives IPVS's round
+/// structure and shares; IPVS visits them in list order.
+#[derive(Debug)]
+pub struct WeightedRoundRobin {
+    backends: Vec<Backend>,
+    /// Candidate indices sorted by weight, descending (stable).
+    order: Vec<u32>,
+    /// Segments: (first pick position, number of backends in each round of the segment).
+    segments: Vec<(u64, u32)>,
+    cycle: u64,
+    cursor: AtomicU64,
+}
+
+impl WeightedRoundRobin {
+    /// Builds over `candidates`; keeps `previous`'s position when the candidates are unchanged.
+    pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
+        let w = reduced_weights(candidates);
+        let mut order: Vec<u32> = (0..candidates.len() as u32).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(w[i as usize]));
+        let mut segments = Vec::new();
+        let mut start = 0u64;
+        let mut i = 0;
+        while i < order.len() {
+            let wi = w[order[i] as usize];
+            // Count backends with weight >= wi (all of order[..=j] where weight equals wi).
+            let mut j = i;
+            while j + 1 < order.len() && w[order[j + 1] as usize] == wi {
+                j += 1;
+            }
+            let count = (j + 1) as u64;
+            let next_w = order.get(j + 1).map_or(0, |&k| w[k as usize]);
+            let rounds = wi - next_w;
+            if rounds > 0 {
+                segments.push((start, count as u32));
+                start += rounds * count;
+            }
+            i = j + 1;
+        }
+        let cursor = carried_cursor(
+            candidates,
+            previous.map(|p| (&p.backends[..], p.cursor.load(Ordering::Relaxed))),
+        );
+        Self {
+            backends: candidates.to_vec(),
+            order,
+            segments,
+            cycle: start,
+            cursor: AtomicU64::new(cursor),
+        }
+    }
+
+    /// Picks in one full cycle (Σ weight / gcd).
+    pub fn cycle_len(&self) -> u64 {
+        self.cycle
+    }
+
+    #[inline]
+    fn at(&self, pos: u64) -> &Backend {
+        let p = pos % self.cycle;
+        let seg = self.segments.partition_point(|&(s, _)| s <= p) - 1;
+        let (start, count) = self.segments[seg];
+        let idx = (p - start) % u64::from(count);
+        &self.backends[self.order[idx as usize] as usize]
+    }
+}
+
+impl Scheduler for WeightedRoundRobin {
+    #[inline]
+    fn select(
+        &self,
+        _: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        if self.cycle == 0 {
+            return None;
+        }
+        let tries = self.backends.len().min(64);
+        for _ in 0..tries {
+            let b = self.at(self.cursor.fetch_add(1, Ordering::Relaxed));
+            if accept(b) {
+                return Some(b);
+            }
+        }
+        first_accepted(&self.backends, accept)
+    }
+
+    fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+}
+
+/// Largest precomputed smooth-WRR cycle, in picks (4 MiB of indices).
+const SWRR_MAX_CYCLE: u64 = 1 << 20;
+/// Largest `cycle × candidates` work spent precomputing one cycle.
+const SWRR_MAX_WORK: u64 = 1 << 25;
+
+/// `swrr`: nginx's smooth weighted round robin (`ngx_http_upstream_get_peer`).
+///
+/// Every pick adds each backend's weight to its current value, takes the largest, and
+/// subtracts the total from it, so heavy backends are spread through the cycle instead of
+/// picked in runs: {5, 1, 1} gives a a b a c a a.
+///
+/// The cycle (Σ weight / gcd picks) is computed once at build time, so a pick is one atomic
+/// increment and an index: O(1), no lock. When the cycle would exceed 2²⁰ picks or 2²⁵ steps
+/// of precomputation, weights are scaled down proportionally (each stays ≥ 1) to fit; shares
+/// are then exact for the scaled weights.
+#[derive(Debug)]
+pub struct SmoothWeightedRoundRobin {
+    backends: Vec<Backend>,
+    sequence: Vec<u32>,
+    cursor: AtomicU64,
+}
+
+impl SmoothWeightedRoundRobin {
+    /// Builds over `candidates`; keeps `previous`'s position when the candidates are unchanged.
+    pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
+        let mut w = reduced_weights(candidates);
+        let n = w.len() as u64;
+        let total: u64 = w.iter().sum();
+        let limit = SWRR_MAX_CYCLE.min(SWRR_MAX_WORK / n.max(1)).max(n);
+        if total > limit {
+            for x in &mut w {
+                if *x > 0 {
+                    *x = (*x * limit / total).max(1);
+                }
+            }
+        }
+        let total: i64 = w.iter().sum::<u64>() as i64;
+        let mut current = vec![0i64; w.len()];
+        let mut sequence = Vec::with_capacity(total as usize);
+        for _ in 0..total {
+            let mut best = 0;
+            for i in 0..w.len() {
+                current[i] += w[i] as i64;
+                if current[i] > current[best] {
+                    best = i;
+                }
+            }
+            current[best] -= total;
+            sequence.push(best as u32);
+        }
+        let cursor = carried_cursor(
+            candidates,
+            previous.map(|p| (&p.backends[..], p.cursor.load(Ordering::Relaxed))),
+        );
+        Self {
+            backends: candidates.to_vec(),
+            sequence,
+            cursor: AtomicU64::new(cursor),
+        }
+    }
+
+    /// The precomputed cycle, as candidate ids.
+    pub fn cycle(&self) -> impl Iterator<Item = BackendId> + '_ {
+        self.sequence
+            .iter()
+            .map(|&i| self.backends[i as usize].id())
+    }
+}
+
+impl Scheduler for SmoothWeightedRoundRobin {
+    #[inline]
+    fn select(
+        &self,
+        _: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        let len = self.sequence.len() as u64;
+        if len == 0 {
+            return None;
+        }
+        let tries = self.backends.len().min(64);
+        for _ in 0..tries {
+            let pos = self.cursor.fetch_add(1, Ordering::Relaxed) % len;
+            let b = &self.backends[self.sequence[pos as usize] as usize];
+            if accept(b) {
+                return Some(b);
+            }
+        }
+        first_accepted(&self.backends, accept)
+    }
+
+    fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+}
+
+/// `fo`: weighted failover (IPVS `ip_vs_fo`): always the available backend with the highest
+/// weight, configuration order breaking ties. O(1) per pick unless the first choice is refused.
+#[derive(Debug)]
+pub struct WeightedFailover {
+    backends: Vec<Backend>,
+}
+
+impl WeightedFailover {
+    /// Builds over `candidates`.
+    pub fn new(candidates: &[Backend]) -> Self {
+        let mut backends = candidates.to_vec();
+        backends.sort_by_key(|b| std::cmp::Reverse(b.effective_weight()));
+        Self { backends }
+    }
+}
+
+impl Scheduler for WeightedFailover {
+    #[inline]
+    fn select(
+        &self,
+        _: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        first_accepted(&self.backends, accept)
+    }
+
+    fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Weight;
+
+    fn b(id: u32, w: u64) -> Backend {
+        Backend::new(BackendId(id), format!("127.0.0.1:{id}").parse().unwrap())
+            .with_weight(Weight::new(w).unwrap())
+    }
+
+    fn picks(s: &dyn Scheduler, n: usize) -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                s.select(&SelectContext::default(), &mut |_| true)
+                    .unwrap()
+                    .id()
+                    .0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn wrr_matches_ipvs_rounds() {
+        // IPVS with weights A=4 B=3 C=2 (gcd 1): cw=4: A; 3: A B; 2: A B C; 1: A B C.
+        let s = WeightedRoundRobin::new(&[b(1, 4), b(2, 3), b(3, 2)], None);
+        assert_eq!(s.cycle_len(), 9);
+        assert_eq!(picks(&s, 9), [1, 1, 2, 1, 2, 3, 1, 2, 3]);
+    }
+
+    #[test]
+    fn wrr_reduces_by_gcd() {
+        let s = WeightedRoundRobin::new(&[b(1, 300), b(2, 100)], None);
+        assert_eq!(s.cycle_len(), 4);
+        assert_eq!(picks(&s, 4), [1, 1, 1, 2]);
+    }
+
+    #[test]
+    fn rr_keeps_position_when_unchanged_and_resets_when_changed() {
+        let set = [b(1, 1), b(2, 1), b(3, 1)];
+        let s = RoundRobin::new(&set, None);
+        assert_eq!(picks(&s, 2), [1, 2]);
+        let s2 = RoundRobin::new(&set, Some(&s));
+        assert_eq!(picks(&s2, 1), [3]);
+        let s3 = RoundRobin::new(&set[..2], Some(&s2));
+        assert_eq!(picks(&s3, 1), [1]);
+    }
+
+    #[test]
+    fn fo_prefers_heaviest_then_fails_over() {
+        let s = WeightedFailover::new(&[b(1, 2), b(2, 5), b(3, 5)]);
+        assert_eq!(picks(&s, 2), [2, 2]);
+        let got = s.select(&SelectContext::default(), &mut |b| b.id() != BackendId(2));
+        assert_eq!(got.unwrap().id(), BackendId(3));
+    }
+
+    #[test]
+    fn empty_sets_give_none() {
+        let none: &[Backend] = &[];
+        let ctx = SelectContext::default();
+        assert!(RoundRobin::new(none, None)
+            .select(&ctx, &mut |_| true)
+            .is_none());
+        assert!(WeightedRoundRobin::new(none, None)
+            .select(&ctx, &mut |_| true)
+            .is_none());
+        assert!(SmoothWeightedRoundRobin::new(none, None)
+            .select(&ctx, &mut |_| true)
+            .is_none());
+        assert!(WeightedFailover::new(none)
+            .select(&ctx, &mut |_| true)
+            .is_none());
+    }
+}

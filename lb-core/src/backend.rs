@@ -1,0 +1,579 @@
+//! Backends (IPVS/keepalived *real servers*, HAProxy *servers*), their configured state, and
+//! the live counters the data path updates without locks.
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_core::{AdminState, Backend, BackendId, BackendSet, Weight};
+//!
+//! let set = BackendSet::new(vec![
+//!     Backend::new(BackendId(1), "192.0.2.151:82".parse().unwrap()).with_weight(Weight::new(3).unwrap()),
+//!     Backend::new(BackendId(2), "192.0.2.153:83".parse().unwrap()).with_weight(Weight::new(3).unwrap()),
+//! ])
+//! .unwrap();
+//! assert_eq!(set.len(), 2);
+//! assert!(set.get(BackendId(1)).unwrap().is_eligible());
+//! let drained = set.get(BackendId(2)).unwrap().clone().with_admin(AdminState::Drain);
+//! assert!(!drained.is_eligible());
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// A backend's identity inside one virtual server, chosen by the caller (a config index, a
+/// discovery id). Stable across weight, health and admin changes; rebuilds match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendId(pub u32);
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A configured weight, `0..=65535` as in IPVS and keepalived (`weight`).
+///
+/// `Weight(0)` means *drain*: existing connections continue, no new connection selects the
+/// backend (IPVS/keepalived `inhibit_on_failure`). Unweighted algorithms (`rr`, `lc`, ...) use
+/// the weight only to tell 0 from non-zero, as IPVS does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Weight(u32);
+
+impl Weight {
+    /// The largest weight, 65535 (keepalived's and IPVS's limit).
+    pub const MAX: Self = Self(65_535);
+    /// Weight 0: the backend takes no new connections.
+    pub const ZERO: Self = Self(0);
+    /// Weight 1, the default of IPVS and keepalived.
+    pub const DEFAULT: Self = Self(1);
+
+    /// A weight from an integer.
+    ///
+    /// # Errors
+    /// [`Error::WeightOutOfRange`] above [`Weight::MAX`].
+    pub fn new(weight: u64) -> Result<Self> {
+        if weight > u64::from(Self::MAX.0) {
+            return Err(Error::WeightOutOfRange(weight));
+        }
+        // Checked above: fits in u32.
+        Ok(Self(weight as u32))
+    }
+
+    /// The weight as an integer.
+    #[inline]
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Whether the weight is 0 (drain).
+    #[inline]
+    pub const fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl Default for Weight {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Display for Weight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The operator's wish for a backend (HAProxy `set server state ready|drain|maint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AdminState {
+    /// Takes new connections when healthy.
+    #[default]
+    Ready,
+    /// Takes no new connections and no persistence entries; existing connections continue.
+    Drain,
+    /// Out of service: no new connections; health checks may be paused by the caller.
+    Maint,
+}
+
+impl fmt::Display for AdminState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ready => "ready",
+            Self::Drain => "drain",
+            Self::Maint => "maint",
+        })
+    }
+}
+
+/// What health checking last concluded about a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Health {
+    /// Passing checks (or not checked).
+    #[default]
+    Up,
+    /// Failing checks, or ejected by outlier detection.
+    Down,
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Up => "up",
+            Self::Down => "down",
+        })
+    }
+}
+
+/// Live per-backend counters, shared by every snapshot a backend appears in and updated by
+/// the data path with relaxed atomics (no locks).
+///
+/// They survive scheduler rebuilds: a rebuilt `lc` scheduler sees the same active-connection
+/// counts as the one it replaces.
+#[derive(Debug)]
+pub struct BackendStats {
+    epoch: Instant,
+    active: AtomicU64,
+    in_flight: AtomicU64,
+    total: AtomicU64,
+    failures: AtomicU64,
+    bytes_to_backend: AtomicU64,
+    bytes_to_client: AtomicU64,
+    /// Peak EWMA of latency, nanoseconds as `f64` bits; 0 = no sample yet.
+    ewma_bits: AtomicU64,
+    /// Time of the last EWMA sample, nanoseconds since `epoch`.
+    ewma_stamp_ns: AtomicU64,
+}
+
+impl BackendStats {
+    /// Fresh counters. `epoch` anchors the EWMA's timestamps; any instant at or before the first
+    /// sample works.
+    pub fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            active: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            bytes_to_backend: AtomicU64::new(0),
+            bytes_to_client: AtomicU64::new(0),
+            ewma_bits: AtomicU64::new(0),
+            ewma_stamp_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Active connections (IPVS `ActiveConn`).
+    #[inline]
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// In-flight requests (HTTP mode; equals active connections in L4 mode when unused).
+    #[inline]
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Connections (or requests) ever sent to this backend.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Failures reported with [`BackendStats::record_failure`].
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Bytes forwarded client → backend.
+    pub fn bytes_to_backend(&self) -> u64 {
+        self.bytes_to_backend.load(Ordering::Relaxed)
+    }
+
+    /// Bytes forwarded backend → client.
+    pub fn bytes_to_client(&self) -> u64 {
+        self.bytes_to_client.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new connection; the returned guard counts it closed when dropped.
+    pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard {
+            stats: Arc::clone(self),
+        }
+    }
+
+    /// Counts a request in flight; the returned guard ends it when dropped.
+    pub fn request(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestGuard {
+            stats: Arc::clone(self),
+        }
+    }
+
+    /// Adds forwarded bytes, in each direction.
+    pub fn add_bytes(&self, to_backend: u64, to_client: u64) {
+        self.bytes_to_backend
+            .fetch_add(to_backend, Ordering::Relaxed);
+        self.bytes_to_client.fetch_add(to_client, Ordering::Relaxed);
+    }
+
+    /// Counts a failed connection or request to this backend.
+    pub fn record_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a latency sample into the peak EWMA (Finagle/tower `PeakEwma`): a sample above
+    /// the current value replaces it at once; otherwise the value decays towards the sample
+    /// with weight `exp(-elapsed / decay)`.
+    ///
+    /// `now` must not be before the `epoch` given to [`BackendStats::new`]; an earlier `now`
+    /// is treated as the epoch.
+    pub fn record_latency(&self, rtt: Duration, now: Instant, decay: Duration) {
+        let stamp = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        let sample = rtt.as_nanos() as f64;
+        let decay_ns = decay.as_nanos().max(1) as f64;
+        let mut current = self.ewma_bits.load(Ordering::Relaxed);
+        loop {
+            let old = f64::from_bits(current);
+            let prev_stamp = self.ewma_stamp_ns.load(Ordering::Relaxed);
+            let next = if old == 0.0 || sample > old {
+                sample
+            } else {
+                let elapsed = stamp.saturating_sub(prev_stamp) as f64;
+                let w = (-elapsed / decay_ns).exp();
+                old * w + sample * (1.0 - w)
+            };
+            match self.ewma_bits.compare_exchange_weak(
+                current,
+                next.to_bits(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.ewma_stamp_ns.fetch_max(stamp, Ordering::Relaxed);
+                    return;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// The peak EWMA of latency, or `None` before the first sample.
+    pub fn latency_ewma(&self) -> Option<Duration> {
+        let v = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
+        (v > 0.0).then(|| Duration::from_nanos(v as u64))
+    }
+
+    #[inline]
+    pub(crate) fn ewma_ns(&self) -> f64 {
+        f64::from_bits(self.ewma_bits.load(Ordering::Relaxed))
+    }
+}
+
+/// Counts one active connection until dropped (see [`BackendStats::connection`]).
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    stats: Arc<BackendStats>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts one in-flight request until dropped (see [`BackendStats::request`]).
+#[derive(Debug)]
+pub struct RequestGuard {
+    stats: Arc<BackendStats>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One backend: where to connect, how much traffic it should get, and its state.
+///
+/// Cloning is cheap (one `Arc` increment); clones share [`BackendStats`].
+#[derive(Debug, Clone)]
+pub struct Backend {
+    id: BackendId,
+    addr: SocketAddr,
+    weight: Weight,
+    effective_weight: Weight,
+    admin: AdminState,
+    health: Health,
+    backup: bool,
+    stats: Arc<BackendStats>,
+}
+
+impl Backend {
+    /// A ready, healthy primary backend with weight 1 and fresh counters.
+    pub fn new(id: BackendId, addr: SocketAddr) -> Self {
+        Self::with_stats(id, addr, Arc::new(BackendStats::new(epoch())))
+    }
+
+    /// Like [`Backend::new`] but sharing existing counters.
+    pub fn with_stats(id: BackendId, addr: SocketAddr, stats: Arc<BackendStats>) -> Self {
+        Self {
+            id,
+            addr,
+            weight: Weight::DEFAULT,
+            effective_weight: Weight::DEFAULT,
+            admin: AdminState::Ready,
+            health: Health::Up,
+            backup: false,
+            stats,
+        }
+    }
+
+    /// Sets the configured weight (and the effective weight to the same value).
+    #[must_use]
+    pub fn with_weight(mut self, weight: Weight) -> Self {
+        self.weight = weight;
+        self.effective_weight = weight;
+        self
+    }
+
+    /// Sets the admin state.
+    #[must_use]
+    pub fn with_admin(mut self, admin: AdminState) -> Self {
+        self.admin = admin;
+        self
+    }
+
+    /// Sets the health.
+    #[must_use]
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Marks the backend as a backup (HAProxy `backup`, keepalived `sorry_server`): chosen only
+    /// when no primary is available.
+    #[must_use]
+    pub fn with_backup(mut self, backup: bool) -> Self {
+        self.backup = backup;
+        self
+    }
+
+    /// The id.
+    #[inline]
+    pub fn id(&self) -> BackendId {
+        self.id
+    }
+
+    /// The address the proxy connects to.
+    #[inline]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The configured weight.
+    #[inline]
+    pub fn weight(&self) -> Weight {
+        self.weight
+    }
+
+    /// The weight schedulers use: the configured weight, reduced during slow start.
+    #[inline]
+    pub fn effective_weight(&self) -> Weight {
+        self.effective_weight
+    }
+
+    /// The admin state.
+    #[inline]
+    pub fn admin(&self) -> AdminState {
+        self.admin
+    }
+
+    /// The health.
+    #[inline]
+    pub fn health(&self) -> Health {
+        self.health
+    }
+
+    /// Whether this is a backup backend.
+    #[inline]
+    pub fn is_backup(&self) -> bool {
+        self.backup
+    }
+
+    /// The live counters.
+    #[inline]
+    pub fn stats(&self) -> &Arc<BackendStats> {
+        &self.stats
+    }
+
+    /// Whether a new connection may go here: ready, up, and effective weight above 0.
+    #[inline]
+    pub fn is_eligible(&self) -> bool {
+        self.admin == AdminState::Ready
+            && self.health == Health::Up
+            && !self.effective_weight.is_zero()
+    }
+
+    pub(crate) fn set_effective_weight(&mut self, w: Weight) {
+        self.effective_weight = w;
+    }
+
+    pub(crate) fn set_weight(&mut self, w: Weight) {
+        self.weight = w;
+        self.effective_weight = w;
+    }
+
+    pub(crate) fn set_admin(&mut self, a: AdminState) {
+        self.admin = a;
+    }
+
+    pub(crate) fn set_health(&mut self, h: Health) {
+        self.health = h;
+    }
+}
+
+/// One process-wide epoch for counters created without a caller-supplied instant.
+fn epoch() -> Instant {
+    use std::sync::OnceLock;
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    // The only clock read in lb-core: a fixed origin for EWMA timestamps, not a scheduling
+    // decision. Callers that need determinism use `BackendStats::new(epoch)`.
+    #[allow(clippy::disallowed_methods)]
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The backends of one virtual server, in configuration order, with unique ids and addresses.
+#[derive(Debug, Clone, Default)]
+pub struct BackendSet {
+    backends: Vec<Backend>,
+}
+
+impl BackendSet {
+    /// A set from a list.
+    ///
+    /// # Errors
+    /// [`Error::DuplicateBackend`] or [`Error::DuplicateAddress`] when two backends share an id
+    /// or an address.
+    pub fn new(backends: Vec<Backend>) -> Result<Self> {
+        for (i, b) in backends.iter().enumerate() {
+            for other in &backends[..i] {
+                if other.id == b.id {
+                    return Err(Error::DuplicateBackend(b.id));
+                }
+                if other.addr == b.addr {
+                    return Err(Error::DuplicateAddress(b.addr));
+                }
+            }
+        }
+        Ok(Self { backends })
+    }
+
+    /// The number of backends.
+    pub fn len(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+    }
+
+    /// The backends in configuration order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Backend> {
+        self.backends.iter()
+    }
+
+    /// The backends as a slice.
+    pub fn as_slice(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// The backend with this id.
+    pub fn get(&self, id: BackendId) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.id == id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: BackendId) -> Result<&mut Backend> {
+        self.backends
+            .iter_mut()
+            .find(|b| b.id == id)
+            .ok_or(Error::UnknownBackend(id))
+    }
+}
+
+impl<'a> IntoIterator for &'a BackendSet {
+    type Item = &'a Backend;
+    type IntoIter = std::slice::Iter<'a, Backend>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.backends.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_bounds() {
+        assert_eq!(Weight::new(65_535).unwrap().get(), 65_535);
+        assert_eq!(Weight::new(65_536), Err(Error::WeightOutOfRange(65_536)));
+        assert!(Weight::new(0).unwrap().is_zero());
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let a = Backend::new(BackendId(1), "127.0.0.1:1".parse().unwrap());
+        let b = Backend::new(BackendId(1), "127.0.0.1:2".parse().unwrap());
+        assert_eq!(
+            BackendSet::new(vec![a.clone(), b]).unwrap_err(),
+            Error::DuplicateBackend(BackendId(1))
+        );
+        let c = Backend::new(BackendId(2), "127.0.0.1:1".parse().unwrap());
+        assert!(matches!(
+            BackendSet::new(vec![a, c]),
+            Err(Error::DuplicateAddress(_))
+        ));
+    }
+
+    #[test]
+    fn guards_count_and_uncount() {
+        let b = Backend::new(BackendId(1), "127.0.0.1:1".parse().unwrap());
+        let g1 = b.stats().connection();
+        let g2 = b.stats().connection();
+        assert_eq!(b.stats().active(), 2);
+        drop(g1);
+        assert_eq!(b.stats().active(), 1);
+        drop(g2);
+        assert_eq!(b.stats().active(), 0);
+        assert_eq!(b.stats().total(), 2);
+    }
+
+    #[test]
+    fn peak_ewma_jumps_up_and_decays_down() {
+        let t0 = epoch();
+        let s = BackendStats::new(t0);
+        let decay = Duration::from_secs(10);
+        s.record_latency(Duration::from_millis(10), t0, decay);
+        s.record_latency(
+            Duration::from_millis(50),
+            t0 + Duration::from_millis(1),
+            decay,
+        );
+        assert_eq!(s.latency_ewma(), Some(Duration::from_millis(50)));
+        s.record_latency(
+            Duration::from_millis(10),
+            t0 + Duration::from_secs(10),
+            decay,
+        );
+        let v = s.latency_ewma().unwrap().as_secs_f64() * 1000.0;
+        // 50·e^-1 + 10·(1-e^-1) ≈ 24.7 ms
+        assert!((v - 24.7).abs() < 0.2, "{v}");
+    }
+}

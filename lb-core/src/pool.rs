@@ -1,0 +1,664 @@
+//! A [`Pool`]: the backends of one virtual server, its scheduler, and everything around a
+//! pick that operators expect — backups (HAProxy `backup`, keepalived `sorry_server`), a panic
+//! threshold (Envoy `healthy_panic_threshold`), persistence (keepalived `persistence_timeout`)
+//! and slow start (HAProxy `slowstart`).
+//!
+//! The hot path ([`Pool::select`]) reads an immutable [`Snapshot`] through `ArcSwap`: no lock
+//! (unless persistence is on) and no allocation. Changes ([`Pool::set_health`],
+//! [`Pool::set_admin`], [`Pool::set_weight`], [`Pool::replace`]) rebuild the snapshot off
+//! the data path and publish it atomically. A rebuild keeps active-connection counts (shared
+//! [`BackendStats`](crate::BackendStats)), the round-robin position while the candidates are
+//! unchanged, slow-start clocks, and persistence entries to backends that are still
+//! candidates.
+//!
+//! The pool reads no clock: time comes in as `now`. During slow start,
+//! [`Pool::poll_timeout`] says when effective weights next change and
+//! [`Pool::handle_timeout`] applies the change.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Instant;
+//! use lb_core::{Algorithm, Backend, BackendId, BackendSet, Health, Pool, PoolConfig, SelectContext};
+//!
+//! # #[allow(clippy::disallowed_methods)]
+//! let now = Instant::now();
+//! let set = BackendSet::new(vec![
+//!     Backend::new(BackendId(1), "192.0.2.151:82".parse().unwrap()),
+//!     Backend::new(BackendId(2), "192.0.2.153:83".parse().unwrap()),
+//!     Backend::new(BackendId(9), "192.0.2.200:80".parse().unwrap()).with_backup(true),
+//! ]).unwrap();
+//! let pool = Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap();
+//! let ctx = SelectContext::default();
+//! assert_eq!(pool.select(now, &ctx, &mut |_| true).unwrap().id(), BackendId(1));
+//! assert_eq!(pool.select(now, &ctx, &mut |_| true).unwrap().id(), BackendId(2));
+//! pool.set_health(BackendId(1), Health::Down, now).unwrap();
+//! pool.set_health(BackendId(2), Health::Down, now).unwrap();
+//! assert_eq!(pool.select(now, &ctx, &mut |_| true).unwrap().id(), BackendId(9)); // sorry server
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::backend::{AdminState, Backend, BackendId, BackendSet, Health, Weight};
+use crate::error::{Error, Result};
+use crate::persistence::PersistenceTable;
+use crate::scheduler::{Algorithm, BuildScheduler, Granularity, Scheduler, SelectContext};
+
+/// What to do when too few primaries are healthy (see [`PoolConfig::panic_threshold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PanicMode {
+    /// Envoy's panic routing: spread over every ready primary, healthy or not, rather than
+    /// overload the few healthy ones.
+    #[default]
+    FailOpen,
+    /// Send everything to the backup backends (when there are any; otherwise keep using the
+    /// healthy primaries).
+    Backups,
+}
+
+/// Settings of a [`Pool`]. `Default` gives keepalived's behaviour: no persistence, no slow
+/// start, no panic threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// keepalived `persistence_timeout`: how long a client stays on its backend after its
+    /// last connection. `None` (default) turns persistence off.
+    pub persistence_timeout: Option<Duration>,
+    /// keepalived `persistence_granularity`: the client prefix that persistence and the
+    /// hash schedulers key on (default /32 and /128).
+    pub persistence_granularity: Granularity,
+    /// The most persistence entries kept (default 65 536); beyond it the oldest are evicted.
+    pub persistence_max_entries: usize,
+    /// HAProxy `slowstart`: a backend that comes back up ramps its effective weight from 1
+    /// to its weight over this window (default `None`: full weight at once). Applies to the
+    /// weighted algorithms; `rr`, `lc` and the hashes only see weight 0 or not.
+    pub slow_start: Option<Duration>,
+    /// Envoy `healthy_panic_threshold`, percent 0..=100: when fewer than this share of the
+    /// non-maintenance primaries is healthy, the pool panics as [`PoolConfig::panic_mode`] says.
+    /// 0 (default) disables it.
+    pub panic_threshold: u8,
+    /// What panic means.
+    pub panic_mode: PanicMode,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            persistence_timeout: None,
+            persistence_granularity: Granularity::default(),
+            persistence_max_entries: 65_536,
+            slow_start: None,
+            panic_threshold: 0,
+            panic_mode: PanicMode::FailOpen,
+        }
+    }
+}
+
+impl PoolConfig {
+    fn validate(&self) -> Result<()> {
+        if self.panic_threshold > 100 {
+            return Err(Error::InvalidConfig {
+                setting: "panic_threshold",
+                reason: format!("{} % is above 100 %", self.panic_threshold),
+            });
+        }
+        if let Some(s) = self.slow_start {
+            if s.is_zero() {
+                return Err(Error::InvalidConfig {
+                    setting: "slowstart",
+                    reason: "must be above 0 s (omit it to turn slow start off)".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One immutable view of a pool: its backends and the schedulers built over them.
+#[derive(Debug)]
+pub struct Snapshot<S> {
+    backends: BackendSet,
+    primary: S,
+    backup: S,
+    panic: bool,
+    generation: u64,
+    /// (id, 0 = primary / 1 = backup, index in that scheduler's candidates), sorted by id.
+    index: Vec<(BackendId, u8, u32)>,
+}
+
+impl<S: Scheduler> Snapshot<S> {
+    /// Every backend, with the state and effective weight this snapshot was built with.
+    pub fn backends(&self) -> &BackendSet {
+        &self.backends
+    }
+
+    /// The scheduler over primary candidates.
+    pub fn primary(&self) -> &S {
+        &self.primary
+    }
+
+    /// The scheduler over backup candidates.
+    pub fn backup(&self) -> &S {
+        &self.backup
+    }
+
+    /// Whether the panic threshold was crossed when this snapshot was built.
+    pub fn in_panic(&self) -> bool {
+        self.panic
+    }
+
+    /// Incremented by every rebuild.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether any backend can take a new connection (ignoring `accept`).
+    pub fn has_candidates(&self) -> bool {
+        !self.primary.backends().is_empty() || !self.backup.backends().is_empty()
+    }
+
+    fn candidate(&self, id: BackendId) -> Option<&Backend> {
+        let i = self.index.binary_search_by_key(&id, |e| e.0).ok()?;
+        let (_, which, idx) = self.index[i];
+        let list = if which == 0 {
+            self.primary.backends()
+        } else {
+            self.backup.backends()
+        };
+        list.get(idx as usize)
+    }
+
+    /// Picks without persistence: primaries first, backups when no primary is accepted.
+    pub fn select(
+        &self,
+        ctx: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        self.primary
+            .select(ctx, accept)
+            .or_else(|| self.backup.select(ctx, accept))
+    }
+}
+
+#[derive(Debug)]
+struct PoolState {
+    backends: BackendSet,
+    /// Slow-start clocks: when each backend last came up.
+    up_since: HashMap<BackendId, Instant>,
+    /// The `now` of the last rebuild that computed slow-start weights.
+    ramp_evaluated: Option<Instant>,
+    generation: u64,
+}
+
+/// The live backends of one virtual server and its scheduler. See the [module docs](self).
+#[derive(Debug)]
+pub struct Pool<B: BuildScheduler = Algorithm> {
+    builder: B,
+    config: PoolConfig,
+    state: Mutex<PoolState>,
+    current: ArcSwap<Snapshot<B::Scheduler>>,
+    persistence: Option<PersistenceTable>,
+}
+
+impl<B: BuildScheduler> Pool<B> {
+    /// A pool over `backends`, scheduled by `builder`.
+    ///
+    /// # Errors
+    /// Configuration errors of `config` or of the algorithm ([`Error::InvalidConfig`],
+    /// [`Error::TableSizeNotPrime`], ...). An empty set is not an error: picks return `None`.
+    pub fn new(builder: B, backends: BackendSet, config: PoolConfig) -> Result<Self> {
+        config.validate()?;
+        let persistence = match config.persistence_timeout {
+            Some(t) => Some(PersistenceTable::new(t, config.persistence_max_entries)?),
+            None => None,
+        };
+        let state = PoolState {
+            backends,
+            up_since: HashMap::new(),
+            ramp_evaluated: None,
+            generation: 0,
+        };
+        let snapshot = build_snapshot(&builder, &config, &state, None, None)?;
+        Ok(Self {
+            builder,
+            config,
+            state: Mutex::new(state),
+            current: ArcSwap::from_pointee(snapshot),
+            persistence,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// The current snapshot (cheap; holds it alive while the guard lives).
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot<B::Scheduler>>> {
+        self.current.load()
+    }
+
+    /// Picks a backend for a new connection or request.
+    ///
+    /// The client address in `ctx` is masked by `persistence_granularity` first. With
+    /// persistence, a client whose entry is live and whose backend is still a candidate
+    /// (and accepted) goes back to it; otherwise the scheduler picks among primaries, then
+    /// backups, and the choice is recorded. Returns `None` only when no candidate is
+    /// accepted. No allocation; no lock unless persistence is on.
+    pub fn select(
+        &self,
+        now: Instant,
+        ctx: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<Backend> {
+        let snap = self.current.load();
+        let mut ctx = *ctx;
+        ctx.client = ctx
+            .client
+            .map(|c| self.config.persistence_granularity.mask(c));
+        let sticky_key = match (&self.persistence, ctx.client) {
+            (Some(_), Some(c)) => Some(c.ip()),
+            _ => None,
+        };
+        if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
+            if let Some(id) = table.get(key, now) {
+                if let Some(b) = snap.candidate(id) {
+                    if accept(b) {
+                        return Some(b.clone());
+                    }
+                } else {
+                    table.remove(key);
+                }
+            }
+        }
+        let picked = snap.select(&ctx, accept)?;
+        if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
+            table.insert(key, picked.id(), now);
+        }
+        Some(picked.clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn rebuild(&self, state: &mut PoolState, now: Option<Instant>) -> Result<()> {
+        state.generation += 1;
+        if now.is_some() {
+            state.ramp_evaluated = now;
+        }
+        let prev = self.current.load_full();
+        let snap = build_snapshot(&self.builder, &self.config, state, Some(&prev), now)?;
+        if let Some(table) = &self.persistence {
+            table.retain_backends(|id| snap.candidate(id).is_some());
+        }
+        self.current.store(Arc::new(snap));
+        Ok(())
+    }
+
+    /// Applies a health verdict. A backend coming up starts its slow-start window at `now`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownBackend`].
+    pub fn set_health(&self, id: BackendId, health: Health, now: Instant) -> Result<()> {
+        let mut st = self.lock();
+        let b = st.backends.get_mut(id)?;
+        if b.health() == health {
+            return Ok(());
+        }
+        b.set_health(health);
+        match health {
+            Health::Up if self.config.slow_start.is_some() => {
+                st.up_since.insert(id, now);
+            }
+            _ => {
+                st.up_since.remove(&id);
+            }
+        }
+        self.rebuild(&mut st, Some(now))
+    }
+
+    /// Changes a backend's admin state (`lbctl backend drain|ready|maint`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownBackend`].
+    pub fn set_admin(&self, id: BackendId, admin: AdminState) -> Result<()> {
+        let mut st = self.lock();
+        let b = st.backends.get_mut(id)?;
+        if b.admin() == admin {
+            return Ok(());
+        }
+        b.set_admin(admin);
+        self.rebuild(&mut st, None)
+    }
+
+    /// Changes a backend's configured weight (0 = inhibit: keep it, send it nothing new).
+    ///
+    /// # Errors
+    /// [`Error::UnknownBackend`].
+    pub fn set_weight(&self, id: BackendId, weight: Weight) -> Result<()> {
+        let mut st = self.lock();
+        let b = st.backends.get_mut(id)?;
+        if b.weight() == weight {
+            return Ok(());
+        }
+        b.set_weight(weight);
+        self.rebuild(&mut st, None)
+    }
+
+    /// Replaces the membership. Backends whose id and address are unchanged keep their
+    /// counters, health and slow-start clock; new ones take the state they were given.
+    ///
+    /// # Errors
+    /// Errors of the scheduler build; the old membership then stays.
+    pub fn replace(&self, backends: BackendSet) -> Result<()> {
+        let mut st = self.lock();
+        let mut merged = Vec::with_capacity(backends.len());
+        for b in backends.iter() {
+            match st.backends.get(b.id()) {
+                Some(old) if old.addr() == b.addr() => {
+                    merged.push(
+                        Backend::with_stats(b.id(), b.addr(), Arc::clone(old.stats()))
+                            .with_weight(b.weight())
+                            .with_admin(b.admin())
+                            .with_health(old.health())
+                            .with_backup(b.is_backup()),
+                    );
+                }
+                _ => merged.push(b.clone()),
+            }
+        }
+        let old = std::mem::replace(&mut st.backends, BackendSet::new(merged)?);
+        st.up_since.retain(|id, _| backends.get(*id).is_some());
+        if let Err(e) = self.rebuild(&mut st, None) {
+            st.backends = old;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Every backend as the pool sees it now.
+    pub fn backends(&self) -> BackendSet {
+        self.lock().backends.clone()
+    }
+
+    /// When slow-start weights next change, if any backend is ramping.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let window = self.config.slow_start?;
+        let step = slow_start_step(window);
+        let st = self.lock();
+        let evaluated = st.ramp_evaluated?;
+        st.up_since
+            .values()
+            .map(|&since| {
+                let reached =
+                    evaluated.saturating_duration_since(since).as_nanos() / step.as_nanos();
+                let next = since + step * (reached as u32 + 1);
+                next.min(since + window)
+            })
+            .min()
+    }
+
+    /// Recomputes slow-start weights at `now` (idempotent; spurious calls are harmless).
+    ///
+    /// # Errors
+    /// Errors of the scheduler build.
+    pub fn handle_timeout(&self, now: Instant) -> Result<()> {
+        let Some(window) = self.config.slow_start else {
+            return Ok(());
+        };
+        let mut st = self.lock();
+        st.up_since
+            .retain(|_, since| now.saturating_duration_since(*since) < window);
+        self.rebuild(&mut st, Some(now))
+    }
+}
+
+/// Slow start moves in 20 steps (at least 100 ms apart).
+fn slow_start_step(window: Duration) -> Duration {
+    (window / 20).max(Duration::from_millis(100))
+}
+
+/// Effective weight during slow start: `weight × elapsed / window`, rounded up to the step
+/// reached, at least 1 (HAProxy `slowstart`).
+fn ramped(weight: Weight, since: Instant, now: Instant, window: Duration) -> Weight {
+    let step = slow_start_step(window);
+    let elapsed = now.saturating_duration_since(since);
+    if elapsed >= window || weight.is_zero() {
+        return weight;
+    }
+    let steps_total = (window.as_nanos() / step.as_nanos().max(1)).max(1);
+    let steps = (elapsed.as_nanos() / step.as_nanos().max(1)).min(steps_total);
+    let w = (u128::from(weight.get()) * steps / steps_total) as u64;
+    Weight::new(w.max(1)).unwrap_or(weight)
+}
+
+fn build_snapshot<B: BuildScheduler>(
+    builder: &B,
+    config: &PoolConfig,
+    state: &PoolState,
+    prev: Option<&Snapshot<B::Scheduler>>,
+    now: Option<Instant>,
+) -> Result<Snapshot<B::Scheduler>> {
+    // Effective weights (slow start).
+    let mut all: Vec<Backend> = state.backends.iter().cloned().collect();
+    if let (Some(window), Some(now)) = (config.slow_start, now) {
+        for b in &mut all {
+            if let Some(&since) = state.up_since.get(&b.id()) {
+                b.set_effective_weight(ramped(b.weight(), since, now, window));
+            }
+        }
+    } else if let Some(prev) = prev {
+        // No clock this time: keep the ramp where the previous snapshot left it.
+        for b in &mut all {
+            if let Some(p) = prev.backends.get(b.id()) {
+                if state.up_since.contains_key(&b.id()) && p.weight() == b.weight() {
+                    b.set_effective_weight(p.effective_weight());
+                }
+            }
+        }
+    }
+    let primaries: Vec<&Backend> = all.iter().filter(|b| !b.is_backup()).collect();
+    let mut primary: Vec<Backend> = primaries
+        .iter()
+        .filter(|b| b.is_eligible())
+        .map(|b| (*b).clone())
+        .collect();
+    let backup: Vec<Backend> = all
+        .iter()
+        .filter(|b| b.is_backup() && b.is_eligible())
+        .cloned()
+        .collect();
+    let in_service = primaries
+        .iter()
+        .filter(|b| b.admin() != AdminState::Maint)
+        .count();
+    let panic = config.panic_threshold > 0
+        && in_service > 0
+        && primary.len() * 100 < usize::from(config.panic_threshold) * in_service;
+    if panic {
+        match config.panic_mode {
+            PanicMode::FailOpen => {
+                primary = primaries
+                    .iter()
+                    .filter(|b| b.admin() == AdminState::Ready && !b.effective_weight().is_zero())
+                    .map(|b| (*b).clone())
+                    .collect();
+            }
+            PanicMode::Backups if !backup.is_empty() => primary.clear(),
+            PanicMode::Backups => {}
+        }
+    }
+    let primary_s = builder.build(&primary, prev.map(|p| &p.primary))?;
+    let backup_s = builder.build(&backup, prev.map(|p| &p.backup))?;
+    let mut index: Vec<(BackendId, u8, u32)> = primary_s
+        .backends()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.id(), 0, i as u32))
+        .chain(
+            backup_s
+                .backends()
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (b.id(), 1, i as u32)),
+        )
+        .collect();
+    index.sort_unstable_by_key(|e| e.0);
+    Ok(Snapshot {
+        backends: BackendSet::new(all)?,
+        primary: primary_s,
+        backup: backup_s,
+        panic,
+        generation: state.generation,
+        index,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn set(n: u32) -> BackendSet {
+        BackendSet::new(
+            (1..=n)
+                .map(|i| {
+                    Backend::new(BackendId(i), format!("127.0.0.{i}:80").parse().unwrap())
+                        .with_weight(Weight::new(10).unwrap())
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn pick(p: &Pool, now: Instant, ctx: &SelectContext<'_>) -> u32 {
+        p.select(now, ctx, &mut |_| true).unwrap().id().0
+    }
+
+    #[test]
+    fn persistence_sticks_and_drops_on_down() {
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::RoundRobin, set(3), cfg).unwrap();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        let first = pick(&p, now, &c);
+        for _ in 0..5 {
+            assert_eq!(pick(&p, now, &c), first);
+        }
+        p.set_health(BackendId(first), Health::Down, now).unwrap();
+        let second = pick(&p, now, &c);
+        assert_ne!(second, first);
+        p.set_health(BackendId(first), Health::Up, now).unwrap();
+        assert_eq!(
+            pick(&p, now, &c),
+            second,
+            "entry to a surviving backend is kept"
+        );
+        // After the timeout the client is scheduled afresh.
+        let later = now + Duration::from_secs(301);
+        let _ = pick(&p, later, &c);
+    }
+
+    #[test]
+    fn granularity_groups_clients() {
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            persistence_granularity: Granularity::parse("255.255.255.0").unwrap(),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::RoundRobin, set(3), cfg).unwrap();
+        let now = t0();
+        let a = pick(
+            &p,
+            now,
+            &SelectContext::client("198.51.100.1:1".parse().unwrap()),
+        );
+        let b = pick(
+            &p,
+            now,
+            &SelectContext::client("198.51.100.200:2".parse().unwrap()),
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn slow_start_ramps_weight() {
+        let cfg = PoolConfig {
+            slow_start: Some(Duration::from_secs(10)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg).unwrap();
+        let now = t0();
+        p.set_health(BackendId(1), Health::Down, now).unwrap();
+        p.set_health(BackendId(1), Health::Up, now).unwrap();
+        let w = |p: &Pool| {
+            p.snapshot()
+                .backends()
+                .get(BackendId(1))
+                .unwrap()
+                .effective_weight()
+                .get()
+        };
+        assert_eq!(w(&p), 1);
+        let next = p.poll_timeout().unwrap();
+        assert!(next > now && next <= now + Duration::from_secs(1));
+        p.handle_timeout(now + Duration::from_secs(5)).unwrap();
+        assert_eq!(w(&p), 5);
+        p.handle_timeout(now + Duration::from_secs(10)).unwrap();
+        assert_eq!(w(&p), 10);
+        assert!(p.poll_timeout().is_none());
+    }
+
+    #[test]
+    fn panic_threshold_fails_open() {
+        let cfg = PoolConfig {
+            panic_threshold: 50,
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::RoundRobin, set(4), cfg).unwrap();
+        let now = t0();
+        for i in 1..=3 {
+            p.set_health(BackendId(i), Health::Down, now).unwrap();
+        }
+        assert!(p.snapshot().in_panic());
+        let seen: std::collections::HashSet<u32> = (0..8)
+            .map(|_| pick(&p, now, &SelectContext::default()))
+            .collect();
+        assert_eq!(seen.len(), 4, "fail open spreads over all ready primaries");
+    }
+
+    #[test]
+    fn replace_keeps_counters() {
+        let p = Pool::new(Algorithm::LeastConnections, set(2), PoolConfig::default()).unwrap();
+        let g = p.backends().get(BackendId(1)).unwrap().stats().connection();
+        p.replace(set(3)).unwrap();
+        assert_eq!(p.backends().get(BackendId(1)).unwrap().stats().active(), 1);
+        drop(g);
+    }
+
+    #[test]
+    fn drained_backend_gets_nothing_new() {
+        let p = Pool::new(Algorithm::RoundRobin, set(2), PoolConfig::default()).unwrap();
+        p.set_admin(BackendId(1), AdminState::Drain).unwrap();
+        let now = t0();
+        for _ in 0..4 {
+            assert_eq!(pick(&p, now, &SelectContext::default()), 2);
+        }
+        assert_eq!(
+            p.set_admin(BackendId(7), AdminState::Drain),
+            Err(Error::UnknownBackend(BackendId(7)))
+        );
+    }
+}

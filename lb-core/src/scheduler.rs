@@ -1,0 +1,519 @@
+//! The scheduler traits: a sync, object-safe [`Scheduler`] for the hot path over an immutable
+//! snapshot, and [`BuildScheduler`] that rebuilds one off the data path.
+//!
+//! A scheduler is built over the *candidates* a [`Pool`](crate::Pool) gives it: backends that
+//! are ready, healthy and of effective weight above 0 (or, in panic mode, the set the panic
+//! policy allows). It never adds a backend of its own. At pick time the caller may still refuse
+//! a candidate through `accept` (a backend already tried by a retry, one at its `maxconn`);
+//! the scheduler then moves on to the next choice its algorithm defines, and returns `None`
+//! only when `accept` refused every candidate.
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_core::{Algorithm, Backend, BackendId, BuildScheduler, Scheduler, SelectContext};
+//!
+//! let backends: Vec<Backend> = (1..=3)
+//!     .map(|i| Backend::new(BackendId(i), format!("127.0.0.1:{}", 8000 + i).parse().unwrap()))
+//!     .collect();
+//! let rr = Algorithm::RoundRobin.build(&backends, None).unwrap();
+//! let picks: Vec<u32> = (0..4)
+//!     .map(|_| rr.select(&SelectContext::default(), &mut |_| true).unwrap().id().0)
+//!     .collect();
+//! assert_eq!(picks, [1, 2, 3, 1]);
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::algo::hashing::{DestinationHash, SourceHash};
+use crate::algo::least::{
+    LeastConnections, NeverQueue, ShortestExpectedDelay, WeightedLeastConnections,
+};
+use crate::algo::maglev::Maglev;
+use crate::algo::random::{PeakEwma, PowerOfTwoChoices, Random};
+use crate::algo::ring::RingHash;
+use crate::algo::round_robin::{
+    RoundRobin, SmoothWeightedRoundRobin, WeightedFailover, WeightedRoundRobin,
+};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+
+/// What a pick may key on. All fields are optional; hash schedulers fall back from
+/// `hash_key` to the client address (and `dh` to the destination address).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SelectContext<'a> {
+    /// The client's address (already masked by the pool's persistence granularity).
+    pub client: Option<SocketAddr>,
+    /// The address the client connected to (the VIP and port), for `dh`.
+    pub destination: Option<SocketAddr>,
+    /// A caller-supplied key: an HTTP header, a URI, a cookie. Takes precedence over the
+    /// client address for `sh`, `mh` and ring hash.
+    pub hash_key: Option<&'a [u8]>,
+}
+
+impl<'a> SelectContext<'a> {
+    /// A context keyed on the client address.
+    pub fn client(addr: SocketAddr) -> Self {
+        Self {
+            client: Some(addr),
+            ..Self::default()
+        }
+    }
+
+    /// A context keyed on caller-supplied bytes.
+    pub fn key(key: &'a [u8]) -> Self {
+        Self {
+            hash_key: Some(key),
+            ..Self::default()
+        }
+    }
+}
+
+/// Hot-path backend selection over an immutable snapshot.
+///
+/// Implementations must not allocate or take a lock per pick, must return only candidates
+/// they were built with for which `accept` returned `true`, and must return `None` only when
+/// `accept` refused every candidate (or there are none).
+pub trait Scheduler: Send + Sync + fmt::Debug {
+    /// Picks a backend for one new connection or request.
+    fn select(
+        &self,
+        ctx: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend>;
+
+    /// The candidates this scheduler was built over.
+    fn backends(&self) -> &[Backend];
+}
+
+/// Builds a [`Scheduler`] off the data path, when membership, weights, health or admin state
+/// change.
+///
+/// `previous` is the scheduler being replaced, so a rebuild keeps what users would otherwise
+/// lose (the round-robin position when the candidates are unchanged). Counters live in
+/// [`BackendStats`](crate::BackendStats) and survive any rebuild.
+pub trait BuildScheduler: Send + Sync + fmt::Debug {
+    /// The scheduler this builds.
+    type Scheduler: Scheduler;
+
+    /// Builds over `candidates` (possibly empty).
+    ///
+    /// # Errors
+    /// Algorithm-specific configuration errors (for example a Maglev table size that is not
+    /// prime). An empty or all-zero candidate list is not an error: the scheduler returns
+    /// `None`.
+    fn build(
+        &self,
+        candidates: &[Backend],
+        previous: Option<&Self::Scheduler>,
+    ) -> Result<Self::Scheduler>;
+}
+
+/// Every built-in algorithm, named as IPVS/keepalived (`lb_algo`), HAProxy and Envoy users know
+/// them. The [`FromStr`] names are keepalived's where one exists.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// `rr`: round robin, ignoring weights except 0 (IPVS `ip_vs_rr`).
+    RoundRobin,
+    /// `wrr`: IPVS interleaved weighted round robin (`ip_vs_wrr`).
+    WeightedRoundRobin,
+    /// `swrr`: nginx's smooth weighted round robin.
+    SmoothWeightedRoundRobin,
+    /// `lc`: least connections (IPVS `ip_vs_lc`).
+    LeastConnections,
+    /// `wlc`: weighted least connections (IPVS `ip_vs_wlc`).
+    WeightedLeastConnections,
+    /// `sed`: shortest expected delay (IPVS `ip_vs_sed`).
+    ShortestExpectedDelay,
+    /// `nq`: never queue (IPVS `ip_vs_nq`).
+    NeverQueue,
+    /// `sh`: source hashing (IPVS `ip_vs_sh`).
+    SourceHash,
+    /// `dh`: destination hashing (IPVS `ip_vs_dh`).
+    DestinationHash,
+    /// `mh`: Maglev hashing (IPVS `ip_vs_mh`; Eisenbud et al., NSDI'16).
+    Maglev {
+        /// Lookup table size M, a prime (default 65 537).
+        table_size: u32,
+    },
+    /// `ring_hash`: consistent hashing on a ring (Ketama; Envoy `RING_HASH`).
+    RingHash {
+        /// Points per unit of weight (default 160, Ketama's per-server count).
+        points_per_weight: u32,
+        /// Upper bound on the ring's total points (default 1 048 576); above it points are
+        /// scaled down.
+        max_ring_size: u32,
+    },
+    /// `random`: weighted random (Envoy `RANDOM`).
+    Random {
+        /// Seed of the random stream.
+        seed: u64,
+    },
+    /// `p2c`: power of two choices, the less loaded of two random picks (Mitzenmacher 2001;
+    /// Envoy `LEAST_REQUEST`, tower `p2c`).
+    PowerOfTwoChoices {
+        /// Seed of the random stream.
+        seed: u64,
+    },
+    /// `peak_ewma`: power of two choices on peak-EWMA latency × load (Finagle, tower).
+    PeakEwma {
+        /// Seed of the random stream.
+        seed: u64,
+        /// The latency assumed for a backend with no sample yet.
+        default_rtt: Duration,
+    },
+    /// `fo`: weighted failover: the available backend of highest weight (IPVS `ip_vs_fo`).
+    WeightedFailover,
+}
+
+impl Algorithm {
+    /// Maglev with the default table size 65 537.
+    pub const MAGLEV: Self = Self::Maglev {
+        table_size: crate::algo::maglev::DEFAULT_TABLE_SIZE,
+    };
+    /// Ring hash with the defaults (160 points per weight, at most 1 048 576 points).
+    pub const RING_HASH: Self = Self::RingHash {
+        points_per_weight: 160,
+        max_ring_size: 1 << 20,
+    };
+
+    /// The keepalived/IPVS name (`rr`, `wlc`, `mh`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::RoundRobin => "rr",
+            Self::WeightedRoundRobin => "wrr",
+            Self::SmoothWeightedRoundRobin => "swrr",
+            Self::LeastConnections => "lc",
+            Self::WeightedLeastConnections => "wlc",
+            Self::ShortestExpectedDelay => "sed",
+            Self::NeverQueue => "nq",
+            Self::SourceHash => "sh",
+            Self::DestinationHash => "dh",
+            Self::Maglev { .. } => "mh",
+            Self::RingHash { .. } => "ring_hash",
+            Self::Random { .. } => "random",
+            Self::PowerOfTwoChoices { .. } => "p2c",
+            Self::PeakEwma { .. } => "peak_ewma",
+            Self::WeightedFailover => "fo",
+        }
+    }
+
+    /// Every algorithm with its defaults, for tests and documentation.
+    pub fn all() -> Vec<Self> {
+        [
+            "rr",
+            "wrr",
+            "swrr",
+            "lc",
+            "wlc",
+            "sed",
+            "nq",
+            "sh",
+            "dh",
+            "mh",
+            "ring_hash",
+            "random",
+            "p2c",
+            "peak_ewma",
+            "fo",
+        ]
+        .iter()
+        .map(|n| n.parse().expect("built-in names parse"))
+        .collect()
+    }
+}
+
+/// Parses keepalived `lb_algo` names and their common aliases: `rr`, `wrr`, `swrr`
+/// (`smooth_wrr`), `lc`, `wlc`, `sed`, `nq`, `sh`, `dh`, `mh` (`maglev`), `ring_hash`
+/// (`ketama`, `chash`), `random`, `p2c` (`least_request`), `peak_ewma`, `fo`.
+///
+/// # Errors
+/// [`Error::UnknownAlgorithm`] for any other name (IPVS's `lblc`, `lblcr` and `ovf` are not
+/// provided: they need the kernel's connection table).
+impl FromStr for Algorithm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "rr" | "roundrobin" | "round_robin" => Self::RoundRobin,
+            "wrr" => Self::WeightedRoundRobin,
+            "swrr" | "smooth_wrr" => Self::SmoothWeightedRoundRobin,
+            "lc" | "leastconn" => Self::LeastConnections,
+            "wlc" => Self::WeightedLeastConnections,
+            "sed" => Self::ShortestExpectedDelay,
+            "nq" => Self::NeverQueue,
+            "sh" | "source" => Self::SourceHash,
+            "dh" => Self::DestinationHash,
+            "mh" | "maglev" => Self::MAGLEV,
+            "ring_hash" | "ketama" | "chash" => Self::RING_HASH,
+            "random" => Self::Random { seed: DEFAULT_SEED },
+            "p2c" | "least_request" => Self::PowerOfTwoChoices { seed: DEFAULT_SEED },
+            "peak_ewma" => Self::PeakEwma {
+                seed: DEFAULT_SEED,
+                default_rtt: Duration::from_millis(5),
+            },
+            "fo" => Self::WeightedFailover,
+            _ => return Err(Error::UnknownAlgorithm(s.to_owned())),
+        })
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Default seed of the random algorithms.
+pub const DEFAULT_SEED: u64 = 0x6c62_2d63_6f72_6521;
+
+/// A built scheduler of any built-in [`Algorithm`], dispatched with a `match` (no vtable).
+#[derive(Debug)]
+#[allow(missing_docs)] // variants are named after the algorithm they hold
+pub enum AnyScheduler {
+    RoundRobin(RoundRobin),
+    WeightedRoundRobin(WeightedRoundRobin),
+    SmoothWeightedRoundRobin(SmoothWeightedRoundRobin),
+    LeastConnections(LeastConnections),
+    WeightedLeastConnections(WeightedLeastConnections),
+    ShortestExpectedDelay(ShortestExpectedDelay),
+    NeverQueue(NeverQueue),
+    SourceHash(SourceHash),
+    DestinationHash(DestinationHash),
+    Maglev(Maglev),
+    RingHash(RingHash),
+    Random(Random),
+    PowerOfTwoChoices(PowerOfTwoChoices),
+    PeakEwma(PeakEwma),
+    WeightedFailover(WeightedFailover),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyScheduler::RoundRobin($s) => $e,
+            AnyScheduler::WeightedRoundRobin($s) => $e,
+            AnyScheduler::SmoothWeightedRoundRobin($s) => $e,
+            AnyScheduler::LeastConnections($s) => $e,
+            AnyScheduler::WeightedLeastConnections($s) => $e,
+            AnyScheduler::ShortestExpectedDelay($s) => $e,
+            AnyScheduler::NeverQueue($s) => $e,
+            AnyScheduler::SourceHash($s) => $e,
+            AnyScheduler::DestinationHash($s) => $e,
+            AnyScheduler::Maglev($s) => $e,
+            AnyScheduler::RingHash($s) => $e,
+            AnyScheduler::Random($s) => $e,
+            AnyScheduler::PowerOfTwoChoices($s) => $e,
+            AnyScheduler::PeakEwma($s) => $e,
+            AnyScheduler::WeightedFailover($s) => $e,
+        }
+    };
+}
+
+impl Scheduler for AnyScheduler {
+    #[inline]
+    fn select(
+        &self,
+        ctx: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        dispatch!(self, s => s.select(ctx, accept))
+    }
+
+    fn backends(&self) -> &[Backend] {
+        dispatch!(self, s => s.backends())
+    }
+}
+
+impl BuildScheduler for Algorithm {
+    type Scheduler = AnyScheduler;
+
+    fn build(&self, c: &[Backend], previous: Option<&AnyScheduler>) -> Result<AnyScheduler> {
+        Ok(match self {
+            Self::RoundRobin => AnyScheduler::RoundRobin(RoundRobin::new(
+                c,
+                match previous {
+                    Some(AnyScheduler::RoundRobin(p)) => Some(p),
+                    _ => None,
+                },
+            )),
+            Self::WeightedRoundRobin => AnyScheduler::WeightedRoundRobin(WeightedRoundRobin::new(
+                c,
+                match previous {
+                    Some(AnyScheduler::WeightedRoundRobin(p)) => Some(p),
+                    _ => None,
+                },
+            )),
+            Self::SmoothWeightedRoundRobin => {
+                AnyScheduler::SmoothWeightedRoundRobin(SmoothWeightedRoundRobin::new(
+                    c,
+                    match previous {
+                        Some(AnyScheduler::SmoothWeightedRoundRobin(p)) => Some(p),
+                        _ => None,
+                    },
+                ))
+            }
+            Self::LeastConnections => AnyScheduler::LeastConnections(LeastConnections::new(c)),
+            Self::WeightedLeastConnections => {
+                AnyScheduler::WeightedLeastConnections(WeightedLeastConnections::new(c))
+            }
+            Self::ShortestExpectedDelay => {
+                AnyScheduler::ShortestExpectedDelay(ShortestExpectedDelay::new(c))
+            }
+            Self::NeverQueue => AnyScheduler::NeverQueue(NeverQueue::new(c)),
+            Self::SourceHash => AnyScheduler::SourceHash(SourceHash::new(c)),
+            Self::DestinationHash => AnyScheduler::DestinationHash(DestinationHash::new(c)),
+            Self::Maglev { table_size } => AnyScheduler::Maglev(Maglev::new(c, *table_size)?),
+            Self::RingHash {
+                points_per_weight,
+                max_ring_size,
+            } => AnyScheduler::RingHash(RingHash::new(c, *points_per_weight, *max_ring_size)?),
+            Self::Random { seed } => AnyScheduler::Random(Random::new(c, *seed)),
+            Self::PowerOfTwoChoices { seed } => {
+                AnyScheduler::PowerOfTwoChoices(PowerOfTwoChoices::new(c, *seed))
+            }
+            Self::PeakEwma { seed, default_rtt } => {
+                AnyScheduler::PeakEwma(PeakEwma::new(c, *seed, *default_rtt))
+            }
+            Self::WeightedFailover => AnyScheduler::WeightedFailover(WeightedFailover::new(c)),
+        })
+    }
+}
+
+/// A client-address mask applied before hashing and persistence (keepalived
+/// `persistence_granularity`): clients in one prefix share a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granularity {
+    /// IPv4 prefix length kept, 0..=32 (default 32: each address on its own).
+    pub v4_prefix: u8,
+    /// IPv6 prefix length kept, 0..=128 (default 128).
+    pub v6_prefix: u8,
+}
+
+impl Default for Granularity {
+    fn default() -> Self {
+        Self {
+            v4_prefix: 32,
+            v6_prefix: 128,
+        }
+    }
+}
+
+impl Granularity {
+    /// From keepalived's netmask form (`persistence_granularity 255.255.255.0`) or a prefix
+    /// length (`24`, applied to IPv4; IPv6 keeps /128 unless given as `/64` after a comma:
+    /// `24,64`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a non-contiguous netmask or an out-of-range prefix.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = |reason: String| Error::InvalidConfig {
+            setting: "persistence_granularity",
+            reason,
+        };
+        let mut g = Self::default();
+        let (v4, v6) = match s.split_once(',') {
+            Some((a, b)) => (a.trim(), Some(b.trim())),
+            None => (s.trim(), None),
+        };
+        if let Ok(mask) = v4.parse::<std::net::Ipv4Addr>() {
+            let m = u32::from(mask);
+            if m.leading_ones() + m.trailing_zeros() != 32 {
+                return Err(bad(format!("{v4} is not a contiguous netmask")));
+            }
+            g.v4_prefix = m.leading_ones() as u8;
+        } else {
+            let p: u8 = v4
+                .trim_start_matches('/')
+                .parse()
+                .map_err(|_| bad(format!("{v4:?} is neither a netmask nor a prefix length")))?;
+            if p > 32 {
+                return Err(bad(format!("IPv4 prefix /{p} is longer than 32")));
+            }
+            g.v4_prefix = p;
+        }
+        if let Some(v6) = v6 {
+            let p: u8 = v6
+                .trim_start_matches('/')
+                .parse()
+                .map_err(|_| bad(format!("{v6:?} is not an IPv6 prefix length")))?;
+            if p > 128 {
+                return Err(bad(format!("IPv6 prefix /{p} is longer than 128")));
+            }
+            g.v6_prefix = p;
+        }
+        Ok(g)
+    }
+
+    /// Masks an address to the prefix (the port is cleared: persistence is per client host).
+    pub fn mask(&self, addr: SocketAddr) -> SocketAddr {
+        let ip = match addr.ip() {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                let m = if self.v4_prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.v4_prefix.min(32)))
+                };
+                IpAddr::V4((bits & m).into())
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let m = if self.v6_prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.v6_prefix.min(128)))
+                };
+                IpAddr::V6((bits & m).into())
+            }
+        };
+        SocketAddr::new(ip, 0)
+    }
+}
+
+/// Returns the first candidate `accept` takes, in order: the last resort of every algorithm
+/// after its own choices were refused, so `None` means every candidate was refused.
+#[inline]
+pub(crate) fn first_accepted<'a>(
+    backends: &'a [Backend],
+    accept: &mut dyn FnMut(&Backend) -> bool,
+) -> Option<&'a Backend> {
+    backends.iter().find(|b| accept(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for a in Algorithm::all() {
+            assert_eq!(a.name().parse::<Algorithm>().unwrap().name(), a.name());
+        }
+        assert!(matches!(
+            "lblc".parse::<Algorithm>(),
+            Err(Error::UnknownAlgorithm(_))
+        ));
+    }
+
+    #[test]
+    fn granularity_masks() {
+        let g = Granularity::parse("255.255.255.0").unwrap();
+        assert_eq!(g.v4_prefix, 24);
+        assert_eq!(
+            g.mask("198.18.0.77:5555".parse().unwrap()),
+            "198.18.0.0:0".parse::<SocketAddr>().unwrap()
+        );
+        let g = Granularity::parse("24,64").unwrap();
+        assert_eq!(
+            g.mask("[fd00:18::1:2:3:4]:1".parse().unwrap()),
+            "[fd00:18::]:0".parse::<SocketAddr>().unwrap()
+        );
+        assert!(Granularity::parse("255.0.255.0").is_err());
+        assert!(Granularity::parse("33").is_err());
+        assert!(Granularity::parse("banana").is_err());
+    }
+}
