@@ -31,4 +31,5 @@
 #![deny(unsafe_code)]
 #![deny(clippy::disallowed_methods)]
 
+pub mod machine;
 pub mod wire;

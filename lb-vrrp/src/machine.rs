@@ -1,0 +1,1411 @@
+//! The VRRP state machine of one virtual router ([RFC 5798 §6]), sans-IO, and
+//! keepalived-style sync groups ([`SyncGroup`]).
+//!
+//! A [`VirtualRouter`] never reads the clock and never touches a socket: every input
+//! carries `now: Instant`, and every effect comes out of [`VirtualRouter::poll_action`].
+//! Its methods follow quinn's taxonomy:
+//!
+//! * **A. Getters** (`&self`): [`state`](VirtualRouter::state),
+//!   [`effective_priority`](VirtualRouter::effective_priority),
+//!   [`master_down_interval`](VirtualRouter::master_down_interval), [`counters`](VirtualRouter::counters), …
+//! * **B. Handlers** for things that happened, `handle_*(now, …)`:
+//!   [`handle_packet`](VirtualRouter::handle_packet) / [`handle_advert`](VirtualRouter::handle_advert),
+//!   [`handle_timeout`](VirtualRouter::handle_timeout), [`handle_link`](VirtualRouter::handle_link),
+//!   [`handle_track`](VirtualRouter::handle_track).
+//! * **C. Commands** from the operator: [`start`](VirtualRouter::start),
+//!   [`set_priority`](VirtualRouter::set_priority), [`shutdown`](VirtualRouter::shutdown).
+//! * **D. Outputs**, `#[must_use]`: [`poll_action`](VirtualRouter::poll_action) and
+//!   [`poll_timeout`](VirtualRouter::poll_timeout).
+//!
+//! # States
+//!
+//! [`State::Initialize`], [`State::Backup`] and [`State::Master`] are RFC 5798 §6.4.
+//! [`State::Fault`] is a **non-RFC extension** taken from keepalived: the instance enters it
+//! when its interface is down ([`VirtualRouter::handle_link`]) or a tracked check with
+//! weight 0 fails; it neither sends nor listens, and holds no VIP. A master entering Fault
+//! first sends a priority-0 advert so that a backup takes over after Skew_Time.
+//!
+//! # Receive validation
+//!
+//! [RFC 5798 §7.1] / [RFC 3768 §7.1]: TTL / hop limit 255, version, checksum, VRID, v2
+//! authentication and advert interval, and in unicast mode the source must be a
+//! configured peer. A packet that fails is dropped and counted by [`Discard`] reason in
+//! [`Counters`]; it never changes state and is never an error.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::net::{IpAddr, Ipv4Addr};
+//! use std::time::{Duration, Instant};
+//! use lb_vrrp::machine::{Action, Config, State, VirtualRouter};
+//! use lb_vrrp::wire::{Priority, Vrid};
+//!
+//! let now = Instant::now(); // in a driver; tests use any Instant
+//! let mut cfg = Config::new(
+//!     Vrid::new(51).unwrap(),
+//!     IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+//!     vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100))],
+//! );
+//! cfg.priority = Priority(150);
+//! let mut vr = VirtualRouter::new(cfg);
+//! vr.start(now);
+//! assert_eq!(vr.state(), State::Backup);
+//! while let Some(_action) = vr.poll_action() {}
+//! // Nobody advertises: the Master_Down_Timer fires and we take over.
+//! let t = vr.poll_timeout().unwrap();
+//! assert_eq!(t - now, vr.master_down_interval());
+//! vr.handle_timeout(t);
+//! assert_eq!(vr.state(), State::Master);
+//! assert!(std::iter::from_fn(|| vr.poll_action()).any(|a| a == Action::AddVips));
+//! ```
+//!
+//! [RFC 5798 §6]: https://www.rfc-editor.org/rfc/rfc5798#section-6
+//! [RFC 5798 §7.1]: https://www.rfc-editor.org/rfc/rfc5798#section-7.1
+//! [RFC 3768 §7.1]: https://www.rfc-editor.org/rfc/rfc3768#section-7.1
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::wire::{
+    AdvertInterval, AdvertRepr, Auth, Packet, ParseError, Priority, Version, Vrid, VRRP_TTL,
+};
+
+/// Configuration of one virtual router (keepalived `vrrp_instance` names in brackets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Virtual router id (`virtual_router_id`).
+    pub vrid: Vrid,
+    /// Protocol version (`version`); default 2 (keepalived's default).
+    pub version: Version,
+    /// Base priority (`priority`); default 100. 255 makes this router the address owner.
+    pub priority: Priority,
+    /// Advertisement interval (`advert_int`); default 1 s. Must be whole seconds for v2.
+    pub advert_interval: AdvertInterval,
+    /// v2 authentication (`authentication { auth_type PASS; auth_pass … }`); default none.
+    pub auth: Auth,
+    /// Our primary address on the interface (or `unicast_src_ip`): the advert's source and
+    /// the equal-priority tie breaker ([RFC 5798 §6.4.3]).
+    ///
+    /// [RFC 5798 §6.4.3]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4.3
+    pub primary_addr: IpAddr,
+    /// Virtual addresses carried in adverts (`virtual_ipaddress`).
+    pub vips: Vec<IpAddr>,
+    /// Unicast peers (`unicast_peer`); empty means multicast. When set, adverts from other
+    /// sources are discarded ([`Discard::NotPeer`]).
+    pub unicast_peers: Vec<IpAddr>,
+    /// Preempt_Mode ([RFC 5798 §6.1]); `false` is keepalived's `nopreempt`. Default `true`.
+    ///
+    /// [RFC 5798 §6.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.1
+    pub preempt: bool,
+    /// keepalived `preempt_delay`: no preemption during this long after [`VirtualRouter::start`]. Default 0.
+    pub preempt_delay: Duration,
+    /// Accept_Mode ([RFC 5798 §6.1], keepalived `accept`); default `false`. Reported to the
+    /// data plane by [`VirtualRouter::accept_mode`]; the machine itself does not filter.
+    pub accept_mode: bool,
+    /// keepalived `garp_master_delay`: a second gratuitous ARP burst this long after becoming
+    /// master; default 5 s, `None` disables it.
+    pub garp_master_delay: Option<Duration>,
+    /// keepalived `garp_master_repeat`: gratuitous ARPs per burst; default 5.
+    pub garp_master_repeat: u32,
+    /// keepalived `garp_master_refresh`: periodic bursts while master; default `None`.
+    pub garp_master_refresh: Option<Duration>,
+    /// Weights of tracked checks (keepalived `track_script`/`track_interface` `weight`),
+    /// indexed by [`TrackId`]. All start healthy.
+    pub tracks: Vec<TrackWeight>,
+}
+
+impl Config {
+    /// A configuration with keepalived's defaults:
+    ///
+    /// * version 2, priority 100, `advert_int 1`, no authentication;
+    /// * multicast, preempt on with no delay, accept mode off;
+    /// * `garp_master_delay 5`, `garp_master_repeat 5`, no refresh, nothing tracked.
+    pub fn new(vrid: Vrid, primary_addr: IpAddr, vips: Vec<IpAddr>) -> Self {
+        Self {
+            vrid,
+            version: Version::V2,
+            priority: Priority::DEFAULT,
+            advert_interval: AdvertInterval::ONE_SECOND,
+            auth: Auth::None,
+            primary_addr,
+            vips,
+            unicast_peers: Vec::new(),
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            accept_mode: false,
+            garp_master_delay: Some(Duration::from_secs(5)),
+            garp_master_repeat: 5,
+            garp_master_refresh: None,
+            tracks: Vec::new(),
+        }
+    }
+}
+
+/// Weight of a tracked check, keepalived semantics: a positive weight is added to the
+/// priority while the check is healthy, a negative one while it fails; weight 0 means
+/// a failure puts the instance in [`State::Fault`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrackWeight(pub i16);
+
+/// Index of a tracked check in [`Config::tracks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrackId(pub usize);
+
+/// Router state ([RFC 5798 §6.4]); `Fault` is a non-RFC extension (see the module docs).
+///
+/// [RFC 5798 §6.4]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not started, or shut down ([RFC 5798 §6.4.1]).
+    ///
+    /// [RFC 5798 §6.4.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4.1
+    Initialize,
+    /// Monitoring the master ([RFC 5798 §6.4.2]).
+    ///
+    /// [RFC 5798 §6.4.2]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4.2
+    Backup,
+    /// Forwarding for the virtual addresses ([RFC 5798 §6.4.3]).
+    ///
+    /// [RFC 5798 §6.4.3]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4.3
+    Master,
+    /// Non-RFC (keepalived): interface down or a weight-0 tracked check failing.
+    Fault,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Initialize => "INIT",
+            Self::Backup => "BACKUP",
+            Self::Master => "MASTER",
+            Self::Fault => "FAULT",
+        })
+    }
+}
+
+/// Why a transition happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// [`VirtualRouter::start`], or leaving Fault.
+    Startup,
+    /// The Master_Down_Timer fired: no (or a priority-0) advert from a master.
+    MasterDown,
+    /// A master heard a higher priority (or an equal priority from a higher address).
+    Preempted,
+    /// [`VirtualRouter::shutdown`].
+    Shutdown,
+    /// The interface went down.
+    LinkDown,
+    /// A weight-0 tracked check failed.
+    TrackFault,
+    /// The last fault condition cleared.
+    FaultCleared,
+    /// Another member of the sync group changed state.
+    SyncGroup,
+}
+
+/// Something the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this advert to the multicast group, or to every unicast peer.
+    SendAdvert(AdvertRepr),
+    /// Add the virtual addresses to the interface.
+    AddVips,
+    /// Remove the virtual addresses from the interface.
+    RemoveVips,
+    /// Send `repeat` gratuitous ARPs (IPv4) / unsolicited neighbour advertisements (IPv6)
+    /// for every virtual address.
+    AnnounceVips {
+        /// Packets per address (`garp_master_repeat`).
+        repeat: u32,
+    },
+    /// The state changed (for events, logs and notify scripts).
+    Transition {
+        /// Old state.
+        from: State,
+        /// New state.
+        to: State,
+        /// Why.
+        reason: Reason,
+    },
+}
+
+/// Timers of a virtual router ([RFC 5798 §6.2] plus keepalived's GARP timers).
+///
+/// [RFC 5798 §6.2]: https://www.rfc-editor.org/rfc/rfc5798#section-6.2
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// Adver_Timer: next advert (Master).
+    Advert,
+    /// Master_Down_Timer: take over if it fires (Backup).
+    MasterDown,
+    /// The delayed second GARP burst (`garp_master_delay`).
+    Garp,
+    /// The periodic GARP refresh (`garp_master_refresh`).
+    GarpRefresh,
+}
+
+impl Timer {
+    const ALL: [Self; 4] = [
+        Self::Advert,
+        Self::MasterDown,
+        Self::Garp,
+        Self::GarpRefresh,
+    ];
+}
+
+#[derive(Debug, Clone, Default)]
+struct TimerTable([Option<Instant>; 4]);
+
+impl TimerTable {
+    fn set(&mut self, t: Timer, at: Instant) {
+        self.0[t as usize] = Some(at);
+    }
+    fn stop(&mut self, t: Timer) {
+        self.0[t as usize] = None;
+    }
+    fn get(&self, t: Timer) -> Option<Instant> {
+        self.0[t as usize]
+    }
+    fn clear(&mut self) {
+        self.0 = [None; 4];
+    }
+    fn next(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+    fn is_expired(&self, t: Timer, now: Instant) -> bool {
+        self.get(t).is_some_and(|at| at <= now)
+    }
+}
+
+/// Why a received packet was dropped ([RFC 5798 §7.1], [RFC 3768 §7.1]).
+///
+/// [RFC 5798 §7.1]: https://www.rfc-editor.org/rfc/rfc5798#section-7.1
+/// [RFC 3768 §7.1]: https://www.rfc-editor.org/rfc/rfc3768#section-7.1
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Discard {
+    /// IP TTL / hop limit was not 255.
+    Ttl,
+    /// Version is not the configured one (or not 2/3).
+    Version,
+    /// Checksum did not verify.
+    Checksum,
+    /// Malformed: truncated, bad type, VRID 0, zero interval, bad family.
+    Malformed,
+    /// VRID is not ours.
+    Vrid,
+    /// v2 authentication type or password mismatch.
+    Auth,
+    /// v2 advert interval differs from ours.
+    Interval,
+    /// Unicast mode: the source is not a configured peer.
+    NotPeer,
+    /// IP family differs from ours.
+    Family,
+    /// The source is our own address (our own advert looped back).
+    OwnAddress,
+    /// Not listening: Initialize or Fault.
+    Inactive,
+}
+
+impl Discard {
+    /// Every reason, in counter order.
+    pub const ALL: [Self; 11] = [
+        Self::Ttl,
+        Self::Version,
+        Self::Checksum,
+        Self::Malformed,
+        Self::Vrid,
+        Self::Auth,
+        Self::Interval,
+        Self::NotPeer,
+        Self::Family,
+        Self::OwnAddress,
+        Self::Inactive,
+    ];
+
+    /// The reason for a packet [`AdvertRepr::parse`] rejected.
+    pub fn from_parse_error(e: &ParseError) -> Self {
+        match e {
+            ParseError::UnsupportedVersion(_) | ParseError::V2OverIpv6 => Self::Version,
+            ParseError::Checksum(_) => Self::Checksum,
+            ParseError::UnsupportedAuth(_) => Self::Auth,
+            ParseError::FamilyMismatch(_) => Self::Family,
+            _ => Self::Malformed,
+        }
+    }
+}
+
+/// Counters of one virtual router (for metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Adverts that passed validation.
+    pub adverts_rx: u64,
+    /// Adverts sent (including priority 0).
+    pub adverts_tx: u64,
+    /// Accepted adverts with priority 0.
+    pub priority_zero_rx: u64,
+    /// Priority-0 adverts sent.
+    pub priority_zero_tx: u64,
+    /// Times this router became master.
+    pub became_master: u64,
+    /// Accepted adverts whose address list differs from ours (logged, not dropped,
+    /// [RFC 5798 §7.1]).
+    ///
+    /// [RFC 5798 §7.1]: https://www.rfc-editor.org/rfc/rfc5798#section-7.1
+    pub address_list_mismatch: u64,
+    discards: [u64; Discard::ALL.len()],
+}
+
+impl Counters {
+    /// Packets dropped for `reason`.
+    pub fn discards(&self, reason: Discard) -> u64 {
+        self.discards[reason as usize]
+    }
+    /// All dropped packets.
+    pub fn total_discards(&self) -> u64 {
+        self.discards.iter().sum()
+    }
+    fn discard(&mut self, reason: Discard) {
+        self.discards[reason as usize] += 1;
+    }
+}
+
+/// Metadata of a received advert that the IP layer knows and the VRRP message does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxMeta {
+    /// IP source address.
+    pub src: IpAddr,
+    /// IP destination address (group or our unicast address).
+    pub dst: IpAddr,
+    /// IPv4 TTL or IPv6 hop limit; must be 255.
+    pub ttl: u8,
+}
+
+/// Skew_Time ([RFC 5798 §6.1], [RFC 3768 §6.1]):
+/// v3 `((256 - priority) * Master_Adver_Interval) / 256`, v2 `(256 - priority) / 256` s.
+/// Computed in microseconds, as keepalived does.
+///
+/// [RFC 5798 §6.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.1
+/// [RFC 3768 §6.1]: https://www.rfc-editor.org/rfc/rfc3768#section-6.1
+pub fn skew_time(
+    version: Version,
+    priority: Priority,
+    master_adver_interval: AdvertInterval,
+) -> Duration {
+    let k = 256 - u64::from(priority.get());
+    let us = match version {
+        Version::V3 => k * u64::from(master_adver_interval.centis()) * 10_000 / 256,
+        Version::V2 => k * 1_000_000 / 256,
+    };
+    Duration::from_micros(us)
+}
+
+/// Master_Down_Interval ([RFC 5798 §6.1], [RFC 3768 §6.1]):
+/// `3 * Master_Adver_Interval + Skew_Time` (v2: the configured Advertisement_Interval).
+///
+/// [RFC 5798 §6.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.1
+/// [RFC 3768 §6.1]: https://www.rfc-editor.org/rfc/rfc3768#section-6.1
+pub fn master_down_interval(
+    version: Version,
+    priority: Priority,
+    master_adver_interval: AdvertInterval,
+) -> Duration {
+    3 * master_adver_interval.as_duration() + skew_time(version, priority, master_adver_interval)
+}
+
+/// One VRRP virtual router (keepalived `vrrp_instance`): see the module docs.
+#[derive(Debug, Clone)]
+pub struct VirtualRouter {
+    cfg: Config,
+    state: State,
+    base_priority: Priority,
+    track_ok: Vec<bool>,
+    link_up: bool,
+    group_fault: bool,
+    master_adver_interval: AdvertInterval,
+    master_addr: Option<IpAddr>,
+    started_at: Option<Instant>,
+    timers: TimerTable,
+    actions: VecDeque<Action>,
+    counters: Counters,
+}
+
+impl VirtualRouter {
+    /// A router in [`State::Initialize`]; call [`VirtualRouter::start`] to run it.
+    pub fn new(cfg: Config) -> Self {
+        Self {
+            state: State::Initialize,
+            base_priority: cfg.priority,
+            track_ok: vec![true; cfg.tracks.len()],
+            link_up: true,
+            group_fault: false,
+            master_adver_interval: cfg.advert_interval,
+            master_addr: None,
+            started_at: None,
+            timers: TimerTable::default(),
+            actions: VecDeque::new(),
+            counters: Counters::default(),
+            cfg,
+        }
+    }
+
+    // ----- A. getters -----
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// The virtual router id.
+    pub fn vrid(&self) -> Vrid {
+        self.cfg.vrid
+    }
+    /// The configured (base) priority, as last set.
+    pub fn base_priority(&self) -> Priority {
+        self.base_priority
+    }
+    /// Priority after tracking: base plus the weights of tracked checks (positive weights
+    /// while healthy, negative ones while failing), clamped to 1..=254; the owner (255)
+    /// is never adjusted.
+    pub fn effective_priority(&self) -> Priority {
+        if self.base_priority.is_owner() {
+            return Priority::OWNER;
+        }
+        let mut p = i32::from(self.base_priority.get());
+        for (w, ok) in self.cfg.tracks.iter().zip(&self.track_ok) {
+            let w = i32::from(w.0);
+            if (w > 0 && *ok) || (w < 0 && !*ok) {
+                p += w;
+            }
+        }
+        Priority(p.clamp(1, 254) as u8)
+    }
+    /// Configured advert interval.
+    pub fn advert_interval(&self) -> AdvertInterval {
+        self.cfg.advert_interval
+    }
+    /// Master_Adver_Interval: learned from the master's adverts (v3), else ours.
+    pub fn master_advert_interval(&self) -> AdvertInterval {
+        self.master_adver_interval
+    }
+    /// Skew_Time for our effective priority ([RFC 5798 §6.1]).
+    ///
+    /// [RFC 5798 §6.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.1
+    pub fn skew_time(&self) -> Duration {
+        skew_time(
+            self.cfg.version,
+            self.effective_priority(),
+            self.master_adver_interval,
+        )
+    }
+    /// Master_Down_Interval for our effective priority ([RFC 5798 §6.1]).
+    ///
+    /// [RFC 5798 §6.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.1
+    pub fn master_down_interval(&self) -> Duration {
+        master_down_interval(
+            self.cfg.version,
+            self.effective_priority(),
+            self.master_adver_interval,
+        )
+    }
+    /// Source of the last accepted advert (the current master, as seen from Backup).
+    pub fn master_addr(&self) -> Option<IpAddr> {
+        self.master_addr
+    }
+    /// Whether the data plane should accept packets addressed to the VIPs: the owner
+    /// always does, others only with Accept_Mode ([RFC 5798 §6.1]).
+    ///
+    /// [RFC 5798 §6.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.1
+    pub fn accept_mode(&self) -> bool {
+        self.cfg.accept_mode || self.base_priority.is_owner()
+    }
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    /// When `timer` fires, if armed.
+    pub fn timer(&self, timer: Timer) -> Option<Instant> {
+        self.timers.get(timer)
+    }
+    /// True if a fault condition of this router's own holds (link down or a weight-0
+    /// check failing), not counting a fault imposed by its sync group.
+    pub fn has_own_fault(&self) -> bool {
+        !self.link_up
+            || self
+                .cfg
+                .tracks
+                .iter()
+                .zip(&self.track_ok)
+                .any(|(w, ok)| w.0 == 0 && !*ok)
+    }
+
+    // ----- D. outputs -----
+
+    /// The next thing for the driver to do.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+    /// When to call [`VirtualRouter::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ----- C. commands -----
+
+    /// The Startup event ([RFC 5798 §6.4.1]): the owner becomes Master at once, others
+    /// Backup (or Fault if a fault condition holds). No-op unless in Initialize.
+    ///
+    /// [RFC 5798 §6.4.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4.1
+    pub fn start(&mut self, now: Instant) {
+        if self.state != State::Initialize {
+            return;
+        }
+        self.started_at = Some(now);
+        self.enter_running(now, Reason::Startup);
+    }
+
+    /// The Shutdown event: a master sends a priority-0 advert and removes its VIPs; all
+    /// timers stop and the router returns to Initialize ([RFC 5798 §6.4.2], §6.4.3).
+    ///
+    /// [RFC 5798 §6.4.2]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4.2
+    pub fn shutdown(&mut self, now: Instant) {
+        let _ = now;
+        match self.state {
+            State::Initialize => {}
+            State::Master => {
+                self.send_advert(Priority::STOP);
+                self.actions.push_back(Action::RemoveVips);
+                self.transition(State::Initialize, Reason::Shutdown);
+            }
+            State::Backup | State::Fault => self.transition(State::Initialize, Reason::Shutdown),
+        }
+        self.timers.clear();
+        self.started_at = None;
+    }
+
+    /// Changes the base priority. A master advertises the change at once; a backup's new
+    /// priority takes effect with the next advert it hears.
+    pub fn set_priority(&mut self, now: Instant, priority: Priority) {
+        let before = self.effective_priority();
+        self.base_priority = priority;
+        self.priority_changed(now, before);
+    }
+
+    // ----- B. handlers -----
+
+    /// A tracked check changed health. Out-of-range ids are ignored.
+    pub fn handle_track(&mut self, now: Instant, id: TrackId, healthy: bool) {
+        let before = self.effective_priority();
+        match self.track_ok.get_mut(id.0) {
+            Some(ok) if *ok != healthy => *ok = healthy,
+            _ => return,
+        }
+        if !self.reevaluate_fault(now, Reason::TrackFault) {
+            self.priority_changed(now, before);
+        }
+    }
+
+    /// The interface went up or down (non-RFC: down means [`State::Fault`]).
+    pub fn handle_link(&mut self, now: Instant, up: bool) {
+        if self.link_up == up {
+            return;
+        }
+        self.link_up = up;
+        self.reevaluate_fault(now, Reason::LinkDown);
+    }
+
+    /// Timer expiry. Idempotent: a wake-up before any deadline does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for t in Timer::ALL {
+            if !self.timers.is_expired(t, now) {
+                continue;
+            }
+            self.timers.stop(t);
+            match (t, self.state) {
+                (Timer::Advert, State::Master) => {
+                    self.send_advert(self.effective_priority());
+                    self.timers
+                        .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
+                }
+                (Timer::MasterDown, State::Backup) => self.become_master(now, Reason::MasterDown),
+                (Timer::Garp, State::Master) => self.announce(),
+                (Timer::GarpRefresh, State::Master) => {
+                    self.announce();
+                    if let Some(r) = self.cfg.garp_master_refresh {
+                        self.timers.set(Timer::GarpRefresh, now + r);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Parses and handles a received VRRP message (the IP payload). Malformed packets are
+    /// counted ([`Discard`]) and dropped.
+    pub fn handle_packet(&mut self, now: Instant, meta: RxMeta, bytes: &[u8]) {
+        let packet = Packet::new_unchecked(bytes);
+        match AdvertRepr::parse(&packet, meta.src, meta.dst) {
+            Ok(repr) => self.handle_advert(now, meta, &repr),
+            Err(e) => {
+                let reason = Discard::from_parse_error(&e);
+                tracing::debug!(vrid = %self.cfg.vrid, src = %meta.src, error = %e, "discarding VRRP packet");
+                self.counters.discard(reason);
+            }
+        }
+    }
+
+    /// Handles a parsed advert after the receive checks of [RFC 5798 §7.1] (see
+    /// [`Discard`]); then [RFC 5798 §6.4.2] (Backup) or §6.4.3 (Master).
+    ///
+    /// [RFC 5798 §7.1]: https://www.rfc-editor.org/rfc/rfc5798#section-7.1
+    /// [RFC 5798 §6.4.2]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4.2
+    pub fn handle_advert(&mut self, now: Instant, meta: RxMeta, adv: &AdvertRepr) {
+        if let Err(reason) = self.validate(meta, adv) {
+            tracing::debug!(vrid = %self.cfg.vrid, src = %meta.src, ?reason, "discarding VRRP advert");
+            self.counters.discard(reason);
+            return;
+        }
+        self.counters.adverts_rx += 1;
+        if adv.priority == Priority::STOP {
+            self.counters.priority_zero_rx += 1;
+        }
+        if adv.addresses != self.cfg.vips {
+            self.counters.address_list_mismatch += 1;
+        }
+        let mine = self.effective_priority();
+        match self.state {
+            State::Backup => {
+                self.master_addr = Some(meta.src);
+                if adv.priority == Priority::STOP {
+                    self.timers.set(Timer::MasterDown, now + self.skew_time());
+                } else if !self.may_preempt(now) || adv.priority >= mine {
+                    if self.cfg.version == Version::V3 {
+                        self.master_adver_interval = adv.interval;
+                    }
+                    self.timers
+                        .set(Timer::MasterDown, now + self.master_down_interval());
+                }
+                // else: a lower-priority master and we preempt: let the timer run out.
+            }
+            State::Master => {
+                let higher = adv.priority > mine
+                    || (adv.priority == mine
+                        && addr_key(meta.src) > addr_key(self.cfg.primary_addr));
+                if adv.priority == Priority::STOP {
+                    self.send_advert(mine);
+                    self.timers
+                        .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
+                } else if higher {
+                    self.master_addr = Some(meta.src);
+                    if self.cfg.version == Version::V3 {
+                        self.master_adver_interval = adv.interval;
+                    }
+                    self.become_backup(now, Reason::Preempted);
+                } else {
+                    // keepalived: answer a lower-priority master at once so it backs off
+                    // without waiting for our next Adver_Timer.
+                    self.send_advert(mine);
+                    self.timers
+                        .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
+                }
+            }
+            State::Initialize | State::Fault => {}
+        }
+    }
+
+    // ----- sync-group hooks -----
+
+    /// Sync group: become Master now if Backup.
+    pub(crate) fn force_master(&mut self, now: Instant) {
+        if self.state == State::Backup {
+            self.become_master(now, Reason::SyncGroup);
+        }
+    }
+    /// Sync group: become Backup now if Master.
+    pub(crate) fn force_backup(&mut self, now: Instant) {
+        if self.state == State::Master {
+            self.become_backup(now, Reason::SyncGroup);
+        }
+    }
+    /// Sync group: hold (or release) this member in Fault because another member is.
+    pub(crate) fn set_group_fault(&mut self, now: Instant, fault: bool) {
+        if self.group_fault != fault {
+            self.group_fault = fault;
+            self.reevaluate_fault(now, Reason::SyncGroup);
+        }
+    }
+
+    // ----- internals -----
+
+    fn validate(&self, meta: RxMeta, adv: &AdvertRepr) -> Result<(), Discard> {
+        if matches!(self.state, State::Initialize | State::Fault) {
+            return Err(Discard::Inactive);
+        }
+        if meta.ttl != VRRP_TTL {
+            return Err(Discard::Ttl);
+        }
+        if meta.src.is_ipv6() != self.cfg.primary_addr.is_ipv6() {
+            return Err(Discard::Family);
+        }
+        if adv.version != self.cfg.version {
+            return Err(Discard::Version);
+        }
+        if adv.vrid != self.cfg.vrid {
+            return Err(Discard::Vrid);
+        }
+        if meta.src == self.cfg.primary_addr {
+            return Err(Discard::OwnAddress);
+        }
+        if !self.cfg.unicast_peers.is_empty() && !self.cfg.unicast_peers.contains(&meta.src) {
+            return Err(Discard::NotPeer);
+        }
+        if adv.version == Version::V2 {
+            if adv.auth != self.cfg.auth {
+                return Err(Discard::Auth);
+            }
+            if adv.interval != self.cfg.advert_interval {
+                return Err(Discard::Interval);
+            }
+        }
+        Ok(())
+    }
+
+    fn may_preempt(&self, now: Instant) -> bool {
+        self.cfg.preempt
+            && self
+                .started_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.preempt_delay)
+    }
+
+    fn in_fault(&self) -> bool {
+        self.has_own_fault() || self.group_fault
+    }
+
+    /// Enter or leave Fault as the fault conditions say; true if the state changed.
+    fn reevaluate_fault(&mut self, now: Instant, reason: Reason) -> bool {
+        match (self.state, self.in_fault()) {
+            (State::Initialize, _) => false,
+            (State::Fault, false) => {
+                self.enter_running(now, Reason::FaultCleared);
+                true
+            }
+            (State::Backup | State::Master, true) => {
+                let reason = if !self.link_up {
+                    Reason::LinkDown
+                } else {
+                    reason
+                };
+                if self.state == State::Master {
+                    if self.link_up {
+                        self.send_advert(Priority::STOP);
+                    }
+                    self.actions.push_back(Action::RemoveVips);
+                }
+                self.timers.clear();
+                self.transition(State::Fault, reason);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn enter_running(&mut self, now: Instant, reason: Reason) {
+        if self.in_fault() {
+            let r = if !self.link_up {
+                Reason::LinkDown
+            } else {
+                Reason::TrackFault
+            };
+            self.transition(
+                State::Fault,
+                if reason == Reason::Startup { r } else { reason },
+            );
+        } else if self.effective_priority().is_owner() {
+            self.become_master(now, reason);
+        } else {
+            self.master_adver_interval = self.cfg.advert_interval;
+            self.become_backup(now, reason);
+        }
+    }
+
+    fn priority_changed(&mut self, now: Instant, before: Priority) {
+        let after = self.effective_priority();
+        if after == before {
+            return;
+        }
+        match self.state {
+            State::Master => {
+                self.send_advert(after);
+                self.timers
+                    .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
+            }
+            State::Backup if after.is_owner() => self.become_master(now, Reason::Preempted),
+            _ => {}
+        }
+    }
+
+    fn become_master(&mut self, now: Instant, reason: Reason) {
+        self.send_advert(self.effective_priority());
+        self.actions.push_back(Action::AddVips);
+        self.announce();
+        self.timers.clear();
+        self.timers
+            .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
+        if let Some(d) = self.cfg.garp_master_delay.filter(|d| !d.is_zero()) {
+            self.timers.set(Timer::Garp, now + d);
+        }
+        if let Some(r) = self.cfg.garp_master_refresh.filter(|d| !d.is_zero()) {
+            self.timers.set(Timer::GarpRefresh, now + r);
+        }
+        self.master_addr = Some(self.cfg.primary_addr);
+        self.counters.became_master += 1;
+        self.transition(State::Master, reason);
+    }
+
+    fn become_backup(&mut self, now: Instant, reason: Reason) {
+        if self.state == State::Master {
+            self.actions.push_back(Action::RemoveVips);
+        }
+        self.timers.clear();
+        self.timers
+            .set(Timer::MasterDown, now + self.master_down_interval());
+        self.transition(State::Backup, reason);
+    }
+
+    fn announce(&mut self) {
+        if self.cfg.garp_master_repeat > 0 {
+            self.actions.push_back(Action::AnnounceVips {
+                repeat: self.cfg.garp_master_repeat,
+            });
+        }
+    }
+
+    fn send_advert(&mut self, priority: Priority) {
+        self.counters.adverts_tx += 1;
+        if priority == Priority::STOP {
+            self.counters.priority_zero_tx += 1;
+        }
+        self.actions.push_back(Action::SendAdvert(AdvertRepr {
+            version: self.cfg.version,
+            vrid: self.cfg.vrid,
+            priority,
+            interval: self.cfg.advert_interval,
+            auth: if self.cfg.version == Version::V2 {
+                self.cfg.auth
+            } else {
+                Auth::None
+            },
+            addresses: self.cfg.vips.clone(),
+        }));
+    }
+
+    fn transition(&mut self, to: State, reason: Reason) {
+        let from = self.state;
+        self.state = to;
+        if from != to {
+            self.actions
+                .push_back(Action::Transition { from, to, reason });
+        }
+    }
+}
+
+/// Orders addresses for the equal-priority tie break: numerically, IPv4 as u32, IPv6 as u128.
+fn addr_key(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// A keepalived `vrrp_sync_group`: member routers change state together.
+///
+/// * one member becomes Master → every Backup member becomes Master;
+/// * one member falls from Master to Backup → every Master member becomes Backup;
+/// * one member has a fault → every member is held in Fault until no member has one.
+///
+/// Sans-IO like [`VirtualRouter`]; handlers take the member index.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::{IpAddr, Ipv4Addr};
+/// use std::time::Instant;
+/// use lb_vrrp::machine::{Config, State, SyncGroup, VirtualRouter};
+/// use lb_vrrp::wire::Vrid;
+///
+/// let ip = |d| IpAddr::V4(Ipv4Addr::new(198, 18, 0, d));
+/// let vr = |id| VirtualRouter::new(Config::new(Vrid::new(id).unwrap(), ip(1), vec![ip(id)]));
+/// let mut group = SyncGroup::new(vec![vr(51), vr(52)]);
+/// let now = Instant::now();
+/// group.start(now);
+/// group.handle_link(now, 0, false);
+/// assert!(group.members().iter().all(|m| m.state() == State::Fault));
+/// ```
+#[derive(Debug, Clone)]
+pub struct SyncGroup {
+    members: Vec<VirtualRouter>,
+}
+
+impl SyncGroup {
+    /// A group of routers (all in Initialize).
+    pub fn new(members: Vec<VirtualRouter>) -> Self {
+        Self { members }
+    }
+    /// The members, in the order given.
+    pub fn members(&self) -> &[VirtualRouter] {
+        &self.members
+    }
+    /// Member `i`. # Panics if out of range.
+    pub fn member(&self, i: usize) -> &VirtualRouter {
+        &self.members[i]
+    }
+
+    /// Next action of any member, with its index.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<(usize, Action)> {
+        self.members
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, m)| m.poll_action().map(|a| (i, a)))
+    }
+    /// Earliest timer of any member.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.members
+            .iter()
+            .filter_map(VirtualRouter::poll_timeout)
+            .min()
+    }
+
+    /// Starts every member.
+    pub fn start(&mut self, now: Instant) {
+        self.with(now, |ms| ms.iter_mut().for_each(|m| m.start(now)));
+    }
+    /// Shuts every member down.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.members.iter_mut().for_each(|m| m.shutdown(now));
+    }
+    /// Timer expiry for every member.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.with(now, |ms| ms.iter_mut().for_each(|m| m.handle_timeout(now)));
+    }
+    /// A packet for member `i` (ignored if out of range).
+    pub fn handle_packet(&mut self, now: Instant, i: usize, meta: RxMeta, bytes: &[u8]) {
+        self.with(now, |ms| {
+            if let Some(m) = ms.get_mut(i) {
+                m.handle_packet(now, meta, bytes);
+            }
+        });
+    }
+    /// An advert for member `i` (ignored if out of range).
+    pub fn handle_advert(&mut self, now: Instant, i: usize, meta: RxMeta, adv: &AdvertRepr) {
+        self.with(now, |ms| {
+            if let Some(m) = ms.get_mut(i) {
+                m.handle_advert(now, meta, adv);
+            }
+        });
+    }
+    /// Link state of member `i`'s interface.
+    pub fn handle_link(&mut self, now: Instant, i: usize, up: bool) {
+        self.with(now, |ms| {
+            if let Some(m) = ms.get_mut(i) {
+                m.handle_link(now, up);
+            }
+        });
+    }
+    /// A tracked check of member `i`.
+    pub fn handle_track(&mut self, now: Instant, i: usize, id: TrackId, healthy: bool) {
+        self.with(now, |ms| {
+            if let Some(m) = ms.get_mut(i) {
+                m.handle_track(now, id, healthy);
+            }
+        });
+    }
+    /// Base priority of member `i`.
+    pub fn set_priority(&mut self, now: Instant, i: usize, p: Priority) {
+        self.with(now, |ms| {
+            if let Some(m) = ms.get_mut(i) {
+                m.set_priority(now, p);
+            }
+        });
+    }
+
+    fn with(&mut self, now: Instant, f: impl FnOnce(&mut [VirtualRouter])) {
+        let before: Vec<State> = self.members.iter().map(VirtualRouter::state).collect();
+        f(&mut self.members);
+        // Faults first: hold everyone in Fault while any member has its own fault.
+        let any_fault = self.members.iter().any(VirtualRouter::has_own_fault);
+        let running = self.members.iter().any(|m| m.state() != State::Initialize);
+        if running {
+            for m in &mut self.members {
+                m.set_group_fault(now, any_fault && !m.has_own_fault());
+            }
+        }
+        let fell = self
+            .members
+            .iter()
+            .zip(&before)
+            .any(|(m, b)| *b == State::Master && m.state() == State::Backup);
+        let rose = self
+            .members
+            .iter()
+            .zip(&before)
+            .any(|(m, b)| *b != State::Master && m.state() == State::Master);
+        if fell {
+            self.members.iter_mut().for_each(|m| m.force_backup(now));
+        } else if rose {
+            self.members.iter_mut().for_each(|m| m.force_master(now));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[allow(clippy::disallowed_methods)] // tests need some Instant; the machine never reads the clock
+    fn t0() -> Instant {
+        Instant::now()
+    }
+    fn ip(d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(198, 18, 0, d))
+    }
+    fn cfg(prio: u8, me: u8) -> Config {
+        let mut c = Config::new(Vrid::new(51).unwrap(), ip(me), vec![ip(100)]);
+        c.priority = Priority(prio);
+        c.auth = Auth::password("7road123");
+        c
+    }
+    fn meta(src: u8) -> RxMeta {
+        RxMeta {
+            src: ip(src),
+            dst: IpAddr::V4(crate::wire::VRRP_MCAST_V4),
+            ttl: 255,
+        }
+    }
+    fn advert(c: &Config, prio: u8) -> AdvertRepr {
+        AdvertRepr {
+            version: c.version,
+            vrid: c.vrid,
+            priority: Priority(prio),
+            interval: c.advert_interval,
+            auth: c.auth,
+            addresses: c.vips.clone(),
+        }
+    }
+    fn drain(vr: &mut VirtualRouter) -> Vec<Action> {
+        std::iter::from_fn(|| vr.poll_action()).collect()
+    }
+
+    #[test]
+    fn formulas() {
+        let one = AdvertInterval::ONE_SECOND;
+        assert_eq!(
+            skew_time(Version::V2, Priority(100), one),
+            Duration::from_micros(609_375)
+        );
+        assert_eq!(
+            master_down_interval(Version::V2, Priority(100), one),
+            Duration::from_micros(3_609_375)
+        );
+        let cs = AdvertInterval::from_centis(1).unwrap();
+        assert_eq!(
+            skew_time(Version::V3, Priority(255), cs),
+            Duration::from_micros(39)
+        );
+        assert_eq!(
+            master_down_interval(Version::V3, Priority(128), cs),
+            Duration::from_micros(35_000)
+        );
+        // Skew decreases as priority grows, for all priorities.
+        for p in 1..=255u8 {
+            assert!(
+                skew_time(Version::V3, Priority(p), one)
+                    < skew_time(Version::V3, Priority(p - 1), one)
+            );
+        }
+    }
+
+    #[test]
+    fn owner_starts_master() {
+        let t0 = t0();
+        let mut vr = VirtualRouter::new(cfg(255, 1));
+        vr.start(t0);
+        assert_eq!(vr.state(), State::Master);
+        let a = drain(&mut vr);
+        assert!(matches!(&a[0], Action::SendAdvert(r) if r.priority == Priority::OWNER));
+        assert!(a.contains(&Action::AddVips));
+    }
+
+    #[test]
+    fn backup_follows_master_and_takes_over_after_priority_zero() {
+        let t0 = t0();
+        let c = cfg(100, 1);
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        drain(&mut vr);
+        let t1 = t0 + Duration::from_secs(1);
+        vr.handle_advert(t1, meta(2), &advert(&c, 150));
+        assert_eq!(vr.poll_timeout(), Some(t1 + vr.master_down_interval()));
+        // Spurious wake-up: nothing happens.
+        vr.handle_timeout(t1 + Duration::from_secs(1));
+        assert_eq!(vr.state(), State::Backup);
+        vr.handle_advert(t1, meta(2), &advert(&c, 0));
+        assert_eq!(vr.poll_timeout(), Some(t1 + vr.skew_time()));
+        vr.handle_timeout(t1 + vr.skew_time());
+        assert_eq!(vr.state(), State::Master);
+        assert_eq!(vr.counters().priority_zero_rx, 1);
+    }
+
+    #[test]
+    fn preempt_and_nopreempt() {
+        let t0 = t0();
+        for preempt in [true, false] {
+            let mut c = cfg(200, 1);
+            c.preempt = preempt;
+            let mut vr = VirtualRouter::new(c.clone());
+            vr.start(t0);
+            let mut t = t0;
+            for _ in 0..10 {
+                t += Duration::from_secs(1);
+                vr.handle_advert(t, meta(2), &advert(&c, 100));
+                vr.handle_timeout(t);
+            }
+            assert_eq!(vr.state() == State::Master, preempt, "preempt={preempt}");
+        }
+    }
+
+    #[test]
+    fn preempt_delay_holds_off() {
+        let t0 = t0();
+        let mut c = cfg(200, 1);
+        c.preempt_delay = Duration::from_secs(8);
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        let mut t = t0;
+        let mut became = None;
+        for i in 0..20 {
+            t = t0 + Duration::from_secs(i);
+            vr.handle_advert(t, meta(2), &advert(&c, 100));
+            vr.handle_timeout(t);
+            if vr.state() == State::Master && became.is_none() {
+                became = Some(i);
+            }
+            // Fire the exact timer too.
+            if let Some(d) = vr
+                .poll_timeout()
+                .filter(|d| *d < t + Duration::from_secs(1))
+            {
+                vr.handle_timeout(d);
+            }
+        }
+        let _ = t;
+        let became = became.expect("preempted eventually");
+        assert!(became >= 8, "preempted at {became}s, before preempt_delay");
+    }
+
+    #[test]
+    fn master_yields_to_higher_and_tie_breaks_on_address() {
+        let t0 = t0();
+        let c = cfg(255, 5);
+        // Owner never yields to equal priority from a lower address.
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        vr.handle_advert(t0, meta(4), &advert(&c, 255));
+        assert_eq!(vr.state(), State::Master);
+        vr.handle_advert(t0, meta(6), &advert(&c, 255));
+        assert_eq!(vr.state(), State::Backup);
+        let a = drain(&mut vr);
+        assert!(a.contains(&Action::RemoveVips));
+        assert!(a.contains(&Action::Transition {
+            from: State::Master,
+            to: State::Backup,
+            reason: Reason::Preempted
+        }));
+    }
+
+    #[test]
+    fn receive_validation_counts_drops() {
+        let t0 = t0();
+        let mut c = cfg(100, 1);
+        c.unicast_peers = vec![ip(2)];
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        let deadline = vr.poll_timeout();
+        let mut bad_ttl = meta(2);
+        bad_ttl.ttl = 254;
+        vr.handle_advert(t0, bad_ttl, &advert(&c, 200));
+        vr.handle_advert(t0, meta(3), &advert(&c, 200));
+        let mut wrong_pass = advert(&c, 200);
+        wrong_pass.auth = Auth::password("nope");
+        vr.handle_advert(t0, meta(2), &wrong_pass);
+        let mut wrong_int = advert(&c, 200);
+        wrong_int.interval = AdvertInterval::from_secs(2).unwrap();
+        vr.handle_advert(t0, meta(2), &wrong_int);
+        let mut wrong_vrid = advert(&c, 200);
+        wrong_vrid.vrid = Vrid::new(52).unwrap();
+        vr.handle_advert(t0, meta(2), &wrong_vrid);
+        let mut v3 = advert(&c, 200);
+        v3.version = Version::V3;
+        vr.handle_advert(t0, meta(2), &v3);
+        vr.handle_packet(t0, meta(2), &[0x21, 51, 1]);
+        let mut bytes = advert(&c, 200).to_bytes(ip(2), meta(2).dst).unwrap();
+        bytes[7] ^= 1;
+        vr.handle_packet(t0, meta(2), &bytes);
+        let k = vr.counters();
+        for d in [
+            Discard::Ttl,
+            Discard::NotPeer,
+            Discard::Auth,
+            Discard::Interval,
+            Discard::Vrid,
+            Discard::Version,
+            Discard::Malformed,
+            Discard::Checksum,
+        ] {
+            assert_eq!(k.discards(d), 1, "{d:?}");
+        }
+        assert_eq!(k.adverts_rx, 0);
+        // Nothing changed: the Master_Down_Timer was not reset.
+        assert_eq!(vr.poll_timeout(), deadline);
+    }
+
+    #[test]
+    fn tracking_weights_and_fault() {
+        let t0 = t0();
+        let mut c = cfg(100, 1);
+        c.tracks = vec![TrackWeight(20), TrackWeight(-30), TrackWeight(0)];
+        let mut vr = VirtualRouter::new(c);
+        vr.start(t0);
+        assert_eq!(vr.effective_priority(), Priority(120));
+        vr.handle_track(t0, TrackId(0), false);
+        assert_eq!(vr.effective_priority(), Priority(100));
+        vr.handle_track(t0, TrackId(1), false);
+        assert_eq!(vr.effective_priority(), Priority(70));
+        vr.handle_track(t0, TrackId(2), false);
+        assert_eq!(vr.state(), State::Fault);
+        vr.handle_track(t0, TrackId(2), true);
+        assert_eq!(vr.state(), State::Backup);
+        // Clamping.
+        let mut c = cfg(250, 1);
+        c.tracks = vec![TrackWeight(50)];
+        assert_eq!(VirtualRouter::new(c).effective_priority(), Priority(254));
+        let mut c = cfg(10, 1);
+        c.tracks = vec![TrackWeight(-50)];
+        let mut vr = VirtualRouter::new(c);
+        vr.handle_track(t0, TrackId(0), false);
+        assert_eq!(vr.effective_priority(), Priority(1));
+    }
+
+    #[test]
+    fn master_fault_sends_priority_zero() {
+        let t0 = t0();
+        let mut c = cfg(100, 1);
+        c.tracks = vec![TrackWeight(0)];
+        let mut vr = VirtualRouter::new(c);
+        vr.start(t0);
+        vr.handle_timeout(vr.poll_timeout().unwrap());
+        assert_eq!(vr.state(), State::Master);
+        drain(&mut vr);
+        vr.handle_track(t0, TrackId(0), false);
+        let a = drain(&mut vr);
+        assert!(matches!(&a[0], Action::SendAdvert(r) if r.priority == Priority::STOP));
+        assert_eq!(a[1], Action::RemoveVips);
+        assert_eq!(vr.poll_timeout(), None);
+        // Link down: no advert (cannot send), VIPs removed.
+        vr.handle_track(t0, TrackId(0), true);
+        vr.handle_timeout(vr.poll_timeout().unwrap());
+        drain(&mut vr);
+        vr.handle_link(t0, false);
+        let a = drain(&mut vr);
+        assert_eq!(a[0], Action::RemoveVips);
+        assert_eq!(vr.state(), State::Fault);
+    }
+
+    #[test]
+    fn shutdown_from_master() {
+        let t0 = t0();
+        let mut vr = VirtualRouter::new(cfg(255, 1));
+        vr.start(t0);
+        drain(&mut vr);
+        vr.shutdown(t0);
+        let a = drain(&mut vr);
+        assert!(matches!(&a[0], Action::SendAdvert(r) if r.priority == Priority::STOP));
+        assert_eq!(a[1], Action::RemoveVips);
+        assert_eq!(vr.state(), State::Initialize);
+        assert_eq!(vr.poll_timeout(), None);
+    }
+
+    #[test]
+    fn garp_timers() {
+        let t0 = t0();
+        let mut c = cfg(255, 1);
+        c.garp_master_refresh = Some(Duration::from_secs(60));
+        let mut vr = VirtualRouter::new(c);
+        vr.start(t0);
+        drain(&mut vr);
+        assert_eq!(vr.timer(Timer::Garp), Some(t0 + Duration::from_secs(5)));
+        vr.handle_timeout(t0 + Duration::from_secs(5));
+        assert!(drain(&mut vr).contains(&Action::AnnounceVips { repeat: 5 }));
+        assert_eq!(vr.timer(Timer::Garp), None);
+        assert_eq!(
+            vr.timer(Timer::GarpRefresh),
+            Some(t0 + Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn v3_learns_master_interval() {
+        let t0 = t0();
+        let mut c = cfg(100, 1);
+        c.version = Version::V3;
+        c.auth = Auth::None;
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        let mut a = advert(&c, 200);
+        a.interval = AdvertInterval::from_centis(10).unwrap();
+        vr.handle_advert(t0, meta(2), &a);
+        assert_eq!(vr.master_advert_interval().centis(), 10);
+        assert_eq!(
+            vr.poll_timeout(),
+            Some(t0 + Duration::from_micros(300_000 + 60_937))
+        );
+    }
+
+    #[test]
+    fn sync_group_moves_together() {
+        let t0 = t0();
+        let mk = |vrid: u8| {
+            let mut c = cfg(100, 1);
+            c.vrid = Vrid::new(vrid).unwrap();
+            VirtualRouter::new(c)
+        };
+        let mut g = SyncGroup::new(vec![mk(51), mk(52)]);
+        g.start(t0);
+        // Member 1 hears a master; member 0 does not and takes over: both go master.
+        let c1 = g.member(1).config().clone();
+        let t1 = t0 + Duration::from_secs(3);
+        g.handle_advert(t1, 1, meta(2), &advert(&c1, 150));
+        g.handle_timeout(g.member(0).timer(Timer::MasterDown).unwrap());
+        assert!(g.members().iter().all(|m| m.state() == State::Master));
+        // Member 1 hears a higher priority: both go backup.
+        g.handle_advert(t1, 1, meta(2), &advert(&c1, 150));
+        assert!(g.members().iter().all(|m| m.state() == State::Backup));
+        // Fault on one holds both in fault; recovery releases both.
+        g.handle_link(t1, 0, false);
+        assert!(g.members().iter().all(|m| m.state() == State::Fault));
+        g.handle_link(t1, 0, true);
+        assert!(g.members().iter().all(|m| m.state() == State::Backup));
+        let n = std::iter::from_fn(|| g.poll_action()).count();
+        assert!(n > 0);
+    }
+}
