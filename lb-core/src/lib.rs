@@ -52,6 +52,8 @@ pub mod error;
 pub mod persistence;
 pub mod pool;
 pub mod scheduler;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use backend::{
     AdminState, Backend, BackendId, BackendSet, BackendStats, ConnectionGuard, Health,

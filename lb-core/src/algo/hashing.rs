@@ -86,7 +86,9 @@ pub fn destination_key(ctx: &SelectContext<'_>) -> u64 {
 
 /// A bucket table as IPVS `sh`/`dh` build it: buckets are handed out to candidates in turn,
 /// each candidate taking `weight / gcd` consecutive buckets per turn, until the table is full.
-/// The table has at least 256 buckets (IPVS's default) and at least 8 per candidate.
+/// The table has at least 256 buckets (IPVS's default) and at least 8 per candidate, and
+/// holds a whole number of turns (up to 2²⁰ buckets), so bucket shares equal weight shares
+/// exactly; keys are spread over it with a multiply-shift range reduction.
 #[derive(Debug)]
 struct BucketTable {
     backends: Vec<Backend>,
@@ -102,8 +104,10 @@ impl BucketTable {
                 buckets: Vec::new(),
             };
         }
-        let size = (8 * n).max(256).next_power_of_two();
         let w = reduced_weights(candidates);
+        let turn: u64 = w.iter().sum();
+        let want = (8 * n as u64).max(256);
+        let size = (turn * want.div_ceil(turn)).min(1 << 20) as usize;
         let mut buckets = Vec::with_capacity(size);
         let (mut i, mut taken) = (0usize, 0u64);
         while buckets.len() < size {
@@ -128,10 +132,10 @@ impl BucketTable {
         if len == 0 {
             return None;
         }
-        let start = (hash as usize) & (len - 1);
+        let start = ((u128::from(hash) * len as u128) >> 64) as usize;
         let probes = len.min(64);
         for off in 0..probes {
-            let b = &self.backends[self.buckets[(start + off) & (len - 1)] as usize];
+            let b = &self.backends[self.buckets[(start + off) % len] as usize];
             if accept(b) {
                 return Some(b);
             }

@@ -193,16 +193,19 @@ impl Scheduler for WeightedRoundRobin {
 /// Largest precomputed smooth-WRR cycle, in picks (4 MiB of indices).
 const SWRR_MAX_CYCLE: u64 = 1 << 20;
 /// Largest `cycle × candidates` work spent precomputing one cycle.
-const SWRR_MAX_WORK: u64 = 1 << 25;
+const SWRR_MAX_WORK: u64 = 1 << 22;
 
 /// `swrr`: nginx's smooth weighted round robin (`ngx_http_upstream_get_peer`).
 ///
 /// Every pick adds each backend's weight to its current value, takes the largest, and
 /// subtracts the total from it, so heavy backends are spread through the cycle instead of
-/// picked in runs: {5, 1, 1} gives a a b a c a a.
+/// picked in runs: {5, 1, 1} gives a a b a c a a. One refinement over nginx: where nginx
+/// would repeat the previous pick although the weights do not force it (nginx gives
+/// {8, 6, 6, 1} a run `a a`), the next largest current value is taken instead, so within a
+/// cycle a backend is picked twice in a row only when its weight forces it.
 ///
 /// The cycle (Σ weight / gcd picks) is computed once at build time, so a pick is one atomic
-/// increment and an index: O(1), no lock. When the cycle would exceed 2²⁰ picks or 2²⁵ steps
+/// increment and an index: O(1), no lock. When the cycle would exceed 2²⁰ picks or 2²² steps
 /// of precomputation, weights are scaled down proportionally (each stays ≥ 1) to fit; shares
 /// are then exact for the scaled weights.
 #[derive(Debug)]
@@ -226,20 +229,7 @@ impl SmoothWeightedRoundRobin {
                 }
             }
         }
-        let total: i64 = w.iter().sum::<u64>() as i64;
-        let mut current = vec![0i64; w.len()];
-        let mut sequence = Vec::with_capacity(total as usize);
-        for _ in 0..total {
-            let mut best = 0;
-            for i in 0..w.len() {
-                current[i] += w[i] as i64;
-                if current[i] > current[best] {
-                    best = i;
-                }
-            }
-            current[best] -= total;
-            sequence.push(best as u32);
-        }
+        let sequence = smooth_cycle(&w);
         let cursor = carried_cursor(
             candidates,
             previous.map(|p| (&p.backends[..], p.cursor.load(Ordering::Relaxed))),
@@ -284,6 +274,62 @@ impl Scheduler for SmoothWeightedRoundRobin {
     fn backends(&self) -> &[Backend] {
         &self.backends
     }
+}
+
+/// One cycle of nginx's smooth weighted round robin over `w` (each entry picked exactly
+/// `w[i]` times), with one refinement: when nginx would pick the previous pick again while
+/// another choice keeps the rest of the cycle free of repeats, that other choice (the next
+/// largest current value) is taken. Repeats then occur only when the weights force them.
+fn smooth_cycle(w: &[u64]) -> Vec<u32> {
+    let n = w.len();
+    let total: u64 = w.iter().sum();
+    let mut current = vec![0i64; n];
+    let mut remaining: Vec<u64> = w.to_vec();
+    let mut sequence = Vec::with_capacity(total as usize);
+    let mut last: Option<usize> = None;
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    for slots_left in (1..=total).rev() {
+        for i in 0..n {
+            current[i] += w[i] as i64;
+        }
+        // Top two remaining counts, to test feasibility in O(1) per candidate.
+        let (mut top, mut second) = ((0u64, usize::MAX), 0u64);
+        for (i, &r) in remaining.iter().enumerate() {
+            if r > top.0 {
+                second = top.0;
+                top = (r, i);
+            } else if r > second {
+                second = r;
+            }
+        }
+        // After picking `i`, S−1 slots remain and must hold everyone without a repeat:
+        // no count above ⌈(S−1)/2⌉, and `i` itself (now adjacent) at most ⌊(S−1)/2⌋.
+        let rest = slots_left - 1;
+        let feasible = |i: usize| {
+            let others_max = if top.1 == i { second } else { top.0 };
+            others_max <= rest.div_ceil(2) && remaining[i] - 1 <= rest / 2
+        };
+        let mut best: Option<usize> = None;
+        let mut fallback: Option<usize> = None;
+        order.clear();
+        order.extend((0..n).filter(|&i| remaining[i] > 0));
+        order.sort_by_key(|&i| (std::cmp::Reverse(current[i]), i));
+        for &i in &order {
+            if fallback.is_none() {
+                fallback = Some(i);
+            }
+            if Some(i) != last && feasible(i) {
+                best = Some(i);
+                break;
+            }
+        }
+        let Some(pick) = best.or(fallback) else { break };
+        current[pick] -= total as i64;
+        remaining[pick] -= 1;
+        sequence.push(pick as u32);
+        last = Some(pick);
+    }
+    sequence
 }
 
 /// `fo`: weighted failover (IPVS `ip_vs_fo`): always the available backend with the highest
