@@ -31,5 +31,32 @@
 #![deny(unsafe_code)]
 #![deny(clippy::disallowed_methods)]
 
+#[cfg(feature = "tokio")]
+pub mod driver;
 pub mod machine;
+#[cfg(feature = "tokio")]
+pub mod vip;
 pub mod wire;
+
+/// Errors of this crate.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An advert that cannot be decoded or encoded.
+    #[error("VRRP codec: {0}")]
+    Wire(#[from] wire::ParseError),
+    /// An inconsistent instance configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Virtual-address management failed.
+    #[cfg(feature = "tokio")]
+    #[error("virtual address: {0}")]
+    Vip(#[from] vip::VipError),
+    /// A socket operation failed.
+    #[cfg(feature = "tokio")]
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,718 @@
+//! The tokio driver: raw IP sockets (protocol 112), netlink VIPs, gratuitous ARP /
+//! unsolicited NA, link monitoring, and typed events, around the sans-IO
+//! [`machine`](crate::machine).
+//!
+//! The driver is thin (quinn's `drive_timer`): it drains `poll_action()`, then waits on
+//! the sockets, `sleep_until(poll_timeout())`, the control channel and a link-state tick.
+//! Only this module reads the clock, via `tokio::time::Instant::now().into_std()`.
+//!
+//! * Multicast: joins 224.0.0.18 / ff02::12 on the interface, sends with TTL / hop limit
+//!   255 from the interface's primary (IPv4) or link-local (IPv6) address
+//!   ([RFC 5798 §5.1.1]); multicast loop is off.
+//! * Unicast (`unicast_peer` set): sends one copy to each peer with TTL 255 and accepts
+//!   adverts from peers only.
+//! * The IPv4 TTL is read from the IP header that raw IPv4 sockets deliver; the IPv6 hop
+//!   limit and destination from `IPV6_HOPLIMIT` / `IPV6_PKTINFO` control messages.
+//! * Packets for VRIDs this speaker does not run are ignored silently (several speakers
+//!   share a LAN, as with keepalived).
+//! * On start the configured VIPs are removed (crash recovery: a previous run may have
+//!   died as master); on shutdown a master sends priority 0 and removes them.
+//!
+//! # Privileges
+//!
+//! `CAP_NET_RAW` and `CAP_NET_ADMIN` only.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # async fn run() -> lb_vrrp::Result<()> {
+//! use lb_vrrp::driver::{Speaker, VrrpInstanceConfig};
+//! use lb_vrrp::wire::{Auth, Vrid};
+//!
+//! let mut vi = VrrpInstanceConfig::new("VI_1", "eth0", Vrid::new(51).unwrap());
+//! vi.authentication = Auth::password("7road123");
+//! vi.virtual_ipaddress.push("198.18.0.250/24 dev eth0 label eth0:1".parse()?);
+//! let speaker = Speaker::new(vec![vi], false)?;
+//! let mut events = speaker.subscribe();
+//! let handle = speaker.handle();
+//! tokio::spawn(async move {
+//!     while let Ok(ev) = events.recv().await {
+//!         println!("{} {} -> {} ({:?})", ev.instance, ev.from, ev.to, ev.reason);
+//!     }
+//! });
+//! tokio::spawn(async move {
+//!     let _ = tokio::signal::ctrl_c().await;
+//!     handle.shutdown();
+//! });
+//! speaker.run().await
+//! # }
+//! ```
+//!
+//! [RFC 5798 §5.1.1]: https://www.rfc-editor.org/rfc/rfc5798#section-5.1.1
+
+mod sys;
+
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::machine::{
+    Action, Config, Reason, RxMeta, State, SyncGroup, TrackId, TrackWeight, VirtualRouter,
+};
+use crate::vip::{self, Vip, VipManager};
+use crate::wire::{
+    AdvertInterval, Auth, Priority, Version, Vrid, IPPROTO_VRRP, VRRP_MCAST_V4, VRRP_MCAST_V6,
+    VRRP_TTL,
+};
+use crate::{Error, Result};
+
+/// One `vrrp_instance`, with keepalived's option names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpInstanceConfig {
+    /// Instance name (`vrrp_instance NAME`), used in events and logs.
+    pub name: String,
+    /// `interface`.
+    pub interface: String,
+    /// `virtual_router_id`.
+    pub virtual_router_id: Vrid,
+    /// `priority` (1..=255, 255 = address owner).
+    pub priority: Priority,
+    /// `advert_int` (v2: whole seconds; v3: centiseconds).
+    pub advert_int: AdvertInterval,
+    /// `version` (2 or 3).
+    pub version: Version,
+    /// `authentication { auth_type PASS; auth_pass … }` (v2 only).
+    pub authentication: Auth,
+    /// `virtual_ipaddress`.
+    pub virtual_ipaddress: Vec<Vip>,
+    /// `unicast_src_ip`: source of unicast adverts (default: the interface's primary address).
+    pub unicast_src_ip: Option<IpAddr>,
+    /// `unicast_peer`: when non-empty, adverts go to these peers only and come from them only.
+    pub unicast_peer: Vec<IpAddr>,
+    /// `nopreempt`.
+    pub nopreempt: bool,
+    /// `preempt_delay`.
+    pub preempt_delay: Duration,
+    /// `accept`.
+    pub accept: bool,
+    /// `garp_master_delay` (0 disables the second burst).
+    pub garp_master_delay: Duration,
+    /// `garp_master_repeat`.
+    pub garp_master_repeat: u32,
+    /// `garp_master_refresh` (`None`: no periodic refresh).
+    pub garp_master_refresh: Option<Duration>,
+    /// Weights of tracked checks, see [`TrackWeight`]; drive them with [`SpeakerHandle::set_track`].
+    pub track: Vec<TrackWeight>,
+}
+
+impl VrrpInstanceConfig {
+    /// An instance with keepalived's defaults: priority 100, `advert_int 1`, version 2, no
+    /// authentication, no VIP, multicast, preempt, `garp_master_delay 5`,
+    /// `garp_master_repeat 5`, no refresh, nothing tracked.
+    pub fn new(name: &str, interface: &str, virtual_router_id: Vrid) -> Self {
+        Self {
+            name: name.to_owned(),
+            interface: interface.to_owned(),
+            virtual_router_id,
+            priority: Priority::DEFAULT,
+            advert_int: AdvertInterval::ONE_SECOND,
+            version: Version::V2,
+            authentication: Auth::None,
+            virtual_ipaddress: Vec::new(),
+            unicast_src_ip: None,
+            unicast_peer: Vec::new(),
+            nopreempt: false,
+            preempt_delay: Duration::ZERO,
+            accept: false,
+            garp_master_delay: Duration::from_secs(5),
+            garp_master_repeat: 5,
+            garp_master_refresh: None,
+            track: Vec::new(),
+        }
+    }
+
+    fn is_v6(&self) -> bool {
+        self.unicast_src_ip
+            .or_else(|| self.virtual_ipaddress.first().map(|v| v.addr))
+            .is_some_and(|a| a.is_ipv6())
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |why: &str| Err(Error::Config(format!("{}: {why}", self.name)));
+        if self.version == Version::V2 && self.advert_int.as_v2_secs().is_none() {
+            return bad("VRRPv2 advert_int must be whole seconds");
+        }
+        if self.version == Version::V3 && !self.advert_int.fits_v3() {
+            return bad("VRRPv3 advert_int must be at most 40.95 s");
+        }
+        if self.version == Version::V2 && self.is_v6() {
+            return bad("VRRPv2 is IPv4 only");
+        }
+        if self.version == Version::V3 && self.authentication != Auth::None {
+            return bad("VRRPv3 has no authentication");
+        }
+        let v6 = self.is_v6();
+        if self
+            .virtual_ipaddress
+            .iter()
+            .any(|v| v.addr.is_ipv6() != v6)
+        {
+            return bad("virtual_ipaddress mixes IPv4 and IPv6");
+        }
+        Ok(())
+    }
+}
+
+/// A state change of one instance, for the library user (the binary maps these to
+/// keepalived's `notify_master` / `notify_backup` / `notify_fault` / `notify_stop`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Instance name.
+    pub instance: String,
+    /// Its VRID.
+    pub vrid: Vrid,
+    /// Old state.
+    pub from: State,
+    /// New state.
+    pub to: State,
+    /// Why.
+    pub reason: Reason,
+}
+
+#[derive(Debug)]
+enum Control {
+    Shutdown,
+    SetPriority(usize, Priority),
+    Track(usize, TrackId, bool),
+}
+
+/// Commands to a running [`Speaker`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SpeakerHandle {
+    tx: mpsc::UnboundedSender<Control>,
+}
+
+impl SpeakerHandle {
+    /// Stops every instance: masters send priority 0 and remove their VIPs, then
+    /// [`Speaker::run`] returns.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Control::Shutdown);
+    }
+    /// Sets the base priority of instance `index` (in the order given to [`Speaker::new`]).
+    pub fn set_priority(&self, index: usize, priority: Priority) {
+        let _ = self.tx.send(Control::SetPriority(index, priority));
+    }
+    /// Reports the health of tracked check `track` of instance `index`.
+    pub fn set_track(&self, index: usize, track: TrackId, healthy: bool) {
+        let _ = self.tx.send(Control::Track(index, track, healthy));
+    }
+}
+
+struct Rx {
+    instance: usize,
+    meta: RxMeta,
+    bytes: Vec<u8>,
+}
+
+struct Instance {
+    cfg: VrrpInstanceConfig,
+    ifindex: u32,
+    mac: Option<[u8; 6]>,
+    src: IpAddr,
+    socket: Arc<AsyncFd<Socket>>,
+    announce: Option<Socket>,
+    link_up: bool,
+    group: usize,
+    member: usize,
+}
+
+/// Runs one or more VRRP instances (all in one sync group, or each on its own).
+#[derive(Debug)]
+pub struct Speaker {
+    instances: Vec<Instance>,
+    groups: Vec<SyncGroup>,
+    members: Vec<Vec<usize>>,
+    vips: VipManager,
+    events: broadcast::Sender<Event>,
+    ctl_tx: mpsc::UnboundedSender<Control>,
+    ctl_rx: mpsc::UnboundedReceiver<Control>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("name", &self.cfg.name)
+            .field("ifindex", &self.ifindex)
+            .finish()
+    }
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Speaker {
+    /// Opens the sockets of every instance. With `sync_group`, the instances form one
+    /// keepalived `vrrp_sync_group` ([`SyncGroup`]).
+    ///
+    /// Must be called inside a tokio runtime (it spawns the netlink connection).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an inconsistent instance, [`Error::Vip`] for an unknown
+    /// interface, [`Error::Io`] if a socket cannot be opened (usually: no `CAP_NET_RAW`).
+    pub fn new(configs: Vec<VrrpInstanceConfig>, sync_group: bool) -> Result<Self> {
+        let mut instances = Vec::new();
+        let mut routers = Vec::new();
+        for (i, cfg) in configs.into_iter().enumerate() {
+            cfg.validate()?;
+            let ifindex = VipManager::ifindex(&cfg.interface)?;
+            let v6 = cfg.is_v6();
+            let vip_addrs: Vec<IpAddr> = cfg.virtual_ipaddress.iter().map(|v| v.addr).collect();
+            let src = match cfg.unicast_src_ip {
+                Some(a) => a,
+                None => vip::primary_address(&cfg.interface, v6, &vip_addrs).ok_or_else(|| {
+                    Error::Config(format!(
+                        "{}: interface {} has no usable address",
+                        cfg.name, cfg.interface
+                    ))
+                })?,
+            };
+            let socket = open_vrrp_socket(&cfg, ifindex, src)?;
+            let announce = match open_announce_socket(&cfg, ifindex, v6) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(instance = %cfg.name, error = %e, "cannot open GARP/NA socket");
+                    None
+                }
+            };
+            let mut mc = Config::new(cfg.virtual_router_id, src, vip_addrs);
+            mc.version = cfg.version;
+            mc.priority = cfg.priority;
+            mc.advert_interval = cfg.advert_int;
+            mc.auth = cfg.authentication;
+            mc.unicast_peers = cfg.unicast_peer.clone();
+            mc.preempt = !cfg.nopreempt;
+            mc.preempt_delay = cfg.preempt_delay;
+            mc.accept_mode = cfg.accept;
+            mc.garp_master_delay = Some(cfg.garp_master_delay).filter(|d| !d.is_zero());
+            mc.garp_master_repeat = cfg.garp_master_repeat;
+            mc.garp_master_refresh = cfg.garp_master_refresh;
+            mc.tracks = cfg.track.clone();
+            routers.push(VirtualRouter::new(mc));
+            instances.push(Instance {
+                mac: vip::mac_address(&cfg.interface).ok(),
+                link_up: vip::link_is_up(&cfg.interface),
+                cfg,
+                ifindex,
+                src,
+                socket: Arc::new(sys::async_socket(socket)?),
+                announce,
+                group: if sync_group { 0 } else { i },
+                member: if sync_group { i } else { 0 },
+            });
+        }
+        let (groups, members) = if sync_group {
+            (
+                vec![SyncGroup::new(routers)],
+                vec![(0..instances.len()).collect()],
+            )
+        } else {
+            let n = routers.len();
+            (
+                routers
+                    .into_iter()
+                    .map(|r| SyncGroup::new(vec![r]))
+                    .collect(),
+                (0..n).map(|i| vec![i]).collect(),
+            )
+        };
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        Ok(Self {
+            instances,
+            groups,
+            members,
+            vips: VipManager::new()?,
+            events: broadcast::channel(64).0,
+            ctl_tx,
+            ctl_rx,
+        })
+    }
+
+    /// A handle to send commands.
+    pub fn handle(&self) -> SpeakerHandle {
+        SpeakerHandle {
+            tx: self.ctl_tx.clone(),
+        }
+    }
+
+    /// Subscribes to state-change events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Runs until [`SpeakerHandle::shutdown`]: removes stale VIPs, starts every instance
+    /// and drives it.
+    ///
+    /// # Errors
+    ///
+    /// Only for failures that stop the whole speaker (none at present after start-up:
+    /// send, netlink and ARP failures are logged and the speaker goes on).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropping the future leaves VIPs in place without a priority-0
+    /// advert; use [`SpeakerHandle::shutdown`].
+    pub async fn run(mut self) -> Result<()> {
+        for inst in &self.instances {
+            for v in &inst.cfg.virtual_ipaddress {
+                if let Err(e) = self.vips.remove(inst.ifindex, v).await {
+                    tracing::warn!(instance = %inst.cfg.name, vip = %v.addr, error = %e, "removing stale VIP");
+                }
+            }
+        }
+        let (rx_tx, mut rx) = mpsc::channel::<Rx>(1024);
+        let mut tasks = Vec::new();
+        for (i, inst) in self.instances.iter().enumerate() {
+            tasks.push(tokio::spawn(recv_loop(
+                i,
+                inst.socket.clone(),
+                inst.cfg.virtual_router_id,
+                inst.src.is_ipv6(),
+                rx_tx.clone(),
+            )));
+        }
+        let t = now();
+        for (gi, g) in self.groups.iter_mut().enumerate() {
+            g.start(t);
+            for (m, &i) in self.members[gi].iter().enumerate() {
+                if !self.instances[i].link_up {
+                    g.handle_link(t, m, false);
+                }
+            }
+        }
+        let mut link_tick = tokio::time::interval(Duration::from_millis(200));
+        link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = false;
+        loop {
+            self.drain().await;
+            if stopping {
+                break;
+            }
+            let deadline = self.groups.iter().filter_map(SyncGroup::poll_timeout).min();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                Some(c) = self.ctl_rx.recv() => {
+                    let t = now();
+                    match c {
+                        Control::Shutdown => {
+                            self.groups.iter_mut().for_each(|g| g.shutdown(t));
+                            stopping = true;
+                        }
+                        Control::SetPriority(i, p) => {
+                            if let Some(inst) = self.instances.get(i) {
+                                self.groups[inst.group].set_priority(t, inst.member, p);
+                            }
+                        }
+                        Control::Track(i, id, ok) => {
+                            if let Some(inst) = self.instances.get(i) {
+                                self.groups[inst.group].handle_track(t, inst.member, id, ok);
+                            }
+                        }
+                    }
+                }
+                () = sleep => {
+                    let t = now();
+                    self.groups.iter_mut().for_each(|g| g.handle_timeout(t));
+                }
+                Some(p) = rx.recv() => {
+                    let inst = &self.instances[p.instance];
+                    self.groups[inst.group].handle_packet(now(), inst.member, p.meta, &p.bytes);
+                }
+                _ = link_tick.tick() => {
+                    let t = now();
+                    for inst in &mut self.instances {
+                        let up = vip::link_is_up(&inst.cfg.interface);
+                        if up != inst.link_up {
+                            inst.link_up = up;
+                            tracing::info!(instance = %inst.cfg.name, up, "link state changed");
+                            self.groups[inst.group].handle_link(t, inst.member, up);
+                        }
+                    }
+                }
+            }
+        }
+        for t in tasks {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    /// Performs every pending action.
+    async fn drain(&mut self) {
+        for gi in 0..self.groups.len() {
+            while let Some((m, action)) = self.groups[gi].poll_action() {
+                let i = self.members[gi][m];
+                self.perform(i, action).await;
+            }
+        }
+    }
+
+    async fn perform(&self, i: usize, action: Action) {
+        let inst = &self.instances[i];
+        let name = &inst.cfg.name;
+        match action {
+            Action::SendAdvert(repr) => {
+                let dsts: Vec<IpAddr> = if inst.cfg.unicast_peer.is_empty() {
+                    vec![if inst.src.is_ipv6() {
+                        IpAddr::V6(VRRP_MCAST_V6)
+                    } else {
+                        IpAddr::V4(VRRP_MCAST_V4)
+                    }]
+                } else {
+                    inst.cfg.unicast_peer.clone()
+                };
+                for dst in dsts {
+                    let bytes = match repr.to_bytes(inst.src, dst) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!(instance = %name, error = %e, "cannot encode advert");
+                            continue;
+                        }
+                    };
+                    let to = match dst {
+                        IpAddr::V6(a) => SocketAddr::V6(SocketAddrV6::new(a, 0, 0, inst.ifindex)),
+                        a => SocketAddr::new(a, 0),
+                    };
+                    if let Err(e) = inst.socket.get_ref().send_to(&bytes, &SockAddr::from(to)) {
+                        tracing::warn!(instance = %name, %dst, error = %e, "sending advert");
+                    }
+                }
+            }
+            Action::AddVips => {
+                for v in &inst.cfg.virtual_ipaddress {
+                    if let Err(e) = self.vips.add(inst.ifindex, v).await {
+                        tracing::error!(instance = %name, vip = %v.addr, error = %e, "adding VIP");
+                    }
+                }
+            }
+            Action::RemoveVips => {
+                for v in &inst.cfg.virtual_ipaddress {
+                    if let Err(e) = self.vips.remove(inst.ifindex, v).await {
+                        tracing::error!(instance = %name, vip = %v.addr, error = %e, "removing VIP");
+                    }
+                }
+            }
+            Action::AnnounceVips { repeat } => {
+                if let Err(e) = announce(inst, repeat) {
+                    tracing::warn!(instance = %name, error = %e, "sending gratuitous ARP / NA");
+                }
+            }
+            Action::Transition { from, to, reason } => {
+                tracing::info!(instance = %name, vrid = %inst.cfg.virtual_router_id, %from, %to, ?reason, "VRRP_Instance({name}) Entering {to} STATE");
+                let _ = self.events.send(Event {
+                    instance: name.clone(),
+                    vrid: inst.cfg.virtual_router_id,
+                    from,
+                    to,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
+    let (Some(sock), Some(mac)) = (&inst.announce, inst.mac) else {
+        return Ok(());
+    };
+    for _ in 0..repeat {
+        for v in &inst.cfg.virtual_ipaddress {
+            let ifindex = match &v.dev {
+                Some(d) => VipManager::ifindex(d).unwrap_or(inst.ifindex),
+                None => inst.ifindex,
+            };
+            match v.addr {
+                IpAddr::V4(a) => sys::send_packet(sock, ifindex, 0x0806, &vip::garp_frame(mac, a))?,
+                IpAddr::V6(a) => {
+                    let to = SocketAddrV6::new(
+                        std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+                        0,
+                        0,
+                        ifindex,
+                    );
+                    sock.send_to(&vip::unsolicited_na(mac, a), &SockAddr::from(to))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_vrrp_socket(cfg: &VrrpInstanceConfig, ifindex: u32, src: IpAddr) -> io::Result<Socket> {
+    let proto = Some(Protocol::from(i32::from(IPPROTO_VRRP)));
+    let multicast = cfg.unicast_peer.is_empty();
+    let sock = match src {
+        IpAddr::V4(src4) => {
+            let s = Socket::new(Domain::IPV4, Type::RAW, proto)?;
+            s.set_ttl(u32::from(VRRP_TTL))?;
+            s.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
+            s.set_multicast_loop_v4(false)?;
+            s.set_multicast_if_v4(&src4)?;
+            if multicast {
+                s.join_multicast_v4_n(&VRRP_MCAST_V4, &InterfaceIndexOrAddress::Index(ifindex))?;
+            }
+            s
+        }
+        IpAddr::V6(_) => {
+            let s = Socket::new(Domain::IPV6, Type::RAW, proto)?;
+            s.set_unicast_hops_v6(u32::from(VRRP_TTL))?;
+            s.set_multicast_hops_v6(u32::from(VRRP_TTL))?;
+            s.set_multicast_loop_v6(false)?;
+            s.set_multicast_if_v6(ifindex)?;
+            sys::enable_v6_rx_info(&s)?;
+            if multicast {
+                s.join_multicast_v6(&VRRP_MCAST_V6, ifindex)?;
+            }
+            s
+        }
+    };
+    sock.bind_device(Some(cfg.interface.as_bytes()))?;
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+fn open_announce_socket(cfg: &VrrpInstanceConfig, ifindex: u32, v6: bool) -> io::Result<Socket> {
+    if v6 {
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+        s.set_multicast_hops_v6(255)?;
+        s.set_unicast_hops_v6(255)?;
+        s.set_multicast_if_v6(ifindex)?;
+        s.bind_device(Some(cfg.interface.as_bytes()))?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    } else {
+        // Protocol 0: this AF_PACKET socket only sends.
+        let s = Socket::new(Domain::PACKET, Type::RAW, None)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }
+}
+
+/// Parses a raw IPv4 datagram (header included): (src, dst, ttl, payload).
+fn split_ipv4(buf: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, &[u8])> {
+    let ihl = usize::from(buf.first()? & 0x0f) * 4;
+    if buf.first()? >> 4 != 4 || ihl < 20 || buf.len() < ihl || buf[9] != IPPROTO_VRRP {
+        return None;
+    }
+    let src = Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
+    let dst = Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19]);
+    Some((src, dst, buf[8], &buf[ihl..]))
+}
+
+async fn recv_loop(
+    instance: usize,
+    sock: Arc<AsyncFd<Socket>>,
+    vrid: Vrid,
+    v6: bool,
+    tx: mpsc::Sender<Rx>,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let Ok(mut guard) = sock.readable().await else {
+            return;
+        };
+        let res = guard.try_io(|s| {
+            if v6 {
+                let info = sys::recv_v6(s.get_ref(), &mut buf)?;
+                let dst = info.dst.map_or(IpAddr::V6(VRRP_MCAST_V6), IpAddr::V6);
+                let meta = RxMeta {
+                    src: IpAddr::V6(info.src),
+                    dst,
+                    ttl: info.hop_limit.unwrap_or(0),
+                };
+                Ok(Some((meta, buf[..info.len].to_vec())))
+            } else {
+                let n = s.get_ref().read(&mut buf)?;
+                Ok(split_ipv4(&buf[..n]).map(|(src, dst, ttl, payload)| {
+                    (
+                        RxMeta {
+                            src: IpAddr::V4(src),
+                            dst: IpAddr::V4(dst),
+                            ttl,
+                        },
+                        payload.to_vec(),
+                    )
+                }))
+            }
+        });
+        match res {
+            Ok(Ok(Some((meta, bytes)))) => {
+                // Demultiplex by VRID: other routers' traffic is not ours to count.
+                if bytes.get(1) != Some(&vrid.get()) {
+                    continue;
+                }
+                if tx
+                    .send(Rx {
+                        instance,
+                        meta,
+                        bytes,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "receiving VRRP packet");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_would_block) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_header_split() {
+        let mut b = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 255, 112, 0, 0, 198, 18, 0, 1, 224, 0, 0, 18,
+        ];
+        b.extend_from_slice(&[0x21, 51, 100, 0, 0, 1, 0, 0]);
+        let (src, dst, ttl, p) = split_ipv4(&b).unwrap();
+        assert_eq!(
+            (src, dst, ttl, p.len()),
+            (Ipv4Addr::new(198, 18, 0, 1), VRRP_MCAST_V4, 255, 8)
+        );
+        b[9] = 6;
+        assert!(split_ipv4(&b).is_none());
+        assert!(split_ipv4(&b[..3]).is_none());
+    }
+
+    #[test]
+    fn config_validation() {
+        let mut c = VrrpInstanceConfig::new("VI_1", "lo", Vrid::new(1).unwrap());
+        c.advert_int = AdvertInterval::from_centis(10).unwrap();
+        assert!(c.validate().is_err());
+        c.version = Version::V3;
+        assert!(c.validate().is_ok());
+        c.authentication = Auth::password("x");
+        assert!(c.validate().is_err());
+    }
+}

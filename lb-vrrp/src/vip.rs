@@ -1,0 +1,336 @@
+//! Virtual addresses: add and remove them with netlink (rtnetlink; no `ip` subprocess),
+//! and announce them with gratuitous ARP (IPv4, [RFC 5227 §3]) or unsolicited neighbour
+//! advertisements (IPv6, [RFC 4861 §7.2.6]), as keepalived does on becoming master.
+//!
+//! Needs `CAP_NET_ADMIN` (netlink address changes) and `CAP_NET_RAW` (AF_PACKET and raw
+//! ICMPv6 sockets).
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_vrrp::vip::Vip;
+//!
+//! // keepalived `virtual_ipaddress` syntax.
+//! let vip: Vip = "198.18.0.100/24 dev eth0 label eth0:1".parse().unwrap();
+//! assert_eq!(vip.prefix_len, 24);
+//! assert_eq!(vip.label.as_deref(), Some("eth0:1"));
+//! let frame = lb_vrrp::vip::garp_frame([2, 0, 0, 0, 0, 1], "198.18.0.100".parse().unwrap());
+//! assert_eq!(&frame[12..14], &[0x08, 0x06]);
+//! ```
+//!
+//! [RFC 5227 §3]: https://www.rfc-editor.org/rfc/rfc5227#section-3
+//! [RFC 4861 §7.2.6]: https://www.rfc-editor.org/rfc/rfc4861#section-7.2.6
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use futures::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlag, AddressMessage};
+
+/// Errors of VIP management.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum VipError {
+    /// A `virtual_ipaddress` entry that does not parse.
+    #[error("invalid virtual address {0:?}")]
+    Syntax(String),
+    /// The interface does not exist.
+    #[error("no such interface {0:?}")]
+    NoInterface(String),
+    /// Netlink refused the request.
+    #[error("netlink request for {addr} failed: {source}")]
+    Netlink {
+        /// The address concerned.
+        addr: IpAddr,
+        /// Netlink's error (boxed: it is large).
+        source: Box<rtnetlink::Error>,
+    },
+    /// A socket operation failed.
+    #[error("io error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One virtual address (keepalived `virtual_ipaddress` entry).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Vip {
+    /// The address.
+    pub addr: IpAddr,
+    /// Prefix length; keepalived's default is 32 (IPv4) / 128 (IPv6).
+    pub prefix_len: u8,
+    /// Device (`dev`); `None` means the instance's interface.
+    pub dev: Option<String>,
+    /// Label (`label eth0:1`), IPv4 only.
+    pub label: Option<String>,
+}
+
+impl Vip {
+    /// A host-prefix VIP on the instance's interface, without label.
+    pub fn new(addr: IpAddr) -> Self {
+        Self {
+            addr,
+            prefix_len: if addr.is_ipv4() { 32 } else { 128 },
+            dev: None,
+            label: None,
+        }
+    }
+}
+
+impl FromStr for Vip {
+    type Err = VipError;
+    /// `ADDR[/LEN] [dev DEV] [label LABEL]`.
+    fn from_str(s: &str) -> Result<Self, VipError> {
+        let err = || VipError::Syntax(s.to_owned());
+        let mut words = s.split_whitespace();
+        let first = words.next().ok_or_else(err)?;
+        let (a, p) = match first.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (first, None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| err())?;
+        let mut vip = Self::new(addr);
+        if let Some(p) = p {
+            vip.prefix_len = p.parse().map_err(|_| err())?;
+            if vip.prefix_len > if addr.is_ipv4() { 32 } else { 128 } {
+                return Err(err());
+            }
+        }
+        while let Some(w) = words.next() {
+            let v = words.next().ok_or_else(err)?.to_owned();
+            match w {
+                "dev" => vip.dev = Some(v),
+                "label" => vip.label = Some(v),
+                _ => return Err(err()),
+            }
+        }
+        Ok(vip)
+    }
+}
+
+/// A netlink connection for address management.
+#[derive(Debug, Clone)]
+pub struct VipManager {
+    handle: rtnetlink::Handle,
+}
+
+impl VipManager {
+    /// Opens a netlink socket and spawns its connection task on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`VipError::Io`] if the netlink socket cannot be opened.
+    pub fn new() -> Result<Self, VipError> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// Interface index of `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`VipError::NoInterface`].
+    pub fn ifindex(name: &str) -> Result<u32, VipError> {
+        nix::net::if_::if_nametoindex(name).map_err(|_| VipError::NoInterface(name.to_owned()))
+    }
+
+    /// Adds `vip` to interface `ifindex` (its `dev` overrides). Adding an address that is
+    /// already there succeeds. IPv6 addresses skip duplicate address detection
+    /// (`IFA_F_NODAD`), as keepalived's do.
+    ///
+    /// # Errors
+    ///
+    /// [`VipError::Netlink`] if the kernel refuses.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the request may or may not have been applied.
+    pub async fn add(&self, ifindex: u32, vip: &Vip) -> Result<(), VipError> {
+        let index = match &vip.dev {
+            Some(d) => Self::ifindex(d)?,
+            None => ifindex,
+        };
+        let mut req = self.handle.address().add(index, vip.addr, vip.prefix_len);
+        if let (Some(label), IpAddr::V4(_)) = (&vip.label, vip.addr) {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Label(label.clone()));
+        }
+        if vip.addr.is_ipv6() {
+            req.message_mut()
+                .header
+                .flags
+                .push(AddressHeaderFlag::Nodad);
+        }
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(source) => Err(VipError::Netlink {
+                addr: vip.addr,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Removes `vip` from its interface; removing an absent address succeeds.
+    ///
+    /// # Errors
+    ///
+    /// [`VipError::Netlink`] if the kernel refuses.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the request may or may not have been applied.
+    pub async fn remove(&self, ifindex: u32, vip: &Vip) -> Result<(), VipError> {
+        for msg in self.find(ifindex, vip).await? {
+            match self.handle.address().del(msg).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {}
+                Err(source) => {
+                    return Err(VipError::Netlink {
+                        addr: vip.addr,
+                        source: Box::new(source),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True if `vip`'s address is on its interface.
+    ///
+    /// # Errors
+    ///
+    /// [`VipError::Netlink`] if the dump fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read-only).
+    pub async fn is_present(&self, ifindex: u32, vip: &Vip) -> Result<bool, VipError> {
+        Ok(!self.find(ifindex, vip).await?.is_empty())
+    }
+
+    async fn find(&self, ifindex: u32, vip: &Vip) -> Result<Vec<AddressMessage>, VipError> {
+        let index = match &vip.dev {
+            Some(d) => Self::ifindex(d)?,
+            None => ifindex,
+        };
+        self.handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(vip.addr)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| VipError::Netlink {
+                addr: vip.addr,
+                source: Box::new(source),
+            })
+    }
+}
+
+/// MAC address of interface `name` (from `getifaddrs`).
+///
+/// # Errors
+///
+/// [`VipError::NoInterface`] if the interface has no link-layer address.
+pub fn mac_address(name: &str) -> Result<[u8; 6], VipError> {
+    nix::ifaddrs::getifaddrs()
+        .map_err(io::Error::from)?
+        .filter(|i| i.interface_name == name)
+        .find_map(|i| {
+            i.address
+                .and_then(|a| a.as_link_addr().and_then(|l| l.addr()))
+        })
+        .ok_or_else(|| VipError::NoInterface(name.to_owned()))
+}
+
+/// True if interface `name` is administratively up and has carrier (`IFF_UP | IFF_RUNNING`).
+pub fn link_is_up(name: &str) -> bool {
+    use nix::net::if_::InterfaceFlags;
+    nix::ifaddrs::getifaddrs().is_ok_and(|mut it| {
+        it.any(|i| {
+            i.interface_name == name
+                && i.flags
+                    .contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_RUNNING)
+        })
+    })
+}
+
+/// The first address of `family` on interface `name` that is not in `exclude`: for
+/// IPv4 the primary address, for IPv6 the link-local one (RFC 5798 §5.1.2.1 requires a
+/// link-local source for IPv6 adverts).
+pub fn primary_address(name: &str, v6: bool, exclude: &[IpAddr]) -> Option<IpAddr> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter(|i| i.interface_name == name)
+        .find_map(|i| {
+            let a = i.address?;
+            let ip = if v6 {
+                let ip = a.as_sockaddr_in6()?.ip();
+                // Link-local only: fe80::/10.
+                ((ip.segments()[0] & 0xffc0) == 0xfe80).then_some(IpAddr::V6(ip))?
+            } else {
+                IpAddr::V4(a.as_sockaddr_in()?.ip())
+            };
+            (!exclude.contains(&ip)).then_some(ip)
+        })
+}
+
+/// A gratuitous ARP request frame (Ethernet + ARP, 42 bytes) announcing that `ip` is at
+/// `mac`, broadcast, as keepalived sends.
+pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
+    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes()); // IPv4
+    f[18] = 6;
+    f[19] = 4;
+    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip.octets());
+    f[32..38].copy_from_slice(&[0xff; 6]);
+    f[38..42].copy_from_slice(&ip.octets());
+    f
+}
+
+/// An unsolicited neighbour advertisement (ICMPv6 type 136, Override flag, target
+/// link-layer address option) for `ip` at `mac`; the kernel fills the ICMPv6 checksum.
+pub fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    m[0] = 136;
+    m[4] = 0x20; // Override
+    m[8..24].copy_from_slice(&ip.octets());
+    m[24] = 2; // target link-layer address
+    m[25] = 1; // 8 bytes
+    m[26..32].copy_from_slice(&mac);
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_vips() {
+        let v: Vip = "172.16.2.250".parse().unwrap();
+        assert_eq!((v.prefix_len, v.dev, v.label), (32, None, None));
+        let v: Vip = "fd00:18::100/64 dev veth0".parse().unwrap();
+        assert_eq!((v.prefix_len, v.dev.as_deref()), (64, Some("veth0")));
+        assert!("198.18.0.1/33".parse::<Vip>().is_err());
+        assert!("198.18.0.1 label".parse::<Vip>().is_err());
+        assert!("nonsense".parse::<Vip>().is_err());
+    }
+
+    #[test]
+    fn frames() {
+        let f = garp_frame([2, 1, 2, 3, 4, 5], Ipv4Addr::new(198, 18, 0, 100));
+        assert_eq!(&f[28..32], &f[38..42]);
+        let na = unsolicited_na([2, 1, 2, 3, 4, 5], "fd00:18::100".parse().unwrap());
+        assert_eq!(na[0], 136);
+        assert_eq!(&na[26..32], &[2, 1, 2, 3, 4, 5]);
+    }
+}
