@@ -891,6 +891,80 @@ mod tests {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
     }
 
+    /// keepalived 2.2.7, `version 2`, `auth_type PASS`, `auth_pass 7road123`, priority 150,
+    /// `advert_int 1`, VIP 198.18.0.100; from 198.18.0.1 to 224.0.0.18 (captured with tshark).
+    static KEEPALIVED_V2_PASS_BYTES: [u8; 20] = [
+        0x21, 0x33, 0x96, 0x01, 0x01, 0x01, 0x44, 0x1b, 0xc6, 0x12, 0x00, 0x64, 0x37, 0x72, 0x6f,
+        0x61, 0x64, 0x31, 0x32, 0x33,
+    ];
+    /// keepalived 2.2.7, `version 3`, `advert_int 0.1`, priority 150, VIP 198.18.0.100;
+    /// from 198.18.0.1 to 224.0.0.18. The checksum includes the IPv4 pseudo-header.
+    static KEEPALIVED_V3_V4_BYTES: [u8; 12] = [
+        0x31, 0x33, 0x96, 0x01, 0x00, 0x0a, 0xcb, 0xa7, 0xc6, 0x12, 0x00, 0x64,
+    ];
+    /// keepalived 2.2.7, `version 3`, `advert_int 0.1`, priority 150, VRID 61, VIP
+    /// fd00:18::100; from fe80::ac0e:74ff:fe6f:9872 to ff02::12.
+    static KEEPALIVED_V3_V6_BYTES: [u8; 24] = [
+        0x31, 0x3d, 0x96, 0x01, 0x00, 0x0a, 0x84, 0x8f, 0xfd, 0x00, 0x00, 0x18, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
+    ];
+
+    #[test]
+    fn keepalived_golden_bytes() {
+        let mcast4 = IpAddr::V4(VRRP_MCAST_V4);
+        let ka4 = v4(198, 18, 0, 1);
+        let cases: [(&[u8], IpAddr, IpAddr, AdvertRepr); 3] = [
+            (
+                &KEEPALIVED_V2_PASS_BYTES,
+                ka4,
+                mcast4,
+                AdvertRepr {
+                    version: Version::V2,
+                    vrid: Vrid::new(51).unwrap(),
+                    priority: Priority(150),
+                    interval: AdvertInterval::ONE_SECOND,
+                    auth: Auth::password("7road123"),
+                    addresses: vec![v4(198, 18, 0, 100)],
+                },
+            ),
+            (
+                &KEEPALIVED_V3_V4_BYTES,
+                ka4,
+                mcast4,
+                AdvertRepr {
+                    version: Version::V3,
+                    vrid: Vrid::new(51).unwrap(),
+                    priority: Priority(150),
+                    interval: AdvertInterval::from_centis(10).unwrap(),
+                    auth: Auth::None,
+                    addresses: vec![v4(198, 18, 0, 100)],
+                },
+            ),
+            (
+                &KEEPALIVED_V3_V6_BYTES,
+                "fe80::ac0e:74ff:fe6f:9872".parse().unwrap(),
+                IpAddr::V6(VRRP_MCAST_V6),
+                AdvertRepr {
+                    version: Version::V3,
+                    vrid: Vrid::new(61).unwrap(),
+                    priority: Priority(150),
+                    interval: AdvertInterval::from_centis(10).unwrap(),
+                    auth: Auth::None,
+                    addresses: vec!["fd00:18::100".parse().unwrap()],
+                },
+            ),
+        ];
+        for (bytes, src, dst, repr) in cases {
+            let parsed = AdvertRepr::parse(&Packet::new_checked(bytes).unwrap(), src, dst).unwrap();
+            assert_eq!(parsed, repr);
+            // And we emit exactly what keepalived sends.
+            let mut buf = vec![0xa5; repr.buffer_len()];
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..]), src, dst)
+                .unwrap();
+            assert_eq!(&buf[..], bytes);
+        }
+    }
+
     #[test]
     fn v2_layout() {
         let repr = AdvertRepr {
