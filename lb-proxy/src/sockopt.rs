@@ -1,0 +1,180 @@
+//! Socket options as newtypes, applied through `socket2` (linkerd style).
+//!
+//! Listening sockets: [`FreeBind`] (IP_FREEBIND / IPV6_FREEBIND, so a VRRP backup can bind a
+//! VIP it does not hold yet) and [`ReusePort`] (SO_REUSEPORT, several acceptors on one
+//! address). Established sockets: [`Keepalive`] (SO_KEEPALIVE + TCP_KEEPIDLE) and [`NoDelay`]
+//! (TCP_NODELAY).
+//!
+//! # Platform support
+//! `FreeBind` and `ReusePort` are Linux options; elsewhere setting them to `true` fails with
+//! [`std::io::ErrorKind::Unsupported`].
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use lb_proxy::sockopt::{Keepalive, NoDelay, StreamOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let stream = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+//! let opts = StreamOptions { keepalive: Keepalive(Some(Duration::from_secs(60))), nodelay: NoDelay(true) };
+//! opts.apply(&stream)?;
+//! assert!(stream.nodelay()?);
+//! # Ok(()) }
+//! ```
+
+use std::io;
+use std::time::Duration;
+
+use socket2::{SockRef, Socket, TcpKeepalive};
+
+/// TCP keepalive: `Some(idle)` sends probes after `idle` without traffic (TCP_KEEPIDLE, in
+/// whole seconds, at least 1 s); `None` leaves SO_KEEPALIVE off. Default `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Keepalive(pub Option<Duration>);
+
+/// TCP_NODELAY: `true` disables Nagle's algorithm. Default `true` (HAProxy's behaviour for
+/// forwarded streams: the proxy must not add latency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoDelay(pub bool);
+
+impl Default for NoDelay {
+    fn default() -> Self {
+        Self(true)
+    }
+}
+
+/// IP_FREEBIND / IPV6_FREEBIND: bind an address this host does not (yet) own. Default `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FreeBind(pub bool);
+
+/// SO_REUSEPORT: several sockets bound to one address, the kernel spreading connections
+/// over them. Default `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReusePort(pub bool);
+
+/// Options for an established TCP stream (client or backend side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamOptions {
+    /// SO_KEEPALIVE / TCP_KEEPIDLE.
+    pub keepalive: Keepalive,
+    /// TCP_NODELAY.
+    pub nodelay: NoDelay,
+}
+
+impl StreamOptions {
+    /// Applies both options to `socket` (anything with a socket fd: `tokio::net::TcpStream`,
+    /// `std::net::TcpStream`, `socket2::Socket`).
+    ///
+    /// # Errors
+    /// The `setsockopt` error.
+    pub fn apply<S: std::os::fd::AsFd>(&self, socket: &S) -> io::Result<()> {
+        let sock = SockRef::from(socket);
+        set_keepalive(&sock, self.keepalive)?;
+        sock.set_nodelay(self.nodelay.0)
+    }
+}
+
+/// Sets SO_KEEPALIVE (and TCP_KEEPIDLE) on `sock`.
+///
+/// # Errors
+/// The `setsockopt` error.
+pub fn set_keepalive(sock: &Socket, keepalive: Keepalive) -> io::Result<()> {
+    match keepalive.0 {
+        None => sock.set_keepalive(false),
+        Some(idle) => {
+            let idle = idle.max(Duration::from_secs(1));
+            sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))
+        }
+    }
+}
+
+/// Sets IP_FREEBIND (IPv4 sockets) or IPV6_FREEBIND (IPv6 sockets) on `sock`.
+///
+/// # Errors
+/// The `setsockopt` error; [`io::ErrorKind::Unsupported`] off Linux when `on`.
+pub fn set_freebind(sock: &Socket, ipv6: bool, on: FreeBind) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        if ipv6 {
+            sock.set_freebind_ipv6(on.0)
+        } else {
+            sock.set_freebind(on.0)
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (sock, ipv6);
+        if on.0 {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "IP_FREEBIND is Linux-only",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Sets SO_REUSEPORT on `sock`.
+///
+/// # Errors
+/// The `setsockopt` error; [`io::ErrorKind::Unsupported`] where the option does not exist.
+pub fn set_reuseport(sock: &Socket, on: ReusePort) -> io::Result<()> {
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    {
+        sock.set_reuse_port(on.0)
+    }
+    #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
+    {
+        let _ = sock;
+        if on.0 {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "SO_REUSEPORT unsupported",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::{Domain, Type};
+
+    #[test]
+    fn freebind_binds_an_address_we_do_not_own() {
+        // 192.0.2.0/24 is TEST-NET-1: never configured on this host.
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        set_freebind(&s, false, FreeBind(true)).unwrap();
+        let addr: std::net::SocketAddr = "192.0.2.250:8080".parse().unwrap();
+        s.bind(&addr.into()).unwrap();
+        s.listen(16).unwrap();
+        assert_eq!(s.local_addr().unwrap().as_socket().unwrap(), addr);
+
+        let plain = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        assert!(
+            plain.bind(&addr.into()).is_err(),
+            "EADDRNOTAVAIL without freebind"
+        );
+    }
+
+    #[test]
+    fn keepalive_and_nodelay_apply() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        StreamOptions {
+            keepalive: Keepalive(Some(Duration::from_secs(30))),
+            nodelay: NoDelay(true),
+        }
+        .apply(&s)
+        .unwrap();
+        let r = SockRef::from(&s);
+        assert!(r.keepalive().unwrap());
+        assert_eq!(r.keepalive_time().unwrap(), Duration::from_secs(30));
+        assert!(r.nodelay().unwrap());
+    }
+}

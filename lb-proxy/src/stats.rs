@@ -1,0 +1,90 @@
+//! Counters of a running proxy, updated with relaxed atomics on the data path.
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_proxy::stats::ProxyStats;
+//!
+//! let stats = ProxyStats::default();
+//! let snap = stats.snapshot();
+//! assert_eq!(snap.accepted, 0);
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Live counters of one proxy (one virtual server). Read them with
+        /// [`ProxyStats::snapshot`].
+        #[derive(Debug, Default)]
+        pub struct ProxyStats {
+            $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
+        }
+
+        /// A point-in-time copy of [`ProxyStats`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        #[non_exhaustive]
+        pub struct StatsSnapshot {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl ProxyStats {
+            /// Copies every counter (each read is atomic; the set is not a consistent cut).
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Client connections (TCP) or sessions (UDP) accepted.
+    accepted,
+    /// Connections or sessions open now.
+    active,
+    /// Connections that reached a backend.
+    connected,
+    /// Backend connect attempts that failed (refused, timed out); each was retried when
+    /// retries remained.
+    connect_failures,
+    /// Connect attempts made after a failure (HAProxy `retries`).
+    retries,
+    /// Client connections closed because no backend could be reached: the client-visible
+    /// failures.
+    failed,
+    /// Connections that waited in the queue because every backend was at `maxconn`.
+    queued,
+    /// Connections refused because the queue was full or its timeout expired.
+    queue_refused,
+    /// Connections closed for a missing, late or malformed PROXY header.
+    proxy_header_errors,
+    /// Connections (or UDP sessions) closed by the idle timeout.
+    idle_timeouts,
+    /// Connections closed by the proxy at the drain deadline or stop.
+    shutdown_closed,
+    /// `accept(2)` failures (EMFILE, ENFILE, ENOBUFS, ...), each followed by a back-off.
+    accept_errors,
+    /// UDP datagrams dropped because the session table was full.
+    sessions_refused,
+    /// Payload bytes client → backend.
+    bytes_to_backend,
+    /// Payload bytes backend → client.
+    bytes_to_client,
+}
+
+impl ProxyStats {
+    #[inline]
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn dec(counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,298 @@
+//! TCP forwarding (HAProxy `mode tcp`, LVS NAT for TCP): [`TcpProxy`] accepts on a virtual
+//! address, picks a backend from an `lb_core::Pool`, connects (with retries and
+//! redispatch) and runs [`forward`] between the two sockets.
+//!
+//! [`forward`] moves bytes with `splice(2)` on Linux (the `splice` feature) and through a
+//! user-space buffer elsewhere, choosing automatically. Each direction runs
+//! `Running → ShuttingDown → Done` (tokio's `TransferState`): on EOF from its source it
+//! shuts its destination down for writing (the half-close reaches the other side) while the
+//! other direction keeps flowing.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::Arc;
+//! use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
+//! use lb_proxy::tcp::{TcpProxy, TcpProxyConfig};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // An echo backend on loopback.
+//! let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let backend_addr = backend.local_addr()?;
+//! tokio::spawn(async move {
+//!     let (mut s, _) = backend.accept().await.unwrap();
+//!     let (mut r, mut w) = s.split();
+//!     tokio::io::copy(&mut r, &mut w).await.unwrap();
+//! });
+//! // keepalived: virtual_server 127.0.0.1 <any port> { real_server 127.0.0.1 <backend port> }
+//! let set = BackendSet::new(vec![Backend::new(BackendId(1), backend_addr)])?;
+//! let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default())?);
+//! let config = TcpProxyConfig::new(vec!["127.0.0.1:0".parse()?]);
+//! let proxy = TcpProxy::start(config, pool)?;
+//!
+//! let mut client = tokio::net::TcpStream::connect(proxy.local_addrs()[0]).await?;
+//! client.write_all(b"ping").await?;
+//! client.shutdown().await?; // half-close: the echo still comes back
+//! let mut reply = Vec::new();
+//! client.read_to_end(&mut reply).await?;
+//! assert_eq!(reply, b"ping");
+//! proxy.stop().await;
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+
+mod copy;
+mod proxy;
+#[cfg(all(target_os = "linux", feature = "splice"))]
+mod splice;
+
+pub use proxy::{ProxyHandle, TcpProxy, TcpProxyConfig};
+#[cfg(all(target_os = "linux", feature = "splice"))]
+pub use splice::{spliced_bytes, PipePool};
+
+/// Bytes forwarded by one connection, in each direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ForwardStats {
+    /// Bytes written to the backend (payload from the client), excluding any PROXY header.
+    pub client_to_backend: u64,
+    /// Bytes written to the client.
+    pub backend_to_client: u64,
+    /// How long forwarding ran.
+    pub duration: Duration,
+}
+
+/// How [`forward`] moves bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardMode {
+    /// `splice(2)` where compiled in (Linux + `splice` feature) and accepted by the kernel,
+    /// copying otherwise. The default.
+    #[default]
+    Auto,
+    /// Always copy through a user-space buffer (64 KiB, allocated only while data flows).
+    Copy,
+}
+
+/// Settings of [`forward`].
+#[derive(Debug, Clone)]
+pub struct ForwardOptions {
+    /// Close when neither side sent anything for this long (HAProxy `timeout client` /
+    /// `timeout server`, IPVS `tcp` timeout). `None` never times out. Default 900 s.
+    pub idle_timeout: Option<Duration>,
+    /// Splice or copy. Default [`ForwardMode::Auto`].
+    pub mode: ForwardMode,
+    /// Where pipes come from (shared by every connection of a proxy).
+    #[cfg(all(target_os = "linux", feature = "splice"))]
+    pub pipes: std::sync::Arc<PipePool>,
+}
+
+impl Default for ForwardOptions {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Some(Duration::from_secs(900)),
+            mode: ForwardMode::Auto,
+            #[cfg(all(target_os = "linux", feature = "splice"))]
+            pipes: std::sync::Arc::new(PipePool::new(1024, 0)),
+        }
+    }
+}
+
+/// The last time either direction moved bytes, for the idle timeout.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Resolves once nothing happened for `timeout`.
+    pub(crate) async fn idle(&self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
+        loop {
+            let deadline = self.last() + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// One direction's shared context.
+pub(crate) struct Direction<'a> {
+    pub(crate) activity: &'a Activity,
+    bytes: &'a AtomicU64,
+}
+
+impl Direction<'_> {
+    pub(crate) fn add(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A failure inside one direction: reading its source or writing its destination.
+pub(crate) enum DirError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// A direction's state (tokio `TransferState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransferState {
+    /// Moving bytes.
+    Running,
+    /// The source hit EOF; shutting the destination down for writing.
+    ShuttingDown,
+    /// Finished.
+    Done,
+}
+
+async fn run_direction(
+    src: &TcpStream,
+    dst: &TcpStream,
+    mode: ForwardMode,
+    opts: &ForwardOptions,
+    dir: Direction<'_>,
+) -> Result<(), DirError> {
+    let mut state = TransferState::Running;
+    loop {
+        state = match state {
+            TransferState::Running => {
+                transfer(src, dst, mode, opts, &dir).await?;
+                TransferState::ShuttingDown
+            }
+            TransferState::ShuttingDown => {
+                match SockRef::from(dst).shutdown(Shutdown::Write) {
+                    Ok(()) => {}
+                    // The peer is already gone: nothing left to tell it.
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                    Err(e) => return Err(DirError::Write(e)),
+                }
+                TransferState::Done
+            }
+            TransferState::Done => return Ok(()),
+        };
+    }
+}
+
+#[allow(unused_variables)]
+async fn transfer(
+    src: &TcpStream,
+    dst: &TcpStream,
+    mode: ForwardMode,
+    opts: &ForwardOptions,
+    dir: &Direction<'_>,
+) -> Result<(), DirError> {
+    #[cfg(all(target_os = "linux", feature = "splice"))]
+    if mode == ForwardMode::Auto {
+        match splice::splice_direction(src, dst, &opts.pipes, dir).await? {
+            splice::SpliceEnd::Eof => return Ok(()),
+            splice::SpliceEnd::Unsupported => {
+                tracing::debug!("splice refused by the kernel; copying");
+            }
+        }
+    }
+    copy::copy_direction(src, dst, dir).await
+}
+
+/// Forwards bytes between `client` and `backend` in both directions until both have sent
+/// EOF, one fails, the idle timeout expires, or `cancel` resolves.
+///
+/// Returns the bytes moved in any case, with the reason forwarding stopped.
+///
+/// # Errors
+/// [`Error::ClientIo`] / [`Error::BackendIo`] for a failing side (reset, broken pipe),
+/// [`Error::IdleTimeout`], [`Error::Shutdown`] when `cancel` resolved first.
+///
+/// # Cancel safety
+/// Dropping the future drops in-flight bytes (a pipe holding some is closed, not reused);
+/// prefer `cancel`, which still returns the counts.
+pub async fn forward(
+    client: &TcpStream,
+    backend: &TcpStream,
+    opts: &ForwardOptions,
+    cancel: impl Future<Output = ()>,
+) -> (ForwardStats, Result<()>) {
+    let start = Instant::now();
+    let activity = Activity::new();
+    let up = AtomicU64::new(0);
+    let down = AtomicU64::new(0);
+    let mode = opts.mode;
+    let to_backend = run_direction(
+        client,
+        backend,
+        mode,
+        opts,
+        Direction {
+            activity: &activity,
+            bytes: &up,
+        },
+    );
+    let to_client = run_direction(
+        backend,
+        client,
+        mode,
+        opts,
+        Direction {
+            activity: &activity,
+            bytes: &down,
+        },
+    );
+    let both = async {
+        tokio::try_join!(
+            async {
+                to_backend.await.map_err(|e| match e {
+                    DirError::Read(e) => Error::ClientIo(e),
+                    DirError::Write(e) => Error::BackendIo(e),
+                })
+            },
+            async {
+                to_client.await.map_err(|e| match e {
+                    DirError::Read(e) => Error::BackendIo(e),
+                    DirError::Write(e) => Error::ClientIo(e),
+                })
+            }
+        )
+        .map(|_| ())
+    };
+    let result = tokio::select! {
+        r = both => r,
+        () = activity.idle(opts.idle_timeout) => Err(Error::IdleTimeout(opts.idle_timeout.unwrap_or_default())),
+        () = cancel => Err(Error::Shutdown),
+    };
+    let stats = ForwardStats {
+        client_to_backend: up.load(Ordering::Relaxed),
+        backend_to_client: down.load(Ordering::Relaxed),
+        duration: start.elapsed(),
+    };
+    (stats, result)
+}

@@ -1,0 +1,677 @@
+//! The TCP proxy of one virtual server: accept loops, backend choice with retries, maxconn
+//! queue, PROXY protocol, and graceful drain.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_core::{Backend, BackendId, ConnectionGuard, Pool, SelectContext};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{forward, ForwardMode, ForwardOptions};
+use crate::error::{Error, Result};
+use crate::listener::{bind_tcp_acceptors, ListenOptions};
+use crate::outcome::{NoopObserver, Outcome, OutcomeObserver};
+use crate::proxy_protocol::{self, AcceptProxy, ProxyHeader, Version};
+use crate::sockopt::StreamOptions;
+use crate::stats::{ProxyStats, StatsSnapshot};
+
+/// Settings of one TCP virtual server. Names follow HAProxy (`timeout connect`, `retries`,
+/// `option redispatch`, `maxconn`, `maxqueue`, `timeout queue`, `send-proxy`, `accept-proxy`,
+/// `source`) and keepalived (`virtual_server`, `connect_timeout`).
+///
+/// Build with [`TcpProxyConfig::new`] and adjust fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TcpProxyConfig {
+    /// Addresses to listen on (the VIP and port, IPv4 and/or IPv6). Port 0 picks one.
+    pub listen: Vec<SocketAddr>,
+    /// Acceptor sockets per address (`SO_REUSEPORT` when above 1). Default 1.
+    pub acceptors: usize,
+    /// Listening-socket options (default: freebind on, backlog 1024).
+    pub listen_options: ListenOptions,
+    /// HAProxy `timeout connect` / keepalived `connect_timeout`: the most one connect attempt
+    /// to a backend may take. Default 5 s.
+    pub connect_timeout: Duration,
+    /// HAProxy `retries`: connect attempts after the first failed one. Default 3.
+    pub retries: u32,
+    /// HAProxy `option redispatch`: retry on another backend rather than the same one.
+    /// Default `true`.
+    pub redispatch: bool,
+    /// HAProxy `server … maxconn`: the most concurrent connections per backend (counted by
+    /// `lb_core::BackendStats::active`, shared with every proxy using the backend). `None`
+    /// (default) is unlimited.
+    pub backend_maxconn: Option<u64>,
+    /// HAProxy `maxqueue`: how many connections may wait for a backend slot when every
+    /// eligible backend is at `backend_maxconn`; beyond it they are refused. Default 1024.
+    pub maxqueue: usize,
+    /// HAProxy `timeout queue`: the longest a connection waits for a slot. Default 5 s.
+    pub queue_timeout: Duration,
+    /// HAProxy frontend `maxconn`: the most client connections open at once for this virtual
+    /// server (all listeners). At the limit the proxy stops accepting and the kernel backlog
+    /// holds new clients. Default 4096 (each connection costs two descriptors; the hard limit
+    /// here is 20 000 per process).
+    pub maxconn: usize,
+    /// Close a connection when neither side sent anything for this long (HAProxy
+    /// `timeout client`/`timeout server`; IPVS `tcp` timeout). `None` disables. Default 900 s.
+    pub idle_timeout: Option<Duration>,
+    /// HAProxy `send-proxy` (`Some(Version::V1)`) / `send-proxy-v2` (`Some(Version::V2)`):
+    /// tell the backend the client's address. Default `None`.
+    pub send_proxy: Option<Version>,
+    /// HAProxy `accept-proxy`: require a PROXY header (v1 or v2) from clients. Default `None`.
+    pub accept_proxy: Option<AcceptProxy>,
+    /// HAProxy `source`: local address for backend connections. Default `None` (the kernel
+    /// chooses).
+    pub source: Option<IpAddr>,
+    /// How long [`ProxyHandle::drain`] lets established connections finish before closing
+    /// them. Default 30 s.
+    pub drain_deadline: Duration,
+    /// Options of accepted client sockets (default: TCP_NODELAY, no keepalive).
+    pub client_options: StreamOptions,
+    /// Options of backend sockets (default: TCP_NODELAY, no keepalive).
+    pub backend_options: StreamOptions,
+    /// Splice (default, automatic fallback) or always copy.
+    pub forward_mode: ForwardMode,
+    /// HAProxy `maxpipes`: the most pipes (2 descriptors each) used for splicing at once.
+    /// Default 1024.
+    pub maxpipes: usize,
+    /// HAProxy `tune.pipesize`, in bytes; 0 (default) keeps the kernel's 64 KiB.
+    pub pipe_size: usize,
+}
+
+impl TcpProxyConfig {
+    /// A configuration listening on `listen`, with the defaults listed on each field.
+    pub fn new(listen: Vec<SocketAddr>) -> Self {
+        Self {
+            listen,
+            acceptors: 1,
+            listen_options: ListenOptions::default(),
+            connect_timeout: Duration::from_secs(5),
+            retries: 3,
+            redispatch: true,
+            backend_maxconn: None,
+            maxqueue: 1024,
+            queue_timeout: Duration::from_secs(5),
+            maxconn: 4096,
+            idle_timeout: Some(Duration::from_secs(900)),
+            send_proxy: None,
+            accept_proxy: None,
+            source: None,
+            drain_deadline: Duration::from_secs(30),
+            client_options: StreamOptions::default(),
+            backend_options: StreamOptions::default(),
+            forward_mode: ForwardMode::Auto,
+            maxpipes: 1024,
+            pipe_size: 0,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |setting, reason: &str| {
+            Err(Error::Config {
+                setting,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.listen.is_empty() {
+            return bad("listen", "no address");
+        }
+        if self.maxconn == 0 || self.maxconn > Semaphore::MAX_PERMITS {
+            return bad("maxconn", "must be between 1 and 2^61");
+        }
+        if u32::try_from(self.maxconn).is_err() {
+            return bad("maxconn", "must fit in 32 bits");
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("timeout connect", "must be above 0 s");
+        }
+        if self.backend_maxconn == Some(0) {
+            return bad("maxconn", "a backend maxconn of 0 admits nothing");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: TcpProxyConfig,
+    pool: Arc<Pool>,
+    observer: Arc<dyn OutcomeObserver>,
+    stats: ProxyStats,
+    forward: ForwardOptions,
+    /// Admission: one permit per open client connection (frontend `maxconn`).
+    slots: Arc<Semaphore>,
+    /// Notified whenever a backend connection of this proxy ends (a `maxconn` slot frees).
+    slot_freed: Notify,
+    /// Connections waiting in the queue now.
+    queue_len: std::sync::atomic::AtomicUsize,
+    /// `true` once accepting must stop.
+    stop_accept: watch::Sender<bool>,
+    /// `true` once established connections must close.
+    close: watch::Sender<bool>,
+}
+
+/// Entry point: [`TcpProxy::start`] binds and spawns a virtual server.
+#[derive(Debug)]
+pub struct TcpProxy;
+
+impl TcpProxy {
+    /// Binds every listener of `config` and starts accepting, choosing backends from `pool`.
+    /// Connect outcomes go nowhere; see [`TcpProxy::start_with_observer`].
+    ///
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration, [`Error::Bind`] when a listener cannot
+    /// be bound (nothing is left listening then).
+    pub fn start(config: TcpProxyConfig, pool: Arc<Pool>) -> Result<ProxyHandle> {
+        Self::start_with_observer(config, pool, Arc::new(NoopObserver))
+    }
+
+    /// Like [`TcpProxy::start`], reporting every connect success and failure and every closed
+    /// connection to `observer` (passive health).
+    ///
+    /// # Errors
+    /// As [`TcpProxy::start`].
+    pub fn start_with_observer(
+        config: TcpProxyConfig,
+        pool: Arc<Pool>,
+        observer: Arc<dyn OutcomeObserver>,
+    ) -> Result<ProxyHandle> {
+        config.validate()?;
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            listeners.extend(bind_tcp_acceptors(
+                *addr,
+                config.acceptors,
+                &config.listen_options,
+            )?);
+        }
+        let local_addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .step_by(config.acceptors.max(1))
+            .map(|l| l.local_addr())
+            .collect::<io::Result<_>>()?;
+        let forward = ForwardOptions {
+            idle_timeout: config.idle_timeout,
+            mode: config.forward_mode,
+            #[cfg(all(target_os = "linux", feature = "splice"))]
+            pipes: Arc::new(super::PipePool::new(config.maxpipes, config.pipe_size)),
+        };
+        let shared = Arc::new(Shared {
+            slots: Arc::new(Semaphore::new(config.maxconn)),
+            config,
+            pool,
+            observer,
+            stats: ProxyStats::default(),
+            forward,
+            slot_freed: Notify::new(),
+            queue_len: 0.into(),
+            stop_accept: watch::Sender::new(false),
+            close: watch::Sender::new(false),
+        });
+        let accept_tasks = listeners
+            .into_iter()
+            .map(|l| tokio::spawn(accept_loop(Arc::clone(&shared), l)))
+            .collect();
+        Ok(ProxyHandle {
+            shared,
+            local_addrs,
+            accept_tasks,
+        })
+    }
+}
+
+/// A running TCP virtual server. Dropping the handle closes everything at once (as
+/// [`ProxyHandle::stop`] without waiting).
+#[derive(Debug)]
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+    local_addrs: Vec<SocketAddr>,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+impl ProxyHandle {
+    /// The bound addresses, one per configured `listen` address (ports resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// The pool this proxy picks from (for `set_admin`, `set_health`, ...).
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.shared.pool
+    }
+
+    /// Client connections open now.
+    pub fn active(&self) -> usize {
+        self.shared.config.maxconn - self.shared.slots.available_permits()
+    }
+
+    /// Stops accepting: listeners close, established connections continue.
+    pub fn stop_accepting(&self) {
+        self.shared.stop_accept.send_replace(true);
+        for t in &self.accept_tasks {
+            t.abort();
+        }
+    }
+
+    /// Graceful drain: stops accepting, waits for established connections to finish for up
+    /// to `deadline` (`None`: the configured `drain_deadline`), then closes the rest and
+    /// waits for them to be gone. Returns how many were closed at the deadline.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: cancelling leaves the proxy not accepting, with connections running.
+    pub async fn drain(&self, deadline: Option<Duration>) -> usize {
+        self.stop_accepting();
+        let deadline = deadline.unwrap_or(self.shared.config.drain_deadline);
+        let all = u32::try_from(self.shared.config.maxconn).unwrap_or(u32::MAX);
+        let slots = &self.shared.slots;
+        if tokio::time::timeout(deadline, slots.acquire_many(all))
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let left = self.active();
+        self.shared.close.send_replace(true);
+        // Closing is immediate (each connection task selects on the signal); bounded anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+        left
+    }
+
+    /// Stops at once: no more accepts, every connection closed. Returns when they are gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn stop(&self) {
+        self.drain(Some(Duration::ZERO)).await;
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.stop_accepting();
+        self.shared.close.send_replace(true);
+    }
+}
+
+/// `accept(2)` errors that mean "out of a resource": back off instead of spinning.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let mut stop = shared.stop_accept.subscribe();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&shared.slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                ProxyStats::inc(&shared.stats.accepted);
+                tokio::spawn(handle_connection(Arc::clone(&shared), stream, peer, permit));
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                drop(permit);
+                ProxyStats::inc(&shared.stats.accept_errors);
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+            Err(e) => {
+                // ECONNABORTED and friends: that client is gone, the listener is fine.
+                ProxyStats::inc(&shared.stats.accept_errors);
+                tracing::debug!(error = %e, "accept failed");
+            }
+        }
+    }
+}
+
+struct Connected {
+    backend: Backend,
+    stream: TcpStream,
+    _guard: ConnectionGuard,
+}
+
+async fn handle_connection(
+    shared: Arc<Shared>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let stats = &shared.stats;
+    ProxyStats::inc(&stats.active);
+    let _active = scopeguard(|| ProxyStats::dec(&shared.stats.active));
+    let mut close = shared.close.subscribe();
+    let closing = async move {
+        let _ = close.wait_for(|c| *c).await;
+    };
+    let mut closing = pin!(closing);
+
+    if let Err(e) = shared.config.client_options.apply(&client) {
+        tracing::debug!(error = %e, "client socket options");
+    }
+    let Ok(local) = client.local_addr() else {
+        return;
+    };
+    let (mut source, mut destination) = (peer, local);
+    let mut early = Vec::new();
+    if let Some(ap) = shared.config.accept_proxy {
+        let header = tokio::select! {
+            h = proxy_protocol::read_header(&mut client, ap.header_timeout) => h,
+            () = &mut closing => return,
+        };
+        match header {
+            Ok((
+                ProxyHeader::Proxy {
+                    source: s,
+                    destination: d,
+                    ..
+                },
+                rest,
+            )) => {
+                (source, destination, early) = (s, d, rest);
+            }
+            Ok((ProxyHeader::Local, rest)) => early = rest,
+            Err(e) => {
+                ProxyStats::inc(&stats.proxy_header_errors);
+                tracing::debug!(%peer, error = %e, "closing: PROXY header");
+                return;
+            }
+        }
+    }
+
+    let connected = tokio::select! {
+        c = connect_backend(&shared, source, destination) => c,
+        () = &mut closing => return,
+    };
+    let Connected {
+        backend,
+        stream: mut backend_stream,
+        _guard,
+    } = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            ProxyStats::inc(&stats.failed);
+            tracing::info!(%peer, error = %e, "no backend reachable; closing client");
+            return;
+        }
+    };
+    let _freed = scopeguard(|| shared.slot_freed.notify_waiters());
+    ProxyStats::inc(&stats.connected);
+    if let Err(e) = shared.config.backend_options.apply(&backend_stream) {
+        tracing::debug!(error = %e, "backend socket options");
+    }
+    if let Some(version) = shared.config.send_proxy {
+        let header = ProxyHeader::tcp(source, destination);
+        if let Err(e) = proxy_protocol::write_header(&mut backend_stream, &header, version).await {
+            backend.stats().record_failure();
+            shared.observer.observe(
+                &backend,
+                &Outcome::Closed {
+                    stats: super::ForwardStats::default(),
+                    backend_error: true,
+                },
+            );
+            tracing::debug!(error = %e, "writing PROXY header");
+            return;
+        }
+    }
+    if !early.is_empty() {
+        use tokio::io::AsyncWriteExt;
+        if backend_stream.write_all(&early).await.is_err() {
+            return;
+        }
+    }
+    let (mut fs, result) = forward(&client, &backend_stream, &shared.forward, closing).await;
+    fs.client_to_backend += early.len() as u64;
+    ProxyStats::add(&stats.bytes_to_backend, fs.client_to_backend);
+    ProxyStats::add(&stats.bytes_to_client, fs.backend_to_client);
+    backend
+        .stats()
+        .add_bytes(fs.client_to_backend, fs.backend_to_client);
+    let backend_error = matches!(result, Err(Error::BackendIo(_)));
+    match &result {
+        Err(Error::IdleTimeout(_)) => ProxyStats::inc(&stats.idle_timeouts),
+        Err(Error::Shutdown) => ProxyStats::inc(&stats.shutdown_closed),
+        Err(e) => tracing::debug!(%peer, backend = %backend.addr(), error = %e, "connection ended"),
+        Ok(()) => {}
+    }
+    if backend_error {
+        backend.stats().record_failure();
+    }
+    shared.observer.observe(
+        &backend,
+        &Outcome::Closed {
+            stats: fs,
+            backend_error,
+        },
+    );
+}
+
+/// Picks a backend and connects, with retries, redispatch, and the `maxconn` queue.
+///
+/// # Cancel safety
+/// Cancel safe: a cancelled attempt closes its half-open socket and leaves the queue.
+async fn connect_backend(
+    shared: &Shared,
+    client: SocketAddr,
+    destination: SocketAddr,
+) -> Result<Connected> {
+    let cfg = &shared.config;
+    let ctx = SelectContext {
+        client: Some(client),
+        destination: Some(destination),
+        hash_key: None,
+    };
+    let mut tried: Vec<BackendId> = Vec::new();
+    let mut sticky: Option<BackendId> = None;
+    let mut failures = 0u32;
+    let mut last_err: Option<Error> = None;
+    let mut queue: Option<(Instant, QueueSlot<'_>)> = None;
+    loop {
+        let notified = shared.slot_freed.notified();
+        let mut notified = pin!(notified);
+        notified.as_mut().enable();
+
+        let mut full = false;
+        let now = Instant::now().into_std();
+        let maxconn = cfg.backend_maxconn;
+        let picked = shared.pool.select(now, &ctx, &mut |b| {
+            if let Some(id) = sticky {
+                if b.id() != id {
+                    return false;
+                }
+            } else if tried.contains(&b.id()) {
+                return false;
+            }
+            if maxconn.is_some_and(|m| b.stats().active() >= m) {
+                full = true;
+                return false;
+            }
+            true
+        });
+        let Some(backend) = picked else {
+            if full {
+                // Every remaining candidate is at maxconn: wait for a slot (bounded).
+                let deadline = match &queue {
+                    Some((d, _)) => *d,
+                    None => {
+                        let slot = QueueSlot::enter(shared)?;
+                        ProxyStats::inc(&shared.stats.queued);
+                        let d = Instant::now() + cfg.queue_timeout;
+                        queue = Some((d, slot));
+                        d
+                    }
+                };
+                // Slots freed by other proxies sharing the backend are not notified here:
+                // re-check at least every 50 ms.
+                let wake = deadline.min(Instant::now() + Duration::from_millis(50));
+                let _ = tokio::time::timeout_at(wake, notified).await;
+                if Instant::now() >= deadline {
+                    ProxyStats::inc(&shared.stats.queue_refused);
+                    return Err(Error::QueueTimeout(cfg.queue_timeout));
+                }
+                continue;
+            }
+            if !tried.is_empty() && sticky.is_none() && failures <= cfg.retries {
+                // Every candidate failed once: start over (one may have come back).
+                tried.clear();
+                continue;
+            }
+            return Err(last_err.unwrap_or(Error::NoBackend));
+        };
+        let guard = backend.stats().connection();
+        if maxconn.is_some_and(|m| backend.stats().active() > m) {
+            // Lost a race for the last slot: pick again.
+            drop(guard);
+            continue;
+        }
+        queue = None;
+        let started = Instant::now();
+        match connect_once(&backend, cfg).await {
+            Ok(stream) => {
+                shared.observer.observe(
+                    &backend,
+                    &Outcome::Success {
+                        latency: started.elapsed(),
+                    },
+                );
+                return Ok(Connected {
+                    backend,
+                    stream,
+                    _guard: guard,
+                });
+            }
+            Err(e) => {
+                drop(guard);
+                shared.slot_freed.notify_waiters();
+                backend.stats().record_failure();
+                ProxyStats::inc(&shared.stats.connect_failures);
+                let outcome = match &e {
+                    Error::ConnectTimeout { .. } => Outcome::ConnectTimeout,
+                    Error::Connect { source, .. }
+                        if source.kind() == io::ErrorKind::ConnectionRefused =>
+                    {
+                        Outcome::ConnectRefused
+                    }
+                    Error::Connect { source, .. } => Outcome::ConnectError(source.kind()),
+                    _ => Outcome::ConnectError(io::ErrorKind::Other),
+                };
+                shared.observer.observe(&backend, &outcome);
+                tracing::debug!(backend = %backend.addr(), error = %e, "connect failed");
+                failures += 1;
+                if !e.is_retryable() || failures > cfg.retries {
+                    return Err(e);
+                }
+                ProxyStats::inc(&shared.stats.retries);
+                if cfg.redispatch {
+                    tried.push(backend.id());
+                } else {
+                    sticky = Some(backend.id());
+                }
+                last_err = Some(e);
+            }
+        }
+    }
+}
+
+/// One connect attempt with the connect timeout and optional source address.
+async fn connect_once(backend: &Backend, cfg: &TcpProxyConfig) -> Result<TcpStream> {
+    let addr = backend.addr();
+    let err = |source| Error::Connect {
+        backend: addr,
+        source,
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(Error::Io)?;
+    if let Some(ip) = cfg.source {
+        socket.bind(SocketAddr::new(ip, 0)).map_err(err)?;
+    }
+    match tokio::time::timeout(cfg.connect_timeout, socket.connect(addr)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(err(e)),
+        Err(_) => Err(Error::ConnectTimeout {
+            backend: addr,
+            timeout: cfg.connect_timeout,
+        }),
+    }
+}
+
+/// A place in the `maxqueue`-bounded wait queue, left on drop.
+struct QueueSlot<'a> {
+    shared: &'a Shared,
+}
+
+impl<'a> QueueSlot<'a> {
+    fn enter(shared: &'a Shared) -> Result<Self> {
+        use std::sync::atomic::Ordering;
+        let max = shared.config.maxqueue;
+        let entered = shared
+            .queue_len
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if entered {
+            Ok(Self { shared })
+        } else {
+            ProxyStats::inc(&shared.stats.queue_refused);
+            Err(Error::QueueFull(max))
+        }
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .queue_len
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Runs `f` on drop.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
