@@ -1,0 +1,207 @@
+//! The tokio driver: one lightweight task per backend runs its [`Probe`] on the schedule of
+//! its [`HealthTracker`], and every transition is published as a [`HealthEvent`] on a
+//! broadcast channel that any number of subscribers read (the pool, VRRP priority tracking,
+//! metrics).
+//!
+//! Probes are async IO on the runtime's reactor: thousands of TCP/HTTP checks need no thread
+//! and no fork each (only [`ExecProbe`](crate::probe::ExecProbe) starts a process, as
+//! keepalived's `MISC_CHECK` does). This module is the only one that reads the clock, via
+//! `tokio::time::Instant::now().into_std()`, so paused-clock tests drive it.
+//!
+//! Subscribers that fall more than the channel's capacity behind get
+//! [`RecvError::Lagged`](tokio::sync::broadcast::error::RecvError::Lagged) and miss events;
+//! size the capacity for bursts (one event per backend covers a whole-pool flip).
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use lb_core::{BackendId, Health};
+//! use lb_health::probe::TcpProbe;
+//! use lb_health::{HealthCheckConfig, HealthDriver};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), lb_health::Error> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let addr = listener.local_addr().unwrap();
+//! let config = HealthCheckConfig::haproxy()
+//!     .inter(Duration::from_millis(50))
+//!     .fall(2)
+//!     .build()?;
+//! let mut driver = HealthDriver::new(64);
+//! let mut events = driver.subscribe();
+//! driver.add(BackendId(1), addr, Box::new(TcpProbe::new()), config)?;
+//! drop(listener); // the backend dies
+//! let event = events.recv().await.unwrap();
+//! assert_eq!((event.backend, event.new), (BackendId(1), Health::Down));
+//! driver.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lb_core::{BackendId, BuildScheduler, Pool};
+use tokio::sync::broadcast;
+use tokio::task::{AbortHandle, JoinSet};
+
+use crate::config::HealthCheckConfig;
+use crate::error::{Error, Result};
+use crate::pool::PoolApplier;
+use crate::probe::Probe;
+use crate::tracker::{HealthEvent, HealthTracker, ProbeOutcome};
+
+/// The driver's clock: tokio's, so paused-clock tests control it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Runs health checks as tokio tasks and publishes their transitions. See the
+/// [module docs](self).
+///
+/// Dropping the driver aborts every check (and kills running exec probes);
+/// [`shutdown`](Self::shutdown) also waits for them to finish.
+#[derive(Debug)]
+pub struct HealthDriver {
+    events: broadcast::Sender<HealthEvent>,
+    tasks: JoinSet<()>,
+    checks: HashMap<BackendId, AbortHandle>,
+}
+
+impl HealthDriver {
+    /// A driver whose event channel buffers `event_capacity` events per subscriber (at least
+    /// 1).
+    pub fn new(event_capacity: usize) -> Self {
+        let (events, _) = broadcast::channel(event_capacity.max(1));
+        Self {
+            events,
+            tasks: JoinSet::new(),
+            checks: HashMap::new(),
+        }
+    }
+
+    /// A new subscriber; it sees every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<HealthEvent> {
+        self.events.subscribe()
+    }
+
+    /// The number of running checks.
+    pub fn len(&self) -> usize {
+        self.checks.len()
+    }
+
+    /// Whether no check is running.
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
+    /// Starts checking `backend` at `addr` with `probe` on the schedule of `config`. The
+    /// first probe runs at once (or within `warmup`).
+    ///
+    /// # Errors
+    /// [`Error::DuplicateBackend`] if the backend is already checked.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn add(
+        &mut self,
+        backend: BackendId,
+        addr: SocketAddr,
+        probe: Box<dyn Probe + Send + Sync>,
+        config: HealthCheckConfig,
+    ) -> Result<()> {
+        if self.checks.contains_key(&backend) {
+            return Err(Error::DuplicateBackend(backend));
+        }
+        let tracker = HealthTracker::new(backend, config, now());
+        let events = self.events.clone();
+        let handle = self.tasks.spawn(run_check(addr, probe, tracker, events));
+        self.checks.insert(backend, handle);
+        Ok(())
+    }
+
+    /// Stops checking `backend` (a running probe is dropped); returns whether it was checked.
+    pub fn remove(&mut self, backend: BackendId) -> bool {
+        match self.checks.remove(&backend) {
+            Some(h) => {
+                h.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Spawns a subscriber that applies every event to `pool` through `applier` (keepalived's
+    /// checkers updating IPVS). It stops with the driver. Lagging (more than the channel's
+    /// capacity of events queued) is logged and skipped.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn apply_to_pool<B>(&mut self, pool: Arc<Pool<B>>, mut applier: PoolApplier)
+    where
+        B: BuildScheduler + Send + Sync + 'static,
+        B::Scheduler: Send + Sync + 'static,
+    {
+        let mut rx = self.events.subscribe();
+        self.tasks.spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => {
+                        if let Err(e) = applier.apply_event(&pool, &event, now()) {
+                            tracing::warn!(backend = %event.backend, error = %e, "health event not applied");
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "pool updater lagged behind health events");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Stops every check and subscriber task and waits until they are gone. Running exec
+    /// probes' process groups are killed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if the future is dropped, the remaining tasks are aborted when the driver
+    /// (moved into the future) drops.
+    pub async fn shutdown(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.checks.clear();
+    }
+}
+
+/// One backend's check loop: sleep until due, probe with the timeout, feed the tracker,
+/// publish transitions.
+async fn run_check(
+    addr: SocketAddr,
+    probe: Box<dyn Probe + Send + Sync>,
+    mut tracker: HealthTracker,
+    events: broadcast::Sender<HealthEvent>,
+) {
+    let backend = tracker.backend();
+    loop {
+        if let Some(req) = tracker.poll_probe(now()) {
+            let timeout = probe.timeout().unwrap_or(req.timeout);
+            let outcome = tokio::time::timeout(timeout, probe.probe(addr, timeout))
+                .await
+                .unwrap_or_else(|_| ProbeOutcome::timed_out(timeout));
+            tracing::trace!(%backend, kind = probe.kind(), up = outcome.is_up(), reason = %outcome.reason, "probe");
+            if let Some(t) = tracker.handle_result(now(), outcome) {
+                tracing::info!(%backend, old = %t.old, new = %t.new, reason = %t.reason, latency = ?t.latency, "health transition");
+                // No subscriber is not an error.
+                let _ = events.send(t.into_event(backend));
+            }
+            continue;
+        }
+        let Some(at) = tracker.poll_timeout() else {
+            return;
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
+}

@@ -1,0 +1,557 @@
+//! keepalived `HTTP_GET` and `SSL_GET`: one GET request over a fresh connection, with the
+//! hyper 1.x client and rustls (ring provider).
+//!
+//! The probe passes when the status is in the expected set (default 200-299, keepalived's
+//! default) and, if asked, the body contains a string or its MD5 equals keepalived's
+//! `digest` (as printed by keepalived's `genhash`). A response hyper cannot parse is a
+//! failure with hyper's reason.
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_health::probe::http::{HttpProbe, TlsOptions};
+//!
+//! // keepalived: HTTP_GET { url { path /health  digest 9e107d9d372bb6826bd81d3542a419d6 } }
+//! let probe = HttpProbe::builder("/health")
+//!     .host("www.example.com")
+//!     .status_code("200-299,302")?
+//!     .digest("9e107d9d372bb6826bd81d3542a419d6")?
+//!     .build()?;
+//! // keepalived SSL_GET against a self-signed backend: verification off.
+//! let tls = HttpProbe::builder("/").tls(TlsOptions::new().verify(false)).build()?;
+//! assert_eq!(lb_health::Probe::kind(&tls), "https");
+//! assert!(HttpProbe::builder("/").status_code("2xx").is_err());
+//! # let _ = probe;
+//! # Ok::<(), lb_health::Error>(())
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use md5::{Digest, Md5};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
+
+use super::{elapsed, io_reason, target, tcp_connect, Probe};
+use crate::error::{Error, Result};
+use crate::status::StatusSet;
+use crate::tracker::ProbeOutcome;
+
+/// What the response body must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BodyCheck {
+    /// Nothing: the body is not read.
+    #[default]
+    Ignore,
+    /// The body must contain these bytes (HAProxy `http-check expect string`).
+    Contains(Vec<u8>),
+    /// The body's MD5 must equal this (keepalived `digest`).
+    Md5([u8; 16]),
+}
+
+/// TLS settings of an HTTPS probe (keepalived `SSL_GET`).
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    verify: bool,
+    roots: Option<RootCertStore>,
+    sni: Option<String>,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TlsOptions {
+    /// Defaults:
+    ///
+    /// - certificate verification on, against the Mozilla roots (`webpki-roots`);
+    /// - SNI and the verified name: the probe's `host` (without port), else the backend IP.
+    pub fn new() -> Self {
+        Self {
+            verify: true,
+            roots: None,
+            sni: None,
+        }
+    }
+
+    /// `false` accepts any certificate (self-signed backends). The handshake signature is
+    /// still checked, so the peer holds the certificate's key.
+    #[must_use]
+    pub fn verify(mut self, verify: bool) -> Self {
+        self.verify = verify;
+        self
+    }
+
+    /// Trusts these roots instead of the Mozilla set (a private CA).
+    #[must_use]
+    pub fn roots(mut self, roots: RootCertStore) -> Self {
+        self.roots = Some(roots);
+        self
+    }
+
+    /// The server name to send (SNI) and verify.
+    #[must_use]
+    pub fn sni(mut self, name: impl Into<String>) -> Self {
+        self.sni = Some(name.into());
+        self
+    }
+}
+
+/// Accepts any certificate but still checks handshake signatures (verification off).
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[derive(Clone)]
+struct Tls {
+    connector: TlsConnector,
+    sni: Option<ServerName<'static>>,
+    verify: bool,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tls_error(reason: impl fmt::Display) -> Error {
+    Error::InvalidConfig {
+        setting: "tls",
+        reason: reason.to_string(),
+    }
+}
+
+impl Tls {
+    fn build(opts: TlsOptions, host: Option<&str>) -> Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?;
+        let config = if opts.verify {
+            let roots = opts.roots.unwrap_or_else(|| RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            });
+            builder.with_root_certificates(roots).with_no_client_auth()
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+                .with_no_client_auth()
+        };
+        let name = opts.sni.or_else(|| host.map(|h| strip_port(h).to_owned()));
+        let sni = match name {
+            Some(n) => Some(
+                ServerName::try_from(n.clone())
+                    .map_err(|_| tls_error(format!("invalid server name {n:?}")))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            sni,
+            verify: opts.verify,
+        })
+    }
+}
+
+/// `host:port` → `host`; `[v6]:port` → `v6`.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// An HTTP or HTTPS GET probe. Build it with [`HttpProbe::builder`].
+#[derive(Debug, Clone)]
+pub struct HttpProbe {
+    path: String,
+    host: Option<String>,
+    expect: StatusSet,
+    body: BodyCheck,
+    connect_port: Option<u16>,
+    bindto: Option<IpAddr>,
+    tls: Option<Tls>,
+    max_body: usize,
+}
+
+impl HttpProbe {
+    /// A builder for `GET path` with these defaults:
+    ///
+    /// - `Host`: the backend's `ip:port`;
+    /// - expected status 200-299 (keepalived's default);
+    /// - body ignored; at most 1 MiB read when a body check is set;
+    /// - plain HTTP (add [`tls`](HttpProbeBuilder::tls) for `SSL_GET`);
+    /// - the backend's port, the default source address.
+    pub fn builder(path: impl Into<String>) -> HttpProbeBuilder {
+        HttpProbeBuilder {
+            path: path.into(),
+            host: None,
+            expect: Ok(StatusSet::success()),
+            body: Ok(BodyCheck::Ignore),
+            connect_port: None,
+            bindto: None,
+            tls: None,
+            max_body: 1 << 20,
+        }
+    }
+
+    async fn exchange<S>(&self, io: S, authority: &str) -> std::result::Result<String, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+                .await
+                .map_err(|e| format!("HTTP handshake: {e}"))?;
+        let req = ::http::Request::get(self.path.as_str())
+            .header(
+                ::http::header::HOST,
+                self.host.as_deref().unwrap_or(authority),
+            )
+            .header(::http::header::USER_AGENT, "lb-health")
+            .header(::http::header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("request: {e}"))?;
+        let exchange = async {
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("invalid HTTP response: {e}"))?;
+            let status = resp.status().as_u16();
+            if !self.expect.contains(status) {
+                return Err(format!("status {status} not in {}", self.expect));
+            }
+            match &self.body {
+                BodyCheck::Ignore => Ok(format!("status {status}")),
+                check => {
+                    let body = Limited::new(resp.into_body(), self.max_body)
+                        .collect()
+                        .await
+                        .map_err(|e| format!("reading body: {e}"))?
+                        .to_bytes();
+                    check_body(check, &body).map(|ok| format!("status {status}, {ok}"))
+                }
+            }
+        };
+        let mut conn = std::pin::pin!(conn);
+        let mut exchange = std::pin::pin!(exchange);
+        // Drive the connection and the exchange together; once the exchange is done the
+        // connection is dropped (closed), even if the backend would keep it alive.
+        tokio::select! {
+            r = &mut exchange => r,
+            c = &mut conn => match c {
+                Err(e) => Err(format!("invalid HTTP response: {e}")),
+                Ok(()) => exchange.await,
+            },
+        }
+    }
+
+    async fn run(&self, to: SocketAddr) -> std::result::Result<String, String> {
+        let stream = tcp_connect(to, self.bindto)
+            .await
+            .map_err(|e| io_reason(&format!("connect to {to}"), &e))?;
+        let authority = to.to_string();
+        match &self.tls {
+            None => self.exchange(stream, &authority).await,
+            Some(tls) => {
+                let name = tls
+                    .sni
+                    .clone()
+                    .unwrap_or_else(|| ServerName::IpAddress(to.ip().into()));
+                let stream = tls
+                    .connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                self.exchange(stream, &authority).await
+            }
+        }
+    }
+}
+
+fn check_body(check: &BodyCheck, body: &[u8]) -> std::result::Result<String, String> {
+    match check {
+        BodyCheck::Ignore => Ok(String::new()),
+        BodyCheck::Contains(needle) => {
+            if needle.is_empty() || body.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                Ok("body matches".to_owned())
+            } else {
+                Err(format!(
+                    "body ({} bytes) lacks {:?}",
+                    body.len(),
+                    String::from_utf8_lossy(needle)
+                ))
+            }
+        }
+        BodyCheck::Md5(want) => {
+            let got: [u8; 16] = Md5::digest(body).into();
+            if got == *want {
+                Ok(format!("digest {}", hex(&got)))
+            } else {
+                Err(format!("digest {} != expected {}", hex(&got), hex(want)))
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn parse_digest(s: &str) -> Result<[u8; 16]> {
+    let bad = || Error::InvalidDigest(s.to_owned());
+    let t = s.trim();
+    if t.len() != 32 || !t.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Probe for HttpProbe {
+    /// # Cancel safety
+    /// Cancel safe: a dropped probe closes its connection.
+    async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
+        let to = target(addr, self.connect_port);
+        let start = tokio::time::Instant::now();
+        match tokio::time::timeout(timeout, self.run(to)).await {
+            Ok(Ok(reason)) => ProbeOutcome::up(reason, elapsed(start)),
+            Ok(Err(reason)) => ProbeOutcome::down(reason, elapsed(start)),
+            Err(_) => ProbeOutcome::down(
+                format!("no HTTP response from {to} within {timeout:?}"),
+                elapsed(start),
+            ),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// Builds an [`HttpProbe`]; invalid settings surface in [`build`](Self::build) (or at once,
+/// from the fallible setters).
+#[derive(Debug)]
+#[must_use]
+pub struct HttpProbeBuilder {
+    path: String,
+    host: Option<String>,
+    expect: Result<StatusSet>,
+    body: Result<BodyCheck>,
+    connect_port: Option<u16>,
+    bindto: Option<IpAddr>,
+    tls: Option<TlsOptions>,
+    max_body: usize,
+}
+
+impl HttpProbeBuilder {
+    /// The `Host` header (keepalived `virtualhost`); also the default TLS server name.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// Expected statuses, as keepalived `status_code` / HAProxy `http-check expect status`:
+    /// `"200"`, `"200-299,302"`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidStatusRange`] when the list does not parse.
+    pub fn status_code(mut self, list: &str) -> Result<Self> {
+        self.expect = Ok(list.parse()?);
+        Ok(self)
+    }
+
+    /// Expected statuses, already parsed.
+    pub fn expect(mut self, statuses: StatusSet) -> Self {
+        self.expect = Ok(statuses);
+        self
+    }
+
+    /// The body must contain `needle`.
+    pub fn body_contains(mut self, needle: impl Into<Vec<u8>>) -> Self {
+        self.body = Ok(BodyCheck::Contains(needle.into()));
+        self
+    }
+
+    /// keepalived `digest`: the body's MD5, as 32 hex digits.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDigest`] when it is not 32 hex digits.
+    pub fn digest(mut self, md5_hex: &str) -> Result<Self> {
+        self.body = Ok(BodyCheck::Md5(parse_digest(md5_hex)?));
+        Ok(self)
+    }
+
+    /// keepalived `connect_port`.
+    pub fn connect_port(mut self, port: u16) -> Self {
+        self.connect_port = Some(port);
+        self
+    }
+
+    /// keepalived `bindto`: the source address.
+    pub fn bindto(mut self, ip: IpAddr) -> Self {
+        self.bindto = Some(ip);
+        self
+    }
+
+    /// Use TLS (keepalived `SSL_GET`).
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The most body bytes read for a body check (default 1 MiB); a longer body fails.
+    pub fn max_body_bytes(mut self, max: usize) -> Self {
+        self.max_body = max;
+        self
+    }
+
+    /// Builds the probe.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a path not starting with `/` or a TLS setting rustls
+    /// refuses (an invalid server name), and the errors deferred from the setters.
+    pub fn build(self) -> Result<HttpProbe> {
+        if !self.path.starts_with('/') {
+            return Err(Error::InvalidConfig {
+                setting: "path",
+                reason: format!("{:?} does not start with '/'", self.path),
+            });
+        }
+        if ::http::uri::PathAndQuery::try_from(self.path.as_str()).is_err() {
+            return Err(Error::InvalidConfig {
+                setting: "path",
+                reason: format!("{:?} is not a valid request path", self.path),
+            });
+        }
+        let tls = match self.tls {
+            Some(opts) => Some(Tls::build(opts, self.host.as_deref())?),
+            None => None,
+        };
+        Ok(HttpProbe {
+            path: self.path,
+            host: self.host,
+            expect: self.expect?,
+            body: self.body?,
+            connect_port: self.connect_port,
+            bindto: self.bindto,
+            tls,
+            max_body: self.max_body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_parse() {
+        assert_eq!(
+            hex(&parse_digest("9E107D9D372BB6826BD81D3542A419D6").unwrap()),
+            "9e107d9d372bb6826bd81d3542a419d6"
+        );
+        for bad in [
+            "",
+            "9e10",
+            "zz107d9d372bb6826bd81d3542a419d6",
+            "é9107d9d372bb6826bd81d3542a419d",
+        ] {
+            assert!(parse_digest(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("example.com:8443"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:443"), "::1");
+        assert_eq!(strip_port("::1"), "::1");
+    }
+
+    #[test]
+    fn body_checks() {
+        let digest = parse_digest("9e107d9d372bb6826bd81d3542a419d6").unwrap();
+        let fox = b"The quick brown fox jumps over the lazy dog";
+        assert!(check_body(&BodyCheck::Md5(digest), fox).is_ok());
+        assert!(check_body(&BodyCheck::Md5(digest), b"other").is_err());
+        assert!(check_body(&BodyCheck::Contains(b"brown".to_vec()), fox).is_ok());
+        assert!(check_body(&BodyCheck::Contains(b"cat".to_vec()), fox).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! Active probes behind one object-safe async trait, [`Probe`], stored as
+//! `Box<dyn Probe + Send + Sync>` (pingora `HealthCheck`).
+//!
+//! | keepalived | probe |
+//! |---|---|
+//! | `TCP_CHECK` | [`TcpProbe`] |
+//! | `HTTP_GET` | [`HttpProbe`](http::HttpProbe) (feature `http`) |
+//! | `SSL_GET` | [`HttpProbe`](http::HttpProbe) with [`TlsOptions`](http::TlsOptions) (feature `http`) |
+//! | `MISC_CHECK` | [`ExecProbe`] |
+//! | `UDP_CHECK` | [`UdpProbe`] |
+//!
+//! A probe never fails with an error and never panics on what a backend sends: every
+//! failure — refused, timed out, garbage, wrong status, wrong body — is a
+//! [`ProbeOutcome`] with [`Health::Down`](lb_core::Health::Down) and the reason.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use lb_health::probe::{Probe, TcpProbe};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let addr = listener.local_addr().unwrap();
+//! let probe: Box<dyn Probe + Send + Sync> = Box::new(TcpProbe::new());
+//! let outcome = probe.probe(addr, Duration::from_secs(1)).await;
+//! assert!(outcome.is_up(), "{}", outcome.reason);
+//! drop(listener);
+//! let outcome = probe.probe(addr, Duration::from_secs(1)).await;
+//! assert!(!outcome.is_up());
+//! # }
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::tracker::ProbeOutcome;
+
+mod exec;
+#[cfg(feature = "http")]
+pub mod http;
+mod tcp;
+mod udp;
+
+pub use exec::ExecProbe;
+pub use tcp::TcpProbe;
+pub use udp::{UdpExpect, UdpProbe};
+
+/// One kind of active check. Implementations do the IO; the
+/// [`HealthTracker`](crate::HealthTracker) decides what the outcomes mean.
+#[async_trait]
+pub trait Probe: fmt::Debug + Send + Sync {
+    /// Probes the backend at `addr` once, within `timeout`, and says what happened.
+    ///
+    /// Implementations must return within about `timeout` (the driver also enforces it) and
+    /// must turn every failure into a down [`ProbeOutcome`] with a reason, never a panic.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future abandons the probe and releases what it holds
+    /// (sockets are closed; a running program's process group is killed).
+    async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome;
+
+    /// A timeout of the probe's own that replaces the check's (keepalived `misc_timeout` on
+    /// `MISC_CHECK`); `None` (the default) uses the check's timeout.
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`.
+    fn kind(&self) -> &'static str;
+}
+
+/// Where to connect: the backend's address, or its IP with `connect_port` (keepalived).
+pub(crate) fn target(addr: SocketAddr, connect_port: Option<u16>) -> SocketAddr {
+    match connect_port {
+        Some(p) => SocketAddr::new(addr.ip(), p),
+        None => addr,
+    }
+}
+
+/// Connects a TCP stream from `bindto` (if any) to `addr`. No timeout: callers wrap it.
+pub(crate) async fn tcp_connect(
+    addr: SocketAddr,
+    bindto: Option<IpAddr>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(ip) = bindto {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    socket.set_nodelay(true)?;
+    socket.connect(addr).await
+}
+
+/// Latency since `start`, read from tokio's clock (paused in tests).
+pub(crate) fn elapsed(start: tokio::time::Instant) -> Duration {
+    tokio::time::Instant::now().saturating_duration_since(start)
+}
+
+/// The error text of an IO failure, with its kind when the message alone is vague.
+pub(crate) fn io_reason(what: &str, e: &std::io::Error) -> String {
+    format!("{what}: {e}")
+}

@@ -1,0 +1,468 @@
+//! The sans-IO health state machine of one backend: fed probe outcomes and the time, it
+//! applies keepalived retries, rise/fall thresholds and HAProxy's `inter`/`fastinter`/
+//! `downinter` cadence, and says when the next probe is due. It reads no clock and does no IO.
+//!
+//! Method taxonomy (quinn, see `STYLE.md` §2):
+//!
+//! - **Getters** (`&self`): [`health`](HealthTracker::health), [`weight`](HealthTracker::weight),
+//!   [`backend`](HealthTracker::backend), [`config`](HealthTracker::config).
+//! - **Handlers** of things that happened: [`handle_result`](HealthTracker::handle_result) (a
+//!   probe finished), [`handle_timeout`](HealthTracker::handle_timeout) (a deadline passed;
+//!   idempotent).
+//! - **Outputs** (`#[must_use]`): [`poll_probe`](HealthTracker::poll_probe) (start a probe now?)
+//!   and [`poll_timeout`](HealthTracker::poll_timeout) (when to call back).
+//!
+//! # Examples
+//!
+//! Three failures with `fall 3` take the backend down; nothing flips before:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use lb_core::{BackendId, Health};
+//! use lb_health::{HealthCheckConfig, HealthTracker, ProbeOutcome};
+//!
+//! let config = HealthCheckConfig::haproxy().rise(2).fall(3).build()?;
+//! # #[allow(clippy::disallowed_methods)]
+//! let mut now = Instant::now();
+//! let mut tracker = HealthTracker::new(BackendId(1), config, now);
+//! let mut flips = Vec::new();
+//! for _ in 0..3 {
+//!     now = tracker.poll_timeout().unwrap();
+//!     let probe = tracker.poll_probe(now).expect("due");
+//!     assert_eq!(probe.timeout, Duration::from_secs(2));
+//!     let outcome = ProbeOutcome::down("connection refused", Duration::from_micros(80));
+//!     flips.push(tracker.handle_result(now, outcome));
+//! }
+//! assert!(flips[0].is_none() && flips[1].is_none());
+//! let t = flips[2].as_ref().unwrap();
+//! assert_eq!((t.old, t.new), (Health::Up, Health::Down));
+//! assert_eq!(t.reason, "connection refused");
+//! # Ok::<(), lb_health::Error>(())
+//! ```
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use lb_core::{BackendId, Health, Weight};
+
+use crate::config::{HealthCheckConfig, StartState};
+
+/// Why a probe passed or failed, for logs and events (`"connection refused"`,
+/// `"status 500 not in 200-299"`).
+pub type Reason = Cow<'static, str>;
+
+/// The result of one probe attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    /// [`Health::Up`] when the probe passed.
+    pub health: Health,
+    /// A weight the probe asks for (keepalived `misc_dynamic`: exit code − 2), if any.
+    pub weight: Option<Weight>,
+    /// Why it passed or failed.
+    pub reason: Reason,
+    /// How long the probe took, from its start to its verdict.
+    pub latency: Duration,
+}
+
+impl ProbeOutcome {
+    /// A passing probe.
+    pub fn up(reason: impl Into<Reason>, latency: Duration) -> Self {
+        Self {
+            health: Health::Up,
+            weight: None,
+            reason: reason.into(),
+            latency,
+        }
+    }
+
+    /// A failing probe.
+    pub fn down(reason: impl Into<Reason>, latency: Duration) -> Self {
+        Self {
+            health: Health::Down,
+            weight: None,
+            reason: reason.into(),
+            latency,
+        }
+    }
+
+    /// A probe that did not finish within `timeout` (its latency is the timeout).
+    pub fn timed_out(timeout: Duration) -> Self {
+        Self::down(format!("timed out after {timeout:?}"), timeout)
+    }
+
+    /// Adds a requested weight (keepalived `misc_dynamic`).
+    #[must_use]
+    pub fn with_weight(mut self, weight: Weight) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// Whether the probe passed.
+    pub fn is_up(&self) -> bool {
+        self.health == Health::Up
+    }
+}
+
+/// A probe the caller must start now, returned by [`HealthTracker::poll_probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeRequest {
+    /// How long the probe may take (the configured `timeout`).
+    pub timeout: Duration,
+    /// 0 for a check's first attempt, `n` for its `n`-th keepalived retry.
+    pub attempt: u32,
+}
+
+/// A change the caller must apply: the backend's health flipped, or (while up) the weight a
+/// `misc_dynamic` probe asks for changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// Health before.
+    pub old: Health,
+    /// Health after (equal to `old` for a weight-only change).
+    pub new: Health,
+    /// The weight the probe asks for, if it asks (`misc_dynamic`); `None` keeps the configured
+    /// weight.
+    pub weight: Option<Weight>,
+    /// The reason of the outcome that caused the change.
+    pub reason: Reason,
+    /// The latency of that outcome.
+    pub latency: Duration,
+}
+
+impl Transition {
+    /// Whether the health changed (as opposed to only the weight).
+    pub fn is_health_change(&self) -> bool {
+        self.old != self.new
+    }
+
+    /// The event subscribers see, naming the backend.
+    pub fn into_event(self, backend: BackendId) -> HealthEvent {
+        HealthEvent {
+            backend,
+            old: self.old,
+            new: self.new,
+            weight: self.weight,
+            reason: self.reason,
+            latency: self.latency,
+        }
+    }
+}
+
+/// A typed health event, as the driver publishes it to every subscriber (the pool, VRRP
+/// priority tracking, metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthEvent {
+    /// The backend.
+    pub backend: BackendId,
+    /// Health before.
+    pub old: Health,
+    /// Health after (equal to `old` for a weight-only change).
+    pub new: Health,
+    /// The weight a `misc_dynamic` probe asks for, if any.
+    pub weight: Option<Weight>,
+    /// Why (the reason of the deciding probe).
+    pub reason: Reason,
+    /// The deciding probe's latency.
+    pub latency: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the next attempt, due at this instant.
+    Idle { due: Instant },
+    /// An attempt started at `started` is running; it fails if no result arrives by
+    /// `deadline`.
+    InFlight { started: Instant, deadline: Instant },
+}
+
+/// The health of one backend, decided from probe outcomes. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct HealthTracker {
+    backend: BackendId,
+    config: HealthCheckConfig,
+    health: Health,
+    /// Consecutive passed checks while down (towards `rise`).
+    successes: u32,
+    /// Consecutive failed checks while up (towards `fall`).
+    failures: u32,
+    /// Retries used in the current check (keepalived `retry_it`).
+    attempt: u32,
+    /// The last weight a probe asked for.
+    weight: Option<Weight>,
+    /// The weight last reported in a transition.
+    reported_weight: Option<Weight>,
+    phase: Phase,
+    /// Completed checks, the jitter's sequence number.
+    checks: u64,
+}
+
+impl HealthTracker {
+    /// A tracker in the configured start state whose first probe is due at `now`, or at a
+    /// deterministic point in `[now, now + warmup)` when `warmup` is set.
+    pub fn new(backend: BackendId, config: HealthCheckConfig, now: Instant) -> Self {
+        let health = match config.start() {
+            StartState::Up => Health::Up,
+            StartState::Down => Health::Down,
+        };
+        let first = match config.warmup() {
+            Some(w) if !w.is_zero() => {
+                let h = mix(config.seed() ^ u64::from(backend.0));
+                now + Duration::from_nanos(h % (w.as_nanos().min(u128::from(u64::MAX)) as u64))
+            }
+            _ => now,
+        };
+        Self {
+            backend,
+            config,
+            health,
+            successes: 0,
+            failures: 0,
+            attempt: 0,
+            weight: None,
+            reported_weight: None,
+            phase: Phase::Idle { due: first },
+            checks: 0,
+        }
+    }
+
+    /// The backend this tracker decides for.
+    pub fn backend(&self) -> BackendId {
+        self.backend
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HealthCheckConfig {
+        &self.config
+    }
+
+    /// The current verdict.
+    pub fn health(&self) -> Health {
+        self.health
+    }
+
+    /// The weight the last `misc_dynamic` outcome asked for, if any.
+    pub fn weight(&self) -> Option<Weight> {
+        self.weight
+    }
+
+    /// Whether a probe is in flight.
+    pub fn is_probing(&self) -> bool {
+        matches!(self.phase, Phase::InFlight { .. })
+    }
+
+    /// When to call back: the next probe's due time, or the running probe's deadline.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(match self.phase {
+            Phase::Idle { due } => due,
+            Phase::InFlight { deadline, .. } => deadline,
+        })
+    }
+
+    /// Starts a probe if one is due at `now`: the caller runs it and reports with
+    /// [`handle_result`](Self::handle_result). Returns `None` when nothing is due or a probe is
+    /// already running.
+    #[must_use]
+    pub fn poll_probe(&mut self, now: Instant) -> Option<ProbeRequest> {
+        match self.phase {
+            Phase::Idle { due } if now >= due => {
+                self.phase = Phase::InFlight {
+                    started: now,
+                    deadline: now + self.config.timeout(),
+                };
+                Some(ProbeRequest {
+                    timeout: self.config.timeout(),
+                    attempt: self.attempt,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Fails the running probe if its deadline has passed (as
+    /// [`ProbeOutcome::timed_out`]). Idempotent: a spurious or early call does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<Transition> {
+        match self.phase {
+            Phase::InFlight { deadline, .. } if now >= deadline => {
+                self.handle_result(now, ProbeOutcome::timed_out(self.config.timeout()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies one probe outcome received at `now`, and schedules the next probe.
+    ///
+    /// A failed attempt with retries left (keepalived `retry`) schedules a retry after
+    /// `delay_before_retry` and counts nothing. Otherwise the check's result counts towards
+    /// `rise` or `fall`; the next check is due `inter`, `fastinter` or `downinter`
+    /// (± `spread_checks`) after the start of this one (after `now` when the outcome came
+    /// without [`poll_probe`](Self::poll_probe)), and never before `now`. Scheduling from the
+    /// start keeps the cadence independent of probe latency, so a backend that dies is down
+    /// within `fall × interval + timeout`. Outcomes are accepted even without a preceding
+    /// [`poll_probe`](Self::poll_probe), so callers may drive probes on their own schedule.
+    pub fn handle_result(&mut self, now: Instant, outcome: ProbeOutcome) -> Option<Transition> {
+        if !outcome.is_up() && self.attempt < self.config.retries() {
+            self.attempt += 1;
+            self.phase = Phase::Idle {
+                due: now + self.config.delay_before_retry(),
+            };
+            return None;
+        }
+        self.attempt = 0;
+        self.checks = self.checks.wrapping_add(1);
+        let old = self.health;
+        let th = self.config.thresholds();
+        if outcome.is_up() {
+            if outcome.weight.is_some() {
+                self.weight = outcome.weight;
+            }
+            self.failures = 0;
+            if self.health == Health::Down {
+                self.successes += 1;
+                if self.successes >= th.rise {
+                    self.health = Health::Up;
+                    self.successes = 0;
+                }
+            }
+        } else {
+            self.successes = 0;
+            if self.health == Health::Up {
+                self.failures += 1;
+                if self.failures >= th.fall {
+                    self.health = Health::Down;
+                    self.failures = 0;
+                }
+            }
+        }
+        let steady_up = self.health == Health::Up && self.failures == 0;
+        let steady_down = self.health == Health::Down && self.successes == 0;
+        let period = self.jittered(self.config.period(steady_up, steady_down));
+        let base = match self.phase {
+            Phase::InFlight { started, .. } => started,
+            Phase::Idle { .. } => now,
+        };
+        self.phase = Phase::Idle {
+            due: (base + period).max(now),
+        };
+
+        let weight_changed = self.health == Health::Up && self.weight != self.reported_weight;
+        if old != self.health || weight_changed {
+            if self.health == Health::Up {
+                self.reported_weight = self.weight;
+            }
+            Some(Transition {
+                old,
+                new: self.health,
+                weight: self.weight,
+                reason: outcome.reason,
+                latency: outcome.latency,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// `period` spread by a deterministic ± `spread_checks` percent, keyed by the seed, the
+    /// backend and the check number.
+    fn jittered(&self, period: Duration) -> Duration {
+        jitter(
+            period,
+            self.config.spread_percent(),
+            self.config.seed(),
+            self.backend,
+            self.checks,
+        )
+    }
+}
+
+/// `period` moved by a deterministic offset within ± `percent`% of it.
+pub(crate) fn jitter(
+    period: Duration,
+    percent: u8,
+    seed: u64,
+    backend: BackendId,
+    n: u64,
+) -> Duration {
+    if percent == 0 {
+        return period;
+    }
+    let span = period.as_nanos() * u128::from(percent) / 100; // ≤ period / 2
+    let h = mix(seed ^ (u64::from(backend.0) << 32) ^ n.rotate_left(17));
+    let offset = u128::from(h) % (2 * span + 1); // 0..=2·span
+    let nanos = period.as_nanos() + offset - span;
+    Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
+}
+
+/// splitmix64's finaliser: a fixed, well-spread hash (no `RandomState`, STYLE §4).
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> Instant {
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    #[test]
+    fn jitter_stays_within_bound_and_spreads() {
+        let p = Duration::from_secs(10);
+        let mut seen = std::collections::HashSet::new();
+        for id in 0..200 {
+            for n in 0..50 {
+                let j = jitter(p, 20, 1, BackendId(id), n);
+                assert!(
+                    j >= Duration::from_secs(8) && j <= Duration::from_secs(12),
+                    "{j:?}"
+                );
+                seen.insert(j.as_millis() / 100);
+            }
+        }
+        assert!(seen.len() > 30, "spread over the window: {}", seen.len());
+        assert_eq!(jitter(p, 0, 1, BackendId(1), 1), p);
+    }
+
+    #[test]
+    fn handle_timeout_is_idempotent_and_fails_the_probe() {
+        let now = t0();
+        let c = HealthCheckConfig::builder()
+            .fall(1)
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let mut t = HealthTracker::new(BackendId(1), c, now);
+        assert!(t.handle_timeout(now).is_none());
+        let _ = t.poll_probe(now).unwrap();
+        assert!(t.poll_probe(now).is_none(), "one probe at a time");
+        assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(1)));
+        assert!(t.handle_timeout(now + Duration::from_millis(999)).is_none());
+        let tr = t.handle_timeout(now + Duration::from_secs(1)).unwrap();
+        assert_eq!(tr.new, Health::Down);
+        assert!(tr.reason.contains("timed out"));
+        assert!(t.handle_timeout(now + Duration::from_secs(1)).is_none());
+    }
+
+    #[test]
+    fn warmup_spreads_first_probe() {
+        let now = t0();
+        let c = HealthCheckConfig::builder()
+            .warmup(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let firsts: std::collections::HashSet<_> = (0..100)
+            .map(|i| {
+                let t = HealthTracker::new(BackendId(i), c.clone(), now);
+                let due = t.poll_timeout().unwrap();
+                assert!(due >= now && due < now + Duration::from_secs(1));
+                due
+            })
+            .collect();
+        assert!(firsts.len() > 90);
+    }
+}
