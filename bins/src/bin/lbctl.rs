@@ -1,0 +1,2 @@
+//! `lbctl`: placeholder until the admin client lands.
+fn main() {}

@@ -1,0 +1,1046 @@
+//! keepalived.conf, mapped onto the [`model`](crate::config::model).
+//!
+//! Written clean-room from the keepalived.conf(5) manual. Supported: `global_defs`,
+//! `vrrp_script`, `vrrp_instance`, `vrrp_sync_group`, `virtual_server IP PORT` with
+//! `real_server`, `sorry_server` and `TCP_CHECK`/`HTTP_GET`/`SSL_GET`/`MISC_CHECK`, and
+//! `include`. What lb-node cannot do is refused with an error (`lb_kind DR`/`TUN`:
+//! this node is a full proxy; `virtual_server group`/`fwmark`; `auth_type AH`); what it
+//! does not need is ignored with a warning; unknown keywords are warnings too. Nothing is
+//! silently dropped.
+//!
+//! lb extensions, accepted in keepalived syntax as well: `track_service { VS [weight N] }`
+//! in `vrrp_instance`; `name`, `retries`, `connect_timeout` and `protocol HTTP` in
+//! `virtual_server`; `maxconn` (alias of `uthreshold`) and `backup` in `real_server`;
+//! `rise`, `fall`, `inter`, `fastinter`, `downinter`, `alpha` in checks; `admin_socket`,
+//! `log_level` and `drain_deadline` in `global_defs`.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::path::Path;
+//! use lb_bins::config::keepalived::parse_str;
+//!
+//! let text = "virtual_server 198.18.0.250 80 {\n  lb_kind DR\n}\n";
+//! let errors = parse_str(text, Path::new("keepalived.conf")).unwrap_err();
+//! assert!(errors[0].to_string().starts_with("keepalived.conf:2:11: lb_kind DR is not supported"));
+//! ```
+
+pub mod syntax;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use lb_core::Granularity;
+
+use super::model::{
+    AuthType, Authentication, BackendConfig, CheckKind, Config, HealthCheck, HttpCheck,
+    InitialState, LogLevel, MiscCheck, Protocol, SyncGroup, TrackInterface, TrackScript,
+    TrackService, UrlCheck, VirtualIp, VirtualServer, VrrpInstance, VrrpScript,
+};
+use super::values::{parse_algorithm, parse_duration, parse_weight};
+use super::{finish, LoadResult, Location, Origins};
+use syntax::{Diagnostics, Stmt, Token};
+
+/// Reads, parses and validates a keepalived.conf file and what it includes.
+///
+/// # Errors
+/// Every error found, each with `file:line:column`.
+pub fn load(path: &Path) -> LoadResult {
+    let mut diag = Diagnostics::default();
+    let stmts = syntax::read_file(path, &mut diag);
+    convert(&stmts, diag)
+}
+
+/// Parses and validates keepalived.conf text read from `file` (includes are resolved
+/// relative to it).
+///
+/// # Errors
+/// Every error found, each with `file:line:column`.
+pub fn parse_str(text: &str, file: &Path) -> LoadResult {
+    let mut diag = Diagnostics::default();
+    let stmts = syntax::parse_text(text, file, 0, &mut diag);
+    convert(&stmts, diag)
+}
+
+fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
+    let mut c = Conv {
+        d: diag,
+        o: Origins::default(),
+        cfg: Config::default(),
+        vrrp_version: None,
+        version_set: Vec::new(),
+    };
+    c.top(stmts);
+    if let Some(v) = c.vrrp_version {
+        for (vi, set) in c.cfg.vrrp_instances.iter_mut().zip(&c.version_set) {
+            if !*set {
+                vi.version = v;
+            }
+        }
+    }
+    finish(c.cfg, &c.o, c.d.warnings, c.d.errors)
+}
+
+/// Check settings inherited from the enclosing `virtual_server` or `real_server`.
+#[derive(Debug, Clone, Copy, Default)]
+struct CheckDefaults {
+    retry: Option<u32>,
+    delay_before_retry: Option<Duration>,
+    delay_loop: Option<Duration>,
+}
+
+struct Conv {
+    d: Diagnostics,
+    o: Origins,
+    cfg: Config,
+    vrrp_version: Option<u8>,
+    version_set: Vec<bool>,
+}
+
+fn int<T: TryFrom<i64>>(kw: &str, lo: i64, hi: i64) -> impl Fn(&str) -> Result<T, String> + '_ {
+    move |s| {
+        let n: i64 = s
+            .parse()
+            .map_err(|_| format!("{kw} {s:?} is not a whole number"))?;
+        if !(lo..=hi).contains(&n) {
+            return Err(format!("{kw} {n} is out of range {lo}..={hi}"));
+        }
+        T::try_from(n).map_err(|_| format!("{kw} {n} is out of range {lo}..={hi}"))
+    }
+}
+
+fn ip(s: &str) -> Result<IpAddr, String> {
+    s.parse().map_err(|_| format!("{s:?} is not an IP address"))
+}
+
+fn duration(kw: &str) -> impl Fn(&str) -> Result<Duration, String> + '_ {
+    move |s| parse_duration(s).map_err(|e| format!("{kw}: {e}"))
+}
+
+impl Conv {
+    fn record(&mut self, path: &str, location: &Location) {
+        self.o.insert(path, location.clone());
+    }
+
+    /// The single argument of `s`, recorded at `path`.
+    fn value<'s>(&mut self, s: &'s Stmt, path: &str) -> Option<&'s Token> {
+        let Some(first) = s.args.first() else {
+            self.d.error(
+                &s.keyword.location,
+                format!("`{}` needs a value", s.keyword.text),
+            );
+            return None;
+        };
+        if let Some(extra) = s.args.get(1) {
+            self.d.warn(
+                &extra.location,
+                format!(
+                    "extra arguments after `{} {}` ignored",
+                    s.keyword.text, first.text
+                ),
+            );
+        }
+        self.record(path, &first.location);
+        Some(first)
+    }
+
+    /// The single argument of `s` through `f`, or an error at the argument.
+    fn get<T>(
+        &mut self,
+        s: &Stmt,
+        path: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let t = self.value(s, path)?;
+        match f(&t.text) {
+            Ok(v) => Some(v),
+            Err(m) => {
+                self.d.error(&t.location, m);
+                None
+            }
+        }
+    }
+
+    /// Every argument joined by spaces (command lines).
+    fn command(&mut self, s: &Stmt, path: &str) -> Option<String> {
+        let Some(first) = s.args.first() else {
+            self.d.error(
+                &s.keyword.location,
+                format!("`{}` needs a command", s.keyword.text),
+            );
+            return None;
+        };
+        self.record(path, &first.location);
+        Some(
+            s.args
+                .iter()
+                .map(|t| t.text.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    }
+
+    fn flag(&mut self, s: &Stmt, path: &str) -> bool {
+        self.record(path, &s.keyword.location);
+        if let Some(a) = s.args.first() {
+            self.d.warn(
+                &a.location,
+                format!("`{}` takes no value; {:?} ignored", s.keyword.text, a.text),
+            );
+        }
+        true
+    }
+
+    fn block<'s>(&mut self, s: &'s Stmt) -> &'s [Stmt] {
+        match &s.block {
+            Some(b) => b,
+            None => {
+                self.d.error(
+                    &s.keyword.location,
+                    format!("`{}` needs a {{ … }} block", s.keyword.text),
+                );
+                &[]
+            }
+        }
+    }
+
+    fn no_block(&mut self, s: &Stmt) {
+        if s.block.is_some() {
+            self.d.warn(
+                &s.keyword.location,
+                format!("`{}` takes no block; its block is ignored", s.keyword.text),
+            );
+        }
+    }
+
+    fn name<'s>(&mut self, s: &'s Stmt) -> Option<&'s Token> {
+        let t = s.args.first();
+        if t.is_none() {
+            self.d.error(
+                &s.keyword.location,
+                format!("`{}` needs a name", s.keyword.text),
+            );
+        }
+        t
+    }
+
+    fn unknown(&mut self, s: &Stmt, section: &str) {
+        self.d.warn(
+            &s.keyword.location,
+            format!("unknown keyword `{}` in {section}, ignored", s.keyword.text),
+        );
+    }
+
+    fn ignored(&mut self, s: &Stmt, section: &str) {
+        self.d.warn(
+            &s.keyword.location,
+            format!(
+                "`{}` in {section} has no effect in lb-node, ignored",
+                s.keyword.text
+            ),
+        );
+    }
+
+    fn top(&mut self, stmts: &[Stmt]) {
+        for s in stmts {
+            match s.keyword.text.as_str() {
+                "global_defs" => {
+                    let b = self.block(s);
+                    self.global_defs(b);
+                }
+                "vrrp_script" => self.vrrp_script(s),
+                "vrrp_instance" => self.vrrp_instance(s),
+                "vrrp_sync_group" => self.sync_group(s),
+                "virtual_server" => self.virtual_server(s),
+                "virtual_server_group" => self.d.error(
+                    &s.keyword.location,
+                    "virtual_server_group is not supported: declare one virtual_server per address and port",
+                ),
+                "static_ipaddress" | "static_routes" | "static_rules" | "vrrp_track_process"
+                | "track_file" | "vrrp_track_file" | "linkbeat_interfaces" | "garp_group"
+                | "track_bfd" | "bfd_instance" => self.ignored(s, "the configuration"),
+                _ => self.unknown(s, "the configuration"),
+            }
+        }
+    }
+
+    fn global_defs(&mut self, b: &[Stmt]) {
+        for s in b {
+            self.no_block_unless(s, &["notification_email"]);
+            match s.keyword.text.as_str() {
+                "router_id" => {
+                    self.cfg.global.router_id =
+                        self.value(s, "global.router_id").map(|t| t.text.clone());
+                }
+                "vrrp_version" => {
+                    self.vrrp_version = self.get(s, "global.vrrp_version", |v| match v {
+                        "2" => Ok(2),
+                        "3" => Ok(3),
+                        _ => Err(format!("vrrp_version {v} is not supported (2 or 3)")),
+                    });
+                }
+                "admin_socket" => {
+                    if let Some(t) = self.value(s, "global.admin_socket") {
+                        self.cfg.global.admin_socket = t.text.clone().into();
+                    }
+                }
+                "log_level" => {
+                    if let Some(l) = self.get(s, "global.log_level", |v| v.parse::<LogLevel>()) {
+                        self.cfg.global.log_level = l;
+                    }
+                }
+                "drain_deadline" => {
+                    if let Some(d) =
+                        self.get(s, "global.drain_deadline", duration("drain_deadline"))
+                    {
+                        self.cfg.global.drain_deadline = d;
+                    }
+                }
+                "notification_email"
+                | "notification_email_from"
+                | "smtp_server"
+                | "smtp_connect_timeout"
+                | "smtp_helo_name"
+                | "enable_script_security"
+                | "script_user"
+                | "vrrp_skip_check_adv_addr"
+                | "vrrp_strict"
+                | "vrrp_garp_interval"
+                | "vrrp_gna_interval"
+                | "vrrp_garp_master_delay"
+                | "vrrp_garp_master_repeat"
+                | "vrrp_mcast_group4"
+                | "vrrp_mcast_group6"
+                | "lvs_id"
+                | "lvs_sync_daemon"
+                | "max_auto_priority"
+                | "dynamic_interfaces"
+                | "vrrp_iptables"
+                | "vrrp_ipsets"
+                | "checker_process_name"
+                | "vrrp_process_name"
+                | "enable_traps"
+                | "snmp_socket"
+                | "lvs_flush" => self.ignored(s, "global_defs"),
+                _ => self.unknown(s, "global_defs"),
+            }
+        }
+    }
+
+    fn no_block_unless(&mut self, s: &Stmt, blocky: &[&str]) {
+        if !blocky.contains(&s.keyword.text.as_str()) {
+            self.no_block(s);
+        }
+    }
+
+    fn vrrp_script(&mut self, s: &Stmt) {
+        let i = self.cfg.vrrp_scripts.len();
+        let p = format!("vrrp_script[{i}]");
+        let Some(name) = self.name(s) else { return };
+        self.record(&p, &s.keyword.location);
+        self.record(&format!("{p}.name"), &name.location);
+        let mut script = VrrpScript {
+            name: name.text.clone(),
+            script: String::new(),
+            interval: Duration::from_secs(1),
+            timeout: None,
+            weight: 0,
+            rise: 1,
+            fall: 1,
+            user: None,
+        };
+        let mut has_script = false;
+        for st in self.block(s) {
+            self.no_block(st);
+            let kw = st.keyword.text.as_str();
+            let fp = format!("{p}.{kw}");
+            match kw {
+                "script" => {
+                    if let Some(c) = self.command(st, &fp) {
+                        script.script = c;
+                        has_script = true;
+                    }
+                }
+                "interval" => {
+                    script.interval = self.get(st, &fp, duration(kw)).unwrap_or(script.interval);
+                }
+                "timeout" => script.timeout = self.get(st, &fp, duration(kw)),
+                "weight" => {
+                    if let Some(r) = st.args.get(1) {
+                        if r.text == "reverse" {
+                            self.d
+                                .warn(&r.location, "`weight … reverse` is not supported, ignored");
+                        }
+                    }
+                    let first = Stmt {
+                        keyword: st.keyword.clone(),
+                        args: st.args.iter().take(1).cloned().collect(),
+                        block: None,
+                    };
+                    script.weight = self.get(&first, &fp, int(kw, -254, 254)).unwrap_or(0);
+                }
+                "rise" => script.rise = self.get(st, &fp, int(kw, 1, 1_000_000)).unwrap_or(1),
+                "fall" => script.fall = self.get(st, &fp, int(kw, 1, 1_000_000)).unwrap_or(1),
+                "user" => {
+                    script.user = st.args.first().map(|t| t.text.clone());
+                    if script.user.is_none() {
+                        self.d
+                            .error(&st.keyword.location, "`user` needs a user name");
+                    }
+                }
+                "init_fail" => self.ignored(st, "vrrp_script"),
+                _ => self.unknown(st, "vrrp_script"),
+            }
+        }
+        if !has_script {
+            self.d.error(
+                &s.keyword.location,
+                format!("vrrp_script {} has no `script`", script.name),
+            );
+        }
+        self.cfg.vrrp_scripts.push(script);
+    }
+
+    /// `name [weight N]` entries of `track_*` blocks.
+    fn tracked(&mut self, s: &Stmt, path: &str) -> Vec<(String, Option<i32>)> {
+        let mut out = Vec::new();
+        for (j, st) in self.block(s).iter().enumerate() {
+            let ep = format!("{path}[{j}]");
+            self.record(&ep, &st.keyword.location);
+            let mut weight = None;
+            let mut args = st.args.iter();
+            while let Some(a) = args.next() {
+                if a.text == "weight" {
+                    match args.next() {
+                        Some(v) => {
+                            self.record(&format!("{ep}.weight"), &v.location);
+                            match int::<i32>("weight", -254, 254)(&v.text) {
+                                Ok(w) => weight = Some(w),
+                                Err(m) => self.d.error(&v.location, m),
+                            }
+                        }
+                        None => self.d.error(&a.location, "`weight` needs a value"),
+                    }
+                } else {
+                    self.d
+                        .warn(&a.location, format!("unknown option {:?} ignored", a.text));
+                }
+            }
+            out.push((st.keyword.text.clone(), weight));
+        }
+        out
+    }
+
+    fn vrrp_instance(&mut self, s: &Stmt) {
+        let i = self.cfg.vrrp_instances.len();
+        let p = format!("vrrp_instance[{i}]");
+        let Some(name) = self.name(s) else { return };
+        self.record(&p, &s.keyword.location);
+        self.record(&format!("{p}.name"), &name.location);
+        let mut vi = VrrpInstance::new(name.text.clone(), "", 0);
+        let mut version_set = false;
+        let mut has_interface = false;
+        let mut has_vrid = false;
+        for st in self.block(s) {
+            let kw = st.keyword.text.as_str();
+            if !matches!(
+                kw,
+                "authentication"
+                    | "virtual_ipaddress"
+                    | "virtual_ipaddress_excluded"
+                    | "unicast_peer"
+                    | "track_interface"
+                    | "track_script"
+                    | "track_service"
+                    | "virtual_routes"
+                    | "virtual_rules"
+            ) {
+                self.no_block(st);
+            }
+            let fp = format!("{p}.{kw}");
+            match kw {
+                "state" => {
+                    vi.state = self
+                        .get(st, &fp, |v| v.parse::<InitialState>())
+                        .unwrap_or_default();
+                }
+                "interface" => {
+                    if let Some(t) = self.value(st, &fp) {
+                        vi.interface = t.text.clone();
+                        has_interface = true;
+                    }
+                }
+                "virtual_router_id" => {
+                    if let Some(v) = self.get(st, &fp, int(kw, 1, 255)) {
+                        vi.virtual_router_id = v;
+                        has_vrid = true;
+                    }
+                }
+                "priority" => vi.priority = self.get(st, &fp, int(kw, 1, 255)).unwrap_or(100),
+                "advert_int" => {
+                    vi.advert_int = self.get(st, &fp, duration(kw)).unwrap_or(vi.advert_int);
+                }
+                "version" => {
+                    vi.version = self.get(st, &fp, int(kw, 2, 3)).unwrap_or(2);
+                    version_set = true;
+                }
+                "authentication" => vi.authentication = self.authentication(st, &fp),
+                "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
+                    if kw == "virtual_ipaddress_excluded" {
+                        self.d.warn(
+                            &st.keyword.location,
+                            "virtual_ipaddress_excluded is treated as virtual_ipaddress",
+                        );
+                    }
+                    self.record(&format!("{p}.virtual_ipaddress"), &st.keyword.location);
+                    for a in self.block(st) {
+                        let j = vi.virtual_ipaddress.len();
+                        if let Some(vip) = self.vip(a, &format!("{p}.virtual_ipaddress[{j}]")) {
+                            vi.virtual_ipaddress.push(vip);
+                        }
+                    }
+                }
+                "unicast_src_ip" | "mcast_src_ip" => {
+                    vi.unicast_src_ip = self.get(st, &format!("{p}.unicast_src_ip"), ip);
+                }
+                "unicast_peer" => {
+                    for a in self.block(st) {
+                        let j = vi.unicast_peer.len();
+                        let pp = format!("{p}.unicast_peer[{j}]");
+                        self.record(&pp, &a.keyword.location);
+                        if let Some(x) = a.args.first() {
+                            self.d.warn(
+                                &x.location,
+                                format!("unicast_peer option {:?} ignored", x.text),
+                            );
+                        }
+                        match ip(&a.keyword.text) {
+                            Ok(addr) => vi.unicast_peer.push(addr),
+                            Err(m) => self.d.error(&a.keyword.location, m),
+                        }
+                    }
+                }
+                "nopreempt" => vi.nopreempt = self.flag(st, &fp),
+                "preempt" => {
+                    self.flag(st, &fp);
+                    vi.nopreempt = false;
+                }
+                "preempt_delay" => {
+                    vi.preempt_delay = self.get(st, &fp, duration(kw)).unwrap_or_default();
+                }
+                "accept" => vi.accept = self.flag(st, &fp),
+                "no_accept" => vi.accept = !self.flag(st, &fp),
+                "garp_master_delay" => {
+                    vi.garp_master_delay = self
+                        .get(st, &fp, duration(kw))
+                        .unwrap_or(vi.garp_master_delay);
+                }
+                "garp_master_repeat" => {
+                    vi.garp_master_repeat = self.get(st, &fp, int(kw, 1, 255)).unwrap_or(5);
+                }
+                "garp_master_refresh" => {
+                    vi.garp_master_refresh = self.get(st, &fp, duration(kw));
+                }
+                "track_interface" => {
+                    for (interface, weight) in self.tracked(st, &fp) {
+                        vi.track_interface.push(TrackInterface {
+                            interface,
+                            weight: weight.unwrap_or(0),
+                        });
+                    }
+                }
+                "track_script" => {
+                    for (script, weight) in self.tracked(st, &fp) {
+                        vi.track_script.push(TrackScript { script, weight });
+                    }
+                }
+                "track_service" => {
+                    for (virtual_server, weight) in self.tracked(st, &fp) {
+                        vi.track_service.push(TrackService {
+                            virtual_server,
+                            weight,
+                        });
+                    }
+                }
+                "notify_master" => vi.notify_master = self.command(st, &fp),
+                "notify_backup" => vi.notify_backup = self.command(st, &fp),
+                "notify_fault" => vi.notify_fault = self.command(st, &fp),
+                "notify_stop" => vi.notify_stop = self.command(st, &fp),
+                "notify" => vi.notify = self.command(st, &fp),
+                "smtp_alert"
+                | "dont_track_primary"
+                | "debug"
+                | "garp_master_refresh_repeat"
+                | "garp_lower_prio_delay"
+                | "garp_lower_prio_repeat"
+                | "lower_prio_no_advert"
+                | "higher_prio_send_advert"
+                | "skip_check_adv_addr"
+                | "strict_mode"
+                | "virtual_routes"
+                | "virtual_rules"
+                | "kernel_rx_buf_size" => self.ignored(st, "vrrp_instance"),
+                "use_vmac" | "vmac_xmit_base" | "native_ipv6" => self.d.error(
+                    &st.keyword.location,
+                    format!("`{kw}` is not supported by lb-node"),
+                ),
+                _ => self.unknown(st, "vrrp_instance"),
+            }
+        }
+        if !has_interface {
+            self.d.error(
+                &s.keyword.location,
+                format!("vrrp_instance {} has no `interface`", vi.name),
+            );
+        }
+        if !has_vrid {
+            self.d.error(
+                &s.keyword.location,
+                format!("vrrp_instance {} has no `virtual_router_id`", vi.name),
+            );
+            vi.virtual_router_id = 1;
+        }
+        self.cfg.vrrp_instances.push(vi);
+        self.version_set.push(version_set);
+    }
+
+    fn authentication(&mut self, s: &Stmt, p: &str) -> Option<Authentication> {
+        self.record(p, &s.keyword.location);
+        let mut pass = None;
+        let mut ok_type = false;
+        for st in self.block(s) {
+            self.no_block(st);
+            match st.keyword.text.as_str() {
+                "auth_type" => {
+                    ok_type = self
+                        .get(st, &format!("{p}.auth_type"), |v| match v {
+                            "PASS" => Ok(true),
+                            "AH" => Err(
+                                "auth_type AH is not supported (use PASS, or no authentication)"
+                                    .into(),
+                            ),
+                            _ => Err(format!("unknown auth_type {v:?} (expected PASS)")),
+                        })
+                        .unwrap_or(false);
+                }
+                "auth_pass" => {
+                    pass = self
+                        .value(st, &format!("{p}.auth_pass"))
+                        .map(|t| t.text.clone());
+                }
+                _ => self.unknown(st, "authentication"),
+            }
+        }
+        match (ok_type, pass) {
+            (true, Some(auth_pass)) => Some(Authentication {
+                auth_type: AuthType::Pass,
+                auth_pass,
+            }),
+            (true, None) => {
+                self.d
+                    .error(&s.keyword.location, "authentication has no auth_pass");
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn vip(&mut self, s: &Stmt, path: &str) -> Option<VirtualIp> {
+        self.no_block(s);
+        self.record(path, &s.keyword.location);
+        let mut words = vec![s.keyword.text.clone()];
+        let mut args = s.args.iter();
+        while let Some(a) = args.next() {
+            match a.text.as_str() {
+                "brd" | "broadcast" | "scope" | "preferred_lft" | "valid_lft" => {
+                    self.d.warn(
+                        &a.location,
+                        format!("virtual address option `{}` ignored", a.text),
+                    );
+                    args.next();
+                }
+                "no_track" | "home" | "-nodad" | "nodad" | "noprefixroute" | "autojoin" => {
+                    self.d.warn(
+                        &a.location,
+                        format!("virtual address option `{}` ignored", a.text),
+                    );
+                }
+                _ => words.push(a.text.clone()),
+            }
+        }
+        match words.join(" ").parse::<VirtualIp>() {
+            Ok(v) => Some(v),
+            Err(m) => {
+                self.d.error(&s.keyword.location, m);
+                None
+            }
+        }
+    }
+
+    fn sync_group(&mut self, s: &Stmt) {
+        let i = self.cfg.sync_groups.len();
+        let p = format!("vrrp_sync_group[{i}]");
+        let Some(name) = self.name(s) else { return };
+        self.record(&p, &s.keyword.location);
+        self.record(&format!("{p}.name"), &name.location);
+        let mut g = SyncGroup {
+            name: name.text.clone(),
+            group: Vec::new(),
+            notify_master: None,
+            notify_backup: None,
+            notify_fault: None,
+            notify: None,
+        };
+        for st in self.block(s) {
+            let kw = st.keyword.text.as_str();
+            let fp = format!("{p}.{kw}");
+            match kw {
+                "group" => {
+                    self.record(&fp, &st.keyword.location);
+                    for m in self.block(st) {
+                        for t in std::iter::once(&m.keyword).chain(&m.args) {
+                            self.record(&format!("{fp}[{}]", g.group.len()), &t.location);
+                            g.group.push(t.text.clone());
+                        }
+                    }
+                }
+                "notify_master" => g.notify_master = self.command(st, &fp),
+                "notify_backup" => g.notify_backup = self.command(st, &fp),
+                "notify_fault" => g.notify_fault = self.command(st, &fp),
+                "notify" => g.notify = self.command(st, &fp),
+                "smtp_alert"
+                | "global_tracking"
+                | "sync_group_tracking_weight"
+                | "notify_stop"
+                | "track_interface"
+                | "track_script" => self.ignored(st, "vrrp_sync_group"),
+                _ => self.unknown(st, "vrrp_sync_group"),
+            }
+        }
+        self.cfg.sync_groups.push(g);
+    }
+
+    /// `IP PORT` arguments starting at `args[0]`.
+    fn socket_addr(&mut self, s: &Stmt, path: &str) -> Option<SocketAddr> {
+        let (Some(a), Some(port)) = (s.args.first(), s.args.get(1)) else {
+            self.d.error(
+                &s.keyword.location,
+                format!("`{}` needs an address and a port", s.keyword.text),
+            );
+            return None;
+        };
+        self.record(path, &a.location);
+        let addr = match ip(&a.text) {
+            Ok(x) => x,
+            Err(m) => {
+                self.d.error(&a.location, m);
+                return None;
+            }
+        };
+        let port = match int::<u16>("port", 1, 65535)(&port.text) {
+            Ok(x) => x,
+            Err(m) => {
+                self.d.error(&port.location, m);
+                return None;
+            }
+        };
+        if let Some(x) = s.args.get(2) {
+            self.d
+                .warn(&x.location, format!("extra argument {:?} ignored", x.text));
+        }
+        Some(SocketAddr::new(addr, port))
+    }
+
+    fn virtual_server(&mut self, s: &Stmt) {
+        if let Some(a) = s.args.first() {
+            if a.text == "group" || a.text == "fwmark" {
+                self.d.error(
+                    &a.location,
+                    format!(
+                        "`virtual_server {}` is not supported: declare one virtual_server per address and port",
+                        a.text
+                    ),
+                );
+                return;
+            }
+        }
+        let i = self.cfg.virtual_servers.len();
+        let p = format!("virtual_server[{i}]");
+        self.record(&p, &s.keyword.location);
+        let listen = self.socket_addr(s, &format!("{p}.listen"));
+        let mut vs = VirtualServer::new(listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 1))));
+        vs.name = String::new();
+        let mut defaults = CheckDefaults::default();
+        let mut virtualhost = None;
+        for st in self.block(s) {
+            let kw = st.keyword.text.as_str();
+            if kw != "real_server" {
+                self.no_block(st);
+            }
+            let fp = format!("{p}.{kw}");
+            match kw {
+                "name" => {
+                    vs.name = self
+                        .value(st, &fp)
+                        .map(|t| t.text.clone())
+                        .unwrap_or_default();
+                }
+                "delay_loop" => {
+                    if let Some(d) = self.get(st, &fp, duration(kw)) {
+                        vs.delay_loop = d;
+                    }
+                }
+                "lb_algo" | "lvs_sched" => {
+                    if let Some(a) = self.get(st, &format!("{p}.lb_algo"), parse_algorithm) {
+                        vs.lb_algo = a;
+                    }
+                }
+                "lb_kind" | "lvs_method" => {
+                    self.get(st, &fp, |v| match v.to_ascii_uppercase().as_str() {
+                        "NAT" => Ok(()),
+                        "DR" | "TUN" => Err(format!(
+                            "lb_kind {v} is not supported: lb-node is a full proxy (it terminates connections and opens its own to the backends, like NAT); use lb_kind NAT"
+                        )),
+                        _ => Err(format!("unknown lb_kind {v:?} (expected NAT)")),
+                    });
+                }
+                "persistence_timeout" => vs.persistence_timeout = self.get(st, &fp, duration(kw)),
+                "persistence_granularity" => {
+                    if let Some(g) = self.get(st, &fp, |v| {
+                        Granularity::parse(v).map_err(|e| e.to_string())
+                    }) {
+                        vs.persistence_granularity = g;
+                    }
+                }
+                "protocol" => {
+                    vs.protocol = self
+                        .get(st, &fp, |v| v.parse::<Protocol>())
+                        .unwrap_or_default();
+                }
+                "retries" => vs.retries = self.get(st, &fp, int(kw, 0, 100)).unwrap_or(1),
+                "connect_timeout" => {
+                    if let Some(d) = self.get(st, &fp, duration(kw)) {
+                        vs.connect_timeout = d;
+                    }
+                }
+                "retry" => defaults.retry = self.get(st, &fp, int(kw, 1, 1000)),
+                "delay_before_retry" => {
+                    defaults.delay_before_retry = self.get(st, &fp, duration(kw))
+                }
+                "alpha" => vs.alpha = self.flag(st, &fp),
+                "virtualhost" => virtualhost = self.value(st, &fp).map(|t| t.text.clone()),
+                "sorry_server" => {
+                    let j = vs.backends.len();
+                    let bp = format!("{p}.backend[{j}]");
+                    self.record(&bp, &st.keyword.location);
+                    if let Some(addr) = self.socket_addr(st, &format!("{bp}.address")) {
+                        let mut b = BackendConfig::new(addr);
+                        b.backup = true;
+                        vs.backends.push(b);
+                    }
+                }
+                "real_server" => {
+                    let j = vs.backends.len();
+                    if let Some(b) = self.real_server(st, &format!("{p}.backend[{j}]"), defaults) {
+                        vs.backends.push(b);
+                    }
+                }
+                "omega"
+                | "quorum"
+                | "quorum_up"
+                | "quorum_down"
+                | "hysteresis"
+                | "ha_suspend"
+                | "ops"
+                | "sorry_server_inhibit"
+                | "sorry_server_lvs_method"
+                | "warmup"
+                | "smtp_alert"
+                | "inhibit_on_failure" => self.ignored(st, "virtual_server"),
+                _ => self.unknown(st, "virtual_server"),
+            }
+        }
+        if let Some(vh) = virtualhost {
+            for b in &mut vs.backends {
+                for c in &mut b.checks {
+                    if let CheckKind::Http(h) | CheckKind::Ssl(h) = &mut c.kind {
+                        h.virtualhost.get_or_insert_with(|| vh.clone());
+                    }
+                }
+            }
+        }
+        if listen.is_some() {
+            self.cfg.virtual_servers.push(vs);
+        }
+    }
+
+    fn real_server(
+        &mut self,
+        s: &Stmt,
+        p: &str,
+        vs_defaults: CheckDefaults,
+    ) -> Option<BackendConfig> {
+        self.record(p, &s.keyword.location);
+        let addr = self.socket_addr(s, &format!("{p}.address"))?;
+        let mut b = BackendConfig::new(addr);
+        let mut defaults = vs_defaults;
+        let mut checks = Vec::new();
+        let block = s.block.as_deref().unwrap_or(&[]);
+        for st in block {
+            let kw = st.keyword.text.as_str();
+            let fp = format!("{p}.{kw}");
+            match kw {
+                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" => {
+                    checks.push((st, format!("{p}.check[{}]", checks.len())));
+                    continue;
+                }
+                _ => self.no_block(st),
+            }
+            match kw {
+                "weight" => b.weight = self.get(st, &fp, parse_weight).unwrap_or_default(),
+                "inhibit_on_failure" => b.inhibit_on_failure = self.flag(st, &fp),
+                "uthreshold" | "maxconn" => {
+                    b.maxconn =
+                        self.get(st, &format!("{p}.maxconn"), int(kw, 0, i64::from(u32::MAX)));
+                }
+                "backup" => b.backup = self.flag(st, &fp),
+                "retry" => defaults.retry = self.get(st, &fp, int(kw, 1, 1000)),
+                "delay_before_retry" => {
+                    defaults.delay_before_retry = self.get(st, &fp, duration(kw))
+                }
+                "delay_loop" => defaults.delay_loop = self.get(st, &fp, duration(kw)),
+                "lthreshold" | "notify_up" | "notify_down" | "warmup" | "smtp_alert" | "alpha"
+                | "virtualhost" => self.ignored(st, "real_server"),
+                "BFD_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "UDP_CHECK" | "PING_CHECK"
+                | "FILE_CHECK" => self.d.error(
+                    &st.keyword.location,
+                    format!("{kw} is not supported (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK)"),
+                ),
+                _ => self.unknown(st, "real_server"),
+            }
+        }
+        for (st, cp) in checks {
+            if let Some(c) = self.check(st, &cp, defaults) {
+                b.checks.push(c);
+            }
+        }
+        Some(b)
+    }
+
+    fn check(&mut self, s: &Stmt, p: &str, defaults: CheckDefaults) -> Option<HealthCheck> {
+        self.record(p, &s.keyword.location);
+        let kw0 = s.keyword.text.as_str();
+        let mut http = HttpCheck::default();
+        let mut misc_path = None;
+        let mut misc_timeout = None;
+        let mut misc_dynamic = false;
+        let mut c = HealthCheck::new(CheckKind::Tcp);
+        let mut retry = None;
+        let mut delay_before_retry = None;
+        let mut delay_loop = None;
+        for st in self.block(s) {
+            let kw = st.keyword.text.as_str();
+            if kw != "url" {
+                self.no_block(st);
+            }
+            let fp = format!("{p}.{kw}");
+            let is_http = matches!(kw0, "HTTP_GET" | "SSL_GET");
+            match kw {
+                "connect_timeout" => {
+                    c.connect_timeout =
+                        self.get(st, &fp, duration(kw)).unwrap_or(c.connect_timeout);
+                }
+                "connect_port" => c.connect_port = self.get(st, &fp, int(kw, 1, 65535)),
+                "bindto" => c.bindto = self.get(st, &fp, ip),
+                "nb_get_retry" | "retry" => {
+                    retry = self.get(st, &format!("{p}.retry"), int(kw, 1, 1000));
+                }
+                "delay_before_retry" => delay_before_retry = self.get(st, &fp, duration(kw)),
+                "delay_loop" => delay_loop = self.get(st, &fp, duration(kw)),
+                "rise" => c.rise = self.get(st, &fp, int(kw, 1, 1000)),
+                "fall" => c.fall = self.get(st, &fp, int(kw, 1, 1000)),
+                "inter" => c.inter = self.get(st, &fp, duration(kw)),
+                "fastinter" => c.fastinter = self.get(st, &fp, duration(kw)),
+                "downinter" => c.downinter = self.get(st, &fp, duration(kw)),
+                "alpha" => c.alpha = Some(self.flag(st, &fp)),
+                "url" if is_http => {
+                    let up = format!("{p}.url[{}]", http.url.len());
+                    if let Some(u) = self.url(st, &up) {
+                        http.url.push(u);
+                    }
+                }
+                "virtualhost" if is_http => {
+                    http.virtualhost = self.value(st, &fp).map(|t| t.text.clone());
+                }
+                "misc_path" if kw0 == "MISC_CHECK" => misc_path = self.command(st, &fp),
+                "misc_timeout" if kw0 == "MISC_CHECK" => {
+                    misc_timeout = self.get(st, &fp, duration(kw));
+                }
+                "misc_dynamic" if kw0 == "MISC_CHECK" => misc_dynamic = self.flag(st, &fp),
+                "bind_port" | "connect_ip" | "bind_if" | "warmup" | "fwmark" | "user"
+                | "log_all_failures" | "enable_sni" | "tls_compliant" | "protocol"
+                | "http_protocol" => self.ignored(st, kw0),
+                _ => self.unknown(st, kw0),
+            }
+        }
+        c.kind = match kw0 {
+            "TCP_CHECK" => CheckKind::Tcp,
+            "HTTP_GET" => CheckKind::Http(http),
+            "SSL_GET" => CheckKind::Ssl(http),
+            _ => {
+                let Some(misc_path) = misc_path else {
+                    self.d
+                        .error(&s.keyword.location, "MISC_CHECK has no misc_path");
+                    return None;
+                };
+                CheckKind::Misc(MiscCheck {
+                    misc_path,
+                    misc_timeout,
+                    misc_dynamic,
+                })
+            }
+        };
+        c.retry = retry.or(defaults.retry).unwrap_or(1);
+        c.delay_before_retry = delay_before_retry
+            .or(defaults.delay_before_retry)
+            .unwrap_or(Duration::from_secs(1));
+        c.delay_loop = delay_loop.or(defaults.delay_loop);
+        Some(c)
+    }
+
+    fn url(&mut self, s: &Stmt, p: &str) -> Option<UrlCheck> {
+        self.record(p, &s.keyword.location);
+        let mut u = UrlCheck {
+            path: String::new(),
+            status_code: None,
+            digest: None,
+        };
+        let mut has_path = false;
+        for st in self.block(s) {
+            self.no_block(st);
+            let kw = st.keyword.text.as_str();
+            let fp = format!("{p}.{kw}");
+            match kw {
+                "path" => {
+                    if let Some(t) = self.value(st, &fp) {
+                        u.path = t.text.clone();
+                        has_path = true;
+                    }
+                }
+                "status_code" => u.status_code = self.get(st, &fp, int(kw, 100, 599)),
+                "digest" => u.digest = self.value(st, &fp).map(|t| t.text.clone()),
+                "virtualhost" | "regex" | "regex_no_match" | "regex_options" | "regex_stack"
+                | "regex_min_offset" | "regex_max_offset" | "fail_on_match" => {
+                    self.ignored(st, "url")
+                }
+                _ => self.unknown(st, "url"),
+            }
+        }
+        if !has_path {
+            self.d.error(&s.keyword.location, "url has no path");
+            return None;
+        }
+        Some(u)
+    }
+}

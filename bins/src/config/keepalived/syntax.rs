@@ -1,0 +1,369 @@
+//! The keepalived.conf syntax, independent of what the keywords mean: a `logos` lexer and a
+//! recursive-descent parser into [`Stmt`] trees, with `include` expanded in place.
+//!
+//! Written from the keepalived.conf(5) manual: a statement is a keyword and its arguments
+//! up to the end of the line, optionally followed by a `{ … }` block of statements; `#` and
+//! `!` start comments; `"…"` quotes an argument with spaces; `include PATTERN` (a glob,
+//! relative to the including file) is replaced by the statements of the files it matches,
+//! at any depth.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use logos::Logos;
+
+use crate::config::{ConfigError, Location, Warning};
+
+/// Files nested deeper than this are refused (an `include` cycle).
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+#[derive(Logos, Debug, Clone, Copy, PartialEq, Eq)]
+#[logos(skip r"[ \t\r\f]+")]
+#[logos(skip r"[#!][^\n]*")]
+enum Tok {
+    #[token("{")]
+    Open,
+    #[token("}")]
+    Close,
+    #[token("\n")]
+    Newline,
+    #[regex(r#""([^"\\\n]|\\[^\n])*""#, priority = 3)]
+    Quoted,
+    #[regex(r#""([^"\\\n]|\\[^\n])*"#, priority = 2)]
+    Unterminated,
+    #[regex(r##"[^ \t\r\f\n{}"#!]+"##)]
+    Word,
+}
+
+/// A word of the configuration with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The text, unquoted.
+    pub text: String,
+    /// Where it starts.
+    pub location: Location,
+}
+
+/// One statement: `keyword arg… [{ stmt… }]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stmt {
+    /// The first word.
+    pub keyword: Token,
+    /// The other words of the line.
+    pub args: Vec<Token>,
+    /// The block, if the statement has one.
+    pub block: Option<Vec<Self>>,
+}
+
+/// Diagnostics collected while reading.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    /// Errors.
+    pub errors: Vec<ConfigError>,
+    /// Warnings.
+    pub warnings: Vec<Warning>,
+}
+
+impl Diagnostics {
+    pub(crate) fn error(&mut self, location: &Location, message: impl Into<String>) {
+        self.errors
+            .push(ConfigError::at(Some(location.clone()), message));
+    }
+    pub(crate) fn warn(&mut self, location: &Location, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            location: Some(location.clone()),
+            message: message.into(),
+        });
+    }
+}
+
+/// Reads `path` and every file it includes into one statement list.
+pub fn read_file(path: &Path, diag: &mut Diagnostics) -> Vec<Stmt> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_text(&text, path, 0, diag),
+        Err(e) => {
+            diag.errors.push(ConfigError::at(
+                None,
+                format!("cannot read {}: {e}", path.display()),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// Parses `text`, read from `file`, expanding includes relative to it.
+pub fn parse_text(text: &str, file: &Path, depth: usize, diag: &mut Diagnostics) -> Vec<Stmt> {
+    let tokens = lex(text, file, diag);
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        file,
+        depth,
+    };
+    p.block_body(None, diag)
+}
+
+#[derive(Debug)]
+struct Lexed {
+    tok: Tok,
+    text: String,
+    location: Location,
+}
+
+fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
+    let mut out = Vec::new();
+    let mut lexer = Tok::lexer(text);
+    // Line starts, to turn byte offsets into positions in O(log n).
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let locate = |span: &Range<usize>| {
+        let line = line_starts.partition_point(|&s| s <= span.start);
+        let start = line_starts[line - 1];
+        Location {
+            file: file.to_path_buf(),
+            line,
+            column: text[start..span.start].chars().count() + 1,
+        }
+    };
+    while let Some(r) = lexer.next() {
+        let span = lexer.span();
+        let location = locate(&span);
+        let slice = lexer.slice();
+        match r {
+            Ok(Tok::Unterminated) => {
+                diag.error(&location, "unterminated quoted string");
+            }
+            Ok(tok @ Tok::Quoted) => out.push(Lexed {
+                tok,
+                text: unquote(&slice[1..slice.len() - 1]),
+                location,
+            }),
+            Ok(tok) => out.push(Lexed {
+                tok,
+                text: slice.to_owned(),
+                location,
+            }),
+            Err(()) => diag.error(&location, format!("unexpected character {slice:?}")),
+        }
+    }
+    out
+}
+
+fn unquote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(o) => out.push(o),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+struct Parser<'a> {
+    tokens: Vec<Lexed>,
+    pos: usize,
+    file: &'a Path,
+    depth: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<Tok> {
+        self.tokens.get(self.pos).map(|t| t.tok)
+    }
+
+    fn take(&mut self) -> Token {
+        let t = &self.tokens[self.pos];
+        self.pos += 1;
+        Token {
+            text: t.text.clone(),
+            location: t.location.clone(),
+        }
+    }
+
+    /// Statements up to the `}` closing the block opened at `open` (or to the end of the
+    /// file at the top level).
+    fn block_body(&mut self, open: Option<&Location>, diag: &mut Diagnostics) -> Vec<Stmt> {
+        let mut stmts: Vec<Stmt> = Vec::new();
+        loop {
+            match self.peek() {
+                None => {
+                    if let Some(open) = open {
+                        diag.error(open, "missing `}`: this block is never closed");
+                    }
+                    return stmts;
+                }
+                Some(Tok::Newline) => self.pos += 1,
+                Some(Tok::Close) => {
+                    let t = self.take();
+                    if open.is_some() {
+                        return stmts;
+                    }
+                    diag.error(&t.location, "unexpected `}` with no open block");
+                }
+                Some(Tok::Open) => {
+                    // A `{` alone on its line opens the block of the statement above.
+                    let t = self.take();
+                    let body = self.block_body(Some(&t.location), diag);
+                    match stmts.last_mut() {
+                        Some(s) if s.block.is_none() => s.block = Some(body),
+                        _ => diag.error(&t.location, "unexpected `{` with no keyword before it"),
+                    }
+                }
+                Some(Tok::Word | Tok::Quoted | Tok::Unterminated) => {
+                    let stmt = self.statement(diag);
+                    if stmt.keyword.text == "include" && stmt.block.is_none() {
+                        self.include(&stmt, &mut stmts, diag);
+                    } else {
+                        stmts.push(stmt);
+                    }
+                }
+            }
+        }
+    }
+
+    fn statement(&mut self, diag: &mut Diagnostics) -> Stmt {
+        let keyword = self.take();
+        let mut args = Vec::new();
+        loop {
+            match self.peek() {
+                Some(Tok::Word | Tok::Quoted | Tok::Unterminated) => args.push(self.take()),
+                Some(Tok::Open) => {
+                    let open = self.take();
+                    let block = self.block_body(Some(&open.location), diag);
+                    return Stmt {
+                        keyword,
+                        args,
+                        block: Some(block),
+                    };
+                }
+                // A `}` ends the statement and, for the caller, the block.
+                Some(Tok::Newline | Tok::Close) | None => {
+                    return Stmt {
+                        keyword,
+                        args,
+                        block: None,
+                    }
+                }
+            }
+        }
+    }
+
+    fn include(&self, stmt: &Stmt, out: &mut Vec<Stmt>, diag: &mut Diagnostics) {
+        let Some(pattern) = stmt.args.first() else {
+            diag.error(
+                &stmt.keyword.location,
+                "include needs a file name or pattern",
+            );
+            return;
+        };
+        if self.depth >= MAX_INCLUDE_DEPTH {
+            diag.error(
+                &pattern.location,
+                format!("include nested deeper than {MAX_INCLUDE_DEPTH} files (a cycle?)"),
+            );
+            return;
+        }
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        let full: PathBuf = if Path::new(&pattern.text).is_absolute() {
+            PathBuf::from(&pattern.text)
+        } else {
+            base.join(&pattern.text)
+        };
+        let full_str = full.to_string_lossy().into_owned();
+        let mut files: Vec<PathBuf> = match glob::glob(&full_str) {
+            Ok(paths) => paths
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect(),
+            Err(e) => {
+                diag.error(
+                    &pattern.location,
+                    format!("bad include pattern {full_str:?}: {e}"),
+                );
+                return;
+            }
+        };
+        files.sort();
+        if files.is_empty() {
+            if full_str.contains(['*', '?', '[']) {
+                diag.warn(
+                    &pattern.location,
+                    format!("include {full_str:?} matches no file"),
+                );
+            } else {
+                diag.error(
+                    &pattern.location,
+                    format!("included file {full_str} does not exist"),
+                );
+            }
+        }
+        for f in files {
+            match std::fs::read_to_string(&f) {
+                Ok(text) => out.extend(parse_text(&text, &f, self.depth + 1, diag)),
+                Err(e) => diag.error(
+                    &pattern.location,
+                    format!("cannot read included file {}: {e}", f.display()),
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Vec<Stmt>, Diagnostics) {
+        let mut d = Diagnostics::default();
+        let s = parse_text(text, Path::new("k.conf"), 0, &mut d);
+        (s, d)
+    }
+
+    #[test]
+    fn blocks_comments_and_quotes() {
+        let (s, d) = parse(
+            "! Configuration File\nglobal_defs { # c\n  router_id \"LVS MASTER\"\n}\nvrrp_sync_group G\n{\n group { A B }\n}\n",
+        );
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].keyword.text, "global_defs");
+        let rid = &s[0].block.as_ref().unwrap()[0];
+        assert_eq!(rid.args[0].text, "LVS MASTER");
+        assert_eq!(rid.args[0].location.line, 3);
+        assert_eq!(rid.args[0].location.column, 13);
+        let g = &s[1].block.as_ref().unwrap()[0];
+        assert_eq!(g.keyword.text, "group");
+        let members = g.block.as_ref().unwrap();
+        assert_eq!(members[0].keyword.text, "A");
+        assert_eq!(members[0].args[0].text, "B");
+    }
+
+    #[test]
+    fn missing_brace_names_the_open_block() {
+        let (_, d) = parse("vrrp_instance VI_1 {\n  state MASTER\n");
+        assert_eq!(d.errors.len(), 1);
+        assert_eq!(
+            d.errors[0].to_string(),
+            "k.conf:1:20: missing `}`: this block is never closed"
+        );
+        let (_, d) = parse("a\n}\n");
+        assert_eq!(
+            d.errors[0].to_string(),
+            "k.conf:2:1: unexpected `}` with no open block"
+        );
+        let (_, d) = parse("a \"open\n");
+        assert_eq!(
+            d.errors[0].to_string(),
+            "k.conf:1:3: unterminated quoted string"
+        );
+    }
+}

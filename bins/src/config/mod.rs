@@ -1,0 +1,253 @@
+//! `lb-node`'s configuration: one [`model`], two languages.
+//!
+//! - [`toml`](self::toml): the native format (see `bins/conf/lb-node.example.toml`);
+//! - [`keepalived`]: the `keepalived.conf` grammar keepalived users already have.
+//!
+//! [`load`] picks the language by extension (`.toml`, anything else is keepalived.conf),
+//! parses, validates, and returns the model with every warning, or every error found, each
+//! naming `file:line:column`.
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_bins::config::{self, Format};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("keepalived.conf");
+//! std::fs::write(&path, "virtual_server 198.18.0.250 80 {\n  lb_algo wrong\n}\n")?;
+//! let errors = config::load(&path).unwrap_err();
+//! assert_eq!(errors.len(), 1);
+//! assert!(errors[0].to_string().contains("keepalived.conf:2:11: unknown lb_algo \"wrong\""));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod keepalived;
+pub mod model;
+pub mod toml;
+pub mod values;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use model::Config;
+
+/// A position in a configuration file (1-based line and column, in characters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Location {
+    /// The file, as it was named (included files by their resolved path).
+    pub file: PathBuf,
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1.
+    pub column: usize,
+}
+
+impl Location {
+    /// The location of byte `offset` of `text`, read from `file`.
+    pub fn from_offset(file: &Path, text: &str, offset: usize) -> Self {
+        let offset = offset.min(text.len());
+        let before = &text[..floor_char_boundary(text, offset)];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        Self {
+            file: file.to_path_buf(),
+            line,
+            column,
+        }
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// A reason the configuration cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where, when known (a file that cannot be read has no position).
+    pub location: Option<Location>,
+    /// What, including the offending value.
+    pub message: String,
+}
+
+/// Something suspicious or ignored in a usable configuration (unknown keyword, option
+/// without effect). The daemon logs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Where, when known.
+    pub location: Option<Location>,
+    /// What.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn at(location: Option<Location>, message: impl Into<String>) -> Self {
+        Self {
+            location,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(l) => write!(f, "{l}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(l) => write!(f, "{l}: warning: {}", self.message),
+            None => write!(f, "warning: {}", self.message),
+        }
+    }
+}
+
+/// The configuration languages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The native TOML format.
+    Toml,
+    /// keepalived.conf.
+    Keepalived,
+}
+
+impl Format {
+    /// `.toml` files are TOML, anything else keepalived.conf.
+    pub fn from_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("toml") => Self::Toml,
+            _ => Self::Keepalived,
+        }
+    }
+}
+
+/// What [`load`] returns: the validated model and its warnings, or every error.
+pub type LoadResult = Result<(Config, Vec<Warning>), Vec<ConfigError>>;
+
+/// Reads, parses and validates a configuration, choosing the language by extension.
+///
+/// # Errors
+/// Every error found, each with its `file:line:column` where it has one. TOML syntax and type
+/// errors stop the TOML parser at the first one; keepalived.conf errors and all semantic
+/// errors are collected.
+pub fn load(path: &Path) -> LoadResult {
+    load_with_format(path, Format::from_path(path))
+}
+
+/// [`load`] with the language given.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with_format(path: &Path, format: Format) -> LoadResult {
+    match format {
+        Format::Toml => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                vec![ConfigError::at(
+                    None,
+                    format!("cannot read {}: {e}", path.display()),
+                )]
+            })?;
+            toml::parse_str(&text, path)
+        }
+        Format::Keepalived => keepalived::load(path),
+    }
+}
+
+/// Where each model path (`vrrp_instance[0].priority`) was written. Lookups fall back to the
+/// nearest enclosing path that was written, so a missing field points at its block.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    map: HashMap<String, Location>,
+}
+
+impl Origins {
+    /// Records where `path` was written (the first record wins).
+    pub fn insert(&mut self, path: impl Into<String>, location: Location) {
+        self.map.entry(path.into()).or_insert(location);
+    }
+
+    /// Where `path`, or its nearest written parent, was written.
+    pub fn locate(&self, path: &str) -> Option<Location> {
+        let mut p = path;
+        loop {
+            if let Some(l) = self.map.get(p) {
+                return Some(l.clone());
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+/// Fills defaults, validates, and turns findings into located errors and warnings.
+pub(crate) fn finish(
+    config: Config,
+    origins: &Origins,
+    mut warnings: Vec<Warning>,
+    mut errors: Vec<ConfigError>,
+) -> LoadResult {
+    let config = config.with_defaults();
+    let v = config.validate();
+    errors.extend(
+        v.errors
+            .into_iter()
+            .map(|f| ConfigError::at(origins.locate(&f.path), f.message)),
+    );
+    warnings.extend(v.warnings.into_iter().map(|f| Warning {
+        location: origins.locate(&f.path),
+        message: f.message,
+    }));
+    if errors.is_empty() {
+        Ok((config, warnings))
+    } else {
+        errors.sort_by(|a, b| a.location.cmp(&b.location));
+        errors.dedup();
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_lines_and_columns() {
+        let f = Path::new("x.conf");
+        let t = "ab\ncdé f\n";
+        assert_eq!(Location::from_offset(f, t, 0).to_string(), "x.conf:1:1");
+        assert_eq!(Location::from_offset(f, t, 4).to_string(), "x.conf:2:2");
+        // After the two-byte 'é' the column counts characters.
+        assert_eq!(Location::from_offset(f, t, 8).to_string(), "x.conf:2:5");
+    }
+
+    #[test]
+    fn origins_fall_back_to_parents() {
+        let mut o = Origins::default();
+        let l = Location {
+            file: "a".into(),
+            line: 3,
+            column: 1,
+        };
+        o.insert("virtual_server[0]", l.clone());
+        assert_eq!(o.locate("virtual_server[0].backend[2].address"), Some(l));
+        assert_eq!(o.locate("vrrp_instance[0]"), None);
+    }
+}

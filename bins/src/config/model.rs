@@ -1,0 +1,1243 @@
+//! The one configuration model of `lb-node`, whichever language it was written in.
+//!
+//! Both front ends ([`super::toml`] and [`super::keepalived`]) produce a [`Config`]; then
+//! [`Config::validate`] checks what no single value can tell (duplicate VRIDs on an
+//! interface, unknown sync-group members, …) and names each problem by its [`Config`] path
+//! (`vrrp_instance[1].virtual_router_id`), which the front end turns into `file:line:column`.
+//!
+//! The model is plain data: it borrows only [`Algorithm`], [`Granularity`] and [`Weight`] from
+//! `lb-core`, and the daemon maps it onto the library crates' own types. Field names are the
+//! TOML keys (keepalived's keywords wherever keepalived has one).
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_bins::config::model::{Config, VirtualServer};
+//!
+//! let cfg: Config = toml::from_str(r#"
+//!     [[virtual_server]]
+//!     listen = "198.18.0.250:80"
+//!     lb_algo = "rr"
+//!     [[virtual_server.backend]]
+//!     address = "198.18.0.11:82"
+//!     weight = 3
+//! "#)?;
+//! let cfg = cfg.with_defaults();
+//! assert!(cfg.validate().errors.is_empty());
+//! assert_eq!(cfg.virtual_servers[0].name, "198.18.0.250:80");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use lb_core::{Algorithm, Granularity, Weight};
+use serde::Deserialize;
+
+use super::values;
+
+/// A whole `lb-node` configuration.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Node-wide settings (keepalived `global_defs`).
+    #[serde(default)]
+    pub global: Global,
+    /// Tracked scripts (keepalived `vrrp_script`), referenced by `track_script`.
+    #[serde(default, rename = "vrrp_script")]
+    pub vrrp_scripts: Vec<VrrpScript>,
+    /// VRRP instances (keepalived `vrrp_instance`).
+    #[serde(default, rename = "vrrp_instance")]
+    pub vrrp_instances: Vec<VrrpInstance>,
+    /// Sync groups (keepalived `vrrp_sync_group`): members change state together.
+    #[serde(default, rename = "vrrp_sync_group")]
+    pub sync_groups: Vec<SyncGroup>,
+    /// Virtual servers (keepalived `virtual_server`): a listener and its backends.
+    #[serde(default, rename = "virtual_server")]
+    pub virtual_servers: Vec<VirtualServer>,
+}
+
+/// Node-wide settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Global {
+    /// A name for this node in logs and `lbctl status` (keepalived `router_id`).
+    pub router_id: Option<String>,
+    /// Path of the admin Unix socket (mode 0600). Default `/run/lb-node/admin.sock`.
+    pub admin_socket: PathBuf,
+    /// Log level: `error`, `warn`, `info` (default), `debug`, `trace`.
+    pub log_level: LogLevel,
+    /// How long established connections may finish after SIGTERM. Default 30 s.
+    #[serde(with = "values::duration")]
+    pub drain_deadline: Duration,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Self {
+            router_id: None,
+            admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
+            log_level: LogLevel::Info,
+            drain_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Default path of the admin socket.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/lb-node/admin.sock";
+
+/// A `tracing` level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The default.
+    #[default]
+    Info,
+    /// Verbose.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The level's name as `tracing` filters spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "error" => Self::Error,
+            "warn" | "warning" => Self::Warn,
+            "info" => Self::Info,
+            "debug" => Self::Debug,
+            "trace" => Self::Trace,
+            _ => {
+                return Err(format!(
+                    "unknown log level {s:?} (expected error, warn, info, debug or trace)"
+                ))
+            }
+        })
+    }
+}
+
+/// A script run periodically whose exit status adjusts the priority of the instances that
+/// track it (keepalived `vrrp_script`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpScript {
+    /// The name `track_script` refers to.
+    pub name: String,
+    /// The command line, run without a shell.
+    pub script: String,
+    /// Time between runs. Default 1 s.
+    #[serde(default = "values::one_second", with = "values::duration")]
+    pub interval: Duration,
+    /// A run longer than this fails. Default: the interval.
+    #[serde(default, with = "values::opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Priority change while the script succeeds (> 0) or fails (< 0), -254..=254; 0
+    /// (default) puts the tracking instances into FAULT while the script fails.
+    #[serde(default)]
+    pub weight: i32,
+    /// Successes needed to count as up. Default 1.
+    #[serde(default = "values::one")]
+    pub rise: u32,
+    /// Failures needed to count as down. Default 1.
+    #[serde(default = "values::one")]
+    pub fall: u32,
+    /// The user the script runs as (default: the daemon's user).
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// The state an instance starts in: only a hint, the election decides (keepalived `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum InitialState {
+    /// Start as master (advertise at once).
+    Master,
+    /// Start as backup (default).
+    #[default]
+    Backup,
+}
+
+impl FromStr for InitialState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "MASTER" => Ok(Self::Master),
+            "BACKUP" => Ok(Self::Backup),
+            _ => Err(format!("unknown state {s:?} (expected MASTER or BACKUP)")),
+        }
+    }
+}
+
+/// A VRRP virtual router on one interface (keepalived `vrrp_instance`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpInstance {
+    /// Instance name, unique on the node.
+    pub name: String,
+    /// Interface the adverts are sent on.
+    pub interface: String,
+    /// Initial state hint. Default BACKUP.
+    #[serde(default)]
+    pub state: InitialState,
+    /// VRID, 1..=255, unique per interface and address family.
+    pub virtual_router_id: u8,
+    /// Base priority 1..=255 (255 only for the owner of the addresses). Default 100.
+    #[serde(default = "values::default_priority")]
+    pub priority: u8,
+    /// Advertisement interval: whole seconds 1..=255 for VRRPv2, 0.01..=40.95 s for v3.
+    /// Default 1 s.
+    #[serde(default = "values::one_second", with = "values::duration")]
+    pub advert_int: Duration,
+    /// VRRP version, 2 (default) or 3.
+    #[serde(default = "values::default_version")]
+    pub version: u8,
+    /// VRRPv2 simple-text authentication (RFC 2338); none by default.
+    #[serde(default)]
+    pub authentication: Option<Authentication>,
+    /// The virtual addresses (`"172.16.2.250/24 dev eth0 label eth0:1"`).
+    #[serde(default)]
+    pub virtual_ipaddress: Vec<VirtualIp>,
+    /// Source address of unicast adverts (default: the interface's primary address).
+    #[serde(default)]
+    pub unicast_src_ip: Option<IpAddr>,
+    /// Unicast peers; empty (default) means multicast.
+    #[serde(default)]
+    pub unicast_peer: Vec<IpAddr>,
+    /// Do not take over from a lower-priority master.
+    #[serde(default)]
+    pub nopreempt: bool,
+    /// Wait this long after start-up before preempting. Default 0.
+    #[serde(default, with = "values::duration")]
+    pub preempt_delay: Duration,
+    /// Accept packets to the virtual addresses when not their owner. Default true: a full
+    /// proxy serves on the VIPs.
+    #[serde(default = "values::yes")]
+    pub accept: bool,
+    /// Delay of the second burst of gratuitous ARPs after becoming master. Default 5 s.
+    #[serde(default = "values::five_seconds", with = "values::duration")]
+    pub garp_master_delay: Duration,
+    /// Gratuitous ARPs per burst. Default 5.
+    #[serde(default = "values::five")]
+    pub garp_master_repeat: u32,
+    /// Repeat gratuitous ARPs this often while master. Default: never.
+    #[serde(default, with = "values::opt_duration")]
+    pub garp_master_refresh: Option<Duration>,
+    /// Interfaces whose link state changes the priority.
+    #[serde(default)]
+    pub track_interface: Vec<TrackInterface>,
+    /// `vrrp_script`s whose result changes the priority.
+    #[serde(default)]
+    pub track_script: Vec<TrackScript>,
+    /// Virtual servers whose "no live backend" changes the priority (an lb extension: the
+    /// node whose service is dead gives the VIPs away).
+    #[serde(default)]
+    pub track_service: Vec<TrackService>,
+    /// Run on entering MASTER.
+    #[serde(default)]
+    pub notify_master: Option<String>,
+    /// Run on entering BACKUP.
+    #[serde(default)]
+    pub notify_backup: Option<String>,
+    /// Run on entering FAULT.
+    #[serde(default)]
+    pub notify_fault: Option<String>,
+    /// Run when the instance stops.
+    #[serde(default)]
+    pub notify_stop: Option<String>,
+    /// Run on every transition with `INSTANCE name state priority` as arguments.
+    #[serde(default)]
+    pub notify: Option<String>,
+}
+
+impl VrrpInstance {
+    /// An instance with every optional setting at its default (BACKUP, priority 100,
+    /// advert_int 1 s, version 2, no authentication, no VIPs, multicast, preemptive, accept,
+    /// gratuitous ARPs 5 × after 5 s, nothing tracked, no notify scripts).
+    pub fn new(
+        name: impl Into<String>,
+        interface: impl Into<String>,
+        virtual_router_id: u8,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            interface: interface.into(),
+            state: InitialState::Backup,
+            virtual_router_id,
+            priority: 100,
+            advert_int: Duration::from_secs(1),
+            version: 2,
+            authentication: None,
+            virtual_ipaddress: Vec::new(),
+            unicast_src_ip: None,
+            unicast_peer: Vec::new(),
+            nopreempt: false,
+            preempt_delay: Duration::ZERO,
+            accept: true,
+            garp_master_delay: Duration::from_secs(5),
+            garp_master_repeat: 5,
+            garp_master_refresh: None,
+            track_interface: Vec::new(),
+            track_script: Vec::new(),
+            track_service: Vec::new(),
+            notify_master: None,
+            notify_backup: None,
+            notify_fault: None,
+            notify_stop: None,
+            notify: None,
+        }
+    }
+}
+
+/// VRRPv2 authentication. Only `PASS` exists: `AH` is refused (RFC 3768 removed both).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authentication {
+    /// Always [`AuthType::Pass`].
+    pub auth_type: AuthType,
+    /// The password, at most 8 bytes.
+    pub auth_pass: String,
+}
+
+/// The authentication method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthType {
+    /// Simple text password.
+    #[serde(rename = "PASS")]
+    Pass,
+}
+
+/// A virtual address with its optional prefix, device and label.
+///
+/// Parsed from keepalived's syntax: `172.16.2.250/24 dev eth0 label eth0:1`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VirtualIp {
+    /// The address.
+    pub address: IpAddr,
+    /// Prefix length (default /32 or /128).
+    pub prefix_len: Option<u8>,
+    /// Device to add it on (default: the instance's interface).
+    pub dev: Option<String>,
+    /// Interface label (`eth0:1`, IPv4 only).
+    pub label: Option<String>,
+}
+
+impl FromStr for VirtualIp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut words = s.split_whitespace();
+        let first = words.next().ok_or("empty virtual address")?;
+        let (addr, prefix) = match first.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (first, None),
+        };
+        let address: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix {
+            None => None,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => Some(n),
+                _ => return Err(format!("bad prefix length /{p} for {address}")),
+            },
+        };
+        let mut vip = Self {
+            address,
+            prefix_len,
+            dev: None,
+            label: None,
+        };
+        while let Some(w) = words.next() {
+            let mut value = |what: &str| {
+                words
+                    .next()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{what} needs a value"))
+            };
+            match w {
+                "dev" => vip.dev = Some(value("dev")?),
+                "label" => {
+                    if address.is_ipv6() {
+                        return Err("label applies to IPv4 addresses only".into());
+                    }
+                    vip.label = Some(value("label")?);
+                }
+                other => {
+                    return Err(format!(
+                        "unsupported virtual address option {other:?} (supported: dev, label)"
+                    ))
+                }
+            }
+        }
+        Ok(vip)
+    }
+}
+
+impl fmt::Display for VirtualIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.address)?;
+        if let Some(p) = self.prefix_len {
+            write!(f, "/{p}")?;
+        }
+        if let Some(d) = &self.dev {
+            write!(f, " dev {d}")?;
+        }
+        if let Some(l) = &self.label {
+            write!(f, " label {l}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for VirtualIp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        values::from_str(d)
+    }
+}
+
+/// An interface whose link state the instance tracks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackInterface {
+    /// Interface name.
+    pub interface: String,
+    /// Priority change while the link is down (-254..=254); 0 (default) means FAULT.
+    #[serde(default)]
+    pub weight: i32,
+}
+
+/// A `vrrp_script` the instance tracks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackScript {
+    /// The script's name.
+    pub script: String,
+    /// Overrides the script's own weight.
+    #[serde(default)]
+    pub weight: Option<i32>,
+}
+
+/// A virtual server the instance tracks: while it has no live backend the priority changes
+/// by `weight`, or the instance goes to FAULT when `weight` is absent or 0.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackService {
+    /// The virtual server's name (by default its `ip:port`).
+    pub virtual_server: String,
+    /// Priority change while the service is dead (-254..=254); absent or 0 means FAULT.
+    #[serde(default)]
+    pub weight: Option<i32>,
+}
+
+/// Instances that change state together (keepalived `vrrp_sync_group`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncGroup {
+    /// Group name.
+    pub name: String,
+    /// Member instance names.
+    pub group: Vec<String>,
+    /// Run when the group enters MASTER.
+    #[serde(default)]
+    pub notify_master: Option<String>,
+    /// Run when the group enters BACKUP.
+    #[serde(default)]
+    pub notify_backup: Option<String>,
+    /// Run when the group enters FAULT.
+    #[serde(default)]
+    pub notify_fault: Option<String>,
+    /// Run on every group transition.
+    #[serde(default)]
+    pub notify: Option<String>,
+}
+
+/// The listener protocol of a virtual server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP full proxy (default).
+    #[default]
+    Tcp,
+    /// UDP proxy.
+    Udp,
+    /// HTTP/1.1 proxy (request counts and response classes per backend).
+    Http,
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Self::Tcp),
+            "udp" => Ok(Self::Udp),
+            "http" => Ok(Self::Http),
+            "sctp" => Err("protocol SCTP is not supported (tcp, udp, http)".into()),
+            _ => Err(format!(
+                "unknown protocol {s:?} (expected tcp, udp or http)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Http => "http",
+        })
+    }
+}
+
+/// A listener on `ip:port` and the backends it spreads connections over.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualServer {
+    /// The name `lbctl` and `track_service` use. Default `ip:port` (`ip:port/udp` for UDP).
+    #[serde(default)]
+    pub name: String,
+    /// Listen address (usually a VIP, bound non-locally).
+    pub listen: SocketAddr,
+    /// `tcp` (default), `udp` or `http`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Scheduler, by keepalived `lb_algo` name (`rr` default, `wrr`, `lc`, `wlc`, `sh`, `mh`, …).
+    #[serde(default = "values::default_algorithm", with = "values::algorithm")]
+    pub lb_algo: Algorithm,
+    /// Keep a client on its backend this long after its last connection. Default: off.
+    #[serde(default, with = "values::opt_duration")]
+    pub persistence_timeout: Option<Duration>,
+    /// Client prefix persistence keys on (`255.255.255.0`, `24`, `24,64`). Default /32, /128.
+    #[serde(default, with = "values::granularity")]
+    pub persistence_granularity: Granularity,
+    /// Other backends tried when connecting to the chosen one fails. Default 1.
+    #[serde(default = "values::one")]
+    pub retries: u32,
+    /// Timeout of a connection attempt to a backend. Default 5 s.
+    #[serde(default = "values::five_seconds", with = "values::duration")]
+    pub connect_timeout: Duration,
+    /// Default interval of the backends' health checks. Default 60 s (keepalived's).
+    #[serde(default = "values::sixty_seconds", with = "values::duration")]
+    pub delay_loop: Duration,
+    /// Start every backend as down until its first check passes (keepalived `alpha`).
+    #[serde(default)]
+    pub alpha: bool,
+    /// The backends (keepalived `real_server`; `sorry_server` is a backend with `backup`).
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+}
+
+impl VirtualServer {
+    /// A TCP virtual server on `listen` with the defaults: name `ip:port`, `rr`, no
+    /// persistence, 1 retry, connect timeout 5 s, delay_loop 60 s, no backend.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            name: default_vs_name(listen, Protocol::Tcp),
+            listen,
+            protocol: Protocol::Tcp,
+            lb_algo: Algorithm::RoundRobin,
+            persistence_timeout: None,
+            persistence_granularity: Granularity::default(),
+            retries: 1,
+            connect_timeout: Duration::from_secs(5),
+            delay_loop: Duration::from_secs(60),
+            alpha: false,
+            backends: Vec::new(),
+        }
+    }
+}
+
+/// One backend of a virtual server (keepalived `real_server`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Address and port.
+    pub address: SocketAddr,
+    /// Weight 0..=65535 (0 drains). Default 1.
+    #[serde(default, with = "values::weight")]
+    pub weight: Weight,
+    /// On a failed check, set the weight to 0 (drain) rather than remove the backend.
+    #[serde(default)]
+    pub inhibit_on_failure: bool,
+    /// Used only when no primary backend is available (keepalived `sorry_server`).
+    #[serde(default)]
+    pub backup: bool,
+    /// At most this many concurrent connections (keepalived `uthreshold`). Default: no limit.
+    #[serde(default)]
+    pub maxconn: Option<u32>,
+    /// Health checks; the backend is up while all pass. None: always up.
+    #[serde(default, rename = "check")]
+    pub checks: Vec<HealthCheck>,
+}
+
+impl BackendConfig {
+    /// A backend at `address` with weight 1, no limit and no check.
+    pub fn new(address: SocketAddr) -> Self {
+        Self {
+            address,
+            weight: Weight::DEFAULT,
+            inhibit_on_failure: false,
+            backup: false,
+            maxconn: None,
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// A health check of one backend.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "values::RawCheck")]
+pub struct HealthCheck {
+    /// What is checked.
+    pub kind: CheckKind,
+    /// Timeout of the connection (and of the whole HTTP exchange). Default 5 s.
+    pub connect_timeout: Duration,
+    /// Port to check instead of the backend's.
+    pub connect_port: Option<u16>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
+    /// Attempts before a failure counts (keepalived `retry`/`nb_get_retry`). Default 1.
+    pub retry: u32,
+    /// Pause between attempts. Default 1 s.
+    pub delay_before_retry: Duration,
+    /// Interval between checks; default the virtual server's `delay_loop`.
+    pub delay_loop: Option<Duration>,
+    /// Consecutive successes to go up (HAProxy `rise`). Default 1.
+    pub rise: Option<u32>,
+    /// Consecutive failures to go down (HAProxy `fall`). Default 1.
+    pub fall: Option<u32>,
+    /// HAProxy `inter`: interval while up (overrides `delay_loop`).
+    pub inter: Option<Duration>,
+    /// HAProxy `fastinter`: interval while changing state.
+    pub fastinter: Option<Duration>,
+    /// HAProxy `downinter`: interval while down.
+    pub downinter: Option<Duration>,
+    /// Start as down until the first success (keepalived `alpha`; default: the virtual
+    /// server's).
+    pub alpha: Option<bool>,
+}
+
+impl HealthCheck {
+    /// A check of `kind` with every option at its default.
+    pub fn new(kind: CheckKind) -> Self {
+        Self {
+            kind,
+            connect_timeout: Duration::from_secs(5),
+            connect_port: None,
+            bindto: None,
+            retry: 1,
+            delay_before_retry: Duration::from_secs(1),
+            delay_loop: None,
+            rise: None,
+            fall: None,
+            inter: None,
+            fastinter: None,
+            downinter: None,
+            alpha: None,
+        }
+    }
+}
+
+/// The kinds of health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Connect (keepalived `TCP_CHECK`).
+    Tcp,
+    /// HTTP GET (keepalived `HTTP_GET`).
+    Http(HttpCheck),
+    /// HTTPS GET (keepalived `SSL_GET`).
+    Ssl(HttpCheck),
+    /// Run a program (keepalived `MISC_CHECK`).
+    Misc(MiscCheck),
+}
+
+/// The requests of an `HTTP_GET` or `SSL_GET` check.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpCheck {
+    /// URLs fetched; all must answer as expected.
+    pub url: Vec<UrlCheck>,
+    /// Host header (default: the backend's address).
+    pub virtualhost: Option<String>,
+}
+
+/// One URL of an HTTP check.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlCheck {
+    /// Path and query (`/health`).
+    pub path: String,
+    /// Expected status (default: any 2xx).
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    /// Expected MD5 of the body, 32 hex digits.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+/// A `MISC_CHECK`: a program whose exit status is the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MiscCheck {
+    /// The command line.
+    pub misc_path: String,
+    /// Kill it after this long (default: the `connect_timeout`).
+    pub misc_timeout: Option<Duration>,
+    /// Exit status 2..=255 sets the weight to status - 2 (keepalived `misc_dynamic`).
+    pub misc_dynamic: bool,
+}
+
+/// One problem found by [`Config::validate`], named by its path in the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Where: `vrrp_instance[0].priority`, `virtual_server[1].backend[0]`.
+    pub path: String,
+    /// What, including the offending value.
+    pub message: String,
+}
+
+/// The result of [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Validation {
+    /// Problems that make the configuration unusable.
+    pub errors: Vec<Finding>,
+    /// Suspicious but usable settings.
+    pub warnings: Vec<Finding>,
+}
+
+impl Config {
+    /// Fills the defaults that depend on other fields (virtual server names).
+    #[must_use]
+    pub fn with_defaults(mut self) -> Self {
+        for vs in &mut self.virtual_servers {
+            if vs.name.is_empty() {
+                vs.name = default_vs_name(vs.listen, vs.protocol);
+            }
+        }
+        self
+    }
+
+    /// Looks up a virtual server by name.
+    pub fn virtual_server(&self, name: &str) -> Option<&VirtualServer> {
+        self.virtual_servers.iter().find(|v| v.name == name)
+    }
+
+    /// Checks every rule no single value can: ranges, references and uniqueness.
+    pub fn validate(&self) -> Validation {
+        let mut v = Validation::default();
+        let mut err = |path: String, message: String| v.errors.push(Finding { path, message });
+        let mut warnings = Vec::new();
+        let mut warn = |path: String, message: String| warnings.push(Finding { path, message });
+
+        if let Some(id) = &self.global.router_id {
+            if id.is_empty() {
+                err("global.router_id".into(), "router_id is empty".into());
+            }
+        }
+        if self.global.admin_socket.as_os_str().is_empty() {
+            err("global.admin_socket".into(), "admin_socket is empty".into());
+        }
+
+        // Scripts.
+        let mut scripts = HashSet::new();
+        for (i, s) in self.vrrp_scripts.iter().enumerate() {
+            let p = format!("vrrp_script[{i}]");
+            if !scripts.insert(s.name.as_str()) {
+                err(
+                    format!("{p}.name"),
+                    format!("duplicate vrrp_script {:?}", s.name),
+                );
+            }
+            if s.script.trim().is_empty() {
+                err(format!("{p}.script"), "script is empty".into());
+            }
+            if s.interval.is_zero() {
+                err(format!("{p}.interval"), "interval must be above 0 s".into());
+            }
+            check_weight(&mut err, format!("{p}.weight"), s.weight);
+            if s.rise == 0 {
+                err(format!("{p}.rise"), "rise must be at least 1".into());
+            }
+            if s.fall == 0 {
+                err(format!("{p}.fall"), "fall must be at least 1".into());
+            }
+        }
+
+        // Virtual servers first: instances refer to them.
+        let mut vs_names = HashSet::new();
+        let mut listeners = HashSet::new();
+        for (i, vs) in self.virtual_servers.iter().enumerate() {
+            let p = format!("virtual_server[{i}]");
+            if !vs_names.insert(vs.name.as_str()) {
+                err(
+                    format!("{p}.name"),
+                    format!("duplicate virtual server name {:?}", vs.name),
+                );
+            }
+            let transport = if vs.protocol == Protocol::Udp {
+                "udp"
+            } else {
+                "tcp"
+            };
+            if !listeners.insert((vs.listen, transport)) {
+                err(
+                    format!("{p}.listen"),
+                    format!(
+                        "another virtual server already listens on {transport} {}",
+                        vs.listen
+                    ),
+                );
+            }
+            if vs.listen.port() == 0 {
+                err(format!("{p}.listen"), format!("port 0 in {}", vs.listen));
+            }
+            if vs.connect_timeout.is_zero() {
+                err(
+                    format!("{p}.connect_timeout"),
+                    "connect_timeout must be above 0 s".into(),
+                );
+            }
+            if vs.delay_loop.is_zero() {
+                err(
+                    format!("{p}.delay_loop"),
+                    "delay_loop must be above 0 s".into(),
+                );
+            }
+            if vs.persistence_timeout.is_some_and(|t| t.is_zero()) {
+                err(
+                    format!("{p}.persistence_timeout"),
+                    "persistence_timeout must be above 0 s (omit it to turn persistence off)"
+                        .into(),
+                );
+            }
+            if vs.backends.iter().all(|b| b.backup) {
+                warn(
+                    p.clone(),
+                    format!("virtual server {} has no backend", vs.name),
+                );
+            }
+            let mut addrs = HashSet::new();
+            for (j, b) in vs.backends.iter().enumerate() {
+                let bp = format!("{p}.backend[{j}]");
+                if !addrs.insert(b.address) {
+                    err(
+                        format!("{bp}.address"),
+                        format!(
+                            "duplicate backend {} in virtual server {}",
+                            b.address, vs.name
+                        ),
+                    );
+                }
+                if b.address.port() == 0 {
+                    err(format!("{bp}.address"), format!("port 0 in {}", b.address));
+                }
+                if b.address.ip().is_unspecified() {
+                    err(
+                        format!("{bp}.address"),
+                        format!("backend address {} is unspecified", b.address),
+                    );
+                }
+                if b.maxconn == Some(0) {
+                    err(
+                        format!("{bp}.maxconn"),
+                        "maxconn 0 would refuse every connection (use weight 0 to drain)".into(),
+                    );
+                }
+                for (k, c) in b.checks.iter().enumerate() {
+                    validate_check(&mut err, &format!("{bp}.check[{k}]"), c);
+                }
+            }
+        }
+
+        // Instances.
+        let mut names = HashSet::new();
+        let mut vrids: HashMap<(&str, u8, bool), usize> = HashMap::new();
+        for (i, vi) in self.vrrp_instances.iter().enumerate() {
+            let p = format!("vrrp_instance[{i}]");
+            if !names.insert(vi.name.as_str()) {
+                err(
+                    format!("{p}.name"),
+                    format!("duplicate vrrp_instance {:?}", vi.name),
+                );
+            }
+            if vi.interface.is_empty() {
+                err(format!("{p}.interface"), "interface is empty".into());
+            }
+            if vi.virtual_router_id == 0 {
+                err(
+                    format!("{p}.virtual_router_id"),
+                    "virtual_router_id 0 is invalid (1..=255)".into(),
+                );
+            }
+            let v6 = vi
+                .virtual_ipaddress
+                .first()
+                .is_some_and(|a| a.address.is_ipv6());
+            if let Some(other) = vrids.insert((&vi.interface, vi.virtual_router_id, v6), i) {
+                err(
+                    format!("{p}.virtual_router_id"),
+                    format!(
+                        "virtual_router_id {} is already used on {} by vrrp_instance {}",
+                        vi.virtual_router_id, vi.interface, self.vrrp_instances[other].name
+                    ),
+                );
+            }
+            if vi.priority == 0 {
+                err(
+                    format!("{p}.priority"),
+                    "priority 0 is reserved for a master that resigns (1..=255)".into(),
+                );
+            }
+            if vi.priority == 255 && vi.state == InitialState::Backup {
+                warn(
+                    format!("{p}.priority"),
+                    "priority 255 means the address owner, which starts as MASTER".into(),
+                );
+            }
+            match vi.version {
+                2 => {
+                    let ms = vi.advert_int.as_millis();
+                    if ms % 1000 != 0 || !(1000..=255_000).contains(&ms) {
+                        err(
+                            format!("{p}.advert_int"),
+                            format!(
+                                "advert_int {} s: VRRPv2 needs whole seconds 1..=255 (use version 3 for sub-second adverts)",
+                                vi.advert_int.as_secs_f64()
+                            ),
+                        );
+                    }
+                    if v6 {
+                        err(
+                            format!("{p}.version"),
+                            "VRRPv2 carries IPv4 addresses only (use version 3)".into(),
+                        );
+                    }
+                }
+                3 => {
+                    let ms = vi.advert_int.as_millis();
+                    if ms % 10 != 0 || !(10..=40_950).contains(&ms) {
+                        err(
+                            format!("{p}.advert_int"),
+                            format!(
+                                "advert_int {} s: VRRPv3 needs 0.01..=40.95 s in centiseconds",
+                                vi.advert_int.as_secs_f64()
+                            ),
+                        );
+                    }
+                    if vi.authentication.is_some() {
+                        err(
+                            format!("{p}.authentication"),
+                            "VRRPv3 has no authentication (RFC 5798 §9)".into(),
+                        );
+                    }
+                }
+                other => err(
+                    format!("{p}.version"),
+                    format!("VRRP version {other} is not supported (2 or 3)"),
+                ),
+            }
+            if let Some(auth) = &vi.authentication {
+                if auth.auth_pass.is_empty() || auth.auth_pass.len() > 8 {
+                    err(
+                        format!("{p}.authentication.auth_pass"),
+                        format!(
+                            "auth_pass is {} bytes; PASS authentication takes 1..=8 bytes",
+                            auth.auth_pass.len()
+                        ),
+                    );
+                }
+            }
+            if vi.virtual_ipaddress.is_empty() {
+                err(
+                    format!("{p}.virtual_ipaddress"),
+                    format!("vrrp_instance {} has no virtual_ipaddress", vi.name),
+                );
+            }
+            let mut seen = HashSet::new();
+            for (j, a) in vi.virtual_ipaddress.iter().enumerate() {
+                if a.address.is_ipv6() != v6 {
+                    err(
+                        format!("{p}.virtual_ipaddress[{j}]"),
+                        format!("{} mixes address families in one instance", a.address),
+                    );
+                }
+                if a.address.is_unspecified() || a.address.is_multicast() {
+                    err(
+                        format!("{p}.virtual_ipaddress[{j}]"),
+                        format!("{} cannot be a virtual address", a.address),
+                    );
+                }
+                if !seen.insert(a.address) {
+                    err(
+                        format!("{p}.virtual_ipaddress[{j}]"),
+                        format!("duplicate virtual address {}", a.address),
+                    );
+                }
+            }
+            if let Some(src) = vi.unicast_src_ip {
+                if src.is_ipv6() != v6 {
+                    err(
+                        format!("{p}.unicast_src_ip"),
+                        format!("unicast_src_ip {src} is not of the VIPs' address family"),
+                    );
+                }
+            }
+            for (j, peer) in vi.unicast_peer.iter().enumerate() {
+                if peer.is_ipv6() != v6 || peer.is_unspecified() || peer.is_multicast() {
+                    err(
+                        format!("{p}.unicast_peer[{j}]"),
+                        format!("unicast_peer {peer} is not a unicast address of the VIPs' family"),
+                    );
+                }
+            }
+            if vi.nopreempt && vi.state == InitialState::Master {
+                warn(
+                    format!("{p}.nopreempt"),
+                    "nopreempt with state MASTER: the instance will start as BACKUP".into(),
+                );
+            }
+            for (j, t) in vi.track_interface.iter().enumerate() {
+                check_weight(
+                    &mut err,
+                    format!("{p}.track_interface[{j}].weight"),
+                    t.weight,
+                );
+            }
+            for (j, t) in vi.track_script.iter().enumerate() {
+                if !scripts.contains(t.script.as_str()) {
+                    err(
+                        format!("{p}.track_script[{j}]"),
+                        format!("track_script names unknown vrrp_script {:?}", t.script),
+                    );
+                }
+                if let Some(w) = t.weight {
+                    check_weight(&mut err, format!("{p}.track_script[{j}].weight"), w);
+                }
+            }
+            for (j, t) in vi.track_service.iter().enumerate() {
+                if !vs_names.contains(t.virtual_server.as_str()) {
+                    err(
+                        format!("{p}.track_service[{j}]"),
+                        format!(
+                            "track_service names unknown virtual server {:?}",
+                            t.virtual_server
+                        ),
+                    );
+                }
+                if let Some(w) = t.weight {
+                    check_weight(&mut err, format!("{p}.track_service[{j}].weight"), w);
+                }
+            }
+        }
+
+        // Sync groups.
+        let mut group_names = HashSet::new();
+        let mut member_of: HashMap<&str, &str> = HashMap::new();
+        for (i, g) in self.sync_groups.iter().enumerate() {
+            let p = format!("vrrp_sync_group[{i}]");
+            if !group_names.insert(g.name.as_str()) {
+                err(
+                    format!("{p}.name"),
+                    format!("duplicate vrrp_sync_group {:?}", g.name),
+                );
+            }
+            if g.group.is_empty() {
+                err(
+                    format!("{p}.group"),
+                    format!("vrrp_sync_group {} is empty", g.name),
+                );
+            }
+            for (j, m) in g.group.iter().enumerate() {
+                if !names.contains(m.as_str()) {
+                    err(
+                        format!("{p}.group[{j}]"),
+                        format!(
+                            "vrrp_sync_group {} names unknown vrrp_instance {m:?}",
+                            g.name
+                        ),
+                    );
+                } else if let Some(prev) = member_of.insert(m, &g.name) {
+                    err(
+                        format!("{p}.group[{j}]"),
+                        format!("vrrp_instance {m} is already in vrrp_sync_group {prev}"),
+                    );
+                }
+            }
+            if g.group.len() == 1 {
+                warn(
+                    format!("{p}.group"),
+                    format!("vrrp_sync_group {} has a single member", g.name),
+                );
+            }
+        }
+        v.warnings = warnings;
+        v
+    }
+}
+
+/// The default name of a virtual server: `ip:port`, or `ip:port/udp` for UDP.
+pub fn default_vs_name(listen: SocketAddr, protocol: Protocol) -> String {
+    match protocol {
+        Protocol::Udp => format!("{listen}/udp"),
+        Protocol::Tcp | Protocol::Http => listen.to_string(),
+    }
+}
+
+fn check_weight(err: &mut impl FnMut(String, String), path: String, w: i32) {
+    if !(-254..=254).contains(&w) {
+        err(path, format!("weight {w} is out of range -254..=254"));
+    }
+}
+
+fn validate_check(err: &mut impl FnMut(String, String), p: &str, c: &HealthCheck) {
+    if c.connect_timeout.is_zero() {
+        err(
+            format!("{p}.connect_timeout"),
+            "connect_timeout must be above 0 s".into(),
+        );
+    }
+    if c.connect_port == Some(0) {
+        err(format!("{p}.connect_port"), "connect_port 0".into());
+    }
+    if c.retry == 0 {
+        err(format!("{p}.retry"), "retry must be at least 1".into());
+    }
+    for (name, v) in [("rise", c.rise), ("fall", c.fall)] {
+        if v == Some(0) {
+            err(format!("{p}.{name}"), format!("{name} must be at least 1"));
+        }
+    }
+    for (name, v) in [
+        ("delay_loop", c.delay_loop),
+        ("inter", c.inter),
+        ("fastinter", c.fastinter),
+        ("downinter", c.downinter),
+    ] {
+        if v.is_some_and(|d| d.is_zero()) {
+            err(format!("{p}.{name}"), format!("{name} must be above 0 s"));
+        }
+    }
+    match &c.kind {
+        CheckKind::Tcp => {}
+        CheckKind::Http(h) | CheckKind::Ssl(h) => {
+            if h.url.is_empty() {
+                err(
+                    format!("{p}.url"),
+                    "an HTTP check needs at least one url".into(),
+                );
+            }
+            for (j, u) in h.url.iter().enumerate() {
+                if !u.path.starts_with('/') {
+                    err(
+                        format!("{p}.url[{j}].path"),
+                        format!("url path {:?} must start with /", u.path),
+                    );
+                }
+                if let Some(s) = u.status_code {
+                    if !(100..=599).contains(&s) {
+                        err(
+                            format!("{p}.url[{j}].status_code"),
+                            format!("status_code {s} is not an HTTP status (100..=599)"),
+                        );
+                    }
+                }
+                if let Some(d) = &u.digest {
+                    if d.len() != 32 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        err(
+                            format!("{p}.url[{j}].digest"),
+                            format!("digest {d:?} is not an MD5 sum (32 hex digits)"),
+                        );
+                    }
+                }
+            }
+        }
+        CheckKind::Misc(m) => {
+            if m.misc_path.trim().is_empty() {
+                err(format!("{p}.misc_path"), "misc_path is empty".into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_syntax_round_trips() {
+        let v: VirtualIp = "172.16.2.250/24 dev eth0 label eth0:1".parse().unwrap();
+        assert_eq!(v.prefix_len, Some(24));
+        assert_eq!(v.dev.as_deref(), Some("eth0"));
+        assert_eq!(v.label.as_deref(), Some("eth0:1"));
+        assert_eq!(v.to_string(), "172.16.2.250/24 dev eth0 label eth0:1");
+        assert!("172.16.2.250/33".parse::<VirtualIp>().is_err());
+        assert!("172.16.2.300".parse::<VirtualIp>().is_err());
+        assert!("10.0.0.1 scope link".parse::<VirtualIp>().is_err());
+        assert!("2001:db8::1 label x".parse::<VirtualIp>().is_err());
+    }
+
+    #[test]
+    fn every_priority_is_classified() {
+        for p in 0..=255u8 {
+            let mut vi = instance("VI", "eth0", 1);
+            vi.priority = p;
+            let cfg = Config {
+                vrrp_instances: vec![vi],
+                ..Config::default()
+            };
+            let errs = cfg.validate().errors;
+            assert_eq!(errs.is_empty(), p != 0, "priority {p}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_vrid_and_unknown_member_are_found() {
+        let cfg = Config {
+            vrrp_instances: vec![instance("A", "eth0", 51), instance("B", "eth0", 51)],
+            sync_groups: vec![SyncGroup {
+                name: "G".into(),
+                group: vec!["A".into(), "C".into()],
+                notify_master: None,
+                notify_backup: None,
+                notify_fault: None,
+                notify: None,
+            }],
+            ..Config::default()
+        };
+        let errs = cfg.validate().errors;
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "vrrp_instance[1].virtual_router_id",
+                "vrrp_sync_group[0].group[1]"
+            ]
+        );
+    }
+
+    pub(crate) fn instance(name: &str, ifname: &str, vrid: u8) -> VrrpInstance {
+        let mut vi = VrrpInstance::new(name, ifname, vrid);
+        vi.virtual_ipaddress = vec!["198.18.0.250".parse().unwrap()];
+        vi
+    }
+}

@@ -1,0 +1,163 @@
+//! The native TOML format: serde over the [`model`](super::model), with every key and
+//! value located through `toml_edit`'s spans so that validation errors name
+//! `file:line:column`.
+//!
+//! The commented reference of every option is `bins/conf/lb-node.example.toml`.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::path::Path;
+//! use lb_bins::config::toml::parse_str;
+//!
+//! let text = "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = 0\nvirtual_ipaddress = [\"198.18.0.250\"]\n";
+//! let errors = parse_str(text, Path::new("lb.toml")).unwrap_err();
+//! assert_eq!(errors[0].to_string(), "lb.toml:5:12: priority 0 is reserved for a master that resigns (1..=255)");
+//! ```
+
+use std::path::Path;
+
+use toml_edit::{ImDocument, Item, Table, Value};
+
+use super::{finish, Config, ConfigError, LoadResult, Location, Origins};
+
+/// Parses and validates TOML text read from `file` (the name is used in messages only).
+///
+/// # Errors
+/// The first syntax or type error (the TOML deserializer stops there), or every semantic
+/// error, each with `file:line:column`.
+pub fn parse_str(text: &str, file: &Path) -> LoadResult {
+    let config: Config = match ::toml::from_str(text) {
+        Ok(c) => c,
+        Err(e) => {
+            let location = e.span().map(|s| Location::from_offset(file, text, s.start));
+            return Err(vec![ConfigError::at(
+                location,
+                e.message().trim_end().to_owned(),
+            )]);
+        }
+    };
+    let mut origins = Origins::default();
+    if let Ok(doc) = ImDocument::parse(text) {
+        walk_table(doc.as_table(), "", &mut |path, span| {
+            origins.insert(path, Location::from_offset(file, text, span));
+        });
+    }
+    finish(config, &origins, Vec::new(), Vec::new())
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn walk_table(t: &Table, prefix: &str, rec: &mut dyn FnMut(String, usize)) {
+    for (k, item) in t.iter() {
+        let path = join(prefix, k);
+        let key_span = t.key(k).and_then(toml_edit::Key::span);
+        if let Some(s) = item.span().or(key_span) {
+            rec(path.clone(), s.start);
+        }
+        walk_item(item, &path, rec);
+    }
+}
+
+fn walk_item(item: &Item, path: &str, rec: &mut dyn FnMut(String, usize)) {
+    match item {
+        Item::Table(t) => walk_table(t, path, rec),
+        Item::ArrayOfTables(a) => {
+            for (i, t) in a.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                if let Some(s) = t.span() {
+                    rec(p.clone(), s.start);
+                }
+                walk_table(t, &p, rec);
+            }
+        }
+        Item::Value(v) => walk_value(v, path, rec),
+        Item::None => {}
+    }
+}
+
+fn walk_value(v: &Value, path: &str, rec: &mut dyn FnMut(String, usize)) {
+    match v {
+        Value::Array(a) => {
+            for (i, e) in a.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                if let Some(s) = e.span() {
+                    rec(p.clone(), s.start);
+                }
+                walk_value(e, &p, rec);
+            }
+        }
+        Value::InlineTable(t) => {
+            for (k, e) in t.iter() {
+                let p = join(path, k);
+                if let Some(s) = e.span() {
+                    rec(p.clone(), s.start);
+                }
+                walk_value(e, &p, rec);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errs(text: &str) -> Vec<String> {
+        parse_str(text, Path::new("t.toml"))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn type_errors_are_located() {
+        let e = errs("[[virtual_server]]\nlisten = \"198.18.0.300:80\"\n");
+        assert!(e[0].starts_with("t.toml:2:10: "), "{e:?}");
+        let e = errs("[[virtual_server]]\nlisten = \"198.18.0.250:80\"\nlb_algo = \"fastest\"\n");
+        assert!(e[0].starts_with("t.toml:3:11: unknown lb_algo"), "{e:?}");
+        let e = errs("[[vrrp_instance]]\nname = \"a\"\ninterface = \"e\"\nvirtual_router_id = 1\npriority = 256\n");
+        assert!(e[0].starts_with("t.toml:5:12: "), "{e:?}");
+        let e = errs("[global]\nrouter = \"x\"\n");
+        assert!(
+            e[0].starts_with("t.toml:2:1: unknown field `router`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_are_all_listed() {
+        let text = r#"
+[[vrrp_instance]]
+name = "A"
+interface = "eth0"
+virtual_router_id = 51
+virtual_ipaddress = ["198.18.0.250"]
+
+[[vrrp_instance]]
+name = "B"
+interface = "eth0"
+virtual_router_id = 51
+virtual_ipaddress = ["198.18.0.251"]
+
+[[vrrp_sync_group]]
+name = "G"
+group = ["A", "C"]
+"#;
+        assert_eq!(
+            errs(text),
+            [
+                "t.toml:11:21: virtual_router_id 51 is already used on eth0 by vrrp_instance A",
+                "t.toml:16:15: vrrp_sync_group G names unknown vrrp_instance \"C\"",
+            ]
+        );
+    }
+}

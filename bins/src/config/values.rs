@@ -1,0 +1,311 @@
+//! Value syntaxes shared by both front ends (durations, weights, algorithms) and the serde
+//! glue of the model.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use lb_core::{Algorithm, Granularity, Weight};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::model::{CheckKind, HealthCheck, HttpCheck, MiscCheck, UrlCheck};
+
+/// Parses a duration: a number of seconds (`3`, `0.5`) or a number with a unit (`500ms`,
+/// `3s`, `2m`, `1h`).
+///
+/// # Errors
+/// A message naming the value when it is neither.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{s:?} is not a duration (e.g. 3, 1.5, 500ms, 2m)")),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 3, 1.5, 500ms, 2m)"))?;
+    secs_f64(n * scale).ok_or_else(|| format!("duration {s:?} is out of range"))
+}
+
+fn secs_f64(n: f64) -> Option<Duration> {
+    if !n.is_finite() || !(0.0..=1e9).contains(&n) {
+        return None;
+    }
+    // Round to the millisecond so `0.1` compares equal across front ends.
+    Some(Duration::from_millis((n * 1000.0).round() as u64))
+}
+
+/// Parses a weight 0..=65535.
+///
+/// # Errors
+/// A message naming the value.
+pub fn parse_weight(s: &str) -> Result<Weight, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| format!("weight {s:?} is not a whole number"))?;
+    Weight::new(n).map_err(|e| e.to_string())
+}
+
+/// Parses a keepalived `lb_algo` name.
+///
+/// # Errors
+/// A message naming the value and the known names.
+pub fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    s.parse::<Algorithm>().map_err(|_| {
+        let known: Vec<&str> = Algorithm::all().iter().map(Algorithm::name).collect();
+        format!("unknown lb_algo {s:?} (known: {})", known.join(", "))
+    })
+}
+
+pub(crate) fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(de::Error::custom)
+}
+
+pub(crate) fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+pub(crate) fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+pub(crate) fn sixty_seconds() -> Duration {
+    Duration::from_secs(60)
+}
+pub(crate) fn one() -> u32 {
+    1
+}
+pub(crate) fn five() -> u32 {
+    5
+}
+pub(crate) fn yes() -> bool {
+    true
+}
+pub(crate) fn default_priority() -> u8 {
+    100
+}
+pub(crate) fn default_version() -> u8 {
+    2
+}
+pub(crate) fn default_algorithm() -> Algorithm {
+    Algorithm::RoundRobin
+}
+
+struct DurationVisitor;
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration: seconds as a number, or a string such as \"500ms\" or \"3s\"")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+        u64::try_from(v)
+            .map(Duration::from_secs)
+            .map_err(|_| E::custom(format!("negative duration {v}")))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        Ok(Duration::from_secs(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+        secs_f64(v).ok_or_else(|| E::custom(format!("duration {v} is out of range")))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        parse_duration(v).map_err(E::custom)
+    }
+}
+
+/// Durations as seconds (`1`, `0.5`) or strings with a unit (`"500ms"`).
+pub(crate) mod duration {
+    use super::*;
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(DurationVisitor)
+    }
+}
+
+/// Optional durations.
+pub(crate) mod opt_duration {
+    use super::*;
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        d.deserialize_any(DurationVisitor).map(Some)
+    }
+}
+
+/// `lb_algo` names.
+pub(crate) mod algorithm {
+    use super::*;
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_algorithm(&s).map_err(de::Error::custom)
+    }
+}
+
+/// `persistence_granularity` as a netmask or prefix string, or a prefix number.
+pub(crate) mod granularity {
+    use super::*;
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Granularity, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum G {
+            N(u8),
+            S(String),
+        }
+        let s = match G::deserialize(d)? {
+            G::N(n) => n.to_string(),
+            G::S(s) => s,
+        };
+        Granularity::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// Weights 0..=65535.
+pub(crate) mod weight {
+    use super::*;
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Weight, D::Error> {
+        let n = u64::deserialize(d)?;
+        Weight::new(n).map_err(de::Error::custom)
+    }
+}
+
+/// The TOML form of a health check: flat, with `type = "tcp" | "http" | "ssl" | "misc"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheck {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, with = "opt_duration")]
+    connect_timeout: Option<Duration>,
+    #[serde(default)]
+    connect_port: Option<u16>,
+    #[serde(default)]
+    bindto: Option<IpAddr>,
+    #[serde(default)]
+    retry: Option<u32>,
+    #[serde(default, with = "opt_duration")]
+    delay_before_retry: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    delay_loop: Option<Duration>,
+    #[serde(default)]
+    rise: Option<u32>,
+    #[serde(default)]
+    fall: Option<u32>,
+    #[serde(default, with = "opt_duration")]
+    inter: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    fastinter: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    downinter: Option<Duration>,
+    #[serde(default)]
+    alpha: Option<bool>,
+    #[serde(default)]
+    url: Option<Vec<UrlCheck>>,
+    #[serde(default)]
+    virtualhost: Option<String>,
+    #[serde(default)]
+    misc_path: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    misc_timeout: Option<Duration>,
+    #[serde(default)]
+    misc_dynamic: Option<bool>,
+}
+
+impl TryFrom<RawCheck> for HealthCheck {
+    type Error = String;
+    fn try_from(r: RawCheck) -> Result<Self, String> {
+        let http_only = |kind: &str| -> Result<(), String> {
+            if r.url.is_some() || r.virtualhost.is_some() {
+                return Err(format!(
+                    "url and virtualhost apply to http and ssl checks, not {kind}"
+                ));
+            }
+            Ok(())
+        };
+        let misc_only = |kind: &str| -> Result<(), String> {
+            if r.misc_path.is_some() || r.misc_timeout.is_some() || r.misc_dynamic.is_some() {
+                return Err(format!("misc_* options apply to misc checks, not {kind}"));
+            }
+            Ok(())
+        };
+        let kind = match r.kind.to_ascii_lowercase().as_str() {
+            "tcp" => {
+                http_only("tcp")?;
+                misc_only("tcp")?;
+                CheckKind::Tcp
+            }
+            k @ ("http" | "ssl") => {
+                misc_only(k)?;
+                let h = HttpCheck {
+                    url: r.url.clone().unwrap_or_default(),
+                    virtualhost: r.virtualhost.clone(),
+                };
+                if k == "http" {
+                    CheckKind::Http(h)
+                } else {
+                    CheckKind::Ssl(h)
+                }
+            }
+            "misc" => {
+                http_only("misc")?;
+                CheckKind::Misc(MiscCheck {
+                    misc_path: r.misc_path.clone().ok_or("a misc check needs misc_path")?,
+                    misc_timeout: r.misc_timeout,
+                    misc_dynamic: r.misc_dynamic.unwrap_or(false),
+                })
+            }
+            other => {
+                return Err(format!(
+                    "unknown check type {other:?} (expected tcp, http, ssl or misc)"
+                ))
+            }
+        };
+        let mut c = Self::new(kind);
+        if let Some(v) = r.connect_timeout {
+            c.connect_timeout = v;
+        }
+        c.connect_port = r.connect_port;
+        c.bindto = r.bindto;
+        if let Some(v) = r.retry {
+            c.retry = v;
+        }
+        if let Some(v) = r.delay_before_retry {
+            c.delay_before_retry = v;
+        }
+        c.delay_loop = r.delay_loop;
+        c.rise = r.rise;
+        c.fall = r.fall;
+        c.inter = r.inter;
+        c.fastinter = r.fastinter;
+        c.downinter = r.downinter;
+        c.alpha = r.alpha;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0.1"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("3 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}
