@@ -225,6 +225,7 @@ struct Instance {
     mac: Option<[u8; 6]>,
     src: IpAddr,
     socket: Arc<AsyncFd<Socket>>,
+    send_socket: Socket,
     announce: Option<Socket>,
     link_up: bool,
     group: usize,
@@ -283,7 +284,7 @@ impl Speaker {
                     ))
                 })?,
             };
-            let socket = open_vrrp_socket(&cfg, ifindex, src)?;
+            let (socket, send_socket) = open_vrrp_sockets(&cfg, ifindex, src)?;
             let announce = match open_announce_socket(&cfg, ifindex, v6) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -312,6 +313,7 @@ impl Speaker {
                 ifindex,
                 src,
                 socket: Arc::new(sys::async_socket(socket)?),
+                send_socket,
                 announce,
                 group: if sync_group { 0 } else { i },
                 member: if sync_group { i } else { 0 },
@@ -495,7 +497,7 @@ impl Speaker {
                         IpAddr::V6(a) => SocketAddr::V6(SocketAddrV6::new(a, 0, 0, inst.ifindex)),
                         a => SocketAddr::new(a, 0),
                     };
-                    if let Err(e) = inst.socket.get_ref().send_to(&bytes, &SockAddr::from(to)) {
+                    if let Err(e) = inst.send_socket.send_to(&bytes, &SockAddr::from(to)) {
                         tracing::warn!(instance = %name, %dst, error = %e, "sending advert");
                     }
                 }
@@ -560,37 +562,63 @@ fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn open_vrrp_socket(cfg: &VrrpInstanceConfig, ifindex: u32, src: IpAddr) -> io::Result<Socket> {
-    let proto = Some(Protocol::from(i32::from(IPPROTO_VRRP)));
-    let multicast = cfg.unicast_peer.is_empty();
-    let sock = match src {
-        IpAddr::V4(src4) => {
-            let s = Socket::new(Domain::IPV4, Type::RAW, proto)?;
-            s.set_ttl(u32::from(VRRP_TTL))?;
-            s.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
-            s.set_multicast_loop_v4(false)?;
-            s.set_multicast_if_v4(&src4)?;
-            if multicast {
-                s.join_multicast_v4_n(&VRRP_MCAST_V4, &InterfaceIndexOrAddress::Index(ifindex))?;
+/// Opens the receive socket (joined to the group, unbound so that it sees multicast) and
+/// the send socket (bound to `src`, so the kernel cannot pick another source address than
+/// the one the v3 checksum covers; `IP_FREEBIND` so a still-tentative IPv6 link-local
+/// address does not fail the bind).
+fn open_vrrp_sockets(
+    cfg: &VrrpInstanceConfig,
+    ifindex: u32,
+    src: IpAddr,
+) -> io::Result<(Socket, Socket)> {
+    let open = |join: bool| -> io::Result<Socket> {
+        let proto = Some(Protocol::from(i32::from(IPPROTO_VRRP)));
+        let sock = match src {
+            IpAddr::V4(src4) => {
+                let s = Socket::new(Domain::IPV4, Type::RAW, proto)?;
+                s.set_ttl(u32::from(VRRP_TTL))?;
+                s.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
+                s.set_multicast_loop_v4(false)?;
+                s.set_multicast_if_v4(&src4)?;
+                if join {
+                    s.join_multicast_v4_n(
+                        &VRRP_MCAST_V4,
+                        &InterfaceIndexOrAddress::Index(ifindex),
+                    )?;
+                }
+                s
             }
-            s
-        }
-        IpAddr::V6(_) => {
-            let s = Socket::new(Domain::IPV6, Type::RAW, proto)?;
-            s.set_unicast_hops_v6(u32::from(VRRP_TTL))?;
-            s.set_multicast_hops_v6(u32::from(VRRP_TTL))?;
-            s.set_multicast_loop_v6(false)?;
-            s.set_multicast_if_v6(ifindex)?;
-            sys::enable_v6_rx_info(&s)?;
-            if multicast {
-                s.join_multicast_v6(&VRRP_MCAST_V6, ifindex)?;
+            IpAddr::V6(_) => {
+                let s = Socket::new(Domain::IPV6, Type::RAW, proto)?;
+                s.set_unicast_hops_v6(u32::from(VRRP_TTL))?;
+                s.set_multicast_hops_v6(u32::from(VRRP_TTL))?;
+                s.set_multicast_loop_v6(false)?;
+                s.set_multicast_if_v6(ifindex)?;
+                sys::enable_v6_rx_info(&s)?;
+                if join {
+                    s.join_multicast_v6(&VRRP_MCAST_V6, ifindex)?;
+                }
+                s
             }
-            s
-        }
+        };
+        sock.bind_device(Some(cfg.interface.as_bytes()))?;
+        sock.set_nonblocking(true)?;
+        Ok(sock)
     };
-    sock.bind_device(Some(cfg.interface.as_bytes()))?;
-    sock.set_nonblocking(true)?;
-    Ok(sock)
+    let rx = open(cfg.unicast_peer.is_empty())?;
+    let tx = open(false)?;
+    match src {
+        IpAddr::V4(_) => tx.set_freebind(true)?,
+        IpAddr::V6(_) => tx.set_freebind_ipv6(true)?,
+    }
+    let bind_to = match src {
+        IpAddr::V6(a) => SocketAddr::V6(SocketAddrV6::new(a, 0, 0, ifindex)),
+        a => SocketAddr::new(a, 0),
+    };
+    tx.bind(&SockAddr::from(bind_to))?;
+    // The send socket never reads; keep its queue from filling with unicast copies.
+    let _ = tx.shutdown(std::net::Shutdown::Read);
+    Ok((rx, tx))
 }
 
 fn open_announce_socket(cfg: &VrrpInstanceConfig, ifindex: u32, v6: bool) -> io::Result<Socket> {

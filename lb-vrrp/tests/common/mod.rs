@@ -1,0 +1,395 @@
+//! Network-namespace lab for integration tests and the failover bench: a bridge namespace
+//! and N leaf namespaces each with `eth0` on the bridge, addresses from 198.18.0.0/24 and
+//! fd00:18::/64 only. Everything it creates (namespaces, processes, files) is removed by
+//! `Drop`, even when a test panics. Every wait is bounded.
+#![allow(dead_code, unreachable_pub)]
+#![allow(clippy::disallowed_methods)] // blocking test harness: std::thread::sleep is fine here
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The lb-vrrpd binary under test.
+pub const LB_VRRPD: &str = env!("CARGO_BIN_EXE_lb-vrrpd");
+
+/// Returns true if the lab can run. Without root (or `ip netns`), skips loudly, except
+/// under `CI=true` where a missing capability is a failure.
+pub fn lab_available() -> bool {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let ok = uid.as_deref() == Some("0")
+        && Command::new("ip")
+            .args(["netns", "list"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true: network-namespace tests need root and iproute2; refusing to skip");
+        }
+        eprintln!("\n!!!!! SKIPPING network-namespace test: needs root and `ip netns` (run as root, or CI=true to fail) !!!!!\n");
+    }
+    ok
+}
+
+/// True if `tool` is on PATH. Under `CI=true` a missing tool fails the test.
+pub fn tool_available(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true: test needs `{tool}` (install the Debian package)");
+        }
+        eprintln!("\n!!!!! SKIPPING: `{tool}` is not installed !!!!!\n");
+    }
+    ok
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A process we started, killed on drop.
+pub struct Proc {
+    pub child: Child,
+    /// Leader of its own process group (keepalived: parent + VRRP child).
+    pub group: bool,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// SIGKILL (the whole group for a group leader).
+    pub fn kill9(&mut self) {
+        let target = if self.group {
+            format!("-{}", self.pid())
+        } else {
+            self.pid().to_string()
+        };
+        let _ = Command::new("kill")
+            .args(["-9", "--", &target])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+    /// SIGTERM and wait (bounded) for exit.
+    pub fn term(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+    }
+}
+
+/// The lab. Leaf `i` is namespace `ns(i)` with `eth0` = 198.18.0.(i+1)/24 and
+/// fd00:18::(i+1)/64.
+pub struct Lab {
+    pub tag: String,
+    bridge: String,
+    leaves: Vec<String>,
+    pub dir: PathBuf,
+    procs: Vec<Proc>,
+}
+
+impl Lab {
+    /// Creates the bridge and `n` leaves.
+    pub fn new(n: usize) -> Self {
+        let tag = format!(
+            "lbv{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(&tag);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut lab = Self {
+            bridge: format!("{tag}-br"),
+            leaves: Vec::new(),
+            tag,
+            dir,
+            procs: Vec::new(),
+        };
+        run(&["ip", "netns", "add", &lab.bridge]);
+        run(&[
+            "ip",
+            "-n",
+            &lab.bridge,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+        ]);
+        run(&["ip", "-n", &lab.bridge, "link", "set", "br0", "up"]);
+        for i in 0..n {
+            let ns = format!("{}-{i}", lab.tag);
+            run(&["ip", "netns", "add", &ns]);
+            lab.leaves.push(ns.clone());
+            let port = format!("p{i}");
+            run(&[
+                "ip",
+                "-n",
+                &lab.bridge,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns,
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                &lab.bridge,
+                "link",
+                "set",
+                &port,
+                "master",
+                "br0",
+                "up",
+            ]);
+            run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("198.18.0.{}/24", i + 1),
+                "dev",
+                "eth0",
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("fd00:18::{}/64", i + 1),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+        }
+        lab
+    }
+
+    pub fn ns(&self, i: usize) -> &str {
+        &self.leaves[i]
+    }
+
+    /// Starts `lb-vrrpd ARGS` in leaf `i`.
+    pub fn spawn_ours(&mut self, i: usize, args: &[&str]) -> usize {
+        let name = format!("ours{}-{i}", self.procs.len());
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.leaves[i], LB_VRRPD])
+            .args(args)
+            .env("RUST_LOG", "lb_vrrp=debug");
+        self.spawn(cmd, &name, false)
+    }
+
+    /// Starts keepalived in the foreground in leaf `i` with `conf`, in its own process group.
+    pub fn spawn_keepalived(&mut self, i: usize, conf: &str) -> usize {
+        let n = self.procs.len();
+        let conf_path = self.dir.join(format!("ka{n}.conf"));
+        std::fs::write(&conf_path, conf).expect("write conf");
+        let pid = self.dir.join(format!("ka{n}.pid"));
+        let vpid = self.dir.join(format!("ka{n}-vrrp.pid"));
+        let _ = std::fs::remove_file(&pid);
+        let _ = std::fs::remove_file(&vpid);
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.leaves[i],
+            "keepalived",
+            "-n",
+            "-l",
+            "-D",
+            "-f",
+        ])
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(&pid)
+        .arg("-r")
+        .arg(&vpid)
+        .process_group(0);
+        self.spawn(cmd, &format!("ka{n}-{i}"), true)
+    }
+
+    fn spawn(&mut self, mut cmd: Command, name: &str, group: bool) -> usize {
+        let stdout = self.dir.join(format!("{name}.out"));
+        let stderr = self.dir.join(format!("{name}.err"));
+        cmd.stdout(File::create(&stdout).expect("stdout file"))
+            .stderr(File::create(&stderr).expect("stderr file"));
+        let child = cmd.spawn().expect("spawn");
+        self.procs.push(Proc {
+            child,
+            group,
+            stdout,
+            stderr,
+        });
+        self.procs.len() - 1
+    }
+
+    pub fn proc(&mut self, p: usize) -> &mut Proc {
+        &mut self.procs[p]
+    }
+
+    /// Runs a command inside leaf `i` and returns (success, stdout).
+    pub fn exec(&self, i: usize, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.leaves[i]])
+            .args(args)
+            .output()
+            .expect("spawn");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// True if leaf `i`'s eth0 carries `addr`.
+    pub fn has_addr(&self, i: usize, addr: &str) -> bool {
+        let (_, out) = self.exec(i, &["ip", "-o", "addr", "show", "dev", "eth0"]);
+        out.split_whitespace()
+            .any(|w| w.split('/').next() == Some(addr))
+    }
+
+    /// The leaves (among `of`) that hold `addr`.
+    pub fn holders(&self, of: &[usize], addr: &str) -> Vec<usize> {
+        of.iter()
+            .copied()
+            .filter(|&i| self.has_addr(i, addr))
+            .collect()
+    }
+
+    /// One ping from leaf `i` to `addr` (1 s timeout).
+    pub fn ping(&self, i: usize, addr: &str) -> bool {
+        self.exec(i, &["ping", "-c", "1", "-W", "1", addr]).0
+    }
+
+    /// Blocks the VRRP multicast group in leaf `i` (nftables, both directions).
+    pub fn block_multicast(&self, i: usize) {
+        let rules = "table inet lbvtest {\n chain in { type filter hook input priority 0; ip daddr 224.0.0.18 drop; }\n chain out { type filter hook output priority 0; ip daddr 224.0.0.18 drop; }\n}\n";
+        let path = self.dir.join(format!("nft{i}.conf"));
+        std::fs::write(&path, rules).expect("write nft");
+        let (ok, _) = self.exec(i, &["nft", "-f", path.to_str().expect("utf8 path")]);
+        assert!(ok, "nft -f failed");
+    }
+
+    /// Binds a TCP listener inside leaf `i` (the calling thread enters the namespace only
+    /// for the bind) and accepts forever in a background thread.
+    pub fn tcp_listener(&self, i: usize, addr: SocketAddr) {
+        let l = in_netns(&self.leaves[i], move || TcpListener::bind(addr)).expect("bind in netns");
+        std::thread::spawn(move || for _ in l.incoming() {});
+    }
+
+    /// One TCP connect from leaf `i` with `timeout`.
+    pub fn tcp_connect(&self, i: usize, addr: SocketAddr, timeout: Duration) -> bool {
+        in_netns(&self.leaves[i], move || {
+            TcpStream::connect_timeout(&addr, timeout)
+        })
+        .is_ok()
+    }
+}
+
+/// Runs `f` on a fresh thread that has entered network namespace `ns`.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(path)?;
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(std::io::Error::from)?;
+        f()
+    })
+    .join()
+    .expect("netns thread panicked")
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            if let Ok(None) = p.child.try_wait() {
+                p.kill9();
+            }
+        }
+        // keepalived's VRRP child: the group kill above covers it; give it a moment.
+        for ns in self.leaves.iter().chain(std::iter::once(&self.bridge)) {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        if std::env::var_os("LBV_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns the elapsed time
+/// when it held.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    for _ in 0..100_000 {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}

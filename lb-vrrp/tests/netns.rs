@@ -1,0 +1,451 @@
+//! Integration tests in network namespaces built by the test: two of our speakers, and
+//! interop with real keepalived. Run as root; without root they skip loudly (and fail
+//! under `CI=true`). Addresses: 198.18.0.0/24 and fd00:18::/64 inside the namespaces only.
+#![allow(clippy::disallowed_methods)] // blocking test code
+
+mod common;
+
+use std::time::Duration;
+
+use common::{lab_available, tool_available, wait_for, Lab};
+
+const VIP: &str = "198.18.0.100";
+
+/// Our speaker with v3 advert_int 0.1 (Master_Down_Interval ≈ 0.36 s at priority 100).
+fn ours_v3(prio: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--instance",
+        "VI_1",
+        "--interface",
+        "eth0",
+        "--vrid",
+        "51",
+        "--version",
+        "3",
+        "--advert-int",
+        "0.1",
+        "--priority",
+        prio,
+        "--vip",
+        "198.18.0.100/24 dev eth0 label eth0:1",
+        "--garp-master-delay",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn vip_on_master_only_and_kill9_failover() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(3); // 0, 1: routers; 2: client
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
+    let b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
+    assert!(
+        wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some(),
+        "VIP not on the master only"
+    );
+    // Stable: still only on the master a little later.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lab.holders(&[0, 1], VIP), [0]);
+    assert!(lab.has_addr(0, VIP));
+    let (_, label) = lab.exec(0, &["ip", "-o", "addr", "show", "label", "eth0:1"]);
+    assert!(label.contains(VIP), "label eth0:1 missing: {label}");
+    assert!(lab.ping(2, VIP));
+    // kill -9 the master: the backup takes over within Master_Down_Interval + margin.
+    lab.proc(a).kill9();
+    let took = wait_for(Duration::from_secs(3), || lab.has_addr(1, VIP))
+        .expect("backup did not take over");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    // The client reaches the VIP through the new master (gratuitous ARP moved it).
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
+    let (_, neigh) = lab.exec(2, &["ip", "neigh", "show", VIP]);
+    let (_, link1) = lab.exec(1, &["ip", "-o", "link", "show", "eth0"]);
+    let mac1 = link1
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert!(
+        neigh.contains(&mac1),
+        "client's neighbour entry {neigh:?} does not point at the new master {mac1}"
+    );
+    // Restart the crashed master: it removes its stale VIP (crash recovery) and preempts.
+    let a2 = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+    assert!(lab.proc(b).stdout().contains("MASTER -> BACKUP"));
+    // Clean stop of both: no VIP left.
+    assert!(lab.proc(a2).term());
+    assert!(lab.proc(b).term());
+    assert!(lab.holders(&[0, 1], VIP).is_empty());
+}
+
+#[test]
+fn clean_stop_moves_within_skew_time() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
+    let _b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+    std::thread::sleep(Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    assert!(lab.proc(a).term(), "SIGTERM did not stop the speaker");
+    assert!(!lab.has_addr(0, VIP), "stopped master left its VIP");
+    let took = wait_for(Duration::from_secs(3), || lab.has_addr(1, VIP))
+        .expect("backup did not take over")
+        + start.elapsed()
+        - start.elapsed().min(Duration::ZERO);
+    // Skew_Time at priority 100 and 0.1 s is 61 ms (vs Master_Down_Interval 361 ms).
+    assert!(
+        took < Duration::from_millis(300),
+        "took {took:?}: not a priority-0 takeover"
+    );
+    assert!(lab.proc(a).stdout().contains("MASTER -> INIT (Shutdown)"));
+}
+
+#[test]
+fn preempt_and_nopreempt() {
+    if !lab_available() {
+        return;
+    }
+    for nopreempt in [true, false] {
+        let mut lab = Lab::new(2);
+        let _b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
+        assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [1]).is_some());
+        let extra: &[&str] = if nopreempt { &["--nopreempt"] } else { &[] };
+        let _a = lab.spawn_ours(0, &strs(&ours_v3("150", extra)));
+        if nopreempt {
+            std::thread::sleep(Duration::from_millis(1500));
+            assert_eq!(lab.holders(&[0, 1], VIP), [1], "nopreempt router took over");
+        } else {
+            assert!(
+                wait_for(Duration::from_secs(3), || lab.holders(&[0, 1], VIP) == [0]).is_some(),
+                "higher priority did not preempt"
+            );
+        }
+    }
+}
+
+#[test]
+fn unicast_with_multicast_blocked() {
+    if !lab_available() || !tool_available("nft") {
+        return;
+    }
+    let mut lab = Lab::new(3);
+    lab.block_multicast(0);
+    lab.block_multicast(1);
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &["--unicast-peer", "198.18.0.2"])));
+    let _b = lab.spawn_ours(1, &strs(&ours_v3("100", &["--unicast-peer", "198.18.0.1"])));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        lab.holders(&[0, 1], VIP),
+        [0],
+        "unicast adverts not getting through"
+    );
+    lab.proc(a).kill9();
+    assert!(wait_for(Duration::from_secs(3), || lab.has_addr(1, VIP)).is_some());
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
+    // A non-peer on the LAN (leaf 2) advertising a higher priority changes nothing.
+    let _c = lab.spawn_ours(
+        2,
+        &strs(&ours_v3(
+            "200",
+            &["--unicast-peer", "198.18.0.2", "--vip", "198.18.0.101/24"],
+        )),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        lab.has_addr(1, VIP),
+        "advert from a non-peer changed the master"
+    );
+}
+
+#[test]
+fn wrong_password_is_ignored() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let base = |prio: &'static str, pass: &'static str| {
+        vec![
+            "--interface",
+            "eth0",
+            "--vrid",
+            "51",
+            "--priority",
+            prio,
+            "--advert-int",
+            "1",
+            "--auth-pass",
+            pass,
+            "--vip",
+            "198.18.0.100/24",
+        ]
+    };
+    let _a = lab.spawn_ours(0, &base("100", "7road123"));
+    assert!(wait_for(Duration::from_secs(6), || lab.has_addr(0, VIP)).is_some());
+    // A higher-priority router with the wrong password must not make us yield.
+    let _b = lab.spawn_ours(1, &base("200", "wrong"));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        lab.has_addr(0, VIP),
+        "advert with a wrong password changed the master"
+    );
+}
+
+fn keepalived_conf(version: u8, prio: u8, advert_int: &str) -> String {
+    let auth = if version == 2 {
+        "  authentication {\n    auth_type PASS\n    auth_pass 7road123\n  }\n"
+    } else {
+        ""
+    };
+    format!(
+        "global_defs {{\n  router_id LBV_TEST\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  version {version}\n  priority {prio}\n  advert_int {advert_int}\n{auth}  virtual_ipaddress {{\n    198.18.0.100/24 dev eth0 label eth0:1\n  }}\n}}\n"
+    )
+}
+
+fn ours_for(version: u8, prio: &str, advert_int: &str) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--instance",
+        "VI_1",
+        "--interface",
+        "eth0",
+        "--vrid",
+        "51",
+        "--priority",
+        prio,
+        "--advert-int",
+        advert_int,
+        "--vip",
+        "198.18.0.100/24 dev eth0 label eth0:1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if version == 2 {
+        v.extend(["--version", "2", "--auth-pass", "7road123"].map(String::from));
+    } else {
+        v.extend(["--version", "3"].map(String::from));
+    }
+    v
+}
+
+/// keepalived and ours, each as master and as backup, following each other through kill -9
+/// and restart.
+fn interop(version: u8, advert_int: &str, mdi: Duration) {
+    if !lab_available() || !tool_available("keepalived") {
+        return;
+    }
+    let margin = mdi + Duration::from_secs(2);
+    // 1. keepalived master (150), ours backup (100).
+    let mut lab = Lab::new(3);
+    let ka = lab.spawn_keepalived(0, &keepalived_conf(version, 150, advert_int));
+    std::thread::sleep(Duration::from_millis(200));
+    let ours = lab.spawn_ours(1, &strs(&ours_for(version, "100", advert_int)));
+    assert!(
+        wait_for(mdi * 3 + margin, || lab.holders(&[0, 1], VIP) == [0]).is_some(),
+        "keepalived did not become the only master: {:?}\n{}",
+        lab.holders(&[0, 1], VIP),
+        lab.proc(ours).stdout()
+    );
+    std::thread::sleep(mdi);
+    assert_eq!(
+        lab.holders(&[0, 1], VIP),
+        [0],
+        "ours does not follow keepalived's adverts"
+    );
+    lab.proc(ka).kill9();
+    assert!(
+        wait_for(margin, || lab.has_addr(1, VIP)).is_some(),
+        "ours did not take over from keepalived"
+    );
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
+    // keepalived comes back (its stale VIP is still there after kill -9; it cleans up) and preempts.
+    let _ka2 = lab.spawn_keepalived(0, &keepalived_conf(version, 150, advert_int));
+    assert!(
+        wait_for(mdi * 3 + margin, || !lab.has_addr(1, VIP)
+            && lab.has_addr(0, VIP))
+        .is_some(),
+        "restarted keepalived did not preempt ours"
+    );
+    assert!(lab.proc(ours).stdout().contains("MASTER -> BACKUP"));
+    drop(lab);
+
+    // 2. ours master (150), keepalived backup (100).
+    let mut lab = Lab::new(3);
+    let ours = lab.spawn_ours(0, &strs(&ours_for(version, "150", advert_int)));
+    std::thread::sleep(Duration::from_millis(200));
+    let _ka = lab.spawn_keepalived(1, &keepalived_conf(version, 100, advert_int));
+    assert!(
+        wait_for(mdi * 3 + margin, || lab.has_addr(0, VIP)).is_some(),
+        "ours did not become master"
+    );
+    std::thread::sleep(mdi * 2);
+    assert_eq!(
+        lab.holders(&[0, 1], VIP),
+        [0],
+        "keepalived does not follow our adverts"
+    );
+    lab.proc(ours).kill9();
+    assert!(
+        wait_for(margin, || lab.has_addr(1, VIP)).is_some(),
+        "keepalived did not take over from ours"
+    );
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
+    let _ours2 = lab.spawn_ours(0, &strs(&ours_for(version, "150", advert_int)));
+    assert!(
+        wait_for(mdi * 3 + margin, || lab.holders(&[0, 1], VIP) == [0]).is_some(),
+        "restarted ours did not preempt keepalived"
+    );
+}
+
+#[test]
+fn interop_keepalived_v2_pass() {
+    interop(2, "1", Duration::from_millis(3610));
+}
+
+#[test]
+fn interop_keepalived_v3_fast() {
+    interop(3, "0.1", Duration::from_millis(361));
+}
+
+/// tshark decodes our adverts (v2 PASS, v3 IPv4, v3 IPv6) as VRRP with good checksums
+/// and no malformed-packet flag.
+#[test]
+fn tshark_decodes_our_adverts() {
+    if !lab_available() || !tool_available("tshark") {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let _v2 = lab.spawn_ours(
+        0,
+        &[
+            "--sync-group",
+            "--instance",
+            "V2",
+            "--interface",
+            "eth0",
+            "--vrid",
+            "51",
+            "--priority",
+            "255",
+            "--auth-pass",
+            "7road123",
+            "--vip",
+            "198.18.0.100/24",
+            "--instance",
+            "V3",
+            "--interface",
+            "eth0",
+            "--vrid",
+            "52",
+            "--version",
+            "3",
+            "--advert-int",
+            "0.1",
+            "--priority",
+            "255",
+            "--vip",
+            "198.18.0.101/24",
+            "--vip",
+            "198.18.0.102/24",
+        ],
+    );
+    let _v6 = lab.spawn_ours(
+        0,
+        &[
+            "--instance",
+            "V6",
+            "--interface",
+            "eth0",
+            "--vrid",
+            "61",
+            "--version",
+            "3",
+            "--advert-int",
+            "0.1",
+            "--priority",
+            "200",
+            "--vip",
+            "fd00:18::100/64",
+        ],
+    );
+    let pcap = lab.dir.join("ours.pcap");
+    let pcap_s = pcap.to_str().unwrap().to_owned();
+    let (ok, _) = lab.exec(
+        1,
+        &[
+            "tshark",
+            "-q",
+            "-i",
+            "eth0",
+            "-a",
+            "duration:3",
+            "-f",
+            "ip proto 112 or ip6 proto 112",
+            "-w",
+            &pcap_s,
+        ],
+    );
+    assert!(ok, "tshark capture failed");
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            &pcap_s,
+            "-T",
+            "fields",
+            "-e",
+            "vrrp.version",
+            "-e",
+            "vrrp.virt_rtr_id",
+            "-e",
+            "vrrp.checksum.status",
+            "-e",
+            "_ws.malformed",
+            "-e",
+            "_ws.expert.severity",
+        ])
+        .output()
+        .expect("tshark -r");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert!(rows.len() >= 5, "too few adverts captured: {text}");
+    for vrid in ["51", "52", "61"] {
+        assert!(
+            rows.iter().any(|r| r.get(1) == Some(&vrid)),
+            "no advert for VRID {vrid}: {text}"
+        );
+    }
+    for r in &rows {
+        // checksum.status 1 = Good (2 = Bad, 0 = Unverified).
+        assert_eq!(r.get(2), Some(&"1"), "checksum not good: {r:?}");
+        assert!(r.get(3).is_none_or(|m| m.is_empty()), "malformed: {r:?}");
+    }
+    let malformed = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            &pcap_s,
+            "-Y",
+            "_ws.malformed || vrrp.checksum.status == 2",
+        ])
+        .output()
+        .expect("tshark");
+    assert!(
+        malformed.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&malformed.stdout)
+    );
+}
