@@ -1,0 +1,582 @@
+//! Probes against real servers on loopback that the tests start themselves. Every server
+//! loop is bounded by the test's lifetime (tasks die with the runtime) and every wait by a
+//! timeout; only 127.0.0.1 is used.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_core::{Backend, BackendId, BackendSet, Health, Pool, PoolConfig, Weight};
+use lb_health::probe::http::{HttpProbe, TlsOptions};
+use lb_health::probe::{ExecProbe, TcpProbe, UdpExpect, UdpProbe};
+use lb_health::{HealthCheckConfig, HealthDriver, HealthEvent, OnFailure, PoolApplier, Probe};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+const T: Duration = Duration::from_millis(500);
+
+/// Reads an HTTP request head (bounded) and returns whether one arrived.
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while buf.len() < 16 * 1024 {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            return true;
+        }
+    }
+    false
+}
+
+fn response(status: u16, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A tiny HTTP/1.1 server: `reply(n)` gives the raw bytes of the `n`-th response.
+async fn http_server<F>(reply: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(usize) -> Vec<u8> + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let served = Arc::clone(&count);
+    let reply = Arc::new(reply);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let reply = Arc::clone(&reply);
+            let served = Arc::clone(&served);
+            tokio::spawn(async move {
+                if read_head(&mut s).await {
+                    let n = served.fetch_add(1, Ordering::SeqCst);
+                    let _ = s.write_all(&reply(n)).await;
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test]
+async fn tcp_refused_accepted_connect_port_and_bindto() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let up = TcpProbe::new()
+        .bindto("127.0.0.1".parse().unwrap())
+        .probe(addr, T)
+        .await;
+    assert!(up.is_up(), "{}", up.reason);
+    // connect_port: probe the listener's port although the backend's port is 1.
+    let other: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let via_port = TcpProbe::new()
+        .connect_port(addr.port())
+        .probe(other, T)
+        .await;
+    assert!(via_port.is_up(), "{}", via_port.reason);
+    // A source address of the wrong family is a reason, not a panic.
+    let wrong = TcpProbe::new()
+        .bindto("::1".parse().unwrap())
+        .probe(addr, T)
+        .await;
+    assert!(!wrong.is_up());
+    drop(listener);
+    let refused = TcpProbe::new().probe(addr, T).await;
+    assert_eq!(refused.health, Health::Down);
+    assert!(refused.reason.contains("refused"), "{}", refused.reason);
+    assert!(refused.latency < T);
+}
+
+#[tokio::test]
+async fn http_accept_then_hang_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let keep = Arc::clone(&held);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            keep.lock().await.push(s); // accept, never answer
+        }
+    });
+    let probe = HttpProbe::builder("/").build().unwrap();
+    let timeout = Duration::from_millis(300);
+    let started = tokio::time::Instant::now();
+    let out = probe.probe(addr, timeout).await;
+    assert!(!out.is_up());
+    assert!(out.reason.contains("within"), "{}", out.reason);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(out.latency >= timeout);
+}
+
+#[tokio::test]
+async fn http_500_then_200_with_host_and_status_list() {
+    let (addr, _) = http_server(|n| {
+        if n == 0 {
+            response(500, "oops")
+        } else {
+            response(200, "fine")
+        }
+    })
+    .await;
+    let probe = HttpProbe::builder("/health")
+        .host("backend.test")
+        .status_code("200-299,302")
+        .unwrap()
+        .build()
+        .unwrap();
+    let first = probe.probe(addr, T).await;
+    assert!(!first.is_up());
+    assert_eq!(first.reason, "status 500 not in 200-299,302");
+    let second = probe.probe(addr, T).await;
+    assert!(second.is_up(), "{}", second.reason);
+    assert_eq!(probe.kind(), "http");
+}
+
+#[tokio::test]
+async fn http_body_digest_detects_a_changed_body() {
+    let (addr, _) = http_server(|n| {
+        response(
+            200,
+            if n == 0 {
+                "The quick brown fox jumps over the lazy dog"
+            } else {
+                "The quick brown fox jumps over the lazy cat"
+            },
+        )
+    })
+    .await;
+    // md5("The quick brown fox jumps over the lazy dog"), as keepalived's genhash prints it.
+    let probe = HttpProbe::builder("/")
+        .digest("9e107d9d372bb6826bd81d3542a419d6")
+        .unwrap()
+        .build()
+        .unwrap();
+    let same = probe.probe(addr, T).await;
+    assert!(same.is_up(), "{}", same.reason);
+    let changed = probe.probe(addr, T).await;
+    assert!(!changed.is_up());
+    assert!(
+        changed
+            .reason
+            .contains("!= expected 9e107d9d372bb6826bd81d3542a419d6"),
+        "{}",
+        changed.reason
+    );
+    let contains = HttpProbe::builder("/")
+        .body_contains("lazy cat")
+        .build()
+        .unwrap();
+    assert!(contains.probe(addr, T).await.is_up());
+}
+
+#[tokio::test]
+async fn http_garbage_is_down_with_a_reason() {
+    for garbage in [
+        &b"garbage\r\n\r\n"[..],
+        &[0u8, 0xff, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'][..],
+        &b"HTTP/1.1 abc\r\n\r\n"[..],
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 99999\r\n\r\nshort"[..],
+    ] {
+        let bytes = garbage.to_vec();
+        let (addr, _) = http_server(move |_| bytes.clone()).await;
+        let digest = HttpProbe::builder("/")
+            .digest("9e107d9d372bb6826bd81d3542a419d6")
+            .unwrap()
+            .build()
+            .unwrap();
+        let out = digest.probe(addr, T).await;
+        assert!(!out.is_up(), "{garbage:?} passed: {}", out.reason);
+        assert!(!out.reason.is_empty());
+    }
+    // A backend that closes at once.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            drop(s);
+        }
+    });
+    let out = HttpProbe::builder("/")
+        .build()
+        .unwrap()
+        .probe(addr, T)
+        .await;
+    assert!(!out.is_up());
+    assert!(out.reason.contains("HTTP"), "{}", out.reason);
+}
+
+#[tokio::test]
+async fn flapping_backend_never_flips_with_hysteresis_then_goes_down() {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = Arc::clone(&failing);
+    let (addr, served) = http_server(move |n| {
+        if f.load(Ordering::SeqCst) || n % 2 == 1 {
+            response(500, "")
+        } else {
+            response(200, "")
+        }
+    })
+    .await;
+    let config = HealthCheckConfig::haproxy()
+        .rise(2)
+        .fall(2)
+        .inter(Duration::from_millis(20))
+        .timeout(T)
+        .build()
+        .unwrap();
+    let mut driver = HealthDriver::new(16);
+    let mut events = driver.subscribe();
+    driver
+        .add(
+            BackendId(1),
+            addr,
+            Box::new(HttpProbe::builder("/").build().unwrap()),
+            config,
+        )
+        .unwrap();
+    // Alternating 200/500: never two failures in a row.
+    let quiet = tokio::time::timeout(Duration::from_millis(600), events.recv()).await;
+    assert!(quiet.is_err(), "flipped while flapping: {quiet:?}");
+    assert!(served.load(Ordering::SeqCst) >= 10, "enough checks ran");
+    failing.store(true, Ordering::SeqCst);
+    let e = tokio::time::timeout(Duration::from_secs(2), events.recv())
+        .await
+        .expect("down in time")
+        .unwrap();
+    assert_eq!((e.old, e.new), (Health::Up, Health::Down));
+    assert!(e.reason.contains("500"), "{}", e.reason);
+    driver.shutdown().await;
+}
+
+fn self_signed() -> (
+    rustls_pki_types::CertificateDer<'static>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+) {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    (
+        cert.der().clone(),
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key_pair.serialize_der().into()),
+    )
+}
+
+async fn tls_server() -> (SocketAddr, rustls_pki_types::CertificateDer<'static>) {
+    let (cert, key) = self_signed();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(Ok(mut tls)) = tokio::time::timeout(T, acceptor.accept(s)).await {
+                    if read_head(&mut tls).await {
+                        let _ = tls.write_all(&response(200, "secure")).await;
+                        let _ = tls.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, cert)
+}
+
+#[tokio::test]
+async fn https_self_signed_verification_on_and_off() {
+    let (addr, cert) = tls_server().await;
+    let insecure = HttpProbe::builder("/")
+        .body_contains("secure")
+        .tls(TlsOptions::new().verify(false))
+        .build()
+        .unwrap();
+    assert_eq!(insecure.kind(), "https");
+    let out = insecure.probe(addr, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+
+    let verified = HttpProbe::builder("/")
+        .tls(TlsOptions::new().sni("localhost"))
+        .build()
+        .unwrap();
+    let out = verified.probe(addr, T).await;
+    assert!(
+        !out.is_up(),
+        "a self-signed cert must not verify by default"
+    );
+    assert!(out.reason.contains("TLS handshake"), "{}", out.reason);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let pinned = HttpProbe::builder("/")
+        .host("localhost")
+        .tls(TlsOptions::new().roots(roots))
+        .build()
+        .unwrap();
+    let out = pinned.probe(addr, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+
+    // Plain HTTP to a TLS port, and TLS to a plain port: reasons, no panic.
+    let plain = HttpProbe::builder("/")
+        .build()
+        .unwrap()
+        .probe(addr, T)
+        .await;
+    assert!(!plain.is_up());
+    let (http_addr, _) = http_server(|_| response(200, "")).await;
+    let tls_to_plain = insecure.probe(http_addr, T).await;
+    assert!(!tls_to_plain.is_up());
+}
+
+#[tokio::test]
+async fn udp_echo_exact_and_unreachable() {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(&buf[..n], peer).await;
+        }
+    });
+    let any = UdpProbe::new(&b"ping"[..]).probe(addr, T).await;
+    assert!(any.is_up(), "{}", any.reason);
+    let exact = UdpProbe::new(&b"ping"[..])
+        .expect(UdpExpect::Exact(b"ping".to_vec()))
+        .probe(addr, T)
+        .await;
+    assert!(exact.is_up(), "{}", exact.reason);
+    let wrong = UdpProbe::new(&b"ping"[..])
+        .expect(UdpExpect::Exact(b"pong".to_vec()))
+        .probe(addr, T)
+        .await;
+    assert!(!wrong.is_up());
+    // A closed port: ICMP port unreachable on loopback, seen as refused.
+    let closed = {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.local_addr().unwrap()
+    };
+    let out = UdpProbe::new(&b"ping"[..]).probe(closed, T).await;
+    assert!(!out.is_up());
+    assert!(out.latency < T, "refused at once: {}", out.reason);
+}
+
+#[tokio::test]
+async fn exec_exit_codes_and_dynamic_weight() {
+    let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let ok = ExecProbe::shell("exit 0").probe(addr, T * 4).await;
+    assert!(ok.is_up(), "{}", ok.reason);
+    let down = ExecProbe::shell("exit 1").probe(addr, T * 4).await;
+    assert!(!down.is_up());
+    assert_eq!(down.reason, "exit 1");
+    let seven = ExecProbe::shell("exit 7")
+        .misc_dynamic(true)
+        .probe(addr, T * 4)
+        .await;
+    assert!(seven.is_up());
+    assert_eq!(seven.weight, Some(Weight::new(5).unwrap()));
+    let static_seven = ExecProbe::shell("exit 7").probe(addr, T * 4).await;
+    assert!(!static_seven.is_up());
+    // The backend is passed in the environment.
+    let env = ExecProbe::shell(r#"test "$LB_BACKEND_ADDR:$LB_BACKEND_PORT" = 127.0.0.1:8080"#)
+        .probe(addr, T * 4)
+        .await;
+    assert!(env.is_up(), "{}", env.reason);
+    let missing = ExecProbe::new("/nonexistent/check").probe(addr, T).await;
+    assert!(!missing.is_up());
+    assert!(missing.reason.contains("start"), "{}", missing.reason);
+}
+
+async fn next(events: &mut tokio::sync::broadcast::Receiver<HealthEvent>) -> HealthEvent {
+    tokio::time::timeout(Duration::from_secs(3), events.recv())
+        .await
+        .expect("event in time")
+        .unwrap()
+}
+
+/// Processes of process group `pgid` that are still alive (not zombies).
+fn live_group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...: split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+async fn read_pid(path: &std::path::Path) -> i32 {
+    for _ in 0..100 {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if let Ok(p) = s.trim().parse() {
+                return p;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("script did not write its pid to {}", path.display());
+}
+
+#[tokio::test]
+async fn exec_hung_script_is_killed_with_its_group_and_reaped() {
+    let pidfile = std::env::temp_dir().join(format!("lb-health-hang-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
+    // A script that hangs, with a grandchild in the same group.
+    let script = format!("echo $$ > {}; sleep 30 & sleep 30; wait", pidfile.display());
+    let probe = ExecProbe::shell(script).misc_timeout(Duration::from_millis(300));
+    assert_eq!(probe.timeout(), Some(Duration::from_millis(300)));
+    let started = tokio::time::Instant::now();
+    let running = tokio::spawn(async move {
+        probe
+            .probe("127.0.0.1:1".parse().unwrap(), Duration::from_secs(60))
+            .await
+    });
+    let pid = read_pid(&pidfile).await;
+    let _ = std::fs::remove_file(&pidfile);
+    // While it hangs, the group is there (so the check below can see a leak).
+    let members = live_group_members(pid);
+    assert!(members.contains(&pid), "{members:?}");
+    let out = running.await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(!out.is_up());
+    assert!(out.reason.contains("timed out"), "{}", out.reason);
+    // The leader was reaped by the probe; the group's other members die with SIGKILL.
+    let mut live = live_group_members(pid);
+    for _ in 0..50 {
+        if live.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        live = live_group_members(pid);
+    }
+    assert!(live.is_empty(), "leaked processes {live:?} of group {pid}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the script itself was reaped"
+    );
+}
+
+#[tokio::test]
+async fn exec_dropped_probe_kills_its_group() {
+    let pidfile = std::env::temp_dir().join(format!("lb-health-drop-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
+    let script = format!("echo $$ > {}; sleep 30; exit 0", pidfile.display());
+    let probe = ExecProbe::shell(script);
+    // The caller gives up first (a driver shutdown, a removed backend).
+    let r = tokio::time::timeout(
+        Duration::from_millis(300),
+        probe.probe("127.0.0.1:1".parse().unwrap(), Duration::from_secs(60)),
+    )
+    .await;
+    assert!(r.is_err());
+    let pid = read_pid(&pidfile).await;
+    let _ = std::fs::remove_file(&pidfile);
+    let mut live = live_group_members(pid);
+    for _ in 0..100 {
+        if live.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        live = live_group_members(pid);
+    }
+    assert!(live.is_empty(), "leaked processes {live:?} of group {pid}");
+}
+
+#[tokio::test]
+async fn driver_updates_a_pool_with_dynamic_weight_and_inhibit() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_addr = listener.local_addr().unwrap();
+    let set = BackendSet::new(vec![
+        Backend::new(BackendId(1), tcp_addr).with_weight(Weight::new(3).unwrap()),
+        Backend::new(BackendId(2), "127.0.0.1:2".parse().unwrap()),
+    ])
+    .unwrap();
+    let pool = Arc::new(
+        Pool::new(
+            "wrr".parse::<lb_core::Algorithm>().unwrap(),
+            set,
+            PoolConfig::default(),
+        )
+        .unwrap(),
+    );
+    let config = HealthCheckConfig::haproxy()
+        .inter(Duration::from_millis(50))
+        .rise(1)
+        .fall(1)
+        .timeout(T * 4)
+        .build()
+        .unwrap();
+    let mut driver = HealthDriver::new(64);
+    let mut events = driver.subscribe();
+    driver.apply_to_pool(
+        Arc::clone(&pool),
+        PoolApplier::new(&pool, OnFailure::Inhibit),
+    );
+    driver
+        .add(
+            BackendId(1),
+            tcp_addr,
+            Box::new(TcpProbe::new()),
+            config.clone(),
+        )
+        .unwrap();
+    driver
+        .add(
+            BackendId(2),
+            "127.0.0.1:2".parse().unwrap(),
+            Box::new(ExecProbe::shell("exit 7").misc_dynamic(true)),
+            config,
+        )
+        .unwrap();
+    let e = next(&mut events).await;
+    assert_eq!(
+        (e.backend, e.weight),
+        (BackendId(2), Some(Weight::new(5).unwrap()))
+    );
+    drop(listener);
+    let e = next(&mut events).await;
+    assert_eq!((e.backend, e.new), (BackendId(1), Health::Down));
+    // The updater runs concurrently; give it a moment (bounded).
+    let mut state = (0, 0);
+    for _ in 0..100 {
+        let b = pool.backends();
+        state = (
+            b.get(BackendId(1)).unwrap().weight().get(),
+            b.get(BackendId(2)).unwrap().weight().get(),
+        );
+        if state == (0, 5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, (0, 5), "inhibited at weight 0; dynamic weight 5");
+    assert_eq!(
+        pool.backends().get(BackendId(1)).unwrap().health(),
+        Health::Up,
+        "inhibit keeps the backend in the set"
+    );
+    driver.shutdown().await;
+}
