@@ -1,1 +1,78 @@
-//! HTTP/1.1 mode: per-request balancing on hyper. Being built (issue: HTTP mode).
+//! HTTP/1.1 mode: per-request balancing on hyper (HAProxy `mode http`, nginx
+//! `proxy_pass`, the HTTP listeners of cloud load balancers).
+//!
+//! Every request on a client connection is routed and scheduled on its own: [`Router`]
+//! picks a pool by `Host` (exact or `*.example.com`) and path prefix, falling back to a
+//! default pool; the pool's scheduler picks a backend ([`lb_core::Pool::select`], with a
+//! [hash key](HashKeySource) taken from a header, a cookie or the URI when configured);
+//! the request goes out on a pooled keep-alive connection to that backend. The client is
+//! named to the backend in `X-Forwarded-For` (appended), `X-Forwarded-Proto`,
+//! `X-Forwarded-Port` and RFC 7239 `Forwarded`, each switchable ([`ForwardedHeaders`]).
+//!
+//! | what happens | the client gets | counted in |
+//! |---|---|---|
+//! | no route, or no live backend in the pool | 503 | `no_backend` |
+//! | backend connect fails | a retry on another backend for idempotent methods, else 502 | `bad_gateway`, backend `connect_failures` |
+//! | backend sends no response head in time | 504 | `gateway_timeout`, backend `timeouts` |
+//! | backend breaks the connection | a retry for bodiless idempotent requests, else 502 | `bad_gateway` |
+//! | malformed request / head too large | 400 / 431 from hyper, connection closed | `bad_requests` |
+//! | request head not complete in time (slowloris) | connection closed | `header_timeouts` |
+//!
+//! Backend failures (and 5xx responses, as [`PassiveHealth`] says) are counted in lb-core's
+//! shared [`BackendStats`](lb_core::BackendStats) and reported to an [`OutcomeObserver`],
+//! so passive health can mark a backend down in the same [`Pool`](lb_core::Pool) active
+//! health checks use. `Connection: upgrade` requests (WebSocket) are passed through: on a
+//! backend's `101` both connections are taken over from hyper and copied both ways.
+//!
+//! The sans-IO parts ([`config`], [`route`], [`forwarded`], [`stats`]) read no clock and do no
+//! IO; the driver is [`HttpProxy`].
+//!
+//! # Examples
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
+//! use lb_proxy::http::{HttpProxy, HttpProxyConfig, Route};
+//!
+//! let pool = |port: u16| -> Result<Arc<Pool>, lb_core::Error> {
+//!     let set = BackendSet::new(vec![Backend::new(BackendId(1), ([127, 0, 0, 1], port).into())])?;
+//!     Ok(Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default())?))
+//! };
+//! let mut config = HttpProxyConfig::new("web");
+//! config.routes.push(Route::new("api").path_prefix("/api/"));
+//! config.default_pool = Some("www".into());
+//! let proxy = HttpProxy::bind(
+//!     "127.0.0.1:0".parse()?,
+//!     config,
+//!     vec![("www".into(), pool(1)?), ("api".into(), pool(2)?)],
+//!     None,
+//! )
+//! .await?;
+//! assert_eq!(proxy.stats().backends.len(), 2);
+//! proxy.shutdown(Duration::from_secs(1)).await;
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod client;
+pub mod config;
+pub mod error;
+pub mod forwarded;
+pub mod observer;
+mod proxy;
+pub mod route;
+pub mod stats;
+
+pub use config::{
+    ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Limits, PassiveHealth, Route,
+    Timeouts,
+};
+pub use error::{Error, ErrorSource, ForwardError, Result};
+pub use forwarded::{add_forwarded, is_upgrade_request, strip_hop_by_hop};
+pub use observer::{BackendOutcome, OutcomeObserver};
+pub use proxy::HttpProxy;
+pub use route::{hash_key, request_host, Router};
+pub use stats::{BackendHttpStats, HttpStatsSnapshot, StatusClasses, VirtualServerStats};

@@ -1,0 +1,170 @@
+//! The body of a response sent to a client: a backend's, streamed, or the proxy's own.
+//! Streaming a backend body to its end hands the backend connection back to the pool.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use lb_core::RequestGuard;
+
+use super::client::{BackendBody, ConnPool, IdleList};
+
+/// Request activity on one client connection, for the idle keep-alive timeout.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    base: tokio::time::Instant,
+    in_flight: AtomicU32,
+    /// Milliseconds since `base` when the last request finished (or the connection opened).
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+            in_flight: AtomicU32::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// When the connection became idle, or `None` while a request is in flight.
+    pub(crate) fn idle_since(&self) -> Option<tokio::time::Instant> {
+        (self.in_flight.load(Ordering::Acquire) == 0).then(|| {
+            self.base + std::time::Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire))
+        })
+    }
+}
+
+/// Counts a request in flight on its client connection until dropped.
+#[derive(Debug)]
+pub(crate) struct ActiveRequest(Arc<Activity>);
+
+impl ActiveRequest {
+    pub(crate) fn new(a: &Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(a))
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        let ms = self.0.base.elapsed().as_millis() as u64;
+        self.0.idle_since_ms.store(ms, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What goes back to the pool when a backend body is complete.
+#[derive(Debug)]
+pub(crate) struct Release {
+    pub(crate) pool: Arc<ConnPool>,
+    pub(crate) list: Arc<IdleList>,
+    pub(crate) tx: SendRequest<BackendBody>,
+    pub(crate) _request: RequestGuard,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Backend {
+        inner: Incoming,
+        release: Option<Release>,
+        done: bool,
+    },
+    Local(Option<Bytes>),
+}
+
+/// A response body for the client.
+#[derive(Debug)]
+pub(crate) struct ResponseBody {
+    kind: Kind,
+    active: Option<ActiveRequest>,
+}
+
+impl ResponseBody {
+    pub(crate) fn backend(inner: Incoming, release: Option<Release>) -> Self {
+        Self {
+            kind: Kind::Backend {
+                inner,
+                release,
+                done: false,
+            },
+            active: None,
+        }
+    }
+
+    pub(crate) fn local(bytes: Bytes) -> Self {
+        Self {
+            kind: Kind::Local((!bytes.is_empty()).then_some(bytes)),
+            active: None,
+        }
+    }
+
+    pub(crate) fn empty() -> Self {
+        Self::local(Bytes::new())
+    }
+
+    pub(crate) fn attach(&mut self, active: ActiveRequest) {
+        self.active = Some(active);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Local(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Backend { inner, done, .. } => {
+                let r = Pin::new(&mut *inner).poll_frame(cx);
+                match &r {
+                    Poll::Ready(None) => *done = true,
+                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => *done = true,
+                    _ => {}
+                }
+                r
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Local(b) => b.is_none(),
+            Kind::Backend { inner, done, .. } => *done || inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Backend { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Kind::Backend {
+            inner,
+            release,
+            done,
+        } = &mut self.kind
+        {
+            if let Some(r) = release.take() {
+                // A body read to its end leaves the connection ready for the next request;
+                // one dropped half-way would need draining, so it is closed instead.
+                if *done || inner.is_end_stream() {
+                    r.pool.checkin(&r.list, r.tx);
+                }
+            }
+        }
+    }
+}

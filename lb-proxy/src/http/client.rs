@@ -1,0 +1,185 @@
+//! Pooled HTTP/1.1 connections to backends over `hyper::client::conn::http1`: one idle list
+//! per backend address, most recently used first, bounded by
+//! [`Limits::max_idle_per_backend`](super::Limits::max_idle_per_backend), expired after
+//! [`Timeouts::backend_idle`](super::Timeouts::backend_idle).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::error::ForwardError;
+
+/// The body of a request sent to a backend: the client's, or empty on a replay.
+pub(crate) type BackendBody = Either<Incoming, Empty<Bytes>>;
+
+#[derive(Debug)]
+struct IdleConn {
+    tx: SendRequest<BackendBody>,
+    since: Instant,
+}
+
+/// The idle connections to one backend.
+#[derive(Debug, Default)]
+pub(crate) struct IdleList {
+    conns: Mutex<Vec<IdleConn>>,
+}
+
+impl IdleList {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<IdleConn>> {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A connection taken from the pool (or freshly made) for one request.
+#[derive(Debug)]
+pub(crate) struct Checkout {
+    pub(crate) tx: SendRequest<BackendBody>,
+    /// Whether it served an earlier request (a failure may be a keep-alive race).
+    pub(crate) reused: bool,
+    pub(crate) list: Arc<IdleList>,
+}
+
+/// Every backend's idle list.
+#[derive(Debug)]
+pub(crate) struct ConnPool {
+    lists: RwLock<HashMap<SocketAddr, Arc<IdleList>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+    builder: Builder,
+}
+
+impl ConnPool {
+    pub(crate) fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
+        Self {
+            lists: RwLock::default(),
+            max_idle,
+            idle_timeout,
+            connect_timeout,
+            builder: Builder::new(),
+        }
+    }
+
+    fn list(&self, addr: SocketAddr) -> Arc<IdleList> {
+        if let Some(l) = self
+            .lists
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&addr)
+        {
+            return Arc::clone(l);
+        }
+        Arc::clone(
+            self.lists
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(addr)
+                .or_default(),
+        )
+    }
+
+    /// A ready connection to `addr`: the most recent idle one that is still open (when
+    /// `reuse`), else a new one.
+    ///
+    /// # Errors
+    /// [`ForwardError::Connect`], [`ForwardError::ConnectTimeout`] or
+    /// [`ForwardError::Handshake`] when a new connection cannot be made.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a connection being made is dropped; pooled ones are untouched.
+    pub(crate) async fn checkout(
+        &self,
+        addr: SocketAddr,
+        reuse: bool,
+    ) -> Result<Checkout, ForwardError> {
+        let list = self.list(addr);
+        if reuse {
+            let now = Instant::now();
+            loop {
+                let Some(mut idle) = list.lock().pop() else {
+                    break;
+                };
+                if idle.tx.is_closed() || now.duration_since(idle.since) >= self.idle_timeout {
+                    continue;
+                }
+                if idle.tx.is_ready() || idle.tx.ready().await.is_ok() {
+                    return Ok(Checkout {
+                        tx: idle.tx,
+                        reused: true,
+                        list,
+                    });
+                }
+            }
+        }
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Err(_) => return Err(ForwardError::ConnectTimeout { backend: addr }),
+                Ok(Err(source)) => {
+                    return Err(ForwardError::Connect {
+                        backend: addr,
+                        source,
+                    })
+                }
+                Ok(Ok(s)) => s,
+            };
+        let _ = stream.set_nodelay(true);
+        let (tx, conn) = self
+            .builder
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ForwardError::Handshake {
+                backend: addr,
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(backend = %addr, error = %e, "backend connection ended");
+            }
+        });
+        Ok(Checkout {
+            tx,
+            reused: false,
+            list,
+        })
+    }
+
+    /// Returns a connection whose response is complete to its idle list, unless it is
+    /// closed or the list is full.
+    pub(crate) fn checkin(&self, list: &IdleList, tx: SendRequest<BackendBody>) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut conns = list.lock();
+        if conns.len() < self.max_idle {
+            conns.push(IdleConn {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops idle connections older than the idle timeout or already closed.
+    pub(crate) fn purge(&self) {
+        let now = Instant::now();
+        let lists: Vec<Arc<IdleList>> = self
+            .lists
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for l in lists {
+            l.lock()
+                .retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < self.idle_timeout);
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! [`HttpProxyConfig`]: everything an HTTP virtual server is told, as plain data.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use lb_proxy::http::{HashKeySource, HttpProxyConfig, Route};
+//!
+//! let mut config = HttpProxyConfig::new("web");
+//! config.default_pool = Some("www".into());
+//! config.routes.push(Route::new("api").host("*.api.example.com".parse()?).path_prefix("/v1/"));
+//! config.hash_key = HashKeySource::Cookie("session".into());
+//! config.timeouts.backend_response = Duration::from_secs(5);
+//! config.validate()?;
+//! # Ok::<(), lb_proxy::http::Error>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::HeaderName;
+
+use super::error::{Error, Result};
+
+/// Which client-identity headers the proxy adds to every request it forwards. Each can be
+/// switched off on its own (HAProxy `option forwardfor`, nginx `proxy_set_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardedHeaders {
+    /// Append the client address to `X-Forwarded-For`, keeping what earlier proxies wrote
+    /// (default on). IPv6 addresses are written bare (`2001:db8::1`), as nginx and HAProxy do.
+    pub x_forwarded_for: bool,
+    /// Set `X-Forwarded-Proto: http`, replacing a client-supplied value (default on).
+    pub x_forwarded_proto: bool,
+    /// Set `X-Forwarded-Port` to the port the client connected to, replacing a
+    /// client-supplied value (default on).
+    pub x_forwarded_port: bool,
+    /// Append an [RFC 7239] `Forwarded` element `for="…";proto=http;host=…` (default off).
+    /// IPv6 nodes are quoted and bracketed: `for="[2001:db8::1]:4711"` (§6).
+    ///
+    /// [RFC 7239]: https://www.rfc-editor.org/rfc/rfc7239
+    pub forwarded: bool,
+}
+
+impl Default for ForwardedHeaders {
+    fn default() -> Self {
+        Self {
+            x_forwarded_for: true,
+            x_forwarded_proto: true,
+            x_forwarded_port: true,
+            forwarded: false,
+        }
+    }
+}
+
+impl ForwardedHeaders {
+    /// Every header off: the request reaches the backend as the client sent it (less
+    /// hop-by-hop headers).
+    pub const NONE: Self = Self {
+        x_forwarded_for: false,
+        x_forwarded_proto: false,
+        x_forwarded_port: false,
+        forwarded: false,
+    };
+}
+
+/// What the `Host` of a request must be for a [`Route`] to apply.
+///
+/// Parsed from `example.com` (exact) or `*.example.com` (any name ending in `.example.com`,
+/// at any depth, as nginx `server_name *.example.com`; not `example.com` itself). Matching is
+/// case-insensitive and ignores the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// This name exactly (stored lowercase).
+    Exact(String),
+    /// Any name ending in this suffix; stored lowercase with its leading dot (`.example.com`).
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// Whether `host` (lowercase, without port) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            Self::Exact(name) => host == name,
+            Self::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+        }
+    }
+}
+
+/// Parses `example.com` or `*.example.com`.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for an empty name, a `*` anywhere but a leading `*.`, or a name
+/// with a port, a slash or whitespace.
+impl FromStr for HostMatch {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidConfig {
+            setting: "route host",
+            reason: format!("{s:?}: {reason}"),
+        };
+        let lower = s.trim().to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        if name.is_empty() {
+            return Err(bad("empty host name"));
+        }
+        if name
+            .bytes()
+            .any(|b| b == b'*' || b == b':' || b == b'/' || b.is_ascii_whitespace())
+        {
+            return Err(bad(
+                "only a leading `*.` wildcard is allowed, and no port, slash or space",
+            ));
+        }
+        Ok(if wild {
+            Self::Suffix(format!(".{name}"))
+        } else {
+            Self::Exact(name.to_owned())
+        })
+    }
+}
+
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(n) => f.write_str(n),
+            Self::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+/// One routing rule: requests whose host and path match go to `pool`. Rules are tried in
+/// order; the first match wins; when none matches, [`HttpProxyConfig::default_pool`] takes
+/// the request (Edge-LB `linkBackend.defaultBackend`, HAProxy `default_backend`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The host condition; `None` matches any host.
+    pub host: Option<HostMatch>,
+    /// The path condition, a plain byte prefix of the request path (HAProxy `path_beg`, nginx
+    /// prefix `location`): `/api` matches `/api`, `/api/x` and `/apix`. `None` matches any
+    /// path.
+    pub path_prefix: Option<String>,
+    /// The name of the pool that serves matching requests.
+    pub pool: String,
+}
+
+impl Route {
+    /// A rule sending every request to `pool`; narrow it with [`Route::host`] and
+    /// [`Route::path_prefix`].
+    pub fn new(pool: impl Into<String>) -> Self {
+        Self {
+            host: None,
+            path_prefix: None,
+            pool: pool.into(),
+        }
+    }
+
+    /// Adds a host condition.
+    #[must_use]
+    pub fn host(mut self, host: HostMatch) -> Self {
+        self.host = Some(host);
+        self
+    }
+
+    /// Adds a path-prefix condition.
+    #[must_use]
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.path_prefix = Some(prefix.into());
+        self
+    }
+}
+
+/// What hash schedulers (`sh`, `mh`, `ring_hash`) key on in HTTP mode. When the source is
+/// absent from a request, the pick falls back to the client address.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HashKeySource {
+    /// The client address (default; HAProxy `balance source`).
+    #[default]
+    ClientAddr,
+    /// The value of this request header (HAProxy `balance hdr(name)`).
+    Header(HeaderName),
+    /// The value of this cookie (nginx `hash $cookie_name`).
+    Cookie(String),
+    /// The path and query (HAProxy `balance uri`).
+    Uri,
+}
+
+/// Time limits. All are wall-clock durations; a zero duration is refused by
+/// [`HttpProxyConfig::validate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long a client may take to send a complete request head, from the first byte
+    /// hyper waits for (default 10 s; HAProxy `timeout http-request`). Slowloris clients are
+    /// cut off here. hyper also runs this timer while a keep-alive connection waits for its
+    /// next request, so the effective idle timeout is at most this.
+    pub header_read: Duration,
+    /// How long a keep-alive client connection may sit with no request in flight before it
+    /// is closed (default 60 s; HAProxy `timeout http-keep-alive`).
+    pub client_idle: Duration,
+    /// How long a TCP connect to a backend may take (default 3 s; HAProxy `timeout connect`).
+    pub backend_connect: Duration,
+    /// How long a backend may take to send its response head after the request was handed
+    /// to it (default 30 s; HAProxy `timeout server`). Past it the client gets 504.
+    pub backend_response: Duration,
+    /// How long an idle pooled backend connection is kept (default 60 s).
+    pub backend_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            client_idle: Duration::from_secs(60),
+            backend_connect: Duration::from_secs(3),
+            backend_response: Duration::from_secs(30),
+            backend_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Size and count limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head (request line and headers), bytes (default 16 384; at least
+    /// 8 192, hyper's minimum buffer). Larger heads get 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    /// Most request headers (default 100). More get 431 and the connection is closed.
+    pub max_headers: usize,
+    /// Idle keep-alive connections kept per backend (default 64; nginx `keepalive`). 0 turns
+    /// backend keep-alive off: one connection per request.
+    pub max_idle_per_backend: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16_384,
+            max_headers: 100,
+            max_idle_per_backend: 64,
+        }
+    }
+}
+
+/// Passive health: which backend responses count as failures
+/// ([`BackendStats::record_failure`](lb_core::BackendStats::record_failure) and
+/// [`OutcomeObserver`](super::OutcomeObserver)). Connect failures, timeouts and broken
+/// connections always count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Count 5xx responses from a backend as failures (default on; Envoy's
+    /// `consecutive_5xx`).
+    pub count_5xx: bool,
+    /// The decay of the peak-EWMA latency fed to `peak_ewma` (default 10 s).
+    pub latency_decay: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            count_5xx: true,
+            latency_decay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The settings of one HTTP virtual server. Pools are handed separately to
+/// [`HttpProxy::start`](super::HttpProxy::start) and referred to here by name.
+///
+/// [`HttpProxyConfig::new`] defaults:
+/// - `forwarded`: `X-Forwarded-For`, `-Proto` and `-Port` on; `Forwarded` off
+/// - `accept_proxy`: off
+/// - `routes`: none; `default_pool`: none (every request gets 503 until one is set)
+/// - `hash_key`: the client address
+/// - `timeouts`: header read 10 s, client idle 60 s, backend connect 3 s, backend response
+///   30 s, backend idle 60 s
+/// - `limits`: 16 KiB head, 100 headers, 64 idle connections per backend
+/// - `retries`: 2
+/// - `passive_health`: 5xx counts as a failure
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpProxyConfig {
+    /// The virtual server's name, used in logs and stats.
+    pub name: String,
+    /// Client-identity headers.
+    pub forwarded: ForwardedHeaders,
+    /// Expect a PROXY protocol v1/v2 header at the start of every client connection (HAProxy
+    /// `accept-proxy`) and take the client address from it.
+    pub accept_proxy: bool,
+    /// Routing rules, tried in order.
+    pub routes: Vec<Route>,
+    /// The pool for requests no rule matches.
+    pub default_pool: Option<String>,
+    /// What hash schedulers key on.
+    pub hash_key: HashKeySource,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Size and count limits.
+    pub limits: Limits,
+    /// How many other backends an idempotent request may be retried on after a connect
+    /// failure (or a pooled connection the backend had closed). Non-idempotent requests
+    /// are never retried: they get 502.
+    pub retries: u32,
+    /// What counts as a backend failure.
+    pub passive_health: PassiveHealth,
+}
+
+impl HttpProxyConfig {
+    /// A configuration with the defaults listed on the type.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            forwarded: ForwardedHeaders::default(),
+            accept_proxy: false,
+            routes: Vec::new(),
+            default_pool: None,
+            hash_key: HashKeySource::default(),
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            retries: 2,
+            passive_health: PassiveHealth::default(),
+        }
+    }
+
+    /// Checks values that are wrong whatever the pools.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a zero timeout, a head limit below 8 192 bytes, a
+    /// header-count limit of 0, or a path prefix not starting with `/`.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.timeouts;
+        for (setting, d) in [
+            ("timeouts.header_read", t.header_read),
+            ("timeouts.client_idle", t.client_idle),
+            ("timeouts.backend_connect", t.backend_connect),
+            ("timeouts.backend_response", t.backend_response),
+            ("timeouts.backend_idle", t.backend_idle),
+        ] {
+            if d.is_zero() {
+                return Err(Error::InvalidConfig {
+                    setting,
+                    reason: "must be above 0 s".into(),
+                });
+            }
+        }
+        if self.limits.max_header_bytes < 8_192 {
+            return Err(Error::InvalidConfig {
+                setting: "limits.max_header_bytes",
+                reason: format!(
+                    "{} bytes is below hyper's minimum of 8192",
+                    self.limits.max_header_bytes
+                ),
+            });
+        }
+        if self.limits.max_headers == 0 {
+            return Err(Error::InvalidConfig {
+                setting: "limits.max_headers",
+                reason: "must be at least 1".into(),
+            });
+        }
+        for r in &self.routes {
+            if let Some(p) = &r.path_prefix {
+                if !p.starts_with('/') {
+                    return Err(Error::InvalidConfig {
+                        setting: "route path_prefix",
+                        reason: format!("{p:?} does not start with `/`"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_match_parses_and_matches() {
+        let exact: HostMatch = "Example.COM".parse().unwrap();
+        assert!(exact.matches("example.com"));
+        assert!(!exact.matches("www.example.com"));
+        let wild: HostMatch = "*.example.com".parse().unwrap();
+        assert_eq!(wild.to_string(), "*.example.com");
+        assert!(wild.matches("a.example.com"));
+        assert!(wild.matches("a.b.example.com"));
+        assert!(!wild.matches("example.com"));
+        assert!(!wild.matches("badexample.com"));
+        for bad in ["", "*.", "a.*.com", "example.com:80", "*example.com", "a/b"] {
+            assert!(bad.parse::<HostMatch>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validate_refuses_nonsense() {
+        let mut c = HttpProxyConfig::new("t");
+        c.validate().unwrap();
+        c.timeouts.backend_connect = Duration::ZERO;
+        assert!(c.validate().is_err());
+        let mut c = HttpProxyConfig::new("t");
+        c.limits.max_header_bytes = 100;
+        assert!(c.validate().is_err());
+        let mut c = HttpProxyConfig::new("t");
+        c.routes.push(Route::new("p").path_prefix("api"));
+        assert!(c.validate().is_err());
+    }
+}

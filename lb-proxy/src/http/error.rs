@@ -1,0 +1,153 @@
+//! Errors of the HTTP mode: configuration and start-up errors ([`Error`]), and why one
+//! request could not be forwarded ([`ForwardError`], which becomes a 502/503/504 response).
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_proxy::http::{ErrorSource, ForwardError};
+//!
+//! let e = ForwardError::ConnectTimeout { backend: "127.0.0.1:9".parse().unwrap() };
+//! assert_eq!(e.origin(), ErrorSource::Backend);
+//! assert!(e.is_retryable());
+//! assert_eq!(e.status().as_u16(), 502);
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Errors starting or configuring an HTTP virtual server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting has a value that can never work.
+    #[error("invalid {setting}: {reason}")]
+    InvalidConfig {
+        /// The setting, as named in [`HttpProxyConfig`](super::HttpProxyConfig).
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A route or the default pool names a pool that was not handed to the proxy.
+    #[error("unknown pool {0:?}")]
+    UnknownPool(String),
+    /// Two pools were handed to the proxy under one name.
+    #[error("duplicate pool {0:?}")]
+    DuplicatePool(String),
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Reading the listener's local address failed.
+    #[error("cannot read the listener's address: {0}")]
+    LocalAddr(#[source] io::Error),
+}
+
+/// The HTTP mode's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Who caused a failure (pingora's `ErrorSource`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorSource {
+    /// The client: a malformed request, a timeout reading it, a connection it closed.
+    Client,
+    /// A backend: refused, slow, or broke the connection.
+    Backend,
+    /// Our own configuration or state (no pool, no live backend).
+    Internal,
+}
+
+/// Why one request could not be forwarded. Each maps to the status the client receives
+/// ([`ForwardError::status`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwardError {
+    /// No routing rule matched and there is no default pool.
+    #[error("no pool serves host {host:?} path {path:?}")]
+    NoRoute {
+        /// The request's host (empty when absent).
+        host: String,
+        /// The request's path.
+        path: String,
+    },
+    /// The chosen pool has no backend that may take a request.
+    #[error("no live backend in pool {0:?}")]
+    NoBackend(String),
+    /// The TCP connect to a backend failed.
+    #[error("connect to backend {backend} failed: {source}")]
+    Connect {
+        /// The backend's address.
+        backend: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The TCP connect to a backend took longer than the connect timeout.
+    #[error("connect to backend {backend} timed out")]
+    ConnectTimeout {
+        /// The backend's address.
+        backend: SocketAddr,
+    },
+    /// The HTTP handshake on a new backend connection failed.
+    #[error("handshake with backend {backend} failed: {source}")]
+    Handshake {
+        /// The backend's address.
+        backend: SocketAddr,
+        /// The cause.
+        source: hyper::Error,
+    },
+    /// The backend sent no response head within the response timeout.
+    #[error("backend {backend} sent no response within {timeout:?}")]
+    ResponseTimeout {
+        /// The backend's address.
+        backend: SocketAddr,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The backend connection failed while the request was sent or the response awaited.
+    #[error("backend {backend} failed: {source}")]
+    Backend {
+        /// The backend's address.
+        backend: SocketAddr,
+        /// The cause.
+        source: hyper::Error,
+        /// Whether the request never reached the backend (hyper handed it back), so any
+        /// method may be retried.
+        not_sent: bool,
+    },
+}
+
+impl ForwardError {
+    /// Who failed.
+    pub fn origin(&self) -> ErrorSource {
+        match self {
+            Self::NoRoute { .. } | Self::NoBackend(_) => ErrorSource::Internal,
+            _ => ErrorSource::Backend,
+        }
+    }
+
+    /// Whether trying another backend makes sense (for an idempotent request): the request
+    /// cannot have been processed by the backend.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Handshake { .. } => true,
+            Self::Backend { not_sent, .. } => *not_sent,
+            _ => false,
+        }
+    }
+
+    /// The status the client receives: 503 without a backend, 504 on a response timeout,
+    /// 502 otherwise.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute { .. } | Self::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! The driver: accept loop, one hyper server connection per client, and per-request
+//! forwarding with retries, error responses, counters and upgrades.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty};
+use hyper::body::{Body as _, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use lb_core::{Backend, Pool, SelectContext};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::body::{ActiveRequest, Activity, Release, ResponseBody};
+use super::client::{BackendBody, ConnPool};
+use super::config::{HashKeySource, HttpProxyConfig};
+use super::error::{Error, ForwardError, Result};
+use super::forwarded::{add_forwarded, is_upgrade_request, strip_hop_by_hop};
+use super::observer::{BackendOutcome, OutcomeObserver};
+use super::route::{hash_key, request_host, Router};
+use super::stats::{inc, BackendCounterMap, HttpStatsSnapshot, VsCounters};
+
+/// State shared by every connection of one virtual server.
+#[derive(Debug)]
+struct Shared {
+    config: HttpProxyConfig,
+    pools: Vec<(String, Arc<Pool>)>,
+    router: Router,
+    conns: Arc<ConnPool>,
+    server: http1::Builder,
+    vs: VsCounters,
+    backends: BackendCounterMap,
+    observer: Option<Arc<dyn OutcomeObserver>>,
+    /// Fires when the proxy stops for good: upgraded tunnels close.
+    kill: watch::Receiver<bool>,
+}
+
+/// One client connection's addresses.
+#[derive(Debug)]
+struct ClientConn {
+    /// The client (from the socket, or from its PROXY header).
+    client: SocketAddr,
+    /// The address the client connected to.
+    local: SocketAddr,
+    activity: Arc<Activity>,
+}
+
+/// A running HTTP virtual server. Dropping it stops everything at once (as
+/// [`HttpProxy::abort`]); [`HttpProxy::shutdown`] stops gracefully.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
+/// use lb_proxy::http::{HttpProxy, HttpProxyConfig};
+///
+/// let set = BackendSet::new(vec![Backend::new(BackendId(1), "127.0.0.1:8081".parse()?)])?;
+/// let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default())?);
+/// let mut config = HttpProxyConfig::new("web");
+/// config.default_pool = Some("www".into());
+/// let proxy = HttpProxy::bind("127.0.0.1:8080".parse()?, config, vec![("www".into(), pool)], None).await?;
+/// println!("{:?}", proxy.stats().virtual_server);
+/// proxy.shutdown(Duration::from_secs(5)).await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct HttpProxy {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    kill: watch::Sender<bool>,
+    accept: Option<JoinHandle<()>>,
+    reaper: Option<JoinHandle<()>>,
+}
+
+impl HttpProxy {
+    /// Binds `addr` (with `SO_REUSEADDR`, as tokio does) and starts serving. See
+    /// [`HttpProxy::start`] for the arguments.
+    ///
+    /// # Errors
+    /// [`Error::Bind`], and the errors of [`HttpProxy::start`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is started before the listener is bound.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: HttpProxyConfig,
+        pools: Vec<(String, Arc<Pool>)>,
+        observer: Option<Arc<dyn OutcomeObserver>>,
+    ) -> Result<Self> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        Self::start(listener, config, pools, observer)
+    }
+
+    /// Starts serving on an already bound listener (the daemon binds it with the socket
+    /// options it needs: `SO_REUSEPORT`, `IP_FREEBIND` for a VIP not yet present).
+    ///
+    /// `pools` are the backend pools routes refer to, by name. They are shared: health
+    /// checking changes them through [`Pool::set_health`] and this proxy sees the change on
+    /// its next pick. `observer` hears the outcome of every request sent to a backend.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] (see [`HttpProxyConfig::validate`]; also when
+    /// `accept_proxy` is set, which this build does not support yet),
+    /// [`Error::UnknownPool`], [`Error::DuplicatePool`], [`Error::LocalAddr`].
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn start(
+        listener: TcpListener,
+        config: HttpProxyConfig,
+        pools: Vec<(String, Arc<Pool>)>,
+        observer: Option<Arc<dyn OutcomeObserver>>,
+    ) -> Result<Self> {
+        config.validate()?;
+        if config.accept_proxy {
+            return Err(Error::InvalidConfig {
+                setting: "accept_proxy",
+                reason: "PROXY protocol in HTTP mode is not supported yet".into(),
+            });
+        }
+        for (i, (name, _)) in pools.iter().enumerate() {
+            if pools[..i].iter().any(|(n, _)| n == name) {
+                return Err(Error::DuplicatePool(name.clone()));
+            }
+        }
+        let names: Vec<&str> = pools.iter().map(|(n, _)| n.as_str()).collect();
+        let router = Router::new(&config.routes, config.default_pool.as_deref(), &names)?;
+        let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+
+        let mut server = http1::Builder::new();
+        server
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(config.timeouts.header_read)
+            .max_headers(config.limits.max_headers)
+            .max_header_size(config.limits.max_header_bytes);
+        let conns = Arc::new(ConnPool::new(
+            config.limits.max_idle_per_backend,
+            config.timeouts.backend_idle,
+            config.timeouts.backend_connect,
+        ));
+        let (stop, stop_rx) = watch::channel(false);
+        let (kill, kill_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            pools,
+            router,
+            conns: Arc::clone(&conns),
+            server,
+            vs: VsCounters::default(),
+            backends: BackendCounterMap::default(),
+            observer,
+            kill: kill_rx.clone(),
+            config,
+        });
+        let accept = tokio::spawn(accept_loop(Arc::clone(&shared), listener, stop_rx));
+        let period = shared.config.timeouts.backend_idle / 2;
+        let mut reaper_kill = kill_rx;
+        let reaper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => conns.purge(),
+                    _ = reaper_kill.changed() => return,
+                }
+            }
+        });
+        tracing::info!(name = %shared.config.name, addr = %local_addr, "HTTP virtual server listening");
+        Ok(Self {
+            local_addr,
+            shared,
+            stop,
+            kill,
+            accept: Some(accept),
+            reaper: Some(reaper),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The pools it routes to, by name, as handed to [`HttpProxy::start`].
+    pub fn pools(&self) -> &[(String, Arc<Pool>)] {
+        &self.shared.pools
+    }
+
+    /// The counters of the virtual server and of every backend of every pool.
+    pub fn stats(&self) -> HttpStatsSnapshot {
+        let mut backends = Vec::new();
+        for (i, (name, pool)) in self.shared.pools.iter().enumerate() {
+            for b in pool.backends().iter() {
+                backends.push(self.shared.backends.snapshot(i, name, b));
+            }
+        }
+        HttpStatsSnapshot {
+            name: self.shared.config.name.clone(),
+            virtual_server: self.shared.vs.snapshot(),
+            backends,
+        }
+    }
+
+    /// Stops accepting, lets open client connections finish the request they are serving
+    /// (keep-alive connections close after it), and waits up to `grace` for them; then
+    /// closes whatever is left, upgraded tunnels included.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe in the sense that dropping the future part-way leaves the rest of the
+    /// work to `Drop`, which closes everything at once.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        if let Some(mut accept) = self.accept.take() {
+            if tokio::time::timeout(grace, &mut accept).await.is_err() {
+                accept.abort();
+                let _ = accept.await;
+            }
+        }
+        self.abort();
+    }
+
+    /// Stops everything at once: the listener, every client connection and tunnel.
+    pub fn abort(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = self.kill.send(true);
+        if let Some(a) = self.accept.take() {
+            a.abort();
+        }
+        if let Some(r) = self.reaper.take() {
+            r.abort();
+        }
+    }
+}
+
+impl Drop for HttpProxy {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    tasks.spawn(serve_client(Arc::clone(&shared), stream, peer, stop.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn serve_client(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    inc(&shared.vs.connections);
+    shared
+        .vs
+        .active_connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let activity = Arc::new(Activity::new());
+    let cc = Arc::new(ClientConn {
+        client: peer,
+        local,
+        activity: Arc::clone(&activity),
+    });
+    let svc_shared = Arc::clone(&shared);
+    let svc = service_fn(move |req| handle(Arc::clone(&svc_shared), Arc::clone(&cc), req));
+    let conn = shared
+        .server
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let idle = shared.config.timeouts.client_idle;
+    let mut next_check = tokio::time::Instant::now() + idle;
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = tokio::time::sleep_until(next_check), if !closing => {
+                match activity.idle_since() {
+                    Some(since) if since + idle <= tokio::time::Instant::now() => {
+                        inc(&shared.vs.idle_timeouts);
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    Some(since) => next_check = since + idle,
+                    None => next_check = tokio::time::Instant::now() + idle,
+                }
+            }
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    };
+    if let Err(e) = result {
+        if e.is_timeout() {
+            inc(&shared.vs.header_timeouts);
+        } else if e.is_parse() || e.is_parse_too_large() {
+            inc(&shared.vs.bad_requests);
+            // hyper answered 400 (or 431) and closed: count the response too.
+            shared.vs.responses.count(if e.is_parse_too_large() {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            });
+        }
+        tracing::debug!(client = %peer, error = %e, "client connection ended");
+    }
+    shared
+        .vs
+        .active_connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    cc: Arc<ClientConn>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let active = ActiveRequest::new(&cc.activity);
+    inc(&shared.vs.requests);
+    let mut resp = match forward(&shared, &cc, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            let status = e.status();
+            match status {
+                StatusCode::SERVICE_UNAVAILABLE => inc(&shared.vs.no_backend),
+                StatusCode::GATEWAY_TIMEOUT => inc(&shared.vs.gateway_timeout),
+                _ => inc(&shared.vs.bad_gateway),
+            }
+            tracing::debug!(error = %e, "request not forwarded");
+            error_response(status)
+        }
+    };
+    shared.vs.responses.count(resp.status());
+    resp.body_mut().attach(active);
+    Ok(resp)
+}
+
+fn error_response(status: StatusCode) -> Response<ResponseBody> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut r = Response::new(ResponseBody::local(Bytes::from(text)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// Methods whose repetition has the effect of one request (RFC 9110 §9.2.2).
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The head of a bodiless idempotent request, kept to send it again after a backend broke
+/// the connection.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn build(&self) -> Request<BackendBody> {
+        let mut r = Request::new(Either::Right(Empty::new()));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+impl Shared {
+    fn observe(&self, pool: &str, backend: &Backend, outcome: BackendOutcome) {
+        if outcome.is_failure() {
+            backend.stats().record_failure();
+        }
+        if let Some(o) = &self.observer {
+            o.on_outcome(
+                pool,
+                backend,
+                outcome,
+                tokio::time::Instant::now().into_std(),
+            );
+        }
+    }
+}
+
+async fn forward(
+    shared: &Arc<Shared>,
+    cc: &ClientConn,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ForwardError> {
+    let upgrade = is_upgrade_request(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    let host = request_host(&parts);
+    let Some(pool_idx) = shared.router.route(host.as_deref(), parts.uri.path()) else {
+        return Err(ForwardError::NoRoute {
+            host: host.unwrap_or_default(),
+            path: parts.uri.path().to_owned(),
+        });
+    };
+    let (pool_name, pool) = &shared.pools[pool_idx];
+    let key: Option<Vec<u8>> = match shared.config.hash_key {
+        HashKeySource::ClientAddr => None,
+        ref src => hash_key(src, &parts).map(<[u8]>::to_vec),
+    };
+
+    // Origin-form towards the backend; an absolute-form authority becomes the Host.
+    if parts.uri.authority().is_some() {
+        if !parts.headers.contains_key(HOST) {
+            if let Some(a) = parts.uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    parts.headers.insert(HOST, v);
+                }
+            }
+        }
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
+    }
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    add_forwarded(
+        &mut parts.headers,
+        shared.config.forwarded,
+        cc.client,
+        cc.local.port(),
+    );
+
+    let idempotent = is_idempotent(&parts.method);
+    let replay = (idempotent && !upgrade && body.is_end_stream() && shared.config.retries > 0)
+        .then(|| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        });
+    let mut pending = Some(Request::from_parts(parts, Either::Left(body)));
+    let mut tried = Vec::with_capacity(2);
+    let mut retries_left = shared.config.retries;
+    let mut reuse = true;
+    let mut first = true;
+    let mut last_err: Option<ForwardError> = None;
+    let timeouts = shared.config.timeouts;
+
+    loop {
+        let now = tokio::time::Instant::now().into_std();
+        let ctx = SelectContext {
+            client: Some(cc.client),
+            destination: Some(cc.local),
+            hash_key: key.as_deref(),
+        };
+        let Some(backend) = pool.select(now, &ctx, &mut |b| !tried.contains(&b.id())) else {
+            return Err(last_err.unwrap_or_else(|| ForwardError::NoBackend(pool_name.clone())));
+        };
+        if !first {
+            inc(&shared.vs.retries);
+        }
+        first = false;
+        let counters = shared.backends.get(pool_idx, backend.id());
+        inc(&counters.requests);
+        let guard = backend.stats().request();
+
+        let checkout = match shared.conns.checkout(backend.addr(), reuse).await {
+            Ok(c) => c,
+            Err(e) => {
+                inc(&counters.connect_failures);
+                shared.observe(pool_name, &backend, BackendOutcome::ConnectFailure);
+                tried.push(backend.id());
+                if idempotent && retries_left > 0 {
+                    retries_left -= 1;
+                    reuse = true;
+                    last_err = Some(e);
+                    continue;
+                }
+                return Err(e);
+            }
+        };
+        let Some(request) = pending
+            .take()
+            .or_else(|| replay.as_ref().map(Replay::build))
+        else {
+            // Unreachable: a request is only consumed when `replay` exists to rebuild it.
+            return Err(last_err.unwrap_or_else(|| ForwardError::NoBackend(pool_name.clone())));
+        };
+        let mut tx = checkout.tx;
+        let started = tokio::time::Instant::now();
+        match tokio::time::timeout(timeouts.backend_response, tx.try_send_request(request)).await {
+            Err(_) => {
+                inc(&counters.timeouts);
+                shared.observe(pool_name, &backend, BackendOutcome::Timeout);
+                return Err(ForwardError::ResponseTimeout {
+                    backend: backend.addr(),
+                    timeout: timeouts.backend_response,
+                });
+            }
+            Ok(Err(mut e)) => {
+                let returned = e.take_message();
+                let not_sent = returned.is_some();
+                pending = returned;
+                let err = ForwardError::Backend {
+                    backend: backend.addr(),
+                    source: e.into_error(),
+                    not_sent,
+                };
+                if !not_sent {
+                    shared.observe(pool_name, &backend, BackendOutcome::Broken);
+                }
+                let can_retry = pending.is_some() || replay.is_some();
+                if can_retry && retries_left > 0 {
+                    retries_left -= 1;
+                    if checkout.reused {
+                        // Most likely a keep-alive race with the backend closing an idle
+                        // connection: try again (possibly the same backend) on a new one.
+                        reuse = false;
+                    } else {
+                        tried.push(backend.id());
+                        reuse = true;
+                    }
+                    last_err = Some(err);
+                    continue;
+                }
+                return Err(err);
+            }
+            Ok(Ok(mut resp)) => {
+                let now = tokio::time::Instant::now();
+                backend.stats().record_latency(
+                    now - started,
+                    now.into_std(),
+                    shared.config.passive_health.latency_decay,
+                );
+                let status = resp.status();
+                counters.responses.count(status);
+                let outcome = if status.is_server_error() && shared.config.passive_health.count_5xx
+                {
+                    BackendOutcome::ServerError(status)
+                } else {
+                    BackendOutcome::Success(status)
+                };
+                shared.observe(pool_name, &backend, outcome);
+
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_up) = client_upgrade {
+                        let backend_up = hyper::upgrade::on(&mut resp);
+                        let conn_guard = backend.stats().connection();
+                        let mut kill = shared.kill.clone();
+                        inc(&shared.vs.upgrades);
+                        tokio::spawn(async move {
+                            let _conn = conn_guard;
+                            let _req = guard;
+                            let tunnel = async {
+                                let (c, b) = tokio::try_join!(client_up, backend_up)?;
+                                let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+                                tokio::io::copy_bidirectional(&mut c, &mut b).await?;
+                                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                            };
+                            tokio::select! {
+                                r = tunnel => if let Err(e) = r {
+                                    tracing::debug!(error = %e, "upgraded tunnel ended");
+                                },
+                                _ = kill.changed() => {}
+                            }
+                        });
+                        let (mut parts, _) = resp.into_parts();
+                        strip_hop_by_hop(&mut parts.headers, true);
+                        return Ok(Response::from_parts(parts, ResponseBody::empty()));
+                    }
+                }
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers, false);
+                let release = Release {
+                    pool: Arc::clone(&shared.conns),
+                    list: checkout.list,
+                    tx,
+                    _request: guard,
+                };
+                return Ok(Response::from_parts(
+                    parts,
+                    ResponseBody::backend(body, Some(release)),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,646 @@
+//! HTTP mode against real HTTP backends on loopback (in-process hyper servers).
+#![cfg(feature = "http")]
+
+mod http_common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+use http_common::{dead_addr, pool_of, read_until_eof, Client, TestBackend};
+use lb_core::{Algorithm, Backend, BackendId, BackendSet, Health, Pool, PoolConfig};
+use lb_proxy::http::{
+    BackendOutcome, ForwardedHeaders, HashKeySource, HttpProxy, HttpProxyConfig, OutcomeObserver,
+    Route,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+fn config() -> HttpProxyConfig {
+    let mut c = HttpProxyConfig::new("test");
+    c.default_pool = Some("www".into());
+    c
+}
+
+async fn proxy(config: HttpProxyConfig, pools: Vec<(&str, Arc<Pool>)>) -> HttpProxy {
+    HttpProxy::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        pools.into_iter().map(|(n, p)| (n.to_owned(), p)).collect(),
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_spread_per_request_on_one_client_connection() {
+    let b: Vec<TestBackend> = futures::future::join_all((1..=3).map(TestBackend::start)).await;
+    let p = proxy(
+        config(),
+        vec![(
+            "www",
+            pool_of(&b.iter().collect::<Vec<_>>(), Algorithm::RoundRobin),
+        )],
+    )
+    .await;
+    let mut client = Client::connect(p.local_addr()).await;
+    let mut seen = HashMap::new();
+    for _ in 0..30 {
+        let r = client.get("/", &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, format!("id={}", r.backend()));
+        *seen.entry(r.backend()).or_insert(0) += 1;
+    }
+    assert_eq!(seen, HashMap::from([(1, 10), (2, 10), (3, 10)]));
+    // Backend connections are kept alive and reused.
+    let backend_conns: u64 = b
+        .iter()
+        .map(|b| b.connections.load(Ordering::Relaxed))
+        .sum();
+    assert!(
+        backend_conns <= 6,
+        "{backend_conns} backend connections for 30 requests"
+    );
+    let s = p.stats();
+    assert_eq!(s.virtual_server.connections, 1);
+    assert_eq!(s.virtual_server.requests, 30);
+    assert_eq!(s.virtual_server.responses.c2xx, 30);
+    for be in &s.backends {
+        assert_eq!(
+            (be.requests, be.responses.c2xx, be.in_flight),
+            (10, 10, 0),
+            "{be:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_identity_headers() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.forwarded.forwarded = true;
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    let r = client
+        .get(
+            "/",
+            &[
+                ("x-forwarded-for", "203.0.113.7, 198.51.100.2"),
+                ("x-forwarded-proto", "https"),
+                ("forwarded", "for=203.0.113.7"),
+                ("host", "www.example.com"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-echo-xff"),
+        "203.0.113.7, 198.51.100.2, 127.0.0.1"
+    );
+    assert_eq!(r.header("x-echo-xfproto"), "http");
+    assert_eq!(r.header("x-echo-xfport"), p.local_addr().port().to_string());
+    assert_eq!(r.header("x-echo-host"), "www.example.com");
+    let fwd = r.header("x-echo-forwarded");
+    assert!(
+        fwd.starts_with("for=203.0.113.7, for=\"127.0.0.1:")
+            && fwd.ends_with("\";proto=http;host=www.example.com"),
+        "{fwd}"
+    );
+
+    // Switched off: nothing added.
+    let mut c = config();
+    c.forwarded = ForwardedHeaders::NONE;
+    let p2 = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let r = Client::connect(p2.local_addr()).await.get("/", &[]).await;
+    assert_eq!(r.header("x-echo-xff"), "");
+    assert_eq!(r.header("x-echo-forwarded"), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_client_is_written_correctly() {
+    let Ok(l) = tokio::net::TcpListener::bind("[::1]:0").await else {
+        eprintln!("SKIP ipv6_client_is_written_correctly: no IPv6 loopback");
+        return;
+    };
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.forwarded.forwarded = true;
+    let p = HttpProxy::start(
+        l,
+        c,
+        vec![("www".into(), pool_of(&[&b], Algorithm::RoundRobin))],
+        None,
+    )
+    .unwrap();
+    let r = Client::connect(p.local_addr()).await.get("/", &[]).await;
+    assert_eq!(r.header("x-echo-xff"), "::1");
+    assert!(
+        r.header("x-echo-forwarded").starts_with("for=\"[::1]:"),
+        "{}",
+        r.header("x-echo-forwarded")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_path() {
+    let www = TestBackend::start(1).await;
+    let api = TestBackend::start(2).await;
+    let img = TestBackend::start(3).await;
+    let shop = TestBackend::start(4).await;
+    let mut c = config();
+    c.routes = vec![
+        Route::new("shop").host("shop.example.com".parse().unwrap()),
+        Route::new("api")
+            .host("*.example.com".parse().unwrap())
+            .path_prefix("/api/"),
+        Route::new("img").path_prefix("/img/"),
+    ];
+    let p = proxy(
+        c,
+        vec![
+            ("www", pool_of(&[&www], Algorithm::RoundRobin)),
+            ("api", pool_of(&[&api], Algorithm::RoundRobin)),
+            ("img", pool_of(&[&img], Algorithm::RoundRobin)),
+            ("shop", pool_of(&[&shop], Algorithm::RoundRobin)),
+        ],
+    )
+    .await;
+    let mut client = Client::connect(p.local_addr()).await;
+    for (host, path, want) in [
+        ("shop.example.com", "/api/x", 4),
+        ("SHOP.example.com:8080", "/", 4),
+        ("eu.example.com", "/api/v1", 2),
+        ("a.b.example.com", "/api/", 2),
+        ("example.com", "/api/v1", 1),
+        ("eu.example.com", "/other", 1),
+        ("other.org", "/img/logo.png", 3),
+        ("other.org", "/", 1),
+    ] {
+        let r = client.get(path, &[("host", host)]).await;
+        assert_eq!(
+            (r.status.as_u16(), r.backend()),
+            (200, want),
+            "{host} {path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_key_from_cookie_sticks() {
+    let b: Vec<TestBackend> = futures::future::join_all((1..=4).map(TestBackend::start)).await;
+    let mut c = config();
+    c.hash_key = HashKeySource::Cookie("sid".into());
+    let p = proxy(
+        c,
+        vec![(
+            "www",
+            pool_of(&b.iter().collect::<Vec<_>>(), Algorithm::MAGLEV),
+        )],
+    )
+    .await;
+    let mut client = Client::connect(p.local_addr()).await;
+    let mut per_user = HashMap::new();
+    for round in 0..3 {
+        for user in 0..20 {
+            let cookie = format!("a=1; sid=user{user}");
+            let r = client.get("/", &[("cookie", &cookie)]).await;
+            let prev = per_user.insert(user, r.backend());
+            if round > 0 {
+                assert_eq!(prev, Some(r.backend()), "user{user} moved");
+            }
+        }
+    }
+    let distinct: std::collections::HashSet<_> = per_user.values().collect();
+    assert!(distinct.len() >= 2, "20 users on one backend: {per_user:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_live_backend_is_503() {
+    let b = TestBackend::start(1).await;
+    let pool = pool_of(&[&b], Algorithm::RoundRobin);
+    let p = proxy(config(), vec![("www", Arc::clone(&pool))]).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    assert_eq!(client.get("/", &[]).await.status, 200);
+    pool.set_health(BackendId(1), Health::Down, now()).unwrap();
+    let r = client.get("/", &[]).await;
+    assert_eq!(r.status, 503);
+    // The connection stays usable, and recovery is seen on the next pick.
+    pool.set_health(BackendId(1), Health::Up, now()).unwrap();
+    assert_eq!(client.get("/", &[]).await.status, 200);
+
+    // No route and no default pool.
+    let mut c = config();
+    c.default_pool = None;
+    c.routes = vec![Route::new("www").path_prefix("/only/")];
+    let p2 = proxy(c, vec![("www", Arc::clone(&pool))]).await;
+    assert_eq!(
+        Client::connect(p2.local_addr())
+            .await
+            .get("/", &[])
+            .await
+            .status,
+        503
+    );
+    assert_eq!(p.stats().virtual_server.no_backend, 1);
+    assert_eq!(p2.stats().virtual_server.no_backend, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_retries_idempotent_else_502() {
+    let live = TestBackend::start(2).await;
+    let dead = dead_addr().await;
+    let set = BackendSet::new(vec![
+        Backend::new(BackendId(1), dead),
+        Backend::new(BackendId(2), live.addr),
+    ])
+    .unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let p = proxy(config(), vec![("www", pool)]).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    // rr: even picks hit the dead backend first; GETs are retried on the live one.
+    for _ in 0..4 {
+        let r = client.get("/", &[]).await;
+        assert_eq!((r.status.as_u16(), r.backend()), (200, 2));
+    }
+    // POST is not retried: one of two gets the dead backend and 502.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(client.send("POST", "/", &[]).await.status.as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 502]);
+    let s = p.stats();
+    assert_eq!(s.virtual_server.bad_gateway, 1);
+    assert!(s.virtual_server.retries >= 2, "{:?}", s.virtual_server);
+    let dead_stats = s.backends.iter().find(|b| b.id == BackendId(1)).unwrap();
+    assert!(dead_stats.connect_failures >= 2, "{dead_stats:?}");
+    assert_eq!(dead_stats.failures, dead_stats.connect_failures);
+    assert_eq!(dead_stats.responses.total(), 0);
+
+    // Only dead backends: GET gets 502 after trying them all.
+    let set = BackendSet::new(vec![Backend::new(BackendId(1), dead)]).unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let p2 = proxy(config(), vec![("www", pool)]).await;
+    assert_eq!(
+        Client::connect(p2.local_addr())
+            .await
+            .get("/", &[])
+            .await
+            .status,
+        502
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_backend_is_504() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.timeouts.backend_response = Duration::from_millis(300);
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    let t0 = now();
+    let r = client.get("/sleep/3000", &[]).await;
+    assert_eq!(r.status, 504);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // A fast request afterwards works.
+    assert_eq!(client.get("/", &[]).await.status, 200);
+    let s = p.stats();
+    assert_eq!(s.virtual_server.gateway_timeout, 1);
+    assert_eq!(s.backends[0].timeouts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_5xx_is_passed_and_counted() {
+    #[derive(Debug, Default)]
+    struct Count(AtomicU32, AtomicU32);
+    impl OutcomeObserver for Count {
+        fn on_outcome(&self, _: &str, _: &Backend, o: BackendOutcome, _: Instant) {
+            if o.is_failure() { &self.0 } else { &self.1 }.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let b = TestBackend::start(1).await;
+    let obs = Arc::new(Count::default());
+    let p = HttpProxy::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        config(),
+        vec![("www".into(), pool_of(&[&b], Algorithm::RoundRobin))],
+        Some(obs.clone()),
+    )
+    .await
+    .unwrap();
+    let mut client = Client::connect(p.local_addr()).await;
+    assert_eq!(client.get("/status/503", &[]).await.status, 503);
+    assert_eq!(client.get("/status/404", &[]).await.status, 404);
+    assert_eq!(client.get("/status/302", &[]).await.status, 302);
+    assert_eq!(client.get("/", &[]).await.status, 200);
+    assert_eq!(
+        (obs.0.load(Ordering::Relaxed), obs.1.load(Ordering::Relaxed)),
+        (1, 3)
+    );
+    let s = p.stats();
+    let be = &s.backends[0];
+    assert_eq!(
+        (
+            be.responses.c2xx,
+            be.responses.c3xx,
+            be.responses.c4xx,
+            be.responses.c5xx
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(be.failures, 1);
+    assert_eq!(
+        s.virtual_server.no_backend, 0,
+        "a backend's 503 is not ours"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_is_400_and_closed() {
+    let b = TestBackend::start(1).await;
+    let p = proxy(
+        config(),
+        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(eof, "connection left open after 400");
+    assert_eq!(b.requests.load(Ordering::Relaxed), 0);
+
+    // Too many headers: 431.
+    let mut c = config();
+    c.limits.max_headers = 8;
+    let p2 = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut s = TcpStream::connect(p2.local_addr()).await.unwrap();
+    let mut req = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..20 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(eof);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(p.stats().virtual_server.bad_requests, 1);
+    assert_eq!(p.stats().virtual_server.responses.c4xx, 1);
+    assert_eq!(p2.stats().virtual_server.bad_requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_cut_off_while_others_are_served() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.timeouts.header_read = Duration::from_millis(700);
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let addr = p.local_addr();
+    let slow = tokio::spawn(async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let t0 = now();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        // One header byte every 100 ms, for at most 5 s.
+        for i in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(if i % 2 == 0 { b"X" } else { b"y" })
+                .await
+                .is_err()
+            {
+                break;
+            }
+            let mut probe = [0u8; 1];
+            if let Ok(Ok(0)) =
+                tokio::time::timeout(Duration::from_millis(1), s.peek(&mut probe)).await
+            {
+                break;
+            }
+        }
+        let (got, eof) = read_until_eof(&mut s, Duration::from_secs(2)).await;
+        (t0.elapsed(), eof, got)
+    });
+    // Meanwhile other clients are served.
+    let mut served = 0;
+    for _ in 0..10 {
+        let r = Client::connect(addr).await.get("/", &[]).await;
+        assert_eq!(r.status, 200);
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (elapsed, eof, got) = slow.await.unwrap();
+    assert_eq!(served, 10);
+    assert!(eof, "slowloris connection still open");
+    assert!(
+        elapsed >= Duration::from_millis(600) && elapsed < Duration::from_millis(2500),
+        "cut off after {elapsed:?}"
+    );
+    assert!(!String::from_utf8_lossy(&got).contains("200 OK"));
+    assert_eq!(p.stats().virtual_server.header_timeouts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_is_closed() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.timeouts.client_idle = Duration::from_millis(300);
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let t0 = now();
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    assert!(eof, "idle connection not closed");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(p.stats().virtual_server.idle_timeouts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_echoes_through_the_proxy() {
+    use tokio::io::AsyncReadExt;
+    let b = TestBackend::start(7).await;
+    let p = proxy(
+        config(),
+        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+        assert!(head.len() < 4096);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("upgrade: websocket") && head.contains("x-backend-id: 7"),
+        "{head}"
+    );
+    for msg in [&b"hello"[..], b"through the proxy", &[0u8, 1, 2, 255]] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+    assert_eq!(p.stats().virtual_server.upgrades, 1);
+    assert_eq!(p.stats().virtual_server.responses.c1xx, 1);
+}
+
+/// A passive health tracker as the daemon would wire one: `fall` consecutive failures mark
+/// the backend down in the shared pool.
+#[derive(Debug)]
+struct Passive {
+    pool: Arc<Pool>,
+    fall: u32,
+    consecutive: std::sync::Mutex<HashMap<BackendId, u32>>,
+    detected: AtomicBool,
+}
+
+impl OutcomeObserver for Passive {
+    fn on_outcome(&self, _: &str, b: &Backend, o: BackendOutcome, now: Instant) {
+        let mut m = self.consecutive.lock().unwrap();
+        let n = m.entry(b.id()).or_insert(0);
+        if o.is_failure() {
+            *n += 1;
+            if *n >= self.fall {
+                let _ = self.pool.set_health(b.id(), Health::Down, now);
+                self.detected.store(true, Ordering::SeqCst);
+            }
+        } else {
+            *n = 0;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_killed_mid_load_idempotent_requests_retried() {
+    let mut b: Vec<TestBackend> = futures::future::join_all((1..=3).map(TestBackend::start)).await;
+    let pool = pool_of(&b.iter().collect::<Vec<_>>(), Algorithm::RoundRobin);
+    let passive = Arc::new(Passive {
+        pool: Arc::clone(&pool),
+        fall: 3,
+        consecutive: Default::default(),
+        detected: AtomicBool::new(false),
+    });
+    let p = HttpProxy::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        config(),
+        vec![("www".into(), Arc::clone(&pool))],
+        Some(passive.clone()),
+    )
+    .await
+    .unwrap();
+    let addr: SocketAddr = p.local_addr();
+    let non_2xx = Arc::new(AtomicU64::new(0));
+    let non_2xx_after = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (non_2xx, non_2xx_after, ok, passive) = (
+            non_2xx.clone(),
+            non_2xx_after.clone(),
+            ok.clone(),
+            passive.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            for i in 0..300 {
+                // Some requests stay in flight on the backend when it dies.
+                let path = if i % 5 == 0 { "/sleep/20" } else { "/" };
+                let detected = passive.detected.load(Ordering::SeqCst);
+                let r = c.get(path, &[]).await;
+                if r.status.is_success() {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    non_2xx.fetch_add(1, Ordering::Relaxed);
+                    if detected {
+                        non_2xx_after.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    // Kill backend 2 once load is flowing.
+    let deadline = now() + Duration::from_secs(10);
+    while ok.load(Ordering::Relaxed) < 200 && now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    b[1].kill().await;
+    let killed_at = ok.load(Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let s = p.stats();
+    eprintln!(
+        "killed after {killed_at} ok; ok={} non_2xx={} retries={} backend 2: {:?}",
+        ok.load(Ordering::Relaxed),
+        non_2xx.load(Ordering::Relaxed),
+        s.virtual_server.retries,
+        s.backends[1]
+    );
+    assert!(
+        passive.detected.load(Ordering::SeqCst),
+        "backend 2 never marked down"
+    );
+    assert_eq!(
+        pool.backends().get(BackendId(2)).unwrap().health(),
+        Health::Down
+    );
+    assert_eq!(
+        non_2xx_after.load(Ordering::Relaxed),
+        0,
+        "5xx after detection"
+    );
+    assert_eq!(
+        non_2xx.load(Ordering::Relaxed),
+        0,
+        "idempotent requests were not retried"
+    );
+    assert_eq!(ok.load(Ordering::Relaxed), 1200);
+    assert!(s.virtual_server.retries >= 1);
+    assert!(s.backends[1].failures >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_stops_listening() {
+    let b = TestBackend::start(1).await;
+    let p = proxy(
+        config(),
+        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .await;
+    let addr = p.local_addr();
+    assert_eq!(Client::connect(addr).await.get("/", &[]).await.status, 200);
+    p.shutdown(Duration::from_secs(2)).await;
+    assert!(TcpStream::connect(addr).await.is_err());
+}

@@ -1,0 +1,277 @@
+//! Test helpers for the HTTP mode: in-process hyper backends on loopback and a keep-alive
+//! client. Everything started here stops when its guard drops.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// A hyper backend on 127.0.0.1 answering:
+/// - `/sleep/<ms>`: 200 after that long;
+/// - `/status/<code>`: that status;
+/// - `/ws` with `Upgrade`: 101, then echoes bytes;
+/// - anything else: 200 `id=<id>`.
+///
+/// Every response carries `x-backend-id` and echoes `x-forwarded-*` / `forwarded` / `host`
+/// as `x-echo-*` headers. Dropping it (or [`TestBackend::kill`]) closes the listener and
+/// every connection.
+pub struct TestBackend {
+    pub id: u32,
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicU64>,
+    pub requests: Arc<AtomicU64>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestBackend {
+    pub async fn start(id: u32) -> Self {
+        Self::start_with_body(id, None).await
+    }
+
+    /// With a fixed body for every plain request (benchmarks).
+    pub async fn start_with_body(id: u32, body: Option<Bytes>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let (c, r) = (Arc::clone(&connections), Arc::clone(&requests));
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    a = listener.accept() => {
+                        let Ok((stream, _)) = a else { continue };
+                        let _ = stream.set_nodelay(true);
+                        c.fetch_add(1, Ordering::Relaxed);
+                        let r = Arc::clone(&r);
+                        let body = body.clone();
+                        conns.spawn(async move {
+                            let svc = service_fn(move |req| {
+                                r.fetch_add(1, Ordering::Relaxed);
+                                respond(id, req, body.clone())
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .with_upgrades()
+                                .await;
+                        });
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        Self {
+            id,
+            addr,
+            connections,
+            requests,
+            task: Some(task),
+        }
+    }
+
+    /// Closes the listener and every open connection now.
+    pub async fn kill(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+async fn respond(
+    id: u32,
+    mut req: Request<Incoming>,
+    fixed: Option<Bytes>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let mut status = StatusCode::OK;
+    let mut body = fixed.unwrap_or_else(|| Bytes::from(format!("id={id}")));
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        status = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+    } else if path == "/ws" && req.headers().contains_key("upgrade") {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 1024];
+                // Echo until EOF (bounded by the test's own traffic).
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
+        r.headers_mut()
+            .insert("upgrade", "websocket".parse().unwrap());
+        r.headers_mut().insert("x-backend-id", id.into());
+        return Ok(r);
+    } else {
+        // Read the request body (to its end) for POSTs.
+        let _ = req.body_mut().collect().await;
+    }
+    let mut r = Response::new(Full::new(body.split_off(0)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert("x-backend-id", id.into());
+    for (from, to) in [
+        ("x-forwarded-for", "x-echo-xff"),
+        ("x-forwarded-proto", "x-echo-xfproto"),
+        ("x-forwarded-port", "x-echo-xfport"),
+        ("forwarded", "x-echo-forwarded"),
+        ("host", "x-echo-host"),
+    ] {
+        let joined: Vec<&str> = req
+            .headers()
+            .get_all(from)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if !joined.is_empty() {
+            h.insert(to, joined.join(" | ").parse().unwrap());
+        }
+    }
+    Ok(r)
+}
+
+/// A pool over the backends (ids 1..), round robin unless told otherwise.
+pub fn pool_of(backends: &[&TestBackend], algo: Algorithm) -> Arc<Pool> {
+    let set = BackendSet::new(
+        backends
+            .iter()
+            .map(|b| Backend::new(BackendId(b.id), b.addr))
+            .collect(),
+    )
+    .unwrap();
+    Arc::new(Pool::new(algo, set, PoolConfig::default()).unwrap())
+}
+
+/// A port with nothing listening on it (bound, then closed).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
+
+/// One keep-alive client connection.
+pub struct Client {
+    tx: SendRequest<Empty<Bytes>>,
+    conn: JoinHandle<()>,
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Got {
+    pub fn backend(&self) -> u32 {
+        self.headers
+            .get("x-backend-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Self { tx, conn }
+    }
+
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Got {
+        self.send("GET", path, headers).await
+    }
+
+    /// Sends one request and reads the whole response (panics after 10 s).
+    pub async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+        let mut b = Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            b = b.header("host", "test.invalid");
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Empty::new()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            self.tx.ready().await.unwrap();
+            let resp = self.tx.send_request(req).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            Got {
+                status: parts.status,
+                headers: parts.headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            }
+        })
+        .await
+        .expect("response within 10 s")
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+/// Reads from a raw stream until EOF or `limit`, returning what arrived and whether EOF was
+/// seen.
+pub async fn read_until_eof(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return (out, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (out, true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
