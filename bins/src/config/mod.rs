@@ -176,12 +176,26 @@ pub fn load_with_format(path: &Path, format: Format) -> LoadResult {
 #[derive(Debug, Clone, Default)]
 pub struct Origins {
     map: HashMap<String, Location>,
+    poisoned: Vec<String>,
 }
 
 impl Origins {
-    /// Records where `path` was written (the first record wins).
+    /// Records where `path` was written (the last record wins, as the last value does).
     pub fn insert(&mut self, path: impl Into<String>, location: Location) {
-        self.map.entry(path.into()).or_insert(location);
+        self.map.insert(path.into(), location);
+    }
+
+    /// Marks `path` as already reported: validation findings at it or below it are dropped,
+    /// so one mistake gives one error.
+    pub fn poison(&mut self, path: impl Into<String>) {
+        self.poisoned.push(path.into());
+    }
+
+    fn is_poisoned(&self, path: &str) -> bool {
+        self.poisoned.iter().any(|p| {
+            path.strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
     }
 
     /// Where `path`, or its nearest written parent, was written.
@@ -209,6 +223,7 @@ pub(crate) fn finish(
     errors.extend(
         v.errors
             .into_iter()
+            .filter(|f| !origins.is_poisoned(&f.path))
             .map(|f| ConfigError::at(origins.locate(&f.path), f.message)),
     );
     warnings.extend(v.warnings.into_iter().map(|f| Warning {

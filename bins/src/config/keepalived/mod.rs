@@ -152,11 +152,15 @@ impl Conv {
         path: &str,
         f: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
-        let t = self.value(s, path)?;
+        let Some(t) = self.value(s, path) else {
+            self.o.poison(path);
+            return None;
+        };
         match f(&t.text) {
             Ok(v) => Some(v),
             Err(m) => {
                 self.d.error(&t.location, m);
+                self.o.poison(path);
                 None
             }
         }
@@ -466,16 +470,15 @@ impl Conv {
                         .unwrap_or_default();
                 }
                 "interface" => {
-                    if let Some(t) = self.value(st, &fp) {
-                        vi.interface = t.text.clone();
-                        has_interface = true;
+                    has_interface = true;
+                    match self.value(st, &fp) {
+                        Some(t) => vi.interface = t.text.clone(),
+                        None => self.o.poison(fp),
                     }
                 }
                 "virtual_router_id" => {
-                    if let Some(v) = self.get(st, &fp, int(kw, 1, 255)) {
-                        vi.virtual_router_id = v;
-                        has_vrid = true;
-                    }
+                    has_vrid = true;
+                    vi.virtual_router_id = self.get(st, &fp, int(kw, 1, 255)).unwrap_or(1);
                 }
                 "priority" => vi.priority = self.get(st, &fp, int(kw, 1, 255)).unwrap_or(100),
                 "advert_int" => {
@@ -496,8 +499,9 @@ impl Conv {
                     self.record(&format!("{p}.virtual_ipaddress"), &st.keyword.location);
                     for a in self.block(st) {
                         let j = vi.virtual_ipaddress.len();
-                        if let Some(vip) = self.vip(a, &format!("{p}.virtual_ipaddress[{j}]")) {
-                            vi.virtual_ipaddress.push(vip);
+                        match self.vip(a, &format!("{p}.virtual_ipaddress[{j}]")) {
+                            Some(vip) => vi.virtual_ipaddress.push(vip),
+                            None => self.o.poison(format!("{p}.virtual_ipaddress")),
                         }
                     }
                 }
@@ -593,6 +597,7 @@ impl Conv {
                 &s.keyword.location,
                 format!("vrrp_instance {} has no `interface`", vi.name),
             );
+            self.o.poison(format!("{p}.interface"));
         }
         if !has_vrid {
             self.d.error(
@@ -600,6 +605,7 @@ impl Conv {
                 format!("vrrp_instance {} has no `virtual_router_id`", vi.name),
             );
             vi.virtual_router_id = 1;
+            self.o.poison(format!("{p}.virtual_router_id"));
         }
         self.cfg.vrrp_instances.push(vi);
         self.version_set.push(version_set);

@@ -1,0 +1,71 @@
+//! `lb-node --check` as a process: exit codes and output.
+
+use std::path::Path;
+use std::process::Command;
+
+fn lb_node(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lb-node"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn path(p: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(p)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn check_valid_configs_exits_0() {
+    for p in [
+        "tests/fixtures/seed/master.conf",
+        "tests/fixtures/seed/backup.conf",
+        "tests/fixtures/seed/master.toml",
+        "conf/lb-node.example.toml",
+    ] {
+        let (code, out, err) = lb_node(&["--check", &path(p)]);
+        assert_eq!(code, 0, "{p}: {err}");
+        assert!(out.contains("configuration is valid"), "{out}");
+    }
+}
+
+#[test]
+fn check_invalid_config_exits_1_and_lists_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("keepalived.conf");
+    std::fs::write(
+        &p,
+        "vrrp_instance A {\n interface e\n virtual_router_id 300\n priority 0\n virtual_ipaddress {\n  198.18.0.1\n }\n}\nvirtual_server 198.18.0.1 80 {\n lb_kind DR\n}\n",
+    )
+    .unwrap();
+    let (code, out, err) = lb_node(&["--check", p.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].ends_with("keepalived.conf:3:20: virtual_router_id 300 is out of range 1..=255")
+    );
+    assert!(lines[1].ends_with("keepalived.conf:4:11: priority 0 is out of range 1..=255"));
+    assert!(lines[2].contains("keepalived.conf:10:10: lb_kind DR is not supported"));
+    assert!(lines[3].ends_with("configuration is invalid (3 errors)"));
+    // --format overrides the extension.
+    let (code, _, err) = lb_node(&["--check", "--format", "toml", p.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("keepalived.conf:1:"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _, _) = lb_node(&["--check"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = lb_node(&["--check", "--format", "yaml", "x"]);
+    assert_eq!(code, 2);
+}

@@ -1,0 +1,397 @@
+//! Configuration tests: the seed keepalived.conf pair against its TOML equivalent, the
+//! commented example, includes, and broken configurations whose errors must name the line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lb_bins::config::model::{CheckKind, InitialState, Protocol};
+use lb_bins::config::{self, Config, ConfigError, Format, Warning};
+
+fn fixture(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(p)
+}
+
+fn ok(path: &Path) -> (Config, Vec<Warning>) {
+    match config::load(path) {
+        Ok(x) => x,
+        Err(errors) => panic!(
+            "{} failed:\n{}",
+            path.display(),
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+/// Writes `text` as `name` in a fresh directory and loads it; returns the errors as strings
+/// with the directory stripped.
+fn errors(name: &str, text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    let errs: Vec<ConfigError> = config::load(&path).expect_err("config should be refused");
+    let prefix = format!("{}/", dir.path().display());
+    errs.iter()
+        .map(|e| e.to_string().replace(&prefix, ""))
+        .collect()
+}
+
+#[test]
+fn seed_pair_parses_into_the_same_model_as_toml() {
+    for side in ["master", "backup"] {
+        let (k, kw) = ok(&fixture(&format!("seed/{side}.conf")));
+        let (t, tw) = ok(&fixture(&format!("seed/{side}.toml")));
+        assert!(kw.is_empty(), "{side}.conf warnings: {kw:?}");
+        assert!(tw.is_empty(), "{side}.toml warnings: {tw:?}");
+        assert_eq!(k, t, "{side}: keepalived.conf and TOML differ");
+    }
+    let (m, _) = ok(&fixture("seed/master.conf"));
+    let (b, _) = ok(&fixture("seed/backup.conf"));
+    assert_eq!(m.global.router_id.as_deref(), Some("LVS_MASTER"));
+    assert_eq!(m.vrrp_instances.len(), 2);
+    assert_eq!(m.vrrp_instances[0].state, InitialState::Master);
+    assert_eq!(b.vrrp_instances[0].state, InitialState::Backup);
+    assert_eq!(m.vrrp_instances[1].priority, 100);
+    assert_eq!(b.vrrp_instances[1].priority, 80);
+    assert_eq!(
+        m.vrrp_instances[0]
+            .authentication
+            .as_ref()
+            .unwrap()
+            .auth_pass,
+        "7road123"
+    );
+    assert_eq!(m.sync_groups[0].group, ["VI_1", "VI_2"]);
+    let vs = &m.virtual_servers[0];
+    assert_eq!(vs.name, "198.18.0.250:80");
+    assert_eq!(vs.protocol, Protocol::Tcp);
+    assert_eq!(vs.lb_algo.name(), "rr");
+    assert_eq!(vs.delay_loop, Duration::from_secs(6));
+    assert_eq!(vs.persistence_timeout, None);
+    assert_eq!(vs.backends.len(), 2);
+    for (b, port) in vs.backends.iter().zip([82, 83]) {
+        assert_eq!(b.address.port(), port);
+        assert_eq!(b.weight.get(), 3);
+        let c = &b.checks[0];
+        assert_eq!(c.kind, CheckKind::Tcp);
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.retry, 3);
+        assert_eq!(c.delay_before_retry, Duration::from_secs(3));
+        assert_eq!(c.connect_port, Some(port));
+    }
+}
+
+#[test]
+fn format_follows_the_extension_and_can_be_forced() {
+    assert_eq!(Format::from_path(Path::new("a/lb.toml")), Format::Toml);
+    assert_eq!(
+        Format::from_path(Path::new("keepalived.conf")),
+        Format::Keepalived
+    );
+    assert_eq!(
+        Format::from_path(Path::new("keepalived")),
+        Format::Keepalived
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("lb.cfg");
+    std::fs::copy(fixture("seed/master.toml"), &p).unwrap();
+    // Read as keepalived.conf, TOML is a list of unknown keywords.
+    let (cfg, warnings) = config::load(&p).unwrap();
+    assert_eq!(cfg, Config::default().with_defaults());
+    assert!(
+        warnings[0]
+            .to_string()
+            .contains("unknown keyword `[global]`"),
+        "{warnings:?}"
+    );
+    assert!(config::load_with_format(&p, Format::Toml).is_ok());
+}
+
+#[test]
+fn commented_example_exercises_every_option() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/lb-node.example.toml");
+    let (cfg, warnings) = ok(&path);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(!cfg.vrrp_scripts.is_empty());
+    assert!(cfg.vrrp_instances.len() >= 2);
+    assert!(!cfg.sync_groups.is_empty());
+    let kinds: Vec<&str> = cfg
+        .virtual_servers
+        .iter()
+        .flat_map(|v| &v.backends)
+        .flat_map(|b| &b.checks)
+        .map(|c| match c.kind {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http(_) => "http",
+            CheckKind::Ssl(_) => "ssl",
+            CheckKind::Misc(_) => "misc",
+        })
+        .collect();
+    for k in ["tcp", "http", "ssl", "misc"] {
+        assert!(kinds.contains(&k), "no {k} check in the example");
+    }
+    let v3 = cfg.vrrp_instances.iter().find(|v| v.version == 3).unwrap();
+    assert_eq!(v3.advert_int, Duration::from_millis(500));
+    assert!(cfg
+        .vrrp_instances
+        .iter()
+        .any(|v| !v.track_service.is_empty()));
+    assert!(cfg
+        .virtual_servers
+        .iter()
+        .any(|v| v.backends.iter().any(|b| b.backup)));
+    // Every key the example writes, once uncommented, is one the model knows: the file is
+    // parsed with deny_unknown_fields, so a typo above would have failed.
+}
+
+#[test]
+fn keepalived_example_matches_the_toml_example_where_they_overlap() {
+    let (k, kw) = ok(&fixture("unicast_nginx.conf"));
+    assert_eq!(kw.len(), 1, "{kw:?}");
+    assert!(kw[0]
+        .to_string()
+        .contains("unicast_nginx.conf:6:5: warning: `enable_script_security`"));
+    let s = &k.vrrp_scripts[0];
+    assert_eq!(s.name, "chk_nginx");
+    assert_eq!(s.script, "/usr/bin/pgrep -x nginx");
+    assert_eq!((s.weight, s.rise, s.fall), (-20, 2, 3));
+    assert_eq!(s.interval, Duration::from_secs(2));
+    let vi = &k.vrrp_instances[0];
+    assert!(vi.nopreempt);
+    assert_eq!(vi.unicast_peer.len(), 2);
+    assert_eq!(vi.unicast_src_ip, Some("198.18.0.11".parse().unwrap()));
+    assert_eq!(
+        vi.virtual_ipaddress[0].to_string(),
+        "198.18.0.10/24 dev lbnet0 label lbnet0:1"
+    );
+    assert_eq!(vi.track_script[0].script, "chk_nginx");
+    assert_eq!(
+        vi.notify_master.as_deref(),
+        Some("/etc/keepalived/notify.sh master")
+    );
+}
+
+#[test]
+fn includes_are_expanded_relative_to_the_including_file() {
+    let (cfg, w) = ok(&fixture("include/main.conf"));
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(cfg.global.router_id.as_deref(), Some("inc"));
+    assert_eq!(
+        cfg.vrrp_instances[0].track_service[0].virtual_server,
+        "198.18.0.250:80"
+    );
+    assert_eq!(cfg.virtual_servers[0].lb_algo.name(), "wrr");
+    match &cfg.virtual_servers[0].backends[0].checks[0].kind {
+        CheckKind::Http(h) => assert_eq!(h.url[0].status_code, Some(200)),
+        k => panic!("{k:?}"),
+    }
+}
+
+#[test]
+fn errors_in_included_files_name_the_included_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("d")).unwrap();
+    std::fs::write(dir.path().join("main.conf"), "include d/vs.conf\n").unwrap();
+    std::fs::write(
+        dir.path().join("d/vs.conf"),
+        "virtual_server 198.18.0.250 80 {\n  lb_algo fastest\n}\n",
+    )
+    .unwrap();
+    let errs = config::load(&dir.path().join("main.conf")).unwrap_err();
+    let e = errs[0].to_string();
+    assert!(
+        e.contains("d/vs.conf:2:11: unknown lb_algo \"fastest\""),
+        "{e}"
+    );
+
+    std::fs::write(dir.path().join("main.conf"), "include missing.conf\n").unwrap();
+    let errs = config::load(&dir.path().join("main.conf")).unwrap_err();
+    assert!(
+        errs[0].to_string().contains("main.conf:1:9: included file"),
+        "{errs:?}"
+    );
+}
+
+const BASE_INSTANCE: &str = "vrrp_instance VI_1 {\n    interface lbnet0\n    virtual_router_id 51\n    priority 100\n    virtual_ipaddress {\n        198.18.0.250\n    }\n}\n";
+
+#[test]
+fn broken_keepalived_configs_name_the_line() {
+    // Bad address.
+    assert_eq!(
+        errors(
+            "k.conf",
+            "virtual_server 198.18.0.300 80 {\n    lb_algo rr\n}\n"
+        ),
+        ["k.conf:1:16: \"198.18.0.300\" is not an IP address"]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            &BASE_INSTANCE.replace("        198.18.0.250", "        198.18.0.250/40")
+        ),
+        ["k.conf:6:9: bad prefix length /40 for 198.18.0.250"]
+    );
+    // Unknown algorithm.
+    let e = errors(
+        "k.conf",
+        "virtual_server 198.18.0.250 80 {\n    lb_algo fastest\n}\n",
+    );
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("k.conf:2:13: unknown lb_algo \"fastest\" (known: rr, wrr"),
+        "{e:?}"
+    );
+    // Duplicate VRID on one interface.
+    let two = format!(
+        "{BASE_INSTANCE}{}",
+        BASE_INSTANCE
+            .replace("VI_1", "VI_2")
+            .replace(".250", ".251")
+    );
+    assert_eq!(
+        errors("k.conf", &two),
+        ["k.conf:11:23: virtual_router_id 51 is already used on lbnet0 by vrrp_instance VI_1"]
+    );
+    // ...but the same VRID on another interface is fine.
+    let other = format!(
+        "{BASE_INSTANCE}{}",
+        BASE_INSTANCE
+            .replace("VI_1", "VI_2")
+            .replace("lbnet0", "lbnet1")
+    );
+    assert!(config::keepalived::parse_str(&other, Path::new("k.conf")).is_ok());
+    // Priority 256 and 0.
+    assert_eq!(
+        errors(
+            "k.conf",
+            &BASE_INSTANCE.replace("priority 100", "priority 256")
+        ),
+        ["k.conf:4:14: priority 256 is out of range 1..=255"]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            &BASE_INSTANCE.replace("priority 100", "priority 0")
+        ),
+        ["k.conf:4:14: priority 0 is out of range 1..=255"]
+    );
+    // Missing brace.
+    assert_eq!(
+        errors(
+            "k.conf",
+            &BASE_INSTANCE.replace("        198.18.0.250\n    }\n", "        198.18.0.250\n")
+        ),
+        ["k.conf:1:20: missing `}`: this block is never closed"]
+    );
+    // DR and TUN.
+    let e = errors(
+        "k.conf",
+        "virtual_server 198.18.0.250 80 {\n    lb_kind DR\n}\n",
+    );
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("k.conf:2:13: lb_kind DR is not supported: lb-node is a full proxy"));
+    let e = errors(
+        "k.conf",
+        "virtual_server 198.18.0.250 80 {\n    lb_kind TUN\n}\n",
+    );
+    assert!(e[0].starts_with("k.conf:2:13: lb_kind TUN is not supported"));
+    // virtual_server group.
+    let e = errors("k.conf", "virtual_server group VSG {\n}\n");
+    assert!(e[0].starts_with("k.conf:1:16: `virtual_server group` is not supported"));
+    // Unknown sync-group member, unknown tracked script.
+    let e = errors(
+        "k.conf",
+        &format!(
+            "{}vrrp_sync_group G {{\n    group {{\n        VI_1\n        VI_9\n    }}\n}}\n",
+            BASE_INSTANCE.replace(
+                "    priority 100\n",
+                "    priority 100\n    track_script {\n        chk\n    }\n"
+            )
+        ),
+    );
+    assert_eq!(
+        e,
+        [
+            "k.conf:6:9: track_script names unknown vrrp_script \"chk\"",
+            "k.conf:15:9: vrrp_sync_group G names unknown vrrp_instance \"VI_9\"",
+        ]
+    );
+    // Password longer than 8 bytes.
+    let e = errors(
+        "k.conf",
+        &BASE_INSTANCE.replace(
+            "    priority 100\n",
+            "    priority 100\n    authentication {\n        auth_type PASS\n        auth_pass 123456789\n    }\n",
+        ),
+    );
+    assert_eq!(
+        e,
+        ["k.conf:7:19: auth_pass is 9 bytes; PASS authentication takes 1..=8 bytes"]
+    );
+}
+
+#[test]
+fn every_error_is_listed() {
+    let text = "virtual_server 198.18.0.300 80 {\n    lb_algo fastest\n    lb_kind DR\n}\nvrrp_instance X {\n    priority 300\n}\n";
+    let e = errors("k.conf", text);
+    assert_eq!(
+        e,
+        [
+            "k.conf:1:16: \"198.18.0.300\" is not an IP address",
+            "k.conf:2:13: unknown lb_algo \"fastest\" (known: rr, wrr, swrr, lc, wlc, sed, nq, sh, dh, mh, ring_hash, random, p2c, peak_ewma, fo)",
+            "k.conf:3:13: lb_kind DR is not supported: lb-node is a full proxy (it terminates connections and opens its own to the backends, like NAT); use lb_kind NAT",
+            "k.conf:5:1: vrrp_instance X has no `interface`",
+            "k.conf:5:1: vrrp_instance X has no `virtual_router_id`",
+            "k.conf:5:1: vrrp_instance X has no virtual_ipaddress",
+            "k.conf:6:14: priority 300 is out of range 1..=255",
+        ]
+    );
+}
+
+#[test]
+fn unknown_keywords_warn_with_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    std::fs::write(
+        &p,
+        BASE_INSTANCE.replace(
+            "    priority 100\n",
+            "    priority 100\n    frobnicate yes\n",
+        ),
+    )
+    .unwrap();
+    let (_, w) = config::load(&p).unwrap();
+    assert_eq!(w.len(), 1);
+    assert!(w[0]
+        .to_string()
+        .ends_with("k.conf:5:5: warning: unknown keyword `frobnicate` in vrrp_instance, ignored"));
+}
+
+#[test]
+fn broken_toml_configs_name_the_line() {
+    let e = errors(
+        "lb.toml",
+        "[[virtual_server]]\nlisten = \"198.18.0.300:80\"\n",
+    );
+    assert!(
+        e[0].starts_with("lb.toml:2:10: invalid socket address syntax"),
+        "{e:?}"
+    );
+    let e = errors(
+        "lb.toml",
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\nlb_algo = \"fastest\"\n",
+    );
+    assert!(e[0].starts_with("lb.toml:3:11: unknown lb_algo"), "{e:?}");
+    let e = errors(
+        "lb.toml",
+        "[[vrrp_instance]]\nname = \"A\"\ninterface = \"e\"\nvirtual_router_id = 1\npriority = 256\nvirtual_ipaddress = [\"198.18.0.250\"]\n",
+    );
+    assert!(e[0].starts_with("lb.toml:5:12: "), "{e:?}");
+    let e = errors("lb.toml", "[[virtual_server]\nlisten = 1\n");
+    assert!(e[0].starts_with("lb.toml:1:"), "{e:?}");
+}
