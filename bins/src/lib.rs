@@ -23,3 +23,4 @@
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod lbctl;

@@ -1,1 +1,338 @@
-//! admin
+//! The admin API: what `lbctl` asks a running `lb-node`, over a Unix socket.
+//!
+//! # Protocol
+//!
+//! Line-delimited JSON on a Unix stream socket (mode 0600, so only the daemon's user and
+//! root can use it). The client writes one [`Request`] per line; the daemon answers each
+//! with one [`Response`] line, in order, and keeps the connection open for more. Lines are
+//! at most [`MAX_LINE`] bytes.
+//!
+//! ```text
+//! → {"command":"status"}
+//! ← {"result":"status","status":{"node":{…},"vrrp":[…],"virtual_servers":[…]}}
+//! → {"command":"set_backend_admin","virtual_server":"web","backend":"198.18.0.151:82","state":"drain"}
+//! ← {"result":"ok"}
+//! → {"command":"set_backend_admin","virtual_server":"web","backend":"198.18.0.9:82","state":"drain"}
+//! ← {"result":"error","message":"no backend 198.18.0.9:82 in virtual server web"}
+//! ```
+//!
+//! The daemon implements [`AdminHandler`] and runs [`server::serve`]; `lbctl` uses
+//! [`client::Client`] and [`render::status_table`].
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_bins::admin::{Request, Response, AdminState};
+//!
+//! let line = r#"{"command":"set_backend_admin","virtual_server":"web","backend":"198.18.0.151:82","state":"maint"}"#;
+//! let req: Request = serde_json::from_str(line)?;
+//! assert_eq!(req, Request::SetBackendAdmin {
+//!     virtual_server: "web".into(),
+//!     backend: "198.18.0.151:82".into(),
+//!     state: AdminState::Maint,
+//! });
+//! assert_eq!(serde_json::to_string(&Response::Ok)?, r#"{"result":"ok"}"#);
+//! # Ok::<(), serde_json::Error>(())
+//! ```
+
+pub mod client;
+pub mod render;
+pub mod server;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::model::Protocol;
+
+/// The longest request or response line accepted, in bytes (16 MiB: a status with many
+/// thousands of backends fits).
+pub const MAX_LINE: usize = 16 << 20;
+
+/// What a running daemon offers its admin socket. Implemented by `lb-node`; calls come from
+/// the server's tasks, so they must be quick and must not block on IO.
+pub trait AdminHandler: Send + Sync + 'static {
+    /// A snapshot of every VRRP instance and virtual server.
+    fn status(&self) -> Status;
+
+    /// Sets the admin state of `backend` (its `ip:port`) in `virtual_server` (its name).
+    ///
+    /// # Errors
+    /// A message for the operator, e.g. when the virtual server or backend is unknown.
+    fn set_backend_admin(
+        &self,
+        virtual_server: &str,
+        backend: &str,
+        state: AdminState,
+    ) -> Result<(), String>;
+}
+
+/// A request line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// Ask for a [`Status`].
+    Status,
+    /// Change a backend's admin state.
+    SetBackendAdmin {
+        /// The virtual server's name.
+        virtual_server: String,
+        /// The backend's `ip:port`.
+        backend: String,
+        /// The new state.
+        state: AdminState,
+    },
+}
+
+/// A response line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// The answer to [`Request::Status`].
+    Status {
+        /// The snapshot.
+        status: Status,
+    },
+    /// The command was applied.
+    Ok,
+    /// The command was refused, or the request was not understood.
+    Error {
+        /// Why, for the operator.
+        message: String,
+    },
+}
+
+/// The operator's wish for a backend (HAProxy `set server state`); maps onto
+/// [`lb_core::AdminState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// Takes new connections when healthy.
+    #[default]
+    Ready,
+    /// No new connections; existing ones continue.
+    Drain,
+    /// Out of service.
+    Maint,
+}
+
+impl From<AdminState> for lb_core::AdminState {
+    fn from(s: AdminState) -> Self {
+        match s {
+            AdminState::Ready => Self::Ready,
+            AdminState::Drain => Self::Drain,
+            AdminState::Maint => Self::Maint,
+        }
+    }
+}
+
+impl From<lb_core::AdminState> for AdminState {
+    fn from(s: lb_core::AdminState) -> Self {
+        match s {
+            lb_core::AdminState::Ready => Self::Ready,
+            lb_core::AdminState::Drain => Self::Drain,
+            lb_core::AdminState::Maint => Self::Maint,
+        }
+    }
+}
+
+impl fmt::Display for AdminState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ready => "ready",
+            Self::Drain => "drain",
+            Self::Maint => "maint",
+        })
+    }
+}
+
+impl FromStr for AdminState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ready" => Ok(Self::Ready),
+            "drain" => Ok(Self::Drain),
+            "maint" => Ok(Self::Maint),
+            _ => Err(format!("unknown admin state {s:?} (ready, drain, maint)")),
+        }
+    }
+}
+
+/// What health checking concluded about a backend; maps from [`lb_core::Health`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Passing (or not checked).
+    #[default]
+    Up,
+    /// Failing.
+    Down,
+}
+
+impl From<lb_core::Health> for Health {
+    fn from(h: lb_core::Health) -> Self {
+        match h {
+            lb_core::Health::Up => Self::Up,
+            lb_core::Health::Down => Self::Down,
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Up => "up",
+            Self::Down => "down",
+        })
+    }
+}
+
+/// A VRRP instance's state as the operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VrrpState {
+    /// Starting (RFC 5798 Initialize).
+    Init,
+    /// Backup.
+    Backup,
+    /// Master: owns the VIPs.
+    Master,
+    /// Fault (a non-RFC extension): a tracked interface, script or service is down.
+    Fault,
+    /// Stopped (priority 0 sent, VIPs removed).
+    Stop,
+}
+
+impl fmt::Display for VrrpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Init => "INIT",
+            Self::Backup => "BACKUP",
+            Self::Master => "MASTER",
+            Self::Fault => "FAULT",
+            Self::Stop => "STOP",
+        })
+    }
+}
+
+/// A snapshot of the whole node.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Status {
+    /// The node itself.
+    pub node: NodeStatus,
+    /// Every VRRP instance.
+    pub vrrp: Vec<VrrpStatus>,
+    /// Every virtual server.
+    pub virtual_servers: Vec<VirtualServerStatus>,
+}
+
+/// The node itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// `router_id` from the configuration.
+    pub router_id: Option<String>,
+    /// The daemon's version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// The configuration file in use.
+    pub config: Option<String>,
+}
+
+/// One VRRP instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpStatus {
+    /// Instance name.
+    pub name: String,
+    /// Interface.
+    pub interface: String,
+    /// VRID.
+    pub virtual_router_id: u8,
+    /// Current state.
+    pub state: VrrpState,
+    /// Configured priority.
+    pub base_priority: u8,
+    /// Priority after tracked interfaces, scripts and services.
+    pub effective_priority: u8,
+    /// The current master's address (this node's when master), if known.
+    pub master_address: Option<IpAddr>,
+    /// The virtual addresses, as configured (`198.18.0.250/24 dev eth0`).
+    pub virtual_ips: Vec<String>,
+    /// The sync group, if any.
+    pub sync_group: Option<String>,
+}
+
+/// One virtual server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualServerStatus {
+    /// Name.
+    pub name: String,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Scheduler name (`rr`, `wlc`, …).
+    pub scheduler: String,
+    /// The backends.
+    pub backends: Vec<BackendStatus>,
+}
+
+impl VirtualServerStatus {
+    /// Backends that can take a new connection now (up, ready, weight > 0).
+    pub fn live_backends(&self) -> usize {
+        self.backends.iter().filter(|b| b.is_live()).count()
+    }
+}
+
+/// One backend with its counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// Address.
+    pub address: SocketAddr,
+    /// Health.
+    pub health: Health,
+    /// Admin state.
+    pub admin: AdminState,
+    /// A backup (sorry) backend.
+    pub backup: bool,
+    /// Configured weight.
+    pub weight: u32,
+    /// Weight in use now (0 when inhibited, ramping during slow start).
+    pub effective_weight: u32,
+    /// Open connections.
+    pub active_connections: u64,
+    /// Connections since start.
+    pub total_connections: u64,
+    /// Bytes sent to the backend.
+    pub bytes_to_backend: u64,
+    /// Bytes sent to clients.
+    pub bytes_to_client: u64,
+    /// HTTP counters, for `protocol = "http"` virtual servers.
+    pub http: Option<HttpCounters>,
+}
+
+impl BackendStatus {
+    /// Whether the backend can take a new connection now.
+    pub fn is_live(&self) -> bool {
+        self.health == Health::Up && self.admin == AdminState::Ready && self.effective_weight > 0
+    }
+}
+
+/// Requests and response classes of an HTTP backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HttpCounters {
+    /// Requests forwarded.
+    pub requests: u64,
+    /// 1xx responses.
+    pub responses_1xx: u64,
+    /// 2xx responses.
+    pub responses_2xx: u64,
+    /// 3xx responses.
+    pub responses_3xx: u64,
+    /// 4xx responses.
+    pub responses_4xx: u64,
+    /// 5xx responses.
+    pub responses_5xx: u64,
+}

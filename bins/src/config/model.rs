@@ -474,7 +474,7 @@ pub struct SyncGroup {
 }
 
 /// The listener protocol of a virtual server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP full proxy (default).

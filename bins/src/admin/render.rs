@@ -1,0 +1,228 @@
+//! `lbctl status` as text: keepalived's data dump for VRRP, then an `ipvsadm -ln`-style
+//! table of virtual servers and backends.
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_bins::admin::{render::status_table, Status};
+//!
+//! let text = status_table(&Status::default());
+//! assert!(text.contains("VRRP instances: none"));
+//! ```
+
+use std::fmt::Write as _;
+
+use super::{Status, VrrpState};
+
+/// Renders a status for a terminal.
+pub fn status_table(status: &Status) -> String {
+    let mut out = String::new();
+    let n = &status.node;
+    let _ = write!(
+        out,
+        "lb-node {}  version {}  up {}",
+        n.router_id.as_deref().unwrap_or("-"),
+        if n.version.is_empty() {
+            "?"
+        } else {
+            &n.version
+        },
+        uptime(n.uptime_secs)
+    );
+    if let Some(c) = &n.config {
+        let _ = write!(out, "  config {c}");
+    }
+    out.push_str("\n\n");
+
+    if status.vrrp.is_empty() {
+        out.push_str("VRRP instances: none\n");
+    } else {
+        out.push_str("VRRP instances\n");
+        let mut rows = vec![row(&[
+            "Name",
+            "Interface",
+            "VRID",
+            "State",
+            "Priority",
+            "Base",
+            "Master",
+            "Sync group",
+            "Virtual IPs",
+        ])];
+        for v in &status.vrrp {
+            rows.push(vec![
+                v.name.clone(),
+                v.interface.clone(),
+                v.virtual_router_id.to_string(),
+                v.state.to_string(),
+                v.effective_priority.to_string(),
+                v.base_priority.to_string(),
+                v.master_address
+                    .map_or_else(|| "-".into(), |a| a.to_string()),
+                v.sync_group.clone().unwrap_or_else(|| "-".into()),
+                v.virtual_ips.join(", "),
+            ]);
+        }
+        table(&mut out, "  ", &rows);
+        let faults = status
+            .vrrp
+            .iter()
+            .filter(|v| v.state == VrrpState::Fault)
+            .count();
+        if faults > 0 {
+            let _ = writeln!(out, "  {faults} instance(s) in FAULT");
+        }
+    }
+    out.push('\n');
+
+    if status.virtual_servers.is_empty() {
+        out.push_str("Virtual servers: none\n");
+        return out;
+    }
+    out.push_str("Prot LocalAddress:Port Scheduler Name (live/all backends)\n");
+    // One table for every backend, so columns align across virtual servers (ipvsadm -ln).
+    let mut rows = vec![row(&[
+        "-> RemoteAddress:Port",
+        "Health",
+        "Admin",
+        "Weight",
+        "EffWeight",
+        "ActiveConn",
+        "TotalConn",
+        "ToBackend",
+        "ToClient",
+    ])];
+    for vs in &status.virtual_servers {
+        for b in &vs.backends {
+            let mut addr = format!("-> {}", b.address);
+            if b.backup {
+                addr.push_str(" (backup)");
+            }
+            rows.push(vec![
+                addr,
+                b.health.to_string(),
+                b.admin.to_string(),
+                b.weight.to_string(),
+                b.effective_weight.to_string(),
+                b.active_connections.to_string(),
+                b.total_connections.to_string(),
+                bytes(b.bytes_to_backend),
+                bytes(b.bytes_to_client),
+            ]);
+        }
+    }
+    let mut lines = table_lines(&rows).into_iter();
+    if let Some(header) = lines.next() {
+        let _ = writeln!(out, "  {header}");
+    }
+    for vs in &status.virtual_servers {
+        let _ = writeln!(
+            out,
+            "{:<4} {} {} {} ({}/{})",
+            vs.protocol.to_string().to_uppercase(),
+            vs.listen,
+            vs.scheduler,
+            vs.name,
+            vs.live_backends(),
+            vs.backends.len()
+        );
+        for b in &vs.backends {
+            if let Some(line) = lines.next() {
+                let _ = writeln!(out, "  {line}");
+            }
+            if let Some(h) = b.http {
+                let _ = writeln!(
+                    out,
+                    "       http: {} requests  1xx {}  2xx {}  3xx {}  4xx {}  5xx {}",
+                    h.requests,
+                    h.responses_1xx,
+                    h.responses_2xx,
+                    h.responses_3xx,
+                    h.responses_4xx,
+                    h.responses_5xx
+                );
+            }
+        }
+    }
+    out
+}
+
+fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn table_lines(rows: &[Vec<String>]) -> Vec<String> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                if c + 1 == r.len() {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+                }
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
+fn table(out: &mut String, indent: &str, rows: &[Vec<String>]) {
+    for line in table_lines(rows) {
+        let _ = writeln!(out, "{indent}{line}");
+    }
+}
+
+fn uptime(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h:02}h{m:02}m")
+    } else if h > 0 {
+        format!("{h}h{m:02}m")
+    } else {
+        format!("{m}m{s:02}s")
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if n < 1024 {
+        return n.to_string();
+    }
+    let mut v = n as f64;
+    let mut unit = "";
+    for u in UNITS {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1}{unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(bytes(0), "0");
+        assert_eq!(bytes(1023), "1023");
+        assert_eq!(bytes(1536), "1.5K");
+        assert_eq!(bytes(5 << 30), "5.0G");
+        assert_eq!(uptime(59), "0m59s");
+        assert_eq!(uptime(3_700), "1h01m");
+        assert_eq!(uptime(90_000), "1d01h00m");
+    }
+}

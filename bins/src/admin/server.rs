@@ -1,0 +1,178 @@
+//! The daemon's side of the admin socket (tokio).
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use lb_bins::admin::{server, AdminHandler, AdminState, Status};
+//!
+//! struct Daemon;
+//! impl AdminHandler for Daemon {
+//!     fn status(&self) -> Status { Status::default() }
+//!     fn set_backend_admin(&self, _: &str, _: &str, _: AdminState) -> Result<(), String> { Ok(()) }
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = server::bind("/run/lb-node/admin.sock".as_ref())?;
+//! let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+//! tokio::spawn(server::serve(listener, Arc::new(Daemon), async { let _ = stop_rx.await; }));
+//! // … on SIGTERM:
+//! let _ = stop_tx.send(());
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::{AdminHandler, Request, Response, MAX_LINE};
+
+/// Binds the admin socket at `path` with mode 0600.
+///
+/// Creates the parent directory (mode 0700) when missing. A leftover socket file that no
+/// process answers on is replaced; one that answers means another daemon is running.
+///
+/// Must be called within a tokio runtime.
+///
+/// # Errors
+/// `AddrInUse` when another process serves `path`, `AlreadyExists` when `path` is not a
+/// socket, and the IO errors of creating the directory, binding, or setting the mode.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another process", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    // The directory is 0700 when we created it, so nobody else can connect in the window
+    // between bind and chmod.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves admin connections until `shutdown` completes; each connection runs in its own
+/// task. Does not remove the socket file (the daemon does, on exit).
+///
+/// # Cancel safety
+/// Dropping the future stops accepting; connections already accepted finish their current
+/// request in their own tasks.
+///
+/// # Errors
+/// An accept error that is not transient.
+pub async fn serve<H: AdminHandler>(
+    listener: UnixListener,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let h = Arc::clone(&handler);
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(stream, h).await {
+                            tracing::debug!(error = %e, "admin connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            },
+        }
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+    ) || e.raw_os_error().is_some_and(|c| c == 24 || c == 23) // EMFILE, ENFILE
+}
+
+/// Answers one request line.
+pub fn handle_line<H: AdminHandler + ?Sized>(handler: &H, line: &str) -> Response {
+    match serde_json::from_str::<Request>(line) {
+        Ok(Request::Status) => Response::Status {
+            status: handler.status(),
+        },
+        Ok(Request::SetBackendAdmin {
+            virtual_server,
+            backend,
+            state,
+        }) => match handler.set_backend_admin(&virtual_server, &backend, state) {
+            Ok(()) => {
+                tracing::info!(%virtual_server, %backend, %state, "backend admin state set");
+                Response::Ok
+            }
+            Err(message) => Response::Error { message },
+        },
+        Err(e) => Response::Error {
+            message: format!("bad request: {e}"),
+        },
+    }
+}
+
+async fn connection<H: AdminHandler>(stream: UnixStream, handler: Arc<H>) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut read)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let response = if line.len() > MAX_LINE {
+            Response::Error {
+                message: format!("request longer than {MAX_LINE} bytes"),
+            }
+        } else {
+            match std::str::from_utf8(&line) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => handle_line(&*handler, text.trim()),
+                Err(_) => Response::Error {
+                    message: "request is not UTF-8".into(),
+                },
+            }
+        };
+        let mut out = serde_json::to_vec(&response).map_err(io::Error::other)?;
+        out.push(b'\n');
+        write.write_all(&out).await?;
+        if line.len() > MAX_LINE {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The admin API end to end: a fake daemon behind a real Unix socket in a temporary
+//! directory, driven by the library client and by the `lbctl` binary.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use lb_bins::admin::client::{Client, ClientError};
+use lb_bins::admin::{
+    server, AdminHandler, AdminState, BackendStatus, Health, HttpCounters, NodeStatus, Status,
+    VirtualServerStatus, VrrpState, VrrpStatus,
+};
+use lb_bins::config::model::Protocol;
+
+#[derive(Debug)]
+struct Fake(Mutex<Status>);
+
+impl AdminHandler for Fake {
+    fn status(&self) -> Status {
+        self.0.lock().unwrap().clone()
+    }
+    fn set_backend_admin(&self, vs: &str, backend: &str, state: AdminState) -> Result<(), String> {
+        let mut s = self.0.lock().unwrap();
+        let v = s
+            .virtual_servers
+            .iter_mut()
+            .find(|v| v.name == vs)
+            .ok_or_else(|| format!("no virtual server {vs}"))?;
+        let b = v
+            .backends
+            .iter_mut()
+            .find(|b| b.address.to_string() == backend)
+            .ok_or_else(|| format!("no backend {backend} in virtual server {vs}"))?;
+        b.admin = state;
+        Ok(())
+    }
+}
+
+fn backend(addr: &str, weight: u32) -> BackendStatus {
+    BackendStatus {
+        address: addr.parse().unwrap(),
+        health: Health::Up,
+        admin: AdminState::Ready,
+        backup: false,
+        weight,
+        effective_weight: weight,
+        active_connections: 2,
+        total_connections: 40,
+        bytes_to_backend: 4096,
+        bytes_to_client: 3 << 20,
+        http: None,
+    }
+}
+
+fn status() -> Status {
+    let mut down = backend("198.18.0.153:83", 3);
+    down.health = Health::Down;
+    let mut web = backend("198.18.0.151:8080", 1);
+    web.http = Some(HttpCounters {
+        requests: 100,
+        responses_2xx: 97,
+        responses_5xx: 3,
+        ..HttpCounters::default()
+    });
+    Status {
+        node: NodeStatus {
+            router_id: Some("LVS_MASTER".into()),
+            version: "0.1.0".into(),
+            uptime_secs: 3_725,
+            config: Some("/etc/keepalived/keepalived.conf".into()),
+        },
+        vrrp: vec![
+            VrrpStatus {
+                name: "VI_1".into(),
+                interface: "lbnet0".into(),
+                virtual_router_id: 51,
+                state: VrrpState::Master,
+                base_priority: 100,
+                effective_priority: 100,
+                master_address: Some("198.18.0.11".parse().unwrap()),
+                virtual_ips: vec!["198.18.0.250".into()],
+                sync_group: Some("VG_1".into()),
+            },
+            VrrpStatus {
+                name: "VI_2".into(),
+                interface: "lbnet0".into(),
+                virtual_router_id: 52,
+                state: VrrpState::Master,
+                base_priority: 100,
+                effective_priority: 100,
+                master_address: Some("198.18.0.11".parse().unwrap()),
+                virtual_ips: vec!["198.18.0.251".into()],
+                sync_group: Some("VG_1".into()),
+            },
+        ],
+        virtual_servers: vec![
+            VirtualServerStatus {
+                name: "198.18.0.250:80".into(),
+                listen: "198.18.0.250:80".parse().unwrap(),
+                protocol: Protocol::Tcp,
+                scheduler: "rr".into(),
+                backends: vec![backend("198.18.0.151:82", 3), down],
+            },
+            VirtualServerStatus {
+                name: "web".into(),
+                listen: "198.18.0.250:8080".parse().unwrap(),
+                protocol: Protocol::Http,
+                scheduler: "wlc".into(),
+                backends: vec![web],
+            },
+        ],
+    }
+}
+
+/// A running fake daemon; dropping it stops the server.
+struct Daemon {
+    _dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+    handler: Arc<Fake>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // A fresh sub-directory: bind creates it with mode 0700.
+        let socket = dir.path().join("run/admin.sock");
+        let handler = Arc::new(Fake(Mutex::new(status())));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let h = Arc::clone(&handler);
+        let path = socket.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = server::bind(&path).unwrap();
+                ready_tx.send(()).unwrap();
+                server::serve(listener, h, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        ready_rx.recv().unwrap();
+        Self {
+            _dir: dir,
+            socket,
+            handler,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lbctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env_remove("LB_ADMIN_SOCKET")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn socket_is_private() {
+    let d = Daemon::start();
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let dir_mode = std::fs::metadata(d.socket.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+}
+
+#[test]
+fn client_round_trips_status_and_commands() {
+    let d = Daemon::start();
+    let mut c = Client::connect(&d.socket).unwrap();
+    assert_eq!(c.status().unwrap(), status());
+    // Several requests on one connection.
+    c.set_backend_admin("198.18.0.250:80", "198.18.0.151:82", AdminState::Drain)
+        .unwrap();
+    let s = c.status().unwrap();
+    assert_eq!(s.virtual_servers[0].backends[0].admin, AdminState::Drain);
+    assert_eq!(s.virtual_servers[0].live_backends(), 0);
+    let e = c
+        .set_backend_admin("198.18.0.250:80", "198.18.0.9:82", AdminState::Maint)
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Refused(m) if m == "no backend 198.18.0.9:82 in virtual server 198.18.0.250:80")
+    );
+    // A garbled line gets an error answer, and the connection stays usable.
+    let r = server::handle_line(&*d.handler, "{\"command\":\"reboot\"}");
+    assert!(matches!(r, lb_bins::admin::Response::Error { .. }));
+    assert!(c.status().is_ok());
+}
+
+#[test]
+fn a_second_daemon_cannot_steal_the_socket_but_a_stale_one_is_replaced() {
+    let d = Daemon::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt.block_on(async { server::bind(&d.socket).unwrap_err() });
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    rt.block_on(async { server::bind(&stale).unwrap() });
+}
+
+#[test]
+fn lbctl_status_prints_tables_and_json() {
+    let d = Daemon::start();
+    let (code, out, err) = lbctl(&d.socket, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    println!("{out}");
+    assert!(out.starts_with("lb-node LVS_MASTER  version 0.1.0  up 1h02m"));
+    assert!(
+        out.contains(
+            "VI_1  lbnet0     51    MASTER  100       100   198.18.0.11  VG_1        198.18.0.250"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nTCP  198.18.0.250:80 rr 198.18.0.250:80 (1/2)\n"),
+        "{out}"
+    );
+    assert!(out.contains("\n  -> 198.18.0.151:82     up      ready  3       3          2           40         4.0K       3.0M\n"), "{out}");
+    assert!(out.contains("\n  -> 198.18.0.153:83     down    ready  3       3          2           40         4.0K       3.0M\n"), "{out}");
+    assert!(
+        out.contains("\nHTTP 198.18.0.250:8080 wlc web (1/1)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("http: 100 requests  1xx 0  2xx 97  3xx 0  4xx 0  5xx 3"),
+        "{out}"
+    );
+
+    let (code, out, _) = lbctl(&d.socket, &["status", "--json"]);
+    assert_eq!(code, 0);
+    let parsed: Status = serde_json::from_str(&out).unwrap();
+    assert_eq!(parsed, status());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["vrrp"][0]["state"], "MASTER");
+    assert_eq!(v["virtual_servers"][0]["backends"][1]["health"], "down");
+    assert_eq!(v["virtual_servers"][1]["protocol"], "http");
+}
+
+#[test]
+fn lbctl_backend_changes_admin_state_and_reports_refusals() {
+    let d = Daemon::start();
+    for (action, state) in [
+        ("drain", AdminState::Drain),
+        ("maint", AdminState::Maint),
+        ("ready", AdminState::Ready),
+    ] {
+        let (code, out, err) = lbctl(
+            &d.socket,
+            &["backend", action, "198.18.0.250:80", "198.18.0.153:83"],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            out.trim(),
+            format!("198.18.0.250:80 198.18.0.153:83: {action}")
+        );
+        assert_eq!(
+            d.handler.status().virtual_servers[0].backends[1].admin,
+            state
+        );
+    }
+    let (code, _, err) = lbctl(&d.socket, &["backend", "drain", "nope", "198.18.0.153:83"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim(), "lbctl: no virtual server nope");
+    let (code, _, _) = lbctl(&d.socket, &["backend", "pause", "a", "b"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn lbctl_without_a_daemon_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = lbctl(&dir.path().join("none.sock"), &["status"]);
+    assert_eq!(code, 3);
+    assert!(err.starts_with("lbctl: cannot connect to "), "{err}");
+}
