@@ -70,6 +70,8 @@ counters! {
     bytes_to_backend,
     /// Payload bytes backend → client.
     bytes_to_client,
+    /// Of those, bytes moved by `splice(2)` (TCP, both directions).
+    bytes_spliced,
 }
 
 impl ProxyStats {

@@ -69,6 +69,8 @@ pub struct ForwardStats {
     pub client_to_backend: u64,
     /// Bytes written to the client.
     pub backend_to_client: u64,
+    /// Of those, bytes moved by `splice(2)` (both directions), without user-space copies.
+    pub spliced: u64,
     /// How long forwarding ran.
     pub duration: Duration,
 }
@@ -151,11 +153,18 @@ impl Activity {
 pub(crate) struct Direction<'a> {
     pub(crate) activity: &'a Activity,
     bytes: &'a AtomicU64,
+    spliced: &'a AtomicU64,
 }
 
 impl Direction<'_> {
     pub(crate) fn add(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    #[cfg_attr(not(all(target_os = "linux", feature = "splice")), allow(dead_code))]
+    pub(crate) fn add_spliced(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.spliced.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -246,6 +255,7 @@ pub async fn forward(
     let activity = Activity::new();
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
+    let spliced = AtomicU64::new(0);
     let mode = opts.mode;
     let to_backend = run_direction(
         client,
@@ -255,6 +265,7 @@ pub async fn forward(
         Direction {
             activity: &activity,
             bytes: &up,
+            spliced: &spliced,
         },
     );
     let to_client = run_direction(
@@ -265,6 +276,7 @@ pub async fn forward(
         Direction {
             activity: &activity,
             bytes: &down,
+            spliced: &spliced,
         },
     );
     let both = async {
@@ -292,6 +304,7 @@ pub async fn forward(
     let stats = ForwardStats {
         client_to_backend: up.load(Ordering::Relaxed),
         backend_to_client: down.load(Ordering::Relaxed),
+        spliced: spliced.load(Ordering::Relaxed),
         duration: start.elapsed(),
     };
     (stats, result)

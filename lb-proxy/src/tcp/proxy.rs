@@ -456,6 +456,7 @@ async fn handle_connection(
     fs.client_to_backend += early.len() as u64;
     ProxyStats::add(&stats.bytes_to_backend, fs.client_to_backend);
     ProxyStats::add(&stats.bytes_to_client, fs.backend_to_client);
+    ProxyStats::add(&stats.bytes_spliced, fs.spliced);
     backend
         .stats()
         .add_bytes(fs.client_to_backend, fs.backend_to_client);

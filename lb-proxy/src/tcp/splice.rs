@@ -226,7 +226,7 @@ pub(super) async fn splice_direction(
                             .map_err(DirError::Write)?;
                         pipe.pending -= n;
                         SPLICED_BYTES.fetch_add(n as u64, Ordering::Relaxed);
-                        dir.add(n);
+                        dir.add_spliced(n);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

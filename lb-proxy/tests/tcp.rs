@@ -1,0 +1,663 @@
+//! TCP data-path tests against real servers on loopback, started by the tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_core::{AdminState, Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
+use lb_proxy::proxy_protocol::{self, AcceptProxy, ProxyHeader, Version};
+use lb_proxy::tcp::{ForwardMode, ProxyHandle, TcpProxy, TcpProxyConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Every test body runs under this bound, so nothing hangs CI.
+const TEST_BOUND: Duration = Duration::from_secs(120);
+
+/// A loopback backend; aborted (listener and every connection) on drop.
+struct TestBackend {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Echoes every connection; the accept loop and connections live in one task set.
+async fn echo_backend(bind: &str) -> TestBackend {
+    let l = TcpListener::bind(bind).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            conns.spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    TestBackend { addr, task }
+}
+
+fn pool_of(addrs: &[SocketAddr]) -> Arc<Pool> {
+    let set = BackendSet::new(
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Backend::new(BackendId(i as u32 + 1), *a))
+            .collect(),
+    )
+    .unwrap();
+    Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap())
+}
+
+fn config() -> TcpProxyConfig {
+    let mut c = TcpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    c.connect_timeout = Duration::from_secs(2);
+    c
+}
+
+async fn ping(proxy: SocketAddr, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(proxy).await?;
+    s.write_all(msg).await?;
+    s.shutdown().await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    Ok(out)
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// A 1 MiB pseudo-random chunk with its index stamped into the first 8 bytes, so lost,
+/// duplicated or reordered chunks are caught.
+fn chunk(pattern: &mut [u8], index: usize) -> &[u8] {
+    pattern[..8].copy_from_slice(&(index as u64).to_le_bytes());
+    pattern
+}
+
+/// Streams `total` bytes through an echo backend behind the proxy and checks every byte that
+/// comes back against the regenerated stream (a byte-for-byte `memcmp`, stronger than
+/// comparing hashes and fast in debug builds). Returns the bytes the proxy spliced.
+async fn bulk(mode: ForwardMode, total: usize) -> u64 {
+    let backend = echo_backend("127.0.0.1:0").await;
+    let mut cfg = config();
+    cfg.forward_mode = mode;
+    let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+    let s = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let mut pattern = vec![0u8; CHUNK];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for c in pattern.chunks_exact_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes());
+    }
+    let mut expected = pattern.clone();
+    let writer = tokio::spawn(async move {
+        for i in 0..total / CHUNK {
+            w.write_all(chunk(&mut pattern, i)).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+    });
+    let mut buf = vec![0u8; CHUNK];
+    for i in 0..total / CHUNK {
+        r.read_exact(&mut buf).await.unwrap();
+        assert!(buf == chunk(&mut expected, i), "chunk {i} corrupted");
+    }
+    assert_eq!(r.read(&mut buf).await.unwrap(), 0, "bytes past the end");
+    writer.await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while proxy.active() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let st = proxy.stats();
+    assert_eq!(st.bytes_to_backend, total as u64);
+    assert_eq!(st.bytes_to_client, total as u64);
+    let b = proxy.pool().backends();
+    let b = b.get(BackendId(1)).unwrap();
+    assert_eq!(b.stats().bytes_to_backend(), total as u64);
+    assert_eq!(b.stats().bytes_to_client(), total as u64);
+    proxy.stop().await;
+    st.bytes_spliced
+}
+
+const GIB: usize = 1 << 30;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_through_splice_is_intact_and_really_spliced() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let before = lb_proxy::tcp::spliced_bytes();
+        let spliced = bulk(ForwardMode::Auto, GIB).await;
+        // Both directions (to the backend and the echo back) went through pipes, as the
+        // proxy's own count and the process-wide counter of splice(2) calls agree.
+        assert_eq!(spliced, 2 * GIB as u64, "bytes moved by splice(2)");
+        assert!(lb_proxy::tcp::spliced_bytes() - before >= 2 * GIB as u64);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_through_copy_is_intact() {
+    tokio::time::timeout(TEST_BOUND, async {
+        assert_eq!(bulk(ForwardMode::Copy, GIB).await, 0, "nothing spliced");
+    })
+    .await
+    .unwrap();
+}
+
+/// The client half-closes first: its FIN reaches the backend, which then still answers.
+#[tokio::test]
+async fn half_close_from_client() {
+    for mode in [ForwardMode::Auto, ForwardMode::Copy] {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap(); // EOF = the client's FIN arrived
+            s.write_all(b"world").await.unwrap();
+            got
+        });
+        let mut cfg = config();
+        cfg.forward_mode = mode;
+        let proxy = TcpProxy::start(cfg, pool_of(&[addr])).unwrap();
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            ping(proxy.local_addrs()[0], b"hello"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(reply, b"world", "{mode:?}");
+        assert_eq!(server.await.unwrap(), b"hello");
+    }
+}
+
+/// The backend half-closes first (a banner, then FIN); the client still sends afterwards.
+#[tokio::test]
+async fn half_close_from_backend() {
+    for mode in [ForwardMode::Auto, ForwardMode::Copy] {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(b"banner").await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut cfg = config();
+        cfg.forward_mode = mode;
+        let proxy = TcpProxy::start(cfg, pool_of(&[addr])).unwrap();
+        let mut c = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+        let mut banner = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut banner))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(banner, b"banner");
+        c.write_all(b"late data").await.unwrap();
+        c.shutdown().await.unwrap();
+        assert_eq!(server.await.unwrap(), b"late data", "{mode:?}");
+    }
+}
+
+/// A listener whose accept queue is full: SYNs are dropped, connects time out.
+fn blackhole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    s.listen(0).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    let mut fill = Vec::new();
+    for _ in 0..4 {
+        let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        c.set_nonblocking(true).unwrap();
+        let _ = c.connect(&addr.into());
+        fill.push(c.into());
+    }
+    std::thread::yield_now();
+    (s, fill, addr)
+}
+
+/// Backends die (refused) or hang (connect timeout) while clients keep connecting: retries
+/// with redispatch hide it from every client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_killed_while_clients_connect_no_client_sees_a_failure() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let a = echo_backend("127.0.0.1:0").await;
+        let b = echo_backend("127.0.0.1:0").await;
+        let c = echo_backend("127.0.0.1:0").await;
+        let (_hole, _fill, hole_addr) = blackhole();
+        let pool = pool_of(&[a.addr, b.addr, c.addr, hole_addr]);
+        let mut cfg = config();
+        cfg.connect_timeout = Duration::from_millis(200);
+        let proxy = TcpProxy::start(cfg, pool).unwrap();
+        let addr = proxy.local_addrs()[0];
+        let mut b = Some(b);
+        let mut c = Some(c);
+        let mut failures = 0;
+        for round in 0..20 {
+            if round == 5 {
+                drop(b.take()); // killed: refused from now on
+            }
+            if round == 10 {
+                drop(c.take());
+            }
+            let mut js = tokio::task::JoinSet::new();
+            for i in 0..10 {
+                js.spawn(async move {
+                    let msg = format!("client {round}/{i}");
+                    matches!(ping(addr, msg.as_bytes()).await, Ok(r) if r == msg.as_bytes())
+                });
+            }
+            while let Some(ok) = js.join_next().await {
+                if !ok.unwrap() {
+                    failures += 1;
+                }
+            }
+        }
+        let st = proxy.stats();
+        assert_eq!(failures, 0, "client-visible failures; stats {st:?}");
+        assert_eq!(st.failed, 0);
+        assert!(st.retries > 0 && st.connect_failures > 0, "{st:?}");
+        let backends = proxy.pool().backends();
+        assert!(
+            backends.get(BackendId(4)).unwrap().stats().failures() > 0,
+            "blackhole timed out"
+        );
+        assert!(
+            backends.get(BackendId(2)).unwrap().stats().failures() > 0,
+            "refused"
+        );
+        drop(a);
+    })
+    .await
+    .unwrap();
+}
+
+/// Every backend dead: the client is closed, counted as failed.
+#[tokio::test]
+async fn all_backends_dead_closes_the_client() {
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let proxy = TcpProxy::start(config(), pool_of(&[addr])).unwrap();
+    let r = ping(proxy.local_addrs()[0], b"x").await;
+    assert!(matches!(r.as_deref(), Ok(b"") | Err(_)), "{r:?}");
+    let st = proxy.stats();
+    assert_eq!(st.failed, 1);
+    assert_eq!(st.connect_failures, 4, "1 try + 3 retries");
+}
+
+/// `backend_maxconn` 2 and a queue of 1: the third waits for a slot, the fourth is refused,
+/// and a queued connection gives up after the queue timeout.
+#[tokio::test]
+async fn maxconn_and_queue() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let backend = echo_backend("127.0.0.1:0").await;
+        let mut cfg = config();
+        cfg.backend_maxconn = Some(2);
+        cfg.maxqueue = 1;
+        cfg.queue_timeout = Duration::from_millis(500);
+        let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+        let addr = proxy.local_addrs()[0];
+
+        async fn open(addr: SocketAddr) -> TcpStream {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"x").await.unwrap();
+            let mut b = [0; 1];
+            s.read_exact(&mut b).await.unwrap();
+            s
+        }
+        let first = open(addr).await;
+        let _second = open(addr).await;
+        assert_eq!(proxy.stats().connected, 2);
+
+        // Third: queued until `first` closes.
+        let third = tokio::spawn(ping(addr, b"third"));
+        while proxy.stats().queued < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Fourth: the queue (1) is full → refused at once.
+        let fourth = ping(addr, b"fourth").await;
+        assert!(matches!(fourth.as_deref(), Ok(b"") | Err(_)), "{fourth:?}");
+        assert_eq!(proxy.stats().queue_refused, 1);
+        drop(first);
+        assert_eq!(third.await.unwrap().unwrap(), b"third");
+
+        // With both slots held, a queued connection times out.
+        let _again = open(addr).await;
+        let started = tokio::time::Instant::now();
+        let late = ping(addr, b"late").await;
+        assert!(matches!(late.as_deref(), Ok(b"") | Err(_)), "{late:?}");
+        assert!(started.elapsed() >= Duration::from_millis(450));
+        let st = proxy.stats();
+        assert_eq!(st.queue_refused, 2, "{st:?}");
+        assert_eq!(st.failed, 2);
+    })
+    .await
+    .unwrap();
+}
+
+/// Drain: no new connections, established ones finish; at the deadline the rest close.
+#[tokio::test]
+async fn graceful_drain() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let backend = echo_backend("127.0.0.1:0").await;
+        let proxy: Arc<ProxyHandle> =
+            Arc::new(TcpProxy::start(config(), pool_of(&[backend.addr])).unwrap());
+        let addr = proxy.local_addrs()[0];
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"before").await.unwrap();
+        let mut buf = [0u8; 6];
+        s.read_exact(&mut buf).await.unwrap();
+
+        let p = Arc::clone(&proxy);
+        let drain = tokio::spawn(async move { p.drain(Some(Duration::from_secs(30))).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+        // The established connection keeps working during the drain.
+        s.write_all(b"during").await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"during");
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(drain.await.unwrap(), 0, "finished before the deadline");
+
+        // Deadline: a connection that never finishes is closed.
+        let proxy = TcpProxy::start(config(), pool_of(&[backend.addr])).unwrap();
+        let mut s = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        s.read_exact(&mut buf[..1]).await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(proxy.drain(Some(Duration::from_millis(300))).await, 1);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let mut rest = Vec::new();
+        let r = s.read_to_end(&mut rest).await;
+        assert!(matches!(r, Ok(0) | Err(_)));
+        assert_eq!(proxy.stats().shutdown_closed, 1);
+    })
+    .await
+    .unwrap();
+}
+
+/// A backend set to drain keeps its connections and gets no new ones.
+#[tokio::test]
+async fn drained_backend_keeps_connections_gets_no_new_ones() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let a = echo_backend("127.0.0.1:0").await;
+        let b = echo_backend("127.0.0.1:0").await;
+        let proxy = TcpProxy::start(config(), pool_of(&[a.addr, b.addr])).unwrap();
+        let addr = proxy.local_addrs()[0];
+        let mut on_a = TcpStream::connect(addr).await.unwrap(); // round robin: first → a
+        on_a.write_all(b"1").await.unwrap();
+        let mut buf = [0u8; 1];
+        on_a.read_exact(&mut buf).await.unwrap();
+        let backends = proxy.pool().backends();
+        let stats_a = Arc::clone(backends.get(BackendId(1)).unwrap().stats());
+        let stats_b = Arc::clone(backends.get(BackendId(2)).unwrap().stats());
+        assert_eq!(stats_a.active(), 1);
+
+        proxy
+            .pool()
+            .set_admin(BackendId(1), AdminState::Drain)
+            .unwrap();
+        for i in 0..10 {
+            assert_eq!(
+                ping(addr, format!("{i}").as_bytes()).await.unwrap(),
+                format!("{i}").as_bytes()
+            );
+        }
+        assert_eq!(
+            stats_a.total(),
+            1,
+            "no new connection to the drained backend"
+        );
+        assert_eq!(stats_b.total(), 10);
+        on_a.write_all(b"2").await.unwrap();
+        on_a.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"2", "existing connection continues");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_silent_connections() {
+    let backend = echo_backend("127.0.0.1:0").await;
+    let mut cfg = config();
+    cfg.idle_timeout = Some(Duration::from_millis(300));
+    let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+    let mut s = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+    // Activity postpones the timeout.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(b"k").await.unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+    }
+    let started = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(200), "{waited:?}");
+    assert_eq!(proxy.stats().idle_timeouts, 1);
+}
+
+/// Same, on tokio's paused clock: the 15-minute default happens in no real time.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn idle_timeout_on_paused_clock() {
+    let backend = echo_backend("127.0.0.1:0").await;
+    let cfg = config(); // idle_timeout default: 900 s
+    let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+    let mut s = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+    s.write_all(b"k").await.unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    let r = s.read_to_end(&mut rest).await;
+    assert!(matches!(r, Ok(0) | Err(_)));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(899), "{waited:?}");
+    assert!(waited <= Duration::from_secs(901), "{waited:?}");
+    assert_eq!(proxy.stats().idle_timeouts, 1);
+}
+
+/// Reads a PROXY header from a backend connection, then everything else.
+async fn backend_reading_proxy_header() -> (SocketAddr, JoinHandle<(Vec<u8>, ProxyHeader, Vec<u8>)>)
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let (h, n) = proxy_protocol::parse(&raw).unwrap().unwrap();
+        let payload = raw[n..].to_vec();
+        raw.truncate(n);
+        (raw, h, payload)
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn send_proxy_v1_and_v2() {
+    for version in [Version::V1, Version::V2] {
+        let (addr, backend) = backend_reading_proxy_header().await;
+        let mut cfg = config();
+        cfg.send_proxy = Some(version);
+        let proxy = TcpProxy::start(cfg, pool_of(&[addr])).unwrap();
+        let mut c = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+        let client_addr = c.local_addr().unwrap();
+        c.write_all(b"payload").await.unwrap();
+        c.shutdown().await.unwrap();
+        let (raw, header, payload) = backend.await.unwrap();
+        let expected = ProxyHeader::tcp(client_addr, proxy.local_addrs()[0]);
+        assert_eq!(header, expected);
+        assert_eq!(raw, expected.to_bytes(version));
+        if version == Version::V1 {
+            let text = format!(
+                "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n",
+                client_addr.port(),
+                proxy.local_addrs()[0].port()
+            );
+            assert_eq!(raw, text.as_bytes(), "golden v1 line");
+        } else {
+            assert_eq!(
+                &raw[..16],
+                b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c",
+                "golden v2 preamble"
+            );
+        }
+        assert_eq!(payload, b"payload");
+    }
+}
+
+/// Behind another LB: the spec's v1 example arrives from the client and is passed on as v2
+/// with the same addresses; payload in the same segment is not lost.
+#[tokio::test]
+async fn accept_proxy_passes_the_original_client_on() {
+    let (addr, backend) = backend_reading_proxy_header().await;
+    let mut cfg = config();
+    cfg.accept_proxy = Some(AcceptProxy::default());
+    cfg.send_proxy = Some(Version::V2);
+    let proxy = TcpProxy::start(cfg, pool_of(&[addr])).unwrap();
+    let mut c = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+    c.write_all(b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    c.shutdown().await.unwrap();
+    let (raw, header, payload) = backend.await.unwrap();
+    assert_eq!(
+        raw,
+        [
+            0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11,
+            0x00, 0x0c, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0x0b, 0xdc, 0x04, 0x01, 0xbb
+        ]
+    );
+    assert_eq!(
+        header,
+        ProxyHeader::tcp(
+            "192.168.0.1:56324".parse().unwrap(),
+            "192.168.0.11:443".parse().unwrap()
+        )
+    );
+    assert_eq!(payload, b"GET / HTTP/1.0\r\n\r\n");
+}
+
+#[tokio::test]
+async fn accept_proxy_malformed_or_missing_header_closes_and_counts() {
+    let backend = echo_backend("127.0.0.1:0").await;
+    let mut cfg = config();
+    cfg.accept_proxy = Some(AcceptProxy {
+        header_timeout: Duration::from_millis(200),
+    });
+    let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+    let addr = proxy.local_addrs()[0];
+    // Malformed.
+    let r = ping(addr, b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 80\r\nhello").await;
+    assert!(matches!(r.as_deref(), Ok(b"") | Err(_)), "{r:?}");
+    // Missing: nothing sent within the header timeout.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)));
+    // Not a PROXY header at all.
+    let r = ping(addr, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(matches!(r.as_deref(), Ok(b"") | Err(_)), "{r:?}");
+    let st = proxy.stats();
+    assert_eq!(st.proxy_header_errors, 3, "{st:?}");
+    assert_eq!(st.connected, 0, "no backend connection for a bad header");
+    // A good header still works.
+    assert_eq!(ping(addr, b"PROXY UNKNOWN\r\nok").await.unwrap(), b"ok");
+}
+
+/// The seeds' NAT64 case: an IPv6 VIP in front of IPv4 backends (port differs, as in the
+/// seed's 80 → 82/83).
+#[tokio::test]
+async fn ipv6_listener_to_ipv4_backends() {
+    let a = echo_backend("127.0.0.1:0").await;
+    let b = echo_backend("127.0.0.1:0").await;
+    let mut cfg = TcpProxyConfig::new(vec![
+        "[::1]:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    ]);
+    cfg.send_proxy = None;
+    let proxy = TcpProxy::start(cfg, pool_of(&[a.addr, b.addr])).unwrap();
+    let v6 = proxy.local_addrs()[0];
+    let v4 = proxy.local_addrs()[1];
+    assert!(v6.is_ipv6() && v4.is_ipv4());
+    for i in 0..4 {
+        let msg = format!("v6 client {i}");
+        assert_eq!(ping(v6, msg.as_bytes()).await.unwrap(), msg.as_bytes());
+    }
+    assert_eq!(ping(v4, b"v4").await.unwrap(), b"v4");
+    let backends = proxy.pool().backends();
+    assert_eq!(backends.get(BackendId(1)).unwrap().stats().total(), 3);
+    assert_eq!(backends.get(BackendId(2)).unwrap().stats().total(), 2);
+}
+
+/// HAProxy `source`: backend connections leave from the configured address.
+#[tokio::test]
+async fn source_address_and_reuseport_acceptors() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = tokio::spawn(async move {
+        let (mut s, peer) = l.accept().await.unwrap();
+        s.write_all(b"hi").await.unwrap();
+        peer
+    });
+    let mut cfg = config();
+    cfg.source = Some("127.0.0.2".parse().unwrap());
+    cfg.acceptors = 2;
+    let proxy = TcpProxy::start(cfg, pool_of(&[addr])).unwrap();
+    assert_eq!(proxy.local_addrs().len(), 1);
+    let mut c = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+    let mut b = [0u8; 2];
+    c.read_exact(&mut b).await.unwrap();
+    assert_eq!(
+        seen.await.unwrap().ip(),
+        "127.0.0.2".parse::<std::net::IpAddr>().unwrap()
+    );
+}
+
+/// Idle connections hold no pipe: pipes are lent only while bytes are in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_hold_no_pipes() {
+    let backend = echo_backend("127.0.0.1:0").await;
+    let mut cfg = config();
+    cfg.maxpipes = 4;
+    let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+    let addr = proxy.local_addrs()[0];
+    let mut conns = Vec::new();
+    for i in 0..50u8 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[i; 100]).await.unwrap();
+        let mut b = [0u8; 100];
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(b, [i; 100]);
+        conns.push(s);
+    }
+    // 50 connections, 4 pipes at most: all work, nothing is lent while idle.
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    assert!(fds < 50 * 4 + 4 * 2 + 64, "{fds} descriptors open");
+    drop(conns);
+}

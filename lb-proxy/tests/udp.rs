@@ -1,0 +1,185 @@
+//! UDP session tests against real UDP servers on loopback.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
+use lb_proxy::udp::{UdpHandle, UdpProxy, UdpProxyConfig};
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+struct TestBackend {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Replies `<tag>|<datagram>` to the sender.
+async fn tagged_echo(tag: &'static str) -> TestBackend {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        loop {
+            let Ok((n, from)) = s.recv_from(&mut buf).await else {
+                return;
+            };
+            let mut reply = format!("{tag}|").into_bytes();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = s.send_to(&reply, from).await;
+        }
+    });
+    TestBackend { addr, task }
+}
+
+fn start(cfg: UdpProxyConfig, backends: &[SocketAddr]) -> UdpHandle {
+    let set = BackendSet::new(
+        backends
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Backend::new(BackendId(i as u32 + 1), *a))
+            .collect(),
+    )
+    .unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    UdpProxy::start(cfg, pool).unwrap()
+}
+
+/// 40 clients × 25 datagrams at once: every reply reaches the client that asked, and each
+/// client stays on one backend (its session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_reach_the_right_clients_under_concurrency() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let a = tagged_echo("a").await;
+        let b = tagged_echo("b").await;
+        let c = tagged_echo("c").await;
+        let proxy = start(
+            UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]),
+            &[a.addr, b.addr, c.addr],
+        );
+        let vip = proxy.local_addrs()[0];
+        let mut js = tokio::task::JoinSet::new();
+        for client in 0..40 {
+            js.spawn(async move {
+                let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let mut tag: Option<String> = None;
+                let mut buf = [0u8; 2048];
+                for i in 0..25 {
+                    let msg = format!("client {client} msg {i}");
+                    // UDP may drop: resend until this exact reply arrives (bounded).
+                    let mut ok = false;
+                    for _attempt in 0..20 {
+                        s.send_to(msg.as_bytes(), vip).await.unwrap();
+                        let Ok(Ok((n, from))) =
+                            tokio::time::timeout(Duration::from_millis(500), s.recv_from(&mut buf))
+                                .await
+                        else {
+                            continue;
+                        };
+                        assert_eq!(from, vip, "replies come from the VIP");
+                        let text = std::str::from_utf8(&buf[..n]).unwrap();
+                        let (t, body) = text.split_once('|').unwrap();
+                        assert!(
+                            body.starts_with(&format!("client {client} ")),
+                            "{text} reached client {client}"
+                        );
+                        if body != msg {
+                            continue; // a late duplicate of an earlier resend
+                        }
+                        match &tag {
+                            None => tag = Some(t.to_owned()),
+                            Some(prev) => assert_eq!(prev, t, "client {client} changed backend"),
+                        }
+                        ok = true;
+                        break;
+                    }
+                    assert!(ok, "client {client} got no reply to {i}");
+                }
+                tag.unwrap()
+            });
+        }
+        let mut per_backend = std::collections::HashMap::<String, usize>::new();
+        while let Some(tag) = js.join_next().await {
+            *per_backend.entry(tag.unwrap()).or_default() += 1;
+        }
+        assert_eq!(
+            per_backend.len(),
+            3,
+            "sessions spread over all backends: {per_backend:?}"
+        );
+        assert_eq!(proxy.sessions(), 40);
+        assert_eq!(proxy.stats().accepted, 40);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sessions_expire_and_table_is_bounded() {
+    let a = tagged_echo("a").await;
+    let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    cfg.idle_timeout = Duration::from_millis(200);
+    cfg.max_sessions = 2;
+    let proxy = start(cfg, &[a.addr]);
+    let vip = proxy.local_addrs()[0];
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    let mut buf = [0u8; 64];
+    for s in &clients[..2] {
+        s.send_to(b"hi", vip).await.unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"a|hi");
+    }
+    // Table full: the third client's datagram is dropped and counted.
+    clients[2].send_to(b"hi", vip).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), clients[2].recv_from(&mut buf))
+            .await
+            .is_err()
+    );
+    assert_eq!(proxy.stats().sessions_refused, 1);
+    // After the idle timeout the sessions are gone and the third client gets in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while proxy.sessions() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sessions never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxy.stats().idle_timeouts, 2);
+    clients[2].send_to(b"hi", vip).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), clients[2].recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"a|hi");
+}
+
+#[tokio::test]
+async fn ipv6_clients_to_ipv4_backend() {
+    let a = tagged_echo("a").await;
+    let proxy = start(
+        UdpProxyConfig::new(vec!["[::1]:0".parse().unwrap()]),
+        &[a.addr],
+    );
+    let s = UdpSocket::bind("[::1]:0").await.unwrap();
+    s.send_to(b"six", proxy.local_addrs()[0]).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&buf[..n], from), (&b"a|six"[..], proxy.local_addrs()[0]));
+}
