@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# bash lb-proxy/benches/http_vs_haproxy.sh
+#
+# Side-by-side benchmark (not a timed test): requests/s and p99 latency for 1 KiB responses
+# through lb's HTTP mode (lb-proxy example `http_proxy`) and HAProxy `mode http`, in one run,
+# in front of the same two nginx backends, with client keep-alive and without
+# (`Connection: close` on every request). Both proxies keep backend connections alive
+# (HAProxy's default `http-reuse safe`; lb's per-backend pool).
+#
+# CPU placement: wrk and the nginx backends on CPU 0, the proxy under test on CPU 1
+# (taskset), one thread each. Only loopback addresses are used; every process started here is
+# stopped by PID on exit.
+#
+# The two proxies are measured alternately, ROUNDS times each per client mode, and the median
+# round is reported, so that load from other processes on the machine hits both alike.
+#
+# Environment: DURATION (seconds per run, default 10), ROUNDS (default 3), CONNS (wrk
+# connections, default 50), BASE_PORT (default 18080), CARGO_TARGET_DIR (where the example
+# is built).
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-50}
+BASE=${BASE_PORT:-18080}
+B1=$((BASE + 1)) B2=$((BASE + 2)) HAP=$((BASE + 10)) LB=$((BASE + 11))
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+WORK=$(mktemp -d /tmp/lb-http-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in haproxy wrk nginx taskset; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install $tool)" >&2; exit 1; }
+done
+
+echo "building the lb example (release)..." >&2
+(cd "$ROOT" && cargo build -q --release -j2 -p lb-proxy --example http_proxy)
+LB_BIN=$TARGET/release/examples/http_proxy
+
+# 1 KiB body.
+chmod 755 "$WORK"
+mkdir -p "$WORK/www"
+head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/www/1k"
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
+    fastcgi_temp_path $WORK/fcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
+    server { listen 127.0.0.1:$B1; root $WORK/www; }
+    server { listen 127.0.0.1:$B2; root $WORK/www; }
+}
+EOF
+taskset -c 0 nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
+
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    option forwardfor
+    timeout connect 3s
+    timeout client 60s
+    timeout server 30s
+    timeout http-request 10s
+    timeout http-keep-alive 60s
+frontend fe
+    bind 127.0.0.1:$HAP
+    default_backend be
+backend be
+    balance roundrobin
+    server b1 127.0.0.1:$B1
+    server b2 127.0.0.1:$B2
+EOF
+taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" &
+PIDS+=($!)
+
+taskset -c 1 "$LB_BIN" "127.0.0.1:$LB" "127.0.0.1:$B1" "127.0.0.1:$B2" 2>"$WORK/lb.err" &
+PIDS+=($!)
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "port $1 never opened" >&2
+    exit 1
+}
+for p in $B1 $B2 $HAP $LB; do wait_port "$p"; done
+for p in $HAP $LB; do
+    curl -fsS "http://127.0.0.1:$p/1k" | cmp -s - "$WORK/www/1k" || { echo "proxy on $p does not serve the file" >&2; exit 1; }
+done
+
+# run NAME PORT MODE → prints "NAME MODE rps p99"
+run() {
+    local name=$1 port=$2 mode=$3 hdr=()
+    [ "$mode" = close ] && hdr=(-H "Connection: close")
+    taskset -c 0 wrk -t1 -c"$CONNS" -d2s "${hdr[@]}" "http://127.0.0.1:$port/1k" >/dev/null # warm-up
+    local out
+    out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${hdr[@]}" "http://127.0.0.1:$port/1k")
+    local rps p99 errs
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+    printf '%-8s %-10s %12s %10s  %s\n' "$name" "$mode" "$rps" "$p99" "$errs"
+}
+
+to_ms() { # 1.23ms / 456.00us / 1.2s → ms
+    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; print n }'
+}
+
+echo "wrk -t1 -c$CONNS -d${DURATION}s, 1 KiB responses, 2 nginx backends; wrk+nginx on CPU 0, proxy on CPU 1; $ROUNDS alternating rounds"
+printf '%-8s %-10s %12s %10s\n' proxy client req/s p99
+results=()
+for mode in keepalive close; do
+    for _ in $(seq 1 "$ROUNDS"); do
+        for proxy in haproxy lb; do
+            port=$HAP
+            [ "$proxy" = lb ] && port=$LB
+            line=$(run "$proxy" "$port" "$mode")
+            echo "$line"
+            results+=("$line")
+        done
+    done
+done
+
+# median NAME MODE COLUMN (3 = req/s, 4 = p99 in ms)
+median() {
+    printf '%s\n' "${results[@]}" | awk -v n="$1" -v m="$2" '$1 == n && $2 == m' |
+        while read -r _ _ rps p99 _; do echo "$rps $(to_ms "$p99")"; done |
+        awk -v c="$(($3 - 2))" '{print $c}' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
+}
+
+echo
+echo "medians of $ROUNDS rounds:"
+for mode in keepalive close; do
+    hr=$(median haproxy "$mode" 3) lr=$(median lb "$mode" 3)
+    hp=$(median haproxy "$mode" 4) lp=$(median lb "$mode" 4)
+    awk -v m="$mode" -v hr="$hr" -v lr="$lr" -v hp="$hp" -v lp="$lp" 'BEGIN {
+        printf "%-10s haproxy %9.0f req/s p99 %7.2f ms | lb %9.0f req/s p99 %7.2f ms | lb/haproxy req/s %.2f, p99 %.2f\n",
+            m, hr, hp, lr, lp, lr / hr, lp / hp }'
+done

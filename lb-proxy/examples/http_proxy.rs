@@ -1,0 +1,53 @@
+// cargo run --release -p lb-proxy --example http_proxy -- 127.0.0.1:8080 127.0.0.1:8081 127.0.0.1:8082
+//
+// An HTTP virtual server in front of the backends given on the command line (round robin,
+// X-Forwarded-For on), on a single-threaded runtime so one CPU can be given to it
+// (`taskset -c 1`). Used by `lb-proxy/benches/http_vs_haproxy.sh`. Stops on Ctrl-C / SIGTERM
+// and prints its counters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
+use lb_proxy::http::{HttpProxy, HttpProxyConfig};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: http_proxy LISTEN BACKEND...";
+    let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
+    let backends = args
+        .enumerate()
+        .map(|(i, a)| Ok(Backend::new(BackendId(i as u32 + 1), a.parse()?)))
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    if backends.is_empty() {
+        return Err(usage.into());
+    }
+    let pool = Arc::new(Pool::new(
+        Algorithm::RoundRobin,
+        BackendSet::new(backends)?,
+        PoolConfig::default(),
+    )?);
+    let mut config = HttpProxyConfig::new("example");
+    config.default_pool = Some("www".into());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let proxy = HttpProxy::bind(listen, config, vec![("www".into(), pool)], None).await?;
+        eprintln!("http_proxy listening on {}", proxy.local_addr());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let stats = proxy.stats();
+        eprintln!("{:?}", stats.virtual_server);
+        for b in &stats.backends {
+            eprintln!("  backend {} {}: {:?}", b.id, b.addr, b.responses);
+        }
+        proxy.shutdown(Duration::from_secs(1)).await;
+        Ok(())
+    })
+}
