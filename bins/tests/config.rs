@@ -395,3 +395,66 @@ fn broken_toml_configs_name_the_line() {
     let e = errors("lb.toml", "[[virtual_server]\nlisten = 1\n");
     assert!(e[0].starts_with("lb.toml:1:"), "{e:?}");
 }
+
+/// Every field of the model (read from its source, with serde's renames applied) is a key
+/// the commented example sets, so a new option cannot go undocumented.
+#[test]
+fn commented_example_sets_every_key_of_the_model() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = std::fs::read_to_string(root.join("src/config/model.rs")).unwrap();
+    let example: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root.join("conf/lb-node.example.toml")).unwrap())
+            .unwrap();
+    fn keys(v: &toml::Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    out.insert(k.clone());
+                    keys(v, out);
+                }
+            }
+            toml::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let mut present = std::collections::BTreeSet::new();
+    keys(&example, &mut present);
+    fn renamed(f: &str) -> Option<&str> {
+        Some(match f {
+            "vrrp_scripts" => "vrrp_script",
+            "vrrp_instances" => "vrrp_instance",
+            "sync_groups" => "vrrp_sync_group",
+            "virtual_servers" => "virtual_server",
+            "backends" => "backend",
+            "checks" => "check",
+            "kind" => "type",
+            // Not keys: VirtualIp parts (written inside the address string, checked below)
+            // and validation results.
+            "prefix_len" | "dev" | "label" | "message" | "errors" | "warnings" => return None,
+            other => other,
+        })
+    }
+    let mut missing = Vec::new();
+    for line in model.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("pub ") else {
+            continue;
+        };
+        let Some((field, _)) = rest.split_once(':') else {
+            continue;
+        };
+        if field.contains(|c: char| !(c.is_ascii_lowercase() || c == '_')) {
+            continue;
+        }
+        if let Some(key) = renamed(field) {
+            if !present.contains(key) {
+                missing.push(key.to_owned());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys missing from the example: {missing:?}"
+    );
+    let text = std::fs::read_to_string(root.join("conf/lb-node.example.toml")).unwrap();
+    assert!(text.contains("/24 dev eth0 label eth0:1"));
+}

@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use lb_core::{Algorithm, Granularity, Weight};
+use lb_core::{Algorithm, Backend, BackendId, BackendSet, Granularity, Health, PoolConfig, Weight};
 use serde::Deserialize;
 
 use super::values;
@@ -567,6 +567,43 @@ impl VirtualServer {
             backends: Vec::new(),
         }
     }
+
+    /// The `lb-core` pool settings: persistence timeout and granularity, the rest at
+    /// [`PoolConfig::default`].
+    pub fn pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            persistence_timeout: self.persistence_timeout,
+            persistence_granularity: self.persistence_granularity,
+            ..PoolConfig::default()
+        }
+    }
+
+    /// The backends as an `lb-core` set: `BackendId(n)` is the n-th backend (from 1), with
+    /// its weight and backup flag; a backend starts down when its checks use `alpha`.
+    ///
+    /// # Errors
+    /// What [`BackendSet::new`] refuses (duplicate addresses; validation already reports
+    /// them).
+    pub fn backend_set(&self) -> lb_core::Result<BackendSet> {
+        BackendSet::new(
+            self.backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let id = BackendId(u32::try_from(i + 1).unwrap_or(u32::MAX));
+                    let starts_down = b.checks.iter().any(|c| c.starts_down(self));
+                    Backend::new(id, b.address)
+                        .with_weight(b.weight)
+                        .with_backup(b.backup)
+                        .with_health(if starts_down {
+                            Health::Down
+                        } else {
+                            Health::Up
+                        })
+                })
+                .collect(),
+        )
+    }
 }
 
 /// One backend of a virtual server (keepalived `real_server`).
@@ -640,6 +677,28 @@ pub struct HealthCheck {
 }
 
 impl HealthCheck {
+    /// Time between checks while up: `inter`, else `delay_loop`, else the virtual server's
+    /// `delay_loop`.
+    pub fn interval(&self, vs: &VirtualServer) -> Duration {
+        self.inter.or(self.delay_loop).unwrap_or(vs.delay_loop)
+    }
+
+    /// Consecutive successes to go up (default 1).
+    pub fn rise(&self) -> u32 {
+        self.rise.unwrap_or(1)
+    }
+
+    /// Consecutive failures to go down (default 1).
+    pub fn fall(&self) -> u32 {
+        self.fall.unwrap_or(1)
+    }
+
+    /// Whether the backend starts down until this check first passes (`alpha`, by default
+    /// the virtual server's).
+    pub fn starts_down(&self, vs: &VirtualServer) -> bool {
+        self.alpha.unwrap_or(vs.alpha)
+    }
+
     /// A check of `kind` with every option at its default.
     pub fn new(kind: CheckKind) -> Self {
         Self {
@@ -1194,6 +1253,34 @@ mod tests {
         assert!("172.16.2.300".parse::<VirtualIp>().is_err());
         assert!("10.0.0.1 scope link".parse::<VirtualIp>().is_err());
         assert!("2001:db8::1 label x".parse::<VirtualIp>().is_err());
+    }
+
+    #[test]
+    fn virtual_servers_map_onto_lb_core() {
+        let mut vs = VirtualServer::new("198.18.0.250:80".parse().unwrap());
+        vs.persistence_timeout = Some(Duration::from_secs(300));
+        vs.delay_loop = Duration::from_secs(6);
+        let mut a = BackendConfig::new("198.18.0.151:82".parse().unwrap());
+        a.weight = Weight::new(3).unwrap();
+        let mut check = HealthCheck::new(CheckKind::Tcp);
+        check.alpha = Some(true);
+        a.checks.push(check);
+        let mut b = BackendConfig::new("198.18.0.153:83".parse().unwrap());
+        b.backup = true;
+        vs.backends = vec![a, b];
+        assert_eq!(
+            vs.pool_config().persistence_timeout,
+            Some(Duration::from_secs(300))
+        );
+        let set = vs.backend_set().unwrap();
+        let first = set.get(BackendId(1)).unwrap();
+        assert_eq!((first.weight().get(), first.health()), (3, Health::Down));
+        let second = set.get(BackendId(2)).unwrap();
+        assert!(second.is_backup());
+        assert_eq!(second.health(), Health::Up);
+        let c = &vs.backends[0].checks[0];
+        assert_eq!(c.interval(&vs), Duration::from_secs(6));
+        assert_eq!((c.rise(), c.fall()), (1, 1));
     }
 
     #[test]

@@ -230,6 +230,16 @@ impl Conv {
     }
 
     fn unknown(&mut self, s: &Stmt, section: &str) {
+        if s.keyword.text.starts_with(['@', '$']) {
+            self.d.error(
+                &s.keyword.location,
+                format!(
+                    "`{}`: keepalived conditional lines and parameters are not supported",
+                    s.keyword.text
+                ),
+            );
+            return;
+        }
         self.d.warn(
             &s.keyword.location,
             format!("unknown keyword `{}` in {section}, ignored", s.keyword.text),
@@ -264,6 +274,14 @@ impl Conv {
                 "static_ipaddress" | "static_routes" | "static_rules" | "vrrp_track_process"
                 | "track_file" | "vrrp_track_file" | "linkbeat_interfaces" | "garp_group"
                 | "track_bfd" | "bfd_instance" => self.ignored(s, "the configuration"),
+                kw if kw.starts_with('$') => self.d.error(
+                    &s.keyword.location,
+                    "keepalived parameter definitions ($NAME=…) are not supported: write the values out",
+                ),
+                kw if kw.starts_with('@') => self.d.error(
+                    &s.keyword.location,
+                    "keepalived conditional lines (@config_id …) are not supported: keep one file per node",
+                ),
                 _ => self.unknown(s, "the configuration"),
             }
         }
