@@ -458,3 +458,20 @@ fn commented_example_sets_every_key_of_the_model() {
     let text = std::fs::read_to_string(root.join("conf/lb-node.example.toml")).unwrap();
     assert!(text.contains("/24 dev eth0 label eth0:1"));
 }
+
+#[test]
+fn settings_given_twice_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    std::fs::write(
+        &p,
+        BASE_INSTANCE.replace("    priority 100\n", "    priority 100\n    priority 90\n"),
+    )
+    .unwrap();
+    let (cfg, w) = config::load(&p).unwrap();
+    assert_eq!(cfg.vrrp_instances[0].priority, 90);
+    assert_eq!(w.len(), 1);
+    assert!(w[0].to_string().ends_with(
+        "k.conf:5:5: warning: `priority` is set again; the last value wins (first set at 4:5)"
+    ));
+}

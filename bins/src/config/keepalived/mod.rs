@@ -209,6 +209,49 @@ impl Conv {
         }
     }
 
+    /// The block of a section whose settings are single-valued: [`Conv::block`], warning
+    /// about settings given twice.
+    fn section<'s>(&mut self, s: &'s Stmt) -> &'s [Stmt] {
+        let b = self.block(s);
+        self.warn_repeats(b);
+        b
+    }
+
+    fn warn_repeats(&mut self, b: &[Stmt]) {
+        const REPEATABLE: &[&str] = &[
+            "real_server",
+            "url",
+            "TCP_CHECK",
+            "HTTP_GET",
+            "SSL_GET",
+            "MISC_CHECK",
+            "virtual_ipaddress",
+            "virtual_ipaddress_excluded",
+            "unicast_peer",
+            "track_interface",
+            "track_script",
+            "track_service",
+            "group",
+            "include",
+        ];
+        let mut seen: std::collections::HashMap<&str, &Location> = std::collections::HashMap::new();
+        for st in b {
+            let kw = st.keyword.text.as_str();
+            if REPEATABLE.contains(&kw) {
+                continue;
+            }
+            if let Some(first) = seen.insert(kw, &st.keyword.location) {
+                self.d.warn(
+                    &st.keyword.location,
+                    format!(
+                        "`{kw}` is set again; the last value wins (first set at {}:{})",
+                        first.line, first.column
+                    ),
+                );
+            }
+        }
+    }
+
     fn no_block(&mut self, s: &Stmt) {
         if s.block.is_some() {
             self.d.warn(
@@ -288,6 +331,7 @@ impl Conv {
     }
 
     fn global_defs(&mut self, b: &[Stmt]) {
+        self.warn_repeats(b);
         for s in b {
             self.no_block_unless(s, &["notification_email"]);
             match s.keyword.text.as_str() {
@@ -373,7 +417,7 @@ impl Conv {
             user: None,
         };
         let mut has_script = false;
-        for st in self.block(s) {
+        for st in self.section(s) {
             self.no_block(st);
             let kw = st.keyword.text.as_str();
             let fp = format!("{p}.{kw}");
@@ -464,7 +508,7 @@ impl Conv {
         let mut version_set = false;
         let mut has_interface = false;
         let mut has_vrid = false;
-        for st in self.block(s) {
+        for st in self.section(s) {
             let kw = st.keyword.text.as_str();
             if !matches!(
                 kw,
@@ -633,7 +677,7 @@ impl Conv {
         self.record(p, &s.keyword.location);
         let mut pass = None;
         let mut ok_type = false;
-        for st in self.block(s) {
+        for st in self.section(s) {
             self.no_block(st);
             match st.keyword.text.as_str() {
                 "auth_type" => {
@@ -716,7 +760,7 @@ impl Conv {
             notify_fault: None,
             notify: None,
         };
-        for st in self.block(s) {
+        for st in self.section(s) {
             let kw = st.keyword.text.as_str();
             let fp = format!("{p}.{kw}");
             match kw {
@@ -797,7 +841,7 @@ impl Conv {
         vs.name = String::new();
         let mut defaults = CheckDefaults::default();
         let mut virtualhost = None;
-        for st in self.block(s) {
+        for st in self.section(s) {
             let kw = st.keyword.text.as_str();
             if kw != "real_server" {
                 self.no_block(st);
@@ -911,6 +955,7 @@ impl Conv {
         let mut defaults = vs_defaults;
         let mut checks = Vec::new();
         let block = s.block.as_deref().unwrap_or(&[]);
+        self.warn_repeats(block);
         for st in block {
             let kw = st.keyword.text.as_str();
             let fp = format!("{p}.{kw}");
@@ -963,7 +1008,7 @@ impl Conv {
         let mut retry = None;
         let mut delay_before_retry = None;
         let mut delay_loop = None;
-        for st in self.block(s) {
+        for st in self.section(s) {
             let kw = st.keyword.text.as_str();
             if kw != "url" {
                 self.no_block(st);
@@ -1041,7 +1086,7 @@ impl Conv {
             digest: None,
         };
         let mut has_path = false;
-        for st in self.block(s) {
+        for st in self.section(s) {
             self.no_block(st);
             let kw = st.keyword.text.as_str();
             let fp = format!("{p}.{kw}");
