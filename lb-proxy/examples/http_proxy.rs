@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
-use lb_proxy::http::{HttpProxy, HttpProxyConfig};
+use lb_proxy::http::{HttpPool, HttpProxy, HttpProxyConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let proxy = HttpProxy::bind(listen, config, vec![("www".into(), pool)], None).await?;
+        let proxy = HttpProxy::bind(listen, config, vec![HttpPool::new("www", pool)]).await?;
         eprintln!("http_proxy listening on {}", proxy.local_addr());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

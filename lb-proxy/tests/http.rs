@@ -16,9 +16,10 @@ fn now() -> Instant {
 use http_common::{dead_addr, pool_of, read_until_eof, Client, TestBackend};
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Health, Pool, PoolConfig};
 use lb_proxy::http::{
-    BackendOutcome, ForwardedHeaders, HashKeySource, HttpProxy, HttpProxyConfig, OutcomeObserver,
-    Route,
+    ForwardedHeaders, HashKeySource, HttpPool, HttpProxy, HttpProxyConfig, Route,
 };
+use lb_proxy::outcome::{Outcome, OutcomeObserver};
+use lb_proxy::proxy_protocol::{AcceptProxy, ProxyHeader, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -32,8 +33,10 @@ async fn proxy(config: HttpProxyConfig, pools: Vec<(&str, Arc<Pool>)>) -> HttpPr
     HttpProxy::bind(
         "127.0.0.1:0".parse().unwrap(),
         config,
-        pools.into_iter().map(|(n, p)| (n.to_owned(), p)).collect(),
-        None,
+        pools
+            .into_iter()
+            .map(|(n, p)| HttpPool::new(n, p))
+            .collect(),
     )
     .await
     .unwrap()
@@ -135,8 +138,7 @@ async fn ipv6_client_is_written_correctly() {
     let p = HttpProxy::start(
         l,
         c,
-        vec![("www".into(), pool_of(&[&b], Algorithm::RoundRobin))],
-        None,
+        vec![HttpPool::new("www", pool_of(&[&b], Algorithm::RoundRobin))],
     )
     .unwrap();
     let r = Client::connect(p.local_addr()).await.get("/", &[]).await;
@@ -319,22 +321,26 @@ async fn slow_backend_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_5xx_is_passed_and_counted() {
     #[derive(Debug, Default)]
-    struct Count(AtomicU32, AtomicU32);
+    struct Count(AtomicU32, AtomicU32, AtomicU32);
     impl OutcomeObserver for Count {
-        fn on_outcome(&self, _: &str, _: &Backend, o: BackendOutcome, _: Instant) {
+        fn observe(&self, _: &Backend, o: &Outcome) {
             if o.is_failure() { &self.0 } else { &self.1 }.fetch_add(1, Ordering::Relaxed);
+            if matches!(o, Outcome::HttpServerError { status: 503 }) {
+                self.2.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     let b = TestBackend::start(1).await;
     let obs = Arc::new(Count::default());
-    let p = HttpProxy::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        config(),
-        vec![("www".into(), pool_of(&[&b], Algorithm::RoundRobin))],
-        Some(obs.clone()),
-    )
-    .await
-    .unwrap();
+    let p =
+        HttpProxy::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            config(),
+            vec![HttpPool::new("www", pool_of(&[&b], Algorithm::RoundRobin))
+                .with_observer(obs.clone())],
+        )
+        .await
+        .unwrap();
     let mut client = Client::connect(p.local_addr()).await;
     assert_eq!(client.get("/status/503", &[]).await.status, 503);
     assert_eq!(client.get("/status/404", &[]).await.status, 404);
@@ -527,7 +533,8 @@ struct Passive {
 }
 
 impl OutcomeObserver for Passive {
-    fn on_outcome(&self, _: &str, b: &Backend, o: BackendOutcome, now: Instant) {
+    fn observe(&self, b: &Backend, o: &Outcome) {
+        let now = now();
         let mut m = self.consecutive.lock().unwrap();
         let n = m.entry(b.id()).or_insert(0);
         if o.is_failure() {
@@ -555,8 +562,7 @@ async fn backend_killed_mid_load_idempotent_requests_retried() {
     let p = HttpProxy::bind(
         "127.0.0.1:0".parse().unwrap(),
         config(),
-        vec![("www".into(), Arc::clone(&pool))],
-        Some(passive.clone()),
+        vec![HttpPool::new("www", Arc::clone(&pool)).with_observer(passive.clone())],
     )
     .await
     .unwrap();
@@ -643,4 +649,55 @@ async fn graceful_shutdown_stops_listening() {
     assert_eq!(Client::connect(addr).await.get("/", &[]).await.status, 200);
     p.shutdown(Duration::from_secs(2)).await;
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_address_from_proxy_protocol_header() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.accept_proxy = Some(AcceptProxy {
+        header_timeout: Duration::from_millis(500),
+    });
+    c.forwarded.forwarded = true;
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+
+    // v1, header and request in one segment.
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(
+        b"PROXY TCP4 198.51.100.7 203.0.113.1 40000 8443\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (got, _) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("x-echo-xff: 198.51.100.7\r\n"), "{text}");
+    assert!(text.contains("x-echo-xfport: 8443\r\n"), "{text}");
+
+    // v2 with an IPv6 client.
+    let header = ProxyHeader::tcp(
+        "[2001:db8::1]:4711".parse().unwrap(),
+        "[2001:db8::80]:80".parse().unwrap(),
+    );
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    let mut bytes = header.to_bytes(Version::V2);
+    bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(&bytes).await.unwrap();
+    let (got, _) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.contains("x-echo-xff: 2001:db8::1\r\n"), "{text}");
+    assert!(
+        text.contains("x-echo-forwarded: for=\"[2001:db8::1]:4711\";proto=http;host=x\r\n"),
+        "{text}"
+    );
+
+    // No header: closed without an answer.
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    assert!(eof && got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert_eq!(p.stats().virtual_server.proxy_header_errors, 1);
+    assert_eq!(b.requests.load(Ordering::Relaxed), 2);
 }

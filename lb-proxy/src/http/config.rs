@@ -22,6 +22,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::error::{Error, Result};
+use crate::proxy_protocol::AcceptProxy;
 
 /// Which client-identity headers the proxy adds to every request it forwards. Each can be
 /// switched off on its own (HAProxy `option forwardfor`, nginx `proxy_set_header`).
@@ -250,8 +251,9 @@ impl Default for Limits {
 /// connections always count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PassiveHealth {
-    /// Count 5xx responses from a backend as failures (default on; Envoy's
-    /// `consecutive_5xx`).
+    /// Count 5xx responses from a backend as failures, reported as
+    /// [`Outcome::HttpServerError`](crate::outcome::Outcome::HttpServerError) (default on;
+    /// Envoy's `consecutive_5xx`). Off, they are reported as `Success`.
     pub count_5xx: bool,
     /// The decay of the peak-EWMA latency fed to `peak_ewma` (default 10 s).
     pub latency_decay: Duration,
@@ -267,11 +269,12 @@ impl Default for PassiveHealth {
 }
 
 /// The settings of one HTTP virtual server. Pools are handed separately to
-/// [`HttpProxy::start`](super::HttpProxy::start) and referred to here by name.
+/// [`HttpProxy::start`](super::HttpProxy::start) (as [`HttpPool`](super::HttpPool)s) and
+/// referred to here by name.
 ///
 /// [`HttpProxyConfig::new`] defaults:
 /// - `forwarded`: `X-Forwarded-For`, `-Proto` and `-Port` on; `Forwarded` off
-/// - `accept_proxy`: off
+/// - `accept_proxy`: `None` (no PROXY header expected)
 /// - `routes`: none; `default_pool`: none (every request gets 503 until one is set)
 /// - `hash_key`: the client address
 /// - `timeouts`: header read 10 s, client idle 60 s, backend connect 3 s, backend response
@@ -286,8 +289,11 @@ pub struct HttpProxyConfig {
     /// Client-identity headers.
     pub forwarded: ForwardedHeaders,
     /// Expect a PROXY protocol v1/v2 header at the start of every client connection (HAProxy
-    /// `accept-proxy`) and take the client address from it.
-    pub accept_proxy: bool,
+    /// `accept-proxy`), within its `header_timeout`, and take the client address (for
+    /// `X-Forwarded-For`, `Forwarded`, hashing) and the destination port
+    /// (`X-Forwarded-Port`) from it. A connection whose header is missing or malformed is
+    /// closed. `None` (default): no header is expected.
+    pub accept_proxy: Option<AcceptProxy>,
     /// Routing rules, tried in order.
     pub routes: Vec<Route>,
     /// The pool for requests no rule matches.
@@ -312,7 +318,7 @@ impl HttpProxyConfig {
         Self {
             name: name.into(),
             forwarded: ForwardedHeaders::default(),
-            accept_proxy: false,
+            accept_proxy: None,
             routes: Vec::new(),
             default_pool: None,
             hash_key: HashKeySource::default(),

@@ -7,7 +7,7 @@
 //! use lb_proxy::http::{ErrorSource, ForwardError};
 //!
 //! let e = ForwardError::ConnectTimeout { backend: "127.0.0.1:9".parse().unwrap() };
-//! assert_eq!(e.origin(), ErrorSource::Backend);
+//! assert_eq!(e.source(), ErrorSource::Backend);
 //! assert!(e.is_retryable());
 //! assert_eq!(e.status().as_u16(), 502);
 //! ```
@@ -52,16 +52,7 @@ pub enum Error {
 /// The HTTP mode's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Who caused a failure (pingora's `ErrorSource`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorSource {
-    /// The client: a malformed request, a timeout reading it, a connection it closed.
-    Client,
-    /// A backend: refused, slow, or broke the connection.
-    Backend,
-    /// Our own configuration or state (no pool, no live backend).
-    Internal,
-}
+pub use crate::error::ErrorSource;
 
 /// Why one request could not be forwarded. Each maps to the status the client receives
 /// ([`ForwardError::status`]).
@@ -123,10 +114,12 @@ pub enum ForwardError {
 }
 
 impl ForwardError {
-    /// Who failed.
-    pub fn origin(&self) -> ErrorSource {
+    /// Who failed: [`ErrorSource::Internal`] without a route,
+    /// [`ErrorSource::Backend`] otherwise (no live backend counts as the backends' side, as
+    /// in the crate's [`Error::source`](crate::Error::source)).
+    pub fn source(&self) -> ErrorSource {
         match self {
-            Self::NoRoute { .. } | Self::NoBackend(_) => ErrorSource::Internal,
+            Self::NoRoute { .. } => ErrorSource::Internal,
             _ => ErrorSource::Backend,
         }
     }

@@ -19,9 +19,11 @@
 //! | request head not complete in time (slowloris) | connection closed | `header_timeouts` |
 //!
 //! Backend failures (and 5xx responses, as [`PassiveHealth`] says) are counted in lb-core's
-//! shared [`BackendStats`](lb_core::BackendStats) and reported to an [`OutcomeObserver`],
-//! so passive health can mark a backend down in the same [`Pool`](lb_core::Pool) active
-//! health checks use. `Connection: upgrade` requests (WebSocket) are passed through: on a
+//! shared [`BackendStats`](lb_core::BackendStats) and reported to each pool's
+//! [`OutcomeObserver`](crate::outcome::OutcomeObserver) (the one L4 mode uses), so passive
+//! health can mark a backend down in the same [`Pool`](lb_core::Pool) active health checks
+//! use. With [`HttpProxyConfig::accept_proxy`] the client address comes from a PROXY
+//! protocol header ([`crate::proxy_protocol::read_header`]). `Connection: upgrade` requests (WebSocket) are passed through: on a
 //! backend's `101` both connections are taken over from hyper and copied both ways.
 //!
 //! The sans-IO parts ([`config`], [`route`], [`forwarded`], [`stats`]) read no clock and do no
@@ -35,7 +37,7 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
-//! use lb_proxy::http::{HttpProxy, HttpProxyConfig, Route};
+//! use lb_proxy::http::{HttpPool, HttpProxy, HttpProxyConfig, Route};
 //!
 //! let pool = |port: u16| -> Result<Arc<Pool>, lb_core::Error> {
 //!     let set = BackendSet::new(vec![Backend::new(BackendId(1), ([127, 0, 0, 1], port).into())])?;
@@ -47,8 +49,7 @@
 //! let proxy = HttpProxy::bind(
 //!     "127.0.0.1:0".parse()?,
 //!     config,
-//!     vec![("www".into(), pool(1)?), ("api".into(), pool(2)?)],
-//!     None,
+//!     vec![HttpPool::new("www", pool(1)?), HttpPool::new("api", pool(2)?)],
 //! )
 //! .await?;
 //! assert_eq!(proxy.stats().backends.len(), 2);
@@ -61,7 +62,7 @@ mod client;
 pub mod config;
 pub mod error;
 pub mod forwarded;
-pub mod observer;
+mod io;
 mod proxy;
 pub mod route;
 pub mod stats;
@@ -72,7 +73,6 @@ pub use config::{
 };
 pub use error::{Error, ErrorSource, ForwardError, Result};
 pub use forwarded::{add_forwarded, is_upgrade_request, strip_hop_by_hop};
-pub use observer::{BackendOutcome, OutcomeObserver};
-pub use proxy::HttpProxy;
+pub use proxy::{HttpPool, HttpProxy};
 pub use route::{hash_key, request_host, Router};
 pub use stats::{BackendHttpStats, HttpStatsSnapshot, StatusClasses, VirtualServerStats};

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,21 +26,55 @@ use super::client::{BackendBody, ConnPool};
 use super::config::{HashKeySource, HttpProxyConfig};
 use super::error::{Error, ForwardError, Result};
 use super::forwarded::{add_forwarded, is_upgrade_request, strip_hop_by_hop};
-use super::observer::{BackendOutcome, OutcomeObserver};
+use super::io::Prefixed;
 use super::route::{hash_key, request_host, Router};
 use super::stats::{inc, BackendCounterMap, HttpStatsSnapshot, VsCounters};
+use crate::outcome::{NoopObserver, Outcome, OutcomeObserver};
+use crate::proxy_protocol::{read_header, ProxyHeader};
+use crate::tcp::ForwardStats;
+
+/// A named backend pool an HTTP virtual server routes to, with the observer its passive
+/// health listens on.
+#[derive(Debug, Clone)]
+pub struct HttpPool {
+    /// The name routes refer to ([`Route::pool`](super::Route::pool),
+    /// [`HttpProxyConfig::default_pool`]).
+    pub name: String,
+    /// The backends, shared with health checking: a backend marked down there is not picked
+    /// here from the next request on.
+    pub pool: Arc<Pool>,
+    /// Told the outcome of every request sent to a backend of this pool.
+    pub observer: Arc<dyn OutcomeObserver>,
+}
+
+impl HttpPool {
+    /// A pool with a [`NoopObserver`].
+    pub fn new(name: impl Into<String>, pool: Arc<Pool>) -> Self {
+        Self {
+            name: name.into(),
+            pool,
+            observer: Arc::new(NoopObserver),
+        }
+    }
+
+    /// Sets the observer.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn OutcomeObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+}
 
 /// State shared by every connection of one virtual server.
 #[derive(Debug)]
 struct Shared {
     config: HttpProxyConfig,
-    pools: Vec<(String, Arc<Pool>)>,
+    pools: Vec<HttpPool>,
     router: Router,
     conns: Arc<ConnPool>,
     server: http1::Builder,
     vs: VsCounters,
     backends: BackendCounterMap,
-    observer: Option<Arc<dyn OutcomeObserver>>,
     /// Fires when the proxy stops for good: upgraded tunnels close.
     kill: watch::Receiver<bool>,
 }
@@ -64,13 +99,13 @@ struct ClientConn {
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
-/// use lb_proxy::http::{HttpProxy, HttpProxyConfig};
+/// use lb_proxy::http::{HttpPool, HttpProxy, HttpProxyConfig};
 ///
 /// let set = BackendSet::new(vec![Backend::new(BackendId(1), "127.0.0.1:8081".parse()?)])?;
 /// let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default())?);
 /// let mut config = HttpProxyConfig::new("web");
 /// config.default_pool = Some("www".into());
-/// let proxy = HttpProxy::bind("127.0.0.1:8080".parse()?, config, vec![("www".into(), pool)], None).await?;
+/// let proxy = HttpProxy::bind("127.0.0.1:8080".parse()?, config, vec![HttpPool::new("www", pool)]).await?;
 /// println!("{:?}", proxy.stats().virtual_server);
 /// proxy.shutdown(Duration::from_secs(5)).await;
 /// # Ok(()) }
@@ -97,25 +132,25 @@ impl HttpProxy {
     pub async fn bind(
         addr: SocketAddr,
         config: HttpProxyConfig,
-        pools: Vec<(String, Arc<Pool>)>,
-        observer: Option<Arc<dyn OutcomeObserver>>,
+        pools: Vec<HttpPool>,
     ) -> Result<Self> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;
-        Self::start(listener, config, pools, observer)
+        Self::start(listener, config, pools)
     }
 
-    /// Starts serving on an already bound listener (the daemon binds it with the socket
-    /// options it needs: `SO_REUSEPORT`, `IP_FREEBIND` for a VIP not yet present).
+    /// Starts serving on an already bound listener (the daemon binds it with
+    /// [`crate::listener::bind_tcp`] for `SO_REUSEPORT` and `IP_FREEBIND` on a VIP not yet
+    /// present).
     ///
     /// `pools` are the backend pools routes refer to, by name. They are shared: health
     /// checking changes them through [`Pool::set_health`] and this proxy sees the change on
-    /// its next pick. `observer` hears the outcome of every request sent to a backend.
+    /// its next pick; each pool's observer hears the outcome of every request sent to one
+    /// of its backends.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] (see [`HttpProxyConfig::validate`]; also when
-    /// `accept_proxy` is set, which this build does not support yet),
+    /// [`Error::InvalidConfig`] (see [`HttpProxyConfig::validate`]),
     /// [`Error::UnknownPool`], [`Error::DuplicatePool`], [`Error::LocalAddr`].
     ///
     /// # Panics
@@ -123,22 +158,15 @@ impl HttpProxy {
     pub fn start(
         listener: TcpListener,
         config: HttpProxyConfig,
-        pools: Vec<(String, Arc<Pool>)>,
-        observer: Option<Arc<dyn OutcomeObserver>>,
+        pools: Vec<HttpPool>,
     ) -> Result<Self> {
         config.validate()?;
-        if config.accept_proxy {
-            return Err(Error::InvalidConfig {
-                setting: "accept_proxy",
-                reason: "PROXY protocol in HTTP mode is not supported yet".into(),
-            });
-        }
-        for (i, (name, _)) in pools.iter().enumerate() {
-            if pools[..i].iter().any(|(n, _)| n == name) {
-                return Err(Error::DuplicatePool(name.clone()));
+        for (i, p) in pools.iter().enumerate() {
+            if pools[..i].iter().any(|q| q.name == p.name) {
+                return Err(Error::DuplicatePool(p.name.clone()));
             }
         }
-        let names: Vec<&str> = pools.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
         let router = Router::new(&config.routes, config.default_pool.as_deref(), &names)?;
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
 
@@ -163,7 +191,6 @@ impl HttpProxy {
             server,
             vs: VsCounters::default(),
             backends: BackendCounterMap::default(),
-            observer,
             kill: kill_rx.clone(),
             config,
         });
@@ -195,17 +222,17 @@ impl HttpProxy {
         self.local_addr
     }
 
-    /// The pools it routes to, by name, as handed to [`HttpProxy::start`].
-    pub fn pools(&self) -> &[(String, Arc<Pool>)] {
+    /// The pools it routes to, as handed to [`HttpProxy::start`].
+    pub fn pools(&self) -> &[HttpPool] {
         &self.shared.pools
     }
 
     /// The counters of the virtual server and of every backend of every pool.
     pub fn stats(&self) -> HttpStatsSnapshot {
         let mut backends = Vec::new();
-        for (i, (name, pool)) in self.shared.pools.iter().enumerate() {
-            for b in pool.backends().iter() {
-                backends.push(self.shared.backends.snapshot(i, name, b));
+        for (i, p) in self.shared.pools.iter().enumerate() {
+            for b in p.pool.backends().iter() {
+                backends.push(self.shared.backends.snapshot(i, &p.name, b));
             }
         }
         HttpStatsSnapshot {
@@ -285,21 +312,55 @@ async fn serve_client(
         return;
     };
     inc(&shared.vs.connections);
-    shared
-        .vs
-        .active_connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.vs.active_connections.fetch_add(1, Ordering::Relaxed);
+    serve_client_inner(&shared, stream, peer, local, &mut stop).await;
+    shared.vs.active_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn serve_client_inner(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
+    mut local: SocketAddr,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let mut early = Vec::new();
+    if let Some(ap) = shared.config.accept_proxy {
+        let header = tokio::select! {
+            h = read_header(&mut stream, ap.header_timeout) => h,
+            _ = stop.changed() => return,
+        };
+        match header {
+            Ok((
+                ProxyHeader::Proxy {
+                    source,
+                    destination,
+                    ..
+                },
+                rest,
+            )) => {
+                (peer, local, early) = (source, destination, rest);
+            }
+            // LOCAL (health checks from the sender itself): keep the socket's addresses.
+            Ok((_, rest)) => early = rest,
+            Err(e) => {
+                inc(&shared.vs.proxy_header_errors);
+                tracing::debug!(client = %peer, error = %e, "closing: PROXY header");
+                return;
+            }
+        }
+    }
     let activity = Arc::new(Activity::new());
     let cc = Arc::new(ClientConn {
         client: peer,
         local,
         activity: Arc::clone(&activity),
     });
-    let svc_shared = Arc::clone(&shared);
+    let svc_shared = Arc::clone(shared);
     let svc = service_fn(move |req| handle(Arc::clone(&svc_shared), Arc::clone(&cc), req));
     let conn = shared
         .server
-        .serve_connection(TokioIo::new(stream), svc)
+        .serve_connection(TokioIo::new(Prefixed::new(early, stream)), svc)
         .with_upgrades();
     tokio::pin!(conn);
     let idle = shared.config.timeouts.client_idle;
@@ -339,10 +400,6 @@ async fn serve_client(
         }
         tracing::debug!(client = %peer, error = %e, "client connection ended");
     }
-    shared
-        .vs
-        .active_connections
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 async fn handle(
@@ -411,19 +468,30 @@ impl Replay {
     }
 }
 
-impl Shared {
-    fn observe(&self, pool: &str, backend: &Backend, outcome: BackendOutcome) {
-        if outcome.is_failure() {
-            backend.stats().record_failure();
+/// Counts a failure in lb-core's shared counters and tells the pool's observer.
+fn observe(pool: &HttpPool, backend: &Backend, outcome: Outcome) {
+    if outcome.is_failure() {
+        backend.stats().record_failure();
+    }
+    pool.observer.observe(backend, &outcome);
+}
+
+/// The outcome of a backend failure, in the vocabulary L4 mode shares: connect failures as
+/// such, a response timeout or a broken connection as a connection the backend broke.
+fn failure_outcome(e: &ForwardError) -> Outcome {
+    match e {
+        ForwardError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            Outcome::ConnectRefused
         }
-        if let Some(o) = &self.observer {
-            o.on_outcome(
-                pool,
-                backend,
-                outcome,
-                tokio::time::Instant::now().into_std(),
-            );
-        }
+        ForwardError::Connect { source, .. } => Outcome::ConnectError(source.kind()),
+        ForwardError::ConnectTimeout { .. } => Outcome::ConnectTimeout,
+        ForwardError::Handshake { .. } => Outcome::ConnectError(std::io::ErrorKind::Other),
+        _ => Outcome::Closed {
+            stats: ForwardStats::default(),
+            backend_error: true,
+        },
     }
 }
 
@@ -443,7 +511,8 @@ async fn forward(
             path: parts.uri.path().to_owned(),
         });
     };
-    let (pool_name, pool) = &shared.pools[pool_idx];
+    let http_pool = &shared.pools[pool_idx];
+    let (pool_name, pool) = (&http_pool.name, &http_pool.pool);
     let key: Option<Vec<u8>> = match shared.config.hash_key {
         HashKeySource::ClientAddr => None,
         ref src => hash_key(src, &parts).map(<[u8]>::to_vec),
@@ -511,7 +580,7 @@ async fn forward(
             Ok(c) => c,
             Err(e) => {
                 inc(&counters.connect_failures);
-                shared.observe(pool_name, &backend, BackendOutcome::ConnectFailure);
+                observe(http_pool, &backend, failure_outcome(&e));
                 tried.push(backend.id());
                 if idempotent && retries_left > 0 {
                     retries_left -= 1;
@@ -534,11 +603,12 @@ async fn forward(
         match tokio::time::timeout(timeouts.backend_response, tx.try_send_request(request)).await {
             Err(_) => {
                 inc(&counters.timeouts);
-                shared.observe(pool_name, &backend, BackendOutcome::Timeout);
-                return Err(ForwardError::ResponseTimeout {
+                let e = ForwardError::ResponseTimeout {
                     backend: backend.addr(),
                     timeout: timeouts.backend_response,
-                });
+                };
+                observe(http_pool, &backend, failure_outcome(&e));
+                return Err(e);
             }
             Ok(Err(mut e)) => {
                 let returned = e.take_message();
@@ -550,7 +620,7 @@ async fn forward(
                     not_sent,
                 };
                 if !not_sent {
-                    shared.observe(pool_name, &backend, BackendOutcome::Broken);
+                    observe(http_pool, &backend, failure_outcome(&err));
                 }
                 let can_retry = pending.is_some() || replay.is_some();
                 if can_retry && retries_left > 0 {
@@ -570,8 +640,9 @@ async fn forward(
             }
             Ok(Ok(mut resp)) => {
                 let now = tokio::time::Instant::now();
+                let latency = now - started;
                 backend.stats().record_latency(
-                    now - started,
+                    latency,
                     now.into_std(),
                     shared.config.passive_health.latency_decay,
                 );
@@ -579,11 +650,13 @@ async fn forward(
                 counters.responses.count(status);
                 let outcome = if status.is_server_error() && shared.config.passive_health.count_5xx
                 {
-                    BackendOutcome::ServerError(status)
+                    Outcome::HttpServerError {
+                        status: status.as_u16(),
+                    }
                 } else {
-                    BackendOutcome::Success(status)
+                    Outcome::Success { latency }
                 };
-                shared.observe(pool_name, &backend, outcome);
+                observe(http_pool, &backend, outcome);
 
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_up) = client_upgrade {

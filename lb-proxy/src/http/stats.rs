@@ -101,6 +101,8 @@ pub struct VirtualServerStats {
     pub header_timeouts: u64,
     /// Client connections closed by the idle keep-alive timeout.
     pub idle_timeouts: u64,
+    /// Client connections closed for a missing, late or malformed PROXY header.
+    pub proxy_header_errors: u64,
     /// Requests sent to another backend after a failure.
     pub retries: u64,
     /// Protocol switches (WebSocket) passed through.
@@ -159,6 +161,7 @@ pub(crate) struct VsCounters {
     pub(crate) bad_requests: AtomicU64,
     pub(crate) header_timeouts: AtomicU64,
     pub(crate) idle_timeouts: AtomicU64,
+    pub(crate) proxy_header_errors: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) upgrades: AtomicU64,
 }
@@ -181,6 +184,7 @@ impl VsCounters {
             bad_requests: g(&self.bad_requests),
             header_timeouts: g(&self.header_timeouts),
             idle_timeouts: g(&self.idle_timeouts),
+            proxy_header_errors: g(&self.proxy_header_errors),
             retries: g(&self.retries),
             upgrades: g(&self.upgrades),
         }
