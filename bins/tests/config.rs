@@ -475,3 +475,31 @@ fn settings_given_twice_warn() {
         "k.conf:5:5: warning: `priority` is set again; the last value wins (first set at 4:5)"
     ));
 }
+
+#[test]
+fn virtual_server_defaults_apply_wherever_written() {
+    let text = "virtual_server 198.18.0.250 80 {\n    sorry_server 198.18.0.160 8080\n    real_server 198.18.0.151 82 {\n        TCP_CHECK {\n        }\n    }\n    retry 4\n    delay_before_retry 2\n    inhibit_on_failure\n    real_server 198.18.0.153 83 {\n        delay_loop 9\n        TCP_CHECK {\n            retry 1\n        }\n    }\n}\n";
+    let (cfg, w) = config::keepalived::parse_str(text, Path::new("k.conf")).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let b = &cfg.virtual_servers[0].backends;
+    assert_eq!(b.len(), 3);
+    assert_eq!(
+        (b[0].checks[0].retry, b[0].checks[0].delay_before_retry),
+        (4, Duration::from_secs(2))
+    );
+    assert_eq!(
+        (b[1].checks[0].retry, b[1].checks[0].delay_loop),
+        (1, Some(Duration::from_secs(9)))
+    );
+    assert!(b[0].inhibit_on_failure && b[1].inhibit_on_failure);
+    assert!(b[2].backup && !b[2].inhibit_on_failure);
+    assert_eq!(b[2].address.port(), 8080);
+    let e = config::keepalived::parse_str(
+        "vrrp_script s {\n    script x\n    weight -2 reverse\n}\n",
+        Path::new("k.conf"),
+    )
+    .unwrap_err();
+    assert!(e[0]
+        .to_string()
+        .starts_with("k.conf:3:15: `weight … reverse` is not supported"));
+}

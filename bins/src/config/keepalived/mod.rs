@@ -433,11 +433,11 @@ impl Conv {
                 }
                 "timeout" => script.timeout = self.get(st, &fp, duration(kw)),
                 "weight" => {
-                    if let Some(r) = st.args.get(1) {
-                        if r.text == "reverse" {
-                            self.d
-                                .warn(&r.location, "`weight … reverse` is not supported, ignored");
-                        }
+                    if let Some(r) = st.args.get(1).filter(|r| r.text == "reverse") {
+                        self.d.error(
+                            &r.location,
+                            "`weight … reverse` is not supported: use a weight of the opposite sign",
+                        );
                     }
                     let first = Stmt {
                         keyword: st.keyword.clone(),
@@ -488,6 +488,11 @@ impl Conv {
                         }
                         None => self.d.error(&a.location, "`weight` needs a value"),
                     }
+                } else if a.text == "reverse" {
+                    self.d.error(
+                        &a.location,
+                        "`weight … reverse` is not supported: use a weight of the opposite sign",
+                    );
                 } else {
                     self.d
                         .warn(&a.location, format!("unknown option {:?} ignored", a.text));
@@ -841,6 +846,8 @@ impl Conv {
         vs.name = String::new();
         let mut defaults = CheckDefaults::default();
         let mut virtualhost = None;
+        let mut inhibit = false;
+        let mut real_servers = Vec::new();
         for st in self.section(s) {
             let kw = st.keyword.text.as_str();
             if kw != "real_server" {
@@ -898,22 +905,10 @@ impl Conv {
                 }
                 "alpha" => vs.alpha = self.flag(st, &fp),
                 "virtualhost" => virtualhost = self.value(st, &fp).map(|t| t.text.clone()),
-                "sorry_server" => {
-                    let j = vs.backends.len();
-                    let bp = format!("{p}.backend[{j}]");
-                    self.record(&bp, &st.keyword.location);
-                    if let Some(addr) = self.socket_addr(st, &format!("{bp}.address")) {
-                        let mut b = BackendConfig::new(addr);
-                        b.backup = true;
-                        vs.backends.push(b);
-                    }
-                }
-                "real_server" => {
-                    let j = vs.backends.len();
-                    if let Some(b) = self.real_server(st, &format!("{p}.backend[{j}]"), defaults) {
-                        vs.backends.push(b);
-                    }
-                }
+                // After the loop: the virtual server's check defaults apply wherever they are
+                // written in the block, and the sorry server comes after the real servers.
+                "real_server" | "sorry_server" => real_servers.push(st),
+                "inhibit_on_failure" => inhibit = self.flag(st, &fp),
                 "omega"
                 | "quorum"
                 | "quorum_up"
@@ -924,9 +919,24 @@ impl Conv {
                 | "sorry_server_inhibit"
                 | "sorry_server_lvs_method"
                 | "warmup"
-                | "smtp_alert"
-                | "inhibit_on_failure" => self.ignored(st, "virtual_server"),
+                | "smtp_alert" => self.ignored(st, "virtual_server"),
                 _ => self.unknown(st, "virtual_server"),
+            }
+        }
+        real_servers.sort_by_key(|st| st.keyword.text == "sorry_server");
+        for st in real_servers {
+            let j = vs.backends.len();
+            let bp = format!("{p}.backend[{j}]");
+            if st.keyword.text == "sorry_server" {
+                self.record(&bp, &st.keyword.location);
+                if let Some(addr) = self.socket_addr(st, &format!("{bp}.address")) {
+                    let mut b = BackendConfig::new(addr);
+                    b.backup = true;
+                    vs.backends.push(b);
+                }
+            } else if let Some(mut b) = self.real_server(st, &bp, defaults) {
+                b.inhibit_on_failure |= inhibit;
+                vs.backends.push(b);
             }
         }
         if let Some(vh) = virtualhost {
