@@ -1,0 +1,153 @@
+//! Failover measurement (a bench, not a timed test), ours vs keepalived:
+//!
+//!     sudo cargo bench -p lb-vrrp --bench failover            # LBV_TRIALS=5 by default
+//!
+//! For each implementation and each of v2 `advert_int 1`, v3 `0.1` and v3 `0.01`: a master
+//! (priority 150) and a backup (100) of the same implementation, and a client, in network
+//! namespaces on one bridge; TCP listeners on port 8080 in both routers. A trial "crashes"
+//! the master node (its link goes down and its speaker gets `kill -9`, process group for
+//! keepalived) and measures the time to the first successful TCP connect from the client to
+//! the VIP. Needs root, `keepalived`, and addresses only from 198.18.0.0/24.
+#![allow(clippy::disallowed_methods)] // a blocking measurement program
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Lab};
+
+const VIP: &str = "198.18.0.100";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Impl {
+    Ours,
+    Keepalived,
+}
+
+fn start(
+    lab: &mut Lab,
+    which: Impl,
+    leaf: usize,
+    version: u8,
+    advert_int: &str,
+    prio: u8,
+) -> usize {
+    match which {
+        Impl::Ours => {
+            let prio = prio.to_string();
+            let mut args = vec![
+                "--interface",
+                "eth0",
+                "--vrid",
+                "51",
+                "--priority",
+                &prio,
+                "--advert-int",
+                advert_int,
+                "--vip",
+                "198.18.0.100/24 dev eth0",
+            ];
+            if version == 2 {
+                args.extend(["--version", "2", "--auth-pass", "7road123"]);
+            } else {
+                args.extend(["--version", "3"]);
+            }
+            lab.spawn_ours(leaf, &args)
+        }
+        Impl::Keepalived => {
+            let auth = if version == 2 {
+                "authentication {\n auth_type PASS\n auth_pass 7road123\n }\n"
+            } else {
+                ""
+            };
+            let conf = format!(
+                "global_defs {{\n router_id BENCH\n}}\nvrrp_instance VI_1 {{\n state BACKUP\n interface eth0\n virtual_router_id 51\n version {version}\n priority {prio}\n advert_int {advert_int}\n {auth} virtual_ipaddress {{\n 198.18.0.100/24 dev eth0\n }}\n}}\n"
+            );
+            lab.spawn_keepalived(leaf, &conf)
+        }
+    }
+}
+
+fn trial(which: Impl, version: u8, advert_int: &str, seed: u64) -> Option<Duration> {
+    let mut lab = Lab::new(3);
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
+    lab.tcp_listener(0, addr);
+    lab.tcp_listener(1, addr);
+    let vip: SocketAddr = format!("{VIP}:8080").parse().ok()?;
+    let master = start(&mut lab, which, 0, version, advert_int, 150);
+    std::thread::sleep(Duration::from_millis(100));
+    let _backup = start(&mut lab, which, 1, version, advert_int, 100);
+    if wait_for(Duration::from_secs(15), || lab.holders(&[0, 1], VIP) == [0]).is_none() {
+        eprintln!("{which:?} v{version} {advert_int}: no single master");
+        return None;
+    }
+    // Let the backup settle, then crash at a pseudo-random point of the advert cycle.
+    let int_ms = (advert_int.parse::<f64>().ok()? * 1000.0) as u64;
+    std::thread::sleep(Duration::from_millis(
+        3 * int_ms + 200 + (seed * 7919) % int_ms.max(1),
+    ));
+    if !lab.tcp_connect(2, vip, Duration::from_millis(500)) {
+        eprintln!("{which:?}: client cannot reach the VIP before the crash");
+        return None;
+    }
+    let t0 = Instant::now();
+    let _ = lab.exec(0, &["ip", "link", "set", "eth0", "down"]);
+    lab.proc(master).kill9();
+    for _ in 0..2_000 {
+        if lab.tcp_connect(2, vip, Duration::from_millis(5)) {
+            return Some(t0.elapsed());
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+    }
+    None
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "failover: run with `cargo bench -p lb-vrrp --bench failover` (needs root); skipped"
+        );
+        return;
+    }
+    if !common::lab_available() || !common::tool_available("keepalived") {
+        return;
+    }
+    let trials: u64 = std::env::var("LBV_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    println!("kill -9 of the master node -> first TCP connect to the VIP ({trials} trials each)");
+    println!(
+        "{:<11} {:>2} {:>10} {:>9} {:>9} {:>9} {:>5}",
+        "impl", "v", "advert_int", "min ms", "median", "max ms", "ok"
+    );
+    for (version, advert_int) in [(2u8, "1"), (3, "0.1"), (3, "0.01")] {
+        for which in [Impl::Ours, Impl::Keepalived] {
+            let mut ms: Vec<f64> = (0..trials)
+                .filter_map(|s| trial(which, version, advert_int, s))
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            if ms.is_empty() {
+                println!(
+                    "{:<11} {version:>2} {advert_int:>10} {:>9}",
+                    format!("{which:?}"),
+                    "failed"
+                );
+                continue;
+            }
+            println!(
+                "{:<11} {version:>2} {advert_int:>10} {:>9.1} {:>9.1} {:>9.1} {:>2}/{trials}",
+                format!("{which:?}"),
+                ms[0],
+                ms[ms.len() / 2],
+                ms[ms.len() - 1],
+                ms.len()
+            );
+        }
+    }
+}
