@@ -20,8 +20,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
 
 use crate::error::{Error, Result};
 
@@ -134,7 +136,9 @@ impl fmt::Display for Health {
 /// the data path with relaxed atomics (no locks).
 ///
 /// They survive scheduler rebuilds: a rebuilt `lc` scheduler sees the same active-connection
-/// counts as the one it replaces.
+/// counts as the one it replaces. Opening or closing a connection also updates the
+/// tournament tree of the most recently built `lc`/`wlc`/`sed`/`nq` scheduler over this
+/// backend (O(log n)), which is what makes those picks O(1).
 #[derive(Debug)]
 pub struct BackendStats {
     epoch: Instant,
@@ -148,6 +152,16 @@ pub struct BackendStats {
     ewma_bits: AtomicU64,
     /// Time of the last EWMA sample, nanoseconds since `epoch`.
     ewma_stamp_ns: AtomicU64,
+    /// The least-load index (`lc`/`wlc`/`sed`/`nq`) this backend's connection count feeds.
+    load_hook: ArcSwapOption<LoadHook>,
+}
+
+/// Where a backend's connection count changes are reported: a leaf of the most recently
+/// built least-load scheduler over it (weak, so no reference cycle keeps a tree alive).
+#[derive(Debug)]
+pub(crate) struct LoadHook {
+    pub(crate) tree: Weak<crate::algo::least::LoadTree>,
+    pub(crate) leaf: u32,
 }
 
 impl BackendStats {
@@ -164,6 +178,20 @@ impl BackendStats {
             bytes_to_client: AtomicU64::new(0),
             ewma_bits: AtomicU64::new(0),
             ewma_stamp_ns: AtomicU64::new(0),
+            load_hook: ArcSwapOption::empty(),
+        }
+    }
+
+    pub(crate) fn set_load_hook(&self, hook: LoadHook) {
+        self.load_hook.store(Some(Arc::new(hook)));
+    }
+
+    #[inline]
+    fn notify_load(&self) {
+        if let Some(hook) = self.load_hook.load().as_ref() {
+            if let Some(tree) = hook.tree.upgrade() {
+                tree.update(hook.leaf);
+            }
         }
     }
 
@@ -203,6 +231,7 @@ impl BackendStats {
     pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
+        self.notify_load();
         ConnectionGuard {
             stats: Arc::clone(self),
         }
@@ -285,6 +314,7 @@ pub struct ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.stats.notify_load();
     }
 }
 

@@ -18,7 +18,7 @@
 //! | `lc`, `wlc`, `sed`, `nq` | [`algo::least`] | O(n) |
 //! | `sh`, `dh` | [`algo::hashing`] | O(1) |
 //! | `mh` | [`algo::maglev::Maglev`] | O(1) |
-//! | `ring_hash` | [`algo::ring::RingHash`] | O(log points) |
+//! | `ring_hash` | [`algo::ring::RingHash`] | O(1) expected |
 //! | `random`, `p2c`, `peak_ewma` | [`algo::random`] | O(1) |
 //! | `fo` | [`algo::round_robin::WeightedFailover`] | O(1) |
 //!

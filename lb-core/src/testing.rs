@@ -132,7 +132,10 @@ pub fn backend_spec() -> impl Strategy<Value = BackendSpec> {
 
 /// The address of the `i`-th generated backend (stable, distinct).
 pub fn backend_addr(i: u32) -> SocketAddr {
-    SocketAddr::new([198, 18, (i >> 8) as u8, i as u8].into(), 8000 + (i % 1000) as u16)
+    SocketAddr::new(
+        [198, 18, (i >> 8) as u8, i as u8].into(),
+        8000 + (i % 1000) as u16,
+    )
 }
 
 /// Builds backends from descriptions; ids are indices, addresses from [`backend_addr`].
@@ -152,9 +155,8 @@ pub fn backends_from(specs: &[BackendSpec]) -> Vec<Backend> {
 
 /// Strategy for backend sets of 0..=`max` backends.
 pub fn backend_set(max: usize) -> impl Strategy<Value = BackendSet> {
-    prop::collection::vec(backend_spec(), 0..=max).prop_map(|specs| {
-        BackendSet::new(backends_from(&specs)).unwrap_or_default()
-    })
+    prop::collection::vec(backend_spec(), 0..=max)
+        .prop_map(|specs| BackendSet::new(backends_from(&specs)).unwrap_or_default())
 }
 
 /// One step of a pick sequence.
@@ -270,15 +272,11 @@ fn check_any<B: BuildScheduler>(builder: &B, cases: u32) -> Result<(), Failure> 
                             hash_key: (key % 3 == 0).then_some(&kb[..]),
                         };
                         let mut accept = |b: &Backend| !refuse.contains(&b.id().0);
-                        let got = sched.select(&ctx, &mut accept).map(Backend::clone);
+                        let got = sched.select(&ctx, &mut accept).cloned();
                         let any_ok = cands.iter().any(|b| !refuse.contains(&b.id().0));
                         match got {
                             Some(b) => {
-                                prop_assert!(
-                                    b.is_eligible(),
-                                    "picked ineligible backend {:?}",
-                                    b
-                                );
+                                prop_assert!(b.is_eligible(), "picked ineligible backend {:?}", b);
                                 prop_assert!(
                                     !refuse.contains(&b.id().0),
                                     "picked refused backend {}",

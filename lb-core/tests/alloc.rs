@@ -6,7 +6,10 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use lb_core::{Algorithm, Backend, BackendId, BackendSet, BuildScheduler, Pool, PoolConfig, Scheduler, SelectContext, Weight};
+use lb_core::{
+    Algorithm, Backend, BackendId, BackendSet, BuildScheduler, Pool, PoolConfig, Scheduler,
+    SelectContext, Weight,
+};
 
 struct Counting;
 
@@ -54,15 +57,25 @@ fn counted<R>(f: impl FnOnce() -> R) -> (R, u64) {
 fn zero_allocations_per_pick() {
     let backends: Vec<Backend> = (0..100u32)
         .map(|i| {
-            Backend::new(BackendId(i), format!("198.18.0.{}:{}", i % 250, 8000 + i).parse().unwrap())
-                .with_weight(Weight::new(u64::from(i % 7 + 1)).unwrap())
+            Backend::new(
+                BackendId(i),
+                format!("198.18.0.{}:{}", i % 250, 8000 + i)
+                    .parse()
+                    .unwrap(),
+            )
+            .with_weight(Weight::new(u64::from(i % 7 + 1)).unwrap())
         })
         .collect();
     #[allow(clippy::disallowed_methods)]
     let now = Instant::now();
     for alg in Algorithm::all() {
         let s = alg.build(&backends, None).unwrap();
-        let pool = Pool::new(alg.clone(), BackendSet::new(backends.clone()).unwrap(), PoolConfig::default()).unwrap();
+        let pool = Pool::new(
+            alg.clone(),
+            BackendSet::new(backends.clone()).unwrap(),
+            PoolConfig::default(),
+        )
+        .unwrap();
         // Warm up (arc-swap's thread-local debt slots are set up on first use).
         let _ = pool.select(now, &SelectContext::default(), &mut |_| true);
         let ((), n) = counted(|| {

@@ -9,7 +9,9 @@ fn claims(a: &Algorithm) -> Claims {
         "wrr" | "swrr" | "random" | "sh" | "dh" => Claims::WEIGHTED,
         "mh" => Claims {
             weighted: true,
-            consistent: Some(Consistency::Bounded { max_reshuffle: 0.05 }),
+            consistent: Some(Consistency::Bounded {
+                max_reshuffle: 0.05,
+            }),
         },
         "ring_hash" => Claims {
             weighted: false,

@@ -27,8 +27,13 @@ fn up(weights: &[u32]) -> Vec<Backend> {
     )
 }
 
+/// A formula's cost of candidate `i`.
+type Cost<'a> = Box<dyn Fn(usize) -> f64 + 'a>;
+
 fn pick<S: Scheduler + ?Sized>(s: &S) -> BackendId {
-    s.select(&SelectContext::default(), &mut |_| true).unwrap().id()
+    s.select(&SelectContext::default(), &mut |_| true)
+        .unwrap()
+        .id()
 }
 
 #[allow(clippy::disallowed_methods)] // tests pick an arbitrary origin
@@ -89,7 +94,7 @@ proptest! {
     fn swrr_is_smooth(weights in prop::collection::vec(1u32..=12, 2..8)) {
         let set = up(&weights);
         let s = SmoothWeightedRoundRobin::new(&set, None);
-        let cycle: Vec<u32> = s.cycle().map(|id| id.0).collect();
+        let cycle: Vec<u32> = s.cycle_ids().map(|id| id.0).collect();
         let total: u32 = cycle.len() as u32;
         let mut run = 1;
         for pair in cycle.windows(2) {
@@ -117,7 +122,7 @@ proptest! {
         }
         let a = |i: usize| loads[i].0 as f64;
         let w = |i: usize| f64::from(loads[i].1);
-        let formulas: [(&str, Box<dyn Fn(usize) -> f64>); 4] = [
+        let formulas: [(&str, Cost<'_>); 4] = [
             ("lc", Box::new(a)),
             ("wlc", Box::new(move |i| a(i) / w(i))),
             ("sed", Box::new(move |i| (a(i) + 1.0) / w(i))),
@@ -192,8 +197,14 @@ fn removal_moves_about_one_nth() {
             let frac = moved as f64 / KEYS as f64;
             let extra = moved_not_victim as f64 / KEYS as f64;
             println!("{name} n={n}: removal moved {frac:.4} of keys (1/n = {:.4}), {extra:.4} not on the removed backend", 1.0 / f64::from(n));
-            assert!(frac <= 1.0 / f64::from(n) * 1.15 + bound_extra, "{name} n={n}: moved {frac}");
-            assert!(extra <= bound_extra, "{name} n={n}: {extra} moved between survivors");
+            assert!(
+                frac <= 1.0 / f64::from(n) * 1.15 + bound_extra,
+                "{name} n={n}: moved {frac}"
+            );
+            assert!(
+                extra <= bound_extra,
+                "{name} n={n}: {extra} moved between survivors"
+            );
         }
     }
 }
@@ -210,9 +221,15 @@ fn rebuild_keeps_rr_position_and_counts() {
     // A change that leaves the candidates as they were (a weight change under rr keeps the
     // candidate list's ids but changes effective weight, so use admin of a non-member).
     pool.set_admin(BackendId(2), AdminState::Ready).unwrap();
-    assert_eq!(pool.select(now, &ctx, &mut |_| true).unwrap().id(), BackendId(1));
+    assert_eq!(
+        pool.select(now, &ctx, &mut |_| true).unwrap().id(),
+        BackendId(1)
+    );
     pool.set_health(BackendId(0), Health::Down, now).unwrap();
-    assert_eq!(pool.backends().get(BackendId(0)).unwrap().stats().active(), 1);
+    assert_eq!(
+        pool.backends().get(BackendId(0)).unwrap().stats().active(),
+        1
+    );
     drop(guard);
     let _ = Duration::ZERO;
 }

@@ -1,6 +1,17 @@
-//! Least-load family from IPVS: `lc`, `wlc`, `sed`, `nq`. Each scans the candidates' live
-//! active-connection counts ([`BackendStats::active`](crate::BackendStats::active)): O(n) per
-//! pick, relaxed atomic loads, no lock. Ties go to the earlier candidate, as in IPVS.
+//! Least-load family from IPVS: `lc`, `wlc`, `sed`, `nq`, ties to the earlier candidate as
+//! in IPVS.
+//!
+//! IPVS scans every destination per connection (O(n)). Here each scheduler keeps a
+//! tournament tree over its candidates' live active-connection counts, as HAProxy's
+//! `leastconn` keeps an ebtree: opening or closing a connection (a
+//! [`ConnectionGuard`](crate::ConnectionGuard) created or dropped) replays the O(log n) path
+//! from that backend's leaf, and a pick reads the root — O(1), no lock. Concurrent updates
+//! may briefly leave an inner node stale; the next update on that path repairs it. When the
+//! root's backend is refused by `accept`, the pick falls back to a scan.
+//!
+//! A backend's counts feed the most recently built least-load scheduler over it (the one a
+//! [`Pool`](crate::Pool) publishes); an older scheduler over the same backends keeps its
+//! last view.
 //!
 //! IPVS counts an *overhead* of `activeconns · 256 + inactconns`; a full proxy has no
 //! inactive (TIME_WAIT) connections in its table, so the overhead here is the active count.
@@ -13,44 +24,18 @@
 //!
 //! let a = Backend::new(BackendId(1), "127.0.0.1:1".parse().unwrap()).with_weight(Weight::new(1).unwrap());
 //! let b = Backend::new(BackendId(2), "127.0.0.1:2".parse().unwrap()).with_weight(Weight::new(3).unwrap());
-//! let _conns: Vec<_> = (0..2).map(|_| b.stats().connection()).collect(); // b: 2/3 < a: would be 1/1 after one
-//! let s = WeightedLeastConnections::new(&[a, b]);
-//! assert_eq!(s.select(&SelectContext::default(), &mut |_| true).unwrap().id(), BackendId(1));
+//! let s = WeightedLeastConnections::new(&[a.clone(), b.clone()]);
+//! let _c1 = b.stats().connection(); // b: 1/3
+//! let _c2 = b.stats().connection(); // b: 2/3 — still below a's 1/1 once a has one
+//! let _c3 = a.stats().connection(); // a: 1/1
+//! assert_eq!(s.select(&SelectContext::default(), &mut |_| true).unwrap().id(), BackendId(2));
 //! ```
 
-use crate::backend::Backend;
-use crate::scheduler::{Scheduler, SelectContext};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
-/// Picks the candidate minimising `cost` (compared with `better(a, b)` = a strictly better),
-/// among those `accept` takes. Tries the global minimum first so `accept` usually runs once.
-#[inline]
-fn min_by<'a, K: Copy>(
-    backends: &'a [Backend],
-    accept: &mut dyn FnMut(&Backend) -> bool,
-    key: impl Fn(&Backend) -> K,
-    better: impl Fn(K, K) -> bool,
-) -> Option<&'a Backend> {
-    let mut best: Option<(usize, K)> = None;
-    for (i, b) in backends.iter().enumerate() {
-        let k = key(b);
-        if best.is_none_or(|(_, bk)| better(k, bk)) {
-            best = Some((i, k));
-        }
-    }
-    let (i, _) = best?;
-    if accept(&backends[i]) {
-        return Some(&backends[i]);
-    }
-    // The minimum was refused: scan again among the accepted ones.
-    let mut best: Option<(usize, K)> = None;
-    for (i, b) in backends.iter().enumerate() {
-        let k = key(b);
-        if best.is_none_or(|(_, bk)| better(k, bk)) && accept(b) {
-            best = Some((i, k));
-        }
-    }
-    best.map(|(i, _)| &backends[i])
-}
+use crate::backend::{Backend, BackendStats, LoadHook};
+use crate::scheduler::{Scheduler, SelectContext};
 
 /// (load, weight): load/weight compared by cross-multiplication, as IPVS does, in u128.
 #[inline]
@@ -58,25 +43,178 @@ fn ratio_less(a: (u64, u64), b: (u64, u64)) -> bool {
     u128::from(a.0) * u128::from(b.1) < u128::from(b.0) * u128::from(a.1)
 }
 
+/// Which IPVS formula a tree minimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Formula {
+    /// active
+    Lc,
+    /// active / weight
+    Wlc,
+    /// (active + 1) / weight
+    Sed,
+    /// idle first, then (active + 1) / weight
+    Nq,
+}
+
+impl Formula {
+    /// Whether a candidate with `a = (active, weight)` is strictly better than `b`.
+    #[inline]
+    fn better(self, a: (u64, u64), b: (u64, u64)) -> bool {
+        match self {
+            Self::Lc => a.0 < b.0,
+            Self::Wlc => ratio_less(a, b),
+            Self::Sed => ratio_less((a.0 + 1, a.1), (b.0 + 1, b.1)),
+            Self::Nq => match (a.0 == 0, b.0 == 0) {
+                (true, false) => true,
+                (false, true) | (true, true) => false,
+                (false, false) => ratio_less((a.0 + 1, a.1), (b.0 + 1, b.1)),
+            },
+        }
+    }
+}
+
+const NONE: u32 = u32::MAX;
+
+/// A tournament tree over candidates' live loads: leaf `j` is candidate `j`, every inner
+/// node holds the index of the better of its children's winners.
+#[derive(Debug)]
+pub struct LoadTree {
+    formula: Formula,
+    stats: Vec<(Arc<BackendStats>, u64)>,
+    /// Leaves start here (a power of two ≥ n).
+    base: usize,
+    /// 1-based heap layout; `nodes[0]` unused.
+    nodes: Vec<AtomicU32>,
+}
+
+impl LoadTree {
+    fn new(formula: Formula, candidates: &[Backend]) -> Arc<Self> {
+        let base = candidates.len().next_power_of_two().max(1);
+        let nodes = (0..2 * base)
+            .map(|i| {
+                let leaf = i.wrapping_sub(base);
+                AtomicU32::new(if i >= base && leaf < candidates.len() {
+                    leaf as u32
+                } else {
+                    NONE
+                })
+            })
+            .collect();
+        let tree = Arc::new(Self {
+            formula,
+            stats: candidates
+                .iter()
+                .map(|b| {
+                    (
+                        Arc::clone(b.stats()),
+                        u64::from(b.effective_weight().get()).max(1),
+                    )
+                })
+                .collect(),
+            base,
+            nodes,
+        });
+        for (j, (s, _)) in tree.stats.iter().enumerate() {
+            s.set_load_hook(LoadHook {
+                tree: Arc::downgrade(&tree),
+                leaf: j as u32,
+            });
+        }
+        // Computed after the hooks are in place, so no change in between is lost.
+        for i in (1..base).rev() {
+            tree.recompute(i);
+        }
+        tree
+    }
+
+    #[inline]
+    fn key(&self, j: u32) -> (u64, u64) {
+        let (s, w) = &self.stats[j as usize];
+        (s.active(), *w)
+    }
+
+    #[inline]
+    fn recompute(&self, i: usize) {
+        let l = self.nodes[2 * i].load(Ordering::Relaxed);
+        let r = self.nodes[2 * i + 1].load(Ordering::Relaxed);
+        let w = match (l, r) {
+            (NONE, x) | (x, NONE) => x,
+            (l, r) => {
+                if self.formula.better(self.key(r), self.key(l)) {
+                    r
+                } else {
+                    l
+                }
+            }
+        };
+        self.nodes[i].store(w, Ordering::Relaxed);
+    }
+
+    /// Replays the path from leaf `leaf` to the root after its load changed. O(log n).
+    pub(crate) fn update(&self, leaf: u32) {
+        let mut i = (self.base + leaf as usize) / 2;
+        while i >= 1 {
+            self.recompute(i);
+            i /= 2;
+        }
+    }
+
+    #[inline]
+    fn winner(&self) -> Option<usize> {
+        match self.nodes.get(1).map(|n| n.load(Ordering::Relaxed)) {
+            Some(NONE) | None => None,
+            Some(w) => Some(w as usize),
+        }
+    }
+}
+
+/// The minimum by `formula` among candidates `accept` takes, by a scan (the fallback when
+/// the tree's winner is refused).
+fn scan<'a>(
+    formula: Formula,
+    backends: &'a [Backend],
+    accept: &mut dyn FnMut(&Backend) -> bool,
+) -> Option<&'a Backend> {
+    let key = |b: &Backend| {
+        (
+            b.stats().active(),
+            u64::from(b.effective_weight().get()).max(1),
+        )
+    };
+    let mut best: Option<&Backend> = None;
+    for b in backends {
+        if best.is_none_or(|cur| formula.better(key(b), key(cur))) && accept(b) {
+            best = Some(b);
+        }
+    }
+    best
+}
+
 macro_rules! least_scheduler {
-    ($(#[$doc:meta])* $name:ident, $key:expr, $better:expr) => {
+    ($(#[$doc:meta])* $name:ident, $formula:expr) => {
         $(#[$doc])*
         #[derive(Debug)]
         pub struct $name {
             backends: Vec<Backend>,
+            tree: Arc<LoadTree>,
         }
 
         impl $name {
-            /// Builds over `candidates`.
+            /// Builds over `candidates` and becomes the scheduler their connection counts feed.
             pub fn new(candidates: &[Backend]) -> Self {
-                Self { backends: candidates.to_vec() }
+                Self { backends: candidates.to_vec(), tree: LoadTree::new($formula, candidates) }
             }
         }
 
         impl Scheduler for $name {
             #[inline]
             fn select(&self, _: &SelectContext<'_>, accept: &mut dyn FnMut(&Backend) -> bool) -> Option<&Backend> {
-                min_by(&self.backends, accept, $key, $better)
+                let w = self.tree.winner()?;
+                let b = &self.backends[w];
+                if accept(b) {
+                    return Some(b);
+                }
+                scan($formula, &self.backends, accept)
             }
 
             fn backends(&self) -> &[Backend] {
@@ -89,71 +227,28 @@ macro_rules! least_scheduler {
 least_scheduler!(
     /// `lc`: the fewest active connections (IPVS `ip_vs_lc`); weights ignored except 0.
     LeastConnections,
-    |b: &Backend| b.stats().active(),
-    |a: u64, b: u64| a < b
+    Formula::Lc
 );
 
 least_scheduler!(
     /// `wlc`: the smallest active connections / weight (IPVS `ip_vs_wlc`).
     WeightedLeastConnections,
-    |b: &Backend| (b.stats().active(), u64::from(b.effective_weight().get())),
-    ratio_less
+    Formula::Wlc
 );
 
 least_scheduler!(
     /// `sed`: the smallest (active connections + 1) / weight — the expected delay if this
     /// connection is added (IPVS `ip_vs_sed`).
     ShortestExpectedDelay,
-    |b: &Backend| (b.stats().active() + 1, u64::from(b.effective_weight().get())),
-    ratio_less
+    Formula::Sed
 );
 
-/// `nq`: never queue (IPVS `ip_vs_nq`): an idle candidate (0 active connections) if there is
-/// one, the first in order; otherwise as `sed`.
-#[derive(Debug)]
-pub struct NeverQueue {
-    backends: Vec<Backend>,
-}
-
-impl NeverQueue {
-    /// Builds over `candidates`.
-    pub fn new(candidates: &[Backend]) -> Self {
-        Self {
-            backends: candidates.to_vec(),
-        }
-    }
-}
-
-impl Scheduler for NeverQueue {
-    #[inline]
-    fn select(
-        &self,
-        _: &SelectContext<'_>,
-        accept: &mut dyn FnMut(&Backend) -> bool,
-    ) -> Option<&Backend> {
-        // (idle?, sed ratio): idle beats busy; among idle the first; among busy the least sed.
-        min_by(
-            &self.backends,
-            accept,
-            |b| {
-                let active = b.stats().active();
-                (
-                    active == 0,
-                    (active + 1, u64::from(b.effective_weight().get())),
-                )
-            },
-            |a, b| match (a.0, b.0) {
-                (true, false) => true,
-                (false, true) | (true, true) => false,
-                (false, false) => ratio_less(a.1, b.1),
-            },
-        )
-    }
-
-    fn backends(&self) -> &[Backend] {
-        &self.backends
-    }
-}
+least_scheduler!(
+    /// `nq`: never queue (IPVS `ip_vs_nq`): an idle candidate (0 active connections) if
+    /// there is one, otherwise as `sed`.
+    NeverQueue,
+    Formula::Nq
+);
 
 #[cfg(test)]
 mod tests {
@@ -163,6 +258,19 @@ mod tests {
     fn b(id: u32, w: u64) -> Backend {
         Backend::new(BackendId(id), format!("127.0.0.1:{id}").parse().unwrap())
             .with_weight(Weight::new(w).unwrap())
+    }
+
+    #[test]
+    fn tree_tracks_opens_and_closes() {
+        let set: Vec<Backend> = (1..=5).map(|i| b(i, 1)).collect();
+        let s = LeastConnections::new(&set);
+        let ctx = SelectContext::default();
+        let g: Vec<_> = (0..4).map(|i| set[i].stats().connection()).collect();
+        assert_eq!(s.select(&ctx, &mut |_| true).unwrap().id(), BackendId(5));
+        let _g5 = set[4].stats().connection();
+        let _g5b = set[4].stats().connection();
+        drop(g);
+        assert_eq!(s.select(&ctx, &mut |_| true).unwrap().id(), BackendId(1));
     }
 
     #[test]

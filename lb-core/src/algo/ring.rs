@@ -35,12 +35,18 @@ const RING_SEED: u64 = 0x6c62_5f72_696e_675f; // "lb_ring_"
 /// The largest ring accepted, 2²⁴ points.
 pub const MAX_RING_SIZE: u32 = 1 << 24;
 
+const INDEX_SHIFT: u32 = 48;
+const INDEX_BUCKETS: usize = 1 << (64 - INDEX_SHIFT);
+
 /// A built hash ring.
 #[derive(Debug)]
 pub struct RingHash {
     backends: Vec<Backend>,
     /// (point hash, candidate index), sorted.
     ring: Vec<(u64, u32)>,
+    /// `index[b]` is the first ring position whose hash has top 16 bits ≥ `b` (2¹⁶ + 1
+    /// entries), so a lookup searches only one bucket instead of the whole ring.
+    index: Vec<u32>,
 }
 
 impl RingHash {
@@ -95,9 +101,18 @@ impl RingHash {
             }
         }
         ring.sort_unstable();
+        let mut index = Vec::with_capacity(INDEX_BUCKETS + 1);
+        let mut pos = 0usize;
+        for b in 0..=INDEX_BUCKETS as u64 {
+            while pos < ring.len() && (ring[pos].0 >> INDEX_SHIFT) < b {
+                pos += 1;
+            }
+            index.push(pos as u32);
+        }
         Ok(Self {
             backends: candidates.to_vec(),
             ring,
+            index,
         })
     }
 
@@ -109,7 +124,8 @@ impl RingHash {
 
 impl Scheduler for RingHash {
     /// The first point at or after the key's hash (wrapping); when refused, the following
-    /// points' candidates in ring order, then any accepted candidate. O(log points).
+    /// points' candidates in ring order, then any accepted candidate. A 2¹⁶-bucket index on
+    /// the hashes' top bits narrows the search to one bucket: O(1) expected.
     #[inline]
     fn select(
         &self,
@@ -121,7 +137,9 @@ impl Scheduler for RingHash {
             return None;
         }
         let h = source_key(ctx);
-        let start = self.ring.partition_point(|&(p, _)| p < h);
+        let bucket = (h >> INDEX_SHIFT) as usize;
+        let (lo, hi) = (self.index[bucket] as usize, self.index[bucket + 1] as usize);
+        let start = lo + self.ring[lo..hi].partition_point(|&(p, _)| p < h);
         let probes = len.min(64);
         for off in 0..probes {
             let (_, i) = self.ring[(start + off) % len];

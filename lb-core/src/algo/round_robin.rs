@@ -12,7 +12,9 @@
 //! let seq: Vec<u32> = (0..7)
 //!     .map(|_| s.select(&SelectContext::default(), &mut |_| true).unwrap().id().0)
 //!     .collect();
-//! assert_eq!(seq, [1, 1, 2, 1, 3, 1, 1]); // nginx's documented order for {5, 1, 1}
+//! // nginx gives a a b a c a a, whose repetition runs a four times across the cycle
+//! // boundary; spreading the heavy backend over the two gaps caps every run at ⌈5/2⌉ = 3.
+//! assert_eq!(seq, [1, 1, 2, 1, 1, 1, 3]);
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -199,10 +201,12 @@ const SWRR_MAX_WORK: u64 = 1 << 22;
 ///
 /// Every pick adds each backend's weight to its current value, takes the largest, and
 /// subtracts the total from it, so heavy backends are spread through the cycle instead of
-/// picked in runs: {5, 1, 1} gives a a b a c a a. One refinement over nginx: where nginx
-/// would repeat the previous pick although the weights do not force it (nginx gives
-/// {8, 6, 6, 1} a run `a a`), the next largest current value is taken instead, so within a
-/// cycle a backend is picked twice in a row only when its weight forces it.
+/// picked in runs. Two refinements over nginx: where nginx would repeat the previous pick
+/// although the weights do not force it (nginx gives {8, 6, 6, 1} a run `a a`), the next
+/// largest current value is taken instead; and a backend with more than half the weight has
+/// its picks spread evenly between the others' ({5, 1, 1}: a a b a a a c, runs ≤ ⌈5/2⌉ even
+/// across cycles, where nginx's a a b a c a a repeats into a run of four). A backend is
+/// picked twice in a row only when its weight forces it.
 ///
 /// The cycle (Σ weight / gcd picks) is computed once at build time, so a pick is one atomic
 /// increment and an index: O(1), no lock. When the cycle would exceed 2²⁰ picks or 2²² steps
@@ -242,7 +246,7 @@ impl SmoothWeightedRoundRobin {
     }
 
     /// The precomputed cycle, as candidate ids.
-    pub fn cycle(&self) -> impl Iterator<Item = BackendId> + '_ {
+    pub fn cycle_ids(&self) -> impl Iterator<Item = BackendId> + '_ {
         self.sequence
             .iter()
             .map(|&i| self.backends[i as usize].id())
@@ -279,10 +283,31 @@ impl Scheduler for SmoothWeightedRoundRobin {
 /// One cycle of nginx's smooth weighted round robin over `w` (each entry picked exactly
 /// `w[i]` times), with one refinement: when nginx would pick the previous pick again while
 /// another choice keeps the rest of the cycle free of repeats, that other choice (the next
-/// largest current value) is taken. Repeats then occur only when the weights force them.
+/// largest current value) is taken; and a backend holding more than half the weight has its
+/// picks spread evenly between the others'. Repeats then occur only when the weights force
+/// them.
 fn smooth_cycle(w: &[u64]) -> Vec<u32> {
     let n = w.len();
     let total: u64 = w.iter().sum();
+    // A backend holding more than half the weight must repeat: spread its picks evenly over
+    // the gaps between the others' (smooth) picks, so each run is ⌈w / (Σw − w)⌉ at most.
+    if let Some(d) = (0..n).find(|&i| 2 * w[i] > total && w[i] < total) {
+        let others: Vec<u64> = w
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| if i == d { 0 } else { x })
+            .collect();
+        let rest = smooth_cycle(&others);
+        let m = rest.len() as u64;
+        let mut sequence = Vec::with_capacity(total as usize);
+        for (k, &o) in rest.iter().enumerate() {
+            let k = k as u64;
+            let runs = (k + 1) * w[d] / m - k * w[d] / m;
+            sequence.extend(std::iter::repeat_n(d as u32, runs as usize));
+            sequence.push(o);
+        }
+        return sequence;
+    }
     let mut current = vec![0i64; n];
     let mut remaining: Vec<u64> = w.to_vec();
     let mut sequence = Vec::with_capacity(total as usize);
