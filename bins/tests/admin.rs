@@ -309,3 +309,23 @@ fn lbctl_without_a_daemon_exits_3() {
     assert_eq!(code, 3);
     assert!(err.starts_with("lbctl: cannot connect to "), "{err}");
 }
+
+#[test]
+fn status_skeleton_from_the_seed_config() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed/master.conf");
+    let (cfg, _) = lb_bins::config::load(&path).unwrap();
+    let s = Status::from_config(&cfg);
+    assert_eq!(s.node.router_id.as_deref(), Some("LVS_MASTER"));
+    assert_eq!(s.vrrp.len(), 2);
+    assert_eq!(s.vrrp[1].state, VrrpState::Init);
+    assert_eq!(s.vrrp[1].sync_group.as_deref(), Some("VG_1"));
+    assert_eq!(s.vrrp[0].virtual_ips, ["198.18.0.250"]);
+    let vs = &s.virtual_servers[0];
+    assert_eq!(
+        (vs.name.as_str(), vs.scheduler.as_str()),
+        ("198.18.0.250:80", "rr")
+    );
+    assert_eq!(vs.live_backends(), 2);
+    assert_eq!(vs.backends[1].weight, 3);
+    assert!(vs.backends[0].http.is_none());
+}

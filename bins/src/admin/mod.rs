@@ -46,6 +46,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::model::Protocol;
+use crate::config::Config;
 
 /// The longest request or response line accepted, in bytes (16 MiB: a status with many
 /// thousands of backends fits).
@@ -226,6 +227,79 @@ pub struct Status {
     pub vrrp: Vec<VrrpStatus>,
     /// Every virtual server.
     pub virtual_servers: Vec<VirtualServerStatus>,
+}
+
+impl Status {
+    /// What a node reports right after loading `config`: every instance in INIT at its base
+    /// priority, every backend ready at its configured weight (down when its checks use
+    /// `alpha`), counters at zero. The daemon starts from it and fills in the runtime fields.
+    pub fn from_config(config: &Config) -> Self {
+        let sync_group = |name: &str| {
+            config
+                .sync_groups
+                .iter()
+                .find(|g| g.group.iter().any(|m| m == name))
+                .map(|g| g.name.clone())
+        };
+        Self {
+            node: NodeStatus {
+                router_id: config.global.router_id.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                uptime_secs: 0,
+                config: None,
+            },
+            vrrp: config
+                .vrrp_instances
+                .iter()
+                .map(|vi| VrrpStatus {
+                    name: vi.name.clone(),
+                    interface: vi.interface.clone(),
+                    virtual_router_id: vi.virtual_router_id,
+                    state: VrrpState::Init,
+                    base_priority: vi.priority,
+                    effective_priority: vi.priority,
+                    master_address: None,
+                    virtual_ips: vi
+                        .virtual_ipaddress
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    sync_group: sync_group(&vi.name),
+                })
+                .collect(),
+            virtual_servers: config
+                .virtual_servers
+                .iter()
+                .map(|vs| VirtualServerStatus {
+                    name: vs.name.clone(),
+                    listen: vs.listen,
+                    protocol: vs.protocol,
+                    scheduler: vs.lb_algo.name().to_owned(),
+                    backends: vs
+                        .backends
+                        .iter()
+                        .map(|b| BackendStatus {
+                            address: b.address,
+                            health: if b.checks.iter().any(|c| c.starts_down(vs)) {
+                                Health::Down
+                            } else {
+                                Health::Up
+                            },
+                            admin: AdminState::Ready,
+                            backup: b.backup,
+                            weight: b.weight.get(),
+                            effective_weight: b.weight.get(),
+                            active_connections: 0,
+                            total_connections: 0,
+                            bytes_to_backend: 0,
+                            bytes_to_client: 0,
+                            http: (vs.protocol == Protocol::Http).then(HttpCounters::default),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The node itself.
