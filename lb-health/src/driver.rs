@@ -41,10 +41,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use lb_core::{BackendId, BuildScheduler, Pool};
+use lb_core::{BackendId, BuildScheduler, Health, Pool};
 use tokio::sync::broadcast;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -69,6 +69,14 @@ pub struct HealthDriver {
     events: broadcast::Sender<HealthEvent>,
     tasks: JoinSet<()>,
     checks: HashMap<BackendId, AbortHandle>,
+    /// The current verdict of every check, updated on transitions only.
+    health: HealthMap,
+}
+
+type HealthMap = Arc<Mutex<HashMap<BackendId, Health>>>;
+
+fn lock(map: &HealthMap) -> std::sync::MutexGuard<'_, HashMap<BackendId, Health>> {
+    map.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl HealthDriver {
@@ -80,7 +88,20 @@ impl HealthDriver {
             events,
             tasks: JoinSet::new(),
             checks: HashMap::new(),
+            health: Arc::default(),
         }
+    }
+
+    /// The current verdict for `backend` (its start state until the first transition), or
+    /// `None` if it is not checked. A subscriber that joins late reads this first, then
+    /// follows events.
+    pub fn health(&self, backend: BackendId) -> Option<Health> {
+        lock(&self.health).get(&backend).copied()
+    }
+
+    /// The current verdict of every checked backend.
+    pub fn snapshot(&self) -> HashMap<BackendId, Health> {
+        lock(&self.health).clone()
     }
 
     /// A new subscriber; it sees every event published from now on.
@@ -116,9 +137,15 @@ impl HealthDriver {
         if self.checks.contains_key(&backend) {
             return Err(Error::DuplicateBackend(backend));
         }
+        // Forget tasks that ended (removed checks), so churn does not accumulate them.
+        while self.tasks.try_join_next().is_some() {}
         let tracker = HealthTracker::new(backend, config, now());
+        lock(&self.health).insert(backend, tracker.health());
         let events = self.events.clone();
-        let handle = self.tasks.spawn(run_check(addr, probe, tracker, events));
+        let health = Arc::clone(&self.health);
+        let handle = self
+            .tasks
+            .spawn(run_check(addr, probe, tracker, events, health));
         self.checks.insert(backend, handle);
         Ok(())
     }
@@ -128,6 +155,7 @@ impl HealthDriver {
         match self.checks.remove(&backend) {
             Some(h) => {
                 h.abort();
+                lock(&self.health).remove(&backend);
                 true
             }
             None => false,
@@ -183,6 +211,7 @@ async fn run_check(
     probe: Box<dyn Probe + Send + Sync>,
     mut tracker: HealthTracker,
     events: broadcast::Sender<HealthEvent>,
+    health: HealthMap,
 ) {
     let backend = tracker.backend();
     loop {
@@ -194,6 +223,10 @@ async fn run_check(
             tracing::trace!(%backend, kind = probe.kind(), up = outcome.is_up(), reason = %outcome.reason, "probe");
             if let Some(t) = tracker.handle_result(now(), outcome) {
                 tracing::info!(%backend, old = %t.old, new = %t.new, reason = %t.reason, latency = ?t.latency, "health transition");
+                // Only while still registered: a removed check may finish one last probe.
+                if let Some(h) = lock(&health).get_mut(&backend) {
+                    *h = t.new;
+                }
                 // No subscriber is not an error.
                 let _ = events.send(t.into_event(backend));
             }

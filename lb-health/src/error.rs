@@ -4,6 +4,18 @@
 //! [`ProbeOutcome`](crate::ProbeOutcome) with [`Health::Down`](lb_core::Health::Down) and a
 //! reason. Errors are only for settings an operator got wrong, so they surface when the
 //! configuration is built, before any probe runs.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use lb_health::{Error, HealthCheckConfig, StatusSet};
+//!
+//! let err = HealthCheckConfig::haproxy().inter(Duration::ZERO).build().unwrap_err();
+//! assert_eq!(err, Error::ZeroInterval { setting: "interval", value: Duration::ZERO });
+//! assert_eq!(err.to_string(), "interval must be greater than zero, got 0ns");
+//! assert!(matches!("500-200".parse::<StatusSet>(), Err(Error::InvalidStatusRange(_))));
+//! ```
 
 use std::time::Duration;
 

@@ -330,7 +330,10 @@ async fn thousands_of_checks_and_a_clean_stop() {
         );
     }
     assert_eq!(down.len(), 3000);
+    assert_eq!(driver.health(BackendId(42)), Some(Health::Down));
+    assert!(driver.snapshot().values().all(|h| *h == Health::Down));
     assert!(driver.remove(BackendId(7)));
+    assert_eq!(driver.health(BackendId(7)), None);
     assert!(!driver.remove(BackendId(7)));
     driver.shutdown().await;
     let after = script.calls.lock().unwrap().len();
