@@ -150,7 +150,7 @@ fn commented_example_exercises_every_option() {
 }
 
 #[test]
-fn keepalived_example_matches_the_toml_example_where_they_overlap() {
+fn seed_002_unicast_peers_and_vrrp_script() {
     let (k, kw) = ok(&fixture("unicast_nginx.conf"));
     assert_eq!(kw.len(), 1, "{kw:?}");
     assert!(kw[0]
@@ -502,4 +502,20 @@ fn virtual_server_defaults_apply_wherever_written() {
     assert!(e[0]
         .to_string()
         .starts_with("k.conf:3:15: `weight … reverse` is not supported"));
+}
+
+#[test]
+fn keepalived_example_is_the_twin_of_the_toml_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (k, kw) = ok(&root.join("conf/keepalived.example.conf"));
+    let (t, _) = ok(&root.join("conf/lb-node.example.toml"));
+    assert!(kw.is_empty(), "{kw:?}");
+    assert_eq!(k.global, t.global);
+    assert_eq!(k.vrrp_scripts, t.vrrp_scripts);
+    assert_eq!(k.vrrp_instances, t.vrrp_instances);
+    assert_eq!(k.sync_groups, t.sync_groups);
+    for (a, b) in k.virtual_servers.iter().zip(&t.virtual_servers) {
+        assert_eq!(a, b, "virtual server {}", a.name);
+    }
+    assert_eq!(k, t);
 }
