@@ -54,6 +54,9 @@ use crate::pool::PoolApplier;
 use crate::probe::Probe;
 use crate::tracker::{HealthEvent, HealthTracker, ProbeOutcome};
 
+/// How long after its timeout the driver drops a probe that has not returned by itself.
+pub const BACKSTOP_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The driver's clock: tokio's, so paused-clock tests control it.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -217,9 +220,12 @@ async fn run_check(
     loop {
         if let Some(req) = tracker.poll_probe(now()) {
             let timeout = probe.timeout().unwrap_or(req.timeout);
-            let outcome = tokio::time::timeout(timeout, probe.probe(addr, timeout))
-                .await
-                .unwrap_or_else(|_| ProbeOutcome::timed_out(timeout));
+            // Probes enforce their timeout themselves (and clean up, e.g. reap a killed
+            // program); the driver's own deadline, a little later, only stops one that doesn't.
+            let outcome =
+                tokio::time::timeout(timeout + BACKSTOP_GRACE, probe.probe(addr, timeout))
+                    .await
+                    .unwrap_or_else(|_| ProbeOutcome::timed_out(timeout));
             tracing::trace!(%backend, kind = probe.kind(), up = outcome.is_up(), reason = %outcome.reason, "probe");
             if let Some(t) = tracker.handle_result(now(), outcome) {
                 tracing::info!(%backend, old = %t.old, new = %t.new, reason = %t.reason, latency = ?t.latency, "health transition");
