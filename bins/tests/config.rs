@@ -478,7 +478,7 @@ fn settings_given_twice_warn() {
 
 #[test]
 fn virtual_server_defaults_apply_wherever_written() {
-    let text = "virtual_server 198.18.0.250 80 {\n    sorry_server 198.18.0.160 8080\n    real_server 198.18.0.151 82 {\n        TCP_CHECK {\n        }\n    }\n    retry 4\n    delay_before_retry 2\n    inhibit_on_failure\n    real_server 198.18.0.153 83 {\n        delay_loop 9\n        TCP_CHECK {\n            retry 1\n        }\n    }\n}\n";
+    let text = "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    sorry_server 198.18.0.160 8080\n    real_server 198.18.0.151 82 {\n        TCP_CHECK {\n        }\n    }\n    retry 4\n    delay_before_retry 2\n    inhibit_on_failure\n    real_server 198.18.0.153 83 {\n        delay_loop 9\n        TCP_CHECK {\n            retry 1\n        }\n    }\n}\n";
     let (cfg, w) = config::keepalived::parse_str(text, Path::new("k.conf")).unwrap();
     assert!(w.is_empty(), "{w:?}");
     let b = &cfg.virtual_servers[0].backends;

@@ -847,6 +847,7 @@ impl Conv {
         let mut defaults = CheckDefaults::default();
         let mut virtualhost = None;
         let mut inhibit = false;
+        let mut protocol_set = false;
         let mut real_servers = Vec::new();
         for st in self.section(s) {
             let kw = st.keyword.text.as_str();
@@ -889,6 +890,7 @@ impl Conv {
                     }
                 }
                 "protocol" => {
+                    protocol_set = true;
                     vs.protocol = self
                         .get(st, &fp, |v| v.parse::<Protocol>())
                         .unwrap_or_default();
@@ -922,6 +924,12 @@ impl Conv {
                 | "smtp_alert" => self.ignored(st, "virtual_server"),
                 _ => self.unknown(st, "virtual_server"),
             }
+        }
+        if !protocol_set && listen.is_some() {
+            self.d.warn(
+                &s.keyword.location,
+                "virtual_server without `protocol`: lb-node uses TCP (keepalived 2.x falls back to UDP); write `protocol TCP` to say so",
+            );
         }
         real_servers.sort_by_key(|st| st.keyword.text == "sorry_server");
         for st in real_servers {
