@@ -9,6 +9,8 @@
 //! - **Handlers** of things that happened: [`handle_result`](HealthTracker::handle_result) (a
 //!   probe finished), [`handle_timeout`](HealthTracker::handle_timeout) (a deadline passed;
 //!   idempotent).
+//! - **Commands** from the operator: [`set_health`](HealthTracker::set_health) (HAProxy
+//!   `set server <b>/<s> health up|down`).
 //! - **Outputs** (`#[must_use]`): [`poll_probe`](HealthTracker::poll_probe) (start a probe now?)
 //!   and [`poll_timeout`](HealthTracker::poll_timeout) (when to call back).
 //!
@@ -362,6 +364,37 @@ impl HealthTracker {
         }
     }
 
+    /// Forces the verdict (HAProxy `set server <b>/<s> health up|down`). The runs towards
+    /// `rise`/`fall` restart, and if no probe is running the next one is due one period of the
+    /// new state after `now`. Returns the transition when the health changes.
+    pub fn set_health(&mut self, now: Instant, health: Health) -> Option<Transition> {
+        let old = self.health;
+        self.health = health;
+        self.successes = 0;
+        self.failures = 0;
+        self.attempt = 0;
+        if let Phase::Idle { .. } = self.phase {
+            let period = self
+                .config
+                .period(health == Health::Up, health == Health::Down);
+            self.phase = Phase::Idle {
+                due: now + self.jittered(period),
+            };
+        }
+        (old != health).then(|| {
+            if health == Health::Up {
+                self.reported_weight = self.weight;
+            }
+            Transition {
+                old,
+                new: health,
+                weight: self.weight,
+                reason: Cow::Borrowed("set by operator"),
+                latency: Duration::ZERO,
+            }
+        })
+    }
+
     /// `period` spread by a deterministic ± `spread_checks` percent, keyed by the seed, the
     /// backend and the check number.
     fn jittered(&self, period: Duration) -> Duration {
@@ -446,6 +479,31 @@ mod tests {
         assert_eq!(tr.new, Health::Down);
         assert!(tr.reason.contains("timed out"));
         assert!(t.handle_timeout(now + Duration::from_secs(1)).is_none());
+    }
+
+    #[test]
+    fn operator_forces_health_and_runs_restart() {
+        let now = t0();
+        let c = HealthCheckConfig::builder()
+            .rise(2)
+            .fall(2)
+            .downinter(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut t = HealthTracker::new(BackendId(1), c, now);
+        let down = || ProbeOutcome::down("x", Duration::ZERO);
+        assert!(t.handle_result(now, down()).is_none());
+        let tr = t.set_health(now, Health::Down).unwrap();
+        assert_eq!(
+            (tr.old, tr.new, tr.reason.as_ref()),
+            (Health::Up, Health::Down, "set by operator")
+        );
+        assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(30)));
+        assert!(t.set_health(now, Health::Down).is_none());
+        assert!(t.set_health(now, Health::Up).is_some());
+        // The earlier failure no longer counts: one more is not enough.
+        assert!(t.handle_result(now, down()).is_none());
+        assert_eq!(t.handle_result(now, down()).unwrap().new, Health::Down);
     }
 
     #[test]

@@ -302,6 +302,7 @@ impl HttpProbe {
         // Drive the connection and the exchange together; once the exchange is done the
         // connection is dropped (closed), even if the backend would keep it alive.
         tokio::select! {
+            biased; // a finished exchange wins over a connection error that follows it
             r = &mut exchange => r,
             c = &mut conn => match c {
                 Err(e) => Err(format!("invalid HTTP response: {e}")),
