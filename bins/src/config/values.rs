@@ -1,5 +1,18 @@
 //! Value syntaxes shared by both front ends (durations, weights, algorithms) and the serde
 //! glue of the model.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use lb_bins::config::values::{parse_algorithm, parse_duration, parse_weight};
+//!
+//! assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+//! assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+//! assert_eq!(parse_weight("3").unwrap().get(), 3);
+//! assert!(parse_weight("65536").is_err());
+//! assert_eq!(parse_algorithm("wlc").unwrap().name(), "wlc");
+//! ```
 
 use std::fmt;
 use std::net::IpAddr;

@@ -6,6 +6,20 @@
 //! `!` start comments; `"…"` quotes an argument with spaces; `include PATTERN` (a glob,
 //! relative to the including file) is replaced by the statements of the files it matches,
 //! at any depth.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::path::Path;
+//! use lb_bins::config::keepalived::syntax::{parse_text, Diagnostics};
+//!
+//! let mut diag = Diagnostics::default();
+//! let stmts = parse_text("vrrp_sync_group VG_1 {\n  group { VI_1 VI_2 }\n}\n", Path::new("k.conf"), 0, &mut diag);
+//! assert!(diag.errors.is_empty());
+//! let group = &stmts[0].block.as_ref().unwrap()[0];
+//! assert_eq!(group.keyword.text, "group");
+//! assert_eq!(group.keyword.location.to_string(), "k.conf:2:3");
+//! ```
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
