@@ -149,6 +149,63 @@ impl Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrackWeight(pub i16);
 
+/// Rise/fall hysteresis of a tracked check (keepalived `vrrp_script` `rise` / `fall`):
+/// the check turns unhealthy after `fall` consecutive failures and healthy again after
+/// `rise` consecutive successes. Starts healthy, as keepalived's scripts do without
+/// `init_fail`.
+///
+/// # Examples
+///
+/// ```
+/// use lb_vrrp::machine::TrackHysteresis;
+///
+/// let mut h = TrackHysteresis::new(2, 3);
+/// assert_eq!(h.handle_result(false), None);
+/// assert_eq!(h.handle_result(false), None);
+/// assert_eq!(h.handle_result(false), Some(false)); // third failure: down
+/// assert_eq!(h.handle_result(true), None);
+/// assert_eq!(h.handle_result(true), Some(true)); // second success: up
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackHysteresis {
+    rise: u32,
+    fall: u32,
+    healthy: bool,
+    run: u32,
+}
+
+impl TrackHysteresis {
+    /// `rise` and `fall` are clamped to at least 1.
+    pub fn new(rise: u32, fall: u32) -> Self {
+        Self {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            healthy: true,
+            run: 0,
+        }
+    }
+    /// Current health.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy
+    }
+    /// Records one result; returns the new health when it flips.
+    pub fn handle_result(&mut self, ok: bool) -> Option<bool> {
+        if ok == self.healthy {
+            self.run = 0;
+            return None;
+        }
+        self.run += 1;
+        let needed = if ok { self.rise } else { self.fall };
+        if self.run >= needed {
+            self.healthy = ok;
+            self.run = 0;
+            Some(ok)
+        } else {
+            None
+        }
+    }
+}
+
 /// Index of a tracked check in [`Config::tracks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrackId(pub usize);

@@ -449,3 +449,140 @@ fn tshark_decodes_our_adverts() {
         String::from_utf8_lossy(&malformed.stdout)
     );
 }
+
+#[test]
+fn link_down_is_fault_and_recovers() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
+    let _b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+    let _ = lab.exec(0, &["ip", "link", "set", "eth0", "down"]);
+    assert!(wait_for(Duration::from_secs(3), || lab.has_addr(1, VIP)
+        && !lab.has_addr(0, VIP))
+    .is_some());
+    assert!(wait_for(Duration::from_secs(2), || lab
+        .proc(a)
+        .stdout()
+        .contains("MASTER -> FAULT"))
+    .is_some());
+    let _ = lab.exec(0, &["ip", "link", "set", "eth0", "up"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some(),
+        "did not recover from fault: {}",
+        lab.proc(a).stdout()
+    );
+    assert!(lab
+        .proc(a)
+        .stdout()
+        .contains("FAULT -> BACKUP (FaultCleared)"));
+}
+
+#[test]
+fn track_script_weight_moves_vip_and_notify_scripts_run() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let ok = lab.dir.join("service-ok");
+    std::fs::write(&ok, "").unwrap();
+    let check = format!("test -f {}", ok.display());
+    let log = lab.dir.join("notify.log");
+    let notify_master = format!("echo master >> {}", log.display());
+    let notify_stop = format!("echo stop >> {}", log.display());
+    let notify_any = format!("echo >> {}", log.display());
+    let a = lab.spawn_ours(
+        0,
+        &strs(&ours_v3(
+            "150",
+            &[
+                "--track-script",
+                &check,
+                "--script-interval",
+                "0.1",
+                "--script-weight",
+                "-60",
+                "--script-fall",
+                "2",
+                "--notify-master",
+                &notify_master,
+                "--notify-stop",
+                &notify_stop,
+                "--notify",
+                &notify_any,
+            ],
+        )),
+    );
+    let _b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+    // The service dies: 150 - 60 = 90 < 100, the backup preempts.
+    std::fs::remove_file(&ok).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [1]).is_some(),
+        "failing track script did not give the VIP away"
+    );
+    // It comes back: 150 again, we preempt back.
+    std::fs::write(&ok, "").unwrap();
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+    assert!(lab.proc(a).term());
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("master\n"),
+        "notify_master did not run: {text:?}"
+    );
+    assert!(
+        text.contains("INSTANCE VI_1 MASTER 150"),
+        "notify did not run: {text:?}"
+    );
+    assert!(
+        text.contains("INSTANCE VI_1 BACKUP 90"),
+        "notify did not run on backup: {text:?}"
+    );
+    assert!(
+        text.trim_end().ends_with("INSTANCE VI_1 STOP 150") || text.contains("stop\n"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn ipv6_v3_failover() {
+    if !lab_available() {
+        return;
+    }
+    const VIP6: &str = "fd00:18::100";
+    let args = |prio: &'static str| {
+        vec![
+            "--interface",
+            "eth0",
+            "--vrid",
+            "61",
+            "--version",
+            "3",
+            "--advert-int",
+            "0.1",
+            "--priority",
+            prio,
+            "--vip",
+            "fd00:18::100/64",
+        ]
+    };
+    let mut lab = Lab::new(3);
+    let a = lab.spawn_ours(0, &args("150"));
+    let _b = lab.spawn_ours(1, &args("100"));
+    assert!(
+        wait_for(Duration::from_secs(6), || lab.holders(&[0, 1], VIP6) == [0]).is_some(),
+        "{:?}\n{}",
+        lab.holders(&[0, 1], VIP6),
+        lab.proc(a).stderr()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lab.holders(&[0, 1], VIP6), [0]);
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP6)).is_some());
+    lab.proc(a).kill9();
+    assert!(wait_for(Duration::from_secs(3), || lab.has_addr(1, VIP6)).is_some());
+    // The unsolicited NA moved the client's neighbour entry.
+    let _ = lab.exec(0, &["ip", "link", "set", "eth0", "down"]);
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP6)).is_some());
+}

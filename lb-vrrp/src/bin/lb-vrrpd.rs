@@ -7,17 +7,23 @@
 //!   --version 2 --auth-pass 7road123 --vip "172.16.2.250/24 dev eth0 label eth0:1" \
 //!   [--unicast-src-ip IP --unicast-peer IP ...] [--nopreempt] [--preempt-delay S] [--accept] \
 //!   [--garp-master-delay S] [--garp-master-repeat N] [--garp-master-refresh S] \
+//!   [--track-script CMD [--script-interval S] [--script-timeout S] [--script-weight W] \
+//!                       [--script-rise N] [--script-fall N]] ... \
+//!   [--notify-master CMD] [--notify-backup CMD] [--notify-fault CMD] [--notify-stop CMD] \
+//!   [--notify CMD] \
 //!   [--instance VI_2 ...]
 //! ```
 //!
-//! Each transition is printed on stdout as `NAME FROM -> TO (Reason)`. SIGTERM or SIGINT:
-//! masters send priority 0, VIPs are removed, exit 0. Needs CAP_NET_RAW and CAP_NET_ADMIN.
+//! Each transition is printed on stdout as `NAME FROM -> TO (Reason)`. Notify scripts run
+//! with `sh -c` as keepalived's do: `--notify-master` etc. without arguments, `--notify`
+//! with `INSTANCE NAME STATE PRIORITY` appended. SIGTERM or SIGINT: masters send priority
+//! 0, VIPs are removed, `notify_stop` runs, exit 0. Needs CAP_NET_RAW and CAP_NET_ADMIN.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use lb_vrrp::driver::{Speaker, VrrpInstanceConfig};
-use lb_vrrp::machine::TrackWeight;
+use lb_vrrp::driver::{Event, Speaker, TrackScript, VrrpInstanceConfig};
+use lb_vrrp::machine::{State, TrackWeight};
 use lb_vrrp::wire::{AdvertInterval, Auth, Priority, Version, Vrid};
 
 fn secs(v: &str) -> anyhow::Result<Duration> {
@@ -30,8 +36,52 @@ fn secs(v: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(f))
 }
 
-fn parse_args(args: Vec<String>) -> anyhow::Result<(Vec<VrrpInstanceConfig>, bool)> {
+/// keepalived's notify scripts of one instance.
+#[derive(Debug, Default, Clone)]
+struct Notify {
+    master: Option<String>,
+    backup: Option<String>,
+    fault: Option<String>,
+    stop: Option<String>,
+    any: Option<String>,
+}
+
+impl Notify {
+    /// Runs the scripts for `ev` (bounded by 10 s each).
+    async fn run(&self, ev: &Event) {
+        let specific = match ev.to {
+            State::Master => &self.master,
+            State::Backup => &self.backup,
+            State::Fault => &self.fault,
+            State::Initialize => &self.stop,
+        };
+        let state = match ev.to {
+            State::Initialize => "STOP".to_owned(),
+            s => s.to_string(),
+        };
+        let generic = self
+            .any
+            .as_ref()
+            .map(|c| format!("{c} INSTANCE {} {state} {}", ev.instance, ev.priority));
+        for cmd in specific.iter().chain(generic.iter()) {
+            let child = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .kill_on_drop(true)
+                .status();
+            match tokio::time::timeout(Duration::from_secs(10), child).await {
+                Ok(Ok(st)) if st.success() => {}
+                other => tracing::warn!(%cmd, ?other, "notify script failed"),
+            }
+        }
+    }
+}
+
+type Parsed = (Vec<VrrpInstanceConfig>, Vec<Notify>, bool);
+
+fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
     let mut out: Vec<VrrpInstanceConfig> = Vec::new();
+    let mut notify: Vec<Notify> = Vec::new();
     let mut sync = false;
     let mut it = args.into_iter();
     let placeholder = Vrid::new(1).expect("1 is a valid VRID");
@@ -60,12 +110,30 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<(Vec<VrrpInstanceConfig>, boo
         };
         if flag == "--instance" {
             out.push(VrrpInstanceConfig::new(&val, "", placeholder));
+            notify.push(Notify::default());
             continue;
         }
         if out.is_empty() {
             out.push(VrrpInstanceConfig::new("VI_1", "", placeholder));
+            notify.push(Notify::default());
         }
         let c = out.last_mut().expect("pushed above");
+        let n = notify.last_mut().expect("pushed above");
+        if flag.starts_with("--script-") {
+            let s = c
+                .track_script
+                .last_mut()
+                .context("--script-* needs a --track-script before it")?;
+            match flag.as_str() {
+                "--script-interval" => s.interval = secs(&val)?,
+                "--script-timeout" => s.timeout = secs(&val)?,
+                "--script-weight" => s.weight = TrackWeight(val.parse()?),
+                "--script-rise" => s.rise = val.parse()?,
+                "--script-fall" => s.fall = val.parse()?,
+                _ => bail!("unknown flag {flag}"),
+            }
+            continue;
+        }
         match flag.as_str() {
             "--interface" => c.interface = val,
             "--vrid" => {
@@ -95,7 +163,12 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<(Vec<VrrpInstanceConfig>, boo
             "--garp-master-refresh" => {
                 c.garp_master_refresh = Some(secs(&val)?).filter(|d| !d.is_zero())
             }
-            "--track-weight" => c.track.push(TrackWeight(val.parse()?)),
+            "--track-script" => c.track_script.push(TrackScript::new(&val)),
+            "--notify-master" => n.master = Some(val),
+            "--notify-backup" => n.backup = Some(val),
+            "--notify-fault" => n.fault = Some(val),
+            "--notify-stop" => n.stop = Some(val),
+            "--notify" => n.any = Some(val),
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -107,7 +180,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<(Vec<VrrpInstanceConfig>, boo
             bail!("{}: --interface is required", c.name);
         }
     }
-    Ok((out, sync))
+    Ok((out, notify, sync))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,16 +190,24 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (instances, sync) = parse_args(std::env::args().skip(1).collect())?;
+    let (instances, notify, sync) = parse_args(std::env::args().skip(1).collect())?;
+    let names: Vec<String> = instances.iter().map(|c| c.name.clone()).collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let speaker = Speaker::new(instances, sync)?;
         let mut events = speaker.subscribe();
-        tokio::spawn(async move {
+        let printer = tokio::spawn(async move {
             while let Ok(ev) = events.recv().await {
                 println!("{} {} -> {} ({:?})", ev.instance, ev.from, ev.to, ev.reason);
+                if let Some(n) = names
+                    .iter()
+                    .position(|x| *x == ev.instance)
+                    .and_then(|i| notify.get(i))
+                {
+                    n.run(&ev).await;
+                }
             }
         });
         let handle = speaker.handle();
@@ -145,8 +226,9 @@ fn main() -> anyhow::Result<()> {
             handle.shutdown();
         });
         speaker.run().await?;
-        // Let the event printer flush the final transitions.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The speaker (and its event sender) is gone: the printer drains the last events,
+        // runs the notify_stop scripts and ends.
+        let _ = tokio::time::timeout(Duration::from_secs(15), printer).await;
         anyhow::Ok(())
     })
 }

@@ -62,7 +62,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::machine::{
-    Action, Config, Reason, RxMeta, State, SyncGroup, TrackId, TrackWeight, VirtualRouter,
+    Action, Config, Reason, RxMeta, State, SyncGroup, TrackHysteresis, TrackId, TrackWeight,
+    VirtualRouter,
 };
 use crate::vip::{self, Vip, VipManager};
 use crate::wire::{
@@ -106,8 +107,43 @@ pub struct VrrpInstanceConfig {
     pub garp_master_repeat: u32,
     /// `garp_master_refresh` (`None`: no periodic refresh).
     pub garp_master_refresh: Option<Duration>,
-    /// Weights of tracked checks, see [`TrackWeight`]; drive them with [`SpeakerHandle::set_track`].
+    /// Weights of tracked checks driven by the library user with
+    /// [`SpeakerHandle::set_track`] (ids `0..track.len()`), see [`TrackWeight`].
     pub track: Vec<TrackWeight>,
+    /// keepalived `track_script`: scripts the driver runs itself (their ids follow
+    /// those of [`VrrpInstanceConfig::track`]).
+    pub track_script: Vec<TrackScript>,
+}
+
+/// A keepalived `vrrp_script` tracked by an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackScript {
+    /// Command line, run with `sh -c`; exit status 0 means healthy.
+    pub script: String,
+    /// `interval` between runs.
+    pub interval: Duration,
+    /// `timeout`: a run that takes longer counts as a failure.
+    pub timeout: Duration,
+    /// `weight` (see [`TrackWeight`]; 0 means a failure puts the instance in Fault).
+    pub weight: TrackWeight,
+    /// `rise`: consecutive successes to become healthy.
+    pub rise: u32,
+    /// `fall`: consecutive failures to become unhealthy.
+    pub fall: u32,
+}
+
+impl TrackScript {
+    /// keepalived's defaults: `interval 1`, timeout = interval, `weight 0`, `rise 1`, `fall 1`.
+    pub fn new(script: &str) -> Self {
+        Self {
+            script: script.to_owned(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            weight: TrackWeight(0),
+            rise: 1,
+            fall: 1,
+        }
+    }
 }
 
 impl VrrpInstanceConfig {
@@ -133,6 +169,7 @@ impl VrrpInstanceConfig {
             garp_master_repeat: 5,
             garp_master_refresh: None,
             track: Vec::new(),
+            track_script: Vec::new(),
         }
     }
 
@@ -182,6 +219,8 @@ pub struct Event {
     pub to: State,
     /// Why.
     pub reason: Reason,
+    /// Effective priority after the change.
+    pub priority: Priority,
 }
 
 #[derive(Debug)]
@@ -304,7 +343,12 @@ impl Speaker {
             mc.garp_master_delay = Some(cfg.garp_master_delay).filter(|d| !d.is_zero());
             mc.garp_master_repeat = cfg.garp_master_repeat;
             mc.garp_master_refresh = cfg.garp_master_refresh;
-            mc.tracks = cfg.track.clone();
+            mc.tracks = cfg
+                .track
+                .iter()
+                .copied()
+                .chain(cfg.track_script.iter().map(|s| s.weight))
+                .collect();
             routers.push(VirtualRouter::new(mc));
             instances.push(Instance {
                 mac: vip::mac_address(&cfg.interface).ok(),
@@ -388,6 +432,17 @@ impl Speaker {
                 inst.src.is_ipv6(),
                 rx_tx.clone(),
             )));
+        }
+        for (i, inst) in self.instances.iter().enumerate() {
+            for (k, script) in inst.cfg.track_script.iter().enumerate() {
+                let id = TrackId(inst.cfg.track.len() + k);
+                tasks.push(tokio::spawn(script_loop(
+                    i,
+                    id,
+                    script.clone(),
+                    self.ctl_tx.clone(),
+                )));
+            }
         }
         let t = now();
         for (gi, g) in self.groups.iter_mut().enumerate() {
@@ -529,6 +584,9 @@ impl Speaker {
                     from,
                     to,
                     reason,
+                    priority: self.groups[inst.group]
+                        .member(inst.member)
+                        .effective_priority(),
                 });
             }
         }
@@ -635,6 +693,33 @@ fn open_announce_socket(cfg: &VrrpInstanceConfig, ifindex: u32, v6: bool) -> io:
         let s = Socket::new(Domain::PACKET, Type::RAW, None)?;
         s.set_nonblocking(true)?;
         Ok(s)
+    }
+}
+
+/// Runs a `vrrp_script` every `interval` and reports health flips (after rise/fall).
+async fn script_loop(
+    instance: usize,
+    id: TrackId,
+    s: TrackScript,
+    tx: mpsc::UnboundedSender<Control>,
+) {
+    let mut h = TrackHysteresis::new(s.rise, s.fall);
+    let mut tick = tokio::time::interval(s.interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let run = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&s.script)
+            .kill_on_drop(true)
+            .status();
+        let ok = matches!(tokio::time::timeout(s.timeout, run).await, Ok(Ok(st)) if st.success());
+        if let Some(healthy) = h.handle_result(ok) {
+            tracing::info!(script = %s.script, healthy, "tracked script changed state");
+            if tx.send(Control::Track(instance, id, healthy)).is_err() {
+                return;
+            }
+        }
     }
 }
 
