@@ -299,8 +299,9 @@ impl HealthTracker {
     /// `rise` or `fall`; the next check is due `inter`, `fastinter` or `downinter`
     /// (± `spread_checks`) after the start of this one (after `now` when the outcome came
     /// without [`poll_probe`](Self::poll_probe)), and never before `now`. Scheduling from the
-    /// start keeps the cadence independent of probe latency, so a backend that dies is down
-    /// within `fall × interval + timeout`. Outcomes are accepted even without a preceding
+    /// start keeps the cadence independent of probe latency, so without retries or spread a
+    /// backend that dies is down within `interval + (fall − 1) × fastinter + timeout`
+    /// (`fall × interval + timeout` when `fastinter` is unset). Outcomes are accepted even without a preceding
     /// [`poll_probe`](Self::poll_probe), so callers may drive probes on their own schedule.
     pub fn handle_result(&mut self, now: Instant, outcome: ProbeOutcome) -> Option<Transition> {
         if !outcome.is_up() && self.attempt < self.config.retries() {
