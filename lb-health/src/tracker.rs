@@ -301,8 +301,9 @@ impl HealthTracker {
     /// without [`poll_probe`](Self::poll_probe)), and never before `now`. Scheduling from the
     /// start keeps the cadence independent of probe latency, so without retries or spread a
     /// backend that dies is down within `interval + (fall − 1) × fastinter + timeout`
-    /// (`fall × interval + timeout` when `fastinter` is unset). Outcomes are accepted even without a preceding
-    /// [`poll_probe`](Self::poll_probe), so callers may drive probes on their own schedule.
+    /// (`fall × interval + timeout` when `fastinter` is unset). Outcomes are accepted even
+    /// without a preceding [`poll_probe`](Self::poll_probe), so callers may drive probes on
+    /// their own schedule.
     pub fn handle_result(&mut self, now: Instant, outcome: ProbeOutcome) -> Option<Transition> {
         if !outcome.is_up() && self.attempt < self.config.retries() {
             self.attempt += 1;
