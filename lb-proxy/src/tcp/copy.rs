@@ -2,10 +2,13 @@
 //! (non-Linux, the `splice` feature off, descriptors the kernel will not splice), and the
 //! overflow path when the pipe pool is exhausted.
 //!
-//! A buffer is allocated only once the source is readable and freed before waiting again,
-//! so an idle connection holds no buffer (HAProxy's dynamic buffer allocation).
+//! A buffer is taken only once the source is readable and given back before waiting again,
+//! so an idle connection holds no buffer (HAProxy's dynamic buffer allocation). Buffers come
+//! from a small per-thread free list, so a busy connection does not allocate per event.
 
+use std::cell::RefCell;
 use std::io;
+use std::ops::{Deref, DerefMut};
 
 use tokio::net::TcpStream;
 
@@ -13,6 +16,51 @@ use super::{DirError, Direction};
 
 /// Size of the buffer used for one readiness event, in bytes.
 pub(super) const COPY_BUFFER: usize = 64 * 1024;
+
+/// Free buffers kept per thread (at most this many × [`COPY_BUFFER`] bytes stay allocated).
+const FREE_BUFFERS: usize = 16;
+
+thread_local! {
+    static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A [`COPY_BUFFER`]-byte buffer lent from the per-thread free list; given back on drop.
+struct LentBuffer(Option<Box<[u8]>>);
+
+impl LentBuffer {
+    fn take() -> Self {
+        let buf = FREE
+            .with(|f| f.borrow_mut().pop())
+            .unwrap_or_else(|| vec![0u8; COPY_BUFFER].into_boxed_slice());
+        Self(Some(buf))
+    }
+}
+
+impl Deref for LentBuffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl DerefMut for LentBuffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.0.as_deref_mut().unwrap_or_default()
+    }
+}
+
+impl Drop for LentBuffer {
+    fn drop(&mut self) {
+        if let Some(buf) = self.0.take() {
+            FREE.with(|f| {
+                let mut f = f.borrow_mut();
+                if f.len() < FREE_BUFFERS {
+                    f.push(buf);
+                }
+            });
+        }
+    }
+}
 
 /// What one [`copy_once`] did.
 pub(super) enum Chunk {
@@ -45,7 +93,7 @@ pub(super) async fn copy_once(
     dst: &TcpStream,
     dir: &Direction<'_>,
 ) -> Result<Chunk, DirError> {
-    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut buf = LentBuffer::take();
     loop {
         let n = match src.try_read(&mut buf) {
             Ok(0) => return Ok(Chunk::Eof),
