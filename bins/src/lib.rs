@@ -24,3 +24,4 @@ pub mod admin;
 pub mod check;
 pub mod config;
 pub mod lbctl;
+pub mod logging;
