@@ -1,5 +1,5 @@
 //! Structured logs for the binaries: `tracing` to stderr at the configured
-//! [`LogLevel`](crate::config::model::LogLevel), `RUST_LOG` overriding it, text or JSON lines.
+//! [`LogLevel`], `RUST_LOG` overriding it, text or JSON lines.
 //!
 //! # Examples
 //!

@@ -1,6 +1,6 @@
 //! `lb-node`'s configuration: one [`model`], two languages.
 //!
-//! - [`toml`](self::toml): the native format (see `bins/conf/lb-node.example.toml`);
+//! - [`toml`]: the native format (see `bins/conf/lb-node.example.toml`);
 //! - [`keepalived`]: the `keepalived.conf` grammar keepalived users already have.
 //!
 //! [`load`] picks the language by extension (`.toml`, anything else is keepalived.conf),
