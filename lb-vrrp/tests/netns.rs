@@ -586,3 +586,86 @@ fn ipv6_v3_failover() {
     let _ = lab.exec(0, &["ip", "link", "set", "eth0", "down"]);
     assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP6)).is_some());
 }
+
+/// keepalived `vrrp_sync_group` (the seeds' NAT setup: external and internal VIPs on the
+/// same node): a weight-0 script failing on one instance faults the whole group, so the
+/// peer takes both VIPs; recovery brings both back.
+#[test]
+fn sync_group_moves_both_vips_together() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let ok = lab.dir.join("ok");
+    std::fs::write(&ok, "").unwrap();
+    let check = format!("test -f {}", ok.display());
+    let group = |prio: &'static str, script: Option<&str>| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--sync-group",
+            "--instance",
+            "VI_1",
+            "--interface",
+            "eth0",
+            "--vrid",
+            "51",
+            "--version",
+            "3",
+            "--advert-int",
+            "0.1",
+            "--priority",
+            prio,
+            "--vip",
+            "198.18.0.100/24",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(s) = script {
+            v.extend(["--track-script", s, "--script-interval", "0.1"].map(String::from));
+        }
+        v.extend(
+            [
+                "--instance",
+                "VI_2",
+                "--interface",
+                "eth0",
+                "--vrid",
+                "52",
+                "--version",
+                "3",
+                "--advert-int",
+                "0.1",
+                "--priority",
+                prio,
+                "--vip",
+                "198.18.0.200/24",
+            ]
+            .map(String::from),
+        );
+        v
+    };
+    let a = lab.spawn_ours(0, &strs(&group("150", Some(&check))));
+    let _b = lab.spawn_ours(1, &strs(&group("100", None)));
+    let both_on = |lab: &Lab, i: usize| lab.has_addr(i, VIP) && lab.has_addr(i, "198.18.0.200");
+    let none_on = |lab: &Lab, i: usize| !lab.has_addr(i, VIP) && !lab.has_addr(i, "198.18.0.200");
+    assert!(wait_for(Duration::from_secs(5), || both_on(&lab, 0)
+        && none_on(&lab, 1))
+    .is_some());
+    std::fs::remove_file(&ok).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || both_on(&lab, 1)
+            && none_on(&lab, 0))
+        .is_some(),
+        "group did not fail over together:\n{}",
+        lab.proc(a).stdout()
+    );
+    let out = lab.proc(a).stdout();
+    assert!(
+        out.contains("VI_1 MASTER -> FAULT (TrackFault)")
+            && out.contains("VI_2 MASTER -> FAULT (SyncGroup)"),
+        "{out}"
+    );
+    std::fs::write(&ok, "").unwrap();
+    assert!(wait_for(Duration::from_secs(5), || both_on(&lab, 0)
+        && none_on(&lab, 1))
+    .is_some());
+}
