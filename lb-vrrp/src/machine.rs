@@ -1465,4 +1465,119 @@ mod tests {
         let n = std::iter::from_fn(|| g.poll_action()).count();
         assert!(n > 0);
     }
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        Advance(u16),
+        Timeout,
+        Advert {
+            src: u8,
+            ttl: u8,
+            prio: u8,
+            vrid: u8,
+            good_pass: bool,
+        },
+        Raw(Vec<u8>),
+        Link(bool),
+        Track(u8, bool),
+        SetPriority(u8),
+        Shutdown,
+        Start,
+    }
+
+    fn ev() -> impl proptest::strategy::Strategy<Value = Ev> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..3000u16).prop_map(Ev::Advance),
+            Just(Ev::Timeout),
+            Just(Ev::Timeout),
+            (
+                1..4u8,
+                prop_oneof![Just(255u8), any::<u8>()],
+                any::<u8>(),
+                prop_oneof![Just(51u8), 1..=255u8],
+                any::<bool>()
+            )
+                .prop_map(|(src, ttl, prio, vrid, good_pass)| Ev::Advert {
+                    src,
+                    ttl,
+                    prio,
+                    vrid,
+                    good_pass
+                }),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Ev::Raw),
+            any::<bool>().prop_map(Ev::Link),
+            (0..4u8, any::<bool>()).prop_map(|(i, ok)| Ev::Track(i, ok)),
+            (1..=255u8).prop_map(Ev::SetPriority),
+            Just(Ev::Shutdown),
+            Just(Ev::Start),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any event sequence keeps the invariants (the in-crate twin of the
+        /// `vrrp_machine` fuzz target): a Master holds its VIPs and has an Adver_Timer, a
+        /// Backup has a Master_Down_Timer and no VIPs, Fault/Initialize have neither,
+        /// AddVips/RemoveVips alternate, and the effective priority stays in range.
+        #[test]
+        fn invariants_hold(preempt: bool, prio in 1..=255u8, evs in proptest::collection::vec(ev(), 0..120)) {
+            let mut c = cfg(prio, 1);
+            c.preempt = preempt;
+            c.tracks = vec![TrackWeight(-20), TrackWeight(0), TrackWeight(30)];
+            let mut vr = VirtualRouter::new(c.clone());
+            let mut now = t0();
+            let mut vips = false;
+            vr.start(now);
+            for e in evs {
+                match e {
+                    Ev::Advance(ms) => now += Duration::from_millis(u64::from(ms)),
+                    Ev::Timeout => {
+                        if let Some(t) = vr.poll_timeout() {
+                            now = now.max(t);
+                        }
+                        vr.handle_timeout(now);
+                    }
+                    Ev::Advert { src, ttl, prio, vrid, good_pass } => {
+                        let mut a = advert(&c, prio);
+                        a.vrid = Vrid::new(vrid).unwrap();
+                        if !good_pass {
+                            a.auth = Auth::password("x");
+                        }
+                        let mut m = meta(src);
+                        m.ttl = ttl;
+                        vr.handle_advert(now, m, &a);
+                    }
+                    Ev::Raw(b) => vr.handle_packet(now, meta(2), &b),
+                    Ev::Link(up) => vr.handle_link(now, up),
+                    Ev::Track(i, ok) => vr.handle_track(now, TrackId(usize::from(i)), ok),
+                    Ev::SetPriority(p) => vr.set_priority(now, Priority(p)),
+                    Ev::Shutdown => vr.shutdown(now),
+                    Ev::Start => vr.start(now),
+                }
+                while let Some(a) = vr.poll_action() {
+                    match a {
+                        Action::AddVips => { proptest::prop_assert!(!vips); vips = true; }
+                        Action::RemoveVips => { proptest::prop_assert!(vips); vips = false; }
+                        _ => {}
+                    }
+                }
+                match vr.state() {
+                    State::Master => {
+                        proptest::prop_assert!(vips);
+                        proptest::prop_assert!(vr.timer(Timer::Advert).is_some());
+                    }
+                    State::Backup => {
+                        proptest::prop_assert!(!vips);
+                        proptest::prop_assert!(vr.timer(Timer::MasterDown).is_some());
+                    }
+                    State::Fault | State::Initialize => {
+                        proptest::prop_assert!(!vips);
+                        proptest::prop_assert!(vr.poll_timeout().is_none());
+                    }
+                }
+                let p = vr.effective_priority().get();
+                proptest::prop_assert!(p >= 1 && (p <= 254 || vr.base_priority().is_owner()));
+            }
+        }
+    }
 }

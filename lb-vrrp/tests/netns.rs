@@ -80,10 +80,20 @@ fn vip_on_master_only_and_kill9_failover() {
         neigh.contains(&mac1),
         "client's neighbour entry {neigh:?} does not point at the new master {mac1}"
     );
-    // Restart the crashed master: it removes its stale VIP (crash recovery) and preempts.
-    let a2 = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
-    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
-    assert!(lab.proc(b).stdout().contains("MASTER -> BACKUP"));
+    // Restart the crashed router with a lower priority so that it stays backup: it must
+    // remove the VIP its killed predecessor left behind (crash recovery).
+    assert!(
+        lab.has_addr(0, VIP),
+        "kill -9 should have left the stale VIP"
+    );
+    let a2 = lab.spawn_ours(0, &strs(&ours_v3("50", &[])));
+    assert!(
+        wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [1]).is_some(),
+        "stale VIP not removed on start"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lab.holders(&[0, 1], VIP), [1]);
+    assert!(lab.proc(a2).stdout().contains("INIT -> BACKUP"));
     // Clean stop of both: no VIP left.
     assert!(lab.proc(a2).term());
     assert!(lab.proc(b).term());
