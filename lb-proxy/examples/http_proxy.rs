@@ -1,7 +1,8 @@
 // cargo run --release -p lb-proxy --example http_proxy -- 127.0.0.1:8080 127.0.0.1:8081 127.0.0.1:8082
 //
 // An HTTP virtual server in front of the backends given on the command line (round robin,
-// X-Forwarded-For on), on a single-threaded runtime so one CPU can be given to it
+// X-Forwarded-For on), on a tokio runtime with one worker thread (LB_THREADS=n for more,
+// LB_THREADS=0 for the current-thread scheduler) so one CPU can be given to it
 // (`taskset -c 1`). Used by `lb-proxy/benches/http_vs_haproxy.sh`. Stops on Ctrl-C / SIGTERM
 // and prints its counters.
 
@@ -31,9 +32,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = HttpProxyConfig::new("example");
     config.default_pool = Some("www".into());
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let threads: usize = std::env::var("LB_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let rt = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     rt.block_on(async move {
         let proxy = HttpProxy::bind(listen, config, vec![HttpPool::new("www", pool)]).await?;
         eprintln!("http_proxy listening on {}", proxy.local_addr());

@@ -17,6 +17,8 @@
 //! # Ok::<(), lb_proxy::http::Error>(())
 //! ```
 
+use std::borrow::Cow;
+
 use http::header::{COOKIE, HOST};
 use http::request::Parts;
 
@@ -88,8 +90,9 @@ impl Router {
 
 /// The request's host, lowercase and without port: the URI's authority (absolute-form
 /// requests) or else the `Host` header. IPv6 literals keep their brackets (`[::1]`).
-/// Returns `None` when neither is present or the header is not valid text.
-pub fn request_host(parts: &Parts) -> Option<String> {
+/// Returns `None` when neither is present or the header is not valid text. Borrows unless
+/// the name needs lowercasing.
+pub fn request_host(parts: &Parts) -> Option<Cow<'_, str>> {
     let raw = match parts.uri.host() {
         Some(h) => h,
         None => parts.headers.get(HOST)?.to_str().ok()?,
@@ -104,7 +107,13 @@ pub fn request_host(parts: &Parts) -> Option<String> {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
     let host = host.trim_end_matches('.');
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    if host.is_empty() {
+        None
+    } else if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(host))
+    }
 }
 
 /// The bytes hash schedulers key on for this request, or `None` to fall back to the client
