@@ -701,3 +701,69 @@ async fn client_address_from_proxy_protocol_header() {
     assert_eq!(p.stats().virtual_server.proxy_header_errors, 1);
     assert_eq!(b.requests.load(Ordering::Relaxed), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_keep_alive_pool_is_bounded() {
+    let b = TestBackend::start(1).await;
+    // Limit 0: no backend keep-alive, one backend connection per request.
+    let mut c = config();
+    c.limits.max_idle_per_backend = 0;
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    for _ in 0..5 {
+        assert_eq!(client.get("/", &[]).await.status, 200);
+    }
+    assert_eq!(b.connections.load(Ordering::Relaxed), 5);
+    drop(p);
+
+    // Limit 2: 6 concurrent requests open 6 connections; 2 stay idle, so the next 6
+    // concurrent requests reuse 2 and open 4.
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.limits.max_idle_per_backend = 2;
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let addr = p.local_addr();
+    let batch = || async move {
+        let runs = (0..6).map(|_| async move {
+            Client::connect(addr)
+                .await
+                .get("/sleep/200", &[])
+                .await
+                .status
+        });
+        futures::future::join_all(runs).await
+    };
+    assert!(batch().await.iter().all(|s| *s == 200));
+    assert_eq!(b.connections.load(Ordering::Relaxed), 6);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(batch().await.iter().all(|s| *s == 200));
+    assert_eq!(b.connections.load(Ordering::Relaxed), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_head_is_431() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.limits.max_header_bytes = 8192;
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    let big = "a".repeat(10_000);
+    let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(eof);
+    // A normal request on a new connection still works.
+    assert_eq!(
+        Client::connect(p.local_addr())
+            .await
+            .get("/", &[])
+            .await
+            .status,
+        200
+    );
+}
