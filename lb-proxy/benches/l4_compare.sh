@@ -18,16 +18,17 @@
 #
 # Environment: ROUNDS (default 3), DURATION (wrk seconds, default 8), CONNS (wrk
 # connections, default 50), BULK_BYTES (default 8 GiB), IDLE (idle connections, default
-# 9900: each costs the proxy two descriptors and the hard limit is 20 000 per process),
-# BASE_PORT (default 19080), CARGO_TARGET_DIR.
+# 8800: each costs the proxy two descriptors, the hard limit is 20 000 per process, and
+# HAProxy refuses to start unless 2 × maxconn + 2 × maxpipes fits under it),
+# BASE_PORT (default 23080), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-50}
 BULK_BYTES=${BULK_BYTES:-$((8 << 30))}
-IDLE=${IDLE:-9900}
-BASE=${BASE_PORT:-19080}
+IDLE=${IDLE:-8800}
+BASE=${BASE_PORT:-23080}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/lb-l4-bench.XXXXXX)
@@ -106,7 +107,8 @@ start_haproxy() { # start_haproxy NAME "OPTIONS"
     {
         echo "global"
         echo "    nbthread 1"
-        echo "    maxconn 9950"
+        echo "    maxconn 8900"
+        echo "    maxpipes 512"
         echo "defaults"
         echo "    mode tcp"
         echo "    timeout connect 5s"

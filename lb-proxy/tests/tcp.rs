@@ -138,8 +138,13 @@ async fn one_gib_through_splice_is_intact_and_really_spliced() {
         let spliced = bulk(ForwardMode::Auto, GIB).await;
         // Both directions (to the backend and the echo back) went through pipes, as the
         // proxy's own count and the process-wide counter of splice(2) calls agree.
-        assert_eq!(spliced, 2 * GIB as u64, "bytes moved by splice(2)");
-        assert!(lb_proxy::tcp::spliced_bytes() - before >= 2 * GIB as u64);
+        // (splice-auto copies until one read fills the 64 KiB buffer, and again after runs
+        // of tiny bursts when the reader lags; the bulk of both directions is spliced.)
+        assert!(
+            spliced >= 2 * GIB as u64 * 9 / 10,
+            "only {spliced} bytes moved by splice(2)"
+        );
+        assert!(lb_proxy::tcp::spliced_bytes() - before >= spliced);
     })
     .await
     .unwrap();
@@ -648,14 +653,26 @@ async fn idle_connections_hold_no_pipes() {
     let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
     let addr = proxy.local_addrs()[0];
     let mut conns = Vec::new();
-    for i in 0..50u8 {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(&[i; 100]).await.unwrap();
-        let mut b = [0u8; 100];
-        s.read_exact(&mut b).await.unwrap();
-        assert_eq!(b, [i; 100]);
-        conns.push(s);
+    // Bulk enough (1 MiB each way) that splice-auto moves to pipes.
+    let before = lb_proxy::tcp::spliced_bytes();
+    let data = vec![7u8; 1 << 20];
+    let mut back = vec![0u8; 1 << 20];
+    for _ in 0..50 {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        let d = data.clone();
+        let writer = tokio::spawn(async move {
+            w.write_all(&d).await.unwrap();
+            w
+        });
+        r.read_exact(&mut back).await.unwrap();
+        assert!(back == data);
+        conns.push((r, writer.await.unwrap()));
     }
+    assert!(
+        lb_proxy::tcp::spliced_bytes() > before,
+        "splice-auto never spliced"
+    );
     // 50 connections, 4 pipes at most: all work, nothing is lent while idle.
     let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
     assert!(fds < 50 * 4 + 4 * 2 + 64, "{fds} descriptors open");

@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 
 use tokio::net::TcpStream;
 
-use super::{DirError, Direction};
+use super::{write_ready, DirError, Direction};
 
 /// Size of the buffer used for one readiness event, in bytes.
 pub(super) const COPY_BUFFER: usize = 64 * 1024;
@@ -62,46 +62,37 @@ impl Drop for LentBuffer {
     }
 }
 
-/// What one [`copy_once`] did.
-pub(super) enum Chunk {
+/// What one [`copy_burst`] did.
+pub(super) enum Copied {
     /// The source reached EOF (everything before it was written).
     Eof,
     /// Some bytes moved; the source would now block.
-    Moved,
+    Moved {
+        /// Whether one read filled the whole buffer: a bulk transfer.
+        filled: bool,
+    },
 }
 
-/// Forwards `src` → `dst` until EOF on `src`.
+/// Copies everything readable from `src` to `dst` right now, with one lent buffer.
 ///
 /// # Cancel safety
 /// Cancelling may lose bytes read but not yet written.
-pub(super) async fn copy_direction(
+pub(super) async fn copy_burst(
     src: &TcpStream,
     dst: &TcpStream,
     dir: &Direction<'_>,
-) -> Result<(), DirError> {
-    loop {
-        src.readable().await.map_err(DirError::Read)?;
-        if let Chunk::Eof = copy_once(src, dst, dir).await? {
-            return Ok(());
-        }
-    }
-}
-
-/// Copies everything readable from `src` to `dst` right now, with one buffer.
-pub(super) async fn copy_once(
-    src: &TcpStream,
-    dst: &TcpStream,
-    dir: &Direction<'_>,
-) -> Result<Chunk, DirError> {
+) -> Result<Copied, DirError> {
     let mut buf = LentBuffer::take();
+    let mut filled = false;
     loop {
         let n = match src.try_read(&mut buf) {
-            Ok(0) => return Ok(Chunk::Eof),
+            Ok(0) => return Ok(Copied::Eof),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Chunk::Moved),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Copied::Moved { filled }),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(DirError::Read(e)),
         };
+        filled |= n == COPY_BUFFER;
         dir.activity.touch();
         let mut off = 0;
         while off < n {
@@ -111,7 +102,7 @@ pub(super) async fn copy_once(
                     dir.add(w);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    dst.writable().await.map_err(DirError::Write)?;
+                    write_ready(dst).await.map_err(DirError::Write)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(DirError::Write(e)),

@@ -78,8 +78,9 @@ pub struct ForwardStats {
 /// How [`forward`] moves bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ForwardMode {
-    /// `splice(2)` where compiled in (Linux + `splice` feature) and accepted by the kernel,
-    /// copying otherwise. The default.
+    /// `splice(2)` for bulk transfers where compiled in (Linux + `splice` feature) and
+    /// accepted by the kernel, copying small exchanges and everything else (HAProxy
+    /// `option splice-auto`). The default.
     #[default]
     Auto,
     /// Always copy through a user-space buffer (64 KiB, allocated only while data flows).
@@ -149,6 +150,17 @@ impl Activity {
     }
 }
 
+/// Waits until `s` is readable: a `poll_fn` over a reference, far smaller than the future of
+/// `TcpStream::readable`, which matters because every idle connection parks on it.
+pub(crate) async fn read_ready(s: &TcpStream) -> io::Result<()> {
+    std::future::poll_fn(|cx| s.poll_read_ready(cx)).await
+}
+
+/// Waits until `s` is writable (see [`read_ready`]).
+pub(crate) async fn write_ready(s: &TcpStream) -> io::Result<()> {
+    std::future::poll_fn(|cx| s.poll_write_ready(cx)).await
+}
+
 /// One direction's shared context.
 pub(crate) struct Direction<'a> {
     pub(crate) activity: &'a Activity,
@@ -185,18 +197,25 @@ enum TransferState {
     Done,
 }
 
-async fn run_direction(
+/// One direction: `Running` until EOF from `src`, then `ShuttingDown` (`shutdown(Write)` on
+/// `dst`, so the half-close reaches the other side), then `Done`. Errors are attributed to
+/// the side that failed.
+async fn side(
     src: &TcpStream,
     dst: &TcpStream,
-    mode: ForwardMode,
     opts: &ForwardOptions,
     dir: Direction<'_>,
-) -> Result<(), DirError> {
+    src_is_client: bool,
+) -> Result<()> {
+    let attribute = |e| match (e, src_is_client) {
+        (DirError::Read(e), true) | (DirError::Write(e), false) => Error::ClientIo(e),
+        (DirError::Read(e), false) | (DirError::Write(e), true) => Error::BackendIo(e),
+    };
     let mut state = TransferState::Running;
     loop {
         state = match state {
             TransferState::Running => {
-                transfer(src, dst, mode, opts, &dir).await?;
+                transfer(src, dst, opts, &dir).await.map_err(attribute)?;
                 TransferState::ShuttingDown
             }
             TransferState::ShuttingDown => {
@@ -204,7 +223,7 @@ async fn run_direction(
                     Ok(()) => {}
                     // The peer is already gone: nothing left to tell it.
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                    Err(e) => return Err(DirError::Write(e)),
+                    Err(e) => return Err(attribute(DirError::Write(e))),
                 }
                 TransferState::Done
             }
@@ -213,24 +232,64 @@ async fn run_direction(
     }
 }
 
-#[allow(unused_variables)]
+/// A splice burst below this many bytes counts as interactive traffic.
+#[cfg(all(target_os = "linux", feature = "splice"))]
+const SMALL_BURST: usize = 4096;
+
+/// Consecutive small bursts after which a direction goes back from splicing to copying.
+#[cfg(all(target_os = "linux", feature = "splice"))]
+const SMALL_BURSTS_TO_COPY: u8 = 4;
+
+/// Moves bytes `src` → `dst` until EOF on `src`.
+///
+/// In [`ForwardMode::Auto`] this is HAProxy's `splice-auto`: small exchanges are copied
+/// (cheaper than two splices and a pipe for a few hundred bytes); once one read fills the
+/// whole copy buffer the transfer is bulk and moves to `splice(2)`, and it returns to copying
+/// after [`SMALL_BURSTS_TO_COPY`] consecutive bursts under [`SMALL_BURST`] bytes. Each burst's future is boxed so the long-lived
+/// state of an idle connection is only a readiness wait on two references.
 async fn transfer(
     src: &TcpStream,
     dst: &TcpStream,
-    mode: ForwardMode,
     opts: &ForwardOptions,
     dir: &Direction<'_>,
 ) -> Result<(), DirError> {
     #[cfg(all(target_os = "linux", feature = "splice"))]
-    if mode == ForwardMode::Auto {
-        match splice::splice_direction(src, dst, &opts.pipes, dir).await? {
-            splice::SpliceEnd::Eof => return Ok(()),
-            splice::SpliceEnd::Unsupported => {
-                tracing::debug!("splice refused by the kernel; copying");
+    let mut can_splice = opts.mode == ForwardMode::Auto;
+    #[cfg(not(all(target_os = "linux", feature = "splice")))]
+    let _ = opts;
+    let mut splicing = false;
+    #[cfg(all(target_os = "linux", feature = "splice"))]
+    let mut small_bursts = 0u8;
+    loop {
+        read_ready(src).await.map_err(DirError::Read)?;
+        #[cfg(all(target_os = "linux", feature = "splice"))]
+        if splicing {
+            use splice::Burst;
+            match Box::pin(splice::splice_burst(src, dst, &opts.pipes, dir)).await? {
+                Burst::Eof => return Ok(()),
+                Burst::Moved(n) if n < SMALL_BURST => {
+                    small_bursts += 1;
+                    if small_bursts >= SMALL_BURSTS_TO_COPY {
+                        (splicing, small_bursts) = (false, 0);
+                    }
+                }
+                Burst::Moved(_) => small_bursts = 0,
+                Burst::Unsupported => {
+                    tracing::debug!("splice refused by the kernel; copying");
+                    (can_splice, splicing) = (false, false);
+                }
+                Burst::NoPipe => splicing = false,
             }
+            continue;
+        }
+        match Box::pin(copy::copy_burst(src, dst, dir)).await? {
+            copy::Copied::Eof => return Ok(()),
+            #[cfg(all(target_os = "linux", feature = "splice"))]
+            copy::Copied::Moved { filled } => splicing = filled && can_splice,
+            #[cfg(not(all(target_os = "linux", feature = "splice")))]
+            copy::Copied::Moved { .. } => {}
         }
     }
-    copy::copy_direction(src, dst, dir).await
 }
 
 /// Forwards bytes between `client` and `backend` in both directions until both have sent
@@ -256,48 +315,14 @@ pub async fn forward(
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
     let spliced = AtomicU64::new(0);
-    let mode = opts.mode;
-    let to_backend = run_direction(
-        client,
-        backend,
-        mode,
-        opts,
-        Direction {
-            activity: &activity,
-            bytes: &up,
-            spliced: &spliced,
-        },
-    );
-    let to_client = run_direction(
-        backend,
-        client,
-        mode,
-        opts,
-        Direction {
-            activity: &activity,
-            bytes: &down,
-            spliced: &spliced,
-        },
-    );
-    let both = async {
-        tokio::try_join!(
-            async {
-                to_backend.await.map_err(|e| match e {
-                    DirError::Read(e) => Error::ClientIo(e),
-                    DirError::Write(e) => Error::BackendIo(e),
-                })
-            },
-            async {
-                to_client.await.map_err(|e| match e {
-                    DirError::Read(e) => Error::BackendIo(e),
-                    DirError::Write(e) => Error::ClientIo(e),
-                })
-            }
-        )
-        .map(|_| ())
-    };
+    // The direction futures are built in place inside `select!` (not bound to locals first):
+    // rustc stores a moved-from future twice, and this future lives as long as the
+    // connection, so its size is the per-connection memory cost.
     let result = tokio::select! {
-        r = both => r,
+        r = futures::future::try_join(
+            side(client, backend, opts, Direction { activity: &activity, bytes: &up, spliced: &spliced }, true),
+            side(backend, client, opts, Direction { activity: &activity, bytes: &down, spliced: &spliced }, false),
+        ) => r.map(|_| ()),
         () = activity.idle(opts.idle_timeout) => Err(Error::IdleTimeout(opts.idle_timeout.unwrap_or_default())),
         () = cancel => Err(Error::Shutdown),
     };

@@ -386,8 +386,10 @@ async fn handle_connection(
     let (mut source, mut destination) = (peer, local);
     let mut early = Vec::new();
     if let Some(ap) = shared.config.accept_proxy {
+        // Boxed, like the connect below: one-off futures kept out of the connection's
+        // long-lived state, whose size is the per-connection memory cost.
         let header = tokio::select! {
-            h = proxy_protocol::read_header(&mut client, ap.header_timeout) => h,
+            h = Box::pin(proxy_protocol::read_header(&mut client, ap.header_timeout)) => h,
             () = &mut closing => return,
         };
         match header {
@@ -411,7 +413,7 @@ async fn handle_connection(
     }
 
     let connected = tokio::select! {
-        c = connect_backend(&shared, source, destination) => c,
+        c = Box::pin(connect_backend(&shared, source, destination)) => c,
         () = &mut closing => return,
     };
     let Connected {
@@ -675,4 +677,23 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[tokio::test]
+    async fn print_future_sizes() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        let opts = super::ForwardOptions::default();
+        let f = super::forward(&c, &s, &opts, std::future::pending());
+        eprintln!("forward future: {} bytes", size_of_val(&f));
+        let r = s.readable();
+        eprintln!("readable: {} bytes", size_of_val(&r));
+        let sl = tokio::time::sleep(std::time::Duration::from_secs(1));
+        eprintln!("sleep: {} bytes", size_of_val(&sl));
+    }
 }

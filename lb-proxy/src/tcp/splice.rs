@@ -4,8 +4,8 @@
 //! Pipes come from a bounded [`PipePool`] (HAProxy `maxpipes`). A direction takes a pipe
 //! only once its source is readable, and gives it back as soon as the pipe is drained and
 //! the source would block, so an idle connection holds no pipe descriptors. When the pool is
-//! exhausted, a chunk is copied through a user-space buffer instead; when the kernel refuses
-//! `splice` for these descriptors (EINVAL), the direction falls back to copying for good.
+//! exhausted, that burst is copied through a user-space buffer instead; when the kernel
+//! refuses `splice` for these descriptors (EINVAL), the direction copies for good.
 //!
 //! No `unsafe`: `nix::fcntl::splice` is a safe wrapper over borrowed descriptors.
 //!
@@ -22,8 +22,7 @@ use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::copy::{copy_once, Chunk};
-use super::{DirError, Direction};
+use super::{write_ready, DirError, Direction};
 
 /// Bytes moved by `splice(2)` from a pipe into a socket, process-wide.
 static SPLICED_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -172,78 +171,78 @@ impl Drop for LentPipe<'_> {
     }
 }
 
-/// Why [`splice_direction`] stopped early.
-pub(super) enum SpliceEnd {
-    /// The source reached EOF and everything was written.
+/// What one [`splice_burst`] did.
+pub(super) enum Burst {
+    /// The source reached EOF and everything before it was written.
     Eof,
-    /// The kernel does not splice these descriptors; nothing was lost, copy from now on.
+    /// This many bytes moved; the source would now block and the pipe went back.
+    Moved(usize),
+    /// The kernel does not splice these descriptors; nothing was lost, copy instead.
     Unsupported,
+    /// The pool is exhausted; nothing was read, copy this burst.
+    NoPipe,
 }
 
 const FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_MOVE.union(SpliceFFlags::SPLICE_F_NONBLOCK);
 
-/// Forwards `src` → `dst` through pipes until EOF on `src` (the caller then shuts `dst`
-/// down for writing).
+/// Splices everything readable from `src` to `dst` right now through one lent pipe, and
+/// returns the pipe once `src` would block (so idle connections hold none).
 ///
 /// # Cancel safety
-/// Cancelling drops a lent pipe; a pipe still holding bytes is closed, not reused.
-pub(super) async fn splice_direction(
+/// Cancelling drops the lent pipe; a pipe still holding bytes is closed, not reused.
+pub(super) async fn splice_burst(
     src: &TcpStream,
     dst: &TcpStream,
     pool: &PipePool,
     dir: &Direction<'_>,
-) -> Result<SpliceEnd, DirError> {
-    let mut first = true;
+) -> Result<Burst, DirError> {
+    let Some(mut pipe) = pool.take() else {
+        return Ok(Burst::NoPipe);
+    };
+    let mut total = 0usize;
     loop {
-        src.readable().await.map_err(DirError::Read)?;
-        let Some(mut pipe) = pool.take() else {
-            match copy_once(src, dst, dir).await? {
-                Chunk::Eof => return Ok(SpliceEnd::Eof),
-                Chunk::Moved => continue,
-            }
+        let Some(p) = pipe.pipe.as_ref() else {
+            return Err(DirError::Read(io::ErrorKind::Other.into()));
         };
-        loop {
-            let Some(p) = pipe.pipe.as_ref() else {
-                return Err(DirError::Read(io::ErrorKind::Other.into()));
-            };
-            let read = src.try_io(Interest::READABLE, || {
-                splice(src, None, &p.write, None, p.capacity, FLAGS).map_err(io::Error::from)
-            });
-            match read {
-                Ok(0) => return Ok(SpliceEnd::Eof),
-                Ok(n) => {
-                    first = false;
-                    pipe.pending = n;
-                    dir.activity.touch();
-                    while pipe.pending > 0 {
-                        let pending = pipe.pending;
-                        let n = dst
-                            .async_io(Interest::WRITABLE, || {
-                                splice(&p.read, None, dst, None, pending, FLAGS)
-                                    .map_err(io::Error::from)
-                            })
-                            .await
-                            .map_err(DirError::Write)?;
-                        pipe.pending -= n;
-                        SPLICED_BYTES.fetch_add(n as u64, Ordering::Relaxed);
-                        dir.add_spliced(n);
-                    }
+        let read = src.try_io(Interest::READABLE, || {
+            splice(src, None, &p.write, None, p.capacity, FLAGS).map_err(io::Error::from)
+        });
+        match read {
+            Ok(0) => return Ok(Burst::Eof),
+            Ok(n) => {
+                pipe.pending = n;
+                dir.activity.touch();
+                while pipe.pending > 0 {
+                    let pending = pipe.pending;
+                    let written = dst.try_io(Interest::WRITABLE, || {
+                        splice(&p.read, None, dst, None, pending, FLAGS).map_err(io::Error::from)
+                    });
+                    let n = match written {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            write_ready(dst).await.map_err(DirError::Write)?;
+                            continue;
+                        }
+                        Err(e) => return Err(DirError::Write(e)),
+                    };
+                    pipe.pending -= n;
+                    total += n;
+                    SPLICED_BYTES.fetch_add(n as u64, Ordering::Relaxed);
+                    dir.add_spliced(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e)
-                    if first
-                        && matches!(
-                            Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-                            Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP
-                        ) =>
-                {
-                    return Ok(SpliceEnd::Unsupported);
-                }
-                Err(e) => return Err(DirError::Read(e)),
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Moved(total)),
+            Err(e)
+                if total == 0
+                    && matches!(
+                        Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                        Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP
+                    ) =>
+            {
+                return Ok(Burst::Unsupported);
+            }
+            Err(e) => return Err(DirError::Read(e)),
         }
-        // Drained and the source would block: give the pipe back before waiting.
-        drop(pipe);
     }
 }
 
