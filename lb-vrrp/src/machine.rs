@@ -114,6 +114,10 @@ pub struct Config {
     /// Weights of tracked checks (keepalived `track_script`/`track_interface` `weight`),
     /// indexed by [`TrackId`]. All start healthy.
     pub tracks: Vec<TrackWeight>,
+    /// keepalived `state MASTER`: on start, become Master at once instead of waiting a
+    /// Master_Down_Interval (keepalived does this by letting the Backup's timer expire
+    /// immediately; the usual election follows). Default `false` (`state BACKUP`).
+    pub initial_master: bool,
 }
 
 impl Config {
@@ -139,6 +143,7 @@ impl Config {
             garp_master_repeat: 5,
             garp_master_refresh: None,
             tracks: Vec::new(),
+            initial_master: false,
         }
     }
 }
@@ -890,6 +895,9 @@ impl VirtualRouter {
         } else {
             self.master_adver_interval = self.cfg.advert_interval;
             self.become_backup(now, reason);
+            if reason == Reason::Startup && self.cfg.initial_master {
+                self.timers.set(Timer::MasterDown, now);
+            }
         }
     }
 
@@ -1386,6 +1394,21 @@ mod tests {
         let a = drain(&mut vr);
         assert_eq!(a[0], Action::RemoveVips);
         assert_eq!(vr.state(), State::Fault);
+    }
+
+    #[test]
+    fn initial_state_master() {
+        let t0 = t0();
+        let mut c = cfg(100, 1);
+        c.initial_master = true;
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        assert_eq!(vr.poll_timeout(), Some(t0));
+        vr.handle_timeout(t0);
+        assert_eq!(vr.state(), State::Master);
+        // A higher-priority master still wins the election.
+        vr.handle_advert(t0, meta(2), &advert(&c, 150));
+        assert_eq!(vr.state(), State::Backup);
     }
 
     #[test]

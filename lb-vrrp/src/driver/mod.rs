@@ -81,6 +81,9 @@ pub struct VrrpInstanceConfig {
     pub interface: String,
     /// `virtual_router_id`.
     pub virtual_router_id: Vrid,
+    /// `state MASTER` (`true`) or `state BACKUP` (`false`, the default): see
+    /// [`Config::initial_master`].
+    pub state_master: bool,
     /// `priority` (1..=255, 255 = address owner).
     pub priority: Priority,
     /// `advert_int` (v2: whole seconds; v3: centiseconds).
@@ -155,6 +158,7 @@ impl VrrpInstanceConfig {
             name: name.to_owned(),
             interface: interface.to_owned(),
             virtual_router_id,
+            state_master: false,
             priority: Priority::DEFAULT,
             advert_int: AdvertInterval::ONE_SECOND,
             version: Version::V2,
@@ -343,6 +347,7 @@ impl Speaker {
             mc.garp_master_delay = Some(cfg.garp_master_delay).filter(|d| !d.is_zero());
             mc.garp_master_repeat = cfg.garp_master_repeat;
             mc.garp_master_refresh = cfg.garp_master_refresh;
+            mc.initial_master = cfg.state_master;
             mc.tracks = cfg
                 .track
                 .iter()
