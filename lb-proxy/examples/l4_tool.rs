@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! l4_tool proxy  <splice|copy> <listen>=<backend>...          # one thread, like HAProxy nbthread 1
+//!                                                              # (LB_PIPE_SIZE: pipe bytes)
 //! l4_tool source <listen>                                      # sends zeros until the client closes
 //! l4_tool bulk   <target> <bytes>                              # reads <bytes>, prints Gbit/s
 //! l4_tool hold   <listen>                                      # accepts and holds connections
@@ -67,6 +68,9 @@ async fn proxy(args: &[String]) -> Res {
         cfg.forward_mode = mode;
         cfg.maxconn = 10_000;
         cfg.listen_options.backlog = 16_384;
+        if let Ok(size) = std::env::var("LB_PIPE_SIZE") {
+            cfg.pipe_size = size.parse()?;
+        }
         handles.push(TcpProxy::start(cfg, pool)?);
     }
     println!("ready");
