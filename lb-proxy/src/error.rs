@@ -101,6 +101,9 @@ pub enum Error {
 
 impl Error {
     /// Who failed.
+    ///
+    /// This inherent method shadows `std::error::Error::source` in method-call syntax (the
+    /// pingora convention); call `std::error::Error::source(&e)` for the underlying cause.
     pub fn source(&self) -> ErrorSource {
         match self {
             Self::ProxyHeader(_)

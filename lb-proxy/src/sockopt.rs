@@ -64,14 +64,18 @@ pub struct StreamOptions {
 }
 
 impl StreamOptions {
-    /// Applies both options to `socket` (anything with a socket fd: `tokio::net::TcpStream`,
-    /// `std::net::TcpStream`, `socket2::Socket`).
+    /// Applies both options to a freshly created `socket` (anything with a socket fd:
+    /// `tokio::net::TcpStream`, `std::net::TcpStream`, `socket2::Socket`). `Keepalive(None)`
+    /// leaves the socket's keepalive setting as it is (off for new sockets).
     ///
     /// # Errors
     /// The `setsockopt` error.
     pub fn apply<S: std::os::fd::AsFd>(&self, socket: &S) -> io::Result<()> {
         let sock = SockRef::from(socket);
-        set_keepalive(&sock, self.keepalive)?;
+        // New sockets start without keepalive: skip a syscall per connection in that case.
+        if self.keepalive.0.is_some() {
+            set_keepalive(&sock, self.keepalive)?;
+        }
         sock.set_nodelay(self.nodelay.0)
     }
 }

@@ -678,3 +678,72 @@ async fn idle_connections_hold_no_pipes() {
     assert!(fds < 50 * 4 + 4 * 2 + 64, "{fds} descriptors open");
     drop(conns);
 }
+
+/// Counts what the data path reports, as lb-health's passive outlier detection would.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<(u32, lb_proxy::outcome::Outcome)>>);
+
+impl lb_proxy::outcome::OutcomeObserver for Recorder {
+    fn observe(&self, backend: &Backend, outcome: &lb_proxy::outcome::Outcome) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((backend.id().0, outcome.clone()));
+    }
+}
+
+#[tokio::test]
+async fn outcomes_reach_the_observer() {
+    use lb_proxy::outcome::Outcome;
+    let good = echo_backend("127.0.0.1:0").await;
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let rec = Arc::new(Recorder::default());
+    let proxy =
+        TcpProxy::start_with_observer(config(), pool_of(&[dead_addr, good.addr]), rec.clone())
+            .unwrap();
+    // Round robin starts at the dead backend: refused, redispatched to the good one.
+    assert_eq!(ping(proxy.local_addrs()[0], b"hi").await.unwrap(), b"hi");
+    proxy.stop().await;
+    let seen = rec.0.lock().unwrap().clone();
+    assert!(matches!(seen[0], (1, Outcome::ConnectRefused)), "{seen:?}");
+    assert!(matches!(seen[1], (2, Outcome::Success { .. })), "{seen:?}");
+    assert!(
+        matches!(&seen[2], (2, Outcome::Closed { stats, backend_error: false })
+            if stats.client_to_backend == 2 && stats.backend_to_client == 2),
+        "{seen:?}"
+    );
+    assert!(seen[0].1.is_failure() && !seen[1].1.is_failure());
+}
+
+/// Frontend `maxconn`: at the limit the proxy stops accepting; the kernel backlog holds the
+/// next client until a slot frees, and nothing is lost.
+#[tokio::test]
+async fn listener_connection_limit() {
+    let backend = echo_backend("127.0.0.1:0").await;
+    let mut cfg = config();
+    cfg.maxconn = 2;
+    let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+    let addr = proxy.local_addrs()[0];
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        held.push(s);
+    }
+    let third = tokio::spawn(ping(addr, b"third"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!third.is_finished(), "served beyond maxconn");
+    assert_eq!(proxy.stats().accepted, 2);
+    assert_eq!(proxy.active(), 2);
+    drop(held.pop());
+    let reply = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, b"third");
+}

@@ -183,3 +183,43 @@ async fn ipv6_clients_to_ipv4_backend() {
         .unwrap();
     assert_eq!((&buf[..n], from), (&b"a|six"[..], proxy.local_addrs()[0]));
 }
+
+#[tokio::test]
+async fn drain_keeps_sessions_refuses_new_clients() {
+    let a = tagged_echo("a").await;
+    let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    cfg.idle_timeout = Duration::from_millis(300);
+    let proxy = Arc::new(start(cfg, &[a.addr]));
+    let vip = proxy.local_addrs()[0];
+    let old = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let new = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 64];
+    old.send_to(b"1", vip).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), old.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let p = Arc::clone(&proxy);
+    let drain = tokio::spawn(async move { p.drain(Duration::from_secs(10)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The existing session still works; a new client gets nothing.
+    old.send_to(b"2", vip).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), old.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"a|2");
+    new.send_to(b"x", vip).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), new.recv_from(&mut buf))
+            .await
+            .is_err()
+    );
+    // The old session idles out and the drain finishes well before its deadline.
+    let left = tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(proxy.stats().sessions_refused, 1);
+}

@@ -318,6 +318,12 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut stop = shared.stop_accept.subscribe();
+    // A listener on a specific address knows every connection's destination without a
+    // getsockname(2) per connection; a wildcard listener must ask.
+    let fixed_local = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let permit = tokio::select! {
@@ -335,7 +341,13 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
                 ProxyStats::inc(&shared.stats.accepted);
-                tokio::spawn(handle_connection(Arc::clone(&shared), stream, peer, permit));
+                tokio::spawn(handle_connection(
+                    Arc::clone(&shared),
+                    stream,
+                    peer,
+                    fixed_local,
+                    permit,
+                ));
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 drop(permit);
@@ -366,6 +378,7 @@ async fn handle_connection(
     shared: Arc<Shared>,
     mut client: TcpStream,
     peer: SocketAddr,
+    fixed_local: Option<SocketAddr>,
     _permit: OwnedSemaphorePermit,
 ) {
     let stats = &shared.stats;
@@ -380,7 +393,7 @@ async fn handle_connection(
     if let Err(e) = shared.config.client_options.apply(&client) {
         tracing::debug!(error = %e, "client socket options");
     }
-    let Ok(local) = client.local_addr() else {
+    let Some(local) = fixed_local.or_else(|| client.local_addr().ok()) else {
         return;
     };
     let (mut source, mut destination) = (peer, local);

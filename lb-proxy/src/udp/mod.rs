@@ -104,6 +104,8 @@ struct Shared {
     observer: Arc<dyn OutcomeObserver>,
     stats: ProxyStats,
     sessions: Sessions,
+    /// Set by [`UdpHandle::drain`]: no new sessions.
+    draining: std::sync::atomic::AtomicBool,
     close: watch::Sender<bool>,
 }
 
@@ -153,6 +155,7 @@ impl UdpProxy {
             observer,
             stats: ProxyStats::default(),
             sessions: Mutex::new(HashMap::new()),
+            draining: false.into(),
             close: watch::Sender::new(false),
         });
         let tasks = sockets
@@ -189,6 +192,25 @@ impl UdpHandle {
     /// Sessions open now.
     pub fn sessions(&self) -> usize {
         lock(&self.shared.sessions).len()
+    }
+
+    /// Graceful drain: datagrams from new clients are dropped (counted in
+    /// `sessions_refused`) while existing sessions continue until they go idle; after
+    /// `deadline` everything stops. Returns how many sessions were still open then.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: cancelling leaves the proxy draining.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let end = Instant::now() + deadline;
+        while self.sessions() > 0 && Instant::now() < end {
+            tokio::time::sleep_until(end.min(Instant::now() + Duration::from_millis(50))).await;
+        }
+        let left = self.sessions();
+        self.stop();
+        left
     }
 
     /// Stops listening and ends every session.
@@ -257,7 +279,9 @@ async fn open_session(
     client: SocketAddr,
     local: SocketAddr,
 ) -> Option<Arc<Session>> {
-    if lock(&shared.sessions).len() >= shared.config.max_sessions {
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed)
+        || lock(&shared.sessions).len() >= shared.config.max_sessions
+    {
         ProxyStats::inc(&shared.stats.sessions_refused);
         return None;
     }
