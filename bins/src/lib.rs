@@ -25,3 +25,4 @@ pub mod check;
 pub mod config;
 pub mod lbctl;
 pub mod logging;
+pub mod node;

@@ -1,18 +1,20 @@
-//! `lb-node`: the load-balancer daemon. For now only `lb-node --check CONFIG`; the runtime
-//! is wired in later. Exit codes: see [`lb_bins::check`].
+//! `lb-node`: the load-balancer daemon. `lb-node CONFIG` runs it in the foreground;
+//! `lb-node --check CONFIG` validates and exits. Exit codes: see [`lb_bins::check`] and
+//! [`lb_bins::node`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lb_bins::check::{check, EXIT_USAGE};
+use lb_bins::check::{check, EXIT_INVALID};
 use lb_bins::config::Format;
+use lb_bins::node::{NodeError, EXIT_START};
 
 /// lb-node: VRRP + health-checked L4/L7 load balancer, configured in TOML or keepalived.conf.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Exit codes: 0 valid configuration; 1 invalid configuration (every error printed as FILE:LINE:COLUMN: MESSAGE); 2 usage error."
+    after_help = "Signals: SIGTERM/SIGINT stop (priority 0, VIPs removed, connections drained); SIGHUP reloads.\nExit codes: 0 clean stop or valid configuration; 1 invalid configuration (every error printed as FILE:LINE:COLUMN: MESSAGE); 2 usage error; 3 start-up failure."
 )]
 struct Cli {
     /// Validate the configuration, print every error, and exit (keepalived -t, haproxy -c).
@@ -22,6 +24,9 @@ struct Cli {
     /// keepalived.conf.
     #[arg(long, value_enum)]
     format: Option<Format>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
     /// The configuration file.
     config: PathBuf,
 }
@@ -29,8 +34,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !cli.check {
-        eprintln!("lb-node: only --check is implemented yet");
-        return ExitCode::from(EXIT_USAGE);
+        return run(cli);
     }
     match check(
         &cli.config,
@@ -42,6 +46,39 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("lb-node: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> ExitCode {
+    // The log level comes from the file; read it before logging starts (errors are
+    // reported by `node::run` once logging is up).
+    let format = cli.format.unwrap_or_else(|| Format::from_path(&cli.config));
+    let level = lb_bins::config::load_with_format(&cli.config, format)
+        .map(|(c, _)| c.global.log_level)
+        .unwrap_or_default();
+    if let Err(e) = lb_bins::logging::init(level, cli.log_json) {
+        eprintln!("lb-node: {e}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lb-node: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    match runtime.block_on(lb_bins::node::run(cli.config, cli.format)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(NodeError::Config(errors)) => {
+            eprintln!("{errors}");
+            ExitCode::from(EXIT_INVALID)
+        }
+        Err(e) => {
+            eprintln!("lb-node: {e}");
+            ExitCode::from(EXIT_START)
         }
     }
 }

@@ -1,0 +1,467 @@
+//! The `lb-node` runtime: composes `lb-core` pools, `lb-health` checks, `lb-proxy` listeners
+//! and `lb-vrrp` speakers from one [`Config`], serves the admin socket, and handles signals.
+//!
+//! * Virtual servers start first, their listeners bound with `IP_FREEBIND` so a backup node
+//!   already listens on VIPs it does not hold; then the VRRP instances.
+//! * Health events change the pools (`inhibit_on_failure` keeps a failed backend at weight
+//!   0; otherwise it leaves the set), and a virtual server with no live backend lowers the
+//!   priority of the instances that `track_service` it (weight 0: FAULT), so the node whose
+//!   service is dead gives the VIPs away.
+//! * `SIGTERM`/`SIGINT`: masters send priority 0 and remove their VIPs, listeners close,
+//!   established connections drain up to `drain_deadline`, exit 0.
+//! * `SIGHUP`: reload. A configuration with errors is rejected (logged with file:line:col)
+//!   and the running one stays. Unchanged VRRP groups keep running (no flap, no GARP);
+//!   changed groups restart. Unchanged virtual servers are untouched; a weight-only change
+//!   applies in place without dropping a connection; other changes restart that virtual
+//!   server, letting the old one drain.
+//!
+//! Exit codes (also in `lb-node --help`): 0 clean stop; 1 invalid configuration; 2 usage;
+//! 3 start-up failure (a listener, socket or interface that cannot be used).
+
+mod vrrp;
+mod vs;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use lb_core::{BackendId, Pool};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::admin::{
+    self, AdminHandler, AdminState, BackendStatus, HttpCounters, NodeStatus, Status,
+    VirtualServerStatus,
+};
+use crate::config::{self, diff, model::Config, Format};
+use vrrp::{SpeakerRuntime, VrrpTable};
+use vs::{Proxy, VsRuntime};
+
+/// Exit code: start-up failure.
+pub const EXIT_START: u8 = 3;
+
+/// Why the node could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The configuration did not load; every error, one per line.
+    #[error("{0}")]
+    Config(String),
+    /// A component could not start (the message names it).
+    #[error("{0}")]
+    Start(String),
+}
+
+/// What the admin socket reads: the running virtual servers and VRRP instances.
+#[derive(Debug)]
+struct Shared {
+    started: Instant,
+    config_path: String,
+    router_id: RwLock<Option<String>>,
+    /// Virtual servers in configuration order: name, status frame, pool, HTTP stats source.
+    vservers: RwLock<Vec<VsView>>,
+    vrrp: VrrpTable,
+    /// Instance names in configuration order.
+    vrrp_order: RwLock<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct VsView {
+    frame: VirtualServerStatus,
+    pool: Arc<Pool>,
+    http: Option<HttpStatsFn>,
+}
+
+/// Reads an HTTP virtual server's counters (`None` once it stopped).
+#[derive(Clone)]
+struct HttpStatsFn(Arc<dyn Fn() -> Option<lb_proxy::http::HttpStatsSnapshot> + Send + Sync>);
+
+impl std::fmt::Debug for HttpStatsFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpStatsFn")
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl AdminHandler for Shared {
+    fn status(&self) -> Status {
+        let vrrp_table = read(&self.vrrp);
+        let vrrp = read(&self.vrrp_order)
+            .iter()
+            .filter_map(|n| vrrp_table.get(n).cloned())
+            .collect();
+        let virtual_servers = read(&self.vservers)
+            .iter()
+            .map(|v| {
+                let snap = v.pool.snapshot();
+                let http = v.http.as_ref().and_then(|f| (f.0)());
+                let mut frame = v.frame.clone();
+                frame.backends = snap
+                    .backends()
+                    .iter()
+                    .map(|b| {
+                        let s = b.stats();
+                        let http = http.as_ref().map(|h| {
+                            h.backends
+                                .iter()
+                                .find(|x| x.addr == b.addr())
+                                .map(|x| HttpCounters {
+                                    requests: x.requests,
+                                    responses_1xx: x.responses.c1xx,
+                                    responses_2xx: x.responses.c2xx,
+                                    responses_3xx: x.responses.c3xx,
+                                    responses_4xx: x.responses.c4xx,
+                                    responses_5xx: x.responses.c5xx,
+                                })
+                                .unwrap_or_default()
+                        });
+                        BackendStatus {
+                            address: b.addr(),
+                            health: b.health().into(),
+                            admin: b.admin().into(),
+                            backup: b.is_backup(),
+                            weight: b.weight().get(),
+                            effective_weight: b.effective_weight().get(),
+                            active_connections: s.active(),
+                            total_connections: s.total(),
+                            bytes_to_backend: s.bytes_to_backend(),
+                            bytes_to_client: s.bytes_to_client(),
+                            http,
+                        }
+                    })
+                    .collect();
+                frame
+            })
+            .collect();
+        Status {
+            node: NodeStatus {
+                router_id: read(&self.router_id).clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                uptime_secs: self.started.elapsed().as_secs(),
+                config: Some(self.config_path.clone()),
+            },
+            vrrp,
+            virtual_servers,
+        }
+    }
+
+    fn set_backend_admin(
+        &self,
+        virtual_server: &str,
+        backend: &str,
+        state: AdminState,
+    ) -> Result<(), String> {
+        let vss = read(&self.vservers);
+        let v = vss
+            .iter()
+            .find(|v| v.frame.name == virtual_server)
+            .ok_or_else(|| format!("no virtual server named {virtual_server:?}"))?;
+        let addr: std::net::SocketAddr = backend
+            .parse()
+            .map_err(|_| format!("{backend:?} is not an ip:port backend address"))?;
+        let id: BackendId = v
+            .pool
+            .backends()
+            .iter()
+            .find(|b| b.addr() == addr)
+            .map(lb_core::Backend::id)
+            .ok_or_else(|| format!("virtual server {virtual_server} has no backend {addr}"))?;
+        v.pool
+            .set_admin(id, state.into())
+            .map_err(|e| e.to_string())?;
+        tracing::info!(virtual_server, backend, state = %state, "backend admin state changed by lbctl");
+        Ok(())
+    }
+}
+
+/// The running node.
+#[derive(Debug)]
+struct Node {
+    path: PathBuf,
+    format: Option<Format>,
+    config: Config,
+    shared: Arc<Shared>,
+    vservers: Vec<VsRuntime>,
+    speakers: Vec<SpeakerRuntime>,
+}
+
+fn vs_view(v: &VsRuntime) -> VsView {
+    let frame = VirtualServerStatus {
+        name: v.cfg.name.clone(),
+        listen: v.cfg.listen,
+        protocol: v.cfg.protocol,
+        scheduler: v.cfg.lb_algo.name().to_owned(),
+        backends: Vec::new(),
+    };
+    let http: Option<HttpStatsFn> = match &v.proxy {
+        Proxy::Http(h) => {
+            let h = Arc::clone(h);
+            Some(HttpStatsFn(Arc::new(move || {
+                h.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+                    .map(lb_proxy::http::HttpProxy::stats)
+            })))
+        }
+        _ => None,
+    };
+    VsView {
+        frame,
+        pool: Arc::clone(&v.pool),
+        http,
+    }
+}
+
+fn load(path: &std::path::Path, format: Option<Format>) -> Result<Config, NodeError> {
+    let format = format.unwrap_or_else(|| Format::from_path(path));
+    match config::load_with_format(path, format) {
+        Ok((cfg, warnings)) => {
+            crate::logging::log_warnings(&warnings);
+            Ok(cfg)
+        }
+        Err(errors) => Err(NodeError::Config(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )),
+    }
+}
+
+impl Node {
+    async fn start(
+        path: PathBuf,
+        format: Option<Format>,
+        config: Config,
+    ) -> Result<Self, NodeError> {
+        let shared = Arc::new(Shared {
+            started: Instant::now_tokio(),
+            config_path: path.display().to_string(),
+            router_id: RwLock::new(config.global.router_id.clone()),
+            vservers: RwLock::new(Vec::new()),
+            vrrp: VrrpTable::default(),
+            vrrp_order: RwLock::new(
+                config
+                    .vrrp_instances
+                    .iter()
+                    .map(|v| v.name.clone())
+                    .collect(),
+            ),
+        });
+        let mut node = Self {
+            path,
+            format,
+            config: config.clone(),
+            shared,
+            vservers: Vec::new(),
+            speakers: Vec::new(),
+        };
+        for vs in &config.virtual_servers {
+            match VsRuntime::start(vs.clone(), &config.global).await {
+                Ok(v) => node.vservers.push(v),
+                Err(e) => {
+                    node.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        node.publish_vservers();
+        let live = node.live_map();
+        for (group, instances) in vrrp::groups(&config) {
+            match SpeakerRuntime::start(&config, group, instances, &node.shared.vrrp, &live) {
+                Ok(s) => node.speakers.push(s),
+                Err(e) => {
+                    node.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(node)
+    }
+
+    fn live_map(&self) -> HashMap<String, watch::Receiver<bool>> {
+        self.vservers
+            .iter()
+            .map(|v| (v.cfg.name.clone(), v.live.clone()))
+            .collect()
+    }
+
+    fn publish_vservers(&self) {
+        *write(&self.shared.vservers) = self.vservers.iter().map(vs_view).collect();
+    }
+
+    /// SIGHUP: loads the file again and applies what changed.
+    async fn reload(&mut self) {
+        let new = match load(&self.path, self.format) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload rejected, the running configuration stays:\n{e}");
+                return;
+            }
+        };
+        let d = diff::diff(&self.config, &new);
+        if d.is_empty() {
+            tracing::info!("reload: nothing changed");
+            return;
+        }
+        tracing::info!(?d, "reloading");
+        // Virtual servers.
+        let mut kept = Vec::new();
+        let mut retired = Vec::new();
+        for v in std::mem::take(&mut self.vservers) {
+            match new.virtual_servers.iter().find(|n| n.name == v.cfg.name) {
+                None => retired.push(v),
+                Some(n) if *n == v.cfg => kept.push(v),
+                Some(n) => {
+                    let mut v = v;
+                    match v.try_update(n) {
+                        Ok(true) => kept.push(v),
+                        Ok(false) | Err(_) => retired.push(v),
+                    }
+                }
+            }
+        }
+        // Retire before starting replacements so their ports are free; established
+        // connections of the old proxies drain in the background.
+        let deadline = new.global.drain_deadline;
+        for v in retired {
+            v.stop_accepting();
+            tokio::spawn(v.stop(deadline));
+        }
+        for n in &new.virtual_servers {
+            if kept.iter().any(|k| k.cfg.name == n.name) {
+                continue;
+            }
+            match VsRuntime::start(n.clone(), &new.global).await {
+                Ok(v) => kept.push(v),
+                Err(e) => tracing::error!(error = %e, "reload: virtual server not started"),
+            }
+        }
+        kept.sort_by_key(|v| {
+            new.virtual_servers
+                .iter()
+                .position(|n| n.name == v.cfg.name)
+                .unwrap_or(usize::MAX)
+        });
+        self.vservers = kept;
+        self.publish_vservers();
+
+        // VRRP: a group whose instances (or scripts, or tracked services' identity) are all
+        // unchanged keeps running.
+        let new_groups = vrrp::groups(&new);
+        let scripts_changed = !d.vrrp_scripts.is_empty();
+        let mut keep = Vec::new();
+        for s in std::mem::take(&mut self.speakers) {
+            let same = new_groups
+                .iter()
+                .any(|(g, members)| *g == s.group && *members == s.instances)
+                && !scripts_changed;
+            if same {
+                keep.push(s);
+            } else {
+                s.stop(&self.shared.vrrp).await;
+            }
+        }
+        let live = self.live_map();
+        for (g, members) in new_groups {
+            if keep.iter().any(|s| s.group == g && s.instances == members) {
+                continue;
+            }
+            match SpeakerRuntime::start(&new, g, members, &self.shared.vrrp, &live) {
+                Ok(s) => keep.push(s),
+                Err(e) => tracing::error!(error = %e, "reload: VRRP group not started"),
+            }
+        }
+        self.speakers = keep;
+        {
+            let mut t = write(&self.shared.vrrp);
+            t.retain(|n, _| new.vrrp_instances.iter().any(|v| &v.name == n));
+        }
+        *write(&self.shared.vrrp_order) =
+            new.vrrp_instances.iter().map(|v| v.name.clone()).collect();
+        *write(&self.shared.router_id) = new.global.router_id.clone();
+        self.config = new;
+        tracing::info!("reload done");
+    }
+
+    /// SIGTERM: priority 0 and VIPs away first, then listeners, then the drain.
+    async fn shutdown(&mut self) {
+        for s in std::mem::take(&mut self.speakers) {
+            s.stop(&self.shared.vrrp).await;
+        }
+        let deadline = self.config.global.drain_deadline;
+        let vss = std::mem::take(&mut self.vservers);
+        for v in &vss {
+            v.stop_accepting();
+        }
+        futures::future::join_all(vss.into_iter().map(|v| v.stop(deadline))).await;
+    }
+}
+
+/// Helper so `Shared::started` uses the same clock as the rest (tokio's, std underneath).
+trait NowTokio {
+    fn now_tokio() -> Self;
+}
+
+impl NowTokio for Instant {
+    fn now_tokio() -> Self {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+/// Runs the node from `path` until SIGTERM/SIGINT. Must be called inside a tokio runtime.
+///
+/// # Errors
+/// [`NodeError::Config`] when the file does not load, [`NodeError::Start`] when a component
+/// cannot start (everything already started is stopped again).
+pub async fn run(path: PathBuf, format: Option<Format>) -> Result<(), NodeError> {
+    let config = load(&path, format)?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| NodeError::Start(format!("SIGTERM handler: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| NodeError::Start(format!("SIGINT handler: {e}")))?;
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| NodeError::Start(format!("SIGHUP handler: {e}")))?;
+    let socket_path = config.global.admin_socket.clone();
+    let listener = admin::server::bind(&socket_path)
+        .map_err(|e| NodeError::Start(format!("admin socket {}: {e}", socket_path.display())))?;
+    let mut node = match Node::start(path, format, config).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket_path);
+            return Err(e);
+        }
+    };
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(admin::server::serve(
+        listener,
+        Arc::clone(&node.shared),
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
+    tracing::info!(admin_socket = %socket_path.display(), "lb-node running");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => node.reload().await,
+        }
+    }
+    tracing::info!("stopping: priority 0, VIPs removed, listeners closed, draining");
+    node.shutdown().await;
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    let _ = std::fs::remove_file(&socket_path);
+    tracing::info!("stopped");
+    Ok(())
+}

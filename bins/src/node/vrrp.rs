@@ -1,0 +1,303 @@
+//! The node's VRRP instances: one `lb_vrrp` speaker per sync group and one for the instances
+//! outside any group, state kept for `lbctl status`, keepalived-style notify scripts, and
+//! `track_service` wired to the virtual servers' liveness.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use lb_vrrp::driver::{Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
+use lb_vrrp::machine::{State, TrackId, TrackWeight};
+use lb_vrrp::vip::Vip;
+use lb_vrrp::wire::{AdvertInterval, Auth, Priority, Version, Vrid};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use super::NodeError;
+use crate::admin::{VrrpState, VrrpStatus};
+use crate::config::model::{Config, VrrpInstance};
+
+/// What `lbctl status` shows of each instance, by name.
+pub(crate) type VrrpTable = Arc<RwLock<HashMap<String, VrrpStatus>>>;
+
+/// One speaker and the instances it runs, in order.
+#[derive(Debug)]
+pub(crate) struct SpeakerRuntime {
+    /// Instance configurations, in the speaker's order (the index is the speaker's index).
+    pub(crate) instances: Vec<VrrpInstance>,
+    /// The sync group's name, if these instances form one.
+    pub(crate) group: Option<String>,
+    handle: SpeakerHandle,
+    run: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn to_state(s: State) -> VrrpState {
+    match s {
+        State::Initialize => VrrpState::Init,
+        State::Backup => VrrpState::Backup,
+        State::Master => VrrpState::Master,
+        State::Fault => VrrpState::Fault,
+    }
+}
+
+/// Maps one instance onto the library's configuration.
+fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig, String> {
+    let vrid = Vrid::new(vi.virtual_router_id).ok_or("virtual_router_id must be 1..=255")?;
+    let mut c = VrrpInstanceConfig::new(&vi.name, &vi.interface, vrid);
+    c.priority = Priority(vi.priority);
+    c.advert_int = AdvertInterval::from_duration(vi.advert_int)
+        .ok_or_else(|| format!("advert_int {:?} is out of range", vi.advert_int))?;
+    c.version = if vi.version == 3 {
+        Version::V3
+    } else {
+        Version::V2
+    };
+    if let Some(a) = &vi.authentication {
+        c.authentication = Auth::password(&a.auth_pass);
+    }
+    for v in &vi.virtual_ipaddress {
+        let vip: Vip = v.to_string().parse().map_err(|e| format!("{v}: {e}"))?;
+        c.virtual_ipaddress.push(vip);
+    }
+    c.unicast_src_ip = vi.unicast_src_ip;
+    c.unicast_peer = vi.unicast_peer.clone();
+    c.nopreempt = vi.nopreempt;
+    c.preempt_delay = vi.preempt_delay;
+    c.accept = vi.accept;
+    c.garp_master_delay = vi.garp_master_delay;
+    c.garp_master_repeat = vi.garp_master_repeat;
+    c.garp_master_refresh = vi.garp_master_refresh;
+    // Tracks 0..n are the track_service entries (driven by us), then the scripts.
+    c.track = vi
+        .track_service
+        .iter()
+        .map(|t| TrackWeight(t.weight.unwrap_or(0).clamp(-254, 254) as i16))
+        .collect();
+    for t in &vi.track_script {
+        let s = cfg
+            .vrrp_scripts
+            .iter()
+            .find(|s| s.name == t.script)
+            .ok_or_else(|| format!("track_script {} is not defined", t.script))?;
+        let mut ts = TrackScript::new(&s.script);
+        ts.interval = s.interval;
+        ts.timeout = s.timeout.unwrap_or(s.interval);
+        ts.weight = TrackWeight(t.weight.unwrap_or(s.weight).clamp(-254, 254) as i16);
+        ts.rise = s.rise;
+        ts.fall = s.fall;
+        c.track_script.push(ts);
+    }
+    if !vi.track_interface.is_empty() {
+        tracing::warn!(instance = %vi.name, "track_interface is not supported yet: only the instance's own interface is tracked (down → FAULT)");
+    }
+    Ok(c)
+}
+
+/// Groups instances as the config says: each sync group on one speaker, the rest on another.
+pub(crate) fn groups(cfg: &Config) -> Vec<(Option<String>, Vec<VrrpInstance>)> {
+    let mut out = Vec::new();
+    let mut grouped = Vec::new();
+    for g in &cfg.sync_groups {
+        let members: Vec<VrrpInstance> = g
+            .group
+            .iter()
+            .filter_map(|n| cfg.vrrp_instances.iter().find(|v| &v.name == n).cloned())
+            .collect();
+        grouped.extend(g.group.iter().cloned());
+        out.push((Some(g.name.clone()), members));
+    }
+    let rest: Vec<VrrpInstance> = cfg
+        .vrrp_instances
+        .iter()
+        .filter(|v| !grouped.contains(&v.name))
+        .cloned()
+        .collect();
+    if !rest.is_empty() {
+        out.push((None, rest));
+    }
+    out
+}
+
+/// Runs `script` with keepalived's notify arguments, without waiting for it.
+fn notify(script: &str, args: &[&str]) {
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!("{script} \"$@\""))
+        .arg("notify")
+        .args(args)
+        .kill_on_drop(false);
+    match cmd.spawn() {
+        Ok(mut child) => {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+        }
+        Err(e) => tracing::warn!(script, error = %e, "notify script failed to start"),
+    }
+}
+
+impl SpeakerRuntime {
+    /// Starts the instances of one group.
+    pub(crate) fn start(
+        cfg: &Config,
+        group: Option<String>,
+        instances: Vec<VrrpInstance>,
+        table: &VrrpTable,
+        live: &HashMap<String, watch::Receiver<bool>>,
+    ) -> Result<Self, NodeError> {
+        let configs = instances
+            .iter()
+            .map(|vi| {
+                instance_config(cfg, vi)
+                    .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let speaker = Speaker::new(configs, group.is_some())
+            .map_err(|e| NodeError::Start(format!("VRRP: {e}")))?;
+        let handle = speaker.handle();
+        let mut events = speaker.subscribe();
+        let mut tasks = Vec::new();
+        {
+            let mut t = table
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for vi in &instances {
+                t.insert(
+                    vi.name.clone(),
+                    VrrpStatus {
+                        name: vi.name.clone(),
+                        interface: vi.interface.clone(),
+                        virtual_router_id: vi.virtual_router_id,
+                        state: VrrpState::Init,
+                        base_priority: vi.priority,
+                        effective_priority: vi.priority,
+                        master_address: None,
+                        virtual_ips: vi
+                            .virtual_ipaddress
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                        sync_group: group.clone(),
+                    },
+                );
+            }
+        }
+        let by_name: HashMap<String, VrrpInstance> = instances
+            .iter()
+            .map(|v| (v.name.clone(), v.clone()))
+            .collect();
+        let group_cfg = group
+            .as_ref()
+            .and_then(|g| cfg.sync_groups.iter().find(|s| &s.name == g).cloned());
+        let tbl = Arc::clone(table);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let ev = match events.recv().await {
+                    Ok(ev) => ev,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                tracing::info!(instance = %ev.instance, vrid = ev.vrid.get(), from = ?ev.from, to = ?ev.to, reason = ?ev.reason, priority = ev.priority.0, "VRRP transition");
+                if let Some(s) = tbl
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get_mut(&ev.instance)
+                {
+                    s.state = to_state(ev.to);
+                    s.effective_priority = ev.priority.0;
+                }
+                let Some(vi) = by_name.get(&ev.instance) else { continue };
+                let (specific, word) = match ev.to {
+                    State::Master => (vi.notify_master.as_deref(), "MASTER"),
+                    State::Backup => (vi.notify_backup.as_deref(), "BACKUP"),
+                    State::Fault => (vi.notify_fault.as_deref(), "FAULT"),
+                    State::Initialize => (vi.notify_stop.as_deref(), "STOP"),
+                };
+                if let Some(s) = specific {
+                    notify(s, &[]);
+                }
+                let prio = ev.priority.0.to_string();
+                if let Some(s) = vi.notify.as_deref() {
+                    notify(s, &["INSTANCE", &vi.name, word, &prio]);
+                }
+                if let Some(g) = &group_cfg {
+                    let gs = match ev.to {
+                        State::Master => g.notify_master.as_deref(),
+                        State::Backup => g.notify_backup.as_deref(),
+                        State::Fault => g.notify_fault.as_deref(),
+                        State::Initialize => None,
+                    };
+                    if let Some(s) = gs {
+                        notify(s, &[]);
+                    }
+                    if let Some(s) = g.notify.as_deref() {
+                        notify(s, &["GROUP", &g.name, word, &prio]);
+                    }
+                }
+            }
+        }));
+        // track_service: a virtual server with no live backend lowers the priority (or
+        // faults the instance) — the node whose service is dead gives the VIPs away.
+        for (idx, vi) in instances.iter().enumerate() {
+            for (k, ts) in vi.track_service.iter().enumerate() {
+                let Some(rx) = live.get(&ts.virtual_server) else {
+                    return Err(NodeError::Start(format!(
+                        "vrrp_instance {}: track_service names unknown virtual server {}",
+                        vi.name, ts.virtual_server
+                    )));
+                };
+                let mut rx = rx.clone();
+                let h = handle.clone();
+                let (inst, vs) = (vi.name.clone(), ts.virtual_server.clone());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let up = *rx.borrow_and_update();
+                        tracing::info!(instance = %inst, virtual_server = %vs, live = up, "tracked service");
+                        h.set_track(idx, TrackId(k), up);
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+        }
+        let name = group.clone().unwrap_or_else(|| "(ungrouped)".into());
+        let run = tokio::spawn(async move {
+            if let Err(e) = speaker.run().await {
+                tracing::error!(group = %name, error = %e, "VRRP speaker stopped with an error");
+            }
+        });
+        Ok(Self {
+            instances,
+            group,
+            handle,
+            run,
+            tasks,
+        })
+    }
+
+    /// Sends priority 0 from masters, removes the VIPs, and waits (at most 5 s).
+    pub(crate) async fn stop(self, table: &VrrpTable) {
+        self.handle.shutdown();
+        let mut run = self.run;
+        if tokio::time::timeout(Duration::from_secs(5), &mut run)
+            .await
+            .is_err()
+        {
+            tracing::warn!("VRRP speaker did not stop within 5 s");
+            run.abort();
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        let mut t = table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for vi in &self.instances {
+            if let Some(s) = t.get_mut(&vi.name) {
+                s.state = VrrpState::Stop;
+            }
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! One running virtual server: its [`Pool`], its health checks and its proxy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_core::{BackendId, Pool};
+use lb_health::probe::http::{HttpProbe, TlsOptions};
+use lb_health::probe::{ExecProbe, TcpProbe};
+use lb_health::{HealthCheckConfig, HealthDriver, OnFailure, PoolApplier, Probe};
+use lb_proxy::http::{HttpPool, HttpProxy, HttpProxyConfig};
+use lb_proxy::listener::{bind_tcp, ListenOptions};
+use lb_proxy::tcp::{ProxyHandle, TcpProxy, TcpProxyConfig};
+use lb_proxy::udp::{UdpHandle, UdpProxy, UdpProxyConfig};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use super::NodeError;
+use crate::config::model::{CheckKind, Global, HealthCheck, Protocol, VirtualServer};
+
+/// The data path of one virtual server.
+#[derive(Debug)]
+pub(crate) enum Proxy {
+    Tcp(ProxyHandle),
+    Udp(UdpHandle),
+    /// Shared with the admin socket, which reads its counters.
+    Http(Arc<std::sync::Mutex<Option<HttpProxy>>>),
+}
+
+/// A virtual server while it runs.
+#[derive(Debug)]
+pub(crate) struct VsRuntime {
+    pub(crate) cfg: VirtualServer,
+    pub(crate) pool: Arc<Pool>,
+    health: Option<HealthDriver>,
+    pub(crate) proxy: Proxy,
+    /// `true` while at least one backend can take a connection.
+    pub(crate) live: watch::Receiver<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The probe of a configured check.
+fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send + Sync>, String> {
+    let port = check.connect_port.unwrap_or(backend_port);
+    Ok(match &check.kind {
+        CheckKind::Tcp => {
+            let mut p = TcpProbe::new().connect_port(port);
+            if let Some(ip) = check.bindto {
+                p = p.bindto(ip);
+            }
+            Box::new(p)
+        }
+        CheckKind::Http(h) | CheckKind::Ssl(h) => {
+            let url = h.url.first();
+            let mut b = HttpProbe::builder(url.map_or("/", |u| u.path.as_str())).connect_port(port);
+            if let Some(host) = &h.virtualhost {
+                b = b.host(host.clone());
+            }
+            if let Some(code) = url.and_then(|u| u.status_code) {
+                b = b
+                    .status_code(&code.to_string())
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(d) = url.and_then(|u| u.digest.as_deref()) {
+                b = b.digest(d).map_err(|e| e.to_string())?;
+            }
+            if let Some(ip) = check.bindto {
+                b = b.bindto(ip);
+            }
+            if matches!(check.kind, CheckKind::Ssl(_)) {
+                // keepalived's SSL_GET does not verify certificates; neither do we here.
+                b = b.tls(TlsOptions::new().verify(false));
+            }
+            Box::new(b.build().map_err(|e| e.to_string())?)
+        }
+        CheckKind::Misc(m) => {
+            let mut words = m.misc_path.split_whitespace();
+            let program = words.next().ok_or("misc_path is empty")?;
+            let mut p = ExecProbe::new(program).misc_dynamic(m.misc_dynamic);
+            for w in words {
+                p = p.arg(w);
+            }
+            if let Some(t) = m.misc_timeout {
+                p = p.misc_timeout(t);
+            }
+            Box::new(p)
+        }
+    })
+}
+
+/// The schedule of a configured check (keepalived defaults, HAProxy overrides).
+fn health_config(check: &HealthCheck, vs: &VirtualServer) -> Result<HealthCheckConfig, String> {
+    let mut b = HealthCheckConfig::keepalived()
+        .interval(check.interval(vs))
+        .rise(check.rise())
+        .fall(check.fall())
+        .retry(check.retry)
+        .delay_before_retry(check.delay_before_retry)
+        .alpha(check.starts_down(vs));
+    b = match &check.kind {
+        CheckKind::Misc(m) => b.timeout(m.misc_timeout.unwrap_or(check.connect_timeout)),
+        _ => b.connect_timeout(check.connect_timeout),
+    };
+    if let Some(f) = check.fastinter {
+        b = b.fastinter(f);
+    }
+    if let Some(d) = check.downinter {
+        b = b.downinter(d);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+impl VsRuntime {
+    /// Builds the pool, starts the checks and binds the listener.
+    pub(crate) async fn start(cfg: VirtualServer, global: &Global) -> Result<Self, NodeError> {
+        let err = |what: String| NodeError::Start(format!("virtual_server {}: {what}", cfg.name));
+        let set = cfg.backend_set().map_err(|e| err(e.to_string()))?;
+        let pool = Arc::new(
+            Pool::new(cfg.lb_algo.clone(), set, cfg.pool_config())
+                .map_err(|e| err(e.to_string()))?,
+        );
+        let mut tasks = Vec::new();
+
+        // Health checks: one per backend (the first configured; keepalived runs all, and a
+        // backend is up only when all pass — extra checks are reported and ignored).
+        let mut health = None;
+        let mut events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
+        if cfg.backends.iter().any(|b| !b.checks.is_empty()) {
+            let mut driver = HealthDriver::new(1024);
+            let inhibit = PoolApplier::new(&pool, OnFailure::Inhibit);
+            let remove = PoolApplier::new(&pool, OnFailure::Remove);
+            let mut inhibited = Vec::new();
+            for (i, b) in cfg.backends.iter().enumerate() {
+                let id = BackendId(u32::try_from(i + 1).unwrap_or(u32::MAX));
+                if b.checks.len() > 1 {
+                    tracing::warn!(virtual_server = %cfg.name, backend = %b.address, "only the first of {} checks is run", b.checks.len());
+                }
+                if let Some(check) = b.checks.first() {
+                    let probe = probe(check, b.address.port()).map_err(&err)?;
+                    let hc = health_config(check, &cfg).map_err(&err)?;
+                    driver
+                        .add(id, b.address, probe, hc)
+                        .map_err(|e| err(e.to_string()))?;
+                }
+                if b.inhibit_on_failure {
+                    inhibited.push(id);
+                }
+            }
+            events = Some(driver.subscribe());
+            let mut rx = driver.subscribe();
+            let p = Arc::clone(&pool);
+            let name = cfg.name.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut inhibit, mut remove) = (inhibit, remove);
+                loop {
+                    match rx.recv().await {
+                        Ok(ev) => {
+                            tracing::info!(virtual_server = %name, backend = %ev.backend, from = %ev.old, to = %ev.new, reason = %ev.reason, "backend health changed");
+                            let applier = if inhibited.contains(&ev.backend) {
+                                &mut inhibit
+                            } else {
+                                &mut remove
+                            };
+                            if let Err(e) = applier.apply_event(&p, &ev, now()) {
+                                tracing::warn!(virtual_server = %name, error = %e, "health event not applied");
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(virtual_server = %name, missed = n, "health events lagged");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }));
+            health = Some(driver);
+        }
+
+        // Liveness: does any backend take connections? Re-read after every health event and
+        // every 200 ms (admin changes from lbctl do not come as events).
+        let (live_tx, live) = watch::channel(pool.snapshot().has_candidates());
+        {
+            let p = Arc::clone(&pool);
+            tasks.push(tokio::spawn(async move {
+                let mut events = events;
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    match &mut events {
+                        Some(rx) => {
+                            tokio::select! {
+                                r = rx.recv() => if matches!(r, Err(broadcast::error::RecvError::Closed)) { events = None },
+                                _ = tick.tick() => {}
+                            }
+                        }
+                        None => {
+                            tick.tick().await;
+                        }
+                    }
+                    // Let the applier task handle the event first.
+                    tokio::task::yield_now().await;
+                    let now_live = p.snapshot().has_candidates();
+                    live_tx.send_if_modified(|v| std::mem::replace(v, now_live) != now_live);
+                    if live_tx.is_closed() {
+                        return;
+                    }
+                }
+            }));
+        }
+
+        let proxy = match cfg.protocol {
+            Protocol::Tcp => {
+                let mut pc = TcpProxyConfig::new(vec![cfg.listen]);
+                pc.connect_timeout = cfg.connect_timeout;
+                pc.retries = cfg.retries;
+                pc.drain_deadline = global.drain_deadline;
+                pc.backend_maxconn = cfg
+                    .backends
+                    .iter()
+                    .filter_map(|b| b.maxconn)
+                    .max()
+                    .map(u64::from);
+                Proxy::Tcp(TcpProxy::start(pc, Arc::clone(&pool)).map_err(|e| err(e.to_string()))?)
+            }
+            Protocol::Udp => Proxy::Udp(
+                UdpProxy::start(UdpProxyConfig::new(vec![cfg.listen]), Arc::clone(&pool))
+                    .map_err(|e| err(e.to_string()))?,
+            ),
+            Protocol::Http => {
+                let listener = bind_tcp(cfg.listen, &ListenOptions::default())
+                    .map_err(|e| err(e.to_string()))?;
+                let mut hc = HttpProxyConfig::new(cfg.name.clone());
+                hc.default_pool = Some(cfg.name.clone());
+                hc.retries = cfg.retries;
+                hc.timeouts.backend_connect = cfg.connect_timeout;
+                Proxy::Http(Arc::new(std::sync::Mutex::new(Some(
+                    HttpProxy::start(
+                        listener,
+                        hc,
+                        vec![HttpPool::new(cfg.name.clone(), Arc::clone(&pool))],
+                    )
+                    .map_err(|e| err(e.to_string()))?,
+                ))))
+            }
+        };
+        tracing::info!(virtual_server = %cfg.name, listen = %cfg.listen, protocol = %cfg.protocol, lb_algo = %cfg.lb_algo, backends = cfg.backends.len(), "virtual server started");
+        Ok(Self {
+            cfg,
+            pool,
+            health,
+            proxy,
+            live,
+            tasks,
+        })
+    }
+
+    /// Applies a changed configuration that keeps the listener, protocol and scheduler:
+    /// membership and weights change in place (established connections and counters stay),
+    /// and the checks are restarted. Returns `false` when the change needs a restart.
+    pub(crate) fn try_update(&mut self, new: &VirtualServer) -> Result<bool, NodeError> {
+        let same_frame = self.cfg.listen == new.listen
+            && self.cfg.protocol == new.protocol
+            && self.cfg.lb_algo == new.lb_algo
+            && self.cfg.persistence_timeout == new.persistence_timeout
+            && self.cfg.persistence_granularity == new.persistence_granularity
+            && self.cfg.retries == new.retries
+            && self.cfg.connect_timeout == new.connect_timeout
+            && self.cfg.delay_loop == new.delay_loop
+            && self.cfg.alpha == new.alpha
+            && self.cfg.backends.len() == new.backends.len()
+            && self.cfg.backends.iter().zip(&new.backends).all(|(a, b)| {
+                a.address == b.address
+                    && a.checks == b.checks
+                    && a.inhibit_on_failure == b.inhibit_on_failure
+                    && a.backup == b.backup
+                    && a.maxconn == b.maxconn
+            });
+        if !same_frame {
+            return Ok(false);
+        }
+        // Only weights differ: set them in place.
+        for (i, (a, b)) in self.cfg.backends.iter().zip(&new.backends).enumerate() {
+            if a.weight != b.weight {
+                let id = BackendId(u32::try_from(i + 1).unwrap_or(u32::MAX));
+                self.pool
+                    .set_weight(id, b.weight)
+                    .map_err(|e| NodeError::Start(e.to_string()))?;
+                tracing::info!(virtual_server = %new.name, backend = %b.address, from = %a.weight, to = %b.weight, "weight changed by reload");
+            }
+        }
+        self.cfg = new.clone();
+        Ok(true)
+    }
+
+    /// Stops accepting new connections.
+    pub(crate) fn stop_accepting(&self) {
+        match &self.proxy {
+            Proxy::Tcp(h) => h.stop_accepting(),
+            Proxy::Udp(h) => h.stop(),
+            Proxy::Http(_) => {}
+        }
+    }
+
+    /// Drains established connections up to `deadline`, stops the checks, and ends.
+    pub(crate) async fn stop(self, deadline: Duration) {
+        match self.proxy {
+            Proxy::Tcp(h) => {
+                let closed = h.drain(Some(deadline)).await;
+                if closed > 0 {
+                    tracing::warn!(virtual_server = %self.cfg.name, closed, "connections closed at the drain deadline");
+                }
+                h.stop().await;
+            }
+            Proxy::Udp(h) => h.stop(),
+            Proxy::Http(h) => {
+                let proxy = h
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(p) = proxy {
+                    p.shutdown(deadline).await;
+                }
+            }
+        }
+        if let Some(d) = self.health {
+            d.shutdown().await;
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        tracing::info!(virtual_server = %self.cfg.name, "virtual server stopped");
+    }
+}
