@@ -22,6 +22,23 @@
 //! | `random`, `p2c`, `peak_ewma` | [`algo::random`] | O(1) |
 //! | `fo` | [`algo::round_robin::WeightedFailover`] | O(1) |
 //!
+//! # Testing your own scheduler
+//!
+//! The `testing` feature (off by default; the only thing that makes proptest a dependency)
+//! adds the `lb_core::testing` module: proptest strategies for backend sets and pick
+//! sequences, and `testing::check_scheduler`, which runs every invariant an algorithm's
+//! claims select — the same suite every built-in algorithm passes in `cargo test` — and
+//! returns the first counterexample, shrunk:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! lb-core = { version = "0.1", features = ["testing"] }
+//! ```
+//!
+//! ```ignore
+//! lb_core::testing::check_scheduler(&MyBuilder, lb_core::testing::Claims::WEIGHTED, 64)?;
+//! ```
+//!
 //! # Examples
 //!
 //! ```
