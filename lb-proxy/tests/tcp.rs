@@ -131,6 +131,7 @@ async fn bulk(mode: ForwardMode, total: usize) -> u64 {
 
 const GIB: usize = 1 << 30;
 
+#[cfg(all(target_os = "linux", feature = "splice"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_through_splice_is_intact_and_really_spliced() {
     tokio::time::timeout(TEST_BOUND, async {
@@ -645,6 +646,7 @@ async fn source_address_and_reuseport_acceptors() {
 }
 
 /// Idle connections hold no pipe: pipes are lent only while bytes are in flight.
+#[cfg(all(target_os = "linux", feature = "splice"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_hold_no_pipes() {
     let backend = echo_backend("127.0.0.1:0").await;

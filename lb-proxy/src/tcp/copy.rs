@@ -9,6 +9,10 @@
 use std::cell::RefCell;
 use std::io;
 use std::ops::{Deref, DerefMut};
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{recv, MsgFlags};
+use tokio::io::Interest;
 
 use tokio::net::TcpStream;
 
@@ -69,6 +73,7 @@ pub(super) enum Copied {
     /// Some bytes moved; the source would now block.
     Moved {
         /// Whether one read filled the whole buffer: a bulk transfer.
+        #[cfg_attr(not(all(target_os = "linux", feature = "splice")), allow(dead_code))]
         filled: bool,
     },
 }
@@ -85,9 +90,24 @@ pub(super) async fn copy_burst(
     let mut buf = LentBuffer::take();
     let mut filled = false;
     loop {
-        let n = match src.try_read(&mut buf) {
+        // A read that does not fill the buffer drained the socket (epoll is edge-triggered):
+        // report it as WouldBlock inside `try_io` so tokio clears the readiness observed
+        // *before* the read (as its own `poll_read` does), saving the extra read(2) that
+        // would only return EAGAIN. `got` carries the bytes out.
+        let mut got = 0;
+        let read = src.try_io(Interest::READABLE, || {
+            let n = recv(src.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+            got = n;
+            if 0 < n && n < COPY_BUFFER {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        let (n, drained) = match read {
             Ok(0) => return Ok(Copied::Eof),
-            Ok(n) => n,
+            Ok(n) => (n, false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => (got, true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Copied::Moved { filled }),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(DirError::Read(e)),
@@ -107,6 +127,9 @@ pub(super) async fn copy_burst(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(DirError::Write(e)),
             }
+        }
+        if drained {
+            return Ok(Copied::Moved { filled });
         }
     }
 }

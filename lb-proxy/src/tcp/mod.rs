@@ -60,7 +60,16 @@ mod splice;
 
 pub use proxy::{ProxyHandle, TcpProxy, TcpProxyConfig};
 #[cfg(all(target_os = "linux", feature = "splice"))]
-pub use splice::{spliced_bytes, PipePool};
+pub use splice::PipePool;
+
+/// Bytes moved by `splice(2)` from a pipe into a socket, process-wide.
+static SPLICED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Total bytes moved by `splice(2)` (pipe → socket) in this process since start; always 0
+/// without the `splice` feature. Lets tests and operators prove the zero-copy path is used.
+pub fn spliced_bytes() -> u64 {
+    SPLICED_BYTES.load(Ordering::Relaxed)
+}
 
 /// Bytes forwarded by one connection, in each direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -257,6 +266,7 @@ async fn transfer(
     let mut can_splice = opts.mode == ForwardMode::Auto;
     #[cfg(not(all(target_os = "linux", feature = "splice")))]
     let _ = opts;
+    #[cfg(all(target_os = "linux", feature = "splice"))]
     let mut splicing = false;
     #[cfg(all(target_os = "linux", feature = "splice"))]
     let mut small_bursts = 0u8;

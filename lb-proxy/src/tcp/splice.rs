@@ -22,16 +22,7 @@ use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::{write_ready, DirError, Direction};
-
-/// Bytes moved by `splice(2)` from a pipe into a socket, process-wide.
-static SPLICED_BYTES: AtomicU64 = AtomicU64::new(0);
-
-/// Total bytes moved by `splice(2)` (pipe → socket) in this process since start. Lets tests
-/// and operators prove the zero-copy path is in use.
-pub fn spliced_bytes() -> u64 {
-    SPLICED_BYTES.load(Ordering::Relaxed)
-}
+use super::{write_ready, DirError, Direction, SPLICED_BYTES};
 
 /// One kernel pipe: read end, write end, and its capacity in bytes.
 #[derive(Debug)]
