@@ -36,13 +36,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    // How many tasks run between two polls of the IO driver (tokio's default is 61).
+    let event_interval: u32 = std::env::var("LB_EVENT_INTERVAL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(61);
     let rt = if threads == 0 {
         tokio::runtime::Builder::new_current_thread()
+            .event_interval(event_interval)
             .enable_all()
             .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
+            .event_interval(event_interval)
             .enable_all()
             .build()?
     };

@@ -14,6 +14,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -147,6 +148,67 @@ pub struct HttpStatsSnapshot {
     pub virtual_server: VirtualServerStats,
     /// One entry per backend of every pool, in pool then configuration order.
     pub backends: Vec<BackendHttpStats>,
+}
+
+impl fmt::Display for StatusClasses {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "1xx {} 2xx {} 3xx {} 4xx {} 5xx {}",
+            self.c1xx, self.c2xx, self.c3xx, self.c4xx, self.c5xx
+        )
+    }
+}
+
+/// One line for the virtual server, then one per backend, as `lbctl status` prints them:
+///
+/// ```text
+/// http web: 3 connections (1 active), 30 requests; 1xx 0 2xx 29 3xx 0 4xx 0 5xx 1; 503 no backend 0, 502 1, 504 0, bad requests 0, header timeouts 0, idle timeouts 0, retries 1, upgrades 0
+///   www #1 127.0.0.1:8081: 16 requests (0 in flight); 1xx 0 2xx 15 3xx 0 4xx 0 5xx 0; connect failures 1, timeouts 0, failures 1, latency 0.4 ms
+/// ```
+impl fmt::Display for HttpStatsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = &self.virtual_server;
+        writeln!(
+            f,
+            "http {}: {} connections ({} active), {} requests; {}; 503 no backend {}, 502 {}, \
+             504 {}, bad requests {}, header timeouts {}, idle timeouts {}, retries {}, upgrades {}",
+            self.name,
+            v.connections,
+            v.active_connections,
+            v.requests,
+            v.responses,
+            v.no_backend,
+            v.bad_gateway,
+            v.gateway_timeout,
+            v.bad_requests,
+            v.header_timeouts,
+            v.idle_timeouts,
+            v.retries,
+            v.upgrades
+        )?;
+        for b in &self.backends {
+            write!(
+                f,
+                "  {} {} {}: {} requests ({} in flight); {}; connect failures {}, timeouts {}, \
+                 failures {}",
+                b.pool,
+                b.id,
+                b.addr,
+                b.requests,
+                b.in_flight,
+                b.responses,
+                b.connect_failures,
+                b.timeouts,
+                b.failures
+            )?;
+            match b.latency_ewma {
+                Some(l) => writeln!(f, ", latency {:.1} ms", l.as_secs_f64() * 1e3)?,
+                None => writeln!(f)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]
