@@ -767,3 +767,64 @@ async fn oversized_head_is_431() {
         200
     );
 }
+
+/// A backend that answers one request per connection and then closes it without saying
+/// `Connection: close`: every pooled connection to it goes stale.
+async fn one_shot_backend() -> (SocketAddr, tokio::task::JoinHandle<()>, Arc<AtomicU64>) {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let served = Arc::new(AtomicU64::new(0));
+    let s2 = Arc::clone(&served);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            let served = Arc::clone(&s2);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                served.fetch_add(1, Ordering::Relaxed);
+                // Close after a moment, as a backend's keep-alive timeout would.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            });
+        }
+    });
+    (addr, task, served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_pooled_connections_are_retried_transparently() {
+    let (addr, task, served) = one_shot_backend().await;
+    let set = BackendSet::new(vec![Backend::new(BackendId(1), addr)]).unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let p = proxy(config(), vec![("www", pool)]).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    for i in 0..30 {
+        let r = client.get("/", &[]).await;
+        assert_eq!(
+            (r.status.as_u16(), r.body.as_str()),
+            (200, "ok"),
+            "request {i}"
+        );
+        // Vary the gap so some requests race the backend's close and some find it closed.
+        tokio::time::sleep(Duration::from_millis(i % 10)).await;
+    }
+    assert_eq!(served.load(Ordering::Relaxed), 30);
+    let s = p.stats();
+    eprintln!("stale-connection retries: {}", s.virtual_server.retries);
+    assert_eq!(s.virtual_server.responses.c2xx, 30);
+    // Keep-alive races are not held against the backend (passive health would eject it).
+    assert_eq!(s.backends[0].failures, 0, "{:?}", s.backends[0]);
+    task.abort();
+}

@@ -624,11 +624,14 @@ async fn forward(
                     source: e.into_error(),
                     not_sent,
                 };
-                if !not_sent {
+                let can_retry = (pending.is_some() || replay.is_some()) && retries_left > 0;
+                // A pooled connection that broke is most likely a keep-alive race with the
+                // backend closing it while idle: not held against the backend when the
+                // request can go out again on a new connection (which counts if it fails).
+                if !not_sent && !(checkout.reused && can_retry) {
                     observe(http_pool, &backend, failure_outcome(&err));
                 }
-                let can_retry = pending.is_some() || replay.is_some();
-                if can_retry && retries_left > 0 {
+                if can_retry {
                     retries_left -= 1;
                     if checkout.reused {
                         // Most likely a keep-alive race with the backend closing an idle
