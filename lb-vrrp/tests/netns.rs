@@ -315,10 +315,24 @@ fn interop(version: u8, advert_int: &str, mdi: Duration) {
         "keepalived did not take over from ours"
     );
     assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
-    let _ours2 = lab.spawn_ours(0, &strs(&ours_for(version, "150", advert_int)));
+    let ours2 = lab.spawn_ours(0, &strs(&ours_for(version, "150", advert_int)));
     assert!(
         wait_for(mdi * 3 + margin, || lab.holders(&[0, 1], VIP) == [0]).is_some(),
         "restarted ours did not preempt keepalived"
+    );
+    // A clean stop of ours: keepalived hears priority 0 and takes over after its Skew_Time,
+    // well before a Master_Down_Interval.
+    std::thread::sleep(mdi);
+    let start = std::time::Instant::now();
+    assert!(lab.proc(ours2).term());
+    assert!(
+        wait_for(mdi, || lab.has_addr(1, VIP)).is_some(),
+        "keepalived did not take over"
+    );
+    let took = start.elapsed();
+    assert!(
+        took < mdi * 2 / 3,
+        "keepalived took {took:?}: priority 0 not honoured"
     );
 }
 
