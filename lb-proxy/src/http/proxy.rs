@@ -628,7 +628,8 @@ async fn forward(
                 // A pooled connection that broke is most likely a keep-alive race with the
                 // backend closing it while idle: not held against the backend when the
                 // request can go out again on a new connection (which counts if it fails).
-                if !not_sent && !(checkout.reused && can_retry) {
+                let race = checkout.reused && can_retry;
+                if !not_sent && !race {
                     observe(http_pool, &backend, failure_outcome(&err));
                 }
                 if can_retry {
