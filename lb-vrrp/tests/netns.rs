@@ -693,3 +693,70 @@ fn sync_group_moves_both_vips_together() {
         && none_on(&lab, 1))
     .is_some());
 }
+
+/// VRRPv3 over IPv6 (link-local sources, ff02::12) against keepalived: each follows the other.
+#[test]
+fn interop_keepalived_v3_ipv6() {
+    if !lab_available() || !tool_available("keepalived") {
+        return;
+    }
+    const VIP6: &str = "fd00:18::100";
+    let conf = |prio: u8| {
+        format!(
+            "global_defs {{\n  router_id LBV_TEST6\n}}\nvrrp_instance VI_6 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 61\n  version 3\n  priority {prio}\n  advert_int 0.1\n  virtual_ipaddress {{\n    fd00:18::100/64\n  }}\n}}\n"
+        )
+    };
+    let ours = |prio: &'static str| {
+        vec![
+            "--instance",
+            "VI_6",
+            "--interface",
+            "eth0",
+            "--vrid",
+            "61",
+            "--version",
+            "3",
+            "--advert-int",
+            "0.1",
+            "--priority",
+            prio,
+            "--vip",
+            "fd00:18::100/64",
+        ]
+    };
+    let mut lab = Lab::new(3);
+    let ka = lab.spawn_keepalived(0, &conf(150));
+    std::thread::sleep(Duration::from_millis(200));
+    let o = lab.spawn_ours(1, &ours("100"));
+    assert!(
+        wait_for(Duration::from_secs(6), || lab.holders(&[0, 1], VIP6) == [0]).is_some(),
+        "keepalived not sole master: {:?}\n{}",
+        lab.holders(&[0, 1], VIP6),
+        lab.proc(o).stdout()
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        lab.holders(&[0, 1], VIP6),
+        [0],
+        "ours does not follow keepalived over IPv6"
+    );
+    lab.proc(ka).kill9();
+    assert!(
+        wait_for(Duration::from_secs(3), || lab.has_addr(1, VIP6)).is_some(),
+        "ours did not take over"
+    );
+    let _ = lab.exec(0, &["ip", "link", "set", "eth0", "down"]);
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP6)).is_some());
+    let _ = lab.exec(0, &["ip", "link", "set", "eth0", "up"]);
+    // keepalived back with a lower priority: it must follow ours and not take the VIP.
+    let _ka2 = lab.spawn_keepalived(0, &conf(50));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        lab.has_addr(1, VIP6),
+        "ours lost mastership to a lower-priority keepalived"
+    );
+    assert!(
+        !lab.has_addr(0, VIP6),
+        "keepalived does not follow our IPv6 adverts"
+    );
+}
