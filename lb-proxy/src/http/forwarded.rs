@@ -220,6 +220,38 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever earlier proxies wrote, ours is appended last and nothing is lost.
+        #[test]
+        fn xff_always_ends_with_the_client(
+            earlier in proptest::collection::vec("[ -~]{0,40}", 0..4),
+            ip in proptest::prelude::any::<std::net::IpAddr>(),
+            port in proptest::prelude::any::<u16>(),
+        ) {
+            let mut h = HeaderMap::new();
+            for e in &earlier {
+                h.append(&X_FORWARDED_FOR, HeaderValue::from_str(e).unwrap());
+            }
+            let all = ForwardedHeaders { forwarded: true, ..ForwardedHeaders::default() };
+            let client = SocketAddr::new(ip, port);
+            add_forwarded(&mut h, all, client, 80);
+            let xff: Vec<_> = h.get_all(&X_FORWARDED_FOR).iter().collect();
+            let last = xff.last().unwrap().to_str().unwrap();
+            let ip_text = ip.to_canonical().to_string();
+            proptest::prop_assert!(last.ends_with(&ip_text));
+            for e in earlier.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+                proptest::prop_assert!(xff.iter().any(|v| v.to_str().unwrap().contains(e)));
+            }
+            let fwd = h[&FORWARDED].to_str().unwrap();
+            let node = if ip.to_canonical().is_ipv6() {
+                format!("for=\"[{ip_text}]:{port}\"")
+            } else {
+                format!("for=\"{ip_text}:{port}\"")
+            };
+            proptest::prop_assert!(fwd.starts_with(&node), "{}", fwd);
+        }
+    }
+
     #[test]
     fn hop_by_hop_removed_upgrade_kept_on_request() {
         let mut h = map(&[

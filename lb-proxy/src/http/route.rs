@@ -198,6 +198,24 @@ mod tests {
         assert_eq!(request_host(&parts("/", &[])), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn cookie_parsing_never_panics(header in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), name in "[a-z]{1,8}") {
+            let _ = cookie_value(&header, name.as_bytes());
+        }
+
+        #[test]
+        fn host_parsing_never_panics(host in "[ -~]{0,60}") {
+            if let Ok(v) = http::HeaderValue::from_str(&host) {
+                let mut p = parts("/", &[]);
+                p.headers.insert(HOST, v);
+                if let Some(h) = request_host(&p) {
+                    proptest::prop_assert!(!h.bytes().any(|b| b.is_ascii_uppercase()));
+                }
+            }
+        }
+    }
+
     #[test]
     fn hash_keys() {
         let p = parts(
