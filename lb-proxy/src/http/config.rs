@@ -246,9 +246,10 @@ impl Default for Limits {
 }
 
 /// Passive health: which backend responses count as failures
-/// ([`BackendStats::record_failure`](lb_core::BackendStats::record_failure) and
-/// [`OutcomeObserver`](super::OutcomeObserver)). Connect failures, timeouts and broken
-/// connections always count.
+/// ([`BackendStats::record_failure`](lb_core::BackendStats::record_failure) and what each
+/// pool's [`OutcomeObserver`](crate::outcome::OutcomeObserver) is told). Connect failures,
+/// response timeouts and broken connections always count, except a pooled connection that
+/// broke and whose request could be sent again (a keep-alive race).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PassiveHealth {
     /// Count 5xx responses from a backend as failures, reported as
