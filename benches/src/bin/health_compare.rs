@@ -41,7 +41,7 @@ struct Backend {
 }
 
 impl Backend {
-    fn start(port: u16) -> Backend {
+    fn start(port: u16) -> Self {
         let l = TcpListener::bind(("127.0.0.1", port)).expect("bind backend");
         l.set_nonblocking(true).expect("nonblocking");
         let addr = l.local_addr().expect("addr");
@@ -55,7 +55,7 @@ impl Backend {
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         });
-        Backend { addr, stop, thread }
+        Self { addr, stop, thread }
     }
 
     fn kill(self) {
