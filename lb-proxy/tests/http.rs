@@ -828,3 +828,27 @@ async fn stale_pooled_connections_are_retried_transparently() {
     assert_eq!(s.backends[0].failures, 0, "{:?}", s.backends[0]);
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_listeners_share_one_virtual_server() {
+    let b = TestBackend::start(1).await;
+    let mut listeners = vec![tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()];
+    if let Ok(l6) = tokio::net::TcpListener::bind("[::1]:0").await {
+        listeners.push(l6);
+    } else {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap());
+    }
+    let p = HttpProxy::start_many(
+        listeners,
+        config(),
+        vec![HttpPool::new("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .unwrap();
+    assert_eq!(p.local_addrs().len(), 2);
+    for addr in p.local_addrs().to_vec() {
+        assert_eq!(Client::connect(addr).await.get("/", &[]).await.status, 200);
+    }
+    assert_eq!(p.stats().virtual_server.requests, 2);
+    assert!(HttpProxy::start_many(vec![], config(), vec![]).is_err());
+    p.shutdown(Duration::from_secs(1)).await;
+}

@@ -113,11 +113,11 @@ struct ClientConn {
 /// ```
 #[derive(Debug)]
 pub struct HttpProxy {
-    local_addr: SocketAddr,
+    local_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     kill: watch::Sender<bool>,
-    accept: Option<JoinHandle<()>>,
+    accept: Vec<JoinHandle<()>>,
     reaper: Option<JoinHandle<()>>,
 }
 
@@ -161,7 +161,31 @@ impl HttpProxy {
         config: HttpProxyConfig,
         pools: Vec<HttpPool>,
     ) -> Result<Self> {
+        Self::start_many(vec![listener], config, pools)
+    }
+
+    /// Like [`HttpProxy::start`] on several listeners at once: the addresses of one virtual
+    /// server (an IPv4 and an IPv6 VIP), or `SO_REUSEPORT` acceptors from
+    /// [`crate::listener::bind_tcp_acceptors`]. They share pools, connections to backends
+    /// and counters.
+    ///
+    /// # Errors
+    /// As [`HttpProxy::start`]; [`Error::InvalidConfig`] also for an empty list.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn start_many(
+        listeners: Vec<TcpListener>,
+        config: HttpProxyConfig,
+        pools: Vec<HttpPool>,
+    ) -> Result<Self> {
         config.validate()?;
+        if listeners.is_empty() {
+            return Err(Error::InvalidConfig {
+                setting: "listeners",
+                reason: "at least one listener is needed".into(),
+            });
+        }
         for (i, p) in pools.iter().enumerate() {
             if pools[..i].iter().any(|q| q.name == p.name) {
                 return Err(Error::DuplicatePool(p.name.clone()));
@@ -169,7 +193,11 @@ impl HttpProxy {
         }
         let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
         let router = Router::new(&config.routes, config.default_pool.as_deref(), &names)?;
-        let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+        let local_addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(Error::LocalAddr)?;
 
         let mut server = http1::Builder::new();
         server
@@ -199,7 +227,10 @@ impl HttpProxy {
             kill: kill_rx.clone(),
             config,
         });
-        let accept = tokio::spawn(accept_loop(Arc::clone(&shared), listener, stop_rx));
+        let accept = listeners
+            .into_iter()
+            .map(|l| tokio::spawn(accept_loop(Arc::clone(&shared), l, stop_rx.clone())))
+            .collect();
         let period = shared.config.timeouts.backend_idle / 2;
         let mut reaper_kill = kill_rx;
         let reaper = tokio::spawn(async move {
@@ -211,20 +242,25 @@ impl HttpProxy {
                 }
             }
         });
-        tracing::info!(name = %shared.config.name, addr = %local_addr, "HTTP virtual server listening");
+        tracing::info!(name = %shared.config.name, addrs = ?local_addrs, "HTTP virtual server listening");
         Ok(Self {
-            local_addr,
+            local_addrs,
             shared,
             stop,
             kill,
-            accept: Some(accept),
+            accept,
             reaper: Some(reaper),
         })
     }
 
-    /// The address it listens on.
+    /// The address it listens on (the first, with several listeners).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every address it listens on, in the order the listeners were given.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// The pools it routes to, as handed to [`HttpProxy::start`].
@@ -256,11 +292,12 @@ impl HttpProxy {
     /// work to `Drop`, which closes everything at once.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.stop.send(true);
-        if let Some(mut accept) = self.accept.take() {
-            if tokio::time::timeout(grace, &mut accept).await.is_err() {
-                accept.abort();
-                let _ = accept.await;
-            }
+        let mut accept = std::mem::take(&mut self.accept);
+        // Each accept loop ends once its connections have; past `grace`, the rest are
+        // aborted (which aborts their connections).
+        let _ = tokio::time::timeout(grace, futures::future::join_all(accept.iter_mut())).await;
+        for a in &accept {
+            a.abort();
         }
         self.abort();
     }
@@ -269,7 +306,7 @@ impl HttpProxy {
     pub fn abort(&mut self) {
         let _ = self.stop.send(true);
         let _ = self.kill.send(true);
-        if let Some(a) = self.accept.take() {
+        for a in self.accept.drain(..) {
             a.abort();
         }
         if let Some(r) = self.reaper.take() {
