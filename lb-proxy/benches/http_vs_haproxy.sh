@@ -36,7 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in haproxy wrk nginx taskset; do
+for tool in haproxy wrk nginx taskset curl; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install $tool)" >&2; exit 1; }
 done
 
