@@ -168,6 +168,12 @@ impl Lab {
             let ns = format!("{}-{i}", lab.tag);
             run(&["ip", "netns", "add", &ns]);
             lab.leaves.push(ns.clone());
+            // No IPv6 duplicate address detection: a tentative link-local address cannot
+            // source VRRPv3 adverts (keepalived's sendmsg fails with EINVAL meanwhile).
+            for conf in ["all", "default"] {
+                let key = format!("net.ipv6.conf.{conf}.accept_dad=0");
+                run(&["ip", "netns", "exec", &ns, "sysctl", "-qw", &key]);
+            }
             let port = format!("p{i}");
             run(&[
                 "ip",
@@ -183,6 +189,15 @@ impl Lab {
                 "eth0",
                 "netns",
                 &ns,
+            ]);
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.eth0.accept_dad=0",
             ]);
             run(&[
                 "ip",
