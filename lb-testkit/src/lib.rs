@@ -1,4 +1,184 @@
 //! Test and lab harness for lb: network namespaces joined by a bridge, processes started
 //! inside them, and guards that remove everything even when a test fails. Not published.
+//!
+//! * [`Lab`]: a bridge namespace and N host namespaces, each with a veth `eth0` on the
+//!   bridge and an address from 198.18.0.0/24 (RFC 2544 benchmarking space) only. Names are
+//!   unique per process and per lab (`PREFIX` + pid + counter), so tests can run in
+//!   parallel. Dropping the lab deletes exactly the namespaces it created, and its log
+//!   directory.
+//! * [`Proc`]: a process started inside a namespace (`ip netns exec NS …`) as the leader of
+//!   its own process group, stdout/stderr in files; `kill -9`, SIGTERM and SIGHUP helpers;
+//!   killed (the whole group, while the leader is still ours) on drop. When dropped during a
+//!   panic it prints the tail of its logs.
+//! * [`server::TcpServer`]: a tiny in-process real server bound inside a namespace (an HTTP
+//!   page, or a line echo for long-lived connections), and [`Lab::http_get`] /
+//!   [`Lab::connect`] clients that open their sockets inside a namespace.
+//! * [`wait_until`]: every wait is bounded in time and in iterations.
+//! * [`lab_available`]: skips loudly without root, fails under `CI=true` (STYLE.md §10.5).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lb_testkit::{lab_available, wait_until, Lab};
+//!
+//! if !lab_available() {
+//!     return;
+//! }
+//! let lab = Lab::new("doc", &[("a", 1), ("b", 2)]).unwrap();
+//! let mut p = lab.spawn("a", "sleeper", "sleep", ["30"]).unwrap();
+//! assert!(lab.has_addr("a", "198.18.0.1".parse().unwrap()));
+//! p.sigterm();
+//! assert!(p.wait_exit(Duration::from_secs(5)).is_some());
+//! // `p` and `lab` clean up on drop, also on panic.
+//! ```
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
+// A blocking test harness: reading the clock and sleeping between polls is what it does.
+#![allow(clippy::disallowed_methods)]
+
+mod lab;
+mod process;
+pub mod server;
+
+use std::io::{self, Read};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use lab::{in_netns, Lab, LAB_NET};
+pub use process::Proc;
+
+/// True if network-namespace labs can run here (root and `ip netns`). Otherwise prints a
+/// loud skip message and returns false — except under `CI=true`, where a missing
+/// capability panics: CI must run these tests, not skip them.
+pub fn lab_available() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let ip = Command::new("ip")
+        .args(["netns", "list"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let ok = root && ip;
+    if !ok {
+        let why = if root {
+            "`ip netns` (iproute2) does not work"
+        } else {
+            "not running as root"
+        };
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "CI=true: network-namespace lab needs root and iproute2 ({why}); refusing to skip"
+            );
+        }
+        eprintln!(
+            "\n!!!!! SKIPPING network-namespace lab: {why} (run as root; CI=true turns this into a failure) !!!!!\n"
+        );
+    }
+    ok
+}
+
+/// True if `tool` is on `PATH`. A missing tool skips loudly, or panics under `CI=true`.
+pub fn tool_available(tool: &str) -> bool {
+    let ok = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()));
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true: the lab needs `{tool}` on PATH; refusing to skip");
+        }
+        eprintln!("\n!!!!! SKIPPING: `{tool}` is not on PATH !!!!!\n");
+    }
+    ok
+}
+
+/// Polls `f` every `poll` until it returns true or `timeout` passes. Returns the time it
+/// took, or `None` on timeout. Bounded in time and in iterations (at most
+/// `timeout / poll + 2` calls).
+pub fn wait_until(
+    timeout: Duration,
+    poll: Duration,
+    mut f: impl FnMut() -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    let poll = poll.max(Duration::from_millis(1));
+    let max_iter = timeout.as_millis() / poll.as_millis() + 2;
+    for _ in 0..max_iter {
+        if f() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(poll.min(timeout.saturating_sub(start.elapsed())));
+    }
+    f().then(|| start.elapsed())
+}
+
+/// Runs `cmd` to completion with its output captured, killing it (our own child, by PID)
+/// if it has not exited after `timeout`.
+///
+/// # Errors
+/// The spawn error, or [`io::ErrorKind::TimedOut`] when it had to be killed.
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> io::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = child.stdout.take().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = s.read_to_end(&mut v);
+            v
+        })
+    });
+    let err = child.stderr.take().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = s.read_to_end(&mut v);
+            v
+        })
+    });
+    let mut status = None;
+    wait_until(timeout, Duration::from_millis(5), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    let timed_out = status.is_none();
+    if timed_out {
+        // Not reaped yet, so the PID is still ours.
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    let stdout = out.and_then(|h| h.join().ok()).unwrap_or_default();
+    let stderr = err.and_then(|h| h.join().ok()).unwrap_or_default();
+    if timed_out {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "{cmd:?} did not finish within {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&stderr)
+            ),
+        ));
+    }
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Runs `program args…` (outside any lab namespace) with a 10 s bound and asserts success.
+pub(crate) fn run_ok(program: &str, args: &[&str]) -> io::Result<()> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let out = run_bounded(cmd, Duration::from_secs(10))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
