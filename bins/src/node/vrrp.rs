@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::NodeError;
 use crate::admin::{VrrpState, VrrpStatus};
-use crate::config::model::{Config, VrrpInstance};
+use crate::config::model::{Config, InitialState, VrrpInstance};
 
 /// What `lbctl status` shows of each instance, by name.
 pub(crate) type VrrpTable = Arc<RwLock<HashMap<String, VrrpStatus>>>;
@@ -46,6 +46,10 @@ fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig
     let vrid = Vrid::new(vi.virtual_router_id).ok_or("virtual_router_id must be 1..=255")?;
     let mut c = VrrpInstanceConfig::new(&vi.name, &vi.interface, vrid);
     c.priority = Priority(vi.priority);
+    // keepalived `state MASTER`: take over at once on start-up instead of waiting
+    // Master_Down_Interval (the election still decides). With `nopreempt` it starts as
+    // BACKUP, as keepalived does (the config loader warns about the combination).
+    c.state_master = vi.state == InitialState::Master && !vi.nopreempt;
     c.advert_int = AdvertInterval::from_duration(vi.advert_int)
         .ok_or_else(|| format!("advert_int {:?} is out of range", vi.advert_int))?;
     c.version = if vi.version == 3 {
@@ -187,6 +191,20 @@ impl SpeakerRuntime {
             .iter()
             .map(|v| (v.name.clone(), v.clone()))
             .collect();
+        // This node's advert source per instance, shown as the master's address while it is
+        // master. (The speaker's events do not carry the address of another master, so a
+        // backup shows none.)
+        let own_addr: HashMap<String, std::net::IpAddr> = instances
+            .iter()
+            .filter_map(|vi| {
+                let vips: Vec<std::net::IpAddr> =
+                    vi.virtual_ipaddress.iter().map(|v| v.address).collect();
+                let v6 = vips.first().is_some_and(std::net::IpAddr::is_ipv6);
+                vi.unicast_src_ip
+                    .or_else(|| lb_vrrp::vip::primary_address(&vi.interface, v6, &vips))
+                    .map(|a| (vi.name.clone(), a))
+            })
+            .collect();
         let group_cfg = group
             .as_ref()
             .and_then(|g| cfg.sync_groups.iter().find(|s| &s.name == g).cloned());
@@ -206,6 +224,10 @@ impl SpeakerRuntime {
                 {
                     s.state = to_state(ev.to);
                     s.effective_priority = ev.priority.0;
+                    s.master_address = match ev.to {
+                        State::Master => own_addr.get(&ev.instance).copied(),
+                        _ => None,
+                    };
                 }
                 let Some(vi) = by_name.get(&ev.instance) else { continue };
                 let (specific, word) = match ev.to {
