@@ -1,0 +1,680 @@
+//! End to end: the seed's two-node keepalived setup run by two `lb-node` processes in a lab
+//! of network namespaces (`lb-testkit`), with a client and three real servers, addresses
+//! from 198.18.0.0/24 only (issue 5, "What it must show").
+//!
+//! * `seed_pair_end_to_end`: VIPs on exactly one node; round robin over the three real
+//!   servers; SIGHUP with a changed weight keeps an established connection and the VRRP
+//!   state; a stopped real server is reported down and no request fails afterwards; `kill
+//!   -9` of the master → the client is served through the backup; the master restarted
+//!   preempts; SIGTERM → exit 0 and the VIPs leave; `lbctl status --json` checked at every
+//!   step.
+//! * `nopreempt_pair`: with `nopreempt` on both nodes the restarted master stays backup.
+//!
+//! Needs root; skips loudly without it, fails under `CI=true` (STYLE.md §10.5). Every
+//! namespace, process and file is removed by guards, also when an assertion fails (the
+//! nodes' logs are printed then). `LB_LAB_KEEP_LOGS=1` keeps the lab directory.
+#![allow(clippy::disallowed_methods)] // a blocking test harness: reads the clock, sleeps between polls
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lb_bins::admin::{Health, Status, VrrpState};
+use lb_testkit::server::{EchoConn, TcpServer};
+use lb_testkit::{lab_available, run_bounded, wait_until, Lab, Proc};
+
+const LB_NODE: &str = env!("CARGO_BIN_EXE_lb-node");
+const LBCTL: &str = env!("CARGO_BIN_EXE_lbctl");
+
+const VIP: &str = "198.18.0.250";
+const VIP2: &str = "198.18.0.249";
+const HOSTS: &[(&str, u8)] = &[
+    ("lb1", 11),
+    ("lb2", 12),
+    ("client", 100),
+    ("rs1", 151),
+    ("rs2", 152),
+    ("rs3", 153),
+];
+/// Real servers: host, port, page.
+const REAL: &[(&str, u16, &str)] = &[
+    ("rs1", 82, "real server 1"),
+    ("rs2", 83, "real server 2"),
+    ("rs3", 84, "real server 3"),
+];
+
+fn vip() -> IpAddr {
+    VIP.parse().expect("vip")
+}
+
+fn vip2() -> IpAddr {
+    VIP2.parse().expect("vip2")
+}
+
+fn vs_addr() -> SocketAddr {
+    SocketAddr::new(vip(), 80)
+}
+
+fn t0() -> Instant {
+    Instant::now()
+}
+
+/// Prints a step with the time since the test started.
+fn step(start: Instant, msg: &str) {
+    eprintln!("[{:6.2}s] {msg}", start.elapsed().as_secs_f64());
+}
+
+/// Knobs of the generated keepalived.conf.
+#[derive(Clone, Copy)]
+struct Conf<'a> {
+    master: bool,
+    nopreempt: bool,
+    /// Weights of rs1, rs2, rs3.
+    weights: [u32; 3],
+    socket: &'a Path,
+}
+
+/// The seed's keepalived.conf with lab addresses, `eth0`, `delay_loop 1`,
+/// `delay_before_retry 1` (seed: 6 and 3, to keep the test short), an admin socket per node,
+/// and a third real server.
+fn keepalived_conf(c: Conf<'_>) -> String {
+    let (router_id, state, prio) = match (c.master, c.nopreempt) {
+        (true, false) => ("LVS_MASTER", "MASTER", 100),
+        // keepalived: nopreempt needs state BACKUP.
+        (true, true) => ("LVS_MASTER", "BACKUP", 100),
+        (false, _) => ("LVS_BACKUP", "BACKUP", 80),
+    };
+    let nopreempt = if c.nopreempt { "nopreempt\n" } else { "" };
+    let mut real = String::new();
+    for ((host, port, _), w) in REAL.iter().zip(c.weights) {
+        let octet = HOSTS.iter().find(|(h, _)| h == host).map_or(0, |(_, o)| *o);
+        real.push_str(&format!(
+            "real_server 198.18.0.{octet} {port} {{
+weight {w}
+TCP_CHECK {{
+connect_timeout 3
+nb_get_retry 3
+delay_before_retry 1
+connect_port {port}
+}}
+}}
+"
+        ));
+    }
+    let instance = |name: &str, vrid: u8, vip: &str| {
+        format!(
+            "vrrp_instance {name} {{
+state {state}
+interface eth0
+virtual_router_id {vrid}
+priority {prio}
+advert_int 1
+{nopreempt}authentication {{
+auth_type PASS
+auth_pass 7road123
+}}
+virtual_ipaddress {{
+{vip}
+}}
+}}
+"
+        )
+    };
+    format!(
+        "! Configuration File for keepalived
+global_defs {{
+router_id {router_id}
+admin_socket {socket}
+}}
+{vi1}{vi2}vrrp_sync_group VG_1 {{
+group {{
+VI_1
+VI_2
+}}
+}}
+virtual_server {VIP} 80 {{
+delay_loop 1
+lb_algo rr
+lb_kind NAT
+protocol TCP
+{real}}}
+",
+        socket = c.socket.display(),
+        vi1 = instance("VI_1", 51, VIP),
+        vi2 = instance("VI_2", 52, VIP2),
+    )
+}
+
+/// One `lb-node` of the lab.
+struct Node {
+    host: &'static str,
+    conf: PathBuf,
+    socket: PathBuf,
+    proc: Option<Proc>,
+    starts: u32,
+}
+
+impl Node {
+    fn new(lab: &Lab, host: &'static str) -> Self {
+        Self {
+            host,
+            conf: lab.dir().join(format!("{host}.conf")),
+            socket: lab.dir().join(format!("{host}.sock")),
+            proc: None,
+            starts: 0,
+        }
+    }
+
+    fn write_conf(&self, c: Conf<'_>) {
+        std::fs::write(&self.conf, keepalived_conf(c)).expect("write config");
+    }
+
+    fn start(&mut self, lab: &Lab) {
+        assert!(self.proc.is_none(), "{} already runs", self.host);
+        self.starts += 1;
+        let mut cmd = lab.command(self.host, LB_NODE);
+        cmd.arg(&self.conf).env("RUST_LOG", "info");
+        let name = format!("{}-{}", self.host, self.starts);
+        self.proc = Some(Proc::spawn(cmd, lab.dir(), &name).expect("spawn lb-node"));
+    }
+
+    fn proc(&mut self) -> &mut Proc {
+        self.proc.as_mut().expect("node runs")
+    }
+
+    /// `lbctl --socket S status --json`, parsed; `None` while the socket does not answer.
+    fn status(&self) -> Option<Status> {
+        let mut cmd = Command::new(LBCTL);
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .args(["status", "--json"]);
+        let out = run_bounded(cmd, Duration::from_secs(5)).ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).expect("lbctl status --json is a Status"))
+    }
+
+    fn status_ok(&self) -> Status {
+        self.status()
+            .unwrap_or_else(|| panic!("{}: lbctl status failed", self.host))
+    }
+
+    fn logs(&self) -> String {
+        self.proc
+            .as_ref()
+            .map(|p| p.log_tail(80))
+            .unwrap_or_default()
+    }
+}
+
+fn vrrp_states(s: &Status) -> Vec<(String, VrrpState)> {
+    s.vrrp.iter().map(|v| (v.name.clone(), v.state)).collect()
+}
+
+fn all_in(s: &Status, state: VrrpState) -> bool {
+    s.vrrp.len() == 2 && s.vrrp.iter().all(|v| v.state == state)
+}
+
+/// Total connections the node's virtual server has forwarded.
+fn forwarded(s: &Status) -> u64 {
+    s.virtual_servers
+        .iter()
+        .flat_map(|v| &v.backends)
+        .map(|b| b.total_connections)
+        .sum()
+}
+
+fn backend(s: &Status, port: u16) -> &lb_bins::admin::BackendStatus {
+    s.virtual_servers[0]
+        .backends
+        .iter()
+        .find(|b| b.address.port() == port)
+        .unwrap_or_else(|| panic!("no backend on port {port}"))
+}
+
+fn get(lab: &Lab) -> std::io::Result<String> {
+    lab.http_get("client", vs_addr(), Duration::from_secs(2))
+}
+
+/// Checks what `lbctl status --json` says about a node: its instances, their VIPs and sync
+/// group, its virtual server and backends.
+fn check_status(s: &Status, state: VrrpState, prio: u8, router_id: &str) {
+    assert_eq!(s.node.router_id.as_deref(), Some(router_id));
+    assert_eq!(s.vrrp.len(), 2, "{s:#?}");
+    for (v, (name, vrid, vip)) in s.vrrp.iter().zip([("VI_1", 51, VIP), ("VI_2", 52, VIP2)]) {
+        assert_eq!(v.name, name);
+        assert_eq!(v.virtual_router_id, vrid);
+        assert_eq!(v.interface, "eth0");
+        assert_eq!(v.state, state, "{}: {s:#?}", v.name);
+        assert_eq!(v.base_priority, prio);
+        assert_eq!(v.effective_priority, prio);
+        assert_eq!(v.sync_group.as_deref(), Some("VG_1"));
+        assert_eq!(v.virtual_ips.len(), 1);
+        assert!(v.virtual_ips[0].starts_with(vip), "{:?}", v.virtual_ips);
+    }
+    assert_eq!(s.virtual_servers.len(), 1);
+    let vs = &s.virtual_servers[0];
+    assert_eq!(vs.listen, vs_addr());
+    assert_eq!(vs.scheduler, "rr");
+    assert_eq!(vs.backends.len(), 3);
+    for (b, (host, port, _)) in vs.backends.iter().zip(REAL) {
+        let octet = HOSTS.iter().find(|(h, _)| h == host).map_or(0, |(_, o)| *o);
+        assert_eq!(b.address, SocketAddr::from(([198, 18, 0, octet], *port)));
+        assert!(!b.backup);
+    }
+}
+
+#[test]
+fn seed_pair_end_to_end() {
+    if !lab_available() {
+        return;
+    }
+    let start = t0();
+    let lab = Lab::new("lbl", HOSTS).expect("lab");
+    step(start, &format!("lab {} up", lab.tag()));
+    let mut servers: Vec<TcpServer> = REAL
+        .iter()
+        .map(|(h, port, page)| {
+            TcpServer::start(&lab, h, SocketAddr::new(lab.addr(h).into(), *port), page)
+                .expect("real server")
+        })
+        .collect();
+    let mut lb1 = Node::new(&lab, "lb1");
+    let mut lb2 = Node::new(&lab, "lb2");
+    let (lb1_socket, lb2_socket) = (lb1.socket.clone(), lb2.socket.clone());
+    assert_ne!(lb1_socket, lb2_socket);
+    let conf1 = |weights| Conf {
+        master: true,
+        nopreempt: false,
+        weights,
+        socket: &lb1_socket,
+    };
+    lb1.write_conf(conf1([3, 3, 3]));
+    lb2.write_conf(Conf {
+        master: false,
+        nopreempt: false,
+        weights: [3, 3, 3],
+        socket: &lb2_socket,
+    });
+    lb1.start(&lab);
+    lb2.start(&lab);
+    let nodes = ["lb1", "lb2"];
+
+    // 1. The VIPs end up on exactly one node, the master (lb1, priority 100 vs 80).
+    let took = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lab.holders(&nodes, vip()) == ["lb1"]
+            && lab.holders(&nodes, vip2()) == ["lb1"]
+            && lb1.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+            && lb2.status().is_some_and(|s| all_in(&s, VrrpState::Backup))
+    });
+    assert!(
+        took.is_some(),
+        "VIPs on lb1 only, lb1 MASTER, lb2 BACKUP: holders {:?}/{:?}, lb1 {:?}, lb2 {:?}\n{}{}",
+        lab.holders(&nodes, vip()),
+        lab.holders(&nodes, vip2()),
+        lb1.status().map(|s| vrrp_states(&s)),
+        lb2.status().map(|s| vrrp_states(&s)),
+        lb1.logs(),
+        lb2.logs()
+    );
+    step(start, &format!("VIPs on lb1 only after {took:?}"));
+    // Stays so: the backup does not grab them a moment later.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(lab.holders(&nodes, vip()), ["lb1"]);
+    assert_eq!(lab.holders(&nodes, vip2()), ["lb1"]);
+    let s1 = lb1.status_ok();
+    let s2 = lb2.status_ok();
+    check_status(&s1, VrrpState::Master, 100, "LVS_MASTER");
+    check_status(&s2, VrrpState::Backup, 80, "LVS_BACKUP");
+    for v in &s1.vrrp {
+        assert_eq!(
+            v.master_address,
+            Some(lab.addr("lb1").into()),
+            "the master reports itself as master: {v:?}"
+        );
+    }
+    for s in [&s1, &s2] {
+        for b in &s.virtual_servers[0].backends {
+            assert_eq!(b.health, Health::Up, "{b:?}");
+            assert_eq!((b.weight, b.effective_weight), (3, 3), "{b:?}");
+            assert!(b.is_live());
+        }
+    }
+
+    // 2. Round robin: the client's requests reach rs1, rs2, rs3 in turn, through lb1.
+    let before = forwarded(&s1);
+    let answers: Vec<String> = (0..9)
+        .map(|i| get(&lab).unwrap_or_else(|e| panic!("GET #{i}: {e}\n{}", lb1.logs())))
+        .collect();
+    step(start, &format!("round robin: {answers:?}"));
+    let mut first3 = answers[..3].to_vec();
+    first3.sort();
+    assert_eq!(
+        first3,
+        ["real server 1", "real server 2", "real server 3"],
+        "{answers:?}"
+    );
+    for i in 3..answers.len() {
+        assert_eq!(answers[i], answers[i - 3], "round-robin order: {answers:?}");
+    }
+    for srv in &servers {
+        assert_eq!(srv.requests(), 3, "{}", srv.page());
+    }
+    let s1 = lb1.status_ok();
+    assert_eq!(
+        forwarded(&s1) - before,
+        9,
+        "lb1 (the master) forwarded them"
+    );
+    assert_eq!(forwarded(&lb2.status_ok()), 0, "nothing went through lb2");
+
+    // 3. SIGHUP with a changed weight on the node that serves: an established connection
+    //    survives, the new weight shows, the VRRP state does not flap.
+    let mut conn = EchoConn::open(&lab, "client", vs_addr(), Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("echo connection: {e}\n{}", lb1.logs()));
+    conn.ping("before reload").expect("echo before the reload");
+    let active = |s: &Status| -> u64 {
+        s.virtual_servers[0]
+            .backends
+            .iter()
+            .map(|b| b.active_connections)
+            .sum()
+    };
+    assert_eq!(active(&lb1.status_ok()), 1, "the echo connection is active");
+    lb1.write_conf(conf1([5, 3, 3]));
+    assert!(lb1.proc().sighup());
+    let applied = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        lb1.status()
+            .is_some_and(|s| backend(&s, 82).weight == 5 && backend(&s, 82).effective_weight == 5)
+    });
+    assert!(
+        applied.is_some(),
+        "weight 5 after SIGHUP: {:?}\n{}",
+        lb1.status().map(|s| s.virtual_servers),
+        lb1.logs()
+    );
+    step(start, &format!("SIGHUP applied weight 5 in {applied:?}"));
+    for i in 0..5 {
+        conn.ping(&format!("after reload {i}")).unwrap_or_else(|e| {
+            panic!("echo connection dropped by the reload: {e}\n{}", lb1.logs())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s1 = lb1.status_ok();
+    assert!(
+        all_in(&s1, VrrpState::Master),
+        "no VRRP flap: {:?}",
+        vrrp_states(&s1)
+    );
+    assert_eq!(active(&s1), 1, "still established after the reload");
+    assert_eq!(backend(&s1, 83).weight, 3);
+    assert!(lb1.proc().is_running());
+    assert_eq!(lab.holders(&nodes, vip()), ["lb1"]);
+    assert!(lb1
+        .proc
+        .as_ref()
+        .is_some_and(|p| p.stderr().contains("reload done")));
+    drop(conn);
+
+    // 4. A real server stops: both nodes report it down, and from then on no request fails.
+    servers[2].stop();
+    let stopped = t0();
+    let down = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        [&lb1, &lb2].iter().all(|n| {
+            n.status()
+                .is_some_and(|s| backend(&s, 84).health == Health::Down)
+        })
+    });
+    assert!(
+        down.is_some(),
+        "rs3 reported down: {:?}\n{}",
+        lb1.status().map(|s| s.virtual_servers),
+        lb1.logs()
+    );
+    step(
+        start,
+        &format!("rs3 stopped, reported Down after {:?}", stopped.elapsed()),
+    );
+    let s1 = lb1.status_ok();
+    assert!(!backend(&s1, 84).is_live());
+    assert!(backend(&s1, 82).is_live() && backend(&s1, 83).is_live());
+    for i in 0..12 {
+        let body = get(&lab).unwrap_or_else(|e| {
+            panic!(
+                "GET #{i} failed after rs3's Down was reported: {e}\n{}",
+                lb1.logs()
+            )
+        });
+        assert_ne!(body, "real server 3");
+    }
+    // It comes back: up again on both nodes.
+    servers[2] = TcpServer::start(
+        &lab,
+        "rs3",
+        SocketAddr::new(lab.addr("rs3").into(), 84),
+        "real server 3",
+    )
+    .expect("restart rs3");
+    let up = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        [&lb1, &lb2].iter().all(|n| {
+            n.status()
+                .is_some_and(|s| backend(&s, 84).health == Health::Up)
+        })
+    });
+    assert!(up.is_some(), "rs3 up again\n{}", lb1.logs());
+    step(start, "rs3 restarted and reported Up");
+
+    // 5. kill -9 of the master: lb2 takes the VIPs and the client is served through it.
+    let lb2_before = forwarded(&lb2.status_ok());
+    let killed = t0();
+    let st = lb1.proc().kill9();
+    assert!(st.is_some());
+    let lb1_dead = lb1.proc.take().expect("lb1 proc");
+    let took = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lab.has_addr("lb2", vip())
+            && lab.has_addr("lb2", vip2())
+            && lb2.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+    });
+    assert!(
+        took.is_some(),
+        "lb2 takes over after kill -9 of lb1: {:?}\n{}",
+        lb2.status().map(|s| vrrp_states(&s)),
+        lb2.logs()
+    );
+    step(
+        start,
+        &format!(
+            "kill -9 lb1: lb2 MASTER with the VIPs after {:?}",
+            killed.elapsed()
+        ),
+    );
+    let served = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        get(&lab).is_ok()
+    });
+    assert!(
+        served.is_some(),
+        "client served after failover\n{}",
+        lb2.logs()
+    );
+    for i in 0..6 {
+        get(&lab).unwrap_or_else(|e| panic!("GET #{i} through the backup: {e}\n{}", lb2.logs()));
+    }
+    step(
+        start,
+        &format!(
+            "client served through lb2 {:?} after the kill",
+            killed.elapsed()
+        ),
+    );
+    let s2 = lb2.status_ok();
+    assert!(
+        forwarded(&s2) >= lb2_before + 7,
+        "lb2 forwarded the client's requests"
+    );
+    for v in &s2.vrrp {
+        assert_eq!(v.master_address, Some(lab.addr("lb2").into()));
+    }
+    drop(lb1_dead);
+
+    // 6. The master comes back and preempts (priority 100 > 80, preemption on).
+    lb1.start(&lab);
+    let took = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lab.holders(&nodes, vip()) == ["lb1"]
+            && lab.holders(&nodes, vip2()) == ["lb1"]
+            && lb1.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+            && lb2.status().is_some_and(|s| all_in(&s, VrrpState::Backup))
+    });
+    assert!(
+        took.is_some(),
+        "lb1 preempts after restart: holders {:?}, lb1 {:?}, lb2 {:?}\n{}{}",
+        lab.holders(&nodes, vip()),
+        lb1.status().map(|s| vrrp_states(&s)),
+        lb2.status().map(|s| vrrp_states(&s)),
+        lb1.logs(),
+        lb2.logs()
+    );
+    step(
+        start,
+        &format!("lb1 restarted and preempted after {took:?}"),
+    );
+    check_status(&lb1.status_ok(), VrrpState::Master, 100, "LVS_MASTER");
+    let served = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        get(&lab).is_ok() && lb1.status().is_some_and(|s| forwarded(&s) > 0)
+    });
+    assert!(
+        served.is_some(),
+        "client served by lb1 again\n{}",
+        lb1.logs()
+    );
+
+    // 7. SIGTERM: exit 0, the VIPs leave lb1 at once, lb2 takes over.
+    let termed = t0();
+    assert!(lb1.proc().sigterm());
+    let st = lb1.proc().wait_exit(Duration::from_secs(10));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "lb1 exits 0 on SIGTERM: {st:?}\n{}",
+        lb1.logs()
+    );
+    assert!(
+        !lab.has_addr("lb1", vip()) && !lab.has_addr("lb1", vip2()),
+        "VIPs removed on SIGTERM: {:?}",
+        lab.addrs("lb1")
+    );
+    assert!(!lb1_socket.exists(), "admin socket removed");
+    let took = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        lab.holders(&nodes, vip()) == ["lb2"]
+    });
+    assert!(
+        took.is_some(),
+        "lb2 takes over after SIGTERM of lb1\n{}",
+        lb2.logs()
+    );
+    step(
+        start,
+        &format!(
+            "SIGTERM lb1: exit 0, lb2 has the VIPs {:?} after",
+            termed.elapsed()
+        ),
+    );
+    get(&lab).expect("served through lb2 after SIGTERM of lb1");
+
+    assert!(lb2.proc().sigterm());
+    let st = lb2.proc().wait_exit(Duration::from_secs(10));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "lb2 exits 0: {st:?}\n{}",
+        lb2.logs()
+    );
+    assert!(lab.holders(&nodes, vip()).is_empty() && lab.holders(&nodes, vip2()).is_empty());
+    step(start, "SIGTERM lb2: exit 0, no VIP left");
+}
+
+#[test]
+fn nopreempt_pair() {
+    if !lab_available() {
+        return;
+    }
+    let start = t0();
+    let lab = Lab::new("lbn", HOSTS).expect("lab");
+    let _servers: Vec<TcpServer> = REAL
+        .iter()
+        .map(|(h, port, page)| {
+            TcpServer::start(&lab, h, SocketAddr::new(lab.addr(h).into(), *port), page)
+                .expect("real server")
+        })
+        .collect();
+    let mut lb1 = Node::new(&lab, "lb1");
+    let mut lb2 = Node::new(&lab, "lb2");
+    for (n, master) in [(&lb1, true), (&lb2, false)] {
+        n.write_conf(Conf {
+            master,
+            nopreempt: true,
+            weights: [3, 3, 3],
+            socket: &n.socket,
+        });
+    }
+    lb1.start(&lab);
+    lb2.start(&lab);
+    let nodes = ["lb1", "lb2"];
+    let took = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lab.holders(&nodes, vip()) == ["lb1"]
+            && lb1.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+            && lb2.status().is_some_and(|s| all_in(&s, VrrpState::Backup))
+    });
+    assert!(
+        took.is_some(),
+        "lb1 (priority 100) wins the first election\n{}{}",
+        lb1.logs(),
+        lb2.logs()
+    );
+    step(start, &format!("nopreempt: lb1 MASTER after {took:?}"));
+
+    lb1.proc().kill9();
+    lb1.proc = None;
+    let took = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lab.has_addr("lb2", vip()) && lb2.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+    });
+    assert!(took.is_some(), "lb2 takes over\n{}", lb2.logs());
+    step(
+        start,
+        &format!("nopreempt: kill -9 lb1, lb2 MASTER after {took:?}"),
+    );
+
+    lb1.start(&lab);
+    let backup = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.status().is_some_and(|s| all_in(&s, VrrpState::Backup))
+    });
+    assert!(backup.is_some(), "restarted lb1 is BACKUP\n{}", lb1.logs());
+    // Longer than master_down_interval (3 × 1 s + skew): a preempting node would have
+    // taken over by now.
+    std::thread::sleep(Duration::from_secs(5));
+    let (s1, s2) = (lb1.status_ok(), lb2.status_ok());
+    assert!(
+        all_in(&s1, VrrpState::Backup),
+        "lb1 does not preempt: {:?}\n{}",
+        vrrp_states(&s1),
+        lb1.logs()
+    );
+    assert!(
+        all_in(&s2, VrrpState::Master),
+        "lb2 stays master: {:?}",
+        vrrp_states(&s2)
+    );
+    assert_eq!(lab.holders(&nodes, vip()), ["lb2"]);
+    assert_eq!(lab.holders(&nodes, vip2()), ["lb2"]);
+    get(&lab).expect("served through lb2");
+    step(
+        start,
+        "nopreempt: restarted lb1 stayed BACKUP, lb2 kept the VIPs",
+    );
+
+    for n in [&mut lb1, &mut lb2] {
+        assert!(n.proc().sigterm());
+        let st = n.proc().wait_exit(Duration::from_secs(10));
+        assert!(st.is_some_and(|s| s.success()), "{}: {st:?}", n.host);
+    }
+    assert!(lab.holders(&nodes, vip()).is_empty());
+}
