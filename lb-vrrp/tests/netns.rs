@@ -760,3 +760,72 @@ fn interop_keepalived_v3_ipv6() {
         "keepalived does not follow our IPv6 adverts"
     );
 }
+
+/// Sends `n` VRRPv3 adverts (VRID 51, `prio`, VIP 198.18.0.100) from leaf 2 with IP TTL `ttl`.
+fn forge_adverts(lab: &Lab, prio: u8, ttl: u32, n: usize) {
+    use lb_vrrp::wire::{AdvertInterval, AdvertRepr, Auth, Priority, Version, Vrid, VRRP_MCAST_V4};
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let src = Ipv4Addr::new(198, 18, 0, 3);
+    let repr = AdvertRepr {
+        version: Version::V3,
+        vrid: Vrid::new(51).unwrap(),
+        priority: Priority(prio),
+        interval: AdvertInterval::from_centis(10).unwrap(),
+        auth: Auth::None,
+        addresses: vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100))],
+    };
+    let bytes = repr
+        .to_bytes(IpAddr::V4(src), IpAddr::V4(VRRP_MCAST_V4))
+        .unwrap();
+    common::in_netns(lab.ns(2), move || {
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112)))?;
+        s.set_multicast_ttl_v4(ttl)?;
+        s.set_multicast_if_v4(&src)?;
+        let to = SockAddr::from(SocketAddr::new(IpAddr::V4(VRRP_MCAST_V4), 0));
+        for _ in 0..n {
+            s.send_to(&bytes, &to)?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    })
+    .expect("forging adverts");
+}
+
+/// RFC 5798 §7.1 at the socket level: an advert whose TTL is not 255 changes nothing and
+/// is counted; the same advert with TTL 255 (positive control) takes the VIP away.
+#[test]
+fn ttl_not_255_is_dropped_and_counted() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(3);
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
+    assert!(wait_for(Duration::from_secs(5), || lab.has_addr(0, VIP)).is_some());
+    forge_adverts(&lab, 200, 254, 20);
+    assert!(
+        lab.has_addr(0, VIP),
+        "an advert with TTL 254 made the master yield"
+    );
+    let pid = lab.proc(a).pid().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-USR1", &pid])
+        .status();
+    let status = wait_for(Duration::from_secs(2), || {
+        lab.proc(a).stdout().contains("STATUS VI_1")
+    });
+    assert!(status.is_some(), "no STATUS line: {}", lab.proc(a).stdout());
+    let out = lab.proc(a).stdout();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("STATUS VI_1"))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("MASTER") && line.contains("Ttl=20"), "{line}");
+    // Positive control: the same advert with TTL 255 is obeyed.
+    forge_adverts(&lab, 200, 255, 3);
+    assert!(
+        wait_for(Duration::from_secs(2), || !lab.has_addr(0, VIP)).is_some(),
+        "valid advert ignored"
+    );
+}

@@ -17,13 +17,15 @@
 //! Each transition is printed on stdout as `NAME FROM -> TO (Reason)`. Notify scripts run
 //! with `sh -c` as keepalived's do: `--notify-master` etc. without arguments, `--notify`
 //! with `INSTANCE NAME STATE PRIORITY` appended. SIGTERM or SIGINT: masters send priority
-//! 0, VIPs are removed, `notify_stop` runs, exit 0. Needs CAP_NET_RAW and CAP_NET_ADMIN.
+//! 0, VIPs are removed, `notify_stop` runs, exit 0. SIGUSR1 prints one `STATUS` line per
+//! instance (state, priority, counters, discards by reason). Needs CAP_NET_RAW and
+//! CAP_NET_ADMIN.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use lb_vrrp::driver::{Event, Speaker, TrackScript, VrrpInstanceConfig};
-use lb_vrrp::machine::{State, TrackWeight};
+use lb_vrrp::machine::{Discard, State, TrackWeight};
 use lb_vrrp::wire::{AdvertInterval, Auth, Priority, Version, Vrid};
 
 fn secs(v: &str) -> anyhow::Result<Duration> {
@@ -74,6 +76,28 @@ impl Notify {
                 other => tracing::warn!(%cmd, ?other, "notify script failed"),
             }
         }
+    }
+}
+
+/// SIGUSR1: one `STATUS` line per instance on stdout (keepalived's `-D` data dump, terser).
+async fn print_status(handle: &lb_vrrp::driver::SpeakerHandle) {
+    for st in handle.status().await.unwrap_or_default() {
+        let c = &st.counters;
+        let discards: Vec<String> = Discard::ALL
+            .iter()
+            .filter(|d| c.discards(**d) > 0)
+            .map(|d| format!("{d:?}={}", c.discards(*d)))
+            .collect();
+        println!(
+            "STATUS {} {} priority={} rx={} tx={} became_master={} discards=[{}]",
+            st.instance,
+            st.state,
+            st.priority,
+            c.adverts_rx,
+            c.adverts_tx,
+            c.became_master,
+            discards.join(",")
+        );
     }
 }
 
@@ -220,15 +244,19 @@ fn main() -> anyhow::Result<()> {
         let handle = speaker.handle();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
+            let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
+                signal(SignalKind::user_defined1()),
             ) else {
                 return;
             };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = usr1.recv() => print_status(&handle).await,
+                }
             }
             handle.shutdown();
         });

@@ -62,8 +62,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::machine::{
-    Action, Config, Reason, RxMeta, State, SyncGroup, TrackHysteresis, TrackId, TrackWeight,
-    VirtualRouter,
+    Action, Config, Counters, Reason, RxMeta, State, SyncGroup, TrackHysteresis, TrackId,
+    TrackWeight, VirtualRouter,
 };
 use crate::vip::{self, Vip, VipManager};
 use crate::wire::{
@@ -232,6 +232,20 @@ enum Control {
     Shutdown,
     SetPriority(usize, Priority),
     Track(usize, TrackId, bool),
+    Status(tokio::sync::oneshot::Sender<Vec<InstanceStatus>>),
+}
+
+/// A snapshot of one instance, from [`SpeakerHandle::status`] (for metrics and `lbctl`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// Instance name.
+    pub instance: String,
+    /// Current state.
+    pub state: State,
+    /// Effective priority.
+    pub priority: Priority,
+    /// Counters, including every discarded packet by [`crate::machine::Discard`] reason.
+    pub counters: Counters,
 }
 
 /// Commands to a running [`Speaker`]; cheap to clone.
@@ -253,6 +267,16 @@ impl SpeakerHandle {
     /// Reports the health of tracked check `track` of instance `index`.
     pub fn set_track(&self, index: usize, track: TrackId, healthy: bool) {
         let _ = self.tx.send(Control::Track(index, track, healthy));
+    }
+    /// State, priority and counters of every instance; `None` if the speaker has stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn status(&self) -> Option<Vec<InstanceStatus>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Control::Status(tx)).ok()?;
+        rx.await.ok()
     }
 }
 
@@ -491,6 +515,22 @@ impl Speaker {
                             if let Some(inst) = self.instances.get(i) {
                                 self.groups[inst.group].handle_track(t, inst.member, id, ok);
                             }
+                        }
+                        Control::Status(reply) => {
+                            let status = self
+                                .instances
+                                .iter()
+                                .map(|inst| {
+                                    let vr = self.groups[inst.group].member(inst.member);
+                                    InstanceStatus {
+                                        instance: inst.cfg.name.clone(),
+                                        state: vr.state(),
+                                        priority: vr.effective_priority(),
+                                        counters: vr.counters().clone(),
+                                    }
+                                })
+                                .collect();
+                            let _ = reply.send(status);
                         }
                     }
                 }
