@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)] // blocking test harness: std::thread::sleep is fine here
 
 use std::fs::File;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -36,7 +37,11 @@ pub fn lab_available() -> bool {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true: network-namespace tests need root and iproute2; refusing to skip");
         }
-        eprintln!("\n!!!!! SKIPPING network-namespace test: needs root and `ip netns` (run as root, or CI=true to fail) !!!!!\n");
+        // Straight to stderr, past the test harness's output capture, so the skip is seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!! SKIPPING network-namespace test: needs root and `ip netns` (run as root, or CI=true to fail) !!!!!\n"
+        );
     }
     ok
 }
@@ -52,7 +57,10 @@ pub fn tool_available(tool: &str) -> bool {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true: test needs `{tool}` (install the Debian package)");
         }
-        eprintln!("\n!!!!! SKIPPING: `{tool}` is not installed !!!!!\n");
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!! SKIPPING: `{tool}` is not installed !!!!!\n"
+        );
     }
     ok
 }
