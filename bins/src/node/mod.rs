@@ -24,7 +24,7 @@ mod vs;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lb_core::{BackendId, Pool};
 use tokio::signal::unix::{signal, SignalKind};
@@ -37,6 +37,10 @@ use crate::admin::{
 use crate::config::{self, diff, model::Config, Format};
 use vrrp::{SpeakerRuntime, VrrpTable};
 use vs::{Proxy, VsRuntime};
+
+/// How long a virtual server restarted by a reload waits for the address its predecessor
+/// is releasing.
+const RELOAD_BIND_WAIT: Duration = Duration::from_secs(2);
 
 /// Exit code: start-up failure.
 pub const EXIT_START: u8 = 3;
@@ -266,7 +270,7 @@ impl Node {
             speakers: Vec::new(),
         };
         for vs in &config.virtual_servers {
-            match VsRuntime::start(vs.clone(), &config.global).await {
+            match VsRuntime::start(vs.clone(), &config.global, Duration::ZERO).await {
                 Ok(v) => node.vservers.push(v),
                 Err(e) => {
                     node.shutdown().await;
@@ -341,7 +345,7 @@ impl Node {
             if kept.iter().any(|k| k.cfg.name == n.name) {
                 continue;
             }
-            match VsRuntime::start(n.clone(), &new.global).await {
+            match VsRuntime::start(n.clone(), &new.global, RELOAD_BIND_WAIT).await {
                 Ok(v) => kept.push(v),
                 Err(e) => tracing::error!(error = %e, "reload: virtual server not started"),
             }
