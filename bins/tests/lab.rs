@@ -72,10 +72,12 @@ struct Conf<'a> {
     nopreempt: bool,
     /// Weights of rs1, rs2, rs3.
     weights: [u32; 3],
+    /// `delay_loop` in seconds (seed: 6).
+    delay_loop: u32,
     socket: &'a Path,
 }
 
-/// The seed's keepalived.conf with lab addresses, `eth0`, `delay_loop 1`,
+/// The seed's keepalived.conf with lab addresses, `eth0`, a short `delay_loop`,
 /// `delay_before_retry 1` (seed: 6 and 3, to keep the test short), an admin socket per node,
 /// and a third real server.
 fn keepalived_conf(c: Conf<'_>) -> String {
@@ -134,13 +136,14 @@ VI_2
 }}
 }}
 virtual_server {VIP} 80 {{
-delay_loop 1
+delay_loop {delay_loop}
 lb_algo rr
 lb_kind NAT
 protocol TCP
 {real}}}
 ",
         socket = c.socket.display(),
+        delay_loop = c.delay_loop,
         vi1 = instance("VI_1", 51, VIP),
         vi2 = instance("VI_2", 52, VIP2),
     )
@@ -285,17 +288,19 @@ fn seed_pair_end_to_end() {
     let mut lb2 = Node::new(&lab, "lb2");
     let (lb1_socket, lb2_socket) = (lb1.socket.clone(), lb2.socket.clone());
     assert_ne!(lb1_socket, lb2_socket);
-    let conf1 = |weights| Conf {
+    let conf1 = |weights, delay_loop| Conf {
         master: true,
         nopreempt: false,
         weights,
+        delay_loop,
         socket: &lb1_socket,
     };
-    lb1.write_conf(conf1([3, 3, 3]));
+    lb1.write_conf(conf1([3, 3, 3], 1));
     lb2.write_conf(Conf {
         master: false,
         nopreempt: false,
         weights: [3, 3, 3],
+        delay_loop: 1,
         socket: &lb2_socket,
     });
     lb1.start(&lab);
@@ -383,7 +388,7 @@ fn seed_pair_end_to_end() {
             .sum()
     };
     assert_eq!(active(&lb1.status_ok()), 1, "the echo connection is active");
-    lb1.write_conf(conf1([5, 3, 3]));
+    lb1.write_conf(conf1([5, 3, 3], 1));
     assert!(lb1.proc().sighup());
     let applied = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
         lb1.status()
@@ -416,6 +421,76 @@ fn seed_pair_end_to_end() {
         .proc
         .as_ref()
         .is_some_and(|p| p.stderr().contains("reload done")));
+
+    // 3b. A configuration with an error is rejected on SIGHUP; the running one stays.
+    std::fs::write(
+        &lb1.conf,
+        "virtual_server 198.18.0.250 80 {\nlb_algo nosuch\n",
+    )
+    .expect("write");
+    assert!(lb1.proc().sighup());
+    let rejected = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        lb1.proc
+            .as_ref()
+            .is_some_and(|p| p.stderr().contains("reload rejected"))
+    });
+    assert!(rejected.is_some(), "bad config rejected\n{}", lb1.logs());
+    let s1 = lb1.status_ok();
+    assert!(all_in(&s1, VrrpState::Master));
+    assert_eq!(
+        backend(&s1, 82).weight,
+        5,
+        "the running configuration stays"
+    );
+    conn.ping("after a rejected reload")
+        .expect("echo after a rejected reload");
+    get(&lab).expect("served after a rejected reload");
+
+    // 3c. Changes that restart the virtual server (delay_loop): the established
+    //     connection drains on the old one, new connections go to the new one, every
+    //     time (binding the replacement used to race with the old listener's close and
+    //     lose the virtual server on about a third of such reloads).
+    let reloads = |n: &Node| {
+        n.proc
+            .as_ref()
+            .map_or(0, |p| p.stderr().matches("reload done").count())
+    };
+    for (i, delay_loop) in [2, 1, 2, 1, 2, 1, 2, 1, 2].into_iter().enumerate() {
+        lb1.write_conf(conf1([5, 3, 3], delay_loop));
+        let done_before = reloads(&lb1);
+        assert!(lb1.proc().sighup());
+        let applied = wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
+            reloads(&lb1) > done_before
+        });
+        assert!(applied.is_some(), "reload #{i} done\n{}", lb1.logs());
+        get(&lab)
+            .unwrap_or_else(|e| panic!("GET after restarting reload #{i}: {e}\n{}", lb1.logs()));
+    }
+    conn.ping("after restarting reloads").unwrap_or_else(|e| {
+        panic!(
+            "echo connection dropped by a restarting reload: {e}\n{}",
+            lb1.logs()
+        )
+    });
+    assert!(
+        !lb1.proc
+            .as_ref()
+            .is_some_and(|p| p.stderr().contains("virtual server not started")),
+        "{}",
+        lb1.logs()
+    );
+    let s1 = lb1.status_ok();
+    assert!(
+        all_in(&s1, VrrpState::Master),
+        "no VRRP flap: {:?}",
+        vrrp_states(&s1)
+    );
+    assert_eq!(s1.virtual_servers.len(), 1, "{s1:#?}");
+    assert_eq!(backend(&s1, 82).weight, 5);
+    step(
+        start,
+        "SIGHUP: bad config rejected; restarting reload kept the connection",
+    );
     drop(conn);
 
     // 4. A real server stops: both nodes report it down, and from then on no request fails.
@@ -613,6 +688,7 @@ fn nopreempt_pair() {
             master,
             nopreempt: true,
             weights: [3, 3, 3],
+            delay_loop: 1,
             socket: &n.socket,
         });
     }
