@@ -9,6 +9,10 @@
 //!   preempts; SIGTERM → exit 0 and the VIPs leave; `lbctl status --json` checked at every
 //!   step.
 //! * `nopreempt_pair`: with `nopreempt` on both nodes the restarted master stays backup.
+//! * `lbctl_admin_and_track_service`: `lbctl backend drain` keeps established connections
+//!   and takes no new ones; `maint` on every backend of the master faults its instances
+//!   through `track_service` (an lb extension) so the backup takes the VIPs; `ready` brings
+//!   it back.
 //!
 //! Needs root; skips loudly without it, fails under `CI=true` (STYLE.md §10.5). Every
 //! namespace, process and file is removed by guards, also when an assertion fails (the
@@ -74,6 +78,8 @@ struct Conf<'a> {
     weights: [u32; 3],
     /// `delay_loop` in seconds (seed: 6).
     delay_loop: u32,
+    /// `track_service { 198.18.0.250:80 }` in VI_1 (an lb extension): no live backend → FAULT.
+    track_service: bool,
     socket: &'a Path,
 }
 
@@ -88,6 +94,11 @@ fn keepalived_conf(c: Conf<'_>) -> String {
         (false, _) => ("LVS_BACKUP", "BACKUP", 80),
     };
     let nopreempt = if c.nopreempt { "nopreempt\n" } else { "" };
+    let track = if c.track_service {
+        format!("track_service {{\n{VIP}:80\n}}\n")
+    } else {
+        String::new()
+    };
     let mut real = String::new();
     for ((host, port, _), w) in REAL.iter().zip(c.weights) {
         let octet = HOSTS.iter().find(|(h, _)| h == host).map_or(0, |(_, o)| *o);
@@ -105,6 +116,7 @@ connect_port {port}
         ));
     }
     let instance = |name: &str, vrid: u8, vip: &str| {
+        let track = if name == "VI_1" { track.as_str() } else { "" };
         format!(
             "vrrp_instance {name} {{
 state {state}
@@ -119,7 +131,7 @@ auth_pass 7road123
 virtual_ipaddress {{
 {vip}
 }}
-}}
+{track}}}
 "
         )
     };
@@ -202,6 +214,19 @@ impl Node {
     fn status_ok(&self) -> Status {
         self.status()
             .unwrap_or_else(|| panic!("{}: lbctl status failed", self.host))
+    }
+
+    /// `lbctl --socket S backend ACTION 198.18.0.250:80 BACKEND`; returns the exit code.
+    fn backend_admin(&self, action: &str, backend: SocketAddr) -> i32 {
+        let mut cmd = Command::new(LBCTL);
+        cmd.arg("--socket").arg(&self.socket).args([
+            "backend",
+            action,
+            &vs_addr().to_string(),
+            &backend.to_string(),
+        ]);
+        let out = run_bounded(cmd, Duration::from_secs(5)).expect("lbctl backend");
+        out.status.code().unwrap_or(-1)
     }
 
     fn logs(&self) -> String {
@@ -293,6 +318,7 @@ fn seed_pair_end_to_end() {
         nopreempt: false,
         weights,
         delay_loop,
+        track_service: false,
         socket: &lb1_socket,
     };
     lb1.write_conf(conf1([3, 3, 3], 1));
@@ -301,6 +327,7 @@ fn seed_pair_end_to_end() {
         nopreempt: false,
         weights: [3, 3, 3],
         delay_loop: 1,
+        track_service: false,
         socket: &lb2_socket,
     });
     lb1.start(&lab);
@@ -689,6 +716,7 @@ fn nopreempt_pair() {
             nopreempt: true,
             weights: [3, 3, 3],
             delay_loop: 1,
+            track_service: false,
             socket: &n.socket,
         });
     }
@@ -753,4 +781,126 @@ fn nopreempt_pair() {
         assert!(st.is_some_and(|s| s.success()), "{}: {st:?}", n.host);
     }
     assert!(lab.holders(&nodes, vip()).is_empty());
+}
+
+#[test]
+fn lbctl_admin_and_track_service() {
+    if !lab_available() {
+        return;
+    }
+    let start = t0();
+    let lab = Lab::new("lbt", HOSTS).expect("lab");
+    let servers: Vec<TcpServer> = REAL
+        .iter()
+        .map(|(h, port, page)| {
+            TcpServer::start(&lab, h, SocketAddr::new(lab.addr(h).into(), *port), page)
+                .expect("real server")
+        })
+        .collect();
+    let mut lb1 = Node::new(&lab, "lb1");
+    let mut lb2 = Node::new(&lab, "lb2");
+    for (n, master) in [(&lb1, true), (&lb2, false)] {
+        n.write_conf(Conf {
+            master,
+            nopreempt: false,
+            weights: [3, 3, 3],
+            delay_loop: 1,
+            track_service: true,
+            socket: &n.socket,
+        });
+    }
+    lb1.start(&lab);
+    lb2.start(&lab);
+    let nodes = ["lb1", "lb2"];
+    let took = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lab.holders(&nodes, vip()) == ["lb1"]
+            && lb1.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+            && lb2.status().is_some_and(|s| all_in(&s, VrrpState::Backup))
+    });
+    assert!(took.is_some(), "lb1 MASTER\n{}{}", lb1.logs(), lb2.logs());
+
+    // drain: no new connections to that backend, the established one continues.
+    let mut conn = EchoConn::open(&lab, "client", vs_addr(), Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("echo connection: {e}\n{}", lb1.logs()));
+    let (host, port, page) = REAL
+        .iter()
+        .find(|(_, _, p)| *p == conn.server)
+        .expect("a known server answered");
+    let drained = SocketAddr::new(lab.addr(host).into(), *port);
+    assert_eq!(lb1.backend_admin("drain", drained), 0);
+    let s1 = lb1.status_ok();
+    let b = backend(&s1, *port);
+    assert_eq!(b.admin, lb_bins::admin::AdminState::Drain);
+    assert!(!b.is_live());
+    assert_eq!(b.active_connections, 1);
+    for i in 0..6 {
+        let body = get(&lab).unwrap_or_else(|e| panic!("GET #{i} with a drained backend: {e}"));
+        assert_ne!(&body, page, "a drained backend takes no new connection");
+    }
+    conn.ping("while drained")
+        .expect("the drained backend's connection continues");
+    drop(conn);
+    // Unknown backend: refused with exit code 1.
+    assert_eq!(
+        lb1.backend_admin("drain", "198.18.0.9:82".parse().expect("addr")),
+        1
+    );
+    step(
+        start,
+        &format!("lbctl drain {drained}: no new connection, the established one kept"),
+    );
+
+    // maint on every backend of lb1: its virtual server has no live backend, so VI_1 (and,
+    // by the sync group, VI_2) go to FAULT and lb2 takes the VIPs and serves.
+    for srv in &servers {
+        assert_eq!(lb1.backend_admin("maint", srv.addr()), 0);
+    }
+    let took = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lab.holders(&nodes, vip()) == ["lb2"]
+            && lab.holders(&nodes, vip2()) == ["lb2"]
+            && lb1.status().is_some_and(|s| all_in(&s, VrrpState::Fault))
+            && lb2.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+    });
+    assert!(
+        took.is_some(),
+        "track_service: lb1 FAULT, lb2 MASTER: holders {:?}, lb1 {:?}, lb2 {:?}\n{}",
+        lab.holders(&nodes, vip()),
+        lb1.status().map(|s| vrrp_states(&s)),
+        lb2.status().map(|s| vrrp_states(&s)),
+        lb1.logs()
+    );
+    step(
+        start,
+        &format!("lb1 without a live backend: FAULT, lb2 has the VIPs after {took:?}"),
+    );
+    let served = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        get(&lab).is_ok()
+    });
+    assert!(served.is_some(), "served through lb2\n{}", lb2.logs());
+    let s1 = lb1.status_ok();
+    assert_eq!(s1.virtual_servers[0].live_backends(), 0);
+
+    // ready again: lb1 leaves FAULT and preempts.
+    for srv in &servers {
+        assert_eq!(lb1.backend_admin("ready", srv.addr()), 0);
+    }
+    let took = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lab.holders(&nodes, vip()) == ["lb1"]
+            && lab.holders(&nodes, vip2()) == ["lb1"]
+            && lb1.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+            && lb2.status().is_some_and(|s| all_in(&s, VrrpState::Backup))
+    });
+    assert!(took.is_some(), "lb1 back to MASTER\n{}", lb1.logs());
+    assert_eq!(lb1.status_ok().virtual_servers[0].live_backends(), 3);
+    get(&lab).expect("served through lb1 again");
+    step(
+        start,
+        &format!("lbctl ready: lb1 MASTER again after {took:?}"),
+    );
+
+    for n in [&mut lb1, &mut lb2] {
+        assert!(n.proc().sigterm());
+        let st = n.proc().wait_exit(Duration::from_secs(10));
+        assert!(st.is_some_and(|s| s.success()), "{}: {st:?}", n.host);
+    }
 }
