@@ -10,15 +10,19 @@
 //!   unsolicited neighbour advertisements.
 //!
 //! It does not parse keepalived.conf (the daemon maps it onto
-//! [`driver::VrrpInstanceConfig`]), run notify scripts, or install firewall rules.
+//! [`driver::VrrpInstanceConfig`]), run notify scripts (the `lb-vrrpd` binary maps the
+//! driver's [`driver::Event`]s onto them), or install firewall rules (Accept_Mode is
+//! reported by [`machine::VirtualRouter::accept_mode`], not enforced). The driver does run
+//! keepalived-style `vrrp_script` track scripts.
 //!
 //! # Privileges
 //!
-//! The driver needs exactly two capabilities: `CAP_NET_RAW` (raw IP socket for protocol
-//! 112, AF_PACKET socket for gratuitous ARP, raw ICMPv6 socket for neighbour
-//! advertisements) and `CAP_NET_ADMIN` (adding and removing addresses over netlink,
-//! `SO_BINDTODEVICE`). It does not need to run as root otherwise; `wire` and `machine`
-//! need no privilege at all.
+//! The driver needs exactly two capabilities and no root: `CAP_NET_RAW` (raw IP socket for
+//! protocol 112, `SO_BINDTODEVICE`, AF_PACKET socket for gratuitous ARP, raw ICMPv6 socket
+//! for neighbour advertisements) and `CAP_NET_ADMIN` (adding and removing addresses over
+//! netlink). The integration test `runs_with_only_net_raw_and_net_admin` runs it as
+//! `nobody` with exactly these two (e.g. systemd `AmbientCapabilities=CAP_NET_RAW
+//! CAP_NET_ADMIN`). `wire` and `machine` need no privilege at all.
 //!
 //! # Features
 //!

@@ -829,3 +829,44 @@ fn ttl_not_255_is_dropped_and_counted() {
         "valid advert ignored"
     );
 }
+
+/// The speaker needs only CAP_NET_RAW and CAP_NET_ADMIN: as `nobody` with exactly those
+/// it elects itself, adds the VIP with its label, answers for it, and cleans up on SIGTERM.
+#[test]
+fn runs_with_only_net_raw_and_net_admin() {
+    if !lab_available() || !tool_available("setpriv") {
+        return;
+    }
+    let mut lab = Lab::new(3);
+    std::fs::set_permissions(
+        &lab.dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let a = lab.spawn_ours_unprivileged(0, &strs(&ours_v3("150", &[])));
+    let _b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
+    assert!(
+        wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some(),
+        "unprivileged speaker did not become master: {}",
+        lab.proc(a).stderr()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", lab.proc(a).pid())).unwrap();
+    let eff = status
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        eff.ends_with("0000000000003000"),
+        "unexpected capabilities: {eff}"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "not running as nobody"
+    );
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
+    assert!(lab.proc(a).term());
+    assert!(wait_for(Duration::from_secs(2), || lab.holders(&[0, 1], VIP) == [1]).is_some());
+}

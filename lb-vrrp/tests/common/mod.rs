@@ -259,6 +259,32 @@ impl Lab {
         self.spawn(cmd, &name, false)
     }
 
+    /// Starts `lb-vrrpd ARGS` in leaf `i` as user `nobody` with only CAP_NET_RAW and
+    /// CAP_NET_ADMIN (ambient), from a copy of the binary that `nobody` can execute.
+    pub fn spawn_ours_unprivileged(&mut self, i: usize, args: &[&str]) -> usize {
+        let bin = self.dir.join("lb-vrrpd");
+        std::fs::copy(LB_VRRPD, &bin).expect("copy binary");
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.leaves[i],
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .args([
+            "--inh-caps=-all,+net_raw,+net_admin",
+            "--ambient-caps=+net_raw,+net_admin",
+            "--bounding-set=-all,+net_raw,+net_admin",
+        ])
+        .arg(&bin)
+        .args(args);
+        let name = format!("nobody{}-{i}", self.procs.len());
+        self.spawn(cmd, &name, false)
+    }
+
     /// Starts keepalived in the foreground in leaf `i` with `conf`, in its own process group.
     pub fn spawn_keepalived(&mut self, i: usize, conf: &str) -> usize {
         let n = self.procs.len();
