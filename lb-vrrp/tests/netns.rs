@@ -425,7 +425,7 @@ fn tshark_decodes_our_adverts() {
         ],
     );
     assert!(ok, "tshark capture failed");
-    let out = std::process::Command::new("tshark")
+    let out = common::cmd("tshark")
         .args([
             "-r",
             &pcap_s,
@@ -458,7 +458,7 @@ fn tshark_decodes_our_adverts() {
         assert_eq!(r.get(2), Some(&"1"), "checksum not good: {r:?}");
         assert!(r.get(3).is_none_or(|m| m.is_empty()), "malformed: {r:?}");
     }
-    let malformed = std::process::Command::new("tshark")
+    let malformed = common::cmd("tshark")
         .args([
             "-r",
             &pcap_s,
@@ -808,9 +808,7 @@ fn ttl_not_255_is_dropped_and_counted() {
         "an advert with TTL 254 made the master yield"
     );
     let pid = lab.proc(a).pid().to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-USR1", &pid])
-        .status();
+    let _ = common::cmd("kill").args(["-USR1", &pid]).status();
     let status = wait_for(Duration::from_secs(2), || {
         lab.proc(a).stdout().contains("STATUS VI_1")
     });

@@ -16,19 +16,31 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A `Command` whose PATH also has the sbin directories (`ip`, `nft`, `keepalived` live
+/// there on Debian), whatever the environment the tests run in.
+pub fn cmd(program: &str) -> Command {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut c = Command::new(program);
+    c.env(
+        "PATH",
+        format!("{path}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    );
+    c
+}
+
 /// The lb-vrrpd binary under test.
 pub const LB_VRRPD: &str = env!("CARGO_BIN_EXE_lb-vrrpd");
 
 /// Returns true if the lab can run. Without root (or `ip netns`), skips loudly, except
 /// under `CI=true` where a missing capability is a failure.
 pub fn lab_available() -> bool {
-    let uid = Command::new("id")
+    let uid = cmd("id")
         .arg("-u")
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     let ok = uid.as_deref() == Some("0")
-        && Command::new("ip")
+        && cmd("ip")
             .args(["netns", "list"])
             .stdout(Stdio::null())
             .status()
@@ -48,7 +60,7 @@ pub fn lab_available() -> bool {
 
 /// True if `tool` is on PATH. Under `CI=true` a missing tool fails the test.
 pub fn tool_available(tool: &str) -> bool {
-    let ok = Command::new("sh")
+    let ok = cmd("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
         .status()
@@ -66,10 +78,7 @@ pub fn tool_available(tool: &str) -> bool {
 }
 
 fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
+    let out = cmd(args[0]).args(&args[1..]).output().expect("spawn");
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -97,7 +106,7 @@ impl Proc {
         } else {
             self.pid().to_string()
         };
-        let _ = Command::new("kill")
+        let _ = cmd("kill")
             .args(["-9", "--", &target])
             .stderr(Stdio::null())
             .status();
@@ -105,7 +114,7 @@ impl Proc {
     }
     /// SIGTERM and wait (bounded) for exit.
     pub fn term(&mut self) -> bool {
-        let _ = Command::new("kill")
+        let _ = cmd("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -252,7 +261,7 @@ impl Lab {
     /// Starts `lb-vrrpd ARGS` in leaf `i`.
     pub fn spawn_ours(&mut self, i: usize, args: &[&str]) -> usize {
         let name = format!("ours{}-{i}", self.procs.len());
-        let mut cmd = Command::new("ip");
+        let mut cmd = cmd("ip");
         cmd.args(["netns", "exec", &self.leaves[i], LB_VRRPD])
             .args(args)
             .env("RUST_LOG", "lb_vrrp=debug");
@@ -264,7 +273,7 @@ impl Lab {
     pub fn spawn_ours_unprivileged(&mut self, i: usize, args: &[&str]) -> usize {
         let bin = self.dir.join("lb-vrrpd");
         std::fs::copy(LB_VRRPD, &bin).expect("copy binary");
-        let mut cmd = Command::new("ip");
+        let mut cmd = cmd("ip");
         cmd.args([
             "netns",
             "exec",
@@ -294,7 +303,7 @@ impl Lab {
         let vpid = self.dir.join(format!("ka{n}-vrrp.pid"));
         let _ = std::fs::remove_file(&pid);
         let _ = std::fs::remove_file(&vpid);
-        let mut cmd = Command::new("ip");
+        let mut cmd = cmd("ip");
         cmd.args([
             "netns",
             "exec",
@@ -335,7 +344,7 @@ impl Lab {
 
     /// Runs a command inside leaf `i` and returns (success, stdout).
     pub fn exec(&self, i: usize, args: &[&str]) -> (bool, String) {
-        let out = Command::new("ip")
+        let out = cmd("ip")
             .args(["netns", "exec", &self.leaves[i]])
             .args(args)
             .output()
@@ -416,7 +425,7 @@ impl Drop for Lab {
         }
         // keepalived's VRRP child: the group kill above covers it; give it a moment.
         for ns in self.leaves.iter().chain(std::iter::once(&self.bridge)) {
-            let _ = Command::new("ip")
+            let _ = cmd("ip")
                 .args(["netns", "del", ns])
                 .stderr(Stdio::null())
                 .status();
