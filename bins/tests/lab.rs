@@ -850,6 +850,33 @@ fn lbctl_admin_and_track_service() {
         &format!("lbctl drain {drained}: no new connection, the established one kept"),
     );
 
+    // A reload that restarts lb1's virtual server (delay_loop 1 → 2) keeps the VRRP group
+    // running; track_service must follow the new virtual server (it used to stay wired
+    // to the retired one, and so stopped tracking anything).
+    let done = |n: &Node| {
+        n.proc
+            .as_ref()
+            .map_or(0, |p| p.stderr().matches("reload done").count())
+    };
+    lb1.write_conf(Conf {
+        master: true,
+        nopreempt: false,
+        weights: [3, 3, 3],
+        delay_loop: 2,
+        track_service: true,
+        socket: &lb1.socket.clone(),
+    });
+    assert!(lb1.proc().sighup());
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(10), || done(
+            &lb1
+        ) > 0)
+        .is_some(),
+        "reload done\n{}",
+        lb1.logs()
+    );
+    assert!(all_in(&lb1.status_ok(), VrrpState::Master));
+
     // maint on every backend of lb1: its virtual server has no live backend, so VI_1 (and,
     // by the sync group, VI_2) go to FAULT and lb2 takes the VIPs and serves.
     for srv in &servers {

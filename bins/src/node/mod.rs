@@ -195,6 +195,10 @@ struct Node {
     shared: Arc<Shared>,
     vservers: Vec<VsRuntime>,
     speakers: Vec<SpeakerRuntime>,
+    /// "Has a live backend" per virtual server name. Outlives the virtual servers' runtimes
+    /// so that `track_service` keeps following a virtual server that a reload restarted
+    /// while its VRRP group kept running.
+    live: HashMap<String, Arc<watch::Sender<bool>>>,
 }
 
 fn vs_view(v: &VsRuntime) -> VsView {
@@ -268,9 +272,11 @@ impl Node {
             shared,
             vservers: Vec::new(),
             speakers: Vec::new(),
+            live: HashMap::new(),
         };
         for vs in &config.virtual_servers {
-            match VsRuntime::start(vs.clone(), &config.global, Duration::ZERO).await {
+            let live = node.live_sender(&vs.name);
+            match VsRuntime::start(vs.clone(), &config.global, Duration::ZERO, live).await {
                 Ok(v) => node.vservers.push(v),
                 Err(e) => {
                     node.shutdown().await;
@@ -292,10 +298,19 @@ impl Node {
         Ok(node)
     }
 
+    /// The liveness channel of virtual server `name` (created the first time).
+    fn live_sender(&mut self, name: &str) -> Arc<watch::Sender<bool>> {
+        Arc::clone(
+            self.live
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(watch::channel(false).0)),
+        )
+    }
+
     fn live_map(&self) -> HashMap<String, watch::Receiver<bool>> {
-        self.vservers
+        self.live
             .iter()
-            .map(|v| (v.cfg.name.clone(), v.live.clone()))
+            .map(|(name, tx)| (name.clone(), tx.subscribe()))
             .collect()
     }
 
@@ -345,9 +360,16 @@ impl Node {
             if kept.iter().any(|k| k.cfg.name == n.name) {
                 continue;
             }
-            match VsRuntime::start(n.clone(), &new.global, RELOAD_BIND_WAIT).await {
+            let live = self.live_sender(&n.name);
+            match VsRuntime::start(n.clone(), &new.global, RELOAD_BIND_WAIT, Arc::clone(&live))
+                .await
+            {
                 Ok(v) => kept.push(v),
-                Err(e) => tracing::error!(error = %e, "reload: virtual server not started"),
+                Err(e) => {
+                    // Not serving: the instances tracking it give their VIPs away.
+                    live.send_replace(false);
+                    tracing::error!(error = %e, "reload: virtual server not started");
+                }
             }
         }
         kept.sort_by_key(|v| {
@@ -357,6 +379,8 @@ impl Node {
                 .unwrap_or(usize::MAX)
         });
         self.vservers = kept;
+        self.live
+            .retain(|name, _| new.virtual_servers.iter().any(|n| &n.name == name));
         self.publish_vservers();
 
         // VRRP: a group whose instances (or scripts, or tracked services' identity) are all

@@ -33,8 +33,9 @@ pub(crate) struct VsRuntime {
     pub(crate) pool: Arc<Pool>,
     health: Option<HealthDriver>,
     pub(crate) proxy: Proxy,
-    /// `true` while at least one backend can take a connection.
-    pub(crate) live: watch::Receiver<bool>,
+    /// Writes "at least one backend can take a connection" into the node's liveness
+    /// channel for this virtual server's name; aborted when the virtual server is retired.
+    live_task: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -140,10 +141,15 @@ impl VsRuntime {
     /// Builds the pool, starts the checks and binds the listener. While the address is in
     /// use, the bind is retried for up to `bind_wait` (on reload, the listener of the
     /// virtual server being replaced closes asynchronously); `Duration::ZERO` fails at once.
+    ///
+    /// `live` is the node's liveness channel for this virtual server's name: it outlives
+    /// the runtime, so the VRRP instances that `track_service` it follow a replacement
+    /// started by a reload.
     pub(crate) async fn start(
         cfg: VirtualServer,
         global: &Global,
         bind_wait: Duration,
+        live: Arc<watch::Sender<bool>>,
     ) -> Result<Self, NodeError> {
         let err = |what: String| NodeError::Start(format!("virtual_server {}: {what}", cfg.name));
         let set = cfg.backend_set().map_err(|e| err(e.to_string()))?;
@@ -209,10 +215,13 @@ impl VsRuntime {
 
         // Liveness: does any backend take connections? Re-read after every health event and
         // every 200 ms (admin changes from lbctl do not come as events).
-        let (live_tx, live) = watch::channel(pool.snapshot().has_candidates());
-        {
+        let set_live = |tx: &watch::Sender<bool>, now_live: bool| {
+            tx.send_if_modified(|v| std::mem::replace(v, now_live) != now_live);
+        };
+        set_live(&live, pool.snapshot().has_candidates());
+        let live_task = {
             let p = Arc::clone(&pool);
-            tasks.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 let mut events = events;
                 let mut tick = tokio::time::interval(Duration::from_millis(200));
                 loop {
@@ -229,14 +238,10 @@ impl VsRuntime {
                     }
                     // Let the applier task handle the event first.
                     tokio::task::yield_now().await;
-                    let now_live = p.snapshot().has_candidates();
-                    live_tx.send_if_modified(|v| std::mem::replace(v, now_live) != now_live);
-                    if live_tx.is_closed() {
-                        return;
-                    }
+                    set_live(&live, p.snapshot().has_candidates());
                 }
-            }));
-        }
+            })
+        };
 
         let proxy = match cfg.protocol {
             Protocol::Tcp => {
@@ -289,7 +294,7 @@ impl VsRuntime {
             pool,
             health,
             proxy,
-            live,
+            live_task,
             tasks,
         })
     }
@@ -332,8 +337,10 @@ impl VsRuntime {
         Ok(true)
     }
 
-    /// Stops accepting new connections.
+    /// Stops accepting new connections and stops reporting liveness (a replacement, if
+    /// any, reports from now on).
     pub(crate) fn stop_accepting(&self) {
+        self.live_task.abort();
         match &self.proxy {
             Proxy::Tcp(h) => h.stop_accepting(),
             Proxy::Udp(h) => h.stop(),
@@ -365,6 +372,7 @@ impl VsRuntime {
         if let Some(d) = self.health {
             d.shutdown().await;
         }
+        self.live_task.abort();
         for t in self.tasks {
             t.abort();
         }
