@@ -252,8 +252,10 @@ impl fmt::Display for State {
 pub enum Reason {
     /// [`VirtualRouter::start`], or leaving Fault.
     Startup,
-    /// The Master_Down_Timer fired: no (or a priority-0) advert from a master.
+    /// The Master_Down_Timer fired: no advert from a master for Master_Down_Interval.
     MasterDown,
+    /// The master sent priority 0 (it is stopping) and Skew_Time passed.
+    MasterStopped,
     /// A master heard a higher priority (or an equal priority from a higher address).
     Preempted,
     /// [`VirtualRouter::shutdown`].
@@ -489,6 +491,8 @@ pub struct VirtualRouter {
     group_fault: bool,
     master_adver_interval: AdvertInterval,
     master_addr: Option<IpAddr>,
+    /// The Master_Down_Timer was last armed by a priority-0 advert.
+    stop_heard: bool,
     started_at: Option<Instant>,
     timers: TimerTable,
     actions: VecDeque<Action>,
@@ -506,6 +510,7 @@ impl VirtualRouter {
             group_fault: false,
             master_adver_interval: cfg.advert_interval,
             master_addr: None,
+            stop_heard: false,
             started_at: None,
             timers: TimerTable::default(),
             actions: VecDeque::new(),
@@ -697,7 +702,14 @@ impl VirtualRouter {
                     self.timers
                         .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
                 }
-                (Timer::MasterDown, State::Backup) => self.become_master(now, Reason::MasterDown),
+                (Timer::MasterDown, State::Backup) => {
+                    let reason = if self.stop_heard {
+                        Reason::MasterStopped
+                    } else {
+                        Reason::MasterDown
+                    };
+                    self.become_master(now, reason);
+                }
                 (Timer::Garp, State::Master) => self.announce(),
                 (Timer::GarpRefresh, State::Master) => {
                     self.announce();
@@ -747,8 +759,10 @@ impl VirtualRouter {
             State::Backup => {
                 self.master_addr = Some(meta.src);
                 if adv.priority == Priority::STOP {
+                    self.stop_heard = true;
                     self.timers.set(Timer::MasterDown, now + self.skew_time());
                 } else if !self.may_preempt(now) || adv.priority >= mine {
+                    self.stop_heard = false;
                     if self.cfg.version == Version::V3 {
                         self.master_adver_interval = adv.interval;
                     }
@@ -1229,6 +1243,11 @@ mod tests {
         vr.handle_timeout(t1 + vr.skew_time());
         assert_eq!(vr.state(), State::Master);
         assert_eq!(vr.counters().priority_zero_rx, 1);
+        assert!(drain(&mut vr).contains(&Action::Transition {
+            from: State::Backup,
+            to: State::Master,
+            reason: Reason::MasterStopped
+        }));
     }
 
     #[test]

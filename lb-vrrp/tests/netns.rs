@@ -107,7 +107,7 @@ fn clean_stop_moves_within_skew_time() {
     }
     let mut lab = Lab::new(2);
     let a = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
-    let _b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
+    let b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
     assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
     std::thread::sleep(Duration::from_millis(300));
     let start = std::time::Instant::now();
@@ -123,6 +123,11 @@ fn clean_stop_moves_within_skew_time() {
         "took {took:?}: not a priority-0 takeover"
     );
     assert!(lab.proc(a).stdout().contains("MASTER -> INIT (Shutdown)"));
+    assert!(wait_for(Duration::from_secs(1), || lab
+        .proc(b)
+        .stdout()
+        .contains("BACKUP -> MASTER (MasterStopped)"))
+    .is_some());
 }
 
 #[test]
