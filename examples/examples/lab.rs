@@ -463,7 +463,7 @@ fn run() -> Result<(), Error> {
     drop(servers);
     let tag = lab.tag().to_owned();
     drop(lab);
-    let left = Command::new("ip").args(["netns", "list"]).output()?;
+    let left = lb_testkit::command("ip").args(["netns", "list"]).output()?;
     let left = String::from_utf8_lossy(&left.stdout)
         .lines()
         .filter(|l| l.starts_with(&tag))

@@ -177,7 +177,7 @@ impl Lab {
     /// `ip netns exec NS program`: add arguments and spawn it yourself, or pass it to
     /// [`Proc::spawn`].
     pub fn command(&self, host: &str, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
+        let mut cmd = crate::command("ip");
         cmd.args(["netns", "exec", self.ns(host)]).arg(program);
         cmd
     }
@@ -218,7 +218,7 @@ impl Lab {
 
     /// The addresses on host `host`'s `eth0` (`ip -n NS -o addr show dev eth0`).
     pub fn addrs(&self, host: &str) -> Vec<IpAddr> {
-        let mut cmd = Command::new("ip");
+        let mut cmd = crate::command("ip");
         cmd.args(["-n", self.ns(host), "-o", "addr", "show", "dev", "eth0"]);
         let Ok(out) = run_bounded(cmd, Duration::from_secs(5)) else {
             return Vec::new();
@@ -341,7 +341,7 @@ impl Drop for Lab {
             // `ip netns del` can fail while a process of ours is still leaving the
             // namespace; retry a few times (bounded).
             for _ in 0..5 {
-                let mut cmd = Command::new("ip");
+                let mut cmd = crate::command("ip");
                 cmd.args(["netns", "del", ns]);
                 if run_bounded(cmd, Duration::from_secs(5)).is_ok_and(|o| o.status.success()) {
                     ok = true;

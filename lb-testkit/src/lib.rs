@@ -51,7 +51,7 @@ pub use process::Proc;
 /// capability panics: CI must run these tests, not skip them.
 pub fn lab_available() -> bool {
     let root = nix::unistd::geteuid().is_root();
-    let ip = Command::new("ip")
+    let ip = command("ip")
         .args(["netns", "list"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -76,10 +76,29 @@ pub fn lab_available() -> bool {
     ok
 }
 
-/// True if `tool` is on `PATH`. A missing tool skips loudly, or panics under `CI=true`.
+/// The directories appended to `PATH` for every command the harness runs: `ip` and other
+/// admin tools live in the sbin directories, which a CI environment's `PATH` may lack.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn search_path() -> String {
+    match std::env::var("PATH") {
+        Ok(p) if !p.is_empty() => format!("{p}:{SYSTEM_PATH}"),
+        _ => SYSTEM_PATH.to_owned(),
+    }
+}
+
+/// `Command::new(program)` with the sbin directories added to its `PATH` (used to find
+/// `program` too), whatever `PATH` the tests run with.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    c.env("PATH", search_path());
+    c
+}
+
+/// True if `tool` is on `PATH` (or in the sbin directories). A missing tool skips loudly,
+/// or panics under `CI=true`.
 pub fn tool_available(tool: &str) -> bool {
-    let ok = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()));
+    let ok = std::env::split_paths(&search_path()).any(|d| d.join(tool).is_file());
     if !ok {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true: the lab needs `{tool}` on PATH; refusing to skip");
@@ -168,7 +187,7 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> io::Result<Output> {
 
 /// Runs `program args…` (outside any lab namespace) with a 10 s bound and asserts success.
 pub(crate) fn run_ok(program: &str, args: &[&str]) -> io::Result<()> {
-    let mut cmd = Command::new(program);
+    let mut cmd = command(program);
     cmd.args(args);
     let out = run_bounded(cmd, Duration::from_secs(10))?;
     if out.status.success() {
