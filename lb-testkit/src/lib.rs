@@ -131,31 +131,47 @@ pub fn wait_until(
     f().then(|| start.elapsed())
 }
 
-/// Runs `cmd` to completion with its output captured, killing it (our own child, by PID)
-/// if it has not exited after `timeout`.
+/// Runs `cmd` to completion with its output captured. It runs in its own process group,
+/// which is killed (while its leader, our child, is not yet reaped) if it has not exited
+/// after `timeout`.
 ///
 /// # Errors
 /// The spawn error, or [`io::ErrorKind::TimedOut`] when it had to be killed.
 pub fn run_bounded(mut cmd: Command, timeout: Duration) -> io::Result<Output> {
+    use std::os::unix::process::CommandExt;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()?;
-    let out = child.stdout.take().map(|mut s| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = s.read_to_end(&mut v);
-            v
-        })
-    });
-    let err = child.stderr.take().map(|mut s| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = s.read_to_end(&mut v);
-            v
-        })
-    });
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, Vec<u8>)>();
+    for (is_out, pipe) in [
+        (
+            true,
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+        (
+            false,
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+    ] {
+        if let Some(mut pipe) = pipe {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = pipe.read_to_end(&mut v);
+                let _ = tx.send((is_out, v));
+            });
+        }
+    }
+    drop(tx);
     let mut status = None;
     wait_until(timeout, Duration::from_millis(5), || {
         status = child.try_wait().ok().flatten();
@@ -163,12 +179,21 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> io::Result<Output> {
     });
     let timed_out = status.is_none();
     if timed_out {
-        // Not reaped yet, so the PID is still ours.
-        let _ = child.kill();
+        // Not reaped yet, so the process group is still ours: kill it and what it started.
+        let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
     }
     let status = child.wait()?;
-    let stdout = out.and_then(|h| h.join().ok()).unwrap_or_default();
-    let stderr = err.and_then(|h| h.join().ok()).unwrap_or_default();
+    // The pipes close when the last writer exits; a straggler that escaped the group
+    // could hold them, so collecting is bounded too.
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok((true, v)) => stdout = v,
+            Ok((false, v)) => stderr = v,
+            Err(_) => break,
+        }
+    }
     if timed_out {
         return Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -199,5 +224,49 @@ pub(crate) fn run_ok(program: &str, args: &[&str]) -> io::Result<()> {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_until_is_bounded() {
+        let mut calls = 0u32;
+        let r = wait_until(Duration::from_millis(50), Duration::from_millis(10), || {
+            calls += 1;
+            false
+        });
+        assert!(r.is_none());
+        assert!((2..=8).contains(&calls), "{calls} calls");
+        let mut n = 0;
+        let r = wait_until(Duration::from_secs(5), Duration::from_millis(1), || {
+            n += 1;
+            n == 3
+        });
+        assert!(r.is_some_and(|d| d < Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn run_bounded_kills_on_timeout() {
+        let mut cmd = command("sleep");
+        cmd.arg("10");
+        let start = Instant::now();
+        let e = run_bounded(cmd, Duration::from_millis(100)).expect_err("timed out");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // A grandchild holding the pipes is killed with the group.
+        let mut cmd = command("sh");
+        cmd.args(["-c", "sleep 10 & sleep 10"]);
+        let start = Instant::now();
+        assert!(run_bounded(cmd, Duration::from_millis(100)).is_err());
+        assert!(start.elapsed() < Duration::from_secs(3));
+        let mut cmd = command("sh");
+        cmd.args(["-c", "echo out; echo err >&2"]);
+        let out = run_bounded(cmd, Duration::from_secs(5)).expect("runs");
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
     }
 }
