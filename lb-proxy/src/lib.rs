@@ -6,6 +6,20 @@
 //! sessions ([`udp`]), the PROXY protocol codec ([`proxy_protocol`]) and the HTTP mode
 //! (`http`). It does not decide backend health (it reports [`outcome::Outcome`]s for
 //! `lb-health` to judge), own VIPs (`lb-vrrp`) or parse configuration (`bins`).
+//!
+//! | the daemon wants to… | call |
+//! |---|---|
+//! | run a TCP virtual server | [`tcp::TcpProxy::start_with_observer`]`(`[`tcp::TcpProxyConfig`]`, Arc<Pool>, observer)` → [`tcp::ProxyHandle`] |
+//! | run a UDP virtual server | [`udp::UdpProxy::start_with_observer`] → [`udp::UdpHandle`] |
+//! | drain / stop it | [`tcp::ProxyHandle::drain`]`(None)` (configured deadline), [`tcp::ProxyHandle::stop`] |
+//! | drain one backend | `handle.pool().set_admin(id, AdminState::Drain)` (existing connections continue) |
+//! | feed passive health | implement [`outcome::OutcomeObserver`] (connect refused / timed out, closed, 5xx) |
+//! | read counters | [`tcp::ProxyHandle::stats`] → [`stats::StatsSnapshot`]; [`tcp::spliced_bytes`] |
+//! | bind a VIP before holding it | [`listener::bind_tcp`] with [`listener::ListenOptions`] (`freebind` on by default) |
+//!
+//! # Platform support
+//! Linux is the target: `splice(2)`, `IP_FREEBIND` and `SO_REUSEPORT` are used there. Without
+//! the `splice` feature (or off Linux) TCP forwarding copies through user space.
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_code)]
 #![deny(clippy::disallowed_methods)]

@@ -6,7 +6,7 @@
 //! backend's replies come back on it and are sent to that client from the listening socket
 //! (so the client sees the VIP as the source). A session ends after `idle_timeout` without
 //! traffic, or when the backend answers with ICMP port unreachable (reported as
-//! [`Outcome::ConnectRefused`](crate::outcome::Outcome::ConnectRefused)); the table holds at
+//! [`Outcome::ConnectRefused`]); the table holds at
 //! most `max_sessions` (each costs a descriptor); beyond it new clients' datagrams are
 //! dropped and counted.
 //!
