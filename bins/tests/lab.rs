@@ -78,8 +78,9 @@ struct Conf<'a> {
     weights: [u32; 3],
     /// `delay_loop` in seconds (seed: 6).
     delay_loop: u32,
-    /// `track_service { 198.18.0.250:80 }` in VI_1 (an lb extension): no live backend → FAULT.
-    track_service: bool,
+    /// `track_service { 198.18.0.250:80 [weight W] }` in VI_1 (an lb extension): no live
+    /// backend → FAULT (no weight), or priority + W (negative W).
+    track_service: Option<i32>,
     socket: &'a Path,
 }
 
@@ -94,10 +95,10 @@ fn keepalived_conf(c: Conf<'_>) -> String {
         (false, _) => ("LVS_BACKUP", "BACKUP", 80),
     };
     let nopreempt = if c.nopreempt { "nopreempt\n" } else { "" };
-    let track = if c.track_service {
-        format!("track_service {{\n{VIP}:80\n}}\n")
-    } else {
-        String::new()
+    let track = match c.track_service {
+        Some(0) => format!("track_service {{\n{VIP}:80\n}}\n"),
+        Some(w) => format!("track_service {{\n{VIP}:80 weight {w}\n}}\n"),
+        None => String::new(),
     };
     let mut real = String::new();
     for ((host, port, _), w) in REAL.iter().zip(c.weights) {
@@ -318,7 +319,7 @@ fn seed_pair_end_to_end() {
         nopreempt: false,
         weights,
         delay_loop,
-        track_service: false,
+        track_service: None,
         socket: &lb1_socket,
     };
     lb1.write_conf(conf1([3, 3, 3], 1));
@@ -327,7 +328,7 @@ fn seed_pair_end_to_end() {
         nopreempt: false,
         weights: [3, 3, 3],
         delay_loop: 1,
-        track_service: false,
+        track_service: None,
         socket: &lb2_socket,
     });
     lb1.start(&lab);
@@ -716,7 +717,7 @@ fn nopreempt_pair() {
             nopreempt: true,
             weights: [3, 3, 3],
             delay_loop: 1,
-            track_service: false,
+            track_service: None,
             socket: &n.socket,
         });
     }
@@ -805,7 +806,7 @@ fn lbctl_admin_and_track_service() {
             nopreempt: false,
             weights: [3, 3, 3],
             delay_loop: 1,
-            track_service: true,
+            track_service: Some(0),
             socket: &n.socket,
         });
     }
@@ -863,7 +864,7 @@ fn lbctl_admin_and_track_service() {
         nopreempt: false,
         weights: [3, 3, 3],
         delay_loop: 2,
-        track_service: true,
+        track_service: Some(0),
         socket: &lb1.socket.clone(),
     });
     assert!(lb1.proc().sighup());
@@ -930,4 +931,68 @@ fn lbctl_admin_and_track_service() {
         let st = n.proc().wait_exit(Duration::from_secs(10));
         assert!(st.is_some_and(|s| s.success()), "{}: {st:?}", n.host);
     }
+}
+
+#[test]
+fn track_service_weight_shows_in_status() {
+    if !lab_available() {
+        return;
+    }
+    let start = t0();
+    let lab = Lab::new("lbw", HOSTS).expect("lab");
+    let servers: Vec<TcpServer> = REAL
+        .iter()
+        .map(|(h, port, page)| {
+            TcpServer::start(&lab, h, SocketAddr::new(lab.addr(h).into(), *port), page)
+                .expect("real server")
+        })
+        .collect();
+    let mut lb1 = Node::new(&lab, "lb1");
+    lb1.write_conf(Conf {
+        master: true,
+        nopreempt: false,
+        weights: [3, 3, 3],
+        delay_loop: 1,
+        track_service: Some(-10),
+        socket: &lb1.socket.clone(),
+    });
+    lb1.start(&lab);
+    let up = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+    });
+    assert!(up.is_some(), "lb1 MASTER\n{}", lb1.logs());
+    // No live backend: VI_1's priority drops by 10 (it stays MASTER, alone on the LAN);
+    // the sync group does not change VI_2's priority.
+    for srv in &servers {
+        assert_eq!(lb1.backend_admin("maint", srv.addr()), 0);
+    }
+    let prio = |s: &Status| -> Vec<u8> { s.vrrp.iter().map(|v| v.effective_priority).collect() };
+    let lowered = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        lb1.status().is_some_and(|s| prio(&s) == [90, 100])
+    });
+    assert!(
+        lowered.is_some(),
+        "effective priority 90 while the service is dead: {:?}\n{}",
+        lb1.status().map(|s| s.vrrp),
+        lb1.logs()
+    );
+    let s = lb1.status_ok();
+    assert!(all_in(&s, VrrpState::Master));
+    assert_eq!(s.vrrp[0].base_priority, 100);
+    for srv in &servers {
+        assert_eq!(lb1.backend_admin("ready", srv.addr()), 0);
+    }
+    let restored = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        lb1.status().is_some_and(|s| prio(&s) == [100, 100])
+    });
+    assert!(restored.is_some(), "priority back to 100\n{}", lb1.logs());
+    step(
+        start,
+        "track_service weight -10: effective priority 90 shown, then 100 again",
+    );
+    assert!(lb1.proc().sigterm());
+    assert!(lb1
+        .proc()
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
 }

@@ -209,6 +209,7 @@ impl SpeakerRuntime {
             .as_ref()
             .and_then(|g| cfg.sync_groups.iter().find(|s| &s.name == g).cloned());
         let tbl = Arc::clone(table);
+        let own = own_addr.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 let ev = match events.recv().await {
@@ -225,7 +226,7 @@ impl SpeakerRuntime {
                     s.state = to_state(ev.to);
                     s.effective_priority = ev.priority.0;
                     s.master_address = match ev.to {
-                        State::Master => own_addr.get(&ev.instance).copied(),
+                        State::Master => own.get(&ev.instance).copied(),
                         _ => None,
                     };
                 }
@@ -283,6 +284,33 @@ impl SpeakerRuntime {
                     }
                 }));
             }
+        }
+        // Events come only with state changes; a tracked script or service with a weight
+        // changes the effective priority without one. Refresh state and priority from the
+        // speaker four times a second so `lbctl status` shows them.
+        {
+            let h = handle.clone();
+            let tbl = Arc::clone(table);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    let Some(now) = h.status().await else { return };
+                    let mut t = tbl
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for st in now {
+                        if let Some(s) = t.get_mut(&st.instance) {
+                            s.state = to_state(st.state);
+                            s.effective_priority = st.priority.0;
+                            s.master_address = match st.state {
+                                State::Master => own_addr.get(&st.instance).copied(),
+                                _ => None,
+                            };
+                        }
+                    }
+                }
+            }));
         }
         let name = group.clone().unwrap_or_else(|| "(ungrouped)".into());
         let run = tokio::spawn(async move {
