@@ -154,10 +154,11 @@ mod tests {
         // 192.0.2.0/24 is TEST-NET-1: never configured on this host.
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         set_freebind(&s, false, FreeBind(true)).unwrap();
-        let addr: std::net::SocketAddr = "192.0.2.250:8080".parse().unwrap();
+        // Port 0: concurrent test processes must not collide.
+        let addr: std::net::SocketAddr = "192.0.2.250:0".parse().unwrap();
         s.bind(&addr.into()).unwrap();
         s.listen(16).unwrap();
-        assert_eq!(s.local_addr().unwrap().as_socket().unwrap(), addr);
+        assert_eq!(s.local_addr().unwrap().as_socket().unwrap().ip(), addr.ip());
 
         let plain = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         assert!(
