@@ -78,6 +78,8 @@ struct Conf<'a> {
     weights: [u32; 3],
     /// `delay_loop` in seconds (seed: 6).
     delay_loop: u32,
+    /// Overrides the priority of both instances (default: 100 on the master, 80).
+    priority: Option<u8>,
     /// `track_service { 198.18.0.250:80 [weight W] }` in VI_1 (an lb extension): no live
     /// backend → FAULT (no weight), or priority + W (negative W).
     track_service: Option<i32>,
@@ -94,6 +96,7 @@ fn keepalived_conf(c: Conf<'_>) -> String {
         (true, true) => ("LVS_MASTER", "BACKUP", 100),
         (false, _) => ("LVS_BACKUP", "BACKUP", 80),
     };
+    let prio = c.priority.unwrap_or(prio);
     let nopreempt = if c.nopreempt { "nopreempt\n" } else { "" };
     let track = match c.track_service {
         Some(0) => format!("track_service {{\n{VIP}:80\n}}\n"),
@@ -319,6 +322,7 @@ fn seed_pair_end_to_end() {
         nopreempt: false,
         weights,
         delay_loop,
+        priority: None,
         track_service: None,
         socket: &lb1_socket,
     };
@@ -328,6 +332,7 @@ fn seed_pair_end_to_end() {
         nopreempt: false,
         weights: [3, 3, 3],
         delay_loop: 1,
+        priority: None,
         track_service: None,
         socket: &lb2_socket,
     });
@@ -717,6 +722,7 @@ fn nopreempt_pair() {
             nopreempt: true,
             weights: [3, 3, 3],
             delay_loop: 1,
+            priority: None,
             track_service: None,
             socket: &n.socket,
         });
@@ -806,6 +812,7 @@ fn lbctl_admin_and_track_service() {
             nopreempt: false,
             weights: [3, 3, 3],
             delay_loop: 1,
+            priority: None,
             track_service: Some(0),
             socket: &n.socket,
         });
@@ -864,6 +871,7 @@ fn lbctl_admin_and_track_service() {
         nopreempt: false,
         weights: [3, 3, 3],
         delay_loop: 2,
+        priority: None,
         track_service: Some(0),
         socket: &lb1.socket.clone(),
     });
@@ -926,6 +934,78 @@ fn lbctl_admin_and_track_service() {
         &format!("lbctl ready: lb1 MASTER again after {took:?}"),
     );
 
+    // SIGHUP with only a new priority applies it in place: the master (100 → 110) keeps
+    // its state, the backup never becomes master; then the backup (80 → 120) preempts.
+    let transitions = |n: &Node, to: &str| {
+        n.proc.as_ref().map_or(0, |p| {
+            p.stderr().matches(&format!("Entering {to} STATE")).count()
+        })
+    };
+    let not_master =
+        |n: &Node| transitions(n, "BACKUP") + transitions(n, "INIT") + transitions(n, "FAULT");
+    let (lb2_masters, lb1_changes) = (transitions(&lb2, "MASTER"), not_master(&lb1));
+    let reloads = done(&lb1);
+    lb1.write_conf(Conf {
+        master: true,
+        nopreempt: false,
+        weights: [3, 3, 3],
+        delay_loop: 2,
+        priority: Some(110),
+        track_service: Some(0),
+        socket: &lb1.socket.clone(),
+    });
+    assert!(lb1.proc().sighup());
+    let applied = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        done(&lb1) > reloads
+            && lb1.status().is_some_and(|s| {
+                s.vrrp
+                    .iter()
+                    .all(|v| (v.base_priority, v.effective_priority) == (110, 110))
+            })
+    });
+    assert!(applied.is_some(), "priority 110 applied\n{}", lb1.logs());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(all_in(&lb1.status_ok(), VrrpState::Master));
+    assert_eq!(lab.holders(&nodes, vip()), ["lb1"]);
+    assert_eq!(
+        transitions(&lb2, "MASTER"),
+        lb2_masters,
+        "no flap to lb2\n{}",
+        lb2.logs()
+    );
+    assert_eq!(
+        not_master(&lb1),
+        lb1_changes,
+        "lb1 kept its state\n{}",
+        lb1.logs()
+    );
+    lb2.write_conf(Conf {
+        master: false,
+        nopreempt: false,
+        weights: [3, 3, 3],
+        delay_loop: 1,
+        priority: Some(120),
+        track_service: Some(0),
+        socket: &lb2.socket.clone(),
+    });
+    assert!(lb2.proc().sighup());
+    let took = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lab.holders(&nodes, vip()) == ["lb2"]
+            && lb2.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+            && lb1.status().is_some_and(|s| all_in(&s, VrrpState::Backup))
+    });
+    assert!(
+        took.is_some(),
+        "lb2 (120) preempts lb1 (110): {:?} {:?}\n{}",
+        lb1.status().map(|s| vrrp_states(&s)),
+        lb2.status().map(|s| vrrp_states(&s)),
+        lb2.logs()
+    );
+    step(
+        start,
+        &format!("SIGHUP priority only: in place, no flap; lb2 at 120 preempted after {took:?}"),
+    );
+
     for n in [&mut lb1, &mut lb2] {
         assert!(n.proc().sigterm());
         let st = n.proc().wait_exit(Duration::from_secs(10));
@@ -953,6 +1033,7 @@ fn track_service_weight_shows_in_status() {
         nopreempt: false,
         weights: [3, 3, 3],
         delay_loop: 1,
+        priority: None,
         track_service: Some(-10),
         socket: &lb1.socket.clone(),
     });

@@ -10,8 +10,9 @@
 //! * `SIGTERM`/`SIGINT`: masters send priority 0 and remove their VIPs, listeners close,
 //!   established connections drain up to `drain_deadline`, exit 0.
 //! * `SIGHUP`: reload. A configuration with errors is rejected (logged with file:line:col)
-//!   and the running one stays. Unchanged VRRP groups keep running (no flap, no GARP);
-//!   changed groups restart. Unchanged virtual servers are untouched; a weight-only change
+//!   and the running one stays. Unchanged VRRP groups keep running (no flap, no GARP), and
+//!   so do groups where only base priorities changed (applied in place); other changed
+//!   groups restart. Unchanged virtual servers are untouched; a weight-only change
 //!   applies in place without dropping a connection; other changes restart that virtual
 //!   server, letting the old one drain.
 //!
@@ -388,15 +389,20 @@ impl Node {
         let new_groups = vrrp::groups(&new);
         let scripts_changed = !d.vrrp_scripts.is_empty();
         let mut keep = Vec::new();
-        for s in std::mem::take(&mut self.speakers) {
-            let same = new_groups
+        for mut s in std::mem::take(&mut self.speakers) {
+            let members = new_groups
                 .iter()
-                .any(|(g, members)| *g == s.group && *members == s.instances)
-                && !scripts_changed;
-            if same {
-                keep.push(s);
-            } else {
-                s.stop(&self.shared.vrrp).await;
+                .find(|(g, _)| *g == s.group)
+                .map(|(_, m)| m)
+                .filter(|_| !scripts_changed);
+            match members {
+                Some(m) if *m == s.instances => keep.push(s),
+                // Only base priorities changed: applied in place, no restart.
+                Some(m) if s.only_priorities_differ(m) => {
+                    s.set_priorities(m, &self.shared.vrrp);
+                    keep.push(s);
+                }
+                _ => s.stop(&self.shared.vrrp).await,
             }
         }
         let live = self.live_map();

@@ -327,6 +327,35 @@ impl SpeakerRuntime {
         })
     }
 
+    /// True if `new` (the group's instances in a new configuration) differs from the
+    /// running instances only in base priorities.
+    pub(crate) fn only_priorities_differ(&self, new: &[VrrpInstance]) -> bool {
+        self.instances.len() == new.len()
+            && self.instances.iter().zip(new).all(|(a, b)| {
+                let mut a = a.clone();
+                a.priority = b.priority;
+                a == *b
+            })
+    }
+
+    /// Applies new base priorities in place: no restart, so no priority-0 advert, no
+    /// flap and no gratuitous ARPs; the election follows the new priorities.
+    pub(crate) fn set_priorities(&mut self, new: &[VrrpInstance], table: &VrrpTable) {
+        let mut t = table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (i, (a, b)) in self.instances.iter().zip(new).enumerate() {
+            if a.priority != b.priority {
+                self.handle.set_priority(i, Priority(b.priority));
+                if let Some(s) = t.get_mut(&b.name) {
+                    s.base_priority = b.priority;
+                }
+                tracing::info!(instance = %b.name, from = a.priority, to = b.priority, "priority changed by reload");
+            }
+        }
+        self.instances = new.to_vec();
+    }
+
     /// Sends priority 0 from masters, removes the VIPs, and waits (at most 5 s).
     pub(crate) async fn stop(self, table: &VrrpTable) {
         self.handle.shutdown();
