@@ -749,3 +749,27 @@ async fn listener_connection_limit() {
         .unwrap();
     assert_eq!(reply, b"third");
 }
+
+/// A per-backend `maxconn` (HAProxy `server … maxconn 1`): the full backend is skipped, the
+/// others take the load.
+#[tokio::test]
+async fn per_backend_maxconn_sends_to_the_others() {
+    let a = echo_backend("127.0.0.1:0").await;
+    let b = echo_backend("127.0.0.1:0").await;
+    let mut cfg = config();
+    cfg.backend_maxconn_by_id = vec![(BackendId(1), 1)];
+    let proxy = TcpProxy::start(cfg, pool_of(&[a.addr, b.addr])).unwrap();
+    let addr = proxy.local_addrs()[0];
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        let mut k = [0u8; 1];
+        s.read_exact(&mut k).await.unwrap();
+        held.push(s);
+    }
+    let backends = proxy.pool().backends();
+    assert_eq!(backends.get(BackendId(1)).unwrap().stats().active(), 1);
+    assert_eq!(backends.get(BackendId(2)).unwrap().stats().active(), 3);
+    assert_eq!(proxy.stats().queued, 0);
+}

@@ -47,6 +47,9 @@ pub struct TcpProxyConfig {
     /// `lb_core::BackendStats::active`, shared with every proxy using the backend). `None`
     /// (default) is unlimited.
     pub backend_maxconn: Option<u64>,
+    /// Per-backend `maxconn` overriding `backend_maxconn` (HAProxy `server … maxconn N`,
+    /// keepalived `uthreshold`). Default empty.
+    pub backend_maxconn_by_id: Vec<(BackendId, u64)>,
     /// HAProxy `maxqueue`: how many connections may wait for a backend slot when every
     /// eligible backend is at `backend_maxconn`; beyond it they are refused. Default 1024.
     pub maxqueue: usize,
@@ -95,6 +98,7 @@ impl TcpProxyConfig {
             retries: 3,
             redispatch: true,
             backend_maxconn: None,
+            backend_maxconn_by_id: Vec::new(),
             maxqueue: 1024,
             queue_timeout: Duration::from_secs(5),
             maxconn: 4096,
@@ -109,6 +113,15 @@ impl TcpProxyConfig {
             maxpipes: 1024,
             pipe_size: 0,
         }
+    }
+
+    /// The `maxconn` that applies to backend `id`.
+    pub fn maxconn_of(&self, id: BackendId) -> Option<u64> {
+        self.backend_maxconn_by_id
+            .iter()
+            .find(|e| e.0 == id)
+            .map(|e| e.1)
+            .or(self.backend_maxconn)
     }
 
     fn validate(&self) -> Result<()> {
@@ -130,7 +143,7 @@ impl TcpProxyConfig {
         if self.connect_timeout.is_zero() {
             return bad("timeout connect", "must be above 0 s");
         }
-        if self.backend_maxconn == Some(0) {
+        if self.backend_maxconn == Some(0) || self.backend_maxconn_by_id.iter().any(|e| e.1 == 0) {
             return bad("maxconn", "a backend maxconn of 0 admits nothing");
         }
         Ok(())
@@ -521,7 +534,6 @@ async fn connect_backend(
 
         let mut full = false;
         let now = Instant::now().into_std();
-        let maxconn = cfg.backend_maxconn;
         let picked = shared.pool.select(now, &ctx, &mut |b| {
             if let Some(id) = sticky {
                 if b.id() != id {
@@ -530,7 +542,10 @@ async fn connect_backend(
             } else if tried.contains(&b.id()) {
                 return false;
             }
-            if maxconn.is_some_and(|m| b.stats().active() >= m) {
+            if cfg
+                .maxconn_of(b.id())
+                .is_some_and(|m| b.stats().active() >= m)
+            {
                 full = true;
                 return false;
             }
@@ -567,7 +582,10 @@ async fn connect_backend(
             return Err(last_err.unwrap_or(Error::NoBackend));
         };
         let guard = backend.stats().connection();
-        if maxconn.is_some_and(|m| backend.stats().active() > m) {
+        if cfg
+            .maxconn_of(backend.id())
+            .is_some_and(|m| backend.stats().active() > m)
+        {
             // Lost a race for the last slot: pick again.
             drop(guard);
             continue;
