@@ -384,7 +384,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 struct Connected {
     backend: Backend,
     stream: TcpStream,
-    _guard: ConnectionGuard,
+    guard: ConnectionGuard,
 }
 
 async fn handle_connection(
@@ -445,7 +445,7 @@ async fn handle_connection(
     let Connected {
         backend,
         stream: mut backend_stream,
-        _guard,
+        guard,
     } = match connected {
         Ok(c) => c,
         Err(e) => {
@@ -454,7 +454,12 @@ async fn handle_connection(
             return;
         }
     };
-    let _freed = scopeguard(|| shared.slot_freed.notify_waiters());
+    // On every exit: first uncount the connection, then wake queued connections, so that
+    // they see the freed slot.
+    let _slot = scopeguard(|| {
+        drop(guard);
+        shared.slot_freed.notify_waiters();
+    });
     ProxyStats::inc(&stats.connected);
     if let Err(e) = shared.config.backend_options.apply(&backend_stream) {
         tracing::debug!(error = %e, "backend socket options");
@@ -603,7 +608,7 @@ async fn connect_backend(
                 return Ok(Connected {
                     backend,
                     stream,
-                    _guard: guard,
+                    guard,
                 });
             }
             Err(e) => {
