@@ -193,7 +193,10 @@ impl Node {
         assert!(self.proc.is_none(), "{} already runs", self.host);
         self.starts += 1;
         let mut cmd = lab.command(self.host, LB_NODE);
-        cmd.arg(&self.conf).env("RUST_LOG", "info");
+        // Plain logs: lb-node colours its log even when stderr is a file.
+        cmd.arg(&self.conf)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
         let name = format!("{}-{}", self.host, self.starts);
         self.proc = Some(Proc::spawn(cmd, lab.dir(), &name).expect("spawn lb-node"));
     }

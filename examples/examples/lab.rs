@@ -8,10 +8,10 @@
 // VRRP instances with VIPs 198.18.0.250 and 198.18.0.249, and `virtual_server 198.18.0.250
 // 80` with `lb_algo rr`, `lb_kind NAT` and three `real_server`s with `TCP_CHECK`.
 //
-// It drives client traffic through the VIP, kills the master with `kill -9`, shows the
-// backup take over while the client keeps working, restarts the old master (it preempts),
-// stops everything and removes the lab. It prints what happens as it happens and takes about
-// 15 seconds after the build.
+// It drives client traffic through the VIP, stops a real server (the health checks take it
+// out and back in), kills the master with `kill -9`, shows the backup take over while the
+// client keeps working, restarts the old master (it preempts), stops everything and removes
+// the lab. It prints what happens as it happens and takes about 20 seconds after the build.
 //
 // Binaries: the example runs `cargo build -p lb-bins --bin lb-node --bin lbctl` into its own
 // target directory and profile (found from its own path, TARGET/PROFILE/examples/lab), so
@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+use lb_bins::admin::client::Client;
+use lb_bins::admin::Health;
 use lb_testkit::server::TcpServer;
 use lb_testkit::{lab_available, run_bounded, wait_until, Lab, Proc};
 
@@ -199,7 +201,8 @@ struct Node {
 impl Node {
     fn start(&mut self, lab: &Lab, lb_node: &Path, log: &Log) -> Result<(), Error> {
         let mut cmd = lab.command(self.name, lb_node);
-        cmd.arg(&self.conf);
+        // Plain logs: lb-node colours its log even when stderr is a file.
+        cmd.arg(&self.conf).env("NO_COLOR", "1");
         let p = Proc::spawn(cmd, lab.dir(), self.name)?;
         log.say(format!(
             "{}: lb-node {} started (pid {}), log {}",
@@ -234,6 +237,18 @@ fn print_status(log: &Log, node: &Node, lbctl: &Path) {
     }
 }
 
+/// The health lb-node reports for its backend on `port`, through the admin socket.
+fn backend_health(socket: &Path, port: u16) -> Option<Health> {
+    let status = Client::connect(socket).ok()?.status().ok()?;
+    status
+        .virtual_servers
+        .first()?
+        .backends
+        .iter()
+        .find(|b| b.address.port() == port)
+        .map(|b| b.health)
+}
+
 fn holders(lab: &Lab, ip: IpAddr) -> String {
     let h = lab.holders(&["lb1", "lb2"], ip);
     if h.is_empty() {
@@ -259,7 +274,7 @@ fn run() -> Result<(), Error> {
             .collect::<Vec<_>>()
             .join(" ")
     ));
-    let mut servers = Vec::new();
+    let mut servers: Vec<TcpServer> = Vec::new();
     for (host, port, page) in REAL_SERVERS {
         let addr = SocketAddr::new(lab.addr(host).into(), *port);
         servers.push(TcpServer::start(&lab, host, addr, page)?);
@@ -369,6 +384,43 @@ fn run() -> Result<(), Error> {
                 }
             };
             pause(&log, &rx, Duration::from_secs(1));
+
+            // A real server stops: the TCP_CHECKs (seed values: connect_timeout 3,
+            // nb_get_retry 3, delay_before_retry 3) take it out of the rotation.
+            let stopped_at = Instant::now();
+            servers[2].stop();
+            log.say("rs3: real server stopped (its port now refuses connections)");
+            let down = wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+                drain(&log, &rx);
+                backend_health(&nodes[0].socket, 84) == Some(Health::Down)
+            });
+            match down {
+                Some(_) => log.say(format!(
+                    "lb1 reports 198.18.0.153:84 down {:.1}s after it stopped; the client now gets rs1 and rs2 only",
+                    stopped_at.elapsed().as_secs_f64()
+                )),
+                None => log.say("lb1 did NOT report rs3 down within 20 s"),
+            }
+            pause(&log, &rx, Duration::from_millis(1200));
+            servers[2] = TcpServer::start(
+                &lab,
+                "rs3",
+                SocketAddr::new(lab.addr("rs3").into(), 84),
+                "real server 3",
+            )?;
+            let restarted_at = Instant::now();
+            log.say("rs3: real server started again");
+            let up = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+                drain(&log, &rx);
+                backend_health(&nodes[0].socket, 84) == Some(Health::Up)
+            });
+            if up.is_some() {
+                log.say(format!(
+                    "lb1 reports 198.18.0.153:84 up again {:.1}s later",
+                    restarted_at.elapsed().as_secs_f64()
+                ));
+            }
+            pause(&log, &rx, Duration::from_millis(800));
 
             // kill -9 the master.
             let killed_at = Instant::now();
