@@ -1,4 +1,5 @@
 // cargo run -p lb-examples --example lab          (as root: it builds network namespaces)
+// sudo -E env "PATH=$PATH" cargo run -p lb-examples --example lab     (from a user shell)
 //
 // The seed's two-node keepalived setup, run by two `lb-node`s in a lab of network
 // namespaces: a bridge, two LB nodes (lb1, lb2), a client and three real servers with
