@@ -334,6 +334,17 @@ impl Node {
             return;
         }
         tracing::info!(?d, "reloading");
+        // Settings read once at start-up: say so instead of ignoring the change silently.
+        if new.global.admin_socket != self.config.global.admin_socket {
+            tracing::warn!(
+                running = %self.config.global.admin_socket.display(),
+                configured = %new.global.admin_socket.display(),
+                "admin_socket changed: the socket moves at the next start, not on reload"
+            );
+        }
+        if new.global.log_level != self.config.global.log_level {
+            tracing::warn!("log_level changed: it applies at the next start, not on reload");
+        }
         // Virtual servers.
         let mut kept = Vec::new();
         let mut retired = Vec::new();
