@@ -26,13 +26,17 @@ pub fn filter(level: LogLevel, rust_log: Option<&str>) -> EnvFilter {
 }
 
 /// Installs the global subscriber: stderr, text (or one JSON object per line with `json`).
+/// Colours only when stderr is a terminal and `NO_COLOR` is unset.
 ///
 /// # Errors
 /// When a global subscriber is already installed.
 pub fn init(level: LogLevel, json: bool) -> Result<(), String> {
     let rust_log = std::env::var("RUST_LOG").ok();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(level, rust_log.as_deref()))
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let r = if json {
         builder.json().try_init()
