@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bash lb-proxy/benches/http_vs_haproxy.sh
 #
-# Side-by-side benchmark (not a timed test): requests/s and p99 latency for 1 KiB responses
+# Side-by-side benchmark (not a timed test): requests/s and p50/p99 latency for 1 KiB responses
 # through lb's HTTP mode (lb-proxy example `http_proxy`) and HAProxy `mode http`, in one run,
 # in front of the same two nginx backends, with client keep-alive and without
 # (`Connection: close` on every request). Both proxies keep backend connections alive
@@ -14,12 +14,17 @@
 # The two proxies are measured alternately, ROUNDS times each per client mode, and the median
 # round is reported, so that load from other processes on the machine hits both alike.
 #
-# Environment: DURATION (seconds per run, default 10), ROUNDS (default 3), CONNS (wrk
-# connections, default 50), BASE_PORT (default 18080), CARGO_TARGET_DIR (where the example
-# is built).
+# Environment: DURATION (seconds per run, default 10), WARMUP (seconds of unmeasured wrk
+# before each run, default 2), ROUNDS (default 3), CONNS (wrk connections, default 50),
+# BASE_PORT (default 18080), CARGO_TARGET_DIR (where the example is built).
+#
+# Besides the human-readable lines, every measured run prints
+# `RESULT<TAB>figure<TAB>side<TAB>value<TAB>unit` lines (side: ours or haproxy) that
+# benches/run.sh aggregates.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-50}
 BASE=${BASE_PORT:-18080}
@@ -105,18 +110,19 @@ for p in $HAP $LB; do
     curl -fsS "http://127.0.0.1:$p/1k" | cmp -s - "$WORK/www/1k" || { echo "proxy on $p does not serve the file" >&2; exit 1; }
 done
 
-# run NAME PORT MODE → prints "NAME MODE rps p99"
+# run NAME PORT MODE → prints "NAME MODE rps p99 p50 errors"
 run() {
     local name=$1 port=$2 mode=$3 hdr=()
     [ "$mode" = close ] && hdr=(-H "Connection: close")
-    taskset -c 0 wrk -t1 -c"$CONNS" -d2s "${hdr[@]}" "http://127.0.0.1:$port/1k" >/dev/null # warm-up
+    taskset -c 0 wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${hdr[@]}" "http://127.0.0.1:$port/1k" >/dev/null # warm-up
     local out
     out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${hdr[@]}" "http://127.0.0.1:$port/1k")
-    local rps p99 errs
+    local rps p50 p99 errs
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
     errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-    printf '%-8s %-10s %12s %10s  %s\n' "$name" "$mode" "$rps" "$p99" "$errs"
+    printf '%-8s %-10s %12s %10s %10s  %s\n' "$name" "$mode" "$rps" "$p99" "$p50" "$errs"
 }
 
 to_ms() { # 1.23ms / 456.00us / 1.2s → ms
@@ -124,7 +130,7 @@ to_ms() { # 1.23ms / 456.00us / 1.2s → ms
 }
 
 echo "wrk -t1 -c$CONNS -d${DURATION}s, 1 KiB responses, 2 nginx backends; wrk+nginx on CPU 0, proxy on CPU 1; $ROUNDS alternating rounds"
-printf '%-8s %-10s %12s %10s\n' proxy client req/s p99
+printf '%-8s %-10s %12s %10s %10s\n' proxy client req/s p99 p50
 results=()
 for mode in keepalive close; do
     for _ in $(seq 1 "$ROUNDS"); do
@@ -134,6 +140,12 @@ for mode in keepalive close; do
             line=$(run "$proxy" "$port" "$mode")
             echo "$line"
             results+=("$line")
+            side=haproxy
+            [ "$proxy" = lb ] && side=ours
+            read -r _ _ rps p99 p50 _ <<<"$line"
+            printf 'RESULT\thttp %s: req/s\t%s\t%s\treq/s\n' "$mode" "$side" "$rps"
+            printf 'RESULT\thttp %s: p50 latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p50")"
+            printf 'RESULT\thttp %s: p99 latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p99")"
         done
     done
 done
