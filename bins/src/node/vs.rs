@@ -6,12 +6,16 @@ use std::time::Duration;
 use lb_core::{BackendId, Pool};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{ExecProbe, TcpProbe};
-use lb_health::{HealthCheckConfig, HealthDriver, OnFailure, PoolApplier, Probe};
+use lb_health::{
+    ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierConfig, OutlierDetector,
+    OutlierEvent, PoolApplier, Probe,
+};
 use lb_proxy::http::{HttpPool, HttpProxy, HttpProxyConfig};
 use lb_proxy::listener::{bind_tcp, ListenOptions};
+use lb_proxy::outcome::{Outcome, OutcomeObserver};
 use lb_proxy::tcp::{ProxyHandle, TcpProxy, TcpProxyConfig};
 use lb_proxy::udp::{UdpHandle, UdpProxy, UdpProxyConfig};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::NodeError;
@@ -62,6 +66,107 @@ async fn bind_retrying<T>(
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             r => return r,
+        }
+    }
+}
+
+/// Passive health defaults (Envoy's outlier detection, with a ceiling that still lets one of
+/// two backends go): 5 consecutive failures eject for 30 s × the ejection count (at most
+/// 300 s), never more than half the backends at once.
+fn outlier_config() -> OutlierConfig {
+    OutlierConfig::builder()
+        .consecutive_failures(5)
+        .base_ejection_time(Duration::from_secs(30))
+        .max_ejection_time(Duration::from_secs(300))
+        .max_ejection_percent(50)
+        .build()
+        .unwrap_or_default()
+}
+
+/// Forwards the proxy's outcomes to the applier task (never blocks the data path).
+#[derive(Debug)]
+struct PassiveObserver {
+    tx: mpsc::UnboundedSender<(BackendId, ConnectionOutcome)>,
+}
+
+impl OutcomeObserver for PassiveObserver {
+    fn observe(&self, backend: &lb_core::Backend, outcome: &Outcome) {
+        let o = match outcome {
+            Outcome::Success { .. } => ConnectionOutcome::Success,
+            Outcome::ConnectRefused | Outcome::ConnectError(_) => ConnectionOutcome::ConnectFailure,
+            Outcome::ConnectTimeout => ConnectionOutcome::Timeout,
+            Outcome::Closed {
+                backend_error: true,
+                ..
+            } => ConnectionOutcome::Reset,
+            Outcome::HttpServerError { status } => ConnectionOutcome::HttpStatus(*status),
+            _ => return,
+        };
+        let _ = self.tx.send((backend.id(), o));
+    }
+}
+
+/// Applies active-check events and outlier ejections to the pool: one task per virtual
+/// server, so each backend's combined verdict (failing its check, or ejected) is decided in
+/// one place. `inhibit_on_failure` backends keep their place at weight 0; others leave the
+/// set.
+async fn apply_health(
+    name: String,
+    pool: Arc<Pool>,
+    inhibited: Vec<BackendId>,
+    mut checks: Option<broadcast::Receiver<lb_health::HealthEvent>>,
+    mut outcomes: mpsc::UnboundedReceiver<(BackendId, ConnectionOutcome)>,
+    mut detector: OutlierDetector,
+) {
+    let mut inhibit = PoolApplier::new(&pool, OnFailure::Inhibit);
+    let mut remove = PoolApplier::new(&pool, OnFailure::Remove);
+    loop {
+        let deadline = detector.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            ev = async {
+                match &mut checks {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match ev {
+                Ok(ev) => {
+                    tracing::info!(virtual_server = %name, backend = %ev.backend, from = %ev.old, to = %ev.new, reason = %ev.reason, "backend health changed");
+                    let applier = if inhibited.contains(&ev.backend) { &mut inhibit } else { &mut remove };
+                    if let Err(e) = applier.apply_event(&pool, &ev, now()) {
+                        tracing::warn!(virtual_server = %name, error = %e, "health event not applied");
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(virtual_server = %name, missed = n, "health events lagged");
+                }
+                Err(broadcast::error::RecvError::Closed) => checks = None,
+            },
+            o = outcomes.recv() => match o {
+                Some((id, outcome)) => detector.handle_outcome(now(), id, outcome),
+                None => return,
+            },
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => detector.handle_timeout(now()),
+        }
+        while let Some(ev) = detector.poll_event() {
+            let id = match ev {
+                OutlierEvent::Ejected { backend, .. } | OutlierEvent::Unejected { backend } => {
+                    backend
+                }
+            };
+            tracing::info!(virtual_server = %name, backend = %id, event = ?ev, "passive health");
+            let applier = if inhibited.contains(&id) {
+                &mut inhibit
+            } else {
+                &mut remove
+            };
+            if let Err(e) = applier.apply_outlier(&pool, &ev, now()) {
+                tracing::warn!(virtual_server = %name, error = %e, "outlier event not applied");
+            }
         }
     }
 }
@@ -163,11 +268,15 @@ impl VsRuntime {
         // backend is up only when all pass — extra checks are reported and ignored).
         let mut health = None;
         let mut events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
+        let mut check_events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
+        let mut inhibited = Vec::new();
+        for (i, b) in cfg.backends.iter().enumerate() {
+            if b.inhibit_on_failure {
+                inhibited.push(BackendId(u32::try_from(i + 1).unwrap_or(u32::MAX)));
+            }
+        }
         if cfg.backends.iter().any(|b| !b.checks.is_empty()) {
             let mut driver = HealthDriver::new(1024);
-            let inhibit = PoolApplier::new(&pool, OnFailure::Inhibit);
-            let remove = PoolApplier::new(&pool, OnFailure::Remove);
-            let mut inhibited = Vec::new();
             for (i, b) in cfg.backends.iter().enumerate() {
                 let id = BackendId(u32::try_from(i + 1).unwrap_or(u32::MAX));
                 if b.checks.len() > 1 {
@@ -180,38 +289,28 @@ impl VsRuntime {
                         .add(id, b.address, probe, hc)
                         .map_err(|e| err(e.to_string()))?;
                 }
-                if b.inhibit_on_failure {
-                    inhibited.push(id);
-                }
             }
             events = Some(driver.subscribe());
-            let mut rx = driver.subscribe();
-            let p = Arc::clone(&pool);
-            let name = cfg.name.clone();
-            tasks.push(tokio::spawn(async move {
-                let (mut inhibit, mut remove) = (inhibit, remove);
-                loop {
-                    match rx.recv().await {
-                        Ok(ev) => {
-                            tracing::info!(virtual_server = %name, backend = %ev.backend, from = %ev.old, to = %ev.new, reason = %ev.reason, "backend health changed");
-                            let applier = if inhibited.contains(&ev.backend) {
-                                &mut inhibit
-                            } else {
-                                &mut remove
-                            };
-                            if let Err(e) = applier.apply_event(&p, &ev, now()) {
-                                tracing::warn!(virtual_server = %name, error = %e, "health event not applied");
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(virtual_server = %name, missed = n, "health events lagged");
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    }
-                }
-            }));
+            check_events = Some(driver.subscribe());
             health = Some(driver);
         }
+
+        // Passive health: the proxy reports every connection's outcome; consecutive failures
+        // eject a backend for a while (Envoy outlier detection), on top of the active checks.
+        let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
+        let observer: Arc<dyn OutcomeObserver> = Arc::new(PassiveObserver { tx: outcomes_tx });
+        let detector = OutlierDetector::new(
+            outlier_config(),
+            (1..=cfg.backends.len()).map(|i| BackendId(u32::try_from(i).unwrap_or(u32::MAX))),
+        );
+        tasks.push(tokio::spawn(apply_health(
+            cfg.name.clone(),
+            Arc::clone(&pool),
+            inhibited,
+            check_events,
+            outcomes,
+            detector,
+        )));
 
         // Liveness: does any backend take connections? Re-read after every health event and
         // every 200 ms (admin changes from lbctl do not come as events).
@@ -256,14 +355,24 @@ impl VsRuntime {
                     .max()
                     .map(u64::from);
                 Proxy::Tcp(
-                    bind_retrying(bind_wait, || TcpProxy::start(pc.clone(), Arc::clone(&pool)))
-                        .await
-                        .map_err(|e| err(e.to_string()))?,
+                    bind_retrying(bind_wait, || {
+                        TcpProxy::start_with_observer(
+                            pc.clone(),
+                            Arc::clone(&pool),
+                            Arc::clone(&observer),
+                        )
+                    })
+                    .await
+                    .map_err(|e| err(e.to_string()))?,
                 )
             }
             Protocol::Udp => Proxy::Udp(
                 bind_retrying(bind_wait, || {
-                    UdpProxy::start(UdpProxyConfig::new(vec![cfg.listen]), Arc::clone(&pool))
+                    UdpProxy::start_with_observer(
+                        UdpProxyConfig::new(vec![cfg.listen]),
+                        Arc::clone(&pool),
+                        Arc::clone(&observer),
+                    )
                 })
                 .await
                 .map_err(|e| err(e.to_string()))?,
@@ -282,7 +391,8 @@ impl VsRuntime {
                     HttpProxy::start(
                         listener,
                         hc,
-                        vec![HttpPool::new(cfg.name.clone(), Arc::clone(&pool))],
+                        vec![HttpPool::new(cfg.name.clone(), Arc::clone(&pool))
+                            .with_observer(Arc::clone(&observer))],
                     )
                     .map_err(|e| err(e.to_string()))?,
                 ))))

@@ -1,0 +1,282 @@
+//! `lb-node` on loopback, no VRRP and no root needed: a TCP virtual server over two real
+//! servers without active checks. When one real server dies, the proxy's retries keep every
+//! client connection working and passive health (outlier detection) ejects the dead one
+//! after five consecutive failures, which `lbctl status --json` shows; HTTP mode serves and
+//! counts per backend.
+#![allow(clippy::disallowed_methods)] // a blocking test harness reads the clock and sleeps
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LB_NODE: &str = env!("CARGO_BIN_EXE_lb-node");
+const LBCTL: &str = env!("CARGO_BIN_EXE_lbctl");
+
+/// A real server answering one HTTP/1.0-style response per connection, until dropped.
+struct RealServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RealServer {
+    fn start(body: &'static str) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                        let mut buf = [0u8; 2048];
+                        let mut got = Vec::new();
+                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match c.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => got.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = write!(
+                            c,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The daemon, killed on drop.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(addr: SocketAddr) -> std::io::Result<String> {
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    c.set_read_timeout(Some(Duration::from_secs(3)))?;
+    c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+    let mut s = String::new();
+    c.read_to_string(&mut s)?;
+    Ok(s)
+}
+
+fn status(sock: &Path) -> serde_json::Value {
+    let out = Command::new(LBCTL)
+        .arg("--socket")
+        .arg(sock)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lbctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+fn start_node(dir: &Path, toml: &str) -> (Node, std::path::PathBuf) {
+    let cfg = dir.join("node.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let sock = dir.join("admin.sock");
+    let child = Command::new(LB_NODE)
+        .arg(&cfg)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("node.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let node = Node(child);
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()
+            && Command::new(LBCTL)
+                .arg("--socket")
+                .arg(&sock)
+                .arg("status")
+                .output()
+                .is_ok_and(|o| o.status.success())),
+        "lb-node did not come up: {}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    (node, sock)
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "lb-node-loopback-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn passive_health_ejects_a_dead_backend_without_client_errors() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let port = free_port();
+    let toml = format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+lb_algo = "rr"
+retries = 2
+connect_timeout = "1s"
+
+[[virtual_server.backend]]
+address = "{a_addr}"
+
+[[virtual_server.backend]]
+address = "{b_addr}"
+"#,
+        sock = dir.join("admin.sock").display()
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let r = get(vip).unwrap();
+        seen.insert(r.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned());
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "round robin reaches both real servers: {seen:?}"
+    );
+
+    drop(b); // the real server dies; there is no active check
+    let mut failures = 0;
+    for _ in 0..20 {
+        match get(vip) {
+            Ok(r) if r.ends_with("\r\n\r\na") => {}
+            other => {
+                failures += 1;
+                eprintln!("client saw {other:?}");
+            }
+        }
+    }
+    assert_eq!(failures, 0, "retries on the live backend hide the dead one");
+    let ejected = wait_until(Duration::from_secs(5), || {
+        let s = status(&sock);
+        s["virtual_servers"][0]["backends"][1]["health"] == "down"
+    });
+    assert!(
+        ejected,
+        "passive health did not eject {b_addr}: {}",
+        status(&sock)
+    );
+    let s = status(&sock);
+    assert_eq!(s["virtual_servers"][0]["backends"][0]["health"], "up");
+    drop(node);
+    drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn http_mode_balances_per_request_and_counts_per_backend() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let port = free_port();
+    let toml = format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "http"
+lb_algo = "rr"
+
+[[virtual_server.backend]]
+address = "{a}"
+
+[[virtual_server.backend]]
+address = "{b}"
+"#,
+        sock = dir.join("admin.sock").display(),
+        a = a.addr,
+        b = b.addr
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let bodies: Vec<String> = (0..6)
+        .map(|_| {
+            get(vip)
+                .unwrap()
+                .rsplit("\r\n\r\n")
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(bodies, ["a", "b", "a", "b", "a", "b"]);
+    let s = status(&sock);
+    for i in 0..2 {
+        let http = &s["virtual_servers"][0]["backends"][i]["http"];
+        assert_eq!(http["requests"], 3, "{s}");
+        assert_eq!(http["responses_2xx"], 3, "{s}");
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
