@@ -7,6 +7,10 @@
 //!   0; otherwise it leaves the set), and a virtual server with no live backend lowers the
 //!   priority of the instances that `track_service` it (weight 0: FAULT), so the node whose
 //!   service is dead gives the VIPs away.
+//! * Passive health: every connection's outcome (connect refused, timed out, reset, HTTP
+//!   5xx) feeds Envoy-style outlier detection — 5 consecutive failures eject a backend for
+//!   30 s × its ejection count (≤ 300 s), never more than half the backends — applied
+//!   together with the active checks (a backend is down while either says so).
 //! * `SIGTERM`/`SIGINT`: masters send priority 0 and remove their VIPs, listeners close,
 //!   established connections drain up to `drain_deadline`, exit 0.
 //! * `SIGHUP`: reload. A configuration with errors is rejected (logged with file:line:col)
