@@ -3,7 +3,7 @@
 //! client, a backend that holds idle connections, and a client that opens many idle ones.
 //!
 //! ```text
-//! l4_tool proxy  <splice|copy> <listen>=<backend>...          # one thread, like HAProxy nbthread 1
+//! l4_tool proxy  <splice|splice-always|copy> <listen>=<backend>...        # one thread, like HAProxy nbthread 1
 //!                                                              # (LB_PIPE_SIZE: pipe bytes)
 //! l4_tool source <listen>                                      # sends zeros until the client closes
 //! l4_tool bulk   <target> <bytes>                              # reads <bytes>, prints Gbit/s
@@ -52,6 +52,7 @@ fn main() -> Res {
 async fn proxy(args: &[String]) -> Res {
     let mode = match arg(args, 2, "splice|copy")?.as_str() {
         "copy" => ForwardMode::Copy,
+        "splice-always" => ForwardMode::Splice,
         _ => ForwardMode::Auto,
     };
     let mut handles = Vec::new();

@@ -136,15 +136,11 @@ const GIB: usize = 1 << 30;
 async fn one_gib_through_splice_is_intact_and_really_spliced() {
     tokio::time::timeout(TEST_BOUND, async {
         let before = lb_proxy::tcp::spliced_bytes();
-        let spliced = bulk(ForwardMode::Auto, GIB).await;
-        // Both directions (to the backend and the echo back) went through pipes, as the
-        // proxy's own count and the process-wide counter of splice(2) calls agree.
-        // (splice-auto copies until one read fills the 64 KiB buffer, and again after runs
-        // of tiny bursts when the reader lags; the bulk of both directions is spliced.)
-        assert!(
-            spliced >= 2 * GIB as u64 * 9 / 10,
-            "only {spliced} bytes moved by splice(2)"
-        );
+        // `Splice` (HAProxy splice-request + splice-response): every byte of both directions
+        // (to the backend, and the echo back) goes through pipes, as both the proxy's own
+        // count and the process-wide counter of splice(2) calls show.
+        let spliced = bulk(ForwardMode::Splice, GIB).await;
+        assert_eq!(spliced, 2 * GIB as u64, "bytes moved by splice(2)");
         assert!(lb_proxy::tcp::spliced_bytes() - before >= spliced);
     })
     .await
@@ -163,7 +159,7 @@ async fn one_gib_through_copy_is_intact() {
 /// The client half-closes first: its FIN reaches the backend, which then still answers.
 #[tokio::test]
 async fn half_close_from_client() {
-    for mode in [ForwardMode::Auto, ForwardMode::Copy] {
+    for mode in [ForwardMode::Auto, ForwardMode::Splice, ForwardMode::Copy] {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -191,7 +187,7 @@ async fn half_close_from_client() {
 /// The backend half-closes first (a banner, then FIN); the client still sends afterwards.
 #[tokio::test]
 async fn half_close_from_backend() {
-    for mode in [ForwardMode::Auto, ForwardMode::Copy] {
+    for mode in [ForwardMode::Auto, ForwardMode::Splice, ForwardMode::Copy] {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -645,7 +641,8 @@ async fn source_address_and_reuseport_acceptors() {
     );
 }
 
-/// Idle connections hold no pipe: pipes are lent only while bytes are in flight.
+/// Idle connections hold no pipe: pipes are lent only while bytes are in flight. (Default
+/// `Auto` mode: this also shows splice-auto switching to pipes for bulk transfers.)
 #[cfg(all(target_os = "linux", feature = "splice"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_hold_no_pipes() {

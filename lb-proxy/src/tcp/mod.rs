@@ -92,6 +92,10 @@ pub enum ForwardMode {
     /// `option splice-auto`). The default.
     #[default]
     Auto,
+    /// `splice(2)` for everything (HAProxy `option splice-request` + `option
+    /// splice-response`), copying only when the pipe pool is exhausted or the kernel refuses.
+    /// Without the `splice` feature, the same as [`ForwardMode::Copy`].
+    Splice,
     /// Always copy through a user-space buffer (64 KiB, allocated only while data flows).
     Copy,
 }
@@ -263,11 +267,14 @@ async fn transfer(
     dir: &Direction<'_>,
 ) -> Result<(), DirError> {
     #[cfg(all(target_os = "linux", feature = "splice"))]
-    let mut can_splice = opts.mode == ForwardMode::Auto;
+    let (mut can_splice, mut always) = (
+        opts.mode != ForwardMode::Copy,
+        opts.mode == ForwardMode::Splice,
+    );
     #[cfg(not(all(target_os = "linux", feature = "splice")))]
     let _ = opts;
     #[cfg(all(target_os = "linux", feature = "splice"))]
-    let mut splicing = false;
+    let mut splicing = always;
     #[cfg(all(target_os = "linux", feature = "splice"))]
     let mut small_bursts = 0u8;
     loop {
@@ -277,25 +284,31 @@ async fn transfer(
             use splice::Burst;
             match Box::pin(splice::splice_burst(src, dst, &opts.pipes, dir)).await? {
                 Burst::Eof => return Ok(()),
-                Burst::Moved(n) if n < SMALL_BURST => {
+                Burst::Moved(n) if n < SMALL_BURST && !always => {
                     small_bursts += 1;
                     if small_bursts >= SMALL_BURSTS_TO_COPY {
                         (splicing, small_bursts) = (false, 0);
                     }
+                    continue;
                 }
-                Burst::Moved(_) => small_bursts = 0,
+                Burst::Moved(_) => {
+                    small_bursts = 0;
+                    continue;
+                }
                 Burst::Unsupported => {
                     tracing::debug!("splice refused by the kernel; copying");
-                    (can_splice, splicing) = (false, false);
+                    (can_splice, always, splicing) = (false, false, false);
+                    continue;
                 }
-                Burst::NoPipe => splicing = false,
+                // No pipe free: copy this burst (below); `Splice` mode tries pipes again
+                // next time, `Auto` only after another full read.
+                Burst::NoPipe => {}
             }
-            continue;
         }
         match Box::pin(copy::copy_burst(src, dst, dir)).await? {
             copy::Copied::Eof => return Ok(()),
             #[cfg(all(target_os = "linux", feature = "splice"))]
-            copy::Copied::Moved { filled } => splicing = filled && can_splice,
+            copy::Copied::Moved { filled } => splicing = always || (filled && can_splice),
             #[cfg(not(all(target_os = "linux", feature = "splice")))]
             copy::Copied::Moved { .. } => {}
         }
