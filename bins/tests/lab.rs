@@ -376,6 +376,13 @@ fn seed_pair_end_to_end() {
             "the master reports itself as master: {v:?}"
         );
     }
+    for v in &s2.vrrp {
+        assert_eq!(
+            v.master_address,
+            Some(lab.addr("lb1").into()),
+            "the backup reports the master it hears: {v:?}"
+        );
+    }
     for s in [&s1, &s2] {
         for b in &s.virtual_servers[0].backends {
             assert_eq!(b.health, Health::Up, "{b:?}");

@@ -304,7 +304,8 @@ impl SpeakerRuntime {
                             s.state = to_state(st.state);
                             s.effective_priority = st.priority.0;
                             s.master_address = match st.state {
-                                State::Master => own_addr.get(&st.instance).copied(),
+                                State::Master => own_addr.get(&st.instance).copied().or(st.master),
+                                State::Backup => st.master,
                                 _ => None,
                             };
                         }

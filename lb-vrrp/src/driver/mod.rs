@@ -244,6 +244,9 @@ pub struct InstanceStatus {
     pub state: State,
     /// Effective priority.
     pub priority: Priority,
+    /// The current master's address: ours while Master, the source of the last accepted
+    /// advert while Backup, `None` before one is heard.
+    pub master: Option<IpAddr>,
     /// Counters, including every discarded packet by [`crate::machine::Discard`] reason.
     pub counters: Counters,
 }
@@ -526,6 +529,7 @@ impl Speaker {
                                         instance: inst.cfg.name.clone(),
                                         state: vr.state(),
                                         priority: vr.effective_priority(),
+                                        master: vr.master_addr(),
                                         counters: vr.counters().clone(),
                                     }
                                 })
