@@ -2,7 +2,8 @@
 # bash lb-proxy/benches/l4_compare.sh
 #
 # L4 side-by-side benchmark (not a timed test), in one run on loopback:
-#   1. bulk throughput (one TCP stream, backend → client) — direct, lb (splice), lb (copy),
+#   1. bulk throughput (one TCP stream, backend → client) — direct; lb with splice-auto
+#      (default `ForwardMode::Auto`), always splicing (`ForwardMode::Splice`) and copying;
 #      HAProxy `mode tcp` plain, with `option splice-auto`, and with
 #      `option splice-request` + `option splice-response`;
 #   2. requests/s and p99 latency for 1 KiB responses from nginx, wrk with keep-alive and
@@ -54,11 +55,11 @@ SRC=$((BASE + 1)) WEB=$((BASE + 2)) HOLD=$((BASE + 3))
 declare -A BULK_PORT HTTP_PORT IDLE_PORT
 BULK_PORT[direct]=$SRC HTTP_PORT[direct]=$WEB
 i=10
-for t in lb-splice lb-copy hap-plain hap-splice-auto hap-splice-rr; do
+for t in lb-splice lb-splice-always lb-copy hap-plain hap-splice-auto hap-splice-rr; do
     BULK_PORT[$t]=$((BASE + i)) HTTP_PORT[$t]=$((BASE + i + 1)) IDLE_PORT[$t]=$((BASE + i + 2))
     i=$((i + 10))
 done
-TARGETS=(direct lb-splice lb-copy hap-plain hap-splice-auto hap-splice-rr)
+TARGETS=(direct lb-splice lb-splice-always lb-copy hap-plain hap-splice-auto hap-splice-rr)
 
 wait_port() {
     for _ in $(seq 1 200); do
@@ -136,6 +137,7 @@ start_haproxy() { # start_haproxy NAME "OPTIONS"
     PIDS+=($!)
 }
 start_lb lb-splice splice
+start_lb lb-splice-always splice-always
 start_lb lb-copy copy
 start_haproxy hap-plain ""
 start_haproxy hap-splice-auto "    option splice-auto"
