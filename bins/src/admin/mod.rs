@@ -251,21 +251,7 @@ impl Status {
             vrrp: config
                 .vrrp_instances
                 .iter()
-                .map(|vi| VrrpStatus {
-                    name: vi.name.clone(),
-                    interface: vi.interface.clone(),
-                    virtual_router_id: vi.virtual_router_id,
-                    state: VrrpState::Init,
-                    base_priority: vi.priority,
-                    effective_priority: vi.priority,
-                    master_address: None,
-                    virtual_ips: vi
-                        .virtual_ipaddress
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                    sync_group: sync_group(&vi.name),
-                })
+                .map(|vi| VrrpStatus::initial(vi, sync_group(&vi.name)))
                 .collect(),
             virtual_servers: config
                 .virtual_servers
@@ -336,6 +322,27 @@ pub struct VrrpStatus {
     pub virtual_ips: Vec<String>,
     /// The sync group, if any.
     pub sync_group: Option<String>,
+}
+
+impl VrrpStatus {
+    /// An instance as it starts: INIT at its base priority, no master known yet.
+    pub fn initial(vi: &crate::config::model::VrrpInstance, sync_group: Option<String>) -> Self {
+        Self {
+            name: vi.name.clone(),
+            interface: vi.interface.clone(),
+            virtual_router_id: vi.virtual_router_id,
+            state: VrrpState::Init,
+            base_priority: vi.priority,
+            effective_priority: vi.priority,
+            master_address: None,
+            virtual_ips: vi
+                .virtual_ipaddress
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            sync_group,
+        }
+    }
 }
 
 /// One virtual server.

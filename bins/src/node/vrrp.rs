@@ -167,24 +167,7 @@ impl SpeakerRuntime {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for vi in &instances {
-                t.insert(
-                    vi.name.clone(),
-                    VrrpStatus {
-                        name: vi.name.clone(),
-                        interface: vi.interface.clone(),
-                        virtual_router_id: vi.virtual_router_id,
-                        state: VrrpState::Init,
-                        base_priority: vi.priority,
-                        effective_priority: vi.priority,
-                        master_address: None,
-                        virtual_ips: vi
-                            .virtual_ipaddress
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect(),
-                        sync_group: group.clone(),
-                    },
-                );
+                t.insert(vi.name.clone(), VrrpStatus::initial(vi, group.clone()));
             }
         }
         let by_name: HashMap<String, VrrpInstance> = instances

@@ -144,67 +144,53 @@ impl BucketTable {
     }
 }
 
-/// `sh`: source hashing (IPVS `ip_vs_sh`): the client address (or caller key) indexes a
-/// bucket table; one client always reaches one backend while the candidates are unchanged.
-#[derive(Debug)]
-pub struct SourceHash {
-    table: BucketTable,
-}
-
-impl SourceHash {
-    /// Builds over `candidates`.
-    pub fn new(candidates: &[Backend]) -> Self {
-        Self {
-            table: BucketTable::new(candidates),
+macro_rules! bucket_scheduler {
+    ($(#[$doc:meta])* $name:ident, $key:path) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            table: BucketTable,
         }
-    }
-}
 
-impl Scheduler for SourceHash {
-    #[inline]
-    fn select(
-        &self,
-        ctx: &SelectContext<'_>,
-        accept: &mut dyn FnMut(&Backend) -> bool,
-    ) -> Option<&Backend> {
-        self.table.select(source_key(ctx), accept)
-    }
-
-    fn backends(&self) -> &[Backend] {
-        &self.table.backends
-    }
-}
-
-/// `dh`: destination hashing (IPVS `ip_vs_dh`): as `sh`, keyed on the destination address
-/// (useful for caches: one destination, one backend).
-#[derive(Debug)]
-pub struct DestinationHash {
-    table: BucketTable,
-}
-
-impl DestinationHash {
-    /// Builds over `candidates`.
-    pub fn new(candidates: &[Backend]) -> Self {
-        Self {
-            table: BucketTable::new(candidates),
+        impl $name {
+            /// Builds over `candidates`.
+            pub fn new(candidates: &[Backend]) -> Self {
+                Self {
+                    table: BucketTable::new(candidates),
+                }
+            }
         }
-    }
+
+        impl Scheduler for $name {
+            #[inline]
+            fn select(
+                &self,
+                ctx: &SelectContext<'_>,
+                accept: &mut dyn FnMut(&Backend) -> bool,
+            ) -> Option<&Backend> {
+                self.table.select($key(ctx), accept)
+            }
+
+            fn backends(&self) -> &[Backend] {
+                &self.table.backends
+            }
+        }
+    };
 }
 
-impl Scheduler for DestinationHash {
-    #[inline]
-    fn select(
-        &self,
-        ctx: &SelectContext<'_>,
-        accept: &mut dyn FnMut(&Backend) -> bool,
-    ) -> Option<&Backend> {
-        self.table.select(destination_key(ctx), accept)
-    }
+bucket_scheduler!(
+    /// `sh`: source hashing (IPVS `ip_vs_sh`): the client address (or caller key) indexes a
+    /// bucket table; one client always reaches one backend while the candidates are unchanged.
+    SourceHash,
+    source_key
+);
 
-    fn backends(&self) -> &[Backend] {
-        &self.table.backends
-    }
-}
+bucket_scheduler!(
+    /// `dh`: destination hashing (IPVS `ip_vs_dh`): as `sh`, keyed on the destination address
+    /// (useful for caches: one destination, one backend).
+    DestinationHash,
+    destination_key
+);
 
 #[cfg(test)]
 mod tests {
