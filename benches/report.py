@@ -20,9 +20,10 @@ HIGHER_BETTER = {"Gbit/s", "req/s"}
 
 # Which peer each of our variants is compared with, when a figure has several of each.
 PAIRS = [
-    ("ours splice", "haproxy splice-auto"),
+    ("ours splice-auto", "haproxy splice-auto"),
+    ("ours splice-always", "haproxy splice-req+resp"),
     ("ours copy", "haproxy plain"),
-    ("ours splice", "direct"),
+    ("ours splice-auto", "direct"),
 ]
 
 # Rows that cannot be measured on this machine: (after figure, ours side, peer, reason).
@@ -37,7 +38,8 @@ UNMEASURABLE = [
 
 L4_SIDE = {
     "direct": "direct",
-    "lb-splice": "ours splice",
+    "lb-splice": "ours splice-auto",
+    "lb-splice-always": "ours splice-always",
     "lb-copy": "ours copy",
     "hap-plain": "haproxy plain",
     "hap-splice-auto": "haproxy splice-auto",

@@ -32,7 +32,8 @@
 # and in namespaces the failover bench creates (198.18.0.0/24). Every process this script
 # starts is stopped by PID on exit; the failover bench removes its namespaces itself.
 #
-# Environment: SMALL=1 (or --smoke), ROUNDS, TRIALS (failover), CARGO_TARGET_DIR
+# Environment: SMALL=1 (or --smoke), ONLY=piece,piece (schedulers, l4, l4-cpu-rss, http,
+# failover, health), ROUNDS, TRIALS (failover), CARGO_TARGET_DIR
 # (default /work/target-bench if that exists, else target/), NO_APT=1 (skip installing),
 # BASE_PORT (default 43080: the L4 script uses BASE_PORT..+62, the CPU/RSS section +400..+441,
 # the HTTP script +200..+211; away from the pieces' own defaults, so that someone running
@@ -54,11 +55,11 @@ if [ "$SMALL" = 1 ]; then
     ROUNDS=${ROUNDS:-1} TRIALS=${TRIALS:-1}
     L4_DURATION=1 L4_BULK=$((256 << 20)) HTTP_DURATION=1 WARMUP=1
     CPU_BULK=$((256 << 20)) IDLE=500 HEALTH_ROUNDS=1
-    FAILOVER_CASES=3:0.1 CRITERION_ARGS=(--quick '^(mh_build|pick/rr)/')
+    FAILOVER_CASES=3:0.1 CRITERION_ARGS=(--quick '^pick/rr/')
     TAG=$(date -u +%Y-%m-%dT%H%M%SZ)-small
 else
     ROUNDS=${ROUNDS:-3} TRIALS=${TRIALS:-5}
-    L4_DURATION=4 L4_BULK=$((2 << 30)) HTTP_DURATION=4 WARMUP=1
+    L4_DURATION=3 L4_BULK=$((2 << 30)) HTTP_DURATION=4 WARMUP=1
     CPU_BULK=$((2 << 30)) IDLE=8800 HEALTH_ROUNDS=$((ROUNDS > 5 ? ROUNDS : 5))
     FAILOVER_CASES=2:1,3:0.1,3:0.01 CRITERION_ARGS=()
     TAG=$(date -u +%Y-%m-%dT%H%M%SZ)
@@ -131,6 +132,7 @@ T_BUILT=$(date +%s)
 piece() { # piece NAME CMD...
     local name=$1 rc=0
     shift
+    if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then return 0; fi
     log "$name: $*"
     "$@" >"$OUT/$name.log" 2>&1 || rc=$?
     grep -a -E '^(RESULT|NOTE)	' "$OUT/$name.log" >>"$RES" || true
@@ -184,7 +186,7 @@ SRC=$((L4X + 1)) HOLD=$((L4X + 2))
 declare -A BULK_PORT=([lb-splice]=$((L4X + 10)) [lb-copy]=$((L4X + 20)) [hap-splice-auto]=$((L4X + 30)) [hap-plain]=$((L4X + 40)))
 declare -A IDLE_PORT=([lb-splice]=$((L4X + 11)) [lb-copy]=$((L4X + 21)) [hap-splice-auto]=$((L4X + 31)) [hap-plain]=$((L4X + 41)))
 declare -A PROXY_PID
-declare -A SIDE=([lb-splice]="ours splice" [lb-copy]="ours copy" [hap-splice-auto]="haproxy splice-auto" [hap-plain]="haproxy plain")
+declare -A SIDE=([lb-splice]="ours splice-auto" [lb-copy]="ours copy" [hap-splice-auto]="haproxy splice-auto" [hap-plain]="haproxy plain")
 wait_port() {
     local _
     for _ in $(seq 1 200); do
@@ -218,12 +220,13 @@ l4x() {
             printf 'frontend idle\n    bind 127.0.0.1:%s\n    default_backend hold\n' "${IDLE_PORT[$t]}"
             printf 'backend src\n    server s 127.0.0.1:%s\nbackend hold\n    server h 127.0.0.1:%s\n' "$SRC" "$HOLD"
         } >"$WORK/$t.cfg"
-        taskset -c 1 haproxy -db -f "$WORK/$t.cfg" 2>"$WORK/$t.err" &
+        taskset -c 1 haproxy -db -f "$WORK/$t.cfg" 2>"$OUT/$t.err" &
         PROXY_PID[$t]=$!
         PIDS+=($!)
     done
     for t in lb-splice lb-copy hap-splice-auto hap-plain; do
-        wait_port "${BULK_PORT[$t]}" && wait_port "${IDLE_PORT[$t]}"
+        wait_port "${BULK_PORT[$t]}" && wait_port "${IDLE_PORT[$t]}" ||
+            { echo "$t did not start: $(cat "$OUT/$t.err" 2>/dev/null)"; return 1; }
     done
     echo "== CPU seconds per GiB forwarded: one $((CPU_BULK >> 20)) MiB stream backend -> client through the proxy (CPU 1); utime+stime of the proxy process, CLK_TCK $hz"
     for r in $(seq 1 "$ROUNDS"); do
@@ -246,7 +249,11 @@ l4x() {
             taskset -c 0 "$TOOL" idle "127.0.0.1:${IDLE_PORT[$t]}" "$IDLE" >"$WORK/idle.out" 2>&1 &
             ip=$!
             PIDS+=($ip)
-            for _ in $(seq 1 600); do grep -q established "$WORK/idle.out" && break; sleep 0.2; done
+            for _ in $(seq 1 600); do
+                grep -q established "$WORK/idle.out" && break
+                kill -0 "$ip" 2>/dev/null || break
+                sleep 0.2
+            done
             grep -q established "$WORK/idle.out" || { echo "idle client failed for $t: $(cat "$WORK/idle.out")"; kill "$ip"; return 1; }
             sleep 2
             after=$(rss_kib "$pid")
