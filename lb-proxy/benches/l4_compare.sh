@@ -156,12 +156,19 @@ to_ms() {
 }
 declare -A R
 
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, 10 ms clock ticks
 echo "== 1. bulk: one stream of $((BULK_BYTES >> 30)) GiB backend → client, Gbit/s (client+source on CPU 0, proxy on CPU 1)"
 for r in $(seq 1 "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do
+        pid=${PROXY_PID[$t]:-}
+        a=0
+        [ -n "$pid" ] && a=$(ticks "$pid")
         g=$(taskset -c 0 "$TOOL" bulk "127.0.0.1:${BULK_PORT[$t]}" "$BULK_BYTES")
-        R[bulk,$t]+="$g "
-        printf '  round %d %-16s %8s Gbit/s\n' "$r" "$t" "$g"
+        cpu=0
+        # Proxy CPU time (user + system) per GiB moved: robust to other load on the machine.
+        [ -n "$pid" ] && cpu=$((($(ticks "$pid") - a) * 10 * (1 << 30) / BULK_BYTES))
+        R[bulk,$t]+="$g " R[cpu,$t]+="$cpu "
+        printf '  round %d %-16s %8s Gbit/s  proxy CPU %5d ms/GiB\n' "$r" "$t" "$g" "$cpu"
     done
 done
 
@@ -210,7 +217,9 @@ d=$(m "bulk,direct")
 h=$(m "bulk,hap-splice-auto")
 for t in "${TARGETS[@]}"; do
     awk -v t="$t" -v v="$(m "bulk,$t")" -v d="$d" -v h="$h" 'BEGIN {
-        printf "  bulk %-16s %7.2f Gbit/s  %.2fx direct  %.2fx hap-splice-auto\n", t, v, v / d, v / h }'
+        printf "  bulk %-16s %7.2f Gbit/s  %.2fx direct  %.2fx hap-splice-auto", t, v, v / d, v / h }'
+    [ "$t" != direct ] && printf '  proxy CPU %5s ms/GiB' "$(m "cpu,$t")"
+    echo
 done
 for mode in keepalive close; do
     for t in "${TARGETS[@]}"; do
