@@ -35,9 +35,10 @@
 # Environment: SMALL=1 (or --smoke), ONLY=piece,piece (schedulers, l4, l4-cpu-rss, http,
 # failover, health), ROUNDS, TRIALS (failover), CARGO_TARGET_DIR
 # (default /work/target-bench if that exists, else target/), NO_APT=1 (skip installing),
-# BASE_PORT (default 43080: the L4 script uses BASE_PORT..+62, the CPU/RSS section +400..+441,
-# the HTTP script +200..+211; away from the pieces' own defaults, so that someone running
-# one of them by hand at the same time does not collide with the suite).
+# BASE_PORT (default 26080: the L4 script uses BASE_PORT..+72, the HTTP script +200..+211, the
+# CPU/RSS section +400..+441). Keep them below the ephemeral range (ip_local_port_range,
+# 32768+ by default): a client's TIME_WAIT on a listener's port makes that bind fail. Away
+# from the pieces' own defaults, so that someone running one by hand does not collide.
 set -euo pipefail
 
 SMALL=${SMALL:-0}
@@ -55,16 +56,16 @@ if [ "$SMALL" = 1 ]; then
     ROUNDS=${ROUNDS:-1} TRIALS=${TRIALS:-1}
     L4_DURATION=1 L4_BULK=$((256 << 20)) HTTP_DURATION=1 WARMUP=1
     CPU_BULK=$((256 << 20)) IDLE=500 HEALTH_ROUNDS=1
-    FAILOVER_CASES=3:0.1 CRITERION_ARGS=(--quick '^pick/rr/')
+    FAILOVER_CASES=3:0.1 CRITERION_ARGS=(--quick --noplot '^pick/rr/')
     TAG=$(date -u +%Y-%m-%dT%H%M%SZ)-small
 else
     ROUNDS=${ROUNDS:-3} TRIALS=${TRIALS:-5}
     L4_DURATION=3 L4_BULK=$((2 << 30)) HTTP_DURATION=4 WARMUP=1
     CPU_BULK=$((2 << 30)) IDLE=8800 HEALTH_ROUNDS=$((ROUNDS > 5 ? ROUNDS : 5))
-    FAILOVER_CASES=2:1,3:0.1,3:0.01 CRITERION_ARGS=()
+    FAILOVER_CASES=2:1,3:0.1,3:0.01 CRITERION_ARGS=(--noplot '^pick/')
     TAG=$(date -u +%Y-%m-%dT%H%M%SZ)
 fi
-BASE_PORT=${BASE_PORT:-43080}
+BASE_PORT=${BASE_PORT:-26080}
 OUT=$ROOT/bench-results/$TAG
 mkdir -p "$OUT"
 RES=$OUT/results.tsv
@@ -141,6 +142,10 @@ piece() { # piece NAME CMD...
 }
 
 # --- 4. schedulers (criterion) ------------------------------------------------------------
+# Criterion for the picks (no plots: they cost more than the measurements on 2 cores). The
+# Maglev build and lookup against the maglev crate come from pick.rs's own summary (median of
+# 5 each), not from its criterion group mh_build: the crate's build at 1000 backends takes
+# ~0.5 s and criterion's 20 samples of it alone would take minutes.
 sched() {
     rm -rf "$TARGET/criterion"
     local rc=0
