@@ -191,6 +191,7 @@ SRC=$((L4X + 1)) HOLD=$((L4X + 2))
 declare -A BULK_PORT=([lb-splice]=$((L4X + 10)) [lb-copy]=$((L4X + 20)) [hap-splice-auto]=$((L4X + 30)) [hap-plain]=$((L4X + 40)))
 declare -A IDLE_PORT=([lb-splice]=$((L4X + 11)) [lb-copy]=$((L4X + 21)) [hap-splice-auto]=$((L4X + 31)) [hap-plain]=$((L4X + 41)))
 declare -A PROXY_PID
+BACKEND_PIDS=()
 declare -A SIDE=([lb-splice]="ours splice-auto" [lb-copy]="ours copy" [hap-splice-auto]="haproxy splice-auto" [hap-plain]="haproxy plain")
 wait_port() {
     local _
@@ -203,35 +204,42 @@ wait_port() {
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, whole process
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-l4x() {
-    local t r pid before after g per ip hz
-    hz=$(getconf CLK_TCK)
-    taskset -c 0 "$TOOL" source "127.0.0.1:$SRC" >/dev/null &
-    PIDS+=($!)
-    taskset -c 0 "$TOOL" hold "127.0.0.1:$HOLD" >/dev/null &
-    PIDS+=($!)
-    for t in lb-splice lb-copy; do
+start_proxy() { # start_proxy TARGET: a fresh proxy process on CPU 1, PID in PROXY_PID
+    local t=$1
+    if [[ $t == lb-* ]]; then
         taskset -c 1 "$TOOL" proxy "${t#lb-}" \
             "127.0.0.1:${BULK_PORT[$t]}=127.0.0.1:$SRC" "127.0.0.1:${IDLE_PORT[$t]}=127.0.0.1:$HOLD" >/dev/null &
-        PROXY_PID[$t]=$!
-        PIDS+=($!)
-    done
-    for t in hap-splice-auto hap-plain; do
+    else
         {
             printf 'global\n    nbthread 1\n    maxconn 8900\n    maxpipes 512\n'
             printf 'defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 900s\n    timeout server 900s\n'
-            [ "$t" = hap-splice-auto ] && printf '    option splice-auto\n'
+            if [ "$t" = hap-splice-auto ]; then printf '    option splice-auto\n'; fi
             printf 'frontend bulk\n    bind 127.0.0.1:%s\n    default_backend src\n' "${BULK_PORT[$t]}"
             printf 'frontend idle\n    bind 127.0.0.1:%s\n    default_backend hold\n' "${IDLE_PORT[$t]}"
             printf 'backend src\n    server s 127.0.0.1:%s\nbackend hold\n    server h 127.0.0.1:%s\n' "$SRC" "$HOLD"
         } >"$WORK/$t.cfg"
         taskset -c 1 haproxy -db -f "$WORK/$t.cfg" 2>"$OUT/$t.err" &
-        PROXY_PID[$t]=$!
-        PIDS+=($!)
-    done
+    fi
+    PROXY_PID[$t]=$!
+    PIDS+=($!)
+    wait_port "${BULK_PORT[$t]}" && wait_port "${IDLE_PORT[$t]}" ||
+        { echo "$t did not start: $(cat "$OUT/$t.err" 2>/dev/null)"; return 1; }
+}
+stop_proxy() { # stop_proxy TARGET
+    kill "${PROXY_PID[$1]}" 2>/dev/null || true
+    wait "${PROXY_PID[$1]}" 2>/dev/null || true
+}
+l4x() {
+    local t r pid before after g per ip hz
+    hz=$(getconf CLK_TCK)
+    taskset -c 0 "$TOOL" source "127.0.0.1:$SRC" >/dev/null &
+    BACKEND_PIDS+=($!)
+    PIDS+=($!)
+    taskset -c 0 "$TOOL" hold "127.0.0.1:$HOLD" >/dev/null &
+    BACKEND_PIDS+=($!)
+    PIDS+=($!)
     for t in lb-splice lb-copy hap-splice-auto hap-plain; do
-        wait_port "${BULK_PORT[$t]}" && wait_port "${IDLE_PORT[$t]}" ||
-            { echo "$t did not start: $(cat "$OUT/$t.err" 2>/dev/null)"; return 1; }
+        start_proxy "$t" || return 1
     done
     echo "== CPU seconds per GiB forwarded: one $((CPU_BULK >> 20)) MiB stream backend -> client through the proxy (CPU 1); utime+stime of the proxy process, CLK_TCK $hz"
     for r in $(seq 1 "$ROUNDS"); do
@@ -245,9 +253,12 @@ l4x() {
             printf 'RESULT\tL4 CPU seconds per GiB forwarded\t%s\t%s\ts/GiB\n' "${SIDE[$t]}" "$per"
         done
     done
-    echo "== RSS per idle established connection at $IDLE connections (client + backend socket each)"
+    # A fresh proxy process per round: memory freed by the previous round stays resident.
+    echo "== RSS per idle established connection at $IDLE connections (client + backend socket each), fresh proxy each round"
+    for t in lb-splice lb-copy hap-splice-auto hap-plain; do stop_proxy "$t"; done
     for r in $(seq 1 "$ROUNDS"); do
         for t in lb-splice hap-splice-auto; do
+            start_proxy "$t" || return 1
             pid=${PROXY_PID[$t]}
             before=$(rss_kib "$pid")
             : >"$WORK/idle.out"
@@ -265,14 +276,17 @@ l4x() {
             per=$(((after - before) * 1024 / IDLE))
             printf '  round %d %-16s RSS %6d KiB -> %6d KiB: %5d bytes per connection\n' "$r" "$t" "$before" "$after" "$per"
             printf 'RESULT\tL4 RSS per idle connection (at %d)\t%s\t%s\tB\n' "$IDLE" "${SIDE[$t]}" "$per"
+            printf 'RESULT\tL4 proxy RSS with %d idle connections\t%s\t%s\tMiB\n' "$IDLE" "${SIDE[$t]}" \
+                "$(awk -v k="$after" 'BEGIN { printf "%.1f", k / 1024 }')"
             kill "$ip"
             wait "$ip" 2>/dev/null || true
+            stop_proxy "$t"
             sleep 1
         done
     done
 }
 piece l4-cpu-rss l4x
-for t in "${!PROXY_PID[@]}"; do kill "${PROXY_PID[$t]}" 2>/dev/null || true; done
+for p in "${PROXY_PID[@]}" "${BACKEND_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 
 # --- 7. HTTP mode ------------------------------------------------------------------------
 piece http env ROUNDS="$ROUNDS" BASE_PORT=$((BASE_PORT + 200)) DURATION="$HTTP_DURATION" WARMUP="$WARMUP" \
