@@ -112,6 +112,10 @@ def l4(output_path, wrk_log_path):
         m = re.match(r"\s+round (\d+) (\S+)\s+(\S+) Gbit/s", line)
         if m and m.group(2) in L4_SIDE:
             result("L4 bulk throughput, 1 stream", L4_SIDE[m.group(2)], m.group(3), "Gbit/s")
+            # Since c9d2d2c the script also prints the proxy's CPU per GiB of that transfer.
+            c = re.search(r"proxy CPU\s+(\d+(?:\.\d+)?) ms/GiB", line)
+            if c and m.group(2) != "direct":
+                result("L4 proxy CPU per GiB, bulk rounds of l4_compare.sh", L4_SIDE[m.group(2)], c.group(1), "ms/GiB")
             continue
         m = re.match(r"\s+(keepalive|close)\s+round (\d+) (\S+)\s+(\S+) req/s\s+p99\s+(\S+) ms(.*)", line)
         if m and m.group(3) in L4_SIDE:
