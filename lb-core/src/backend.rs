@@ -136,9 +136,9 @@ impl fmt::Display for Health {
 /// the data path with relaxed atomics (no locks).
 ///
 /// They survive scheduler rebuilds: a rebuilt `lc` scheduler sees the same active-connection
-/// counts as the one it replaces. Opening or closing a connection also updates the
-/// tournament tree of the most recently built `lc`/`wlc`/`sed`/`nq` scheduler over this
-/// backend (O(log n)), which is what makes those picks O(1).
+/// counts as the one it replaces. Opening or closing a connection (or, in HTTP mode, a
+/// request) also updates the tournament tree of the most recently built `lc`/`wlc`/`sed`/`nq`
+/// scheduler over this backend (O(log n)), which is what makes those picks O(1).
 #[derive(Debug)]
 pub struct BackendStats {
     epoch: Instant,
@@ -240,6 +240,7 @@ impl BackendStats {
     /// Counts a request in flight; the returned guard ends it when dropped.
     pub fn request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.notify_load();
         RequestGuard {
             stats: Arc::clone(self),
         }
@@ -327,6 +328,7 @@ pub struct RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.stats.notify_load();
     }
 }
 

@@ -15,7 +15,7 @@
 //! | `rr` | [`algo::round_robin::RoundRobin`] | O(1) |
 //! | `wrr` | [`algo::round_robin::WeightedRoundRobin`] | O(log n) |
 //! | `swrr` | [`algo::round_robin::SmoothWeightedRoundRobin`] | O(1) |
-//! | `lc`, `wlc`, `sed`, `nq` | [`algo::least`] | O(n) |
+//! | `lc`, `wlc`, `sed`, `nq` | [`algo::least`] | O(1) (O(log n) per connection open/close) |
 //! | `sh`, `dh` | [`algo::hashing`] | O(1) |
 //! | `mh` | [`algo::maglev::Maglev`] | O(1) |
 //! | `ring_hash` | [`algo::ring::RingHash`] | O(1) expected |

@@ -14,7 +14,10 @@
 //! last view.
 //!
 //! IPVS counts an *overhead* of `activeconns · 256 + inactconns`; a full proxy has no
-//! inactive (TIME_WAIT) connections in its table, so the overhead here is the active count.
+//! inactive (TIME_WAIT) connections in its table, so the load here is the active connection
+//! count plus in-flight requests ([`BackendStats::in_flight`](crate::BackendStats::in_flight),
+//! which only HTTP mode uses) — in HTTP mode a least-connections pick follows requests, as
+//! HAProxy's `leastconn` follows a server's current requests.
 //!
 //! # Examples
 //!
@@ -130,7 +133,7 @@ impl LoadTree {
     #[inline]
     fn key(&self, j: u32) -> (u64, u64) {
         let (s, w) = &self.stats[j as usize];
-        (s.active(), *w)
+        (s.active() + s.in_flight(), *w)
     }
 
     #[inline]
@@ -176,8 +179,9 @@ fn scan<'a>(
     accept: &mut dyn FnMut(&Backend) -> bool,
 ) -> Option<&'a Backend> {
     let key = |b: &Backend| {
+        let s = b.stats();
         (
-            b.stats().active(),
+            s.active() + s.in_flight(),
             u64::from(b.effective_weight().get()).max(1),
         )
     };
@@ -270,6 +274,19 @@ mod tests {
         let _g5 = set[4].stats().connection();
         let _g5b = set[4].stats().connection();
         drop(g);
+        assert_eq!(s.select(&ctx, &mut |_| true).unwrap().id(), BackendId(1));
+    }
+
+    #[test]
+    fn lc_follows_in_flight_requests_too() {
+        // HTTP mode counts requests, not connections.
+        let set: Vec<Backend> = (1..=3).map(|i| b(i, 1)).collect();
+        let s = LeastConnections::new(&set);
+        let ctx = SelectContext::default();
+        let r1 = set[0].stats().request();
+        let _r2 = set[1].stats().request();
+        assert_eq!(s.select(&ctx, &mut |_| true).unwrap().id(), BackendId(3));
+        drop(r1);
         assert_eq!(s.select(&ctx, &mut |_| true).unwrap().id(), BackendId(1));
     }
 
