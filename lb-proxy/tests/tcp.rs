@@ -26,6 +26,16 @@ impl Drop for TestBackend {
     }
 }
 
+impl TestBackend {
+    /// Kills the backend and waits until its listener and connections are really closed
+    /// (`abort` alone lets the task run until its next poll, and a client could still be
+    /// accepted by a backend the test already considers dead).
+    async fn kill(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
 /// Echoes every connection; the accept loop and connections live in one task set.
 async fn echo_backend(bind: &str) -> TestBackend {
     let l = TcpListener::bind(bind).await.unwrap();
@@ -251,10 +261,14 @@ async fn backend_killed_while_clients_connect_no_client_sees_a_failure() {
         let mut failures = 0;
         for round in 0..20 {
             if round == 5 {
-                drop(b.take()); // killed: refused from now on
+                if let Some(b) = b.take() {
+                    b.kill().await; // killed: refused from now on
+                }
             }
             if round == 10 {
-                drop(c.take());
+                if let Some(c) = c.take() {
+                    c.kill().await;
+                }
             }
             let mut js = tokio::task::JoinSet::new();
             for i in 0..10 {
