@@ -474,6 +474,15 @@ impl Granularity {
     }
 }
 
+/// Whether two candidate lists are the same for a scheduler: the same ids in the same order
+/// with the same effective weights (a rebuild over them may keep its position).
+pub(crate) fn same_candidates(a: &[Backend], b: &[Backend]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.id() == y.id() && x.effective_weight() == y.effective_weight())
+}
+
 /// Returns the first candidate `accept` takes, in order: the last resort of every algorithm
 /// after its own choices were refused, so `None` means every candidate was refused.
 #[inline]

@@ -36,7 +36,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 use crate::backend::{AdminState, Backend, BackendId, BackendSet, Health, Weight};
-use crate::scheduler::{BuildScheduler, Scheduler, SelectContext};
+use crate::scheduler::{same_candidates, BuildScheduler, Scheduler, SelectContext};
 
 /// How strictly a consistent-hash scheduler keeps keys in place when a backend is added.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -308,8 +308,9 @@ fn check_any<B: BuildScheduler>(builder: &B, cases: u32) -> Result<(), Failure> 
                     }
                     Step::Add(spec) => specs.push(spec),
                 }
-                if !matches!(sched_step_kind(&specs, &cands), StepKind::Same) {
-                    cands = candidates(&specs);
+                let now = candidates(&specs);
+                if !same_candidates(&now, &cands) {
+                    cands = now;
                     sched = builder
                         .build(&cands, Some(&sched))
                         .map_err(|e| TestCaseError::fail(format!("rebuild failed: {e}")))?;
@@ -318,25 +319,6 @@ fn check_any<B: BuildScheduler>(builder: &B, cases: u32) -> Result<(), Failure> 
             Ok(())
         },
     )
-}
-
-enum StepKind {
-    Same,
-    Changed,
-}
-
-fn sched_step_kind(specs: &[BackendSpec], cands: &[Backend]) -> StepKind {
-    let now = candidates(specs);
-    if now.len() == cands.len()
-        && now
-            .iter()
-            .zip(cands)
-            .all(|(a, b)| a.id() == b.id() && a.effective_weight() == b.effective_weight())
-    {
-        StepKind::Same
-    } else {
-        StepKind::Changed
-    }
 }
 
 /// Weighted shares converge: over `200 × Σw` picks each share is within 3 % (absolute) of

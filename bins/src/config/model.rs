@@ -549,6 +549,12 @@ pub struct VirtualServer {
     pub backends: Vec<BackendConfig>,
 }
 
+/// The [`BackendId`] of a virtual server's `index`-th configured backend (0-based): ids count
+/// from 1 in configuration order.
+pub fn backend_id(index: usize) -> BackendId {
+    BackendId(u32::try_from(index + 1).unwrap_or(u32::MAX))
+}
+
 impl VirtualServer {
     /// A TCP virtual server on `listen` with the defaults: name `ip:port`, `rr`, no
     /// persistence, 1 retry, connect timeout 5 s, delay_loop 60 s, no backend.
@@ -578,7 +584,7 @@ impl VirtualServer {
         }
     }
 
-    /// The backends as an `lb-core` set: `BackendId(n)` is the n-th backend (from 1), with
+    /// The backends as an `lb-core` set ([`backend_id`] numbers them): `BackendId(n)` is the n-th backend (from 1), with
     /// its weight and backup flag; a backend starts down when its checks use `alpha`.
     ///
     /// # Errors
@@ -590,7 +596,7 @@ impl VirtualServer {
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
-                    let id = BackendId(u32::try_from(i + 1).unwrap_or(u32::MAX));
+                    let id = backend_id(i);
                     let starts_down = b.checks.iter().any(|c| c.starts_down(self));
                     Backend::new(id, b.address)
                         .with_weight(b.weight)

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::NodeError;
-use crate::config::model::{CheckKind, Global, HealthCheck, Protocol, VirtualServer};
+use crate::config::model::{backend_id, CheckKind, Global, HealthCheck, Protocol, VirtualServer};
 
 /// The data path of one virtual server.
 #[derive(Debug)]
@@ -272,13 +272,13 @@ impl VsRuntime {
         let mut inhibited = Vec::new();
         for (i, b) in cfg.backends.iter().enumerate() {
             if b.inhibit_on_failure {
-                inhibited.push(BackendId(u32::try_from(i + 1).unwrap_or(u32::MAX)));
+                inhibited.push(backend_id(i));
             }
         }
         if cfg.backends.iter().any(|b| !b.checks.is_empty()) {
             let mut driver = HealthDriver::new(1024);
             for (i, b) in cfg.backends.iter().enumerate() {
-                let id = BackendId(u32::try_from(i + 1).unwrap_or(u32::MAX));
+                let id = backend_id(i);
                 if b.checks.len() > 1 {
                     tracing::warn!(virtual_server = %cfg.name, backend = %b.address, "only the first of {} checks is run", b.checks.len());
                 }
@@ -299,10 +299,8 @@ impl VsRuntime {
         // eject a backend for a while (Envoy outlier detection), on top of the active checks.
         let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
         let observer: Arc<dyn OutcomeObserver> = Arc::new(PassiveObserver { tx: outcomes_tx });
-        let detector = OutlierDetector::new(
-            outlier_config(),
-            (1..=cfg.backends.len()).map(|i| BackendId(u32::try_from(i).unwrap_or(u32::MAX))),
-        );
+        let detector =
+            OutlierDetector::new(outlier_config(), (0..cfg.backends.len()).map(backend_id));
         tasks.push(tokio::spawn(apply_health(
             cfg.name.clone(),
             Arc::clone(&pool),
@@ -413,30 +411,19 @@ impl VsRuntime {
     /// membership and weights change in place (established connections and counters stay),
     /// and the checks are restarted. Returns `false` when the change needs a restart.
     pub(crate) fn try_update(&mut self, new: &VirtualServer) -> Result<bool, NodeError> {
-        let same_frame = self.cfg.listen == new.listen
-            && self.cfg.protocol == new.protocol
-            && self.cfg.lb_algo == new.lb_algo
-            && self.cfg.persistence_timeout == new.persistence_timeout
-            && self.cfg.persistence_granularity == new.persistence_granularity
-            && self.cfg.retries == new.retries
-            && self.cfg.connect_timeout == new.connect_timeout
-            && self.cfg.delay_loop == new.delay_loop
-            && self.cfg.alpha == new.alpha
-            && self.cfg.backends.len() == new.backends.len()
-            && self.cfg.backends.iter().zip(&new.backends).all(|(a, b)| {
-                a.address == b.address
-                    && a.checks == b.checks
-                    && a.inhibit_on_failure == b.inhibit_on_failure
-                    && a.backup == b.backup
-                    && a.maxconn == b.maxconn
-            });
+        // Everything but the weights must be equal: compare with the old weights put back.
+        let mut same_weights = new.clone();
+        for (b, old) in same_weights.backends.iter_mut().zip(&self.cfg.backends) {
+            b.weight = old.weight;
+        }
+        let same_frame = same_weights == self.cfg;
         if !same_frame {
             return Ok(false);
         }
         // Only weights differ: set them in place.
         for (i, (a, b)) in self.cfg.backends.iter().zip(&new.backends).enumerate() {
             if a.weight != b.weight {
-                let id = BackendId(u32::try_from(i + 1).unwrap_or(u32::MAX));
+                let id = backend_id(i);
                 self.pool
                     .set_weight(id, b.weight)
                     .map_err(|e| NodeError::Start(e.to_string()))?;

@@ -21,20 +21,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::reduced_weights;
 use crate::backend::{Backend, BackendId};
-use crate::scheduler::{first_accepted, Scheduler, SelectContext};
+use crate::scheduler::{first_accepted, same_candidates, Scheduler, SelectContext};
 
 /// Carries a cursor across a rebuild: kept as is when the candidate ids are unchanged,
 /// reset otherwise.
 fn carried_cursor(new: &[Backend], old: Option<(&[Backend], u64)>) -> u64 {
     match old {
-        Some((old, cursor))
-            if old.len() == new.len()
-                && old.iter().zip(new).all(|(a, b)| {
-                    a.id() == b.id() && a.effective_weight() == b.effective_weight()
-                }) =>
-        {
-            cursor
-        }
+        Some((old, cursor)) if same_candidates(old, new) => cursor,
         _ => 0,
     }
 }
