@@ -9,6 +9,7 @@ use lb_proxy::proxy_protocol::{self, AcceptProxy, ProxyHeader, Version};
 use lb_proxy::tcp::{ForwardMode, ProxyHandle, TcpProxy, TcpProxyConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Every test body runs under this bound, so nothing hangs CI.
@@ -361,6 +362,258 @@ async fn maxconn_and_queue() {
         let st = proxy.stats();
         assert_eq!(st.queue_refused, 2, "{st:?}");
         assert_eq!(st.failed, 2);
+    })
+    .await
+    .unwrap();
+}
+
+/// A connection reaching [`gated_backend`]: the client's first byte, and the release that
+/// lets the backend answer (echo that byte) and close.
+type Arrival = (u8, oneshot::Sender<()>);
+
+/// A backend reporting every connection, in the order they reach it, and holding each open
+/// until the test releases it: the test decides when a `maxconn` slot frees.
+async fn gated_backend() -> (TestBackend, mpsc::UnboundedReceiver<Arrival>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            conns.spawn(async move {
+                let mut id = [0u8; 1];
+                if s.read_exact(&mut id).await.is_err() {
+                    return;
+                }
+                let (release, released) = oneshot::channel();
+                if tx.send((id[0], release)).is_ok() {
+                    let _ = released.await;
+                }
+                let _ = s.write_all(&id).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (TestBackend { addr, task }, rx)
+}
+
+/// The next connection to reach a [`gated_backend`] (generous bound: a loaded CI machine).
+async fn next_arrival(arrivals: &mut mpsc::UnboundedReceiver<Arrival>) -> Arrival {
+    tokio::time::timeout(Duration::from_secs(30), arrivals.recv())
+        .await
+        .expect("no connection reached the backend within 30 s")
+        .expect("backend gone")
+}
+
+/// Polls `done` until it holds (bounded: panics after 30 s).
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reached: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A client sending the one byte `id` (then half-closing) and returning the reply.
+fn gated_client(proxy: SocketAddr, id: u8) -> JoinHandle<std::io::Result<Vec<u8>>> {
+    tokio::spawn(async move { ping(proxy, &[id]).await })
+}
+
+/// One proxy (`backend_maxconn` 1, long queue timeout) in front of a gated backend.
+fn fifo_config(queue_timeout: Duration) -> TcpProxyConfig {
+    let mut cfg = config();
+    cfg.backend_maxconn = Some(1);
+    cfg.queue_timeout = queue_timeout;
+    cfg
+}
+
+/// The `maxconn` queue is FIFO (HAProxy's pendconn queue): with the only slot held, queued
+/// connections reach the backend in arrival order as the slot frees one connection at a
+/// time, and one arriving while others wait queues behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxconn_queue_serves_in_arrival_order() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let (backend, mut arrivals) = gated_backend().await;
+        let proxy = TcpProxy::start(
+            fifo_config(Duration::from_secs(60)),
+            pool_of(&[backend.addr]),
+        )
+        .unwrap();
+        let addr = proxy.local_addrs()[0];
+        let mut clients = vec![gated_client(addr, 0)];
+        let (id, mut release) = next_arrival(&mut arrivals).await;
+        assert_eq!(id, 0);
+        // Arrival order is fixed by events: each client connects once the one before is
+        // queued.
+        for id in 1..=5u8 {
+            clients.push(gated_client(addr, id));
+            eventually("client queued", || proxy.stats().queued == u64::from(id)).await;
+        }
+        for expected in 1..=6u8 {
+            release.send(()).unwrap();
+            let (id, next) = next_arrival(&mut arrivals).await;
+            assert_eq!(id, expected, "served out of arrival order");
+            release = next;
+            if expected == 1 {
+                // Arrives while 2..=5 wait: served after them.
+                clients.push(gated_client(addr, 6));
+                eventually("client 6 queued", || proxy.stats().queued == 6).await;
+            }
+        }
+        release.send(()).unwrap();
+        for (id, c) in clients.into_iter().enumerate() {
+            assert_eq!(c.await.unwrap().unwrap(), [id as u8]);
+        }
+        let st = proxy.stats();
+        assert_eq!(
+            (st.queued, st.queue_refused, st.failed),
+            (6, 0, 0),
+            "{st:?}"
+        );
+        assert!(arrivals.try_recv().is_err());
+    })
+    .await
+    .unwrap();
+}
+
+/// No queue jumping: the slot frees (held through another proxy sharing the backend, so
+/// this proxy's waiter only notices at its periodic re-check) and a new connection arrives
+/// at once; the connection already waiting still goes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxconn_queue_newcomer_does_not_jump_the_queue() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let (backend, mut arrivals) = gated_backend().await;
+        let (a, b) = proxies_sharing(&backend, 1, Duration::from_secs(60));
+        let (a_addr, b_addr) = (a.local_addrs()[0], b.local_addrs()[0]);
+        let holder = gated_client(b_addr, 0);
+        let (id, release) = next_arrival(&mut arrivals).await;
+        assert_eq!(id, 0);
+        let waiter = gated_client(a_addr, 1);
+        eventually("client 1 queued", || a.stats().queued == 1).await;
+        release.send(()).unwrap();
+        let newcomer = gated_client(a_addr, 2);
+        for expected in 1..=2u8 {
+            let (id, release) = next_arrival(&mut arrivals).await;
+            assert_eq!(
+                id, expected,
+                "the newcomer went ahead of the waiting connection"
+            );
+            release.send(()).unwrap();
+        }
+        for (id, c) in [holder, waiter, newcomer].into_iter().enumerate() {
+            assert_eq!(c.await.unwrap().unwrap(), [id as u8]);
+        }
+        assert_eq!(a.stats().queue_refused, 0);
+    })
+    .await
+    .unwrap();
+}
+
+/// Two proxies sharing one gated backend (`backend_maxconn` `maxconn`): `a` queues, `b`
+/// holds the slots. Slots freed through `b` wake nobody in `a`; only `a`'s front waiter sees
+/// them, at its periodic re-check, so `a`'s queue moves only if every waiter leaving the
+/// front hands its turn to the next.
+fn proxies_sharing(
+    backend: &TestBackend,
+    maxconn: u64,
+    queue_timeout: Duration,
+) -> (ProxyHandle, ProxyHandle) {
+    let pool = pool_of(&[backend.addr]);
+    let mut cfg = fifo_config(queue_timeout);
+    cfg.backend_maxconn = Some(maxconn);
+    let a = TcpProxy::start(cfg.clone(), Arc::clone(&pool)).unwrap();
+    let b = TcpProxy::start(cfg, pool).unwrap();
+    (a, b)
+}
+
+/// A queued connection that gives up (queue timeout) at the front leaves without taking the
+/// turn of those behind it: once the slot frees they are served, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxconn_queue_waiter_that_times_out_passes_its_turn_on() {
+    tokio::time::timeout(TEST_BOUND, async {
+        const QUEUE_TIMEOUT: Duration = Duration::from_secs(4);
+        let (backend, mut arrivals) = gated_backend().await;
+        let (a, b) = proxies_sharing(&backend, 1, QUEUE_TIMEOUT);
+        let (a_addr, b_addr) = (a.local_addrs()[0], b.local_addrs()[0]);
+        let holder = gated_client(b_addr, 0);
+        let (id, release) = next_arrival(&mut arrivals).await;
+        assert_eq!(id, 0);
+        let quitter = gated_client(a_addr, 1);
+        eventually("client 1 queued", || a.stats().queued == 1).await;
+        // Half the queue timeout later, so 1's deadline comes well before 2's and 3's.
+        tokio::time::sleep(QUEUE_TIMEOUT / 2).await;
+        let second = gated_client(a_addr, 2);
+        eventually("client 2 queued", || a.stats().queued == 2).await;
+        let third = gated_client(a_addr, 3);
+        eventually("client 3 queued", || a.stats().queued == 3).await;
+        eventually("client 1 gave up", || a.stats().queue_refused == 1).await;
+        let r = quitter.await.unwrap();
+        assert!(matches!(r.as_deref(), Ok(b"") | Err(_)), "{r:?}");
+
+        release.send(()).unwrap();
+        for expected in 2..=3u8 {
+            let (id, release) = next_arrival(&mut arrivals).await;
+            assert_eq!(id, expected);
+            release.send(()).unwrap();
+        }
+        assert_eq!(holder.await.unwrap().unwrap(), [0]);
+        assert_eq!(second.await.unwrap().unwrap(), [2]);
+        assert_eq!(third.await.unwrap().unwrap(), [3]);
+        let st = a.stats();
+        assert_eq!(
+            (st.queued, st.queue_refused, st.failed),
+            (3, 1, 1),
+            "{st:?}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// Two slots free at once (wake-ups coalesce at the front waiter): the front waiter takes
+/// one and, leaving, hands the turn on, so the next takes the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxconn_queue_two_slots_freed_at_once_serve_two_waiters() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let (backend, mut arrivals) = gated_backend().await;
+        // Long queue timeout: a waiter left asleep would fail `next_arrival` (30 s) first.
+        let (a, b) = proxies_sharing(&backend, 2, Duration::from_secs(60));
+        let (a_addr, b_addr) = (a.local_addrs()[0], b.local_addrs()[0]);
+        let holders = [gated_client(b_addr, 0), gated_client(b_addr, 0)];
+        let held = [
+            next_arrival(&mut arrivals).await,
+            next_arrival(&mut arrivals).await,
+        ];
+        let waiters = [gated_client(a_addr, 1), gated_client(a_addr, 2)];
+        eventually("both queued", || a.stats().queued == 2).await;
+        for (id, release) in held {
+            assert_eq!(id, 0);
+            release.send(()).unwrap();
+        }
+        let served = [
+            next_arrival(&mut arrivals).await,
+            next_arrival(&mut arrivals).await,
+        ];
+        let mut ids: Vec<u8> = served.iter().map(|s| s.0).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2]);
+        for (_, release) in served {
+            release.send(()).unwrap();
+        }
+        for c in holders {
+            assert_eq!(c.await.unwrap().unwrap(), [0]);
+        }
+        for (id, c) in waiters.into_iter().enumerate() {
+            assert_eq!(c.await.unwrap().unwrap(), [id as u8 + 1]);
+        }
+        assert_eq!(a.stats().queue_refused, 0);
     })
     .await
     .unwrap();

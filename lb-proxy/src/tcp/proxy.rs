@@ -1,10 +1,13 @@
-//! The TCP proxy of one virtual server: accept loops, backend choice with retries, maxconn
-//! queue, PROXY protocol, and graceful drain.
+//! The TCP proxy of one virtual server: accept loops, backend choice with retries, the
+//! `maxconn` wait queue (strictly FIFO, like HAProxy's pendconn queue), PROXY protocol, and
+//! graceful drain.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use lb_core::{Backend, BackendId, ConnectionGuard, Pool, SelectContext};
@@ -51,7 +54,8 @@ pub struct TcpProxyConfig {
     /// keepalived `uthreshold`). Default empty.
     pub backend_maxconn_by_id: Vec<(BackendId, u64)>,
     /// HAProxy `maxqueue`: how many connections may wait for a backend slot when every
-    /// eligible backend is at `backend_maxconn`; beyond it they are refused. Default 1024.
+    /// eligible backend is at `backend_maxconn`; beyond it they are refused. Waiters are
+    /// served first come, first served, and a new connection queues behind them. Default 1024.
     pub maxqueue: usize,
     /// HAProxy `timeout queue`: the longest a connection waits for a slot. Default 5 s.
     pub queue_timeout: Duration,
@@ -159,10 +163,9 @@ struct Shared {
     forward: ForwardOptions,
     /// Admission: one permit per open client connection (frontend `maxconn`).
     slots: Arc<Semaphore>,
-    /// Notified whenever a backend connection of this proxy ends (a `maxconn` slot frees).
-    slot_freed: Notify,
-    /// Connections waiting in the queue now.
-    queue_len: std::sync::atomic::AtomicUsize,
+    /// Connections waiting for a `maxconn` slot, woken front first whenever a backend
+    /// connection of this proxy ends (a slot frees).
+    queue: WaitQueue,
     /// `true` once accepting must stop.
     stop_accept: watch::Sender<bool>,
     /// `true` once established connections must close.
@@ -223,8 +226,7 @@ impl TcpProxy {
             observer,
             stats: ProxyStats::default(),
             forward,
-            slot_freed: Notify::new(),
-            queue_len: 0.into(),
+            queue: WaitQueue::default(),
             stop_accept: watch::Sender::new(false),
             close: watch::Sender::new(false),
         });
@@ -454,11 +456,11 @@ async fn handle_connection(
             return;
         }
     };
-    // On every exit: first uncount the connection, then wake queued connections, so that
-    // they see the freed slot.
+    // On every exit: first uncount the connection, then wake the first queued connection,
+    // so that it sees the freed slot.
     let _slot = scopeguard(|| {
         drop(guard);
-        shared.slot_freed.notify_waiters();
+        shared.queue.wake_front();
     });
     ProxyStats::inc(&stats.connected);
     if let Err(e) = shared.config.backend_options.apply(&backend_stream) {
@@ -514,8 +516,17 @@ async fn handle_connection(
 
 /// Picks a backend and connects, with retries, redispatch, and the `maxconn` queue.
 ///
+/// The queue is FIFO, like HAProxy's pendconn queue: when every eligible backend is at
+/// `maxconn` the connection joins the back of the queue, only the waiter at the front picks,
+/// and a new connection joins the back while others wait rather than take a freed slot
+/// ahead of them. (A retry after a failed connect was already admitted and does not
+/// re-queue unless every backend is full.) It is one queue per proxy, like HAProxy's
+/// backend queue: a waiter at the front that may only use one backend (a retry without
+/// redispatch) holds the others back until that backend frees a slot or the queue timeout.
+///
 /// # Cancel safety
-/// Cancel safe: a cancelled attempt closes its half-open socket and leaves the queue.
+/// Cancel safe: a cancelled attempt closes its half-open socket and leaves the queue,
+/// passing its turn on.
 async fn connect_backend(
     shared: &Shared,
     client: SocketAddr,
@@ -531,12 +542,21 @@ async fn connect_backend(
     let mut sticky: Option<BackendId> = None;
     let mut failures = 0u32;
     let mut last_err: Option<Error> = None;
-    let mut queue: Option<(Instant, QueueSlot<'_>)> = None;
+    let mut queue: Option<QueueSlot<'_>> = None;
     loop {
-        let notified = shared.slot_freed.notified();
-        let mut notified = pin!(notified);
-        notified.as_mut().enable();
-
+        match &queue {
+            // Not our turn yet: the waiter ahead wakes us when it leaves.
+            Some(slot) if !slot.waiter.is_front() => {
+                slot.wait(None).await?;
+                continue;
+            }
+            // No queue jumping: a new connection joins the back of a non-empty queue.
+            None if failures == 0 && !shared.queue.is_empty() => {
+                queue = Some(QueueSlot::enter(shared)?);
+                continue;
+            }
+            _ => {}
+        }
         let mut full = false;
         let now = Instant::now().into_std();
         let picked = shared.pool.select(now, &ctx, &mut |b| {
@@ -559,23 +579,16 @@ async fn connect_backend(
         let Some(backend) = picked else {
             if full {
                 // Every remaining candidate is at maxconn: wait for a slot (bounded).
-                let deadline = match &queue {
-                    Some((d, _)) => *d,
-                    None => {
-                        let slot = QueueSlot::enter(shared)?;
-                        ProxyStats::inc(&shared.stats.queued);
-                        let d = Instant::now() + cfg.queue_timeout;
-                        queue = Some((d, slot));
-                        d
+                match &queue {
+                    // Slots freed by other proxies sharing the backend are not notified
+                    // here: re-check at least every 50 ms.
+                    Some(slot) => {
+                        let recheck = Instant::now() + Duration::from_millis(50);
+                        slot.wait(Some(recheck)).await?;
                     }
-                };
-                // Slots freed by other proxies sharing the backend are not notified here:
-                // re-check at least every 50 ms.
-                let wake = deadline.min(Instant::now() + Duration::from_millis(50));
-                let _ = tokio::time::timeout_at(wake, notified).await;
-                if Instant::now() >= deadline {
-                    ProxyStats::inc(&shared.stats.queue_refused);
-                    return Err(Error::QueueTimeout(cfg.queue_timeout));
+                    // Queued: pick once more before sleeping, as a slot freed before we
+                    // were in the queue woke nobody.
+                    None => queue = Some(QueueSlot::enter(shared)?),
                 }
                 continue;
             }
@@ -613,7 +626,7 @@ async fn connect_backend(
             }
             Err(e) => {
                 drop(guard);
-                shared.slot_freed.notify_waiters();
+                shared.queue.wake_front();
                 backend.stats().record_failure();
                 ProxyStats::inc(&shared.stats.connect_failures);
                 let outcome = match &e {
@@ -670,35 +683,129 @@ async fn connect_once(backend: &Backend, cfg: &TcpProxyConfig) -> Result<TcpStre
     }
 }
 
-/// A place in the `maxqueue`-bounded wait queue, left on drop.
-struct QueueSlot<'a> {
-    shared: &'a Shared,
+/// The `maxconn` wait queue: strictly FIFO, like HAProxy's pendconn queue. Each waiter has
+/// its own [`Notify`]; a freed slot wakes only the front waiter (no thundering herd), and a
+/// front waiter that leaves — served, timed out or cancelled — wakes the next one, so a
+/// wake-up it did not use is passed on rather than lost.
+#[derive(Debug, Default)]
+struct WaitQueue {
+    waiters: Mutex<VecDeque<Arc<Notify>>>,
+    /// `waiters.len()`, readable without the lock.
+    len: AtomicUsize,
 }
 
-impl<'a> QueueSlot<'a> {
-    fn enter(shared: &'a Shared) -> Result<Self> {
-        use std::sync::atomic::Ordering;
-        let max = shared.config.maxqueue;
-        let entered = shared
-            .queue_len
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if entered {
-            Ok(Self { shared })
-        } else {
-            ProxyStats::inc(&shared.stats.queue_refused);
-            Err(Error::QueueFull(max))
+impl WaitQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Notify>>> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Relaxed) == 0
+    }
+
+    /// Joins the back of the queue, unless `max` connections already wait.
+    fn join(&self, max: usize) -> Option<Waiter<'_>> {
+        let turn = Arc::new(Notify::new());
+        {
+            let mut waiters = self.lock();
+            if waiters.len() >= max {
+                return None;
+            }
+            waiters.push_back(Arc::clone(&turn));
+            self.len.store(waiters.len(), Ordering::Relaxed);
+        }
+        // Pairs with the fence in `wake_front`: either the caller's next look at the backends
+        // sees a slot freed meanwhile, or that slot's `wake_front` sees this waiter.
+        fence(Ordering::SeqCst);
+        Some(Waiter { queue: self, turn })
+    }
+
+    /// A slot freed: wakes the front waiter (or lets it skip its next sleep if awake).
+    /// Call after the slot is uncounted.
+    fn wake_front(&self) {
+        fence(Ordering::SeqCst);
+        if self.is_empty() {
+            return;
+        }
+        if let Some(front) = self.lock().front() {
+            front.notify_one();
         }
     }
 }
 
-impl Drop for QueueSlot<'_> {
+/// A place in a [`WaitQueue`], left on drop.
+#[derive(Debug)]
+struct Waiter<'a> {
+    queue: &'a WaitQueue,
+    turn: Arc<Notify>,
+}
+
+impl Waiter<'_> {
+    /// Whether this waiter may pick a backend now.
+    fn is_front(&self) -> bool {
+        self.queue
+            .lock()
+            .front()
+            .is_some_and(|f| Arc::ptr_eq(f, &self.turn))
+    }
+
+    /// Waits to be woken; a wake-up sent while not waiting is kept for the next call.
+    async fn woken(&self) {
+        self.turn.notified().await;
+    }
+}
+
+impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        self.shared
-            .queue_len
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let mut waiters = self.queue.lock();
+        let Some(i) = waiters.iter().position(|w| Arc::ptr_eq(w, &self.turn)) else {
+            return;
+        };
+        waiters.remove(i);
+        self.queue.len.store(waiters.len(), Ordering::Relaxed);
+        if i == 0 {
+            // The next waiter's turn, whether or not we used ours.
+            if let Some(next) = waiters.front() {
+                next.notify_one();
+            }
+        }
+    }
+}
+
+/// A connection's place in the proxy's wait queue, with its `timeout queue` deadline.
+struct QueueSlot<'a> {
+    shared: &'a Shared,
+    waiter: Waiter<'a>,
+    deadline: Instant,
+}
+
+impl<'a> QueueSlot<'a> {
+    /// Joins the back of the queue (counted in `queued`), or [`Error::QueueFull`] at
+    /// `maxqueue` (counted in `queue_refused`).
+    fn enter(shared: &'a Shared) -> Result<Self> {
+        let max = shared.config.maxqueue;
+        let Some(waiter) = shared.queue.join(max) else {
+            ProxyStats::inc(&shared.stats.queue_refused);
+            return Err(Error::QueueFull(max));
+        };
+        ProxyStats::inc(&shared.stats.queued);
+        Ok(Self {
+            shared,
+            waiter,
+            deadline: Instant::now() + shared.config.queue_timeout,
+        })
+    }
+
+    /// Sleeps until woken or `until` (at the latest the deadline); [`Error::QueueTimeout`]
+    /// (counted in `queue_refused`) once the deadline has passed.
+    async fn wait(&self, until: Option<Instant>) -> Result<()> {
+        let until = until.map_or(self.deadline, |u| u.min(self.deadline));
+        let _ = tokio::time::timeout_at(until, self.waiter.woken()).await;
+        if Instant::now() >= self.deadline {
+            ProxyStats::inc(&self.shared.stats.queue_refused);
+            return Err(Error::QueueTimeout(self.shared.config.queue_timeout));
+        }
+        Ok(())
     }
 }
 
@@ -713,6 +820,52 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+#[cfg(test)]
+mod wait_queue_tests {
+    use super::WaitQueue;
+    use futures::FutureExt;
+
+    /// Whether `w` holds a wake-up (consuming it).
+    fn woken(w: &super::Waiter<'_>) -> bool {
+        w.woken().now_or_never().is_some()
+    }
+
+    #[test]
+    fn fifo_front_only_and_turns_passed_on() {
+        let q = WaitQueue::default();
+        q.wake_front(); // nobody waits: nothing to do
+        let a = q.join(3).unwrap();
+        let b = q.join(3).unwrap();
+        let c = q.join(3).unwrap();
+        assert!(q.join(3).is_none(), "maxqueue");
+        assert!(a.is_front() && !b.is_front() && !c.is_front());
+
+        // A freed slot wakes the front only.
+        q.wake_front();
+        assert!(woken(&a) && !woken(&b) && !woken(&c));
+        // `a` is served and leaves: `b`'s turn.
+        drop(a);
+        assert!(b.is_front() && woken(&b) && !woken(&c));
+
+        // `b` is woken for a freed slot but gives up without using it: `c` gets the turn.
+        q.wake_front();
+        drop(b);
+        assert!(c.is_front() && woken(&c));
+        assert!(!woken(&c), "one wake-up");
+
+        // A waiter behind the front leaving wakes nobody; joiners go to the back.
+        let d = q.join(3).unwrap();
+        let e = q.join(3).unwrap();
+        drop(d);
+        assert!(!woken(&c) && !woken(&e));
+        assert!(c.is_front() && !e.is_front());
+        drop(c);
+        assert!(e.is_front() && woken(&e));
+        drop(e);
+        assert!(q.is_empty());
+    }
 }
 
 #[cfg(test)]
