@@ -519,3 +519,21 @@ fn keepalived_example_is_the_twin_of_the_toml_example() {
     }
     assert_eq!(k, t);
 }
+
+#[test]
+fn nbthread_is_read_from_both_formats_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("k.conf");
+    std::fs::write(&k, "global_defs {\n    nbthread 1\n}\n").unwrap();
+    assert_eq!(ok(&k).0.global.nbthread, 1);
+    let t = dir.path().join("n.toml");
+    std::fs::write(&t, "[global]\nnbthread = 4\n").unwrap();
+    assert_eq!(ok(&t).0.global.nbthread, 4);
+    let t0 = dir.path().join("d.toml");
+    std::fs::write(&t0, "[global]\n").unwrap();
+    assert_eq!(ok(&t0).0.global.nbthread, 0, "default: one worker per CPU");
+    assert_eq!(
+        errors("k.conf", "global_defs {\n    nbthread many\n}\n"),
+        ["k.conf:2:14: nbthread many: expected 0..=65535"]
+    );
+}

@@ -241,6 +241,8 @@ fn http_mode_balances_per_request_and_counts_per_backend() {
 [global]
 admin_socket = "{sock}"
 drain_deadline = "1s"
+# One event loop, as the HTTP benchmark runs it (HAProxy `nbthread 1`).
+nbthread = 1
 
 [[virtual_server]]
 name = "web"

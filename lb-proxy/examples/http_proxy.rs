@@ -1,9 +1,11 @@
 // cargo run --release -p lb-proxy --example http_proxy -- 127.0.0.1:8080 127.0.0.1:8081 127.0.0.1:8082
 //
 // An HTTP virtual server in front of the backends given on the command line (round robin,
-// X-Forwarded-For on), on a tokio runtime with one worker thread (LB_THREADS=n for more,
-// LB_THREADS=0 for the current-thread scheduler) so one CPU can be given to it
-// (`taskset -c 1`). Used by `lb-proxy/benches/http_vs_haproxy.sh`. Stops on Ctrl-C / SIGTERM
+// X-Forwarded-For on), on one event-loop thread (tokio's current-thread scheduler; lb-node's
+// `nbthread = 1`, HAProxy's `nbthread 1`) so one CPU can be given to it (`taskset -c 1`).
+// LB_THREADS=n (n > 1) runs n worker threads instead. (A multi-thread runtime with one
+// worker measured about 40 % fewer requests/s here than this single event loop.)
+// Used by `lb-proxy/benches/http_vs_haproxy.sh`. Stops on Ctrl-C / SIGTERM
 // and prints its counters.
 
 use std::net::SocketAddr;
@@ -41,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(61);
-    let rt = if threads == 0 {
+    let rt = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .event_interval(event_interval)
             .enable_all()

@@ -54,16 +54,25 @@ fn run(cli: Cli) -> ExitCode {
     // The log level comes from the file; read it before logging starts (errors are
     // reported by `node::run` once logging is up).
     let format = cli.format.unwrap_or_else(|| Format::from_path(&cli.config));
-    let level = lb_bins::config::load_with_format(&cli.config, format)
-        .map(|(c, _)| c.global.log_level)
+    let global = lb_bins::config::load_with_format(&cli.config, format)
+        .map(|(c, _)| c.global)
         .unwrap_or_default();
-    if let Err(e) = lb_bins::logging::init(level, cli.log_json) {
+    if let Err(e) = lb_bins::logging::init(global.log_level, cli.log_json) {
         eprintln!("lb-node: {e}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `nbthread` (HAProxy's): 1 = one event loop on this thread, n > 1 = n workers,
+    // 0 = one worker per CPU.
+    let mut builder = match global.nbthread {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(usize::from(n));
+            }
+            b
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lb-node: cannot start the runtime: {e}");

@@ -74,6 +74,11 @@ pub struct Global {
     /// How long established connections may finish after SIGTERM. Default 30 s.
     #[serde(with = "values::duration")]
     pub drain_deadline: Duration,
+    /// Event-loop threads (HAProxy `nbthread`). 0, the default, runs one per CPU; 1 runs
+    /// everything on one thread (tokio's current-thread scheduler: no cross-thread wake-ups,
+    /// the fastest choice when the node is given one CPU, as `nbthread 1` is for HAProxy);
+    /// n > 1 runs n worker threads. Read at start; a reload keeps the running value.
+    pub nbthread: u16,
 }
 
 impl Default for Global {
@@ -83,6 +88,7 @@ impl Default for Global {
             admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
             log_level: LogLevel::Info,
             drain_deadline: Duration::from_secs(30),
+            nbthread: 0,
         }
     }
 }

@@ -346,6 +346,9 @@ impl Node {
                 "admin_socket changed: the socket moves at the next start, not on reload"
             );
         }
+        if new.global.nbthread != self.config.global.nbthread {
+            tracing::warn!("nbthread changed: it applies at the next start, not on reload");
+        }
         if new.global.log_level != self.config.global.log_level {
             tracing::warn!("log_level changed: it applies at the next start, not on reload");
         }

@@ -12,7 +12,7 @@
 //! in `vrrp_instance`; `name`, `retries`, `connect_timeout` and `protocol HTTP` in
 //! `virtual_server`; `maxconn` (alias of `uthreshold`) and `backup` in `real_server`;
 //! `rise`, `fall`, `inter`, `fastinter`, `downinter`, `alpha` in checks; `admin_socket`,
-//! `log_level` and `drain_deadline` in `global_defs`.
+//! `log_level`, `drain_deadline` and `nbthread` in `global_defs`.
 //!
 //! # Examples
 //!
@@ -361,6 +361,14 @@ impl Conv {
                         self.get(s, "global.drain_deadline", duration("drain_deadline"))
                     {
                         self.cfg.global.drain_deadline = d;
+                    }
+                }
+                "nbthread" => {
+                    if let Some(n) = self.get(s, "global.nbthread", |v| {
+                        v.parse::<u16>()
+                            .map_err(|_| format!("nbthread {v}: expected 0..=65535"))
+                    }) {
+                        self.cfg.global.nbthread = n;
                     }
                 }
                 "notification_email"
