@@ -19,8 +19,9 @@
 #
 # Environment: ROUNDS (default 3), DURATION (wrk seconds, default 8), CONNS (wrk
 # connections, default 50), BULK_BYTES (default 8 GiB), IDLE (idle connections, default
-# 8800: each costs the proxy two descriptors, the hard limit is 20 000 per process, and
-# HAProxy refuses to start unless 2 × maxconn + 2 × maxpipes fits under it),
+# 9950: each costs the proxy two descriptors and the hard limit is 20 000 per process, so
+# no single-process proxy can hold 10 000; section 3 starts one lb and one HAProxy
+# (maxconn IDLE + 10, maxpipes 8) of its own with only the idle frontend),
 # BASE_PORT (default 23080), CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -28,7 +29,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-50}
 BULK_BYTES=${BULK_BYTES:-$((8 << 30))}
-IDLE=${IDLE:-8800}
+IDLE=${IDLE:-9950}
 BASE=${BASE_PORT:-23080}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -191,8 +192,36 @@ for mode in keepalive close; do
 done
 
 echo "== 3. RSS per idle established connection at $IDLE connections (client + backend socket each)"
+# Fresh proxies with only the idle frontend, so that buffers left by sections 1 and 2 do not
+# count, and HAProxy's descriptor budget (2 × maxconn + 2 × maxpipes) fits the 20 000 limit.
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-for t in lb-splice hap-splice-auto; do
+IDLE_PORT[lb-idle]=$((BASE + 90)) IDLE_PORT[hap-idle]=$((BASE + 91))
+taskset -c 1 "$TOOL" proxy splice "127.0.0.1:${IDLE_PORT[lb-idle]}=127.0.0.1:$HOLD" >/dev/null &
+PROXY_PID[lb-idle]=$!
+PIDS+=($!)
+cat >"$WORK/hap-idle.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $((IDLE + 10))
+    maxpipes 8
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 900s
+    timeout server 900s
+    option splice-auto
+frontend idle
+    bind 127.0.0.1:${IDLE_PORT[hap-idle]}
+    default_backend hold
+backend hold
+    server h 127.0.0.1:$HOLD
+EOF
+taskset -c 1 haproxy -db -f "$WORK/hap-idle.cfg" 2>"$WORK/hap-idle.err" &
+PROXY_PID[hap-idle]=$!
+PIDS+=($!)
+wait_port "${IDLE_PORT[lb-idle]}"
+wait_port "${IDLE_PORT[hap-idle]}"
+for t in lb-idle hap-idle; do
     pid=${PROXY_PID[$t]}
     before=$(rss_kib "$pid")
     taskset -c 0 "$TOOL" idle "127.0.0.1:${IDLE_PORT[$t]}" "$IDLE" >"$WORK/idle.out" &
@@ -228,5 +257,5 @@ for mode in keepalive close; do
             printf "  %-9s %-16s %9.0f req/s (%.2fx hap-splice-auto)  p99 %6.2f ms (%.2fx)\n", mode, t, r, r / hr, p, p / hp }'
     done
 done
-awk -v l="${R[rss,lb-splice]}" -v h="${R[rss,hap-splice-auto]}" 'BEGIN {
+awk -v l="${R[rss,lb-idle]}" -v h="${R[rss,hap-idle]}" 'BEGIN {
     printf "  idle RSS per connection: lb %d B, haproxy %d B (lb/haproxy %.2f)\n", l, h, l / h }'
