@@ -72,6 +72,24 @@ async fn proxy(args: &[String]) -> Res {
         if let Ok(size) = std::env::var("LB_PIPE_SIZE") {
             cfg.pipe_size = size.parse()?;
         }
+        // LB_RCVBUF / LB_SNDBUF: fixed socket buffer sizes (bytes) on both sides.
+        for (var, client, backend) in [
+            (
+                "LB_RCVBUF",
+                &mut cfg.client_options.rcvbuf,
+                &mut cfg.backend_options.rcvbuf,
+            ),
+            (
+                "LB_SNDBUF",
+                &mut cfg.client_options.sndbuf,
+                &mut cfg.backend_options.sndbuf,
+            ),
+        ] {
+            if let Ok(size) = std::env::var(var) {
+                let size = Some(size.parse()?);
+                (client.0, backend.0) = (size, size);
+            }
+        }
         handles.push(TcpProxy::start(cfg, pool)?);
     }
     println!("ready");

@@ -2,8 +2,8 @@
 //!
 //! Listening sockets: [`FreeBind`] (IP_FREEBIND / IPV6_FREEBIND, so a VRRP backup can bind a
 //! VIP it does not hold yet) and [`ReusePort`] (SO_REUSEPORT, several acceptors on one
-//! address). Established sockets: [`Keepalive`] (SO_KEEPALIVE + TCP_KEEPIDLE) and [`NoDelay`]
-//! (TCP_NODELAY).
+//! address). Established sockets: [`Keepalive`] (SO_KEEPALIVE + TCP_KEEPIDLE), [`NoDelay`]
+//! (TCP_NODELAY) and [`BufferSize`] (SO_RCVBUF / SO_SNDBUF).
 //!
 //! # Platform support
 //! `FreeBind` and `ReusePort` are Linux options; elsewhere setting them to `true` fails with
@@ -18,7 +18,11 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let stream = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
-//! let opts = StreamOptions { keepalive: Keepalive(Some(Duration::from_secs(60))), nodelay: NoDelay(true) };
+//! let opts = StreamOptions {
+//!     keepalive: Keepalive(Some(Duration::from_secs(60))),
+//!     nodelay: NoDelay(true),
+//!     ..StreamOptions::default()
+//! };
 //! opts.apply(&stream)?;
 //! assert!(stream.nodelay()?);
 //! # Ok(()) }
@@ -54,6 +58,14 @@ pub struct FreeBind(pub bool);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReusePort(pub bool);
 
+/// A socket buffer size in bytes (SO_RCVBUF or SO_SNDBUF; HAProxy `tune.rcvbuf.client`,
+/// `tune.sndbuf.server`, …). `None` (default) leaves the kernel's autotuning on, which grows
+/// buffers up to `net.ipv4.tcp_rmem` / `tcp_wmem`'s maximum (several MiB). A fixed size turns
+/// autotuning off for that socket; Linux doubles the value for its bookkeeping and caps it
+/// at `net.core.rmem_max` / `wmem_max` unless the process is privileged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BufferSize(pub Option<usize>);
+
 /// Options for an established TCP stream (client or backend side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StreamOptions {
@@ -61,12 +73,17 @@ pub struct StreamOptions {
     pub keepalive: Keepalive,
     /// TCP_NODELAY.
     pub nodelay: NoDelay,
+    /// SO_RCVBUF, bytes.
+    pub rcvbuf: BufferSize,
+    /// SO_SNDBUF, bytes.
+    pub sndbuf: BufferSize,
 }
 
 impl StreamOptions {
-    /// Applies both options to a freshly created `socket` (anything with a socket fd:
+    /// Applies the options to a freshly created `socket` (anything with a socket fd:
     /// `tokio::net::TcpStream`, `std::net::TcpStream`, `socket2::Socket`). `Keepalive(None)`
-    /// leaves the socket's keepalive setting as it is (off for new sockets).
+    /// leaves the socket's keepalive setting as it is (off for new sockets); `BufferSize(None)`
+    /// leaves autotuning on.
     ///
     /// # Errors
     /// The `setsockopt` error.
@@ -75,6 +92,12 @@ impl StreamOptions {
         // New sockets start without keepalive: skip a syscall per connection in that case.
         if self.keepalive.0.is_some() {
             set_keepalive(&sock, self.keepalive)?;
+        }
+        if let Some(n) = self.rcvbuf.0 {
+            sock.set_recv_buffer_size(n)?;
+        }
+        if let Some(n) = self.sndbuf.0 {
+            sock.set_send_buffer_size(n)?;
         }
         sock.set_nodelay(self.nodelay.0)
     }
@@ -174,6 +197,8 @@ mod tests {
         StreamOptions {
             keepalive: Keepalive(Some(Duration::from_secs(30))),
             nodelay: NoDelay(true),
+            rcvbuf: BufferSize(Some(64 * 1024)),
+            sndbuf: BufferSize(Some(96 * 1024)),
         }
         .apply(&s)
         .unwrap();
@@ -181,5 +206,8 @@ mod tests {
         assert!(r.keepalive().unwrap());
         assert_eq!(r.keepalive_time().unwrap(), Duration::from_secs(30));
         assert!(r.nodelay().unwrap());
+        // Linux doubles the requested size (socket(7)).
+        assert_eq!(r.recv_buffer_size().unwrap(), 128 * 1024);
+        assert_eq!(r.send_buffer_size().unwrap(), 192 * 1024);
     }
 }

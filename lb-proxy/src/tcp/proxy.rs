@@ -673,6 +673,18 @@ async fn connect_once(backend: &Backend, cfg: &TcpProxyConfig) -> Result<TcpStre
     if let Some(ip) = cfg.source {
         socket.bind(SocketAddr::new(ip, 0)).map_err(err)?;
     }
+    // Before connecting, so that the window scale sent in the SYN fits the buffer.
+    let opts = &cfg.backend_options;
+    if let Some(n) = opts.rcvbuf.0 {
+        socket
+            .set_recv_buffer_size(u32::try_from(n).unwrap_or(u32::MAX))
+            .map_err(Error::Io)?;
+    }
+    if let Some(n) = opts.sndbuf.0 {
+        socket
+            .set_send_buffer_size(u32::try_from(n).unwrap_or(u32::MAX))
+            .map_err(Error::Io)?;
+    }
     match tokio::time::timeout(cfg.connect_timeout, socket.connect(addr)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(err(e)),
