@@ -428,6 +428,7 @@ fn commented_example_sets_every_key_of_the_model() {
             "backends" => "backend",
             "checks" => "check",
             "kind" => "type",
+            "routes" => "route",
             // Not keys: VirtualIp parts (written inside the address string, checked below)
             // and validation results.
             "prefix_len" | "dev" | "label" | "message" | "errors" | "warnings" => return None,
@@ -508,8 +509,13 @@ fn virtual_server_defaults_apply_wherever_written() {
 fn keepalived_example_is_the_twin_of_the_toml_example() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (k, kw) = ok(&root.join("conf/keepalived.example.conf"));
-    let (t, _) = ok(&root.join("conf/lb-node.example.toml"));
+    let (mut t, _) = ok(&root.join("conf/lb-node.example.toml"));
     assert!(kw.is_empty(), "{kw:?}");
+    // `[virtual_server.http]` is TOML only.
+    assert!(t.virtual_servers.iter().any(|v| v.http.is_some()));
+    for v in &mut t.virtual_servers {
+        v.http = None;
+    }
     assert_eq!(k.global, t.global);
     assert_eq!(k.vrrp_scripts, t.vrrp_scripts);
     assert_eq!(k.vrrp_instances, t.vrrp_instances);
@@ -535,5 +541,238 @@ fn nbthread_is_read_from_both_formats_and_checked() {
     assert_eq!(
         errors("k.conf", "global_defs {\n    nbthread many\n}\n"),
         ["k.conf:2:14: nbthread many: expected 0..=65535"]
+    );
+}
+
+/// Every `[virtual_server.http]` key but the routes.
+const HTTP_KEYS: &str = r#"forwardfor = false
+x_forwarded_proto = false
+x_forwarded_port = true
+forwarded = true
+accept_proxy = true
+accept_proxy_timeout = "1500ms"
+hash_key = "header:X-User"
+timeout_http_request = 4
+timeout_http_keep_alive = "20s"
+timeout_server = "7s"
+backend_idle_timeout = "45s"
+max_header_bytes = 32768
+max_headers = 50
+max_idle_per_backend = 8
+count_5xx = false"#;
+
+/// Three virtual servers: HTTP `front` routing to HTTP `api`, and TCP `plain`. `keys` is
+/// front's `[virtual_server.http]` table (from line 9), before its routes.
+fn http_pair(keys: &str) -> String {
+    format!(
+        r#"[[virtual_server]]
+name = "front"
+listen = "198.18.0.250:80"
+protocol = "http"
+retries = 3
+connect_timeout = "2s"
+
+[virtual_server.http]
+{keys}
+
+[[virtual_server.http.route]]
+host = "*.Example.com"
+path_prefix = "/api"
+virtual_server = "api"
+
+[[virtual_server.http.route]]
+path_prefix = "/v2/"
+virtual_server = "api"
+
+[[virtual_server.backend]]
+address = "198.18.0.151:80"
+
+[[virtual_server]]
+name = "api"
+listen = "198.18.0.250:8080"
+protocol = "http"
+
+[[virtual_server.backend]]
+address = "198.18.0.152:80"
+
+[[virtual_server]]
+name = "plain"
+listen = "198.18.0.250:9000"
+
+[[virtual_server.backend]]
+address = "198.18.0.153:80"
+"#
+    )
+}
+
+fn load_toml(text: &str) -> Config {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("lb.toml");
+    std::fs::write(&p, text).unwrap();
+    ok(&p).0
+}
+
+#[test]
+fn http_table_maps_onto_lb_proxy_config() {
+    use lb_bins::config::model::HashKey;
+    use lb_proxy::http::{ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route};
+
+    let cfg = load_toml(&http_pair(HTTP_KEYS));
+    let front = cfg.virtual_server("front").unwrap();
+    assert_eq!(
+        front.http.as_ref().unwrap().hash_key,
+        HashKey::Header("X-User".into())
+    );
+    let hc = front.http_proxy_config().unwrap();
+    assert_eq!(hc.name, "front");
+    assert_eq!(hc.default_pool.as_deref(), Some("front"));
+    assert_eq!(hc.retries, 3);
+    assert_eq!(
+        hc.forwarded,
+        ForwardedHeaders {
+            x_forwarded_for: false,
+            x_forwarded_proto: false,
+            x_forwarded_port: true,
+            forwarded: true,
+        }
+    );
+    assert_eq!(
+        hc.accept_proxy.map(|a| a.header_timeout),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(
+        hc.hash_key,
+        HashKeySource::Header("x-user".parse().unwrap())
+    );
+    assert_eq!(hc.timeouts.backend_connect, Duration::from_secs(2));
+    assert_eq!(hc.timeouts.header_read, Duration::from_secs(4));
+    assert_eq!(hc.timeouts.client_idle, Duration::from_secs(20));
+    assert_eq!(hc.timeouts.backend_response, Duration::from_secs(7));
+    assert_eq!(hc.timeouts.backend_idle, Duration::from_secs(45));
+    assert_eq!(hc.limits.max_header_bytes, 32_768);
+    assert_eq!(hc.limits.max_headers, 50);
+    assert_eq!(hc.limits.max_idle_per_backend, 8);
+    assert!(!hc.passive_health.count_5xx);
+    assert_eq!(
+        hc.routes,
+        [
+            Route::new("api")
+                .host(HostMatch::Suffix(".example.com".into()))
+                .path_prefix("/api"),
+            Route::new("api").path_prefix("/v2/"),
+        ]
+    );
+    hc.validate().unwrap();
+    assert_eq!(front.route_targets(), ["api"]);
+    // Targets start first.
+    assert_eq!(cfg.start_order(), [1, 0, 2]);
+
+    // Without the table: lb-proxy's defaults, but the virtual server's retries and
+    // connect timeout.
+    let api = cfg.virtual_server("api").unwrap();
+    assert!(api.http.is_none());
+    let mut expected = HttpProxyConfig::new("api");
+    expected.default_pool = Some("api".into());
+    expected.retries = 1;
+    expected.timeouts.backend_connect = Duration::from_secs(5);
+    assert_eq!(api.http_proxy_config().unwrap(), expected);
+    // An empty table is the same.
+    let empty = load_toml(
+        "[[virtual_server]]\nname = \"api\"\nlisten = \"198.18.0.250:8080\"\nprotocol = \"http\"\n[virtual_server.http]\n[[virtual_server.backend]]\naddress = \"198.18.0.152:80\"\n",
+    );
+    assert_eq!(
+        empty.virtual_servers[0].http_proxy_config().unwrap(),
+        expected
+    );
+    for (text, key) in [
+        ("client", HashKey::Client),
+        ("URI", HashKey::Uri),
+        ("cookie:session", HashKey::Cookie("session".into())),
+    ] {
+        assert_eq!(text.parse::<HashKey>().unwrap(), key);
+    }
+}
+
+#[test]
+fn http_table_errors_name_the_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "timeout_server = 0",
+            "lb.toml:9:18: timeout_server must be above 0 s",
+        ),
+        (
+            "timeout_http_request = \"0s\"",
+            "lb.toml:9:24: timeout_http_request must be above 0 s",
+        ),
+        (
+            "max_header_bytes = 4096",
+            "lb.toml:9:20: max_header_bytes 4096 is below the minimum of 8192",
+        ),
+        (
+            "max_headers = 0",
+            "lb.toml:9:15: max_headers must be at least 1",
+        ),
+        (
+            "hash_key = \"header:bad name\"",
+            "lb.toml:9:12: hash_key header:bad name: \"bad name\" is not a valid HTTP header name",
+        ),
+        (
+            "hash_key = \"body\"",
+            "lb.toml:9:12: unknown hash_key \"body\" (expected \"client\", \"uri\", \"header:NAME\" or \"cookie:NAME\")",
+        ),
+        (
+            "[[virtual_server.http.route]]\nhost = \"a.*.com\"\nvirtual_server = \"api\"",
+            "lb.toml:10:8: invalid route host: \"a.*.com\": only a leading `*.` wildcard is allowed, and no port, slash or space",
+        ),
+        (
+            "[[virtual_server.http.route]]\npath_prefix = \"api\"\nvirtual_server = \"api\"",
+            "lb.toml:10:15: path_prefix \"api\" must start with /",
+        ),
+        (
+            "[[virtual_server.http.route]]\nvirtual_server = \"nope\"",
+            "lb.toml:10:18: route names unknown virtual server \"nope\"",
+        ),
+        (
+            "[[virtual_server.http.route]]\nvirtual_server = \"plain\"",
+            "lb.toml:10:18: route target \"plain\" is a tcp virtual server; routes need protocol = \"http\"",
+        ),
+        (
+            "[[virtual_server.http.route]]\nvirtual_server = \"front\"",
+            "lb.toml:10:18: a route cannot name its own virtual server \"front\" (requests no route matches go to its backends already)",
+        ),
+        (
+            "frobnicate = true",
+            "lb.toml:9:1: unknown field `frobnicate`",
+        ),
+    ];
+    for (extra, want) in cases {
+        let e = errors("lb.toml", &http_pair(extra));
+        assert!(
+            e.len() == 1 && e[0].starts_with(want),
+            "{extra}:\n got {e:?}\nwant {want:?}"
+        );
+    }
+}
+
+#[test]
+fn http_table_and_routes_are_refused_where_they_do_not_apply() {
+    // On a TCP virtual server.
+    let e = errors(
+        "lb.toml",
+        "[[virtual_server]]\nname = \"t\"\nlisten = \"198.18.0.250:80\"\n\n[virtual_server.http]\nforwardfor = false\n",
+    );
+    assert_eq!(
+        e,
+        ["lb.toml:5:1: [virtual_server.http] applies to protocol = \"http\" only (virtual server t is tcp)"]
+    );
+    // Routes that loop: api routes back to front.
+    let text = http_pair(HTTP_KEYS).replace(
+        "name = \"api\"\nlisten = \"198.18.0.250:8080\"\nprotocol = \"http\"\n",
+        "name = \"api\"\nlisten = \"198.18.0.250:8080\"\nprotocol = \"http\"\n[[virtual_server.http.route]]\nvirtual_server = \"front\"\n",
+    );
+    let e = errors("lb.toml", &text);
+    assert_eq!(
+        e,
+        ["lb.toml:28:18: routes form a cycle (front -> api -> front): a route target must start before the virtual servers that route to it"]
     );
 }

@@ -17,6 +17,8 @@ const LB_NODE: &str = env!("CARGO_BIN_EXE_lb-node");
 const LBCTL: &str = env!("CARGO_BIN_EXE_lbctl");
 
 /// A real server answering one HTTP/1.0-style response per connection, until dropped.
+/// The body is its name, followed (for an echoing server) by a newline and the request
+/// head it received.
 struct RealServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -25,6 +27,15 @@ struct RealServer {
 
 impl RealServer {
     fn start(body: &'static str) -> Self {
+        Self::start_with(body, false)
+    }
+
+    /// A server whose body is `name`, a newline and the request head it received.
+    fn echo(name: &'static str) -> Self {
+        Self::start_with(name, true)
+    }
+
+    fn start_with(name: &'static str, echo: bool) -> Self {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
@@ -44,6 +55,11 @@ impl RealServer {
                                 Ok(n) => got.extend_from_slice(&buf[..n]),
                             }
                         }
+                        let body = if echo {
+                            format!("{name}\n{}", String::from_utf8_lossy(&got))
+                        } else {
+                            name.to_owned()
+                        };
                         let _ = write!(
                             c,
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -90,12 +106,25 @@ fn free_port() -> u16 {
 }
 
 fn get(addr: SocketAddr) -> std::io::Result<String> {
+    request(addr, "t", "/")
+}
+
+/// `GET path` with `Host: host`; the whole response.
+fn request(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<String> {
     let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     c.set_read_timeout(Some(Duration::from_secs(3)))?;
-    c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut s = String::new();
     c.read_to_string(&mut s)?;
     Ok(s)
+}
+
+/// The body of a response.
+fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
 fn status(sock: &Path) -> serde_json::Value {
@@ -279,6 +308,128 @@ address = "{b}"
         assert_eq!(http["requests"], 3, "{s}");
         assert_eq!(http["responses_2xx"], 3, "{s}");
     }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An HTTP front virtual server routes `/api` and `Host: api.example.com` to a second HTTP
+/// virtual server's backend, everything else to its own; its `forwardfor = false` applies to
+/// every request it forwards (the target, reached directly, still adds X-Forwarded-For);
+/// `lbctl status` counts the routed requests on the target's backend. A reload that changes
+/// the target's backend restarts the front too, which then routes to the new backend.
+#[test]
+fn http_routes_send_requests_to_another_virtual_servers_backends() {
+    let dir = tempdir();
+    let a = RealServer::echo("a");
+    let b = RealServer::echo("b");
+    let c = RealServer::echo("c");
+    let (front_port, api_port) = (free_port(), free_port());
+    let config = |api_backend: SocketAddr| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{front_port}"
+protocol = "http"
+
+[virtual_server.http]
+forwardfor = false
+timeout_server = "2s"
+
+[[virtual_server.http.route]]
+path_prefix = "/api"
+virtual_server = "api"
+
+[[virtual_server.http.route]]
+host = "api.example.com"
+virtual_server = "api"
+
+[[virtual_server.backend]]
+address = "{a}"
+
+[[virtual_server]]
+name = "api"
+listen = "127.0.0.1:{api_port}"
+protocol = "http"
+
+[[virtual_server.backend]]
+address = "{api_backend}"
+"#,
+            sock = dir.join("admin.sock").display(),
+            a = a.addr,
+        )
+    };
+    let (node, sock) = start_node(&dir, &config(b.addr));
+    let front: SocketAddr = format!("127.0.0.1:{front_port}").parse().unwrap();
+    let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
+
+    let routed = request(front, "www.example.com", "/api/x").unwrap();
+    let routed = body(&routed).to_ascii_lowercase();
+    assert!(routed.starts_with("b\nget /api/x "), "{routed}");
+    assert!(
+        !routed.contains("x-forwarded-for:"),
+        "forwardfor = false: {routed}"
+    );
+    assert!(routed.contains("x-forwarded-proto: http"), "{routed}");
+
+    let by_host = request(front, "API.example.com:8080", "/").unwrap();
+    assert!(body(&by_host).starts_with("b\n"), "{by_host}");
+
+    let own = request(front, "www.example.com", "/other").unwrap();
+    let own = body(&own).to_ascii_lowercase();
+    assert!(own.starts_with("a\nget /other "), "{own}");
+    assert!(!own.contains("x-forwarded-for:"), "{own}");
+
+    // The target's own listener has the default settings: X-Forwarded-For is added.
+    let direct = request(api, "t", "/api/x").unwrap();
+    let direct = body(&direct).to_ascii_lowercase();
+    assert!(direct.starts_with("b\n"), "{direct}");
+    assert!(direct.contains("x-forwarded-for: 127.0.0.1"), "{direct}");
+
+    // lbctl: the two routed requests and the direct one count on api's backend, the other
+    // on web's own.
+    let s = status(&sock);
+    let vs = |name: &str| {
+        s["virtual_servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {s}"))
+    };
+    let web_a = &vs("web")["backends"][0];
+    assert_eq!(web_a["address"], a.addr.to_string(), "{s}");
+    assert_eq!(web_a["http"]["requests"], 1, "{s}");
+    assert_eq!(vs("web")["backends"].as_array().unwrap().len(), 1, "{s}");
+    let api_b = &vs("api")["backends"][0];
+    assert_eq!(api_b["address"], b.addr.to_string(), "{s}");
+    assert_eq!(api_b["http"]["requests"], 3, "{s}");
+    assert_eq!(api_b["http"]["responses_2xx"], 3, "{s}");
+
+    // Reload with api's backend moved to c: api restarts, and so does web (it routes to
+    // api), so /api on the front reaches c, not a stale pool.
+    std::fs::write(dir.join("node.toml"), config(c.addr)).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut last = String::new();
+    let moved = wait_until(Duration::from_secs(10), || {
+        last = request(front, "www.example.com", "/api/x").unwrap_or_default();
+        body(&last).starts_with("c\n")
+    });
+    assert!(
+        moved,
+        "front still routes to the old pool: {last}\n{}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    assert!(body(&request(front, "t", "/").unwrap()).starts_with("a\n"));
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

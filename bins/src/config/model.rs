@@ -6,7 +6,8 @@
 //! (`vrrp_instance[1].virtual_router_id`), which the front end turns into `file:line:column`.
 //!
 //! The model is plain data: it borrows only [`Algorithm`], [`Granularity`] and [`Weight`] from
-//! `lb-core`, and the daemon maps it onto the library crates' own types. Field names are the
+//! `lb-core`, and the daemon maps it onto the library crates' own types
+//! ([`VirtualServer::pool_config`], [`VirtualServer::http_proxy_config`]). Field names are the
 //! TOML keys (keepalived's keywords wherever keepalived has one).
 //!
 //! # Examples
@@ -36,6 +37,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Granularity, Health, PoolConfig, Weight};
+use lb_proxy::http::{ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route};
+use lb_proxy::proxy_protocol::AcceptProxy;
 use serde::Deserialize;
 
 use super::values;
@@ -553,6 +556,193 @@ pub struct VirtualServer {
     /// The backends (keepalived `real_server`; `sorry_server` is a backend with `backup`).
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
+    /// HTTP-mode settings and routes (`[virtual_server.http]`, TOML only); valid only with
+    /// `protocol = "http"`. Absent: every setting at lb-proxy's default, no route.
+    #[serde(default)]
+    pub http: Option<HttpSettings>,
+}
+
+/// What hash schedulers (`sh`, `mh`, `ring_hash`) key on in HTTP mode (`hash_key`). When the
+/// source is missing from a request the client address is used.
+///
+/// Parsed from `"client"` (default; HAProxy `balance source`), `"uri"` (`balance uri`),
+/// `"header:NAME"` (`balance hdr(NAME)`) or `"cookie:NAME"`. The header name is checked by
+/// [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HashKey {
+    /// The client address.
+    #[default]
+    Client,
+    /// The path and query.
+    Uri,
+    /// The value of this request header.
+    Header(String),
+    /// The value of this cookie.
+    Cookie(String),
+}
+
+impl FromStr for HashKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("client") {
+            return Ok(Self::Client);
+        }
+        if t.eq_ignore_ascii_case("uri") {
+            return Ok(Self::Uri);
+        }
+        match t.split_once(':') {
+            Some((k, name)) if k.eq_ignore_ascii_case("header") => Ok(Self::Header(name.into())),
+            Some((k, name)) if k.eq_ignore_ascii_case("cookie") => Ok(Self::Cookie(name.into())),
+            _ => Err(format!(
+                "unknown hash_key {s:?} (expected \"client\", \"uri\", \"header:NAME\" or \"cookie:NAME\")"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Client => f.write_str("client"),
+            Self::Uri => f.write_str("uri"),
+            Self::Header(n) => write!(f, "header:{n}"),
+            Self::Cookie(n) => write!(f, "cookie:{n}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HashKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        values::from_str(d)
+    }
+}
+
+impl HashKey {
+    /// The lb-proxy form.
+    ///
+    /// # Errors
+    /// A message naming the value when a header name is not a valid HTTP header name or a
+    /// cookie name is empty or holds `=`, `;`, `,` or whitespace.
+    pub fn to_source(&self) -> Result<HashKeySource, String> {
+        Ok(match self {
+            Self::Client => HashKeySource::ClientAddr,
+            Self::Uri => HashKeySource::Uri,
+            Self::Header(n) => {
+                HashKeySource::Header(n.parse().map_err(|_| {
+                    format!("hash_key {self}: {n:?} is not a valid HTTP header name")
+                })?)
+            }
+            Self::Cookie(n) => {
+                if n.is_empty()
+                    || n.chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || "=;,".contains(c))
+                {
+                    return Err(format!("hash_key {self}: {n:?} is not a valid cookie name"));
+                }
+                HashKeySource::Cookie(n.clone())
+            }
+        })
+    }
+}
+
+/// The HTTP-mode settings of a `protocol = "http"` virtual server (`[virtual_server.http]`,
+/// TOML only; keepalived.conf has no syntax for them). Every key is optional; the defaults
+/// are lb-proxy's ([`HttpProxyConfig::new`]). The backend connect timeout is the virtual
+/// server's `connect_timeout` and the retries its `retries`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Append the client address to `X-Forwarded-For` (HAProxy `option forwardfor`).
+    /// Default true.
+    pub forwardfor: bool,
+    /// Set `X-Forwarded-Proto: http`. Default true.
+    pub x_forwarded_proto: bool,
+    /// Set `X-Forwarded-Port` to the port the client connected to. Default true.
+    pub x_forwarded_port: bool,
+    /// Append an RFC 7239 `Forwarded` element. Default false.
+    pub forwarded: bool,
+    /// Expect a PROXY protocol v1/v2 header on every client connection (HAProxy
+    /// `accept-proxy`) and take the client address from it. Default false.
+    pub accept_proxy: bool,
+    /// How long a client has to send its PROXY header (only with `accept_proxy`). Default
+    /// 5 s; must be above 0.
+    #[serde(with = "values::duration")]
+    pub accept_proxy_timeout: Duration,
+    /// What hash schedulers key on. Default `client`.
+    pub hash_key: HashKey,
+    /// Time a client has to send a complete request head (HAProxy `timeout http-request`).
+    /// Default 10 s; must be above 0.
+    #[serde(with = "values::duration")]
+    pub timeout_http_request: Duration,
+    /// Time a keep-alive client connection may wait for its next request (HAProxy `timeout
+    /// http-keep-alive`). Default 60 s; must be above 0.
+    #[serde(with = "values::duration")]
+    pub timeout_http_keep_alive: Duration,
+    /// Time a backend has to send its response head; past it the client gets 504 (HAProxy
+    /// `timeout server`). Default 30 s; must be above 0.
+    #[serde(with = "values::duration")]
+    pub timeout_server: Duration,
+    /// How long an idle pooled backend connection is kept. Default 60 s; must be above 0.
+    #[serde(with = "values::duration")]
+    pub backend_idle_timeout: Duration,
+    /// Largest request head in bytes; larger ones get 431. Default 16384; at least 8192.
+    pub max_header_bytes: usize,
+    /// Most request headers; more get 431. Default 100; at least 1.
+    pub max_headers: usize,
+    /// Idle keep-alive connections kept per backend; 0 opens one connection per request.
+    /// Default 64.
+    pub max_idle_per_backend: usize,
+    /// Count 5xx responses as backend failures for passive health. Default true.
+    pub count_5xx: bool,
+    /// Routing rules, tried in order; requests no rule matches go to this virtual server's
+    /// own backends (HAProxy `use_backend` / `default_backend`).
+    #[serde(rename = "route")]
+    pub routes: Vec<HttpRoute>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let d = HttpProxyConfig::new("");
+        Self {
+            forwardfor: d.forwarded.x_forwarded_for,
+            x_forwarded_proto: d.forwarded.x_forwarded_proto,
+            x_forwarded_port: d.forwarded.x_forwarded_port,
+            forwarded: d.forwarded.forwarded,
+            accept_proxy: d.accept_proxy.is_some(),
+            accept_proxy_timeout: d.accept_proxy.unwrap_or_default().header_timeout,
+            hash_key: HashKey::Client,
+            timeout_http_request: d.timeouts.header_read,
+            timeout_http_keep_alive: d.timeouts.client_idle,
+            timeout_server: d.timeouts.backend_response,
+            backend_idle_timeout: d.timeouts.backend_idle,
+            max_header_bytes: d.limits.max_header_bytes,
+            max_headers: d.limits.max_headers,
+            max_idle_per_backend: d.limits.max_idle_per_backend,
+            count_5xx: d.passive_health.count_5xx,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// A routing rule (`[[virtual_server.http.route]]`): requests whose `Host` and path match
+/// are served by the backends of another HTTP virtual server of this node (Edge-LB
+/// `linkBackend`, HAProxy `use_backend … if …`). Both conditions are optional; a rule
+/// with neither matches every request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRoute {
+    /// `example.com` (exact, case-insensitive, port ignored) or `*.example.com` (any name
+    /// below it, not `example.com` itself). Default: any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// A byte prefix of the request path, starting with `/` (`/api` matches `/api`,
+    /// `/api/x` and `/apix`). Default: any path.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// The name of the `protocol = "http"` virtual server whose backends (with their health
+    /// checks and counters) serve matching requests; not this one.
+    pub virtual_server: String,
 }
 
 /// The [`BackendId`] of a virtual server's `index`-th configured backend (0-based): ids count
@@ -577,7 +767,66 @@ impl VirtualServer {
             delay_loop: Duration::from_secs(60),
             alpha: false,
             backends: Vec::new(),
+            http: None,
         }
+    }
+
+    /// The virtual servers this one routes requests to (`http.route[].virtual_server`), in
+    /// rule order, each once.
+    pub fn route_targets(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for r in self.http.iter().flat_map(|h| &h.routes) {
+            if !out.contains(&r.virtual_server.as_str()) {
+                out.push(&r.virtual_server);
+            }
+        }
+        out
+    }
+
+    /// The lb-proxy settings of this virtual server in HTTP mode: `http` (or its defaults)
+    /// mapped onto [`HttpProxyConfig`], with `default_pool` and pool names being virtual
+    /// server names (a route's pool is its target's name), `retries` from `retries` and the
+    /// backend connect timeout from `connect_timeout`.
+    ///
+    /// # Errors
+    /// A message for a hash-key header or cookie name or a route host that lb-proxy refuses
+    /// (after [`Config::validate`] passed, none).
+    pub fn http_proxy_config(&self) -> Result<HttpProxyConfig, String> {
+        let default = HttpSettings::default();
+        let h = self.http.as_ref().unwrap_or(&default);
+        let mut c = HttpProxyConfig::new(self.name.clone());
+        c.default_pool = Some(self.name.clone());
+        c.retries = self.retries;
+        c.timeouts.backend_connect = self.connect_timeout;
+        c.forwarded = ForwardedHeaders {
+            x_forwarded_for: h.forwardfor,
+            x_forwarded_proto: h.x_forwarded_proto,
+            x_forwarded_port: h.x_forwarded_port,
+            forwarded: h.forwarded,
+        };
+        c.accept_proxy = h.accept_proxy.then_some(AcceptProxy {
+            header_timeout: h.accept_proxy_timeout,
+        });
+        c.hash_key = h.hash_key.to_source()?;
+        c.timeouts.header_read = h.timeout_http_request;
+        c.timeouts.client_idle = h.timeout_http_keep_alive;
+        c.timeouts.backend_response = h.timeout_server;
+        c.timeouts.backend_idle = h.backend_idle_timeout;
+        c.limits.max_header_bytes = h.max_header_bytes;
+        c.limits.max_headers = h.max_headers;
+        c.limits.max_idle_per_backend = h.max_idle_per_backend;
+        c.passive_health.count_5xx = h.count_5xx;
+        for r in &h.routes {
+            let mut route = Route::new(r.virtual_server.clone());
+            if let Some(host) = &r.host {
+                route = route.host(host.parse::<HostMatch>().map_err(|e| e.to_string())?);
+            }
+            if let Some(p) = &r.path_prefix {
+                route = route.path_prefix(p.clone());
+            }
+            c.routes.push(route);
+        }
+        Ok(c)
     }
 
     /// The `lb-core` pool settings: persistence timeout and granularity, the rest at
@@ -808,6 +1057,64 @@ impl Config {
         self
     }
 
+    /// Indexes of the virtual servers in the order they start: every route target before
+    /// the virtual servers that route to it, configuration order otherwise. Routes to
+    /// unknown names are ignored here (validation reports them).
+    pub fn start_order(&self) -> Vec<usize> {
+        self.try_start_order()
+            .unwrap_or_else(|_| (0..self.virtual_servers.len()).collect())
+    }
+
+    /// [`Config::start_order`], or the indexes of a routing cycle (each routes to the next,
+    /// the last to the first).
+    fn try_start_order(&self) -> Result<Vec<usize>, Vec<usize>> {
+        let n = self.virtual_servers.len();
+        let index: HashMap<&str, usize> = self
+            .virtual_servers
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.name.as_str(), i))
+            .collect();
+        // 0 unvisited, 1 on the stack, 2 done.
+        let mut state = vec![0u8; n];
+        let mut order = Vec::with_capacity(n);
+        for root in 0..n {
+            if state[root] != 0 {
+                continue;
+            }
+            // Iterative depth-first search: (vertex, next target to look at).
+            let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+            state[root] = 1;
+            while let Some(top) = stack.last_mut() {
+                let (v, k) = *top;
+                top.1 += 1;
+                let targets = self.virtual_servers[v].route_targets();
+                if let Some(t) = targets.get(k) {
+                    // A route to itself is reported by validation, not as a cycle.
+                    let Some(&t) = index.get(t).filter(|&&t| t != v) else {
+                        continue;
+                    };
+                    match state[t] {
+                        0 => {
+                            state[t] = 1;
+                            stack.push((t, 0));
+                        }
+                        1 => {
+                            let from = stack.iter().position(|&(u, _)| u == t).unwrap_or(0);
+                            return Err(stack[from..].iter().map(|&(u, _)| u).collect());
+                        }
+                        _ => {}
+                    }
+                } else {
+                    state[v] = 2;
+                    order.push(v);
+                    stack.pop();
+                }
+            }
+        }
+        Ok(order)
+    }
+
     /// Looks up a virtual server by name.
     pub fn virtual_server(&self, name: &str) -> Option<&VirtualServer> {
         self.virtual_servers.iter().find(|v| v.name == name)
@@ -938,6 +1245,33 @@ impl Config {
                     validate_check(&mut err, &format!("{bp}.check[{k}]"), c);
                 }
             }
+        }
+
+        // HTTP settings and routes: targets are looked up among every virtual server.
+        for (i, vs) in self.virtual_servers.iter().enumerate() {
+            validate_http(&mut err, &mut warn, self, i, vs);
+        }
+        if let Err(cycle) = self.try_start_order() {
+            let first = cycle.first().copied().unwrap_or(0);
+            let names: Vec<&str> = cycle
+                .iter()
+                .chain(cycle.first())
+                .map(|&i| self.virtual_servers[i].name.as_str())
+                .collect();
+            let next = cycle.get(1).copied().unwrap_or(first);
+            let j = self.virtual_servers[first]
+                .http
+                .iter()
+                .flat_map(|h| &h.routes)
+                .position(|r| r.virtual_server == self.virtual_servers[next].name)
+                .unwrap_or(0);
+            err(
+                format!("virtual_server[{first}].http.route[{j}].virtual_server"),
+                format!(
+                    "routes form a cycle ({}): a route target must start before the virtual servers that route to it",
+                    names.join(" -> ")
+                ),
+            );
         }
 
         // Instances.
@@ -1171,6 +1505,104 @@ pub fn default_vs_name(listen: SocketAddr, protocol: Protocol) -> String {
     match protocol {
         Protocol::Udp => format!("{listen}/udp"),
         Protocol::Tcp | Protocol::Http => listen.to_string(),
+    }
+}
+
+/// `[virtual_server.http]`: only with `protocol = "http"`, values lb-proxy accepts, routes to
+/// other HTTP virtual servers.
+fn validate_http(
+    err: &mut impl FnMut(String, String),
+    warn: &mut impl FnMut(String, String),
+    cfg: &Config,
+    i: usize,
+    vs: &VirtualServer,
+) {
+    let Some(h) = &vs.http else { return };
+    let p = format!("virtual_server[{i}].http");
+    if vs.protocol != Protocol::Http {
+        err(
+            p,
+            format!(
+                "[virtual_server.http] applies to protocol = \"http\" only (virtual server {} is {})",
+                vs.name, vs.protocol
+            ),
+        );
+        return;
+    }
+    for (key, d) in [
+        ("accept_proxy_timeout", h.accept_proxy_timeout),
+        ("timeout_http_request", h.timeout_http_request),
+        ("timeout_http_keep_alive", h.timeout_http_keep_alive),
+        ("timeout_server", h.timeout_server),
+        ("backend_idle_timeout", h.backend_idle_timeout),
+    ] {
+        if d.is_zero() {
+            err(format!("{p}.{key}"), format!("{key} must be above 0 s"));
+        }
+    }
+    if h.max_header_bytes < 8_192 {
+        err(
+            format!("{p}.max_header_bytes"),
+            format!(
+                "max_header_bytes {} is below the minimum of 8192",
+                h.max_header_bytes
+            ),
+        );
+    }
+    if h.max_headers == 0 {
+        err(
+            format!("{p}.max_headers"),
+            "max_headers must be at least 1".into(),
+        );
+    }
+    if let Err(e) = h.hash_key.to_source() {
+        err(format!("{p}.hash_key"), e);
+    }
+    for (j, r) in h.routes.iter().enumerate() {
+        let rp = format!("{p}.route[{j}]");
+        if let Some(host) = &r.host {
+            if let Err(e) = host.parse::<HostMatch>() {
+                err(format!("{rp}.host"), e.to_string());
+            }
+        }
+        if let Some(prefix) = &r.path_prefix {
+            if !prefix.starts_with('/') {
+                err(
+                    format!("{rp}.path_prefix"),
+                    format!("path_prefix {prefix:?} must start with /"),
+                );
+            }
+        }
+        match cfg.virtual_server(&r.virtual_server) {
+            None => err(
+                format!("{rp}.virtual_server"),
+                format!(
+                    "route names unknown virtual server {:?}",
+                    r.virtual_server
+                ),
+            ),
+            Some(t) if t.name == vs.name => err(
+                format!("{rp}.virtual_server"),
+                format!(
+                    "a route cannot name its own virtual server {:?} (requests no route matches go to its backends already)",
+                    vs.name
+                ),
+            ),
+            Some(t) if t.protocol != Protocol::Http => err(
+                format!("{rp}.virtual_server"),
+                format!(
+                    "route target {:?} is a {} virtual server; routes need protocol = \"http\"",
+                    t.name, t.protocol
+                ),
+            ),
+            Some(_) => {}
+        }
+        if r.host.is_none() && r.path_prefix.is_none() && j + 1 < h.routes.len() {
+            warn(
+                rp,
+                "this route has neither host nor path_prefix: it takes every request, the routes after it never match".into(),
+            );
+        }
     }
 }
 

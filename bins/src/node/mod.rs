@@ -18,7 +18,12 @@
 //!   so do groups where only base priorities changed (applied in place); other changed
 //!   groups restart. Unchanged virtual servers are untouched; a weight-only change
 //!   applies in place without dropping a connection; other changes restart that virtual
-//!   server, letting the old one drain.
+//!   server, letting the old one drain. An HTTP virtual server whose routes name one that
+//!   restarts or goes away restarts too, so no proxy keeps a stale pool.
+//! * HTTP routes (`[[virtual_server.http.route]]`): the proxy of an HTTP virtual server is
+//!   handed the pools of the virtual servers it routes to (with their passive-health
+//!   observers), so their health checks steer routed requests at once; targets start first,
+//!   and `lbctl status` counts routed requests on the target's backends.
 //!
 //! Exit codes (also in `lb-node --help`): 0 clean stop; 1 invalid configuration; 2 usage;
 //! 3 start-up failure (a listener, socket or interface that cannot be used).
@@ -79,7 +84,11 @@ struct Shared {
 struct VsView {
     frame: VirtualServerStatus,
     pool: Arc<Pool>,
+    /// This virtual server's own HTTP proxy (HTTP mode only).
     http: Option<HttpStatsFn>,
+    /// The proxies of the HTTP virtual servers that route requests to this one's pool: they
+    /// count those requests, under this virtual server's name.
+    routed: Vec<HttpStatsFn>,
 }
 
 /// Reads an HTTP virtual server's counters (`None` once it stopped).
@@ -112,25 +121,30 @@ impl AdminHandler for Shared {
             .map(|v| {
                 let snap = v.pool.snapshot();
                 let http = v.http.as_ref().and_then(|f| (f.0)());
+                let routed: Vec<_> = v.routed.iter().filter_map(|f| (f.0)()).collect();
                 let mut frame = v.frame.clone();
                 frame.backends = snap
                     .backends()
                     .iter()
                     .map(|b| {
                         let s = b.stats();
+                        // Requests to this pool's backends, whichever proxy forwarded them.
                         let http = http.as_ref().map(|h| {
-                            h.backends
+                            let mut c = HttpCounters::default();
+                            for x in h
+                                .backends
                                 .iter()
-                                .find(|x| x.addr == b.addr())
-                                .map(|x| HttpCounters {
-                                    requests: x.requests,
-                                    responses_1xx: x.responses.c1xx,
-                                    responses_2xx: x.responses.c2xx,
-                                    responses_3xx: x.responses.c3xx,
-                                    responses_4xx: x.responses.c4xx,
-                                    responses_5xx: x.responses.c5xx,
-                                })
-                                .unwrap_or_default()
+                                .chain(routed.iter().flat_map(|r| &r.backends))
+                                .filter(|x| x.pool == v.frame.name && x.addr == b.addr())
+                            {
+                                c.requests += x.requests;
+                                c.responses_1xx += x.responses.c1xx;
+                                c.responses_2xx += x.responses.c2xx;
+                                c.responses_3xx += x.responses.c3xx;
+                                c.responses_4xx += x.responses.c4xx;
+                                c.responses_5xx += x.responses.c5xx;
+                            }
+                            c
                         });
                         BackendStatus {
                             address: b.addr(),
@@ -206,15 +220,9 @@ struct Node {
     live: HashMap<String, Arc<watch::Sender<bool>>>,
 }
 
-fn vs_view(v: &VsRuntime) -> VsView {
-    let frame = VirtualServerStatus {
-        name: v.cfg.name.clone(),
-        listen: v.cfg.listen,
-        protocol: v.cfg.protocol,
-        scheduler: v.cfg.lb_algo.name().to_owned(),
-        backends: Vec::new(),
-    };
-    let http: Option<HttpStatsFn> = match &v.proxy {
+/// Reads the counters of `v`'s proxy, in HTTP mode.
+fn http_stats(v: &VsRuntime) -> Option<HttpStatsFn> {
+    match &v.proxy {
         Proxy::Http(h) => {
             let h = Arc::clone(h);
             Some(HttpStatsFn(Arc::new(move || {
@@ -225,12 +233,68 @@ fn vs_view(v: &VsRuntime) -> VsView {
             })))
         }
         _ => None,
+    }
+}
+
+/// The admin view of `v`; `all` are the running virtual servers (those routing to `v`
+/// count some of its requests).
+fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
+    let frame = VirtualServerStatus {
+        name: v.cfg.name.clone(),
+        listen: v.cfg.listen,
+        protocol: v.cfg.protocol,
+        scheduler: v.cfg.lb_algo.name().to_owned(),
+        backends: Vec::new(),
     };
+    let routed = all
+        .iter()
+        .filter(|o| {
+            o.cfg.name != v.cfg.name && o.cfg.route_targets().contains(&v.cfg.name.as_str())
+        })
+        .filter_map(http_stats)
+        .collect();
     VsView {
         frame,
         pool: Arc::clone(&v.pool),
-        http,
+        http: http_stats(v),
+        routed,
     }
+}
+
+/// The pools of the virtual servers `vs` routes to, taken from the `running` ones.
+///
+/// # Errors
+/// [`NodeError::Start`] naming a route target that is not running.
+fn route_pools(
+    vs: &config::model::VirtualServer,
+    running: &[VsRuntime],
+) -> Result<Vec<lb_proxy::http::HttpPool>, NodeError> {
+    vs.route_targets()
+        .into_iter()
+        .map(|t| {
+            running
+                .iter()
+                .find(|r| r.cfg.name == t)
+                .map(VsRuntime::http_pool)
+                .ok_or_else(|| {
+                    NodeError::Start(format!(
+                        "virtual_server {}: route target {t} is not running",
+                        vs.name
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Sorts running virtual servers into `config`'s order.
+fn sort_by_config(v: &mut [VsRuntime], config: &Config) {
+    v.sort_by_key(|r| {
+        config
+            .virtual_servers
+            .iter()
+            .position(|n| n.name == r.cfg.name)
+            .unwrap_or(usize::MAX)
+    });
 }
 
 fn load(path: &std::path::Path, format: Option<Format>) -> Result<Config, NodeError> {
@@ -279,9 +343,17 @@ impl Node {
             speakers: Vec::new(),
             live: HashMap::new(),
         };
-        for vs in &config.virtual_servers {
+        // Route targets first: a virtual server's proxy is handed its targets' pools.
+        for i in config.start_order() {
+            let vs = &config.virtual_servers[i];
             let live = node.live_sender(&vs.name);
-            match VsRuntime::start(vs.clone(), &config.global, Duration::ZERO, live).await {
+            let started = match route_pools(vs, &node.vservers) {
+                Ok(pools) => {
+                    VsRuntime::start(vs.clone(), &config.global, Duration::ZERO, live, pools).await
+                }
+                Err(e) => Err(e),
+            };
+            match started {
                 Ok(v) => node.vservers.push(v),
                 Err(e) => {
                     node.shutdown().await;
@@ -289,6 +361,7 @@ impl Node {
                 }
             }
         }
+        sort_by_config(&mut node.vservers, &config);
         node.publish_vservers();
         let live = node.live_map();
         for (group, instances) in vrrp::groups(&config) {
@@ -320,7 +393,11 @@ impl Node {
     }
 
     fn publish_vservers(&self) {
-        *write(&self.shared.vservers) = self.vservers.iter().map(vs_view).collect();
+        *write(&self.shared.vservers) = self
+            .vservers
+            .iter()
+            .map(|v| vs_view(v, &self.vservers))
+            .collect();
     }
 
     /// SIGHUP: loads the file again and applies what changed.
@@ -368,6 +445,25 @@ impl Node {
                 }
             }
         }
+        // A virtual server routing to one that restarts or goes away would keep serving the
+        // old pool: restart it too (and, in turn, those routing to it).
+        loop {
+            let restarting: Vec<&str> = new
+                .virtual_servers
+                .iter()
+                .filter(|n| !kept.iter().any(|k: &VsRuntime| k.cfg.name == n.name))
+                .map(|n| n.name.as_str())
+                .collect();
+            let Some(pos) = kept
+                .iter()
+                .position(|k| k.cfg.route_targets().iter().any(|t| restarting.contains(t)))
+            else {
+                break;
+            };
+            let v = kept.remove(pos);
+            tracing::info!(virtual_server = %v.cfg.name, "reload: restarting, a virtual server it routes to restarts");
+            retired.push(v);
+        }
         // Retire before starting replacements so their ports are free; established
         // connections of the old proxies drain in the background.
         let deadline = new.global.drain_deadline;
@@ -375,14 +471,26 @@ impl Node {
             v.stop_accepting();
             tokio::spawn(v.stop(deadline));
         }
-        for n in &new.virtual_servers {
+        for i in new.start_order() {
+            let n = &new.virtual_servers[i];
             if kept.iter().any(|k| k.cfg.name == n.name) {
                 continue;
             }
             let live = self.live_sender(&n.name);
-            match VsRuntime::start(n.clone(), &new.global, RELOAD_BIND_WAIT, Arc::clone(&live))
-                .await
-            {
+            let started = match route_pools(n, &kept) {
+                Ok(pools) => {
+                    VsRuntime::start(
+                        n.clone(),
+                        &new.global,
+                        RELOAD_BIND_WAIT,
+                        Arc::clone(&live),
+                        pools,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match started {
                 Ok(v) => kept.push(v),
                 Err(e) => {
                     // Not serving: the instances tracking it give their VIPs away.
@@ -391,12 +499,7 @@ impl Node {
                 }
             }
         }
-        kept.sort_by_key(|v| {
-            new.virtual_servers
-                .iter()
-                .position(|n| n.name == v.cfg.name)
-                .unwrap_or(usize::MAX)
-        });
+        sort_by_config(&mut kept, &new);
         self.vservers = kept;
         self.live
             .retain(|name, _| new.virtual_servers.iter().any(|n| &n.name == name));

@@ -10,7 +10,7 @@ use lb_health::{
     ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierConfig, OutlierDetector,
     OutlierEvent, PoolApplier, Probe,
 };
-use lb_proxy::http::{HttpPool, HttpProxy, HttpProxyConfig};
+use lb_proxy::http::{HttpPool, HttpProxy};
 use lb_proxy::listener::{bind_tcp, ListenOptions};
 use lb_proxy::outcome::{Outcome, OutcomeObserver};
 use lb_proxy::tcp::{ProxyHandle, TcpProxy, TcpProxyConfig};
@@ -35,6 +35,9 @@ pub(crate) enum Proxy {
 pub(crate) struct VsRuntime {
     pub(crate) cfg: VirtualServer,
     pub(crate) pool: Arc<Pool>,
+    /// Hears the outcome of every request or connection sent to one of `pool`'s backends,
+    /// by this virtual server's proxy or by an HTTP virtual server routing to it.
+    observer: Arc<dyn OutcomeObserver>,
     health: Option<HealthDriver>,
     pub(crate) proxy: Proxy,
     /// Writes "at least one backend can take a connection" into the node's liveness
@@ -250,11 +253,15 @@ impl VsRuntime {
     /// `live` is the node's liveness channel for this virtual server's name: it outlives
     /// the runtime, so the VRRP instances that `track_service` it follow a replacement
     /// started by a reload.
+    ///
+    /// `route_pools` are the pools of the virtual servers an HTTP virtual server routes to
+    /// ([`VsRuntime::http_pool`] of each running target); every route target must be there.
     pub(crate) async fn start(
         cfg: VirtualServer,
         global: &Global,
         bind_wait: Duration,
         live: Arc<watch::Sender<bool>>,
+        route_pools: Vec<HttpPool>,
     ) -> Result<Self, NodeError> {
         let err = |what: String| NodeError::Start(format!("virtual_server {}: {what}", cfg.name));
         let set = cfg.backend_set().map_err(|e| err(e.to_string()))?;
@@ -381,18 +388,12 @@ impl VsRuntime {
                 })
                 .await
                 .map_err(|e| err(e.to_string()))?;
-                let mut hc = HttpProxyConfig::new(cfg.name.clone());
-                hc.default_pool = Some(cfg.name.clone());
-                hc.retries = cfg.retries;
-                hc.timeouts.backend_connect = cfg.connect_timeout;
+                let hc = cfg.http_proxy_config().map_err(&err)?;
+                let mut pools = vec![HttpPool::new(cfg.name.clone(), Arc::clone(&pool))
+                    .with_observer(Arc::clone(&observer))];
+                pools.extend(route_pools);
                 Proxy::Http(Arc::new(std::sync::Mutex::new(Some(
-                    HttpProxy::start(
-                        listener,
-                        hc,
-                        vec![HttpPool::new(cfg.name.clone(), Arc::clone(&pool))
-                            .with_observer(Arc::clone(&observer))],
-                    )
-                    .map_err(|e| err(e.to_string()))?,
+                    HttpProxy::start(listener, hc, pools).map_err(|e| err(e.to_string()))?,
                 ))))
             }
         };
@@ -400,11 +401,20 @@ impl VsRuntime {
         Ok(Self {
             cfg,
             pool,
+            observer,
             health,
             proxy,
             live_task,
             tasks,
         })
+    }
+
+    /// This virtual server's pool as an HTTP virtual server routing to it uses it: same
+    /// backends (so this virtual server's health checks, passive health and admin changes
+    /// steer the routed requests too), same observer, named after this virtual server.
+    pub(crate) fn http_pool(&self) -> HttpPool {
+        HttpPool::new(self.cfg.name.clone(), Arc::clone(&self.pool))
+            .with_observer(Arc::clone(&self.observer))
     }
 
     /// Applies a changed configuration that keeps the listener, protocol and scheduler:
