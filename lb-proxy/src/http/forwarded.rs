@@ -46,84 +46,163 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     })
 }
 
+/// The fixed hop-by-hop headers, in the order of the bits [`hop_by_hop_bit`] returns.
+static HOP_BY_HOP: [&HeaderName; 7] = [
+    &CONNECTION,
+    &UPGRADE,
+    &TE,
+    &TRAILER,
+    &TRANSFER_ENCODING,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+];
+
+/// The bit of `name` in a set of present hop-by-hop headers (0 when it is none of them).
+fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    HOP_BY_HOP
+        .iter()
+        .position(|h| *h == name)
+        .map_or(0, |i| 1 << i)
+}
+
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
 /// `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` (hyper re-frames bodies) and
 /// `Upgrade`. With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is put back,
 /// so a protocol switch reaches the other side.
+///
+/// Cost: one scan of the header names, then a removal only for what is there (most
+/// requests carry none; most responses only `Connection: keep-alive`); no allocation
+/// unless several `Connection` lines name other headers.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if !(keep_upgrade && name == UPGRADE) {
-                headers.remove(&name);
+    let present = headers.keys().fold(0u8, |set, n| set | hop_by_hop_bit(n));
+    if present & 1 != 0 {
+        let mut lines = headers.get_all(CONNECTION).iter();
+        match (lines.next().cloned(), lines.next().is_some()) {
+            (None, _) => {}
+            // The usual case, one `Connection` line: remove what it names by reference.
+            (Some(line), false) => {
+                for token in line.to_str().unwrap_or("").split(',') {
+                    let token = token.trim();
+                    // `close` and `keep-alive` are connection options, not header names
+                    // (a `Keep-Alive` header goes with the fixed list below).
+                    let option = token.is_empty()
+                        || token.eq_ignore_ascii_case("close")
+                        || token.eq_ignore_ascii_case("keep-alive");
+                    if !option && !(keep_upgrade && token.eq_ignore_ascii_case("upgrade")) {
+                        headers.remove(token);
+                    }
+                }
+            }
+            (Some(_), true) => {
+                let named: Vec<HeaderName> = headers
+                    .get_all(CONNECTION)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|s| s.split(','))
+                    .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                    .collect();
+                for name in named {
+                    if !(keep_upgrade && name == UPGRADE) {
+                        headers.remove(&name);
+                    }
+                }
             }
         }
-        headers.remove(CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 && !(keep_upgrade && **name == UPGRADE) {
+            headers.remove(*name);
+        }
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
+    }
+}
+
+/// What [`add_forwarded`] writes for one client connection, computed once when the
+/// connection is accepted and reused for each of its requests (the client address and
+/// port do not change within a connection).
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    which: ForwardedHeaders,
+    /// The client IP as `X-Forwarded-For` writes it (v4-mapped addresses as IPv4).
+    ip: HeaderValue,
+    /// The local port, for `X-Forwarded-Port`.
+    port: HeaderValue,
+    /// `for="…";proto=http`, the start of our `Forwarded` element (empty when off).
+    forwarded_for: String,
+}
+
+impl ClientIdentity {
+    /// The headers `which` selects for a client at `client` that connected to local port
+    /// `port`.
+    pub fn new(which: ForwardedHeaders, client: SocketAddr, port: u16) -> Self {
+        let ip = client.ip().to_canonical();
+        let mut forwarded_for = String::new();
+        if which.forwarded {
+            // RFC 7239 §6: a node with a port or an IPv6 literal is not a token: quote it.
+            if ip.is_ipv6() {
+                let _ = write!(forwarded_for, "for=\"[{ip}]:{}\"", client.port());
+            } else {
+                let _ = write!(forwarded_for, "for=\"{ip}:{}\"", client.port());
+            }
+            forwarded_for.push_str(";proto=http");
+        }
+        Self {
+            which,
+            // An IP address's text is always a valid header value.
+            ip: HeaderValue::try_from(ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            port: HeaderValue::from(port),
+            forwarded_for,
+        }
+    }
+
+    /// Adds the headers to one request's `headers`. `X-Forwarded-For` and `Forwarded` are
+    /// appended to what earlier proxies wrote (several header lines are folded into one, in
+    /// order); `X-Forwarded-Proto` and `-Port` replace client-supplied values.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if self.which.x_forwarded_for {
+            if headers.contains_key(&X_FORWARDED_FOR) {
+                append_list(headers, &X_FORWARDED_FOR, self.ip.to_str().unwrap_or(""));
+            } else {
+                headers.insert(X_FORWARDED_FOR.clone(), self.ip.clone());
+            }
+        }
+        if self.which.x_forwarded_proto {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        if self.which.x_forwarded_port {
+            headers.insert(X_FORWARDED_PORT.clone(), self.port.clone());
+        }
+        if self.which.forwarded {
+            let mut element = self.forwarded_for.clone();
+            if let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) {
+                if host.bytes().all(is_tchar) {
+                    let _ = write!(element, ";host={host}");
+                } else if host
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                {
+                    let _ = write!(element, ";host=\"{host}\"");
+                }
+            }
+            append_list(headers, &FORWARDED, &element);
+        }
     }
 }
 
 /// Adds the client-identity headers `which` selects for a client at `client` that connected
-/// to local port `port`. `X-Forwarded-For` and `Forwarded` are appended to what earlier
-/// proxies wrote (several header lines are folded into one, in order); `X-Forwarded-Proto`
-/// and `-Port` replace client-supplied values.
+/// to local port `port` (a one-off [`ClientIdentity`]). `X-Forwarded-For` and `Forwarded`
+/// are appended to what earlier proxies wrote (several header lines are folded into one, in
+/// order); `X-Forwarded-Proto` and `-Port` replace client-supplied values.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     which: ForwardedHeaders,
     client: SocketAddr,
     port: u16,
 ) {
-    if which.x_forwarded_for {
-        let ip = client.ip().to_canonical().to_string();
-        append_list(headers, &X_FORWARDED_FOR, &ip);
-    }
-    if which.x_forwarded_proto {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
-    if which.x_forwarded_port {
-        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(port));
-    }
-    if which.forwarded {
-        let mut element = String::with_capacity(64);
-        let ip = client.ip().to_canonical();
-        // RFC 7239 §6: a node with a port or an IPv6 literal is not a token: quote it.
-        if ip.is_ipv6() {
-            let _ = write!(element, "for=\"[{ip}]:{}\"", client.port());
-        } else {
-            let _ = write!(element, "for=\"{ip}:{}\"", client.port());
-        }
-        element.push_str(";proto=http");
-        if let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) {
-            if host.bytes().all(is_tchar) {
-                let _ = write!(element, ";host={host}");
-            } else if host
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-            {
-                let _ = write!(element, ";host=\"{host}\"");
-            }
-        }
-        append_list(headers, &FORWARDED, &element);
-    }
+    ClientIdentity::new(which, client, port).apply(headers);
 }
 
 /// RFC 9110 §5.6.2 `tchar`.
@@ -273,5 +352,90 @@ mod tests {
         assert!(!plain.contains_key("connection") && !plain.contains_key("upgrade"));
         assert_eq!(plain["x-kept"], "yes");
         assert!(!is_upgrade_request(&map(&[("upgrade", "websocket")])));
+    }
+
+    /// The reference the fast path must agree with: collect every name `Connection` lists,
+    /// then remove each of them and the fixed list.
+    fn strip_reference(headers: &mut HeaderMap, keep_upgrade: bool) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(keep_upgrade && name == UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+        for name in [
+            &CONNECTION,
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+            &TE,
+            &TRAILER,
+            &TRANSFER_ENCODING,
+        ] {
+            headers.remove(name);
+        }
+        if keep_upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        } else {
+            headers.remove(UPGRADE);
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-scan fast path removes exactly what the reference removes, whatever the
+        /// mix of hop-by-hop headers, `Connection` lines and tokens.
+        #[test]
+        fn strip_agrees_with_the_reference(
+            lines in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "connection", "keep-alive", "proxy-connection", "te", "trailer",
+                        "transfer-encoding", "upgrade", "x-a", "x-b", "host", "accept",
+                    ]),
+                    proptest::sample::select(vec![
+                        "close", "keep-alive", "x-a", "X-B, upgrade", " te , x-a ,",
+                        "upgrade", "", "bad name, x-b", "1",
+                    ]),
+                ),
+                0..8,
+            ),
+            keep_upgrade in proptest::prelude::any::<bool>(),
+        ) {
+            let pairs: Vec<(&str, &str)> = lines.clone();
+            let mut fast = map(&pairs);
+            let mut reference = fast.clone();
+            strip_hop_by_hop(&mut fast, keep_upgrade);
+            strip_reference(&mut reference, keep_upgrade);
+            proptest::prop_assert_eq!(fast, reference);
+        }
+    }
+
+    #[test]
+    fn identity_is_reused_across_requests() {
+        let all = ForwardedHeaders {
+            forwarded: true,
+            ..ForwardedHeaders::default()
+        };
+        let client: SocketAddr = "[2001:db8::7]:4000".parse().unwrap();
+        let id = ClientIdentity::new(all, client, 8443);
+        for earlier in [None, Some("198.51.100.1")] {
+            let mut a = map(&[("host", "example.com")]);
+            if let Some(e) = earlier {
+                a.insert(&X_FORWARDED_FOR, HeaderValue::from_static(e));
+            }
+            let mut b = a.clone();
+            id.apply(&mut a);
+            add_forwarded(&mut b, all, client, 8443);
+            assert_eq!(a, b);
+        }
+        let mut h = HeaderMap::new();
+        id.apply(&mut h);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(h["x-forwarded-port"], "8443");
     }
 }

@@ -72,7 +72,7 @@ pub use config::{
     Timeouts,
 };
 pub use error::{Error, ErrorSource, ForwardError, Result};
-pub use forwarded::{add_forwarded, is_upgrade_request, strip_hop_by_hop};
+pub use forwarded::{add_forwarded, is_upgrade_request, strip_hop_by_hop, ClientIdentity};
 pub use proxy::{HttpPool, HttpProxy};
 pub use route::{hash_key, request_host, Router};
 pub use stats::{BackendHttpStats, HttpStatsSnapshot, StatusClasses, VirtualServerStats};

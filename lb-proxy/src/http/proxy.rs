@@ -26,7 +26,7 @@ use super::body::{ActiveRequest, Activity, Release, ResponseBody};
 use super::client::{BackendBody, ConnPool};
 use super::config::{HashKeySource, HttpProxyConfig};
 use super::error::{Error, ForwardError, Result};
-use super::forwarded::{add_forwarded, is_upgrade_request, strip_hop_by_hop};
+use super::forwarded::{is_upgrade_request, strip_hop_by_hop, ClientIdentity};
 use super::io::Prefixed;
 use super::route::{hash_key, request_host, Router};
 use super::stats::{inc, BackendCounterMap, HttpStatsSnapshot, VsCounters};
@@ -87,6 +87,8 @@ struct ClientConn {
     client: SocketAddr,
     /// The address the client connected to.
     local: SocketAddr,
+    /// The forwarded headers for its requests, computed once.
+    identity: ClientIdentity,
     activity: Arc<Activity>,
 }
 
@@ -396,6 +398,7 @@ async fn serve_client_inner(
     let cc = Arc::new(ClientConn {
         client: peer,
         local,
+        identity: ClientIdentity::new(shared.config.forwarded, peer, local.port()),
         activity: Arc::clone(&activity),
     });
     let svc_shared = Arc::clone(shared);
@@ -577,12 +580,7 @@ async fn forward(
         parts.uri = Uri::from(pq);
     }
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    add_forwarded(
-        &mut parts.headers,
-        shared.config.forwarded,
-        cc.client,
-        cc.local.port(),
-    );
+    cc.identity.apply(&mut parts.headers);
 
     let idempotent = is_idempotent(&parts.method);
     let replay = (idempotent && !upgrade && body.is_end_stream() && shared.config.retries > 0)
