@@ -85,10 +85,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                     let token = token.trim();
                     // `close` and `keep-alive` are connection options, not header names
                     // (a `Keep-Alive` header goes with the fixed list below).
-                    let option = token.is_empty()
+                    let skip = token.is_empty()
                         || token.eq_ignore_ascii_case("close")
-                        || token.eq_ignore_ascii_case("keep-alive");
-                    if !option && !(keep_upgrade && token.eq_ignore_ascii_case("upgrade")) {
+                        || token.eq_ignore_ascii_case("keep-alive")
+                        || (keep_upgrade && token.eq_ignore_ascii_case("upgrade"));
+                    if !skip {
                         headers.remove(token);
                     }
                 }
