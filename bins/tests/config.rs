@@ -717,6 +717,10 @@ fn http_table_errors_name_the_line() {
             "lb.toml:9:12: hash_key header:bad name: \"bad name\" is not a valid HTTP header name",
         ),
         (
+            "hash_key = \"cookie:\"",
+            "lb.toml:9:12: hash_key cookie:: \"\" is not a valid cookie name",
+        ),
+        (
             "hash_key = \"body\"",
             "lb.toml:9:12: unknown hash_key \"body\" (expected \"client\", \"uri\", \"header:NAME\" or \"cookie:NAME\")",
         ),

@@ -315,7 +315,8 @@ address = "{b}"
 /// An HTTP front virtual server routes `/api` and `Host: api.example.com` to a second HTTP
 /// virtual server's backend, everything else to its own; its `forwardfor = false` applies to
 /// every request it forwards (the target, reached directly, still adds X-Forwarded-For);
-/// `lbctl status` counts the routed requests on the target's backend. A reload that changes
+/// `lbctl status` counts the routed requests on the target's backend, and `lbctl backend
+/// maint` on it steers routed requests too. A reload that changes
 /// the target's backend restarts the front too, which then routes to the new backend.
 #[test]
 fn http_routes_send_requests_to_another_virtual_servers_backends() {
@@ -411,6 +412,25 @@ address = "{api_backend}"
     assert_eq!(api_b["http"]["requests"], 3, "{s}");
     assert_eq!(api_b["http"]["responses_2xx"], 3, "{s}");
 
+    // The front uses api's pool itself: taking api's backend out of service with lbctl
+    // steers routed requests at once (no backend left: 503), and back.
+    let lbctl_backend = |action: &str| {
+        let out = Command::new(LBCTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["backend", action, "api", &b.addr.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    lbctl_backend("maint");
+    let r = request(front, "www.example.com", "/api/x").unwrap();
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(body(&request(front, "t", "/").unwrap()).starts_with("a\n"));
+    lbctl_backend("ready");
+    let r = request(front, "www.example.com", "/api/x").unwrap();
+    assert!(body(&r).starts_with("b\n"), "{r}");
+
     // Reload with api's backend moved to c: api restarts, and so does web (it routes to
     // api), so /api on the front reaches c, not a stale pool.
     std::fs::write(dir.join("node.toml"), config(c.addr)).unwrap();
@@ -431,5 +451,58 @@ address = "{api_backend}"
     );
     assert!(body(&request(front, "t", "/").unwrap()).starts_with("a\n"));
     drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `timeout_server` takes effect: against a backend that accepts (the kernel completes the
+/// handshake) but never answers, the client gets 504 after the configured 300 ms, not
+/// lb-proxy's default 30 s.
+#[test]
+fn http_timeout_server_gives_504_against_a_silent_backend() {
+    let dir = tempdir();
+    // Bound and listening, never accepted: connects succeed, no response ever comes.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free_port();
+    let toml = format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "slow"
+listen = "127.0.0.1:{port}"
+protocol = "http"
+retries = 0
+
+[virtual_server.http]
+timeout_server = "300ms"
+
+[[virtual_server.backend]]
+address = "{backend}"
+"#,
+        sock = dir.join("admin.sock").display(),
+        backend = silent.local_addr().unwrap(),
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t = Instant::now();
+    let r = get(vip).unwrap();
+    let took = t.elapsed();
+    assert!(r.starts_with("HTTP/1.1 504"), "{r}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "504 after {took:?}"
+    );
+    // The request reached the backend; the 504 is the proxy's, not a backend response.
+    let s = status(&sock);
+    let http = &s["virtual_servers"][0]["backends"][0]["http"];
+    assert_eq!(
+        (&http["requests"], &http["responses_5xx"]),
+        (&1.into(), &0.into()),
+        "{s}"
+    );
+    drop(node);
+    drop(silent);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -581,6 +581,11 @@ pub enum HashKey {
     Cookie(String),
 }
 
+/// Parses `client`, `uri` (case-insensitive), `header:NAME` or `cookie:NAME`.
+///
+/// # Errors
+/// A message naming the value and the accepted forms for anything else (names are checked
+/// by [`HashKey::to_source`], which validation calls).
 impl FromStr for HashKey {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -1764,6 +1769,53 @@ mod tests {
                 "vrrp_sync_group[0].group[1]"
             ]
         );
+    }
+
+    #[test]
+    fn route_targets_start_first_and_cycles_are_refused() {
+        let vs = |name: &str, port: u16, targets: &[&str]| {
+            let mut v = VirtualServer::new(SocketAddr::from(([198, 18, 0, 250], port)));
+            v.name = name.into();
+            v.protocol = Protocol::Http;
+            v.backends = vec![BackendConfig::new(SocketAddr::from((
+                [198, 18, 0, 1],
+                port,
+            )))];
+            v.http = Some(HttpSettings {
+                routes: targets
+                    .iter()
+                    .map(|t| HttpRoute {
+                        host: None,
+                        path_prefix: Some(format!("/{t}")),
+                        virtual_server: (*t).into(),
+                    })
+                    .collect(),
+                ..HttpSettings::default()
+            });
+            v
+        };
+        let mut cfg = Config {
+            virtual_servers: vec![
+                vs("x", 1, &["y", "z"]),
+                vs("y", 2, &["z", "z"]),
+                vs("z", 3, &[]),
+                vs("w", 4, &[]),
+            ],
+            ..Config::default()
+        };
+        assert!(cfg.validate().errors.is_empty(), "{:?}", cfg.validate());
+        assert_eq!(cfg.virtual_servers[1].route_targets(), ["z"]);
+        assert_eq!(cfg.start_order(), [2, 1, 0, 3]);
+        cfg.virtual_servers[2] = vs("z", 3, &["x"]);
+        let errs = cfg.validate().errors;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            errs[0].path,
+            "virtual_server[0].http.route[0].virtual_server"
+        );
+        assert!(errs[0].message.contains("(x -> y -> z -> x)"), "{errs:?}");
+        // Still a complete order, for callers that did not validate.
+        assert_eq!(cfg.start_order(), [0, 1, 2, 3]);
     }
 
     pub(crate) fn instance(name: &str, ifname: &str, vrid: u8) -> VrrpInstance {
