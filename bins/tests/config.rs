@@ -769,6 +769,20 @@ fn http_table_and_routes_are_refused_where_they_do_not_apply() {
         e,
         ["lb.toml:5:1: [virtual_server.http] applies to protocol = \"http\" only (virtual server t is tcp)"]
     );
+    // A route with no condition before others: usable, with a warning.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("lb.toml");
+    std::fs::write(
+        &p,
+        http_pair("[[virtual_server.http.route]]\nvirtual_server = \"api\"\n"),
+    )
+    .unwrap();
+    let (_, w) = ok(&p);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string().ends_with("lb.toml:9:1: warning: this route has neither host nor path_prefix: it takes every request, the routes after it never match"),
+        "{w:?}"
+    );
     // Routes that loop: api routes back to front.
     let text = http_pair(HTTP_KEYS).replace(
         "name = \"api\"\nlisten = \"198.18.0.250:8080\"\nprotocol = \"http\"\n",
