@@ -93,9 +93,11 @@ backend be
 EOF
 taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" &
 PIDS+=($!)
+HAP_PID=$!
 
 taskset -c 1 "$LB_BIN" "127.0.0.1:$LB" "127.0.0.1:$B1" "127.0.0.1:$B2" 2>"$WORK/lb.err" &
 PIDS+=($!)
+LB_PID=$!
 
 wait_port() {
     for _ in $(seq 1 100); do
@@ -110,19 +112,26 @@ for p in $HAP $LB; do
     curl -fsS "http://127.0.0.1:$p/1k" | cmp -s - "$WORK/www/1k" || { echo "proxy on $p does not serve the file" >&2; exit 1; }
 done
 
-# run NAME PORT MODE → prints "NAME MODE rps p99 p50 errors"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, 10 ms clock ticks
+
+# run NAME PORT MODE PID → prints "NAME MODE rps p99 p50 cpu_us_per_request errors"
 run() {
-    local name=$1 port=$2 mode=$3 hdr=()
+    local name=$1 port=$2 mode=$3 pid=$4 hdr=()
     [ "$mode" = close ] && hdr=(-H "Connection: close")
     taskset -c 0 wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${hdr[@]}" "http://127.0.0.1:$port/1k" >/dev/null # warm-up
-    local out
+    local out a b
+    a=$(ticks "$pid")
     out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${hdr[@]}" "http://127.0.0.1:$port/1k")
-    local rps p50 p99 errs
+    b=$(ticks "$pid")
+    local rps p50 p99 errs reqs cpu
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    # The proxy's CPU time (user + system) per request: robust to load elsewhere.
+    cpu=$(awk -v t=$((b - a)) -v n="$reqs" 'BEGIN { printf "%.1f", t * 10000 / n }')
     errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-    printf '%-8s %-10s %12s %10s %10s  %s\n' "$name" "$mode" "$rps" "$p99" "$p50" "$errs"
+    printf '%-8s %-10s %12s %10s %10s %8s  %s\n' "$name" "$mode" "$rps" "$p99" "$p50" "$cpu" "$errs"
 }
 
 to_ms() { # 1.23ms / 456.00us / 1.2s → ms
@@ -130,30 +139,31 @@ to_ms() { # 1.23ms / 456.00us / 1.2s → ms
 }
 
 echo "wrk -t1 -c$CONNS -d${DURATION}s, 1 KiB responses, 2 nginx backends; wrk+nginx on CPU 0, proxy on CPU 1; $ROUNDS alternating rounds"
-printf '%-8s %-10s %12s %10s %10s\n' proxy client req/s p99 p50
+printf '%-8s %-10s %12s %10s %10s %8s\n' proxy client req/s p99 p50 "CPU µs/req"
 results=()
 for mode in keepalive close; do
     for _ in $(seq 1 "$ROUNDS"); do
         for proxy in haproxy lb; do
-            port=$HAP
-            [ "$proxy" = lb ] && port=$LB
-            line=$(run "$proxy" "$port" "$mode")
+            port=$HAP pid=$HAP_PID
+            [ "$proxy" = lb ] && port=$LB pid=$LB_PID
+            line=$(run "$proxy" "$port" "$mode" "$pid")
             echo "$line"
             results+=("$line")
             side=haproxy
             [ "$proxy" = lb ] && side=ours
-            read -r _ _ rps p99 p50 _ <<<"$line"
+            read -r _ _ rps p99 p50 cpu _ <<<"$line"
             printf 'RESULT\thttp %s: req/s\t%s\t%s\treq/s\n' "$mode" "$side" "$rps"
             printf 'RESULT\thttp %s: p50 latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p50")"
             printf 'RESULT\thttp %s: p99 latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p99")"
+            printf 'RESULT\thttp %s: proxy CPU per request\t%s\t%s\tus\n' "$mode" "$side" "$cpu"
         done
     done
 done
 
-# median NAME MODE COLUMN (3 = req/s, 4 = p99 in ms)
+# median NAME MODE COLUMN (3 = req/s, 4 = p99 in ms, 5 = CPU µs per request)
 median() {
     printf '%s\n' "${results[@]}" | awk -v n="$1" -v m="$2" '$1 == n && $2 == m' |
-        while read -r _ _ rps p99 _; do echo "$rps $(to_ms "$p99")"; done |
+        while read -r _ _ rps p99 _ cpu _; do echo "$rps $(to_ms "$p99") $cpu"; done |
         awk -v c="$(($3 - 2))" '{print $c}' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
 }
 
@@ -162,7 +172,8 @@ echo "medians of $ROUNDS rounds:"
 for mode in keepalive close; do
     hr=$(median haproxy "$mode" 3) lr=$(median lb "$mode" 3)
     hp=$(median haproxy "$mode" 4) lp=$(median lb "$mode" 4)
-    awk -v m="$mode" -v hr="$hr" -v lr="$lr" -v hp="$hp" -v lp="$lp" 'BEGIN {
-        printf "%-10s haproxy %9.0f req/s p99 %7.2f ms | lb %9.0f req/s p99 %7.2f ms | lb/haproxy req/s %.2f, p99 %.2f\n",
-            m, hr, hp, lr, lp, lr / hr, lp / hp }'
+    hc=$(median haproxy "$mode" 5) lc=$(median lb "$mode" 5)
+    awk -v m="$mode" -v hr="$hr" -v lr="$lr" -v hp="$hp" -v lp="$lp" -v hc="$hc" -v lc="$lc" 'BEGIN {
+        printf "%-10s haproxy %9.0f req/s p99 %7.2f ms %5.1f us/req | lb %9.0f req/s p99 %7.2f ms %5.1f us/req | lb/haproxy req/s %.2f, p99 %.2f, CPU %.2f\n",
+            m, hr, hp, hc, lr, lp, lc, lr / hr, lp / hp, lc / hc }'
 done
