@@ -61,7 +61,7 @@ if [ "$SMALL" = 1 ]; then
 else
     ROUNDS=${ROUNDS:-3} TRIALS=${TRIALS:-5}
     L4_DURATION=3 L4_BULK=$((2 << 30)) HTTP_DURATION=4 WARMUP=1
-    CPU_BULK=$((2 << 30)) IDLE=8800 HEALTH_ROUNDS=$((ROUNDS > 5 ? ROUNDS : 5))
+    CPU_BULK=$((2 << 30)) IDLE=9950 HEALTH_ROUNDS=$((ROUNDS > 5 ? ROUNDS : 5))
     FAILOVER_CASES=2:1,3:0.1,3:0.01 CRITERION_ARGS=(--noplot '^pick/')
     TAG=$(date -u +%Y-%m-%dT%H%M%SZ)
 fi
@@ -211,7 +211,7 @@ start_proxy() { # start_proxy TARGET: a fresh proxy process on CPU 1, PID in PRO
             "127.0.0.1:${BULK_PORT[$t]}=127.0.0.1:$SRC" "127.0.0.1:${IDLE_PORT[$t]}=127.0.0.1:$HOLD" >/dev/null &
     else
         {
-            printf 'global\n    nbthread 1\n    maxconn 8900\n    maxpipes 512\n'
+            printf 'global\n    nbthread 1\n    maxconn 9960\n    maxpipes 8\n'
             printf 'defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 900s\n    timeout server 900s\n'
             if [ "$t" = hap-splice-auto ]; then printf '    option splice-auto\n'; fi
             printf 'frontend bulk\n    bind 127.0.0.1:%s\n    default_backend src\n' "${BULK_PORT[$t]}"
