@@ -321,8 +321,12 @@ fn check_any<B: BuildScheduler>(builder: &B, cases: u32) -> Result<(), Failure> 
     )
 }
 
-/// Weighted shares converge: over `200 × Σw` picks each share is within 3 % (absolute) of
-/// its weight share.
+/// Weighted shares converge: over `500 × Σw` picks each share is within 3 % (absolute) of
+/// its weight share, or within 5 standard deviations of a binomial draw with that share
+/// (`5 × sqrt(p (1 − p) / picks)`) when that is wider. Hash-based schedulers (sh, dh, random)
+/// spread keys like a random draw: a fixed 3 % at `200 × Σw` picks once failed dh here
+/// (share 0.468 for 0.5 at 2 400 picks, 3.1σ), while a fair hash breaks 5σ in a given check
+/// with probability about 6 × 10⁻⁷.
 fn check_weighted<B: BuildScheduler>(builder: &B, cases: u32) -> Result<(), Failure> {
     run(
         "weighted: shares converge to weight shares",
@@ -343,7 +347,7 @@ fn check_weighted<B: BuildScheduler>(builder: &B, cases: u32) -> Result<(), Fail
                 .build(&cands, None)
                 .map_err(|e| TestCaseError::fail(format!("build failed: {e}")))?;
             let total: u32 = weights.iter().sum();
-            let picks = 200 * total;
+            let picks = 500 * total;
             let mut counts = HashMap::new();
             for i in 0..picks {
                 let key = i.to_be_bytes();
@@ -360,8 +364,9 @@ fn check_weighted<B: BuildScheduler>(builder: &B, cases: u32) -> Result<(), Fail
             for (i, &w) in weights.iter().enumerate() {
                 let got = f64::from(*counts.get(&(i as u32)).unwrap_or(&0)) / f64::from(picks);
                 let want = f64::from(w) / f64::from(total);
+                let tolerance = (5.0 * (want * (1.0 - want) / f64::from(picks)).sqrt()).max(0.03);
                 prop_assert!(
-                    (got - want).abs() <= 0.03,
+                    (got - want).abs() <= tolerance,
                     "backend {} got share {:.4}, weight share {:.4} (weights {:?})",
                     i,
                     got,
