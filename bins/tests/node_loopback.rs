@@ -506,3 +506,103 @@ address = "{backend}"
     drop(silent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reload that restarts virtual servers (a new `lb_algo` needs a new proxy) refuses no
+/// client connection: the replacement accepts on a duplicate of the running listening
+/// socket before the old proxy stops, for TCP and HTTP virtual servers alike. Two client
+/// threads connect in a loop through six reloads; every request must get its 200.
+#[test]
+fn reload_restarting_virtual_servers_refuses_no_connection() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let (tcp_port, http_port) = (free_port(), free_port());
+    let config = |algo: &str| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "tcp"
+listen = "127.0.0.1:{tcp_port}"
+protocol = "tcp"
+lb_algo = "{algo}"
+[[virtual_server.backend]]
+address = "{a}"
+[[virtual_server.backend]]
+address = "{b}"
+
+[[virtual_server]]
+name = "http"
+listen = "127.0.0.1:{http_port}"
+protocol = "http"
+lb_algo = "{algo}"
+[[virtual_server.backend]]
+address = "{a}"
+[[virtual_server.backend]]
+address = "{b}"
+"#,
+            sock = dir.join("admin.sock").display(),
+            a = a.addr,
+            b = b.addr
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("rr"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = [tcp_port, http_port]
+        .into_iter()
+        .map(|port| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                let started = Instant::now();
+                // Bounded: stops when told, after 60 s, or after 100 000 requests.
+                while !stop.load(Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(60)
+                    && ok < 100_000
+                {
+                    match get(addr) {
+                        Ok(r) if r.starts_with("HTTP/1.1 200") => ok += 1,
+                        other => failed.push(format!("{other:?}")),
+                    }
+                }
+                (port, ok, failed)
+            })
+        })
+        .collect();
+
+    for algo in ["wrr", "rr", "wrr", "rr", "wrr", "rr"] {
+        std::thread::sleep(Duration::from_millis(150));
+        std::fs::write(dir.join("node.toml"), config(algo)).unwrap();
+        let hup = Command::new("kill")
+            .args(["-HUP", &node.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        let applied = wait_until(Duration::from_secs(10), || {
+            let s = status(&sock);
+            (0..2).all(|i| s["virtual_servers"][i]["scheduler"] == algo)
+        });
+        assert!(applied, "reload to {algo} not applied: {}", status(&sock));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let (port, ok, failed) = c.join().unwrap();
+        assert!(ok > 0, "no request through port {port}");
+        assert!(
+            failed.is_empty(),
+            "port {port}: {} of {} requests failed across reloads, first: {}\n{}",
+            failed.len(),
+            ok as usize + failed.len(),
+            failed[0],
+            std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+        );
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -651,6 +651,37 @@ async fn graceful_shutdown_stops_listening() {
     assert!(TcpStream::connect(addr).await.is_err());
 }
 
+/// A connection accepted before a graceful shutdown whose request arrives after it began is
+/// still answered (its first request is served, then it closes), instead of being closed
+/// unanswered: a reload hands the listener over while clients are mid-connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_serves_a_connections_first_request() {
+    let b = TestBackend::start(1).await;
+    let p = proxy(
+        config(),
+        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .await;
+    let mut early = TcpStream::connect(p.local_addr()).await.unwrap();
+    // Bounded wait until the proxy has taken the connection.
+    let deadline = now() + Duration::from_secs(5);
+    while p.stats().virtual_server.connections == 0 && now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(p.stats().virtual_server.connections, 1);
+    let stopping = tokio::spawn(p.shutdown(Duration::from_secs(3)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    early
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let (bytes, closed) = read_until_eof(&mut early, Duration::from_secs(5)).await;
+    let response = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    assert!(closed, "the connection closes after its first response");
+    stopping.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_address_from_proxy_protocol_header() {
     let b = TestBackend::start(1).await;

@@ -44,9 +44,10 @@ use crate::admin::{
     self, AdminHandler, AdminState, BackendStatus, HttpCounters, NodeStatus, Status,
     VirtualServerStatus,
 };
-use crate::config::{self, diff, model::Config, Format};
+use crate::config::model::{Config, Protocol};
+use crate::config::{self, diff, Format};
 use vrrp::{SpeakerRuntime, VrrpTable};
-use vs::{Proxy, VsRuntime};
+use vs::{Listeners, Proxy, VsRuntime};
 
 /// How long a virtual server restarted by a reload waits for the address its predecessor
 /// is releasing.
@@ -218,6 +219,8 @@ struct Node {
     /// so that `track_service` keeps following a virtual server that a reload restarted
     /// while its VRRP group kept running.
     live: HashMap<String, Arc<watch::Sender<bool>>>,
+    /// Listening sockets kept for hand-over to restarted virtual servers.
+    listeners: Listeners,
 }
 
 /// Reads the counters of `v`'s proxy, in HTTP mode.
@@ -342,6 +345,7 @@ impl Node {
             vservers: Vec::new(),
             speakers: Vec::new(),
             live: HashMap::new(),
+            listeners: Listeners::default(),
         };
         // Route targets first: a virtual server's proxy is handed its targets' pools.
         for i in config.start_order() {
@@ -349,7 +353,15 @@ impl Node {
             let live = node.live_sender(&vs.name);
             let started = match route_pools(vs, &node.vservers) {
                 Ok(pools) => {
-                    VsRuntime::start(vs.clone(), &config.global, Duration::ZERO, live, pools).await
+                    VsRuntime::start(
+                        vs.clone(),
+                        &config.global,
+                        Duration::ZERO,
+                        live,
+                        pools,
+                        &mut node.listeners,
+                    )
+                    .await
                 }
                 Err(e) => Err(e),
             };
@@ -464,10 +476,19 @@ impl Node {
             tracing::info!(virtual_server = %v.cfg.name, "reload: restarting, a virtual server it routes to restarts");
             retired.push(v);
         }
-        // Retire before starting replacements so their ports are free; established
-        // connections of the old proxies drain in the background.
+        // Replacements start first, on duplicates of the retired proxies' listening sockets
+        // (`Listeners`), so the address never stops accepting; then the retired proxies stop
+        // accepting and their established connections drain in the background. A UDP
+        // virtual server's socket is its own: its replacement binds once it is gone.
         let deadline = new.global.drain_deadline;
-        for v in retired {
+        let (retired_udp, retired): (Vec<_>, Vec<_>) = retired
+            .into_iter()
+            .partition(|v| v.cfg.protocol == Protocol::Udp);
+        // Their liveness goes to the replacements from now on.
+        for v in &retired {
+            v.detach_liveness();
+        }
+        for v in retired_udp {
             v.stop_accepting();
             tokio::spawn(v.stop(deadline));
         }
@@ -485,6 +506,7 @@ impl Node {
                         RELOAD_BIND_WAIT,
                         Arc::clone(&live),
                         pools,
+                        &mut self.listeners,
                     )
                     .await
                 }
@@ -499,6 +521,15 @@ impl Node {
                 }
             }
         }
+        for v in retired {
+            v.stop_accepting();
+            tokio::spawn(v.stop(deadline));
+        }
+        // Sockets of addresses nothing listens on any more close now.
+        self.listeners.retain(|a| {
+            kept.iter()
+                .any(|k| k.cfg.listen == *a && k.cfg.protocol != Protocol::Udp)
+        });
         sort_by_config(&mut kept, &new);
         self.vservers = kept;
         self.live
@@ -555,6 +586,8 @@ impl Node {
         }
         let deadline = self.config.global.drain_deadline;
         let vss = std::mem::take(&mut self.vservers);
+        // The kept duplicates go first, so that stopping the proxies closes the sockets.
+        self.listeners = Listeners::default();
         for v in &vss {
             v.stop_accepting();
         }

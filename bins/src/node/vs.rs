@@ -1,5 +1,7 @@
 //! One running virtual server: its [`Pool`], its health checks and its proxy.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +72,46 @@ async fn bind_retrying<T>(
             }
             r => return r,
         }
+    }
+}
+
+/// The node's listening TCP sockets (TCP and HTTP virtual servers), by address, kept
+/// across reloads. A virtual server that a reload restarts, or a new one on the address of
+/// one that goes away, accepts on a duplicate of the same socket (`dup(2)`), started before
+/// the old proxy stops accepting: no connection is refused in between and none waiting in
+/// the accept queue is lost (HAProxy's seamless reload hands its sockets over for the same
+/// reason). UDP virtual servers bind their own sockets.
+#[derive(Debug, Default)]
+pub(crate) struct Listeners(HashMap<SocketAddr, std::net::TcpListener>);
+
+impl Listeners {
+    /// A listener on `addr`: a duplicate of the kept socket, or a new one bound with `opts`
+    /// (retrying `EADDRINUSE` for up to `wait`) and kept.
+    ///
+    /// # Errors
+    /// [`lb_proxy::Error::Bind`] when the socket can be neither duplicated nor bound.
+    async fn get(
+        &mut self,
+        addr: SocketAddr,
+        opts: &ListenOptions,
+        wait: Duration,
+    ) -> lb_proxy::Result<tokio::net::TcpListener> {
+        let bind_err = |source| lb_proxy::Error::Bind { addr, source };
+        if let Some(kept) = self.0.get(&addr) {
+            let dup = kept.try_clone().map_err(bind_err)?;
+            return tokio::net::TcpListener::from_std(dup).map_err(bind_err);
+        }
+        let listener = bind_retrying(wait, || bind_tcp(addr, opts)).await?;
+        // tokio's `into_std` leaves the socket non-blocking; its duplicates share the flag.
+        let std = listener.into_std().map_err(bind_err)?;
+        self.0.insert(addr, std.try_clone().map_err(bind_err)?);
+        tokio::net::TcpListener::from_std(std).map_err(bind_err)
+    }
+
+    /// Closes the kept sockets of addresses `in_use` says no running virtual server has (a
+    /// socket stays open while a proxy still accepts on its own duplicate).
+    pub(crate) fn retain(&mut self, in_use: impl Fn(&SocketAddr) -> bool) {
+        self.0.retain(|a, _| in_use(a));
     }
 }
 
@@ -256,12 +298,17 @@ impl VsRuntime {
     ///
     /// `route_pools` are the pools of the virtual servers an HTTP virtual server routes to
     /// ([`VsRuntime::http_pool`] of each running target); every route target must be there.
+    ///
+    /// TCP and HTTP virtual servers take their listening socket from `listeners`: the kept
+    /// socket of their address when there is one (a reload's hand-over), else a new one,
+    /// bound retrying `EADDRINUSE` for up to `bind_wait`.
     pub(crate) async fn start(
         cfg: VirtualServer,
         global: &Global,
         bind_wait: Duration,
         live: Arc<watch::Sender<bool>>,
         route_pools: Vec<HttpPool>,
+        listeners: &mut Listeners,
     ) -> Result<Self, NodeError> {
         let err = |what: String| NodeError::Start(format!("virtual_server {}: {what}", cfg.name));
         let set = cfg.backend_set().map_err(|e| err(e.to_string()))?;
@@ -359,15 +406,17 @@ impl VsRuntime {
                     .filter_map(|b| b.maxconn)
                     .max()
                     .map(u64::from);
-                Proxy::Tcp(
-                    bind_retrying(bind_wait, || {
-                        TcpProxy::start_with_observer(
-                            pc.clone(),
-                            Arc::clone(&pool),
-                            Arc::clone(&observer),
-                        )
-                    })
+                let listener = listeners
+                    .get(cfg.listen, &pc.listen_options, bind_wait)
                     .await
+                    .map_err(|e| err(e.to_string()))?;
+                Proxy::Tcp(
+                    TcpProxy::start_on(
+                        pc,
+                        Arc::clone(&pool),
+                        Arc::clone(&observer),
+                        vec![listener],
+                    )
                     .map_err(|e| err(e.to_string()))?,
                 )
             }
@@ -383,11 +432,10 @@ impl VsRuntime {
                 .map_err(|e| err(e.to_string()))?,
             ),
             Protocol::Http => {
-                let listener = bind_retrying(bind_wait, || {
-                    bind_tcp(cfg.listen, &ListenOptions::default())
-                })
-                .await
-                .map_err(|e| err(e.to_string()))?;
+                let listener = listeners
+                    .get(cfg.listen, &ListenOptions::default(), bind_wait)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
                 let hc = cfg.http_proxy_config().map_err(&err)?;
                 let mut pools = vec![HttpPool::new(cfg.name.clone(), Arc::clone(&pool))
                     .with_observer(Arc::clone(&observer))];
@@ -446,6 +494,11 @@ impl VsRuntime {
 
     /// Stops accepting new connections and stops reporting liveness (a replacement, if
     /// any, reports from now on).
+    /// Stops writing this virtual server's liveness (a replacement writes it now).
+    pub(crate) fn detach_liveness(&self) {
+        self.live_task.abort();
+    }
+
     pub(crate) fn stop_accepting(&self) {
         self.live_task.abort();
         match &self.proxy {

@@ -2,7 +2,7 @@
 //! Streaming a backend body to its end hands the backend connection back to the pool.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -10,16 +10,22 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use lb_core::RequestGuard;
+use tokio::sync::Notify;
 
 use super::client::{BackendBody, ConnPool, IdleList};
 
-/// Request activity on one client connection, for the idle keep-alive timeout.
+/// Request activity on one client connection, for the idle keep-alive timeout and for a
+/// graceful stop that still serves a connection's first request.
 #[derive(Debug)]
 pub(crate) struct Activity {
     base: tokio::time::Instant,
     in_flight: AtomicU32,
     /// Milliseconds since `base` when the last request finished (or the connection opened).
     idle_since_ms: AtomicU64,
+    /// Whether a request has started on this connection.
+    served: AtomicBool,
+    /// Notified (a stored permit) when the first request starts.
+    first_request: Notify,
 }
 
 impl Activity {
@@ -28,6 +34,20 @@ impl Activity {
             base: tokio::time::Instant::now(),
             in_flight: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(0),
+            served: AtomicBool::new(false),
+            first_request: Notify::new(),
+        }
+    }
+
+    /// Whether a request has started on this connection.
+    pub(crate) fn served(&self) -> bool {
+        self.served.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the first request has started (at once if it already has).
+    pub(crate) async fn first_request(&self) {
+        if !self.served() {
+            self.first_request.notified().await;
         }
     }
 
@@ -46,6 +66,10 @@ pub(crate) struct ActiveRequest(Arc<Activity>);
 impl ActiveRequest {
     pub(crate) fn new(a: &Arc<Activity>) -> Self {
         a.in_flight.fetch_add(1, Ordering::AcqRel);
+        if !a.served.swap(true, Ordering::AcqRel) {
+            // `notify_one` keeps a permit when nobody waits yet: the wait cannot miss it.
+            a.first_request.notify_one();
+        }
         Self(Arc::clone(a))
     }
 }

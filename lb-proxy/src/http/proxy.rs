@@ -411,6 +411,10 @@ async fn serve_client_inner(
     let idle = shared.config.timeouts.client_idle;
     let mut next_check = tokio::time::Instant::now() + idle;
     let mut closing = false;
+    // Stop requested; `first_deadline` bounds the wait for a first request.
+    let mut stopping = false;
+    let header_read = shared.config.timeouts.header_read;
+    let mut first_deadline = tokio::time::Instant::now();
     let result = loop {
         tokio::select! {
             r = conn.as_mut() => break r,
@@ -425,7 +429,23 @@ async fn serve_client_inner(
                     None => next_check = tokio::time::Instant::now() + idle,
                 }
             }
-            _ = stop.changed(), if !closing => {
+            _ = stop.changed(), if !closing && !stopping => {
+                stopping = true;
+                // A connection accepted just before the stop has not sent its request yet:
+                // serve that first request (within the header-read timeout) rather than
+                // close it unanswered. hyper's graceful shutdown would close it at once.
+                if activity.served() {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                } else {
+                    first_deadline = tokio::time::Instant::now() + header_read;
+                }
+            }
+            () = activity.first_request(), if stopping && !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = tokio::time::sleep_until(first_deadline), if stopping && !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }

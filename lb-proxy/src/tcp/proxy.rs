@@ -208,11 +208,39 @@ impl TcpProxy {
                 &config.listen_options,
             )?);
         }
-        let local_addrs: Vec<SocketAddr> = listeners
-            .iter()
-            .step_by(config.acceptors.max(1))
-            .map(|l| l.local_addr())
-            .collect::<io::Result<_>>()?;
+        Self::start_on(config, pool, observer, listeners)
+    }
+
+    /// Like [`TcpProxy::start_with_observer`] on listeners bound by the caller instead of
+    /// binding `config.listen` (which should still name their addresses: it is validated)
+    /// with `config.acceptors`. lb-node hands a restarted virtual server a duplicate of the
+    /// running one's listening socket this way, so a reload refuses no connection and loses
+    /// none from the accept queue.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration or an empty `listeners`; [`Error::Io`]
+    /// when a listener's address cannot be read.
+    pub fn start_on(
+        config: TcpProxyConfig,
+        pool: Arc<Pool>,
+        observer: Arc<dyn OutcomeObserver>,
+        listeners: Vec<TcpListener>,
+    ) -> Result<ProxyHandle> {
+        config.validate()?;
+        if listeners.is_empty() {
+            return Err(Error::Config {
+                setting: "listeners",
+                reason: "at least one listener is needed".into(),
+            });
+        }
+        let mut local_addrs: Vec<SocketAddr> = Vec::new();
+        for l in &listeners {
+            let a = l.local_addr()?;
+            // SO_REUSEPORT acceptors share an address: list it once.
+            if !local_addrs.contains(&a) {
+                local_addrs.push(a);
+            }
+        }
         let forward = ForwardOptions {
             idle_timeout: config.idle_timeout,
             mode: config.forward_mode,
