@@ -18,7 +18,10 @@
 //!   so do groups where only base priorities changed (applied in place); other changed
 //!   groups restart. Unchanged virtual servers are untouched; a weight-only change
 //!   applies in place without dropping a connection; other changes restart that virtual
-//!   server, letting the old one drain. An HTTP virtual server whose routes name one that
+//!   server, letting the old one drain. A restarted TCP or HTTP virtual server accepts on a
+//!   duplicate of the running listening socket, started before the old proxy stops
+//!   accepting (`vs::Listeners`): no connection is refused and none queued is lost (UDP
+//!   virtual servers rebind). An HTTP virtual server whose routes name one that
 //!   restarts or goes away restarts too, so no proxy keeps a stale pool.
 //! * HTTP routes (`[[virtual_server.http.route]]`): the proxy of an HTTP virtual server is
 //!   handed the pools of the virtual servers it routes to (with their passive-health
@@ -49,8 +52,9 @@ use crate::config::{self, diff, Format};
 use vrrp::{SpeakerRuntime, VrrpTable};
 use vs::{Listeners, Proxy, VsRuntime};
 
-/// How long a virtual server restarted by a reload waits for the address its predecessor
-/// is releasing.
+/// How long a virtual server started by a reload retries binding an address that is still
+/// in use (a UDP virtual server's predecessor releasing it; TCP and HTTP take the kept
+/// socket over instead).
 const RELOAD_BIND_WAIT: Duration = Duration::from_secs(2);
 
 /// Exit code: start-up failure.
