@@ -606,3 +606,66 @@ address = "{b}"
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Several checks of one real server all run, and it stays up only while every one passes
+/// (keepalived): a TCP check that passes with a MISC_CHECK that fails takes it down; with a
+/// MISC_CHECK that passes it stays up.
+#[test]
+fn every_check_of_a_backend_must_pass() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let port = free_port();
+    let toml = format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+lb_algo = "rr"
+delay_loop = "100ms"
+
+[[virtual_server.backend]]
+address = "{a}"
+[[virtual_server.backend.check]]
+type = "tcp"
+[[virtual_server.backend.check]]
+type = "misc"
+misc_path = "/bin/true"
+
+[[virtual_server.backend]]
+address = "{b}"
+[[virtual_server.backend.check]]
+type = "tcp"
+[[virtual_server.backend.check]]
+type = "misc"
+misc_path = "/bin/false"
+"#,
+        sock = dir.join("admin.sock").display(),
+        a = a.addr,
+        b = b.addr
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let down = wait_until(Duration::from_secs(10), || {
+        status(&sock)["virtual_servers"][0]["backends"][1]["health"] == "down"
+    });
+    let s = status(&sock);
+    assert!(down, "b's failing MISC_CHECK did not take it down: {s}");
+    // a: both pass, over several rounds.
+    std::thread::sleep(Duration::from_millis(500));
+    let s = status(&sock);
+    assert_eq!(
+        s["virtual_servers"][0]["backends"][0]["health"], "up",
+        "{s}"
+    );
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..4 {
+        assert_eq!(body(&get(vip).unwrap()), "a");
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

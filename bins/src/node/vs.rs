@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lb_core::{BackendId, Pool};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
-use lb_health::probe::{ExecProbe, TcpProbe};
+use lb_health::probe::{AllOf, ExecProbe, TcpProbe};
 use lb_health::{
     ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierConfig, OutlierDetector,
     OutlierEvent, PoolApplier, Probe,
@@ -265,6 +265,15 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
     })
 }
 
+/// How long one run of a configured check may take: `misc_timeout` for a `MISC_CHECK` that
+/// has one, else `connect_timeout` (keepalived).
+fn check_timeout(check: &HealthCheck) -> Duration {
+    match &check.kind {
+        CheckKind::Misc(m) => m.misc_timeout.unwrap_or(check.connect_timeout),
+        _ => check.connect_timeout,
+    }
+}
+
 /// The schedule of a configured check (keepalived defaults, HAProxy overrides).
 fn health_config(check: &HealthCheck, vs: &VirtualServer) -> Result<HealthCheckConfig, String> {
     let mut b = HealthCheckConfig::keepalived()
@@ -275,7 +284,7 @@ fn health_config(check: &HealthCheck, vs: &VirtualServer) -> Result<HealthCheckC
         .delay_before_retry(check.delay_before_retry)
         .alpha(check.starts_down(vs));
     b = match &check.kind {
-        CheckKind::Misc(m) => b.timeout(m.misc_timeout.unwrap_or(check.connect_timeout)),
+        CheckKind::Misc(_) => b.timeout(check_timeout(check)),
         _ => b.connect_timeout(check.connect_timeout),
     };
     if let Some(f) = check.fastinter {
@@ -318,8 +327,8 @@ impl VsRuntime {
         );
         let mut tasks = Vec::new();
 
-        // Health checks: one per backend (the first configured; keepalived runs all, and a
-        // backend is up only when all pass — extra checks are reported and ignored).
+        // Health checks: one per backend; several checks of one backend run together and it
+        // is up only while all pass (keepalived), on the first check's schedule.
         let mut health = None;
         let mut events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
         let mut check_events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
@@ -333,12 +342,26 @@ impl VsRuntime {
             let mut driver = HealthDriver::new(1024);
             for (i, b) in cfg.backends.iter().enumerate() {
                 let id = backend_id(i);
-                if b.checks.len() > 1 {
-                    tracing::warn!(virtual_server = %cfg.name, backend = %b.address, "only the first of {} checks is run", b.checks.len());
-                }
-                if let Some(check) = b.checks.first() {
-                    let probe = probe(check, b.address.port()).map_err(&err)?;
-                    let hc = health_config(check, &cfg).map_err(&err)?;
+                if let Some(first) = b.checks.first() {
+                    let hc = health_config(first, &cfg).map_err(&err)?;
+                    let probe = if b.checks.len() == 1 {
+                        probe(first, b.address.port()).map_err(&err)?
+                    } else {
+                        // keepalived runs every checker and keeps the real server only while
+                        // all succeed: one combined probe, on the first check's schedule.
+                        let mut all = Vec::new();
+                        for check in &b.checks {
+                            if health_config(check, &cfg).map_err(&err)?.interval() != hc.interval()
+                            {
+                                tracing::warn!(virtual_server = %cfg.name, backend = %b.address, "checks with different intervals run together on the first one's schedule");
+                            }
+                            all.push((
+                                probe(check, b.address.port()).map_err(&err)?,
+                                check_timeout(check),
+                            ));
+                        }
+                        Box::new(AllOf::new(all).map_err(|e| err(e.to_string()))?)
+                    };
                     driver
                         .add(id, b.address, probe, hc)
                         .map_err(|e| err(e.to_string()))?;

@@ -40,12 +40,14 @@ use async_trait::async_trait;
 
 use crate::tracker::ProbeOutcome;
 
+mod all;
 mod exec;
 #[cfg(feature = "http")]
 pub mod http;
 mod tcp;
 mod udp;
 
+pub use all::AllOf;
 pub use exec::ExecProbe;
 pub use tcp::TcpProbe;
 pub use udp::{UdpExpect, UdpProbe};
