@@ -794,3 +794,33 @@ fn http_table_and_routes_are_refused_where_they_do_not_apply() {
         ["lb.toml:28:18: routes form a cycle (front -> api -> front): a route target must start before the virtual servers that route to it"]
     );
 }
+
+#[test]
+fn outlier_detection_parses_and_each_error_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("o.toml");
+    std::fs::write(
+        &t,
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.outlier_detection]\nenabled = false\nconsecutive_failures = 2\nhttp_failures = \"5xx\"\nbase_ejection_time = \"1s\"\nmax_ejection_time = 10\nmax_ejection_percent = 100\n",
+    )
+    .unwrap();
+    let o = &ok(&t).0.virtual_servers[0].outlier_detection;
+    assert!(!o.enabled);
+    assert_eq!(o.consecutive_failures, 2);
+    assert_eq!(o.http_failures, config::model::HttpFailures::Any5xx);
+    assert_eq!(o.base_ejection_time, Duration::from_secs(1));
+    assert_eq!(o.max_ejection_time, Duration::from_secs(10));
+    assert_eq!(o.max_ejection_percent, 100);
+    o.outlier_config().unwrap();
+    assert_eq!(
+        errors(
+            "o.toml",
+            "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.outlier_detection]\nconsecutive_failures = 0\nbase_ejection_time = \"20s\"\nmax_ejection_time = \"10s\"\nmax_ejection_percent = 101\n"
+        ),
+        [
+            "o.toml:4:24: consecutive_failures must be at least 1",
+            "o.toml:6:21: max_ejection_time 10s is below base_ejection_time 20s",
+            "o.toml:7:24: max_ejection_percent 101 is above 100",
+        ]
+    );
+}

@@ -669,3 +669,54 @@ misc_path = "/bin/false"
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[virtual_server.outlier_detection]` takes effect: with `consecutive_failures = 2` a dead
+/// real server is ejected after its second failed connection; with `enabled = false` the
+/// same failures eject nothing, even at `consecutive_failures = 1` (clients are still
+/// served, by retries).
+#[test]
+fn outlier_detection_settings_apply() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let (two, off) = (free_port(), free_port());
+    let vs = |name: &str, port: u16, table: &str| {
+        format!(
+            "[[virtual_server]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nlb_algo = \"rr\"\nretries = 2\nconnect_timeout = \"1s\"\n[virtual_server.outlier_detection]\n{table}\n[[virtual_server.backend]]\naddress = \"{}\"\n[[virtual_server.backend]]\naddress = \"{}\"\n",
+            a.addr, b.addr
+        )
+    };
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}\n{}",
+        dir.join("admin.sock").display(),
+        vs("two", two, "consecutive_failures = 2"),
+        // With detection on, one failure would eject here.
+        vs("off", off, "enabled = false\nconsecutive_failures = 1"),
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    drop(b);
+    for port in [two, off] {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // Three requests: at most three failures for b, fewer than the default five.
+        for _ in 0..3 {
+            assert_eq!(
+                body(&get(addr).unwrap()),
+                "a",
+                "retries hide the dead server"
+            );
+        }
+    }
+    let ejected = wait_until(Duration::from_secs(5), || {
+        status(&sock)["virtual_servers"][0]["backends"][1]["health"] == "down"
+    });
+    let s = status(&sock);
+    assert!(ejected, "consecutive_failures = 2 did not eject: {s}");
+    assert_eq!(s["virtual_servers"][1]["name"], "off");
+    assert_eq!(
+        s["virtual_servers"][1]["backends"][1]["health"], "up",
+        "enabled = false ejected anyway: {s}"
+    );
+    drop(node);
+    drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -560,6 +560,83 @@ pub struct VirtualServer {
     /// `protocol = "http"`. Absent: every setting at lb-proxy's default, no route.
     #[serde(default)]
     pub http: Option<HttpSettings>,
+    /// Passive health (`[virtual_server.outlier_detection]`, TOML only). Absent: on, with
+    /// the defaults listed on [`OutlierDetection`].
+    #[serde(default)]
+    pub outlier_detection: OutlierDetection,
+}
+
+/// Passive health of a virtual server (`[virtual_server.outlier_detection]`, TOML only;
+/// Envoy's outlier detection): failed connections the proxy reports (refused, timed out,
+/// reset by the backend) and, in HTTP mode, failed responses eject a backend for a while, on
+/// top of the active checks. Defaults: on, 5 failures in a row, gateway errors (502, 503,
+/// 504) as HTTP failures, ejections of 30 s × the backend's ejection count up to 300 s, at
+/// most 50 % of the backends ejected at once.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierDetection {
+    /// `false`: the proxy's outcomes are ignored, only active checks mark backends down.
+    pub enabled: bool,
+    /// Failures in a row that eject a backend (Envoy `consecutive_gateway_failure` /
+    /// `consecutive_5xx`), at least 1.
+    pub consecutive_failures: u32,
+    /// Which HTTP responses count as failures: `gateway` (502, 503, 504; Envoy
+    /// `consecutive_gateway_failure`) or `5xx` (any 5xx; Envoy `consecutive_5xx`).
+    pub http_failures: HttpFailures,
+    /// Length of a first ejection; the n-th ejection of a backend lasts n times as long.
+    #[serde(with = "values::duration")]
+    pub base_ejection_time: Duration,
+    /// Longest ejection (at least `base_ejection_time`).
+    #[serde(with = "values::duration")]
+    pub max_ejection_time: Duration,
+    /// Most backends ejected at once, in percent of the virtual server's backends (0..=100).
+    pub max_ejection_percent: u8,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_failures: 5,
+            http_failures: HttpFailures::Gateway,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// Which HTTP responses passive health counts as failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum HttpFailures {
+    /// 502, 503 and 504.
+    #[default]
+    #[serde(rename = "gateway")]
+    Gateway,
+    /// Every 5xx.
+    #[serde(rename = "5xx")]
+    Any5xx,
+}
+
+impl OutlierDetection {
+    /// lb-health's detector settings.
+    ///
+    /// # Errors
+    /// lb-health's message for a value outside its domain (validation reports these with
+    /// their location first).
+    pub fn outlier_config(&self) -> Result<lb_health::OutlierConfig, String> {
+        lb_health::OutlierConfig::builder()
+            .consecutive_failures(self.consecutive_failures)
+            .failure_class(match self.http_failures {
+                HttpFailures::Gateway => lb_health::outlier::FailureClass::Gateway,
+                HttpFailures::Any5xx => lb_health::outlier::FailureClass::Any5xx,
+            })
+            .base_ejection_time(self.base_ejection_time)
+            .max_ejection_time(self.max_ejection_time)
+            .max_ejection_percent(self.max_ejection_percent)
+            .build()
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// What hash schedulers (`sh`, `mh`, `ring_hash`) key on in HTTP mode (`hash_key`). When the
@@ -773,6 +850,7 @@ impl VirtualServer {
             alpha: false,
             backends: Vec::new(),
             http: None,
+            outlier_detection: OutlierDetection::default(),
         }
     }
 
@@ -1255,6 +1333,7 @@ impl Config {
         // HTTP settings and routes: targets are looked up among every virtual server.
         for (i, vs) in self.virtual_servers.iter().enumerate() {
             validate_http(&mut err, &mut warn, self, i, vs);
+            validate_outlier(&mut err, i, &vs.outlier_detection);
         }
         if let Err(cycle) = self.try_start_order() {
             let first = cycle.first().copied().unwrap_or(0);
@@ -1510,6 +1589,42 @@ pub fn default_vs_name(listen: SocketAddr, protocol: Protocol) -> String {
     match protocol {
         Protocol::Udp => format!("{listen}/udp"),
         Protocol::Tcp | Protocol::Http => listen.to_string(),
+    }
+}
+
+/// `[virtual_server.outlier_detection]`: values lb-health's detector accepts, each error at
+/// its key.
+fn validate_outlier(err: &mut impl FnMut(String, String), i: usize, o: &OutlierDetection) {
+    let p = format!("virtual_server[{i}].outlier_detection");
+    if o.consecutive_failures == 0 {
+        err(
+            format!("{p}.consecutive_failures"),
+            "consecutive_failures must be at least 1".into(),
+        );
+    }
+    if o.base_ejection_time.is_zero() {
+        err(
+            format!("{p}.base_ejection_time"),
+            "base_ejection_time must be above 0 s".into(),
+        );
+    }
+    if o.max_ejection_time < o.base_ejection_time {
+        err(
+            format!("{p}.max_ejection_time"),
+            format!(
+                "max_ejection_time {:?} is below base_ejection_time {:?}",
+                o.max_ejection_time, o.base_ejection_time
+            ),
+        );
+    }
+    if o.max_ejection_percent > 100 {
+        err(
+            format!("{p}.max_ejection_percent"),
+            format!(
+                "max_ejection_percent {} is above 100",
+                o.max_ejection_percent
+            ),
+        );
     }
 }
 

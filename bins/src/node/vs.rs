@@ -9,8 +9,8 @@ use lb_core::{BackendId, Pool};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{AllOf, ExecProbe, TcpProbe};
 use lb_health::{
-    ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierConfig, OutlierDetector,
-    OutlierEvent, PoolApplier, Probe,
+    ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierDetector, OutlierEvent,
+    PoolApplier, Probe,
 };
 use lb_proxy::http::{HttpPool, HttpProxy};
 use lb_proxy::listener::{bind_tcp, ListenOptions};
@@ -115,27 +115,19 @@ impl Listeners {
     }
 }
 
-/// Passive health defaults (Envoy's outlier detection, with a ceiling that still lets one of
-/// two backends go): 5 consecutive failures eject for 30 s × the ejection count (at most
-/// 300 s), never more than half the backends at once.
-fn outlier_config() -> OutlierConfig {
-    OutlierConfig::builder()
-        .consecutive_failures(5)
-        .base_ejection_time(Duration::from_secs(30))
-        .max_ejection_time(Duration::from_secs(300))
-        .max_ejection_percent(50)
-        .build()
-        .unwrap_or_default()
-}
-
 /// Forwards the proxy's outcomes to the applier task (never blocks the data path).
 #[derive(Debug)]
 struct PassiveObserver {
     tx: mpsc::UnboundedSender<(BackendId, ConnectionOutcome)>,
+    /// `outlier_detection.enabled`: off, outcomes are dropped here.
+    enabled: bool,
 }
 
 impl OutcomeObserver for PassiveObserver {
     fn observe(&self, backend: &lb_core::Backend, outcome: &Outcome) {
+        if !self.enabled {
+            return;
+        }
         let o = match outcome {
             Outcome::Success { .. } => ConnectionOutcome::Success,
             Outcome::ConnectRefused | Outcome::ConnectError(_) => ConnectionOutcome::ConnectFailure,
@@ -375,9 +367,14 @@ impl VsRuntime {
         // Passive health: the proxy reports every connection's outcome; consecutive failures
         // eject a backend for a while (Envoy outlier detection), on top of the active checks.
         let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
-        let observer: Arc<dyn OutcomeObserver> = Arc::new(PassiveObserver { tx: outcomes_tx });
-        let detector =
-            OutlierDetector::new(outlier_config(), (0..cfg.backends.len()).map(backend_id));
+        let observer: Arc<dyn OutcomeObserver> = Arc::new(PassiveObserver {
+            tx: outcomes_tx,
+            enabled: cfg.outlier_detection.enabled,
+        });
+        let detector = OutlierDetector::new(
+            cfg.outlier_detection.outlier_config().map_err(&err)?,
+            (0..cfg.backends.len()).map(backend_id),
+        );
         tasks.push(tokio::spawn(apply_health(
             cfg.name.clone(),
             Arc::clone(&pool),
