@@ -9,6 +9,9 @@
 //!   preempts; SIGTERM → exit 0 and the VIPs leave; `lbctl status --json` checked at every
 //!   step.
 //! * `nopreempt_pair`: with `nopreempt` on both nodes the restarted master stays backup.
+//! * `track_interface_lowers_priority_or_faults`: a tracked veth link set down lowers VI_1's
+//!   effective priority by its weight (-10), and with weight 0 faults the instance (and, by
+//!   the sync group, VI_2); set up again, both recover.
 //! * `lbctl_admin_and_track_service`: `lbctl backend drain` keeps established connections
 //!   and takes no new ones; `maint` on every backend of the master faults its instances
 //!   through `track_service` (an lb extension) so the backup takes the VIPs; `ready` brings
@@ -83,6 +86,8 @@ struct Conf<'a> {
     /// `track_service { 198.18.0.250:80 [weight W] }` in VI_1 (an lb extension): no live
     /// backend → FAULT (no weight), or priority + W (negative W).
     track_service: Option<i32>,
+    /// `track_interface { trk0 [weight W] }` in VI_1: a veth link the test sets down/up.
+    track_interface: Option<i32>,
     socket: &'a Path,
 }
 
@@ -103,6 +108,11 @@ fn keepalived_conf(c: Conf<'_>) -> String {
         Some(w) => format!("track_service {{\n{VIP}:80 weight {w}\n}}\n"),
         None => String::new(),
     };
+    let track_if = match c.track_interface {
+        Some(0) => "track_interface {\ntrk0\n}\n".to_owned(),
+        Some(w) => format!("track_interface {{\ntrk0 weight {w}\n}}\n"),
+        None => String::new(),
+    };
     let mut real = String::new();
     for ((host, port, _), w) in REAL.iter().zip(c.weights) {
         let octet = HOSTS.iter().find(|(h, _)| h == host).map_or(0, |(_, o)| *o);
@@ -120,7 +130,11 @@ connect_port {port}
         ));
     }
     let instance = |name: &str, vrid: u8, vip: &str| {
-        let track = if name == "VI_1" { track.as_str() } else { "" };
+        let track = if name == "VI_1" {
+            format!("{track}{track_if}")
+        } else {
+            String::new()
+        };
         format!(
             "vrrp_instance {name} {{
 state {state}
@@ -327,6 +341,7 @@ fn seed_pair_end_to_end() {
         delay_loop,
         priority: None,
         track_service: None,
+        track_interface: None,
         socket: &lb1_socket,
     };
     lb1.write_conf(conf1([3, 3, 3], 1));
@@ -337,6 +352,7 @@ fn seed_pair_end_to_end() {
         delay_loop: 1,
         priority: None,
         track_service: None,
+        track_interface: None,
         socket: &lb2_socket,
     });
     lb1.start(&lab);
@@ -734,6 +750,7 @@ fn nopreempt_pair() {
             delay_loop: 1,
             priority: None,
             track_service: None,
+            track_interface: None,
             socket: &n.socket,
         });
     }
@@ -824,6 +841,7 @@ fn lbctl_admin_and_track_service() {
             delay_loop: 1,
             priority: None,
             track_service: Some(0),
+            track_interface: None,
             socket: &n.socket,
         });
     }
@@ -883,6 +901,7 @@ fn lbctl_admin_and_track_service() {
         delay_loop: 2,
         priority: None,
         track_service: Some(0),
+        track_interface: None,
         socket: &lb1.socket.clone(),
     });
     assert!(lb1.proc().sighup());
@@ -962,6 +981,7 @@ fn lbctl_admin_and_track_service() {
         delay_loop: 2,
         priority: Some(110),
         track_service: Some(0),
+        track_interface: None,
         socket: &lb1.socket.clone(),
     });
     assert!(lb1.proc().sighup());
@@ -996,6 +1016,7 @@ fn lbctl_admin_and_track_service() {
         delay_loop: 1,
         priority: Some(120),
         track_service: Some(0),
+        track_interface: None,
         socket: &lb2.socket.clone(),
     });
     assert!(lb2.proc().sighup());
@@ -1045,6 +1066,7 @@ fn track_service_weight_shows_in_status() {
         delay_loop: 1,
         priority: None,
         track_service: Some(-10),
+        track_interface: None,
         socket: &lb1.socket.clone(),
     });
     lb1.start(&lab);
@@ -1086,4 +1108,94 @@ fn track_service_weight_shows_in_status() {
         .proc()
         .wait_exit(Duration::from_secs(10))
         .is_some_and(|s| s.success()));
+}
+
+#[test]
+fn track_interface_lowers_priority_or_faults() {
+    if !lab_available() {
+        return;
+    }
+    let start = t0();
+    let lab = Lab::new("lbi", HOSTS).expect("lab");
+    let _servers: Vec<TcpServer> = REAL
+        .iter()
+        .map(|(h, port, page)| {
+            TcpServer::start(&lab, h, SocketAddr::new(lab.addr(h).into(), *port), page)
+                .expect("real server")
+        })
+        .collect();
+    // A veth pair inside lb1's namespace (the kernel has no dummy driver); removed with the
+    // namespace.
+    let ip = |args: &[&str]| {
+        let out = lab.exec("lb1", args).expect("ip");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&[
+        "ip", "link", "add", "trk0", "type", "veth", "peer", "name", "trk1",
+    ]);
+    ip(&["ip", "link", "set", "trk1", "up"]);
+    ip(&["ip", "link", "set", "trk0", "up"]);
+    let prio = |s: &Status| -> Vec<u8> { s.vrrp.iter().map(|v| v.effective_priority).collect() };
+    for (weight, what) in [(-10, "weight -10"), (0, "weight 0")] {
+        let mut lb1 = Node::new(&lab, "lb1");
+        lb1.write_conf(Conf {
+            master: true,
+            nopreempt: false,
+            weights: [3, 3, 3],
+            delay_loop: 1,
+            priority: None,
+            track_service: None,
+            track_interface: Some(weight),
+            socket: &lb1.socket.clone(),
+        });
+        lb1.start(&lab);
+        let up = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            lb1.status()
+                .is_some_and(|s| all_in(&s, VrrpState::Master) && prio(&s) == [100, 100])
+        });
+        assert!(
+            up.is_some(),
+            "{what}: lb1 MASTER at 100 with trk0 up\n{}",
+            lb1.logs()
+        );
+        ip(&["ip", "link", "set", "trk0", "down"]);
+        let reacted = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            lb1.status().is_some_and(|s| {
+                if weight == 0 {
+                    all_in(&s, VrrpState::Fault)
+                } else {
+                    all_in(&s, VrrpState::Master) && prio(&s) == [90, 100]
+                }
+            })
+        });
+        assert!(
+            reacted.is_some(),
+            "{what}: trk0 down not applied: {:?}\n{}",
+            lb1.status().map(|s| s.vrrp),
+            lb1.logs()
+        );
+        ip(&["ip", "link", "set", "trk0", "up"]);
+        let back = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            lb1.status()
+                .is_some_and(|s| all_in(&s, VrrpState::Master) && prio(&s) == [100, 100])
+        });
+        assert!(
+            back.is_some(),
+            "{what}: trk0 up again: MASTER at 100\n{}",
+            lb1.logs()
+        );
+        step(
+            start,
+            &format!("track_interface {what}: down applied, up restored"),
+        );
+        assert!(lb1.proc().sigterm());
+        assert!(lb1
+            .proc()
+            .wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success()));
+    }
 }

@@ -432,7 +432,9 @@ impl<'de> Deserialize<'de> for VirtualIp {
 pub struct TrackInterface {
     /// Interface name.
     pub interface: String,
-    /// Priority change while the link is down (-254..=254); 0 (default) means FAULT.
+    /// keepalived's weight (-254..=254): 0 (default) puts the instance in FAULT while the
+    /// link is down (or not running, or missing); a negative weight is added to the
+    /// priority while it is down, a positive one while it is up.
     #[serde(default)]
     pub weight: i32,
 }

@@ -72,11 +72,17 @@ fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig
     c.garp_master_delay = vi.garp_master_delay;
     c.garp_master_repeat = vi.garp_master_repeat;
     c.garp_master_refresh = vi.garp_master_refresh;
-    // Tracks 0..n are the track_service entries (driven by us), then the scripts.
+    // Tracks 0..n are the track_service entries, then the track_interface entries (both
+    // driven by us), then the scripts (driven by the speaker).
     c.track = vi
         .track_service
         .iter()
         .map(|t| TrackWeight(t.weight.unwrap_or(0).clamp(-254, 254) as i16))
+        .chain(
+            vi.track_interface
+                .iter()
+                .map(|t| TrackWeight(t.weight.clamp(-254, 254) as i16)),
+        )
         .collect();
     for t in &vi.track_script {
         let s = cfg
@@ -91,9 +97,6 @@ fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig
         ts.rise = s.rise;
         ts.fall = s.fall;
         c.track_script.push(ts);
-    }
-    if !vi.track_interface.is_empty() {
-        tracing::warn!(instance = %vi.name, "track_interface is not supported yet: only the instance's own interface is tracked (down → FAULT)");
     }
     Ok(c)
 }
@@ -263,6 +266,30 @@ impl SpeakerRuntime {
                         h.set_track(idx, TrackId(k), up);
                         if rx.changed().await.is_err() {
                             return;
+                        }
+                    }
+                }));
+            }
+        }
+        // track_interface: a link that is down or not running (or missing) faults the
+        // instance, or changes its priority by the weight, as keepalived does. Link state is
+        // read every 200 ms, as the speaker reads the instance's own interface.
+        for (idx, vi) in instances.iter().enumerate() {
+            for (k, ti) in vi.track_interface.iter().enumerate() {
+                let id = TrackId(vi.track_service.len() + k);
+                let h = handle.clone();
+                let (inst, ifname) = (vi.name.clone(), ti.interface.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(200));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut last = None;
+                    loop {
+                        tick.tick().await;
+                        let up = lb_vrrp::vip::link_is_up(&ifname);
+                        if last != Some(up) {
+                            tracing::info!(instance = %inst, interface = %ifname, up, "tracked interface");
+                            h.set_track(idx, id, up);
+                            last = Some(up);
                         }
                     }
                 }));
