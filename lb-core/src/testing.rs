@@ -138,6 +138,20 @@ pub fn backend_addr(i: u32) -> SocketAddr {
     )
 }
 
+/// Ready, healthy, non-backup backends with these weights (via [`backends_from`]).
+fn ready_backends(weights: &[u32]) -> Vec<Backend> {
+    let specs: Vec<BackendSpec> = weights
+        .iter()
+        .map(|&weight| BackendSpec {
+            weight,
+            admin: AdminState::Ready,
+            health: Health::Up,
+            backup: false,
+        })
+        .collect();
+    backends_from(&specs)
+}
+
 /// Builds backends from descriptions; ids are indices, addresses from [`backend_addr`].
 pub fn backends_from(specs: &[BackendSpec]) -> Vec<Backend> {
     specs
@@ -333,16 +347,7 @@ fn check_weighted<B: BuildScheduler>(builder: &B, cases: u32) -> Result<(), Fail
         cases,
         prop::collection::vec(1u32..=10, 1..8),
         |weights| {
-            let specs: Vec<BackendSpec> = weights
-                .iter()
-                .map(|&w| BackendSpec {
-                    weight: w,
-                    admin: AdminState::Ready,
-                    health: Health::Up,
-                    backup: false,
-                })
-                .collect();
-            let cands = backends_from(&specs);
+            let cands = ready_backends(&weights);
             let sched = builder
                 .build(&cands, None)
                 .map_err(|e| TestCaseError::fail(format!("build failed: {e}")))?;
@@ -406,16 +411,7 @@ fn check_consistent<B: BuildScheduler>(
         cases,
         (prop::collection::vec(1u32..=4, 3..12), any::<prop::sample::Index>()),
         |(weights, victim)| {
-            let specs: Vec<BackendSpec> = weights
-                .iter()
-                .map(|&w| BackendSpec {
-                    weight: w,
-                    admin: AdminState::Ready,
-                    health: Health::Up,
-                    backup: false,
-                })
-                .collect();
-            let all = backends_from(&specs);
+            let all = ready_backends(&weights);
             let build = |c: &[Backend]| {
                 builder
                     .build(c, None)

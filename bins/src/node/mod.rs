@@ -293,6 +293,23 @@ fn route_pools(
         .collect()
 }
 
+/// Starts `vs`, handing it the pools of its route targets among `running` and its
+/// listening socket from `listeners` (see [`VsRuntime::start`]).
+///
+/// # Errors
+/// A route target that is not running, or what [`VsRuntime::start`] returns.
+async fn start_vs(
+    vs: &config::model::VirtualServer,
+    global: &config::model::Global,
+    bind_wait: Duration,
+    live: Arc<watch::Sender<bool>>,
+    running: &[VsRuntime],
+    listeners: &mut Listeners,
+) -> Result<VsRuntime, NodeError> {
+    let pools = route_pools(vs, running)?;
+    VsRuntime::start(vs.clone(), global, bind_wait, live, pools, listeners).await
+}
+
 /// Sorts running virtual servers into `config`'s order.
 fn sort_by_config(v: &mut [VsRuntime], config: &Config) {
     v.sort_by_key(|r| {
@@ -355,20 +372,15 @@ impl Node {
         for i in config.start_order() {
             let vs = &config.virtual_servers[i];
             let live = node.live_sender(&vs.name);
-            let started = match route_pools(vs, &node.vservers) {
-                Ok(pools) => {
-                    VsRuntime::start(
-                        vs.clone(),
-                        &config.global,
-                        Duration::ZERO,
-                        live,
-                        pools,
-                        &mut node.listeners,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
+            let started = start_vs(
+                vs,
+                &config.global,
+                Duration::ZERO,
+                live,
+                &node.vservers,
+                &mut node.listeners,
+            )
+            .await;
             match started {
                 Ok(v) => node.vservers.push(v),
                 Err(e) => {
@@ -502,20 +514,15 @@ impl Node {
                 continue;
             }
             let live = self.live_sender(&n.name);
-            let started = match route_pools(n, &kept) {
-                Ok(pools) => {
-                    VsRuntime::start(
-                        n.clone(),
-                        &new.global,
-                        RELOAD_BIND_WAIT,
-                        Arc::clone(&live),
-                        pools,
-                        &mut self.listeners,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
+            let started = start_vs(
+                n,
+                &new.global,
+                RELOAD_BIND_WAIT,
+                Arc::clone(&live),
+                &kept,
+                &mut self.listeners,
+            )
+            .await;
             match started {
                 Ok(v) => kept.push(v),
                 Err(e) => {

@@ -66,7 +66,8 @@ pub(crate) struct ActiveRequest(Arc<Activity>);
 impl ActiveRequest {
     pub(crate) fn new(a: &Arc<Activity>) -> Self {
         a.in_flight.fetch_add(1, Ordering::AcqRel);
-        if !a.served.swap(true, Ordering::AcqRel) {
+        // A plain load first: only a connection's first request pays for the swap.
+        if !a.served.load(Ordering::Acquire) && !a.served.swap(true, Ordering::AcqRel) {
             // `notify_one` keeps a permit when nobody waits yet: the wait cannot miss it.
             a.first_request.notify_one();
         }
