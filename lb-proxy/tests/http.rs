@@ -459,6 +459,97 @@ async fn slowloris_cut_off_while_others_are_served() {
     assert_eq!(p.stats().virtual_server.header_timeouts, 1);
 }
 
+/// Reads one response to a `GET /` (the test backend's bodies are short) off `s`.
+async fn one_response(s: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("no response")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_wait_is_not_cut_by_the_request_head_timeout() {
+    // HAProxy's split: `timeout http-keep-alive` bounds the wait for the next request,
+    // `timeout http-request` the request head itself. hyper's own header timer also ran
+    // during the keep-alive wait and closed this connection after 300 ms.
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.timeouts.header_read = Duration::from_millis(300);
+    c.timeouts.client_idle = Duration::from_secs(5);
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    let v = p.stats().virtual_server;
+    assert_eq!((v.header_timeouts, v.idle_timeouts), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_second_request_head_is_cut_off_from_its_first_byte() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.timeouts.header_read = Duration::from_millis(400);
+    c.timeouts.client_idle = Duration::from_secs(5);
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Idle for a while (under client_idle), then a head that never completes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let t0 = now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if s.write_all(b"X").await.is_err() {
+            break;
+        }
+    }
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    let elapsed = t0.elapsed();
+    assert!(eof, "slow head not cut off");
+    assert!(
+        got.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        elapsed >= Duration::from_millis(350) && elapsed < Duration::from_millis(2000),
+        "cut off after {elapsed:?}"
+    );
+    let v = p.stats().virtual_server;
+    assert_eq!((v.header_timeouts, v.idle_timeouts), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_sending_nothing_is_closed_at_the_request_head_timeout() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.timeouts.header_read = Duration::from_millis(300);
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    let t0 = now();
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    assert!(eof && got.is_empty());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250) && t0.elapsed() < Duration::from_secs(2),
+        "closed after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(p.stats().virtual_server.header_timeouts, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connection_is_closed() {
     let b = TestBackend::start(1).await;

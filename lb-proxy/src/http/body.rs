@@ -14,18 +14,37 @@ use tokio::sync::Notify;
 
 use super::client::{BackendBody, ConnPool, IdleList};
 
-/// Request activity on one client connection, for the idle keep-alive timeout and for a
-/// graceful stop that still serves a connection's first request.
+/// No request head has started arriving ([`Activity::head_started`]).
+const NO_HEAD: u64 = u64::MAX;
+
+/// Request activity on one client connection, for its timers (the request-head timeout,
+/// HAProxy's `timeout http-request`; the keep-alive timeout, `timeout http-keep-alive`)
+/// and for a graceful stop that still serves a connection's first request.
 #[derive(Debug)]
 pub(crate) struct Activity {
     base: tokio::time::Instant,
     in_flight: AtomicU32,
     /// Milliseconds since `base` when the last request finished (or the connection opened).
     idle_since_ms: AtomicU64,
+    /// Milliseconds since `base` when the first bytes of the next request head arrived, or
+    /// [`NO_HEAD`].
+    head_started_ms: AtomicU64,
     /// Whether a request has started on this connection.
     served: AtomicBool,
     /// Notified (a stored permit) when the first request starts.
     first_request: Notify,
+}
+
+/// Which of a client connection's timers runs, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientTimer {
+    /// A request is in flight: no client timer runs (the backend's does).
+    Busy,
+    /// Waiting for a request head to be complete: the connection's first request from
+    /// the moment it opened, a later one from its first byte.
+    Head(tokio::time::Instant),
+    /// Waiting with nothing received since the last response.
+    Idle(tokio::time::Instant),
 }
 
 impl Activity {
@@ -34,9 +53,18 @@ impl Activity {
             base: tokio::time::Instant::now(),
             in_flight: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(0),
+            head_started_ms: AtomicU64::new(NO_HEAD),
             served: AtomicBool::new(false),
             first_request: Notify::new(),
         }
+    }
+
+    fn at(&self, ms: u64) -> tokio::time::Instant {
+        self.base + std::time::Duration::from_millis(ms)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
     }
 
     /// Whether a request has started on this connection.
@@ -51,11 +79,35 @@ impl Activity {
         }
     }
 
-    /// When the connection became idle, or `None` while a request is in flight.
-    pub(crate) fn idle_since(&self) -> Option<tokio::time::Instant> {
-        (self.in_flight.load(Ordering::Acquire) == 0).then(|| {
-            self.base + std::time::Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire))
-        })
+    /// Notes bytes read from the client: the first ones between requests start the head
+    /// timer. One relaxed load per read otherwise.
+    pub(crate) fn bytes_read(&self) {
+        if self.head_started_ms.load(Ordering::Relaxed) == NO_HEAD
+            && self.in_flight.load(Ordering::Acquire) == 0
+        {
+            self.head_started_ms.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    /// The timer that runs now: the request-head deadline (`header_read` after the
+    /// connection opened, for its first request, or after the first byte of a later one),
+    /// else the keep-alive deadline (`idle` after the last response).
+    pub(crate) fn timer(
+        &self,
+        header_read: std::time::Duration,
+        idle: std::time::Duration,
+    ) -> ClientTimer {
+        if self.in_flight.load(Ordering::Acquire) != 0 {
+            return ClientTimer::Busy;
+        }
+        if !self.served() {
+            return ClientTimer::Head(self.base + header_read);
+        }
+        let head = self.head_started_ms.load(Ordering::Acquire);
+        if head != NO_HEAD {
+            return ClientTimer::Head(self.at(head) + header_read);
+        }
+        ClientTimer::Idle(self.at(self.idle_since_ms.load(Ordering::Acquire)) + idle)
     }
 }
 
@@ -66,6 +118,10 @@ pub(crate) struct ActiveRequest(Arc<Activity>);
 impl ActiveRequest {
     pub(crate) fn new(a: &Arc<Activity>) -> Self {
         a.in_flight.fetch_add(1, Ordering::AcqRel);
+        // The head is complete: its timer stops.
+        if a.head_started_ms.load(Ordering::Relaxed) != NO_HEAD {
+            a.head_started_ms.store(NO_HEAD, Ordering::Release);
+        }
         // A plain load first: only a connection's first request pays for the swap.
         if !a.served.load(Ordering::Acquire) && !a.served.swap(true, Ordering::AcqRel) {
             // `notify_one` keeps a permit when nobody waits yet: the wait cannot miss it.
@@ -77,8 +133,9 @@ impl ActiveRequest {
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        let ms = self.0.base.elapsed().as_millis() as u64;
-        self.0.idle_since_ms.store(ms, Ordering::Release);
+        self.0
+            .idle_since_ms
+            .store(self.0.now_ms(), Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

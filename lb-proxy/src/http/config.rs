@@ -193,13 +193,16 @@ pub enum HashKeySource {
 /// [`HttpProxyConfig::validate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// How long a client may take to send a complete request head, from the first byte
-    /// hyper waits for (default 10 s; HAProxy `timeout http-request`). Slowloris clients are
-    /// cut off here. hyper also runs this timer while a keep-alive connection waits for its
-    /// next request, so the effective idle timeout is at most this.
+    /// How long a client may take to send a complete request head (default 10 s; HAProxy
+    /// `timeout http-request`): for a connection's first request, from the moment it is
+    /// accepted; for a later one, from the first byte after the previous response.
+    /// Slowloris clients, and connections that send nothing, are closed here without an
+    /// answer (counted in `header_timeouts`). One timer per connection enforces it, not one
+    /// per request.
     pub header_read: Duration,
-    /// How long a keep-alive client connection may sit with no request in flight before it
-    /// is closed (default 60 s; HAProxy `timeout http-keep-alive`).
+    /// How long a keep-alive client connection may wait for the first byte of its next
+    /// request before it is closed (default 60 s; HAProxy `timeout http-keep-alive`;
+    /// counted in `idle_timeouts`).
     pub client_idle: Duration,
     /// How long a TCP connect to a backend may take (default 3 s; HAProxy `timeout connect`).
     pub backend_connect: Duration,

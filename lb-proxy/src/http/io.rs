@@ -1,25 +1,33 @@
-//! A client stream with bytes already read from it (past a PROXY header) put back in front.
+//! A client stream with bytes already read from it (past a PROXY header) put back in front,
+//! which tells the connection's [`Activity`] when request bytes arrive.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Yields `prefix` first, then reads from `inner`; writes go straight to `inner`.
+use super::body::Activity;
+
+/// Yields `prefix` first, then reads from `inner`; writes go straight to `inner`. Every
+/// read that yields bytes is reported to `activity` (for the request-head timer).
 #[derive(Debug)]
 pub(crate) struct Prefixed<T> {
     prefix: Vec<u8>,
     pos: usize,
     inner: T,
+    activity: Arc<Activity>,
 }
 
 impl<T> Prefixed<T> {
-    pub(crate) fn new(prefix: Vec<u8>, inner: T) -> Self {
+    pub(crate) fn new(prefix: Vec<u8>, inner: T, activity: Arc<Activity>) -> Self {
         Self {
             prefix,
             pos: 0,
             inner,
+            activity,
         }
     }
 }
@@ -39,9 +47,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
                 this.prefix = Vec::new();
                 this.pos = 0;
             }
+            this.activity.bytes_read();
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.bytes_read();
+        }
+        r
     }
 }
 
@@ -82,7 +96,8 @@ mod tests {
 
     #[tokio::test]
     async fn prefix_then_inner() {
-        let mut p = Prefixed::new(b"GET ".to_vec(), &b"/ HTTP/1.1"[..]);
+        let activity = Arc::new(Activity::new());
+        let mut p = Prefixed::new(b"GET ".to_vec(), &b"/ HTTP/1.1"[..], Arc::clone(&activity));
         let mut out = String::new();
         p.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "GET / HTTP/1.1");

@@ -16,7 +16,8 @@
 //! | backend sends no response head in time | 504 | `gateway_timeout`, backend `timeouts` |
 //! | backend breaks the connection | a retry for bodiless idempotent requests, else 502 | `bad_gateway` |
 //! | malformed request / head too large | 400 / 431 from hyper, connection closed | `bad_requests` |
-//! | request head not complete in time (slowloris) | connection closed | `header_timeouts` |
+//! | request head not complete in time (slowloris), or no request at all | connection closed | `header_timeouts` |
+//! | keep-alive connection idle past `client_idle` | connection closed | `idle_timeouts` |
 //!
 //! Backend failures (and 5xx responses, as [`PassiveHealth`] says) are counted in lb-core's
 //! shared [`BackendStats`](lb_core::BackendStats) and reported to each pool's

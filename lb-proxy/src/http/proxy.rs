@@ -3,9 +3,12 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::body::{ActiveRequest, Activity, Release, ResponseBody};
+use super::body::{ActiveRequest, Activity, ClientTimer, Release, ResponseBody};
 use super::client::{BackendBody, ConnPool};
 use super::config::{HashKeySource, HttpProxyConfig};
 use super::error::{Error, ForwardError, Result};
@@ -90,6 +93,35 @@ struct ClientConn {
     /// The forwarded headers for its requests, computed once.
     identity: ClientIdentity,
     activity: Arc<Activity>,
+    /// The backend-response timer of its requests (one at a time on an HTTP/1.1
+    /// connection): one timer re-armed per request, which costs tokio's timer wheel
+    /// nothing while the deadline only moves later.
+    response_timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
+}
+
+impl ClientConn {
+    fn arm_response_timer(&self, deadline: tokio::time::Instant) {
+        let mut t = self
+            .response_timer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match t.as_mut() {
+            Some(s) => s.as_mut().reset(deadline),
+            None => *t = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    /// Ready once the deadline of [`ClientConn::arm_response_timer`] has passed.
+    fn poll_response_timer(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut t = self
+            .response_timer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match t.as_mut() {
+            Some(s) => s.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// A running HTTP virtual server. Dropping it stops everything at once (as
@@ -205,7 +237,9 @@ impl HttpProxy {
         server
             .timer(TokioTimer::new())
             .keep_alive(true)
-            .header_read_timeout(config.timeouts.header_read)
+            // The request-head timer is ours (`serve_client_inner`): hyper's would cost a
+            // timer per request and also run while a keep-alive connection is idle.
+            .header_read_timeout(None)
             .max_header_size(config.limits.max_header_bytes);
         // hyper keeps 100 headers on the stack and moves them to the heap (about 5 % slower)
         // once a limit is set: set it only when it is not the default.
@@ -400,33 +434,51 @@ async fn serve_client_inner(
         local,
         identity: ClientIdentity::new(shared.config.forwarded, peer, local.port()),
         activity: Arc::clone(&activity),
+        response_timer: Mutex::new(None),
     });
     let svc_shared = Arc::clone(shared);
     let svc = service_fn(move |req| handle(Arc::clone(&svc_shared), Arc::clone(&cc), req));
+    let io = Prefixed::new(early, stream, Arc::clone(&activity));
     let conn = shared
         .server
-        .serve_connection(TokioIo::new(Prefixed::new(early, stream)), svc)
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
     let idle = shared.config.timeouts.client_idle;
-    let mut next_check = tokio::time::Instant::now() + idle;
+    let header_read = shared.config.timeouts.header_read;
+    // One timer for the request-head and keep-alive deadlines, re-armed only when it fires,
+    // at least every `period` (requests move the deadlines without touching it).
+    let period = header_read.min(idle);
+    let mut next_check = tokio::time::Instant::now() + period;
     let mut closing = false;
     // Stop requested; `first_deadline` bounds the wait for a first request.
     let mut stopping = false;
-    let header_read = shared.config.timeouts.header_read;
     let mut first_deadline = tokio::time::Instant::now();
     let result = loop {
         tokio::select! {
             r = conn.as_mut() => break r,
             _ = tokio::time::sleep_until(next_check), if !closing => {
-                match activity.idle_since() {
-                    Some(since) if since + idle <= tokio::time::Instant::now() => {
+                let now = tokio::time::Instant::now();
+                match activity.timer(header_read, idle) {
+                    ClientTimer::Head(deadline) if deadline <= now => {
+                        // Slowloris, or a connection that never sent a request: closed
+                        // without an answer, as HAProxy's `timeout http-request` does.
+                        inc(&shared.vs.header_timeouts);
+                        tracing::debug!(client = %peer, "closing: request head not complete in time");
+                        return;
+                    }
+                    ClientTimer::Idle(deadline) if deadline <= now => {
                         inc(&shared.vs.idle_timeouts);
                         conn.as_mut().graceful_shutdown();
                         closing = true;
                     }
-                    Some(since) => next_check = since + idle,
-                    None => next_check = tokio::time::Instant::now() + idle,
+                    // A request head may start, or a request end, at any moment: the next
+                    // deadline is then at most `period` away, so the timer never sleeps
+                    // longer than that.
+                    ClientTimer::Head(deadline) | ClientTimer::Idle(deadline) => {
+                        next_check = deadline.min(now + period);
+                    }
+                    ClientTimer::Busy => next_check = now + period,
                 }
             }
             _ = stop.changed(), if !closing && !stopping => {
@@ -452,9 +504,7 @@ async fn serve_client_inner(
         }
     };
     if let Err(e) = result {
-        if e.is_timeout() {
-            inc(&shared.vs.header_timeouts);
-        } else if e.is_parse() || e.is_parse_too_large() {
+        if e.is_parse() || e.is_parse_too_large() {
             inc(&shared.vs.bad_requests);
             // hyper answered 400 (or 431) and closed: count the response too.
             shared.vs.responses.count(if e.is_parse_too_large() {
@@ -660,8 +710,19 @@ async fn forward(
         };
         let mut tx = checkout.tx;
         let started = tokio::time::Instant::now();
-        match tokio::time::timeout(timeouts.backend_response, tx.try_send_request(request)).await {
-            Err(_) => {
+        cc.arm_response_timer(started + timeouts.backend_response);
+        let sent = {
+            let mut response = std::pin::pin!(tx.try_send_request(request));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(r));
+                }
+                cc.poll_response_timer(cx).map(Err)
+            })
+            .await
+        };
+        match sent {
+            Err(()) => {
                 inc(&counters.timeouts);
                 let e = ForwardError::ResponseTimeout {
                     backend: backend.addr(),
