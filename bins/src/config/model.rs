@@ -755,7 +755,8 @@ pub struct HttpSettings {
     pub accept_proxy_timeout: Duration,
     /// What hash schedulers key on. Default `client`.
     pub hash_key: HashKey,
-    /// Time a client has to send a complete request head (HAProxy `timeout http-request`).
+    /// Time a client has to send a complete request head (HAProxy `timeout http-request`):
+    /// from accept for a connection's first request, from its first byte for a later one.
     /// Default 10 s; must be above 0.
     #[serde(with = "values::duration")]
     pub timeout_http_request: Duration,
