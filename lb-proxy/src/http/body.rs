@@ -250,3 +250,50 @@ impl Drop for ResponseBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::{advance, Instant};
+
+    const HEAD: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(60);
+
+    #[tokio::test(start_paused = true)]
+    async fn client_timers_follow_the_request_cycle() {
+        let opened = Instant::now();
+        let a = Arc::new(Activity::new());
+        // The first request's head is due `HEAD` after accept, whenever its bytes come.
+        assert_eq!(a.timer(HEAD, IDLE), ClientTimer::Head(opened + HEAD));
+        advance(Duration::from_secs(3)).await;
+        a.bytes_read();
+        assert_eq!(a.timer(HEAD, IDLE), ClientTimer::Head(opened + HEAD));
+
+        let r = ActiveRequest::new(&a);
+        assert_eq!(a.timer(HEAD, IDLE), ClientTimer::Busy);
+        // Body bytes read while the request is in flight start no head timer.
+        a.bytes_read();
+        advance(Duration::from_secs(2)).await;
+        drop(r);
+        let done = Instant::now();
+        assert_eq!(a.timer(HEAD, IDLE), ClientTimer::Idle(done + IDLE));
+
+        // The keep-alive wait ends with the first byte of the next request, whose head is
+        // then due `HEAD` later.
+        advance(Duration::from_secs(30)).await;
+        a.bytes_read();
+        let first_byte = Instant::now();
+        advance(Duration::from_secs(4)).await;
+        a.bytes_read();
+        assert_eq!(a.timer(HEAD, IDLE), ClientTimer::Head(first_byte + HEAD));
+
+        // Once the head is complete, the next wait is a keep-alive wait again.
+        drop(ActiveRequest::new(&a));
+        assert_eq!(
+            a.timer(HEAD, IDLE),
+            ClientTimer::Idle(Instant::now() + IDLE)
+        );
+        assert!(a.served());
+    }
+}
