@@ -470,21 +470,32 @@ async fn one_response(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_alive_wait_is_not_cut_by_the_request_head_timeout() {
-    // HAProxy's split: `timeout http-keep-alive` bounds the wait for the next request,
-    // `timeout http-request` the request head itself. hyper's own header timer also ran
-    // during the keep-alive wait and closed this connection after 300 ms.
+/// A proxy with these two timeouts over one backend, and a keep-alive client connection to
+/// it that has had one response.
+async fn after_one_response(
+    header_read: Duration,
+    client_idle: Duration,
+) -> (TestBackend, HttpProxy, TcpStream) {
     let b = TestBackend::start(1).await;
     let mut c = config();
-    c.timeouts.header_read = Duration::from_millis(300);
-    c.timeouts.client_idle = Duration::from_secs(5);
+    c.timeouts.header_read = header_read;
+    c.timeouts.client_idle = client_idle;
     let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
     let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     assert!(one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    (b, p, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_wait_is_not_cut_by_the_request_head_timeout() {
+    // HAProxy's split: `timeout http-keep-alive` bounds the wait for the next request,
+    // `timeout http-request` the request head itself. hyper's own header timer also ran
+    // during the keep-alive wait and closed this connection after 300 ms.
+    let (_b, p, mut s) =
+        after_one_response(Duration::from_millis(300), Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -496,16 +507,8 @@ async fn keep_alive_wait_is_not_cut_by_the_request_head_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_second_request_head_is_cut_off_from_its_first_byte() {
-    let b = TestBackend::start(1).await;
-    let mut c = config();
-    c.timeouts.header_read = Duration::from_millis(400);
-    c.timeouts.client_idle = Duration::from_secs(5);
-    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
-    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    let (_b, p, mut s) =
+        after_one_response(Duration::from_millis(400), Duration::from_secs(5)).await;
     // Idle for a while (under client_idle), then a head that never completes.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let t0 = now();

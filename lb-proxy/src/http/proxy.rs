@@ -451,9 +451,9 @@ async fn serve_client_inner(
     let period = header_read.min(idle);
     let mut next_check = tokio::time::Instant::now() + period;
     let mut closing = false;
-    // Stop requested; `first_deadline` bounds the wait for a first request.
+    // Stop requested while the first request had not started; the request-head timer
+    // above still bounds the wait for it.
     let mut stopping = false;
-    let mut first_deadline = tokio::time::Instant::now();
     let result = loop {
         tokio::select! {
             r = conn.as_mut() => break r,
@@ -484,20 +484,14 @@ async fn serve_client_inner(
             _ = stop.changed(), if !closing && !stopping => {
                 stopping = true;
                 // A connection accepted just before the stop has not sent its request yet:
-                // serve that first request (within the header-read timeout) rather than
+                // serve that first request (within the request-head timeout) rather than
                 // close it unanswered. hyper's graceful shutdown would close it at once.
                 if activity.served() {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
-                } else {
-                    first_deadline = tokio::time::Instant::now() + header_read;
                 }
             }
             () = activity.first_request(), if stopping && !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            () = tokio::time::sleep_until(first_deadline), if stopping && !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
