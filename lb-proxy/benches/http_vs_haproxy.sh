@@ -5,7 +5,9 @@
 # through lb's HTTP mode (lb-proxy example `http_proxy`) and HAProxy `mode http`, in one run,
 # in front of the same two nginx backends, with client keep-alive and without
 # (`Connection: close` on every request). Both proxies keep backend connections alive
-# (HAProxy's default `http-reuse safe`; lb's per-backend pool).
+# (HAProxy's default `http-reuse safe`; lb's per-backend pool) and add the same client
+# identity headers: X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Port (lb's defaults;
+# HAProxy's `option forwardfor` and two `http-request set-header` lines).
 #
 # CPU placement: wrk and the nginx backends on CPU 0, the proxy under test on CPU 1
 # (taskset), one thread each. Only loopback addresses are used; every process started here is
@@ -85,6 +87,10 @@ defaults
     timeout http-keep-alive 60s
 frontend fe
     bind 127.0.0.1:$HAP
+    # The same three headers lb's HTTP mode writes by default, so both proxies send the
+    # backends identical requests.
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Port %[dst_port]
     default_backend be
 backend be
     balance roundrobin

@@ -1,8 +1,9 @@
 // cargo run --release -p lb-proxy --example http_proxy -- 127.0.0.1:8080 127.0.0.1:8081 127.0.0.1:8082
 //
-// An HTTP virtual server in front of the backends given on the command line (round robin,
-// X-Forwarded-For on), on one event-loop thread (tokio's current-thread scheduler; lb-node's
-// `nbthread = 1`, HAProxy's `nbthread 1`) so one CPU can be given to it (`taskset -c 1`).
+// An HTTP virtual server in front of the backends given on the command line (round robin;
+// X-Forwarded-For, -Proto and -Port on, the defaults), on one event-loop thread (tokio's
+// current-thread scheduler; lb-node's `nbthread = 1`, HAProxy's `nbthread 1`) so one CPU can
+// be given to it (`taskset -c 1`).
 // LB_THREADS=n (n > 1) runs n worker threads instead. (A multi-thread runtime with one
 // worker measured about 40 % fewer requests/s here than this single event loop.)
 // Used by `lb-proxy/benches/http_vs_haproxy.sh`. Stops on Ctrl-C / SIGTERM

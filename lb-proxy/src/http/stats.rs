@@ -265,7 +265,8 @@ pub(crate) struct BackendCounters {
 /// membership changes need no bookkeeping.
 #[derive(Debug, Default)]
 pub(crate) struct BackendCounterMap {
-    map: RwLock<HashMap<(usize, BackendId), Arc<BackendCounters>>>,
+    /// foldhash: the keys come from configuration, not from clients.
+    map: RwLock<HashMap<(usize, BackendId), Arc<BackendCounters>, foldhash::fast::RandomState>>,
 }
 
 impl BackendCounterMap {
