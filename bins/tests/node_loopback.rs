@@ -720,3 +720,147 @@ fn outlier_detection_settings_apply() {
     drop(a);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A UDP real server answering every datagram with the same bytes `delay` after it came
+/// (its replies are in flight while a reload hands the virtual server over), until dropped.
+struct SlowUdpEcho {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SlowUdpEcho {
+    fn start(delay: Duration) -> Self {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
+        let addr = s.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut due: std::collections::VecDeque<(Instant, SocketAddr, Vec<u8>)> =
+                std::collections::VecDeque::new();
+            let mut buf = [0u8; 2048];
+            while !st.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    due.push_back((Instant::now() + delay, from, buf[..n].to_vec()));
+                }
+                while due.front().is_some_and(|(t, _, _)| *t <= Instant::now()) {
+                    let (_, to, data) = due.pop_front().unwrap();
+                    let _ = s.send_to(&data, to);
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SlowUdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reloads that restart a UDP virtual server (its scheduler changes) while a client sends
+/// a datagram every millisecond to a backend that answers 30 ms later: every datagram gets
+/// its reply. The replacement receives on a duplicate of the running socket, and the old
+/// proxy's session carries the replies to what it forwarded.
+#[test]
+fn reload_restarting_a_udp_virtual_server_loses_no_datagram() {
+    let dir = tempdir();
+    let echo = SlowUdpEcho::start(Duration::from_millis(30));
+    let port = {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.local_addr().unwrap().port()
+    };
+    let config = |algo: &str| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "dns"
+listen = "127.0.0.1:{port}"
+protocol = "udp"
+lb_algo = "{algo}"
+[[virtual_server.backend]]
+address = "{echo}"
+"#,
+            sock = dir.join("admin.sock").display(),
+            echo = echo.addr
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("rr"));
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(("127.0.0.1", port)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let receiver = {
+        let client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut got = std::collections::BTreeSet::new();
+            let mut errors = Vec::new();
+            let mut buf = [0u8; 64];
+            // Bounded: ends after 2 s without a reply or 100 errors.
+            while errors.len() < 100 {
+                match client.recv(&mut buf) {
+                    Ok(n) => {
+                        got.insert(String::from_utf8_lossy(&buf[..n]).parse::<u32>().unwrap());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+                    // ECONNREFUSED: a datagram met a closed port.
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (got, errors)
+        })
+    };
+    let sender = {
+        let client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut sent = 0u32;
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(2500) {
+                if client.send(sent.to_string().as_bytes()).is_ok() {
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            sent
+        })
+    };
+    for algo in ["wrr", "rr", "wrr"] {
+        std::thread::sleep(Duration::from_millis(400));
+        std::fs::write(dir.join("node.toml"), config(algo)).unwrap();
+        let hup = Command::new("kill")
+            .args(["-HUP", &node.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        let applied = wait_until(Duration::from_secs(5), || {
+            status(&sock)["virtual_servers"][0]["scheduler"] == algo
+        });
+        assert!(applied, "reload to {algo} not applied: {}", status(&sock));
+    }
+    let sent = sender.join().unwrap();
+    let (got, errors) = receiver.join().unwrap();
+    let missing: Vec<u32> = (0..sent).filter(|s| !got.contains(s)).collect();
+    assert!(
+        missing.is_empty() && errors.is_empty(),
+        "{} of {sent} datagrams got no reply across reloads ({missing:?}); errors: {errors:?}\n{}",
+        missing.len(),
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

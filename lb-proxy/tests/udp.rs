@@ -223,3 +223,112 @@ async fn drain_keeps_sessions_refuses_new_clients() {
     assert_eq!(left, 0);
     assert_eq!(proxy.stats().sessions_refused, 1);
 }
+
+/// Replies `<datagram>` to the sender `delay` after it arrived (a slow backend: its replies
+/// are in flight while a handover happens).
+async fn delayed_echo(delay: Duration) -> TestBackend {
+    let s = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = s.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        loop {
+            let Ok((n, from)) = s.recv_from(&mut buf).await else {
+                return;
+            };
+            let (s, reply) = (Arc::clone(&s), buf[..n].to_vec());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = s.send_to(&reply, from).await;
+            });
+        }
+    });
+    TestBackend { addr, task }
+}
+
+/// A reload's handover: a second proxy starts on a duplicate of the first one's socket,
+/// then the first stops receiving. A client sending all along gets a reply to every
+/// datagram: those the first proxy forwarded come back through its sessions, the rest go
+/// through the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handover_to_a_proxy_on_a_duplicate_socket_loses_no_datagram() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let backend = delayed_echo(Duration::from_millis(30)).await;
+        let pool = || {
+            let set = BackendSet::new(vec![Backend::new(BackendId(1), backend.addr)]).unwrap();
+            Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap())
+        };
+        let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+        let socket = lb_proxy::listener::bind_udp(cfg.listen[0], &cfg.listen_options).unwrap();
+        let vip = socket.local_addr().unwrap();
+        let std_socket = socket.into_std().unwrap();
+        let dup = std_socket.try_clone().unwrap();
+        let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
+        let old = UdpProxy::start_on(
+            cfg.clone(),
+            pool(),
+            noop(),
+            vec![UdpSocket::from_std(std_socket).unwrap()],
+        )
+        .unwrap();
+
+        let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        client.connect(vip).await.unwrap();
+        const N: u32 = 300;
+        let receiver = {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move {
+                let mut got = std::collections::BTreeSet::new();
+                let mut buf = [0u8; 64];
+                while got.len() < N as usize {
+                    match tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf)).await
+                    {
+                        Ok(Ok(n)) => {
+                            let seq: u32 = std::str::from_utf8(&buf[..n]).unwrap().parse().unwrap();
+                            got.insert(seq);
+                        }
+                        // A refused send (nothing listening) or silence: stop counting.
+                        Ok(Err(_)) | Err(_) => break,
+                    }
+                }
+                got
+            })
+        };
+        let mut new = None;
+        for seq in 0..N {
+            if seq == N / 2 {
+                new = Some(
+                    UdpProxy::start_on(
+                        cfg.clone(),
+                        pool(),
+                        noop(),
+                        vec![UdpSocket::from_std(dup.try_clone().unwrap()).unwrap()],
+                    )
+                    .unwrap(),
+                );
+                old.stop_receiving();
+            }
+            client.send(seq.to_string().as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let got = receiver.await.unwrap();
+        let missing: Vec<u32> = (0..N).filter(|s| !got.contains(s)).collect();
+        assert!(
+            missing.is_empty(),
+            "no reply to {} datagrams: {missing:?}",
+            missing.len()
+        );
+        let new = new.unwrap();
+        assert!(
+            old.stats().accepted == 1 && new.stats().accepted == 1,
+            "one session each"
+        );
+        assert!(
+            new.stats().bytes_to_client > 0,
+            "the new proxy carried the later replies"
+        );
+        // The old proxy's session ends at the drain deadline; nothing is left open.
+        assert_eq!(old.drain(Duration::from_millis(100)).await, 1);
+    })
+    .await
+    .unwrap();
+}

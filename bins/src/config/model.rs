@@ -74,7 +74,9 @@ pub struct Global {
     pub admin_socket: PathBuf,
     /// Log level: `error`, `warn`, `info` (default), `debug`, `trace`.
     pub log_level: LogLevel,
-    /// How long established connections may finish after SIGTERM. Default 30 s.
+    /// How long established connections may finish after SIGTERM (UDP sessions end at
+    /// once), and after a reload restarts their virtual server (UDP sessions carry the
+    /// replies to what they forwarded until idle or this deadline). Default 30 s.
     #[serde(with = "values::duration")]
     pub drain_deadline: Duration,
     /// Event-loop threads (HAProxy `nbthread`). 0, the default, runs one per CPU; 1 runs

@@ -20,8 +20,11 @@
 //!   applies in place without dropping a connection; other changes restart that virtual
 //!   server, letting the old one drain. A restarted TCP or HTTP virtual server accepts on a
 //!   duplicate of the running listening socket, started before the old proxy stops
-//!   accepting (`vs::Listeners`): no connection is refused and none queued is lost (UDP
-//!   virtual servers rebind). An HTTP virtual server whose routes name one that
+//!   accepting (`vs::Listeners`): no connection is refused and none queued is lost. A
+//!   restarted UDP virtual server likewise receives on a duplicate of the running socket
+//!   while the old one's sessions carry the replies to what it forwarded until they go
+//!   idle or `drain_deadline`: no datagram meets a closed port and no reply is lost. An
+//!   HTTP virtual server whose routes name one that
 //!   restarts or goes away restarts too, so no proxy keeps a stale pool.
 //! * HTTP routes (`[[virtual_server.http.route]]`): the proxy of an HTTP virtual server is
 //!   handed the pools of the virtual servers it routes to (with their passive-health
@@ -53,8 +56,8 @@ use vrrp::{SpeakerRuntime, VrrpTable};
 use vs::{Listeners, Proxy, VsRuntime};
 
 /// How long a virtual server started by a reload retries binding an address that is still
-/// in use (a UDP virtual server's predecessor releasing it; TCP and HTTP take the kept
-/// socket over instead).
+/// in use: one whose kept socket was closed while a stopping proxy still held a duplicate
+/// (a restarted virtual server takes the kept socket over instead).
 const RELOAD_BIND_WAIT: Duration = Duration::from_secs(2);
 
 /// Exit code: start-up failure.
@@ -493,20 +496,21 @@ impl Node {
             retired.push(v);
         }
         // Replacements start first, on duplicates of the retired proxies' listening sockets
-        // (`Listeners`), so the address never stops accepting; then the retired proxies stop
-        // accepting and their established connections drain in the background. A UDP
-        // virtual server's socket is its own: its replacement binds once it is gone.
+        // (`Listeners`), so the address never stops accepting or receiving; then the
+        // retired proxies stop accepting (UDP: receiving) and their established connections
+        // (UDP: sessions) drain in the background.
         let deadline = new.global.drain_deadline;
-        let (retired_udp, retired): (Vec<_>, Vec<_>) = retired
-            .into_iter()
-            .partition(|v| v.cfg.protocol == Protocol::Udp);
         // Their liveness goes to the replacements from now on.
         for v in &retired {
             v.detach_liveness();
-        }
-        for v in retired_udp {
-            v.stop_accepting();
-            tokio::spawn(v.stop(deadline));
+            // A UDP virtual server that nothing replaces on its address ends its sessions.
+            let replaced = new
+                .virtual_servers
+                .iter()
+                .any(|n| n.listen == v.cfg.listen && n.protocol == Protocol::Udp);
+            if !replaced {
+                v.end_udp_sessions();
+            }
         }
         for i in new.start_order() {
             let n = &new.virtual_servers[i];
@@ -537,9 +541,9 @@ impl Node {
             tokio::spawn(v.stop(deadline));
         }
         // Sockets of addresses nothing listens on any more close now.
-        self.listeners.retain(|a| {
+        self.listeners.retain(|a, udp| {
             kept.iter()
-                .any(|k| k.cfg.listen == *a && k.cfg.protocol != Protocol::Udp)
+                .any(|k| k.cfg.listen == *a && (k.cfg.protocol == Protocol::Udp) == udp)
         });
         sort_by_config(&mut kept, &new);
         self.vservers = kept;
@@ -601,6 +605,7 @@ impl Node {
         self.listeners = Listeners::default();
         for v in &vss {
             v.stop_accepting();
+            v.end_udp_sessions();
         }
         futures::future::join_all(vss.into_iter().map(|v| v.stop(deadline))).await;
     }

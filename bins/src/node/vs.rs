@@ -13,7 +13,7 @@ use lb_health::{
     PoolApplier, Probe,
 };
 use lb_proxy::http::{HttpPool, HttpProxy};
-use lb_proxy::listener::{bind_tcp, ListenOptions};
+use lb_proxy::listener::{bind_tcp, bind_udp, ListenOptions};
 use lb_proxy::outcome::{Outcome, OutcomeObserver};
 use lb_proxy::tcp::{ProxyHandle, TcpProxy, TcpProxyConfig};
 use lb_proxy::udp::{UdpHandle, UdpProxy, UdpProxyConfig};
@@ -75,18 +75,21 @@ async fn bind_retrying<T>(
     }
 }
 
-/// The node's listening TCP sockets (TCP and HTTP virtual servers), by address, kept
-/// across reloads. A virtual server that a reload restarts, or a new one on the address of
-/// one that goes away, accepts on a duplicate of the same socket (`dup(2)`), started before
-/// the old proxy stops accepting: no connection is refused in between and none waiting in
-/// the accept queue is lost (HAProxy's seamless reload hands its sockets over for the same
-/// reason). UDP virtual servers bind their own sockets.
+/// The node's listening sockets, by address, kept across reloads: TCP (TCP and HTTP
+/// virtual servers) and UDP. A virtual server that a reload restarts, or a new one on the
+/// address of one that goes away, receives on a duplicate of the same socket (`dup(2)`),
+/// started before the old proxy stops accepting or receiving: no connection is refused in
+/// between, none waiting in the accept queue is lost, and no datagram meets a closed port
+/// (HAProxy's seamless reload hands its sockets over for the same reason).
 #[derive(Debug, Default)]
-pub(crate) struct Listeners(HashMap<SocketAddr, std::net::TcpListener>);
+pub(crate) struct Listeners {
+    tcp: HashMap<SocketAddr, std::net::TcpListener>,
+    udp: HashMap<SocketAddr, std::net::UdpSocket>,
+}
 
 impl Listeners {
-    /// A listener on `addr`: a duplicate of the kept socket, or a new one bound with `opts`
-    /// (retrying `EADDRINUSE` for up to `wait`) and kept.
+    /// A TCP listener on `addr`: a duplicate of the kept socket, or a new one bound with
+    /// `opts` (retrying `EADDRINUSE` for up to `wait`) and kept.
     ///
     /// # Errors
     /// [`lb_proxy::Error::Bind`] when the socket can be neither duplicated nor bound.
@@ -97,21 +100,44 @@ impl Listeners {
         wait: Duration,
     ) -> lb_proxy::Result<tokio::net::TcpListener> {
         let bind_err = |source| lb_proxy::Error::Bind { addr, source };
-        if let Some(kept) = self.0.get(&addr) {
+        if let Some(kept) = self.tcp.get(&addr) {
             let dup = kept.try_clone().map_err(bind_err)?;
             return tokio::net::TcpListener::from_std(dup).map_err(bind_err);
         }
         let listener = bind_retrying(wait, || bind_tcp(addr, opts)).await?;
         // tokio's `into_std` leaves the socket non-blocking; its duplicates share the flag.
         let std = listener.into_std().map_err(bind_err)?;
-        self.0.insert(addr, std.try_clone().map_err(bind_err)?);
+        self.tcp.insert(addr, std.try_clone().map_err(bind_err)?);
         tokio::net::TcpListener::from_std(std).map_err(bind_err)
     }
 
-    /// Closes the kept sockets of addresses `in_use` says no running virtual server has (a
-    /// socket stays open while a proxy still accepts on its own duplicate).
-    pub(crate) fn retain(&mut self, in_use: impl Fn(&SocketAddr) -> bool) {
-        self.0.retain(|a, _| in_use(a));
+    /// A UDP socket on `addr`: a duplicate of the kept one, or a new one bound with `opts`
+    /// (retrying `EADDRINUSE` for up to `wait`) and kept.
+    ///
+    /// # Errors
+    /// As [`Listeners::get`].
+    async fn get_udp(
+        &mut self,
+        addr: SocketAddr,
+        opts: &ListenOptions,
+        wait: Duration,
+    ) -> lb_proxy::Result<tokio::net::UdpSocket> {
+        let bind_err = |source| lb_proxy::Error::Bind { addr, source };
+        if let Some(kept) = self.udp.get(&addr) {
+            let dup = kept.try_clone().map_err(bind_err)?;
+            return tokio::net::UdpSocket::from_std(dup).map_err(bind_err);
+        }
+        let socket = bind_retrying(wait, || bind_udp(addr, opts)).await?;
+        let std = socket.into_std().map_err(bind_err)?;
+        self.udp.insert(addr, std.try_clone().map_err(bind_err)?);
+        tokio::net::UdpSocket::from_std(std).map_err(bind_err)
+    }
+
+    /// Closes the kept sockets of addresses `in_use(address, udp)` says no running virtual
+    /// server has (a socket stays open while a proxy still uses its own duplicate).
+    pub(crate) fn retain(&mut self, in_use: impl Fn(&SocketAddr, bool) -> bool) {
+        self.tcp.retain(|a, _| in_use(a, false));
+        self.udp.retain(|a, _| in_use(a, true));
     }
 }
 
@@ -440,17 +466,17 @@ impl VsRuntime {
                     .map_err(|e| err(e.to_string()))?,
                 )
             }
-            Protocol::Udp => Proxy::Udp(
-                bind_retrying(bind_wait, || {
-                    UdpProxy::start_with_observer(
-                        UdpProxyConfig::new(vec![cfg.listen]),
-                        Arc::clone(&pool),
-                        Arc::clone(&observer),
-                    )
-                })
-                .await
-                .map_err(|e| err(e.to_string()))?,
-            ),
+            Protocol::Udp => {
+                let uc = UdpProxyConfig::new(vec![cfg.listen]);
+                let socket = listeners
+                    .get_udp(cfg.listen, &uc.listen_options, bind_wait)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+                Proxy::Udp(
+                    UdpProxy::start_on(uc, Arc::clone(&pool), Arc::clone(&observer), vec![socket])
+                        .map_err(|e| err(e.to_string()))?,
+                )
+            }
             Protocol::Http => {
                 let listener = listeners
                     .get(cfg.listen, &ListenOptions::default(), bind_wait)
@@ -523,12 +549,23 @@ impl VsRuntime {
         self.live_task.abort();
         match &self.proxy {
             Proxy::Tcp(h) => h.stop_accepting(),
-            Proxy::Udp(h) => h.stop(),
+            Proxy::Udp(h) => h.stop_receiving(),
             Proxy::Http(_) => {}
         }
     }
 
-    /// Drains established connections up to `deadline`, stops the checks, and ends.
+    /// A UDP virtual server's sessions end now instead of draining (a UDP session has no
+    /// end of its own but its idle timeout): for a virtual server that goes away or a node
+    /// that stops. One that a reload restarts lets them drain, carrying the replies to what
+    /// it forwarded before its replacement took the socket over. No-op for TCP and HTTP.
+    pub(crate) fn end_udp_sessions(&self) {
+        if let Proxy::Udp(h) = &self.proxy {
+            h.stop();
+        }
+    }
+
+    /// Drains established connections (UDP: sessions) up to `deadline`, stops the checks,
+    /// and ends.
     pub(crate) async fn stop(self, deadline: Duration) {
         match self.proxy {
             Proxy::Tcp(h) => {
@@ -538,7 +575,13 @@ impl VsRuntime {
                 }
                 h.stop().await;
             }
-            Proxy::Udp(h) => h.stop(),
+            Proxy::Udp(h) => {
+                // Sessions carry the backends' replies until they go idle or the deadline.
+                let closed = h.drain(deadline).await;
+                if closed > 0 {
+                    tracing::debug!(virtual_server = %self.cfg.name, closed, "UDP sessions ended at the drain deadline");
+                }
+            }
             Proxy::Http(h) => {
                 let proxy = h
                     .lock()

@@ -106,6 +106,8 @@ struct Shared {
     sessions: Sessions,
     /// Set by [`UdpHandle::drain`]: no new sessions.
     draining: std::sync::atomic::AtomicBool,
+    /// Set by [`UdpHandle::stop_receiving`]: the listening sockets are no longer read.
+    stop_receiving: watch::Sender<bool>,
     close: watch::Sender<bool>,
 }
 
@@ -134,17 +136,38 @@ impl UdpProxy {
         pool: Arc<Pool>,
         observer: Arc<dyn OutcomeObserver>,
     ) -> Result<UdpHandle> {
-        if config.listen.is_empty() || config.max_sessions == 0 || config.max_datagram == 0 {
-            return Err(Error::Config {
-                setting: "udp virtual_server",
-                reason: "needs a listen address, max_sessions > 0 and max_datagram > 0".into(),
-            });
-        }
+        validate(&config)?;
         let sockets = config
             .listen
             .iter()
-            .map(|a| bind_udp(*a, &config.listen_options).map(Arc::new))
+            .map(|a| bind_udp(*a, &config.listen_options))
             .collect::<Result<Vec<_>>>()?;
+        Self::start_on(config, pool, observer, sockets)
+    }
+
+    /// Like [`UdpProxy::start_with_observer`], on sockets the caller bound (`config.listen`
+    /// is not bound again). A node's reload uses it to start a replacement on a duplicate
+    /// (`dup(2)`) of the running virtual server's socket, then calls
+    /// [`UdpHandle::stop_receiving`] on the old one: no datagram meets a closed port and
+    /// none queued in the socket is lost.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty `sockets` or the limits [`UdpProxy::start`] checks;
+    /// [`Error::Io`] when a socket has no local address.
+    pub fn start_on(
+        config: UdpProxyConfig,
+        pool: Arc<Pool>,
+        observer: Arc<dyn OutcomeObserver>,
+        sockets: Vec<UdpSocket>,
+    ) -> Result<UdpHandle> {
+        validate(&config)?;
+        if sockets.is_empty() {
+            return Err(Error::Config {
+                setting: "udp virtual_server",
+                reason: "at least one listening socket is needed".into(),
+            });
+        }
+        let sockets: Vec<Arc<UdpSocket>> = sockets.into_iter().map(Arc::new).collect();
         let local_addrs = sockets
             .iter()
             .map(|s| s.local_addr())
@@ -156,6 +179,7 @@ impl UdpProxy {
             stats: ProxyStats::default(),
             sessions: Mutex::new(HashMap::new()),
             draining: false.into(),
+            stop_receiving: watch::Sender::new(false),
             close: watch::Sender::new(false),
         });
         let tasks = sockets
@@ -168,6 +192,16 @@ impl UdpProxy {
             tasks,
         })
     }
+}
+
+fn validate(config: &UdpProxyConfig) -> Result<()> {
+    if config.listen.is_empty() || config.max_sessions == 0 || config.max_datagram == 0 {
+        return Err(Error::Config {
+            setting: "udp virtual_server",
+            reason: "needs a listen address, max_sessions > 0 and max_datagram > 0".into(),
+        });
+    }
+    Ok(())
 }
 
 /// A running UDP virtual server. Dropping it stops it.
@@ -213,6 +247,15 @@ impl UdpHandle {
         left
     }
 
+    /// Stops reading the listening sockets, between two datagrams (one already read is
+    /// still forwarded), while existing sessions go on carrying the backends' replies back
+    /// through the same sockets. Datagrams that arrive from now on stay queued for whoever
+    /// else reads the socket: a replacement started with [`UdpProxy::start_on`] on a
+    /// duplicate of it. Follow with [`UdpHandle::drain`] to end the sessions.
+    pub fn stop_receiving(&self) {
+        self.shared.stop_receiving.send_replace(true);
+    }
+
     /// Stops listening and ends every session.
     pub fn stop(&self) {
         self.shared.close.send_replace(true);
@@ -237,8 +280,15 @@ async fn listen_loop(shared: Arc<Shared>, listener: Arc<UdpSocket>) {
     let Ok(local) = listener.local_addr() else {
         return;
     };
+    let mut stop = shared.stop_receiving.subscribe();
     loop {
-        let (n, client) = match listener.recv_from(&mut buf).await {
+        // `recv_from` is cancel safe: a datagram is either read here or left in the socket.
+        let received = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            r = listener.recv_from(&mut buf) => r,
+        };
+        let (n, client) = match received {
             Ok(r) => r,
             Err(e) => {
                 // ICMP errors for replies we sent to vanished clients surface here; the
