@@ -864,3 +864,134 @@ address = "{echo}"
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// After a reload restarted a UDP virtual server (its predecessor draining for up to
+/// `drain_deadline`, here 30 s), a reload that removes it refuses the port at once, as
+/// keepalived does for a removed IPVS service; adding it back on the wildcard address, and
+/// then moving it to the loopback address (overlapping binds), serves at once each time.
+#[test]
+fn reload_removing_re_adding_and_moving_a_udp_virtual_server() {
+    let dir = tempdir();
+    let echo = SlowUdpEcho::start(Duration::ZERO);
+    let other = RealServer::start("other");
+    let (port, tcp_port) = {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        (u.local_addr().unwrap().port(), free_port())
+    };
+    // `udp`: None for no UDP virtual server, else (listen address, lb_algo).
+    let config = |udp: Option<(&str, &str)>| {
+        let mut c = format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "30s"
+
+[[virtual_server]]
+name = "other"
+listen = "127.0.0.1:{tcp_port}"
+protocol = "tcp"
+[[virtual_server.backend]]
+address = "{other}"
+"#,
+            sock = dir.join("admin.sock").display(),
+            other = other.addr
+        );
+        if let Some((ip, algo)) = udp {
+            c += &format!(
+                r#"
+[[virtual_server]]
+name = "dns"
+listen = "{ip}:{port}"
+protocol = "udp"
+lb_algo = "{algo}"
+[[virtual_server.backend]]
+address = "{echo}"
+"#,
+                echo = echo.addr
+            );
+        }
+        c
+    };
+    let (node, sock) = start_node(&dir, &config(Some(("127.0.0.1", "rr"))));
+    // Writes `udp`'s configuration, sends SIGHUP, waits until `lbctl status` shows it.
+    let reload = |udp: Option<(&str, &str)>| {
+        std::fs::write(dir.join("node.toml"), config(udp)).unwrap();
+        let hup = Command::new("kill")
+            .args(["-HUP", &node.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        let want = udp.map(|(ip, algo)| (format!("{ip}:{port}"), algo.to_owned()));
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                let s = status(&sock);
+                let dns = s["virtual_servers"].as_array().and_then(|a| {
+                    a.iter().find(|v| v["name"] == "dns").map(|v| {
+                        (
+                            v["listen"].as_str().unwrap_or_default().to_owned(),
+                            v["scheduler"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                });
+                dns == want
+            }),
+            "reload to {want:?} not applied: {}",
+            status(&sock)
+        );
+    };
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(("127.0.0.1", port)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // How long until `what` comes back (at most 3 s; a refusal in between is retried).
+    let served = |what: &str| -> Option<Duration> {
+        let mut buf = [0u8; 64];
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            let _ = client.send(what.as_bytes());
+            if client
+                .recv(&mut buf)
+                .is_ok_and(|n| &buf[..n] == what.as_bytes())
+            {
+                return Some(t.elapsed());
+            }
+        }
+        None
+    };
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    assert!(served("a").is_some(), "served at start\n{}", log());
+    // A restart: the predecessor drains (its session is recent).
+    reload(Some(("127.0.0.1", "wrr")));
+    assert!(served("b").is_some(), "served after a restart\n{}", log());
+    // Removed: refused at once, though the predecessor's drain has 30 s to go.
+    reload(None);
+    let t = Instant::now();
+    let mut buf = [0u8; 64];
+    let refused = loop {
+        let _ = client.send(b"c");
+        match client.recv(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break true,
+            Ok(_) => break false,
+            Err(_) if t.elapsed() > Duration::from_secs(3) => break false,
+            Err(_) => {}
+        }
+    };
+    assert!(
+        refused,
+        "a removed UDP virtual server's port is refused\n{}",
+        log()
+    );
+    // Added back on the wildcard address, then moved to the loopback one.
+    reload(Some(("0.0.0.0", "rr")));
+    assert!(served("d").is_some(), "served on 0.0.0.0\n{}", log());
+    reload(Some(("127.0.0.1", "rr")));
+    assert!(
+        served("e").is_some(),
+        "served after moving to 127.0.0.1\n{}",
+        log()
+    );
+    assert!(!log().contains("not started"), "{}", log());
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -294,7 +294,12 @@ async fn handover_to_a_proxy_on_a_duplicate_socket_loses_no_datagram() {
             })
         };
         let mut new = None;
+        let mut old_forwarded = None;
         for seq in 0..N {
+            if seq == N / 2 + 20 {
+                // 20 ms after the handover the old proxy no longer reads the socket.
+                old_forwarded = Some(old.stats().bytes_to_backend);
+            }
             if seq == N / 2 {
                 new = Some(
                     UdpProxy::start_on(
@@ -321,6 +326,15 @@ async fn handover_to_a_proxy_on_a_duplicate_socket_loses_no_datagram() {
         assert!(
             old.stats().accepted == 1 && new.stats().accepted == 1,
             "one session each"
+        );
+        assert_eq!(
+            Some(old.stats().bytes_to_backend),
+            old_forwarded,
+            "the old proxy stopped forwarding after stop_receiving"
+        );
+        assert!(
+            new.stats().bytes_to_backend >= u64::from(N / 2 - 20) * 3,
+            "the new proxy forwarded the rest"
         );
         assert!(
             new.stats().bytes_to_client > 0,

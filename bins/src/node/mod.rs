@@ -23,7 +23,12 @@
 //!   accepting (`vs::Listeners`): no connection is refused and none queued is lost. A
 //!   restarted UDP virtual server likewise receives on a duplicate of the running socket
 //!   while the old one's sessions carry the replies to what it forwarded until they go
-//!   idle or `drain_deadline`: no datagram meets a closed port and no reply is lost. An
+//!   idle or `drain_deadline`: no datagram meets a closed port and no reply is lost. Its
+//!   clients' next datagrams open new sessions, scheduled afresh (unlike IPVS, whose
+//!   connection entries outlive a service edit, a flow may move to another real server).
+//!   A virtual server that nothing replaces on its address stops accepting (UDP: ends its
+//!   sessions) before anything binds, so its port is refused at once and an overlapping
+//!   address (`0.0.0.0:53` → `127.0.0.1:53`) can be bound. An
 //!   HTTP virtual server whose routes name one that
 //!   restarts or goes away restarts too, so no proxy keeps a stale pool.
 //! * HTTP routes (`[[virtual_server.http.route]]`): the proxy of an HTTP virtual server is
@@ -228,6 +233,15 @@ struct Node {
     live: HashMap<String, Arc<watch::Sender<bool>>>,
     /// Listening sockets kept for hand-over to restarted virtual servers.
     listeners: Listeners,
+    /// UDP proxies that a reload replaced and whose sessions still drain, by the address
+    /// they shared with their replacement: closed at once when a later reload leaves no
+    /// UDP virtual server on that address (so the port is refused, or free to bind, at
+    /// once, as keepalived's removed IPVS service), and at SIGTERM.
+    draining_udp: Vec<(
+        std::net::SocketAddr,
+        lb_proxy::udp::UdpCloser,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 /// Reads the counters of `v`'s proxy, in HTTP mode.
@@ -370,6 +384,7 @@ impl Node {
             speakers: Vec::new(),
             live: HashMap::new(),
             listeners: Listeners::default(),
+            draining_udp: Vec::new(),
         };
         // Route targets first: a virtual server's proxy is handed its targets' pools.
         for i in config.start_order() {
@@ -500,18 +515,34 @@ impl Node {
         // retired proxies stop accepting (UDP: receiving) and their established connections
         // (UDP: sessions) drain in the background.
         let deadline = new.global.drain_deadline;
+        // Does the new configuration listen on `a` with UDP (`udp`) or TCP (TCP, HTTP)?
+        let listens_on = |a: &std::net::SocketAddr, udp: bool| {
+            new.virtual_servers
+                .iter()
+                .any(|n| n.listen == *a && (n.protocol == Protocol::Udp) == udp)
+        };
+        let udp_on = |a: &std::net::SocketAddr| listens_on(a, true);
         // Their liveness goes to the replacements from now on.
         for v in &retired {
             v.detach_liveness();
-            // A UDP virtual server that nothing replaces on its address ends its sessions.
-            let replaced = new
-                .virtual_servers
-                .iter()
-                .any(|n| n.listen == v.cfg.listen && n.protocol == Protocol::Udp);
-            if !replaced {
+            // One that nothing replaces on its address stops accepting (UDP: ends its
+            // sessions) now, before anything binds: a virtual server moving between
+            // overlapping addresses (`0.0.0.0:53` to `127.0.0.1:53`) needs the port free.
+            let udp = v.cfg.protocol == Protocol::Udp;
+            if !listens_on(&v.cfg.listen, udp) {
+                v.stop_accepting();
                 v.end_udp_sessions();
             }
         }
+        self.draining_udp.retain(|(a, closer, task)| {
+            if !udp_on(a) {
+                closer.close();
+            }
+            !task.is_finished()
+        });
+        // Kept sockets of addresses the new configuration does not use close before
+        // anything binds, too.
+        self.listeners.retain(listens_on);
         for i in new.start_order() {
             let n = &new.virtual_servers[i];
             if kept.iter().any(|k| k.cfg.name == n.name) {
@@ -538,7 +569,12 @@ impl Node {
         }
         for v in retired {
             v.stop_accepting();
-            tokio::spawn(v.stop(deadline));
+            let closer = v.udp_closer();
+            let listen = v.cfg.listen;
+            let task = tokio::spawn(v.stop(deadline));
+            if let Some(closer) = closer.filter(|_| udp_on(&listen)) {
+                self.draining_udp.push((listen, closer, task));
+            }
         }
         // Sockets of addresses nothing listens on any more close now.
         self.listeners.retain(|a, udp| {
@@ -606,6 +642,9 @@ impl Node {
         for v in &vss {
             v.stop_accepting();
             v.end_udp_sessions();
+        }
+        for (_, closer, _) in self.draining_udp.drain(..) {
+            closer.close();
         }
         futures::future::join_all(vss.into_iter().map(|v| v.stop(deadline))).await;
     }

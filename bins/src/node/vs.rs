@@ -16,7 +16,7 @@ use lb_proxy::http::{HttpPool, HttpProxy};
 use lb_proxy::listener::{bind_tcp, bind_udp, ListenOptions};
 use lb_proxy::outcome::{Outcome, OutcomeObserver};
 use lb_proxy::tcp::{ProxyHandle, TcpProxy, TcpProxyConfig};
-use lb_proxy::udp::{UdpHandle, UdpProxy, UdpProxyConfig};
+use lb_proxy::udp::{UdpCloser, UdpHandle, UdpProxy, UdpProxyConfig};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -561,6 +561,15 @@ impl VsRuntime {
     pub(crate) fn end_udp_sessions(&self) {
         if let Proxy::Udp(h) = &self.proxy {
             h.stop();
+        }
+    }
+
+    /// For a UDP virtual server, a handle that ends its sessions while [`VsRuntime::stop`]
+    /// drains them in another task.
+    pub(crate) fn udp_closer(&self) -> Option<UdpCloser> {
+        match &self.proxy {
+            Proxy::Udp(h) => Some(h.closer()),
+            _ => None,
         }
     }
 

@@ -136,7 +136,12 @@ impl UdpProxy {
         pool: Arc<Pool>,
         observer: Arc<dyn OutcomeObserver>,
     ) -> Result<UdpHandle> {
-        validate(&config)?;
+        if config.listen.is_empty() {
+            return Err(Error::Config {
+                setting: "udp virtual_server",
+                reason: "needs a listen address".into(),
+            });
+        }
         let sockets = config
             .listen
             .iter()
@@ -146,13 +151,13 @@ impl UdpProxy {
     }
 
     /// Like [`UdpProxy::start_with_observer`], on sockets the caller bound (`config.listen`
-    /// is not bound again). A node's reload uses it to start a replacement on a duplicate
+    /// is not used: it may be empty). A node's reload uses it to start a replacement on a duplicate
     /// (`dup(2)`) of the running virtual server's socket, then calls
     /// [`UdpHandle::stop_receiving`] on the old one: no datagram meets a closed port and
     /// none queued in the socket is lost.
     ///
     /// # Errors
-    /// [`Error::Config`] for an empty `sockets` or the limits [`UdpProxy::start`] checks;
+    /// [`Error::Config`] for an empty `sockets`, `max_sessions` or `max_datagram` 0;
     /// [`Error::Io`] when a socket has no local address.
     pub fn start_on(
         config: UdpProxyConfig,
@@ -195,10 +200,10 @@ impl UdpProxy {
 }
 
 fn validate(config: &UdpProxyConfig) -> Result<()> {
-    if config.listen.is_empty() || config.max_sessions == 0 || config.max_datagram == 0 {
+    if config.max_sessions == 0 || config.max_datagram == 0 {
         return Err(Error::Config {
             setting: "udp virtual_server",
-            reason: "needs a listen address, max_sessions > 0 and max_datagram > 0".into(),
+            reason: "needs max_sessions > 0 and max_datagram > 0".into(),
         });
     }
     Ok(())
@@ -256,12 +261,37 @@ impl UdpHandle {
         self.shared.stop_receiving.send_replace(true);
     }
 
+    /// A handle that ends every session of this proxy ([`UdpCloser::close`]) while another
+    /// task drains it ([`UdpHandle::drain`] consumes no handle, but a node drains in a task
+    /// of its own and may need to cut the drain short: when a later reload removes the
+    /// address, or at SIGTERM).
+    pub fn closer(&self) -> UdpCloser {
+        UdpCloser {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// Stops listening and ends every session.
     pub fn stop(&self) {
         self.shared.close.send_replace(true);
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Ends the sessions of a [`UdpHandle`] from elsewhere; see [`UdpHandle::closer`].
+#[derive(Debug, Clone)]
+pub struct UdpCloser {
+    shared: Arc<Shared>,
+}
+
+impl UdpCloser {
+    /// Ends every session and stops receiving: the proxy lets go of its sockets once its
+    /// tasks notice (at their next poll), and a [`UdpHandle::drain`] in progress returns.
+    pub fn close(&self) {
+        self.shared.stop_receiving.send_replace(true);
+        self.shared.close.send_replace(true);
     }
 }
 
