@@ -793,25 +793,13 @@ async fn forward(
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_up) = client_upgrade {
                         let backend_up = hyper::upgrade::on(&mut resp);
-                        let conn_guard = backend.stats().connection();
-                        let mut kill = shared.kill.clone();
                         inc(&shared.vs.upgrades);
-                        tokio::spawn(async move {
-                            let _conn = conn_guard;
-                            let _req = guard;
-                            let tunnel = async {
-                                let (c, b) = tokio::try_join!(client_up, backend_up)?;
-                                let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
-                                tokio::io::copy_bidirectional(&mut c, &mut b).await?;
-                                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-                            };
-                            tokio::select! {
-                                r = tunnel => if let Err(e) = r {
-                                    tracing::debug!(error = %e, "upgraded tunnel ended");
-                                },
-                                _ = kill.changed() => {}
-                            }
-                        });
+                        spawn_tunnel(
+                            client_up,
+                            backend_up,
+                            (backend.stats().connection(), guard),
+                            shared.kill.clone(),
+                        );
                         let (mut parts, _) = resp.into_parts();
                         strip_hop_by_hop(&mut parts.headers, true);
                         return Ok(Response::from_parts(parts, ResponseBody::empty()));
@@ -832,6 +820,36 @@ async fn forward(
             }
         }
     }
+}
+
+/// Joins an upgraded client connection to the upgraded backend one (WebSocket) until
+/// either side closes or the proxy is killed; `guards` count the connection and request.
+///
+/// Out of line and cold: the per-request path in [`forward`] stays compact in the
+/// instruction cache.
+#[cold]
+#[inline(never)]
+fn spawn_tunnel<G: Send + 'static>(
+    client_up: hyper::upgrade::OnUpgrade,
+    backend_up: hyper::upgrade::OnUpgrade,
+    guards: G,
+    mut kill: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let _guards = guards;
+        let tunnel = async {
+            let (c, b) = tokio::try_join!(client_up, backend_up)?;
+            let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+            tokio::io::copy_bidirectional(&mut c, &mut b).await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        };
+        tokio::select! {
+            r = tunnel => if let Err(e) = r {
+                tracing::debug!(error = %e, "upgraded tunnel ended");
+            },
+            _ = kill.changed() => {}
+        }
+    });
 }
 
 #[cfg(test)]
