@@ -179,6 +179,16 @@ fn start_node(dir: &Path, toml: &str) -> (Node, std::path::PathBuf) {
     (node, sock)
 }
 
+/// Writes `toml` as the node's configuration and sends it SIGHUP (a reload).
+fn reload_node(node: &Node, dir: &Path, toml: &str) {
+    std::fs::write(dir.join("node.toml"), toml).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+}
+
 fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
         "lb-node-loopback-{}-{}",
@@ -433,12 +443,7 @@ address = "{api_backend}"
 
     // Reload with api's backend moved to c: api restarts, and so does web (it routes to
     // api), so /api on the front reaches c, not a stale pool.
-    std::fs::write(dir.join("node.toml"), config(c.addr)).unwrap();
-    let hup = Command::new("kill")
-        .args(["-HUP", &node.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    reload_node(&node, &dir, &config(c.addr));
     let mut last = String::new();
     let moved = wait_until(Duration::from_secs(10), || {
         last = request(front, "www.example.com", "/api/x").unwrap_or_default();
@@ -577,12 +582,7 @@ address = "{b}"
 
     for algo in ["wrr", "rr", "wrr", "rr", "wrr", "rr"] {
         std::thread::sleep(Duration::from_millis(150));
-        std::fs::write(dir.join("node.toml"), config(algo)).unwrap();
-        let hup = Command::new("kill")
-            .args(["-HUP", &node.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(hup.success());
+        reload_node(&node, &dir, &config(algo));
         let applied = wait_until(Duration::from_secs(10), || {
             let s = status(&sock);
             (0..2).all(|i| s["virtual_servers"][i]["scheduler"] == algo)
@@ -841,12 +841,7 @@ address = "{echo}"
     };
     for algo in ["wrr", "rr", "wrr"] {
         std::thread::sleep(Duration::from_millis(400));
-        std::fs::write(dir.join("node.toml"), config(algo)).unwrap();
-        let hup = Command::new("kill")
-            .args(["-HUP", &node.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(hup.success());
+        reload_node(&node, &dir, &config(algo));
         let applied = wait_until(Duration::from_secs(5), || {
             status(&sock)["virtual_servers"][0]["scheduler"] == algo
         });
@@ -915,12 +910,7 @@ address = "{echo}"
     let (node, sock) = start_node(&dir, &config(Some(("127.0.0.1", "rr"))));
     // Writes `udp`'s configuration, sends SIGHUP, waits until `lbctl status` shows it.
     let reload = |udp: Option<(&str, &str)>| {
-        std::fs::write(dir.join("node.toml"), config(udp)).unwrap();
-        let hup = Command::new("kill")
-            .args(["-HUP", &node.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(hup.success());
+        reload_node(&node, &dir, &config(udp));
         let want = udp.map(|(ip, algo)| (format!("{ip}:{port}"), algo.to_owned()));
         assert!(
             wait_until(Duration::from_secs(5), || {

@@ -138,8 +138,9 @@ pub fn backend_addr(i: u32) -> SocketAddr {
     )
 }
 
-/// Ready, healthy, non-backup backends with these weights (via [`backends_from`]).
-fn ready_backends(weights: &[u32]) -> Vec<Backend> {
+/// Ready, healthy, non-backup backends with these weights, ids `0..weights.len()` (via
+/// [`backends_from`]).
+pub fn ready_backends(weights: &[u32]) -> Vec<Backend> {
     let specs: Vec<BackendSpec> = weights
         .iter()
         .map(|&weight| BackendSpec {

@@ -6,26 +6,12 @@ use std::time::{Duration, Instant};
 
 use lb_core::algo::maglev::Maglev;
 use lb_core::algo::round_robin::{SmoothWeightedRoundRobin, WeightedRoundRobin};
-use lb_core::testing::{backend_spec, backends_from, BackendSpec};
+use lb_core::testing::{backend_spec, backends_from, ready_backends, BackendSpec};
 use lb_core::{
     AdminState, Algorithm, Backend, BackendId, BackendSet, BuildScheduler, Health, Pool,
     PoolConfig, Scheduler, SelectContext,
 };
 use proptest::prelude::*;
-
-fn up(weights: &[u32]) -> Vec<Backend> {
-    backends_from(
-        &weights
-            .iter()
-            .map(|&weight| BackendSpec {
-                weight,
-                admin: AdminState::Ready,
-                health: Health::Up,
-                backup: false,
-            })
-            .collect::<Vec<_>>(),
-    )
-}
 
 /// A formula's cost of candidate `i`.
 type Cost<'a> = Box<dyn Fn(usize) -> f64 + 'a>;
@@ -72,7 +58,7 @@ proptest! {
     /// wrr and smooth wrr: over Σw picks each backend gets exactly its weight.
     #[test]
     fn wrr_and_swrr_exact_over_a_cycle(weights in prop::collection::vec(1u32..=12, 1..10)) {
-        let set = up(&weights);
+        let set = ready_backends(&weights);
         let total: u32 = weights.iter().sum();
         for s in [
             &WeightedRoundRobin::new(&set, None) as &dyn Scheduler,
@@ -92,7 +78,7 @@ proptest! {
     /// weight forces, ⌈w / (Σw − w)⌉ (a backend holding all the weight runs forever).
     #[test]
     fn swrr_is_smooth(weights in prop::collection::vec(1u32..=12, 2..8)) {
-        let set = up(&weights);
+        let set = ready_backends(&weights);
         let s = SmoothWeightedRoundRobin::new(&set, None);
         let cycle: Vec<u32> = s.cycle_ids().map(|id| id.0).collect();
         let total: u32 = cycle.len() as u32;
@@ -113,7 +99,7 @@ proptest! {
     #[test]
     fn least_family_picks_a_minimum(loads in prop::collection::vec((0u64..6, 1u32..=5), 1..8)) {
         let weights: Vec<u32> = loads.iter().map(|l| l.1).collect();
-        let set = up(&weights);
+        let set = ready_backends(&weights);
         let mut guards = Vec::new();
         for (b, (active, _)) in set.iter().zip(&loads) {
             for _ in 0..*active {
@@ -141,7 +127,7 @@ proptest! {
     /// the same set (two independent builds stand for two LB nodes).
     #[test]
     fn hashes_are_stable_across_rebuilds(weights in prop::collection::vec(1u32..=5, 1..10), keys in prop::collection::vec(any::<u64>(), 1..50)) {
-        let set = up(&weights);
+        let set = ready_backends(&weights);
         for name in ["sh", "dh", "mh", "ring_hash"] {
             let alg: Algorithm = name.parse().unwrap();
             let a = alg.build(&set, None).unwrap();
@@ -157,7 +143,7 @@ proptest! {
     /// Maglev slot shares match weight shares within 1 % at M = 65 537.
     #[test]
     fn maglev_slot_shares_match_weights(weights in prop::collection::vec(1u32..=10, 1..30)) {
-        let set = up(&weights);
+        let set = ready_backends(&weights);
         let mh = Maglev::new(&set, 65_537).unwrap();
         let total: u32 = weights.iter().sum();
         for (i, c) in mh.slot_counts().iter().enumerate() {
@@ -174,7 +160,7 @@ proptest! {
 fn removal_moves_about_one_nth() {
     const KEYS: u64 = 100_000;
     for n in [5u32, 10, 50] {
-        let set = up(&vec![1; n as usize]);
+        let set = ready_backends(&vec![1; n as usize]);
         let fewer: Vec<Backend> = set[1..].to_vec();
         for (name, bound_extra) in [("mh", 0.03), ("ring_hash", 0.0)] {
             let alg: Algorithm = name.parse().unwrap();
@@ -213,7 +199,7 @@ fn removal_moves_about_one_nth() {
 #[test]
 fn rebuild_keeps_rr_position_and_counts() {
     let now = t0();
-    let set = BackendSet::new(up(&[1, 1, 1])).unwrap();
+    let set = BackendSet::new(ready_backends(&[1, 1, 1])).unwrap();
     let pool = Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap();
     let ctx = SelectContext::default();
     let first = pool.select(now, &ctx, &mut |_| true).unwrap();

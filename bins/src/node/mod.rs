@@ -28,9 +28,9 @@
 //!   connection entries outlive a service edit, a flow may move to another real server).
 //!   A virtual server that nothing replaces on its address stops accepting (UDP: ends its
 //!   sessions) before anything binds, so its port is refused at once and an overlapping
-//!   address (`0.0.0.0:53` → `127.0.0.1:53`) can be bound. An
-//!   HTTP virtual server whose routes name one that
-//!   restarts or goes away restarts too, so no proxy keeps a stale pool.
+//!   address (`0.0.0.0:53` → `127.0.0.1:53`) can be bound. An HTTP virtual server whose
+//!   routes name one that restarts or goes away restarts too, so no proxy keeps a stale
+//!   pool.
 //! * HTTP routes (`[[virtual_server.http.route]]`): the proxy of an HTTP virtual server is
 //!   handed the pools of the virtual servers it routes to (with their passive-health
 //!   observers), so their health checks steer routed requests at once; targets start first,
@@ -233,15 +233,21 @@ struct Node {
     live: HashMap<String, Arc<watch::Sender<bool>>>,
     /// Listening sockets kept for hand-over to restarted virtual servers.
     listeners: Listeners,
-    /// UDP proxies that a reload replaced and whose sessions still drain, by the address
-    /// they shared with their replacement: closed at once when a later reload leaves no
-    /// UDP virtual server on that address (so the port is refused, or free to bind, at
-    /// once, as keepalived's removed IPVS service), and at SIGTERM.
-    draining_udp: Vec<(
-        std::net::SocketAddr,
-        lb_proxy::udp::UdpCloser,
-        tokio::task::JoinHandle<()>,
-    )>,
+    /// UDP proxies that a reload replaced and whose sessions still drain: closed at once
+    /// when a later reload leaves no UDP virtual server on their address (so the port is
+    /// refused, or free to bind, at once, as keepalived's removed IPVS service), and at
+    /// SIGTERM.
+    draining_udp: Vec<DrainingUdp>,
+}
+
+/// A replaced UDP virtual server's proxy while its sessions drain.
+#[derive(Debug)]
+struct DrainingUdp {
+    /// The address it shares with its replacement.
+    listen: std::net::SocketAddr,
+    closer: lb_proxy::udp::UdpCloser,
+    /// The drain ([`VsRuntime::stop`]); finished entries are dropped at the next reload.
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Reads the counters of `v`'s proxy, in HTTP mode.
@@ -534,11 +540,11 @@ impl Node {
                 v.end_udp_sessions();
             }
         }
-        self.draining_udp.retain(|(a, closer, task)| {
-            if !udp_on(a) {
-                closer.close();
+        self.draining_udp.retain(|d| {
+            if !udp_on(&d.listen) {
+                d.closer.close();
             }
-            !task.is_finished()
+            !d.task.is_finished()
         });
         // Kept sockets of addresses the new configuration does not use close before
         // anything binds, too.
@@ -573,10 +579,15 @@ impl Node {
             let listen = v.cfg.listen;
             let task = tokio::spawn(v.stop(deadline));
             if let Some(closer) = closer.filter(|_| udp_on(&listen)) {
-                self.draining_udp.push((listen, closer, task));
+                self.draining_udp.push(DrainingUdp {
+                    listen,
+                    closer,
+                    task,
+                });
             }
         }
-        // Sockets of addresses nothing listens on any more close now.
+        // Sockets of addresses nothing listens on any more (a virtual server that failed to
+        // start) close now.
         self.listeners.retain(|a, udp| {
             kept.iter()
                 .any(|k| k.cfg.listen == *a && (k.cfg.protocol == Protocol::Udp) == udp)
@@ -643,8 +654,8 @@ impl Node {
             v.stop_accepting();
             v.end_udp_sessions();
         }
-        for (_, closer, _) in self.draining_udp.drain(..) {
-            closer.close();
+        for d in self.draining_udp.drain(..) {
+            d.closer.close();
         }
         futures::future::join_all(vss.into_iter().map(|v| v.stop(deadline))).await;
     }

@@ -538,13 +538,13 @@ impl VsRuntime {
         Ok(true)
     }
 
-    /// Stops accepting new connections and stops reporting liveness (a replacement, if
-    /// any, reports from now on).
     /// Stops writing this virtual server's liveness (a replacement writes it now).
     pub(crate) fn detach_liveness(&self) {
         self.live_task.abort();
     }
 
+    /// Stops accepting new connections (UDP: receiving datagrams) and stops reporting
+    /// liveness (a replacement, if any, reports from now on).
     pub(crate) fn stop_accepting(&self) {
         self.live_task.abort();
         match &self.proxy {

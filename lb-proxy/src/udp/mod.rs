@@ -151,8 +151,8 @@ impl UdpProxy {
     }
 
     /// Like [`UdpProxy::start_with_observer`], on sockets the caller bound (`config.listen`
-    /// is not used: it may be empty). A node's reload uses it to start a replacement on a duplicate
-    /// (`dup(2)`) of the running virtual server's socket, then calls
+    /// is not used: it may be empty). A node's reload uses it to start a replacement on a
+    /// duplicate (`dup(2)`) of the running virtual server's socket, then calls
     /// [`UdpHandle::stop_receiving`] on the old one: no datagram meets a closed port and
     /// none queued in the socket is lost.
     ///
@@ -261,10 +261,9 @@ impl UdpHandle {
         self.shared.stop_receiving.send_replace(true);
     }
 
-    /// A handle that ends every session of this proxy ([`UdpCloser::close`]) while another
-    /// task drains it ([`UdpHandle::drain`] consumes no handle, but a node drains in a task
-    /// of its own and may need to cut the drain short: when a later reload removes the
-    /// address, or at SIGTERM).
+    /// A handle that can end this proxy's sessions from elsewhere ([`UdpCloser::close`]),
+    /// for a [`UdpHandle::drain`] running in another task that must be cut short (lb-node:
+    /// a later reload removes the address, or SIGTERM).
     pub fn closer(&self) -> UdpCloser {
         UdpCloser {
             shared: Arc::clone(&self.shared),
@@ -273,7 +272,7 @@ impl UdpHandle {
 
     /// Stops listening and ends every session.
     pub fn stop(&self) {
-        self.shared.close.send_replace(true);
+        self.shared.close_all();
         for t in &self.tasks {
             t.abort();
         }
@@ -290,8 +289,15 @@ impl UdpCloser {
     /// Ends every session and stops receiving: the proxy lets go of its sockets once its
     /// tasks notice (at their next poll), and a [`UdpHandle::drain`] in progress returns.
     pub fn close(&self) {
-        self.shared.stop_receiving.send_replace(true);
-        self.shared.close.send_replace(true);
+        self.shared.close_all();
+    }
+}
+
+impl Shared {
+    /// Stops receiving and ends every session (their tasks notice at their next poll).
+    fn close_all(&self) {
+        self.stop_receiving.send_replace(true);
+        self.close.send_replace(true);
     }
 }
 
