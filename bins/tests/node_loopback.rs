@@ -985,3 +985,111 @@ address = "{echo}"
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reload whose new version of a virtual server cannot bind (its new port is taken by
+/// another program) keeps the running version serving on its old address, as HAProxy's old
+/// process outlives a failed reload; a virtual server added on a taken port is not started
+/// and disturbs nothing. Once the ports are free, SIGHUP with the same file applies both.
+#[test]
+fn reload_keeps_a_virtual_server_whose_replacement_cannot_bind() {
+    let dir = tempdir();
+    let web = RealServer::start("web");
+    let old_port = free_port();
+    // Another program's listeners on the ports the new configuration wants.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_api = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (new_port, api_port) = (
+        taken.local_addr().unwrap().port(),
+        taken_api.local_addr().unwrap().port(),
+    );
+    let config = |port: u16, api: bool| {
+        let mut c = format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+[[virtual_server.backend]]
+address = "{web}"
+"#,
+            sock = dir.join("admin.sock").display(),
+            web = web.addr
+        );
+        if api {
+            c += &format!(
+                "\n[[virtual_server]]\nname = \"api\"\nlisten = \"127.0.0.1:{api_port}\"\n\
+                 protocol = \"tcp\"\n[[virtual_server.backend]]\naddress = \"{}\"\n",
+                web.addr
+            );
+        }
+        c
+    };
+    let (node, sock) = start_node(&dir, &config(old_port, false));
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(body(&get(at(old_port)).unwrap()), "web");
+    // Listens of the running virtual servers, by name.
+    let listens = || {
+        let s = status(&sock);
+        let mut v: Vec<(String, String)> = s["virtual_servers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| {
+                        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                        (text("name"), text("listen"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+
+    // "web" moves to a taken port, "api" is added on another: neither can bind.
+    reload_node(&node, &dir, &config(new_port, true));
+    assert!(
+        wait_until(Duration::from_secs(10), || log().contains("reload done")),
+        "{}",
+        log()
+    );
+    assert!(
+        log().contains("keeps running with its previous configuration"),
+        "{}",
+        log()
+    );
+    assert!(log().contains("virtual_server api"), "{}", log());
+    assert_eq!(
+        listens(),
+        vec![("web".to_owned(), format!("127.0.0.1:{old_port}"))]
+    );
+    for _ in 0..5 {
+        assert_eq!(body(&get(at(old_port)).unwrap()), "web", "{}", log());
+    }
+
+    // The ports are free now: the same file, reloaded, applies.
+    drop((taken, taken_api));
+    reload_node(&node, &dir, &config(new_port, true));
+    let want = vec![
+        ("api".to_owned(), format!("127.0.0.1:{api_port}")),
+        ("web".to_owned(), format!("127.0.0.1:{new_port}")),
+    ];
+    assert!(
+        wait_until(Duration::from_secs(10), || listens() == want),
+        "{:?}\n{}",
+        listens(),
+        log()
+    );
+    assert_eq!(body(&get(at(new_port)).unwrap()), "web");
+    assert_eq!(body(&get(at(api_port)).unwrap()), "web");
+    assert!(
+        wait_until(Duration::from_secs(5), || TcpStream::connect(at(old_port))
+            .is_err()),
+        "the old address is closed once the virtual server moved"
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

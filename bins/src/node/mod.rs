@@ -26,9 +26,15 @@
 //!   idle or `drain_deadline`: no datagram meets a closed port and no reply is lost. Its
 //!   clients' next datagrams open new sessions, scheduled afresh (unlike IPVS, whose
 //!   connection entries outlive a service edit, a flow may move to another real server).
-//!   A virtual server that nothing replaces on its address stops accepting (UDP: ends its
-//!   sessions) before anything binds, so its port is refused at once and an overlapping
-//!   address (`0.0.0.0:53` → `127.0.0.1:53`) can be bound. An HTTP virtual server whose
+//!   A virtual server whose new version fails to start (its new address taken by another
+//!   program, say) keeps running its previous version, still accepting on its old address,
+//!   as HAProxy's old process outlives a failed reload; the error is logged, and the next
+//!   reload tries again even if the file did not change. A virtual server added by a
+//!   reload that fails to start is not running, and the instances tracking it see it dead.
+//!   A virtual server that goes away, or moves to an address overlapping its own
+//!   (`0.0.0.0:53` → `127.0.0.1:53`), stops accepting (UDP: ends its sessions) before
+//!   anything binds, so its port is refused at once and the overlapping address can be
+//!   bound; such a move has no previous version to fall back on. An HTTP virtual server whose
 //!   routes name one that restarts or goes away restarts too, so no proxy keeps a stale
 //!   pool.
 //! * HTTP routes (`[[virtual_server.http.route]]`): the proxy of an HTTP virtual server is
@@ -462,7 +468,14 @@ impl Node {
             }
         };
         let d = diff::diff(&self.config, &new);
-        if d.is_empty() {
+        // A virtual server that runs a previous version (its replacement failed to start
+        // at an earlier reload) is tried again even when the file did not change.
+        let all_current = new.virtual_servers.len() == self.vservers.len()
+            && self
+                .vservers
+                .iter()
+                .all(|v| new.virtual_servers.contains(&v.cfg));
+        if d.is_empty() && all_current {
             tracing::info!("reload: nothing changed");
             return;
         }
@@ -528,14 +541,39 @@ impl Node {
                 .any(|n| n.listen == *a && (n.protocol == Protocol::Udp) == udp)
         };
         let udp_on = |a: &std::net::SocketAddr| listens_on(a, true);
+        // Could a socket on `a` keep a new virtual server from binding its address (same
+        // port and kind, one of the two the wildcard address)?
+        let overlaps_new = |a: &std::net::SocketAddr, udp: bool| {
+            new.virtual_servers.iter().any(|n| {
+                (n.protocol == Protocol::Udp) == udp
+                    && n.listen.port() == a.port()
+                    && (n.listen.ip().is_unspecified() || a.ip().is_unspecified())
+            })
+        };
+        // Retired virtual servers that keep accepting while the replacements start, by
+        // name: those restarted on their own address, and those moving to an address their
+        // own does not overlap. If the replacement fails to start, the old one goes on
+        // serving (HAProxy's old process outlives a reload that fails).
+        let mut fallback: Vec<String> = Vec::new();
         // Their liveness goes to the replacements from now on.
         for v in &retired {
             v.detach_liveness();
-            // One that nothing replaces on its address stops accepting (UDP: ends its
-            // sessions) now, before anything binds: a virtual server moving between
-            // overlapping addresses (`0.0.0.0:53` to `127.0.0.1:53`) needs the port free.
             let udp = v.cfg.protocol == Protocol::Udp;
-            if !listens_on(&v.cfg.listen, udp) {
+            let moved = |n: &&config::model::VirtualServer| {
+                n.name == v.cfg.name
+                    && !(n.listen != v.cfg.listen && overlaps_new(&v.cfg.listen, udp))
+            };
+            let claimed_by_other = new.virtual_servers.iter().any(|n| {
+                n.name != v.cfg.name
+                    && n.listen == v.cfg.listen
+                    && (n.protocol == Protocol::Udp) == udp
+            });
+            if new.virtual_servers.iter().any(|n| moved(&n)) && !claimed_by_other {
+                fallback.push(v.cfg.name.clone());
+            } else if !listens_on(&v.cfg.listen, udp) {
+                // Nothing replaces it on its address: it stops accepting (UDP: ends its
+                // sessions) now, before anything binds, so a virtual server moving between
+                // overlapping addresses (`0.0.0.0:53` to `127.0.0.1:53`) finds the port free.
                 v.stop_accepting();
                 v.end_udp_sessions();
             }
@@ -547,8 +585,15 @@ impl Node {
             !d.task.is_finished()
         });
         // Kept sockets of addresses the new configuration does not use close before
-        // anything binds, too.
-        self.listeners.retain(listens_on);
+        // anything binds, too (unless a fallback still accepts on them).
+        self.listeners.retain(|a, udp| {
+            listens_on(a, udp)
+                || retired.iter().any(|v| {
+                    v.cfg.listen == *a
+                        && (v.cfg.protocol == Protocol::Udp) == udp
+                        && fallback.contains(&v.cfg.name)
+                })
+        });
         for i in new.start_order() {
             let n = &new.virtual_servers[i];
             if kept.iter().any(|k| k.cfg.name == n.name) {
@@ -567,14 +612,30 @@ impl Node {
             match started {
                 Ok(v) => kept.push(v),
                 Err(e) => {
-                    // Not serving: the instances tracking it give their VIPs away.
-                    live.send_replace(false);
-                    tracing::error!(error = %e, "reload: virtual server not started");
+                    let old = fallback
+                        .contains(&n.name)
+                        .then(|| retired.iter().position(|v| v.cfg.name == n.name))
+                        .flatten();
+                    if let Some(i) = old {
+                        // The previous version never stopped accepting: it goes on serving.
+                        let mut v = retired.remove(i);
+                        v.resume_liveness(live);
+                        tracing::error!(error = %e, listen = %v.cfg.listen, "reload: virtual server not restarted, it keeps running with its previous configuration (the next reload tries again)");
+                        kept.push(v);
+                    } else {
+                        // Not serving: the instances tracking it give their VIPs away.
+                        live.send_replace(false);
+                        tracing::error!(error = %e, "reload: virtual server not started");
+                    }
                 }
             }
         }
         for v in retired {
             v.stop_accepting();
+            if !listens_on(&v.cfg.listen, v.cfg.protocol == Protocol::Udp) {
+                // One that moved away (after its replacement started): as one removed.
+                v.end_udp_sessions();
+            }
             let closer = v.udp_closer();
             let listen = v.cfg.listen;
             let task = tokio::spawn(v.stop(deadline));

@@ -141,6 +141,39 @@ impl Listeners {
     }
 }
 
+/// Writes "at least one backend can take a connection" of `pool` into `live` now, after
+/// every health event (`events`) and every 200 ms (admin changes from lbctl do not come as
+/// events), until aborted.
+fn spawn_liveness(
+    pool: Arc<Pool>,
+    mut events: Option<broadcast::Receiver<lb_health::HealthEvent>>,
+    live: Arc<watch::Sender<bool>>,
+) -> JoinHandle<()> {
+    let set_live = move |now_live: bool| {
+        live.send_if_modified(|v| std::mem::replace(v, now_live) != now_live);
+    };
+    set_live(pool.snapshot().has_candidates());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            match &mut events {
+                Some(rx) => {
+                    tokio::select! {
+                        r = rx.recv() => if matches!(r, Err(broadcast::error::RecvError::Closed)) { events = None },
+                        _ = tick.tick() => {}
+                    }
+                }
+                None => {
+                    tick.tick().await;
+                }
+            }
+            // Let the applier task handle the event first.
+            tokio::task::yield_now().await;
+            set_live(pool.snapshot().has_candidates());
+        }
+    })
+}
+
 /// Forwards the proxy's outcomes to the applier task (never blocks the data path).
 #[derive(Debug)]
 struct PassiveObserver {
@@ -343,7 +376,6 @@ impl VsRuntime {
             Pool::new(cfg.lb_algo.clone(), set, cfg.pool_config())
                 .map_err(|e| err(e.to_string()))?,
         );
-        let mut tasks = Vec::new();
 
         // Health checks: one per backend; several checks of one backend run together and it
         // is up only while all pass (keepalived), on the first check's schedule.
@@ -401,45 +433,8 @@ impl VsRuntime {
             cfg.outlier_detection.outlier_config().map_err(&err)?,
             (0..cfg.backends.len()).map(backend_id),
         );
-        tasks.push(tokio::spawn(apply_health(
-            cfg.name.clone(),
-            Arc::clone(&pool),
-            inhibited,
-            check_events,
-            outcomes,
-            detector,
-        )));
-
-        // Liveness: does any backend take connections? Re-read after every health event and
-        // every 200 ms (admin changes from lbctl do not come as events).
-        let set_live = |tx: &watch::Sender<bool>, now_live: bool| {
-            tx.send_if_modified(|v| std::mem::replace(v, now_live) != now_live);
-        };
-        set_live(&live, pool.snapshot().has_candidates());
-        let live_task = {
-            let p = Arc::clone(&pool);
-            tokio::spawn(async move {
-                let mut events = events;
-                let mut tick = tokio::time::interval(Duration::from_millis(200));
-                loop {
-                    match &mut events {
-                        Some(rx) => {
-                            tokio::select! {
-                                r = rx.recv() => if matches!(r, Err(broadcast::error::RecvError::Closed)) { events = None },
-                                _ = tick.tick() => {}
-                            }
-                        }
-                        None => {
-                            tick.tick().await;
-                        }
-                    }
-                    // Let the applier task handle the event first.
-                    tokio::task::yield_now().await;
-                    set_live(&live, p.snapshot().has_candidates());
-                }
-            })
-        };
-
+        // The listening socket and the proxy first: everything that can fail is done before
+        // a task is spawned, so a failed start leaves nothing running.
         let proxy = match cfg.protocol {
             Protocol::Tcp => {
                 let mut pc = TcpProxyConfig::new(vec![cfg.listen]);
@@ -491,6 +486,19 @@ impl VsRuntime {
                 ))))
             }
         };
+        let tasks = vec![tokio::spawn(apply_health(
+            cfg.name.clone(),
+            Arc::clone(&pool),
+            inhibited,
+            check_events,
+            outcomes,
+            detector,
+        ))];
+
+        // Liveness is written only once the proxy runs: a virtual server that fails to
+        // start (its address taken, say) must not tell `track_service` it is live.
+        let live_task = spawn_liveness(Arc::clone(&pool), events, live);
+
         tracing::info!(virtual_server = %cfg.name, listen = %cfg.listen, protocol = %cfg.protocol, lb_algo = %cfg.lb_algo, backends = cfg.backends.len(), "virtual server started");
         Ok(Self {
             cfg,
@@ -541,6 +549,14 @@ impl VsRuntime {
     /// Stops writing this virtual server's liveness (a replacement writes it now).
     pub(crate) fn detach_liveness(&self) {
         self.live_task.abort();
+    }
+
+    /// Writes this virtual server's liveness into `live` again, after
+    /// [`VsRuntime::detach_liveness`]: it keeps running because its replacement failed.
+    pub(crate) fn resume_liveness(&mut self, live: Arc<watch::Sender<bool>>) {
+        self.live_task.abort();
+        let events = self.health.as_ref().map(HealthDriver::subscribe);
+        self.live_task = spawn_liveness(Arc::clone(&self.pool), events, live);
     }
 
     /// Stops accepting new connections (UDP: receiving datagrams) and stops reporting
@@ -609,5 +625,44 @@ impl VsRuntime {
             t.abort();
         }
         tracing::info!(virtual_server = %self.cfg.name, "virtual server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A virtual server whose address is taken fails to start and leaves nothing behind:
+    /// its liveness is not written (a `track_service` on it keeps seeing "not live"), then
+    /// or later.
+    #[tokio::test]
+    async fn a_failed_start_writes_no_liveness() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let text = format!(
+            "[[virtual_server]]\nname = \"web\"\nlisten = \"{}\"\n\
+             [[virtual_server.backend]]\naddress = \"{}\"\n",
+            taken.local_addr().unwrap(),
+            backend.local_addr().unwrap()
+        );
+        let (config, _) =
+            crate::config::toml::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
+        let (live, mut rx) = watch::channel(false);
+        let live = Arc::new(live);
+        let started = VsRuntime::start(
+            config.virtual_servers[0].clone(),
+            &config.global,
+            Duration::from_millis(20),
+            Arc::clone(&live),
+            Vec::new(),
+            &mut Listeners::default(),
+        )
+        .await;
+        let e = started.expect_err("the address is taken");
+        assert!(e.to_string().contains("virtual_server web"), "{e}");
+        // The liveness task ticks every 200 ms: a leaked one would have written by now.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!*rx.borrow_and_update());
+        assert!(!rx.has_changed().unwrap());
     }
 }
