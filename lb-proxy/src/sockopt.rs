@@ -89,9 +89,38 @@ impl StreamOptions {
     /// The `setsockopt` error.
     pub fn apply<S: std::os::fd::AsFd>(&self, socket: &S) -> io::Result<()> {
         let sock = SockRef::from(socket);
+        self.apply_all_but_nodelay(&sock)?;
+        sock.set_nodelay(self.nodelay.0)
+    }
+
+    /// Sets on a listening socket the options its accepted sockets inherit, for
+    /// [`StreamOptions::apply_accepted`]: TCP_NODELAY, which Linux copies from the listener
+    /// to every socket it accepts. One `setsockopt` per listener instead of one per
+    /// connection.
+    ///
+    /// # Errors
+    /// The `setsockopt` error.
+    pub fn apply_listener<S: std::os::fd::AsFd>(&self, listener: &S) -> io::Result<()> {
+        SockRef::from(listener).set_nodelay(self.nodelay.0)
+    }
+
+    /// [`StreamOptions::apply`] for a socket accepted from a listener set up with
+    /// [`StreamOptions::apply_listener`]: on Linux TCP_NODELAY is already inherited and is
+    /// not set again; elsewhere this is `apply`.
+    ///
+    /// # Errors
+    /// The `setsockopt` error.
+    pub fn apply_accepted<S: std::os::fd::AsFd>(&self, socket: &S) -> io::Result<()> {
+        if !cfg!(target_os = "linux") {
+            return self.apply(socket);
+        }
+        self.apply_all_but_nodelay(&SockRef::from(socket))
+    }
+
+    fn apply_all_but_nodelay(&self, sock: &SockRef<'_>) -> io::Result<()> {
         // New sockets start without keepalive: skip a syscall per connection in that case.
         if self.keepalive.0.is_some() {
-            set_keepalive(&sock, self.keepalive)?;
+            set_keepalive(sock, self.keepalive)?;
         }
         if let Some(n) = self.rcvbuf.0 {
             sock.set_recv_buffer_size(n)?;
@@ -99,7 +128,7 @@ impl StreamOptions {
         if let Some(n) = self.sndbuf.0 {
             sock.set_send_buffer_size(n)?;
         }
-        sock.set_nodelay(self.nodelay.0)
+        Ok(())
     }
 }
 
@@ -188,6 +217,27 @@ mod tests {
             plain.bind(&addr.into()).is_err(),
             "EADDRNOTAVAIL without freebind"
         );
+    }
+
+    /// TCP_NODELAY set on a listener reaches the sockets it accepts (Linux), in both
+    /// settings: `apply_accepted` relies on it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        for on in [true, false] {
+            let opts = StreamOptions {
+                nodelay: NoDelay(on),
+                ..StreamOptions::default()
+            };
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            // The opposite first, so the test sees the listener's setting, not a default.
+            SockRef::from(&l).set_nodelay(!on).unwrap();
+            opts.apply_listener(&l).unwrap();
+            let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (a, _) = l.accept().unwrap();
+            opts.apply_accepted(&a).unwrap();
+            assert_eq!(a.nodelay().unwrap(), on);
+        }
     }
 
     #[test]

@@ -358,12 +358,28 @@ impl Drop for HttpProxy {
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux): no `setsockopt` per
+    // connection.
+    let nodelay_inherited =
+        cfg!(target_os = "linux") && socket2::SockRef::from(&listener).set_nodelay(true).is_ok();
+    // A listener on one address gives every connection that address: no `getsockname` per
+    // connection (a wildcard listener asks each connection which one it reached).
+    let fixed_local = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    tasks.spawn(serve_client(Arc::clone(&shared), stream, peer, stop.clone()));
+                    if !nodelay_inherited {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    let local = fixed_local.or_else(|| stream.local_addr().ok());
+                    if let Some(local) = local {
+                        tasks.spawn(serve_client(Arc::clone(&shared), stream, peer, local, stop.clone()));
+                    }
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -383,12 +399,9 @@ async fn serve_client(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
     inc(&shared.vs.connections);
     shared.vs.active_connections.fetch_add(1, Ordering::Relaxed);
     serve_client_inner(&shared, stream, peer, local, &mut stop).await;

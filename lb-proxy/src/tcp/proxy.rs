@@ -235,6 +235,7 @@ impl TcpProxy {
         }
         let mut local_addrs: Vec<SocketAddr> = Vec::new();
         for l in &listeners {
+            config.client_options.apply_listener(l)?;
             let a = l.local_addr()?;
             // SO_REUSEPORT acceptors share an address: list it once.
             if !local_addrs.contains(&a) {
@@ -433,7 +434,7 @@ async fn handle_connection(
     };
     let mut closing = pin!(closing);
 
-    if let Err(e) = shared.config.client_options.apply(&client) {
+    if let Err(e) = shared.config.client_options.apply_accepted(&client) {
         tracing::debug!(error = %e, "client socket options");
     }
     let Some(local) = fixed_local.or_else(|| client.local_addr().ok()) else {
