@@ -1093,3 +1093,51 @@ address = "{web}"
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An HTTP virtual server moved between overlapping addresses (`0.0.0.0:P` to
+/// `127.0.0.1:P`, then back) serves at once after each reload: the old proxy stops
+/// accepting before the new one binds (it used to keep its duplicate of the socket
+/// listening, so the bind failed and the virtual server was lost).
+#[test]
+fn reload_moving_an_http_virtual_server_between_overlapping_addresses() {
+    let dir = tempdir();
+    let web = RealServer::start("web");
+    let port = free_port();
+    let config = |ip: &str| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+
+[[virtual_server]]
+name = "web"
+listen = "{ip}:{port}"
+protocol = "http"
+[[virtual_server.backend]]
+address = "{web}"
+"#,
+            sock = dir.join("admin.sock").display(),
+            web = web.addr
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("0.0.0.0"));
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let at = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(body(&get(at).unwrap()), "web");
+    for ip in ["127.0.0.1", "0.0.0.0"] {
+        reload_node(&node, &dir, &config(ip));
+        let want = format!("{ip}:{port}");
+        assert!(
+            wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]
+                [0]["listen"]
+                == want.as_str()),
+            "reload to {want} not applied: {}\n{}",
+            status(&sock),
+            log()
+        );
+        assert_eq!(body(&get(at).unwrap()), "web", "{}", log());
+    }
+    assert!(!log().contains("not started"), "{}", log());
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -566,7 +566,15 @@ impl VsRuntime {
         match &self.proxy {
             Proxy::Tcp(h) => h.stop_accepting(),
             Proxy::Udp(h) => h.stop_receiving(),
-            Proxy::Http(_) => {}
+            Proxy::Http(h) => {
+                if let Some(p) = h
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+                {
+                    p.stop_accepting();
+                }
+            }
         }
     }
 

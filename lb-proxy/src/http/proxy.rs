@@ -319,6 +319,13 @@ impl HttpProxy {
         }
     }
 
+    /// Stops accepting now: the listeners close (once no duplicate of their sockets is
+    /// open elsewhere), and open client connections finish the request they are serving
+    /// (keep-alive connections close after it). [`HttpProxy::shutdown`] then waits for them.
+    pub fn stop_accepting(&self) {
+        let _ = self.stop.send(true);
+    }
+
     /// Stops accepting, lets open client connections finish the request they are serving
     /// (keep-alive connections close after it), and waits up to `grace` for them; then
     /// closes whatever is left, upgraded tunnels included.
