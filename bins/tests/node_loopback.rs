@@ -1141,3 +1141,75 @@ address = "{web}"
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reload that changes only a weight applies it in place through the health applier:
+/// an `inhibit_on_failure` real server whose check fails stays at weight 0 (it used to be
+/// given the new weight, and so traffic, until its next health transition), and takes the
+/// new weight once it comes back.
+#[test]
+fn reload_weight_change_keeps_a_failed_inhibited_backend_out() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    // Nothing listens here until the test starts a server on it.
+    let b_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let port = free_port();
+    let config = |b_weight: u32| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+lb_algo = "wrr"
+delay_loop = "100ms"
+
+[[virtual_server.backend]]
+address = "{a}"
+[[virtual_server.backend.check]]
+type = "tcp"
+
+[[virtual_server.backend]]
+address = "{b_addr}"
+weight = {b_weight}
+inhibit_on_failure = true
+[[virtual_server.backend.check]]
+type = "tcp"
+"#,
+            sock = dir.join("admin.sock").display(),
+            a = a.addr,
+        )
+    };
+    let (node, sock) = start_node(&dir, &config(1));
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let b_weight = || status(&sock)["virtual_servers"][0]["backends"][1]["weight"].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || b_weight() == 0),
+        "b's failing check did not inhibit it: {}\n{}",
+        status(&sock),
+        log()
+    );
+    reload_node(&node, &dir, &config(5));
+    assert!(
+        wait_until(Duration::from_secs(5), || log()
+            .contains("weight changed by reload")),
+        "{}",
+        log()
+    );
+    // A few applier rounds later, still inhibited.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b_weight(), 0, "{}\n{}", status(&sock), log());
+    // b comes up: the new weight, not the start-up one.
+    let listener = TcpListener::bind(b_addr).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || b_weight() == 5),
+        "{}\n{}",
+        status(&sock),
+        log()
+    );
+    drop(listener);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

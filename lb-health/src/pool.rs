@@ -113,6 +113,25 @@ impl PoolApplier {
         self.sync(pool, event.backend, now)
     }
 
+    /// Changes `backend`'s configured weight (an operator's new weight, e.g. from a
+    /// configuration reload) and applies it at once unless the backend is failed (then
+    /// it applies when the backend comes back) or a `misc_dynamic` weight replaces it.
+    /// Setting the pool's weight directly instead would be undone by the next event,
+    /// which restores the weight this applier remembers.
+    ///
+    /// # Errors
+    /// As [`apply_event`](Self::apply_event).
+    pub fn set_configured_weight<B: BuildScheduler>(
+        &mut self,
+        pool: &Pool<B>,
+        backend: BackendId,
+        weight: Weight,
+        now: Instant,
+    ) -> Result<()> {
+        self.entry(pool, backend)?.configured = weight;
+        self.sync(pool, backend, now)
+    }
+
     /// Applies an outlier-detection event at `now`.
     ///
     /// # Errors
@@ -235,6 +254,40 @@ mod tests {
             now,
         )
         .unwrap();
+        assert_eq!(state(&p, 1), (Health::Up, 5));
+    }
+
+    /// A new configured weight survives later events, and a failed inhibited backend stays
+    /// at weight 0 until it comes back with the new weight.
+    #[test]
+    fn a_new_configured_weight_outlives_events_and_waits_for_a_failed_backend() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let p = pool();
+        let mut remove = PoolApplier::new(&p, OnFailure::Remove);
+        remove
+            .set_configured_weight(&p, BackendId(2), Weight::new(7).unwrap(), now)
+            .unwrap();
+        assert_eq!(state(&p, 2), (Health::Up, 7));
+        remove
+            .apply_event(&p, &ev(2, Health::Up, Health::Down, None), now)
+            .unwrap();
+        remove
+            .apply_event(&p, &ev(2, Health::Down, Health::Up, None), now)
+            .unwrap();
+        assert_eq!(state(&p, 2), (Health::Up, 7), "not the start-up weight 1");
+
+        let mut inhibit = PoolApplier::new(&p, OnFailure::Inhibit);
+        inhibit
+            .apply_event(&p, &ev(1, Health::Up, Health::Down, None), now)
+            .unwrap();
+        inhibit
+            .set_configured_weight(&p, BackendId(1), Weight::new(5).unwrap(), now)
+            .unwrap();
+        assert_eq!(state(&p, 1), (Health::Up, 0), "failed: stays inhibited");
+        inhibit
+            .apply_event(&p, &ev(1, Health::Down, Health::Up, None), now)
+            .unwrap();
         assert_eq!(state(&p, 1), (Health::Up, 5));
     }
 

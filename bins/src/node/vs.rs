@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_core::{BackendId, Pool};
+use lb_core::{BackendId, Pool, Weight};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{AllOf, ExecProbe, TcpProbe};
 use lb_health::{
@@ -46,6 +46,8 @@ pub(crate) struct VsRuntime {
     /// channel for this virtual server's name; aborted when the virtual server is retired.
     live_task: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    /// New configured weights (a reload's), applied by the health applier task.
+    weights: mpsc::UnboundedSender<(BackendId, Weight)>,
 }
 
 fn now() -> std::time::Instant {
@@ -212,6 +214,7 @@ async fn apply_health(
     inhibited: Vec<BackendId>,
     mut checks: Option<broadcast::Receiver<lb_health::HealthEvent>>,
     mut outcomes: mpsc::UnboundedReceiver<(BackendId, ConnectionOutcome)>,
+    mut weights: mpsc::UnboundedReceiver<(BackendId, Weight)>,
     mut detector: OutlierDetector,
 ) {
     let mut inhibit = PoolApplier::new(&pool, OnFailure::Inhibit);
@@ -241,6 +244,14 @@ async fn apply_health(
                 Some((id, outcome)) => detector.handle_outcome(now(), id, outcome),
                 None => return,
             },
+            // A reload's new weights: through the appliers, which remember them (set on the
+            // pool directly, the next health event would restore the old weight).
+            Some((id, weight)) = weights.recv() => {
+                let applier = if inhibited.contains(&id) { &mut inhibit } else { &mut remove };
+                if let Err(e) = applier.set_configured_weight(&pool, id, weight, now()) {
+                    tracing::warn!(virtual_server = %name, error = %e, "weight not applied");
+                }
+            }
             () = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -486,12 +497,14 @@ impl VsRuntime {
                 ))))
             }
         };
+        let (weights, weight_changes) = mpsc::unbounded_channel();
         let tasks = vec![tokio::spawn(apply_health(
             cfg.name.clone(),
             Arc::clone(&pool),
             inhibited,
             check_events,
             outcomes,
+            weight_changes,
             detector,
         ))];
 
@@ -508,6 +521,7 @@ impl VsRuntime {
             proxy,
             live_task,
             tasks,
+            weights,
         })
     }
 
@@ -532,13 +546,13 @@ impl VsRuntime {
         if !same_frame {
             return Ok(false);
         }
-        // Only weights differ: set them in place.
+        // Only weights differ: the applier task sets them in place and remembers them.
         for (i, (a, b)) in self.cfg.backends.iter().zip(&new.backends).enumerate() {
             if a.weight != b.weight {
                 let id = backend_id(i);
-                self.pool
-                    .set_weight(id, b.weight)
-                    .map_err(|e| NodeError::Start(e.to_string()))?;
+                self.weights
+                    .send((id, b.weight))
+                    .map_err(|_| NodeError::Start("health applier task ended".into()))?;
                 tracing::info!(virtual_server = %new.name, backend = %b.address, from = %a.weight, to = %b.weight, "weight changed by reload");
             }
         }
