@@ -1199,3 +1199,127 @@ fn track_interface_lowers_priority_or_faults() {
             .is_some_and(|s| s.success()));
     }
 }
+
+/// A reload changing one VRRP instance leaves an unrelated one running: VI_1 (not in a sync
+/// group) sees no transition while VI_2 moves to an interface that does not exist yet and
+/// fails to start; once the interface exists, SIGHUP with the same file starts VI_2 there
+/// (keepalived restarts only what changed; a group that failed is tried again).
+#[test]
+fn reload_restarts_only_the_changed_vrrp_instance() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbv", &[("lb1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let (conf_path, socket) = (lb1.conf.clone(), lb1.socket.clone());
+    let conf = |vi2_interface: &str| {
+        let instance = |name: &str, vrid: u8, interface: &str, vip: &str| {
+            format!(
+                "vrrp_instance {name} {{
+state MASTER
+interface {interface}
+virtual_router_id {vrid}
+priority 100
+advert_int 1
+virtual_ipaddress {{
+{vip}
+}}
+}}
+"
+            )
+        };
+        format!(
+            "global_defs {{\nrouter_id LB1\nadmin_socket {}\n}}\n{}{}",
+            socket.display(),
+            instance("VI_1", 61, "eth0", "198.18.0.240"),
+            instance("VI_2", 62, vi2_interface, "198.18.0.241"),
+        )
+    };
+    std::fs::write(&conf_path, conf("eth0")).expect("write config");
+    lb1.start(&lab);
+    let states = |lb1: &Node| lb1.status().map(|s| vrrp_states(&s)).unwrap_or_default();
+    let masters = |lb1: &Node, n: usize| {
+        let s = states(lb1);
+        s.len() == n && s.iter().all(|(_, st)| *st == VrrpState::Master)
+    };
+    let up = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        masters(&lb1, 2)
+    });
+    assert!(
+        up.is_some(),
+        "both MASTER: {:?}\n{}",
+        states(&lb1),
+        lb1.logs()
+    );
+    let vi1_transitions = |lb1: &mut Node| {
+        lb1.proc()
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("VRRP transition") && l.contains("VI_1"))
+            .count()
+    };
+    let reloads = |lb1: &mut Node| lb1.proc().stderr().matches("reload done").count();
+    let before = vi1_transitions(&mut lb1);
+
+    // VI_2 moves to trk9, which does not exist: it cannot start; VI_1 is untouched.
+    std::fs::write(&conf_path, conf("trk9")).expect("write config");
+    assert!(lb1.proc().sighup());
+    let done = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        reloads(&mut lb1) == 1
+    });
+    assert!(done.is_some(), "reload done\n{}", lb1.logs());
+    assert!(
+        lb1.proc().stderr().contains("VRRP group not started"),
+        "{}",
+        lb1.logs()
+    );
+    let s = states(&lb1);
+    assert!(
+        s.iter()
+            .any(|(n, st)| n == "VI_1" && *st == VrrpState::Master),
+        "{s:?}"
+    );
+    assert!(lab.has_addr("lb1", "198.18.0.240".parse().expect("vip")));
+
+    // trk9 appears (a veth pair inside lb1's namespace, removed with it): the same file,
+    // reloaded, starts VI_2 on it.
+    for args in [
+        &[
+            "ip", "link", "add", "trk9", "type", "veth", "peer", "name", "trk9p",
+        ][..],
+        &["ip", "addr", "add", "198.18.1.11/24", "dev", "trk9"],
+        &["ip", "link", "set", "trk9p", "up"],
+        &["ip", "link", "set", "trk9", "up"],
+    ] {
+        let out = lab.exec("lb1", args).expect("ip");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    assert!(lb1.proc().sighup());
+    let started = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        masters(&lb1, 2)
+    });
+    assert!(
+        started.is_some(),
+        "VI_2 started on trk9: {:?}\n{}",
+        states(&lb1),
+        lb1.logs()
+    );
+    assert_eq!(reloads(&mut lb1), 2, "{}", lb1.logs());
+    let vip2: IpAddr = "198.18.0.241".parse().expect("vip");
+    let on_trk9 = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        lab.exec("lb1", &["ip", "-o", "addr", "show", "dev", "trk9"])
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&vip2.to_string()))
+    });
+    assert!(on_trk9.is_some(), "VI_2's VIP on trk9\n{}", lb1.logs());
+    assert_eq!(
+        vi1_transitions(&mut lb1),
+        before,
+        "VI_1 restarted by reloads that did not change it\n{}",
+        lb1.logs()
+    );
+    assert!(lb1.proc().sigterm());
+    assert!(lb1
+        .proc()
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+}

@@ -14,9 +14,12 @@
 //! * `SIGTERM`/`SIGINT`: masters send priority 0 and remove their VIPs, listeners close,
 //!   established connections drain up to `drain_deadline`, exit 0.
 //! * `SIGHUP`: reload. A configuration with errors is rejected (logged with file:line:col)
-//!   and the running one stays. Unchanged VRRP groups keep running (no flap, no GARP), and
-//!   so do groups where only base priorities changed (applied in place); other changed
-//!   groups restart. Unchanged virtual servers are untouched; a weight-only change
+//!   and the running one stays. VRRP groups are the sync groups and, each on its own, the
+//!   instances outside one. Unchanged groups keep running (no flap, no GARP), and so do
+//!   groups where only base priorities changed (applied in place); a group restarts when
+//!   its instances, its sync group's settings (notify scripts) or a script its instances
+//!   track changed, as keepalived leaves alone what a reload does not touch. A group that
+//!   fails to start is tried again by the next SIGHUP, even with the file unchanged. Unchanged virtual servers are untouched; a weight-only change
 //!   applies in place without dropping a connection; other changes restart that virtual
 //!   server, letting the old one drain. A restarted TCP or HTTP virtual server accepts on a
 //!   duplicate of the running listening socket, started before the old proxy stops
@@ -339,6 +342,15 @@ async fn start_vs(
     VsRuntime::start(vs.clone(), global, bind_wait, live, pools, listeners).await
 }
 
+/// The settings of sync group `group` in `config`.
+fn sync_group_of<'a>(
+    config: &'a Config,
+    group: &Option<String>,
+) -> Option<&'a config::model::SyncGroup> {
+    let name = group.as_ref()?;
+    config.sync_groups.iter().find(|g| &g.name == name)
+}
+
 /// Sorts running virtual servers into `config`'s order.
 fn sort_by_config(v: &mut [VsRuntime], config: &Config) {
     v.sort_by_key(|r| {
@@ -474,7 +486,13 @@ impl Node {
             && self
                 .vservers
                 .iter()
-                .all(|v| new.virtual_servers.contains(&v.cfg));
+                .all(|v| new.virtual_servers.contains(&v.cfg))
+            // Likewise a VRRP group that failed to start.
+            && vrrp::groups(&new).iter().all(|(g, m)| {
+                self.speakers
+                    .iter()
+                    .any(|s| s.group == *g && s.instances == *m)
+            });
         if d.is_empty() && all_current {
             tracing::info!("reload: nothing changed");
             return;
@@ -659,17 +677,26 @@ impl Node {
             .retain(|name, _| new.virtual_servers.iter().any(|n| &n.name == name));
         self.publish_vservers();
 
-        // VRRP: a group whose instances (or scripts, or tracked services' identity) are all
-        // unchanged keeps running.
+        // VRRP: a group (a sync group, or a lone instance) whose instances, sync group
+        // settings and tracked scripts are all unchanged keeps running.
         let new_groups = vrrp::groups(&new);
-        let scripts_changed = !d.vrrp_scripts.is_empty();
+        let changed_scripts: Vec<&str> = [
+            &d.vrrp_scripts.added,
+            &d.vrrp_scripts.removed,
+            &d.vrrp_scripts.changed,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
         let mut keep = Vec::new();
         for mut s in std::mem::take(&mut self.speakers) {
             let members = new_groups
                 .iter()
-                .find(|(g, _)| *g == s.group)
+                .find(|(g, m)| vrrp::same_group(&s.group, &s.instances, g, m))
                 .map(|(_, m)| m)
-                .filter(|_| !scripts_changed);
+                .filter(|_| !s.tracks_any_script(&changed_scripts))
+                .filter(|_| s.sync_group.as_ref() == sync_group_of(&new, &s.group));
             match members {
                 Some(m) if *m == s.instances => keep.push(s),
                 // Only base priorities changed: applied in place, no restart.
@@ -682,7 +709,10 @@ impl Node {
         }
         let live = self.live_map();
         for (g, members) in new_groups {
-            if keep.iter().any(|s| s.group == g && s.instances == members) {
+            if keep
+                .iter()
+                .any(|s| vrrp::same_group(&s.group, &s.instances, &g, &members))
+            {
                 continue;
             }
             match SpeakerRuntime::start(&new, g, members, &self.shared.vrrp, &live) {

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::NodeError;
 use crate::admin::{VrrpState, VrrpStatus};
-use crate::config::model::{Config, InitialState, VrrpInstance};
+use crate::config::model::{Config, InitialState, SyncGroup, VrrpInstance};
 
 /// What `lbctl status` shows of each instance, by name.
 pub(crate) type VrrpTable = Arc<RwLock<HashMap<String, VrrpStatus>>>;
@@ -27,6 +27,8 @@ pub(crate) struct SpeakerRuntime {
     pub(crate) instances: Vec<VrrpInstance>,
     /// The sync group's name, if these instances form one.
     pub(crate) group: Option<String>,
+    /// The sync group's settings (its notify scripts) as started.
+    pub(crate) sync_group: Option<SyncGroup>,
     handle: SpeakerHandle,
     run: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -101,7 +103,9 @@ fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig
     Ok(c)
 }
 
-/// Groups instances as the config says: each sync group on one speaker, the rest on another.
+/// Groups instances as the config says: each sync group on one speaker, and every other
+/// instance on a speaker of its own, so that a reload changing one instance leaves the
+/// others running (keepalived restarts only what changed).
 pub(crate) fn groups(cfg: &Config) -> Vec<(Option<String>, Vec<VrrpInstance>)> {
     let mut out = Vec::new();
     let mut grouped = Vec::new();
@@ -114,16 +118,29 @@ pub(crate) fn groups(cfg: &Config) -> Vec<(Option<String>, Vec<VrrpInstance>)> {
         grouped.extend(g.group.iter().cloned());
         out.push((Some(g.name.clone()), members));
     }
-    let rest: Vec<VrrpInstance> = cfg
+    for v in cfg
         .vrrp_instances
         .iter()
         .filter(|v| !grouped.contains(&v.name))
-        .cloned()
-        .collect();
-    if !rest.is_empty() {
-        out.push((None, rest));
+    {
+        out.push((None, vec![v.clone()]));
     }
     out
+}
+
+/// Whether a running speaker (`group`, `instances`) is the one the new configuration's
+/// group (`g`, `members`) continues: the same sync group, or the same lone instance.
+pub(crate) fn same_group(
+    group: &Option<String>,
+    instances: &[VrrpInstance],
+    g: &Option<String>,
+    members: &[VrrpInstance],
+) -> bool {
+    match (group, g) {
+        (Some(a), Some(b)) => a == b,
+        (None, None) => instances.first().map(|v| &v.name) == members.first().map(|v| &v.name),
+        _ => false,
+    }
 }
 
 /// Runs `script` with keepalived's notify arguments, without waiting for it.
@@ -194,6 +211,7 @@ impl SpeakerRuntime {
         let group_cfg = group
             .as_ref()
             .and_then(|g| cfg.sync_groups.iter().find(|s| &s.name == g).cloned());
+        let sync_group = group_cfg.clone();
         let tbl = Arc::clone(table);
         let own = own_addr.clone();
         tasks.push(tokio::spawn(async move {
@@ -332,6 +350,7 @@ impl SpeakerRuntime {
         Ok(Self {
             instances,
             group,
+            sync_group,
             handle,
             run,
             tasks,
@@ -340,6 +359,14 @@ impl SpeakerRuntime {
 
     /// True if `new` (the group's instances in a new configuration) differs from the
     /// running instances only in base priorities.
+    /// Whether any of this speaker's instances tracks one of `scripts` (by name).
+    pub(crate) fn tracks_any_script(&self, scripts: &[&str]) -> bool {
+        self.instances
+            .iter()
+            .flat_map(|v| &v.track_script)
+            .any(|t| scripts.contains(&t.script.as_str()))
+    }
+
     pub(crate) fn only_priorities_differ(&self, new: &[VrrpInstance]) -> bool {
         self.instances.len() == new.len()
             && self.instances.iter().zip(new).all(|(a, b)| {
