@@ -1213,3 +1213,83 @@ type = "tcp"
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A virtual server that a reload restarts (a new `lb_algo`) keeps what its predecessor
+/// knew of each real server: the admin state set with `lbctl` (maint stays maint) and the
+/// checks' verdict (a dead real server stays down instead of starting up again until its
+/// check fails `retry` times, 2 s here), as keepalived keeps its checkers' state.
+#[test]
+fn reload_restart_keeps_admin_state_and_health() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    // Nothing listens here: its check fails.
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let port = free_port();
+    let config = |algo: &str| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+lb_algo = "{algo}"
+delay_loop = "100ms"
+
+[[virtual_server.backend]]
+address = "{a}"
+[[virtual_server.backend]]
+address = "{b}"
+[[virtual_server.backend]]
+address = "{dead}"
+[[virtual_server.backend.check]]
+type = "tcp"
+retry = 3
+delay_before_retry = "1s"
+"#,
+            sock = dir.join("admin.sock").display(),
+            a = a.addr,
+            b = b.addr,
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("rr"));
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let backend = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i].clone();
+    let out = Command::new(LBCTL)
+        .arg("--socket")
+        .arg(&sock)
+        .args(["backend", "maint", "web", &b.addr.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || backend(2)["health"] == "down"),
+        "the dead real server's check: {}\n{}",
+        status(&sock),
+        log()
+    );
+
+    reload_node(&node, &dir, &config("wrr"));
+    assert!(
+        wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]
+            [0]["scheduler"]
+            == "wrr"),
+        "{}",
+        log()
+    );
+    // For a second (half the 2 s a fresh check needs to fail), every look agrees.
+    for _ in 0..10 {
+        assert_eq!(backend(1)["admin"], "maint", "{}", status(&sock));
+        assert_eq!(backend(2)["health"], "down", "{}\n{}", status(&sock), log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let vip = SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..4 {
+        assert_eq!(body(&get(vip).unwrap()), "a");
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,7 +21,9 @@
 //!   track changed, as keepalived leaves alone what a reload does not touch. A group that
 //!   fails to start is tried again by the next SIGHUP, even with the file unchanged. Unchanged virtual servers are untouched; a weight-only change
 //!   applies in place without dropping a connection; other changes restart that virtual
-//!   server, letting the old one drain. A restarted TCP or HTTP virtual server accepts on a
+//!   server, letting the old one drain. The new version keeps, per real server address,
+//!   the admin state set with `lbctl` and its checks' verdict (keepalived keeps its
+//!   checkers' state across a reload); counters and outlier ejections start afresh. A restarted TCP or HTTP virtual server accepts on a
 //!   duplicate of the running listening socket, started before the old proxy stops
 //!   accepting (`vs::Listeners`): no connection is refused and none queued is lost. A
 //!   restarted UDP virtual server likewise receives on a duplicate of the running socket
@@ -337,9 +339,19 @@ async fn start_vs(
     live: Arc<watch::Sender<bool>>,
     running: &[VsRuntime],
     listeners: &mut Listeners,
+    carried: vs::Carried,
 ) -> Result<VsRuntime, NodeError> {
     let pools = route_pools(vs, running)?;
-    VsRuntime::start(vs.clone(), global, bind_wait, live, pools, listeners).await
+    VsRuntime::start(
+        vs.clone(),
+        global,
+        bind_wait,
+        live,
+        pools,
+        listeners,
+        carried,
+    )
+    .await
 }
 
 /// The settings of sync group `group` in `config`.
@@ -421,6 +433,7 @@ impl Node {
                 live,
                 &node.vservers,
                 &mut node.listeners,
+                vs::Carried::default(),
             )
             .await;
             match started {
@@ -618,6 +631,11 @@ impl Node {
                 continue;
             }
             let live = self.live_sender(&n.name);
+            let carried = retired
+                .iter()
+                .find(|v| v.cfg.name == n.name)
+                .map(VsRuntime::carried)
+                .unwrap_or_default();
             let started = start_vs(
                 n,
                 &new.global,
@@ -625,6 +643,7 @@ impl Node {
                 Arc::clone(&live),
                 &kept,
                 &mut self.listeners,
+                carried,
             )
             .await;
             match started {

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_core::{BackendId, Pool, Weight};
+use lb_core::{AdminState, BackendId, Health, Pool, Weight};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{AllOf, ExecProbe, TcpProbe};
 use lb_health::{
     ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierDetector, OutlierEvent,
-    PoolApplier, Probe,
+    PoolApplier, Probe, StartState,
 };
 use lb_proxy::http::{HttpPool, HttpProxy};
 use lb_proxy::listener::{bind_tcp, bind_udp, ListenOptions};
@@ -22,6 +22,16 @@ use tokio::task::JoinHandle;
 
 use super::NodeError;
 use crate::config::model::{backend_id, CheckKind, Global, HealthCheck, Protocol, VirtualServer};
+
+/// What a virtual server restarted by a reload takes over from the version it replaces,
+/// by real server address: the admin state set with `lbctl` (drain, maint) and its active
+/// checks' verdict, as keepalived keeps its checkers' state across a reload. Counters and
+/// outlier ejections start afresh.
+#[derive(Debug, Default)]
+pub(crate) struct Carried {
+    admin: HashMap<SocketAddr, AdminState>,
+    health: HashMap<SocketAddr, Health>,
+}
 
 /// The data path of one virtual server.
 #[derive(Debug)]
@@ -336,8 +346,14 @@ fn check_timeout(check: &HealthCheck) -> Duration {
     }
 }
 
-/// The schedule of a configured check (keepalived defaults, HAProxy overrides).
-fn health_config(check: &HealthCheck, vs: &VirtualServer) -> Result<HealthCheckConfig, String> {
+/// The schedule of a configured check (keepalived defaults, HAProxy overrides). `start`:
+/// the verdict carried over from the version of the virtual server a reload replaced,
+/// which the tracker starts from instead of the configured start state (`alpha`).
+fn health_config(
+    check: &HealthCheck,
+    vs: &VirtualServer,
+    start: Option<Health>,
+) -> Result<HealthCheckConfig, String> {
     let mut b = HealthCheckConfig::keepalived()
         .interval(check.interval(vs))
         .rise(check.rise())
@@ -354,6 +370,11 @@ fn health_config(check: &HealthCheck, vs: &VirtualServer) -> Result<HealthCheckC
     }
     if let Some(d) = check.downinter {
         b = b.downinter(d);
+    }
+    match start {
+        Some(Health::Up) => b = b.start(StartState::Up),
+        Some(Health::Down) => b = b.start(StartState::Down),
+        _ => {}
     }
     b.build().map_err(|e| e.to_string())
 }
@@ -380,6 +401,7 @@ impl VsRuntime {
         live: Arc<watch::Sender<bool>>,
         route_pools: Vec<HttpPool>,
         listeners: &mut Listeners,
+        carried: Carried,
     ) -> Result<Self, NodeError> {
         let err = |what: String| NodeError::Start(format!("virtual_server {}: {what}", cfg.name));
         let set = cfg.backend_set().map_err(|e| err(e.to_string()))?;
@@ -387,6 +409,17 @@ impl VsRuntime {
             Pool::new(cfg.lb_algo.clone(), set, cfg.pool_config())
                 .map_err(|e| err(e.to_string()))?,
         );
+        // What the version this one replaces knew of its real servers.
+        for (i, b) in cfg.backends.iter().enumerate() {
+            let id = backend_id(i);
+            if let Some(&admin) = carried.admin.get(&b.address) {
+                pool.set_admin(id, admin).map_err(|e| err(e.to_string()))?;
+            }
+            if carried.health.get(&b.address) == Some(&Health::Down) && !b.checks.is_empty() {
+                pool.set_health(id, Health::Down, now())
+                    .map_err(|e| err(e.to_string()))?;
+            }
+        }
 
         // Health checks: one per backend; several checks of one backend run together and it
         // is up only while all pass (keepalived), on the first check's schedule.
@@ -404,7 +437,8 @@ impl VsRuntime {
             for (i, b) in cfg.backends.iter().enumerate() {
                 let id = backend_id(i);
                 if let Some(first) = b.checks.first() {
-                    let hc = health_config(first, &cfg).map_err(&err)?;
+                    let start = carried.health.get(&b.address).copied();
+                    let hc = health_config(first, &cfg, start).map_err(&err)?;
                     let probe = if b.checks.len() == 1 {
                         probe(first, b.address.port()).map_err(&err)?
                     } else {
@@ -412,7 +446,8 @@ impl VsRuntime {
                         // all succeed: one combined probe, on the first check's schedule.
                         let mut all = Vec::new();
                         for check in &b.checks {
-                            if health_config(check, &cfg).map_err(&err)?.interval() != hc.interval()
+                            if health_config(check, &cfg, None).map_err(&err)?.interval()
+                                != hc.interval()
                             {
                                 tracing::warn!(virtual_server = %cfg.name, backend = %b.address, "checks with different intervals run together on the first one's schedule");
                             }
@@ -560,6 +595,21 @@ impl VsRuntime {
         Ok(true)
     }
 
+    /// What a replacement of this virtual server takes over ([`Carried`]).
+    pub(crate) fn carried(&self) -> Carried {
+        let backends = self.pool.backends();
+        let admin = backends.iter().map(|b| (b.addr(), b.admin())).collect();
+        let health = self
+            .health
+            .as_ref()
+            .map(HealthDriver::snapshot)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(id, h)| Some((backends.get(id)?.addr(), h)))
+            .collect();
+        Carried { admin, health }
+    }
+
     /// Stops writing this virtual server's liveness (a replacement writes it now).
     pub(crate) fn detach_liveness(&self) {
         self.live_task.abort();
@@ -678,6 +728,7 @@ mod tests {
             Arc::clone(&live),
             Vec::new(),
             &mut Listeners::default(),
+            Carried::default(),
         )
         .await;
         let e = started.expect_err("the address is taken");
