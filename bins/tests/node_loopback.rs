@@ -1293,3 +1293,90 @@ delay_before_retry = "1s"
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGTERM drains the connections of a virtual server that an earlier reload replaced, up
+/// to `drain_deadline`, like those of the running ones: a connection still open through
+/// the replaced version keeps working after SIGTERM (the node used to exit at once,
+/// resetting it), and the node exits once it closes.
+#[test]
+fn sigterm_drains_virtual_servers_replaced_by_a_reload() {
+    let dir = tempdir();
+    // A backend that echoes each connection until EOF.
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in echo.incoming().take(4) {
+            let Ok(mut c) = c else { return };
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut buf = [0u8; 64];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let port = free_port();
+    let config = |algo: &str| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "20s"
+
+[[virtual_server]]
+name = "echo"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+lb_algo = "{algo}"
+[[virtual_server.backend]]
+address = "{echo_addr}"
+"#,
+            sock = dir.join("admin.sock").display(),
+        )
+    };
+    let (mut node, sock) = start_node(&dir, &config("rr"));
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let mut held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut echoes = |c: &mut TcpStream, what: &[u8]| {
+        let mut buf = [0u8; 64];
+        c.write_all(what).is_ok() && c.read(&mut buf).is_ok_and(|n| &buf[..n] == what)
+    };
+    assert!(echoes(&mut held, b"one"), "{}", log());
+    // A restart: the held connection stays with the replaced version, draining.
+    reload_node(&node, &dir, &config("wrr"));
+    assert!(
+        wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]
+            [0]["scheduler"]
+            == "wrr"),
+        "{}",
+        log()
+    );
+    assert!(echoes(&mut held, b"two"), "{}", log());
+    let term = Command::new("kill")
+        .args(["-TERM", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        node.0.try_wait().unwrap().is_none(),
+        "exited while a connection drained\n{}",
+        log()
+    );
+    assert!(echoes(&mut held, b"three"), "{}", log());
+    drop(held);
+    assert!(
+        wait_until(Duration::from_secs(10), || node
+            .0
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "did not exit once the drained connection closed\n{}",
+        log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

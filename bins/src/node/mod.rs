@@ -12,7 +12,8 @@
 //!   30 s × its ejection count (≤ 300 s), never more than half the backends — applied
 //!   together with the active checks (a backend is down while either says so).
 //! * `SIGTERM`/`SIGINT`: masters send priority 0 and remove their VIPs, listeners close,
-//!   established connections drain up to `drain_deadline`, exit 0.
+//!   established connections drain up to `drain_deadline` (also those still held by
+//!   virtual servers that earlier reloads replaced), exit 0.
 //! * `SIGHUP`: reload. A configuration with errors is rejected (logged with file:line:col)
 //!   and the running one stays. VRRP groups are the sync groups and, each on its own, the
 //!   instances outside one. Unchanged groups keep running (no flap, no GARP), and so do
@@ -249,6 +250,10 @@ struct Node {
     /// refused, or free to bind, at once, as keepalived's removed IPVS service), and at
     /// SIGTERM.
     draining_udp: Vec<DrainingUdp>,
+    /// The drains ([`VsRuntime::stop`]) of TCP and HTTP virtual servers that reloads
+    /// replaced or removed: SIGTERM waits for them too. Finished ones are dropped at the
+    /// next reload.
+    draining: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A replaced UDP virtual server's proxy while its sessions drain.
@@ -421,6 +426,7 @@ impl Node {
             live: HashMap::new(),
             listeners: Listeners::default(),
             draining_udp: Vec::new(),
+            draining: Vec::new(),
         };
         // Route targets first: a virtual server's proxy is handed its targets' pools.
         for i in config.start_order() {
@@ -615,6 +621,7 @@ impl Node {
             }
             !d.task.is_finished()
         });
+        self.draining.retain(|t| !t.is_finished());
         // Kept sockets of addresses the new configuration does not use close before
         // anything binds, too (unless a fallback still accepts on them).
         self.listeners.retain(|a, udp| {
@@ -676,12 +683,13 @@ impl Node {
             let closer = v.udp_closer();
             let listen = v.cfg.listen;
             let task = tokio::spawn(v.stop(deadline));
-            if let Some(closer) = closer.filter(|_| udp_on(&listen)) {
-                self.draining_udp.push(DrainingUdp {
+            match closer.filter(|_| udp_on(&listen)) {
+                Some(closer) => self.draining_udp.push(DrainingUdp {
                     listen,
                     closer,
                     task,
-                });
+                }),
+                None => self.draining.push(task),
             }
         }
         // Sockets of addresses nothing listens on any more (a virtual server that failed to
@@ -764,10 +772,19 @@ impl Node {
             v.stop_accepting();
             v.end_udp_sessions();
         }
+        let mut earlier = std::mem::take(&mut self.draining);
         for d in self.draining_udp.drain(..) {
             d.closer.close();
+            earlier.push(d.task);
         }
-        futures::future::join_all(vss.into_iter().map(|v| v.stop(deadline))).await;
+        // Virtual servers that reloads replaced drain alongside, within their own deadline
+        // (set when they were retired); the bound only guards against one that never ends.
+        let current = futures::future::join_all(vss.into_iter().map(|v| v.stop(deadline)));
+        let earlier = tokio::time::timeout(deadline, futures::future::join_all(earlier));
+        let (_, earlier) = futures::join!(current, earlier);
+        if earlier.is_err() {
+            tracing::warn!("drains of replaced virtual servers still running at exit");
+        }
     }
 }
 

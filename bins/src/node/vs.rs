@@ -661,9 +661,14 @@ impl VsRuntime {
         }
     }
 
-    /// Drains established connections (UDP: sessions) up to `deadline`, stops the checks,
+    /// Stops the checks, drains established connections (UDP: sessions) up to `deadline`,
     /// and ends.
     pub(crate) async fn stop(self, deadline: Duration) {
+        // Checks first: a virtual server on its way out probes nothing more (a MISC_CHECK
+        // script of a removed one would otherwise run until its drain ends).
+        if let Some(d) = self.health {
+            d.shutdown().await;
+        }
         match self.proxy {
             Proxy::Tcp(h) => {
                 let closed = h.drain(Some(deadline)).await;
@@ -688,9 +693,6 @@ impl VsRuntime {
                     p.shutdown(deadline).await;
                 }
             }
-        }
-        if let Some(d) = self.health {
-            d.shutdown().await;
         }
         self.live_task.abort();
         for t in self.tasks {
