@@ -1341,7 +1341,7 @@ address = "{echo_addr}"
     let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
     let mut held = TcpStream::connect(("127.0.0.1", port)).unwrap();
     held.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut echoes = |c: &mut TcpStream, what: &[u8]| {
+    let echoes = |c: &mut TcpStream, what: &[u8]| {
         let mut buf = [0u8; 64];
         c.write_all(what).is_ok() && c.read(&mut buf).is_ok_and(|n| &buf[..n] == what)
     };
