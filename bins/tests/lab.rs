@@ -1212,8 +1212,15 @@ fn reload_restarts_only_the_changed_vrrp_instance() {
     let lab = Lab::new("lbv", &[("lb1", 11)]).expect("lab");
     let mut lb1 = Node::new(&lab, "lb1");
     let (conf_path, socket) = (lb1.conf.clone(), lb1.socket.clone());
+    // VI_1's notify_stop leaves this file: it must appear at SIGTERM, not at the reloads.
+    let stopped = lab.dir().join("vi1-stopped");
     let conf = |vi2_interface: &str| {
         let instance = |name: &str, vrid: u8, interface: &str, vip: &str| {
+            let notify = if name == "VI_1" {
+                format!("notify_stop \"/usr/bin/touch {}\"\n", stopped.display())
+            } else {
+                String::new()
+            };
             format!(
                 "vrrp_instance {name} {{
 state MASTER
@@ -1221,7 +1228,7 @@ interface {interface}
 virtual_router_id {vrid}
 priority 100
 advert_int 1
-virtual_ipaddress {{
+{notify}virtual_ipaddress {{
 {vip}
 }}
 }}
@@ -1317,9 +1324,15 @@ virtual_ipaddress {{
         "VI_1 restarted by reloads that did not change it\n{}",
         lb1.logs()
     );
+    assert!(!stopped.exists(), "VI_1's notify_stop ran before SIGTERM");
     assert!(lb1.proc().sigterm());
     assert!(lb1
         .proc()
         .wait_exit(Duration::from_secs(10))
         .is_some_and(|s| s.success()));
+    // The script was started before the node exited; it may finish just after.
+    let ran = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        stopped.exists()
+    });
+    assert!(ran.is_some(), "VI_1's notify_stop at SIGTERM\n{}", lb1.logs());
 }

@@ -31,6 +31,8 @@ pub(crate) struct SpeakerRuntime {
     pub(crate) sync_group: Option<SyncGroup>,
     handle: SpeakerHandle,
     run: JoinHandle<()>,
+    /// Applies the speaker's events (status table, notify scripts).
+    events_task: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -214,7 +216,9 @@ impl SpeakerRuntime {
         let sync_group = group_cfg.clone();
         let tbl = Arc::clone(table);
         let own = own_addr.clone();
-        tasks.push(tokio::spawn(async move {
+        // Ends once the speaker is gone (`Closed`), after the events it sent last, such as
+        // the transitions to Initialize that run `notify_stop`.
+        let events_task = tokio::spawn(async move {
             loop {
                 let ev = match events.recv().await {
                     Ok(ev) => ev,
@@ -234,7 +238,9 @@ impl SpeakerRuntime {
                         _ => None,
                     };
                 }
-                let Some(vi) = by_name.get(&ev.instance) else { continue };
+                let Some(vi) = by_name.get(&ev.instance) else {
+                    continue;
+                };
                 let (specific, word) = match ev.to {
                     State::Master => (vi.notify_master.as_deref(), "MASTER"),
                     State::Backup => (vi.notify_backup.as_deref(), "BACKUP"),
@@ -263,7 +269,7 @@ impl SpeakerRuntime {
                     }
                 }
             }
-        }));
+        });
         // track_service: a virtual server with no live backend lowers the priority (or
         // faults the instance) — the node whose service is dead gives the VIPs away.
         for (idx, vi) in instances.iter().enumerate() {
@@ -353,6 +359,7 @@ impl SpeakerRuntime {
             sync_group,
             handle,
             run,
+            events_task,
             tasks,
         })
     }
@@ -407,6 +414,15 @@ impl SpeakerRuntime {
         }
         for t in self.tasks {
             t.abort();
+        }
+        // The last events (→ Initialize: `notify_stop`, `notify … STOP`) are applied before
+        // the events task ends; aborting it could lose them.
+        let mut events_task = self.events_task;
+        if tokio::time::timeout(Duration::from_secs(2), &mut events_task)
+            .await
+            .is_err()
+        {
+            events_task.abort();
         }
         let mut t = table
             .write()
