@@ -74,6 +74,18 @@ pub enum Error {
         /// The cause.
         source: io::Error,
     },
+    /// A backend connection could not be set up on this host: no socket (`EMFILE`,
+    /// `ENFILE`), a socket option refused, the `source` address not bindable (`EADDRINUSE`,
+    /// `EADDRNOTAVAIL`, wrong address family) or no ephemeral port left. Not the backend's
+    /// fault: it is neither reported to passive health nor counted against the backend, and
+    /// not retried (another backend would meet the same local condition).
+    #[error("cannot set up a connection to backend {backend} on this host: {source}")]
+    LocalConnect {
+        /// The backend's address.
+        backend: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
     /// Connecting to a backend took longer than `connect_timeout`.
     #[error("connect to backend {backend} timed out after {timeout:?}")]
     ConnectTimeout {
@@ -116,9 +128,11 @@ impl Error {
             | Self::Connect { .. }
             | Self::ConnectTimeout { .. }
             | Self::BackendIo(_) => ErrorSource::Backend,
-            Self::Bind { .. } | Self::Config { .. } | Self::Shutdown | Self::Io(_) => {
-                ErrorSource::Internal
-            }
+            Self::Bind { .. }
+            | Self::Config { .. }
+            | Self::LocalConnect { .. }
+            | Self::Shutdown
+            | Self::Io(_) => ErrorSource::Internal,
         }
     }
 

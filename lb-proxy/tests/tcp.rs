@@ -39,7 +39,11 @@ impl TestBackend {
 
 /// Echoes every connection; the accept loop and connections live in one task set.
 async fn echo_backend(bind: &str) -> TestBackend {
-    let l = TcpListener::bind(bind).await.unwrap();
+    echo_on(TcpListener::bind(bind).await.unwrap())
+}
+
+/// Echoes every connection accepted on `l` (see [`echo_backend`]).
+fn echo_on(l: TcpListener) -> TestBackend {
     let addr = l.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
@@ -241,6 +245,19 @@ fn blackhole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
     }
     std::thread::yield_now();
     (s, fill, addr)
+}
+
+/// Opens a [`blackhole`]: its accept queue is emptied and from now on it echoes every
+/// connection, so connects to it succeed again.
+fn open_blackhole(hole: socket2::Socket) -> TestBackend {
+    hole.set_nonblocking(true).unwrap();
+    // The queue holds at most a few connections (backlog 0); bounded anyway.
+    for _ in 0..64 {
+        if hole.accept().is_err() {
+            break;
+        }
+    }
+    echo_on(TcpListener::from_std(hole.into()).unwrap())
 }
 
 /// Backends die (refused) or hang (connect timeout) while clients keep connecting: retries
@@ -1036,4 +1053,120 @@ async fn per_backend_maxconn_sends_to_the_others() {
     assert_eq!(backends.get(BackendId(1)).unwrap().stats().active(), 1);
     assert_eq!(backends.get(BackendId(2)).unwrap().stats().active(), 3);
     assert_eq!(proxy.stats().queued, 0);
+}
+
+/// A retry must not wait in the `maxconn` queue when the only backends with a free slot are
+/// ones that already failed for it: the busy backend's only slot is held, the other backend
+/// times out once, then comes back. The connection is served by it at the next retry,
+/// without queueing (with a queue timeout of a minute, waiting would fail the bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_tries_a_failed_backend_again_rather_than_queue_for_a_full_one() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let (hole, _fill, hole_addr) = blackhole();
+        let busy = echo_backend("127.0.0.1:0").await;
+        let mut cfg = config();
+        cfg.connect_timeout = Duration::from_millis(300);
+        cfg.retries = 20;
+        cfg.backend_maxconn = Some(1);
+        cfg.queue_timeout = Duration::from_secs(60);
+        let proxy = TcpProxy::start(cfg, pool_of(&[hole_addr, busy.addr])).unwrap();
+        let addr = proxy.local_addrs()[0];
+        // Reaches `busy` (at once, or after the blackhole timed out) and keeps its only slot.
+        let mut holder = TcpStream::connect(addr).await.unwrap();
+        holder.write_all(b"h").await.unwrap();
+        let mut b = [0u8; 1];
+        holder.read_exact(&mut b).await.unwrap();
+        let backends = proxy.pool().backends();
+        assert_eq!(backends.get(BackendId(2)).unwrap().stats().active(), 1);
+        let failures_before = proxy.stats().connect_failures;
+
+        let client = tokio::spawn(ping(addr, b"served"));
+        eventually("the client's connect to the blackhole failed", || {
+            proxy.stats().connect_failures > failures_before
+        })
+        .await;
+        let _back = open_blackhole(hole);
+        let reply = tokio::time::timeout(Duration::from_secs(30), client)
+            .await
+            .unwrap_or_else(|_| panic!("still waiting for the full backend: {:?}", proxy.stats()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, b"served");
+        let st = proxy.stats();
+        assert_eq!(
+            (st.queued, st.queue_refused, st.failed),
+            (0, 0, 0),
+            "{st:?}"
+        );
+        drop(holder);
+    })
+    .await
+    .unwrap();
+}
+
+/// A `source` address that cannot be bound (IPv6 for an IPv4 backend) is this host's error:
+/// the client is closed, but the backend is not blamed (no failure recorded, nothing
+/// reported to passive health, no retries as for a backend failure).
+#[tokio::test]
+async fn unbindable_source_is_not_blamed_on_the_backend() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let backend = echo_backend("127.0.0.1:0").await;
+        let rec = Arc::new(Recorder::default());
+        let mut cfg = config();
+        cfg.source = Some("::1".parse().unwrap());
+        let proxy =
+            TcpProxy::start_with_observer(cfg, pool_of(&[backend.addr]), rec.clone()).unwrap();
+        let r = ping(proxy.local_addrs()[0], b"x").await;
+        assert!(matches!(r.as_deref(), Ok(b"") | Err(_)), "{r:?}");
+        let st = proxy.stats();
+        assert_eq!(
+            (st.failed, st.connect_failures, st.retries, st.connected),
+            (1, 0, 0, 0),
+            "{st:?}"
+        );
+        let backends = proxy.pool().backends();
+        assert_eq!(backends.get(BackendId(1)).unwrap().stats().failures(), 0);
+        assert!(
+            rec.0.lock().unwrap().is_empty(),
+            "{:?}",
+            rec.0.lock().unwrap()
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// An idle proxy has no connections: its accept loops (two addresses, two acceptors each)
+/// hold `maxconn` slots but are not connections, and draining it closes none.
+#[tokio::test]
+async fn idle_proxy_reports_no_connections_and_drains_none() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let backend = echo_backend("127.0.0.1:0").await;
+        let mut cfg = TcpProxyConfig::new(vec![
+            "127.0.0.1:0".parse().unwrap(),
+            "[::1]:0".parse().unwrap(),
+        ]);
+        cfg.acceptors = 2;
+        let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+        // Through every address, so the accept loops have run and taken their slots.
+        for addr in proxy.local_addrs().to_vec() {
+            assert_eq!(ping(addr, b"warm").await.unwrap(), b"warm");
+        }
+        let mut held = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+        held.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        held.read_exact(&mut b).await.unwrap();
+        assert_eq!(proxy.active(), 1, "one connection open");
+        drop(held);
+        eventually("connections closed", || proxy.stats().active == 0).await;
+        assert_eq!(proxy.active(), 0, "idle");
+        assert_eq!(
+            proxy.drain(Some(Duration::ZERO)).await,
+            0,
+            "nothing to close"
+        );
+        assert_eq!(proxy.stats().shutdown_closed, 0);
+    })
+    .await
+    .unwrap();
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
+use lb_proxy::outcome::{Outcome, OutcomeObserver};
 use lb_proxy::udp::{UdpHandle, UdpProxy, UdpProxyConfig};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
@@ -342,6 +343,184 @@ async fn handover_to_a_proxy_on_a_duplicate_socket_loses_no_datagram() {
         );
         // The old proxy's session ends at the drain deadline; nothing is left open.
         assert_eq!(old.drain(Duration::from_millis(100)).await, 1);
+    })
+    .await
+    .unwrap();
+}
+
+/// Records what the data path reports, as lb-health's passive outlier detection would.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<(u32, Outcome)>>);
+
+impl OutcomeObserver for Recorder {
+    fn observe(&self, backend: &Backend, outcome: &Outcome) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((backend.id().0, outcome.clone()));
+    }
+}
+
+impl Recorder {
+    fn refusals_of(&self, id: u32) -> usize {
+        let seen = self.0.lock().unwrap();
+        seen.iter()
+            .filter(|(b, o)| *b == id && *o == Outcome::ConnectRefused)
+            .count()
+    }
+}
+
+/// A loopback UDP port with nothing bound to it: datagrams sent there draw ICMP port
+/// unreachable.
+async fn dead_port() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    s.local_addr().unwrap()
+}
+
+/// A proxy on `backends` (round robin from the first) reporting to a [`Recorder`].
+fn start_observed(
+    cfg: UdpProxyConfig,
+    backends: &[SocketAddr],
+    pool_config: PoolConfig,
+) -> (UdpHandle, Arc<Pool>, Arc<Recorder>) {
+    let set = BackendSet::new(
+        backends
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Backend::new(BackendId(i as u32 + 1), *a))
+            .collect(),
+    )
+    .unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, pool_config).unwrap());
+    let rec = Arc::new(Recorder::default());
+    let proxy = UdpProxy::start_with_observer(cfg, Arc::clone(&pool), rec.clone()).unwrap();
+    (proxy, pool, rec)
+}
+
+/// Sends `msg` and waits up to 500 ms for a reply; `None` when none came.
+async fn ask(client: &UdpSocket, vip: SocketAddr, msg: &str) -> Option<String> {
+    client.send_to(msg.as_bytes(), vip).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_millis(500), client.recv_from(&mut buf))
+        .await
+        .ok()?
+        .unwrap();
+    assert_eq!(from, vip, "replies come from the VIP");
+    Some(String::from_utf8(buf[..n].to_vec()).unwrap())
+}
+
+/// The client's first session lands on a dead backend (persistence keeps pointing the client
+/// at it, as a hashing scheduler would). The ICMP port unreachable it draws ends that session
+/// and is reported; from then on the client is served by the live backend, and not one
+/// datagram sent after the refusal was known is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_backend_refusal_moves_the_client_to_a_live_one() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dead = dead_port().await;
+        let live = tagged_echo("live").await;
+        let pool_config = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(600)),
+            ..PoolConfig::default()
+        };
+        // Round robin starts at the first backend: the dead one.
+        let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+        let (proxy, pool, rec) = start_observed(cfg, &[dead, live.addr], pool_config);
+        let vip = proxy.local_addrs()[0];
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+        assert_eq!(
+            ask(&client, vip, "0").await,
+            None,
+            "the dead backend answers nothing"
+        );
+        for i in 1..=10 {
+            let msg = i.to_string();
+            assert_eq!(
+                ask(&client, vip, &msg).await,
+                Some(format!("live|{msg}")),
+                "datagram {i} after the refusal; stats {:?}",
+                proxy.stats()
+            );
+        }
+        assert!(rec.refusals_of(1) >= 1, "{:?}", rec.0.lock().unwrap());
+        assert_eq!(rec.refusals_of(2), 0);
+        let backends = pool.backends();
+        assert!(backends.get(BackendId(1)).unwrap().stats().failures() >= 1);
+        assert_eq!(backends.get(BackendId(2)).unwrap().stats().failures(), 0);
+        assert_eq!(proxy.sessions(), 1, "the dead backend's session is gone");
+    })
+    .await
+    .unwrap();
+}
+
+/// A backend's ICMP port unreachable is reported to passive health even if the client sends
+/// nothing more (the session's reply task notices it), once; the session then carries
+/// nothing and goes at the idle timeout.
+#[tokio::test]
+async fn refusal_is_reported_without_more_client_traffic() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let dead = dead_port().await;
+        let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+        cfg.idle_timeout = Duration::from_millis(300);
+        let (proxy, pool, rec) = start_observed(cfg, &[dead], PoolConfig::default());
+        let vip = proxy.local_addrs()[0];
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(b"anyone?", vip).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while rec.refusals_of(1) == 0 || proxy.sessions() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "refusal not noticed or session kept: {} sessions, {:?}",
+                proxy.sessions(),
+                rec.0.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(rec.refusals_of(1), 1, "reported once");
+        let st = proxy.stats();
+        assert_eq!((st.active, st.connect_failures), (0, 1), "{st:?}");
+        let backends = pool.backends();
+        assert_eq!(backends.get(BackendId(1)).unwrap().stats().failures(), 1);
+    })
+    .await
+    .unwrap();
+}
+
+/// One client talking to two listening addresses of one proxy has a session on each, and
+/// each reply comes from the address the client wrote to.
+#[tokio::test]
+async fn sessions_are_per_listening_address() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let a = tagged_echo("a").await;
+        let b = tagged_echo("b").await;
+        let proxy = start(
+            UdpProxyConfig::new(vec![
+                "127.0.0.1:0".parse().unwrap(),
+                "127.0.0.1:0".parse().unwrap(),
+            ]),
+            &[a.addr, b.addr],
+        );
+        let (vip1, vip2) = (proxy.local_addrs()[0], proxy.local_addrs()[1]);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = [0u8; 64];
+        for (vip, msg) in [
+            (vip1, "one"),
+            (vip2, "two"),
+            (vip1, "three"),
+            (vip2, "four"),
+        ] {
+            client.send_to(msg.as_bytes(), vip).await.unwrap();
+            let (n, from) =
+                tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            let reply = std::str::from_utf8(&buf[..n]).unwrap();
+            assert_eq!(from, vip, "reply to {msg} came from the other VIP: {reply}");
+            assert!(reply.ends_with(&format!("|{msg}")), "{reply}");
+        }
+        assert_eq!(proxy.sessions(), 2);
+        assert_eq!(proxy.stats().accepted, 2);
     })
     .await
     .unwrap();

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{forward, ForwardMode, ForwardOptions};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorSource, Result};
 use crate::listener::{bind_tcp_acceptors, ListenOptions};
 use crate::outcome::{NoopObserver, Outcome, OutcomeObserver};
 use crate::proxy_protocol::{self, AcceptProxy, ProxyHeader, Version};
@@ -296,9 +296,10 @@ impl ProxyHandle {
         &self.shared.pool
     }
 
-    /// Client connections open now.
+    /// Client connections open now: accepted and not yet closed (an idle proxy has 0; the
+    /// accept loops' reserved `maxconn` slots do not count).
     pub fn active(&self) -> usize {
-        self.shared.config.maxconn - self.shared.slots.available_permits()
+        usize::try_from(self.shared.stats.active.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
     }
 
     /// Stops accepting: listeners close, established connections continue.
@@ -385,13 +386,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
                 ProxyStats::inc(&shared.stats.accepted);
-                tokio::spawn(handle_connection(
-                    Arc::clone(&shared),
-                    stream,
-                    peer,
-                    fixed_local,
-                    permit,
-                ));
+                let admitted = Admitted::new(Arc::clone(&shared), permit);
+                tokio::spawn(handle_connection(admitted, stream, peer, fixed_local));
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 drop(permit);
@@ -418,16 +414,38 @@ struct Connected {
     guard: ConnectionGuard,
 }
 
-async fn handle_connection(
+/// An accepted client connection's hold on the proxy, from `accept(2)` until its task ends
+/// (or is dropped unpolled): its frontend `maxconn` slot and its count in `stats.active`
+/// (what [`ProxyHandle::active`] and [`ProxyHandle::drain`] report).
+struct Admitted {
     shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    fn new(shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> Self {
+        ProxyStats::inc(&shared.stats.active);
+        Self {
+            shared,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        ProxyStats::dec(&self.shared.stats.active);
+    }
+}
+
+async fn handle_connection(
+    admitted: Admitted,
     mut client: TcpStream,
     peer: SocketAddr,
     fixed_local: Option<SocketAddr>,
-    _permit: OwnedSemaphorePermit,
 ) {
+    let shared = &*admitted.shared;
     let stats = &shared.stats;
-    ProxyStats::inc(&stats.active);
-    let _active = scopeguard(|| ProxyStats::dec(&shared.stats.active));
     let mut close = shared.close.subscribe();
     let closing = async move {
         let _ = close.wait_for(|c| *c).await;
@@ -470,7 +488,7 @@ async fn handle_connection(
     }
 
     let connected = tokio::select! {
-        c = Box::pin(connect_backend(&shared, source, destination)) => c,
+        c = Box::pin(connect_backend(shared, source, destination)) => c,
         () = &mut closing => return,
     };
     let Connected {
@@ -481,7 +499,11 @@ async fn handle_connection(
         Ok(c) => c,
         Err(e) => {
             ProxyStats::inc(&stats.failed);
-            tracing::info!(%peer, error = %e, "no backend reachable; closing client");
+            if e.source() == ErrorSource::Internal {
+                tracing::warn!(%peer, error = %e, "cannot connect from this host; closing client");
+            } else {
+                tracing::info!(%peer, error = %e, "no backend reachable; closing client");
+            }
             return;
         }
     };
@@ -549,9 +571,15 @@ async fn handle_connection(
 /// `maxconn` the connection joins the back of the queue, only the waiter at the front picks,
 /// and a new connection joins the back while others wait rather than take a freed slot
 /// ahead of them. (A retry after a failed connect was already admitted and does not
-/// re-queue unless every backend is full.) It is one queue per proxy, like HAProxy's
-/// backend queue: a waiter at the front that may only use one backend (a retry without
-/// redispatch) holds the others back until that backend frees a slot or the queue timeout.
+/// re-queue unless every backend is full; when the only backends with a free slot are ones
+/// that already failed for it, it tries them again rather than queue.) It is one queue per
+/// proxy, like HAProxy's backend queue: a waiter at the front that may only use one backend
+/// (a retry without redispatch) holds the others back until that backend frees a slot or the
+/// queue timeout.
+///
+/// A connect failure is counted against the backend (`record_failure`, `connect_failures`,
+/// the observer) and retried; an [`Error::LocalConnect`] (this host's descriptors, `source`
+/// address or ephemeral ports) is neither, and ends the attempt.
 ///
 /// # Cancel safety
 /// Cancel safe: a cancelled attempt closes its half-open socket and leaves the queue,
@@ -586,14 +614,12 @@ async fn connect_backend(
             }
             _ => {}
         }
-        let mut full = false;
+        // `full`: a candidate is at maxconn; `spare_tried`: one that already failed for this
+        // connection has a free slot.
+        let (mut full, mut spare_tried) = (false, false);
         let now = Instant::now().into_std();
         let picked = shared.pool.select(now, &ctx, &mut |b| {
-            if let Some(id) = sticky {
-                if b.id() != id {
-                    return false;
-                }
-            } else if tried.contains(&b.id()) {
+            if sticky.is_some_and(|id| b.id() != id) {
                 return false;
             }
             if cfg
@@ -603,9 +629,20 @@ async fn connect_backend(
                 full = true;
                 return false;
             }
+            if sticky.is_none() && tried.contains(&b.id()) {
+                spare_tried = true;
+                return false;
+            }
             true
         });
         let Some(backend) = picked else {
+            if spare_tried {
+                // Every candidate failed once or is full: try the failed ones again (one may
+                // have come back; `retries` bounds it) rather than wait in the queue for a
+                // slot this connection would not take, holding back everyone behind it.
+                tried.clear();
+                continue;
+            }
             if full {
                 // Every remaining candidate is at maxconn: wait for a slot (bounded).
                 match &queue {
@@ -619,11 +656,6 @@ async fn connect_backend(
                     // were in the queue woke nobody.
                     None => queue = Some(QueueSlot::enter(shared)?),
                 }
-                continue;
-            }
-            if !tried.is_empty() && sticky.is_none() && failures <= cfg.retries {
-                // Every candidate failed once: start over (one may have come back).
-                tried.clear();
                 continue;
             }
             return Err(last_err.unwrap_or(Error::NoBackend));
@@ -652,6 +684,11 @@ async fn connect_backend(
                     stream,
                     guard,
                 });
+            }
+            Err(e @ Error::LocalConnect { .. }) => {
+                drop(guard);
+                shared.queue.wake_front();
+                return Err(e);
             }
             Err(e) => {
                 drop(guard);
@@ -687,41 +724,65 @@ async fn connect_backend(
 }
 
 /// One connect attempt with the connect timeout and optional source address.
+///
+/// # Errors
+/// [`Error::LocalConnect`] when the connection cannot be set up on this host (see
+/// [`backend_socket`], [`is_local_connect_error`]); [`Error::Connect`] /
+/// [`Error::ConnectTimeout`] when the backend refuses, is unreachable or does not answer.
 async fn connect_once(backend: &Backend, cfg: &TcpProxyConfig) -> Result<TcpStream> {
     let addr = backend.addr();
-    let err = |source| Error::Connect {
+    let local = |source| Error::LocalConnect {
         backend: addr,
         source,
     };
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(Error::Io)?;
-    if let Some(ip) = cfg.source {
-        socket.bind(SocketAddr::new(ip, 0)).map_err(err)?;
-    }
-    // Before connecting, so that the window scale sent in the SYN fits the buffer.
-    let opts = &cfg.backend_options;
-    if let Some(n) = opts.rcvbuf.0 {
-        socket
-            .set_recv_buffer_size(u32::try_from(n).unwrap_or(u32::MAX))
-            .map_err(Error::Io)?;
-    }
-    if let Some(n) = opts.sndbuf.0 {
-        socket
-            .set_send_buffer_size(u32::try_from(n).unwrap_or(u32::MAX))
-            .map_err(Error::Io)?;
-    }
+    let socket = backend_socket(addr, cfg).map_err(local)?;
     match tokio::time::timeout(cfg.connect_timeout, socket.connect(addr)).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(err(e)),
+        Ok(Err(e)) if is_local_connect_error(&e) => Err(local(e)),
+        Ok(Err(e)) => Err(Error::Connect {
+            backend: addr,
+            source: e,
+        }),
         Err(_) => Err(Error::ConnectTimeout {
             backend: addr,
             timeout: cfg.connect_timeout,
         }),
     }
+}
+
+/// A socket to connect to `addr` from: bound to HAProxy `source` if set, with the backend
+/// buffer sizes.
+///
+/// # Errors
+/// Local errors only: `socket(2)` (`EMFILE`, `ENFILE`), `setsockopt(2)`, `bind(2)` of the
+/// source (`EADDRINUSE`, `EADDRNOTAVAIL`, an address of the other family).
+fn backend_socket(addr: SocketAddr, cfg: &TcpProxyConfig) -> io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }?;
+    if let Some(ip) = cfg.source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    // Before connecting, so that the window scale sent in the SYN fits the buffer.
+    let opts = &cfg.backend_options;
+    if let Some(n) = opts.rcvbuf.0 {
+        socket.set_recv_buffer_size(u32::try_from(n).unwrap_or(u32::MAX))?;
+    }
+    if let Some(n) = opts.sndbuf.0 {
+        socket.set_send_buffer_size(u32::try_from(n).unwrap_or(u32::MAX))?;
+    }
+    Ok(socket)
+}
+
+/// `connect(2)` errors that are this host's, not the backend's: no ephemeral port left
+/// (`EADDRNOTAVAIL`) or no kernel memory (`ENOBUFS`, `ENOMEM`).
+fn is_local_connect_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EADDRNOTAVAIL | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// The `maxconn` wait queue: strictly FIFO, like HAProxy's pendconn queue. Each waiter has

@@ -1,14 +1,22 @@
 //! UDP forwarding (LVS NAT for UDP, keepalived `virtual_server … { protocol UDP }`):
 //! per-client sessions.
 //!
-//! The first datagram from a client address picks a backend and opens a session: a UDP
-//! socket connected to that backend. Later datagrams from the client go through it; the
-//! backend's replies come back on it and are sent to that client from the listening socket
-//! (so the client sees the VIP as the source). A session ends after `idle_timeout` without
-//! traffic, or when the backend answers with ICMP port unreachable (reported as
-//! [`Outcome::ConnectRefused`]); the table holds at
-//! most `max_sessions` (each costs a descriptor); beyond it new clients' datagrams are
-//! dropped and counted.
+//! The first datagram from a client address to one listening address picks a backend and
+//! opens a session: a UDP socket connected to that backend. Later datagrams from the client
+//! to that address go through it; the backend's replies come back on it and are sent to that
+//! client from the listening socket (so the client sees the VIP as the source). Sessions are
+//! keyed by (listening address, client): a client talking to two VIPs of one proxy has two.
+//!
+//! A session ends after `idle_timeout` without traffic, or when the backend answers with
+//! ICMP port unreachable. That refusal is reported as [`Outcome::ConnectRefused`] (and to
+//! `lb_core::BackendStats::record_failure`) whichever side notices it first: the session's
+//! reply task (the socket's error readiness) or the next send to the backend
+//! (`ECONNREFUSED`). The client's next datagram then goes over a new session to another
+//! backend if one is eligible (HAProxy `option redispatch`), and so does a datagram whose
+//! send was refused: once a backend is known dead, the client loses nothing.
+//!
+//! The table holds at most `max_sessions` (each costs a descriptor); beyond it new clients'
+//! datagrams are dropped and counted.
 //!
 //! # Examples
 //!
@@ -40,12 +48,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use lb_core::{Backend, ConnectionGuard, Pool, SelectContext};
+use lb_core::{Backend, BackendId, ConnectionGuard, Pool, SelectContext};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -87,14 +96,47 @@ impl UdpProxyConfig {
     }
 }
 
-type Sessions = Mutex<HashMap<SocketAddr, Arc<Session>>>;
+/// A session's key: the listening address the client wrote to, and the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SessionKey {
+    local: SocketAddr,
+    client: SocketAddr,
+}
+
+type Sessions = Mutex<HashMap<SessionKey, Arc<Session>>>;
 
 #[derive(Debug)]
 struct Session {
     socket: UdpSocket,
     backend: Backend,
     activity: Activity,
+    /// Set once the backend answered with ICMP port unreachable: the session carries nothing
+    /// more, and the client's next datagram goes to another backend.
+    refused: AtomicBool,
+    /// Tells the reply task that the session was ended from the listening side.
+    ended: Notify,
     _guard: ConnectionGuard,
+}
+
+impl Session {
+    fn is_refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Records that the backend refused (ICMP port unreachable): counted in
+    /// `connect_failures`, against the backend, and reported to the observer as
+    /// [`Outcome::ConnectRefused`], once per session whichever side noticed first.
+    fn mark_refused(&self, shared: &Shared) {
+        if self.refused.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        ProxyStats::inc(&shared.stats.connect_failures);
+        self.backend.stats().record_failure();
+        shared
+            .observer
+            .observe(&self.backend, &Outcome::ConnectRefused);
+        tracing::debug!(backend = %self.backend.addr(), "backend refused (ICMP port unreachable)");
+    }
 }
 
 #[derive(Debug)]
@@ -105,7 +147,7 @@ struct Shared {
     stats: ProxyStats,
     sessions: Sessions,
     /// Set by [`UdpHandle::drain`]: no new sessions.
-    draining: std::sync::atomic::AtomicBool,
+    draining: AtomicBool,
     /// Set by [`UdpHandle::stop_receiving`]: the listening sockets are no longer read.
     stop_receiving: watch::Sender<bool>,
     close: watch::Sender<bool>,
@@ -177,16 +219,7 @@ impl UdpProxy {
             .iter()
             .map(|s| s.local_addr())
             .collect::<io::Result<Vec<_>>>()?;
-        let shared = Arc::new(Shared {
-            config,
-            pool,
-            observer,
-            stats: ProxyStats::default(),
-            sessions: Mutex::new(HashMap::new()),
-            draining: false.into(),
-            stop_receiving: watch::Sender::new(false),
-            close: watch::Sender::new(false),
-        });
+        let shared = Arc::new(Shared::new(config, pool, observer));
         let tasks = sockets
             .into_iter()
             .map(|s| tokio::spawn(listen_loop(Arc::clone(&shared), s)))
@@ -223,7 +256,10 @@ impl UdpHandle {
         &self.local_addrs
     }
 
-    /// The counters (`accepted` counts sessions opened, `active` open sessions).
+    /// The counters: `accepted` counts sessions opened, `active` open sessions,
+    /// `connect_failures` sessions whose backend refused (ICMP port unreachable), `retries`
+    /// datagrams sent over a new session after their backend refused them, `failed`
+    /// datagrams dropped for want of a backend or a session socket.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
     }
@@ -240,9 +276,7 @@ impl UdpHandle {
     /// # Cancel safety
     /// Cancel safe: cancelling leaves the proxy draining.
     pub async fn drain(&self, deadline: Duration) -> usize {
-        self.shared
-            .draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.draining.store(true, Ordering::Relaxed);
         let end = Instant::now() + deadline;
         while self.sessions() > 0 && Instant::now() < end {
             tokio::time::sleep_until(end.min(Instant::now() + Duration::from_millis(50))).await;
@@ -294,6 +328,19 @@ impl UdpCloser {
 }
 
 impl Shared {
+    fn new(config: UdpProxyConfig, pool: Arc<Pool>, observer: Arc<dyn OutcomeObserver>) -> Self {
+        Self {
+            config,
+            pool,
+            observer,
+            stats: ProxyStats::default(),
+            sessions: Mutex::new(HashMap::new()),
+            draining: false.into(),
+            stop_receiving: watch::Sender::new(false),
+            close: watch::Sender::new(false),
+        }
+    }
+
     /// Stops receiving and ends every session (their tasks notice at their next poll).
     fn close_all(&self) {
         self.stop_receiving.send_replace(true);
@@ -307,8 +354,24 @@ impl Drop for UdpHandle {
     }
 }
 
-fn lock(s: &Sessions) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Session>>> {
+fn lock(s: &Sessions) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Arc<Session>>> {
     s.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes `session` from the table if it is still the one under `key` (a newer session may
+/// have replaced it).
+fn remove_session(shared: &Shared, key: SessionKey, session: &Arc<Session>) {
+    let mut sessions = lock(&shared.sessions);
+    if sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, session)) {
+        sessions.remove(&key);
+    }
+}
+
+/// Ends `session` from the listening side: out of the table at once, its reply task told to
+/// stop (it uncounts the session).
+fn end_session(shared: &Shared, key: SessionKey, session: &Arc<Session>) {
+    remove_session(shared, key, session);
+    session.ended.notify_one();
 }
 
 async fn listen_loop(shared: Arc<Shared>, listener: Arc<UdpSocket>) {
@@ -336,48 +399,106 @@ async fn listen_loop(shared: Arc<Shared>, listener: Arc<UdpSocket>) {
                 continue;
             }
         };
-        let existing = lock(&shared.sessions).get(&client).cloned();
-        let session = match existing {
-            Some(s) => s,
-            None => match open_session(&shared, &listener, client, local).await {
-                Some(s) => s,
-                None => continue,
-            },
-        };
-        session.activity.touch();
-        // A UDP send waits only while the socket buffer is full (tokio learns a new
-        // socket's writability on the next reactor turn, so `try_send` would drop).
-        match session.socket.send(&buf[..n]).await {
-            Ok(sent) => {
-                ProxyStats::add(&shared.stats.bytes_to_backend, sent as u64);
-                session.backend.stats().add_bytes(sent as u64, 0);
-            }
-            Err(e) => {
-                tracing::debug!(%client, error = %e, "send to backend");
-            }
-        }
+        let key = SessionKey { local, client };
+        forward_datagram(&shared, &listener, key, &buf[..n]).await;
     }
 }
 
+/// Sends one client datagram to the backend of its session, opening one if needed.
+///
+/// A session whose backend refused (ICMP port unreachable, noticed by the reply task or by
+/// this send as `ECONNREFUSED`) is ended, and the datagram goes over a new session to another
+/// backend when one is eligible (HAProxy `option redispatch`; counted in `retries`). A
+/// datagram the kernel refused was not sent, so nothing is lost once the refusal is known.
+async fn forward_datagram(
+    shared: &Arc<Shared>,
+    listener: &Arc<UdpSocket>,
+    key: SessionKey,
+    datagram: &[u8],
+) {
+    let existing = lock(&shared.sessions).get(&key).cloned();
+    let session = match existing {
+        Some(s) if !s.is_refused() => Some(s),
+        Some(refused) => {
+            end_session(shared, key, &refused);
+            open_session(shared, listener, key, Some(refused.backend.id())).await
+        }
+        None => open_session(shared, listener, key, None).await,
+    };
+    let Some(session) = session else {
+        return;
+    };
+    match send_to_backend(shared, &session, datagram).await {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            session.mark_refused(shared);
+            end_session(shared, key, &session);
+            let Some(next) = open_session(shared, listener, key, Some(session.backend.id())).await
+            else {
+                return;
+            };
+            ProxyStats::inc(&shared.stats.retries);
+            if let Err(e) = send_to_backend(shared, &next, datagram).await {
+                tracing::debug!(client = %key.client, error = %e, "send to backend");
+            }
+        }
+        Err(e) => tracing::debug!(client = %key.client, error = %e, "send to backend"),
+        Ok(()) => {}
+    }
+}
+
+/// Sends `datagram` on the session's socket, counting the bytes.
+///
+/// # Errors
+/// The send's: `ECONNREFUSED` when an ICMP port unreachable from the backend arrived since
+/// the last send (the datagram was not sent).
+async fn send_to_backend(shared: &Shared, session: &Session, datagram: &[u8]) -> io::Result<()> {
+    session.activity.touch();
+    // A UDP send waits only while the socket buffer is full (tokio learns a new socket's
+    // writability on the next reactor turn, so `try_send` would drop).
+    let sent = session.socket.send(datagram).await?;
+    ProxyStats::add(&shared.stats.bytes_to_backend, sent as u64);
+    session.backend.stats().add_bytes(sent as u64, 0);
+    Ok(())
+}
+
+/// Picks a backend for a new session, preferring one other than `avoid` (a backend that just
+/// refused): the only eligible backend is tried again rather than dropping the datagram, as
+/// it may be back.
+fn pick_backend(
+    shared: &Shared,
+    ctx: &SelectContext<'_>,
+    avoid: Option<BackendId>,
+) -> Option<Backend> {
+    let now = Instant::now().into_std();
+    if let Some(avoid) = avoid {
+        if let Some(b) = shared.pool.select(now, ctx, &mut |b| b.id() != avoid) {
+            return Some(b);
+        }
+    }
+    shared.pool.select(now, ctx, &mut |_| true)
+}
+
+/// Opens a session for `key` on a backend other than `avoid` if one is eligible, and spawns
+/// its reply task. `None` (the datagram is dropped, counted) while draining, with the table
+/// full, without an eligible backend, or when no session socket can be opened.
 async fn open_session(
     shared: &Arc<Shared>,
     listener: &Arc<UdpSocket>,
-    client: SocketAddr,
-    local: SocketAddr,
+    key: SessionKey,
+    avoid: Option<BackendId>,
 ) -> Option<Arc<Session>> {
-    if shared.draining.load(std::sync::atomic::Ordering::Relaxed)
+    if shared.draining.load(Ordering::Relaxed)
         || lock(&shared.sessions).len() >= shared.config.max_sessions
     {
         ProxyStats::inc(&shared.stats.sessions_refused);
         return None;
     }
     let ctx = SelectContext {
-        client: Some(client),
-        destination: Some(local),
+        client: Some(key.client),
+        destination: Some(key.local),
         hash_key: None,
     };
-    let now = Instant::now().into_std();
-    let Some(backend) = shared.pool.select(now, &ctx, &mut |_| true) else {
+    let Some(backend) = pick_backend(shared, &ctx, avoid) else {
         ProxyStats::inc(&shared.stats.failed);
         return None;
     };
@@ -412,24 +533,31 @@ async fn open_session(
         _guard: backend.stats().connection(),
         backend,
         activity: Activity::new(),
+        refused: AtomicBool::new(false),
+        ended: Notify::new(),
     });
-    lock(&shared.sessions).insert(client, Arc::clone(&session));
+    lock(&shared.sessions).insert(key, Arc::clone(&session));
     ProxyStats::inc(&shared.stats.accepted);
     ProxyStats::inc(&shared.stats.active);
     tokio::spawn(reply_loop(
         Arc::clone(shared),
         Arc::clone(listener),
-        client,
+        key,
         Arc::clone(&session),
     ));
     Some(session)
 }
 
-/// Forwards the backend's replies to `client` until idle, refused, or closed.
+/// Forwards the backend's replies to the client until idle, ended, or closed.
+///
+/// An ICMP port unreachable from the backend (tokio's `recv` also wakes on the socket's
+/// error readiness) marks the session refused; it stays in the table, carrying nothing, so
+/// that the client's next datagram knows to go to another backend, and goes at that datagram
+/// or at the idle timeout.
 async fn reply_loop(
     shared: Arc<Shared>,
     listener: Arc<UdpSocket>,
-    client: SocketAddr,
+    key: SessionKey,
     session: Arc<Session>,
 ) {
     let mut close = shared.close.subscribe();
@@ -437,23 +565,22 @@ async fn reply_loop(
     let idle = Some(shared.config.idle_timeout);
     loop {
         tokio::select! {
-            r = session.socket.recv(&mut buf) => match r {
+            r = session.socket.recv(&mut buf), if !session.is_refused() => match r {
                 Ok(n) => {
                     session.activity.touch();
-                    match listener.send_to(&buf[..n], client).await {
+                    match listener.send_to(&buf[..n], key.client).await {
                         Ok(sent) => {
                             ProxyStats::add(&shared.stats.bytes_to_client, sent as u64);
                             session.backend.stats().add_bytes(0, sent as u64);
                         }
-                        Err(e) => tracing::debug!(%client, error = %e, "send to client"),
+                        Err(e) => tracing::debug!(client = %key.client, error = %e, "send to client"),
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    session.mark_refused(&shared);
+                }
                 Err(e) => {
-                    if e.kind() == io::ErrorKind::ConnectionRefused {
-                        session.backend.stats().record_failure();
-                        shared.observer.observe(&session.backend, &Outcome::ConnectRefused);
-                    }
-                    tracing::debug!(%client, error = %e, "backend session ended");
+                    tracing::debug!(client = %key.client, error = %e, "backend session ended");
                     break;
                 }
             },
@@ -461,20 +588,113 @@ async fn reply_loop(
                 ProxyStats::inc(&shared.stats.idle_timeouts);
                 break;
             }
+            () = session.ended.notified() => break,
             () = closed(&mut close) => break,
         }
     }
-    let mut sessions = lock(&shared.sessions);
-    if sessions
-        .get(&client)
-        .is_some_and(|s| Arc::ptr_eq(s, &session))
-    {
-        sessions.remove(&client);
-    }
-    drop(sessions);
+    remove_session(&shared, key, &session);
     ProxyStats::dec(&shared.stats.active);
 }
 
 async fn closed(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|c| *c).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use lb_core::{Algorithm, BackendSet, PoolConfig};
+    use tokio::io::Interest;
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct CountRefusals(AtomicUsize);
+
+    impl OutcomeObserver for CountRefusals {
+        fn observe(&self, _backend: &Backend, outcome: &Outcome) {
+            if *outcome == Outcome::ConnectRefused {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Echoes every datagram back to its sender until dropped.
+    async fn echo() -> (SocketAddr, JoinHandle<()>) {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = s.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                let _ = s.send_to(&buf[..n], from).await;
+            }
+        });
+        (addr, task)
+    }
+
+    /// The ICMP port unreachable from a dead backend is noticed by the next send
+    /// (`ECONNREFUSED`: no reply task consumed it first). The refusal is reported, the session
+    /// ends, and the refused datagram reaches the live backend over a new session.
+    #[tokio::test]
+    async fn refused_send_ends_the_session_and_redispatches_the_datagram() {
+        let dead = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (live, echo_task) = echo().await;
+        let set = BackendSet::new(vec![
+            Backend::new(BackendId(1), dead),
+            Backend::new(BackendId(2), live),
+        ])
+        .unwrap();
+        let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+        let observer = Arc::new(CountRefusals::default());
+        let config = UdpProxyConfig::new(Vec::new());
+        let shared = Arc::new(Shared::new(config, Arc::clone(&pool), observer.clone()));
+        let listener = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let key = SessionKey {
+            local: listener.local_addr().unwrap(),
+            client: client.local_addr().unwrap(),
+        };
+
+        // A session on the dead backend, without a reply task to notice the ICMP error.
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.connect(dead).await.unwrap();
+        let backend = pool.backends().get(BackendId(1)).unwrap().clone();
+        let stale = Arc::new(Session {
+            socket,
+            _guard: backend.stats().connection(),
+            backend,
+            activity: Activity::new(),
+            refused: AtomicBool::new(false),
+            ended: Notify::new(),
+        });
+        lock(&shared.sessions).insert(key, Arc::clone(&stale));
+        stale.socket.send(b"lost").await.unwrap();
+        // The ICMP error has arrived (error readiness; the pending error stays for the send).
+        tokio::time::timeout(Duration::from_secs(5), stale.socket.ready(Interest::ERROR))
+            .await
+            .expect("no ICMP port unreachable from the dead backend")
+            .unwrap();
+
+        forward_datagram(&shared, &listener, key, b"again").await;
+        let mut buf = [0u8; 64];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("the refused datagram was lost")
+            .unwrap();
+        assert_eq!((&buf[..n], from), (&b"again"[..], key.local));
+        assert_eq!(observer.0.load(Ordering::Relaxed), 1);
+        assert!(stale.is_refused());
+        assert_eq!(stale.backend.stats().failures(), 1);
+        let st = shared.stats.snapshot();
+        assert_eq!((st.connect_failures, st.retries, st.accepted), (1, 1, 1));
+        let now = lock(&shared.sessions).get(&key).cloned().unwrap();
+        assert_eq!(now.backend.id(), BackendId(2), "the client's session moved");
+        shared.close_all();
+        echo_task.abort();
+    }
 }
