@@ -1334,5 +1334,9 @@ advert_int 1
     let ran = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
         stopped.exists()
     });
-    assert!(ran.is_some(), "VI_1's notify_stop at SIGTERM\n{}", lb1.logs());
+    assert!(
+        ran.is_some(),
+        "VI_1's notify_stop at SIGTERM\n{}",
+        lb1.logs()
+    );
 }
