@@ -824,3 +824,32 @@ fn outlier_detection_parses_and_each_error_names_its_key() {
         ]
     );
 }
+
+/// keepalived's `skip_check_adv_addr` (per instance) and `vrrp_skip_check_adv_addr` (global,
+/// for every instance) are honoured, not ignored; without them adverts for other addresses
+/// are dropped.
+#[test]
+fn skip_check_adv_addr_per_instance_and_global() {
+    let instance = |name: &str, vrid: u8, extra: &str| {
+        format!(
+            "vrrp_instance {name} {{\n    interface eth0\n    virtual_router_id {vrid}\n{extra}    virtual_ipaddress {{\n        198.18.0.{vrid}\n    }}\n}}\n"
+        )
+    };
+    let text = format!(
+        "{}{}",
+        instance("VI_1", 51, "    skip_check_adv_addr\n"),
+        instance("VI_2", 52, "")
+    );
+    let (cfg, w) = config::keepalived::parse_str(&text, Path::new("k.conf")).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let skip: Vec<bool> = cfg
+        .vrrp_instances
+        .iter()
+        .map(|v| v.skip_check_adv_addr)
+        .collect();
+    assert_eq!(skip, [true, false]);
+    let global = format!("global_defs {{\n    vrrp_skip_check_adv_addr\n}}\n{text}");
+    let (cfg, w) = config::keepalived::parse_str(&global, Path::new("k.conf")).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert!(cfg.vrrp_instances.iter().all(|v| v.skip_check_adv_addr));
+}

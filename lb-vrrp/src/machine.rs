@@ -93,8 +93,13 @@ pub struct Config {
     /// Virtual addresses carried in adverts (`virtual_ipaddress`).
     pub vips: Vec<IpAddr>,
     /// Unicast peers (`unicast_peer`); empty means multicast. When set, adverts from other
-    /// sources are discarded ([`Discard::NotPeer`]).
+    /// sources are discarded ([`Discard::NotPeer`]), and, as keepalived does, the TTL of
+    /// 255 is not required: unicast peers may be routers apart.
     pub unicast_peers: Vec<IpAddr>,
+    /// keepalived `skip_check_adv_addr`: accept adverts whose address list differs from
+    /// [`Config::vips`] (counted in [`Counters::address_list_mismatch`]) instead of
+    /// dropping them ([`Discard::AddressList`]). Default `false`, as keepalived.
+    pub skip_check_adv_addr: bool,
     /// Preempt_Mode ([RFC 5798 §6.1]); `false` is keepalived's `nopreempt`. Default `true`.
     ///
     /// [RFC 5798 §6.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.1
@@ -144,6 +149,7 @@ impl Config {
             garp_master_refresh: None,
             tracks: Vec::new(),
             initial_master: false,
+            skip_check_adv_addr: false,
         }
     }
 }
@@ -372,11 +378,21 @@ pub enum Discard {
     OwnAddress,
     /// Not listening: Initialize or Fault.
     Inactive,
+    /// The advert's address list differs from ours: another count, or one of our VIPs
+    /// missing (order does not matter). keepalived drops these unless
+    /// `skip_check_adv_addr`; [RFC 3768 §7.1] requires it for v2 unless the sender is
+    /// the address owner (priority 255). ([RFC 5798 §7.1] asks only to log it: set
+    /// [`Config::skip_check_adv_addr`] for that.) Two clusters sharing a VRID by mistake
+    /// then keep their own masters instead of one silencing the other.
+    ///
+    /// [RFC 3768 §7.1]: https://www.rfc-editor.org/rfc/rfc3768#section-7.1
+    /// [RFC 5798 §7.1]: https://www.rfc-editor.org/rfc/rfc5798#section-7.1
+    AddressList,
 }
 
 impl Discard {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Ttl,
         Self::Version,
         Self::Checksum,
@@ -388,6 +404,7 @@ impl Discard {
         Self::Family,
         Self::OwnAddress,
         Self::Inactive,
+        Self::AddressList,
     ];
 
     /// The reason for a packet [`AdvertRepr::parse`] rejected.
@@ -415,8 +432,9 @@ pub struct Counters {
     pub priority_zero_tx: u64,
     /// Times this router became master.
     pub became_master: u64,
-    /// Accepted adverts whose address list differs from ours (logged, not dropped,
-    /// [RFC 5798 §7.1]).
+    /// Accepted adverts whose address list differs from ours: with
+    /// [`Config::skip_check_adv_addr`] (logged, not dropped, [RFC 5798 §7.1]), or from the
+    /// v2 address owner. Otherwise such adverts are dropped ([`Discard::AddressList`]).
     ///
     /// [RFC 5798 §7.1]: https://www.rfc-editor.org/rfc/rfc5798#section-7.1
     pub address_list_mismatch: u64,
@@ -751,7 +769,7 @@ impl VirtualRouter {
         if adv.priority == Priority::STOP {
             self.counters.priority_zero_rx += 1;
         }
-        if adv.addresses != self.cfg.vips {
+        if !self.same_addresses(adv) {
             self.counters.address_list_mismatch += 1;
         }
         let mine = self.effective_priority();
@@ -825,7 +843,9 @@ impl VirtualRouter {
         if matches!(self.state, State::Initialize | State::Fault) {
             return Err(Discard::Inactive);
         }
-        if meta.ttl != VRRP_TTL {
+        // keepalived checks the TTL only in multicast mode: unicast peers may be routers
+        // apart, and their adverts arrive with a lower TTL.
+        if self.cfg.unicast_peers.is_empty() && meta.ttl != VRRP_TTL {
             return Err(Discard::Ttl);
         }
         if meta.src.is_ipv6() != self.cfg.primary_addr.is_ipv6() {
@@ -851,7 +871,18 @@ impl VirtualRouter {
                 return Err(Discard::Interval);
             }
         }
+        let from_v2_owner = adv.version == Version::V2 && adv.priority.is_owner();
+        if !self.cfg.skip_check_adv_addr && !from_v2_owner && !self.same_addresses(adv) {
+            return Err(Discard::AddressList);
+        }
         Ok(())
+    }
+
+    /// Whether `adv` carries our VIPs: as many, and each of ours among them (keepalived's
+    /// check; the order may differ).
+    fn same_addresses(&self, adv: &AdvertRepr) -> bool {
+        adv.addresses.len() == self.cfg.vips.len()
+            && self.cfg.vips.iter().all(|v| adv.addresses.contains(v))
     }
 
     fn may_preempt(&self, now: Instant) -> bool {
@@ -1120,12 +1151,19 @@ impl SyncGroup {
     fn with(&mut self, now: Instant, f: impl FnOnce(&mut [VirtualRouter])) {
         let before: Vec<State> = self.members.iter().map(VirtualRouter::state).collect();
         f(&mut self.members);
-        // Faults first: hold everyone in Fault while any member has its own fault.
-        let any_fault = self.members.iter().any(VirtualRouter::has_own_fault);
+        // Faults first: hold everyone in Fault while any member has its own fault. A member
+        // is held by the *others'* faults, so one whose own fault clears while another
+        // member's remains stays in Fault (it does not pass through Backup or Master).
+        let own: Vec<bool> = self
+            .members
+            .iter()
+            .map(VirtualRouter::has_own_fault)
+            .collect();
         let running = self.members.iter().any(|m| m.state() != State::Initialize);
         if running {
-            for m in &mut self.members {
-                m.set_group_fault(now, any_fault && !m.has_own_fault());
+            for (i, m) in self.members.iter_mut().enumerate() {
+                let others = own.iter().enumerate().any(|(j, f)| j != i && *f);
+                m.set_group_fault(now, others);
             }
         }
         let fell = self
@@ -1325,9 +1363,13 @@ mod tests {
         let mut vr = VirtualRouter::new(c.clone());
         vr.start(t0);
         let deadline = vr.poll_timeout();
+        // Multicast: the TTL must be 255 (unicast below: not checked, as keepalived).
+        let mut mc = VirtualRouter::new(cfg(100, 1));
+        mc.start(t0);
         let mut bad_ttl = meta(2);
         bad_ttl.ttl = 254;
-        vr.handle_advert(t0, bad_ttl, &advert(&c, 200));
+        mc.handle_advert(t0, bad_ttl, &advert(&c, 200));
+        assert_eq!(mc.counters().discards(Discard::Ttl), 1);
         vr.handle_advert(t0, meta(3), &advert(&c, 200));
         let mut wrong_pass = advert(&c, 200);
         wrong_pass.auth = Auth::password("nope");
@@ -1345,9 +1387,12 @@ mod tests {
         let mut bytes = advert(&c, 200).to_bytes(ip(2), meta(2).dst).unwrap();
         bytes[7] ^= 1;
         vr.handle_packet(t0, meta(2), &bytes);
+        let mut other_vips = advert(&c, 200);
+        other_vips.addresses = vec![ip(101)];
+        vr.handle_advert(t0, meta(2), &other_vips);
         let k = vr.counters();
         for d in [
-            Discard::Ttl,
+            Discard::AddressList,
             Discard::NotPeer,
             Discard::Auth,
             Discard::Interval,
@@ -1478,6 +1523,94 @@ mod tests {
             vr.poll_timeout(),
             Some(t0 + Duration::from_micros(300_000 + 60_937))
         );
+    }
+
+    /// keepalived's unicast mode: a peer's advert with a TTL below 255 (routers apart) is
+    /// accepted.
+    #[test]
+    fn unicast_peers_may_be_routers_apart() {
+        let t0 = t0();
+        let mut c = cfg(100, 1);
+        c.unicast_peers = vec![ip(2)];
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        let mut routed = meta(2);
+        routed.ttl = 62;
+        vr.handle_advert(t0, routed, &advert(&c, 200));
+        assert_eq!(vr.counters().adverts_rx, 1);
+        assert_eq!(vr.counters().total_discards(), 0);
+    }
+
+    /// An advert for other VIPs on our VRID (another cluster's, by mistake) is dropped: our
+    /// master keeps its VIPs instead of yielding to it. With `skip_check_adv_addr`, or from
+    /// the v2 address owner (RFC 3768 §7.1), it is accepted and counted. Order of the list
+    /// does not matter.
+    #[test]
+    fn adverts_for_other_addresses_are_dropped() {
+        let t0 = t0();
+        let mut c = cfg(150, 1);
+        c.vips = vec![ip(100), ip(101)];
+        let mut other = advert(&c, 200);
+        other.addresses = vec![ip(100), ip(102)];
+        let mut shorter = advert(&c, 200);
+        shorter.addresses = vec![ip(100)];
+        let mut reordered = advert(&c, 100);
+        reordered.addresses = vec![ip(101), ip(100)];
+
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        vr.handle_timeout(vr.timer(Timer::MasterDown).unwrap());
+        assert_eq!(vr.state(), State::Master);
+        vr.handle_advert(t0, meta(2), &other);
+        vr.handle_advert(t0, meta(2), &shorter);
+        assert_eq!(
+            vr.state(),
+            State::Master,
+            "yielded to another cluster's master"
+        );
+        assert_eq!(vr.counters().discards(Discard::AddressList), 2);
+        vr.handle_advert(t0, meta(2), &reordered);
+        assert_eq!(vr.counters().adverts_rx, 1);
+        assert_eq!(vr.counters().address_list_mismatch, 0);
+
+        let mut owner = advert(&c, 255);
+        owner.addresses = vec![ip(100), ip(102)];
+        vr.handle_advert(t0, meta(3), &owner);
+        assert_eq!(vr.state(), State::Backup, "the v2 owner is obeyed");
+        assert_eq!(vr.counters().address_list_mismatch, 1);
+
+        let mut skip = c.clone();
+        skip.skip_check_adv_addr = true;
+        let mut vr = VirtualRouter::new(skip);
+        vr.start(t0);
+        vr.handle_advert(t0, meta(2), &other);
+        assert_eq!(vr.counters().adverts_rx, 1);
+        assert_eq!(vr.counters().address_list_mismatch, 1);
+        assert_eq!(vr.counters().total_discards(), 0);
+    }
+
+    /// Two members with faults of their own: when one clears, that member stays in Fault
+    /// (held by the other's), with no transition, no VIPs added and no advert sent.
+    #[test]
+    fn sync_group_member_stays_in_fault_while_another_is_faulted() {
+        let t0 = t0();
+        let mk = |vrid: u8| {
+            let mut c = cfg(255, 1);
+            c.vrid = Vrid::new(vrid).unwrap();
+            VirtualRouter::new(c)
+        };
+        let mut g = SyncGroup::new(vec![mk(51), mk(52)]);
+        g.start(t0);
+        g.handle_link(t0, 0, false);
+        g.handle_link(t0, 1, false);
+        assert!(g.members().iter().all(|m| m.state() == State::Fault));
+        while g.poll_action().is_some() {}
+        g.handle_link(t0, 0, true);
+        assert!(g.members().iter().all(|m| m.state() == State::Fault));
+        let actions: Vec<_> = std::iter::from_fn(|| g.poll_action()).collect();
+        assert!(actions.is_empty(), "{actions:?}");
+        g.handle_link(t0, 1, true);
+        assert!(g.members().iter().all(|m| m.state() == State::Master));
     }
 
     #[test]

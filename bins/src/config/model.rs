@@ -246,6 +246,10 @@ pub struct VrrpInstance {
     /// proxy serves on the VIPs.
     #[serde(default = "values::yes")]
     pub accept: bool,
+    /// keepalived `skip_check_adv_addr`: accept adverts whose virtual address list differs
+    /// from ours (logged and counted) instead of dropping them. Default false (keepalived).
+    #[serde(default)]
+    pub skip_check_adv_addr: bool,
     /// Delay of the second burst of gratuitous ARPs after becoming master. Default 5 s.
     #[serde(default = "values::five_seconds", with = "values::duration")]
     pub garp_master_delay: Duration,
@@ -306,6 +310,7 @@ impl VrrpInstance {
             nopreempt: false,
             preempt_delay: Duration::ZERO,
             accept: true,
+            skip_check_adv_addr: false,
             garp_master_delay: Duration::from_secs(5),
             garp_master_repeat: 5,
             garp_master_refresh: None,

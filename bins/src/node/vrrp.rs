@@ -73,6 +73,7 @@ fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig
     c.nopreempt = vi.nopreempt;
     c.preempt_delay = vi.preempt_delay;
     c.accept = vi.accept;
+    c.skip_check_adv_addr = vi.skip_check_adv_addr;
     c.garp_master_delay = vi.garp_master_delay;
     c.garp_master_repeat = vi.garp_master_repeat;
     c.garp_master_refresh = vi.garp_master_refresh;

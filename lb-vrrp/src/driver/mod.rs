@@ -104,6 +104,9 @@ pub struct VrrpInstanceConfig {
     pub preempt_delay: Duration,
     /// `accept`.
     pub accept: bool,
+    /// `skip_check_adv_addr`: accept adverts whose address list differs from ours
+    /// ([`Config::skip_check_adv_addr`]). Default `false`.
+    pub skip_check_adv_addr: bool,
     /// `garp_master_delay` (0 disables the second burst).
     pub garp_master_delay: Duration,
     /// `garp_master_repeat`.
@@ -168,6 +171,7 @@ impl VrrpInstanceConfig {
             unicast_peer: Vec::new(),
             nopreempt: false,
             preempt_delay: Duration::ZERO,
+            skip_check_adv_addr: false,
             accept: false,
             garp_master_delay: Duration::from_secs(5),
             garp_master_repeat: 5,
@@ -371,6 +375,7 @@ impl Speaker {
             mc.preempt = !cfg.nopreempt;
             mc.preempt_delay = cfg.preempt_delay;
             mc.accept_mode = cfg.accept;
+            mc.skip_check_adv_addr = cfg.skip_check_adv_addr;
             mc.garp_master_delay = Some(cfg.garp_master_delay).filter(|d| !d.is_zero());
             mc.garp_master_repeat = cfg.garp_master_repeat;
             mc.garp_master_refresh = cfg.garp_master_refresh;
@@ -478,12 +483,15 @@ impl Speaker {
         }
         let t = now();
         for (gi, g) in self.groups.iter_mut().enumerate() {
-            g.start(t);
+            // Links first, recorded while in Initialize: a member whose link is down starts
+            // in Fault (and holds its sync group there) instead of becoming Master, adding
+            // VIPs and sending gratuitous ARPs before falling into Fault.
             for (m, &i) in self.members[gi].iter().enumerate() {
                 if !self.instances[i].link_up {
                     g.handle_link(t, m, false);
                 }
             }
+            g.start(t);
         }
         let mut link_tick = tokio::time::interval(Duration::from_millis(200));
         link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -642,18 +650,22 @@ impl Speaker {
     }
 }
 
+/// Sends `repeat` gratuitous ARPs / unsolicited NAs for every VIP. A failed send does not
+/// stop the others (one VIP's error must not leave the rest unannounced); the first error
+/// is returned.
 fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
     let (Some(sock), Some(mac)) = (&inst.announce, inst.mac) else {
         return Ok(());
     };
+    let mut first_err = None;
     for _ in 0..repeat {
         for v in &inst.cfg.virtual_ipaddress {
             let ifindex = match &v.dev {
                 Some(d) => VipManager::ifindex(d).unwrap_or(inst.ifindex),
                 None => inst.ifindex,
             };
-            match v.addr {
-                IpAddr::V4(a) => sys::send_packet(sock, ifindex, 0x0806, &vip::garp_frame(mac, a))?,
+            let sent = match v.addr {
+                IpAddr::V4(a) => sys::send_packet(sock, ifindex, 0x0806, &vip::garp_frame(mac, a)),
                 IpAddr::V6(a) => {
                     let to = SocketAddrV6::new(
                         std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
@@ -661,12 +673,16 @@ fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
                         0,
                         ifindex,
                     );
-                    sock.send_to(&vip::unsolicited_na(mac, a), &SockAddr::from(to))?;
+                    sock.send_to(&vip::unsolicited_na(mac, a), &SockAddr::from(to))
+                        .map(drop)
                 }
+            };
+            if let Err(e) = sent {
+                first_err.get_or_insert(e);
             }
         }
     }
-    Ok(())
+    first_err.map_or(Ok(()), Err)
 }
 
 /// Opens the receive socket (joined to the group, unbound so that it sees multicast) and

@@ -70,8 +70,15 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         cfg: Config::default(),
         vrrp_version: None,
         version_set: Vec::new(),
+        skip_check_adv_addr: false,
     };
     c.top(stmts);
+    // keepalived: the global `vrrp_skip_check_adv_addr` applies to every instance.
+    if c.skip_check_adv_addr {
+        for vi in &mut c.cfg.vrrp_instances {
+            vi.skip_check_adv_addr = true;
+        }
+    }
     if let Some(v) = c.vrrp_version {
         for (vi, set) in c.cfg.vrrp_instances.iter_mut().zip(&c.version_set) {
             if !*set {
@@ -96,6 +103,8 @@ struct Conv {
     cfg: Config,
     vrrp_version: Option<u8>,
     version_set: Vec<bool>,
+    /// global `vrrp_skip_check_adv_addr`.
+    skip_check_adv_addr: bool,
 }
 
 fn int<T: TryFrom<i64>>(kw: &str, lo: i64, hi: i64) -> impl Fn(&str) -> Result<T, String> + '_ {
@@ -335,6 +344,9 @@ impl Conv {
         for s in b {
             self.no_block_unless(s, &["notification_email"]);
             match s.keyword.text.as_str() {
+                "vrrp_skip_check_adv_addr" => {
+                    self.skip_check_adv_addr = self.flag(s, "global.vrrp_skip_check_adv_addr");
+                }
                 "router_id" => {
                     self.cfg.global.router_id =
                         self.value(s, "global.router_id").map(|t| t.text.clone());
@@ -378,7 +390,6 @@ impl Conv {
                 | "smtp_helo_name"
                 | "enable_script_security"
                 | "script_user"
-                | "vrrp_skip_check_adv_addr"
                 | "vrrp_strict"
                 | "vrrp_garp_interval"
                 | "vrrp_gna_interval"
@@ -609,6 +620,7 @@ impl Conv {
                     vi.preempt_delay = self.get(st, &fp, duration(kw)).unwrap_or_default();
                 }
                 "accept" => vi.accept = self.flag(st, &fp),
+                "skip_check_adv_addr" => vi.skip_check_adv_addr = self.flag(st, &fp),
                 "no_accept" => vi.accept = !self.flag(st, &fp),
                 "garp_master_delay" => {
                     vi.garp_master_delay = self
@@ -655,7 +667,6 @@ impl Conv {
                 | "garp_lower_prio_repeat"
                 | "lower_prio_no_advert"
                 | "higher_prio_send_advert"
-                | "skip_check_adv_addr"
                 | "strict_mode"
                 | "virtual_routes"
                 | "virtual_rules"
