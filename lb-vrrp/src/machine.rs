@@ -116,6 +116,9 @@ pub struct Config {
     pub garp_master_repeat: u32,
     /// keepalived `garp_master_refresh`: periodic bursts while master; default `None`.
     pub garp_master_refresh: Option<Duration>,
+    /// keepalived `garp_master_refresh_repeat`: gratuitous ARPs per periodic burst;
+    /// default 1.
+    pub garp_master_refresh_repeat: u32,
     /// Weights of tracked checks (keepalived `track_script`/`track_interface` `weight`),
     /// indexed by [`TrackId`]. All start healthy.
     pub tracks: Vec<TrackWeight>,
@@ -146,6 +149,7 @@ impl Config {
             accept_mode: false,
             garp_master_delay: Some(Duration::from_secs(5)),
             garp_master_repeat: 5,
+            garp_master_refresh_repeat: 1,
             garp_master_refresh: None,
             tracks: Vec::new(),
             initial_master: false,
@@ -728,9 +732,9 @@ impl VirtualRouter {
                     };
                     self.become_master(now, reason);
                 }
-                (Timer::Garp, State::Master) => self.announce(),
+                (Timer::Garp, State::Master) => self.announce(self.cfg.garp_master_repeat),
                 (Timer::GarpRefresh, State::Master) => {
-                    self.announce();
+                    self.announce(self.cfg.garp_master_refresh_repeat);
                     if let Some(r) = self.cfg.garp_master_refresh {
                         self.timers.set(Timer::GarpRefresh, now + r);
                     }
@@ -965,7 +969,7 @@ impl VirtualRouter {
     fn become_master(&mut self, now: Instant, reason: Reason) {
         self.send_advert(self.effective_priority());
         self.actions.push_back(Action::AddVips);
-        self.announce();
+        self.announce(self.cfg.garp_master_repeat);
         self.timers.clear();
         self.timers
             .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
@@ -990,11 +994,9 @@ impl VirtualRouter {
         self.transition(State::Backup, reason);
     }
 
-    fn announce(&mut self) {
-        if self.cfg.garp_master_repeat > 0 {
-            self.actions.push_back(Action::AnnounceVips {
-                repeat: self.cfg.garp_master_repeat,
-            });
+    fn announce(&mut self, repeat: u32) {
+        if repeat > 0 {
+            self.actions.push_back(Action::AnnounceVips { repeat });
         }
     }
 
@@ -1504,6 +1506,14 @@ mod tests {
         assert_eq!(
             vr.timer(Timer::GarpRefresh),
             Some(t0 + Duration::from_secs(60))
+        );
+        // The periodic burst has keepalived's garp_master_refresh_repeat packets (1).
+        vr.handle_timeout(t0 + Duration::from_secs(60));
+        let a = drain(&mut vr);
+        assert!(a.contains(&Action::AnnounceVips { repeat: 1 }), "{a:?}");
+        assert_eq!(
+            vr.timer(Timer::GarpRefresh),
+            Some(t0 + Duration::from_secs(120))
         );
     }
 

@@ -259,6 +259,10 @@ pub struct VrrpInstance {
     /// Repeat gratuitous ARPs this often while master. Default: never.
     #[serde(default, with = "values::opt_duration")]
     pub garp_master_refresh: Option<Duration>,
+    /// Gratuitous ARPs per periodic burst (keepalived `garp_master_refresh_repeat`).
+    /// Default 1.
+    #[serde(default = "values::one")]
+    pub garp_master_refresh_repeat: u32,
     /// Interfaces whose link state changes the priority.
     #[serde(default)]
     pub track_interface: Vec<TrackInterface>,
@@ -314,6 +318,7 @@ impl VrrpInstance {
             garp_master_delay: Duration::from_secs(5),
             garp_master_repeat: 5,
             garp_master_refresh: None,
+            garp_master_refresh_repeat: 1,
             track_interface: Vec::new(),
             track_script: Vec::new(),
             track_service: Vec::new(),

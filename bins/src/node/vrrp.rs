@@ -77,6 +77,7 @@ fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig
     c.garp_master_delay = vi.garp_master_delay;
     c.garp_master_repeat = vi.garp_master_repeat;
     c.garp_master_refresh = vi.garp_master_refresh;
+    c.garp_master_refresh_repeat = vi.garp_master_refresh_repeat;
     // Tracks 0..n are the track_service entries, then the track_interface entries (both
     // driven by us), then the scripts (driven by the speaker).
     c.track = vi

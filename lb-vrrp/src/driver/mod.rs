@@ -113,6 +113,8 @@ pub struct VrrpInstanceConfig {
     pub garp_master_repeat: u32,
     /// `garp_master_refresh` (`None`: no periodic refresh).
     pub garp_master_refresh: Option<Duration>,
+    /// `garp_master_refresh_repeat`: gratuitous ARPs per periodic burst (default 1).
+    pub garp_master_refresh_repeat: u32,
     /// Weights of tracked checks driven by the library user with
     /// [`SpeakerHandle::set_track`] (ids `0..track.len()`), see [`TrackWeight`].
     pub track: Vec<TrackWeight>,
@@ -176,6 +178,7 @@ impl VrrpInstanceConfig {
             garp_master_delay: Duration::from_secs(5),
             garp_master_repeat: 5,
             garp_master_refresh: None,
+            garp_master_refresh_repeat: 1,
             track: Vec::new(),
             track_script: Vec::new(),
         }
@@ -379,6 +382,7 @@ impl Speaker {
             mc.garp_master_delay = Some(cfg.garp_master_delay).filter(|d| !d.is_zero());
             mc.garp_master_repeat = cfg.garp_master_repeat;
             mc.garp_master_refresh = cfg.garp_master_refresh;
+            mc.garp_master_refresh_repeat = cfg.garp_master_refresh_repeat;
             mc.initial_master = cfg.state_master;
             mc.tracks = cfg
                 .track

@@ -633,6 +633,9 @@ impl Conv {
                 "garp_master_refresh" => {
                     vi.garp_master_refresh = self.get(st, &fp, duration(kw));
                 }
+                "garp_master_refresh_repeat" => {
+                    vi.garp_master_refresh_repeat = self.get(st, &fp, int(kw, 1, 255)).unwrap_or(1);
+                }
                 "track_interface" => {
                     for (interface, weight) in self.tracked(st, &fp) {
                         vi.track_interface.push(TrackInterface {
@@ -662,7 +665,6 @@ impl Conv {
                 "smtp_alert"
                 | "dont_track_primary"
                 | "debug"
-                | "garp_master_refresh_repeat"
                 | "garp_lower_prio_delay"
                 | "garp_lower_prio_repeat"
                 | "lower_prio_no_advert"
