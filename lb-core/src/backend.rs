@@ -152,6 +152,8 @@ pub struct BackendStats {
     ewma_bits: AtomicU64,
     /// Time of the last EWMA sample, nanoseconds since `epoch`.
     ewma_stamp_ns: AtomicU64,
+    /// The decay period given with the last EWMA sample, nanoseconds (reads decay with it).
+    ewma_decay_ns: AtomicU64,
     /// The least-load index (`lc`/`wlc`/`sed`/`nq`) this backend's connection count feeds.
     load_hook: ArcSwapOption<LoadHook>,
 }
@@ -178,6 +180,7 @@ impl BackendStats {
             bytes_to_client: AtomicU64::new(0),
             ewma_bits: AtomicU64::new(0),
             ewma_stamp_ns: AtomicU64::new(0),
+            ewma_decay_ns: AtomicU64::new(1),
             load_hook: ArcSwapOption::empty(),
         }
     }
@@ -264,10 +267,15 @@ impl BackendStats {
     ///
     /// `now` must not be before the `epoch` given to [`BackendStats::new`]; an earlier `now`
     /// is treated as the epoch.
+    ///
+    /// `decay` is also remembered for reads: [`latency_ewma_at`](Self::latency_ewma_at)
+    /// decays the value with the last sample's `decay`.
     pub fn record_latency(&self, rtt: Duration, now: Instant, decay: Duration) {
         let stamp = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let sample = rtt.as_nanos() as f64;
-        let decay_ns = decay.as_nanos().max(1) as f64;
+        let decay_ns = decay.as_nanos().clamp(1, u128::from(u64::MAX)) as u64;
+        self.ewma_decay_ns.store(decay_ns, Ordering::Relaxed);
+        let decay_ns = decay_ns as f64;
         let mut current = self.ewma_bits.load(Ordering::Relaxed);
         loop {
             let old = f64::from_bits(current);
@@ -294,15 +302,39 @@ impl BackendStats {
         }
     }
 
-    /// The peak EWMA of latency, or `None` before the first sample.
+    /// The peak EWMA of latency as of the last sample, or `None` before the first sample.
     pub fn latency_ewma(&self) -> Option<Duration> {
         let v = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
         (v > 0.0).then(|| Duration::from_nanos(v as u64))
     }
 
+    /// The peak EWMA of latency decayed to `now`, or `None` before the first sample: the
+    /// last value × `exp(-elapsed / decay)`, `elapsed` being the time since the last sample
+    /// and `decay` the one given with it (Finagle's and tower's `PeakEwma` decay the
+    /// estimate towards 0 whenever they read it). So a backend that got one slow response,
+    /// and no request since, looks faster as time passes and is eventually tried again.
+    /// A `now` before the last sample reads the undecayed value.
+    pub fn latency_ewma_at(&self, now: Instant) -> Option<Duration> {
+        self.ewma_ns_at(now).map(|v| Duration::from_nanos(v as u64))
+    }
+
     #[inline]
     pub(crate) fn ewma_ns(&self) -> f64 {
         f64::from_bits(self.ewma_bits.load(Ordering::Relaxed))
+    }
+
+    /// The EWMA in nanoseconds decayed to `now` (see [`Self::latency_ewma_at`]); `None`
+    /// before the first sample.
+    #[inline]
+    pub(crate) fn ewma_ns_at(&self, now: Instant) -> Option<f64> {
+        let v = self.ewma_ns();
+        if v <= 0.0 {
+            return None;
+        }
+        let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        let elapsed = at.saturating_sub(self.ewma_stamp_ns.load(Ordering::Relaxed)) as f64;
+        let decay = self.ewma_decay_ns.load(Ordering::Relaxed).max(1) as f64;
+        Some(v * (-elapsed / decay).exp())
     }
 }
 
@@ -607,5 +639,26 @@ mod tests {
         let v = s.latency_ewma().unwrap().as_secs_f64() * 1000.0;
         // 50·e^-1 + 10·(1-e^-1) ≈ 24.7 ms
         assert!((v - 24.7).abs() < 0.2, "{v}");
+    }
+
+    #[test]
+    fn peak_ewma_decays_when_read() {
+        let t0 = epoch();
+        let s = BackendStats::new(t0);
+        assert_eq!(s.latency_ewma_at(t0), None);
+        let decay = Duration::from_secs(10);
+        let t1 = t0 + Duration::from_secs(1);
+        s.record_latency(Duration::from_millis(100), t1, decay);
+        assert_eq!(s.latency_ewma_at(t1), Some(Duration::from_millis(100)));
+        assert_eq!(s.latency_ewma_at(t0), Some(Duration::from_millis(100)));
+        let v = s
+            .latency_ewma_at(t1 + Duration::from_secs(10))
+            .unwrap()
+            .as_secs_f64()
+            * 1000.0;
+        // 100·e^-1 ≈ 36.8 ms
+        assert!((v - 36.79).abs() < 0.1, "{v}");
+        // Reading does not change the recorded value.
+        assert_eq!(s.latency_ewma(), Some(Duration::from_millis(100)));
     }
 }

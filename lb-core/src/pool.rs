@@ -5,11 +5,11 @@
 //!
 //! The hot path ([`Pool::select`]) reads an immutable [`Snapshot`] through `ArcSwap`: no lock
 //! (unless persistence is on) and no allocation. Changes ([`Pool::set_health`],
-//! [`Pool::set_admin`], [`Pool::set_weight`], [`Pool::replace`]) rebuild the snapshot off
+//! [`Pool::set_admin`], [`Pool::set_weight`], [`Pool::set_state`], [`Pool::replace`]) rebuild the snapshot off
 //! the data path and publish it atomically. A rebuild keeps active-connection counts (shared
 //! [`BackendStats`](crate::BackendStats)), the round-robin position while the candidates are
 //! unchanged, slow-start clocks, and persistence entries to backends that are still
-//! candidates.
+//! candidates (entries to a backup only while no primary is a candidate).
 //!
 //! The pool reads no clock: time comes in as `now`. During slow start,
 //! [`Pool::poll_timeout`] says when effective weights next change and
@@ -160,7 +160,8 @@ impl<S: Scheduler> Snapshot<S> {
         !self.primary.backends().is_empty() || !self.backup.backends().is_empty()
     }
 
-    fn candidate(&self, id: BackendId) -> Option<&Backend> {
+    /// The candidate `id` and whether it is one of the backups.
+    fn candidate_slot(&self, id: BackendId) -> Option<(&Backend, bool)> {
         let i = self.index.binary_search_by_key(&id, |e| e.0).ok()?;
         let (_, which, idx) = self.index[i];
         let list = if which == 0 {
@@ -168,10 +169,24 @@ impl<S: Scheduler> Snapshot<S> {
         } else {
             self.backup.backends()
         };
-        list.get(idx as usize)
+        list.get(idx as usize).map(|b| (b, which != 0))
+    }
+
+    /// Whether a persistence entry to `id` may stay after a rebuild: `id` is a primary
+    /// candidate, or a backup candidate while no primary is one (a backup is chosen only when
+    /// no primary is available, so once primaries return, clients pinned to a backup go back
+    /// to them).
+    fn keeps_sticky(&self, id: BackendId) -> bool {
+        match self.candidate_slot(id) {
+            Some((_, false)) => true,
+            Some((_, true)) => self.primary.backends().is_empty(),
+            None => false,
+        }
     }
 
     /// Picks without persistence: primaries first, backups when no primary is accepted.
+    /// Time-dependent algorithms (`peak_ewma`) read their state as of the last update; see
+    /// [`select_at`](Self::select_at).
     pub fn select(
         &self,
         ctx: &SelectContext<'_>,
@@ -180,6 +195,19 @@ impl<S: Scheduler> Snapshot<S> {
         self.primary
             .select(ctx, accept)
             .or_else(|| self.backup.select(ctx, accept))
+    }
+
+    /// As [`select`](Self::select), at time `now` ([`Scheduler::select_at`]: `peak_ewma`
+    /// decays its latency estimates to `now`).
+    pub fn select_at(
+        &self,
+        now: Instant,
+        ctx: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        self.primary
+            .select_at(now, ctx, accept)
+            .or_else(|| self.backup.select_at(now, ctx, accept))
     }
 }
 
@@ -245,7 +273,10 @@ impl<B: BuildScheduler> Pool<B> {
     ///
     /// The client address in `ctx` is masked by `persistence_granularity` first. With
     /// persistence, a client whose entry is live and whose backend is still a candidate
-    /// (and accepted) goes back to it; otherwise the scheduler picks among primaries, then
+    /// (and accepted) goes back to it — unless that backend is a backup and a primary
+    /// accepts the connection: backups serve only while no primary is available, so the
+    /// client then moves to the primary (HAProxy `backup`, keepalived `sorry_server`);
+    /// otherwise the scheduler picks among primaries, then
     /// backups, and the choice is recorded. Returns `None` only when no candidate is
     /// accepted. No allocation; no lock unless persistence is on.
     pub fn select(
@@ -265,16 +296,29 @@ impl<B: BuildScheduler> Pool<B> {
         };
         if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
             if let Some(id) = table.get(key, now) {
-                if let Some(b) = snap.candidate(id) {
-                    if accept(b) {
-                        return Some(b.clone());
+                match snap.candidate_slot(id) {
+                    Some((b, false)) => {
+                        if accept(b) {
+                            return Some(b.clone());
+                        }
                     }
-                } else {
-                    table.remove(key);
+                    Some((b, true)) => {
+                        // A backup is honoured only while no primary takes the connection
+                        // (HAProxy `backup`, keepalived `sorry_server`): once a primary is
+                        // back, the client moves to it and its entry with it.
+                        let picked = match snap.primary.select_at(now, &ctx, accept) {
+                            Some(p) => p,
+                            None if accept(b) => b,
+                            None => snap.backup.select_at(now, &ctx, accept)?,
+                        };
+                        table.insert(key, picked.id(), now);
+                        return Some(picked.clone());
+                    }
+                    None => table.remove(key),
                 }
             }
         }
-        let picked = snap.select(&ctx, accept)?;
+        let picked = snap.select_at(now, &ctx, accept)?;
         if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
             table.insert(key, picked.id(), now);
         }
@@ -293,7 +337,7 @@ impl<B: BuildScheduler> Pool<B> {
         let prev = self.current.load_full();
         let snap = build_snapshot(&self.builder, &self.config, state, Some(&prev), now)?;
         if let Some(table) = &self.persistence {
-            table.retain_backends(|id| snap.candidate(id).is_some());
+            table.retain_backends(|id| snap.keeps_sticky(id));
         }
         self.current.store(Arc::new(snap));
         Ok(())
@@ -347,6 +391,43 @@ impl<B: BuildScheduler> Pool<B> {
         }
         b.set_weight(weight);
         self.rebuild(&mut st, None)
+    }
+
+    /// Sets a backend's health and configured weight together, in one rebuild: no snapshot
+    /// ever shows the new health with the old weight or the reverse (for example, keepalived
+    /// `inhibit_on_failure` keeping a failed backend up at weight 0 never publishes it up at
+    /// its old weight in between). Health checkers should prefer this to separate
+    /// [`set_health`](Self::set_health) and [`set_weight`](Self::set_weight) calls.
+    ///
+    /// A backend *comes up* when it goes from out of service (down, or weight 0) to up with
+    /// a weight above 0: a check passing again, or an inhibited backend getting its weight
+    /// back. Coming up starts its slow-start window at `now` (HAProxy `slowstart`); going
+    /// down or to weight 0 ends the window. Effective weights are evaluated at `now`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownBackend`]; errors of the scheduler build.
+    pub fn set_state(
+        &self,
+        id: BackendId,
+        health: Health,
+        weight: Weight,
+        now: Instant,
+    ) -> Result<()> {
+        let mut st = self.lock();
+        let b = st.backends.get_mut(id)?;
+        if b.health() == health && b.weight() == weight {
+            return Ok(());
+        }
+        let was_serving = b.health() == Health::Up && !b.weight().is_zero();
+        b.set_health(health);
+        b.set_weight(weight);
+        let serving = health == Health::Up && !weight.is_zero();
+        if !serving {
+            st.up_since.remove(&id);
+        } else if !was_serving && self.config.slow_start.is_some() {
+            st.up_since.insert(id, now);
+        }
+        self.rebuild(&mut st, Some(now))
     }
 
     /// Replaces the membership. Backends whose id and address are unchanged keep their
@@ -571,6 +652,62 @@ mod tests {
         let _ = pick(&p, later, &c);
     }
 
+    /// Primaries 1 and 2, backup 9, with persistence.
+    fn sticky_pool_with_backup() -> Pool {
+        let mut backends: Vec<Backend> = set(2).iter().cloned().collect();
+        backends.push(
+            Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap())
+                .with_weight(Weight::new(10).unwrap())
+                .with_backup(true),
+        );
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            ..PoolConfig::default()
+        };
+        Pool::new(
+            Algorithm::RoundRobin,
+            BackendSet::new(backends).unwrap(),
+            cfg,
+        )
+        .unwrap()
+    }
+
+    /// A client pinned to the backup while the primaries were down goes back to a primary
+    /// as soon as one returns, even though its entry is refreshed by every connection.
+    #[test]
+    fn persistence_leaves_the_backup_when_a_primary_returns() {
+        let p = sticky_pool_with_backup();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        p.set_health(BackendId(1), Health::Down, now).unwrap();
+        p.set_health(BackendId(2), Health::Down, now).unwrap();
+        assert_eq!(pick(&p, now, &c), 9);
+        assert_eq!(pick(&p, now, &c), 9, "sticks to the backup while needed");
+        p.set_health(BackendId(2), Health::Up, now).unwrap();
+        for i in 0..5 {
+            let later = now + Duration::from_secs(i);
+            assert_eq!(pick(&p, later, &c), 2, "pick {i}: back on the primary");
+        }
+    }
+
+    /// The same when the entry survives the rebuild (the primary was refused by `accept`
+    /// rather than down): the sticky backup is honoured only while no primary accepts.
+    #[test]
+    fn sticky_backup_is_used_only_while_no_primary_accepts() {
+        let p = sticky_pool_with_backup();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        let mut only_backup = |b: &Backend| b.is_backup();
+        assert_eq!(p.select(now, &c, &mut only_backup).unwrap().id().0, 9);
+        assert_eq!(p.select(now, &c, &mut only_backup).unwrap().id().0, 9);
+        let first = pick(&p, now, &c);
+        assert_ne!(
+            first, 9,
+            "a primary accepts: the backup entry is not honoured"
+        );
+        assert_eq!(pick(&p, now, &c), first, "and the client now sticks to it");
+    }
+
     #[test]
     fn granularity_groups_clients() {
         let cfg = PoolConfig {
@@ -619,6 +756,87 @@ mod tests {
         p.handle_timeout(now + Duration::from_secs(10)).unwrap();
         assert_eq!(w(&p), 10);
         assert!(p.poll_timeout().is_none());
+    }
+
+    fn effective(p: &Pool, id: u32) -> u32 {
+        p.snapshot()
+            .backends()
+            .get(BackendId(id))
+            .unwrap()
+            .effective_weight()
+            .get()
+    }
+
+    #[test]
+    fn set_state_applies_health_and_weight_in_one_rebuild() {
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set(2), PoolConfig::default()).unwrap();
+        let now = t0();
+        let g = p.snapshot().generation();
+        p.set_state(BackendId(1), Health::Down, Weight::new(4).unwrap(), now)
+            .unwrap();
+        let snap = p.snapshot();
+        assert_eq!(snap.generation(), g + 1, "one snapshot published");
+        let b = snap.backends().get(BackendId(1)).unwrap();
+        assert_eq!((b.health(), b.weight().get()), (Health::Down, 4));
+        assert!(snap
+            .primary()
+            .backends()
+            .iter()
+            .all(|b| b.id() != BackendId(1)));
+        // Unchanged state: nothing rebuilt.
+        p.set_state(BackendId(1), Health::Down, Weight::new(4).unwrap(), now)
+            .unwrap();
+        assert_eq!(p.snapshot().generation(), g + 1);
+        assert_eq!(
+            p.set_state(BackendId(7), Health::Up, Weight::DEFAULT, now),
+            Err(Error::UnknownBackend(BackendId(7)))
+        );
+    }
+
+    /// keepalived `inhibit_on_failure`: health stays up, the weight goes 0 → w when the
+    /// backend recovers; that is coming up, so slow start applies.
+    #[test]
+    fn set_state_weight_back_from_zero_starts_slow_start() {
+        let cfg = PoolConfig {
+            slow_start: Some(Duration::from_secs(10)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg).unwrap();
+        let now = t0();
+        p.set_state(BackendId(1), Health::Up, Weight::ZERO, now)
+            .unwrap();
+        assert_eq!(effective(&p, 1), 0);
+        p.set_state(BackendId(1), Health::Up, Weight::new(10).unwrap(), now)
+            .unwrap();
+        assert_eq!(effective(&p, 1), 1, "ramps from 1");
+        assert!(p.poll_timeout().is_some());
+        p.handle_timeout(now + Duration::from_secs(5)).unwrap();
+        assert_eq!(effective(&p, 1), 5);
+        // A weight change of a serving backend is not coming up: no new window.
+        p.set_state(BackendId(2), Health::Up, Weight::new(20).unwrap(), now)
+            .unwrap();
+        assert_eq!(effective(&p, 2), 20);
+    }
+
+    /// `Pool::select` gives `peak_ewma` its `now`: a backend with one slow response and no
+    /// traffic since is tried again once its estimate has decayed.
+    #[test]
+    fn pool_select_decays_peak_ewma_to_now() {
+        let p = Pool::new(
+            "peak_ewma".parse::<Algorithm>().unwrap(),
+            set(2),
+            PoolConfig::default(),
+        )
+        .unwrap();
+        let now = t0();
+        let decay = Duration::from_secs(10);
+        let stats = |id| Arc::clone(p.backends().get(BackendId(id)).unwrap().stats());
+        stats(1).record_latency(Duration::from_millis(100), now, decay);
+        stats(2).record_latency(Duration::from_millis(1), now, decay);
+        assert_eq!(pick(&p, now, &SelectContext::default()), 2);
+        let later = now + Duration::from_secs(60);
+        stats(2).record_latency(Duration::from_millis(1), later, decay);
+        assert_eq!(pick(&p, later, &SelectContext::default()), 1);
     }
 
     #[test]

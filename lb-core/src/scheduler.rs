@@ -26,7 +26,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::algo::hashing::{DestinationHash, SourceHash};
 use crate::algo::least::{
@@ -84,6 +84,21 @@ pub trait Scheduler: Send + Sync + fmt::Debug {
         ctx: &SelectContext<'_>,
         accept: &mut dyn FnMut(&Backend) -> bool,
     ) -> Option<&Backend>;
+
+    /// Like [`select`](Self::select), at time `now`, for algorithms whose choice depends
+    /// on time: `peak_ewma` decays each latency estimate to `now` before comparing costs
+    /// (Finagle/tower `PeakEwma`). [`Pool::select`](crate::Pool::select) calls this. The
+    /// default ignores `now`.
+    #[inline]
+    fn select_at(
+        &self,
+        now: Instant,
+        ctx: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        let _ = now;
+        self.select(ctx, accept)
+    }
 
     /// The candidates this scheduler was built over.
     fn backends(&self) -> &[Backend];
@@ -321,6 +336,16 @@ impl Scheduler for AnyScheduler {
         accept: &mut dyn FnMut(&Backend) -> bool,
     ) -> Option<&Backend> {
         dispatch!(self, s => s.select(ctx, accept))
+    }
+
+    #[inline]
+    fn select_at(
+        &self,
+        now: Instant,
+        ctx: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        dispatch!(self, s => s.select_at(now, ctx, accept))
     }
 
     fn backends(&self) -> &[Backend] {

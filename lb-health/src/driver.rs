@@ -10,7 +10,10 @@
 //!
 //! Subscribers that fall more than the channel's capacity behind get
 //! [`RecvError::Lagged`](tokio::sync::broadcast::error::RecvError::Lagged) and miss events;
-//! size the capacity for bursts (one event per backend covers a whole-pool flip).
+//! size the capacity for bursts (one event per backend covers a whole-pool flip). Trackers
+//! publish changes only, so a subscriber that lagged must resynchronise from the current
+//! state, [`HealthDriver::states`] (a handle it can keep), e.g. with
+//! [`PoolApplier::resync`]; [`HealthDriver::apply_to_pool`] does.
 //!
 //! # Examples
 //!
@@ -45,6 +48,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use lb_core::{BackendId, BuildScheduler, Health, Pool};
+
 use tokio::sync::broadcast;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -52,7 +56,7 @@ use crate::config::HealthCheckConfig;
 use crate::error::{Error, Result};
 use crate::pool::PoolApplier;
 use crate::probe::Probe;
-use crate::tracker::{HealthEvent, HealthTracker, ProbeOutcome};
+use crate::tracker::{CheckState, HealthEvent, HealthTracker, ProbeOutcome};
 
 /// How long after its timeout the driver drops a probe that has not returned by itself.
 pub const BACKSTOP_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
@@ -72,14 +76,35 @@ pub struct HealthDriver {
     events: broadcast::Sender<HealthEvent>,
     tasks: JoinSet<()>,
     checks: HashMap<BackendId, AbortHandle>,
-    /// The current verdict of every check, updated on transitions only.
-    health: HealthMap,
+    /// The current state of every check, updated on transitions (before they are
+    /// published).
+    health: CheckStates,
 }
 
-type HealthMap = Arc<Mutex<HashMap<BackendId, Health>>>;
+type StateMap = HashMap<BackendId, CheckState>;
 
-fn lock(map: &HealthMap) -> std::sync::MutexGuard<'_, HashMap<BackendId, Health>> {
-    map.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(map: &CheckStates) -> std::sync::MutexGuard<'_, StateMap> {
+    map.0.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A shared, read-only view of the current state (health and `misc_dynamic` weight) of every
+/// check of a [`HealthDriver`], from [`HealthDriver::states`]. Cheap to clone and `Send`, so
+/// a subscriber task keeps one to resynchronise after missing events (`RecvError::Lagged`):
+/// the driver updates a check's state before publishing its event, so the view is never
+/// older than the events a subscriber has received. After the driver drops it stays frozen.
+#[derive(Debug, Clone, Default)]
+pub struct CheckStates(Arc<Mutex<StateMap>>);
+
+impl CheckStates {
+    /// The current state of `backend`'s check, or `None` if it is not checked.
+    pub fn get(&self, backend: BackendId) -> Option<CheckState> {
+        lock(self).get(&backend).copied()
+    }
+
+    /// The current state of every check (a copy).
+    pub fn snapshot(&self) -> HashMap<BackendId, CheckState> {
+        lock(self).clone()
+    }
 }
 
 impl HealthDriver {
@@ -91,7 +116,7 @@ impl HealthDriver {
             events,
             tasks: JoinSet::new(),
             checks: HashMap::new(),
-            health: Arc::default(),
+            health: CheckStates::default(),
         }
     }
 
@@ -99,12 +124,22 @@ impl HealthDriver {
     /// `None` if it is not checked. A subscriber that joins late reads this first, then
     /// follows events.
     pub fn health(&self, backend: BackendId) -> Option<Health> {
-        lock(&self.health).get(&backend).copied()
+        lock(&self.health).get(&backend).map(|s| s.health)
     }
 
-    /// The current verdict of every checked backend.
+    /// The current verdict of every checked backend (see [`states`](Self::states) for the
+    /// dynamic weights too).
     pub fn snapshot(&self) -> HashMap<BackendId, Health> {
-        lock(&self.health).clone()
+        lock(&self.health)
+            .iter()
+            .map(|(id, s)| (*id, s.health))
+            .collect()
+    }
+
+    /// A shared view of the current state (health and dynamic weight) of every check, for
+    /// subscribers to resynchronise from after missing events (see [`CheckStates`]).
+    pub fn states(&self) -> CheckStates {
+        self.health.clone()
     }
 
     /// A new subscriber; it sees every event published from now on.
@@ -143,9 +178,9 @@ impl HealthDriver {
         // Forget tasks that ended (removed checks), so churn does not accumulate them.
         while self.tasks.try_join_next().is_some() {}
         let tracker = HealthTracker::new(backend, config, now());
-        lock(&self.health).insert(backend, tracker.health());
+        lock(&self.health).insert(backend, tracker.state());
         let events = self.events.clone();
-        let health = Arc::clone(&self.health);
+        let health = self.health.clone();
         let handle = self
             .tasks
             .spawn(run_check(addr, probe, tracker, events, health));
@@ -166,8 +201,10 @@ impl HealthDriver {
     }
 
     /// Spawns a subscriber that applies every event to `pool` through `applier` (keepalived's
-    /// checkers updating IPVS). It stops with the driver. Lagging (more than the channel's
-    /// capacity of events queued) is logged and skipped.
+    /// checkers updating IPVS). It stops with the driver. On lagging (more than the
+    /// channel's capacity of events queued, so some were missed) it logs and resynchronises
+    /// the pool from the current state of every check ([`PoolApplier::resync`] with
+    /// [`states`](Self::states)).
     ///
     /// # Panics
     /// Outside a tokio runtime.
@@ -177,6 +214,7 @@ impl HealthDriver {
         B::Scheduler: Send + Sync + 'static,
     {
         let mut rx = self.events.subscribe();
+        let states = self.states();
         self.tasks.spawn(async move {
             loop {
                 match rx.recv().await {
@@ -186,7 +224,10 @@ impl HealthDriver {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "pool updater lagged behind health events");
+                        tracing::warn!(missed = n, "pool updater lagged behind health events; resynchronising");
+                        if let Err(e) = applier.resync(&pool, states.snapshot(), now()) {
+                            tracing::warn!(error = %e, "pool resynchronisation incomplete");
+                        }
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
@@ -214,7 +255,7 @@ async fn run_check(
     probe: Box<dyn Probe + Send + Sync>,
     mut tracker: HealthTracker,
     events: broadcast::Sender<HealthEvent>,
-    health: HealthMap,
+    health: CheckStates,
 ) {
     let backend = tracker.backend();
     loop {
@@ -231,7 +272,10 @@ async fn run_check(
                 tracing::info!(%backend, old = %t.old, new = %t.new, reason = %t.reason, latency = ?t.latency, "health transition");
                 // Only while still registered: a removed check may finish one last probe.
                 if let Some(h) = lock(&health).get_mut(&backend) {
-                    *h = t.new;
+                    *h = CheckState {
+                        health: t.new,
+                        weight: t.weight,
+                    };
                 }
                 // No subscriber is not an error.
                 let _ = events.send(t.into_event(backend));
@@ -242,5 +286,84 @@ async fn run_check(
             return;
         };
         tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lb_core::{Backend, BackendSet, PoolConfig, Weight};
+
+    use super::*;
+    use crate::pool::OnFailure;
+
+    fn event(id: u32, old: Health, new: Health) -> HealthEvent {
+        HealthEvent {
+            backend: BackendId(id),
+            old,
+            new,
+            weight: None,
+            reason: "test".into(),
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// The pool updater misses a down → up (the channel overflowed) and resynchronises from
+    /// the checks' current state instead of leaving the backend out for good.
+    #[tokio::test(flavor = "current_thread")]
+    async fn apply_to_pool_resyncs_after_lagging() {
+        let set = BackendSet::new(
+            (1..=3)
+                .map(|i| {
+                    Backend::new(BackendId(i), format!("127.0.0.1:{i}").parse().unwrap())
+                        .with_weight(Weight::new(2).unwrap())
+                })
+                .collect(),
+        )
+        .unwrap();
+        let algo: lb_core::Algorithm = "wrr".parse().unwrap();
+        let pool = Arc::new(Pool::new(algo, set, PoolConfig::default()).unwrap());
+        pool.set_health(BackendId(1), Health::Down, now()).unwrap();
+        let applier = PoolApplier::new(&pool, OnFailure::Remove);
+        let mut driver = HealthDriver::new(1);
+        driver.apply_to_pool(Arc::clone(&pool), applier);
+        // Three transitions, published as run_check does (state first), before the updater
+        // task runs: with room for one, it misses the first two.
+        let transitions = [
+            (1, Health::Down, Health::Up),
+            (2, Health::Up, Health::Down),
+            (3, Health::Up, Health::Down),
+        ];
+        for (id, old, new) in transitions {
+            lock(&driver.health).insert(
+                BackendId(id),
+                CheckState {
+                    health: new,
+                    weight: None,
+                },
+            );
+            let _ = driver.events.send(event(id, old, new));
+        }
+        // Let the updater run until it has applied the one event it received.
+        for _ in 0..1000 {
+            if pool.backends().get(BackendId(3)).unwrap().health() == Health::Down {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let health = |id| pool.backends().get(BackendId(id)).unwrap().health();
+        assert_eq!(health(3), Health::Down, "the event it received");
+        assert_eq!(
+            health(1),
+            Health::Up,
+            "missed down → up, recovered by resync"
+        );
+        assert_eq!(
+            health(2),
+            Health::Down,
+            "missed up → down, recovered by resync"
+        );
+        driver.shutdown().await;
     }
 }

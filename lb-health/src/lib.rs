@@ -70,9 +70,11 @@ pub use error::{Error, Result};
 pub use outlier::{ConnectionOutcome, OutlierConfig, OutlierDetector, OutlierEvent};
 pub use pool::{OnFailure, PoolApplier};
 pub use status::StatusSet;
-pub use tracker::{HealthEvent, HealthTracker, ProbeOutcome, ProbeRequest, Reason, Transition};
+pub use tracker::{
+    CheckState, HealthEvent, HealthTracker, ProbeOutcome, ProbeRequest, Reason, Transition,
+};
 
 #[cfg(feature = "tokio")]
-pub use driver::HealthDriver;
+pub use driver::{CheckStates, HealthDriver};
 #[cfg(feature = "tokio")]
 pub use probe::Probe;

@@ -6,6 +6,11 @@
 //! outlier detection ejected it). A `misc_dynamic` weight replaces the configured weight while
 //! the backend is up; the configured weight comes back when a probe stops asking.
 //!
+//! Each change reaches the pool as one [`Pool::set_state`] (health and weight in one
+//! rebuild), so no half-updated pool is ever published. A failed backend that recovers
+//! comes up in either mode — in inhibit mode its weight goes from 0 back to its weight —
+//! and so starts the pool's slow start (HAProxy `slowstart`) at the event's `now`.
+//!
 //! # Examples
 //!
 //! ```
@@ -37,7 +42,7 @@ use lb_core::{BackendId, BuildScheduler, Health, Pool, Weight};
 
 use crate::error::Result;
 use crate::outlier::OutlierEvent;
-use crate::tracker::HealthEvent;
+use crate::tracker::{CheckState, HealthEvent};
 
 /// What happens to a failed backend (keepalived `inhibit_on_failure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -150,6 +155,44 @@ impl PoolApplier {
         self.sync(pool, backend, now)
     }
 
+    /// Resynchronises `pool` with the current state of every check in `states` (for
+    /// example [`CheckStates::snapshot`](crate::CheckStates::snapshot)), as if each
+    /// backend's latest event had just been applied: the way to recover after missing
+    /// events (a broadcast subscriber that got `RecvError::Lagged`). Trackers publish only
+    /// changes, so a missed down → up would otherwise leave the backend out for good.
+    /// Backends the pool does not know are skipped (a driver may check other pools' too);
+    /// backends not in `states` keep their state. Outlier ejections are kept.
+    ///
+    /// # Errors
+    /// The first error of the pool's scheduler build; the other backends are still applied.
+    pub fn resync<B: BuildScheduler>(
+        &mut self,
+        pool: &Pool<B>,
+        states: impl IntoIterator<Item = (BackendId, CheckState)>,
+        now: Instant,
+    ) -> Result<()> {
+        let mut first_err = None;
+        for (id, state) in states {
+            let e = match self.entry(pool, id) {
+                Ok(e) => e,
+                Err(crate::Error::Core(lb_core::Error::UnknownBackend(_))) => continue,
+                Err(err) => {
+                    first_err.get_or_insert(err);
+                    continue;
+                }
+            };
+            e.active_down = state.health == Health::Down;
+            e.dynamic = state.weight;
+            match self.sync(pool, id, now) {
+                Ok(()) | Err(crate::Error::Core(lb_core::Error::UnknownBackend(_))) => {}
+                Err(err) => {
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     fn entry<B: BuildScheduler>(&mut self, pool: &Pool<B>, id: BackendId) -> Result<&mut Entry> {
         match self.entries.entry(id) {
             std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
@@ -174,23 +217,21 @@ impl PoolApplier {
         let e = self.entries[&id];
         let failed = e.active_down || e.ejected;
         let weight = e.dynamic.unwrap_or(e.configured);
-        match self.on_failure {
-            OnFailure::Inhibit => {
-                pool.set_health(id, Health::Up, now)?;
-                pool.set_weight(id, if failed { Weight::ZERO } else { weight })?;
-            }
-            OnFailure::Remove => {
-                pool.set_weight(id, weight)?;
-                let h = if failed { Health::Down } else { Health::Up };
-                pool.set_health(id, h, now)?;
-            }
-        }
+        // One rebuild for both, so no half-updated snapshot is published; a failed →
+        // not-failed change (also an inhibited backend's weight coming back from 0) starts
+        // slow start at `now`.
+        let (health, weight) = match self.on_failure {
+            OnFailure::Inhibit => (Health::Up, if failed { Weight::ZERO } else { weight }),
+            OnFailure::Remove => (if failed { Health::Down } else { Health::Up }, weight),
+        };
+        pool.set_state(id, health, weight, now)?;
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use lb_core::{Backend, BackendSet, PoolConfig};
@@ -289,6 +330,141 @@ mod tests {
             .apply_event(&p, &ev(1, Health::Down, Health::Up, None), now)
             .unwrap();
         assert_eq!(state(&p, 1), (Health::Up, 5));
+    }
+
+    /// Every candidate list built, as (id, effective weight).
+    type Builds = Arc<Mutex<Vec<Vec<(BackendId, u32)>>>>;
+
+    /// A scheduler builder that records every candidate list it is given.
+    #[derive(Debug, Default)]
+    struct Recording {
+        built: Builds,
+    }
+
+    impl BuildScheduler for Recording {
+        type Scheduler = lb_core::AnyScheduler;
+
+        fn build(
+            &self,
+            candidates: &[Backend],
+            _previous: Option<&Self::Scheduler>,
+        ) -> lb_core::Result<Self::Scheduler> {
+            self.built.lock().unwrap().push(
+                candidates
+                    .iter()
+                    .map(|b| (b.id(), b.effective_weight().get()))
+                    .collect(),
+            );
+            lb_core::Algorithm::WeightedRoundRobin.build(candidates, None)
+        }
+    }
+
+    /// An inhibited failed backend (down in the pool, configured weight 5) is never
+    /// published as a candidate while the applier moves it to up at weight 0.
+    #[test]
+    fn inhibit_never_publishes_a_failed_backend_as_a_candidate() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let set = BackendSet::new(vec![
+            Backend::new(BackendId(1), "127.0.0.1:1".parse().unwrap())
+                .with_weight(Weight::new(5).unwrap())
+                .with_health(Health::Down),
+            Backend::new(BackendId(2), "127.0.0.1:2".parse().unwrap()),
+        ])
+        .unwrap();
+        let recording = Recording::default();
+        let built = Arc::clone(&recording.built);
+        let p = Pool::new(recording, set, PoolConfig::default()).unwrap();
+        let mut a = PoolApplier::new(&p, OnFailure::Inhibit);
+        // Any event for it syncs the pool; it is still failed by its active check.
+        let unejected = OutlierEvent::Unejected {
+            backend: BackendId(1),
+        };
+        a.apply_outlier(&p, &unejected, now).unwrap();
+        let b = p.backends().get(BackendId(1)).unwrap().clone();
+        assert_eq!((b.health(), b.weight()), (Health::Up, Weight::ZERO));
+        let built = built.lock().unwrap();
+        assert!(built.len() > 2, "the initial build and the applier's");
+        for (i, candidates) in built.iter().enumerate() {
+            assert!(
+                candidates.iter().all(|&(id, _)| id != BackendId(1)),
+                "build {i} published failed backend 1: {candidates:?}"
+            );
+        }
+    }
+
+    /// Inhibit mode does not bypass slow start: the recovering backend's weight goes from 0
+    /// back to its weight through the ramp.
+    #[test]
+    fn inhibit_recovery_goes_through_slow_start() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let set = BackendSet::new(vec![
+            Backend::new(BackendId(1), "127.0.0.1:1".parse().unwrap())
+                .with_weight(Weight::new(10).unwrap()),
+            Backend::new(BackendId(2), "127.0.0.1:2".parse().unwrap()),
+        ])
+        .unwrap();
+        let cfg = PoolConfig {
+            slow_start: Some(Duration::from_secs(10)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new("wrr".parse().unwrap(), set, cfg).unwrap();
+        let mut a = PoolApplier::new(&p, OnFailure::Inhibit);
+        let effective = |p: &Pool| {
+            p.snapshot()
+                .backends()
+                .get(BackendId(1))
+                .unwrap()
+                .effective_weight()
+                .get()
+        };
+        a.apply_event(&p, &ev(1, Health::Up, Health::Down, None), now)
+            .unwrap();
+        assert_eq!(effective(&p), 0);
+        a.apply_event(&p, &ev(1, Health::Down, Health::Up, None), now)
+            .unwrap();
+        assert_eq!(state(&p, 1), (Health::Up, 10));
+        assert_eq!(effective(&p), 1, "starts the ramp, not at full weight");
+        p.handle_timeout(now + Duration::from_secs(5)).unwrap();
+        assert_eq!(effective(&p), 5);
+        p.handle_timeout(now + Duration::from_secs(10)).unwrap();
+        assert_eq!(effective(&p), 10);
+    }
+
+    /// After missed events, resync restores health and dynamic weight from the checks'
+    /// current state, keeps outlier ejections, and skips backends the pool does not know.
+    #[test]
+    fn resync_applies_the_current_state_of_every_check() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let p = pool();
+        let mut a = PoolApplier::new(&p, OnFailure::Remove);
+        a.apply_event(&p, &ev(1, Health::Up, Health::Down, None), now)
+            .unwrap();
+        let ej = OutlierEvent::Ejected {
+            backend: BackendId(2),
+            until: now,
+            ejections: 1,
+        };
+        a.apply_outlier(&p, &ej, now).unwrap();
+        // Missed: 1 came back asking for weight 6; 2's check went down and up again.
+        let up = |w: Option<u64>| CheckState {
+            health: Health::Up,
+            weight: w.map(|w| Weight::new(w).unwrap()),
+        };
+        a.resync(
+            &p,
+            [
+                (BackendId(1), up(Some(6))),
+                (BackendId(2), up(None)),
+                (BackendId(9), up(None)),
+            ],
+            now,
+        )
+        .unwrap();
+        assert_eq!(state(&p, 1), (Health::Up, 6));
+        assert_eq!(state(&p, 2), (Health::Down, 1), "still ejected");
     }
 
     #[test]

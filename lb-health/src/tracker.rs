@@ -168,6 +168,19 @@ pub struct HealthEvent {
     pub latency: Duration,
 }
 
+/// The current state of one backend's check: what a subscriber that applied every
+/// [`HealthEvent`] so far would know (the last event's `new` and `weight`). A subscriber
+/// that missed events resynchronises from these (see
+/// [`PoolApplier::resync`](crate::PoolApplier::resync)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckState {
+    /// The current verdict.
+    pub health: Health,
+    /// The weight the last `misc_dynamic` outcome asks for, if any (`None`: the configured
+    /// weight).
+    pub weight: Option<Weight>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Waiting for the next attempt, due at this instant.
@@ -245,6 +258,14 @@ impl HealthTracker {
     /// The weight the last `misc_dynamic` outcome asked for, if any.
     pub fn weight(&self) -> Option<Weight> {
         self.weight
+    }
+
+    /// The current health and dynamic weight together.
+    pub fn state(&self) -> CheckState {
+        CheckState {
+            health: self.health,
+            weight: self.weight,
+        }
     }
 
     /// Whether a probe is in flight.

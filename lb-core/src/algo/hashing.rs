@@ -84,11 +84,18 @@ pub fn destination_key(ctx: &SelectContext<'_>) -> u64 {
     }
 }
 
+/// The most buckets a `sh`/`dh` table holds, 2²⁰.
+const MAX_BUCKETS: u64 = 1 << 20;
+
 /// A bucket table as IPVS `sh`/`dh` build it: buckets are handed out to candidates in turn,
 /// each candidate taking `weight / gcd` consecutive buckets per turn, until the table is full.
-/// The table has at least 256 buckets (IPVS's default) and at least 8 per candidate, and
-/// holds a whole number of turns (up to 2²⁰ buckets), so bucket shares equal weight shares
-/// exactly; keys are spread over it with a multiply-shift range reduction.
+/// The table has at least 256 buckets (IPVS's default) and at least 8 per candidate where
+/// that fits, and always holds a whole number of turns (at most 2²⁰ buckets), so bucket
+/// shares equal weight shares exactly. When one turn alone would exceed 2²⁰ buckets, the
+/// weights are first scaled down proportionally to fit (each stays ≥ 1, as `swrr` and `mh`
+/// do), so shares then match weights within about `n / 2²⁰`. Candidates of effective weight
+/// 0 take no bucket; with none of weight above 0 the table is empty and picks return `None`.
+/// Keys are spread over it with a multiply-shift range reduction.
 #[derive(Debug)]
 struct BucketTable {
     backends: Vec<Backend>,
@@ -97,17 +104,31 @@ struct BucketTable {
 
 impl BucketTable {
     fn new(candidates: &[Backend]) -> Self {
-        let n = candidates.len();
+        let backends: Vec<Backend> = candidates
+            .iter()
+            .filter(|b| !b.effective_weight().is_zero())
+            .cloned()
+            .collect();
+        let n = backends.len();
         if n == 0 {
             return Self {
-                backends: Vec::new(),
+                backends,
                 buckets: Vec::new(),
             };
         }
-        let w = reduced_weights(candidates);
-        let turn: u64 = w.iter().sum();
+        let mut w = reduced_weights(&backends);
+        let mut turn: u64 = w.iter().sum();
+        if turn > MAX_BUCKETS {
+            // Leave room for the rounding up to 1, so the scaled turn still fits.
+            let budget = MAX_BUCKETS.saturating_sub(n as u64).max(n as u64);
+            for x in &mut w {
+                *x = (*x * budget / turn).max(1);
+            }
+            turn = w.iter().sum();
+        }
         let want = (8 * n as u64).max(256);
-        let size = (turn * want.div_ceil(turn)).min(1 << 20) as usize;
+        let turns = want.div_ceil(turn).min(MAX_BUCKETS / turn).max(1);
+        let size = (turn * turns) as usize;
         let mut buckets = Vec::with_capacity(size);
         let (mut i, mut taken) = (0usize, 0u64);
         while buckets.len() < size {
@@ -118,10 +139,7 @@ impl BucketTable {
                 taken = 0;
             }
         }
-        Self {
-            backends: candidates.to_vec(),
-            buckets,
-        }
+        Self { backends, buckets }
     }
 
     /// The bucket's backend; when refused, the following buckets in turn (IPVS
@@ -153,7 +171,7 @@ macro_rules! bucket_scheduler {
         }
 
         impl $name {
-            /// Builds over `candidates`.
+            /// Builds over `candidates` (those of effective weight 0 take no bucket).
             pub fn new(candidates: &[Backend]) -> Self {
                 Self {
                     table: BucketTable::new(candidates),
@@ -208,6 +226,83 @@ mod tests {
         let t = BucketTable::new(&set);
         assert_eq!(t.buckets.len(), 256);
         assert_eq!(t.buckets.iter().filter(|&&i| i == 0).count(), 192);
+    }
+
+    fn weighted(weights: &[u64]) -> Vec<Backend> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                Backend::new(
+                    BackendId(i as u32),
+                    SocketAddr::new([10, 0, (i >> 8) as u8, i as u8].into(), 80),
+                )
+                .with_weight(Weight::new(w).unwrap())
+            })
+            .collect()
+    }
+
+    /// Each candidate's share of buckets, in candidate order.
+    fn shares(t: &BucketTable) -> Vec<f64> {
+        let mut counts = vec![0usize; t.backends.len()];
+        for &b in &t.buckets {
+            counts[b as usize] += 1;
+        }
+        counts
+            .iter()
+            .map(|&c| c as f64 / t.buckets.len() as f64)
+            .collect()
+    }
+
+    /// The review's case: one turn is 16·65535 + 65534 buckets, above the 2²⁰ cap; the last
+    /// candidate must still get its 1/17, not a truncated few buckets.
+    #[test]
+    fn large_weights_are_scaled_not_truncated() {
+        let mut w = vec![65_535; 16];
+        w.push(65_534);
+        let t = BucketTable::new(&weighted(&w));
+        assert!(t.buckets.len() as u64 <= MAX_BUCKETS);
+        let s = shares(&t);
+        assert!((s[16] - 1.0 / 17.0).abs() < 1e-3, "last share {}", s[16]);
+    }
+
+    #[test]
+    fn zero_weights_take_no_bucket() {
+        let t = BucketTable::new(&weighted(&[0, 3]));
+        assert_eq!(t.backends.len(), 1);
+        assert_eq!(t.backends[0].id(), BackendId(1));
+        assert!(t.buckets.iter().all(|&b| b == 0));
+        let all_zero = SourceHash::new(&weighted(&[0, 0]));
+        let ctx = SelectContext::client("192.0.2.1:1".parse().unwrap());
+        assert!(all_zero.select(&ctx, &mut |_| true).is_none());
+        assert!(all_zero.backends().is_empty());
+    }
+
+    proptest::proptest! {
+        /// Bucket shares follow weight shares (within 0.1 percentage point), whatever the
+        /// weights; weight-0 candidates get nothing.
+        #[test]
+        fn bucket_shares_match_weights(
+            weights in proptest::collection::vec(
+                proptest::prop_oneof![1 => proptest::strategy::Just(0u64), 4 => 1u64..=65_535, 2 => 1u64..=8],
+                1..40,
+            )
+        ) {
+            let t = BucketTable::new(&weighted(&weights));
+            let total: u64 = weights.iter().sum();
+            proptest::prop_assert!(t.buckets.len() as u64 <= MAX_BUCKETS);
+            if total == 0 {
+                proptest::prop_assert!(t.buckets.is_empty());
+                return Ok(());
+            }
+            let s = shares(&t);
+            let nonzero: Vec<u64> = weights.iter().copied().filter(|&w| w > 0).collect();
+            proptest::prop_assert_eq!(s.len(), nonzero.len());
+            for (i, (&got, &w)) in s.iter().zip(&nonzero).enumerate() {
+                let want = w as f64 / total as f64;
+                proptest::prop_assert!((got - want).abs() < 1e-3, "{}: {} vs {}", i, got, want);
+            }
+        }
     }
 
     #[test]

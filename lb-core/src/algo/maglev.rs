@@ -9,7 +9,7 @@
 //! Weights are honoured as IPVS does: in each turn a candidate claims `weight / gcd` slots,
 //! so slot shares follow weight shares (within one turn's worth of slots). When the reduced
 //! weights add up to more than `M / 64`, they are scaled down proportionally (each ≥ 1) so
-//! every candidate still gets many turns.
+//! every candidate still gets many turns. Weight-0 candidates take no slot.
 //!
 //! Removing one of `n` candidates moves about `1/n` of keys (the slots it held plus a small
 //! reshuffle); adding one moves keys mostly to the new candidate (the paper's Figure 11).
@@ -73,7 +73,9 @@ pub struct Maglev {
 }
 
 impl Maglev {
-    /// Builds the table of `table_size` slots over `candidates`.
+    /// Builds the table of `table_size` slots over `candidates`. Candidates of effective
+    /// weight 0 take no slot (and are not among [`backends`](Scheduler::backends)); with none
+    /// above 0 the table is empty and picks return `None`.
     ///
     /// # Errors
     /// [`Error::TableSizeNotPrime`] or [`Error::TableSizeOutOfRange`]
@@ -90,14 +92,20 @@ impl Maglev {
             return Err(Error::TableSizeNotPrime(table_size.into()));
         }
         let m = u64::from(table_size);
+        // Weight 0 takes no slot; with none above 0 the table is empty (picks return None).
+        let candidates: Vec<Backend> = candidates
+            .iter()
+            .filter(|b| !b.effective_weight().is_zero())
+            .cloned()
+            .collect();
         let n = candidates.len();
         if n == 0 {
             return Ok(Self {
-                backends: Vec::new(),
+                backends: candidates,
                 table: Vec::new(),
             });
         }
-        let mut turns = reduced_weights(candidates);
+        let mut turns = reduced_weights(&candidates);
         let total: u64 = turns.iter().sum();
         let budget = (m / 64).max(n as u64);
         if total > budget {
@@ -108,7 +116,7 @@ impl Maglev {
         // Current permutation position of each candidate: starts at offset, steps by skip.
         let mut pos = Vec::with_capacity(n);
         let mut skip = Vec::with_capacity(n);
-        for b in candidates {
+        for b in &candidates {
             pos.push(hash_addr(b.addr(), OFFSET_SEED) % m);
             skip.push(hash_addr(b.addr(), SKIP_SEED) % (m - 1) + 1);
         }
@@ -140,7 +148,7 @@ impl Maglev {
             }
         }
         Ok(Self {
-            backends: candidates.to_vec(),
+            backends: candidates,
             table,
         })
     }
@@ -220,6 +228,45 @@ mod tests {
             Maglev::new(&[], 20_000_000),
             Err(Error::TableSizeOutOfRange { .. })
         ));
+    }
+
+    fn weighted(weights: &[u64]) -> Vec<Backend> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                Backend::new(
+                    BackendId(i as u32),
+                    format!("10.0.1.{i}:80").parse().unwrap(),
+                )
+                .with_weight(Weight::new(w).unwrap())
+            })
+            .collect()
+    }
+
+    /// All-zero weights used to loop forever; now the table is empty.
+    #[test]
+    fn all_zero_weights_build_an_empty_table() {
+        let mh = Maglev::new(&weighted(&[0, 0, 0]), 251).unwrap();
+        assert_eq!(mh.table_size(), 0);
+        assert!(mh
+            .select(&SelectContext::key(b"k"), &mut |_| true)
+            .is_none());
+    }
+
+    /// Scaling down (reduced weights above M/64) must not round a weight-0 candidate up to
+    /// one slot per turn.
+    #[test]
+    fn zero_weight_gets_no_slot_when_weights_are_scaled() {
+        let mh = Maglev::new(&weighted(&[0, 65_535, 65_534]), 65_537).unwrap();
+        assert!(mh.backends().iter().all(|b| b.id() != BackendId(0)));
+        assert_eq!(mh.slot_counts().iter().sum::<usize>(), 65_537);
+        for key in 0..2000u32 {
+            let bytes = key.to_be_bytes();
+            let ctx = SelectContext::key(&bytes);
+            let b = mh.select(&ctx, &mut |_| true).unwrap();
+            assert_ne!(b.id(), BackendId(0));
+        }
     }
 
     #[test]

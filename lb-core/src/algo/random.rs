@@ -19,7 +19,7 @@
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::maglev::remix;
 use crate::backend::Backend;
@@ -219,21 +219,44 @@ impl PeakEwma {
     }
 }
 
+impl PeakEwma {
+    /// `rtt × (active + in_flight + 1) / weight`.
+    #[inline]
+    fn cost(&self, b: &Backend, rtt: Option<f64>) -> f64 {
+        let s = b.stats();
+        let rtt = rtt.unwrap_or(self.default_rtt_ns);
+        rtt * (s.active() + s.in_flight() + 1) as f64 / f64::from(b.effective_weight().get())
+    }
+}
+
 impl Scheduler for PeakEwma {
+    /// Without a clock: each estimate as of its last sample (no decay). Prefer
+    /// [`select_at`](Scheduler::select_at), which [`Pool`](crate::Pool) uses.
     #[inline]
     fn select(
         &self,
         _: &SelectContext<'_>,
         accept: &mut dyn FnMut(&Backend) -> bool,
     ) -> Option<&Backend> {
-        let default = self.default_rtt_ns;
         two_choices(&self.backends, &self.rng, accept, |b| {
-            let s = b.stats();
-            let rtt = match s.ewma_ns() {
-                v if v > 0.0 => v,
-                _ => default,
-            };
-            rtt * (s.active() + s.in_flight() + 1) as f64 / f64::from(b.effective_weight().get())
+            let v = b.stats().ewma_ns();
+            self.cost(b, (v > 0.0).then_some(v))
+        })
+    }
+
+    /// Each estimate decayed to `now` first
+    /// ([`BackendStats::latency_ewma_at`](crate::BackendStats::latency_ewma_at)), so a
+    /// backend that answered slowly once is not shunned forever: with no new sample its
+    /// estimate falls towards 0 until it is picked again and measured.
+    #[inline]
+    fn select_at(
+        &self,
+        now: Instant,
+        _: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        two_choices(&self.backends, &self.rng, accept, |b| {
+            self.cost(b, b.stats().ewma_ns_at(now))
         })
     }
 
@@ -273,6 +296,40 @@ mod tests {
         for (i, w) in [0.1, 0.2, 0.7].iter().enumerate() {
             let got = f64::from(counts[i]) / 100_000.0;
             assert!((got - w).abs() < 0.01, "{i}: {got}");
+        }
+    }
+
+    /// One slow response must not starve a backend: its estimate decays while it gets no
+    /// traffic, until it is cheaper than a backend that keeps answering in 1 ms.
+    #[test]
+    fn peak_ewma_slow_backend_recovers_as_its_estimate_decays() {
+        #[allow(clippy::disallowed_methods)] // a test's arbitrary origin
+        let t0 = Instant::now();
+        let decay = Duration::from_secs(10);
+        let set: Vec<Backend> = (0..2)
+            .map(|i| Backend::new(BackendId(i), format!("127.0.0.1:{i}").parse().unwrap()))
+            .collect();
+        set[0]
+            .stats()
+            .record_latency(Duration::from_millis(100), t0, decay);
+        set[1]
+            .stats()
+            .record_latency(Duration::from_millis(1), t0, decay);
+        let s = PeakEwma::new(&set, 3, Duration::from_millis(5));
+        let pick = |now| {
+            s.select_at(now, &SelectContext::default(), &mut |_| true)
+                .unwrap()
+                .id()
+        };
+        assert_eq!(pick(t0), BackendId(1), "just after the slow response");
+        // A minute later backend 1 has kept answering in 1 ms; backend 0 had no traffic:
+        // 100 ms · e^-6 ≈ 0.25 ms < 1 ms.
+        let later = t0 + Duration::from_secs(60);
+        set[1]
+            .stats()
+            .record_latency(Duration::from_millis(1), later, decay);
+        for _ in 0..10 {
+            assert_eq!(pick(later), BackendId(0));
         }
     }
 

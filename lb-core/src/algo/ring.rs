@@ -51,7 +51,9 @@ pub struct RingHash {
 
 impl RingHash {
     /// Builds a ring with `points_per_weight` points per unit of effective weight, at most
-    /// `max_ring_size` points in all.
+    /// `max_ring_size` points in all. Candidates of effective weight 0 place no point (and
+    /// are not among [`backends`](Scheduler::backends)), even when points are scaled down;
+    /// with none above 0 the ring is empty and picks return `None`.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] when `points_per_weight` is 0, and
@@ -70,6 +72,12 @@ impl RingHash {
                 max: MAX_RING_SIZE.into(),
             });
         }
+        // Weight 0 places no point; with none above 0 the ring is empty (picks return None).
+        let candidates: Vec<Backend> = candidates
+            .iter()
+            .filter(|b| !b.effective_weight().is_zero())
+            .cloned()
+            .collect();
         let mut points: Vec<u64> = candidates
             .iter()
             .map(|b| u64::from(b.effective_weight().get()) * u64::from(points_per_weight))
@@ -110,7 +118,7 @@ impl RingHash {
             index.push(pos as u32);
         }
         Ok(Self {
-            backends: candidates.to_vec(),
+            backends: candidates,
             ring,
             index,
         })
@@ -153,5 +161,38 @@ impl Scheduler for RingHash {
 
     fn backends(&self) -> &[Backend] {
         &self.backends
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackendId, Weight};
+
+    fn weighted(weights: &[u64]) -> Vec<Backend> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                Backend::new(
+                    BackendId(i as u32),
+                    format!("10.0.2.{i}:80").parse().unwrap(),
+                )
+                .with_weight(Weight::new(w).unwrap())
+            })
+            .collect()
+    }
+
+    /// Scaling points down to `max_ring_size` must not round a weight-0 candidate up to one
+    /// point.
+    #[test]
+    fn zero_weight_places_no_point_when_scaled() {
+        let ring = RingHash::new(&weighted(&[0, 3, 5]), 160, 64).unwrap();
+        assert!(ring
+            .ring
+            .iter()
+            .all(|&(_, i)| ring.backends[i as usize].id() != BackendId(0)));
+        assert!(ring.backends().iter().all(|b| b.id() != BackendId(0)));
+        assert!(ring.ring_len() <= 64 + 2);
     }
 }
