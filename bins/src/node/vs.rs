@@ -9,8 +9,8 @@ use lb_core::{AdminState, BackendId, Health, Pool, Weight};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{AllOf, ExecProbe, TcpProbe};
 use lb_health::{
-    ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierDetector, OutlierEvent,
-    PoolApplier, Probe, StartState,
+    CheckStates, ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierDetector,
+    OutlierEvent, PoolApplier, Probe, StartState,
 };
 use lb_proxy::http::{HttpPool, HttpProxy};
 use lb_proxy::listener::{bind_tcp, bind_udp, ListenOptions};
@@ -222,11 +222,13 @@ async fn apply_health(
     name: String,
     pool: Arc<Pool>,
     inhibited: Vec<BackendId>,
-    mut checks: Option<broadcast::Receiver<lb_health::HealthEvent>>,
+    active: Option<(broadcast::Receiver<lb_health::HealthEvent>, CheckStates)>,
     mut outcomes: mpsc::UnboundedReceiver<(BackendId, ConnectionOutcome)>,
     mut weights: mpsc::UnboundedReceiver<(BackendId, Weight)>,
     mut detector: OutlierDetector,
 ) {
+    // The active checks' events, and their current states for a resync after lagging.
+    let (mut checks, states) = active.map_or((None, None), |(e, s)| (Some(e), Some(s)));
     let mut inhibit = PoolApplier::new(&pool, OnFailure::Inhibit);
     let mut remove = PoolApplier::new(&pool, OnFailure::Remove);
     loop {
@@ -246,7 +248,20 @@ async fn apply_health(
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(virtual_server = %name, missed = n, "health events lagged");
+                    // Trackers publish only changes: take every check's current state
+                    // instead of the events missed.
+                    tracing::warn!(virtual_server = %name, missed = n, "health events lagged; resynchronising");
+                    if let Some(states) = &states {
+                        let (inh, rem): (Vec<_>, Vec<_>) = states
+                            .snapshot()
+                            .into_iter()
+                            .partition(|(id, _)| inhibited.contains(id));
+                        for (applier, part) in [(&mut inhibit, inh), (&mut remove, rem)] {
+                            if let Err(e) = applier.resync(&pool, part, now()) {
+                                tracing::warn!(virtual_server = %name, error = %e, "health resync");
+                            }
+                        }
+                    }
                 }
                 Err(broadcast::error::RecvError::Closed) => checks = None,
             },
@@ -426,6 +441,7 @@ impl VsRuntime {
         let mut health = None;
         let mut events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
         let mut check_events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
+        let mut check_states: Option<CheckStates> = None;
         let mut inhibited = Vec::new();
         for (i, b) in cfg.backends.iter().enumerate() {
             if b.inhibit_on_failure {
@@ -465,6 +481,7 @@ impl VsRuntime {
             }
             events = Some(driver.subscribe());
             check_events = Some(driver.subscribe());
+            check_states = Some(driver.states());
             health = Some(driver);
         }
 
@@ -537,7 +554,7 @@ impl VsRuntime {
             cfg.name.clone(),
             Arc::clone(&pool),
             inhibited,
-            check_events,
+            check_events.zip(check_states),
             outcomes,
             weight_changes,
             detector,
