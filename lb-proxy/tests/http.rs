@@ -977,3 +977,109 @@ async fn several_listeners_share_one_virtual_server() {
     assert!(HttpProxy::start_many(vec![], config(), vec![]).is_err());
     p.shutdown(Duration::from_secs(1)).await;
 }
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or with two, is a 400 that closes the
+/// connection (a backend reading the other `Host` line would serve another site than the
+/// one routed on); HTTP/1.0 may omit it. An absolute-form target's authority replaces the
+/// received `Host` (§3.2.2), and `Connection: host` cannot remove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_is_validated_and_follows_the_target() {
+    let b = TestBackend::start(1).await;
+    let p = proxy(
+        config(),
+        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .await;
+    let addr = p.local_addr();
+    let exchange = |req: &'static str| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let (got, eof) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+        (String::from_utf8_lossy(&got).into_owned(), eof)
+    };
+    for bad in [
+        "GET / HTTP/1.1\r\nHost: www.example.com\r\nHost: admin.example.com\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let (text, eof) = exchange(bad).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{bad:?}: {text}");
+        assert!(eof, "{bad:?}: connection left open after 400");
+    }
+    assert_eq!(b.requests.load(Ordering::Relaxed), 0);
+    assert_eq!(p.stats().virtual_server.bad_requests, 2);
+
+    let (text, _) = exchange("GET / HTTP/1.0\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    let (text, _) = exchange(
+        "GET http://public.example.com/x HTTP/1.1\r\nHost: internal.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("x-echo-host: public.example.com\r\n"),
+        "{text}"
+    );
+    let (text, _) =
+        exchange("GET / HTTP/1.1\r\nHost: www.example.com\r\nConnection: host, close\r\n\r\n")
+            .await;
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("x-echo-host: www.example.com\r\n"),
+        "{text}"
+    );
+}
+
+/// A client that goes away in the middle of its request body is its own failure: the
+/// backend, which was reading it, is not reported to passive health nor counted as failed
+/// (HAProxy's termination state `CD`). Repeated, it used to eject healthy backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_abort_mid_upload_is_not_held_against_the_backend() {
+    #[derive(Debug, Default)]
+    struct Failures(AtomicU32);
+    impl OutcomeObserver for Failures {
+        fn observe(&self, _: &Backend, o: &Outcome) {
+            if o.is_failure() {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let b = TestBackend::start(1).await;
+    let obs = Arc::new(Failures::default());
+    let p =
+        HttpProxy::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            config(),
+            vec![HttpPool::new("www", pool_of(&[&b], Algorithm::RoundRobin))
+                .with_observer(obs.clone())],
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+            .await
+            .unwrap();
+        // Let the head and the first bytes reach the backend, then go away.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+    }
+    // Bounded wait for the proxy to notice each abort.
+    let t = tokio::time::Instant::now();
+    while b.requests.load(Ordering::Relaxed) < 3 && t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        b.requests.load(Ordering::Relaxed),
+        3,
+        "the uploads reached the backend"
+    );
+    assert_eq!(
+        obs.0.load(Ordering::Relaxed),
+        0,
+        "client aborts blamed on the backend"
+    );
+    assert_eq!(p.stats().backends[0].failures, 0);
+    assert_eq!(p.stats().virtual_server.bad_gateway, 0);
+}

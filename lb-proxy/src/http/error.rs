@@ -100,6 +100,15 @@ pub enum ForwardError {
         /// The timeout.
         timeout: Duration,
     },
+    /// The request is not one a proxy may forward (RFC 9112 §3.2: an HTTP/1.1 request
+    /// without `Host`, or with more than one `Host` line).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The client's request body failed while it was sent to the backend: the client went
+    /// away or broke its framing. Not held against the backend (HAProxy's termination
+    /// state `CD`).
+    #[error("client aborted its request body: {0}")]
+    ClientAborted(hyper::Error),
     /// The backend connection failed while the request was sent or the response awaited.
     #[error("backend {backend} failed: {source}")]
     Backend {
@@ -120,6 +129,7 @@ impl ForwardError {
     pub fn source(&self) -> ErrorSource {
         match self {
             Self::NoRoute { .. } => ErrorSource::Internal,
+            Self::BadRequest(_) | Self::ClientAborted(_) => ErrorSource::Client,
             _ => ErrorSource::Backend,
         }
     }
@@ -135,11 +145,12 @@ impl ForwardError {
     }
 
     /// The status the client receives: 503 without a backend, 504 on a response timeout,
-    /// 502 otherwise.
+    /// 400 for the client's own faults, 502 otherwise.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute { .. } | Self::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadRequest(_) | Self::ClientAborted(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }

@@ -94,9 +94,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                     let token = token.trim();
                     // `close` and `keep-alive` are connection options, not header names
                     // (a `Keep-Alive` header goes with the fixed list below).
+                    // Nor may `Connection: host` remove the Host routed on.
                     let skip = token.is_empty()
                         || token.eq_ignore_ascii_case("close")
                         || token.eq_ignore_ascii_case("keep-alive")
+                        || token.eq_ignore_ascii_case("host")
                         || (keep_upgrade && token.eq_ignore_ascii_case("upgrade"));
                     if !skip {
                         headers.remove(token);
@@ -112,7 +114,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                     .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
                     .collect();
                 for name in named {
-                    if !(keep_upgrade && name == UPGRADE) {
+                    if !(keep_upgrade && name == UPGRADE) && name != HOST {
                         headers.remove(&name);
                     }
                 }

@@ -16,6 +16,8 @@
 //! | backend sends no response head in time | 504 | `gateway_timeout`, backend `timeouts` |
 //! | backend breaks the connection | a retry for bodiless idempotent requests, else 502 | `bad_gateway` |
 //! | malformed request / head too large | 400 / 431 from hyper, connection closed | `bad_requests` |
+//! | HTTP/1.1 request without `Host`, or with two (RFC 9112 §3.2) | 400, connection closed | `bad_requests` |
+//! | client goes away during its request body | 400 (to nobody); the backend is not blamed (HAProxy `CD`) | `bad_requests` |
 //! | request head not complete in time (slowloris), or no request at all | connection closed | `header_timeouts` |
 //! | keep-alive connection idle past `client_idle` | connection closed | `idle_timeouts` |
 //!

@@ -411,8 +411,15 @@ async fn serve_client(
 ) {
     inc(&shared.vs.connections);
     shared.vs.active_connections.fetch_add(1, Ordering::Relaxed);
+    // Uncounted also when the task is cancelled (shutdown, abort).
+    struct Uncount<'a>(&'a Shared);
+    impl Drop for Uncount<'_> {
+        fn drop(&mut self) {
+            self.0.vs.active_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _active = Uncount(&shared);
     serve_client_inner(&shared, stream, peer, local, &mut stop).await;
-    shared.vs.active_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn serve_client_inner(
@@ -545,10 +552,17 @@ async fn handle(
             match status {
                 StatusCode::SERVICE_UNAVAILABLE => inc(&shared.vs.no_backend),
                 StatusCode::GATEWAY_TIMEOUT => inc(&shared.vs.gateway_timeout),
+                StatusCode::BAD_REQUEST => inc(&shared.vs.bad_requests),
                 _ => inc(&shared.vs.bad_gateway),
             }
             tracing::debug!(error = %e, "request not forwarded");
-            error_response(status)
+            let mut r = error_response(status);
+            if status == StatusCode::BAD_REQUEST {
+                // A malformed request closes the connection, as hyper's own 400s do.
+                r.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
         }
     };
     shared.vs.responses.count(resp.status());
@@ -642,6 +656,17 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with several, gets 400 (a backend
+    // reading another Host line than the one routed on would serve another site).
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(ForwardError::BadRequest("more than one Host")),
+        (None, None) if parts.version == Version::HTTP_11 && parts.uri.authority().is_none() => {
+            return Err(ForwardError::BadRequest("no Host"));
+        }
+        _ => {}
+    }
+
     let host = request_host(&parts);
     let Some(pool_idx) = shared.router.route(host.as_deref(), parts.uri.path()) else {
         return Err(ForwardError::NoRoute {
@@ -656,14 +681,16 @@ async fn forward(
         ref src => hash_key(src, &parts).map(<[u8]>::to_vec),
     };
 
-    // Origin-form towards the backend; an absolute-form authority becomes the Host.
-    if parts.uri.authority().is_some() {
-        if !parts.headers.contains_key(HOST) {
-            if let Some(a) = parts.uri.authority() {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    parts.headers.insert(HOST, v);
-                }
+    // Origin-form towards the backend; an absolute-form authority becomes the Host, which
+    // replaces the received one (RFC 9112 §3.2.2: the backend must see the host that was
+    // routed on).
+    if let Some(a) = parts.uri.authority() {
+        let host_port = a.as_str().rsplit('@').next().unwrap_or_default();
+        match HeaderValue::from_str(host_port) {
+            Ok(v) => {
+                parts.headers.insert(HOST, v);
             }
+            Err(_) => return Err(ForwardError::BadRequest("invalid authority")),
         }
         let pq = parts
             .uri
@@ -761,6 +788,11 @@ async fn forward(
             Ok(Err(mut e)) => {
                 let returned = e.take_message();
                 let not_sent = returned.is_some();
+                if !not_sent && (e.error().is_user() || e.error().is_body_write_aborted()) {
+                    // The client's body failed (it went away mid-upload): the backend did
+                    // nothing wrong, and the request cannot be sent again.
+                    return Err(ForwardError::ClientAborted(e.into_error()));
+                }
                 pending = returned;
                 let err = ForwardError::Backend {
                     backend: backend.addr(),
