@@ -853,3 +853,206 @@ fn skip_check_adv_addr_per_instance_and_global() {
     assert!(w.is_empty(), "{w:?}");
     assert!(cfg.vrrp_instances.iter().all(|v| v.skip_check_adv_addr));
 }
+
+/// Whole-number durations are range-checked like floats and strings: a huge `delay_loop`
+/// is refused at its position instead of overflowing an `Instant` later.
+#[test]
+fn integer_durations_are_range_checked() {
+    for v in [
+        "9223372036854775807",
+        "1000000001",
+        "1e10",
+        "\"1000000001s\"",
+    ] {
+        let e = errors(
+            "lb.toml",
+            &format!("[[virtual_server]]\nlisten = \"198.18.0.250:80\"\ndelay_loop = {v}\n"),
+        );
+        assert_eq!(e.len(), 1, "{v}: {e:?}");
+        assert!(e[0].starts_with("lb.toml:3:14: "), "{v}: {e:?}");
+        assert!(e[0].contains("out of range"), "{v}: {e:?}");
+    }
+    let c = load_toml("[[virtual_server]]\nlisten = \"198.18.0.250:80\"\ndelay_loop = 1000000000\n[[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n");
+    assert_eq!(
+        c.virtual_servers[0].delay_loop,
+        Duration::from_secs(1_000_000_000)
+    );
+}
+
+fn addresses(n: usize, v6: bool) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            if v6 {
+                format!("2001:db8::{:x}", i + 1)
+            } else {
+                format!("10.0.{}.{}", i / 250, i % 250 + 1)
+            }
+        })
+        .collect()
+}
+
+/// A keepalived instance: `vips` in `virtual_ipaddress` from line 5 (column 9), then
+/// `excluded` in `virtual_ipaddress_excluded`.
+fn keepalived_instance(version: u8, vips: &[String], excluded: &[String]) -> String {
+    let mut s = String::from(
+        "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 51\n    virtual_ipaddress {\n",
+    );
+    for a in vips {
+        s.push_str(&format!("        {a}\n"));
+    }
+    s.push_str("    }\n    virtual_ipaddress_excluded {\n");
+    for a in excluded {
+        s.push_str(&format!("        {a}\n"));
+    }
+    s.push_str(&format!("    }}\n    version {version}\n}}\n"));
+    s
+}
+
+/// `virtual_ipaddress_excluded` is its own list (added with the VIPs, never advertised),
+/// not merged into `virtual_ipaddress`, in both formats; it may hold the other family.
+#[test]
+fn virtual_ipaddress_excluded_is_kept_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("k.conf");
+    let excluded = ["198.18.0.251".to_owned(), "2001:db8::1/64".to_owned()];
+    std::fs::write(
+        &k,
+        keepalived_instance(2, &["198.18.0.250".to_owned()], &excluded),
+    )
+    .unwrap();
+    let (c, w) = ok(&k);
+    assert!(!w.iter().any(|w| w.message.contains("excluded")), "{w:?}");
+    let vi = &c.vrrp_instances[0];
+    assert_eq!(vi.virtual_ipaddress.len(), 1);
+    let ex: Vec<String> = vi
+        .virtual_ipaddress_excluded
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(ex, ["198.18.0.251", "2001:db8::1/64"]);
+    let t = load_toml(
+        "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
+         virtual_ipaddress = [\"198.18.0.250\"]\n\
+         virtual_ipaddress_excluded = [\"198.18.0.251\", \"2001:db8::1/64\"]\n",
+    );
+    assert_eq!(t.vrrp_instances, c.vrrp_instances);
+    // A duplicate across the two lists is refused where it is written.
+    let e = errors(
+        "k.conf",
+        &keepalived_instance(
+            2,
+            &["198.18.0.250".to_owned()],
+            &["198.18.0.250".to_owned()],
+        ),
+    );
+    assert_eq!(e, ["k.conf:5:9: duplicate virtual address 198.18.0.250"]);
+}
+
+/// An advert holds 255 IPv4 / 90 IPv6 addresses: more VIPs are refused at the first that
+/// does not fit (the master could not advertise, and both nodes would become master);
+/// excluded addresses do not count.
+#[test]
+fn advertised_addresses_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("k.conf");
+    std::fs::write(
+        &k,
+        keepalived_instance(2, &addresses(255, false), &addresses(300, true)),
+    )
+    .unwrap();
+    let (c, _) = ok(&k);
+    assert_eq!(c.vrrp_instances[0].virtual_ipaddress.len(), 255);
+    assert_eq!(c.vrrp_instances[0].virtual_ipaddress_excluded.len(), 300);
+
+    let e = errors(
+        "k.conf",
+        &keepalived_instance(2, &addresses(256, false), &[]),
+    );
+    assert_eq!(
+        e,
+        ["k.conf:260:9: vrrp_instance VI_1 advertises 256 addresses; an advert holds at most 255 (put the others in virtual_ipaddress_excluded)"]
+    );
+    let e = errors("k.conf", &keepalived_instance(3, &addresses(91, true), &[]));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "k.conf:95:9: vrrp_instance VI_1 advertises 91 addresses; an advert holds at most 90"
+        ),
+        "{e:?}"
+    );
+    std::fs::write(&k, keepalived_instance(3, &addresses(90, true), &[])).unwrap();
+    ok(&k);
+
+    let list = |n| {
+        addresses(n, false)
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(",\n")
+    };
+    let e = errors(
+        "lb.toml",
+        &format!(
+            "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\n{}\n]\n",
+            list(256)
+        ),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("lb.toml:261:1: vrrp_instance VI_1 advertises 256 addresses"),
+        "{e:?}"
+    );
+}
+
+/// `vrrp_script { user USER [GROUP] }` is read in both formats and looked up at load: an
+/// unknown user or group is an error where it is written, not a script silently run as root.
+#[test]
+fn vrrp_script_user_is_read_and_looked_up() {
+    let script = |user: &str| {
+        format!(
+            "vrrp_script chk {{\n    script \"/bin/true\"\n    user {user}\n}}\n{BASE_INSTANCE}"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("k.conf");
+    std::fs::write(&k, script("nobody nogroup")).unwrap();
+    let (c, _) = ok(&k);
+    let s = &c.vrrp_scripts[0];
+    assert_eq!(
+        (s.user.as_deref(), s.group.as_deref()),
+        (Some("nobody"), Some("nogroup"))
+    );
+    let t = load_toml(
+        "[[vrrp_script]]\nname = \"chk\"\nscript = \"/bin/true\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n",
+    );
+    assert_eq!(t.vrrp_scripts, c.vrrp_scripts);
+    std::fs::write(&k, script("nobody")).unwrap();
+    assert_eq!(ok(&k).0.vrrp_scripts[0].group, None);
+
+    assert_eq!(
+        errors("k.conf", &script("no-such-user-lb")),
+        ["k.conf:3:10: vrrp_script chk: unknown user \"no-such-user-lb\""]
+    );
+    assert_eq!(
+        errors("k.conf", &script("nobody no-such-group-lb")),
+        ["k.conf:3:17: vrrp_script chk: unknown group \"no-such-group-lb\""]
+    );
+    assert_eq!(
+        errors("k.conf", &script("nobody nogroup extra")),
+        ["k.conf:3:25: `user` takes a user name and an optional group name"]
+    );
+    assert_eq!(
+        errors(
+            "lb.toml",
+            "[[vrrp_script]]\nname = \"chk\"\nscript = \"/bin/true\"\nuser = \"no-such-user-lb\"\n"
+        ),
+        ["lb.toml:4:8: vrrp_script chk: unknown user \"no-such-user-lb\""]
+    );
+    assert_eq!(
+        errors(
+            "lb.toml",
+            "[[vrrp_script]]\nname = \"chk\"\nscript = \"/bin/true\"\ngroup = \"nogroup\"\n"
+        ),
+        ["lb.toml:4:9: vrrp_script chk: group needs a user"]
+    );
+}

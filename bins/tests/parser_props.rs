@@ -40,6 +40,7 @@ const WORDS: &[&str] = &[
     "PASS",
     "auth_pass",
     "virtual_ipaddress",
+    "virtual_ipaddress_excluded",
     "198.18.0.1/24",
     "dev",
     "label",

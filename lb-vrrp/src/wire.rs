@@ -82,6 +82,11 @@ pub const VRRP_MCAST_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12
 pub const VRRP_TTL: u8 = 255;
 /// Length of the fixed VRRP header in bytes (both versions).
 pub const HEADER_LEN: usize = 8;
+/// Most IPv4 addresses one advert carries: its address count is 8 bits.
+pub const MAX_ADDRESSES_V4: usize = 255;
+/// Most IPv6 addresses one advert carries in a 1500-byte packet:
+/// (1500 - 40 (IPv6 header) - 8 (VRRP header)) / 16.
+pub const MAX_ADDRESSES_V6: usize = (1500 - 40 - HEADER_LEN) / 16;
 /// Length of the VRRPv2 authentication data in bytes ([RFC 3768 §5.3.10]).
 ///
 /// [RFC 3768 §5.3.10]: https://www.rfc-editor.org/rfc/rfc3768#section-5.3.10

@@ -100,6 +100,56 @@ fn vip_on_master_only_and_kill9_failover() {
     assert!(lab.holders(&[0, 1], VIP).is_empty());
 }
 
+/// keepalived `virtual_ipaddress_excluded`: 300 excluded addresses (more than an advert
+/// holds, and one of the other family) follow the master like the VIP but are never
+/// advertised, so the master's adverts still go out and the backup stays backup.
+#[test]
+fn excluded_vips_follow_the_master_unadvertised() {
+    if !lab_available() {
+        return;
+    }
+    let mut excluded: Vec<String> = (0..299)
+        .map(|i| format!("198.19.{}.{}/32", i / 250, i % 250 + 1))
+        .collect();
+    excluded.push("fd00:19::1/64".to_owned());
+    let extra: Vec<String> = excluded
+        .iter()
+        .flat_map(|a| ["--vip-excluded".to_owned(), a.clone()])
+        .collect();
+    let extra: Vec<&str> = strs(&extra);
+    let mut lab = Lab::new(2);
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &extra)));
+    let b = lab.spawn_ours(1, &strs(&ours_v3("100", &extra)));
+    let last_v4 = "198.19.1.49";
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            lab.holders(&[0, 1], VIP) == [0]
+                && lab.holders(&[0, 1], last_v4) == [0]
+                && lab.holders(&[0, 1], "fd00:19::1") == [0]
+        })
+        .is_some(),
+        "VIP and excluded addresses not on the master only: {:?} {:?}",
+        lab.holders(&[0, 1], VIP),
+        lab.holders(&[0, 1], last_v4)
+    );
+    // Stable: the backup hears the adverts (two masters would show here).
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(lab.holders(&[0, 1], VIP), [0]);
+    assert_eq!(lab.holders(&[0, 1], "198.19.0.1"), [0]);
+    assert!(!lab.proc(b).stdout().contains("-> MASTER"));
+    // A clean stop of the master moves everything to the backup.
+    assert!(lab.proc(a).term());
+    assert!(
+        wait_for(Duration::from_secs(5), || lab.has_addr(1, last_v4)
+            && lab.has_addr(1, VIP))
+        .is_some(),
+        "excluded addresses did not move to the new master"
+    );
+    assert!(!lab.has_addr(0, last_v4));
+    assert!(lab.proc(b).term());
+    assert!(lab.holders(&[0, 1], last_v4).is_empty());
+}
+
 #[test]
 fn clean_stop_moves_within_skew_time() {
     if !lab_available() {

@@ -39,6 +39,8 @@ use std::time::Duration;
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Granularity, Health, PoolConfig, Weight};
 use lb_proxy::http::{ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route};
 use lb_proxy::proxy_protocol::AcceptProxy;
+use lb_vrrp::driver::RunAs;
+use lb_vrrp::wire::{MAX_ADDRESSES_V4 as MAX_ADVERTISED_V4, MAX_ADDRESSES_V6 as MAX_ADVERTISED_V6};
 use serde::Deserialize;
 
 use super::values;
@@ -156,7 +158,7 @@ impl FromStr for LogLevel {
 pub struct VrrpScript {
     /// The name `track_script` refers to.
     pub name: String,
-    /// The command line, run without a shell.
+    /// The command line, run with `sh -c` (as keepalived runs it when it has shell syntax).
     pub script: String,
     /// Time between runs. Default 1 s.
     #[serde(default = "values::one_second", with = "values::duration")]
@@ -174,9 +176,14 @@ pub struct VrrpScript {
     /// Failures needed to count as down. Default 1.
     #[serde(default = "values::one")]
     pub fall: u32,
-    /// The user the script runs as (default: the daemon's user).
+    /// The user the script runs as, looked up when the configuration is loaded (default:
+    /// the daemon's user).
     #[serde(default)]
     pub user: Option<String>,
+    /// With `user`: the group the script runs as (default: the user's primary group).
+    /// Supplementary groups are dropped.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// The state an instance starts in: only a hint, the election decides (keepalived `state`).
@@ -230,6 +237,11 @@ pub struct VrrpInstance {
     /// The virtual addresses (`"172.16.2.250/24 dev eth0 label eth0:1"`).
     #[serde(default)]
     pub virtual_ipaddress: Vec<VirtualIp>,
+    /// Addresses added and removed with the instance's state like `virtual_ipaddress`, but
+    /// never carried in its adverts (keepalived `virtual_ipaddress_excluded`): for more
+    /// addresses than an advert holds, or of the other address family.
+    #[serde(default)]
+    pub virtual_ipaddress_excluded: Vec<VirtualIp>,
     /// Source address of unicast adverts (default: the interface's primary address).
     #[serde(default)]
     pub unicast_src_ip: Option<IpAddr>,
@@ -309,6 +321,7 @@ impl VrrpInstance {
             version: 2,
             authentication: None,
             virtual_ipaddress: Vec::new(),
+            virtual_ipaddress_excluded: Vec::new(),
             unicast_src_ip: None,
             unicast_peer: Vec::new(),
             nopreempt: false,
@@ -1257,6 +1270,23 @@ impl Config {
             if s.fall == 0 {
                 err(format!("{p}.fall"), "fall must be at least 1".into());
             }
+            match (&s.user, &s.group) {
+                (Some(user), group) => match RunAs::resolve(user, None) {
+                    Err(m) => err(format!("{p}.user"), format!("vrrp_script {}: {m}", s.name)),
+                    Ok(_) => {
+                        if let Some(Err(m)) =
+                            group.as_deref().map(|g| RunAs::resolve(user, Some(g)))
+                        {
+                            err(format!("{p}.group"), format!("vrrp_script {}: {m}", s.name));
+                        }
+                    }
+                },
+                (None, Some(_)) => err(
+                    format!("{p}.group"),
+                    format!("vrrp_script {}: group needs a user", s.name),
+                ),
+                (None, None) => {}
+            }
         }
 
         // Virtual servers first: instances refer to them.
@@ -1477,7 +1507,38 @@ impl Config {
                     format!("vrrp_instance {} has no virtual_ipaddress", vi.name),
                 );
             }
+            // An advert carries at most 255 addresses (an 8-bit count), IPv6 ones at most
+            // what fits in a 1500-byte packet after the IPv6 and VRRP headers.
+            let max_advertised = if v6 {
+                MAX_ADVERTISED_V6
+            } else {
+                MAX_ADVERTISED_V4
+            };
+            if vi.virtual_ipaddress.len() > max_advertised {
+                err(
+                    format!("{p}.virtual_ipaddress[{max_advertised}]"),
+                    format!(
+                        "vrrp_instance {} advertises {} addresses; an advert holds at most {max_advertised} (put the others in virtual_ipaddress_excluded)",
+                        vi.name,
+                        vi.virtual_ipaddress.len()
+                    ),
+                );
+            }
             let mut seen = HashSet::new();
+            for (j, a) in vi.virtual_ipaddress_excluded.iter().enumerate() {
+                if a.address.is_unspecified() || a.address.is_multicast() {
+                    err(
+                        format!("{p}.virtual_ipaddress_excluded[{j}]"),
+                        format!("{} cannot be a virtual address", a.address),
+                    );
+                }
+                if !seen.insert(a.address) {
+                    err(
+                        format!("{p}.virtual_ipaddress_excluded[{j}]"),
+                        format!("duplicate virtual address {}", a.address),
+                    );
+                }
+            }
             for (j, a) in vi.virtual_ipaddress.iter().enumerate() {
                 if a.address.is_ipv6() != v6 {
                     err(

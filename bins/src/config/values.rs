@@ -49,8 +49,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     secs_f64(n * scale).ok_or_else(|| format!("duration {s:?} is out of range"))
 }
 
+/// The longest duration accepted, in seconds, whatever the syntax.
+const MAX_SECS: u64 = 1_000_000_000;
+
 fn secs_f64(n: f64) -> Option<Duration> {
-    if !n.is_finite() || !(0.0..=1e9).contains(&n) {
+    if !n.is_finite() || !(0.0..=MAX_SECS as f64).contains(&n) {
         return None;
     }
     // Round to the millisecond so `0.1` compares equal across front ends.
@@ -124,11 +127,13 @@ impl Visitor<'_> for DurationVisitor {
         f.write_str("a duration: seconds as a number, or a string such as \"500ms\" or \"3s\"")
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-        u64::try_from(v)
-            .map(Duration::from_secs)
-            .map_err(|_| E::custom(format!("negative duration {v}")))
+        let v = u64::try_from(v).map_err(|_| E::custom(format!("negative duration {v}")))?;
+        self.visit_u64(v)
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        if v > MAX_SECS {
+            return Err(E::custom(format!("duration {v} is out of range")));
+        }
         Ok(Duration::from_secs(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use lb_vrrp::driver::{Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
+use lb_vrrp::driver::{RunAs, Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
 use lb_vrrp::machine::{State, TrackId, TrackWeight};
 use lb_vrrp::vip::Vip;
 use lb_vrrp::wire::{AdvertInterval, Auth, Priority, Version, Vrid};
@@ -68,6 +68,10 @@ fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig
         let vip: Vip = v.to_string().parse().map_err(|e| format!("{v}: {e}"))?;
         c.virtual_ipaddress.push(vip);
     }
+    for v in &vi.virtual_ipaddress_excluded {
+        let vip: Vip = v.to_string().parse().map_err(|e| format!("{v}: {e}"))?;
+        c.virtual_ipaddress_excluded.push(vip);
+    }
     c.unicast_src_ip = vi.unicast_src_ip;
     c.unicast_peer = vi.unicast_peer.clone();
     c.nopreempt = vi.nopreempt;
@@ -102,6 +106,12 @@ fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig
         ts.weight = TrackWeight(t.weight.unwrap_or(s.weight).clamp(-254, 254) as i16);
         ts.rise = s.rise;
         ts.fall = s.fall;
+        if let Some(user) = &s.user {
+            ts.run_as = Some(
+                RunAs::resolve(user, s.group.as_deref())
+                    .map_err(|e| format!("vrrp_script {}: {e}", s.name))?,
+            );
+        }
         c.track_script.push(ts);
     }
     Ok(c)
@@ -204,9 +214,16 @@ impl SpeakerRuntime {
         let own_addr: HashMap<String, std::net::IpAddr> = instances
             .iter()
             .filter_map(|vi| {
-                let vips: Vec<std::net::IpAddr> =
-                    vi.virtual_ipaddress.iter().map(|v| v.address).collect();
-                let v6 = vips.first().is_some_and(std::net::IpAddr::is_ipv6);
+                let vips: Vec<std::net::IpAddr> = vi
+                    .virtual_ipaddress
+                    .iter()
+                    .chain(&vi.virtual_ipaddress_excluded)
+                    .map(|v| v.address)
+                    .collect();
+                let v6 = vi
+                    .virtual_ipaddress
+                    .first()
+                    .is_some_and(|v| v.address.is_ipv6());
                 vi.unicast_src_ip
                     .or_else(|| lb_vrrp::vip::primary_address(&vi.interface, v6, &vips))
                     .map(|a| (vi.name.clone(), a))
@@ -434,5 +451,34 @@ impl SpeakerRuntime {
                 s.state = VrrpState::Stop;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The speaker gets the excluded addresses apart from the advertised ones, and the
+    /// script's user resolved.
+    #[test]
+    fn instance_config_keeps_excluded_vips_apart_and_resolves_script_users() {
+        let text = "[[vrrp_script]]\nname = \"chk\"\nscript = \"/bin/true\"\nuser = \"nobody\"\n\
+                    [[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
+                    virtual_ipaddress = [\"198.18.0.250\"]\n\
+                    virtual_ipaddress_excluded = [\"198.18.0.251\", \"2001:db8::1/64\"]\n\
+                    track_script = [{ script = \"chk\" }]\n";
+        let (config, _) =
+            crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+        let c = instance_config(&config, &config.vrrp_instances[0]).unwrap();
+        let addrs = |v: &[Vip]| v.iter().map(|v| v.addr.to_string()).collect::<Vec<_>>();
+        assert_eq!(addrs(&c.virtual_ipaddress), ["198.18.0.250"]);
+        assert_eq!(
+            addrs(&c.virtual_ipaddress_excluded),
+            ["198.18.0.251", "2001:db8::1"]
+        );
+        assert_eq!(
+            c.track_script[0].run_as,
+            Some(RunAs::resolve("nobody", None).unwrap())
+        );
     }
 }

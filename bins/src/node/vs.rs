@@ -21,7 +21,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::NodeError;
-use crate::config::model::{backend_id, CheckKind, Global, HealthCheck, Protocol, VirtualServer};
+use crate::config::model::{
+    backend_id, CheckKind, Global, HealthCheck, HttpCheck, Protocol, UrlCheck, VirtualServer,
+};
 
 /// What a virtual server restarted by a reload takes over from the version it replaces,
 /// by real server address: the admin state set with `lbctl` (drain, maint) and its active
@@ -315,27 +317,20 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
             Box::new(p)
         }
         CheckKind::Http(h) | CheckKind::Ssl(h) => {
-            let url = h.url.first();
-            let mut b = HttpProbe::builder(url.map_or("/", |u| u.path.as_str())).connect_port(port);
-            if let Some(host) = &h.virtualhost {
-                b = b.host(host.clone());
+            // keepalived fetches every url and keeps the real server only while all pass.
+            let tls = matches!(check.kind, CheckKind::Ssl(_));
+            if h.url.len() <= 1 {
+                Box::new(http_probe(check, h, h.url.first(), port, tls)?)
+            } else {
+                let mut all: Vec<(Box<dyn Probe + Send + Sync>, Duration)> = Vec::new();
+                for url in &h.url {
+                    all.push((
+                        Box::new(http_probe(check, h, Some(url), port, tls)?),
+                        check_timeout(check),
+                    ));
+                }
+                Box::new(AllOf::new(all).map_err(|e| e.to_string())?)
             }
-            if let Some(code) = url.and_then(|u| u.status_code) {
-                b = b
-                    .status_code(&code.to_string())
-                    .map_err(|e| e.to_string())?;
-            }
-            if let Some(d) = url.and_then(|u| u.digest.as_deref()) {
-                b = b.digest(d).map_err(|e| e.to_string())?;
-            }
-            if let Some(ip) = check.bindto {
-                b = b.bindto(ip);
-            }
-            if matches!(check.kind, CheckKind::Ssl(_)) {
-                // keepalived's SSL_GET does not verify certificates; neither do we here.
-                b = b.tls(TlsOptions::new().verify(false));
-            }
-            Box::new(b.build().map_err(|e| e.to_string())?)
         }
         CheckKind::Misc(m) => {
             let mut words = m.misc_path.split_whitespace();
@@ -350,6 +345,36 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
             Box::new(p)
         }
     })
+}
+
+/// The probe of one `url` of an `HTTP_GET`/`SSL_GET` (`/` when it has none).
+fn http_probe(
+    check: &HealthCheck,
+    h: &HttpCheck,
+    url: Option<&UrlCheck>,
+    port: u16,
+    tls: bool,
+) -> Result<HttpProbe, String> {
+    let mut b = HttpProbe::builder(url.map_or("/", |u| u.path.as_str())).connect_port(port);
+    if let Some(host) = &h.virtualhost {
+        b = b.host(host.clone());
+    }
+    if let Some(code) = url.and_then(|u| u.status_code) {
+        b = b
+            .status_code(&code.to_string())
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(d) = url.and_then(|u| u.digest.as_deref()) {
+        b = b.digest(d).map_err(|e| e.to_string())?;
+    }
+    if let Some(ip) = check.bindto {
+        b = b.bindto(ip);
+    }
+    if tls {
+        // keepalived's SSL_GET does not verify certificates; neither do we here.
+        b = b.tls(TlsOptions::new().verify(false));
+    }
+    b.build().map_err(|e| e.to_string())
 }
 
 /// How long one run of a configured check may take: `misc_timeout` for a `MISC_CHECK` that
@@ -756,5 +781,68 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!*rx.borrow_and_update());
         assert!(!rx.has_changed().unwrap());
+    }
+
+    /// Every url of an `HTTP_GET` is fetched: the second one failing takes the real
+    /// server down (keepalived), not only the first.
+    #[tokio::test]
+    async fn every_url_of_an_http_check_must_pass() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut c, _)) = server.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match c.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let status = if got.starts_with(b"GET /ok ") {
+                        "200 OK"
+                    } else {
+                        "404 Not Found"
+                    };
+                    let _ = c
+                        .write_all(
+                            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                .as_bytes(),
+                        )
+                        .await;
+                });
+            }
+        });
+        let check = |urls: &str| {
+            let text = format!(
+                "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\n\
+                 [[virtual_server.backend]]\naddress = \"{addr}\"\n\
+                 [[virtual_server.backend.check]]\ntype = \"http\"\nurl = [{urls}]\n"
+            );
+            let (config, _) =
+                crate::config::toml::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
+            config.virtual_servers[0].backends[0].checks[0].clone()
+        };
+        let run = |c: HealthCheck| async move {
+            probe(&c, addr.port())
+                .unwrap()
+                .probe(addr, Duration::from_secs(5))
+                .await
+        };
+        let one = run(check("{ path = \"/ok\" }")).await;
+        assert!(one.is_up(), "{one:?}");
+        let both = run(check(
+            "{ path = \"/ok\" }, { path = \"/ok\", status_code = 200 }",
+        ))
+        .await;
+        assert!(both.is_up(), "{both:?}");
+        let second_fails = run(check("{ path = \"/ok\" }, { path = \"/missing\" }")).await;
+        assert!(!second_fails.is_up(), "{second_fails:?}");
+        assert!(second_fails.reason.contains("404"), "{second_fails:?}");
     }
 }

@@ -5,6 +5,7 @@
 //! lb-vrrpd [--sync-group] \
 //!   --instance VI_1 [--state MASTER|BACKUP] --interface eth0 --vrid 51 --priority 100 --advert-int 1 \
 //!   --version 2 --auth-pass 7road123 --vip "172.16.2.250/24 dev eth0 label eth0:1" \
+//!   [--vip-excluded "ADDR[/LEN] [dev D]" ...] \
 //!   [--unicast-src-ip IP --unicast-peer IP ...] [--nopreempt] [--preempt-delay S] [--accept] \
 //!   [--garp-master-delay S] [--garp-master-repeat N] [--garp-master-refresh S] \
 //!   [--track-script CMD [--script-interval S] [--script-timeout S] [--script-weight W] \
@@ -184,6 +185,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
             }
             "--auth-pass" => c.authentication = Auth::password(&val),
             "--vip" => c.virtual_ipaddress.push(val.parse()?),
+            "--vip-excluded" => c.virtual_ipaddress_excluded.push(val.parse()?),
             "--unicast-src-ip" => c.unicast_src_ip = Some(val.parse()?),
             "--unicast-peer" => c.unicast_peer.push(val.parse()?),
             "--nopreempt" => c.nopreempt = true,

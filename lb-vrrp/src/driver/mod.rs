@@ -20,7 +20,8 @@
 //!
 //! # Privileges
 //!
-//! `CAP_NET_RAW` and `CAP_NET_ADMIN` only.
+//! `CAP_NET_RAW` and `CAP_NET_ADMIN` only, plus `CAP_SETUID` and `CAP_SETGID` for a
+//! [`TrackScript`] with a [`TrackScript::run_as`] user.
 //!
 //! # Examples
 //!
@@ -67,8 +68,8 @@ use crate::machine::{
 };
 use crate::vip::{self, Vip, VipManager};
 use crate::wire::{
-    AdvertInterval, Auth, Priority, Version, Vrid, IPPROTO_VRRP, VRRP_MCAST_V4, VRRP_MCAST_V6,
-    VRRP_TTL,
+    AdvertInterval, Auth, Priority, Version, Vrid, IPPROTO_VRRP, MAX_ADDRESSES_V4,
+    MAX_ADDRESSES_V6, VRRP_MCAST_V4, VRRP_MCAST_V6, VRRP_TTL,
 };
 use crate::{Error, Result};
 
@@ -92,8 +93,12 @@ pub struct VrrpInstanceConfig {
     pub version: Version,
     /// `authentication { auth_type PASS; auth_pass … }` (v2 only).
     pub authentication: Auth,
-    /// `virtual_ipaddress`.
+    /// `virtual_ipaddress`: added while master and carried in adverts (at most
+    /// [`MAX_ADDRESSES_V4`] IPv4 or [`MAX_ADDRESSES_V6`] IPv6 addresses).
     pub virtual_ipaddress: Vec<Vip>,
+    /// `virtual_ipaddress_excluded`: added and removed with the VIPs, announced with them,
+    /// but never carried in adverts (so not compared with a peer's either); either family.
+    pub virtual_ipaddress_excluded: Vec<Vip>,
     /// `unicast_src_ip`: source of unicast adverts (default: the interface's primary address).
     pub unicast_src_ip: Option<IpAddr>,
     /// `unicast_peer`: when non-empty, adverts go to these peers only and come from them only.
@@ -138,6 +143,44 @@ pub struct TrackScript {
     pub rise: u32,
     /// `fall`: consecutive failures to become unhealthy.
     pub fall: u32,
+    /// `user USER [GROUP]`: run as this user and group, with no supplementary groups.
+    /// `None` (default): as the daemon's user.
+    pub run_as: Option<RunAs>,
+}
+
+/// The user and group a [`TrackScript`] runs as (keepalived `vrrp_script { user … }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    /// User id.
+    pub uid: u32,
+    /// Group id (the only group of the script: supplementary groups are dropped).
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// Looks up `user` and `group` (default: the user's primary group) in the system's
+    /// user database.
+    ///
+    /// # Errors
+    /// A message naming the user or group that does not exist or cannot be looked up.
+    pub fn resolve(user: &str, group: Option<&str>) -> std::result::Result<Self, String> {
+        let u = nix::unistd::User::from_name(user)
+            .map_err(|e| format!("cannot look up user {user:?}: {e}"))?
+            .ok_or_else(|| format!("unknown user {user:?}"))?;
+        let gid = match group {
+            None => u.gid,
+            Some(g) => {
+                nix::unistd::Group::from_name(g)
+                    .map_err(|e| format!("cannot look up group {g:?}: {e}"))?
+                    .ok_or_else(|| format!("unknown group {g:?}"))?
+                    .gid
+            }
+        };
+        Ok(Self {
+            uid: u.uid.as_raw(),
+            gid: gid.as_raw(),
+        })
+    }
 }
 
 impl TrackScript {
@@ -150,7 +193,19 @@ impl TrackScript {
             weight: TrackWeight(0),
             rise: 1,
             fall: 1,
+            run_as: None,
         }
+    }
+
+    /// The command of one run: `sh -c SCRIPT`, as [`TrackScript::run_as`] when set (std
+    /// then drops the supplementary groups too), killed when dropped.
+    fn command(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("sh");
+        c.arg("-c").arg(&self.script).kill_on_drop(true);
+        if let Some(r) = self.run_as {
+            c.gid(r.gid).uid(r.uid);
+        }
+        c
     }
 }
 
@@ -169,6 +224,7 @@ impl VrrpInstanceConfig {
             version: Version::V2,
             authentication: Auth::None,
             virtual_ipaddress: Vec::new(),
+            virtual_ipaddress_excluded: Vec::new(),
             unicast_src_ip: None,
             unicast_peer: Vec::new(),
             nopreempt: false,
@@ -212,7 +268,55 @@ impl VrrpInstanceConfig {
         {
             return bad("virtual_ipaddress mixes IPv4 and IPv6");
         }
+        let max = if v6 {
+            MAX_ADDRESSES_V6
+        } else {
+            MAX_ADDRESSES_V4
+        };
+        if self.virtual_ipaddress.len() > max {
+            return bad(&format!(
+                "{} addresses in virtual_ipaddress; an advert carries at most {max}",
+                self.virtual_ipaddress.len()
+            ));
+        }
         Ok(())
+    }
+
+    /// The state machine's configuration, advertising from `src`: its VIPs (those adverts
+    /// carry and received adverts are compared with) are `virtual_ipaddress` only, never
+    /// `virtual_ipaddress_excluded`.
+    fn machine_config(&self, src: IpAddr) -> Config {
+        let vip_addrs: Vec<IpAddr> = self.virtual_ipaddress.iter().map(|v| v.addr).collect();
+        let mut mc = Config::new(self.virtual_router_id, src, vip_addrs);
+        mc.version = self.version;
+        mc.priority = self.priority;
+        mc.advert_interval = self.advert_int;
+        mc.auth = self.authentication;
+        mc.unicast_peers = self.unicast_peer.clone();
+        mc.preempt = !self.nopreempt;
+        mc.preempt_delay = self.preempt_delay;
+        mc.accept_mode = self.accept;
+        mc.skip_check_adv_addr = self.skip_check_adv_addr;
+        mc.garp_master_delay = Some(self.garp_master_delay).filter(|d| !d.is_zero());
+        mc.garp_master_repeat = self.garp_master_repeat;
+        mc.garp_master_refresh = self.garp_master_refresh;
+        mc.garp_master_refresh_repeat = self.garp_master_refresh_repeat;
+        mc.initial_master = self.state_master;
+        mc.tracks = self
+            .track
+            .iter()
+            .copied()
+            .chain(self.track_script.iter().map(|s| s.weight))
+            .collect();
+        mc
+    }
+
+    /// Every address the instance adds while master: the advertised ones, then the
+    /// excluded ones.
+    fn all_vips(&self) -> impl Iterator<Item = &Vip> {
+        self.virtual_ipaddress
+            .iter()
+            .chain(&self.virtual_ipaddress_excluded)
     }
 }
 
@@ -351,10 +455,11 @@ impl Speaker {
             cfg.validate()?;
             let ifindex = VipManager::ifindex(&cfg.interface)?;
             let v6 = cfg.is_v6();
-            let vip_addrs: Vec<IpAddr> = cfg.virtual_ipaddress.iter().map(|v| v.addr).collect();
+            // Never our own VIPs, advertised or not, as the advert source.
+            let all_addrs: Vec<IpAddr> = cfg.all_vips().map(|v| v.addr).collect();
             let src = match cfg.unicast_src_ip {
                 Some(a) => a,
-                None => vip::primary_address(&cfg.interface, v6, &vip_addrs).ok_or_else(|| {
+                None => vip::primary_address(&cfg.interface, v6, &all_addrs).ok_or_else(|| {
                     Error::Config(format!(
                         "{}: interface {} has no usable address",
                         cfg.name, cfg.interface
@@ -369,27 +474,7 @@ impl Speaker {
                     None
                 }
             };
-            let mut mc = Config::new(cfg.virtual_router_id, src, vip_addrs);
-            mc.version = cfg.version;
-            mc.priority = cfg.priority;
-            mc.advert_interval = cfg.advert_int;
-            mc.auth = cfg.authentication;
-            mc.unicast_peers = cfg.unicast_peer.clone();
-            mc.preempt = !cfg.nopreempt;
-            mc.preempt_delay = cfg.preempt_delay;
-            mc.accept_mode = cfg.accept;
-            mc.skip_check_adv_addr = cfg.skip_check_adv_addr;
-            mc.garp_master_delay = Some(cfg.garp_master_delay).filter(|d| !d.is_zero());
-            mc.garp_master_repeat = cfg.garp_master_repeat;
-            mc.garp_master_refresh = cfg.garp_master_refresh;
-            mc.garp_master_refresh_repeat = cfg.garp_master_refresh_repeat;
-            mc.initial_master = cfg.state_master;
-            mc.tracks = cfg
-                .track
-                .iter()
-                .copied()
-                .chain(cfg.track_script.iter().map(|s| s.weight))
-                .collect();
+            let mc = cfg.machine_config(src);
             routers.push(VirtualRouter::new(mc));
             instances.push(Instance {
                 mac: vip::mac_address(&cfg.interface).ok(),
@@ -457,7 +542,7 @@ impl Speaker {
     /// advert; use [`SpeakerHandle::shutdown`].
     pub async fn run(mut self) -> Result<()> {
         for inst in &self.instances {
-            for v in &inst.cfg.virtual_ipaddress {
+            for v in inst.cfg.all_vips() {
                 if let Err(e) = self.vips.remove(inst.ifindex, v).await {
                     tracing::warn!(instance = %inst.cfg.name, vip = %v.addr, error = %e, "removing stale VIP");
                 }
@@ -619,14 +704,14 @@ impl Speaker {
                 }
             }
             Action::AddVips => {
-                for v in &inst.cfg.virtual_ipaddress {
+                for v in inst.cfg.all_vips() {
                     if let Err(e) = self.vips.add(inst.ifindex, v).await {
                         tracing::error!(instance = %name, vip = %v.addr, error = %e, "adding VIP");
                     }
                 }
             }
             Action::RemoveVips => {
-                for v in &inst.cfg.virtual_ipaddress {
+                for v in inst.cfg.all_vips() {
                     if let Err(e) = self.vips.remove(inst.ifindex, v).await {
                         tracing::error!(instance = %name, vip = %v.addr, error = %e, "removing VIP");
                     }
@@ -663,7 +748,7 @@ fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
     };
     let mut first_err = None;
     for _ in 0..repeat {
-        for v in &inst.cfg.virtual_ipaddress {
+        for v in inst.cfg.all_vips() {
             let ifindex = match &v.dev {
                 Some(d) => VipManager::ifindex(d).unwrap_or(inst.ifindex),
                 None => inst.ifindex,
@@ -777,12 +862,15 @@ async fn script_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let run = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(&s.script)
-            .kill_on_drop(true)
-            .status();
-        let ok = matches!(tokio::time::timeout(s.timeout, run).await, Ok(Ok(st)) if st.success());
+        let run = s.command().status();
+        let ok = match tokio::time::timeout(s.timeout, run).await {
+            Ok(Ok(st)) => st.success(),
+            Ok(Err(e)) => {
+                tracing::warn!(script = %s.script, error = %e, "cannot run tracked script");
+                false
+            }
+            Err(_) => false,
+        };
         if let Some(healthy) = h.handle_result(ok) {
             tracing::info!(script = %s.script, healthy, "tracked script changed state");
             if tx.send(Control::Track(instance, id, healthy)).is_err() {
@@ -896,5 +984,107 @@ mod tests {
         assert!(c.validate().is_ok());
         c.authentication = Auth::password("x");
         assert!(c.validate().is_err());
+    }
+
+    fn v4_vips(n: usize, third: u8) -> Vec<Vip> {
+        (0..n)
+            .map(|i| {
+                format!("10.{third}.{}.{}", i / 256, i % 256)
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn advertised_vips_are_capped_excluded_ones_are_not() {
+        let mut c = VrrpInstanceConfig::new("VI_1", "lo", Vrid::new(1).unwrap());
+        c.virtual_ipaddress = v4_vips(MAX_ADDRESSES_V4, 0);
+        c.virtual_ipaddress_excluded = v4_vips(1000, 1);
+        assert!(c.validate().is_ok());
+        c.virtual_ipaddress = v4_vips(MAX_ADDRESSES_V4 + 1, 0);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("at most 255"), "{e}");
+
+        let mut c = VrrpInstanceConfig::new("VI_6", "lo", Vrid::new(1).unwrap());
+        c.version = Version::V3;
+        let v6 = |n: usize| -> Vec<Vip> {
+            (0..n)
+                .map(|i| format!("2001:db8::{:x}", i + 1).parse().unwrap())
+                .collect()
+        };
+        c.virtual_ipaddress = v6(MAX_ADDRESSES_V6);
+        assert!(c.validate().is_ok());
+        c.virtual_ipaddress = v6(MAX_ADDRESSES_V6 + 1);
+        assert!(c.validate().is_err());
+        assert_eq!(MAX_ADDRESSES_V6, 90);
+    }
+
+    /// `virtual_ipaddress_excluded` is added with the VIPs but never advertised: the
+    /// master's advert carries only `virtual_ipaddress` and still encodes with hundreds of
+    /// excluded addresses.
+    #[test]
+    fn excluded_vips_are_managed_but_not_advertised() {
+        let mut c = VrrpInstanceConfig::new("VI_1", "lo", Vrid::new(1).unwrap());
+        c.state_master = true;
+        c.virtual_ipaddress = v4_vips(2, 0);
+        c.virtual_ipaddress_excluded = v4_vips(300, 1);
+        c.virtual_ipaddress_excluded
+            .push("2001:db8::1/64".parse().unwrap());
+        assert!(c.validate().is_ok());
+        let src: IpAddr = "198.18.0.1".parse().unwrap();
+        let mc = c.machine_config(src);
+        let advertised: Vec<IpAddr> = c.virtual_ipaddress.iter().map(|v| v.addr).collect();
+        assert_eq!(mc.vips, advertised);
+        assert_eq!(c.all_vips().count(), 2 + 301);
+        let mut vr = VirtualRouter::new(mc);
+        vr.start(now());
+        let mut adverts = 0;
+        for _ in 0..3 {
+            while let Some(a) = vr.poll_action() {
+                if let Action::SendAdvert(repr) = a {
+                    assert_eq!(repr.addresses, advertised);
+                    repr.to_bytes(src, IpAddr::V4(VRRP_MCAST_V4)).unwrap();
+                    adverts += 1;
+                }
+            }
+            if let Some(t) = vr.poll_timeout() {
+                vr.handle_timeout(t);
+            }
+        }
+        assert_eq!(vr.state(), State::Master);
+        assert!(adverts > 0, "the master advertises");
+    }
+
+    /// `run_as` runs the script as that user and group, with no other group (root's
+    /// supplementary groups are not kept). Needs root; skipped otherwise.
+    #[tokio::test]
+    async fn track_script_runs_as_its_user() {
+        let nobody = RunAs::resolve("nobody", None).expect("nobody exists");
+        assert!(RunAs::resolve("no-such-user-lb", None)
+            .unwrap_err()
+            .contains("unknown user \"no-such-user-lb\""));
+        assert!(RunAs::resolve("nobody", Some("no-such-group-lb"))
+            .unwrap_err()
+            .contains("unknown group"));
+        let mut s = TrackScript::new("echo $(id -u) $(id -g) $(id -G)");
+        let out = s.command().output().await.unwrap();
+        let me = String::from_utf8(out.stdout).unwrap();
+        if !me.starts_with("0 ") {
+            // CI runs as root: there, not being root is a failure, not a skip.
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but not root: {me}"
+            );
+            eprintln!("not root, skipped: {me}");
+            return;
+        }
+        s.run_as = Some(nobody);
+        let out = s.command().output().await.unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().trim(),
+            format!("{} {} {}", nobody.uid, nobody.gid, nobody.gid)
+        );
     }
 }

@@ -434,6 +434,7 @@ impl Conv {
             rise: 1,
             fall: 1,
             user: None,
+            group: None,
         };
         let mut has_script = false;
         for st in self.section(s) {
@@ -467,13 +468,26 @@ impl Conv {
                 }
                 "rise" => script.rise = self.get(st, &fp, int(kw, 1, 1_000_000)).unwrap_or(1),
                 "fall" => script.fall = self.get(st, &fp, int(kw, 1, 1_000_000)).unwrap_or(1),
-                "user" => {
-                    script.user = st.args.first().map(|t| t.text.clone());
-                    if script.user.is_none() {
-                        self.d
-                            .error(&st.keyword.location, "`user` needs a user name");
+                // `user USER [GROUP]`, looked up by the model's validation.
+                "user" => match st.args.as_slice() {
+                    [] => self
+                        .d
+                        .error(&st.keyword.location, "`user` needs a user name"),
+                    [user, rest @ ..] => {
+                        self.record(&fp, &user.location);
+                        script.user = Some(user.text.clone());
+                        script.group = rest.first().map(|g| {
+                            self.record(&format!("{p}.group"), &g.location);
+                            g.text.clone()
+                        });
+                        if let Some(extra) = rest.get(1) {
+                            self.d.error(
+                                &extra.location,
+                                "`user` takes a user name and an optional group name",
+                            );
+                        }
                     }
-                }
+                },
                 "init_fail" => self.ignored(st, "vrrp_script"),
                 _ => self.unknown(st, "vrrp_script"),
             }
@@ -576,18 +590,19 @@ impl Conv {
                 }
                 "authentication" => vi.authentication = self.authentication(st, &fp),
                 "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
-                    if kw == "virtual_ipaddress_excluded" {
-                        self.d.warn(
-                            &st.keyword.location,
-                            "virtual_ipaddress_excluded is treated as virtual_ipaddress",
-                        );
-                    }
-                    self.record(&format!("{p}.virtual_ipaddress"), &st.keyword.location);
+                    // Excluded addresses follow the instance's state but are never
+                    // advertised (keepalived).
+                    let list = if kw == "virtual_ipaddress" {
+                        &mut vi.virtual_ipaddress
+                    } else {
+                        &mut vi.virtual_ipaddress_excluded
+                    };
+                    self.record(&format!("{p}.{kw}"), &st.keyword.location);
                     for a in self.block(st) {
-                        let j = vi.virtual_ipaddress.len();
-                        match self.vip(a, &format!("{p}.virtual_ipaddress[{j}]")) {
-                            Some(vip) => vi.virtual_ipaddress.push(vip),
-                            None => self.o.poison(format!("{p}.virtual_ipaddress")),
+                        let j = list.len();
+                        match self.vip(a, &format!("{p}.{kw}[{j}]")) {
+                            Some(vip) => list.push(vip),
+                            None => self.o.poison(format!("{p}.{kw}")),
                         }
                     }
                 }

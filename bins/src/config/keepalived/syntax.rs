@@ -31,6 +31,9 @@ use crate::config::{ConfigError, Location, Warning};
 /// Files nested deeper than this are refused (an `include` cycle).
 const MAX_INCLUDE_DEPTH: usize = 16;
 
+/// Blocks nested deeper than this are refused (the parser recurses once per level).
+pub const MAX_BLOCK_DEPTH: usize = 64;
+
 #[derive(Logos, Debug, Clone, Copy, PartialEq, Eq)]
 #[logos(skip r"[ \t\r\f]+")]
 #[logos(skip r"[#!][^\n]*")]
@@ -107,12 +110,24 @@ pub fn read_file(path: &Path, diag: &mut Diagnostics) -> Vec<Stmt> {
 
 /// Parses `text`, read from `file`, expanding includes relative to it.
 pub fn parse_text(text: &str, file: &Path, depth: usize, diag: &mut Diagnostics) -> Vec<Stmt> {
+    parse_nested(text, file, depth, 0, diag)
+}
+
+/// [`parse_text`] for a file whose statements land `nesting` blocks deep.
+fn parse_nested(
+    text: &str,
+    file: &Path,
+    depth: usize,
+    nesting: usize,
+    diag: &mut Diagnostics,
+) -> Vec<Stmt> {
     let tokens = lex(text, file, diag);
     let mut p = Parser {
         tokens,
         pos: 0,
         file,
         depth,
+        nesting,
     };
     p.block_body(None, diag)
 }
@@ -187,6 +202,8 @@ struct Parser<'a> {
     pos: usize,
     file: &'a Path,
     depth: usize,
+    /// Blocks open around the current statement, counting those of including files.
+    nesting: usize,
 }
 
 impl Parser<'_> {
@@ -201,6 +218,37 @@ impl Parser<'_> {
             text: t.text.clone(),
             location: t.location.clone(),
         }
+    }
+
+    /// The block opened by the `{` at `open` (already taken), or an error and nothing when
+    /// it is nested too deep; then its tokens are skipped up to the matching `}` without
+    /// recursing.
+    fn nested_block(&mut self, open: &Location, diag: &mut Diagnostics) -> Vec<Stmt> {
+        if self.nesting >= MAX_BLOCK_DEPTH {
+            diag.error(
+                open,
+                format!("blocks nested deeper than {MAX_BLOCK_DEPTH} levels"),
+            );
+            let mut level = 1usize;
+            while let Some(t) = self.peek() {
+                self.pos += 1;
+                match t {
+                    Tok::Open => level += 1,
+                    Tok::Close => {
+                        level -= 1;
+                        if level == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            return Vec::new();
+        }
+        self.nesting += 1;
+        let body = self.block_body(Some(open), diag);
+        self.nesting -= 1;
+        body
     }
 
     /// Statements up to the `}` closing the block opened at `open` (or to the end of the
@@ -226,7 +274,7 @@ impl Parser<'_> {
                 Some(Tok::Open) => {
                     // A `{` alone on its line opens the block of the statement above.
                     let t = self.take();
-                    let body = self.block_body(Some(&t.location), diag);
+                    let body = self.nested_block(&t.location, diag);
                     match stmts.last_mut() {
                         Some(s) if s.block.is_none() => s.block = Some(body),
                         _ => diag.error(&t.location, "unexpected `{` with no keyword before it"),
@@ -252,7 +300,7 @@ impl Parser<'_> {
                 Some(Tok::Word | Tok::Quoted | Tok::Unterminated) => args.push(self.take()),
                 Some(Tok::Open) => {
                     let open = self.take();
-                    let block = self.block_body(Some(&open.location), diag);
+                    let block = self.nested_block(&open.location, diag);
                     return Stmt {
                         keyword,
                         args,
@@ -322,7 +370,7 @@ impl Parser<'_> {
         }
         for f in files {
             match std::fs::read_to_string(&f) {
-                Ok(text) => out.extend(parse_text(&text, &f, self.depth + 1, diag)),
+                Ok(text) => out.extend(parse_nested(&text, &f, self.depth + 1, self.nesting, diag)),
                 Err(e) => diag.error(
                     &pattern.location,
                     format!("cannot read included file {}: {e}", f.display()),
@@ -379,5 +427,30 @@ mod tests {
             d.errors[0].to_string(),
             "k.conf:1:3: unterminated quoted string"
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let text = "a {\n".repeat(100_000);
+        let (s, d) = parse(&text);
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            d.errors[0].to_string(),
+            format!(
+                "k.conf:{}:3: blocks nested deeper than 64 levels",
+                MAX_BLOCK_DEPTH + 1
+            )
+        );
+        // The skipped block is unclosed too; no error per level.
+        assert!(d.errors.len() <= MAX_BLOCK_DEPTH + 2, "{}", d.errors.len());
+        let mut text = "a {\n".repeat(100_000);
+        text.push_str(&"}\n".repeat(100_000));
+        let (_, d) = parse(&text);
+        assert_eq!(d.errors.len(), 1, "{:?}", d.errors);
+        // 64 levels are fine.
+        let mut text = "a {\n".repeat(MAX_BLOCK_DEPTH);
+        text.push_str(&"}\n".repeat(MAX_BLOCK_DEPTH));
+        let (_, d) = parse(&text);
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
     }
 }
