@@ -1083,3 +1083,50 @@ async fn client_abort_mid_upload_is_not_held_against_the_backend() {
     assert_eq!(p.stats().backends[0].failures, 0);
     assert_eq!(p.stats().virtual_server.bad_gateway, 0);
 }
+
+/// A backend that stops in the middle of its response body is cut off after
+/// `backend_response` without a byte (HAProxy `timeout server` is an inactivity timeout):
+/// the client connection closes instead of hanging for good, and the backend's `timeouts`
+/// and passive health count it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_stalling_mid_body_is_cut_off() {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    // Sends a head promising 100 bytes, then 10 of them, then nothing (for 30 s at most).
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let set = BackendSet::new(vec![Backend::new(BackendId(1), addr)]).unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let mut c = config();
+    c.timeouts.backend_response = Duration::from_millis(500);
+    let p = proxy(c, vec![("www", pool)]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("0123456789"), "{text}");
+    assert!(
+        eof,
+        "client connection still open after the backend stalled"
+    );
+    let be = &p.stats().backends[0];
+    assert_eq!((be.timeouts, be.failures), (1, 1), "{be:?}");
+    backend.abort();
+}

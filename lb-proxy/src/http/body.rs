@@ -1,6 +1,7 @@
 //! The body of a response sent to a client: a backend's, streamed, or the proxy's own.
 //! Streaming a backend body to its end hands the backend connection back to the pool.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -149,12 +150,91 @@ pub(crate) struct Release {
     pub(crate) _request: RequestGuard,
 }
 
+/// Bounds the gaps in a backend's response body (HAProxy's `timeout server` is an
+/// inactivity timeout that covers the body too): once `after` passes with the body
+/// pending and no frame, the body fails, `report` runs, and the client connection closes.
+pub(crate) struct StallGuard {
+    pub(crate) after: std::time::Duration,
+    /// Who to tell: the backend's counters and its pool's passive-health observer.
+    report: Option<StallReport>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Counts a stalled body against its backend (no allocation per response: three
+/// reference-counted handles).
+pub(crate) struct StallReport {
+    pub(crate) counters: Arc<super::stats::BackendCounters>,
+    pub(crate) observer: Arc<dyn crate::outcome::OutcomeObserver>,
+    pub(crate) backend: lb_core::Backend,
+}
+
+impl StallReport {
+    fn run(self) {
+        super::stats::inc(&self.counters.timeouts);
+        self.backend.stats().record_failure();
+        self.observer.observe(
+            &self.backend,
+            &crate::outcome::Outcome::Closed {
+                stats: crate::tcp::ForwardStats::default(),
+                backend_error: true,
+            },
+        );
+    }
+}
+
+impl StallGuard {
+    pub(crate) fn new(after: std::time::Duration, report: StallReport) -> Self {
+        Self {
+            after,
+            report: Some(report),
+            sleep: None,
+        }
+    }
+
+    /// Called when the body is pending: starts the gap's timer, and says whether it ran
+    /// out.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let after = self.after;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// A frame came: the next gap starts from now.
+    fn progressed(&mut self) {
+        if let Some(s) = &mut self.sleep {
+            s.as_mut().reset(tokio::time::Instant::now() + self.after);
+        }
+    }
+}
+
+impl std::fmt::Debug for StallGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StallGuard")
+            .field("after", &self.after)
+            .finish()
+    }
+}
+
+/// Why a response body failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResponseBodyError {
+    /// The backend connection failed.
+    #[error(transparent)]
+    Backend(#[from] hyper::Error),
+    /// The backend sent nothing more of the body for this long.
+    #[error("backend response body stalled for {0:?}")]
+    Stalled(std::time::Duration),
+}
+
 #[derive(Debug)]
 enum Kind {
     Backend {
         inner: Incoming,
         release: Option<Release>,
         done: bool,
+        stall: Option<StallGuard>,
     },
     Local(Option<Bytes>),
 }
@@ -167,12 +247,17 @@ pub(crate) struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn backend(inner: Incoming, release: Option<Release>) -> Self {
+    pub(crate) fn backend(
+        inner: Incoming,
+        release: Option<Release>,
+        stall: Option<StallGuard>,
+    ) -> Self {
         Self {
             kind: Kind::Backend {
                 inner,
                 release,
                 done: false,
+                stall,
             },
             active: None,
         }
@@ -196,23 +281,39 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = self.get_mut();
         match &mut this.kind {
             Kind::Local(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Backend { inner, done, .. } => {
+            Kind::Backend {
+                inner, done, stall, ..
+            } => {
                 let r = Pin::new(&mut *inner).poll_frame(cx);
                 match &r {
                     Poll::Ready(None) => *done = true,
                     Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => *done = true,
+                    Poll::Pending => {
+                        if let Some(g) = stall {
+                            if g.expired(cx) {
+                                if let Some(report) = g.report.take() {
+                                    report.run();
+                                }
+                                return Poll::Ready(Some(Err(ResponseBodyError::Stalled(g.after))));
+                            }
+                        }
+                        return Poll::Pending;
+                    }
                     _ => {}
                 }
-                r
+                if let Some(g) = stall {
+                    g.progressed();
+                }
+                r.map_err(ResponseBodyError::Backend)
             }
         }
     }
@@ -238,6 +339,7 @@ impl Drop for ResponseBody {
             inner,
             release,
             done,
+            ..
         } = &mut self.kind
         {
             if let Some(r) = release.take() {

@@ -207,7 +207,10 @@ pub struct Timeouts {
     /// How long a TCP connect to a backend may take (default 3 s; HAProxy `timeout connect`).
     pub backend_connect: Duration,
     /// How long a backend may take to send its response head after the request was handed
-    /// to it (default 30 s; HAProxy `timeout server`). Past it the client gets 504.
+    /// to it (default 30 s; HAProxy `timeout server`). Past it the client gets 504. Like
+    /// HAProxy's, it also bounds each gap in the response body: a backend that sends
+    /// nothing more of a started body for this long is cut off (the client connection
+    /// closes, the backend's `timeouts` counts it and passive health hears of it).
     pub backend_response: Duration,
     /// How long an idle pooled backend connection is kept (default 60 s).
     pub backend_idle: Duration,

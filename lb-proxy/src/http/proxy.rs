@@ -25,7 +25,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::body::{ActiveRequest, Activity, ClientTimer, Release, ResponseBody};
+use super::body::{
+    ActiveRequest, Activity, ClientTimer, Release, ResponseBody, StallGuard, StallReport,
+};
 use super::client::{BackendBody, ConnPool};
 use super::config::{HashKeySource, HttpProxyConfig};
 use super::error::{Error, ForwardError, Result};
@@ -865,9 +867,20 @@ async fn forward(
                     tx,
                     _request: guard,
                 };
+                // HAProxy `timeout server` also bounds the gaps in the body: a backend that
+                // stops mid-body is cut off and counted, instead of holding both
+                // connections for good.
+                let stall = StallGuard::new(
+                    timeouts.backend_response,
+                    StallReport {
+                        counters,
+                        observer: Arc::clone(&http_pool.observer),
+                        backend,
+                    },
+                );
                 return Ok(Response::from_parts(
                     parts,
-                    ResponseBody::backend(body, Some(release)),
+                    ResponseBody::backend(body, Some(release), Some(stall)),
                 ));
             }
         }
