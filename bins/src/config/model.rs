@@ -790,7 +790,8 @@ pub struct HttpSettings {
     #[serde(with = "values::duration")]
     pub timeout_http_keep_alive: Duration,
     /// Time a backend has to send its response head; past it the client gets 504 (HAProxy
-    /// `timeout server`). Default 30 s; must be above 0.
+    /// `timeout server`). Also the longest gap allowed in a response body (the backend is
+    /// then cut off and counted). Default 30 s; must be above 0.
     #[serde(with = "values::duration")]
     pub timeout_server: Duration,
     /// How long an idle pooled backend connection is kept. Default 60 s; must be above 0.
