@@ -213,6 +213,7 @@ bucket_scheduler!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algo::weighted;
     use crate::{BackendId, Weight};
 
     #[test]
@@ -226,20 +227,6 @@ mod tests {
         let t = BucketTable::new(&set);
         assert_eq!(t.buckets.len(), 256);
         assert_eq!(t.buckets.iter().filter(|&&i| i == 0).count(), 192);
-    }
-
-    fn weighted(weights: &[u64]) -> Vec<Backend> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| {
-                Backend::new(
-                    BackendId(i as u32),
-                    SocketAddr::new([10, 0, (i >> 8) as u8, i as u8].into(), 80),
-                )
-                .with_weight(Weight::new(w).unwrap())
-            })
-            .collect()
     }
 
     /// Each candidate's share of buckets, in candidate order.

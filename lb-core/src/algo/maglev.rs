@@ -215,6 +215,7 @@ impl Scheduler for Maglev {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algo::weighted;
     use crate::{BackendId, Weight};
 
     #[test]
@@ -228,20 +229,6 @@ mod tests {
             Maglev::new(&[], 20_000_000),
             Err(Error::TableSizeOutOfRange { .. })
         ));
-    }
-
-    fn weighted(weights: &[u64]) -> Vec<Backend> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| {
-                Backend::new(
-                    BackendId(i as u32),
-                    format!("10.0.1.{i}:80").parse().unwrap(),
-                )
-                .with_weight(Weight::new(w).unwrap())
-            })
-            .collect()
     }
 
     /// All-zero weights used to loop forever; now the table is empty.

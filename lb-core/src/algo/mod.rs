@@ -28,3 +28,20 @@ pub(crate) fn reduced_weights(backends: &[crate::Backend]) -> Vec<u64> {
         .map(|b| u64::from(b.effective_weight().get()) / g)
         .collect()
 }
+
+/// Backends 0, 1, … with these weights at distinct addresses, for the algorithms' unit
+/// tests.
+#[cfg(test)]
+pub(crate) fn weighted(weights: &[u64]) -> Vec<crate::Backend> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            crate::Backend::new(
+                crate::BackendId(i as u32),
+                std::net::SocketAddr::new([10, 0, (i >> 8) as u8, i as u8].into(), 80),
+            )
+            .with_weight(crate::Weight::new(w).unwrap())
+        })
+        .collect()
+}

@@ -167,21 +167,8 @@ impl Scheduler for RingHash {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BackendId, Weight};
-
-    fn weighted(weights: &[u64]) -> Vec<Backend> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| {
-                Backend::new(
-                    BackendId(i as u32),
-                    format!("10.0.2.{i}:80").parse().unwrap(),
-                )
-                .with_weight(Weight::new(w).unwrap())
-            })
-            .collect()
-    }
+    use crate::algo::weighted;
+    use crate::BackendId;
 
     /// Scaling points down to `max_ring_size` must not round a weight-0 candidate up to one
     /// point.

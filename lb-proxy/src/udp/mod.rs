@@ -119,6 +119,19 @@ struct Session {
 }
 
 impl Session {
+    /// A session to `backend` over `socket` (connected to it), counted as one of the
+    /// backend's connections while it lives.
+    fn new(socket: UdpSocket, backend: Backend) -> Self {
+        Self {
+            socket,
+            _guard: backend.stats().connection(),
+            backend,
+            activity: Activity::new(),
+            refused: AtomicBool::new(false),
+            ended: Notify::new(),
+        }
+    }
+
     fn is_refused(&self) -> bool {
         self.refused.load(Ordering::Relaxed)
     }
@@ -528,14 +541,7 @@ async fn open_session(
             latency: Duration::ZERO,
         },
     );
-    let session = Arc::new(Session {
-        socket,
-        _guard: backend.stats().connection(),
-        backend,
-        activity: Activity::new(),
-        refused: AtomicBool::new(false),
-        ended: Notify::new(),
-    });
+    let session = Arc::new(Session::new(socket, backend));
     lock(&shared.sessions).insert(key, Arc::clone(&session));
     ProxyStats::inc(&shared.stats.accepted);
     ProxyStats::inc(&shared.stats.active);
@@ -664,14 +670,7 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         socket.connect(dead).await.unwrap();
         let backend = pool.backends().get(BackendId(1)).unwrap().clone();
-        let stale = Arc::new(Session {
-            socket,
-            _guard: backend.stats().connection(),
-            backend,
-            activity: Activity::new(),
-            refused: AtomicBool::new(false),
-            ended: Notify::new(),
-        });
+        let stale = Arc::new(Session::new(socket, backend));
         lock(&shared.sessions).insert(key, Arc::clone(&stale));
         stale.socket.send(b"lost").await.unwrap();
         // The ICMP error has arrived (error readiness; the pending error stays for the send).
