@@ -559,7 +559,8 @@ backend_idle_timeout = "45s"
 max_header_bytes = 32768
 max_headers = 50
 max_idle_per_backend = 8
-count_5xx = false"#;
+count_5xx = false
+timeout_client = "12s""#;
 
 /// Three virtual servers: HTTP `front` routing to HTTP `api`, and TCP `plain`. `keys` is
 /// front's `[virtual_server.http]` table (from line 9), before its routes.
@@ -649,6 +650,7 @@ fn http_table_maps_onto_lb_proxy_config() {
     assert_eq!(hc.timeouts.client_idle, Duration::from_secs(20));
     assert_eq!(hc.timeouts.backend_response, Duration::from_secs(7));
     assert_eq!(hc.timeouts.backend_idle, Duration::from_secs(45));
+    assert_eq!(hc.timeouts.client, Duration::from_secs(12));
     assert_eq!(hc.limits.max_header_bytes, 32_768);
     assert_eq!(hc.limits.max_headers, 50);
     assert_eq!(hc.limits.max_idle_per_backend, 8);
@@ -699,6 +701,10 @@ fn http_table_errors_name_the_line() {
         (
             "timeout_server = 0",
             "lb.toml:9:18: timeout_server must be above 0 s",
+        ),
+        (
+            "timeout_client = \"0ms\"",
+            "lb.toml:9:18: timeout_client must be above 0 s",
         ),
         (
             "timeout_http_request = \"0s\"",
@@ -791,7 +797,7 @@ fn http_table_and_routes_are_refused_where_they_do_not_apply() {
     let e = errors("lb.toml", &text);
     assert_eq!(
         e,
-        ["lb.toml:28:18: routes form a cycle (front -> api -> front): a route target must start before the virtual servers that route to it"]
+        ["lb.toml:29:18: routes form a cycle (front -> api -> front): a route target must start before the virtual servers that route to it"]
     );
 }
 

@@ -614,6 +614,15 @@ async fn websocket_upgrade_echoes_through_the_proxy() {
     }
     assert_eq!(p.stats().virtual_server.upgrades, 1);
     assert_eq!(p.stats().virtual_server.responses.c1xx, 1);
+    // The tunnel counts as an open connection while it lasts (hyper's connection task,
+    // which counted it first, has ended), and no longer once the client has gone.
+    assert_eq!(p.stats().virtual_server.active_connections, 1);
+    drop(s);
+    let t = tokio::time::Instant::now();
+    while p.stats().virtual_server.active_connections > 0 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(p.stats().virtual_server.active_connections, 0);
 }
 
 /// A passive health tracker as the daemon would wire one: `fall` consecutive failures mark
@@ -1128,5 +1137,188 @@ async fn backend_stalling_mid_body_is_cut_off() {
     );
     let be = &p.stats().backends[0];
     assert_eq!((be.timeouts, be.failures), (1, 1), "{be:?}");
+    backend.abort();
+}
+
+/// Counts the failures passive health is told of.
+#[derive(Debug, Default)]
+struct FailureCount(AtomicU32);
+
+impl OutcomeObserver for FailureCount {
+    fn observe(&self, _: &Backend, o: &Outcome) {
+        if o.is_failure() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A client that stops sending its request body gets 408 once the client timeout passes
+/// (HAProxy `timeout client`) and its connection is closed; the backend, which waited for
+/// the body, is not blamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_upload_is_408_and_not_held_against_the_backend() {
+    let b = TestBackend::start(1).await;
+    let obs = Arc::new(FailureCount::default());
+    let mut c = config();
+    c.timeouts.client = Duration::from_millis(300);
+    let p =
+        HttpProxy::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            c,
+            vec![HttpPool::new("www", pool_of(&[&b], Algorithm::RoundRobin))
+                .with_observer(obs.clone())],
+        )
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+        .await
+        .unwrap();
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(eof, "connection left open after the 408");
+    let v = p.stats().virtual_server;
+    assert_eq!(
+        (v.client_timeouts, v.responses.c4xx, v.bad_gateway),
+        (1, 1, 0),
+        "{v:?}"
+    );
+    assert_eq!(
+        obs.0.load(Ordering::Relaxed),
+        0,
+        "the stalled client was blamed on the backend"
+    );
+    assert_eq!(p.stats().backends[0].failures, 0);
+}
+
+/// An upload that keeps coming, however long it takes in all, is not cut off by the
+/// backend's response timeout, which runs from the upload's last progress (HAProxy's
+/// `timeout server` is an inactivity timeout): here 1 s of upload against 400 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_but_steady_upload_is_not_a_backend_timeout() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.timeouts.backend_response = Duration::from_millis(400);
+    c.timeouts.client = Duration::from_secs(2);
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(b"0123456789").await.unwrap();
+    }
+    let text = one_response(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("id=1"), "{text}");
+    let v = p.stats().virtual_server;
+    assert_eq!((v.gateway_timeout, v.client_timeouts), (0, 0), "{v:?}");
+}
+
+/// A client that reads nothing of a large response is cut off once its writes have
+/// waited for the client timeout, instead of holding both connections for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_not_reading_its_response_is_cut_off() {
+    let b = TestBackend::start_with_body(1, Some(bytes::Bytes::from(vec![b'x'; 64 << 20]))).await;
+    let obs = Arc::new(FailureCount::default());
+    let mut c = config();
+    c.timeouts.client = Duration::from_millis(300);
+    let p =
+        HttpProxy::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            c,
+            vec![HttpPool::new("www", pool_of(&[&b], Algorithm::RoundRobin))
+                .with_observer(obs.clone())],
+        )
+        .await
+        .unwrap();
+    // A small receive buffer, so the proxy's writes have to wait soon.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let t = tokio::time::Instant::now();
+    while p.stats().virtual_server.active_connections > 0 && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = p.stats().virtual_server;
+    assert_eq!((v.active_connections, v.client_timeouts), (0, 1), "{v:?}");
+    assert_eq!(
+        obs.0.load(Ordering::Relaxed),
+        0,
+        "the client was blamed on the backend"
+    );
+    // What the client had buffered ends, short of the 64 MiB, in an EOF or a reset.
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        eof && got.len() < 64 << 20,
+        "{} bytes, eof {eof}",
+        got.len()
+    );
+}
+
+/// A backend that answers before it has the whole request body (a 413, say) is still
+/// receiving that body: its connection must not serve the next request, which would wait
+/// behind the upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_response_to_an_unfinished_upload_does_not_hold_up_the_next_request() {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    // POST: 413 at once, keep-alive, body left unread. GET: 200 `ok`. Each connection
+    // serves requests until EOF (bounded by the test's traffic).
+    let backend = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            conns.spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                loop {
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let reply: &[u8] = if got.starts_with(b"POST") {
+                        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    };
+                    got.clear();
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let set = BackendSet::new(vec![Backend::new(BackendId(1), addr)]).unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let mut c = config();
+    c.timeouts.client = Duration::from_secs(20);
+    let p = proxy(c, vec![("www", pool)]).await;
+
+    let mut uploader = TcpStream::connect(p.local_addr()).await.unwrap();
+    uploader
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nab")
+        .await
+        .unwrap();
+    let text = one_response(&mut uploader).await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    // The upload stays unfinished; another client's request must not wait for it.
+    let mut other = Client::connect(p.local_addr()).await;
+    let got = tokio::time::timeout(Duration::from_secs(3), other.get("/", &[]))
+        .await
+        .expect("the next request waited behind an unfinished upload");
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "ok"));
+    drop(uploader);
     backend.abort();
 }

@@ -797,6 +797,12 @@ pub struct HttpSettings {
     /// How long an idle pooled backend connection is kept. Default 60 s; must be above 0.
     #[serde(with = "values::duration")]
     pub backend_idle_timeout: Duration,
+    /// Time the client may leave a request waiting (HAProxy `timeout client`, an
+    /// inactivity timeout): the longest gap in a request body being uploaded (then 408 and
+    /// the connection closes) and the longest a response or WebSocket tunnel may wait for
+    /// the client to read (then the connection closes). Default 30 s; must be above 0.
+    #[serde(with = "values::duration")]
+    pub timeout_client: Duration,
     /// Largest request head in bytes; larger ones get 431. Default 16384; at least 8192.
     pub max_header_bytes: usize,
     /// Most request headers; more get 431. Default 100; at least 1.
@@ -827,6 +833,7 @@ impl Default for HttpSettings {
             timeout_http_keep_alive: d.timeouts.client_idle,
             timeout_server: d.timeouts.backend_response,
             backend_idle_timeout: d.timeouts.backend_idle,
+            timeout_client: d.timeouts.client,
             max_header_bytes: d.limits.max_header_bytes,
             max_headers: d.limits.max_headers,
             max_idle_per_backend: d.limits.max_idle_per_backend,
@@ -924,6 +931,7 @@ impl VirtualServer {
         c.timeouts.client_idle = h.timeout_http_keep_alive;
         c.timeouts.backend_response = h.timeout_server;
         c.timeouts.backend_idle = h.backend_idle_timeout;
+        c.timeouts.client = h.timeout_client;
         c.limits.max_header_bytes = h.max_header_bytes;
         c.limits.max_headers = h.max_headers;
         c.limits.max_idle_per_backend = h.max_idle_per_backend;
@@ -1732,6 +1740,7 @@ fn validate_http(
         ("timeout_http_keep_alive", h.timeout_http_keep_alive),
         ("timeout_server", h.timeout_server),
         ("backend_idle_timeout", h.backend_idle_timeout),
+        ("timeout_client", h.timeout_client),
     ] {
         if d.is_zero() {
             err(format!("{p}.{key}"), format!("{key} must be above 0 s"));

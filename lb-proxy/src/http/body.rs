@@ -34,6 +34,13 @@ pub(crate) struct Activity {
     served: AtomicBool,
     /// Notified (a stored permit) when the first request starts.
     first_request: Notify,
+    /// Milliseconds since `base` of the last progress of the current request's body upload
+    /// (its start, then each frame), or [`NO_HEAD`] for a request without a body.
+    upload_ms: AtomicU64,
+    /// Whether the current request's body is still being uploaded.
+    upload_open: AtomicBool,
+    /// Set when a write to the client stalled past the client timeout.
+    write_stalled: AtomicBool,
 }
 
 /// Which of a client connection's timers runs, and until when.
@@ -57,7 +64,50 @@ impl Activity {
             head_started_ms: AtomicU64::new(NO_HEAD),
             served: AtomicBool::new(false),
             first_request: Notify::new(),
+            upload_ms: AtomicU64::new(NO_HEAD),
+            upload_open: AtomicBool::new(false),
+            write_stalled: AtomicBool::new(false),
         }
+    }
+
+    /// The current request has a body: its upload starts now.
+    pub(crate) fn upload_started(&self) {
+        self.upload_ms.store(self.now_ms(), Ordering::Release);
+        self.upload_open.store(true, Ordering::Release);
+    }
+
+    /// A frame of the current request's body arrived (`end`: the last one).
+    fn upload_progressed(&self, end: bool) {
+        self.upload_ms.store(self.now_ms(), Ordering::Release);
+        if end {
+            self.upload_open.store(false, Ordering::Release);
+        }
+    }
+
+    /// Whether the current request's body is still being uploaded (its backend connection
+    /// is then still busy sending it).
+    pub(crate) fn upload_open(&self) -> bool {
+        self.upload_open.load(Ordering::Acquire)
+    }
+
+    /// When the current request's body last made progress, if it has one: the backend's
+    /// response timer runs from then (HAProxy's `timeout server` is an inactivity timeout,
+    /// and a backend receiving an upload is not idle).
+    pub(crate) fn upload_progress(&self) -> Option<tokio::time::Instant> {
+        match self.upload_ms.load(Ordering::Acquire) {
+            NO_HEAD => None,
+            ms => Some(self.at(ms)),
+        }
+    }
+
+    /// Notes that a write to the client stalled past the client timeout.
+    pub(crate) fn set_write_stalled(&self) {
+        self.write_stalled.store(true, Ordering::Release);
+    }
+
+    /// Whether a write to the client stalled past the client timeout.
+    pub(crate) fn write_stalled(&self) -> bool {
+        self.write_stalled.load(Ordering::Acquire)
     }
 
     fn at(&self, ms: u64) -> tokio::time::Instant {
@@ -137,6 +187,11 @@ impl Drop for ActiveRequest {
         self.0
             .idle_since_ms
             .store(self.0.now_ms(), Ordering::Release);
+        // The next request starts without an upload (a plain load when there was none).
+        if self.0.upload_ms.load(Ordering::Relaxed) != NO_HEAD {
+            self.0.upload_ms.store(NO_HEAD, Ordering::Release);
+            self.0.upload_open.store(false, Ordering::Release);
+        }
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -148,6 +203,115 @@ pub(crate) struct Release {
     pub(crate) list: Arc<IdleList>,
     pub(crate) tx: SendRequest<BackendBody>,
     pub(crate) _request: RequestGuard,
+    /// The client connection's activity, for a request with a body: a backend that
+    /// answered before it had the whole body is still busy receiving it, and its
+    /// connection is not handed to the next request.
+    pub(crate) upload: Option<Arc<Activity>>,
+}
+
+/// The body of a request sent to a backend: the client's, with the client timeout on its
+/// gaps (HAProxy `timeout client`) and its progress noted in the connection's
+/// [`Activity`] (which moves the backend's response deadline).
+#[derive(Debug)]
+pub(crate) struct ClientBody {
+    inner: Incoming,
+    upload: Option<Upload>,
+}
+
+#[derive(Debug)]
+struct Upload {
+    activity: Arc<Activity>,
+    after: std::time::Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Why a client's request body failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UploadError {
+    /// The client connection failed or broke the body's framing.
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+    /// The client sent nothing more of its body for this long.
+    #[error("client request body stalled for {0:?}")]
+    Stalled(std::time::Duration),
+}
+
+impl UploadError {
+    /// Whether `e`, a request's failure, is a client body that stalled.
+    pub(crate) fn is_stall(e: &hyper::Error) -> bool {
+        std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<Self>())
+            .is_some_and(|u| matches!(u, Self::Stalled(_)))
+    }
+}
+
+impl ClientBody {
+    /// Wraps a request's body; one with content gets the client timeout `after` on its
+    /// gaps and starts its upload in `activity`. A bodiless one costs nothing more.
+    pub(crate) fn new(
+        inner: Incoming,
+        activity: &Arc<Activity>,
+        after: std::time::Duration,
+    ) -> Self {
+        let upload = (!inner.is_end_stream()).then(|| {
+            activity.upload_started();
+            Upload {
+                activity: Arc::clone(activity),
+                after,
+                sleep: None,
+            }
+        });
+        Self { inner, upload }
+    }
+
+    /// Whether the request has a body to upload.
+    pub(crate) fn has_upload(&self) -> bool {
+        self.upload.is_some()
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = UploadError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UploadError>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(up) = &mut this.upload else {
+            return r.map_err(UploadError::Client);
+        };
+        match r {
+            Poll::Pending => {
+                let after = up.after;
+                let sleep = up
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(UploadError::Stalled(after))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(r) => {
+                let end = r.is_none() || this.inner.is_end_stream();
+                up.activity.upload_progressed(end);
+                if let Some(s) = &mut up.sleep {
+                    s.as_mut().reset(tokio::time::Instant::now() + up.after);
+                }
+                Poll::Ready(r.map(|f| f.map_err(UploadError::Client)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Bounds the gaps in a backend's response body (HAProxy's `timeout server` is an
@@ -344,8 +508,11 @@ impl Drop for ResponseBody {
         {
             if let Some(r) = release.take() {
                 // A body read to its end leaves the connection ready for the next request;
-                // one dropped half-way would need draining, so it is closed instead.
-                if *done || inner.is_end_stream() {
+                // one dropped half-way would need draining, so it is closed instead, as is
+                // one still receiving the client's upload (the backend answered early).
+                if (*done || inner.is_end_stream())
+                    && !r.upload.as_ref().is_some_and(|a| a.upload_open())
+                {
                     r.pool.checkin(&r.list, r.tx);
                 }
             }

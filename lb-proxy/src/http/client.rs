@@ -10,16 +10,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::body::ClientBody;
 use super::error::ForwardError;
 
 /// The body of a request sent to a backend: the client's, or empty on a replay.
-pub(crate) type BackendBody = Either<Incoming, Empty<Bytes>>;
+pub(crate) type BackendBody = Either<ClientBody, Empty<Bytes>>;
 
 #[derive(Debug)]
 struct IdleConn {

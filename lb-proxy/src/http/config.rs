@@ -207,13 +207,22 @@ pub struct Timeouts {
     /// How long a TCP connect to a backend may take (default 3 s; HAProxy `timeout connect`).
     pub backend_connect: Duration,
     /// How long a backend may take to send its response head after the request was handed
-    /// to it (default 30 s; HAProxy `timeout server`). Past it the client gets 504. Like
+    /// to it, or after the last bytes of a request body still being uploaded to it
+    /// (default 30 s; HAProxy `timeout server`). Past it the client gets 504. Like
     /// HAProxy's, it also bounds each gap in the response body: a backend that sends
     /// nothing more of a started body for this long is cut off (the client connection
     /// closes, the backend's `timeouts` counts it and passive health hears of it).
     pub backend_response: Duration,
     /// How long an idle pooled backend connection is kept (default 60 s).
     pub backend_idle: Duration,
+    /// How long the client may leave the proxy waiting while a request is under way
+    /// (default 30 s; HAProxy `timeout client`, an inactivity timeout): the longest gap in
+    /// a request body being uploaded (past it the client gets 408 and the connection
+    /// closes), and the longest a response (or an upgraded tunnel) may wait for the client
+    /// to read what was already sent (past it the connection is closed). Both count in
+    /// `client_timeouts`; neither is held against the backend. An idle keep-alive
+    /// connection is bounded by `client_idle` instead, and an idle tunnel is not bounded.
+    pub client: Duration,
 }
 
 impl Default for Timeouts {
@@ -224,6 +233,7 @@ impl Default for Timeouts {
             backend_connect: Duration::from_secs(3),
             backend_response: Duration::from_secs(30),
             backend_idle: Duration::from_secs(60),
+            client: Duration::from_secs(30),
         }
     }
 }
@@ -285,7 +295,7 @@ impl Default for PassiveHealth {
 /// - `routes`: none; `default_pool`: none (every request gets 503 until one is set)
 /// - `hash_key`: the client address
 /// - `timeouts`: header read 10 s, client idle 60 s, backend connect 3 s, backend response
-///   30 s, backend idle 60 s
+///   30 s, backend idle 60 s, client 30 s
 /// - `limits`: 16 KiB head, 100 headers, 64 idle connections per backend
 /// - `retries`: 2
 /// - `passive_health`: 5xx counts as a failure
@@ -349,6 +359,7 @@ impl HttpProxyConfig {
             ("timeouts.backend_connect", t.backend_connect),
             ("timeouts.backend_response", t.backend_response),
             ("timeouts.backend_idle", t.backend_idle),
+            ("timeouts.client", t.client),
         ] {
             if d.is_zero() {
                 return Err(Error::InvalidConfig {

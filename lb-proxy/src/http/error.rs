@@ -109,6 +109,11 @@ pub enum ForwardError {
     /// state `CD`).
     #[error("client aborted its request body: {0}")]
     ClientAborted(hyper::Error),
+    /// The client sent nothing more of its request body for the client timeout (HAProxy
+    /// `timeout client`, termination state `cD`): 408, and the connection is closed. Not
+    /// held against the backend.
+    #[error("client request body stalled for {0:?}")]
+    ClientTimeout(Duration),
     /// The backend connection failed while the request was sent or the response awaited.
     #[error("backend {backend} failed: {source}")]
     Backend {
@@ -129,7 +134,9 @@ impl ForwardError {
     pub fn source(&self) -> ErrorSource {
         match self {
             Self::NoRoute { .. } => ErrorSource::Internal,
-            Self::BadRequest(_) | Self::ClientAborted(_) => ErrorSource::Client,
+            Self::BadRequest(_) | Self::ClientAborted(_) | Self::ClientTimeout(_) => {
+                ErrorSource::Client
+            }
             _ => ErrorSource::Backend,
         }
     }
@@ -145,11 +152,12 @@ impl ForwardError {
     }
 
     /// The status the client receives: 503 without a backend, 504 on a response timeout,
-    /// 400 for the client's own faults, 502 otherwise.
+    /// 408 for a stalled upload, 400 for the client's other faults, 502 otherwise.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute { .. } | Self::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) | Self::ClientAborted(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }

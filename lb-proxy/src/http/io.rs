@@ -1,33 +1,81 @@
 //! A client stream with bytes already read from it (past a PROXY header) put back in front,
-//! which tells the connection's [`Activity`] when request bytes arrive.
+//! which tells the connection's [`Activity`] when request bytes arrive and bounds how long
+//! a write may wait for the client to read (the client timeout, HAProxy `timeout client`).
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 use super::body::Activity;
 
 /// Yields `prefix` first, then reads from `inner`; writes go straight to `inner`. Every
-/// read that yields bytes is reported to `activity` (for the request-head timer).
+/// read that yields bytes is reported to `activity` (for the request-head timer). A write
+/// that cannot make progress for `write_timeout` (the client reads nothing) fails with
+/// [`io::ErrorKind::TimedOut`], which closes the connection, and is noted in `activity`.
 #[derive(Debug)]
 pub(crate) struct Prefixed<T> {
     prefix: Vec<u8>,
     pos: usize,
     inner: T,
     activity: Arc<Activity>,
+    write_timeout: Duration,
+    /// The stalled write's timer: made on the first write that has to wait, re-armed when
+    /// a later one has to.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// Whether `stall` runs for the write now waiting.
+    stalled: bool,
 }
 
 impl<T> Prefixed<T> {
-    pub(crate) fn new(prefix: Vec<u8>, inner: T, activity: Arc<Activity>) -> Self {
+    pub(crate) fn new(
+        prefix: Vec<u8>,
+        inner: T,
+        activity: Arc<Activity>,
+        write_timeout: Duration,
+    ) -> Self {
         Self {
             prefix,
             pos: 0,
             inner,
             activity,
+            write_timeout,
+            stall: None,
+            stalled: false,
         }
+    }
+
+    /// Passes a write's result on; a write that has to wait starts (or keeps) the stall
+    /// timer, and fails once it has run out.
+    fn bound<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if r.is_ready() {
+            self.stalled = false;
+            return r;
+        }
+        if !self.stalled {
+            self.stalled = true;
+            let deadline = tokio::time::Instant::now() + self.write_timeout;
+            match &mut self.stall {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let Some(sleep) = &mut self.stall else {
+            return Poll::Pending;
+        };
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.activity.set_write_stalled();
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client read nothing within the client timeout",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -64,7 +112,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.bound(cx, r)
     }
 
     fn poll_write_vectored(
@@ -72,7 +122,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.bound(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -96,7 +148,12 @@ mod tests {
     #[tokio::test]
     async fn prefix_then_inner() {
         let activity = Arc::new(Activity::new());
-        let mut p = Prefixed::new(b"GET ".to_vec(), &b"/ HTTP/1.1"[..], Arc::clone(&activity));
+        let mut p = Prefixed::new(
+            b"GET ".to_vec(),
+            &b"/ HTTP/1.1"[..],
+            Arc::clone(&activity),
+            Duration::from_secs(1),
+        );
         let mut out = String::new();
         p.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "GET / HTTP/1.1");

@@ -20,6 +20,8 @@
 //! | client goes away during its request body | 400 (to nobody); the backend is not blamed (HAProxy `CD`) | `bad_requests` |
 //! | request head not complete in time (slowloris), or no request at all | connection closed | `header_timeouts` |
 //! | keep-alive connection idle past `client_idle` | connection closed | `idle_timeouts` |
+//! | client sends nothing more of its request body for `client` | 408, connection closed; the backend is not blamed | `client_timeouts` |
+//! | client reads nothing of its response (or tunnel) for `client` | connection closed | `client_timeouts` |
 //!
 //! Backend failures (and 5xx responses, as [`PassiveHealth`] says) are counted in lb-core's
 //! shared [`BackendStats`](lb_core::BackendStats) and reported to each pool's

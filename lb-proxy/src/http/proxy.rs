@@ -26,7 +26,8 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::body::{
-    ActiveRequest, Activity, ClientTimer, Release, ResponseBody, StallGuard, StallReport,
+    ActiveRequest, Activity, ClientBody, ClientTimer, Release, ResponseBody, StallGuard,
+    StallReport, UploadError,
 };
 use super::client::{BackendBody, ConnPool};
 use super::config::{HashKeySource, HttpProxyConfig};
@@ -404,6 +405,16 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: watch
     while tasks.join_next().await.is_some() {}
 }
 
+/// Takes one off `active_connections` when dropped, also when its task is cancelled
+/// (shutdown, abort).
+struct Uncount<'a>(&'a Shared);
+
+impl Drop for Uncount<'_> {
+    fn drop(&mut self) {
+        self.0.vs.active_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn serve_client(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -413,13 +424,6 @@ async fn serve_client(
 ) {
     inc(&shared.vs.connections);
     shared.vs.active_connections.fetch_add(1, Ordering::Relaxed);
-    // Uncounted also when the task is cancelled (shutdown, abort).
-    struct Uncount<'a>(&'a Shared);
-    impl Drop for Uncount<'_> {
-        fn drop(&mut self) {
-            self.0.vs.active_connections.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
     let _active = Uncount(&shared);
     serve_client_inner(&shared, stream, peer, local, &mut stop).await;
 }
@@ -467,7 +471,12 @@ async fn serve_client_inner(
     });
     let svc_shared = Arc::clone(shared);
     let svc = service_fn(move |req| handle(Arc::clone(&svc_shared), Arc::clone(&cc), req));
-    let io = Prefixed::new(early, stream, Arc::clone(&activity));
+    let io = Prefixed::new(
+        early,
+        stream,
+        Arc::clone(&activity),
+        shared.config.timeouts.client,
+    );
     let conn = shared
         .server
         .serve_connection(TokioIo::new(io), svc)
@@ -527,6 +536,10 @@ async fn serve_client_inner(
         }
     };
     if let Err(e) = result {
+        if activity.write_stalled() {
+            // The client read nothing of its response within the client timeout.
+            inc(&shared.vs.client_timeouts);
+        }
         if e.is_parse() || e.is_parse_too_large() {
             inc(&shared.vs.bad_requests);
             // hyper answered 400 (or 431) and closed: count the response too.
@@ -555,12 +568,17 @@ async fn handle(
                 StatusCode::SERVICE_UNAVAILABLE => inc(&shared.vs.no_backend),
                 StatusCode::GATEWAY_TIMEOUT => inc(&shared.vs.gateway_timeout),
                 StatusCode::BAD_REQUEST => inc(&shared.vs.bad_requests),
+                StatusCode::REQUEST_TIMEOUT => inc(&shared.vs.client_timeouts),
                 _ => inc(&shared.vs.bad_gateway),
             }
             tracing::debug!(error = %e, "request not forwarded");
             let mut r = error_response(status);
-            if status == StatusCode::BAD_REQUEST {
-                // A malformed request closes the connection, as hyper's own 400s do.
+            if matches!(
+                status,
+                StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT
+            ) {
+                // A malformed request closes the connection, as hyper's own 400s do; so
+                // does a stalled upload (the rest of its body will not be read).
                 r.headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -704,6 +722,7 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers, upgrade);
     cc.identity.apply(&mut parts.headers);
 
+    let timeouts = shared.config.timeouts;
     let idempotent = is_idempotent(&parts.method);
     let replay = (idempotent && !upgrade && body.is_end_stream() && shared.config.retries > 0)
         .then(|| Replay {
@@ -716,13 +735,14 @@ async fn forward(
                 .map(|(n, v)| (n.clone(), v.clone()))
                 .collect(),
         });
+    let body = ClientBody::new(body, &cc.activity, timeouts.client);
+    let has_upload = body.has_upload();
     let mut pending = Some(Request::from_parts(parts, Either::Left(body)));
     let mut tried = Vec::new();
     let mut retries_left = shared.config.retries;
     let mut reuse = true;
     let mut first = true;
     let mut last_err: Option<ForwardError> = None;
-    let timeouts = shared.config.timeouts;
 
     loop {
         let now = tokio::time::Instant::now().into_std();
@@ -769,11 +789,21 @@ async fn forward(
         cc.arm_response_timer(started + timeouts.backend_response);
         let sent = {
             let mut response = std::pin::pin!(tx.try_send_request(request));
-            std::future::poll_fn(|cx| {
+            std::future::poll_fn(|cx| loop {
                 if let Poll::Ready(r) = response.as_mut().poll(cx) {
                     return Poll::Ready(Ok(r));
                 }
-                cc.poll_response_timer(cx).map(Err)
+                if cc.poll_response_timer(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // The backend's time runs from the last progress of the upload it is
+                // receiving (an inactivity timeout, as HAProxy's `timeout server`).
+                match cc.activity.upload_progress() {
+                    Some(t) if t + timeouts.backend_response > tokio::time::Instant::now() => {
+                        cc.arm_response_timer(t + timeouts.backend_response);
+                    }
+                    _ => return Poll::Ready(Err(())),
+                }
             })
             .await
         };
@@ -791,8 +821,11 @@ async fn forward(
                 let returned = e.take_message();
                 let not_sent = returned.is_some();
                 if !not_sent && (e.error().is_user() || e.error().is_body_write_aborted()) {
-                    // The client's body failed (it went away mid-upload): the backend did
-                    // nothing wrong, and the request cannot be sent again.
+                    // The client's body failed (it went away or stalled mid-upload): the
+                    // backend did nothing wrong, and the request cannot be sent again.
+                    if UploadError::is_stall(e.error()) {
+                        return Err(ForwardError::ClientTimeout(timeouts.client));
+                    }
                     return Err(ForwardError::ClientAborted(e.into_error()));
                 }
                 pending = returned;
@@ -852,7 +885,8 @@ async fn forward(
                             client_up,
                             backend_up,
                             (backend.stats().connection(), guard),
-                            shared.kill.clone(),
+                            Arc::clone(shared),
+                            Arc::clone(&cc.activity),
                         );
                         let (mut parts, _) = resp.into_parts();
                         strip_hop_by_hop(&mut parts.headers, true);
@@ -866,6 +900,7 @@ async fn forward(
                     list: checkout.list,
                     tx,
                     _request: guard,
+                    upload: has_upload.then(|| Arc::clone(&cc.activity)),
                 };
                 // HAProxy `timeout server` also bounds the gaps in the body: a backend that
                 // stops mid-body is cut off and counted, instead of holding both
@@ -889,6 +924,9 @@ async fn forward(
 
 /// Joins an upgraded client connection to the upgraded backend one (WebSocket) until
 /// either side closes or the proxy is killed; `guards` count the connection and request.
+/// The tunnel counts in `active_connections` while it lasts (hyper's connection task,
+/// which counted the client connection, ends with the upgrade), and a client that reads
+/// nothing of it for the client timeout is cut off (counted in `client_timeouts`).
 ///
 /// Out of line and cold: the per-request path in [`forward`] stays compact in the
 /// instruction cache.
@@ -898,10 +936,14 @@ fn spawn_tunnel<G: Send + 'static>(
     client_up: hyper::upgrade::OnUpgrade,
     backend_up: hyper::upgrade::OnUpgrade,
     guards: G,
-    mut kill: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    activity: Arc<Activity>,
 ) {
+    let mut kill = shared.kill.clone();
+    shared.vs.active_connections.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         let _guards = guards;
+        let _active = Uncount(&shared);
         let tunnel = async {
             let (c, b) = tokio::try_join!(client_up, backend_up)?;
             let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
@@ -910,6 +952,9 @@ fn spawn_tunnel<G: Send + 'static>(
         };
         tokio::select! {
             r = tunnel => if let Err(e) = r {
+                if activity.write_stalled() {
+                    inc(&shared.vs.client_timeouts);
+                }
                 tracing::debug!(error = %e, "upgraded tunnel ended");
             },
             _ = kill.changed() => {}

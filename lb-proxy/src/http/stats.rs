@@ -102,6 +102,9 @@ pub struct VirtualServerStats {
     pub header_timeouts: u64,
     /// Client connections closed by the idle keep-alive timeout.
     pub idle_timeouts: u64,
+    /// Client connections closed by the client timeout: an upload that stalled (the client
+    /// got 408) or a client that read nothing of its response or tunnel.
+    pub client_timeouts: u64,
     /// Client connections closed for a missing, late or malformed PROXY header.
     pub proxy_header_errors: u64,
     /// Requests sent to another backend after a failure.
@@ -163,7 +166,7 @@ impl fmt::Display for StatusClasses {
 /// One line for the virtual server, then one per backend, as `lbctl status` prints them:
 ///
 /// ```text
-/// http web: 3 connections (1 active), 30 requests; 1xx 0 2xx 29 3xx 0 4xx 0 5xx 1; 503 no backend 0, 502 1, 504 0, bad requests 0, header timeouts 0, idle timeouts 0, retries 1, upgrades 0
+/// http web: 3 connections (1 active), 30 requests; 1xx 0 2xx 29 3xx 0 4xx 0 5xx 1; 503 no backend 0, 502 1, 504 0, bad requests 0, header timeouts 0, idle timeouts 0, client timeouts 0, retries 1, upgrades 0
 ///   www #1 127.0.0.1:8081: 16 requests (0 in flight); 1xx 0 2xx 15 3xx 0 4xx 0 5xx 0; connect failures 1, timeouts 0, failures 1, latency 0.4 ms
 /// ```
 impl fmt::Display for HttpStatsSnapshot {
@@ -172,7 +175,8 @@ impl fmt::Display for HttpStatsSnapshot {
         writeln!(
             f,
             "http {}: {} connections ({} active), {} requests; {}; 503 no backend {}, 502 {}, \
-             504 {}, bad requests {}, header timeouts {}, idle timeouts {}, retries {}, upgrades {}",
+             504 {}, bad requests {}, header timeouts {}, idle timeouts {}, client timeouts {}, \
+             retries {}, upgrades {}",
             self.name,
             v.connections,
             v.active_connections,
@@ -184,6 +188,7 @@ impl fmt::Display for HttpStatsSnapshot {
             v.bad_requests,
             v.header_timeouts,
             v.idle_timeouts,
+            v.client_timeouts,
             v.retries,
             v.upgrades
         )?;
@@ -223,6 +228,7 @@ pub(crate) struct VsCounters {
     pub(crate) bad_requests: AtomicU64,
     pub(crate) header_timeouts: AtomicU64,
     pub(crate) idle_timeouts: AtomicU64,
+    pub(crate) client_timeouts: AtomicU64,
     pub(crate) proxy_header_errors: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) upgrades: AtomicU64,
@@ -246,6 +252,7 @@ impl VsCounters {
             bad_requests: g(&self.bad_requests),
             header_timeouts: g(&self.header_timeouts),
             idle_timeouts: g(&self.idle_timeouts),
+            client_timeouts: g(&self.client_timeouts),
             proxy_header_errors: g(&self.proxy_header_errors),
             retries: g(&self.retries),
             upgrades: g(&self.upgrades),
