@@ -1322,3 +1322,58 @@ async fn early_response_to_an_unfinished_upload_does_not_hold_up_the_next_reques
     drop(uploader);
     backend.abort();
 }
+
+/// A transfer coding besides `chunked` (`gzip, chunked`) is still on the body after hyper
+/// undoes the chunking, so it reaches the next hop in both directions (RFC 9112 §6.1); it
+/// used to be dropped, and the backend read gzip as plain bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_codings_besides_chunked_are_kept() {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(5).any(|w| w == b"0\r\n\r\n") && got.len() < 65_536 {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = seen_tx.send(String::from_utf8_lossy(&got).to_ascii_lowercase());
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let set = BackendSet::new(vec![Backend::new(BackendId(1), addr)]).unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let p = proxy(config(), vec![("www", pool)]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let request = tokio::time::timeout(Duration::from_secs(5), seen_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        request.contains("\r\ntransfer-encoding: gzip, chunked\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("hello"), "{request}");
+    let response = one_response(&mut s).await.to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    assert!(
+        response.contains("\r\ntransfer-encoding: gzip, chunked\r\n"),
+        "{response}"
+    );
+    assert!(response.contains("abc"), "{response}");
+    backend.abort();
+}

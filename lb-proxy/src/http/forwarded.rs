@@ -75,8 +75,9 @@ fn hop_by_hop_bit(name: &HeaderName) -> u8 {
 }
 
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
-/// `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` (hyper re-frames bodies) and
-/// `Upgrade`. With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is put back,
+/// `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` when it is only `chunked`
+/// (hyper re-frames bodies; `gzip, chunked` stays, since the gzip coding is still on the
+/// body) and `Upgrade`. With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is put back,
 /// so a protocol switch reaches the other side.
 ///
 /// Cost: one scan of the header names, then a removal only for what is there (most
@@ -122,13 +123,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 && !(keep_upgrade && **name == UPGRADE) {
+        if present & (1 << i) != 0
+            && !(keep_upgrade && **name == UPGRADE)
+            && !(**name == TRANSFER_ENCODING && has_other_coding(headers))
+        {
             headers.remove(*name);
         }
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Whether `Transfer-Encoding` names a coding besides `chunked` (`gzip, chunked`). hyper
+/// undoes only `chunked`; the others are still on the body, so the header must stay for
+/// the next hop to decode them (RFC 9112 §6.1). hyper re-frames the body with `chunked`,
+/// which such a header already ends with.
+fn has_other_coding(headers: &HeaderMap) -> bool {
+    headers.get_all(TRANSFER_ENCODING).iter().any(|v| {
+        v.to_str().map_or(true, |s| {
+            s.split(',').any(|t| {
+                let t = t.trim();
+                !t.is_empty() && !t.eq_ignore_ascii_case("chunked")
+            })
+        })
+    })
 }
 
 /// What [`add_forwarded`] writes for one client connection, computed once when the
@@ -386,8 +405,33 @@ mod tests {
         assert!(!is_upgrade_request(&map(&[("upgrade", "websocket")])));
     }
 
+    #[test]
+    fn transfer_codings_other_than_chunked_stay() {
+        for (te, kept) in [
+            ("chunked", false),
+            ("Chunked", false),
+            ("gzip, chunked", true),
+            ("GZIP,chunked", true),
+        ] {
+            let mut h = map(&[("transfer-encoding", te), ("x-kept", "yes")]);
+            strip_hop_by_hop(&mut h, false);
+            assert_eq!(h.contains_key("transfer-encoding"), kept, "{te}");
+            if kept {
+                assert_eq!(h["transfer-encoding"], te);
+            }
+        }
+        // Split over two lines, as RFC 9110 §5.3 allows.
+        let mut h = map(&[
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get_all("transfer-encoding").iter().count(), 2);
+    }
+
     /// The reference the fast path must agree with: collect every name `Connection` lists,
-    /// then remove each of them and the fixed list.
+    /// then remove each of them and the fixed list (and `Transfer-Encoding` when it holds
+    /// nothing but `chunked`).
     fn strip_reference(headers: &mut HeaderMap, keep_upgrade: bool) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -401,15 +445,18 @@ mod tests {
                 headers.remove(&name);
             }
         }
-        for name in [
-            &CONNECTION,
-            &KEEP_ALIVE,
-            &PROXY_CONNECTION,
-            &TE,
-            &TRAILER,
-            &TRANSFER_ENCODING,
-        ] {
+        for name in [&CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &TE, &TRAILER] {
             headers.remove(name);
+        }
+        let codings: Vec<String> = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if codings.iter().all(|t| t == "chunked") {
+            headers.remove(&TRANSFER_ENCODING);
         }
         if keep_upgrade {
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
