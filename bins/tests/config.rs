@@ -145,6 +145,9 @@ fn commented_example_exercises_every_option() {
         .virtual_servers
         .iter()
         .any(|v| v.backends.iter().any(|b| b.backup)));
+    let check = &cfg.virtual_servers[0].backends[0].checks[0];
+    assert_eq!(check.connect_ip, Some("198.18.0.161".parse().unwrap()));
+    assert_eq!(check.connect_port, Some(8082));
     // Every key the example writes, once uncommented, is one the model knows: the file is
     // parsed with deny_unknown_fields, so a typo above would have failed.
 }
@@ -1061,4 +1064,31 @@ fn vrrp_script_user_is_read_and_looked_up() {
         ),
         ["lb.toml:4:9: vrrp_script chk: group needs a user"]
     );
+}
+
+#[test]
+fn connect_ip_is_parsed_and_checked() {
+    let text = "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.151 82 {\n        TCP_CHECK {\n            connect_ip 198.18.0.161\n            connect_port 8082\n        }\n        MISC_CHECK {\n            misc_path /bin/true\n            connect_ip 198.18.0.161\n        }\n        HTTP_GET {\n            url {\n                path /\n            }\n            connect_ip fd00:18::161\n            bindto 198.18.0.11\n        }\n    }\n}\n";
+    let e = errors("k.conf", text);
+    assert_eq!(
+        e,
+        [
+            "k.conf:10:24: connect_ip 198.18.0.161 does not apply to a misc check (it runs a program)",
+            "k.conf:16:24: connect_ip fd00:18::161 and bindto 198.18.0.11 are of different address families",
+        ]
+    );
+    let fixed = text
+        .replace(
+            "            misc_path /bin/true\n            connect_ip 198.18.0.161\n",
+            "            misc_path /bin/true\n",
+        )
+        .replace("fd00:18::161", "198.18.0.162");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    std::fs::write(&p, fixed).unwrap();
+    let (cfg, _) = ok(&p);
+    let checks = &cfg.virtual_servers[0].backends[0].checks;
+    assert_eq!(checks[0].connect_ip, Some("198.18.0.161".parse().unwrap()));
+    assert_eq!(checks[0].connect_port, Some(8082));
+    assert_eq!(checks[2].connect_ip, Some("198.18.0.162".parse().unwrap()));
 }

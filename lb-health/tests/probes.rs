@@ -82,6 +82,27 @@ async fn tcp_refused_accepted_connect_port_and_bindto() {
         .probe(other, T)
         .await;
     assert!(via_port.is_up(), "{}", via_port.reason);
+    // connect_ip: probe the listener although the backend's address (port 1 of 127.0.0.2)
+    // has nothing listening; with connect_port too, only the IP comes from the backend
+    // when connect_ip is absent.
+    let elsewhere: SocketAddr = "127.0.0.2:1".parse().unwrap();
+    assert!(!TcpProbe::new().probe(elsewhere, T).await.is_up());
+    let via_ip = TcpProbe::new()
+        .connect_ip(addr.ip())
+        .connect_port(addr.port())
+        .probe(elsewhere, T)
+        .await;
+    assert!(via_ip.is_up(), "{}", via_ip.reason);
+    let http = HttpProbe::builder("/")
+        .connect_ip(addr.ip())
+        .build()
+        .unwrap()
+        .probe(
+            SocketAddr::new("127.0.0.2".parse().unwrap(), addr.port()),
+            T,
+        )
+        .await;
+    assert!(http.reason.contains(&addr.to_string()), "{}", http.reason);
     // A source address of the wrong family is a reason, not a panic.
     let wrong = TcpProbe::new()
         .bindto("::1".parse().unwrap())

@@ -1034,6 +1034,9 @@ pub struct HealthCheck {
     pub connect_timeout: Duration,
     /// Port to check instead of the backend's.
     pub connect_port: Option<u16>,
+    /// Address to check instead of the backend's (keepalived `connect_ip`; not for
+    /// `misc` checks).
+    pub connect_ip: Option<IpAddr>,
     /// Source address of the check.
     pub bindto: Option<IpAddr>,
     /// Attempts before a failure counts (keepalived `retry`/`nb_get_retry`). Default 1.
@@ -1086,6 +1089,7 @@ impl HealthCheck {
             kind,
             connect_timeout: Duration::from_secs(5),
             connect_port: None,
+            connect_ip: None,
             bindto: None,
             retry: 1,
             delay_before_retry: Duration::from_secs(1),
@@ -1827,6 +1831,20 @@ fn validate_check(err: &mut impl FnMut(String, String), p: &str, c: &HealthCheck
     }
     if c.connect_port == Some(0) {
         err(format!("{p}.connect_port"), "connect_port 0".into());
+    }
+    if let (Some(ip), CheckKind::Misc(_)) = (c.connect_ip, &c.kind) {
+        err(
+            format!("{p}.connect_ip"),
+            format!("connect_ip {ip} does not apply to a misc check (it runs a program)"),
+        );
+    }
+    if let (Some(to), Some(from)) = (c.connect_ip, c.bindto) {
+        if to.is_ipv4() != from.is_ipv4() {
+            err(
+                format!("{p}.connect_ip"),
+                format!("connect_ip {to} and bindto {from} are of different address families"),
+            );
+        }
     }
     if c.retry == 0 {
         err(format!("{p}.retry"), "retry must be at least 1".into());

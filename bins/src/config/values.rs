@@ -209,6 +209,8 @@ pub(crate) struct RawCheck {
     #[serde(default)]
     connect_port: Option<u16>,
     #[serde(default)]
+    connect_ip: Option<IpAddr>,
+    #[serde(default)]
     bindto: Option<IpAddr>,
     #[serde(default)]
     retry: Option<u32>,
@@ -294,6 +296,7 @@ impl TryFrom<RawCheck> for HealthCheck {
             c.connect_timeout = v;
         }
         c.connect_port = r.connect_port;
+        c.connect_ip = r.connect_ip;
         c.bindto = r.bindto;
         if let Some(v) = r.retry {
             c.retry = v;

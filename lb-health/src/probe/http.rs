@@ -233,6 +233,7 @@ pub struct HttpProbe {
     expect: StatusSet,
     body: BodyCheck,
     connect_port: Option<u16>,
+    connect_ip: Option<IpAddr>,
     bindto: Option<IpAddr>,
     tls: Option<Tls>,
     max_body: usize,
@@ -245,7 +246,7 @@ impl HttpProbe {
     /// - expected status 200-299 (keepalived's default);
     /// - body ignored; at most 1 MiB read when a body check is set;
     /// - plain HTTP (add [`tls`](HttpProbeBuilder::tls) for `SSL_GET`);
-    /// - the backend's port, the default source address.
+    /// - the backend's address and port, the default source address.
     pub fn builder(path: impl Into<String>) -> HttpProbeBuilder {
         HttpProbeBuilder {
             path: path.into(),
@@ -253,6 +254,7 @@ impl HttpProbe {
             expect: Ok(StatusSet::success()),
             body: Ok(BodyCheck::Ignore),
             connect_port: None,
+            connect_ip: None,
             bindto: None,
             tls: None,
             max_body: 1 << 20,
@@ -385,7 +387,7 @@ impl Probe for HttpProbe {
     /// # Cancel safety
     /// Cancel safe: a dropped probe closes its connection.
     async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
-        let to = target(addr, self.connect_port);
+        let to = target(addr, self.connect_ip, self.connect_port);
         let start = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, self.run(to)).await {
             Ok(Ok(reason)) => ProbeOutcome::up(reason, elapsed(start)),
@@ -416,6 +418,7 @@ pub struct HttpProbeBuilder {
     expect: Result<StatusSet>,
     body: Result<BodyCheck>,
     connect_port: Option<u16>,
+    connect_ip: Option<IpAddr>,
     bindto: Option<IpAddr>,
     tls: Option<TlsOptions>,
     max_body: usize,
@@ -465,6 +468,13 @@ impl HttpProbeBuilder {
         self
     }
 
+    /// keepalived `connect_ip`: probe this address instead of the backend's (a real server
+    /// that answers health checks on another address, as in LVS-DR setups).
+    pub fn connect_ip(mut self, ip: IpAddr) -> Self {
+        self.connect_ip = Some(ip);
+        self
+    }
+
     /// keepalived `bindto`: the source address.
     pub fn bindto(mut self, ip: IpAddr) -> Self {
         self.bindto = Some(ip);
@@ -511,6 +521,7 @@ impl HttpProbeBuilder {
             expect: self.expect?,
             body: self.body?,
             connect_port: self.connect_port,
+            connect_ip: self.connect_ip,
             bindto: self.bindto,
             tls,
             max_body: self.max_body,

@@ -76,12 +76,17 @@ pub trait Probe: fmt::Debug + Send + Sync {
     fn kind(&self) -> &'static str;
 }
 
-/// Where to connect: the backend's address, or its IP with `connect_port` (keepalived).
-pub(crate) fn target(addr: SocketAddr, connect_port: Option<u16>) -> SocketAddr {
-    match connect_port {
-        Some(p) => SocketAddr::new(addr.ip(), p),
-        None => addr,
-    }
+/// Where to connect: the backend's address, with its IP replaced by `connect_ip` and its
+/// port by `connect_port` where given (keepalived's checker keywords).
+pub(crate) fn target(
+    addr: SocketAddr,
+    connect_ip: Option<IpAddr>,
+    connect_port: Option<u16>,
+) -> SocketAddr {
+    SocketAddr::new(
+        connect_ip.unwrap_or(addr.ip()),
+        connect_port.unwrap_or(addr.port()),
+    )
 }
 
 /// Connects a TCP stream from `bindto` (if any) to `addr`. No timeout: callers wrap it.

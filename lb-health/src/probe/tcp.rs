@@ -13,6 +13,7 @@ use crate::tracker::ProbeOutcome;
 #[derive(Debug, Clone, Default)]
 pub struct TcpProbe {
     connect_port: Option<u16>,
+    connect_ip: Option<IpAddr>,
     bindto: Option<IpAddr>,
 }
 
@@ -29,6 +30,14 @@ impl TcpProbe {
         self
     }
 
+    /// keepalived `connect_ip`: probe this address instead of the backend's (a real server
+    /// that answers health checks on another address, as in LVS-DR setups).
+    #[must_use]
+    pub fn connect_ip(mut self, ip: IpAddr) -> Self {
+        self.connect_ip = Some(ip);
+        self
+    }
+
     /// keepalived `bindto`: the source address of the probe connection.
     #[must_use]
     pub fn bindto(mut self, ip: IpAddr) -> Self {
@@ -42,7 +51,7 @@ impl Probe for TcpProbe {
     /// # Cancel safety
     /// Cancel safe: a dropped probe closes its socket.
     async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
-        let to = target(addr, self.connect_port);
+        let to = target(addr, self.connect_ip, self.connect_port);
         let start = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, tcp_connect(to, self.bindto)).await {
             Ok(Ok(stream)) => {

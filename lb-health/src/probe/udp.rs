@@ -25,6 +25,7 @@ pub struct UdpProbe {
     payload: Vec<u8>,
     expect: UdpExpect,
     connect_port: Option<u16>,
+    connect_ip: Option<IpAddr>,
     bindto: Option<IpAddr>,
 }
 
@@ -35,6 +36,7 @@ impl UdpProbe {
             payload: payload.into(),
             expect: UdpExpect::Any,
             connect_port: None,
+            connect_ip: None,
             bindto: None,
         }
     }
@@ -50,6 +52,14 @@ impl UdpProbe {
     #[must_use]
     pub fn connect_port(mut self, port: u16) -> Self {
         self.connect_port = Some(port);
+        self
+    }
+
+    /// keepalived `connect_ip`: probe this address instead of the backend's (a real server
+    /// that answers health checks on another address, as in LVS-DR setups).
+    #[must_use]
+    pub fn connect_ip(mut self, ip: IpAddr) -> Self {
+        self.connect_ip = Some(ip);
         self
     }
 
@@ -90,7 +100,7 @@ impl Probe for UdpProbe {
     /// # Cancel safety
     /// Cancel safe: a dropped probe closes its socket.
     async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
-        let to = target(addr, self.connect_port);
+        let to = target(addr, self.connect_ip, self.connect_port);
         let start = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, self.exchange(to)).await {
             Err(_) => ProbeOutcome::down(

@@ -1076,6 +1076,7 @@ impl Conv {
                 }
                 "connect_port" => c.connect_port = self.get(st, &fp, int(kw, 1, 65535)),
                 "bindto" => c.bindto = self.get(st, &fp, ip),
+                "connect_ip" => c.connect_ip = self.get(st, &fp, ip),
                 "nb_get_retry" | "retry" => {
                     retry = self.get(st, &format!("{p}.retry"), int(kw, 1, 1000));
                 }
@@ -1101,9 +1102,10 @@ impl Conv {
                     misc_timeout = self.get(st, &fp, duration(kw));
                 }
                 "misc_dynamic" if kw0 == "MISC_CHECK" => misc_dynamic = self.flag(st, &fp),
-                "bind_port" | "connect_ip" | "bind_if" | "warmup" | "fwmark" | "user"
-                | "log_all_failures" | "enable_sni" | "tls_compliant" | "protocol"
-                | "http_protocol" => self.ignored(st, kw0),
+                "bind_port" | "bind_if" | "warmup" | "fwmark" | "user" | "log_all_failures"
+                | "enable_sni" | "tls_compliant" | "protocol" | "http_protocol" => {
+                    self.ignored(st, kw0)
+                }
                 _ => self.unknown(st, kw0),
             }
         }
