@@ -82,6 +82,15 @@ pub struct PoolConfig {
     pub panic_threshold: u8,
     /// What panic means.
     pub panic_mode: PanicMode,
+    /// keepalived `quorum`: the least total weight of the primaries able to take
+    /// connections (ready, up, weight above 0) for the pool to have quorum (default 1, the
+    /// least; at least 1). Without quorum and with backups, every new connection goes to
+    /// the backups, the primaries still up included (keepalived's sorry server takes over);
+    /// without backups the primaries go on serving. [`Pool::has_quorum`] tells which.
+    pub quorum: u64,
+    /// keepalived `hysteresis`: quorum is lost below `quorum - hysteresis` and regained at
+    /// `quorum + hysteresis`, so a weight sum near the quorum does not flap (default 0).
+    pub hysteresis: u64,
 }
 
 impl Default for PoolConfig {
@@ -93,12 +102,20 @@ impl Default for PoolConfig {
             slow_start: None,
             panic_threshold: 0,
             panic_mode: PanicMode::FailOpen,
+            quorum: 1,
+            hysteresis: 0,
         }
     }
 }
 
 impl PoolConfig {
     fn validate(&self) -> Result<()> {
+        if self.quorum == 0 {
+            return Err(Error::InvalidConfig {
+                setting: "quorum",
+                reason: "must be at least 1".into(),
+            });
+        }
         if self.panic_threshold > 100 {
             return Err(Error::InvalidConfig {
                 setting: "panic_threshold",
@@ -124,6 +141,7 @@ pub struct Snapshot<S> {
     primary: S,
     backup: S,
     panic: bool,
+    quorum: bool,
     generation: u64,
     /// (id, 0 = primary / 1 = backup, index in that scheduler's candidates), sorted by id.
     index: Vec<(BackendId, u8, u32)>,
@@ -148,6 +166,12 @@ impl<S: Scheduler> Snapshot<S> {
     /// Whether the panic threshold was crossed when this snapshot was built.
     pub fn in_panic(&self) -> bool {
         self.panic
+    }
+
+    /// Whether the primaries had quorum ([`PoolConfig::quorum`]) when this snapshot was
+    /// built.
+    pub fn has_quorum(&self) -> bool {
+        self.quorum
     }
 
     /// Incremented by every rebuild.
@@ -267,6 +291,12 @@ impl<B: BuildScheduler> Pool<B> {
     /// The current snapshot (cheap; holds it alive while the guard lives).
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot<B::Scheduler>>> {
         self.current.load()
+    }
+
+    /// Whether the primaries have quorum now ([`PoolConfig::quorum`], keepalived
+    /// `quorum`/`hysteresis`): keepalived runs `quorum_up`/`quorum_down` when this changes.
+    pub fn has_quorum(&self) -> bool {
+        self.current.load().quorum
     }
 
     /// Picks a backend for a new connection or request.
@@ -558,6 +588,19 @@ fn build_snapshot<B: BuildScheduler>(
         .iter()
         .filter(|b| b.admin() != AdminState::Maint)
         .count();
+    // keepalived's quorum: the configured weights of the primaries that can take
+    // connections, against `quorum`, with `hysteresis` around it once a state is known.
+    let online: u64 = primaries
+        .iter()
+        .filter(|b| b.admin() == AdminState::Ready && b.health() == Health::Up)
+        .map(|b| u64::from(b.weight().get()))
+        .sum();
+    let quorum = match prev.map(|p| p.quorum) {
+        Some(true) => online > 0 && online >= config.quorum.saturating_sub(config.hysteresis),
+        Some(false) => online > 0 && online >= config.quorum.saturating_add(config.hysteresis),
+        None => online >= config.quorum,
+    };
+
     let panic = config.panic_threshold > 0
         && in_service > 0
         && primary.len() * 100 < usize::from(config.panic_threshold) * in_service;
@@ -573,6 +616,10 @@ fn build_snapshot<B: BuildScheduler>(
             PanicMode::Backups if !backup.is_empty() => primary.clear(),
             PanicMode::Backups => {}
         }
+    }
+    if !quorum && !backup.is_empty() {
+        // keepalived: the sorry server takes over and the primaries still up are removed.
+        primary.clear();
     }
     let primary_s = builder.build(&primary, prev.map(|p| &p.primary))?;
     let backup_s = builder.build(&backup, prev.map(|p| &p.backup))?;
@@ -595,6 +642,7 @@ fn build_snapshot<B: BuildScheduler>(
         primary: primary_s,
         backup: backup_s,
         panic,
+        quorum,
         generation: state.generation,
         index,
     })
@@ -650,6 +698,81 @@ mod tests {
         // After the timeout the client is scheduled afresh.
         let later = now + Duration::from_secs(301);
         let _ = pick(&p, later, &c);
+    }
+
+    /// keepalived `quorum` 25 with `hysteresis` 5 over three primaries of weight 10 and a
+    /// sorry server: quorum is lost below 20 and regained at 30; without quorum the sorry
+    /// server takes every connection although a primary is still up.
+    #[test]
+    fn quorum_with_hysteresis_hands_over_to_the_sorry_server() {
+        let mut backends: Vec<Backend> = set(3).iter().cloned().collect();
+        backends.push(
+            Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true),
+        );
+        let cfg = PoolConfig {
+            quorum: 25,
+            hysteresis: 5,
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(
+            Algorithm::RoundRobin,
+            BackendSet::new(backends).unwrap(),
+            cfg,
+        )
+        .unwrap();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        assert!(p.has_quorum(), "30 >= 25 at start");
+        p.set_health(BackendId(1), Health::Down, now).unwrap();
+        assert!(p.has_quorum(), "20 is not below 25 - 5");
+        assert_ne!(pick(&p, now, &c), 9);
+        p.set_health(BackendId(2), Health::Down, now).unwrap();
+        assert!(!p.has_quorum(), "10 < 20");
+        for _ in 0..4 {
+            assert_eq!(pick(&p, now, &c), 9, "the sorry server takes over");
+        }
+        p.set_health(BackendId(2), Health::Up, now).unwrap();
+        assert!(!p.has_quorum(), "20 is below 25 + 5: still no quorum");
+        assert_eq!(pick(&p, now, &c), 9);
+        p.set_health(BackendId(1), Health::Up, now).unwrap();
+        assert!(p.has_quorum(), "30 >= 30");
+        for _ in 0..4 {
+            assert_ne!(pick(&p, now, &c), 9);
+        }
+        // Without a sorry server, losing quorum changes nothing for the traffic.
+        let p = Pool::new(
+            Algorithm::RoundRobin,
+            set(3),
+            PoolConfig {
+                quorum: 25,
+                ..PoolConfig::default()
+            },
+        )
+        .unwrap();
+        p.set_health(BackendId(1), Health::Down, now).unwrap();
+        p.set_health(BackendId(2), Health::Down, now).unwrap();
+        assert!(!p.has_quorum());
+        assert_eq!(pick(&p, now, &c), 3);
+        // At start, below the quorum: no quorum; a zero quorum is refused.
+        let p = Pool::new(
+            Algorithm::RoundRobin,
+            set(1),
+            PoolConfig {
+                quorum: 11,
+                ..PoolConfig::default()
+            },
+        )
+        .unwrap();
+        assert!(!p.has_quorum());
+        assert!(Pool::new(
+            Algorithm::RoundRobin,
+            set(1),
+            PoolConfig {
+                quorum: 0,
+                ..PoolConfig::default()
+            }
+        )
+        .is_err());
     }
 
     /// Primaries 1 and 2, backup 9, with persistence.
