@@ -1380,3 +1380,95 @@ address = "{echo_addr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `lbctl backend drain|ready` sent while a SIGHUP reload is starting the replacement of a
+/// virtual server takes effect on the replacement, the version that ends up serving (it used
+/// to land on the retired version only and was lost with it). The reload is held in that
+/// window by the virtual server's new port, which another program holds until the command
+/// is in (the reload retries the bind for 2 s).
+#[test]
+fn lbctl_command_during_a_reload_reaches_the_replacement() {
+    let dir = tempdir();
+    let x = RealServer::start("x");
+    let y = RealServer::start("y");
+    let old_port = free_port();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let new_port = taken.local_addr().unwrap().port();
+    let config = |port: u16| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+[[virtual_server.backend]]
+address = "{x}"
+[[virtual_server.backend]]
+address = "{y}"
+"#,
+            sock = dir.join("admin.sock").display(),
+            x = x.addr,
+            y = y.addr,
+        )
+    };
+    let (node, sock) = start_node(&dir, &config(old_port));
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let lbctl = |state: &str, backend: SocketAddr| {
+        let out = Command::new(LBCTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["backend", state, "web", &backend.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    let admin = |s: &serde_json::Value| -> Vec<String> {
+        s["virtual_servers"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["admin"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    lbctl("maint", x.addr);
+
+    reload_node(&node, &dir, &config(new_port));
+    assert!(
+        wait_until(Duration::from_secs(5), || log().contains("reloading")),
+        "{}",
+        log()
+    );
+    // The replacement waits for its port: the old version is still shown, and takes the
+    // commands.
+    lbctl("ready", x.addr);
+    lbctl("drain", y.addr);
+    let s = status(&sock);
+    assert_eq!(
+        s["virtual_servers"][0]["listen"],
+        format!("127.0.0.1:{old_port}")
+    );
+    assert_eq!(admin(&s), ["ready", "drain"], "{s}");
+    assert!(!log().contains("reload done"), "{}", log());
+    drop(taken);
+
+    let moved = format!("127.0.0.1:{new_port}");
+    assert!(
+        wait_until(Duration::from_secs(10), || status(&sock)["virtual_servers"]
+            [0]["listen"]
+            == moved.as_str()),
+        "{}",
+        log()
+    );
+    let s = status(&sock);
+    assert_eq!(admin(&s), ["ready", "drain"], "{s}\n{}", log());
+    // The replacement serves accordingly: x only, y drained.
+    let vip = SocketAddr::from(([127, 0, 0, 1], new_port));
+    for _ in 0..4 {
+        assert_eq!(body(&get(vip).unwrap()), "x", "{}", log());
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

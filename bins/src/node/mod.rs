@@ -23,8 +23,9 @@
 //!   fails to start is tried again by the next SIGHUP, even with the file unchanged. Unchanged virtual servers are untouched; a weight-only change
 //!   applies in place without dropping a connection; other changes restart that virtual
 //!   server, letting the old one drain. The new version keeps, per real server address,
-//!   the admin state set with `lbctl` and its checks' verdict (keepalived keeps its
-//!   checkers' state across a reload); counters and outlier ejections start afresh. A restarted TCP or HTTP virtual server accepts on a
+//!   the admin state set with `lbctl` (also one set while the reload runs: the retired
+//!   version and its started replacement both take it) and its checks' verdict
+//!   (keepalived keeps its checkers' state across a reload); counters and outlier ejections start afresh. A restarted TCP or HTTP virtual server accepts on a
 //!   duplicate of the running listening socket, started before the old proxy stops
 //!   accepting (`vs::Listeners`): no connection is refused and none queued is lost. A
 //!   restarted UDP virtual server likewise receives on a duplicate of the running socket
@@ -114,6 +115,10 @@ struct VsView {
     /// The proxies of the HTTP virtual servers that route requests to this one's pool: they
     /// count those requests, under this virtual server's name.
     routed: Vec<HttpStatsFn>,
+    /// While a reload runs: the pool of the replacement of this virtual server, started
+    /// and serving but not yet published. `lbctl backend` commands apply to both pools
+    /// (see [`Node::adopt_replacement`]).
+    replacement: Option<Arc<Pool>>,
 }
 
 /// Reads an HTTP virtual server's counters (`None` once it stopped).
@@ -225,6 +230,15 @@ impl AdminHandler for Shared {
         v.pool
             .set_admin(id, state.into())
             .map_err(|e| e.to_string())?;
+        // A reload is replacing this virtual server: its replacement (already serving)
+        // takes the command too, and so keeps it once published. A backend the new version
+        // no longer has is left out.
+        if let Some(r) = &v.replacement {
+            if let Some(b) = r.backends().iter().find(|b| b.addr() == addr) {
+                r.set_admin(b.id(), state.into())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         tracing::info!(virtual_server, backend, state = %state, "backend admin state changed by lbctl");
         Ok(())
     }
@@ -304,6 +318,7 @@ fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
         pool: Arc::clone(&v.pool),
         http: http_stats(v),
         routed,
+        replacement: None,
     }
 }
 
@@ -481,6 +496,33 @@ impl Node {
             .collect()
     }
 
+    /// Makes the admin socket's commands for the virtual server whose pool is `old` (a
+    /// version that a reload retires) reach `new`, its replacement, which has just
+    /// started.
+    ///
+    /// Admin commands reach pools only through [`Shared::vservers`], which a reload
+    /// republishes once every replacement has started: until then they land on the
+    /// retired versions. Their replacements start from a snapshot of the retired pools'
+    /// admin states ([`VsRuntime::carried`]) taken before they start, which can take a
+    /// while (up to [`RELOAD_BIND_WAIT`] to bind, while the admin socket keeps serving): a
+    /// command arriving meanwhile would be lost with the retired pool. So, under the
+    /// write lock of [`Shared::vservers`] (which [`Shared::set_backend_admin`] holds, read,
+    /// around its change), `new` takes `old`'s current admin states (every command so
+    /// far), and its pool is registered as the view's replacement, to which every later
+    /// command applies too, until [`Node::publish_vservers`] puts `new` in the view. No
+    /// command is missed or applied out of order, and the admin socket is never blocked
+    /// behind a reload. `lbctl status` shows the retired version until the reload ends (it
+    /// still accepts until then, and has every command), the replacement afterwards.
+    fn adopt_replacement(&self, old: &Arc<Pool>, new: &VsRuntime) {
+        let mut views = write(&self.shared.vservers);
+        new.take_admin_from(old);
+        if let Some(v) = views.iter_mut().find(|v| Arc::ptr_eq(&v.pool, old)) {
+            v.replacement = Some(Arc::clone(&new.pool));
+        }
+    }
+
+    /// Shows the running virtual servers on the admin socket (replacing the views of
+    /// those a reload retired).
     fn publish_vservers(&self) {
         *write(&self.shared.vservers) = self
             .vservers
@@ -638,11 +680,9 @@ impl Node {
                 continue;
             }
             let live = self.live_sender(&n.name);
-            let carried = retired
-                .iter()
-                .find(|v| v.cfg.name == n.name)
-                .map(VsRuntime::carried)
-                .unwrap_or_default();
+            let old = retired.iter().find(|v| v.cfg.name == n.name);
+            let carried = old.map(VsRuntime::carried).unwrap_or_default();
+            let old_pool = old.map(|v| Arc::clone(&v.pool));
             let started = start_vs(
                 n,
                 &new.global,
@@ -654,7 +694,13 @@ impl Node {
             )
             .await;
             match started {
-                Ok(v) => kept.push(v),
+                Ok(v) => {
+                    // lbctl commands received while it started, and from now on.
+                    if let Some(old) = &old_pool {
+                        self.adopt_replacement(old, &v);
+                    }
+                    kept.push(v);
+                }
                 Err(e) => {
                     let old = fallback
                         .contains(&n.name)
@@ -845,4 +891,124 @@ pub async fn run(path: PathBuf, format: Option<Format>) -> Result<(), NodeError>
     let _ = std::fs::remove_file(&socket_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, TcpListener};
+
+    use super::*;
+    use crate::admin::server::handle_line;
+    use crate::admin::Response;
+
+    /// The admin states of `virtual_server`'s backends, its listen address and scheduler, as
+    /// `lbctl status` reports them through the admin socket's request handler.
+    fn shown(shared: &Shared, virtual_server: &str) -> (SocketAddr, String, Vec<AdminState>) {
+        let Response::Status { status } = handle_line(shared, r#"{"command":"status"}"#) else {
+            panic!("status refused");
+        };
+        let v = status
+            .virtual_servers
+            .iter()
+            .find(|v| v.name == virtual_server)
+            .unwrap_or_else(|| panic!("no {virtual_server} in {status:?}"));
+        let admin = v.backends.iter().map(|b| b.admin).collect();
+        (v.listen, v.scheduler.clone(), admin)
+    }
+
+    /// `lbctl backend STATE virtual_server backend` through the admin socket's handler.
+    fn set(shared: &Shared, virtual_server: &str, backend: SocketAddr, state: &str) {
+        let line = format!(
+            r#"{{"command":"set_backend_admin","virtual_server":"{virtual_server}","backend":"{backend}","state":"{state}"}}"#
+        );
+        assert_eq!(handle_line(shared, &line), Response::Ok, "{line}");
+    }
+
+    /// `lbctl backend drain|maint|ready` commands that arrive while a SIGHUP reload starts
+    /// replacement virtual servers take effect on the versions that end up serving (they
+    /// used to land on the retired pools only, and were lost with them), and `lbctl status`
+    /// shows them during and after the reload.
+    ///
+    /// The seam is deterministic: "b" moves to a port another program holds, so the reload
+    /// waits (retrying the bind, on tokio's paused clock) after "a"'s replacement started
+    /// and before "b"'s does; the commands arrive then, and the port is freed. Both cases
+    /// are covered: a replacement already serving ("a") and one not started yet ("b").
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn admin_commands_during_a_reload_reach_the_replacements() {
+        // Real servers on loopback (nothing connects to them: the test only steers).
+        let reals: Vec<TcpListener> = (0..4)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let [a1, a2, b1, b2] = [0, 1, 2, 3].map(|i| reals[i].local_addr().unwrap());
+        let port = || {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (a_listen, b_old) = (port(), port());
+        // Another program's listener on the port "b" moves to.
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let b_new = taken.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let config = |algo: &str, b_listen: SocketAddr| {
+            format!(
+                "[global]\nadmin_socket = \"{sock}\"\n\n\
+                 [[virtual_server]]\nname = \"a\"\nlisten = \"{a_listen}\"\nlb_algo = \"{algo}\"\n\
+                 [[virtual_server.backend]]\naddress = \"{a1}\"\n\
+                 [[virtual_server.backend]]\naddress = \"{a2}\"\n\n\
+                 [[virtual_server]]\nname = \"b\"\nlisten = \"{b_listen}\"\n\
+                 [[virtual_server.backend]]\naddress = \"{b1}\"\n\
+                 [[virtual_server.backend]]\naddress = \"{b2}\"\n",
+                sock = dir.path().join("admin.sock").display(),
+            )
+        };
+        std::fs::write(&path, config("rr", b_old)).unwrap();
+        let mut node = Node::start(path.clone(), None, load(&path, None).unwrap())
+            .await
+            .unwrap();
+        let shared = Arc::clone(&node.shared);
+        set(&shared, "a", a2, "maint");
+        set(&shared, "b", b1, "maint");
+        use AdminState::{Drain, Maint, Ready};
+        assert_eq!(shown(&shared, "a").2, [Ready, Maint]);
+        assert_eq!(shown(&shared, "b").2, [Maint, Ready]);
+
+        // "a" restarts on its address (new lb_algo), "b" restarts on the taken port.
+        std::fs::write(&path, config("wrr", b_new)).unwrap();
+        let during = async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            // In the window: the old versions are still the ones shown, "a"'s replacement
+            // serves already, "b"'s waits for its port.
+            assert_eq!(shown(&shared, "a").1, "rr");
+            assert_eq!(shown(&shared, "b").0, b_old);
+            set(&shared, "a", a1, "drain");
+            set(&shared, "a", a2, "ready");
+            set(&shared, "b", b1, "ready");
+            set(&shared, "b", b2, "drain");
+            // What status shows while the reload runs.
+            assert_eq!(shown(&shared, "a").2, [Drain, Ready]);
+            assert_eq!(shown(&shared, "b").2, [Ready, Drain]);
+            drop(taken);
+        };
+        tokio::join!(node.reload(), during);
+
+        // After: the replacements are shown, with every command.
+        let (listen, scheduler, admin) = shown(&shared, "a");
+        assert_eq!((listen, scheduler.as_str()), (a_listen, "wrr"));
+        assert_eq!(admin, [Drain, Ready], "a's commands during the reload");
+        let (listen, _, admin) = shown(&shared, "b");
+        assert_eq!(listen, b_new);
+        assert_eq!(admin, [Ready, Drain], "b's commands during the reload");
+        // What is shown is what serves: the published pools are the running ones.
+        for (view, running) in read(&shared.vservers).iter().zip(&node.vservers) {
+            assert!(Arc::ptr_eq(&view.pool, &running.pool));
+            assert!(view.replacement.is_none());
+        }
+        // And later commands reach them.
+        set(&shared, "b", b2, "maint");
+        assert_eq!(shown(&shared, "b").2, [Ready, Maint]);
+        node.shutdown().await;
+    }
 }

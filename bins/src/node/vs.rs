@@ -28,7 +28,8 @@ use crate::config::model::{
 /// What a virtual server restarted by a reload takes over from the version it replaces,
 /// by real server address: the admin state set with `lbctl` (drain, maint) and its active
 /// checks' verdict, as keepalived keeps its checkers' state across a reload. Counters and
-/// outlier ejections start afresh.
+/// outlier ejections start afresh. A snapshot taken before the replacement starts: admin
+/// states set after it follow through [`VsRuntime::take_admin_from`].
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     admin: HashMap<SocketAddr, AdminState>,
@@ -314,6 +315,9 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
             if let Some(ip) = check.bindto {
                 p = p.bindto(ip);
             }
+            if let Some(ip) = check.connect_ip {
+                p = p.connect_ip(ip);
+            }
             Box::new(p)
         }
         CheckKind::Http(h) | CheckKind::Ssl(h) => {
@@ -369,6 +373,9 @@ fn http_probe(
     }
     if let Some(ip) = check.bindto {
         b = b.bindto(ip);
+    }
+    if let Some(ip) = check.connect_ip {
+        b = b.connect_ip(ip);
     }
     if tls {
         // keepalived's SSL_GET does not verify certificates; neither do we here.
@@ -650,6 +657,30 @@ impl VsRuntime {
             .filter_map(|(id, h)| Some((backends.get(id)?.addr(), h)))
             .collect();
         Carried { admin, health }
+    }
+
+    /// Gives each of this virtual server's real servers the admin state that `old` (the
+    /// pool of the version it replaces) has for the same address now. The replacement
+    /// started from [`VsRuntime::carried`], a snapshot taken before it started: `lbctl`
+    /// commands that the retired version received since are applied here.
+    pub(crate) fn take_admin_from(&self, old: &Pool) {
+        let old = old.backends();
+        for b in self.pool.backends().iter() {
+            let Some(o) = old.iter().find(|o| o.addr() == b.addr()) else {
+                continue;
+            };
+            if o.admin() == b.admin() {
+                continue;
+            }
+            match self.pool.set_admin(b.id(), o.admin()) {
+                Ok(()) => {
+                    tracing::info!(virtual_server = %self.cfg.name, backend = %b.addr(), state = %o.admin(), "admin state set during the reload carried over");
+                }
+                Err(e) => {
+                    tracing::warn!(virtual_server = %self.cfg.name, error = %e, "admin state not carried over");
+                }
+            }
+        }
     }
 
     /// Stops writing this virtual server's liveness (a replacement writes it now).
