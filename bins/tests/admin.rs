@@ -100,6 +100,7 @@ fn status() -> Status {
                 listen: "198.18.0.250:80".parse().unwrap(),
                 protocol: Protocol::Tcp,
                 scheduler: "rr".into(),
+                quorum: true,
                 backends: vec![backend("198.18.0.151:82", 3), down],
             },
             VirtualServerStatus {
@@ -107,6 +108,7 @@ fn status() -> Status {
                 listen: "198.18.0.250:8080".parse().unwrap(),
                 protocol: Protocol::Http,
                 scheduler: "wlc".into(),
+                quorum: false,
                 backends: vec![web],
             },
         ],
@@ -255,7 +257,7 @@ fn lbctl_status_prints_tables_and_json() {
     assert!(out.contains("\n  -> 198.18.0.151:82     up      ready  3       3          2           40         4.0K       3.0M\n"), "{out}");
     assert!(out.contains("\n  -> 198.18.0.153:83     down    ready  3       3          2           40         4.0K       3.0M\n"), "{out}");
     assert!(
-        out.contains("\nHTTP 198.18.0.250:8080 wlc web (1/1)\n"),
+        out.contains("\nHTTP 198.18.0.250:8080 wlc web (1/1) no quorum\n"),
         "{out}"
     );
     assert!(

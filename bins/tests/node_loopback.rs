@@ -1472,3 +1472,153 @@ address = "{y}"
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// keepalived `quorum`: with quorum 2 over two primaries of weight 1 and a sorry server,
+/// one primary out (by `lbctl backend maint`, then by its failing TCP check) loses quorum:
+/// the sorry server takes every connection although the other primary is up, `lbctl
+/// status` says so and `quorum_down` runs; back in, quorum returns with `quorum_up`.
+#[test]
+fn quorum_loss_hands_over_to_the_sorry_server_and_runs_the_scripts() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let sorry = RealServer::start("sorry");
+    let port = free_port();
+    let log = dir.join("quorum.log");
+    let toml = format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+lb_algo = "rr"
+quorum = 2
+quorum_up = "echo up >> {log}"
+quorum_down = "echo down >> {log}"
+
+[[virtual_server.backend]]
+address = "{a}"
+check = [{{ type = "tcp", connect_timeout = "500ms", inter = "100ms" }}]
+
+[[virtual_server.backend]]
+address = "{b}"
+check = [{{ type = "tcp", connect_timeout = "500ms", inter = "100ms" }}]
+
+[[virtual_server.backend]]
+address = "{s}"
+backup = true
+"#,
+        sock = dir.join("admin.sock").display(),
+        log = log.display(),
+        a = a.addr,
+        b = b.addr,
+        s = sorry.addr
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let bodies = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| body(&get(vip).unwrap()).to_owned())
+            .collect()
+    };
+    let scripts = || std::fs::read_to_string(&log).unwrap_or_default();
+    let quorum = || status(&sock)["virtual_servers"][0]["quorum"] == true;
+    assert!(quorum());
+    assert!(!bodies(4).contains(&"sorry".to_owned()));
+
+    let lbctl = |state: &str| {
+        let out = Command::new(LBCTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["backend", state, "web", &a.addr.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    lbctl("maint");
+    assert!(!quorum(), "weight 1 of 2");
+    assert_eq!(
+        bodies(4),
+        ["sorry"; 4],
+        "b is up, but without quorum the sorry server serves"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || scripts() == "down\n"),
+        "quorum_down: {:?}",
+        scripts()
+    );
+    lbctl("ready");
+    assert!(quorum());
+    assert!(!bodies(4).contains(&"sorry".to_owned()));
+    assert!(
+        wait_until(Duration::from_secs(5), || scripts() == "down\nup\n"),
+        "quorum_up: {:?}",
+        scripts()
+    );
+
+    drop(b); // its TCP check fails within about 100 ms
+    assert!(
+        wait_until(Duration::from_secs(5), || !quorum()),
+        "{}",
+        status(&sock)
+    );
+    assert_eq!(bodies(4), ["sorry"; 4]);
+    assert!(
+        wait_until(Duration::from_secs(5), || scripts() == "down\nup\ndown\n"),
+        "{:?}",
+        scripts()
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// keepalived `connect_ip`: a real server whose check answers on another address is
+/// checked there (its own address has nothing on the check port).
+#[test]
+fn connect_ip_checks_another_address() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let health = TcpListener::bind("127.0.0.2:0").unwrap();
+    let check = health.local_addr().unwrap();
+    let port = free_port();
+    let toml = format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+
+[[virtual_server.backend]]
+address = "{a}"
+check = [{{ type = "tcp", connect_timeout = "500ms", inter = "100ms", delay_before_retry = "50ms", connect_ip = "{ip}", connect_port = {cport} }}]
+"#,
+        sock = dir.join("admin.sock").display(),
+        a = a.addr,
+        ip = check.ip(),
+        cport = check.port(),
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let health_of = || status(&sock)["virtual_servers"][0]["backends"][0]["health"].clone();
+    // Ten check intervals: a check of the real server's own address would have failed.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(health_of(), "up", "checked on {check}");
+    drop(health);
+    assert!(
+        wait_until(Duration::from_secs(5), || health_of() == "down"),
+        "the check does not follow connect_ip"
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -706,9 +706,8 @@ mod tests {
     #[test]
     fn quorum_with_hysteresis_hands_over_to_the_sorry_server() {
         let mut backends: Vec<Backend> = set(3).iter().cloned().collect();
-        backends.push(
-            Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true),
-        );
+        backends
+            .push(Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true));
         let cfg = PoolConfig {
             quorum: 25,
             hysteresis: 5,

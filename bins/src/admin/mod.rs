@@ -261,6 +261,13 @@ impl Status {
                     listen: vs.listen,
                     protocol: vs.protocol,
                     scheduler: vs.lb_algo.name().to_owned(),
+                    quorum: vs
+                        .backends
+                        .iter()
+                        .filter(|b| !b.backup && !b.checks.iter().any(|c| c.starts_down(vs)))
+                        .map(|b| u64::from(b.weight.get()))
+                        .sum::<u64>()
+                        >= vs.quorum,
                     backends: vs
                         .backends
                         .iter()
@@ -356,8 +363,17 @@ pub struct VirtualServerStatus {
     pub protocol: Protocol,
     /// Scheduler name (`rr`, `wlc`, …).
     pub scheduler: String,
+    /// Whether the primary backends have quorum (keepalived `quorum`): without it, the
+    /// backup backends (sorry servers) take the new connections. Absent in older output:
+    /// true.
+    #[serde(default = "quorum_default")]
+    pub quorum: bool,
     /// The backends.
     pub backends: Vec<BackendStatus>,
+}
+
+fn quorum_default() -> bool {
+    true
 }
 
 impl VirtualServerStatus {

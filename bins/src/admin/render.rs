@@ -118,13 +118,14 @@ pub fn status_table(status: &Status) -> String {
     for vs in &status.virtual_servers {
         let _ = writeln!(
             out,
-            "{:<4} {} {} {} ({}/{})",
+            "{:<4} {} {} {} ({}/{}){}",
             vs.protocol.to_string().to_uppercase(),
             vs.listen,
             vs.scheduler,
             vs.name,
             vs.live_backends(),
-            vs.backends.len()
+            vs.backends.len(),
+            if vs.quorum { "" } else { " no quorum" }
         );
         for b in &vs.backends {
             if let Some(line) = lines.next() {

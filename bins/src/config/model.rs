@@ -580,6 +580,23 @@ pub struct VirtualServer {
     /// Start every backend as down until its first check passes (keepalived `alpha`).
     #[serde(default)]
     pub alpha: bool,
+    /// keepalived `quorum`: the least total weight of the primary backends able to take
+    /// connections for the virtual server to have quorum. Without quorum, a `backup`
+    /// backend (sorry server) takes every new connection; without one, the backends still
+    /// up go on serving. Default 1; at least 1.
+    #[serde(default = "values::one_u64")]
+    pub quorum: u64,
+    /// keepalived `hysteresis`: quorum is lost below `quorum - hysteresis` and regained at
+    /// `quorum + hysteresis`. Default 0.
+    #[serde(default)]
+    pub hysteresis: u64,
+    /// keepalived `quorum_up`: a command (run by `/bin/sh -c`, not waited for) when quorum
+    /// is gained. Default: none.
+    #[serde(default)]
+    pub quorum_up: Option<String>,
+    /// keepalived `quorum_down`: a command run when quorum is lost. Default: none.
+    #[serde(default)]
+    pub quorum_down: Option<String>,
     /// The backends (keepalived `real_server`; `sorry_server` is a backend with `backup`).
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
@@ -884,6 +901,10 @@ impl VirtualServer {
             connect_timeout: Duration::from_secs(5),
             delay_loop: Duration::from_secs(60),
             alpha: false,
+            quorum: 1,
+            hysteresis: 0,
+            quorum_up: None,
+            quorum_down: None,
             backends: Vec::new(),
             http: None,
             outlier_detection: OutlierDetection::default(),
@@ -949,12 +970,14 @@ impl VirtualServer {
         Ok(c)
     }
 
-    /// The `lb-core` pool settings: persistence timeout and granularity, the rest at
-    /// [`PoolConfig::default`].
+    /// The `lb-core` pool settings: persistence timeout and granularity, quorum and
+    /// hysteresis, the rest at [`PoolConfig::default`].
     pub fn pool_config(&self) -> PoolConfig {
         PoolConfig {
             persistence_timeout: self.persistence_timeout,
             persistence_granularity: self.persistence_granularity,
+            quorum: self.quorum,
+            hysteresis: self.hysteresis,
             ..PoolConfig::default()
         }
     }
@@ -1341,6 +1364,9 @@ impl Config {
                     format!("{p}.delay_loop"),
                     "delay_loop must be above 0 s".into(),
                 );
+            }
+            if vs.quorum == 0 {
+                err(format!("{p}.quorum"), "quorum must be at least 1".into());
             }
             if vs.persistence_timeout.is_some_and(|t| t.is_zero()) {
                 err(

@@ -100,6 +100,10 @@ pub(crate) fn five_seconds() -> Duration {
 pub(crate) fn sixty_seconds() -> Duration {
     Duration::from_secs(60)
 }
+pub(crate) fn one_u64() -> u64 {
+    1
+}
+
 pub(crate) fn one() -> u32 {
     1
 }

@@ -153,6 +153,7 @@ impl AdminHandler for Shared {
                 let http = v.http.as_ref().and_then(|f| (f.0)());
                 let routed: Vec<_> = v.routed.iter().filter_map(|f| (f.0)()).collect();
                 let mut frame = v.frame.clone();
+                frame.quorum = snap.has_quorum();
                 frame.backends = snap
                     .backends()
                     .iter()
@@ -304,6 +305,7 @@ fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
         listen: v.cfg.listen,
         protocol: v.cfg.protocol,
         scheduler: v.cfg.lb_algo.name().to_owned(),
+        quorum: true,
         backends: Vec::new(),
     };
     let routed = all

@@ -158,7 +158,7 @@ pub(crate) fn same_group(
 }
 
 /// Runs `script` with keepalived's notify arguments, without waiting for it.
-fn notify(script: &str, args: &[&str]) {
+pub(crate) fn notify(script: &str, args: &[&str]) {
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(format!("{script} \"$@\""))

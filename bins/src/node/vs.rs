@@ -61,6 +61,56 @@ pub(crate) struct VsRuntime {
     tasks: Vec<JoinHandle<()>>,
     /// New configured weights (a reload's), applied by the health applier task.
     weights: mpsc::UnboundedSender<(BackendId, Weight)>,
+    /// Runs `quorum_up` / `quorum_down`.
+    quorum: Arc<QuorumNotifier>,
+}
+
+/// keepalived's `quorum_up` and `quorum_down`: the command runs when the pool gains or
+/// loses quorum ([`Pool::has_quorum`]), with the change logged. The state a virtual server
+/// starts with is not announced (keepalived announces changes only).
+#[derive(Debug)]
+pub(crate) struct QuorumNotifier {
+    name: String,
+    quorum_up: Option<String>,
+    quorum_down: Option<String>,
+    last: std::sync::Mutex<bool>,
+}
+
+impl QuorumNotifier {
+    fn new(vs: &VirtualServer, pool: &Pool) -> Self {
+        Self {
+            name: vs.name.clone(),
+            quorum_up: vs.quorum_up.clone(),
+            quorum_down: vs.quorum_down.clone(),
+            last: std::sync::Mutex::new(pool.has_quorum()),
+        }
+    }
+
+    /// Compares the pool's quorum with the last state seen; on a change, logs it and runs
+    /// the command of the new state.
+    fn check(&self, pool: &Pool) {
+        let now = pool.has_quorum();
+        {
+            let mut last = self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *last == now {
+                return;
+            }
+            *last = now;
+        }
+        let script = if now {
+            tracing::info!(virtual_server = %self.name, "quorum gained");
+            &self.quorum_up
+        } else {
+            tracing::warn!(virtual_server = %self.name, "quorum lost");
+            &self.quorum_down
+        };
+        if let Some(s) = script {
+            super::vrrp::notify(s, &[]);
+        }
+    }
 }
 
 fn now() -> std::time::Instant {
@@ -158,11 +208,12 @@ impl Listeners {
 
 /// Writes "at least one backend can take a connection" of `pool` into `live` now, after
 /// every health event (`events`) and every 200 ms (admin changes from lbctl do not come as
-/// events), until aborted.
+/// events), until aborted; `quorum` is checked at the same moments.
 fn spawn_liveness(
     pool: Arc<Pool>,
     mut events: Option<broadcast::Receiver<lb_health::HealthEvent>>,
     live: Arc<watch::Sender<bool>>,
+    quorum: Arc<QuorumNotifier>,
 ) -> JoinHandle<()> {
     let set_live = move |now_live: bool| {
         live.send_if_modified(|v| std::mem::replace(v, now_live) != now_live);
@@ -185,6 +236,7 @@ fn spawn_liveness(
             // Let the applier task handle the event first.
             tokio::task::yield_now().await;
             set_live(pool.snapshot().has_candidates());
+            quorum.check(&pool);
         }
     })
 }
@@ -594,7 +646,8 @@ impl VsRuntime {
 
         // Liveness is written only once the proxy runs: a virtual server that fails to
         // start (its address taken, say) must not tell `track_service` it is live.
-        let live_task = spawn_liveness(Arc::clone(&pool), events, live);
+        let quorum = Arc::new(QuorumNotifier::new(&cfg, &pool));
+        let live_task = spawn_liveness(Arc::clone(&pool), events, live, Arc::clone(&quorum));
 
         tracing::info!(virtual_server = %cfg.name, listen = %cfg.listen, protocol = %cfg.protocol, lb_algo = %cfg.lb_algo, backends = cfg.backends.len(), "virtual server started");
         Ok(Self {
@@ -606,6 +659,7 @@ impl VsRuntime {
             live_task,
             tasks,
             weights,
+            quorum,
         })
     }
 
@@ -693,7 +747,12 @@ impl VsRuntime {
     pub(crate) fn resume_liveness(&mut self, live: Arc<watch::Sender<bool>>) {
         self.live_task.abort();
         let events = self.health.as_ref().map(HealthDriver::subscribe);
-        self.live_task = spawn_liveness(Arc::clone(&self.pool), events, live);
+        self.live_task = spawn_liveness(
+            Arc::clone(&self.pool),
+            events,
+            live,
+            Arc::clone(&self.quorum),
+        );
     }
 
     /// Stops accepting new connections (UDP: receiving datagrams) and stops reporting

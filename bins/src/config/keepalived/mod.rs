@@ -947,11 +947,19 @@ impl Conv {
                 // written in the block, and the sorry server comes after the real servers.
                 "real_server" | "sorry_server" => real_servers.push(st),
                 "inhibit_on_failure" => inhibit = self.flag(st, &fp),
+                "quorum" => {
+                    vs.quorum = self
+                        .get(st, &fp, int(kw, 1, i64::from(u32::MAX)))
+                        .unwrap_or(1);
+                }
+                "hysteresis" => {
+                    vs.hysteresis = self
+                        .get(st, &fp, int(kw, 0, i64::from(u32::MAX)))
+                        .unwrap_or(0);
+                }
+                "quorum_up" => vs.quorum_up = self.command(st, &fp),
+                "quorum_down" => vs.quorum_down = self.command(st, &fp),
                 "omega"
-                | "quorum"
-                | "quorum_up"
-                | "quorum_down"
-                | "hysteresis"
                 | "ha_suspend"
                 | "ops"
                 | "sorry_server_inhibit"
