@@ -1476,7 +1476,8 @@ address = "{y}"
 /// keepalived `quorum`: with quorum 2 over two primaries of weight 1 and a sorry server,
 /// one primary out (by `lbctl backend maint`, then by its failing TCP check) loses quorum:
 /// the sorry server takes every connection although the other primary is up, `lbctl
-/// status` says so and `quorum_down` runs; back in, quorum returns with `quorum_up`.
+/// status` says so and `quorum_down` runs; back in, quorum returns with `quorum_up`. The
+/// real server whose check fails runs its `notify_down`.
 #[test]
 fn quorum_loss_hands_over_to_the_sorry_server_and_runs_the_scripts() {
     let dir = tempdir();
@@ -1485,6 +1486,7 @@ fn quorum_loss_hands_over_to_the_sorry_server_and_runs_the_scripts() {
     let sorry = RealServer::start("sorry");
     let port = free_port();
     let log = dir.join("quorum.log");
+    let rs_log = dir.join("real_server.log");
     let toml = format!(
         r#"
 [global]
@@ -1507,6 +1509,8 @@ check = [{{ type = "tcp", connect_timeout = "500ms", inter = "100ms" }}]
 [[virtual_server.backend]]
 address = "{b}"
 check = [{{ type = "tcp", connect_timeout = "500ms", inter = "100ms" }}]
+notify_up = "echo b-up >> {rs_log}"
+notify_down = "echo b-down >> {rs_log}"
 
 [[virtual_server.backend]]
 address = "{s}"
@@ -1514,6 +1518,7 @@ backup = true
 "#,
         sock = dir.join("admin.sock").display(),
         log = log.display(),
+        rs_log = rs_log.display(),
         a = a.addr,
         b = b.addr,
         s = sorry.addr
@@ -1575,6 +1580,14 @@ backup = true
         wait_until(Duration::from_secs(5), || scripts() == "down\nup\ndown\n"),
         "{:?}",
         scripts()
+    );
+    // The real server's own notify_down ran once; lbctl's maint/ready of `a` ran nothing
+    // (keepalived runs them on checker results only).
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&rs_log)
+            .is_ok_and(|s| s == "b-down\n")),
+        "{:?}",
+        std::fs::read_to_string(&rs_log)
     );
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);

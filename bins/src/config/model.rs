@@ -1031,6 +1031,14 @@ pub struct BackendConfig {
     /// Health checks; the backend is up while all pass. None: always up.
     #[serde(default, rename = "check")]
     pub checks: Vec<HealthCheck>,
+    /// keepalived `notify_up`: a command (run by `/bin/sh -c`, not waited for) when the
+    /// checks find the backend up again. Default: none.
+    #[serde(default)]
+    pub notify_up: Option<String>,
+    /// keepalived `notify_down`: a command run when the checks find the backend down.
+    /// Default: none.
+    #[serde(default)]
+    pub notify_down: Option<String>,
 }
 
 impl BackendConfig {
@@ -1043,6 +1051,8 @@ impl BackendConfig {
             backup: false,
             maxconn: None,
             checks: Vec::new(),
+            notify_up: None,
+            notify_down: None,
         }
     }
 }

@@ -241,6 +241,37 @@ fn spawn_liveness(
     })
 }
 
+/// keepalived's real server `notify_up` / `notify_down`: runs the backend's command when
+/// its active checks change its health (`scripts`: by backend, `(up, down)`), until
+/// aborted.
+fn spawn_backend_notify(
+    name: String,
+    mut events: broadcast::Receiver<lb_health::HealthEvent>,
+    scripts: HashMap<BackendId, (Option<String>, Option<String>)>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ev) if ev.old != ev.new => {
+                    let Some((up, down)) = scripts.get(&ev.backend) else {
+                        continue;
+                    };
+                    let script = if ev.new == Health::Up { up } else { down };
+                    if let Some(s) = script {
+                        tracing::info!(virtual_server = %name, backend = %ev.backend, script = %s, "running the real server's notify command");
+                        super::vrrp::notify(s, &[]);
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(virtual_server = %name, missed = n, "health events lagged: real server notify commands skipped");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
 /// Forwards the proxy's outcomes to the applier task (never blocks the data path).
 #[derive(Debug)]
 struct PassiveObserver {
@@ -526,6 +557,7 @@ impl VsRuntime {
         let mut events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
         let mut check_events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
         let mut check_states: Option<CheckStates> = None;
+        let mut notify_events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
         let mut inhibited = Vec::new();
         for (i, b) in cfg.backends.iter().enumerate() {
             if b.inhibit_on_failure {
@@ -566,6 +598,13 @@ impl VsRuntime {
             events = Some(driver.subscribe());
             check_events = Some(driver.subscribe());
             check_states = Some(driver.states());
+            if cfg
+                .backends
+                .iter()
+                .any(|b| b.notify_up.is_some() || b.notify_down.is_some())
+            {
+                notify_events = Some(driver.subscribe());
+            }
             health = Some(driver);
         }
 
@@ -634,7 +673,7 @@ impl VsRuntime {
             }
         };
         let (weights, weight_changes) = mpsc::unbounded_channel();
-        let tasks = vec![tokio::spawn(apply_health(
+        let mut tasks = vec![tokio::spawn(apply_health(
             cfg.name.clone(),
             Arc::clone(&pool),
             inhibited,
@@ -643,6 +682,15 @@ impl VsRuntime {
             weight_changes,
             detector,
         ))];
+        if let Some(rx) = notify_events {
+            let scripts = cfg
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (backend_id(i), (b.notify_up.clone(), b.notify_down.clone())))
+                .collect();
+            tasks.push(spawn_backend_notify(cfg.name.clone(), rx, scripts));
+        }
 
         // Liveness is written only once the proxy runs: a virtual server that fails to
         // start (its address taken, say) must not tell `track_service` it is live.

@@ -1041,8 +1041,11 @@ impl Conv {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
                 }
                 "delay_loop" => defaults.delay_loop = self.get(st, &fp, duration(kw)),
-                "lthreshold" | "notify_up" | "notify_down" | "warmup" | "smtp_alert" | "alpha"
-                | "virtualhost" => self.ignored(st, "real_server"),
+                "notify_up" => b.notify_up = self.command(st, &fp),
+                "notify_down" => b.notify_down = self.command(st, &fp),
+                "lthreshold" | "warmup" | "smtp_alert" | "alpha" | "virtualhost" => {
+                    self.ignored(st, "real_server")
+                }
                 "BFD_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "UDP_CHECK" | "PING_CHECK"
                 | "FILE_CHECK" => self.d.error(
                     &st.keyword.location,
