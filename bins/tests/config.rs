@@ -1092,3 +1092,22 @@ fn connect_ip_is_parsed_and_checked() {
     assert_eq!(checks[0].connect_port, Some(8082));
     assert_eq!(checks[2].connect_ip, Some("198.18.0.162".parse().unwrap()));
 }
+
+/// A block dropped for an error (a virtual server with a bad address, a check without its
+/// program) gives its index to the next one: that one's errors are still reported, at its
+/// own lines. They used to be dropped (a path poisoned by the dropped block) or placed in
+/// the dropped block.
+#[test]
+fn errors_after_a_dropped_block_are_reported_at_their_own_lines() {
+    let text = "virtual_server 198.18.0.300 80 {\n    protocol TCP\n    delay_loop abc\n}\nvirtual_server 198.18.0.250 81 {\n    protocol TCP\n    delay_loop 0\n    real_server 198.18.0.2 80 {\n        MISC_CHECK {\n            misc_timeout 1\n        }\n        TCP_CHECK {\n            connect_timeout 0\n        }\n    }\n}\n";
+    assert_eq!(
+        errors("k.conf", text),
+        [
+            "k.conf:1:16: \"198.18.0.300\" is not an IP address",
+            "k.conf:3:16: delay_loop: \"abc\" is not a duration (e.g. 3, 1.5, 500ms, 2m)",
+            "k.conf:7:16: delay_loop must be above 0 s",
+            "k.conf:9:9: MISC_CHECK has no misc_path",
+            "k.conf:13:29: connect_timeout must be above 0 s",
+        ]
+    );
+}

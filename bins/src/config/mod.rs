@@ -193,10 +193,15 @@ impl Origins {
     }
 
     fn is_poisoned(&self, path: &str) -> bool {
-        self.poisoned.iter().any(|p| {
-            path.strip_prefix(p.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-        })
+        self.poisoned.iter().any(|p| is_within(path, p))
+    }
+
+    /// Forgets every record and mark at `path` or below it: the block written there was
+    /// dropped (its errors already reported), and the next block of its kind takes its
+    /// index in the model.
+    pub fn forget(&mut self, path: &str) {
+        self.map.retain(|k, _| !is_within(k, path));
+        self.poisoned.retain(|k| !is_within(k, path));
     }
 
     /// Where `path`, or its nearest written parent, was written.
@@ -210,6 +215,12 @@ impl Origins {
             p = &p[..cut];
         }
     }
+}
+
+/// Whether model path `path` is `parent` or below it (`parent.x`, `parent[0]`).
+fn is_within(path: &str, parent: &str) -> bool {
+    path.strip_prefix(parent)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// Fills defaults, validates, and turns findings into located errors and warnings.

@@ -985,10 +985,14 @@ impl Conv {
                     let mut b = BackendConfig::new(addr);
                     b.backup = true;
                     vs.backends.push(b);
+                } else {
+                    self.o.forget(&bp);
                 }
             } else if let Some(mut b) = self.real_server(st, &bp, defaults) {
                 b.inhibit_on_failure |= inhibit;
                 vs.backends.push(b);
+            } else {
+                self.o.forget(&bp);
             }
         }
         if let Some(vh) = virtualhost {
@@ -1002,6 +1006,11 @@ impl Conv {
         }
         if listen.is_some() {
             self.cfg.virtual_servers.push(vs);
+        } else {
+            // Dropped: the next virtual server takes index `i`, and must not inherit this
+            // one's locations or reported paths (its own errors would be misplaced or
+            // dropped).
+            self.o.forget(&p);
         }
     }
 
@@ -1023,7 +1032,7 @@ impl Conv {
             let fp = format!("{p}.{kw}");
             match kw {
                 "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" => {
-                    checks.push((st, format!("{p}.check[{}]", checks.len())));
+                    checks.push(st);
                     continue;
                 }
                 _ => self.no_block(st),
@@ -1054,9 +1063,12 @@ impl Conv {
                 _ => self.unknown(st, "real_server"),
             }
         }
-        for (st, cp) in checks {
-            if let Some(c) = self.check(st, &cp, defaults) {
-                b.checks.push(c);
+        for st in checks {
+            // Indexed as in the model: a check dropped for an error leaves no gap.
+            let cp = format!("{p}.check[{}]", b.checks.len());
+            match self.check(st, &cp, defaults) {
+                Some(c) => b.checks.push(c),
+                None => self.o.forget(&cp),
             }
         }
         Some(b)
@@ -1101,8 +1113,9 @@ impl Conv {
                 "alpha" => c.alpha = Some(self.flag(st, &fp)),
                 "url" if is_http => {
                     let up = format!("{p}.url[{}]", http.url.len());
-                    if let Some(u) = self.url(st, &up) {
-                        http.url.push(u);
+                    match self.url(st, &up) {
+                        Some(u) => http.url.push(u),
+                        None => self.o.forget(&up),
                     }
                 }
                 "virtualhost" if is_http => {
