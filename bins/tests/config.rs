@@ -1111,3 +1111,56 @@ fn errors_after_a_dropped_block_are_reported_at_their_own_lines() {
         ]
     );
 }
+
+/// keepalived's global `vrrp_garp_*`, `vrrp_lower_prio_no_advert` and
+/// `vrrp_skip_check_adv_addr` are defaults of every instance, which its own keywords
+/// override; the lower-priority GARPs default to the global master ones, not the
+/// instance's.
+#[test]
+fn global_vrrp_defaults_apply_where_an_instance_is_silent() {
+    let second = BASE_INSTANCE
+        .replace("VI_1", "VI_2")
+        .replace("virtual_router_id 51", "virtual_router_id 52")
+        .replace(
+            "    priority 100\n",
+            "    priority 100\n    garp_master_repeat 2\n    garp_lower_prio_delay 1\n    skip_check_adv_addr off\n    lower_prio_no_advert false\n",
+        );
+    let text = format!(
+        "global_defs {{\n    vrrp_garp_master_delay 7\n    vrrp_garp_master_repeat 3\n    vrrp_garp_master_refresh 30\n    vrrp_garp_master_refresh_repeat 2\n    vrrp_garp_lower_prio_repeat 4\n    vrrp_lower_prio_no_advert\n    vrrp_skip_check_adv_addr\n}}\n{BASE_INSTANCE}{second}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    std::fs::write(&p, text).unwrap();
+    let (cfg, w) = ok(&p);
+    assert!(w.is_empty(), "{w:?}");
+    let (a, b) = (&cfg.vrrp_instances[0], &cfg.vrrp_instances[1]);
+    assert_eq!(a.garp_master_delay, Duration::from_secs(7));
+    assert_eq!(a.garp_master_repeat, 3);
+    assert_eq!(a.garp_master_refresh, Some(Duration::from_secs(30)));
+    assert_eq!(a.garp_master_refresh_repeat, 2);
+    assert_eq!(a.garp_lower_prio_repeat, 4);
+    assert_eq!(
+        a.garp_lower_prio_delay,
+        Duration::from_secs(7),
+        "the global master delay"
+    );
+    assert!(a.lower_prio_no_advert && a.skip_check_adv_addr);
+    assert_eq!(b.garp_master_repeat, 2);
+    assert_eq!(
+        b.garp_lower_prio_repeat, 4,
+        "the global value, not the instance's master repeat"
+    );
+    assert_eq!(b.garp_lower_prio_delay, Duration::from_secs(1));
+    assert!(!b.lower_prio_no_advert && !b.skip_check_adv_addr);
+    // A flag's argument is a keepalived <BOOL> or nothing.
+    assert_eq!(
+        errors(
+            "k.conf",
+            &BASE_INSTANCE.replace(
+                "    priority 100\n",
+                "    priority 100\n    nopreempt maybe\n"
+            )
+        ),
+        ["k.conf:5:15: `nopreempt` takes on|off|true|false|yes|no or nothing, not \"maybe\""]
+    );
+}

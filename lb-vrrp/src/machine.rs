@@ -119,6 +119,17 @@ pub struct Config {
     /// keepalived `garp_master_refresh_repeat`: gratuitous ARPs per periodic burst;
     /// default 1.
     pub garp_master_refresh_repeat: u32,
+    /// keepalived `garp_lower_prio_repeat`: gratuitous ARPs sent by a Master that receives
+    /// an advert of lower priority (another node that took over, say while the network was
+    /// partitioned, and pointed the neighbours' ARP caches at itself); default 5
+    /// (keepalived: `garp_master_repeat`), 0 sends none.
+    pub garp_lower_prio_repeat: u32,
+    /// keepalived `garp_lower_prio_delay`: a second such burst this long after the first;
+    /// default 5 s (keepalived: `garp_master_delay`), `None` disables it.
+    pub garp_lower_prio_delay: Option<Duration>,
+    /// keepalived `lower_prio_no_advert`: do not answer a lower-priority advert with an
+    /// advert of our own at once (RFC 5798 only discards it). Default `false`, as keepalived.
+    pub lower_prio_no_advert: bool,
     /// Weights of tracked checks (keepalived `track_script`/`track_interface` `weight`),
     /// indexed by [`TrackId`]. All start healthy.
     pub tracks: Vec<TrackWeight>,
@@ -133,7 +144,9 @@ impl Config {
     ///
     /// * version 2, priority 100, `advert_int 1`, no authentication;
     /// * multicast, preempt on with no delay, accept mode off;
-    /// * `garp_master_delay 5`, `garp_master_repeat 5`, no refresh, nothing tracked.
+    /// * `garp_master_delay 5`, `garp_master_repeat 5`, no refresh, nothing tracked;
+    /// * on a lower-priority advert while Master: an advert at once and 5 gratuitous ARPs,
+    ///   5 more 5 s later.
     pub fn new(vrid: Vrid, primary_addr: IpAddr, vips: Vec<IpAddr>) -> Self {
         Self {
             vrid,
@@ -151,6 +164,9 @@ impl Config {
             garp_master_repeat: 5,
             garp_master_refresh_repeat: 1,
             garp_master_refresh: None,
+            garp_lower_prio_repeat: 5,
+            garp_lower_prio_delay: Some(Duration::from_secs(5)),
+            lower_prio_no_advert: false,
             tracks: Vec::new(),
             initial_master: false,
             skip_check_adv_addr: false,
@@ -319,19 +335,23 @@ pub enum Timer {
     Garp,
     /// The periodic GARP refresh (`garp_master_refresh`).
     GarpRefresh,
+    /// The delayed second GARP burst after a lower-priority advert
+    /// (`garp_lower_prio_delay`).
+    GarpLowerPrio,
 }
 
 impl Timer {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::Advert,
         Self::MasterDown,
         Self::Garp,
         Self::GarpRefresh,
+        Self::GarpLowerPrio,
     ];
 }
 
 #[derive(Debug, Clone, Default)]
-struct TimerTable([Option<Instant>; 4]);
+struct TimerTable([Option<Instant>; Timer::ALL.len()]);
 
 impl TimerTable {
     fn set(&mut self, t: Timer, at: Instant) {
@@ -344,7 +364,7 @@ impl TimerTable {
         self.0[t as usize]
     }
     fn clear(&mut self) {
-        self.0 = [None; 4];
+        self.0 = [None; Timer::ALL.len()];
     }
     fn next(&self) -> Option<Instant> {
         self.0.iter().flatten().min().copied()
@@ -442,6 +462,10 @@ pub struct Counters {
     ///
     /// [RFC 5798 §7.1]: https://www.rfc-editor.org/rfc/rfc5798#section-7.1
     pub address_list_mismatch: u64,
+    /// Adverts of lower priority received while Master: another router acting as Master
+    /// (after a partition, say), answered as [`Config::lower_prio_no_advert`] and
+    /// [`Config::garp_lower_prio_repeat`] say.
+    pub lower_priority_rx: u64,
     discards: [u64; Discard::ALL.len()],
 }
 
@@ -733,6 +757,9 @@ impl VirtualRouter {
                     self.become_master(now, reason);
                 }
                 (Timer::Garp, State::Master) => self.announce(self.cfg.garp_master_repeat),
+                (Timer::GarpLowerPrio, State::Master) => {
+                    self.announce(self.cfg.garp_lower_prio_repeat);
+                }
                 (Timer::GarpRefresh, State::Master) => {
                     self.announce(self.cfg.garp_master_refresh_repeat);
                     if let Some(r) = self.cfg.garp_master_refresh {
@@ -809,10 +836,20 @@ impl VirtualRouter {
                     self.become_backup(now, Reason::Preempted);
                 } else {
                     // keepalived: answer a lower-priority master at once so it backs off
-                    // without waiting for our next Adver_Timer.
-                    self.send_advert(mine);
-                    self.timers
-                        .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
+                    // without waiting for our next Adver_Timer, and point the neighbours'
+                    // ARP caches back at us (it announced the addresses as its own).
+                    self.counters.lower_priority_rx += 1;
+                    if !self.cfg.lower_prio_no_advert {
+                        self.send_advert(mine);
+                        self.timers
+                            .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
+                    }
+                    if self.cfg.garp_lower_prio_repeat > 0 {
+                        self.announce(self.cfg.garp_lower_prio_repeat);
+                        if let Some(d) = self.cfg.garp_lower_prio_delay.filter(|d| !d.is_zero()) {
+                            self.timers.set(Timer::GarpLowerPrio, now + d);
+                        }
+                    }
                 }
             }
             State::Initialize | State::Fault => {}
@@ -1515,6 +1552,62 @@ mod tests {
             vr.timer(Timer::GarpRefresh),
             Some(t0 + Duration::from_secs(120))
         );
+    }
+
+    /// keepalived: a Master hearing a lower-priority Master (after a partition healed, say)
+    /// answers with an advert and re-announces its addresses: the other node's gratuitous
+    /// ARPs pointed the neighbours at it. Both are configurable.
+    #[test]
+    fn lower_priority_master_gets_an_advert_and_gratuitous_arps() {
+        let t0 = t0();
+        let c = cfg(150, 5);
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        vr.handle_timeout(t0 + Duration::from_secs(4));
+        assert_eq!(vr.state(), State::Master);
+        drain(&mut vr);
+        let t1 = t0 + Duration::from_secs(20);
+        vr.handle_advert(t1, meta(6), &advert(&c, 100));
+        assert_eq!(vr.state(), State::Master);
+        let a = drain(&mut vr);
+        assert!(
+            matches!(a.first(), Some(Action::SendAdvert(r)) if r.priority == Priority(150)),
+            "{a:?}"
+        );
+        assert!(a.contains(&Action::AnnounceVips { repeat: 5 }), "{a:?}");
+        assert_eq!(vr.counters().lower_priority_rx, 1);
+        assert_eq!(
+            vr.timer(Timer::GarpLowerPrio),
+            Some(t1 + Duration::from_secs(5))
+        );
+        vr.handle_timeout(t1 + Duration::from_secs(5));
+        assert!(drain(&mut vr).contains(&Action::AnnounceVips { repeat: 5 }));
+        assert_eq!(vr.timer(Timer::GarpLowerPrio), None);
+
+        // lower_prio_no_advert, garp_lower_prio_repeat 2, no second burst.
+        let mut c2 = c.clone();
+        c2.lower_prio_no_advert = true;
+        c2.garp_lower_prio_repeat = 2;
+        c2.garp_lower_prio_delay = None;
+        let mut vr = VirtualRouter::new(c2);
+        vr.start(t0);
+        vr.handle_timeout(t0 + Duration::from_secs(4));
+        drain(&mut vr);
+        vr.handle_advert(t1, meta(6), &advert(&c, 100));
+        assert_eq!(drain(&mut vr), [Action::AnnounceVips { repeat: 2 }]);
+        assert_eq!(vr.timer(Timer::GarpLowerPrio), None);
+
+        // garp_lower_prio_repeat 0: the advert only (RFC 5798 itself would discard it).
+        let mut c3 = c;
+        c3.garp_lower_prio_repeat = 0;
+        let mut vr = VirtualRouter::new(c3.clone());
+        vr.start(t0);
+        vr.handle_timeout(t0 + Duration::from_secs(4));
+        drain(&mut vr);
+        vr.handle_advert(t1, meta(6), &advert(&c3, 100));
+        let a = drain(&mut vr);
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert!(matches!(a[0], Action::SendAdvert(_)));
     }
 
     #[test]

@@ -932,3 +932,70 @@ fn runs_with_only_net_raw_and_net_admin() {
     assert!(lab.proc(a).term());
     assert!(wait_for(Duration::from_secs(2), || lab.holders(&[0, 1], VIP) == [1]).is_some());
 }
+
+/// The MAC address of `eth0` in leaf `i`.
+fn mac_of(lab: &Lab, i: usize) -> String {
+    let (ok, out) = lab.exec(i, &["cat", "/sys/class/net/eth0/address"]);
+    assert!(ok);
+    out.trim().to_owned()
+}
+
+/// The MAC address leaf `i`'s neighbour table holds for `addr`, if any.
+fn neighbour_mac(lab: &Lab, i: usize, addr: &str) -> Option<String> {
+    let (_, out) = lab.exec(i, &["ip", "neigh", "show", addr, "dev", "eth0"]);
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_owned)
+}
+
+/// A backup that stops hearing the master (VRRP from it dropped in the backup only) takes
+/// the VIP and points the client's ARP cache at itself. The master, still hearing it, gets
+/// adverts of lower priority and answers them with gratuitous ARPs (keepalived's
+/// `garp_lower_prio_repeat`, default 5): the client's cache points back at the master.
+/// With `--garp-lower-prio-repeat 0` (as this implementation behaved before) it stays on
+/// the backup.
+#[test]
+fn master_hearing_a_lower_priority_master_re_announces_the_vip() {
+    if !lab_available() || !tool_available("nft") {
+        return;
+    }
+    for (repeat, back_to_master) in [("5", true), ("0", false)] {
+        let mut lab = Lab::new(3);
+        let a = lab.spawn_ours(
+            0,
+            &strs(&ours_v3("150", &["--garp-lower-prio-repeat", repeat])),
+        );
+        let _b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
+        assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+        assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
+        let (mac0, mac1) = (mac_of(&lab, 0), mac_of(&lab, 1));
+        assert_eq!(neighbour_mac(&lab, 2, VIP).as_deref(), Some(mac0.as_str()));
+
+        // One-way partition: the backup no longer hears the master's adverts.
+        let rules = "table inet lbvtest {\n chain in { type filter hook input priority 0; ip saddr 198.18.0.1 ip protocol vrrp drop; }\n}\n";
+        let path = lab.dir.join("oneway.nft");
+        std::fs::write(&path, rules).unwrap();
+        assert!(lab.exec(1, &["nft", "-f", path.to_str().unwrap()]).0);
+        assert!(wait_for(Duration::from_secs(3), || lab.has_addr(1, VIP)).is_some());
+        assert!(lab.has_addr(0, VIP), "the master stays master");
+        // The backup's GARPs, at once and again after garp_master_delay (1 s), move the
+        // client's entry (the neighbour table takes an update at most once a second, its
+        // locktime); then only the master's, if any, can move it back.
+        std::thread::sleep(Duration::from_millis(3500));
+        let now = neighbour_mac(&lab, 2, VIP);
+        if back_to_master {
+            assert_eq!(
+                now.as_deref(),
+                Some(mac0.as_str()),
+                "the client's ARP cache points at the backup ({mac1}); master log: {}",
+                lab.proc(a).stderr()
+            );
+        } else {
+            assert_eq!(
+                now.as_deref(),
+                Some(mac1.as_str()),
+                "without lower-priority GARPs the backup's announcement stands"
+            );
+        }
+    }
+}

@@ -267,7 +267,9 @@ impl Status {
                         .filter(|b| !b.backup && !b.checks.iter().any(|c| c.starts_down(vs)))
                         .map(|b| u64::from(b.weight.get()))
                         .sum::<u64>()
-                        >= vs.quorum,
+                        // A virtual server starts without quorum and gains it at
+                        // quorum + hysteresis (keepalived; `lb_core::PoolConfig::hysteresis`).
+                        >= vs.quorum.saturating_add(vs.hysteresis),
                     backends: vs
                         .backends
                         .iter()

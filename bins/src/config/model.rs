@@ -275,6 +275,19 @@ pub struct VrrpInstance {
     /// Default 1.
     #[serde(default = "values::one")]
     pub garp_master_refresh_repeat: u32,
+    /// Gratuitous ARPs sent when, as master, an advert of lower priority arrives: another
+    /// node took over (across a partition, say) and pointed the neighbours at itself
+    /// (keepalived `garp_lower_prio_repeat`). 0 sends none. Default 5.
+    #[serde(default = "values::five")]
+    pub garp_lower_prio_repeat: u32,
+    /// Delay of the second such burst (keepalived `garp_lower_prio_delay`); 0 disables it.
+    /// Default 5 s.
+    #[serde(default = "values::five_seconds", with = "values::duration")]
+    pub garp_lower_prio_delay: Duration,
+    /// Do not answer an advert of lower priority with an advert at once (keepalived
+    /// `lower_prio_no_advert`). Default false.
+    #[serde(default)]
+    pub lower_prio_no_advert: bool,
     /// Interfaces whose link state changes the priority.
     #[serde(default)]
     pub track_interface: Vec<TrackInterface>,
@@ -332,6 +345,9 @@ impl VrrpInstance {
             garp_master_repeat: 5,
             garp_master_refresh: None,
             garp_master_refresh_repeat: 1,
+            garp_lower_prio_repeat: 5,
+            garp_lower_prio_delay: Duration::from_secs(5),
+            lower_prio_no_advert: false,
             track_interface: Vec::new(),
             track_script: Vec::new(),
             track_service: Vec::new(),

@@ -82,6 +82,9 @@ fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig
     c.garp_master_repeat = vi.garp_master_repeat;
     c.garp_master_refresh = vi.garp_master_refresh;
     c.garp_master_refresh_repeat = vi.garp_master_refresh_repeat;
+    c.garp_lower_prio_repeat = vi.garp_lower_prio_repeat;
+    c.garp_lower_prio_delay = vi.garp_lower_prio_delay;
+    c.lower_prio_no_advert = vi.lower_prio_no_advert;
     // Tracks 0..n are the track_service entries, then the track_interface entries (both
     // driven by us), then the scripts (driven by the speaker).
     c.track = vi

@@ -8,6 +8,7 @@
 //!   [--vip-excluded "ADDR[/LEN] [dev D]" ...] \
 //!   [--unicast-src-ip IP --unicast-peer IP ...] [--nopreempt] [--preempt-delay S] [--accept] \
 //!   [--garp-master-delay S] [--garp-master-repeat N] [--garp-master-refresh S] \
+//!   [--garp-lower-prio-repeat N] [--garp-lower-prio-delay S] [--lower-prio-no-advert] \
 //!   [--track-script CMD [--script-interval S] [--script-timeout S] [--script-weight W] \
 //!                       [--script-rise N] [--script-fall N]] ... \
 //!   [--notify-master CMD] [--notify-backup CMD] [--notify-fault CMD] [--notify-stop CMD] \
@@ -127,7 +128,10 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
             );
             std::process::exit(0);
         }
-        let boolean = matches!(flag.as_str(), "--nopreempt" | "--accept");
+        let boolean = matches!(
+            flag.as_str(),
+            "--nopreempt" | "--accept" | "--lower-prio-no-advert"
+        );
         let val = if boolean {
             String::new()
         } else {
@@ -196,6 +200,9 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
             "--garp-master-refresh" => {
                 c.garp_master_refresh = Some(secs(&val)?).filter(|d| !d.is_zero())
             }
+            "--garp-lower-prio-repeat" => c.garp_lower_prio_repeat = val.parse()?,
+            "--garp-lower-prio-delay" => c.garp_lower_prio_delay = secs(&val)?,
+            "--lower-prio-no-advert" => c.lower_prio_no_advert = true,
             "--track-script" => c.track_script.push(TrackScript::new(&val)),
             "--notify-master" => n.master = Some(val),
             "--notify-backup" => n.backup = Some(val),

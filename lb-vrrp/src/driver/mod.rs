@@ -120,6 +120,14 @@ pub struct VrrpInstanceConfig {
     pub garp_master_refresh: Option<Duration>,
     /// `garp_master_refresh_repeat`: gratuitous ARPs per periodic burst (default 1).
     pub garp_master_refresh_repeat: u32,
+    /// `garp_lower_prio_repeat`: gratuitous ARPs when, as Master, a lower-priority advert
+    /// arrives (default 5; 0 sends none). See [`Config::garp_lower_prio_repeat`].
+    pub garp_lower_prio_repeat: u32,
+    /// `garp_lower_prio_delay`: the second such burst (default 5 s; 0 disables it).
+    pub garp_lower_prio_delay: Duration,
+    /// `lower_prio_no_advert`: no advert in answer to a lower-priority one (default
+    /// `false`).
+    pub lower_prio_no_advert: bool,
     /// Weights of tracked checks driven by the library user with
     /// [`SpeakerHandle::set_track`] (ids `0..track.len()`), see [`TrackWeight`].
     pub track: Vec<TrackWeight>,
@@ -235,6 +243,9 @@ impl VrrpInstanceConfig {
             garp_master_repeat: 5,
             garp_master_refresh: None,
             garp_master_refresh_repeat: 1,
+            garp_lower_prio_repeat: 5,
+            garp_lower_prio_delay: Duration::from_secs(5),
+            lower_prio_no_advert: false,
             track: Vec::new(),
             track_script: Vec::new(),
         }
@@ -301,6 +312,9 @@ impl VrrpInstanceConfig {
         mc.garp_master_repeat = self.garp_master_repeat;
         mc.garp_master_refresh = self.garp_master_refresh;
         mc.garp_master_refresh_repeat = self.garp_master_refresh_repeat;
+        mc.garp_lower_prio_repeat = self.garp_lower_prio_repeat;
+        mc.garp_lower_prio_delay = Some(self.garp_lower_prio_delay).filter(|d| !d.is_zero());
+        mc.lower_prio_no_advert = self.lower_prio_no_advert;
         mc.initial_master = self.state_master;
         mc.tracks = self
             .track

@@ -70,15 +70,12 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         cfg: Config::default(),
         vrrp_version: None,
         version_set: Vec::new(),
-        skip_check_adv_addr: false,
+        instance_keywords: Vec::new(),
+        vrrp_defaults: VrrpDefaults::default(),
     };
     c.top(stmts);
-    // keepalived: the global `vrrp_skip_check_adv_addr` applies to every instance.
-    if c.skip_check_adv_addr {
-        for vi in &mut c.cfg.vrrp_instances {
-            vi.skip_check_adv_addr = true;
-        }
-    }
+    c.vrrp_defaults
+        .apply(&mut c.cfg.vrrp_instances, &c.instance_keywords);
     if let Some(v) = c.vrrp_version {
         for (vi, set) in c.cfg.vrrp_instances.iter_mut().zip(&c.version_set) {
             if !*set {
@@ -97,14 +94,86 @@ struct CheckDefaults {
     delay_loop: Option<Duration>,
 }
 
+/// `global_defs` settings that are defaults of every `vrrp_instance` (keepalived's
+/// `vrrp_garp_*`, `vrrp_lower_prio_no_advert`, `vrrp_skip_check_adv_addr`).
+#[derive(Debug, Default)]
+struct VrrpDefaults {
+    skip_check_adv_addr: Option<bool>,
+    garp_master_delay: Option<Duration>,
+    garp_master_repeat: Option<u32>,
+    garp_master_refresh: Option<Duration>,
+    garp_master_refresh_repeat: Option<u32>,
+    garp_lower_prio_delay: Option<Duration>,
+    garp_lower_prio_repeat: Option<u32>,
+    lower_prio_no_advert: Option<bool>,
+}
+
+impl VrrpDefaults {
+    /// Gives each instance the global value of every setting it does not write itself
+    /// (`keywords`: the keywords each instance wrote). As keepalived, the lower-priority
+    /// GARPs default to the global master ones, not to the instance's.
+    fn apply(&self, instances: &mut [VrrpInstance], keywords: &[Vec<String>]) {
+        for (vi, kws) in instances.iter_mut().zip(keywords) {
+            let unset = |k: &str| !kws.iter().any(|w| w == k);
+            if let Some(v) = self
+                .skip_check_adv_addr
+                .filter(|_| unset("skip_check_adv_addr"))
+            {
+                vi.skip_check_adv_addr = v;
+            }
+            if let Some(v) = self
+                .garp_master_delay
+                .filter(|_| unset("garp_master_delay"))
+            {
+                vi.garp_master_delay = v;
+            }
+            if let Some(v) = self
+                .garp_master_repeat
+                .filter(|_| unset("garp_master_repeat"))
+            {
+                vi.garp_master_repeat = v;
+            }
+            if let Some(v) = self
+                .garp_master_refresh
+                .filter(|_| unset("garp_master_refresh"))
+            {
+                vi.garp_master_refresh = Some(v).filter(|d| !d.is_zero());
+            }
+            if let Some(v) = self
+                .garp_master_refresh_repeat
+                .filter(|_| unset("garp_master_refresh_repeat"))
+            {
+                vi.garp_master_refresh_repeat = v;
+            }
+            if unset("garp_lower_prio_delay") {
+                if let Some(v) = self.garp_lower_prio_delay.or(self.garp_master_delay) {
+                    vi.garp_lower_prio_delay = v;
+                }
+            }
+            if unset("garp_lower_prio_repeat") {
+                if let Some(v) = self.garp_lower_prio_repeat.or(self.garp_master_repeat) {
+                    vi.garp_lower_prio_repeat = v;
+                }
+            }
+            if let Some(v) = self
+                .lower_prio_no_advert
+                .filter(|_| unset("lower_prio_no_advert"))
+            {
+                vi.lower_prio_no_advert = v;
+            }
+        }
+    }
+}
+
 struct Conv {
     d: Diagnostics,
     o: Origins,
     cfg: Config,
     vrrp_version: Option<u8>,
     version_set: Vec<bool>,
-    /// global `vrrp_skip_check_adv_addr`.
-    skip_check_adv_addr: bool,
+    /// The keywords each `vrrp_instance` wrote, in instance order.
+    instance_keywords: Vec<Vec<String>>,
+    vrrp_defaults: VrrpDefaults,
 }
 
 fn int<T: TryFrom<i64>>(kw: &str, lo: i64, hi: i64) -> impl Fn(&str) -> Result<T, String> + '_ {
@@ -194,15 +263,33 @@ impl Conv {
         )
     }
 
+    /// A flag: on when written bare, else its keepalived `<BOOL>` argument (`on`, `off`,
+    /// `true`, `false`, `yes`, `no`); anything else is an error at the argument (and the
+    /// flag stays off).
     fn flag(&mut self, s: &Stmt, path: &str) -> bool {
         self.record(path, &s.keyword.location);
-        if let Some(a) = s.args.first() {
-            self.d.warn(
-                &a.location,
-                format!("`{}` takes no value; {:?} ignored", s.keyword.text, a.text),
-            );
+        let Some(a) = s.args.first() else {
+            return true;
+        };
+        if let Some(x) = s.args.get(1) {
+            self.d
+                .warn(&x.location, format!("extra argument {:?} ignored", x.text));
         }
-        true
+        match a.text.to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" => true,
+            "off" | "false" | "no" => false,
+            _ => {
+                self.d.error(
+                    &a.location,
+                    format!(
+                        "`{}` takes on|off|true|false|yes|no or nothing, not {:?}",
+                        s.keyword.text, a.text
+                    ),
+                );
+                self.o.poison(path);
+                false
+            }
+        }
     }
 
     fn block<'s>(&mut self, s: &'s Stmt) -> &'s [Stmt] {
@@ -345,7 +432,54 @@ impl Conv {
             self.no_block_unless(s, &["notification_email"]);
             match s.keyword.text.as_str() {
                 "vrrp_skip_check_adv_addr" => {
-                    self.skip_check_adv_addr = self.flag(s, "global.vrrp_skip_check_adv_addr");
+                    self.vrrp_defaults.skip_check_adv_addr =
+                        Some(self.flag(s, "global.vrrp_skip_check_adv_addr"));
+                }
+                "vrrp_garp_master_delay" => {
+                    self.vrrp_defaults.garp_master_delay = self.get(
+                        s,
+                        "global.vrrp_garp_master_delay",
+                        duration("vrrp_garp_master_delay"),
+                    );
+                }
+                "vrrp_garp_master_repeat" => {
+                    self.vrrp_defaults.garp_master_repeat = self.get(
+                        s,
+                        "global.vrrp_garp_master_repeat",
+                        int("vrrp_garp_master_repeat", 1, 255),
+                    );
+                }
+                "vrrp_garp_master_refresh" => {
+                    self.vrrp_defaults.garp_master_refresh = self.get(
+                        s,
+                        "global.vrrp_garp_master_refresh",
+                        duration("vrrp_garp_master_refresh"),
+                    );
+                }
+                "vrrp_garp_master_refresh_repeat" => {
+                    self.vrrp_defaults.garp_master_refresh_repeat = self.get(
+                        s,
+                        "global.vrrp_garp_master_refresh_repeat",
+                        int("vrrp_garp_master_refresh_repeat", 1, 255),
+                    );
+                }
+                "vrrp_garp_lower_prio_delay" => {
+                    self.vrrp_defaults.garp_lower_prio_delay = self.get(
+                        s,
+                        "global.vrrp_garp_lower_prio_delay",
+                        duration("vrrp_garp_lower_prio_delay"),
+                    );
+                }
+                "vrrp_garp_lower_prio_repeat" => {
+                    self.vrrp_defaults.garp_lower_prio_repeat = self.get(
+                        s,
+                        "global.vrrp_garp_lower_prio_repeat",
+                        int("vrrp_garp_lower_prio_repeat", 0, 255),
+                    );
+                }
+                "vrrp_lower_prio_no_advert" => {
+                    self.vrrp_defaults.lower_prio_no_advert =
+                        Some(self.flag(s, "global.vrrp_lower_prio_no_advert"));
                 }
                 "router_id" => {
                     self.cfg.global.router_id =
@@ -393,8 +527,6 @@ impl Conv {
                 | "vrrp_strict"
                 | "vrrp_garp_interval"
                 | "vrrp_gna_interval"
-                | "vrrp_garp_master_delay"
-                | "vrrp_garp_master_repeat"
                 | "vrrp_mcast_group4"
                 | "vrrp_mcast_group6"
                 | "lvs_id"
@@ -651,6 +783,15 @@ impl Conv {
                 "garp_master_refresh_repeat" => {
                     vi.garp_master_refresh_repeat = self.get(st, &fp, int(kw, 1, 255)).unwrap_or(1);
                 }
+                "garp_lower_prio_repeat" => {
+                    vi.garp_lower_prio_repeat = self.get(st, &fp, int(kw, 0, 255)).unwrap_or(5);
+                }
+                "garp_lower_prio_delay" => {
+                    vi.garp_lower_prio_delay = self
+                        .get(st, &fp, duration(kw))
+                        .unwrap_or(vi.garp_lower_prio_delay);
+                }
+                "lower_prio_no_advert" => vi.lower_prio_no_advert = self.flag(st, &fp),
                 "track_interface" => {
                     for (interface, weight) in self.tracked(st, &fp) {
                         vi.track_interface.push(TrackInterface {
@@ -680,9 +821,6 @@ impl Conv {
                 "smtp_alert"
                 | "dont_track_primary"
                 | "debug"
-                | "garp_lower_prio_delay"
-                | "garp_lower_prio_repeat"
-                | "lower_prio_no_advert"
                 | "higher_prio_send_advert"
                 | "strict_mode"
                 | "virtual_routes"
@@ -712,6 +850,14 @@ impl Conv {
         }
         self.cfg.vrrp_instances.push(vi);
         self.version_set.push(version_set);
+        let keywords = s
+            .block
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|st| st.keyword.text.clone())
+            .collect();
+        self.instance_keywords.push(keywords);
     }
 
     fn authentication(&mut self, s: &Stmt, p: &str) -> Option<Authentication> {
