@@ -999,3 +999,80 @@ fn master_hearing_a_lower_priority_master_re_announces_the_vip() {
         }
     }
 }
+
+/// A VIP on another interface than the instance's (`dev eth1`) is announced on that link
+/// with that interface's MAC: a client there keeps reaching it. It used to be announced
+/// with the instance interface's MAC, which pointed the client's ARP cache at an address
+/// not on its link.
+#[test]
+fn vip_on_another_dev_is_announced_with_that_devs_mac() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(3);
+    // A second link, eth1, between leaf 0 and leaf 2 (198.18.1.0/24 inside the lab).
+    let (ns0, ns2) = (lab.ns(0).to_owned(), lab.ns(2).to_owned());
+    for args in [
+        vec![
+            "ip", "-n", &ns0, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1",
+            "netns", &ns2,
+        ],
+        vec!["ip", "-n", &ns0, "link", "set", "eth1", "up"],
+        vec!["ip", "-n", &ns2, "link", "set", "eth1", "up"],
+        vec![
+            "ip",
+            "-n",
+            &ns0,
+            "addr",
+            "add",
+            "198.18.1.1/24",
+            "dev",
+            "eth1",
+        ],
+        vec![
+            "ip",
+            "-n",
+            &ns2,
+            "addr",
+            "add",
+            "198.18.1.3/24",
+            "dev",
+            "eth1",
+        ],
+    ] {
+        let st = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{args:?}");
+    }
+    let _a = lab.spawn_ours(
+        0,
+        &strs(&ours_v3(
+            "150",
+            &[
+                "--vip",
+                "198.18.1.100/24 dev eth1",
+                "--garp-master-refresh",
+                "0.5",
+            ],
+        )),
+    );
+    let on_eth1 = |lab: &Lab| {
+        lab.exec(0, &["ip", "-o", "addr", "show", "dev", "eth1"])
+            .1
+            .contains("198.18.1.100/24")
+    };
+    assert!(wait_for(Duration::from_secs(5), || on_eth1(&lab)).is_some());
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, "198.18.1.100")).is_some());
+    let (_, eth1) = lab.exec(0, &["cat", "/sys/class/net/eth1/address"]);
+    let eth1 = eth1.trim().to_owned();
+    // Periodic bursts every 0.5 s; the neighbour table takes one update a second at most.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_, neigh) = lab.exec(2, &["ip", "neigh", "show", "198.18.1.100", "dev", "eth1"]);
+    assert!(
+        neigh.contains(&eth1),
+        "the client's entry is {neigh:?}, leaf 0's eth1 is {eth1}"
+    );
+    assert!(lab.ping(2, "198.18.1.100"));
+}

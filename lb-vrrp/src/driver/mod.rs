@@ -753,21 +753,32 @@ impl Speaker {
     }
 }
 
-/// Sends `repeat` gratuitous ARPs / unsolicited NAs for every VIP. A failed send does not
+/// Sends `repeat` gratuitous ARPs / unsolicited NAs for every VIP, each out of its own
+/// interface with that interface's MAC address. A failed send does not
 /// stop the others (one VIP's error must not leave the rest unannounced); the first error
 /// is returned.
 fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
     let (Some(sock), Some(mac)) = (&inst.announce, inst.mac) else {
         return Ok(());
     };
+    // A VIP on another `dev` is announced there, with that interface's MAC (a neighbour
+    // on that link must not learn the instance interface's address for it).
+    let targets: Vec<(IpAddr, u32, [u8; 6])> = inst
+        .cfg
+        .all_vips()
+        .map(|v| match &v.dev {
+            Some(d) => (
+                v.addr,
+                VipManager::ifindex(d).unwrap_or(inst.ifindex),
+                vip::mac_address(d).unwrap_or(mac),
+            ),
+            None => (v.addr, inst.ifindex, mac),
+        })
+        .collect();
     let mut first_err = None;
     for _ in 0..repeat {
-        for v in inst.cfg.all_vips() {
-            let ifindex = match &v.dev {
-                Some(d) => VipManager::ifindex(d).unwrap_or(inst.ifindex),
-                None => inst.ifindex,
-            };
-            let sent = match v.addr {
+        for &(addr, ifindex, mac) in &targets {
+            let sent = match addr {
                 IpAddr::V4(a) => sys::send_packet(sock, ifindex, 0x0806, &vip::garp_frame(mac, a)),
                 IpAddr::V6(a) => {
                     let to = SocketAddrV6::new(
