@@ -1534,6 +1534,12 @@ backup = true
     let quorum = || status(&sock)["virtual_servers"][0]["quorum"] == true;
     assert!(quorum());
     assert!(!bodies(4).contains(&"sorry".to_owned()));
+    // keepalived's "Starting with quorum up" runs quorum_up.
+    assert!(
+        wait_until(Duration::from_secs(5), || scripts() == "up\n"),
+        "quorum_up at start: {:?}",
+        scripts()
+    );
 
     let lbctl = |state: &str| {
         let out = Command::new(LBCTL)
@@ -1556,7 +1562,7 @@ backup = true
         "b is up, but without quorum the sorry server serves"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || scripts() == "down\n"),
+        wait_until(Duration::from_secs(5), || scripts() == "up\ndown\n"),
         "quorum_down: {:?}",
         scripts()
     );
@@ -1564,7 +1570,7 @@ backup = true
     assert!(quorum());
     assert!(!bodies(4).contains(&"sorry".to_owned()));
     assert!(
-        wait_until(Duration::from_secs(5), || scripts() == "down\nup\n"),
+        wait_until(Duration::from_secs(5), || scripts() == "up\ndown\nup\n"),
         "quorum_up: {:?}",
         scripts()
     );
@@ -1577,7 +1583,8 @@ backup = true
     );
     assert_eq!(bodies(4), ["sorry"; 4]);
     assert!(
-        wait_until(Duration::from_secs(5), || scripts() == "down\nup\ndown\n"),
+        wait_until(Duration::from_secs(5), || scripts()
+            == "up\ndown\nup\ndown\n"),
         "{:?}",
         scripts()
     );

@@ -89,7 +89,9 @@ pub struct PoolConfig {
     /// without backups the primaries go on serving. [`Pool::has_quorum`] tells which.
     pub quorum: u64,
     /// keepalived `hysteresis`: quorum is lost below `quorum - hysteresis` and regained at
-    /// `quorum + hysteresis`, so a weight sum near the quorum does not flap (default 0).
+    /// `quorum + hysteresis`, so a weight sum near the quorum does not flap (default 0). A
+    /// pool starts without quorum, as keepalived's virtual servers do: it needs
+    /// `quorum + hysteresis` at start too.
     pub hysteresis: u64,
 }
 
@@ -589,7 +591,10 @@ fn build_snapshot<B: BuildScheduler>(
         .filter(|b| b.admin() != AdminState::Maint)
         .count();
     // keepalived's quorum: the configured weights of the primaries that can take
-    // connections, against `quorum`, with `hysteresis` around it once a state is known.
+    // connections, against `quorum`, with `hysteresis` around it. A pool starts without
+    // quorum and gains it at `quorum + hysteresis`, as keepalived's virtual servers do
+    // (`set_quorum_states` before the real servers are alive, then `update_quorum_state`
+    // at init): a weight between `quorum` and `quorum + hysteresis` at start is no quorum.
     let online: u64 = primaries
         .iter()
         .filter(|b| b.admin() == AdminState::Ready && b.health() == Health::Up)
@@ -597,8 +602,9 @@ fn build_snapshot<B: BuildScheduler>(
         .sum();
     let quorum = match prev.map(|p| p.quorum) {
         Some(true) => online > 0 && online >= config.quorum.saturating_sub(config.hysteresis),
-        Some(false) => online > 0 && online >= config.quorum.saturating_add(config.hysteresis),
-        None => online >= config.quorum,
+        Some(false) | None => {
+            online > 0 && online >= config.quorum.saturating_add(config.hysteresis)
+        }
     };
 
     let panic = config.panic_threshold > 0
@@ -772,6 +778,59 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    /// keepalived starts a virtual server without quorum and gains it at `quorum +
+    /// hysteresis`: two primaries of weight 10 with quorum 20 and hysteresis 5 (20 is
+    /// between 15 and 25) start with the sorry server serving, and gain quorum only when a
+    /// third primary brings 30. It used to start with quorum (`20 >= 20`), which keepalived
+    /// would only keep, not reach.
+    #[test]
+    fn quorum_at_start_needs_quorum_plus_hysteresis() {
+        let mut backends: Vec<Backend> = set(3).iter().cloned().collect();
+        backends
+            .push(Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true));
+        let p = Pool::new(
+            Algorithm::RoundRobin,
+            BackendSet::new(backends).unwrap(),
+            PoolConfig {
+                quorum: 20,
+                hysteresis: 5,
+                ..PoolConfig::default()
+            },
+        )
+        .unwrap();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        assert!(p.has_quorum(), "30 >= 25 at start");
+        p.set_health(BackendId(3), Health::Down, now).unwrap();
+        assert!(p.has_quorum(), "20 is not below 15: kept");
+
+        let mut backends: Vec<Backend> = set(3)
+            .iter()
+            .map(|b| {
+                let down = b.id() == BackendId(3);
+                b.clone()
+                    .with_health(if down { Health::Down } else { Health::Up })
+            })
+            .collect();
+        backends
+            .push(Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true));
+        let p = Pool::new(
+            Algorithm::RoundRobin,
+            BackendSet::new(backends).unwrap(),
+            PoolConfig {
+                quorum: 20,
+                hysteresis: 5,
+                ..PoolConfig::default()
+            },
+        )
+        .unwrap();
+        assert!(!p.has_quorum(), "20 < 25 at start: no quorum");
+        assert_eq!(pick(&p, now, &c), 9, "the sorry server serves");
+        p.set_health(BackendId(3), Health::Up, now).unwrap();
+        assert!(p.has_quorum(), "30 >= 25");
+        assert_ne!(pick(&p, now, &c), 9);
     }
 
     /// Primaries 1 and 2, backup 9, with persistence.

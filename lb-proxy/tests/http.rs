@@ -1192,6 +1192,55 @@ async fn stalled_upload_is_408_and_not_held_against_the_backend() {
     assert_eq!(p.stats().backends[0].failures, 0);
 }
 
+/// With `timeouts.client` and `timeouts.backend_response` equal (both default to 30 s), a
+/// stalled upload is still the client's: 408, not a 504 held against the backend, which
+/// was only waiting for the body. The backend's response timer used to run out first (it
+/// ran from the upload's last progress, truncated to the millisecond), so the backend was
+/// counted and reported to passive health for a client's stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_upload_is_408_also_when_the_backend_timeout_is_as_long() {
+    let b = TestBackend::start(1).await;
+    let obs = Arc::new(FailureCount::default());
+    let mut c = config();
+    c.timeouts.client = Duration::from_millis(300);
+    c.timeouts.backend_response = Duration::from_millis(300);
+    let p =
+        HttpProxy::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            c,
+            vec![HttpPool::new("www", pool_of(&[&b], Algorithm::RoundRobin))
+                .with_observer(obs.clone())],
+        )
+        .await
+        .unwrap();
+    // A few uploads at once: the two timers ran out in the same millisecond now and then.
+    let mut uploads = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let addr = p.local_addr();
+        uploads.spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+                .await
+                .unwrap();
+            let (got, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+            (String::from_utf8_lossy(&got).into_owned(), eof)
+        });
+    }
+    while let Some(r) = uploads.join_next().await {
+        let (text, eof) = r.unwrap();
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(eof, "connection left open after the 408");
+    }
+    let v = p.stats().virtual_server;
+    assert_eq!((v.client_timeouts, v.gateway_timeout), (4, 0), "{v:?}");
+    assert_eq!(
+        obs.0.load(Ordering::Relaxed),
+        0,
+        "a stalled client was blamed on the backend"
+    );
+    assert_eq!(p.stats().backends[0].timeouts, 0);
+}
+
 /// An upload that keeps coming, however long it takes in all, is not cut off by the
 /// backend's response timeout, which runs from the upload's last progress (HAProxy's
 /// `timeout server` is an inactivity timeout): here 1 s of upload against 400 ms.
@@ -1241,12 +1290,16 @@ async fn client_not_reading_its_response_is_cut_off() {
     s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
+    // Until the connection was accepted, cut off and closed (bounded).
     let t = tokio::time::Instant::now();
-    while p.stats().virtual_server.active_connections > 0 && t.elapsed() < Duration::from_secs(10) {
+    let done = |v: &lb_proxy::http::VirtualServerStats| {
+        v.connections == 1 && v.client_timeouts == 1 && v.active_connections == 0
+    };
+    while !done(&p.stats().virtual_server) && t.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let v = p.stats().virtual_server;
-    assert_eq!((v.active_connections, v.client_timeouts), (0, 1), "{v:?}");
+    assert!(done(&v), "{v:?}");
     assert_eq!(
         obs.0.load(Ordering::Relaxed),
         0,
@@ -1375,5 +1428,51 @@ async fn transfer_codings_besides_chunked_are_kept() {
         "{response}"
     );
     assert!(response.contains("abc"), "{response}");
+    backend.abort();
+}
+
+/// A backend response with both `Transfer-Encoding: gzip, chunked` and `Content-Length`
+/// (the length is ignored, RFC 9112 §6.3) reaches the client framed by the kept
+/// `Transfer-Encoding` alone: an intermediary must drop the `Content-Length` before
+/// forwarding it. Both were forwarded, hyper refused to write such a head, and the client
+/// connection closed without a response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_transfer_coding_drops_a_content_length() {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let set = BackendSet::new(vec![Backend::new(BackendId(1), addr)]).unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let p = proxy(config(), vec![("www", pool)]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, _) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+    let response = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 200"), "{response:?}");
+    assert!(
+        response.contains("\r\ntransfer-encoding: gzip, chunked\r\n"),
+        "{response}"
+    );
+    assert!(!response.contains("content-length"), "{response}");
+    assert!(response.ends_with("3\r\nabc\r\n0\r\n\r\n"), "{response:?}");
     backend.abort();
 }

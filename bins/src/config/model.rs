@@ -607,10 +607,11 @@ pub struct VirtualServer {
     #[serde(default)]
     pub hysteresis: u64,
     /// keepalived `quorum_up`: a command (run by `/bin/sh -c`, not waited for) when quorum
-    /// is gained. Default: none.
+    /// is gained, and when the virtual server starts with quorum. Default: none.
     #[serde(default)]
     pub quorum_up: Option<String>,
-    /// keepalived `quorum_down`: a command run when quorum is lost. Default: none.
+    /// keepalived `quorum_down`: a command run when quorum is lost, and when the virtual
+    /// server starts without it. Default: none.
     #[serde(default)]
     pub quorum_down: Option<String>,
     /// The backends (keepalived `real_server`; `sorry_server` is a backend with `backup`).

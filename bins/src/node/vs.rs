@@ -34,6 +34,8 @@ use crate::config::model::{
 pub(crate) struct Carried {
     admin: HashMap<SocketAddr, AdminState>,
     health: HashMap<SocketAddr, Health>,
+    /// Whether the replaced version had quorum (its `quorum_up`/`quorum_down` already ran).
+    quorum: Option<bool>,
 }
 
 /// The data path of one virtual server.
@@ -66,8 +68,9 @@ pub(crate) struct VsRuntime {
 }
 
 /// keepalived's `quorum_up` and `quorum_down`: the command runs when the pool gains or
-/// loses quorum ([`Pool::has_quorum`]), with the change logged. The state a virtual server
-/// starts with is not announced (keepalived announces changes only).
+/// loses quorum ([`Pool::has_quorum`]), with the change logged, and for the state a virtual
+/// server starts in, as keepalived's "Starting with quorum up/down" (not again when a
+/// reload restarts it in the state its previous version had).
 #[derive(Debug)]
 pub(crate) struct QuorumNotifier {
     name: String,
@@ -77,12 +80,32 @@ pub(crate) struct QuorumNotifier {
 }
 
 impl QuorumNotifier {
-    fn new(vs: &VirtualServer, pool: &Pool) -> Self {
-        Self {
+    /// `previous`: the state of the version a reload replaced, if any.
+    fn new(vs: &VirtualServer, pool: &Pool, previous: Option<bool>) -> Self {
+        let now = pool.has_quorum();
+        let n = Self {
             name: vs.name.clone(),
             quorum_up: vs.quorum_up.clone(),
             quorum_down: vs.quorum_down.clone(),
-            last: std::sync::Mutex::new(pool.has_quorum()),
+            last: std::sync::Mutex::new(now),
+        };
+        if previous != Some(now) {
+            n.announce(now, "start");
+        }
+        n
+    }
+
+    /// Logs the state (`when`: "start" or "change") and runs its command.
+    fn announce(&self, quorum: bool, when: &str) {
+        let script = if quorum {
+            tracing::info!(virtual_server = %self.name, when, "quorum up");
+            &self.quorum_up
+        } else {
+            tracing::warn!(virtual_server = %self.name, when, "quorum down");
+            &self.quorum_down
+        };
+        if let Some(s) = script {
+            super::vrrp::notify(s, &[]);
         }
     }
 
@@ -100,16 +123,7 @@ impl QuorumNotifier {
             }
             *last = now;
         }
-        let script = if now {
-            tracing::info!(virtual_server = %self.name, "quorum gained");
-            &self.quorum_up
-        } else {
-            tracing::warn!(virtual_server = %self.name, "quorum lost");
-            &self.quorum_down
-        };
-        if let Some(s) = script {
-            super::vrrp::notify(s, &[]);
-        }
+        self.announce(now, "change");
     }
 }
 
@@ -694,7 +708,7 @@ impl VsRuntime {
 
         // Liveness is written only once the proxy runs: a virtual server that fails to
         // start (its address taken, say) must not tell `track_service` it is live.
-        let quorum = Arc::new(QuorumNotifier::new(&cfg, &pool));
+        let quorum = Arc::new(QuorumNotifier::new(&cfg, &pool, carried.quorum));
         let live_task = spawn_liveness(Arc::clone(&pool), events, live, Arc::clone(&quorum));
 
         tracing::info!(virtual_server = %cfg.name, listen = %cfg.listen, protocol = %cfg.protocol, lb_algo = %cfg.lb_algo, backends = cfg.backends.len(), "virtual server started");
@@ -758,7 +772,11 @@ impl VsRuntime {
             .into_iter()
             .filter_map(|(id, h)| Some((backends.get(id)?.addr(), h)))
             .collect();
-        Carried { admin, health }
+        Carried {
+            admin,
+            health,
+            quorum: Some(self.pool.has_quorum()),
+        }
     }
 
     /// Gives each of this virtual server's real servers the admin state that `old` (the

@@ -39,6 +39,9 @@ pub(crate) struct Activity {
     upload_ms: AtomicU64,
     /// Whether the current request's body is still being uploaded.
     upload_open: AtomicBool,
+    /// Whether that upload is waiting for the client to send more (its body was asked for
+    /// a frame and had none): the client timeout runs then, not the backend's.
+    upload_waiting: AtomicBool,
     /// Set when a write to the client stalled past the client timeout.
     write_stalled: AtomicBool,
 }
@@ -66,6 +69,7 @@ impl Activity {
             first_request: Notify::new(),
             upload_ms: AtomicU64::new(NO_HEAD),
             upload_open: AtomicBool::new(false),
+            upload_waiting: AtomicBool::new(false),
             write_stalled: AtomicBool::new(false),
         }
     }
@@ -88,6 +92,13 @@ impl Activity {
     /// is then still busy sending it).
     pub(crate) fn upload_open(&self) -> bool {
         self.upload_open.load(Ordering::Acquire)
+    }
+
+    /// Whether the current request's body is waiting for the client to send more. While
+    /// it is, the backend has all there was to send and is not held to its response
+    /// timeout: the client timeout decides (HAProxy `cD`, not `sD`).
+    pub(crate) fn upload_waiting(&self) -> bool {
+        self.upload_waiting.load(Ordering::Acquire)
     }
 
     /// When the current request's body last made progress, if it has one: the backend's
@@ -191,6 +202,7 @@ impl Drop for ActiveRequest {
         if self.0.upload_ms.load(Ordering::Relaxed) != NO_HEAD {
             self.0.upload_ms.store(NO_HEAD, Ordering::Release);
             self.0.upload_open.store(false, Ordering::Release);
+            self.0.upload_waiting.store(false, Ordering::Release);
         }
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -223,6 +235,10 @@ struct Upload {
     activity: Arc<Activity>,
     after: std::time::Duration,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `sleep` runs for the gap now under way: the body was asked for a frame and
+    /// the client had none. A gap starts when the waiting does, not at the last frame
+    /// (the body may not be asked for a while, when the backend reads slowly).
+    waiting: bool,
 }
 
 /// Why a client's request body failed.
@@ -259,6 +275,7 @@ impl ClientBody {
                 activity: Arc::clone(activity),
                 after,
                 sleep: None,
+                waiting: false,
             }
         });
         Self { inner, upload }
@@ -285,20 +302,31 @@ impl Body for ClientBody {
         };
         match r {
             Poll::Pending => {
-                let after = up.after;
-                let sleep = up
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
-                if sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err(UploadError::Stalled(after))));
+                if !up.waiting {
+                    // A gap starts: the client timeout runs from now.
+                    up.waiting = true;
+                    up.activity.upload_waiting.store(true, Ordering::Release);
+                    let deadline = tokio::time::Instant::now() + up.after;
+                    match &mut up.sleep {
+                        Some(s) => s.as_mut().reset(deadline),
+                        None => up.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                if let Some(s) = &mut up.sleep {
+                    if s.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Err(UploadError::Stalled(up.after))));
+                    }
                 }
                 Poll::Pending
             }
             Poll::Ready(r) => {
                 let end = r.is_none() || this.inner.is_end_stream();
+                // Progress first, then the end of the wait: the backend's response timer
+                // never sees a wait ended without the progress that ended it.
                 up.activity.upload_progressed(end);
-                if let Some(s) = &mut up.sleep {
-                    s.as_mut().reset(tokio::time::Instant::now() + up.after);
+                if up.waiting {
+                    up.waiting = false;
+                    up.activity.upload_waiting.store(false, Ordering::Release);
                 }
                 Poll::Ready(r.map(|f| f.map_err(UploadError::Client)))
             }

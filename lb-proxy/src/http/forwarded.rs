@@ -22,7 +22,9 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use http::header::{CONNECTION, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::config::ForwardedHeaders;
@@ -57,6 +59,9 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
     &PROXY_CONNECTION,
 ];
 
+/// The bit of `Transfer-Encoding` in [`HOP_BY_HOP`].
+const TRANSFER_ENCODING_BIT: u8 = 1 << 4;
+
 /// The bit of `name` in a set of present hop-by-hop headers (0 when it is none of them).
 ///
 /// Called for every header of every request and response, so it first looks at the
@@ -78,7 +83,9 @@ fn hop_by_hop_bit(name: &HeaderName) -> u8 {
 /// `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` when it is only `chunked`
 /// (hyper re-frames bodies; `gzip, chunked` stays, since the gzip coding is still on the
 /// body) and `Upgrade`. With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is put back,
-/// so a protocol switch reaches the other side.
+/// so a protocol switch reaches the other side. A message that came with `Transfer-Encoding`
+/// also loses any `Content-Length`, which the coding overrides (RFC 9112 §6.3: an
+/// intermediary removes it before forwarding; hyper refuses to write a head with both).
 ///
 /// Cost: one scan of the header names, then a removal only for what is there (most
 /// requests carry none; most responses only `Connection: keep-alive`); no allocation
@@ -129,6 +136,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         {
             headers.remove(*name);
         }
+    }
+    if present & TRANSFER_ENCODING_BIT != 0 {
+        headers.remove(CONTENT_LENGTH);
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -367,6 +377,7 @@ mod tests {
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
             assert_eq!(hop_by_hop_bit(name), 1 << i, "{name}");
         }
+        assert_eq!(hop_by_hop_bit(&TRANSFER_ENCODING), TRANSFER_ENCODING_BIT);
         for other in [
             "date",
             "content-length",
@@ -431,8 +442,11 @@ mod tests {
 
     /// The reference the fast path must agree with: collect every name `Connection` lists,
     /// then remove each of them and the fixed list (and `Transfer-Encoding` when it holds
-    /// nothing but `chunked`).
+    /// nothing but `chunked`); `Content-Length` goes when `Transfer-Encoding` came.
     fn strip_reference(headers: &mut HeaderMap, keep_upgrade: bool) {
+        if headers.contains_key(TRANSFER_ENCODING) {
+            headers.remove(CONTENT_LENGTH);
+        }
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
@@ -475,6 +489,7 @@ mod tests {
                     proptest::sample::select(vec![
                         "connection", "keep-alive", "proxy-connection", "te", "trailer",
                         "transfer-encoding", "upgrade", "x-a", "x-b", "host", "accept",
+                        "content-length",
                     ]),
                     proptest::sample::select(vec![
                         "close", "keep-alive", "x-a", "X-B, upgrade", " te , x-a ,",

@@ -798,9 +798,17 @@ async fn forward(
                 }
                 // The backend's time runs from the last progress of the upload it is
                 // receiving (an inactivity timeout, as HAProxy's `timeout server`).
+                let now = tokio::time::Instant::now();
                 match cc.activity.upload_progress() {
-                    Some(t) if t + timeouts.backend_response > tokio::time::Instant::now() => {
+                    Some(t) if t + timeouts.backend_response > now => {
                         cc.arm_response_timer(t + timeouts.backend_response);
+                    }
+                    // An upload waiting for the client: the backend has all there was to
+                    // send, and the client timeout ends the wait (408, HAProxy `cD`). With
+                    // both timeouts equal (their defaults), this one used to run out first
+                    // and blame the backend (504) for the client's stall.
+                    Some(_) if cc.activity.upload_waiting() => {
+                        cc.arm_response_timer(now + timeouts.backend_response);
                     }
                     _ => return Poll::Ready(Err(())),
                 }
