@@ -1164,3 +1164,24 @@ fn global_vrrp_defaults_apply_where_an_instance_is_silent() {
         ["k.conf:5:15: `nopreempt` takes on|off|true|false|yes|no or nothing, not \"maybe\""]
     );
 }
+
+/// `include` takes csh-style braces as keepalived's glob(3) with GLOB_BRACE does: each
+/// alternative's files in order, the others left out.
+#[test]
+fn include_expands_braces() {
+    let dir = tempfile::tempdir().unwrap();
+    let instance = |name: &str, vrid: u8| {
+        BASE_INSTANCE
+            .replace("VI_1", name)
+            .replace("virtual_router_id 51", &format!("virtual_router_id {vrid}"))
+    };
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    std::fs::write(dir.path().join("conf.d/b.conf"), instance("VI_B", 52)).unwrap();
+    std::fs::write(dir.path().join("conf.d/a.conf"), instance("VI_A", 51)).unwrap();
+    std::fs::write(dir.path().join("conf.d/c.conf"), instance("VI_C", 53)).unwrap();
+    std::fs::write(dir.path().join("main.conf"), "include conf.d/{b,a}.conf\n").unwrap();
+    let (cfg, w) = ok(&dir.path().join("main.conf"));
+    assert!(w.is_empty(), "{w:?}");
+    let names: Vec<&str> = cfg.vrrp_instances.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["VI_B", "VI_A"]);
+}

@@ -227,7 +227,10 @@ pub(crate) struct Release {
 #[derive(Debug)]
 pub(crate) struct ClientBody {
     inner: Incoming,
-    upload: Option<Upload>,
+    /// Boxed: bodiless requests (most) carry one null pointer, and the request, moved
+    /// several times on its way to the backend connection, stays small (callgrind: 40
+    /// more bytes cost about 2 % more instructions per keep-alive request in `memcpy`).
+    upload: Option<Box<Upload>>,
 }
 
 #[derive(Debug)]
@@ -271,12 +274,12 @@ impl ClientBody {
     ) -> Self {
         let upload = (!inner.is_end_stream()).then(|| {
             activity.upload_started();
-            Upload {
+            Box::new(Upload {
                 activity: Arc::clone(activity),
                 after,
                 sleep: None,
                 waiting: false,
-            }
+            })
         });
         Self { inner, upload }
     }

@@ -3,8 +3,8 @@
 //!
 //! Written from the keepalived.conf(5) manual: a statement is a keyword and its arguments
 //! up to the end of the line, optionally followed by a `{ … }` block of statements; `#` and
-//! `!` start comments; `"…"` quotes an argument with spaces; `include PATTERN` (a glob,
-//! relative to the including file) is replaced by the statements of the files it matches,
+//! `!` start comments; `"…"` quotes an argument with spaces; `include PATTERN` (a glob
+//! with csh-style `{a,b}` braces, relative to the including file) is replaced by the statements of the files it matches,
 //! at any depth.
 //!
 //! # Examples
@@ -137,6 +137,8 @@ struct Lexed {
     tok: Tok,
     text: String,
     location: Location,
+    /// Byte offsets in the file (tokens written without space between them touch).
+    span: Range<usize>,
 }
 
 fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
@@ -167,11 +169,13 @@ fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
                 tok,
                 text: unquote(&slice[1..slice.len() - 1]),
                 location,
+                span,
             }),
             Ok(tok) => out.push(Lexed {
                 tok,
                 text: slice.to_owned(),
                 location,
+                span,
             }),
             Err(()) => diag.error(&location, format!("unexpected character {slice:?}")),
         }
@@ -280,15 +284,48 @@ impl Parser<'_> {
                         _ => diag.error(&t.location, "unexpected `{` with no keyword before it"),
                     }
                 }
+                Some(Tok::Word) if self.tokens[self.pos].text == "include" => {
+                    let stmt = self.include_statement();
+                    self.include(&stmt, &mut stmts, diag);
+                }
                 Some(Tok::Word | Tok::Quoted | Tok::Unterminated) => {
                     let stmt = self.statement(diag);
-                    if stmt.keyword.text == "include" && stmt.block.is_none() {
-                        self.include(&stmt, &mut stmts, diag);
-                    } else {
-                        stmts.push(stmt);
-                    }
+                    stmts.push(stmt);
                 }
             }
+        }
+    }
+
+    /// `include PATTERN`: the rest of the line, where braces written inside a word (a glob's
+    /// `{a,b}`) belong to it, as keepalived reads the raw line. A `}` standing alone still
+    /// closes the enclosing block.
+    fn include_statement(&mut self) -> Stmt {
+        let keyword = self.take();
+        let mut args: Vec<Token> = Vec::new();
+        let mut last_end = None;
+        while let Some(t) = self.tokens.get(self.pos) {
+            if t.tok == Tok::Newline {
+                break;
+            }
+            let touches = last_end == Some(t.span.start);
+            if t.tok == Tok::Close && !touches {
+                break;
+            }
+            let t = &self.tokens[self.pos];
+            match args.last_mut() {
+                Some(a) if touches => a.text.push_str(&t.text),
+                _ => args.push(Token {
+                    text: t.text.clone(),
+                    location: t.location.clone(),
+                }),
+            }
+            last_end = Some(t.span.end);
+            self.pos += 1;
+        }
+        Stmt {
+            keyword,
+            args,
+            block: None,
         }
     }
 
@@ -341,22 +378,32 @@ impl Parser<'_> {
             base.join(&pattern.text)
         };
         let full_str = full.to_string_lossy().into_owned();
-        let mut files: Vec<PathBuf> = match glob::glob(&full_str) {
-            Ok(paths) => paths
-                .filter_map(Result::ok)
-                .filter(|p| p.is_file())
-                .collect(),
-            Err(e) => {
-                diag.error(
-                    &pattern.location,
-                    format!("bad include pattern {full_str:?}: {e}"),
-                );
-                return;
+        // csh-style braces first, as keepalived's glob(3) with GLOB_BRACE: each
+        // alternative's matches in order, sorted within it, each file once.
+        let mut files: Vec<PathBuf> = Vec::new();
+        for alternative in expand_braces(&full_str) {
+            let mut matched: Vec<PathBuf> = match glob::glob(&alternative) {
+                Ok(paths) => paths
+                    .filter_map(Result::ok)
+                    .filter(|p| p.is_file())
+                    .collect(),
+                Err(e) => {
+                    diag.error(
+                        &pattern.location,
+                        format!("bad include pattern {alternative:?}: {e}"),
+                    );
+                    return;
+                }
+            };
+            matched.sort();
+            for f in matched {
+                if !files.contains(&f) {
+                    files.push(f);
+                }
             }
-        };
-        files.sort();
+        }
         if files.is_empty() {
-            if full_str.contains(['*', '?', '[']) {
+            if full_str.contains(['*', '?', '[', '{']) {
                 diag.warn(
                     &pattern.location,
                     format!("include {full_str:?} matches no file"),
@@ -380,9 +427,65 @@ impl Parser<'_> {
     }
 }
 
+/// Expands csh-style braces, as glob(3)'s `GLOB_BRACE`: `a{b,c{d,e}}f` gives `abf`, `acdf`,
+/// `acef`, in that order; `{x}` gives `x`; `{}` and unbalanced braces stay as written.
+fn expand_braces(pattern: &str) -> Vec<String> {
+    let mut from = 0;
+    while let Some(open) = pattern[from..].find('{').map(|o| o + from) {
+        let mut depth = 0usize;
+        let mut close = None;
+        let mut commas = Vec::new();
+        for (j, c) in pattern[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(open + j);
+                        break;
+                    }
+                }
+                ',' if depth == 1 => commas.push(open + j),
+                _ => {}
+            }
+        }
+        let Some(close) = close else {
+            break; // unbalanced: literal
+        };
+        if close == open + 1 {
+            from = close + 1; // `{}`: literal
+            continue;
+        }
+        let (prefix, suffix) = (&pattern[..open], &pattern[close + 1..]);
+        let mut parts = Vec::new();
+        let mut start = open + 1;
+        for c in commas {
+            parts.push(&pattern[start..c]);
+            start = c + 1;
+        }
+        parts.push(&pattern[start..close]);
+        return parts
+            .into_iter()
+            .flat_map(|part| expand_braces(&format!("{prefix}{part}{suffix}")))
+            .collect();
+    }
+    vec![pattern.to_owned()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn braces_expand_as_glob_brace() {
+        assert_eq!(expand_braces("a{b,c{d,e}}f"), ["abf", "acdf", "acef"]);
+        assert_eq!(expand_braces("/etc/{x}.conf"), ["/etc/x.conf"]);
+        assert_eq!(expand_braces("{a,b}/{c,d}"), ["a/c", "a/d", "b/c", "b/d"]);
+        assert_eq!(expand_braces("x{}y{a,b}"), ["x{}ya", "x{}yb"]);
+        assert_eq!(expand_braces("un{balanced"), ["un{balanced"]);
+        assert_eq!(expand_braces("plain/*.conf"), ["plain/*.conf"]);
+        assert_eq!(expand_braces("{,x}y"), ["y", "xy"]);
+    }
 
     fn parse(text: &str) -> (Vec<Stmt>, Diagnostics) {
         let mut d = Diagnostics::default();
