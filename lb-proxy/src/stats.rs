@@ -49,6 +49,11 @@ counters! {
     connect_failures,
     /// Connect attempts made after a failure (HAProxy `retries`).
     retries,
+    /// Backend connections (UDP: session sockets) that could not be set up on this host (its
+    /// descriptors, `source` address or ephemeral ports ran out: EMFILE, EADDRNOTAVAIL,
+    /// ...). Not the backend's fault: not in `connect_failures`, not retried, not told to
+    /// passive health; the client connection (datagram) is dropped and counted in `failed`.
+    local_errors,
     /// Client connections closed because no backend could be reached: the client-visible
     /// failures.
     failed,

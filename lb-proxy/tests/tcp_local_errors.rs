@@ -72,8 +72,14 @@ async fn emfile_on_the_backend_socket_is_not_blamed_on_the_backend() {
 
         let st = proxy.stats();
         assert_eq!(
-            (st.failed, st.connect_failures, st.retries, st.connected),
-            (1, 0, 0, 0),
+            (
+                st.failed,
+                st.local_errors,
+                st.connect_failures,
+                st.retries,
+                st.connected
+            ),
+            (1, 1, 0, 0, 0),
             "{st:?}"
         );
         let backends = pool.backends();

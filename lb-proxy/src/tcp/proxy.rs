@@ -688,6 +688,8 @@ async fn connect_backend(
             Err(e @ Error::LocalConnect { .. }) => {
                 drop(guard);
                 shared.queue.wake_front();
+                ProxyStats::inc(&shared.stats.local_errors);
+                tracing::warn!(backend = %backend.addr(), error = %e, "backend connection not set up on this host");
                 return Err(e);
             }
             Err(e) => {

@@ -524,6 +524,7 @@ async fn open_session(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot open a UDP session socket");
+            ProxyStats::inc(&shared.stats.local_errors);
             ProxyStats::inc(&shared.stats.failed);
             return None;
         }
