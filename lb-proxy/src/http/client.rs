@@ -113,7 +113,15 @@ impl ConnPool {
                 if idle.tx.is_closed() || now.duration_since(idle.since) >= self.idle_timeout {
                     continue;
                 }
-                if idle.tx.is_ready() || idle.tx.ready().await.is_ok() {
+                // A pooled connection is ready, or about to be: its task may not have run
+                // since the response ended. Bounded all the same (by the connect timeout): a
+                // connection that does not become ready is dropped, not waited on.
+                let ready = idle.tx.is_ready()
+                    || matches!(
+                        tokio::time::timeout(self.connect_timeout, idle.tx.ready()).await,
+                        Ok(Ok(()))
+                    );
+                if ready {
                     return Ok(Checkout {
                         tx: idle.tx,
                         reused: true,
