@@ -1185,3 +1185,78 @@ fn include_expands_braces() {
     let names: Vec<&str> = cfg.vrrp_instances.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, ["VI_B", "VI_A"]);
 }
+
+/// An `include` line whose last word touches the `}` closing the block it is in
+/// (`{ include vs.d/rs.conf}`) still closes that block, as it did before braces were read
+/// as part of the pattern: only a `}` matching a `{` of the same word belongs to the
+/// pattern. It used to be taken into the file name ("rs.conf}" does not exist) and the
+/// block stayed open to the end of the file.
+#[test]
+fn include_touching_the_closing_brace_closes_the_block() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rs.d")).unwrap();
+    let rs = |port: u16| format!("real_server 198.18.0.2 {port} {{\n    weight 1\n}}\n");
+    std::fs::write(dir.path().join("rs.d/a.conf"), rs(8080)).unwrap();
+    std::fs::write(dir.path().join("rs.d/b.conf"), rs(8081)).unwrap();
+    std::fs::write(
+        dir.path().join("main.conf"),
+        "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    include rs.d/a.conf}\nvirtual_server 198.18.0.250 81 {\n    protocol TCP\n    include rs.d/{a,b}.conf}\n",
+    )
+    .unwrap();
+    let (cfg, w) = ok(&dir.path().join("main.conf"));
+    assert!(w.is_empty(), "{w:?}");
+    let ports: Vec<Vec<u16>> = cfg
+        .virtual_servers
+        .iter()
+        .map(|vs| vs.backends.iter().map(|b| b.address.port()).collect())
+        .collect();
+    assert_eq!(ports, [vec![8080], vec![8080, 8081]]);
+}
+
+/// A backslash escapes a brace (or a glob character) in an include pattern, as glob(3)
+/// without GLOB_NOESCAPE: `\{x\}.conf` names the file `{x}.conf`. The escaped braces
+/// used to be expanded (into `\x\.conf`), and the backslashes were passed to the glob as
+/// literal characters.
+#[test]
+fn include_backslash_escapes_braces() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("{x}.conf"), BASE_INSTANCE).unwrap();
+    std::fs::write(
+        dir.path().join("[v].conf"),
+        BASE_INSTANCE
+            .replace("VI_1", "VI_2")
+            .replace("virtual_router_id 51", "virtual_router_id 52"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("main.conf"),
+        "include \\{x\\}.conf\ninclude \\[v\\].conf\n",
+    )
+    .unwrap();
+    let (cfg, w) = ok(&dir.path().join("main.conf"));
+    assert!(w.is_empty(), "{w:?}");
+    let names: Vec<&str> = cfg.vrrp_instances.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["VI_1", "VI_2"]);
+}
+
+/// Only the pattern written after `include` is a pattern: the directory of the including
+/// file is taken as it is, even with braces or glob characters in its name. It used to go
+/// through the brace expansion (`conf{1}/` became `conf1/`) and the glob.
+#[test]
+fn include_reads_the_including_files_directory_literally() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("conf{1}[2]");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("vi.conf"), BASE_INSTANCE).unwrap();
+    std::fs::write(
+        sub.join("vj.conf"),
+        BASE_INSTANCE
+            .replace("VI_1", "VI_2")
+            .replace("virtual_router_id 51", "virtual_router_id 52"),
+    )
+    .unwrap();
+    std::fs::write(sub.join("main.conf"), "include vi.conf\ninclude vj*.conf\n").unwrap();
+    let (cfg, w) = ok(&sub.join("main.conf"));
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(cfg.vrrp_instances.len(), 2);
+}

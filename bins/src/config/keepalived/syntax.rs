@@ -297,19 +297,29 @@ impl Parser<'_> {
     }
 
     /// `include PATTERN`: the rest of the line, where braces written inside a word (a glob's
-    /// `{a,b}`) belong to it, as keepalived reads the raw line. A `}` standing alone still
-    /// closes the enclosing block.
+    /// `{a,b}`) belong to it, as keepalived reads the raw line. A `}` standing alone, or one
+    /// that touches the word but matches no `{` of it (`{ include rs.conf}`), still closes
+    /// the enclosing block; a `\}` belongs to the word.
     fn include_statement(&mut self) -> Stmt {
         let keyword = self.take();
         let mut args: Vec<Token> = Vec::new();
         let mut last_end = None;
+        // Braces of the current word opened and not yet closed (escaped ones aside).
+        let mut open = 0usize;
         while let Some(t) = self.tokens.get(self.pos) {
             if t.tok == Tok::Newline {
                 break;
             }
             let touches = last_end == Some(t.span.start);
-            if t.tok == Tok::Close && !touches {
-                break;
+            let escaped = touches && args.last().is_some_and(|a| ends_with_escape(&a.text));
+            if !touches {
+                open = 0;
+            }
+            match t.tok {
+                Tok::Close if !escaped && open == 0 => break,
+                Tok::Close if !escaped => open -= 1,
+                Tok::Open if !escaped => open += 1,
+                _ => {}
             }
             let t = &self.tokens[self.pos];
             match args.last_mut() {
@@ -378,10 +388,23 @@ impl Parser<'_> {
             base.join(&pattern.text)
         };
         let full_str = full.to_string_lossy().into_owned();
+        // Only the written pattern is one: the including file's directory is taken as it
+        // is, braces and glob characters included.
+        let base_glob = if Path::new(&pattern.text).is_absolute() {
+            String::new()
+        } else {
+            let b = glob::Pattern::escape(&base.to_string_lossy());
+            if b.is_empty() || b.ends_with('/') {
+                b
+            } else {
+                format!("{b}/")
+            }
+        };
         // csh-style braces first, as keepalived's glob(3) with GLOB_BRACE: each
         // alternative's matches in order, sorted within it, each file once.
         let mut files: Vec<PathBuf> = Vec::new();
-        for alternative in expand_braces(&full_str) {
+        for alternative in expand_braces(&pattern.text) {
+            let alternative = format!("{base_glob}{}", glob_escapes(&alternative));
             let mut matched: Vec<PathBuf> = match glob::glob(&alternative) {
                 Ok(paths) => paths
                     .filter_map(Result::ok)
@@ -390,7 +413,7 @@ impl Parser<'_> {
                 Err(e) => {
                     diag.error(
                         &pattern.location,
-                        format!("bad include pattern {alternative:?}: {e}"),
+                        format!("bad include pattern {full_str:?}: {e}"),
                     );
                     return;
                 }
@@ -427,33 +450,54 @@ impl Parser<'_> {
     }
 }
 
+/// Whether `s` ends with a backslash that escapes what follows (an odd run of them).
+fn ends_with_escape(s: &str) -> bool {
+    s.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 1
+}
+
 /// Expands csh-style braces, as glob(3)'s `GLOB_BRACE`: `a{b,c{d,e}}f` gives `abf`, `acdf`,
-/// `acef`, in that order; `{x}` gives `x`; `{}` and unbalanced braces stay as written.
+/// `acef`, in that order; `{x}` gives `x`; `{}` and unbalanced braces stay as written. A
+/// backslash escapes the next character (`\{`, `\,` are literal) and is kept for
+/// [`glob_escapes`].
 fn expand_braces(pattern: &str) -> Vec<String> {
-    let mut from = 0;
-    while let Some(open) = pattern[from..].find('{').map(|o| o + from) {
+    // Byte offsets of the unescaped characters that matter here.
+    let mut specials = Vec::new();
+    let mut chars = pattern.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '{' | '}' | ',' => specials.push((i, c)),
+            _ => {}
+        }
+    }
+    let mut k = 0;
+    while let Some(start) = specials[k..].iter().position(|&(_, c)| c == '{') {
+        let first = k + start;
+        let open = specials[first].0;
         let mut depth = 0usize;
         let mut close = None;
         let mut commas = Vec::new();
-        for (j, c) in pattern[open..].char_indices() {
+        for (n, &(j, c)) in specials[first..].iter().enumerate() {
             match c {
                 '{' => depth += 1,
                 '}' => {
                     depth -= 1;
                     if depth == 0 {
-                        close = Some(open + j);
+                        close = Some((first + n, j));
                         break;
                     }
                 }
-                ',' if depth == 1 => commas.push(open + j),
+                _ if depth == 1 => commas.push(j),
                 _ => {}
             }
         }
-        let Some(close) = close else {
+        let Some((close_k, close)) = close else {
             break; // unbalanced: literal
         };
         if close == open + 1 {
-            from = close + 1; // `{}`: literal
+            k = close_k + 1; // `{}`: literal
             continue;
         }
         let (prefix, suffix) = (&pattern[..open], &pattern[close + 1..]);
@@ -472,6 +516,28 @@ fn expand_braces(pattern: &str) -> Vec<String> {
     vec![pattern.to_owned()]
 }
 
+/// An expanded include pattern in the `glob` crate's syntax, which has no backslash escape:
+/// `\*` becomes `[*]` (and `\?`, `\[`, `\]` alike), any other escaped character stands
+/// for itself, as glob(3) reads them.
+fn glob_escapes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some(e)) => {
+                chars.next();
+                if matches!(e, '*' | '?' | '[' | ']') {
+                    out.extend(['[', e, ']']);
+                } else {
+                    out.push(e);
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,6 +551,11 @@ mod tests {
         assert_eq!(expand_braces("un{balanced"), ["un{balanced"]);
         assert_eq!(expand_braces("plain/*.conf"), ["plain/*.conf"]);
         assert_eq!(expand_braces("{,x}y"), ["y", "xy"]);
+        // A backslash escapes a brace or a comma; the escapes are kept for the glob.
+        assert_eq!(expand_braces("\\{a,b\\}"), ["\\{a,b\\}"]);
+        assert_eq!(expand_braces("{a\\,b,c}"), ["a\\,b", "c"]);
+        assert_eq!(expand_braces("{a\\}b,c}"), ["a\\}b", "c"]);
+        assert_eq!(glob_escapes("\\{x\\}\\*\\[v\\]\\\\"), "{x}[*][[]v[]]\\");
     }
 
     fn parse(text: &str) -> (Vec<Stmt>, Diagnostics) {
