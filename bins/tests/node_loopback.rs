@@ -1642,3 +1642,78 @@ check = [{{ type = "tcp", connect_timeout = "500ms", inter = "100ms", delay_befo
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// keepalived keeps a virtual server's quorum across a reload. With quorum 2 and
+/// hysteresis 1, three primaries of weight 1 have quorum; a reload that removes one and
+/// restarts the virtual server (its scheduler changes) must not start it afresh, where
+/// 2 < 2 + 1 would mean no quorum, the sorry server serving and quorum_down running:
+/// 2 is not below 2 - 1.
+#[test]
+fn reload_keeps_quorum_inside_the_hysteresis_band() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let c = RealServer::start("c");
+    let sorry = RealServer::start("sorry");
+    let port = free_port();
+    let log = dir.join("quorum.log");
+    let config = |algo: &str, with_c: bool| {
+        let third = if with_c {
+            format!("[[virtual_server.backend]]\naddress = \"{}\"\n", c.addr)
+        } else {
+            String::new()
+        };
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+lb_algo = "{algo}"
+quorum = 2
+hysteresis = 1
+quorum_up = "echo up >> {log}"
+quorum_down = "echo down >> {log}"
+
+[[virtual_server.backend]]
+address = "{a}"
+[[virtual_server.backend]]
+address = "{b}"
+{third}
+[[virtual_server.backend]]
+address = "{s}"
+backup = true
+"#,
+            sock = dir.join("admin.sock").display(),
+            log = log.display(),
+            a = a.addr,
+            b = b.addr,
+            s = sorry.addr,
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("rr", true));
+    let vip = SocketAddr::from(([127, 0, 0, 1], port));
+    let scripts = || std::fs::read_to_string(&log).unwrap_or_default();
+    let quorum = || status(&sock)["virtual_servers"][0]["quorum"] == true;
+    assert!(quorum(), "3 >= 2 + 1 at start");
+
+    reload_node(&node, &dir, &config("wrr", false));
+    assert!(
+        wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]
+            [0]["scheduler"]
+            == "wrr"),
+        "{}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    assert!(quorum(), "the reload dropped quorum: {}", status(&sock));
+    for _ in 0..4 {
+        assert_ne!(body(&get(vip).unwrap()), "sorry");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(scripts(), "up\n", "quorum scripts run");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -245,6 +245,9 @@ struct PoolState {
     /// The `now` of the last rebuild that computed slow-start weights.
     ramp_evaluated: Option<Instant>,
     generation: u64,
+    /// The quorum state the next rebuild continues from instead of the current snapshot's
+    /// ([`Pool::continue_quorum`]).
+    quorum_seed: Option<bool>,
 }
 
 /// The live backends of one virtual server and its scheduler. See the [module docs](self).
@@ -274,8 +277,9 @@ impl<B: BuildScheduler> Pool<B> {
             up_since: HashMap::new(),
             ramp_evaluated: None,
             generation: 0,
+            quorum_seed: None,
         };
-        let snapshot = build_snapshot(&builder, &config, &state, None, None)?;
+        let snapshot = build_snapshot(&builder, &config, &state, None, None, None)?;
         Ok(Self {
             builder,
             config,
@@ -299,6 +303,20 @@ impl<B: BuildScheduler> Pool<B> {
     /// `quorum`/`hysteresis`): keepalived runs `quorum_up`/`quorum_down` when this changes.
     pub fn has_quorum(&self) -> bool {
         self.current.load().quorum
+    }
+
+    /// Continues the quorum state of the pool this one replaces, as keepalived keeps a
+    /// virtual server's quorum across a reload: with `had_quorum`, quorum is kept down to
+    /// `quorum - hysteresis`; without, it needs `quorum + hysteresis` (which is also where a
+    /// new pool starts). Call it before the pool serves.
+    ///
+    /// # Errors
+    /// Those of rebuilding the schedulers ([`Error::InvalidConfig`], …), none for a pool
+    /// that was built.
+    pub fn continue_quorum(&self, had_quorum: bool) -> Result<()> {
+        let mut st = self.lock();
+        st.quorum_seed = Some(had_quorum);
+        self.rebuild(&mut st, None)
     }
 
     /// Picks a backend for a new connection or request.
@@ -367,7 +385,15 @@ impl<B: BuildScheduler> Pool<B> {
             state.ramp_evaluated = now;
         }
         let prev = self.current.load_full();
-        let snap = build_snapshot(&self.builder, &self.config, state, Some(&prev), now)?;
+        let prev_quorum = state.quorum_seed.take().unwrap_or(prev.quorum);
+        let snap = build_snapshot(
+            &self.builder,
+            &self.config,
+            state,
+            Some(&prev),
+            Some(prev_quorum),
+            now,
+        )?;
         if let Some(table) = &self.persistence {
             table.retain_backends(|id| snap.keeps_sticky(id));
         }
@@ -550,11 +576,13 @@ fn ramped(weight: Weight, since: Instant, now: Instant, window: Duration) -> Wei
     Weight::new(w.max(1)).unwrap_or(weight)
 }
 
+/// `prev_quorum`: the quorum state to continue from (`None` at start: no quorum yet).
 fn build_snapshot<B: BuildScheduler>(
     builder: &B,
     config: &PoolConfig,
     state: &PoolState,
     prev: Option<&Snapshot<B::Scheduler>>,
+    prev_quorum: Option<bool>,
     now: Option<Instant>,
 ) -> Result<Snapshot<B::Scheduler>> {
     // Effective weights (slow start).
@@ -600,7 +628,7 @@ fn build_snapshot<B: BuildScheduler>(
         .filter(|b| b.admin() == AdminState::Ready && b.health() == Health::Up)
         .map(|b| u64::from(b.weight().get()))
         .sum();
-    let quorum = match prev.map(|p| p.quorum) {
+    let quorum = match prev_quorum {
         Some(true) => online > 0 && online >= config.quorum.saturating_sub(config.hysteresis),
         Some(false) | None => {
             online > 0 && online >= config.quorum.saturating_add(config.hysteresis)
@@ -831,6 +859,44 @@ mod tests {
         p.set_health(BackendId(3), Health::Up, now).unwrap();
         assert!(p.has_quorum(), "30 >= 25");
         assert_ne!(pick(&p, now, &c), 9);
+    }
+
+    /// A pool replacing another (a reload) continues its quorum state: two primaries of
+    /// weight 10 (20) with quorum 20 and hysteresis 5 keep quorum when the old pool had it,
+    /// and stay without when it had not, where a new pool starts without.
+    #[test]
+    fn continued_quorum_keeps_the_replaced_pools_state() {
+        let pool = || {
+            let mut backends: Vec<Backend> = set(2).iter().cloned().collect();
+            backends.push(
+                Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true),
+            );
+            Pool::new(
+                Algorithm::RoundRobin,
+                BackendSet::new(backends).unwrap(),
+                PoolConfig {
+                    quorum: 20,
+                    hysteresis: 5,
+                    ..PoolConfig::default()
+                },
+            )
+            .unwrap()
+        };
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        let fresh = pool();
+        assert!(!fresh.has_quorum(), "20 < 25 at start");
+        let kept = pool();
+        kept.continue_quorum(true).unwrap();
+        assert!(kept.has_quorum(), "20 >= 15 once held");
+        assert_ne!(pick(&kept, now, &c), 9);
+        // The continued state goes on like any other: below 15 it is lost.
+        kept.set_health(BackendId(1), Health::Down, now).unwrap();
+        assert!(!kept.has_quorum());
+        let lost = pool();
+        lost.continue_quorum(false).unwrap();
+        assert!(!lost.has_quorum());
+        assert_eq!(pick(&lost, now, &c), 9);
     }
 
     /// Primaries 1 and 2, backup 9, with persistence.

@@ -564,6 +564,11 @@ impl VsRuntime {
                     .map_err(|e| err(e.to_string()))?;
             }
         }
+        // keepalived keeps a virtual server's quorum across a reload (a weight inside the
+        // hysteresis band would otherwise restart without it).
+        if let Some(q) = carried.quorum {
+            pool.continue_quorum(q).map_err(|e| err(e.to_string()))?;
+        }
 
         // Health checks: one per backend; several checks of one backend run together and it
         // is up only while all pass (keepalived), on the first check's schedule.
