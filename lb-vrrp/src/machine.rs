@@ -844,15 +844,23 @@ impl VirtualRouter {
                         self.timers
                             .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
                     }
-                    if self.cfg.garp_lower_prio_repeat > 0 {
-                        self.announce(self.cfg.garp_lower_prio_repeat);
-                        if let Some(d) = self.cfg.garp_lower_prio_delay.filter(|d| !d.is_zero()) {
-                            self.timers.set(Timer::GarpLowerPrio, now + d);
-                        }
-                    }
+                    self.reannounce_after_lower_priority(now);
                 }
             }
             State::Initialize | State::Fault => {}
+        }
+    }
+
+    /// As Master after a lower-priority advert (to this router or, in a sync group, to
+    /// another member): `garp_lower_prio_repeat` gratuitous ARPs now and, after
+    /// `garp_lower_prio_delay`, again.
+    fn reannounce_after_lower_priority(&mut self, now: Instant) {
+        if self.state != State::Master || self.cfg.garp_lower_prio_repeat == 0 {
+            return;
+        }
+        self.announce(self.cfg.garp_lower_prio_repeat);
+        if let Some(d) = self.cfg.garp_lower_prio_delay.filter(|d| !d.is_zero()) {
+            self.timers.set(Timer::GarpLowerPrio, now + d);
         }
     }
 
@@ -1074,6 +1082,26 @@ fn addr_key(a: IpAddr) -> u128 {
     }
 }
 
+/// Runs `f` on member `i` (if any); when it made that member answer a lower-priority
+/// advert, the group's other Masters re-announce their addresses too (keepalived).
+fn lower_priority_heard_by_all(
+    ms: &mut [VirtualRouter],
+    i: usize,
+    now: Instant,
+    f: impl FnOnce(&mut VirtualRouter),
+) {
+    let Some(m) = ms.get_mut(i) else { return };
+    let before = m.counters().lower_priority_rx;
+    f(m);
+    if m.counters().lower_priority_rx != before {
+        for (j, other) in ms.iter_mut().enumerate() {
+            if j != i {
+                other.reannounce_after_lower_priority(now);
+            }
+        }
+    }
+}
+
 /// A keepalived `vrrp_sync_group`: member routers change state together.
 ///
 /// * one member becomes Master → every Backup member becomes Master;
@@ -1149,17 +1177,15 @@ impl SyncGroup {
     /// A packet for member `i` (ignored if out of range).
     pub fn handle_packet(&mut self, now: Instant, i: usize, meta: RxMeta, bytes: &[u8]) {
         self.with(now, |ms| {
-            if let Some(m) = ms.get_mut(i) {
-                m.handle_packet(now, meta, bytes);
-            }
+            lower_priority_heard_by_all(ms, i, now, |m| m.handle_packet(now, meta, bytes));
         });
     }
-    /// An advert for member `i` (ignored if out of range).
+    /// An advert for member `i` (ignored if out of range). A member that is Master and
+    /// hears a lower-priority one re-announces its addresses, and so do the group's other
+    /// Masters (keepalived: the other node took them all over).
     pub fn handle_advert(&mut self, now: Instant, i: usize, meta: RxMeta, adv: &AdvertRepr) {
         self.with(now, |ms| {
-            if let Some(m) = ms.get_mut(i) {
-                m.handle_advert(now, meta, adv);
-            }
+            lower_priority_heard_by_all(ms, i, now, |m| m.handle_advert(now, meta, adv));
         });
     }
     /// Link state of member `i`'s interface.
@@ -1742,6 +1768,54 @@ mod tests {
         assert!(g.members().iter().all(|m| m.state() == State::Backup));
         let n = std::iter::from_fn(|| g.poll_action()).count();
         assert!(n > 0);
+    }
+
+    /// keepalived: when a sync group member that is Master hears a lower-priority Master,
+    /// the group's other members re-announce their addresses too (the other node took
+    /// them all over), through the parsed-packet path the driver uses.
+    #[test]
+    fn sync_group_members_all_reannounce_after_a_lower_priority_advert() {
+        let t0 = t0();
+        let mk = |vrid: u8| {
+            let mut c = cfg(150, 1);
+            c.vrid = Vrid::new(vrid).unwrap();
+            c.garp_lower_prio_repeat = 3;
+            VirtualRouter::new(c)
+        };
+        let mut g = SyncGroup::new(vec![mk(51), mk(52)]);
+        g.start(t0);
+        g.handle_timeout(t0 + Duration::from_secs(4));
+        assert!(g.members().iter().all(|m| m.state() == State::Master));
+        while g.poll_action().is_some() {}
+        let c0 = g.member(0).config().clone();
+        let adv = advert(&c0, 100);
+        let mut buf = vec![0u8; adv.buffer_len()];
+        adv.emit(
+            &mut Packet::new_unchecked(&mut buf[..]),
+            ip(2),
+            IpAddr::V4(crate::wire::VRRP_MCAST_V4),
+        )
+        .unwrap();
+        let t1 = t0 + Duration::from_secs(10);
+        g.handle_packet(t1, 0, meta(2), &buf);
+        let actions: Vec<(usize, Action)> = std::iter::from_fn(|| g.poll_action()).collect();
+        for i in 0..2 {
+            assert!(
+                actions.contains(&(i, Action::AnnounceVips { repeat: 3 })),
+                "member {i}: {actions:?}"
+            );
+            assert_eq!(
+                g.member(i).timer(Timer::GarpLowerPrio),
+                Some(t1 + Duration::from_secs(5))
+            );
+        }
+        // Only the member that heard it answers with an advert.
+        assert!(actions
+            .iter()
+            .any(|(i, a)| *i == 0 && matches!(a, Action::SendAdvert(_))));
+        assert!(!actions
+            .iter()
+            .any(|(i, a)| *i == 1 && matches!(a, Action::SendAdvert(_))));
     }
 
     #[derive(Debug, Clone)]
