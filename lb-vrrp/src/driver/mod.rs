@@ -763,16 +763,20 @@ fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
     };
     // A VIP on another `dev` is announced there, with that interface's MAC (a neighbour
     // on that link must not learn the instance interface's address for it).
+    // One whose interface is gone or has no link-layer address (nothing to announce
+    // there) is skipped.
     let targets: Vec<(IpAddr, u32, [u8; 6])> = inst
         .cfg
         .all_vips()
-        .map(|v| match &v.dev {
-            Some(d) => (
-                v.addr,
-                VipManager::ifindex(d).unwrap_or(inst.ifindex),
-                vip::mac_address(d).unwrap_or(mac),
-            ),
-            None => (v.addr, inst.ifindex, mac),
+        .filter_map(|v| match &v.dev {
+            Some(d) => match (VipManager::ifindex(d), vip::mac_address(d)) {
+                (Ok(ifindex), Ok(dev_mac)) => Some((v.addr, ifindex, dev_mac)),
+                _ => {
+                    tracing::debug!(vip = %v.addr, dev = %d, "not announced: no such interface or no MAC address");
+                    None
+                }
+            },
+            None => Some((v.addr, inst.ifindex, mac)),
         })
         .collect();
     let mut first_err = None;
