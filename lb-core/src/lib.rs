@@ -35,9 +35,11 @@
 //! lb-core = { version = "0.1", features = ["testing"] }
 //! ```
 //!
-//! ```ignore
+//! ```text
 //! lb_core::testing::check_scheduler(&MyBuilder, lb_core::testing::Claims::WEIGHTED, 64)?;
 //! ```
+//!
+//! (a sketch: `testing`'s own example runs it on a built-in algorithm)
 //!
 //! # Examples
 //!
