@@ -1260,3 +1260,29 @@ fn include_reads_the_including_files_directory_literally() {
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(cfg.vrrp_instances.len(), 2);
 }
+
+/// A wildcard listener takes its port on every address (`[::]` on IPv4 ones too), so a
+/// virtual server on the same port and transport could not bind: a located error at load
+/// rather than a failure at start. Other ports, or TCP beside UDP, are fine.
+#[test]
+fn overlapping_listeners_are_refused_at_load() {
+    let vs = |listen: &str, proto: &str| {
+        format!("[[virtual_server]]\nlisten = \"{listen}\"\nprotocol = \"{proto}\"\n[[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n\n")
+    };
+    let text = [
+        vs("0.0.0.0:80", "tcp"),
+        vs("198.18.0.250:80", "tcp"),
+        vs("198.18.0.250:80", "udp"),
+        vs("198.18.0.250:81", "tcp"),
+        vs("[::]:443", "tcp"),
+        vs("198.18.0.250:443", "http"),
+    ]
+    .concat();
+    assert_eq!(
+        errors("lb.toml", &text),
+        [
+            "lb.toml:8:10: tcp 198.18.0.250:80 overlaps virtual server 0.0.0.0:80 on 0.0.0.0:80: a wildcard address takes its port on every address; listen on the addresses one by one",
+            "lb.toml:32:10: tcp 198.18.0.250:443 overlaps virtual server [::]:443 on [::]:443: a wildcard address takes its port on every address; listen on the addresses one by one",
+        ]
+    );
+}

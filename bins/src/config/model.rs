@@ -1380,6 +1380,27 @@ impl Config {
             if vs.listen.port() == 0 {
                 err(format!("{p}.listen"), format!("port 0 in {}", vs.listen));
             }
+            // A wildcard listener takes its port on every address (`[::]` on IPv4 ones too:
+            // IPV6_V6ONLY is off): another on the same port could not bind.
+            let covers = |wild: SocketAddr, other: SocketAddr| {
+                wild.ip().is_unspecified()
+                    && (wild.is_ipv6() || other.is_ipv4())
+                    && wild.port() == other.port()
+                    && wild != other
+            };
+            let same_transport =
+                |o: &VirtualServer| (o.protocol == Protocol::Udp) == (vs.protocol == Protocol::Udp);
+            if let Some(o) = self.virtual_servers[..i].iter().find(|o| {
+                same_transport(o) && (covers(o.listen, vs.listen) || covers(vs.listen, o.listen))
+            }) {
+                err(
+                    format!("{p}.listen"),
+                    format!(
+                        "{transport} {} overlaps virtual server {} on {}: a wildcard address takes its port on every address; listen on the addresses one by one",
+                        vs.listen, o.name, o.listen
+                    ),
+                );
+            }
             if vs.connect_timeout.is_zero() {
                 err(
                     format!("{p}.connect_timeout"),
