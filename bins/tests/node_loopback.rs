@@ -1217,7 +1217,8 @@ type = "tcp"
 /// A virtual server that a reload restarts (a new `lb_algo`) keeps what its predecessor
 /// knew of each real server: the admin state set with `lbctl` (maint stays maint) and the
 /// checks' verdict (a dead real server stays down instead of starting up again until its
-/// check fails `retry` times, 2 s here), as keepalived keeps its checkers' state.
+/// check fails `retry` times, 2 s here), as keepalived keeps its checkers' state; and its
+/// connection counts go on from the predecessor's totals.
 #[test]
 fn reload_restart_keeps_admin_state_and_health() {
     let dir = tempdir();
@@ -1272,6 +1273,12 @@ delay_before_retry = "1s"
         log()
     );
 
+    let vip = SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..3 {
+        assert_eq!(body(&get(vip).unwrap()), "a");
+    }
+    assert_eq!(backend(0)["total_connections"], 3);
+
     reload_node(&node, &dir, &config("wrr"));
     assert!(
         wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]
@@ -1280,16 +1287,18 @@ delay_before_retry = "1s"
         "{}",
         log()
     );
+    // The counters' totals go on (IPVS keeps a kept service's).
+    assert_eq!(backend(0)["total_connections"], 3, "{}", status(&sock));
     // For a second (half the 2 s a fresh check needs to fail), every look agrees.
     for _ in 0..10 {
         assert_eq!(backend(1)["admin"], "maint", "{}", status(&sock));
         assert_eq!(backend(2)["health"], "down", "{}\n{}", status(&sock), log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let vip = SocketAddr::from(([127, 0, 0, 1], port));
     for _ in 0..4 {
         assert_eq!(body(&get(vip).unwrap()), "a");
     }
+    assert_eq!(backend(0)["total_connections"], 7);
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -256,6 +256,21 @@ impl BackendStats {
         self.bytes_to_client.fetch_add(to_client, Ordering::Relaxed);
     }
 
+    /// Adds the running totals of `old`, the counters of the backend this one replaces (a
+    /// reload restarting its virtual server), so that they go on instead of restarting
+    /// from zero, as IPVS keeps a kept service's: connections, failures and bytes each way.
+    /// Open connections, requests in flight and the latency estimate are not carried.
+    pub fn carry_totals(&self, old: &Self) {
+        for (mine, theirs) in [
+            (&self.total, &old.total),
+            (&self.failures, &old.failures),
+            (&self.bytes_to_backend, &old.bytes_to_backend),
+            (&self.bytes_to_client, &old.bytes_to_client),
+        ] {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     /// Counts a failed connection or request to this backend.
     pub fn record_failure(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
@@ -604,6 +619,29 @@ mod tests {
             BackendSet::new(vec![a, c]),
             Err(Error::DuplicateAddress(_))
         ));
+    }
+
+    #[test]
+    fn carried_totals_add_up_and_leave_live_counts() {
+        #[allow(clippy::disallowed_methods)]
+        let t = Instant::now();
+        let old = Arc::new(BackendStats::new(t));
+        let _open = old.connection();
+        old.add_bytes(10, 20);
+        old.record_failure();
+        let new = Arc::new(BackendStats::new(t));
+        drop(new.connection());
+        new.carry_totals(&old);
+        assert_eq!(
+            (
+                new.total(),
+                new.failures(),
+                new.bytes_to_backend(),
+                new.bytes_to_client()
+            ),
+            (2, 1, 10, 20)
+        );
+        assert_eq!(new.active(), 0, "open connections stay the old backend's");
     }
 
     #[test]

@@ -27,15 +27,20 @@ use crate::config::model::{
 
 /// What a virtual server restarted by a reload takes over from the version it replaces,
 /// by real server address: the admin state set with `lbctl` (drain, maint) and its active
-/// checks' verdict, as keepalived keeps its checkers' state across a reload. Counters and
-/// outlier ejections start afresh. A snapshot taken before the replacement starts: admin
-/// states set after it follow through [`VsRuntime::take_admin_from`].
+/// checks' verdict, as keepalived keeps its checkers' state across a reload; its quorum
+/// state; and the totals of its L4 counters (connections, failures, bytes), which go on
+/// from there. HTTP request counters and outlier ejections start afresh. A snapshot taken
+/// before the replacement starts: admin states set after it follow through
+/// [`VsRuntime::take_admin_from`], while bytes of connections the old version still drains
+/// stay on its counters.
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     admin: HashMap<SocketAddr, AdminState>,
     health: HashMap<SocketAddr, Health>,
     /// Whether the replaced version had quorum (its `quorum_up`/`quorum_down` already ran).
     quorum: Option<bool>,
+    /// The replaced version's counters, whose totals the new backends go on from.
+    stats: HashMap<SocketAddr, Arc<lb_core::BackendStats>>,
 }
 
 /// The data path of one virtual server.
@@ -556,6 +561,10 @@ impl VsRuntime {
         // What the version this one replaces knew of its real servers.
         for (i, b) in cfg.backends.iter().enumerate() {
             let id = backend_id(i);
+            if let (Some(old), Some(new)) = (carried.stats.get(&b.address), pool.backends().get(id))
+            {
+                new.stats().carry_totals(old);
+            }
             if let Some(&admin) = carried.admin.get(&b.address) {
                 pool.set_admin(id, admin).map_err(|e| err(e.to_string()))?;
             }
@@ -777,10 +786,15 @@ impl VsRuntime {
             .into_iter()
             .filter_map(|(id, h)| Some((backends.get(id)?.addr(), h)))
             .collect();
+        let stats = backends
+            .iter()
+            .map(|b| (b.addr(), Arc::clone(b.stats())))
+            .collect();
         Carried {
             admin,
             health,
             quorum: Some(self.pool.has_quorum()),
+            stats,
         }
     }
 
