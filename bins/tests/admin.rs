@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use lb_bins::admin::client::{Client, ClientError};
 use lb_bins::admin::{
-    server, AdminHandler, AdminState, BackendStatus, Health, HttpCounters, NodeStatus, Status,
-    VirtualServerStatus, VrrpState, VrrpStatus,
+    server, AdminHandler, AdminState, BackendStatus, Health, HttpCounters, HttpVsCounters,
+    NodeStatus, Status, VirtualServerStatus, VrrpState, VrrpStatus,
 };
 use lb_bins::config::model::Protocol;
 
@@ -101,6 +101,7 @@ fn status() -> Status {
                 protocol: Protocol::Tcp,
                 scheduler: "rr".into(),
                 quorum: true,
+                http: None,
                 backends: vec![backend("198.18.0.151:82", 3), down],
             },
             VirtualServerStatus {
@@ -109,6 +110,20 @@ fn status() -> Status {
                 protocol: Protocol::Http,
                 scheduler: "wlc".into(),
                 quorum: false,
+                http: Some(HttpVsCounters {
+                    connections: 40,
+                    active_connections: 2,
+                    requests: 100,
+                    no_backend: 1,
+                    bad_gateway: 2,
+                    gateway_timeout: 3,
+                    bad_requests: 4,
+                    header_timeouts: 5,
+                    idle_timeouts: 6,
+                    client_timeouts: 7,
+                    retries: 8,
+                    upgrades: 9,
+                }),
                 backends: vec![web],
             },
         ],
@@ -262,6 +277,10 @@ fn lbctl_status_prints_tables_and_json() {
     );
     assert!(
         out.contains("http: 100 requests  1xx 0  2xx 97  3xx 0  4xx 0  5xx 3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  http: 40 connections (2 open), 100 requests; 503 1  502 2  504 3  bad requests 4; timeouts: header 5  idle 6  client 7; retries 8  upgrades 9\n"),
         "{out}"
     );
 

@@ -318,6 +318,15 @@ address = "{b}"
         assert_eq!(http["requests"], 3, "{s}");
         assert_eq!(http["responses_2xx"], 3, "{s}");
     }
+    // The virtual server's own HTTP counters: six connections (`Connection: close`), six
+    // requests, no error.
+    let vs = &s["virtual_servers"][0]["http"];
+    assert_eq!(
+        (vs["connections"].as_u64(), vs["requests"].as_u64()),
+        (Some(6), Some(6)),
+        "{s}"
+    );
+    assert_eq!(vs["bad_gateway"], 0, "{s}");
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

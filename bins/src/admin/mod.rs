@@ -270,6 +270,7 @@ impl Status {
                         // A virtual server starts without quorum and gains it at
                         // quorum + hysteresis (keepalived; `lb_core::PoolConfig::hysteresis`).
                         >= vs.quorum.saturating_add(vs.hysteresis),
+                    http: (vs.protocol == Protocol::Http).then(HttpVsCounters::default),
                     backends: vs
                         .backends
                         .iter()
@@ -370,8 +371,42 @@ pub struct VirtualServerStatus {
     /// true.
     #[serde(default = "quorum_default")]
     pub quorum: bool,
+    /// The HTTP proxy's own counters, for `protocol = "http"` virtual servers (absent in
+    /// older output and for L4 virtual servers).
+    #[serde(default)]
+    pub http: Option<HttpVsCounters>,
     /// The backends.
     pub backends: Vec<BackendStatus>,
+}
+
+/// What an HTTP virtual server counted besides its backends' responses: the proxy's own
+/// error responses and why connections were closed (lb-proxy's `VirtualServerStats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HttpVsCounters {
+    /// Client connections accepted.
+    pub connections: u64,
+    /// Client connections open now (upgraded tunnels included).
+    pub active_connections: u64,
+    /// Requests received.
+    pub requests: u64,
+    /// 503s: no route or no live backend.
+    pub no_backend: u64,
+    /// 502s: backend connect failures (after retries) and broken backend connections.
+    pub bad_gateway: u64,
+    /// 504s: backend response timeouts.
+    pub gateway_timeout: u64,
+    /// Malformed requests (400/431) and client aborts.
+    pub bad_requests: u64,
+    /// Connections cut off by the request-head timeout (slowloris).
+    pub header_timeouts: u64,
+    /// Keep-alive connections closed for idleness.
+    pub idle_timeouts: u64,
+    /// Connections closed by the client timeout (a stalled upload gets 408).
+    pub client_timeouts: u64,
+    /// Requests sent to another backend after a failure.
+    pub retries: u64,
+    /// Protocol switches (WebSocket) passed through.
+    pub upgrades: u64,
 }
 
 fn quorum_default() -> bool {

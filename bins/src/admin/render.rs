@@ -127,6 +127,24 @@ pub fn status_table(status: &Status) -> String {
             vs.backends.len(),
             if vs.quorum { "" } else { " no quorum" }
         );
+        if let Some(h) = &vs.http {
+            let _ = writeln!(
+                out,
+                "  http: {} connections ({} open), {} requests; 503 {}  502 {}  504 {}  bad requests {}; timeouts: header {}  idle {}  client {}; retries {}  upgrades {}",
+                h.connections,
+                h.active_connections,
+                h.requests,
+                h.no_backend,
+                h.bad_gateway,
+                h.gateway_timeout,
+                h.bad_requests,
+                h.header_timeouts,
+                h.idle_timeouts,
+                h.client_timeouts,
+                h.retries,
+                h.upgrades
+            );
+        }
         for b in &vs.backends {
             if let Some(line) = lines.next() {
                 let _ = writeln!(out, "  {line}");

@@ -65,8 +65,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::admin::{
-    self, AdminHandler, AdminState, BackendStatus, HttpCounters, NodeStatus, Status,
-    VirtualServerStatus,
+    self, AdminHandler, AdminState, BackendStatus, HttpCounters, HttpVsCounters, NodeStatus,
+    Status, VirtualServerStatus,
 };
 use crate::config::model::{Config, Protocol};
 use crate::config::{self, diff, Format};
@@ -154,6 +154,23 @@ impl AdminHandler for Shared {
                 let routed: Vec<_> = v.routed.iter().filter_map(|f| (f.0)()).collect();
                 let mut frame = v.frame.clone();
                 frame.quorum = snap.has_quorum();
+                frame.http = http.as_ref().map(|h| {
+                    let s = &h.virtual_server;
+                    HttpVsCounters {
+                        connections: s.connections,
+                        active_connections: s.active_connections,
+                        requests: s.requests,
+                        no_backend: s.no_backend,
+                        bad_gateway: s.bad_gateway,
+                        gateway_timeout: s.gateway_timeout,
+                        bad_requests: s.bad_requests,
+                        header_timeouts: s.header_timeouts,
+                        idle_timeouts: s.idle_timeouts,
+                        client_timeouts: s.client_timeouts,
+                        retries: s.retries,
+                        upgrades: s.upgrades,
+                    }
+                });
                 frame.backends = snap
                     .backends()
                     .iter()
@@ -306,6 +323,7 @@ fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
         protocol: v.cfg.protocol,
         scheduler: v.cfg.lb_algo.name().to_owned(),
         quorum: true,
+        http: None,
         backends: Vec::new(),
     };
     let routed = all
