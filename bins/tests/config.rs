@@ -1286,3 +1286,32 @@ fn overlapping_listeners_are_refused_at_load() {
         ]
     );
 }
+
+/// An IPv4-mapped IPv6 listen address (`[::ffff:a.b.c.d]`) binds the IPv4 address: it
+/// overlaps `0.0.0.0` and is the same listener as `a.b.c.d` (both fail to bind), while an
+/// IPv6 address beside `0.0.0.0` on one port binds fine.
+#[test]
+fn ipv4_mapped_listeners_overlap_their_ipv4_address() {
+    let vs = |listen: &str, proto: &str| {
+        format!("[[virtual_server]]\nlisten = \"{listen}\"\nprotocol = \"{proto}\"\n[[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n\n")
+    };
+    let text = [
+        vs("0.0.0.0:82", "tcp"),
+        vs("[::ffff:198.18.0.250]:82", "tcp"),
+        vs("198.18.0.250:83", "udp"),
+        vs("[::ffff:198.18.0.250]:83", "udp"),
+        vs("0.0.0.0:84", "tcp"),
+        vs("[2001:db8::1]:84", "tcp"),
+        vs("[::1]:84", "tcp"),
+        vs("[::ffff:198.18.0.250]:85", "tcp"),
+        vs("[::ffff:198.18.0.250]:85", "udp"),
+    ]
+    .concat();
+    assert_eq!(
+        errors("lb.toml", &text),
+        [
+            "lb.toml:8:10: tcp [::ffff:198.18.0.250]:82 overlaps virtual server 0.0.0.0:82 on 0.0.0.0:82: a wildcard address takes its port on every address; listen on the addresses one by one",
+            "lb.toml:20:10: another virtual server already listens on udp [::ffff:198.18.0.250]:83",
+        ]
+    );
+}

@@ -1368,7 +1368,7 @@ impl Config {
             } else {
                 "tcp"
             };
-            if !listeners.insert((vs.listen, transport)) {
+            if !listeners.insert((bound_address(vs.listen), transport)) {
                 err(
                     format!("{p}.listen"),
                     format!(
@@ -1382,7 +1382,9 @@ impl Config {
             }
             // A wildcard listener takes its port on every address (`[::]` on IPv4 ones too:
             // IPV6_V6ONLY is off): another on the same port could not bind.
+            // An IPv4-mapped address (`[::ffff:a.b.c.d]`) binds the IPv4 one.
             let covers = |wild: SocketAddr, other: SocketAddr| {
+                let (wild, other) = (bound_address(wild), bound_address(other));
                 wild.ip().is_unspecified()
                     && (wild.is_ipv6() || other.is_ipv4())
                     && wild.port() == other.port()
@@ -1744,6 +1746,18 @@ impl Config {
         }
         v.warnings = warnings;
         v
+    }
+}
+
+/// The address a listener on `a` takes: an IPv4-mapped IPv6 address (`[::ffff:a.b.c.d]`)
+/// is its IPv4 address (`[::ffff:0.0.0.0]` the IPv4 wildcard) to the kernel.
+fn bound_address(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, a.port())),
+            None => a,
+        },
+        SocketAddr::V4(_) => a,
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_core::{AdminState, BackendId, Health, Pool, Weight};
+use lb_core::{AdminState, BackendId, BackendSet, Health, Pool, Weight};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{AllOf, ExecProbe, TcpProbe};
 use lb_health::{
@@ -27,20 +27,19 @@ use crate::config::model::{
 
 /// What a virtual server restarted by a reload takes over from the version it replaces,
 /// by real server address: the admin state set with `lbctl` (drain, maint) and its active
-/// checks' verdict, as keepalived keeps its checkers' state across a reload; its quorum
-/// state; and the totals of its L4 counters (connections, failures, bytes), which go on
-/// from there. HTTP request counters and outlier ejections start afresh. A snapshot taken
+/// checks' verdict, as keepalived keeps its checkers' state across a reload; and its quorum
+/// state. HTTP request counters and outlier ejections start afresh. A snapshot taken
 /// before the replacement starts: admin states set after it follow through
-/// [`VsRuntime::take_admin_from`], while bytes of connections the old version still drains
-/// stay on its counters.
+/// [`VsRuntime::take_admin_from`]. The totals of its L4 counters (connections, failures,
+/// bytes) go on in the replacement from where they are when the old version stops
+/// accepting ([`VsRuntime::carry_totals_from`]); bytes of connections it still drains
+/// after that stay on its counters.
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     admin: HashMap<SocketAddr, AdminState>,
     health: HashMap<SocketAddr, Health>,
     /// Whether the replaced version had quorum (its `quorum_up`/`quorum_down` already ran).
     quorum: Option<bool>,
-    /// The replaced version's counters, whose totals the new backends go on from.
-    stats: HashMap<SocketAddr, Arc<lb_core::BackendStats>>,
 }
 
 /// The data path of one virtual server.
@@ -554,6 +553,24 @@ impl VsRuntime {
     ) -> Result<Self, NodeError> {
         let err = |what: String| NodeError::Start(format!("virtual_server {}: {what}", cfg.name));
         let set = cfg.backend_set().map_err(|e| err(e.to_string()))?;
+        // A real server with checks starts from the verdict its predecessor's checks
+        // reached, up as well as down: one up whose checks start down (`alpha`) would
+        // otherwise stay down, its tracker starting up and passing without a transition.
+        let set = BackendSet::new(
+            set.iter()
+                .map(|b| {
+                    let checked = cfg
+                        .backends
+                        .iter()
+                        .any(|c| c.address == b.addr() && !c.checks.is_empty());
+                    match carried.health.get(&b.addr()) {
+                        Some(&h) if checked => b.clone().with_health(h),
+                        _ => b.clone(),
+                    }
+                })
+                .collect(),
+        )
+        .map_err(|e| err(e.to_string()))?;
         let pool = Arc::new(
             Pool::new(cfg.lb_algo.clone(), set, cfg.pool_config())
                 .map_err(|e| err(e.to_string()))?,
@@ -561,16 +578,8 @@ impl VsRuntime {
         // What the version this one replaces knew of its real servers.
         for (i, b) in cfg.backends.iter().enumerate() {
             let id = backend_id(i);
-            if let (Some(old), Some(new)) = (carried.stats.get(&b.address), pool.backends().get(id))
-            {
-                new.stats().carry_totals(old);
-            }
             if let Some(&admin) = carried.admin.get(&b.address) {
                 pool.set_admin(id, admin).map_err(|e| err(e.to_string()))?;
-            }
-            if carried.health.get(&b.address) == Some(&Health::Down) && !b.checks.is_empty() {
-                pool.set_health(id, Health::Down, now())
-                    .map_err(|e| err(e.to_string()))?;
             }
         }
         // keepalived keeps a virtual server's quorum across a reload (a weight inside the
@@ -786,15 +795,23 @@ impl VsRuntime {
             .into_iter()
             .filter_map(|(id, h)| Some((backends.get(id)?.addr(), h)))
             .collect();
-        let stats = backends
-            .iter()
-            .map(|b| (b.addr(), Arc::clone(b.stats())))
-            .collect();
         Carried {
             admin,
             health,
             quorum: Some(self.pool.has_quorum()),
-            stats,
+        }
+    }
+
+    /// Makes this virtual server's real servers go on from the totals of their counters
+    /// in `old`, the version it replaces, as IPVS keeps a kept service's
+    /// ([`lb_core::BackendStats::carry_totals`]). Called once `old` has stopped accepting,
+    /// just before `lbctl` shows this version instead: `old` counted until then.
+    pub(crate) fn carry_totals_from(&self, old: &Self) {
+        let old = old.pool.backends();
+        for b in self.pool.backends().iter() {
+            if let Some(o) = old.iter().find(|o| o.addr() == b.addr()) {
+                b.stats().carry_totals(o.stats());
+            }
         }
     }
 
