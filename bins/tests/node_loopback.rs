@@ -1790,7 +1790,7 @@ backup = true
     let scripts = || std::fs::read_to_string(&log).unwrap_or_default();
     let vs = || status(&sock)["virtual_servers"][0].clone();
     assert!(
-        wait_until(Duration::from_secs(10), || vs()["quorum"] == true),
+        wait_until(Duration::from_secs(30), || vs()["quorum"] == true),
         "{}\n{}",
         vs(),
         std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
@@ -1904,6 +1904,69 @@ address = "{a}"
         "went back from {before}: {s}"
     );
     assert_eq!(s["backends"][0]["total_connections"], 1, "{s}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An HTTP virtual server restarted by a reload goes on from its predecessor's counters:
+/// its own (requests) and its backends' (requests by backend).
+#[test]
+fn reload_restart_keeps_http_counters() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let port = free_port();
+    let config = |algo: &str| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "http"
+lb_algo = "{algo}"
+
+[[virtual_server.backend]]
+address = "{a}"
+
+[[virtual_server.backend]]
+address = "{b}"
+"#,
+            sock = dir.join("admin.sock").display(),
+            a = a.addr,
+            b = b.addr
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("rr"));
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..4 {
+        get(vip).unwrap();
+    }
+    let requests = |s: &serde_json::Value| {
+        let vs = &s["virtual_servers"][0];
+        let by_backend: u64 = (0..2)
+            .map(|i| vs["backends"][i]["http"]["requests"].as_u64().unwrap_or(0))
+            .sum();
+        (vs["http"]["requests"].as_u64(), by_backend)
+    };
+    assert_eq!(requests(&status(&sock)), (Some(4), 4));
+    reload_node(&node, &dir, &config("wrr"));
+    assert!(
+        wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]
+            [0]["scheduler"]
+            == "wrr"),
+        "{}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    let s = status(&sock);
+    assert_eq!(requests(&s), (Some(4), 4), "{s}");
+    for _ in 0..2 {
+        get(vip).unwrap();
+    }
+    assert_eq!(requests(&status(&sock)), (Some(6), 6));
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1476,3 +1476,44 @@ async fn kept_transfer_coding_drops_a_content_length() {
     assert!(response.ends_with("3\r\nabc\r\n0\r\n\r\n"), "{response:?}");
     backend.abort();
 }
+
+/// A proxy replacing another (a reload restarting the virtual server) goes on from its
+/// counters: the virtual server's totals and, by pool name and address, each backend's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_carry_over_to_a_replacing_proxy() {
+    let b = TestBackend::start(1).await;
+    let old = proxy(
+        config(),
+        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .await;
+    let mut c = Client::connect(old.local_addr()).await;
+    for path in ["/", "/status/503", "/"] {
+        c.get(path, &[]).await;
+    }
+    drop(c);
+    old.stop_accepting();
+    // A new pool of the same backend, as a restart builds it.
+    let new = proxy(
+        config(),
+        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .await;
+    new.carry_counters_from(&old);
+    let mut c = Client::connect(new.local_addr()).await;
+    c.get("/", &[]).await;
+    let s = new.stats();
+    let v = &s.virtual_server;
+    assert_eq!(
+        (v.requests, v.responses.c2xx, v.responses.c5xx),
+        (4, 3, 1),
+        "{v:?}"
+    );
+    assert_eq!(v.active_connections, 1, "open connections are not carried");
+    let be = &s.backends[0];
+    assert_eq!(
+        (be.requests, be.responses.c2xx, be.responses.c5xx),
+        (4, 3, 1),
+        "{be:?}"
+    );
+}

@@ -804,13 +804,28 @@ impl VsRuntime {
 
     /// Makes this virtual server's real servers go on from the totals of their counters
     /// in `old`, the version it replaces, as IPVS keeps a kept service's
-    /// ([`lb_core::BackendStats::carry_totals`]). Called once `old` has stopped accepting,
+    /// ([`lb_core::BackendStats::carry_totals`]), and in HTTP mode its proxy's counters
+    /// ([`HttpProxy::carry_counters_from`]). Called once `old` has stopped accepting,
     /// just before `lbctl` shows this version instead: `old` counted until then.
     pub(crate) fn carry_totals_from(&self, old: &Self) {
-        let old = old.pool.backends();
+        let backends = old.pool.backends();
         for b in self.pool.backends().iter() {
-            if let Some(o) = old.iter().find(|o| o.addr() == b.addr()) {
+            if let Some(o) = backends.iter().find(|o| o.addr() == b.addr()) {
                 b.stats().carry_totals(o.stats());
+            }
+        }
+        // HTTP mode: the proxy's own counters (requests, response classes, errors) too.
+        if let (Proxy::Http(mine), Proxy::Http(theirs)) = (&self.proxy, &old.proxy) {
+            if !Arc::ptr_eq(mine, theirs) {
+                let mine = mine
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let theirs = theirs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let (Some(m), Some(t)) = (mine.as_ref(), theirs.as_ref()) {
+                    m.carry_counters_from(t);
+                }
             }
         }
     }

@@ -322,6 +322,35 @@ impl HttpProxy {
         }
     }
 
+    /// Adds the counters of `old`, the proxy this one replaces (a reload restarting its
+    /// virtual server), so that they go on instead of restarting from zero: the virtual
+    /// server's totals (not its open connections) and, by pool name and backend address,
+    /// each backend's requests, response classes, connect failures and timeouts. Call it
+    /// once `old` has stopped accepting; what it counts after that stays its own.
+    pub fn carry_counters_from(&self, old: &Self) {
+        self.shared.vs.add_from(&old.shared.vs);
+        for (i, p) in self.shared.pools.iter().enumerate() {
+            let Some((j, q)) = old
+                .shared
+                .pools
+                .iter()
+                .enumerate()
+                .find(|(_, q)| q.name == p.name)
+            else {
+                continue;
+            };
+            let theirs = q.pool.backends();
+            for b in p.pool.backends().iter() {
+                if let Some(o) = theirs.iter().find(|o| o.addr() == b.addr()) {
+                    self.shared
+                        .backends
+                        .get(i, b.id())
+                        .add_from(&old.shared.backends.get(j, o.id()));
+                }
+            }
+        }
+    }
+
     /// Stops accepting now: the listeners close (once no duplicate of their sockets is
     /// open elsewhere), and open client connections finish the request they are serving
     /// (keep-alive connections close after it). [`HttpProxy::shutdown`] then waits for them.

@@ -65,6 +65,12 @@ impl AtomicClasses {
         self.0[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    fn add_from(&self, old: &Self) {
+        for (mine, theirs) in self.0.iter().zip(&old.0) {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     fn snapshot(&self) -> StatusClasses {
         let g = |i: usize| self.0[i].load(Ordering::Relaxed);
         StatusClasses {
@@ -238,7 +244,33 @@ pub(crate) fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Adds what `old` counted to `mine`.
+fn add(mine: &AtomicU64, old: &AtomicU64) {
+    mine.fetch_add(old.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
 impl VsCounters {
+    /// Adds the totals of `old` (every counter but the open connections).
+    pub(crate) fn add_from(&self, old: &Self) {
+        for (mine, theirs) in [
+            (&self.connections, &old.connections),
+            (&self.requests, &old.requests),
+            (&self.no_backend, &old.no_backend),
+            (&self.bad_gateway, &old.bad_gateway),
+            (&self.gateway_timeout, &old.gateway_timeout),
+            (&self.bad_requests, &old.bad_requests),
+            (&self.header_timeouts, &old.header_timeouts),
+            (&self.idle_timeouts, &old.idle_timeouts),
+            (&self.client_timeouts, &old.client_timeouts),
+            (&self.proxy_header_errors, &old.proxy_header_errors),
+            (&self.retries, &old.retries),
+            (&self.upgrades, &old.upgrades),
+        ] {
+            add(mine, theirs);
+        }
+        self.responses.add_from(&old.responses);
+    }
+
     pub(crate) fn snapshot(&self) -> VirtualServerStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         VirtualServerStats {
@@ -266,6 +298,16 @@ pub(crate) struct BackendCounters {
     pub(crate) responses: AtomicClasses,
     pub(crate) connect_failures: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+}
+
+impl BackendCounters {
+    /// Adds what `old` counted.
+    pub(crate) fn add_from(&self, old: &Self) {
+        add(&self.requests, &old.requests);
+        add(&self.connect_failures, &old.connect_failures);
+        add(&self.timeouts, &old.timeouts);
+        self.responses.add_from(&old.responses);
+    }
 }
 
 /// Per-backend HTTP counters keyed by (pool index, backend id); created on first use, so
