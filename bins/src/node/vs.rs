@@ -28,12 +28,12 @@ use crate::config::model::{
 /// What a virtual server restarted by a reload takes over from the version it replaces,
 /// by real server address: the admin state set with `lbctl` (drain, maint) and its active
 /// checks' verdict, as keepalived keeps its checkers' state across a reload; and its quorum
-/// state. HTTP request counters and outlier ejections start afresh. A snapshot taken
+/// state. Outlier ejections start afresh. A snapshot taken
 /// before the replacement starts: admin states set after it follow through
-/// [`VsRuntime::take_admin_from`]. The totals of its L4 counters (connections, failures,
-/// bytes) go on in the replacement from where they are when the old version stops
-/// accepting ([`VsRuntime::carry_totals_from`]); bytes of connections it still drains
-/// after that stay on its counters.
+/// [`VsRuntime::take_admin_from`]. The totals of its counters (connections, failures,
+/// bytes; HTTP requests and responses) go on in the replacement from where they are when
+/// the old version stops accepting ([`VsRuntime::carry_totals_from`]); what connections it
+/// still drains count after that stays on its counters.
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     admin: HashMap<SocketAddr, AdminState>,
