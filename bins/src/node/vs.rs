@@ -603,6 +603,19 @@ impl VsRuntime {
         }
         if cfg.backends.iter().any(|b| !b.checks.is_empty()) {
             let mut driver = HealthDriver::new(1024);
+            // Subscribed before any check is added: a first probe can finish (and its
+            // event be published) before `add` returns, and a broadcast replays nothing
+            // to later subscribers; an `alpha` real server then stayed down for good.
+            events = Some(driver.subscribe());
+            check_events = Some(driver.subscribe());
+            check_states = Some(driver.states());
+            if cfg
+                .backends
+                .iter()
+                .any(|b| b.notify_up.is_some() || b.notify_down.is_some())
+            {
+                notify_events = Some(driver.subscribe());
+            }
             for (i, b) in cfg.backends.iter().enumerate() {
                 let id = backend_id(i);
                 if let Some(first) = b.checks.first() {
@@ -631,16 +644,6 @@ impl VsRuntime {
                         .add(id, b.address, probe, hc)
                         .map_err(|e| err(e.to_string()))?;
                 }
-            }
-            events = Some(driver.subscribe());
-            check_events = Some(driver.subscribe());
-            check_states = Some(driver.states());
-            if cfg
-                .backends
-                .iter()
-                .any(|b| b.notify_up.is_some() || b.notify_down.is_some())
-            {
-                notify_events = Some(driver.subscribe());
             }
             health = Some(driver);
         }
