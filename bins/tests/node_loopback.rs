@@ -189,6 +189,33 @@ fn reload_node(node: &Node, dir: &Path, toml: &str) {
     assert!(hup.success());
 }
 
+/// `lbctl backend STATE VIRTUAL_SERVER BACKEND`, which must succeed.
+fn lbctl_backend(sock: &Path, state: &str, virtual_server: &str, backend: SocketAddr) {
+    let out = Command::new(LBCTL)
+        .arg("--socket")
+        .arg(sock)
+        .args(["backend", state, virtual_server, &backend.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits (5 s at most) until the first virtual server runs scheduler `algo`: a reload
+/// that restarts it has been applied. Fails with the node's log.
+fn wait_scheduler(sock: &Path, dir: &Path, algo: &str) {
+    assert!(
+        wait_until(Duration::from_secs(5), || status(sock)["virtual_servers"]
+            [0]["scheduler"]
+            == algo),
+        "scheduler {algo} not applied: {}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+}
+
 fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
         "lb-node-loopback-{}-{}",
@@ -433,15 +460,7 @@ address = "{api_backend}"
 
     // The front uses api's pool itself: taking api's backend out of service with lbctl
     // steers routed requests at once (no backend left: 503), and back.
-    let lbctl_backend = |action: &str| {
-        let out = Command::new(LBCTL)
-            .arg("--socket")
-            .arg(&sock)
-            .args(["backend", action, "api", &b.addr.to_string()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    };
+    let lbctl_backend = |action: &str| lbctl_backend(&sock, action, "api", b.addr);
     lbctl_backend("maint");
     let r = request(front, "www.example.com", "/api/x").unwrap();
     assert!(r.starts_with("HTTP/1.1 503"), "{r}");
@@ -1268,13 +1287,7 @@ delay_before_retry = "1s"
     let (node, sock) = start_node(&dir, &config("rr"));
     let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
     let backend = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i].clone();
-    let out = Command::new(LBCTL)
-        .arg("--socket")
-        .arg(&sock)
-        .args(["backend", "maint", "web", &b.addr.to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    lbctl_backend(&sock, "maint", "web", b.addr);
     assert!(
         wait_until(Duration::from_secs(10), || backend(2)["health"] == "down"),
         "the dead real server's check: {}\n{}",
@@ -1289,13 +1302,7 @@ delay_before_retry = "1s"
     assert_eq!(backend(0)["total_connections"], 3);
 
     reload_node(&node, &dir, &config("wrr"));
-    assert!(
-        wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]
-            [0]["scheduler"]
-            == "wrr"),
-        "{}",
-        log()
-    );
+    wait_scheduler(&sock, &dir, "wrr");
     // The counters' totals go on (IPVS keeps a kept service's).
     assert_eq!(backend(0)["total_connections"], 3, "{}", status(&sock));
     // For a second (half the 2 s a fresh check needs to fail), every look agrees.
@@ -1366,13 +1373,7 @@ address = "{echo_addr}"
     assert!(echoes(&mut held, b"one"), "{}", log());
     // A restart: the held connection stays with the replaced version, draining.
     reload_node(&node, &dir, &config("wrr"));
-    assert!(
-        wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]
-            [0]["scheduler"]
-            == "wrr"),
-        "{}",
-        log()
-    );
+    wait_scheduler(&sock, &dir, "wrr");
     assert!(echoes(&mut held, b"two"), "{}", log());
     let term = Command::new("kill")
         .args(["-TERM", &node.0.id().to_string()])
@@ -1434,15 +1435,7 @@ address = "{y}"
     };
     let (node, sock) = start_node(&dir, &config(old_port));
     let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
-    let lbctl = |state: &str, backend: SocketAddr| {
-        let out = Command::new(LBCTL)
-            .arg("--socket")
-            .arg(&sock)
-            .args(["backend", state, "web", &backend.to_string()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    };
+    let lbctl = |state: &str, backend: SocketAddr| lbctl_backend(&sock, state, "web", backend);
     let admin = |s: &serde_json::Value| -> Vec<String> {
         s["virtual_servers"][0]["backends"]
             .as_array()
@@ -1559,19 +1552,7 @@ backup = true
         scripts()
     );
 
-    let lbctl = |state: &str| {
-        let out = Command::new(LBCTL)
-            .arg("--socket")
-            .arg(&sock)
-            .args(["backend", state, "web", &a.addr.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let lbctl = |state: &str| lbctl_backend(&sock, state, "web", a.addr);
     lbctl("maint");
     assert!(!quorum(), "weight 1 of 2");
     assert_eq!(
@@ -1719,13 +1700,7 @@ backup = true
     assert!(quorum(), "3 >= 2 + 1 at start");
 
     reload_node(&node, &dir, &config("wrr", false));
-    assert!(
-        wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]
-            [0]["scheduler"]
-            == "wrr"),
-        "{}",
-        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
-    );
+    wait_scheduler(&sock, &dir, "wrr");
     assert!(quorum(), "the reload dropped quorum: {}", status(&sock));
     for _ in 0..4 {
         assert_ne!(body(&get(vip).unwrap()), "sorry");
@@ -1800,11 +1775,7 @@ backup = true
     let ran = scripts();
 
     reload_node(&node, &dir, &config("wrr"));
-    assert!(
-        wait_until(Duration::from_secs(5), || vs()["scheduler"] == "wrr"),
-        "{}",
-        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
-    );
+    wait_scheduler(&sock, &dir, "wrr");
     // A few check intervals: the checks pass, which is no transition.
     std::thread::sleep(Duration::from_millis(500));
     let s = vs();
@@ -1893,11 +1864,7 @@ address = "{a}"
         "the retired version shows until the reload ends: {}",
         vs()
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || vs()["scheduler"] == "wrr"),
-        "{}",
-        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
-    );
+    wait_scheduler(&sock, &dir, "wrr");
     let s = vs();
     assert!(
         s["backends"][0]["bytes_to_client"].as_u64().unwrap() >= before,
@@ -1954,13 +1921,7 @@ address = "{b}"
     };
     assert_eq!(requests(&status(&sock)), (Some(4), 4));
     reload_node(&node, &dir, &config("wrr"));
-    assert!(
-        wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]
-            [0]["scheduler"]
-            == "wrr"),
-        "{}",
-        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
-    );
+    wait_scheduler(&sock, &dir, "wrr");
     let s = status(&sock);
     assert_eq!(requests(&s), (Some(4), 4), "{s}");
     for _ in 0..2 {

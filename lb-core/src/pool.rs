@@ -707,6 +707,24 @@ mod tests {
         p.select(now, ctx, &mut |_| true).unwrap().id().0
     }
 
+    /// Round robin over `primaries` and a sorry server, backup 9, with keepalived `quorum`
+    /// and `hysteresis`.
+    fn with_sorry(primaries: Vec<Backend>, quorum: u64, hysteresis: u64) -> Pool {
+        let mut backends = primaries;
+        backends
+            .push(Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true));
+        Pool::new(
+            Algorithm::RoundRobin,
+            BackendSet::new(backends).unwrap(),
+            PoolConfig {
+                quorum,
+                hysteresis,
+                ..PoolConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
     #[test]
     fn persistence_sticks_and_drops_on_down() {
         let cfg = PoolConfig {
@@ -739,20 +757,7 @@ mod tests {
     /// server takes every connection although a primary is still up.
     #[test]
     fn quorum_with_hysteresis_hands_over_to_the_sorry_server() {
-        let mut backends: Vec<Backend> = set(3).iter().cloned().collect();
-        backends
-            .push(Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true));
-        let cfg = PoolConfig {
-            quorum: 25,
-            hysteresis: 5,
-            ..PoolConfig::default()
-        };
-        let p = Pool::new(
-            Algorithm::RoundRobin,
-            BackendSet::new(backends).unwrap(),
-            cfg,
-        )
-        .unwrap();
+        let p = with_sorry(set(3).iter().cloned().collect(), 25, 5);
         let now = t0();
         let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
         assert!(p.has_quorum(), "30 >= 25 at start");
@@ -815,26 +820,14 @@ mod tests {
     /// would only keep, not reach.
     #[test]
     fn quorum_at_start_needs_quorum_plus_hysteresis() {
-        let mut backends: Vec<Backend> = set(3).iter().cloned().collect();
-        backends
-            .push(Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true));
-        let p = Pool::new(
-            Algorithm::RoundRobin,
-            BackendSet::new(backends).unwrap(),
-            PoolConfig {
-                quorum: 20,
-                hysteresis: 5,
-                ..PoolConfig::default()
-            },
-        )
-        .unwrap();
+        let p = with_sorry(set(3).iter().cloned().collect(), 20, 5);
         let now = t0();
         let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
         assert!(p.has_quorum(), "30 >= 25 at start");
         p.set_health(BackendId(3), Health::Down, now).unwrap();
         assert!(p.has_quorum(), "20 is not below 15: kept");
 
-        let mut backends: Vec<Backend> = set(3)
+        let backends: Vec<Backend> = set(3)
             .iter()
             .map(|b| {
                 let down = b.id() == BackendId(3);
@@ -842,18 +835,7 @@ mod tests {
                     .with_health(if down { Health::Down } else { Health::Up })
             })
             .collect();
-        backends
-            .push(Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true));
-        let p = Pool::new(
-            Algorithm::RoundRobin,
-            BackendSet::new(backends).unwrap(),
-            PoolConfig {
-                quorum: 20,
-                hysteresis: 5,
-                ..PoolConfig::default()
-            },
-        )
-        .unwrap();
+        let p = with_sorry(backends, 20, 5);
         assert!(!p.has_quorum(), "20 < 25 at start: no quorum");
         assert_eq!(pick(&p, now, &c), 9, "the sorry server serves");
         p.set_health(BackendId(3), Health::Up, now).unwrap();
@@ -866,22 +848,7 @@ mod tests {
     /// and stay without when it had not, where a new pool starts without.
     #[test]
     fn continued_quorum_keeps_the_replaced_pools_state() {
-        let pool = || {
-            let mut backends: Vec<Backend> = set(2).iter().cloned().collect();
-            backends.push(
-                Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true),
-            );
-            Pool::new(
-                Algorithm::RoundRobin,
-                BackendSet::new(backends).unwrap(),
-                PoolConfig {
-                    quorum: 20,
-                    hysteresis: 5,
-                    ..PoolConfig::default()
-                },
-            )
-            .unwrap()
-        };
+        let pool = || with_sorry(set(2).iter().cloned().collect(), 20, 5);
         let now = t0();
         let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
         let fresh = pool();
@@ -987,14 +954,7 @@ mod tests {
         let now = t0();
         p.set_health(BackendId(1), Health::Down, now).unwrap();
         p.set_health(BackendId(1), Health::Up, now).unwrap();
-        let w = |p: &Pool| {
-            p.snapshot()
-                .backends()
-                .get(BackendId(1))
-                .unwrap()
-                .effective_weight()
-                .get()
-        };
+        let w = |p: &Pool| effective(p, 1);
         assert_eq!(w(&p), 1);
         let next = p.poll_timeout().unwrap();
         assert!(next > now && next <= now + Duration::from_secs(1));

@@ -13,7 +13,7 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-use http_common::{dead_addr, pool_of, read_until_eof, Client, TestBackend};
+use http_common::{dead_addr, pool_at, pool_of, read_head, read_until_eof, Client, TestBackend};
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Health, Pool, PoolConfig};
 use lb_proxy::http::{
     ForwardedHeaders, HashKeySource, HttpPool, HttpProxy, HttpProxyConfig, Route,
@@ -905,7 +905,6 @@ async fn oversized_head_is_431() {
 /// A backend that answers one request per connection and then closes it without saying
 /// `Connection: close`: every pooled connection to it goes stale.
 async fn one_shot_backend() -> (SocketAddr, tokio::task::JoinHandle<()>, Arc<AtomicU64>) {
-    use tokio::io::AsyncReadExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let served = Arc::new(AtomicU64::new(0));
@@ -917,13 +916,8 @@ async fn one_shot_backend() -> (SocketAddr, tokio::task::JoinHandle<()>, Arc<Ato
             };
             let served = Arc::clone(&s2);
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut s, &mut Vec::new()).await {
+                    return;
                 }
                 let _ = s
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -940,8 +934,7 @@ async fn one_shot_backend() -> (SocketAddr, tokio::task::JoinHandle<()>, Arc<Ato
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_pooled_connections_are_retried_transparently() {
     let (addr, task, served) = one_shot_backend().await;
-    let set = BackendSet::new(vec![Backend::new(BackendId(1), addr)]).unwrap();
-    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let pool = pool_at(addr);
     let p = proxy(config(), vec![("www", pool)]).await;
     let mut client = Client::connect(p.local_addr()).await;
     for i in 0..30 {
@@ -1044,17 +1037,8 @@ async fn host_is_validated_and_follows_the_target() {
 /// (HAProxy's termination state `CD`). Repeated, it used to eject healthy backends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_abort_mid_upload_is_not_held_against_the_backend() {
-    #[derive(Debug, Default)]
-    struct Failures(AtomicU32);
-    impl OutcomeObserver for Failures {
-        fn observe(&self, _: &Backend, o: &Outcome) {
-            if o.is_failure() {
-                self.0.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
     let b = TestBackend::start(1).await;
-    let obs = Arc::new(Failures::default());
+    let obs = Arc::new(FailureCount::default());
     let p =
         HttpProxy::bind(
             "127.0.0.1:0".parse().unwrap(),
@@ -1099,27 +1083,20 @@ async fn client_abort_mid_upload_is_not_held_against_the_backend() {
 /// and passive health count it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_stalling_mid_body_is_cut_off() {
-    use tokio::io::AsyncReadExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     // Sends a head promising 100 bytes, then 10 of them, then nothing (for 30 s at most).
     let backend = tokio::spawn(async move {
         let (mut s, _) = l.accept().await.unwrap();
-        let mut buf = [0u8; 2048];
-        let mut got = Vec::new();
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
+        if !read_head(&mut s, &mut Vec::new()).await {
+            return;
         }
         let _ = s
             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
             .await;
         tokio::time::sleep(Duration::from_secs(30)).await;
     });
-    let set = BackendSet::new(vec![Backend::new(BackendId(1), addr)]).unwrap();
-    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let pool = pool_at(addr);
     let mut c = config();
     c.timeouts.backend_response = Duration::from_millis(500);
     let p = proxy(c, vec![("www", pool)]).await;
@@ -1319,7 +1296,6 @@ async fn client_not_reading_its_response_is_cut_off() {
 /// behind the upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_response_to_an_unfinished_upload_does_not_hold_up_the_next_request() {
-    use tokio::io::AsyncReadExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     // POST: 413 at once, keep-alive, body left unread. GET: 200 `ok`. Each connection
@@ -1331,14 +1307,10 @@ async fn early_response_to_an_unfinished_upload_does_not_hold_up_the_next_reques
                 return;
             };
             conns.spawn(async move {
-                let mut buf = vec![0u8; 4096];
                 let mut got = Vec::new();
                 loop {
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
+                    if !read_head(&mut s, &mut got).await {
+                        return;
                     }
                     let reply: &[u8] = if got.starts_with(b"POST") {
                         b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n"
@@ -1353,8 +1325,7 @@ async fn early_response_to_an_unfinished_upload_does_not_hold_up_the_next_reques
             });
         }
     });
-    let set = BackendSet::new(vec![Backend::new(BackendId(1), addr)]).unwrap();
-    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let pool = pool_at(addr);
     let mut c = config();
     c.timeouts.client = Duration::from_secs(20);
     let p = proxy(c, vec![("www", pool)]).await;
@@ -1403,8 +1374,7 @@ async fn transfer_codings_besides_chunked_are_kept() {
             .await;
         tokio::time::sleep(Duration::from_secs(5)).await;
     });
-    let set = BackendSet::new(vec![Backend::new(BackendId(1), addr)]).unwrap();
-    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let pool = pool_at(addr);
     let p = proxy(config(), vec![("www", pool)]).await;
     let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
     s.write_all(
@@ -1438,18 +1408,12 @@ async fn transfer_codings_besides_chunked_are_kept() {
 /// connection closed without a response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_transfer_coding_drops_a_content_length() {
-    use tokio::io::AsyncReadExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let backend = tokio::spawn(async move {
         let (mut s, _) = l.accept().await.unwrap();
-        let mut buf = [0u8; 4096];
-        let mut got = Vec::new();
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
+        if !read_head(&mut s, &mut Vec::new()).await {
+            return;
         }
         let _ = s
             .write_all(
@@ -1458,8 +1422,7 @@ async fn kept_transfer_coding_drops_a_content_length() {
             .await;
         tokio::time::sleep(Duration::from_secs(5)).await;
     });
-    let set = BackendSet::new(vec![Backend::new(BackendId(1), addr)]).unwrap();
-    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let pool = pool_at(addr);
     let p = proxy(config(), vec![("www", pool)]).await;
     let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -262,6 +262,26 @@ impl AdminHandler for Shared {
     }
 }
 
+/// Runs `script` (by `/bin/sh -c`) with keepalived's notify arguments, without waiting for
+/// it: VRRP `notify*`, virtual servers' `quorum_up`/`quorum_down`, real servers'
+/// `notify_up`/`notify_down`.
+pub(crate) fn notify(script: &str, args: &[&str]) {
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!("{script} \"$@\""))
+        .arg("notify")
+        .args(args)
+        .kill_on_drop(false);
+    match cmd.spawn() {
+        Ok(mut child) => {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+        }
+        Err(e) => tracing::warn!(script, error = %e, "notify script failed to start"),
+    }
+}
+
 /// The running node.
 #[derive(Debug)]
 struct Node {

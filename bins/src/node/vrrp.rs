@@ -13,7 +13,7 @@ use lb_vrrp::wire::{AdvertInterval, Auth, Priority, Version, Vrid};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use super::NodeError;
+use super::{notify, NodeError};
 use crate::admin::{VrrpState, VrrpStatus};
 use crate::config::model::{Config, InitialState, SyncGroup, VrrpInstance};
 
@@ -157,24 +157,6 @@ pub(crate) fn same_group(
         (Some(a), Some(b)) => a == b,
         (None, None) => instances.first().map(|v| &v.name) == members.first().map(|v| &v.name),
         _ => false,
-    }
-}
-
-/// Runs `script` with keepalived's notify arguments, without waiting for it.
-pub(crate) fn notify(script: &str, args: &[&str]) {
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(format!("{script} \"$@\""))
-        .arg("notify")
-        .args(args)
-        .kill_on_drop(false);
-    match cmd.spawn() {
-        Ok(mut child) => {
-            tokio::spawn(async move {
-                let _ = child.wait().await;
-            });
-        }
-        Err(e) => tracing::warn!(script, error = %e, "notify script failed to start"),
     }
 }
 

@@ -80,7 +80,7 @@ pub(crate) struct QuorumNotifier {
     name: String,
     quorum_up: Option<String>,
     quorum_down: Option<String>,
-    last: std::sync::Mutex<bool>,
+    last: std::sync::atomic::AtomicBool,
 }
 
 impl QuorumNotifier {
@@ -91,7 +91,7 @@ impl QuorumNotifier {
             name: vs.name.clone(),
             quorum_up: vs.quorum_up.clone(),
             quorum_down: vs.quorum_down.clone(),
-            last: std::sync::Mutex::new(now),
+            last: std::sync::atomic::AtomicBool::new(now),
         };
         if previous != Some(now) {
             n.announce(now, "start");
@@ -109,7 +109,7 @@ impl QuorumNotifier {
             &self.quorum_down
         };
         if let Some(s) = script {
-            super::vrrp::notify(s, &[]);
+            super::notify(s, &[]);
         }
     }
 
@@ -117,17 +117,9 @@ impl QuorumNotifier {
     /// the command of the new state.
     fn check(&self, pool: &Pool) {
         let now = pool.has_quorum();
-        {
-            let mut last = self
-                .last
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if *last == now {
-                return;
-            }
-            *last = now;
+        if self.last.swap(now, std::sync::atomic::Ordering::AcqRel) != now {
+            self.announce(now, "change");
         }
-        self.announce(now, "change");
     }
 }
 
@@ -277,7 +269,7 @@ fn spawn_backend_notify(
                     let script = if ev.new == Health::Up { up } else { down };
                     if let Some(s) = script {
                         tracing::info!(virtual_server = %name, backend = %ev.backend, script = %s, "running the real server's notify command");
-                        super::vrrp::notify(s, &[]);
+                        super::notify(s, &[]);
                     }
                 }
                 Ok(_) => {}

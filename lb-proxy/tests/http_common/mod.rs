@@ -174,6 +174,25 @@ pub fn pool_of(backends: &[&TestBackend], algo: Algorithm) -> Arc<Pool> {
     Arc::new(Pool::new(algo, set, PoolConfig::default()).unwrap())
 }
 
+/// A round-robin pool of one backend at `addr` (id 1), for hand-written backends.
+pub fn pool_at(addr: SocketAddr) -> Arc<Pool> {
+    let set = BackendSet::new(vec![Backend::new(BackendId(1), addr)]).unwrap();
+    Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap())
+}
+
+/// Reads from `s` into `got` until it holds a complete request or response head (up to
+/// `\r\n\r\n`); `false` at EOF or on an error first.
+pub async fn read_head(s: &mut TcpStream, got: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 /// A port with nothing listening on it (bound, then closed).
 pub async fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
