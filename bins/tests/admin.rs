@@ -69,6 +69,8 @@ fn status() -> Status {
             version: "0.1.0".into(),
             uptime_secs: 3_725,
             config: Some("/etc/keepalived/keepalived.conf".into()),
+            busy_polling: false,
+            busy_polls: 0,
         },
         vrrp: vec![
             VrrpStatus {

@@ -547,6 +547,26 @@ fn nbthread_is_read_from_both_formats_and_checked() {
     );
 }
 
+#[test]
+fn busy_polling_is_read_from_both_formats_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("k.conf");
+    std::fs::write(&k, "global_defs {\n    busy_polling\n}\n").unwrap();
+    assert!(ok(&k).0.global.busy_polling, "a bare keepalived flag is on");
+    std::fs::write(&k, "global_defs {\n    busy_polling false\n}\n").unwrap();
+    assert!(!ok(&k).0.global.busy_polling);
+    let t = dir.path().join("n.toml");
+    std::fs::write(&t, "[global]\nbusy_polling = true\n").unwrap();
+    assert!(ok(&t).0.global.busy_polling);
+    std::fs::write(&t, "[global]\n").unwrap();
+    assert!(!ok(&t).0.global.busy_polling, "off by default");
+    let e = errors("k.conf", "global_defs {\n    busy_polling sometimes\n}\n");
+    assert!(
+        e.len() == 1 && e[0].starts_with("k.conf:2:18: "),
+        "a value that is not a boolean is a located error: {e:?}"
+    );
+}
+
 /// Every `[virtual_server.http]` key but the routes.
 const HTTP_KEYS: &str = r#"forwardfor = false
 x_forwarded_proto = false

@@ -1931,3 +1931,75 @@ address = "{b}"
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[global] busy_polling = true` (HAProxy `busy-polling`): `lbctl status` says it is on,
+/// and its count of zero-timeout polls stands still while the node is idle, climbs while a
+/// connection is open, and stands still again once it has closed.
+#[test]
+fn busy_polling_spins_while_a_connection_is_open() {
+    let dir = tempdir();
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free_port();
+    let toml = format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+nbthread = 1
+busy_polling = true
+
+[[virtual_server]]
+name = "tcp"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+
+[[virtual_server.backend]]
+address = "{b}"
+"#,
+        sock = dir.join("admin.sock").display(),
+        b = backend.local_addr().unwrap(),
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let polls = || {
+        let s = status(&sock);
+        assert_eq!(s["node"]["busy_polling"], true);
+        s["node"]["busy_polls"].as_u64().unwrap()
+    };
+    let idle = polls();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(polls(), idle, "idle: no busy polling");
+
+    let vip = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut client = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).unwrap();
+    let (mut server, _) = backend.accept().unwrap();
+    client.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    server.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    assert!(
+        wait_until(Duration::from_secs(5), || polls() > idle + 1_000),
+        "not busy polling with a connection open"
+    );
+    let text = Command::new(LBCTL)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("busy-polling on ("), "{text}");
+
+    drop((client, server));
+    assert!(wait_until(Duration::from_secs(5), || status(&sock)
+        ["virtual_servers"][0]["backends"][0]["active_connections"]
+        == 0));
+    std::thread::sleep(Duration::from_millis(100));
+    let after = polls();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(polls(), after, "closed: busy polling stopped");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! l4_tool proxy  <splice|splice-always|copy> <listen>=<backend>...        # one thread, like HAProxy nbthread 1
-//!                                                              # (LB_PIPE_SIZE: pipe bytes)
+//!                                                              # (LB_PIPE_SIZE: pipe bytes,
+//!                                                              # LB_BUSY_POLLING=1: busy-polling)
 //! l4_tool source <listen>                                      # sends zeros until the client closes
 //! l4_tool bulk   <target> <bytes>                              # reads <bytes>, prints Gbit/s
 //! l4_tool hold   <listen>                                      # accepts and holds connections
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
+use lb_proxy::busy_poll::BusyPolling;
 use lb_proxy::tcp::{ForwardMode, TcpProxy, TcpProxyConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -55,6 +57,8 @@ async fn proxy(args: &[String]) -> Res {
         "splice-always" => ForwardMode::Splice,
         _ => ForwardMode::Auto,
     };
+    // LB_BUSY_POLLING=1: HAProxy `busy-polling`, one switch shared by every listener.
+    let busy = (std::env::var("LB_BUSY_POLLING").as_deref() == Ok("1")).then(BusyPolling::new);
     let mut handles = Vec::new();
     for pair in &args[3..] {
         let (listen, backend) = pair.split_once('=').ok_or("expected <listen>=<backend>")?;
@@ -69,6 +73,7 @@ async fn proxy(args: &[String]) -> Res {
         cfg.forward_mode = mode;
         cfg.maxconn = 10_000;
         cfg.listen_options.backlog = 16_384;
+        cfg.busy_polling = busy.clone();
         if let Ok(size) = std::env::var("LB_PIPE_SIZE") {
             cfg.pipe_size = size.parse()?;
         }

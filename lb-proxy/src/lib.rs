@@ -15,6 +15,7 @@
 //! | drain one backend | `handle.pool().set_admin(id, AdminState::Drain)` (existing connections continue) |
 //! | feed passive health | implement [`outcome::OutcomeObserver`] (connect refused / timed out, closed, 5xx) |
 //! | read counters | [`tcp::ProxyHandle::stats`] → [`stats::StatsSnapshot`]; [`tcp::spliced_bytes`] |
+//! | busy-poll while connections are open (HAProxy `busy-polling`) | one [`busy_poll::BusyPolling`] in every proxy's `busy_polling` |
 //! | bind a VIP before holding it | [`listener::bind_tcp`] with [`listener::ListenOptions`] (`freebind` on by default) |
 //!
 //! # Platform support
@@ -24,6 +25,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::disallowed_methods)]
 
+pub mod busy_poll;
 pub mod error;
 pub mod listener;
 pub mod outcome;

@@ -1480,3 +1480,40 @@ async fn counters_carry_over_to_a_replacing_proxy() {
         "{be:?}"
     );
 }
+
+/// HAProxy `busy-polling` in HTTP mode: the runtime polls with a zero timeout while a
+/// client connection is open, and stops when it has closed; requests are served meanwhile.
+#[tokio::test(flavor = "current_thread")]
+async fn busy_polling_spins_while_a_client_connection_is_open() {
+    use lb_proxy::busy_poll::BusyPolling;
+    let b = TestBackend::start(1).await;
+    let busy = BusyPolling::new();
+    let mut c = config();
+    c.busy_polling = Some(busy.clone());
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(busy.spins(), 0, "no client: the loop sleeps");
+    let mut client = Client::connect(p.local_addr()).await;
+    for _ in 0..3 {
+        assert_eq!(client.get("/", &[]).await.status, 200);
+    }
+    let before = busy.spins();
+    let deadline = now() + Duration::from_secs(30);
+    while busy.spins() < before + 100 {
+        assert!(
+            now() < deadline,
+            "not busy polling with a client connection open"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(client);
+    let deadline = now() + Duration::from_secs(30);
+    while p.stats().virtual_server.active_connections > 0 || busy.holders() > 0 {
+        assert!(now() < deadline, "the client connection never ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let stopped = busy.spins();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(busy.spins(), stopped, "no client: no spinning");
+}

@@ -1170,3 +1170,53 @@ async fn idle_proxy_reports_no_connections_and_drains_none() {
     .await
     .unwrap();
 }
+
+/// HAProxy `busy-polling`: the runtime polls with a zero timeout while a connection is open
+/// (the spinner's turns climb) and goes back to sleeping once the last one closes (they
+/// stop); bytes pass intact meanwhile, spliced.
+#[tokio::test(flavor = "current_thread")]
+async fn busy_polling_spins_only_while_connections_are_open() {
+    use lb_proxy::busy_poll::BusyPolling;
+    tokio::time::timeout(TEST_BOUND, async {
+        let backend = echo_backend("127.0.0.1:0").await;
+        let busy = BusyPolling::new();
+        let mut cfg = config();
+        cfg.busy_polling = Some(busy.clone());
+        cfg.forward_mode = ForwardMode::Splice;
+        let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(busy.spins(), 0, "no connection yet: the loop sleeps");
+
+        let s = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        let payload: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            w.write_all(&sent).await.unwrap();
+            w
+        });
+        let mut echoed = vec![0u8; payload.len()];
+        r.read_exact(&mut echoed).await.unwrap();
+        assert!(echoed == payload, "4 MiB echoed intact");
+        let w = writer.await.unwrap();
+        assert_eq!(busy.holders(), 1);
+        let before = busy.spins();
+        eventually("the loop spins while the connection is open", || {
+            busy.spins() > before + 100
+        })
+        .await;
+
+        drop((r, w));
+        eventually("connection closed", || proxy.active() == 0).await;
+        assert_eq!(busy.holders(), 0);
+        // One turn for the spinner to see it; from then on it is gone.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let stopped = busy.spins();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(busy.spins(), stopped, "no connection: no spinning");
+        assert!(proxy.stats().bytes_spliced > 0);
+        proxy.stop().await;
+    })
+    .await
+    .unwrap();
+}

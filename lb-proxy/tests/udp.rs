@@ -525,3 +525,39 @@ async fn sessions_are_per_listening_address() {
     .await
     .unwrap();
 }
+
+/// HAProxy `busy-polling` for UDP: the runtime polls with a zero timeout while a session is
+/// open and stops once it has ended (here by its idle timeout).
+#[tokio::test(flavor = "current_thread")]
+async fn busy_polling_spins_while_a_session_is_open() {
+    use lb_proxy::busy_poll::BusyPolling;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let b = tagged_echo("a").await;
+        let busy = BusyPolling::new();
+        let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+        cfg.idle_timeout = Duration::from_millis(300);
+        cfg.busy_polling = Some(busy.clone());
+        let proxy = start(cfg, &[b.addr]);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(b"hi", proxy.local_addrs()[0]).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = client.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"a|hi");
+        assert_eq!(busy.holders(), 1, "one session");
+        let before = busy.spins();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            busy.spins() > before,
+            "not busy polling with a session open"
+        );
+        while proxy.sessions() > 0 || busy.holders() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let stopped = busy.spins();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(busy.spins(), stopped, "session over: no spinning");
+    })
+    .await
+    .unwrap();
+}

@@ -247,6 +247,8 @@ impl Status {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 uptime_secs: 0,
                 config: None,
+                busy_polling: config.global.busy_polling,
+                busy_polls: 0,
             },
             vrrp: config
                 .vrrp_instances
@@ -309,6 +311,13 @@ pub struct NodeStatus {
     pub uptime_secs: u64,
     /// The configuration file in use.
     pub config: Option<String>,
+    /// `[global] busy_polling` is on (HAProxy `busy-polling`).
+    #[serde(default)]
+    pub busy_polling: bool,
+    /// Zero-timeout polls made by busy polling since start: it climbs while connections
+    /// are open and stands still while the node is idle.
+    #[serde(default)]
+    pub busy_polls: u64,
 }
 
 /// One VRRP instance.

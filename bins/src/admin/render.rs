@@ -32,6 +32,9 @@ pub fn status_table(status: &Status) -> String {
     if let Some(c) = &n.config {
         let _ = write!(out, "  config {c}");
     }
+    if n.busy_polling {
+        let _ = write!(out, "  busy-polling on ({} polls)", n.busy_polls);
+    }
     out.push_str("\n\n");
 
     if status.vrrp.is_empty() {

@@ -104,6 +104,8 @@ struct Shared {
     vrrp: VrrpTable,
     /// Instance names in configuration order.
     vrrp_order: RwLock<Vec<String>>,
+    /// The busy-polling switch (`[global] busy_polling`), when on.
+    busy_polling: Option<lb_proxy::busy_poll::BusyPolling>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +220,8 @@ impl AdminHandler for Shared {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 uptime_secs: self.started.elapsed().as_secs(),
                 config: Some(self.config_path.clone()),
+                busy_polling: self.busy_polling.is_some(),
+                busy_polls: self.busy_polling.as_ref().map_or(0, |b| b.spins()),
             },
             vrrp,
             virtual_servers,
@@ -470,6 +474,10 @@ impl Node {
                     .map(|v| v.name.clone())
                     .collect(),
             ),
+            busy_polling: config
+                .global
+                .busy_polling
+                .then(lb_proxy::busy_poll::BusyPolling::new),
         });
         let mut node = Self {
             path,
@@ -483,6 +491,7 @@ impl Node {
             draining_udp: Vec::new(),
             draining: Vec::new(),
         };
+        node.listeners.busy_polling = node.shared.busy_polling.clone();
         // Route targets first: a virtual server's proxy is handed its targets' pools.
         for i in config.start_order() {
             let vs = &config.virtual_servers[i];
@@ -573,7 +582,7 @@ impl Node {
 
     /// SIGHUP: loads the file again and applies what changed.
     async fn reload(&mut self) {
-        let new = match load(&self.path, self.format) {
+        let mut new = match load(&self.path, self.format) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload rejected, the running configuration stays:\n{e}");
@@ -609,6 +618,10 @@ impl Node {
         }
         if new.global.nbthread != self.config.global.nbthread {
             tracing::warn!("nbthread changed: it applies at the next start, not on reload");
+        }
+        if new.global.busy_polling != self.config.global.busy_polling {
+            tracing::warn!("busy_polling changed: it applies at the next start, not on reload");
+            new.global.busy_polling = self.config.global.busy_polling;
         }
         if new.global.log_level != self.config.global.log_level {
             tracing::warn!("log_level changed: it applies at the next start, not on reload");

@@ -12,6 +12,7 @@ use lb_health::{
     CheckStates, ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierDetector,
     OutlierEvent, PoolApplier, Probe, StartState,
 };
+use lb_proxy::busy_poll::BusyPolling;
 use lb_proxy::http::{HttpPool, HttpProxy};
 use lb_proxy::listener::{bind_tcp, bind_udp, ListenOptions};
 use lb_proxy::outcome::{Outcome, OutcomeObserver};
@@ -156,10 +157,15 @@ async fn bind_retrying<T>(
 /// started before the old proxy stops accepting or receiving: no connection is refused in
 /// between, none waiting in the accept queue is lost, and no datagram meets a closed port
 /// (HAProxy's seamless reload hands its sockets over for the same reason).
+///
+/// With them goes the node's busy-polling switch (`[global] busy_polling`), which every
+/// proxy shares and which, like the sockets, outlives reloads.
 #[derive(Debug, Default)]
 pub(crate) struct Listeners {
     tcp: HashMap<SocketAddr, std::net::TcpListener>,
     udp: HashMap<SocketAddr, std::net::UdpSocket>,
+    /// `Some` when busy polling is on: given to every TCP, UDP and HTTP proxy started.
+    pub(crate) busy_polling: Option<BusyPolling>,
 }
 
 impl Listeners {
@@ -659,6 +665,7 @@ impl VsRuntime {
                 pc.connect_timeout = cfg.connect_timeout;
                 pc.retries = cfg.retries;
                 pc.drain_deadline = global.drain_deadline;
+                pc.busy_polling = listeners.busy_polling.clone();
                 pc.backend_maxconn = cfg
                     .backends
                     .iter()
@@ -680,7 +687,8 @@ impl VsRuntime {
                 )
             }
             Protocol::Udp => {
-                let uc = UdpProxyConfig::new(vec![cfg.listen]);
+                let mut uc = UdpProxyConfig::new(vec![cfg.listen]);
+                uc.busy_polling = listeners.busy_polling.clone();
                 let socket = listeners
                     .get_udp(cfg.listen, &uc.listen_options, bind_wait)
                     .await
@@ -695,7 +703,8 @@ impl VsRuntime {
                     .get(cfg.listen, &ListenOptions::default(), bind_wait)
                     .await
                     .map_err(|e| err(e.to_string()))?;
-                let hc = cfg.http_proxy_config().map_err(&err)?;
+                let mut hc = cfg.http_proxy_config().map_err(&err)?;
+                hc.busy_polling = listeners.busy_polling.clone();
                 let mut pools = vec![HttpPool::new(cfg.name.clone(), Arc::clone(&pool))
                     .with_observer(Arc::clone(&observer))];
                 pools.extend(route_pools);

@@ -22,6 +22,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::error::{Error, Result};
+use crate::busy_poll::BusyPolling;
 use crate::proxy_protocol::AcceptProxy;
 
 /// Which client-identity headers the proxy adds to every request it forwards. Each can be
@@ -299,6 +300,7 @@ impl Default for PassiveHealth {
 /// - `limits`: 16 KiB head, 100 headers, 64 idle connections per backend
 /// - `retries`: 2
 /// - `passive_health`: 5xx counts as a failure
+/// - `busy_polling`: off
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpProxyConfig {
     /// The virtual server's name, used in logs and stats.
@@ -327,6 +329,9 @@ pub struct HttpProxyConfig {
     pub retries: u32,
     /// What counts as a backend failure.
     pub passive_health: PassiveHealth,
+    /// HAProxy `busy-polling`: while a client connection is open, the runtime polls with a
+    /// zero timeout instead of sleeping ([`crate::busy_poll`]). `None` (default): off.
+    pub busy_polling: Option<BusyPolling>,
 }
 
 impl HttpProxyConfig {
@@ -343,6 +348,7 @@ impl HttpProxyConfig {
             limits: Limits::default(),
             retries: 2,
             passive_health: PassiveHealth::default(),
+            busy_polling: None,
         }
     }
 

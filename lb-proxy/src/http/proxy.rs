@@ -36,6 +36,7 @@ use super::forwarded::{is_upgrade_request, strip_hop_by_hop, ClientIdentity};
 use super::io::Prefixed;
 use super::route::{hash_key, request_host, Router};
 use super::stats::{inc, BackendCounterMap, HttpStatsSnapshot, VsCounters};
+use crate::busy_poll::{BusyGuard, BusyPolling};
 use crate::outcome::{NoopObserver, Outcome, OutcomeObserver};
 use crate::proxy_protocol::{read_header, ProxyHeader};
 use crate::tcp::ForwardStats;
@@ -434,13 +435,30 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: watch
     while tasks.join_next().await.is_some() {}
 }
 
-/// Takes one off `active_connections` when dropped, also when its task is cancelled
-/// (shutdown, abort).
-struct Uncount<'a>(&'a Shared);
+/// One connection (or tunnel) in `active_connections`, from [`Uncount::count`] until dropped,
+/// also when its task is cancelled (shutdown, abort). It holds busy polling, when that is on,
+/// as long.
+struct Uncount<'a> {
+    shared: &'a Shared,
+    _busy: Option<BusyGuard>,
+}
+
+impl<'a> Uncount<'a> {
+    fn count(shared: &'a Shared) -> Self {
+        shared.vs.active_connections.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared,
+            _busy: shared.config.busy_polling.as_ref().map(BusyPolling::hold),
+        }
+    }
+}
 
 impl Drop for Uncount<'_> {
     fn drop(&mut self) {
-        self.0.vs.active_connections.fetch_sub(1, Ordering::Relaxed);
+        self.shared
+            .vs
+            .active_connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -452,8 +470,7 @@ async fn serve_client(
     mut stop: watch::Receiver<bool>,
 ) {
     inc(&shared.vs.connections);
-    shared.vs.active_connections.fetch_add(1, Ordering::Relaxed);
-    let _active = Uncount(&shared);
+    let _active = Uncount::count(&shared);
     serve_client_inner(&shared, stream, peer, local, &mut stop).await;
 }
 
@@ -977,10 +994,15 @@ fn spawn_tunnel<G: Send + 'static>(
     activity: Arc<Activity>,
 ) {
     let mut kill = shared.kill.clone();
+    // Counted now, before the spawn: the client connection's count may end first.
+    let busy = shared.config.busy_polling.as_ref().map(BusyPolling::hold);
     shared.vs.active_connections.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         let _guards = guards;
-        let _active = Uncount(&shared);
+        let _active = Uncount {
+            shared: &shared,
+            _busy: busy,
+        };
         let tunnel = async {
             let (c, b) = tokio::try_join!(client_up, backend_up)?;
             let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));

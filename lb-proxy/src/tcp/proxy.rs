@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{forward, ForwardMode, ForwardOptions};
+use crate::busy_poll::{BusyGuard, BusyPolling};
 use crate::error::{Error, ErrorSource, Result};
 use crate::listener::{bind_tcp_acceptors, ListenOptions};
 use crate::outcome::{NoopObserver, Outcome, OutcomeObserver};
@@ -89,6 +90,9 @@ pub struct TcpProxyConfig {
     pub maxpipes: usize,
     /// HAProxy `tune.pipesize`, in bytes; 0 (default) keeps the kernel's 64 KiB.
     pub pipe_size: usize,
+    /// HAProxy `busy-polling`: while a client connection is open, the runtime polls with a
+    /// zero timeout instead of sleeping ([`crate::busy_poll`]). `None` (default): off.
+    pub busy_polling: Option<BusyPolling>,
 }
 
 impl TcpProxyConfig {
@@ -116,6 +120,7 @@ impl TcpProxyConfig {
             forward_mode: ForwardMode::Auto,
             maxpipes: 1024,
             pipe_size: 0,
+            busy_polling: None,
         }
     }
 
@@ -420,12 +425,14 @@ struct Connected {
 struct Admitted {
     shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
+    _busy: Option<BusyGuard>,
 }
 
 impl Admitted {
     fn new(shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> Self {
         ProxyStats::inc(&shared.stats.active);
         Self {
+            _busy: shared.config.busy_polling.as_ref().map(BusyPolling::hold),
             shared,
             _permit: permit,
         }

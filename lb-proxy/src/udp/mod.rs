@@ -58,6 +58,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::busy_poll::{BusyGuard, BusyPolling};
 use crate::error::{Error, Result};
 use crate::listener::{bind_udp, ListenOptions};
 use crate::outcome::{NoopObserver, Outcome, OutcomeObserver};
@@ -81,6 +82,9 @@ pub struct UdpProxyConfig {
     /// The largest datagram forwarded, in bytes; longer ones are truncated by the kernel.
     /// Default 65 535.
     pub max_datagram: usize,
+    /// HAProxy `busy-polling`: while a session is open, the runtime polls with a zero
+    /// timeout instead of sleeping ([`crate::busy_poll`]). `None` (default): off.
+    pub busy_polling: Option<BusyPolling>,
 }
 
 impl UdpProxyConfig {
@@ -92,6 +96,7 @@ impl UdpProxyConfig {
             idle_timeout: Duration::from_secs(60),
             max_sessions: 4096,
             max_datagram: 65_535,
+            busy_polling: None,
         }
     }
 }
@@ -116,13 +121,15 @@ struct Session {
     /// Tells the reply task that the session was ended from the listening side.
     ended: Notify,
     _guard: ConnectionGuard,
+    _busy: Option<BusyGuard>,
 }
 
 impl Session {
     /// A session to `backend` over `socket` (connected to it), counted as one of the
     /// backend's connections while it lives.
-    fn new(socket: UdpSocket, backend: Backend) -> Self {
+    fn new(socket: UdpSocket, backend: Backend, busy: Option<&BusyPolling>) -> Self {
         Self {
+            _busy: busy.map(BusyPolling::hold),
             socket,
             _guard: backend.stats().connection(),
             backend,
@@ -542,7 +549,11 @@ async fn open_session(
             latency: Duration::ZERO,
         },
     );
-    let session = Arc::new(Session::new(socket, backend));
+    let session = Arc::new(Session::new(
+        socket,
+        backend,
+        shared.config.busy_polling.as_ref(),
+    ));
     lock(&shared.sessions).insert(key, Arc::clone(&session));
     ProxyStats::inc(&shared.stats.accepted);
     ProxyStats::inc(&shared.stats.active);
@@ -671,7 +682,7 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         socket.connect(dead).await.unwrap();
         let backend = pool.backends().get(BackendId(1)).unwrap().clone();
-        let stale = Arc::new(Session::new(socket, backend));
+        let stale = Arc::new(Session::new(socket, backend, None));
         lock(&shared.sessions).insert(key, Arc::clone(&stale));
         stale.socket.send(b"lost").await.unwrap();
         // The ICMP error has arrived (error readiness; the pending error stays for the send).

@@ -12,7 +12,7 @@
 //! in `vrrp_instance`; `name`, `retries`, `connect_timeout` and `protocol HTTP` in
 //! `virtual_server`; `maxconn` (alias of `uthreshold`) and `backup` in `real_server`;
 //! `rise`, `fall`, `inter`, `fastinter`, `downinter`, `alpha` in checks; `admin_socket`,
-//! `log_level`, `drain_deadline` and `nbthread` in `global_defs`.
+//! `log_level`, `drain_deadline`, `nbthread` and `busy_polling` in `global_defs`.
 //!
 //! # Examples
 //!
@@ -516,6 +516,9 @@ impl Conv {
                     }) {
                         self.cfg.global.nbthread = n;
                     }
+                }
+                "busy_polling" => {
+                    self.cfg.global.busy_polling = self.flag(s, "global.busy_polling");
                 }
                 "notification_email"
                 | "notification_email_from"
