@@ -24,6 +24,8 @@ PAIRS = [
     ("ours splice-always", "haproxy splice-req+resp"),
     ("ours copy", "haproxy plain"),
     ("ours splice-auto", "direct"),
+    ("ours busy-polling", "haproxy busy-polling"),
+    ("ours busy-polling", "direct"),
 ]
 
 # Rows that cannot be measured on this machine: (after figure, ours side, peer, reason).
@@ -45,6 +47,8 @@ L4_SIDE = {
     "hap-splice-auto": "haproxy splice-auto",
     "hap-splice-rr": "haproxy splice-req+resp",
 }
+# l4_compare.sh section 1b: splice-auto with busy polling, each proxy alone on CPU 1.
+L4_BUSY_SIDE = {"direct": "direct", "lb-busy": "ours busy-polling", "hap-busy": "haproxy busy-polling"}
 L4_MODE = {"keepalive": "keep-alive", "close": "new connection per request"}
 
 
@@ -108,7 +112,18 @@ def l4(output_path, wrk_log_path):
     if wrk_lines != len(p50s):
         print(f"# p50: {len(p50s)} wrk runs logged for {wrk_lines} results; p50 left out", file=sys.stderr)
         p50s = []
+    busy_figure = "L4 bulk throughput, 1 stream, busy polling"
     for line in lines:
+        h = re.match(r"== 1b\..*pipes of (\d+) bytes", line)
+        if h:
+            pipe = int(h.group(1))
+            pipe = f"{pipe >> 20} MiB" if pipe % (1 << 20) == 0 else f"{pipe >> 10} KiB"
+            busy_figure = f"L4 bulk throughput, 1 stream, busy polling (splice-auto, {pipe} pipes, each proxy alone)"
+            continue
+        m = re.match(r"\s+busy round (\d+) (\S+)\s+(\S+) Gbit/s", line)
+        if m and m.group(2) in L4_BUSY_SIDE:
+            result(busy_figure, L4_BUSY_SIDE[m.group(2)], m.group(3), "Gbit/s")
+            continue
         m = re.match(r"\s+round (\d+) (\S+)\s+(\S+) Gbit/s", line)
         if m and m.group(2) in L4_SIDE:
             result("L4 bulk throughput, 1 stream", L4_SIDE[m.group(2)], m.group(3), "Gbit/s")

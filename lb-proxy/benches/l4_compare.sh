@@ -8,6 +8,8 @@
 #      `option splice-request` + `option splice-response`;
 #   2. requests/s and p99 latency for 1 KiB responses from nginx, wrk with keep-alive and
 #      with a new connection per request (`Connection: close`), same six targets;
+#   1b. bulk throughput with busy polling (HAProxy `busy-polling`, our LB_BUSY_POLLING=1),
+#      each busy proxy alone on CPU 1, splice-auto, pipes of BUSY_PIPE bytes — and direct;
 #   3. resident memory per idle established connection (client + backend socket) at
 #      IDLE connections, lb vs HAProxy.
 #
@@ -22,7 +24,7 @@
 # 9950: each costs the proxy two descriptors and the hard limit is 20 000 per process, so
 # no single-process proxy can hold 10 000; section 3 starts one lb and one HAProxy
 # (maxconn IDLE + 10, maxpipes 8) of its own with only the idle frontend),
-# BASE_PORT (default 23080), CARGO_TARGET_DIR.
+# BUSY_PIPE (pipe bytes in 1b, default 1 MiB), BASE_PORT (default 23080), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -30,6 +32,7 @@ DURATION=${DURATION:-8}
 CONNS=${CONNS:-50}
 BULK_BYTES=${BULK_BYTES:-$((8 << 30))}
 IDLE=${IDLE:-9950}
+BUSY_PIPE=${BUSY_PIPE:-1048576}
 BASE=${BASE_PORT:-23080}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -173,6 +176,49 @@ for r in $(seq 1 "$ROUNDS"); do
     done
 done
 
+echo "== 1b. bulk with busy polling (HAProxy \`busy-polling\`), $((BULK_BYTES >> 30)) GiB, Gbit/s: each busy proxy alone on CPU 1, started for its transfer and stopped after, pipes of $BUSY_PIPE bytes"
+# A busy-polling proxy holds its CPU while it has a connection, so two of them cannot share
+# CPU 1: each is started for its own transfer (the proxies above are idle meanwhile), on a
+# port of its own per round. Both splice-auto with the same pipe size (HAProxy
+# tune.pipesize, our LB_PIPE_SIZE).
+BP=
+start_busy() { # start_busy NAME PORT
+    case $1 in
+    lb-busy)
+        LB_BUSY_POLLING=1 LB_PIPE_SIZE=$BUSY_PIPE taskset -c 1 "$TOOL" proxy splice \
+            "127.0.0.1:$2=127.0.0.1:$SRC" >/dev/null &
+        ;;
+    hap-busy)
+        printf '%s\n' "global" "    nbthread 1" "    busy-polling" "    tune.pipesize $BUSY_PIPE" \
+            "    maxpipes 64" "defaults" "    mode tcp" "    timeout connect 5s" \
+            "    timeout client 900s" "    timeout server 900s" "    option splice-auto" \
+            "frontend bulk" "    bind 127.0.0.1:$2" "    default_backend src" \
+            "backend src" "    server s 127.0.0.1:$SRC" >"$WORK/hap-busy.cfg"
+        taskset -c 1 haproxy -db -f "$WORK/hap-busy.cfg" 2>"$WORK/hap-busy.err" &
+        ;;
+    esac
+    BP=$!
+    PIDS+=($BP)
+    wait_port "$2"
+}
+for r in $(seq 1 "$ROUNDS"); do
+    g=$(taskset -c 0 "$TOOL" bulk "127.0.0.1:$SRC" "$BULK_BYTES")
+    R[busy,direct]+="$g "
+    printf '  busy round %d %-16s %8s Gbit/s\n' "$r" direct "$g"
+    k=0
+    for t in lb-busy hap-busy; do
+        port=$((BASE + 100 + 2 * r + k))
+        k=$((k + 1))
+        start_busy "$t" "$port"
+        sleep 0.3
+        g=$(taskset -c 0 "$TOOL" bulk "127.0.0.1:$port" "$BULK_BYTES")
+        kill "$BP"
+        wait "$BP" 2>/dev/null || true
+        R[busy,$t]+="$g "
+        printf '  busy round %d %-16s %8s Gbit/s\n' "$r" "$t" "$g"
+    done
+done
+
 echo "== 2. wrk -t1 -c$CONNS -d${DURATION}s, 1 KiB responses from nginx (wrk+nginx on CPU 0, proxy on CPU 1)"
 for mode in keepalive close; do
     hdr=()
@@ -256,6 +302,11 @@ for mode in keepalive close; do
             -v hr="$(m "rps,$mode,hap-splice-auto")" -v hp="$(m "p99,$mode,hap-splice-auto")" 'BEGIN {
             printf "  %-9s %-16s %9.0f req/s (%.2fx hap-splice-auto)  p99 %6.2f ms (%.2fx)\n", mode, t, r, r / hr, p, p / hp }'
     done
+done
+d=$(m "busy,direct")
+for t in lb-busy hap-busy; do
+    awk -v t="$t" -v v="$(m "busy,$t")" -v d="$d" -v h="$(m "busy,hap-busy")" 'BEGIN {
+        printf "  bulk %-16s %7.2f Gbit/s  %.2fx direct (%.2f)  %.2fx hap-busy  (busy polling, alone on CPU 1)\n", t, v, v / d, d, v / h }'
 done
 awk -v l="${R[rss,lb-idle]}" -v h="${R[rss,hap-idle]}" 'BEGIN {
     printf "  idle RSS per connection: lb %d B, haproxy %d B (lb/haproxy %.2f)\n", l, h, l / h }'
