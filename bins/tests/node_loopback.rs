@@ -1152,7 +1152,16 @@ address = "{web}"
     let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
     let at = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(body(&get(at).unwrap()), "web");
-    for ip in ["127.0.0.1", "0.0.0.0"] {
+    // IPv4-mapped spellings bind the same IPv4 sockets: `[::ffff:127.0.0.1]` is
+    // `127.0.0.1` and `[::ffff:0.0.0.0]` the IPv4 wildcard.
+    for ip in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "[::ffff:127.0.0.1]",
+        "127.0.0.1",
+        "[::ffff:0.0.0.0]",
+        "127.0.0.1",
+    ] {
         reload_node(&node, &dir, &config(ip));
         let want = format!("{ip}:{port}");
         assert!(

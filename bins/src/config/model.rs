@@ -1759,7 +1759,7 @@ impl Config {
 
 /// The address a listener on `a` takes: an IPv4-mapped IPv6 address (`[::ffff:a.b.c.d]`)
 /// is its IPv4 address (`[::ffff:0.0.0.0]` the IPv4 wildcard) to the kernel.
-fn bound_address(a: SocketAddr) -> SocketAddr {
+pub(crate) fn bound_address(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
             Some(v4) => SocketAddr::from((v4, a.port())),

@@ -674,12 +674,17 @@ impl Node {
         };
         let udp_on = |a: &std::net::SocketAddr| listens_on(a, true);
         // Could a socket on `a` keep a new virtual server from binding its address (same
-        // port and kind, one of the two the wildcard address)?
+        // port and kind, and one of the two the wildcard address, or both the same address
+        // spelt differently: an IPv4-mapped `[::ffff:a.b.c.d]` binds `a.b.c.d`)?
         let overlaps_new = |a: &std::net::SocketAddr, udp: bool| {
+            let bound = config::model::bound_address(*a);
             new.virtual_servers.iter().any(|n| {
+                let n_bound = config::model::bound_address(n.listen);
                 (n.protocol == Protocol::Udp) == udp
-                    && n.listen.port() == a.port()
-                    && (n.listen.ip().is_unspecified() || a.ip().is_unspecified())
+                    && n_bound.port() == bound.port()
+                    && (n_bound.ip().is_unspecified()
+                        || bound.ip().is_unspecified()
+                        || (n_bound == bound && n.listen != *a))
             })
         };
         // Retired virtual servers that keep accepting while the replacements start, by
