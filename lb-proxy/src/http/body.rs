@@ -17,6 +17,10 @@ use super::client::{BackendBody, ConnPool, IdleList};
 
 /// No request head has started arriving ([`Activity::head_started`]).
 const NO_HEAD: u64 = u64::MAX;
+/// [`Activity`]'s `upload` flag: the current request's body is still being uploaded.
+const UPLOAD_OPEN: u64 = 1;
+/// [`Activity`]'s `upload` flag: that upload waits for the client to send more.
+const UPLOAD_WAITING: u64 = 2;
 
 /// Request activity on one client connection, for its timers (the request-head timeout,
 /// HAProxy's `timeout http-request`; the keep-alive timeout, `timeout http-keep-alive`)
@@ -37,11 +41,14 @@ pub(crate) struct Activity {
     /// Milliseconds since `base` of the last progress of the current request's body upload
     /// (its start, then each frame), or [`NO_HEAD`] for a request without a body.
     upload_ms: AtomicU64,
-    /// Whether the current request's body is still being uploaded.
-    upload_open: AtomicBool,
-    /// Whether that upload is waiting for the client to send more (its body was asked for
-    /// a frame and had none): the client timeout runs then, not the backend's.
-    upload_waiting: AtomicBool,
+    /// The current request's upload, in one word so that it changes atomically: its
+    /// generation (`>> 2`, one per upload started on the connection), [`UPLOAD_OPEN`]
+    /// while its body is still being uploaded and [`UPLOAD_WAITING`] while that upload
+    /// waits for the client to send more (its body was asked for a frame and had none: the
+    /// client timeout runs then, not the backend's). A body updates it only while its own
+    /// generation is current: one whose last frame is polled late (the backend answered
+    /// early, the request ended and the next began) cannot touch the next request's.
+    upload: AtomicU64,
     /// Set when a write to the client stalled past the client timeout.
     write_stalled: AtomicBool,
 }
@@ -68,37 +75,68 @@ impl Activity {
             served: AtomicBool::new(false),
             first_request: Notify::new(),
             upload_ms: AtomicU64::new(NO_HEAD),
-            upload_open: AtomicBool::new(false),
-            upload_waiting: AtomicBool::new(false),
+            upload: AtomicU64::new(0),
             write_stalled: AtomicBool::new(false),
         }
     }
 
-    /// The current request has a body: its upload starts now.
-    pub(crate) fn upload_started(&self) {
+    /// The current request has a body: its upload starts now. Returns the upload's
+    /// generation, which its body passes to every later update.
+    pub(crate) fn upload_started(&self) -> u64 {
         self.upload_ms.store(self.now_ms(), Ordering::Release);
-        self.upload_open.store(true, Ordering::Release);
+        let previous = self
+            .upload
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some((((u >> 2) + 1) << 2) | UPLOAD_OPEN)
+            })
+            .unwrap_or_else(|u| u);
+        (previous >> 2) + 1
     }
 
-    /// A frame of the current request's body arrived (`end`: the last one).
-    fn upload_progressed(&self, end: bool) {
+    /// Changes the flags of upload `generation` with `f`, if it is still the current one
+    /// (else does nothing).
+    fn update_upload(&self, generation: u64, f: impl Fn(u64) -> u64) {
+        let _ = self
+            .upload
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u >> 2 == generation).then(|| f(u))
+            });
+    }
+
+    /// A frame of upload `generation`'s body arrived (`end`: the last one). A stale
+    /// generation's progress is not the current request's and is ignored.
+    fn upload_progressed(&self, generation: u64, end: bool) {
+        if self.upload.load(Ordering::Acquire) >> 2 != generation {
+            return;
+        }
         self.upload_ms.store(self.now_ms(), Ordering::Release);
         if end {
-            self.upload_open.store(false, Ordering::Release);
+            self.update_upload(generation, |u| u & !(UPLOAD_OPEN | UPLOAD_WAITING));
         }
+    }
+
+    /// Upload `generation` starts (`true`) or stops (`false`) waiting for the client.
+    fn upload_wait(&self, generation: u64, waiting: bool) {
+        self.update_upload(generation, |u| {
+            if waiting && u & UPLOAD_OPEN != 0 {
+                u | UPLOAD_WAITING
+            } else {
+                u & !UPLOAD_WAITING
+            }
+        });
     }
 
     /// Whether the current request's body is still being uploaded (its backend connection
     /// is then still busy sending it).
     pub(crate) fn upload_open(&self) -> bool {
-        self.upload_open.load(Ordering::Acquire)
+        self.upload.load(Ordering::Acquire) & UPLOAD_OPEN != 0
     }
 
     /// Whether the current request's body is waiting for the client to send more. While
     /// it is, the backend has all there was to send and is not held to its response
     /// timeout: the client timeout decides (HAProxy `cD`, not `sD`).
     pub(crate) fn upload_waiting(&self) -> bool {
-        self.upload_waiting.load(Ordering::Acquire)
+        self.upload.load(Ordering::Acquire) & UPLOAD_WAITING != 0
     }
 
     /// When the current request's body last made progress, if it has one: the backend's
@@ -201,8 +239,9 @@ impl Drop for ActiveRequest {
         // The next request starts without an upload (a plain load when there was none).
         if self.0.upload_ms.load(Ordering::Relaxed) != NO_HEAD {
             self.0.upload_ms.store(NO_HEAD, Ordering::Release);
-            self.0.upload_open.store(false, Ordering::Release);
-            self.0.upload_waiting.store(false, Ordering::Release);
+            self.0
+                .upload
+                .fetch_and(!(UPLOAD_OPEN | UPLOAD_WAITING), Ordering::AcqRel);
         }
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -236,6 +275,8 @@ pub(crate) struct ClientBody {
 #[derive(Debug)]
 struct Upload {
     activity: Arc<Activity>,
+    /// This upload's generation in `activity` ([`Activity::upload_started`]).
+    generation: u64,
     after: std::time::Duration,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Whether `sleep` runs for the gap now under way: the body was asked for a frame and
@@ -273,8 +314,8 @@ impl ClientBody {
         after: std::time::Duration,
     ) -> Self {
         let upload = (!inner.is_end_stream()).then(|| {
-            activity.upload_started();
             Box::new(Upload {
+                generation: activity.upload_started(),
                 activity: Arc::clone(activity),
                 after,
                 sleep: None,
@@ -308,7 +349,7 @@ impl Body for ClientBody {
                 if !up.waiting {
                     // A gap starts: the client timeout runs from now.
                     up.waiting = true;
-                    up.activity.upload_waiting.store(true, Ordering::Release);
+                    up.activity.upload_wait(up.generation, true);
                     let deadline = tokio::time::Instant::now() + up.after;
                     match &mut up.sleep {
                         Some(s) => s.as_mut().reset(deadline),
@@ -326,10 +367,10 @@ impl Body for ClientBody {
                 let end = r.is_none() || this.inner.is_end_stream();
                 // Progress first, then the end of the wait: the backend's response timer
                 // never sees a wait ended without the progress that ended it.
-                up.activity.upload_progressed(end);
+                up.activity.upload_progressed(up.generation, end);
                 if up.waiting {
                     up.waiting = false;
-                    up.activity.upload_waiting.store(false, Ordering::Release);
+                    up.activity.upload_wait(up.generation, false);
                 }
                 Poll::Ready(r.map(|f| f.map_err(UploadError::Client)))
             }
@@ -559,6 +600,43 @@ mod tests {
 
     const HEAD: Duration = Duration::from_secs(10);
     const IDLE: Duration = Duration::from_secs(60);
+
+    /// A body whose last frame is polled after its request ended (the backend answered
+    /// early) must not touch the next request's upload: its end used to clear the next
+    /// upload's open flag (its backend connection could then be pooled while still
+    /// uploading) and its waiting could hold off the next backend's response timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_body_cannot_change_the_next_requests_upload() {
+        let a = Arc::new(Activity::new());
+        let first = ActiveRequest::new(&a);
+        let g1 = a.upload_started();
+        a.upload_wait(g1, true);
+        assert!(a.upload_open() && a.upload_waiting());
+        drop(first); // the response went out; the upload had not ended
+        assert!(!a.upload_open() && !a.upload_waiting());
+        assert_eq!(a.upload_progress(), None);
+
+        let second = ActiveRequest::new(&a);
+        let g2 = a.upload_started();
+        assert_ne!(g1, g2);
+        advance(Duration::from_secs(2)).await;
+        // The first body's stragglers.
+        a.upload_wait(g1, true);
+        assert!(!a.upload_waiting(), "a stale body's wait is ignored");
+        let started = a.upload_progress();
+        a.upload_progressed(g1, true);
+        assert!(a.upload_open(), "a stale body's end is ignored");
+        assert_eq!(a.upload_progress(), started, "and so is its progress");
+        // The second body's own updates apply.
+        a.upload_wait(g2, true);
+        assert!(a.upload_waiting());
+        a.upload_progressed(g2, false);
+        assert!(a.upload_open() && a.upload_progress() > started);
+        a.upload_wait(g2, false);
+        a.upload_progressed(g2, true);
+        assert!(!a.upload_open() && !a.upload_waiting());
+        drop(second);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn client_timers_follow_the_request_cycle() {
