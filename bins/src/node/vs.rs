@@ -39,8 +39,11 @@ use crate::config::model::{
 pub(crate) struct Carried {
     admin: HashMap<SocketAddr, AdminState>,
     health: HashMap<SocketAddr, Health>,
-    /// Whether the replaced version had quorum (its `quorum_up`/`quorum_down` already ran).
+    /// Whether the replaced version's pool had quorum (its hysteresis goes on from there).
     quorum: Option<bool>,
+    /// The quorum state whose `quorum_up`/`quorum_down` the replaced version announced
+    /// last; it announces nothing more once this is taken ([`QuorumNotifier::hand_over`]).
+    announced: Option<bool>,
 }
 
 /// The data path of one virtual server.
@@ -81,8 +84,16 @@ pub(crate) struct QuorumNotifier {
     name: String,
     quorum_up: Option<String>,
     quorum_down: Option<String>,
-    last: std::sync::atomic::AtomicBool,
+    /// The state announced last ([`ANNOUNCED_UP`]), and whether it was handed over to a
+    /// replacement ([`HANDED_OVER`]): in one word, so that a check racing the hand-over
+    /// either announces before it (and the replacement knows) or not at all.
+    state: std::sync::atomic::AtomicU8,
 }
+
+/// [`QuorumNotifier`]'s `state`: the state announced last was quorum up.
+const ANNOUNCED_UP: u8 = 1;
+/// [`QuorumNotifier`]'s `state`: a replacement announces from now on.
+const HANDED_OVER: u8 = 2;
 
 impl QuorumNotifier {
     /// `previous`: the state of the version a reload replaced, if any.
@@ -92,7 +103,7 @@ impl QuorumNotifier {
             name: vs.name.clone(),
             quorum_up: vs.quorum_up.clone(),
             quorum_down: vs.quorum_down.clone(),
-            last: std::sync::atomic::AtomicBool::new(now),
+            state: std::sync::atomic::AtomicU8::new(if now { ANNOUNCED_UP } else { 0 }),
         };
         if previous != Some(now) {
             n.announce(now, "start");
@@ -114,13 +125,44 @@ impl QuorumNotifier {
         }
     }
 
-    /// Compares the pool's quorum with the last state seen; on a change, logs it and runs
-    /// the command of the new state.
+    /// Compares the pool's quorum with the last state announced; on a change, logs it and
+    /// runs the command of the new state. Does nothing once handed over.
     fn check(&self, pool: &Pool) {
         let now = pool.has_quorum();
-        if self.last.swap(now, std::sync::atomic::Ordering::AcqRel) != now {
+        let changed = self
+            .state
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |s| {
+                    (s & HANDED_OVER == 0 && (s & ANNOUNCED_UP != 0) != now).then_some(if now {
+                        ANNOUNCED_UP
+                    } else {
+                        0
+                    })
+                },
+            )
+            .is_ok();
+        if changed {
             self.announce(now, "change");
         }
+    }
+
+    /// Stops announcing (a reload's replacement does from now on) and returns the state
+    /// announced last, which the replacement starts from: a change neither announced
+    /// before the hand-over is announced by the replacement, and none twice.
+    pub(crate) fn hand_over(&self) -> bool {
+        self.state
+            .fetch_or(HANDED_OVER, std::sync::atomic::Ordering::AcqRel)
+            & ANNOUNCED_UP
+            != 0
+    }
+
+    /// Announces again after [`QuorumNotifier::hand_over`]: the replacement failed to
+    /// start and this version goes on.
+    fn resume(&self) {
+        self.state
+            .fetch_and(!HANDED_OVER, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -735,7 +777,7 @@ impl VsRuntime {
 
         // Liveness is written only once the proxy runs: a virtual server that fails to
         // start (its address taken, say) must not tell `track_service` it is live.
-        let quorum = Arc::new(QuorumNotifier::new(&cfg, &pool, carried.quorum));
+        let quorum = Arc::new(QuorumNotifier::new(&cfg, &pool, carried.announced));
         let live_task = spawn_liveness(Arc::clone(&pool), events, live, Arc::clone(&quorum));
 
         tracing::info!(virtual_server = %cfg.name, listen = %cfg.listen, protocol = %cfg.protocol, lb_algo = %cfg.lb_algo, backends = cfg.backends.len(), "virtual server started");
@@ -787,7 +829,9 @@ impl VsRuntime {
         Ok(true)
     }
 
-    /// What a replacement of this virtual server takes over ([`Carried`]).
+    /// What a replacement of this virtual server takes over ([`Carried`]). From now on
+    /// this version runs no quorum scripts, unless [`VsRuntime::resume_liveness`] says it
+    /// goes on.
     pub(crate) fn carried(&self) -> Carried {
         let backends = self.pool.backends();
         let admin = backends.iter().map(|b| (b.addr(), b.admin())).collect();
@@ -803,6 +847,7 @@ impl VsRuntime {
             admin,
             health,
             quorum: Some(self.pool.has_quorum()),
+            announced: Some(self.quorum.hand_over()),
         }
     }
 
@@ -867,6 +912,7 @@ impl VsRuntime {
     /// [`VsRuntime::detach_liveness`]: it keeps running because its replacement failed.
     pub(crate) fn resume_liveness(&mut self, live: Arc<watch::Sender<bool>>) {
         self.live_task.abort();
+        self.quorum.resume();
         let events = self.health.as_ref().map(HealthDriver::subscribe);
         self.live_task = spawn_liveness(
             Arc::clone(&self.pool),
@@ -1055,5 +1101,70 @@ mod tests {
         let second_fails = run(check("{ path = \"/ok\" }, { path = \"/missing\" }")).await;
         assert!(!second_fails.is_up(), "{second_fails:?}");
         assert!(second_fails.reason.contains("404"), "{second_fails:?}");
+    }
+}
+
+#[cfg(test)]
+mod quorum_tests {
+    use super::*;
+
+    /// A reload hands quorum announcements over: the old version's check after the
+    /// hand-over runs nothing, the replacement announces the change, and each script runs
+    /// once (the old version used to run `quorum_down` from a check racing the reload, and
+    /// the replacement, starting from the pool's state of before, ran it again).
+    #[tokio::test]
+    async fn quorum_scripts_run_once_across_a_hand_over() {
+        let dir = std::env::temp_dir().join(format!("lb-quorum-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log");
+        let text = format!(
+            "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\nquorum = 2\n\
+             quorum_up = \"echo up >> {log}\"\nquorum_down = \"echo down >> {log}\"\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:2\"\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:3\"\n",
+            log = log.display()
+        );
+        let (config, _) =
+            crate::config::toml::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
+        let vs = &config.virtual_servers[0];
+        let pool = Pool::new(
+            vs.lb_algo.clone(),
+            vs.backend_set().unwrap(),
+            vs.pool_config(),
+        )
+        .unwrap();
+        assert!(pool.has_quorum());
+        let old = QuorumNotifier::new(vs, &pool, None); // announces "up"
+        pool.set_health(backend_id(1), Health::Down, now()).unwrap();
+        assert!(!pool.has_quorum());
+        let announced = old.hand_over();
+        assert!(announced, "up was announced last");
+        old.check(&pool); // too late: the replacement announces
+        let new = QuorumNotifier::new(vs, &pool, Some(announced)); // announces "down"
+        new.check(&pool); // nothing changed since
+                          // A later reload whose replacement fails to start: the running version takes the
+                          // announcements back and reports what changed meanwhile.
+        assert!(!new.hand_over());
+        pool.set_health(backend_id(1), Health::Up, now()).unwrap();
+        new.check(&pool); // handed over: nothing
+        new.resume();
+        new.check(&pool); // "up"
+        let want = "up\ndown\nup\n";
+        for _ in 0..200 {
+            if std::fs::read_to_string(&log).unwrap_or_default().len() >= want.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Scripts run concurrently: their order in the file is not theirs; their count is.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut got: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        got.sort();
+        assert_eq!(got, ["down", "up", "up"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
