@@ -117,7 +117,12 @@ def l4(output_path, wrk_log_path):
         h = re.match(r"== 1b\..*pipes of (\d+) bytes", line)
         if h:
             pipe = int(h.group(1))
-            pipe = f"{pipe >> 20} MiB" if pipe % (1 << 20) == 0 else f"{pipe >> 10} KiB"
+            if pipe % (1 << 20) == 0:
+                pipe = f"{pipe >> 20} MiB"
+            elif pipe % (1 << 10) == 0:
+                pipe = f"{pipe >> 10} KiB"
+            else:
+                pipe = f"{pipe}-byte"
             busy_figure = f"L4 bulk throughput, 1 stream, busy polling (splice-auto, {pipe} pipes, each proxy alone)"
             continue
         m = re.match(r"\s+busy round (\d+) (\S+)\s+(\S+) Gbit/s", line)

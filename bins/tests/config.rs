@@ -551,13 +551,18 @@ fn nbthread_is_read_from_both_formats_and_checked() {
 fn busy_polling_is_read_from_both_formats_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let k = dir.path().join("k.conf");
-    std::fs::write(&k, "global_defs {\n    busy_polling\n}\n").unwrap();
+    std::fs::write(&k, "global_defs {\n    busy_polling\n    nbthread 1\n}\n").unwrap();
     assert!(ok(&k).0.global.busy_polling, "a bare keepalived flag is on");
     std::fs::write(&k, "global_defs {\n    busy_polling false\n}\n").unwrap();
     assert!(!ok(&k).0.global.busy_polling);
     let t = dir.path().join("n.toml");
-    std::fs::write(&t, "[global]\nbusy_polling = true\n").unwrap();
+    std::fs::write(&t, "[global]\nbusy_polling = true\nnbthread = 1\n").unwrap();
     assert!(ok(&t).0.global.busy_polling);
+    // The multi-thread runtime cannot busy-poll (a parked worker holds the event loop).
+    assert_eq!(
+        errors("n.toml", "[global]\nbusy_polling = true\n"),
+        ["n.toml:2:16: busy_polling needs nbthread = 1 (one event loop), not 0"]
+    );
     std::fs::write(&t, "[global]\n").unwrap();
     assert!(!ok(&t).0.global.busy_polling, "off by default");
     let e = errors("k.conf", "global_defs {\n    busy_polling sometimes\n}\n");

@@ -214,6 +214,10 @@ for r in $(seq 1 "$ROUNDS"); do
         g=$(taskset -c 0 "$TOOL" bulk "127.0.0.1:$port" "$BULK_BYTES")
         kill "$BP"
         wait "$BP" 2>/dev/null || true
+        # Gone: out of the cleanup list, whose kill could otherwise hit a reused PID.
+        for i in "${!PIDS[@]}"; do
+            if [ "${PIDS[$i]}" = "$BP" ]; then unset 'PIDS[i]'; fi
+        done
         R[busy,$t]+="$g "
         printf '  busy round %d %-16s %8s Gbit/s\n' "$r" "$t" "$g"
     done

@@ -1,5 +1,6 @@
-//! Busy polling (HAProxy's `busy-polling`): while any connection is open, the event loop
-//! never sleeps in `epoll_wait(2)`; it polls again at once, with a zero timeout.
+//! Busy polling (HAProxy's `busy-polling`): while any connection is open (busy or idle),
+//! the event loop never sleeps in `epoll_wait(2)`; it polls again at once, with a zero
+//! timeout.
 //!
 //! On a virtual machine an idle vCPU halts, and every wake-up of the proxy (a segment
 //! arrived, a send buffer emptied) is then an inter-processor interrupt and a VM exit: tens
@@ -13,8 +14,18 @@
 //! The spinner yields (`tokio::task::yield_now`) as long as a [`BusyGuard`] is alive; a
 //! runtime with a yielded task polls its I/O driver with a zero timeout instead of parking.
 //! When the last guard drops, the spinner ends and the runtime sleeps in `epoll_wait` again,
-//! so an idle proxy costs nothing. On a multi-thread runtime one worker spins; the others
-//! park as usual.
+//! so a proxy without connections costs nothing.
+//!
+//! Two differences from HAProxy, which spins in every poll whatever it has:
+//! - The first connection after a time without any still finds the loop asleep.
+//! - A connection that stays open while idle (a keep-alive client, a database pool) keeps
+//!   the CPU at 100 % for as long as it lasts.
+//!
+//! It is meant for tokio's **current-thread** runtime (one event loop, `lb-node`'s
+//! `nbthread = 1`). On a multi-thread runtime an idle worker parks inside `epoll_wait`
+//! holding the I/O driver, and the spinning worker's zero-timeout poll then finds the driver
+//! taken: it spins without polling, and events still wake the parked worker. `lb-node`
+//! refuses `busy_polling` without `nbthread = 1`.
 //!
 //! One [`BusyPolling`] is shared (cloned) by every proxy of a runtime: `lb-node` makes one
 //! when `[global] busy_polling = true`, and gives it to each virtual server
@@ -75,8 +86,10 @@ impl BusyPolling {
     /// every other, is dropped. Call it inside a tokio runtime: the spinner is spawned on the
     /// current one (outside a runtime nothing spins).
     pub fn hold(&self) -> BusyGuard {
-        if self.0.holders.fetch_add(1, Ordering::SeqCst) == 0
-            && !self.0.spinning.swap(true, Ordering::SeqCst)
+        self.0.holders.fetch_add(1, Ordering::SeqCst);
+        // On `spinning` alone, not on the first hold: a spinner lost with its runtime, or
+        // never started outside one, is started by the next hold, whatever is held then.
+        if !self.0.spinning.load(Ordering::SeqCst) && !self.0.spinning.swap(true, Ordering::SeqCst)
         {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
@@ -93,7 +106,8 @@ impl BusyPolling {
         self.0.holders.load(Ordering::Relaxed)
     }
 
-    /// Zero-timeout polls made so far (spinner turns), for tests and `lbctl`-style counters.
+    /// Spinner turns so far: on a current-thread runtime, each one zero-timeout poll of the
+    /// I/O driver. For tests and `lbctl status`.
     pub fn spins(&self) -> u64 {
         self.0.spins.load(Ordering::Relaxed)
     }
@@ -209,7 +223,7 @@ mod tests {
             g
         });
         drop(rt); // the spinner task goes with it, still owning the flag
-        drop(held);
+        let _still = held; // and something is still held
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -222,13 +236,11 @@ mod tests {
     }
 
     #[test]
-    fn hold_outside_a_runtime_spins_nothing() {
+    fn a_hold_outside_a_runtime_does_not_keep_later_ones_from_spinning() {
         let busy = BusyPolling::new();
         let g = busy.hold();
         assert_eq!(busy.holders(), 1);
-        drop(g);
-        assert_eq!(busy.holders(), 0);
-        // A later hold inside a runtime still starts a spinner.
+        // Still held: a hold inside a runtime starts the spinner all the same.
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -237,5 +249,7 @@ mod tests {
             turns(3).await;
             assert!(busy.spins() > 0);
         });
+        drop(g);
+        assert_eq!(busy.holders(), 0);
     }
 }

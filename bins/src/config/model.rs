@@ -86,12 +86,13 @@ pub struct Global {
     /// the fastest choice when the node is given one CPU, as `nbthread 1` is for HAProxy);
     /// n > 1 runs n worker threads. Read at start; a reload keeps the running value.
     pub nbthread: u16,
-    /// HAProxy `busy-polling`: while any connection or UDP session is open, the event loop
-    /// polls with a zero timeout instead of sleeping, so the proxy's CPU never halts
-    /// between packets. It saves the wake-up cost of a virtual machine's halted vCPU
-    /// (inter-processor interrupts, VM exits) at the price of one CPU at 100 % while there
-    /// is traffic: meant for a node pinned to a CPU of its own, with `nbthread = 1`. Off
-    /// by default. Read at start; a reload keeps the running value.
+    /// HAProxy `busy-polling`: while any connection or UDP session is open (busy or idle),
+    /// the event loop polls with a zero timeout instead of sleeping, so the proxy's CPU
+    /// never halts between packets. It saves the wake-up cost of a virtual machine's halted
+    /// vCPU (inter-processor interrupts, VM exits) at the price of one CPU at 100 % while
+    /// any connection is open: meant for a node pinned to a CPU of its own. Needs
+    /// `nbthread = 1` (an error otherwise). Off by default. Read at start; a reload keeps
+    /// the running value.
     pub busy_polling: bool,
 }
 
@@ -1316,6 +1317,17 @@ impl Config {
         }
         if self.global.admin_socket.as_os_str().is_empty() {
             err("global.admin_socket".into(), "admin_socket is empty".into());
+        }
+        if self.global.busy_polling && self.global.nbthread != 1 {
+            // tokio's multi-thread workers leave the event loop to a parked worker: the
+            // spinning one would find the I/O driver taken and spin without polling.
+            err(
+                "global.busy_polling".into(),
+                format!(
+                    "busy_polling needs nbthread = 1 (one event loop), not {}",
+                    self.global.nbthread
+                ),
+            );
         }
 
         // Scripts.

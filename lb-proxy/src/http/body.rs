@@ -104,7 +104,8 @@ impl Activity {
     }
 
     /// A frame of upload `generation`'s body arrived (`end`: the last one). A stale
-    /// generation's progress is not the current request's and is ignored.
+    /// generation's progress (its request has ended) is ignored; a frame racing its
+    /// request's end may still move `upload_ms` by a few microseconds.
     fn upload_progressed(&self, generation: u64, end: bool) {
         if self.upload.load(Ordering::Acquire) >> 2 != generation {
             return;
@@ -237,11 +238,15 @@ impl Drop for ActiveRequest {
             .idle_since_ms
             .store(self.0.now_ms(), Ordering::Release);
         // The next request starts without an upload (a plain load when there was none).
+        // A new generation with no flags: whatever this request's body still does is stale.
         if self.0.upload_ms.load(Ordering::Relaxed) != NO_HEAD {
             self.0.upload_ms.store(NO_HEAD, Ordering::Release);
-            self.0
+            let _ = self
+                .0
                 .upload
-                .fetch_and(!(UPLOAD_OPEN | UPLOAD_WAITING), Ordering::AcqRel);
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                    Some(((u >> 2) + 1) << 2)
+                });
         }
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -615,6 +620,11 @@ mod tests {
         drop(first); // the response went out; the upload had not ended
         assert!(!a.upload_open() && !a.upload_waiting());
         assert_eq!(a.upload_progress(), None);
+        // A bodiless next request: a late frame of the first body is not its progress.
+        let bodiless = ActiveRequest::new(&a);
+        a.upload_progressed(g1, false);
+        assert_eq!(a.upload_progress(), None, "a stale frame is ignored");
+        drop(bodiless);
 
         let second = ActiveRequest::new(&a);
         let g2 = a.upload_started();
