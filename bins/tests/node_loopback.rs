@@ -2012,3 +2012,82 @@ address = "{b}"
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reload that restarts a virtual server keeps passive health's ejections (Envoy keeps a
+/// host's outlier state across cluster updates): the dead real server ejected before the
+/// reload is still out after it, and comes back when its ejection time is over, as it
+/// would have. It used to start afresh, taking traffic again until re-ejected.
+#[test]
+fn reload_restart_keeps_outlier_ejections() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let port = free_port();
+    let config = |algo: &str| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+lb_algo = "{algo}"
+retries = 2
+connect_timeout = "1s"
+
+[virtual_server.outlier_detection]
+base_ejection_time = "6s"
+
+[[virtual_server.backend]]
+address = "{a_addr}"
+
+[[virtual_server.backend]]
+address = "{b_addr}"
+"#,
+            sock = dir.join("admin.sock").display()
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("rr"));
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let b_health = || status(&sock)["virtual_servers"][0]["backends"][1]["health"].clone();
+    drop(b); // dies; no active check: only passive health sees it
+    for _ in 0..20 {
+        let r = get(vip).unwrap();
+        assert!(r.ends_with("\r\n\r\na"), "{r}");
+        if b_health() == "down" {
+            break;
+        }
+    }
+    assert_eq!(b_health(), "down", "not ejected: {}", status(&sock));
+    let ejected_at = Instant::now();
+
+    reload_node(&node, &dir, &config("wrr")); // a new scheduler: the virtual server restarts
+    wait_scheduler(&sock, &dir, "wrr");
+    assert!(
+        ejected_at.elapsed() < Duration::from_secs(5),
+        "the reload took too long for this test's 6 s ejection"
+    );
+    assert_eq!(
+        b_health(),
+        "down",
+        "the restarted virtual server forgot the ejection: {}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    for _ in 0..5 {
+        assert!(get(vip).unwrap().ends_with("\r\n\r\na"));
+    }
+    // Back when its first ejection's time is over (6 s after it), not stuck out.
+    assert!(
+        wait_until(Duration::from_secs(15), || b_health() == "up"),
+        "the carried ejection never ended: {}",
+        status(&sock)
+    );
+    assert!(ejected_at.elapsed() >= Duration::from_secs(5));
+    drop(node);
+    drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -59,6 +59,9 @@ pub enum Error {
     /// A backend was registered twice with one driver or detector.
     #[error("backend {0} is already registered")]
     DuplicateBackend(lb_core::BackendId),
+    /// A backend the detector was not given.
+    #[error("backend {0} is not registered")]
+    UnknownBackend(lb_core::BackendId),
     /// An error from `lb-core` while applying health to a pool (an unknown backend id).
     #[error(transparent)]
     Core(#[from] lb_core::Error),

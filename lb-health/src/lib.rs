@@ -67,7 +67,9 @@ pub mod probe;
 
 pub use config::{HealthCheckConfig, HealthCheckConfigBuilder, StartState, Thresholds};
 pub use error::{Error, Result};
-pub use outlier::{ConnectionOutcome, OutlierConfig, OutlierDetector, OutlierEvent};
+pub use outlier::{
+    ConnectionOutcome, OutlierConfig, OutlierDetector, OutlierEvent, OutlierHostState,
+};
 pub use pool::{OnFailure, PoolApplier};
 pub use status::StatusSet;
 pub use tracker::{

@@ -253,6 +253,31 @@ struct HostState {
     unejected_at: Option<Instant>,
 }
 
+/// What a detector remembers of one backend's ejections: whether it is ejected and until
+/// when, its ejection multiplier, and when it last came back (from which the multiplier
+/// decays). Read with [`OutlierDetector::host_state`] and given to a new detector with
+/// [`OutlierDetector::restore`], so that a backend that stays in a cluster whose
+/// configuration changed keeps its ejection (Envoy keeps a host's outlier state across
+/// cluster updates). A run of consecutive failures in progress is not part of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutlierHostState {
+    ejected_until: Option<Instant>,
+    ejections: u32,
+    unejected_at: Option<Instant>,
+}
+
+impl OutlierHostState {
+    /// When the ejection in force ends; `None` when the backend is not ejected.
+    pub fn ejected_until(&self) -> Option<Instant> {
+        self.ejected_until
+    }
+
+    /// The ejection multiplier (how many ejections in a row, decaying while healthy).
+    pub fn ejections(&self) -> u32 {
+        self.ejections
+    }
+}
+
 /// Ejects backends whose real traffic keeps failing. See the [module docs](self).
 ///
 /// Methods follow `STYLE.md` §2: handlers [`handle_outcome`](Self::handle_outcome) and
@@ -308,6 +333,42 @@ impl OutlierDetector {
             return Err(Error::DuplicateBackend(backend));
         }
         self.hosts.insert(backend, HostState::default());
+        Ok(())
+    }
+
+    /// The ejection state of `backend`, to carry to a new detector; `None` if unknown.
+    pub fn host_state(&self, backend: BackendId) -> Option<OutlierHostState> {
+        self.hosts.get(&backend).map(|h| OutlierHostState {
+            ejected_until: h.ejected_until,
+            ejections: h.ejections,
+            unejected_at: h.unejected_at,
+        })
+    }
+
+    /// Gives `backend` the ejection state an earlier detector had ([`Self::host_state`]).
+    /// A backend ejected in `state` is ejected here too, until the same instant: an
+    /// [`OutlierEvent::Ejected`] is queued for the pool (and an un-ejection follows at the
+    /// next [`Self::handle_timeout`] if that instant has passed). The ejection ceiling
+    /// (`max_ejection_percent`) is not applied again: the ejection already happened.
+    ///
+    /// # Errors
+    /// [`Error::UnknownBackend`] if the detector does not know `backend`.
+    pub fn restore(&mut self, backend: BackendId, state: OutlierHostState) -> Result<()> {
+        let host = self
+            .hosts
+            .get_mut(&backend)
+            .ok_or(Error::UnknownBackend(backend))?;
+        host.ejected_until = state.ejected_until;
+        host.ejections = state.ejections;
+        host.unejected_at = state.unejected_at;
+        host.consecutive = 0;
+        if let Some(until) = state.ejected_until {
+            self.events.push_back(OutlierEvent::Ejected {
+                backend,
+                until,
+                ejections: state.ejections,
+            });
+        }
         Ok(())
     }
 
@@ -493,6 +554,58 @@ mod tests {
         assert!(matches!(
             OutlierConfig::builder().max_ejection_percent(101).build(),
             Err(Error::InvalidConfig { .. })
+        ));
+    }
+
+    #[test]
+    fn host_state_carries_an_ejection_to_a_new_detector() {
+        let t = now();
+        let mut old = detector(4, 100);
+        fail(&mut old, t, 1, 3);
+        let ejected = old.poll_event();
+        let Some(OutlierEvent::Ejected { until, .. }) = ejected else {
+            panic!("{ejected:?}")
+        };
+        let state = old.host_state(BackendId(1)).unwrap();
+        assert_eq!(state.ejected_until(), Some(until));
+        assert_eq!(state.ejections(), 1);
+        assert_eq!(old.host_state(BackendId(9)), None);
+
+        let mut new = detector(4, 100);
+        new.restore(BackendId(1), state).unwrap();
+        assert!(new.is_ejected(BackendId(1)));
+        assert_eq!(
+            new.poll_event(),
+            Some(OutlierEvent::Ejected {
+                backend: BackendId(1),
+                until,
+                ejections: 1
+            }),
+            "the pool is told"
+        );
+        assert_eq!(new.poll_timeout(), Some(until), "until the same instant");
+        new.handle_timeout(until);
+        assert_eq!(
+            new.poll_event(),
+            Some(OutlierEvent::Unejected {
+                backend: BackendId(1)
+            })
+        );
+        // The multiplier came along: a second ejection right away lasts twice as long.
+        fail(&mut new, until, 1, 3);
+        assert!(matches!(
+            new.poll_event(),
+            Some(OutlierEvent::Ejected { ejections: 2, .. })
+        ));
+        // A backend that is not ejected restores quietly.
+        let mut other = detector(4, 100);
+        other
+            .restore(BackendId(2), old.host_state(BackendId(2)).unwrap())
+            .unwrap();
+        assert_eq!(other.poll_event(), None);
+        assert!(matches!(
+            other.restore(BackendId(7), state),
+            Err(Error::UnknownBackend(BackendId(7)))
         ));
     }
 }

@@ -10,7 +10,7 @@ use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{AllOf, ExecProbe, TcpProbe};
 use lb_health::{
     CheckStates, ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierDetector,
-    OutlierEvent, PoolApplier, Probe, StartState,
+    OutlierEvent, OutlierHostState, PoolApplier, Probe, StartState,
 };
 use lb_proxy::busy_poll::BusyPolling;
 use lb_proxy::http::{HttpPool, HttpProxy};
@@ -28,8 +28,9 @@ use crate::config::model::{
 
 /// What a virtual server restarted by a reload takes over from the version it replaces,
 /// by real server address: the admin state set with `lbctl` (drain, maint) and its active
-/// checks' verdict, as keepalived keeps its checkers' state across a reload; and its quorum
-/// state. Outlier ejections start afresh. A snapshot taken
+/// checks' verdict, as keepalived keeps its checkers' state across a reload; its outlier
+/// ejections (Envoy keeps a host's across cluster updates; a run of failures in progress
+/// starts afresh); and its quorum state. A snapshot taken
 /// before the replacement starts: admin states set after it follow through
 /// [`VsRuntime::take_admin_from`]. The totals of its counters (connections, failures,
 /// bytes; HTTP requests and responses) go on in the replacement from where they are when
@@ -44,6 +45,66 @@ pub(crate) struct Carried {
     /// The quorum state whose `quorum_up`/`quorum_down` the replaced version announced
     /// last; it announces nothing more once this is taken ([`QuorumNotifier::hand_over`]).
     announced: Option<bool>,
+    /// Passive health: each real server's ejection state in the replaced version.
+    outlier: HashMap<SocketAddr, OutlierHostState>,
+}
+
+/// The outlier detector's state per backend, as its task last saw it after an ejection or
+/// un-ejection: what a reload's replacement takes over.
+type OutlierStates = Arc<std::sync::Mutex<HashMap<BackendId, OutlierHostState>>>;
+
+/// The pool appliers of one virtual server: `inhibit_on_failure` backends keep their place
+/// at weight 0, others leave the set.
+struct Appliers {
+    inhibited: Vec<BackendId>,
+    inhibit: PoolApplier,
+    remove: PoolApplier,
+}
+
+impl Appliers {
+    fn new(pool: &Pool, inhibited: Vec<BackendId>) -> Self {
+        Self {
+            inhibited,
+            inhibit: PoolApplier::new(pool, OnFailure::Inhibit),
+            remove: PoolApplier::new(pool, OnFailure::Remove),
+        }
+    }
+
+    fn of(&mut self, id: BackendId) -> &mut PoolApplier {
+        if self.inhibited.contains(&id) {
+            &mut self.inhibit
+        } else {
+            &mut self.remove
+        }
+    }
+
+    /// Applies every event `detector` has queued to `pool`, noting each backend's new state
+    /// in `states`.
+    fn apply_outliers(
+        &mut self,
+        name: &str,
+        pool: &Pool,
+        detector: &mut OutlierDetector,
+        states: &OutlierStates,
+    ) {
+        while let Some(ev) = detector.poll_event() {
+            let id = match ev {
+                OutlierEvent::Ejected { backend, .. } | OutlierEvent::Unejected { backend } => {
+                    backend
+                }
+            };
+            tracing::info!(virtual_server = %name, backend = %id, event = ?ev, "passive health");
+            if let Err(e) = self.of(id).apply_outlier(pool, &ev, now()) {
+                tracing::warn!(virtual_server = %name, error = %e, "outlier event not applied");
+            }
+            if let Some(st) = detector.host_state(id) {
+                states
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(id, st);
+            }
+        }
+    }
 }
 
 /// The data path of one virtual server.
@@ -73,6 +134,8 @@ pub(crate) struct VsRuntime {
     weights: mpsc::UnboundedSender<(BackendId, Weight)>,
     /// Runs `quorum_up` / `quorum_down`.
     quorum: Arc<QuorumNotifier>,
+    /// Passive health's ejection state per backend, for a reload's replacement.
+    outlier_states: OutlierStates,
 }
 
 /// keepalived's `quorum_up` and `quorum_down`: the command runs when the pool gains or
@@ -361,20 +424,20 @@ impl OutcomeObserver for PassiveObserver {
 /// Applies active-check events and outlier ejections to the pool: one task per virtual
 /// server, so each backend's combined verdict (failing its check, or ejected) is decided in
 /// one place. `inhibit_on_failure` backends keep their place at weight 0; others leave the
-/// set.
+/// set. Each backend's ejection state goes to `outlier_states` as it changes.
+#[allow(clippy::too_many_arguments)]
 async fn apply_health(
     name: String,
     pool: Arc<Pool>,
-    inhibited: Vec<BackendId>,
+    mut appliers: Appliers,
     active: Option<(broadcast::Receiver<lb_health::HealthEvent>, CheckStates)>,
     mut outcomes: mpsc::UnboundedReceiver<(BackendId, ConnectionOutcome)>,
     mut weights: mpsc::UnboundedReceiver<(BackendId, Weight)>,
     mut detector: OutlierDetector,
+    outlier_states: OutlierStates,
 ) {
     // The active checks' events, and their current states for a resync after lagging.
     let (mut checks, states) = active.map_or((None, None), |(e, s)| (Some(e), Some(s)));
-    let mut inhibit = PoolApplier::new(&pool, OnFailure::Inhibit);
-    let mut remove = PoolApplier::new(&pool, OnFailure::Remove);
     loop {
         let deadline = detector.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -386,8 +449,7 @@ async fn apply_health(
             } => match ev {
                 Ok(ev) => {
                     tracing::info!(virtual_server = %name, backend = %ev.backend, from = %ev.old, to = %ev.new, reason = %ev.reason, "backend health changed");
-                    let applier = if inhibited.contains(&ev.backend) { &mut inhibit } else { &mut remove };
-                    if let Err(e) = applier.apply_event(&pool, &ev, now()) {
+                    if let Err(e) = appliers.of(ev.backend).apply_event(&pool, &ev, now()) {
                         tracing::warn!(virtual_server = %name, error = %e, "health event not applied");
                     }
                 }
@@ -399,8 +461,8 @@ async fn apply_health(
                         let (inh, rem): (Vec<_>, Vec<_>) = states
                             .snapshot()
                             .into_iter()
-                            .partition(|(id, _)| inhibited.contains(id));
-                        for (applier, part) in [(&mut inhibit, inh), (&mut remove, rem)] {
+                            .partition(|(id, _)| appliers.inhibited.contains(id));
+                        for (applier, part) in [(&mut appliers.inhibit, inh), (&mut appliers.remove, rem)] {
                             if let Err(e) = applier.resync(&pool, part, now()) {
                                 tracing::warn!(virtual_server = %name, error = %e, "health resync");
                             }
@@ -416,8 +478,7 @@ async fn apply_health(
             // A reload's new weights: through the appliers, which remember them (set on the
             // pool directly, the next health event would restore the old weight).
             Some((id, weight)) = weights.recv() => {
-                let applier = if inhibited.contains(&id) { &mut inhibit } else { &mut remove };
-                if let Err(e) = applier.set_configured_weight(&pool, id, weight, now()) {
+                if let Err(e) = appliers.of(id).set_configured_weight(&pool, id, weight, now()) {
                     tracing::warn!(virtual_server = %name, error = %e, "weight not applied");
                 }
             }
@@ -428,22 +489,7 @@ async fn apply_health(
                 }
             } => detector.handle_timeout(now()),
         }
-        while let Some(ev) = detector.poll_event() {
-            let id = match ev {
-                OutlierEvent::Ejected { backend, .. } | OutlierEvent::Unejected { backend } => {
-                    backend
-                }
-            };
-            tracing::info!(virtual_server = %name, backend = %id, event = ?ev, "passive health");
-            let applier = if inhibited.contains(&id) {
-                &mut inhibit
-            } else {
-                &mut remove
-            };
-            if let Err(e) = applier.apply_outlier(&pool, &ev, now()) {
-                tracing::warn!(virtual_server = %name, error = %e, "outlier event not applied");
-            }
-        }
+        appliers.apply_outliers(&name, &pool, &mut detector, &outlier_states);
     }
 }
 
@@ -695,10 +741,28 @@ impl VsRuntime {
             tx: outcomes_tx,
             enabled: cfg.outlier_detection.enabled,
         });
-        let detector = OutlierDetector::new(
+        let mut detector = OutlierDetector::new(
             cfg.outlier_detection.outlier_config().map_err(&err)?,
             (0..cfg.backends.len()).map(backend_id),
         );
+        // A reload's replacement goes on with its predecessor's ejections, applied to the
+        // pool before the proxy takes its first connection.
+        let outlier_states = OutlierStates::default();
+        let mut appliers = Appliers::new(&pool, inhibited);
+        if cfg.outlier_detection.enabled {
+            for (i, b) in cfg.backends.iter().enumerate() {
+                if let Some(&state) = carried.outlier.get(&b.address) {
+                    detector
+                        .restore(backend_id(i), state)
+                        .map_err(|e| err(e.to_string()))?;
+                    outlier_states
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(backend_id(i), state);
+                }
+            }
+            appliers.apply_outliers(&cfg.name, &pool, &mut detector, &outlier_states);
+        }
         // The listening socket and the proxy first: everything that can fail is done before
         // a task is spawned, so a failed start leaves nothing running.
         let proxy = match cfg.protocol {
@@ -759,11 +823,12 @@ impl VsRuntime {
         let mut tasks = vec![tokio::spawn(apply_health(
             cfg.name.clone(),
             Arc::clone(&pool),
-            inhibited,
+            appliers,
             check_events.zip(check_states),
             outcomes,
             weight_changes,
             detector,
+            Arc::clone(&outlier_states),
         ))];
         if let Some(rx) = notify_events {
             let scripts = cfg
@@ -791,6 +856,7 @@ impl VsRuntime {
             tasks,
             weights,
             quorum,
+            outlier_states,
         })
     }
 
@@ -848,6 +914,13 @@ impl VsRuntime {
             health,
             quorum: Some(self.pool.has_quorum()),
             announced: Some(self.quorum.hand_over()),
+            outlier: self
+                .outlier_states
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .filter_map(|(&id, &st)| Some((backends.get(id)?.addr(), st)))
+                .collect(),
         }
     }
 
