@@ -9,7 +9,8 @@
 #   schedulers  cargo bench -p lb-core (criterion), Maglev against the `maglev` crate
 #   L4 proxy    lb-proxy/benches/l4_compare.sh: bulk throughput, 1 KiB req/s and p50/p99 with
 #               keep-alive and a new connection per request; ours (splice, copy) against
-#               HAProxy mode tcp (splice-auto, plain) and a direct connection
+#               HAProxy mode tcp (splice-auto, plain) and a direct connection; bulk with busy
+#               polling, ours against HAProxy `busy-polling`, each alone on CPU 1
 #   L4 extra    this script: CPU seconds per GiB forwarded (utime+stime of the proxy process
 #               around one bulk transfer), RSS per idle connection at IDLE connections
 #   HTTP        lb-proxy/benches/http_vs_haproxy.sh: ours against HAProxy mode http
@@ -35,7 +36,8 @@
 # Environment: SMALL=1 (or --smoke), ONLY=piece,piece (schedulers, l4, l4-cpu-rss, http,
 # failover, health), ROUNDS, TRIALS (failover), CARGO_TARGET_DIR
 # (default /work/target-bench if that exists, else target/), NO_APT=1 (skip installing),
-# BASE_PORT (default 26080: the L4 script uses BASE_PORT..+72, the HTTP script +200..+211, the
+# BASE_PORT (default 26080: the L4 script uses BASE_PORT..+72 and
+# +102..+(101 + 2 ROUNDS) for its busy-polling rounds, the HTTP script +200..+211, the
 # CPU/RSS section +400..+441). Keep them below the ephemeral range (ip_local_port_range,
 # 32768+ by default): a client's TIME_WAIT on a listener's port makes that bind fail. Away
 # from the pieces' own defaults, so that someone running one by hand does not collide.
