@@ -345,31 +345,57 @@ impl OutlierDetector {
         })
     }
 
-    /// Gives `backend` the ejection state an earlier detector had ([`Self::host_state`]).
-    /// A backend ejected in `state` is ejected here too, until the same instant: an
-    /// [`OutlierEvent::Ejected`] is queued for the pool (and an un-ejection follows at the
-    /// next [`Self::handle_timeout`] if that instant has passed). The ejection ceiling
-    /// (`max_ejection_percent`) is not applied again: the ejection already happened.
+    /// Gives `backend` the ejection state an earlier detector had ([`Self::host_state`]),
+    /// under this detector's configuration. Returns whether `backend` is ejected now.
+    ///
+    /// - An ejection still in force at `now` goes on, until the same instant but no later
+    ///   than `max_ejection_time` from `now`, and an [`OutlierEvent::Ejected`] is queued
+    ///   for the pool, unless the ceiling (`max_ejection_percent` of the backends, counting
+    ///   those already ejected here) forbids it: then the backend is back in at `now`.
+    /// - One already over counts as ended when it was due: no event.
+    /// - The ejection multiplier and the time of the last return carry over either way; a
+    ///   run of consecutive failures does not.
     ///
     /// # Errors
     /// [`Error::UnknownBackend`] if the detector does not know `backend`.
-    pub fn restore(&mut self, backend: BackendId, state: OutlierHostState) -> Result<()> {
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        backend: BackendId,
+        state: OutlierHostState,
+    ) -> Result<bool> {
+        let total = self.hosts.len();
+        let ejected = self.ejected_count();
+        let max_time = self.config.max_ejection_time;
+        let pct = usize::from(self.config.max_ejection_percent);
         let host = self
             .hosts
             .get_mut(&backend)
             .ok_or(Error::UnknownBackend(backend))?;
-        host.ejected_until = state.ejected_until;
+        let was_ejected = host.ejected_until.is_some();
         host.ejections = state.ejections;
         host.unejected_at = state.unejected_at;
         host.consecutive = 0;
-        if let Some(until) = state.ejected_until {
-            self.events.push_back(OutlierEvent::Ejected {
-                backend,
-                until,
-                ejections: state.ejections,
-            });
+        host.ejected_until = None;
+        match state.ejected_until {
+            Some(until) if until <= now => host.unejected_at = Some(until),
+            Some(until) => {
+                let others = ejected - usize::from(was_ejected);
+                if (others + 1) * 100 > total * pct {
+                    host.unejected_at = Some(now);
+                } else {
+                    let until = until.min(now + max_time);
+                    host.ejected_until = Some(until);
+                    self.events.push_back(OutlierEvent::Ejected {
+                        backend,
+                        until,
+                        ejections: state.ejections,
+                    });
+                }
+            }
+            None => {}
         }
-        Ok(())
+        Ok(host.ejected_until.is_some())
     }
 
     /// Forgets a backend (membership change); returns whether it was known.
@@ -572,7 +598,7 @@ mod tests {
         assert_eq!(old.host_state(BackendId(9)), None);
 
         let mut new = detector(4, 100);
-        new.restore(BackendId(1), state).unwrap();
+        assert!(new.restore(t, BackendId(1), state).unwrap());
         assert!(new.is_ejected(BackendId(1)));
         assert_eq!(
             new.poll_event(),
@@ -599,13 +625,54 @@ mod tests {
         ));
         // A backend that is not ejected restores quietly.
         let mut other = detector(4, 100);
-        other
-            .restore(BackendId(2), old.host_state(BackendId(2)).unwrap())
-            .unwrap();
+        assert!(!other
+            .restore(t, BackendId(2), old.host_state(BackendId(2)).unwrap())
+            .unwrap());
         assert_eq!(other.poll_event(), None);
         assert!(matches!(
-            other.restore(BackendId(7), state),
+            other.restore(t, BackendId(7), state),
             Err(Error::UnknownBackend(BackendId(7)))
         ));
+    }
+
+    /// A restored ejection obeys the new detector: one already over is not applied, the
+    /// new `max_ejection_time` caps it, and the ceiling may refuse it.
+    #[test]
+    fn restore_follows_the_new_configuration() {
+        let t = now();
+        let mut old = detector(4, 100);
+        fail(&mut old, t, 0, 3);
+        fail(&mut old, t, 1, 3);
+        let (s0, s1) = (
+            old.host_state(BackendId(0)).unwrap(),
+            old.host_state(BackendId(1)).unwrap(),
+        );
+        let until = s0.ejected_until().unwrap(); // t + 10 s
+
+        // Over by the time it is restored: back in, no event, multiplier kept.
+        let mut late = detector(4, 100);
+        assert!(!late.restore(until, BackendId(0), s0).unwrap());
+        assert_eq!(late.poll_event(), None);
+        assert_eq!(late.host_state(BackendId(0)).unwrap().ejections(), 1);
+
+        // A shorter max_ejection_time caps the carried one.
+        let short = OutlierConfig::builder()
+            .consecutive_failures(3)
+            .base_ejection_time(Duration::from_secs(1))
+            .max_ejection_time(Duration::from_secs(2))
+            .max_ejection_percent(100)
+            .build()
+            .unwrap();
+        let mut capped = OutlierDetector::new(short, (0..4).map(BackendId));
+        assert!(capped.restore(t, BackendId(0), s0).unwrap());
+        assert_eq!(capped.poll_timeout(), Some(t + Duration::from_secs(2)));
+
+        // Two backends instead of four, at most 50 % ejected: the second is refused.
+        let mut two = detector(2, 50);
+        assert!(two.restore(t, BackendId(0), s0).unwrap());
+        assert!(!two.restore(t, BackendId(1), s1).unwrap());
+        assert_eq!(two.ejected_count(), 1);
+        // Restoring the ejected one again does not count it twice.
+        assert!(two.restore(t, BackendId(0), s0).unwrap());
     }
 }

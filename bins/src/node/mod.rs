@@ -785,8 +785,9 @@ impl Node {
             // Its replacement's counters go on from its totals as they are now that it no
             // longer accepts: `lbctl` showed them until now, and they must not go back when
             // it shows the replacement (which started while this version still counted).
+            // Ejections it made while the replacement started go over too.
             if let Some(k) = kept.iter().find(|k| k.cfg.name == v.cfg.name) {
-                k.carry_totals_from(&v);
+                k.carry_from(&v);
             }
             if !listens_on(&v.cfg.listen, v.cfg.protocol == Protocol::Udp) {
                 // One that moved away (after its replacement started): as one removed.

@@ -32,10 +32,11 @@ use crate::config::model::{
 /// ejections (Envoy keeps a host's across cluster updates; a run of failures in progress
 /// starts afresh); and its quorum state. A snapshot taken
 /// before the replacement starts: admin states set after it follow through
-/// [`VsRuntime::take_admin_from`]. The totals of its counters (connections, failures,
-/// bytes; HTTP requests and responses) go on in the replacement from where they are when
-/// the old version stops accepting ([`VsRuntime::carry_totals_from`]); what connections it
-/// still drains count after that stays on its counters.
+/// [`VsRuntime::take_admin_from`], ejections made after it through
+/// [`VsRuntime::carry_from`]. The totals of its counters (connections, failures, bytes;
+/// HTTP requests and responses) go on in the replacement from where they are when the old
+/// version stops accepting ([`VsRuntime::carry_from`]); what connections it still drains
+/// count after that stays on its counters.
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     admin: HashMap<SocketAddr, AdminState>,
@@ -132,6 +133,9 @@ pub(crate) struct VsRuntime {
     tasks: Vec<JoinHandle<()>>,
     /// New configured weights (a reload's), applied by the health applier task.
     weights: mpsc::UnboundedSender<(BackendId, Weight)>,
+    /// Ejections its predecessor made after [`VsRuntime::carried`], for the applier task
+    /// ([`VsRuntime::carry_from`]).
+    late_ejections: mpsc::UnboundedSender<Vec<(BackendId, OutlierHostState)>>,
     /// Runs `quorum_up` / `quorum_down`.
     quorum: Arc<QuorumNotifier>,
     /// Passive health's ejection state per backend, for a reload's replacement.
@@ -433,6 +437,7 @@ async fn apply_health(
     active: Option<(broadcast::Receiver<lb_health::HealthEvent>, CheckStates)>,
     mut outcomes: mpsc::UnboundedReceiver<(BackendId, ConnectionOutcome)>,
     mut weights: mpsc::UnboundedReceiver<(BackendId, Weight)>,
+    mut late_ejections: mpsc::UnboundedReceiver<Vec<(BackendId, OutlierHostState)>>,
     mut detector: OutlierDetector,
     outlier_states: OutlierStates,
 ) {
@@ -477,6 +482,17 @@ async fn apply_health(
             },
             // A reload's new weights: through the appliers, which remember them (set on the
             // pool directly, the next health event would restore the old weight).
+            // Ejections the replaced version made while this one started: taken over unless
+            // this one already ejected the backend.
+            Some(late) = late_ejections.recv() => {
+                for (id, state) in late {
+                    if !detector.is_ejected(id) {
+                        if let Err(e) = detector.restore(now(), id, state) {
+                            tracing::warn!(virtual_server = %name, error = %e, "ejection not carried");
+                        }
+                    }
+                }
+            }
             Some((id, weight)) = weights.recv() => {
                 if let Err(e) = appliers.of(id).set_configured_weight(&pool, id, weight, now()) {
                     tracing::warn!(virtual_server = %name, error = %e, "weight not applied");
@@ -752,13 +768,17 @@ impl VsRuntime {
         if cfg.outlier_detection.enabled {
             for (i, b) in cfg.backends.iter().enumerate() {
                 if let Some(&state) = carried.outlier.get(&b.address) {
+                    // Under this version's settings: one over by now is not applied, the
+                    // ceiling and `max_ejection_time` hold.
                     detector
-                        .restore(backend_id(i), state)
+                        .restore(now(), backend_id(i), state)
                         .map_err(|e| err(e.to_string()))?;
-                    outlier_states
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(backend_id(i), state);
+                    if let Some(st) = detector.host_state(backend_id(i)) {
+                        outlier_states
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(backend_id(i), st);
+                    }
                 }
             }
             appliers.apply_outliers(&cfg.name, &pool, &mut detector, &outlier_states);
@@ -820,6 +840,7 @@ impl VsRuntime {
             }
         };
         let (weights, weight_changes) = mpsc::unbounded_channel();
+        let (late_ejections, late_ejections_rx) = mpsc::unbounded_channel();
         let mut tasks = vec![tokio::spawn(apply_health(
             cfg.name.clone(),
             Arc::clone(&pool),
@@ -827,6 +848,7 @@ impl VsRuntime {
             check_events.zip(check_states),
             outcomes,
             weight_changes,
+            late_ejections_rx,
             detector,
             Arc::clone(&outlier_states),
         ))];
@@ -855,6 +877,7 @@ impl VsRuntime {
             live_task,
             tasks,
             weights,
+            late_ejections,
             quorum,
             outlier_states,
         })
@@ -928,12 +951,34 @@ impl VsRuntime {
     /// in `old`, the version it replaces, as IPVS keeps a kept service's
     /// ([`lb_core::BackendStats::carry_totals`]), and in HTTP mode its proxy's counters
     /// ([`HttpProxy::carry_counters_from`]). Called once `old` has stopped accepting,
-    /// just before `lbctl` shows this version instead: `old` counted until then.
-    pub(crate) fn carry_totals_from(&self, old: &Self) {
+    /// just before `lbctl` shows this version instead: `old` counted until then. Also
+    /// takes over the ejections `old` made since [`VsRuntime::carried`].
+    pub(crate) fn carry_from(&self, old: &Self) {
         let backends = old.pool.backends();
         for b in self.pool.backends().iter() {
             if let Some(o) = backends.iter().find(|o| o.addr() == b.addr()) {
                 b.stats().carry_totals(o.stats());
+            }
+        }
+        // Passive health: ejections `old` made after `carried` (while this version started,
+        // it still took connections).
+        if self.cfg.outlier_detection.enabled {
+            let states = old
+                .outlier_states
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let mine = self.pool.backends();
+            let late: Vec<_> = states
+                .into_iter()
+                .filter(|(_, st)| st.ejected_until().is_some())
+                .filter_map(|(id, st)| {
+                    let addr = backends.get(id)?.addr();
+                    Some((mine.iter().find(|b| b.addr() == addr)?.id(), st))
+                })
+                .collect();
+            if !late.is_empty() {
+                let _ = self.late_ejections.send(late);
             }
         }
         // HTTP mode: the proxy's own counters (requests, response classes, errors) too.
@@ -1239,5 +1284,73 @@ mod quorum_tests {
         got.sort();
         assert_eq!(got, ["down", "up", "up"]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod carry_tests {
+    use super::*;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    async fn start(port: u16, carried: Carried) -> VsRuntime {
+        let text = format!(
+            "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:9\"\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:11\"\n",
+        );
+        let (config, _) =
+            crate::config::toml::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
+        let (live, _rx) = watch::channel(false);
+        VsRuntime::start(
+            config.virtual_servers[0].clone(),
+            &config.global,
+            Duration::from_millis(20),
+            Arc::new(live),
+            Vec::new(),
+            &mut Listeners::default(),
+            carried,
+        )
+        .await
+        .unwrap()
+    }
+
+    fn health(v: &VsRuntime, i: usize) -> Health {
+        v.pool.backends().get(backend_id(i)).unwrap().health()
+    }
+
+    async fn wait_down(v: &VsRuntime, i: usize) -> bool {
+        for _ in 0..500 {
+            if health(v, i) == Health::Down {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// An ejection the old version makes after its replacement took the snapshot (while the
+    /// replacement started, the old one still took connections) reaches the replacement
+    /// when the old one stops accepting ([`VsRuntime::carry_from`]).
+    #[tokio::test]
+    async fn an_ejection_made_during_the_reload_is_carried_too() {
+        let old = start(free_port(), Carried::default()).await;
+        let new = start(free_port(), old.carried()).await;
+        assert_eq!(health(&new, 1), Health::Up);
+        let b = old.pool.backends().get(backend_id(1)).unwrap().clone();
+        for _ in 0..5 {
+            old.observer.observe(&b, &Outcome::ConnectRefused);
+        }
+        assert!(wait_down(&old, 1).await, "the old version ejects it");
+        assert_eq!(health(&new, 1), Health::Up, "unknown to the replacement yet");
+        new.carry_from(&old);
+        assert!(wait_down(&new, 1).await, "the replacement takes it over");
+        assert_eq!(health(&new, 0), Health::Up);
     }
 }
