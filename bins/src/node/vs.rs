@@ -1268,7 +1268,7 @@ mod quorum_tests {
         new.resume();
         new.check(&pool); // "up"
         let want = "up\ndown\nup\n";
-        for _ in 0..200 {
+        for _ in 0..1000 {
             if std::fs::read_to_string(&log).unwrap_or_default().len() >= want.len() {
                 break;
             }
