@@ -1348,7 +1348,11 @@ mod carry_tests {
             old.observer.observe(&b, &Outcome::ConnectRefused);
         }
         assert!(wait_down(&old, 1).await, "the old version ejects it");
-        assert_eq!(health(&new, 1), Health::Up, "unknown to the replacement yet");
+        assert_eq!(
+            health(&new, 1),
+            Health::Up,
+            "unknown to the replacement yet"
+        );
         new.carry_from(&old);
         assert!(wait_down(&new, 1).await, "the replacement takes it over");
         assert_eq!(health(&new, 0), Health::Up);
