@@ -1300,10 +1300,19 @@ mod carry_tests {
     }
 
     async fn start(port: u16, carried: Carried) -> VsRuntime {
-        let text = format!(
-            "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\n\
-             [[virtual_server.backend]]\naddress = \"127.0.0.1:9\"\n\
+        start_with(
+            port,
+            carried,
+            "[[virtual_server.backend]]\naddress = \"127.0.0.1:9\"\n\
              [[virtual_server.backend]]\naddress = \"127.0.0.1:11\"\n",
+        )
+        .await
+    }
+
+    /// A virtual server on `port` with the `[[virtual_server.backend]]` tables `backends`.
+    async fn start_with(port: u16, carried: Carried, backends: &str) -> VsRuntime {
+        let text = format!(
+            "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\n{backends}"
         );
         let (config, _) =
             crate::config::toml::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
@@ -1356,5 +1365,38 @@ mod carry_tests {
         new.carry_from(&old);
         assert!(wait_down(&new, 1).await, "the replacement takes it over");
         assert_eq!(health(&new, 0), Health::Up);
+    }
+
+    /// Ejections go by real server address: a new version that reorders its real servers,
+    /// adds one and makes the ejected one `inhibit_on_failure` ejects the right one, the
+    /// inhibit way (kept at weight 0).
+    #[tokio::test]
+    async fn ejections_follow_the_address_and_the_new_settings() {
+        let old = start(free_port(), Carried::default()).await;
+        let b = old.pool.backends().get(backend_id(1)).unwrap().clone();
+        for _ in 0..5 {
+            old.observer.observe(&b, &Outcome::ConnectRefused);
+        }
+        assert!(wait_down(&old, 1).await);
+        let new = start_with(
+            free_port(),
+            old.carried(),
+            "[[virtual_server.backend]]\naddress = \"127.0.0.1:13\"\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:9\"\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:11\"\ninhibit_on_failure = true\n",
+        )
+        .await;
+        let backends = new.pool.backends();
+        let at = |i: usize| backends.get(backend_id(i)).unwrap().clone();
+        assert_eq!(at(2).addr(), b.addr(), "now third, under another id");
+        assert_eq!(
+            (at(2).health(), at(2).effective_weight().get()),
+            (Health::Up, 0),
+            "the ejected real server, inhibited: in the set at weight 0"
+        );
+        for i in [0, 1] {
+            assert_eq!(at(i).health(), Health::Up, "{}", at(i).addr());
+            assert!(at(i).effective_weight().get() > 0, "{}", at(i).addr());
+        }
     }
 }
