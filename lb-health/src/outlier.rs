@@ -384,7 +384,9 @@ impl OutlierDetector {
                 if (others + 1) * 100 > total * pct {
                     host.unejected_at = Some(now);
                 } else {
-                    let until = until.min(now + max_time);
+                    let until = now
+                        .checked_add(max_time)
+                        .map_or(until, |cap| until.min(cap));
                     host.ejected_until = Some(until);
                     self.events.push_back(OutlierEvent::Ejected {
                         backend,

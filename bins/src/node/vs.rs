@@ -136,6 +136,9 @@ pub(crate) struct VsRuntime {
     /// Ejections its predecessor made after [`VsRuntime::carried`], for the applier task
     /// ([`VsRuntime::carry_from`]).
     late_ejections: mpsc::UnboundedSender<Vec<(BackendId, OutlierHostState)>>,
+    /// The predecessor's ejection states this version started from, by real server
+    /// address: [`VsRuntime::carry_from`] sends only what changed since.
+    carried_outlier: HashMap<SocketAddr, OutlierHostState>,
     /// Runs `quorum_up` / `quorum_down`.
     quorum: Arc<QuorumNotifier>,
     /// Passive health's ejection state per backend, for a reload's replacement.
@@ -480,19 +483,30 @@ async fn apply_health(
                 Some((id, outcome)) => detector.handle_outcome(now(), id, outcome),
                 None => return,
             },
-            // A reload's new weights: through the appliers, which remember them (set on the
-            // pool directly, the next health event would restore the old weight).
-            // Ejections the replaced version made while this one started: taken over unless
-            // this one already ejected the backend.
+            // Ejections the replaced version made while this one started (not in the
+            // snapshot it started from): taken over unless this one already ejected the
+            // backend.
             Some(late) = late_ejections.recv() => {
                 for (id, state) in late {
-                    if !detector.is_ejected(id) {
-                        if let Err(e) = detector.restore(now(), id, state) {
-                            tracing::warn!(virtual_server = %name, error = %e, "ejection not carried");
+                    if detector.is_ejected(id) {
+                        continue;
+                    }
+                    match detector.restore(now(), id, state) {
+                        Ok(ejected) => {
+                            tracing::debug!(virtual_server = %name, backend = %id, ejected, "late ejection carried");
+                            if let Some(st) = detector.host_state(id) {
+                                outlier_states
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .insert(id, st);
+                            }
                         }
+                        Err(e) => tracing::warn!(virtual_server = %name, error = %e, "ejection not carried"),
                     }
                 }
             }
+            // A reload's new weights: through the appliers, which remember them (set on the
+            // pool directly, the next health event would restore the old weight).
             Some((id, weight)) = weights.recv() => {
                 if let Err(e) = appliers.of(id).set_configured_weight(&pool, id, weight, now()) {
                     tracing::warn!(virtual_server = %name, error = %e, "weight not applied");
@@ -878,6 +892,7 @@ impl VsRuntime {
             tasks,
             weights,
             late_ejections,
+            carried_outlier: carried.outlier,
             quorum,
             outlier_states,
         })
@@ -974,6 +989,10 @@ impl VsRuntime {
                 .filter(|(_, st)| st.ejected_until().is_some())
                 .filter_map(|(id, st)| {
                     let addr = backends.get(id)?.addr();
+                    // Already in the snapshot this version started from (and judged then).
+                    if self.carried_outlier.get(&addr) == Some(&st) {
+                        return None;
+                    }
                     Some((mine.iter().find(|b| b.addr() == addr)?.id(), st))
                 })
                 .collect();
@@ -1398,5 +1417,47 @@ mod carry_tests {
             assert_eq!(at(i).health(), Health::Up, "{}", at(i).addr());
             assert!(at(i).effective_weight().get() > 0, "{}", at(i).addr());
         }
+    }
+
+    /// What the replacement started from is not sent again when the old version stops
+    /// accepting: an ejection the new settings ended early (a shorter `max_ejection_time`)
+    /// stays ended, instead of coming back from the old version's copy.
+    #[tokio::test]
+    async fn the_snapshot_is_not_carried_twice() {
+        let old = start(free_port(), Carried::default()).await;
+        let b = old.pool.backends().get(backend_id(1)).unwrap().clone();
+        for _ in 0..5 {
+            old.observer.observe(&b, &Outcome::ConnectRefused);
+        }
+        assert!(
+            wait_down(&old, 1).await,
+            "ejected for 30 s in the old version"
+        );
+        let new = start_with(
+            free_port(),
+            old.carried(),
+            "[virtual_server.outlier_detection]\n\
+             base_ejection_time = \"300ms\"\nmax_ejection_time = \"300ms\"\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:9\"\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:11\"\n",
+        )
+        .await;
+        assert_eq!(health(&new, 1), Health::Down, "carried, capped at 300 ms");
+        let mut back = false;
+        for _ in 0..500 {
+            if health(&new, 1) == Health::Up {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(back, "the capped ejection ended");
+        new.carry_from(&old);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            health(&new, 1),
+            Health::Up,
+            "not ejected again by the old copy"
+        );
     }
 }
