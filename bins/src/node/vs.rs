@@ -54,6 +54,29 @@ pub(crate) struct Carried {
 /// un-ejection: what a reload's replacement takes over.
 type OutlierStates = Arc<std::sync::Mutex<HashMap<BackendId, OutlierHostState>>>;
 
+/// Notes `id`'s state in `detector` in `states`.
+fn note_outlier(states: &OutlierStates, detector: &OutlierDetector, id: BackendId) {
+    if let Some(st) = detector.host_state(id) {
+        states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, st);
+    }
+}
+
+/// Gives `id` in `detector` the ejection state a replaced version had, under `detector`'s
+/// settings ([`OutlierDetector::restore`]), and notes the outcome in `states`.
+fn restore_outlier(
+    states: &OutlierStates,
+    detector: &mut OutlierDetector,
+    id: BackendId,
+    state: OutlierHostState,
+) -> lb_health::Result<bool> {
+    let ejected = detector.restore(now(), id, state)?;
+    note_outlier(states, detector, id);
+    Ok(ejected)
+}
+
 /// The pool appliers of one virtual server: `inhibit_on_failure` backends keep their place
 /// at weight 0, others leave the set.
 struct Appliers {
@@ -98,12 +121,7 @@ impl Appliers {
             if let Err(e) = self.of(id).apply_outlier(pool, &ev, now()) {
                 tracing::warn!(virtual_server = %name, error = %e, "outlier event not applied");
             }
-            if let Some(st) = detector.host_state(id) {
-                states
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(id, st);
-            }
+            note_outlier(states, detector, id);
         }
     }
 }
@@ -491,16 +509,8 @@ async fn apply_health(
                     if detector.is_ejected(id) {
                         continue;
                     }
-                    match detector.restore(now(), id, state) {
-                        Ok(ejected) => {
-                            tracing::debug!(virtual_server = %name, backend = %id, ejected, "late ejection carried");
-                            if let Some(st) = detector.host_state(id) {
-                                outlier_states
-                                    .lock()
-                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                    .insert(id, st);
-                            }
-                        }
+                    match restore_outlier(&outlier_states, &mut detector, id, state) {
+                        Ok(ejected) => tracing::debug!(virtual_server = %name, backend = %id, ejected, "late ejection carried"),
                         Err(e) => tracing::warn!(virtual_server = %name, error = %e, "ejection not carried"),
                     }
                 }
@@ -784,15 +794,8 @@ impl VsRuntime {
                 if let Some(&state) = carried.outlier.get(&b.address) {
                     // Under this version's settings: one over by now is not applied, the
                     // ceiling and `max_ejection_time` hold.
-                    detector
-                        .restore(now(), backend_id(i), state)
+                    restore_outlier(&outlier_states, &mut detector, backend_id(i), state)
                         .map_err(|e| err(e.to_string()))?;
-                    if let Some(st) = detector.host_state(backend_id(i)) {
-                        outlier_states
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .insert(backend_id(i), st);
-                    }
                 }
             }
             appliers.apply_outliers(&cfg.name, &pool, &mut detector, &outlier_states);

@@ -17,6 +17,36 @@ use super::client::{BackendBody, ConnPool, IdleList};
 
 /// No request head has started arriving ([`Activity::head_started`]).
 const NO_HEAD: u64 = u64::MAX;
+
+/// A timer made on its first arming and re-armed after: one allocation per connection or
+/// body, not per wait, and re-arming only moves it in tokio's timer wheel. The client
+/// body's and client writes' gap timers (HAProxy `timeout client`), the backend's response
+/// and body-gap timers (`timeout server`) are each one.
+#[derive(Debug, Default)]
+pub(crate) struct Timer(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Timer {
+    /// Runs until `deadline` from now on.
+    pub(crate) fn arm(&mut self, deadline: tokio::time::Instant) {
+        match &mut self.0 {
+            Some(s) => s.as_mut().reset(deadline),
+            None => self.0 = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    /// Whether it was ever armed.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Ready once the deadline last armed has passed; pending while never armed.
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.0 {
+            Some(s) => s.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
 /// [`Activity`]'s `upload` flag: the current request's body is still being uploaded.
 const UPLOAD_OPEN: u64 = 1;
 /// [`Activity`]'s `upload` flag: that upload waits for the client to send more.
@@ -283,7 +313,7 @@ struct Upload {
     /// This upload's generation in `activity` ([`Activity::upload_started`]).
     generation: u64,
     after: std::time::Duration,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    sleep: Timer,
     /// Whether `sleep` runs for the gap now under way: the body was asked for a frame and
     /// the client had none. A gap starts when the waiting does, not at the last frame
     /// (the body may not be asked for a while, when the backend reads slowly).
@@ -323,7 +353,7 @@ impl ClientBody {
                 generation: activity.upload_started(),
                 activity: Arc::clone(activity),
                 after,
-                sleep: None,
+                sleep: Timer::default(),
                 waiting: false,
             })
         });
@@ -355,16 +385,10 @@ impl Body for ClientBody {
                     // A gap starts: the client timeout runs from now.
                     up.waiting = true;
                     up.activity.upload_wait(up.generation, true);
-                    let deadline = tokio::time::Instant::now() + up.after;
-                    match &mut up.sleep {
-                        Some(s) => s.as_mut().reset(deadline),
-                        None => up.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
+                    up.sleep.arm(tokio::time::Instant::now() + up.after);
                 }
-                if let Some(s) = &mut up.sleep {
-                    if s.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Some(Err(UploadError::Stalled(up.after))));
-                    }
+                if up.sleep.poll_expired(cx).is_ready() {
+                    return Poll::Ready(Some(Err(UploadError::Stalled(up.after))));
                 }
                 Poll::Pending
             }
@@ -398,7 +422,7 @@ pub(crate) struct StallGuard {
     pub(crate) after: std::time::Duration,
     /// Who to tell: the backend's counters and its pool's passive-health observer.
     report: Option<StallReport>,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    sleep: Timer,
 }
 
 /// Counts a stalled body against its backend (no allocation per response: three
@@ -428,24 +452,23 @@ impl StallGuard {
         Self {
             after,
             report: Some(report),
-            sleep: None,
+            sleep: Timer::default(),
         }
     }
 
     /// Called when the body is pending: starts the gap's timer, and says whether it ran
     /// out.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let after = self.after;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
-        sleep.as_mut().poll(cx).is_ready()
+        if !self.sleep.is_armed() {
+            self.sleep.arm(tokio::time::Instant::now() + self.after);
+        }
+        self.sleep.poll_expired(cx).is_ready()
     }
 
     /// A frame came: the next gap starts from now.
     fn progressed(&mut self) {
-        if let Some(s) = &mut self.sleep {
-            s.as_mut().reset(tokio::time::Instant::now() + self.after);
+        if self.sleep.is_armed() {
+            self.sleep.arm(tokio::time::Instant::now() + self.after);
         }
     }
 }

@@ -2,7 +2,6 @@
 //! which tells the connection's [`Activity`] when request bytes arrive and bounds how long
 //! a write may wait for the client to read (the client timeout, HAProxy `timeout client`).
 
-use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,9 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
 
-use super::body::Activity;
+use super::body::{Activity, Timer};
 
 /// Yields `prefix` first, then reads from `inner`; writes go straight to `inner`. Every
 /// read that yields bytes is reported to `activity` (for the request-head timer). A write
@@ -27,7 +25,7 @@ pub(crate) struct Prefixed<T> {
     write_timeout: Duration,
     /// The stalled write's timer: made on the first write that has to wait, re-armed when
     /// a later one has to.
-    stall: Option<Pin<Box<Sleep>>>,
+    stall: Timer,
     /// Whether `stall` runs for the write now waiting.
     stalled: bool,
 }
@@ -45,7 +43,7 @@ impl<T> Prefixed<T> {
             inner,
             activity,
             write_timeout,
-            stall: None,
+            stall: Timer::default(),
             stalled: false,
         }
     }
@@ -59,16 +57,10 @@ impl<T> Prefixed<T> {
         }
         if !self.stalled {
             self.stalled = true;
-            let deadline = tokio::time::Instant::now() + self.write_timeout;
-            match &mut self.stall {
-                Some(s) => s.as_mut().reset(deadline),
-                None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
+            self.stall
+                .arm(tokio::time::Instant::now() + self.write_timeout);
         }
-        let Some(sleep) = &mut self.stall else {
-            return Poll::Pending;
-        };
-        if sleep.as_mut().poll(cx).is_ready() {
+        if self.stall.poll_expired(cx).is_ready() {
             self.activity.set_write_stalled();
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,

@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -27,7 +26,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::body::{
     ActiveRequest, Activity, ClientBody, ClientTimer, Release, ResponseBody, StallGuard,
-    StallReport, UploadError,
+    StallReport, Timer, UploadError,
 };
 use super::client::{BackendBody, ConnPool};
 use super::config::{HashKeySource, HttpProxyConfig};
@@ -100,31 +99,23 @@ struct ClientConn {
     /// The backend-response timer of its requests (one at a time on an HTTP/1.1
     /// connection): one timer re-armed per request, which costs tokio's timer wheel
     /// nothing while the deadline only moves later.
-    response_timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
+    response_timer: Mutex<Timer>,
 }
 
 impl ClientConn {
     fn arm_response_timer(&self, deadline: tokio::time::Instant) {
-        let mut t = self
-            .response_timer
+        self.response_timer
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match t.as_mut() {
-            Some(s) => s.as_mut().reset(deadline),
-            None => *t = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
+            .unwrap_or_else(PoisonError::into_inner)
+            .arm(deadline);
     }
 
     /// Ready once the deadline of [`ClientConn::arm_response_timer`] has passed.
     fn poll_response_timer(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut t = self
-            .response_timer
+        self.response_timer
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match t.as_mut() {
-            Some(s) => s.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
+            .unwrap_or_else(PoisonError::into_inner)
+            .poll_expired(cx)
     }
 }
 
@@ -445,10 +436,21 @@ struct Uncount<'a> {
 
 impl<'a> Uncount<'a> {
     fn count(shared: &'a Shared) -> Self {
+        Self::counted(shared, Self::enter(shared))
+    }
+
+    /// Counts one in and holds busy polling: the half of [`Uncount::count`] that a tunnel
+    /// does before its task is spawned.
+    fn enter(shared: &Shared) -> Option<BusyGuard> {
         shared.vs.active_connections.fetch_add(1, Ordering::Relaxed);
+        shared.config.busy_polling.as_ref().map(BusyPolling::hold)
+    }
+
+    /// The other half: what [`Uncount::enter`] counted, uncounted when dropped.
+    fn counted(shared: &'a Shared, busy: Option<BusyGuard>) -> Self {
         Self {
             shared,
-            _busy: shared.config.busy_polling.as_ref().map(BusyPolling::hold),
+            _busy: busy,
         }
     }
 }
@@ -513,7 +515,7 @@ async fn serve_client_inner(
         local,
         identity: ClientIdentity::new(shared.config.forwarded, peer, local.port()),
         activity: Arc::clone(&activity),
-        response_timer: Mutex::new(None),
+        response_timer: Mutex::new(Timer::default()),
     });
     let svc_shared = Arc::clone(shared);
     let svc = service_fn(move |req| handle(Arc::clone(&svc_shared), Arc::clone(&cc), req));
@@ -995,14 +997,10 @@ fn spawn_tunnel<G: Send + 'static>(
 ) {
     let mut kill = shared.kill.clone();
     // Counted now, before the spawn: the client connection's count may end first.
-    let busy = shared.config.busy_polling.as_ref().map(BusyPolling::hold);
-    shared.vs.active_connections.fetch_add(1, Ordering::Relaxed);
+    let busy = Uncount::enter(&shared);
     tokio::spawn(async move {
         let _guards = guards;
-        let _active = Uncount {
-            shared: &shared,
-            _busy: busy,
-        };
+        let _active = Uncount::counted(&shared, busy);
         let tunnel = async {
             let (c, b) = tokio::try_join!(client_up, backend_up)?;
             let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
