@@ -100,7 +100,8 @@ pub enum Error {
     /// Reading from or writing to the backend failed.
     #[error("backend i/o: {0}")]
     BackendIo(io::Error),
-    /// Neither side sent anything for the idle timeout.
+    /// Neither side sent anything, nor took any of what was sent to it, for the idle
+    /// timeout.
     #[error("idle for {0:?}")]
     IdleTimeout(Duration),
     /// The proxy closed the connection: drain deadline reached or stop.

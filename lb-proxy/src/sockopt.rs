@@ -196,6 +196,35 @@ pub fn set_reuseport(sock: &Socket, on: ReusePort) -> io::Result<()> {
     }
 }
 
+/// Bytes written to the TCP socket `fd` that its peer has not acknowledged yet (Linux
+/// `SIOCOUTQ`: unsent plus unacknowledged bytes). A writer blocked on a peer that reads
+/// slowly sees this fall as the peer takes data, long before the socket reports writable
+/// again (a third of its send buffer free): how the idle timeout tells a slow reader from
+/// a stalled one.
+///
+/// # Errors
+/// The `ioctl`'s error; [`io::ErrorKind::Unsupported`] off Linux.
+pub(crate) fn unacked_bytes(fd: &impl std::os::fd::AsFd) -> io::Result<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (== TIOCOUTQ) writes one `int` through the pointer, which points
+        // to a live local; the descriptor is borrowed, so open, for the call.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

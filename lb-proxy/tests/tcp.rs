@@ -745,6 +745,115 @@ async fn idle_timeout_closes_silent_connections() {
     assert_eq!(proxy.stats().idle_timeouts, 1);
 }
 
+/// A client draining a large response slowly is not idle, though it sends nothing and the
+/// proxy reads nothing new for long stretches (its writes wait for the client): the idle
+/// timeout counts a write that progressed after waiting, as HAProxy refreshes its timeouts
+/// on a send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_of_a_large_response_is_not_idle() {
+    tokio::time::timeout(TEST_BOUND, async {
+        for mode in [ForwardMode::Copy, ForwardMode::Splice] {
+            // A backend that sends 64 MiB and closes.
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let _backend = TestBackend {
+                addr,
+                task: tokio::spawn(async move {
+                    let (mut s, _) = l.accept().await.unwrap();
+                    let block = vec![7u8; 1 << 20];
+                    for _ in 0..64 {
+                        if s.write_all(&block).await.is_err() {
+                            return;
+                        }
+                    }
+                }),
+            };
+            let mut cfg = config();
+            cfg.forward_mode = mode;
+            cfg.idle_timeout = Some(Duration::from_millis(1500));
+            let proxy = TcpProxy::start(cfg, pool_of(&[addr])).unwrap();
+            let mut s = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+            // 16 KiB every 50 ms (about 320 KB/s) for 5 s: more than three timeouts long.
+            let mut buf = vec![0u8; 16 << 10];
+            let mut got = 0;
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "{mode:?}: closed after {got} bytes");
+                got += n;
+            }
+            assert_eq!(
+                proxy.stats().idle_timeouts,
+                0,
+                "{mode:?}: cut off after {got} bytes"
+            );
+            // A reader that stops is cut off a timeout later.
+            let stopped = tokio::time::Instant::now();
+            eventually("the stalled reader is cut off", || {
+                proxy.stats().idle_timeouts == 1
+            })
+            .await;
+            let waited = stopped.elapsed();
+            assert!(
+                waited >= Duration::from_millis(1400),
+                "{mode:?}: {waited:?}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// A backend that answers and closes while the client is still uploading (an HTTP 413, say)
+/// resets the connection, as it leaves the upload unread. The answer still reaches the
+/// client, as on a direct connection: the broken upload ends only its own direction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_before_a_reset_reaches_the_uploading_client() {
+    tokio::time::timeout(TEST_BOUND, async {
+        for mode in [ForwardMode::Copy, ForwardMode::Splice] {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let _backend = TestBackend {
+                addr,
+                task: tokio::spawn(async move {
+                    let (mut s, _) = l.accept().await.unwrap();
+                    let mut head = [0u8; 10];
+                    s.read_exact(&mut head).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    s.write_all(&[b'a'; 1000]).await.unwrap();
+                    // Closed with the rest of the upload unread: the kernel sends RST.
+                }),
+            };
+            let mut cfg = config();
+            cfg.forward_mode = mode;
+            let proxy = TcpProxy::start(cfg, pool_of(&[addr])).unwrap();
+            let s = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+            let (mut r, mut w) = s.into_split();
+            let upload = tokio::spawn(async move {
+                let block = vec![b'u'; 64 << 10];
+                for _ in 0..1024 {
+                    if w.write_all(&block).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 4096];
+            while answer.len() < 1000 {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+            upload.abort();
+            assert_eq!(answer, vec![b'a'; 1000], "{mode:?}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// Same, on tokio's paused clock: the 15-minute default happens in no real time.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn idle_timeout_on_paused_clock() {

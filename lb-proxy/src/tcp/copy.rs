@@ -16,7 +16,7 @@ use tokio::io::Interest;
 
 use tokio::net::TcpStream;
 
-use super::{write_ready, DirError, Direction};
+use super::{DirError, Direction};
 
 /// Size of the buffer used for one readiness event, in bytes.
 pub(super) const COPY_BUFFER: usize = 64 * 1024;
@@ -122,7 +122,7 @@ pub(super) async fn copy_burst(
                     dir.add(w);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    write_ready(dst).await.map_err(DirError::Write)?;
+                    dir.wait_writable(dst).await?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(DirError::Write(e)),

@@ -44,7 +44,8 @@
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -103,8 +104,10 @@ pub enum ForwardMode {
 /// Settings of [`forward`].
 #[derive(Debug, Clone)]
 pub struct ForwardOptions {
-    /// Close when neither side sent anything for this long (HAProxy `timeout client` /
-    /// `timeout server`, IPVS `tcp` timeout). `None` never times out. Default 900 s.
+    /// Close when neither side sent anything, nor took any of what was sent to it, for
+    /// this long (HAProxy `timeout client` / `timeout server`, IPVS `tcp` timeout): a slow
+    /// reader draining a large response is not idle, one that stopped reading is. `None`
+    /// never times out. Default 900 s.
     pub idle_timeout: Option<Duration>,
     /// Splice or copy. Default [`ForwardMode::Auto`].
     pub mode: ForwardMode,
@@ -148,14 +151,23 @@ impl Activity {
         self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 
-    /// Resolves once nothing happened for `timeout`.
-    pub(crate) async fn idle(&self, timeout: Option<Duration>) {
+    /// Resolves once nothing happened for `timeout`: no [`touch`](Self::touch), and
+    /// `progressed` (asked when the time is up) says nothing moved that this could not see.
+    pub(crate) async fn idle(
+        &self,
+        timeout: Option<Duration>,
+        mut progressed: impl FnMut() -> bool,
+    ) {
         let Some(timeout) = timeout else {
             return std::future::pending().await;
         };
         loop {
             let deadline = self.last() + timeout;
             if Instant::now() >= deadline {
+                if progressed() {
+                    self.touch();
+                    continue;
+                }
                 return;
             }
             tokio::time::sleep_until(deadline).await;
@@ -174,14 +186,34 @@ pub(crate) async fn write_ready(s: &TcpStream) -> io::Result<()> {
     std::future::poll_fn(|cx| s.poll_write_ready(cx)).await
 }
 
+/// [`Direction::blocked`] when the direction's writes are not waiting.
+const NOT_BLOCKED: u32 = u32::MAX;
+
 /// One direction's shared context.
 pub(crate) struct Direction<'a> {
     pub(crate) activity: &'a Activity,
     bytes: &'a AtomicU64,
     spliced: &'a AtomicU64,
+    /// The first write error of either direction (reported once both have ended).
+    write_error: &'a OnceLock<Error>,
+    /// While a write waits for the destination to take more: its unacknowledged bytes
+    /// ([`unacked_bytes`](crate::sockopt::unacked_bytes)) when the wait began, or lower
+    /// as the idle timer saw them fall; [`NOT_BLOCKED`] otherwise.
+    blocked: &'a AtomicU32,
 }
 
 impl Direction<'_> {
+    /// Waits until `dst` takes more bytes. The time spent is not idle if the peer
+    /// acknowledges bytes meanwhile ([`progressed`]): a slow reader keeps its connection.
+    pub(crate) async fn wait_writable(&self, dst: &TcpStream) -> std::result::Result<(), DirError> {
+        let queued = crate::sockopt::unacked_bytes(dst).unwrap_or(NOT_BLOCKED);
+        self.blocked.store(queued, Ordering::Relaxed);
+        let r = write_ready(dst).await;
+        self.blocked.store(NOT_BLOCKED, Ordering::Relaxed);
+        self.activity.touch();
+        r.map_err(DirError::Write)
+    }
+
     pub(crate) fn add(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -190,6 +222,22 @@ impl Direction<'_> {
     pub(crate) fn add_spliced(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
         self.spliced.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Whether a write blocked on `dst` has seen its peer acknowledge bytes since the wait
+/// began or since this was last asked.
+fn progressed(dst: &TcpStream, blocked: &AtomicU32) -> bool {
+    let before = blocked.load(Ordering::Relaxed);
+    if before == NOT_BLOCKED {
+        return false;
+    }
+    match crate::sockopt::unacked_bytes(dst) {
+        Ok(now) if now < before => {
+            blocked.store(now, Ordering::Relaxed);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -232,10 +280,19 @@ async fn side(
     let mut state = TransferState::Running;
     loop {
         state = match state {
-            TransferState::Running => {
-                transfer(src, dst, opts, &dir).await.map_err(attribute)?;
-                TransferState::ShuttingDown
-            }
+            TransferState::Running => match transfer(src, dst, opts, &dir).await {
+                Ok(()) => TransferState::ShuttingDown,
+                // `dst` is broken (reset, broken pipe), but what it sent before is still
+                // queued in its receive buffer: the other direction goes on to deliver it
+                // (a backend that answers and closes while the client still uploads), and
+                // ends at that socket's error or EOF. Only this direction ends here.
+                Err(e @ DirError::Write(_)) => {
+                    let _ = dir.write_error.set(attribute(e));
+                    TransferState::Done
+                }
+                // `src` is broken: nothing more can come from it, and nothing can reach it.
+                Err(e) => return Err(attribute(e)),
+            },
             TransferState::ShuttingDown => {
                 let last = eofs.fetch_add(1, Ordering::Relaxed) > 0;
                 if !last {
@@ -330,6 +387,14 @@ async fn transfer(
 /// (half-close). The FIN of the direction that ends last is left to `close(2)`: drop both
 /// streams when this returns.
 ///
+/// A side that fails to read ends both directions. A side that fails to be written to (it
+/// reset, as a backend closing with an upload unread does) ends only the direction towards
+/// it: what that side sent before is still delivered the other way, as on a direct
+/// connection, and the write error is returned once that direction ends too.
+///
+/// The idle timeout counts reads, and writes that had to wait for the peer to take more
+/// (a slow reader draining a large response is not idle).
+///
 /// Returns the bytes moved in any case, with the reason forwarding stopped.
 ///
 /// # Errors
@@ -351,16 +416,25 @@ pub async fn forward(
     let down = AtomicU64::new(0);
     let spliced = AtomicU64::new(0);
     let eofs = AtomicU8::new(0);
+    let write_error = OnceLock::new();
+    let (up_blocked, down_blocked) = (AtomicU32::new(NOT_BLOCKED), AtomicU32::new(NOT_BLOCKED));
     // The direction futures are built in place inside `select!` (not bound to locals first):
     // rustc stores a moved-from future twice, and this future lives as long as the
     // connection, so its size is the per-connection memory cost.
     let result = tokio::select! {
         r = futures::future::try_join(
-            side(client, backend, opts, Direction { activity: &activity, bytes: &up, spliced: &spliced }, true, &eofs),
-            side(backend, client, opts, Direction { activity: &activity, bytes: &down, spliced: &spliced }, false, &eofs),
+            side(client, backend, opts, Direction { activity: &activity, bytes: &up, spliced: &spliced, write_error: &write_error, blocked: &up_blocked }, true, &eofs),
+            side(backend, client, opts, Direction { activity: &activity, bytes: &down, spliced: &spliced, write_error: &write_error, blocked: &down_blocked }, false, &eofs),
         ) => r.map(|_| ()),
-        () = activity.idle(opts.idle_timeout) => Err(Error::IdleTimeout(opts.idle_timeout.unwrap_or_default())),
+        () = activity.idle(opts.idle_timeout, || {
+            // Both asked, so each wait's reference moves on.
+            progressed(backend, &up_blocked) | progressed(client, &down_blocked)
+        }) => Err(Error::IdleTimeout(opts.idle_timeout.unwrap_or_default())),
         () = cancel => Err(Error::Shutdown),
+    };
+    let result = match (result, write_error.into_inner()) {
+        (Ok(()), Some(e)) => Err(e),
+        (r, _) => r,
     };
     let stats = ForwardStats {
         client_to_backend: up.load(Ordering::Relaxed),

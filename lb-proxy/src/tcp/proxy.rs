@@ -65,8 +65,9 @@ pub struct TcpProxyConfig {
     /// holds new clients. Default 4096 (each connection costs two descriptors; the hard limit
     /// here is 20 000 per process).
     pub maxconn: usize,
-    /// Close a connection when neither side sent anything for this long (HAProxy
-    /// `timeout client`/`timeout server`; IPVS `tcp` timeout). `None` disables. Default 900 s.
+    /// Close a connection when neither side sent anything, nor took any of what was sent to
+    /// it, for this long (HAProxy `timeout client`/`timeout server`; IPVS `tcp` timeout).
+    /// `None` disables. Default 900 s.
     pub idle_timeout: Option<Duration>,
     /// HAProxy `send-proxy` (`Some(Version::V1)`) / `send-proxy-v2` (`Some(Version::V2)`):
     /// tell the backend the client's address. Default `None`.

@@ -22,7 +22,7 @@ use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::{write_ready, DirError, Direction, SPLICED_BYTES};
+use super::{DirError, Direction, SPLICED_BYTES};
 
 /// One kernel pipe: read end, write end, and its capacity in bytes.
 #[derive(Debug)]
@@ -211,7 +211,7 @@ pub(super) async fn splice_burst(
                     let n = match written {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            write_ready(dst).await.map_err(DirError::Write)?;
+                            dir.wait_writable(dst).await?;
                             continue;
                         }
                         Err(e) => return Err(DirError::Write(e)),

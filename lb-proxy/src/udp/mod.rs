@@ -602,7 +602,7 @@ async fn reply_loop(
                     break;
                 }
             },
-            () = session.activity.idle(idle) => {
+            () = session.activity.idle(idle, || false) => {
                 ProxyStats::inc(&shared.stats.idle_timeouts);
                 break;
             }
