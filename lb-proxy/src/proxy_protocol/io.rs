@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{parse, ProxyHeader, Version};
+use super::{parse, v2, ParseError, ProxyHeader, Version};
 use crate::error::{Error, Result};
 
-/// The largest header accepted, in bytes: the v2 fixed part plus a maximal `len`.
-const MAX_HEADER: usize = super::v2::HEADER_LEN + u16::MAX as usize;
+/// The largest header accepted, in bytes (HAProxy's limit too: a header must fit its 16 KiB
+/// buffer). Real v2 headers, TLVs included, take a few hundred; the format allows 64 KiB,
+/// which a client could make the proxy hold for each connection until the header timeout.
+const MAX_HEADER: usize = 16 * 1024;
 
 /// Reads one PROXY header (v1 or v2) from a freshly accepted `stream` within `timeout`
 /// (HAProxy `accept-proxy`).
@@ -31,7 +33,9 @@ pub async fn read_header<S: AsyncRead + Unpin>(
         let mut buf = Vec::with_capacity(256);
         loop {
             if buf.len() == buf.capacity() {
-                buf.reserve(buf.len().min(MAX_HEADER - buf.len()).max(256));
+                // Only what the header announces (v2), up to the limit: no doubling past it.
+                let wanted = announced(&buf).unwrap_or(buf.len() * 2).min(MAX_HEADER);
+                buf.reserve(wanted.saturating_sub(buf.len()).max(256));
             }
             let n = stream.read_buf(&mut buf).await.map_err(Error::ClientIo)?;
             if n == 0 {
@@ -40,11 +44,22 @@ pub async fn read_header<S: AsyncRead + Unpin>(
             if let Some((header, used)) = parse(&buf)? {
                 return Ok((header, buf.split_off(used)));
             }
+            if let Some(total) = announced(&buf).filter(|&t| t > MAX_HEADER) {
+                return Err(ParseError::V2TooLong(total).into());
+            }
         }
     };
     tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| Error::ProxyHeaderTimeout(timeout))?
+}
+
+/// The total size a v2 header at the start of `buf` announces, once its fixed part is in.
+fn announced(buf: &[u8]) -> Option<usize> {
+    if buf.len() < v2::HEADER_LEN || !buf.starts_with(&v2::SIGNATURE) {
+        return None;
+    }
+    v2::Packet::new_unchecked(buf).check_len().err()
 }
 
 /// Writes `header` to a freshly connected backend `stream` (HAProxy `send-proxy` /
@@ -99,6 +114,34 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, Error::ProxyHeaderTimeout(d) if d == Duration::from_secs(3)));
+    }
+
+    /// A v2 header announcing more than 16 KiB is refused as soon as its fixed part is in,
+    /// not buffered up to 64 KiB until the timeout.
+    #[tokio::test]
+    async fn oversized_v2_header_is_refused_at_once() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let mut fixed = v2::SIGNATURE.to_vec();
+        fixed.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
+        a.write_all(&fixed).await.unwrap();
+        let e = read_header(&mut b, Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::ProxyHeader(ParseError::V2TooLong(t)) if t == 16 + 0xffff),
+            "{e}"
+        );
+        // Just under the limit is read in full.
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let mut h = v2::SIGNATURE.to_vec();
+        let len = MAX_HEADER - v2::HEADER_LEN;
+        h.extend_from_slice(&[0x20, 0x00]);
+        h.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+        h.resize(MAX_HEADER, 0);
+        a.write_all(&h).await.unwrap();
+        let (header, rest) = read_header(&mut b, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(header, ProxyHeader::Local);
+        assert!(rest.is_empty());
     }
 
     #[tokio::test]

@@ -136,6 +136,10 @@ pub enum ParseError {
     /// A v2 length too short for its address family.
     #[error("v2 length {0} too short for the address family")]
     V2Length(u16),
+    /// A v2 header announcing more bytes in all (fixed part included) than a listener
+    /// accepts (16 KiB, as HAProxy).
+    #[error("v2 header of {0} bytes is longer than the 16 KiB accepted")]
+    V2TooLong(usize),
 }
 
 /// Parses a header of either version at the start of `buf`.

@@ -194,14 +194,15 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ParseError> {
         return Ok(None);
     };
     let total = HEADER_LEN + usize::from(p.len());
+    if p.command() == CMD_LOCAL {
+        // LOCAL: the receiver must ignore the protocol block, family byte included (spec
+        // §2.2; health checks from the sender), as HAProxy does.
+        return Ok(Some((ProxyHeader::Local, total)));
+    }
     let fam = buf[field::FAM];
     let (family, transport) = (p.family(), p.transport());
     if family > AF_UNIX || transport > TR_DGRAM {
         return Err(ParseError::V2Family(fam));
-    }
-    if p.command() == CMD_LOCAL {
-        // LOCAL: the receiver must ignore the address block (health checks from the sender).
-        return Ok(Some((ProxyHeader::Local, total)));
     }
     let transport = match transport {
         TR_STREAM => Transport::Stream,
@@ -397,6 +398,10 @@ mod tests {
         let mut b = TCP4_BYTES;
         b[13] = 0x41;
         assert_eq!(parse(&b), Err(ParseError::V2Family(0x41)));
+        // LOCAL ignores the family byte, whatever it holds.
+        let mut b = LOCAL_TLV_BYTES;
+        b[13] = 0x41;
+        assert_eq!(parse(&b).unwrap(), Some((ProxyHeader::Local, 20)));
         let mut b = TCP4_BYTES;
         b[15] = 0x04;
         assert_eq!(parse(&b[..20]), Err(ParseError::V2Length(4)));
