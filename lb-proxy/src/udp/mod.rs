@@ -436,7 +436,12 @@ async fn forward_datagram(
     key: SessionKey,
     datagram: &[u8],
 ) {
-    let existing = lock(&shared.sessions).get(&key).cloned();
+    // Taken and touched under the table lock, where an idle session is expired: a session
+    // handed out here is not expired under the datagram (its reply would find no reader).
+    let existing = lock(&shared.sessions)
+        .get(&key)
+        .cloned()
+        .inspect(|s| s.activity.touch());
     let session = match existing {
         Some(s) if !s.is_refused() => Some(s),
         Some(refused) => {
@@ -603,6 +608,16 @@ async fn reply_loop(
                 }
             },
             () = session.activity.idle(idle, || false) => {
+                // Expired under the table lock, so that a datagram that took the session
+                // meanwhile (and touched it) keeps it alive.
+                let mut sessions = lock(&shared.sessions);
+                if session.activity.last() + shared.config.idle_timeout > Instant::now() {
+                    continue;
+                }
+                if sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                    sessions.remove(&key);
+                }
+                drop(sessions);
                 ProxyStats::inc(&shared.stats.idle_timeouts);
                 break;
             }
