@@ -1517,3 +1517,183 @@ async fn busy_polling_spins_while_a_client_connection_is_open() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(busy.spins(), stopped, "no client: no spinning");
 }
+
+/// A raw backend for one connection: reads until 300 ms pass with nothing new, hands what
+/// it read to the test, writes `reply`, then closes (`close`) or holds the connection 3 s.
+async fn raw_backend(
+    reply: &'static [u8],
+    close: bool,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Receiver<String>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Bounded: at most 50 reads of what one request sends.
+        for _ in 0..50 {
+            match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
+        let _ = s.write_all(reply).await;
+        if !close {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    });
+    (addr, rx, task)
+}
+
+/// Sends `req` on a new connection and reads until the proxy closes it (3 s at most).
+async fn exchange(p: &HttpProxy, req: &[u8]) -> String {
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(req).await.unwrap();
+    let (got, _) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A chunked body on a GET (Elasticsearch's `GET /_search`) reaches the backend, still
+/// chunked: hyper sends a GET of unknown length with no body at all once the client's
+/// `Transfer-Encoding` is stripped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_get_body_reaches_the_backend() {
+    let (addr, seen, backend) = raw_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        true,
+    )
+    .await;
+    let p = proxy(config(), vec![("www", pool_at(addr))]).await;
+    let resp = exchange(
+        &p,
+        b"GET /_search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let req = seen.await.unwrap().to_ascii_lowercase();
+    assert!(
+        req.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{req:?}"
+    );
+    assert!(req.contains("\r\n5\r\nhello\r\n0\r\n\r\n"), "{req:?}");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
+    backend.abort();
+}
+
+/// Trailer fields the backend declares in `Trailer` reach the client: `Trailer` is not a
+/// hop-by-hop header (RFC 9110 §7.6.1), and hyper writes only declared trailers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_trailers_are_forwarded() {
+    let (addr, _seen, backend) = raw_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n3\r\nabc\r\n0\r\nx-sum: 42\r\n\r\n",
+        false,
+    )
+    .await;
+    let p = proxy(config(), vec![("www", pool_at(addr))]).await;
+    let resp = exchange(
+        &p,
+        b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(resp.contains("\r\ntrailer: x-sum\r\n"), "{resp:?}");
+    assert!(resp.contains("\r\n0\r\nx-sum: 42\r\n\r\n"), "{resp:?}");
+    backend.abort();
+}
+
+/// A backend that closes before the end of the body it announced has failed, though its
+/// head was a success: passive health and the backend's failures hear of it (the client's
+/// response ends short, and its connection closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_breaking_mid_body_is_counted() {
+    let (addr, _seen, backend) =
+        raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", true).await;
+    let failures = Arc::new(FailureCount::default());
+    let p = HttpProxy::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        config(),
+        vec![HttpPool::new("www", pool_at(addr)).with_observer(failures.clone())],
+    )
+    .await
+    .unwrap();
+    let resp = exchange(&p, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
+    assert!(resp.ends_with("abc"), "{resp:?}");
+    let be = &p.stats().backends[0];
+    assert_eq!((be.failures, be.timeouts), (1, 0), "{be:?}");
+    assert_eq!(failures.0.load(Ordering::Relaxed), 1);
+    backend.abort();
+}
+
+/// The proxy speaks its own HTTP version (RFC 9110 §6.2): an HTTP/1.0 backend's answer
+/// reaches an HTTP/1.1 client as HTTP/1.1 and keeps its connection open, and an HTTP/1.0
+/// client's request goes to the backend as HTTP/1.1 with an (empty) Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_carry_the_proxys_http_version() {
+    use tokio::io::AsyncReadExt;
+    let (addr, _seen, backend) = raw_backend(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
+        false,
+    )
+    .await;
+    let p = proxy(config(), vec![("www", pool_at(addr))]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = one_response(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
+    assert!(
+        !resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp:?}"
+    );
+    // Still open: no EOF within 300 ms.
+    let mut b = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), s.read(&mut b))
+            .await
+            .is_err(),
+        "the client connection was closed"
+    );
+    backend.abort();
+
+    let (addr, seen, backend) =
+        raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let p = proxy(config(), vec![("www", pool_at(addr))]).await;
+    let resp = exchange(&p, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.0 200"), "{resp:?}");
+    let req = seen.await.unwrap().to_ascii_lowercase();
+    assert!(req.starts_with("get /old http/1.1\r\n"), "{req:?}");
+    assert!(req.contains("\r\nhost: \r\n"), "{req:?}");
+    backend.abort();
+}
+
+/// CONNECT asks for a tunnel to the host it names, not for a backend's resource: 501 and
+/// the connection closed (HAProxy's and Envoy's default), never `CONNECT /` to a backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_501_and_closed() {
+    let backend = TestBackend::start(1).await;
+    let p = proxy(
+        config(),
+        vec![("www", pool_of(&[&backend], Algorithm::RoundRobin))],
+    )
+    .await;
+    let resp = exchange(
+        &p,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 501"), "{resp:?}");
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp:?}"
+    );
+    assert_eq!(p.stats().virtual_server.bad_requests, 1);
+    assert_eq!(p.stats().backends[0].requests, 0);
+}

@@ -434,8 +434,12 @@ pub(crate) struct StallReport {
 }
 
 impl StallReport {
-    fn run(self) {
-        super::stats::inc(&self.counters.timeouts);
+    /// Counts the failure: a stall (`timed_out`, also in the backend's `timeouts`) or a
+    /// connection that broke mid-body.
+    fn run(self, timed_out: bool) {
+        if timed_out {
+            super::stats::inc(&self.counters.timeouts);
+        }
         self.backend.stats().record_failure();
         self.observer.observe(
             &self.backend,
@@ -561,11 +565,20 @@ impl Body for ResponseBody {
                 match &r {
                     Poll::Ready(None) => *done = true,
                     Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => *done = true,
+                    // The backend broke the body (closed or reset before its end, or sent
+                    // bad chunked framing): a failure of the backend, for passive health,
+                    // though its head was counted a success. The client's response ends
+                    // short and its connection closes.
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some(report) = stall.as_mut().and_then(|g| g.report.take()) {
+                            report.run(false);
+                        }
+                    }
                     Poll::Pending => {
                         if let Some(g) = stall {
                             if g.expired(cx) {
                                 if let Some(report) = g.report.take() {
-                                    report.run();
+                                    report.run(true);
                                 }
                                 return Poll::Ready(Some(Err(ResponseBodyError::Stalled(g.after))));
                             }

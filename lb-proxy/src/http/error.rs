@@ -104,6 +104,11 @@ pub enum ForwardError {
     /// without `Host`, or with more than one `Host` line).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A method this proxy does not forward: `CONNECT` (RFC 9110 §9.3.6), which asks for a
+    /// tunnel to the host it names, not for a resource of a backend. 501, as HAProxy and
+    /// Envoy answer it unless told to tunnel; the connection is closed.
+    #[error("method not implemented: {0}")]
+    NotImplemented(http::Method),
     /// The client's request body failed while it was sent to the backend: the client went
     /// away or broke its framing. Not held against the backend (HAProxy's termination
     /// state `CD`).
@@ -134,9 +139,10 @@ impl ForwardError {
     pub fn source(&self) -> ErrorSource {
         match self {
             Self::NoRoute { .. } => ErrorSource::Internal,
-            Self::BadRequest(_) | Self::ClientAborted(_) | Self::ClientTimeout(_) => {
-                ErrorSource::Client
-            }
+            Self::BadRequest(_)
+            | Self::NotImplemented(_)
+            | Self::ClientAborted(_)
+            | Self::ClientTimeout(_) => ErrorSource::Client,
             _ => ErrorSource::Backend,
         }
     }
@@ -152,9 +158,11 @@ impl ForwardError {
     }
 
     /// The status the client receives: 503 without a backend, 504 on a response timeout,
-    /// 408 for a stalled upload, 400 for the client's other faults, 502 otherwise.
+    /// 408 for a stalled upload, 501 for `CONNECT`, 400 for the client's other faults, 502
+    /// otherwise.
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::NoRoute { .. } | Self::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,

@@ -22,9 +22,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use http::header::{
-    CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::config::ForwardedHeaders;
@@ -48,19 +46,21 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     })
 }
 
-/// The fixed hop-by-hop headers, in the order of the bits [`hop_by_hop_bit`] returns.
-static HOP_BY_HOP: [&HeaderName; 7] = [
+/// The fixed hop-by-hop headers (RFC 9110 §7.6.1, with the obsolete `Keep-Alive` and
+/// `Proxy-Connection`), in the order of the bits [`hop_by_hop_bit`] returns. `Trailer` is
+/// not one: it declares the trailer fields that follow the body, and hyper forwards only
+/// trailer fields it declares.
+static HOP_BY_HOP: [&HeaderName; 6] = [
     &CONNECTION,
     &UPGRADE,
     &TE,
-    &TRAILER,
     &TRANSFER_ENCODING,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
 ];
 
 /// The bit of `Transfer-Encoding` in [`HOP_BY_HOP`].
-const TRANSFER_ENCODING_BIT: u8 = 1 << 4;
+const TRANSFER_ENCODING_BIT: u8 = 1 << 3;
 
 /// The bit of `name` in a set of present hop-by-hop headers (0 when it is none of them).
 ///
@@ -68,8 +68,8 @@ const TRANSFER_ENCODING_BIT: u8 = 1 << 4;
 /// name's length: most names (`date`, `content-length`, `server`…) have no hop-by-hop
 /// header of their length, and cost one table lookup and a compare.
 fn hop_by_hop_bit(name: &HeaderName) -> u8 {
-    // The lengths in `HOP_BY_HOP`: 10 (connection, keep-alive), 7 (upgrade, trailer),
-    // 2 (te), 17 (transfer-encoding), 16 (proxy-connection).
+    // The lengths in `HOP_BY_HOP`: 10 (connection, keep-alive), 7 (upgrade), 2 (te),
+    // 17 (transfer-encoding), 16 (proxy-connection).
     if !matches!(name.as_str().len(), 2 | 7 | 10 | 16 | 17) {
         return 0;
     }
@@ -80,7 +80,7 @@ fn hop_by_hop_bit(name: &HeaderName) -> u8 {
 }
 
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
-/// `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` when it is only `chunked`
+/// `Proxy-Connection`, `TE`, `Transfer-Encoding` when it is only `chunked`
 /// (hyper re-frames bodies; `gzip, chunked` stays, since the gzip coding is still on the
 /// body) and `Upgrade`. With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is put back,
 /// so a protocol switch reaches the other side. A message that came with `Transfer-Encoding`
@@ -459,7 +459,7 @@ mod tests {
                 headers.remove(&name);
             }
         }
-        for name in [&CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &TE, &TRAILER] {
+        for name in [&CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &TE] {
             headers.remove(name);
         }
         let codings: Vec<String> = headers

@@ -17,6 +17,8 @@
 //! | backend breaks the connection | a retry for bodiless idempotent requests, else 502 | `bad_gateway` |
 //! | malformed request / head too large | 400 / 431 from hyper, connection closed | `bad_requests` |
 //! | HTTP/1.1 request without `Host`, or with two (RFC 9112 §3.2) | 400, connection closed | `bad_requests` |
+//! | `CONNECT` (a tunnel request, not a resource) | 501, connection closed | `bad_requests` |
+//! | backend closes or breaks mid-body | the response ends short, connection closed | backend `failures` (passive health) |
 //! | client goes away during its request body | 400 (to nobody); the backend is not blamed (HAProxy `CD`) | `bad_requests` |
 //! | request head not complete in time (slowloris), or no request at all | connection closed | `header_timeouts` |
 //! | keep-alive connection idle past `client_idle` | connection closed | `idle_timeouts` |
@@ -30,6 +32,9 @@
 //! use. With [`HttpProxyConfig::accept_proxy`] the client address comes from a PROXY
 //! protocol header ([`crate::proxy_protocol::read_header`]). `Connection: upgrade` requests (WebSocket) are passed through: on a
 //! backend's `101` both connections are taken over from hyper and copied both ways.
+//!
+//! Both directions carry the proxy's own HTTP version, 1.1 (RFC 9110 §6.2; hyper still
+//! answers an HTTP/1.0 client in 1.0), and trailer fields a message declares in `Trailer`.
 //!
 //! The sans-IO parts ([`config`], [`route`], [`forwarded`], [`stats`]) read no clock and do no
 //! IO; the driver is [`HttpProxy`].

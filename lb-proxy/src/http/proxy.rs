@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
+use http::header::{CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
@@ -615,7 +615,9 @@ async fn handle(
             match status {
                 StatusCode::SERVICE_UNAVAILABLE => inc(&shared.vs.no_backend),
                 StatusCode::GATEWAY_TIMEOUT => inc(&shared.vs.gateway_timeout),
-                StatusCode::BAD_REQUEST => inc(&shared.vs.bad_requests),
+                StatusCode::BAD_REQUEST | StatusCode::NOT_IMPLEMENTED => {
+                    inc(&shared.vs.bad_requests)
+                }
                 StatusCode::REQUEST_TIMEOUT => inc(&shared.vs.client_timeouts),
                 _ => inc(&shared.vs.bad_gateway),
             }
@@ -623,10 +625,11 @@ async fn handle(
             let mut r = error_response(status);
             if matches!(
                 status,
-                StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT
+                StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::NOT_IMPLEMENTED
             ) {
                 // A malformed request closes the connection, as hyper's own 400s do; so
-                // does a stalled upload (the rest of its body will not be read).
+                // does a stalled upload (the rest of its body will not be read), and a
+                // CONNECT (what follows it would be tunnel bytes).
                 r.headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -720,6 +723,9 @@ async fn forward(
     cc: &ClientConn,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ForwardError> {
+    if req.method() == Method::CONNECT {
+        return Err(ForwardError::NotImplemented(Method::CONNECT));
+    }
     let upgrade = is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -768,6 +774,26 @@ async fn forward(
         parts.uri = Uri::from(pq);
     }
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    // hyper re-frames the body from its size, but sends a GET or HEAD (methods whose
+    // requests rarely have one) of unknown size with none at all: a chunked body (an
+    // Elasticsearch `GET /_search`) stays chunked.
+    if !body.is_end_stream()
+        && body.size_hint().exact().is_none()
+        && !parts.headers.contains_key(TRANSFER_ENCODING)
+    {
+        parts
+            .headers
+            .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
+    // An intermediary sends its own HTTP version (RFC 9110 §6.2): an HTTP/1.0 client's
+    // request still goes out on a kept-alive HTTP/1.1 backend connection, with the Host
+    // field HTTP/1.1 requires (empty when the client sent none, RFC 9112 §3.2).
+    if parts.version != Version::HTTP_11 {
+        parts.version = Version::HTTP_11;
+        if !parts.headers.contains_key(HOST) {
+            parts.headers.insert(HOST, HeaderValue::from_static(""));
+        }
+    }
     cc.identity.apply(&mut parts.headers);
 
     let timeouts = shared.config.timeouts;
@@ -951,6 +977,10 @@ async fn forward(
                 }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
+                // Our own version, not the backend's (RFC 9110 §6.2): an HTTP/1.0 backend's
+                // answer must not tell an HTTP/1.1 client to close (hyper still answers an
+                // HTTP/1.0 client in HTTP/1.0).
+                parts.version = Version::HTTP_11;
                 let release = Release {
                     pool: Arc::clone(&shared.conns),
                     list: checkout.list,
