@@ -45,7 +45,6 @@ use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -194,8 +193,6 @@ pub(crate) struct Direction<'a> {
     pub(crate) activity: &'a Activity,
     bytes: &'a AtomicU64,
     spliced: &'a AtomicU64,
-    /// The first write error of either direction (reported once both have ended).
-    write_error: &'a OnceLock<Error>,
     /// While a write waits for the destination to take more: its unacknowledged bytes
     /// ([`unacked_bytes`](crate::sockopt::unacked_bytes)) when the wait began, or lower
     /// as the idle timer saw them fall; [`NOT_BLOCKED`] otherwise.
@@ -262,6 +259,9 @@ enum TransferState {
 /// `dst`, so the half-close reaches the other side), then `Done`. Errors are attributed to
 /// the side that failed.
 ///
+/// Returns `Ok(Some(e))` when writing to `dst` failed: only this direction ended (see
+/// [`forward`]), and `e` is reported once the other one ends too.
+///
 /// `eofs` counts the directions that reached EOF. The second to get there skips its
 /// `shutdown`: both peers have sent their FIN, the connection ends, and closing `dst`
 /// sends this FIN (HAProxy makes the same saving; one syscall per connection).
@@ -272,7 +272,7 @@ async fn side(
     dir: Direction<'_>,
     src_is_client: bool,
     eofs: &AtomicU8,
-) -> Result<()> {
+) -> Result<Option<Error>> {
     let attribute = |e| match (e, src_is_client) {
         (DirError::Read(e), true) | (DirError::Write(e), false) => Error::ClientIo(e),
         (DirError::Read(e), false) | (DirError::Write(e), true) => Error::BackendIo(e),
@@ -286,10 +286,7 @@ async fn side(
                 // queued in its receive buffer: the other direction goes on to deliver it
                 // (a backend that answers and closes while the client still uploads), and
                 // ends at that socket's error or EOF. Only this direction ends here.
-                Err(e @ DirError::Write(_)) => {
-                    let _ = dir.write_error.set(attribute(e));
-                    TransferState::Done
-                }
+                Err(e @ DirError::Write(_)) => return Ok(Some(attribute(e))),
                 // `src` is broken: nothing more can come from it, and nothing can reach it.
                 Err(e) => return Err(attribute(e)),
             },
@@ -305,7 +302,7 @@ async fn side(
                 }
                 TransferState::Done
             }
-            TransferState::Done => return Ok(()),
+            TransferState::Done => return Ok(None),
         };
     }
 }
@@ -416,25 +413,24 @@ pub async fn forward(
     let down = AtomicU64::new(0);
     let spliced = AtomicU64::new(0);
     let eofs = AtomicU8::new(0);
-    let write_error = OnceLock::new();
     let (up_blocked, down_blocked) = (AtomicU32::new(NOT_BLOCKED), AtomicU32::new(NOT_BLOCKED));
     // The direction futures are built in place inside `select!` (not bound to locals first):
     // rustc stores a moved-from future twice, and this future lives as long as the
     // connection, so its size is the per-connection memory cost.
     let result = tokio::select! {
         r = futures::future::try_join(
-            side(client, backend, opts, Direction { activity: &activity, bytes: &up, spliced: &spliced, write_error: &write_error, blocked: &up_blocked }, true, &eofs),
-            side(backend, client, opts, Direction { activity: &activity, bytes: &down, spliced: &spliced, write_error: &write_error, blocked: &down_blocked }, false, &eofs),
-        ) => r.map(|_| ()),
+            side(client, backend, opts, Direction { activity: &activity, bytes: &up, spliced: &spliced, blocked: &up_blocked }, true, &eofs),
+            side(backend, client, opts, Direction { activity: &activity, bytes: &down, spliced: &spliced, blocked: &down_blocked }, false, &eofs),
+        ) => match r {
+            Ok((None, None)) => Ok(()),
+            Ok((Some(e), _) | (None, Some(e))) => Err(e),
+            Err(e) => Err(e),
+        },
         () = activity.idle(opts.idle_timeout, || {
             // Both asked, so each wait's reference moves on.
             progressed(backend, &up_blocked) | progressed(client, &down_blocked)
         }) => Err(Error::IdleTimeout(opts.idle_timeout.unwrap_or_default())),
         () = cancel => Err(Error::Shutdown),
-    };
-    let result = match (result, write_error.into_inner()) {
-        (Ok(()), Some(e)) => Err(e),
-        (r, _) => r,
     };
     let stats = ForwardStats {
         client_to_backend: up.load(Ordering::Relaxed),
