@@ -561,29 +561,3 @@ async fn busy_polling_spins_while_a_session_is_open() {
     .await
     .unwrap();
 }
-
-/// A wildcard listen address is refused with a reason: replies would leave from whichever
-/// address routing picks (a host's primary address, not the VIP the client sent to), and a
-/// client whose socket is connected to the VIP would drop them.
-#[tokio::test]
-async fn wildcard_listen_address_is_refused() {
-    for listen in ["0.0.0.0:0", "[::]:0"] {
-        let cfg = UdpProxyConfig::new(vec![listen.parse().unwrap()]);
-        let pool = Arc::new(
-            Pool::new(
-                Algorithm::RoundRobin,
-                BackendSet::new(vec![Backend::new(
-                    BackendId(1),
-                    "127.0.0.1:9".parse().unwrap(),
-                )])
-                .unwrap(),
-                PoolConfig::default(),
-            )
-            .unwrap(),
-        );
-        let e = UdpProxy::start(cfg, pool)
-            .err()
-            .expect("a wildcard was accepted");
-        assert!(e.to_string().contains("is a wildcard"), "{listen}: {e}");
-    }
-}

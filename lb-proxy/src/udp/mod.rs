@@ -183,8 +183,7 @@ impl UdpProxy {
     /// Must be called inside a tokio runtime.
     ///
     /// # Errors
-    /// [`Error::Config`] (as [`UdpProxy::start_on`]: a wildcard listen address among
-    /// them), [`Error::Bind`].
+    /// [`Error::Config`], [`Error::Bind`].
     pub fn start(config: UdpProxyConfig, pool: Arc<Pool>) -> Result<UdpHandle> {
         Self::start_with_observer(config, pool, Arc::new(NoopObserver))
     }
@@ -220,9 +219,7 @@ impl UdpProxy {
     /// none queued in the socket is lost.
     ///
     /// # Errors
-    /// [`Error::Config`] for an empty `sockets`, `max_sessions` or `max_datagram` 0, or a
-    /// socket bound to a wildcard address (`0.0.0.0`, `[::]`: replies would leave from
-    /// whichever address routing picks, not the one the client sent to);
+    /// [`Error::Config`] for an empty `sockets`, `max_sessions` or `max_datagram` 0;
     /// [`Error::Io`] when a socket has no local address.
     pub fn start_on(
         config: UdpProxyConfig,
@@ -242,20 +239,6 @@ impl UdpProxy {
             .iter()
             .map(|s| s.local_addr())
             .collect::<io::Result<Vec<_>>>()?;
-        // A reply leaves from the listening socket's address; on a wildcard socket that is
-        // whatever address routing picks (the host's primary one, not a VIP), and a client
-        // that connected its socket to the VIP (DNS resolvers, QUIC) drops it. Refused
-        // until replies carry their source (IP_PKTINFO).
-        if let Some(a) = local_addrs.iter().find(|a| a.ip().is_unspecified()) {
-            return Err(Error::Config {
-                setting: "udp virtual_server",
-                reason: format!(
-                    "listen address {a} is a wildcard: replies would not come from the address \
-                     the client sent to; listen on the virtual address itself (with freebind \
-                     for a VIP this node does not hold yet)"
-                ),
-            });
-        }
         let shared = Arc::new(Shared::new(config, pool, observer));
         let tasks = sockets
             .into_iter()
