@@ -561,3 +561,138 @@ async fn busy_polling_spins_while_a_session_is_open() {
     .await
     .unwrap();
 }
+
+/// Sends `msg` on `client` (connected to a VIP, so it accepts datagrams from the VIP only)
+/// and returns the reply, `None` after 2 s.
+async fn ask_connected(client: &UdpSocket, msg: &str) -> Option<String> {
+    client.send(msg.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// A client socket bound to `from` and connected to `vip`.
+async fn connected(from: &str, vip: SocketAddr) -> UdpSocket {
+    let s = UdpSocket::bind(from).await.unwrap();
+    s.connect(vip).await.unwrap();
+    s
+}
+
+/// A listener on `0.0.0.0` serves every local address, and answers from the one each
+/// client wrote to (`IP_PKTINFO`): clients connected to 127.0.0.2 and 127.0.0.3 (which
+/// accept nothing from 127.0.0.1, where routing would send a plain reply from) get their
+/// replies, one session per address. The same through a dual-stack `[::]` listener, IPv4 and
+/// IPv6 clients together.
+#[tokio::test]
+async fn wildcard_listener_replies_from_the_address_the_client_wrote_to() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let a = tagged_echo("a").await;
+        for wildcard in ["0.0.0.0:0", "[::]:0"] {
+            let proxy = start(
+                UdpProxyConfig::new(vec![wildcard.parse().unwrap()]),
+                &[a.addr],
+            );
+            let port = proxy.local_addrs()[0].port();
+            let mut clients = Vec::new();
+            for vip in ["127.0.0.2", "127.0.0.3"] {
+                let vip = SocketAddr::new(vip.parse().unwrap(), port);
+                clients.push((vip, connected("127.0.0.1:0", vip).await));
+            }
+            if wildcard.starts_with('[') {
+                let vip = SocketAddr::new("::1".parse().unwrap(), port);
+                clients.push((vip, connected("[::1]:0", vip).await));
+            }
+            for round in 0..2 {
+                for (vip, client) in &clients {
+                    let msg = format!("{vip}/{round}");
+                    assert_eq!(
+                        ask_connected(client, &msg).await.as_deref(),
+                        Some(format!("a|{msg}").as_str()),
+                        "{wildcard}: no reply from {vip}"
+                    );
+                }
+            }
+            assert_eq!(proxy.sessions(), clients.len(), "{wildcard}");
+            assert_eq!(proxy.stats().accepted, clients.len() as u64, "{wildcard}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// IPv6 on a wildcard listener, in a namespace of the test's own: an interface holds
+/// fd00:18::1 and a VIP added after the proxy started (as VRRP adds one), fd00:18::10. A
+/// client connected to the VIP gets the replies from the VIP (`IPV6_PKTINFO`), where routing
+/// alone would pick fd00:18::1.
+#[test]
+fn wildcard_listener_replies_from_an_ipv6_vip_added_later() {
+    if !lb_testkit::lab_available() {
+        return;
+    }
+    let lab = lb_testkit::Lab::new("lbudp", &[("lb", 1)]).unwrap();
+    let ns = lab.ns("lb").to_owned();
+    let ip = |args: &[&str]| {
+        let out = lab.exec("lb", args).unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    ip(&["ip", "addr", "add", "fd00:18::1/64", "dev", "eth0", "nodad"]);
+    let listener = lb_testkit::in_netns(&ns, || std::net::UdpSocket::bind("[::]:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            // The backend and the proxy's session sockets are on the host's loopback; the
+            // listening socket is in the namespace.
+            let a = tagged_echo("a").await;
+            let set = BackendSet::new(vec![Backend::new(BackendId(1), a.addr)]).unwrap();
+            let pool =
+                Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+            listener.set_nonblocking(true).unwrap();
+            let proxy = UdpProxy::start_on(
+                UdpProxyConfig::new(Vec::new()),
+                pool,
+                Arc::new(lb_proxy::outcome::NoopObserver),
+                vec![UdpSocket::from_std(listener).unwrap()],
+            )
+            .unwrap();
+            ip(&[
+                "ip",
+                "addr",
+                "add",
+                "fd00:18::10/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            let mut clients = Vec::new();
+            for vip in ["fd00:18::10", "fd00:18::1"] {
+                let vip = SocketAddr::new(vip.parse().unwrap(), port);
+                let client = lb_testkit::in_netns(&ns, move || {
+                    let s = std::net::UdpSocket::bind("[fd00:18::1]:0")?;
+                    s.connect(vip)?;
+                    s.set_nonblocking(true)?;
+                    Ok(s)
+                })
+                .unwrap();
+                clients.push((vip, UdpSocket::from_std(client).unwrap()));
+            }
+            for (vip, client) in &clients {
+                let msg = format!("to {vip}");
+                assert_eq!(
+                    ask_connected(client, &msg).await.as_deref(),
+                    Some(format!("a|{msg}").as_str()),
+                    "no reply from {vip}"
+                );
+            }
+            assert_eq!(proxy.sessions(), 2);
+        })
+        .await
+        .unwrap();
+    });
+}

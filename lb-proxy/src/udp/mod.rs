@@ -7,6 +7,11 @@
 //! client from the listening socket (so the client sees the VIP as the source). Sessions are
 //! keyed by (listening address, client): a client talking to two VIPs of one proxy has two.
 //!
+//! A listener bound to a wildcard address (`0.0.0.0`, `[::]`) serves every local address:
+//! each datagram's destination is read from `IP_PKTINFO` / `IPV6_PKTINFO`, keys its session,
+//! and is the source of the replies, so a client sees them come from the address it wrote to
+//! (a VIP added later by VRRP included).
+//!
 //! A session ends after `idle_timeout` without traffic, or when the backend answers with
 //! ICMP port unreachable. That refusal is reported as [`Outcome::ConnectRefused`] (and to
 //! `lb_core::BackendStats::record_failure`) whichever side notices it first: the session's
@@ -65,6 +70,10 @@ use crate::outcome::{NoopObserver, Outcome, OutcomeObserver};
 use crate::stats::{ProxyStats, StatsSnapshot};
 use crate::tcp::Activity;
 
+mod listen;
+
+use listen::ListenSocket;
+
 /// Settings of one UDP virtual server.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -101,7 +110,8 @@ impl UdpProxyConfig {
     }
 }
 
-/// A session's key: the listening address the client wrote to, and the client.
+/// A session's key: the local address the client wrote to (on a wildcard listener, the
+/// datagram's destination), and the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct SessionKey {
     local: SocketAddr,
@@ -220,7 +230,8 @@ impl UdpProxy {
     ///
     /// # Errors
     /// [`Error::Config`] for an empty `sockets`, `max_sessions` or `max_datagram` 0;
-    /// [`Error::Io`] when a socket has no local address.
+    /// [`Error::Io`] when a socket has no local address, or on a wildcard address packet
+    /// info (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) cannot be turned on.
     pub fn start_on(
         config: UdpProxyConfig,
         pool: Arc<Pool>,
@@ -234,11 +245,11 @@ impl UdpProxy {
                 reason: "at least one listening socket is needed".into(),
             });
         }
-        let sockets: Vec<Arc<UdpSocket>> = sockets.into_iter().map(Arc::new).collect();
-        let local_addrs = sockets
-            .iter()
-            .map(|s| s.local_addr())
+        let sockets = sockets
+            .into_iter()
+            .map(|s| ListenSocket::new(s).map(Arc::new))
             .collect::<io::Result<Vec<_>>>()?;
+        let local_addrs = sockets.iter().map(|s| s.bound()).collect();
         let shared = Arc::new(Shared::new(config, pool, observer));
         let tasks = sockets
             .into_iter()
@@ -394,20 +405,17 @@ fn end_session(shared: &Shared, key: SessionKey, session: &Arc<Session>) {
     session.ended.notify_one();
 }
 
-async fn listen_loop(shared: Arc<Shared>, listener: Arc<UdpSocket>) {
+async fn listen_loop(shared: Arc<Shared>, listener: Arc<ListenSocket>) {
     let mut buf = vec![0u8; shared.config.max_datagram];
-    let Ok(local) = listener.local_addr() else {
-        return;
-    };
     let mut stop = shared.stop_receiving.subscribe();
     loop {
-        // `recv_from` is cancel safe: a datagram is either read here or left in the socket.
+        // `recv` is cancel safe: a datagram is either read here or left in the socket.
         let received = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
-            r = listener.recv_from(&mut buf) => r,
+            r = listener.recv(&mut buf) => r,
         };
-        let (n, client) = match received {
+        let (n, client, local) = match received {
             Ok(r) => r,
             Err(e) => {
                 // ICMP errors for replies we sent to vanished clients surface here; the
@@ -432,7 +440,7 @@ async fn listen_loop(shared: Arc<Shared>, listener: Arc<UdpSocket>) {
 /// datagram the kernel refused was not sent, so nothing is lost once the refusal is known.
 async fn forward_datagram(
     shared: &Arc<Shared>,
-    listener: &Arc<UdpSocket>,
+    listener: &Arc<ListenSocket>,
     key: SessionKey,
     datagram: &[u8],
 ) {
@@ -508,7 +516,7 @@ fn pick_backend(
 /// full, without an eligible backend, or when no session socket can be opened.
 async fn open_session(
     shared: &Arc<Shared>,
-    listener: &Arc<UdpSocket>,
+    listener: &Arc<ListenSocket>,
     key: SessionKey,
     avoid: Option<BackendId>,
 ) -> Option<Arc<Session>> {
@@ -579,7 +587,7 @@ async fn open_session(
 /// or at the idle timeout.
 async fn reply_loop(
     shared: Arc<Shared>,
-    listener: Arc<UdpSocket>,
+    listener: Arc<ListenSocket>,
     key: SessionKey,
     session: Arc<Session>,
 ) {
@@ -591,7 +599,7 @@ async fn reply_loop(
             r = session.socket.recv(&mut buf), if !session.is_refused() => match r {
                 Ok(n) => {
                     session.activity.touch();
-                    match listener.send_to(&buf[..n], key.client).await {
+                    match listener.send(&buf[..n], key.client, key.local).await {
                         Ok(sent) => {
                             ProxyStats::add(&shared.stats.bytes_to_client, sent as u64);
                             session.backend.stats().add_bytes(0, sent as u64);
@@ -686,10 +694,11 @@ mod tests {
         let observer = Arc::new(CountRefusals::default());
         let config = UdpProxyConfig::new(Vec::new());
         let shared = Arc::new(Shared::new(config, Arc::clone(&pool), observer.clone()));
-        let listener = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let listener =
+            Arc::new(ListenSocket::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap());
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let key = SessionKey {
-            local: listener.local_addr().unwrap(),
+            local: listener.bound(),
             client: client.local_addr().unwrap(),
         };
 
