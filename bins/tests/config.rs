@@ -1340,3 +1340,36 @@ fn ipv4_mapped_listeners_overlap_their_ipv4_address() {
         ]
     );
 }
+
+/// keepalived `ops` (one-packet scheduling) and its TOML twin reach the UDP virtual server;
+/// on a TCP or HTTP one it is a located error, as `ipvsadm --ops` refuses it there.
+#[test]
+fn ops_is_read_from_both_formats_and_needs_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("k.conf");
+    let conf = |proto: &str| {
+        format!(
+            "virtual_server 198.18.0.250 53 {{\n    protocol {proto}\n    ops\n    real_server 198.18.0.151 53 {{\n    }}\n}}\n"
+        )
+    };
+    std::fs::write(&k, conf("UDP")).unwrap();
+    assert!(ok(&k).0.virtual_servers[0].ops);
+    let t = dir.path().join("n.toml");
+    let toml = |proto: &str, ops: &str| {
+        format!(
+            "[[virtual_server]]\nlisten = \"198.18.0.250:53\"\nprotocol = \"{proto}\"\n{ops}[[virtual_server.backend]]\naddress = \"198.18.0.151:53\"\n"
+        )
+    };
+    std::fs::write(&t, toml("udp", "ops = true\n")).unwrap();
+    assert!(ok(&t).0.virtual_servers[0].ops);
+    std::fs::write(&t, toml("udp", "")).unwrap();
+    assert!(!ok(&t).0.virtual_servers[0].ops, "off by default");
+    assert_eq!(
+        errors("k.conf", &conf("TCP")),
+        ["k.conf:3:5: ops (one-packet scheduling) needs protocol udp, not tcp"]
+    );
+    assert_eq!(
+        errors("n.toml", &toml("http", "ops = true\n")),
+        ["n.toml:4:7: ops (one-packet scheduling) needs protocol udp, not http"]
+    );
+}

@@ -156,9 +156,15 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 fn start_node(dir: &Path, toml: &str) -> (Node, std::path::PathBuf) {
     let cfg = dir.join("node.toml");
     std::fs::write(&cfg, toml).unwrap();
+    start_node_with(dir, &cfg)
+}
+
+/// Starts lb-node on the configuration file `cfg` (TOML or keepalived.conf) whose admin
+/// socket is `dir/admin.sock`, and waits until `lbctl status` answers.
+fn start_node_with(dir: &Path, cfg: &Path) -> (Node, std::path::PathBuf) {
     let sock = dir.join("admin.sock");
     let child = Command::new(LB_NODE)
-        .arg(&cfg)
+        .arg(cfg)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("node.log")).unwrap())
@@ -884,6 +890,58 @@ address = "{echo}"
         missing.len(),
         std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
     );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// keepalived's `ops` on a UDP virtual server: one client's datagrams are scheduled one by
+/// one, round robin over both real servers (lbctl counts two sessions and the bytes on
+/// each), and every reply reaches the client.
+#[test]
+fn ops_spreads_one_clients_datagrams_over_the_real_servers() {
+    let dir = tempdir();
+    let (a, b) = (
+        SlowUdpEcho::start(Duration::ZERO),
+        SlowUdpEcho::start(Duration::ZERO),
+    );
+    let port = {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.local_addr().unwrap().port()
+    };
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n}}\nvirtual_server 127.0.0.1 {port} {{\n    protocol UDP\n    lb_algo rr\n    ops\n    real_server {} {} {{\n    }}\n    real_server {} {} {{\n    }}\n}}\n",
+            a.addr.ip(),
+            a.addr.port(),
+            b.addr.ip(),
+            b.addr.port(),
+            sock = dir.join("admin.sock").display(),
+        ),
+    )
+    .unwrap();
+    let (node, sock) = start_node_with(&dir, &conf);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(("127.0.0.1", port)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    for i in 0..6 {
+        client.send(format!("q{i}").as_bytes()).unwrap();
+        let n = client.recv(&mut buf).expect("a reply to every datagram");
+        assert_eq!(&buf[..n], format!("q{i}").as_bytes());
+    }
+    let s = status(&sock);
+    for i in 0..2 {
+        let backend = &s["virtual_servers"][0]["backends"][i];
+        assert_eq!(backend["total_connections"], 1, "one session each: {s}");
+        assert_eq!(
+            backend["bytes_to_backend"], 6,
+            "three 2-byte datagrams each: {s}"
+        );
+    }
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

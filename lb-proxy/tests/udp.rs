@@ -696,3 +696,72 @@ fn wildcard_listener_replies_from_an_ipv6_vip_added_later() {
         .unwrap();
     });
 }
+
+/// `per_packet` (keepalived `ops`): one client's datagrams go round robin over the backends,
+/// each reply comes back to it from the VIP, over one session per backend. A dead backend
+/// among them is skipped once its refusal is known, and no datagram sent after that is
+/// lost. Without `per_packet` the same client stays on one backend.
+#[tokio::test]
+async fn per_packet_scheduling_spreads_one_client_over_the_backends() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let a = tagged_echo("a").await;
+        let b = tagged_echo("b").await;
+        let c = tagged_echo("c").await;
+        let backends = [a.addr, b.addr, c.addr];
+        let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+        cfg.per_packet = true;
+        let (proxy, _, _) = start_observed(cfg, &backends, PoolConfig::default());
+        let vip = proxy.local_addrs()[0];
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut tags = String::new();
+        for i in 0..6 {
+            let reply = ask(&client, vip, &i.to_string()).await.unwrap();
+            assert_eq!(reply[2..], i.to_string(), "{reply}");
+            tags.push_str(&reply[..1]);
+        }
+        assert_eq!(tags, "abcabc");
+        assert_eq!(proxy.sessions(), 3, "one session per backend");
+        assert_eq!(proxy.stats().accepted, 3);
+
+        // The same client without per_packet: one backend.
+        let (proxy, _, _) = start_observed(
+            UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]),
+            &backends,
+            PoolConfig::default(),
+        );
+        let vip = proxy.local_addrs()[0];
+        let mut tags = String::new();
+        for i in 0..3 {
+            tags.push_str(&ask(&client, vip, &i.to_string()).await.unwrap()[..1]);
+        }
+        assert_eq!(tags, "aaa");
+
+        // A dead backend in the rotation: its first datagram is lost (nothing answers). The
+        // next pick of it finds its session refused, ends it and sends the datagram to the
+        // live backend. (The pick after that opens a new session to it, as a new client's
+        // would: passive health, in lb-node, ejects a backend that keeps refusing.)
+        let dead = dead_port().await;
+        let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+        cfg.per_packet = true;
+        let (proxy, _, rec) = start_observed(cfg, &[a.addr, dead], PoolConfig::default());
+        let vip = proxy.local_addrs()[0];
+        assert_eq!(ask(&client, vip, "0").await.as_deref(), Some("a|0"));
+        assert_eq!(
+            ask(&client, vip, "1").await,
+            None,
+            "the dead backend answers nothing"
+        );
+        for i in 2..4 {
+            let msg = i.to_string();
+            assert_eq!(
+                ask(&client, vip, &msg).await,
+                Some(format!("a|{msg}")),
+                "{i}"
+            );
+        }
+        assert_eq!(rec.refusals_of(2), 1, "{:?}", rec.0.lock().unwrap());
+        assert_eq!(proxy.sessions(), 1, "the dead backend's session is gone");
+    })
+    .await
+    .unwrap();
+}

@@ -605,6 +605,11 @@ pub struct VirtualServer {
     /// Start every backend as down until its first check passes (keepalived `alpha`).
     #[serde(default)]
     pub alpha: bool,
+    /// UDP only: schedule every datagram on its own, not once per client session
+    /// (keepalived `ops`, IPVS one-packet scheduling; for DNS, a client's queries spread over
+    /// the backends). Default `false`.
+    #[serde(default)]
+    pub ops: bool,
     /// keepalived `quorum`: the least total weight of the primary backends able to take
     /// connections for the virtual server to have quorum. Without quorum, a `backup`
     /// backend (sorry server) takes every new connection; without one, the backends still
@@ -927,6 +932,7 @@ impl VirtualServer {
             connect_timeout: Duration::from_secs(5),
             delay_loop: Duration::from_secs(60),
             alpha: false,
+            ops: false,
             quorum: 1,
             hysteresis: 0,
             quorum_up: None,
@@ -1437,6 +1443,15 @@ impl Config {
             }
             if vs.quorum == 0 {
                 err(format!("{p}.quorum"), "quorum must be at least 1".into());
+            }
+            if vs.ops && vs.protocol != Protocol::Udp {
+                err(
+                    format!("{p}.ops"),
+                    format!(
+                        "ops (one-packet scheduling) needs protocol udp, not {}",
+                        vs.protocol
+                    ),
+                );
             }
             if vs.persistence_timeout.is_some_and(|t| t.is_zero()) {
                 err(

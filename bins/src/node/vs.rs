@@ -832,6 +832,7 @@ impl VsRuntime {
             Protocol::Udp => {
                 let mut uc = UdpProxyConfig::new(vec![cfg.listen]);
                 uc.busy_polling = listeners.busy_polling.clone();
+                uc.per_packet = cfg.ops;
                 let socket = listeners
                     .get_udp(cfg.listen, &uc.listen_options, bind_wait)
                     .await

@@ -7,6 +7,11 @@
 //! client from the listening socket (so the client sees the VIP as the source). Sessions are
 //! keyed by (listening address, client): a client talking to two VIPs of one proxy has two.
 //!
+//! With `per_packet` (IPVS one-packet scheduling, keepalived `ops`, Envoy
+//! `use_per_packet_load_balancing`) every datagram is scheduled on its own, as DNS wants: a
+//! client's queries spread over the backends. Sessions are then keyed by (listening address,
+//! client, backend) and only carry the replies back; a client holds up to one per backend.
+//!
 //! A listener bound to a wildcard address (`0.0.0.0`, `[::]`) serves every local address:
 //! each datagram's destination is read from `IP_PKTINFO` / `IPV6_PKTINFO`, keys its session,
 //! and is the source of the replies, so a client sees them come from the address it wrote to
@@ -94,6 +99,11 @@ pub struct UdpProxyConfig {
     /// HAProxy `busy-polling`: while a session is open, the runtime polls with a zero
     /// timeout instead of sleeping ([`crate::busy_poll`]). `None` (default): off.
     pub busy_polling: Option<BusyPolling>,
+    /// Schedule every datagram on its own instead of once per session (IPVS `--ops`,
+    /// keepalived `ops`, Envoy `use_per_packet_load_balancing`): a client's datagrams spread
+    /// over the backends, and the replies come back over one session per (client, backend),
+    /// each counting towards `max_sessions`. Default `false`.
+    pub per_packet: bool,
 }
 
 impl UdpProxyConfig {
@@ -106,16 +116,18 @@ impl UdpProxyConfig {
             max_sessions: 4096,
             max_datagram: 65_535,
             busy_polling: None,
+            per_packet: false,
         }
     }
 }
 
 /// A session's key: the local address the client wrote to (on a wildcard listener, the
-/// datagram's destination), and the client.
+/// datagram's destination), the client, and with `per_packet` the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct SessionKey {
     local: SocketAddr,
     client: SocketAddr,
+    backend: Option<BackendId>,
 }
 
 type Sessions = Mutex<HashMap<SessionKey, Arc<Session>>>;
@@ -427,7 +439,11 @@ async fn listen_loop(shared: Arc<Shared>, listener: Arc<ListenSocket>) {
                 continue;
             }
         };
-        let key = SessionKey { local, client };
+        let key = SessionKey {
+            local,
+            client,
+            backend: None,
+        };
         forward_datagram(&shared, &listener, key, &buf[..n]).await;
     }
 }
@@ -441,31 +457,18 @@ async fn listen_loop(shared: Arc<Shared>, listener: Arc<ListenSocket>) {
 async fn forward_datagram(
     shared: &Arc<Shared>,
     listener: &Arc<ListenSocket>,
-    key: SessionKey,
+    flow: SessionKey,
     datagram: &[u8],
 ) {
-    // Taken and touched under the table lock, where an idle session is expired: a session
-    // handed out here is not expired under the datagram (its reply would find no reader).
-    let existing = lock(&shared.sessions)
-        .get(&key)
-        .cloned()
-        .inspect(|s| s.activity.touch());
-    let session = match existing {
-        Some(s) if !s.is_refused() => Some(s),
-        Some(refused) => {
-            end_session(shared, key, &refused);
-            open_session(shared, listener, key, Some(refused.backend.id())).await
-        }
-        None => open_session(shared, listener, key, None).await,
-    };
-    let Some(session) = session else {
+    let Some((key, session)) = session_for(shared, listener, flow, None).await else {
         return;
     };
     match send_to_backend(shared, &session, datagram).await {
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             session.mark_refused(shared);
             end_session(shared, key, &session);
-            let Some(next) = open_session(shared, listener, key, Some(session.backend.id())).await
+            let Some((_, next)) =
+                session_for(shared, listener, flow, Some(session.backend.id())).await
             else {
                 return;
             };
@@ -477,6 +480,57 @@ async fn forward_datagram(
         Err(e) => tracing::debug!(client = %key.client, error = %e, "send to backend"),
         Ok(()) => {}
     }
+}
+
+/// The session a datagram of `flow` (a key without backend) goes over, and its key: the
+/// flow's session, or with `per_packet` the flow's session to a backend picked for this
+/// datagram; opened if there is none. A session found refused is ended and the pick made
+/// again without its backend (a bounded number of times). `None`: the datagram is dropped
+/// (counted by [`open_session`] or [`pick_backend`]).
+async fn session_for(
+    shared: &Arc<Shared>,
+    listener: &Arc<ListenSocket>,
+    flow: SessionKey,
+    mut avoid: Option<BackendId>,
+) -> Option<(SessionKey, Arc<Session>)> {
+    // Each refused session found is ended; three picks cover a backend refused in the
+    // meantime and the fallback to the only eligible one.
+    for _ in 0..3 {
+        let picked = if shared.config.per_packet {
+            Some(pick_backend(shared, flow, avoid)?)
+        } else {
+            None
+        };
+        let key = SessionKey {
+            backend: picked.as_ref().map(Backend::id),
+            ..flow
+        };
+        // Taken and touched under the table lock, where an idle session is expired: a
+        // session handed out here is not expired under the datagram (its reply would find no
+        // reader).
+        let existing = lock(&shared.sessions)
+            .get(&key)
+            .cloned()
+            .inspect(|s| s.activity.touch());
+        match existing {
+            Some(s) if !s.is_refused() => return Some((key, s)),
+            Some(refused) => {
+                end_session(shared, key, &refused);
+                avoid = Some(refused.backend.id());
+            }
+            None => {
+                let backend = match picked {
+                    Some(b) => b,
+                    None => pick_backend(shared, flow, avoid)?,
+                };
+                return open_session(shared, listener, key, backend)
+                    .await
+                    .map(|s| (key, s));
+            }
+        }
+    }
+    ProxyStats::inc(&shared.stats.failed);
+    None
 }
 
 /// Sends `datagram` on the session's socket, counting the bytes.
@@ -494,31 +548,37 @@ async fn send_to_backend(shared: &Shared, session: &Session, datagram: &[u8]) ->
     Ok(())
 }
 
-/// Picks a backend for a new session, preferring one other than `avoid` (a backend that just
-/// refused): the only eligible backend is tried again rather than dropping the datagram, as
-/// it may be back.
-fn pick_backend(
-    shared: &Shared,
-    ctx: &SelectContext<'_>,
-    avoid: Option<BackendId>,
-) -> Option<Backend> {
+/// Picks a backend for a datagram of `flow` (a new session, or with `per_packet` every
+/// datagram), preferring one other than `avoid` (a backend that just refused): the only
+/// eligible backend is tried again rather than dropping the datagram, as it may be back.
+/// `None` (counted in `failed`) without an eligible backend.
+fn pick_backend(shared: &Shared, flow: SessionKey, avoid: Option<BackendId>) -> Option<Backend> {
+    let ctx = SelectContext {
+        client: Some(flow.client),
+        destination: Some(flow.local),
+        hash_key: None,
+    };
     let now = Instant::now().into_std();
     if let Some(avoid) = avoid {
-        if let Some(b) = shared.pool.select(now, ctx, &mut |b| b.id() != avoid) {
+        if let Some(b) = shared.pool.select(now, &ctx, &mut |b| b.id() != avoid) {
             return Some(b);
         }
     }
-    shared.pool.select(now, ctx, &mut |_| true)
+    let picked = shared.pool.select(now, &ctx, &mut |_| true);
+    if picked.is_none() {
+        ProxyStats::inc(&shared.stats.failed);
+    }
+    picked
 }
 
-/// Opens a session for `key` on a backend other than `avoid` if one is eligible, and spawns
-/// its reply task. `None` (the datagram is dropped, counted) while draining, with the table
-/// full, without an eligible backend, or when no session socket can be opened.
+/// Opens a session for `key` on `backend` and spawns its reply task. `None` (the datagram
+/// is dropped, counted) while draining, with the table full, or when no session socket can
+/// be opened.
 async fn open_session(
     shared: &Arc<Shared>,
     listener: &Arc<ListenSocket>,
     key: SessionKey,
-    avoid: Option<BackendId>,
+    backend: Backend,
 ) -> Option<Arc<Session>> {
     if shared.draining.load(Ordering::Relaxed)
         || lock(&shared.sessions).len() >= shared.config.max_sessions
@@ -526,15 +586,6 @@ async fn open_session(
         ProxyStats::inc(&shared.stats.sessions_refused);
         return None;
     }
-    let ctx = SelectContext {
-        client: Some(key.client),
-        destination: Some(key.local),
-        hash_key: None,
-    };
-    let Some(backend) = pick_backend(shared, &ctx, avoid) else {
-        ProxyStats::inc(&shared.stats.failed);
-        return None;
-    };
     let bind: SocketAddr = if backend.addr().is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -700,6 +751,7 @@ mod tests {
         let key = SessionKey {
             local: listener.bound(),
             client: client.local_addr().unwrap(),
+            backend: None,
         };
 
         // A session on the dead backend, without a reply task to notice the ICMP error.

@@ -1091,6 +1091,7 @@ impl Conv {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
                 }
                 "alpha" => vs.alpha = self.flag(st, &fp),
+                "ops" => vs.ops = self.flag(st, &fp),
                 "virtualhost" => virtualhost = self.value(st, &fp).map(|t| t.text.clone()),
                 // After the loop: the virtual server's check defaults apply wherever they are
                 // written in the block, and the sorry server comes after the real servers.
@@ -1110,7 +1111,6 @@ impl Conv {
                 "quorum_down" => vs.quorum_down = self.command(st, &fp),
                 "omega"
                 | "ha_suspend"
-                | "ops"
                 | "sorry_server_inhibit"
                 | "sorry_server_lvs_method"
                 | "warmup"
