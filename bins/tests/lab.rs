@@ -817,6 +817,57 @@ fn nopreempt_pair() {
     assert!(lab.holders(&nodes, vip()).is_empty());
 }
 
+/// keepalived 2.x's `state MASTER`: a hint, not a takeover. lb1 (`state MASTER`, priority
+/// 100) starting while lb2 (`state BACKUP`, priority 150) is master waits as Backup and
+/// never becomes Master, not even for a moment: it used to take the VIPs and send gratuitous
+/// ARPs at once, until lb2's answer sent it back.
+#[test]
+fn state_master_below_the_running_master_does_not_take_over() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbs", HOSTS).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let mut lb2 = Node::new(&lab, "lb2");
+    for (n, master, priority) in [(&lb1, true, 100), (&lb2, false, 150)] {
+        n.write_conf(Conf {
+            master,
+            nopreempt: false,
+            weights: [1, 1, 1],
+            delay_loop: 1,
+            priority: Some(priority),
+            track_service: None,
+            track_interface: None,
+            socket: &n.socket,
+        });
+    }
+    lb2.start(&lab);
+    let nodes = ["lb1", "lb2"];
+    let took = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb2.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+    });
+    assert!(took.is_some(), "lb2 alone becomes master\n{}", lb2.logs());
+    lb1.start(&lab);
+    let backup = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.status().is_some_and(|s| all_in(&s, VrrpState::Backup))
+    });
+    assert!(backup.is_some(), "lb1 runs\n{}", lb1.logs());
+    // Longer than lb1's Master_Down_Interval (3 × 1 s + skew).
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !lb1.logs().contains("to=Master"),
+        "lb1 was Master for a moment:\n{}",
+        lb1.logs()
+    );
+    assert!(all_in(&lb2.status_ok(), VrrpState::Master));
+    assert_eq!(lab.holders(&nodes, vip()), ["lb2"]);
+    for n in [&mut lb1, &mut lb2] {
+        assert!(n.proc().sigterm());
+        let st = n.proc().wait_exit(Duration::from_secs(10));
+        assert!(st.is_some_and(|s| s.success()), "{}: {st:?}", n.host);
+    }
+}
+
 #[test]
 fn lbctl_admin_and_track_service() {
     if !lab_available() {

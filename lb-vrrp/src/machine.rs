@@ -133,10 +133,6 @@ pub struct Config {
     /// Weights of tracked checks (keepalived `track_script`/`track_interface` `weight`),
     /// indexed by [`TrackId`]. All start healthy.
     pub tracks: Vec<TrackWeight>,
-    /// keepalived `state MASTER`: on start, become Master at once instead of waiting a
-    /// Master_Down_Interval (keepalived does this by letting the Backup's timer expire
-    /// immediately; the usual election follows). Default `false` (`state BACKUP`).
-    pub initial_master: bool,
 }
 
 impl Config {
@@ -168,7 +164,6 @@ impl Config {
             garp_lower_prio_delay: Some(Duration::from_secs(5)),
             lower_prio_no_advert: false,
             tracks: Vec::new(),
-            initial_master: false,
             skip_check_adv_addr: false,
         }
     }
@@ -987,11 +982,12 @@ impl VirtualRouter {
         } else if self.effective_priority().is_owner() {
             self.become_master(now, reason);
         } else {
+            // keepalived's `state MASTER` changes nothing here: as in keepalived 2.x, only
+            // the address owner becomes Master at once; any other instance first waits a
+            // Master_Down_Interval as Backup (RFC 5798 §6.4.1), so a restarted node does not
+            // take the VIPs from a higher-priority master for a moment.
             self.master_adver_interval = self.cfg.advert_interval;
             self.become_backup(now, reason);
-            if reason == Reason::Startup && self.cfg.initial_master {
-                self.timers.set(Timer::MasterDown, now);
-            }
         }
     }
 
@@ -1523,21 +1519,6 @@ mod tests {
         let a = drain(&mut vr);
         assert_eq!(a[0], Action::RemoveVips);
         assert_eq!(vr.state(), State::Fault);
-    }
-
-    #[test]
-    fn initial_state_master() {
-        let t0 = t0();
-        let mut c = cfg(100, 1);
-        c.initial_master = true;
-        let mut vr = VirtualRouter::new(c.clone());
-        vr.start(t0);
-        assert_eq!(vr.poll_timeout(), Some(t0));
-        vr.handle_timeout(t0);
-        assert_eq!(vr.state(), State::Master);
-        // A higher-priority master still wins the election.
-        vr.handle_advert(t0, meta(2), &advert(&c, 150));
-        assert_eq!(vr.state(), State::Backup);
     }
 
     #[test]

@@ -195,11 +195,13 @@ pub struct VrrpScript {
     pub group: Option<String>,
 }
 
-/// The state an instance starts in: only a hint, the election decides (keepalived `state`).
+/// keepalived `state`: as in keepalived 2.x, a hint the election overrides. An address owner
+/// (priority 255) becomes Master at once whatever it says; any other instance starts as
+/// Backup and waits a Master_Down_Interval first (RFC 5798 §6.4.1), `MASTER` or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum InitialState {
-    /// Start as master (advertise at once).
+    /// `MASTER`: the intended master.
     Master,
     /// Start as backup (default).
     #[default]

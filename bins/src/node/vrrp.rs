@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::{notify, NodeError};
 use crate::admin::{VrrpState, VrrpStatus};
-use crate::config::model::{Config, InitialState, SyncGroup, VrrpInstance};
+use crate::config::model::{Config, SyncGroup, VrrpInstance};
 
 /// What `lbctl status` shows of each instance, by name.
 pub(crate) type VrrpTable = Arc<RwLock<HashMap<String, VrrpStatus>>>;
@@ -50,10 +50,6 @@ fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig
     let vrid = Vrid::new(vi.virtual_router_id).ok_or("virtual_router_id must be 1..=255")?;
     let mut c = VrrpInstanceConfig::new(&vi.name, &vi.interface, vrid);
     c.priority = Priority(vi.priority);
-    // keepalived `state MASTER`: take over at once on start-up instead of waiting
-    // Master_Down_Interval (the election still decides). With `nopreempt` it starts as
-    // BACKUP, as keepalived does (the config loader warns about the combination).
-    c.state_master = vi.state == InitialState::Master && !vi.nopreempt;
     c.advert_int = AdvertInterval::from_duration(vi.advert_int)
         .ok_or_else(|| format!("advert_int {:?} is out of range", vi.advert_int))?;
     c.version = if vi.version == 3 {

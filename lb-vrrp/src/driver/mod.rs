@@ -82,9 +82,6 @@ pub struct VrrpInstanceConfig {
     pub interface: String,
     /// `virtual_router_id`.
     pub virtual_router_id: Vrid,
-    /// `state MASTER` (`true`) or `state BACKUP` (`false`, the default): see
-    /// [`Config::initial_master`].
-    pub state_master: bool,
     /// `priority` (1..=255, 255 = address owner).
     pub priority: Priority,
     /// `advert_int` (v2: whole seconds; v3: centiseconds).
@@ -226,7 +223,6 @@ impl VrrpInstanceConfig {
             name: name.to_owned(),
             interface: interface.to_owned(),
             virtual_router_id,
-            state_master: false,
             priority: Priority::DEFAULT,
             advert_int: AdvertInterval::ONE_SECOND,
             version: Version::V2,
@@ -315,7 +311,6 @@ impl VrrpInstanceConfig {
         mc.garp_lower_prio_repeat = self.garp_lower_prio_repeat;
         mc.garp_lower_prio_delay = Some(self.garp_lower_prio_delay).filter(|d| !d.is_zero());
         mc.lower_prio_no_advert = self.lower_prio_no_advert;
-        mc.initial_master = self.state_master;
         mc.tracks = self
             .track
             .iter()
@@ -1055,7 +1050,6 @@ mod tests {
     #[test]
     fn excluded_vips_are_managed_but_not_advertised() {
         let mut c = VrrpInstanceConfig::new("VI_1", "lo", Vrid::new(1).unwrap());
-        c.state_master = true;
         c.virtual_ipaddress = v4_vips(2, 0);
         c.virtual_ipaddress_excluded = v4_vips(300, 1);
         c.virtual_ipaddress_excluded
