@@ -299,15 +299,31 @@ pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
 
 /// An unsolicited neighbour advertisement (ICMPv6 type 136, Override flag, target
 /// link-layer address option) for `ip` at `mac`; the kernel fills the ICMPv6 checksum.
-pub fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr) -> [u8; 32] {
+///
+/// `router` sets the Router flag (RFC 4861 §4.4). RFC 5798 §6.4.1 sends it set; keepalived
+/// sets it when the interface forwards IPv6 ([`ipv6_forwarding`]), as we do: a host that
+/// uses the VIP as its default router and hears R = 0 drops it from its router list
+/// (RFC 4861 §7.2.5), while a VIP that is only a service address is no router.
+pub fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr, router: bool) -> [u8; 32] {
     let mut m = [0u8; 32];
     m[0] = 136;
-    m[4] = 0x20; // Override
+    m[4] = if router { 0xa0 } else { 0x20 }; // Router | Override
     m[8..24].copy_from_slice(&ip.octets());
     m[24] = 2; // target link-layer address
     m[25] = 1; // 8 bytes
     m[26..32].copy_from_slice(&mac);
     m
+}
+
+/// Whether interface `ifname` forwards IPv6 (`/proc/sys/net/ipv6/conf/IF/forwarding` is
+/// not 0, in the calling thread's network namespace); `false` when it cannot be read (no
+/// such interface, IPv6 off).
+pub fn ipv6_forwarding(ifname: &str) -> bool {
+    if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
+        return false;
+    }
+    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{ifname}/forwarding"))
+        .is_ok_and(|s| s.trim() != "0")
 }
 
 #[cfg(test)]
@@ -329,8 +345,15 @@ mod tests {
     fn frames() {
         let f = garp_frame([2, 1, 2, 3, 4, 5], Ipv4Addr::new(198, 18, 0, 100));
         assert_eq!(&f[28..32], &f[38..42]);
-        let na = unsolicited_na([2, 1, 2, 3, 4, 5], "fd00:18::100".parse().unwrap());
+        let ip = "fd00:18::100".parse().unwrap();
+        let na = unsolicited_na([2, 1, 2, 3, 4, 5], ip, false);
         assert_eq!(na[0], 136);
+        assert_eq!(na[4], 0x20, "Override only");
+        assert_eq!(&na[8..24], &ip.octets());
         assert_eq!(&na[26..32], &[2, 1, 2, 3, 4, 5]);
+        let na = unsolicited_na([2, 1, 2, 3, 4, 5], ip, true);
+        assert_eq!(na[4], 0xa0, "Router and Override");
+        assert!(!ipv6_forwarding("no-such-if0"));
+        assert!(!ipv6_forwarding("../all"));
     }
 }

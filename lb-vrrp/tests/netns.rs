@@ -668,8 +668,24 @@ fn ipv6_v3_failover() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(lab.holders(&[0, 1], VIP6), [0]);
     assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP6)).is_some());
+    let (_, neigh) = lab.exec(2, &["ip", "-6", "neigh", "show", VIP6, "dev", "eth0"]);
+    assert!(!neigh.contains("router"), "{neigh}");
+    // The backup forwards IPv6 (a gateway VIP): its advertisements carry the Router flag
+    // (keepalived), so the client marks the entry as a router's (RFC 4861 §7.2.5).
+    let (ok, _) = lab.exec(1, &["sysctl", "-qw", "net.ipv6.conf.eth0.forwarding=1"]);
+    assert!(ok);
     lab.proc(a).kill9();
     assert!(wait_for(Duration::from_secs(3), || lab.has_addr(1, VIP6)).is_some());
+    let router = wait_for(Duration::from_secs(3), || {
+        lab.exec(2, &["ip", "-6", "neigh", "show", VIP6, "dev", "eth0"])
+            .1
+            .contains("router")
+    });
+    assert!(
+        router.is_some(),
+        "{}",
+        lab.exec(2, &["ip", "-6", "neigh", "show", VIP6, "dev", "eth0"]).1
+    );
     // The unsolicited NA moved the client's neighbour entry.
     let _ = lab.exec(0, &["ip", "link", "set", "eth0", "down"]);
     assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP6)).is_some());

@@ -760,23 +760,28 @@ fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
     // on that link must not learn the instance interface's address for it).
     // One whose interface is gone or has no link-layer address (nothing to announce
     // there) is skipped.
-    let targets: Vec<(IpAddr, u32, [u8; 6])> = inst
+    // An IPv6 VIP's neighbour advertisement carries the Router flag when its interface
+    // forwards IPv6 (keepalived; see vip::unsolicited_na).
+    let targets: Vec<(IpAddr, u32, [u8; 6], bool)> = inst
         .cfg
         .all_vips()
-        .filter_map(|v| match &v.dev {
-            Some(d) => match (VipManager::ifindex(d), vip::mac_address(d)) {
-                (Ok(ifindex), Ok(dev_mac)) => Some((v.addr, ifindex, dev_mac)),
-                _ => {
-                    tracing::debug!(vip = %v.addr, dev = %d, "not announced: no such interface or no MAC address");
-                    None
-                }
-            },
-            None => Some((v.addr, inst.ifindex, mac)),
+        .filter_map(|v| {
+            let router = |ifname: &str| v.addr.is_ipv6() && vip::ipv6_forwarding(ifname);
+            match &v.dev {
+                Some(d) => match (VipManager::ifindex(d), vip::mac_address(d)) {
+                    (Ok(ifindex), Ok(dev_mac)) => Some((v.addr, ifindex, dev_mac, router(d))),
+                    _ => {
+                        tracing::debug!(vip = %v.addr, dev = %d, "not announced: no such interface or no MAC address");
+                        None
+                    }
+                },
+                None => Some((v.addr, inst.ifindex, mac, router(&inst.cfg.interface))),
+            }
         })
         .collect();
     let mut first_err = None;
     for _ in 0..repeat {
-        for &(addr, ifindex, mac) in &targets {
+        for &(addr, ifindex, mac, router) in &targets {
             let sent = match addr {
                 IpAddr::V4(a) => sys::send_packet(sock, ifindex, 0x0806, &vip::garp_frame(mac, a)),
                 IpAddr::V6(a) => {
@@ -786,7 +791,7 @@ fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
                         0,
                         ifindex,
                     );
-                    sock.send_to(&vip::unsolicited_na(mac, a), &SockAddr::from(to))
+                    sock.send_to(&vip::unsolicited_na(mac, a, router), &SockAddr::from(to))
                         .map(drop)
                 }
             };
