@@ -104,7 +104,10 @@ pub struct Config {
     ///
     /// [RFC 5798 §6.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.1
     pub preempt: bool,
-    /// keepalived `preempt_delay`: no preemption during this long after [`VirtualRouter::start`]. Default 0.
+    /// keepalived `preempt_delay`: a Backup preempts a lower-priority master only this long
+    /// after start-up or after it first heard that master, as keepalived counts it: the
+    /// delay starts at start-up, and again at the first lower-priority advert after it left
+    /// Master or Fault or heard an advert of priority at least its own. Default 0.
     pub preempt_delay: Duration,
     /// Accept_Mode ([RFC 5798 §6.1], keepalived `accept`); default `false`. Reported to the
     /// data plane by [`VirtualRouter::accept_mode`]; the machine itself does not filter.
@@ -534,7 +537,9 @@ pub struct VirtualRouter {
     master_addr: Option<IpAddr>,
     /// The Master_Down_Timer was last armed by a priority-0 advert.
     stop_heard: bool,
-    started_at: Option<Instant>,
+    /// When a Backup may preempt a lower-priority master (keepalived's `preempt_time`);
+    /// `None`: not before the delay restarts. Unused with `preempt_delay` 0.
+    preempt_at: Option<Instant>,
     timers: TimerTable,
     actions: VecDeque<Action>,
     counters: Counters,
@@ -552,7 +557,7 @@ impl VirtualRouter {
             master_adver_interval: cfg.advert_interval,
             master_addr: None,
             stop_heard: false,
-            started_at: None,
+            preempt_at: None,
             timers: TimerTable::default(),
             actions: VecDeque::new(),
             counters: Counters::default(),
@@ -676,7 +681,7 @@ impl VirtualRouter {
         if self.state != State::Initialize {
             return;
         }
-        self.started_at = Some(now);
+        self.preempt_at = (!self.cfg.preempt_delay.is_zero()).then(|| now + self.cfg.preempt_delay);
         self.enter_running(now, Reason::Startup);
     }
 
@@ -696,7 +701,7 @@ impl VirtualRouter {
             State::Backup | State::Fault => self.transition(State::Initialize, Reason::Shutdown),
         }
         self.timers.clear();
-        self.started_at = None;
+        self.preempt_at = None;
     }
 
     /// Changes the base priority. A master advertises the change at once; a backup's new
@@ -806,6 +811,7 @@ impl VirtualRouter {
                     self.stop_heard = true;
                     self.timers.set(Timer::MasterDown, now + self.skew_time());
                 } else if !self.may_preempt(now) || adv.priority >= mine {
+                    self.note_preempt_delay(now, adv.priority >= mine);
                     self.stop_heard = false;
                     if self.cfg.version == Version::V3 {
                         self.master_adver_interval = adv.interval;
@@ -929,11 +935,25 @@ impl VirtualRouter {
             && self.cfg.vips.iter().all(|v| adv.addresses.contains(v))
     }
 
+    /// Whether a Backup may preempt a lower-priority master now: preempt on, and
+    /// `preempt_delay` 0 or run out (keepalived's `preempt_time`).
     fn may_preempt(&self, now: Instant) -> bool {
         self.cfg.preempt
-            && self
-                .started_at
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.preempt_delay)
+            && (self.cfg.preempt_delay.is_zero() || self.preempt_at.is_some_and(|t| now >= t))
+    }
+
+    /// keepalived's `preempt_time` as a Backup accepts an advert: an advert of priority at
+    /// least ours (`not_lower`) stops the delay; the first lower-priority one after that
+    /// starts it.
+    fn note_preempt_delay(&mut self, now: Instant, not_lower: bool) {
+        if self.cfg.preempt_delay.is_zero() {
+            return;
+        }
+        if not_lower {
+            self.preempt_at = None;
+        } else if self.preempt_at.is_none() {
+            self.preempt_at = Some(now + self.cfg.preempt_delay);
+        }
     }
 
     fn in_fault(&self) -> bool {
@@ -1063,6 +1083,11 @@ impl VirtualRouter {
     fn transition(&mut self, to: State, reason: Reason) {
         let from = self.state;
         self.state = to;
+        if from != to && matches!(from, State::Master | State::Fault) {
+            // keepalived clears preempt_time when leaving Master or Fault: the next
+            // lower-priority master is waited for a whole preempt_delay again.
+            self.preempt_at = None;
+        }
         if from != to {
             self.actions
                 .push_back(Action::Transition { from, to, reason });
@@ -1394,6 +1419,60 @@ mod tests {
         let _ = t;
         let became = became.expect("preempted eventually");
         assert!(became >= 8, "preempted at {became}s, before preempt_delay");
+    }
+
+    /// keepalived's preempt_delay counts again after Fault, and after an advert of priority
+    /// at least ours: from the first lower-priority advert that follows.
+    #[test]
+    fn preempt_delay_restarts_after_fault_and_after_a_higher_master() {
+        let t0 = t0();
+        let mut c = cfg(200, 1);
+        c.preempt_delay = Duration::from_secs(8);
+        let delay = c.preempt_delay;
+        // Adverts of `prio(i)` at `from + i` s, timers fired as they fall due; the second
+        // at which the router is Master, if it becomes one within `secs`.
+        let run = |vr: &mut VirtualRouter, from: Instant, secs: u64, prio: &dyn Fn(u64) -> u8| {
+            for i in 0..secs {
+                let t = from + Duration::from_secs(i);
+                for _ in 0..100 {
+                    match vr.poll_timeout().filter(|d| *d <= t) {
+                        Some(d) => vr.handle_timeout(d),
+                        None => break,
+                    }
+                }
+                drain(vr);
+                if vr.state() == State::Master {
+                    return Some(i);
+                }
+                vr.handle_advert(t, meta(2), &advert(&c, prio(i)));
+            }
+            None
+        };
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        let became = run(&mut vr, t0, 30, &|_| 100).expect("preempts after start-up");
+        assert!(became >= delay.as_secs(), "at {became} s");
+
+        // A link flap: Fault, then Backup with the lower master still there.
+        let t1 = t0 + Duration::from_secs(120);
+        vr.handle_link(t1, false);
+        assert_eq!(vr.state(), State::Fault);
+        vr.handle_link(t1, true);
+        assert_eq!(vr.state(), State::Backup);
+        let became = run(&mut vr, t1, 30, &|_| 100).expect("preempts after the fault");
+        assert!(
+            became >= delay.as_secs(),
+            "at {became} s after the fault ended"
+        );
+
+        // Backup again (link flap); a higher master for 2 s in the middle restarts the
+        // delay at the next lower advert (second 6).
+        let t2 = t1 + Duration::from_secs(120);
+        vr.handle_link(t2, false);
+        vr.handle_link(t2, true);
+        let prio = |i: u64| if (4..6).contains(&i) { 250 } else { 100 };
+        let became = run(&mut vr, t2, 40, &prio).expect("preempts in the end");
+        assert!(became >= 6 + delay.as_secs(), "at {became} s");
     }
 
     #[test]

@@ -684,7 +684,8 @@ fn ipv6_v3_failover() {
     assert!(
         router.is_some(),
         "{}",
-        lab.exec(2, &["ip", "-6", "neigh", "show", VIP6, "dev", "eth0"]).1
+        lab.exec(2, &["ip", "-6", "neigh", "show", VIP6, "dev", "eth0"])
+            .1
     );
     // The unsolicited NA moved the client's neighbour entry.
     let _ = lab.exec(0, &["ip", "link", "set", "eth0", "down"]);

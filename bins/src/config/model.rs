@@ -262,7 +262,9 @@ pub struct VrrpInstance {
     /// Do not take over from a lower-priority master.
     #[serde(default)]
     pub nopreempt: bool,
-    /// Wait this long after start-up before preempting. Default 0.
+    /// Preempt a lower-priority master only this long after start-up, or after first
+    /// hearing it once back from Master or Fault or after a master of priority at least
+    /// ours (keepalived's rules). Default 0.
     #[serde(default, with = "values::duration")]
     pub preempt_delay: Duration,
     /// Accept packets to the virtual addresses when not their owner. Default true: a full
