@@ -540,6 +540,13 @@ pub struct VirtualRouter {
     /// When a Backup may preempt a lower-priority master (keepalived's `preempt_time`);
     /// `None`: not before the delay restarts. Unused with `preempt_delay` 0.
     preempt_at: Option<Instant>,
+    /// In a sync group of several: a Master_Down_Timer expiry only records that this member
+    /// wants Master ([`VirtualRouter::wants_master`]); the group decides.
+    sync_hold: bool,
+    /// Held in Backup by its sync group after its Master_Down_Timer ran out (keepalived's
+    /// `wantstate` MASTER), with the reason it would have given; cleared by a master's
+    /// advert and by any transition.
+    wants_master: Option<Reason>,
     timers: TimerTable,
     actions: VecDeque<Action>,
     counters: Counters,
@@ -558,6 +565,8 @@ impl VirtualRouter {
             master_addr: None,
             stop_heard: false,
             preempt_at: None,
+            sync_hold: false,
+            wants_master: None,
             timers: TimerTable::default(),
             actions: VecDeque::new(),
             counters: Counters::default(),
@@ -754,7 +763,15 @@ impl VirtualRouter {
                     } else {
                         Reason::MasterDown
                     };
-                    self.become_master(now, reason);
+                    if self.sync_hold {
+                        // keepalived's vrrp_sync_can_goto_master: wait for the other
+                        // members, timer re-armed.
+                        self.wants_master = Some(reason);
+                        self.timers
+                            .set(Timer::MasterDown, now + self.master_down_interval());
+                    } else {
+                        self.become_master(now, reason);
+                    }
                 }
                 (Timer::Garp, State::Master) => self.announce(self.cfg.garp_master_repeat),
                 (Timer::GarpLowerPrio, State::Master) => {
@@ -813,6 +830,7 @@ impl VirtualRouter {
                 } else if !self.may_preempt(now) || adv.priority >= mine {
                     self.note_preempt_delay(now, adv.priority >= mine);
                     self.stop_heard = false;
+                    self.wants_master = None;
                     if self.cfg.version == Version::V3 {
                         self.master_adver_interval = adv.interval;
                     }
@@ -872,6 +890,18 @@ impl VirtualRouter {
         if self.state == State::Backup {
             self.become_master(now, Reason::SyncGroup);
         }
+    }
+    /// Sync group: a member held after its Master_Down_Timer ran out becomes Master for
+    /// the reason it had, the others as [`Reason::SyncGroup`].
+    fn release_master(&mut self, now: Instant) {
+        if self.state == State::Backup {
+            let reason = self.wants_master.unwrap_or(Reason::SyncGroup);
+            self.become_master(now, reason);
+        }
+    }
+    /// Whether this member wants Master (held by its sync group) or is Master.
+    fn wants_or_is_master(&self) -> bool {
+        self.wants_master.is_some() || self.state == State::Master
     }
     /// Sync group: become Backup now if Master.
     pub(crate) fn force_backup(&mut self, now: Instant) {
@@ -1083,6 +1113,9 @@ impl VirtualRouter {
     fn transition(&mut self, to: State, reason: Reason) {
         let from = self.state;
         self.state = to;
+        if from != to {
+            self.wants_master = None;
+        }
         if from != to && matches!(from, State::Master | State::Fault) {
             // keepalived clears preempt_time when leaving Master or Fault: the next
             // lower-priority master is waited for a whole preempt_delay again.
@@ -1154,7 +1187,11 @@ pub struct SyncGroup {
 
 impl SyncGroup {
     /// A group of routers (all in Initialize).
-    pub fn new(members: Vec<VirtualRouter>) -> Self {
+    pub fn new(mut members: Vec<VirtualRouter>) -> Self {
+        let several = members.len() > 1;
+        for m in &mut members {
+            m.sync_hold = several;
+        }
         Self { members }
     }
     /// The members, in the order given.
@@ -1262,10 +1299,18 @@ impl SyncGroup {
             .iter()
             .zip(&before)
             .any(|(m, b)| *b != State::Master && m.state() == State::Master);
+        // keepalived 2.x (vrrp_sync_can_goto_master): the group goes Master only once every
+        // member wants it (its Master_Down_Timer ran out) or is Master: one member that
+        // stops hearing its master while another still hears one stays Backup ("prefer
+        // backup state to avoid thrashing").
+        let all_want = self.members.iter().any(|m| m.wants_master.is_some())
+            && self.members.iter().all(VirtualRouter::wants_or_is_master);
         if fell {
             self.members.iter_mut().for_each(|m| m.force_backup(now));
         } else if rose {
             self.members.iter_mut().for_each(|m| m.force_master(now));
+        } else if all_want {
+            self.members.iter_mut().for_each(|m| m.release_master(now));
         }
     }
 }
@@ -1812,12 +1857,35 @@ mod tests {
         };
         let mut g = SyncGroup::new(vec![mk(51), mk(52)]);
         g.start(t0);
-        // Member 1 hears a master; member 0 does not and takes over: both go master.
+        // Member 1 hears a master every second; member 0 hears none (keepalived 2.x: the
+        // group prefers Backup, member 0 waits for the others): nobody becomes Master.
         let c1 = g.member(1).config().clone();
-        let t1 = t0 + Duration::from_secs(3);
-        g.handle_advert(t1, 1, meta(2), &advert(&c1, 150));
-        g.handle_timeout(g.member(0).timer(Timer::MasterDown).unwrap());
+        let mut t = t0;
+        for s in 0..20 {
+            t = t0 + Duration::from_secs(s);
+            for _ in 0..10 {
+                match g.poll_timeout().filter(|d| *d <= t) {
+                    Some(d) => g.handle_timeout(d),
+                    None => break,
+                }
+            }
+            g.handle_advert(t, 1, meta(2), &advert(&c1, 150));
+            assert!(
+                g.members().iter().all(|m| m.state() == State::Backup),
+                "at {s} s: {:?}",
+                g.members()
+                    .iter()
+                    .map(VirtualRouter::state)
+                    .collect::<Vec<_>>()
+            );
+        }
+        assert!(g.member(0).wants_master.is_some());
+        // Member 1's master goes quiet: once member 1's timer runs out too, both go Master.
+        let down = g.member(1).timer(Timer::MasterDown).unwrap();
+        assert!(down > t);
+        g.handle_timeout(down);
         assert!(g.members().iter().all(|m| m.state() == State::Master));
+        let t1 = down;
         // Member 1 hears a higher priority: both go backup.
         g.handle_advert(t1, 1, meta(2), &advert(&c1, 150));
         assert!(g.members().iter().all(|m| m.state() == State::Backup));
