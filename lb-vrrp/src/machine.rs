@@ -1220,8 +1220,19 @@ impl SyncGroup {
             .min()
     }
 
-    /// Starts every member.
+    /// Starts every member. A member whose link is down or whose weight-0 check fails (as
+    /// known before the start) holds the others in Fault from the first instant: a healthy
+    /// owner does not become Master, add its VIPs and announce them, only to be pulled to
+    /// Fault at once.
     pub fn start(&mut self, now: Instant) {
+        let own: Vec<bool> = self
+            .members
+            .iter()
+            .map(VirtualRouter::has_own_fault)
+            .collect();
+        for (i, m) in self.members.iter_mut().enumerate() {
+            m.group_fault = own.iter().enumerate().any(|(j, f)| j != i && *f);
+        }
         self.with(now, |ms| ms.iter_mut().for_each(|m| m.start(now)));
     }
     /// Shuts every member down.
@@ -1843,6 +1854,32 @@ mod tests {
         assert!(g.members().iter().all(|m| m.state() == State::Fault));
         let actions: Vec<_> = std::iter::from_fn(|| g.poll_action()).collect();
         assert!(actions.is_empty(), "{actions:?}");
+        g.handle_link(t0, 1, true);
+        assert!(g.members().iter().all(|m| m.state() == State::Master));
+    }
+
+    /// A group whose member starts with its link down: the healthy owner beside it starts
+    /// in Fault too, without becoming Master first (no VIPs added, no advert).
+    #[test]
+    fn sync_group_starts_in_fault_when_a_member_starts_faulted() {
+        let t0 = t0();
+        let mk = |vrid: u8| {
+            let mut c = cfg(255, 1);
+            c.vrid = Vrid::new(vrid).unwrap();
+            VirtualRouter::new(c)
+        };
+        let mut down = mk(52);
+        down.handle_link(t0, false);
+        let mut g = SyncGroup::new(vec![mk(51), down]);
+        g.start(t0);
+        assert!(g.members().iter().all(|m| m.state() == State::Fault));
+        let actions: Vec<_> = std::iter::from_fn(|| g.poll_action()).collect();
+        assert!(
+            actions
+                .iter()
+                .all(|(_, a)| matches!(a, Action::Transition { .. })),
+            "{actions:?}"
+        );
         g.handle_link(t0, 1, true);
         assert!(g.members().iter().all(|m| m.state() == State::Master));
     }
