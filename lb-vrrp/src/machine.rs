@@ -180,8 +180,9 @@ pub struct TrackWeight(pub i16);
 
 /// Rise/fall hysteresis of a tracked check (keepalived `vrrp_script` `rise` / `fall`):
 /// the check turns unhealthy after `fall` consecutive failures and healthy again after
-/// `rise` consecutive successes. Starts healthy, as keepalived's scripts do without
-/// `init_fail`.
+/// `rise` consecutive successes. It starts unknown and its first result decides at once,
+/// whatever `rise` and `fall` say, as keepalived's scripts do without `init_fail` (their
+/// result starts at `rise - 1`).
 ///
 /// # Examples
 ///
@@ -189,6 +190,9 @@ pub struct TrackWeight(pub i16);
 /// use lb_vrrp::machine::TrackHysteresis;
 ///
 /// let mut h = TrackHysteresis::new(2, 3);
+/// assert_eq!(h.is_healthy(), None);
+/// assert_eq!(h.handle_result(true), Some(true)); // the first result decides
+/// assert_eq!(h.handle_result(false), None);
 /// assert_eq!(h.handle_result(false), None);
 /// assert_eq!(h.handle_result(false), None);
 /// assert_eq!(h.handle_result(false), Some(false)); // third failure: down
@@ -199,7 +203,8 @@ pub struct TrackWeight(pub i16);
 pub struct TrackHysteresis {
     rise: u32,
     fall: u32,
-    healthy: bool,
+    /// `None` until the first result.
+    healthy: Option<bool>,
     run: u32,
 }
 
@@ -209,24 +214,29 @@ impl TrackHysteresis {
         Self {
             rise: rise.max(1),
             fall: fall.max(1),
-            healthy: true,
+            healthy: None,
             run: 0,
         }
     }
-    /// Current health.
-    pub fn is_healthy(&self) -> bool {
+    /// Current health; `None` before the first result.
+    pub fn is_healthy(&self) -> Option<bool> {
         self.healthy
     }
-    /// Records one result; returns the new health when it flips.
+    /// Records one result; returns the new health when it flips (always for the first
+    /// result).
     pub fn handle_result(&mut self, ok: bool) -> Option<bool> {
-        if ok == self.healthy {
+        let Some(healthy) = self.healthy else {
+            self.healthy = Some(ok);
+            return Some(ok);
+        };
+        if ok == healthy {
             self.run = 0;
             return None;
         }
         self.run += 1;
         let needed = if ok { self.rise } else { self.fall };
         if self.run >= needed {
-            self.healthy = ok;
+            self.healthy = Some(ok);
             self.run = 0;
             Some(ok)
         } else {

@@ -568,6 +568,39 @@ fn link_down_is_fault_and_recovers() {
         .contains("FAULT -> BACKUP (FaultCleared)"));
 }
 
+/// keepalived holds an instance in INIT until its weight-0 scripts have reported: an
+/// address owner whose weight-0 check fails from the start goes to Fault without ever being
+/// Master (it used to take the VIP and announce it first, for the script's first run).
+#[test]
+fn failing_weight_zero_script_keeps_an_owner_from_ever_being_master() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let a = lab.spawn_ours(
+        0,
+        &strs(&ours_v3(
+            "255",
+            &[
+                "--track-script",
+                "sleep 0.3; false",
+                "--script-interval",
+                "1",
+                "--script-weight",
+                "0",
+            ],
+        )),
+    );
+    let fault = wait_for(Duration::from_secs(5), || {
+        lab.proc(a).stdout().contains("-> FAULT")
+    });
+    assert!(fault.is_some(), "{}", lab.proc(a).stdout());
+    std::thread::sleep(Duration::from_millis(500));
+    let out = lab.proc(a).stdout();
+    assert!(!out.contains("-> MASTER"), "{out}");
+    assert!(lab.holders(&[0], VIP).is_empty());
+}
+
 #[test]
 fn track_script_weight_moves_vip_and_notify_scripts_run() {
     if !lab_available() {

@@ -53,6 +53,7 @@
 
 mod sys;
 
+use std::collections::HashSet;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
@@ -538,7 +539,9 @@ impl Speaker {
     }
 
     /// Runs until [`SpeakerHandle::shutdown`]: removes stale VIPs, starts every instance
-    /// and drives it.
+    /// and drives it. An instance with weight-0 `track_script`s stays in Initialize until
+    /// each has given its first result (at most its `timeout`), as keepalived holds it in
+    /// INIT, and so do the other members of its sync group.
     ///
     /// # Errors
     ///
@@ -579,17 +582,31 @@ impl Speaker {
                 )));
             }
         }
+        // keepalived holds an instance in INIT until its weight-0 scripts have given their
+        // first result: one that fails puts it in Fault before it could become Master (an
+        // owner at once). A group starts once none of its members' is still unknown.
+        let mut awaiting: Vec<HashSet<(usize, TrackId)>> = self
+            .members
+            .iter()
+            .map(|members| {
+                members
+                    .iter()
+                    .flat_map(|&i| {
+                        let cfg = &self.instances[i].cfg;
+                        cfg.track_script
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, s)| s.weight.0 == 0)
+                            .map(move |(k, _)| (i, TrackId(cfg.track.len() + k)))
+                    })
+                    .collect()
+            })
+            .collect();
         let t = now();
-        for (gi, g) in self.groups.iter_mut().enumerate() {
-            // Links first, recorded while in Initialize: a member whose link is down starts
-            // in Fault (and holds its sync group there) instead of becoming Master, adding
-            // VIPs and sending gratuitous ARPs before falling into Fault.
-            for (m, &i) in self.members[gi].iter().enumerate() {
-                if !self.instances[i].link_up {
-                    g.handle_link(t, m, false);
-                }
+        for (gi, waiting) in awaiting.iter().enumerate() {
+            if waiting.is_empty() {
+                self.start_group(gi, t);
             }
-            g.start(t);
         }
         let mut link_tick = tokio::time::interval(Duration::from_millis(200));
         link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -622,7 +639,11 @@ impl Speaker {
                         }
                         Control::Track(i, id, ok) => {
                             if let Some(inst) = self.instances.get(i) {
-                                self.groups[inst.group].handle_track(t, inst.member, id, ok);
+                                let gi = inst.group;
+                                self.groups[gi].handle_track(t, inst.member, id, ok);
+                                if awaiting[gi].remove(&(i, id)) && awaiting[gi].is_empty() {
+                                    self.start_group(gi, t);
+                                }
                             }
                         }
                         Control::Status(reply) => {
@@ -672,6 +693,19 @@ impl Speaker {
     }
 
     /// Performs every pending action.
+    /// Starts group `gi`. Links first, recorded while in Initialize: a member whose link is
+    /// down starts in Fault (and holds its sync group there) instead of becoming Master,
+    /// adding VIPs and sending gratuitous ARPs before falling into Fault.
+    fn start_group(&mut self, gi: usize, t: std::time::Instant) {
+        let g = &mut self.groups[gi];
+        for (m, &i) in self.members[gi].iter().enumerate() {
+            if !self.instances[i].link_up {
+                g.handle_link(t, m, false);
+            }
+        }
+        g.start(t);
+    }
+
     async fn drain(&mut self) {
         for gi in 0..self.groups.len() {
             while let Some((m, action)) = self.groups[gi].poll_action() {
