@@ -411,7 +411,8 @@ fn interop_keepalived_v3_fast() {
 }
 
 /// tshark decodes our adverts (v2 PASS, v3 IPv4, v3 IPv6) as VRRP with good checksums
-/// and no malformed-packet flag.
+/// and no malformed-packet flag, sent as network control traffic (TOS or traffic class
+/// 0xc0), as keepalived sends them.
 #[test]
 fn tshark_decodes_our_adverts() {
     if !lab_available() || !tool_available("tshark") {
@@ -505,6 +506,10 @@ fn tshark_decodes_our_adverts() {
             "_ws.malformed",
             "-e",
             "_ws.expert.severity",
+            "-e",
+            "ip.dsfield",
+            "-e",
+            "ipv6.tclass",
         ])
         .output()
         .expect("tshark -r");
@@ -521,6 +526,12 @@ fn tshark_decodes_our_adverts() {
         // checksum.status 1 = Good (2 = Bad, 0 = Unverified).
         assert_eq!(r.get(2), Some(&"1"), "checksum not good: {r:?}");
         assert!(r.get(3).is_none_or(|m| m.is_empty()), "malformed: {r:?}");
+        let class = [r.get(5), r.get(6)]
+            .into_iter()
+            .flatten()
+            .find(|f| !f.is_empty())
+            .and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok());
+        assert_eq!(class, Some(0xc0), "TOS / traffic class: {r:?}");
     }
     let malformed = common::cmd("tshark")
         .args([

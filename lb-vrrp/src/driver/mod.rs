@@ -841,6 +841,10 @@ fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
 /// the send socket (bound to `src`, so the kernel cannot pick another source address than
 /// the one the v3 checksum covers; `IP_FREEBIND` so a still-tentative IPv6 link-local
 /// address does not fail the bind).
+/// TOS / traffic class of adverts: precedence 6, network control (RFC 791
+/// IPTOS_PREC_INTERNETCONTROL), keepalived's.
+const ADVERT_TOS: u8 = 0xc0;
+
 fn open_vrrp_sockets(
     cfg: &VrrpInstanceConfig,
     ifindex: u32,
@@ -882,9 +886,18 @@ fn open_vrrp_sockets(
     };
     let rx = open(cfg.unicast_peer.is_empty())?;
     let tx = open(false)?;
+    // Adverts go out as network control traffic, precedence 6 (IPTOS_PREC_INTERNETCONTROL,
+    // 0xc0), in the IPv4 TOS or the IPv6 traffic class, as keepalived sends them: queues
+    // that honour it do not drop them before data under load.
     match src {
-        IpAddr::V4(_) => tx.set_freebind(true)?,
-        IpAddr::V6(_) => tx.set_freebind_ipv6(true)?,
+        IpAddr::V4(_) => {
+            tx.set_freebind(true)?;
+            tx.set_tos(u32::from(ADVERT_TOS))?;
+        }
+        IpAddr::V6(_) => {
+            tx.set_freebind_ipv6(true)?;
+            tx.set_tclass_v6(u32::from(ADVERT_TOS))?;
+        }
     }
     let bind_to = match src {
         IpAddr::V6(a) => SocketAddr::V6(SocketAddrV6::new(a, 0, 0, ifindex)),
