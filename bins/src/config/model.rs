@@ -1027,11 +1027,10 @@ impl VirtualServer {
                 .enumerate()
                 .map(|(i, b)| {
                     let id = backend_id(i);
-                    let starts_down = b.checks.iter().any(|c| c.starts_down(self));
                     Backend::new(id, b.address)
                         .with_weight(b.weight)
                         .with_backup(b.backup)
-                        .with_health(if starts_down {
+                        .with_health(if b.starts_down(self) {
                             Health::Down
                         } else {
                             Health::Up
@@ -1074,6 +1073,14 @@ pub struct BackendConfig {
 }
 
 impl BackendConfig {
+    /// Whether the backend starts down until its checks pass: when any of its checks
+    /// starts down (`alpha`, by default the virtual server's `vs`). keepalived marks each
+    /// `alpha` checker failed at start and a real server is up only while all its checkers
+    /// succeed, so one `alpha` check is enough. `false` without checks.
+    pub fn starts_down(&self, vs: &VirtualServer) -> bool {
+        self.checks.iter().any(|c| c.starts_down(vs))
+    }
+
     /// A backend at `address` with weight 1, no limit and no check.
     pub fn new(address: SocketAddr) -> Self {
         Self {

@@ -621,8 +621,9 @@ fn check_timeout(check: &HealthCheck) -> Duration {
 }
 
 /// The schedule of a configured check (keepalived defaults, HAProxy overrides). `start`:
-/// the verdict carried over from the version of the virtual server a reload replaced,
-/// which the tracker starts from instead of the configured start state (`alpha`).
+/// the health the tracker starts from instead of the check's own start state (`alpha`):
+/// the verdict carried over from the version of the virtual server a reload replaced, or
+/// the real server's start state over all its checks.
 fn health_config(
     check: &HealthCheck,
     vs: &VirtualServer,
@@ -745,8 +746,17 @@ impl VsRuntime {
             for (i, b) in cfg.backends.iter().enumerate() {
                 let id = backend_id(i);
                 if let Some(first) = b.checks.first() {
-                    let start = carried.health.get(&b.address).copied();
-                    let hc = health_config(first, &cfg, start).map_err(&err)?;
+                    // One start state for the real server, the pool's (`backend_set`): down
+                    // when any of its checks uses `alpha`, not only the first (the combined
+                    // tracker starting up from a first check without `alpha` passed without
+                    // a transition, and the real server the pool started down stayed down).
+                    let fresh = if b.starts_down(&cfg) {
+                        Health::Down
+                    } else {
+                        Health::Up
+                    };
+                    let start = carried.health.get(&b.address).copied().unwrap_or(fresh);
+                    let hc = health_config(first, &cfg, Some(start)).map_err(&err)?;
                     let probe = if b.checks.len() == 1 {
                         probe(first, b.address.port()).map_err(&err)?
                     } else {
@@ -1365,6 +1375,37 @@ mod carry_tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
+    }
+
+    /// A real server with two checks, `alpha` on the second only, starts down (as keepalived
+    /// marks the `alpha` checker failed) and comes up once both pass. The combined tracker
+    /// used to take its start state from the first check only: it started up, the passing
+    /// checks made no transition, and the real server the pool started down stayed down.
+    #[tokio::test]
+    async fn alpha_on_a_later_check_starts_down_and_comes_up() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let v = start_with(
+            free_port(),
+            Carried::default(),
+            &format!(
+                "[[virtual_server.backend]]\naddress = \"{addr}\"\n\
+                 [[virtual_server.backend.check]]\ntype = \"tcp\"\ndelay_loop = \"100ms\"\n\
+                 [[virtual_server.backend.check]]\ntype = \"tcp\"\ndelay_loop = \"100ms\"\n\
+                 alpha = true\n"
+            ),
+        )
+        .await;
+        let mut up = false;
+        for _ in 0..300 {
+            if health(&v, 0) == Health::Up {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(up, "both checks pass: the real server comes up");
+        drop(server);
     }
 
     /// An ejection the old version makes after its replacement took the snapshot (while the
