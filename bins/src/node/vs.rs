@@ -557,7 +557,7 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
                 for url in &h.url {
                     all.push((
                         Box::new(http_probe(check, h, Some(url), port, tls)?),
-                        check_timeout(check),
+                        check.connect_timeout,
                     ));
                 }
                 Box::new(AllOf::new(all).map_err(|e| e.to_string())?)
@@ -611,15 +611,6 @@ fn http_probe(
     b.build().map_err(|e| e.to_string())
 }
 
-/// How long one run of a configured check may take: `misc_timeout` for a `MISC_CHECK` that
-/// has one, else `connect_timeout` (keepalived).
-fn check_timeout(check: &HealthCheck) -> Duration {
-    match &check.kind {
-        CheckKind::Misc(m) => m.misc_timeout.unwrap_or(check.connect_timeout),
-        _ => check.connect_timeout,
-    }
-}
-
 /// The schedule of a configured check (keepalived defaults, HAProxy overrides). `start`:
 /// the health the tracker starts from instead of the check's own start state (`alpha`):
 /// the verdict carried over from the version of the virtual server a reload replaced, or
@@ -637,7 +628,7 @@ fn health_config(
         .delay_before_retry(check.delay_before_retry)
         .alpha(check.starts_down(vs));
     b = match &check.kind {
-        CheckKind::Misc(_) => b.timeout(check_timeout(check)),
+        CheckKind::Misc(_) => b.timeout(check.timeout(vs)),
         _ => b.connect_timeout(check.connect_timeout),
     };
     if let Some(f) = check.fastinter {
@@ -771,7 +762,7 @@ impl VsRuntime {
                             }
                             all.push((
                                 probe(check, b.address.port()).map_err(&err)?,
-                                check_timeout(check),
+                                check.timeout(&cfg),
                             ));
                         }
                         Box::new(AllOf::new(all).map_err(|e| err(e.to_string()))?)
@@ -1189,6 +1180,23 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!*rx.borrow_and_update());
         assert!(!rx.has_changed().unwrap());
+    }
+
+    /// A `MISC_CHECK` without `misc_timeout` may run for the virtual server's `delay_loop`
+    /// (keepalived check_misc.c), not `connect_timeout`: a 10 s script with `delay_loop 60`
+    /// used to time out at 5 s, every time.
+    #[test]
+    fn a_misc_check_runs_for_the_delay_loop_by_default() {
+        let text =
+            "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\ndelay_loop = 60\n\
+                    [[virtual_server.backend]]\naddress = \"127.0.0.1:2\"\n\
+                    [[virtual_server.backend.check]]\ntype = \"misc\"\nmisc_path = \"/bin/true\"\n";
+        let (config, _) =
+            crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+        let vs = &config.virtual_servers[0];
+        let hc = health_config(&vs.backends[0].checks[0], vs, None).unwrap();
+        assert_eq!(hc.timeout(), Duration::from_secs(60));
+        assert_eq!(hc.retries(), 0, "keepalived's MISC_CHECK default");
     }
 
     /// Every url of an `HTTP_GET` is fetched: the second one failing takes the real
