@@ -220,7 +220,8 @@ impl HealthCheckConfig {
     }
 
     /// Extra attempts inside one check before it counts as failed (keepalived `retry`,
-    /// formerly `nb_get_retry`).
+    /// formerly `nb_get_retry`), taken only while the backend is up: a down backend is
+    /// probed once per period, as keepalived does.
     pub fn retries(&self) -> u32 {
         self.retries
     }
@@ -346,7 +347,8 @@ impl HealthCheckConfigBuilder {
         self.timeout(timeout)
     }
 
-    /// keepalived `retry`: extra attempts inside one check before it fails.
+    /// keepalived `retry`: extra attempts inside one check before it fails, while the
+    /// backend is up (a down backend is not retried); 0 for none.
     pub fn retry(mut self, retries: u32) -> Self {
         self.config.retries = retries;
         self

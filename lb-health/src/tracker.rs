@@ -315,8 +315,11 @@ impl HealthTracker {
 
     /// Applies one probe outcome received at `now`, and schedules the next probe.
     ///
-    /// A failed attempt with retries left (keepalived `retry`) schedules a retry after
-    /// `delay_before_retry` and counts nothing. Otherwise the check's result counts towards
+    /// While the backend is up, a failed attempt with retries left (keepalived `retry`)
+    /// schedules a retry after `delay_before_retry` and counts nothing; a backend that is
+    /// down is not retried but probed again at its normal cadence (keepalived check_tcp.c,
+    /// check_misc.c: `} else if (checker->is_up) { delay = delay_before_retry; ++retry_it; }`).
+    /// Otherwise the check's result counts towards
     /// `rise` or `fall`; the next check is due `inter`, `fastinter` or `downinter`
     /// (± `spread_checks`) after the start of this one (after `now` when the outcome came
     /// without [`poll_probe`](Self::poll_probe)), and never before `now`. Scheduling from the
@@ -326,7 +329,7 @@ impl HealthTracker {
     /// without a preceding [`poll_probe`](Self::poll_probe), so callers may drive probes on
     /// their own schedule.
     pub fn handle_result(&mut self, now: Instant, outcome: ProbeOutcome) -> Option<Transition> {
-        if !outcome.is_up() && self.attempt < self.config.retries() {
+        if !outcome.is_up() && self.health == Health::Up && self.attempt < self.config.retries() {
             self.attempt += 1;
             self.phase = Phase::Idle {
                 due: now + self.config.delay_before_retry(),

@@ -1,5 +1,6 @@
 //! Property: whatever the configuration, a tracker flips only after `rise`/`fall`
-//! consecutive check results (keepalived retries folded into one check), and always does.
+//! consecutive check results (keepalived retries, taken only while up, folded into one
+//! check), and always does.
 #![allow(clippy::disallowed_methods)] // a fixed origin for virtual time
 
 use std::time::{Duration, Instant};
@@ -59,8 +60,9 @@ proptest! {
                 ProbeOutcome::down("fail", Duration::ZERO)
             };
             let t = tracker.handle_result(now, outcome);
-            // Fold retries as keepalived does: a failure with retries left is not a result.
-            if !up && attempt < retries {
+            // Fold retries as keepalived does: while up, a failure with retries left is not a
+            // result; while down there are no retries.
+            if !up && health == Health::Up && attempt < retries {
                 attempt += 1;
                 prop_assert!(t.is_none());
                 continue;

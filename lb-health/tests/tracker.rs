@@ -159,8 +159,10 @@ async fn keepalived_retries_and_delay_before_retry() {
         .unwrap();
     let mut run = start(config, &[Step::Down]);
     let (calls, events) = run.run_for(Duration::from_secs(25)).await;
-    // One check = 1 try + 3 retries, 3 s apart; the next check 6 s after the last try began.
-    assert_eq!(calls, secs(&[0., 3., 6., 9., 15., 18., 21., 24.]));
+    // While up, one check = 1 try + 3 retries, 3 s apart. Once down, keepalived retries no
+    // more (check_tcp.c retries only `if (checker->is_up)`): one try every delay_loop, 6 s
+    // after the last try began.
+    assert_eq!(calls, secs(&[0., 3., 6., 9., 15., 21.]));
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].0, Duration::from_secs(9));
     assert_eq!(events[0].1.new, Health::Down);

@@ -1111,8 +1111,9 @@ pub struct HealthCheck {
     pub connect_ip: Option<IpAddr>,
     /// Source address of the check.
     pub bindto: Option<IpAddr>,
-    /// Retries after a failed attempt before the check counts as failed (keepalived
-    /// `retry`/`nb_get_retry`; 0: none). Default keepalived's for the kind,
+    /// Retries after a failed attempt before the check counts as failed, taken only while
+    /// the backend is up (keepalived `retry`/`nb_get_retry`; 0: none). Default keepalived's
+    /// for the kind,
     /// [`CheckKind::default_retry`]: 0 for `misc`, else 1.
     pub retry: u32,
     /// Pause before each retry. Default keepalived's for the kind,
