@@ -222,7 +222,10 @@ impl HealthTracker {
         let first = match config.warmup() {
             Some(w) if !w.is_zero() => {
                 let h = mix(config.seed() ^ u64::from(backend.0));
-                now + Duration::from_nanos(h % (w.as_nanos().min(u128::from(u64::MAX)) as u64))
+                later(
+                    now,
+                    Duration::from_nanos(h % (w.as_nanos().min(u128::from(u64::MAX)) as u64)),
+                )
             }
             _ => now,
         };
@@ -273,7 +276,9 @@ impl HealthTracker {
         matches!(self.phase, Phase::InFlight { .. })
     }
 
-    /// When to call back: the next probe's due time, or the running probe's deadline.
+    /// When to call back: the next probe's due time, or the running probe's deadline. A
+    /// configured duration too large for an [`Instant`] (up to [`Duration::MAX`]) puts it
+    /// [`FAR_FUTURE`] ahead instead.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         Some(match self.phase {
@@ -291,7 +296,7 @@ impl HealthTracker {
             Phase::Idle { due } if now >= due => {
                 self.phase = Phase::InFlight {
                     started: now,
-                    deadline: now + self.config.timeout(),
+                    deadline: later(now, self.config.timeout()),
                 };
                 Some(ProbeRequest {
                     timeout: self.config.timeout(),
@@ -332,7 +337,7 @@ impl HealthTracker {
         if !outcome.is_up() && self.health == Health::Up && self.attempt < self.config.retries() {
             self.attempt += 1;
             self.phase = Phase::Idle {
-                due: now + self.config.delay_before_retry(),
+                due: later(now, self.config.delay_before_retry()),
             };
             return None;
         }
@@ -370,7 +375,7 @@ impl HealthTracker {
             Phase::Idle { .. } => now,
         };
         self.phase = Phase::Idle {
-            due: (base + period).max(now),
+            due: later(base, period).max(now),
         };
 
         let weight_changed = self.health == Health::Up && self.weight != self.reported_weight;
@@ -404,7 +409,7 @@ impl HealthTracker {
                 .config
                 .period(health == Health::Up, health == Health::Down);
             self.phase = Phase::Idle {
-                due: now + self.jittered(period),
+                due: later(now, self.jittered(period)),
             };
         }
         (old != health).then(|| {
@@ -432,6 +437,17 @@ impl HealthTracker {
             self.checks,
         )
     }
+}
+
+/// The longest delay the tracker and the outlier detector schedule: about a century. A
+/// longer configured duration (up to [`Duration::MAX`], which an [`Instant`] cannot hold)
+/// waits this long instead of overflowing.
+pub const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `at + d`, with `d` capped at [`FAR_FUTURE`]; `at` itself in the (unreachable on the
+/// supported platforms) case that even that is not representable. Never panics.
+pub(crate) fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d.min(FAR_FUTURE)).unwrap_or(at)
 }
 
 /// `period` moved by a deterministic offset within ± `percent`% of it.
@@ -530,6 +546,43 @@ mod tests {
         // The earlier failure no longer counts: one more is not enough.
         assert!(t.handle_result(now, down()).is_none());
         assert_eq!(t.handle_result(now, down()).unwrap().new, Health::Down);
+    }
+
+    /// Every configured duration at `Duration::MAX` (reachable through the public builder):
+    /// the tracker schedules at most `FAR_FUTURE` ahead instead of panicking on
+    /// `Instant + Duration` overflow (probe deadline, retry, period, operator command,
+    /// warm-up).
+    #[test]
+    fn duration_max_schedules_far_ahead_without_panicking() {
+        let now = t0();
+        let max = Duration::MAX;
+        let c = HealthCheckConfig::builder()
+            .fall(2)
+            .interval(max)
+            .downinter(max)
+            .timeout(max)
+            .retry(1)
+            .delay_before_retry(max)
+            .build()
+            .unwrap();
+        let far = now + FAR_FUTURE;
+        let mut t = HealthTracker::new(BackendId(1), c.clone(), now);
+        let req = t.poll_probe(now).unwrap();
+        assert_eq!(req.timeout, max);
+        assert_eq!(t.poll_timeout(), Some(far), "probe deadline");
+        let down = || ProbeOutcome::down("x", Duration::ZERO);
+        assert!(t.handle_result(now, down()).is_none());
+        assert_eq!(t.poll_timeout(), Some(far), "retry");
+        let _ = t.poll_probe(far).unwrap();
+        assert!(t.handle_result(far, down()).is_none());
+        assert_eq!(t.poll_timeout(), Some(far + FAR_FUTURE), "period");
+        assert!(t.set_health(now, Health::Down).is_some());
+        assert_eq!(t.poll_timeout(), Some(far), "operator command");
+        let c = HealthCheckConfig::builder().warmup(max).build().unwrap();
+        let due = HealthTracker::new(BackendId(1), c, now)
+            .poll_timeout()
+            .unwrap();
+        assert!(due >= now && due <= far, "warm-up");
     }
 
     #[test]

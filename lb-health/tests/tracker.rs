@@ -352,3 +352,22 @@ async fn thousands_of_checks_and_a_clean_stop() {
     );
     assert!(rx_a.recv().await.is_err(), "channel closed after shutdown");
 }
+
+/// A probe timeout of `Duration::MAX` (the builder accepts it): the driver's backstop
+/// deadline saturates instead of overflowing, and the check runs on its cadence. The
+/// driver's task used to panic on `timeout + BACKSTOP_GRACE` before the first probe.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn duration_max_timeout_does_not_stop_the_checks() {
+    let config = HealthCheckConfig::haproxy()
+        .inter(Duration::from_secs(1))
+        .timeout(Duration::MAX)
+        .fall(1)
+        .build()
+        .unwrap();
+    let mut run = start(config, &[Step::Up, Step::Down]);
+    let (calls, events) = run.run_for(Duration::from_millis(2500)).await;
+    assert_eq!(calls, secs(&[0., 1., 2.]));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1.new, Health::Down);
+    run.driver.shutdown().await;
+}
