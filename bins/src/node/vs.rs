@@ -1199,6 +1199,26 @@ mod tests {
         assert_eq!(hc.retries(), 0, "keepalived's MISC_CHECK default");
     }
 
+    /// An `SSL_GET` whose `virtualhost` is no DNS name builds (the TLS server name falls back
+    /// to the real server's IP): the virtual server used to fail to start.
+    #[test]
+    fn an_ssl_check_with_a_wildcard_virtualhost_builds() {
+        for host in ["*.example.com", "[fe80::1%eth0]"] {
+            let text = format!(
+                "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\n\
+                 [[virtual_server.backend]]\naddress = \"127.0.0.1:2\"\n\
+                 [[virtual_server.backend.check]]\ntype = \"ssl\"\nurl = [{{ path = \"/\" }}]\n\
+                 virtualhost = \"{host}\"\n"
+            );
+            let (config, _) =
+                crate::config::toml::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
+            let check = &config.virtual_servers[0].backends[0].checks[0];
+            if let Err(e) = probe(check, 2) {
+                panic!("{host}: {e}");
+            }
+        }
+    }
+
     /// Every url of an `HTTP_GET` is fetched: the second one failing takes the real
     /// server down (keepalived), not only the first.
     #[tokio::test]
