@@ -16,7 +16,8 @@
 //!
 //! # Examples
 //!
-//! Three failures with `fall 3` take the backend down; nothing flips before:
+//! Once a check has passed, three failures with `fall 3` take the backend down; nothing
+//! flips before (a fresh start goes down at its first failed check, as HAProxy's):
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@
 //! # #[allow(clippy::disallowed_methods)]
 //! let mut now = Instant::now();
 //! let mut tracker = HealthTracker::new(BackendId(1), config, now);
+//! let _ = tracker.poll_probe(now).expect("due at once");
+//! assert!(tracker.handle_result(now, ProbeOutcome::up("connected", Duration::ZERO)).is_none());
 //! let mut flips = Vec::new();
 //! for _ in 0..3 {
 //!     now = tracker.poll_timeout().unwrap();
@@ -213,11 +216,16 @@ pub struct HealthTracker {
 
 impl HealthTracker {
     /// A tracker in the configured start state whose first probe is due at `now`, or at a
-    /// deterministic point in `[now, now + warmup)` when `warmup` is set.
+    /// deterministic point in `[now, now + warmup)` when `warmup` is set. From
+    /// [`StartState::Up`] the first failed check takes the backend down; a passed one
+    /// makes it established (`fall` failures needed from then on).
     pub fn new(backend: BackendId, config: HealthCheckConfig, now: Instant) -> Self {
-        let health = match config.start() {
-            StartState::Up => Health::Up,
-            StartState::Down => Health::Down,
+        // A fresh start up is one failure away from down (HAProxy `check.health =
+        // check.rise`); an established one needs `fall`.
+        let (health, failures) = match config.start() {
+            StartState::Up => (Health::Up, config.thresholds().fall.saturating_sub(1)),
+            StartState::Established => (Health::Up, 0),
+            StartState::Down => (Health::Down, 0),
         };
         let first = match config.warmup() {
             Some(w) if !w.is_zero() => {
@@ -234,7 +242,7 @@ impl HealthTracker {
             config,
             health,
             successes: 0,
-            failures: 0,
+            failures,
             attempt: 0,
             weight: None,
             reported_weight: None,
@@ -529,6 +537,7 @@ mod tests {
         let c = HealthCheckConfig::builder()
             .rise(2)
             .fall(2)
+            .start(StartState::Established)
             .downinter(Duration::from_secs(30))
             .build()
             .unwrap();
@@ -558,6 +567,7 @@ mod tests {
         let max = Duration::MAX;
         let c = HealthCheckConfig::builder()
             .fall(2)
+            .start(StartState::Established)
             .interval(max)
             .downinter(max)
             .timeout(max)
@@ -583,6 +593,45 @@ mod tests {
             .poll_timeout()
             .unwrap();
         assert!(due >= now && due <= far, "warm-up");
+    }
+
+    /// HAProxy starts a server up "but will fall down at first failure": from a fresh
+    /// `StartState::Up` one failed check is enough whatever `fall`; after a passed check,
+    /// or from `StartState::Established` (a carried-over verdict), `fall` are needed.
+    #[test]
+    fn a_fresh_start_up_falls_at_the_first_failure() {
+        let now = t0();
+        let down = || ProbeOutcome::down("x", Duration::ZERO);
+        let up = || ProbeOutcome::up("ok", Duration::ZERO);
+        let fall3 = |start| {
+            let c = HealthCheckConfig::builder()
+                .fall(3)
+                .start(start)
+                .build()
+                .unwrap();
+            HealthTracker::new(BackendId(1), c, now)
+        };
+        let mut fresh = fall3(StartState::Up);
+        assert_eq!(fresh.health(), Health::Up);
+        let t = fresh
+            .handle_result(now, down())
+            .expect("down at the first failure");
+        assert_eq!((t.old, t.new), (Health::Up, Health::Down));
+
+        let mut passed = fall3(StartState::Up);
+        assert!(passed.handle_result(now, up()).is_none());
+        assert!(passed.handle_result(now, down()).is_none());
+        assert!(passed.handle_result(now, down()).is_none());
+        assert_eq!(passed.handle_result(now, down()).unwrap().new, Health::Down);
+
+        let mut carried = fall3(StartState::Established);
+        assert_eq!(carried.health(), Health::Up);
+        assert!(carried.handle_result(now, down()).is_none());
+        assert!(carried.handle_result(now, down()).is_none());
+        assert_eq!(
+            carried.handle_result(now, down()).unwrap().new,
+            Health::Down
+        );
     }
 
     #[test]

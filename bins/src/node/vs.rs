@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 
 use super::NodeError;
 use crate::config::model::{
-    backend_id, CheckKind, Global, HealthCheck, HttpCheck, Protocol, UrlCheck, VirtualServer,
+    backend_id, BackendConfig, CheckKind, Global, HealthCheck, HttpCheck, Protocol, UrlCheck,
+    VirtualServer,
 };
 
 /// What a virtual server restarted by a reload takes over from the version it replaces,
@@ -611,14 +612,27 @@ fn http_probe(
     b.build().map_err(|e| e.to_string())
 }
 
+/// The start state of a real server's (combined) check tracker. A verdict `carried` over
+/// from the version a reload replaced is established: up, it needs `fall` failures. A fresh
+/// start is down when any of the real server's checks uses `alpha` (as the pool starts it,
+/// [`VirtualServer::backend_set`]), else up, falling at its first failure (HAProxy).
+fn tracker_start(b: &BackendConfig, vs: &VirtualServer, carried: Option<Health>) -> StartState {
+    match carried {
+        Some(Health::Up) => StartState::Established,
+        Some(Health::Down) => StartState::Down,
+        None if b.starts_down(vs) => StartState::Down,
+        None => StartState::Up,
+    }
+}
+
 /// The schedule of a configured check (keepalived defaults, HAProxy overrides). `start`:
-/// the health the tracker starts from instead of the check's own start state (`alpha`):
+/// the start state of the tracker instead of the check's own (`alpha`): established from
 /// the verdict carried over from the version of the virtual server a reload replaced, or
-/// the real server's start state over all its checks.
+/// the real server's fresh start state over all its checks.
 fn health_config(
     check: &HealthCheck,
     vs: &VirtualServer,
-    start: Option<Health>,
+    start: Option<StartState>,
 ) -> Result<HealthCheckConfig, String> {
     let mut b = HealthCheckConfig::keepalived()
         .interval(check.interval(vs))
@@ -637,10 +651,8 @@ fn health_config(
     if let Some(d) = check.downinter {
         b = b.downinter(d);
     }
-    match start {
-        Some(Health::Up) => b = b.start(StartState::Up),
-        Some(Health::Down) => b = b.start(StartState::Down),
-        _ => {}
+    if let Some(start) = start {
+        b = b.start(start);
     }
     b.build().map_err(|e| e.to_string())
 }
@@ -741,12 +753,7 @@ impl VsRuntime {
                     // when any of its checks uses `alpha`, not only the first (the combined
                     // tracker starting up from a first check without `alpha` passed without
                     // a transition, and the real server the pool started down stayed down).
-                    let fresh = if b.starts_down(&cfg) {
-                        Health::Down
-                    } else {
-                        Health::Up
-                    };
-                    let start = carried.health.get(&b.address).copied().unwrap_or(fresh);
+                    let start = tracker_start(b, &cfg, carried.health.get(&b.address).copied());
                     let hc = health_config(first, &cfg, Some(start)).map_err(&err)?;
                     let probe = if b.checks.len() == 1 {
                         probe(first, b.address.port()).map_err(&err)?
@@ -1217,6 +1224,37 @@ mod tests {
                 panic!("{host}: {e}");
             }
         }
+    }
+
+    /// The tracker of a real server a reload carries over up is established (`fall`
+    /// failures to go down); a fresh one starts up and falls at its first failure, or down
+    /// with `alpha` on any check.
+    #[test]
+    fn carried_verdicts_are_established_fresh_starts_are_not() {
+        let text = "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\n\
+                    [[virtual_server.backend]]\naddress = \"127.0.0.1:2\"\n\
+                    [[virtual_server.backend.check]]\ntype = \"tcp\"\nfall = 3\n\
+                    [[virtual_server.backend]]\naddress = \"127.0.0.1:3\"\n\
+                    [[virtual_server.backend.check]]\ntype = \"tcp\"\n\
+                    [[virtual_server.backend.check]]\ntype = \"tcp\"\nalpha = true\n";
+        let (config, _) =
+            crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+        let vs = &config.virtual_servers[0];
+        let (plain, alpha) = (&vs.backends[0], &vs.backends[1]);
+        assert_eq!(tracker_start(plain, vs, None), StartState::Up);
+        assert_eq!(tracker_start(alpha, vs, None), StartState::Down);
+        for b in [plain, alpha] {
+            assert_eq!(
+                tracker_start(b, vs, Some(Health::Up)),
+                StartState::Established
+            );
+            assert_eq!(tracker_start(b, vs, Some(Health::Down)), StartState::Down);
+        }
+        let hc = health_config(&plain.checks[0], vs, Some(StartState::Established)).unwrap();
+        assert_eq!(
+            (hc.start(), hc.thresholds().fall),
+            (StartState::Established, 3)
+        );
     }
 
     /// Every url of an `HTTP_GET` is fetched: the second one failing takes the real
