@@ -1373,3 +1373,67 @@ fn ops_is_read_from_both_formats_and_needs_udp() {
         ["n.toml:4:7: ops (one-packet scheduling) needs protocol udp, not http"]
     );
 }
+
+/// keepalived's per-checker defaults, in both formats: `retry` 0 for MISC_CHECK and 1 for
+/// the others (check_misc.c `default_retry = 0`), `delay_before_retry` 3 s for
+/// HTTP_GET/SSL_GET (check_http.c) and 1 s for the others, a MISC_CHECK without
+/// `misc_timeout` given the virtual server's `delay_loop` to run (check_misc.c), and
+/// `retry 0` / `nb_get_retry 0` accepted (keepalived reads them as 0..=UINT_MAX).
+#[test]
+fn check_defaults_follow_keepalived_per_checker() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("k.conf");
+    std::fs::write(
+        &conf,
+        "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    delay_loop 60\n\
+         real_server 198.18.0.151 82 {\n\
+         TCP_CHECK {\n        }\n\
+         HTTP_GET {\n            url {\n                path /\n            }\n        }\n\
+         SSL_GET {\n            url {\n                path /\n            }\n        }\n\
+         MISC_CHECK {\n            misc_path /bin/true\n        }\n\
+         TCP_CHECK {\n            retry 0\n        }\n\
+         HTTP_GET {\n            nb_get_retry 0\n            url {\n                path /\n            }\n        }\n\
+         }\n}\n",
+    )
+    .unwrap();
+    let (k, _) = ok(&conf);
+    let toml = load_toml(
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\ndelay_loop = 60\n\
+         [[virtual_server.backend]]\naddress = \"198.18.0.151:82\"\n\
+         [[virtual_server.backend.check]]\ntype = \"tcp\"\n\
+         [[virtual_server.backend.check]]\ntype = \"http\"\nurl = [{ path = \"/\" }]\n\
+         [[virtual_server.backend.check]]\ntype = \"ssl\"\nurl = [{ path = \"/\" }]\n\
+         [[virtual_server.backend.check]]\ntype = \"misc\"\nmisc_path = \"/bin/true\"\n\
+         [[virtual_server.backend.check]]\ntype = \"tcp\"\nretry = 0\n\
+         [[virtual_server.backend.check]]\ntype = \"http\"\nretry = 0\nurl = [{ path = \"/\" }]\n",
+    );
+    for cfg in [&k, &toml] {
+        let vs = &cfg.virtual_servers[0];
+        let got: Vec<_> = vs.backends[0]
+            .checks
+            .iter()
+            .map(|c| {
+                (
+                    c.retry,
+                    c.delay_before_retry.as_secs(),
+                    c.timeout(vs).as_secs(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, 1, 5),
+                (1, 3, 5),
+                (1, 3, 5),
+                (0, 1, 60),
+                (0, 1, 5),
+                (0, 3, 5)
+            ]
+        );
+    }
+    assert_eq!(
+        k.virtual_servers[0].backends[0].checks,
+        toml.virtual_servers[0].backends[0].checks
+    );
+}

@@ -91,13 +91,20 @@ impl Default for Thresholds {
 /// The health a backend has before its first check completes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum StartState {
-    /// Serve traffic at once and go down after `fall` failures (keepalived without `alpha`,
-    /// HAProxy's default).
+    /// A fresh start: serve traffic at once, but until a check passes one failed check
+    /// takes the backend down, whatever `fall` (HAProxy's default: a server starts up "but
+    /// will fall down at first failure", `check.health = check.rise`; keepalived without
+    /// `alpha`, which has no `fall`, is the same). Once a check passed, `fall` consecutive
+    /// failures are needed.
     #[default]
     Up,
     /// Take no traffic until `rise` consecutive successes (keepalived `alpha`, HAProxy
     /// `init-state down`, AWS targets in the `initial` state).
     Down,
+    /// Up with a verdict known from before (a check that a reload replaced had found the
+    /// backend up): `fall` consecutive failures take it down, as for any backend whose
+    /// checks pass.
+    Established,
 }
 
 /// A validated health-check configuration (see the [module docs](self) for the mapping of
@@ -220,7 +227,8 @@ impl HealthCheckConfig {
     }
 
     /// Extra attempts inside one check before it counts as failed (keepalived `retry`,
-    /// formerly `nb_get_retry`).
+    /// formerly `nb_get_retry`), taken only while the backend is up: a down backend is
+    /// probed once per period, as keepalived does.
     pub fn retries(&self) -> u32 {
         self.retries
     }
@@ -346,7 +354,8 @@ impl HealthCheckConfigBuilder {
         self.timeout(timeout)
     }
 
-    /// keepalived `retry`: extra attempts inside one check before it fails.
+    /// keepalived `retry`: extra attempts inside one check before it fails, while the
+    /// backend is up (a down backend is not retried); 0 for none.
     pub fn retry(mut self, retries: u32) -> Self {
         self.config.retries = retries;
         self
@@ -369,7 +378,8 @@ impl HealthCheckConfigBuilder {
         self
     }
 
-    /// keepalived `alpha`: `true` starts the backend down until proven up.
+    /// keepalived `alpha`: `true` starts the backend down until proven up, `false` starts
+    /// it [`StartState::Up`].
     pub fn alpha(self, alpha: bool) -> Self {
         self.start(if alpha {
             StartState::Down

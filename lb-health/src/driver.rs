@@ -263,10 +263,12 @@ async fn run_check(
             let timeout = probe.timeout().unwrap_or(req.timeout);
             // Probes enforce their timeout themselves (and clean up, e.g. reap a killed
             // program); the driver's own deadline, a little later, only stops one that doesn't.
-            let outcome =
-                tokio::time::timeout(timeout + BACKSTOP_GRACE, probe.probe(addr, timeout))
-                    .await
-                    .unwrap_or_else(|_| ProbeOutcome::timed_out(timeout));
+            let outcome = tokio::time::timeout(
+                timeout.saturating_add(BACKSTOP_GRACE),
+                probe.probe(addr, timeout),
+            )
+            .await
+            .unwrap_or_else(|_| ProbeOutcome::timed_out(timeout));
             tracing::trace!(%backend, kind = probe.kind(), up = outcome.is_up(), reason = %outcome.reason, "probe");
             if let Some(t) = tracker.handle_result(now(), outcome) {
                 tracing::info!(%backend, old = %t.old, new = %t.new, reason = %t.reason, latency = ?t.latency, "health transition");

@@ -440,7 +440,7 @@ impl OutlierDetector {
         let time = base
             .saturating_mul(host.ejections)
             .min(config.max_ejection_time);
-        let until = now + time;
+        let until = crate::tracker::later(now, time);
         host.ejected_until = Some(until);
         host.consecutive = 0;
         self.events.push_back(OutlierEvent::Ejected {
@@ -552,6 +552,28 @@ mod tests {
             d.poll_event(),
             Some(OutlierEvent::Ejected { ejections: 2, .. })
         ));
+    }
+
+    /// `base_ejection_time` and `max_ejection_time` at `Duration::MAX` (the builder accepts
+    /// them): the ejection lasts `FAR_FUTURE` instead of panicking on `Instant + Duration`.
+    #[test]
+    fn duration_max_ejection_does_not_overflow() {
+        let t = now();
+        let config = OutlierConfig::builder()
+            .consecutive_failures(3)
+            .base_ejection_time(Duration::MAX)
+            .max_ejection_time(Duration::MAX)
+            .max_ejection_percent(100)
+            .build()
+            .unwrap();
+        let mut d = OutlierDetector::new(config, [BackendId(0)]);
+        fail(&mut d, t, 0, 3);
+        let far = t + crate::tracker::FAR_FUTURE;
+        assert!(matches!(
+            d.poll_event(),
+            Some(OutlierEvent::Ejected { until, .. }) if until == far
+        ));
+        assert_eq!(d.poll_timeout(), Some(far));
     }
 
     #[test]

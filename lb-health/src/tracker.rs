@@ -16,7 +16,8 @@
 //!
 //! # Examples
 //!
-//! Three failures with `fall 3` take the backend down; nothing flips before:
+//! Once a check has passed, three failures with `fall 3` take the backend down; nothing
+//! flips before (a fresh start goes down at its first failed check, as HAProxy's):
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@
 //! # #[allow(clippy::disallowed_methods)]
 //! let mut now = Instant::now();
 //! let mut tracker = HealthTracker::new(BackendId(1), config, now);
+//! let _ = tracker.poll_probe(now).expect("due at once");
+//! assert!(tracker.handle_result(now, ProbeOutcome::up("connected", Duration::ZERO)).is_none());
 //! let mut flips = Vec::new();
 //! for _ in 0..3 {
 //!     now = tracker.poll_timeout().unwrap();
@@ -213,16 +216,24 @@ pub struct HealthTracker {
 
 impl HealthTracker {
     /// A tracker in the configured start state whose first probe is due at `now`, or at a
-    /// deterministic point in `[now, now + warmup)` when `warmup` is set.
+    /// deterministic point in `[now, now + warmup)` when `warmup` is set. From
+    /// [`StartState::Up`] the first failed check takes the backend down; a passed one
+    /// makes it established (`fall` failures needed from then on).
     pub fn new(backend: BackendId, config: HealthCheckConfig, now: Instant) -> Self {
-        let health = match config.start() {
-            StartState::Up => Health::Up,
-            StartState::Down => Health::Down,
+        // A fresh start up is one failure away from down (HAProxy `check.health =
+        // check.rise`); an established one needs `fall`.
+        let (health, failures) = match config.start() {
+            StartState::Up => (Health::Up, config.thresholds().fall.saturating_sub(1)),
+            StartState::Established => (Health::Up, 0),
+            StartState::Down => (Health::Down, 0),
         };
         let first = match config.warmup() {
             Some(w) if !w.is_zero() => {
                 let h = mix(config.seed() ^ u64::from(backend.0));
-                now + Duration::from_nanos(h % (w.as_nanos().min(u128::from(u64::MAX)) as u64))
+                later(
+                    now,
+                    Duration::from_nanos(h % (w.as_nanos().min(u128::from(u64::MAX)) as u64)),
+                )
             }
             _ => now,
         };
@@ -231,7 +242,7 @@ impl HealthTracker {
             config,
             health,
             successes: 0,
-            failures: 0,
+            failures,
             attempt: 0,
             weight: None,
             reported_weight: None,
@@ -273,7 +284,9 @@ impl HealthTracker {
         matches!(self.phase, Phase::InFlight { .. })
     }
 
-    /// When to call back: the next probe's due time, or the running probe's deadline.
+    /// When to call back: the next probe's due time, or the running probe's deadline. A
+    /// configured duration too large for an [`Instant`] (up to [`Duration::MAX`]) puts it
+    /// [`FAR_FUTURE`] ahead instead.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         Some(match self.phase {
@@ -291,7 +304,7 @@ impl HealthTracker {
             Phase::Idle { due } if now >= due => {
                 self.phase = Phase::InFlight {
                     started: now,
-                    deadline: now + self.config.timeout(),
+                    deadline: later(now, self.config.timeout()),
                 };
                 Some(ProbeRequest {
                     timeout: self.config.timeout(),
@@ -315,8 +328,11 @@ impl HealthTracker {
 
     /// Applies one probe outcome received at `now`, and schedules the next probe.
     ///
-    /// A failed attempt with retries left (keepalived `retry`) schedules a retry after
-    /// `delay_before_retry` and counts nothing. Otherwise the check's result counts towards
+    /// While the backend is up, a failed attempt with retries left (keepalived `retry`)
+    /// schedules a retry after `delay_before_retry` and counts nothing; a backend that is
+    /// down is not retried but probed again at its normal cadence (keepalived check_tcp.c,
+    /// check_misc.c: `} else if (checker->is_up) { delay = delay_before_retry; ++retry_it; }`).
+    /// Otherwise the check's result counts towards
     /// `rise` or `fall`; the next check is due `inter`, `fastinter` or `downinter`
     /// (± `spread_checks`) after the start of this one (after `now` when the outcome came
     /// without [`poll_probe`](Self::poll_probe)), and never before `now`. Scheduling from the
@@ -326,10 +342,10 @@ impl HealthTracker {
     /// without a preceding [`poll_probe`](Self::poll_probe), so callers may drive probes on
     /// their own schedule.
     pub fn handle_result(&mut self, now: Instant, outcome: ProbeOutcome) -> Option<Transition> {
-        if !outcome.is_up() && self.attempt < self.config.retries() {
+        if !outcome.is_up() && self.health == Health::Up && self.attempt < self.config.retries() {
             self.attempt += 1;
             self.phase = Phase::Idle {
-                due: now + self.config.delay_before_retry(),
+                due: later(now, self.config.delay_before_retry()),
             };
             return None;
         }
@@ -367,7 +383,7 @@ impl HealthTracker {
             Phase::Idle { .. } => now,
         };
         self.phase = Phase::Idle {
-            due: (base + period).max(now),
+            due: later(base, period).max(now),
         };
 
         let weight_changed = self.health == Health::Up && self.weight != self.reported_weight;
@@ -401,7 +417,7 @@ impl HealthTracker {
                 .config
                 .period(health == Health::Up, health == Health::Down);
             self.phase = Phase::Idle {
-                due: now + self.jittered(period),
+                due: later(now, self.jittered(period)),
             };
         }
         (old != health).then(|| {
@@ -429,6 +445,17 @@ impl HealthTracker {
             self.checks,
         )
     }
+}
+
+/// The longest delay the tracker and the outlier detector schedule: about a century. A
+/// longer configured duration (up to [`Duration::MAX`], which an [`Instant`] cannot hold)
+/// waits this long instead of overflowing.
+pub const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `at + d`, with `d` capped at [`FAR_FUTURE`]; `at` itself in the (unreachable on the
+/// supported platforms) case that even that is not representable. Never panics.
+pub(crate) fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d.min(FAR_FUTURE)).unwrap_or(at)
 }
 
 /// `period` moved by a deterministic offset within ± `percent`% of it.
@@ -510,6 +537,7 @@ mod tests {
         let c = HealthCheckConfig::builder()
             .rise(2)
             .fall(2)
+            .start(StartState::Established)
             .downinter(Duration::from_secs(30))
             .build()
             .unwrap();
@@ -527,6 +555,83 @@ mod tests {
         // The earlier failure no longer counts: one more is not enough.
         assert!(t.handle_result(now, down()).is_none());
         assert_eq!(t.handle_result(now, down()).unwrap().new, Health::Down);
+    }
+
+    /// Every configured duration at `Duration::MAX` (reachable through the public builder):
+    /// the tracker schedules at most `FAR_FUTURE` ahead instead of panicking on
+    /// `Instant + Duration` overflow (probe deadline, retry, period, operator command,
+    /// warm-up).
+    #[test]
+    fn duration_max_schedules_far_ahead_without_panicking() {
+        let now = t0();
+        let max = Duration::MAX;
+        let c = HealthCheckConfig::builder()
+            .fall(2)
+            .start(StartState::Established)
+            .interval(max)
+            .downinter(max)
+            .timeout(max)
+            .retry(1)
+            .delay_before_retry(max)
+            .build()
+            .unwrap();
+        let far = now + FAR_FUTURE;
+        let mut t = HealthTracker::new(BackendId(1), c.clone(), now);
+        let req = t.poll_probe(now).unwrap();
+        assert_eq!(req.timeout, max);
+        assert_eq!(t.poll_timeout(), Some(far), "probe deadline");
+        let down = || ProbeOutcome::down("x", Duration::ZERO);
+        assert!(t.handle_result(now, down()).is_none());
+        assert_eq!(t.poll_timeout(), Some(far), "retry");
+        let _ = t.poll_probe(far).unwrap();
+        assert!(t.handle_result(far, down()).is_none());
+        assert_eq!(t.poll_timeout(), Some(far + FAR_FUTURE), "period");
+        assert!(t.set_health(now, Health::Down).is_some());
+        assert_eq!(t.poll_timeout(), Some(far), "operator command");
+        let c = HealthCheckConfig::builder().warmup(max).build().unwrap();
+        let due = HealthTracker::new(BackendId(1), c, now)
+            .poll_timeout()
+            .unwrap();
+        assert!(due >= now && due <= far, "warm-up");
+    }
+
+    /// HAProxy starts a server up "but will fall down at first failure": from a fresh
+    /// `StartState::Up` one failed check is enough whatever `fall`; after a passed check,
+    /// or from `StartState::Established` (a carried-over verdict), `fall` are needed.
+    #[test]
+    fn a_fresh_start_up_falls_at_the_first_failure() {
+        let now = t0();
+        let down = || ProbeOutcome::down("x", Duration::ZERO);
+        let up = || ProbeOutcome::up("ok", Duration::ZERO);
+        let fall3 = |start| {
+            let c = HealthCheckConfig::builder()
+                .fall(3)
+                .start(start)
+                .build()
+                .unwrap();
+            HealthTracker::new(BackendId(1), c, now)
+        };
+        let mut fresh = fall3(StartState::Up);
+        assert_eq!(fresh.health(), Health::Up);
+        let t = fresh
+            .handle_result(now, down())
+            .expect("down at the first failure");
+        assert_eq!((t.old, t.new), (Health::Up, Health::Down));
+
+        let mut passed = fall3(StartState::Up);
+        assert!(passed.handle_result(now, up()).is_none());
+        assert!(passed.handle_result(now, down()).is_none());
+        assert!(passed.handle_result(now, down()).is_none());
+        assert_eq!(passed.handle_result(now, down()).unwrap().new, Health::Down);
+
+        let mut carried = fall3(StartState::Established);
+        assert_eq!(carried.health(), Health::Up);
+        assert!(carried.handle_result(now, down()).is_none());
+        assert!(carried.handle_result(now, down()).is_none());
+        assert_eq!(
+            carried.handle_result(now, down()).unwrap().new,
+            Health::Down
+        );
     }
 
     #[test]

@@ -602,3 +602,45 @@ async fn driver_updates_a_pool_with_dynamic_weight_and_inhibit() {
     );
     driver.shutdown().await;
 }
+
+/// keepalived `SSL_GET` with a `virtualhost` that is no DNS name (a wildcard, an IPv6
+/// literal with a zone): the probe builds, falls back to the backend IP as the TLS server
+/// name (no SNI) and passes. It used to fail to build ("invalid server name"), and the
+/// virtual server with it failed to start. A name given explicitly with `sni` that cannot
+/// be used is still an error while verification is on.
+#[tokio::test]
+async fn https_host_that_is_no_dns_name_falls_back_to_the_ip() {
+    let (addr, _) = tls_server().await;
+    for host in ["*.example.com", "[fe80::1%eth0]:443", "bad name"] {
+        let probe = HttpProbe::builder("/")
+            .host(host)
+            .body_contains("secure")
+            .tls(TlsOptions::new().verify(false))
+            .build()
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        let out = probe.probe(addr, T).await;
+        assert!(out.is_up(), "{host}: {}", out.reason);
+        // Verification on: builds too, and fails at the handshake (self-signed), not before.
+        let verified = HttpProbe::builder("/")
+            .host(host)
+            .tls(TlsOptions::new())
+            .build()
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        let out = verified.probe(addr, T).await;
+        assert!(
+            out.reason.contains("TLS handshake"),
+            "{host}: {}",
+            out.reason
+        );
+    }
+    assert!(HttpProbe::builder("/")
+        .tls(TlsOptions::new().sni("*.example.com"))
+        .build()
+        .is_err());
+    let lenient = HttpProbe::builder("/")
+        .tls(TlsOptions::new().sni("*.example.com").verify(false))
+        .build()
+        .unwrap();
+    let out = lenient.probe(addr, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+}

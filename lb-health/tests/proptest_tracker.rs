@@ -1,5 +1,6 @@
 //! Property: whatever the configuration, a tracker flips only after `rise`/`fall`
-//! consecutive check results (keepalived retries folded into one check), and always does.
+//! consecutive check results (keepalived retries, taken only while up, folded into one
+//! check), and always does; a fresh start up falls at its first failed check (HAProxy).
 #![allow(clippy::disallowed_methods)] // a fixed origin for virtual time
 
 use std::time::{Duration, Instant};
@@ -47,6 +48,8 @@ proptest! {
         prop_assert_eq!(tracker.config().start(), if alpha { StartState::Down } else { StartState::Up });
         // Check results after folding retries, and the run of opposite results.
         let mut checks: Vec<bool> = Vec::new();
+        // Until its first check result, a fresh start up needs one failure, not `fall`.
+        let mut fresh = !alpha;
         let mut attempt = 0;
         let mut now = t0;
         for up in results {
@@ -59,14 +62,16 @@ proptest! {
                 ProbeOutcome::down("fail", Duration::ZERO)
             };
             let t = tracker.handle_result(now, outcome);
-            // Fold retries as keepalived does: a failure with retries left is not a result.
-            if !up && attempt < retries {
+            // Fold retries as keepalived does: while up, a failure with retries left is not a
+            // result; while down there are no retries.
+            if !up && health == Health::Up && attempt < retries {
                 attempt += 1;
                 prop_assert!(t.is_none());
                 continue;
             }
             attempt = 0;
             checks.push(up);
+            let fall = if std::mem::take(&mut fresh) { 1 } else { fall };
             match t {
                 Some(t) => {
                     prop_assert!(t.is_health_change());

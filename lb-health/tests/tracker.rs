@@ -159,8 +159,10 @@ async fn keepalived_retries_and_delay_before_retry() {
         .unwrap();
     let mut run = start(config, &[Step::Down]);
     let (calls, events) = run.run_for(Duration::from_secs(25)).await;
-    // One check = 1 try + 3 retries, 3 s apart; the next check 6 s after the last try began.
-    assert_eq!(calls, secs(&[0., 3., 6., 9., 15., 18., 21., 24.]));
+    // While up, one check = 1 try + 3 retries, 3 s apart. Once down, keepalived retries no
+    // more (check_tcp.c retries only `if (checker->is_up)`): one try every delay_loop, 6 s
+    // after the last try began.
+    assert_eq!(calls, secs(&[0., 3., 6., 9., 15., 21.]));
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].0, Duration::from_secs(9));
     assert_eq!(events[0].1.new, Health::Down);
@@ -349,4 +351,23 @@ async fn thousands_of_checks_and_a_clean_stop() {
         "no probe after shutdown"
     );
     assert!(rx_a.recv().await.is_err(), "channel closed after shutdown");
+}
+
+/// A probe timeout of `Duration::MAX` (the builder accepts it): the driver's backstop
+/// deadline saturates instead of overflowing, and the check runs on its cadence. The
+/// driver's task used to panic on `timeout + BACKSTOP_GRACE` before the first probe.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn duration_max_timeout_does_not_stop_the_checks() {
+    let config = HealthCheckConfig::haproxy()
+        .inter(Duration::from_secs(1))
+        .timeout(Duration::MAX)
+        .fall(1)
+        .build()
+        .unwrap();
+    let mut run = start(config, &[Step::Up, Step::Down]);
+    let (calls, events) = run.run_for(Duration::from_millis(2500)).await;
+    assert_eq!(calls, secs(&[0., 1., 2.]));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1.new, Health::Down);
+    run.driver.shutdown().await;
 }

@@ -266,7 +266,7 @@ impl Status {
                     quorum: vs
                         .backends
                         .iter()
-                        .filter(|b| !b.backup && !b.checks.iter().any(|c| c.starts_down(vs)))
+                        .filter(|b| !b.backup && !b.starts_down(vs))
                         .map(|b| u64::from(b.weight.get()))
                         .sum::<u64>()
                         // A virtual server starts without quorum and gains it at
@@ -278,7 +278,7 @@ impl Status {
                         .iter()
                         .map(|b| BackendStatus {
                             address: b.address,
-                            health: if b.checks.iter().any(|c| c.starts_down(vs)) {
+                            health: if b.starts_down(vs) {
                                 Health::Down
                             } else {
                                 Health::Up

@@ -1031,11 +1031,10 @@ impl VirtualServer {
                 .enumerate()
                 .map(|(i, b)| {
                     let id = backend_id(i);
-                    let starts_down = b.checks.iter().any(|c| c.starts_down(self));
                     Backend::new(id, b.address)
                         .with_weight(b.weight)
                         .with_backup(b.backup)
-                        .with_health(if starts_down {
+                        .with_health(if b.starts_down(self) {
                             Health::Down
                         } else {
                             Health::Up
@@ -1078,6 +1077,14 @@ pub struct BackendConfig {
 }
 
 impl BackendConfig {
+    /// Whether the backend starts down until its checks pass: when any of its checks
+    /// starts down (`alpha`, by default the virtual server's `vs`). keepalived marks each
+    /// `alpha` checker failed at start and a real server is up only while all its checkers
+    /// succeed, so one `alpha` check is enough. `false` without checks.
+    pub fn starts_down(&self, vs: &VirtualServer) -> bool {
+        self.checks.iter().any(|c| c.starts_down(vs))
+    }
+
     /// A backend at `address` with weight 1, no limit and no check.
     pub fn new(address: SocketAddr) -> Self {
         Self {
@@ -1108,9 +1115,13 @@ pub struct HealthCheck {
     pub connect_ip: Option<IpAddr>,
     /// Source address of the check.
     pub bindto: Option<IpAddr>,
-    /// Attempts before a failure counts (keepalived `retry`/`nb_get_retry`). Default 1.
+    /// Retries after a failed attempt before the check counts as failed, taken only while
+    /// the backend is up (keepalived `retry`/`nb_get_retry`; 0: none). Default keepalived's
+    /// for the kind,
+    /// [`CheckKind::default_retry`]: 0 for `misc`, else 1.
     pub retry: u32,
-    /// Pause between attempts. Default 1 s.
+    /// Pause before each retry. Default keepalived's for the kind,
+    /// [`CheckKind::default_delay_before_retry`]: 3 s for `http`/`ssl`, else 1 s.
     pub delay_before_retry: Duration,
     /// Interval between checks; default the virtual server's `delay_loop`.
     pub delay_loop: Option<Duration>,
@@ -1146,22 +1157,34 @@ impl HealthCheck {
         self.fall.unwrap_or(1)
     }
 
+    /// How long one run of the check may take: for a `misc` check its `misc_timeout`, else
+    /// the virtual server's `delay_loop` (keepalived check_misc.c: `misck_checker->timeout ?
+    /// : checker->vs->delay_loop`); for the others `connect_timeout`.
+    pub fn timeout(&self, vs: &VirtualServer) -> Duration {
+        match &self.kind {
+            CheckKind::Misc(m) => m.misc_timeout.unwrap_or(vs.delay_loop),
+            _ => self.connect_timeout,
+        }
+    }
+
     /// Whether the backend starts down until this check first passes (`alpha`, by default
     /// the virtual server's).
     pub fn starts_down(&self, vs: &VirtualServer) -> bool {
         self.alpha.unwrap_or(vs.alpha)
     }
 
-    /// A check of `kind` with every option at its default.
+    /// A check of `kind` with every option at its default (keepalived's for that kind of
+    /// check: see [`CheckKind::default_retry`] and
+    /// [`CheckKind::default_delay_before_retry`]).
     pub fn new(kind: CheckKind) -> Self {
         Self {
-            kind,
             connect_timeout: Duration::from_secs(5),
             connect_port: None,
             connect_ip: None,
             bindto: None,
-            retry: 1,
-            delay_before_retry: Duration::from_secs(1),
+            retry: kind.default_retry(),
+            delay_before_retry: kind.default_delay_before_retry(),
+            kind,
             delay_loop: None,
             rise: None,
             fall: None,
@@ -1184,6 +1207,29 @@ pub enum CheckKind {
     Ssl(HttpCheck),
     /// Run a program (keepalived `MISC_CHECK`).
     Misc(MiscCheck),
+}
+
+impl CheckKind {
+    /// keepalived's default `retry` for this kind of check when neither the check, its
+    /// real server nor its virtual server sets one: 0 for `MISC_CHECK` (check_misc.c sets
+    /// `checker->default_retry = 0`), 1 for the others (check_api.c `queue_checker`).
+    pub fn default_retry(&self) -> u32 {
+        match self {
+            Self::Misc(_) => 0,
+            Self::Tcp | Self::Http(_) | Self::Ssl(_) => 1,
+        }
+    }
+
+    /// keepalived's default `delay_before_retry` for this kind of check when neither the
+    /// check, its real server nor its virtual server sets one: 3 s for `HTTP_GET` and
+    /// `SSL_GET` (check_http.c `default_delay_before_retry = 3 * TIMER_HZ`), 1 s for the
+    /// others (check_api.c `queue_checker`).
+    pub fn default_delay_before_retry(&self) -> Duration {
+        match self {
+            Self::Http(_) | Self::Ssl(_) => Duration::from_secs(3),
+            Self::Tcp | Self::Misc(_) => Duration::from_secs(1),
+        }
+    }
 }
 
 /// The requests of an `HTTP_GET` or `SSL_GET` check.
@@ -1214,7 +1260,8 @@ pub struct UrlCheck {
 pub struct MiscCheck {
     /// The command line.
     pub misc_path: String,
-    /// Kill it after this long (default: the `connect_timeout`).
+    /// Kill it after this long (default: the virtual server's `delay_loop`, as keepalived;
+    /// see [`HealthCheck::timeout`]).
     pub misc_timeout: Option<Duration>,
     /// Exit status 2..=255 sets the weight to status - 2 (keepalived `misc_dynamic`).
     pub misc_dynamic: bool,
@@ -1972,9 +2019,6 @@ fn validate_check(err: &mut impl FnMut(String, String), p: &str, c: &HealthCheck
                 format!("connect_ip {to} and bindto {from} are of different address families"),
             );
         }
-    }
-    if c.retry == 0 {
-        err(format!("{p}.retry"), "retry must be at least 1".into());
     }
     for (name, v) in [("rise", c.rise), ("fall", c.fall)] {
         if v == Some(0) {

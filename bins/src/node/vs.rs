@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 
 use super::NodeError;
 use crate::config::model::{
-    backend_id, CheckKind, Global, HealthCheck, HttpCheck, Protocol, UrlCheck, VirtualServer,
+    backend_id, BackendConfig, CheckKind, Global, HealthCheck, HttpCheck, Protocol, UrlCheck,
+    VirtualServer,
 };
 
 /// What a virtual server restarted by a reload takes over from the version it replaces,
@@ -557,7 +558,7 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
                 for url in &h.url {
                     all.push((
                         Box::new(http_probe(check, h, Some(url), port, tls)?),
-                        check_timeout(check),
+                        check.connect_timeout,
                     ));
                 }
                 Box::new(AllOf::new(all).map_err(|e| e.to_string())?)
@@ -611,22 +612,27 @@ fn http_probe(
     b.build().map_err(|e| e.to_string())
 }
 
-/// How long one run of a configured check may take: `misc_timeout` for a `MISC_CHECK` that
-/// has one, else `connect_timeout` (keepalived).
-fn check_timeout(check: &HealthCheck) -> Duration {
-    match &check.kind {
-        CheckKind::Misc(m) => m.misc_timeout.unwrap_or(check.connect_timeout),
-        _ => check.connect_timeout,
+/// The start state of a real server's (combined) check tracker. A verdict `carried` over
+/// from the version a reload replaced is established: up, it needs `fall` failures. A fresh
+/// start is down when any of the real server's checks uses `alpha` (as the pool starts it,
+/// [`VirtualServer::backend_set`]), else up, falling at its first failure (HAProxy).
+fn tracker_start(b: &BackendConfig, vs: &VirtualServer, carried: Option<Health>) -> StartState {
+    match carried {
+        Some(Health::Up) => StartState::Established,
+        Some(Health::Down) => StartState::Down,
+        None if b.starts_down(vs) => StartState::Down,
+        None => StartState::Up,
     }
 }
 
 /// The schedule of a configured check (keepalived defaults, HAProxy overrides). `start`:
-/// the verdict carried over from the version of the virtual server a reload replaced,
-/// which the tracker starts from instead of the configured start state (`alpha`).
+/// the start state of the tracker instead of the check's own (`alpha`): established from
+/// the verdict carried over from the version of the virtual server a reload replaced, or
+/// the real server's fresh start state over all its checks.
 fn health_config(
     check: &HealthCheck,
     vs: &VirtualServer,
-    start: Option<Health>,
+    start: Option<StartState>,
 ) -> Result<HealthCheckConfig, String> {
     let mut b = HealthCheckConfig::keepalived()
         .interval(check.interval(vs))
@@ -636,7 +642,7 @@ fn health_config(
         .delay_before_retry(check.delay_before_retry)
         .alpha(check.starts_down(vs));
     b = match &check.kind {
-        CheckKind::Misc(_) => b.timeout(check_timeout(check)),
+        CheckKind::Misc(_) => b.timeout(check.timeout(vs)),
         _ => b.connect_timeout(check.connect_timeout),
     };
     if let Some(f) = check.fastinter {
@@ -645,10 +651,8 @@ fn health_config(
     if let Some(d) = check.downinter {
         b = b.downinter(d);
     }
-    match start {
-        Some(Health::Up) => b = b.start(StartState::Up),
-        Some(Health::Down) => b = b.start(StartState::Down),
-        _ => {}
+    if let Some(start) = start {
+        b = b.start(start);
     }
     b.build().map_err(|e| e.to_string())
 }
@@ -745,8 +749,12 @@ impl VsRuntime {
             for (i, b) in cfg.backends.iter().enumerate() {
                 let id = backend_id(i);
                 if let Some(first) = b.checks.first() {
-                    let start = carried.health.get(&b.address).copied();
-                    let hc = health_config(first, &cfg, start).map_err(&err)?;
+                    // One start state for the real server, the pool's (`backend_set`): down
+                    // when any of its checks uses `alpha`, not only the first (the combined
+                    // tracker starting up from a first check without `alpha` passed without
+                    // a transition, and the real server the pool started down stayed down).
+                    let start = tracker_start(b, &cfg, carried.health.get(&b.address).copied());
+                    let hc = health_config(first, &cfg, Some(start)).map_err(&err)?;
                     let probe = if b.checks.len() == 1 {
                         probe(first, b.address.port()).map_err(&err)?
                     } else {
@@ -761,7 +769,7 @@ impl VsRuntime {
                             }
                             all.push((
                                 probe(check, b.address.port()).map_err(&err)?,
-                                check_timeout(check),
+                                check.timeout(&cfg),
                             ));
                         }
                         Box::new(AllOf::new(all).map_err(|e| err(e.to_string()))?)
@@ -1181,6 +1189,74 @@ mod tests {
         assert!(!rx.has_changed().unwrap());
     }
 
+    /// A `MISC_CHECK` without `misc_timeout` may run for the virtual server's `delay_loop`
+    /// (keepalived check_misc.c), not `connect_timeout`: a 10 s script with `delay_loop 60`
+    /// used to time out at 5 s, every time.
+    #[test]
+    fn a_misc_check_runs_for_the_delay_loop_by_default() {
+        let text =
+            "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\ndelay_loop = 60\n\
+                    [[virtual_server.backend]]\naddress = \"127.0.0.1:2\"\n\
+                    [[virtual_server.backend.check]]\ntype = \"misc\"\nmisc_path = \"/bin/true\"\n";
+        let (config, _) =
+            crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+        let vs = &config.virtual_servers[0];
+        let hc = health_config(&vs.backends[0].checks[0], vs, None).unwrap();
+        assert_eq!(hc.timeout(), Duration::from_secs(60));
+        assert_eq!(hc.retries(), 0, "keepalived's MISC_CHECK default");
+    }
+
+    /// An `SSL_GET` whose `virtualhost` is no DNS name builds (the TLS server name falls back
+    /// to the real server's IP): the virtual server used to fail to start.
+    #[test]
+    fn an_ssl_check_with_a_wildcard_virtualhost_builds() {
+        for host in ["*.example.com", "[fe80::1%eth0]"] {
+            let text = format!(
+                "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\n\
+                 [[virtual_server.backend]]\naddress = \"127.0.0.1:2\"\n\
+                 [[virtual_server.backend.check]]\ntype = \"ssl\"\nurl = [{{ path = \"/\" }}]\n\
+                 virtualhost = \"{host}\"\n"
+            );
+            let (config, _) =
+                crate::config::toml::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
+            let check = &config.virtual_servers[0].backends[0].checks[0];
+            if let Err(e) = probe(check, 2) {
+                panic!("{host}: {e}");
+            }
+        }
+    }
+
+    /// The tracker of a real server a reload carries over up is established (`fall`
+    /// failures to go down); a fresh one starts up and falls at its first failure, or down
+    /// with `alpha` on any check.
+    #[test]
+    fn carried_verdicts_are_established_fresh_starts_are_not() {
+        let text = "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\n\
+                    [[virtual_server.backend]]\naddress = \"127.0.0.1:2\"\n\
+                    [[virtual_server.backend.check]]\ntype = \"tcp\"\nfall = 3\n\
+                    [[virtual_server.backend]]\naddress = \"127.0.0.1:3\"\n\
+                    [[virtual_server.backend.check]]\ntype = \"tcp\"\n\
+                    [[virtual_server.backend.check]]\ntype = \"tcp\"\nalpha = true\n";
+        let (config, _) =
+            crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+        let vs = &config.virtual_servers[0];
+        let (plain, alpha) = (&vs.backends[0], &vs.backends[1]);
+        assert_eq!(tracker_start(plain, vs, None), StartState::Up);
+        assert_eq!(tracker_start(alpha, vs, None), StartState::Down);
+        for b in [plain, alpha] {
+            assert_eq!(
+                tracker_start(b, vs, Some(Health::Up)),
+                StartState::Established
+            );
+            assert_eq!(tracker_start(b, vs, Some(Health::Down)), StartState::Down);
+        }
+        let hc = health_config(&plain.checks[0], vs, Some(StartState::Established)).unwrap();
+        assert_eq!(
+            (hc.start(), hc.thresholds().fall),
+            (StartState::Established, 3)
+        );
+    }
+
     /// Every url of an `HTTP_GET` is fetched: the second one failing takes the real
     /// server down (keepalived), not only the first.
     #[tokio::test]
@@ -1365,6 +1441,37 @@ mod carry_tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
+    }
+
+    /// A real server with two checks, `alpha` on the second only, starts down (as keepalived
+    /// marks the `alpha` checker failed) and comes up once both pass. The combined tracker
+    /// used to take its start state from the first check only: it started up, the passing
+    /// checks made no transition, and the real server the pool started down stayed down.
+    #[tokio::test]
+    async fn alpha_on_a_later_check_starts_down_and_comes_up() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let v = start_with(
+            free_port(),
+            Carried::default(),
+            &format!(
+                "[[virtual_server.backend]]\naddress = \"{addr}\"\n\
+                 [[virtual_server.backend.check]]\ntype = \"tcp\"\ndelay_loop = \"100ms\"\n\
+                 [[virtual_server.backend.check]]\ntype = \"tcp\"\ndelay_loop = \"100ms\"\n\
+                 alpha = true\n"
+            ),
+        )
+        .await;
+        let mut up = false;
+        for _ in 0..300 {
+            if health(&v, 0) == Health::Up {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(up, "both checks pass: the real server comes up");
+        drop(server);
     }
 
     /// An ejection the old version makes after its replacement took the snapshot (while the

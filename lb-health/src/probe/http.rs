@@ -78,6 +78,12 @@ impl TlsOptions {
     ///
     /// - certificate verification on, against the Mozilla roots (`webpki-roots`);
     /// - SNI and the verified name: the probe's `host` (without port), else the backend IP.
+    ///
+    /// A `host` that is neither a DNS name nor an IP address rustls accepts (a wildcard
+    /// `*.example.com`, an IPv6 literal with a zone `fe80::1%eth0`, a name with a space)
+    /// is not an error: the backend IP is the server name instead, as when there is no
+    /// `host` (rustls sends no SNI for an IP; with verification on, the certificate must be
+    /// valid for that IP). keepalived's `SSL_GET` sends no SNI at all unless `enable_sni`.
     pub fn new() -> Self {
         Self {
             verify: true,
@@ -101,7 +107,10 @@ impl TlsOptions {
         self
     }
 
-    /// The server name to send (SNI) and verify.
+    /// The server name to send (SNI) and verify, instead of the probe's `host`. Unlike a
+    /// name taken from `host`, one given here that rustls cannot use is an error at
+    /// [`HttpProbeBuilder::build`] while verification is on (the name to verify cannot be
+    /// expressed); with verification off it is replaced by the backend IP.
     #[must_use]
     pub fn sni(mut self, name: impl Into<String>) -> Self {
         self.sni = Some(name.into());
@@ -198,13 +207,15 @@ impl Tls {
                 .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
                 .with_no_client_auth()
         };
-        let name = opts.sni.or_else(|| host.map(|h| strip_port(h).to_owned()));
-        let sni = match name {
-            Some(n) => Some(
-                ServerName::try_from(n.clone())
-                    .map_err(|_| tls_error(format!("invalid server name {n:?}")))?,
-            ),
-            None => None,
+        // `None`: the backend IP, chosen per connection.
+        let sni = match (opts.sni, host) {
+            (Some(n), _) => match ServerName::try_from(n.clone()) {
+                Ok(name) => Some(name),
+                Err(_) if !opts.verify => None,
+                Err(_) => return Err(tls_error(format!("invalid server name {n:?}"))),
+            },
+            (None, Some(h)) => ServerName::try_from(strip_port(h).to_owned()).ok(),
+            (None, None) => None,
         };
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
@@ -497,7 +508,8 @@ impl HttpProbeBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a path not starting with `/` or a TLS setting rustls
-    /// refuses (an invalid server name), and the errors deferred from the setters.
+    /// refuses (a server name given with [`TlsOptions::sni`] that rustls cannot use, while
+    /// verification is on), and the errors deferred from the setters.
     pub fn build(self) -> Result<HttpProbe> {
         if !self.path.starts_with('/') {
             return Err(Error::InvalidConfig {

@@ -1086,7 +1086,7 @@ impl Conv {
                         vs.connect_timeout = d;
                     }
                 }
-                "retry" => defaults.retry = self.get(st, &fp, int(kw, 1, 1000)),
+                "retry" => defaults.retry = self.get(st, &fp, int(kw, 0, 1000)),
                 "delay_before_retry" => {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
                 }
@@ -1194,7 +1194,7 @@ impl Conv {
                         self.get(st, &format!("{p}.maxconn"), int(kw, 0, i64::from(u32::MAX)));
                 }
                 "backup" => b.backup = self.flag(st, &fp),
-                "retry" => defaults.retry = self.get(st, &fp, int(kw, 1, 1000)),
+                "retry" => defaults.retry = self.get(st, &fp, int(kw, 0, 1000)),
                 "delay_before_retry" => {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
                 }
@@ -1250,7 +1250,7 @@ impl Conv {
                 "bindto" => c.bindto = self.get(st, &fp, ip),
                 "connect_ip" => c.connect_ip = self.get(st, &fp, ip),
                 "nb_get_retry" | "retry" => {
-                    retry = self.get(st, &format!("{p}.retry"), int(kw, 1, 1000));
+                    retry = self.get(st, &format!("{p}.retry"), int(kw, 0, 1000));
                 }
                 "delay_before_retry" => delay_before_retry = self.get(st, &fp, duration(kw)),
                 "delay_loop" => delay_loop = self.get(st, &fp, duration(kw)),
@@ -1299,10 +1299,13 @@ impl Conv {
                 })
             }
         };
-        c.retry = retry.or(defaults.retry).unwrap_or(1);
+        // keepalived's defaults depend on the checker: see `CheckKind::default_retry`.
+        c.retry = retry
+            .or(defaults.retry)
+            .unwrap_or_else(|| c.kind.default_retry());
         c.delay_before_retry = delay_before_retry
             .or(defaults.delay_before_retry)
-            .unwrap_or(Duration::from_secs(1));
+            .unwrap_or_else(|| c.kind.default_delay_before_retry());
         c.delay_loop = delay_loop.or(defaults.delay_loop);
         Some(c)
     }
