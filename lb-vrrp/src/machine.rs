@@ -194,7 +194,6 @@ pub struct TrackWeight(pub i16);
 /// assert_eq!(h.handle_result(true), Some(true)); // the first result decides
 /// assert_eq!(h.handle_result(false), None);
 /// assert_eq!(h.handle_result(false), None);
-/// assert_eq!(h.handle_result(false), None);
 /// assert_eq!(h.handle_result(false), Some(false)); // third failure: down
 /// assert_eq!(h.handle_result(true), None);
 /// assert_eq!(h.handle_result(true), Some(true)); // second success: up
