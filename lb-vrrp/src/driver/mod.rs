@@ -692,7 +692,6 @@ impl Speaker {
         Ok(())
     }
 
-    /// Performs every pending action.
     /// Starts group `gi`. Links first, recorded while in Initialize: a member whose link is
     /// down starts in Fault (and holds its sync group there) instead of becoming Master,
     /// adding VIPs and sending gratuitous ARPs before falling into Fault.
@@ -706,6 +705,7 @@ impl Speaker {
         g.start(t);
     }
 
+    /// Performs every pending action.
     async fn drain(&mut self) {
         for gi in 0..self.groups.len() {
             while let Some((m, action)) = self.groups[gi].poll_action() {
