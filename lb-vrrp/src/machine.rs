@@ -732,6 +732,21 @@ impl VirtualRouter {
 
     // ----- B. handlers -----
 
+    /// The advert source changed (the driver found the interface's address gone and took
+    /// another, or one appeared where there was none): adverts carry it from now on, and
+    /// it breaks priority ties ([RFC 5798 §6.4.3]). The family must stay the same.
+    ///
+    /// [RFC 5798 §6.4.3]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4.3
+    pub fn set_primary_addr(&mut self, addr: IpAddr) {
+        if addr.is_ipv6() != self.cfg.primary_addr.is_ipv6() {
+            return;
+        }
+        self.cfg.primary_addr = addr;
+        if self.state == State::Master {
+            self.master_addr = Some(addr);
+        }
+    }
+
     /// A tracked check changed health. Out-of-range ids are ignored.
     pub fn handle_track(&mut self, now: Instant, id: TrackId, healthy: bool) {
         let before = self.effective_priority();
@@ -1281,6 +1296,12 @@ impl SyncGroup {
                 m.handle_track(now, id, healthy);
             }
         });
+    }
+    /// The advert source of member `i` changed: see [`VirtualRouter::set_primary_addr`].
+    pub fn set_primary_addr(&mut self, i: usize, addr: IpAddr) {
+        if let Some(m) = self.members.get_mut(i) {
+            m.set_primary_addr(addr);
+        }
     }
     /// Base priority of member `i`.
     pub fn set_priority(&mut self, now: Instant, i: usize, p: Priority) {

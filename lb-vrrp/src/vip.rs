@@ -258,6 +258,19 @@ pub fn link_is_up(name: &str) -> bool {
     })
 }
 
+/// Whether interface `name` holds `ip` (in the calling thread's network namespace).
+pub fn has_address(name: &str, ip: IpAddr) -> bool {
+    nix::ifaddrs::getifaddrs().is_ok_and(|mut it| {
+        it.any(|i| {
+            i.interface_name == name
+                && i.address.is_some_and(|a| match ip {
+                    IpAddr::V4(v4) => a.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
+                    IpAddr::V6(v6) => a.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
+                })
+        })
+    })
+}
+
 /// The first address of `family` on interface `name` that is not in `exclude`: for
 /// IPv4 the primary address, for IPv6 the link-local one (RFC 5798 §5.1.2.1 requires a
 /// link-local source for IPv6 adverts).

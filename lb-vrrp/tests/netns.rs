@@ -678,6 +678,67 @@ fn track_script_weight_moves_vip_and_notify_scripts_run() {
     );
 }
 
+/// keepalived starts an instance whose interface holds no IPv4 address yet in FAULT ("no
+/// IPv4 address for interface") and carries on once one appears; lb-vrrpd used to refuse
+/// to start. When the advert source is later removed, the instance goes to Fault (VIP
+/// released) until the interface holds an address again, which becomes the source.
+#[test]
+fn instance_waits_in_fault_for_an_interface_address() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let ip = |lab: &Lab, args: &[&str]| {
+        let (ok, out) = lab.exec(0, args);
+        assert!(ok, "{args:?}: {out}");
+    };
+    ip(&lab, &["ip", "-4", "addr", "flush", "dev", "eth0"]);
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
+    let fault = wait_for(Duration::from_secs(5), || {
+        lab.proc(a).stdout().contains("-> FAULT")
+    });
+    assert!(
+        fault.is_some(),
+        "{}{}",
+        lab.proc(a).stdout(),
+        lab.proc(a).stderr()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(lab.holders(&[0], VIP).is_empty());
+    ip(&lab, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || lab.holders(&[0], VIP) == [0]).is_some(),
+        "no master once the address appeared: {}",
+        lab.proc(a).stdout()
+    );
+
+    // The source goes; another address comes: Fault, then Master advertising from it.
+    ip(&lab, &["ip", "addr", "del", "198.18.0.1/24", "dev", "eth0"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            lab.holders(&[0], VIP).is_empty() && lab.proc(a).stdout().contains("MASTER -> FAULT")
+        })
+        .is_some(),
+        "VIP kept without an advert source: {}",
+        lab.proc(a).stdout()
+    );
+    ip(
+        &lab,
+        &["ip", "addr", "add", "198.18.0.31/24", "dev", "eth0"],
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || lab.holders(&[0], VIP) == [0]).is_some(),
+        "{}",
+        lab.proc(a).stdout()
+    );
+    let (_, raw) = lab.exec(0, &["ss", "-wan"]);
+    assert!(
+        raw.contains("198.18.0.31:"),
+        "no socket bound to the new source: {raw}"
+    );
+    assert!(lab.proc(a).term());
+}
+
 #[test]
 fn ipv6_v3_failover() {
     if !lab_available() {

@@ -414,13 +414,52 @@ struct Instance {
     cfg: VrrpInstanceConfig,
     ifindex: u32,
     mac: Option<[u8; 6]>,
+    /// The advert source; the unspecified address while `has_src` is false.
     src: IpAddr,
     socket: Arc<AsyncFd<Socket>>,
     send_socket: Socket,
     announce: Option<Socket>,
+    /// The interface is up (as last seen).
     link_up: bool,
+    /// `src` is an address the interface holds (or `unicast_src_ip`).
+    has_src: bool,
     group: usize,
     member: usize,
+}
+
+impl Instance {
+    /// Checks that the advert source is still on the interface (without
+    /// `unicast_src_ip`): when it is gone the instance has none (Fault) until the interface
+    /// holds a usable address again, which becomes the source (a new send socket bound to
+    /// it). Returns the new source when it changed.
+    fn refresh_src(&mut self) -> Option<IpAddr> {
+        if self.cfg.unicast_src_ip.is_some()
+            || (self.has_src && vip::has_address(&self.cfg.interface, self.src))
+        {
+            return None;
+        }
+        let all: Vec<IpAddr> = self.cfg.all_vips().map(|v| v.addr).collect();
+        let Some(src) = vip::primary_address(&self.cfg.interface, self.src.is_ipv6(), &all) else {
+            if self.has_src {
+                tracing::warn!(instance = %self.cfg.name, src = %self.src, "advert source gone from the interface: FAULT until it holds a usable address");
+                self.has_src = false;
+            }
+            return None;
+        };
+        match open_send_socket(&self.cfg, self.ifindex, src) {
+            Ok(tx) => {
+                tracing::info!(instance = %self.cfg.name, %src, "advert source");
+                self.send_socket = tx;
+                self.src = src;
+                self.has_src = true;
+                Some(src)
+            }
+            Err(e) => {
+                tracing::warn!(instance = %self.cfg.name, %src, error = %e, "cannot open the advert socket");
+                None
+            }
+        }
+    }
 }
 
 /// Runs one or more VRRP instances (all in one sync group, or each on its own).
@@ -458,6 +497,11 @@ impl Speaker {
     ///
     /// [`Error::Config`] for an inconsistent instance, [`Error::Vip`] for an unknown
     /// interface, [`Error::Io`] if a socket cannot be opened (usually: no `CAP_NET_RAW`).
+    /// An interface that holds no usable address yet (no IPv4 address, or no IPv6
+    /// link-local one while it is down) is no error: its instance starts in Fault and
+    /// leaves it once the interface holds one, which becomes the advert source, as in
+    /// keepalived. Without `unicast_src_ip`, an advert source removed from the interface
+    /// later also means Fault until another address appears.
     pub fn new(configs: Vec<VrrpInstanceConfig>, sync_group: bool) -> Result<Self> {
         let mut instances = Vec::new();
         let mut routers = Vec::new();
@@ -467,15 +511,22 @@ impl Speaker {
             let v6 = cfg.is_v6();
             // Never our own VIPs, advertised or not, as the advert source.
             let all_addrs: Vec<IpAddr> = cfg.all_vips().map(|v| v.addr).collect();
-            let src = match cfg.unicast_src_ip {
-                Some(a) => a,
-                None => vip::primary_address(&cfg.interface, v6, &all_addrs).ok_or_else(|| {
-                    Error::Config(format!(
-                        "{}: interface {} has no usable address",
-                        cfg.name, cfg.interface
-                    ))
-                })?,
+            // The advert source: unicast_src_ip, else the interface's first address of the
+            // VIPs' family (IPv6: link-local). With none yet (no IPv4 address configured
+            // yet, an IPv6 interface down at boot), the instance starts in Fault, as
+            // keepalived's "no IPv4 address for interface", until one appears.
+            let found = match cfg.unicast_src_ip {
+                Some(a) => Some(a),
+                None => vip::primary_address(&cfg.interface, v6, &all_addrs),
             };
+            let src = found.unwrap_or(if v6 {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            });
+            if found.is_none() {
+                tracing::warn!(instance = %cfg.name, interface = %cfg.interface, "no usable {} address on the interface: FAULT until one appears", if v6 { "IPv6 link-local" } else { "IPv4" });
+            }
             let (socket, send_socket) = open_vrrp_sockets(&cfg, ifindex, src)?;
             let announce = match open_announce_socket(&cfg, ifindex, v6) {
                 Ok(s) => Some(s),
@@ -486,9 +537,11 @@ impl Speaker {
             };
             let mc = cfg.machine_config(src);
             routers.push(VirtualRouter::new(mc));
+            let link_up = vip::link_is_up(&cfg.interface);
             instances.push(Instance {
                 mac: vip::mac_address(&cfg.interface).ok(),
-                link_up: vip::link_is_up(&cfg.interface),
+                link_up,
+                has_src: found.is_some(),
                 cfg,
                 ifindex,
                 src,
@@ -676,11 +729,18 @@ impl Speaker {
                 _ = link_tick.tick() => {
                     let t = now();
                     for inst in &mut self.instances {
+                        let before = inst.link_up && inst.has_src;
                         let up = vip::link_is_up(&inst.cfg.interface);
                         if up != inst.link_up {
                             inst.link_up = up;
                             tracing::info!(instance = %inst.cfg.name, up, "link state changed");
-                            self.groups[inst.group].handle_link(t, inst.member, up);
+                        }
+                        if let Some(src) = inst.refresh_src() {
+                            self.groups[inst.group].set_primary_addr(inst.member, src);
+                        }
+                        let after = inst.link_up && inst.has_src;
+                        if after != before {
+                            self.groups[inst.group].handle_link(t, inst.member, after);
                         }
                     }
                 }
@@ -698,7 +758,8 @@ impl Speaker {
     fn start_group(&mut self, gi: usize, t: std::time::Instant) {
         let g = &mut self.groups[gi];
         for (m, &i) in self.members[gi].iter().enumerate() {
-            if !self.instances[i].link_up {
+            let inst = &self.instances[i];
+            if !inst.link_up || !inst.has_src {
                 g.handle_link(t, m, false);
             }
         }
@@ -850,42 +911,53 @@ fn open_vrrp_sockets(
     ifindex: u32,
     src: IpAddr,
 ) -> io::Result<(Socket, Socket)> {
-    let open = |join: bool| -> io::Result<Socket> {
-        let proto = Some(Protocol::from(i32::from(IPPROTO_VRRP)));
-        let sock = match src {
-            IpAddr::V4(src4) => {
-                let s = Socket::new(Domain::IPV4, Type::RAW, proto)?;
-                s.set_ttl(u32::from(VRRP_TTL))?;
-                s.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
-                s.set_multicast_loop_v4(false)?;
-                s.set_multicast_if_v4(&src4)?;
-                if join {
-                    s.join_multicast_v4_n(
-                        &VRRP_MCAST_V4,
-                        &InterfaceIndexOrAddress::Index(ifindex),
-                    )?;
-                }
-                s
+    let rx = open_vrrp_socket(cfg, ifindex, src, cfg.unicast_peer.is_empty())?;
+    Ok((rx, open_send_socket(cfg, ifindex, src)?))
+}
+
+/// A raw VRRP socket on the instance's interface; `join`: member of the VRRP multicast
+/// group (receiving in multicast mode).
+fn open_vrrp_socket(
+    cfg: &VrrpInstanceConfig,
+    ifindex: u32,
+    src: IpAddr,
+    join: bool,
+) -> io::Result<Socket> {
+    let proto = Some(Protocol::from(i32::from(IPPROTO_VRRP)));
+    let sock = match src {
+        IpAddr::V4(src4) => {
+            let s = Socket::new(Domain::IPV4, Type::RAW, proto)?;
+            s.set_ttl(u32::from(VRRP_TTL))?;
+            s.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
+            s.set_multicast_loop_v4(false)?;
+            s.set_multicast_if_v4(&src4)?;
+            if join {
+                s.join_multicast_v4_n(&VRRP_MCAST_V4, &InterfaceIndexOrAddress::Index(ifindex))?;
             }
-            IpAddr::V6(_) => {
-                let s = Socket::new(Domain::IPV6, Type::RAW, proto)?;
-                s.set_unicast_hops_v6(u32::from(VRRP_TTL))?;
-                s.set_multicast_hops_v6(u32::from(VRRP_TTL))?;
-                s.set_multicast_loop_v6(false)?;
-                s.set_multicast_if_v6(ifindex)?;
-                sys::enable_v6_rx_info(&s)?;
-                if join {
-                    s.join_multicast_v6(&VRRP_MCAST_V6, ifindex)?;
-                }
-                s
+            s
+        }
+        IpAddr::V6(_) => {
+            let s = Socket::new(Domain::IPV6, Type::RAW, proto)?;
+            s.set_unicast_hops_v6(u32::from(VRRP_TTL))?;
+            s.set_multicast_hops_v6(u32::from(VRRP_TTL))?;
+            s.set_multicast_loop_v6(false)?;
+            s.set_multicast_if_v6(ifindex)?;
+            sys::enable_v6_rx_info(&s)?;
+            if join {
+                s.join_multicast_v6(&VRRP_MCAST_V6, ifindex)?;
             }
-        };
-        sock.bind_device(Some(cfg.interface.as_bytes()))?;
-        sock.set_nonblocking(true)?;
-        Ok(sock)
+            s
+        }
     };
-    let rx = open(cfg.unicast_peer.is_empty())?;
-    let tx = open(false)?;
+    sock.bind_device(Some(cfg.interface.as_bytes()))?;
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+/// The socket adverts leave from, bound to `src` (freebind: it may be an address the
+/// interface does not hold yet, or the unspecified one while it holds none).
+fn open_send_socket(cfg: &VrrpInstanceConfig, ifindex: u32, src: IpAddr) -> io::Result<Socket> {
+    let tx = open_vrrp_socket(cfg, ifindex, src, false)?;
     // Adverts go out as network control traffic, precedence 6 (IPTOS_PREC_INTERNETCONTROL,
     // 0xc0), in the IPv4 TOS or the IPv6 traffic class, as keepalived sends them: queues
     // that honour it do not drop them before data under load.
@@ -906,7 +978,7 @@ fn open_vrrp_sockets(
     tx.bind(&SockAddr::from(bind_to))?;
     // The send socket never reads; keep its queue from filling with unicast copies.
     let _ = tx.shutdown(std::net::Shutdown::Read);
-    Ok((rx, tx))
+    Ok(tx)
 }
 
 fn open_announce_socket(cfg: &VrrpInstanceConfig, ifindex: u32, v6: bool) -> io::Result<Socket> {
