@@ -198,6 +198,40 @@ async fn http_body_digest_detects_a_changed_body() {
     assert!(contains.probe(addr, T).await.is_up());
 }
 
+/// A body longer than the search limit (1 MiB by default) passes when the string is in its
+/// first megabyte, as HAProxy's `http-check expect string` looks at the start it buffered,
+/// and fails, naming the limit, when the string comes only later. The whole body is not
+/// read: the probe stops at the match.
+#[tokio::test]
+async fn http_body_string_is_searched_in_the_first_megabyte_of_a_long_body() {
+    let big = |needle_at: usize| {
+        let mut body = vec![b'.'; 2 << 20];
+        body[needle_at..needle_at + 7].copy_from_slice(b"healthy");
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(&body);
+        r
+    };
+    let (addr, _) = http_server(move |n| big(if n == 0 { 0 } else { 3 << 19 })).await;
+    let probe = HttpProbe::builder("/")
+        .body_contains("healthy")
+        .build()
+        .unwrap();
+    let t = Duration::from_secs(5);
+    let early = probe.probe(addr, t).await;
+    assert!(early.is_up(), "{}", early.reason);
+    let late = probe.probe(addr, t).await;
+    assert!(!late.is_up());
+    assert!(
+        late.reason.contains("in the first 1048576 bytes"),
+        "{}",
+        late.reason
+    );
+}
+
 #[tokio::test]
 async fn http_garbage_is_down_with_a_reason() {
     for garbage in [

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use md5::{Digest, Md5};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -300,14 +300,9 @@ impl HttpProbe {
             }
             match &self.body {
                 BodyCheck::Ignore => Ok(format!("status {status}")),
-                check => {
-                    let body = Limited::new(resp.into_body(), self.max_body)
-                        .collect()
-                        .await
-                        .map_err(|e| format!("reading body: {e}"))?
-                        .to_bytes();
-                    check_body(check, &body).map(|ok| format!("status {status}, {ok}"))
-                }
+                check => check_body(check, resp.into_body(), self.max_body)
+                    .await
+                    .map(|ok| format!("status {status}, {ok}")),
             }
         };
         let mut conn = std::pin::pin!(conn);
@@ -347,22 +342,64 @@ impl HttpProbe {
     }
 }
 
-fn check_body(check: &BodyCheck, body: &[u8]) -> std::result::Result<String, String> {
+/// Reads `body` as far as `check` needs, frame by frame.
+///
+/// `Contains` searches the first `max_body` bytes and stops at a match, as HAProxy's
+/// `http-check expect string` looks at the start of the response it has buffered: a match
+/// there passes whatever follows. `Md5` hashes the whole body as it streams, as keepalived
+/// does (memory stays constant; the probe's timeout bounds the time).
+async fn check_body<B>(
+    check: &BodyCheck,
+    mut body: B,
+    max_body: usize,
+) -> std::result::Result<String, String>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
     match check {
         BodyCheck::Ignore => Ok(String::new()),
+        BodyCheck::Contains(needle) if needle.is_empty() => Ok("body matches".to_owned()),
         BodyCheck::Contains(needle) => {
-            if needle.is_empty() || body.windows(needle.len()).any(|w| w == needle.as_slice()) {
-                Ok("body matches".to_owned())
-            } else {
-                Err(format!(
-                    "body ({} bytes) lacks {:?}",
-                    body.len(),
-                    String::from_utf8_lossy(needle)
-                ))
+            // The bytes searched: what arrived, less what can no longer start a match.
+            let mut window: Vec<u8> = Vec::new();
+            let mut read = 0usize;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("reading body: {e}"))?;
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers
+                };
+                let take = data.len().min(max_body - read);
+                read += take;
+                window.extend_from_slice(&data[..take]);
+                if window.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                    return Ok("body matches".to_owned());
+                }
+                if read == max_body {
+                    return Err(format!(
+                        "no {:?} in the first {max_body} bytes of the body",
+                        String::from_utf8_lossy(needle)
+                    ));
+                }
+                let keep = needle.len() - 1;
+                if window.len() > keep {
+                    window.drain(..window.len() - keep);
+                }
             }
+            Err(format!(
+                "body ({read} bytes) lacks {:?}",
+                String::from_utf8_lossy(needle)
+            ))
         }
         BodyCheck::Md5(want) => {
-            let got: [u8; 16] = Md5::digest(body).into();
+            let mut md5 = Md5::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("reading body: {e}"))?;
+                if let Ok(data) = frame.into_data() {
+                    md5.update(&data);
+                }
+            }
+            let got: [u8; 16] = md5.finalize().into();
             if got == *want {
                 Ok(format!("digest {}", hex(&got)))
             } else {
@@ -498,9 +535,11 @@ impl HttpProbeBuilder {
         self
     }
 
-    /// The most body bytes read for a body check (default 1 MiB); a longer body fails.
+    /// The most body bytes a `Contains` check searches (default 1 MiB): a match within them
+    /// passes, whatever follows; none fails. A `digest` hashes the whole body. 0 is taken
+    /// as 1.
     pub fn max_body_bytes(mut self, max: usize) -> Self {
-        self.max_body = max;
+        self.max_body = max.max(1);
         self
     }
 
@@ -569,13 +608,41 @@ mod tests {
         assert_eq!(strip_port("::1"), "::1");
     }
 
-    #[test]
-    fn body_checks() {
+    /// A body of `chunks`, one frame each.
+    fn frames(
+        chunks: &[&[u8]],
+    ) -> impl hyper::body::Body<Data = Bytes, Error = std::convert::Infallible> + Unpin {
+        let frames: Vec<_> = chunks
+            .iter()
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        http_body_util::StreamBody::new(futures::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn body_checks() {
         let digest = parse_digest("9e107d9d372bb6826bd81d3542a419d6").unwrap();
-        let fox = b"The quick brown fox jumps over the lazy dog";
-        assert!(check_body(&BodyCheck::Md5(digest), fox).is_ok());
-        assert!(check_body(&BodyCheck::Md5(digest), b"other").is_err());
-        assert!(check_body(&BodyCheck::Contains(b"brown".to_vec()), fox).is_ok());
-        assert!(check_body(&BodyCheck::Contains(b"cat".to_vec()), fox).is_err());
+        let fox: &[&[u8]] = &[b"The quick bro", b"wn fox jumps over the lazy dog"];
+        let check = |c: BodyCheck, chunks: &'static [&'static [u8]], max: usize| async move {
+            check_body(&c, frames(chunks), max).await
+        };
+        assert!(
+            check(BodyCheck::Md5(digest), fox, 4).await.is_ok(),
+            "hashed past max_body"
+        );
+        assert!(check(BodyCheck::Md5(digest), &[b"other"], 1 << 20)
+            .await
+            .is_err());
+        // Across a frame boundary.
+        let brown = BodyCheck::Contains(b"brown".to_vec());
+        assert!(check(brown.clone(), fox, 1 << 20).await.is_ok());
+        assert!(check(BodyCheck::Contains(b"cat".to_vec()), fox, 1 << 20)
+            .await
+            .is_err());
+        // Within the first 17 bytes, not within the first 14.
+        assert!(check(brown.clone(), fox, 17).await.is_ok());
+        let e = check(brown, fox, 14).await.unwrap_err();
+        assert!(e.contains("first 14 bytes"), "{e}");
+        assert!(check(BodyCheck::Contains(Vec::new()), &[], 1).await.is_ok());
     }
 }
