@@ -338,7 +338,11 @@ impl SpeakerRuntime {
                             s.state = to_state(st.state);
                             s.effective_priority = st.priority.0;
                             s.master_address = match st.state {
-                                State::Master => own_addr.get(&st.instance).copied().or(st.master),
+                                // The speaker's own source (it may have changed
+                                // since start-up, or appeared only later).
+                                State::Master => {
+                                    st.master.or_else(|| own_addr.get(&st.instance).copied())
+                                }
                                 State::Backup => st.master,
                                 _ => None,
                             };
