@@ -130,9 +130,10 @@ fn commented_example_exercises_every_option() {
             CheckKind::Http(_) => "http",
             CheckKind::Ssl(_) => "ssl",
             CheckKind::Misc(_) => "misc",
+            CheckKind::Udp(_) => "udp",
         })
         .collect();
-    for k in ["tcp", "http", "ssl", "misc"] {
+    for k in ["tcp", "http", "ssl", "misc", "udp"] {
         assert!(kinds.contains(&k), "no {k} check in the example");
     }
     let v3 = cfg.vrrp_instances.iter().find(|v| v.version == 3).unwrap();
@@ -1435,5 +1436,164 @@ fn check_defaults_follow_keepalived_per_checker() {
     assert_eq!(
         k.virtual_servers[0].backends[0].checks,
         toml.virtual_servers[0].backends[0].checks
+    );
+}
+
+/// keepalived's `UDP_CHECK` (check_udp.c) and its TOML twin `type = "udp"` give the same
+/// model: the payload and reply hex strings parsed (spaces optional, `x` wildcards in the
+/// reply), `require_reply` bare or with data, the reply length bounds, and keepalived's
+/// defaults (no payload: its filler; min 0, max 255; retry 1, delay_before_retry 1 s).
+#[test]
+fn udp_check_is_read_from_both_formats() {
+    use lb_bins::config::model::UdpCheck;
+    use lb_health::probe::HexPattern;
+
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("k.conf");
+    std::fs::write(
+        &conf,
+        "virtual_server 198.18.0.250 53 {\n    protocol UDP\n\
+         real_server 198.18.0.151 53 {\n\
+         UDP_CHECK {\n            connect_port 5353\n            connect_timeout 2\n\
+         payload 0102 0a\tff\n            require_reply 01 x2 Fx\n\
+         min_reply_length 3\n            max_reply_length 512\n        }\n\
+         UDP_CHECK {\n            require_reply\n        }\n\
+         UDP_CHECK {\n        }\n\
+         }\n}\n",
+    )
+    .unwrap();
+    let (k, kw) = ok(&conf);
+    assert!(kw.is_empty(), "{kw:?}");
+    let t = load_toml(
+        "[[virtual_server]]\nlisten = \"198.18.0.250:53\"\nprotocol = \"udp\"\n\
+         [[virtual_server.backend]]\naddress = \"198.18.0.151:53\"\n\
+         [[virtual_server.backend.check]]\ntype = \"udp\"\nconnect_port = 5353\nconnect_timeout = 2\n\
+         payload = \"01020aff\"\nrequire_reply = true\nreply = \"01 x2 Fx\"\n\
+         min_reply_length = 3\nmax_reply_length = 512\n\
+         [[virtual_server.backend.check]]\ntype = \"udp\"\nrequire_reply = true\n\
+         [[virtual_server.backend.check]]\ntype = \"udp\"\n",
+    );
+    let checks = &k.virtual_servers[0].backends[0].checks;
+    assert_eq!(checks, &t.virtual_servers[0].backends[0].checks);
+    let kinds: Vec<&UdpCheck> = checks
+        .iter()
+        .map(|c| match &c.kind {
+            CheckKind::Udp(u) => u,
+            other => panic!("not a udp check: {other:?}"),
+        })
+        .collect();
+    let reply = HexPattern::parse("01 x2 Fx").unwrap();
+    assert_eq!(
+        (reply.data(), reply.mask()),
+        (&[1, 2, 0xf0][..], &[0, 0xf0, 0x0f][..])
+    );
+    assert_eq!(
+        *kinds[0],
+        UdpCheck {
+            payload: Some(vec![0x01, 0x02, 0x0a, 0xff]),
+            require_reply: true,
+            reply: Some(reply),
+            min_reply_length: 3,
+            max_reply_length: 512,
+        }
+    );
+    assert_eq!(
+        *kinds[1],
+        UdpCheck {
+            require_reply: true,
+            ..UdpCheck::default()
+        }
+    );
+    assert_eq!(
+        *kinds[2],
+        UdpCheck {
+            payload: None,
+            require_reply: false,
+            reply: None,
+            min_reply_length: 0,
+            max_reply_length: 255,
+        }
+    );
+    assert_eq!(checks[0].connect_port, Some(5353));
+    assert_eq!(checks[0].connect_timeout, Duration::from_secs(2));
+    for c in checks {
+        assert_eq!((c.retry, c.delay_before_retry), (1, Duration::from_secs(1)));
+    }
+}
+
+/// Bad `UDP_CHECK` input is refused with `file:line:column` in both formats: hex that does
+/// not parse (a wildcard in the payload included), lengths out of 0..=65535, min above max,
+/// and UDP keys on another kind of check.
+#[test]
+fn udp_check_errors_are_located() {
+    let conf = |body: &str| {
+        format!(
+            "virtual_server 198.18.0.250 53 {{\n    protocol UDP\n    real_server 198.18.0.151 53 {{\n        UDP_CHECK {{\n{body}        }}\n    }}\n}}\n"
+        )
+    };
+    assert_eq!(
+        errors("k.conf", &conf("            payload 01 0g\n")),
+        ["k.conf:5:21: payload: invalid hex string \"01 0g\": 'g' at offset 4 is not a hex digit (0-9, a-f, A-F)"]
+    );
+    assert_eq!(
+        errors("k.conf", &conf("            payload 0x01\n")),
+        ["k.conf:5:21: payload: invalid hex string \"0x01\": wildcard 'x' at offset 1: wildcards are for replies, not payloads"]
+    );
+    assert_eq!(
+        errors("k.conf", &conf("            payload\n")),
+        ["k.conf:5:13: `payload` needs a hex string"]
+    );
+    assert_eq!(
+        errors("k.conf", &conf("            require_reply 01 zz\n")),
+        ["k.conf:5:27: require_reply: invalid hex string \"01 zz\": 'z' at offset 3 is not a hex digit (0-9, a-f, A-F, x for any)"]
+    );
+    assert_eq!(
+        errors("k.conf", &conf("            max_reply_length 65536\n")),
+        ["k.conf:5:30: max_reply_length 65536 is out of range 0..=65535"]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            &conf("            require_reply 01\n            min_reply_length 10\n            max_reply_length 4\n")
+        ),
+        ["k.conf:6:30: min_reply_length 10 is above max_reply_length 4: every reply would fail"]
+    );
+    let toml = |check: &str| {
+        format!(
+            "[[virtual_server]]\nlisten = \"198.18.0.250:53\"\nprotocol = \"udp\"\n[[virtual_server.backend]]\naddress = \"198.18.0.151:53\"\n[[virtual_server.backend.check]]\n{check}"
+        )
+    };
+    assert_eq!(
+        errors("n.toml", &toml("type = \"udp\"\npayload = \"01 0g\"\n")),
+        ["n.toml:8:11: payload: invalid hex string \"01 0g\": 'g' at offset 4 is not a hex digit (0-9, a-f, A-F)"]
+    );
+    assert_eq!(
+        errors("n.toml", &toml("type = \"udp\"\nreply = \"\"\n")),
+        ["n.toml:8:9: reply: invalid hex string \"\": no octet"]
+    );
+    assert_eq!(
+        errors(
+            "n.toml",
+            &toml("type = \"udp\"\nreply = \"01\"\nmin_reply_length = 10\nmax_reply_length = 4\n")
+        ),
+        ["n.toml:9:20: min_reply_length 10 is above max_reply_length 4: every reply would fail"]
+    );
+    let e = errors(
+        "n.toml",
+        &toml("type = \"udp\"\nmax_reply_length = 65536\n"),
+    );
+    assert!(e[0].starts_with("n.toml:8:20: "), "{e:?}");
+    let e = errors(
+        "n.toml",
+        &toml("type = \"udp\"\nrequire_reply = false\nreply = \"01\"\n"),
+    );
+    assert!(
+        e[0].starts_with("n.toml:6:") && e[0].contains("reply needs require_reply"),
+        "{e:?}"
+    );
+    let e = errors("n.toml", &toml("type = \"tcp\"\npayload = \"01\"\n"));
+    assert!(
+        e[0].starts_with("n.toml:6:") && e[0].contains("apply to udp checks, not tcp"),
+        "{e:?}"
     );
 }

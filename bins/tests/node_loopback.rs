@@ -2149,3 +2149,85 @@ address = "{b_addr}"
     drop(a);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// keepalived's `UDP_CHECK { require_reply }` on a UDP virtual server written in
+/// keepalived.conf: the real server that echoes goes up (its check starts down with
+/// `alpha`, so only a passing check brings it up), the one on a dead port (ICMP port
+/// unreachable) goes down from up, and datagrams through the virtual server reach only the
+/// live one. A third real server that never answers goes down too: `require_reply` reached
+/// the probe (without it, silence passes).
+#[test]
+fn udp_check_require_reply_finds_the_dead_real_server() {
+    let dir = tempdir();
+    let live = SlowUdpEcho::start(Duration::ZERO);
+    // Bound, then closed: nothing listens there.
+    let dead = {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.local_addr().unwrap()
+    };
+    // Bound and never read: no reply, no ICMP error.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let port = {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.local_addr().unwrap().port()
+    };
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n}}\n\
+             virtual_server 127.0.0.1 {port} {{\n    protocol UDP\n    lb_algo rr\n    delay_loop 0.2\n\
+             real_server {} {} {{\n        UDP_CHECK {{\n            require_reply\n            connect_timeout 1\n            alpha\n        }}\n    }}\n\
+             real_server {} {} {{\n        UDP_CHECK {{\n            require_reply\n            connect_timeout 1\n        }}\n    }}\n\
+             real_server {} {} {{\n        UDP_CHECK {{\n            require_reply\n            connect_timeout 1\n        }}\n    }}\n}}\n",
+            live.addr.ip(),
+            live.addr.port(),
+            dead.ip(),
+            dead.port(),
+            silent_addr.ip(),
+            silent_addr.port(),
+            sock = dir.join("admin.sock").display(),
+        ),
+    )
+    .unwrap();
+    let (node, sock) = start_node_with(&dir, &conf);
+    let health = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i]["health"].clone();
+    // The dead and silent ones start up (no alpha): their first failure, then one retry
+    // after delay_before_retry (1 s), take them down (the silent one after two 1 s
+    // timeouts).
+    let settled = wait_until(Duration::from_secs(15), || {
+        health(0) == "up" && health(1) == "down" && health(2) == "down"
+    });
+    assert!(
+        settled,
+        "live not up, or dead or silent not down: {}\n{}",
+        status(&sock),
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    let mut buf = [0u8; 16];
+    for i in 0..6 {
+        // A new client (a new session, scheduled afresh) for every datagram.
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.connect(("127.0.0.1", port)).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        client.send(format!("q{i}").as_bytes()).unwrap();
+        let n = client.recv(&mut buf).expect("a reply to every datagram");
+        assert_eq!(&buf[..n], format!("q{i}").as_bytes());
+    }
+    let s = status(&sock);
+    let backends = &s["virtual_servers"][0]["backends"];
+    assert_eq!(backends[0]["total_connections"], 6, "{s}");
+    assert_eq!(backends[1]["total_connections"], 0, "{s}");
+    assert_eq!(backends[2]["total_connections"], 0, "{s}");
+    assert_eq!(
+        (health(0), health(1), health(2)),
+        ("up".into(), "down".into(), "down".into()),
+        "{s}"
+    );
+    drop(node);
+    drop(silent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -48,6 +48,16 @@ pub enum Error {
     /// A keepalived `digest` that is not 32 hexadecimal digits (an MD5 sum).
     #[error("invalid MD5 digest {0:?}: expected 32 hexadecimal digits")]
     InvalidDigest(String),
+    /// A keepalived hex string (`UDP_CHECK` `payload` or `require_reply`) that does not
+    /// parse: a character other than a hex digit, space or tab (or `x`/`X` where wildcards
+    /// are allowed), or no octet at all (keepalived lib/utils.c `read_hex_str`).
+    #[error("invalid hex string {value:?}: {reason}")]
+    InvalidHex {
+        /// The refused string.
+        value: String,
+        /// What is wrong, naming the offending character and its byte offset.
+        reason: String,
+    },
     /// Any other setting outside its domain (the message names the setting and the value).
     #[error("invalid {setting}: {reason}")]
     InvalidConfig {

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use lb_core::{Backend, BackendId, BackendSet, Health, Pool, PoolConfig, Weight};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
-use lb_health::probe::{ExecProbe, TcpProbe, UdpExpect, UdpProbe};
+use lb_health::probe::{
+    ExecProbe, HexPattern, TcpProbe, UdpExpect, UdpProbe, UdpReply, DEFAULT_MAX_REPLY_LENGTH,
+    KEEPALIVED_DEFAULT_PAYLOAD,
+};
 use lb_health::{HealthCheckConfig, HealthDriver, HealthEvent, OnFailure, PoolApplier, Probe};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -397,36 +400,128 @@ async fn https_self_signed_verification_on_and_off() {
     assert!(!tls_to_plain.is_up());
 }
 
-#[tokio::test]
-async fn udp_echo_exact_and_unreachable() {
+/// A UDP server on 127.0.0.1 answering each datagram with `answer(datagram)` (nothing for
+/// `None`); it lives as long as the test's runtime.
+async fn udp_server(answer: fn(&[u8]) -> Option<Vec<u8>>) -> SocketAddr {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = sock.local_addr().unwrap();
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
-            let _ = sock.send_to(&buf[..n], peer).await;
+            if let Some(reply) = answer(&buf[..n]) {
+                let _ = sock.send_to(&reply, peer).await;
+            }
         }
     });
-    let any = UdpProbe::new(&b"ping"[..]).probe(addr, T).await;
+    addr
+}
+
+/// A port on 127.0.0.1 with nothing bound: datagrams to it draw ICMP port unreachable.
+async fn closed_udp_port() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    s.local_addr().unwrap()
+}
+
+fn reply(hex: &str, min: u16, max: u16) -> UdpExpect {
+    UdpExpect::Reply(UdpReply::new(hex.parse::<HexPattern>().unwrap(), min, max).unwrap())
+}
+
+/// keepalived without `require_reply`: silence until the timeout passes (only an ICMP error
+/// fails); with `require_reply`, silence fails. A closed port fails both, at once.
+#[tokio::test]
+async fn udp_silence_passes_only_without_require_reply() {
+    // Bound but never read: no reply, no ICMP error.
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let out = UdpProbe::new(*b"ping").probe(addr, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert!(
+        out.latency >= T,
+        "waited the whole timeout: {:?}",
+        out.latency
+    );
+    for expect in [UdpExpect::AnyReply, reply("70", 0, 255)] {
+        let out = UdpProbe::new(*b"ping")
+            .expect(expect.clone())
+            .probe(addr, T)
+            .await;
+        assert!(!out.is_up(), "{expect:?}: {}", out.reason);
+        assert!(out.reason.contains("no UDP reply"), "{}", out.reason);
+    }
+    drop(silent);
+
+    let closed = closed_udp_port().await;
+    for expect in [UdpExpect::NoIcmpError, UdpExpect::AnyReply] {
+        let out = UdpProbe::new(*b"ping")
+            .expect(expect.clone())
+            .probe(closed, T)
+            .await;
+        assert!(!out.is_up(), "{expect:?}");
+        assert!(out.latency < T, "refused at once: {}", out.reason);
+        assert!(out.reason.contains("refused"), "{}", out.reason);
+    }
+
+    // Any reply passes both ways.
+    let echo = udp_server(|d| Some(d.to_vec())).await;
+    for expect in [UdpExpect::NoIcmpError, UdpExpect::AnyReply] {
+        let out = UdpProbe::new(*b"ping").expect(expect).probe(echo, T).await;
+        assert!(out.is_up(), "{}", out.reason);
+        assert!(out.latency < T);
+    }
+}
+
+/// `require_reply HEX`: wildcard nibbles, keepalived's comparison on the shorter length, and
+/// `min_reply_length`/`max_reply_length`, against a server that answers
+/// `0x42 0x37 <the datagram>`.
+#[tokio::test]
+async fn udp_reply_matching_with_wildcards_and_length_bounds() {
+    let addr = udp_server(|d| Some([&[0x42, 0x37][..], d].concat())).await;
+    let probe = |payload: &[u8], expect: UdpExpect| UdpProbe::new(payload).expect(expect);
+    // 5 octets: 42 37 de ad 01.
+    let cases: [(&str, u16, u16, bool); 10] = [
+        ("42 37 de ad 01", 0, 255, true),
+        ("4x 3X xx ad", 0, 255, true),
+        ("x2 x7", 0, 255, true),
+        ("43 37", 0, 255, false),
+        ("42 38", 0, 255, false),
+        ("4x 3x xx ae", 0, 255, false),
+        // Pattern longer than the reply: only the reply's 5 octets are compared.
+        ("42 37 de ad 01 ff ff", 0, 255, true),
+        ("42", 5, 5, true),
+        ("42", 6, 255, false),
+        ("42", 0, 4, false),
+    ];
+    for (hex, min, max, pass) in cases {
+        let out = probe(&[0xde, 0xad, 0x01], reply(hex, min, max))
+            .probe(addr, T)
+            .await;
+        assert_eq!(out.is_up(), pass, "{hex} {min}..={max}: {}", out.reason);
+    }
+    // The default max_reply_length (255): a 256 octet reply is too long, 255 is not.
+    let long = probe(&[0u8; 254], reply("42", 0, DEFAULT_MAX_REPLY_LENGTH))
+        .probe(addr, T)
+        .await;
+    assert!(!long.is_up());
+    assert!(long.reason.contains("256 octet reply"), "{}", long.reason);
+    let longest = probe(&[0u8; 253], reply("42", 0, DEFAULT_MAX_REPLY_LENGTH))
+        .probe(addr, T)
+        .await;
+    assert!(longest.is_up(), "{}", longest.reason);
+    // Without data, require_reply takes a reply of any length.
+    let any = probe(&[0u8; 1000], UdpExpect::AnyReply)
+        .probe(addr, T)
+        .await;
     assert!(any.is_up(), "{}", any.reason);
-    let exact = UdpProbe::new(&b"ping"[..])
-        .expect(UdpExpect::Exact(b"ping".to_vec()))
-        .probe(addr, T)
-        .await;
-    assert!(exact.is_up(), "{}", exact.reason);
-    let wrong = UdpProbe::new(&b"ping"[..])
-        .expect(UdpExpect::Exact(b"pong".to_vec()))
-        .probe(addr, T)
-        .await;
-    assert!(!wrong.is_up());
-    // A closed port: ICMP port unreachable on loopback, seen as refused.
-    let closed = {
-        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        s.local_addr().unwrap()
-    };
-    let out = UdpProbe::new(&b"ping"[..]).probe(closed, T).await;
-    assert!(!out.is_up());
-    assert!(out.latency < T, "refused at once: {}", out.reason);
+}
+
+/// With no payload given, keepalived sends its 32 octet filler.
+#[tokio::test]
+async fn udp_default_payload_is_keepalived_s() {
+    let addr = udp_server(|d| Some(d.to_vec())).await;
+    let expect = reply("6b 65 65 70 61 6c 69 76 65 64 20 63 68 65 63 6b", 32, 32);
+    let out = UdpProbe::default().expect(expect).probe(addr, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert_eq!(KEEPALIVED_DEFAULT_PAYLOAD.len(), 32);
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! (`vrrp_instance[1].virtual_router_id`), which the front end turns into `file:line:column`.
 //!
 //! The model is plain data: it borrows only [`Algorithm`], [`Granularity`] and [`Weight`] from
-//! `lb-core`, and the daemon maps it onto the library crates' own types
+//! `lb-core` and [`HexPattern`] (a parsed `UDP_CHECK` reply) from `lb-health`, and the daemon maps it onto the library crates' own types
 //! ([`VirtualServer::pool_config`], [`VirtualServer::http_proxy_config`]). Field names are the
 //! TOML keys (keepalived's keywords wherever keepalived has one).
 //!
@@ -37,6 +37,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Granularity, Health, PoolConfig, Weight};
+use lb_health::probe::HexPattern;
 use lb_proxy::http::{ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route};
 use lb_proxy::proxy_protocol::AcceptProxy;
 use lb_vrrp::driver::RunAs;
@@ -1106,7 +1107,8 @@ impl BackendConfig {
 pub struct HealthCheck {
     /// What is checked.
     pub kind: CheckKind,
-    /// Timeout of the connection (and of the whole HTTP exchange). Default 5 s.
+    /// Timeout of the connection (and of the whole HTTP exchange; for `udp`, the wait for a
+    /// reply or an ICMP error). Default 5 s.
     pub connect_timeout: Duration,
     /// Port to check instead of the backend's.
     pub connect_port: Option<u16>,
@@ -1207,27 +1209,30 @@ pub enum CheckKind {
     Ssl(HttpCheck),
     /// Run a program (keepalived `MISC_CHECK`).
     Misc(MiscCheck),
+    /// Send a datagram (keepalived `UDP_CHECK`).
+    Udp(UdpCheck),
 }
 
 impl CheckKind {
     /// keepalived's default `retry` for this kind of check when neither the check, its
     /// real server nor its virtual server sets one: 0 for `MISC_CHECK` (check_misc.c sets
-    /// `checker->default_retry = 0`), 1 for the others (check_api.c `queue_checker`).
+    /// `checker->default_retry = 0`), 1 for the others (check_api.c `queue_checker`;
+    /// check_udp.c keeps it for `UDP_CHECK`).
     pub fn default_retry(&self) -> u32 {
         match self {
             Self::Misc(_) => 0,
-            Self::Tcp | Self::Http(_) | Self::Ssl(_) => 1,
+            Self::Tcp | Self::Http(_) | Self::Ssl(_) | Self::Udp(_) => 1,
         }
     }
 
     /// keepalived's default `delay_before_retry` for this kind of check when neither the
     /// check, its real server nor its virtual server sets one: 3 s for `HTTP_GET` and
     /// `SSL_GET` (check_http.c `default_delay_before_retry = 3 * TIMER_HZ`), 1 s for the
-    /// others (check_api.c `queue_checker`).
+    /// others (check_api.c `queue_checker`; check_udp.c keeps it for `UDP_CHECK`).
     pub fn default_delay_before_retry(&self) -> Duration {
         match self {
             Self::Http(_) | Self::Ssl(_) => Duration::from_secs(3),
-            Self::Tcp | Self::Misc(_) => Duration::from_secs(1),
+            Self::Tcp | Self::Misc(_) | Self::Udp(_) => Duration::from_secs(1),
         }
     }
 }
@@ -1265,6 +1270,42 @@ pub struct MiscCheck {
     pub misc_timeout: Option<Duration>,
     /// Exit status 2..=255 sets the weight to status - 2 (keepalived `misc_dynamic`).
     pub misc_dynamic: bool,
+}
+
+/// A `UDP_CHECK` (keepalived 2.x check_udp.c): a datagram sent from a connected socket.
+/// Without `require_reply` it passes unless an ICMP error (port or host unreachable) comes
+/// back within `connect_timeout`; with it, a reply must arrive in that time and, when
+/// `reply` is given, match it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpCheck {
+    /// The datagram sent, written as keepalived's hex string (`"01 02 ff"`; spaces between
+    /// octets optional). Default (`None`): keepalived's 32 octets repeating
+    /// `"keepalived check - "`.
+    pub payload: Option<Vec<u8>>,
+    /// Fail when no reply arrives within `connect_timeout` (keepalived `require_reply`).
+    /// Default false: silence passes. Set whenever `reply` is.
+    pub require_reply: bool,
+    /// What the reply must start with: a hex string where `x` is any nibble (keepalived
+    /// `require_reply HEX`). The first min(reply length, pattern length) octets are
+    /// compared. Default: any reply.
+    pub reply: Option<HexPattern>,
+    /// With `reply`: the shortest reply that passes, in octets (0..=65535). Default 0.
+    pub min_reply_length: u16,
+    /// With `reply`: the longest reply that passes, in octets (0..=65535). Default 255.
+    pub max_reply_length: u16,
+}
+
+impl Default for UdpCheck {
+    /// keepalived's `UDP_CHECK {}`.
+    fn default() -> Self {
+        Self {
+            payload: None,
+            require_reply: false,
+            reply: None,
+            min_reply_length: 0,
+            max_reply_length: lb_health::probe::DEFAULT_MAX_REPLY_LENGTH,
+        }
+    }
 }
 
 /// One problem found by [`Config::validate`], named by its path in the model.
@@ -2072,6 +2113,26 @@ fn validate_check(err: &mut impl FnMut(String, String), p: &str, c: &HealthCheck
         CheckKind::Misc(m) => {
             if m.misc_path.trim().is_empty() {
                 err(format!("{p}.misc_path"), "misc_path is empty".into());
+            }
+        }
+        CheckKind::Udp(u) => {
+            if u.payload.as_ref().is_some_and(Vec::is_empty) {
+                err(format!("{p}.payload"), "payload has no octet".into());
+            }
+            if u.reply.is_some() && !u.require_reply {
+                err(
+                    format!("{p}.require_reply"),
+                    "a reply pattern needs require_reply".into(),
+                );
+            }
+            if u.min_reply_length > u.max_reply_length {
+                err(
+                    format!("{p}.min_reply_length"),
+                    format!(
+                        "min_reply_length {} is above max_reply_length {}: every reply would fail",
+                        u.min_reply_length, u.max_reply_length
+                    ),
+                );
             }
         }
     }

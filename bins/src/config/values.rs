@@ -23,7 +23,9 @@ use lb_core::{Algorithm, Granularity, Weight};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::model::{CheckKind, HealthCheck, HttpCheck, MiscCheck, UrlCheck};
+use lb_health::probe::HexPattern;
+
+use super::model::{CheckKind, HealthCheck, HttpCheck, MiscCheck, UdpCheck, UrlCheck};
 
 /// Parses a duration: a number of seconds (`3`, `0.5`) or a number with a unit (`500ms`,
 /// `3s`, `2m`, `1h`).
@@ -202,7 +204,34 @@ pub(crate) mod weight {
     }
 }
 
-/// The TOML form of a health check: flat, with `type = "tcp" | "http" | "ssl" | "misc"`.
+/// keepalived hex strings without wildcards (`payload`), as octets.
+pub(crate) mod opt_hex {
+    use super::*;
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        let s = String::deserialize(d)?;
+        lb_health::probe::parse_hex(&s)
+            .map(Some)
+            .map_err(|e| de::Error::custom(format!("payload: {e}")))
+    }
+}
+
+/// keepalived hex strings with `x` wildcard nibbles (`reply`).
+pub(crate) mod opt_hex_pattern {
+    use super::*;
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<HexPattern>, D::Error> {
+        let s = String::deserialize(d)?;
+        HexPattern::parse(&s)
+            .map(Some)
+            .map_err(|e| de::Error::custom(format!("reply: {e}")))
+    }
+}
+
+/// The TOML form of a health check: flat, with
+/// `type = "tcp" | "http" | "ssl" | "misc" | "udp"`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCheck {
@@ -244,6 +273,16 @@ pub(crate) struct RawCheck {
     misc_timeout: Option<Duration>,
     #[serde(default)]
     misc_dynamic: Option<bool>,
+    #[serde(default, with = "opt_hex")]
+    payload: Option<Vec<u8>>,
+    #[serde(default)]
+    require_reply: Option<bool>,
+    #[serde(default, with = "opt_hex_pattern")]
+    reply: Option<HexPattern>,
+    #[serde(default)]
+    min_reply_length: Option<u16>,
+    #[serde(default)]
+    max_reply_length: Option<u16>,
 }
 
 impl TryFrom<RawCheck> for HealthCheck {
@@ -263,14 +302,29 @@ impl TryFrom<RawCheck> for HealthCheck {
             }
             Ok(())
         };
+        let udp_only = |kind: &str| -> Result<(), String> {
+            if r.payload.is_some()
+                || r.require_reply.is_some()
+                || r.reply.is_some()
+                || r.min_reply_length.is_some()
+                || r.max_reply_length.is_some()
+            {
+                return Err(format!(
+                    "payload, require_reply, reply, min_reply_length and max_reply_length apply to udp checks, not {kind}"
+                ));
+            }
+            Ok(())
+        };
         let kind = match r.kind.to_ascii_lowercase().as_str() {
             "tcp" => {
                 http_only("tcp")?;
                 misc_only("tcp")?;
+                udp_only("tcp")?;
                 CheckKind::Tcp
             }
             k @ ("http" | "ssl") => {
                 misc_only(k)?;
+                udp_only(k)?;
                 let h = HttpCheck {
                     url: r.url.clone().unwrap_or_default(),
                     virtualhost: r.virtualhost.clone(),
@@ -283,15 +337,33 @@ impl TryFrom<RawCheck> for HealthCheck {
             }
             "misc" => {
                 http_only("misc")?;
+                udp_only("misc")?;
                 CheckKind::Misc(MiscCheck {
                     misc_path: r.misc_path.clone().ok_or("a misc check needs misc_path")?,
                     misc_timeout: r.misc_timeout,
                     misc_dynamic: r.misc_dynamic.unwrap_or(false),
                 })
             }
+            "udp" => {
+                http_only("udp")?;
+                misc_only("udp")?;
+                if r.reply.is_some() && r.require_reply == Some(false) {
+                    return Err(
+                        "reply needs require_reply (leave require_reply out or set it true)".into(),
+                    );
+                }
+                let d = UdpCheck::default();
+                CheckKind::Udp(UdpCheck {
+                    payload: r.payload.clone(),
+                    require_reply: r.require_reply.unwrap_or(false) || r.reply.is_some(),
+                    reply: r.reply.clone(),
+                    min_reply_length: r.min_reply_length.unwrap_or(d.min_reply_length),
+                    max_reply_length: r.max_reply_length.unwrap_or(d.max_reply_length),
+                })
+            }
             other => {
                 return Err(format!(
-                    "unknown check type {other:?} (expected tcp, http, ssl or misc)"
+                    "unknown check type {other:?} (expected tcp, http, ssl, misc or udp)"
                 ))
             }
         };

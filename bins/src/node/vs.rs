@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use lb_core::{AdminState, BackendId, BackendSet, Health, Pool, Weight};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
-use lb_health::probe::{AllOf, ExecProbe, TcpProbe};
+use lb_health::probe::{
+    AllOf, ExecProbe, TcpProbe, UdpExpect, UdpProbe, UdpReply, KEEPALIVED_DEFAULT_PAYLOAD,
+};
 use lb_health::{
     CheckStates, ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierDetector,
     OutlierEvent, OutlierHostState, PoolApplier, Probe, StartState,
@@ -573,6 +575,30 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
             }
             if let Some(t) = m.misc_timeout {
                 p = p.misc_timeout(t);
+            }
+            Box::new(p)
+        }
+        CheckKind::Udp(u) => {
+            // keepalived check_udp.c: `require_reply HEX` compares the reply (and its
+            // length), bare `require_reply` wants any reply, neither passes on silence.
+            let expect = match (&u.reply, u.require_reply) {
+                (Some(pattern), _) => UdpExpect::Reply(
+                    UdpReply::new(pattern.clone(), u.min_reply_length, u.max_reply_length)
+                        .map_err(|e| e.to_string())?,
+                ),
+                (None, true) => UdpExpect::AnyReply,
+                (None, false) => UdpExpect::NoIcmpError,
+            };
+            let payload = u
+                .payload
+                .clone()
+                .unwrap_or_else(|| KEEPALIVED_DEFAULT_PAYLOAD.to_vec());
+            let mut p = UdpProbe::new(payload).expect(expect).connect_port(port);
+            if let Some(ip) = check.bindto {
+                p = p.bindto(ip);
+            }
+            if let Some(ip) = check.connect_ip {
+                p = p.connect_ip(ip);
             }
             Box::new(p)
         }

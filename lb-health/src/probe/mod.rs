@@ -7,7 +7,7 @@
 //! | `HTTP_GET` | [`HttpProbe`](http::HttpProbe) (feature `http`) |
 //! | `SSL_GET` | [`HttpProbe`](http::HttpProbe) with [`TlsOptions`](http::TlsOptions) (feature `http`) |
 //! | `MISC_CHECK` | [`ExecProbe`] |
-//! | `UDP_CHECK` | [`UdpProbe`] |
+//! | `UDP_CHECK` | [`UdpProbe`] with [`UdpExpect`] (`require_reply`) |
 //!
 //! A probe never fails with an error and never panics on what a backend sends: every
 //! failure — refused, timed out, garbage, wrong status, wrong body — is a
@@ -50,7 +50,10 @@ mod udp;
 pub use all::AllOf;
 pub use exec::ExecProbe;
 pub use tcp::TcpProbe;
-pub use udp::{UdpExpect, UdpProbe};
+pub use udp::{
+    parse_hex, HexPattern, UdpExpect, UdpProbe, UdpReply, DEFAULT_MAX_REPLY_LENGTH,
+    KEEPALIVED_DEFAULT_PAYLOAD,
+};
 
 /// One kind of active check. Implementations do the IO; the
 /// [`HealthTracker`](crate::HealthTracker) decides what the outcomes mean.

@@ -2,7 +2,7 @@
 //!
 //! Written clean-room from the keepalived.conf(5) manual. Supported: `global_defs`,
 //! `vrrp_script`, `vrrp_instance`, `vrrp_sync_group`, `virtual_server IP PORT` with
-//! `real_server`, `sorry_server` and `TCP_CHECK`/`HTTP_GET`/`SSL_GET`/`MISC_CHECK`, and
+//! `real_server`, `sorry_server` and `TCP_CHECK`/`HTTP_GET`/`SSL_GET`/`MISC_CHECK`/`UDP_CHECK`, and
 //! `include`. What lb-node cannot do is refused with an error (`lb_kind DR`/`TUN`:
 //! this node is a full proxy; `virtual_server group`/`fwmark`; `auth_type AH`); what it
 //! does not need is ignored with a warning; unknown keywords are warnings too. Nothing is
@@ -32,11 +32,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use lb_core::Granularity;
+use lb_health::probe::{parse_hex, HexPattern};
 
 use super::model::{
     AuthType, Authentication, BackendConfig, CheckKind, Config, HealthCheck, HttpCheck,
     InitialState, LogLevel, MiscCheck, Protocol, SyncGroup, TrackInterface, TrackScript,
-    TrackService, UrlCheck, VirtualIp, VirtualServer, VrrpInstance, VrrpScript,
+    TrackService, UdpCheck, UrlCheck, VirtualIp, VirtualServer, VrrpInstance, VrrpScript,
 };
 use super::values::{parse_algorithm, parse_duration, parse_weight};
 use super::{finish, LoadResult, Location, Origins};
@@ -263,6 +264,39 @@ impl Conv {
         )
     }
 
+    /// Every argument joined by spaces (keepalived `make_strvec_str`), parsed as a
+    /// keepalived hex string by `f` and recorded at `path`; an error at the first argument.
+    fn hex<T>(
+        &mut self,
+        s: &Stmt,
+        path: &str,
+        f: impl FnOnce(&str) -> lb_health::Result<T>,
+    ) -> Option<T> {
+        let Some(first) = s.args.first() else {
+            self.d.error(
+                &s.keyword.location,
+                format!("`{}` needs a hex string", s.keyword.text),
+            );
+            return None;
+        };
+        self.record(path, &first.location);
+        let text = s
+            .args
+            .iter()
+            .map(|t| t.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        match f(&text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.d
+                    .error(&first.location, format!("{}: {e}", s.keyword.text));
+                self.o.poison(path);
+                None
+            }
+        }
+    }
+
     /// A flag: on when written bare, else its keepalived `<BOOL>` argument (`on`, `off`,
     /// `true`, `false`, `yes`, `no`); anything else is an error at the argument (and the
     /// flag stays off).
@@ -321,6 +355,7 @@ impl Conv {
             "HTTP_GET",
             "SSL_GET",
             "MISC_CHECK",
+            "UDP_CHECK",
             "virtual_ipaddress",
             "virtual_ipaddress_excluded",
             "unicast_peer",
@@ -1180,7 +1215,7 @@ impl Conv {
             let kw = st.keyword.text.as_str();
             let fp = format!("{p}.{kw}");
             match kw {
-                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" => {
+                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" => {
                     checks.push(st);
                     continue;
                 }
@@ -1204,11 +1239,14 @@ impl Conv {
                 "lthreshold" | "warmup" | "smtp_alert" | "alpha" | "virtualhost" => {
                     self.ignored(st, "real_server")
                 }
-                "BFD_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "UDP_CHECK" | "PING_CHECK"
-                | "FILE_CHECK" => self.d.error(
-                    &st.keyword.location,
-                    format!("{kw} is not supported (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK)"),
-                ),
+                "BFD_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "PING_CHECK" | "FILE_CHECK" => {
+                    self.d.error(
+                        &st.keyword.location,
+                        format!(
+                            "{kw} is not supported (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK, UDP_CHECK)"
+                        ),
+                    );
+                }
                 _ => self.unknown(st, "real_server"),
             }
         }
@@ -1230,6 +1268,7 @@ impl Conv {
         let mut misc_path = None;
         let mut misc_timeout = None;
         let mut misc_dynamic = false;
+        let mut udp = UdpCheck::default();
         let mut c = HealthCheck::new(CheckKind::Tcp);
         let mut retry = None;
         let mut delay_before_retry = None;
@@ -1275,6 +1314,27 @@ impl Conv {
                     misc_timeout = self.get(st, &fp, duration(kw));
                 }
                 "misc_dynamic" if kw0 == "MISC_CHECK" => misc_dynamic = self.flag(st, &fp),
+                "payload" if kw0 == "UDP_CHECK" => {
+                    udp.payload = self.hex(st, &fp, parse_hex);
+                }
+                "require_reply" if kw0 == "UDP_CHECK" => {
+                    udp.require_reply = true;
+                    if st.args.is_empty() {
+                        self.record(&fp, &st.keyword.location);
+                    } else {
+                        udp.reply = self.hex(st, &format!("{p}.reply"), HexPattern::parse);
+                    }
+                }
+                "min_reply_length" if kw0 == "UDP_CHECK" => {
+                    udp.min_reply_length = self
+                        .get(st, &fp, int(kw, 0, i64::from(u16::MAX)))
+                        .unwrap_or(udp.min_reply_length);
+                }
+                "max_reply_length" if kw0 == "UDP_CHECK" => {
+                    udp.max_reply_length = self
+                        .get(st, &fp, int(kw, 0, i64::from(u16::MAX)))
+                        .unwrap_or(udp.max_reply_length);
+                }
                 "bind_port" | "bind_if" | "warmup" | "fwmark" | "user" | "log_all_failures"
                 | "enable_sni" | "tls_compliant" | "protocol" | "http_protocol" => {
                     self.ignored(st, kw0)
@@ -1286,6 +1346,7 @@ impl Conv {
             "TCP_CHECK" => CheckKind::Tcp,
             "HTTP_GET" => CheckKind::Http(http),
             "SSL_GET" => CheckKind::Ssl(http),
+            "UDP_CHECK" => CheckKind::Udp(udp),
             _ => {
                 let Some(misc_path) = misc_path else {
                     self.d
