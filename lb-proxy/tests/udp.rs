@@ -765,3 +765,48 @@ async fn per_packet_scheduling_spreads_one_client_over_the_backends() {
     .await
     .unwrap();
 }
+
+/// A datagram dropped for want of room in the session table moves no scheduler and writes
+/// no persistence: round robin over a and b with room for one session, c1 gets a, c2 is
+/// refused, and once c1's session has expired c3 gets b (it got a again when the refused
+/// datagram had advanced the round robin). The same with per-packet scheduling, where a
+/// client that already has a session keeps using it while the table is full.
+#[tokio::test]
+async fn a_refused_datagram_moves_no_scheduler() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let a = tagged_echo("a").await;
+        let b = tagged_echo("b").await;
+        for per_packet in [false, true] {
+            let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+            cfg.max_sessions = 1;
+            cfg.idle_timeout = Duration::from_millis(300);
+            cfg.per_packet = per_packet;
+            let (proxy, _, _) = start_observed(cfg, &[a.addr, b.addr], PoolConfig::default());
+            let vip = proxy.local_addrs()[0];
+            let client = || async { UdpSocket::bind("127.0.0.1:0").await.unwrap() };
+            let (c1, c2, c3) = (client().await, client().await, client().await);
+            assert_eq!(ask(&c1, vip, "1").await.as_deref(), Some("a|1"));
+            if per_packet {
+                // The table is full: c1's next datagram goes over its session to a.
+                assert_eq!(ask(&c1, vip, "1b").await.as_deref(), Some("a|1b"));
+            }
+            assert_eq!(ask(&c2, vip, "2").await, None, "no room for c2");
+            assert!(proxy.stats().sessions_refused >= 1);
+            let gone = async {
+                while proxy.sessions() > 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), gone)
+                .await
+                .expect("c1's session expires");
+            assert_eq!(
+                ask(&c3, vip, "3").await.as_deref(),
+                Some("b|3"),
+                "per_packet {per_packet}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}

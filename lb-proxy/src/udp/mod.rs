@@ -497,6 +497,15 @@ async fn session_for(
     // meantime and the fallback to the only eligible one.
     for _ in 0..3 {
         let picked = if shared.config.per_packet {
+            if !may_open(shared) {
+                // No new session (draining, or the table is full): nothing is picked (a pick
+                // moves the scheduler and writes persistence), and the datagram goes over a
+                // session the client already has, if any.
+                return flow_session(shared, flow).or_else(|| {
+                    ProxyStats::inc(&shared.stats.sessions_refused);
+                    None
+                });
+            }
             Some(pick_backend(shared, flow, avoid)?)
         } else {
             None
@@ -519,6 +528,12 @@ async fn session_for(
                 avoid = Some(refused.backend.id());
             }
             None => {
+                if picked.is_none() && !may_open(shared) {
+                    // Checked before the pick, which moves the scheduler and writes
+                    // persistence for a client that would get nothing.
+                    ProxyStats::inc(&shared.stats.sessions_refused);
+                    return None;
+                }
                 let backend = match picked {
                     Some(b) => b,
                     None => pick_backend(shared, flow, avoid)?,
@@ -531,6 +546,24 @@ async fn session_for(
     }
     ProxyStats::inc(&shared.stats.failed);
     None
+}
+
+/// Whether a new session may open: not draining, and room in the table.
+fn may_open(shared: &Shared) -> bool {
+    !shared.draining.load(Ordering::Relaxed)
+        && lock(&shared.sessions).len() < shared.config.max_sessions
+}
+
+/// With `per_packet`: one of `flow`'s sessions that is not refused (touched), with its key.
+/// A scan of the table, for when no new session may open.
+fn flow_session(shared: &Shared, flow: SessionKey) -> Option<(SessionKey, Arc<Session>)> {
+    lock(&shared.sessions)
+        .iter()
+        .find(|(k, s)| k.local == flow.local && k.client == flow.client && !s.is_refused())
+        .map(|(k, s)| {
+            s.activity.touch();
+            (*k, Arc::clone(s))
+        })
 }
 
 /// Sends `datagram` on the session's socket, counting the bytes.
