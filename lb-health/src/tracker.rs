@@ -205,6 +205,10 @@ pub struct HealthTracker {
     failures: u32,
     /// Retries used in the current check (keepalived `retry_it`).
     attempt: u32,
+    /// A fresh [`StartState::Up`] before its first check result: one failure is enough, with
+    /// no retries (keepalived starts `retry_it` at `retry`: "one failure is enough
+    /// initially"; HAProxy: "up, but will fall down at first failure").
+    fresh: bool,
     /// The last weight a probe asked for.
     weight: Option<Weight>,
     /// The weight last reported in a transition.
@@ -222,6 +226,7 @@ impl HealthTracker {
     pub fn new(backend: BackendId, config: HealthCheckConfig, now: Instant) -> Self {
         // A fresh start up is one failure away from down (HAProxy `check.health =
         // check.rise`); an established one needs `fall`.
+        let fresh = matches!(config.start(), StartState::Up);
         let (health, failures) = match config.start() {
             StartState::Up => (Health::Up, config.thresholds().fall.saturating_sub(1)),
             StartState::Established => (Health::Up, 0),
@@ -244,6 +249,7 @@ impl HealthTracker {
             successes: 0,
             failures,
             attempt: 0,
+            fresh,
             weight: None,
             reported_weight: None,
             phase: Phase::Idle { due: first },
@@ -342,7 +348,11 @@ impl HealthTracker {
     /// without a preceding [`poll_probe`](Self::poll_probe), so callers may drive probes on
     /// their own schedule.
     pub fn handle_result(&mut self, now: Instant, outcome: ProbeOutcome) -> Option<Transition> {
-        if !outcome.is_up() && self.health == Health::Up && self.attempt < self.config.retries() {
+        if !outcome.is_up()
+            && self.health == Health::Up
+            && !self.fresh
+            && self.attempt < self.config.retries()
+        {
             self.attempt += 1;
             self.phase = Phase::Idle {
                 due: later(now, self.config.delay_before_retry()),
@@ -350,6 +360,7 @@ impl HealthTracker {
             return None;
         }
         self.attempt = 0;
+        self.fresh = false;
         self.checks = self.checks.wrapping_add(1);
         let old = self.health;
         let th = self.config.thresholds();
@@ -412,6 +423,7 @@ impl HealthTracker {
         self.successes = 0;
         self.failures = 0;
         self.attempt = 0;
+        self.fresh = false;
         if let Phase::Idle { .. } = self.phase {
             let period = self
                 .config

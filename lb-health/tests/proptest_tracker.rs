@@ -63,8 +63,9 @@ proptest! {
             };
             let t = tracker.handle_result(now, outcome);
             // Fold retries as keepalived does: while up, a failure with retries left is not a
-            // result; while down there are no retries.
-            if !up && health == Health::Up && attempt < retries {
+            // result; while down there are no retries, nor before a fresh start's first
+            // result ("one failure is enough initially").
+            if !up && health == Health::Up && !fresh && attempt < retries {
                 attempt += 1;
                 prop_assert!(t.is_none());
                 continue;

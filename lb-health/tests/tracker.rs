@@ -157,14 +157,25 @@ async fn keepalived_retries_and_delay_before_retry() {
         .delay_before_retry(Duration::from_secs(3))
         .build()
         .unwrap();
-    let mut run = start(config, &[Step::Down]);
-    let (calls, events) = run.run_for(Duration::from_secs(25)).await;
-    // While up, one check = 1 try + 3 retries, 3 s apart. Once down, keepalived retries no
-    // more (check_tcp.c retries only `if (checker->is_up)`): one try every delay_loop, 6 s
-    // after the last try began.
-    assert_eq!(calls, secs(&[0., 3., 6., 9., 15., 21.]));
+    // Up once, then down: while up, one check = 1 try + 3 retries, 3 s apart. Once down,
+    // keepalived retries no more (check_tcp.c retries only `if (checker->is_up)`): one try
+    // every delay_loop, 6 s after the last try began.
+    let mut run = start(config.clone(), &[Step::Up, Step::Down]);
+    let (calls, events) = run.run_for(Duration::from_secs(31)).await;
+    assert_eq!(calls, secs(&[0., 6., 9., 12., 15., 21., 27.]));
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].0, Duration::from_secs(9));
+    assert_eq!(events[0].0, Duration::from_secs(15));
+    assert_eq!(events[0].1.new, Health::Down);
+    run.driver.shutdown().await;
+
+    // A fresh start's first check takes no retries: keepalived starts retry_it at retry
+    // ("one failure is enough initially", check_api.c), so a real server dead at start-up
+    // is down after one try, then tried every delay_loop.
+    let mut run = start(config, &[Step::Down]);
+    let (calls, events) = run.run_for(Duration::from_secs(13)).await;
+    assert_eq!(calls, secs(&[0., 6., 12.]));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, Duration::ZERO);
     assert_eq!(events[0].1.new, Health::Down);
     run.driver.shutdown().await;
 
@@ -175,9 +186,9 @@ async fn keepalived_retries_and_delay_before_retry() {
         .delay_before_retry(Duration::from_secs(3))
         .build()
         .unwrap();
-    let mut run = start(config, &[Step::Down, Step::Down, Step::Up]);
-    let (calls, events) = run.run_for(Duration::from_secs(13)).await;
-    assert_eq!(calls, secs(&[0., 3., 6., 12.]));
+    let mut run = start(config, &[Step::Up, Step::Down, Step::Down, Step::Up]);
+    let (calls, events) = run.run_for(Duration::from_secs(19)).await;
+    assert_eq!(calls, secs(&[0., 6., 9., 12., 18.]));
     assert!(events.is_empty(), "{events:?}");
     run.driver.shutdown().await;
 }
