@@ -1068,6 +1068,7 @@ impl Conv {
         let mut virtualhost = None;
         let mut inhibit = false;
         let mut protocol_set = false;
+        let mut ops_at = None;
         let mut real_servers = Vec::new();
         for st in self.section(s) {
             let kw = st.keyword.text.as_str();
@@ -1126,7 +1127,10 @@ impl Conv {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
                 }
                 "alpha" => vs.alpha = self.flag(st, &fp),
-                "ops" => vs.ops = self.flag(st, &fp),
+                "ops" => {
+                    vs.ops = self.flag(st, &fp);
+                    ops_at = Some(st.keyword.location.clone());
+                }
                 "virtualhost" => virtualhost = self.value(st, &fp).map(|t| t.text.clone()),
                 // After the loop: the virtual server's check defaults apply wherever they are
                 // written in the block, and the sorry server comes after the real servers.
@@ -1152,6 +1156,18 @@ impl Conv {
                 | "smtp_alert" => self.ignored(st, "virtual_server"),
                 _ => self.unknown(st, "virtual_server"),
             }
+        }
+        // keepalived sets IPVS one-packet scheduling for UDP services only and ignores `ops`
+        // elsewhere (ipvswrapper.c); the TOML format refuses it there.
+        if let Some(at) = ops_at.filter(|_| vs.ops && vs.protocol != Protocol::Udp) {
+            self.d.warn(
+                &at,
+                format!(
+                    "`ops` applies to UDP virtual servers only (keepalived ignores it on {}), ignored",
+                    vs.protocol
+                ),
+            );
+            vs.ops = false;
         }
         if !protocol_set && listen.is_some() {
             self.d.warn(
