@@ -134,8 +134,13 @@ pub struct Config {
     /// advert of our own at once (RFC 5798 only discards it). Default `false`, as keepalived.
     pub lower_prio_no_advert: bool,
     /// Weights of tracked checks (keepalived `track_script`/`track_interface` `weight`),
-    /// indexed by [`TrackId`]. All start healthy.
+    /// indexed by [`TrackId`]. They start as [`Config::track_start`] says (default healthy).
     pub tracks: Vec<TrackWeight>,
+    /// The state each track starts in, by [`TrackId`]: `Some(healthy)`, or `None` for
+    /// unknown until its first [`VirtualRouter::handle_track`] (keepalived's script INIT
+    /// state): an unknown track adds or takes no weight and faults nothing. Tracks beyond
+    /// this list start healthy.
+    pub track_start: Vec<Option<bool>>,
 }
 
 impl Config {
@@ -167,6 +172,7 @@ impl Config {
             garp_lower_prio_delay: Some(Duration::from_secs(5)),
             lower_prio_no_advert: false,
             tracks: Vec::new(),
+            track_start: Vec::new(),
             skip_check_adv_addr: false,
         }
     }
@@ -539,7 +545,8 @@ pub struct VirtualRouter {
     cfg: Config,
     state: State,
     base_priority: Priority,
-    track_ok: Vec<bool>,
+    /// Each track's health; `None` while unknown.
+    track_ok: Vec<Option<bool>>,
     link_up: bool,
     group_fault: bool,
     master_adver_interval: AdvertInterval,
@@ -567,7 +574,9 @@ impl VirtualRouter {
         Self {
             state: State::Initialize,
             base_priority: cfg.priority,
-            track_ok: vec![true; cfg.tracks.len()],
+            track_ok: (0..cfg.tracks.len())
+                .map(|i| cfg.track_start.get(i).copied().unwrap_or(Some(true)))
+                .collect(),
             link_up: true,
             group_fault: false,
             master_adver_interval: cfg.advert_interval,
@@ -611,7 +620,7 @@ impl VirtualRouter {
         let mut p = i32::from(self.base_priority.get());
         for (w, ok) in self.cfg.tracks.iter().zip(&self.track_ok) {
             let w = i32::from(w.0);
-            if (w > 0 && *ok) || (w < 0 && !*ok) {
+            if (w > 0 && *ok == Some(true)) || (w < 0 && *ok == Some(false)) {
                 p += w;
             }
         }
@@ -673,7 +682,7 @@ impl VirtualRouter {
                 .tracks
                 .iter()
                 .zip(&self.track_ok)
-                .any(|(w, ok)| w.0 == 0 && !*ok)
+                .any(|(w, ok)| w.0 == 0 && *ok == Some(false))
     }
 
     // ----- D. outputs -----
@@ -699,7 +708,10 @@ impl VirtualRouter {
         if self.state != State::Initialize {
             return;
         }
-        self.preempt_at = (!self.cfg.preempt_delay.is_zero()).then(|| now + self.cfg.preempt_delay);
+        // A delay too long for the clock (Duration::MAX) means never.
+        self.preempt_at = (!self.cfg.preempt_delay.is_zero())
+            .then(|| now.checked_add(self.cfg.preempt_delay))
+            .flatten();
         self.enter_running(now, Reason::Startup);
     }
 
@@ -751,7 +763,7 @@ impl VirtualRouter {
     pub fn handle_track(&mut self, now: Instant, id: TrackId, healthy: bool) {
         let before = self.effective_priority();
         match self.track_ok.get_mut(id.0) {
-            Some(ok) if *ok != healthy => *ok = healthy,
+            Some(ok) if *ok != Some(healthy) => *ok = Some(healthy),
             _ => return,
         }
         if !self.reevaluate_fault(now, Reason::TrackFault) {
@@ -1006,7 +1018,7 @@ impl VirtualRouter {
         if not_lower {
             self.preempt_at = None;
         } else if self.preempt_at.is_none() {
-            self.preempt_at = Some(now + self.cfg.preempt_delay);
+            self.preempt_at = now.checked_add(self.cfg.preempt_delay);
         }
     }
 
@@ -1507,6 +1519,40 @@ mod tests {
         assert!(became >= 8, "preempted at {became}s, before preempt_delay");
     }
 
+    /// keepalived's INIT state of a script: an unknown track adds no weight and faults
+    /// nothing until its first result; a weight-0 track known to fail before the start
+    /// faults the instance from the first instant (an owner never becomes Master).
+    #[test]
+    fn unknown_tracks_count_nothing_and_known_failures_fault_at_start() {
+        let t0 = t0();
+        let mut c = cfg(100, 1);
+        c.tracks = vec![TrackWeight(50), TrackWeight(-30)];
+        c.track_start = vec![None, None];
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        assert_eq!(vr.effective_priority(), Priority(100));
+        vr.handle_track(t0, TrackId(0), true);
+        assert_eq!(vr.effective_priority(), Priority(150));
+        vr.handle_track(t0, TrackId(1), false);
+        assert_eq!(vr.effective_priority(), Priority(120));
+
+        let mut c = cfg(255, 1);
+        c.tracks = vec![TrackWeight(0)];
+        c.track_start = vec![Some(false)];
+        let mut vr = VirtualRouter::new(c);
+        vr.start(t0);
+        assert_eq!(vr.state(), State::Fault);
+        let actions = drain(&mut vr);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::AddVips | Action::SendAdvert(_))),
+            "{actions:?}"
+        );
+        vr.handle_track(t0, TrackId(0), true);
+        assert_eq!(vr.state(), State::Master);
+    }
+
     /// keepalived's preempt_delay counts again after Fault, and after an advert of priority
     /// at least ours: from the first lower-priority advert that follows.
     #[test]
@@ -1515,6 +1561,12 @@ mod tests {
         let mut c = cfg(200, 1);
         c.preempt_delay = Duration::from_secs(8);
         let delay = c.preempt_delay;
+        let mut forever = c.clone();
+        forever.preempt_delay = Duration::MAX;
+        let mut vr = VirtualRouter::new(forever);
+        vr.start(t0); // no overflow panic: a delay past the clock's range is never over
+        vr.handle_advert(t0, meta(2), &advert(&c, 100));
+        assert_eq!(vr.state(), State::Backup);
         // Adverts of `prio(i)` at `from + i` s, timers fired as they fall due; the second
         // at which the router is Master, if it becomes one within `secs`.
         let run = |vr: &mut VirtualRouter, from: Instant, secs: u64, prio: &dyn Fn(u64) -> u8| {

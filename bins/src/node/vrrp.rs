@@ -46,7 +46,12 @@ fn to_state(s: State) -> VrrpState {
 }
 
 /// Maps one instance onto the library's configuration.
-fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig, String> {
+/// `live`: each virtual server's liveness, for the initial state of `track_service`.
+fn instance_config(
+    cfg: &Config,
+    vi: &VrrpInstance,
+    live: &HashMap<String, watch::Receiver<bool>>,
+) -> Result<VrrpInstanceConfig, String> {
     let vrid = Vrid::new(vi.virtual_router_id).ok_or("virtual_router_id must be 1..=255")?;
     let mut c = VrrpInstanceConfig::new(&vi.name, &vi.interface, vrid);
     c.priority = Priority(vi.priority);
@@ -91,6 +96,19 @@ fn instance_config(cfg: &Config, vi: &VrrpInstance) -> Result<VrrpInstanceConfig
             vi.track_interface
                 .iter()
                 .map(|t| TrackWeight(t.weight.clamp(-254, 254) as i16)),
+        )
+        .collect();
+    // Their state before the start, so that a weight-0 one already failing faults the
+    // instance from the first instant (a down tracked link: keepalived's "entering FAULT
+    // state (interface eth1 down)"), not after it was Master for a moment.
+    c.track_initial = vi
+        .track_service
+        .iter()
+        .map(|t| live.get(&t.virtual_server).is_none_or(|rx| *rx.borrow()))
+        .chain(
+            vi.track_interface
+                .iter()
+                .map(|t| lb_vrrp::vip::link_is_up(&t.interface)),
         )
         .collect();
     for t in &vi.track_script {
@@ -168,7 +186,7 @@ impl SpeakerRuntime {
         let configs = instances
             .iter()
             .map(|vi| {
-                instance_config(cfg, vi)
+                instance_config(cfg, vi, live)
                     .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -443,6 +461,24 @@ impl SpeakerRuntime {
 mod tests {
     use super::*;
 
+    /// A tracked interface's and a tracked service's state before the start reach the
+    /// speaker (a weight-0 one already down faults the instance from the first instant).
+    #[test]
+    fn tracks_start_in_their_current_state() {
+        let text = "[[virtual_server]]\nname = \"web\"\nlisten = \"198.18.0.250:80\"\n\
+                    [[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n\
+                    [[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"lo\"\nvirtual_router_id = 51\n\
+                    virtual_ipaddress = [\"198.18.0.250\"]\n\
+                    track_service = [{ virtual_server = \"web\" }]\n\
+                    track_interface = [{ interface = \"lo\" }, { interface = \"nosuch9\" }]\n";
+        let (config, _) =
+            crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+        let (_tx, rx) = watch::channel(false);
+        let live = HashMap::from([("web".to_owned(), rx)]);
+        let c = instance_config(&config, &config.vrrp_instances[0], &live).unwrap();
+        assert_eq!(c.track_initial, [false, true, false]);
+    }
+
     /// The speaker gets the excluded addresses apart from the advertised ones, and the
     /// script's user resolved.
     #[test]
@@ -454,7 +490,7 @@ mod tests {
                     track_script = [{ script = \"chk\" }]\n";
         let (config, _) =
             crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
-        let c = instance_config(&config, &config.vrrp_instances[0]).unwrap();
+        let c = instance_config(&config, &config.vrrp_instances[0], &HashMap::new()).unwrap();
         let addrs = |v: &[Vip]| v.iter().map(|v| v.addr.to_string()).collect::<Vec<_>>();
         assert_eq!(addrs(&c.virtual_ipaddress), ["198.18.0.250"]);
         assert_eq!(

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! lb-vrrpd [--sync-group] \
-//!   --instance VI_1 --interface eth0 --vrid 51 --priority 100 --advert-int 1 \
+//!   --instance VI_1 [--state MASTER|BACKUP (a hint, changes nothing)] --interface eth0 --vrid 51 --priority 100 --advert-int 1 \
 //!   --version 2 --auth-pass 7road123 --vip "172.16.2.250/24 dev eth0 label eth0:1" \
 //!   [--vip-excluded "ADDR[/LEN] [dev D]" ...] \
 //!   [--unicast-src-ip IP --unicast-peer IP ...] [--nopreempt] [--preempt-delay S] [--accept] \
@@ -165,6 +165,14 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
         }
         match flag.as_str() {
             "--interface" => c.interface = val,
+            // keepalived's `state`: accepted for old command lines; as in keepalived 2.x it
+            // changes nothing (only an owner becomes Master at once, whatever it says).
+            "--state" => match val.as_str() {
+                "MASTER" | "BACKUP" => eprintln!(
+                    "lb-vrrpd: --state {val} is a hint, as keepalived 2.x's `state`: only an owner (priority 255) becomes MASTER at once"
+                ),
+                _ => bail!("state must be MASTER or BACKUP"),
+            },
             "--vrid" => {
                 c.virtual_router_id = Vrid::new(val.parse()?).context("VRID must be 1..=255")?
             }

@@ -129,6 +129,11 @@ pub struct VrrpInstanceConfig {
     /// Weights of tracked checks driven by the library user with
     /// [`SpeakerHandle::set_track`] (ids `0..track.len()`), see [`TrackWeight`].
     pub track: Vec<TrackWeight>,
+    /// The health each [`VrrpInstanceConfig::track`] entry starts with, by index (missing:
+    /// healthy), as known before the start: a weight-0 track already failing puts the
+    /// instance in Fault from the first instant (keepalived: "entering FAULT state
+    /// (interface eth1 down)" before it runs), and a weighted one counts from the start.
+    pub track_initial: Vec<bool>,
     /// keepalived `track_script`: scripts the driver runs itself (their ids follow
     /// those of [`VrrpInstanceConfig::track`]).
     pub track_script: Vec<TrackScript>,
@@ -244,6 +249,7 @@ impl VrrpInstanceConfig {
             garp_lower_prio_delay: Duration::from_secs(5),
             lower_prio_no_advert: false,
             track: Vec::new(),
+            track_initial: Vec::new(),
             track_script: Vec::new(),
         }
     }
@@ -317,6 +323,12 @@ impl VrrpInstanceConfig {
             .iter()
             .copied()
             .chain(self.track_script.iter().map(|s| s.weight))
+            .collect();
+        // Scripts are unknown until their first result (keepalived's INIT state: no weight,
+        // no fault; the speaker holds a weight-0 one's instance in Initialize meanwhile).
+        mc.track_start = (0..self.track.len())
+            .map(|i| Some(self.track_initial.get(i).copied().unwrap_or(true)))
+            .chain(self.track_script.iter().map(|_| None))
             .collect();
         mc
     }
@@ -455,7 +467,14 @@ impl Instance {
                 Some(src)
             }
             Err(e) => {
-                tracing::warn!(instance = %self.cfg.name, %src, error = %e, "cannot open the advert socket");
+                // No socket bound to a source we hold: Fault until one opens (tried again
+                // at every tick, logged once).
+                if self.has_src {
+                    tracing::warn!(instance = %self.cfg.name, %src, error = %e, "cannot open the advert socket: FAULT until it opens");
+                    self.has_src = false;
+                } else {
+                    tracing::debug!(instance = %self.cfg.name, %src, error = %e, "cannot open the advert socket");
+                }
                 None
             }
         }
