@@ -942,6 +942,8 @@ impl VirtualRouter {
     /// Sync group: become Backup now if Master.
     pub(crate) fn force_backup(&mut self, now: Instant) {
         if self.state == State::Master {
+            // The master is unknown until an advert names it (it is no longer us).
+            self.master_addr = None;
             self.become_backup(now, Reason::SyncGroup);
         }
     }
@@ -1151,6 +1153,10 @@ impl VirtualRouter {
         self.state = to;
         if from != to {
             self.wants_master = None;
+        }
+        if matches!(to, State::Fault | State::Initialize) {
+            // Nothing heard from a master counts any more; a Backup learns it again.
+            self.master_addr = None;
         }
         if from != to && matches!(from, State::Master | State::Fault) {
             // keepalived clears preempt_time when leaving Master or Fault: the next
@@ -1517,6 +1523,23 @@ mod tests {
         let _ = t;
         let became = became.expect("preempted eventually");
         assert!(became >= 8, "preempted at {became}s, before preempt_delay");
+    }
+
+    /// The master's address is forgotten in Fault and by a sync group's forced Backup:
+    /// status does not name this router as master while it is not.
+    #[test]
+    fn master_address_is_forgotten_when_no_longer_known() {
+        let t0 = t0();
+        let mut vr = VirtualRouter::new(cfg(255, 1));
+        vr.start(t0);
+        assert_eq!(vr.master_addr(), Some(ip(1)));
+        vr.handle_link(t0, false);
+        assert_eq!(vr.master_addr(), None);
+        vr.handle_link(t0, true);
+        assert_eq!(vr.master_addr(), Some(ip(1)), "owner: Master again");
+        vr.force_backup(t0);
+        assert_eq!(vr.state(), State::Backup);
+        assert_eq!(vr.master_addr(), None);
     }
 
     /// keepalived's INIT state of a script: an unknown track adds no weight and faults
