@@ -112,9 +112,13 @@ fn excluded_vips_follow_the_master_unadvertised() {
         .map(|i| format!("198.19.{}.{}/32", i / 250, i % 250 + 1))
         .collect();
     excluded.push("fd00:19::1/64".to_owned());
+    // Adverts every 0.5 s (the last --advert-int wins): the master adds 300 addresses one
+    // netlink request at a time between two adverts, and with 0.1 s a loaded CI machine
+    // (netns tests run in parallel on 2 cores) once let the backup's 0.36 s timer run out.
     let extra: Vec<String> = excluded
         .iter()
         .flat_map(|a| ["--vip-excluded".to_owned(), a.clone()])
+        .chain(["--advert-int".to_owned(), "0.5".to_owned()])
         .collect();
     let extra: Vec<&str> = strs(&extra);
     let mut lab = Lab::new(2);
@@ -133,7 +137,7 @@ fn excluded_vips_follow_the_master_unadvertised() {
         lab.holders(&[0, 1], last_v4)
     );
     // Stable: the backup hears the adverts (two masters would show here). Only from now:
-    // the skew times of priorities 150 and 100 at 0.1 s differ by 20 ms, so a backup
+    // the skew times of priorities 150 and 100 at 0.5 s differ by 0.1 s, so a backup
     // started ahead of the master may be master for a moment at start-up, as RFC 5798
     // allows, before the higher priority preempts it.
     let b_masters = |lab: &mut Lab| lab.proc(b).stdout().matches("-> MASTER").count();
