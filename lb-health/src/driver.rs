@@ -270,17 +270,26 @@ async fn run_check(
             .await
             .unwrap_or_else(|_| ProbeOutcome::timed_out(timeout));
             tracing::trace!(%backend, kind = probe.kind(), up = outcome.is_up(), reason = %outcome.reason, "probe");
-            if let Some(t) = tracker.handle_result(now(), outcome) {
+            let transition = tracker.handle_result(now(), outcome);
+            let established = tracker.state().established;
+            if let Some(t) = transition {
                 tracing::info!(%backend, old = %t.old, new = %t.new, reason = %t.reason, latency = ?t.latency, "health transition");
                 // Only while still registered: a removed check may finish one last probe.
                 if let Some(h) = lock(&health).get_mut(&backend) {
                     *h = CheckState {
                         health: t.new,
                         weight: t.weight,
+                        established,
                     };
                 }
                 // No subscriber is not an error.
                 let _ = events.send(t.into_event(backend));
+            } else if established {
+                // A fresh start's first result that changed nothing: its verdict is a
+                // check's from now on.
+                if let Some(h) = lock(&health).get_mut(&backend).filter(|h| !h.established) {
+                    h.established = true;
+                }
             }
             continue;
         }
@@ -343,6 +352,7 @@ mod tests {
                 CheckState {
                     health: new,
                     weight: None,
+                    established: true,
                 },
             );
             let _ = driver.events.send(event(id, old, new));

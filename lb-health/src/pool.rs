@@ -452,6 +452,7 @@ mod tests {
         let up = |w: Option<u64>| CheckState {
             health: Health::Up,
             weight: w.map(|w| Weight::new(w).unwrap()),
+            established: true,
         };
         a.resync(
             &p,

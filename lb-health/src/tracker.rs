@@ -182,6 +182,10 @@ pub struct CheckState {
     /// The weight the last `misc_dynamic` outcome asks for, if any (`None`: the configured
     /// weight).
     pub weight: Option<Weight>,
+    /// `false` while a fresh [`StartState::Up`] has had no check result: its verdict is the
+    /// start state's, not a check's (carry it over as a fresh start, not as
+    /// [`StartState::Established`]).
+    pub established: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +286,7 @@ impl HealthTracker {
         CheckState {
             health: self.health,
             weight: self.weight,
+            established: !self.fresh,
         }
     }
 

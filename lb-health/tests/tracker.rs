@@ -193,6 +193,26 @@ async fn keepalived_retries_and_delay_before_retry() {
     run.driver.shutdown().await;
 }
 
+/// A fresh start up is not established until its first check result, whether or not that
+/// result changes the verdict: what a reload carries over (an established verdict needs
+/// `fall` failures and takes retries; a fresh one falls at its first failure).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_fresh_start_is_established_by_its_first_result() {
+    let config = HealthCheckConfig::keepalived()
+        .delay_loop(Duration::from_secs(6))
+        .build()
+        .unwrap();
+    let mut run = start(config, &[Step::Up]);
+    let state = |run: &Run| run.driver.states().get(BackendId(1)).unwrap();
+    assert_eq!(state(&run).health, Health::Up);
+    assert!(!state(&run).established, "no check has run yet");
+    let (calls, events) = run.run_for(Duration::from_secs(1)).await;
+    assert_eq!(calls.len(), 1);
+    assert!(events.is_empty(), "a passing first check flips nothing");
+    assert!(state(&run).established);
+    run.driver.shutdown().await;
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn hung_probe_times_out_and_down_within_fall_interval_plus_timeout() {
     let config = HealthCheckConfig::haproxy()

@@ -977,13 +977,17 @@ impl VsRuntime {
     pub(crate) fn carried(&self) -> Carried {
         let backends = self.pool.backends();
         let admin = backends.iter().map(|b| (b.addr(), b.admin())).collect();
+        // A fresh start up that has not checked yet is not carried: its replacement starts
+        // it fresh too (falling at its first failure, without retries) instead of as an
+        // established verdict.
         let health = self
             .health
             .as_ref()
-            .map(HealthDriver::snapshot)
+            .map(|d| d.states().snapshot())
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(id, h)| Some((backends.get(id)?.addr(), h)))
+            .filter(|(_, st)| st.established || st.health == Health::Down)
+            .filter_map(|(id, st)| Some((backends.get(id)?.addr(), st.health)))
             .collect();
         Carried {
             admin,
