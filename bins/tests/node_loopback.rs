@@ -105,6 +105,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback UDP port free when asked (bound, then closed).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn get(addr: SocketAddr) -> std::io::Result<String> {
     request(addr, "t", "/")
 }
@@ -809,10 +818,7 @@ impl Drop for SlowUdpEcho {
 fn reload_restarting_a_udp_virtual_server_loses_no_datagram() {
     let dir = tempdir();
     let echo = SlowUdpEcho::start(Duration::from_millis(30));
-    let port = {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        u.local_addr().unwrap().port()
-    };
+    let port = free_udp_port();
     let config = |algo: &str| {
         format!(
             r#"
@@ -904,10 +910,7 @@ fn ops_spreads_one_clients_datagrams_over_the_real_servers() {
         SlowUdpEcho::start(Duration::ZERO),
         SlowUdpEcho::start(Duration::ZERO),
     );
-    let port = {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        u.local_addr().unwrap().port()
-    };
+    let port = free_udp_port();
     let conf = dir.join("keepalived.conf");
     std::fs::write(
         &conf,
@@ -2168,10 +2171,7 @@ fn udp_check_require_reply_finds_the_dead_real_server() {
     // Bound and never read: no reply, no ICMP error.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap();
-    let port = {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        u.local_addr().unwrap().port()
-    };
+    let port = free_udp_port();
     let conf = dir.join("keepalived.conf");
     std::fs::write(
         &conf,

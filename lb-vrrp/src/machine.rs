@@ -922,14 +922,10 @@ impl VirtualRouter {
     // ----- sync-group hooks -----
 
     /// Sync group: become Master now if Backup.
+    ///
+    /// A member held after its own Master_Down_Timer ran out gives the reason it had,
+    /// the others [`Reason::SyncGroup`].
     pub(crate) fn force_master(&mut self, now: Instant) {
-        if self.state == State::Backup {
-            self.become_master(now, Reason::SyncGroup);
-        }
-    }
-    /// Sync group: a member held after its Master_Down_Timer ran out becomes Master for
-    /// the reason it had, the others as [`Reason::SyncGroup`].
-    fn release_master(&mut self, now: Instant) {
         if self.state == State::Backup {
             let reason = self.wants_master.unwrap_or(Reason::SyncGroup);
             self.become_master(now, reason);
@@ -1151,22 +1147,21 @@ impl VirtualRouter {
     fn transition(&mut self, to: State, reason: Reason) {
         let from = self.state;
         self.state = to;
-        if from != to {
-            self.wants_master = None;
-        }
         if matches!(to, State::Fault | State::Initialize) {
             // Nothing heard from a master counts any more; a Backup learns it again.
             self.master_addr = None;
         }
-        if from != to && matches!(from, State::Master | State::Fault) {
+        if from == to {
+            return;
+        }
+        self.wants_master = None;
+        if matches!(from, State::Master | State::Fault) {
             // keepalived clears preempt_time when leaving Master or Fault: the next
             // lower-priority master is waited for a whole preempt_delay again.
             self.preempt_at = None;
         }
-        if from != to {
-            self.actions
-                .push_back(Action::Transition { from, to, reason });
-        }
+        self.actions
+            .push_back(Action::Transition { from, to, reason });
     }
 }
 
@@ -1366,10 +1361,8 @@ impl SyncGroup {
             && self.members.iter().all(VirtualRouter::wants_or_is_master);
         if fell {
             self.members.iter_mut().for_each(|m| m.force_backup(now));
-        } else if rose {
+        } else if rose || all_want {
             self.members.iter_mut().for_each(|m| m.force_master(now));
-        } else if all_want {
-            self.members.iter_mut().for_each(|m| m.release_master(now));
         }
     }
 }

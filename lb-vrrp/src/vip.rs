@@ -246,39 +246,47 @@ pub fn mac_address(name: &str) -> Result<[u8; 6], VipError> {
         .ok_or_else(|| VipError::NoInterface(name.to_owned()))
 }
 
-/// True if interface `name` is administratively up and has carrier (`IFF_UP | IFF_RUNNING`).
-pub fn link_is_up(name: &str) -> bool {
-    use nix::net::if_::InterfaceFlags;
-    nix::ifaddrs::getifaddrs().is_ok_and(|mut it| {
-        it.any(|i| {
-            i.interface_name == name
-                && i.flags
-                    .contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_RUNNING)
-        })
-    })
-}
+/// One reading of the interfaces and their addresses (`getifaddrs(3)`, a netlink dump, in
+/// the calling thread's network namespace), asked several questions: the driver reads it
+/// once per link tick for all its instances. Empty when it cannot be read.
+#[derive(Debug)]
+pub struct Interfaces(Vec<nix::ifaddrs::InterfaceAddress>);
 
-/// Whether interface `name` holds `ip` (in the calling thread's network namespace).
-pub fn has_address(name: &str, ip: IpAddr) -> bool {
-    nix::ifaddrs::getifaddrs().is_ok_and(|mut it| {
-        it.any(|i| {
-            i.interface_name == name
-                && i.address.is_some_and(|a| match ip {
-                    IpAddr::V4(v4) => a.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
-                    IpAddr::V6(v6) => a.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
-                })
-        })
-    })
-}
+impl Interfaces {
+    /// Reads the interfaces now.
+    pub fn read() -> Self {
+        Self(nix::ifaddrs::getifaddrs().map_or_else(|_| Vec::new(), Iterator::collect))
+    }
 
-/// The first address of `family` on interface `name` that is not in `exclude`: for
-/// IPv4 the primary address, for IPv6 the link-local one (RFC 5798 §5.1.2.1 requires a
-/// link-local source for IPv6 adverts).
-pub fn primary_address(name: &str, v6: bool, exclude: &[IpAddr]) -> Option<IpAddr> {
-    nix::ifaddrs::getifaddrs()
-        .ok()?
-        .filter(|i| i.interface_name == name)
-        .find_map(|i| {
+    fn of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a nix::ifaddrs::InterfaceAddress> {
+        self.0.iter().filter(move |i| i.interface_name == name)
+    }
+
+    /// True if interface `name` is administratively up and has carrier
+    /// (`IFF_UP | IFF_RUNNING`).
+    pub fn link_is_up(&self, name: &str) -> bool {
+        use nix::net::if_::InterfaceFlags;
+        self.of(name).any(|i| {
+            i.flags
+                .contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_RUNNING)
+        })
+    }
+
+    /// Whether interface `name` holds `ip`.
+    pub fn has_address(&self, name: &str, ip: IpAddr) -> bool {
+        self.of(name).any(|i| {
+            i.address.is_some_and(|a| match ip {
+                IpAddr::V4(v4) => a.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
+                IpAddr::V6(v6) => a.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
+            })
+        })
+    }
+
+    /// The first address of `family` on interface `name` that is not in `exclude`: for
+    /// IPv4 the primary address, for IPv6 the link-local one (RFC 5798 §5.1.2.1 requires a
+    /// link-local source for IPv6 adverts).
+    pub fn primary_address(&self, name: &str, v6: bool, exclude: &[IpAddr]) -> Option<IpAddr> {
+        self.of(name).find_map(|i| {
             let a = i.address?;
             let ip = if v6 {
                 let ip = a.as_sockaddr_in6()?.ip();
@@ -289,6 +297,19 @@ pub fn primary_address(name: &str, v6: bool, exclude: &[IpAddr]) -> Option<IpAdd
             };
             (!exclude.contains(&ip)).then_some(ip)
         })
+    }
+}
+
+/// True if interface `name` is administratively up and has carrier (`IFF_UP | IFF_RUNNING`);
+/// see [`Interfaces::link_is_up`].
+pub fn link_is_up(name: &str) -> bool {
+    Interfaces::read().link_is_up(name)
+}
+
+/// The first address of `family` on interface `name` that is not in `exclude`; see
+/// [`Interfaces::primary_address`].
+pub fn primary_address(name: &str, v6: bool, exclude: &[IpAddr]) -> Option<IpAddr> {
+    Interfaces::read().primary_address(name, v6, exclude)
 }
 
 /// A gratuitous ARP request frame (Ethernet + ARP, 42 bytes) announcing that `ip` is at

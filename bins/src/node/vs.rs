@@ -1463,14 +1463,19 @@ mod carry_tests {
         v.pool.backends().get(backend_id(i)).unwrap().health()
     }
 
-    async fn wait_down(v: &VsRuntime, i: usize) -> bool {
+    /// Waits (5 s at most) until backend `i` of `v` has health `want`.
+    async fn wait_health(v: &VsRuntime, i: usize, want: Health) -> bool {
         for _ in 0..500 {
-            if health(v, i) == Health::Down {
+            if health(v, i) == want {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
+    }
+
+    async fn wait_down(v: &VsRuntime, i: usize) -> bool {
+        wait_health(v, i, Health::Down).await
     }
 
     /// A real server with two checks, `alpha` on the second only, starts down (as keepalived
@@ -1492,15 +1497,10 @@ mod carry_tests {
             ),
         )
         .await;
-        let mut up = false;
-        for _ in 0..300 {
-            if health(&v, 0) == Health::Up {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(up, "both checks pass: the real server comes up");
+        assert!(
+            wait_health(&v, 0, Health::Up).await,
+            "both checks pass: the real server comes up"
+        );
         drop(server);
     }
 
@@ -1584,15 +1584,10 @@ mod carry_tests {
         )
         .await;
         assert_eq!(health(&new, 1), Health::Down, "carried, capped at 300 ms");
-        let mut back = false;
-        for _ in 0..500 {
-            if health(&new, 1) == Health::Up {
-                back = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(back, "the capped ejection ended");
+        assert!(
+            wait_health(&new, 1, Health::Up).await,
+            "the capped ejection ended"
+        );
         new.carry_from(&old);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(

@@ -64,7 +64,14 @@ impl ListenSocket {
         self.bound
     }
 
-    /// Receives one datagram into `buf`: its length (a longer datagram is truncated to
+    /// A control-message buffer for [`ListenSocket::recv`], room for one `in_pktinfo` and one
+    /// `in6_pktinfo` (72 bytes): made once per receive loop, not per datagram.
+    pub(super) fn cmsg_buffer() -> Vec<u8> {
+        nix::cmsg_space!(libc::in_pktinfo, libc::in6_pktinfo)
+    }
+
+    /// Receives one datagram into `buf`, packet info into `cmsgs` (from
+    /// [`ListenSocket::cmsg_buffer`]): its length (a longer datagram is truncated to
     /// `buf`), the client, and the local address it was sent to (the bound address, or on a
     /// wildcard socket the datagram's destination; an IPv6 link-local one carries the
     /// arrival interface as its scope).
@@ -74,18 +81,21 @@ impl ListenSocket {
     ///
     /// # Errors
     /// The receive's (`ECONNREFUSED` for an ICMP error about an earlier reply).
-    pub(super) async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+    pub(super) async fn recv(
+        &self,
+        buf: &mut [u8],
+        cmsgs: &mut Vec<u8>,
+    ) -> io::Result<(usize, SocketAddr, SocketAddr)> {
         if !self.wildcard {
             let (n, client) = self.socket.recv_from(buf).await?;
             return Ok((n, client, self.bound));
         }
-        let mut cmsgs = nix::cmsg_space!(libc::in_pktinfo, libc::in6_pktinfo);
         self.socket
             .async_io(Interest::READABLE, || {
                 let fd = self.socket.as_raw_fd();
                 let mut iov = [IoSliceMut::new(buf)];
                 let msg =
-                    recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsgs), MsgFlags::empty())?;
+                    recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut *cmsgs), MsgFlags::empty())?;
                 let client = msg
                     .address
                     .as_ref()

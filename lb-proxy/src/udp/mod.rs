@@ -419,13 +419,14 @@ fn end_session(shared: &Shared, key: SessionKey, session: &Arc<Session>) {
 
 async fn listen_loop(shared: Arc<Shared>, listener: Arc<ListenSocket>) {
     let mut buf = vec![0u8; shared.config.max_datagram];
+    let mut cmsgs = ListenSocket::cmsg_buffer();
     let mut stop = shared.stop_receiving.subscribe();
     loop {
         // `recv` is cancel safe: a datagram is either read here or left in the socket.
         let received = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
-            r = listener.recv(&mut buf) => r,
+            r = listener.recv(&mut buf, &mut cmsgs) => r,
         };
         let (n, client, local) = match received {
             Ok(r) => r,
@@ -485,8 +486,9 @@ async fn forward_datagram(
 /// The session a datagram of `flow` (a key without backend) goes over, and its key: the
 /// flow's session, or with `per_packet` the flow's session to a backend picked for this
 /// datagram; opened if there is none. A session found refused is ended and the pick made
-/// again without its backend (a bounded number of times). `None`: the datagram is dropped
-/// (counted by [`open_session`] or [`pick_backend`]).
+/// again without its backend (a bounded number of times). No new session opens while
+/// draining or with the table full ([`may_open`], checked before any pick). `None`: the
+/// datagram is dropped (counted here, by [`open_session`] or by [`pick_backend`]).
 async fn session_for(
     shared: &Arc<Shared>,
     listener: &Arc<ListenSocket>,
@@ -604,21 +606,15 @@ fn pick_backend(shared: &Shared, flow: SessionKey, avoid: Option<BackendId>) -> 
     picked
 }
 
-/// Opens a session for `key` on `backend` and spawns its reply task. `None` (the datagram
-/// is dropped, counted) while draining, with the table full, or when no session socket can
-/// be opened.
+/// Opens a session for `key` on `backend` and spawns its reply task; the caller checked
+/// [`may_open`] before picking `backend`. `None` (the datagram is dropped, counted) when no
+/// session socket can be opened.
 async fn open_session(
     shared: &Arc<Shared>,
     listener: &Arc<ListenSocket>,
     key: SessionKey,
     backend: Backend,
 ) -> Option<Arc<Session>> {
-    if shared.draining.load(Ordering::Relaxed)
-        || lock(&shared.sessions).len() >= shared.config.max_sessions
-    {
-        ProxyStats::inc(&shared.stats.sessions_refused);
-        return None;
-    }
     let bind: SocketAddr = if backend.addr().is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {

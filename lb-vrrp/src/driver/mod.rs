@@ -443,15 +443,16 @@ impl Instance {
     /// Checks that the advert source is still on the interface (without
     /// `unicast_src_ip`): when it is gone the instance has none (Fault) until the interface
     /// holds a usable address again, which becomes the source (a new send socket bound to
-    /// it). Returns the new source when it changed.
-    fn refresh_src(&mut self) -> Option<IpAddr> {
+    /// it). `ifs`: this tick's reading of the interfaces. Returns the new source when it
+    /// changed.
+    fn refresh_src(&mut self, ifs: &vip::Interfaces) -> Option<IpAddr> {
         if self.cfg.unicast_src_ip.is_some()
-            || (self.has_src && vip::has_address(&self.cfg.interface, self.src))
+            || (self.has_src && ifs.has_address(&self.cfg.interface, self.src))
         {
             return None;
         }
         let all: Vec<IpAddr> = self.cfg.all_vips().map(|v| v.addr).collect();
-        let Some(src) = vip::primary_address(&self.cfg.interface, self.src.is_ipv6(), &all) else {
+        let Some(src) = ifs.primary_address(&self.cfg.interface, self.src.is_ipv6(), &all) else {
             if self.has_src {
                 tracing::warn!(instance = %self.cfg.name, src = %self.src, "advert source gone from the interface: FAULT until it holds a usable address");
                 self.has_src = false;
@@ -747,14 +748,16 @@ impl Speaker {
                 }
                 _ = link_tick.tick() => {
                     let t = now();
+                    // One reading of the interfaces for every instance.
+                    let ifs = vip::Interfaces::read();
                     for inst in &mut self.instances {
                         let before = inst.link_up && inst.has_src;
-                        let up = vip::link_is_up(&inst.cfg.interface);
+                        let up = ifs.link_is_up(&inst.cfg.interface);
                         if up != inst.link_up {
                             inst.link_up = up;
                             tracing::info!(instance = %inst.cfg.name, up, "link state changed");
                         }
-                        if let Some(src) = inst.refresh_src() {
+                        if let Some(src) = inst.refresh_src(&ifs) {
                             self.groups[inst.group].set_primary_addr(inst.member, src);
                         }
                         let after = inst.link_up && inst.has_src;
