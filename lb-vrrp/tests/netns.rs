@@ -1202,3 +1202,58 @@ fn vip_on_another_dev_is_announced_with_that_devs_mac() {
     );
     assert!(lab.ping(2, "198.18.1.100"));
 }
+
+/// A VIP removed from the master's interface by someone else (`ip addr del`) is added back
+/// with its label, and announced again (a client that accepts gratuitous ARPs learns it
+/// anew), while the backup stays backup. keepalived 2.2.7 does the same (it resigns and
+/// takes over again at once, adding the VIPs back). It used to stay gone.
+#[test]
+fn vip_removed_by_someone_else_is_added_back() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(3);
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
+    let b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+    // After the master's GARP bursts (at once and garp_master_delay 1 s later).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        lab.exec(2, &["sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1"])
+            .0
+    );
+    assert!(lab.exec(2, &["ip", "neigh", "flush", "dev", "eth0"]).0);
+    assert_eq!(neighbour_mac(&lab, 2, VIP), None);
+    for round in 0..2 {
+        assert!(
+            lab.exec(
+                0,
+                &["ip", "addr", "del", &format!("{VIP}/24"), "dev", "eth0"]
+            )
+            .0
+        );
+        assert!(
+            wait_for(Duration::from_secs(2), || lab.has_addr(0, VIP)).is_some(),
+            "round {round}: VIP not added back; master log: {}",
+            lab.proc(a).stderr()
+        );
+    }
+    let (_, label) = lab.exec(0, &["ip", "-o", "addr", "show", "label", "eth0:1"]);
+    assert!(label.contains(VIP), "label eth0:1 not restored: {label}");
+    let mac0 = mac_of(&lab, 0);
+    assert!(
+        wait_for(Duration::from_secs(2), || neighbour_mac(&lab, 2, VIP)
+            .as_deref()
+            == Some(mac0.as_str()))
+        .is_some(),
+        "no gratuitous ARP for the re-added VIP reached the client"
+    );
+    assert_eq!(lab.holders(&[0, 1], VIP), [0]);
+    assert!(lab.ping(2, VIP));
+    assert!(
+        !lab.proc(b).stdout().contains("-> MASTER"),
+        "the backup took over: {}",
+        lab.proc(b).stdout()
+    );
+    assert!(lab.proc(a).stderr().contains("added back"));
+}

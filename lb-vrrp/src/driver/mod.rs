@@ -435,6 +435,8 @@ struct Instance {
     link_up: bool,
     /// `src` is an address the interface holds (or `unicast_src_ip`).
     has_src: bool,
+    /// VIPs whose re-adding (see [`Speaker::restore_vips`]) failed, logged once.
+    restore_failed: HashSet<IpAddr>,
     group: usize,
     member: usize,
 }
@@ -562,6 +564,7 @@ impl Speaker {
                 mac: vip::mac_address(&cfg.interface).ok(),
                 link_up,
                 has_src: found.is_some(),
+                restore_failed: HashSet::new(),
                 cfg,
                 ifindex,
                 src,
@@ -750,6 +753,9 @@ impl Speaker {
                     let t = now();
                     // One reading of the interfaces for every instance.
                     let ifs = vip::Interfaces::read();
+                    // Before the link changes below, which may make an instance Master
+                    // with its VIPs still to add.
+                    self.restore_vips(&ifs).await;
                     for inst in &mut self.instances {
                         let before = inst.link_up && inst.has_src;
                         let up = ifs.link_is_up(&inst.cfg.interface);
@@ -786,6 +792,52 @@ impl Speaker {
             }
         }
         g.start(t);
+    }
+
+    /// Adds back, and announces, the VIPs of a Master that are no longer on their
+    /// interface: an operator or another program removed them (`ip addr del`, a network
+    /// manager flushing the interface). keepalived, told by netlink, resigns (a
+    /// priority-0 advert) and becomes Master again at once, adding them back: the same
+    /// outcome, here without the priority-0 advert and within one link tick (200 ms).
+    /// `ifs`: this tick's reading, taken after every pending action was performed (a
+    /// Master's VIPs were added).
+    async fn restore_vips(&mut self, ifs: &vip::Interfaces) {
+        for inst in &mut self.instances {
+            if self.groups[inst.group].member(inst.member).state() != State::Master {
+                inst.restore_failed.clear();
+                continue;
+            }
+            let missing: Vec<Vip> = inst
+                .cfg
+                .all_vips()
+                .filter(|v| {
+                    !ifs.has_address(v.dev.as_deref().unwrap_or(&inst.cfg.interface), v.addr)
+                })
+                .cloned()
+                .collect();
+            let mut added = Vec::new();
+            for v in missing {
+                match self.vips.add(inst.ifindex, &v).await {
+                    Ok(()) => {
+                        tracing::warn!(instance = %inst.cfg.name, vip = %v.addr, "VIP removed from its interface while MASTER: added back");
+                        inst.restore_failed.remove(&v.addr);
+                        added.push(v.addr);
+                    }
+                    Err(e) if inst.restore_failed.insert(v.addr) => {
+                        tracing::error!(instance = %inst.cfg.name, vip = %v.addr, error = %e, "VIP removed from its interface while MASTER: cannot add it back (tried again every 200 ms)");
+                    }
+                    Err(e) => {
+                        tracing::debug!(instance = %inst.cfg.name, vip = %v.addr, error = %e, "adding back a removed VIP");
+                    }
+                }
+            }
+            if !added.is_empty() {
+                let repeat = inst.cfg.garp_master_repeat;
+                if let Err(e) = announce(inst, repeat, |a| added.contains(&a)) {
+                    tracing::warn!(instance = %inst.cfg.name, error = %e, "sending gratuitous ARP / NA");
+                }
+            }
+        }
     }
 
     /// Performs every pending action.
@@ -844,7 +896,7 @@ impl Speaker {
                 }
             }
             Action::AnnounceVips { repeat } => {
-                if let Err(e) = announce(inst, repeat) {
+                if let Err(e) = announce(inst, repeat, |_| true) {
                     tracing::warn!(instance = %name, error = %e, "sending gratuitous ARP / NA");
                 }
             }
@@ -865,11 +917,11 @@ impl Speaker {
     }
 }
 
-/// Sends `repeat` gratuitous ARPs / unsolicited NAs for every VIP, each out of its own
-/// interface with that interface's MAC address. A failed send does not
-/// stop the others (one VIP's error must not leave the rest unannounced); the first error
-/// is returned.
-fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
+/// Sends `repeat` gratuitous ARPs / unsolicited NAs for every VIP whose address passes
+/// `which`, each out of its own interface with that interface's MAC address. A failed send
+/// does not stop the others (one VIP's error must not leave the rest unannounced); the
+/// first error is returned.
+fn announce(inst: &Instance, repeat: u32, which: impl Fn(IpAddr) -> bool) -> io::Result<()> {
     let (Some(sock), Some(mac)) = (&inst.announce, inst.mac) else {
         return Ok(());
     };
@@ -882,6 +934,7 @@ fn announce(inst: &Instance, repeat: u32) -> io::Result<()> {
     let targets: Vec<(IpAddr, u32, [u8; 6], bool)> = inst
         .cfg
         .all_vips()
+        .filter(|v| which(v.addr))
         .filter_map(|v| {
             let router = |ifname: &str| v.addr.is_ipv6() && vip::ipv6_forwarding(ifname);
             match &v.dev {
