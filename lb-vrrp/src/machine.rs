@@ -11,7 +11,7 @@
 //! * **B. Handlers** for things that happened, `handle_*(now, …)`:
 //!   [`handle_packet`](VirtualRouter::handle_packet) / [`handle_advert`](VirtualRouter::handle_advert),
 //!   [`handle_timeout`](VirtualRouter::handle_timeout), [`handle_link`](VirtualRouter::handle_link),
-//!   [`handle_track`](VirtualRouter::handle_track).
+//!   [`handle_address`](VirtualRouter::handle_address), [`handle_track`](VirtualRouter::handle_track).
 //! * **C. Commands** from the operator: [`start`](VirtualRouter::start),
 //!   [`set_priority`](VirtualRouter::set_priority), [`shutdown`](VirtualRouter::shutdown).
 //! * **D. Outputs**, `#[must_use]`: [`poll_action`](VirtualRouter::poll_action) and
@@ -21,8 +21,8 @@
 //!
 //! [`State::Initialize`], [`State::Backup`] and [`State::Master`] are RFC 5798 §6.4.
 //! [`State::Fault`] is a **non-RFC extension** taken from keepalived: the instance enters it
-//! when its interface is down ([`VirtualRouter::handle_link`]) or a tracked check with
-//! weight 0 fails; it neither sends nor listens, and holds no VIP. A master entering Fault
+//! when its interface is down ([`VirtualRouter::handle_link`]) or holds no address to send
+//! adverts from ([`VirtualRouter::handle_address`]), or a tracked check with weight 0 fails; it neither sends nor listens, and holds no VIP. A master entering Fault
 //! first sends a priority-0 advert so that a backup takes over after Skew_Time.
 //!
 //! # Receive validation
@@ -301,6 +301,8 @@ pub enum Reason {
     Shutdown,
     /// The interface went down.
     LinkDown,
+    /// The interface holds no address to send adverts from.
+    NoAddress,
     /// A weight-0 tracked check failed.
     TrackFault,
     /// The last fault condition cleared.
@@ -548,6 +550,8 @@ pub struct VirtualRouter {
     /// Each track's health; `None` while unknown.
     track_ok: Vec<Option<bool>>,
     link_up: bool,
+    /// The interface holds an address to send adverts from.
+    has_addr: bool,
     group_fault: bool,
     master_adver_interval: AdvertInterval,
     master_addr: Option<IpAddr>,
@@ -578,6 +582,7 @@ impl VirtualRouter {
                 .map(|i| cfg.track_start.get(i).copied().unwrap_or(Some(true)))
                 .collect(),
             link_up: true,
+            has_addr: true,
             group_fault: false,
             master_adver_interval: cfg.advert_interval,
             master_addr: None,
@@ -677,6 +682,7 @@ impl VirtualRouter {
     /// check failing), not counting a fault imposed by its sync group.
     pub fn has_own_fault(&self) -> bool {
         !self.link_up
+            || !self.has_addr
             || self
                 .cfg
                 .tracks
@@ -778,6 +784,19 @@ impl VirtualRouter {
         }
         self.link_up = up;
         self.reevaluate_fault(now, Reason::LinkDown);
+    }
+
+    /// The interface lost its last usable address to send adverts from, or has one again
+    /// (non-RFC, keepalived: none means [`State::Fault`]). A Master that loses it while its
+    /// link is up still sends a priority-0 advert (from the address it had, which the
+    /// driver can still send from), so that a backup takes over after Skew_Time rather than
+    /// Master_Down_Interval.
+    pub fn handle_address(&mut self, now: Instant, present: bool) {
+        if self.has_addr == present {
+            return;
+        }
+        self.has_addr = present;
+        self.reevaluate_fault(now, Reason::NoAddress);
     }
 
     /// Timer expiry. Idempotent: a wake-up before any deadline does nothing.
@@ -1035,6 +1054,8 @@ impl VirtualRouter {
             (State::Backup | State::Master, true) => {
                 let reason = if !self.link_up {
                     Reason::LinkDown
+                } else if !self.has_addr {
+                    Reason::NoAddress
                 } else {
                     reason
                 };
@@ -1056,6 +1077,8 @@ impl VirtualRouter {
         if self.in_fault() {
             let r = if !self.link_up {
                 Reason::LinkDown
+            } else if !self.has_addr {
+                Reason::NoAddress
             } else {
                 Reason::TrackFault
             };
@@ -1292,6 +1315,15 @@ impl SyncGroup {
     pub fn handle_advert(&mut self, now: Instant, i: usize, meta: RxMeta, adv: &AdvertRepr) {
         self.with(now, |ms| {
             lower_priority_heard_by_all(ms, i, now, |m| m.handle_advert(now, meta, adv));
+        });
+    }
+    /// Member `i`'s interface lost its last usable address, or has one again: see
+    /// [`VirtualRouter::handle_address`].
+    pub fn handle_address(&mut self, now: Instant, i: usize, present: bool) {
+        self.with(now, |ms| {
+            if let Some(m) = ms.get_mut(i) {
+                m.handle_address(now, present);
+            }
         });
     }
     /// Link state of member `i`'s interface.
@@ -1533,6 +1565,36 @@ mod tests {
         vr.force_backup(t0);
         assert_eq!(vr.state(), State::Backup);
         assert_eq!(vr.master_addr(), None);
+    }
+
+    /// A Master that loses its address with its link up sends a priority-0 advert before
+    /// Fault; one whose link went down cannot. Either fault alone holds it in Fault.
+    #[test]
+    fn losing_the_address_is_a_fault_announced_by_priority_zero() {
+        let t0 = t0();
+        let mut vr = VirtualRouter::new(cfg(255, 1));
+        vr.start(t0);
+        drain(&mut vr);
+        vr.handle_address(t0, false);
+        assert_eq!(vr.state(), State::Fault);
+        let acts = drain(&mut vr);
+        assert!(
+            matches!(&acts[..], [Action::SendAdvert(a), Action::RemoveVips, Action::Transition { to: State::Fault, reason: Reason::NoAddress, .. }] if a.priority == Priority::STOP),
+            "{acts:?}"
+        );
+        vr.handle_link(t0, false);
+        vr.handle_address(t0, true);
+        assert_eq!(vr.state(), State::Fault, "the link is still down");
+        vr.handle_link(t0, true);
+        assert_eq!(vr.state(), State::Master);
+        drain(&mut vr);
+        vr.handle_link(t0, false);
+        vr.handle_address(t0, false);
+        let acts = drain(&mut vr);
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::SendAdvert(_))),
+            "{acts:?}"
+        );
     }
 
     /// keepalived's INIT state of a script: an unknown track adds no weight and faults

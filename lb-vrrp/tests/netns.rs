@@ -1257,3 +1257,48 @@ fn vip_removed_by_someone_else_is_added_back() {
     );
     assert!(lab.proc(a).stderr().contains("added back"));
 }
+
+/// A master whose only address is removed goes to FAULT and says so with a priority-0
+/// advert from the address it had (keepalived sends one as it leaves MASTER): the backup
+/// takes over after Skew_Time ("MasterStopped") instead of waiting out
+/// Master_Down_Interval. The kernel refused the send before (ENETUNREACH from a source no
+/// interface holds), so the backup's reason was "MasterDown". With an address back, the
+/// higher priority preempts again.
+#[test]
+fn master_losing_its_address_sends_priority_zero() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(3);
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
+    let b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = lab.exec(0, &["ip", "addr", "del", "198.18.0.1/24", "dev", "eth0"]);
+    assert!(ok, "{out}");
+    assert!(
+        wait_for(Duration::from_secs(3), || lab.holders(&[0, 1], VIP) == [1]).is_some(),
+        "backup did not take over: {}",
+        lab.proc(b).stdout()
+    );
+    assert!(
+        lab.proc(a).stdout().contains("MASTER -> FAULT (NoAddress)"),
+        "{}",
+        lab.proc(a).stdout()
+    );
+    assert!(
+        lab.proc(b)
+            .stdout()
+            .contains("BACKUP -> MASTER (MasterStopped)"),
+        "the backup did not hear a priority-0 advert: {}{}",
+        lab.proc(b).stdout(),
+        lab.proc(a).stderr()
+    );
+    let (ok, out) = lab.exec(0, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    assert!(ok, "{out}");
+    assert!(
+        wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some(),
+        "no preemption once the address is back: {}",
+        lab.proc(a).stdout()
+    );
+}

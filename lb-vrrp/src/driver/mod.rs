@@ -753,24 +753,30 @@ impl Speaker {
                     let t = now();
                     // One reading of the interfaces for every instance.
                     let ifs = vip::Interfaces::read();
-                    // Before the link changes below, which may make an instance Master
-                    // with its VIPs still to add.
-                    self.restore_vips(&ifs).await;
+                    // Masters now have added their VIPs (every action was performed).
+                    let was_master: Vec<bool> = self
+                        .instances
+                        .iter()
+                        .map(|inst| {
+                            self.groups[inst.group].member(inst.member).state() == State::Master
+                        })
+                        .collect();
                     for inst in &mut self.instances {
-                        let before = inst.link_up && inst.has_src;
                         let up = ifs.link_is_up(&inst.cfg.interface);
                         if up != inst.link_up {
                             inst.link_up = up;
                             tracing::info!(instance = %inst.cfg.name, up, "link state changed");
+                            self.groups[inst.group].handle_link(t, inst.member, up);
                         }
+                        let had_src = inst.has_src;
                         if let Some(src) = inst.refresh_src(&ifs) {
                             self.groups[inst.group].set_primary_addr(inst.member, src);
                         }
-                        let after = inst.link_up && inst.has_src;
-                        if after != before {
-                            self.groups[inst.group].handle_link(t, inst.member, after);
+                        if inst.has_src != had_src {
+                            self.groups[inst.group].handle_address(t, inst.member, inst.has_src);
                         }
                     }
+                    self.restore_vips(&ifs, &was_master).await;
                 }
             }
         }
@@ -787,8 +793,11 @@ impl Speaker {
         let g = &mut self.groups[gi];
         for (m, &i) in self.members[gi].iter().enumerate() {
             let inst = &self.instances[i];
-            if !inst.link_up || !inst.has_src {
+            if !inst.link_up {
                 g.handle_link(t, m, false);
+            }
+            if !inst.has_src {
+                g.handle_address(t, m, false);
             }
         }
         g.start(t);
@@ -799,11 +808,12 @@ impl Speaker {
     /// manager flushing the interface). keepalived, told by netlink, resigns (a
     /// priority-0 advert) and becomes Master again at once, adding them back: the same
     /// outcome, here without the priority-0 advert and within one link tick (200 ms).
-    /// `ifs`: this tick's reading, taken after every pending action was performed (a
-    /// Master's VIPs were added).
-    async fn restore_vips(&mut self, ifs: &vip::Interfaces) {
-        for inst in &mut self.instances {
-            if self.groups[inst.group].member(inst.member).state() != State::Master {
+    /// `ifs`: this tick's reading, taken after every pending action was performed;
+    /// `was_master`: each instance was Master then (its VIPs were added). One that became
+    /// Master since has its VIPs still to add, and is left alone.
+    async fn restore_vips(&mut self, ifs: &vip::Interfaces, was_master: &[bool]) {
+        for (inst, &was_master) in self.instances.iter_mut().zip(was_master) {
+            if !was_master || self.groups[inst.group].member(inst.member).state() != State::Master {
                 inst.restore_failed.clear();
                 continue;
             }
@@ -1039,6 +1049,10 @@ fn open_send_socket(cfg: &VrrpInstanceConfig, ifindex: u32, src: IpAddr) -> io::
     match src {
         IpAddr::V4(_) => {
             tx.set_freebind(true)?;
+            // Transparent: the kernel routes a datagram from a source no interface holds
+            // (otherwise ENETUNREACH), so that a Master whose address was removed still
+            // sends its priority-0 advert from it. Needs CAP_NET_ADMIN, which VIPs need.
+            tx.set_ip_transparent(true)?;
             tx.set_tos(u32::from(ADVERT_TOS))?;
         }
         IpAddr::V6(_) => {
