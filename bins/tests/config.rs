@@ -1603,3 +1603,38 @@ fn udp_check_errors_are_located() {
         "{e:?}"
     );
 }
+
+/// `no_accept` is enforced now (nftables drop rules while MASTER), so a virtual server on
+/// that instance's VIP would get no client: a located warning says so; `accept`, an owner
+/// (priority 255) or a virtual server on another address draw none.
+#[test]
+fn no_accept_warns_about_virtual_servers_on_its_vips() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("k.conf");
+    let conf = |accept: &str, prio: u8, vs: &str| {
+        format!(
+            "vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 51\n    priority {prio}\n    {accept}\n    virtual_ipaddress {{\n        198.18.0.250/24\n    }}\n}}\n\
+             virtual_server {vs} 80 {{\n    protocol TCP\n    real_server 198.18.0.151 80 {{\n    }}\n}}\n"
+        )
+    };
+    let warned = |text: String| {
+        std::fs::write(&k, text).unwrap();
+        ok(&k)
+            .1
+            .iter()
+            .map(ToString::to_string)
+            .filter(|w| w.contains("no_accept"))
+            .collect::<Vec<_>>()
+    };
+    let w = warned(conf("no_accept", 100, "198.18.0.250"));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains(
+            "k.conf:5:5: warning: no_accept: while MASTER this node drops traffic to 198.18.0.250"
+        ),
+        "{w:?}"
+    );
+    assert!(warned(conf("accept", 100, "198.18.0.250")).is_empty());
+    assert!(warned(conf("no_accept", 255, "198.18.0.250")).is_empty());
+    assert!(warned(conf("no_accept", 100, "198.18.0.251")).is_empty());
+}

@@ -9,18 +9,20 @@
 //!   sockets (protocol 112), virtual-address management over netlink, gratuitous ARP and
 //!   unsolicited neighbour advertisements.
 //!
+//! * `accept` (feature `tokio`): Accept_Mode False enforced with nftables drop rules, as
+//!   keepalived's `no_accept`.
+//!
 //! It does not parse keepalived.conf (the daemon maps it onto
-//! [`driver::VrrpInstanceConfig`]), run notify scripts (the `lb-vrrpd` binary maps the
-//! driver's [`driver::Event`]s onto them), or install firewall rules (Accept_Mode is
-//! reported by [`machine::VirtualRouter::accept_mode`], not enforced). The driver does run
-//! keepalived-style `vrrp_script` track scripts.
+//! [`driver::VrrpInstanceConfig`]) or run notify scripts (the `lb-vrrpd` binary maps the
+//! driver's [`driver::Event`]s onto them). The driver does run keepalived-style
+//! `vrrp_script` track scripts.
 //!
 //! # Privileges
 //!
 //! The driver needs exactly two capabilities and no root: `CAP_NET_RAW` (raw IP socket for
 //! protocol 112, `SO_BINDTODEVICE`, AF_PACKET socket for gratuitous ARP, raw ICMPv6 socket
 //! for neighbour advertisements) and `CAP_NET_ADMIN` (adding and removing addresses over
-//! netlink). The integration test `runs_with_only_net_raw_and_net_admin` runs it as
+//! netlink, and nftables rules for instances without Accept_Mode). The integration test `runs_with_only_net_raw_and_net_admin` runs it as
 //! `nobody` with exactly these two (e.g. systemd `AmbientCapabilities=CAP_NET_RAW
 //! CAP_NET_ADMIN`). `wire` and `machine` need no privilege at all.
 //!
@@ -35,6 +37,8 @@
 #![deny(unsafe_code)]
 #![deny(clippy::disallowed_methods)]
 
+#[cfg(feature = "tokio")]
+pub mod accept;
 #[cfg(feature = "tokio")]
 pub mod driver;
 pub mod machine;
@@ -56,6 +60,10 @@ pub enum Error {
     #[cfg(feature = "tokio")]
     #[error("virtual address: {0}")]
     Vip(#[from] vip::VipError),
+    /// The Accept_Mode drop rules could not be applied.
+    #[cfg(feature = "tokio")]
+    #[error("Accept_Mode (no_accept) drop rules: {0}")]
+    Accept(#[from] accept::AcceptError),
     /// A socket operation failed.
     #[cfg(feature = "tokio")]
     #[error("io error: {0}")]

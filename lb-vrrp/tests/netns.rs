@@ -1302,3 +1302,95 @@ fn master_losing_its_address_sends_priority_zero() {
         lab.proc(a).stdout()
     );
 }
+
+/// `--no-accept` (keepalived `no_accept`, RFC 5798 Accept_Mode False): the Master drops
+/// traffic to its VIPs (a ping goes unanswered) but still answers ARP and Neighbor
+/// Discovery for them (the client learns both addresses' MAC); the backup, which holds no
+/// VIP, drops nothing. After a clean stop the master's table is gone, and the new master
+/// drops in its turn. The option was accepted and ignored before.
+#[test]
+fn no_accept_drops_traffic_to_the_vips_but_not_arp_or_nd() {
+    if !lab_available() || !tool_available("nft") {
+        return;
+    }
+    const VIP6: &str = "fd00:18::100";
+    let mut lab = Lab::new(3);
+    let extra = ["--no-accept", "--vip-excluded", "fd00:18::100/64"];
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &extra)));
+    let b = lab.spawn_ours(1, &strs(&ours_v3("100", &extra)));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+    assert!(wait_for(Duration::from_secs(3), || lab.has_addr(0, VIP6)).is_some());
+    let set = |lab: &Lab, i: usize, family: &str| {
+        lab.exec(i, &["nft", "list", "set", "inet", "lb_vrrp", family])
+            .1
+    };
+    assert!(
+        set(&lab, 0, "vips4").contains(VIP),
+        "{}",
+        set(&lab, 0, "vips4")
+    );
+    assert!(set(&lab, 0, "vips6").contains(VIP6));
+    assert!(
+        !set(&lab, 1, "vips4").contains(VIP),
+        "the backup drops nothing"
+    );
+    assert!(
+        !lab.ping(2, VIP),
+        "Accept_Mode False: the VIP must not answer"
+    );
+    assert!(!lab.ping(2, VIP6));
+    let mac0 = mac_of(&lab, 0);
+    assert_eq!(
+        neighbour_mac(&lab, 2, VIP).as_deref(),
+        Some(mac0.as_str()),
+        "ARP answered"
+    );
+    let (_, neigh6) = lab.exec(2, &["ip", "-6", "neigh", "show", VIP6, "dev", "eth0"]);
+    assert!(
+        neigh6.contains(&mac0) && !neigh6.contains("FAILED"),
+        "ND not answered: {neigh6:?}"
+    );
+    // The node's own address still answers: only the VIPs are dropped.
+    assert!(lab.ping(2, "198.18.0.1"));
+
+    // A crash leaves the drop rule behind (and the VIP); the new master drops in its turn.
+    lab.proc(a).kill9();
+    assert!(wait_for(Duration::from_secs(3), || lab.has_addr(1, VIP)).is_some());
+    assert!(wait_for(Duration::from_secs(2), || set(&lab, 1, "vips4")
+        .contains(VIP))
+    .is_some());
+    assert!(!lab.ping(2, VIP));
+    assert!(set(&lab, 0, "vips4").contains(VIP));
+    // Restarted as a backup, it clears both; a clean stop removes the table.
+    let a2 = lab.spawn_ours(0, &strs(&ours_v3("50", &extra)));
+    assert!(
+        wait_for(Duration::from_secs(3), || !set(&lab, 0, "vips4")
+            .contains(VIP)
+            && !lab.has_addr(0, VIP))
+        .is_some(),
+        "stale drop rule kept: {}",
+        set(&lab, 0, "vips4")
+    );
+    assert!(lab.proc(a2).term());
+    let (_, tables) = lab.exec(0, &["nft", "list", "tables"]);
+    assert!(
+        !tables.contains("lb_vrrp"),
+        "table left after a clean stop: {tables}"
+    );
+    assert!(lab.proc(b).term());
+}
+
+/// Without `--no-accept` (keepalived's default, `accept`) no table is installed and the
+/// VIP answers.
+#[test]
+fn accept_is_the_default_and_installs_nothing() {
+    if !lab_available() || !tool_available("nft") {
+        return;
+    }
+    let mut lab = Lab::new(3);
+    let _a = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0], VIP) == [0]).is_some());
+    assert!(lab.ping(2, VIP));
+    let (_, tables) = lab.exec(0, &["nft", "list", "tables"]);
+    assert!(!tables.contains("lb_vrrp"), "{tables}");
+}

@@ -268,8 +268,10 @@ pub struct VrrpInstance {
     /// ours (keepalived's rules). Default 0.
     #[serde(default, with = "values::duration")]
     pub preempt_delay: Duration,
-    /// Accept packets to the virtual addresses when not their owner. Default true: a full
-    /// proxy serves on the VIPs.
+    /// Accept packets to the virtual addresses when not their owner (RFC 5798
+    /// Accept_Mode). Default true, as keepalived: a full proxy serves on the VIPs. False
+    /// (keepalived `no_accept`): while Master, nftables rules drop traffic to and from the
+    /// VIPs, ARP and ND excepted (`lb_vrrp::accept`).
     #[serde(default = "values::yes")]
     pub accept: bool,
     /// keepalived `skip_check_adv_addr`: accept adverts whose virtual address list differs
@@ -1715,6 +1717,25 @@ impl Config {
                             auth.auth_pass.len()
                         ),
                     );
+                }
+            }
+            if !vi.accept && vi.priority != 255 {
+                for vs in &self.virtual_servers {
+                    let ip = vs.listen.ip();
+                    if vi
+                        .virtual_ipaddress
+                        .iter()
+                        .chain(&vi.virtual_ipaddress_excluded)
+                        .any(|a| a.address == ip)
+                    {
+                        warn(
+                            format!("{p}.accept"),
+                            format!(
+                                "no_accept: while MASTER this node drops traffic to {ip} (RFC 5798 Accept_Mode False, nftables, as keepalived), so virtual_server {} gets no client; remove no_accept to serve it",
+                                vs.name
+                            ),
+                        );
+                    }
                 }
             }
             if vi.virtual_ipaddress.is_empty() {

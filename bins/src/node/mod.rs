@@ -519,6 +519,14 @@ impl Node {
         sort_by_config(&mut node.vservers, &config);
         node.publish_vservers();
         let live = node.live_map();
+        // no_accept needs its nftables table: refuse to start without one rather than run
+        // with the VIPs open (each speaker installs it too, idempotently).
+        if config.vrrp_instances.iter().any(|vi| !vi.accept) {
+            if let Err(e) = lb_vrrp::accept::DropRules::install().await {
+                node.shutdown().await;
+                return Err(NodeError::Start(format!("no_accept: {e}")));
+            }
+        }
         for (group, instances) in vrrp::groups(&config) {
             match SpeakerRuntime::start(&config, group, instances, &node.shared.vrrp, &live) {
                 Ok(s) => node.speakers.push(s),
@@ -876,6 +884,11 @@ impl Node {
     async fn shutdown(&mut self) {
         for s in std::mem::take(&mut self.speakers) {
             s.stop(&self.shared.vrrp).await;
+        }
+        if self.config.vrrp_instances.iter().any(|vi| !vi.accept) {
+            if let Err(e) = lb_vrrp::accept::DropRules::uninstall().await {
+                tracing::warn!(error = %e, "removing the no_accept nftables table");
+            }
         }
         let deadline = self.config.global.drain_deadline;
         let vss = std::mem::take(&mut self.vservers);

@@ -6,7 +6,7 @@
 //!   --instance VI_1 [--state MASTER|BACKUP (a hint, changes nothing)] --interface eth0 --vrid 51 --priority 100 --advert-int 1 \
 //!   --version 2 --auth-pass 7road123 --vip "172.16.2.250/24 dev eth0 label eth0:1" \
 //!   [--vip-excluded "ADDR[/LEN] [dev D]" ...] \
-//!   [--unicast-src-ip IP --unicast-peer IP ...] [--nopreempt] [--preempt-delay S] [--accept] \
+//!   [--unicast-src-ip IP --unicast-peer IP ...] [--nopreempt] [--preempt-delay S] [--no-accept] \
 //!   [--garp-master-delay S] [--garp-master-repeat N] [--garp-master-refresh S] \
 //!   [--garp-lower-prio-repeat N] [--garp-lower-prio-delay S] [--lower-prio-no-advert] \
 //!   [--track-script CMD [--script-interval S] [--script-timeout S] [--script-weight W] \
@@ -130,7 +130,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
         }
         let boolean = matches!(
             flag.as_str(),
-            "--nopreempt" | "--accept" | "--lower-prio-no-advert"
+            "--nopreempt" | "--accept" | "--no-accept" | "--lower-prio-no-advert"
         );
         let val = if boolean {
             String::new()
@@ -194,7 +194,9 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
             "--unicast-src-ip" => c.unicast_src_ip = Some(val.parse()?),
             "--unicast-peer" => c.unicast_peer.push(val.parse()?),
             "--nopreempt" => c.nopreempt = true,
+            // keepalived's default; --no-accept drops traffic to the VIPs while Master.
             "--accept" => c.accept = true,
+            "--no-accept" => c.accept = false,
             "--preempt-delay" => c.preempt_delay = secs(&val)?,
             "--garp-master-delay" => c.garp_master_delay = secs(&val)?,
             "--garp-master-repeat" => c.garp_master_repeat = val.parse()?,
@@ -236,6 +238,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let no_accept = instances.iter().any(|c| !c.accept);
     rt.block_on(async move {
         let speaker = Speaker::new(instances, sync)?;
         let mut events = speaker.subscribe();
@@ -271,6 +274,11 @@ fn main() -> anyhow::Result<()> {
             handle.shutdown();
         });
         speaker.run().await?;
+        if no_accept {
+            if let Err(e) = lb_vrrp::accept::DropRules::uninstall().await {
+                tracing::warn!(error = %e, "removing the Accept_Mode nftables table");
+            }
+        }
         // The speaker (and its event sender) is gone: the printer drains the last events,
         // runs the notify_stop scripts and ends.
         let _ = tokio::time::timeout(Duration::from_secs(15), printer).await;

@@ -56,6 +56,7 @@ mod sys;
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,7 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type}
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::accept::DropRules;
 use crate::machine::{
     Action, Config, Counters, Reason, RxMeta, State, SyncGroup, TrackHysteresis, TrackId,
     TrackWeight, VirtualRouter,
@@ -105,7 +107,9 @@ pub struct VrrpInstanceConfig {
     pub nopreempt: bool,
     /// `preempt_delay`.
     pub preempt_delay: Duration,
-    /// `accept`.
+    /// `accept` (true, keepalived's default) / `no_accept` (false): RFC 5798 Accept_Mode.
+    /// False: while Master, and not the address owner, traffic to and from the VIPs is
+    /// dropped by nftables rules ([`crate::accept`]), ARP and ND excepted.
     pub accept: bool,
     /// `skip_check_adv_addr`: accept adverts whose address list differs from ours
     /// ([`Config::skip_check_adv_addr`]). Default `false`.
@@ -240,7 +244,7 @@ impl VrrpInstanceConfig {
             nopreempt: false,
             preempt_delay: Duration::ZERO,
             skip_check_adv_addr: false,
-            accept: false,
+            accept: true,
             garp_master_delay: Duration::from_secs(5),
             garp_master_repeat: 5,
             garp_master_refresh: None,
@@ -437,6 +441,8 @@ struct Instance {
     has_src: bool,
     /// VIPs whose re-adding (see [`Speaker::restore_vips`]) failed, logged once.
     restore_failed: HashSet<IpAddr>,
+    /// The VIPs are in the Accept_Mode drop set.
+    dropping: std::sync::atomic::AtomicBool,
     group: usize,
     member: usize,
 }
@@ -491,6 +497,8 @@ pub struct Speaker {
     groups: Vec<SyncGroup>,
     members: Vec<Vec<usize>>,
     vips: VipManager,
+    /// Installed by [`Speaker::run`] when an instance runs without Accept_Mode.
+    drop_rules: Option<DropRules>,
     events: broadcast::Sender<Event>,
     ctl_tx: mpsc::UnboundedSender<Control>,
     ctl_rx: mpsc::UnboundedReceiver<Control>,
@@ -565,6 +573,7 @@ impl Speaker {
                 link_up,
                 has_src: found.is_some(),
                 restore_failed: HashSet::new(),
+                dropping: std::sync::atomic::AtomicBool::new(false),
                 cfg,
                 ifindex,
                 src,
@@ -596,6 +605,7 @@ impl Speaker {
             groups,
             members,
             vips: VipManager::new()?,
+            drop_rules: None,
             events: broadcast::channel(64).0,
             ctl_tx,
             ctl_rx,
@@ -621,14 +631,30 @@ impl Speaker {
     ///
     /// # Errors
     ///
-    /// Only for failures that stop the whole speaker (none at present after start-up:
-    /// send, netlink and ARP failures are logged and the speaker goes on).
+    /// [`Error::Accept`] at once if an instance runs without Accept_Mode and its nftables
+    /// table cannot be installed. Nothing after that: send, netlink, ARP and nftables
+    /// failures are logged and the speaker goes on. On return its addresses are out of
+    /// the drop set, but the table stays (shared by the process's speakers): see
+    /// [`DropRules::uninstall`].
     ///
     /// # Cancel safety
     ///
     /// Not cancel safe: dropping the future leaves VIPs in place without a priority-0
     /// advert; use [`SpeakerHandle::shutdown`].
     pub async fn run(mut self) -> Result<()> {
+        if self.instances.iter().any(|inst| !inst.cfg.accept) {
+            let rules = DropRules::install().await?;
+            // Addresses a crashed predecessor left in the drop set, like its VIPs below.
+            let all: Vec<IpAddr> = self
+                .instances
+                .iter()
+                .flat_map(|inst| inst.cfg.all_vips().map(|v| v.addr))
+                .collect();
+            if let Err(e) = rules.accept_addresses(&all).await {
+                tracing::warn!(error = %e, "removing stale Accept_Mode drop rules");
+            }
+            self.drop_rules = Some(rules);
+        }
         for inst in &self.instances {
             for v in inst.cfg.all_vips() {
                 if let Err(e) = self.vips.remove(inst.ifindex, v).await {
@@ -892,6 +918,18 @@ impl Speaker {
                 }
             }
             Action::AddVips => {
+                // Without Accept_Mode, traffic to the VIPs is dropped before they are
+                // local (keepalived: "setting firewall drop rule", then "setting VIPs").
+                let member = self.groups[inst.group].member(inst.member);
+                if let Some(rules) = &self.drop_rules {
+                    if !member.accept_mode() && !inst.dropping.swap(true, Ordering::Relaxed) {
+                        let addrs: Vec<IpAddr> = inst.cfg.all_vips().map(|v| v.addr).collect();
+                        if let Err(e) = rules.drop_addresses(&addrs).await {
+                            inst.dropping.store(false, Ordering::Relaxed);
+                            tracing::error!(instance = %name, error = %e, "Accept_Mode: cannot drop traffic to the VIPs");
+                        }
+                    }
+                }
                 for v in inst.cfg.all_vips() {
                     if let Err(e) = self.vips.add(inst.ifindex, v).await {
                         tracing::error!(instance = %name, vip = %v.addr, error = %e, "adding VIP");
@@ -902,6 +940,14 @@ impl Speaker {
                 for v in inst.cfg.all_vips() {
                     if let Err(e) = self.vips.remove(inst.ifindex, v).await {
                         tracing::error!(instance = %name, vip = %v.addr, error = %e, "removing VIP");
+                    }
+                }
+                if let Some(rules) = &self.drop_rules {
+                    if inst.dropping.swap(false, Ordering::Relaxed) {
+                        let addrs: Vec<IpAddr> = inst.cfg.all_vips().map(|v| v.addr).collect();
+                        if let Err(e) = rules.accept_addresses(&addrs).await {
+                            tracing::error!(instance = %name, error = %e, "Accept_Mode: cannot stop dropping traffic to the VIPs");
+                        }
                     }
                 }
             }

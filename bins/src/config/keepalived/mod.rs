@@ -806,7 +806,8 @@ impl Conv {
                 }
                 "accept" => vi.accept = self.flag(st, &fp),
                 "skip_check_adv_addr" => vi.skip_check_adv_addr = self.flag(st, &fp),
-                "no_accept" => vi.accept = !self.flag(st, &fp),
+                // Recorded as the model's field, so findings on `accept` point here.
+                "no_accept" => vi.accept = !self.flag(st, &format!("{p}.accept")),
                 "garp_master_delay" => {
                     vi.garp_master_delay = self
                         .get(st, &fp, duration(kw))
