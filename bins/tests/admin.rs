@@ -352,3 +352,48 @@ fn status_skeleton_from_the_seed_config() {
     assert_eq!(vs.backends[1].weight, 3);
     assert!(vs.backends[0].http.is_none());
 }
+
+/// At most `MAX_CONNECTIONS` connections are served at once, and one that sends nothing is
+/// closed after `IDLE_TIMEOUT` (HAProxy's `stats maxconn` / `stats timeout`): idle
+/// connections cannot hold the socket forever, and a request waiting behind them is
+/// answered once they are closed. Before, every connection got its own task for as long as
+/// it stayed open. Paused clock: the timeouts pass without waiting.
+#[tokio::test(start_paused = true)]
+async fn idle_connections_are_capped_and_closed() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.sock");
+    let listener = server::bind(&path).unwrap();
+    let handler = Arc::new(Fake(Mutex::new(status())));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(server::serve(listener, handler, async {
+        let _ = stop_rx.await;
+    }));
+    let mut idle = Vec::new();
+    for _ in 0..server::MAX_CONNECTIONS {
+        idle.push(tokio::net::UnixStream::connect(&path).await.unwrap());
+    }
+    let start = tokio::time::Instant::now();
+    let mut c = tokio::net::UnixStream::connect(&path).await.unwrap();
+    c.write_all(b"{\"command\":\"status\"}\n").await.unwrap();
+    let mut answer = String::new();
+    let mut reader = tokio::io::BufReader::new(&mut c);
+    let early = tokio::time::timeout(server::IDLE_TIMEOUT / 2, reader.read_line(&mut answer)).await;
+    assert!(early.is_err(), "served beyond the limit: {answer}");
+    let n = tokio::time::timeout(server::IDLE_TIMEOUT * 3, reader.read_line(&mut answer))
+        .await
+        .expect("never served")
+        .unwrap();
+    assert!(n > 0 && answer.contains("\"status\""), "{answer}");
+    assert!(start.elapsed() >= server::IDLE_TIMEOUT);
+    for mut s in idle {
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(server::IDLE_TIMEOUT, s.read(&mut buf))
+            .await
+            .expect("idle connection not closed")
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+    let _ = stop_tx.send(());
+    serve.await.unwrap().unwrap();
+}

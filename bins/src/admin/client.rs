@@ -100,6 +100,11 @@ impl Client {
                 "connection closed without an answer".into(),
             ));
         }
+        if answer.len() > MAX_LINE {
+            return Err(ClientError::Protocol(format!(
+                "answer longer than {MAX_LINE} bytes"
+            )));
+        }
         serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 

@@ -75,8 +75,18 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Connections served at once (HAProxy's `stats maxconn` default, 10); more wait in the
+/// listen backlog until one ends.
+pub const MAX_CONNECTIONS: usize = 10;
+
+/// A connection that sends no complete request for this long, or does not take its answer
+/// within it, is closed (HAProxy's `stats timeout` default, 10 s). Longer than the client's
+/// own [`super::client::TIMEOUT`]-bounded requests need.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves admin connections until `shutdown` completes; each connection runs in its own
-/// task. Does not remove the socket file (the daemon does, on exit).
+/// task, at most [`MAX_CONNECTIONS`] at once, each closed after [`IDLE_TIMEOUT`] without a
+/// request. Does not remove the socket file (the daemon does, on exit).
 ///
 /// # Cancel safety
 /// Dropping the future stops accepting; connections already accepted finish their current
@@ -90,7 +100,14 @@ pub async fn serve<H: AdminHandler>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A free slot first: beyond the limit, connections wait in the kernel's backlog
+        // instead of holding a task, a descriptor and a partial line each.
+        let permit = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            p = Arc::clone(&slots).acquire_owned() => p.map_err(io::Error::other)?,
+        };
         tokio::select! {
             () = &mut shutdown => return Ok(()),
             r = listener.accept() => match r {
@@ -100,6 +117,7 @@ pub async fn serve<H: AdminHandler>(
                         if let Err(e) = connection(stream, h).await {
                             tracing::debug!(error = %e, "admin connection ended with an error");
                         }
+                        drop(permit);
                     });
                 }
                 Err(e) if is_transient(&e) => {
@@ -146,12 +164,22 @@ async fn connection<H: AdminHandler>(stream: UnixStream, handler: Arc<H>) -> io:
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let mut line = Vec::new();
+    let idle = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("admin connection idle: {what}"),
+        )
+    };
     loop {
         line.clear();
-        let n = (&mut read)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
+        let n = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            (&mut read)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line),
+        )
+        .await
+        .map_err(|_| idle("no request"))??;
         if n == 0 {
             return Ok(());
         }
@@ -170,7 +198,9 @@ async fn connection<H: AdminHandler>(stream: UnixStream, handler: Arc<H>) -> io:
         };
         let mut out = serde_json::to_vec(&response).map_err(io::Error::other)?;
         out.push(b'\n');
-        write.write_all(&out).await?;
+        tokio::time::timeout(IDLE_TIMEOUT, write.write_all(&out))
+            .await
+            .map_err(|_| idle("answer not read"))??;
         if line.len() > MAX_LINE {
             return Ok(());
         }
