@@ -1391,3 +1391,103 @@ advert_int 1
         lb1.logs()
     );
 }
+
+/// A reload that changes a running instance in other ways than its priority (a VIP removed
+/// and one added, a notify script changed) hands it over to a new speaker as keepalived's
+/// reload does: the Master stays Master throughout (no priority-0 advert, so the backup
+/// never takes over), the kept VIP never leaves, the removed one goes, the added one comes,
+/// and no notify script runs. It used to stop the instance with a priority-0 advert: the
+/// backup took the VIPs, and the restarted master took them back a Master_Down_Interval
+/// later.
+#[test]
+fn reload_keeps_a_changed_master_master() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbh", &[("lb1", 11), ("lb2", 12)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let mut lb2 = Node::new(&lab, "lb2");
+    let notified = lab.dir().join("notified");
+    let (kept, dropped, added) = ("198.18.0.230", "198.18.0.231", "198.18.0.232");
+    // The changing VIPs are excluded ones: adverts carry only the kept one, so lb2, not
+    // reloaded, still takes lb1's adverts (a different advertised list is dropped).
+    let conf = |socket: &Path, prio: u8, excluded: &str, notify: &str| {
+        format!(
+            "global_defs {{\nrouter_id R{prio}\nadmin_socket {}\n}}\n\
+             vrrp_instance VI_1 {{\ninterface eth0\nvirtual_router_id 71\npriority {prio}\n\
+             advert_int 1\nnotify_master \"/usr/bin/touch {}\"\nvirtual_ipaddress {{\n{kept}\n}}\n\
+             virtual_ipaddress_excluded {{\n{excluded}\n}}\n}}\n",
+            socket.display(),
+            notified.with_extension(notify).display(),
+        )
+    };
+    std::fs::write(&lb1.conf, conf(&lb1.socket, 150, dropped, "a")).expect("conf");
+    std::fs::write(&lb2.conf, conf(&lb2.socket, 100, dropped, "a")).expect("conf");
+    lb1.start(&lab);
+    lb2.start(&lab);
+    let state = |n: &Node| n.status().map(|s| vrrp_states(&s)).unwrap_or_default();
+    let settled = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        state(&lb1) == [("VI_1".to_owned(), VrrpState::Master)]
+            && state(&lb2) == [("VI_1".to_owned(), VrrpState::Backup)]
+    });
+    assert!(
+        settled.is_some(),
+        "{:?} {:?}\n{}",
+        state(&lb1),
+        state(&lb2),
+        lb1.logs()
+    );
+    let ip = |a: &str| -> IpAddr { a.parse().expect("ip") };
+    assert!(lab.has_addr("lb1", ip(dropped)));
+    // The first notify_master ran (at the start); the reload's must not.
+    let first = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        notified.with_extension("a").exists()
+    });
+    assert!(first.is_some());
+    let to_master = |n: &mut Node| {
+        n.proc()
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("VRRP transition") && l.contains("to=Master"))
+            .count()
+    };
+    let lb2_before = to_master(&mut lb2);
+
+    std::fs::write(&lb1.conf, conf(&lb1.socket, 150, added, "b")).expect("conf");
+    assert!(lb1.proc().sighup());
+    // Watch the kept VIP through the reload and a few adverts after it.
+    let start = Instant::now();
+    let mut kept_gone = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        if !lab.has_addr("lb1", ip(kept)) {
+            kept_gone += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        lb1.proc().stderr().contains("reload done"),
+        "{}",
+        lb1.logs()
+    );
+    assert_eq!(
+        kept_gone,
+        0,
+        "the kept VIP left lb1 during the reload\n{}",
+        lb1.logs()
+    );
+    assert_eq!(
+        to_master(&mut lb2),
+        lb2_before,
+        "lb2 took over during lb1's reload\n{}\n{}",
+        lb1.logs(),
+        lb2.logs()
+    );
+    assert_eq!(lab.holders(&["lb1", "lb2"], ip(kept)), ["lb1"]);
+    assert!(!lab.has_addr("lb1", ip(dropped)), "{}", lb1.logs());
+    assert!(lab.has_addr("lb1", ip(added)), "{}", lb1.logs());
+    assert_eq!(state(&lb1), [("VI_1".to_owned(), VrrpState::Master)]);
+    assert!(
+        !notified.with_extension("b").exists(),
+        "notify_master ran at the reload"
+    );
+}

@@ -141,6 +141,12 @@ pub struct Config {
     /// state): an unknown track adds or takes no weight and faults nothing. Tracks beyond
     /// this list start healthy.
     pub track_start: Vec<Option<bool>>,
+    /// Start as Master at once: this router takes over from a previous instance of the
+    /// same virtual router in the same process that was Master (a configuration reload;
+    /// keepalived's `reload_master`). Without it the new instance would wait a
+    /// Master_Down_Interval as Backup, long enough for a peer to take over. Default
+    /// false. A fault still wins.
+    pub resume_master: bool,
 }
 
 impl Config {
@@ -173,6 +179,7 @@ impl Config {
             lower_prio_no_advert: false,
             tracks: Vec::new(),
             track_start: Vec::new(),
+            resume_master: false,
             skip_check_adv_addr: false,
         }
     }
@@ -309,6 +316,8 @@ pub enum Reason {
     FaultCleared,
     /// Another member of the sync group changed state.
     SyncGroup,
+    /// Started as Master because the instance it replaces was ([`Config::resume_master`]).
+    Reload,
 }
 
 /// Something the driver must do, in order.
@@ -1088,6 +1097,8 @@ impl VirtualRouter {
             );
         } else if self.effective_priority().is_owner() {
             self.become_master(now, reason);
+        } else if reason == Reason::Startup && self.cfg.resume_master {
+            self.become_master(now, Reason::Reload);
         } else {
             // keepalived's `state MASTER` changes nothing here: as in keepalived 2.x, only
             // the address owner becomes Master at once; any other instance first waits a
@@ -1565,6 +1576,44 @@ mod tests {
         vr.force_backup(t0);
         assert_eq!(vr.state(), State::Backup);
         assert_eq!(vr.master_addr(), None);
+    }
+
+    /// `resume_master` (a reload's successor of a Master): Master at start, without the
+    /// Master_Down_Interval wait, with its advert, VIPs and announcement; a fault still
+    /// wins; without it a non-owner starts as Backup.
+    #[test]
+    fn resumed_master_starts_as_master_unless_faulted() {
+        let t0 = t0();
+        let mut c = cfg(100, 1);
+        c.resume_master = true;
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        assert_eq!(vr.state(), State::Master);
+        let acts = drain(&mut vr);
+        assert!(
+            matches!(
+                &acts[..],
+                [
+                    Action::SendAdvert(_),
+                    Action::AddVips,
+                    Action::AnnounceVips { .. },
+                    Action::Transition {
+                        to: State::Master,
+                        reason: Reason::Reload,
+                        ..
+                    }
+                ]
+            ),
+            "{acts:?}"
+        );
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.handle_link(t0, false);
+        vr.start(t0);
+        assert_eq!(vr.state(), State::Fault);
+        c.resume_master = false;
+        let mut vr = VirtualRouter::new(c);
+        vr.start(t0);
+        assert_eq!(vr.state(), State::Backup);
     }
 
     /// A Master that loses its address with its link up sends a priority-0 advert before

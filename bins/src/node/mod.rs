@@ -57,7 +57,7 @@
 mod vrrp;
 mod vs;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -528,7 +528,14 @@ impl Node {
             }
         }
         for (group, instances) in vrrp::groups(&config) {
-            match SpeakerRuntime::start(&config, group, instances, &node.shared.vrrp, &live) {
+            match SpeakerRuntime::start(
+                &config,
+                group,
+                instances,
+                &node.shared.vrrp,
+                &live,
+                &HashSet::new(),
+            ) {
                 Ok(s) => node.speakers.push(s),
                 Err(e) => {
                     node.shutdown().await;
@@ -838,19 +845,31 @@ impl Node {
         .map(String::as_str)
         .collect();
         let mut keep = Vec::new();
+        // Instances that were Master in a speaker handed over to its successor.
+        let mut resume = HashSet::new();
         for mut s in std::mem::take(&mut self.speakers) {
             let members = new_groups
                 .iter()
                 .find(|(g, m)| vrrp::same_group(&s.group, &s.instances, g, m))
-                .map(|(_, m)| m)
-                .filter(|_| !s.tracks_any_script(&changed_scripts))
-                .filter(|_| s.sync_group.as_ref() == sync_group_of(&new, &s.group));
+                .map(|(_, m)| m);
+            let unchanged = !s.tracks_any_script(&changed_scripts)
+                && s.sync_group.as_ref() == sync_group_of(&new, &s.group);
             match members {
-                Some(m) if *m == s.instances => keep.push(s),
+                Some(m) if unchanged && *m == s.instances => keep.push(s),
                 // Only base priorities changed: applied in place, no restart.
-                Some(m) if s.only_priorities_differ(m) => {
+                Some(m) if unchanged && s.only_priorities_differ(m) => {
                     s.set_priorities(m, &self.shared.vrrp);
                     keep.push(s);
+                }
+                // Other settings changed: a new speaker takes over as keepalived's reload
+                // does, Masters staying Master, instead of a priority-0 advert that moves
+                // the VIPs to a peer and back.
+                Some(m) if s.can_hand_over(m) => {
+                    let masters = s.masters().await;
+                    let old = s.instances.clone();
+                    s.handover().await;
+                    vrrp::remove_dropped_vips(&old, m, &masters).await;
+                    resume.extend(masters);
                 }
                 _ => s.stop(&self.shared.vrrp).await,
             }
@@ -863,7 +882,7 @@ impl Node {
             {
                 continue;
             }
-            match SpeakerRuntime::start(&new, g, members, &self.shared.vrrp, &live) {
+            match SpeakerRuntime::start(&new, g, members, &self.shared.vrrp, &live, &resume) {
                 Ok(s) => keep.push(s),
                 Err(e) => tracing::error!(error = %e, "reload: VRRP group not started"),
             }

@@ -2,12 +2,12 @@
 //! outside any group, state kept for `lbctl status`, keepalived-style notify scripts, and
 //! `track_service` wired to the virtual servers' liveness.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use lb_vrrp::driver::{RunAs, Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
-use lb_vrrp::machine::{State, TrackId, TrackWeight};
+use lb_vrrp::machine::{Reason, State, TrackId, TrackWeight};
 use lb_vrrp::vip::Vip;
 use lb_vrrp::wire::{AdvertInterval, Auth, Priority, Version, Vrid};
 use tokio::sync::{broadcast, watch};
@@ -159,6 +159,65 @@ pub(crate) fn groups(cfg: &Config) -> Vec<(Option<String>, Vec<VrrpInstance>)> {
     out
 }
 
+/// After a hand-over: removes from the interfaces the VIPs (advertised or excluded) that a
+/// Master instance of `old` held and its namesake in `new` no longer has. Failures are
+/// logged.
+pub(crate) async fn remove_dropped_vips(
+    old: &[VrrpInstance],
+    new: &[VrrpInstance],
+    masters: &HashSet<String>,
+) {
+    let mgr = match lb_vrrp::vip::VipManager::new() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "reload: cannot open netlink to remove dropped VIPs");
+            return;
+        }
+    };
+    let all = |vi: &VrrpInstance| -> Vec<String> {
+        vi.virtual_ipaddress
+            .iter()
+            .chain(&vi.virtual_ipaddress_excluded)
+            .map(ToString::to_string)
+            .collect()
+    };
+    for vi in old.iter().filter(|vi| masters.contains(&vi.name)) {
+        let kept = new
+            .iter()
+            .find(|n| n.name == vi.name)
+            .map(all)
+            .unwrap_or_default();
+        let Ok(ifindex) = lb_vrrp::vip::VipManager::ifindex(&vi.interface) else {
+            continue;
+        };
+        let mut removed = Vec::new();
+        for text in all(vi).into_iter().filter(|t| !kept.contains(t)) {
+            let Ok(vip) = text.parse::<Vip>() else {
+                continue;
+            };
+            match mgr.remove(ifindex, &vip).await {
+                Ok(()) => {
+                    tracing::info!(instance = %vi.name, vip = %vip.addr, "reload: VIP no longer configured, removed");
+                }
+                Err(e) => {
+                    tracing::error!(instance = %vi.name, vip = %vip.addr, error = %e, "reload: removing a VIP no longer configured");
+                }
+            }
+            removed.push(vip.addr);
+        }
+        // Out of the no_accept drop set too (the successor keeps only its own).
+        if !vi.accept && !removed.is_empty() {
+            let cleared = match lb_vrrp::accept::DropRules::install().await {
+                Ok(rules) => rules.accept_addresses(&removed).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = cleared {
+                tracing::error!(instance = %vi.name, error = %e, "reload: clearing no_accept drop rules of removed VIPs");
+            }
+        }
+    }
+}
+
 /// Whether a running speaker (`group`, `instances`) is the one the new configuration's
 /// group (`g`, `members`) continues: the same sync group, or the same lone instance.
 pub(crate) fn same_group(
@@ -175,21 +234,26 @@ pub(crate) fn same_group(
 }
 
 impl SpeakerRuntime {
-    /// Starts the instances of one group.
+    /// Starts the instances of one group. Those named in `resume` were Master in the
+    /// speaker this one replaces (a reload, see [`SpeakerRuntime::handover`]): they start
+    /// as Master at once, keeping their VIPs.
     pub(crate) fn start(
         cfg: &Config,
         group: Option<String>,
         instances: Vec<VrrpInstance>,
         table: &VrrpTable,
         live: &HashMap<String, watch::Receiver<bool>>,
+        resume: &HashSet<String>,
     ) -> Result<Self, NodeError> {
         let configs = instances
             .iter()
             .map(|vi| {
-                instance_config(cfg, vi, live)
-                    .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))
+                let mut c = instance_config(cfg, vi, live)
+                    .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))?;
+                c.resume_master = resume.contains(&vi.name);
+                Ok(c)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, NodeError>>()?;
         let speaker = Speaker::new(configs, group.is_some())
             .map_err(|e| NodeError::Start(format!("VRRP: {e}")))?;
         let handle = speaker.handle();
@@ -255,6 +319,11 @@ impl SpeakerRuntime {
                         State::Master => own.get(&ev.instance).copied(),
                         _ => None,
                     };
+                }
+                // Master again after a reload: the state did not change for anyone outside
+                // (no priority-0 advert went out), so no notify script runs.
+                if ev.reason == Reason::Reload {
+                    continue;
                 }
                 let Some(vi) = by_name.get(&ev.instance) else {
                     continue;
@@ -421,6 +490,64 @@ impl SpeakerRuntime {
             }
         }
         self.instances = new.to_vec();
+    }
+
+    /// Whether a speaker for `new` (the group's instances in a new configuration) can take
+    /// over from this one with [`SpeakerRuntime::handover`]: the same instances in the same
+    /// order, each the same virtual router (interface, VRID, address family). Any other
+    /// setting may differ (VIPs, scripts, timers, authentication).
+    pub(crate) fn can_hand_over(&self, new: &[VrrpInstance]) -> bool {
+        let v6 = |vi: &VrrpInstance| {
+            vi.virtual_ipaddress
+                .first()
+                .is_some_and(|a| a.address.is_ipv6())
+        };
+        self.instances.len() == new.len()
+            && self.instances.iter().zip(new).all(|(a, b)| {
+                a.name == b.name
+                    && a.interface == b.interface
+                    && a.virtual_router_id == b.virtual_router_id
+                    && v6(a) == v6(b)
+            })
+    }
+
+    /// Names of the instances that are Master now.
+    pub(crate) async fn masters(&self) -> HashSet<String> {
+        self.handle
+            .status()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.state == State::Master)
+            .map(|s| s.instance)
+            .collect()
+    }
+
+    /// Stops the speaker for a successor (a reload that changed the group): no priority-0
+    /// advert, no notify script, VIPs and drop rules left in place; keepalived keeps an
+    /// instance's state across a reload the same way. Waits (at most 5 s). The caller
+    /// starts the successor at once with the Masters in its `resume` set, and removes the
+    /// VIPs the new configuration no longer has.
+    pub(crate) async fn handover(self) {
+        self.handle.handover();
+        let mut run = self.run;
+        if tokio::time::timeout(Duration::from_secs(5), &mut run)
+            .await
+            .is_err()
+        {
+            tracing::warn!("VRRP speaker did not hand over within 5 s");
+            run.abort();
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        let mut events_task = self.events_task;
+        if tokio::time::timeout(Duration::from_secs(2), &mut events_task)
+            .await
+            .is_err()
+        {
+            events_task.abort();
+        }
     }
 
     /// Sends priority 0 from masters, removes the VIPs, and waits (at most 5 s).

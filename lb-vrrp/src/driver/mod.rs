@@ -141,6 +141,11 @@ pub struct VrrpInstanceConfig {
     /// keepalived `track_script`: scripts the driver runs itself (their ids follow
     /// those of [`VrrpInstanceConfig::track`]).
     pub track_script: Vec<TrackScript>,
+    /// Set by a daemon reloading its configuration when the instance this one replaces
+    /// was Master and was stopped with [`SpeakerHandle::handover`]: it starts as Master at
+    /// once (keepalived's `reload_master`, [`Config::resume_master`]), keeping the VIPs
+    /// already on the interface instead of removing them first. Default false.
+    pub resume_master: bool,
 }
 
 /// A keepalived `vrrp_script` tracked by an instance.
@@ -254,6 +259,7 @@ impl VrrpInstanceConfig {
             lower_prio_no_advert: false,
             track: Vec::new(),
             track_initial: Vec::new(),
+            resume_master: false,
             track_script: Vec::new(),
         }
     }
@@ -322,6 +328,7 @@ impl VrrpInstanceConfig {
         mc.garp_lower_prio_repeat = self.garp_lower_prio_repeat;
         mc.garp_lower_prio_delay = Some(self.garp_lower_prio_delay).filter(|d| !d.is_zero());
         mc.lower_prio_no_advert = self.lower_prio_no_advert;
+        mc.resume_master = self.resume_master;
         mc.tracks = self
             .track
             .iter()
@@ -367,6 +374,7 @@ pub struct Event {
 #[derive(Debug)]
 enum Control {
     Shutdown,
+    Handover,
     SetPriority(usize, Priority),
     Track(usize, TrackId, bool),
     Status(tokio::sync::oneshot::Sender<Vec<InstanceStatus>>),
@@ -399,6 +407,14 @@ impl SpeakerHandle {
     /// [`Speaker::run`] returns.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Control::Shutdown);
+    }
+    /// Stops every instance as they are, for a successor that takes over (a
+    /// configuration reload): no priority-0 advert, no transition, the VIPs and the
+    /// Accept_Mode drop rules stay; then [`Speaker::run`] returns. Start the successor's
+    /// instances that were Master here with [`VrrpInstanceConfig::resume_master`] within
+    /// a Master_Down_Interval, or a peer takes over.
+    pub fn handover(&self) {
+        let _ = self.tx.send(Control::Handover);
     }
     /// Sets the base priority of instance `index` (in the order given to [`Speaker::new`]).
     pub fn set_priority(&self, index: usize, priority: Priority) {
@@ -648,6 +664,7 @@ impl Speaker {
             let all: Vec<IpAddr> = self
                 .instances
                 .iter()
+                .filter(|inst| !inst.cfg.resume_master)
                 .flat_map(|inst| inst.cfg.all_vips().map(|v| v.addr))
                 .collect();
             if let Err(e) = rules.accept_addresses(&all).await {
@@ -655,7 +672,8 @@ impl Speaker {
             }
             self.drop_rules = Some(rules);
         }
-        for inst in &self.instances {
+        // A resumed master keeps its VIPs: its predecessor handed them over.
+        for inst in self.instances.iter().filter(|i| !i.cfg.resume_master) {
             for v in inst.cfg.all_vips() {
                 if let Err(e) = self.vips.remove(inst.ifindex, v).await {
                     tracing::warn!(instance = %inst.cfg.name, vip = %v.addr, error = %e, "removing stale VIP");
@@ -733,6 +751,13 @@ impl Speaker {
                         Control::Shutdown => {
                             self.groups.iter_mut().for_each(|g| g.shutdown(t));
                             stopping = true;
+                        }
+                        Control::Handover => {
+                            // Nothing to perform: the loop ends before the next drain.
+                            for t in tasks {
+                                t.abort();
+                            }
+                            return Ok(());
                         }
                         Control::SetPriority(i, p) => {
                             if let Some(inst) = self.instances.get(i) {
