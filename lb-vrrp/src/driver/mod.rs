@@ -1122,8 +1122,11 @@ fn open_send_socket(cfg: &VrrpInstanceConfig, ifindex: u32, src: IpAddr) -> io::
             tx.set_freebind(true)?;
             // Transparent: the kernel routes a datagram from a source no interface holds
             // (otherwise ENETUNREACH), so that a Master whose address was removed still
-            // sends its priority-0 advert from it. Needs CAP_NET_ADMIN, which VIPs need.
-            tx.set_ip_transparent(true)?;
+            // sends its priority-0 advert from it. Needs CAP_NET_ADMIN (which VIPs need);
+            // without it only that advert is lost.
+            if let Err(e) = tx.set_ip_transparent(true) {
+                tracing::debug!(instance = %cfg.name, error = %e, "IP_TRANSPARENT on the advert socket");
+            }
             tx.set_tos(u32::from(ADVERT_TOS))?;
         }
         IpAddr::V6(_) => {
