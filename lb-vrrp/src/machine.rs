@@ -1121,6 +1121,22 @@ impl VirtualRouter {
                     .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
             }
             State::Backup if after.is_owner() => self.become_master(now, Reason::Preempted),
+            State::Backup => {
+                // The running Master_Down_Timer moves by the change in Skew_Time, as in
+                // keepalived: a backup whose priority rose times out as if it had had that
+                // priority since the last advert (sooner than a lower backup), and one whose
+                // priority fell later. Never into the past.
+                if let Some(at) = self.timers.get(Timer::MasterDown) {
+                    let old = skew_time(self.cfg.version, before, self.master_adver_interval);
+                    let new = self.skew_time();
+                    let moved = if new < old {
+                        at.checked_sub(old - new).map_or(now, |t| t.max(now))
+                    } else {
+                        at.checked_add(new - old).unwrap_or(at)
+                    };
+                    self.timers.set(Timer::MasterDown, moved);
+                }
+            }
             _ => {}
         }
     }
@@ -1576,6 +1592,37 @@ mod tests {
         vr.force_backup(t0);
         assert_eq!(vr.state(), State::Backup);
         assert_eq!(vr.master_addr(), None);
+    }
+
+    /// A Backup's priority change moves its running Master_Down_Timer by the change in
+    /// Skew_Time (keepalived), never before `now`.
+    #[test]
+    fn backup_priority_change_moves_the_master_down_timer() {
+        let t0 = t0();
+        let c = cfg(100, 1);
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        vr.handle_advert(t0, meta(2), &advert(&c, 150));
+        assert_eq!(vr.state(), State::Backup);
+        assert_eq!(
+            vr.poll_timeout(),
+            Some(t0 + Duration::from_micros(3_609_375))
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        vr.set_priority(t1, Priority(200));
+        assert_eq!(
+            vr.poll_timeout(),
+            Some(t0 + Duration::from_micros(3_218_750))
+        );
+        vr.set_priority(t1, Priority(100));
+        assert_eq!(
+            vr.poll_timeout(),
+            Some(t0 + Duration::from_micros(3_609_375))
+        );
+        // Late in the wait, a large rise times out now rather than in the past.
+        let t2 = t0 + Duration::from_micros(3_500_000);
+        vr.set_priority(t2, Priority(254));
+        assert_eq!(vr.poll_timeout(), Some(t2));
     }
 
     /// `resume_master` (a reload's successor of a Master): Master at start, without the
