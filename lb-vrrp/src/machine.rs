@@ -966,8 +966,11 @@ impl VirtualRouter {
     /// Sync group: become Backup now if Master.
     pub(crate) fn force_backup(&mut self, now: Instant) {
         if self.state == State::Master {
-            // The master is unknown until an advert names it (it is no longer us).
+            // The master is unknown until an advert names it (it is no longer us), and so is
+            // its interval: our own until then (RFC 5798 §6.4.1), not one learned from an
+            // earlier master.
             self.master_addr = None;
+            self.master_adver_interval = self.cfg.advert_interval;
             self.become_backup(now, Reason::SyncGroup);
         }
     }
@@ -1575,6 +1578,31 @@ mod tests {
         let _ = t;
         let became = became.expect("preempted eventually");
         assert!(became >= 8, "preempted at {became}s, before preempt_delay");
+    }
+
+    /// A sync group's forced Backup waits with its own Advertisement_Interval, not one
+    /// learned (v3) from a master it heard before it became Master.
+    #[test]
+    fn forced_backup_forgets_the_learned_interval() {
+        let t0 = t0();
+        let mut c = cfg(100, 1);
+        c.version = Version::V3;
+        c.auth = Auth::None;
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        let mut other = c.clone();
+        other.advert_interval = AdvertInterval::from_centis(50).unwrap();
+        vr.handle_advert(t0, meta(2), &advert(&other, 150));
+        let down = vr.poll_timeout().expect("master down timer");
+        vr.handle_timeout(down);
+        assert_eq!(vr.state(), State::Master);
+        let t1 = down + Duration::from_secs(1);
+        vr.force_backup(t1);
+        assert_eq!(vr.state(), State::Backup);
+        assert_eq!(
+            vr.poll_timeout(),
+            Some(t1 + master_down_interval(Version::V3, Priority(100), c.advert_interval))
+        );
     }
 
     /// The master's address is forgotten in Fault and by a sync group's forced Backup:
