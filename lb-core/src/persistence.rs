@@ -35,7 +35,24 @@ const SHARDS: usize = 16;
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     backend: BackendId,
-    expires: Instant,
+    /// When the entry expires; `None`: never (a timeout too large for `Instant`).
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
+}
+
+/// `now + timeout`, or `None` (never) when that is past what `Instant` can hold.
+fn deadline(now: Instant, timeout: Duration) -> Option<Instant> {
+    now.checked_add(timeout)
+}
+
+/// The later of two deadlines, `None` (never) being the latest.
+fn later(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    Some(a?.max(b?))
 }
 
 /// A bounded, expiring client → backend table.
@@ -48,7 +65,8 @@ pub struct PersistenceTable {
 
 impl PersistenceTable {
     /// A table whose entries live `timeout` after their last use, holding at most
-    /// `max_entries` (rounded up to a multiple of 16).
+    /// `max_entries` (rounded up to a multiple of 16). A timeout that takes a deadline past
+    /// what [`Instant`] can hold means the entries never expire (no panic).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero timeout or `max_entries` of 0 or above 2²⁴.
@@ -86,15 +104,17 @@ impl PersistenceTable {
         &self.shards[(h as usize) % SHARDS]
     }
 
-    /// The client's backend if its entry has not expired; refreshes the entry's timeout.
+    /// The client's backend if its entry has not expired; refreshes the entry's timeout to
+    /// `now + timeout`, never shortening it (a `now` earlier than a previous one leaves the
+    /// entry's deadline where it was).
     pub fn get(&self, client: IpAddr, now: Instant) -> Option<BackendId> {
         let mut map = self
             .shard(client)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match map.get_mut(&client) {
-            Some(e) if e.expires > now => {
-                e.expires = now + self.timeout;
+            Some(e) if e.is_live(now) => {
+                e.expires = later(e.expires, deadline(now, self.timeout));
                 Some(e.backend)
             }
             Some(_) => {
@@ -112,12 +132,13 @@ impl PersistenceTable {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if map.len() >= self.per_shard && !map.contains_key(&client) {
-            map.retain(|_, e| e.expires > now);
+            map.retain(|_, e| e.is_live(now));
             if map.len() >= self.per_shard {
+                // `None` (never) sorts last.
                 let victim = map
                     .iter()
                     .take(8)
-                    .min_by_key(|(_, e)| e.expires)
+                    .min_by_key(|(_, e)| (e.expires.is_none(), e.expires))
                     .map(|(k, _)| *k);
                 if let Some(v) = victim {
                     map.remove(&v);
@@ -128,7 +149,7 @@ impl PersistenceTable {
             client,
             Entry {
                 backend,
-                expires: now + self.timeout,
+                expires: deadline(now, self.timeout),
             },
         );
     }
@@ -201,6 +222,37 @@ mod tests {
         t.retain_backends(|id| id != BackendId(1));
         assert_eq!(t.get(a, now), None);
         assert_eq!(t.get(b, now), Some(BackendId(2)));
+    }
+
+    /// A timeout past what `Instant` can hold used to panic ("overflow when adding duration
+    /// to instant") on the first insert; now the entry never expires.
+    #[test]
+    fn huge_timeout_never_expires_and_does_not_panic() {
+        let t = PersistenceTable::new(Duration::MAX, 64).unwrap();
+        let now = t0();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        t.insert(a, BackendId(1), now);
+        assert_eq!(t.get(a, now), Some(BackendId(1)));
+        assert_eq!(
+            t.get(a, now + Duration::from_secs(1 << 40)),
+            Some(BackendId(1))
+        );
+    }
+
+    /// A `now` earlier than the last one (a caller's clock going backwards) must not pull
+    /// the deadline in: the entry stays until `timeout` after the latest use.
+    #[test]
+    fn earlier_now_does_not_shorten_an_entry() {
+        let t = PersistenceTable::new(Duration::from_secs(300), 64).unwrap();
+        let now = t0() + Duration::from_secs(1000);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        t.insert(a, BackendId(1), now);
+        assert_eq!(t.get(a, now - Duration::from_secs(200)), Some(BackendId(1)));
+        assert_eq!(
+            t.get(a, now + Duration::from_secs(250)),
+            Some(BackendId(1)),
+            "alive until now + 300 s, not (now - 200 s) + 300 s"
+        );
     }
 
     #[test]

@@ -531,13 +531,20 @@ impl<B: BuildScheduler> Pool<B> {
         let step = slow_start_step(window);
         let st = self.lock();
         let evaluated = st.ramp_evaluated?;
+        // Checked arithmetic: a window too long for `Instant` ends "never" (no wake-up)
+        // rather than panicking.
         st.up_since
             .values()
-            .map(|&since| {
+            .filter_map(|&since| {
+                let end = since.checked_add(window)?;
                 let reached =
                     evaluated.saturating_duration_since(since).as_nanos() / step.as_nanos();
-                let next = since + step * (reached as u32 + 1);
-                next.min(since + window)
+                let next = u32::try_from(reached + 1)
+                    .ok()
+                    .and_then(|n| step.checked_mul(n))
+                    .and_then(|d| since.checked_add(d))
+                    .map_or(end, |next| next.min(end));
+                Some(next)
             })
             .min()
     }
@@ -963,6 +970,31 @@ mod tests {
         p.handle_timeout(now + Duration::from_secs(10)).unwrap();
         assert_eq!(w(&p), 10);
         assert!(p.poll_timeout().is_none());
+    }
+
+    /// A slow-start window too long for `Instant` used to panic in `poll_timeout` ("overflow
+    /// when adding duration to instant"); now the backend ramps (at weight 1 for ever, in
+    /// practice) and no wake-up is asked for past what `Instant` can hold. A persistence
+    /// timeout that large keeps entries for ever instead of panicking in `select`.
+    #[test]
+    fn huge_durations_do_not_panic() {
+        let cfg = PoolConfig {
+            slow_start: Some(Duration::MAX),
+            persistence_timeout: Some(Duration::MAX),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg).unwrap();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        let first = pick(&p, now, &c);
+        let other = 3 - first;
+        p.set_health(BackendId(other), Health::Down, now).unwrap();
+        p.set_health(BackendId(other), Health::Up, now).unwrap();
+        let next = p.poll_timeout();
+        assert!(next.is_none_or(|t| t > now));
+        p.handle_timeout(now + Duration::from_secs(3600)).unwrap();
+        assert_eq!(effective(&p, other), 1);
+        assert_eq!(pick(&p, now + Duration::from_secs(1 << 40), &c), first);
     }
 
     fn effective(p: &Pool, id: u32) -> u32 {
