@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 
 use crate::error::{Error, Result};
+use crate::persistence::{PersistenceHold, Sticky};
 
 /// A backend's identity inside one virtual server, chosen by the caller (a config index, a
 /// discovery id). Stable across weight, health and admin changes; rebuilds match on it.
@@ -230,22 +231,28 @@ impl BackendStats {
         self.bytes_to_client.load(Ordering::Relaxed)
     }
 
-    /// Counts a new connection; the returned guard counts it closed when dropped.
+    /// Counts a new connection; the returned guard counts it closed when dropped. It holds
+    /// no persistence entry: for a backend a [`Pool`](crate::Pool) picked, prefer
+    /// [`Backend::connection`].
     pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
         self.notify_load();
         ConnectionGuard {
             stats: Arc::clone(self),
+            hold: None,
         }
     }
 
-    /// Counts a request in flight; the returned guard ends it when dropped.
+    /// Counts a request in flight; the returned guard ends it when dropped. It holds no
+    /// persistence entry: for a backend a [`Pool`](crate::Pool) picked, prefer
+    /// [`Backend::request`].
     pub fn request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.notify_load();
         RequestGuard {
             stats: Arc::clone(self),
+            hold: None,
         }
     }
 
@@ -353,10 +360,24 @@ impl BackendStats {
     }
 }
 
-/// Counts one active connection until dropped (see [`BackendStats::connection`]).
+/// Counts one active connection until dropped (see [`Backend::connection`] and
+/// [`BackendStats::connection`]), and holds the client's persistence entry meanwhile when
+/// it came from [`Backend::connection`] on a backend a pool with persistence picked.
 #[derive(Debug)]
 pub struct ConnectionGuard {
     stats: Arc<BackendStats>,
+    hold: Option<PersistenceHold>,
+}
+
+impl ConnectionGuard {
+    /// Ends the connection at `now`: the client's persistence entry, if held, times out
+    /// `persistence_timeout` after `now` (a plain drop stamps the end with the latest `now`
+    /// the pool was given, which may be earlier).
+    pub fn finish(mut self, now: Instant) {
+        if let Some(h) = self.hold.take() {
+            h.finish(now);
+        }
+    }
 }
 
 impl Drop for ConnectionGuard {
@@ -366,10 +387,22 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Counts one in-flight request until dropped (see [`BackendStats::request`]).
+/// Counts one in-flight request until dropped (see [`Backend::request`] and
+/// [`BackendStats::request`]), holding the client's persistence entry as
+/// [`ConnectionGuard`] does.
 #[derive(Debug)]
 pub struct RequestGuard {
     stats: Arc<BackendStats>,
+    hold: Option<PersistenceHold>,
+}
+
+impl RequestGuard {
+    /// Ends the request at `now` (see [`ConnectionGuard::finish`]).
+    pub fn finish(mut self, now: Instant) {
+        if let Some(h) = self.hold.take() {
+            h.finish(now);
+        }
+    }
 }
 
 impl Drop for RequestGuard {
@@ -381,7 +414,8 @@ impl Drop for RequestGuard {
 
 /// One backend: where to connect, how much traffic it should get, and its state.
 ///
-/// Cloning is cheap (one `Arc` increment); clones share [`BackendStats`].
+/// Cloning is cheap (one `Arc` increment, two with persistence); clones share
+/// [`BackendStats`].
 #[derive(Debug, Clone)]
 pub struct Backend {
     id: BackendId,
@@ -392,6 +426,9 @@ pub struct Backend {
     health: Health,
     backup: bool,
     stats: Arc<BackendStats>,
+    /// The client's persistence entry, on a backend [`Pool::select`](crate::Pool::select)
+    /// returned with persistence on.
+    sticky: Option<Sticky>,
 }
 
 impl Backend {
@@ -411,6 +448,7 @@ impl Backend {
             health: Health::Up,
             backup: false,
             stats,
+            sticky: None,
         }
     }
 
@@ -490,6 +528,29 @@ impl Backend {
     #[inline]
     pub fn stats(&self) -> &Arc<BackendStats> {
         &self.stats
+    }
+
+    /// Counts a new connection to this backend ([`BackendStats::connection`]) and, when
+    /// this backend is what [`Pool::select`](crate::Pool::select) returned with persistence
+    /// on, holds the client's persistence entry while the connection lives: the entry does
+    /// not expire while it has a connection open, and its timeout counts from the end of
+    /// the last one, as an IPVS persistence template does while it controls connections.
+    pub fn connection(&self) -> ConnectionGuard {
+        let mut g = self.stats.connection();
+        g.hold = self.sticky.as_ref().and_then(Sticky::hold);
+        g
+    }
+
+    /// Counts a request in flight ([`BackendStats::request`]), holding the client's
+    /// persistence entry as [`connection`](Self::connection) does.
+    pub fn request(&self) -> RequestGuard {
+        let mut g = self.stats.request();
+        g.hold = self.sticky.as_ref().and_then(Sticky::hold);
+        g
+    }
+
+    pub(crate) fn set_sticky(&mut self, sticky: Sticky) {
+        self.sticky = Some(sticky);
     }
 
     /// Whether a new connection may go here: ready, up, and effective weight above 0.

@@ -45,7 +45,7 @@ use arc_swap::ArcSwap;
 
 use crate::backend::{AdminState, Backend, BackendId, BackendSet, Health, Weight};
 use crate::error::{Error, Result};
-use crate::persistence::PersistenceTable;
+use crate::persistence::{PersistenceTable, Sticky};
 use crate::scheduler::{Algorithm, BuildScheduler, Granularity, Scheduler, SelectContext};
 
 /// What to do when too few primaries are healthy (see [`PoolConfig::panic_threshold`]).
@@ -66,6 +66,15 @@ pub enum PanicMode {
 pub struct PoolConfig {
     /// keepalived `persistence_timeout`: how long a client stays on its backend after its
     /// last connection. `None` (default) turns persistence off.
+    ///
+    /// An entry lives this long after the client's last pick and, as an IPVS persistence
+    /// template that controls connections (`ip_vs_conn_expire`), never expires while a
+    /// connection or request counted with [`Backend::connection`] / [`Backend::request`] on
+    /// the backend [`Pool::select`] returned is open; its timeout then counts from the end
+    /// of the last one. The end is the `now` given to
+    /// [`ConnectionGuard::finish`](crate::ConnectionGuard::finish), or for a guard simply
+    /// dropped the latest `now` the pool was given (picks and handlers), which lags the
+    /// real end on a pool that sees no traffic. Too large for [`Instant`]: never expires.
     pub persistence_timeout: Option<Duration>,
     /// keepalived `persistence_granularity`: the client prefix that persistence and the
     /// hash schedulers key on (default /32 and /128).
@@ -257,7 +266,7 @@ pub struct Pool<B: BuildScheduler = Algorithm> {
     config: PoolConfig,
     state: Mutex<PoolState>,
     current: ArcSwap<Snapshot<B::Scheduler>>,
-    persistence: Option<PersistenceTable>,
+    persistence: Option<Arc<PersistenceTable>>,
 }
 
 impl<B: BuildScheduler> Pool<B> {
@@ -269,7 +278,10 @@ impl<B: BuildScheduler> Pool<B> {
     pub fn new(builder: B, backends: BackendSet, config: PoolConfig) -> Result<Self> {
         config.validate()?;
         let persistence = match config.persistence_timeout {
-            Some(t) => Some(PersistenceTable::new(t, config.persistence_max_entries)?),
+            Some(t) => Some(Arc::new(PersistenceTable::new(
+                t,
+                config.persistence_max_entries,
+            )?)),
             None => None,
         };
         let state = PoolState {
@@ -329,6 +341,10 @@ impl<B: BuildScheduler> Pool<B> {
     /// otherwise the scheduler picks among primaries, then
     /// backups, and the choice is recorded. Returns `None` only when no candidate is
     /// accepted. No allocation; no lock unless persistence is on.
+    ///
+    /// With persistence, the backend returned carries the client's entry: count the
+    /// connection (or request) with [`Backend::connection`] (or [`Backend::request`]) so
+    /// the entry stays while it is open ([`PoolConfig::persistence_timeout`]).
     pub fn select(
         &self,
         now: Instant,
@@ -344,12 +360,23 @@ impl<B: BuildScheduler> Pool<B> {
             (Some(_), Some(c)) => Some(c.ip()),
             _ => None,
         };
+        // The backend returned carries the client's entry, so the guards the caller takes
+        // with `Backend::connection`/`request` hold it while they live.
+        let sticky = |table: &Arc<PersistenceTable>, key, b: &Backend, generation| {
+            let mut b = b.clone();
+            b.set_sticky(Sticky {
+                table: Arc::clone(table),
+                client: key,
+                generation,
+            });
+            b
+        };
         if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
-            if let Some(id) = table.get(key, now) {
+            if let Some((id, generation)) = table.lookup(key, now) {
                 match snap.candidate_slot(id) {
                     Some((b, false)) => {
                         if accept(b) {
-                            return Some(b.clone());
+                            return Some(sticky(table, key, b, generation));
                         }
                     }
                     Some((b, true)) => {
@@ -361,8 +388,8 @@ impl<B: BuildScheduler> Pool<B> {
                             None if accept(b) => b,
                             None => snap.backup.select_at(now, &ctx, accept)?,
                         };
-                        table.insert(key, picked.id(), now);
-                        return Some(picked.clone());
+                        let generation = table.record(key, picked.id(), now);
+                        return Some(sticky(table, key, picked, generation));
                     }
                     None => table.remove(key),
                 }
@@ -370,7 +397,8 @@ impl<B: BuildScheduler> Pool<B> {
         }
         let picked = snap.select_at(now, &ctx, accept)?;
         if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
-            table.insert(key, picked.id(), now);
+            let generation = table.record(key, picked.id(), now);
+            return Some(sticky(table, key, picked, generation));
         }
         Some(picked.clone())
     }
@@ -381,8 +409,12 @@ impl<B: BuildScheduler> Pool<B> {
 
     fn rebuild(&self, state: &mut PoolState, now: Option<Instant>) -> Result<()> {
         state.generation += 1;
-        if now.is_some() {
-            state.ramp_evaluated = now;
+        if let Some(now) = now {
+            state.ramp_evaluated = Some(now);
+            if let Some(table) = &self.persistence {
+                // Keeps the clock that stamps connection ends fresh.
+                table.observe(now);
+            }
         }
         let prev = self.current.load_full();
         let prev_quorum = state.quorum_seed.take().unwrap_or(prev.quorum);
@@ -692,6 +724,7 @@ fn build_snapshot<B: BuildScheduler>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     #[allow(clippy::disallowed_methods)]
     fn t0() -> Instant {
@@ -757,6 +790,47 @@ mod tests {
         // After the timeout the client is scheduled afresh.
         let later = now + Duration::from_secs(301);
         let _ = pick(&p, later, &c);
+    }
+
+    /// An entry does not expire while the client has a connection open on its backend (IPVS
+    /// keeps a persistence template while `n_control` is not 0, `ip_vs_conn_expire`), and
+    /// its timeout counts from that connection's end. It used to expire 300 s after the
+    /// pick, moving a client with a long-lived connection (FTP control, websocket).
+    #[test]
+    fn persistence_holds_while_a_connection_is_open() {
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::RoundRobin, set(2), cfg).unwrap();
+        let t0 = t0();
+        let at = |s| t0 + Duration::from_secs(s);
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        let first = p.select(t0, &c, &mut |_| true).unwrap();
+        let conn = first.connection();
+        // Other clients move round robin on.
+        for i in 0..3 {
+            let other = SelectContext::client(SocketAddr::new([203, 0, 113, i].into(), 1));
+            let _ = pick(&p, t0, &other);
+        }
+        assert_eq!(pick(&p, at(301), &c), first.id().0, "open: kept past 300 s");
+        assert_eq!(pick(&p, at(2000), &c), first.id().0);
+        // Other traffic at 2500 s, then the connection ends: 300 s from there.
+        let _ = pick(
+            &p,
+            at(2500),
+            &SelectContext::client("203.0.113.9:1".parse().unwrap()),
+        );
+        drop(conn);
+        assert_eq!(
+            pick(&p, at(2799), &c),
+            first.id().0,
+            "within 300 s of the end"
+        );
+        // A guard finished at a known time counts from it.
+        let again = p.select(at(2799), &c, &mut |_| true).unwrap();
+        again.request().finish(at(4000));
+        assert_eq!(pick(&p, at(4299), &c), first.id().0);
     }
 
     /// keepalived `quorum` 25 with `hysteresis` 5 over three primaries of weight 10 and a
