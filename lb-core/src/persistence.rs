@@ -291,6 +291,22 @@ impl PersistenceTable {
         }
     }
 
+    /// Re-keys every entry to `map(backend)`, dropping those it maps to `None` (used when
+    /// a membership change renumbers backends). Live connections stay counted.
+    pub fn remap_backends(&self, mut map: impl FnMut(BackendId) -> Option<BackendId>) {
+        for s in self.shards.iter() {
+            s.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|_, e| match map(e.backend) {
+                    Some(id) => {
+                        e.backend = id;
+                        true
+                    }
+                    None => false,
+                });
+        }
+    }
+
     /// The number of entries, expired ones included until swept.
     pub fn len(&self) -> usize {
         self.shards

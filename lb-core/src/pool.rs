@@ -408,6 +408,18 @@ impl<B: BuildScheduler> Pool<B> {
     }
 
     fn rebuild(&self, state: &mut PoolState, now: Option<Instant>) -> Result<()> {
+        self.publish(state, now, None)
+    }
+
+    /// Builds and publishes a snapshot; `renumber` (old id → new id, from
+    /// [`replace`](Self::replace)) re-keys persistence entries first, dropping those whose
+    /// id is not in it. Nothing changes when the build fails.
+    fn publish(
+        &self,
+        state: &mut PoolState,
+        now: Option<Instant>,
+        renumber: Option<&HashMap<BackendId, BackendId>>,
+    ) -> Result<()> {
         state.generation += 1;
         if let Some(now) = now {
             state.ramp_evaluated = Some(now);
@@ -427,6 +439,9 @@ impl<B: BuildScheduler> Pool<B> {
             now,
         )?;
         if let Some(table) = &self.persistence {
+            if let Some(renumber) = renumber {
+                table.remap_backends(|id| renumber.get(&id).copied());
+            }
             table.retain_backends(|id| snap.keeps_sticky(id));
         }
         self.current.store(Arc::new(snap));
@@ -520,17 +535,24 @@ impl<B: BuildScheduler> Pool<B> {
         self.rebuild(&mut st, Some(now))
     }
 
-    /// Replaces the membership. Backends whose id and address are unchanged keep their
-    /// counters, health and slow-start clock; new ones take the state they were given.
+    /// Replaces the membership. Backends are matched by address, not id (ids are whatever
+    /// the caller numbers them by — a configuration index shifts when an earlier backend is
+    /// removed): a backend whose address was already in the pool keeps its counters, health,
+    /// slow-start clock and its clients' persistence entries, under its new id if it has
+    /// one; the weight, admin state and backup flag are the new set's. Entries to an address
+    /// that left are dropped. New addresses take the state they were given.
     ///
     /// # Errors
     /// Errors of the scheduler build; the old membership then stays.
     pub fn replace(&self, backends: BackendSet) -> Result<()> {
         let mut st = self.lock();
         let mut merged = Vec::with_capacity(backends.len());
+        // Old id → new id of the same address.
+        let mut renumber: HashMap<BackendId, BackendId> = HashMap::new();
         for b in backends.iter() {
-            match st.backends.get(b.id()) {
-                Some(old) if old.addr() == b.addr() => {
+            match st.backends.iter().find(|o| o.addr() == b.addr()) {
+                Some(old) => {
+                    renumber.insert(old.id(), b.id());
                     merged.push(
                         Backend::with_stats(b.id(), b.addr(), Arc::clone(old.stats()))
                             .with_weight(b.weight())
@@ -539,13 +561,19 @@ impl<B: BuildScheduler> Pool<B> {
                             .with_backup(b.is_backup()),
                     );
                 }
-                _ => merged.push(b.clone()),
+                None => merged.push(b.clone()),
             }
         }
+        let up_since: HashMap<BackendId, Instant> = st
+            .up_since
+            .iter()
+            .filter_map(|(id, &since)| Some((*renumber.get(id)?, since)))
+            .collect();
         let old = std::mem::replace(&mut st.backends, BackendSet::new(merged)?);
-        st.up_since.retain(|id, _| backends.get(*id).is_some());
-        if let Err(e) = self.rebuild(&mut st, None) {
+        let old_up = std::mem::replace(&mut st.up_since, up_since);
+        if let Err(e) = self.publish(&mut st, None, Some(&renumber)) {
             st.backends = old;
+            st.up_since = old_up;
             return Err(e);
         }
         Ok(())
@@ -624,21 +652,15 @@ fn build_snapshot<B: BuildScheduler>(
     prev_quorum: Option<bool>,
     now: Option<Instant>,
 ) -> Result<Snapshot<B::Scheduler>> {
-    // Effective weights (slow start).
+    // Effective weights (slow start), from each ramping backend's clock at `now`, or, for
+    // a change that brings no time (a replace), at the last time the ramp was evaluated:
+    // the ramp follows the backend (its clock is keyed by its current id) and its current
+    // weight, never a stale snapshot's value.
     let mut all: Vec<Backend> = state.backends.iter().cloned().collect();
-    if let (Some(window), Some(now)) = (config.slow_start, now) {
+    if let (Some(window), Some(at)) = (config.slow_start, now.or(state.ramp_evaluated)) {
         for b in &mut all {
             if let Some(&since) = state.up_since.get(&b.id()) {
-                b.set_effective_weight(ramped(b.weight(), since, now, window));
-            }
-        }
-    } else if let Some(prev) = prev {
-        // No clock this time: keep the ramp where the previous snapshot left it.
-        for b in &mut all {
-            if let Some(p) = prev.backends.get(b.id()) {
-                if state.up_since.contains_key(&b.id()) && p.weight() == b.weight() {
-                    b.set_effective_weight(p.effective_weight());
-                }
+                b.set_effective_weight(ramped(b.weight(), since, at, window));
             }
         }
     }
@@ -1071,6 +1093,38 @@ mod tests {
         assert_eq!(pick(&p, now + Duration::from_secs(1 << 40), &c), first);
     }
 
+    /// HAProxy's `server_recalc_eweight` keeps a starting server's ramp on a weight
+    /// change. `set_weight` during the ramp used to publish the new weight in full until the
+    /// next `handle_timeout`.
+    #[test]
+    fn set_weight_during_slow_start_keeps_ramping() {
+        let cfg = PoolConfig {
+            slow_start: Some(Duration::from_secs(100)),
+            ..PoolConfig::default()
+        };
+        let backends = (1..=2)
+            .map(|i| {
+                Backend::new(BackendId(i), format!("127.0.0.{i}:80").parse().unwrap())
+                    .with_weight(Weight::new(100).unwrap())
+            })
+            .collect();
+        let p = Pool::new(
+            Algorithm::WeightedRoundRobin,
+            BackendSet::new(backends).unwrap(),
+            cfg,
+        )
+        .unwrap();
+        let now = t0();
+        p.set_health(BackendId(1), Health::Down, now).unwrap();
+        p.set_health(BackendId(1), Health::Up, now).unwrap();
+        assert_eq!(effective(&p, 1), 1);
+        p.handle_timeout(now + Duration::from_secs(50)).unwrap();
+        assert_eq!(effective(&p, 1), 50);
+        p.set_weight(BackendId(1), Weight::new(200).unwrap())
+            .unwrap();
+        assert_eq!(effective(&p, 1), 100, "half way through: half of 200");
+    }
+
     fn effective(p: &Pool, id: u32) -> u32 {
         p.snapshot()
             .backends()
@@ -1168,6 +1222,50 @@ mod tests {
             .map(|_| pick(&p, now, &SelectContext::default()))
             .collect();
         assert_eq!(seen.len(), 4, "fail open spreads over all ready primaries");
+    }
+
+    /// Ids are configuration indices, so removing the first real server renumbers the
+    /// others. `replace` used to keep a persistence entry (and a slow-start clock) by id
+    /// alone: a client pinned to 192.0.2.2 (id 2) went to 192.0.2.3 (now id 2) although
+    /// 192.0.2.2 was still configured (as id 1).
+    #[test]
+    fn replace_follows_addresses_not_ids() {
+        let b = |id, last: u8| {
+            Backend::new(BackendId(id), SocketAddr::new([192, 0, 2, last].into(), 80))
+                .with_weight(Weight::new(10).unwrap())
+        };
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            slow_start: Some(Duration::from_secs(100)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(
+            Algorithm::WeightedRoundRobin,
+            BackendSet::new(vec![b(1, 1), b(2, 2), b(3, 3)]).unwrap(),
+            cfg,
+        )
+        .unwrap();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        // Pin the client to .2; .3 comes back up and starts ramping.
+        let pinned = p.select(now, &c, &mut |b| b.id() == BackendId(2)).unwrap();
+        let _conn = pinned.connection();
+        p.set_health(BackendId(3), Health::Down, now).unwrap();
+        p.set_health(BackendId(3), Health::Up, now).unwrap();
+        assert_eq!(effective(&p, 3), 1);
+        // Reload without .1: .2 is now id 1, .3 id 2.
+        p.replace(BackendSet::new(vec![b(1, 2), b(2, 3)]).unwrap())
+            .unwrap();
+        let later = now + Duration::from_secs(1);
+        let after = p.select(later, &c, &mut |_| true).unwrap();
+        assert_eq!(after.addr(), pinned.addr(), "the client stays on 192.0.2.2");
+        assert_eq!(after.id(), BackendId(1));
+        assert_eq!(after.stats().active(), 1, "its counters came along");
+        assert_eq!(effective(&p, 1), 10, ".2 was not ramping");
+        assert_eq!(effective(&p, 2), 1, ".3 still ramps, under its new id");
+        // An entry to an address that left is dropped.
+        p.replace(BackendSet::new(vec![b(2, 3)]).unwrap()).unwrap();
+        assert_eq!(pick(&p, later, &c), 2);
     }
 
     #[test]
