@@ -82,8 +82,15 @@ pub struct PoolConfig {
     /// The most persistence entries kept (default 65 536); beyond it the oldest are evicted.
     pub persistence_max_entries: usize,
     /// HAProxy `slowstart`: a backend that comes back up ramps its effective weight from 1
-    /// to its weight over this window (default `None`: full weight at once). Applies to the
-    /// weighted algorithms; `rr`, `lc` and the hashes only see weight 0 or not.
+    /// to its weight over this window (default `None`: full weight at once).
+    ///
+    /// As in HAProxy, which ramps only the dynamic algorithms (`server_recalc_eweight`
+    /// scales the weight only under `BE_LB_PROP_DYN`), it applies to the algorithms whose
+    /// [`BuildScheduler::slow_start`] says so: `wrr`, `swrr`, `wlc`, `sed`, `nq`, `random`,
+    /// `p2c`, `peak_ewma` and `fo`. Not to `rr` and `lc`, which use weights only as 0 or
+    /// not (nothing to ramp), nor to the hash algorithms `sh`, `dh`, `mh` and `ring_hash`:
+    /// their tables are built from configured weights, since every step of a ramp would
+    /// rebuild them and move clients between the other backends too.
     pub slow_start: Option<Duration>,
     /// Envoy `healthy_panic_threshold`, percent 0..=100: when fewer than this share of the
     /// non-maintenance primaries is healthy, the pool panics as [`PoolConfig::panic_mode`] says.
@@ -267,6 +274,9 @@ pub struct Pool<B: BuildScheduler = Algorithm> {
     state: Mutex<PoolState>,
     current: ArcSwap<Snapshot<B::Scheduler>>,
     persistence: Option<Arc<PersistenceTable>>,
+    /// The slow-start window when it applies to the algorithm
+    /// ([`BuildScheduler::slow_start`]).
+    ramp: Option<Duration>,
 }
 
 impl<B: BuildScheduler> Pool<B> {
@@ -291,10 +301,12 @@ impl<B: BuildScheduler> Pool<B> {
             generation: 0,
             quorum_seed: None,
         };
-        let snapshot = build_snapshot(&builder, &config, &state, None, None, None)?;
+        let ramp = config.slow_start.filter(|_| builder.slow_start());
+        let snapshot = build_snapshot(&builder, &config, ramp, &state, None, None, None)?;
         Ok(Self {
             builder,
             config,
+            ramp,
             state: Mutex::new(state),
             current: ArcSwap::from_pointee(snapshot),
             persistence,
@@ -433,6 +445,7 @@ impl<B: BuildScheduler> Pool<B> {
         let snap = build_snapshot(
             &self.builder,
             &self.config,
+            self.ramp,
             state,
             Some(&prev),
             Some(prev_quorum),
@@ -460,7 +473,7 @@ impl<B: BuildScheduler> Pool<B> {
         }
         b.set_health(health);
         match health {
-            Health::Up if self.config.slow_start.is_some() => {
+            Health::Up if self.ramp.is_some() => {
                 st.up_since.insert(id, now);
             }
             _ => {
@@ -529,7 +542,7 @@ impl<B: BuildScheduler> Pool<B> {
         let serving = health == Health::Up && !weight.is_zero();
         if !serving {
             st.up_since.remove(&id);
-        } else if !was_serving && self.config.slow_start.is_some() {
+        } else if !was_serving && self.ramp.is_some() {
             st.up_since.insert(id, now);
         }
         self.rebuild(&mut st, Some(now))
@@ -587,7 +600,7 @@ impl<B: BuildScheduler> Pool<B> {
     /// When slow-start weights next change, if any backend is ramping.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let window = self.config.slow_start?;
+        let window = self.ramp?;
         let step = slow_start_step(window);
         let st = self.lock();
         let evaluated = st.ramp_evaluated?;
@@ -614,7 +627,7 @@ impl<B: BuildScheduler> Pool<B> {
     /// # Errors
     /// Errors of the scheduler build.
     pub fn handle_timeout(&self, now: Instant) -> Result<()> {
-        let Some(window) = self.config.slow_start else {
+        let Some(window) = self.ramp else {
             return Ok(());
         };
         let mut st = self.lock();
@@ -647,6 +660,7 @@ fn ramped(weight: Weight, since: Instant, now: Instant, window: Duration) -> Wei
 fn build_snapshot<B: BuildScheduler>(
     builder: &B,
     config: &PoolConfig,
+    window: Option<Duration>,
     state: &PoolState,
     prev: Option<&Snapshot<B::Scheduler>>,
     prev_quorum: Option<bool>,
@@ -657,7 +671,7 @@ fn build_snapshot<B: BuildScheduler>(
     // the ramp follows the backend (its clock is keyed by its current id) and its current
     // weight, never a stale snapshot's value.
     let mut all: Vec<Backend> = state.backends.iter().cloned().collect();
-    if let (Some(window), Some(at)) = (config.slow_start, now.or(state.ramp_evaluated)) {
+    if let (Some(window), Some(at)) = (window, now.or(state.ramp_evaluated)) {
         for b in &mut all {
             if let Some(&since) = state.up_since.get(&b.id()) {
                 b.set_effective_weight(ramped(b.weight(), since, at, window));
@@ -1091,6 +1105,48 @@ mod tests {
         p.handle_timeout(now + Duration::from_secs(3600)).unwrap();
         assert_eq!(effective(&p, other), 1);
         assert_eq!(pick(&p, now + Duration::from_secs(1 << 40), &c), first);
+    }
+
+    /// Slow start rebuilt the hash tables at each of its steps with new effective weights,
+    /// remapping clients of every backend each time (`sh` over four backends of weight 10
+    /// with a 20 s window: 65 176 moves of 10 000 clients over one ramp). HAProxy ramps only
+    /// dynamic algorithms (`BE_LB_PROP_DYN`); the hash tables now take the configured
+    /// weight at once and ask for no wake-up, so after the return nobody moves.
+    #[test]
+    fn slow_start_leaves_hash_tables_alone() {
+        for name in ["sh", "dh", "mh", "ring_hash", "rr", "lc"] {
+            let cfg = PoolConfig {
+                slow_start: Some(Duration::from_secs(20)),
+                ..PoolConfig::default()
+            };
+            let p = Pool::new(name.parse::<Algorithm>().unwrap(), set(4), cfg).unwrap();
+            let now = t0();
+            let picks = |p: &Pool| -> Vec<u32> {
+                (0..2000u32)
+                    .map(|i| {
+                        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919);
+                        let c = SelectContext {
+                            client: Some(SocketAddr::new(ip.into(), 1)),
+                            destination: Some(SocketAddr::new(ip.into(), 80)),
+                            hash_key: None,
+                        };
+                        pick(p, now, &c)
+                    })
+                    .collect()
+            };
+            p.set_health(BackendId(1), Health::Down, now).unwrap();
+            p.set_health(BackendId(1), Health::Up, now).unwrap();
+            assert_eq!(effective(&p, 1), 10, "{name}: configured weight at once");
+            assert_eq!(p.poll_timeout(), None, "{name}: nothing to wake up for");
+            if ["rr", "lc"].contains(&name) {
+                continue;
+            }
+            let before = picks(&p);
+            for s in 1..=20 {
+                p.handle_timeout(now + Duration::from_secs(s)).unwrap();
+            }
+            assert_eq!(picks(&p), before, "{name}: no client moved");
+        }
     }
 
     /// HAProxy's `server_recalc_eweight` keeps a starting server's ramp on a weight

@@ -125,6 +125,15 @@ pub trait BuildScheduler: Send + Sync + fmt::Debug {
         candidates: &[Backend],
         previous: Option<&Self::Scheduler>,
     ) -> Result<Self::Scheduler>;
+
+    /// Whether a [`Pool`](crate::Pool)'s slow start ramps the effective weights this
+    /// algorithm is built with ([`PoolConfig::slow_start`](crate::PoolConfig::slow_start)).
+    /// HAProxy ramps only its dynamic algorithms (`BE_LB_PROP_DYN` in
+    /// `server_recalc_eweight`); static ones, such as hash tables, are built from
+    /// configured weights. The default is `true`.
+    fn slow_start(&self) -> bool {
+        true
+    }
 }
 
 /// Every built-in algorithm, named as IPVS/keepalived (`lb_algo`), HAProxy and Envoy users know
@@ -355,6 +364,21 @@ impl Scheduler for AnyScheduler {
 
 impl BuildScheduler for Algorithm {
     type Scheduler = AnyScheduler;
+
+    /// `false` for `rr` and `lc` (weights matter only as 0 or not) and for the hash tables
+    /// `sh`, `dh`, `mh` and `ring_hash` (each step of a ramp would rebuild them and remap
+    /// clients of every backend); `true` for the others.
+    fn slow_start(&self) -> bool {
+        !matches!(
+            self,
+            Self::RoundRobin
+                | Self::LeastConnections
+                | Self::SourceHash
+                | Self::DestinationHash
+                | Self::Maglev { .. }
+                | Self::RingHash { .. }
+        )
+    }
 
     fn build(&self, c: &[Backend], previous: Option<&AnyScheduler>) -> Result<AnyScheduler> {
         Ok(match self {
