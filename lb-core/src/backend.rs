@@ -43,7 +43,9 @@ impl fmt::Display for BackendId {
 ///
 /// `Weight(0)` means *drain*: existing connections continue, no new connection selects the
 /// backend (IPVS/keepalived `inhibit_on_failure`). Unweighted algorithms (`rr`, `lc`, ...) use
-/// the weight only to tell 0 from non-zero, as IPVS does.
+/// the weight only to tell 0 from non-zero, as IPVS does. The hash tables `sh`, `dh` and `mh`
+/// keep a backend set to 0 in its place, sized by its [`last_weight`](Backend::last_weight),
+/// so the other backends' clients stay where they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Weight(u32);
 
@@ -422,6 +424,8 @@ pub struct Backend {
     addr: SocketAddr,
     weight: Weight,
     effective_weight: Weight,
+    /// The last non-zero configured weight (IPVS `last_weight`).
+    last_weight: Weight,
     admin: AdminState,
     health: Health,
     backup: bool,
@@ -444,6 +448,7 @@ impl Backend {
             addr,
             weight: Weight::DEFAULT,
             effective_weight: Weight::DEFAULT,
+            last_weight: Weight::DEFAULT,
             admin: AdminState::Ready,
             health: Health::Up,
             backup: false,
@@ -452,11 +457,14 @@ impl Backend {
         }
     }
 
-    /// Sets the configured weight (and the effective weight to the same value).
+    /// Sets the configured weight (and the effective and last weights to the same value:
+    /// a backend configured with weight 0 has no last weight, as an IPVS destination added
+    /// with weight 0 has none).
     #[must_use]
     pub fn with_weight(mut self, weight: Weight) -> Self {
         self.weight = weight;
         self.effective_weight = weight;
+        self.last_weight = weight;
         self
     }
 
@@ -498,6 +506,15 @@ impl Backend {
     #[inline]
     pub fn weight(&self) -> Weight {
         self.weight
+    }
+
+    /// The last non-zero configured weight (IPVS `last_weight`): the configured weight,
+    /// unless a change set it to 0 since (keepalived `inhibit_on_failure`). The hash tables
+    /// `sh`, `dh` and `mh` size a backend parked at weight 0 with it, so it keeps its place
+    /// and no other backend's clients move. 0 only for a backend configured with weight 0.
+    #[inline]
+    pub fn last_weight(&self) -> Weight {
+        self.last_weight
     }
 
     /// The weight schedulers use: the configured weight, reduced during slow start.
@@ -565,9 +582,13 @@ impl Backend {
         self.effective_weight = w;
     }
 
+    /// A weight change: weight 0 keeps the last non-zero weight.
     pub(crate) fn set_weight(&mut self, w: Weight) {
         self.weight = w;
         self.effective_weight = w;
+        if !w.is_zero() {
+            self.last_weight = w;
+        }
     }
 
     pub(crate) fn set_admin(&mut self, a: AdminState) {

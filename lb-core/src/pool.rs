@@ -566,13 +566,14 @@ impl<B: BuildScheduler> Pool<B> {
             match st.backends.iter().find(|o| o.addr() == b.addr()) {
                 Some(old) => {
                     renumber.insert(old.id(), b.id());
-                    merged.push(
-                        Backend::with_stats(b.id(), b.addr(), Arc::clone(old.stats()))
-                            .with_weight(b.weight())
-                            .with_admin(b.admin())
-                            .with_health(old.health())
-                            .with_backup(b.is_backup()),
-                    );
+                    let mut kept = Backend::with_stats(b.id(), b.addr(), Arc::clone(old.stats()))
+                        .with_weight(old.weight())
+                        .with_admin(b.admin())
+                        .with_health(old.health())
+                        .with_backup(b.is_backup());
+                    // As a weight change: weight 0 keeps the last non-zero weight.
+                    kept.set_weight(b.weight());
+                    merged.push(kept);
                 }
                 None => merged.push(b.clone()),
             }
@@ -656,6 +657,15 @@ fn ramped(weight: Weight, since: Instant, now: Instant, window: Duration) -> Wei
     Weight::new(w.max(1)).unwrap_or(weight)
 }
 
+/// Up and not in maintenance, but taking no new connection: weight 0 (keepalived
+/// `inhibit_on_failure`) or drained, with a weight (or last weight) to keep a place with.
+fn is_parked(b: &Backend) -> bool {
+    b.health() == Health::Up
+        && b.admin() != AdminState::Maint
+        && !b.is_eligible()
+        && !(b.weight().is_zero() && b.last_weight().is_zero())
+}
+
 /// `prev_quorum`: the quorum state to continue from (`None` at start: no quorum yet).
 fn build_snapshot<B: BuildScheduler>(
     builder: &B,
@@ -679,14 +689,24 @@ fn build_snapshot<B: BuildScheduler>(
         }
     }
     let primaries: Vec<&Backend> = all.iter().filter(|b| !b.is_backup()).collect();
+    // Parked backends (up, not in maintenance, but weight 0 or drained) keep their place in
+    // the tables of algorithms that ask for them ([`BuildScheduler::keeps_parked`]), in
+    // configuration order among the candidates; they are never picked.
+    let keeps_parked = builder.keeps_parked();
+    let parked = |b: &Backend| keeps_parked && is_parked(b);
+    let primary_eligible = primaries.iter().filter(|b| b.is_eligible()).count();
     let mut primary: Vec<Backend> = primaries
         .iter()
-        .filter(|b| b.is_eligible())
+        .filter(|b| b.is_eligible() || parked(b))
         .map(|b| (*b).clone())
         .collect();
-    let backup: Vec<Backend> = all
+    let backup_eligible = all
         .iter()
         .filter(|b| b.is_backup() && b.is_eligible())
+        .count();
+    let backup: Vec<Backend> = all
+        .iter()
+        .filter(|b| b.is_backup() && (b.is_eligible() || parked(b)))
         .cloned()
         .collect();
     let in_service = primaries
@@ -712,21 +732,24 @@ fn build_snapshot<B: BuildScheduler>(
 
     let panic = config.panic_threshold > 0
         && in_service > 0
-        && primary.len() * 100 < usize::from(config.panic_threshold) * in_service;
+        && primary_eligible * 100 < usize::from(config.panic_threshold) * in_service;
     if panic {
         match config.panic_mode {
             PanicMode::FailOpen => {
                 primary = primaries
                     .iter()
-                    .filter(|b| b.admin() == AdminState::Ready && !b.effective_weight().is_zero())
+                    .filter(|b| {
+                        (b.admin() == AdminState::Ready && !b.effective_weight().is_zero())
+                            || parked(b)
+                    })
                     .map(|b| (*b).clone())
                     .collect();
             }
-            PanicMode::Backups if !backup.is_empty() => primary.clear(),
+            PanicMode::Backups if backup_eligible > 0 => primary.clear(),
             PanicMode::Backups => {}
         }
     }
-    if !quorum && !backup.is_empty() {
+    if !quorum && backup_eligible > 0 {
         // keepalived: the sorry server takes over and the primaries still up are removed.
         primary.clear();
     }
@@ -1146,6 +1169,74 @@ mod tests {
                 p.handle_timeout(now + Duration::from_secs(s)).unwrap();
             }
             assert_eq!(picks(&p), before, "{name}: no client moved");
+        }
+    }
+
+    /// keepalived `inhibit_on_failure` sets a failed backend's weight to 0 and keeps it.
+    /// `sh`/`dh`/`mh` used to rebuild their table without it, so `sh` moved about two thirds
+    /// of the other backends' clients (4 997 of 7 501 in the review) and `mh` a few. IPVS
+    /// `ip_vs_sh_reassign` keeps a weight-0 destination's buckets and `ip_vs_mh` builds
+    /// from `last_weight`; lookups landing on it fall back. A drained backend is parked the
+    /// same way. Now no client of another backend moves, the parked backend's clients
+    /// spread over the others, and all come back when it does.
+    #[test]
+    fn parked_backends_keep_their_place_in_hash_tables() {
+        for name in ["sh", "dh", "mh"] {
+            for park in ["inhibit", "drain"] {
+                let p = Pool::new(
+                    name.parse::<Algorithm>().unwrap(),
+                    set(4),
+                    PoolConfig::default(),
+                )
+                .unwrap();
+                let now = t0();
+                let picks = |p: &Pool| -> Vec<u32> {
+                    (0..4000u32)
+                        .map(|i| {
+                            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919);
+                            let c = SelectContext {
+                                client: Some(SocketAddr::new(ip.into(), 1)),
+                                destination: Some(SocketAddr::new(ip.into(), 80)),
+                                hash_key: None,
+                            };
+                            pick(p, now, &c)
+                        })
+                        .collect()
+                };
+                let before = picks(&p);
+                match park {
+                    "inhibit" => p
+                        .set_state(BackendId(2), Health::Up, Weight::ZERO, now)
+                        .unwrap(),
+                    _ => p.set_admin(BackendId(2), AdminState::Drain).unwrap(),
+                }
+                let after = picks(&p);
+                let moved = before
+                    .iter()
+                    .zip(&after)
+                    .filter(|(x, y)| **x != 2 && x != y)
+                    .count();
+                assert_eq!(moved, 0, "{name} {park}: clients of other backends moved");
+                assert!(!after.contains(&2), "{name} {park}: parked backend picked");
+                let heirs: std::collections::HashSet<u32> = before
+                    .iter()
+                    .zip(&after)
+                    .filter(|(x, _)| **x == 2)
+                    .map(|(_, y)| *y)
+                    .collect();
+                assert_eq!(
+                    heirs.len(),
+                    3,
+                    "{name} {park}: its clients spread over the others"
+                );
+                match park {
+                    "inhibit" => p
+                        .set_state(BackendId(2), Health::Up, Weight::new(10).unwrap(), now)
+                        .unwrap(),
+                    _ => p.set_admin(BackendId(2), AdminState::Ready).unwrap(),
+                }
+                assert_eq!(picks(&p), before, "{name} {park}: back where they were");
+            }
         }
     }
 

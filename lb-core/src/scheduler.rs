@@ -3,9 +3,11 @@
 //!
 //! A scheduler is built over the *candidates* a [`Pool`](crate::Pool) gives it: backends that
 //! are ready, healthy and of effective weight above 0 (or, in panic mode, the set the panic
-//! policy allows). It never adds a backend of its own. At pick time the caller may still refuse
-//! a candidate through `accept` (a backend already tried by a retry, one at its `maxconn`);
-//! the scheduler then moves on to the next choice its algorithm defines, and returns `None`
+//! policy allows). It never adds a backend of its own. An algorithm that asks for them
+//! ([`BuildScheduler::keeps_parked`]) also gets the parked backends (weight 0 or drained), to
+//! keep their place in its table, never to return them. At pick time the caller may still
+//! refuse a candidate through `accept` (a backend already tried by a retry, one at its
+//! `maxconn`); the scheduler then moves on to the next choice its algorithm defines, and returns `None`
 //! only when `accept` refused every candidate.
 //!
 //! # Examples
@@ -133,6 +135,18 @@ pub trait BuildScheduler: Send + Sync + fmt::Debug {
     /// configured weights. The default is `true`.
     fn slow_start(&self) -> bool {
         true
+    }
+
+    /// Whether `build` also wants the *parked* backends among its candidates: up and not
+    /// in maintenance, but of weight 0 (keepalived `inhibit_on_failure`) or drained. A
+    /// [`Pool`](crate::Pool) then passes them in configuration order with the others, and
+    /// the scheduler must keep them in its structure without ever returning them (nor
+    /// listing them in [`Scheduler::backends`]): a hash table keeps their place so no other
+    /// backend's keys move, as IPVS `sh` keeps a weight-0 destination's buckets and `mh`
+    /// its `last_weight` slots. The default is `false`: only candidates that take new
+    /// connections.
+    fn keeps_parked(&self) -> bool {
+        false
     }
 }
 
@@ -368,6 +382,15 @@ impl BuildScheduler for Algorithm {
     /// `false` for `rr` and `lc` (weights matter only as 0 or not) and for the hash tables
     /// `sh`, `dh`, `mh` and `ring_hash` (each step of a ramp would rebuild them and remap
     /// clients of every backend); `true` for the others.
+    /// `true` for `sh`, `dh` and `mh`, whose tables would otherwise be rebuilt without a
+    /// parked backend and remap other backends' clients (all of them for `sh` and `dh`).
+    fn keeps_parked(&self) -> bool {
+        matches!(
+            self,
+            Self::SourceHash | Self::DestinationHash | Self::Maglev { .. }
+        )
+    }
+
     fn slow_start(&self) -> bool {
         !matches!(
             self,
