@@ -116,7 +116,9 @@ pub trait BuildScheduler: Send + Sync + fmt::Debug {
     /// The scheduler this builds.
     type Scheduler: Scheduler;
 
-    /// Builds over `candidates` (possibly empty).
+    /// Builds over `candidates` (possibly empty). A candidate of effective weight 0 is never
+    /// picked (every built-in algorithm leaves it out, or, for a parked one, keeps only its
+    /// place: [`keeps_parked`](Self::keeps_parked)).
     ///
     /// # Errors
     /// Algorithm-specific configuration errors (for example a Maglev table size that is not
@@ -568,6 +570,24 @@ pub(crate) fn first_accepted<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `build` promised `None` for an all-zero candidate list, but rr, lc, wlc, sed, nq,
+    /// random, p2c, peak_ewma and fo returned a weight-0 backend (random after computing
+    /// NaN shares, p2c comparing 0/0). Weight-0 candidates are now left out everywhere.
+    #[test]
+    fn weight_zero_candidates_are_never_picked() {
+        let ctx = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        for a in Algorithm::all() {
+            let all_zero = a.build(&crate::algo::weighted(&[0, 0]), None).unwrap();
+            assert!(all_zero.select(&ctx, &mut |_| true).is_none(), "{a}");
+            assert!(all_zero.backends().is_empty(), "{a}");
+            let one = a.build(&crate::algo::weighted(&[0, 3, 0]), None).unwrap();
+            for _ in 0..20 {
+                let b = one.select(&ctx, &mut |_| true).unwrap();
+                assert_eq!(b.id(), crate::BackendId(1), "{a}");
+            }
+        }
+    }
 
     #[test]
     fn names_round_trip() {

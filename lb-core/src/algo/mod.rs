@@ -26,6 +26,19 @@ pub(crate) fn reduced_weights(backends: &[crate::Backend]) -> Vec<u64> {
     )
 }
 
+/// The candidates of effective weight above 0: [`BuildScheduler::build`]'s contract
+/// (a weight-0 candidate is never picked; all weight 0 means no pick) kept by every
+/// algorithm's constructor, whoever calls it.
+///
+/// [`BuildScheduler::build`]: crate::BuildScheduler::build
+pub(crate) fn weighted_only(candidates: &[crate::Backend]) -> Vec<crate::Backend> {
+    candidates
+        .iter()
+        .filter(|b| !b.effective_weight().is_zero())
+        .cloned()
+        .collect()
+}
+
 /// `weights` divided by their common divisor.
 pub(crate) fn reduce(mut weights: Vec<u64>) -> Vec<u64> {
     let g = weights.iter().copied().fold(0, gcd).max(1);

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::maglev::remix;
+use super::weighted_only;
 use crate::backend::Backend;
 use crate::scheduler::{first_accepted, Scheduler, SelectContext};
 
@@ -57,8 +58,10 @@ pub struct Random {
 }
 
 impl Random {
-    /// Builds over `candidates` with the random stream `seed`.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out) with the
+    /// random stream `seed`.
     pub fn new(candidates: &[Backend], seed: u64) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         let n = candidates.len();
         let total: f64 = candidates
             .iter()
@@ -170,8 +173,10 @@ pub struct PowerOfTwoChoices {
 }
 
 impl PowerOfTwoChoices {
-    /// Builds over `candidates` with the random stream `seed`.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out) with the
+    /// random stream `seed`.
     pub fn new(candidates: &[Backend], seed: u64) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         Self {
             backends: candidates.to_vec(),
             rng: Rng::new(seed),
@@ -209,8 +214,10 @@ pub struct PeakEwma {
 }
 
 impl PeakEwma {
-    /// Builds over `candidates` with the random stream `seed`.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out) with the
+    /// random stream `seed`.
     pub fn new(candidates: &[Backend], seed: u64, default_rtt: Duration) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         Self {
             backends: candidates.to_vec(),
             rng: Rng::new(seed),

@@ -19,7 +19,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::reduced_weights;
+use super::{reduced_weights, weighted_only};
 use crate::backend::{Backend, BackendId};
 use crate::scheduler::{first_accepted, same_candidates, Scheduler, SelectContext};
 
@@ -40,8 +40,10 @@ pub struct RoundRobin {
 }
 
 impl RoundRobin {
-    /// Builds over `candidates`; keeps `previous`'s position when the candidates are unchanged.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out); keeps
+    /// `previous`'s position when they are unchanged.
     pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         let cursor = carried_cursor(
             candidates,
             previous.map(|p| (&p.backends[..], p.cursor.load(Ordering::Relaxed))),
@@ -108,8 +110,10 @@ pub struct WeightedRoundRobin {
 }
 
 impl WeightedRoundRobin {
-    /// Builds over `candidates`; keeps `previous`'s position when the candidates are unchanged.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out); keeps
+    /// `previous`'s position when they are unchanged.
     pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         let w = reduced_weights(candidates);
         let mut order: Vec<u32> = (0..candidates.len() as u32).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(w[i as usize]));
@@ -213,8 +217,10 @@ pub struct SmoothWeightedRoundRobin {
 }
 
 impl SmoothWeightedRoundRobin {
-    /// Builds over `candidates`; keeps `previous`'s position when the candidates are unchanged.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out); keeps
+    /// `previous`'s position when they are unchanged.
     pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         let mut w = reduced_weights(candidates);
         let n = w.len() as u64;
         let total: u64 = w.iter().sum();
@@ -358,9 +364,9 @@ pub struct WeightedFailover {
 }
 
 impl WeightedFailover {
-    /// Builds over `candidates`.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out).
     pub fn new(candidates: &[Backend]) -> Self {
-        let mut backends = candidates.to_vec();
+        let mut backends = weighted_only(candidates);
         backends.sort_by_key(|b| std::cmp::Reverse(b.effective_weight()));
         Self { backends }
     }
