@@ -338,6 +338,12 @@ impl BackendStats {
     /// estimate towards 0 whenever they read it). So a backend that got one slow response,
     /// and no request since, looks faster as time passes and is eventually tried again.
     /// A `now` before the last sample reads the undecayed value.
+    ///
+    /// An estimate decayed below 1 ns (the resolution of a sample; after about 18 decay
+    /// periods from 100 ms, and `exp` underflows to 0 after about 745) is `None` again, as
+    /// before any sample: so small a value says nothing about the backend, and as a cost
+    /// factor it would cancel the load (`peak_ewma` then uses its `default_rtt`, where
+    /// Finagle adds a penalty for a backend with no estimate and requests pending).
     pub fn latency_ewma_at(&self, now: Instant) -> Option<Duration> {
         self.ewma_ns_at(now).map(|v| Duration::from_nanos(v as u64))
     }
@@ -348,17 +354,18 @@ impl BackendStats {
     }
 
     /// The EWMA in nanoseconds decayed to `now` (see [`Self::latency_ewma_at`]); `None`
-    /// before the first sample.
+    /// before the first sample or once decayed below 1 ns.
     #[inline]
     pub(crate) fn ewma_ns_at(&self, now: Instant) -> Option<f64> {
         let v = self.ewma_ns();
-        if v <= 0.0 {
+        if v < 1.0 {
             return None;
         }
         let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let elapsed = at.saturating_sub(self.ewma_stamp_ns.load(Ordering::Relaxed)) as f64;
         let decay = self.ewma_decay_ns.load(Ordering::Relaxed).max(1) as f64;
-        Some(v * (-elapsed / decay).exp())
+        let decayed = v * (-elapsed / decay).exp();
+        (decayed >= 1.0).then_some(decayed)
     }
 }
 
@@ -737,6 +744,21 @@ mod tests {
         drop(g2);
         assert_eq!(b.stats().active(), 0);
         assert_eq!(b.stats().total(), 2);
+    }
+
+    /// `exp` underflows after about 745 decay periods; the estimate then read Some(0) and
+    /// `peak_ewma`'s cost `rtt × (load + 1)` was 0 whatever the load. Below 1 ns it is no
+    /// estimate.
+    #[test]
+    fn peak_ewma_decayed_to_nothing_is_no_estimate() {
+        let t0 = epoch();
+        let s = BackendStats::new(t0);
+        let decay = Duration::from_secs(1);
+        s.record_latency(Duration::from_millis(100), t0, decay);
+        assert!(s.latency_ewma_at(t0 + Duration::from_secs(10)).is_some());
+        assert_eq!(s.latency_ewma_at(t0 + Duration::from_secs(60)), None);
+        assert_eq!(s.latency_ewma_at(t0 + Duration::from_secs(800)), None);
+        assert_eq!(s.latency_ewma(), Some(Duration::from_millis(100)));
     }
 
     #[test]

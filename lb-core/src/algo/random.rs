@@ -265,7 +265,9 @@ impl Scheduler for PowerOfTwoChoices {
 /// `peak_ewma`: power of two choices on a latency-aware cost (Finagle's and tower's
 /// `PeakEwma`): `ewma_rtt × (active + in_flight + 1) / weight`, where `ewma_rtt` is the peak
 /// EWMA recorded with [`BackendStats::record_latency`](crate::BackendStats::record_latency),
-/// or `default_rtt` before the first sample.
+/// or `default_rtt` before the first sample and once the estimate has decayed below 1 ns
+/// ([`BackendStats::latency_ewma_at`](crate::BackendStats::latency_ewma_at)), so the load
+/// always counts.
 #[derive(Debug)]
 pub struct PeakEwma {
     backends: Vec<Backend>,
@@ -307,7 +309,7 @@ impl Scheduler for PeakEwma {
     ) -> Option<&Backend> {
         two_choices(&self.backends, &self.rng, None, accept, |b| {
             let v = b.stats().ewma_ns();
-            self.cost(b, (v > 0.0).then_some(v))
+            self.cost(b, (v >= 1.0).then_some(v))
         })
     }
 
@@ -430,6 +432,26 @@ mod tests {
             .record_latency(Duration::from_millis(1), later, decay);
         for _ in 0..10 {
             assert_eq!(pick(later), BackendId(0));
+        }
+    }
+
+    /// After a long time without samples the busy backend's estimate decayed to (almost)
+    /// 0, so its cost ignored its 1 000 requests in flight and it beat an idle backend with
+    /// no sample (the review's r11, at 800 s; already at 60 s the estimate is 1e-18 ns).
+    #[test]
+    fn peak_ewma_load_counts_once_the_estimate_has_decayed() {
+        #[allow(clippy::disallowed_methods)] // a test's arbitrary origin
+        let t0 = Instant::now();
+        let set = crate::algo::weighted(&[1, 1]);
+        set[0]
+            .stats()
+            .record_latency(Duration::from_millis(100), t0, Duration::from_secs(1));
+        let _busy: Vec<_> = (0..1000).map(|_| set[0].stats().request()).collect();
+        let s = PeakEwma::new(&set, 1, Duration::from_millis(5));
+        for secs in [60, 800] {
+            let later = t0 + Duration::from_secs(secs);
+            let got = s.select_at(later, &SelectContext::default(), &mut |_| true);
+            assert_eq!(got.unwrap().id(), BackendId(1), "at +{secs} s");
         }
     }
 
