@@ -82,7 +82,11 @@ pub struct PoolConfig {
     /// The most persistence entries kept (default 65 536); beyond it the oldest are evicted.
     pub persistence_max_entries: usize,
     /// HAProxy `slowstart`: a backend that comes back up ramps its effective weight from 1
-    /// to its weight over this window (default `None`: full weight at once).
+    /// to its weight over this window (default `None`: full weight at once). Coming up is
+    /// any change from out of service (down, in maintenance, drained or weight 0) to in
+    /// service (up, ready, weight above 0) — [`Pool::set_health`], [`Pool::set_admin`],
+    /// [`Pool::set_weight`] or [`Pool::set_state`] — and the window starts at the `now`
+    /// given to it.
     ///
     /// As in HAProxy, which ramps only the dynamic algorithms (`server_recalc_eweight`
     /// scales the weight only under `BE_LB_PROP_DYN`), it applies to the algorithms whose
@@ -461,54 +465,34 @@ impl<B: BuildScheduler> Pool<B> {
         Ok(())
     }
 
-    /// Applies a health verdict. A backend coming up starts its slow-start window at `now`.
+    /// Applies a health verdict. A backend coming up starts its slow-start window at `now`
+    /// ([`PoolConfig::slow_start`]).
     ///
     /// # Errors
-    /// [`Error::UnknownBackend`].
+    /// [`Error::UnknownBackend`]; errors of the scheduler build.
     pub fn set_health(&self, id: BackendId, health: Health, now: Instant) -> Result<()> {
-        let mut st = self.lock();
-        let b = st.backends.get_mut(id)?;
-        if b.health() == health {
-            return Ok(());
-        }
-        b.set_health(health);
-        match health {
-            Health::Up if self.ramp.is_some() => {
-                st.up_since.insert(id, now);
-            }
-            _ => {
-                st.up_since.remove(&id);
-            }
-        }
-        self.rebuild(&mut st, Some(now))
+        self.change(id, now, |b| b.set_health(health))
     }
 
-    /// Changes a backend's admin state (`lbctl backend drain|ready|maint`).
+    /// Changes a backend's admin state (`lbctl backend drain|ready|maint`). A backend
+    /// leaving maintenance or drain comes up: its slow-start window starts at `now`, as
+    /// HAProxy starts a server's slowstart when it leaves maintenance.
     ///
     /// # Errors
-    /// [`Error::UnknownBackend`].
-    pub fn set_admin(&self, id: BackendId, admin: AdminState) -> Result<()> {
-        let mut st = self.lock();
-        let b = st.backends.get_mut(id)?;
-        if b.admin() == admin {
-            return Ok(());
-        }
-        b.set_admin(admin);
-        self.rebuild(&mut st, None)
+    /// [`Error::UnknownBackend`]; errors of the scheduler build.
+    pub fn set_admin(&self, id: BackendId, admin: AdminState, now: Instant) -> Result<()> {
+        self.change(id, now, |b| b.set_admin(admin))
     }
 
     /// Changes a backend's configured weight (0 = inhibit: keep it, send it nothing new).
+    /// A weight going from 0 to above 0 brings the backend up: its slow-start window starts
+    /// at `now`. During a ramp, the ramp goes on with the new weight (HAProxy
+    /// `server_recalc_eweight`).
     ///
     /// # Errors
-    /// [`Error::UnknownBackend`].
-    pub fn set_weight(&self, id: BackendId, weight: Weight) -> Result<()> {
-        let mut st = self.lock();
-        let b = st.backends.get_mut(id)?;
-        if b.weight() == weight {
-            return Ok(());
-        }
-        b.set_weight(weight);
-        self.rebuild(&mut st, None)
+    /// [`Error::UnknownBackend`]; errors of the scheduler build.
+    pub fn set_weight(&self, id: BackendId, weight: Weight, now: Instant) -> Result<()> {
+        self.change(id, now, |b| b.set_weight(weight))
     }
 
     /// Sets a backend's health and configured weight together, in one rebuild: no snapshot
@@ -517,10 +501,9 @@ impl<B: BuildScheduler> Pool<B> {
     /// its old weight in between). Health checkers should prefer this to separate
     /// [`set_health`](Self::set_health) and [`set_weight`](Self::set_weight) calls.
     ///
-    /// A backend *comes up* when it goes from out of service (down, or weight 0) to up with
-    /// a weight above 0: a check passing again, or an inhibited backend getting its weight
-    /// back. Coming up starts its slow-start window at `now` (HAProxy `slowstart`); going
-    /// down or to weight 0 ends the window. Effective weights are evaluated at `now`.
+    /// A check passing again, or an inhibited backend getting its weight back, brings the
+    /// backend up and starts its slow-start window at `now` ([`PoolConfig::slow_start`]).
+    /// Effective weights are evaluated at `now`.
     ///
     /// # Errors
     /// [`Error::UnknownBackend`]; errors of the scheduler build.
@@ -531,18 +514,32 @@ impl<B: BuildScheduler> Pool<B> {
         weight: Weight,
         now: Instant,
     ) -> Result<()> {
+        self.change(id, now, |b| {
+            b.set_health(health);
+            b.set_weight(weight);
+        })
+    }
+
+    /// Applies `f` to backend `id` and rebuilds at `now` if anything changed. A backend
+    /// *comes up* when it goes from out of service to in service (up, ready, weight above
+    /// 0): that starts its slow-start clock, and leaving service stops it. A backend that
+    /// cannot take connections (weight 0, say) gets no clock: nothing would ramp.
+    fn change(&self, id: BackendId, now: Instant, f: impl FnOnce(&mut Backend)) -> Result<()> {
+        let in_service = |b: &Backend| {
+            b.health() == Health::Up && b.admin() == AdminState::Ready && !b.weight().is_zero()
+        };
         let mut st = self.lock();
         let b = st.backends.get_mut(id)?;
-        if b.health() == health && b.weight() == weight {
+        let before = (b.health(), b.admin(), b.weight());
+        let was = in_service(b);
+        f(b);
+        if (b.health(), b.admin(), b.weight()) == before {
             return Ok(());
         }
-        let was_serving = b.health() == Health::Up && !b.weight().is_zero();
-        b.set_health(health);
-        b.set_weight(weight);
-        let serving = health == Health::Up && !weight.is_zero();
-        if !serving {
+        let is = in_service(b);
+        if !is {
             st.up_since.remove(&id);
-        } else if !was_serving && self.ramp.is_some() {
+        } else if !was && self.ramp.is_some() {
             st.up_since.insert(id, now);
         }
         self.rebuild(&mut st, Some(now))
@@ -1208,7 +1205,7 @@ mod tests {
                     "inhibit" => p
                         .set_state(BackendId(2), Health::Up, Weight::ZERO, now)
                         .unwrap(),
-                    _ => p.set_admin(BackendId(2), AdminState::Drain).unwrap(),
+                    _ => p.set_admin(BackendId(2), AdminState::Drain, now).unwrap(),
                 }
                 let after = picks(&p);
                 let moved = before
@@ -1233,7 +1230,7 @@ mod tests {
                     "inhibit" => p
                         .set_state(BackendId(2), Health::Up, Weight::new(10).unwrap(), now)
                         .unwrap(),
-                    _ => p.set_admin(BackendId(2), AdminState::Ready).unwrap(),
+                    _ => p.set_admin(BackendId(2), AdminState::Ready, now).unwrap(),
                 }
                 assert_eq!(picks(&p), before, "{name} {park}: back where they were");
             }
@@ -1267,9 +1264,48 @@ mod tests {
         assert_eq!(effective(&p, 1), 1);
         p.handle_timeout(now + Duration::from_secs(50)).unwrap();
         assert_eq!(effective(&p, 1), 50);
-        p.set_weight(BackendId(1), Weight::new(200).unwrap())
-            .unwrap();
+        p.set_weight(
+            BackendId(1),
+            Weight::new(200).unwrap(),
+            now + Duration::from_secs(50),
+        )
+        .unwrap();
         assert_eq!(effective(&p, 1), 100, "half way through: half of 200");
+    }
+
+    /// HAProxy starts slowstart when a server leaves maintenance, and keepalived's weight
+    /// coming back from 0 is a backend coming up. `set_weight` 0 → 10 and `set_admin`
+    /// maint → ready used to give the full weight at once (only `set_health` and
+    /// `set_state` started the window). And `set_health(Up)` on a weight-0 backend started
+    /// a clock that only made `poll_timeout` wake up for nothing.
+    #[test]
+    fn every_way_of_coming_up_starts_slow_start() {
+        let cfg = || PoolConfig {
+            slow_start: Some(Duration::from_secs(10)),
+            ..PoolConfig::default()
+        };
+        let now = t0();
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg()).unwrap();
+        p.set_state(BackendId(1), Health::Up, Weight::ZERO, now)
+            .unwrap();
+        p.set_weight(BackendId(1), Weight::new(10).unwrap(), now)
+            .unwrap();
+        assert_eq!(effective(&p, 1), 1, "weight 0 → 10");
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg()).unwrap();
+        p.set_admin(BackendId(1), AdminState::Maint, now).unwrap();
+        p.set_admin(BackendId(1), AdminState::Ready, now).unwrap();
+        assert_eq!(effective(&p, 1), 1, "maint → ready");
+        assert!(p.poll_timeout().is_some());
+        // Down → up at weight 0: nothing to ramp, nothing to wake up for.
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg()).unwrap();
+        p.set_state(BackendId(1), Health::Down, Weight::ZERO, now)
+            .unwrap();
+        p.set_health(BackendId(1), Health::Up, now).unwrap();
+        assert_eq!(p.poll_timeout(), None);
+        // A weight change of a serving backend is no coming up.
+        p.set_weight(BackendId(2), Weight::new(20).unwrap(), now)
+            .unwrap();
+        assert_eq!(effective(&p, 2), 20);
     }
 
     fn effective(p: &Pool, id: u32) -> u32 {
@@ -1427,13 +1463,13 @@ mod tests {
     #[test]
     fn drained_backend_gets_nothing_new() {
         let p = Pool::new(Algorithm::RoundRobin, set(2), PoolConfig::default()).unwrap();
-        p.set_admin(BackendId(1), AdminState::Drain).unwrap();
         let now = t0();
+        p.set_admin(BackendId(1), AdminState::Drain, now).unwrap();
         for _ in 0..4 {
             assert_eq!(pick(&p, now, &SelectContext::default()), 2);
         }
         assert_eq!(
-            p.set_admin(BackendId(7), AdminState::Drain),
+            p.set_admin(BackendId(7), AdminState::Drain, now),
             Err(Error::UnknownBackend(BackendId(7)))
         );
     }
