@@ -635,23 +635,25 @@ impl<B: BuildScheduler> Pool<B> {
     }
 }
 
-/// Slow start moves in 20 steps (at least 100 ms apart).
+/// Slow start moves in steps of a twentieth of the window, at least 1 s apart: HAProxy's
+/// warmup task runs every `MAX(1000, slowstart / 20)` ms.
 fn slow_start_step(window: Duration) -> Duration {
-    (window / 20).max(Duration::from_millis(100))
+    (window / 20).max(Duration::from_secs(1))
 }
 
-/// Effective weight during slow start: `weight × elapsed / window`, rounded up to the step
-/// reached, at least 1 (HAProxy `slowstart`).
+/// Effective weight during slow start: `weight × elapsed / window`, `elapsed` counted in
+/// whole steps, rounded up, at least 1 (HAProxy `server_recalc_eweight` computes
+/// `(uweight × w + wmult − 1) / wmult`, rounding up).
 fn ramped(weight: Weight, since: Instant, now: Instant, window: Duration) -> Weight {
-    let step = slow_start_step(window);
+    let step = slow_start_step(window).as_nanos();
     let elapsed = now.saturating_duration_since(since);
     if elapsed >= window || weight.is_zero() {
         return weight;
     }
-    let steps_total = (window.as_nanos() / step.as_nanos().max(1)).max(1);
-    let steps = (elapsed.as_nanos() / step.as_nanos().max(1)).min(steps_total);
-    let w = (u128::from(weight.get()) * steps / steps_total) as u64;
-    Weight::new(w.max(1)).unwrap_or(weight)
+    let reached = elapsed.as_nanos() / step * step;
+    // `reached < window`, so this is below `weight`.
+    let w = (u128::from(weight.get()) * reached).div_ceil(window.as_nanos());
+    Weight::new(u64::try_from(w).unwrap_or(u64::MAX).max(1)).unwrap_or(weight)
 }
 
 /// Up and not in maintenance, but taking no new connection: weight 0 (keepalived
@@ -1306,6 +1308,39 @@ mod tests {
         p.set_weight(BackendId(2), Weight::new(20).unwrap(), now)
             .unwrap();
         assert_eq!(effective(&p, 2), 20);
+    }
+
+    /// HAProxy steps a ramp every `MAX(1000 ms, slowstart / 20)` and rounds the weight up;
+    /// the steps were at least 100 ms apart and the weight was rounded down (weight 10, a
+    /// 20 s window, 3 s in: 1 instead of 2), against the doc's "rounded up".
+    #[test]
+    fn slow_start_steps_and_rounds_as_haproxy() {
+        let p = |window| {
+            let cfg = PoolConfig {
+                slow_start: Some(Duration::from_secs(window)),
+                ..PoolConfig::default()
+            };
+            Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg).unwrap()
+        };
+        let now = t0();
+        let p20 = p(20);
+        p20.set_health(BackendId(1), Health::Down, now).unwrap();
+        p20.set_health(BackendId(1), Health::Up, now).unwrap();
+        p20.handle_timeout(now + Duration::from_secs(3)).unwrap();
+        assert_eq!(effective(&p20, 1), 2, "10 × 3 / 20 = 1.5, rounded up");
+        let p4 = p(4);
+        p4.set_health(BackendId(1), Health::Down, now).unwrap();
+        p4.set_health(BackendId(1), Health::Up, now).unwrap();
+        assert_eq!(
+            p4.poll_timeout(),
+            Some(now + Duration::from_secs(1)),
+            "steps ≥ 1 s"
+        );
+        p4.handle_timeout(now + Duration::from_millis(900)).unwrap();
+        assert_eq!(effective(&p4, 1), 1);
+        p4.handle_timeout(now + Duration::from_millis(1500))
+            .unwrap();
+        assert_eq!(effective(&p4, 1), 3, "10 × 1 s / 4 s = 2.5, rounded up");
     }
 
     fn effective(p: &Pool, id: u32) -> u32 {
