@@ -40,8 +40,11 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::scheduler::{first_accepted, Scheduler, SelectContext};
 
-/// The default table size, 65 537 (prime; the paper's small-table example and IPVS's
-/// default `2^16 + 1`).
+/// The default table size, 65 537: a prime, the smaller of the two table sizes the Maglev
+/// paper evaluates (65 537 and 655 373). IPVS `ip_vs_mh` is smaller by default: 4 093
+/// slots (`CONFIG_IP_VS_MH_TAB_INDEX` 12 picks `primes[4]`), at most 131 071. A larger
+/// table spreads weights more finely and reshuffles fewer keys on a change, for 256 KiB of
+/// slots.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 /// The smallest table size accepted.
 pub const MIN_TABLE_SIZE: u32 = 7;
