@@ -59,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_default()
         );
     }
-    pool.set_admin(BackendId(2), AdminState::Drain)?;
+    pool.set_admin(BackendId(2), AdminState::Drain, now)?;
     pool.set_health(BackendId(3), Health::Down, now)?;
     println!(
         "after draining {} and losing {}: the sorry server takes over",

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 
 use crate::error::{Error, Result};
+use crate::persistence::{PersistenceHold, Sticky};
 
 /// A backend's identity inside one virtual server, chosen by the caller (a config index, a
 /// discovery id). Stable across weight, health and admin changes; rebuilds match on it.
@@ -42,7 +43,9 @@ impl fmt::Display for BackendId {
 ///
 /// `Weight(0)` means *drain*: existing connections continue, no new connection selects the
 /// backend (IPVS/keepalived `inhibit_on_failure`). Unweighted algorithms (`rr`, `lc`, ...) use
-/// the weight only to tell 0 from non-zero, as IPVS does.
+/// the weight only to tell 0 from non-zero, as IPVS does. The hash tables `sh`, `dh` and `mh`
+/// keep a backend set to 0 in its place, sized by its [`last_weight`](Backend::last_weight),
+/// so the other backends' clients stay where they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Weight(u32);
 
@@ -230,22 +233,28 @@ impl BackendStats {
         self.bytes_to_client.load(Ordering::Relaxed)
     }
 
-    /// Counts a new connection; the returned guard counts it closed when dropped.
+    /// Counts a new connection; the returned guard counts it closed when dropped. It holds
+    /// no persistence entry: for a backend a [`Pool`](crate::Pool) picked, prefer
+    /// [`Backend::connection`].
     pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
         self.notify_load();
         ConnectionGuard {
             stats: Arc::clone(self),
+            hold: None,
         }
     }
 
-    /// Counts a request in flight; the returned guard ends it when dropped.
+    /// Counts a request in flight; the returned guard ends it when dropped. It holds no
+    /// persistence entry: for a backend a [`Pool`](crate::Pool) picked, prefer
+    /// [`Backend::request`].
     pub fn request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.notify_load();
         RequestGuard {
             stats: Arc::clone(self),
+            hold: None,
         }
     }
 
@@ -329,6 +338,12 @@ impl BackendStats {
     /// estimate towards 0 whenever they read it). So a backend that got one slow response,
     /// and no request since, looks faster as time passes and is eventually tried again.
     /// A `now` before the last sample reads the undecayed value.
+    ///
+    /// An estimate decayed below 1 ns (the resolution of a sample; after about 18 decay
+    /// periods from 100 ms, and `exp` underflows to 0 after about 745) is `None` again, as
+    /// before any sample: so small a value says nothing about the backend, and as a cost
+    /// factor it would cancel the load (`peak_ewma` then uses its `default_rtt`, where
+    /// Finagle adds a penalty for a backend with no estimate and requests pending).
     pub fn latency_ewma_at(&self, now: Instant) -> Option<Duration> {
         self.ewma_ns_at(now).map(|v| Duration::from_nanos(v as u64))
     }
@@ -339,24 +354,39 @@ impl BackendStats {
     }
 
     /// The EWMA in nanoseconds decayed to `now` (see [`Self::latency_ewma_at`]); `None`
-    /// before the first sample.
+    /// before the first sample or once decayed below 1 ns.
     #[inline]
     pub(crate) fn ewma_ns_at(&self, now: Instant) -> Option<f64> {
         let v = self.ewma_ns();
-        if v <= 0.0 {
+        if v < 1.0 {
             return None;
         }
         let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let elapsed = at.saturating_sub(self.ewma_stamp_ns.load(Ordering::Relaxed)) as f64;
         let decay = self.ewma_decay_ns.load(Ordering::Relaxed).max(1) as f64;
-        Some(v * (-elapsed / decay).exp())
+        let decayed = v * (-elapsed / decay).exp();
+        (decayed >= 1.0).then_some(decayed)
     }
 }
 
-/// Counts one active connection until dropped (see [`BackendStats::connection`]).
+/// Counts one active connection until dropped (see [`Backend::connection`] and
+/// [`BackendStats::connection`]), and holds the client's persistence entry meanwhile when
+/// it came from [`Backend::connection`] on a backend a pool with persistence picked.
 #[derive(Debug)]
 pub struct ConnectionGuard {
     stats: Arc<BackendStats>,
+    hold: Option<PersistenceHold>,
+}
+
+impl ConnectionGuard {
+    /// Ends the connection at `now`: the client's persistence entry, if held, times out
+    /// `persistence_timeout` after `now` (a plain drop stamps the end with the latest `now`
+    /// the pool was given, which may be earlier).
+    pub fn finish(mut self, now: Instant) {
+        if let Some(h) = self.hold.take() {
+            h.finish(now);
+        }
+    }
 }
 
 impl Drop for ConnectionGuard {
@@ -366,10 +396,22 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Counts one in-flight request until dropped (see [`BackendStats::request`]).
+/// Counts one in-flight request until dropped (see [`Backend::request`] and
+/// [`BackendStats::request`]), holding the client's persistence entry as
+/// [`ConnectionGuard`] does.
 #[derive(Debug)]
 pub struct RequestGuard {
     stats: Arc<BackendStats>,
+    hold: Option<PersistenceHold>,
+}
+
+impl RequestGuard {
+    /// Ends the request at `now` (see [`ConnectionGuard::finish`]).
+    pub fn finish(mut self, now: Instant) {
+        if let Some(h) = self.hold.take() {
+            h.finish(now);
+        }
+    }
 }
 
 impl Drop for RequestGuard {
@@ -381,17 +423,23 @@ impl Drop for RequestGuard {
 
 /// One backend: where to connect, how much traffic it should get, and its state.
 ///
-/// Cloning is cheap (one `Arc` increment); clones share [`BackendStats`].
+/// Cloning is cheap (one `Arc` increment, two with persistence); clones share
+/// [`BackendStats`].
 #[derive(Debug, Clone)]
 pub struct Backend {
     id: BackendId,
     addr: SocketAddr,
     weight: Weight,
     effective_weight: Weight,
+    /// The last non-zero configured weight (IPVS `last_weight`).
+    last_weight: Weight,
     admin: AdminState,
     health: Health,
     backup: bool,
     stats: Arc<BackendStats>,
+    /// The client's persistence entry, on a backend [`Pool::select`](crate::Pool::select)
+    /// returned with persistence on.
+    sticky: Option<Sticky>,
 }
 
 impl Backend {
@@ -407,18 +455,23 @@ impl Backend {
             addr,
             weight: Weight::DEFAULT,
             effective_weight: Weight::DEFAULT,
+            last_weight: Weight::DEFAULT,
             admin: AdminState::Ready,
             health: Health::Up,
             backup: false,
             stats,
+            sticky: None,
         }
     }
 
-    /// Sets the configured weight (and the effective weight to the same value).
+    /// Sets the configured weight (and the effective and last weights to the same value:
+    /// a backend configured with weight 0 has no last weight, as an IPVS destination added
+    /// with weight 0 has none).
     #[must_use]
     pub fn with_weight(mut self, weight: Weight) -> Self {
         self.weight = weight;
         self.effective_weight = weight;
+        self.last_weight = weight;
         self
     }
 
@@ -462,6 +515,15 @@ impl Backend {
         self.weight
     }
 
+    /// The last non-zero configured weight (IPVS `last_weight`): the configured weight,
+    /// unless a change set it to 0 since (keepalived `inhibit_on_failure`). The hash tables
+    /// `sh`, `dh` and `mh` size a backend parked at weight 0 with it, so it keeps its place
+    /// and no other backend's clients move. 0 only for a backend configured with weight 0.
+    #[inline]
+    pub fn last_weight(&self) -> Weight {
+        self.last_weight
+    }
+
     /// The weight schedulers use: the configured weight, reduced during slow start.
     #[inline]
     pub fn effective_weight(&self) -> Weight {
@@ -492,6 +554,29 @@ impl Backend {
         &self.stats
     }
 
+    /// Counts a new connection to this backend ([`BackendStats::connection`]) and, when
+    /// this backend is what [`Pool::select`](crate::Pool::select) returned with persistence
+    /// on, holds the client's persistence entry while the connection lives: the entry does
+    /// not expire while it has a connection open, and its timeout counts from the end of
+    /// the last one, as an IPVS persistence template does while it controls connections.
+    pub fn connection(&self) -> ConnectionGuard {
+        let mut g = self.stats.connection();
+        g.hold = self.sticky.as_ref().and_then(Sticky::hold);
+        g
+    }
+
+    /// Counts a request in flight ([`BackendStats::request`]), holding the client's
+    /// persistence entry as [`connection`](Self::connection) does.
+    pub fn request(&self) -> RequestGuard {
+        let mut g = self.stats.request();
+        g.hold = self.sticky.as_ref().and_then(Sticky::hold);
+        g
+    }
+
+    pub(crate) fn set_sticky(&mut self, sticky: Sticky) {
+        self.sticky = Some(sticky);
+    }
+
     /// Whether a new connection may go here: ready, up, and effective weight above 0.
     #[inline]
     pub fn is_eligible(&self) -> bool {
@@ -504,9 +589,13 @@ impl Backend {
         self.effective_weight = w;
     }
 
+    /// A weight change: weight 0 keeps the last non-zero weight.
     pub(crate) fn set_weight(&mut self, w: Weight) {
         self.weight = w;
         self.effective_weight = w;
+        if !w.is_zero() {
+            self.last_weight = w;
+        }
     }
 
     pub(crate) fn set_admin(&mut self, a: AdminState) {
@@ -655,6 +744,21 @@ mod tests {
         drop(g2);
         assert_eq!(b.stats().active(), 0);
         assert_eq!(b.stats().total(), 2);
+    }
+
+    /// `exp` underflows after about 745 decay periods; the estimate then read Some(0) and
+    /// `peak_ewma`'s cost `rtt × (load + 1)` was 0 whatever the load. Below 1 ns it is no
+    /// estimate.
+    #[test]
+    fn peak_ewma_decayed_to_nothing_is_no_estimate() {
+        let t0 = epoch();
+        let s = BackendStats::new(t0);
+        let decay = Duration::from_secs(1);
+        s.record_latency(Duration::from_millis(100), t0, decay);
+        assert!(s.latency_ewma_at(t0 + Duration::from_secs(10)).is_some());
+        assert_eq!(s.latency_ewma_at(t0 + Duration::from_secs(60)), None);
+        assert_eq!(s.latency_ewma_at(t0 + Duration::from_secs(800)), None);
+        assert_eq!(s.latency_ewma(), Some(Duration::from_millis(100)));
     }
 
     #[test]

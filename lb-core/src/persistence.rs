@@ -1,30 +1,53 @@
 //! Client → backend persistence with a timeout (keepalived/IPVS `persistence_timeout`,
 //! HAProxy `stick-table`), in bounded memory.
 //!
+//! An entry lives `timeout` after its last use (a pick that went to it) and, like an IPVS
+//! persistence template, never expires while it controls a live connection: connections
+//! counted with [`hold`](PersistenceTable::hold) (which [`Backend::connection`] and
+//! [`Backend::request`] call for a backend a [`Pool`](crate::Pool) picked) keep it, and
+//! its timeout then counts from the end of its last connection (IPVS `ip_vs_conn_expire`
+//! re-arms a template's timer while `n_control` is not 0). A connection's end is stamped
+//! with the table's clock, the latest `now` it was given (drops have no clock; see
+//! [`ConnectionGuard::finish`](crate::ConnectionGuard::finish) for an exact time).
+//!
 //! The table is split into 16 shards, each a `Mutex<HashMap>` preallocated to its share of
 //! `max_entries`, so lookups and inserts do not allocate. When a shard is full, expired
-//! entries are swept; if none expired, the entry closest to expiry among a few is evicted.
-//! With persistence on, a pick takes one shard lock; without it, none.
+//! entries are swept; if none expired, the entry closest to expiry among a few is evicted,
+//! one without live connections first. With persistence on, a pick takes one shard lock;
+//! without it, none.
+//!
+//! [`Backend::connection`]: crate::Backend::connection
+//! [`Backend::request`]: crate::Backend::request
 //!
 //! # Examples
 //!
 //! ```
+//! use std::sync::Arc;
 //! use std::time::{Duration, Instant};
 //! use lb_core::persistence::PersistenceTable;
 //! use lb_core::BackendId;
 //!
 //! # #[allow(clippy::disallowed_methods)]
 //! let now = Instant::now();
-//! let t = PersistenceTable::new(Duration::from_secs(300), 1024).unwrap();
+//! let t = Arc::new(PersistenceTable::new(Duration::from_secs(300), 1024).unwrap());
 //! let client = "198.51.100.7".parse().unwrap();
 //! t.insert(client, BackendId(2), now);
 //! assert_eq!(t.get(client, now + Duration::from_secs(299)), Some(BackendId(2)));
 //! assert_eq!(t.get(client, now + Duration::from_secs(700)), None);
+//!
+//! // A connection held open keeps the entry past its timeout.
+//! t.insert(client, BackendId(3), now);
+//! let hold = t.hold(client).unwrap();
+//! assert_eq!(t.get(client, now + Duration::from_secs(3600)), Some(BackendId(3)));
+//! drop(hold); // ends at the table's clock, now + 3600 s: the entry lives 300 s more
+//! assert_eq!(t.get(client, now + Duration::from_secs(3899)), Some(BackendId(3)));
 //! ```
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::backend::BackendId;
@@ -35,7 +58,30 @@ const SHARDS: usize = 16;
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     backend: BackendId,
-    expires: Instant,
+    /// `timeout` after the last use or the end of the last connection, whichever is later;
+    /// `None`: never (a deadline too large for `Instant`).
+    expires: Option<Instant>,
+    /// Live connections holding the entry (IPVS `n_control`).
+    live: u32,
+    /// Tells this entry from an earlier one of the same client, so a hold on a replaced
+    /// entry does not count against its successor.
+    generation: u64,
+}
+
+impl Entry {
+    fn is_live(&self, now: Instant) -> bool {
+        self.live > 0 || self.expires.is_none_or(|e| e > now)
+    }
+}
+
+/// `now + timeout`, or `None` (never) when that is past what `Instant` can hold.
+fn deadline(now: Instant, timeout: Duration) -> Option<Instant> {
+    now.checked_add(timeout)
+}
+
+/// The later of two deadlines, `None` (never) being the latest.
+fn later(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    Some(a?.max(b?))
 }
 
 /// A bounded, expiring client → backend table.
@@ -44,11 +90,18 @@ pub struct PersistenceTable {
     timeout: Duration,
     per_shard: usize,
     shards: Box<[Mutex<HashMap<IpAddr, Entry>>]>,
+    /// The table's clock: the latest `now` it was given, in nanoseconds since `origin`
+    /// (the first `now` it was given). It stamps the end of a held connection.
+    origin: OnceLock<Instant>,
+    clock_ns: AtomicU64,
+    generations: AtomicU64,
 }
 
 impl PersistenceTable {
-    /// A table whose entries live `timeout` after their last use, holding at most
-    /// `max_entries` (rounded up to a multiple of 16).
+    /// A table whose entries live `timeout` after their last use or the end of their last
+    /// held connection, holding at most `max_entries` (rounded up to a multiple of 16). A
+    /// timeout that takes a deadline past what [`Instant`] can hold means the entries never
+    /// expire (no panic).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero timeout or `max_entries` of 0 or above 2²⁴.
@@ -73,6 +126,9 @@ impl PersistenceTable {
             timeout,
             per_shard,
             shards,
+            origin: OnceLock::new(),
+            clock_ns: AtomicU64::new(0),
+            generations: AtomicU64::new(0),
         })
     }
 
@@ -86,16 +142,47 @@ impl PersistenceTable {
         &self.shards[(h as usize) % SHARDS]
     }
 
-    /// The client's backend if its entry has not expired; refreshes the entry's timeout.
-    pub fn get(&self, client: IpAddr, now: Instant) -> Option<BackendId> {
-        let mut map = self
-            .shard(client)
+    /// Advances the table's clock to `now` (never backwards). Every method taking `now`
+    /// does this; a pool also calls it from its other handlers.
+    pub fn observe(&self, now: Instant) {
+        let origin = *self.origin.get_or_init(|| now);
+        let ns =
+            u64::try_from(now.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX);
+        self.clock_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// The table's clock: the latest `now` it was given (`None` before the first).
+    fn clock(&self) -> Option<Instant> {
+        let origin = *self.origin.get()?;
+        let ns = self.clock_ns.load(Ordering::Relaxed);
+        Some(
+            origin
+                .checked_add(Duration::from_nanos(ns))
+                .unwrap_or(origin),
+        )
+    }
+
+    fn lock(&self, client: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
+        self.shard(client)
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The client's backend if its entry has not expired; refreshes the entry's timeout to
+    /// `now + timeout`, never shortening it (a `now` earlier than a previous one leaves the
+    /// entry's deadline where it was).
+    pub fn get(&self, client: IpAddr, now: Instant) -> Option<BackendId> {
+        self.lookup(client, now).map(|(id, _)| id)
+    }
+
+    /// As [`get`](Self::get), with the entry's generation.
+    pub(crate) fn lookup(&self, client: IpAddr, now: Instant) -> Option<(BackendId, u64)> {
+        self.observe(now);
+        let mut map = self.lock(client);
         match map.get_mut(&client) {
-            Some(e) if e.expires > now => {
-                e.expires = now + self.timeout;
-                Some(e.backend)
+            Some(e) if e.is_live(now) => {
+                e.expires = later(e.expires, deadline(now, self.timeout));
+                Some((e.backend, e.generation))
             }
             Some(_) => {
                 map.remove(&client);
@@ -105,40 +192,93 @@ impl PersistenceTable {
         }
     }
 
-    /// Records (or replaces) the client's backend.
+    /// Records the client's backend: refreshes its entry when it already names `backend`
+    /// (keeping its live connections), replaces it otherwise.
     pub fn insert(&self, client: IpAddr, backend: BackendId, now: Instant) {
-        let mut map = self
-            .shard(client)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        self.record(client, backend, now);
+    }
+
+    /// As [`insert`](Self::insert), returning the entry's generation.
+    pub(crate) fn record(&self, client: IpAddr, backend: BackendId, now: Instant) -> u64 {
+        self.observe(now);
+        let mut map = self.lock(client);
+        if let Some(e) = map.get_mut(&client) {
+            if e.backend == backend && e.is_live(now) {
+                e.expires = later(e.expires, deadline(now, self.timeout));
+                return e.generation;
+            }
+        }
         if map.len() >= self.per_shard && !map.contains_key(&client) {
-            map.retain(|_, e| e.expires > now);
+            map.retain(|_, e| e.is_live(now));
             if map.len() >= self.per_shard {
+                // Entries without live connections first, then the soonest to expire;
+                // `None` (never) sorts last.
                 let victim = map
                     .iter()
                     .take(8)
-                    .min_by_key(|(_, e)| e.expires)
+                    .min_by_key(|(_, e)| (e.live > 0, e.expires.is_none(), e.expires))
                     .map(|(k, _)| *k);
                 if let Some(v) = victim {
                     map.remove(&v);
                 }
             }
         }
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         map.insert(
             client,
             Entry {
                 backend,
-                expires: now + self.timeout,
+                expires: deadline(now, self.timeout),
+                live: 0,
+                generation,
             },
         );
+        generation
+    }
+
+    /// Counts one live connection against the client's entry until the returned hold is
+    /// dropped: the entry does not expire meanwhile, and its timeout restarts when its last
+    /// connection ends (at the table's clock, the latest `now` it was given). `None` when the
+    /// client has no entry.
+    pub fn hold(self: &Arc<Self>, client: IpAddr) -> Option<PersistenceHold> {
+        let generation = self.lock(client).get(&client)?.generation;
+        self.hold_generation(client, generation)
+    }
+
+    /// Holds the client's entry if it is still the one of `generation`.
+    pub(crate) fn hold_generation(
+        self: &Arc<Self>,
+        client: IpAddr,
+        generation: u64,
+    ) -> Option<PersistenceHold> {
+        let mut map = self.lock(client);
+        let e = map
+            .get_mut(&client)
+            .filter(|e| e.generation == generation)?;
+        e.live = e.live.saturating_add(1);
+        Some(PersistenceHold {
+            table: Arc::clone(self),
+            client,
+            generation,
+        })
+    }
+
+    fn release(&self, client: IpAddr, generation: u64) {
+        let end = self.clock();
+        let mut map = self.lock(client);
+        if let Some(e) = map.get_mut(&client).filter(|e| e.generation == generation) {
+            e.live = e.live.saturating_sub(1);
+            if e.live == 0 {
+                if let Some(end) = end {
+                    e.expires = later(e.expires, deadline(end, self.timeout));
+                }
+            }
+        }
     }
 
     /// Drops the client's entry.
     pub fn remove(&self, client: IpAddr) {
-        self.shard(client)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&client);
+        self.lock(client).remove(&client);
     }
 
     /// Keeps only entries whose backend satisfies `keep` (used on rebuild to drop entries to
@@ -148,6 +288,22 @@ impl PersistenceTable {
             s.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .retain(|_, e| keep(e.backend));
+        }
+    }
+
+    /// Re-keys every entry to `map(backend)`, dropping those it maps to `None` (used when
+    /// a membership change renumbers backends). Live connections stay counted.
+    pub fn remap_backends(&self, mut map: impl FnMut(BackendId) -> Option<BackendId>) {
+        for s in self.shards.iter() {
+            s.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|_, e| match map(e.backend) {
+                    Some(id) => {
+                        e.backend = id;
+                        true
+                    }
+                    None => false,
+                });
         }
     }
 
@@ -167,6 +323,62 @@ impl PersistenceTable {
     /// The most entries the table holds.
     pub fn capacity(&self) -> usize {
         self.per_shard * SHARDS
+    }
+}
+
+/// One live connection counted against a client's persistence entry (IPVS `n_control`),
+/// from [`PersistenceTable::hold`] or inside a [`ConnectionGuard`](crate::ConnectionGuard)
+/// / [`RequestGuard`](crate::RequestGuard); dropping it ends the connection.
+pub struct PersistenceHold {
+    table: Arc<PersistenceTable>,
+    client: IpAddr,
+    generation: u64,
+}
+
+impl PersistenceHold {
+    /// Ends the connection at `now` (advancing the table's clock to it first), so the
+    /// entry's timeout counts from `now` exactly rather than from the table's clock.
+    pub fn finish(self, now: Instant) {
+        self.table.observe(now);
+    }
+}
+
+impl Drop for PersistenceHold {
+    fn drop(&mut self) {
+        self.table.release(self.client, self.generation);
+    }
+}
+
+impl fmt::Debug for PersistenceHold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PersistenceHold")
+            .field("client", &self.client)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a picked backend's persistence entry is: carried by the [`Backend`](crate::Backend)
+/// a pool returns, so its connection and request guards can hold the entry.
+#[derive(Clone)]
+pub(crate) struct Sticky {
+    pub(crate) table: Arc<PersistenceTable>,
+    pub(crate) client: IpAddr,
+    pub(crate) generation: u64,
+}
+
+impl Sticky {
+    pub(crate) fn hold(&self) -> Option<PersistenceHold> {
+        self.table.hold_generation(self.client, self.generation)
+    }
+}
+
+impl fmt::Debug for Sticky {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sticky")
+            .field("client", &self.client)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
     }
 }
 
@@ -201,6 +413,87 @@ mod tests {
         t.retain_backends(|id| id != BackendId(1));
         assert_eq!(t.get(a, now), None);
         assert_eq!(t.get(b, now), Some(BackendId(2)));
+    }
+
+    /// A timeout past what `Instant` can hold used to panic ("overflow when adding duration
+    /// to instant") on the first insert; now the entry never expires.
+    #[test]
+    fn huge_timeout_never_expires_and_does_not_panic() {
+        let t = PersistenceTable::new(Duration::MAX, 64).unwrap();
+        let now = t0();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        t.insert(a, BackendId(1), now);
+        assert_eq!(t.get(a, now), Some(BackendId(1)));
+        assert_eq!(
+            t.get(a, now + Duration::from_secs(1 << 40)),
+            Some(BackendId(1))
+        );
+    }
+
+    /// A `now` earlier than the last one (a caller's clock going backwards) must not pull
+    /// the deadline in: the entry stays until `timeout` after the latest use.
+    #[test]
+    fn earlier_now_does_not_shorten_an_entry() {
+        let t = PersistenceTable::new(Duration::from_secs(300), 64).unwrap();
+        let now = t0() + Duration::from_secs(1000);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        t.insert(a, BackendId(1), now);
+        assert_eq!(t.get(a, now - Duration::from_secs(200)), Some(BackendId(1)));
+        assert_eq!(
+            t.get(a, now + Duration::from_secs(250)),
+            Some(BackendId(1)),
+            "alive until now + 300 s, not (now - 200 s) + 300 s"
+        );
+    }
+
+    /// IPVS keeps a persistence template while it controls a connection
+    /// (`ip_vs_conn_expire`: `if (atomic_read(&cp->n_control)) goto expire_later`). The entry
+    /// used to expire `timeout` after the last pick whatever was open.
+    #[test]
+    fn held_entry_outlives_its_timeout_and_restarts_it_at_the_end() {
+        let t = Arc::new(PersistenceTable::new(Duration::from_secs(300), 64).unwrap());
+        let now = t0();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        t.insert(a, BackendId(1), now);
+        let h1 = t.hold(a).unwrap();
+        let h2 = t.hold(a).unwrap();
+        let at = |s| now + Duration::from_secs(s);
+        assert_eq!(t.get(a, at(1000)), Some(BackendId(1)), "held: no expiry");
+        // Unrelated traffic moves the table's clock on.
+        t.insert("192.0.2.9".parse().unwrap(), BackendId(2), at(2000));
+        drop(h1);
+        assert_eq!(t.get(a, at(2100)), Some(BackendId(1)), "one still open");
+        h2.finish(at(2500));
+        assert_eq!(
+            t.get(a, at(2799)),
+            Some(BackendId(1)),
+            "300 s after the end"
+        );
+        assert_eq!(t.get(a, at(3100)), None);
+    }
+
+    /// A hold on an entry that was replaced (the client moved to another backend) does not
+    /// count against the new entry.
+    #[test]
+    fn hold_on_a_replaced_entry_is_inert() {
+        let t = Arc::new(PersistenceTable::new(Duration::from_secs(300), 64).unwrap());
+        let now = t0();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        t.insert(a, BackendId(1), now);
+        let old = t.hold(a).unwrap();
+        t.insert(a, BackendId(2), now);
+        let later = now + Duration::from_secs(301);
+        assert_eq!(t.get(a, later), None, "the new entry holds nothing");
+        drop(old);
+        // Refreshing an entry that names the same backend keeps its holds.
+        t.insert(a, BackendId(3), later);
+        let h = t.hold(a).unwrap();
+        t.insert(a, BackendId(3), later);
+        assert_eq!(
+            t.get(a, later + Duration::from_secs(1000)),
+            Some(BackendId(3))
+        );
+        drop(h);
     }
 
     #[test]

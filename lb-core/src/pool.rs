@@ -45,7 +45,7 @@ use arc_swap::ArcSwap;
 
 use crate::backend::{AdminState, Backend, BackendId, BackendSet, Health, Weight};
 use crate::error::{Error, Result};
-use crate::persistence::PersistenceTable;
+use crate::persistence::{PersistenceTable, Sticky};
 use crate::scheduler::{Algorithm, BuildScheduler, Granularity, Scheduler, SelectContext};
 
 /// What to do when too few primaries are healthy (see [`PoolConfig::panic_threshold`]).
@@ -66,6 +66,15 @@ pub enum PanicMode {
 pub struct PoolConfig {
     /// keepalived `persistence_timeout`: how long a client stays on its backend after its
     /// last connection. `None` (default) turns persistence off.
+    ///
+    /// An entry lives this long after the client's last pick and, as an IPVS persistence
+    /// template that controls connections (`ip_vs_conn_expire`), never expires while a
+    /// connection or request counted with [`Backend::connection`] / [`Backend::request`] on
+    /// the backend [`Pool::select`] returned is open; its timeout then counts from the end
+    /// of the last one. The end is the `now` given to
+    /// [`ConnectionGuard::finish`](crate::ConnectionGuard::finish), or for a guard simply
+    /// dropped the latest `now` the pool was given (picks and handlers), which lags the
+    /// real end on a pool that sees no traffic. Too large for [`Instant`]: never expires.
     pub persistence_timeout: Option<Duration>,
     /// keepalived `persistence_granularity`: the client prefix that persistence and the
     /// hash schedulers key on (default /32 and /128).
@@ -73,8 +82,19 @@ pub struct PoolConfig {
     /// The most persistence entries kept (default 65 536); beyond it the oldest are evicted.
     pub persistence_max_entries: usize,
     /// HAProxy `slowstart`: a backend that comes back up ramps its effective weight from 1
-    /// to its weight over this window (default `None`: full weight at once). Applies to the
-    /// weighted algorithms; `rr`, `lc` and the hashes only see weight 0 or not.
+    /// to its weight over this window (default `None`: full weight at once). Coming up is
+    /// any change from out of service (down, in maintenance, drained or weight 0) to in
+    /// service (up, ready, weight above 0) — [`Pool::set_health`], [`Pool::set_admin`],
+    /// [`Pool::set_weight`] or [`Pool::set_state`] — and the window starts at the `now`
+    /// given to it.
+    ///
+    /// As in HAProxy, which ramps only the dynamic algorithms (`server_recalc_eweight`
+    /// scales the weight only under `BE_LB_PROP_DYN`), it applies to the algorithms whose
+    /// [`BuildScheduler::slow_start`] says so: `wrr`, `swrr`, `wlc`, `sed`, `nq`, `random`,
+    /// `p2c`, `peak_ewma` and `fo`. Not to `rr` and `lc`, which use weights only as 0 or
+    /// not (nothing to ramp), nor to the hash algorithms `sh`, `dh`, `mh` and `ring_hash`:
+    /// their tables are built from configured weights, since every step of a ramp would
+    /// rebuild them and move clients between the other backends too.
     pub slow_start: Option<Duration>,
     /// Envoy `healthy_panic_threshold`, percent 0..=100: when fewer than this share of the
     /// non-maintenance primaries is healthy, the pool panics as [`PoolConfig::panic_mode`] says.
@@ -257,7 +277,10 @@ pub struct Pool<B: BuildScheduler = Algorithm> {
     config: PoolConfig,
     state: Mutex<PoolState>,
     current: ArcSwap<Snapshot<B::Scheduler>>,
-    persistence: Option<PersistenceTable>,
+    persistence: Option<Arc<PersistenceTable>>,
+    /// The slow-start window when it applies to the algorithm
+    /// ([`BuildScheduler::slow_start`]).
+    ramp: Option<Duration>,
 }
 
 impl<B: BuildScheduler> Pool<B> {
@@ -269,7 +292,10 @@ impl<B: BuildScheduler> Pool<B> {
     pub fn new(builder: B, backends: BackendSet, config: PoolConfig) -> Result<Self> {
         config.validate()?;
         let persistence = match config.persistence_timeout {
-            Some(t) => Some(PersistenceTable::new(t, config.persistence_max_entries)?),
+            Some(t) => Some(Arc::new(PersistenceTable::new(
+                t,
+                config.persistence_max_entries,
+            )?)),
             None => None,
         };
         let state = PoolState {
@@ -279,10 +305,12 @@ impl<B: BuildScheduler> Pool<B> {
             generation: 0,
             quorum_seed: None,
         };
-        let snapshot = build_snapshot(&builder, &config, &state, None, None, None)?;
+        let ramp = config.slow_start.filter(|_| builder.slow_start());
+        let snapshot = build_snapshot(&builder, &config, ramp, &state, None, None, None)?;
         Ok(Self {
             builder,
             config,
+            ramp,
             state: Mutex::new(state),
             current: ArcSwap::from_pointee(snapshot),
             persistence,
@@ -329,6 +357,10 @@ impl<B: BuildScheduler> Pool<B> {
     /// otherwise the scheduler picks among primaries, then
     /// backups, and the choice is recorded. Returns `None` only when no candidate is
     /// accepted. No allocation; no lock unless persistence is on.
+    ///
+    /// With persistence, the backend returned carries the client's entry: count the
+    /// connection (or request) with [`Backend::connection`] (or [`Backend::request`]) so
+    /// the entry stays while it is open ([`PoolConfig::persistence_timeout`]).
     pub fn select(
         &self,
         now: Instant,
@@ -344,12 +376,23 @@ impl<B: BuildScheduler> Pool<B> {
             (Some(_), Some(c)) => Some(c.ip()),
             _ => None,
         };
+        // The backend returned carries the client's entry, so the guards the caller takes
+        // with `Backend::connection`/`request` hold it while they live.
+        let sticky = |table: &Arc<PersistenceTable>, key, b: &Backend, generation| {
+            let mut b = b.clone();
+            b.set_sticky(Sticky {
+                table: Arc::clone(table),
+                client: key,
+                generation,
+            });
+            b
+        };
         if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
-            if let Some(id) = table.get(key, now) {
+            if let Some((id, generation)) = table.lookup(key, now) {
                 match snap.candidate_slot(id) {
                     Some((b, false)) => {
                         if accept(b) {
-                            return Some(b.clone());
+                            return Some(sticky(table, key, b, generation));
                         }
                     }
                     Some((b, true)) => {
@@ -361,8 +404,8 @@ impl<B: BuildScheduler> Pool<B> {
                             None if accept(b) => b,
                             None => snap.backup.select_at(now, &ctx, accept)?,
                         };
-                        table.insert(key, picked.id(), now);
-                        return Some(picked.clone());
+                        let generation = table.record(key, picked.id(), now);
+                        return Some(sticky(table, key, picked, generation));
                     }
                     None => table.remove(key),
                 }
@@ -370,7 +413,8 @@ impl<B: BuildScheduler> Pool<B> {
         }
         let picked = snap.select_at(now, &ctx, accept)?;
         if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
-            table.insert(key, picked.id(), now);
+            let generation = table.record(key, picked.id(), now);
+            return Some(sticky(table, key, picked, generation));
         }
         Some(picked.clone())
     }
@@ -380,75 +424,75 @@ impl<B: BuildScheduler> Pool<B> {
     }
 
     fn rebuild(&self, state: &mut PoolState, now: Option<Instant>) -> Result<()> {
+        self.publish(state, now, None)
+    }
+
+    /// Builds and publishes a snapshot; `renumber` (old id → new id, from
+    /// [`replace`](Self::replace)) re-keys persistence entries first, dropping those whose
+    /// id is not in it. Nothing changes when the build fails.
+    fn publish(
+        &self,
+        state: &mut PoolState,
+        now: Option<Instant>,
+        renumber: Option<&HashMap<BackendId, BackendId>>,
+    ) -> Result<()> {
         state.generation += 1;
-        if now.is_some() {
-            state.ramp_evaluated = now;
+        if let Some(now) = now {
+            state.ramp_evaluated = Some(now);
+            if let Some(table) = &self.persistence {
+                // Keeps the clock that stamps connection ends fresh.
+                table.observe(now);
+            }
         }
         let prev = self.current.load_full();
         let prev_quorum = state.quorum_seed.take().unwrap_or(prev.quorum);
         let snap = build_snapshot(
             &self.builder,
             &self.config,
+            self.ramp,
             state,
             Some(&prev),
             Some(prev_quorum),
             now,
         )?;
         if let Some(table) = &self.persistence {
+            if let Some(renumber) = renumber {
+                table.remap_backends(|id| renumber.get(&id).copied());
+            }
             table.retain_backends(|id| snap.keeps_sticky(id));
         }
         self.current.store(Arc::new(snap));
         Ok(())
     }
 
-    /// Applies a health verdict. A backend coming up starts its slow-start window at `now`.
+    /// Applies a health verdict. A backend coming up starts its slow-start window at `now`
+    /// ([`PoolConfig::slow_start`]).
     ///
     /// # Errors
-    /// [`Error::UnknownBackend`].
+    /// [`Error::UnknownBackend`]; errors of the scheduler build.
     pub fn set_health(&self, id: BackendId, health: Health, now: Instant) -> Result<()> {
-        let mut st = self.lock();
-        let b = st.backends.get_mut(id)?;
-        if b.health() == health {
-            return Ok(());
-        }
-        b.set_health(health);
-        match health {
-            Health::Up if self.config.slow_start.is_some() => {
-                st.up_since.insert(id, now);
-            }
-            _ => {
-                st.up_since.remove(&id);
-            }
-        }
-        self.rebuild(&mut st, Some(now))
+        self.change(id, now, |b| b.set_health(health))
     }
 
-    /// Changes a backend's admin state (`lbctl backend drain|ready|maint`).
+    /// Changes a backend's admin state (`lbctl backend drain|ready|maint`). A backend
+    /// leaving maintenance or drain comes up: its slow-start window starts at `now`, as
+    /// HAProxy starts a server's slowstart when it leaves maintenance.
     ///
     /// # Errors
-    /// [`Error::UnknownBackend`].
-    pub fn set_admin(&self, id: BackendId, admin: AdminState) -> Result<()> {
-        let mut st = self.lock();
-        let b = st.backends.get_mut(id)?;
-        if b.admin() == admin {
-            return Ok(());
-        }
-        b.set_admin(admin);
-        self.rebuild(&mut st, None)
+    /// [`Error::UnknownBackend`]; errors of the scheduler build.
+    pub fn set_admin(&self, id: BackendId, admin: AdminState, now: Instant) -> Result<()> {
+        self.change(id, now, |b| b.set_admin(admin))
     }
 
     /// Changes a backend's configured weight (0 = inhibit: keep it, send it nothing new).
+    /// A weight going from 0 to above 0 brings the backend up: its slow-start window starts
+    /// at `now`. During a ramp, the ramp goes on with the new weight (HAProxy
+    /// `server_recalc_eweight`).
     ///
     /// # Errors
-    /// [`Error::UnknownBackend`].
-    pub fn set_weight(&self, id: BackendId, weight: Weight) -> Result<()> {
-        let mut st = self.lock();
-        let b = st.backends.get_mut(id)?;
-        if b.weight() == weight {
-            return Ok(());
-        }
-        b.set_weight(weight);
-        self.rebuild(&mut st, None)
+    /// [`Error::UnknownBackend`]; errors of the scheduler build.
+    pub fn set_weight(&self, id: BackendId, weight: Weight, now: Instant) -> Result<()> {
+        self.change(id, now, |b| b.set_weight(weight))
     }
 
     /// Sets a backend's health and configured weight together, in one rebuild: no snapshot
@@ -457,10 +501,9 @@ impl<B: BuildScheduler> Pool<B> {
     /// its old weight in between). Health checkers should prefer this to separate
     /// [`set_health`](Self::set_health) and [`set_weight`](Self::set_weight) calls.
     ///
-    /// A backend *comes up* when it goes from out of service (down, or weight 0) to up with
-    /// a weight above 0: a check passing again, or an inhibited backend getting its weight
-    /// back. Coming up starts its slow-start window at `now` (HAProxy `slowstart`); going
-    /// down or to weight 0 ends the window. Effective weights are evaluated at `now`.
+    /// A check passing again, or an inhibited backend getting its weight back, brings the
+    /// backend up and starts its slow-start window at `now` ([`PoolConfig::slow_start`]).
+    /// Effective weights are evaluated at `now`.
     ///
     /// # Errors
     /// [`Error::UnknownBackend`]; errors of the scheduler build.
@@ -471,49 +514,77 @@ impl<B: BuildScheduler> Pool<B> {
         weight: Weight,
         now: Instant,
     ) -> Result<()> {
+        self.change(id, now, |b| {
+            b.set_health(health);
+            b.set_weight(weight);
+        })
+    }
+
+    /// Applies `f` to backend `id` and rebuilds at `now` if anything changed. A backend
+    /// *comes up* when it goes from out of service to in service (up, ready, weight above
+    /// 0): that starts its slow-start clock, and leaving service stops it. A backend that
+    /// cannot take connections (weight 0, say) gets no clock: nothing would ramp.
+    fn change(&self, id: BackendId, now: Instant, f: impl FnOnce(&mut Backend)) -> Result<()> {
+        let in_service = |b: &Backend| {
+            b.health() == Health::Up && b.admin() == AdminState::Ready && !b.weight().is_zero()
+        };
         let mut st = self.lock();
         let b = st.backends.get_mut(id)?;
-        if b.health() == health && b.weight() == weight {
+        let before = (b.health(), b.admin(), b.weight());
+        let was = in_service(b);
+        f(b);
+        if (b.health(), b.admin(), b.weight()) == before {
             return Ok(());
         }
-        let was_serving = b.health() == Health::Up && !b.weight().is_zero();
-        b.set_health(health);
-        b.set_weight(weight);
-        let serving = health == Health::Up && !weight.is_zero();
-        if !serving {
+        let is = in_service(b);
+        if !is {
             st.up_since.remove(&id);
-        } else if !was_serving && self.config.slow_start.is_some() {
+        } else if !was && self.ramp.is_some() {
             st.up_since.insert(id, now);
         }
         self.rebuild(&mut st, Some(now))
     }
 
-    /// Replaces the membership. Backends whose id and address are unchanged keep their
-    /// counters, health and slow-start clock; new ones take the state they were given.
+    /// Replaces the membership. Backends are matched by address, not id (ids are whatever
+    /// the caller numbers them by — a configuration index shifts when an earlier backend is
+    /// removed): a backend whose address was already in the pool keeps its counters, health,
+    /// slow-start clock and its clients' persistence entries, under its new id if it has
+    /// one; the weight, admin state and backup flag are the new set's. Entries to an address
+    /// that left are dropped. New addresses take the state they were given.
     ///
     /// # Errors
     /// Errors of the scheduler build; the old membership then stays.
     pub fn replace(&self, backends: BackendSet) -> Result<()> {
         let mut st = self.lock();
         let mut merged = Vec::with_capacity(backends.len());
+        // Old id → new id of the same address.
+        let mut renumber: HashMap<BackendId, BackendId> = HashMap::new();
         for b in backends.iter() {
-            match st.backends.get(b.id()) {
-                Some(old) if old.addr() == b.addr() => {
-                    merged.push(
-                        Backend::with_stats(b.id(), b.addr(), Arc::clone(old.stats()))
-                            .with_weight(b.weight())
-                            .with_admin(b.admin())
-                            .with_health(old.health())
-                            .with_backup(b.is_backup()),
-                    );
+            match st.backends.iter().find(|o| o.addr() == b.addr()) {
+                Some(old) => {
+                    renumber.insert(old.id(), b.id());
+                    let mut kept = Backend::with_stats(b.id(), b.addr(), Arc::clone(old.stats()))
+                        .with_weight(old.weight())
+                        .with_admin(b.admin())
+                        .with_health(old.health())
+                        .with_backup(b.is_backup());
+                    // As a weight change: weight 0 keeps the last non-zero weight.
+                    kept.set_weight(b.weight());
+                    merged.push(kept);
                 }
-                _ => merged.push(b.clone()),
+                None => merged.push(b.clone()),
             }
         }
+        let up_since: HashMap<BackendId, Instant> = st
+            .up_since
+            .iter()
+            .filter_map(|(id, &since)| Some((*renumber.get(id)?, since)))
+            .collect();
         let old = std::mem::replace(&mut st.backends, BackendSet::new(merged)?);
-        st.up_since.retain(|id, _| backends.get(*id).is_some());
-        if let Err(e) = self.rebuild(&mut st, None) {
+        let old_up = std::mem::replace(&mut st.up_since, up_since);
+        if let Err(e) = self.publish(&mut st, None, Some(&renumber)) {
             st.backends = old;
+            st.up_since = old_up;
             return Err(e);
         }
         Ok(())
@@ -527,17 +598,24 @@ impl<B: BuildScheduler> Pool<B> {
     /// When slow-start weights next change, if any backend is ramping.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let window = self.config.slow_start?;
+        let window = self.ramp?;
         let step = slow_start_step(window);
         let st = self.lock();
         let evaluated = st.ramp_evaluated?;
+        // Checked arithmetic: a window too long for `Instant` ends "never" (no wake-up)
+        // rather than panicking.
         st.up_since
             .values()
-            .map(|&since| {
+            .filter_map(|&since| {
+                let end = since.checked_add(window)?;
                 let reached =
                     evaluated.saturating_duration_since(since).as_nanos() / step.as_nanos();
-                let next = since + step * (reached as u32 + 1);
-                next.min(since + window)
+                let next = u32::try_from(reached + 1)
+                    .ok()
+                    .and_then(|n| step.checked_mul(n))
+                    .and_then(|d| since.checked_add(d))
+                    .map_or(end, |next| next.min(end));
+                Some(next)
             })
             .min()
     }
@@ -547,7 +625,7 @@ impl<B: BuildScheduler> Pool<B> {
     /// # Errors
     /// Errors of the scheduler build.
     pub fn handle_timeout(&self, now: Instant) -> Result<()> {
-        let Some(window) = self.config.slow_start else {
+        let Some(window) = self.ramp else {
             return Ok(());
         };
         let mut st = self.lock();
@@ -557,61 +635,77 @@ impl<B: BuildScheduler> Pool<B> {
     }
 }
 
-/// Slow start moves in 20 steps (at least 100 ms apart).
+/// Slow start moves in steps of a twentieth of the window, at least 1 s apart: HAProxy's
+/// warmup task runs every `MAX(1000, slowstart / 20)` ms.
 fn slow_start_step(window: Duration) -> Duration {
-    (window / 20).max(Duration::from_millis(100))
+    (window / 20).max(Duration::from_secs(1))
 }
 
-/// Effective weight during slow start: `weight × elapsed / window`, rounded up to the step
-/// reached, at least 1 (HAProxy `slowstart`).
+/// Effective weight during slow start: `weight × elapsed / window`, `elapsed` counted in
+/// whole steps, rounded up, at least 1 (HAProxy `server_recalc_eweight` computes
+/// `(uweight × w + wmult − 1) / wmult`, rounding up).
 fn ramped(weight: Weight, since: Instant, now: Instant, window: Duration) -> Weight {
-    let step = slow_start_step(window);
+    let step = slow_start_step(window).as_nanos();
     let elapsed = now.saturating_duration_since(since);
     if elapsed >= window || weight.is_zero() {
         return weight;
     }
-    let steps_total = (window.as_nanos() / step.as_nanos().max(1)).max(1);
-    let steps = (elapsed.as_nanos() / step.as_nanos().max(1)).min(steps_total);
-    let w = (u128::from(weight.get()) * steps / steps_total) as u64;
-    Weight::new(w.max(1)).unwrap_or(weight)
+    let reached = elapsed.as_nanos() / step * step;
+    // `reached < window`, so this is below `weight`.
+    let w = (u128::from(weight.get()) * reached).div_ceil(window.as_nanos());
+    Weight::new(u64::try_from(w).unwrap_or(u64::MAX).max(1)).unwrap_or(weight)
+}
+
+/// Up and not in maintenance, but taking no new connection: weight 0 (keepalived
+/// `inhibit_on_failure`) or drained, with a weight (or last weight) to keep a place with.
+fn is_parked(b: &Backend) -> bool {
+    b.health() == Health::Up
+        && b.admin() != AdminState::Maint
+        && !b.is_eligible()
+        && !(b.weight().is_zero() && b.last_weight().is_zero())
 }
 
 /// `prev_quorum`: the quorum state to continue from (`None` at start: no quorum yet).
 fn build_snapshot<B: BuildScheduler>(
     builder: &B,
     config: &PoolConfig,
+    window: Option<Duration>,
     state: &PoolState,
     prev: Option<&Snapshot<B::Scheduler>>,
     prev_quorum: Option<bool>,
     now: Option<Instant>,
 ) -> Result<Snapshot<B::Scheduler>> {
-    // Effective weights (slow start).
+    // Effective weights (slow start), from each ramping backend's clock at `now`, or, for
+    // a change that brings no time (a replace), at the last time the ramp was evaluated:
+    // the ramp follows the backend (its clock is keyed by its current id) and its current
+    // weight, never a stale snapshot's value.
     let mut all: Vec<Backend> = state.backends.iter().cloned().collect();
-    if let (Some(window), Some(now)) = (config.slow_start, now) {
+    if let (Some(window), Some(at)) = (window, now.or(state.ramp_evaluated)) {
         for b in &mut all {
             if let Some(&since) = state.up_since.get(&b.id()) {
-                b.set_effective_weight(ramped(b.weight(), since, now, window));
-            }
-        }
-    } else if let Some(prev) = prev {
-        // No clock this time: keep the ramp where the previous snapshot left it.
-        for b in &mut all {
-            if let Some(p) = prev.backends.get(b.id()) {
-                if state.up_since.contains_key(&b.id()) && p.weight() == b.weight() {
-                    b.set_effective_weight(p.effective_weight());
-                }
+                b.set_effective_weight(ramped(b.weight(), since, at, window));
             }
         }
     }
     let primaries: Vec<&Backend> = all.iter().filter(|b| !b.is_backup()).collect();
+    // Parked backends (up, not in maintenance, but weight 0 or drained) keep their place in
+    // the tables of algorithms that ask for them ([`BuildScheduler::keeps_parked`]), in
+    // configuration order among the candidates; they are never picked.
+    let keeps_parked = builder.keeps_parked();
+    let parked = |b: &Backend| keeps_parked && is_parked(b);
+    let primary_eligible = primaries.iter().filter(|b| b.is_eligible()).count();
     let mut primary: Vec<Backend> = primaries
         .iter()
-        .filter(|b| b.is_eligible())
+        .filter(|b| b.is_eligible() || parked(b))
         .map(|b| (*b).clone())
         .collect();
-    let backup: Vec<Backend> = all
+    let backup_eligible = all
         .iter()
         .filter(|b| b.is_backup() && b.is_eligible())
+        .count();
+    let backup: Vec<Backend> = all
+        .iter()
+        .filter(|b| b.is_backup() && (b.is_eligible() || parked(b)))
         .cloned()
         .collect();
     let in_service = primaries
@@ -637,21 +731,24 @@ fn build_snapshot<B: BuildScheduler>(
 
     let panic = config.panic_threshold > 0
         && in_service > 0
-        && primary.len() * 100 < usize::from(config.panic_threshold) * in_service;
+        && primary_eligible * 100 < usize::from(config.panic_threshold) * in_service;
     if panic {
         match config.panic_mode {
             PanicMode::FailOpen => {
                 primary = primaries
                     .iter()
-                    .filter(|b| b.admin() == AdminState::Ready && !b.effective_weight().is_zero())
+                    .filter(|b| {
+                        (b.admin() == AdminState::Ready && !b.effective_weight().is_zero())
+                            || parked(b)
+                    })
                     .map(|b| (*b).clone())
                     .collect();
             }
-            PanicMode::Backups if !backup.is_empty() => primary.clear(),
+            PanicMode::Backups if backup_eligible > 0 => primary.clear(),
             PanicMode::Backups => {}
         }
     }
-    if !quorum && !backup.is_empty() {
+    if !quorum && backup_eligible > 0 {
         // keepalived: the sorry server takes over and the primaries still up are removed.
         primary.clear();
     }
@@ -685,6 +782,7 @@ fn build_snapshot<B: BuildScheduler>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     #[allow(clippy::disallowed_methods)]
     fn t0() -> Instant {
@@ -750,6 +848,47 @@ mod tests {
         // After the timeout the client is scheduled afresh.
         let later = now + Duration::from_secs(301);
         let _ = pick(&p, later, &c);
+    }
+
+    /// An entry does not expire while the client has a connection open on its backend (IPVS
+    /// keeps a persistence template while `n_control` is not 0, `ip_vs_conn_expire`), and
+    /// its timeout counts from that connection's end. It used to expire 300 s after the
+    /// pick, moving a client with a long-lived connection (FTP control, websocket).
+    #[test]
+    fn persistence_holds_while_a_connection_is_open() {
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::RoundRobin, set(2), cfg).unwrap();
+        let t0 = t0();
+        let at = |s| t0 + Duration::from_secs(s);
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        let first = p.select(t0, &c, &mut |_| true).unwrap();
+        let conn = first.connection();
+        // Other clients move round robin on.
+        for i in 0..3 {
+            let other = SelectContext::client(SocketAddr::new([203, 0, 113, i].into(), 1));
+            let _ = pick(&p, t0, &other);
+        }
+        assert_eq!(pick(&p, at(301), &c), first.id().0, "open: kept past 300 s");
+        assert_eq!(pick(&p, at(2000), &c), first.id().0);
+        // Other traffic at 2500 s, then the connection ends: 300 s from there.
+        let _ = pick(
+            &p,
+            at(2500),
+            &SelectContext::client("203.0.113.9:1".parse().unwrap()),
+        );
+        drop(conn);
+        assert_eq!(
+            pick(&p, at(2799), &c),
+            first.id().0,
+            "within 300 s of the end"
+        );
+        // A guard finished at a known time counts from it.
+        let again = p.select(at(2799), &c, &mut |_| true).unwrap();
+        again.request().finish(at(4000));
+        assert_eq!(pick(&p, at(4299), &c), first.id().0);
     }
 
     /// keepalived `quorum` 25 with `hysteresis` 5 over three primaries of weight 10 and a
@@ -965,6 +1104,245 @@ mod tests {
         assert!(p.poll_timeout().is_none());
     }
 
+    /// A slow-start window too long for `Instant` used to panic in `poll_timeout` ("overflow
+    /// when adding duration to instant"); now the backend ramps (at weight 1 for ever, in
+    /// practice) and no wake-up is asked for past what `Instant` can hold. A persistence
+    /// timeout that large keeps entries for ever instead of panicking in `select`.
+    #[test]
+    fn huge_durations_do_not_panic() {
+        let cfg = PoolConfig {
+            slow_start: Some(Duration::MAX),
+            persistence_timeout: Some(Duration::MAX),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg).unwrap();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        let first = pick(&p, now, &c);
+        let other = 3 - first;
+        p.set_health(BackendId(other), Health::Down, now).unwrap();
+        p.set_health(BackendId(other), Health::Up, now).unwrap();
+        let next = p.poll_timeout();
+        assert!(next.is_none_or(|t| t > now));
+        p.handle_timeout(now + Duration::from_secs(3600)).unwrap();
+        assert_eq!(effective(&p, other), 1);
+        assert_eq!(pick(&p, now + Duration::from_secs(1 << 40), &c), first);
+    }
+
+    /// Slow start rebuilt the hash tables at each of its steps with new effective weights,
+    /// remapping clients of every backend each time (`sh` over four backends of weight 10
+    /// with a 20 s window: 65 176 moves of 10 000 clients over one ramp). HAProxy ramps only
+    /// dynamic algorithms (`BE_LB_PROP_DYN`); the hash tables now take the configured
+    /// weight at once and ask for no wake-up, so after the return nobody moves.
+    #[test]
+    fn slow_start_leaves_hash_tables_alone() {
+        for name in ["sh", "dh", "mh", "ring_hash", "rr", "lc"] {
+            let cfg = PoolConfig {
+                slow_start: Some(Duration::from_secs(20)),
+                ..PoolConfig::default()
+            };
+            let p = Pool::new(name.parse::<Algorithm>().unwrap(), set(4), cfg).unwrap();
+            let now = t0();
+            let picks = |p: &Pool| -> Vec<u32> {
+                (0..2000u32)
+                    .map(|i| {
+                        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919);
+                        let c = SelectContext {
+                            client: Some(SocketAddr::new(ip.into(), 1)),
+                            destination: Some(SocketAddr::new(ip.into(), 80)),
+                            hash_key: None,
+                        };
+                        pick(p, now, &c)
+                    })
+                    .collect()
+            };
+            p.set_health(BackendId(1), Health::Down, now).unwrap();
+            p.set_health(BackendId(1), Health::Up, now).unwrap();
+            assert_eq!(effective(&p, 1), 10, "{name}: configured weight at once");
+            assert_eq!(p.poll_timeout(), None, "{name}: nothing to wake up for");
+            if ["rr", "lc"].contains(&name) {
+                continue;
+            }
+            let before = picks(&p);
+            for s in 1..=20 {
+                p.handle_timeout(now + Duration::from_secs(s)).unwrap();
+            }
+            assert_eq!(picks(&p), before, "{name}: no client moved");
+        }
+    }
+
+    /// keepalived `inhibit_on_failure` sets a failed backend's weight to 0 and keeps it.
+    /// `sh`/`dh`/`mh` used to rebuild their table without it, so `sh` moved about two thirds
+    /// of the other backends' clients (4 997 of 7 501 in the review) and `mh` a few. IPVS
+    /// `ip_vs_sh_reassign` keeps a weight-0 destination's buckets and `ip_vs_mh` builds
+    /// from `last_weight`; lookups landing on it fall back. A drained backend is parked the
+    /// same way. Now no client of another backend moves, the parked backend's clients
+    /// spread over the others, and all come back when it does.
+    #[test]
+    fn parked_backends_keep_their_place_in_hash_tables() {
+        for name in ["sh", "dh", "mh"] {
+            for park in ["inhibit", "drain"] {
+                let p = Pool::new(
+                    name.parse::<Algorithm>().unwrap(),
+                    set(4),
+                    PoolConfig::default(),
+                )
+                .unwrap();
+                let now = t0();
+                let picks = |p: &Pool| -> Vec<u32> {
+                    (0..4000u32)
+                        .map(|i| {
+                            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919);
+                            let c = SelectContext {
+                                client: Some(SocketAddr::new(ip.into(), 1)),
+                                destination: Some(SocketAddr::new(ip.into(), 80)),
+                                hash_key: None,
+                            };
+                            pick(p, now, &c)
+                        })
+                        .collect()
+                };
+                let before = picks(&p);
+                match park {
+                    "inhibit" => p
+                        .set_state(BackendId(2), Health::Up, Weight::ZERO, now)
+                        .unwrap(),
+                    _ => p.set_admin(BackendId(2), AdminState::Drain, now).unwrap(),
+                }
+                let after = picks(&p);
+                let moved = before
+                    .iter()
+                    .zip(&after)
+                    .filter(|(x, y)| **x != 2 && x != y)
+                    .count();
+                assert_eq!(moved, 0, "{name} {park}: clients of other backends moved");
+                assert!(!after.contains(&2), "{name} {park}: parked backend picked");
+                let heirs: std::collections::HashSet<u32> = before
+                    .iter()
+                    .zip(&after)
+                    .filter(|(x, _)| **x == 2)
+                    .map(|(_, y)| *y)
+                    .collect();
+                assert_eq!(
+                    heirs.len(),
+                    3,
+                    "{name} {park}: its clients spread over the others"
+                );
+                match park {
+                    "inhibit" => p
+                        .set_state(BackendId(2), Health::Up, Weight::new(10).unwrap(), now)
+                        .unwrap(),
+                    _ => p.set_admin(BackendId(2), AdminState::Ready, now).unwrap(),
+                }
+                assert_eq!(picks(&p), before, "{name} {park}: back where they were");
+            }
+        }
+    }
+
+    /// HAProxy's `server_recalc_eweight` keeps a starting server's ramp on a weight
+    /// change. `set_weight` during the ramp used to publish the new weight in full until the
+    /// next `handle_timeout`.
+    #[test]
+    fn set_weight_during_slow_start_keeps_ramping() {
+        let cfg = PoolConfig {
+            slow_start: Some(Duration::from_secs(100)),
+            ..PoolConfig::default()
+        };
+        let backends = (1..=2)
+            .map(|i| {
+                Backend::new(BackendId(i), format!("127.0.0.{i}:80").parse().unwrap())
+                    .with_weight(Weight::new(100).unwrap())
+            })
+            .collect();
+        let p = Pool::new(
+            Algorithm::WeightedRoundRobin,
+            BackendSet::new(backends).unwrap(),
+            cfg,
+        )
+        .unwrap();
+        let now = t0();
+        p.set_health(BackendId(1), Health::Down, now).unwrap();
+        p.set_health(BackendId(1), Health::Up, now).unwrap();
+        assert_eq!(effective(&p, 1), 1);
+        p.handle_timeout(now + Duration::from_secs(50)).unwrap();
+        assert_eq!(effective(&p, 1), 50);
+        p.set_weight(
+            BackendId(1),
+            Weight::new(200).unwrap(),
+            now + Duration::from_secs(50),
+        )
+        .unwrap();
+        assert_eq!(effective(&p, 1), 100, "half way through: half of 200");
+    }
+
+    /// HAProxy starts slowstart when a server leaves maintenance, and keepalived's weight
+    /// coming back from 0 is a backend coming up. `set_weight` 0 → 10 and `set_admin`
+    /// maint → ready used to give the full weight at once (only `set_health` and
+    /// `set_state` started the window). And `set_health(Up)` on a weight-0 backend started
+    /// a clock that only made `poll_timeout` wake up for nothing.
+    #[test]
+    fn every_way_of_coming_up_starts_slow_start() {
+        let cfg = || PoolConfig {
+            slow_start: Some(Duration::from_secs(10)),
+            ..PoolConfig::default()
+        };
+        let now = t0();
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg()).unwrap();
+        p.set_state(BackendId(1), Health::Up, Weight::ZERO, now)
+            .unwrap();
+        p.set_weight(BackendId(1), Weight::new(10).unwrap(), now)
+            .unwrap();
+        assert_eq!(effective(&p, 1), 1, "weight 0 → 10");
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg()).unwrap();
+        p.set_admin(BackendId(1), AdminState::Maint, now).unwrap();
+        p.set_admin(BackendId(1), AdminState::Ready, now).unwrap();
+        assert_eq!(effective(&p, 1), 1, "maint → ready");
+        assert!(p.poll_timeout().is_some());
+        // Down → up at weight 0: nothing to ramp, nothing to wake up for.
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg()).unwrap();
+        p.set_state(BackendId(1), Health::Down, Weight::ZERO, now)
+            .unwrap();
+        p.set_health(BackendId(1), Health::Up, now).unwrap();
+        assert_eq!(p.poll_timeout(), None);
+        // A weight change of a serving backend is no coming up.
+        p.set_weight(BackendId(2), Weight::new(20).unwrap(), now)
+            .unwrap();
+        assert_eq!(effective(&p, 2), 20);
+    }
+
+    /// HAProxy steps a ramp every `MAX(1000 ms, slowstart / 20)` and rounds the weight up;
+    /// the steps were at least 100 ms apart and the weight was rounded down (weight 10, a
+    /// 20 s window, 3 s in: 1 instead of 2), against the doc's "rounded up".
+    #[test]
+    fn slow_start_steps_and_rounds_as_haproxy() {
+        let p = |window| {
+            let cfg = PoolConfig {
+                slow_start: Some(Duration::from_secs(window)),
+                ..PoolConfig::default()
+            };
+            Pool::new(Algorithm::WeightedRoundRobin, set(2), cfg).unwrap()
+        };
+        let now = t0();
+        let p20 = p(20);
+        p20.set_health(BackendId(1), Health::Down, now).unwrap();
+        p20.set_health(BackendId(1), Health::Up, now).unwrap();
+        p20.handle_timeout(now + Duration::from_secs(3)).unwrap();
+        assert_eq!(effective(&p20, 1), 2, "10 × 3 / 20 = 1.5, rounded up");
+        let p4 = p(4);
+        p4.set_health(BackendId(1), Health::Down, now).unwrap();
+        p4.set_health(BackendId(1), Health::Up, now).unwrap();
+        assert_eq!(
+            p4.poll_timeout(),
+            Some(now + Duration::from_secs(1)),
+            "steps ≥ 1 s"
+        );
+        p4.handle_timeout(now + Duration::from_millis(900)).unwrap();
+        assert_eq!(effective(&p4, 1), 1);
+        p4.handle_timeout(now + Duration::from_millis(1500))
+            .unwrap();
+        assert_eq!(effective(&p4, 1), 3, "10 × 1 s / 4 s = 2.5, rounded up");
+    }
+
     fn effective(p: &Pool, id: u32) -> u32 {
         p.snapshot()
             .backends()
@@ -1064,6 +1442,50 @@ mod tests {
         assert_eq!(seen.len(), 4, "fail open spreads over all ready primaries");
     }
 
+    /// Ids are configuration indices, so removing the first real server renumbers the
+    /// others. `replace` used to keep a persistence entry (and a slow-start clock) by id
+    /// alone: a client pinned to 192.0.2.2 (id 2) went to 192.0.2.3 (now id 2) although
+    /// 192.0.2.2 was still configured (as id 1).
+    #[test]
+    fn replace_follows_addresses_not_ids() {
+        let b = |id, last: u8| {
+            Backend::new(BackendId(id), SocketAddr::new([192, 0, 2, last].into(), 80))
+                .with_weight(Weight::new(10).unwrap())
+        };
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            slow_start: Some(Duration::from_secs(100)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(
+            Algorithm::WeightedRoundRobin,
+            BackendSet::new(vec![b(1, 1), b(2, 2), b(3, 3)]).unwrap(),
+            cfg,
+        )
+        .unwrap();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        // Pin the client to .2; .3 comes back up and starts ramping.
+        let pinned = p.select(now, &c, &mut |b| b.id() == BackendId(2)).unwrap();
+        let _conn = pinned.connection();
+        p.set_health(BackendId(3), Health::Down, now).unwrap();
+        p.set_health(BackendId(3), Health::Up, now).unwrap();
+        assert_eq!(effective(&p, 3), 1);
+        // Reload without .1: .2 is now id 1, .3 id 2.
+        p.replace(BackendSet::new(vec![b(1, 2), b(2, 3)]).unwrap())
+            .unwrap();
+        let later = now + Duration::from_secs(1);
+        let after = p.select(later, &c, &mut |_| true).unwrap();
+        assert_eq!(after.addr(), pinned.addr(), "the client stays on 192.0.2.2");
+        assert_eq!(after.id(), BackendId(1));
+        assert_eq!(after.stats().active(), 1, "its counters came along");
+        assert_eq!(effective(&p, 1), 10, ".2 was not ramping");
+        assert_eq!(effective(&p, 2), 1, ".3 still ramps, under its new id");
+        // An entry to an address that left is dropped.
+        p.replace(BackendSet::new(vec![b(2, 3)]).unwrap()).unwrap();
+        assert_eq!(pick(&p, later, &c), 2);
+    }
+
     #[test]
     fn replace_keeps_counters() {
         let p = Pool::new(Algorithm::LeastConnections, set(2), PoolConfig::default()).unwrap();
@@ -1076,13 +1498,13 @@ mod tests {
     #[test]
     fn drained_backend_gets_nothing_new() {
         let p = Pool::new(Algorithm::RoundRobin, set(2), PoolConfig::default()).unwrap();
-        p.set_admin(BackendId(1), AdminState::Drain).unwrap();
         let now = t0();
+        p.set_admin(BackendId(1), AdminState::Drain, now).unwrap();
         for _ in 0..4 {
             assert_eq!(pick(&p, now, &SelectContext::default()), 2);
         }
         assert_eq!(
-            p.set_admin(BackendId(7), AdminState::Drain),
+            p.set_admin(BackendId(7), AdminState::Drain, now),
             Err(Error::UnknownBackend(BackendId(7)))
         );
     }

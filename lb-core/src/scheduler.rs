@@ -3,9 +3,11 @@
 //!
 //! A scheduler is built over the *candidates* a [`Pool`](crate::Pool) gives it: backends that
 //! are ready, healthy and of effective weight above 0 (or, in panic mode, the set the panic
-//! policy allows). It never adds a backend of its own. At pick time the caller may still refuse
-//! a candidate through `accept` (a backend already tried by a retry, one at its `maxconn`);
-//! the scheduler then moves on to the next choice its algorithm defines, and returns `None`
+//! policy allows). It never adds a backend of its own. An algorithm that asks for them
+//! ([`BuildScheduler::keeps_parked`]) also gets the parked backends (weight 0 or drained), to
+//! keep their place in its table, never to return them. At pick time the caller may still
+//! refuse a candidate through `accept` (a backend already tried by a retry, one at its
+//! `maxconn`); the scheduler then moves on to the next choice its algorithm defines, and returns `None`
 //! only when `accept` refused every candidate.
 //!
 //! # Examples
@@ -114,7 +116,9 @@ pub trait BuildScheduler: Send + Sync + fmt::Debug {
     /// The scheduler this builds.
     type Scheduler: Scheduler;
 
-    /// Builds over `candidates` (possibly empty).
+    /// Builds over `candidates` (possibly empty). A candidate of effective weight 0 is never
+    /// picked (every built-in algorithm leaves it out, or, for a parked one, keeps only its
+    /// place: [`keeps_parked`](Self::keeps_parked)).
     ///
     /// # Errors
     /// Algorithm-specific configuration errors (for example a Maglev table size that is not
@@ -125,6 +129,27 @@ pub trait BuildScheduler: Send + Sync + fmt::Debug {
         candidates: &[Backend],
         previous: Option<&Self::Scheduler>,
     ) -> Result<Self::Scheduler>;
+
+    /// Whether a [`Pool`](crate::Pool)'s slow start ramps the effective weights this
+    /// algorithm is built with ([`PoolConfig::slow_start`](crate::PoolConfig::slow_start)).
+    /// HAProxy ramps only its dynamic algorithms (`BE_LB_PROP_DYN` in
+    /// `server_recalc_eweight`); static ones, such as hash tables, are built from
+    /// configured weights. The default is `true`.
+    fn slow_start(&self) -> bool {
+        true
+    }
+
+    /// Whether `build` also wants the *parked* backends among its candidates: up and not
+    /// in maintenance, but of weight 0 (keepalived `inhibit_on_failure`) or drained. A
+    /// [`Pool`](crate::Pool) then passes them in configuration order with the others, and
+    /// the scheduler must keep them in its structure without ever returning them (nor
+    /// listing them in [`Scheduler::backends`]): a hash table keeps their place so no other
+    /// backend's keys move, as IPVS `sh` keeps a weight-0 destination's buckets and `mh`
+    /// its `last_weight` slots. The default is `false`: only candidates that take new
+    /// connections.
+    fn keeps_parked(&self) -> bool {
+        false
+    }
 }
 
 /// Every built-in algorithm, named as IPVS/keepalived (`lb_algo`), HAProxy and Envoy users know
@@ -356,6 +381,30 @@ impl Scheduler for AnyScheduler {
 impl BuildScheduler for Algorithm {
     type Scheduler = AnyScheduler;
 
+    /// `false` for `rr` and `lc` (weights matter only as 0 or not) and for the hash tables
+    /// `sh`, `dh`, `mh` and `ring_hash` (each step of a ramp would rebuild them and remap
+    /// clients of every backend); `true` for the others.
+    /// `true` for `sh`, `dh` and `mh`, whose tables would otherwise be rebuilt without a
+    /// parked backend and remap other backends' clients (all of them for `sh` and `dh`).
+    fn keeps_parked(&self) -> bool {
+        matches!(
+            self,
+            Self::SourceHash | Self::DestinationHash | Self::Maglev { .. }
+        )
+    }
+
+    fn slow_start(&self) -> bool {
+        !matches!(
+            self,
+            Self::RoundRobin
+                | Self::LeastConnections
+                | Self::SourceHash
+                | Self::DestinationHash
+                | Self::Maglev { .. }
+                | Self::RingHash { .. }
+        )
+    }
+
     fn build(&self, c: &[Backend], previous: Option<&AnyScheduler>) -> Result<AnyScheduler> {
         Ok(match self {
             Self::RoundRobin => AnyScheduler::RoundRobin(RoundRobin::new(
@@ -521,6 +570,24 @@ pub(crate) fn first_accepted<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `build` promised `None` for an all-zero candidate list, but rr, lc, wlc, sed, nq,
+    /// random, p2c, peak_ewma and fo returned a weight-0 backend (random after computing
+    /// NaN shares, p2c comparing 0/0). Weight-0 candidates are now left out everywhere.
+    #[test]
+    fn weight_zero_candidates_are_never_picked() {
+        let ctx = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        for a in Algorithm::all() {
+            let all_zero = a.build(&crate::algo::weighted(&[0, 0]), None).unwrap();
+            assert!(all_zero.select(&ctx, &mut |_| true).is_none(), "{a}");
+            assert!(all_zero.backends().is_empty(), "{a}");
+            let one = a.build(&crate::algo::weighted(&[0, 3, 0]), None).unwrap();
+            for _ in 0..20 {
+                let b = one.select(&ctx, &mut |_| true).unwrap();
+                assert_eq!(b.id(), crate::BackendId(1), "{a}");
+            }
+        }
+    }
 
     #[test]
     fn names_round_trip() {

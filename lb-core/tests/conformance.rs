@@ -6,7 +6,7 @@ use lb_core::Algorithm;
 
 fn claims(a: &Algorithm) -> Claims {
     match a.name() {
-        "wrr" | "swrr" | "random" | "sh" | "dh" => Claims::WEIGHTED,
+        "wrr" | "swrr" | "random" | "p2c" | "sh" | "dh" => Claims::WEIGHTED,
         "mh" => Claims {
             weighted: true,
             consistent: Some(Consistency::Bounded {

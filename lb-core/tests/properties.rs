@@ -206,7 +206,8 @@ fn rebuild_keeps_rr_position_and_counts() {
     let guard = first.stats().connection();
     // A change that leaves the candidates as they were (a weight change under rr keeps the
     // candidate list's ids but changes effective weight, so use admin of a non-member).
-    pool.set_admin(BackendId(2), AdminState::Ready).unwrap();
+    pool.set_admin(BackendId(2), AdminState::Ready, now)
+        .unwrap();
     assert_eq!(
         pool.select(now, &ctx, &mut |_| true).unwrap().id(),
         BackendId(1)

@@ -12,7 +12,7 @@
 //! | run a TCP virtual server | [`tcp::TcpProxy::start_with_observer`]`(`[`tcp::TcpProxyConfig`]`, Arc<Pool>, observer)` → [`tcp::ProxyHandle`] |
 //! | run a UDP virtual server | [`udp::UdpProxy::start_with_observer`] → [`udp::UdpHandle`] |
 //! | drain / stop it | [`tcp::ProxyHandle::drain`]`(None)` (configured deadline), [`tcp::ProxyHandle::stop`] |
-//! | drain one backend | `handle.pool().set_admin(id, AdminState::Drain)` (existing connections continue) |
+//! | drain one backend | `handle.pool().set_admin(id, AdminState::Drain, now)` (existing connections continue) |
 //! | feed passive health | implement [`outcome::OutcomeObserver`] (connect refused / timed out, closed, 5xx) |
 //! | read counters | [`tcp::ProxyHandle::stats`] → [`stats::StatsSnapshot`]; [`tcp::spliced_bytes`] |
 //! | busy-poll while connections are open (HAProxy `busy-polling`) | one [`busy_poll::BusyPolling`] in every proxy's `busy_polling` |

@@ -698,7 +698,11 @@ async fn drained_backend_keeps_connections_gets_no_new_ones() {
 
         proxy
             .pool()
-            .set_admin(BackendId(1), AdminState::Drain)
+            .set_admin(
+                BackendId(1),
+                AdminState::Drain,
+                tokio::time::Instant::now().into_std(),
+            )
             .unwrap();
         for i in 0..10 {
             assert_eq!(

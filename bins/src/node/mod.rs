@@ -251,15 +251,16 @@ impl AdminHandler for Shared {
             .find(|b| b.addr() == addr)
             .map(lb_core::Backend::id)
             .ok_or_else(|| format!("virtual server {virtual_server} has no backend {addr}"))?;
+        let now = Instant::now_tokio();
         v.pool
-            .set_admin(id, state.into())
+            .set_admin(id, state.into(), now)
             .map_err(|e| e.to_string())?;
         // A reload is replacing this virtual server: its replacement (already serving)
         // takes the command too, and so keeps it once published. A backend the new version
         // no longer has is left out.
         if let Some(r) = &v.replacement {
             if let Some(b) = r.backends().iter().find(|b| b.addr() == addr) {
-                r.set_admin(b.id(), state.into())
+                r.set_admin(b.id(), state.into(), now)
                     .map_err(|e| e.to_string())?;
             }
         }

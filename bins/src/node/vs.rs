@@ -735,7 +735,8 @@ impl VsRuntime {
         for (i, b) in cfg.backends.iter().enumerate() {
             let id = backend_id(i);
             if let Some(&admin) = carried.admin.get(&b.address) {
-                pool.set_admin(id, admin).map_err(|e| err(e.to_string()))?;
+                pool.set_admin(id, admin, now())
+                    .map_err(|e| err(e.to_string()))?;
             }
         }
         // keepalived keeps a virtual server's quorum across a reload (a weight inside the
@@ -1071,7 +1072,7 @@ impl VsRuntime {
             if o.admin() == b.admin() {
                 continue;
             }
-            match self.pool.set_admin(b.id(), o.admin()) {
+            match self.pool.set_admin(b.id(), o.admin(), now()) {
                 Ok(()) => {
                     tracing::info!(virtual_server = %self.cfg.name, backend = %b.addr(), state = %o.admin(), "admin state set during the reload carried over");
                 }

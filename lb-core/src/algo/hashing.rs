@@ -27,7 +27,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::reduced_weights;
+use super::maglev::remix;
+use super::{reduce, table_weight, takes_new};
 use crate::backend::Backend;
 use crate::scheduler::{first_accepted, Scheduler, SelectContext};
 
@@ -93,30 +94,45 @@ const MAX_BUCKETS: u64 = 1 << 20;
 /// that fits, and always holds a whole number of turns (at most 2²⁰ buckets), so bucket
 /// shares equal weight shares exactly. When one turn alone would exceed 2²⁰ buckets, the
 /// weights are first scaled down proportionally to fit (each stays ≥ 1, as `swrr` and `mh`
-/// do), so shares then match weights within about `n / 2²⁰`. Candidates of effective weight
-/// 0 take no bucket; with none of weight above 0 the table is empty and picks return `None`.
-/// Keys are spread over it with a multiply-shift range reduction.
+/// do), so shares then match weights within about `n / 2²⁰`. Keys are spread over it with a
+/// multiply-shift range reduction.
+///
+/// Weights are the configured ones (hash tables do not slow start). A *parked* candidate
+/// (weight 0 with a last non-zero weight, or drained) keeps the buckets of its last weight,
+/// as IPVS `ip_vs_sh_reassign` still gives a weight-0 destination its buckets, and is never
+/// returned: a key landing on it falls back as below, so no key of another backend moves.
+/// Candidates configured with weight 0 take no bucket; with no candidate taking new
+/// connections, picks return `None`.
 #[derive(Debug)]
 struct BucketTable {
+    /// Candidates holding buckets, parked ones included.
+    members: Vec<Backend>,
+    /// Whether each member takes new connections.
+    usable: Vec<bool>,
+    /// The members that take new connections.
     backends: Vec<Backend>,
     buckets: Vec<u32>,
 }
 
 impl BucketTable {
     fn new(candidates: &[Backend]) -> Self {
-        let backends: Vec<Backend> = candidates
+        let members: Vec<Backend> = candidates
             .iter()
-            .filter(|b| !b.effective_weight().is_zero())
+            .filter(|b| table_weight(b) > 0)
             .cloned()
             .collect();
-        let n = backends.len();
-        if n == 0 {
+        let usable: Vec<bool> = members.iter().map(takes_new).collect();
+        let backends: Vec<Backend> = members.iter().filter(|b| takes_new(b)).cloned().collect();
+        let n = members.len();
+        if backends.is_empty() {
             return Self {
+                members,
+                usable,
                 backends,
                 buckets: Vec::new(),
             };
         }
-        let mut w = reduced_weights(&backends);
+        let mut w = reduce(members.iter().map(table_weight).collect());
         let mut turn: u64 = w.iter().sum();
         if turn > MAX_BUCKETS {
             // Leave room for the rounding up to 1, so the scaled turn still fits.
@@ -139,22 +155,39 @@ impl BucketTable {
                 taken = 0;
             }
         }
-        Self { backends, buckets }
+        Self {
+            members,
+            usable,
+            backends,
+            buckets,
+        }
     }
 
-    /// The bucket's backend; when refused, the following buckets in turn (IPVS
-    /// `sh-fallback`), then any accepted candidate.
+    /// The usable, accepted member of bucket `i`, if it is one.
+    #[inline]
+    fn at(&self, i: usize, accept: &mut dyn FnMut(&Backend) -> bool) -> Option<&Backend> {
+        let m = self.buckets[i] as usize;
+        let b = &self.members[m];
+        (self.usable[m] && accept(b)).then_some(b)
+    }
+
+    /// The key's bucket. When its backend is parked or refused, the buckets from a second
+    /// position derived from the key onwards (IPVS `ip_vs_sh_get_fallback` walks the table
+    /// from an offset of the key's hash, so the clients of a lost backend spread over the
+    /// others), 64 at most, then any accepted candidate.
     #[inline]
     fn select(&self, hash: u64, accept: &mut dyn FnMut(&Backend) -> bool) -> Option<&Backend> {
         let len = self.buckets.len();
         if len == 0 {
             return None;
         }
-        let start = ((u128::from(hash) * len as u128) >> 64) as usize;
-        let probes = len.min(64);
-        for off in 0..probes {
-            let b = &self.backends[self.buckets[(start + off) % len] as usize];
-            if accept(b) {
+        let slot = |h: u64| ((u128::from(h) * len as u128) >> 64) as usize;
+        if let Some(b) = self.at(slot(hash), accept) {
+            return Some(b);
+        }
+        let start = slot(remix(hash));
+        for off in 0..len.min(64) {
+            if let Some(b) = self.at((start + off) % len, accept) {
                 return Some(b);
             }
         }
@@ -171,7 +204,9 @@ macro_rules! bucket_scheduler {
         }
 
         impl $name {
-            /// Builds over `candidates` (those of effective weight 0 take no bucket).
+            /// Builds over `candidates` from their configured weights; parked ones (weight 0
+            /// with a last weight, or drained) keep their buckets and are never returned;
+            /// those configured with weight 0 take no bucket.
             pub fn new(candidates: &[Backend]) -> Self {
                 Self {
                     table: BucketTable::new(candidates),
@@ -231,7 +266,7 @@ mod tests {
 
     /// Each candidate's share of buckets, in candidate order.
     fn shares(t: &BucketTable) -> Vec<f64> {
-        let mut counts = vec![0usize; t.backends.len()];
+        let mut counts = vec![0usize; t.members.len()];
         for &b in &t.buckets {
             counts[b as usize] += 1;
         }
@@ -263,6 +298,25 @@ mod tests {
         let ctx = SelectContext::client("192.0.2.1:1".parse().unwrap());
         assert!(all_zero.select(&ctx, &mut |_| true).is_none());
         assert!(all_zero.backends().is_empty());
+    }
+
+    /// A parked candidate (set to weight 0, or drained) holds its buckets but is never
+    /// returned; with only parked candidates a pick is `None`.
+    #[test]
+    fn parked_candidates_hold_buckets_but_are_never_picked() {
+        let mut set = weighted(&[2, 2, 2]);
+        set[1].set_weight(Weight::ZERO);
+        set[2] = set[2].clone().with_admin(crate::AdminState::Drain);
+        let s = SourceHash::new(&set);
+        assert_eq!(s.table.members.len(), 3);
+        assert_eq!(s.backends().len(), 1);
+        for i in 0..500u32 {
+            let ctx = SelectContext::client(SocketAddr::new(i.to_be_bytes().into(), 1));
+            assert_eq!(s.select(&ctx, &mut |_| true).unwrap().id(), BackendId(0));
+        }
+        let only_parked = SourceHash::new(&set[1..]);
+        let ctx = SelectContext::client("192.0.2.1:1".parse().unwrap());
+        assert!(only_parked.select(&ctx, &mut |_| true).is_none());
     }
 
     proptest::proptest! {

@@ -37,6 +37,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use super::weighted_only;
 use crate::backend::{Backend, BackendStats, LoadHook};
 use crate::scheduler::{Scheduler, SelectContext};
 
@@ -204,9 +205,12 @@ macro_rules! least_scheduler {
         }
 
         impl $name {
-            /// Builds over `candidates` and becomes the scheduler their connection counts feed.
+            /// Builds over `candidates` of weight above 0 (weight-0 ones are left out) and
+            /// becomes the scheduler their connection counts feed.
             pub fn new(candidates: &[Backend]) -> Self {
-                Self { backends: candidates.to_vec(), tree: LoadTree::new($formula, candidates) }
+                let backends = weighted_only(candidates);
+                let tree = LoadTree::new($formula, &backends);
+                Self { backends, tree }
             }
         }
 

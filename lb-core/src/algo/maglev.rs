@@ -9,7 +9,11 @@
 //! Weights are honoured as IPVS does: in each turn a candidate claims `weight / gcd` slots,
 //! so slot shares follow weight shares (within one turn's worth of slots). When the reduced
 //! weights add up to more than `M / 64`, they are scaled down proportionally (each ≥ 1) so
-//! every candidate still gets many turns. Weight-0 candidates take no slot.
+//! every candidate still gets many turns. Weights are the configured ones (`mh` does not
+//! slow start). A candidate configured with weight 0 takes no slot; a *parked* one (set to
+//! weight 0 after the fact, or drained) keeps the slots of its last non-zero weight, as
+//! IPVS `ip_vs_mh` builds from `last_weight`, and is never returned: a key landing on it
+//! falls back (IPVS `mh-fallback`), so no key of another backend moves.
 //!
 //! Removing one of `n` candidates moves about `1/n` of keys (the slots it held plus a small
 //! reshuffle); adding one moves keys mostly to the new candidate (the paper's Figure 11).
@@ -31,13 +35,16 @@
 //! ```
 
 use super::hashing::{hash_addr, source_key};
-use super::reduced_weights;
+use super::{reduce, table_weight, takes_new};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::scheduler::{first_accepted, Scheduler, SelectContext};
 
-/// The default table size, 65 537 (prime; the paper's small-table example and IPVS's
-/// default `2^16 + 1`).
+/// The default table size, 65 537: a prime, the smaller of the two table sizes the Maglev
+/// paper evaluates (65 537 and 655 373). IPVS `ip_vs_mh` is smaller by default: 4 093
+/// slots (`CONFIG_IP_VS_MH_TAB_INDEX` 12 picks `primes[4]`), at most 131 071. A larger
+/// table spreads weights more finely and reshuffles fewer keys on a change, for 256 KiB of
+/// slots.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 /// The smallest table size accepted.
 pub const MIN_TABLE_SIZE: u32 = 7;
@@ -68,14 +75,21 @@ pub fn is_prime(n: u64) -> bool {
 /// A built Maglev lookup table.
 #[derive(Debug)]
 pub struct Maglev {
+    /// Candidates holding slots, parked ones included.
+    members: Vec<Backend>,
+    /// Whether each member takes new connections.
+    usable: Vec<bool>,
+    /// The members that take new connections.
     backends: Vec<Backend>,
     table: Vec<u32>,
 }
 
 impl Maglev {
-    /// Builds the table of `table_size` slots over `candidates`. Candidates of effective
-    /// weight 0 take no slot (and are not among [`backends`](Scheduler::backends)); with none
-    /// above 0 the table is empty and picks return `None`.
+    /// Builds the table of `table_size` slots over `candidates`, from their configured
+    /// weights. Candidates configured with weight 0 take no slot; parked ones (weight 0 with
+    /// a last weight, or drained) hold the slots of their last weight but are never picked;
+    /// neither is among [`backends`](Scheduler::backends). With no candidate taking new
+    /// connections the table is empty and picks return `None`.
     ///
     /// # Errors
     /// [`Error::TableSizeNotPrime`] or [`Error::TableSizeOutOfRange`]
@@ -92,20 +106,29 @@ impl Maglev {
             return Err(Error::TableSizeNotPrime(table_size.into()));
         }
         let m = u64::from(table_size);
-        // Weight 0 takes no slot; with none above 0 the table is empty (picks return None).
+        // Configured weight 0 takes no slot; parked candidates keep theirs. With no candidate
+        // taking new connections the table is empty (picks return None).
         let candidates: Vec<Backend> = candidates
             .iter()
-            .filter(|b| !b.effective_weight().is_zero())
+            .filter(|b| table_weight(b) > 0)
+            .cloned()
+            .collect();
+        let usable: Vec<bool> = candidates.iter().map(takes_new).collect();
+        let backends: Vec<Backend> = candidates
+            .iter()
+            .filter(|b| takes_new(b))
             .cloned()
             .collect();
         let n = candidates.len();
-        if n == 0 {
+        if backends.is_empty() {
             return Ok(Self {
-                backends: candidates,
+                members: candidates,
+                usable,
+                backends,
                 table: Vec::new(),
             });
         }
-        let mut turns = reduced_weights(&candidates);
+        let mut turns = reduce(candidates.iter().map(table_weight).collect());
         let total: u64 = turns.iter().sum();
         let budget = (m / 64).max(n as u64);
         if total > budget {
@@ -148,7 +171,9 @@ impl Maglev {
             }
         }
         Ok(Self {
-            backends: candidates,
+            members: candidates,
+            usable,
+            backends,
             table,
         })
     }
@@ -158,20 +183,24 @@ impl Maglev {
         self.table.len()
     }
 
-    /// How many slots each candidate holds, in candidate order.
+    /// How many slots each candidate holds, in candidate order (among those holding slots:
+    /// all but the ones configured with weight 0; parked ones included).
     pub fn slot_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.backends.len()];
+        let mut counts = vec![0; self.members.len()];
         for &i in &self.table {
             counts[i as usize] += 1;
         }
         counts
     }
 
+    /// The slot's member, if it takes new connections and `accept` takes it.
     #[inline]
-    fn slot(&self, hash: u64) -> &Backend {
+    fn slot(&self, hash: u64, accept: &mut dyn FnMut(&Backend) -> bool) -> Option<&Backend> {
         // Lemire's multiply-shift range reduction: uniform, no division.
         let idx = ((u128::from(hash) * self.table.len() as u128) >> 64) as usize;
-        &self.backends[self.table[idx] as usize]
+        let m = self.table[idx] as usize;
+        let b = &self.members[m];
+        (self.usable[m] && accept(b)).then_some(b)
     }
 }
 
@@ -185,8 +214,8 @@ pub(crate) fn remix(mut z: u64) -> u64 {
 }
 
 impl Scheduler for Maglev {
-    /// The key's slot; when refused, up to 8 re-hashed slots (IPVS `mh-fallback`), then any
-    /// accepted candidate.
+    /// The key's slot; when parked or refused, up to 8 re-hashed slots (IPVS
+    /// `mh-fallback`), then any accepted candidate.
     #[inline]
     fn select(
         &self,
@@ -198,8 +227,7 @@ impl Scheduler for Maglev {
         }
         let mut h = source_key(ctx);
         for _ in 0..8 {
-            let b = self.slot(h);
-            if accept(b) {
+            if let Some(b) = self.slot(h, accept) {
                 return Some(b);
             }
             h = remix(h);

@@ -18,15 +18,54 @@ pub(crate) fn gcd(mut a: u64, mut b: u64) -> u64 {
 
 /// The effective weights of `backends` divided by their common divisor (IPVS `ip_vs_wrr_gcd_weight`).
 pub(crate) fn reduced_weights(backends: &[crate::Backend]) -> Vec<u64> {
-    let g = backends
+    reduce(
+        backends
+            .iter()
+            .map(|b| u64::from(b.effective_weight().get()))
+            .collect(),
+    )
+}
+
+/// The candidates of effective weight above 0: [`BuildScheduler::build`]'s contract
+/// (a weight-0 candidate is never picked; all weight 0 means no pick) kept by every
+/// algorithm's constructor, whoever calls it.
+///
+/// [`BuildScheduler::build`]: crate::BuildScheduler::build
+pub(crate) fn weighted_only(candidates: &[crate::Backend]) -> Vec<crate::Backend> {
+    candidates
         .iter()
-        .map(|b| u64::from(b.effective_weight().get()))
-        .fold(0, gcd)
-        .max(1);
-    backends
-        .iter()
-        .map(|b| u64::from(b.effective_weight().get()) / g)
+        .filter(|b| !b.effective_weight().is_zero())
+        .cloned()
         .collect()
+}
+
+/// `weights` divided by their common divisor.
+pub(crate) fn reduce(mut weights: Vec<u64>) -> Vec<u64> {
+    let g = weights.iter().copied().fold(0, gcd).max(1);
+    for w in &mut weights {
+        *w /= g;
+    }
+    weights
+}
+
+/// The weight a hash table (`sh`, `dh`, `mh`) sizes a candidate's share with: its
+/// configured weight — hash tables do not slow start — or, for a backend parked at weight
+/// 0, its last non-zero weight (IPVS `ip_vs_mh` uses `last_weight`; `ip_vs_sh` keeps a
+/// weight-0 destination's buckets), so that it keeps its place. 0 only for a backend
+/// configured with weight 0, which takes no place.
+pub(crate) fn table_weight(b: &crate::Backend) -> u64 {
+    let w = if b.weight().is_zero() {
+        b.last_weight()
+    } else {
+        b.weight()
+    };
+    u64::from(w.get())
+}
+
+/// Whether a hash-table member takes new connections; a parked one (weight 0 or drained)
+/// keeps its place but lookups landing on it fall back (IPVS `is_unavailable`).
+pub(crate) fn takes_new(b: &crate::Backend) -> bool {
+    b.admin() == crate::AdminState::Ready && !b.effective_weight().is_zero()
 }
 
 /// Backends 0, 1, … with these weights at distinct addresses, for the algorithms' unit

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::maglev::remix;
+use super::weighted_only;
 use crate::backend::Backend;
 use crate::scheduler::{first_accepted, Scheduler, SelectContext};
 
@@ -46,19 +47,17 @@ impl Rng {
     }
 }
 
-/// `random`: weighted random choice with Vose's alias method (O(1) per pick).
+/// Vose's alias method: a draw in proportion to weight in O(1).
 #[derive(Debug)]
-pub struct Random {
-    backends: Vec<Backend>,
+struct Alias {
     /// Acceptance threshold of each column, scaled to 2³².
     prob: Vec<u64>,
     alias: Vec<u32>,
-    rng: Rng,
 }
 
-impl Random {
-    /// Builds over `candidates` with the random stream `seed`.
-    pub fn new(candidates: &[Backend], seed: u64) -> Self {
+impl Alias {
+    /// Over the effective weights of `candidates` (all above 0).
+    fn new(candidates: &[Backend]) -> Self {
         let n = candidates.len();
         let total: f64 = candidates
             .iter()
@@ -81,10 +80,38 @@ impl Random {
                 small.push(l);
             }
         }
+        Self { prob, alias }
+    }
+
+    /// The candidate index a random `r` draws (`n > 0` columns).
+    #[inline]
+    fn draw(&self, r: u64) -> usize {
+        let n = self.prob.len();
+        let col = ((u128::from(r >> 32) * n as u128) >> 32) as usize;
+        if (r & 0xffff_ffff) < self.prob[col] {
+            col
+        } else {
+            self.alias[col] as usize
+        }
+    }
+}
+
+/// `random`: weighted random choice with Vose's alias method (O(1) per pick).
+#[derive(Debug)]
+pub struct Random {
+    backends: Vec<Backend>,
+    alias: Alias,
+    rng: Rng,
+}
+
+impl Random {
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out) with the
+    /// random stream `seed`.
+    pub fn new(candidates: &[Backend], seed: u64) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         Self {
             backends: candidates.to_vec(),
-            prob,
-            alias,
+            alias: Alias::new(candidates),
             rng: Rng::new(seed),
         }
     }
@@ -102,14 +129,7 @@ impl Scheduler for Random {
             return None;
         }
         for _ in 0..n.min(16) {
-            let r = self.rng.next();
-            let col = ((u128::from(r >> 32) * n as u128) >> 32) as usize;
-            let i = if (r & 0xffff_ffff) < self.prob[col] {
-                col
-            } else {
-                self.alias[col] as usize
-            };
-            let b = &self.backends[i];
+            let b = &self.backends[self.alias.draw(self.rng.next())];
             if accept(b) {
                 return Some(b);
             }
@@ -122,12 +142,14 @@ impl Scheduler for Random {
     }
 }
 
-/// Two distinct random candidates, `accept`-ed; `None` when fewer than one is accepted
-/// within a few draws (the caller then falls back to a scan).
+/// Two distinct random candidates, drawn uniformly or, with `weights`, in proportion to
+/// weight; the cheaper by `cost` is tried first, a tie going to the first draw. Falls back
+/// to a scan when neither is accepted within a few draws.
 #[inline]
 fn two_choices<'a, K: PartialOrd>(
     backends: &'a [Backend],
     rng: &Rng,
+    weights: Option<&Alias>,
     accept: &mut dyn FnMut(&Backend) -> bool,
     cost: impl Fn(&Backend) -> K,
 ) -> Option<&'a Backend> {
@@ -138,13 +160,37 @@ fn two_choices<'a, K: PartialOrd>(
         _ => {}
     }
     for _ in 0..4 {
-        let a = rng.below(n);
-        let mut b = rng.below(n - 1);
-        if b >= a {
-            b += 1;
-        }
+        let (a, b) = match weights {
+            None => {
+                let a = rng.below(n);
+                let mut b = rng.below(n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                (a, b)
+            }
+            Some(w) => {
+                let a = w.draw(rng.next());
+                // A second weighted draw distinct from the first; after a few equal draws
+                // (one backend holding most of the weight) any other one.
+                let mut b = a;
+                for _ in 0..4 {
+                    b = w.draw(rng.next());
+                    if b != a {
+                        break;
+                    }
+                }
+                if b == a {
+                    b = rng.below(n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                }
+                (a, b)
+            }
+        };
         let (ba, bb) = (&backends[a], &backends[b]);
-        // The cheaper first; ties go to the lower index for determinism.
+        // The cheaper first; a tie goes to the first draw.
         let (first, second) = if cost(bb) < cost(ba) {
             (bb, ba)
         } else {
@@ -161,19 +207,32 @@ fn two_choices<'a, K: PartialOrd>(
 }
 
 /// `p2c`: power of two choices (Mitzenmacher, *The Power of Two Choices in Randomized Load
-/// Balancing*, 2001; Envoy `LEAST_REQUEST`): two random candidates, the one with less
-/// `(active connections + in-flight requests) / weight` wins. O(1) per pick.
+/// Balancing*, 2001; Envoy `LEAST_REQUEST`): two distinct random candidates, drawn in
+/// proportion to weight; the one with less `(active connections + in-flight requests) /
+/// weight` wins, a tie going to the first draw. O(1) per pick.
+///
+/// With equal weights this is Envoy's `LEAST_REQUEST` (two uniform choices, the fewer
+/// active requests). With unequal weights Envoy schedules hosts in proportion to
+/// `weight / (active_requests + 1)` (`active_request_bias` 1.0): idle hosts get their weight
+/// shares. Comparing load per weight alone would make idle backends tie and split evenly
+/// whatever their weights; drawing the choices by weight and breaking ties to the first
+/// draw gives idle backends their weight shares, and under load the per-weight comparison
+/// keeps connections in proportion to weight, as `wlc` does.
 #[derive(Debug)]
 pub struct PowerOfTwoChoices {
     backends: Vec<Backend>,
+    weights: Alias,
     rng: Rng,
 }
 
 impl PowerOfTwoChoices {
-    /// Builds over `candidates` with the random stream `seed`.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out) with the
+    /// random stream `seed`.
     pub fn new(candidates: &[Backend], seed: u64) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         Self {
             backends: candidates.to_vec(),
+            weights: Alias::new(candidates),
             rng: Rng::new(seed),
         }
     }
@@ -186,10 +245,16 @@ impl Scheduler for PowerOfTwoChoices {
         _: &SelectContext<'_>,
         accept: &mut dyn FnMut(&Backend) -> bool,
     ) -> Option<&Backend> {
-        two_choices(&self.backends, &self.rng, accept, |b| {
-            let load = (b.stats().active() + b.stats().in_flight()) as f64;
-            load / f64::from(b.effective_weight().get())
-        })
+        two_choices(
+            &self.backends,
+            &self.rng,
+            Some(&self.weights),
+            accept,
+            |b| {
+                let load = (b.stats().active() + b.stats().in_flight()) as f64;
+                load / f64::from(b.effective_weight().get())
+            },
+        )
     }
 
     fn backends(&self) -> &[Backend] {
@@ -200,7 +265,9 @@ impl Scheduler for PowerOfTwoChoices {
 /// `peak_ewma`: power of two choices on a latency-aware cost (Finagle's and tower's
 /// `PeakEwma`): `ewma_rtt × (active + in_flight + 1) / weight`, where `ewma_rtt` is the peak
 /// EWMA recorded with [`BackendStats::record_latency`](crate::BackendStats::record_latency),
-/// or `default_rtt` before the first sample.
+/// or `default_rtt` before the first sample and once the estimate has decayed below 1 ns
+/// ([`BackendStats::latency_ewma_at`](crate::BackendStats::latency_ewma_at)), so the load
+/// always counts.
 #[derive(Debug)]
 pub struct PeakEwma {
     backends: Vec<Backend>,
@@ -209,8 +276,10 @@ pub struct PeakEwma {
 }
 
 impl PeakEwma {
-    /// Builds over `candidates` with the random stream `seed`.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out) with the
+    /// random stream `seed`.
     pub fn new(candidates: &[Backend], seed: u64, default_rtt: Duration) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         Self {
             backends: candidates.to_vec(),
             rng: Rng::new(seed),
@@ -238,9 +307,9 @@ impl Scheduler for PeakEwma {
         _: &SelectContext<'_>,
         accept: &mut dyn FnMut(&Backend) -> bool,
     ) -> Option<&Backend> {
-        two_choices(&self.backends, &self.rng, accept, |b| {
+        two_choices(&self.backends, &self.rng, None, accept, |b| {
             let v = b.stats().ewma_ns();
-            self.cost(b, (v > 0.0).then_some(v))
+            self.cost(b, (v >= 1.0).then_some(v))
         })
     }
 
@@ -255,7 +324,7 @@ impl Scheduler for PeakEwma {
         _: &SelectContext<'_>,
         accept: &mut dyn FnMut(&Backend) -> bool,
     ) -> Option<&Backend> {
-        two_choices(&self.backends, &self.rng, accept, |b| {
+        two_choices(&self.backends, &self.rng, None, accept, |b| {
             self.cost(b, b.stats().ewma_ns_at(now))
         })
     }
@@ -299,6 +368,39 @@ mod tests {
         }
     }
 
+    /// p2c compared load / weight only, so idle backends (load 0) tied and the first draw,
+    /// uniform, won: weights 1 and 9 split 0.5 / 0.5. Envoy gives idle hosts their weight
+    /// shares; under load the split follows weight too.
+    #[test]
+    fn p2c_follows_weights_idle_and_loaded() {
+        let set = crate::algo::weighted(&[1, 9]);
+        let s = PowerOfTwoChoices::new(&set, 11);
+        let ctx = SelectContext::default();
+        let heavy = (0..10_000)
+            .filter(|_| s.select(&ctx, &mut |_| true).unwrap().id() == BackendId(1))
+            .count();
+        let share = heavy as f64 / 10_000.0;
+        assert!((share - 0.9).abs() < 0.02, "idle: weight-9 share {share}");
+        // Connections that stay open: loads end up in proportion to weight.
+        let open: Vec<_> = (0..1000)
+            .map(|_| s.select(&ctx, &mut |_| true).unwrap().stats().connection())
+            .collect();
+        let on_heavy = set[1].stats().active();
+        assert!(
+            (890..=910).contains(&on_heavy),
+            "loaded: {on_heavy} of 1000"
+        );
+        drop(open);
+        // Equal weights: still the less loaded of two.
+        let set = crate::algo::weighted(&[5, 5, 5]);
+        let _busy: Vec<_> = (0..3).map(|_| set[0].stats().connection()).collect();
+        let _one = set[1].stats().connection();
+        let s = PowerOfTwoChoices::new(&set, 3);
+        for _ in 0..50 {
+            assert_ne!(s.select(&ctx, &mut |_| true).unwrap().id(), BackendId(0));
+        }
+    }
+
     /// One slow response must not starve a backend: its estimate decays while it gets no
     /// traffic, until it is cheaper than a backend that keeps answering in 1 ms.
     #[test]
@@ -330,6 +432,26 @@ mod tests {
             .record_latency(Duration::from_millis(1), later, decay);
         for _ in 0..10 {
             assert_eq!(pick(later), BackendId(0));
+        }
+    }
+
+    /// After a long time without samples the busy backend's estimate decayed to (almost)
+    /// 0, so its cost ignored its 1 000 requests in flight and it beat an idle backend with
+    /// no sample (the review's r11, at 800 s; already at 60 s the estimate is 1e-18 ns).
+    #[test]
+    fn peak_ewma_load_counts_once_the_estimate_has_decayed() {
+        #[allow(clippy::disallowed_methods)] // a test's arbitrary origin
+        let t0 = Instant::now();
+        let set = crate::algo::weighted(&[1, 1]);
+        set[0]
+            .stats()
+            .record_latency(Duration::from_millis(100), t0, Duration::from_secs(1));
+        let _busy: Vec<_> = (0..1000).map(|_| set[0].stats().request()).collect();
+        let s = PeakEwma::new(&set, 1, Duration::from_millis(5));
+        for secs in [60, 800] {
+            let later = t0 + Duration::from_secs(secs);
+            let got = s.select_at(later, &SelectContext::default(), &mut |_| true);
+            assert_eq!(got.unwrap().id(), BackendId(1), "at +{secs} s");
         }
     }
 

@@ -19,7 +19,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::reduced_weights;
+use super::{reduced_weights, weighted_only};
 use crate::backend::{Backend, BackendId};
 use crate::scheduler::{first_accepted, same_candidates, Scheduler, SelectContext};
 
@@ -40,8 +40,10 @@ pub struct RoundRobin {
 }
 
 impl RoundRobin {
-    /// Builds over `candidates`; keeps `previous`'s position when the candidates are unchanged.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out); keeps
+    /// `previous`'s position when they are unchanged.
     pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         let cursor = carried_cursor(
             candidates,
             previous.map(|p| (&p.backends[..], p.cursor.load(Ordering::Relaxed))),
@@ -84,23 +86,26 @@ impl Scheduler for RoundRobin {
     }
 }
 
-/// `wrr`: IPVS's interleaved weighted round robin (`ip_vs_wrr`).
+/// `wrr`: IPVS's interleaved weighted round robin (`ip_vs_wrr`), in IPVS's order.
 ///
 /// IPVS walks the list with a current weight `cw` that starts at the largest weight and drops
 /// by the weights' GCD each time the list wraps; a backend is picked when its weight is at
-/// least `cw`. One cycle therefore has `max/gcd` rounds, and round `r` visits every backend
-/// whose weight is at least `max - r·gcd`. Over a cycle of `Σw/gcd` picks each backend gets
-/// exactly `w/gcd` of them.
+/// least `cw`. One cycle therefore has `max/gcd` rounds, and round `r` visits, in list
+/// (configuration) order, every backend whose weight is at least `max - r·gcd`: weights
+/// A = 1, B = 3 give B B A B. Over a cycle of `Σw/gcd` picks each backend gets exactly
+/// `w/gcd` of them.
 ///
-/// This implementation precomputes the rounds as segments and maps a pick counter to its
-/// backend with a binary search: O(log n) per pick, no lock. Within a round, backends are
-/// visited in decreasing weight (configuration order among equals), which gives IPVS's round
-/// structure and shares; IPVS visits them in list order.
+/// This implementation precomputes the rounds as segments (runs of rounds with the same
+/// members: the backends down to one weight level) and maps a pick counter to its backend
+/// without a lock: a binary search finds the segment, and a wavelet matrix over the
+/// candidates in decreasing weight order finds the `k`-th member of the round in list
+/// order — O(log n) per pick, O(n log n) memory.
 #[derive(Debug)]
 pub struct WeightedRoundRobin {
     backends: Vec<Backend>,
-    /// Candidate indices sorted by weight, descending (stable).
-    order: Vec<u32>,
+    /// Candidate indices sorted by weight, descending, as a wavelet matrix: the members of
+    /// a round are a prefix of this order, and a round visits them in index order.
+    members: WaveletMatrix,
     /// Segments: (first pick position, number of backends in each round of the segment).
     segments: Vec<(u64, u32)>,
     cycle: u64,
@@ -108,8 +113,10 @@ pub struct WeightedRoundRobin {
 }
 
 impl WeightedRoundRobin {
-    /// Builds over `candidates`; keeps `previous`'s position when the candidates are unchanged.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out); keeps
+    /// `previous`'s position when they are unchanged.
     pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         let w = reduced_weights(candidates);
         let mut order: Vec<u32> = (0..candidates.len() as u32).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(w[i as usize]));
@@ -138,7 +145,7 @@ impl WeightedRoundRobin {
         );
         Self {
             backends: candidates.to_vec(),
-            order,
+            members: WaveletMatrix::new(&order),
             segments,
             cycle: start,
             cursor: AtomicU64::new(cursor),
@@ -155,8 +162,70 @@ impl WeightedRoundRobin {
         let p = pos % self.cycle;
         let seg = self.segments.partition_point(|&(s, _)| s <= p) - 1;
         let (start, count) = self.segments[seg];
-        let idx = (p - start) % u64::from(count);
-        &self.backends[self.order[idx as usize] as usize]
+        let k = (p - start) % u64::from(count);
+        // The k-th of the round's members (the `count` heaviest) in list order.
+        let idx = self.members.kth_smallest(count as usize, k as usize);
+        &self.backends[idx as usize]
+    }
+}
+
+/// A wavelet matrix over a sequence of `u32`s (Claude, Navarro and Ordóñez, *The wavelet
+/// matrix*, SPIRE 2012), answering "the `k`-th smallest of the first `len` values" in
+/// O(log σ) with one rank array per bit level.
+#[derive(Debug)]
+struct WaveletMatrix {
+    /// Per level, from the top bit down: zeros among the first `i` values, for each `i`,
+    /// and the total number of zeros.
+    levels: Vec<(Vec<u32>, u32)>,
+}
+
+impl WaveletMatrix {
+    fn new(values: &[u32]) -> Self {
+        let max = values.iter().copied().max().unwrap_or(0);
+        let bits = u32::BITS - max.leading_zeros();
+        let mut cur = values.to_vec();
+        let mut levels = Vec::with_capacity(bits as usize);
+        for level in (0..bits).rev() {
+            let mut rank0 = Vec::with_capacity(cur.len() + 1);
+            rank0.push(0u32);
+            let (mut zeros, mut ones) = (Vec::new(), Vec::new());
+            for &v in &cur {
+                let zero = (v >> level) & 1 == 0;
+                rank0.push(rank0[rank0.len() - 1] + u32::from(zero));
+                if zero {
+                    zeros.push(v);
+                } else {
+                    ones.push(v);
+                }
+            }
+            let z = zeros.len() as u32;
+            zeros.extend(ones);
+            cur = zeros;
+            levels.push((rank0, z));
+        }
+        Self { levels }
+    }
+
+    /// The `k`-th smallest (from 0) of the first `len` values; `k < len`.
+    #[inline]
+    fn kth_smallest(&self, len: usize, mut k: usize) -> u32 {
+        let bits = self.levels.len();
+        let (mut lo, mut hi) = (0usize, len);
+        let mut v = 0u32;
+        for (i, (rank0, z)) in self.levels.iter().enumerate() {
+            let (lo0, hi0) = (rank0[lo] as usize, rank0[hi] as usize);
+            let zeros = hi0 - lo0;
+            if k < zeros {
+                lo = lo0;
+                hi = hi0;
+            } else {
+                k -= zeros;
+                lo = *z as usize + (lo - lo0);
+                hi = *z as usize + (hi - hi0);
+                v |= 1 << (bits - 1 - i);
+            }
+        }
+        v
     }
 }
 
@@ -213,8 +282,10 @@ pub struct SmoothWeightedRoundRobin {
 }
 
 impl SmoothWeightedRoundRobin {
-    /// Builds over `candidates`; keeps `previous`'s position when the candidates are unchanged.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out); keeps
+    /// `previous`'s position when they are unchanged.
     pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
+        let candidates = &weighted_only(candidates)[..];
         let mut w = reduced_weights(candidates);
         let n = w.len() as u64;
         let total: u64 = w.iter().sum();
@@ -358,9 +429,9 @@ pub struct WeightedFailover {
 }
 
 impl WeightedFailover {
-    /// Builds over `candidates`.
+    /// Builds over `candidates` of weight above 0 (weight-0 ones are left out).
     pub fn new(candidates: &[Backend]) -> Self {
-        let mut backends = candidates.to_vec();
+        let mut backends = weighted_only(candidates);
         backends.sort_by_key(|b| std::cmp::Reverse(b.effective_weight()));
         Self { backends }
     }
@@ -408,6 +479,33 @@ mod tests {
         let s = WeightedRoundRobin::new(&[b(1, 4), b(2, 3), b(3, 2)], None);
         assert_eq!(s.cycle_len(), 9);
         assert_eq!(picks(&s, 9), [1, 1, 2, 1, 2, 3, 1, 2, 3]);
+    }
+
+    /// IPVS visits a round's members in list order (`ip_vs_wrr_schedule` walks
+    /// `svc->destinations`): A = 1, B = 3 gives cw 3: B; 2: B; 1: A B. Rounds used to visit
+    /// them heaviest first (B B B A).
+    #[test]
+    fn wrr_visits_each_round_in_list_order() {
+        let s = WeightedRoundRobin::new(&[b(1, 1), b(2, 3)], None);
+        assert_eq!(picks(&s, 8), [2, 2, 1, 2, 2, 2, 1, 2]);
+        // A = 2, B = 5, C = 3, D = 5: cw 5: B D; 4: B D; 3: B C D; 2: A B C D; 1: A B C D.
+        let s = WeightedRoundRobin::new(&[b(1, 2), b(2, 5), b(3, 3), b(4, 5)], None);
+        assert_eq!(picks(&s, 15), [2, 4, 2, 4, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4]);
+    }
+
+    /// The wavelet matrix against a sort, over prefixes of a shuffled sequence.
+    #[test]
+    fn wavelet_kth_smallest_matches_sorting() {
+        let values: Vec<u32> = (0..37u32).map(|i| (i * 23 + 5) % 37).collect();
+        let wm = WaveletMatrix::new(&values);
+        for len in 1..=values.len() {
+            let mut prefix = values[..len].to_vec();
+            prefix.sort_unstable();
+            for (k, &want) in prefix.iter().enumerate() {
+                assert_eq!(wm.kth_smallest(len, k), want, "len {len} k {k}");
+            }
+        }
+        assert_eq!(WaveletMatrix::new(&[0]).kth_smallest(1, 0), 0);
     }
 
     #[test]

@@ -834,7 +834,7 @@ async fn forward(
         first = false;
         let counters = shared.backends.get(pool_idx, backend.id());
         inc(&counters.requests);
-        let guard = backend.stats().request();
+        let guard = backend.request();
 
         let checkout = match shared.conns.checkout(backend.addr(), reuse).await {
             Ok(c) => c,
@@ -966,7 +966,7 @@ async fn forward(
                         spawn_tunnel(
                             client_up,
                             backend_up,
-                            (backend.stats().connection(), guard),
+                            (backend.connection(), guard),
                             Arc::clone(shared),
                             Arc::clone(&cc.activity),
                         );

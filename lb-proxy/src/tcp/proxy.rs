@@ -668,7 +668,7 @@ async fn connect_backend(
             }
             return Err(last_err.unwrap_or(Error::NoBackend));
         };
-        let guard = backend.stats().connection();
+        let guard = backend.connection();
         if cfg
             .maxconn_of(backend.id())
             .is_some_and(|m| backend.stats().active() > m)

@@ -153,7 +153,7 @@ impl Session {
         Self {
             _busy: busy.map(BusyPolling::hold),
             socket,
-            _guard: backend.stats().connection(),
+            _guard: backend.connection(),
             backend,
             activity: Activity::new(),
             refused: AtomicBool::new(false),
