@@ -375,10 +375,18 @@ impl BackendStats {
 #[derive(Debug)]
 pub struct ConnectionGuard {
     stats: Arc<BackendStats>,
-    hold: Option<PersistenceHold>,
+    // Boxed: a guard without persistence (the common case) stays two words.
+    hold: Option<Box<PersistenceHold>>,
 }
 
 impl ConnectionGuard {
+    /// Whether the guard holds a client's persistence entry: only then does
+    /// [`ConnectionGuard::finish`] do more than a drop (a driver can skip reading the
+    /// clock otherwise).
+    pub fn holds_persistence(&self) -> bool {
+        self.hold.is_some()
+    }
+
     /// Ends the connection at `now`: the client's persistence entry, if held, times out
     /// `persistence_timeout` after `now` (a plain drop stamps the end with the latest `now`
     /// the pool was given, which may be earlier).
@@ -402,10 +410,17 @@ impl Drop for ConnectionGuard {
 #[derive(Debug)]
 pub struct RequestGuard {
     stats: Arc<BackendStats>,
-    hold: Option<PersistenceHold>,
+    // Boxed: a guard without persistence (the common case) stays two words.
+    hold: Option<Box<PersistenceHold>>,
 }
 
 impl RequestGuard {
+    /// Whether the guard holds a client's persistence entry (see
+    /// [`ConnectionGuard::holds_persistence`]).
+    pub fn holds_persistence(&self) -> bool {
+        self.hold.is_some()
+    }
+
     /// Ends the request at `now` (see [`ConnectionGuard::finish`]).
     pub fn finish(mut self, now: Instant) {
         if let Some(h) = self.hold.take() {
@@ -439,7 +454,7 @@ pub struct Backend {
     stats: Arc<BackendStats>,
     /// The client's persistence entry, on a backend [`Pool::select`](crate::Pool::select)
     /// returned with persistence on.
-    sticky: Option<Sticky>,
+    sticky: Option<Box<Sticky>>,
 }
 
 impl Backend {
@@ -561,7 +576,7 @@ impl Backend {
     /// the last one, as an IPVS persistence template does while it controls connections.
     pub fn connection(&self) -> ConnectionGuard {
         let mut g = self.stats.connection();
-        g.hold = self.sticky.as_ref().and_then(Sticky::hold);
+        g.hold = self.sticky.as_ref().and_then(|s| s.hold()).map(Box::new);
         g
     }
 
@@ -569,12 +584,12 @@ impl Backend {
     /// persistence entry as [`connection`](Self::connection) does.
     pub fn request(&self) -> RequestGuard {
         let mut g = self.stats.request();
-        g.hold = self.sticky.as_ref().and_then(Sticky::hold);
+        g.hold = self.sticky.as_ref().and_then(|s| s.hold()).map(Box::new);
         g
     }
 
     pub(crate) fn set_sticky(&mut self, sticky: Sticky) {
-        self.sticky = Some(sticky);
+        self.sticky = Some(Box::new(sticky));
     }
 
     /// Whether a new connection may go here: ready, up, and effective weight above 0.

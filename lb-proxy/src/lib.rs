@@ -39,3 +39,20 @@ pub mod udp;
 pub mod http;
 
 pub use error::{Error, ErrorSource, Result};
+
+/// Ends a backend connection's count now: a guard holding a client's persistence entry
+/// (`persistence_timeout`) starts the entry's timeout at this instant (a plain drop would
+/// stamp it with the pool's last clock reading, which on an idle pool lies in the past).
+/// The clock is read only then.
+pub(crate) fn end_connection(guard: lb_core::ConnectionGuard) {
+    if guard.holds_persistence() {
+        guard.finish(tokio::time::Instant::now().into_std());
+    }
+}
+
+/// [`end_connection`] for a request guard (HTTP mode).
+pub(crate) fn end_request(guard: lb_core::RequestGuard) {
+    if guard.holds_persistence() {
+        guard.finish(tokio::time::Instant::now().into_std());
+    }
+}

@@ -1333,3 +1333,65 @@ async fn busy_polling_spins_only_while_connections_are_open() {
     .await
     .unwrap();
 }
+
+/// A backend that writes `name` to every connection, then waits for the client to close.
+async fn named_backend(name: &'static str) -> TestBackend {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            conns.spawn(async move {
+                let _ = s.write_all(name.as_bytes()).await;
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink).await;
+            });
+        }
+    });
+    TestBackend { addr, task }
+}
+
+/// keepalived `persistence_timeout` as IPVS keeps it: a client's entry does not expire
+/// while its connection is open, and times out that long after the connection ends, even
+/// when nothing else used the pool meanwhile. A connection held past the timeout, then
+/// closed, is followed by one that lands on the same backend. Before, the entry expired
+/// the timeout after the pick (round robin then moved the client); with the entry held but
+/// its end stamped with the pool's last clock reading, it expired at once just the same.
+#[tokio::test]
+async fn persistence_outlives_a_long_connection() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let (a, b) = (named_backend("a").await, named_backend("b").await);
+        let set = BackendSet::new(vec![
+            Backend::new(BackendId(1), a.addr),
+            Backend::new(BackendId(2), b.addr),
+        ])
+        .unwrap();
+        let pool = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(1)),
+            ..PoolConfig::default()
+        };
+        let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, pool).unwrap());
+        let proxy = TcpProxy::start(config(), pool).unwrap();
+        let addr = proxy.local_addrs()[0];
+        async fn name(s: &mut TcpStream) -> u8 {
+            let mut buf = [0u8; 1];
+            s.read_exact(&mut buf).await.unwrap();
+            buf[0]
+        }
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let on = name(&mut first).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        drop(first);
+        // The proxy sees the close and ends the connection.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(name(&mut second).await, on, "the client moved");
+        drop(second);
+        drop((a, b));
+    })
+    .await
+    .unwrap();
+}

@@ -288,7 +288,7 @@ pub(crate) struct Release {
     pub(crate) pool: Arc<ConnPool>,
     pub(crate) list: Arc<IdleList>,
     pub(crate) tx: SendRequest<BackendBody>,
-    pub(crate) _request: RequestGuard,
+    pub(crate) request: RequestGuard,
     /// The client connection's activity, for a request with a body: a backend that
     /// answered before it had the whole body is still busy receiving it, and its
     /// connection is not handed to the next request.
@@ -628,6 +628,7 @@ impl Drop for ResponseBody {
                 {
                     r.pool.checkin(&r.list, r.tx);
                 }
+                crate::end_request(r.request);
             }
         }
     }

@@ -985,7 +985,7 @@ async fn forward(
                     pool: Arc::clone(&shared.conns),
                     list: checkout.list,
                     tx,
-                    _request: guard,
+                    request: guard,
                     upload: has_upload.then(|| Arc::clone(&cc.activity)),
                 };
                 // HAProxy `timeout server` also bounds the gaps in the body: a backend that
@@ -1018,10 +1018,10 @@ async fn forward(
 /// instruction cache.
 #[cold]
 #[inline(never)]
-fn spawn_tunnel<G: Send + 'static>(
+fn spawn_tunnel(
     client_up: hyper::upgrade::OnUpgrade,
     backend_up: hyper::upgrade::OnUpgrade,
-    guards: G,
+    guards: (lb_core::ConnectionGuard, lb_core::RequestGuard),
     shared: Arc<Shared>,
     activity: Arc<Activity>,
 ) {
@@ -1029,7 +1029,6 @@ fn spawn_tunnel<G: Send + 'static>(
     // Counted now, before the spawn: the client connection's count may end first.
     let busy = Uncount::enter(&shared);
     tokio::spawn(async move {
-        let _guards = guards;
         let _active = Uncount::counted(&shared, busy);
         let tunnel = async {
             let (c, b) = tokio::try_join!(client_up, backend_up)?;
@@ -1046,6 +1045,8 @@ fn spawn_tunnel<G: Send + 'static>(
             },
             _ = kill.changed() => {}
         }
+        crate::end_connection(guards.0);
+        crate::end_request(guards.1);
     });
 }
 

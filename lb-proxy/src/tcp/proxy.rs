@@ -518,7 +518,7 @@ async fn handle_connection(
     // On every exit: first uncount the connection, then wake the first queued connection,
     // so that it sees the freed slot.
     let _slot = scopeguard(|| {
-        drop(guard);
+        crate::end_connection(guard);
         shared.queue.wake_front();
     });
     ProxyStats::inc(&stats.connected);

@@ -142,8 +142,17 @@ struct Session {
     refused: AtomicBool,
     /// Tells the reply task that the session was ended from the listening side.
     ended: Notify,
-    _guard: ConnectionGuard,
+    /// Taken by the drop, which ends it at the session's end.
+    guard: Option<ConnectionGuard>,
     _busy: Option<BusyGuard>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(g) = self.guard.take() {
+            crate::end_connection(g);
+        }
+    }
 }
 
 impl Session {
@@ -153,7 +162,7 @@ impl Session {
         Self {
             _busy: busy.map(BusyPolling::hold),
             socket,
-            _guard: backend.connection(),
+            guard: Some(backend.connection()),
             backend,
             activity: Activity::new(),
             refused: AtomicBool::new(false),
