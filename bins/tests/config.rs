@@ -1638,3 +1638,70 @@ fn no_accept_warns_about_virtual_servers_on_its_vips() {
     assert!(warned(conf("no_accept", 255, "198.18.0.250")).is_empty());
     assert!(warned(conf("no_accept", 100, "198.18.0.251")).is_empty());
 }
+
+/// Loads `main.conf` of `dir`: the model and warnings, or the errors, as strings with the
+/// directory stripped.
+fn load_in(dir: &Path) -> Result<(Config, Vec<String>), Vec<String>> {
+    let prefix = format!("{}/", dir.display());
+    let strip = |s: String| s.replace(&prefix, "");
+    match config::load(&dir.join("main.conf")) {
+        Ok((c, w)) => Ok((c, w.into_iter().map(|w| strip(w.to_string())).collect())),
+        Err(e) => Err(e.into_iter().map(|e| strip(e.to_string())).collect()),
+    }
+}
+
+/// keepalived's include variants read files as `include` does, each with its checks
+/// (keepalived.conf(5), `include_check`; tried with keepalived 2.2.7 `-t`): `includer` only
+/// refuses what it cannot read (a directory), `includem` also a missing file named without
+/// wildcards, `includew` also a pattern matching nothing, `includeb` a brace alternative
+/// without wildcards naming no file, `includea` everything. They used to be unknown
+/// keywords: a warning, and nothing they named was read.
+#[test]
+fn include_variants_read_files_with_keepalived_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("vi.conf"), BASE_INSTANCE).unwrap();
+    std::fs::create_dir(d.join("sub.d")).unwrap();
+    for kw in ["include", "includer", "includem", "includew", "includeb", "includea"] {
+        std::fs::write(d.join("main.conf"), format!("{kw} vi.conf\n")).unwrap();
+        let (cfg, w) = load_in(d).unwrap_or_else(|e| panic!("{kw}: {e:?}"));
+        assert!(w.is_empty(), "{kw}: {w:?}");
+        assert_eq!(cfg.vrrp_instances.len(), 1, "{kw}");
+    }
+    // (keyword, pattern, expected: Ok(warning) or Err(error)), all at main.conf:1:10.
+    let cases: &[(&str, &str, Result<&str, &str>)] = &[
+        ("include", "missing.conf", Err("included file missing.conf does not exist")),
+        ("includer", "missing.conf", Ok("included file missing.conf does not exist; nothing included")),
+        ("includem", "missing.conf", Err("included file missing.conf does not exist")),
+        ("includew", "missing.conf", Err("included file missing.conf does not exist")),
+        ("includeb", "missing.conf", Ok("included file missing.conf does not exist; nothing included")),
+        ("includea", "missing.conf", Err("included file missing.conf does not exist")),
+        ("includer", "none*.conf", Ok("includer \"none*.conf\" matches no file; nothing included")),
+        ("includem", "none*.conf", Ok("includem \"none*.conf\" matches no file; nothing included")),
+        ("includew", "none*.conf", Err("includew \"none*.conf\" matches no file")),
+        ("includea", "none*.conf", Err("includea \"none*.conf\" matches no file")),
+        ("includem", "{m1,m2}.conf", Ok("includem \"{m1,m2}.conf\" matches no file; nothing included")),
+        ("includeb", "{m1,m2}.conf", Err("includeb \"{m1,m2}.conf\" matches no file")),
+        ("include", "{vi,m2}.conf", Ok("include \"{vi,m2}.conf\": \"m2.conf\" names no file")),
+        ("includeb", "{vi,m2}.conf", Err("includeb \"{vi,m2}.conf\": \"m2.conf\" names no file")),
+        ("includea", "{vi,m2}.conf", Err("includea \"{vi,m2}.conf\": \"m2.conf\" names no file")),
+        ("include", "sub.d", Ok("include: sub.d is a directory, not a file; skipped")),
+        ("includer", "sub.d", Err("includer: sub.d is a directory, not a file")),
+    ];
+    for (kw, pattern, expected) in cases {
+        std::fs::write(d.join("main.conf"), format!("{kw} {pattern}\n")).unwrap();
+        let col = kw.len() + 2;
+        match (load_in(d), expected) {
+            (Ok((_, w)), Ok(m)) => {
+                assert_eq!(w, [format!("main.conf:1:{col}: warning: {m}")], "{kw} {pattern}")
+            }
+            (Err(e), Err(m)) => assert_eq!(e, [format!("main.conf:1:{col}: {m}")], "{kw} {pattern}"),
+            (got, _) => panic!("{kw} {pattern}: {got:?}"),
+        }
+    }
+    // An alternative with a wildcard may match nothing, even for includeb.
+    std::fs::write(d.join("main.conf"), "includeb {vi,none*}.conf\n").unwrap();
+    let (cfg, w) = load_in(d).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(cfg.vrrp_instances.len(), 1);
+}

@@ -5,7 +5,8 @@
 //! up to the end of the line, optionally followed by a `{ … }` block of statements; `#` and
 //! `!` start comments; `"…"` quotes an argument with spaces; `include PATTERN` (a glob
 //! with csh-style `{a,b}` braces, relative to the including file) is replaced by the statements of the files it matches,
-//! at any depth.
+//! at any depth; so are keepalived's `includer`, `includem`, `includew`, `includeb` and
+//! `includea`, each with its `include_check` checks.
 //!
 //! # Examples
 //!
@@ -284,7 +285,7 @@ impl Parser<'_> {
                         _ => diag.error(&t.location, "unexpected `{` with no keyword before it"),
                     }
                 }
-                Some(Tok::Word) if self.tokens[self.pos].text == "include" => {
+                Some(Tok::Word) if IncludeChecks::of(&self.tokens[self.pos].text).is_some() => {
                     let stmt = self.include_statement();
                     self.include(&stmt, &mut stmts, diag);
                 }
@@ -367,10 +368,12 @@ impl Parser<'_> {
     }
 
     fn include(&self, stmt: &Stmt, out: &mut Vec<Stmt>, diag: &mut Diagnostics) {
+        let kw = stmt.keyword.text.as_str();
+        let checks = IncludeChecks::of(kw).unwrap_or_default();
         let Some(pattern) = stmt.args.first() else {
             diag.error(
                 &stmt.keyword.location,
-                "include needs a file name or pattern",
+                format!("{kw} needs a file name or pattern"),
             );
             return;
         };
@@ -402,14 +405,16 @@ impl Parser<'_> {
         };
         // csh-style braces first, as keepalived's glob(3) with GLOB_BRACE: each
         // alternative's matches in order, sorted within it, each file once.
+        let alternatives = expand_braces(&pattern.text);
+        let braced = alternatives.len() > 1 || alternatives[0] != pattern.text;
         let mut files: Vec<PathBuf> = Vec::new();
-        for alternative in expand_braces(&pattern.text) {
-            let alternative = format!("{base_glob}{}", glob_escapes(&alternative));
-            let mut matched: Vec<PathBuf> = match glob::glob(&alternative) {
-                Ok(paths) => paths
-                    .filter_map(Result::ok)
-                    .filter(|p| p.is_file())
-                    .collect(),
+        let mut matched_any = false;
+        // Alternatives without a wildcard that name no file (keepalived's brace_match).
+        let mut missing: Vec<String> = Vec::new();
+        for alternative in &alternatives {
+            let glob_text = format!("{base_glob}{}", glob_escapes(alternative));
+            let mut matched: Vec<PathBuf> = match glob::glob(&glob_text) {
+                Ok(paths) => paths.filter_map(Result::ok).collect(),
                 Err(e) => {
                     diag.error(
                         &pattern.location,
@@ -418,6 +423,10 @@ impl Parser<'_> {
                     return;
                 }
             };
+            if matched.is_empty() && !has_wildcard(alternative) {
+                missing.push(alternative.clone());
+            }
+            matched_any |= !matched.is_empty();
             matched.sort();
             for f in matched {
                 if !files.contains(&f) {
@@ -425,20 +434,51 @@ impl Parser<'_> {
                 }
             }
         }
-        if files.is_empty() {
-            if full_str.contains(['*', '?', '[', '{']) {
-                diag.warn(
-                    &pattern.location,
-                    format!("include {full_str:?} matches no file"),
-                );
+        let wildcard = has_wildcard(&pattern.text);
+        if !matched_any {
+            // keepalived (parser.c, include_check): `match` refuses a pattern without
+            // wildcards that names no file, `wildcard_match` any pattern matching nothing,
+            // `brace_match` a brace alternative without wildcards that names no file;
+            // plain `include`, as lb-node has always read it, refuses a missing file named
+            // without wildcards or braces.
+            let refused = if wildcard {
+                checks.wildcard_match || (checks.brace_match && !missing.is_empty())
+            } else if braced {
+                checks.brace_match
             } else {
-                diag.error(
-                    &pattern.location,
-                    format!("included file {full_str} does not exist"),
-                );
+                checks.plain || checks.matches
+            };
+            let message = if wildcard || braced {
+                format!("{kw} {full_str:?} matches no file")
+            } else {
+                format!("included file {full_str} does not exist")
+            };
+            if refused {
+                diag.error(&pattern.location, message);
+            } else {
+                diag.warn(&pattern.location, format!("{message}; nothing included"));
+            }
+        } else if braced {
+            for alternative in &missing {
+                let message = format!("{kw} {full_str:?}: {alternative:?} names no file");
+                if checks.brace_match {
+                    diag.error(&pattern.location, message);
+                } else {
+                    diag.warn(&pattern.location, message);
+                }
             }
         }
         for f in files {
+            if f.is_dir() {
+                // keepalived skips a directory, an error with the `readable` check.
+                let message = format!("{kw}: {} is a directory, not a file", f.display());
+                if checks.readable {
+                    diag.error(&pattern.location, message);
+                } else {
+                    diag.warn(&pattern.location, format!("{message}; skipped"));
+                }
+                continue;
+            }
             match std::fs::read_to_string(&f) {
                 Ok(text) => out.extend(parse_nested(&text, &f, self.depth + 1, self.nesting, diag)),
                 Err(e) => diag.error(
@@ -448,6 +488,79 @@ impl Parser<'_> {
             }
         }
     }
+}
+
+/// What an include keyword checks (keepalived.conf(5), `include_check`): `includer` that
+/// each file matched is readable, `includem` also that a pattern without wildcards names a
+/// file, `includew` that any pattern matches a file, `includeb` that each brace alternative
+/// without wildcards names a file, `includea` all of these. Plain `include` checks
+/// nothing in keepalived; lb-node refuses an unreadable file and a missing file named
+/// without wildcards or braces (`plain`).
+#[derive(Debug, Clone, Copy, Default)]
+struct IncludeChecks {
+    plain: bool,
+    readable: bool,
+    matches: bool,
+    wildcard_match: bool,
+    brace_match: bool,
+}
+
+impl IncludeChecks {
+    /// The checks of include keyword `kw`, or `None` when it is not one.
+    fn of(kw: &str) -> Option<Self> {
+        let all = Self {
+            plain: false,
+            readable: true,
+            matches: true,
+            wildcard_match: true,
+            brace_match: true,
+        };
+        let none = Self::default();
+        Some(match kw {
+            "include" => Self {
+                plain: true,
+                ..none
+            },
+            "includer" => Self {
+                readable: true,
+                ..none
+            },
+            "includem" => Self {
+                readable: true,
+                matches: true,
+                ..none
+            },
+            "includew" => Self {
+                readable: true,
+                matches: true,
+                wildcard_match: true,
+                ..none
+            },
+            "includeb" => Self {
+                readable: true,
+                brace_match: true,
+                ..none
+            },
+            "includea" => all,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether an (expanded) include pattern has a glob wildcard (`*`, `?`, `[`) not escaped
+/// by a backslash.
+fn has_wildcard(pattern: &str) -> bool {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '*' | '?' | '[' => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Whether `s` ends with a backslash that escapes what follows (an odd run of them).
