@@ -1705,3 +1705,49 @@ fn include_variants_read_files_with_keepalived_checks() {
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(cfg.vrrp_instances.len(), 1);
 }
+
+/// Files that include one another are refused where the cycle closes, and the number of
+/// files read is capped: three files each including `*.conf` used to be read until the
+/// depth limit, about 43 million parses (`lb-node --check` still running after 30 s, and a
+/// reload stalling the daemon). keepalived 2.2.7 loops forever on them.
+#[test]
+fn include_cycles_and_fan_out_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for f in ["main", "b", "c"] {
+        std::fs::write(d.join(format!("{f}.conf")), "include *.conf\n").unwrap();
+    }
+    let start = std::time::Instant::now();
+    let mut e = load_in(d).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    e.sort();
+    let cycle = |at: &str, file: &str| {
+        format!("{at}.conf:1:9: include cycle: {file}.conf is already being read, not read again")
+    };
+    let mut expected = Vec::new();
+    for (at, files) in [("b", ["b", "c", "main"]), ("c", ["b", "c", "main"])] {
+        for file in files {
+            expected.push(cycle(at, file));
+        }
+    }
+    expected.push(cycle("main", "main"));
+    assert_eq!(e, expected);
+    // No cycle, but 10 + 100 + 1000 inclusions: refused past 1000.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for level in ["l1", "l2", "l3"] {
+        std::fs::create_dir(d.join(level)).unwrap();
+    }
+    std::fs::write(d.join("main.conf"), "include l1/*.conf\n").unwrap();
+    for i in 0..10 {
+        std::fs::write(d.join(format!("l1/{i}.conf")), "include ../l2/*.conf\n").unwrap();
+        std::fs::write(d.join(format!("l2/{i}.conf")), "include ../l3/*.conf\n").unwrap();
+        std::fs::write(d.join(format!("l3/{i}.conf")), "! empty\n").unwrap();
+    }
+    // 10 l1 files, each including 10 l2 files, each including 10 l3 files: 1110 inclusions;
+    // l1/9.conf is the 1000th (9 × 111 + 1), and its first include goes past the cap.
+    assert_eq!(
+        load_in(d).unwrap_err(),
+        ["l1/9.conf:1:9: more than 1000 files included: not reading any more"]
+    );
+}

@@ -6,7 +6,8 @@
 //! `!` start comments; `"…"` quotes an argument with spaces; `include PATTERN` (a glob
 //! with csh-style `{a,b}` braces, relative to the including file) is replaced by the statements of the files it matches,
 //! at any depth; so are keepalived's `includer`, `includem`, `includew`, `includeb` and
-//! `includea`, each with its `include_check` checks.
+//! `includea`, each with its `include_check` checks. A file is not included while it is
+//! being read (an include cycle), and at most [`MAX_INCLUDED_FILES`] inclusions are made.
 //!
 //! # Examples
 //!
@@ -29,8 +30,12 @@ use logos::Logos;
 
 use crate::config::{ConfigError, Location, Warning};
 
-/// Files nested deeper than this are refused (an `include` cycle).
+/// Files nested deeper than this are refused.
 const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// At most this many files are included in all (each inclusion of a file counts): the
+/// work of reading a configuration is bounded, whatever its includes.
+pub const MAX_INCLUDED_FILES: usize = 1000;
 
 /// Blocks nested deeper than this are refused (the parser recurses once per level).
 pub const MAX_BLOCK_DEPTH: usize = 64;
@@ -80,6 +85,10 @@ pub struct Diagnostics {
     pub errors: Vec<ConfigError>,
     /// Warnings.
     pub warnings: Vec<Warning>,
+    /// The files being read, outermost first (canonical paths where they exist).
+    reading: Vec<PathBuf>,
+    /// Files included so far (the first file not counted).
+    included: usize,
 }
 
 impl Diagnostics {
@@ -130,7 +139,16 @@ fn parse_nested(
         depth,
         nesting,
     };
-    p.block_body(None, diag)
+    diag.reading.push(canonical(file));
+    let stmts = p.block_body(None, diag);
+    diag.reading.pop();
+    stmts
+}
+
+/// `path` made absolute with symbolic links resolved, or as it is when it cannot be (a
+/// name given to [`parse_text`] with no file behind it).
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 #[derive(Debug)]
@@ -478,6 +496,34 @@ impl Parser<'_> {
                     diag.warn(&pattern.location, format!("{message}; skipped"));
                 }
                 continue;
+            }
+            // A file including itself, directly or not, would be read until the depth
+            // limit, its fan-out multiplying the work (keepalived loops forever).
+            if diag.reading.contains(&canonical(&f)) {
+                let e = ConfigError::at(
+                    Some(pattern.location.clone()),
+                    format!(
+                        "include cycle: {} is already being read, not read again",
+                        f.display()
+                    ),
+                );
+                // Reached again along another path: reported once.
+                if !diag.errors.contains(&e) {
+                    diag.errors.push(e);
+                }
+                continue;
+            }
+            diag.included += 1;
+            if diag.included > MAX_INCLUDED_FILES {
+                if diag.included == MAX_INCLUDED_FILES + 1 {
+                    diag.error(
+                        &pattern.location,
+                        format!(
+                            "more than {MAX_INCLUDED_FILES} files included: not reading any more"
+                        ),
+                    );
+                }
+                return;
             }
             match std::fs::read_to_string(&f) {
                 Ok(text) => out.extend(parse_nested(&text, &f, self.depth + 1, self.nesting, diag)),
