@@ -1751,3 +1751,71 @@ fn include_cycles_and_fan_out_are_bounded() {
         ["l1/9.conf:1:9: more than 1000 files included: not reading any more"]
     );
 }
+
+/// keepalived replaces its predefined parameters (`${_PWD}`, `$_PWD ` followed by a blank,
+/// `_INSTANCE`, `_RANDOM`, `_HASH`, `_BANG`) and repeats `~SEQ` lines; lb-node does
+/// neither, and refuses them where they are written. `script "${_PWD}/check.sh"` used to
+/// keep the text (sh ran `/check.sh`), and a `~SEQ` line was split into unrelated
+/// statements with a valid result of one backend instead of three. Other `${NAME}`
+/// stay as written, as keepalived leaves names it has no definition for (lb-node reads
+/// none): in a quoted command with a warning, in a bare word an error (keepalived splits
+/// the word at its braces).
+#[test]
+fn keepalived_parameters_and_sequences_are_refused() {
+    let vs = |body: &str| {
+        format!("virtual_server 198.18.0.250 80 {{\n    protocol TCP\n{body}}}\n")
+    };
+    let script = |line: &str| format!("vrrp_script chk {{\n    {line}\n}}\n");
+    assert_eq!(
+        errors("k.conf", &script("script \"${_PWD}/check.sh\"")),
+        ["k.conf:2:13: `${_PWD}`: keepalived replaces it by its value, lb-node does not: keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out"]
+    );
+    assert_eq!(
+        errors("k.conf", &script("script /bin/true $_HASH")),
+        ["k.conf:2:22: `$_HASH`: keepalived replaces it by its value, lb-node does not: keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out"]
+    );
+    assert_eq!(
+        errors("k.conf", &script("script \"/bin/echo ${_RANDOM 1 10}\"")),
+        ["k.conf:2:23: `${_RANDOM 1 10}`: keepalived replaces it by its value, lb-node does not: keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out"]
+    );
+    assert_eq!(
+        errors("k.conf", &script("script ${CHECKS}/check.sh")),
+        ["k.conf:2:12: `${CHECKS}`: keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out"]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            &vs("    ~SEQ(N, 3, 5) real_server 198.18.0.${N} 80 { weight 2 }\n")
+        ),
+        [
+            "k.conf:3:5: `~SEQ(…)`: keepalived sequence expansion (~SEQ, ~LST) is not supported: write each line out",
+            "k.conf:3:40: `${N}`: keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out",
+        ]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            &vs("    ~LST(N, 2, 3) real_server 198.18.0.2 8$N {\n        weight 2\n    }\n    real_server 198.18.0.9 80\n")
+        ),
+        ["k.conf:3:5: `~LST(…)`: keepalived sequence expansion (~SEQ, ~LST) is not supported: write each line out"]
+    );
+    // What keepalived leaves as written: `$_PWD` not followed by a blank, a name it has no
+    // definition for.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(
+        &path,
+        script("script \"/bin/sh -c 'test -d $_PWD/x || echo ${HOME}'\""),
+    )
+    .unwrap();
+    let (cfg, w) = ok(&path);
+    assert_eq!(
+        cfg.vrrp_scripts[0].script,
+        "/bin/sh -c 'test -d $_PWD/x || echo ${HOME}'"
+    );
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        [format!("{}:2:49: warning: `${{HOME}}` is kept as written, as keepalived does without a definition of HOME (lb-node reads no parameter definitions)", path.display())]
+    );
+}

@@ -404,6 +404,9 @@ impl Conv {
     }
 
     fn unknown(&mut self, s: &Stmt, section: &str) {
+        if s.keyword.text.contains("${") {
+            return; // refused by the lexer
+        }
         if s.keyword.text.starts_with(['@', '$']) {
             self.d.error(
                 &s.keyword.location,
@@ -448,6 +451,7 @@ impl Conv {
                 "static_ipaddress" | "static_routes" | "static_rules" | "vrrp_track_process"
                 | "track_file" | "vrrp_track_file" | "linkbeat_interfaces" | "garp_group"
                 | "track_bfd" | "bfd_instance" => self.ignored(s, "the configuration"),
+                kw if kw.contains("${") => {} // refused by the lexer
                 kw if kw.starts_with('$') => self.d.error(
                     &s.keyword.location,
                     "keepalived parameter definitions ($NAME=…) are not supported: write the values out",

@@ -54,7 +54,8 @@ enum Tok {
     Quoted,
     #[regex(r#""([^"\\\n]|\\[^\n])*"#, priority = 2)]
     Unterminated,
-    #[regex(r##"[^ \t\r\f\n{}"#!]+"##)]
+    // A `${…}` written in a word stays in it (it is refused whole, not split at its braces).
+    #[regex(r##"([^ \t\r\f\n{}"#!$]|\$\{[^}\n]*\}|\$)+"##)]
     Word,
 }
 
@@ -184,22 +185,116 @@ fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
             Ok(Tok::Unterminated) => {
                 diag.error(&location, "unterminated quoted string");
             }
-            Ok(tok @ Tok::Quoted) => out.push(Lexed {
-                tok,
-                text: unquote(&slice[1..slice.len() - 1]),
-                location,
-                span,
-            }),
-            Ok(tok) => out.push(Lexed {
-                tok,
-                text: slice.to_owned(),
-                location,
-                span,
-            }),
+            Ok(tok @ Tok::Quoted) => {
+                for (at, finding) in parameters(slice, true, false) {
+                    let l = locate(&(span.start + at..span.end));
+                    match finding {
+                        Parameter::Expanded(m) => diag.error(&l, m),
+                        Parameter::Literal(m) => diag.warn(&l, m),
+                    }
+                }
+                out.push(Lexed {
+                    tok,
+                    text: unquote(&slice[1..slice.len() - 1]),
+                    location,
+                    span,
+                });
+            }
+            Ok(tok) => {
+                if tok == Tok::Word {
+                    // `${` with no `}` on the line: the word ends at the `{`.
+                    let open = slice.ends_with('$') && text[span.end..].starts_with('{');
+                    let mut word = slice.to_owned();
+                    if open {
+                        word.push('{');
+                    }
+                    let blank_after = text[span.end..]
+                        .chars()
+                        .next()
+                        .is_none_or(char::is_whitespace);
+                    for (at, finding) in parameters(&word, false, blank_after) {
+                        let (Parameter::Expanded(m) | Parameter::Literal(m)) = finding;
+                        diag.error(&locate(&(span.start + at..span.end)), m);
+                    }
+                }
+                out.push(Lexed {
+                    tok,
+                    text: slice.to_owned(),
+                    location,
+                    span,
+                });
+            }
             Err(()) => diag.error(&location, format!("unexpected character {slice:?}")),
         }
     }
     out
+}
+
+/// keepalived's parameter references in a word or a quoted string (`quoted`), by byte
+/// offset (`blank_after`: the text goes on with a blank or ends after `s`). keepalived
+/// (keepalived.conf(5), "Parameter substitution") replaces `${NAME}`, and `$NAME` followed
+/// by a blank or the end of the line, by the definition of NAME, and always defines `_PWD`,
+/// `_INSTANCE`, `_RANDOM`, `_HASH` and `_BANG`; it leaves other names as written when they
+/// have no definition. lb-node reads no definition (`$NAME=` is refused), so:
+/// - a predefined name is [`Parameter::Expanded`] (keepalived would replace it);
+/// - any other `${` in a word is too: keepalived splits the word at its braces;
+/// - any other `${NAME}` in a quoted string is [`Parameter::Literal`]: kept as written, as
+///   keepalived does (a shell running the command may expand it).
+fn parameters(s: &str, quoted: bool, blank_after: bool) -> Vec<(usize, Parameter)> {
+    const PREDEFINED: &[&str] = &["_PWD", "_INSTANCE", "_RANDOM", "_HASH", "_BANG"];
+    let unsupported = "keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out";
+    let mut out = Vec::new();
+    for (at, _) in s.match_indices('$') {
+        let rest = &s[at + 1..];
+        let (braced, name_part) = match rest.strip_prefix('{') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let name_len = name_part
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(name_part.len());
+        let name = &name_part[..name_len];
+        let after = name_part[name_len..].chars().next();
+        let predefined = PREDEFINED.contains(&name)
+            && if braced {
+                // `${_RANDOM 1 10}` takes arguments.
+                matches!(after, Some('}' | ' ' | '\t'))
+            } else {
+                after.map_or(blank_after, char::is_whitespace)
+            };
+        let written = if braced {
+            let end = rest.find('}').map_or(rest.len(), |e| e + 1);
+            format!("${}", &rest[..end])
+        } else {
+            format!("${name}")
+        };
+        if predefined {
+            out.push((
+                at,
+                Parameter::Expanded(format!(
+                    "`{written}`: keepalived replaces it by its value, lb-node does not: {unsupported}"
+                )),
+            ));
+        } else if braced && !quoted {
+            out.push((at, Parameter::Expanded(format!("`{written}`: {unsupported}"))));
+        } else if braced {
+            out.push((
+                at,
+                Parameter::Literal(format!(
+                    "`{written}` is kept as written, as keepalived does without a definition of {name} (lb-node reads no parameter definitions)"
+                )),
+            ));
+        }
+    }
+    out
+}
+
+/// A parameter reference found by [`parameters`], with its message.
+enum Parameter {
+    /// keepalived would replace it: an error.
+    Expanded(String),
+    /// Kept as written, as keepalived does: a warning.
+    Literal(String),
 }
 
 fn unquote(s: &str) -> String {
@@ -302,6 +397,22 @@ impl Parser<'_> {
                         Some(s) if s.block.is_none() => s.block = Some(body),
                         _ => diag.error(&t.location, "unexpected `{` with no keyword before it"),
                     }
+                }
+                Some(Tok::Word)
+                    if ["~SEQ", "~LST"]
+                        .iter()
+                        .any(|p| self.tokens[self.pos].text.starts_with(p)) =>
+                {
+                    // Dropped with its block: what it would repeat cannot be read.
+                    let stmt = self.statement(diag);
+                    let kw = &stmt.keyword.text;
+                    diag.error(
+                        &stmt.keyword.location,
+                        format!(
+                            "`{}(…)`: keepalived sequence expansion (~SEQ, ~LST) is not supported: write each line out",
+                            &kw[..kw.find('(').unwrap_or(kw.len())]
+                        ),
+                    );
                 }
                 Some(Tok::Word) if IncludeChecks::of(&self.tokens[self.pos].text).is_some() => {
                     let stmt = self.include_statement();
