@@ -1819,3 +1819,24 @@ fn keepalived_parameters_and_sequences_are_refused() {
         [format!("{}:2:49: warning: `${{HOME}}` is kept as written, as keepalived does without a definition of HOME (lb-node reads no parameter definitions)", path.display())]
     );
 }
+
+/// Entries of a second `track_script` or `track_service` block (and `track_interface`) are
+/// located at their own lines: the model's lists take both blocks, and the recorded
+/// locations restarted at index 0 in each block, so an error in the second block named
+/// the first block's line.
+#[test]
+fn repeated_track_blocks_locate_their_entries() {
+    let text = "vrrp_script chk {\n    script /bin/true\n}\n\
+        vrrp_instance VI_1 {\n    interface lbnet0\n    virtual_router_id 51\n\
+        track_script {\n        chk\n    }\n    track_script {\n        nope\n    }\n\
+        track_service {\n        198.18.0.250:80\n    }\n    track_service {\n        other\n    }\n\
+        virtual_ipaddress {\n        198.18.0.250\n    }\n}\n\
+        virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.2 80\n}\n";
+    assert_eq!(
+        errors("k.conf", text),
+        [
+            "k.conf:11:9: track_script names unknown vrrp_script \"nope\"",
+            "k.conf:17:9: track_service names unknown virtual server \"other\"",
+        ]
+    );
+}

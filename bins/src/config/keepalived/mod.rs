@@ -675,10 +675,11 @@ impl Conv {
         self.cfg.vrrp_scripts.push(script);
     }
 
-    /// `name [weight N]` entries of `track_*` blocks.
-    fn tracked(&mut self, s: &Stmt, path: &str) -> Vec<(String, Option<i32>)> {
+    /// `name [weight N]` entries of a `track_*` block, recorded at `path[first]`,
+    /// `path[first + 1]`, … (`first`: the entries earlier blocks of the same keyword gave).
+    fn tracked(&mut self, s: &Stmt, path: &str, first: usize) -> Vec<(String, Option<i32>)> {
         let mut out = Vec::new();
-        for (j, st) in self.block(s).iter().enumerate() {
+        for (j, st) in (first..).zip(self.block(s)) {
             let ep = format!("{path}[{j}]");
             self.record(&ep, &st.keyword.location);
             let mut weight = None;
@@ -836,7 +837,8 @@ impl Conv {
                 }
                 "lower_prio_no_advert" => vi.lower_prio_no_advert = self.flag(st, &fp),
                 "track_interface" => {
-                    for (interface, weight) in self.tracked(st, &fp) {
+                    let first = vi.track_interface.len();
+                    for (interface, weight) in self.tracked(st, &fp, first) {
                         vi.track_interface.push(TrackInterface {
                             interface,
                             weight: weight.unwrap_or(0),
@@ -844,12 +846,14 @@ impl Conv {
                     }
                 }
                 "track_script" => {
-                    for (script, weight) in self.tracked(st, &fp) {
+                    let first = vi.track_script.len();
+                    for (script, weight) in self.tracked(st, &fp, first) {
                         vi.track_script.push(TrackScript { script, weight });
                     }
                 }
                 "track_service" => {
-                    for (virtual_server, weight) in self.tracked(st, &fp) {
+                    let first = vi.track_service.len();
+                    for (virtual_server, weight) in self.tracked(st, &fp, first) {
                         vi.track_service.push(TrackService {
                             virtual_server,
                             weight,
