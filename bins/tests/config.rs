@@ -1840,3 +1840,25 @@ fn repeated_track_blocks_locate_their_entries() {
         ]
     );
 }
+
+/// `uthreshold 0` is no upper threshold, as in IPVS and keepalived (check_parser.c reads
+/// 0..UINT_MAX; ipvsadm's `-x 0` is no limit). It was refused as "maxconn 0 would refuse
+/// every connection". lb's own `maxconn 0` is still refused, as in TOML.
+#[test]
+fn uthreshold_zero_is_no_limit() {
+    let vs = |rs: &str| {
+        format!("virtual_server 198.18.0.250 80 {{\n    protocol TCP\n    real_server 198.18.0.2 80 {{\n        {rs}\n    }}\n}}\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, vs("uthreshold 0")).unwrap();
+    let (cfg, w) = ok(&path);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(cfg.virtual_servers[0].backends[0].maxconn, None);
+    std::fs::write(&path, vs("uthreshold 7")).unwrap();
+    assert_eq!(ok(&path).0.virtual_servers[0].backends[0].maxconn, Some(7));
+    assert_eq!(
+        errors("k.conf", &vs("maxconn 0")),
+        ["k.conf:4:17: maxconn 0 would refuse every connection (use weight 0 to drain)"]
+    );
+}

@@ -1252,6 +1252,11 @@ impl Conv {
                 "uthreshold" | "maxconn" => {
                     b.maxconn =
                         self.get(st, &format!("{p}.maxconn"), int(kw, 0, i64::from(u32::MAX)));
+                    // IPVS and keepalived: an upper threshold of 0 is none. (`maxconn 0`, the
+                    // lb spelling, is refused as in TOML.)
+                    if kw == "uthreshold" && b.maxconn == Some(0) {
+                        b.maxconn = None;
+                    }
                 }
                 "backup" => b.backup = self.flag(st, &fp),
                 "retry" => defaults.retry = self.get(st, &fp, int(kw, 0, 1000)),
