@@ -1862,3 +1862,20 @@ fn uthreshold_zero_is_no_limit() {
         ["k.conf:4:17: maxconn 0 would refuse every connection (use weight 0 to drain)"]
     );
 }
+
+/// A keepalived.conf virtual server without `lb_algo` schedules with wlc, keepalived's
+/// default ("no scheduler set, setting default 'wlc'"); it used rr, the TOML default,
+/// which stays.
+#[test]
+fn keepalived_default_scheduler_is_wlc() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(
+        &path,
+        "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.2 80\n}\n",
+    )
+    .unwrap();
+    assert_eq!(ok(&path).0.virtual_servers[0].lb_algo.name(), "wlc");
+    let toml = load_toml("[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n");
+    assert_eq!(toml.virtual_servers[0].lb_algo.name(), "rr");
+}

@@ -591,7 +591,8 @@ pub struct VirtualServer {
     /// `tcp` (default), `udp` or `http`.
     #[serde(default)]
     pub protocol: Protocol,
-    /// Scheduler, by keepalived `lb_algo` name (`rr` default, `wrr`, `lc`, `wlc`, `sh`, `mh`, …).
+    /// Scheduler, by keepalived `lb_algo` name (`rr` default in TOML, `wlc` in
+    /// keepalived.conf as in keepalived; `wrr`, `lc`, `sh`, `mh`, …).
     #[serde(default = "values::default_algorithm", with = "values::algorithm")]
     pub lb_algo: Algorithm,
     /// Keep a client on its backend this long after its last connection. Default: off.

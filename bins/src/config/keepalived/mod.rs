@@ -31,7 +31,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use lb_core::Granularity;
+use lb_core::{Algorithm, Granularity};
 use lb_health::probe::{parse_hex, HexPattern};
 
 use super::model::{
@@ -1073,6 +1073,9 @@ impl Conv {
         let listen = self.socket_addr(s, &format!("{p}.listen"));
         let mut vs = VirtualServer::new(listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 1))));
         vs.name = String::new();
+        // keepalived's default scheduler (check_data.c: "no scheduler set, setting default
+        // 'wlc'"); TOML's is rr.
+        vs.lb_algo = Algorithm::WeightedLeastConnections;
         let mut defaults = CheckDefaults::default();
         let mut virtualhost = None;
         let mut inhibit = false;
