@@ -1879,3 +1879,49 @@ fn keepalived_default_scheduler_is_wlc() {
     let toml = load_toml("[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n");
     assert_eq!(toml.virtual_servers[0].lb_algo.name(), "rr");
 }
+
+/// keepalived's persistence forms (check_parser.c pto_handler, pgr_handler): a bare
+/// `persistence_timeout` is 360 s; a `persistence_granularity` alone turns persistence on
+/// for 360 s; on an IPv6 virtual server the granularity is a prefix length 1..=128. The
+/// bare timeout was refused ("needs a value"), a granularity alone left persistence off,
+/// and `persistence_granularity 64` on IPv6 was refused as an IPv4 prefix.
+#[test]
+fn persistence_forms_follow_keepalived() {
+    let vs = |listen: &str, backend: &str, body: &str| {
+        format!("virtual_server {listen} 80 {{\n    protocol TCP\n{body}    real_server {backend} 80\n}}\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    let load = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        let (cfg, w) = ok(&path);
+        assert!(w.is_empty(), "{w:?}");
+        cfg.virtual_servers[0].clone()
+    };
+    let v = load(vs("198.18.0.250", "198.18.0.2", "    persistence_timeout\n"));
+    assert_eq!(v.persistence_timeout, Some(Duration::from_secs(360)));
+    let v = load(vs("198.18.0.250", "198.18.0.2", "    persistence_granularity 255.255.255.0\n"));
+    assert_eq!(v.persistence_timeout, Some(Duration::from_secs(360)));
+    assert_eq!(v.persistence_granularity.v4_prefix, 24);
+    // Written after the granularity, the timeout is kept.
+    let v = load(vs(
+        "198.18.0.250",
+        "198.18.0.2",
+        "    persistence_granularity 255.255.255.0\n    persistence_timeout 50\n",
+    ));
+    assert_eq!(v.persistence_timeout, Some(Duration::from_secs(50)));
+    let v = load(vs("2001:db8::1", "2001:db8::2", "    persistence_granularity 64\n"));
+    assert_eq!(v.persistence_timeout, Some(Duration::from_secs(360)));
+    assert_eq!(
+        (v.persistence_granularity.v4_prefix, v.persistence_granularity.v6_prefix),
+        (32, 64)
+    );
+    for bad in ["0", "129", "ffff:ffff::"] {
+        let e = errors(
+            "k.conf",
+            &vs("2001:db8::1", "2001:db8::2", &format!("    persistence_granularity {bad}\n")),
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("k.conf:3:29: persistence_granularity "), "{e:?}");
+    }
+}

@@ -87,6 +87,10 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
     finish(c.cfg, &c.o, c.d.warnings, c.d.errors)
 }
 
+/// IPVS's default persistence timeout (`IPVS_SVC_PERSISTENT_TIMEOUT`), which keepalived
+/// sets for a bare `persistence_timeout` and for a `persistence_granularity` alone.
+const IPVS_PERSISTENCE_TIMEOUT: Duration = Duration::from_secs(360);
+
 /// Check settings inherited from the enclosing `virtual_server` or `real_server`.
 #[derive(Debug, Clone, Copy, Default)]
 struct CheckDefaults {
@@ -1081,6 +1085,8 @@ impl Conv {
         let mut inhibit = false;
         let mut protocol_set = false;
         let mut ops_at = None;
+        let mut persistence_timeout_set = false;
+        let mut granularity_set = false;
         let mut real_servers = Vec::new();
         for st in self.section(s) {
             let kw = st.keyword.text.as_str();
@@ -1114,10 +1120,31 @@ impl Conv {
                         _ => Err(format!("unknown lb_kind {v:?} (expected NAT)")),
                     });
                 }
-                "persistence_timeout" => vs.persistence_timeout = self.get(st, &fp, duration(kw)),
+                "persistence_timeout" => {
+                    persistence_timeout_set = true;
+                    vs.persistence_timeout = if st.args.is_empty() {
+                        // keepalived pto_handler: no value is IPVS's default, 360 s.
+                        self.record(&fp, &st.keyword.location);
+                        Some(IPVS_PERSISTENCE_TIMEOUT)
+                    } else {
+                        self.get(st, &fp, duration(kw))
+                    };
+                }
                 "persistence_granularity" => {
+                    granularity_set = true;
+                    let v6 = listen.is_some_and(|l| l.is_ipv6());
                     if let Some(g) = self.get(st, &fp, |v| {
-                        Granularity::parse(v).map_err(|e| e.to_string())
+                        if v6 {
+                            // keepalived pgr_handler: on an IPv6 virtual server, a prefix
+                            // length 1..=128.
+                            let n: u8 = int(kw, 1, 128)(v)?;
+                            Ok(Granularity {
+                                v6_prefix: n,
+                                ..Granularity::default()
+                            })
+                        } else {
+                            Granularity::parse(v).map_err(|e| e.to_string())
+                        }
                     }) {
                         vs.persistence_granularity = g;
                     }
@@ -1168,6 +1195,10 @@ impl Conv {
                 | "smtp_alert" => self.ignored(st, "virtual_server"),
                 _ => self.unknown(st, "virtual_server"),
             }
+        }
+        // keepalived pgr_handler: a granularity alone turns persistence on, for 360 s.
+        if granularity_set && !persistence_timeout_set {
+            vs.persistence_timeout = Some(IPVS_PERSISTENCE_TIMEOUT);
         }
         // keepalived sets IPVS one-packet scheduling for UDP services only and ignores `ops`
         // elsewhere (ipvswrapper.c); the TOML format refuses it there.
