@@ -1925,3 +1925,34 @@ fn persistence_forms_follow_keepalived() {
         assert!(e[0].starts_with("k.conf:3:29: persistence_granularity "), "{e:?}");
     }
 }
+
+/// A real or sorry server written without a port (or with port 0) takes its virtual
+/// server's, as keepalived does (check_data.c validate_check_config, for NAT); they were
+/// refused ("needs an address and a port"). A virtual server still needs its port.
+#[test]
+fn real_and_sorry_servers_default_to_the_virtual_server_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(
+        &path,
+        "virtual_server 198.18.0.250 8080 {\n    protocol TCP\n    real_server 198.18.0.2 {\n        weight 2\n    }\n    real_server 198.18.0.3 0\n    real_server 198.18.0.4 81\n    sorry_server 198.18.0.9\n}\n",
+    )
+    .unwrap();
+    let (cfg, w) = ok(&path);
+    assert!(w.is_empty(), "{w:?}");
+    let addrs: Vec<String> = cfg.virtual_servers[0]
+        .backends
+        .iter()
+        .map(|b| b.address.to_string())
+        .collect();
+    assert_eq!(
+        addrs,
+        ["198.18.0.2:8080", "198.18.0.3:8080", "198.18.0.4:81", "198.18.0.9:8080"]
+    );
+    assert_eq!(cfg.virtual_servers[0].backends[0].weight.get(), 2);
+    assert!(cfg.virtual_servers[0].backends[3].backup);
+    assert_eq!(
+        errors("k.conf", "virtual_server 198.18.0.250 {\n    protocol TCP\n}\n"),
+        ["k.conf:1:1: `virtual_server` needs an address and a port"]
+    );
+}

@@ -1027,14 +1027,36 @@ impl Conv {
         self.cfg.sync_groups.push(g);
     }
 
-    /// `IP PORT` arguments starting at `args[0]`.
-    fn socket_addr(&mut self, s: &Stmt, path: &str) -> Option<SocketAddr> {
-        let (Some(a), Some(port)) = (s.args.first(), s.args.get(1)) else {
+    /// `IP PORT` arguments starting at `args[0]`. With `default_port` (a real or sorry
+    /// server's: its virtual server's port) the port may be left out or written 0, as
+    /// keepalived allows (check_data.c, validate_check_config: a NAT real server without a
+    /// port takes the virtual server's).
+    fn socket_addr(
+        &mut self,
+        s: &Stmt,
+        path: &str,
+        default_port: Option<u16>,
+    ) -> Option<SocketAddr> {
+        let (Some(a), port) = (s.args.first(), s.args.get(1)) else {
             self.d.error(
                 &s.keyword.location,
                 format!("`{}` needs an address and a port", s.keyword.text),
             );
             return None;
+        };
+        let port = match (port, default_port) {
+            (Some(p), Some(d)) if !p.text.is_empty() && p.text.bytes().all(|b| b == b'0') => {
+                Ok(d)
+            }
+            (Some(p), _) => Err(p),
+            (None, Some(d)) => Ok(d),
+            (None, None) => {
+                self.d.error(
+                    &s.keyword.location,
+                    format!("`{}` needs an address and a port", s.keyword.text),
+                );
+                return None;
+            }
         };
         self.record(path, &a.location);
         let addr = match ip(&a.text) {
@@ -1044,12 +1066,15 @@ impl Conv {
                 return None;
             }
         };
-        let port = match int::<u16>("port", 1, 65535)(&port.text) {
-            Ok(x) => x,
-            Err(m) => {
-                self.d.error(&port.location, m);
-                return None;
-            }
+        let port = match port {
+            Ok(d) => d,
+            Err(port) => match int::<u16>("port", 1, 65535)(&port.text) {
+                Ok(x) => x,
+                Err(m) => {
+                    self.d.error(&port.location, m);
+                    return None;
+                }
+            },
         };
         if let Some(x) = s.args.get(2) {
             self.d
@@ -1074,7 +1099,7 @@ impl Conv {
         let i = self.cfg.virtual_servers.len();
         let p = format!("virtual_server[{i}]");
         self.record(&p, &s.keyword.location);
-        let listen = self.socket_addr(s, &format!("{p}.listen"));
+        let listen = self.socket_addr(s, &format!("{p}.listen"), None);
         let mut vs = VirtualServer::new(listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 1))));
         vs.name = String::new();
         // keepalived's default scheduler (check_data.c: "no scheduler set, setting default
@@ -1224,14 +1249,17 @@ impl Conv {
             let bp = format!("{p}.backend[{j}]");
             if st.keyword.text == "sorry_server" {
                 self.record(&bp, &st.keyword.location);
-                if let Some(addr) = self.socket_addr(st, &format!("{bp}.address")) {
+                let vs_port = listen.map(|l| l.port());
+                if let Some(addr) = self.socket_addr(st, &format!("{bp}.address"), vs_port) {
                     let mut b = BackendConfig::new(addr);
                     b.backup = true;
                     vs.backends.push(b);
                 } else {
                     self.o.forget(&bp);
                 }
-            } else if let Some(mut b) = self.real_server(st, &bp, defaults) {
+            } else if let Some(mut b) =
+                self.real_server(st, &bp, defaults, listen.map(|l| l.port()))
+            {
                 b.inhibit_on_failure |= inhibit;
                 vs.backends.push(b);
             } else {
@@ -1262,9 +1290,10 @@ impl Conv {
         s: &Stmt,
         p: &str,
         vs_defaults: CheckDefaults,
+        vs_port: Option<u16>,
     ) -> Option<BackendConfig> {
         self.record(p, &s.keyword.location);
-        let addr = self.socket_addr(s, &format!("{p}.address"))?;
+        let addr = self.socket_addr(s, &format!("{p}.address"), vs_port)?;
         let mut b = BackendConfig::new(addr);
         let mut defaults = vs_defaults;
         let mut checks = Vec::new();
