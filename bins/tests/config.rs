@@ -1956,3 +1956,47 @@ fn real_and_sorry_servers_default_to_the_virtual_server_port() {
         ["k.conf:1:1: `virtual_server` needs an address and a port"]
     );
 }
+
+/// What a check inherits follows keepalived's validate_check_config (check_data.c): the
+/// check's own setting, else its real server's, else its virtual server's. A real server's
+/// `connect_timeout`, `alpha` and `virtualhost` were ignored (with a warning, or "has no
+/// effect"), a virtual server's `connect_timeout` did not reach the checks (5 s), and a real
+/// server's `inhibit_on_failure no` could not turn off its virtual server's.
+#[test]
+fn checks_inherit_from_real_and_virtual_servers_as_keepalived() {
+    let text = "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    connect_timeout 2\n    virtualhost vs.example\n    inhibit_on_failure\n\
+        real_server 198.18.0.2 80 {\n        connect_timeout 1\n        alpha\n        virtualhost rs.example\n        inhibit_on_failure no\n\
+        TCP_CHECK {\n        }\n        HTTP_GET {\n            url {\n                path /\n            }\n        }\n\
+        HTTP_GET {\n            connect_timeout 4\n            virtualhost own.example\n            alpha off\n            url {\n                path /\n            }\n        }\n    }\n\
+        real_server 198.18.0.3 80 {\n        HTTP_GET {\n            url {\n                path /\n            }\n        }\n\
+        MISC_CHECK {\n            misc_path /bin/true\n        }\n    }\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, text).unwrap();
+    let (cfg, w) = ok(&path);
+    assert!(w.is_empty(), "{w:?}");
+    let vs = &cfg.virtual_servers[0];
+    assert_eq!(vs.connect_timeout, Duration::from_secs(2));
+    let host = |c: &config::model::HealthCheck| match &c.kind {
+        CheckKind::Http(h) => h.virtualhost.clone(),
+        _ => None,
+    };
+    let [rs2, rs3] = [&vs.backends[0], &vs.backends[1]];
+    let timeouts: Vec<u64> = rs2.checks.iter().map(|c| c.connect_timeout.as_secs()).collect();
+    assert_eq!(timeouts, [1, 1, 4]);
+    assert_eq!(
+        rs2.checks.iter().map(|c| c.alpha).collect::<Vec<_>>(),
+        [Some(true), Some(true), Some(false)]
+    );
+    assert!(rs2.starts_down(vs));
+    assert_eq!(host(&rs2.checks[1]).as_deref(), Some("rs.example"));
+    assert_eq!(host(&rs2.checks[2]).as_deref(), Some("own.example"));
+    assert!(!rs2.inhibit_on_failure);
+    assert_eq!(rs3.checks[0].connect_timeout, Duration::from_secs(2));
+    assert_eq!(host(&rs3.checks[0]).as_deref(), Some("vs.example"));
+    assert_eq!(rs3.checks[0].alpha, None);
+    assert!(!rs3.starts_down(vs));
+    assert!(rs3.inhibit_on_failure);
+    // A MISC_CHECK opens no connection: nothing to inherit.
+    assert_eq!(rs3.checks[1].connect_timeout, Duration::from_secs(5));
+}

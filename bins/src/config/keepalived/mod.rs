@@ -9,7 +9,8 @@
 //! silently dropped.
 //!
 //! lb extensions, accepted in keepalived syntax as well: `track_service { VS [weight N] }`
-//! in `vrrp_instance`; `name`, `retries`, `connect_timeout` and `protocol HTTP` in
+//! in `vrrp_instance`; `name`, `retries`, `connect_timeout` (the backend connect timeout;
+//! as in keepalived, also the checks' default) and `protocol HTTP` in
 //! `virtual_server`; `maxconn` (alias of `uthreshold`) and `backup` in `real_server`;
 //! `rise`, `fall`, `inter`, `fastinter`, `downinter`, `alpha` in checks; `admin_socket`,
 //! `log_level`, `drain_deadline`, `nbthread` and `busy_polling` in `global_defs`.
@@ -91,12 +92,23 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
 /// sets for a bare `persistence_timeout` and for a `persistence_granularity` alone.
 const IPVS_PERSISTENCE_TIMEOUT: Duration = Duration::from_secs(360);
 
-/// Check settings inherited from the enclosing `virtual_server` or `real_server`.
-#[derive(Debug, Clone, Copy, Default)]
+/// Settings a real server and its checks inherit from the enclosing `virtual_server`, and
+/// checks from their `real_server`, as keepalived's validate_check_config (check_data.c)
+/// fills them: a check's own setting, else its real server's, else its virtual server's.
+#[derive(Debug, Clone, Default)]
 struct CheckDefaults {
     retry: Option<u32>,
     delay_before_retry: Option<Duration>,
     delay_loop: Option<Duration>,
+    /// `connect_timeout` (keepalived `connection_to`; 5 s when nobody sets it).
+    connect_timeout: Option<Duration>,
+    /// `alpha` of a real server (the virtual server's is [`VirtualServer::alpha`], which the
+    /// model falls back on).
+    alpha: Option<bool>,
+    /// `virtualhost` of HTTP_GET and SSL_GET checks.
+    virtualhost: Option<String>,
+    /// The virtual server's `inhibit_on_failure`, its real servers' default.
+    inhibit_on_failure: bool,
 }
 
 /// `global_defs` settings that are defaults of every `vrrp_instance` (keepalived's
@@ -1106,8 +1118,6 @@ impl Conv {
         // 'wlc'"); TOML's is rr.
         vs.lb_algo = Algorithm::WeightedLeastConnections;
         let mut defaults = CheckDefaults::default();
-        let mut virtualhost = None;
-        let mut inhibit = false;
         let mut protocol_set = false;
         let mut ops_at = None;
         let mut persistence_timeout_set = false;
@@ -1182,8 +1192,11 @@ impl Conv {
                 }
                 "retries" => vs.retries = self.get(st, &fp, int(kw, 0, 100)).unwrap_or(1),
                 "connect_timeout" => {
+                    // lb-node's connect timeout to the backends, and (keepalived) the checks'
+                    // default.
                     if let Some(d) = self.get(st, &fp, duration(kw)) {
                         vs.connect_timeout = d;
+                        defaults.connect_timeout = Some(d);
                     }
                 }
                 "retry" => defaults.retry = self.get(st, &fp, int(kw, 0, 1000)),
@@ -1195,11 +1208,13 @@ impl Conv {
                     vs.ops = self.flag(st, &fp);
                     ops_at = Some(st.keyword.location.clone());
                 }
-                "virtualhost" => virtualhost = self.value(st, &fp).map(|t| t.text.clone()),
+                "virtualhost" => {
+                    defaults.virtualhost = self.value(st, &fp).map(|t| t.text.clone());
+                }
                 // After the loop: the virtual server's check defaults apply wherever they are
                 // written in the block, and the sorry server comes after the real servers.
                 "real_server" | "sorry_server" => real_servers.push(st),
-                "inhibit_on_failure" => inhibit = self.flag(st, &fp),
+                "inhibit_on_failure" => defaults.inhibit_on_failure = self.flag(st, &fp),
                 "quorum" => {
                     vs.quorum = self
                         .get(st, &fp, int(kw, 1, i64::from(u32::MAX)))
@@ -1257,22 +1272,12 @@ impl Conv {
                 } else {
                     self.o.forget(&bp);
                 }
-            } else if let Some(mut b) =
-                self.real_server(st, &bp, defaults, listen.map(|l| l.port()))
+            } else if let Some(b) =
+                self.real_server(st, &bp, defaults.clone(), listen.map(|l| l.port()))
             {
-                b.inhibit_on_failure |= inhibit;
                 vs.backends.push(b);
             } else {
                 self.o.forget(&bp);
-            }
-        }
-        if let Some(vh) = virtualhost {
-            for b in &mut vs.backends {
-                for c in &mut b.checks {
-                    if let CheckKind::Http(h) | CheckKind::Ssl(h) = &mut c.kind {
-                        h.virtualhost.get_or_insert_with(|| vh.clone());
-                    }
-                }
             }
         }
         if listen.is_some() {
@@ -1295,6 +1300,8 @@ impl Conv {
         self.record(p, &s.keyword.location);
         let addr = self.socket_addr(s, &format!("{p}.address"), vs_port)?;
         let mut b = BackendConfig::new(addr);
+        // keepalived rs_inhibit_handler: the real server's own value, either way, wins.
+        b.inhibit_on_failure = vs_defaults.inhibit_on_failure;
         let mut defaults = vs_defaults;
         let mut checks = Vec::new();
         let block = s.block.as_deref().unwrap_or(&[]);
@@ -1327,11 +1334,20 @@ impl Conv {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
                 }
                 "delay_loop" => defaults.delay_loop = self.get(st, &fp, duration(kw)),
+                "connect_timeout" => {
+                    if let Some(d) = self.get(st, &fp, duration(kw)) {
+                        defaults.connect_timeout = Some(d);
+                    }
+                }
+                "alpha" => defaults.alpha = Some(self.flag(st, &fp)),
+                "virtualhost" => {
+                    if let Some(t) = self.value(st, &fp) {
+                        defaults.virtualhost = Some(t.text.clone());
+                    }
+                }
                 "notify_up" => b.notify_up = self.command(st, &fp),
                 "notify_down" => b.notify_down = self.command(st, &fp),
-                "lthreshold" | "warmup" | "smtp_alert" | "alpha" | "virtualhost" => {
-                    self.ignored(st, "real_server")
-                }
+                "lthreshold" | "warmup" | "smtp_alert" => self.ignored(st, "real_server"),
                 "BFD_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "PING_CHECK" | "FILE_CHECK" => {
                     self.d.error(
                         &st.keyword.location,
@@ -1346,7 +1362,7 @@ impl Conv {
         for st in checks {
             // Indexed as in the model: a check dropped for an error leaves no gap.
             let cp = format!("{p}.check[{}]", b.checks.len());
-            match self.check(st, &cp, defaults) {
+            match self.check(st, &cp, &defaults) {
                 Some(c) => b.checks.push(c),
                 None => self.o.forget(&cp),
             }
@@ -1354,7 +1370,7 @@ impl Conv {
         Some(b)
     }
 
-    fn check(&mut self, s: &Stmt, p: &str, defaults: CheckDefaults) -> Option<HealthCheck> {
+    fn check(&mut self, s: &Stmt, p: &str, defaults: &CheckDefaults) -> Option<HealthCheck> {
         self.record(p, &s.keyword.location);
         let kw0 = s.keyword.text.as_str();
         let mut http = HttpCheck::default();
@@ -1366,6 +1382,7 @@ impl Conv {
         let mut retry = None;
         let mut delay_before_retry = None;
         let mut delay_loop = None;
+        let mut connect_timeout = None;
         for st in self.section(s) {
             let kw = st.keyword.text.as_str();
             if kw != "url" {
@@ -1374,10 +1391,7 @@ impl Conv {
             let fp = format!("{p}.{kw}");
             let is_http = matches!(kw0, "HTTP_GET" | "SSL_GET");
             match kw {
-                "connect_timeout" => {
-                    c.connect_timeout =
-                        self.get(st, &fp, duration(kw)).unwrap_or(c.connect_timeout);
-                }
+                "connect_timeout" => connect_timeout = self.get(st, &fp, duration(kw)),
                 "connect_port" => c.connect_port = self.get(st, &fp, int(kw, 1, 65535)),
                 "bindto" => c.bindto = self.get(st, &fp, ip),
                 "connect_ip" => c.connect_ip = self.get(st, &fp, ip),
@@ -1435,6 +1449,9 @@ impl Conv {
                 _ => self.unknown(st, kw0),
             }
         }
+        if http.virtualhost.is_none() {
+            http.virtualhost.clone_from(&defaults.virtualhost);
+        }
         c.kind = match kw0 {
             "TCP_CHECK" => CheckKind::Tcp,
             "HTTP_GET" => CheckKind::Http(http),
@@ -1461,6 +1478,12 @@ impl Conv {
             .or(defaults.delay_before_retry)
             .unwrap_or_else(|| c.kind.default_delay_before_retry());
         c.delay_loop = delay_loop.or(defaults.delay_loop);
+        // A MISC_CHECK has no connection (keepalived: no `co`), so nothing to inherit.
+        let inherited = defaults
+            .connect_timeout
+            .filter(|_| !matches!(c.kind, CheckKind::Misc(_)));
+        c.connect_timeout = connect_timeout.or(inherited).unwrap_or(c.connect_timeout);
+        c.alpha = c.alpha.or(defaults.alpha);
         Some(c)
     }
 
