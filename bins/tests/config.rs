@@ -191,7 +191,7 @@ fn includes_are_expanded_relative_to_the_including_file() {
     );
     assert_eq!(cfg.virtual_servers[0].lb_algo.name(), "wrr");
     match &cfg.virtual_servers[0].backends[0].checks[0].kind {
-        CheckKind::Http(h) => assert_eq!(h.url[0].status_code, Some(200)),
+        CheckKind::Http(h) => assert_eq!(h.url[0].status_code, Some("200".parse().unwrap())),
         k => panic!("{k:?}"),
     }
 }
@@ -1999,4 +1999,52 @@ fn checks_inherit_from_real_and_virtual_servers_as_keepalived() {
     assert!(rs3.inhibit_on_failure);
     // A MISC_CHECK opens no connection: nothing to inherit.
     assert_eq!(rs3.checks[1].connect_timeout, Duration::from_secs(5));
+}
+
+/// `status_code` takes keepalived's list of codes and ranges (keepalived.conf(5):
+/// `status_code <INTEGER|RANGE> [<INTEGER|RANGE>] ...`), all of which pass; TOML takes a
+/// number or a string of them. A range was refused and a list kept only its first code,
+/// with a warning.
+#[test]
+fn status_code_takes_ranges_and_lists() {
+    let vs = |codes: &str| {
+        format!("virtual_server 198.18.0.250 80 {{\n    protocol TCP\n    real_server 198.18.0.2 80 {{\n        HTTP_GET {{\n            url {{\n                path /\n                status_code {codes}\n            }}\n        }}\n    }}\n}}\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, vs("200-299 301 404-404")).unwrap();
+    let (cfg, w) = ok(&path);
+    assert!(w.is_empty(), "{w:?}");
+    let CheckKind::Http(h) = &cfg.virtual_servers[0].backends[0].checks[0].kind else {
+        panic!()
+    };
+    let set = h.url[0].status_code.as_ref().unwrap();
+    assert_eq!(set.to_string(), "200-299,301,404");
+    assert!(set.contains(204) && set.contains(301) && set.contains(404) && !set.contains(302));
+    for (bad, word, col) in [
+        ("200-", "200-", 29),
+        ("200 99", "99", 33),
+        ("200,302", "200,302", 29),
+        ("300-200", "300-200", 29),
+    ] {
+        assert_eq!(
+            errors("k.conf", &vs(bad)),
+            [format!("k.conf:7:{col}: status_code {word:?} is neither an HTTP status nor a range of them in 100..=599 (200, 200-299)")],
+            "{bad}"
+        );
+    }
+    let toml = |codes: &str| {
+        format!("[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[[virtual_server.backend]]\naddress = \"198.18.0.2:80\"\n[[virtual_server.backend.check]]\ntype = \"http\"\nurl = [{{ path = \"/\", status_code = {codes} }}]\n")
+    };
+    for (codes, shown) in [("200", "200"), ("\"200-299,302\"", "200-299,302")] {
+        let cfg = load_toml(&toml(codes));
+        let CheckKind::Http(h) = &cfg.virtual_servers[0].backends[0].checks[0].kind else {
+            panic!()
+        };
+        assert_eq!(h.url[0].status_code.as_ref().unwrap().to_string(), shown);
+    }
+    assert_eq!(
+        errors("lb.toml", &toml("\"2xx\"")),
+        ["lb.toml:7:36: status_code \"2xx\" is not a list of HTTP statuses and ranges in 100..=599 (200, \"200-299,302\")"]
+    );
 }

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Granularity, Health, PoolConfig, Weight};
 use lb_health::probe::HexPattern;
+use lb_health::StatusSet;
 use lb_proxy::http::{ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route};
 use lb_proxy::proxy_protocol::AcceptProxy;
 use lb_vrrp::driver::RunAs;
@@ -1255,9 +1256,10 @@ pub struct HttpCheck {
 pub struct UrlCheck {
     /// Path and query (`/health`).
     pub path: String,
-    /// Expected status (default: any 2xx).
-    #[serde(default)]
-    pub status_code: Option<u16>,
+    /// Expected statuses (default: any 2xx): codes and inclusive ranges, keepalived's
+    /// `status_code 200-299 302`; in TOML a number (`200`) or a string (`"200-299,302"`).
+    #[serde(default, with = "values::opt_status_set")]
+    pub status_code: Option<StatusSet>,
     /// Expected MD5 of the body, 32 hex digits.
     #[serde(default)]
     pub digest: Option<String>,
@@ -2113,14 +2115,6 @@ fn validate_check(err: &mut impl FnMut(String, String), p: &str, c: &HealthCheck
                         format!("{p}.url[{j}].path"),
                         format!("url path {:?} must start with /", u.path),
                     );
-                }
-                if let Some(s) = u.status_code {
-                    if !(100..=599).contains(&s) {
-                        err(
-                            format!("{p}.url[{j}].status_code"),
-                            format!("status_code {s} is not an HTTP status (100..=599)"),
-                        );
-                    }
                 }
                 if let Some(d) = &u.digest {
                     if d.len() != 32 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -217,6 +217,34 @@ pub(crate) mod opt_hex {
     }
 }
 
+/// Expected HTTP statuses: a number (`200`) or a string of codes and ranges
+/// (`"200-299,302"`).
+pub(crate) mod opt_status_set {
+    use super::*;
+    use lb_health::StatusSet;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Code(i64),
+        List(String),
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<StatusSet>, D::Error> {
+        let text = match Raw::deserialize(d)? {
+            Raw::Code(c) => c.to_string(),
+            Raw::List(s) => s,
+        };
+        text.parse::<StatusSet>().map(Some).map_err(|_| {
+            de::Error::custom(format!(
+                "status_code {text:?} is not a list of HTTP statuses and ranges in 100..=599 (200, \"200-299,302\")"
+            ))
+        })
+    }
+}
+
 /// keepalived hex strings with `x` wildcard nibbles (`reply`).
 pub(crate) mod opt_hex_pattern {
     use super::*;

@@ -617,7 +617,7 @@ fn http_probe(
     if let Some(host) = &h.virtualhost {
         b = b.host(host.clone());
     }
-    if let Some(code) = url.and_then(|u| u.status_code) {
+    if let Some(code) = url.and_then(|u| u.status_code.as_ref()) {
         b = b
             .status_code(&code.to_string())
             .map_err(|e| e.to_string())?;

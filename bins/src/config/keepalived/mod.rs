@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use lb_core::{Algorithm, Granularity};
 use lb_health::probe::{parse_hex, HexPattern};
+use lb_health::StatusSet;
 
 use super::model::{
     AuthType, Authentication, BackendConfig, CheckKind, Config, HealthCheck, HttpCheck,
@@ -1487,6 +1488,35 @@ impl Conv {
         Some(c)
     }
 
+    /// keepalived's `status_code <INTEGER|RANGE> …` (keepalived.conf(5)): codes and
+    /// inclusive ranges `A-B`, each in 100..=599; an error at the first bad one.
+    fn status_codes(&mut self, s: &Stmt, path: &str) -> Option<StatusSet> {
+        let Some(first) = s.args.first() else {
+            self.d.error(
+                &s.keyword.location,
+                "`status_code` needs an HTTP status or a range (200, 200-299)",
+            );
+            self.o.poison(path);
+            return None;
+        };
+        self.record(path, &first.location);
+        for a in &s.args {
+            if a.text.contains(',') || a.text.parse::<StatusSet>().is_err() {
+                self.d.error(
+                    &a.location,
+                    format!(
+                        "status_code {:?} is neither an HTTP status nor a range of them in 100..=599 (200, 200-299)",
+                        a.text
+                    ),
+                );
+                self.o.poison(path);
+                return None;
+            }
+        }
+        let list: Vec<&str> = s.args.iter().map(|a| a.text.as_str()).collect();
+        list.join(",").parse().ok()
+    }
+
     fn url(&mut self, s: &Stmt, p: &str) -> Option<UrlCheck> {
         self.record(p, &s.keyword.location);
         let mut u = UrlCheck {
@@ -1506,7 +1536,7 @@ impl Conv {
                         has_path = true;
                     }
                 }
-                "status_code" => u.status_code = self.get(st, &fp, int(kw, 100, 599)),
+                "status_code" => u.status_code = self.status_codes(st, &fp),
                 "digest" => u.digest = self.value(st, &fp).map(|t| t.text.clone()),
                 "virtualhost" | "regex" | "regex_no_match" | "regex_options" | "regex_stack"
                 | "regex_min_offset" | "regex_max_offset" | "fail_on_match" => {
