@@ -175,7 +175,7 @@ fn seed_002_unicast_peers_and_vrrp_script() {
     );
     assert_eq!(vi.track_script[0].script, "chk_nginx");
     assert_eq!(
-        vi.notify_master.as_deref(),
+        vi.notify_master.as_ref().map(|n| n.command.as_str()),
         Some("/etc/keepalived/notify.sh master")
     );
 }
@@ -1662,7 +1662,9 @@ fn include_variants_read_files_with_keepalived_checks() {
     let d = dir.path();
     std::fs::write(d.join("vi.conf"), BASE_INSTANCE).unwrap();
     std::fs::create_dir(d.join("sub.d")).unwrap();
-    for kw in ["include", "includer", "includem", "includew", "includeb", "includea"] {
+    for kw in [
+        "include", "includer", "includem", "includew", "includeb", "includea",
+    ] {
         std::fs::write(d.join("main.conf"), format!("{kw} vi.conf\n")).unwrap();
         let (cfg, w) = load_in(d).unwrap_or_else(|e| panic!("{kw}: {e:?}"));
         assert!(w.is_empty(), "{kw}: {w:?}");
@@ -1670,32 +1672,106 @@ fn include_variants_read_files_with_keepalived_checks() {
     }
     // (keyword, pattern, expected: Ok(warning) or Err(error)), all at main.conf:1:10.
     let cases: &[(&str, &str, Result<&str, &str>)] = &[
-        ("include", "missing.conf", Err("included file missing.conf does not exist")),
-        ("includer", "missing.conf", Ok("included file missing.conf does not exist; nothing included")),
-        ("includem", "missing.conf", Err("included file missing.conf does not exist")),
-        ("includew", "missing.conf", Err("included file missing.conf does not exist")),
-        ("includeb", "missing.conf", Ok("included file missing.conf does not exist; nothing included")),
-        ("includea", "missing.conf", Err("included file missing.conf does not exist")),
-        ("includer", "none*.conf", Ok("includer \"none*.conf\" matches no file; nothing included")),
-        ("includem", "none*.conf", Ok("includem \"none*.conf\" matches no file; nothing included")),
-        ("includew", "none*.conf", Err("includew \"none*.conf\" matches no file")),
-        ("includea", "none*.conf", Err("includea \"none*.conf\" matches no file")),
-        ("includem", "{m1,m2}.conf", Ok("includem \"{m1,m2}.conf\" matches no file; nothing included")),
-        ("includeb", "{m1,m2}.conf", Err("includeb \"{m1,m2}.conf\" matches no file")),
-        ("include", "{vi,m2}.conf", Ok("include \"{vi,m2}.conf\": \"m2.conf\" names no file")),
-        ("includeb", "{vi,m2}.conf", Err("includeb \"{vi,m2}.conf\": \"m2.conf\" names no file")),
-        ("includea", "{vi,m2}.conf", Err("includea \"{vi,m2}.conf\": \"m2.conf\" names no file")),
-        ("include", "sub.d", Ok("include: sub.d is a directory, not a file; skipped")),
-        ("includer", "sub.d", Err("includer: sub.d is a directory, not a file")),
+        (
+            "include",
+            "missing.conf",
+            Err("included file missing.conf does not exist"),
+        ),
+        (
+            "includer",
+            "missing.conf",
+            Ok("included file missing.conf does not exist; nothing included"),
+        ),
+        (
+            "includem",
+            "missing.conf",
+            Err("included file missing.conf does not exist"),
+        ),
+        (
+            "includew",
+            "missing.conf",
+            Err("included file missing.conf does not exist"),
+        ),
+        (
+            "includeb",
+            "missing.conf",
+            Ok("included file missing.conf does not exist; nothing included"),
+        ),
+        (
+            "includea",
+            "missing.conf",
+            Err("included file missing.conf does not exist"),
+        ),
+        (
+            "includer",
+            "none*.conf",
+            Ok("includer \"none*.conf\" matches no file; nothing included"),
+        ),
+        (
+            "includem",
+            "none*.conf",
+            Ok("includem \"none*.conf\" matches no file; nothing included"),
+        ),
+        (
+            "includew",
+            "none*.conf",
+            Err("includew \"none*.conf\" matches no file"),
+        ),
+        (
+            "includea",
+            "none*.conf",
+            Err("includea \"none*.conf\" matches no file"),
+        ),
+        (
+            "includem",
+            "{m1,m2}.conf",
+            Ok("includem \"{m1,m2}.conf\" matches no file; nothing included"),
+        ),
+        (
+            "includeb",
+            "{m1,m2}.conf",
+            Err("includeb \"{m1,m2}.conf\" matches no file"),
+        ),
+        (
+            "include",
+            "{vi,m2}.conf",
+            Ok("include \"{vi,m2}.conf\": \"m2.conf\" names no file"),
+        ),
+        (
+            "includeb",
+            "{vi,m2}.conf",
+            Err("includeb \"{vi,m2}.conf\": \"m2.conf\" names no file"),
+        ),
+        (
+            "includea",
+            "{vi,m2}.conf",
+            Err("includea \"{vi,m2}.conf\": \"m2.conf\" names no file"),
+        ),
+        (
+            "include",
+            "sub.d",
+            Ok("include: sub.d is a directory, not a file; skipped"),
+        ),
+        (
+            "includer",
+            "sub.d",
+            Err("includer: sub.d is a directory, not a file"),
+        ),
     ];
     for (kw, pattern, expected) in cases {
         std::fs::write(d.join("main.conf"), format!("{kw} {pattern}\n")).unwrap();
         let col = kw.len() + 2;
         match (load_in(d), expected) {
             (Ok((_, w)), Ok(m)) => {
-                assert_eq!(w, [format!("main.conf:1:{col}: warning: {m}")], "{kw} {pattern}")
+                assert_eq!(
+                    w,
+                    [format!("main.conf:1:{col}: warning: {m}")],
+                    "{kw} {pattern}"
+                )
             }
-            (Err(e), Err(m)) => assert_eq!(e, [format!("main.conf:1:{col}: {m}")], "{kw} {pattern}"),
+            (Err(e), Err(m)) => {
+                assert_eq!(e, [format!("main.conf:1:{col}: {m}")], "{kw} {pattern}")
+            }
             (got, _) => panic!("{kw} {pattern}: {got:?}"),
         }
     }
@@ -1717,9 +1793,13 @@ fn include_cycles_and_fan_out_are_bounded() {
     for f in ["main", "b", "c"] {
         std::fs::write(d.join(format!("{f}.conf")), "include *.conf\n").unwrap();
     }
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     let mut e = load_in(d).unwrap_err();
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     e.sort();
     let cycle = |at: &str, file: &str| {
         format!("{at}.conf:1:9: include cycle: {file}.conf is already being read, not read again")
@@ -1762,9 +1842,8 @@ fn include_cycles_and_fan_out_are_bounded() {
 /// the word at its braces).
 #[test]
 fn keepalived_parameters_and_sequences_are_refused() {
-    let vs = |body: &str| {
-        format!("virtual_server 198.18.0.250 80 {{\n    protocol TCP\n{body}}}\n")
-    };
+    let vs =
+        |body: &str| format!("virtual_server 198.18.0.250 80 {{\n    protocol TCP\n{body}}}\n");
     let script = |line: &str| format!("vrrp_script chk {{\n    {line}\n}}\n");
     assert_eq!(
         errors("k.conf", &script("script \"${_PWD}/check.sh\"")),
@@ -1898,9 +1977,17 @@ fn persistence_forms_follow_keepalived() {
         assert!(w.is_empty(), "{w:?}");
         cfg.virtual_servers[0].clone()
     };
-    let v = load(vs("198.18.0.250", "198.18.0.2", "    persistence_timeout\n"));
+    let v = load(vs(
+        "198.18.0.250",
+        "198.18.0.2",
+        "    persistence_timeout\n",
+    ));
     assert_eq!(v.persistence_timeout, Some(Duration::from_secs(360)));
-    let v = load(vs("198.18.0.250", "198.18.0.2", "    persistence_granularity 255.255.255.0\n"));
+    let v = load(vs(
+        "198.18.0.250",
+        "198.18.0.2",
+        "    persistence_granularity 255.255.255.0\n",
+    ));
     assert_eq!(v.persistence_timeout, Some(Duration::from_secs(360)));
     assert_eq!(v.persistence_granularity.v4_prefix, 24);
     // Written after the granularity, the timeout is kept.
@@ -1910,19 +1997,33 @@ fn persistence_forms_follow_keepalived() {
         "    persistence_granularity 255.255.255.0\n    persistence_timeout 50\n",
     ));
     assert_eq!(v.persistence_timeout, Some(Duration::from_secs(50)));
-    let v = load(vs("2001:db8::1", "2001:db8::2", "    persistence_granularity 64\n"));
+    let v = load(vs(
+        "2001:db8::1",
+        "2001:db8::2",
+        "    persistence_granularity 64\n",
+    ));
     assert_eq!(v.persistence_timeout, Some(Duration::from_secs(360)));
     assert_eq!(
-        (v.persistence_granularity.v4_prefix, v.persistence_granularity.v6_prefix),
+        (
+            v.persistence_granularity.v4_prefix,
+            v.persistence_granularity.v6_prefix
+        ),
         (32, 64)
     );
     for bad in ["0", "129", "ffff:ffff::"] {
         let e = errors(
             "k.conf",
-            &vs("2001:db8::1", "2001:db8::2", &format!("    persistence_granularity {bad}\n")),
+            &vs(
+                "2001:db8::1",
+                "2001:db8::2",
+                &format!("    persistence_granularity {bad}\n"),
+            ),
         );
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("k.conf:3:29: persistence_granularity "), "{e:?}");
+        assert!(
+            e[0].starts_with("k.conf:3:29: persistence_granularity "),
+            "{e:?}"
+        );
     }
 }
 
@@ -1947,12 +2048,20 @@ fn real_and_sorry_servers_default_to_the_virtual_server_port() {
         .collect();
     assert_eq!(
         addrs,
-        ["198.18.0.2:8080", "198.18.0.3:8080", "198.18.0.4:81", "198.18.0.9:8080"]
+        [
+            "198.18.0.2:8080",
+            "198.18.0.3:8080",
+            "198.18.0.4:81",
+            "198.18.0.9:8080"
+        ]
     );
     assert_eq!(cfg.virtual_servers[0].backends[0].weight.get(), 2);
     assert!(cfg.virtual_servers[0].backends[3].backup);
     assert_eq!(
-        errors("k.conf", "virtual_server 198.18.0.250 {\n    protocol TCP\n}\n"),
+        errors(
+            "k.conf",
+            "virtual_server 198.18.0.250 {\n    protocol TCP\n}\n"
+        ),
         ["k.conf:1:1: `virtual_server` needs an address and a port"]
     );
 }
@@ -1982,7 +2091,11 @@ fn checks_inherit_from_real_and_virtual_servers_as_keepalived() {
         _ => None,
     };
     let [rs2, rs3] = [&vs.backends[0], &vs.backends[1]];
-    let timeouts: Vec<u64> = rs2.checks.iter().map(|c| c.connect_timeout.as_secs()).collect();
+    let timeouts: Vec<u64> = rs2
+        .checks
+        .iter()
+        .map(|c| c.connect_timeout.as_secs())
+        .collect();
     assert_eq!(timeouts, [1, 1, 4]);
     assert_eq!(
         rs2.checks.iter().map(|c| c.alpha).collect::<Vec<_>>(),
@@ -2046,5 +2159,117 @@ fn status_code_takes_ranges_and_lists() {
     assert_eq!(
         errors("lb.toml", &toml("\"2xx\"")),
         ["lb.toml:7:36: status_code \"2xx\" is not a list of HTTP statuses and ranges in 100..=599 (200, \"200-299,302\")"]
+    );
+}
+
+/// Notify scripts are `SCRIPT [USER [GROUP]]`, as keepalived's notify_script_init reads
+/// them (keepalived 2.2.7 -d: `notify_master /tmp/kt/master.sh nobody` is script
+/// '/tmp/kt/master.sh' uid:gid 65534:65534): a quoted command may hold arguments; the next
+/// words are the user and group it runs as. They used to be appended to the command, which
+/// then ran as lb-node's user with extra arguments. An unknown user or group is an error
+/// at its word (keepalived drops the script). TOML: a string or `{ command, user, group }`.
+#[test]
+fn notify_scripts_take_a_user_and_group() {
+    let text = "vrrp_sync_group G {\n    group {\n        VI_1\n        VI_2\n    }\n    notify_master /bin/g.sh nobody\n}\n\
+        vrrp_instance VI_1 {\n    interface lbnet0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.250\n    }\n\
+        notify_master /tmp/kt/master.sh nobody\n    notify \"/tmp/kt/master.sh arg1\" nobody nogroup\n    notify_stop \"/bin/stop.sh a b\"\n}\n\
+        vrrp_instance VI_2 {\n    interface lbnet0\n    virtual_router_id 52\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n\
+        virtual_server 198.18.0.250 80 {\n    protocol TCP\n    quorum_up \"/bin/q.sh up\" nobody nogroup\n\
+        real_server 198.18.0.2 80 {\n        notify_down /bin/rs.sh nobody\n    }\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, text).unwrap();
+    let (cfg, w) = ok(&path);
+    assert!(w.is_empty(), "{w:?}");
+    let n = |s: &Option<config::model::NotifyScript>| {
+        let s = s.as_ref().unwrap();
+        (s.command.clone(), s.user.clone(), s.group.clone())
+    };
+    let some = |s: &str| Some(s.to_owned());
+    let vi = &cfg.vrrp_instances[0];
+    assert_eq!(
+        n(&vi.notify_master),
+        ("/tmp/kt/master.sh".into(), some("nobody"), None)
+    );
+    assert_eq!(
+        n(&vi.notify),
+        (
+            "/tmp/kt/master.sh arg1".into(),
+            some("nobody"),
+            some("nogroup")
+        )
+    );
+    assert_eq!(n(&vi.notify_stop), ("/bin/stop.sh a b".into(), None, None));
+    assert_eq!(
+        n(&cfg.sync_groups[0].notify_master),
+        ("/bin/g.sh".into(), some("nobody"), None)
+    );
+    let vs = &cfg.virtual_servers[0];
+    assert_eq!(
+        n(&vs.quorum_up),
+        ("/bin/q.sh up".into(), some("nobody"), some("nogroup"))
+    );
+    assert_eq!(
+        n(&vs.backends[0].notify_down),
+        ("/bin/rs.sh".into(), some("nobody"), None)
+    );
+
+    // Unquoted arguments are users (keepalived: "Script user 'arg1' does not exist").
+    let instance = |line: &str| {
+        format!("vrrp_instance VI_1 {{\n    interface lbnet0\n    virtual_router_id 51\n    virtual_ipaddress {{\n        198.18.0.250\n    }}\n    {line}\n}}\n")
+    };
+    assert_eq!(
+        errors("k.conf", &instance("notify_fault /tmp/kt/master.sh arg1")),
+        ["k.conf:7:36: notify_fault: unknown user \"arg1\""]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            &instance("notify_backup /x.sh nobody no-such-group")
+        ),
+        ["k.conf:7:32: notify_backup: unknown group \"no-such-group\""]
+    );
+    // keepalived ignores a fourth word; so does lb-node, with a warning.
+    std::fs::write(&path, instance("notify_master /x.sh nobody nogroup extra")).unwrap();
+    let (cfg, w) = ok(&path);
+    assert_eq!(n(&cfg.vrrp_instances[0].notify_master).2, some("nogroup"));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string()
+            .contains(":7:40: warning: `notify_master` takes a command, a user and a group"),
+        "{w:?}"
+    );
+
+    // TOML: a string or a table.
+    let toml = |notify: &str| {
+        format!("[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"lbnet0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.250\"]\n{notify}\n")
+    };
+    let cfg = load_toml(&toml("notify_master = { command = \"/x.sh a\", user = \"nobody\", group = \"nogroup\" }\nnotify = \"/y.sh\""));
+    assert_eq!(
+        n(&cfg.vrrp_instances[0].notify_master),
+        ("/x.sh a".into(), some("nobody"), some("nogroup"))
+    );
+    assert_eq!(
+        n(&cfg.vrrp_instances[0].notify),
+        ("/y.sh".into(), None, None)
+    );
+    let e = errors(
+        "lb.toml",
+        &toml("notify_master = { command = \"/x.sh\", user = \"no-such-user-lb\" }"),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("lb.toml:6:")
+            && e[0].ends_with("notify_master: unknown user \"no-such-user-lb\""),
+        "{e:?}"
+    );
+    let e = errors(
+        "lb.toml",
+        &toml("notify_master = { command = \"/x.sh\", users = \"nobody\" }"),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("lb.toml:6:") && e[0].contains("unknown field `users`"),
+        "{e:?}"
     );
 }

@@ -38,8 +38,9 @@ use lb_health::StatusSet;
 
 use super::model::{
     AuthType, Authentication, BackendConfig, CheckKind, Config, HealthCheck, HttpCheck,
-    InitialState, LogLevel, MiscCheck, Protocol, SyncGroup, TrackInterface, TrackScript,
-    TrackService, UdpCheck, UrlCheck, VirtualIp, VirtualServer, VrrpInstance, VrrpScript,
+    InitialState, LogLevel, MiscCheck, NotifyScript, Protocol, SyncGroup, TrackInterface,
+    TrackScript, TrackService, UdpCheck, UrlCheck, VirtualIp, VirtualServer, VrrpInstance,
+    VrrpScript,
 };
 use super::values::{parse_algorithm, parse_duration, parse_weight};
 use super::{finish, LoadResult, Location, Origins};
@@ -279,6 +280,40 @@ impl Conv {
                 .collect::<Vec<_>>()
                 .join(" "),
         )
+    }
+
+    /// A notify script, `SCRIPT [USER [GROUP]]` (keepalived notify_script_init: the
+    /// command is the first word, a quoted string may hold its arguments; then the user
+    /// and group it runs as, looked up by the model's validation), recorded at `path`,
+    /// `path.user` and `path.group`.
+    fn notify_script(&mut self, s: &Stmt, path: &str) -> Option<NotifyScript> {
+        let Some(first) = s.args.first() else {
+            self.d.error(
+                &s.keyword.location,
+                format!("`{}` needs a command", s.keyword.text),
+            );
+            return None;
+        };
+        self.record(path, &first.location);
+        let mut n = NotifyScript::new(first.text.clone());
+        if let Some(u) = s.args.get(1) {
+            self.record(&format!("{path}.user"), &u.location);
+            n.user = Some(u.text.clone());
+        }
+        if let Some(g) = s.args.get(2) {
+            self.record(&format!("{path}.group"), &g.location);
+            n.group = Some(g.text.clone());
+        }
+        if let Some(extra) = s.args.get(3) {
+            self.d.warn(
+                &extra.location,
+                format!(
+                    "`{}` takes a command, a user and a group: {:?} and what follows are ignored, as keepalived ignores them (quote a command with arguments)",
+                    s.keyword.text, extra.text
+                ),
+            );
+        }
+        Some(n)
     }
 
     /// Every argument joined by spaces (keepalived `make_strvec_str`), parsed as a
@@ -877,11 +912,11 @@ impl Conv {
                         });
                     }
                 }
-                "notify_master" => vi.notify_master = self.command(st, &fp),
-                "notify_backup" => vi.notify_backup = self.command(st, &fp),
-                "notify_fault" => vi.notify_fault = self.command(st, &fp),
-                "notify_stop" => vi.notify_stop = self.command(st, &fp),
-                "notify" => vi.notify = self.command(st, &fp),
+                "notify_master" => vi.notify_master = self.notify_script(st, &fp),
+                "notify_backup" => vi.notify_backup = self.notify_script(st, &fp),
+                "notify_fault" => vi.notify_fault = self.notify_script(st, &fp),
+                "notify_stop" => vi.notify_stop = self.notify_script(st, &fp),
+                "notify" => vi.notify = self.notify_script(st, &fp),
                 "smtp_alert"
                 | "dont_track_primary"
                 | "debug"
@@ -1024,10 +1059,10 @@ impl Conv {
                         }
                     }
                 }
-                "notify_master" => g.notify_master = self.command(st, &fp),
-                "notify_backup" => g.notify_backup = self.command(st, &fp),
-                "notify_fault" => g.notify_fault = self.command(st, &fp),
-                "notify" => g.notify = self.command(st, &fp),
+                "notify_master" => g.notify_master = self.notify_script(st, &fp),
+                "notify_backup" => g.notify_backup = self.notify_script(st, &fp),
+                "notify_fault" => g.notify_fault = self.notify_script(st, &fp),
+                "notify" => g.notify = self.notify_script(st, &fp),
                 "smtp_alert"
                 | "global_tracking"
                 | "sync_group_tracking_weight"
@@ -1058,9 +1093,7 @@ impl Conv {
             return None;
         };
         let port = match (port, default_port) {
-            (Some(p), Some(d)) if !p.text.is_empty() && p.text.bytes().all(|b| b == b'0') => {
-                Ok(d)
-            }
+            (Some(p), Some(d)) if !p.text.is_empty() && p.text.bytes().all(|b| b == b'0') => Ok(d),
             (Some(p), _) => Err(p),
             (None, Some(d)) => Ok(d),
             (None, None) => {
@@ -1226,8 +1259,8 @@ impl Conv {
                         .get(st, &fp, int(kw, 0, i64::from(u32::MAX)))
                         .unwrap_or(0);
                 }
-                "quorum_up" => vs.quorum_up = self.command(st, &fp),
-                "quorum_down" => vs.quorum_down = self.command(st, &fp),
+                "quorum_up" => vs.quorum_up = self.notify_script(st, &fp),
+                "quorum_down" => vs.quorum_down = self.notify_script(st, &fp),
                 "omega"
                 | "ha_suspend"
                 | "sorry_server_inhibit"
@@ -1346,8 +1379,8 @@ impl Conv {
                         defaults.virtualhost = Some(t.text.clone());
                     }
                 }
-                "notify_up" => b.notify_up = self.command(st, &fp),
-                "notify_down" => b.notify_down = self.command(st, &fp),
+                "notify_up" => b.notify_up = self.notify_script(st, &fp),
+                "notify_down" => b.notify_down = self.notify_script(st, &fp),
                 "lthreshold" | "warmup" | "smtp_alert" => self.ignored(st, "real_server"),
                 "BFD_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "PING_CHECK" | "FILE_CHECK" => {
                     self.d.error(

@@ -276,7 +276,10 @@ fn parameters(s: &str, quoted: bool, blank_after: bool) -> Vec<(usize, Parameter
                 )),
             ));
         } else if braced && !quoted {
-            out.push((at, Parameter::Expanded(format!("`{written}`: {unsupported}"))));
+            out.push((
+                at,
+                Parameter::Expanded(format!("`{written}`: {unsupported}")),
+            ));
         } else if braced {
             out.push((
                 at,
