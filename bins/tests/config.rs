@@ -2273,3 +2273,40 @@ fn notify_scripts_take_a_user_and_group() {
         "{e:?}"
     );
 }
+
+/// A notify script given twice keeps the first, as keepalived does ("notify_backup script
+/// already specified - ignoring", vrrp_parser.c and check_parser.c; tried with keepalived
+/// 2.2.7 for instances and sync groups): the last one used to win, and the warning said
+/// so. Other settings still keep the last.
+#[test]
+fn repeated_notify_scripts_keep_the_first() {
+    let text = "vrrp_sync_group G {\n    group {\n        VI_1\n        VI_2\n    }\n    notify /bin/g1.sh\n    notify /bin/g2.sh\n}\n\
+        vrrp_instance VI_1 {\n    interface lbnet0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.250\n    }\n    notify_master /bin/m1.sh\n\
+        \x20   notify_master /bin/m2.sh\n}\n\
+        vrrp_instance VI_2 {\n    interface lbnet0\n    virtual_router_id 52\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n\
+        virtual_server 198.18.0.250 80 {\n    protocol TCP\n    quorum_up /bin/q1.sh\n    quorum_up /bin/q2.sh\n\
+        real_server 198.18.0.2 80 {\n        notify_down /bin/d1.sh\n        notify_down /bin/d2.sh\n    }\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, text).unwrap();
+    let (cfg, w) = ok(&path);
+    let cmd = |n: &Option<config::model::NotifyScript>| n.as_ref().unwrap().command.clone();
+    assert_eq!(cmd(&cfg.sync_groups[0].notify), "/bin/g1.sh");
+    assert_eq!(cmd(&cfg.vrrp_instances[0].notify_master), "/bin/m1.sh");
+    assert_eq!(cmd(&cfg.virtual_servers[0].quorum_up), "/bin/q1.sh");
+    assert_eq!(cmd(&cfg.virtual_servers[0].backends[0].notify_down), "/bin/d1.sh");
+    let prefix = format!("{}:", path.display());
+    let w: Vec<String> = w.iter().map(|w| w.to_string().replace(&prefix, "")).collect();
+    let again = |at: &str, kw: &str, first: &str| {
+        format!("{at}: warning: `{kw}` is set again; the first value wins, as in keepalived (set at {first}): this one is ignored")
+    };
+    assert_eq!(
+        w,
+        [
+            again("7:5", "notify", "6:5"),
+            again("16:5", "notify_master", "15:5"),
+            again("28:5", "quorum_up", "27:5"),
+            again("31:9", "notify_down", "30:9"),
+        ]
+    );
+}

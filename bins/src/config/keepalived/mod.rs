@@ -316,6 +316,14 @@ impl Conv {
         Some(n)
     }
 
+    /// [`Conv::notify_script`] into `slot` unless an earlier line of the block set it:
+    /// keepalived keeps the first notify script of a kind (`warn_repeats` says so).
+    fn first_notify(&mut self, slot: &mut Option<NotifyScript>, s: &Stmt, path: &str) {
+        if slot.is_none() {
+            *slot = self.notify_script(s, path);
+        }
+    }
+
     /// Every argument joined by spaces (keepalived `make_strvec_str`), parsed as a
     /// keepalived hex string by `f` and recorded at `path`; an error at the first argument.
     fn hex<T>(
@@ -417,21 +425,41 @@ impl Conv {
             "group",
             "include",
         ];
+        // keepalived keeps the first of these ("… script already specified - ignoring").
+        const FIRST_WINS: &[&str] = &[
+            "notify_master",
+            "notify_backup",
+            "notify_fault",
+            "notify_stop",
+            "notify",
+            "notify_up",
+            "notify_down",
+            "quorum_up",
+            "quorum_down",
+        ];
         let mut seen: std::collections::HashMap<&str, &Location> = std::collections::HashMap::new();
         for st in b {
             let kw = st.keyword.text.as_str();
             if REPEATABLE.contains(&kw) {
                 continue;
             }
-            if let Some(first) = seen.insert(kw, &st.keyword.location) {
-                self.d.warn(
-                    &st.keyword.location,
-                    format!(
-                        "`{kw}` is set again; the last value wins (first set at {}:{})",
-                        first.line, first.column
-                    ),
-                );
-            }
+            let Some(first) = seen.get(kw).copied() else {
+                seen.insert(kw, &st.keyword.location);
+                continue;
+            };
+            let message = if FIRST_WINS.contains(&kw) {
+                format!(
+                    "`{kw}` is set again; the first value wins, as in keepalived (set at {}:{}): this one is ignored",
+                    first.line, first.column
+                )
+            } else {
+                seen.insert(kw, &st.keyword.location);
+                format!(
+                    "`{kw}` is set again; the last value wins (first set at {}:{})",
+                    first.line, first.column
+                )
+            };
+            self.d.warn(&st.keyword.location, message);
         }
     }
 
@@ -912,11 +940,11 @@ impl Conv {
                         });
                     }
                 }
-                "notify_master" => vi.notify_master = self.notify_script(st, &fp),
-                "notify_backup" => vi.notify_backup = self.notify_script(st, &fp),
-                "notify_fault" => vi.notify_fault = self.notify_script(st, &fp),
-                "notify_stop" => vi.notify_stop = self.notify_script(st, &fp),
-                "notify" => vi.notify = self.notify_script(st, &fp),
+                "notify_master" => self.first_notify(&mut vi.notify_master, st, &fp),
+                "notify_backup" => self.first_notify(&mut vi.notify_backup, st, &fp),
+                "notify_fault" => self.first_notify(&mut vi.notify_fault, st, &fp),
+                "notify_stop" => self.first_notify(&mut vi.notify_stop, st, &fp),
+                "notify" => self.first_notify(&mut vi.notify, st, &fp),
                 "smtp_alert"
                 | "dont_track_primary"
                 | "debug"
@@ -1059,10 +1087,10 @@ impl Conv {
                         }
                     }
                 }
-                "notify_master" => g.notify_master = self.notify_script(st, &fp),
-                "notify_backup" => g.notify_backup = self.notify_script(st, &fp),
-                "notify_fault" => g.notify_fault = self.notify_script(st, &fp),
-                "notify" => g.notify = self.notify_script(st, &fp),
+                "notify_master" => self.first_notify(&mut g.notify_master, st, &fp),
+                "notify_backup" => self.first_notify(&mut g.notify_backup, st, &fp),
+                "notify_fault" => self.first_notify(&mut g.notify_fault, st, &fp),
+                "notify" => self.first_notify(&mut g.notify, st, &fp),
                 "smtp_alert"
                 | "global_tracking"
                 | "sync_group_tracking_weight"
@@ -1259,8 +1287,8 @@ impl Conv {
                         .get(st, &fp, int(kw, 0, i64::from(u32::MAX)))
                         .unwrap_or(0);
                 }
-                "quorum_up" => vs.quorum_up = self.notify_script(st, &fp),
-                "quorum_down" => vs.quorum_down = self.notify_script(st, &fp),
+                "quorum_up" => self.first_notify(&mut vs.quorum_up, st, &fp),
+                "quorum_down" => self.first_notify(&mut vs.quorum_down, st, &fp),
                 "omega"
                 | "ha_suspend"
                 | "sorry_server_inhibit"
@@ -1379,8 +1407,8 @@ impl Conv {
                         defaults.virtualhost = Some(t.text.clone());
                     }
                 }
-                "notify_up" => b.notify_up = self.notify_script(st, &fp),
-                "notify_down" => b.notify_down = self.notify_script(st, &fp),
+                "notify_up" => self.first_notify(&mut b.notify_up, st, &fp),
+                "notify_down" => self.first_notify(&mut b.notify_down, st, &fp),
                 "lthreshold" | "warmup" | "smtp_alert" => self.ignored(st, "real_server"),
                 "BFD_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "PING_CHECK" | "FILE_CHECK" => {
                     self.d.error(
