@@ -2310,3 +2310,29 @@ fn repeated_notify_scripts_keep_the_first() {
         ]
     );
 }
+
+/// `authentication` without `auth_type` is no authentication, as in keepalived 2.2.7
+/// ("Authentication type = none", without a word), now with a warning at the block: a
+/// password written without its type was dropped silently.
+#[test]
+fn authentication_without_type_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    for (block, message) in [
+        ("auth_pass secret", "authentication has auth_pass but no auth_type: no authentication, as in keepalived (write auth_type PASS to use the password)"),
+        ("", "authentication has no auth_type: no authentication, as in keepalived"),
+    ] {
+        std::fs::write(
+            &path,
+            BASE_INSTANCE.replace(
+                "    priority 100\n",
+                &format!("    priority 100\n    authentication {{\n        {block}\n    }}\n"),
+            ),
+        )
+        .unwrap();
+        let (cfg, w) = ok(&path);
+        assert_eq!(cfg.vrrp_instances[0].authentication, None);
+        let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert_eq!(w, [format!("{}:5:5: warning: {message}", path.display())]);
+    }
+}

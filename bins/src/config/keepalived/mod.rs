@@ -991,10 +991,12 @@ impl Conv {
         self.record(p, &s.keyword.location);
         let mut pass = None;
         let mut ok_type = false;
+        let mut type_written = false;
         for st in self.section(s) {
             self.no_block(st);
             match st.keyword.text.as_str() {
                 "auth_type" => {
+                    type_written = true;
                     ok_type = self
                         .get(st, &format!("{p}.auth_type"), |v| match v {
                             "PASS" => Ok(true),
@@ -1022,6 +1024,18 @@ impl Conv {
             (true, None) => {
                 self.d
                     .error(&s.keyword.location, "authentication has no auth_pass");
+                None
+            }
+            (false, pass) if !type_written => {
+                // keepalived 2.2.7 -d: "Authentication type = none", without a word.
+                self.d.warn(
+                    &s.keyword.location,
+                    if pass.is_some() {
+                        "authentication has auth_pass but no auth_type: no authentication, as in keepalived (write auth_type PASS to use the password)"
+                    } else {
+                        "authentication has no auth_type: no authentication, as in keepalived"
+                    },
+                );
                 None
             }
             _ => None,
