@@ -2336,3 +2336,39 @@ fn authentication_without_type_warns() {
         assert_eq!(w, [format!("{}:5:5: warning: {message}", path.display())]);
     }
 }
+
+/// Settings lb-node ignores but keepalived acts on say what keepalived would do (they used
+/// to "have no effect in lb-node"); a real server's or sorry server's `lvs_method DR` is
+/// refused as a virtual server's is (it was an unknown keyword, or ignored).
+#[test]
+fn ignored_settings_say_what_keepalived_does() {
+    let text = "global_defs {\n    script_user nobody\n}\n\
+        vrrp_sync_group G {\n    group {\n        VI_1\n        VI_2\n    }\n    track_interface {\n        eth1\n    }\n}\n\
+        vrrp_instance VI_1 {\n    interface lbnet0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.250\n    }\n}\n\
+        vrrp_instance VI_2 {\n    interface lbnet0\n    virtual_router_id 52\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n\
+        virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.2 80 {\n        MISC_CHECK {\n            misc_path /bin/true\n            user nobody\n        }\n\
+        HTTP_GET {\n            url {\n                path /\n                virtualhost u.example\n            }\n        }\n    }\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, text).unwrap();
+    let (_, w) = ok(&path);
+    let prefix = format!("{}:", path.display());
+    let w: Vec<String> = w.iter().map(|w| w.to_string().replace(&prefix, "")).collect();
+    assert_eq!(
+        w,
+        [
+            "2:5: warning: `script_user` in global_defs is ignored: keepalived runs every script that names no user as this user (else as keepalived_script, or root); lb-node runs such scripts as its own user",
+            "9:5: warning: `track_interface` in vrrp_sync_group is ignored: keepalived tracks it for every instance of the group (a failure faults the whole group); lb-node does not: track it in each vrrp_instance",
+            "32:13: warning: `user` in MISC_CHECK is ignored: keepalived runs the program as this user (and group); lb-node runs it as its own user",
+            "37:17: warning: `virtualhost` in url is ignored: keepalived sends this Host header for this url; lb-node sends the check's (else its real or virtual server's) for every url",
+        ]
+    );
+    let dr = "lb_kind DR is not supported: lb-node is a full proxy (it terminates connections and opens its own to the backends, like NAT); use lb_kind NAT";
+    assert_eq!(
+        errors(
+            "k.conf",
+            "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.2 80 {\n        lvs_method DR\n    }\n    sorry_server 198.18.0.9 80\n    sorry_server_lvs_method DR\n}\n"
+        ),
+        [format!("k.conf:4:20: {dr}"), format!("k.conf:7:29: {dr}")]
+    );
+}

@@ -207,6 +207,18 @@ fn int<T: TryFrom<i64>>(kw: &str, lo: i64, hi: i64) -> impl Fn(&str) -> Result<T
     }
 }
 
+/// `lb_kind`/`lvs_method` of a virtual server, or `lvs_method` of a real server: only NAT,
+/// what a full proxy does.
+fn forwarding_method(v: &str) -> Result<(), String> {
+    match v.to_ascii_uppercase().as_str() {
+        "NAT" => Ok(()),
+        "DR" | "TUN" => Err(format!(
+            "lb_kind {v} is not supported: lb-node is a full proxy (it terminates connections and opens its own to the backends, like NAT); use lb_kind NAT"
+        )),
+        _ => Err(format!("unknown lb_kind {v:?} (expected NAT)")),
+    }
+}
+
 fn ip(s: &str) -> Result<IpAddr, String> {
     s.parse().map_err(|_| format!("{s:?} is not an IP address"))
 }
@@ -507,9 +519,18 @@ impl Conv {
         self.d.warn(
             &s.keyword.location,
             format!(
-                "`{}` in {section} has no effect in lb-node, ignored",
+                "`{}` in {section} is not supported by lb-node, ignored",
                 s.keyword.text
             ),
+        );
+    }
+
+    /// [`Conv::ignored`] for a setting that changes what keepalived does: `why` says what
+    /// keepalived does with it and what lb-node does instead.
+    fn ignored_unlike_keepalived(&mut self, s: &Stmt, section: &str, why: &str) {
+        self.d.warn(
+            &s.keyword.location,
+            format!("`{}` in {section} is ignored: {why}", s.keyword.text),
         );
     }
 
@@ -645,7 +666,6 @@ impl Conv {
                 | "smtp_connect_timeout"
                 | "smtp_helo_name"
                 | "enable_script_security"
-                | "script_user"
                 | "vrrp_strict"
                 | "vrrp_garp_interval"
                 | "vrrp_gna_interval"
@@ -662,6 +682,11 @@ impl Conv {
                 | "enable_traps"
                 | "snmp_socket"
                 | "lvs_flush" => self.ignored(s, "global_defs"),
+                "script_user" => self.ignored_unlike_keepalived(
+                    s,
+                    "global_defs",
+                    "keepalived runs every script that names no user as this user (else as keepalived_script, or root); lb-node runs such scripts as its own user",
+                ),
                 _ => self.unknown(s, "global_defs"),
             }
         }
@@ -1105,12 +1130,19 @@ impl Conv {
                 "notify_backup" => self.first_notify(&mut g.notify_backup, st, &fp),
                 "notify_fault" => self.first_notify(&mut g.notify_fault, st, &fp),
                 "notify" => self.first_notify(&mut g.notify, st, &fp),
-                "smtp_alert"
-                | "global_tracking"
-                | "sync_group_tracking_weight"
-                | "notify_stop"
-                | "track_interface"
-                | "track_script" => self.ignored(st, "vrrp_sync_group"),
+                "smtp_alert" | "global_tracking" | "sync_group_tracking_weight" => {
+                    self.ignored(st, "vrrp_sync_group")
+                }
+                "notify_stop" => self.ignored_unlike_keepalived(
+                    st,
+                    "vrrp_sync_group",
+                    "keepalived runs it when the group stops; lb-node does not",
+                ),
+                "track_interface" | "track_script" => self.ignored_unlike_keepalived(
+                    st,
+                    "vrrp_sync_group",
+                    "keepalived tracks it for every instance of the group (a failure faults the whole group); lb-node does not: track it in each vrrp_instance",
+                ),
                 _ => self.unknown(st, "vrrp_sync_group"),
             }
         }
@@ -1222,14 +1254,8 @@ impl Conv {
                         vs.lb_algo = a;
                     }
                 }
-                "lb_kind" | "lvs_method" => {
-                    self.get(st, &fp, |v| match v.to_ascii_uppercase().as_str() {
-                        "NAT" => Ok(()),
-                        "DR" | "TUN" => Err(format!(
-                            "lb_kind {v} is not supported: lb-node is a full proxy (it terminates connections and opens its own to the backends, like NAT); use lb_kind NAT"
-                        )),
-                        _ => Err(format!("unknown lb_kind {v:?} (expected NAT)")),
-                    });
+                "lb_kind" | "lvs_method" | "sorry_server_lvs_method" => {
+                    self.get(st, &fp, forwarding_method);
                 }
                 "persistence_timeout" => {
                     persistence_timeout_set = true;
@@ -1306,7 +1332,6 @@ impl Conv {
                 "omega"
                 | "ha_suspend"
                 | "sorry_server_inhibit"
-                | "sorry_server_lvs_method"
                 | "warmup"
                 | "smtp_alert" => self.ignored(st, "virtual_server"),
                 _ => self.unknown(st, "virtual_server"),
@@ -1424,6 +1449,9 @@ impl Conv {
                 "notify_up" => self.first_notify(&mut b.notify_up, st, &fp),
                 "notify_down" => self.first_notify(&mut b.notify_down, st, &fp),
                 "lthreshold" | "warmup" | "smtp_alert" => self.ignored(st, "real_server"),
+                "lvs_method" => {
+                    self.get(st, &fp, forwarding_method);
+                }
                 "BFD_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "PING_CHECK" | "FILE_CHECK" => {
                     self.d.error(
                         &st.keyword.location,
@@ -1518,10 +1546,15 @@ impl Conv {
                         .get(st, &fp, int(kw, 0, i64::from(u16::MAX)))
                         .unwrap_or(udp.max_reply_length);
                 }
-                "bind_port" | "bind_if" | "warmup" | "fwmark" | "user" | "log_all_failures"
+                "bind_port" | "bind_if" | "warmup" | "fwmark" | "log_all_failures"
                 | "enable_sni" | "tls_compliant" | "protocol" | "http_protocol" => {
                     self.ignored(st, kw0)
                 }
+                "user" if kw0 == "MISC_CHECK" => self.ignored_unlike_keepalived(
+                    st,
+                    kw0,
+                    "keepalived runs the program as this user (and group); lb-node runs it as its own user",
+                ),
                 _ => self.unknown(st, kw0),
             }
         }
@@ -1613,10 +1646,15 @@ impl Conv {
                 }
                 "status_code" => u.status_code = self.status_codes(st, &fp),
                 "digest" => u.digest = self.value(st, &fp).map(|t| t.text.clone()),
-                "virtualhost" | "regex" | "regex_no_match" | "regex_options" | "regex_stack"
+                "regex" | "regex_no_match" | "regex_options" | "regex_stack"
                 | "regex_min_offset" | "regex_max_offset" | "fail_on_match" => {
                     self.ignored(st, "url")
                 }
+                "virtualhost" => self.ignored_unlike_keepalived(
+                    st,
+                    "url",
+                    "keepalived sends this Host header for this url; lb-node sends the check's (else its real or virtual server's) for every url",
+                ),
                 _ => self.unknown(st, "url"),
             }
         }
