@@ -2294,9 +2294,15 @@ fn repeated_notify_scripts_keep_the_first() {
     assert_eq!(cmd(&cfg.sync_groups[0].notify), "/bin/g1.sh");
     assert_eq!(cmd(&cfg.vrrp_instances[0].notify_master), "/bin/m1.sh");
     assert_eq!(cmd(&cfg.virtual_servers[0].quorum_up), "/bin/q1.sh");
-    assert_eq!(cmd(&cfg.virtual_servers[0].backends[0].notify_down), "/bin/d1.sh");
+    assert_eq!(
+        cmd(&cfg.virtual_servers[0].backends[0].notify_down),
+        "/bin/d1.sh"
+    );
     let prefix = format!("{}:", path.display());
-    let w: Vec<String> = w.iter().map(|w| w.to_string().replace(&prefix, "")).collect();
+    let w: Vec<String> = w
+        .iter()
+        .map(|w| w.to_string().replace(&prefix, ""))
+        .collect();
     let again = |at: &str, kw: &str, first: &str| {
         format!("{at}: warning: `{kw}` is set again; the first value wins, as in keepalived (set at {first}): this one is ignored")
     };
@@ -2353,7 +2359,10 @@ fn ignored_settings_say_what_keepalived_does() {
     std::fs::write(&path, text).unwrap();
     let (_, w) = ok(&path);
     let prefix = format!("{}:", path.display());
-    let w: Vec<String> = w.iter().map(|w| w.to_string().replace(&prefix, "")).collect();
+    let w: Vec<String> = w
+        .iter()
+        .map(|w| w.to_string().replace(&prefix, ""))
+        .collect();
     assert_eq!(
         w,
         [

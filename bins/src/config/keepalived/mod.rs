@@ -1329,11 +1329,9 @@ impl Conv {
                 }
                 "quorum_up" => self.first_notify(&mut vs.quorum_up, st, &fp),
                 "quorum_down" => self.first_notify(&mut vs.quorum_down, st, &fp),
-                "omega"
-                | "ha_suspend"
-                | "sorry_server_inhibit"
-                | "warmup"
-                | "smtp_alert" => self.ignored(st, "virtual_server"),
+                "omega" | "ha_suspend" | "sorry_server_inhibit" | "warmup" | "smtp_alert" => {
+                    self.ignored(st, "virtual_server")
+                }
                 _ => self.unknown(st, "virtual_server"),
             }
         }

@@ -538,7 +538,7 @@ impl Parser<'_> {
         // csh-style braces first, as keepalived's glob(3) with GLOB_BRACE: each
         // alternative's matches in order, sorted within it, each file once.
         let alternatives = expand_braces(&pattern.text);
-        let braced = alternatives.len() > 1 || alternatives[0] != pattern.text;
+        let braced = alternatives.as_slice() != [pattern.text.as_str()];
         let mut files: Vec<PathBuf> = Vec::new();
         let mut matched_any = false;
         // Alternatives without a wildcard that name no file (keepalived's brace_match).
