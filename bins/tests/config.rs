@@ -175,7 +175,7 @@ fn seed_002_unicast_peers_and_vrrp_script() {
     );
     assert_eq!(vi.track_script[0].script, "chk_nginx");
     assert_eq!(
-        vi.notify_master.as_deref(),
+        vi.notify_master.as_ref().map(|n| n.command.as_str()),
         Some("/etc/keepalived/notify.sh master")
     );
 }
@@ -191,7 +191,7 @@ fn includes_are_expanded_relative_to_the_including_file() {
     );
     assert_eq!(cfg.virtual_servers[0].lb_algo.name(), "wrr");
     match &cfg.virtual_servers[0].backends[0].checks[0].kind {
-        CheckKind::Http(h) => assert_eq!(h.url[0].status_code, Some(200)),
+        CheckKind::Http(h) => assert_eq!(h.url[0].status_code, Some("200".parse().unwrap())),
         k => panic!("{k:?}"),
     }
 }
@@ -1637,4 +1637,747 @@ fn no_accept_warns_about_virtual_servers_on_its_vips() {
     assert!(warned(conf("accept", 100, "198.18.0.250")).is_empty());
     assert!(warned(conf("no_accept", 255, "198.18.0.250")).is_empty());
     assert!(warned(conf("no_accept", 100, "198.18.0.251")).is_empty());
+}
+
+/// Loads `main.conf` of `dir`: the model and warnings, or the errors, as strings with the
+/// directory stripped.
+fn load_in(dir: &Path) -> Result<(Config, Vec<String>), Vec<String>> {
+    let prefix = format!("{}/", dir.display());
+    let strip = |s: String| s.replace(&prefix, "");
+    match config::load(&dir.join("main.conf")) {
+        Ok((c, w)) => Ok((c, w.into_iter().map(|w| strip(w.to_string())).collect())),
+        Err(e) => Err(e.into_iter().map(|e| strip(e.to_string())).collect()),
+    }
+}
+
+/// keepalived's include variants read files as `include` does, each with its checks
+/// (keepalived.conf(5), `include_check`; tried with keepalived 2.2.7 `-t`): `includer` only
+/// refuses what it cannot read (a directory), `includem` also a missing file named without
+/// wildcards, `includew` also a pattern matching nothing, `includeb` a brace alternative
+/// without wildcards naming no file, `includea` everything. They used to be unknown
+/// keywords: a warning, and nothing they named was read.
+#[test]
+fn include_variants_read_files_with_keepalived_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("vi.conf"), BASE_INSTANCE).unwrap();
+    std::fs::create_dir(d.join("sub.d")).unwrap();
+    for kw in [
+        "include", "includer", "includem", "includew", "includeb", "includea",
+    ] {
+        std::fs::write(d.join("main.conf"), format!("{kw} vi.conf\n")).unwrap();
+        let (cfg, w) = load_in(d).unwrap_or_else(|e| panic!("{kw}: {e:?}"));
+        assert!(w.is_empty(), "{kw}: {w:?}");
+        assert_eq!(cfg.vrrp_instances.len(), 1, "{kw}");
+    }
+    // (keyword, pattern, expected: Ok(warning) or Err(error)), all at main.conf:1:10.
+    let cases: &[(&str, &str, Result<&str, &str>)] = &[
+        (
+            "include",
+            "missing.conf",
+            Err("included file missing.conf does not exist"),
+        ),
+        (
+            "includer",
+            "missing.conf",
+            Ok("included file missing.conf does not exist; nothing included"),
+        ),
+        (
+            "includem",
+            "missing.conf",
+            Err("included file missing.conf does not exist"),
+        ),
+        (
+            "includew",
+            "missing.conf",
+            Err("included file missing.conf does not exist"),
+        ),
+        (
+            "includeb",
+            "missing.conf",
+            Ok("included file missing.conf does not exist; nothing included"),
+        ),
+        (
+            "includea",
+            "missing.conf",
+            Err("included file missing.conf does not exist"),
+        ),
+        (
+            "includer",
+            "none*.conf",
+            Ok("includer \"none*.conf\" matches no file; nothing included"),
+        ),
+        (
+            "includem",
+            "none*.conf",
+            Ok("includem \"none*.conf\" matches no file; nothing included"),
+        ),
+        (
+            "includew",
+            "none*.conf",
+            Err("includew \"none*.conf\" matches no file"),
+        ),
+        (
+            "includea",
+            "none*.conf",
+            Err("includea \"none*.conf\" matches no file"),
+        ),
+        (
+            "includem",
+            "{m1,m2}.conf",
+            Ok("includem \"{m1,m2}.conf\" matches no file; nothing included"),
+        ),
+        (
+            "includeb",
+            "{m1,m2}.conf",
+            Err("includeb \"{m1,m2}.conf\" matches no file"),
+        ),
+        (
+            "include",
+            "{vi,m2}.conf",
+            Ok("include \"{vi,m2}.conf\": \"m2.conf\" names no file"),
+        ),
+        (
+            "includeb",
+            "{vi,m2}.conf",
+            Err("includeb \"{vi,m2}.conf\": \"m2.conf\" names no file"),
+        ),
+        (
+            "includea",
+            "{vi,m2}.conf",
+            Err("includea \"{vi,m2}.conf\": \"m2.conf\" names no file"),
+        ),
+        (
+            "include",
+            "sub.d",
+            Ok("include: sub.d is a directory, not a file; skipped"),
+        ),
+        (
+            "includer",
+            "sub.d",
+            Err("includer: sub.d is a directory, not a file"),
+        ),
+    ];
+    for (kw, pattern, expected) in cases {
+        std::fs::write(d.join("main.conf"), format!("{kw} {pattern}\n")).unwrap();
+        let col = kw.len() + 2;
+        match (load_in(d), expected) {
+            (Ok((_, w)), Ok(m)) => {
+                assert_eq!(
+                    w,
+                    [format!("main.conf:1:{col}: warning: {m}")],
+                    "{kw} {pattern}"
+                )
+            }
+            (Err(e), Err(m)) => {
+                assert_eq!(e, [format!("main.conf:1:{col}: {m}")], "{kw} {pattern}")
+            }
+            (got, _) => panic!("{kw} {pattern}: {got:?}"),
+        }
+    }
+    // An alternative with a wildcard may match nothing, even for includeb.
+    std::fs::write(d.join("main.conf"), "includeb {vi,none*}.conf\n").unwrap();
+    let (cfg, w) = load_in(d).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(cfg.vrrp_instances.len(), 1);
+}
+
+/// Files that include one another are refused where the cycle closes, and the number of
+/// files read is capped: three files each including `*.conf` used to be read until the
+/// depth limit, about 43 million parses (`lb-node --check` still running after 30 s, and a
+/// reload stalling the daemon). keepalived 2.2.7 loops forever on them.
+#[test]
+fn include_cycles_and_fan_out_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for f in ["main", "b", "c"] {
+        std::fs::write(d.join(format!("{f}.conf")), "include *.conf\n").unwrap();
+    }
+    let start = tokio::time::Instant::now();
+    let mut e = load_in(d).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    e.sort();
+    let cycle = |at: &str, file: &str| {
+        format!("{at}.conf:1:9: include cycle: {file}.conf is already being read, not read again")
+    };
+    let mut expected = Vec::new();
+    for (at, files) in [("b", ["b", "c", "main"]), ("c", ["b", "c", "main"])] {
+        for file in files {
+            expected.push(cycle(at, file));
+        }
+    }
+    expected.push(cycle("main", "main"));
+    assert_eq!(e, expected);
+    // No cycle, but 10 + 100 + 1000 inclusions: refused past 1000.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for level in ["l1", "l2", "l3"] {
+        std::fs::create_dir(d.join(level)).unwrap();
+    }
+    std::fs::write(d.join("main.conf"), "include l1/*.conf\n").unwrap();
+    for i in 0..10 {
+        std::fs::write(d.join(format!("l1/{i}.conf")), "include ../l2/*.conf\n").unwrap();
+        std::fs::write(d.join(format!("l2/{i}.conf")), "include ../l3/*.conf\n").unwrap();
+        std::fs::write(d.join(format!("l3/{i}.conf")), "! empty\n").unwrap();
+    }
+    // 10 l1 files, each including 10 l2 files, each including 10 l3 files: 1110 inclusions;
+    // l1/9.conf is the 1000th (9 × 111 + 1), and its first include goes past the cap.
+    assert_eq!(
+        load_in(d).unwrap_err(),
+        ["l1/9.conf:1:9: more than 1000 files included: not reading any more"]
+    );
+}
+
+/// keepalived replaces its predefined parameters (`${_PWD}`, `$_PWD ` followed by a blank,
+/// `_INSTANCE`, `_RANDOM`, `_HASH`, `_BANG`) and repeats `~SEQ` lines; lb-node does
+/// neither, and refuses them where they are written. `script "${_PWD}/check.sh"` used to
+/// keep the text (sh ran `/check.sh`), and a `~SEQ` line was split into unrelated
+/// statements with a valid result of one backend instead of three. Other `${NAME}`
+/// stay as written, as keepalived leaves names it has no definition for (lb-node reads
+/// none): in a quoted command with a warning, in a bare word an error (keepalived splits
+/// the word at its braces).
+#[test]
+fn keepalived_parameters_and_sequences_are_refused() {
+    let vs =
+        |body: &str| format!("virtual_server 198.18.0.250 80 {{\n    protocol TCP\n{body}}}\n");
+    let script = |line: &str| format!("vrrp_script chk {{\n    {line}\n}}\n");
+    assert_eq!(
+        errors("k.conf", &script("script \"${_PWD}/check.sh\"")),
+        ["k.conf:2:13: `${_PWD}`: keepalived replaces it by its value, lb-node does not: keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out"]
+    );
+    assert_eq!(
+        errors("k.conf", &script("script /bin/true $_HASH")),
+        ["k.conf:2:22: `$_HASH`: keepalived replaces it by its value, lb-node does not: keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out"]
+    );
+    assert_eq!(
+        errors("k.conf", &script("script \"/bin/echo ${_RANDOM 1 10}\"")),
+        ["k.conf:2:23: `${_RANDOM 1 10}`: keepalived replaces it by its value, lb-node does not: keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out"]
+    );
+    assert_eq!(
+        errors("k.conf", &script("script ${CHECKS}/check.sh")),
+        ["k.conf:2:12: `${CHECKS}`: keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out"]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            &vs("    ~SEQ(N, 3, 5) real_server 198.18.0.${N} 80 { weight 2 }\n")
+        ),
+        [
+            "k.conf:3:5: `~SEQ(…)`: keepalived sequence expansion (~SEQ, ~LST) is not supported: write each line out",
+            "k.conf:3:40: `${N}`: keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out",
+        ]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            &vs("    ~LST(N, 2, 3) real_server 198.18.0.2 8$N {\n        weight 2\n    }\n    real_server 198.18.0.9 80\n")
+        ),
+        ["k.conf:3:5: `~LST(…)`: keepalived sequence expansion (~SEQ, ~LST) is not supported: write each line out"]
+    );
+    // What keepalived leaves as written: `$_PWD` not followed by a blank, a name it has no
+    // definition for.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(
+        &path,
+        script("script \"/bin/sh -c 'test -d $_PWD/x || echo ${HOME}'\""),
+    )
+    .unwrap();
+    let (cfg, w) = ok(&path);
+    assert_eq!(
+        cfg.vrrp_scripts[0].script,
+        "/bin/sh -c 'test -d $_PWD/x || echo ${HOME}'"
+    );
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        [format!("{}:2:49: warning: `${{HOME}}` is kept as written, as keepalived does without a definition of HOME (lb-node reads no parameter definitions)", path.display())]
+    );
+}
+
+/// Entries of a second `track_script` or `track_service` block (and `track_interface`) are
+/// located at their own lines: the model's lists take both blocks, and the recorded
+/// locations restarted at index 0 in each block, so an error in the second block named
+/// the first block's line.
+#[test]
+fn repeated_track_blocks_locate_their_entries() {
+    let text = "vrrp_script chk {\n    script /bin/true\n}\n\
+        vrrp_instance VI_1 {\n    interface lbnet0\n    virtual_router_id 51\n\
+        track_script {\n        chk\n    }\n    track_script {\n        nope\n    }\n\
+        track_service {\n        198.18.0.250:80\n    }\n    track_service {\n        other\n    }\n\
+        virtual_ipaddress {\n        198.18.0.250\n    }\n}\n\
+        virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.2 80\n}\n";
+    assert_eq!(
+        errors("k.conf", text),
+        [
+            "k.conf:11:9: track_script names unknown vrrp_script \"nope\"",
+            "k.conf:17:9: track_service names unknown virtual server \"other\"",
+        ]
+    );
+}
+
+/// `uthreshold 0` is no upper threshold, as in IPVS and keepalived (check_parser.c reads
+/// 0..UINT_MAX; ipvsadm's `-x 0` is no limit). It was refused as "maxconn 0 would refuse
+/// every connection". lb's own `maxconn 0` is still refused, as in TOML.
+#[test]
+fn uthreshold_zero_is_no_limit() {
+    let vs = |rs: &str| {
+        format!("virtual_server 198.18.0.250 80 {{\n    protocol TCP\n    real_server 198.18.0.2 80 {{\n        {rs}\n    }}\n}}\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, vs("uthreshold 0")).unwrap();
+    let (cfg, w) = ok(&path);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(cfg.virtual_servers[0].backends[0].maxconn, None);
+    std::fs::write(&path, vs("uthreshold 7")).unwrap();
+    assert_eq!(ok(&path).0.virtual_servers[0].backends[0].maxconn, Some(7));
+    assert_eq!(
+        errors("k.conf", &vs("maxconn 0")),
+        ["k.conf:4:17: maxconn 0 would refuse every connection (use weight 0 to drain)"]
+    );
+}
+
+/// A keepalived.conf virtual server without `lb_algo` schedules with wlc, keepalived's
+/// default ("no scheduler set, setting default 'wlc'"); it used rr, the TOML default,
+/// which stays.
+#[test]
+fn keepalived_default_scheduler_is_wlc() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(
+        &path,
+        "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.2 80\n}\n",
+    )
+    .unwrap();
+    assert_eq!(ok(&path).0.virtual_servers[0].lb_algo.name(), "wlc");
+    let toml = load_toml("[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n");
+    assert_eq!(toml.virtual_servers[0].lb_algo.name(), "rr");
+}
+
+/// keepalived's persistence forms (check_parser.c pto_handler, pgr_handler): a bare
+/// `persistence_timeout` is 360 s; a `persistence_granularity` alone turns persistence on
+/// for 360 s; on an IPv6 virtual server the granularity is a prefix length 1..=128. The
+/// bare timeout was refused ("needs a value"), a granularity alone left persistence off,
+/// and `persistence_granularity 64` on IPv6 was refused as an IPv4 prefix.
+#[test]
+fn persistence_forms_follow_keepalived() {
+    let vs = |listen: &str, backend: &str, body: &str| {
+        format!("virtual_server {listen} 80 {{\n    protocol TCP\n{body}    real_server {backend} 80\n}}\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    let load = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        let (cfg, w) = ok(&path);
+        assert!(w.is_empty(), "{w:?}");
+        cfg.virtual_servers[0].clone()
+    };
+    let v = load(vs(
+        "198.18.0.250",
+        "198.18.0.2",
+        "    persistence_timeout\n",
+    ));
+    assert_eq!(v.persistence_timeout, Some(Duration::from_secs(360)));
+    let v = load(vs(
+        "198.18.0.250",
+        "198.18.0.2",
+        "    persistence_granularity 255.255.255.0\n",
+    ));
+    assert_eq!(v.persistence_timeout, Some(Duration::from_secs(360)));
+    assert_eq!(v.persistence_granularity.v4_prefix, 24);
+    // Written after the granularity, the timeout is kept.
+    let v = load(vs(
+        "198.18.0.250",
+        "198.18.0.2",
+        "    persistence_granularity 255.255.255.0\n    persistence_timeout 50\n",
+    ));
+    assert_eq!(v.persistence_timeout, Some(Duration::from_secs(50)));
+    let v = load(vs(
+        "2001:db8::1",
+        "2001:db8::2",
+        "    persistence_granularity 64\n",
+    ));
+    assert_eq!(v.persistence_timeout, Some(Duration::from_secs(360)));
+    assert_eq!(
+        (
+            v.persistence_granularity.v4_prefix,
+            v.persistence_granularity.v6_prefix
+        ),
+        (32, 64)
+    );
+    for bad in ["0", "129", "ffff:ffff::"] {
+        let e = errors(
+            "k.conf",
+            &vs(
+                "2001:db8::1",
+                "2001:db8::2",
+                &format!("    persistence_granularity {bad}\n"),
+            ),
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("k.conf:3:29: persistence_granularity "),
+            "{e:?}"
+        );
+    }
+}
+
+/// A real or sorry server written without a port (or with port 0) takes its virtual
+/// server's, as keepalived does (check_data.c validate_check_config, for NAT); they were
+/// refused ("needs an address and a port"). A virtual server still needs its port.
+#[test]
+fn real_and_sorry_servers_default_to_the_virtual_server_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(
+        &path,
+        "virtual_server 198.18.0.250 8080 {\n    protocol TCP\n    real_server 198.18.0.2 {\n        weight 2\n    }\n    real_server 198.18.0.3 0\n    real_server 198.18.0.4 81\n    sorry_server 198.18.0.9\n}\n",
+    )
+    .unwrap();
+    let (cfg, w) = ok(&path);
+    assert!(w.is_empty(), "{w:?}");
+    let addrs: Vec<String> = cfg.virtual_servers[0]
+        .backends
+        .iter()
+        .map(|b| b.address.to_string())
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            "198.18.0.2:8080",
+            "198.18.0.3:8080",
+            "198.18.0.4:81",
+            "198.18.0.9:8080"
+        ]
+    );
+    assert_eq!(cfg.virtual_servers[0].backends[0].weight.get(), 2);
+    assert!(cfg.virtual_servers[0].backends[3].backup);
+    assert_eq!(
+        errors(
+            "k.conf",
+            "virtual_server 198.18.0.250 {\n    protocol TCP\n}\n"
+        ),
+        ["k.conf:1:1: `virtual_server` needs an address and a port"]
+    );
+}
+
+/// What a check inherits follows keepalived's validate_check_config (check_data.c): the
+/// check's own setting, else its real server's, else its virtual server's. A real server's
+/// `connect_timeout`, `alpha` and `virtualhost` were ignored (with a warning, or "has no
+/// effect"), a virtual server's `connect_timeout` did not reach the checks (5 s), and a real
+/// server's `inhibit_on_failure no` could not turn off its virtual server's.
+#[test]
+fn checks_inherit_from_real_and_virtual_servers_as_keepalived() {
+    let text = "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    connect_timeout 2\n    virtualhost vs.example\n    inhibit_on_failure\n\
+        real_server 198.18.0.2 80 {\n        connect_timeout 1\n        alpha\n        virtualhost rs.example\n        inhibit_on_failure no\n\
+        TCP_CHECK {\n        }\n        HTTP_GET {\n            url {\n                path /\n            }\n        }\n\
+        HTTP_GET {\n            connect_timeout 4\n            virtualhost own.example\n            alpha off\n            url {\n                path /\n            }\n        }\n    }\n\
+        real_server 198.18.0.3 80 {\n        HTTP_GET {\n            url {\n                path /\n            }\n        }\n\
+        MISC_CHECK {\n            misc_path /bin/true\n        }\n    }\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, text).unwrap();
+    let (cfg, w) = ok(&path);
+    assert!(w.is_empty(), "{w:?}");
+    let vs = &cfg.virtual_servers[0];
+    assert_eq!(vs.connect_timeout, Duration::from_secs(2));
+    let host = |c: &config::model::HealthCheck| match &c.kind {
+        CheckKind::Http(h) => h.virtualhost.clone(),
+        _ => None,
+    };
+    let [rs2, rs3] = [&vs.backends[0], &vs.backends[1]];
+    let timeouts: Vec<u64> = rs2
+        .checks
+        .iter()
+        .map(|c| c.connect_timeout.as_secs())
+        .collect();
+    assert_eq!(timeouts, [1, 1, 4]);
+    assert_eq!(
+        rs2.checks.iter().map(|c| c.alpha).collect::<Vec<_>>(),
+        [Some(true), Some(true), Some(false)]
+    );
+    assert!(rs2.starts_down(vs));
+    assert_eq!(host(&rs2.checks[1]).as_deref(), Some("rs.example"));
+    assert_eq!(host(&rs2.checks[2]).as_deref(), Some("own.example"));
+    assert!(!rs2.inhibit_on_failure);
+    assert_eq!(rs3.checks[0].connect_timeout, Duration::from_secs(2));
+    assert_eq!(host(&rs3.checks[0]).as_deref(), Some("vs.example"));
+    assert_eq!(rs3.checks[0].alpha, None);
+    assert!(!rs3.starts_down(vs));
+    assert!(rs3.inhibit_on_failure);
+    // A MISC_CHECK opens no connection: nothing to inherit.
+    assert_eq!(rs3.checks[1].connect_timeout, Duration::from_secs(5));
+}
+
+/// `status_code` takes keepalived's list of codes and ranges (keepalived.conf(5):
+/// `status_code <INTEGER|RANGE> [<INTEGER|RANGE>] ...`), all of which pass; TOML takes a
+/// number or a string of them. A range was refused and a list kept only its first code,
+/// with a warning.
+#[test]
+fn status_code_takes_ranges_and_lists() {
+    let vs = |codes: &str| {
+        format!("virtual_server 198.18.0.250 80 {{\n    protocol TCP\n    real_server 198.18.0.2 80 {{\n        HTTP_GET {{\n            url {{\n                path /\n                status_code {codes}\n            }}\n        }}\n    }}\n}}\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, vs("200-299 301 404-404")).unwrap();
+    let (cfg, w) = ok(&path);
+    assert!(w.is_empty(), "{w:?}");
+    let CheckKind::Http(h) = &cfg.virtual_servers[0].backends[0].checks[0].kind else {
+        panic!()
+    };
+    let set = h.url[0].status_code.as_ref().unwrap();
+    assert_eq!(set.to_string(), "200-299,301,404");
+    assert!(set.contains(204) && set.contains(301) && set.contains(404) && !set.contains(302));
+    for (bad, word, col) in [
+        ("200-", "200-", 29),
+        ("200 99", "99", 33),
+        ("200,302", "200,302", 29),
+        ("300-200", "300-200", 29),
+    ] {
+        assert_eq!(
+            errors("k.conf", &vs(bad)),
+            [format!("k.conf:7:{col}: status_code {word:?} is neither an HTTP status nor a range of them in 100..=599 (200, 200-299)")],
+            "{bad}"
+        );
+    }
+    let toml = |codes: &str| {
+        format!("[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[[virtual_server.backend]]\naddress = \"198.18.0.2:80\"\n[[virtual_server.backend.check]]\ntype = \"http\"\nurl = [{{ path = \"/\", status_code = {codes} }}]\n")
+    };
+    for (codes, shown) in [("200", "200"), ("\"200-299,302\"", "200-299,302")] {
+        let cfg = load_toml(&toml(codes));
+        let CheckKind::Http(h) = &cfg.virtual_servers[0].backends[0].checks[0].kind else {
+            panic!()
+        };
+        assert_eq!(h.url[0].status_code.as_ref().unwrap().to_string(), shown);
+    }
+    assert_eq!(
+        errors("lb.toml", &toml("\"2xx\"")),
+        ["lb.toml:7:36: status_code \"2xx\" is not a list of HTTP statuses and ranges in 100..=599 (200, \"200-299,302\")"]
+    );
+}
+
+/// Notify scripts are `SCRIPT [USER [GROUP]]`, as keepalived's notify_script_init reads
+/// them (keepalived 2.2.7 -d: `notify_master /tmp/kt/master.sh nobody` is script
+/// '/tmp/kt/master.sh' uid:gid 65534:65534): a quoted command may hold arguments; the next
+/// words are the user and group it runs as. They used to be appended to the command, which
+/// then ran as lb-node's user with extra arguments. An unknown user or group is an error
+/// at its word (keepalived drops the script). TOML: a string or `{ command, user, group }`.
+#[test]
+fn notify_scripts_take_a_user_and_group() {
+    let text = "vrrp_sync_group G {\n    group {\n        VI_1\n        VI_2\n    }\n    notify_master /bin/g.sh nobody\n}\n\
+        vrrp_instance VI_1 {\n    interface lbnet0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.250\n    }\n\
+        notify_master /tmp/kt/master.sh nobody\n    notify \"/tmp/kt/master.sh arg1\" nobody nogroup\n    notify_stop \"/bin/stop.sh a b\"\n}\n\
+        vrrp_instance VI_2 {\n    interface lbnet0\n    virtual_router_id 52\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n\
+        virtual_server 198.18.0.250 80 {\n    protocol TCP\n    quorum_up \"/bin/q.sh up\" nobody nogroup\n\
+        real_server 198.18.0.2 80 {\n        notify_down /bin/rs.sh nobody\n    }\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, text).unwrap();
+    let (cfg, w) = ok(&path);
+    assert!(w.is_empty(), "{w:?}");
+    let n = |s: &Option<config::model::NotifyScript>| {
+        let s = s.as_ref().unwrap();
+        (s.command.clone(), s.user.clone(), s.group.clone())
+    };
+    let some = |s: &str| Some(s.to_owned());
+    let vi = &cfg.vrrp_instances[0];
+    assert_eq!(
+        n(&vi.notify_master),
+        ("/tmp/kt/master.sh".into(), some("nobody"), None)
+    );
+    assert_eq!(
+        n(&vi.notify),
+        (
+            "/tmp/kt/master.sh arg1".into(),
+            some("nobody"),
+            some("nogroup")
+        )
+    );
+    assert_eq!(n(&vi.notify_stop), ("/bin/stop.sh a b".into(), None, None));
+    assert_eq!(
+        n(&cfg.sync_groups[0].notify_master),
+        ("/bin/g.sh".into(), some("nobody"), None)
+    );
+    let vs = &cfg.virtual_servers[0];
+    assert_eq!(
+        n(&vs.quorum_up),
+        ("/bin/q.sh up".into(), some("nobody"), some("nogroup"))
+    );
+    assert_eq!(
+        n(&vs.backends[0].notify_down),
+        ("/bin/rs.sh".into(), some("nobody"), None)
+    );
+
+    // Unquoted arguments are users (keepalived: "Script user 'arg1' does not exist").
+    let instance = |line: &str| {
+        format!("vrrp_instance VI_1 {{\n    interface lbnet0\n    virtual_router_id 51\n    virtual_ipaddress {{\n        198.18.0.250\n    }}\n    {line}\n}}\n")
+    };
+    assert_eq!(
+        errors("k.conf", &instance("notify_fault /tmp/kt/master.sh arg1")),
+        ["k.conf:7:36: notify_fault: unknown user \"arg1\""]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            &instance("notify_backup /x.sh nobody no-such-group")
+        ),
+        ["k.conf:7:32: notify_backup: unknown group \"no-such-group\""]
+    );
+    // keepalived ignores a fourth word; so does lb-node, with a warning.
+    std::fs::write(&path, instance("notify_master /x.sh nobody nogroup extra")).unwrap();
+    let (cfg, w) = ok(&path);
+    assert_eq!(n(&cfg.vrrp_instances[0].notify_master).2, some("nogroup"));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string()
+            .contains(":7:40: warning: `notify_master` takes a command, a user and a group"),
+        "{w:?}"
+    );
+
+    // TOML: a string or a table.
+    let toml = |notify: &str| {
+        format!("[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"lbnet0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.250\"]\n{notify}\n")
+    };
+    let cfg = load_toml(&toml("notify_master = { command = \"/x.sh a\", user = \"nobody\", group = \"nogroup\" }\nnotify = \"/y.sh\""));
+    assert_eq!(
+        n(&cfg.vrrp_instances[0].notify_master),
+        ("/x.sh a".into(), some("nobody"), some("nogroup"))
+    );
+    assert_eq!(
+        n(&cfg.vrrp_instances[0].notify),
+        ("/y.sh".into(), None, None)
+    );
+    let e = errors(
+        "lb.toml",
+        &toml("notify_master = { command = \"/x.sh\", user = \"no-such-user-lb\" }"),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("lb.toml:6:")
+            && e[0].ends_with("notify_master: unknown user \"no-such-user-lb\""),
+        "{e:?}"
+    );
+    let e = errors(
+        "lb.toml",
+        &toml("notify_master = { command = \"/x.sh\", users = \"nobody\" }"),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("lb.toml:6:") && e[0].contains("unknown field `users`"),
+        "{e:?}"
+    );
+}
+
+/// A notify script given twice keeps the first, as keepalived does ("notify_backup script
+/// already specified - ignoring", vrrp_parser.c and check_parser.c; tried with keepalived
+/// 2.2.7 for instances and sync groups): the last one used to win, and the warning said
+/// so. Other settings still keep the last.
+#[test]
+fn repeated_notify_scripts_keep_the_first() {
+    let text = "vrrp_sync_group G {\n    group {\n        VI_1\n        VI_2\n    }\n    notify /bin/g1.sh\n    notify /bin/g2.sh\n}\n\
+        vrrp_instance VI_1 {\n    interface lbnet0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.250\n    }\n    notify_master /bin/m1.sh\n\
+        \x20   notify_master /bin/m2.sh\n}\n\
+        vrrp_instance VI_2 {\n    interface lbnet0\n    virtual_router_id 52\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n\
+        virtual_server 198.18.0.250 80 {\n    protocol TCP\n    quorum_up /bin/q1.sh\n    quorum_up /bin/q2.sh\n\
+        real_server 198.18.0.2 80 {\n        notify_down /bin/d1.sh\n        notify_down /bin/d2.sh\n    }\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, text).unwrap();
+    let (cfg, w) = ok(&path);
+    let cmd = |n: &Option<config::model::NotifyScript>| n.as_ref().unwrap().command.clone();
+    assert_eq!(cmd(&cfg.sync_groups[0].notify), "/bin/g1.sh");
+    assert_eq!(cmd(&cfg.vrrp_instances[0].notify_master), "/bin/m1.sh");
+    assert_eq!(cmd(&cfg.virtual_servers[0].quorum_up), "/bin/q1.sh");
+    assert_eq!(
+        cmd(&cfg.virtual_servers[0].backends[0].notify_down),
+        "/bin/d1.sh"
+    );
+    let prefix = format!("{}:", path.display());
+    let w: Vec<String> = w
+        .iter()
+        .map(|w| w.to_string().replace(&prefix, ""))
+        .collect();
+    let again = |at: &str, kw: &str, first: &str| {
+        format!("{at}: warning: `{kw}` is set again; the first value wins, as in keepalived (set at {first}): this one is ignored")
+    };
+    assert_eq!(
+        w,
+        [
+            again("7:5", "notify", "6:5"),
+            again("16:5", "notify_master", "15:5"),
+            again("28:5", "quorum_up", "27:5"),
+            again("31:9", "notify_down", "30:9"),
+        ]
+    );
+}
+
+/// `authentication` without `auth_type` is no authentication, as in keepalived 2.2.7
+/// ("Authentication type = none", without a word), now with a warning at the block: a
+/// password written without its type was dropped silently.
+#[test]
+fn authentication_without_type_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    for (block, message) in [
+        ("auth_pass secret", "authentication has auth_pass but no auth_type: no authentication, as in keepalived (write auth_type PASS to use the password)"),
+        ("", "authentication has no auth_type: no authentication, as in keepalived"),
+    ] {
+        std::fs::write(
+            &path,
+            BASE_INSTANCE.replace(
+                "    priority 100\n",
+                &format!("    priority 100\n    authentication {{\n        {block}\n    }}\n"),
+            ),
+        )
+        .unwrap();
+        let (cfg, w) = ok(&path);
+        assert_eq!(cfg.vrrp_instances[0].authentication, None);
+        let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert_eq!(w, [format!("{}:5:5: warning: {message}", path.display())]);
+    }
+}
+
+/// Settings lb-node ignores but keepalived acts on say what keepalived would do (they used
+/// to "have no effect in lb-node"); a real server's or sorry server's `lvs_method DR` is
+/// refused as a virtual server's is (it was an unknown keyword, or ignored).
+#[test]
+fn ignored_settings_say_what_keepalived_does() {
+    let text = "global_defs {\n    script_user nobody\n}\n\
+        vrrp_sync_group G {\n    group {\n        VI_1\n        VI_2\n    }\n    track_interface {\n        eth1\n    }\n}\n\
+        vrrp_instance VI_1 {\n    interface lbnet0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.250\n    }\n}\n\
+        vrrp_instance VI_2 {\n    interface lbnet0\n    virtual_router_id 52\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n\
+        virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.2 80 {\n        MISC_CHECK {\n            misc_path /bin/true\n            user nobody\n        }\n\
+        HTTP_GET {\n            url {\n                path /\n                virtualhost u.example\n            }\n        }\n    }\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, text).unwrap();
+    let (_, w) = ok(&path);
+    let prefix = format!("{}:", path.display());
+    let w: Vec<String> = w
+        .iter()
+        .map(|w| w.to_string().replace(&prefix, ""))
+        .collect();
+    assert_eq!(
+        w,
+        [
+            "2:5: warning: `script_user` in global_defs is ignored: keepalived runs every script that names no user as this user (else as keepalived_script, or root); lb-node runs such scripts as its own user",
+            "9:5: warning: `track_interface` in vrrp_sync_group is ignored: keepalived tracks it for every instance of the group (a failure faults the whole group); lb-node does not: track it in each vrrp_instance",
+            "32:13: warning: `user` in MISC_CHECK is ignored: keepalived runs the program as this user (and group); lb-node runs it as its own user",
+            "37:17: warning: `virtualhost` in url is ignored: keepalived sends this Host header for this url; lb-node sends the check's (else its real or virtual server's) for every url",
+        ]
+    );
+    let dr = "lb_kind DR is not supported: lb-node is a full proxy (it terminates connections and opens its own to the backends, like NAT); use lb_kind NAT";
+    assert_eq!(
+        errors(
+            "k.conf",
+            "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.2 80 {\n        lvs_method DR\n    }\n    sorry_server 198.18.0.9 80\n    sorry_server_lvs_method DR\n}\n"
+        ),
+        [format!("k.conf:4:20: {dr}"), format!("k.conf:7:29: {dr}")]
+    );
 }

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Granularity, Health, PoolConfig, Weight};
 use lb_health::probe::HexPattern;
+use lb_health::StatusSet;
 use lb_proxy::http::{ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route};
 use lb_proxy::proxy_protocol::AcceptProxy;
 use lb_vrrp::driver::RunAs;
@@ -316,19 +317,19 @@ pub struct VrrpInstance {
     pub track_service: Vec<TrackService>,
     /// Run on entering MASTER.
     #[serde(default)]
-    pub notify_master: Option<String>,
+    pub notify_master: Option<NotifyScript>,
     /// Run on entering BACKUP.
     #[serde(default)]
-    pub notify_backup: Option<String>,
+    pub notify_backup: Option<NotifyScript>,
     /// Run on entering FAULT.
     #[serde(default)]
-    pub notify_fault: Option<String>,
+    pub notify_fault: Option<NotifyScript>,
     /// Run when the instance stops.
     #[serde(default)]
-    pub notify_stop: Option<String>,
+    pub notify_stop: Option<NotifyScript>,
     /// Run on every transition with `INSTANCE name state priority` as arguments.
     #[serde(default)]
-    pub notify: Option<String>,
+    pub notify: Option<NotifyScript>,
 }
 
 impl VrrpInstance {
@@ -519,6 +520,52 @@ pub struct TrackService {
     pub weight: Option<i32>,
 }
 
+/// A notify command: VRRP `notify*`, a virtual server's `quorum_up`/`quorum_down`, a
+/// backend's `notify_up`/`notify_down`. Run by `/bin/sh -c` (with the event's arguments
+/// appended where keepalived gives some), not waited for; as `user` and `group` when set,
+/// as keepalived runs `notify_master SCRIPT USER [GROUP]`. In TOML a string (the command)
+/// or a table `{ command = "…", user = "…", group = "…" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyScript {
+    /// The command line.
+    pub command: String,
+    /// The user it runs as, looked up when the configuration is loaded (an unknown user
+    /// is an error). Default: the daemon's user.
+    pub user: Option<String>,
+    /// With `user`: the group it runs as, with no supplementary groups. Default: the
+    /// user's primary group.
+    pub group: Option<String>,
+}
+
+impl NotifyScript {
+    /// `command`, run as the daemon's user.
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            user: None,
+            group: None,
+        }
+    }
+
+    /// The user and group it runs as: `None` for the daemon's own.
+    ///
+    /// # Errors
+    /// A message naming a user or group that does not exist (or a group without a user).
+    pub fn run_as(&self) -> Result<Option<RunAs>, String> {
+        match (&self.user, &self.group) {
+            (Some(user), group) => RunAs::resolve(user, group.as_deref()).map(Some),
+            (None, Some(_)) => Err("group needs a user".into()),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NotifyScript {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(values::NotifyScriptVisitor)
+    }
+}
+
 /// Instances that change state together (keepalived `vrrp_sync_group`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -529,16 +576,16 @@ pub struct SyncGroup {
     pub group: Vec<String>,
     /// Run when the group enters MASTER.
     #[serde(default)]
-    pub notify_master: Option<String>,
+    pub notify_master: Option<NotifyScript>,
     /// Run when the group enters BACKUP.
     #[serde(default)]
-    pub notify_backup: Option<String>,
+    pub notify_backup: Option<NotifyScript>,
     /// Run when the group enters FAULT.
     #[serde(default)]
-    pub notify_fault: Option<String>,
+    pub notify_fault: Option<NotifyScript>,
     /// Run on every group transition.
     #[serde(default)]
-    pub notify: Option<String>,
+    pub notify: Option<NotifyScript>,
 }
 
 /// The listener protocol of a virtual server.
@@ -591,7 +638,8 @@ pub struct VirtualServer {
     /// `tcp` (default), `udp` or `http`.
     #[serde(default)]
     pub protocol: Protocol,
-    /// Scheduler, by keepalived `lb_algo` name (`rr` default, `wrr`, `lc`, `wlc`, `sh`, `mh`, …).
+    /// Scheduler, by keepalived `lb_algo` name (`rr` default in TOML, `wlc` in
+    /// keepalived.conf as in keepalived; `wrr`, `lc`, `sh`, `mh`, …).
     #[serde(default = "values::default_algorithm", with = "values::algorithm")]
     pub lb_algo: Algorithm,
     /// Keep a client on its backend this long after its last connection. Default: off.
@@ -630,11 +678,11 @@ pub struct VirtualServer {
     /// keepalived `quorum_up`: a command (run by `/bin/sh -c`, not waited for) when quorum
     /// is gained, and when the virtual server starts with quorum. Default: none.
     #[serde(default)]
-    pub quorum_up: Option<String>,
+    pub quorum_up: Option<NotifyScript>,
     /// keepalived `quorum_down`: a command run when quorum is lost, and when the virtual
     /// server starts without it. Default: none.
     #[serde(default)]
-    pub quorum_down: Option<String>,
+    pub quorum_down: Option<NotifyScript>,
     /// The backends (keepalived `real_server`; `sorry_server` is a backend with `backup`).
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
@@ -1072,11 +1120,11 @@ pub struct BackendConfig {
     /// keepalived `notify_up`: a command (run by `/bin/sh -c`, not waited for) when the
     /// checks find the backend up again. Default: none.
     #[serde(default)]
-    pub notify_up: Option<String>,
+    pub notify_up: Option<NotifyScript>,
     /// keepalived `notify_down`: a command run when the checks find the backend down.
     /// Default: none.
     #[serde(default)]
-    pub notify_down: Option<String>,
+    pub notify_down: Option<NotifyScript>,
 }
 
 impl BackendConfig {
@@ -1254,9 +1302,10 @@ pub struct HttpCheck {
 pub struct UrlCheck {
     /// Path and query (`/health`).
     pub path: String,
-    /// Expected status (default: any 2xx).
-    #[serde(default)]
-    pub status_code: Option<u16>,
+    /// Expected statuses (default: any 2xx): codes and inclusive ranges, keepalived's
+    /// `status_code 200-299 302`; in TOML a number (`200`) or a string (`"200-299,302"`).
+    #[serde(default, with = "values::opt_status_set")]
+    pub status_code: Option<StatusSet>,
     /// Expected MD5 of the body, 32 hex digits.
     #[serde(default)]
     pub digest: Option<String>,
@@ -1469,6 +1518,61 @@ impl Config {
                     format!("vrrp_script {}: group needs a user", s.name),
                 ),
                 (None, None) => {}
+            }
+        }
+
+        // Notify scripts' users and groups.
+        let mut notify = |path: String, n: Option<&NotifyScript>| {
+            let Some(n) = n else { return };
+            let kw = path.rsplit('.').next().unwrap_or_default().to_owned();
+            match (&n.user, &n.group) {
+                (Some(user), group) => match RunAs::resolve(user, None) {
+                    Err(m) => err(format!("{path}.user"), format!("{kw}: {m}")),
+                    Ok(_) => {
+                        if let Some(Err(m)) =
+                            group.as_deref().map(|g| RunAs::resolve(user, Some(g)))
+                        {
+                            err(format!("{path}.group"), format!("{kw}: {m}"));
+                        }
+                    }
+                },
+                (None, Some(_)) => {
+                    err(format!("{path}.group"), format!("{kw}: group needs a user"))
+                }
+                (None, None) => {}
+            }
+        };
+        for (i, vi) in self.vrrp_instances.iter().enumerate() {
+            let p = format!("vrrp_instance[{i}]");
+            for (k, n) in [
+                ("notify_master", &vi.notify_master),
+                ("notify_backup", &vi.notify_backup),
+                ("notify_fault", &vi.notify_fault),
+                ("notify_stop", &vi.notify_stop),
+                ("notify", &vi.notify),
+            ] {
+                notify(format!("{p}.{k}"), n.as_ref());
+            }
+        }
+        for (i, g) in self.sync_groups.iter().enumerate() {
+            let p = format!("vrrp_sync_group[{i}]");
+            for (k, n) in [
+                ("notify_master", &g.notify_master),
+                ("notify_backup", &g.notify_backup),
+                ("notify_fault", &g.notify_fault),
+                ("notify", &g.notify),
+            ] {
+                notify(format!("{p}.{k}"), n.as_ref());
+            }
+        }
+        for (i, vs) in self.virtual_servers.iter().enumerate() {
+            let p = format!("virtual_server[{i}]");
+            notify(format!("{p}.quorum_up"), vs.quorum_up.as_ref());
+            notify(format!("{p}.quorum_down"), vs.quorum_down.as_ref());
+            for (j, b) in vs.backends.iter().enumerate() {
+                let bp = format!("{p}.backend[{j}]");
+                notify(format!("{bp}.notify_up"), b.notify_up.as_ref());
+                notify(format!("{bp}.notify_down"), b.notify_down.as_ref());
             }
         }
 
@@ -2112,14 +2216,6 @@ fn validate_check(err: &mut impl FnMut(String, String), p: &str, c: &HealthCheck
                         format!("{p}.url[{j}].path"),
                         format!("url path {:?} must start with /", u.path),
                     );
-                }
-                if let Some(s) = u.status_code {
-                    if !(100..=599).contains(&s) {
-                        err(
-                            format!("{p}.url[{j}].status_code"),
-                            format!("status_code {s} is not an HTTP status (100..=599)"),
-                        );
-                    }
                 }
                 if let Some(d) = &u.digest {
                     if d.len() != 32 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -25,7 +25,9 @@ use serde::Deserialize;
 
 use lb_health::probe::HexPattern;
 
-use super::model::{CheckKind, HealthCheck, HttpCheck, MiscCheck, UdpCheck, UrlCheck};
+use super::model::{
+    CheckKind, HealthCheck, HttpCheck, MiscCheck, NotifyScript, UdpCheck, UrlCheck,
+};
 
 /// Parses a duration: a number of seconds (`3`, `0.5`) or a number with a unit (`500ms`,
 /// `3s`, `2m`, `1h`).
@@ -214,6 +216,78 @@ pub(crate) mod opt_hex {
         lb_health::probe::parse_hex(&s)
             .map(Some)
             .map_err(|e| de::Error::custom(format!("payload: {e}")))
+    }
+}
+
+/// Expected HTTP statuses: a number (`200`) or a string of codes and ranges
+/// (`"200-299,302"`).
+pub(crate) mod opt_status_set {
+    use super::*;
+    use lb_health::StatusSet;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Code(i64),
+        List(String),
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<StatusSet>, D::Error> {
+        let text = match Raw::deserialize(d)? {
+            Raw::Code(c) => c.to_string(),
+            Raw::List(s) => s,
+        };
+        text.parse::<StatusSet>().map(Some).map_err(|_| {
+            de::Error::custom(format!(
+                "status_code {text:?} is not a list of HTTP statuses and ranges in 100..=599 (200, \"200-299,302\")"
+            ))
+        })
+    }
+}
+
+/// A notify script in TOML: a string (the command) or a table `{ command, user, group }`.
+pub(crate) struct NotifyScriptVisitor;
+
+impl<'de> Visitor<'de> for NotifyScriptVisitor {
+    type Value = NotifyScript;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a command line, or a table { command = \"…\", user = \"…\", group = \"…\" }")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<NotifyScript, E> {
+        Ok(NotifyScript::new(v))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<NotifyScript, A::Error> {
+        let mut command = None;
+        let mut user = None;
+        let mut group = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let slot = match key.as_str() {
+                "command" => &mut command,
+                "user" => &mut user,
+                "group" => &mut group,
+                other => {
+                    return Err(de::Error::unknown_field(
+                        other,
+                        &["command", "user", "group"],
+                    ))
+                }
+            };
+            if slot.is_some() {
+                return Err(de::Error::custom(format!("duplicate field `{key}`")));
+            }
+            *slot = Some(map.next_value::<String>()?);
+        }
+        let command = command.ok_or_else(|| de::Error::missing_field("command"))?;
+        Ok(NotifyScript {
+            command,
+            user,
+            group,
+        })
     }
 }
 

@@ -70,7 +70,7 @@ use crate::admin::{
     self, AdminHandler, AdminState, BackendStatus, HttpCounters, HttpVsCounters, NodeStatus,
     Status, VirtualServerStatus,
 };
-use crate::config::model::{Config, Protocol};
+use crate::config::model::{Config, NotifyScript, Protocol};
 use crate::config::{self, diff, Format};
 use vrrp::{SpeakerRuntime, VrrpTable};
 use vs::{Listeners, Proxy, VsRuntime};
@@ -271,14 +271,26 @@ impl AdminHandler for Shared {
 
 /// Runs `script` (by `/bin/sh -c`) with keepalived's notify arguments, without waiting for
 /// it: VRRP `notify*`, virtual servers' `quorum_up`/`quorum_down`, real servers'
-/// `notify_up`/`notify_down`.
-pub(crate) fn notify(script: &str, args: &[&str]) {
+/// `notify_up`/`notify_down`; as its user and group when it has them (as a `vrrp_script`
+/// with `user`: no supplementary groups), not at all when they cannot be looked up.
+pub(crate) fn notify(script: &NotifyScript, args: &[&str]) {
+    let run_as = match script.run_as() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(script = %script.command, error = %e, "notify script not run");
+            return;
+        }
+    };
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(format!("{script} \"$@\""))
+        .arg(format!("{} \"$@\"", script.command))
         .arg("notify")
         .args(args)
         .kill_on_drop(false);
+    if let Some(r) = run_as {
+        cmd.gid(r.gid).uid(r.uid);
+    }
+    let script = script.command.as_str();
     match cmd.spawn() {
         Ok(mut child) => {
             tokio::spawn(async move {
@@ -1110,5 +1122,58 @@ mod tests {
         set(&shared, "b", b2, "maint");
         assert_eq!(shown(&shared, "b").2, [Ready, Maint]);
         node.shutdown().await;
+    }
+
+    /// A notify script with a user runs as that user and group (keepalived
+    /// notify_script_init: `notify_master SCRIPT USER [GROUP]`), with only the event's
+    /// arguments. It used to run as the daemon's user, the user and group appended to the
+    /// command as extra arguments. Needs root (to change user); skipped otherwise.
+    #[tokio::test]
+    async fn notify_scripts_run_as_their_user_and_group() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+            eprintln!("skipped: not root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let out = dir.path().join("out");
+        let script = dir.path().join("s.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$(id -u):$(id -g):$(id -G) $*\" > {}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nobody = lb_vrrp::driver::RunAs::resolve("nobody", None).unwrap();
+        let mut n = NotifyScript::new(format!("{} first", script.display()));
+        n.user = Some("nobody".into());
+        notify(&n, &["INSTANCE", "VI_1", "MASTER", "100"]);
+        let mut text = String::new();
+        for _ in 0..500 {
+            match std::fs::read_to_string(&out) {
+                Ok(t) if t.ends_with('\n') => {
+                    text = t;
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        assert_eq!(
+            text.trim_end(),
+            format!(
+                "{}:{}:{} first INSTANCE VI_1 MASTER 100",
+                nobody.uid, nobody.gid, nobody.gid
+            )
+        );
+        // An unknown user: not run at all (never as the daemon's user).
+        std::fs::remove_file(&out).unwrap();
+        n.user = Some("no-such-user-lb".into());
+        notify(&n, &[]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!out.exists());
     }
 }

@@ -329,29 +329,29 @@ impl SpeakerRuntime {
                     continue;
                 };
                 let (specific, word) = match ev.to {
-                    State::Master => (vi.notify_master.as_deref(), "MASTER"),
-                    State::Backup => (vi.notify_backup.as_deref(), "BACKUP"),
-                    State::Fault => (vi.notify_fault.as_deref(), "FAULT"),
-                    State::Initialize => (vi.notify_stop.as_deref(), "STOP"),
+                    State::Master => (vi.notify_master.as_ref(), "MASTER"),
+                    State::Backup => (vi.notify_backup.as_ref(), "BACKUP"),
+                    State::Fault => (vi.notify_fault.as_ref(), "FAULT"),
+                    State::Initialize => (vi.notify_stop.as_ref(), "STOP"),
                 };
                 if let Some(s) = specific {
                     notify(s, &[]);
                 }
                 let prio = ev.priority.0.to_string();
-                if let Some(s) = vi.notify.as_deref() {
+                if let Some(s) = vi.notify.as_ref() {
                     notify(s, &["INSTANCE", &vi.name, word, &prio]);
                 }
                 if let Some(g) = &group_cfg {
                     let gs = match ev.to {
-                        State::Master => g.notify_master.as_deref(),
-                        State::Backup => g.notify_backup.as_deref(),
-                        State::Fault => g.notify_fault.as_deref(),
+                        State::Master => g.notify_master.as_ref(),
+                        State::Backup => g.notify_backup.as_ref(),
+                        State::Fault => g.notify_fault.as_ref(),
                         State::Initialize => None,
                     };
                     if let Some(s) = gs {
                         notify(s, &[]);
                     }
-                    if let Some(s) = g.notify.as_deref() {
+                    if let Some(s) = g.notify.as_ref() {
                         notify(s, &["GROUP", &g.name, word, &prio]);
                     }
                 }

@@ -25,8 +25,8 @@ use tokio::task::JoinHandle;
 
 use super::NodeError;
 use crate::config::model::{
-    backend_id, BackendConfig, CheckKind, Global, HealthCheck, HttpCheck, Protocol, UrlCheck,
-    VirtualServer,
+    backend_id, BackendConfig, CheckKind, Global, HealthCheck, HttpCheck, NotifyScript, Protocol,
+    UrlCheck, VirtualServer,
 };
 
 /// What a virtual server restarted by a reload takes over from the version it replaces,
@@ -173,8 +173,8 @@ pub(crate) struct VsRuntime {
 #[derive(Debug)]
 pub(crate) struct QuorumNotifier {
     name: String,
-    quorum_up: Option<String>,
-    quorum_down: Option<String>,
+    quorum_up: Option<NotifyScript>,
+    quorum_down: Option<NotifyScript>,
     /// The state announced last ([`ANNOUNCED_UP`]), and whether it was handed over to a
     /// replacement ([`HANDED_OVER`]): in one word, so that a check racing the hand-over
     /// either announces before it (and the replacement knows) or not at all.
@@ -396,7 +396,7 @@ fn spawn_liveness(
 fn spawn_backend_notify(
     name: String,
     mut events: broadcast::Receiver<lb_health::HealthEvent>,
-    scripts: HashMap<BackendId, (Option<String>, Option<String>)>,
+    scripts: HashMap<BackendId, (Option<NotifyScript>, Option<NotifyScript>)>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -407,7 +407,7 @@ fn spawn_backend_notify(
                     };
                     let script = if ev.new == Health::Up { up } else { down };
                     if let Some(s) = script {
-                        tracing::info!(virtual_server = %name, backend = %ev.backend, script = %s, "running the real server's notify command");
+                        tracing::info!(virtual_server = %name, backend = %ev.backend, script = %s.command, "running the real server's notify command");
                         super::notify(s, &[]);
                     }
                 }
@@ -617,7 +617,7 @@ fn http_probe(
     if let Some(host) = &h.virtualhost {
         b = b.host(host.clone());
     }
-    if let Some(code) = url.and_then(|u| u.status_code) {
+    if let Some(code) = url.and_then(|u| u.status_code.as_ref()) {
         b = b
             .status_code(&code.to_string())
             .map_err(|e| e.to_string())?;

@@ -9,7 +9,8 @@
 //! silently dropped.
 //!
 //! lb extensions, accepted in keepalived syntax as well: `track_service { VS [weight N] }`
-//! in `vrrp_instance`; `name`, `retries`, `connect_timeout` and `protocol HTTP` in
+//! in `vrrp_instance`; `name`, `retries`, `connect_timeout` (the backend connect timeout;
+//! as in keepalived, also the checks' default) and `protocol HTTP` in
 //! `virtual_server`; `maxconn` (alias of `uthreshold`) and `backup` in `real_server`;
 //! `rise`, `fall`, `inter`, `fastinter`, `downinter`, `alpha` in checks; `admin_socket`,
 //! `log_level`, `drain_deadline`, `nbthread` and `busy_polling` in `global_defs`.
@@ -31,13 +32,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use lb_core::Granularity;
+use lb_core::{Algorithm, Granularity};
 use lb_health::probe::{parse_hex, HexPattern};
+use lb_health::StatusSet;
 
 use super::model::{
     AuthType, Authentication, BackendConfig, CheckKind, Config, HealthCheck, HttpCheck,
-    InitialState, LogLevel, MiscCheck, Protocol, SyncGroup, TrackInterface, TrackScript,
-    TrackService, UdpCheck, UrlCheck, VirtualIp, VirtualServer, VrrpInstance, VrrpScript,
+    InitialState, LogLevel, MiscCheck, NotifyScript, Protocol, SyncGroup, TrackInterface,
+    TrackScript, TrackService, UdpCheck, UrlCheck, VirtualIp, VirtualServer, VrrpInstance,
+    VrrpScript,
 };
 use super::values::{parse_algorithm, parse_duration, parse_weight};
 use super::{finish, LoadResult, Location, Origins};
@@ -87,12 +90,27 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
     finish(c.cfg, &c.o, c.d.warnings, c.d.errors)
 }
 
-/// Check settings inherited from the enclosing `virtual_server` or `real_server`.
-#[derive(Debug, Clone, Copy, Default)]
+/// IPVS's default persistence timeout (`IPVS_SVC_PERSISTENT_TIMEOUT`), which keepalived
+/// sets for a bare `persistence_timeout` and for a `persistence_granularity` alone.
+const IPVS_PERSISTENCE_TIMEOUT: Duration = Duration::from_secs(360);
+
+/// Settings a real server and its checks inherit from the enclosing `virtual_server`, and
+/// checks from their `real_server`, as keepalived's validate_check_config (check_data.c)
+/// fills them: a check's own setting, else its real server's, else its virtual server's.
+#[derive(Debug, Clone, Default)]
 struct CheckDefaults {
     retry: Option<u32>,
     delay_before_retry: Option<Duration>,
     delay_loop: Option<Duration>,
+    /// `connect_timeout` (keepalived `connection_to`; 5 s when nobody sets it).
+    connect_timeout: Option<Duration>,
+    /// `alpha` of a real server (the virtual server's is [`VirtualServer::alpha`], which the
+    /// model falls back on).
+    alpha: Option<bool>,
+    /// `virtualhost` of HTTP_GET and SSL_GET checks.
+    virtualhost: Option<String>,
+    /// The virtual server's `inhibit_on_failure`, its real servers' default.
+    inhibit_on_failure: bool,
 }
 
 /// `global_defs` settings that are defaults of every `vrrp_instance` (keepalived's
@@ -189,6 +207,18 @@ fn int<T: TryFrom<i64>>(kw: &str, lo: i64, hi: i64) -> impl Fn(&str) -> Result<T
     }
 }
 
+/// `lb_kind`/`lvs_method` of a virtual server, or `lvs_method` of a real server: only NAT,
+/// what a full proxy does.
+fn forwarding_method(v: &str) -> Result<(), String> {
+    match v.to_ascii_uppercase().as_str() {
+        "NAT" => Ok(()),
+        "DR" | "TUN" => Err(format!(
+            "lb_kind {v} is not supported: lb-node is a full proxy (it terminates connections and opens its own to the backends, like NAT); use lb_kind NAT"
+        )),
+        _ => Err(format!("unknown lb_kind {v:?} (expected NAT)")),
+    }
+}
+
 fn ip(s: &str) -> Result<IpAddr, String> {
     s.parse().map_err(|_| format!("{s:?} is not an IP address"))
 }
@@ -262,6 +292,48 @@ impl Conv {
                 .collect::<Vec<_>>()
                 .join(" "),
         )
+    }
+
+    /// A notify script, `SCRIPT [USER [GROUP]]` (keepalived notify_script_init: the
+    /// command is the first word, a quoted string may hold its arguments; then the user
+    /// and group it runs as, looked up by the model's validation), recorded at `path`,
+    /// `path.user` and `path.group`.
+    fn notify_script(&mut self, s: &Stmt, path: &str) -> Option<NotifyScript> {
+        let Some(first) = s.args.first() else {
+            self.d.error(
+                &s.keyword.location,
+                format!("`{}` needs a command", s.keyword.text),
+            );
+            return None;
+        };
+        self.record(path, &first.location);
+        let mut n = NotifyScript::new(first.text.clone());
+        if let Some(u) = s.args.get(1) {
+            self.record(&format!("{path}.user"), &u.location);
+            n.user = Some(u.text.clone());
+        }
+        if let Some(g) = s.args.get(2) {
+            self.record(&format!("{path}.group"), &g.location);
+            n.group = Some(g.text.clone());
+        }
+        if let Some(extra) = s.args.get(3) {
+            self.d.warn(
+                &extra.location,
+                format!(
+                    "`{}` takes a command, a user and a group: {:?} and what follows are ignored, as keepalived ignores them (quote a command with arguments)",
+                    s.keyword.text, extra.text
+                ),
+            );
+        }
+        Some(n)
+    }
+
+    /// [`Conv::notify_script`] into `slot` unless an earlier line of the block set it:
+    /// keepalived keeps the first notify script of a kind (`warn_repeats` says so).
+    fn first_notify(&mut self, slot: &mut Option<NotifyScript>, s: &Stmt, path: &str) {
+        if slot.is_none() {
+            *slot = self.notify_script(s, path);
+        }
     }
 
     /// Every argument joined by spaces (keepalived `make_strvec_str`), parsed as a
@@ -365,21 +437,41 @@ impl Conv {
             "group",
             "include",
         ];
+        // keepalived keeps the first of these ("… script already specified - ignoring").
+        const FIRST_WINS: &[&str] = &[
+            "notify_master",
+            "notify_backup",
+            "notify_fault",
+            "notify_stop",
+            "notify",
+            "notify_up",
+            "notify_down",
+            "quorum_up",
+            "quorum_down",
+        ];
         let mut seen: std::collections::HashMap<&str, &Location> = std::collections::HashMap::new();
         for st in b {
             let kw = st.keyword.text.as_str();
             if REPEATABLE.contains(&kw) {
                 continue;
             }
-            if let Some(first) = seen.insert(kw, &st.keyword.location) {
-                self.d.warn(
-                    &st.keyword.location,
-                    format!(
-                        "`{kw}` is set again; the last value wins (first set at {}:{})",
-                        first.line, first.column
-                    ),
-                );
-            }
+            let Some(first) = seen.get(kw).copied() else {
+                seen.insert(kw, &st.keyword.location);
+                continue;
+            };
+            let message = if FIRST_WINS.contains(&kw) {
+                format!(
+                    "`{kw}` is set again; the first value wins, as in keepalived (set at {}:{}): this one is ignored",
+                    first.line, first.column
+                )
+            } else {
+                seen.insert(kw, &st.keyword.location);
+                format!(
+                    "`{kw}` is set again; the last value wins (first set at {}:{})",
+                    first.line, first.column
+                )
+            };
+            self.d.warn(&st.keyword.location, message);
         }
     }
 
@@ -404,6 +496,9 @@ impl Conv {
     }
 
     fn unknown(&mut self, s: &Stmt, section: &str) {
+        if s.keyword.text.contains("${") {
+            return; // refused by the lexer
+        }
         if s.keyword.text.starts_with(['@', '$']) {
             self.d.error(
                 &s.keyword.location,
@@ -424,9 +519,18 @@ impl Conv {
         self.d.warn(
             &s.keyword.location,
             format!(
-                "`{}` in {section} has no effect in lb-node, ignored",
+                "`{}` in {section} is not supported by lb-node, ignored",
                 s.keyword.text
             ),
+        );
+    }
+
+    /// [`Conv::ignored`] for a setting that changes what keepalived does: `why` says what
+    /// keepalived does with it and what lb-node does instead.
+    fn ignored_unlike_keepalived(&mut self, s: &Stmt, section: &str, why: &str) {
+        self.d.warn(
+            &s.keyword.location,
+            format!("`{}` in {section} is ignored: {why}", s.keyword.text),
         );
     }
 
@@ -448,6 +552,7 @@ impl Conv {
                 "static_ipaddress" | "static_routes" | "static_rules" | "vrrp_track_process"
                 | "track_file" | "vrrp_track_file" | "linkbeat_interfaces" | "garp_group"
                 | "track_bfd" | "bfd_instance" => self.ignored(s, "the configuration"),
+                kw if kw.contains("${") => {} // refused by the lexer
                 kw if kw.starts_with('$') => self.d.error(
                     &s.keyword.location,
                     "keepalived parameter definitions ($NAME=…) are not supported: write the values out",
@@ -561,7 +666,6 @@ impl Conv {
                 | "smtp_connect_timeout"
                 | "smtp_helo_name"
                 | "enable_script_security"
-                | "script_user"
                 | "vrrp_strict"
                 | "vrrp_garp_interval"
                 | "vrrp_gna_interval"
@@ -578,6 +682,11 @@ impl Conv {
                 | "enable_traps"
                 | "snmp_socket"
                 | "lvs_flush" => self.ignored(s, "global_defs"),
+                "script_user" => self.ignored_unlike_keepalived(
+                    s,
+                    "global_defs",
+                    "keepalived runs every script that names no user as this user (else as keepalived_script, or root); lb-node runs such scripts as its own user",
+                ),
                 _ => self.unknown(s, "global_defs"),
             }
         }
@@ -671,10 +780,11 @@ impl Conv {
         self.cfg.vrrp_scripts.push(script);
     }
 
-    /// `name [weight N]` entries of `track_*` blocks.
-    fn tracked(&mut self, s: &Stmt, path: &str) -> Vec<(String, Option<i32>)> {
+    /// `name [weight N]` entries of a `track_*` block, recorded at `path[first]`,
+    /// `path[first + 1]`, … (`first`: the entries earlier blocks of the same keyword gave).
+    fn tracked(&mut self, s: &Stmt, path: &str, first: usize) -> Vec<(String, Option<i32>)> {
         let mut out = Vec::new();
-        for (j, st) in self.block(s).iter().enumerate() {
+        for (j, st) in (first..).zip(self.block(s)) {
             let ep = format!("{path}[{j}]");
             self.record(&ep, &st.keyword.location);
             let mut weight = None;
@@ -832,7 +942,8 @@ impl Conv {
                 }
                 "lower_prio_no_advert" => vi.lower_prio_no_advert = self.flag(st, &fp),
                 "track_interface" => {
-                    for (interface, weight) in self.tracked(st, &fp) {
+                    let first = vi.track_interface.len();
+                    for (interface, weight) in self.tracked(st, &fp, first) {
                         vi.track_interface.push(TrackInterface {
                             interface,
                             weight: weight.unwrap_or(0),
@@ -840,23 +951,25 @@ impl Conv {
                     }
                 }
                 "track_script" => {
-                    for (script, weight) in self.tracked(st, &fp) {
+                    let first = vi.track_script.len();
+                    for (script, weight) in self.tracked(st, &fp, first) {
                         vi.track_script.push(TrackScript { script, weight });
                     }
                 }
                 "track_service" => {
-                    for (virtual_server, weight) in self.tracked(st, &fp) {
+                    let first = vi.track_service.len();
+                    for (virtual_server, weight) in self.tracked(st, &fp, first) {
                         vi.track_service.push(TrackService {
                             virtual_server,
                             weight,
                         });
                     }
                 }
-                "notify_master" => vi.notify_master = self.command(st, &fp),
-                "notify_backup" => vi.notify_backup = self.command(st, &fp),
-                "notify_fault" => vi.notify_fault = self.command(st, &fp),
-                "notify_stop" => vi.notify_stop = self.command(st, &fp),
-                "notify" => vi.notify = self.command(st, &fp),
+                "notify_master" => self.first_notify(&mut vi.notify_master, st, &fp),
+                "notify_backup" => self.first_notify(&mut vi.notify_backup, st, &fp),
+                "notify_fault" => self.first_notify(&mut vi.notify_fault, st, &fp),
+                "notify_stop" => self.first_notify(&mut vi.notify_stop, st, &fp),
+                "notify" => self.first_notify(&mut vi.notify, st, &fp),
                 "smtp_alert"
                 | "dont_track_primary"
                 | "debug"
@@ -903,10 +1016,12 @@ impl Conv {
         self.record(p, &s.keyword.location);
         let mut pass = None;
         let mut ok_type = false;
+        let mut type_written = false;
         for st in self.section(s) {
             self.no_block(st);
             match st.keyword.text.as_str() {
                 "auth_type" => {
+                    type_written = true;
                     ok_type = self
                         .get(st, &format!("{p}.auth_type"), |v| match v {
                             "PASS" => Ok(true),
@@ -934,6 +1049,18 @@ impl Conv {
             (true, None) => {
                 self.d
                     .error(&s.keyword.location, "authentication has no auth_pass");
+                None
+            }
+            (false, pass) if !type_written => {
+                // keepalived 2.2.7 -d: "Authentication type = none", without a word.
+                self.d.warn(
+                    &s.keyword.location,
+                    if pass.is_some() {
+                        "authentication has auth_pass but no auth_type: no authentication, as in keepalived (write auth_type PASS to use the password)"
+                    } else {
+                        "authentication has no auth_type: no authentication, as in keepalived"
+                    },
+                );
                 None
             }
             _ => None,
@@ -999,30 +1126,57 @@ impl Conv {
                         }
                     }
                 }
-                "notify_master" => g.notify_master = self.command(st, &fp),
-                "notify_backup" => g.notify_backup = self.command(st, &fp),
-                "notify_fault" => g.notify_fault = self.command(st, &fp),
-                "notify" => g.notify = self.command(st, &fp),
-                "smtp_alert"
-                | "global_tracking"
-                | "sync_group_tracking_weight"
-                | "notify_stop"
-                | "track_interface"
-                | "track_script" => self.ignored(st, "vrrp_sync_group"),
+                "notify_master" => self.first_notify(&mut g.notify_master, st, &fp),
+                "notify_backup" => self.first_notify(&mut g.notify_backup, st, &fp),
+                "notify_fault" => self.first_notify(&mut g.notify_fault, st, &fp),
+                "notify" => self.first_notify(&mut g.notify, st, &fp),
+                "smtp_alert" | "global_tracking" | "sync_group_tracking_weight" => {
+                    self.ignored(st, "vrrp_sync_group")
+                }
+                "notify_stop" => self.ignored_unlike_keepalived(
+                    st,
+                    "vrrp_sync_group",
+                    "keepalived runs it when the group stops; lb-node does not",
+                ),
+                "track_interface" | "track_script" => self.ignored_unlike_keepalived(
+                    st,
+                    "vrrp_sync_group",
+                    "keepalived tracks it for every instance of the group (a failure faults the whole group); lb-node does not: track it in each vrrp_instance",
+                ),
                 _ => self.unknown(st, "vrrp_sync_group"),
             }
         }
         self.cfg.sync_groups.push(g);
     }
 
-    /// `IP PORT` arguments starting at `args[0]`.
-    fn socket_addr(&mut self, s: &Stmt, path: &str) -> Option<SocketAddr> {
-        let (Some(a), Some(port)) = (s.args.first(), s.args.get(1)) else {
+    /// `IP PORT` arguments starting at `args[0]`. With `default_port` (a real or sorry
+    /// server's: its virtual server's port) the port may be left out or written 0, as
+    /// keepalived allows (check_data.c, validate_check_config: a NAT real server without a
+    /// port takes the virtual server's).
+    fn socket_addr(
+        &mut self,
+        s: &Stmt,
+        path: &str,
+        default_port: Option<u16>,
+    ) -> Option<SocketAddr> {
+        let (Some(a), port) = (s.args.first(), s.args.get(1)) else {
             self.d.error(
                 &s.keyword.location,
                 format!("`{}` needs an address and a port", s.keyword.text),
             );
             return None;
+        };
+        let port = match (port, default_port) {
+            (Some(p), Some(d)) if !p.text.is_empty() && p.text.bytes().all(|b| b == b'0') => Ok(d),
+            (Some(p), _) => Err(p),
+            (None, Some(d)) => Ok(d),
+            (None, None) => {
+                self.d.error(
+                    &s.keyword.location,
+                    format!("`{}` needs an address and a port", s.keyword.text),
+                );
+                return None;
+            }
         };
         self.record(path, &a.location);
         let addr = match ip(&a.text) {
@@ -1032,12 +1186,15 @@ impl Conv {
                 return None;
             }
         };
-        let port = match int::<u16>("port", 1, 65535)(&port.text) {
-            Ok(x) => x,
-            Err(m) => {
-                self.d.error(&port.location, m);
-                return None;
-            }
+        let port = match port {
+            Ok(d) => d,
+            Err(port) => match int::<u16>("port", 1, 65535)(&port.text) {
+                Ok(x) => x,
+                Err(m) => {
+                    self.d.error(&port.location, m);
+                    return None;
+                }
+            },
         };
         if let Some(x) = s.args.get(2) {
             self.d
@@ -1062,14 +1219,17 @@ impl Conv {
         let i = self.cfg.virtual_servers.len();
         let p = format!("virtual_server[{i}]");
         self.record(&p, &s.keyword.location);
-        let listen = self.socket_addr(s, &format!("{p}.listen"));
+        let listen = self.socket_addr(s, &format!("{p}.listen"), None);
         let mut vs = VirtualServer::new(listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 1))));
         vs.name = String::new();
+        // keepalived's default scheduler (check_data.c: "no scheduler set, setting default
+        // 'wlc'"); TOML's is rr.
+        vs.lb_algo = Algorithm::WeightedLeastConnections;
         let mut defaults = CheckDefaults::default();
-        let mut virtualhost = None;
-        let mut inhibit = false;
         let mut protocol_set = false;
         let mut ops_at = None;
+        let mut persistence_timeout_set = false;
+        let mut granularity_set = false;
         let mut real_servers = Vec::new();
         for st in self.section(s) {
             let kw = st.keyword.text.as_str();
@@ -1094,19 +1254,34 @@ impl Conv {
                         vs.lb_algo = a;
                     }
                 }
-                "lb_kind" | "lvs_method" => {
-                    self.get(st, &fp, |v| match v.to_ascii_uppercase().as_str() {
-                        "NAT" => Ok(()),
-                        "DR" | "TUN" => Err(format!(
-                            "lb_kind {v} is not supported: lb-node is a full proxy (it terminates connections and opens its own to the backends, like NAT); use lb_kind NAT"
-                        )),
-                        _ => Err(format!("unknown lb_kind {v:?} (expected NAT)")),
-                    });
+                "lb_kind" | "lvs_method" | "sorry_server_lvs_method" => {
+                    self.get(st, &fp, forwarding_method);
                 }
-                "persistence_timeout" => vs.persistence_timeout = self.get(st, &fp, duration(kw)),
+                "persistence_timeout" => {
+                    persistence_timeout_set = true;
+                    vs.persistence_timeout = if st.args.is_empty() {
+                        // keepalived pto_handler: no value is IPVS's default, 360 s.
+                        self.record(&fp, &st.keyword.location);
+                        Some(IPVS_PERSISTENCE_TIMEOUT)
+                    } else {
+                        self.get(st, &fp, duration(kw))
+                    };
+                }
                 "persistence_granularity" => {
+                    granularity_set = true;
+                    let v6 = listen.is_some_and(|l| l.is_ipv6());
                     if let Some(g) = self.get(st, &fp, |v| {
-                        Granularity::parse(v).map_err(|e| e.to_string())
+                        if v6 {
+                            // keepalived pgr_handler: on an IPv6 virtual server, a prefix
+                            // length 1..=128.
+                            let n: u8 = int(kw, 1, 128)(v)?;
+                            Ok(Granularity {
+                                v6_prefix: n,
+                                ..Granularity::default()
+                            })
+                        } else {
+                            Granularity::parse(v).map_err(|e| e.to_string())
+                        }
                     }) {
                         vs.persistence_granularity = g;
                     }
@@ -1119,8 +1294,11 @@ impl Conv {
                 }
                 "retries" => vs.retries = self.get(st, &fp, int(kw, 0, 100)).unwrap_or(1),
                 "connect_timeout" => {
+                    // lb-node's connect timeout to the backends, and (keepalived) the checks'
+                    // default.
                     if let Some(d) = self.get(st, &fp, duration(kw)) {
                         vs.connect_timeout = d;
+                        defaults.connect_timeout = Some(d);
                     }
                 }
                 "retry" => defaults.retry = self.get(st, &fp, int(kw, 0, 1000)),
@@ -1132,11 +1310,13 @@ impl Conv {
                     vs.ops = self.flag(st, &fp);
                     ops_at = Some(st.keyword.location.clone());
                 }
-                "virtualhost" => virtualhost = self.value(st, &fp).map(|t| t.text.clone()),
+                "virtualhost" => {
+                    defaults.virtualhost = self.value(st, &fp).map(|t| t.text.clone());
+                }
                 // After the loop: the virtual server's check defaults apply wherever they are
                 // written in the block, and the sorry server comes after the real servers.
                 "real_server" | "sorry_server" => real_servers.push(st),
-                "inhibit_on_failure" => inhibit = self.flag(st, &fp),
+                "inhibit_on_failure" => defaults.inhibit_on_failure = self.flag(st, &fp),
                 "quorum" => {
                     vs.quorum = self
                         .get(st, &fp, int(kw, 1, i64::from(u32::MAX)))
@@ -1147,16 +1327,17 @@ impl Conv {
                         .get(st, &fp, int(kw, 0, i64::from(u32::MAX)))
                         .unwrap_or(0);
                 }
-                "quorum_up" => vs.quorum_up = self.command(st, &fp),
-                "quorum_down" => vs.quorum_down = self.command(st, &fp),
-                "omega"
-                | "ha_suspend"
-                | "sorry_server_inhibit"
-                | "sorry_server_lvs_method"
-                | "warmup"
-                | "smtp_alert" => self.ignored(st, "virtual_server"),
+                "quorum_up" => self.first_notify(&mut vs.quorum_up, st, &fp),
+                "quorum_down" => self.first_notify(&mut vs.quorum_down, st, &fp),
+                "omega" | "ha_suspend" | "sorry_server_inhibit" | "warmup" | "smtp_alert" => {
+                    self.ignored(st, "virtual_server")
+                }
                 _ => self.unknown(st, "virtual_server"),
             }
+        }
+        // keepalived pgr_handler: a granularity alone turns persistence on, for 360 s.
+        if granularity_set && !persistence_timeout_set {
+            vs.persistence_timeout = Some(IPVS_PERSISTENCE_TIMEOUT);
         }
         // keepalived sets IPVS one-packet scheduling for UDP services only and ignores `ops`
         // elsewhere (ipvswrapper.c); the TOML format refuses it there.
@@ -1182,27 +1363,20 @@ impl Conv {
             let bp = format!("{p}.backend[{j}]");
             if st.keyword.text == "sorry_server" {
                 self.record(&bp, &st.keyword.location);
-                if let Some(addr) = self.socket_addr(st, &format!("{bp}.address")) {
+                let vs_port = listen.map(|l| l.port());
+                if let Some(addr) = self.socket_addr(st, &format!("{bp}.address"), vs_port) {
                     let mut b = BackendConfig::new(addr);
                     b.backup = true;
                     vs.backends.push(b);
                 } else {
                     self.o.forget(&bp);
                 }
-            } else if let Some(mut b) = self.real_server(st, &bp, defaults) {
-                b.inhibit_on_failure |= inhibit;
+            } else if let Some(b) =
+                self.real_server(st, &bp, defaults.clone(), listen.map(|l| l.port()))
+            {
                 vs.backends.push(b);
             } else {
                 self.o.forget(&bp);
-            }
-        }
-        if let Some(vh) = virtualhost {
-            for b in &mut vs.backends {
-                for c in &mut b.checks {
-                    if let CheckKind::Http(h) | CheckKind::Ssl(h) = &mut c.kind {
-                        h.virtualhost.get_or_insert_with(|| vh.clone());
-                    }
-                }
             }
         }
         if listen.is_some() {
@@ -1220,10 +1394,13 @@ impl Conv {
         s: &Stmt,
         p: &str,
         vs_defaults: CheckDefaults,
+        vs_port: Option<u16>,
     ) -> Option<BackendConfig> {
         self.record(p, &s.keyword.location);
-        let addr = self.socket_addr(s, &format!("{p}.address"))?;
+        let addr = self.socket_addr(s, &format!("{p}.address"), vs_port)?;
         let mut b = BackendConfig::new(addr);
+        // keepalived rs_inhibit_handler: the real server's own value, either way, wins.
+        b.inhibit_on_failure = vs_defaults.inhibit_on_failure;
         let mut defaults = vs_defaults;
         let mut checks = Vec::new();
         let block = s.block.as_deref().unwrap_or(&[]);
@@ -1244,6 +1421,11 @@ impl Conv {
                 "uthreshold" | "maxconn" => {
                     b.maxconn =
                         self.get(st, &format!("{p}.maxconn"), int(kw, 0, i64::from(u32::MAX)));
+                    // IPVS and keepalived: an upper threshold of 0 is none. (`maxconn 0`, the
+                    // lb spelling, is refused as in TOML.)
+                    if kw == "uthreshold" && b.maxconn == Some(0) {
+                        b.maxconn = None;
+                    }
                 }
                 "backup" => b.backup = self.flag(st, &fp),
                 "retry" => defaults.retry = self.get(st, &fp, int(kw, 0, 1000)),
@@ -1251,10 +1433,22 @@ impl Conv {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
                 }
                 "delay_loop" => defaults.delay_loop = self.get(st, &fp, duration(kw)),
-                "notify_up" => b.notify_up = self.command(st, &fp),
-                "notify_down" => b.notify_down = self.command(st, &fp),
-                "lthreshold" | "warmup" | "smtp_alert" | "alpha" | "virtualhost" => {
-                    self.ignored(st, "real_server")
+                "connect_timeout" => {
+                    if let Some(d) = self.get(st, &fp, duration(kw)) {
+                        defaults.connect_timeout = Some(d);
+                    }
+                }
+                "alpha" => defaults.alpha = Some(self.flag(st, &fp)),
+                "virtualhost" => {
+                    if let Some(t) = self.value(st, &fp) {
+                        defaults.virtualhost = Some(t.text.clone());
+                    }
+                }
+                "notify_up" => self.first_notify(&mut b.notify_up, st, &fp),
+                "notify_down" => self.first_notify(&mut b.notify_down, st, &fp),
+                "lthreshold" | "warmup" | "smtp_alert" => self.ignored(st, "real_server"),
+                "lvs_method" => {
+                    self.get(st, &fp, forwarding_method);
                 }
                 "BFD_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "PING_CHECK" | "FILE_CHECK" => {
                     self.d.error(
@@ -1270,7 +1464,7 @@ impl Conv {
         for st in checks {
             // Indexed as in the model: a check dropped for an error leaves no gap.
             let cp = format!("{p}.check[{}]", b.checks.len());
-            match self.check(st, &cp, defaults) {
+            match self.check(st, &cp, &defaults) {
                 Some(c) => b.checks.push(c),
                 None => self.o.forget(&cp),
             }
@@ -1278,7 +1472,7 @@ impl Conv {
         Some(b)
     }
 
-    fn check(&mut self, s: &Stmt, p: &str, defaults: CheckDefaults) -> Option<HealthCheck> {
+    fn check(&mut self, s: &Stmt, p: &str, defaults: &CheckDefaults) -> Option<HealthCheck> {
         self.record(p, &s.keyword.location);
         let kw0 = s.keyword.text.as_str();
         let mut http = HttpCheck::default();
@@ -1290,6 +1484,7 @@ impl Conv {
         let mut retry = None;
         let mut delay_before_retry = None;
         let mut delay_loop = None;
+        let mut connect_timeout = None;
         for st in self.section(s) {
             let kw = st.keyword.text.as_str();
             if kw != "url" {
@@ -1298,10 +1493,7 @@ impl Conv {
             let fp = format!("{p}.{kw}");
             let is_http = matches!(kw0, "HTTP_GET" | "SSL_GET");
             match kw {
-                "connect_timeout" => {
-                    c.connect_timeout =
-                        self.get(st, &fp, duration(kw)).unwrap_or(c.connect_timeout);
-                }
+                "connect_timeout" => connect_timeout = self.get(st, &fp, duration(kw)),
                 "connect_port" => c.connect_port = self.get(st, &fp, int(kw, 1, 65535)),
                 "bindto" => c.bindto = self.get(st, &fp, ip),
                 "connect_ip" => c.connect_ip = self.get(st, &fp, ip),
@@ -1352,12 +1544,20 @@ impl Conv {
                         .get(st, &fp, int(kw, 0, i64::from(u16::MAX)))
                         .unwrap_or(udp.max_reply_length);
                 }
-                "bind_port" | "bind_if" | "warmup" | "fwmark" | "user" | "log_all_failures"
+                "bind_port" | "bind_if" | "warmup" | "fwmark" | "log_all_failures"
                 | "enable_sni" | "tls_compliant" | "protocol" | "http_protocol" => {
                     self.ignored(st, kw0)
                 }
+                "user" if kw0 == "MISC_CHECK" => self.ignored_unlike_keepalived(
+                    st,
+                    kw0,
+                    "keepalived runs the program as this user (and group); lb-node runs it as its own user",
+                ),
                 _ => self.unknown(st, kw0),
             }
+        }
+        if http.virtualhost.is_none() {
+            http.virtualhost.clone_from(&defaults.virtualhost);
         }
         c.kind = match kw0 {
             "TCP_CHECK" => CheckKind::Tcp,
@@ -1385,7 +1585,42 @@ impl Conv {
             .or(defaults.delay_before_retry)
             .unwrap_or_else(|| c.kind.default_delay_before_retry());
         c.delay_loop = delay_loop.or(defaults.delay_loop);
+        // A MISC_CHECK has no connection (keepalived: no `co`), so nothing to inherit.
+        let inherited = defaults
+            .connect_timeout
+            .filter(|_| !matches!(c.kind, CheckKind::Misc(_)));
+        c.connect_timeout = connect_timeout.or(inherited).unwrap_or(c.connect_timeout);
+        c.alpha = c.alpha.or(defaults.alpha);
         Some(c)
+    }
+
+    /// keepalived's `status_code <INTEGER|RANGE> …` (keepalived.conf(5)): codes and
+    /// inclusive ranges `A-B`, each in 100..=599; an error at the first bad one.
+    fn status_codes(&mut self, s: &Stmt, path: &str) -> Option<StatusSet> {
+        let Some(first) = s.args.first() else {
+            self.d.error(
+                &s.keyword.location,
+                "`status_code` needs an HTTP status or a range (200, 200-299)",
+            );
+            self.o.poison(path);
+            return None;
+        };
+        self.record(path, &first.location);
+        for a in &s.args {
+            if a.text.contains(',') || a.text.parse::<StatusSet>().is_err() {
+                self.d.error(
+                    &a.location,
+                    format!(
+                        "status_code {:?} is neither an HTTP status nor a range of them in 100..=599 (200, 200-299)",
+                        a.text
+                    ),
+                );
+                self.o.poison(path);
+                return None;
+            }
+        }
+        let list: Vec<&str> = s.args.iter().map(|a| a.text.as_str()).collect();
+        list.join(",").parse().ok()
     }
 
     fn url(&mut self, s: &Stmt, p: &str) -> Option<UrlCheck> {
@@ -1407,12 +1642,17 @@ impl Conv {
                         has_path = true;
                     }
                 }
-                "status_code" => u.status_code = self.get(st, &fp, int(kw, 100, 599)),
+                "status_code" => u.status_code = self.status_codes(st, &fp),
                 "digest" => u.digest = self.value(st, &fp).map(|t| t.text.clone()),
-                "virtualhost" | "regex" | "regex_no_match" | "regex_options" | "regex_stack"
+                "regex" | "regex_no_match" | "regex_options" | "regex_stack"
                 | "regex_min_offset" | "regex_max_offset" | "fail_on_match" => {
                     self.ignored(st, "url")
                 }
+                "virtualhost" => self.ignored_unlike_keepalived(
+                    st,
+                    "url",
+                    "keepalived sends this Host header for this url; lb-node sends the check's (else its real or virtual server's) for every url",
+                ),
                 _ => self.unknown(st, "url"),
             }
         }

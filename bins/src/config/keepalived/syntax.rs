@@ -5,7 +5,9 @@
 //! up to the end of the line, optionally followed by a `{ … }` block of statements; `#` and
 //! `!` start comments; `"…"` quotes an argument with spaces; `include PATTERN` (a glob
 //! with csh-style `{a,b}` braces, relative to the including file) is replaced by the statements of the files it matches,
-//! at any depth.
+//! at any depth; so are keepalived's `includer`, `includem`, `includew`, `includeb` and
+//! `includea`, each with its `include_check` checks. A file is not included while it is
+//! being read (an include cycle), and at most [`MAX_INCLUDED_FILES`] inclusions are made.
 //!
 //! # Examples
 //!
@@ -28,8 +30,12 @@ use logos::Logos;
 
 use crate::config::{ConfigError, Location, Warning};
 
-/// Files nested deeper than this are refused (an `include` cycle).
+/// Files nested deeper than this are refused.
 const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// At most this many files are included in all (each inclusion of a file counts): the
+/// work of reading a configuration is bounded, whatever its includes.
+pub const MAX_INCLUDED_FILES: usize = 1000;
 
 /// Blocks nested deeper than this are refused (the parser recurses once per level).
 pub const MAX_BLOCK_DEPTH: usize = 64;
@@ -48,7 +54,8 @@ enum Tok {
     Quoted,
     #[regex(r#""([^"\\\n]|\\[^\n])*"#, priority = 2)]
     Unterminated,
-    #[regex(r##"[^ \t\r\f\n{}"#!]+"##)]
+    // A `${…}` written in a word stays in it (it is refused whole, not split at its braces).
+    #[regex(r##"([^ \t\r\f\n{}"#!$]|\$\{[^}\n]*\}|\$)+"##)]
     Word,
 }
 
@@ -79,6 +86,10 @@ pub struct Diagnostics {
     pub errors: Vec<ConfigError>,
     /// Warnings.
     pub warnings: Vec<Warning>,
+    /// The files being read, outermost first (canonical paths where they exist).
+    reading: Vec<PathBuf>,
+    /// Files included so far (the first file not counted).
+    included: usize,
 }
 
 impl Diagnostics {
@@ -129,7 +140,16 @@ fn parse_nested(
         depth,
         nesting,
     };
-    p.block_body(None, diag)
+    diag.reading.push(canonical(file));
+    let stmts = p.block_body(None, diag);
+    diag.reading.pop();
+    stmts
+}
+
+/// `path` made absolute with symbolic links resolved, or as it is when it cannot be (a
+/// name given to [`parse_text`] with no file behind it).
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 #[derive(Debug)]
@@ -165,22 +185,119 @@ fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
             Ok(Tok::Unterminated) => {
                 diag.error(&location, "unterminated quoted string");
             }
-            Ok(tok @ Tok::Quoted) => out.push(Lexed {
-                tok,
-                text: unquote(&slice[1..slice.len() - 1]),
-                location,
-                span,
-            }),
-            Ok(tok) => out.push(Lexed {
-                tok,
-                text: slice.to_owned(),
-                location,
-                span,
-            }),
+            Ok(tok @ Tok::Quoted) => {
+                for (at, finding) in parameters(slice, true, false) {
+                    let l = locate(&(span.start + at..span.end));
+                    match finding {
+                        Parameter::Expanded(m) => diag.error(&l, m),
+                        Parameter::Literal(m) => diag.warn(&l, m),
+                    }
+                }
+                out.push(Lexed {
+                    tok,
+                    text: unquote(&slice[1..slice.len() - 1]),
+                    location,
+                    span,
+                });
+            }
+            Ok(tok) => {
+                if tok == Tok::Word {
+                    // `${` with no `}` on the line: the word ends at the `{`.
+                    let open = slice.ends_with('$') && text[span.end..].starts_with('{');
+                    let mut word = slice.to_owned();
+                    if open {
+                        word.push('{');
+                    }
+                    let blank_after = text[span.end..]
+                        .chars()
+                        .next()
+                        .is_none_or(char::is_whitespace);
+                    for (at, finding) in parameters(&word, false, blank_after) {
+                        let (Parameter::Expanded(m) | Parameter::Literal(m)) = finding;
+                        diag.error(&locate(&(span.start + at..span.end)), m);
+                    }
+                }
+                out.push(Lexed {
+                    tok,
+                    text: slice.to_owned(),
+                    location,
+                    span,
+                });
+            }
             Err(()) => diag.error(&location, format!("unexpected character {slice:?}")),
         }
     }
     out
+}
+
+/// keepalived's parameter references in a word or a quoted string (`quoted`), by byte
+/// offset (`blank_after`: the text goes on with a blank or ends after `s`). keepalived
+/// (keepalived.conf(5), "Parameter substitution") replaces `${NAME}`, and `$NAME` followed
+/// by a blank or the end of the line, by the definition of NAME, and always defines `_PWD`,
+/// `_INSTANCE`, `_RANDOM`, `_HASH` and `_BANG`; it leaves other names as written when they
+/// have no definition. lb-node reads no definition (`$NAME=` is refused), so:
+/// - a predefined name is [`Parameter::Expanded`] (keepalived would replace it);
+/// - any other `${` in a word is too: keepalived splits the word at its braces;
+/// - any other `${NAME}` in a quoted string is [`Parameter::Literal`]: kept as written, as
+///   keepalived does (a shell running the command may expand it).
+fn parameters(s: &str, quoted: bool, blank_after: bool) -> Vec<(usize, Parameter)> {
+    const PREDEFINED: &[&str] = &["_PWD", "_INSTANCE", "_RANDOM", "_HASH", "_BANG"];
+    let unsupported = "keepalived parameter expansion is not supported (lb-node reads no parameter definitions): write the value out";
+    let mut out = Vec::new();
+    for (at, _) in s.match_indices('$') {
+        let rest = &s[at + 1..];
+        let (braced, name_part) = match rest.strip_prefix('{') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let name_len = name_part
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(name_part.len());
+        let name = &name_part[..name_len];
+        let after = name_part[name_len..].chars().next();
+        let predefined = PREDEFINED.contains(&name)
+            && if braced {
+                // `${_RANDOM 1 10}` takes arguments.
+                matches!(after, Some('}' | ' ' | '\t'))
+            } else {
+                after.map_or(blank_after, char::is_whitespace)
+            };
+        let written = if braced {
+            let end = rest.find('}').map_or(rest.len(), |e| e + 1);
+            format!("${}", &rest[..end])
+        } else {
+            format!("${name}")
+        };
+        if predefined {
+            out.push((
+                at,
+                Parameter::Expanded(format!(
+                    "`{written}`: keepalived replaces it by its value, lb-node does not: {unsupported}"
+                )),
+            ));
+        } else if braced && !quoted {
+            out.push((
+                at,
+                Parameter::Expanded(format!("`{written}`: {unsupported}")),
+            ));
+        } else if braced {
+            out.push((
+                at,
+                Parameter::Literal(format!(
+                    "`{written}` is kept as written, as keepalived does without a definition of {name} (lb-node reads no parameter definitions)"
+                )),
+            ));
+        }
+    }
+    out
+}
+
+/// A parameter reference found by [`parameters`], with its message.
+enum Parameter {
+    /// keepalived would replace it: an error.
+    Expanded(String),
+    /// Kept as written, as keepalived does: a warning.
+    Literal(String),
 }
 
 fn unquote(s: &str) -> String {
@@ -284,7 +401,23 @@ impl Parser<'_> {
                         _ => diag.error(&t.location, "unexpected `{` with no keyword before it"),
                     }
                 }
-                Some(Tok::Word) if self.tokens[self.pos].text == "include" => {
+                Some(Tok::Word)
+                    if ["~SEQ", "~LST"]
+                        .iter()
+                        .any(|p| self.tokens[self.pos].text.starts_with(p)) =>
+                {
+                    // Dropped with its block: what it would repeat cannot be read.
+                    let stmt = self.statement(diag);
+                    let kw = &stmt.keyword.text;
+                    diag.error(
+                        &stmt.keyword.location,
+                        format!(
+                            "`{}(…)`: keepalived sequence expansion (~SEQ, ~LST) is not supported: write each line out",
+                            &kw[..kw.find('(').unwrap_or(kw.len())]
+                        ),
+                    );
+                }
+                Some(Tok::Word) if IncludeChecks::of(&self.tokens[self.pos].text).is_some() => {
                     let stmt = self.include_statement();
                     self.include(&stmt, &mut stmts, diag);
                 }
@@ -367,10 +500,12 @@ impl Parser<'_> {
     }
 
     fn include(&self, stmt: &Stmt, out: &mut Vec<Stmt>, diag: &mut Diagnostics) {
+        let kw = stmt.keyword.text.as_str();
+        let checks = IncludeChecks::of(kw).unwrap_or_default();
         let Some(pattern) = stmt.args.first() else {
             diag.error(
                 &stmt.keyword.location,
-                "include needs a file name or pattern",
+                format!("{kw} needs a file name or pattern"),
             );
             return;
         };
@@ -402,14 +537,16 @@ impl Parser<'_> {
         };
         // csh-style braces first, as keepalived's glob(3) with GLOB_BRACE: each
         // alternative's matches in order, sorted within it, each file once.
+        let alternatives = expand_braces(&pattern.text);
+        let braced = alternatives.as_slice() != [pattern.text.as_str()];
         let mut files: Vec<PathBuf> = Vec::new();
-        for alternative in expand_braces(&pattern.text) {
-            let alternative = format!("{base_glob}{}", glob_escapes(&alternative));
-            let mut matched: Vec<PathBuf> = match glob::glob(&alternative) {
-                Ok(paths) => paths
-                    .filter_map(Result::ok)
-                    .filter(|p| p.is_file())
-                    .collect(),
+        let mut matched_any = false;
+        // Alternatives without a wildcard that name no file (keepalived's brace_match).
+        let mut missing: Vec<String> = Vec::new();
+        for alternative in &alternatives {
+            let glob_text = format!("{base_glob}{}", glob_escapes(alternative));
+            let mut matched: Vec<PathBuf> = match glob::glob(&glob_text) {
+                Ok(paths) => paths.filter_map(Result::ok).collect(),
                 Err(e) => {
                     diag.error(
                         &pattern.location,
@@ -418,6 +555,10 @@ impl Parser<'_> {
                     return;
                 }
             };
+            if matched.is_empty() && !has_wildcard(alternative) {
+                missing.push(alternative.clone());
+            }
+            matched_any |= !matched.is_empty();
             matched.sort();
             for f in matched {
                 if !files.contains(&f) {
@@ -425,20 +566,79 @@ impl Parser<'_> {
                 }
             }
         }
-        if files.is_empty() {
-            if full_str.contains(['*', '?', '[', '{']) {
-                diag.warn(
-                    &pattern.location,
-                    format!("include {full_str:?} matches no file"),
-                );
+        let wildcard = has_wildcard(&pattern.text);
+        if !matched_any {
+            // keepalived (parser.c, include_check): `match` refuses a pattern without
+            // wildcards that names no file, `wildcard_match` any pattern matching nothing,
+            // `brace_match` a brace alternative without wildcards that names no file;
+            // plain `include`, as lb-node has always read it, refuses a missing file named
+            // without wildcards or braces.
+            let refused = if wildcard {
+                checks.wildcard_match || (checks.brace_match && !missing.is_empty())
+            } else if braced {
+                checks.brace_match
             } else {
-                diag.error(
-                    &pattern.location,
-                    format!("included file {full_str} does not exist"),
-                );
+                checks.plain || checks.matches
+            };
+            let message = if wildcard || braced {
+                format!("{kw} {full_str:?} matches no file")
+            } else {
+                format!("included file {full_str} does not exist")
+            };
+            if refused {
+                diag.error(&pattern.location, message);
+            } else {
+                diag.warn(&pattern.location, format!("{message}; nothing included"));
+            }
+        } else if braced {
+            for alternative in &missing {
+                let message = format!("{kw} {full_str:?}: {alternative:?} names no file");
+                if checks.brace_match {
+                    diag.error(&pattern.location, message);
+                } else {
+                    diag.warn(&pattern.location, message);
+                }
             }
         }
         for f in files {
+            if f.is_dir() {
+                // keepalived skips a directory, an error with the `readable` check.
+                let message = format!("{kw}: {} is a directory, not a file", f.display());
+                if checks.readable {
+                    diag.error(&pattern.location, message);
+                } else {
+                    diag.warn(&pattern.location, format!("{message}; skipped"));
+                }
+                continue;
+            }
+            // A file including itself, directly or not, would be read until the depth
+            // limit, its fan-out multiplying the work (keepalived loops forever).
+            if diag.reading.contains(&canonical(&f)) {
+                let e = ConfigError::at(
+                    Some(pattern.location.clone()),
+                    format!(
+                        "include cycle: {} is already being read, not read again",
+                        f.display()
+                    ),
+                );
+                // Reached again along another path: reported once.
+                if !diag.errors.contains(&e) {
+                    diag.errors.push(e);
+                }
+                continue;
+            }
+            diag.included += 1;
+            if diag.included > MAX_INCLUDED_FILES {
+                if diag.included == MAX_INCLUDED_FILES + 1 {
+                    diag.error(
+                        &pattern.location,
+                        format!(
+                            "more than {MAX_INCLUDED_FILES} files included: not reading any more"
+                        ),
+                    );
+                }
+                return;
+            }
             match std::fs::read_to_string(&f) {
                 Ok(text) => out.extend(parse_nested(&text, &f, self.depth + 1, self.nesting, diag)),
                 Err(e) => diag.error(
@@ -448,6 +648,79 @@ impl Parser<'_> {
             }
         }
     }
+}
+
+/// What an include keyword checks (keepalived.conf(5), `include_check`): `includer` that
+/// each file matched is readable, `includem` also that a pattern without wildcards names a
+/// file, `includew` that any pattern matches a file, `includeb` that each brace alternative
+/// without wildcards names a file, `includea` all of these. Plain `include` checks
+/// nothing in keepalived; lb-node refuses an unreadable file and a missing file named
+/// without wildcards or braces (`plain`).
+#[derive(Debug, Clone, Copy, Default)]
+struct IncludeChecks {
+    plain: bool,
+    readable: bool,
+    matches: bool,
+    wildcard_match: bool,
+    brace_match: bool,
+}
+
+impl IncludeChecks {
+    /// The checks of include keyword `kw`, or `None` when it is not one.
+    fn of(kw: &str) -> Option<Self> {
+        let all = Self {
+            plain: false,
+            readable: true,
+            matches: true,
+            wildcard_match: true,
+            brace_match: true,
+        };
+        let none = Self::default();
+        Some(match kw {
+            "include" => Self {
+                plain: true,
+                ..none
+            },
+            "includer" => Self {
+                readable: true,
+                ..none
+            },
+            "includem" => Self {
+                readable: true,
+                matches: true,
+                ..none
+            },
+            "includew" => Self {
+                readable: true,
+                matches: true,
+                wildcard_match: true,
+                ..none
+            },
+            "includeb" => Self {
+                readable: true,
+                brace_match: true,
+                ..none
+            },
+            "includea" => all,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether an (expanded) include pattern has a glob wildcard (`*`, `?`, `[`) not escaped
+/// by a backslash.
+fn has_wildcard(pattern: &str) -> bool {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '*' | '?' | '[' => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Whether `s` ends with a backslash that escapes what follows (an odd run of them).
