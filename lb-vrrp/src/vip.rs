@@ -258,8 +258,16 @@ impl Interfaces {
         Self(nix::ifaddrs::getifaddrs().map_or_else(|_| Vec::new(), Iterator::collect))
     }
 
+    /// The entries of interface `name`, including its labelled addresses: `getifaddrs`
+    /// names an IPv4 address with a label (`label eth0:1`) after the label, which Linux
+    /// requires to be the interface's name or start with it and a colon.
     fn of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a nix::ifaddrs::InterfaceAddress> {
-        self.0.iter().filter(move |i| i.interface_name == name)
+        self.0.iter().filter(move |i| {
+            i.interface_name == name
+                || i.interface_name
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(':'))
+        })
     }
 
     /// True if interface `name` is administratively up and has carrier
