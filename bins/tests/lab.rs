@@ -1410,15 +1410,23 @@ fn reload_keeps_a_changed_master_master() {
     let notified = lab.dir().join("notified");
     let (kept, dropped, added) = ("198.18.0.230", "198.18.0.231", "198.18.0.232");
     // The changing VIPs are excluded ones: adverts carry only the kept one, so lb2, not
-    // reloaded, still takes lb1's adverts (a different advertised list is dropped).
+    // reloaded, still takes lb1's adverts (a different advertised list is dropped). A
+    // weight-0 script that takes 4 s holds a fresh instance in INIT that long; a resumed
+    // Master must not wait for it (lb2 would take over after 3.6 s).
     let conf = |socket: &Path, prio: u8, excluded: &str, notify: &str| {
         format!(
             "global_defs {{\nrouter_id R{prio}\nadmin_socket {}\n}}\n\
+             vrrp_script chk {{\nscript \"/bin/sleep 4\"\ninterval 30\ntimeout 10\nweight 0\n}}\n\
              vrrp_instance VI_1 {{\ninterface eth0\nvirtual_router_id 71\npriority {prio}\n\
-             advert_int 1\nnotify_master \"/usr/bin/touch {}\"\nvirtual_ipaddress {{\n{kept}\n}}\n\
+             advert_int 1\nnotify_master \"/usr/bin/touch {}\"\n\
+             notify_backup \"/usr/bin/touch {}\"\ntrack_script {{\nchk\n}}\n\
+             virtual_ipaddress {{\n{kept}\n}}\n\
              virtual_ipaddress_excluded {{\n{excluded}\n}}\n}}\n",
             socket.display(),
             notified.with_extension(notify).display(),
+            notified
+                .with_extension(format!("backup-{notify}"))
+                .display(),
         )
     };
     std::fs::write(&lb1.conf, conf(&lb1.socket, 150, dropped, "a")).expect("conf");
@@ -1426,7 +1434,7 @@ fn reload_keeps_a_changed_master_master() {
     lb1.start(&lab);
     lb2.start(&lab);
     let state = |n: &Node| n.status().map(|s| vrrp_states(&s)).unwrap_or_default();
-    let settled = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+    let settled = wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
         state(&lb1) == [("VI_1".to_owned(), VrrpState::Master)]
             && state(&lb2) == [("VI_1".to_owned(), VrrpState::Backup)]
     });
@@ -1453,12 +1461,14 @@ fn reload_keeps_a_changed_master_master() {
     };
     let lb2_before = to_master(&mut lb2);
 
+    assert!(notified.with_extension("backup-a").exists());
+
     std::fs::write(&lb1.conf, conf(&lb1.socket, 150, added, "b")).expect("conf");
     assert!(lb1.proc().sighup());
-    // Watch the kept VIP through the reload and a few adverts after it.
+    // Watch the kept VIP through the reload and past a Master_Down_Interval after it.
     let start = Instant::now();
     let mut kept_gone = 0;
-    while start.elapsed() < Duration::from_secs(4) {
+    while start.elapsed() < Duration::from_secs(6) {
         if !lab.has_addr("lb1", ip(kept)) {
             kept_gone += 1;
         }
@@ -1489,5 +1499,20 @@ fn reload_keeps_a_changed_master_master() {
     assert!(
         !notified.with_extension("b").exists(),
         "notify_master ran at the reload"
+    );
+    // The backup reloads too: it stays BACKUP without running its (new) notify_backup.
+    std::fs::write(&lb2.conf, conf(&lb2.socket, 100, added, "b")).expect("conf");
+    assert!(lb2.proc().sighup());
+    let reloaded = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb2.proc
+            .as_ref()
+            .is_some_and(|p| p.stderr().contains("reload done"))
+            && state(&lb2) == [("VI_1".to_owned(), VrrpState::Backup)]
+    });
+    assert!(reloaded.is_some(), "{:?}\n{}", state(&lb2), lb2.logs());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !notified.with_extension("backup-b").exists(),
+        "notify_backup ran at the backup's reload"
     );
 }

@@ -114,18 +114,34 @@ impl DropRules {
         nft(&(elements("add", addrs) + &elements("delete", addrs))).await
     }
 
-    /// Deletes the table, whatever it holds; no error if it is not there. For a process
-    /// that stops cleanly after its speakers: a [`crate::driver::Speaker`] that stops
-    /// takes its own addresses out of the sets but leaves the table to the others.
+    /// Takes `addrs` out of the sets of a table some earlier run installed, without
+    /// installing one: for a speaker none of whose instances needs the table.
     ///
     /// # Errors
     ///
-    /// [`AcceptError`].
+    /// [`AcceptError`], also when there is no table (nothing to clear) or no `nft`.
+    pub async fn clear_stale(addrs: &[IpAddr]) -> Result<(), AcceptError> {
+        nft(&(elements("add", addrs) + &elements("delete", addrs))).await
+    }
+
+    /// Deletes the table if both its sets are empty: for a process that stops cleanly
+    /// after its speakers (a [`crate::driver::Speaker`] that stops takes its own addresses
+    /// out of the sets). A table still holding another process's addresses stays. No error
+    /// if there is no table.
+    ///
+    /// # Errors
+    ///
+    /// [`AcceptError`] (no `nft`, or it refused the deletion).
     pub async fn uninstall() -> Result<(), AcceptError> {
-        nft(&format!(
-            "add table inet {TABLE}\ndelete table inet {TABLE}\n"
-        ))
-        .await
+        for set in ["vips4", "vips6"] {
+            match nft_output(&["list", "set", "inet", TABLE, set]).await? {
+                // No table (or set): nothing to remove.
+                None => return Ok(()),
+                Some(listing) if listing.contains("elements") => return Ok(()),
+                Some(_) => {}
+            }
+        }
+        nft(&format!("delete table inet {TABLE}\n")).await
     }
 }
 
@@ -147,6 +163,22 @@ fn elements(verb: &str, addrs: &[IpAddr]) -> String {
         }
     }
     s
+}
+
+/// Runs `nft ARGS`: its standard output, or `None` if it failed.
+async fn nft_output(args: &[&str]) -> Result<Option<String>, AcceptError> {
+    let out = tokio::process::Command::new("nft")
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(AcceptError::Spawn)?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 /// Runs `nft -f -` with `script` on its standard input (one transaction: all or nothing).

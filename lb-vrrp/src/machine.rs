@@ -728,6 +728,8 @@ impl VirtualRouter {
             .then(|| now.checked_add(self.cfg.preempt_delay))
             .flatten();
         self.enter_running(now, Reason::Startup);
+        // Once: a later start (after a shutdown) is an ordinary one.
+        self.cfg.resume_master = false;
     }
 
     /// The Shutdown event: a master sends a priority-0 advert and removes its VIPs; all
@@ -1086,7 +1088,13 @@ impl VirtualRouter {
     }
 
     fn enter_running(&mut self, now: Instant, reason: Reason) {
+        // A resumed Master's predecessor left its VIPs on the interface: one that cannot be
+        // Master now removes them instead of holding them silently.
+        let resumed = reason == Reason::Startup && self.cfg.resume_master;
         if self.in_fault() {
+            if resumed {
+                self.actions.push_back(Action::RemoveVips);
+            }
             let r = if !self.link_up {
                 Reason::LinkDown
             } else if !self.has_addr {
@@ -1655,7 +1663,7 @@ mod tests {
 
     /// `resume_master` (a reload's successor of a Master): Master at start, without the
     /// Master_Down_Interval wait, with its advert, VIPs and announcement; a fault still
-    /// wins; without it a non-owner starts as Backup.
+    /// wins, and then removes the VIPs; without it a non-owner starts as Backup.
     #[test]
     fn resumed_master_starts_as_master_unless_faulted() {
         let t0 = t0();
@@ -1685,6 +1693,21 @@ mod tests {
         vr.handle_link(t0, false);
         vr.start(t0);
         assert_eq!(vr.state(), State::Fault);
+        // The VIPs its predecessor handed over are not kept in Fault.
+        let acts = drain(&mut vr);
+        assert!(
+            matches!(
+                &acts[..],
+                [
+                    Action::RemoveVips,
+                    Action::Transition {
+                        to: State::Fault,
+                        ..
+                    }
+                ]
+            ),
+            "{acts:?}"
+        );
         c.resume_master = false;
         let mut vr = VirtualRouter::new(c);
         vr.start(t0);

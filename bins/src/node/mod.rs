@@ -274,31 +274,41 @@ impl AdminHandler for Shared {
 /// `notify_up`/`notify_down`; as its user and group when it has them (as a `vrrp_script`
 /// with `user`: no supplementary groups), not at all when they cannot be looked up.
 pub(crate) fn notify(script: &NotifyScript, args: &[&str]) {
-    let run_as = match script.run_as() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(script = %script.command, error = %e, "notify script not run");
-            return;
+    let script = script.clone();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::spawn(async move {
+        // On a blocking thread: the user lookup goes through NSS (files, LDAP, sssd), which
+        // may stall, and must not stop the event loop that sends adverts.
+        let lookup = {
+            let script = script.clone();
+            tokio::task::spawn_blocking(move || script.run_as()).await
+        };
+        let run_as = match lookup {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(script = %script.command, error = %e, "notify script not run");
+                return;
+            }
+            Err(_) => return,
+        };
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!("{} \"$@\"", script.command))
+            .arg("notify")
+            .args(&args)
+            .kill_on_drop(false);
+        if let Some(r) = run_as {
+            cmd.gid(r.gid).uid(r.uid);
         }
-    };
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(format!("{} \"$@\"", script.command))
-        .arg("notify")
-        .args(args)
-        .kill_on_drop(false);
-    if let Some(r) = run_as {
-        cmd.gid(r.gid).uid(r.uid);
-    }
-    let script = script.command.as_str();
-    match cmd.spawn() {
-        Ok(mut child) => {
-            tokio::spawn(async move {
+        match cmd.spawn() {
+            Ok(mut child) => {
                 let _ = child.wait().await;
-            });
+            }
+            Err(e) => {
+                tracing::warn!(script = %script.command, error = %e, "notify script failed to start");
+            }
         }
-        Err(e) => tracing::warn!(script, error = %e, "notify script failed to start"),
-    }
+    });
 }
 
 /// The running node.
@@ -547,7 +557,7 @@ impl Node {
                 instances,
                 &node.shared.vrrp,
                 &live,
-                &HashSet::new(),
+                &HashMap::new(),
             ) {
                 Ok(s) => node.speakers.push(s),
                 Err(e) => {
@@ -858,8 +868,7 @@ impl Node {
         .map(String::as_str)
         .collect();
         let mut keep = Vec::new();
-        // Instances that were Master in a speaker handed over to its successor.
-        let mut resume = HashSet::new();
+        let live = self.live_map();
         for mut s in std::mem::take(&mut self.speakers) {
             let members = new_groups
                 .iter()
@@ -877,17 +886,46 @@ impl Node {
                 // Other settings changed: a new speaker takes over as keepalived's reload
                 // does, Masters staying Master, instead of a priority-0 advert that moves
                 // the VIPs to a peer and back.
+                // Checked first: a successor that could not start would leave the VIPs
+                // with nobody advertising them; the group keeps running as it was instead.
                 Some(m) if s.can_hand_over(m) => {
-                    let masters = s.masters().await;
+                    let group = s.group.clone();
+                    if let Err(e) = vrrp::precheck(&new, group.is_some(), m, &live).await {
+                        tracing::error!(?group, error = %e, "reload: VRRP group keeps its previous configuration");
+                        keep.push(s);
+                        continue;
+                    }
                     let old = s.instances.clone();
-                    s.handover().await;
-                    vrrp::remove_dropped_vips(&old, m, &masters).await;
-                    resume.extend(masters);
+                    let previous = s.handover().await;
+                    let masters: HashSet<String> = previous
+                        .iter()
+                        .filter(|(_, st)| **st == lb_vrrp::machine::State::Master)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    // At once, before anything else of the reload: adverts pause only
+                    // for the hand-over itself.
+                    let started = SpeakerRuntime::start(
+                        &new,
+                        group,
+                        m.clone(),
+                        &self.shared.vrrp,
+                        &live,
+                        &previous,
+                    );
+                    match started {
+                        Ok(n) => {
+                            keep.push(n);
+                            vrrp::remove_dropped_vips(&old, m, &masters).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "reload: VRRP group not started after its hand-over; its VIPs are removed");
+                            vrrp::remove_dropped_vips(&old, &[], &masters).await;
+                        }
+                    }
                 }
                 _ => s.stop(&self.shared.vrrp).await,
             }
         }
-        let live = self.live_map();
         for (g, members) in new_groups {
             if keep
                 .iter()
@@ -895,7 +933,8 @@ impl Node {
             {
                 continue;
             }
-            match SpeakerRuntime::start(&new, g, members, &self.shared.vrrp, &live, &resume) {
+            match SpeakerRuntime::start(&new, g, members, &self.shared.vrrp, &live, &HashMap::new())
+            {
                 Ok(s) => keep.push(s),
                 Err(e) => tracing::error!(error = %e, "reload: VRRP group not started"),
             }
@@ -917,9 +956,13 @@ impl Node {
         for s in std::mem::take(&mut self.speakers) {
             s.stop(&self.shared.vrrp).await;
         }
-        if self.config.vrrp_instances.iter().any(|vi| !vi.accept) {
-            if let Err(e) = lb_vrrp::accept::DropRules::uninstall().await {
+        // Also when no instance has no_accept now (a reload may have turned it off); the
+        // table goes only if no other process still drops through it.
+        if let Err(e) = lb_vrrp::accept::DropRules::uninstall().await {
+            if self.config.vrrp_instances.iter().any(|vi| !vi.accept) {
                 tracing::warn!(error = %e, "removing the no_accept nftables table");
+            } else {
+                tracing::debug!(error = %e, "no no_accept nftables table removed");
             }
         }
         let deadline = self.config.global.drain_deadline;

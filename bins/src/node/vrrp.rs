@@ -174,11 +174,13 @@ pub(crate) async fn remove_dropped_vips(
             return;
         }
     };
-    let all = |vi: &VrrpInstance| -> Vec<String> {
+    // The same address on the same interface with the same prefix is kept (a new label
+    // alone does not take it away for a moment).
+    let all = |vi: &VrrpInstance| -> Vec<(std::net::IpAddr, Option<u8>, Option<String>, String)> {
         vi.virtual_ipaddress
             .iter()
             .chain(&vi.virtual_ipaddress_excluded)
-            .map(ToString::to_string)
+            .map(|v| (v.address, v.prefix_len, v.dev.clone(), v.to_string()))
             .collect()
     };
     for vi in old.iter().filter(|vi| masters.contains(&vi.name)) {
@@ -191,8 +193,15 @@ pub(crate) async fn remove_dropped_vips(
             continue;
         };
         let mut removed = Vec::new();
-        for text in all(vi).into_iter().filter(|t| !kept.contains(t)) {
-            let Ok(vip) = text.parse::<Vip>() else {
+        let same = |a: &(std::net::IpAddr, Option<u8>, Option<String>, String),
+                    b: &(std::net::IpAddr, Option<u8>, Option<String>, String)| {
+            a.0 == b.0 && a.1 == b.1 && a.2 == b.2
+        };
+        for entry in all(vi)
+            .into_iter()
+            .filter(|a| !kept.iter().any(|b| same(a, b)))
+        {
+            let Ok(vip) = entry.3.parse::<Vip>() else {
                 continue;
             };
             match mgr.remove(ifindex, &vip).await {
@@ -218,6 +227,40 @@ pub(crate) async fn remove_dropped_vips(
     }
 }
 
+/// What starting a speaker for `members` (of configuration `cfg`; `sync_group`: they form
+/// one) would fail on, checked before a running speaker hands over to it: the instance
+/// settings, the interfaces and sockets (a speaker is built and dropped), tracked virtual
+/// servers, and the no_accept table.
+pub(crate) async fn precheck(
+    cfg: &Config,
+    sync_group: bool,
+    members: &[VrrpInstance],
+    live: &HashMap<String, watch::Receiver<bool>>,
+) -> Result<(), NodeError> {
+    let configs = members
+        .iter()
+        .map(|vi| {
+            for ts in &vi.track_service {
+                if !live.contains_key(&ts.virtual_server) {
+                    return Err(NodeError::Start(format!(
+                        "vrrp_instance {}: track_service names unknown virtual server {}",
+                        vi.name, ts.virtual_server
+                    )));
+                }
+            }
+            instance_config(cfg, vi, live)
+                .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(Speaker::new(configs, sync_group).map_err(|e| NodeError::Start(format!("VRRP: {e}")))?);
+    if members.iter().any(|vi| !vi.accept) {
+        lb_vrrp::accept::DropRules::install()
+            .await
+            .map_err(|e| NodeError::Start(format!("no_accept: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Whether a running speaker (`group`, `instances`) is the one the new configuration's
 /// group (`g`, `members`) continues: the same sync group, or the same lone instance.
 pub(crate) fn same_group(
@@ -234,23 +277,25 @@ pub(crate) fn same_group(
 }
 
 impl SpeakerRuntime {
-    /// Starts the instances of one group. Those named in `resume` were Master in the
-    /// speaker this one replaces (a reload, see [`SpeakerRuntime::handover`]): they start
-    /// as Master at once, keeping their VIPs.
+    /// Starts the instances of one group. `previous`: the states of the instances of the
+    /// speaker this one replaces (a reload, see [`SpeakerRuntime::handover`]): those that
+    /// were Master start as Master at once, keeping their VIPs, and an instance's first
+    /// transition into the state it had runs no notify script (the state did not change
+    /// for anyone outside; keepalived keeps it across a reload).
     pub(crate) fn start(
         cfg: &Config,
         group: Option<String>,
         instances: Vec<VrrpInstance>,
         table: &VrrpTable,
         live: &HashMap<String, watch::Receiver<bool>>,
-        resume: &HashSet<String>,
+        previous: &HashMap<String, State>,
     ) -> Result<Self, NodeError> {
         let configs = instances
             .iter()
             .map(|vi| {
                 let mut c = instance_config(cfg, vi, live)
                     .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))?;
-                c.resume_master = resume.contains(&vi.name);
+                c.resume_master = previous.get(&vi.name) == Some(&State::Master);
                 Ok(c)
             })
             .collect::<Result<Vec<_>, NodeError>>()?;
@@ -298,6 +343,10 @@ impl SpeakerRuntime {
         let sync_group = group_cfg.clone();
         let tbl = Arc::clone(table);
         let own = own_addr.clone();
+        let mut quiet: HashMap<String, State> = instances
+            .iter()
+            .filter_map(|vi| previous.get(&vi.name).map(|s| (vi.name.clone(), *s)))
+            .collect();
         // Ends once the speaker is gone (`Closed`), after the events it sent last, such as
         // the transitions to Initialize that run `notify_stop`.
         let events_task = tokio::spawn(async move {
@@ -320,9 +369,11 @@ impl SpeakerRuntime {
                         _ => None,
                     };
                 }
-                // Master again after a reload: the state did not change for anyone outside
-                // (no priority-0 advert went out), so no notify script runs.
-                if ev.reason == Reason::Reload {
+                // Back in the state it had before a reload hand-over (Master again, with no
+                // priority-0 advert in between): nothing changed for anyone outside, so no
+                // notify script runs.
+                let resumed = quiet.remove(&ev.instance) == Some(ev.to);
+                if resumed || ev.reason == Reason::Reload {
                     continue;
                 }
                 let Some(vi) = by_name.get(&ev.instance) else {
@@ -511,25 +562,21 @@ impl SpeakerRuntime {
             })
     }
 
-    /// Names of the instances that are Master now.
-    pub(crate) async fn masters(&self) -> HashSet<String> {
-        self.handle
-            .status()
+    /// Stops the speaker for a successor (a reload that changed the group): no priority-0
+    /// advert, no notify script, VIPs and drop rules left in place; keepalived keeps an
+    /// instance's state across a reload the same way. Returns each instance's state at the
+    /// moment it stopped; waits (at most 5 s). The caller starts the successor at once with
+    /// these as its `previous` states, and removes the VIPs the new configuration no longer
+    /// has.
+    pub(crate) async fn handover(self) -> HashMap<String, State> {
+        let states: HashMap<String, State> = self
+            .handle
+            .handover()
             .await
             .unwrap_or_default()
             .into_iter()
-            .filter(|s| s.state == State::Master)
-            .map(|s| s.instance)
-            .collect()
-    }
-
-    /// Stops the speaker for a successor (a reload that changed the group): no priority-0
-    /// advert, no notify script, VIPs and drop rules left in place; keepalived keeps an
-    /// instance's state across a reload the same way. Waits (at most 5 s). The caller
-    /// starts the successor at once with the Masters in its `resume` set, and removes the
-    /// VIPs the new configuration no longer has.
-    pub(crate) async fn handover(self) {
-        self.handle.handover();
+            .map(|s| (s.instance, s.state))
+            .collect();
         let mut run = self.run;
         if tokio::time::timeout(Duration::from_secs(5), &mut run)
             .await
@@ -548,6 +595,7 @@ impl SpeakerRuntime {
         {
             events_task.abort();
         }
+        states
     }
 
     /// Sends priority 0 from masters, removes the VIPs, and waits (at most 5 s).

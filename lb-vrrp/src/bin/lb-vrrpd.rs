@@ -274,9 +274,12 @@ fn main() -> anyhow::Result<()> {
             handle.shutdown();
         });
         speaker.run().await?;
-        if no_accept {
-            if let Err(e) = lb_vrrp::accept::DropRules::uninstall().await {
+        // Also without --no-accept now (an earlier run's table); it goes only if empty.
+        if let Err(e) = lb_vrrp::accept::DropRules::uninstall().await {
+            if no_accept {
                 tracing::warn!(error = %e, "removing the Accept_Mode nftables table");
+            } else {
+                tracing::debug!(error = %e, "no Accept_Mode nftables table removed");
             }
         }
         // The speaker (and its event sender) is gone: the printer drains the last events,

@@ -374,7 +374,7 @@ pub struct Event {
 #[derive(Debug)]
 enum Control {
     Shutdown,
-    Handover,
+    Handover(tokio::sync::oneshot::Sender<Vec<InstanceStatus>>),
     SetPriority(usize, Priority),
     Track(usize, TrackId, bool),
     Status(tokio::sync::oneshot::Sender<Vec<InstanceStatus>>),
@@ -410,11 +410,19 @@ impl SpeakerHandle {
     }
     /// Stops every instance as they are, for a successor that takes over (a
     /// configuration reload): no priority-0 advert, no transition, the VIPs and the
-    /// Accept_Mode drop rules stay; then [`Speaker::run`] returns. Start the successor's
-    /// instances that were Master here with [`VrrpInstanceConfig::resume_master`] within
-    /// a Master_Down_Interval, or a peer takes over.
-    pub fn handover(&self) {
-        let _ = self.tx.send(Control::Handover);
+    /// Accept_Mode drop rules stay; then [`Speaker::run`] returns. Returns each instance's
+    /// status at the moment it stopped (`None` if the speaker had already stopped). Start
+    /// the successor's instances that were Master with
+    /// [`VrrpInstanceConfig::resume_master`] within a Master_Down_Interval, or a peer takes
+    /// over.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the speaker stops even if the answer is dropped.
+    pub async fn handover(&self) -> Option<Vec<InstanceStatus>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Control::Handover(tx)).ok()?;
+        rx.await.ok()
     }
     /// Sets the base priority of instance `index` (in the order given to [`Speaker::new`]).
     pub fn set_priority(&self, index: usize, priority: Priority) {
@@ -589,7 +597,8 @@ impl Speaker {
                 link_up,
                 has_src: found.is_some(),
                 restore_failed: HashSet::new(),
-                dropping: std::sync::atomic::AtomicBool::new(false),
+                // A resumed no_accept Master's predecessor left its drop elements.
+                dropping: std::sync::atomic::AtomicBool::new(cfg.resume_master && !cfg.accept),
                 cfg,
                 ifindex,
                 src,
@@ -658,19 +667,24 @@ impl Speaker {
     /// Not cancel safe: dropping the future leaves VIPs in place without a priority-0
     /// advert; use [`SpeakerHandle::shutdown`].
     pub async fn run(mut self) -> Result<()> {
+        // Addresses a crashed or reloaded predecessor left in the drop set, like its VIPs
+        // below, except a resumed no_accept Master's (dropped still); also when no instance
+        // here needs the table any more (no_accept turned off).
+        let stale: Vec<IpAddr> = self
+            .instances
+            .iter()
+            .filter(|inst| !inst.cfg.resume_master || inst.cfg.accept)
+            .flat_map(|inst| inst.cfg.all_vips().map(|v| v.addr))
+            .collect();
         if self.instances.iter().any(|inst| !inst.cfg.accept) {
             let rules = DropRules::install().await?;
-            // Addresses a crashed predecessor left in the drop set, like its VIPs below.
-            let all: Vec<IpAddr> = self
-                .instances
-                .iter()
-                .filter(|inst| !inst.cfg.resume_master)
-                .flat_map(|inst| inst.cfg.all_vips().map(|v| v.addr))
-                .collect();
-            if let Err(e) = rules.accept_addresses(&all).await {
+            if let Err(e) = rules.accept_addresses(&stale).await {
                 tracing::warn!(error = %e, "removing stale Accept_Mode drop rules");
             }
             self.drop_rules = Some(rules);
+        } else if let Err(e) = DropRules::clear_stale(&stale).await {
+            // Usually: no table (or no nft), so nothing to clear.
+            tracing::debug!(error = %e, "no stale Accept_Mode drop rules cleared");
         }
         // A resumed master keeps its VIPs: its predecessor handed them over.
         for inst in self.instances.iter().filter(|i| !i.cfg.resume_master) {
@@ -713,9 +727,13 @@ impl Speaker {
                     .iter()
                     .flat_map(|&i| {
                         let cfg = &self.instances[i].cfg;
+                        // A resumed Master does not wait: its predecessor's scripts were
+                        // good (keepalived's INIT_GOOD across a reload), and waiting would
+                        // stop its adverts long enough for a peer to take over.
                         cfg.track_script
                             .iter()
                             .enumerate()
+                            .filter(|_| !cfg.resume_master)
                             .filter(|(_, s)| s.weight.0 == 0)
                             .map(move |(k, _)| (i, TrackId(cfg.track.len() + k)))
                     })
@@ -752,8 +770,11 @@ impl Speaker {
                             self.groups.iter_mut().for_each(|g| g.shutdown(t));
                             stopping = true;
                         }
-                        Control::Handover => {
-                            // Nothing to perform: the loop ends before the next drain.
+                        Control::Handover(reply) => {
+                            // Nothing to perform: the loop ends before the next drain. The
+                            // states go back with the stop, so no transition can slip in
+                            // between what the successor is told and the stop.
+                            let _ = reply.send(self.snapshot());
                             for t in tasks {
                                 t.abort();
                             }
@@ -774,21 +795,7 @@ impl Speaker {
                             }
                         }
                         Control::Status(reply) => {
-                            let status = self
-                                .instances
-                                .iter()
-                                .map(|inst| {
-                                    let vr = self.groups[inst.group].member(inst.member);
-                                    InstanceStatus {
-                                        instance: inst.cfg.name.clone(),
-                                        state: vr.state(),
-                                        priority: vr.effective_priority(),
-                                        master: vr.master_addr(),
-                                        counters: vr.counters().clone(),
-                                    }
-                                })
-                                .collect();
-                            let _ = reply.send(status);
+                            let _ = reply.send(self.snapshot());
                         }
                     }
                 }
@@ -899,6 +906,23 @@ impl Speaker {
                 }
             }
         }
+    }
+
+    /// State, priority and counters of every instance, in order.
+    fn snapshot(&self) -> Vec<InstanceStatus> {
+        self.instances
+            .iter()
+            .map(|inst| {
+                let vr = self.groups[inst.group].member(inst.member);
+                InstanceStatus {
+                    instance: inst.cfg.name.clone(),
+                    state: vr.state(),
+                    priority: vr.effective_priority(),
+                    master: vr.master_addr(),
+                    counters: vr.counters().clone(),
+                }
+            })
+            .collect()
     }
 
     /// Performs every pending action.
