@@ -45,7 +45,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -58,6 +58,10 @@ const SHARDS: usize = 16;
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     backend: BackendId,
+    /// The backend's address when the entry was recorded by a pool: ids are renumbered by
+    /// [`Pool::replace`](crate::Pool::replace), so a pick resolving the id in a snapshot
+    /// of another numbering must not take the backend of that id for this one.
+    addr: Option<SocketAddr>,
     /// `timeout` after the last use or the end of the last connection, whichever is later;
     /// `None`: never (a deadline too large for `Instant`).
     expires: Option<Instant>,
@@ -172,17 +176,22 @@ impl PersistenceTable {
     /// `now + timeout`, never shortening it (a `now` earlier than a previous one leaves the
     /// entry's deadline where it was).
     pub fn get(&self, client: IpAddr, now: Instant) -> Option<BackendId> {
-        self.lookup(client, now).map(|(id, _)| id)
+        self.lookup(client, now).map(|(id, _, _)| id)
     }
 
-    /// As [`get`](Self::get), with the entry's generation.
-    pub(crate) fn lookup(&self, client: IpAddr, now: Instant) -> Option<(BackendId, u64)> {
+    /// As [`get`](Self::get), with the backend's address as recorded and the entry's
+    /// generation.
+    pub(crate) fn lookup(
+        &self,
+        client: IpAddr,
+        now: Instant,
+    ) -> Option<(BackendId, Option<SocketAddr>, u64)> {
         self.observe(now);
         let mut map = self.lock(client);
         match map.get_mut(&client) {
             Some(e) if e.is_live(now) => {
                 e.expires = later(e.expires, deadline(now, self.timeout));
-                Some((e.backend, e.generation))
+                Some((e.backend, e.addr, e.generation))
             }
             Some(_) => {
                 map.remove(&client);
@@ -195,15 +204,22 @@ impl PersistenceTable {
     /// Records the client's backend: refreshes its entry when it already names `backend`
     /// (keeping its live connections), replaces it otherwise.
     pub fn insert(&self, client: IpAddr, backend: BackendId, now: Instant) {
-        self.record(client, backend, now);
+        self.record(client, backend, None, now);
     }
 
-    /// As [`insert`](Self::insert), returning the entry's generation.
-    pub(crate) fn record(&self, client: IpAddr, backend: BackendId, now: Instant) -> u64 {
+    /// As [`insert`](Self::insert), with the backend's address (an entry naming the same id
+    /// at another address is replaced), returning the entry's generation.
+    pub(crate) fn record(
+        &self,
+        client: IpAddr,
+        backend: BackendId,
+        addr: Option<SocketAddr>,
+        now: Instant,
+    ) -> u64 {
         self.observe(now);
         let mut map = self.lock(client);
         if let Some(e) = map.get_mut(&client) {
-            if e.backend == backend && e.is_live(now) {
+            if e.backend == backend && e.addr == addr && e.is_live(now) {
                 e.expires = later(e.expires, deadline(now, self.timeout));
                 return e.generation;
             }
@@ -228,6 +244,7 @@ impl PersistenceTable {
             client,
             Entry {
                 backend,
+                addr,
                 expires: deadline(now, self.timeout),
                 live: 0,
                 generation,
@@ -292,7 +309,9 @@ impl PersistenceTable {
     }
 
     /// Re-keys every entry to `map(backend)`, dropping those it maps to `None` (used when
-    /// a membership change renumbers backends). Live connections stay counted.
+    /// a membership change renumbers backends). Live connections stay counted; the
+    /// recorded address is kept (the renumbering keeps addresses), so a pick on a snapshot
+    /// of the old numbering sees the new id name another address and takes it as a miss.
     pub fn remap_backends(&self, mut map: impl FnMut(BackendId) -> Option<BackendId>) {
         for s in self.shards.iter() {
             s.lock()

@@ -367,7 +367,20 @@ impl<B: BuildScheduler> Pool<B> {
         ctx: &SelectContext<'_>,
         accept: &mut dyn FnMut(&Backend) -> bool,
     ) -> Option<Backend> {
-        let snap = self.current.load();
+        self.select_in(&self.current.load(), now, ctx, accept)
+    }
+
+    /// [`select`](Self::select) on `snap`, which may be older than the current snapshot
+    /// (a pick that loaded it just before a rebuild): persistence entries name a backend by
+    /// id and address, and an entry whose id names another address in `snap` (it was
+    /// recorded or renumbered under another snapshot's numbering) is a miss.
+    fn select_in(
+        &self,
+        snap: &Snapshot<B::Scheduler>,
+        now: Instant,
+        ctx: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<Backend> {
         let mut ctx = *ctx;
         ctx.client = ctx
             .client
@@ -388,8 +401,11 @@ impl<B: BuildScheduler> Pool<B> {
             b
         };
         if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
-            if let Some((id, generation)) = table.lookup(key, now) {
+            if let Some((id, addr, generation)) = table.lookup(key, now) {
                 match snap.candidate_slot(id) {
+                    // Recorded under another numbering (a `replace` in between): a miss.
+                    // The fresh pick below records the client again.
+                    Some((b, _)) if addr.is_some_and(|a| a != b.addr()) => {}
                     Some((b, false)) => {
                         if accept(b) {
                             return Some(sticky(table, key, b, generation));
@@ -404,7 +420,7 @@ impl<B: BuildScheduler> Pool<B> {
                             None if accept(b) => b,
                             None => snap.backup.select_at(now, &ctx, accept)?,
                         };
-                        let generation = table.record(key, picked.id(), now);
+                        let generation = table.record(key, picked.id(), Some(picked.addr()), now);
                         return Some(sticky(table, key, picked, generation));
                     }
                     None => table.remove(key),
@@ -413,7 +429,7 @@ impl<B: BuildScheduler> Pool<B> {
         }
         let picked = snap.select_at(now, &ctx, accept)?;
         if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
-            let generation = table.record(key, picked.id(), now);
+            let generation = table.record(key, picked.id(), Some(picked.addr()), now);
             return Some(sticky(table, key, picked, generation));
         }
         Some(picked.clone())
@@ -429,7 +445,10 @@ impl<B: BuildScheduler> Pool<B> {
 
     /// Builds and publishes a snapshot; `renumber` (old id → new id, from
     /// [`replace`](Self::replace)) re-keys persistence entries first, dropping those whose
-    /// id is not in it. Nothing changes when the build fails.
+    /// id is not in it. Nothing changes when the build fails. Picks still on the previous
+    /// snapshot may see entries renumbered before the new snapshot is stored (or record
+    /// old ids after): entries carry the backend's address, and a pick takes an entry whose
+    /// id names another address in its snapshot as a miss ([`select_in`](Self::select_in)).
     fn publish(
         &self,
         state: &mut PoolState,
@@ -1484,6 +1503,63 @@ mod tests {
         // An entry to an address that left is dropped.
         p.replace(BackendSet::new(vec![b(2, 3)]).unwrap()).unwrap();
         assert_eq!(pick(&p, later, &c), 2);
+    }
+
+    /// A pick that loaded the snapshot just before a `replace` renumbered the backends
+    /// resolves persistence ids in the old numbering. Entries used to hold ids only, so
+    /// (a) an entry already renumbered sent the client to whatever the new id named in the
+    /// old snapshot, and (b) an entry recorded under the old numbering after the renumbering
+    /// named another backend in the new one, and was refreshed there for good. Entries now
+    /// carry the address, and an id naming another address is a miss.
+    #[test]
+    fn persistence_survives_a_pick_racing_a_renumbering() {
+        // .1 twice the weight of .2, so some `sh` buckets are .1's in both orders.
+        let b = |id, last: u8| {
+            Backend::new(BackendId(id), SocketAddr::new([192, 0, 2, last].into(), 80))
+                .with_weight(Weight::new(u64::from(3 - last)).unwrap())
+        };
+        let a_addr: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        let b_addr: SocketAddr = "192.0.2.2:80".parse().unwrap();
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            ..PoolConfig::default()
+        };
+        let old_set = BackendSet::new(vec![b(1, 1), b(2, 2)]).unwrap();
+        let new_set = BackendSet::new(vec![b(1, 2), b(2, 1)]).unwrap();
+        // A client that `sh` sends to .1 in both numberings, so a fresh pick is .1.
+        let probes = [&old_set, &new_set]
+            .map(|s| Pool::new(Algorithm::SourceHash, s.clone(), PoolConfig::default()).unwrap());
+        let c = (0..=255u8)
+            .map(|i| SelectContext::client(SocketAddr::new([198, 51, 100, i].into(), 1)))
+            .find(|c| {
+                probes
+                    .iter()
+                    .all(|p| p.snapshot().select(c, &mut |_| true).unwrap().addr() == a_addr)
+            })
+            .unwrap();
+        let p = Pool::new(Algorithm::SourceHash, old_set, cfg).unwrap();
+        let now = t0();
+        assert_eq!(p.select(now, &c, &mut |_| true).unwrap().addr(), a_addr);
+        let old = p.snapshot().clone();
+        // The reload swaps the ids: .1 is now 2, .2 is 1.
+        p.replace(new_set).unwrap();
+        assert_eq!(p.select(now, &c, &mut |_| true).unwrap().addr(), a_addr);
+        // (a) The entry says 2 (renumbered); in the old snapshot 2 is .2.
+        let got = p.select_in(&old, now, &c, &mut |_| true).unwrap();
+        assert_eq!(
+            got.addr(),
+            a_addr,
+            "an old-snapshot pick keeps the client on .1"
+        );
+        // (b) An old-snapshot pick that records .1 as 1, its old id.
+        let got = p
+            .select_in(&old, now, &c, &mut |b| b.addr() != b_addr)
+            .unwrap();
+        assert_eq!(got.addr(), a_addr);
+        for _ in 0..3 {
+            let got = p.select(now, &c, &mut |_| true).unwrap();
+            assert_eq!(got.addr(), a_addr, "1 names .2 now: the entry is a miss");
+        }
     }
 
     #[test]
