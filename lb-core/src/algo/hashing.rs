@@ -320,7 +320,7 @@ mod tests {
     }
 
     /// Where the clients of a parked member go, as shares of them per member.
-    fn fallback_shares(s: &SourceHash, parked: crate::BackendId, n: usize) -> Vec<f64> {
+    fn fallback_shares(s: &SourceHash, parked: BackendId, n: usize) -> Vec<f64> {
         let full = SourceHash::new(
             &s.table
                 .members
