@@ -256,22 +256,25 @@ impl PersistenceTable {
     /// Counts one live connection against the client's entry until the returned hold is
     /// dropped: the entry does not expire meanwhile, and its timeout restarts when its last
     /// connection ends (at the table's clock, the latest `now` it was given). `None` when the
-    /// client has no entry.
+    /// client has no live entry: one expired at the table's clock (not yet swept) is not
+    /// revived.
     pub fn hold(self: &Arc<Self>, client: IpAddr) -> Option<PersistenceHold> {
         let generation = self.lock(client).get(&client)?.generation;
         self.hold_generation(client, generation)
     }
 
-    /// Holds the client's entry if it is still the one of `generation`.
+    /// Holds the client's entry if it is still the one of `generation` and live at the
+    /// table's clock.
     pub(crate) fn hold_generation(
         self: &Arc<Self>,
         client: IpAddr,
         generation: u64,
     ) -> Option<PersistenceHold> {
+        let clock = self.clock();
         let mut map = self.lock(client);
         let e = map
             .get_mut(&client)
-            .filter(|e| e.generation == generation)?;
+            .filter(|e| e.generation == generation && clock.is_none_or(|now| e.is_live(now)))?;
         e.live = e.live.saturating_add(1);
         Some(PersistenceHold {
             table: Arc::clone(self),
@@ -513,6 +516,25 @@ mod tests {
             Some(BackendId(3))
         );
         drop(h);
+    }
+
+    /// A hold used to revive an entry that had expired but was not swept yet (a Backend
+    /// kept past the timeout, then `connection()`): the entry then lived on.
+    #[test]
+    fn expired_entry_cannot_be_held() {
+        let t = Arc::new(PersistenceTable::new(Duration::from_secs(300), 64).unwrap());
+        let now = t0();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let generation = t.record(a, BackendId(1), None, now);
+        // Other traffic moves the table's clock past the entry's deadline.
+        t.insert(
+            "192.0.2.9".parse().unwrap(),
+            BackendId(2),
+            now + Duration::from_secs(301),
+        );
+        assert!(t.hold(a).is_none());
+        assert!(t.hold_generation(a, generation).is_none());
+        assert_eq!(t.get(a, now + Duration::from_secs(302)), None);
     }
 
     #[test]
