@@ -36,6 +36,7 @@
 //! assert_eq!(t.get(client, now + Duration::from_secs(700)), None);
 //!
 //! // A connection held open keeps the entry past its timeout.
+//! let now = now + Duration::from_secs(700);
 //! t.insert(client, BackendId(3), now);
 //! let hold = t.hold(client).unwrap();
 //! assert_eq!(t.get(client, now + Duration::from_secs(3600)), Some(BackendId(3)));
@@ -88,17 +89,42 @@ fn later(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     Some(a?.max(b?))
 }
 
+/// One shard: its entries and the generation its next new entry takes (counted under the
+/// shard's lock, so new clients share no counter across shards).
+#[derive(Debug)]
+struct Shard {
+    map: HashMap<IpAddr, Entry>,
+    next_generation: u64,
+}
+
+impl std::ops::Deref for Shard {
+    type Target = HashMap<IpAddr, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Shard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+/// How far a `now` must be past the table's clock for [`PersistenceTable::observe`] to
+/// write it: a pick reads the shared clock and writes it at most once a millisecond, not
+/// every time (a contended cache line per pick otherwise).
+const CLOCK_GRAIN_NS: u64 = 1_000_000;
+
 /// A bounded, expiring client → backend table.
 #[derive(Debug)]
 pub struct PersistenceTable {
     timeout: Duration,
     per_shard: usize,
-    shards: Box<[Mutex<HashMap<IpAddr, Entry>>]>,
+    shards: Box<[Mutex<Shard>]>,
     /// The table's clock: the latest `now` it was given, in nanoseconds since `origin`
     /// (the first `now` it was given). It stamps the end of a held connection.
     origin: OnceLock<Instant>,
     clock_ns: AtomicU64,
-    generations: AtomicU64,
 }
 
 impl PersistenceTable {
@@ -124,7 +150,12 @@ impl PersistenceTable {
         }
         let per_shard = max_entries.div_ceil(SHARDS);
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
+            .map(|_| {
+                Mutex::new(Shard {
+                    map: HashMap::with_capacity(per_shard),
+                    next_generation: 0,
+                })
+            })
             .collect();
         Ok(Self {
             timeout,
@@ -132,7 +163,6 @@ impl PersistenceTable {
             shards,
             origin: OnceLock::new(),
             clock_ns: AtomicU64::new(0),
-            generations: AtomicU64::new(0),
         })
     }
 
@@ -141,18 +171,40 @@ impl PersistenceTable {
         self.timeout
     }
 
-    fn shard(&self, client: IpAddr) -> &Mutex<HashMap<IpAddr, Entry>> {
+    fn shard(&self, client: IpAddr) -> &Mutex<Shard> {
         let h = super::algo::hashing::hash_ip(client, 0x7065_7273);
         &self.shards[(h as usize) % SHARDS]
     }
 
-    /// Advances the table's clock to `now` (never backwards). Every method taking `now`
-    /// does this; a pool also calls it from its other handlers.
+    /// Advances the table's clock to `now` (never backwards) when `now` is at least 1 ms
+    /// past it, so the clock lags the latest `now` by under 1 ms. Every method taking `now`
+    /// does this; a pool also calls it from its other handlers. It only reads the shared
+    /// clock unless it moves it.
     pub fn observe(&self, now: Instant) {
+        let ns = self.nanos(now);
+        if ns
+            >= self
+                .clock_ns
+                .load(Ordering::Relaxed)
+                .saturating_add(CLOCK_GRAIN_NS)
+        {
+            self.clock_ns.fetch_max(ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Advances the table's clock to exactly `now` (never backwards): the end of a held
+    /// connection ([`PersistenceHold::finish`]).
+    fn observe_exact(&self, now: Instant) {
+        let ns = self.nanos(now);
+        if ns > self.clock_ns.load(Ordering::Relaxed) {
+            self.clock_ns.fetch_max(ns, Ordering::Relaxed);
+        }
+    }
+
+    /// `now` in nanoseconds since the table's origin (the first `now` it was given).
+    fn nanos(&self, now: Instant) -> u64 {
         let origin = *self.origin.get_or_init(|| now);
-        let ns =
-            u64::try_from(now.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX);
-        self.clock_ns.fetch_max(ns, Ordering::Relaxed);
+        u64::try_from(now.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The table's clock: the latest `now` it was given (`None` before the first).
@@ -166,7 +218,7 @@ impl PersistenceTable {
         )
     }
 
-    fn lock(&self, client: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
+    fn lock(&self, client: IpAddr) -> std::sync::MutexGuard<'_, Shard> {
         self.shard(client)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -239,7 +291,10 @@ impl PersistenceTable {
                 }
             }
         }
-        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        // Unique within the shard, which is all a hold compares it against (one client's
+        // entries are all in one shard).
+        let generation = map.next_generation;
+        map.next_generation += 1;
         map.insert(
             client,
             Entry {
@@ -361,7 +416,7 @@ impl PersistenceHold {
     /// Ends the connection at `now` (advancing the table's clock to it first), so the
     /// entry's timeout counts from `now` exactly rather than from the table's clock.
     pub fn finish(self, now: Instant) {
-        self.table.observe(now);
+        self.table.observe_exact(now);
     }
 }
 
@@ -535,6 +590,21 @@ mod tests {
         assert!(t.hold(a).is_none());
         assert!(t.hold_generation(a, generation).is_none());
         assert_eq!(t.get(a, now + Duration::from_secs(302)), None);
+    }
+
+    /// `observe` did a `fetch_max` on the shared clock on every pick; it now writes only a
+    /// `now` at least 1 ms past the clock (a held connection's `finish` stays exact).
+    #[test]
+    fn clock_moves_in_steps_of_a_millisecond() {
+        let t = PersistenceTable::new(Duration::from_secs(300), 64).unwrap();
+        let now = t0();
+        t.observe(now);
+        t.observe(now + Duration::from_micros(500));
+        assert_eq!(t.clock(), Some(now), "under 1 ms: not written");
+        t.observe(now + Duration::from_millis(2));
+        assert_eq!(t.clock(), Some(now + Duration::from_millis(2)));
+        t.observe_exact(now + Duration::from_micros(2100));
+        assert_eq!(t.clock(), Some(now + Duration::from_micros(2100)));
     }
 
     #[test]
