@@ -607,6 +607,27 @@ mod tests {
         assert_eq!(t.clock(), Some(now + Duration::from_micros(2100)));
     }
 
+    /// The sequence the test above cannot tell: a hold on a replaced entry, dropped while
+    /// the new entry is held, must not release the new entry's hold (`release` checks the
+    /// generation).
+    #[test]
+    fn dropping_a_hold_on_a_replaced_entry_keeps_the_new_one_held() {
+        let t = Arc::new(PersistenceTable::new(Duration::from_secs(300), 64).unwrap());
+        let now = t0();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        t.insert(a, BackendId(1), now);
+        let old = t.hold(a).unwrap();
+        t.insert(a, BackendId(2), now);
+        let new = t.hold(a).unwrap();
+        drop(old);
+        assert_eq!(
+            t.get(a, now + Duration::from_secs(1000)),
+            Some(BackendId(2)),
+            "still held by `new`"
+        );
+        drop(new);
+    }
+
     #[test]
     fn bad_config() {
         assert!(PersistenceTable::new(Duration::ZERO, 10).is_err());
