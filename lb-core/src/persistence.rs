@@ -13,8 +13,15 @@
 //! The table is split into 16 shards, each a `Mutex<HashMap>` preallocated to its share of
 //! `max_entries`, so lookups and inserts do not allocate. When a shard is full, expired
 //! entries are swept; if none expired, the entry closest to expiry among a few is evicted,
-//! one without live connections first. With persistence on, a pick takes one shard lock;
-//! without it, none.
+//! one without live connections first.
+//!
+//! With persistence on, a [`Pool`](crate::Pool) pick locks the client's shard once to look
+//! the client up and, when it records a new or moved entry, a second time to record it
+//! (briefly each, never both at once); the [`Backend`](crate::Backend) it returns carries
+//! the entry's location in one boxed allocation. [`Backend::connection`] and
+//! [`Backend::request`] then lock the shard once more to hold the entry (and box the hold),
+//! and dropping or finishing the guard once more to release it. Without persistence a pick
+//! takes no lock and allocates nothing.
 //!
 //! [`Backend::connection`]: crate::Backend::connection
 //! [`Backend::request`]: crate::Backend::request
