@@ -1204,8 +1204,11 @@ mod tests {
     /// keepalived `inhibit_on_failure` sets a failed backend's weight to 0 and keeps it.
     /// `sh`/`dh`/`mh` used to rebuild their table without it, so `sh` moved about two thirds
     /// of the other backends' clients (4 997 of 7 501 in the review) and `mh` a few. IPVS
-    /// `ip_vs_sh_reassign` keeps a weight-0 destination's buckets and `ip_vs_mh` builds
-    /// from `last_weight`; lookups landing on it fall back. A drained backend is parked the
+    /// `ip_vs_mh` builds from `last_weight` and, with `mh-fallback`, re-hashes a lookup
+    /// landing on a weight-0 destination; IPVS `sh`/`dh` keep a weight-0 destination in
+    /// the table with one bucket per turn and fail such a lookup (`sh` falls back only with
+    /// `sh-fallback`). Ours keeps a parked backend's last-weight share and always falls
+    /// back, a deliberate choice (see `SourceHash`). A drained backend is parked the
     /// same way. Now no client of another backend moves, the parked backend's clients
     /// spread over the others, and all come back when it does.
     #[test]

@@ -98,11 +98,22 @@ const MAX_BUCKETS: u64 = 1 << 20;
 /// multiply-shift range reduction.
 ///
 /// Weights are the configured ones (hash tables do not slow start). A *parked* candidate
-/// (weight 0 with a last non-zero weight, or drained) keeps the buckets of its last weight,
-/// as IPVS `ip_vs_sh_reassign` still gives a weight-0 destination its buckets, and is never
-/// returned: a key landing on it falls back as below, so no key of another backend moves.
-/// Candidates configured with weight 0 take no bucket; with no candidate taking new
-/// connections, picks return `None`.
+/// (weight 0 with a last non-zero weight, or drained) keeps the buckets of its last weight
+/// and is never returned: a key landing on it falls back as below, so no key of another
+/// backend moves. Candidates configured with weight 0 take no bucket; with no candidate
+/// taking new connections, picks return `None`.
+///
+/// Where IPVS differs (Linux `net/netfilter/ipvs/ip_vs_sh.c`, `ip_vs_dh.c`):
+/// `ip_vs_sh_reassign` hands every destination, weight 0 included, `weight` consecutive
+/// buckets per turn, moving on once `++d_count >= weight`, so a weight-0 destination keeps
+/// one bucket per turn (a weight-1 share), not its last weight's; `ip_vs_dh_reassign` gives
+/// each destination one bucket per turn whatever its weight. A lookup landing on a weight-0
+/// destination fails (no destination, the connection is not scheduled) for `dh` always and
+/// for `sh` unless the service has the `sh-fallback` flag, in which case
+/// `ip_vs_sh_get_fallback` tries consecutive buckets (its offset is added after hashing).
+/// Ours deliberately keeps the parked candidate's last-weight share (so nothing else moves
+/// when it parks or returns, whatever its weight), always falls back, and re-hashes on each
+/// probe so its clients spread over the others by weight.
 #[derive(Debug)]
 struct BucketTable {
     /// Candidates holding buckets, parked ones included.

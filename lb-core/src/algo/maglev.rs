@@ -215,7 +215,7 @@ pub(crate) fn remix(mut z: u64) -> u64 {
 
 impl Scheduler for Maglev {
     /// The key's slot; when parked or refused, up to
-    /// [`FALLBACK_PROBES`](super::FALLBACK_PROBES) re-hashed slots (IPVS `mh-fallback`
+    /// 128 re-hashed slots (IPVS `mh-fallback`
     /// re-hashes the key with a new offset per probe, up to the table size), then the
     /// accepted candidates from a position derived from the key. It used to stop after 8
     /// probes and send the rest to the first accepted candidate: with most of the table
