@@ -1629,6 +1629,31 @@ mod tests {
         );
     }
 
+    /// A Backend returned by a pick with persistence carries its client's entry; put back
+    /// into a set for a pool, it kept it, and that pool's picks (without persistence
+    /// lookups) returned it, so every client's guards held the first client's entry.
+    #[test]
+    fn a_picked_backend_put_in_a_set_carries_no_entry() {
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::RoundRobin, set(1), cfg).unwrap();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        let picked = p.select(now, &c, &mut |_| true).unwrap();
+        assert!(picked.connection().holds_persistence());
+        let set = || BackendSet::new(vec![picked.clone()]).unwrap();
+        let q = Pool::new(Algorithm::RoundRobin, set(), PoolConfig::default()).unwrap();
+        let other = SelectContext::client("198.51.100.2:1000".parse().unwrap());
+        let b = q.select(now, &other, &mut |_| true).unwrap();
+        assert!(!b.connection().holds_persistence());
+        let r = Pool::new(Algorithm::RoundRobin, self::set(2), PoolConfig::default()).unwrap();
+        r.replace(set(), now).unwrap();
+        let b = r.select(now, &other, &mut |_| true).unwrap();
+        assert!(!b.connection().holds_persistence(), "through replace");
+    }
+
     #[test]
     fn replace_keeps_counters() {
         let p = Pool::new(Algorithm::LeastConnections, set(2), PoolConfig::default()).unwrap();
