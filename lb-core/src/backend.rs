@@ -644,7 +644,12 @@ impl BackendSet {
     /// # Errors
     /// [`Error::DuplicateBackend`] or [`Error::DuplicateAddress`] when two backends share an id
     /// or an address.
-    pub fn new(backends: Vec<Backend>) -> Result<Self> {
+    /// A [`Backend`] a pool's pick returned carries its client's persistence entry; the
+    /// set drops it, so a pool built from the set never hands one client's entry to another.
+    pub fn new(mut backends: Vec<Backend>) -> Result<Self> {
+        for b in &mut backends {
+            b.sticky = None;
+        }
         for (i, b) in backends.iter().enumerate() {
             for other in &backends[..i] {
                 if other.id == b.id {

@@ -13,8 +13,15 @@
 //! The table is split into 16 shards, each a `Mutex<HashMap>` preallocated to its share of
 //! `max_entries`, so lookups and inserts do not allocate. When a shard is full, expired
 //! entries are swept; if none expired, the entry closest to expiry among a few is evicted,
-//! one without live connections first. With persistence on, a pick takes one shard lock;
-//! without it, none.
+//! one without live connections first.
+//!
+//! With persistence on, a [`Pool`](crate::Pool) pick locks the client's shard once to look
+//! the client up and, when it records a new or moved entry, a second time to record it
+//! (briefly each, never both at once); the [`Backend`](crate::Backend) it returns carries
+//! the entry's location in one boxed allocation. [`Backend::connection`] and
+//! [`Backend::request`] then lock the shard once more to hold the entry (and box the hold),
+//! and dropping or finishing the guard once more to release it. Without persistence a pick
+//! takes no lock and allocates nothing.
 //!
 //! [`Backend::connection`]: crate::Backend::connection
 //! [`Backend::request`]: crate::Backend::request
@@ -36,6 +43,7 @@
 //! assert_eq!(t.get(client, now + Duration::from_secs(700)), None);
 //!
 //! // A connection held open keeps the entry past its timeout.
+//! let now = now + Duration::from_secs(700);
 //! t.insert(client, BackendId(3), now);
 //! let hold = t.hold(client).unwrap();
 //! assert_eq!(t.get(client, now + Duration::from_secs(3600)), Some(BackendId(3)));
@@ -45,7 +53,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -58,6 +66,10 @@ const SHARDS: usize = 16;
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     backend: BackendId,
+    /// The backend's address when the entry was recorded by a pool: ids are renumbered by
+    /// [`Pool::replace`](crate::Pool::replace), so a pick resolving the id in a snapshot
+    /// of another numbering must not take the backend of that id for this one.
+    addr: Option<SocketAddr>,
     /// `timeout` after the last use or the end of the last connection, whichever is later;
     /// `None`: never (a deadline too large for `Instant`).
     expires: Option<Instant>,
@@ -84,17 +96,42 @@ fn later(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     Some(a?.max(b?))
 }
 
+/// One shard: its entries and the generation its next new entry takes (counted under the
+/// shard's lock, so new clients share no counter across shards).
+#[derive(Debug)]
+struct Shard {
+    map: HashMap<IpAddr, Entry>,
+    next_generation: u64,
+}
+
+impl std::ops::Deref for Shard {
+    type Target = HashMap<IpAddr, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Shard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+/// How far a `now` must be past the table's clock for [`PersistenceTable::observe`] to
+/// write it: a pick reads the shared clock and writes it at most once a millisecond, not
+/// every time (a contended cache line per pick otherwise).
+const CLOCK_GRAIN_NS: u64 = 1_000_000;
+
 /// A bounded, expiring client → backend table.
 #[derive(Debug)]
 pub struct PersistenceTable {
     timeout: Duration,
     per_shard: usize,
-    shards: Box<[Mutex<HashMap<IpAddr, Entry>>]>,
+    shards: Box<[Mutex<Shard>]>,
     /// The table's clock: the latest `now` it was given, in nanoseconds since `origin`
     /// (the first `now` it was given). It stamps the end of a held connection.
     origin: OnceLock<Instant>,
     clock_ns: AtomicU64,
-    generations: AtomicU64,
 }
 
 impl PersistenceTable {
@@ -120,7 +157,12 @@ impl PersistenceTable {
         }
         let per_shard = max_entries.div_ceil(SHARDS);
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
+            .map(|_| {
+                Mutex::new(Shard {
+                    map: HashMap::with_capacity(per_shard),
+                    next_generation: 0,
+                })
+            })
             .collect();
         Ok(Self {
             timeout,
@@ -128,7 +170,6 @@ impl PersistenceTable {
             shards,
             origin: OnceLock::new(),
             clock_ns: AtomicU64::new(0),
-            generations: AtomicU64::new(0),
         })
     }
 
@@ -137,18 +178,40 @@ impl PersistenceTable {
         self.timeout
     }
 
-    fn shard(&self, client: IpAddr) -> &Mutex<HashMap<IpAddr, Entry>> {
+    fn shard(&self, client: IpAddr) -> &Mutex<Shard> {
         let h = super::algo::hashing::hash_ip(client, 0x7065_7273);
         &self.shards[(h as usize) % SHARDS]
     }
 
-    /// Advances the table's clock to `now` (never backwards). Every method taking `now`
-    /// does this; a pool also calls it from its other handlers.
+    /// Advances the table's clock to `now` (never backwards) when `now` is at least 1 ms
+    /// past it, so the clock lags the latest `now` by under 1 ms. Every method taking `now`
+    /// does this; a pool also calls it from its other handlers. It only reads the shared
+    /// clock unless it moves it.
     pub fn observe(&self, now: Instant) {
+        let ns = self.nanos(now);
+        if ns
+            >= self
+                .clock_ns
+                .load(Ordering::Relaxed)
+                .saturating_add(CLOCK_GRAIN_NS)
+        {
+            self.clock_ns.fetch_max(ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Advances the table's clock to exactly `now` (never backwards): the end of a held
+    /// connection ([`PersistenceHold::finish`]).
+    fn observe_exact(&self, now: Instant) {
+        let ns = self.nanos(now);
+        if ns > self.clock_ns.load(Ordering::Relaxed) {
+            self.clock_ns.fetch_max(ns, Ordering::Relaxed);
+        }
+    }
+
+    /// `now` in nanoseconds since the table's origin (the first `now` it was given).
+    fn nanos(&self, now: Instant) -> u64 {
         let origin = *self.origin.get_or_init(|| now);
-        let ns =
-            u64::try_from(now.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX);
-        self.clock_ns.fetch_max(ns, Ordering::Relaxed);
+        u64::try_from(now.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The table's clock: the latest `now` it was given (`None` before the first).
@@ -162,7 +225,7 @@ impl PersistenceTable {
         )
     }
 
-    fn lock(&self, client: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
+    fn lock(&self, client: IpAddr) -> std::sync::MutexGuard<'_, Shard> {
         self.shard(client)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -172,17 +235,22 @@ impl PersistenceTable {
     /// `now + timeout`, never shortening it (a `now` earlier than a previous one leaves the
     /// entry's deadline where it was).
     pub fn get(&self, client: IpAddr, now: Instant) -> Option<BackendId> {
-        self.lookup(client, now).map(|(id, _)| id)
+        self.lookup(client, now).map(|(id, _, _)| id)
     }
 
-    /// As [`get`](Self::get), with the entry's generation.
-    pub(crate) fn lookup(&self, client: IpAddr, now: Instant) -> Option<(BackendId, u64)> {
+    /// As [`get`](Self::get), with the backend's address as recorded and the entry's
+    /// generation.
+    pub(crate) fn lookup(
+        &self,
+        client: IpAddr,
+        now: Instant,
+    ) -> Option<(BackendId, Option<SocketAddr>, u64)> {
         self.observe(now);
         let mut map = self.lock(client);
         match map.get_mut(&client) {
             Some(e) if e.is_live(now) => {
                 e.expires = later(e.expires, deadline(now, self.timeout));
-                Some((e.backend, e.generation))
+                Some((e.backend, e.addr, e.generation))
             }
             Some(_) => {
                 map.remove(&client);
@@ -195,15 +263,22 @@ impl PersistenceTable {
     /// Records the client's backend: refreshes its entry when it already names `backend`
     /// (keeping its live connections), replaces it otherwise.
     pub fn insert(&self, client: IpAddr, backend: BackendId, now: Instant) {
-        self.record(client, backend, now);
+        self.record(client, backend, None, now);
     }
 
-    /// As [`insert`](Self::insert), returning the entry's generation.
-    pub(crate) fn record(&self, client: IpAddr, backend: BackendId, now: Instant) -> u64 {
+    /// As [`insert`](Self::insert), with the backend's address (an entry naming the same id
+    /// at another address is replaced), returning the entry's generation.
+    pub(crate) fn record(
+        &self,
+        client: IpAddr,
+        backend: BackendId,
+        addr: Option<SocketAddr>,
+        now: Instant,
+    ) -> u64 {
         self.observe(now);
         let mut map = self.lock(client);
         if let Some(e) = map.get_mut(&client) {
-            if e.backend == backend && e.is_live(now) {
+            if e.backend == backend && e.addr == addr && e.is_live(now) {
                 e.expires = later(e.expires, deadline(now, self.timeout));
                 return e.generation;
             }
@@ -223,11 +298,15 @@ impl PersistenceTable {
                 }
             }
         }
-        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        // Unique within the shard, which is all a hold compares it against (one client's
+        // entries are all in one shard).
+        let generation = map.next_generation;
+        map.next_generation += 1;
         map.insert(
             client,
             Entry {
                 backend,
+                addr,
                 expires: deadline(now, self.timeout),
                 live: 0,
                 generation,
@@ -239,22 +318,25 @@ impl PersistenceTable {
     /// Counts one live connection against the client's entry until the returned hold is
     /// dropped: the entry does not expire meanwhile, and its timeout restarts when its last
     /// connection ends (at the table's clock, the latest `now` it was given). `None` when the
-    /// client has no entry.
+    /// client has no live entry: one expired at the table's clock (not yet swept) is not
+    /// revived.
     pub fn hold(self: &Arc<Self>, client: IpAddr) -> Option<PersistenceHold> {
         let generation = self.lock(client).get(&client)?.generation;
         self.hold_generation(client, generation)
     }
 
-    /// Holds the client's entry if it is still the one of `generation`.
+    /// Holds the client's entry if it is still the one of `generation` and live at the
+    /// table's clock.
     pub(crate) fn hold_generation(
         self: &Arc<Self>,
         client: IpAddr,
         generation: u64,
     ) -> Option<PersistenceHold> {
+        let clock = self.clock();
         let mut map = self.lock(client);
         let e = map
             .get_mut(&client)
-            .filter(|e| e.generation == generation)?;
+            .filter(|e| e.generation == generation && clock.is_none_or(|now| e.is_live(now)))?;
         e.live = e.live.saturating_add(1);
         Some(PersistenceHold {
             table: Arc::clone(self),
@@ -292,7 +374,9 @@ impl PersistenceTable {
     }
 
     /// Re-keys every entry to `map(backend)`, dropping those it maps to `None` (used when
-    /// a membership change renumbers backends). Live connections stay counted.
+    /// a membership change renumbers backends). Live connections stay counted; the
+    /// recorded address is kept (the renumbering keeps addresses), so a pick on a snapshot
+    /// of the old numbering sees the new id name another address and takes it as a miss.
     pub fn remap_backends(&self, mut map: impl FnMut(BackendId) -> Option<BackendId>) {
         for s in self.shards.iter() {
             s.lock()
@@ -339,7 +423,7 @@ impl PersistenceHold {
     /// Ends the connection at `now` (advancing the table's clock to it first), so the
     /// entry's timeout counts from `now` exactly rather than from the table's clock.
     pub fn finish(self, now: Instant) {
-        self.table.observe(now);
+        self.table.observe_exact(now);
     }
 }
 
@@ -494,6 +578,61 @@ mod tests {
             Some(BackendId(3))
         );
         drop(h);
+    }
+
+    /// A hold used to revive an entry that had expired but was not swept yet (a Backend
+    /// kept past the timeout, then `connection()`): the entry then lived on.
+    #[test]
+    fn expired_entry_cannot_be_held() {
+        let t = Arc::new(PersistenceTable::new(Duration::from_secs(300), 64).unwrap());
+        let now = t0();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let generation = t.record(a, BackendId(1), None, now);
+        // Other traffic moves the table's clock past the entry's deadline.
+        t.insert(
+            "192.0.2.9".parse().unwrap(),
+            BackendId(2),
+            now + Duration::from_secs(301),
+        );
+        assert!(t.hold(a).is_none());
+        assert!(t.hold_generation(a, generation).is_none());
+        assert_eq!(t.get(a, now + Duration::from_secs(302)), None);
+    }
+
+    /// `observe` did a `fetch_max` on the shared clock on every pick; it now writes only a
+    /// `now` at least 1 ms past the clock (a held connection's `finish` stays exact).
+    #[test]
+    fn clock_moves_in_steps_of_a_millisecond() {
+        let t = PersistenceTable::new(Duration::from_secs(300), 64).unwrap();
+        let now = t0();
+        t.observe(now);
+        t.observe(now + Duration::from_micros(500));
+        assert_eq!(t.clock(), Some(now), "under 1 ms: not written");
+        t.observe(now + Duration::from_millis(2));
+        assert_eq!(t.clock(), Some(now + Duration::from_millis(2)));
+        t.observe_exact(now + Duration::from_micros(2100));
+        assert_eq!(t.clock(), Some(now + Duration::from_micros(2100)));
+    }
+
+    /// The sequence the test above cannot tell: a hold on a replaced entry, dropped while
+    /// the new entry is held, must not release the new entry's hold (`release` checks the
+    /// generation).
+    #[test]
+    fn dropping_a_hold_on_a_replaced_entry_keeps_the_new_one_held() {
+        let t = Arc::new(PersistenceTable::new(Duration::from_secs(300), 64).unwrap());
+        let now = t0();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        t.insert(a, BackendId(1), now);
+        let old = t.hold(a).unwrap();
+        t.insert(a, BackendId(2), now);
+        let new = t.hold(a).unwrap();
+        drop(old);
+        assert_eq!(
+            t.get(a, now + Duration::from_secs(1000)),
+            Some(BackendId(2)),
+            "still held by `new`"
+        );
+        drop(new);
     }
 
     #[test]

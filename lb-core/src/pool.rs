@@ -367,7 +367,20 @@ impl<B: BuildScheduler> Pool<B> {
         ctx: &SelectContext<'_>,
         accept: &mut dyn FnMut(&Backend) -> bool,
     ) -> Option<Backend> {
-        let snap = self.current.load();
+        self.select_in(&self.current.load(), now, ctx, accept)
+    }
+
+    /// [`select`](Self::select) on `snap`, which may be older than the current snapshot
+    /// (a pick that loaded it just before a rebuild): persistence entries name a backend by
+    /// id and address, and an entry whose id names another address in `snap` (it was
+    /// recorded or renumbered under another snapshot's numbering) is a miss.
+    fn select_in(
+        &self,
+        snap: &Snapshot<B::Scheduler>,
+        now: Instant,
+        ctx: &SelectContext<'_>,
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<Backend> {
         let mut ctx = *ctx;
         ctx.client = ctx
             .client
@@ -388,8 +401,11 @@ impl<B: BuildScheduler> Pool<B> {
             b
         };
         if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
-            if let Some((id, generation)) = table.lookup(key, now) {
+            if let Some((id, addr, generation)) = table.lookup(key, now) {
                 match snap.candidate_slot(id) {
+                    // Recorded under another numbering (a `replace` in between): a miss.
+                    // The fresh pick below records the client again.
+                    Some((b, _)) if addr.is_some_and(|a| a != b.addr()) => {}
                     Some((b, false)) => {
                         if accept(b) {
                             return Some(sticky(table, key, b, generation));
@@ -404,7 +420,7 @@ impl<B: BuildScheduler> Pool<B> {
                             None if accept(b) => b,
                             None => snap.backup.select_at(now, &ctx, accept)?,
                         };
-                        let generation = table.record(key, picked.id(), now);
+                        let generation = table.record(key, picked.id(), Some(picked.addr()), now);
                         return Some(sticky(table, key, picked, generation));
                     }
                     None => table.remove(key),
@@ -413,7 +429,7 @@ impl<B: BuildScheduler> Pool<B> {
         }
         let picked = snap.select_at(now, &ctx, accept)?;
         if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
-            let generation = table.record(key, picked.id(), now);
+            let generation = table.record(key, picked.id(), Some(picked.addr()), now);
             return Some(sticky(table, key, picked, generation));
         }
         Some(picked.clone())
@@ -429,7 +445,10 @@ impl<B: BuildScheduler> Pool<B> {
 
     /// Builds and publishes a snapshot; `renumber` (old id → new id, from
     /// [`replace`](Self::replace)) re-keys persistence entries first, dropping those whose
-    /// id is not in it. Nothing changes when the build fails.
+    /// id is not in it. Nothing changes when the build fails. Picks still on the previous
+    /// snapshot may see entries renumbered before the new snapshot is stored (or record
+    /// old ids after): entries carry the backend's address, and a pick takes an entry whose
+    /// id names another address in its snapshot as a miss ([`select_in`](Self::select_in)).
     fn publish(
         &self,
         state: &mut PoolState,
@@ -525,9 +544,6 @@ impl<B: BuildScheduler> Pool<B> {
     /// 0): that starts its slow-start clock, and leaving service stops it. A backend that
     /// cannot take connections (weight 0, say) gets no clock: nothing would ramp.
     fn change(&self, id: BackendId, now: Instant, f: impl FnOnce(&mut Backend)) -> Result<()> {
-        let in_service = |b: &Backend| {
-            b.health() == Health::Up && b.admin() == AdminState::Ready && !b.weight().is_zero()
-        };
         let mut st = self.lock();
         let b = st.backends.get_mut(id)?;
         let before = (b.health(), b.admin(), b.weight());
@@ -545,46 +561,55 @@ impl<B: BuildScheduler> Pool<B> {
         self.rebuild(&mut st, Some(now))
     }
 
-    /// Replaces the membership. Backends are matched by address, not id (ids are whatever
-    /// the caller numbers them by — a configuration index shifts when an earlier backend is
-    /// removed): a backend whose address was already in the pool keeps its counters, health,
-    /// slow-start clock and its clients' persistence entries, under its new id if it has
-    /// one; the weight, admin state and backup flag are the new set's. Entries to an address
-    /// that left are dropped. New addresses take the state they were given.
+    /// Replaces the membership at `now`. Backends are matched by address, not id (ids are
+    /// whatever the caller numbers them by — a configuration index shifts when an earlier
+    /// backend is removed): a backend whose address was already in the pool keeps its
+    /// counters, health, slow-start clock and its clients' persistence entries, under its
+    /// new id if it has one; the weight, admin state and backup flag are the new set's, and
+    /// apply as [`set_weight`](Self::set_weight) / [`set_admin`](Self::set_admin) would: a
+    /// weight of 0 keeps the last non-zero weight (a parked backend keeps its place in the
+    /// hash tables), and a backend the new settings bring into service (weight 0 → above 0,
+    /// maintenance or drain → ready) starts its slow-start window at `now`. Entries to an
+    /// address that left are dropped. New addresses take the state they were given.
     ///
     /// # Errors
     /// Errors of the scheduler build; the old membership then stays.
-    pub fn replace(&self, backends: BackendSet) -> Result<()> {
+    pub fn replace(&self, backends: BackendSet, now: Instant) -> Result<()> {
         let mut st = self.lock();
         let mut merged = Vec::with_capacity(backends.len());
         // Old id → new id of the same address.
         let mut renumber: HashMap<BackendId, BackendId> = HashMap::new();
+        let mut up_since: HashMap<BackendId, Instant> = HashMap::new();
         for b in backends.iter() {
             match st.backends.iter().find(|o| o.addr() == b.addr()) {
                 Some(old) => {
                     renumber.insert(old.id(), b.id());
                     let mut kept = Backend::with_stats(b.id(), b.addr(), Arc::clone(old.stats()))
-                        .with_weight(old.weight())
+                        .with_weight(old.last_weight())
                         .with_admin(b.admin())
                         .with_health(old.health())
                         .with_backup(b.is_backup());
                     // As a weight change: weight 0 keeps the last non-zero weight.
                     kept.set_weight(b.weight());
+                    if in_service(&kept) {
+                        if let Some(&since) = st.up_since.get(&old.id()) {
+                            up_since.insert(b.id(), since);
+                        } else if !in_service(old) && self.ramp.is_some() {
+                            up_since.insert(b.id(), now);
+                        }
+                    }
                     merged.push(kept);
                 }
                 None => merged.push(b.clone()),
             }
         }
-        let up_since: HashMap<BackendId, Instant> = st
-            .up_since
-            .iter()
-            .filter_map(|(id, &since)| Some((*renumber.get(id)?, since)))
-            .collect();
         let old = std::mem::replace(&mut st.backends, BackendSet::new(merged)?);
         let old_up = std::mem::replace(&mut st.up_since, up_since);
-        if let Err(e) = self.publish(&mut st, None, Some(&renumber)) {
+        let old_evaluated = st.ramp_evaluated;
+        if let Err(e) = self.publish(&mut st, Some(now), Some(&renumber)) {
             st.backends = old;
             st.up_since = old_up;
+            st.ramp_evaluated = old_evaluated;
             return Err(e);
         }
         Ok(())
@@ -656,6 +681,11 @@ fn ramped(weight: Weight, since: Instant, now: Instant, window: Duration) -> Wei
     Weight::new(u64::try_from(w).unwrap_or(u64::MAX).max(1)).unwrap_or(weight)
 }
 
+/// In service: up, ready and a configured weight above 0 (what slow start ramps from).
+fn in_service(b: &Backend) -> bool {
+    b.health() == Health::Up && b.admin() == AdminState::Ready && !b.weight().is_zero()
+}
+
 /// Up and not in maintenance, but taking no new connection: weight 0 (keepalived
 /// `inhibit_on_failure`) or drained, with a weight (or last weight) to keep a place with.
 fn is_parked(b: &Backend) -> bool {
@@ -676,7 +706,7 @@ fn build_snapshot<B: BuildScheduler>(
     now: Option<Instant>,
 ) -> Result<Snapshot<B::Scheduler>> {
     // Effective weights (slow start), from each ramping backend's clock at `now`, or, for
-    // a change that brings no time (a replace), at the last time the ramp was evaluated:
+    // a change that brings no time (`continue_quorum`), at the last time the ramp was evaluated:
     // the ramp follows the backend (its clock is keyed by its current id) and its current
     // weight, never a stale snapshot's value.
     let mut all: Vec<Backend> = state.backends.iter().cloned().collect();
@@ -1174,8 +1204,11 @@ mod tests {
     /// keepalived `inhibit_on_failure` sets a failed backend's weight to 0 and keeps it.
     /// `sh`/`dh`/`mh` used to rebuild their table without it, so `sh` moved about two thirds
     /// of the other backends' clients (4 997 of 7 501 in the review) and `mh` a few. IPVS
-    /// `ip_vs_sh_reassign` keeps a weight-0 destination's buckets and `ip_vs_mh` builds
-    /// from `last_weight`; lookups landing on it fall back. A drained backend is parked the
+    /// `ip_vs_mh` builds from `last_weight` and, with `mh-fallback`, re-hashes a lookup
+    /// landing on a weight-0 destination; IPVS `sh`/`dh` keep a weight-0 destination in
+    /// the table with one bucket per turn and fail such a lookup (`sh` falls back only with
+    /// `sh-fallback`). Ours keeps a parked backend's last-weight share and always falls
+    /// back, a deliberate choice (see `SourceHash`). A drained backend is parked the
     /// same way. Now no client of another backend moves, the parked backend's clients
     /// spread over the others, and all come back when it does.
     #[test]
@@ -1472,7 +1505,7 @@ mod tests {
         p.set_health(BackendId(3), Health::Up, now).unwrap();
         assert_eq!(effective(&p, 3), 1);
         // Reload without .1: .2 is now id 1, .3 id 2.
-        p.replace(BackendSet::new(vec![b(1, 2), b(2, 3)]).unwrap())
+        p.replace(BackendSet::new(vec![b(1, 2), b(2, 3)]).unwrap(), now)
             .unwrap();
         let later = now + Duration::from_secs(1);
         let after = p.select(later, &c, &mut |_| true).unwrap();
@@ -1482,15 +1515,150 @@ mod tests {
         assert_eq!(effective(&p, 1), 10, ".2 was not ramping");
         assert_eq!(effective(&p, 2), 1, ".3 still ramps, under its new id");
         // An entry to an address that left is dropped.
-        p.replace(BackendSet::new(vec![b(2, 3)]).unwrap()).unwrap();
+        p.replace(BackendSet::new(vec![b(2, 3)]).unwrap(), now)
+            .unwrap();
         assert_eq!(pick(&p, later, &c), 2);
+    }
+
+    /// A pick that loaded the snapshot just before a `replace` renumbered the backends
+    /// resolves persistence ids in the old numbering. Entries used to hold ids only, so
+    /// (a) an entry already renumbered sent the client to whatever the new id named in the
+    /// old snapshot, and (b) an entry recorded under the old numbering after the renumbering
+    /// named another backend in the new one, and was refreshed there for good. Entries now
+    /// carry the address, and an id naming another address is a miss.
+    #[test]
+    fn persistence_survives_a_pick_racing_a_renumbering() {
+        // .1 twice the weight of .2, so some `sh` buckets are .1's in both orders.
+        let b = |id, last: u8| {
+            Backend::new(BackendId(id), SocketAddr::new([192, 0, 2, last].into(), 80))
+                .with_weight(Weight::new(u64::from(3 - last)).unwrap())
+        };
+        let a_addr: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        let b_addr: SocketAddr = "192.0.2.2:80".parse().unwrap();
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            ..PoolConfig::default()
+        };
+        let old_set = BackendSet::new(vec![b(1, 1), b(2, 2)]).unwrap();
+        let new_set = BackendSet::new(vec![b(1, 2), b(2, 1)]).unwrap();
+        // A client that `sh` sends to .1 in both numberings, so a fresh pick is .1.
+        let probes = [&old_set, &new_set]
+            .map(|s| Pool::new(Algorithm::SourceHash, s.clone(), PoolConfig::default()).unwrap());
+        let c = (0..=255u8)
+            .map(|i| SelectContext::client(SocketAddr::new([198, 51, 100, i].into(), 1)))
+            .find(|c| {
+                probes
+                    .iter()
+                    .all(|p| p.snapshot().select(c, &mut |_| true).unwrap().addr() == a_addr)
+            })
+            .unwrap();
+        let p = Pool::new(Algorithm::SourceHash, old_set, cfg).unwrap();
+        let now = t0();
+        assert_eq!(p.select(now, &c, &mut |_| true).unwrap().addr(), a_addr);
+        let old = p.snapshot().clone();
+        // The reload swaps the ids: .1 is now 2, .2 is 1.
+        p.replace(new_set, now).unwrap();
+        assert_eq!(p.select(now, &c, &mut |_| true).unwrap().addr(), a_addr);
+        // (a) The entry says 2 (renumbered); in the old snapshot 2 is .2.
+        let got = p.select_in(&old, now, &c, &mut |_| true).unwrap();
+        assert_eq!(
+            got.addr(),
+            a_addr,
+            "an old-snapshot pick keeps the client on .1"
+        );
+        // (b) An old-snapshot pick that records .1 as 1, its old id.
+        let got = p
+            .select_in(&old, now, &c, &mut |b| b.addr() != b_addr)
+            .unwrap();
+        assert_eq!(got.addr(), a_addr);
+        for _ in 0..3 {
+            let got = p.select(now, &c, &mut |_| true).unwrap();
+            assert_eq!(got.addr(), a_addr, "1 names .2 now: the entry is a miss");
+        }
+    }
+
+    /// `replace` rebuilt a kept backend with its old weight as its last weight, so a
+    /// parked one (weight 0, last weight 10) still at weight 0 in the new set lost its last
+    /// weight, stopped being parked and left the `sh` table: clients of the others moved.
+    #[test]
+    fn replace_keeps_a_parked_backend_parked() {
+        let p = Pool::new(Algorithm::SourceHash, set(3), PoolConfig::default()).unwrap();
+        let now = t0();
+        p.set_weight(BackendId(2), Weight::ZERO, now).unwrap();
+        let clients: Vec<SelectContext<'_>> = (0..500u32)
+            .map(|i| SelectContext::client(SocketAddr::new(i.to_be_bytes().into(), 1)))
+            .collect();
+        let before: Vec<u32> = clients.iter().map(|c| pick(&p, now, c)).collect();
+        let mut again: Vec<Backend> = set(3).iter().cloned().collect();
+        again[1] = again[1].clone().with_weight(Weight::ZERO);
+        p.replace(BackendSet::new(again).unwrap(), now).unwrap();
+        assert_eq!(
+            p.backends().get(BackendId(2)).unwrap().last_weight().get(),
+            10
+        );
+        let after: Vec<u32> = clients.iter().map(|c| pick(&p, now, c)).collect();
+        assert_eq!(before, after, "no client of .1 or .3 moves");
+    }
+
+    /// A `replace` bringing a backend into service (weight 0 → 10, maintenance → ready)
+    /// started no slow start, unlike `set_weight` and `set_admin`.
+    #[test]
+    fn replace_bringing_a_backend_up_starts_slow_start() {
+        let cfg = PoolConfig {
+            slow_start: Some(Duration::from_secs(100)),
+            ..PoolConfig::default()
+        };
+        let mut first: Vec<Backend> = set(3).iter().cloned().collect();
+        first[1] = first[1].clone().with_weight(Weight::ZERO);
+        first[2] = first[2].clone().with_admin(AdminState::Maint);
+        let p = Pool::new(
+            Algorithm::WeightedRoundRobin,
+            BackendSet::new(first).unwrap(),
+            cfg,
+        )
+        .unwrap();
+        let now = t0();
+        p.replace(set(3), now).unwrap();
+        assert_eq!(effective(&p, 1), 10, "in service all along");
+        assert_eq!(effective(&p, 2), 1, "weight 0 → 10 ramps");
+        assert_eq!(effective(&p, 3), 1, "maintenance → ready ramps");
+        assert_eq!(
+            p.poll_timeout(),
+            Some(now + Duration::from_secs(5)),
+            "the ramp steps from `now`"
+        );
+    }
+
+    /// A Backend returned by a pick with persistence carries its client's entry; put back
+    /// into a set for a pool, it kept it, and that pool's picks (without persistence
+    /// lookups) returned it, so every client's guards held the first client's entry.
+    #[test]
+    fn a_picked_backend_put_in_a_set_carries_no_entry() {
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::RoundRobin, set(1), cfg).unwrap();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        let picked = p.select(now, &c, &mut |_| true).unwrap();
+        assert!(picked.connection().holds_persistence());
+        let set = || BackendSet::new(vec![picked.clone()]).unwrap();
+        let q = Pool::new(Algorithm::RoundRobin, set(), PoolConfig::default()).unwrap();
+        let other = SelectContext::client("198.51.100.2:1000".parse().unwrap());
+        let b = q.select(now, &other, &mut |_| true).unwrap();
+        assert!(!b.connection().holds_persistence());
+        let r = Pool::new(Algorithm::RoundRobin, self::set(2), PoolConfig::default()).unwrap();
+        r.replace(set(), now).unwrap();
+        let b = r.select(now, &other, &mut |_| true).unwrap();
+        assert!(!b.connection().holds_persistence(), "through replace");
     }
 
     #[test]
     fn replace_keeps_counters() {
         let p = Pool::new(Algorithm::LeastConnections, set(2), PoolConfig::default()).unwrap();
         let g = p.backends().get(BackendId(1)).unwrap().stats().connection();
-        p.replace(set(3)).unwrap();
+        p.replace(set(3), t0()).unwrap();
         assert_eq!(p.backends().get(BackendId(1)).unwrap().stats().active(), 1);
         drop(g);
     }

@@ -144,9 +144,11 @@ pub trait BuildScheduler: Send + Sync + fmt::Debug {
     /// [`Pool`](crate::Pool) then passes them in configuration order with the others, and
     /// the scheduler must keep them in its structure without ever returning them (nor
     /// listing them in [`Scheduler::backends`]): a hash table keeps their place so no other
-    /// backend's keys move, as IPVS `sh` keeps a weight-0 destination's buckets and `mh`
-    /// its `last_weight` slots. The default is `false`: only candidates that take new
-    /// connections.
+    /// backend's keys move, as IPVS `mh` keeps a weight-0 destination's `last_weight`
+    /// slots. IPVS `sh` and `dh` keep a weight-0 destination in their tables too, with one
+    /// bucket per turn, and fail a lookup landing on it (`sh` falls back only with its
+    /// `sh-fallback` flag); ours keep a parked backend's last-weight share and always fall
+    /// back. The default is `false`: only candidates that take new connections.
     fn keeps_parked(&self) -> bool {
         false
     }
@@ -381,9 +383,6 @@ impl Scheduler for AnyScheduler {
 impl BuildScheduler for Algorithm {
     type Scheduler = AnyScheduler;
 
-    /// `false` for `rr` and `lc` (weights matter only as 0 or not) and for the hash tables
-    /// `sh`, `dh`, `mh` and `ring_hash` (each step of a ramp would rebuild them and remap
-    /// clients of every backend); `true` for the others.
     /// `true` for `sh`, `dh` and `mh`, whose tables would otherwise be rebuilt without a
     /// parked backend and remap other backends' clients (all of them for `sh` and `dh`).
     fn keeps_parked(&self) -> bool {
@@ -393,6 +392,9 @@ impl BuildScheduler for Algorithm {
         )
     }
 
+    /// `false` for `rr` and `lc` (weights matter only as 0 or not) and for the hash tables
+    /// `sh`, `dh`, `mh` and `ring_hash` (each step of a ramp would rebuild them and remap
+    /// clients of every backend); `true` for the others.
     fn slow_start(&self) -> bool {
         !matches!(
             self,

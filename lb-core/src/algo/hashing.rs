@@ -28,9 +28,9 @@ use std::net::{IpAddr, SocketAddr};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::maglev::remix;
-use super::{reduce, table_weight, takes_new};
+use super::{accepted_from, reduce, table_weight, takes_new, FALLBACK_PROBES};
 use crate::backend::Backend;
-use crate::scheduler::{first_accepted, Scheduler, SelectContext};
+use crate::scheduler::{Scheduler, SelectContext};
 
 /// Seed for hashing request keys (client addresses, caller keys).
 pub const KEY_SEED: u64 = 0x6c62_6b65_795f_7631; // "lbkey_v1"
@@ -98,11 +98,22 @@ const MAX_BUCKETS: u64 = 1 << 20;
 /// multiply-shift range reduction.
 ///
 /// Weights are the configured ones (hash tables do not slow start). A *parked* candidate
-/// (weight 0 with a last non-zero weight, or drained) keeps the buckets of its last weight,
-/// as IPVS `ip_vs_sh_reassign` still gives a weight-0 destination its buckets, and is never
-/// returned: a key landing on it falls back as below, so no key of another backend moves.
-/// Candidates configured with weight 0 take no bucket; with no candidate taking new
-/// connections, picks return `None`.
+/// (weight 0 with a last non-zero weight, or drained) keeps the buckets of its last weight
+/// and is never returned: a key landing on it falls back as below, so no key of another
+/// backend moves. Candidates configured with weight 0 take no bucket; with no candidate
+/// taking new connections, picks return `None`.
+///
+/// Where IPVS differs (Linux `net/netfilter/ipvs/ip_vs_sh.c`, `ip_vs_dh.c`):
+/// `ip_vs_sh_reassign` hands every destination, weight 0 included, `weight` consecutive
+/// buckets per turn, moving on once `++d_count >= weight`, so a weight-0 destination keeps
+/// one bucket per turn (a weight-1 share), not its last weight's; `ip_vs_dh_reassign` gives
+/// each destination one bucket per turn whatever its weight. A lookup landing on a weight-0
+/// destination fails (no destination, the connection is not scheduled) for `dh` always and
+/// for `sh` unless the service has the `sh-fallback` flag, in which case
+/// `ip_vs_sh_get_fallback` tries consecutive buckets (its offset is added after hashing).
+/// Ours deliberately keeps the parked candidate's last-weight share (so nothing else moves
+/// when it parks or returns, whatever its weight), always falls back, and re-hashes on each
+/// probe so its clients spread over the others by weight.
 #[derive(Debug)]
 struct BucketTable {
     /// Candidates holding buckets, parked ones included.
@@ -171,10 +182,12 @@ impl BucketTable {
         (self.usable[m] && accept(b)).then_some(b)
     }
 
-    /// The key's bucket. When its backend is parked or refused, the buckets from a second
-    /// position derived from the key onwards (IPVS `ip_vs_sh_get_fallback` walks the table
-    /// from an offset of the key's hash, so the clients of a lost backend spread over the
-    /// others), 64 at most, then any accepted candidate.
+    /// The key's bucket. When its backend is parked or refused, up to
+    /// [`FALLBACK_PROBES`] buckets at fresh hashes of the key, each derived from the last,
+    /// then the accepted candidates from a position derived from the key. Buckets lie in
+    /// runs per member, so a probe must land anywhere, not on the next bucket: a walk from
+    /// inside a parked run always reaches the same next member, which then took most of
+    /// the parked member's clients.
     #[inline]
     fn select(&self, hash: u64, accept: &mut dyn FnMut(&Backend) -> bool) -> Option<&Backend> {
         let len = self.buckets.len();
@@ -182,16 +195,14 @@ impl BucketTable {
             return None;
         }
         let slot = |h: u64| ((u128::from(h) * len as u128) >> 64) as usize;
-        if let Some(b) = self.at(slot(hash), accept) {
-            return Some(b);
-        }
-        let start = slot(remix(hash));
-        for off in 0..len.min(64) {
-            if let Some(b) = self.at((start + off) % len, accept) {
+        let mut h = hash;
+        for _ in 0..=FALLBACK_PROBES {
+            if let Some(b) = self.at(slot(h), accept) {
                 return Some(b);
             }
+            h = remix(h);
         }
-        first_accepted(&self.backends, accept)
+        accepted_from(&self.backends, h, accept)
     }
 }
 
@@ -317,6 +328,60 @@ mod tests {
         let only_parked = SourceHash::new(&set[1..]);
         let ctx = SelectContext::client("192.0.2.1:1".parse().unwrap());
         assert!(only_parked.select(&ctx, &mut |_| true).is_none());
+    }
+
+    /// Where the clients of a parked member go, as shares of them per member.
+    fn fallback_shares(s: &SourceHash, parked: BackendId, n: usize) -> Vec<f64> {
+        let full = SourceHash::new(
+            &s.table
+                .members
+                .iter()
+                .map(|b| {
+                    let mut b = b.clone();
+                    if b.id() == parked {
+                        b.set_weight(b.last_weight());
+                        b = b.with_admin(crate::AdminState::Ready);
+                    }
+                    b
+                })
+                .collect::<Vec<_>>(),
+        );
+        let mut counts = vec![0usize; n];
+        let mut total = 0;
+        for i in 0..200_000u32 {
+            let ctx = SelectContext::client(SocketAddr::new(i.to_be_bytes().into(), 1));
+            if full.select(&ctx, &mut |_| true).unwrap().id() != parked {
+                continue;
+            }
+            total += 1;
+            counts[s.select(&ctx, &mut |_| true).unwrap().id().0 as usize] += 1;
+        }
+        counts
+            .iter()
+            .map(|&c| c as f64 / f64::from(total))
+            .collect()
+    }
+
+    /// A key on a parked member used to fall back to a walk of consecutive buckets; as a
+    /// member's buckets lie in one run, the walk from inside a parked run nearly always
+    /// reached the same next member (4 equal weights, one parked: the next got about half
+    /// its clients; weights 100, 1, 1 with the first parked: the second got them all).
+    /// Every probe is now a fresh hash: the clients spread by weight.
+    #[test]
+    fn a_parked_members_clients_spread_by_weight() {
+        let mut set = weighted(&[10, 10, 10, 10]);
+        set[1].set_weight(Weight::ZERO);
+        let shares = fallback_shares(&SourceHash::new(&set), BackendId(1), 4);
+        for i in [0, 2, 3] {
+            let fair = 1.0 / 3.0;
+            assert!((shares[i] - fair).abs() < 0.2 * fair, "{i}: {shares:?}");
+        }
+        let mut set = weighted(&[100, 1, 1]);
+        set[0] = set[0].clone().with_admin(crate::AdminState::Drain);
+        let shares = fallback_shares(&SourceHash::new(&set), BackendId(0), 3);
+        for i in [1, 2] {
+            assert!((shares[i] - 0.5).abs() < 0.1, "{i}: {shares:?}");
+        }
     }
 
     proptest::proptest! {

@@ -68,6 +68,28 @@ pub(crate) fn takes_new(b: &crate::Backend) -> bool {
     b.admin() == crate::AdminState::Ready && !b.effective_weight().is_zero()
 }
 
+/// Fresh hashes a hash table (`sh`, `dh`, `mh`) tries for a key whose member is parked or
+/// refused, each derived from the last, before [`accepted_from`]. Every probe lands
+/// anywhere in the table, so the key's clients spread over the other members by their
+/// share of it; with a share `p` parked, a key gets this far with probability `p¹²⁸`.
+pub(crate) const FALLBACK_PROBES: usize = 128;
+
+/// The last resort of a hash table's fallback: the first backend `accept` takes, scanning
+/// from a position derived from `hash` (not from the first: the keys that get here spread
+/// over the accepted backends rather than all going to one).
+#[inline]
+pub(crate) fn accepted_from<'a>(
+    backends: &'a [crate::Backend],
+    hash: u64,
+    accept: &mut dyn FnMut(&crate::Backend) -> bool,
+) -> Option<&'a crate::Backend> {
+    let n = backends.len();
+    let start = ((u128::from(hash) * n as u128) >> 64) as usize;
+    (0..n)
+        .map(|i| &backends[(start + i) % n])
+        .find(|b| accept(b))
+}
+
 /// Backends 0, 1, … with these weights at distinct addresses, for the algorithms' unit
 /// tests.
 #[cfg(test)]
