@@ -1180,7 +1180,9 @@ mod tests {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI=true: this test needs root"
             );
-            eprintln!("\n!!!!! SKIPPING notify_scripts_run_as_their_user_and_group: needs root !!!!!\n");
+            eprintln!(
+                "\n!!!!! SKIPPING notify_scripts_run_as_their_user_and_group: needs root !!!!!\n"
+            );
             return;
         }
         let dir = tempfile::tempdir().unwrap();
