@@ -70,27 +70,7 @@ impl DropRules {
     /// [`AcceptError`] if `nft` is missing or refuses (no `CAP_NET_ADMIN`, a kernel
     /// without nf_tables).
     pub async fn install() -> Result<Self, AcceptError> {
-        let nd = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept";
-        let hook =
-            |h: &str| format!("{{ type filter hook {h} priority filter - 1; policy accept; }}");
-        let script = format!(
-            "add table inet {TABLE}\n\
-             add set inet {TABLE} vips4 {{ type ipv4_addr; }}\n\
-             add set inet {TABLE} vips6 {{ type ipv6_addr; }}\n\
-             add chain inet {TABLE} in {input}\n\
-             add chain inet {TABLE} out {output}\n\
-             flush chain inet {TABLE} in\n\
-             flush chain inet {TABLE} out\n\
-             add rule inet {TABLE} in {nd}\n\
-             add rule inet {TABLE} in ip daddr @vips4 drop\n\
-             add rule inet {TABLE} in ip6 daddr @vips6 drop\n\
-             add rule inet {TABLE} out {nd}\n\
-             add rule inet {TABLE} out ip saddr @vips4 drop\n\
-             add rule inet {TABLE} out ip6 saddr @vips6 drop\n",
-            input = hook("input"),
-            output = hook("output"),
-        );
-        nft(&script).await?;
+        nft(&ruleset()).await?;
         Ok(Self(()))
     }
 
@@ -101,7 +81,9 @@ impl DropRules {
     ///
     /// [`AcceptError::Nft`].
     pub async fn drop_addresses(&self, addrs: &[IpAddr]) -> Result<(), AcceptError> {
-        nft(&elements("add", addrs)).await
+        // With the table in the same transaction: another process may have removed it
+        // (it goes once empty at a clean stop).
+        nft(&(ruleset() + &elements("add", addrs))).await
     }
 
     /// Stops dropping traffic of `addrs`. Idempotent: an address not in the set is no
@@ -143,6 +125,30 @@ impl DropRules {
         }
         nft(&format!("delete table inet {TABLE}\n")).await
     }
+}
+
+/// The table, its sets and chains, created if missing and the chains' rules rewritten;
+/// the sets' elements are kept (see [`DropRules::install`]).
+fn ruleset() -> String {
+    let nd = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept";
+    let hook = |h: &str| format!("{{ type filter hook {h} priority filter - 1; policy accept; }}");
+    format!(
+        "add table inet {TABLE}\n\
+             add set inet {TABLE} vips4 {{ type ipv4_addr; }}\n\
+             add set inet {TABLE} vips6 {{ type ipv6_addr; }}\n\
+             add chain inet {TABLE} in {input}\n\
+             add chain inet {TABLE} out {output}\n\
+             flush chain inet {TABLE} in\n\
+             flush chain inet {TABLE} out\n\
+             add rule inet {TABLE} in {nd}\n\
+             add rule inet {TABLE} in ip daddr @vips4 drop\n\
+             add rule inet {TABLE} in ip6 daddr @vips6 drop\n\
+             add rule inet {TABLE} out {nd}\n\
+             add rule inet {TABLE} out ip saddr @vips4 drop\n\
+             add rule inet {TABLE} out ip6 saddr @vips6 drop\n",
+        input = hook("input"),
+        output = hook("output"),
+    )
 }
 
 /// `nft` commands that add (`verb` "add") or delete elements of both sets.

@@ -530,9 +530,9 @@ pub struct NotifyScript {
     /// The command line.
     pub command: String,
     /// The user it runs as, looked up when the configuration is loaded (an unknown user
-    /// is an error) and again, off the event loop, each time the script runs (one that
-    /// has disappeared since: the script does not run, with a warning). Default: the
-    /// daemon's user.
+    /// is an error) and by the node at the script's first run after each load, then
+    /// remembered until the next (a user gone by then: the script does not run, with a
+    /// warning). Default: the daemon's user.
     pub user: Option<String>,
     /// With `user`: the group it runs as, with no supplementary groups. Default: the
     /// user's primary group.

@@ -59,7 +59,7 @@ mod vs;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use lb_core::{BackendId, Pool};
@@ -136,11 +136,11 @@ impl std::fmt::Debug for HttpStatsFn {
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    l.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl AdminHandler for Shared {
@@ -274,41 +274,67 @@ impl AdminHandler for Shared {
 /// `notify_up`/`notify_down`; as its user and group when it has them (as a `vrrp_script`
 /// with `user`: no supplementary groups), not at all when they cannot be looked up.
 pub(crate) fn notify(script: &NotifyScript, args: &[&str]) {
-    let script = script.clone();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::spawn(async move {
-        // On a blocking thread: the user lookup goes through NSS (files, LDAP, sssd), which
-        // may stall, and must not stop the event loop that sends adverts.
-        let lookup = {
-            let script = script.clone();
-            tokio::task::spawn_blocking(move || script.run_as()).await
-        };
-        let run_as = match lookup {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::warn!(script = %script.command, error = %e, "notify script not run");
-                return;
-            }
-            Err(_) => return,
-        };
-        let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(format!("{} \"$@\"", script.command))
-            .arg("notify")
-            .args(&args)
-            .kill_on_drop(false);
-        if let Some(r) = run_as {
-            cmd.gid(r.gid).uid(r.uid);
+    // Started here, in call order (keepalived starts them in event order); the user is
+    // looked up once per load (see `notify_run_as`), not at every run on the event loop.
+    let run_as = match notify_run_as(script) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(script = %script.command, error = %e, "notify script not run");
+            return;
         }
-        match cmd.spawn() {
-            Ok(mut child) => {
+    };
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!("{} \"$@\"", script.command))
+        .arg("notify")
+        .args(args)
+        .kill_on_drop(false);
+    if let Some(r) = run_as {
+        cmd.gid(r.gid).uid(r.uid);
+    }
+    match cmd.spawn() {
+        Ok(mut child) => {
+            tokio::spawn(async move {
                 let _ = child.wait().await;
-            }
-            Err(e) => {
-                tracing::warn!(script = %script.command, error = %e, "notify script failed to start");
-            }
+            });
         }
-    });
+        Err(e) => {
+            tracing::warn!(script = %script.command, error = %e, "notify script failed to start");
+        }
+    }
+}
+
+/// Users and groups of notify scripts, looked up once and remembered until the next
+/// configuration load ([`forget_notify_users`]), as keepalived resolves them at load: a
+/// lookup goes through NSS (files, LDAP, sssd) and may stall the event loop.
+type RunAsCache = HashMap<(String, Option<String>), Result<Option<lb_vrrp::driver::RunAs>, String>>;
+static NOTIFY_USERS: std::sync::LazyLock<Mutex<RunAsCache>> =
+    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn notify_run_as(script: &NotifyScript) -> Result<Option<lb_vrrp::driver::RunAs>, String> {
+    let Some(user) = &script.user else {
+        return script.run_as();
+    };
+    let key = (user.clone(), script.group.clone());
+    let cache = |c: &mut RunAsCache| c.get(&key).cloned();
+    if let Some(r) = cache(&mut NOTIFY_USERS.lock().unwrap_or_else(PoisonError::into_inner)) {
+        return r;
+    }
+    let r = script.run_as();
+    NOTIFY_USERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key, r.clone());
+    r
+}
+
+/// Forgets the notify scripts' looked-up users: a configuration (re)load looks them up
+/// again.
+pub(crate) fn forget_notify_users() {
+    NOTIFY_USERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
 }
 
 /// The running node.
@@ -354,7 +380,7 @@ fn http_stats(v: &VsRuntime) -> Option<HttpStatsFn> {
             let h = Arc::clone(h);
             Some(HttpStatsFn(Arc::new(move || {
                 h.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .unwrap_or_else(PoisonError::into_inner)
                     .as_ref()
                     .map(lb_proxy::http::HttpProxy::stats)
             })))
@@ -629,6 +655,8 @@ impl Node {
                 return;
             }
         };
+        // Notify scripts' users are looked up again for the new configuration.
+        forget_notify_users();
         let d = diff::diff(&self.config, &new);
         // A virtual server that runs a previous version (its replacement failed to start
         // at an earlier reload) is tried again even when the file did not change.
@@ -920,6 +948,12 @@ impl Node {
                         Err(e) => {
                             tracing::error!(error = %e, "reload: VRRP group not started after its hand-over; its VIPs are removed");
                             vrrp::remove_dropped_vips(&old, &[], &masters).await;
+                            let mut t = write(&self.shared.vrrp);
+                            for vi in &old {
+                                if let Some(st) = t.get_mut(&vi.name) {
+                                    st.state = admin::VrrpState::Stop;
+                                }
+                            }
                         }
                     }
                 }
@@ -956,13 +990,12 @@ impl Node {
         for s in std::mem::take(&mut self.speakers) {
             s.stop(&self.shared.vrrp).await;
         }
-        // Also when no instance has no_accept now (a reload may have turned it off); the
-        // table goes only if no other process still drops through it.
-        if let Err(e) = lb_vrrp::accept::DropRules::uninstall().await {
-            if self.config.vrrp_instances.iter().any(|vi| !vi.accept) {
+        // Only a node that used it removes the table, and only once it is empty (another
+        // process may still drop through it; one whose table is gone re-creates it at its
+        // next drop).
+        if self.config.vrrp_instances.iter().any(|vi| !vi.accept) {
+            if let Err(e) = lb_vrrp::accept::DropRules::uninstall().await {
                 tracing::warn!(error = %e, "removing the no_accept nftables table");
-            } else {
-                tracing::debug!(error = %e, "no no_accept nftables table removed");
             }
         }
         let deadline = self.config.global.drain_deadline;

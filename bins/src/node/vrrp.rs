@@ -160,8 +160,10 @@ pub(crate) fn groups(cfg: &Config) -> Vec<(Option<String>, Vec<VrrpInstance>)> {
 }
 
 /// After a hand-over: removes from the interfaces the VIPs (advertised or excluded) that a
-/// Master instance of `old` held and its namesake in `new` no longer has. Failures are
-/// logged.
+/// Master instance of `old` held on an interface where its namesake in `new` no longer has
+/// that address (whatever the prefix or label: the kernel's address lookup does not tell
+/// prefixes apart, and the successor may already hold the address). A changed prefix or
+/// label alone keeps the old one until the next transition. Failures are logged.
 pub(crate) async fn remove_dropped_vips(
     old: &[VrrpInstance],
     new: &[VrrpInstance],
@@ -174,34 +176,29 @@ pub(crate) async fn remove_dropped_vips(
             return;
         }
     };
-    // The same address on the same interface with the same prefix is kept (a new label
-    // alone does not take it away for a moment).
-    let all = |vi: &VrrpInstance| -> Vec<(std::net::IpAddr, Option<u8>, Option<String>, String)> {
+    // (address, the interface it is on) of every VIP of `vi`, with its text.
+    let all = |vi: &VrrpInstance| -> Vec<(std::net::IpAddr, String, String)> {
         vi.virtual_ipaddress
             .iter()
             .chain(&vi.virtual_ipaddress_excluded)
-            .map(|v| (v.address, v.prefix_len, v.dev.clone(), v.to_string()))
+            .map(|v| {
+                let dev = v.dev.clone().unwrap_or_else(|| vi.interface.clone());
+                (v.address, dev, v.to_string())
+            })
             .collect()
     };
     for vi in old.iter().filter(|vi| masters.contains(&vi.name)) {
-        let kept = new
-            .iter()
-            .find(|n| n.name == vi.name)
-            .map(all)
-            .unwrap_or_default();
+        let successor = new.iter().find(|n| n.name == vi.name);
+        let kept = successor.map(all).unwrap_or_default();
         let Ok(ifindex) = lb_vrrp::vip::VipManager::ifindex(&vi.interface) else {
             continue;
         };
         let mut removed = Vec::new();
-        let same = |a: &(std::net::IpAddr, Option<u8>, Option<String>, String),
-                    b: &(std::net::IpAddr, Option<u8>, Option<String>, String)| {
-            a.0 == b.0 && a.1 == b.1 && a.2 == b.2
-        };
-        for entry in all(vi)
-            .into_iter()
-            .filter(|a| !kept.iter().any(|b| same(a, b)))
-        {
-            let Ok(vip) = entry.3.parse::<Vip>() else {
+        for (addr, dev, text) in all(vi) {
+            if kept.iter().any(|(a, d, _)| *a == addr && *d == dev) {
+                continue;
+            }
+            let Ok(vip) = text.parse::<Vip>() else {
                 continue;
             };
             match mgr.remove(ifindex, &vip).await {
@@ -212,7 +209,10 @@ pub(crate) async fn remove_dropped_vips(
                     tracing::error!(instance = %vi.name, vip = %vip.addr, error = %e, "reload: removing a VIP no longer configured");
                 }
             }
-            removed.push(vip.addr);
+            // Out of the drop set only if the successor no longer has it anywhere.
+            if !kept.iter().any(|(a, _, _)| *a == addr) {
+                removed.push(vip.addr);
+            }
         }
         // Out of the no_accept drop set too (the successor keeps only its own).
         if !vi.accept && !removed.is_empty() {
@@ -353,7 +353,11 @@ impl SpeakerRuntime {
             loop {
                 let ev = match events.recv().await {
                     Ok(ev) => ev,
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // A skipped first event must not silence a later genuine one.
+                        quiet.clear();
+                        continue;
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
                 tracing::info!(instance = %ev.instance, vrid = ev.vrid.get(), from = ?ev.from, to = ?ev.to, reason = ?ev.reason, priority = ev.priority.0, "VRRP transition");
@@ -569,14 +573,17 @@ impl SpeakerRuntime {
     /// these as its `previous` states, and removes the VIPs the new configuration no longer
     /// has.
     pub(crate) async fn handover(self) -> HashMap<String, State> {
-        let states: HashMap<String, State> = self
-            .handle
-            .handover()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| (s.instance, s.state))
-            .collect();
+        // Bounded: a speaker stuck in an action (a netlink or nft call) must not hang the
+        // reload; its successor then starts afresh.
+        let states: HashMap<String, State> =
+            tokio::time::timeout(Duration::from_secs(5), self.handle.handover())
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| (s.instance, s.state))
+                .collect();
         let mut run = self.run;
         if tokio::time::timeout(Duration::from_secs(5), &mut run)
             .await

@@ -274,12 +274,11 @@ fn main() -> anyhow::Result<()> {
             handle.shutdown();
         });
         speaker.run().await?;
-        // Also without --no-accept now (an earlier run's table); it goes only if empty.
-        if let Err(e) = lb_vrrp::accept::DropRules::uninstall().await {
-            if no_accept {
+        // Only with --no-accept, and only once the table is empty (shared with other
+        // processes, which re-create it at their next drop if it is gone).
+        if no_accept {
+            if let Err(e) = lb_vrrp::accept::DropRules::uninstall().await {
                 tracing::warn!(error = %e, "removing the Accept_Mode nftables table");
-            } else {
-                tracing::debug!(error = %e, "no Accept_Mode nftables table removed");
             }
         }
         // The speaker (and its event sender) is gone: the printer drains the last events,
