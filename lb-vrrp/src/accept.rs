@@ -93,7 +93,7 @@ impl DropRules {
     ///
     /// [`AcceptError::Nft`].
     pub async fn accept_addresses(&self, addrs: &[IpAddr]) -> Result<(), AcceptError> {
-        nft(&(elements("add", addrs) + &elements("delete", addrs))).await
+        Self::clear_stale(addrs).await
     }
 
     /// Takes `addrs` out of the sets of a table some earlier run installed, without

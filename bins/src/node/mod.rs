@@ -316,8 +316,12 @@ fn notify_run_as(script: &NotifyScript) -> Result<Option<lb_vrrp::driver::RunAs>
         return script.run_as();
     };
     let key = (user.clone(), script.group.clone());
-    let cache = |c: &mut RunAsCache| c.get(&key).cloned();
-    if let Some(r) = cache(&mut NOTIFY_USERS.lock().unwrap_or_else(PoisonError::into_inner)) {
+    let known = NOTIFY_USERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+        .cloned();
+    if let Some(r) = known {
         return r;
     }
     let r = script.run_as();

@@ -584,12 +584,21 @@ impl SpeakerRuntime {
                 .into_iter()
                 .map(|s| (s.instance, s.state))
                 .collect();
+        self.wind_down("hand over").await;
+        states
+    }
+
+    /// Waits for the speaker's run to end (at most 5 s, then aborts it, logging that it
+    /// did not `what` in time), aborts the track and refresh tasks, and lets the events
+    /// task apply the last events (at most 2 s): → Initialize runs `notify_stop`, which
+    /// aborting it could lose. Returns the instances.
+    async fn wind_down(self, what: &str) -> Vec<VrrpInstance> {
         let mut run = self.run;
         if tokio::time::timeout(Duration::from_secs(5), &mut run)
             .await
             .is_err()
         {
-            tracing::warn!("VRRP speaker did not hand over within 5 s");
+            tracing::warn!("VRRP speaker did not {what} within 5 s");
             run.abort();
         }
         for t in self.tasks {
@@ -602,36 +611,17 @@ impl SpeakerRuntime {
         {
             events_task.abort();
         }
-        states
+        self.instances
     }
 
     /// Sends priority 0 from masters, removes the VIPs, and waits (at most 5 s).
     pub(crate) async fn stop(self, table: &VrrpTable) {
         self.handle.shutdown();
-        let mut run = self.run;
-        if tokio::time::timeout(Duration::from_secs(5), &mut run)
-            .await
-            .is_err()
-        {
-            tracing::warn!("VRRP speaker did not stop within 5 s");
-            run.abort();
-        }
-        for t in self.tasks {
-            t.abort();
-        }
-        // The last events (→ Initialize: `notify_stop`, `notify … STOP`) are applied before
-        // the events task ends; aborting it could lose them.
-        let mut events_task = self.events_task;
-        if tokio::time::timeout(Duration::from_secs(2), &mut events_task)
-            .await
-            .is_err()
-        {
-            events_task.abort();
-        }
+        let instances = self.wind_down("stop").await;
         let mut t = table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for vi in &self.instances {
+        for vi in &instances {
             if let Some(s) = t.get_mut(&vi.name) {
                 s.state = VrrpState::Stop;
             }

@@ -275,8 +275,8 @@ impl Conv {
         }
     }
 
-    /// Every argument joined by spaces (command lines).
-    fn command(&mut self, s: &Stmt, path: &str) -> Option<String> {
+    /// The first argument, recorded at `path`; a located error without one.
+    fn command_word<'s>(&mut self, s: &'s Stmt, path: &str) -> Option<&'s Token> {
         let Some(first) = s.args.first() else {
             self.d.error(
                 &s.keyword.location,
@@ -285,6 +285,12 @@ impl Conv {
             return None;
         };
         self.record(path, &first.location);
+        Some(first)
+    }
+
+    /// Every argument joined by spaces (command lines).
+    fn command(&mut self, s: &Stmt, path: &str) -> Option<String> {
+        self.command_word(s, path)?;
         Some(
             s.args
                 .iter()
@@ -299,14 +305,7 @@ impl Conv {
     /// and group it runs as, looked up by the model's validation), recorded at `path`,
     /// `path.user` and `path.group`.
     fn notify_script(&mut self, s: &Stmt, path: &str) -> Option<NotifyScript> {
-        let Some(first) = s.args.first() else {
-            self.d.error(
-                &s.keyword.location,
-                format!("`{}` needs a command", s.keyword.text),
-            );
-            return None;
-        };
-        self.record(path, &first.location);
+        let first = self.command_word(s, path)?;
         let mut n = NotifyScript::new(first.text.clone());
         if let Some(u) = s.args.get(1) {
             self.record(&format!("{path}.user"), &u.location);
