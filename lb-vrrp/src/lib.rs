@@ -9,6 +9,8 @@
 //!   sockets (protocol 112), virtual-address management over netlink, gratuitous ARP and
 //!   unsolicited neighbour advertisements.
 //!
+//! * [`track`]: keepalived's `vrrp_track_process` and `track_file`, sans-IO (process
+//!   matching and quorum, file values, the kernel's process-event messages);
 //! * `accept` (feature `tokio`): Accept_Mode False enforced with nftables drop rules, as
 //!   keepalived's `no_accept`.
 //!
@@ -42,6 +44,7 @@ pub mod accept;
 #[cfg(feature = "tokio")]
 pub mod driver;
 pub mod machine;
+pub mod track;
 #[cfg(feature = "tokio")]
 pub mod vip;
 pub mod wire;

@@ -141,6 +141,9 @@ pub struct Config {
     /// state): an unknown track adds or takes no weight and faults nothing. Tracks beyond
     /// this list start healthy.
     pub track_start: Vec<Option<bool>>,
+    /// The offset each valued track starts with, by [`TrackId`] (keepalived `track_file`,
+    /// see [`VirtualRouter::handle_track_value`]); tracks beyond this list start at 0.
+    pub track_offset_start: Vec<i32>,
     /// Start as Master at once: this router takes over from a previous instance of the
     /// same virtual router in the same process that was Master (a configuration reload;
     /// keepalived's `reload_master`). Without it the new instance would wait a
@@ -179,6 +182,7 @@ impl Config {
             lower_prio_no_advert: false,
             tracks: Vec::new(),
             track_start: Vec::new(),
+            track_offset_start: Vec::new(),
             resume_master: false,
             skip_check_adv_addr: false,
         }
@@ -256,6 +260,11 @@ impl TrackHysteresis {
         }
     }
 }
+
+/// The value of a valued track ([`VirtualRouter::handle_track_value`]) that means Fault:
+/// keepalived's -254 for a `track_file` whose value times weight is -254 or less, or
+/// whose weight is 0 and value not 0.
+pub const TRACK_VALUE_FAULT: i32 = -254;
 
 /// Index of a tracked check in [`Config::tracks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -558,6 +567,8 @@ pub struct VirtualRouter {
     base_priority: Priority,
     /// Each track's health; `None` while unknown.
     track_ok: Vec<Option<bool>>,
+    /// Each valued track's priority offset (0 for the others).
+    track_offset: Vec<i32>,
     link_up: bool,
     /// The interface holds an address to send adverts from.
     has_addr: bool,
@@ -589,6 +600,9 @@ impl VirtualRouter {
             base_priority: cfg.priority,
             track_ok: (0..cfg.tracks.len())
                 .map(|i| cfg.track_start.get(i).copied().unwrap_or(Some(true)))
+                .collect(),
+            track_offset: (0..cfg.tracks.len())
+                .map(|i| cfg.track_offset_start.get(i).copied().unwrap_or(0))
                 .collect(),
             link_up: true,
             has_addr: true,
@@ -625,13 +639,13 @@ impl VirtualRouter {
         self.base_priority
     }
     /// Priority after tracking: base plus the weights of tracked checks (positive weights
-    /// while healthy, negative ones while failing), clamped to 1..=254; the owner (255)
-    /// is never adjusted.
+    /// while healthy, negative ones while failing) and the offsets of valued tracks,
+    /// clamped to 1..=254; the owner (255) is never adjusted.
     pub fn effective_priority(&self) -> Priority {
         if self.base_priority.is_owner() {
             return Priority::OWNER;
         }
-        let mut p = i32::from(self.base_priority.get());
+        let mut p = i32::from(self.base_priority.get()) + self.track_offset.iter().sum::<i32>();
         for (w, ok) in self.cfg.tracks.iter().zip(&self.track_ok) {
             let w = i32::from(w.0);
             if (w > 0 && *ok == Some(true)) || (w < 0 && *ok == Some(false)) {
@@ -781,6 +795,27 @@ impl VirtualRouter {
         let before = self.effective_priority();
         match self.track_ok.get_mut(id.0) {
             Some(ok) if *ok != Some(healthy) => *ok = Some(healthy),
+            _ => return,
+        }
+        if !self.reevaluate_fault(now, Reason::TrackFault) {
+            self.priority_changed(now, before);
+        }
+    }
+
+    /// A valued track changed (keepalived `track_file`: the file's value times the weight,
+    /// clamped by the caller to `-254..=253`). [`TRACK_VALUE_FAULT`] (-254) puts the router
+    /// in [`State::Fault`], as a failing weight-0 check does (configure the track with
+    /// [`TrackWeight`] 0); any other value is added to the priority (an owner's stays 255)
+    /// until the next change. Out-of-range ids are ignored.
+    pub fn handle_track_value(&mut self, now: Instant, id: TrackId, value: i32) {
+        let before = self.effective_priority();
+        let healthy = value > TRACK_VALUE_FAULT;
+        let offset = if healthy { value } else { 0 };
+        match (self.track_ok.get_mut(id.0), self.track_offset.get_mut(id.0)) {
+            (Some(ok), Some(o)) if *ok != Some(healthy) || *o != offset => {
+                *ok = Some(healthy);
+                *o = offset;
+            }
             _ => return,
         }
         if !self.reevaluate_fault(now, Reason::TrackFault) {
@@ -1380,6 +1415,14 @@ impl SyncGroup {
             }
         });
     }
+    /// A valued track of member `i`: see [`VirtualRouter::handle_track_value`].
+    pub fn handle_track_value(&mut self, now: Instant, i: usize, id: TrackId, value: i32) {
+        self.with(now, |ms| {
+            if let Some(m) = ms.get_mut(i) {
+                m.handle_track_value(now, id, value);
+            }
+        });
+    }
     /// The advert source of member `i` changed: see [`VirtualRouter::set_primary_addr`].
     pub fn set_primary_addr(&mut self, i: usize, addr: IpAddr) {
         if let Some(m) = self.members.get_mut(i) {
@@ -1936,6 +1979,60 @@ mod tests {
         let mut vr = VirtualRouter::new(c);
         vr.handle_track(t0, TrackId(0), false);
         assert_eq!(vr.effective_priority(), Priority(1));
+    }
+
+    /// keepalived `track_file`: the value is added to the priority, -254 means Fault, an
+    /// owner keeps 255 but still faults; the start offset counts from the first instant.
+    #[test]
+    fn valued_tracks_add_their_value_and_fault_at_minus_254() {
+        let t0 = t0();
+        let mut c = cfg(100, 1);
+        c.tracks = vec![TrackWeight(0), TrackWeight(-10)];
+        c.track_offset_start = vec![15];
+        let mut vr = VirtualRouter::new(c);
+        assert_eq!(vr.effective_priority(), Priority(115));
+        vr.start(t0);
+        vr.handle_track_value(t0, TrackId(0), -40);
+        assert_eq!(vr.effective_priority(), Priority(60));
+        vr.handle_track(t0, TrackId(1), false);
+        assert_eq!(vr.effective_priority(), Priority(50));
+        vr.handle_track_value(t0, TrackId(0), 253);
+        assert_eq!(vr.effective_priority(), Priority(254));
+        vr.handle_track_value(t0, TrackId(0), TRACK_VALUE_FAULT);
+        assert_eq!(vr.state(), State::Fault);
+        assert_eq!(
+            vr.effective_priority(),
+            Priority(90),
+            "no offset while faulted"
+        );
+        vr.handle_track_value(t0, TrackId(0), 0);
+        assert_eq!(vr.state(), State::Backup);
+        assert_eq!(vr.effective_priority(), Priority(90));
+        // A Master whose value drops below a peer's priority keeps running as Master
+        // (the peer preempts) but advertises the new priority at once.
+        let mut c = cfg(100, 1);
+        c.tracks = vec![TrackWeight(0)];
+        let mut vr = VirtualRouter::new(c);
+        vr.start(t0);
+        vr.handle_timeout(vr.poll_timeout().unwrap());
+        assert_eq!(vr.state(), State::Master);
+        drain(&mut vr);
+        vr.handle_track_value(t0, TrackId(0), -60);
+        let a = drain(&mut vr);
+        assert!(
+            a.iter()
+                .any(|a| matches!(a, Action::SendAdvert(r) if r.priority == Priority(40))),
+            "{a:?}"
+        );
+        // The owner is not adjusted, but faults.
+        let mut c = cfg(255, 1);
+        c.tracks = vec![TrackWeight(0)];
+        let mut vr = VirtualRouter::new(c);
+        vr.start(t0);
+        vr.handle_track_value(t0, TrackId(0), -100);
+        assert_eq!(vr.effective_priority(), Priority::OWNER);
+        vr.handle_track_value(t0, TrackId(0), TRACK_VALUE_FAULT);
+        assert_eq!(vr.state(), State::Fault);
     }
 
     #[test]

@@ -52,6 +52,7 @@
 //! [RFC 5798 §5.1.1]: https://www.rfc-editor.org/rfc/rfc5798#section-5.1.1
 
 mod sys;
+mod track;
 
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -67,8 +68,9 @@ use tokio::sync::{broadcast, mpsc};
 use crate::accept::DropRules;
 use crate::machine::{
     Action, Config, Counters, Reason, RxMeta, State, SyncGroup, TrackHysteresis, TrackId,
-    TrackWeight, VirtualRouter,
+    TrackWeight, VirtualRouter, TRACK_VALUE_FAULT,
 };
+use crate::track::{TrackFile, TrackProcess};
 use crate::vip::{self, Vip, VipManager};
 use crate::wire::{
     AdvertInterval, Auth, Priority, Version, Vrid, IPPROTO_VRRP, MAX_ADDRESSES_V4,
@@ -141,11 +143,28 @@ pub struct VrrpInstanceConfig {
     /// keepalived `track_script`: scripts the driver runs itself (their ids follow
     /// those of [`VrrpInstanceConfig::track`]).
     pub track_script: Vec<TrackScript>,
+    /// keepalived `track_process`: process counts the driver watches itself (ids after
+    /// the scripts'). Known from the start (a scan of `/proc`); then followed through the
+    /// kernel's process events connector, or by a `/proc` scan every second where the
+    /// connector is not available (any network namespace but the initial one).
+    pub track_process: Vec<TrackProcess>,
+    /// keepalived `track_file`: files the driver watches itself with inotify (ids after
+    /// the processes'). Read at start; a missing file reads as 0.
+    pub track_file: Vec<TrackFile>,
     /// Set by a daemon reloading its configuration when the instance this one replaces
     /// was Master and was stopped with [`SpeakerHandle::handover`]: it starts as Master at
     /// once (keepalived's `reload_master`, [`Config::resume_master`]), keeping the VIPs
     /// already on the interface instead of removing them first. Default false.
     pub resume_master: bool,
+}
+
+/// What an instance's tracked processes and files are at start, in the order of
+/// [`VrrpInstanceConfig::track_process`] and [`VrrpInstanceConfig::track_file`]: quorum
+/// held, and [`TrackFile::status`].
+#[derive(Debug, Clone, Default)]
+struct TrackedStart {
+    processes: Vec<bool>,
+    files: Vec<i32>,
 }
 
 /// A keepalived `vrrp_script` tracked by an instance.
@@ -261,6 +280,8 @@ impl VrrpInstanceConfig {
             track_initial: Vec::new(),
             resume_master: false,
             track_script: Vec::new(),
+            track_process: Vec::new(),
+            track_file: Vec::new(),
         }
     }
 
@@ -297,6 +318,20 @@ impl VrrpInstanceConfig {
         } else {
             MAX_ADDRESSES_V4
         };
+        for p in &self.track_process {
+            if !(-254..=254).contains(&p.weight.0) {
+                return bad(&format!(
+                    "track_process {}: weight {} is outside -254..=254",
+                    p.name, p.weight.0
+                ));
+            }
+            if p.quorum > p.quorum_max {
+                return bad(&format!(
+                    "track_process {}: quorum {} is above quorum_max {}",
+                    p.name, p.quorum, p.quorum_max
+                ));
+            }
+        }
         if self.virtual_ipaddress.len() > max {
             return bad(&format!(
                 "{} addresses in virtual_ipaddress; an advert carries at most {max}",
@@ -309,7 +344,7 @@ impl VrrpInstanceConfig {
     /// The state machine's configuration, advertising from `src`: its VIPs (those adverts
     /// carry and received adverts are compared with) are `virtual_ipaddress` only, never
     /// `virtual_ipaddress_excluded`.
-    fn machine_config(&self, src: IpAddr) -> Config {
+    fn machine_config(&self, src: IpAddr, tracked: &TrackedStart) -> Config {
         let vip_addrs: Vec<IpAddr> = self.virtual_ipaddress.iter().map(|v| v.addr).collect();
         let mut mc = Config::new(self.virtual_router_id, src, vip_addrs);
         mc.version = self.version;
@@ -334,12 +369,32 @@ impl VrrpInstanceConfig {
             .iter()
             .copied()
             .chain(self.track_script.iter().map(|s| s.weight))
+            .chain(self.track_process.iter().map(|p| p.as_track(true).0))
+            // A file's Fault is a weight-0 track failing; its value an offset.
+            .chain(self.track_file.iter().map(|_| TrackWeight(0)))
             .collect();
         // Scripts are unknown until their first result (keepalived's INIT state: no weight,
         // no fault; the speaker holds a weight-0 one's instance in Initialize meanwhile).
+        // Processes and files are known: counted and read before the start.
         mc.track_start = (0..self.track.len())
             .map(|i| Some(self.track_initial.get(i).copied().unwrap_or(true)))
             .chain(self.track_script.iter().map(|_| None))
+            .chain(
+                self.track_process
+                    .iter()
+                    .zip(&tracked.processes)
+                    .map(|(p, up)| Some(p.as_track(*up).1)),
+            )
+            .chain(tracked.files.iter().map(|v| Some(*v > TRACK_VALUE_FAULT)))
+            .collect();
+        let before_files = self.track.len() + self.track_script.len() + self.track_process.len();
+        mc.track_offset_start = std::iter::repeat_n(0, before_files)
+            .chain(
+                tracked
+                    .files
+                    .iter()
+                    .map(|v| if *v > TRACK_VALUE_FAULT { *v } else { 0 }),
+            )
             .collect();
         mc
     }
@@ -377,6 +432,7 @@ enum Control {
     Handover(tokio::sync::oneshot::Sender<Vec<InstanceStatus>>),
     SetPriority(usize, Priority),
     Track(usize, TrackId, bool),
+    TrackValue(usize, TrackId, i32),
     Status(tokio::sync::oneshot::Sender<Vec<InstanceStatus>>),
 }
 
@@ -526,6 +582,10 @@ pub struct Speaker {
     events: broadcast::Sender<Event>,
     ctl_tx: mpsc::UnboundedSender<Control>,
     ctl_rx: mpsc::UnboundedReceiver<Control>,
+    /// The `track_process` watcher, started by [`Speaker::run`].
+    processes: Option<track::ProcessWatcher>,
+    /// The `track_file` watcher, started by [`Speaker::run`].
+    files: Option<track::FileWatcher>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -557,10 +617,25 @@ impl Speaker {
     /// keepalived. Without `unicast_src_ip`, an advert source removed from the interface
     /// later also means Fault until another address appears.
     pub fn new(configs: Vec<VrrpInstanceConfig>, sync_group: bool) -> Result<Self> {
+        for cfg in &configs {
+            cfg.validate()?;
+        }
+        // Tracked processes and files are counted and read before the instances start, so
+        // that their state holds from the first instant (keepalived reads them at start).
+        let (procs, files) = track::collect(&configs);
+        let processes = if procs.is_empty() {
+            None
+        } else {
+            Some(track::ProcessWatcher::new(procs)?)
+        };
+        let files = if files.is_empty() {
+            None
+        } else {
+            Some(track::FileWatcher::new(files)?)
+        };
         let mut instances = Vec::new();
         let mut routers = Vec::new();
         for (i, cfg) in configs.into_iter().enumerate() {
-            cfg.validate()?;
             let ifindex = VipManager::ifindex(&cfg.interface)?;
             let v6 = cfg.is_v6();
             // Never our own VIPs, advertised or not, as the advert source.
@@ -589,7 +664,24 @@ impl Speaker {
                     None
                 }
             };
-            let mc = cfg.machine_config(src);
+            let base = cfg.track.len() + cfg.track_script.len();
+            let tracked = TrackedStart {
+                processes: (0..cfg.track_process.len())
+                    .map(|k| {
+                        processes
+                            .as_ref()
+                            .and_then(|w| w.is_up(i, TrackId(base + k)))
+                            .unwrap_or(false)
+                    })
+                    .collect(),
+                files: (0..cfg.track_file.len())
+                    .map(|k| {
+                        let id = TrackId(base + cfg.track_process.len() + k);
+                        files.as_ref().and_then(|w| w.status(i, id)).unwrap_or(0)
+                    })
+                    .collect(),
+            };
+            let mc = cfg.machine_config(src, &tracked);
             routers.push(VirtualRouter::new(mc));
             let link_up = vip::link_is_up(&cfg.interface);
             instances.push(Instance {
@@ -634,6 +726,8 @@ impl Speaker {
             events: broadcast::channel(64).0,
             ctl_tx,
             ctl_rx,
+            processes,
+            files,
         })
     }
 
@@ -716,6 +810,12 @@ impl Speaker {
                 )));
             }
         }
+        if let Some(w) = self.processes.take() {
+            tasks.push(tokio::spawn(w.run(self.ctl_tx.clone())));
+        }
+        if let Some(w) = self.files.take() {
+            tasks.push(tokio::spawn(w.run(self.ctl_tx.clone())));
+        }
         // keepalived holds an instance in INIT until its weight-0 scripts have given their
         // first result: one that fails puts it in Fault before it could become Master (an
         // owner at once). A group starts once none of its members' is still unknown.
@@ -792,6 +892,11 @@ impl Speaker {
                                 if awaiting[gi].remove(&(i, id)) && awaiting[gi].is_empty() {
                                     self.start_group(gi, t);
                                 }
+                            }
+                        }
+                        Control::TrackValue(i, id, v) => {
+                            if let Some(inst) = self.instances.get(i) {
+                                self.groups[inst.group].handle_track_value(t, inst.member, id, v);
                             }
                         }
                         Control::Status(reply) => {
@@ -1367,7 +1472,7 @@ mod tests {
             .push("2001:db8::1/64".parse().unwrap());
         assert!(c.validate().is_ok());
         let src: IpAddr = "198.18.0.1".parse().unwrap();
-        let mc = c.machine_config(src);
+        let mc = c.machine_config(src, &TrackedStart::default());
         let advertised: Vec<IpAddr> = c.virtual_ipaddress.iter().map(|v| v.addr).collect();
         assert_eq!(mc.vips, advertised);
         assert_eq!(c.all_vips().count(), 2 + 301);

@@ -156,11 +156,25 @@ pub(crate) fn send_packet(
     }
 }
 
+/// A type that owns one file descriptor for its whole life and whose `as_raw_fd()` always
+/// returns it: what [`tokio::io::unix::AsyncFd::register`] asks of its argument.
+pub(crate) trait OwnsFd: AsRawFd {}
+impl OwnsFd for Socket {}
+impl OwnsFd for netlink_sys::Socket {}
+impl OwnsFd for super::track::InotifyFd {}
+
 /// Registers `sock` with the tokio reactor.
 pub(crate) fn async_socket(sock: Socket) -> io::Result<tokio::io::unix::AsyncFd<Socket>> {
+    async_fd(sock)
+}
+
+/// Registers `fd` with the tokio reactor.
+pub(crate) fn async_fd<T: OwnsFd>(fd: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
     #[allow(unsafe_code)]
-    // SAFETY: `Socket` owns its file descriptor (an `OwnedFd`): it stays open and
-    // `as_raw_fd()` returns the same descriptor until the `AsyncFd` drops the socket.
-    let r = unsafe { tokio::io::unix::AsyncFd::register(sock) };
+    // SAFETY: every `OwnsFd` type owns its file descriptor (`socket2::Socket` and
+    // `netlink_sys::Socket` close theirs on drop, `InotifyFd` holds nix's `Inotify`, an
+    // `OwnedFd`): it stays open and `as_raw_fd()` returns the same descriptor until the
+    // `AsyncFd` drops the owner.
+    let r = unsafe { tokio::io::unix::AsyncFd::register(fd) };
     r.map_err(|e| e.into_parts().1)
 }

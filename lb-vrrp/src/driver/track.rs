@@ -1,0 +1,863 @@
+//! The IO half of [`crate::track`]: a process watcher (the kernel's process events
+//! connector, or a `/proc` scan each second where the connector is not available) and a
+//! file watcher (inotify), each run as one task per speaker that reports to the speaker's
+//! control channel.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use super::Control;
+use crate::machine::TrackId;
+use crate::track::{
+    parse_file_value, parse_stat, CountCause, ProcEvent, ProcessPattern, ProcessQuorum, TrackFile,
+    TrackProcess,
+};
+use crate::{Error, Result};
+
+/// How often `/proc` is scanned when the process events connector is not available: it
+/// exists only in the initial network namespace and for the initial PID namespace.
+pub(crate) const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest command line read (`/proc/PID/cmdline`), bytes.
+const CMDLINE_MAX: usize = 4096;
+
+/// Where process changes come from.
+enum Source {
+    /// The process events connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`).
+    Connector(AsyncFd<netlink_sys::Socket>),
+    /// A `/proc` scan every [`SCAN_INTERVAL`].
+    Scan,
+}
+
+/// Every `vrrp_track_process` of a speaker's instances: `(instance, track id, spec)`.
+pub(crate) struct ProcessWatcher {
+    specs: Vec<(usize, TrackId, TrackProcess)>,
+    quorums: Vec<ProcessQuorum>,
+    /// The processes each spec counts.
+    members: Vec<HashSet<u32>>,
+    source: Source,
+    needs_cmdline: bool,
+    /// Connector messages dropped as malformed.
+    malformed: u64,
+}
+
+impl std::fmt::Debug for ProcessWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessWatcher")
+            .field("specs", &self.specs.len())
+            .field("connector", &matches!(self.source, Source::Connector(_)))
+            .finish()
+    }
+}
+
+/// Opens the connector and asks for process events; `Err` says why not (the caller
+/// falls back to scanning).
+fn open_connector() -> std::io::Result<netlink_sys::Socket> {
+    let mut s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_CONNECTOR)?;
+    s.bind(&netlink_sys::SocketAddr::new(0, 1))?; // group CN_IDX_PROC
+    let mut addr = netlink_sys::SocketAddr::new(0, 0);
+    s.get_address(&mut addr)?;
+    let _ = s.set_rx_buf_sz(1 << 20);
+    s.send(&ProcEvent::listen_request(addr.port_number()), 0)?;
+    // The kernel answers the request with PROC_EVENT_NONE; it says nothing to a process
+    // outside the initial PID namespace, whose events would never come.
+    let sock = socket2::SockRef::from(&s);
+    sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let deadline = super::now() + Duration::from_millis(500);
+    let mut buf = vec![0u8; 4096];
+    while super::now() < deadline {
+        let n = s.recv(&mut &mut buf[..], 0)?;
+        for ev in ProcEvent::parse_all(&buf[..n]) {
+            match ev {
+                Ok(ProcEvent::Ack { err: 0 }) => {
+                    s.set_non_blocking(true)?;
+                    return Ok(s);
+                }
+                Ok(ProcEvent::Ack { err }) => {
+                    return Err(std::io::Error::from_raw_os_error(err as i32))
+                }
+                _ => {}
+            }
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no answer to the listen request",
+    ))
+}
+
+/// What `/proc/PID` says: the name, and the command line if asked.
+fn read_process(pid: u32, with_cmdline: bool) -> Option<(Vec<u8>, Vec<u8>)> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let (comm, zombie) = parse_stat(&stat)?;
+    if zombie {
+        return None;
+    }
+    let comm = comm.to_vec();
+    let cmdline = if with_cmdline {
+        use std::io::Read;
+        let mut c = Vec::new();
+        std::fs::File::open(format!("/proc/{pid}/cmdline"))
+            .ok()?
+            .take(CMDLINE_MAX as u64)
+            .read_to_end(&mut c)
+            .ok()?;
+        c
+    } else {
+        Vec::new()
+    };
+    Some((comm, cmdline))
+}
+
+/// Which patterns process `pid` matches; `None` if it is gone (or a zombie).
+fn matching(patterns: &[&ProcessPattern], needs_cmdline: bool, pid: u32) -> Option<Vec<bool>> {
+    let (comm, cmdline) = read_process(pid, needs_cmdline)?;
+    Some(
+        patterns
+            .iter()
+            .map(|p| p.matches(&comm, &cmdline))
+            .collect(),
+    )
+}
+
+impl ProcessWatcher {
+    /// Subscribes to process events (or settles for scanning), then counts the matching
+    /// processes in `/proc`: each spec's health is known from the start.
+    pub(crate) fn new(specs: Vec<(usize, TrackId, TrackProcess)>) -> Result<Self> {
+        Self::with_connector(specs, true)
+    }
+
+    /// [`ProcessWatcher::new`]; without `connector`, scanning only.
+    fn with_connector(specs: Vec<(usize, TrackId, TrackProcess)>, connector: bool) -> Result<Self> {
+        let opened = if connector {
+            open_connector()
+        } else {
+            Err(std::io::Error::other("not asked for"))
+        };
+        let source = match opened {
+            Ok(s) => Source::Connector(super::sys::async_fd(s)?),
+            Err(e) => {
+                tracing::info!(error = %e, "process events connector not available (outside the initial network namespace?): track_process scans /proc every {} s", SCAN_INTERVAL.as_secs());
+                Source::Scan
+            }
+        };
+        let needs_cmdline = specs.iter().any(|(_, _, s)| s.pattern.needs_cmdline());
+        let mut w = Self {
+            quorums: Vec::new(),
+            members: vec![HashSet::new(); specs.len()],
+            specs,
+            source,
+            needs_cmdline,
+            malformed: 0,
+        };
+        w.members = w.scan();
+        w.quorums = w
+            .specs
+            .iter()
+            .zip(&w.members)
+            .map(|((_, _, s), m)| ProcessQuorum::new(s, m.len() as u32))
+            .collect();
+        for ((i, _, s), q) in w.specs.iter().zip(&w.quorums) {
+            tracing::info!(instance = i, track_process = %s.name, processes = q.count(), quorum = q.is_up(), "tracked process counted");
+        }
+        Ok(w)
+    }
+
+    /// Whether spec `(instance, id)` has its quorum now.
+    pub(crate) fn is_up(&self, instance: usize, id: TrackId) -> Option<bool> {
+        self.specs
+            .iter()
+            .position(|(i, t, _)| *i == instance && *t == id)
+            .map(|k| self.quorums[k].is_up())
+    }
+
+    fn patterns(&self) -> Vec<&ProcessPattern> {
+        self.specs.iter().map(|(_, _, s)| &s.pattern).collect()
+    }
+
+    /// The processes in `/proc` each spec counts.
+    fn scan(&self) -> Vec<HashSet<u32>> {
+        let patterns = self.patterns();
+        let mut out = vec![HashSet::new(); patterns.len()];
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            tracing::warn!("cannot read /proc: no process is counted");
+            return out;
+        };
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Some(m) = matching(&patterns, self.needs_cmdline, pid) else {
+                continue;
+            };
+            for (k, m) in m.into_iter().enumerate() {
+                if m {
+                    out[k].insert(pid);
+                }
+            }
+        }
+        out
+    }
+
+    /// Replaces every spec's processes with a fresh scan: counts that grew count as
+    /// forks, counts that shrank as exits (for the delays).
+    fn rescan(&mut self, now: Instant, tx: &mpsc::UnboundedSender<Control>) {
+        let fresh = self.scan();
+        for (k, m) in fresh.into_iter().enumerate() {
+            let before = self.members[k].len();
+            let cause = if m.len() >= before {
+                CountCause::Fork
+            } else {
+                CountCause::Exit
+            };
+            self.members[k] = m;
+            self.changed(k, now, cause, tx);
+        }
+    }
+
+    /// Spec `k`'s membership changed: tells the speaker if its health does now.
+    fn changed(
+        &mut self,
+        k: usize,
+        now: Instant,
+        cause: CountCause,
+        tx: &mpsc::UnboundedSender<Control>,
+    ) {
+        let count = self.members[k].len() as u32;
+        if let Some(up) = self.quorums[k].update(now, count, cause) {
+            self.report(k, up, tx);
+        }
+    }
+
+    fn report(&self, k: usize, up: bool, tx: &mpsc::UnboundedSender<Control>) {
+        let (instance, id, spec) = &self.specs[k];
+        tracing::info!(track_process = %spec.name, processes = self.members[k].len(), "quorum {}", if up { "gained" } else { "lost" });
+        let (_, healthy) = spec.as_track(up);
+        let _ = tx.send(Control::Track(*instance, *id, healthy));
+    }
+
+    fn handle_event(&mut self, ev: ProcEvent, now: Instant, tx: &mpsc::UnboundedSender<Control>) {
+        match ev {
+            ProcEvent::Fork {
+                parent_tgid,
+                child_pid,
+                child_tgid,
+            } if child_pid == child_tgid => {
+                for k in 0..self.specs.len() {
+                    if self.members[k].contains(&parent_tgid) && self.members[k].insert(child_tgid)
+                    {
+                        self.changed(k, now, CountCause::Fork, tx);
+                    }
+                }
+            }
+            ProcEvent::Exec { pid, tgid } | ProcEvent::Comm { pid, tgid } if pid == tgid => {
+                // A process gone since (its exit event follows, or came first): the exit
+                // decides, with terminate_delay; this late event is not a name change.
+                let Some(m) = matching(&self.patterns(), self.needs_cmdline, tgid) else {
+                    return;
+                };
+                for (k, m) in m.into_iter().enumerate() {
+                    let changed = if m {
+                        self.members[k].insert(tgid)
+                    } else {
+                        self.members[k].remove(&tgid)
+                    };
+                    if changed {
+                        self.changed(k, now, CountCause::Other, tx);
+                    }
+                }
+            }
+            ProcEvent::Exit { pid, tgid } if pid == tgid => {
+                for k in 0..self.specs.len() {
+                    if self.members[k].remove(&tgid) {
+                        self.changed(k, now, CountCause::Exit, tx);
+                    }
+                }
+            }
+            ProcEvent::Ack { err } if err != 0 => {
+                tracing::warn!(err, "process events connector reported an error");
+            }
+            _ => {}
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        self.quorums
+            .iter()
+            .filter_map(ProcessQuorum::poll_timeout)
+            .min()
+    }
+
+    fn timeouts(&mut self, now: Instant, tx: &mpsc::UnboundedSender<Control>) {
+        for k in 0..self.quorums.len() {
+            if let Some(up) = self.quorums[k].handle_timeout(now) {
+                self.report(k, up, tx);
+            }
+        }
+    }
+
+    /// Runs until the speaker's channel closes.
+    pub(crate) async fn run(mut self, tx: mpsc::UnboundedSender<Control>) {
+        let mut scan = tokio::time::interval(SCAN_INTERVAL);
+        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        scan.tick().await; // the first tick is now: the start counted already
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            let timeout = self.next_timeout();
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let scanning = matches!(self.source, Source::Scan);
+            tokio::select! {
+                () = sleep => self.timeouts(super::now(), &tx),
+                _ = scan.tick(), if scanning => self.rescan(super::now(), &tx),
+                r = recv(&self.source, &mut buf) => match r {
+                    Ok(n) => {
+                        let now = super::now();
+                        for ev in ProcEvent::parse_all(&buf[..n]) {
+                            match ev {
+                                Ok(ev) => self.handle_event(ev, now, &tx),
+                                Err(why) => {
+                                    self.malformed += 1;
+                                    tracing::debug!(why, malformed = self.malformed, "process event dropped");
+                                }
+                            }
+                        }
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        // Events were lost: count again, as keepalived does.
+                        tracing::warn!("process events lost (receive buffer full): rescanning /proc");
+                        self.rescan(super::now(), &tx);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "process events connector failed: track_process scans /proc every {} s from now", SCAN_INTERVAL.as_secs());
+                        self.source = Source::Scan;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// One datagram from the connector; never ready when scanning.
+async fn recv(source: &Source, buf: &mut [u8]) -> std::io::Result<usize> {
+    let Source::Connector(fd) = source else {
+        return std::future::pending().await;
+    };
+    loop {
+        let mut guard = fd.readable().await?;
+        match guard.try_io(|s| s.get_ref().recv(&mut &mut buf[..], 0)) {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// inotify, for [`AsyncFd`] (which wants [`AsRawFd`]).
+pub(crate) struct InotifyFd(Inotify);
+
+impl AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// Every `track_file` of a speaker's instances.
+pub(crate) struct FileWatcher {
+    specs: Vec<(usize, TrackId, TrackFile)>,
+    /// Per spec: the watched directory and the file's name in it.
+    names: Vec<(WatchDescriptor, OsString)>,
+    /// Per spec: the status last reported ([`TrackFile::status`]).
+    status: Vec<i32>,
+    inotify: AsyncFd<InotifyFd>,
+}
+
+impl std::fmt::Debug for FileWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWatcher")
+            .field("specs", &self.specs.len())
+            .finish()
+    }
+}
+
+/// A tracked file's value: 0 when it does not exist or holds no number (logged).
+fn read_value(f: &TrackFile) -> i64 {
+    match std::fs::read(&f.path) {
+        Ok(c) => parse_file_value(&c).unwrap_or_else(|why| {
+            tracing::warn!(track_file = %f.name, path = %f.path.display(), "{why}: read as 0, as keepalived does");
+            0
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            tracing::warn!(track_file = %f.name, path = %f.path.display(), error = %e, "cannot read: read as 0");
+            0
+        }
+    }
+}
+
+/// The file's directory, made absolute with links resolved, and its name.
+fn split_path(p: &Path) -> Result<(PathBuf, OsString)> {
+    let bad = |why: String| Error::Config(format!("track_file {}: {why}", p.display()));
+    let name = p
+        .file_name()
+        .ok_or_else(|| bad("names no file".into()))?
+        .to_owned();
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| bad(format!("its directory {}: {e}", dir.display())))?;
+    if !dir.is_dir() {
+        return Err(bad(format!("{} is not a directory", dir.display())));
+    }
+    Ok((dir, name))
+}
+
+impl FileWatcher {
+    /// Writes `init_file` values, watches every file's directory and reads each file:
+    /// each spec's status is known from the start.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a file whose directory does not exist or cannot be watched,
+    /// or whose `init_file` cannot be written.
+    pub(crate) fn new(specs: Vec<(usize, TrackId, TrackFile)>) -> Result<Self> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| Error::Config(format!("inotify: {e}")))?;
+        let mut names = Vec::new();
+        for (_, _, f) in &specs {
+            if let Some((value, overwrite)) = f.init {
+                if overwrite || !f.path.exists() {
+                    std::fs::write(&f.path, format!("{value}\n")).map_err(|e| {
+                        Error::Config(format!(
+                            "track_file {}: init_file {}: {e}",
+                            f.name,
+                            f.path.display()
+                        ))
+                    })?;
+                }
+            }
+            let (dir, name) = split_path(&f.path)?;
+            let wd = inotify
+                .add_watch(
+                    &dir,
+                    AddWatchFlags::IN_CLOSE_WRITE
+                        | AddWatchFlags::IN_DELETE
+                        | AddWatchFlags::IN_MOVE,
+                )
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "track_file {}: watching {}: {e}",
+                        f.name,
+                        dir.display()
+                    ))
+                })?;
+            names.push((wd, name));
+        }
+        let status = specs
+            .iter()
+            .map(|(_, _, f)| f.status(read_value(f)))
+            .collect();
+        Ok(Self {
+            specs,
+            names,
+            status,
+            inotify: super::sys::async_fd(InotifyFd(inotify))?,
+        })
+    }
+
+    /// Spec `(instance, id)`'s status now ([`TrackFile::status`]).
+    pub(crate) fn status(&self, instance: usize, id: TrackId) -> Option<i32> {
+        self.specs
+            .iter()
+            .position(|(i, t, _)| *i == instance && *t == id)
+            .map(|k| self.status[k])
+    }
+
+    /// Runs until the speaker's channel closes.
+    pub(crate) async fn run(mut self, tx: mpsc::UnboundedSender<Control>) {
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            let events = tokio::select! {
+                () = tx.closed() => return,
+                r = self.inotify.readable() => {
+                    let Ok(mut guard) = r else { return };
+                    match guard.try_io(|i| i.get_ref().0.read_events().map_err(std::io::Error::from)) {
+                        Ok(Ok(ev)) => ev,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "reading inotify events");
+                            continue;
+                        }
+                        Err(_would_block) => continue,
+                    }
+                }
+            };
+            for ev in events {
+                let Some(name) = &ev.name else { continue };
+                for k in 0..self.specs.len() {
+                    if self.names[k].0 != ev.wd || &self.names[k].1 != name {
+                        continue;
+                    }
+                    let f = &self.specs[k].2;
+                    // Gone (deleted, renamed away): 0, as keepalived.
+                    let value = if ev
+                        .mask
+                        .intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM)
+                    {
+                        0
+                    } else {
+                        read_value(f)
+                    };
+                    let status = f.status(value);
+                    if status != self.status[k] {
+                        self.status[k] = status;
+                        tracing::info!(track_file = %f.name, value, status, "tracked file changed");
+                        let (instance, id, _) = &self.specs[k];
+                        let _ = tx.send(Control::TrackValue(*instance, *id, status));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every tracked process and file of `configs`, by instance and track id.
+pub(crate) type Specs<T> = Vec<(usize, TrackId, T)>;
+
+/// Collects the process and file specs with their [`TrackId`]s.
+pub(crate) fn collect(
+    configs: &[super::VrrpInstanceConfig],
+) -> (Specs<TrackProcess>, Specs<TrackFile>) {
+    let mut procs = Vec::new();
+    let mut files = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        let base = c.track.len() + c.track_script.len();
+        for (k, p) in c.track_process.iter().enumerate() {
+            procs.push((i, TrackId(base + k), p.clone()));
+        }
+        let base = base + c.track_process.len();
+        for (k, f) in c.track_file.iter().enumerate() {
+            files.push((i, TrackId(base + k), f.clone()));
+        }
+    }
+    (procs, files)
+}
+
+/// Checks used in tests: the process ids a watcher counts for each spec.
+#[cfg(test)]
+impl ProcessWatcher {
+    pub(crate) fn members(&self, k: usize) -> &HashSet<u32> {
+        &self.members[k]
+    }
+    pub(crate) fn uses_connector(&self) -> bool {
+        matches!(self.source, Source::Connector(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::track::ProcessPattern;
+    use std::process::{Child, Command};
+
+    /// Children killed and reaped on drop.
+    struct Kids(Vec<Child>);
+    impl Drop for Kids {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// A copy of `sleep` under a name no other process has (the process name is the
+    /// file's name), in a directory removed on drop.
+    struct UniqueSleep {
+        dir: PathBuf,
+        path: PathBuf,
+        name: String,
+    }
+    impl UniqueSleep {
+        fn new(tag: &str) -> Self {
+            let name = format!("lbt{tag}{}", std::process::id() % 100_000);
+            let dir = std::env::temp_dir().join(format!("lb-track-{name}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(&name);
+            std::fs::copy("/bin/sleep", &path).unwrap();
+            Self { dir, path, name }
+        }
+        fn spawn(&self, kids: &mut Kids, arg: &str) {
+            kids.0
+                .push(Command::new(&self.path).arg(arg).spawn().unwrap());
+        }
+    }
+    impl Drop for UniqueSleep {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Control>) -> (usize, TrackId, String) {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Control::Track(i, id, ok))) => (i, id, format!("track {ok}")),
+            Ok(Some(Control::TrackValue(i, id, v))) => (i, id, format!("value {v}")),
+            Ok(_) => panic!("unexpected control message"),
+            Err(_) => panic!("no report within 5 s"),
+        }
+    }
+
+    async fn quiet(rx: &mut mpsc::UnboundedReceiver<Control>, for_: Duration) {
+        if let Ok(Some(c)) = tokio::time::timeout(for_, rx.recv()).await {
+            let what = match c {
+                Control::Track(i, id, ok) => format!("track {i} {id:?} {ok}"),
+                Control::TrackValue(i, id, v) => format!("value {i} {id:?} {v}"),
+                _ => "other".into(),
+            };
+            panic!("unexpected report: {what}");
+        }
+    }
+
+    /// Both ways of following processes: the connector where it works (the initial
+    /// network namespace, where tests run), and the `/proc` scan.
+    async fn follows_real_processes(connector: bool) {
+        let bin = UniqueSleep::new(if connector { "c" } else { "s" });
+        let mut kids = Kids(Vec::new());
+        bin.spawn(&mut kids, "30");
+        let mut quorum2 = TrackProcess::new("two", ProcessPattern::name(&bin.name));
+        quorum2.quorum = 2;
+        let mut with_arg = TrackProcess::new(
+            "arg",
+            ProcessPattern {
+                process: bin.path.to_str().unwrap().to_owned(),
+                full_command: true,
+                params: vec!["31".into()],
+                param_match: Some(crate::track::ParamMatch::Exact),
+            },
+        );
+        with_arg.reverse = true;
+        with_arg.weight = crate::machine::TrackWeight(0);
+        let w = ProcessWatcher::with_connector(
+            vec![(0, TrackId(3), quorum2), (1, TrackId(0), with_arg)],
+            connector,
+        )
+        .unwrap();
+        if connector {
+            assert!(
+                w.uses_connector(),
+                "the connector works in the initial namespaces"
+            );
+        }
+        assert_eq!(w.members(0).len(), 1);
+        assert_eq!(w.is_up(0, TrackId(3)), Some(false));
+        assert_eq!(w.is_up(1, TrackId(0)), Some(false));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(w.run(tx));
+        bin.spawn(&mut kids, "30");
+        assert_eq!(next(&mut rx).await, (0, TrackId(3), "track true".into()));
+        // Only the one with parameter 31 counts for the second; reverse, weight 0: its
+        // running is the failure.
+        bin.spawn(&mut kids, "31");
+        assert_eq!(next(&mut rx).await, (1, TrackId(0), "track false".into()));
+        let mut c = kids.0.remove(2);
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert_eq!(next(&mut rx).await, (1, TrackId(0), "track true".into()));
+        let mut c = kids.0.remove(0);
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(3), "track false".into()));
+        quiet(&mut rx, Duration::from_millis(1500)).await;
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn process_watcher_follows_real_processes_with_the_connector() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs as root: this test must run"
+            );
+            eprintln!("skipped: the process events connector needs CAP_NET_ADMIN");
+            return;
+        }
+        follows_real_processes(true).await;
+    }
+
+    #[tokio::test]
+    async fn process_watcher_follows_real_processes_by_scanning() {
+        follows_real_processes(false).await;
+    }
+
+    /// A restart within terminate_delay is never reported.
+    #[tokio::test]
+    async fn terminate_delay_hides_a_restart() {
+        let bin = UniqueSleep::new("d");
+        let mut kids = Kids(Vec::new());
+        bin.spawn(&mut kids, "30");
+        let mut t = TrackProcess::new("d", ProcessPattern::name(&bin.name));
+        t.terminate_delay = Duration::from_millis(1500);
+        let w = ProcessWatcher::new(vec![(0, TrackId(0), t)]).unwrap();
+        assert_eq!(w.is_up(0, TrackId(0)), Some(true));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(w.run(tx));
+        let mut c = kids.0.remove(0);
+        c.kill().unwrap();
+        c.wait().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        bin.spawn(&mut kids, "30");
+        quiet(&mut rx, Duration::from_millis(2500)).await;
+        let mut c = kids.0.remove(0);
+        c.kill().unwrap();
+        c.wait().unwrap();
+        let started = super::super::now();
+        assert_eq!(next(&mut rx).await, (0, TrackId(0), "track false".into()));
+        assert!(
+            started.elapsed() >= Duration::from_millis(1400),
+            "{:?}",
+            started.elapsed()
+        );
+        task.abort();
+    }
+
+    /// A counted process's fork counts (a forking server's workers share its name), with
+    /// fork_delay; threads do not; the child's exit counts with terminate_delay.
+    #[tokio::test]
+    async fn forks_count_threads_do_not() {
+        let bin = UniqueSleep::new("f");
+        let mut kids = Kids(Vec::new());
+        bin.spawn(&mut kids, "30");
+        let parent = kids.0[0].id();
+        let mut t = TrackProcess::new("f", ProcessPattern::name(&bin.name));
+        t.quorum = 2;
+        t.fork_delay = Duration::from_millis(500);
+        let mut w = ProcessWatcher::with_connector(vec![(0, TrackId(0), t)], false).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let t0 = super::super::now();
+        // A thread of the process: not counted.
+        w.handle_event(
+            ProcEvent::Fork {
+                parent_tgid: parent,
+                child_pid: 4_000_001,
+                child_tgid: parent,
+            },
+            t0,
+            &tx,
+        );
+        assert_eq!(w.members(0).len(), 1);
+        // A forked child: counted once, however often the event comes.
+        for _ in 0..2 {
+            w.handle_event(
+                ProcEvent::Fork {
+                    parent_tgid: parent,
+                    child_pid: 4_000_002,
+                    child_tgid: 4_000_002,
+                },
+                t0,
+                &tx,
+            );
+        }
+        assert_eq!(w.members(0).len(), 2);
+        assert!(rx.try_recv().is_err(), "fork_delay holds the change");
+        w.timeouts(t0 + Duration::from_millis(500), &tx);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Control::Track(0, TrackId(0), true))
+        ));
+        // The child of an untracked parent is not counted.
+        w.handle_event(
+            ProcEvent::Fork {
+                parent_tgid: 1,
+                child_pid: 4_000_003,
+                child_tgid: 4_000_003,
+            },
+            t0,
+            &tx,
+        );
+        assert_eq!(w.members(0).len(), 2);
+        w.handle_event(
+            ProcEvent::Exit {
+                pid: 4_000_002,
+                tgid: 4_000_002,
+            },
+            t0,
+            &tx,
+        );
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Control::Track(0, TrackId(0), false))
+        ));
+    }
+
+    #[tokio::test]
+    async fn file_watcher_follows_writes_renames_and_deletes() {
+        let dir = std::env::temp_dir().join(format!("lb-track-file-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        struct Rm(PathBuf);
+        impl Drop for Rm {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _rm = Rm(dir.clone());
+        let path = dir.join("prio");
+        let mut f = TrackFile::new("prio", &path);
+        f.weight = 10;
+        let mut init = TrackFile::new("init", dir.join("init"));
+        init.init = Some((3, false));
+        std::fs::write(dir.join("other"), "9").unwrap();
+        let w = FileWatcher::new(vec![(0, TrackId(1), f), (0, TrackId(2), init)]).unwrap();
+        assert_eq!(w.status(0, TrackId(1)), Some(0), "missing: 0");
+        assert_eq!(w.status(0, TrackId(2)), Some(3), "init_file wrote 3");
+        assert_eq!(std::fs::read_to_string(dir.join("init")).unwrap(), "3\n");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(w.run(tx));
+        std::fs::write(&path, "-5\n").unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(1), "value -50".into()));
+        // Another file in the directory changes nothing.
+        std::fs::write(dir.join("other"), "7").unwrap();
+        // Renamed into place, as `mv` and editors do.
+        std::fs::write(dir.join("prio.tmp"), "-30").unwrap();
+        std::fs::rename(dir.join("prio.tmp"), &path).unwrap();
+        assert_eq!(
+            next(&mut rx).await,
+            (0, TrackId(1), format!("value {TRACK_VALUE_FAULT_STR}"))
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(1), "value 0".into()));
+        // Garbage reads as 0 (with a warning): no change, no report.
+        std::fs::write(&path, "maintenance").unwrap();
+        std::fs::write(dir.join("init"), "4").unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(2), "value 4".into()));
+        task.abort();
+        // A file whose directory does not exist is refused with its name.
+        let e = FileWatcher::new(vec![(
+            0,
+            TrackId(0),
+            TrackFile::new("x", "/nonexistent-lb/x"),
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent-lb"), "{e}");
+    }
+
+    const TRACK_VALUE_FAULT_STR: &str = "-254";
+}
