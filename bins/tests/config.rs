@@ -426,6 +426,8 @@ fn commented_example_sets_every_key_of_the_model() {
     fn renamed(f: &str) -> Option<&str> {
         Some(match f {
             "vrrp_scripts" => "vrrp_script",
+            "vrrp_track_processes" => "vrrp_track_process",
+            "track_files" => "track_file",
             "vrrp_instances" => "vrrp_instance",
             "sync_groups" => "vrrp_sync_group",
             "virtual_servers" => "virtual_server",
@@ -2379,5 +2381,102 @@ fn ignored_settings_say_what_keepalived_does() {
             "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.2 80 {\n        lvs_method DR\n    }\n    sorry_server 198.18.0.9 80\n    sorry_server_lvs_method DR\n}\n"
         ),
         [format!("k.conf:4:20: {dr}"), format!("k.conf:7:29: {dr}")]
+    );
+}
+
+/// keepalived's `vrrp_track_process` and `track_file` (and its old name
+/// `vrrp_track_file`) are read with every option, the instance's `weight … reverse`
+/// overrides, and each mistake is an error where it is written.
+#[test]
+fn track_process_and_track_file_are_read_and_checked() {
+    use lb_bins::config::model::ParamMatch;
+    let text = "vrrp_track_process web {\n    process /usr/sbin/nginx -g \"daemon off;\"\n    param_match initial\n    quorum 2\n    quorum_max 4\n    delay 1.5\n    weight 10 reverse\n}\nvrrp_track_file maint {\n    file /run/lb/maint\n    weight -3\n    init_file 7 overwrite\n}\n"
+        .to_owned()
+        + &BASE_INSTANCE.replace(
+            "    priority 100\n",
+            "    priority 100\n    track_process {\n        web weight -4 noreverse\n    }\n    track_file {\n        maint\n    }\n",
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("k.conf");
+    std::fs::write(&k, &text).unwrap();
+    let (c, w) = ok(&k);
+    assert!(w.is_empty(), "{w:?}");
+    let p = &c.vrrp_track_processes[0];
+    assert_eq!(p.process, "/usr/sbin/nginx");
+    assert_eq!(p.params, ["-g", "daemon off;"]);
+    assert_eq!(p.param_match, Some(ParamMatch::Initial));
+    assert_eq!((p.quorum, p.quorum_max), (2, Some(4)));
+    assert_eq!(p.fork_delay, Duration::from_millis(1500));
+    assert_eq!(p.terminate_delay, Duration::from_millis(1500));
+    assert_eq!((p.weight, p.reverse), (10, true));
+    let f = &c.track_files[0];
+    assert_eq!(f.file, Path::new("/run/lb/maint"));
+    assert_eq!(
+        (f.weight, f.init_file, f.init_overwrite),
+        (-3, Some(7), true)
+    );
+    let vi = &c.vrrp_instances[0];
+    assert_eq!(vi.track_process[0].weight, Some(-4));
+    assert_eq!(vi.track_process[0].reverse, Some(false));
+    assert_eq!(vi.track_file[0].file, "maint");
+    // The same in TOML.
+    let t = load_toml(
+        "[[vrrp_track_process]]\nname = \"web\"\nprocess = \"/usr/sbin/nginx\"\nparams = [\"-g\", \"daemon off;\"]\nparam_match = \"initial\"\nquorum = 2\nquorum_max = 4\nfork_delay = \"1.5s\"\nterminate_delay = \"1.5s\"\nweight = 10\nreverse = true\n\n[[track_file]]\nname = \"maint\"\nfile = \"/run/lb/maint\"\nweight = -3\ninit_file = 7\ninit_overwrite = true\n\n[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"lbnet0\"\nvirtual_router_id = 51\npriority = 100\nvirtual_ipaddress = [\"198.18.0.250\"]\ntrack_process = [{ process = \"web\", weight = -4, reverse = false }]\ntrack_file = [{ file = \"maint\" }]\n",
+    );
+    assert_eq!(t.vrrp_track_processes, c.vrrp_track_processes);
+    assert_eq!(t.track_files, c.track_files);
+    assert_eq!(t.vrrp_instances[0].track_process, vi.track_process);
+    assert_eq!(t.vrrp_instances[0].track_file, vi.track_file);
+
+    let bad = |body: &str, instance_tracks: &str| {
+        errors(
+            "k.conf",
+            &(body.to_owned()
+                + &BASE_INSTANCE.replace(
+                    "    priority 100\n",
+                    &format!("    priority 100\n{instance_tracks}"),
+                )),
+        )
+    };
+    assert_eq!(
+        bad("vrrp_track_process p {\n    process nginx-with-a-long-name\n}\n", ""),
+        ["k.conf:2:13: \"nginx-with-a-long-name\" is longer than the 15 bytes the kernel keeps of a process name: it would never match; set full_command to compare the command's first word"]
+    );
+    assert_eq!(
+        bad(
+            "vrrp_track_process p {\n    process nginx\n    quorum 3\n    quorum_max 2\n}\n",
+            ""
+        ),
+        ["k.conf:3:12: quorum 3 is above quorum_max 2"]
+    );
+    assert_eq!(
+        bad(
+            "vrrp_track_process p {\n    process nginx\n    param_match fuzzy\n}\n",
+            ""
+        ),
+        ["k.conf:3:17: param_match takes `initial`, `partial` or nothing, not \"fuzzy\""]
+    );
+    assert_eq!(
+        bad("vrrp_track_process p {\n    weight 300\n}\n", ""),
+        [
+            "k.conf:1:1: vrrp_track_process p has no `process`",
+            "k.conf:2:12: weight 300 is out of range -254..=254"
+        ]
+    );
+    assert_eq!(
+        bad("track_file f {\n    weight 2\n}\n", ""),
+        ["k.conf:1:1: track_file f has no `file`"]
+    );
+    assert_eq!(
+        bad("", "    track_process {\n        nope\n    }\n    track_file {\n        gone weight 300\n    }\n"),
+        [
+            "k.conf:6:9: track_process names unknown vrrp_track_process \"nope\"",
+            "k.conf:9:9: track_file names unknown track_file \"gone\"",
+            "k.conf:9:21: weight 300 is out of range -254..=254"
+        ]
+    );
+    assert_eq!(
+        bad("", "    track_script {\n        s weight 2 reverse\n    }\n")[1],
+        "k.conf:6:20: `weight … reverse` is not supported in `track_script` (keepalived applies the weight to the opposite state)"
     );
 }

@@ -12,6 +12,10 @@
 //! * `track_interface_lowers_priority_or_faults`: a tracked veth link set down lowers VI_1's
 //!   effective priority by its weight (-10), and with weight 0 faults the instance (and, by
 //!   the sync group, VI_2); set up again, both recover.
+//! * `track_process_and_track_file_change_priority`: keepalived's `vrrp_track_process` (a
+//!   tracked process killed lowers VI_1's priority by its weight, started again restores
+//!   it) and `track_file` (a value written is added, -254 faults the sync group, deleting the
+//!   file restores it), through `lbctl status`.
 //! * `lbctl_admin_and_track_service`: `lbctl backend drain` keeps established connections
 //!   and takes no new ones; `maint` on every backend of the master faults its instances
 //!   through `track_service` (an lb extension) so the backup takes the VIPs; `ready` brings
@@ -1249,6 +1253,105 @@ fn track_interface_lowers_priority_or_faults() {
             .wait_exit(Duration::from_secs(10))
             .is_some_and(|s| s.success()));
     }
+}
+
+/// keepalived's `vrrp_track_process` and `track_file` end to end. lb-node runs in a network
+/// namespace, where the kernel's process events do not reach: it scans /proc each second.
+#[test]
+fn track_process_and_track_file_change_priority() {
+    if !lab_available() {
+        return;
+    }
+    let start = t0();
+    let lab = Lab::new("lbk", HOSTS).expect("lab");
+    let _servers: Vec<TcpServer> = REAL
+        .iter()
+        .map(|(h, port, page)| {
+            TcpServer::start(&lab, h, SocketAddr::new(lab.addr(h).into(), *port), page)
+                .expect("real server")
+        })
+        .collect();
+    // A copy of `sleep` under a name no other process has: the tracked process.
+    let name = format!("lbtrk{}", std::process::id() % 100_000);
+    let bin = lab.dir().join(&name);
+    std::fs::copy("/bin/sleep", &bin).expect("copy sleep");
+    struct Kill(Option<std::process::Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if let Some(c) = &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let run = || Kill(Some(Command::new(&bin).arg("300").spawn().expect("spawn")));
+    let mut tracked = run();
+    let file = lab.dir().join("maint");
+    let mut lb1 = Node::new(&lab, "lb1");
+    lb1.write_conf(Conf {
+        master: true,
+        nopreempt: false,
+        weights: [3, 3, 3],
+        delay_loop: 1,
+        priority: None,
+        track_service: None,
+        track_interface: None,
+        socket: &lb1.socket.clone(),
+    });
+    let conf = std::fs::read_to_string(&lb1.conf).unwrap().replacen(
+        "vrrp_instance VI_1 {\n",
+        &format!(
+            "vrrp_track_process p {{\nprocess {name}\nweight -30\n}}\ntrack_file f {{\nfile {}\n}}\nvrrp_instance VI_1 {{\ntrack_process {{\np\n}}\ntrack_file {{\nf\n}}\n",
+            file.display()
+        ),
+        1,
+    );
+    std::fs::write(&lb1.conf, conf).unwrap();
+    lb1.start(&lab);
+    let prio = |s: &Status| -> Vec<u8> { s.vrrp.iter().map(|v| v.effective_priority).collect() };
+    let wait = |lb1: &Node, what: &str, f: &dyn Fn(&Status) -> bool| {
+        let ok = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            lb1.status().is_some_and(|s| f(&s))
+        });
+        assert!(
+            ok.is_some(),
+            "{what}: {:?}\n{}",
+            lb1.status().map(|s| s.vrrp),
+            lb1.logs()
+        );
+        step(start, what);
+    };
+    wait(
+        &lb1,
+        "MASTER at 100 with the process running, no file",
+        &|s| all_in(s, VrrpState::Master) && prio(s) == [100, 100],
+    );
+    drop(tracked);
+    wait(&lb1, "process gone: VI_1 at 70", &|s| {
+        all_in(s, VrrpState::Master) && prio(s) == [70, 100]
+    });
+    tracked = run();
+    wait(&lb1, "process back: VI_1 at 100", &|s| {
+        all_in(s, VrrpState::Master) && prio(s) == [100, 100]
+    });
+    std::fs::write(&file, "-15\n").unwrap();
+    wait(&lb1, "file -15: VI_1 at 85", &|s| {
+        all_in(s, VrrpState::Master) && prio(s) == [85, 100]
+    });
+    std::fs::write(&file, "-254\n").unwrap();
+    wait(&lb1, "file -254: FAULT (the whole sync group)", &|s| {
+        all_in(s, VrrpState::Fault)
+    });
+    std::fs::remove_file(&file).unwrap();
+    wait(&lb1, "file deleted: MASTER at 100 again", &|s| {
+        all_in(s, VrrpState::Master) && prio(s) == [100, 100]
+    });
+    drop(tracked);
+    assert!(lb1.proc().sigterm());
+    assert!(lb1
+        .proc()
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
 }
 
 /// A reload changing one VRRP instance leaves an unrelated one running: VI_1 (not in a sync

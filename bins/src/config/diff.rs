@@ -68,6 +68,10 @@ pub struct ConfigDiff {
     pub global_changed: bool,
     /// `vrrp_script`s by name.
     pub vrrp_scripts: Changes,
+    /// `vrrp_track_process`es by name.
+    pub vrrp_track_processes: Changes,
+    /// `track_file`s by name.
+    pub track_files: Changes,
     /// `vrrp_instance`s by name.
     pub vrrp_instances: Changes,
     /// `vrrp_sync_group`s by name.
@@ -81,6 +85,8 @@ impl ConfigDiff {
     pub fn is_empty(&self) -> bool {
         !self.global_changed
             && self.vrrp_scripts.is_empty()
+            && self.vrrp_track_processes.is_empty()
+            && self.track_files.is_empty()
             && self.vrrp_instances.is_empty()
             && self.sync_groups.is_empty()
             && self.virtual_servers.is_empty()
@@ -94,6 +100,18 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         vrrp_scripts: Changes::compute(
             old.vrrp_scripts.iter().map(|s| (s.name.as_str(), s)),
             new.vrrp_scripts.iter().map(|s| (s.name.as_str(), s)),
+        ),
+        vrrp_track_processes: Changes::compute(
+            old.vrrp_track_processes
+                .iter()
+                .map(|s| (s.name.as_str(), s)),
+            new.vrrp_track_processes
+                .iter()
+                .map(|s| (s.name.as_str(), s)),
+        ),
+        track_files: Changes::compute(
+            old.track_files.iter().map(|s| (s.name.as_str(), s)),
+            new.track_files.iter().map(|s| (s.name.as_str(), s)),
         ),
         vrrp_instances: Changes::compute(
             old.vrrp_instances.iter().map(|s| (s.name.as_str(), s)),

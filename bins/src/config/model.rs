@@ -57,6 +57,14 @@ pub struct Config {
     /// Tracked scripts (keepalived `vrrp_script`), referenced by `track_script`.
     #[serde(default, rename = "vrrp_script")]
     pub vrrp_scripts: Vec<VrrpScript>,
+    /// Tracked process counts (keepalived `vrrp_track_process`), referenced by
+    /// `track_process`.
+    #[serde(default, rename = "vrrp_track_process")]
+    pub vrrp_track_processes: Vec<VrrpTrackProcess>,
+    /// Tracked files (keepalived `track_file`, formerly `vrrp_track_file`), referenced by
+    /// `track_file`.
+    #[serde(default, rename = "track_file")]
+    pub track_files: Vec<VrrpTrackFile>,
     /// VRRP instances (keepalived `vrrp_instance`).
     #[serde(default, rename = "vrrp_instance")]
     pub vrrp_instances: Vec<VrrpInstance>,
@@ -197,6 +205,97 @@ pub struct VrrpScript {
     pub group: Option<String>,
 }
 
+/// A count of running processes that adjusts the priority of the instances that track it
+/// (keepalived `vrrp_track_process`): healthy while `quorum..=quorum_max` processes match.
+/// Followed through the kernel's process events as they happen, or by scanning `/proc`
+/// each second where those are not available (inside a network namespace other than the
+/// initial one).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpTrackProcess {
+    /// The name `track_process` refers to.
+    pub name: String,
+    /// The process name as `pgrep -x` compares it (`/proc/PID/comm`, at most 15 bytes);
+    /// with `full_command` or `params`, the command's first word (`argv[0]`, usually a
+    /// path).
+    pub process: String,
+    /// The parameters (`argv[1..]`) a process must have, compared as `param_match` says;
+    /// giving any implies `full_command`.
+    #[serde(default)]
+    pub params: Vec<String>,
+    /// `exact` (default once `params` or `param_match` is given: exactly these
+    /// parameters; none if `params` is empty), `partial` (these first, maybe more) or
+    /// `initial` (as `partial`, the last one may be a prefix).
+    #[serde(default)]
+    pub param_match: Option<ParamMatch>,
+    /// Compare `process` with the command's first word instead of the process name.
+    #[serde(default)]
+    pub full_command: bool,
+    /// Fewest matching processes for healthy. Default 1.
+    #[serde(default = "values::one")]
+    pub quorum: u32,
+    /// Most matching processes for healthy (0: healthy while none runs). Default: no
+    /// limit.
+    #[serde(default)]
+    pub quorum_max: Option<u32>,
+    /// A change caused by a new process counts only if it still holds this long after.
+    /// Default 0.
+    #[serde(default, with = "values::duration")]
+    pub fork_delay: Duration,
+    /// A change caused by a process ending counts only if it still holds this long after
+    /// (a restart within it is not seen). Default 0.
+    #[serde(default, with = "values::duration")]
+    pub terminate_delay: Duration,
+    /// Priority change (-254..=254): a positive weight is added while healthy, a negative
+    /// one while not; 0 puts the tracking instances in FAULT while not healthy. Default 1
+    /// (keepalived's).
+    #[serde(default = "values::one_i32")]
+    pub weight: i32,
+    /// Apply the weight to the opposite state (keepalived `weight W reverse`): a positive
+    /// weight is subtracted while healthy, a negative one added back while not; weight 0
+    /// means FAULT while healthy. Default false.
+    #[serde(default)]
+    pub reverse: bool,
+}
+
+/// keepalived `param_match`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamMatch {
+    /// Exactly the given parameters.
+    Exact,
+    /// The given parameters first; the process may have more.
+    Partial,
+    /// As `partial`, and the last given parameter may be a prefix of the process's.
+    Initial,
+}
+
+/// A file holding a number that adjusts the priority of the instances that track it
+/// (keepalived `track_file`): read at start and whenever it is written, renamed into place
+/// or deleted (then 0). The value times the weight is added to the priority; -254 or less
+/// means FAULT; with weight 0, any value but 0 means FAULT.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpTrackFile {
+    /// The name `track_file` refers to.
+    pub name: String,
+    /// The file. Its directory must exist.
+    pub file: PathBuf,
+    /// Multiplier of the value. Default 1.
+    #[serde(default = "values::one_i32")]
+    pub weight: i32,
+    /// Negate the product (with weight 0: a value of 0 means FAULT). Default false.
+    #[serde(default)]
+    pub reverse: bool,
+    /// keepalived `init_file [VALUE]`: write this value to the file at start if it does
+    /// not exist. Default: leave the file alone.
+    #[serde(default)]
+    pub init_file: Option<i64>,
+    /// keepalived `init_file … overwrite`: write `init_file` even if the file exists.
+    #[serde(default)]
+    pub init_overwrite: bool,
+}
+
 /// keepalived `state`: as in keepalived 2.x, a hint the election overrides. An address owner
 /// (priority 255) becomes Master at once whatever it says; any other instance starts as
 /// Backup and waits a Master_Down_Interval first (RFC 5798 §6.4.1), `MASTER` or not.
@@ -315,6 +414,12 @@ pub struct VrrpInstance {
     /// node whose service is dead gives the VIPs away).
     #[serde(default)]
     pub track_service: Vec<TrackService>,
+    /// `vrrp_track_process`es whose quorum changes the priority.
+    #[serde(default)]
+    pub track_process: Vec<TrackProcessRef>,
+    /// `track_file`s whose value changes the priority.
+    #[serde(default)]
+    pub track_file: Vec<TrackFileRef>,
     /// Run on entering MASTER.
     #[serde(default)]
     pub notify_master: Option<NotifyScript>,
@@ -368,6 +473,8 @@ impl VrrpInstance {
             track_interface: Vec::new(),
             track_script: Vec::new(),
             track_service: Vec::new(),
+            track_process: Vec::new(),
+            track_file: Vec::new(),
             notify_master: None,
             notify_backup: None,
             notify_fault: None,
@@ -506,6 +613,34 @@ pub struct TrackScript {
     /// Overrides the script's own weight.
     #[serde(default)]
     pub weight: Option<i32>,
+}
+
+/// A `vrrp_track_process` the instance tracks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackProcessRef {
+    /// The `vrrp_track_process` name.
+    pub process: String,
+    /// Overrides its weight (-254..=254).
+    #[serde(default)]
+    pub weight: Option<i32>,
+    /// Overrides its `reverse`.
+    #[serde(default)]
+    pub reverse: Option<bool>,
+}
+
+/// A `track_file` the instance tracks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackFileRef {
+    /// The `track_file` name.
+    pub file: String,
+    /// Overrides its weight (-254..=254).
+    #[serde(default)]
+    pub weight: Option<i32>,
+    /// Overrides its `reverse`.
+    #[serde(default)]
+    pub reverse: Option<bool>,
 }
 
 /// A virtual server the instance tracks: while it has no live backend the priority changes
@@ -1481,6 +1616,62 @@ impl Config {
             );
         }
 
+        // Tracked processes and files.
+        let mut processes = HashSet::new();
+        for (i, t) in self.vrrp_track_processes.iter().enumerate() {
+            let p = format!("vrrp_track_process[{i}]");
+            if !processes.insert(t.name.as_str()) {
+                err(
+                    format!("{p}.name"),
+                    format!("duplicate vrrp_track_process {:?}", t.name),
+                );
+            }
+            if t.process.is_empty() {
+                err(format!("{p}.process"), "process is empty".into());
+            } else if !t.full_command
+                && t.params.is_empty()
+                && t.param_match.is_none()
+                && t.process.len() > lb_vrrp::track::COMM_MAX
+            {
+                err(
+                    format!("{p}.process"),
+                    format!(
+                        "{:?} is longer than the {} bytes the kernel keeps of a process name: it would never match; set full_command to compare the command's first word",
+                        t.process,
+                        lb_vrrp::track::COMM_MAX
+                    ),
+                );
+            }
+            check_weight(&mut err, format!("{p}.weight"), t.weight);
+            if let Some(max) = t.quorum_max {
+                if t.quorum > max {
+                    err(
+                        format!("{p}.quorum"),
+                        format!("quorum {} is above quorum_max {max}", t.quorum),
+                    );
+                }
+            }
+        }
+        let mut files = HashSet::new();
+        for (i, t) in self.track_files.iter().enumerate() {
+            let p = format!("track_file[{i}]");
+            if !files.insert(t.name.as_str()) {
+                err(
+                    format!("{p}.name"),
+                    format!("duplicate track_file {:?}", t.name),
+                );
+            }
+            if t.file.file_name().is_none() {
+                err(format!("{p}.file"), format!("{:?} names no file", t.file));
+            }
+            if t.init_overwrite && t.init_file.is_none() {
+                err(
+                    format!("{p}.init_overwrite"),
+                    "init_overwrite needs init_file".into(),
+                );
+            }
+        }
+
         // Scripts.
         let mut scripts = HashSet::new();
         for (i, s) in self.vrrp_scripts.iter().enumerate() {
@@ -1940,6 +2131,31 @@ impl Config {
                 }
                 if let Some(w) = t.weight {
                     check_weight(&mut err, format!("{p}.track_script[{j}].weight"), w);
+                }
+            }
+            for (j, t) in vi.track_process.iter().enumerate() {
+                if !processes.contains(t.process.as_str()) {
+                    err(
+                        format!("{p}.track_process[{j}]"),
+                        format!(
+                            "track_process names unknown vrrp_track_process {:?}",
+                            t.process
+                        ),
+                    );
+                }
+                if let Some(w) = t.weight {
+                    check_weight(&mut err, format!("{p}.track_process[{j}].weight"), w);
+                }
+            }
+            for (j, t) in vi.track_file.iter().enumerate() {
+                if !files.contains(t.file.as_str()) {
+                    err(
+                        format!("{p}.track_file[{j}]"),
+                        format!("track_file names unknown track_file {:?}", t.file),
+                    );
+                }
+                if let Some(w) = t.weight {
+                    check_weight(&mut err, format!("{p}.track_file[{j}].weight"), w);
                 }
             }
             for (j, t) in vi.track_service.iter().enumerate() {

@@ -111,6 +111,9 @@ pub(crate) fn one_u64() -> u64 {
 pub(crate) fn one() -> u32 {
     1
 }
+pub(crate) fn one_i32() -> i32 {
+    1
+}
 pub(crate) fn five() -> u32 {
     5
 }

@@ -888,17 +888,20 @@ impl Node {
         self.publish_vservers();
 
         // VRRP: a group (a sync group, or a lone instance) whose instances, sync group
-        // settings and tracked scripts are all unchanged keeps running.
+        // settings and tracked scripts, processes and files are all unchanged keeps running.
         let new_groups = vrrp::groups(&new);
-        let changed_scripts: Vec<&str> = [
-            &d.vrrp_scripts.added,
-            &d.vrrp_scripts.removed,
-            &d.vrrp_scripts.changed,
-        ]
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
+        let changed = |c: &diff::Changes| -> Vec<String> {
+            [&c.added, &c.removed, &c.changed]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect()
+        };
+        let changed_tracks = vrrp::ChangedTracks {
+            scripts: changed(&d.vrrp_scripts),
+            processes: changed(&d.vrrp_track_processes),
+            files: changed(&d.track_files),
+        };
         let mut keep = Vec::new();
         let live = self.live_map();
         for mut s in std::mem::take(&mut self.speakers) {
@@ -906,7 +909,7 @@ impl Node {
                 .iter()
                 .find(|(g, m)| vrrp::same_group(&s.group, &s.instances, g, m))
                 .map(|(_, m)| m);
-            let unchanged = !s.tracks_any_script(&changed_scripts)
+            let unchanged = !s.tracks_any(&changed_tracks)
                 && s.sync_group.as_ref() == sync_group_of(&new, &s.group);
             match members {
                 Some(m) if unchanged && *m == s.instances => keep.push(s),

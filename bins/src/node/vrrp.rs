@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use lb_vrrp::driver::{RunAs, Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
 use lb_vrrp::machine::{Reason, State, TrackId, TrackWeight};
+use lb_vrrp::track::{ProcessPattern, TrackFile, TrackProcess};
 use lb_vrrp::vip::Vip;
 use lb_vrrp::wire::{AdvertInterval, Auth, Priority, Version, Vrid};
 use tokio::sync::{broadcast, watch};
@@ -15,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::{notify, NodeError};
 use crate::admin::{VrrpState, VrrpStatus};
-use crate::config::model::{Config, SyncGroup, VrrpInstance};
+use crate::config::model::{Config, ParamMatch, SyncGroup, VrrpInstance};
 
 /// What `lbctl status` shows of each instance, by name.
 pub(crate) type VrrpTable = Arc<RwLock<HashMap<String, VrrpStatus>>>;
@@ -131,7 +132,60 @@ fn instance_config(
         }
         c.track_script.push(ts);
     }
+    for t in &vi.track_process {
+        let p = cfg
+            .vrrp_track_processes
+            .iter()
+            .find(|p| p.name == t.process)
+            .ok_or_else(|| format!("track_process {} is not defined", t.process))?;
+        let param_match = match (p.param_match, p.params.is_empty()) {
+            (Some(m), _) => Some(match m {
+                ParamMatch::Exact => lb_vrrp::track::ParamMatch::Exact,
+                ParamMatch::Partial => lb_vrrp::track::ParamMatch::Partial,
+                ParamMatch::Initial => lb_vrrp::track::ParamMatch::Initial,
+            }),
+            (None, false) => Some(lb_vrrp::track::ParamMatch::Exact),
+            (None, true) => None,
+        };
+        let pattern = ProcessPattern {
+            process: p.process.clone(),
+            // Parameters are compared on the command line, so its first word is too, as
+            // keepalived does.
+            full_command: p.full_command || param_match.is_some(),
+            params: p.params.clone(),
+            param_match,
+        };
+        let mut tp = TrackProcess::new(&p.name, pattern);
+        tp.quorum = p.quorum;
+        tp.quorum_max = p.quorum_max.unwrap_or(u32::MAX);
+        tp.fork_delay = p.fork_delay;
+        tp.terminate_delay = p.terminate_delay;
+        tp.weight = TrackWeight(t.weight.unwrap_or(p.weight).clamp(-254, 254) as i16);
+        tp.reverse = t.reverse.unwrap_or(p.reverse);
+        c.track_process.push(tp);
+    }
+    for t in &vi.track_file {
+        let f = cfg
+            .track_files
+            .iter()
+            .find(|f| f.name == t.file)
+            .ok_or_else(|| format!("track_file {} is not defined", t.file))?;
+        let mut tf = TrackFile::new(&f.name, &f.file);
+        tf.weight = t.weight.unwrap_or(f.weight);
+        tf.reverse = t.reverse.unwrap_or(f.reverse);
+        tf.init = f.init_file.map(|v| (v, f.init_overwrite));
+        c.track_file.push(tf);
+    }
     Ok(c)
+}
+
+/// The `vrrp_script`s, `vrrp_track_process`es and `track_file`s a reload added, removed
+/// or changed, by name.
+#[derive(Debug, Default)]
+pub(crate) struct ChangedTracks {
+    pub(crate) scripts: Vec<String>,
+    pub(crate) processes: Vec<String>,
+    pub(crate) files: Vec<String>,
 }
 
 /// Groups instances as the config says: each sync group on one speaker, and every other
@@ -513,11 +567,17 @@ impl SpeakerRuntime {
     /// True if `new` (the group's instances in a new configuration) differs from the
     /// running instances only in base priorities.
     /// Whether any of this speaker's instances tracks one of `scripts` (by name).
-    pub(crate) fn tracks_any_script(&self, scripts: &[&str]) -> bool {
-        self.instances
-            .iter()
-            .flat_map(|v| &v.track_script)
-            .any(|t| scripts.contains(&t.script.as_str()))
+    /// Whether an instance tracks a script, process or file a reload changed.
+    pub(crate) fn tracks_any(&self, changed: &ChangedTracks) -> bool {
+        self.instances.iter().any(|v| {
+            v.track_script
+                .iter()
+                .any(|t| changed.scripts.contains(&t.script))
+                || v.track_process
+                    .iter()
+                    .any(|t| changed.processes.contains(&t.process))
+                || v.track_file.iter().any(|t| changed.files.contains(&t.file))
+        })
     }
 
     pub(crate) fn only_priorities_differ(&self, new: &[VrrpInstance]) -> bool {

@@ -18,7 +18,7 @@
 //! # Examples
 //!
 //! ```
-//! use std::path::Path;
+//! use std::path::{Path, PathBuf};
 //! use lb_bins::config::keepalived::parse_str;
 //!
 //! let text = "virtual_server 198.18.0.250 80 {\n  lb_kind DR\n}\n";
@@ -29,7 +29,7 @@
 pub mod syntax;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lb_core::{Algorithm, Granularity};
@@ -38,9 +38,9 @@ use lb_health::StatusSet;
 
 use super::model::{
     AuthType, Authentication, BackendConfig, CheckKind, Config, HealthCheck, HttpCheck,
-    InitialState, LogLevel, MiscCheck, NotifyScript, Protocol, SyncGroup, TrackInterface,
-    TrackScript, TrackService, UdpCheck, UrlCheck, VirtualIp, VirtualServer, VrrpInstance,
-    VrrpScript,
+    InitialState, LogLevel, MiscCheck, NotifyScript, ParamMatch, Protocol, SyncGroup, TrackFileRef,
+    TrackInterface, TrackProcessRef, TrackScript, TrackService, UdpCheck, UrlCheck, VirtualIp,
+    VirtualServer, VrrpInstance, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
 };
 use super::values::{parse_algorithm, parse_duration, parse_weight};
 use super::{finish, LoadResult, Location, Origins};
@@ -433,6 +433,8 @@ impl Conv {
             "track_interface",
             "track_script",
             "track_service",
+            "track_process",
+            "track_file",
             "group",
             "include",
         ];
@@ -541,6 +543,8 @@ impl Conv {
                     self.global_defs(b);
                 }
                 "vrrp_script" => self.vrrp_script(s),
+                "vrrp_track_process" => self.vrrp_track_process(s),
+                "track_file" | "vrrp_track_file" => self.track_file(s),
                 "vrrp_instance" => self.vrrp_instance(s),
                 "vrrp_sync_group" => self.sync_group(s),
                 "virtual_server" => self.virtual_server(s),
@@ -548,9 +552,10 @@ impl Conv {
                     &s.keyword.location,
                     "virtual_server_group is not supported: declare one virtual_server per address and port",
                 ),
-                "static_ipaddress" | "static_routes" | "static_rules" | "vrrp_track_process"
-                | "track_file" | "vrrp_track_file" | "linkbeat_interfaces" | "garp_group"
-                | "track_bfd" | "bfd_instance" => self.ignored(s, "the configuration"),
+                "static_ipaddress" | "static_routes" | "static_rules" | "linkbeat_interfaces"
+                | "garp_group" | "track_bfd" | "bfd_instance" => {
+                    self.ignored(s, "the configuration")
+                }
                 kw if kw.contains("${") => {} // refused by the lexer
                 kw if kw.starts_with('$') => self.d.error(
                     &s.keyword.location,
@@ -734,7 +739,7 @@ impl Conv {
                     if let Some(r) = st.args.get(1).filter(|r| r.text == "reverse") {
                         self.d.error(
                             &r.location,
-                            "`weight … reverse` is not supported: use a weight of the opposite sign",
+                            "`weight … reverse` is not supported in vrrp_script (keepalived applies the weight to the opposite state)",
                         );
                     }
                     let first = Stmt {
@@ -779,14 +784,198 @@ impl Conv {
         self.cfg.vrrp_scripts.push(script);
     }
 
+    fn vrrp_track_process(&mut self, s: &Stmt) {
+        let i = self.cfg.vrrp_track_processes.len();
+        let p = format!("vrrp_track_process[{i}]");
+        let Some(name) = self.name(s) else { return };
+        self.record(&p, &s.keyword.location);
+        self.record(&format!("{p}.name"), &name.location);
+        let mut t = VrrpTrackProcess {
+            name: name.text.clone(),
+            process: String::new(),
+            params: Vec::new(),
+            param_match: None,
+            full_command: false,
+            quorum: 1,
+            quorum_max: None,
+            fork_delay: Duration::ZERO,
+            terminate_delay: Duration::ZERO,
+            weight: 1,
+            reverse: false,
+        };
+        let mut has_process = false;
+        for st in self.section(s) {
+            self.no_block(st);
+            let kw = st.keyword.text.as_str();
+            let fp = format!("{p}.{kw}");
+            match kw {
+                // `process NAME [PARAM…]`: parameters mean the command line is compared.
+                "process" => {
+                    if let Some(first) = self.command_word(st, &fp) {
+                        t.process = first.text.clone();
+                        t.params = st.args[1..].iter().map(|a| a.text.clone()).collect();
+                        has_process = true;
+                    }
+                }
+                "param_match" => {
+                    self.record(&fp, &st.keyword.location);
+                    t.param_match = match st.args.first().map(|a| (a, a.text.as_str())) {
+                        None => Some(ParamMatch::Exact),
+                        Some((_, "initial")) => Some(ParamMatch::Initial),
+                        Some((_, "partial")) => Some(ParamMatch::Partial),
+                        Some((a, other)) => {
+                            self.d.error(
+                                &a.location,
+                                format!("param_match takes `initial`, `partial` or nothing, not {other:?}"),
+                            );
+                            None
+                        }
+                    };
+                }
+                "full_command" => t.full_command = self.flag(st, &fp),
+                "weight" => {
+                    t.reverse = st.args.get(1).is_some_and(|r| r.text == "reverse");
+                    if let Some(x) = st.args.get(1).filter(|r| r.text != "reverse") {
+                        self.d.error(
+                            &x.location,
+                            format!(
+                                "`weight` takes a number and an optional `reverse`, not {:?}",
+                                x.text
+                            ),
+                        );
+                    }
+                    let first = Stmt {
+                        keyword: st.keyword.clone(),
+                        args: st.args.iter().take(1).cloned().collect(),
+                        block: None,
+                    };
+                    t.weight = self.get(&first, &fp, int(kw, -254, 254)).unwrap_or(1);
+                }
+                "quorum" => t.quorum = self.get(st, &fp, int(kw, 1, 65_535)).unwrap_or(1),
+                "quorum_max" => t.quorum_max = self.get(st, &fp, int(kw, 0, 65_535)),
+                "fork_delay" => {
+                    t.fork_delay = self.get(st, &fp, duration(kw)).unwrap_or_default();
+                }
+                "terminate_delay" => {
+                    t.terminate_delay = self.get(st, &fp, duration(kw)).unwrap_or_default();
+                }
+                "delay" => {
+                    let d = self.get(st, &fp, duration(kw)).unwrap_or_default();
+                    t.fork_delay = d;
+                    t.terminate_delay = d;
+                }
+                _ => self.unknown(st, "vrrp_track_process"),
+            }
+        }
+        if !has_process {
+            self.d.error(
+                &s.keyword.location,
+                format!("vrrp_track_process {} has no `process`", t.name),
+            );
+            self.o.poison(format!("{p}.process"));
+        }
+        self.cfg.vrrp_track_processes.push(t);
+    }
+
+    fn track_file(&mut self, s: &Stmt) {
+        let i = self.cfg.track_files.len();
+        let p = format!("track_file[{i}]");
+        let Some(name) = self.name(s) else { return };
+        self.record(&p, &s.keyword.location);
+        self.record(&format!("{p}.name"), &name.location);
+        let mut t = VrrpTrackFile {
+            name: name.text.clone(),
+            file: PathBuf::new(),
+            weight: 1,
+            reverse: false,
+            init_file: None,
+            init_overwrite: false,
+        };
+        let mut has_file = false;
+        for st in self.section(s) {
+            self.no_block(st);
+            let kw = st.keyword.text.as_str();
+            let fp = format!("{p}.{kw}");
+            match kw {
+                "file" => {
+                    if let Some(f) = self.value(st, &fp) {
+                        t.file = PathBuf::from(&f.text);
+                        has_file = true;
+                    }
+                }
+                "weight" => {
+                    t.reverse = st.args.get(1).is_some_and(|r| r.text == "reverse");
+                    if let Some(x) = st.args.get(1).filter(|r| r.text != "reverse") {
+                        self.d.error(
+                            &x.location,
+                            format!(
+                                "`weight` takes a number and an optional `reverse`, not {:?}",
+                                x.text
+                            ),
+                        );
+                    }
+                    let first = Stmt {
+                        keyword: st.keyword.clone(),
+                        args: st.args.iter().take(1).cloned().collect(),
+                        block: None,
+                    };
+                    t.weight = self
+                        .get(&first, &fp, int(kw, -2_147_483_647, 2_147_483_647))
+                        .unwrap_or(1);
+                }
+                // `init_file [VALUE] [overwrite]`.
+                "init_file" => {
+                    self.record(&fp, &st.keyword.location);
+                    let mut value = 0;
+                    for a in &st.args {
+                        if a.text == "overwrite" {
+                            t.init_overwrite = true;
+                        } else {
+                            match int::<i64>(kw, -2_147_483_647, 2_147_483_647)(&a.text) {
+                                Ok(v) => value = v,
+                                Err(m) => self.d.error(&a.location, m),
+                            }
+                        }
+                    }
+                    t.init_file = Some(value);
+                }
+                _ => self.unknown(st, "track_file"),
+            }
+        }
+        if !has_file {
+            self.d.error(
+                &s.keyword.location,
+                format!("track_file {} has no `file`", t.name),
+            );
+            self.o.poison(format!("{p}.file"));
+        }
+        self.cfg.track_files.push(t);
+    }
+
     /// `name [weight N]` entries of a `track_*` block, recorded at `path[first]`,
     /// `path[first + 1]`, … (`first`: the entries earlier blocks of the same keyword gave).
     fn tracked(&mut self, s: &Stmt, path: &str, first: usize) -> Vec<(String, Option<i32>)> {
+        self.tracked_reversible(s, path, first, false)
+            .into_iter()
+            .map(|(n, w, _)| (n, w))
+            .collect()
+    }
+
+    /// [`Conv::tracked`] with `weight N reverse|noreverse` when `reversible`
+    /// (`track_process`, `track_file`).
+    fn tracked_reversible(
+        &mut self,
+        s: &Stmt,
+        path: &str,
+        first: usize,
+        reversible: bool,
+    ) -> Vec<(String, Option<i32>, Option<bool>)> {
         let mut out = Vec::new();
         for (j, st) in (first..).zip(self.block(s)) {
             let ep = format!("{path}[{j}]");
             self.record(&ep, &st.keyword.location);
             let mut weight = None;
+            let mut reverse = None;
             let mut args = st.args.iter();
             while let Some(a) = args.next() {
                 if a.text == "weight" {
@@ -800,17 +989,21 @@ impl Conv {
                         }
                         None => self.d.error(&a.location, "`weight` needs a value"),
                     }
+                } else if reversible
+                    && matches!(a.text.as_str(), "reverse" | "noreverse" | "no_reverse")
+                {
+                    reverse = Some(a.text == "reverse");
                 } else if a.text == "reverse" {
                     self.d.error(
                         &a.location,
-                        "`weight … reverse` is not supported: use a weight of the opposite sign",
+                        format!("`weight … reverse` is not supported in `{}` (keepalived applies the weight to the opposite state)", s.keyword.text),
                     );
                 } else {
                     self.d
                         .warn(&a.location, format!("unknown option {:?} ignored", a.text));
                 }
             }
-            out.push((st.keyword.text.clone(), weight));
+            out.push((st.keyword.text.clone(), weight, reverse));
         }
         out
     }
@@ -836,6 +1029,8 @@ impl Conv {
                     | "track_interface"
                     | "track_script"
                     | "track_service"
+                    | "track_process"
+                    | "track_file"
                     | "virtual_routes"
                     | "virtual_rules"
             ) {
@@ -961,6 +1156,27 @@ impl Conv {
                         vi.track_service.push(TrackService {
                             virtual_server,
                             weight,
+                        });
+                    }
+                }
+                "track_process" => {
+                    let first = vi.track_process.len();
+                    for (process, weight, reverse) in self.tracked_reversible(st, &fp, first, true)
+                    {
+                        vi.track_process.push(TrackProcessRef {
+                            process,
+                            weight,
+                            reverse,
+                        });
+                    }
+                }
+                "track_file" => {
+                    let first = vi.track_file.len();
+                    for (file, weight, reverse) in self.tracked_reversible(st, &fp, first, true) {
+                        vi.track_file.push(TrackFileRef {
+                            file,
+                            weight,
+                            reverse,
                         });
                     }
                 }
@@ -1137,7 +1353,8 @@ impl Conv {
                     "vrrp_sync_group",
                     "keepalived runs it when the group stops; lb-node does not",
                 ),
-                "track_interface" | "track_script" => self.ignored_unlike_keepalived(
+                "track_interface" | "track_script" | "track_process" | "track_file" => self
+                    .ignored_unlike_keepalived(
                     st,
                     "vrrp_sync_group",
                     "keepalived tracks it for every instance of the group (a failure faults the whole group); lb-node does not: track it in each vrrp_instance",
