@@ -501,14 +501,15 @@ fn virtual_server_defaults_apply_wherever_written() {
     assert!(b[0].inhibit_on_failure && b[1].inhibit_on_failure);
     assert!(b[2].backup && !b[2].inhibit_on_failure);
     assert_eq!(b[2].address.port(), 8080);
-    let e = config::keepalived::parse_str(
+    let (c, _) = config::keepalived::parse_str(
         "vrrp_script s {\n    script x\n    weight -2 reverse\n}\n",
         Path::new("k.conf"),
     )
-    .unwrap_err();
-    assert!(e[0]
-        .to_string()
-        .starts_with("k.conf:3:15: `weight … reverse` is not supported"));
+    .unwrap();
+    assert_eq!(
+        (c.vrrp_scripts[0].weight, c.vrrp_scripts[0].reverse),
+        (-2, true)
+    );
 }
 
 #[test]
@@ -2476,7 +2477,7 @@ fn track_process_and_track_file_are_read_and_checked() {
         ]
     );
     assert_eq!(
-        bad("", "    track_script {\n        s weight 2 reverse\n    }\n")[1],
-        "k.conf:6:20: `weight … reverse` is not supported in `track_script` (keepalived applies the weight to the opposite state)"
+        bad("", "    track_interface {\n        eth9 weight 2 reverse\n    }\n"),
+        ["k.conf:6:23: `weight … reverse` is not supported in `track_interface` (keepalived applies the weight to the opposite state)"]
     );
 }

@@ -189,6 +189,11 @@ pub struct VrrpScript {
     /// (default) puts the tracking instances into FAULT while the script fails.
     #[serde(default)]
     pub weight: i32,
+    /// Apply the weight to the opposite result (keepalived `weight W reverse`): a positive
+    /// weight is taken off while the script succeeds, a negative one added back while it
+    /// fails; weight 0 means FAULT while it succeeds. Default false.
+    #[serde(default)]
+    pub reverse: bool,
     /// Successes needed to count as up. Default 1.
     #[serde(default = "values::one")]
     pub rise: u32,
@@ -613,6 +618,9 @@ pub struct TrackScript {
     /// Overrides the script's own weight.
     #[serde(default)]
     pub weight: Option<i32>,
+    /// Overrides the script's own `reverse`.
+    #[serde(default)]
+    pub reverse: Option<bool>,
 }
 
 /// A `vrrp_track_process` the instance tracks.

@@ -122,6 +122,7 @@ fn instance_config(
         ts.interval = s.interval;
         ts.timeout = s.timeout.unwrap_or(s.interval);
         ts.weight = TrackWeight(t.weight.unwrap_or(s.weight).clamp(-254, 254) as i16);
+        ts.reverse = t.reverse.unwrap_or(s.reverse);
         ts.rise = s.rise;
         ts.fall = s.fall;
         if let Some(user) = &s.user {

@@ -178,6 +178,10 @@ pub struct TrackScript {
     pub timeout: Duration,
     /// `weight` (see [`TrackWeight`]; 0 means a failure puts the instance in Fault).
     pub weight: TrackWeight,
+    /// `weight … reverse`: the weight applies to the opposite result (a positive weight
+    /// is taken off while the script succeeds, a negative one added back while it fails;
+    /// with weight 0, success means Fault), as keepalived.
+    pub reverse: bool,
     /// `rise`: consecutive successes to become healthy.
     pub rise: u32,
     /// `fall`: consecutive failures to become unhealthy.
@@ -230,6 +234,7 @@ impl TrackScript {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             weight: TrackWeight(0),
+            reverse: false,
             rise: 1,
             fall: 1,
             run_as: None,
@@ -368,7 +373,14 @@ impl VrrpInstanceConfig {
             .track
             .iter()
             .copied()
-            .chain(self.track_script.iter().map(|s| s.weight))
+            // `reverse`: the opposite weight on the opposite result (script_loop).
+            .chain(self.track_script.iter().map(|s| {
+                if s.reverse {
+                    TrackWeight(-s.weight.0)
+                } else {
+                    s.weight
+                }
+            }))
             .chain(self.track_process.iter().map(|p| p.as_track(true).0))
             // A file's Fault is a weight-0 track failing; its value an offset.
             .chain(self.track_file.iter().map(|_| TrackWeight(0)))
@@ -1313,7 +1325,10 @@ async fn script_loop(
         };
         if let Some(healthy) = h.handle_result(ok) {
             tracing::info!(script = %s.script, healthy, "tracked script changed state");
-            if tx.send(Control::Track(instance, id, healthy)).is_err() {
+            if tx
+                .send(Control::Track(instance, id, healthy != s.reverse))
+                .is_err()
+            {
                 return;
             }
         }
@@ -1525,5 +1540,31 @@ mod tests {
             String::from_utf8(out.stdout).unwrap().trim(),
             format!("{} {} {}", nobody.uid, nobody.gid, nobody.gid)
         );
+    }
+
+    /// `weight W reverse` (keepalived): a script that succeeds reports a failure on the
+    /// opposite weight, so +10 reversed takes 10 off while it succeeds.
+    #[tokio::test]
+    async fn reversed_scripts_report_the_opposite_result_on_the_opposite_weight() {
+        let mut c = VrrpInstanceConfig::new("VI_1", "lo", Vrid::new(1).unwrap());
+        let mut s = TrackScript::new("true");
+        s.weight = TrackWeight(10);
+        s.reverse = true;
+        s.interval = Duration::from_millis(50);
+        c.track_script.push(s.clone());
+        let mc = c.machine_config("198.18.0.1".parse().unwrap(), &TrackedStart::default());
+        assert_eq!(mc.tracks, [TrackWeight(-10)]);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(script_loop(0, TrackId(0), s, tx));
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        task.abort();
+        assert!(
+            matches!(got, Ok(Some(Control::Track(0, TrackId(0), false)))),
+            "a succeeding reversed script reports a failure"
+        );
+        let mut vr = VirtualRouter::new(mc);
+        vr.start(now());
+        vr.handle_track(now(), TrackId(0), false);
+        assert_eq!(vr.effective_priority(), Priority(90));
     }
 }

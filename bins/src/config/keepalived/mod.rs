@@ -714,6 +714,7 @@ impl Conv {
             interval: Duration::from_secs(1),
             timeout: None,
             weight: 0,
+            reverse: false,
             rise: 1,
             fall: 1,
             user: None,
@@ -736,10 +737,14 @@ impl Conv {
                 }
                 "timeout" => script.timeout = self.get(st, &fp, duration(kw)),
                 "weight" => {
-                    if let Some(r) = st.args.get(1).filter(|r| r.text == "reverse") {
+                    script.reverse = st.args.get(1).is_some_and(|r| r.text == "reverse");
+                    if let Some(x) = st.args.get(1).filter(|r| r.text != "reverse") {
                         self.d.error(
-                            &r.location,
-                            "`weight … reverse` is not supported in vrrp_script (keepalived applies the weight to the opposite state)",
+                            &x.location,
+                            format!(
+                                "`weight` takes a number and an optional `reverse`, not {:?}",
+                                x.text
+                            ),
                         );
                     }
                     let first = Stmt {
@@ -1146,8 +1151,12 @@ impl Conv {
                 }
                 "track_script" => {
                     let first = vi.track_script.len();
-                    for (script, weight) in self.tracked(st, &fp, first) {
-                        vi.track_script.push(TrackScript { script, weight });
+                    for (script, weight, reverse) in self.tracked_reversible(st, &fp, first, true) {
+                        vi.track_script.push(TrackScript {
+                            script,
+                            weight,
+                            reverse,
+                        });
                     }
                 }
                 "track_service" => {
