@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use lb_bins::admin::client::{Client, ClientError};
 use lb_bins::admin::{
     server, AdminHandler, AdminState, BackendStatus, Health, HttpCounters, HttpVsCounters,
-    NodeStatus, Status, VirtualServerStatus, VrrpState, VrrpStatus,
+    NodeStatus, Status, TrackedStatus, VirtualServerStatus, VrrpState, VrrpStatus,
 };
 use lb_bins::config::model::Protocol;
 
@@ -83,6 +83,26 @@ fn status() -> Status {
                 master_address: Some("198.18.0.11".parse().unwrap()),
                 virtual_ips: vec!["198.18.0.250".into()],
                 sync_group: Some("VG_1".into()),
+                tracks: vec![
+                    TrackedStatus {
+                        kind: "process".into(),
+                        name: "nginx".into(),
+                        weight: 10,
+                        reverse: false,
+                        state: "up".into(),
+                        priority_change: 10,
+                        fault: false,
+                    },
+                    TrackedStatus {
+                        kind: "file".into(),
+                        name: "maintenance".into(),
+                        weight: 1,
+                        reverse: false,
+                        state: "ok".into(),
+                        priority_change: -10,
+                        fault: false,
+                    },
+                ],
             },
             VrrpStatus {
                 name: "VI_2".into(),
@@ -94,6 +114,7 @@ fn status() -> Status {
                 master_address: Some("198.18.0.11".parse().unwrap()),
                 virtual_ips: vec!["198.18.0.251".into()],
                 sync_group: Some("VG_1".into()),
+                tracks: Vec::new(),
             },
         ],
         virtual_servers: vec![
@@ -265,6 +286,14 @@ fn lbctl_status_prints_tables_and_json() {
         out.contains(
             "VI_1  lbnet0     51    MASTER  100       100   198.18.0.11  VG_1        198.18.0.250"
         ),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  VI_1      process  nginx        10      up     +10       -\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  VI_1      file     maintenance  1       ok     -10       -\n"),
         "{out}"
     );
     assert!(

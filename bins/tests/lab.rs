@@ -1327,8 +1327,18 @@ fn track_process_and_track_file_change_priority() {
         &|s| all_in(s, VrrpState::Master) && prio(s) == [100, 100],
     );
     drop(tracked);
+    // `lbctl status` says why: the process is down and takes 30 off.
+    let track = |s: &Status, kind: &str| -> Option<(String, i32, bool)> {
+        s.vrrp[0]
+            .tracks
+            .iter()
+            .find(|t| t.kind == kind)
+            .map(|t| (t.state.clone(), t.priority_change, t.fault))
+    };
     wait(&lb1, "process gone: VI_1 at 70", &|s| {
-        all_in(s, VrrpState::Master) && prio(s) == [70, 100]
+        all_in(s, VrrpState::Master)
+            && prio(s) == [70, 100]
+            && track(s, "process") == Some(("down".into(), -30, false))
     });
     tracked = run();
     wait(&lb1, "process back: VI_1 at 100", &|s| {
@@ -1336,11 +1346,14 @@ fn track_process_and_track_file_change_priority() {
     });
     std::fs::write(&file, "-15\n").unwrap();
     wait(&lb1, "file -15: VI_1 at 85", &|s| {
-        all_in(s, VrrpState::Master) && prio(s) == [85, 100]
+        all_in(s, VrrpState::Master)
+            && prio(s) == [85, 100]
+            && track(s, "file") == Some(("ok".into(), -15, false))
+            && track(s, "process") == Some(("up".into(), 0, false))
     });
     std::fs::write(&file, "-254\n").unwrap();
     wait(&lb1, "file -254: FAULT (the whole sync group)", &|s| {
-        all_in(s, VrrpState::Fault)
+        all_in(s, VrrpState::Fault) && track(s, "file") == Some(("fault".into(), 0, true))
     });
     std::fs::remove_file(&file).unwrap();
     wait(&lb1, "file deleted: MASTER at 100 again", &|s| {

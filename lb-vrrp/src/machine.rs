@@ -266,6 +266,16 @@ impl TrackHysteresis {
 /// whose weight is 0 and value not 0.
 pub const TRACK_VALUE_FAULT: i32 = -254;
 
+/// A tracked check's state as the router counts it ([`VirtualRouter::tracks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrackState {
+    /// Healthy, failing, or `None` while unknown (a script before its first result).
+    pub healthy: Option<bool>,
+    /// What a valued track adds to the priority ([`VirtualRouter::handle_track_value`]);
+    /// 0 for the others.
+    pub offset: i32,
+}
+
 /// Index of a tracked check in [`Config::tracks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrackId(pub usize);
@@ -653,6 +663,15 @@ impl VirtualRouter {
             }
         }
         Priority(p.clamp(1, 254) as u8)
+    }
+    /// Each track's state, by [`TrackId`] (for status displays: why the effective
+    /// priority is what it is).
+    pub fn tracks(&self) -> Vec<TrackState> {
+        self.track_ok
+            .iter()
+            .zip(&self.track_offset)
+            .map(|(&healthy, &offset)| TrackState { healthy, offset })
+            .collect()
     }
     /// Configured advert interval.
     pub fn advert_interval(&self) -> AdvertInterval {

@@ -341,6 +341,31 @@ pub struct VrrpStatus {
     pub virtual_ips: Vec<String>,
     /// The sync group, if any.
     pub sync_group: Option<String>,
+    /// What the instance tracks and what each does to it now, in the order
+    /// `track_service`, `track_interface`, `track_script`, `track_process`, `track_file`.
+    #[serde(default)]
+    pub tracks: Vec<TrackedStatus>,
+}
+
+/// One check a VRRP instance tracks (keepalived's `track_*`), and its effect now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackedStatus {
+    /// `service`, `interface`, `script`, `process` or `file`.
+    pub kind: String,
+    /// The tracked name (a virtual server, interface, `vrrp_script`,
+    /// `vrrp_track_process` or `track_file`).
+    pub name: String,
+    /// The weight (for a file: the multiplier of its value); 0 means FAULT on failure.
+    pub weight: i32,
+    /// keepalived `weight … reverse`: the weight applies to the opposite state.
+    pub reverse: bool,
+    /// The check's own state: `up`, `down` or `unknown` (a script before its first
+    /// result); for a file, `ok` or `fault`.
+    pub state: String,
+    /// What it adds to the base priority now (the address owner's priority stays 255).
+    pub priority_change: i32,
+    /// Whether it holds the instance in FAULT now.
+    pub fault: bool,
 }
 
 impl VrrpStatus {
@@ -360,6 +385,7 @@ impl VrrpStatus {
                 .map(ToString::to_string)
                 .collect(),
             sync_group,
+            tracks: Vec::new(),
         }
     }
 }

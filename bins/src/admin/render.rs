@@ -67,6 +67,31 @@ pub fn status_table(status: &Status) -> String {
             ]);
         }
         table(&mut out, "  ", &rows);
+        // Why each priority is what it is (keepalived's data dump lists the same).
+        let mut tracks = vec![row(&[
+            "Instance", "Tracks", "Name", "Weight", "State", "Priority", "Fault",
+        ])];
+        for v in &status.vrrp {
+            for t in &v.tracks {
+                tracks.push(vec![
+                    v.name.clone(),
+                    t.kind.clone(),
+                    t.name.clone(),
+                    if t.reverse {
+                        format!("{} reverse", t.weight)
+                    } else {
+                        t.weight.to_string()
+                    },
+                    t.state.clone(),
+                    format!("{:+}", t.priority_change),
+                    if t.fault { "FAULT".into() } else { "-".into() },
+                ]);
+            }
+        }
+        if tracks.len() > 1 {
+            out.push('\n');
+            table(&mut out, "  ", &tracks);
+        }
         let faults = status
             .vrrp
             .iter()

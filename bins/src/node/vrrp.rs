@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use lb_vrrp::driver::{RunAs, Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
-use lb_vrrp::machine::{Reason, State, TrackId, TrackWeight};
+use lb_vrrp::machine::{Reason, State, TrackId, TrackState, TrackWeight};
 use lb_vrrp::track::{ProcessPattern, TrackFile, TrackProcess};
 use lb_vrrp::vip::Vip;
 use lb_vrrp::wire::{AdvertInterval, Auth, Priority, Version, Vrid};
@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::{notify, NodeError};
-use crate::admin::{VrrpState, VrrpStatus};
+use crate::admin::{TrackedStatus, VrrpState, VrrpStatus};
 use crate::config::model::{Config, ParamMatch, SyncGroup, VrrpInstance};
 
 /// What `lbctl status` shows of each instance, by name.
@@ -43,6 +43,91 @@ fn to_state(s: State) -> VrrpState {
         State::Backup => VrrpState::Backup,
         State::Master => VrrpState::Master,
         State::Fault => VrrpState::Fault,
+    }
+}
+
+/// What `lbctl status` says of each track of `vi`, in the speaker's [`TrackId`] order
+/// (track_service, track_interface, scripts, processes, files): kind, name, weight as
+/// configured (a reference's own, else its definition's), reverse.
+fn track_meta(cfg: &Config, vi: &VrrpInstance) -> Vec<(&'static str, String, i32, bool)> {
+    let mut out = Vec::new();
+    for t in &vi.track_service {
+        out.push((
+            "service",
+            t.virtual_server.clone(),
+            t.weight.unwrap_or(0),
+            false,
+        ));
+    }
+    for t in &vi.track_interface {
+        out.push(("interface", t.interface.clone(), t.weight, false));
+    }
+    for t in &vi.track_script {
+        let s = cfg.vrrp_scripts.iter().find(|s| s.name == t.script);
+        out.push((
+            "script",
+            t.script.clone(),
+            t.weight.or(s.map(|s| s.weight)).unwrap_or(0),
+            t.reverse.or(s.map(|s| s.reverse)).unwrap_or(false),
+        ));
+    }
+    for t in &vi.track_process {
+        let p = cfg
+            .vrrp_track_processes
+            .iter()
+            .find(|p| p.name == t.process);
+        out.push((
+            "process",
+            t.process.clone(),
+            t.weight.or(p.map(|p| p.weight)).unwrap_or(1),
+            t.reverse.or(p.map(|p| p.reverse)).unwrap_or(false),
+        ));
+    }
+    for t in &vi.track_file {
+        let f = cfg.track_files.iter().find(|f| f.name == t.file);
+        out.push((
+            "file",
+            t.file.clone(),
+            t.weight.or(f.map(|f| f.weight)).unwrap_or(1),
+            t.reverse.or(f.map(|f| f.reverse)).unwrap_or(false),
+        ));
+    }
+    out
+}
+
+/// A track's status from what the speaker counts (`st`, the state its weight applies to)
+/// and what the configuration says of it.
+fn tracked_status(
+    (kind, name, weight, reverse): &(&'static str, String, i32, bool),
+    st: TrackState,
+) -> TrackedStatus {
+    let (state, priority_change, fault) = if *kind == "file" {
+        let fault = st.healthy == Some(false);
+        (if fault { "fault" } else { "ok" }, st.offset, fault)
+    } else {
+        // The speaker holds a reversed check's opposite result on the opposite weight.
+        let w = if *reverse { -*weight } else { *weight };
+        let own = st.healthy.map(|h| h != *reverse);
+        let change = match st.healthy {
+            Some(true) if w > 0 => w,
+            Some(false) if w < 0 => w,
+            _ => 0,
+        };
+        let state = match own {
+            Some(true) => "up",
+            Some(false) => "down",
+            None => "unknown",
+        };
+        (state, change, w == 0 && st.healthy == Some(false))
+    };
+    TrackedStatus {
+        kind: (*kind).to_owned(),
+        name: name.clone(),
+        weight: *weight,
+        reverse: *reverse,
+        state: state.to_owned(),
+        priority_change,
+        fault,
     }
 }
 
@@ -371,6 +456,10 @@ impl SpeakerRuntime {
             .iter()
             .map(|v| (v.name.clone(), v.clone()))
             .collect();
+        let tracks: HashMap<String, Vec<_>> = instances
+            .iter()
+            .map(|v| (v.name.clone(), track_meta(cfg, v)))
+            .collect();
         // This node's advert source per instance, shown as the master's address while it is
         // master. (The speaker's events do not carry the address of another master, so a
         // backup shows none.)
@@ -534,6 +623,15 @@ impl SpeakerRuntime {
                         if let Some(s) = t.get_mut(&st.instance) {
                             s.state = to_state(st.state);
                             s.effective_priority = st.priority.0;
+                            s.tracks = tracks
+                                .get(&st.instance)
+                                .map(|meta| {
+                                    meta.iter()
+                                        .zip(&st.tracks)
+                                        .map(|(m, t)| tracked_status(m, *t))
+                                        .collect()
+                                })
+                                .unwrap_or_default();
                             s.master_address = match st.state {
                                 // The speaker's own source (it may have changed
                                 // since start-up, or appeared only later).
@@ -693,6 +791,41 @@ impl SpeakerRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `lbctl status` shows a track's own state and what it does now: a reversed script
+    /// that succeeds is `up` and takes its weight off; a weight-0 one failing faults; a
+    /// file shows its added value.
+    #[test]
+    fn tracked_status_reads_reverse_and_files() {
+        let st = |healthy, offset| TrackState { healthy, offset };
+        let rev = ("script", "chk".to_owned(), 10, true);
+        let t = tracked_status(&rev, st(Some(false), 0));
+        assert_eq!(
+            (t.state.as_str(), t.priority_change, t.fault),
+            ("up", -10, false)
+        );
+        let t = tracked_status(&rev, st(Some(true), 0));
+        assert_eq!(
+            (t.state.as_str(), t.priority_change, t.fault),
+            ("down", 0, false)
+        );
+        let zero = ("process", "nginx".to_owned(), 0, false);
+        let t = tracked_status(&zero, st(Some(false), 0));
+        assert_eq!(
+            (t.state.as_str(), t.priority_change, t.fault),
+            ("down", 0, true)
+        );
+        let t = tracked_status(&("script", "s".to_owned(), 5, false), st(None, 0));
+        assert_eq!((t.state.as_str(), t.priority_change), ("unknown", 0));
+        let file = ("file", "maint".to_owned(), 2, false);
+        let t = tracked_status(&file, st(Some(true), -40));
+        assert_eq!(
+            (t.state.as_str(), t.priority_change, t.fault),
+            ("ok", -40, false)
+        );
+        let t = tracked_status(&file, st(Some(false), 0));
+        assert_eq!((t.state.as_str(), t.fault), ("fault", true));
+    }
 
     /// A tracked interface's and a tracked service's state before the start reach the
     /// speaker (a weight-0 one already down faults the instance from the first instant).

@@ -68,7 +68,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::accept::DropRules;
 use crate::machine::{
     Action, Config, Counters, Reason, RxMeta, State, SyncGroup, TrackHysteresis, TrackId,
-    TrackWeight, VirtualRouter, TRACK_VALUE_FAULT,
+    TrackState, TrackWeight, VirtualRouter, TRACK_VALUE_FAULT,
 };
 use crate::track::{TrackFile, TrackProcess};
 use crate::vip::{self, Vip, VipManager};
@@ -462,6 +462,10 @@ pub struct InstanceStatus {
     pub master: Option<IpAddr>,
     /// Counters, including every discarded packet by [`crate::machine::Discard`] reason.
     pub counters: Counters,
+    /// Each tracked check's state, by [`TrackId`]: [`VrrpInstanceConfig::track`], then the
+    /// scripts, processes and files. A reversed script or process shows the state the
+    /// weight applies to (the opposite of its own result).
+    pub tracks: Vec<TrackState>,
 }
 
 /// Commands to a running [`Speaker`]; cheap to clone.
@@ -1037,6 +1041,7 @@ impl Speaker {
                     priority: vr.effective_priority(),
                     master: vr.master_addr(),
                     counters: vr.counters().clone(),
+                    tracks: vr.tracks(),
                 }
             })
             .collect()
