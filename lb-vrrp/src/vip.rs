@@ -368,6 +368,74 @@ pub fn ipv6_forwarding(ifname: &str) -> bool {
         .is_ok_and(|s| s.trim() != "0")
 }
 
+/// The netlink groups of link and address changes: `RTMGRP_LINK`, `RTMGRP_IPV4_IFADDR`,
+/// `RTMGRP_IPV6_IFADDR`.
+const LINK_AND_ADDRESS_GROUPS: u32 = 0x1 | 0x10 | 0x100;
+
+/// The kernel's notices of link and address changes (netlink `RTMGRP_LINK` and
+/// `RTMGRP_IPV4/IPV6_IFADDR`), for reacting at once instead of at the next poll, as
+/// keepalived does. Their content is not decoded: read the interfaces again
+/// ([`Interfaces::read`]) after each.
+pub struct LinkNotices(tokio::io::unix::AsyncFd<netlink_sys::Socket>);
+
+impl std::fmt::Debug for LinkNotices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkNotices")
+    }
+}
+
+impl LinkNotices {
+    /// Subscribes. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// The socket's (no netlink, no tokio reactor).
+    pub fn open() -> io::Result<Self> {
+        let mut s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)?;
+        s.bind(&netlink_sys::SocketAddr::new(0, LINK_AND_ADDRESS_GROUPS))?;
+        s.set_non_blocking(true)?;
+        Ok(Self(crate::driver::register_fd(s)?))
+    }
+
+    /// Waits for the next notice and reads every one queued with it (up to 256). Lost
+    /// notices (`ENOBUFS`: the receive buffer overflowed) count as one.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a notice not yet read stays queued.
+    pub async fn next(&self) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let Ok(mut guard) = self.0.readable().await else {
+                return std::future::pending().await;
+            };
+            let mut got = false;
+            for _ in 0..256 {
+                match guard.try_io(|s| s.get_ref().recv(&mut &mut buf[..], 0)) {
+                    Ok(Ok(_)) => got = true,
+                    Ok(Err(e)) => {
+                        if e.raw_os_error() != Some(libc::ENOBUFS) {
+                            tracing::debug!(error = %e, "netlink notice");
+                        }
+                        got = true;
+                        break;
+                    }
+                    Err(_would_block) => break,
+                }
+            }
+            if got {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for `notices`' next, or forever without them.
+pub async fn next_notice(notices: Option<&LinkNotices>) {
+    match notices {
+        Some(n) => n.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

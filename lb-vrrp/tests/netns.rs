@@ -559,7 +559,8 @@ fn link_down_is_fault_and_recovers() {
         return;
     }
     let mut lab = Lab::new(2);
-    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
+    // No interface poll for an hour: netlink's notice of the link change is what acts.
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &["--link-poll", "3600"])));
     let _b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
     assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
     let _ = lab.exec(0, &["ip", "link", "set", "eth0", "down"]);
@@ -1204,7 +1205,7 @@ fn vip_on_another_dev_is_announced_with_that_devs_mac() {
 }
 
 /// A VIP removed from the master's interface by someone else (`ip addr del`) is added back
-/// with its label, and announced again (a client that accepts gratuitous ARPs learns it
+/// at netlink's notice, with its label, and announced again (a client that accepts gratuitous ARPs learns it
 /// anew), while the backup stays backup. keepalived 2.2.7 does the same (it resigns and
 /// takes over again at once, adding the VIPs back). It used to stay gone.
 #[test]
@@ -1213,7 +1214,8 @@ fn vip_removed_by_someone_else_is_added_back() {
         return;
     }
     let mut lab = Lab::new(3);
-    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &[])));
+    // No interface poll for an hour: netlink's notice of the deletion is what acts.
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &["--link-poll", "3600"])));
     let b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
     assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
     // After the master's GARP bursts (at once and garp_master_delay 1 s later).

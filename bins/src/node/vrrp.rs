@@ -583,18 +583,25 @@ impl SpeakerRuntime {
         }
         // track_interface: a link that is down or not running (or missing) faults the
         // instance, or changes its priority by the weight, as keepalived does. Link state is
-        // read every 200 ms, as the speaker reads the instance's own interface.
+        // read at netlink's notice of a change and every 200 ms, as the speaker reads the
+        // instance's own interface.
         for (idx, vi) in instances.iter().enumerate() {
             for (k, ti) in vi.track_interface.iter().enumerate() {
                 let id = TrackId(vi.track_service.len() + k);
                 let h = handle.clone();
                 let (inst, ifname) = (vi.name.clone(), ti.interface.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(Duration::from_millis(200));
+                    let mut tick = tokio::time::interval(lb_vrrp::driver::LINK_POLL);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let notices = lb_vrrp::vip::LinkNotices::open()
+                        .map_err(|e| tracing::warn!(interface = %ifname, error = %e, "no netlink link notices: the tracked interface is polled only"))
+                        .ok();
                     let mut last = None;
                     loop {
-                        tick.tick().await;
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            () = lb_vrrp::vip::next_notice(notices.as_ref()) => {}
+                        }
                         let up = lb_vrrp::vip::link_is_up(&ifname);
                         if last != Some(up) {
                             tracing::info!(instance = %inst, interface = %ifname, up, "tracked interface");

@@ -2,7 +2,7 @@
 //! the lb daemon maps keepalived.conf onto the same [`VrrpInstanceConfig`]).
 //!
 //! ```text
-//! lb-vrrpd [--sync-group] \
+//! lb-vrrpd [--sync-group] [--link-poll S (default 0.2; netlink notices act at once)] \
 //!   --instance VI_1 [--state MASTER|BACKUP (a hint, changes nothing)] --interface eth0 --vrid 51 --priority 100 --advert-int 1 \
 //!   --version 2 --auth-pass 7road123 --vip "172.16.2.250/24 dev eth0 label eth0:1" \
 //!   [--vip-excluded "ADDR[/LEN] [dev D]" ...] \
@@ -103,17 +103,23 @@ async fn print_status(handle: &lb_vrrp::driver::SpeakerHandle) {
     }
 }
 
-type Parsed = (Vec<VrrpInstanceConfig>, Vec<Notify>, bool);
+/// Instances, their notify scripts, `--sync-group`, `--link-poll`.
+type Parsed = (Vec<VrrpInstanceConfig>, Vec<Notify>, bool, Duration);
 
 fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
     let mut out: Vec<VrrpInstanceConfig> = Vec::new();
     let mut notify: Vec<Notify> = Vec::new();
     let mut sync = false;
+    let mut link_poll = lb_vrrp::driver::LINK_POLL;
     let mut it = args.into_iter();
     let placeholder = Vrid::new(1).expect("1 is a valid VRID");
     while let Some(flag) = it.next() {
         if flag == "--sync-group" {
             sync = true;
+            continue;
+        }
+        if flag == "--link-poll" {
+            link_poll = secs(&it.next().context("--link-poll needs a value")?)?;
             continue;
         }
         if flag == "-h" || flag == "--help" {
@@ -223,7 +229,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
             bail!("{}: --interface is required", c.name);
         }
     }
-    Ok((out, notify, sync))
+    Ok((out, notify, sync, link_poll))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -233,14 +239,15 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (instances, notify, sync) = parse_args(std::env::args().skip(1).collect())?;
+    let (instances, notify, sync, link_poll) = parse_args(std::env::args().skip(1).collect())?;
     let names: Vec<String> = instances.iter().map(|c| c.name.clone()).collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let no_accept = instances.iter().any(|c| !c.accept);
     rt.block_on(async move {
-        let speaker = Speaker::new(instances, sync)?;
+        let mut speaker = Speaker::new(instances, sync)?;
+        speaker.set_link_poll(link_poll);
         let mut events = speaker.subscribe();
         let printer = tokio::spawn(async move {
             while let Ok(ev) = events.recv().await {

@@ -78,6 +78,15 @@ use crate::wire::{
 };
 use crate::{Error, Result};
 
+/// Registers a file descriptor owner with the tokio reactor (for [`vip::LinkNotices`]).
+pub(crate) fn register_fd<T: sys::OwnsFd>(fd: T) -> io::Result<AsyncFd<T>> {
+    sys::async_fd(fd)
+}
+
+/// How often a speaker reads the interfaces besides netlink's notices, by default
+/// ([`Speaker::set_link_poll`]).
+pub const LINK_POLL: Duration = Duration::from_millis(200);
+
 /// One `vrrp_instance`, with keepalived's option names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VrrpInstanceConfig {
@@ -602,6 +611,8 @@ pub struct Speaker {
     processes: Option<track::ProcessWatcher>,
     /// The `track_file` watcher, started by [`Speaker::run`].
     files: Option<track::FileWatcher>,
+    /// How often interfaces are read besides netlink's notices ([`Speaker::set_link_poll`]).
+    link_poll: Duration,
 }
 
 impl std::fmt::Debug for Instance {
@@ -744,7 +755,16 @@ impl Speaker {
             ctl_rx,
             processes,
             files,
+            link_poll: LINK_POLL,
         })
+    }
+
+    /// How often the speaker reads the interfaces (link state, addresses, its VIPs) on
+    /// its own. It also reads them at once whenever netlink reports a link or address
+    /// change, as keepalived reacts to netlink; the poll is the safety net for a lost
+    /// notice. Default 200 ms; at least 10 ms.
+    pub fn set_link_poll(&mut self, every: Duration) {
+        self.link_poll = every.max(Duration::from_millis(10));
     }
 
     /// A handle to send commands.
@@ -862,8 +882,17 @@ impl Speaker {
                 self.start_group(gi, t);
             }
         }
-        let mut link_tick = tokio::time::interval(Duration::from_millis(200));
+        let mut link_tick = tokio::time::interval(self.link_poll);
         link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Link and address changes as netlink reports them: a link going down is Fault at
+        // once, a VIP deleted by someone else is added back at once.
+        let monitor = match vip::LinkNotices::open() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(error = %e, "no netlink link/address notices: interfaces are read every {:?} only", self.link_poll);
+                None
+            }
+        };
         let mut stopping = false;
         loop {
             self.drain().await;
@@ -928,41 +957,47 @@ impl Speaker {
                     let inst = &self.instances[p.instance];
                     self.groups[inst.group].handle_packet(now(), inst.member, p.meta, &p.bytes);
                 }
-                _ = link_tick.tick() => {
-                    let t = now();
-                    // One reading of the interfaces for every instance.
-                    let ifs = vip::Interfaces::read();
-                    // Masters now have added their VIPs (every action was performed).
-                    let was_master: Vec<bool> = self
-                        .instances
-                        .iter()
-                        .map(|inst| {
-                            self.groups[inst.group].member(inst.member).state() == State::Master
-                        })
-                        .collect();
-                    for inst in &mut self.instances {
-                        let up = ifs.link_is_up(&inst.cfg.interface);
-                        if up != inst.link_up {
-                            inst.link_up = up;
-                            tracing::info!(instance = %inst.cfg.name, up, "link state changed");
-                            self.groups[inst.group].handle_link(t, inst.member, up);
-                        }
-                        let had_src = inst.has_src;
-                        if let Some(src) = inst.refresh_src(&ifs) {
-                            self.groups[inst.group].set_primary_addr(inst.member, src);
-                        }
-                        if inst.has_src != had_src {
-                            self.groups[inst.group].handle_address(t, inst.member, inst.has_src);
-                        }
-                    }
-                    self.restore_vips(&ifs, &was_master).await;
+                () = vip::next_notice(monitor.as_ref()) => {
+                    link_tick.reset();
+                    self.check_links().await;
                 }
+                _ = link_tick.tick() => self.check_links().await,
             }
         }
         for t in tasks {
             t.abort();
         }
         Ok(())
+    }
+
+    /// Reads the interfaces once for every instance: link state, the advert source, and
+    /// a Master's VIPs (added back when someone removed them).
+    async fn check_links(&mut self) {
+        let t = now();
+        // One reading of the interfaces for every instance.
+        let ifs = vip::Interfaces::read();
+        // Masters now have added their VIPs (every action was performed).
+        let was_master: Vec<bool> = self
+            .instances
+            .iter()
+            .map(|inst| self.groups[inst.group].member(inst.member).state() == State::Master)
+            .collect();
+        for inst in &mut self.instances {
+            let up = ifs.link_is_up(&inst.cfg.interface);
+            if up != inst.link_up {
+                inst.link_up = up;
+                tracing::info!(instance = %inst.cfg.name, up, "link state changed");
+                self.groups[inst.group].handle_link(t, inst.member, up);
+            }
+            let had_src = inst.has_src;
+            if let Some(src) = inst.refresh_src(&ifs) {
+                self.groups[inst.group].set_primary_addr(inst.member, src);
+            }
+            if inst.has_src != had_src {
+                self.groups[inst.group].handle_address(t, inst.member, inst.has_src);
+            }
+        }
+        self.restore_vips(&ifs, &was_master).await;
     }
 
     /// Starts group `gi`. Links first, recorded while in Initialize: a member whose link is
@@ -986,7 +1021,8 @@ impl Speaker {
     /// interface: an operator or another program removed them (`ip addr del`, a network
     /// manager flushing the interface). keepalived, told by netlink, resigns (a
     /// priority-0 advert) and becomes Master again at once, adding them back: the same
-    /// outcome, here without the priority-0 advert and within one link tick (200 ms).
+    /// outcome, here without the priority-0 advert, at netlink's notice of the deletion
+    /// (or the next interface poll, [`Speaker::set_link_poll`]).
     /// `ifs`: this tick's reading, taken after every pending action was performed;
     /// `was_master`: each instance was Master then (its VIPs were added). One that became
     /// Master since has its VIPs still to add, and is left alone.
@@ -1013,7 +1049,7 @@ impl Speaker {
                         added.push(v.addr);
                     }
                     Err(e) if inst.restore_failed.insert(v.addr) => {
-                        tracing::error!(instance = %inst.cfg.name, vip = %v.addr, error = %e, "VIP removed from its interface while MASTER: cannot add it back (tried again every 200 ms)");
+                        tracing::error!(instance = %inst.cfg.name, vip = %v.addr, error = %e, "VIP removed from its interface while MASTER: cannot add it back (tried again at every interface change or poll)");
                     }
                     Err(e) => {
                         tracing::debug!(instance = %inst.cfg.name, vip = %v.addr, error = %e, "adding back a removed VIP");
