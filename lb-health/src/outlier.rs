@@ -61,10 +61,22 @@ pub enum FailureClass {
 }
 
 /// What happened to one connection or request the proxy sent to a backend.
+///
+/// A connection gives two reports, as in Envoy (`LocalOriginConnectSuccess`, then the final
+/// result): [`Connected`](Self::Connected) when it is established, which neither counts as
+/// a failure nor ends a run of failures, and at its end [`Success`](Self::Success) (a clean
+/// close, a complete response) or a failure ([`Reset`](Self::Reset), …). A backend that
+/// accepts every connection and then breaks it is thus ejected after
+/// `consecutive_failures` connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConnectionOutcome {
-    /// The connection (or request) succeeded.
+    /// The connection (or request) completed: a clean close, a complete response. Ends a
+    /// run of failures.
     Success,
+    /// The connection was established (or a response head arrived); its final outcome
+    /// follows. Neither a failure nor a success: a run of failures goes on (Envoy's
+    /// `LocalOriginConnectSuccess`, which is not `LocalOriginConnectSuccessFinal`).
+    Connected,
     /// The TCP connect failed (refused, unreachable).
     ConnectFailure,
     /// The backend reset the connection.
@@ -135,16 +147,19 @@ impl OutlierConfig {
         self.max_ejection_percent
     }
 
-    fn is_failure(&self, outcome: ConnectionOutcome) -> bool {
+    /// `Some(true)` for a failure, `Some(false)` for a success that ends a run of
+    /// failures, `None` for an outcome that does neither ([`ConnectionOutcome::Connected`]).
+    fn is_failure(&self, outcome: ConnectionOutcome) -> Option<bool> {
         match outcome {
-            ConnectionOutcome::Success => false,
+            ConnectionOutcome::Connected => None,
+            ConnectionOutcome::Success => Some(false),
             ConnectionOutcome::ConnectFailure
             | ConnectionOutcome::Reset
-            | ConnectionOutcome::Timeout => true,
-            ConnectionOutcome::HttpStatus(s) => match self.failure_class {
+            | ConnectionOutcome::Timeout => Some(true),
+            ConnectionOutcome::HttpStatus(s) => Some(match self.failure_class {
                 FailureClass::Gateway => matches!(s, 502..=504),
                 FailureClass::Any5xx => (500..=599).contains(&s),
-            },
+            }),
         }
     }
 }
@@ -406,9 +421,12 @@ impl OutlierDetector {
     }
 
     /// Records one connection outcome. Unknown backends and outcomes for already-ejected
-    /// backends (connections still draining) are ignored.
+    /// backends (connections still draining) are ignored. A success ends the backend's run
+    /// of failures; [`ConnectionOutcome::Connected`] leaves it as it is.
     pub fn handle_outcome(&mut self, now: Instant, backend: BackendId, outcome: ConnectionOutcome) {
-        let is_failure = self.config.is_failure(outcome);
+        let Some(is_failure) = self.config.is_failure(outcome) else {
+            return;
+        };
         let total = self.hosts.len();
         let ejected = self.ejected_count();
         let config = &self.config;
@@ -510,6 +528,43 @@ mod tests {
         assert_eq!(d.poll_event(), None);
         d.handle_outcome(t, BackendId(0), ConnectionOutcome::HttpStatus(503));
         assert!(matches!(d.poll_event(), Some(OutlierEvent::Ejected { .. })));
+    }
+
+    /// A backend that accepts every connection and then resets it: each connection reports
+    /// `Connected`, then `Reset`. The connects do not end the run, so the third reset (the
+    /// threshold) ejects, and not before. A clean end (`Success`) still ends a run.
+    #[test]
+    fn connected_then_reset_ejects_at_the_threshold() {
+        let t = now();
+        let mut d = detector(4, 100);
+        for i in 1..=3 {
+            d.handle_outcome(t, BackendId(0), ConnectionOutcome::Connected);
+            assert!(
+                !d.is_ejected(BackendId(0)),
+                "ejected after {} resets",
+                i - 1
+            );
+            d.handle_outcome(t, BackendId(0), ConnectionOutcome::Reset);
+        }
+        assert!(matches!(
+            d.poll_event(),
+            Some(OutlierEvent::Ejected {
+                backend: BackendId(0),
+                ejections: 1,
+                ..
+            })
+        ));
+        assert_eq!(d.ejected_count(), 1);
+
+        // Connected, Reset, Connected, Success (a clean close), …: never three in a row.
+        for _ in 0..10 {
+            d.handle_outcome(t, BackendId(1), ConnectionOutcome::Connected);
+            d.handle_outcome(t, BackendId(1), ConnectionOutcome::Reset);
+            d.handle_outcome(t, BackendId(1), ConnectionOutcome::Connected);
+            d.handle_outcome(t, BackendId(1), ConnectionOutcome::Success);
+        }
+        assert!(!d.is_ejected(BackendId(1)));
+        assert_eq!(d.poll_event(), None);
     }
 
     #[test]

@@ -434,8 +434,17 @@ impl OutcomeObserver for PassiveObserver {
         if !self.enabled {
             return;
         }
+        // A connect (or response head) is not the final result: it must not end a run of
+        // failures, or a backend that accepts connections and then resets them would never
+        // be ejected. A clean close or a complete response is the success. (The detector
+        // ignores `ConnectionOutcome::Connected`, so it is not sent at all.)
         let o = match outcome {
-            Outcome::Success { .. } => ConnectionOutcome::Success,
+            Outcome::Connected { .. } => return,
+            Outcome::Success { .. }
+            | Outcome::Closed {
+                backend_error: false,
+                ..
+            } => ConnectionOutcome::Success,
             Outcome::ConnectRefused | Outcome::ConnectError(_) => ConnectionOutcome::ConnectFailure,
             Outcome::ConnectTimeout => ConnectionOutcome::Timeout,
             Outcome::Closed {
