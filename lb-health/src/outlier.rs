@@ -304,6 +304,9 @@ pub struct OutlierDetector {
     config: OutlierConfig,
     hosts: BTreeMap<BackendId, HostState>,
     events: VecDeque<OutlierEvent>,
+    /// How many of `hosts` are ejected (`ejected_until` set), kept up to date on every
+    /// ejection, return, restore and removal so that no outcome scans the hosts.
+    ejected: usize,
 }
 
 impl OutlierDetector {
@@ -316,6 +319,7 @@ impl OutlierDetector {
                 .map(|b| (b, HostState::default()))
                 .collect(),
             events: VecDeque::new(),
+            ejected: 0,
         }
     }
 
@@ -331,12 +335,9 @@ impl OutlierDetector {
             .is_some_and(|h| h.ejected_until.is_some())
     }
 
-    /// How many backends are ejected.
+    /// How many backends are ejected (a counter: no scan of the backends).
     pub fn ejected_count(&self) -> usize {
-        self.hosts
-            .values()
-            .filter(|h| h.ejected_until.is_some())
-            .count()
+        self.ejected
     }
 
     /// Adds a backend (membership change).
@@ -380,7 +381,7 @@ impl OutlierDetector {
         state: OutlierHostState,
     ) -> Result<bool> {
         let total = self.hosts.len();
-        let ejected = self.ejected_count();
+        let ejected = self.ejected;
         let max_time = self.config.max_ejection_time;
         let pct = usize::from(self.config.max_ejection_percent);
         let host = self
@@ -392,6 +393,9 @@ impl OutlierDetector {
         host.unejected_at = state.unejected_at;
         host.consecutive = 0;
         host.ejected_until = None;
+        if was_ejected {
+            self.ejected -= 1;
+        }
         match state.ejected_until {
             Some(until) if until <= now => host.unejected_at = Some(until),
             Some(until) => {
@@ -403,6 +407,7 @@ impl OutlierDetector {
                         .checked_add(max_time)
                         .map_or(until, |cap| until.min(cap));
                     host.ejected_until = Some(until);
+                    self.ejected += 1;
                     self.events.push_back(OutlierEvent::Ejected {
                         backend,
                         until,
@@ -417,18 +422,28 @@ impl OutlierDetector {
 
     /// Forgets a backend (membership change); returns whether it was known.
     pub fn remove_backend(&mut self, backend: BackendId) -> bool {
-        self.hosts.remove(&backend).is_some()
+        match self.hosts.remove(&backend) {
+            Some(host) => {
+                if host.ejected_until.is_some() {
+                    self.ejected -= 1;
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// Records one connection outcome. Unknown backends and outcomes for already-ejected
     /// backends (connections still draining) are ignored. A success ends the backend's run
     /// of failures; [`ConnectionOutcome::Connected`] leaves it as it is.
+    ///
+    /// Constant work per outcome (a map lookup), whatever the number of backends.
     pub fn handle_outcome(&mut self, now: Instant, backend: BackendId, outcome: ConnectionOutcome) {
         let Some(is_failure) = self.config.is_failure(outcome) else {
             return;
         };
         let total = self.hosts.len();
-        let ejected = self.ejected_count();
+        let ejected = self.ejected;
         let config = &self.config;
         let Some(host) = self.hosts.get_mut(&backend) else {
             return;
@@ -461,6 +476,7 @@ impl OutlierDetector {
         let until = crate::tracker::later(now, time);
         host.ejected_until = Some(until);
         host.consecutive = 0;
+        self.ejected += 1;
         self.events.push_back(OutlierEvent::Ejected {
             backend,
             until,
@@ -474,6 +490,7 @@ impl OutlierDetector {
             if host.ejected_until.is_some_and(|u| u <= now) {
                 host.ejected_until = None;
                 host.unejected_at = Some(now);
+                self.ejected -= 1;
                 self.events.push_back(OutlierEvent::Unejected { backend });
             }
         }
@@ -565,6 +582,78 @@ mod tests {
         }
         assert!(!d.is_ejected(BackendId(1)));
         assert_eq!(d.poll_event(), None);
+    }
+
+    /// The ejected counter against a scan of the hosts, after any sequence of outcomes,
+    /// time passing (returns), restores, removals and additions.
+    mod ejected_counter {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone, Copy)]
+        enum Op {
+            Fail(u32),
+            Succeed(u32),
+            Advance(u64),
+            Restore { from: u32, to: u32 },
+            Remove(u32),
+            Add(u32),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0..6u32).prop_map(Op::Fail),
+                1 => (0..6u32).prop_map(Op::Succeed),
+                2 => (0..40u64).prop_map(Op::Advance),
+                2 => (0..6u32, 0..6u32).prop_map(|(from, to)| Op::Restore { from, to }),
+                1 => (0..6u32).prop_map(Op::Remove),
+                1 => (0..6u32).prop_map(Op::Add),
+            ]
+        }
+
+        fn scan(d: &OutlierDetector) -> usize {
+            d.hosts
+                .values()
+                .filter(|h| h.ejected_until.is_some())
+                .count()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+            #[test]
+            fn matches_a_scan(pct in 0..=100u8, ops in proptest::collection::vec(op(), 0..80)) {
+                let start = now();
+                let mut t = start;
+                let mut d = detector(5, pct);
+                // A second detector whose states are restored into `d`.
+                let mut other = detector(6, 100);
+                for id in 0..6 {
+                    fail(&mut other, t, id, 3);
+                }
+                for op in ops {
+                    match op {
+                        Op::Fail(id) => fail(&mut d, t, id, 1),
+                        Op::Succeed(id) => d.handle_outcome(t, BackendId(id), ConnectionOutcome::Success),
+                        Op::Advance(s) => {
+                            t += Duration::from_secs(s);
+                            d.handle_timeout(t);
+                        }
+                        Op::Restore { from, to } => {
+                            let state = other.host_state(BackendId(from)).unwrap();
+                            let _ = d.restore(t, BackendId(to), state);
+                        }
+                        Op::Remove(id) => {
+                            d.remove_backend(BackendId(id));
+                        }
+                        Op::Add(id) => {
+                            let _ = d.add_backend(BackendId(id));
+                        }
+                    }
+                    prop_assert_eq!(d.ejected_count(), scan(&d), "after {:?}", op);
+                }
+                while d.poll_event().is_some() {}
+            }
+        }
     }
 
     #[test]
