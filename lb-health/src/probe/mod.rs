@@ -48,7 +48,7 @@ mod tcp;
 mod udp;
 
 pub use all::AllOf;
-pub use exec::ExecProbe;
+pub use exec::{split_command_line, ExecProbe};
 pub use tcp::TcpProbe;
 pub use udp::{
     parse_hex, HexPattern, UdpExpect, UdpProbe, UdpReply, DEFAULT_MAX_REPLY_LENGTH,
