@@ -24,9 +24,12 @@ use crate::tracker::ProbeOutcome;
 ///
 /// The program runs in its own process group with stdin, stdout and stderr on `/dev/null`,
 /// and gets the backend in `LB_BACKEND_ADDR` (IP) and `LB_BACKEND_PORT`. When it outlives
-/// its timeout, or the probe is dropped, the whole process group gets `SIGKILL` and the
-/// program is reaped, so a hung check leaks no process. (Like keepalived, a program that
-/// exits by itself is not chased further: what it left running in the background is its own.)
+/// its timeout, its process group gets `SIGTERM`, so that a `trap … TERM` can clean up, and
+/// `SIGKILL` once the program has exited or [`TERM_GRACE`] later (keepalived check_misc.c:
+/// `SIGTERM`, then `SIGKILL` after 2 s); then the program is reaped, so a hung check leaks
+/// no process. A dropped probe's group gets `SIGKILL` at once. (Like keepalived, a program
+/// that exits by itself in time is not chased further: what it left running in the
+/// background is its own.)
 ///
 /// # Platform support
 /// Unix only (process groups).
@@ -237,6 +240,42 @@ fn unescape(rest: &[u8]) -> Option<(u8, usize)> {
     })
 }
 
+/// How long a timed-out program has between `SIGTERM` and `SIGKILL` (keepalived
+/// check_misc.c `misc_check_child_thread`: 2 s).
+pub const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a probe waits for a killed program to be reaped.
+const REAP_WAIT: Duration = Duration::from_secs(1);
+
+/// How a timed-out program's group leader answered `SIGTERM`.
+enum AfterTerm {
+    /// It exited; it is not reaped yet, so its pid (the group id) cannot have been reused.
+    Exited,
+    /// Still running at the end of the grace.
+    Running,
+    /// Its state cannot be read (it was reaped elsewhere): the group must not be signalled.
+    Unknown,
+}
+
+/// Waits up to `grace` for the group leader `pid` to exit, without reaping it (`WNOWAIT`).
+async fn after_term(pid: Pid, grace: Duration) -> AfterTerm {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    let deadline = tokio::time::Instant::now() + grace;
+    // Bounded: one check per 20 ms until the deadline.
+    loop {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(_) => return AfterTerm::Exited,
+            Err(_) => return AfterTerm::Unknown,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return AfterTerm::Running;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Kills the process group when dropped while armed: the program timed out, or the probe
 /// future was dropped. Declared after the `Child`, so it runs before the child is dropped
 /// (and before it is reaped): the group id is still ours.
@@ -295,12 +334,30 @@ impl Probe for ExecProbe {
             }
             Ok(Err(e)) => ProbeOutcome::down(io_reason("wait", &e), elapsed(start)),
             Err(_) => {
+                // keepalived: SIGTERM to the group first, so that the program can clean up.
+                let how = match group.0 {
+                    Some(pgid) => {
+                        let _ = killpg(pgid, Signal::SIGTERM);
+                        after_term(pgid, TERM_GRACE).await
+                    }
+                    None => AfterTerm::Unknown,
+                };
+                let reason = match how {
+                    AfterTerm::Exited => "process group terminated",
+                    AfterTerm::Running => "process group killed after the SIGTERM grace",
+                    AfterTerm::Unknown => {
+                        group.0 = None;
+                        "process group terminated"
+                    }
+                };
+                // SIGKILL: the program if it ignored SIGTERM, and what it left in its group
+                // (its pid, the group id, is still held by the unreaped leader).
                 group.fire();
                 // SIGKILL cannot be caught; reaping follows promptly. Bounded all the same:
                 // if it does not, dropping `child` hands it to tokio's orphan reaper.
-                let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+                let _ = tokio::time::timeout(REAP_WAIT, child.wait()).await;
                 ProbeOutcome::down(
-                    format!("timed out after {timeout:?}: process group killed"),
+                    format!("timed out after {timeout:?}: {reason}"),
                     elapsed(start),
                 )
             }
@@ -309,6 +366,11 @@ impl Probe for ExecProbe {
 
     fn timeout(&self) -> Option<Duration> {
         self.misc_timeout
+    }
+
+    /// [`TERM_GRACE`] and the wait for the killed program to be reaped.
+    fn cleanup_grace(&self) -> Duration {
+        TERM_GRACE + REAP_WAIT
     }
 
     fn kind(&self) -> &'static str {
