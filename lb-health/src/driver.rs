@@ -182,9 +182,19 @@ impl HealthDriver {
         lock(&self.health).insert(backend, tracker.state());
         let events = self.events.clone();
         let health = self.health.clone();
-        let handle = self
-            .tasks
-            .spawn(run_check(addr, probe, tracker, events, health));
+        let run = std::panic::AssertUnwindSafe(run_check(addr, probe, tracker, events, health));
+        let handle = self.tasks.spawn(async move {
+            // A panic (a bug in a probe) ends this check for good: said loudly, since the
+            // backend then keeps its last verdict. Nothing else would tell.
+            if let Err(panic) = futures::FutureExt::catch_unwind(run).await {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(%backend, panic = %message, "health check task panicked: the check has stopped and the backend keeps its last verdict");
+            }
+        });
         self.checks.insert(backend, handle);
         Ok(())
     }

@@ -470,6 +470,34 @@ async fn udp_silence_passes_only_without_require_reply() {
     }
 }
 
+/// A timeout of `Duration::MAX` (the check's configuration accepts it) does not panic: the
+/// UDP probe computed `start + timeout`, which overflows `Instant`; its deadline is capped
+/// like the tracker's. Answered and refused probes return at once; the TCP probe too.
+#[tokio::test]
+async fn probes_with_a_duration_max_timeout_do_not_panic() {
+    let echo = udp_server(|d| Some(d.to_vec())).await;
+    let closed = closed_udp_port().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = listener.local_addr().unwrap();
+    let five = Duration::from_secs(5);
+    for expect in [UdpExpect::NoIcmpError, UdpExpect::AnyReply] {
+        let probe = UdpProbe::new(*b"ping").expect(expect);
+        let up = tokio::time::timeout(five, probe.probe(echo, Duration::MAX))
+            .await
+            .expect("an answered probe returns");
+        assert!(up.is_up(), "{}", up.reason);
+        let down = tokio::time::timeout(five, probe.probe(closed, Duration::MAX))
+            .await
+            .expect("a refused probe returns");
+        assert!(!down.is_up(), "{}", down.reason);
+    }
+    let tcp_probe = TcpProbe::new();
+    let up = tokio::time::timeout(five, tcp_probe.probe(tcp, Duration::MAX))
+        .await
+        .expect("a TCP probe returns");
+    assert!(up.is_up(), "{}", up.reason);
+}
+
 /// `require_reply HEX`: wildcard nibbles, keepalived's comparison on the shorter length, and
 /// `min_reply_length`/`max_reply_length`, against a server that answers
 /// `0x42 0x37 <the datagram>`.
