@@ -764,6 +764,111 @@ fn outlier_detection_settings_apply() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A real server that accepts every connection, reads the request and resets the
+/// connection (`SO_LINGER` 0, then close: an RST), until dropped.
+struct ResettingServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ResettingServer {
+    fn start() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(l).unwrap();
+                while !s.load(Ordering::Relaxed) {
+                    if let Ok(Ok((mut c, _))) =
+                        tokio::time::timeout(Duration::from_millis(20), l.accept()).await
+                    {
+                        // The request first: the connection is well established, and the
+                        // proxy has reported its connect, when it breaks.
+                        let mut buf = [0u8; 512];
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            tokio::io::AsyncReadExt::read(&mut c, &mut buf),
+                        )
+                        .await;
+                        // Zero linger: the close below sends an RST instead of a FIN.
+                        c.set_zero_linger().unwrap();
+                        drop(c);
+                    }
+                }
+            });
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ResettingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A real server that accepts every connection and then resets it is ejected by passive
+/// health after `consecutive_failures` of them, although every connect succeeds: the
+/// connect is not the connection's final result (Envoy's `LocalOriginConnectSuccess` is not
+/// `LocalOriginConnectSuccessFinal`), so it does not end the run of resets. The good real
+/// server stays up.
+#[test]
+fn passive_health_ejects_a_backend_that_accepts_and_resets() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let r = ResettingServer::start();
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nlb_algo = \"rr\"\nconnect_timeout = \"1s\"\n[virtual_server.outlier_detection]\nconsecutive_failures = 3\nmax_ejection_percent = 50\n[[virtual_server.backend]]\naddress = \"{}\"\n[[virtual_server.backend]]\naddress = \"{}\"\n",
+        dir.join("admin.sock").display(),
+        a.addr,
+        r.addr,
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Round robin: about half of these reach the resetting server, more than three times.
+    let mut reset = 0;
+    for _ in 0..10 {
+        if !get(vip).is_ok_and(|r| r.ends_with("\r\n\r\na")) {
+            reset += 1;
+        }
+    }
+    assert!(
+        reset >= 3,
+        "only {reset} connections reached the resetting server: {}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    let ejected = wait_until(Duration::from_secs(5), || {
+        status(&sock)["virtual_servers"][0]["backends"][1]["health"] == "down"
+    });
+    let s = status(&sock);
+    assert!(
+        ejected,
+        "accept-then-reset backend not ejected after {reset} resets: {s}\n{}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    assert_eq!(s["virtual_servers"][0]["backends"][0]["health"], "up");
+    drop(node);
+    drop(a);
+    drop(r);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A UDP real server answering every datagram with the same bytes `delay` after it came
 /// (its replies are in flight while a reload hands the virtual server over), until dropped.
 struct SlowUdpEcho {

@@ -58,7 +58,8 @@ use crate::pool::PoolApplier;
 use crate::probe::Probe;
 use crate::tracker::{CheckState, HealthEvent, HealthTracker, ProbeOutcome};
 
-/// How long after its timeout the driver drops a probe that has not returned by itself.
+/// How long after its timeout and its [`cleanup_grace`](Probe::cleanup_grace) the driver
+/// drops a probe that has not returned by itself.
 pub const BACKSTOP_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The driver's clock: tokio's, so paused-clock tests control it.
@@ -181,9 +182,19 @@ impl HealthDriver {
         lock(&self.health).insert(backend, tracker.state());
         let events = self.events.clone();
         let health = self.health.clone();
-        let handle = self
-            .tasks
-            .spawn(run_check(addr, probe, tracker, events, health));
+        let run = std::panic::AssertUnwindSafe(run_check(addr, probe, tracker, events, health));
+        let handle = self.tasks.spawn(async move {
+            // A panic (a bug in a probe) ends this check for good: said loudly, since the
+            // backend then keeps its last verdict. Nothing else would tell.
+            if let Err(panic) = futures::FutureExt::catch_unwind(run).await {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(%backend, panic = %message, "health check task panicked: the check has stopped and the backend keeps its last verdict");
+            }
+        });
         self.checks.insert(backend, handle);
         Ok(())
     }
@@ -261,10 +272,13 @@ async fn run_check(
     loop {
         if let Some(req) = tracker.poll_probe(now()) {
             let timeout = probe.timeout().unwrap_or(req.timeout);
-            // Probes enforce their timeout themselves (and clean up, e.g. reap a killed
-            // program); the driver's own deadline, a little later, only stops one that doesn't.
+            // Probes enforce their timeout themselves (and clean up, e.g. terminate and reap
+            // a program, for up to their cleanup grace); the driver's own deadline, a little
+            // later, only stops one that doesn't.
             let outcome = tokio::time::timeout(
-                timeout.saturating_add(BACKSTOP_GRACE),
+                timeout
+                    .saturating_add(probe.cleanup_grace())
+                    .saturating_add(BACKSTOP_GRACE),
                 probe.probe(addr, timeout),
             )
             .await

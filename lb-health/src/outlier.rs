@@ -61,10 +61,22 @@ pub enum FailureClass {
 }
 
 /// What happened to one connection or request the proxy sent to a backend.
+///
+/// A connection gives two reports, as in Envoy (`LocalOriginConnectSuccess`, then the final
+/// result): [`Connected`](Self::Connected) when it is established, which neither counts as
+/// a failure nor ends a run of failures, and at its end [`Success`](Self::Success) (a clean
+/// close, a complete response) or a failure ([`Reset`](Self::Reset), …). A backend that
+/// accepts every connection and then breaks it is thus ejected after
+/// `consecutive_failures` connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConnectionOutcome {
-    /// The connection (or request) succeeded.
+    /// The connection (or request) completed: a clean close, a complete response. Ends a
+    /// run of failures.
     Success,
+    /// The connection was established (or a response head arrived); its final outcome
+    /// follows. Neither a failure nor a success: a run of failures goes on (Envoy's
+    /// `LocalOriginConnectSuccess`, which is not `LocalOriginConnectSuccessFinal`).
+    Connected,
     /// The TCP connect failed (refused, unreachable).
     ConnectFailure,
     /// The backend reset the connection.
@@ -135,16 +147,19 @@ impl OutlierConfig {
         self.max_ejection_percent
     }
 
-    fn is_failure(&self, outcome: ConnectionOutcome) -> bool {
+    /// `Some(true)` for a failure, `Some(false)` for a success that ends a run of
+    /// failures, `None` for an outcome that does neither ([`ConnectionOutcome::Connected`]).
+    fn is_failure(&self, outcome: ConnectionOutcome) -> Option<bool> {
         match outcome {
-            ConnectionOutcome::Success => false,
+            ConnectionOutcome::Connected => None,
+            ConnectionOutcome::Success => Some(false),
             ConnectionOutcome::ConnectFailure
             | ConnectionOutcome::Reset
-            | ConnectionOutcome::Timeout => true,
-            ConnectionOutcome::HttpStatus(s) => match self.failure_class {
+            | ConnectionOutcome::Timeout => Some(true),
+            ConnectionOutcome::HttpStatus(s) => Some(match self.failure_class {
                 FailureClass::Gateway => matches!(s, 502..=504),
                 FailureClass::Any5xx => (500..=599).contains(&s),
-            },
+            }),
         }
     }
 }
@@ -289,6 +304,9 @@ pub struct OutlierDetector {
     config: OutlierConfig,
     hosts: BTreeMap<BackendId, HostState>,
     events: VecDeque<OutlierEvent>,
+    /// How many of `hosts` are ejected (`ejected_until` set), kept up to date on every
+    /// ejection, return, restore and removal so that no outcome scans the hosts.
+    ejected: usize,
 }
 
 impl OutlierDetector {
@@ -301,6 +319,7 @@ impl OutlierDetector {
                 .map(|b| (b, HostState::default()))
                 .collect(),
             events: VecDeque::new(),
+            ejected: 0,
         }
     }
 
@@ -316,12 +335,9 @@ impl OutlierDetector {
             .is_some_and(|h| h.ejected_until.is_some())
     }
 
-    /// How many backends are ejected.
+    /// How many backends are ejected (a counter: no scan of the backends).
     pub fn ejected_count(&self) -> usize {
-        self.hosts
-            .values()
-            .filter(|h| h.ejected_until.is_some())
-            .count()
+        self.ejected
     }
 
     /// Adds a backend (membership change).
@@ -365,7 +381,7 @@ impl OutlierDetector {
         state: OutlierHostState,
     ) -> Result<bool> {
         let total = self.hosts.len();
-        let ejected = self.ejected_count();
+        let ejected = self.ejected;
         let max_time = self.config.max_ejection_time;
         let pct = usize::from(self.config.max_ejection_percent);
         let host = self
@@ -377,6 +393,9 @@ impl OutlierDetector {
         host.unejected_at = state.unejected_at;
         host.consecutive = 0;
         host.ejected_until = None;
+        if was_ejected {
+            self.ejected -= 1;
+        }
         match state.ejected_until {
             Some(until) if until <= now => host.unejected_at = Some(until),
             Some(until) => {
@@ -388,6 +407,7 @@ impl OutlierDetector {
                         .checked_add(max_time)
                         .map_or(until, |cap| until.min(cap));
                     host.ejected_until = Some(until);
+                    self.ejected += 1;
                     self.events.push_back(OutlierEvent::Ejected {
                         backend,
                         until,
@@ -402,15 +422,28 @@ impl OutlierDetector {
 
     /// Forgets a backend (membership change); returns whether it was known.
     pub fn remove_backend(&mut self, backend: BackendId) -> bool {
-        self.hosts.remove(&backend).is_some()
+        match self.hosts.remove(&backend) {
+            Some(host) => {
+                if host.ejected_until.is_some() {
+                    self.ejected -= 1;
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// Records one connection outcome. Unknown backends and outcomes for already-ejected
-    /// backends (connections still draining) are ignored.
+    /// backends (connections still draining) are ignored. A success ends the backend's run
+    /// of failures; [`ConnectionOutcome::Connected`] leaves it as it is.
+    ///
+    /// Constant work per outcome (a map lookup), whatever the number of backends.
     pub fn handle_outcome(&mut self, now: Instant, backend: BackendId, outcome: ConnectionOutcome) {
-        let is_failure = self.config.is_failure(outcome);
+        let Some(is_failure) = self.config.is_failure(outcome) else {
+            return;
+        };
         let total = self.hosts.len();
-        let ejected = self.ejected_count();
+        let ejected = self.ejected;
         let config = &self.config;
         let Some(host) = self.hosts.get_mut(&backend) else {
             return;
@@ -443,6 +476,7 @@ impl OutlierDetector {
         let until = crate::tracker::later(now, time);
         host.ejected_until = Some(until);
         host.consecutive = 0;
+        self.ejected += 1;
         self.events.push_back(OutlierEvent::Ejected {
             backend,
             until,
@@ -456,6 +490,7 @@ impl OutlierDetector {
             if host.ejected_until.is_some_and(|u| u <= now) {
                 host.ejected_until = None;
                 host.unejected_at = Some(now);
+                self.ejected -= 1;
                 self.events.push_back(OutlierEvent::Unejected { backend });
             }
         }
@@ -510,6 +545,115 @@ mod tests {
         assert_eq!(d.poll_event(), None);
         d.handle_outcome(t, BackendId(0), ConnectionOutcome::HttpStatus(503));
         assert!(matches!(d.poll_event(), Some(OutlierEvent::Ejected { .. })));
+    }
+
+    /// A backend that accepts every connection and then resets it: each connection reports
+    /// `Connected`, then `Reset`. The connects do not end the run, so the third reset (the
+    /// threshold) ejects, and not before. A clean end (`Success`) still ends a run.
+    #[test]
+    fn connected_then_reset_ejects_at_the_threshold() {
+        let t = now();
+        let mut d = detector(4, 100);
+        for i in 1..=3 {
+            d.handle_outcome(t, BackendId(0), ConnectionOutcome::Connected);
+            assert!(
+                !d.is_ejected(BackendId(0)),
+                "ejected after {} resets",
+                i - 1
+            );
+            d.handle_outcome(t, BackendId(0), ConnectionOutcome::Reset);
+        }
+        assert!(matches!(
+            d.poll_event(),
+            Some(OutlierEvent::Ejected {
+                backend: BackendId(0),
+                ejections: 1,
+                ..
+            })
+        ));
+        assert_eq!(d.ejected_count(), 1);
+
+        // Connected, Reset, Connected, Success (a clean close), …: never three in a row.
+        for _ in 0..10 {
+            d.handle_outcome(t, BackendId(1), ConnectionOutcome::Connected);
+            d.handle_outcome(t, BackendId(1), ConnectionOutcome::Reset);
+            d.handle_outcome(t, BackendId(1), ConnectionOutcome::Connected);
+            d.handle_outcome(t, BackendId(1), ConnectionOutcome::Success);
+        }
+        assert!(!d.is_ejected(BackendId(1)));
+        assert_eq!(d.poll_event(), None);
+    }
+
+    /// The ejected counter against a scan of the hosts, after any sequence of outcomes,
+    /// time passing (returns), restores, removals and additions.
+    mod ejected_counter {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone, Copy)]
+        enum Op {
+            Fail(u32),
+            Succeed(u32),
+            Advance(u64),
+            Restore { from: u32, to: u32 },
+            Remove(u32),
+            Add(u32),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0..6u32).prop_map(Op::Fail),
+                1 => (0..6u32).prop_map(Op::Succeed),
+                2 => (0..40u64).prop_map(Op::Advance),
+                2 => (0..6u32, 0..6u32).prop_map(|(from, to)| Op::Restore { from, to }),
+                1 => (0..6u32).prop_map(Op::Remove),
+                1 => (0..6u32).prop_map(Op::Add),
+            ]
+        }
+
+        fn scan(d: &OutlierDetector) -> usize {
+            d.hosts
+                .values()
+                .filter(|h| h.ejected_until.is_some())
+                .count()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+            #[test]
+            fn matches_a_scan(pct in 0..=100u8, ops in proptest::collection::vec(op(), 0..80)) {
+                let start = now();
+                let mut t = start;
+                let mut d = detector(5, pct);
+                // A second detector whose states are restored into `d`.
+                let mut other = detector(6, 100);
+                for id in 0..6 {
+                    fail(&mut other, t, id, 3);
+                }
+                for op in ops {
+                    match op {
+                        Op::Fail(id) => fail(&mut d, t, id, 1),
+                        Op::Succeed(id) => d.handle_outcome(t, BackendId(id), ConnectionOutcome::Success),
+                        Op::Advance(s) => {
+                            t += Duration::from_secs(s);
+                            d.handle_timeout(t);
+                        }
+                        Op::Restore { from, to } => {
+                            let state = other.host_state(BackendId(from)).unwrap();
+                            let _ = d.restore(t, BackendId(to), state);
+                        }
+                        Op::Remove(id) => {
+                            d.remove_backend(BackendId(id));
+                        }
+                        Op::Add(id) => {
+                            let _ = d.add_backend(BackendId(id));
+                        }
+                    }
+                    prop_assert_eq!(d.ejected_count(), scan(&d), "after {:?}", op);
+                }
+                while d.poll_event().is_some() {}
+            }
+        }
     }
 
     #[test]

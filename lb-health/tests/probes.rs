@@ -470,6 +470,34 @@ async fn udp_silence_passes_only_without_require_reply() {
     }
 }
 
+/// A timeout of `Duration::MAX` (the check's configuration accepts it) does not panic: the
+/// UDP probe computed `start + timeout`, which overflows `Instant`; its deadline is capped
+/// like the tracker's. Answered and refused probes return at once; the TCP probe too.
+#[tokio::test]
+async fn probes_with_a_duration_max_timeout_do_not_panic() {
+    let echo = udp_server(|d| Some(d.to_vec())).await;
+    let closed = closed_udp_port().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = listener.local_addr().unwrap();
+    let five = Duration::from_secs(5);
+    for expect in [UdpExpect::NoIcmpError, UdpExpect::AnyReply] {
+        let probe = UdpProbe::new(*b"ping").expect(expect);
+        let up = tokio::time::timeout(five, probe.probe(echo, Duration::MAX))
+            .await
+            .expect("an answered probe returns");
+        assert!(up.is_up(), "{}", up.reason);
+        let down = tokio::time::timeout(five, probe.probe(closed, Duration::MAX))
+            .await
+            .expect("a refused probe returns");
+        assert!(!down.is_up(), "{}", down.reason);
+    }
+    let tcp_probe = TcpProbe::new();
+    let up = tokio::time::timeout(five, tcp_probe.probe(tcp, Duration::MAX))
+        .await
+        .expect("a TCP probe returns");
+    assert!(up.is_up(), "{}", up.reason);
+}
+
 /// `require_reply HEX`: wildcard nibbles, keepalived's comparison on the shorter length, and
 /// `min_reply_length`/`max_reply_length`, against a server that answers
 /// `0x42 0x37 <the datagram>`.
@@ -628,6 +656,117 @@ async fn exec_hung_script_is_killed_with_its_group_and_reaped() {
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the script itself was reaped"
     );
+}
+
+/// Kills what is left of a test's process group (if the test fails half-way).
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if !live_group_members(self.0).is_empty() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Waits (1 s at most) until group `pgid` has no live member; returns those left.
+async fn group_gone(pgid: i32) -> Vec<i32> {
+    let mut live = live_group_members(pgid);
+    for _ in 0..50 {
+        if live.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        live = live_group_members(pgid);
+    }
+    live
+}
+
+/// A timed-out program's group gets SIGTERM first, as keepalived sends it, so its
+/// `trap … TERM` runs (here it touches a file) instead of dying at once by SIGKILL. The
+/// program exits at once, so the probe does not wait out the grace; what it left in its
+/// group (a child ignoring SIGTERM) is killed.
+#[tokio::test]
+async fn exec_timed_out_script_gets_sigterm_and_cleans_up() {
+    let tag = std::process::id();
+    let dir = std::env::temp_dir();
+    let (pidfile, marker) = (
+        dir.join(format!("lb-health-term-pid-{tag}")),
+        dir.join(format!("lb-health-term-marker-{tag}")),
+    );
+    let _ = std::fs::remove_file(&pidfile);
+    let _ = std::fs::remove_file(&marker);
+    let script = format!(
+        "echo $$ > {pid}; (trap '' TERM; exec sleep 30) & trap 'touch {marker}; exit 0' TERM; wait",
+        pid = pidfile.display(),
+        marker = marker.display()
+    );
+    let probe = ExecProbe::shell(script).misc_timeout(Duration::from_millis(300));
+    let started = tokio::time::Instant::now();
+    let running = tokio::spawn(async move {
+        probe
+            .probe("127.0.0.1:1".parse().unwrap(), Duration::from_secs(60))
+            .await
+    });
+    let pid = read_pid(&pidfile).await;
+    let _guard = GroupGuard(pid);
+    let _ = std::fs::remove_file(&pidfile);
+    let out = tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the probe returned")
+        .unwrap();
+    assert!(!out.is_up());
+    assert!(out.reason.contains("timed out"), "{}", out.reason);
+    assert!(
+        marker.exists(),
+        "the script's TERM trap did not run: {}",
+        out.reason
+    );
+    let _ = std::fs::remove_file(&marker);
+    assert!(
+        started.elapsed() < lb_health::probe::TERM_GRACE,
+        "waited out the grace for a script that exited"
+    );
+    let live = group_gone(pid).await;
+    assert!(live.is_empty(), "leaked processes {live:?} of group {pid}");
+}
+
+/// A timed-out program that ignores SIGTERM gets SIGKILL once the grace is over.
+#[tokio::test]
+async fn exec_script_ignoring_sigterm_is_killed_after_the_grace() {
+    let pidfile = std::env::temp_dir().join(format!("lb-health-noterm-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
+    let script = format!("echo $$ > {}; trap '' TERM; sleep 30", pidfile.display());
+    let probe = ExecProbe::shell(script).misc_timeout(Duration::from_millis(200));
+    assert!(probe.cleanup_grace() >= lb_health::probe::TERM_GRACE);
+    let started = tokio::time::Instant::now();
+    let running = tokio::spawn(async move {
+        probe
+            .probe("127.0.0.1:1".parse().unwrap(), Duration::from_secs(60))
+            .await
+    });
+    let pid = read_pid(&pidfile).await;
+    let _guard = GroupGuard(pid);
+    let _ = std::fs::remove_file(&pidfile);
+    let out = tokio::time::timeout(Duration::from_secs(6), running)
+        .await
+        .expect("the probe returned")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        out.reason.contains("killed after the SIGTERM grace"),
+        "{}",
+        out.reason
+    );
+    assert!(
+        took >= lb_health::probe::TERM_GRACE && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    let live = group_gone(pid).await;
+    assert!(live.is_empty(), "leaked processes {live:?} of group {pid}");
 }
 
 #[tokio::test]

@@ -38,13 +38,28 @@ use lb_core::Backend;
 use crate::tcp::ForwardStats;
 
 /// One thing that happened with a backend.
+///
+/// A connection or request that got through gives two reports: [`Connected`](Self::Connected)
+/// when it is established (the connect, a UDP session opened, a response head), then its
+/// final result, a success ([`Success`](Self::Success), or [`Closed`](Self::Closed) without
+/// `backend_error`) or a failure. Only the final result ends a run of failures for passive
+/// health: a backend that accepts connections and then breaks them is a failing backend
+/// (Envoy keeps `LocalOriginConnectSuccess` apart from `LocalOriginConnectSuccessFinal`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// A connection (or request) succeeded; `latency` is the connect time (L4) or the time
-    /// to response headers (HTTP).
+    /// A connection (or request) was established and is under way; its final result
+    /// follows: [`Closed`](Self::Closed) (L4), [`Success`](Self::Success) or a failure
+    /// (HTTP), or for UDP [`Closed`](Self::Closed) or [`ConnectRefused`](Self::ConnectRefused)
+    /// at the session's end. Not a failure, and not a success that ends a run of failures.
+    Connected {
+        /// Connect time (L4; zero for a UDP session), or the time to the response head (HTTP).
+        latency: Duration,
+    },
+    /// A request completed (HTTP: the whole response arrived, or a protocol upgrade was
+    /// accepted). `latency` is the time to the response head.
     Success {
-        /// Connect time / time to first byte.
+        /// Time to the response head.
         latency: Duration,
     },
     /// The backend actively refused (RST to SYN, ECONNREFUSED).
@@ -53,7 +68,8 @@ pub enum Outcome {
     ConnectTimeout,
     /// Connecting failed otherwise (unreachable, reset, local error).
     ConnectError(io::ErrorKind),
-    /// An established connection ended (L4): bytes moved and how long it lived.
+    /// An established connection (L4) or UDP session ended: bytes moved (zero for UDP), and
+    /// whether the backend broke it. Without `backend_error` it is a success.
     Closed {
         /// Bytes in each direction.
         stats: ForwardStats,
@@ -72,7 +88,7 @@ impl Outcome {
     /// connections, 5xx).
     pub fn is_failure(&self) -> bool {
         match self {
-            Self::Success { .. } => false,
+            Self::Connected { .. } | Self::Success { .. } => false,
             Self::Closed { backend_error, .. } => *backend_error,
             _ => true,
         }

@@ -321,10 +321,16 @@ async fn slow_backend_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_5xx_is_passed_and_counted() {
     #[derive(Debug, Default)]
+    /// Failures, final successes, 503s.
     struct Count(AtomicU32, AtomicU32, AtomicU32);
     impl OutcomeObserver for Count {
         fn observe(&self, _: &Backend, o: &Outcome) {
-            if o.is_failure() { &self.0 } else { &self.1 }.fetch_add(1, Ordering::Relaxed);
+            if o.is_failure() {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+            if matches!(o, Outcome::Success { .. }) {
+                self.1.fetch_add(1, Ordering::Relaxed);
+            }
             if matches!(o, Outcome::HttpServerError { status: 503 }) {
                 self.2.fetch_add(1, Ordering::Relaxed);
             }
@@ -346,6 +352,13 @@ async fn backend_5xx_is_passed_and_counted() {
     assert_eq!(client.get("/status/404", &[]).await.status, 404);
     assert_eq!(client.get("/status/302", &[]).await.status, 302);
     assert_eq!(client.get("/", &[]).await.status, 200);
+    // The last response's success is reported once its body is through (2 s at most).
+    for _ in 0..100 {
+        if obs.1.load(Ordering::Relaxed) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         (obs.0.load(Ordering::Relaxed), obs.1.load(Ordering::Relaxed)),
         (1, 3)
@@ -1629,6 +1642,93 @@ async fn backend_breaking_mid_body_is_counted() {
     assert_eq!((be.failures, be.timeouts), (1, 0), "{be:?}");
     assert_eq!(failures.0.load(Ordering::Relaxed), 1);
     backend.abort();
+}
+
+/// Every outcome the observer is told of, in order.
+#[derive(Debug, Default)]
+struct OutcomeLog(std::sync::Mutex<Vec<Outcome>>);
+
+impl OutcomeObserver for OutcomeLog {
+    fn observe(&self, _: &Backend, o: &Outcome) {
+        self.0.lock().unwrap().push(o.clone());
+    }
+}
+
+/// A response head is not a response's final result for passive health: it is reported as
+/// `Connected`, and the response as a `Success` only once its body arrived whole (or at
+/// once when it has none). A body the backend breaks is a failure and never a success, so
+/// a backend that sends good heads and then breaks its bodies is not let off by them; a 5xx
+/// head is final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_is_a_success_only_once_its_body_is_complete() {
+    let cases: [(&[u8], usize); 4] = [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            2,
+        ),
+        (b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n", 2),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", 2),
+        (
+            b"HTTP/1.1 503 Unavailable\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno",
+            1,
+        ),
+    ];
+    let mut logs = Vec::new();
+    for (reply, expected) in cases {
+        let (addr, _seen, backend) = raw_backend(reply, true).await;
+        let log = Arc::new(OutcomeLog::default());
+        let p = HttpProxy::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            config(),
+            vec![HttpPool::new("www", pool_at(addr)).with_observer(log.clone())],
+        )
+        .await
+        .unwrap();
+        let resp = exchange(
+            &p,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 "), "{resp:?}");
+        // The final result may come just after the client has the response (2 s at most).
+        for _ in 0..100 {
+            if log.0.lock().unwrap().len() >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        logs.push(log.0.lock().unwrap().clone());
+        backend.abort();
+    }
+    let [complete, empty, broken, error] = &logs[..] else {
+        unreachable!()
+    };
+    for log in [complete, empty] {
+        assert!(
+            matches!(
+                &log[..],
+                [Outcome::Connected { .. }, Outcome::Success { .. }]
+            ),
+            "{log:?}"
+        );
+    }
+    assert!(
+        matches!(
+            &broken[..],
+            [
+                Outcome::Connected { .. },
+                Outcome::Closed {
+                    backend_error: true,
+                    ..
+                }
+            ]
+        ),
+        "{broken:?}"
+    );
+    assert!(
+        matches!(&error[..], [Outcome::HttpServerError { status: 503 }]),
+        "{error:?}"
+    );
 }
 
 /// The proxy speaks its own HTTP version (RFC 9110 §6.2): an HTTP/1.0 backend's answer

@@ -477,10 +477,64 @@ async fn refusal_is_reported_without_more_client_traffic() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(rec.refusals_of(1), 1, "reported once");
+        // The session's opening is not a success (it would end the backend's run of
+        // failures), and a refused session's end is not one either.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let seen = rec.0.lock().unwrap().clone();
+        assert!(
+            matches!(
+                &seen[..],
+                [(1, Outcome::Connected { .. }), (1, Outcome::ConnectRefused)]
+            ),
+            "{seen:?}"
+        );
         let st = proxy.stats();
         assert_eq!((st.active, st.connect_failures), (0, 1), "{st:?}");
         let backends = pool.backends();
         assert_eq!(backends.get(BackendId(1)).unwrap().stats().failures(), 1);
+    })
+    .await
+    .unwrap();
+}
+
+/// A session's opening is reported as `Connected`, and its quiet end (the idle timeout,
+/// the backend never refused) as the success: `Closed` without a backend error.
+#[tokio::test]
+async fn session_end_is_its_final_result() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let a = tagged_echo("a").await;
+        let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+        cfg.idle_timeout = Duration::from_millis(200);
+        let (proxy, _pool, rec) = start_observed(cfg, &[a.addr], PoolConfig::default());
+        let vip = proxy.local_addrs()[0];
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(ask(&client, vip, "x").await.as_deref(), Some("a|x"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while rec.0.lock().unwrap().len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                rec.0.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let seen = rec.0.lock().unwrap().clone();
+        assert!(
+            matches!(
+                &seen[..],
+                [
+                    (1, Outcome::Connected { .. }),
+                    (
+                        1,
+                        Outcome::Closed {
+                            backend_error: false,
+                            ..
+                        }
+                    )
+                ]
+            ),
+            "{seen:?}"
+        );
     })
     .await
     .unwrap();

@@ -1459,7 +1459,9 @@ pub struct UrlCheck {
 /// A `MISC_CHECK`: a program whose exit status is the result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MiscCheck {
-    /// The command line.
+    /// The command line: the program and its arguments, split as keepalived splits it
+    /// (blanks separate words; `'…'` and `"…"` quote, backslash escapes; no shell, see
+    /// `lb_health::probe::split_command_line`).
     pub misc_path: String,
     /// Kill it after this long (default: the virtual server's `delay_loop`, as keepalived;
     /// see [`HealthCheck::timeout`]).
@@ -2453,11 +2455,15 @@ fn validate_check(err: &mut impl FnMut(String, String), p: &str, c: &HealthCheck
                 }
             }
         }
-        CheckKind::Misc(m) => {
-            if m.misc_path.trim().is_empty() {
+        // Split as the check will run it (keepalived's quotes and escapes), so that an
+        // unterminated quote is a configuration error, not a check that always fails.
+        CheckKind::Misc(m) => match lb_health::probe::split_command_line(&m.misc_path) {
+            Ok(words) if words.is_empty() => {
                 err(format!("{p}.misc_path"), "misc_path is empty".into());
             }
-        }
+            Ok(_) => {}
+            Err(e) => err(format!("{p}.misc_path"), e.to_string()),
+        },
         CheckKind::Udp(u) => {
             if u.payload.as_ref().is_some_and(Vec::is_empty) {
                 err(format!("{p}.payload"), "payload has no octet".into());

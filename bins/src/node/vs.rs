@@ -434,8 +434,17 @@ impl OutcomeObserver for PassiveObserver {
         if !self.enabled {
             return;
         }
+        // A connect (or response head) is not the final result: it must not end a run of
+        // failures, or a backend that accepts connections and then resets them would never
+        // be ejected. A clean close or a complete response is the success. (The detector
+        // ignores `ConnectionOutcome::Connected`, so it is not sent at all.)
         let o = match outcome {
-            Outcome::Success { .. } => ConnectionOutcome::Success,
+            Outcome::Connected { .. } => return,
+            Outcome::Success { .. }
+            | Outcome::Closed {
+                backend_error: false,
+                ..
+            } => ConnectionOutcome::Success,
             Outcome::ConnectRefused | Outcome::ConnectError(_) => ConnectionOutcome::ConnectFailure,
             Outcome::ConnectTimeout => ConnectionOutcome::Timeout,
             Outcome::Closed {
@@ -567,12 +576,11 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
             }
         }
         CheckKind::Misc(m) => {
-            let mut words = m.misc_path.split_whitespace();
-            let program = words.next().ok_or("misc_path is empty")?;
-            let mut p = ExecProbe::new(program).misc_dynamic(m.misc_dynamic);
-            for w in words {
-                p = p.arg(w);
-            }
+            // keepalived's quotes and escapes (`/bin/sh -c 'exit 0'` is three words), as
+            // the configuration's validation checked them.
+            let mut p = ExecProbe::command_line(&m.misc_path)
+                .map_err(|e| e.to_string())?
+                .misc_dynamic(m.misc_dynamic);
             if let Some(t) = m.misc_timeout {
                 p = p.misc_timeout(t);
             }
@@ -1235,6 +1243,45 @@ mod tests {
         let hc = health_config(&vs.backends[0].checks[0], vs, None).unwrap();
         assert_eq!(hc.timeout(), Duration::from_secs(60));
         assert_eq!(hc.retries(), 0, "keepalived's MISC_CHECK default");
+    }
+
+    /// A `misc_path` with a quoted argument runs as keepalived runs it: `/bin/sh -c 'exit 0'`
+    /// is `/bin/sh`, `-c`, `exit 0` (split on blanks it was `'exit` and `0'`, a shell
+    /// syntax error: the check was always down), from either front end. An unterminated
+    /// quote is a configuration error that names it.
+    #[tokio::test]
+    async fn a_misc_path_with_a_quoted_argument_runs_as_keepalived_splits_it() {
+        let toml = "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\n\
+                    [[virtual_server.backend]]\naddress = \"127.0.0.1:2\"\n\
+                    [[virtual_server.backend.check]]\ntype = \"misc\"\n\
+                    misc_path = \"/bin/sh -c 'exit 0'\"\n";
+        let keepalived = "virtual_server 127.0.0.1 1 {\n    protocol TCP\n    \
+                          real_server 127.0.0.1 2 {\n        MISC_CHECK {\n            \
+                          misc_path \"/bin/sh -c 'exit 0'\"\n        }\n    }\n}\n";
+        let configs = [
+            crate::config::toml::parse_str(toml, std::path::Path::new("t.toml")),
+            crate::config::keepalived::parse_str(keepalived, std::path::Path::new("k.conf")),
+        ];
+        for config in configs {
+            let (config, _) = config.unwrap();
+            let check = &config.virtual_servers[0].backends[0].checks[0];
+            let probe = probe(check, 2).unwrap();
+            let outcome = probe
+                .probe("127.0.0.1:2".parse().unwrap(), Duration::from_secs(5))
+                .await;
+            assert_eq!(outcome.health, Health::Up, "{outcome:?}");
+        }
+
+        let bad = toml.replace("'exit 0'", "'exit 0");
+        let errors = crate::config::toml::parse_str(&bad, std::path::Path::new("t.toml"))
+            .expect_err("an unterminated quote");
+        let text = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("misc_path"), "{text}");
+        assert!(text.contains("missing its closing '"), "{text}");
     }
 
     /// An `SSL_GET` whose `virtualhost` is no DNS name builds (the TLS server name falls back

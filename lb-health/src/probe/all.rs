@@ -56,7 +56,9 @@ impl Probe for AllOf {
     async fn probe(&self, addr: SocketAddr, _timeout: Duration) -> ProbeOutcome {
         let outcomes = futures::future::join_all(self.probes.iter().map(|(p, t)| async move {
             let t = *t;
-            tokio::time::timeout(t, p.probe(addr, t))
+            // The probe enforces `t` itself; this bound, later by its cleanup grace, only
+            // stops one that does not.
+            tokio::time::timeout(t.saturating_add(p.cleanup_grace()), p.probe(addr, t))
                 .await
                 .unwrap_or_else(|_| ProbeOutcome::timed_out(t))
         }))
@@ -84,6 +86,15 @@ impl Probe for AllOf {
     /// The longest of the probes' timeouts: the driver's deadline must let each finish.
     fn timeout(&self) -> Option<Duration> {
         self.probes.iter().map(|(_, t)| *t).max()
+    }
+
+    /// The longest of the probes' cleanup graces.
+    fn cleanup_grace(&self) -> Duration {
+        self.probes
+            .iter()
+            .map(|(p, _)| p.cleanup_grace())
+            .max()
+            .unwrap_or_default()
     }
 
     fn kind(&self) -> &'static str {

@@ -48,7 +48,7 @@ mod tcp;
 mod udp;
 
 pub use all::AllOf;
-pub use exec::ExecProbe;
+pub use exec::{split_command_line, ExecProbe, TERM_GRACE};
 pub use tcp::TcpProbe;
 pub use udp::{
     parse_hex, HexPattern, UdpExpect, UdpProbe, UdpReply, DEFAULT_MAX_REPLY_LENGTH,
@@ -73,6 +73,14 @@ pub trait Probe: fmt::Debug + Send + Sync {
     /// `MISC_CHECK`); `None` (the default) uses the check's timeout.
     fn timeout(&self) -> Option<Duration> {
         None
+    }
+
+    /// How long past its timeout the probe may still run to clean up after a timeout
+    /// ([`ExecProbe`]: a `SIGTERM` grace, then `SIGKILL` and reaping). Callers that bound a
+    /// probe from outside (the [driver](crate::driver), [`AllOf`]) allow for it, so that the
+    /// cleanup is not cut short. Default: none.
+    fn cleanup_grace(&self) -> Duration {
+        Duration::ZERO
     }
 
     /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`.

@@ -396,7 +396,11 @@ impl Probe for UdpProbe {
     async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
         let to = target(addr, self.connect_ip, self.connect_port);
         let start = tokio::time::Instant::now();
-        let deadline = start + timeout;
+        // Capped as the tracker caps its delays: `start + Duration::MAX` would panic (the
+        // check's configuration accepts any timeout).
+        let deadline = start
+            .checked_add(timeout.min(crate::tracker::FAR_FUTURE))
+            .unwrap_or(start);
         let sock = match tokio::time::timeout_at(deadline, self.send(to)).await {
             Ok(Ok(sock)) => sock,
             Ok(Err(reason)) => return ProbeOutcome::down(reason, elapsed(start)),

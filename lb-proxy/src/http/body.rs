@@ -425,15 +425,27 @@ pub(crate) struct StallGuard {
     sleep: Timer,
 }
 
-/// Counts a stalled body against its backend (no allocation per response: three
-/// reference-counted handles).
+/// Reports a response's final result to its backend's passive health: a stalled or broken
+/// body as a failure, a complete one as a success (no allocation per response: three
+/// reference-counted handles). Runs at most once per response.
 pub(crate) struct StallReport {
     pub(crate) counters: Arc<super::stats::BackendCounters>,
     pub(crate) observer: Arc<dyn crate::outcome::OutcomeObserver>,
     pub(crate) backend: lb_core::Backend,
+    /// The time to the response head, reported as `Outcome::Success` once the body has
+    /// arrived whole; `None` when the head already was the final result (a 5xx).
+    pub(crate) success: Option<std::time::Duration>,
 }
 
 impl StallReport {
+    /// The body arrived whole: the response is a success (unless its head was a failure).
+    fn complete(self) {
+        if let Some(latency) = self.success {
+            self.observer
+                .observe(&self.backend, &crate::outcome::Outcome::Success { latency });
+        }
+    }
+
     /// Counts the failure: a stall (`timed_out`, also in the backend's `timeouts`) or a
     /// connection that broke mid-body.
     fn run(self, timed_out: bool) {
@@ -563,8 +575,14 @@ impl Body for ResponseBody {
             } => {
                 let r = Pin::new(&mut *inner).poll_frame(cx);
                 match &r {
-                    Poll::Ready(None) => *done = true,
-                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => *done = true,
+                    Poll::Ready(None) => {
+                        *done = true;
+                        complete(stall);
+                    }
+                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
+                        *done = true;
+                        complete(stall);
+                    }
                     // The backend broke the body (closed or reset before its end, or sent
                     // bad chunked framing): a failure of the backend, for passive health,
                     // though its head was counted a success. The client's response ends
@@ -610,15 +628,27 @@ impl Body for ResponseBody {
     }
 }
 
+/// Reports a complete body (once: the report is taken).
+fn complete(stall: &mut Option<StallGuard>) {
+    if let Some(report) = stall.as_mut().and_then(|g| g.report.take()) {
+        report.complete();
+    }
+}
+
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let Kind::Backend {
             inner,
             release,
             done,
-            ..
+            stall,
         } = &mut self.kind
         {
+            // A body that was complete without a frame read (no body: a HEAD, a 204, a
+            // zero length) is a success too; one dropped half-way reports nothing.
+            if *done || inner.is_end_stream() {
+                complete(stall);
+            }
             if let Some(r) = release.take() {
                 // A body read to its end leaves the connection ready for the next request;
                 // one dropped half-way would need draining, so it is closed instead, as is

@@ -949,18 +949,23 @@ async fn forward(
                 );
                 let status = resp.status();
                 counters.responses.count(status);
-                let outcome = if status.is_server_error() && shared.config.passive_health.count_5xx
-                {
+                // A 5xx is the final result. Any other head is not: the response is a
+                // success once its body has arrived whole (the body reports it, or a
+                // broken or stalled body as a failure); an accepted upgrade is one now.
+                let server_error =
+                    status.is_server_error() && shared.config.passive_health.count_5xx;
+                let outcome = if server_error {
                     Outcome::HttpServerError {
                         status: status.as_u16(),
                     }
                 } else {
-                    Outcome::Success { latency }
+                    Outcome::Connected { latency }
                 };
                 observe(http_pool, &backend, outcome);
 
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_up) = client_upgrade {
+                        observe(http_pool, &backend, Outcome::Success { latency });
                         let backend_up = hyper::upgrade::on(&mut resp);
                         inc(&shared.vs.upgrades);
                         spawn_tunnel(
@@ -997,6 +1002,7 @@ async fn forward(
                         counters,
                         observer: Arc::clone(&http_pool.observer),
                         backend,
+                        success: (!server_error).then_some(latency),
                     },
                 );
                 return Ok(Response::from_parts(

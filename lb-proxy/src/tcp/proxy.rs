@@ -542,7 +542,17 @@ async fn handle_connection(
     }
     if !early.is_empty() {
         use tokio::io::AsyncWriteExt;
-        if backend_stream.write_all(&early).await.is_err() {
+        if let Err(e) = backend_stream.write_all(&early).await {
+            // The backend broke the connection it had just accepted.
+            backend.stats().record_failure();
+            shared.observer.observe(
+                &backend,
+                &Outcome::Closed {
+                    stats: super::ForwardStats::default(),
+                    backend_error: true,
+                },
+            );
+            tracing::debug!(error = %e, "writing the client's first bytes to the backend");
             return;
         }
     }
@@ -681,9 +691,10 @@ async fn connect_backend(
         let started = Instant::now();
         match connect_once(&backend, cfg).await {
             Ok(stream) => {
+                // Not the final result: the connection's end reports that (`Closed`).
                 shared.observer.observe(
                     &backend,
-                    &Outcome::Success {
+                    &Outcome::Connected {
                         latency: started.elapsed(),
                     },
                 );

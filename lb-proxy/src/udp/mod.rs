@@ -18,7 +18,9 @@
 //! (a VIP added later by VRRP included).
 //!
 //! A session ends after `idle_timeout` without traffic, or when the backend answers with
-//! ICMP port unreachable. That refusal is reported as [`Outcome::ConnectRefused`] (and to
+//! ICMP port unreachable. A session's opening is reported to the observer as
+//! [`Outcome::Connected`], its end as [`Outcome::Closed`] (a success), or, if the backend
+//! refused, [`Outcome::ConnectRefused`]. That refusal is reported (and to
 //! `lb_core::BackendStats::record_failure`) whichever side notices it first: the session's
 //! reply task (the socket's error readiness) or the next send to the backend
 //! (`ECONNREFUSED`). The client's next datagram then goes over a new session to another
@@ -645,9 +647,11 @@ async fn open_session(
             .observe(&backend, &Outcome::ConnectError(e.kind()));
         return None;
     }
+    // Not the final result: the session's end reports that (`Closed`, unless the backend
+    // refused: `ConnectRefused`).
     shared.observer.observe(
         &backend,
-        &Outcome::Success {
+        &Outcome::Connected {
             latency: Duration::ZERO,
         },
     );
@@ -724,6 +728,16 @@ async fn reply_loop(
     }
     remove_session(&shared, key, &session);
     ProxyStats::dec(&shared.stats.active);
+    if !session.is_refused() {
+        // The session ended without the backend refusing: its final result, a success.
+        shared.observer.observe(
+            &session.backend,
+            &Outcome::Closed {
+                stats: crate::tcp::ForwardStats::default(),
+                backend_error: false,
+            },
+        );
+    }
 }
 
 async fn closed(rx: &mut watch::Receiver<bool>) {
