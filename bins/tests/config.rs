@@ -2406,7 +2406,7 @@ fn track_process_and_track_file_are_read_and_checked() {
     assert_eq!(p.process, "/usr/sbin/nginx");
     assert_eq!(p.params, ["-g", "daemon off;"]);
     assert_eq!(p.param_match, Some(ParamMatch::Initial));
-    assert_eq!((p.quorum, p.quorum_max), (2, Some(4)));
+    assert_eq!((p.quorum, p.quorum_max), (Some(2), Some(4)));
     assert_eq!(p.fork_delay, Duration::from_millis(1500));
     assert_eq!(p.terminate_delay, Duration::from_millis(1500));
     assert_eq!((p.weight, p.reverse), (10, true));

@@ -236,9 +236,10 @@ pub struct VrrpTrackProcess {
     /// Compare `process` with the command's first word instead of the process name.
     #[serde(default)]
     pub full_command: bool,
-    /// Fewest matching processes for healthy. Default 1.
-    #[serde(default = "values::one")]
-    pub quorum: u32,
+    /// Fewest matching processes for healthy. Default 1, or 0 with `quorum_max = 0`
+    /// (keepalived: healthy while none runs).
+    #[serde(default)]
+    pub quorum: Option<u32>,
     /// Most matching processes for healthy (0: healthy while none runs). Default: no
     /// limit.
     #[serde(default)]
@@ -263,6 +264,15 @@ pub struct VrrpTrackProcess {
     pub reverse: bool,
 }
 
+impl VrrpTrackProcess {
+    /// `quorum`, or its default: 1, or 0 with `quorum_max` 0 (keepalived's
+    /// vrrp_tprocess_quorum_max_handler).
+    pub fn effective_quorum(&self) -> u32 {
+        self.quorum
+            .unwrap_or(if self.quorum_max == Some(0) { 0 } else { 1 })
+    }
+}
+
 /// keepalived `param_match`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -278,7 +288,8 @@ pub enum ParamMatch {
 /// A file holding a number that adjusts the priority of the instances that track it
 /// (keepalived `track_file`): read at start and whenever it is written, renamed into place
 /// or deleted (then 0). The value times the weight is added to the priority; -254 or less
-/// means FAULT; with weight 0, any value but 0 means FAULT.
+/// means FAULT; with weight 0, any value but 0 means FAULT. An address owner (priority 255)
+/// counts its files with weight 0, as keepalived does.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VrrpTrackFile {
@@ -1654,10 +1665,10 @@ impl Config {
             }
             check_weight(&mut err, format!("{p}.weight"), t.weight);
             if let Some(max) = t.quorum_max {
-                if t.quorum > max {
+                if t.effective_quorum() > max {
                     err(
                         format!("{p}.quorum"),
-                        format!("quorum {} is above quorum_max {max}", t.quorum),
+                        format!("quorum {} is above quorum_max {max}", t.effective_quorum()),
                     );
                 }
             }

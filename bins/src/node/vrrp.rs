@@ -97,9 +97,11 @@ fn track_meta(cfg: &Config, vi: &VrrpInstance) -> Vec<(&'static str, String, i32
 
 /// A track's status from what the speaker counts (`st`, the state its weight applies to)
 /// and what the configuration says of it.
+/// `owner`: the instance is an address owner, whose priority never moves.
 fn tracked_status(
     (kind, name, weight, reverse): &(&'static str, String, i32, bool),
     st: TrackState,
+    owner: bool,
 ) -> TrackedStatus {
     let (state, priority_change, fault) = if *kind == "file" {
         let fault = st.healthy == Some(false);
@@ -126,7 +128,7 @@ fn tracked_status(
         weight: *weight,
         reverse: *reverse,
         state: state.to_owned(),
-        priority_change,
+        priority_change: if owner { 0 } else { priority_change },
         fault,
     }
 }
@@ -242,7 +244,7 @@ fn instance_config(
             param_match,
         };
         let mut tp = TrackProcess::new(&p.name, pattern);
-        tp.quorum = p.quorum;
+        tp.quorum = p.effective_quorum();
         tp.quorum_max = p.quorum_max.unwrap_or(u32::MAX);
         tp.fork_delay = p.fork_delay;
         tp.terminate_delay = p.terminate_delay;
@@ -258,6 +260,11 @@ fn instance_config(
             .ok_or_else(|| format!("track_file {} is not defined", t.file))?;
         let mut tf = TrackFile::new(&f.name, &f.file);
         tf.weight = t.weight.unwrap_or(f.weight);
+        // An owner's priority never moves: keepalived makes its track_files weight 0, so
+        // that any value but 0 faults it.
+        if vi.priority == 255 {
+            tf.weight = 0;
+        }
         tf.reverse = t.reverse.unwrap_or(f.reverse);
         tf.init = f.init_file.map(|v| (v, f.init_overwrite));
         c.track_file.push(tf);
@@ -635,7 +642,7 @@ impl SpeakerRuntime {
                                 .map(|meta| {
                                     meta.iter()
                                         .zip(&st.tracks)
-                                        .map(|(m, t)| tracked_status(m, *t))
+                                        .map(|(m, t)| tracked_status(m, *t, s.base_priority == 255))
                                         .collect()
                                 })
                                 .unwrap_or_default();
@@ -806,32 +813,36 @@ mod tests {
     fn tracked_status_reads_reverse_and_files() {
         let st = |healthy, offset| TrackState { healthy, offset };
         let rev = ("script", "chk".to_owned(), 10, true);
-        let t = tracked_status(&rev, st(Some(false), 0));
+        let t = tracked_status(&rev, st(Some(false), 0), false);
         assert_eq!(
             (t.state.as_str(), t.priority_change, t.fault),
             ("up", -10, false)
         );
-        let t = tracked_status(&rev, st(Some(true), 0));
+        let t = tracked_status(&rev, st(Some(true), 0), false);
         assert_eq!(
             (t.state.as_str(), t.priority_change, t.fault),
             ("down", 0, false)
         );
         let zero = ("process", "nginx".to_owned(), 0, false);
-        let t = tracked_status(&zero, st(Some(false), 0));
+        let t = tracked_status(&zero, st(Some(false), 0), false);
         assert_eq!(
             (t.state.as_str(), t.priority_change, t.fault),
             ("down", 0, true)
         );
-        let t = tracked_status(&("script", "s".to_owned(), 5, false), st(None, 0));
+        let t = tracked_status(&("script", "s".to_owned(), 5, false), st(None, 0), false);
         assert_eq!((t.state.as_str(), t.priority_change), ("unknown", 0));
         let file = ("file", "maint".to_owned(), 2, false);
-        let t = tracked_status(&file, st(Some(true), -40));
+        let t = tracked_status(&file, st(Some(true), -40), false);
         assert_eq!(
             (t.state.as_str(), t.priority_change, t.fault),
             ("ok", -40, false)
         );
-        let t = tracked_status(&file, st(Some(false), 0));
+        let t = tracked_status(&file, st(Some(false), 0), false);
         assert_eq!((t.state.as_str(), t.fault), ("fault", true));
+        // An owner's priority never moves: no change shown.
+        let down = ("process", "nginx".to_owned(), -30, false);
+        let t = tracked_status(&down, st(Some(false), 0), true);
+        assert_eq!((t.state.as_str(), t.priority_change), ("down", 0));
     }
 
     /// A tracked interface's and a tracked service's state before the start reach the

@@ -28,6 +28,7 @@
 
 pub mod syntax;
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -76,8 +77,10 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         version_set: Vec::new(),
         instance_keywords: Vec::new(),
         vrrp_defaults: VrrpDefaults::default(),
+        tracking_weight_groups: HashSet::new(),
     };
     c.top(stmts);
+    c.warn_sync_group_weights();
     c.vrrp_defaults
         .apply(&mut c.cfg.vrrp_instances, &c.instance_keywords);
     if let Some(v) = c.vrrp_version {
@@ -193,6 +196,8 @@ struct Conv {
     /// The keywords each `vrrp_instance` wrote, in instance order.
     instance_keywords: Vec<Vec<String>>,
     vrrp_defaults: VrrpDefaults,
+    /// The sync groups that wrote `sync_group_tracking_weight`.
+    tracking_weight_groups: HashSet<String>,
 }
 
 fn int<T: TryFrom<i64>>(kw: &str, lo: i64, hi: i64) -> impl Fn(&str) -> Result<T, String> + '_ {
@@ -789,6 +794,83 @@ impl Conv {
         self.cfg.vrrp_scripts.push(script);
     }
 
+    /// keepalived ignores the weights of a sync group member's tracks unless the group
+    /// says `sync_group_tracking_weight` (vrrp_complete_instance: interfaces and a
+    /// track_file's default weight become 0, weighted scripts and files are dropped);
+    /// lb-node applies them, as keepalived does with it. Each such weight gets a warning
+    /// where it is written, so nobody is surprised either way.
+    fn warn_sync_group_weights(&mut self) {
+        let mut warnings = Vec::new();
+        for g in &self.cfg.sync_groups {
+            if self.tracking_weight_groups.contains(&g.name) {
+                continue;
+            }
+            for (i, vi) in self.cfg.vrrp_instances.iter().enumerate() {
+                if !g.group.contains(&vi.name) {
+                    continue;
+                }
+                let p = format!("vrrp_instance[{i}]");
+                let scripts = vi.track_script.iter().enumerate().map(|(j, t)| {
+                    let own = self.cfg.vrrp_scripts.iter().find(|s| s.name == t.script);
+                    (
+                        format!("{p}.track_script[{j}]"),
+                        t.weight.or(own.map(|s| s.weight)),
+                    )
+                });
+                let interfaces = vi
+                    .track_interface
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| (format!("{p}.track_interface[{j}]"), Some(t.weight)));
+                let files = vi.track_file.iter().enumerate().map(|(j, t)| {
+                    let own = self.cfg.track_files.iter().find(|f| f.name == t.file);
+                    (
+                        format!("{p}.track_file[{j}]"),
+                        t.weight.or(own.map(|f| f.weight)),
+                    )
+                });
+                for (path, weight) in scripts.chain(interfaces).chain(files) {
+                    if weight.is_some_and(|w| w != 0) {
+                        warnings.push((path, vi.name.clone(), g.name.clone()));
+                    }
+                }
+            }
+        }
+        // An address owner's priority never moves, so keepalived makes its track_files
+        // weight 0 (any value but 0 is FAULT), as lb-node does.
+        let mut owners = Vec::new();
+        for (i, vi) in self.cfg.vrrp_instances.iter().enumerate() {
+            if vi.priority != 255 {
+                continue;
+            }
+            for (j, t) in vi.track_file.iter().enumerate() {
+                let own = self.cfg.track_files.iter().find(|f| f.name == t.file);
+                if t.weight.or(own.map(|f| f.weight)).is_some_and(|w| w != 0) {
+                    owners.push((
+                        format!("vrrp_instance[{i}].track_file[{j}]"),
+                        vi.name.clone(),
+                    ));
+                }
+            }
+        }
+        for (path, vi) in owners {
+            if let Some(l) = self.o.locate(&path) {
+                self.d.warn(
+                    &l,
+                    format!("vrrp_instance {vi} is an address owner (priority 255), whose priority never changes: this track_file counts with weight 0, any value but 0 meaning FAULT, as in keepalived"),
+                );
+            }
+        }
+        for (path, vi, g) in warnings {
+            if let Some(l) = self.o.locate(&path) {
+                self.d.warn(
+                    &l,
+                    format!("vrrp_instance {vi} is in vrrp_sync_group {g}, which has no `sync_group_tracking_weight`: keepalived would ignore this weight (or this track); lb-node applies it, as keepalived does with sync_group_tracking_weight"),
+                );
+            }
+        }
+    }
+
     fn vrrp_track_process(&mut self, s: &Stmt) {
         let i = self.cfg.vrrp_track_processes.len();
         let p = format!("vrrp_track_process[{i}]");
@@ -801,7 +883,7 @@ impl Conv {
             params: Vec::new(),
             param_match: None,
             full_command: false,
-            quorum: 1,
+            quorum: None,
             quorum_max: None,
             fork_delay: Duration::ZERO,
             terminate_delay: Duration::ZERO,
@@ -856,7 +938,7 @@ impl Conv {
                     };
                     t.weight = self.get(&first, &fp, int(kw, -254, 254)).unwrap_or(1);
                 }
-                "quorum" => t.quorum = self.get(st, &fp, int(kw, 1, 65_535)).unwrap_or(1),
+                "quorum" => t.quorum = Some(self.get(st, &fp, int(kw, 1, 65_535)).unwrap_or(1)),
                 "quorum_max" => t.quorum_max = self.get(st, &fp, int(kw, 0, 65_535)),
                 "fork_delay" => {
                     t.fork_delay = self.get(st, &fp, duration(kw)).unwrap_or_default();
@@ -1354,9 +1436,13 @@ impl Conv {
                 "notify_backup" => self.first_notify(&mut g.notify_backup, st, &fp),
                 "notify_fault" => self.first_notify(&mut g.notify_fault, st, &fp),
                 "notify" => self.first_notify(&mut g.notify, st, &fp),
-                "smtp_alert" | "global_tracking" | "sync_group_tracking_weight" => {
-                    self.ignored(st, "vrrp_sync_group")
+                // lb-node always applies the weights of a member's tracks (see
+                // warn_sync_group_weights).
+                "sync_group_tracking_weight" => {
+                    self.no_block(st);
+                    self.tracking_weight_groups.insert(g.name.clone());
                 }
+                "smtp_alert" | "global_tracking" => self.ignored(st, "vrrp_sync_group"),
                 "notify_stop" => self.ignored_unlike_keepalived(
                     st,
                     "vrrp_sync_group",
