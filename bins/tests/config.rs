@@ -2429,6 +2429,44 @@ fn track_process_and_track_file_are_read_and_checked() {
     assert_eq!(t.vrrp_instances[0].track_process, vi.track_process);
     assert_eq!(t.vrrp_instances[0].track_file, vi.track_file);
 
+    // quorum_max 0 alone: healthy while none runs (keepalived sets quorum 0 then).
+    let k0 = dir.path().join("k0.conf");
+    std::fs::write(
+        &k0,
+        "vrrp_track_process p {\n    process nginx\n    quorum_max 0\n}\n".to_owned()
+            + BASE_INSTANCE,
+    )
+    .unwrap();
+    let (c0, _) = ok(&k0);
+    assert_eq!(c0.vrrp_track_processes[0].effective_quorum(), 0);
+    // A sync group without sync_group_tracking_weight: keepalived would ignore a member's
+    // track weights; lb-node applies them and says so where each is written.
+    let ks = dir.path().join("ks.conf");
+    std::fs::write(
+        &ks,
+        "vrrp_script s {\n    script /bin/true\n    weight -5\n}\n".to_owned()
+            + &BASE_INSTANCE.replace(
+                "    priority 100\n",
+                "    priority 100\n    track_script {\n        s\n    }\n",
+            )
+            + "vrrp_sync_group G {\n    group {\n        VI_1\n    }\n}\n",
+    )
+    .unwrap();
+    let (_, w) = ok(&ks);
+    assert_eq!(w.len(), 2, "{w:?}"); // and "a single member"
+    assert!(
+        w[0].to_string().contains(":10:9: warning: vrrp_instance VI_1 is in vrrp_sync_group G, which has no `sync_group_tracking_weight`"),
+        "{}",
+        w[0]
+    );
+    std::fs::write(
+        &ks,
+        std::fs::read_to_string(&ks)
+            .unwrap()
+            .replace("    group {", "    sync_group_tracking_weight\n    group {"),
+    )
+    .unwrap();
+    assert_eq!(ok(&ks).1.len(), 1);
     let bad = |body: &str, instance_tracks: &str| {
         errors(
             "k.conf",

@@ -421,6 +421,15 @@ impl ProcEvent {
     /// The listen request (`PROC_CN_MCAST_LISTEN`) to send on a connector socket bound to
     /// group `CN_IDX_PROC`; `port` is the socket's netlink port id.
     pub fn listen_request(port: u32) -> [u8; EVENT + 4] {
+        Self::mcast_request(port, 1) // PROC_CN_MCAST_LISTEN
+    }
+
+    /// The request that ends a subscription (`PROC_CN_MCAST_IGNORE`).
+    pub fn ignore_request(port: u32) -> [u8; EVENT + 4] {
+        Self::mcast_request(port, 2)
+    }
+
+    fn mcast_request(port: u32, op: u32) -> [u8; EVENT + 4] {
         let mut m = [0u8; EVENT + 4];
         m[0..4].copy_from_slice(&((EVENT + 4) as u32).to_ne_bytes());
         m[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
@@ -428,7 +437,7 @@ impl ProcEvent {
         m[CN_MSG..CN_MSG + 4].copy_from_slice(&CN_IDX_PROC.to_ne_bytes());
         m[CN_MSG + 4..CN_MSG + 8].copy_from_slice(&CN_VAL_PROC.to_ne_bytes());
         m[CN_MSG + 16..CN_MSG + 18].copy_from_slice(&4u16.to_ne_bytes());
-        m[EVENT..EVENT + 4].copy_from_slice(&1u32.to_ne_bytes()); // PROC_CN_MCAST_LISTEN
+        m[EVENT..EVENT + 4].copy_from_slice(&op.to_ne_bytes());
         m
     }
 
@@ -729,6 +738,8 @@ mod tests {
         let req = ProcEvent::listen_request(42);
         assert_eq!(u32_at(&req, 0), Some(40));
         assert_eq!(u32_at(&req, 12), Some(42));
+        assert_eq!(u32_at(&req, EVENT), Some(1));
+        assert_eq!(u32_at(&ProcEvent::ignore_request(42), EVENT), Some(2));
     }
 
     #[test]

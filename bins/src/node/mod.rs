@@ -580,6 +580,12 @@ impl Node {
                 return Err(NodeError::Start(format!("no_accept: {e}")));
             }
         }
+        // keepalived's init_file, at start only: a reload must not undo what an operator
+        // wrote into a tracked file since.
+        if let Err(e) = vrrp::init_track_files(&config) {
+            node.shutdown().await;
+            return Err(e);
+        }
         for (group, instances) in vrrp::groups(&config) {
             match SpeakerRuntime::start(
                 &config,

@@ -272,6 +272,26 @@ fn instance_config(
     Ok(c)
 }
 
+/// Writes the `init_file` values of the `track_file`s an instance tracks (keepalived does
+/// it at start, not at a reload).
+pub(crate) fn init_track_files(cfg: &Config) -> Result<(), NodeError> {
+    let files: Vec<TrackFile> = cfg
+        .track_files
+        .iter()
+        .filter(|f| {
+            cfg.vrrp_instances
+                .iter()
+                .any(|vi| vi.track_file.iter().any(|t| t.file == f.name))
+        })
+        .map(|f| {
+            let mut t = TrackFile::new(&f.name, &f.file);
+            t.init = f.init_file.map(|v| (v, f.init_overwrite));
+            t
+        })
+        .collect();
+    lb_vrrp::driver::init_track_files(&files).map_err(|e| NodeError::Start(e.to_string()))
+}
+
 /// The `vrrp_script`s, `vrrp_track_process`es and `track_file`s a reload added, removed
 /// or changed, by name.
 #[derive(Debug, Default)]
@@ -861,6 +881,43 @@ mod tests {
         let live = HashMap::from([("web".to_owned(), rx)]);
         let c = instance_config(&config, &config.vrrp_instances[0], &live).unwrap();
         assert_eq!(c.track_initial, [false, true, false]);
+    }
+
+    /// An address owner counts its track_files with weight 0 (any value but 0 is FAULT),
+    /// as keepalived; others keep theirs. Process settings reach the speaker.
+    #[test]
+    fn owners_count_track_files_with_weight_zero() {
+        let text = |prio: u8| {
+            format!(
+                "[[track_file]]\nname = \"m\"\nfile = \"/run/m\"\nweight = -3\n\
+                 [[vrrp_track_process]]\nname = \"p\"\nprocess = \"/usr/sbin/nginx\"\n\
+                 params = [\"-g\"]\nquorum_max = 0\nreverse = true\n\
+                 [[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"lo\"\nvirtual_router_id = 51\n\
+                 priority = {prio}\nvirtual_ipaddress = [\"198.18.0.250\"]\n\
+                 track_file = [{{ file = \"m\" }}]\ntrack_process = [{{ process = \"p\", weight = 5 }}]\n"
+            )
+        };
+        let live = HashMap::new();
+        for (prio, weight) in [(255, 0), (100, -3)] {
+            let (config, _) =
+                crate::config::toml::parse_str(&text(prio), std::path::Path::new("t.toml"))
+                    .unwrap();
+            let c = instance_config(&config, &config.vrrp_instances[0], &live).unwrap();
+            assert_eq!(c.track_file[0].weight, weight, "priority {prio}");
+            let p = &c.track_process[0];
+            assert_eq!(
+                (p.quorum, p.quorum_max, p.weight.0, p.reverse),
+                (0, 0, 5, true)
+            );
+            assert!(
+                p.pattern.full_command,
+                "parameters compare the command line"
+            );
+            assert_eq!(
+                p.pattern.param_match,
+                Some(lb_vrrp::track::ParamMatch::Exact)
+            );
+        }
     }
 
     /// The speaker gets the excluded addresses apart from the advertised ones, and the

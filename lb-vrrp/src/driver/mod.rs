@@ -54,6 +54,8 @@
 mod sys;
 mod track;
 
+pub use track::init_track_files;
+
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
@@ -847,7 +849,8 @@ impl Speaker {
             }
         }
         if let Some(w) = self.processes.take() {
-            tasks.push(tokio::spawn(w.run(self.ctl_tx.clone())));
+            // On a thread of its own; it ends once this speaker is gone (its channel closes).
+            w.spawn(self.ctl_tx.clone());
         }
         if let Some(w) = self.files.take() {
             tasks.push(tokio::spawn(w.run(self.ctl_tx.clone())));

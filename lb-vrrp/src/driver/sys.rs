@@ -162,6 +162,7 @@ pub(crate) trait OwnsFd: AsRawFd {}
 impl OwnsFd for Socket {}
 impl OwnsFd for netlink_sys::Socket {}
 impl OwnsFd for super::track::InotifyFd {}
+impl OwnsFd for super::track::Connector {}
 
 /// Registers `sock` with the tokio reactor.
 pub(crate) fn async_socket(sock: Socket) -> io::Result<tokio::io::unix::AsyncFd<Socket>> {
@@ -172,8 +173,8 @@ pub(crate) fn async_socket(sock: Socket) -> io::Result<tokio::io::unix::AsyncFd<
 pub(crate) fn async_fd<T: OwnsFd>(fd: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
     #[allow(unsafe_code)]
     // SAFETY: every `OwnsFd` type owns its file descriptor (`socket2::Socket` and
-    // `netlink_sys::Socket` close theirs on drop, `InotifyFd` holds nix's `Inotify`, an
-    // `OwnedFd`): it stays open and `as_raw_fd()` returns the same descriptor until the
+    // `netlink_sys::Socket` close theirs on drop, `Connector` holds a `netlink_sys::Socket`,
+    // `InotifyFd` holds nix's `Inotify`, an `OwnedFd`): it stays open and `as_raw_fd()` returns the same descriptor until the
     // `AsyncFd` drops the owner.
     let r = unsafe { tokio::io::unix::AsyncFd::register(fd) };
     r.map_err(|e| e.into_parts().1)

@@ -16,8 +16,7 @@ use tokio::sync::mpsc;
 use super::Control;
 use crate::machine::TrackId;
 use crate::track::{
-    parse_file_value, parse_stat, CountCause, ProcEvent, ProcessPattern, ProcessQuorum, TrackFile,
-    TrackProcess,
+    parse_file_value, parse_stat, CountCause, ProcEvent, ProcessQuorum, TrackFile, TrackProcess,
 };
 use crate::{Error, Result};
 
@@ -28,10 +27,31 @@ pub(crate) const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest command line read (`/proc/PID/cmdline`), bytes.
 const CMDLINE_MAX: usize = 4096;
 
+/// The connector socket, subscribed; unsubscribes (`PROC_CN_MCAST_IGNORE`) when dropped,
+/// as keepalived does, so that the kernel stops sending events nobody reads.
+pub(crate) struct Connector {
+    sock: netlink_sys::Socket,
+    port: u32,
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        let _ = self.sock.send(&ProcEvent::ignore_request(self.port), 0);
+    }
+}
+
+impl AsRawFd for Connector {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
 /// Where process changes come from.
 enum Source {
-    /// The process events connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`).
-    Connector(AsyncFd<netlink_sys::Socket>),
+    /// The connector, subscribed, not yet registered with a reactor.
+    Subscribed(Connector),
+    /// The connector, answering (registered with the watcher thread's reactor).
+    Connector(AsyncFd<Connector>),
     /// A `/proc` scan every [`SCAN_INTERVAL`].
     Scan,
 }
@@ -44,92 +64,77 @@ pub(crate) struct ProcessWatcher {
     members: Vec<HashSet<u32>>,
     source: Source,
     needs_cmdline: bool,
+    /// Bytes of `/proc/PID/cmdline` worth reading: the longest pattern's and one more.
+    cmdline_max: usize,
     /// Connector messages dropped as malformed.
     malformed: u64,
+    /// When the next full count is due after lost events (at most one a second).
+    rescan_at: Option<Instant>,
+    last_rescan: Option<Instant>,
 }
 
 impl std::fmt::Debug for ProcessWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessWatcher")
             .field("specs", &self.specs.len())
-            .field("connector", &matches!(self.source, Source::Connector(_)))
+            .field("scanning", &matches!(self.source, Source::Scan))
             .finish()
     }
 }
 
-/// Opens the connector and asks for process events; `Err` says why not (the caller
-/// falls back to scanning).
-fn open_connector() -> std::io::Result<netlink_sys::Socket> {
-    let mut s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_CONNECTOR)?;
-    s.bind(&netlink_sys::SocketAddr::new(0, 1))?; // group CN_IDX_PROC
+/// Opens the connector and asks for process events (the answer is awaited by the watcher
+/// thread); `Err` says why not (the caller falls back to scanning).
+fn open_connector() -> std::io::Result<Connector> {
+    let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_CONNECTOR)?;
+    sock.bind(&netlink_sys::SocketAddr::new(0, 1))?; // group CN_IDX_PROC
     let mut addr = netlink_sys::SocketAddr::new(0, 0);
-    s.get_address(&mut addr)?;
-    let _ = s.set_rx_buf_sz(1 << 20);
-    s.send(&ProcEvent::listen_request(addr.port_number()), 0)?;
-    // The kernel answers the request with PROC_EVENT_NONE; it says nothing to a process
-    // outside the initial PID namespace, whose events would never come.
-    let sock = socket2::SockRef::from(&s);
-    sock.set_read_timeout(Some(Duration::from_millis(500)))?;
-    let deadline = super::now() + Duration::from_millis(500);
-    let mut buf = vec![0u8; 4096];
-    while super::now() < deadline {
-        let n = s.recv(&mut &mut buf[..], 0)?;
-        for ev in ProcEvent::parse_all(&buf[..n]) {
-            match ev {
-                Ok(ProcEvent::Ack { err: 0 }) => {
-                    s.set_non_blocking(true)?;
-                    return Ok(s);
-                }
-                Ok(ProcEvent::Ack { err }) => {
-                    return Err(std::io::Error::from_raw_os_error(err as i32))
-                }
-                _ => {}
-            }
-        }
+    sock.get_address(&mut addr)?;
+    // Room for bursts (keepalived's process_monitor_rcv_bufs); forced past rmem_max
+    // when allowed (CAP_NET_ADMIN).
+    if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &(1 << 20))
+        .is_err()
+    {
+        let _ = sock.set_rx_buf_sz(1 << 20);
     }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "no answer to the listen request",
-    ))
+    sock.set_non_blocking(true)?;
+    let port = addr.port_number();
+    sock.send(&ProcEvent::listen_request(port), 0)?;
+    Ok(Connector { sock, port })
 }
 
-/// What `/proc/PID` says: the name, and the command line if asked.
-fn read_process(pid: u32, with_cmdline: bool) -> Option<(Vec<u8>, Vec<u8>)> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+/// Reads at most `max` bytes of `path`, without blocking on odd files.
+fn read_head(path: &Path, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let mut out = Vec::new();
+    f.take(max as u64).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// What `/proc/PID` says: the name, and the first `cmdline_max` bytes of the command line
+/// if asked (enough to compare every pattern).
+fn read_process(pid: u32, cmdline_max: Option<usize>) -> Option<(Vec<u8>, Vec<u8>)> {
+    let stat = read_head(Path::new(&format!("/proc/{pid}/stat")), 1024).ok()?;
     let (comm, zombie) = parse_stat(&stat)?;
     if zombie {
         return None;
     }
     let comm = comm.to_vec();
-    let cmdline = if with_cmdline {
-        use std::io::Read;
-        let mut c = Vec::new();
-        std::fs::File::open(format!("/proc/{pid}/cmdline"))
-            .ok()?
-            .take(CMDLINE_MAX as u64)
-            .read_to_end(&mut c)
-            .ok()?;
-        c
-    } else {
-        Vec::new()
+    let cmdline = match cmdline_max {
+        Some(max) => read_head(Path::new(&format!("/proc/{pid}/cmdline")), max).ok()?,
+        None => Vec::new(),
     };
     Some((comm, cmdline))
 }
 
-/// Which patterns process `pid` matches; `None` if it is gone (or a zombie).
-fn matching(patterns: &[&ProcessPattern], needs_cmdline: bool, pid: u32) -> Option<Vec<bool>> {
-    let (comm, cmdline) = read_process(pid, needs_cmdline)?;
-    Some(
-        patterns
-            .iter()
-            .map(|p| p.matches(&comm, &cmdline))
-            .collect(),
-    )
-}
-
 impl ProcessWatcher {
     /// Subscribes to process events (or settles for scanning), then counts the matching
-    /// processes in `/proc`: each spec's health is known from the start.
+    /// processes in `/proc`: each spec's health is known from the start. Subscribing
+    /// first, so that no change between the count and the first event is missed.
     pub(crate) fn new(specs: Vec<(usize, TrackId, TrackProcess)>) -> Result<Self> {
         Self::with_connector(specs, true)
     }
@@ -142,20 +147,35 @@ impl ProcessWatcher {
             Err(std::io::Error::other("not asked for"))
         };
         let source = match opened {
-            Ok(s) => Source::Connector(super::sys::async_fd(s)?),
+            Ok(c) => Source::Subscribed(c),
             Err(e) => {
                 tracing::info!(error = %e, "process events connector not available (outside the initial network namespace?): track_process scans /proc every {} s", SCAN_INTERVAL.as_secs());
                 Source::Scan
             }
         };
         let needs_cmdline = specs.iter().any(|(_, _, s)| s.pattern.needs_cmdline());
+        // The command's first word and its parameters, NUL-separated, and one byte more
+        // to tell "longer" apart (keepalived reads the longest name + 2).
+        let cmdline_max = specs
+            .iter()
+            .map(|(_, _, s)| {
+                s.pattern.process.len()
+                    + s.pattern.params.iter().map(|p| p.len() + 1).sum::<usize>()
+                    + 2
+            })
+            .max()
+            .unwrap_or(0)
+            .min(CMDLINE_MAX);
         let mut w = Self {
             quorums: Vec::new(),
             members: vec![HashSet::new(); specs.len()],
             specs,
             source,
             needs_cmdline,
+            cmdline_max,
             malformed: 0,
+            rescan_at: None,
+            last_rescan: None,
         };
         w.members = w.scan();
         w.quorums = w
@@ -178,14 +198,20 @@ impl ProcessWatcher {
             .map(|k| self.quorums[k].is_up())
     }
 
-    fn patterns(&self) -> Vec<&ProcessPattern> {
-        self.specs.iter().map(|(_, _, s)| &s.pattern).collect()
+    /// Which specs process `pid` matches; `None` if it is gone (or a zombie).
+    fn matching(&self, pid: u32) -> Option<Vec<bool>> {
+        let (comm, cmdline) = read_process(pid, self.needs_cmdline.then_some(self.cmdline_max))?;
+        Some(
+            self.specs
+                .iter()
+                .map(|(_, _, s)| s.pattern.matches(&comm, &cmdline))
+                .collect(),
+        )
     }
 
     /// The processes in `/proc` each spec counts.
     fn scan(&self) -> Vec<HashSet<u32>> {
-        let patterns = self.patterns();
-        let mut out = vec![HashSet::new(); patterns.len()];
+        let mut out = vec![HashSet::new(); self.specs.len()];
         let Ok(dir) = std::fs::read_dir("/proc") else {
             tracing::warn!("cannot read /proc: no process is counted");
             return out;
@@ -194,7 +220,7 @@ impl ProcessWatcher {
             let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            let Some(m) = matching(&patterns, self.needs_cmdline, pid) else {
+            let Some(m) = self.matching(pid) else {
                 continue;
             };
             for (k, m) in m.into_iter().enumerate() {
@@ -209,6 +235,8 @@ impl ProcessWatcher {
     /// Replaces every spec's processes with a fresh scan: counts that grew count as
     /// forks, counts that shrank as exits (for the delays).
     fn rescan(&mut self, now: Instant, tx: &mpsc::UnboundedSender<Control>) {
+        self.last_rescan = Some(now);
+        self.rescan_at = None;
         let fresh = self.scan();
         for (k, m) in fresh.into_iter().enumerate() {
             let before = self.members[k].len();
@@ -250,6 +278,12 @@ impl ProcessWatcher {
                 child_pid,
                 child_tgid,
             } if child_pid == child_tgid => {
+                // A child already gone (its exit may have been lost) is not counted.
+                if !self.members.iter().any(|m| m.contains(&parent_tgid))
+                    || !Path::new(&format!("/proc/{child_tgid}")).exists()
+                {
+                    return;
+                }
                 for k in 0..self.specs.len() {
                     if self.members[k].contains(&parent_tgid) && self.members[k].insert(child_tgid)
                     {
@@ -260,7 +294,7 @@ impl ProcessWatcher {
             ProcEvent::Exec { pid, tgid } | ProcEvent::Comm { pid, tgid } if pid == tgid => {
                 // A process gone since (its exit event follows, or came first): the exit
                 // decides, with terminate_delay; this late event is not a name change.
-                let Some(m) = matching(&self.patterns(), self.needs_cmdline, tgid) else {
+                let Some(m) = self.matching(tgid) else {
                     return;
                 };
                 for (k, m) in m.into_iter().enumerate() {
@@ -292,10 +326,14 @@ impl ProcessWatcher {
         self.quorums
             .iter()
             .filter_map(ProcessQuorum::poll_timeout)
+            .chain(self.rescan_at)
             .min()
     }
 
     fn timeouts(&mut self, now: Instant, tx: &mpsc::UnboundedSender<Control>) {
+        if self.rescan_at.is_some_and(|t| t <= now) {
+            self.rescan(now, tx);
+        }
         for k in 0..self.quorums.len() {
             if let Some(up) = self.quorums[k].handle_timeout(now) {
                 self.report(k, up, tx);
@@ -303,16 +341,94 @@ impl ProcessWatcher {
         }
     }
 
+    /// Events were lost: the count is redone (at most once a second, as keepalived waits
+    /// before rebuilding), after what is queued is thrown away (older than the count).
+    fn lost_events(&mut self, now: Instant, tx: &mpsc::UnboundedSender<Control>) {
+        if let Source::Connector(fd) = &self.source {
+            let mut buf = [0u8; 4096];
+            // Bounded: the queue holds at most the receive buffer.
+            for _ in 0..100_000 {
+                if fd.get_ref().sock.recv(&mut &mut buf[..], 0).is_err() {
+                    break;
+                }
+            }
+        }
+        let due = self
+            .last_rescan
+            .map_or(now, |t| (t + Duration::from_secs(1)).max(now));
+        if due <= now {
+            tracing::warn!("process events lost (receive buffer full): counting again from /proc");
+            self.rescan(now, tx);
+        } else {
+            self.rescan_at = Some(due);
+        }
+    }
+
+    /// Runs on a thread of its own (reading `/proc` blocks, and a process stuck in the
+    /// kernel can block it for long) until the speaker's channel closes.
+    pub(crate) fn spawn(self, tx: mpsc::UnboundedSender<Control>) {
+        let spawned = std::thread::Builder::new()
+            .name("lb-track-process".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(self.run(tx)),
+                    Err(e) => tracing::error!(error = %e, "track_process: no runtime, processes are not followed"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "track_process: no thread, processes are not followed");
+        }
+    }
+
+    /// Waits (at most 500 ms) for the kernel's answer to the subscription: it says nothing
+    /// to a process outside the initial PID namespace, whose events would never come.
+    async fn confirm(&mut self) {
+        let source = std::mem::replace(&mut self.source, Source::Scan);
+        let Source::Subscribed(c) = source else {
+            self.source = source;
+            return;
+        };
+        let fd = match super::sys::async_fd(c) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(error = %e, "process events connector: scanning /proc instead");
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 4096];
+        let acked = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match recv(&fd, &mut buf).await {
+                    Ok(n) => {
+                        for ev in ProcEvent::parse_all(&buf[..n]).into_iter().flatten() {
+                            if let ProcEvent::Ack { err } = ev {
+                                return err;
+                            }
+                        }
+                    }
+                    Err(e) => return e.raw_os_error().unwrap_or(libc::EIO) as u32,
+                }
+            }
+        })
+        .await;
+        match acked {
+            Ok(0) => self.source = Source::Connector(fd),
+            Ok(err) => tracing::info!(err, "process events connector refused: track_process scans /proc every {} s", SCAN_INTERVAL.as_secs()),
+            Err(_) => tracing::info!("process events connector did not answer (outside the initial PID namespace?): track_process scans /proc every {} s", SCAN_INTERVAL.as_secs()),
+        }
+    }
+
     /// Runs until the speaker's channel closes.
-    pub(crate) async fn run(mut self, tx: mpsc::UnboundedSender<Control>) {
+    async fn run(mut self, tx: mpsc::UnboundedSender<Control>) {
+        self.confirm().await;
         let mut scan = tokio::time::interval(SCAN_INTERVAL);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         scan.tick().await; // the first tick is now: the start counted already
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            if tx.is_closed() {
-                return;
-            }
             let timeout = self.next_timeout();
             let sleep = async {
                 match timeout {
@@ -321,48 +437,70 @@ impl ProcessWatcher {
                 }
             };
             let scanning = matches!(self.source, Source::Scan);
-            tokio::select! {
-                () = sleep => self.timeouts(super::now(), &tx),
-                _ = scan.tick(), if scanning => self.rescan(super::now(), &tx),
-                r = recv(&self.source, &mut buf) => match r {
-                    Ok(n) => {
-                        let now = super::now();
-                        for ev in ProcEvent::parse_all(&buf[..n]) {
-                            match ev {
-                                Ok(ev) => self.handle_event(ev, now, &tx),
-                                Err(why) => {
-                                    self.malformed += 1;
-                                    tracing::debug!(why, malformed = self.malformed, "process event dropped");
-                                }
+            let connector = match &self.source {
+                Source::Connector(fd) => Some(fd),
+                _ => None,
+            };
+            let got = tokio::select! {
+                () = tx.closed() => return,
+                () = sleep => Got::Timeout,
+                _ = scan.tick(), if scanning => Got::Scan,
+                r = recv_opt(connector, &mut buf) => Got::Recv(r),
+            };
+            let now = super::now();
+            match got {
+                Got::Timeout => self.timeouts(now, &tx),
+                Got::Scan => self.rescan(now, &tx),
+                Got::Recv(Ok(n)) => {
+                    for ev in ProcEvent::parse_all(&buf[..n]) {
+                        match ev {
+                            Ok(ev) => self.handle_event(ev, now, &tx),
+                            Err(why) => {
+                                self.malformed += 1;
+                                tracing::debug!(
+                                    why,
+                                    malformed = self.malformed,
+                                    "process event dropped"
+                                );
                             }
                         }
                     }
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        // Events were lost: count again, as keepalived does.
-                        tracing::warn!("process events lost (receive buffer full): rescanning /proc");
-                        self.rescan(super::now(), &tx);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "process events connector failed: track_process scans /proc every {} s from now", SCAN_INTERVAL.as_secs());
-                        self.source = Source::Scan;
-                    }
-                },
+                }
+                Got::Recv(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.lost_events(now, &tx);
+                }
+                Got::Recv(Err(e)) => {
+                    tracing::warn!(error = %e, "process events connector failed: track_process scans /proc every {} s from now", SCAN_INTERVAL.as_secs());
+                    self.source = Source::Scan;
+                }
             }
         }
     }
 }
 
-/// One datagram from the connector; never ready when scanning.
-async fn recv(source: &Source, buf: &mut [u8]) -> std::io::Result<usize> {
-    let Source::Connector(fd) = source else {
-        return std::future::pending().await;
-    };
+/// What woke the process watcher.
+enum Got {
+    Timeout,
+    Scan,
+    Recv(std::io::Result<usize>),
+}
+
+/// One datagram from the connector.
+async fn recv(fd: &AsyncFd<Connector>, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
         let mut guard = fd.readable().await?;
-        match guard.try_io(|s| s.get_ref().recv(&mut &mut buf[..], 0)) {
+        match guard.try_io(|s| s.get_ref().sock.recv(&mut &mut buf[..], 0)) {
             Ok(r) => return r,
             Err(_would_block) => continue,
         }
+    }
+}
+
+/// [`recv`], never ready without a connector.
+async fn recv_opt(fd: Option<&AsyncFd<Connector>>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match fd {
+        Some(fd) => recv(fd, buf).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -378,8 +516,10 @@ impl AsRawFd for InotifyFd {
 /// Every `track_file` of a speaker's instances.
 pub(crate) struct FileWatcher {
     specs: Vec<(usize, TrackId, TrackFile)>,
-    /// Per spec: the watched directory and the file's name in it.
-    names: Vec<(WatchDescriptor, OsString)>,
+    /// Per spec: the (watched directory, file name) pairs whose events concern it: the
+    /// path as written, and for a symbolic link also its target's (keepalived watches the
+    /// target).
+    names: Vec<Vec<(WatchDescriptor, OsString)>>,
     /// Per spec: the status last reported ([`TrackFile::status`]).
     status: Vec<i32>,
     inotify: AsyncFd<InotifyFd>,
@@ -393,9 +533,14 @@ impl std::fmt::Debug for FileWatcher {
     }
 }
 
-/// A tracked file's value: 0 when it does not exist or holds no number (logged).
+/// How much of a tracked file is read, as keepalived's `process_track_file`.
+const FILE_HEAD: usize = 127;
+
+/// A tracked file's value: 0 when it does not exist or holds no number (logged). Read
+/// without blocking (a FIFO with no writer reads as empty) and at most [`FILE_HEAD`]
+/// bytes (`/dev/zero` is no trouble).
 fn read_value(f: &TrackFile) -> i64 {
-    match std::fs::read(&f.path) {
+    match read_head(&f.path, FILE_HEAD) {
         Ok(c) => parse_file_value(&c).unwrap_or_else(|why| {
             tracing::warn!(track_file = %f.name, path = %f.path.display(), "{why}: read as 0, as keepalived does");
             0
@@ -428,45 +573,71 @@ fn split_path(p: &Path) -> Result<(PathBuf, OsString)> {
     Ok((dir, name))
 }
 
+/// keepalived's `init_file [VALUE] [overwrite]`: writes each file's value if it does not
+/// exist, or always with `overwrite`, once when the daemon starts (keepalived: "Don't
+/// overwrite a file on reload": a reload must not undo `echo -254 > FILE`). Something
+/// other than a regular file is left alone.
+///
+/// # Errors
+/// [`Error::Config`] naming the file that cannot be written.
+pub fn init_track_files<'a>(files: impl IntoIterator<Item = &'a TrackFile>) -> Result<()> {
+    for f in files {
+        let Some((value, overwrite)) = f.init else {
+            continue;
+        };
+        if std::fs::symlink_metadata(&f.path).is_ok() && !overwrite {
+            continue;
+        }
+        if std::fs::metadata(&f.path).is_ok_and(|m| !m.is_file()) {
+            tracing::warn!(track_file = %f.name, path = %f.path.display(), "init_file: not a regular file, left alone");
+            continue;
+        }
+        std::fs::write(&f.path, format!("{value}\n")).map_err(|e| {
+            Error::Config(format!(
+                "track_file {}: init_file {}: {e}",
+                f.name,
+                f.path.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 impl FileWatcher {
-    /// Writes `init_file` values, watches every file's directory and reads each file:
-    /// each spec's status is known from the start.
+    /// Watches every file's directory (and a symbolic link's target's) and reads each
+    /// file: each spec's status is known from the start.
     ///
     /// # Errors
-    /// [`Error::Config`] for a file whose directory does not exist or cannot be watched,
-    /// or whose `init_file` cannot be written.
+    /// [`Error::Config`] for a file whose directory does not exist or cannot be watched.
     pub(crate) fn new(specs: Vec<(usize, TrackId, TrackFile)>) -> Result<Self> {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .map_err(|e| Error::Config(format!("inotify: {e}")))?;
+        let flags =
+            AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVE;
         let mut names = Vec::new();
         for (_, _, f) in &specs {
-            if let Some((value, overwrite)) = f.init {
-                if overwrite || !f.path.exists() {
-                    std::fs::write(&f.path, format!("{value}\n")).map_err(|e| {
-                        Error::Config(format!(
-                            "track_file {}: init_file {}: {e}",
-                            f.name,
-                            f.path.display()
-                        ))
-                    })?;
+            let mut pairs = Vec::new();
+            let mut paths = vec![split_path(&f.path)?];
+            // A link: its target's directory too (a write through the link is an event
+            // there); the link's own catches the link being replaced (`ln -sf`).
+            if let Ok(target) = f.path.canonicalize() {
+                if target != paths[0].0.join(&paths[0].1) {
+                    if let Ok(t) = split_path(&target) {
+                        paths.push(t);
+                    }
                 }
             }
-            let (dir, name) = split_path(&f.path)?;
-            let wd = inotify
-                .add_watch(
-                    &dir,
-                    AddWatchFlags::IN_CLOSE_WRITE
-                        | AddWatchFlags::IN_DELETE
-                        | AddWatchFlags::IN_MOVE,
-                )
-                .map_err(|e| {
+            for (dir, name) in paths {
+                let wd = inotify.add_watch(&dir, flags).map_err(|e| {
                     Error::Config(format!(
                         "track_file {}: watching {}: {e}",
                         f.name,
                         dir.display()
                     ))
                 })?;
-            names.push((wd, name));
+                pairs.push((wd, name));
+            }
+            names.push(pairs);
         }
         let status = specs
             .iter()
@@ -488,12 +659,21 @@ impl FileWatcher {
             .map(|k| self.status[k])
     }
 
+    /// Spec `k`'s file reads `value` now: tells the speaker if its status changed.
+    fn update(&mut self, k: usize, value: i64, tx: &mpsc::UnboundedSender<Control>) {
+        let f = &self.specs[k].2;
+        let status = f.status(value);
+        if status != self.status[k] {
+            self.status[k] = status;
+            tracing::info!(track_file = %f.name, value, status, "tracked file changed");
+            let (instance, id, _) = &self.specs[k];
+            let _ = tx.send(Control::TrackValue(*instance, *id, status));
+        }
+    }
+
     /// Runs until the speaker's channel closes.
     pub(crate) async fn run(mut self, tx: mpsc::UnboundedSender<Control>) {
         loop {
-            if tx.is_closed() {
-                return;
-            }
             let events = tokio::select! {
                 () = tx.closed() => return,
                 r = self.inotify.readable() => {
@@ -509,28 +689,39 @@ impl FileWatcher {
                 }
             };
             for ev in events {
+                if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    // Events were lost: read every file again.
+                    tracing::warn!("inotify queue overflowed: reading every tracked file again");
+                    for k in 0..self.specs.len() {
+                        let v = read_value(&self.specs[k].2);
+                        self.update(k, v, &tx);
+                    }
+                    continue;
+                }
+                if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
+                    // The watched directory is gone (deleted, or replaced by a new one):
+                    // its files read as 0, as deleted files do, and no change is seen
+                    // until lb-node restarts.
+                    for k in 0..self.specs.len() {
+                        if self.names[k].iter().any(|(wd, _)| *wd == ev.wd) {
+                            tracing::warn!(track_file = %self.specs[k].2.name, path = %self.specs[k].2.path.display(), "the tracked file's directory is gone: it reads as 0, and changes are not seen until restart");
+                            self.update(k, 0, &tx);
+                        }
+                    }
+                    continue;
+                }
                 let Some(name) = &ev.name else { continue };
                 for k in 0..self.specs.len() {
-                    if self.names[k].0 != ev.wd || &self.names[k].1 != name {
+                    if !self.names[k]
+                        .iter()
+                        .any(|(wd, n)| *wd == ev.wd && n == name)
+                    {
                         continue;
                     }
-                    let f = &self.specs[k].2;
-                    // Gone (deleted, renamed away): 0, as keepalived.
-                    let value = if ev
-                        .mask
-                        .intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM)
-                    {
-                        0
-                    } else {
-                        read_value(f)
-                    };
-                    let status = f.status(value);
-                    if status != self.status[k] {
-                        self.status[k] = status;
-                        tracing::info!(track_file = %f.name, value, status, "tracked file changed");
-                        let (instance, id, _) = &self.specs[k];
-                        let _ = tx.send(Control::TrackValue(*instance, *id, status));
-                    }
+                    // Read the file whatever happened to this name (deleted, renamed away,
+                    // written): a link's target gone reads as 0, as a deleted file.
+                    let value = read_value(&self.specs[k].2);
+                    self.update(k, value, &tx);
                 }
             }
         }
@@ -566,7 +757,7 @@ impl ProcessWatcher {
         &self.members[k]
     }
     pub(crate) fn uses_connector(&self) -> bool {
-        matches!(self.source, Source::Connector(_))
+        matches!(self.source, Source::Subscribed(_) | Source::Connector(_))
     }
 }
 
@@ -745,6 +936,12 @@ mod tests {
         let mut kids = Kids(Vec::new());
         bin.spawn(&mut kids, "30");
         let parent = kids.0[0].id();
+        // Live processes to stand for forked children (a fork event is checked against
+        // /proc: a child already gone is not counted). `sleep` under another name.
+        let other = UniqueSleep::new("g");
+        other.spawn(&mut kids, "30");
+        other.spawn(&mut kids, "30");
+        let (child, stranger) = (kids.0[1].id(), kids.0[2].id());
         let mut t = TrackProcess::new("f", ProcessPattern::name(&bin.name));
         t.quorum = 2;
         t.fork_delay = Duration::from_millis(500);
@@ -767,8 +964,8 @@ mod tests {
             w.handle_event(
                 ProcEvent::Fork {
                     parent_tgid: parent,
-                    child_pid: 4_000_002,
-                    child_tgid: 4_000_002,
+                    child_pid: child,
+                    child_tgid: child,
                 },
                 t0,
                 &tx,
@@ -785,8 +982,8 @@ mod tests {
         w.handle_event(
             ProcEvent::Fork {
                 parent_tgid: 1,
-                child_pid: 4_000_003,
-                child_tgid: 4_000_003,
+                child_pid: stranger,
+                child_tgid: stranger,
             },
             t0,
             &tx,
@@ -794,8 +991,8 @@ mod tests {
         assert_eq!(w.members(0).len(), 2);
         w.handle_event(
             ProcEvent::Exit {
-                pid: 4_000_002,
-                tgid: 4_000_002,
+                pid: child,
+                tgid: child,
             },
             t0,
             &tx,
@@ -804,6 +1001,17 @@ mod tests {
             rx.try_recv(),
             Ok(Control::Track(0, TrackId(0), false))
         ));
+        // A fork whose child is already gone (its exit lost in an overflow) counts nothing.
+        w.handle_event(
+            ProcEvent::Fork {
+                parent_tgid: parent,
+                child_pid: 4_000_002,
+                child_tgid: 4_000_002,
+            },
+            t0,
+            &tx,
+        );
+        assert_eq!(w.members(0).len(), 1);
     }
 
     #[tokio::test]
@@ -824,6 +1032,7 @@ mod tests {
         let mut init = TrackFile::new("init", dir.join("init"));
         init.init = Some((3, false));
         std::fs::write(dir.join("other"), "9").unwrap();
+        init_track_files([&init]).unwrap();
         let w = FileWatcher::new(vec![(0, TrackId(1), f), (0, TrackId(2), init)]).unwrap();
         assert_eq!(w.status(0, TrackId(1)), Some(0), "missing: 0");
         assert_eq!(w.status(0, TrackId(2)), Some(3), "init_file wrote 3");
@@ -860,4 +1069,66 @@ mod tests {
     }
 
     const TRACK_VALUE_FAULT_STR: &str = "-254";
+
+    /// A file reached through a symbolic link is followed where it lives (keepalived
+    /// watches the target); odd files neither block nor exhaust memory; init_file writes
+    /// only what is missing unless told to overwrite, and leaves odd files alone.
+    #[tokio::test]
+    async fn links_odd_files_and_init() {
+        let dir = std::env::temp_dir().join(format!("lb-track-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        struct Rm(PathBuf);
+        impl Drop for Rm {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _rm = Rm(dir.clone());
+        std::fs::write(dir.join("b/prio"), "0").unwrap();
+        std::os::unix::fs::symlink(dir.join("b/prio"), dir.join("a/prio")).unwrap();
+        let linked = TrackFile::new("linked", dir.join("a/prio"));
+        let zero = TrackFile::new("zero", "/dev/zero");
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let mut pipe = TrackFile::new("fifo", &fifo);
+        pipe.init = Some((5, true));
+        // Neither blocks on the FIFO nor writes into it.
+        init_track_files([&pipe]).unwrap();
+        let started = super::super::now();
+        let w = FileWatcher::new(vec![
+            (0, TrackId(0), linked),
+            (0, TrackId(1), zero),
+            (0, TrackId(2), pipe),
+        ])
+        .unwrap();
+        assert!(super::super::now() - started < Duration::from_secs(1));
+        assert_eq!(w.status(0, TrackId(1)), Some(0), "/dev/zero reads as 0");
+        assert_eq!(w.status(0, TrackId(2)), Some(0), "an empty FIFO reads as 0");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(w.run(tx));
+        // Written through the link's target's own path.
+        std::fs::write(dir.join("b/prio"), "-7").unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(0), "value -7".into()));
+        task.abort();
+        // init_file: missing written, present kept, present overwritten with overwrite.
+        let mut keep = TrackFile::new("keep", dir.join("keep"));
+        keep.init = Some((3, false));
+        init_track_files([&keep]).unwrap();
+        std::fs::write(dir.join("keep"), "-254\n").unwrap();
+        init_track_files([&keep]).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("keep")).unwrap(), "-254\n");
+        keep.init = Some((3, true));
+        init_track_files([&keep]).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("keep")).unwrap(), "3\n");
+        // FileWatcher::new never writes: a reload's check and start leave the file alone.
+        std::fs::write(dir.join("keep"), "-254\n").unwrap();
+        let w = FileWatcher::new(vec![(0, TrackId(0), keep)]).unwrap();
+        assert_eq!(
+            w.status(0, TrackId(0)),
+            Some(TRACK_VALUE_FAULT_STR.parse().unwrap())
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("keep")).unwrap(), "-254\n");
+    }
 }
