@@ -304,9 +304,12 @@ fn broken_keepalived_configs_name_the_line() {
         "virtual_server 198.18.0.250 80 {\n    lb_kind TUN\n}\n",
     );
     assert!(e[0].starts_with("k.conf:2:13: lb_kind TUN is not supported"));
-    // virtual_server group.
+    // virtual_server group naming no group.
     let e = errors("k.conf", "virtual_server group VSG {\n}\n");
-    assert!(e[0].starts_with("k.conf:1:16: `virtual_server group` is not supported"));
+    assert!(
+        e[0].starts_with("k.conf:1:22: unknown virtual_server_group \"VSG\""),
+        "{e:?}"
+    );
     // Unknown sync-group member, unknown tracked script.
     let e = errors(
         "k.conf",
@@ -2517,5 +2520,69 @@ fn track_process_and_track_file_are_read_and_checked() {
     assert_eq!(
         bad("", "    track_interface {\n        eth9 weight 2 reverse\n    }\n"),
         ["k.conf:6:23: `weight … reverse` is not supported in `track_interface` (keepalived applies the weight to the opposite state)"]
+    );
+}
+
+/// keepalived's `virtual_server_group`: each member (ranges expanded) is a virtual server of
+/// its own with the block's settings and real servers, as IPVS has a service per member;
+/// a mistake in the block is reported once per member, where it is written.
+#[test]
+fn virtual_server_group_expands_into_one_virtual_server_per_member() {
+    let text = "virtual_server_group web {\n    198.18.0.250-252 80\n    fd00:18::a-b 8080\n}\nvirtual_server group web {\n    lb_algo rr\n    protocol TCP\n    real_server 198.18.0.151 {\n        weight 3\n    }\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("k.conf");
+    std::fs::write(&k, text).unwrap();
+    let (c, w) = ok(&k);
+    assert!(w.is_empty(), "{w:?}");
+    let listens: Vec<String> = c
+        .virtual_servers
+        .iter()
+        .map(|v| v.listen.to_string())
+        .collect();
+    assert_eq!(
+        listens,
+        [
+            "198.18.0.250:80",
+            "198.18.0.251:80",
+            "198.18.0.252:80",
+            "[fd00:18::a]:8080",
+            "[fd00:18::b]:8080"
+        ]
+    );
+    for v in &c.virtual_servers {
+        assert_eq!(v.name, v.listen.to_string());
+        assert_eq!(v.backends.len(), 1);
+        // A real server without a port takes its member's port.
+        assert_eq!(v.backends[0].address.ip().to_string(), "198.18.0.151");
+        assert_eq!(v.backends[0].weight.to_string(), "3");
+    }
+    assert_eq!(c.virtual_servers[0].backends[0].address.port(), 80);
+    // A bad weight in the block: read once, one error.
+    let e = errors("k.conf", &text.replace("weight 3", "weight -1"));
+    assert_eq!(e, ["k.conf:9:16: weight \"-1\" is not a whole number"]);
+    // A mistake found on the model (a duplicate real server): at the line written, for
+    // each member it affects.
+    let dup = text.replace(
+        "    real_server 198.18.0.151 {",
+        "    real_server 198.18.0.151 80 {\n    }\n    real_server 198.18.0.151 80 {",
+    );
+    let e = errors("k.conf", &dup.replace("    fd00:18::a-b 8080\n", ""));
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e.iter().all(|e| e.starts_with("k.conf:")), "{e:?}");
+    // Ranges, fwmark and unknown groups are checked where written.
+    let bad = |group: &str| {
+        errors(
+            "k.conf",
+            &format!("virtual_server_group g {{\n    {group}\n}}\nvirtual_server group g {{\n    protocol TCP\n}}\n"),
+        )
+    };
+    assert!(bad("198.18.0.9-3 80")[0]
+        .starts_with("k.conf:2:5: \"198.18.0.9-3\": the range ends before it starts"));
+    assert!(bad("198.18.0.9-300 80")[0].contains("the range's end is the last octet"));
+    assert!(bad("fwmark 1")[0]
+        .starts_with("k.conf:2:5: virtual_server_group `fwmark` entries need IPVS"));
+    assert_eq!(
+        bad("198.18.0.9 0"),
+        ["k.conf:2:16: port 0 is out of range 1..=65535"]
     );
 }

@@ -2336,3 +2336,46 @@ fn udp_check_require_reply_finds_the_dead_real_server() {
     drop(silent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// keepalived's `virtual_server_group`: every member address (a range included) serves
+/// the block's real servers, each member a virtual server of its own in `lbctl status`.
+#[test]
+fn virtual_server_group_serves_every_member() {
+    let dir = tempdir();
+    let backend = RealServer::start("grouped");
+    let port = free_port();
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n}}\nvirtual_server_group vsg {{\n    127.0.0.1 {port}\n    127.0.0.2-3 {port}\n}}\nvirtual_server group vsg {{\n    protocol TCP\n    lb_algo rr\n    real_server {} {} {{\n    }}\n}}\n",
+            backend.addr.ip(),
+            backend.addr.port(),
+            sock = dir.join("admin.sock").display(),
+        ),
+    )
+    .unwrap();
+    let (node, sock) = start_node_with(&dir, &conf);
+    for last in 1..=3 {
+        let addr = SocketAddr::from(([127, 0, 0, last], port));
+        let answer = get(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+        assert_eq!(body(&answer), "grouped", "{addr}");
+    }
+    let s = status(&sock);
+    let names: Vec<&str> = s["virtual_servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("127.0.0.1:{port}"),
+            format!("127.0.0.2:{port}"),
+            format!("127.0.0.3:{port}")
+        ]
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

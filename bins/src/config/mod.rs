@@ -204,6 +204,26 @@ impl Origins {
         self.poisoned.retain(|k| !is_within(k, path));
     }
 
+    /// Copies every record and mark at `from` or below it to the same path under `to`
+    /// (`from.x` → `to.x`): a block the model holds twice (a `virtual_server group`'s
+    /// members) reports its errors where it was written, for each copy.
+    pub fn copy(&mut self, from: &str, to: &str) {
+        let moved: Vec<(String, Location)> = self
+            .map
+            .iter()
+            .filter(|(k, _)| is_within(k, from))
+            .map(|(k, l)| (format!("{to}{}", &k[from.len()..]), l.clone()))
+            .collect();
+        self.map.extend(moved);
+        let poisoned: Vec<String> = self
+            .poisoned
+            .iter()
+            .filter(|k| is_within(k, from))
+            .map(|k| format!("{to}{}", &k[from.len()..]))
+            .collect();
+        self.poisoned.extend(poisoned);
+    }
+
     /// Where `path`, or its nearest written parent, was written.
     pub fn locate(&self, path: &str) -> Option<Location> {
         let mut p = path;

@@ -28,7 +28,7 @@
 
 pub mod syntax;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,6 +78,7 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         instance_keywords: Vec::new(),
         vrrp_defaults: VrrpDefaults::default(),
         tracking_weight_groups: HashSet::new(),
+        vs_groups: HashMap::new(),
     };
     c.top(stmts);
     c.warn_sync_group_weights();
@@ -198,6 +199,8 @@ struct Conv {
     vrrp_defaults: VrrpDefaults,
     /// The sync groups that wrote `sync_group_tracking_weight`.
     tracking_weight_groups: HashSet<String>,
+    /// `virtual_server_group`s: each member's address and where it was written.
+    vs_groups: HashMap<String, Vec<(SocketAddr, Location)>>,
 }
 
 fn int<T: TryFrom<i64>>(kw: &str, lo: i64, hi: i64) -> impl Fn(&str) -> Result<T, String> + '_ {
@@ -221,6 +224,47 @@ fn forwarding_method(v: &str) -> Result<(), String> {
             "lb_kind {v} is not supported: lb-node is a full proxy (it terminates connections and opens its own to the backends, like NAT); use lb_kind NAT"
         )),
         _ => Err(format!("unknown lb_kind {v:?} (expected NAT)")),
+    }
+}
+
+/// `ADDRESS` or `ADDRESS-LAST`: the addresses from ADDRESS to the one whose last octet
+/// (IPv4, decimal) or last 16-bit group (IPv6, hex) is LAST, at most 256.
+fn address_range(s: &str) -> Result<Vec<IpAddr>, String> {
+    let Some((first, last)) = s.rsplit_once('-') else {
+        return Ok(vec![ip(s)?]);
+    };
+    let bad = |why: &str| format!("{s:?}: {why}");
+    match ip(first)? {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            let end: u8 = last
+                .parse()
+                .map_err(|_| bad("the range's end is the last octet, 0..=255"))?;
+            if end < o[3] {
+                return Err(bad("the range ends before it starts"));
+            }
+            Ok((o[3]..=end)
+                .map(|x| IpAddr::from([o[0], o[1], o[2], x]))
+                .collect())
+        }
+        IpAddr::V6(a) => {
+            let g = a.segments();
+            let end = u16::from_str_radix(last, 16)
+                .map_err(|_| bad("the range's end is the last group, in hex"))?;
+            if end < g[7] {
+                return Err(bad("the range ends before it starts"));
+            }
+            if end - g[7] > 255 {
+                return Err(bad("a range holds at most 256 addresses"));
+            }
+            Ok((g[7]..=end)
+                .map(|x| {
+                    let mut s = g;
+                    s[7] = x;
+                    IpAddr::from(s)
+                })
+                .collect())
+        }
     }
 }
 
@@ -455,7 +499,7 @@ impl Conv {
             "quorum_up",
             "quorum_down",
         ];
-        let mut seen: std::collections::HashMap<&str, &Location> = std::collections::HashMap::new();
+        let mut seen: HashMap<&str, &Location> = HashMap::new();
         for st in b {
             let kw = st.keyword.text.as_str();
             if REPEATABLE.contains(&kw) {
@@ -541,6 +585,13 @@ impl Conv {
     }
 
     fn top(&mut self, stmts: &[Stmt]) {
+        // Groups first: a `virtual_server group` may come before its group's definition.
+        for s in stmts
+            .iter()
+            .filter(|s| s.keyword.text == "virtual_server_group")
+        {
+            self.virtual_server_group(s);
+        }
         for s in stmts {
             match s.keyword.text.as_str() {
                 "global_defs" => {
@@ -553,10 +604,7 @@ impl Conv {
                 "vrrp_instance" => self.vrrp_instance(s),
                 "vrrp_sync_group" => self.sync_group(s),
                 "virtual_server" => self.virtual_server(s),
-                "virtual_server_group" => self.d.error(
-                    &s.keyword.location,
-                    "virtual_server_group is not supported: declare one virtual_server per address and port",
-                ),
+                "virtual_server_group" => {} // read first
                 "static_ipaddress" | "static_routes" | "static_rules" | "linkbeat_interfaces"
                 | "garp_group" | "track_bfd" | "bfd_instance" => {
                     self.ignored(s, "the configuration")
@@ -1514,15 +1562,76 @@ impl Conv {
         Some(SocketAddr::new(addr, port))
     }
 
+    /// `virtual_server_group NAME { VIP PORT; VIP-LAST PORT; … }`: a range's last part
+    /// replaces the address's last octet (IPv4) or last 16-bit group (IPv6, in hex), as
+    /// keepalived's. `fwmark` entries need IPVS and are refused.
+    fn virtual_server_group(&mut self, s: &Stmt) {
+        let Some(name) = self.name(s) else { return };
+        let mut members = Vec::new();
+        let mut bad_entries = false;
+        for st in self.block(s) {
+            self.no_block(st);
+            let first = &st.keyword;
+            if first.text == "fwmark" {
+                self.d.error(
+                    &first.location,
+                    "virtual_server_group `fwmark` entries need IPVS firewall marks, which lb-node does not use: list addresses and ports",
+                );
+                bad_entries = true;
+                continue;
+            }
+            let Some(port) = st.args.first() else {
+                self.d.error(
+                    &first.location,
+                    "a virtual_server_group entry is `ADDRESS[-LAST] PORT`",
+                );
+                bad_entries = true;
+                continue;
+            };
+            if let Some(x) = st.args.get(1) {
+                self.d
+                    .warn(&x.location, format!("extra argument {:?} ignored", x.text));
+            }
+            let port = match int::<u16>("port", 1, 65535)(&port.text) {
+                Ok(p) => p,
+                Err(m) => {
+                    self.d.error(&port.location, m);
+                    bad_entries = true;
+                    continue;
+                }
+            };
+            match address_range(&first.text) {
+                Ok(addrs) => members.extend(
+                    addrs
+                        .into_iter()
+                        .map(|a| (SocketAddr::new(a, port), first.location.clone())),
+                ),
+                Err(m) => {
+                    self.d.error(&first.location, m);
+                    bad_entries = true;
+                }
+            }
+        }
+        if members.is_empty() && !bad_entries {
+            self.d.error(
+                &s.keyword.location,
+                format!("virtual_server_group {} has no address", name.text),
+            );
+        }
+        if self.vs_groups.insert(name.text.clone(), members).is_some() {
+            self.d.error(
+                &name.location,
+                format!("duplicate virtual_server_group {:?}", name.text),
+            );
+        }
+    }
+
     fn virtual_server(&mut self, s: &Stmt) {
         if let Some(a) = s.args.first() {
-            if a.text == "group" || a.text == "fwmark" {
+            if a.text == "fwmark" {
                 self.d.error(
                     &a.location,
-                    format!(
-                        "`virtual_server {}` is not supported: declare one virtual_server per address and port",
-                        a.text
-                    ),
+                    "`virtual_server fwmark` needs IPVS firewall marks, which lb-node does not use: declare a virtual_server per address and port, or a virtual_server_group",
                 );
                 return;
             }
@@ -1530,7 +1639,41 @@ impl Conv {
         let i = self.cfg.virtual_servers.len();
         let p = format!("virtual_server[{i}]");
         self.record(&p, &s.keyword.location);
-        let listen = self.socket_addr(s, &format!("{p}.listen"), None);
+        // `virtual_server group NAME`: one virtual server per member, as IPVS has a
+        // service per member, each with this block's settings and real servers.
+        let members = match s.args.first() {
+            Some(a) if a.text == "group" => {
+                let Some(g) = s.args.get(1) else {
+                    self.d
+                        .error(&a.location, "`virtual_server group` needs a group name");
+                    self.o.forget(&p);
+                    return;
+                };
+                match self.vs_groups.get(&g.text) {
+                    Some(m) if !m.is_empty() => Some(m.clone()),
+                    Some(_) => {
+                        self.o.forget(&p);
+                        return; // its emptiness is reported
+                    }
+                    None => {
+                        self.d.error(
+                            &g.location,
+                            format!("unknown virtual_server_group {:?}", g.text),
+                        );
+                        self.o.forget(&p);
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let listen = match &members {
+            Some(m) => {
+                self.record(&format!("{p}.listen"), &m[0].1);
+                Some(m[0].0)
+            }
+            None => self.socket_addr(s, &format!("{p}.listen"), None),
+        };
         let mut vs = VirtualServer::new(listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 1))));
         vs.name = String::new();
         // keepalived's default scheduler (check_data.c: "no scheduler set, setting default
@@ -1690,7 +1833,25 @@ impl Conv {
                 self.o.forget(&bp);
             }
         }
-        if listen.is_some() {
+        if let Some(members) = members {
+            if !vs.name.is_empty() {
+                self.d.warn(
+                    &s.keyword.location,
+                    "`name` on a `virtual_server group` is ignored: each member is a virtual server named by its address and port",
+                );
+                vs.name = String::new();
+            }
+            for (k, (addr, at)) in members.into_iter().enumerate() {
+                let mut m = vs.clone();
+                m.listen = addr;
+                let mp = format!("virtual_server[{}]", i + k);
+                if k > 0 {
+                    self.o.copy(&p, &mp);
+                }
+                self.record(&format!("{mp}.listen"), &at);
+                self.cfg.virtual_servers.push(m);
+            }
+        } else if listen.is_some() {
             self.cfg.virtual_servers.push(vs);
         } else {
             // Dropped: the next virtual server takes index `i`, and must not inherit this
