@@ -2379,3 +2379,48 @@ fn virtual_server_group_serves_every_member() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A backend ejected by passive health while its active check keeps passing is back at
+/// the next pass (Envoy's successful_active_health_check_uneject_host, its default), and
+/// with the option off serves out its ejection (30 s here).
+#[test]
+fn a_passing_active_check_ends_an_ejection() {
+    for uneject in [true, false] {
+        let dir = tempdir();
+        let a = RealServer::start("a");
+        // Accepts (so its TCP check passes) and resets every connection it is given.
+        let r = ResettingServer::start();
+        let port = free_port();
+        let toml = format!(
+            "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nlb_algo = \"rr\"\ndelay_loop = \"200ms\"\n[virtual_server.outlier_detection]\nconsecutive_failures = 2\nbase_ejection_time = \"30s\"\nsuccessful_active_health_check_uneject_host = {uneject}\n[[virtual_server.backend]]\naddress = \"{}\"\n[[virtual_server.backend.check]]\ntype = \"tcp\"\n[[virtual_server.backend]]\naddress = \"{}\"\n[[virtual_server.backend.check]]\ntype = \"tcp\"\n",
+            dir.join("admin.sock").display(),
+            a.addr,
+            r.addr,
+        );
+        let (node, sock) = start_node(&dir, &toml);
+        let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let health =
+            |sock: &Path| status(sock)["virtual_servers"][0]["backends"][1]["health"].clone();
+        assert!(wait_until(Duration::from_secs(5), || health(&sock) == "up"));
+        let ejected = wait_until(Duration::from_secs(5), || {
+            let _ = get(vip);
+            health(&sock) == "down"
+        });
+        assert!(ejected, "uneject {uneject}: not ejected: {}", status(&sock));
+        if uneject {
+            let back = wait_until(Duration::from_secs(5), || health(&sock) == "up");
+            assert!(back, "not back after a passing check: {}", status(&sock));
+        } else {
+            std::thread::sleep(Duration::from_secs(3));
+            assert_eq!(
+                health(&sock),
+                "down",
+                "the option off: the ejection runs its 30 s"
+            );
+        }
+        drop(node);
+        drop(a);
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

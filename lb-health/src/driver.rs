@@ -284,8 +284,14 @@ async fn run_check(
             .await
             .unwrap_or_else(|_| ProbeOutcome::timed_out(timeout));
             tracing::trace!(%backend, kind = probe.kind(), up = outcome.is_up(), reason = %outcome.reason, "probe");
+            let passed = outcome.is_up().then(now);
             let transition = tracker.handle_result(now(), outcome);
             let established = tracker.state().established;
+            if passed.is_some() {
+                if let Some(h) = lock(&health).get_mut(&backend) {
+                    h.last_pass = passed;
+                }
+            }
             if let Some(t) = transition {
                 tracing::info!(%backend, old = %t.old, new = %t.new, reason = %t.reason, latency = ?t.latency, "health transition");
                 // Only while still registered: a removed check may finish one last probe.
@@ -294,6 +300,7 @@ async fn run_check(
                         health: t.new,
                         weight: t.weight,
                         established,
+                        last_pass: h.last_pass,
                     };
                 }
                 // No subscriber is not an error.
@@ -367,6 +374,7 @@ mod tests {
                     health: new,
                     weight: None,
                     established: true,
+                    last_pass: None,
                 },
             );
             let _ = driver.events.send(event(id, old, new));

@@ -264,6 +264,8 @@ pub enum OutlierEvent {
 struct HostState {
     consecutive: u32,
     ejected_until: Option<Instant>,
+    /// When the current ejection began.
+    ejected_at: Option<Instant>,
     ejections: u32,
     unejected_at: Option<Instant>,
 }
@@ -393,6 +395,7 @@ impl OutlierDetector {
         host.unejected_at = state.unejected_at;
         host.consecutive = 0;
         host.ejected_until = None;
+        host.ejected_at = None;
         if was_ejected {
             self.ejected -= 1;
         }
@@ -407,6 +410,8 @@ impl OutlierDetector {
                         .checked_add(max_time)
                         .map_or(until, |cap| until.min(cap));
                     host.ejected_until = Some(until);
+                    // Its start is not carried: a pass after the restore ends it.
+                    host.ejected_at = Some(now);
                     self.ejected += 1;
                     self.events.push_back(OutlierEvent::Ejected {
                         backend,
@@ -475,6 +480,7 @@ impl OutlierDetector {
             .min(config.max_ejection_time);
         let until = crate::tracker::later(now, time);
         host.ejected_until = Some(until);
+        host.ejected_at = Some(now);
         host.consecutive = 0;
         self.ejected += 1;
         self.events.push_back(OutlierEvent::Ejected {
@@ -484,11 +490,41 @@ impl OutlierDetector {
         });
     }
 
+    /// Ends `backend`'s ejection now if an active check passed after it began (`passed`:
+    /// when a probe last passed), as Envoy's `successful_active_health_check_uneject_host`
+    /// (its default) does; the ejection still counts for the next one's length. Returns
+    /// whether it ended.
+    pub fn uneject_if_passed(&mut self, now: Instant, backend: BackendId, passed: Instant) -> bool {
+        let Some(host) = self.hosts.get_mut(&backend) else {
+            return false;
+        };
+        match (host.ejected_until, host.ejected_at) {
+            (Some(_), Some(at)) if passed > at => {
+                host.ejected_until = None;
+                host.ejected_at = None;
+                host.unejected_at = Some(now);
+                self.ejected -= 1;
+                self.events.push_back(OutlierEvent::Unejected { backend });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The ejected backends.
+    pub fn ejected(&self) -> impl Iterator<Item = BackendId> + '_ {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.ejected_until.is_some())
+            .map(|(&b, _)| b)
+    }
+
     /// Un-ejects every backend whose time is over at `now`. Idempotent.
     pub fn handle_timeout(&mut self, now: Instant) {
         for (&backend, host) in &mut self.hosts {
             if host.ejected_until.is_some_and(|u| u <= now) {
                 host.ejected_until = None;
+                host.ejected_at = None;
                 host.unejected_at = Some(now);
                 self.ejected -= 1;
                 self.events.push_back(OutlierEvent::Unejected { backend });
@@ -533,6 +569,37 @@ mod tests {
         for _ in 0..n {
             d.handle_outcome(t, BackendId(id), ConnectionOutcome::Reset);
         }
+    }
+
+    /// Envoy's successful_active_health_check_uneject_host: an active check that passes
+    /// after the ejection began ends it; one from before does not. The ejection still
+    /// counts for the next one's length.
+    #[test]
+    fn a_pass_after_the_ejection_ends_it() {
+        let t = now();
+        let mut d = detector(4, 100);
+        fail(&mut d, t, 0, 3);
+        assert!(d.is_ejected(BackendId(0)));
+        assert!(matches!(d.poll_event(), Some(OutlierEvent::Ejected { .. })));
+        assert_eq!(d.ejected().collect::<Vec<_>>(), [BackendId(0)]);
+        let before = t - Duration::from_millis(1);
+        assert!(!d.uneject_if_passed(t, BackendId(0), before));
+        assert!(
+            !d.uneject_if_passed(t, BackendId(0), t),
+            "a pass at the same instant"
+        );
+        let later = t + Duration::from_secs(1);
+        assert!(d.uneject_if_passed(later, BackendId(0), later));
+        assert!(!d.is_ejected(BackendId(0)));
+        assert_eq!(d.ejected_count(), 0);
+        assert_eq!(
+            d.poll_event(),
+            Some(OutlierEvent::Unejected {
+                backend: BackendId(0)
+            })
+        );
+        assert!(!d.uneject_if_passed(later, BackendId(0), later), "once");
+        assert_eq!(d.host_state(BackendId(0)).unwrap().ejections, 1);
     }
 
     #[test]

@@ -453,6 +453,7 @@ mod tests {
             health: Health::Up,
             weight: w.map(|w| Weight::new(w).unwrap()),
             established: true,
+            last_pass: None,
         };
         a.resync(
             &p,

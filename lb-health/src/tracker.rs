@@ -186,6 +186,10 @@ pub struct CheckState {
     /// start state's, not a check's (carry it over as a fresh start, not as
     /// [`StartState::Established`]).
     pub established: bool,
+    /// When a probe last passed (set by [`HealthDriver`](crate::HealthDriver)), whatever the
+    /// verdict: a passive ejection may end at the next pass (Envoy's
+    /// `successful_active_health_check_uneject_host`). `None`: none since the start.
+    pub last_pass: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +291,7 @@ impl HealthTracker {
             health: self.health,
             weight: self.weight,
             established: !self.fresh,
+            last_pass: None,
         }
     }
 

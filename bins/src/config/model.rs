@@ -857,7 +857,7 @@ pub struct VirtualServer {
 /// reset by the backend) and, in HTTP mode, failed responses eject a backend for a while, on
 /// top of the active checks. Defaults: on, 5 failures in a row, gateway errors (502, 503,
 /// 504) as HTTP failures, ejections of 30 s × the backend's ejection count up to 300 s, at
-/// most 50 % of the backends ejected at once.
+/// most 50 % of the backends ejected at once, ended early by a passing active check.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutlierDetection {
@@ -877,6 +877,11 @@ pub struct OutlierDetection {
     pub max_ejection_time: Duration,
     /// Most backends ejected at once, in percent of the virtual server's backends (0..=100).
     pub max_ejection_percent: u8,
+    /// An active check that passes after a backend was ejected ends the ejection (Envoy's
+    /// `successful_active_health_check_uneject_host`, on by default there too; HAProxy's
+    /// `on-error mark-down` likewise leaves the way back to the checks). Without active
+    /// checks the ejection runs its time.
+    pub successful_active_health_check_uneject_host: bool,
 }
 
 impl Default for OutlierDetection {
@@ -888,6 +893,7 @@ impl Default for OutlierDetection {
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 50,
+            successful_active_health_check_uneject_host: true,
         }
     }
 }

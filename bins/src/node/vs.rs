@@ -473,12 +473,29 @@ async fn apply_health(
     mut late_ejections: mpsc::UnboundedReceiver<Vec<(BackendId, OutlierHostState)>>,
     mut detector: OutlierDetector,
     outlier_states: OutlierStates,
+    uneject_on_pass: bool,
 ) {
     // The active checks' events, and their current states for a resync after lagging.
     let (mut checks, states) = active.map_or((None, None), |(e, s)| (Some(e), Some(s)));
+    // While a backend is ejected and active checks run: each second, a pass since its
+    // ejection ends it (Envoy's successful_active_health_check_uneject_host).
+    let mut passes = tokio::time::interval(Duration::from_secs(1));
+    passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = detector.poll_timeout().map(tokio::time::Instant::from_std);
+        let watch_passes = uneject_on_pass && states.is_some() && detector.ejected_count() > 0;
         tokio::select! {
+            _ = passes.tick(), if watch_passes => {
+                if let Some(states) = &states {
+                    let ejected: Vec<BackendId> = detector.ejected().collect();
+                    for id in ejected {
+                        let passed = states.get(id).and_then(|s| s.last_pass);
+                        if passed.is_some_and(|p| detector.uneject_if_passed(now(), id, p)) {
+                            tracing::info!(virtual_server = %name, backend = %id, "ejection ended: an active check passed");
+                        }
+                    }
+                }
+            }
             ev = async {
                 match &mut checks {
                     Some(rx) => rx.recv().await,
@@ -912,6 +929,8 @@ impl VsRuntime {
             late_ejections_rx,
             detector,
             Arc::clone(&outlier_states),
+            cfg.outlier_detection
+                .successful_active_health_check_uneject_host,
         ))];
         if let Some(rx) = notify_events {
             let scripts = cfg
