@@ -541,6 +541,11 @@ impl OutlierDetector {
     /// When the earliest ejection ends.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // Nothing to scan while nothing is ejected: the common case costs no walk over
+        // the backends (this is asked after every outcome).
+        if self.ejected == 0 {
+            return None;
+        }
         self.hosts.values().filter_map(|h| h.ejected_until).min()
     }
 }

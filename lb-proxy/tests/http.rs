@@ -1661,7 +1661,7 @@ impl OutcomeObserver for OutcomeLog {
 /// head is final.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_is_a_success_only_once_its_body_is_complete() {
-    let cases: [(&[u8], usize); 4] = [
+    let cases: [(&[u8], usize); 5] = [
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
             2,
@@ -1671,6 +1671,11 @@ async fn a_response_is_a_success_only_once_its_body_is_complete() {
         (
             b"HTTP/1.1 503 Unavailable\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno",
             1,
+        ),
+        // A 5xx whose body breaks: one failure, not two.
+        (
+            b"HTTP/1.1 503 Unavailable\r\nContent-Length: 100\r\n\r\nabc",
+            2,
         ),
     ];
     let mut logs = Vec::new();
@@ -1700,7 +1705,7 @@ async fn a_response_is_a_success_only_once_its_body_is_complete() {
         logs.push(log.0.lock().unwrap().clone());
         backend.abort();
     }
-    let [complete, empty, broken, error] = &logs[..] else {
+    let [complete, empty, broken, error, broken_error] = &logs[..] else {
         unreachable!()
     };
     for log in [complete, empty] {
@@ -1725,10 +1730,12 @@ async fn a_response_is_a_success_only_once_its_body_is_complete() {
         ),
         "{broken:?}"
     );
-    assert!(
-        matches!(&error[..], [Outcome::HttpServerError { status: 503 }]),
-        "{error:?}"
-    );
+    for log in [error, broken_error] {
+        assert!(
+            matches!(&log[..], [Outcome::HttpServerError { status: 503 }]),
+            "{log:?}"
+        );
+    }
 }
 
 /// The proxy speaks its own HTTP version (RFC 9110 §6.2): an HTTP/1.0 backend's answer

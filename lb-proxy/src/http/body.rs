@@ -452,6 +452,11 @@ impl StallReport {
         if timed_out {
             super::stats::inc(&self.counters.timeouts);
         }
+        // A 5xx head was the response's final result, already counted as a failure: its
+        // broken body is not a second one.
+        if self.success.is_none() {
+            return;
+        }
         self.backend.stats().record_failure();
         self.observer.observe(
             &self.backend,

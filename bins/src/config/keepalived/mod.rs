@@ -240,8 +240,8 @@ fn address_range(s: &str) -> Result<Vec<IpAddr>, String> {
             let end: u8 = last
                 .parse()
                 .map_err(|_| bad("the range's end is the last octet, 0..=255"))?;
-            if end < o[3] {
-                return Err(bad("the range ends before it starts"));
+            if end <= o[3] {
+                return Err(bad("the range's end must be above its start"));
             }
             Ok((o[3]..=end)
                 .map(|x| IpAddr::from([o[0], o[1], o[2], x]))
@@ -251,8 +251,8 @@ fn address_range(s: &str) -> Result<Vec<IpAddr>, String> {
             let g = a.segments();
             let end = u16::from_str_radix(last, 16)
                 .map_err(|_| bad("the range's end is the last group, in hex"))?;
-            if end < g[7] {
-                return Err(bad("the range ends before it starts"));
+            if end <= g[7] {
+                return Err(bad("the range's end must be above its start"));
             }
             if end - g[7] > 255 {
                 return Err(bad("a range holds at most 256 addresses"));
@@ -884,8 +884,9 @@ impl Conv {
                 }
             }
         }
-        // An address owner's priority never moves, so keepalived makes its track_files
-        // weight 0 (any value but 0 is FAULT), as lb-node does.
+        // An address owner's priority never moves, so keepalived (vrrp_complete_instance)
+        // makes a track_file's default weight 1 a 0 (any value but 0 is FAULT) and ignores
+        // one with another weight, as lb-node does.
         let mut owners = Vec::new();
         for (i, vi) in self.cfg.vrrp_instances.iter().enumerate() {
             if vi.priority != 255 {
@@ -893,19 +894,26 @@ impl Conv {
             }
             for (j, t) in vi.track_file.iter().enumerate() {
                 let own = self.cfg.track_files.iter().find(|f| f.name == t.file);
-                if t.weight.or(own.map(|f| f.weight)).is_some_and(|w| w != 0) {
-                    owners.push((
+                match t.weight.or(own.map(|f| f.weight)) {
+                    Some(0) | None => {}
+                    Some(w) => owners.push((
                         format!("vrrp_instance[{i}].track_file[{j}]"),
                         vi.name.clone(),
-                    ));
+                        w,
+                    )),
                 }
             }
         }
-        for (path, vi) in owners {
+        for (path, vi, w) in owners {
             if let Some(l) = self.o.locate(&path) {
+                let what = if w == 1 {
+                    "this track_file counts with weight 0 (any value but 0 is FAULT), as in keepalived"
+                } else {
+                    "this weighted track_file is ignored, as keepalived ignores it (weight 0 would make any value but 0 FAULT)"
+                };
                 self.d.warn(
                     &l,
-                    format!("vrrp_instance {vi} is an address owner (priority 255), whose priority never changes: this track_file counts with weight 0, any value but 0 meaning FAULT, as in keepalived"),
+                    format!("vrrp_instance {vi} is an address owner (priority 255), whose priority never changes: {what}"),
                 );
             }
         }
@@ -1592,7 +1600,15 @@ impl Conv {
                 self.d
                     .warn(&x.location, format!("extra argument {:?} ignored", x.text));
             }
-            let port = match int::<u16>("port", 1, 65535)(&port.text) {
+            let port = match int::<u16>("port", 0, 65535)(&port.text) {
+                Ok(0) => {
+                    self.d.error(
+                        &port.location,
+                        "port 0 (keepalived's service on every port, with persistence) is not supported: a proxy listens on given ports; list them",
+                    );
+                    bad_entries = true;
+                    continue;
+                }
                 Ok(p) => p,
                 Err(m) => {
                     self.d.error(&port.location, m);
@@ -1812,7 +1828,15 @@ impl Conv {
             );
         }
         real_servers.sort_by_key(|st| st.keyword.text == "sorry_server");
+        // Which backends took the virtual server's port (none written, or 0): a group's
+        // members each give theirs.
+        let mut port_defaulted = Vec::new();
         for st in real_servers {
+            let defaulted = st
+                .args
+                .get(1)
+                .is_none_or(|p| !p.text.is_empty() && p.text.bytes().all(|b| b == b'0'));
+            let before = vs.backends.len();
             let j = vs.backends.len();
             let bp = format!("{p}.backend[{j}]");
             if st.keyword.text == "sorry_server" {
@@ -1832,6 +1856,9 @@ impl Conv {
             } else {
                 self.o.forget(&bp);
             }
+            if vs.backends.len() > before {
+                port_defaulted.push(defaulted);
+            }
         }
         if let Some(members) = members {
             if !vs.name.is_empty() {
@@ -1844,6 +1871,24 @@ impl Conv {
             for (k, (addr, at)) in members.into_iter().enumerate() {
                 let mut m = vs.clone();
                 m.listen = addr;
+                for (b, _) in m
+                    .backends
+                    .iter_mut()
+                    .zip(&port_defaulted)
+                    .filter(|(_, d)| **d)
+                {
+                    b.address.set_port(addr.port());
+                }
+                // keepalived runs a block's scripts once per event, not once per member:
+                // only the first member runs them (all members check the same servers).
+                if k > 0 {
+                    m.quorum_up = None;
+                    m.quorum_down = None;
+                    for b in &mut m.backends {
+                        b.notify_up = None;
+                        b.notify_down = None;
+                    }
+                }
                 let mp = format!("virtual_server[{}]", i + k);
                 if k > 0 {
                     self.o.copy(&p, &mp);
