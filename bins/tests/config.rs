@@ -2528,7 +2528,7 @@ fn track_process_and_track_file_are_read_and_checked() {
 /// a mistake in the block is reported once per member, where it is written.
 #[test]
 fn virtual_server_group_expands_into_one_virtual_server_per_member() {
-    let text = "virtual_server_group web {\n    198.18.0.250-252 80\n    fd00:18::a-b 8080\n}\nvirtual_server group web {\n    lb_algo rr\n    protocol TCP\n    real_server 198.18.0.151 {\n        weight 3\n    }\n}\n";
+    let text = "virtual_server_group web {\n    198.18.0.250-252 80\n    fd00:18::a-b 8080\n}\nvirtual_server group web {\n    lb_algo rr\n    protocol TCP\n    real_server 198.18.0.151 {\n        weight 3\n        notify_down /bin/true\n    }\n}\n";
     let dir = tempfile::tempdir().unwrap();
     let k = dir.path().join("k.conf");
     std::fs::write(&k, text).unwrap();
@@ -2559,6 +2559,13 @@ fn virtual_server_group_expands_into_one_virtual_server_per_member() {
     assert_eq!(c.virtual_servers[0].backends[0].address.port(), 80);
     // Each member's own port, not the first member's.
     assert_eq!(c.virtual_servers[3].backends[0].address.port(), 8080);
+    // The block's scripts run once per event: from the first member only.
+    let scripts: Vec<bool> = c
+        .virtual_servers
+        .iter()
+        .map(|v| v.backends[0].notify_down.is_some())
+        .collect();
+    assert_eq!(scripts, [true, false, false, false, false]);
     // A bad weight in the block: read once, one error.
     let e = errors("k.conf", &text.replace("weight 3", "weight -1"));
     assert_eq!(e, ["k.conf:9:16: weight \"-1\" is not a whole number"]);
