@@ -371,6 +371,9 @@ pub enum ProcEvent {
     Ack {
         /// The error number the kernel gave (0: listening).
         err: u32,
+        /// The sequence number of the request it answers (`cn_msg.seq`): acks reach every
+        /// listener, so a subscriber tells its own apart by the number it sent.
+        seq: u32,
     },
     /// `PROC_EVENT_FORK`.
     Fork {
@@ -420,6 +423,8 @@ const DATA: usize = EVENT + 16;
 impl ProcEvent {
     /// The listen request (`PROC_CN_MCAST_LISTEN`) to send on a connector socket bound to
     /// group `CN_IDX_PROC`; `port` is the socket's netlink port id.
+    /// Its sequence number (`cn_msg.seq`) is `port`, unique to the socket, which the
+    /// kernel's [`ProcEvent::Ack`] repeats.
     pub fn listen_request(port: u32) -> [u8; EVENT + 4] {
         Self::mcast_request(port, 1) // PROC_CN_MCAST_LISTEN
     }
@@ -431,6 +436,7 @@ impl ProcEvent {
 
     fn mcast_request(port: u32, op: u32) -> [u8; EVENT + 4] {
         let mut m = [0u8; EVENT + 4];
+        m[CN_MSG + 8..CN_MSG + 12].copy_from_slice(&port.to_ne_bytes());
         m[0..4].copy_from_slice(&((EVENT + 4) as u32).to_ne_bytes());
         m[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
         m[12..16].copy_from_slice(&port.to_ne_bytes());
@@ -472,7 +478,10 @@ impl ProcEvent {
         let what = u32_at(m, EVENT).ok_or("truncated event")?;
         let at = |i: usize| u32_at(m, DATA + 4 * i).ok_or("truncated event data");
         Ok(match what {
-            0 => Self::Ack { err: at(0)? },
+            0 => Self::Ack {
+                err: at(0)?,
+                seq: u32_at(m, CN_MSG + 8).ok_or("truncated event")?,
+            },
             0x1 => Self::Fork {
                 parent_tgid: at(1)?,
                 child_pid: at(2)?,
@@ -718,9 +727,11 @@ mod tests {
                 Ok(ProcEvent::Exit { pid: 6, tgid: 6 })
             ]
         );
+        let mut ack = msg(0, &[0]);
+        ack[CN_MSG + 8..CN_MSG + 12].copy_from_slice(&42u32.to_ne_bytes());
         assert_eq!(
-            ProcEvent::parse_all(&msg(0, &[0])),
-            vec![Ok(ProcEvent::Ack { err: 0 })]
+            ProcEvent::parse_all(&ack),
+            vec![Ok(ProcEvent::Ack { err: 0, seq: 42 })]
         );
         assert_eq!(
             ProcEvent::parse_all(&msg(0x4, &[1, 1])),
@@ -738,6 +749,7 @@ mod tests {
         let req = ProcEvent::listen_request(42);
         assert_eq!(u32_at(&req, 0), Some(40));
         assert_eq!(u32_at(&req, 12), Some(42));
+        assert_eq!(u32_at(&req, CN_MSG + 8), Some(42), "seq: the port");
         assert_eq!(u32_at(&req, EVENT), Some(1));
         assert_eq!(u32_at(&ProcEvent::ignore_request(42), EVENT), Some(2));
     }

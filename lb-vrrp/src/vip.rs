@@ -396,42 +396,70 @@ impl LinkNotices {
         Ok(Self(crate::driver::register_fd(s)?))
     }
 
-    /// Waits for the next notice and reads every one queued with it (up to 256). Lost
-    /// notices (`ENOBUFS`: the receive buffer overflowed) count as one.
+    /// Waits for the next notice about an interface `watched` says yes to (by index), and
+    /// reads every one queued with it (up to 256 datagrams). Lost notices (`ENOBUFS`: the
+    /// receive buffer overflowed) count as one about any interface.
     ///
     /// # Cancel safety
     /// Cancel safe: a notice not yet read stays queued.
-    pub async fn next(&self) {
-        let mut buf = vec![0u8; 16 * 1024];
+    pub async fn next(&self, watched: impl Fn(u32) -> bool) {
+        // On the future's stack, not the heap: a caller's select loop makes one per turn.
+        // A longer datagram is cut short, which costs nothing: only headers are read.
+        let mut buf = [0u8; 2048];
         loop {
             let Ok(mut guard) = self.0.readable().await else {
                 return std::future::pending().await;
             };
-            let mut got = false;
+            let mut hit = false;
             for _ in 0..256 {
                 match guard.try_io(|s| s.get_ref().recv(&mut &mut buf[..], 0)) {
-                    Ok(Ok(_)) => got = true,
+                    Ok(Ok(n)) => hit |= concerns(&buf[..n.min(buf.len())], &watched),
                     Ok(Err(e)) => {
                         if e.raw_os_error() != Some(libc::ENOBUFS) {
                             tracing::debug!(error = %e, "netlink notice");
                         }
-                        got = true;
+                        hit = true;
                         break;
                     }
                     Err(_would_block) => break,
                 }
             }
-            if got {
+            if hit {
                 return;
             }
         }
     }
 }
 
-/// Waits for `notices`' next, or forever without them.
-pub async fn next_notice(notices: Option<&LinkNotices>) {
+/// Whether a datagram of link/address notices concerns an interface `watched` says yes to:
+/// `RTM_NEWLINK`/`RTM_DELLINK` (`ifinfomsg`) and `RTM_NEWADDR`/`RTM_DELADDR`
+/// (`ifaddrmsg`) carry the interface index 4 bytes into their body. A message it cannot
+/// read counts (better one interface reading too many).
+fn concerns(mut buf: &[u8], watched: &impl Fn(u32) -> bool) -> bool {
+    const HEADER: usize = 16;
+    while buf.len() >= HEADER {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+        let index = buf
+            .get(HEADER + 4..HEADER + 8)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+        match (ty, index) {
+            (16 | 17 | 20 | 21, Some(i)) if !watched(i) => {}
+            (16 | 17 | 20 | 21, _) => return true,
+            _ => {}
+        }
+        if len < HEADER {
+            return true;
+        }
+        buf = buf.get((len + 3) & !3..).unwrap_or_default();
+    }
+    false
+}
+
+/// Waits for `notices`' next about a `watched` interface, or forever without notices.
+pub async fn next_notice(notices: Option<&LinkNotices>, watched: impl Fn(u32) -> bool) {
     match notices {
-        Some(n) => n.next().await,
+        Some(n) => n.next(watched).await,
         None => std::future::pending().await,
     }
 }
@@ -439,6 +467,39 @@ pub async fn next_notice(notices: Option<&LinkNotices>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn notice(ty: u16, index: u32) -> Vec<u8> {
+        let mut m = vec![0u8; 32];
+        m[0..4].copy_from_slice(&32u32.to_ne_bytes());
+        m[4..6].copy_from_slice(&ty.to_ne_bytes());
+        m[20..24].copy_from_slice(&index.to_ne_bytes());
+        m
+    }
+
+    /// Link and address notices name their interface; others, and unreadable ones, are
+    /// judged as the function says.
+    #[test]
+    fn notices_concern_their_interface_only() {
+        let watched = |i: u32| i == 7;
+        for ty in [16, 17, 20, 21] {
+            assert!(concerns(&notice(ty, 7), &watched));
+            assert!(!concerns(&notice(ty, 8), &watched));
+        }
+        let mut two = notice(20, 8);
+        two.extend(notice(21, 7));
+        assert!(
+            concerns(&two, &watched),
+            "the second message of a datagram counts"
+        );
+        assert!(
+            !concerns(&notice(24, 7), &watched),
+            "a route notice is not ours"
+        );
+        let mut bad = notice(20, 8);
+        bad[0..4].copy_from_slice(&4u32.to_ne_bytes());
+        assert!(concerns(&bad, &watched), "an unreadable length counts");
+        assert!(!concerns(&[0u8; 3], &watched));
+    }
 
     #[test]
     fn parse_vips() {

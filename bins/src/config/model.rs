@@ -289,7 +289,8 @@ pub enum ParamMatch {
 /// (keepalived `track_file`): read at start and whenever it is written, renamed into place
 /// or deleted (then 0). The value times the weight is added to the priority; -254 or less
 /// means FAULT; with weight 0, any value but 0 means FAULT. An address owner (priority 255)
-/// counts its files with weight 0, as keepalived does.
+/// counts a file of weight 1 with weight 0 and ignores one of another weight, as keepalived
+/// does.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VrrpTrackFile {

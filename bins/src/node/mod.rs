@@ -580,12 +580,9 @@ impl Node {
                 return Err(NodeError::Start(format!("no_accept: {e}")));
             }
         }
-        // keepalived's init_file, at start only: a reload must not undo what an operator
-        // wrote into a tracked file since.
-        if let Err(e) = vrrp::init_track_files(&config) {
-            node.shutdown().await;
-            return Err(e);
-        }
+        // keepalived's init_file; a file that cannot be written is logged, as keepalived
+        // logs it, and reads as 0.
+        vrrp::init_track_files(&config, true);
         for (group, instances) in vrrp::groups(&config) {
             match SpeakerRuntime::start(
                 &config,
@@ -893,6 +890,10 @@ impl Node {
             .retain(|name, _| new.virtual_servers.iter().any(|n| &n.name == name));
         self.publish_vservers();
 
+        // init_file creates missing tracked files, but overwrites none at a reload
+        // (keepalived: "don't overwrite a file on reload"): what an operator wrote since
+        // stays.
+        vrrp::init_track_files(&new, false);
         // VRRP: a group (a sync group, or a lone instance) whose instances, sync group
         // settings and tracked scripts, processes and files are all unchanged keeps running.
         let new_groups = vrrp::groups(&new);

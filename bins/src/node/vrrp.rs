@@ -85,14 +85,29 @@ fn track_meta(cfg: &Config, vi: &VrrpInstance) -> Vec<(&'static str, String, i32
     }
     for t in &vi.track_file {
         let f = cfg.track_files.iter().find(|f| f.name == t.file);
+        let Some(weight) = file_weight(vi, t.weight.or(f.map(|f| f.weight)).unwrap_or(1)) else {
+            continue; // ignored, as instance_config ignores it
+        };
         out.push((
             "file",
             t.file.clone(),
-            t.weight.or(f.map(|f| f.weight)).unwrap_or(1),
+            weight,
             t.reverse.or(f.map(|f| f.reverse)).unwrap_or(false),
         ));
     }
     out
+}
+
+/// The weight a `track_file` of `vi` counts with, or `None` when it is ignored: an
+/// address owner's priority never moves, so keepalived (vrrp_complete_instance) makes the
+/// default weight 1 a 0 (any value but 0 faults the owner) and ignores a file with any
+/// other weight but 0.
+fn file_weight(vi: &VrrpInstance, weight: i32) -> Option<i32> {
+    match (vi.priority == 255, weight) {
+        (false, w) | (true, w @ 0) => Some(w),
+        (true, 1) => Some(0),
+        (true, _) => None,
+    }
 }
 
 /// A track's status from what the speaker counts (`st`, the state its weight applies to)
@@ -259,12 +274,11 @@ fn instance_config(
             .find(|f| f.name == t.file)
             .ok_or_else(|| format!("track_file {} is not defined", t.file))?;
         let mut tf = TrackFile::new(&f.name, &f.file);
-        tf.weight = t.weight.unwrap_or(f.weight);
-        // An owner's priority never moves: keepalived makes its track_files weight 0, so
-        // that any value but 0 faults it.
-        if vi.priority == 255 {
-            tf.weight = 0;
-        }
+        let Some(weight) = file_weight(vi, t.weight.unwrap_or(f.weight)) else {
+            tracing::warn!(instance = %vi.name, track_file = %f.name, "an address owner's priority never moves: this weighted track_file is ignored, as keepalived ignores it (give it weight 0 to fault the owner)");
+            continue;
+        };
+        tf.weight = weight;
         tf.reverse = t.reverse.unwrap_or(f.reverse);
         tf.init = f.init_file.map(|v| (v, f.init_overwrite));
         c.track_file.push(tf);
@@ -272,9 +286,10 @@ fn instance_config(
     Ok(c)
 }
 
-/// Writes the `init_file` values of the `track_file`s an instance tracks (keepalived does
-/// it at start, not at a reload).
-pub(crate) fn init_track_files(cfg: &Config) -> Result<(), NodeError> {
+/// Writes the `init_file` values of the `track_file`s an instance tracks: at start as
+/// configured, at a reload (`start` false) only into files that do not exist (keepalived
+/// overwrites none on reload). Failures are logged.
+pub(crate) fn init_track_files(cfg: &Config, start: bool) {
     let files: Vec<TrackFile> = cfg
         .track_files
         .iter()
@@ -285,11 +300,13 @@ pub(crate) fn init_track_files(cfg: &Config) -> Result<(), NodeError> {
         })
         .map(|f| {
             let mut t = TrackFile::new(&f.name, &f.file);
-            t.init = f.init_file.map(|v| (v, f.init_overwrite));
+            t.init = f.init_file.map(|v| (v, f.init_overwrite && start));
             t
         })
         .collect();
-    lb_vrrp::driver::init_track_files(&files).map_err(|e| NodeError::Start(e.to_string()))
+    if let Err(e) = lb_vrrp::driver::init_track_files(&files) {
+        tracing::error!(error = %e, "init_file: the file reads as 0");
+    }
 }
 
 /// The `vrrp_script`s, `vrrp_track_process`es and `track_file`s a reload added, removed
@@ -625,9 +642,11 @@ impl SpeakerRuntime {
                         .ok();
                     let mut last = None;
                     loop {
+                        // Only this interface's notices (all while it has no index yet).
+                        let index = lb_vrrp::vip::VipManager::ifindex(&ifname).ok();
                         tokio::select! {
                             _ = tick.tick() => {}
-                            () = lb_vrrp::vip::next_notice(notices.as_ref()) => {}
+                            () = lb_vrrp::vip::next_notice(notices.as_ref(), |i| index.is_none_or(|x| x == i)) => {}
                         }
                         let up = lb_vrrp::vip::link_is_up(&ifname);
                         if last != Some(up) {
@@ -886,24 +905,32 @@ mod tests {
     /// An address owner counts its track_files with weight 0 (any value but 0 is FAULT),
     /// as keepalived; others keep theirs. Process settings reach the speaker.
     #[test]
-    fn owners_count_track_files_with_weight_zero() {
+    fn owners_count_default_weight_files_with_weight_zero_and_ignore_weighted_ones() {
         let text = |prio: u8| {
             format!(
                 "[[track_file]]\nname = \"m\"\nfile = \"/run/m\"\nweight = -3\n\
+                 [[track_file]]\nname = \"d\"\nfile = \"/run/d\"\n\
                  [[vrrp_track_process]]\nname = \"p\"\nprocess = \"/usr/sbin/nginx\"\n\
                  params = [\"-g\"]\nquorum_max = 0\nreverse = true\n\
                  [[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"lo\"\nvirtual_router_id = 51\n\
                  priority = {prio}\nvirtual_ipaddress = [\"198.18.0.250\"]\n\
-                 track_file = [{{ file = \"m\" }}]\ntrack_process = [{{ process = \"p\", weight = 5 }}]\n"
+                 track_file = [{{ file = \"m\" }}, {{ file = \"d\" }}]\ntrack_process = [{{ process = \"p\", weight = 5 }}]\n"
             )
         };
         let live = HashMap::new();
-        for (prio, weight) in [(255, 0), (100, -3)] {
+        // An owner: the default weight 1 becomes 0, a weighted file is ignored.
+        for (prio, weights) in [(255, vec![0]), (100, vec![-3, 1])] {
             let (config, _) =
                 crate::config::toml::parse_str(&text(prio), std::path::Path::new("t.toml"))
                     .unwrap();
             let c = instance_config(&config, &config.vrrp_instances[0], &live).unwrap();
-            assert_eq!(c.track_file[0].weight, weight, "priority {prio}");
+            let got: Vec<i32> = c.track_file.iter().map(|f| f.weight).collect();
+            assert_eq!(got, weights, "priority {prio}");
+            assert_eq!(
+                track_meta(&config, &config.vrrp_instances[0]).len(),
+                1 + weights.len(),
+                "status names the same tracks"
+            );
             let p = &c.track_process[0];
             assert_eq!(
                 (p.quorum, p.quorum_max, p.weight.0, p.reverse),

@@ -174,7 +174,8 @@ pub struct VrrpInstanceConfig {
 /// held, and [`TrackFile::status`].
 #[derive(Debug, Clone, Default)]
 struct TrackedStart {
-    processes: Vec<bool>,
+    /// `None`: not counted yet (the first count of `/proc` took too long).
+    processes: Vec<Option<bool>>,
     files: Vec<i32>,
 }
 
@@ -406,7 +407,7 @@ impl VrrpInstanceConfig {
                 self.track_process
                     .iter()
                     .zip(&tracked.processes)
-                    .map(|(p, up)| Some(p.as_track(*up).1)),
+                    .map(|(p, up)| up.map(|up| p.as_track(up).1)),
             )
             .chain(tracked.files.iter().map(|v| Some(*v > TRACK_VALUE_FAULT)))
             .collect();
@@ -609,8 +610,6 @@ pub struct Speaker {
     events: broadcast::Sender<Event>,
     ctl_tx: mpsc::UnboundedSender<Control>,
     ctl_rx: mpsc::UnboundedReceiver<Control>,
-    /// The `track_process` watcher, started by [`Speaker::run`].
-    processes: Option<track::ProcessWatcher>,
     /// The `track_file` watcher, started by [`Speaker::run`].
     files: Option<track::FileWatcher>,
     /// How often interfaces are read besides netlink's notices ([`Speaker::set_link_poll`]).
@@ -652,10 +651,13 @@ impl Speaker {
         // Tracked processes and files are counted and read before the instances start, so
         // that their state holds from the first instant (keepalived reads them at start).
         let (procs, files) = track::collect(&configs);
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        // On a thread of its own, which ends once this speaker is gone (its channel
+        // closes); its reports wait in the channel until the speaker runs.
         let processes = if procs.is_empty() {
-            None
+            Vec::new()
         } else {
-            Some(track::ProcessWatcher::new(procs)?)
+            track::ProcessWatcher::start(procs, ctl_tx.clone()).0
         };
         let files = if files.is_empty() {
             None
@@ -698,9 +700,9 @@ impl Speaker {
                 processes: (0..cfg.track_process.len())
                     .map(|k| {
                         processes
-                            .as_ref()
-                            .and_then(|w| w.is_up(i, TrackId(base + k)))
-                            .unwrap_or(false)
+                            .iter()
+                            .find(|(inst, id, _)| *inst == i && *id == TrackId(base + k))
+                            .and_then(|(_, _, up)| *up)
                     })
                     .collect(),
                 files: (0..cfg.track_file.len())
@@ -745,7 +747,6 @@ impl Speaker {
                 (0..n).map(|i| vec![i]).collect(),
             )
         };
-        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         Ok(Self {
             instances,
             groups,
@@ -755,7 +756,6 @@ impl Speaker {
             events: broadcast::channel(64).0,
             ctl_tx,
             ctl_rx,
-            processes,
             files,
             link_poll: LINK_POLL,
         })
@@ -848,10 +848,6 @@ impl Speaker {
                 )));
             }
         }
-        if let Some(w) = self.processes.take() {
-            // On a thread of its own; it ends once this speaker is gone (its channel closes).
-            w.spawn(self.ctl_tx.clone());
-        }
         if let Some(w) = self.files.take() {
             tasks.push(tokio::spawn(w.run(self.ctl_tx.clone())));
         }
@@ -889,6 +885,20 @@ impl Speaker {
         link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Link and address changes as netlink reports them: a link going down is Fault at
         // once, a VIP deleted by someone else is added back at once.
+        // The interfaces whose notices matter: the instances', and their VIPs' `dev`s
+        // (`None`: one cannot be named yet, so every notice matters).
+        let watched: Option<HashSet<u32>> = self
+            .instances
+            .iter()
+            .flat_map(|inst| {
+                std::iter::once(Some(inst.ifindex)).chain(
+                    inst.cfg
+                        .all_vips()
+                        .filter_map(|v| v.dev.as_deref())
+                        .map(|d| VipManager::ifindex(d).ok()),
+                )
+            })
+            .collect();
         let monitor = match vip::LinkNotices::open() {
             Ok(m) => Some(m),
             Err(e) => {
@@ -960,7 +970,7 @@ impl Speaker {
                     let inst = &self.instances[p.instance];
                     self.groups[inst.group].handle_packet(now(), inst.member, p.meta, &p.bytes);
                 }
-                () = vip::next_notice(monitor.as_ref()) => {
+                () = vip::next_notice(monitor.as_ref(), |i| watched.as_ref().is_none_or(|w| w.contains(&i))) => {
                     link_tick.reset();
                     self.check_links().await;
                 }

@@ -24,6 +24,9 @@ use crate::{Error, Result};
 /// exists only in the initial network namespace and for the initial PID namespace.
 pub(crate) const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long [`ProcessWatcher::start`] waits for the first count of `/proc`.
+pub(crate) const FIRST_COUNT_WAIT: Duration = Duration::from_secs(1);
+
 /// Longest command line read (`/proc/PID/cmdline`), bytes.
 const CMDLINE_MAX: usize = 4096;
 
@@ -55,6 +58,13 @@ enum Source {
     /// A `/proc` scan every [`SCAN_INTERVAL`].
     Scan,
 }
+
+/// What [`ProcessWatcher::start`] gives back: the first count's state of each spec
+/// (`(instance, track id, quorum held)`, `None` if it took too long), and the thread.
+pub(crate) type Started = (
+    Vec<(usize, TrackId, Option<bool>)>,
+    Option<std::thread::JoinHandle<()>>,
+);
 
 /// Every `vrrp_track_process` of a speaker's instances: `(instance, track id, spec)`.
 pub(crate) struct ProcessWatcher {
@@ -132,14 +142,11 @@ fn read_process(pid: u32, cmdline_max: Option<usize>) -> Option<(Vec<u8>, Vec<u8
 }
 
 impl ProcessWatcher {
-    /// Subscribes to process events (or settles for scanning), then counts the matching
-    /// processes in `/proc`: each spec's health is known from the start. Subscribing
-    /// first, so that no change between the count and the first event is missed.
-    pub(crate) fn new(specs: Vec<(usize, TrackId, TrackProcess)>) -> Result<Self> {
-        Self::with_connector(specs, true)
-    }
-
-    /// [`ProcessWatcher::new`]; without `connector`, scanning only.
+    /// Subscribes to process events (or settles for scanning, without `connector` or
+    /// where they are not offered), then counts the matching processes in `/proc`: each
+    /// spec's health is known from the start. Subscribing first, so that no change
+    /// between the count and the first event is missed. Blocks (see
+    /// [`ProcessWatcher::start`]).
     fn with_connector(specs: Vec<(usize, TrackId, TrackProcess)>, connector: bool) -> Result<Self> {
         let opened = if connector {
             open_connector()
@@ -191,6 +198,7 @@ impl ProcessWatcher {
     }
 
     /// Whether spec `(instance, id)` has its quorum now.
+    #[cfg(test)]
     pub(crate) fn is_up(&self, instance: usize, id: TrackId) -> Option<bool> {
         self.specs
             .iter()
@@ -315,7 +323,7 @@ impl ProcessWatcher {
                     }
                 }
             }
-            ProcEvent::Ack { err } if err != 0 => {
+            ProcEvent::Ack { err, .. } if err != 0 => {
                 tracing::warn!(err, "process events connector reported an error");
             }
             _ => {}
@@ -364,33 +372,85 @@ impl ProcessWatcher {
         }
     }
 
-    /// Runs on a thread of its own (reading `/proc` blocks, and a process stuck in the
-    /// kernel can block it for long) until the speaker's channel closes.
-    pub(crate) fn spawn(self, tx: mpsc::UnboundedSender<Control>) {
+    /// Starts the watcher on a thread of its own: reading `/proc` can block (a process
+    /// stuck in the kernel blocks a read of its command line), so neither the first
+    /// count nor any later one runs on the caller's event loop. The thread subscribes,
+    /// counts, reports every spec's state once ([`Control::Track`]), then follows changes
+    /// until the speaker's channel closes. Returns the first count's states by spec, as
+    /// [`ProcessWatcher::is_up`] gives them, if it took less than [`FIRST_COUNT_WAIT`];
+    /// `None` otherwise (unknown until the thread reports).
+    pub(crate) fn start(
+        specs: Vec<(usize, TrackId, TrackProcess)>,
+        tx: mpsc::UnboundedSender<Control>,
+    ) -> Started {
+        Self::start_with(specs, tx, true)
+    }
+
+    fn start_with(
+        specs: Vec<(usize, TrackId, TrackProcess)>,
+        tx: mpsc::UnboundedSender<Control>,
+        connector: bool,
+    ) -> Started {
+        let keys: Vec<(usize, TrackId)> = specs.iter().map(|(i, id, _)| (*i, *id)).collect();
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("lb-track-process".into())
             .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
+                let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(self.run(tx)),
-                    Err(e) => tracing::error!(error = %e, "track_process: no runtime, processes are not followed"),
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "track_process: no runtime, processes are not followed");
+                        return;
+                    }
+                };
+                let w = match Self::with_connector(specs, connector) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::error!(error = %e, "track_process: processes are not followed");
+                        return;
+                    }
+                };
+                let _ = first_tx.send(w.quorums.iter().map(ProcessQuorum::is_up).collect::<Vec<_>>());
+                for k in 0..w.specs.len() {
+                    let (instance, id, spec) = &w.specs[k];
+                    let (_, healthy) = spec.as_track(w.quorums[k].is_up());
+                    let _ = tx.send(Control::Track(*instance, *id, healthy));
                 }
+                rt.block_on(w.run(tx));
             });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "track_process: no thread, processes are not followed");
+        let handle = match spawned {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::error!(error = %e, "track_process: no thread, processes are not followed");
+                None
+            }
+        };
+        let first = first_rx.recv_timeout(FIRST_COUNT_WAIT).ok();
+        if first.is_none() && handle.is_some() {
+            tracing::warn!("track_process: counting the processes in /proc took more than {FIRST_COUNT_WAIT:?}: their state is unknown until it is done");
         }
+        let states = keys
+            .into_iter()
+            .enumerate()
+            .map(|(k, (i, id))| (i, id, first.as_ref().and_then(|f| f.get(k).copied())))
+            .collect();
+        (states, handle)
     }
 
-    /// Waits (at most 500 ms) for the kernel's answer to the subscription: it says nothing
-    /// to a process outside the initial PID namespace, whose events would never come.
-    async fn confirm(&mut self) {
+    /// Waits (at most 500 ms) for the kernel's answer to our subscription (the ack that
+    /// repeats our sequence number: acks reach every listener). It says nothing to a
+    /// process outside the initial PID namespace, whose events would never come. Lost
+    /// events meanwhile (`ENOBUFS`) mean the subscription works: count again.
+    async fn confirm(&mut self, tx: &mpsc::UnboundedSender<Control>) {
         let source = std::mem::replace(&mut self.source, Source::Scan);
         let Source::Subscribed(c) = source else {
             self.source = source;
             return;
         };
+        let port = c.port;
         let fd = match super::sys::async_fd(c) {
             Ok(fd) => fd,
             Err(e) => {
@@ -404,26 +464,32 @@ impl ProcessWatcher {
                 match recv(&fd, &mut buf).await {
                     Ok(n) => {
                         for ev in ProcEvent::parse_all(&buf[..n]).into_iter().flatten() {
-                            if let ProcEvent::Ack { err } = ev {
-                                return err;
+                            match ev {
+                                ProcEvent::Ack { err, seq } if seq == port => return Ok(err),
+                                _ => {}
                             }
                         }
                     }
-                    Err(e) => return e.raw_os_error().unwrap_or(libc::EIO) as u32,
+                    Err(e) => return Err(e),
                 }
             }
         })
         .await;
         match acked {
-            Ok(0) => self.source = Source::Connector(fd),
-            Ok(err) => tracing::info!(err, "process events connector refused: track_process scans /proc every {} s", SCAN_INTERVAL.as_secs()),
+            Ok(Ok(0)) => self.source = Source::Connector(fd),
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                self.source = Source::Connector(fd);
+                self.lost_events(super::now(), tx);
+            }
+            Ok(Ok(err)) => tracing::info!(err, "process events connector refused: track_process scans /proc every {} s", SCAN_INTERVAL.as_secs()),
+            Ok(Err(e)) => tracing::info!(error = %e, "process events connector failed: track_process scans /proc every {} s", SCAN_INTERVAL.as_secs()),
             Err(_) => tracing::info!("process events connector did not answer (outside the initial PID namespace?): track_process scans /proc every {} s", SCAN_INTERVAL.as_secs()),
         }
     }
 
     /// Runs until the speaker's channel closes.
     async fn run(mut self, tx: mpsc::UnboundedSender<Control>) {
-        self.confirm().await;
+        self.confirm(&tx).await;
         let mut scan = tokio::time::interval(SCAN_INTERVAL);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         scan.tick().await; // the first tick is now: the start counted already
@@ -522,6 +588,9 @@ pub(crate) struct FileWatcher {
     names: Vec<Vec<(WatchDescriptor, OsString)>>,
     /// Per spec: the status last reported ([`TrackFile::status`]).
     status: Vec<i32>,
+    /// Per spec: its watches are to be set again (a watched directory went away, or a
+    /// link changed), tried each second until they are.
+    rewatch: Vec<bool>,
     inotify: AsyncFd<InotifyFd>,
 }
 
@@ -573,14 +642,45 @@ fn split_path(p: &Path) -> Result<(PathBuf, OsString)> {
     Ok((dir, name))
 }
 
+/// Watches `f`'s directory (and a symbolic link's target's): the (watch, name) pairs
+/// whose events concern it. Watching a directory twice gives the same watch.
+fn watch(inotify: &Inotify, f: &TrackFile) -> Result<Vec<(WatchDescriptor, OsString)>> {
+    let flags = AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVE;
+    let mut paths = vec![split_path(&f.path)?];
+    // A link: its target's directory too (a write through the link is an event there);
+    // the link's own catches the link being replaced (`ln -sf`). A target whose directory
+    // does not exist (yet) is an error: the caller tries again.
+    if let Ok(to) = std::fs::read_link(&f.path) {
+        let to = paths[0].0.join(to);
+        let target = to.canonicalize().unwrap_or(to);
+        if target != paths[0].0.join(&paths[0].1) {
+            paths.push(split_path(&target)?);
+        }
+    }
+    let mut pairs = Vec::new();
+    for (dir, name) in paths {
+        let wd = inotify.add_watch(&dir, flags).map_err(|e| {
+            Error::Config(format!(
+                "track_file {}: watching {}: {e}",
+                f.name,
+                dir.display()
+            ))
+        })?;
+        pairs.push((wd, name));
+    }
+    Ok(pairs)
+}
+
 /// keepalived's `init_file [VALUE] [overwrite]`: writes each file's value if it does not
 /// exist, or always with `overwrite`, once when the daemon starts (keepalived: "Don't
 /// overwrite a file on reload": a reload must not undo `echo -254 > FILE`). Something
 /// other than a regular file is left alone.
 ///
 /// # Errors
-/// [`Error::Config`] naming the file that cannot be written.
+/// [`Error::Config`] naming the first file that could not be written (the others are
+/// written all the same).
 pub fn init_track_files<'a>(files: impl IntoIterator<Item = &'a TrackFile>) -> Result<()> {
+    let mut first_error = None;
     for f in files {
         let Some((value, overwrite)) = f.init else {
             continue;
@@ -592,15 +692,15 @@ pub fn init_track_files<'a>(files: impl IntoIterator<Item = &'a TrackFile>) -> R
             tracing::warn!(track_file = %f.name, path = %f.path.display(), "init_file: not a regular file, left alone");
             continue;
         }
-        std::fs::write(&f.path, format!("{value}\n")).map_err(|e| {
-            Error::Config(format!(
+        if let Err(e) = std::fs::write(&f.path, format!("{value}\n")) {
+            first_error.get_or_insert(Error::Config(format!(
                 "track_file {}: init_file {}: {e}",
                 f.name,
                 f.path.display()
-            ))
-        })?;
+            )));
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 impl FileWatcher {
@@ -612,38 +712,33 @@ impl FileWatcher {
     pub(crate) fn new(specs: Vec<(usize, TrackId, TrackFile)>) -> Result<Self> {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .map_err(|e| Error::Config(format!("inotify: {e}")))?;
-        let flags =
-            AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVE;
         let mut names = Vec::new();
+        let mut rewatch = Vec::new();
         for (_, _, f) in &specs {
-            let mut pairs = Vec::new();
-            let mut paths = vec![split_path(&f.path)?];
-            // A link: its target's directory too (a write through the link is an event
-            // there); the link's own catches the link being replaced (`ln -sf`).
-            if let Ok(target) = f.path.canonicalize() {
-                if target != paths[0].0.join(&paths[0].1) {
-                    if let Ok(t) = split_path(&target) {
-                        paths.push(t);
-                    }
+            match watch(&inotify, f) {
+                Ok(pairs) => {
+                    names.push(pairs);
+                    rewatch.push(false);
+                }
+                // A link whose target's directory is missing: its own directory for now
+                // (which must exist), the target's tried again each second.
+                Err(e) => {
+                    let (dir, name) = split_path(&f.path)?;
+                    let flags = AddWatchFlags::IN_CLOSE_WRITE
+                        | AddWatchFlags::IN_DELETE
+                        | AddWatchFlags::IN_MOVE;
+                    let wd = inotify.add_watch(&dir, flags).map_err(|_| e)?;
+                    names.push(vec![(wd, name)]);
+                    rewatch.push(true);
                 }
             }
-            for (dir, name) in paths {
-                let wd = inotify.add_watch(&dir, flags).map_err(|e| {
-                    Error::Config(format!(
-                        "track_file {}: watching {}: {e}",
-                        f.name,
-                        dir.display()
-                    ))
-                })?;
-                pairs.push((wd, name));
-            }
-            names.push(pairs);
         }
         let status = specs
             .iter()
             .map(|(_, _, f)| f.status(read_value(f)))
             .collect();
         Ok(Self {
+            rewatch,
             specs,
             names,
             status,
@@ -671,11 +766,39 @@ impl FileWatcher {
         }
     }
 
+    /// Sets spec `k`'s watches again and reads it; `false` while that fails.
+    fn rewatch(&mut self, k: usize, tx: &mpsc::UnboundedSender<Control>) -> bool {
+        match watch(&self.inotify.get_ref().0, &self.specs[k].2) {
+            Ok(pairs) => {
+                self.names[k] = pairs;
+                self.rewatch[k] = false;
+                let v = read_value(&self.specs[k].2);
+                self.update(k, v, tx);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "track_file: watch not set again yet");
+                false
+            }
+        }
+    }
+
     /// Runs until the speaker's channel closes.
     pub(crate) async fn run(mut self, tx: mpsc::UnboundedSender<Control>) {
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let retrying = self.rewatch.iter().any(|r| *r);
             let events = tokio::select! {
                 () = tx.closed() => return,
+                _ = retry.tick(), if retrying => {
+                    for k in 0..self.specs.len() {
+                        if self.rewatch[k] && self.rewatch(k, &tx) {
+                            tracing::info!(track_file = %self.specs[k].2.name, "track_file: watched again");
+                        }
+                    }
+                    continue;
+                }
                 r = self.inotify.readable() => {
                     let Ok(mut guard) = r else { return };
                     match guard.try_io(|i| i.get_ref().0.read_events().map_err(std::io::Error::from)) {
@@ -700,22 +823,31 @@ impl FileWatcher {
                 }
                 if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
                     // The watched directory is gone (deleted, or replaced by a new one):
-                    // its files read as 0, as deleted files do, and no change is seen
-                    // until lb-node restarts.
+                    // its files read as 0, as deleted files do, and its watch is set again
+                    // each second until the directory is back.
                     for k in 0..self.specs.len() {
                         if self.names[k].iter().any(|(wd, _)| *wd == ev.wd) {
-                            tracing::warn!(track_file = %self.specs[k].2.name, path = %self.specs[k].2.path.display(), "the tracked file's directory is gone: it reads as 0, and changes are not seen until restart");
+                            tracing::warn!(track_file = %self.specs[k].2.name, path = %self.specs[k].2.path.display(), "the tracked file's directory is gone: it reads as 0 until it is back");
                             self.update(k, 0, &tx);
+                            self.rewatch[k] = true;
                         }
                     }
                     continue;
                 }
                 let Some(name) = &ev.name else { continue };
                 for k in 0..self.specs.len() {
-                    if !self.names[k]
+                    let Some(at) = self.names[k]
                         .iter()
-                        .any(|(wd, n)| *wd == ev.wd && n == name)
-                    {
+                        .position(|(wd, n)| *wd == ev.wd && n == name)
+                    else {
+                        continue;
+                    };
+                    // The path as written changed: a link may point elsewhere now, so
+                    // its target is watched again (the same watches if not).
+                    if at == 0 && (self.names[k].len() > 1 || self.specs[k].2.path.is_symlink()) {
+                        if !self.rewatch(k, &tx) {
+                            self.rewatch[k] = true;
+                        }
                         continue;
                     }
                     // Read the file whatever happened to this name (deleted, renamed away,
@@ -905,7 +1037,7 @@ mod tests {
         bin.spawn(&mut kids, "30");
         let mut t = TrackProcess::new("d", ProcessPattern::name(&bin.name));
         t.terminate_delay = Duration::from_millis(1500);
-        let w = ProcessWatcher::new(vec![(0, TrackId(0), t)]).unwrap();
+        let w = ProcessWatcher::with_connector(vec![(0, TrackId(0), t)], true).unwrap();
         assert_eq!(w.is_up(0, TrackId(0)), Some(true));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(w.run(tx));
@@ -926,6 +1058,41 @@ mod tests {
             started.elapsed()
         );
         task.abort();
+    }
+
+    /// The watcher started on its own thread: the first count comes back to the caller
+    /// and is reported once on the channel; the thread ends once the channel's receiver
+    /// (the speaker) is gone.
+    #[test]
+    fn started_watcher_reports_its_first_count_and_ends_with_its_speaker() {
+        let bin = UniqueSleep::new("t");
+        let mut kids = Kids(Vec::new());
+        bin.spawn(&mut kids, "30");
+        let t = TrackProcess::new("t", ProcessPattern::name(&bin.name));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (states, handle) = ProcessWatcher::start_with(vec![(2, TrackId(1), t)], tx, false);
+        assert_eq!(states, [(2, TrackId(1), Some(true))]);
+        let handle = handle.expect("a thread");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert_eq!(next(&mut rx).await, (2, TrackId(1), "track true".into()));
+        });
+        drop(rx);
+        rt.block_on(async {
+            for _ in 0..100 {
+                if handle.is_finished() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        assert!(
+            handle.is_finished(),
+            "the watcher thread outlived its speaker"
+        );
     }
 
     /// A counted process's fork counts (a forking server's workers share its name), with
@@ -1111,6 +1278,22 @@ mod tests {
         // Written through the link's target's own path.
         std::fs::write(dir.join("b/prio"), "-7").unwrap();
         assert_eq!(next(&mut rx).await, (0, TrackId(0), "value -7".into()));
+        // The link pointed elsewhere (`ln -sf`): the new target is read, then followed.
+        std::fs::create_dir_all(dir.join("c")).unwrap();
+        std::fs::write(dir.join("c/prio"), "-3").unwrap();
+        std::os::unix::fs::symlink(dir.join("c/prio"), dir.join("a/prio.new")).unwrap();
+        std::fs::rename(dir.join("a/prio.new"), dir.join("a/prio")).unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(0), "value -3".into()));
+        std::fs::write(dir.join("c/prio"), "-4").unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(0), "value -4".into()));
+        // The target's directory removed: 0; made again and written: followed again.
+        std::fs::remove_dir_all(dir.join("c")).unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(0), "value 0".into()));
+        std::fs::create_dir_all(dir.join("c")).unwrap();
+        std::fs::write(dir.join("c/prio"), "-5").unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(0), "value -5".into()));
+        std::fs::write(dir.join("c/prio"), "-6").unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(0), "value -6".into()));
         task.abort();
         // init_file: missing written, present kept, present overwritten with overwrite.
         let mut keep = TrackFile::new("keep", dir.join("keep"));
