@@ -528,14 +528,7 @@ async fn handle_connection(
     if let Some(version) = shared.config.send_proxy {
         let header = ProxyHeader::tcp(source, destination);
         if let Err(e) = proxy_protocol::write_header(&mut backend_stream, &header, version).await {
-            backend.stats().record_failure();
-            shared.observer.observe(
-                &backend,
-                &Outcome::Closed {
-                    stats: super::ForwardStats::default(),
-                    backend_error: true,
-                },
-            );
+            broken_at_start(shared, &backend);
             tracing::debug!(error = %e, "writing PROXY header");
             return;
         }
@@ -543,15 +536,7 @@ async fn handle_connection(
     if !early.is_empty() {
         use tokio::io::AsyncWriteExt;
         if let Err(e) = backend_stream.write_all(&early).await {
-            // The backend broke the connection it had just accepted.
-            backend.stats().record_failure();
-            shared.observer.observe(
-                &backend,
-                &Outcome::Closed {
-                    stats: super::ForwardStats::default(),
-                    backend_error: true,
-                },
-            );
+            broken_at_start(shared, &backend);
             tracing::debug!(error = %e, "writing the client's first bytes to the backend");
             return;
         }
@@ -579,6 +564,20 @@ async fn handle_connection(
         &Outcome::Closed {
             stats: fs,
             backend_error,
+        },
+    );
+}
+
+/// The backend broke the connection it had just accepted, before any forwarding (writing
+/// the PROXY header or the client's first bytes failed): a failure of the backend, for
+/// passive health.
+fn broken_at_start(shared: &Shared, backend: &Backend) {
+    backend.stats().record_failure();
+    shared.observer.observe(
+        backend,
+        &Outcome::Closed {
+            stats: super::ForwardStats::default(),
+            backend_error: true,
         },
     );
 }

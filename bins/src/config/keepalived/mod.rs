@@ -790,22 +790,9 @@ impl Conv {
                 }
                 "timeout" => script.timeout = self.get(st, &fp, duration(kw)),
                 "weight" => {
-                    script.reverse = st.args.get(1).is_some_and(|r| r.text == "reverse");
-                    if let Some(x) = st.args.get(1).filter(|r| r.text != "reverse") {
-                        self.d.error(
-                            &x.location,
-                            format!(
-                                "`weight` takes a number and an optional `reverse`, not {:?}",
-                                x.text
-                            ),
-                        );
-                    }
-                    let first = Stmt {
-                        keyword: st.keyword.clone(),
-                        args: st.args.iter().take(1).cloned().collect(),
-                        block: None,
-                    };
-                    script.weight = self.get(&first, &fp, int(kw, -254, 254)).unwrap_or(0);
+                    let (w, reverse) = self.weight_reverse(st, &fp, -254, 254);
+                    script.weight = w.unwrap_or(0);
+                    script.reverse = reverse;
                 }
                 "rise" => script.rise = self.get(st, &fp, int(kw, 1, 1_000_000)).unwrap_or(1),
                 "fall" => script.fall = self.get(st, &fp, int(kw, 1, 1_000_000)).unwrap_or(1),
@@ -977,22 +964,9 @@ impl Conv {
                 }
                 "full_command" => t.full_command = self.flag(st, &fp),
                 "weight" => {
-                    t.reverse = st.args.get(1).is_some_and(|r| r.text == "reverse");
-                    if let Some(x) = st.args.get(1).filter(|r| r.text != "reverse") {
-                        self.d.error(
-                            &x.location,
-                            format!(
-                                "`weight` takes a number and an optional `reverse`, not {:?}",
-                                x.text
-                            ),
-                        );
-                    }
-                    let first = Stmt {
-                        keyword: st.keyword.clone(),
-                        args: st.args.iter().take(1).cloned().collect(),
-                        block: None,
-                    };
-                    t.weight = self.get(&first, &fp, int(kw, -254, 254)).unwrap_or(1);
+                    let (w, reverse) = self.weight_reverse(st, &fp, -254, 254);
+                    t.weight = w.unwrap_or(1);
+                    t.reverse = reverse;
                 }
                 "quorum" => t.quorum = Some(self.get(st, &fp, int(kw, 1, 65_535)).unwrap_or(1)),
                 "quorum_max" => t.quorum_max = self.get(st, &fp, int(kw, 0, 65_535)),
@@ -1047,24 +1021,9 @@ impl Conv {
                     }
                 }
                 "weight" => {
-                    t.reverse = st.args.get(1).is_some_and(|r| r.text == "reverse");
-                    if let Some(x) = st.args.get(1).filter(|r| r.text != "reverse") {
-                        self.d.error(
-                            &x.location,
-                            format!(
-                                "`weight` takes a number and an optional `reverse`, not {:?}",
-                                x.text
-                            ),
-                        );
-                    }
-                    let first = Stmt {
-                        keyword: st.keyword.clone(),
-                        args: st.args.iter().take(1).cloned().collect(),
-                        block: None,
-                    };
-                    t.weight = self
-                        .get(&first, &fp, int(kw, -2_147_483_647, 2_147_483_647))
-                        .unwrap_or(1);
+                    let (w, reverse) = self.weight_reverse(st, &fp, -2_147_483_647, 2_147_483_647);
+                    t.weight = w.unwrap_or(1);
+                    t.reverse = reverse;
                 }
                 // `init_file [VALUE] [overwrite]`.
                 "init_file" => {
@@ -1093,6 +1052,28 @@ impl Conv {
             self.o.poison(format!("{p}.file"));
         }
         self.cfg.track_files.push(t);
+    }
+
+    /// `weight W [reverse]` of a `vrrp_script`, `vrrp_track_process` or `track_file`: the
+    /// weight (within `lo..=hi`, `None` with an error where it is wrong) and whether it is
+    /// reversed; another second word is an error.
+    fn weight_reverse(&mut self, st: &Stmt, path: &str, lo: i64, hi: i64) -> (Option<i32>, bool) {
+        let reverse = st.args.get(1).is_some_and(|r| r.text == "reverse");
+        if let Some(x) = st.args.get(1).filter(|r| r.text != "reverse") {
+            self.d.error(
+                &x.location,
+                format!(
+                    "`weight` takes a number and an optional `reverse`, not {:?}",
+                    x.text
+                ),
+            );
+        }
+        let first = Stmt {
+            keyword: st.keyword.clone(),
+            args: st.args.iter().take(1).cloned().collect(),
+            block: None,
+        };
+        (self.get(&first, path, int("weight", lo, hi)), reverse)
     }
 
     /// `name [weight N]` entries of a `track_*` block, recorded at `path[first]`,
