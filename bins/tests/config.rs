@@ -2518,8 +2518,8 @@ fn track_process_and_track_file_are_read_and_checked() {
         ]
     );
     assert_eq!(
-        bad("", "    track_interface {\n        eth9 weight 2 reverse\n    }\n"),
-        ["k.conf:6:23: `weight … reverse` is not supported in `track_interface` (keepalived applies the weight to the opposite state)"]
+        bad("", "    track_service {\n        web weight 2 reverse\n    }\n")[1],
+        "k.conf:6:22: `weight … reverse` is not supported in `track_service` (keepalived applies the weight to the opposite state)"
     );
 }
 

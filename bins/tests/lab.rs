@@ -1195,7 +1195,12 @@ fn track_interface_lowers_priority_or_faults() {
     ip(&["ip", "link", "set", "trk1", "up"]);
     ip(&["ip", "link", "set", "trk0", "up"]);
     let prio = |s: &Status| -> Vec<u8> { s.vrrp.iter().map(|v| v.effective_priority).collect() };
-    for (weight, what) in [(-10, "weight -10"), (0, "weight 0")] {
+    // (weight, reverse, what, priority of VI_1 while trk0 is up / down; FAULT as 0).
+    for (weight, reverse, what, when_up, when_down) in [
+        (-10, false, "weight -10", 100, 90),
+        (0, false, "weight 0", 100, 0),
+        (10, true, "weight 10 reverse", 90, 100),
+    ] {
         let mut lb1 = Node::new(&lab, "lb1");
         lb1.write_conf(Conf {
             master: true,
@@ -1207,23 +1212,31 @@ fn track_interface_lowers_priority_or_faults() {
             track_interface: Some(weight),
             socket: &lb1.socket.clone(),
         });
+        if reverse {
+            let conf = std::fs::read_to_string(&lb1.conf).unwrap().replace(
+                &format!("trk0 weight {weight}\n"),
+                &format!("trk0 weight {weight} reverse\n"),
+            );
+            std::fs::write(&lb1.conf, conf).unwrap();
+        }
         lb1.start(&lab);
         let up = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
             lb1.status()
-                .is_some_and(|s| all_in(&s, VrrpState::Master) && prio(&s) == [100, 100])
+                .is_some_and(|s| all_in(&s, VrrpState::Master) && prio(&s) == [when_up, 100])
         });
         assert!(
             up.is_some(),
-            "{what}: lb1 MASTER at 100 with trk0 up\n{}",
+            "{what}: lb1 MASTER at {when_up} with trk0 up: {:?}\n{}",
+            lb1.status().map(|s| s.vrrp),
             lb1.logs()
         );
         ip(&["ip", "link", "set", "trk0", "down"]);
         let reacted = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
             lb1.status().is_some_and(|s| {
-                if weight == 0 {
+                if when_down == 0 {
                     all_in(&s, VrrpState::Fault)
                 } else {
-                    all_in(&s, VrrpState::Master) && prio(&s) == [90, 100]
+                    all_in(&s, VrrpState::Master) && prio(&s) == [when_down, 100]
                 }
             })
         });
@@ -1236,11 +1249,11 @@ fn track_interface_lowers_priority_or_faults() {
         ip(&["ip", "link", "set", "trk0", "up"]);
         let back = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
             lb1.status()
-                .is_some_and(|s| all_in(&s, VrrpState::Master) && prio(&s) == [100, 100])
+                .is_some_and(|s| all_in(&s, VrrpState::Master) && prio(&s) == [when_up, 100])
         });
         assert!(
             back.is_some(),
-            "{what}: trk0 up again: MASTER at 100\n{}",
+            "{what}: trk0 up again: MASTER at {when_up}\n{}",
             lb1.logs()
         );
         step(

@@ -619,6 +619,10 @@ pub struct TrackInterface {
     /// priority while it is down, a positive one while it is up.
     #[serde(default)]
     pub weight: i32,
+    /// keepalived `weight W reverse`: the weight applies to the opposite state (a positive
+    /// weight is taken off while the link is up; with weight 0, FAULT while it is up).
+    #[serde(default)]
+    pub reverse: bool,
 }
 
 /// A `vrrp_script` the instance tracks.

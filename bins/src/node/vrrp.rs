@@ -60,7 +60,7 @@ fn track_meta(cfg: &Config, vi: &VrrpInstance) -> Vec<(&'static str, String, i32
         ));
     }
     for t in &vi.track_interface {
-        out.push(("interface", t.interface.clone(), t.weight, false));
+        out.push(("interface", t.interface.clone(), t.weight, t.reverse));
     }
     for t in &vi.track_script {
         let s = cfg.vrrp_scripts.iter().find(|s| s.name == t.script);
@@ -196,9 +196,11 @@ fn instance_config(
         .iter()
         .map(|t| TrackWeight(t.weight.unwrap_or(0).clamp(-254, 254) as i16))
         .chain(
-            vi.track_interface
-                .iter()
-                .map(|t| TrackWeight(t.weight.clamp(-254, 254) as i16)),
+            // `reverse`: the opposite weight on the opposite state (set_track below).
+            vi.track_interface.iter().map(|t| {
+                let w = t.weight.clamp(-254, 254) as i16;
+                TrackWeight(if t.reverse { -w } else { w })
+            }),
         )
         .collect();
     // Their state before the start, so that a weight-0 one already failing faults the
@@ -211,7 +213,7 @@ fn instance_config(
         .chain(
             vi.track_interface
                 .iter()
-                .map(|t| lb_vrrp::vip::link_is_up(&t.interface)),
+                .map(|t| lb_vrrp::vip::link_is_up(&t.interface) != t.reverse),
         )
         .collect();
     for t in &vi.track_script {
@@ -633,7 +635,7 @@ impl SpeakerRuntime {
             for (k, ti) in vi.track_interface.iter().enumerate() {
                 let id = TrackId(vi.track_service.len() + k);
                 let h = handle.clone();
-                let (inst, ifname) = (vi.name.clone(), ti.interface.clone());
+                let (inst, ifname, reverse) = (vi.name.clone(), ti.interface.clone(), ti.reverse);
                 tasks.push(tokio::spawn(async move {
                     let mut tick = tokio::time::interval(lb_vrrp::driver::LINK_POLL);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -651,7 +653,7 @@ impl SpeakerRuntime {
                         let up = lb_vrrp::vip::link_is_up(&ifname);
                         if last != Some(up) {
                             tracing::info!(instance = %inst, interface = %ifname, up, "tracked interface");
-                            h.set_track(idx, id, up);
+                            h.set_track(idx, id, up != reverse);
                             last = Some(up);
                         }
                     }

@@ -1261,10 +1261,13 @@ impl Conv {
                 "lower_prio_no_advert" => vi.lower_prio_no_advert = self.flag(st, &fp),
                 "track_interface" => {
                     let first = vi.track_interface.len();
-                    for (interface, weight) in self.tracked(st, &fp, first) {
+                    for (interface, weight, reverse) in
+                        self.tracked_reversible(st, &fp, first, true)
+                    {
                         vi.track_interface.push(TrackInterface {
                             interface,
                             weight: weight.unwrap_or(0),
+                            reverse: reverse.unwrap_or(false),
                         });
                     }
                 }
