@@ -421,10 +421,15 @@ fn spawn_backend_notify(
     })
 }
 
+/// How many outcomes may wait for the applier task; more are dropped (a success or two
+/// lost changes nothing; a failure lost delays an ejection). Bounds the memory a flood of
+/// connections can queue while the task is behind: about 1.5 MiB.
+const OUTCOME_QUEUE: usize = 65_536;
+
 /// Forwards the proxy's outcomes to the applier task (never blocks the data path).
 #[derive(Debug)]
 struct PassiveObserver {
-    tx: mpsc::UnboundedSender<(BackendId, ConnectionOutcome)>,
+    tx: mpsc::Sender<(BackendId, ConnectionOutcome)>,
     /// `outlier_detection.enabled`: off, outcomes are dropped here.
     enabled: bool,
 }
@@ -454,7 +459,9 @@ impl OutcomeObserver for PassiveObserver {
             Outcome::HttpServerError { status } => ConnectionOutcome::HttpStatus(*status),
             _ => return,
         };
-        let _ = self.tx.send((backend.id(), o));
+        if self.tx.try_send((backend.id(), o)).is_err() {
+            tracing::debug!(backend = %backend.id(), "passive health: outcome queue full, outcome dropped");
+        }
     }
 }
 
@@ -468,7 +475,7 @@ async fn apply_health(
     pool: Arc<Pool>,
     mut appliers: Appliers,
     active: Option<(broadcast::Receiver<lb_health::HealthEvent>, CheckStates)>,
-    mut outcomes: mpsc::UnboundedReceiver<(BackendId, ConnectionOutcome)>,
+    mut outcomes: mpsc::Receiver<(BackendId, ConnectionOutcome)>,
     mut weights: mpsc::UnboundedReceiver<(BackendId, Weight)>,
     mut late_ejections: mpsc::UnboundedReceiver<Vec<(BackendId, OutlierHostState)>>,
     mut detector: OutlierDetector,
@@ -836,7 +843,7 @@ impl VsRuntime {
 
         // Passive health: the proxy reports every connection's outcome; consecutive failures
         // eject a backend for a while (Envoy outlier detection), on top of the active checks.
-        let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
+        let (outcomes_tx, outcomes) = mpsc::channel(OUTCOME_QUEUE);
         let observer: Arc<dyn OutcomeObserver> = Arc::new(PassiveObserver {
             tx: outcomes_tx,
             enabled: cfg.outlier_detection.enabled,
