@@ -2559,13 +2559,14 @@ fn virtual_server_group_expands_into_one_virtual_server_per_member() {
     assert_eq!(c.virtual_servers[0].backends[0].address.port(), 80);
     // Each member's own port, not the first member's.
     assert_eq!(c.virtual_servers[3].backends[0].address.port(), 8080);
-    // The block's scripts run once per event: from the first member only.
+    // The block's scripts run once per event: from the first member that checks each
+    // real server (198.18.0.151:80 in the first, :8080 in the fourth).
     let scripts: Vec<bool> = c
         .virtual_servers
         .iter()
         .map(|v| v.backends[0].notify_down.is_some())
         .collect();
-    assert_eq!(scripts, [true, false, false, false, false]);
+    assert_eq!(scripts, [true, false, false, true, false]);
     // A bad weight in the block: read once, one error.
     let e = errors("k.conf", &text.replace("weight 3", "weight -1"));
     assert_eq!(e, ["k.conf:9:16: weight \"-1\" is not a whole number"]);

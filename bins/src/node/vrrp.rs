@@ -438,7 +438,7 @@ pub(crate) async fn precheck(
                 .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    drop(Speaker::new(configs, sync_group).map_err(|e| NodeError::Start(format!("VRRP: {e}")))?);
+    Speaker::check(configs, sync_group).map_err(|e| NodeError::Start(format!("VRRP: {e}")))?;
     if members.iter().any(|vi| !vi.accept) {
         lb_vrrp::accept::DropRules::install()
             .await

@@ -612,6 +612,9 @@ pub struct Speaker {
     ctl_rx: mpsc::UnboundedReceiver<Control>,
     /// The `track_file` watcher, started by [`Speaker::run`].
     files: Option<track::FileWatcher>,
+    /// Tracked processes whose first count was not done when [`Speaker::new`] returned:
+    /// their instances wait for it, as for a weight-0 script's first result.
+    uncounted: Vec<(usize, TrackId)>,
     /// How often interfaces are read besides netlink's notices ([`Speaker::set_link_poll`]).
     link_poll: Duration,
 }
@@ -645,6 +648,24 @@ impl Speaker {
     /// keepalived. Without `unicast_src_ip`, an advert source removed from the interface
     /// later also means Fault until another address appears.
     pub fn new(configs: Vec<VrrpInstanceConfig>, sync_group: bool) -> Result<Self> {
+        Self::build(configs, sync_group, true)
+    }
+
+    /// What [`Speaker::new`] checks, without starting anything: the configurations, the
+    /// interfaces, the sockets and the tracked files' directories (a daemon checks a new
+    /// configuration before it stops the running one). Tracked processes are not counted.
+    ///
+    /// # Errors
+    /// As [`Speaker::new`].
+    pub fn check(configs: Vec<VrrpInstanceConfig>, sync_group: bool) -> Result<()> {
+        Self::build(configs, sync_group, false).map(drop)
+    }
+
+    fn build(
+        configs: Vec<VrrpInstanceConfig>,
+        sync_group: bool,
+        follow_processes: bool,
+    ) -> Result<Self> {
         for cfg in &configs {
             cfg.validate()?;
         }
@@ -653,11 +674,22 @@ impl Speaker {
         let (procs, files) = track::collect(&configs);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         // On a thread of its own, which ends once this speaker is gone (its channel
-        // closes); its reports wait in the channel until the speaker runs.
-        let processes = if procs.is_empty() {
-            Vec::new()
+        // closes); its reports wait in the channel until the speaker runs. Not for a
+        // check ([`Speaker::check`]).
+        let (processes, watcher) = if procs.is_empty() || !follow_processes {
+            (Vec::new(), None)
         } else {
-            track::ProcessWatcher::start(procs, ctl_tx.clone()).0
+            track::ProcessWatcher::start(procs, ctl_tx.clone())
+        };
+        // Waited for only if a watcher will report them.
+        let uncounted: Vec<(usize, TrackId)> = if watcher.is_some() {
+            processes
+                .iter()
+                .filter(|(_, _, up)| up.is_none())
+                .map(|(i, id, _)| (*i, *id))
+                .collect()
+        } else {
+            Vec::new()
         };
         let files = if files.is_empty() {
             None
@@ -757,6 +789,7 @@ impl Speaker {
             ctl_tx,
             ctl_rx,
             files,
+            uncounted,
             link_poll: LINK_POLL,
         })
     }
@@ -872,6 +905,16 @@ impl Speaker {
                             .filter(|(_, s)| s.weight.0 == 0)
                             .map(move |(k, _)| (i, TrackId(cfg.track.len() + k)))
                     })
+                    // Processes whose first count came too late for Speaker::new: the
+                    // watcher reports each once it is done (weighted ones too, or the
+                    // instance would start at a priority it does not have).
+                    .chain(
+                        self.uncounted
+                            .iter()
+                            .filter(|(i, _)| members.contains(i))
+                            .filter(|(i, _)| !self.instances[*i].cfg.resume_master)
+                            .copied(),
+                    )
                     .collect()
             })
             .collect();

@@ -459,6 +459,7 @@ impl ProcessWatcher {
             }
         };
         let mut buf = vec![0u8; 4096];
+        let mut lost = false;
         let acked = tokio::time::timeout(Duration::from_millis(500), async {
             loop {
                 match recv(&fd, &mut buf).await {
@@ -470,20 +471,34 @@ impl ProcessWatcher {
                             }
                         }
                     }
+                    // Events lost while waiting (other listeners' events reach us too,
+                    // whether or not ours was accepted): our ack may be among them, or
+                    // still to come. Count again once we know.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
                     Err(e) => return Err(e),
                 }
             }
         })
         .await;
         match acked {
-            Ok(Ok(0)) => self.source = Source::Connector(fd),
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+            Ok(Ok(0)) => {
                 self.source = Source::Connector(fd);
-                self.lost_events(super::now(), tx);
+                if lost {
+                    self.lost_events(super::now(), tx);
+                }
             }
             Ok(Ok(err)) => tracing::info!(err, "process events connector refused: track_process scans /proc every {} s", SCAN_INTERVAL.as_secs()),
             Ok(Err(e)) => tracing::info!(error = %e, "process events connector failed: track_process scans /proc every {} s", SCAN_INTERVAL.as_secs()),
+            Err(_) if lost => {
+                // The ack may have been lost with the rest: subscribed, most likely, but
+                // unsure. Scanning is always right.
+                tracing::info!("process events connector: our subscription's answer was lost in an overflow; track_process scans /proc every {} s", SCAN_INTERVAL.as_secs());
+            }
             Err(_) => tracing::info!("process events connector did not answer (outside the initial PID namespace?): track_process scans /proc every {} s", SCAN_INTERVAL.as_secs()),
+        }
+        if matches!(self.source, Source::Scan) {
+            // What was counted may have changed meanwhile.
+            self.rescan(super::now(), tx);
         }
     }
 
@@ -766,21 +781,24 @@ impl FileWatcher {
         }
     }
 
-    /// Sets spec `k`'s watches again and reads it; `false` while that fails.
+    /// Sets spec `k`'s watches again, and reads it whether or not that worked (a link
+    /// pointed at a missing directory reads as 0 meanwhile); `false` while the watches
+    /// cannot be set.
     fn rewatch(&mut self, k: usize, tx: &mpsc::UnboundedSender<Control>) -> bool {
-        match watch(&self.inotify.get_ref().0, &self.specs[k].2) {
+        let set = match watch(&self.inotify.get_ref().0, &self.specs[k].2) {
             Ok(pairs) => {
                 self.names[k] = pairs;
                 self.rewatch[k] = false;
-                let v = read_value(&self.specs[k].2);
-                self.update(k, v, tx);
                 true
             }
             Err(e) => {
                 tracing::debug!(error = %e, "track_file: watch not set again yet");
                 false
             }
-        }
+        };
+        let v = read_value(&self.specs[k].2);
+        self.update(k, v, tx);
+        set
     }
 
     /// Runs until the speaker's channel closes.
@@ -814,10 +832,12 @@ impl FileWatcher {
             for ev in events {
                 if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                     // Events were lost: read every file again.
+                    // A link may have been pointed elsewhere among them: watched again.
                     tracing::warn!("inotify queue overflowed: reading every tracked file again");
                     for k in 0..self.specs.len() {
-                        let v = read_value(&self.specs[k].2);
-                        self.update(k, v, &tx);
+                        if !self.rewatch(k, &tx) {
+                            self.rewatch[k] = true;
+                        }
                     }
                     continue;
                 }
@@ -1294,6 +1314,10 @@ mod tests {
         assert_eq!(next(&mut rx).await, (0, TrackId(0), "value -5".into()));
         std::fs::write(dir.join("c/prio"), "-6").unwrap();
         assert_eq!(next(&mut rx).await, (0, TrackId(0), "value -6".into()));
+        // Pointed at a directory that does not exist: it reads as 0 at once.
+        std::os::unix::fs::symlink(dir.join("nodir/prio"), dir.join("a/prio.new")).unwrap();
+        std::fs::rename(dir.join("a/prio.new"), dir.join("a/prio")).unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(0), "value 0".into()));
         task.abort();
         // init_file: missing written, present kept, present overwritten with overwrite.
         let mut keep = TrackFile::new("keep", dir.join("keep"));

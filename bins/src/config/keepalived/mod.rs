@@ -1852,6 +1852,8 @@ impl Conv {
                 );
                 vs.name = String::new();
             }
+            let mut seen_sets = HashSet::new();
+            let mut seen_backends = HashSet::new();
             for (k, (addr, at)) in members.into_iter().enumerate() {
                 let mut m = vs.clone();
                 m.listen = addr;
@@ -1863,12 +1865,18 @@ impl Conv {
                 {
                     b.address.set_port(addr.port());
                 }
-                // keepalived runs a block's scripts once per event, not once per member:
-                // only the first member runs them (all members check the same servers).
-                if k > 0 {
+                // keepalived runs a block's scripts once per event, not once per member: a
+                // real server an earlier member already checks (same address and port)
+                // leaves its scripts to it, and so does the quorum when an earlier member
+                // has the same real servers. One that took this member's own port keeps
+                // them.
+                let addrs: Vec<SocketAddr> = m.backends.iter().map(|b| b.address).collect();
+                if !seen_sets.insert(addrs) {
                     m.quorum_up = None;
                     m.quorum_down = None;
-                    for b in &mut m.backends {
+                }
+                for b in &mut m.backends {
+                    if !seen_backends.insert(b.address) {
                         b.notify_up = None;
                         b.notify_down = None;
                     }
