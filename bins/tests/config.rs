@@ -2567,6 +2567,17 @@ fn virtual_server_group_expands_into_one_virtual_server_per_member() {
         .map(|v| v.backends[0].notify_down.is_some())
         .collect();
     assert_eq!(scripts, [true, false, false, true, false]);
+    // Checks that reach the same target (connect_port) whatever the member's port: the
+    // scripts run once, from the first member.
+    let same_target = "virtual_server_group web {\n    198.18.0.250 80\n    198.18.0.250 8080\n}\nvirtual_server group web {\n    protocol TCP\n    quorum_down /bin/true\n    real_server 198.18.0.151 {\n        notify_down /bin/true\n        TCP_CHECK {\n            connect_port 80\n        }\n    }\n}\n";
+    std::fs::write(&k, same_target).unwrap();
+    let (c, _) = ok(&k);
+    let kept: Vec<(bool, bool)> = c
+        .virtual_servers
+        .iter()
+        .map(|v| (v.backends[0].notify_down.is_some(), v.quorum_down.is_some()))
+        .collect();
+    assert_eq!(kept, [(true, true), (false, false)]);
     // A bad weight in the block: read once, one error.
     let e = errors("k.conf", &text.replace("weight 3", "weight -1"));
     assert_eq!(e, ["k.conf:9:16: weight \"-1\" is not a whole number"]);

@@ -85,6 +85,10 @@ pub(crate) fn register_fd<T: sys::OwnsFd>(fd: T) -> io::Result<AsyncFd<T>> {
     sys::async_fd(fd)
 }
 
+/// How long [`Speaker::run`] holds an instance back for a tracked process whose first
+/// count is not done yet.
+const UNCOUNTED_WAIT: Duration = Duration::from_secs(5);
+
 /// How often a speaker reads the interfaces besides netlink's notices, by default
 /// ([`Speaker::set_link_poll`]).
 pub const LINK_POLL: Duration = Duration::from_millis(200);
@@ -817,7 +821,9 @@ impl Speaker {
     /// Runs until [`SpeakerHandle::shutdown`]: removes stale VIPs, starts every instance
     /// and drives it. An instance with weight-0 `track_script`s stays in Initialize until
     /// each has given its first result (at most its `timeout`), as keepalived holds it in
-    /// INIT, and so do the other members of its sync group.
+    /// INIT, and so do the other members of its sync group; likewise for tracked processes
+    /// whose first count was not done when [`Speaker::new`] returned (at most 5 s). A
+    /// group with a resumed Master waits for nothing.
     ///
     /// # Errors
     ///
@@ -891,17 +897,19 @@ impl Speaker {
             .members
             .iter()
             .map(|members| {
+                // A group with a resumed Master does not wait: its predecessor's checks
+                // were good (keepalived's INIT_GOOD across a reload), and waiting would
+                // stop its adverts long enough for a peer to take over (a member the
+                // reload added included: the group starts as one).
+                let resumed = members.iter().any(|&i| self.instances[i].cfg.resume_master);
                 members
                     .iter()
+                    .filter(move |_| !resumed)
                     .flat_map(|&i| {
                         let cfg = &self.instances[i].cfg;
-                        // A resumed Master does not wait: its predecessor's scripts were
-                        // good (keepalived's INIT_GOOD across a reload), and waiting would
-                        // stop its adverts long enough for a peer to take over.
                         cfg.track_script
                             .iter()
                             .enumerate()
-                            .filter(|_| !cfg.resume_master)
                             .filter(|(_, s)| s.weight.0 == 0)
                             .map(move |(k, _)| (i, TrackId(cfg.track.len() + k)))
                     })
@@ -911,8 +919,7 @@ impl Speaker {
                     .chain(
                         self.uncounted
                             .iter()
-                            .filter(|(i, _)| members.contains(i))
-                            .filter(|(i, _)| !self.instances[*i].cfg.resume_master)
+                            .filter(move |(i, _)| !resumed && members.contains(i))
                             .copied(),
                     )
                     .collect()
@@ -924,6 +931,9 @@ impl Speaker {
                 self.start_group(gi, t);
             }
         }
+        // Processes not counted yet are waited for at most this long: a count stuck in
+        // /proc (a process hung in the kernel) must not keep the instances from starting.
+        let uncounted_deadline = tokio::time::Instant::now() + UNCOUNTED_WAIT;
         let mut link_tick = tokio::time::interval(self.link_poll);
         link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Link and address changes as netlink reports them: a link going down is Fault at
@@ -962,8 +972,28 @@ impl Speaker {
                     None => std::future::pending().await,
                 }
             };
+            let waiting_uncounted = !self.uncounted.is_empty()
+                && awaiting
+                    .iter()
+                    .any(|a| a.iter().any(|e| self.uncounted.contains(e)));
             tokio::select! {
                 biased;
+                () = tokio::time::sleep_until(uncounted_deadline), if waiting_uncounted => {
+                    tracing::warn!("track_process: the first count of /proc is still not done after {UNCOUNTED_WAIT:?}: starting, those processes unknown until it is");
+                    let t = now();
+                    let mut ready = Vec::new();
+                    for (gi, waiting) in awaiting.iter_mut().enumerate() {
+                        let before = waiting.len();
+                        waiting.retain(|e| !self.uncounted.contains(e));
+                        if before > 0 && waiting.is_empty() {
+                            ready.push(gi);
+                        }
+                    }
+                    for gi in ready {
+                        self.start_group(gi, t);
+                    }
+                    self.uncounted.clear();
+                }
                 Some(c) = self.ctl_rx.recv() => {
                     let t = now();
                     match c {

@@ -428,10 +428,15 @@ impl ProcessWatcher {
                 None
             }
         };
-        let first = first_rx.recv_timeout(FIRST_COUNT_WAIT).ok();
-        if first.is_none() && handle.is_some() {
-            tracing::warn!("track_process: counting the processes in /proc took more than {FIRST_COUNT_WAIT:?}: their state is unknown until it is done");
-        }
+        let (first, handle) = match first_rx.recv_timeout(FIRST_COUNT_WAIT) {
+            Ok(f) => (Some(f), handle),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!("track_process: counting the processes in /proc took more than {FIRST_COUNT_WAIT:?}: their state is unknown until it is done");
+                (None, handle)
+            }
+            // The thread ended without counting (logged there): no report will come.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => (None, None),
+        };
         let states = keys
             .into_iter()
             .enumerate()
@@ -442,8 +447,9 @@ impl ProcessWatcher {
 
     /// Waits (at most 500 ms) for the kernel's answer to our subscription (the ack that
     /// repeats our sequence number: acks reach every listener). It says nothing to a
-    /// process outside the initial PID namespace, whose events would never come. Lost
-    /// events meanwhile (`ENOBUFS`) mean the subscription works: count again.
+    /// process outside the initial PID namespace, whose events would never come. Events
+    /// lost meanwhile (`ENOBUFS`) are counted again once the answer is known, from `/proc`
+    /// either way.
     async fn confirm(&mut self, tx: &mpsc::UnboundedSender<Control>) {
         let source = std::mem::replace(&mut self.source, Source::Scan);
         let Source::Subscribed(c) = source else {

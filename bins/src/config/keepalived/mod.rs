@@ -227,6 +227,32 @@ fn forwarding_method(v: &str) -> Result<(), String> {
     }
 }
 
+/// What a real server's checks reach, as a key: two members of a `virtual_server_group`
+/// whose copies of a real server have the same key see the same results.
+fn checked(b: &BackendConfig) -> String {
+    if b.checks.is_empty() {
+        return b.address.to_string();
+    }
+    let mut targets: Vec<String> = b
+        .checks
+        .iter()
+        .map(|c| match &c.kind {
+            CheckKind::Misc(m) => format!("misc {}", m.misc_path),
+            _ => {
+                let ip = c.connect_ip.unwrap_or(b.address.ip());
+                let port = c.connect_port.unwrap_or(b.address.port());
+                format!(
+                    "{:?} {}",
+                    std::mem::discriminant(&c.kind),
+                    SocketAddr::new(ip, port)
+                )
+            }
+        })
+        .collect();
+    targets.sort();
+    targets.join(";")
+}
+
 /// `ADDRESS` or `ADDRESS-LAST`: the addresses from ADDRESS to the one whose last octet
 /// (IPv4, decimal) or last 16-bit group (IPv6, hex) is LAST, at most 256.
 fn address_range(s: &str) -> Result<Vec<IpAddr>, String> {
@@ -1866,17 +1892,18 @@ impl Conv {
                     b.address.set_port(addr.port());
                 }
                 // keepalived runs a block's scripts once per event, not once per member: a
-                // real server an earlier member already checks (same address and port)
-                // leaves its scripts to it, and so does the quorum when an earlier member
-                // has the same real servers. One that took this member's own port keeps
-                // them.
-                let addrs: Vec<SocketAddr> = m.backends.iter().map(|b| b.address).collect();
-                if !seen_sets.insert(addrs) {
+                // real server whose checks an earlier member already runs (the same
+                // targets: connect_ip/connect_port, else its address; a MISC_CHECK's
+                // program) leaves its scripts to that member, and so does the quorum when
+                // an earlier member checks the same. One whose checks reach this member's
+                // own port keeps them.
+                let keys: Vec<String> = m.backends.iter().map(checked).collect();
+                if !seen_sets.insert(keys.clone()) {
                     m.quorum_up = None;
                     m.quorum_down = None;
                 }
-                for b in &mut m.backends {
-                    if !seen_backends.insert(b.address) {
+                for (b, key) in m.backends.iter_mut().zip(keys) {
+                    if !seen_backends.insert(key) {
                         b.notify_up = None;
                         b.notify_down = None;
                     }
