@@ -18,8 +18,11 @@
 //!   and the running one stays. VRRP groups are the sync groups and, each on its own, the
 //!   instances outside one. Unchanged groups keep running (no flap, no GARP), and so do
 //!   groups where only base priorities changed (applied in place); a group restarts when
-//!   its instances, its sync group's settings (notify scripts) or a script its instances
-//!   track changed, as keepalived leaves alone what a reload does not touch. A group that
+//!   its instances, its sync group's settings (notify scripts) or a script, process or
+//!   file its instances track changed, as keepalived leaves alone what a reload does not
+//!   touch; a restart on the same interface and VRID is a hand-over (a Master stays
+//!   Master, and each script of the same name starts from its predecessor's last result,
+//!   as keepalived keeps a script's state across a reload). A group that
 //!   fails to start is tried again by the next SIGHUP, even with the file unchanged. Unchanged virtual servers are untouched; a weight-only change
 //!   applies in place without dropping a connection; other changes restart that virtual
 //!   server, letting the old one drain. The new version keeps, per real server address,
@@ -591,6 +594,7 @@ impl Node {
                 &node.shared.vrrp,
                 &live,
                 &HashMap::new(),
+                &HashMap::new(),
             ) {
                 Ok(s) => node.speakers.push(s),
                 Err(e) => {
@@ -938,7 +942,7 @@ impl Node {
                         continue;
                     }
                     let old = s.instances.clone();
-                    let previous = s.handover().await;
+                    let (previous, carried) = s.handover().await;
                     let masters: HashSet<String> = previous
                         .iter()
                         .filter(|(_, st)| **st == lb_vrrp::machine::State::Master)
@@ -953,6 +957,7 @@ impl Node {
                         &self.shared.vrrp,
                         &live,
                         &previous,
+                        &carried,
                     );
                     match started {
                         Ok(n) => {
@@ -981,8 +986,15 @@ impl Node {
             {
                 continue;
             }
-            match SpeakerRuntime::start(&new, g, members, &self.shared.vrrp, &live, &HashMap::new())
-            {
+            match SpeakerRuntime::start(
+                &new,
+                g,
+                members,
+                &self.shared.vrrp,
+                &live,
+                &HashMap::new(),
+                &HashMap::new(),
+            ) {
                 Ok(s) => keep.push(s),
                 Err(e) => tracing::error!(error = %e, "reload: VRRP group not started"),
             }

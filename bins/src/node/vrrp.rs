@@ -18,6 +18,9 @@ use super::{notify, NodeError};
 use crate::admin::{TrackedStatus, VrrpState, VrrpStatus};
 use crate::config::model::{Config, ParamMatch, SyncGroup, VrrpInstance};
 
+/// The scripts' last results a hand-over carries: by instance, then by script name.
+pub(crate) type Carried = HashMap<String, HashMap<String, bool>>;
+
 /// What `lbctl status` shows of each instance, by name.
 pub(crate) type VrrpTable = Arc<RwLock<HashMap<String, VrrpStatus>>>;
 
@@ -31,6 +34,9 @@ pub(crate) struct SpeakerRuntime {
     /// The sync group's settings (its notify scripts) as started.
     pub(crate) sync_group: Option<SyncGroup>,
     handle: SpeakerHandle,
+    /// Each instance's scripts in the speaker's order, with their effective `reverse`: to
+    /// read their own last results back at a hand-over.
+    scripts: HashMap<String, Vec<(String, bool)>>,
     run: JoinHandle<()>,
     /// Applies the speaker's events (status table, notify scripts).
     events_task: JoinHandle<()>,
@@ -150,10 +156,13 @@ fn tracked_status(
 
 /// Maps one instance onto the library's configuration.
 /// `live`: each virtual server's liveness, for the initial state of `track_service`.
+/// `carried`: the last results of the scripts of the instance this one replaces at a
+/// hand-over, by script name.
 fn instance_config(
     cfg: &Config,
     vi: &VrrpInstance,
     live: &HashMap<String, watch::Receiver<bool>>,
+    carried: Option<&HashMap<String, bool>>,
 ) -> Result<VrrpInstanceConfig, String> {
     let vrid = Vrid::new(vi.virtual_router_id).ok_or("virtual_router_id must be 1..=255")?;
     let mut c = VrrpInstanceConfig::new(&vi.name, &vi.interface, vrid);
@@ -227,6 +236,7 @@ fn instance_config(
         ts.timeout = s.timeout.unwrap_or(s.interval);
         ts.weight = TrackWeight(t.weight.unwrap_or(s.weight).clamp(-254, 254) as i16);
         ts.reverse = t.reverse.unwrap_or(s.reverse);
+        ts.initial = carried.and_then(|c| c.get(&t.script)).copied();
         ts.rise = s.rise;
         ts.fall = s.fall;
         if let Some(user) = &s.user {
@@ -434,7 +444,7 @@ pub(crate) async fn precheck(
                     )));
                 }
             }
-            instance_config(cfg, vi, live)
+            instance_config(cfg, vi, live, None)
                 .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -467,7 +477,10 @@ impl SpeakerRuntime {
     /// speaker this one replaces (a reload, see [`SpeakerRuntime::handover`]): those that
     /// were Master start as Master at once, keeping their VIPs, and an instance's first
     /// transition into the state it had runs no notify script (the state did not change
-    /// for anyone outside; keepalived keeps it across a reload).
+    /// for anyone outside; keepalived keeps it across a reload). `carried`: the last
+    /// results of their scripts, by instance and script name, which the new instances'
+    /// scripts of the same name start from (a script's weight otherwise counts only from
+    /// its next result).
     pub(crate) fn start(
         cfg: &Config,
         group: Option<String>,
@@ -475,11 +488,12 @@ impl SpeakerRuntime {
         table: &VrrpTable,
         live: &HashMap<String, watch::Receiver<bool>>,
         previous: &HashMap<String, State>,
+        carried: &HashMap<String, HashMap<String, bool>>,
     ) -> Result<Self, NodeError> {
         let configs = instances
             .iter()
             .map(|vi| {
-                let mut c = instance_config(cfg, vi, live)
+                let mut c = instance_config(cfg, vi, live, carried.get(&vi.name))
                     .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))?;
                 c.resume_master = previous.get(&vi.name) == Some(&State::Master);
                 Ok(c)
@@ -707,11 +721,27 @@ impl SpeakerRuntime {
                 tracing::error!(group = %name, error = %e, "VRRP speaker stopped with an error");
             }
         });
+        let scripts = instances
+            .iter()
+            .map(|vi| {
+                let list = vi
+                    .track_script
+                    .iter()
+                    .map(|t| {
+                        let own = cfg.vrrp_scripts.iter().find(|s| s.name == t.script);
+                        let reverse = t.reverse.or(own.map(|s| s.reverse)).unwrap_or(false);
+                        (t.script.clone(), reverse)
+                    })
+                    .collect();
+                (vi.name.clone(), list)
+            })
+            .collect();
         Ok(Self {
             instances,
             group,
             sync_group,
             handle,
+            scripts,
             run,
             events_task,
             tasks,
@@ -786,20 +816,39 @@ impl SpeakerRuntime {
     /// moment it stopped; waits (at most 5 s). The caller starts the successor at once with
     /// these as its `previous` states, and removes the VIPs the new configuration no longer
     /// has.
-    pub(crate) async fn handover(self) -> HashMap<String, State> {
+    pub(crate) async fn handover(self) -> (HashMap<String, State>, Carried) {
         // Bounded: a speaker stuck in an action (a netlink or nft call) must not hang the
         // reload; its successor then starts afresh.
-        let states: HashMap<String, State> =
-            tokio::time::timeout(Duration::from_secs(5), self.handle.handover())
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|s| (s.instance, s.state))
-                .collect();
+        let statuses = tokio::time::timeout(Duration::from_secs(5), self.handle.handover())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        // Each script's own last result (the speaker holds a reversed one inverted).
+        let carried: Carried = statuses
+            .iter()
+            .filter_map(|st| {
+                let vi = self.instances.iter().find(|v| v.name == st.instance)?;
+                let base = vi.track_service.len() + vi.track_interface.len();
+                let results = self
+                    .scripts
+                    .get(&st.instance)?
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, (name, reverse))| {
+                        let healthy = st.tracks.get(base + k)?.healthy?;
+                        Some((name.clone(), healthy != *reverse))
+                    })
+                    .collect();
+                Some((st.instance.clone(), results))
+            })
+            .collect();
+        let states = statuses
+            .into_iter()
+            .map(|s| (s.instance, s.state))
+            .collect();
         self.wind_down("hand over").await;
-        states
+        (states, carried)
     }
 
     /// Waits for the speaker's run to end (at most 5 s, then aborts it, logging that it
@@ -900,7 +949,7 @@ mod tests {
             crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
         let (_tx, rx) = watch::channel(false);
         let live = HashMap::from([("web".to_owned(), rx)]);
-        let c = instance_config(&config, &config.vrrp_instances[0], &live).unwrap();
+        let c = instance_config(&config, &config.vrrp_instances[0], &live, None).unwrap();
         assert_eq!(c.track_initial, [false, true, false]);
     }
 
@@ -925,7 +974,7 @@ mod tests {
             let (config, _) =
                 crate::config::toml::parse_str(&text(prio), std::path::Path::new("t.toml"))
                     .unwrap();
-            let c = instance_config(&config, &config.vrrp_instances[0], &live).unwrap();
+            let c = instance_config(&config, &config.vrrp_instances[0], &live, None).unwrap();
             let got: Vec<i32> = c.track_file.iter().map(|f| f.weight).collect();
             assert_eq!(got, weights, "priority {prio}");
             assert_eq!(
@@ -960,7 +1009,7 @@ mod tests {
                     track_script = [{ script = \"chk\" }]\n";
         let (config, _) =
             crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
-        let c = instance_config(&config, &config.vrrp_instances[0], &HashMap::new()).unwrap();
+        let c = instance_config(&config, &config.vrrp_instances[0], &HashMap::new(), None).unwrap();
         let addrs = |v: &[Vip]| v.iter().map(|v| v.addr.to_string()).collect::<Vec<_>>();
         assert_eq!(addrs(&c.virtual_ipaddress), ["198.18.0.250"]);
         assert_eq!(

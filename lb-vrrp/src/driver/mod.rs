@@ -205,6 +205,11 @@ pub struct TrackScript {
     /// `user USER [GROUP]`: run as this user and group, with no supplementary groups.
     /// `None` (default): as the daemon's user.
     pub run_as: Option<RunAs>,
+    /// The script's last result, when known before the start: a configuration reload
+    /// carries it from the speaker it replaces (keepalived keeps a script's state across
+    /// a reload). `None` (default): unknown until the first run, which a weight-0 script's
+    /// instance waits for.
+    pub initial: Option<bool>,
 }
 
 /// The user and group a [`TrackScript`] runs as (keepalived `vrrp_script { user … }`).
@@ -254,6 +259,7 @@ impl TrackScript {
             rise: 1,
             fall: 1,
             run_as: None,
+            initial: None,
         }
     }
 
@@ -402,11 +408,16 @@ impl VrrpInstanceConfig {
             .chain(self.track_file.iter().map(|_| TrackWeight(0)))
             .collect();
         // Scripts are unknown until their first result (keepalived's INIT state: no weight,
-        // no fault; the speaker holds a weight-0 one's instance in Initialize meanwhile).
+        // no fault; the speaker holds a weight-0 one's instance in Initialize meanwhile),
+        // unless a reload carried their last one.
         // Processes and files are known: counted and read before the start.
         mc.track_start = (0..self.track.len())
             .map(|i| Some(self.track_initial.get(i).copied().unwrap_or(true)))
-            .chain(self.track_script.iter().map(|_| None))
+            .chain(
+                self.track_script
+                    .iter()
+                    .map(|s| s.initial.map(|own| own != s.reverse)),
+            )
             .chain(
                 self.track_process
                     .iter()
@@ -910,7 +921,7 @@ impl Speaker {
                         cfg.track_script
                             .iter()
                             .enumerate()
-                            .filter(|(_, s)| s.weight.0 == 0)
+                            .filter(|(_, s)| s.weight.0 == 0 && s.initial.is_none())
                             .map(move |(k, _)| (i, TrackId(cfg.track.len() + k)))
                     })
                     // Processes whose first count came too late for Speaker::new: the

@@ -953,9 +953,23 @@ mod tests {
             std::fs::copy("/bin/sleep", &path).unwrap();
             Self { dir, path, name }
         }
+        /// Retries while the copy is busy (ETXTBSY: another test's fork can hold the
+        /// copy's write descriptor for a moment, until that child execs).
         fn spawn(&self, kids: &mut Kids, arg: &str) {
-            kids.0
-                .push(Command::new(&self.path).arg(arg).spawn().unwrap());
+            for _ in 0..100 {
+                match Command::new(&self.path).arg(arg).spawn() {
+                    Ok(c) => {
+                        kids.0.push(c);
+                        return;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                        #[allow(clippy::disallowed_methods)] // a test helper, bounded
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("spawn {}: {e}", self.path.display()),
+                }
+            }
+            panic!("{} stayed busy for 1 s", self.path.display());
         }
     }
     impl Drop for UniqueSleep {
