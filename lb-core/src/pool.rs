@@ -835,6 +835,21 @@ mod tests {
         p.select(now, ctx, &mut |_| true).unwrap().id().0
     }
 
+    /// The backends `n` spread-out clients (one source address each, 10.0.0.0/8) get.
+    fn client_picks(p: &Pool, now: Instant, n: u32) -> Vec<u32> {
+        (0..n)
+            .map(|i| {
+                let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919);
+                let c = SelectContext {
+                    client: Some(SocketAddr::new(ip.into(), 1)),
+                    destination: Some(SocketAddr::new(ip.into(), 80)),
+                    hash_key: None,
+                };
+                pick(p, now, &c)
+            })
+            .collect()
+    }
+
     /// Round robin over `primaries` and a sorry server, backup 9, with keepalived `quorum`
     /// and `hysteresis`.
     fn with_sorry(primaries: Vec<Backend>, quorum: u64, hysteresis: u64) -> Pool {
@@ -1173,19 +1188,7 @@ mod tests {
             };
             let p = Pool::new(name.parse::<Algorithm>().unwrap(), set(4), cfg).unwrap();
             let now = t0();
-            let picks = |p: &Pool| -> Vec<u32> {
-                (0..2000u32)
-                    .map(|i| {
-                        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919);
-                        let c = SelectContext {
-                            client: Some(SocketAddr::new(ip.into(), 1)),
-                            destination: Some(SocketAddr::new(ip.into(), 80)),
-                            hash_key: None,
-                        };
-                        pick(p, now, &c)
-                    })
-                    .collect()
-            };
+            let picks = |p: &Pool| client_picks(p, now, 2000);
             p.set_health(BackendId(1), Health::Down, now).unwrap();
             p.set_health(BackendId(1), Health::Up, now).unwrap();
             assert_eq!(effective(&p, 1), 10, "{name}: configured weight at once");
@@ -1222,19 +1225,7 @@ mod tests {
                 )
                 .unwrap();
                 let now = t0();
-                let picks = |p: &Pool| -> Vec<u32> {
-                    (0..4000u32)
-                        .map(|i| {
-                            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919);
-                            let c = SelectContext {
-                                client: Some(SocketAddr::new(ip.into(), 1)),
-                                destination: Some(SocketAddr::new(ip.into(), 80)),
-                                hash_key: None,
-                            };
-                            pick(p, now, &c)
-                        })
-                        .collect()
-                };
+                let picks = |p: &Pool| client_picks(p, now, 4000);
                 let before = picks(&p);
                 match park {
                     "inhibit" => p

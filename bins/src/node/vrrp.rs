@@ -18,6 +18,10 @@ use super::{notify, NodeError};
 use crate::admin::{TrackedStatus, VrrpState, VrrpStatus};
 use crate::config::model::{Config, ParamMatch, SyncGroup, VrrpInstance};
 
+/// What `lbctl status` says of a track, in the speaker's order: kind (`service`,
+/// `interface`, `script`, `process`, `file`), name, weight, reverse.
+type TrackMeta = (&'static str, String, i32, bool);
+
 /// The scripts' last results a hand-over carries: by instance, then by script name.
 pub(crate) type Carried = HashMap<String, HashMap<String, bool>>;
 
@@ -34,9 +38,9 @@ pub(crate) struct SpeakerRuntime {
     /// The sync group's settings (its notify scripts) as started.
     pub(crate) sync_group: Option<SyncGroup>,
     handle: SpeakerHandle,
-    /// Each instance's scripts in the speaker's order, with their effective `reverse`: to
-    /// read their own last results back at a hand-over.
-    scripts: HashMap<String, Vec<(String, bool)>>,
+    /// Each instance's tracks in the speaker's order ([`track_meta`]): to read the
+    /// scripts' own last results back at a hand-over.
+    meta: HashMap<String, Vec<TrackMeta>>,
     run: JoinHandle<()>,
     /// Applies the speaker's events (status table, notify scripts).
     events_task: JoinHandle<()>,
@@ -55,7 +59,7 @@ fn to_state(s: State) -> VrrpState {
 /// What `lbctl status` says of each track of `vi`, in the speaker's [`TrackId`] order
 /// (track_service, track_interface, scripts, processes, files): kind, name, weight as
 /// configured (a reference's own, else its definition's), reverse.
-fn track_meta(cfg: &Config, vi: &VrrpInstance) -> Vec<(&'static str, String, i32, bool)> {
+fn track_meta(cfg: &Config, vi: &VrrpInstance) -> Vec<TrackMeta> {
     let mut out = Vec::new();
     for t in &vi.track_service {
         out.push((
@@ -120,7 +124,7 @@ fn file_weight(vi: &VrrpInstance, weight: i32) -> Option<i32> {
 /// and what the configuration says of it.
 /// `owner`: the instance is an address owner, whose priority never moves.
 fn tracked_status(
-    (kind, name, weight, reverse): &(&'static str, String, i32, bool),
+    (kind, name, weight, reverse): &TrackMeta,
     st: TrackState,
     owner: bool,
 ) -> TrackedStatus {
@@ -516,10 +520,11 @@ impl SpeakerRuntime {
             .iter()
             .map(|v| (v.name.clone(), v.clone()))
             .collect();
-        let tracks: HashMap<String, Vec<_>> = instances
+        let meta: HashMap<String, Vec<TrackMeta>> = instances
             .iter()
             .map(|v| (v.name.clone(), track_meta(cfg, v)))
             .collect();
+        let tracks = meta.clone();
         // This node's advert source per instance, shown as the master's address while it is
         // master. (The speaker's events do not carry the address of another master, so a
         // backup shows none.)
@@ -721,27 +726,12 @@ impl SpeakerRuntime {
                 tracing::error!(group = %name, error = %e, "VRRP speaker stopped with an error");
             }
         });
-        let scripts = instances
-            .iter()
-            .map(|vi| {
-                let list = vi
-                    .track_script
-                    .iter()
-                    .map(|t| {
-                        let own = cfg.vrrp_scripts.iter().find(|s| s.name == t.script);
-                        let reverse = t.reverse.or(own.map(|s| s.reverse)).unwrap_or(false);
-                        (t.script.clone(), reverse)
-                    })
-                    .collect();
-                (vi.name.clone(), list)
-            })
-            .collect();
         Ok(Self {
             instances,
             group,
             sync_group,
             handle,
-            scripts,
+            meta,
             run,
             events_task,
             tasks,
@@ -828,16 +818,14 @@ impl SpeakerRuntime {
         let carried: Carried = statuses
             .iter()
             .filter_map(|st| {
-                let vi = self.instances.iter().find(|v| v.name == st.instance)?;
-                let base = vi.track_service.len() + vi.track_interface.len();
                 let results = self
-                    .scripts
+                    .meta
                     .get(&st.instance)?
                     .iter()
-                    .enumerate()
-                    .filter_map(|(k, (name, reverse))| {
-                        let healthy = st.tracks.get(base + k)?.healthy?;
-                        Some((name.clone(), healthy != *reverse))
+                    .zip(&st.tracks)
+                    .filter(|((kind, ..), _)| *kind == "script")
+                    .filter_map(|((_, name, _, reverse), t)| {
+                        Some((name.clone(), t.healthy? != *reverse))
                     })
                     .collect();
                 Some((st.instance.clone(), results))

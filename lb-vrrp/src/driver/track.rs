@@ -663,10 +663,16 @@ fn split_path(p: &Path) -> Result<(PathBuf, OsString)> {
     Ok((dir, name))
 }
 
+/// What a tracked file's directory is watched for: a file written (closed after writing),
+/// deleted, or renamed in or out.
+fn watch_flags() -> AddWatchFlags {
+    AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVE
+}
+
 /// Watches `f`'s directory (and a symbolic link's target's): the (watch, name) pairs
 /// whose events concern it. Watching a directory twice gives the same watch.
 fn watch(inotify: &Inotify, f: &TrackFile) -> Result<Vec<(WatchDescriptor, OsString)>> {
-    let flags = AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVE;
+    let flags = watch_flags();
     let mut paths = vec![split_path(&f.path)?];
     // A link: its target's directory too (a write through the link is an event there);
     // the link's own catches the link being replaced (`ln -sf`). A target whose directory
@@ -745,10 +751,7 @@ impl FileWatcher {
                 // (which must exist), the target's tried again each second.
                 Err(e) => {
                     let (dir, name) = split_path(&f.path)?;
-                    let flags = AddWatchFlags::IN_CLOSE_WRITE
-                        | AddWatchFlags::IN_DELETE
-                        | AddWatchFlags::IN_MOVE;
-                    let wd = inotify.add_watch(&dir, flags).map_err(|_| e)?;
+                    let wd = inotify.add_watch(&dir, watch_flags()).map_err(|_| e)?;
                     names.push(vec![(wd, name)]);
                     rewatch.push(true);
                 }
