@@ -10,10 +10,11 @@ use std::time::Duration;
 use lb_core::{Backend, BackendId, BackendSet, Health, Pool, PoolConfig, Weight};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{
-    ExecProbe, HexPattern, TcpProbe, UdpExpect, UdpProbe, UdpReply, DEFAULT_MAX_REPLY_LENGTH,
-    KEEPALIVED_DEFAULT_PAYLOAD,
+    DnsName, DnsProbe, ExecProbe, HexPattern, QueryType, TcpProbe, UdpExpect, UdpProbe, UdpReply,
+    DEFAULT_MAX_REPLY_LENGTH, KEEPALIVED_DEFAULT_PAYLOAD,
 };
 use lb_health::{HealthCheckConfig, HealthDriver, HealthEvent, OnFailure, PoolApplier, Probe};
+use lb_testkit::dns::Dnsmasq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -911,4 +912,108 @@ async fn https_host_that_is_no_dns_name_falls_back_to_the_ip() {
         .unwrap();
     let out = lenient.probe(addr, T).await;
     assert!(out.is_up(), "{}", out.reason);
+}
+
+#[tokio::test]
+async fn dns_against_dnsmasq_judges_the_rcode() {
+    if !Dnsmasq::available() {
+        return;
+    }
+    let mut server = Dnsmasq::start(&[("example.test", "198.18.0.9".parse().unwrap())]).unwrap();
+    let addr = server.addr();
+    let a = DnsProbe::new("example.test".parse().unwrap(), QueryType::A);
+    let out = a.probe(addr, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert!(
+        out.reason
+            .starts_with("NOERROR (0) to example.test. A from 127.0.0.1:"),
+        "{}",
+        out.reason
+    );
+    assert!(out.reason.ends_with(", 1 answer records"), "{}", out.reason);
+
+    // keepalived's default question, `. SOA`: dnsmasq without upstream refuses it.
+    let out = DnsProbe::default().probe(addr, T).await;
+    assert!(!out.is_up());
+    assert!(
+        out.reason.starts_with("REFUSED (5) to . SOA from"),
+        "{}",
+        out.reason
+    );
+
+    // connect_port and connect_ip replace the backend's.
+    let elsewhere = SocketAddr::from(([127, 0, 0, 2], 53));
+    let out = a
+        .clone()
+        .connect_ip("127.0.0.1".parse().unwrap())
+        .connect_port(addr.port())
+        .bindto("127.0.0.1".parse().unwrap())
+        .probe(elsewhere, T)
+        .await;
+    assert!(out.is_up(), "{}", out.reason);
+
+    // No server: the port unreachable comes back at once, long before the timeout.
+    server.stop();
+    let out = a.probe(addr, Duration::from_secs(5)).await;
+    assert!(!out.is_up());
+    assert!(out.reason.contains("refused"), "{}", out.reason);
+    assert!(out.latency < Duration::from_secs(2), "{:?}", out.latency);
+}
+
+#[tokio::test]
+async fn dns_skips_what_is_not_the_response_and_times_out_on_silence() {
+    // Before the real response: a short datagram, another identifier and the query echoed
+    // back (QR clear). keepalived skips all three; so does the probe.
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+            let query = buf[..n].to_vec();
+            // The two that are not the response say SERVFAIL: taking either fails the
+            // probe.
+            let mut other = query.clone();
+            other[0] ^= 0xff;
+            other[2] |= 0x80;
+            other[3] |= 2;
+            let mut echoed = query.clone();
+            echoed[3] |= 2;
+            let mut answer = query.clone();
+            answer[2] |= 0x80;
+            for d in [&query[..5], &other[..], &echoed[..], &answer[..]] {
+                let _ = sock.send_to(d, peer).await;
+            }
+        }
+    });
+    let out = DnsProbe::new("example.test".parse().unwrap(), QueryType::MX)
+        .probe(addr, T)
+        .await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert_eq!(
+        out.reason,
+        format!("NOERROR (0) to example.test. MX from {addr}, 0 answer records")
+    );
+
+    // Only what is not the response: down at the timeout, saying what was skipped.
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(&buf[..n], peer).await;
+        }
+    });
+    let out = DnsProbe::new(DnsName::root(), QueryType::SOA)
+        .probe(addr, Duration::from_millis(200))
+        .await;
+    assert!(!out.is_up());
+    assert_eq!(
+        out.reason,
+        format!("no DNS response from {addr} to . SOA within 200ms (1 other datagrams skipped)")
+    );
+    assert!(
+        out.latency >= Duration::from_millis(200),
+        "{:?}",
+        out.latency
+    );
 }

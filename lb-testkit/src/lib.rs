@@ -13,6 +13,8 @@
 //! * [`server::TcpServer`]: a tiny in-process real server bound inside a namespace (an HTTP
 //!   page, or a line echo for long-lived connections), and [`Lab::http_get`] /
 //!   [`Lab::connect`] clients that open their sockets inside a namespace.
+//! * [`dns::Dnsmasq`]: a real DNS server (Debian's dnsmasq) on a loopback port, and
+//!   [`dns::query`], a blocking `A` query that says which server answered.
 //! * [`wait_until`]: every wait is bounded in time and in iterations.
 //! * [`lab_available`]: skips loudly without root, fails under `CI=true` (STYLE.md §10.5).
 //!
@@ -35,6 +37,7 @@
 // A blocking test harness: reading the clock and sleeping between polls is what it does.
 #![allow(clippy::disallowed_methods)]
 
+pub mod dns;
 mod lab;
 mod process;
 pub mod server;

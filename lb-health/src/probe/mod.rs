@@ -8,6 +8,7 @@
 //! | `SSL_GET` | [`HttpProbe`](http::HttpProbe) with [`TlsOptions`](http::TlsOptions) (feature `http`) |
 //! | `MISC_CHECK` | [`ExecProbe`] |
 //! | `UDP_CHECK` | [`UdpProbe`] with [`UdpExpect`] (`require_reply`) |
+//! | `DNS_CHECK` | [`DnsProbe`] |
 //!
 //! A probe never fails with an error and never panics on what a backend sends: every
 //! failure — refused, timed out, garbage, wrong status, wrong body — is a
@@ -41,6 +42,7 @@ use async_trait::async_trait;
 use crate::tracker::ProbeOutcome;
 
 mod all;
+mod dns;
 mod exec;
 #[cfg(feature = "http")]
 pub mod http;
@@ -48,6 +50,9 @@ mod tcp;
 mod udp;
 
 pub use all::AllOf;
+pub use dns::{
+    encode_query, parse_response, DnsName, DnsProbe, QueryType, ResponseHeader, HEADER_LEN,
+};
 pub use exec::{split_command_line, ExecProbe, TERM_GRACE};
 pub use tcp::TcpProbe;
 pub use udp::{
@@ -83,7 +88,7 @@ pub trait Probe: fmt::Debug + Send + Sync {
         Duration::ZERO
     }
 
-    /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`.
+    /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`, `"dns"`.
     fn kind(&self) -> &'static str;
 }
 
