@@ -10,11 +10,12 @@ use std::time::Duration;
 use lb_core::{Backend, BackendId, BackendSet, Health, Pool, PoolConfig, Weight};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{
-    DnsName, DnsProbe, ExecProbe, HexPattern, QueryType, TcpProbe, UdpExpect, UdpProbe, UdpReply,
-    DEFAULT_MAX_REPLY_LENGTH, KEEPALIVED_DEFAULT_PAYLOAD,
+    DnsName, DnsProbe, ExecProbe, HexPattern, QueryType, SmtpProbe, TcpProbe, UdpExpect, UdpProbe,
+    UdpReply, DEFAULT_MAX_REPLY_LENGTH, KEEPALIVED_DEFAULT_PAYLOAD,
 };
 use lb_health::{HealthCheckConfig, HealthDriver, HealthEvent, OnFailure, PoolApplier, Probe};
 use lb_testkit::dns::Dnsmasq;
+use lb_testkit::smtp::Aiosmtpd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -1016,4 +1017,140 @@ async fn dns_skips_what_is_not_the_response_and_times_out_on_silence() {
         "{:?}",
         out.latency
     );
+}
+
+#[tokio::test]
+async fn smtp_against_aiosmtpd_then_killed() {
+    if !Aiosmtpd::available() {
+        return;
+    }
+    let mut server = tokio::task::spawn_blocking(Aiosmtpd::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let addr = server.addr();
+    let probe = SmtpProbe::new().helo_name("lb.example");
+    let out = probe.probe(addr, Duration::from_secs(2)).await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert_eq!(out.reason, "greeting 220, HELO 250, QUIT 221");
+    // connect_ip and connect_port replace the backend's.
+    let out = probe
+        .clone()
+        .connect_ip("127.0.0.1".parse().unwrap())
+        .connect_port(addr.port())
+        .probe(
+            SocketAddr::from(([127, 0, 0, 2], 25)),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(out.is_up(), "{}", out.reason);
+    server.stop();
+    let out = probe.probe(addr, Duration::from_secs(2)).await;
+    assert!(!out.is_up());
+    assert!(out.reason.contains("connect to"), "{}", out.reason);
+}
+
+/// What a scripted SMTP server does after its greeting.
+#[derive(Clone, Copy)]
+enum AfterGreeting {
+    /// Closes at once.
+    Close,
+    /// Reads the first command, then closes (no reset: a clean end of stream).
+    ReadThenClose,
+    /// Answers a `HELO` with keepalived's default name with these bytes, then `QUIT` with
+    /// `221 bye`.
+    Answer(&'static [u8]),
+}
+
+/// A scripted SMTP server: for each connection, sends `greeting`, then does `then`.
+async fn smtp_server(greeting: &'static [u8], then: AfterGreeting) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                if s.write_all(greeting).await.is_err() {
+                    return;
+                }
+                let helo = match then {
+                    AfterGreeting::Close => return,
+                    AfterGreeting::ReadThenClose => {
+                        let _ = s.read(&mut buf).await;
+                        return;
+                    }
+                    AfterGreeting::Answer(helo) => helo,
+                };
+                if !matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"HELO smtpchecker.keepalived.org\r\n"))
+                {
+                    return;
+                }
+                let _ = s.write_all(helo).await;
+                if matches!(s.read(&mut buf).await, Ok(n) if &buf[..n] == b"QUIT\r\n") {
+                    let _ = s.write_all(b"221 bye\r\n").await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn smtp_replies_are_judged_as_keepalived_and_rfc_5321() {
+    let t = Duration::from_millis(500);
+    let probe = SmtpProbe::new();
+    // A greeting of several lines (RFC 5321 §4.2.1) is one reply: keepalived would read
+    // its second line as the answer to HELO and fail.
+    let multi = smtp_server(
+        b"220-mx.example ESMTP\r\n220 ready\r\n",
+        AfterGreeting::Answer(b"250 mx\r\n"),
+    )
+    .await;
+    let out = probe.probe(multi, t).await;
+    assert!(out.is_up(), "{}", out.reason);
+
+    let cases: [(&'static [u8], AfterGreeting, &str); 5] = [
+        (
+            b"554 no service here\r\n",
+            AfterGreeting::Answer(b"250 mx\r\n"),
+            "greeting 554 \"no service here\", expected 220",
+        ),
+        (
+            b"220 ready\r\n",
+            AfterGreeting::Answer(b"502 no HELO\r\n"),
+            "HELO answered 502 \"no HELO\", expected 250",
+        ),
+        (
+            b"220 ready\r\n",
+            AfterGreeting::ReadThenClose,
+            "connection closed before the HELO reply",
+        ),
+        (
+            b"HTTP/1.1 400 Bad Request\r\n",
+            AfterGreeting::Close,
+            "greeting reply: malformed reply line \"HTTP/1.1 400 Bad Request\"",
+        ),
+        (
+            b"220 rea",
+            AfterGreeting::Close,
+            "connection closed before the greeting reply",
+        ),
+    ];
+    for (greeting, then, want) in cases {
+        let addr = smtp_server(greeting, then).await;
+        let out = probe.probe(addr, t).await;
+        assert!(!out.is_up(), "{want}");
+        assert_eq!(out.reason, format!("{addr}: {want}"));
+    }
+
+    // Silence: down at the timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let out = probe.probe(addr, Duration::from_millis(200)).await;
+    assert_eq!(
+        out.reason,
+        format!("{addr}: no SMTP conversation within 200ms")
+    );
+    assert!(out.latency >= Duration::from_millis(200));
+    drop(silent);
 }

@@ -15,6 +15,7 @@
 //!   [`Lab::connect`] clients that open their sockets inside a namespace.
 //! * [`dns::Dnsmasq`]: a real DNS server (Debian's dnsmasq) on a loopback port, and
 //!   [`dns::query`], a blocking `A` query that says which server answered.
+//! * [`smtp::Aiosmtpd`]: a real SMTP server (Debian's python3-aiosmtpd) on a loopback port.
 //! * [`wait_until`]: every wait is bounded in time and in iterations.
 //! * [`lab_available`]: skips loudly without root, fails under `CI=true` (STYLE.md §10.5).
 //!
@@ -41,6 +42,7 @@ pub mod dns;
 mod lab;
 mod process;
 pub mod server;
+pub mod smtp;
 
 use std::io::{self, Read};
 use std::process::{Command, Output, Stdio};

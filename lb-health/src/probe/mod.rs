@@ -9,6 +9,7 @@
 //! | `MISC_CHECK` | [`ExecProbe`] |
 //! | `UDP_CHECK` | [`UdpProbe`] with [`UdpExpect`] (`require_reply`) |
 //! | `DNS_CHECK` | [`DnsProbe`] |
+//! | `SMTP_CHECK` | [`SmtpProbe`] |
 //!
 //! A probe never fails with an error and never panics on what a backend sends: every
 //! failure — refused, timed out, garbage, wrong status, wrong body — is a
@@ -46,6 +47,7 @@ mod dns;
 mod exec;
 #[cfg(feature = "http")]
 pub mod http;
+mod smtp;
 mod tcp;
 mod udp;
 
@@ -54,6 +56,7 @@ pub use dns::{
     encode_query, parse_response, DnsName, DnsProbe, QueryType, ResponseHeader, HEADER_LEN,
 };
 pub use exec::{split_command_line, ExecProbe, TERM_GRACE};
+pub use smtp::{Reply, ReplyError, ReplyReader, SmtpProbe, DEFAULT_HELO_NAME, MAX_REPLY};
 pub use tcp::TcpProbe;
 pub use udp::{
     parse_hex, HexPattern, UdpExpect, UdpProbe, UdpReply, DEFAULT_MAX_REPLY_LENGTH,
@@ -88,7 +91,7 @@ pub trait Probe: fmt::Debug + Send + Sync {
         Duration::ZERO
     }
 
-    /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`, `"dns"`.
+    /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`, `"dns"`, `"smtp"`.
     fn kind(&self) -> &'static str;
 }
 
