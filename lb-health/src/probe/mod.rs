@@ -8,6 +8,7 @@
 //! | `SSL_GET` | [`HttpProbe`](http::HttpProbe) with [`TlsOptions`](http::TlsOptions) (feature `http`) |
 //! | `MISC_CHECK` | [`ExecProbe`] |
 //! | `UDP_CHECK` | [`UdpProbe`] with [`UdpExpect`] (`require_reply`) |
+//! | `PING_CHECK` | [`PingProbe`] |
 //!
 //! A probe never fails with an error and never panics on what a backend sends: every
 //! failure — refused, timed out, garbage, wrong status, wrong body — is a
@@ -44,11 +45,13 @@ mod all;
 mod exec;
 #[cfg(feature = "http")]
 pub mod http;
+mod ping;
 mod tcp;
 mod udp;
 
 pub use all::AllOf;
 pub use exec::{split_command_line, ExecProbe, TERM_GRACE};
+pub use ping::PingProbe;
 pub use tcp::TcpProbe;
 pub use udp::{
     parse_hex, HexPattern, UdpExpect, UdpProbe, UdpReply, DEFAULT_MAX_REPLY_LENGTH,
@@ -83,7 +86,7 @@ pub trait Probe: fmt::Debug + Send + Sync {
         Duration::ZERO
     }
 
-    /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`.
+    /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`, `"ping"`.
     fn kind(&self) -> &'static str;
 }
 
@@ -125,4 +128,23 @@ pub(crate) fn elapsed(start: tokio::time::Instant) -> Duration {
 /// The error text of an IO failure, with its kind when the message alone is vague.
 pub(crate) fn io_reason(what: &str, e: &std::io::Error) -> String {
     format!("{what}: {e}")
+}
+
+/// Asks the kernel to report every ICMP error on `sock`, a socket of `ip`'s family
+/// (`IP_RECVERR`/`IPV6_RECVERR`; keepalived sets the same option on its UDP sockets).
+/// Without it Linux reports only port and protocol unreachable on a connected UDP socket,
+/// and nothing on a raw one.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn recv_errors(sock: &impl std::os::fd::AsFd, ip: IpAddr) -> std::io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    match ip {
+        IpAddr::V4(_) => setsockopt(sock, sockopt::Ipv4RecvErr, &true),
+        IpAddr::V6(_) => setsockopt(sock, sockopt::Ipv6RecvErr, &true),
+    }
+    .map_err(std::io::Error::from)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn recv_errors(_: &impl std::os::fd::AsFd, _: IpAddr) -> std::io::Result<()> {
+    Ok(())
 }
