@@ -7,6 +7,10 @@
 //! They need root (raw sockets, `ip netns`, `nft`). Without root they skip loudly, except
 //! under `CI=true`, where a missing capability or tool fails them.
 
+// Real sockets on blocking threads in namespaces: the wall clock bounds the whole probe,
+// thread and runtime included.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
