@@ -248,11 +248,14 @@ fn dropped_echo_requests_time_out() {
             let o = ns.probe(PingProbe::new(), sa(ip), timeout);
             let took = start.elapsed();
             assert!(!o.is_up(), "{ip}: {}", o.reason);
-            assert!(
-                o.reason
-                    .starts_with(&format!("no echo reply from {ip} within 300ms")),
-                "{}",
-                o.reason
+            let kind = if allow_ping {
+                "(ping socket)"
+            } else {
+                "(raw socket)"
+            };
+            assert_eq!(
+                o.reason,
+                format!("no echo reply from {ip} within 300ms {kind}")
             );
             assert!(
                 o.latency >= Duration::from_millis(290),
@@ -301,4 +304,70 @@ fn icmp_errors_fail_the_check_at_once() {
             assert!(took < Duration::from_secs(2), "{ip}: took {took:?}");
         }
     }
+}
+
+/// Without `CAP_NET_RAW` and outside `ping_group_range`, neither socket opens: down at once,
+/// naming both remedies. The test runs itself again in a fresh namespace (default range
+/// `1 0`) as root without `CAP_NET_RAW` (`setpriv` drops it from the bounding set before
+/// the exec).
+#[test]
+fn without_privileges_the_reason_names_both_remedies() {
+    const CHILD: &str = "LB_HEALTH_PING_TEST_CHILD";
+    const NAME: &str = "without_privileges_the_reason_names_both_remedies";
+    if std::env::var_os(CHILD).is_some() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for ip in ["127.0.0.1", "::1"] {
+            let o = rt.block_on(PingProbe::new().probe(sa(ip), T));
+            println!("child outcome: {}", o.reason);
+            assert!(!o.is_up(), "{}", o.reason);
+            assert!(
+                o.reason.starts_with(&format!(
+                    "cannot open an ICMP socket to ping {ip}: ping socket: Permission denied"
+                )),
+                "{}",
+                o.reason
+            );
+            assert!(
+                o.reason.contains("net.ipv4.ping_group_range"),
+                "{}",
+                o.reason
+            );
+            assert!(
+                o.reason.contains(
+                    "raw socket: Operation not permitted (os error 1) (needs CAP_NET_RAW)"
+                ),
+                "{}",
+                o.reason
+            );
+            assert!(o.latency < Duration::from_millis(500), "{:?}", o.latency);
+        }
+        return;
+    }
+    if !lab_available() || !tool_available("setpriv") {
+        return;
+    }
+    let ns = Netns::new();
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut cmd = command("ip");
+    cmd.args(["netns", "exec", &ns.name, "setpriv", "--inh-caps=-all"])
+        .args(["--bounding-set=-net_raw", "--"])
+        .arg(exe)
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1");
+    let out = run_bounded(cmd, Duration::from_secs(30)).expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed ({}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.matches("child outcome: ").count(),
+        2,
+        "the child ran the test: {stdout}"
+    );
 }
