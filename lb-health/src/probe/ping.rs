@@ -263,11 +263,26 @@ fn open(family: Family, ip: IpAddr) -> Result<(Socket, SocketKind), String> {
     };
     match new(Type::RAW) {
         Ok(sock) => Ok((sock, SocketKind::Raw)),
-        Err(raw) => Err(format!(
-            "cannot open an ICMP socket to ping {ip}: ping socket: {ping} (put the process's \
-             group in net.ipv4.ping_group_range); raw socket: {raw} (needs CAP_NET_RAW)"
-        )),
+        Err(raw) => Err(no_socket_reason(ip, &ping, &raw)),
     }
+}
+
+/// Why no ICMP socket opened, with the remedy of each refusal: `EACCES` on the ping socket
+/// (the group is outside `net.ipv4.ping_group_range`), `EPERM` on the raw one (no
+/// `CAP_NET_RAW`). Other errors (`EAFNOSUPPORT` without IPv6…) have no remedy to name.
+fn no_socket_reason(ip: IpAddr, ping: &io::Error, raw: &io::Error) -> String {
+    let hint = |e: &io::Error, remedy: &str| {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            format!("{e} ({remedy})")
+        } else {
+            e.to_string()
+        }
+    };
+    format!(
+        "cannot open an ICMP socket to ping {ip}: ping socket: {}; raw socket: {}",
+        hint(ping, "put the process's group in net.ipv4.ping_group_range"),
+        hint(raw, "needs CAP_NET_RAW"),
+    )
 }
 
 /// The next sequence number, process-wide (wraps).
@@ -316,6 +331,23 @@ mod tests {
     fn raw_identifiers_differ_between_consecutive_probes() {
         let ids: std::collections::HashSet<u16> = (0..1000).map(|_| raw_ident()).collect();
         assert_eq!(ids.len(), 1000);
+    }
+
+    #[test]
+    fn refusals_name_their_remedies() {
+        let ip = "192.0.2.1".parse().unwrap();
+        let eacces = io::Error::from_raw_os_error(13);
+        let eperm = io::Error::from_raw_os_error(1);
+        assert_eq!(
+            no_socket_reason(ip, &eacces, &eperm),
+            "cannot open an ICMP socket to ping 192.0.2.1: ping socket: Permission denied \
+             (os error 13) (put the process's group in net.ipv4.ping_group_range); raw \
+             socket: Operation not permitted (os error 1) (needs CAP_NET_RAW)"
+        );
+        let eafnosupport = io::Error::from_raw_os_error(97);
+        let reason = no_socket_reason(ip, &eafnosupport, &eafnosupport);
+        assert!(!reason.contains("CAP_NET_RAW"), "{reason}");
+        assert!(!reason.contains("ping_group_range"), "{reason}");
     }
 
     #[test]
