@@ -203,6 +203,8 @@ impl PingProbe {
             if tokio::time::Instant::now() >= deadline {
                 return Err(no_reply());
             }
+            // ERROR too: an ICMP error on a ping socket raises only EPOLLERR (nothing to
+            // read), which does not wake a READABLE-only wait.
             let ready =
                 tokio::time::timeout_at(deadline, sock.ready(Interest::READABLE | Interest::ERROR))
                     .await;
