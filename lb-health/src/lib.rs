@@ -12,8 +12,9 @@
 //! * [`outlier`]: passive health, the sans-IO [`OutlierDetector`] (Envoy outlier detection);
 //! * [`pool`]: [`PoolApplier`], which applies both to an [`lb_core::Pool`] with keepalived's
 //!   `inhibit_on_failure` choice;
-//! * `probe` (feature `tokio`): the async [`Probe`] trait and its TCP, UDP, exec
-//!   (`MISC_CHECK`) and, with feature `http`, HTTP/HTTPS (`HTTP_GET`/`SSL_GET`) probes, and
+//! * `probe` (feature `tokio`): the async [`Probe`] trait and its TCP, UDP, ICMP echo
+//!   (`PING_CHECK`), exec (`MISC_CHECK`) and, with feature `http`, HTTP/HTTPS
+//!   (`HTTP_GET`/`SSL_GET`) probes, and
 //!   `AllOf` (several checks of one backend that must all pass, as keepalived runs them);
 //! * `driver` (feature `tokio`): [`HealthDriver`], which runs thousands of checks as tokio
 //!   tasks and publishes typed [`HealthEvent`]s to any number of subscribers.

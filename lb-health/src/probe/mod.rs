@@ -10,6 +10,7 @@
 //! | `UDP_CHECK` | [`UdpProbe`] with [`UdpExpect`] (`require_reply`) |
 //! | `DNS_CHECK` | [`DnsProbe`] |
 //! | `SMTP_CHECK` | [`SmtpProbe`] |
+//! | `PING_CHECK` | [`PingProbe`] |
 //!
 //! A probe never fails with an error and never panics on what a backend sends: every
 //! failure — refused, timed out, garbage, wrong status, wrong body — is a
@@ -47,6 +48,7 @@ mod dns;
 mod exec;
 #[cfg(feature = "http")]
 pub mod http;
+mod ping;
 mod smtp;
 mod tcp;
 mod udp;
@@ -56,6 +58,7 @@ pub use dns::{
     encode_query, parse_response, DnsName, DnsProbe, QueryType, ResponseHeader, HEADER_LEN,
 };
 pub use exec::{split_command_line, ExecProbe, TERM_GRACE};
+pub use ping::PingProbe;
 pub use smtp::{Reply, ReplyError, ReplyReader, SmtpProbe, DEFAULT_HELO_NAME, MAX_REPLY};
 pub use tcp::TcpProbe;
 pub use udp::{
@@ -91,7 +94,8 @@ pub trait Probe: fmt::Debug + Send + Sync {
         Duration::ZERO
     }
 
-    /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`, `"dns"`, `"smtp"`.
+    /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`, `"dns"`, `"smtp"`,
+    /// `"ping"`.
     fn kind(&self) -> &'static str;
 }
 
@@ -133,4 +137,23 @@ pub(crate) fn elapsed(start: tokio::time::Instant) -> Duration {
 /// The error text of an IO failure, with its kind when the message alone is vague.
 pub(crate) fn io_reason(what: &str, e: &std::io::Error) -> String {
     format!("{what}: {e}")
+}
+
+/// Asks the kernel to report every ICMP error on `sock`, a socket of `ip`'s family
+/// (`IP_RECVERR`/`IPV6_RECVERR`; keepalived sets the same option on its UDP sockets).
+/// Without it Linux reports only port and protocol unreachable on a connected UDP socket,
+/// and nothing on a raw one.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn recv_errors(sock: &impl std::os::fd::AsFd, ip: IpAddr) -> std::io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    match ip {
+        IpAddr::V4(_) => setsockopt(sock, sockopt::Ipv4RecvErr, &true),
+        IpAddr::V6(_) => setsockopt(sock, sockopt::Ipv6RecvErr, &true),
+    }
+    .map_err(std::io::Error::from)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn recv_errors(_: &impl std::os::fd::AsFd, _: IpAddr) -> std::io::Result<()> {
+    Ok(())
 }

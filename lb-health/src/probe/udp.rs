@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{elapsed, io_reason, target, Probe};
+use super::{elapsed, io_reason, recv_errors, target, Probe};
 use crate::error::{Error, Result};
 use crate::tracker::ProbeOutcome;
 
@@ -354,7 +354,7 @@ impl UdpProbe {
         let sock = tokio::net::UdpSocket::bind(local)
             .await
             .map_err(|e| io_reason("bind", &e))?;
-        recv_errors(&sock, to).map_err(|e| io_reason("set IP_RECVERR", &e))?;
+        recv_errors(&sock, to.ip()).map_err(|e| io_reason("set IP_RECVERR", &e))?;
         sock.connect(to)
             .await
             .map_err(|e| io_reason(&format!("connect to {to}"), &e))?;
@@ -370,23 +370,6 @@ impl UdpProbe {
         }
         Ok(sock)
     }
-}
-
-/// Asks the kernel to report every ICMP error on `sock` (keepalived sets the same option);
-/// without it Linux reports only port and protocol unreachable on a connected socket.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn recv_errors(sock: &tokio::net::UdpSocket, to: SocketAddr) -> std::io::Result<()> {
-    use nix::sys::socket::{setsockopt, sockopt};
-    match to {
-        SocketAddr::V4(_) => setsockopt(sock, sockopt::Ipv4RecvErr, &true),
-        SocketAddr::V6(_) => setsockopt(sock, sockopt::Ipv6RecvErr, &true),
-    }
-    .map_err(std::io::Error::from)
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn recv_errors(_: &tokio::net::UdpSocket, _: SocketAddr) -> std::io::Result<()> {
-    Ok(())
 }
 
 #[async_trait]
