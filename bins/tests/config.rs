@@ -81,7 +81,8 @@ fn seed_pair_parses_into_the_same_model_as_toml() {
         assert_eq!(c.kind, CheckKind::Tcp);
         assert_eq!(c.connect_timeout, Duration::from_secs(3));
         assert_eq!(c.retry, 3);
-        assert_eq!(c.delay_before_retry, Duration::from_secs(3));
+        assert_eq!(c.delay_before_retry, Some(Duration::from_secs(3)));
+        assert_eq!(c.retry_delay(vs), Duration::from_secs(3));
         assert_eq!(c.connect_port, Some(port));
     }
 }
@@ -131,9 +132,12 @@ fn commented_example_exercises_every_option() {
             CheckKind::Ssl(_) => "ssl",
             CheckKind::Misc(_) => "misc",
             CheckKind::Udp(_) => "udp",
+            CheckKind::Dns(_) => "dns",
+            CheckKind::Ping => "ping",
+            CheckKind::Smtp(_) => "smtp",
         })
         .collect();
-    for k in ["tcp", "http", "ssl", "misc", "udp"] {
+    for k in ["tcp", "http", "ssl", "misc", "udp", "dns", "ping", "smtp"] {
         assert!(kinds.contains(&k), "no {k} check in the example");
     }
     let v3 = cfg.vrrp_instances.iter().find(|v| v.version == 3).unwrap();
@@ -437,6 +441,7 @@ fn commented_example_sets_every_key_of_the_model() {
             "backends" => "backend",
             "checks" => "check",
             "kind" => "type",
+            "qtype" => "dns_type",
             "routes" => "route",
             // Not keys: VirtualIp parts (written inside the address string, checked below)
             // and validation results.
@@ -495,7 +500,7 @@ fn virtual_server_defaults_apply_wherever_written() {
     assert_eq!(b.len(), 3);
     assert_eq!(
         (b[0].checks[0].retry, b[0].checks[0].delay_before_retry),
-        (4, Duration::from_secs(2))
+        (4, Some(Duration::from_secs(2)))
     );
     assert_eq!(
         (b[1].checks[0].retry, b[1].checks[0].delay_loop),
@@ -1387,9 +1392,10 @@ fn ops_is_read_from_both_formats_and_needs_udp() {
     );
 }
 
-/// keepalived's per-checker defaults, in both formats: `retry` 0 for MISC_CHECK and 1 for
-/// the others (check_misc.c `default_retry = 0`), `delay_before_retry` 3 s for
-/// HTTP_GET/SSL_GET (check_http.c) and 1 s for the others, a MISC_CHECK without
+/// keepalived's per-checker defaults, in both formats: `retry` 0 for MISC_CHECK, 3 for
+/// DNS_CHECK and 1 for the others (check_misc.c `default_retry = 0`, check_dns.h
+/// `DNS_DEFAULT_RETRY`), `delay_before_retry` 3 s for HTTP_GET/SSL_GET (check_http.c),
+/// the check's `delay_loop` for DNS_CHECK (check_dns.c) and 1 s for the others, a MISC_CHECK without
 /// `misc_timeout` given the virtual server's `delay_loop` to run (check_misc.c), and
 /// `retry 0` / `nb_get_retry 0` accepted (keepalived reads them as 0..=UINT_MAX).
 #[test]
@@ -1406,6 +1412,9 @@ fn check_defaults_follow_keepalived_per_checker() {
          MISC_CHECK {\n            misc_path /bin/true\n        }\n\
          TCP_CHECK {\n            retry 0\n        }\n\
          HTTP_GET {\n            nb_get_retry 0\n            url {\n                path /\n            }\n        }\n\
+         DNS_CHECK {\n        }\n\
+         DNS_CHECK {\n            delay_loop 7\n        }\n\
+         PING_CHECK {\n        }\n\
          }\n}\n",
     )
     .unwrap();
@@ -1418,7 +1427,10 @@ fn check_defaults_follow_keepalived_per_checker() {
          [[virtual_server.backend.check]]\ntype = \"ssl\"\nurl = [{ path = \"/\" }]\n\
          [[virtual_server.backend.check]]\ntype = \"misc\"\nmisc_path = \"/bin/true\"\n\
          [[virtual_server.backend.check]]\ntype = \"tcp\"\nretry = 0\n\
-         [[virtual_server.backend.check]]\ntype = \"http\"\nretry = 0\nurl = [{ path = \"/\" }]\n",
+         [[virtual_server.backend.check]]\ntype = \"http\"\nretry = 0\nurl = [{ path = \"/\" }]\n\
+         [[virtual_server.backend.check]]\ntype = \"dns\"\n\
+         [[virtual_server.backend.check]]\ntype = \"dns\"\ndelay_loop = 7\n\
+         [[virtual_server.backend.check]]\ntype = \"ping\"\n",
     );
     for cfg in [&k, &toml] {
         let vs = &cfg.virtual_servers[0];
@@ -1428,7 +1440,7 @@ fn check_defaults_follow_keepalived_per_checker() {
             .map(|c| {
                 (
                     c.retry,
-                    c.delay_before_retry.as_secs(),
+                    c.retry_delay(vs).as_secs(),
                     c.timeout(vs).as_secs(),
                 )
             })
@@ -1441,7 +1453,10 @@ fn check_defaults_follow_keepalived_per_checker() {
                 (1, 3, 5),
                 (0, 1, 60),
                 (0, 1, 5),
-                (0, 3, 5)
+                (0, 3, 5),
+                (3, 60, 5),
+                (3, 7, 5),
+                (1, 1, 5)
             ]
         );
     }
@@ -1529,7 +1544,118 @@ fn udp_check_is_read_from_both_formats() {
     assert_eq!(checks[0].connect_port, Some(5353));
     assert_eq!(checks[0].connect_timeout, Duration::from_secs(2));
     for c in checks {
-        assert_eq!((c.retry, c.delay_before_retry), (1, Duration::from_secs(1)));
+        let vs = &k.virtual_servers[0];
+        assert_eq!((c.retry, c.retry_delay(vs)), (1, Duration::from_secs(1)));
+    }
+}
+
+/// keepalived's `DNS_CHECK` (check_dns.c: `type`, `name`, defaults `.` SOA, retry 3) and
+/// `PING_CHECK` (check_ping.c: the common keywords only), with their TOML twins
+/// `type = "dns"` (`dns_name`, `dns_type`) and `type = "ping"`; bad names and types are
+/// located errors, and a ping check's `connect_port` is ignored with a warning in
+/// keepalived.conf and refused in TOML.
+#[test]
+fn dns_and_ping_checks_are_read_from_both_formats() {
+    use lb_bins::config::model::DnsCheck;
+    use lb_health::probe::{DnsName, QueryType};
+
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("k.conf");
+    std::fs::write(
+        &conf,
+        "virtual_server 198.18.0.250 53 {\n    protocol UDP\n\
+         real_server 198.18.0.151 53 {\n\
+         DNS_CHECK {\n            type aaaa\n            name example.test.\n            connect_timeout 2\n        }\n\
+         DNS_CHECK {\n            connect_port 5353\n        }\n\
+         PING_CHECK {\n            connect_ip 198.18.0.152\n            retry 2\n        }\n\
+         }\n}\n",
+    )
+    .unwrap();
+    let (k, kw) = ok(&conf);
+    assert!(kw.is_empty(), "{kw:?}");
+    let t = load_toml(
+        "[[virtual_server]]\nlisten = \"198.18.0.250:53\"\nprotocol = \"udp\"\n\
+         [[virtual_server.backend]]\naddress = \"198.18.0.151:53\"\n\
+         [[virtual_server.backend.check]]\ntype = \"dns\"\ndns_type = \"AAAA\"\ndns_name = \"example.test\"\nconnect_timeout = 2\n\
+         [[virtual_server.backend.check]]\ntype = \"dns\"\nconnect_port = 5353\n\
+         [[virtual_server.backend.check]]\ntype = \"ping\"\nconnect_ip = \"198.18.0.152\"\nretry = 2\n",
+    );
+    let checks = &k.virtual_servers[0].backends[0].checks;
+    assert_eq!(checks, &t.virtual_servers[0].backends[0].checks);
+    assert_eq!(
+        checks[0].kind,
+        CheckKind::Dns(DnsCheck {
+            name: "example.test".parse::<DnsName>().unwrap(),
+            qtype: QueryType::AAAA,
+        })
+    );
+    assert_eq!(checks[0].connect_timeout, Duration::from_secs(2));
+    assert_eq!(checks[1].kind, CheckKind::Dns(DnsCheck::default()));
+    assert_eq!(checks[1].connect_port, Some(5353));
+    assert_eq!(checks[2].kind, CheckKind::Ping);
+    assert_eq!(checks[2].connect_ip, Some("198.18.0.152".parse().unwrap()));
+    assert_eq!(checks[2].retry, 2);
+
+    let e = errors(
+        "bad.conf",
+        "virtual_server 198.18.0.250 53 {\n    protocol UDP\n\
+         real_server 198.18.0.151 53 {\n\
+         DNS_CHECK {\n            type SRV\n            name a..b\n        }\n\
+         }\n}\n",
+    )
+    .join("\n");
+    assert!(
+        e.contains("bad.conf:5:18: invalid type: unknown DNS query type \"SRV\""),
+        "{e}"
+    );
+    assert!(
+        e.contains("bad.conf:6:18: invalid name: DNS name \"a..b\": has an empty label"),
+        "{e}"
+    );
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(
+        &bad,
+        "virtual_server 198.18.0.250 53 {\n    protocol UDP\n\
+         real_server 198.18.0.151 53 {\n\
+         PING_CHECK {\n            connect_port 7\n        }\n\
+         }\n}\n",
+    )
+    .unwrap();
+    let (_, w) = ok(&bad);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string().contains(
+            "bad.conf:5:13: warning: `connect_port` in PING_CHECK is ignored: ICMP has no ports"
+        ),
+        "{w:?}"
+    );
+
+    for (check, want) in [
+        (
+            "type = \"ping\"\nconnect_port = 7\n",
+            "connect_port 7 does not apply to a ping check (ICMP has no ports)",
+        ),
+        (
+            "type = \"dns\"\ndns_type = \"SRV\"\n",
+            "unknown DNS query type \"SRV\"",
+        ),
+        (
+            "type = \"dns\"\ndns_name = \"a..b\"\n",
+            "has an empty label",
+        ),
+        (
+            "type = \"tcp\"\ndns_name = \"a\"\n",
+            "dns_name and dns_type apply to dns checks, not tcp",
+        ),
+    ] {
+        let text = format!(
+            "[[virtual_server]]\nlisten = \"198.18.0.250:53\"\nprotocol = \"udp\"\n\
+             [[virtual_server.backend]]\naddress = \"198.18.0.151:53\"\n\
+             [[virtual_server.backend.check]]\n{check}"
+        );
+        let e = errors("n.toml", &text).join("\n");
+        assert!(e.contains(want), "{check}: {e}");
+        assert!(e.starts_with("n.toml:"), "{e}");
     }
 }
 
@@ -2605,4 +2731,86 @@ fn virtual_server_group_expands_into_one_virtual_server_per_member() {
         .starts_with("k.conf:2:5: virtual_server_group `fwmark` entries need IPVS"));
     assert!(bad("198.18.0.9 0")[0]
         .starts_with("k.conf:2:16: port 0 (keepalived's service on every port"));
+}
+
+/// keepalived's `SMTP_CHECK` (check_smtp.c: `helo_name`, default
+/// `smtpchecker.keepalived.org`, and the common keywords) and its TOML twin
+/// `type = "smtp"`; the deprecated `host` block is a located error, and a helo_name of
+/// several words is refused.
+#[test]
+fn smtp_check_is_read_from_both_formats() {
+    use lb_bins::config::model::SmtpCheck;
+
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("k.conf");
+    std::fs::write(
+        &conf,
+        "virtual_server 198.18.0.250 25 {\n    protocol TCP\n\
+         real_server 198.18.0.151 25 {\n\
+         SMTP_CHECK {\n            helo_name lb.example\n            connect_timeout 2\n        }\n\
+         SMTP_CHECK {\n            connect_port 587\n        }\n\
+         }\n}\n",
+    )
+    .unwrap();
+    let (k, kw) = ok(&conf);
+    assert!(kw.is_empty(), "{kw:?}");
+    let t = load_toml(
+        "[[virtual_server]]\nlisten = \"198.18.0.250:25\"\n\
+         [[virtual_server.backend]]\naddress = \"198.18.0.151:25\"\n\
+         [[virtual_server.backend.check]]\ntype = \"smtp\"\nhelo_name = \"lb.example\"\nconnect_timeout = 2\n\
+         [[virtual_server.backend.check]]\ntype = \"smtp\"\nconnect_port = 587\n",
+    );
+    let checks = &k.virtual_servers[0].backends[0].checks;
+    assert_eq!(checks, &t.virtual_servers[0].backends[0].checks);
+    assert_eq!(
+        checks[0].kind,
+        CheckKind::Smtp(SmtpCheck {
+            helo_name: "lb.example".into()
+        })
+    );
+    assert_eq!(
+        checks[1].kind,
+        CheckKind::Smtp(SmtpCheck {
+            helo_name: "smtpchecker.keepalived.org".into()
+        })
+    );
+    let vs = &k.virtual_servers[0];
+    assert_eq!(
+        (checks[1].retry, checks[1].retry_delay(vs)),
+        (1, Duration::from_secs(1))
+    );
+
+    let e = errors(
+        "bad.conf",
+        "virtual_server 198.18.0.250 25 {\n    protocol TCP\n\
+         real_server 198.18.0.151 25 {\n\
+         SMTP_CHECK {\n            host {\n                connect_ip 198.18.0.152\n            }\n        }\n\
+         }\n}\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "bad.conf:5:13: SMTP_CHECK's `host` block (deprecated in keepalived) is not supported"
+        ),
+        "{e:?}"
+    );
+    for (check, want) in [
+        (
+            "type = \"smtp\"\nhelo_name = \"two words\"\n",
+            "helo_name \"two words\" must be one word",
+        ),
+        (
+            "type = \"tcp\"\nhelo_name = \"x\"\n",
+            "helo_name applies to smtp checks, not tcp",
+        ),
+    ] {
+        let text = format!(
+            "[[virtual_server]]\nlisten = \"198.18.0.250:25\"\n\
+             [[virtual_server.backend]]\naddress = \"198.18.0.151:25\"\n\
+             [[virtual_server.backend.check]]\n{check}"
+        );
+        let e = errors("n.toml", &text).join("\n");
+        assert!(e.contains(want), "{check}: {e}");
+        assert!(e.starts_with("n.toml:"), "{e}");
+    }
 }

@@ -20,6 +20,8 @@
 //!   and takes no new ones; `maint` on every backend of the master faults its instances
 //!   through `track_service` (an lb extension) so the backup takes the VIPs; `ready` brings
 //!   it back.
+//! * `ping_check_follows_icmp_reachability`: keepalived's `PING_CHECK` takes a real server
+//!   whose namespace drops ICMP echo requests (nftables) down, and back up once it answers.
 //!
 //! Needs root; skips loudly without it, fails under `CI=true` (STYLE.md §10.5). Every
 //! namespace, process and file is removed by guards, also when an assertion fails (the
@@ -1746,4 +1748,124 @@ fn reload_carries_the_scripts_last_results() {
         lb2.logs()
     );
     assert!(master(&lb1));
+}
+
+/// keepalived's `PING_CHECK`, end to end: lb-node in lb1's namespace pings its real servers
+/// (the namespace keeps the default `ping_group_range`, so from a raw socket); ICMP echo
+/// requests dropped on rs2 (an nftables rule in rs2's namespace) take rs2 down and every
+/// client request goes to rs1; the rule removed, rs2 comes back and serves again.
+#[test]
+fn ping_check_follows_icmp_reachability() {
+    if !lab_available() || !lb_testkit::tool_available("nft") {
+        return;
+    }
+    let start = t0();
+    let lab = Lab::new("lbp", HOSTS).expect("lab");
+    let _servers: Vec<TcpServer> = REAL[..2]
+        .iter()
+        .map(|(h, port, page)| {
+            TcpServer::start(&lab, h, SocketAddr::new(lab.addr(h).into(), *port), page)
+                .expect("real server")
+        })
+        .collect();
+    let mut lb1 = Node::new(&lab, "lb1");
+    let listen = SocketAddr::new(lab.addr("lb1").into(), 80);
+    let real_servers: String = REAL[..2]
+        .iter()
+        .map(|(h, port, _)| {
+            format!(
+                "    real_server {} {port} {{\n        PING_CHECK {{\n            connect_timeout 0.3\n        }}\n    }}\n",
+                lab.addr(h)
+            )
+        })
+        .collect();
+    std::fs::write(
+        &lb1.conf,
+        format!(
+            "global_defs {{\n    admin_socket {}\n}}\n\
+             virtual_server {} {} {{\n    protocol TCP\n    lb_algo rr\n    delay_loop 0.2\n    delay_before_retry 0.2\n{real_servers}}}\n",
+            lb1.socket.display(),
+            listen.ip(),
+            listen.port()
+        ),
+    )
+    .expect("write config");
+    lb1.start(&lab);
+    let health = |s: &Status, port: u16| backend(s, port).health;
+    let pages = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                lab.http_get("client", listen, Duration::from_secs(2))
+                    .expect("every request is served")
+            })
+            .collect()
+    };
+    let up = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.status()
+            .is_some_and(|s| health(&s, 82) == Health::Up && health(&s, 83) == Health::Up)
+    });
+    assert!(
+        up.is_some(),
+        "lb1 up with both real servers\n{}",
+        lb1.logs()
+    );
+    let mut seen = pages(4);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["real server 1", "real server 2"]);
+
+    let rules = lab.dir().join("drop-echo.nft");
+    std::fs::write(
+        &rules,
+        "table inet lbping {\n  chain input {\n    type filter hook input priority 0;\n    icmp type echo-request drop\n  }\n}\n",
+    )
+    .expect("write rules");
+    let out = lab
+        .exec("rs2", &["nft", "-f", &rules.display().to_string()])
+        .expect("nft");
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let down = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.status().is_some_and(|s| health(&s, 83) == Health::Down)
+    });
+    assert!(
+        down.is_some(),
+        "rs2 down while it drops pings\n{}",
+        lb1.logs()
+    );
+    step(start, "PING_CHECK: rs2 dropping echo requests is down");
+    assert!(
+        lb1.logs()
+            .contains("no echo reply from 198.18.0.152 within 300ms"),
+        "{}",
+        lb1.logs()
+    );
+    assert_eq!(pages(4), ["real server 1"; 4]);
+    assert_eq!(health(&lb1.status_ok(), 82), Health::Up);
+
+    let out = lab
+        .exec("rs2", &["nft", "delete", "table", "inet", "lbping"])
+        .expect("nft");
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.status().is_some_and(|s| health(&s, 83) == Health::Up)
+    });
+    assert!(back.is_some(), "rs2 up again\n{}", lb1.logs());
+    step(start, "PING_CHECK: rs2 answering again is up");
+    let mut seen = pages(4);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["real server 1", "real server 2"]);
+    assert!(lb1.proc().sigterm());
+    assert!(lb1
+        .proc()
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
 }

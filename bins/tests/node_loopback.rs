@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lb_testkit::dns::Dnsmasq;
+use lb_testkit::smtp::Aiosmtpd;
+
 const LB_NODE: &str = env!("CARGO_BIN_EXE_lb-node");
 const LBCTL: &str = env!("CARGO_BIN_EXE_lbctl");
 
@@ -2423,4 +2426,172 @@ fn a_passing_active_check_ends_an_ejection() {
         drop(r);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// keepalived's `DNS_CHECK` on a UDP virtual server in front of real DNS servers
+/// (dnsmasq), as the seeds' users run a DNS service behind LVS: the two servers that answer
+/// the question go up and share the queries; the one that refuses it (RCODE REFUSED: it
+/// serves other names only) goes down, and the log says why; a server killed under load
+/// goes down (ICMP port unreachable, after keepalived's 3 retries) and every later query is
+/// answered by the live one.
+#[test]
+fn dns_check_follows_real_dns_servers() {
+    if !Dnsmasq::available() {
+        return;
+    }
+    let dir = tempdir();
+    let one = Dnsmasq::start(&[("example.test", "198.18.0.1".parse().unwrap())]).unwrap();
+    let mut two = Dnsmasq::start(&[("example.test", "198.18.0.2".parse().unwrap())]).unwrap();
+    let refusing = Dnsmasq::start(&[("other.test", "198.18.0.3".parse().unwrap())]).unwrap();
+    let port = free_udp_port();
+    let conf = dir.join("keepalived.conf");
+    let real_server = |addr: SocketAddr| {
+        format!(
+            "    real_server {} {} {{\n        DNS_CHECK {{\n            name example.test\n            type A\n            connect_timeout 1\n        }}\n    }}\n",
+            addr.ip(),
+            addr.port()
+        )
+    };
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n}}\n\
+             virtual_server 127.0.0.1 {port} {{\n    protocol UDP\n    lb_algo rr\n    delay_loop 0.2\n{}{}{}}}\n",
+            real_server(one.addr()),
+            real_server(two.addr()),
+            real_server(refusing.addr()),
+            sock = dir.join("admin.sock").display(),
+        ),
+    )
+    .unwrap();
+    let (node, sock) = start_node_with(&dir, &conf);
+    let health = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i]["health"].clone();
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            health(0) == "up" && health(1) == "up" && health(2) == "down"
+        }),
+        "not up, up, down: {}\n{}",
+        status(&sock),
+        log()
+    );
+    assert!(
+        log().contains("REFUSED (5) to example.test. A from"),
+        "{}",
+        log()
+    );
+    let vip = SocketAddr::from(([127, 0, 0, 1], port));
+    let ask = || {
+        lb_testkit::dns::query(vip, "example.test", 1, Duration::from_secs(2))
+            .expect("every query through the virtual server is answered")
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let a = ask();
+        assert_eq!(a.rcode, 0, "{a:?}");
+        seen.insert(a.a.unwrap().to_string());
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["198.18.0.1", "198.18.0.2"]
+    );
+
+    two.stop();
+    assert!(
+        wait_until(Duration::from_secs(10), || health(1) == "down"),
+        "the killed server is still up: {}\n{}",
+        status(&sock),
+        log()
+    );
+    for _ in 0..6 {
+        let a = ask();
+        assert_eq!((a.rcode, a.a), (0, Some("198.18.0.1".parse().unwrap())));
+    }
+    assert_eq!(health(0), "up");
+    drop(node);
+    drop(one);
+    drop(refusing);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// keepalived's `SMTP_CHECK` on a TCP virtual server in front of real SMTP servers
+/// (aiosmtpd): both go up and greet through the virtual server, while a third real server
+/// that accepts connections but speaks HTTP goes down (the check holds a conversation, not
+/// just a connect); one SMTP server killed goes down and every later conversation goes to
+/// the live one.
+#[test]
+fn smtp_check_follows_real_smtp_servers() {
+    if !Aiosmtpd::available() {
+        return;
+    }
+    let dir = tempdir();
+    let one = Aiosmtpd::start().unwrap();
+    let mut two = Aiosmtpd::start().unwrap();
+    let web = RealServer::start("not smtp");
+    let port = free_port();
+    let conf = dir.join("keepalived.conf");
+    let real_server = |addr: SocketAddr| {
+        format!(
+            "    real_server {} {} {{\n        SMTP_CHECK {{\n            helo_name lb.example\n            connect_timeout 1\n        }}\n    }}\n",
+            addr.ip(),
+            addr.port()
+        )
+    };
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n}}\n\
+             virtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    lb_algo rr\n    delay_loop 0.2\n    delay_before_retry 0.2\n{}{}{}}}\n",
+            real_server(one.addr()),
+            real_server(two.addr()),
+            real_server(web.addr),
+            sock = dir.join("admin.sock").display(),
+        ),
+    )
+    .unwrap();
+    let (node, sock) = start_node_with(&dir, &conf);
+    let backend = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i].clone();
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let vip = SocketAddr::from(([127, 0, 0, 1], port));
+    let greeting = || {
+        let mut c = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).unwrap();
+        c.write_all(b"QUIT\r\n").unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || backend(2)["health"] == "down"),
+        "the HTTP server passes an SMTP_CHECK: {}\n{}",
+        status(&sock),
+        log()
+    );
+    assert!(
+        log().contains("no SMTP conversation within 1s"),
+        "{}",
+        log()
+    );
+    for _ in 0..4 {
+        assert!(greeting().starts_with("220 "));
+    }
+    assert_eq!(backend(0)["health"], "up", "{}", log());
+    assert_eq!(backend(1)["health"], "up", "{}", log());
+    two.stop();
+    assert!(
+        wait_until(Duration::from_secs(10), || backend(1)["health"] == "down"),
+        "the killed server is still up: {}\n{}",
+        status(&sock),
+        log()
+    );
+    let before = backend(1)["total_connections"].clone();
+    for _ in 0..4 {
+        assert!(greeting().starts_with("220 "));
+    }
+    assert_eq!(backend(1)["total_connections"], before, "{}", status(&sock));
+    assert_eq!(backend(0)["health"], "up");
+    drop(node);
+    drop(one);
+    drop(web);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1339,9 +1339,9 @@ pub struct HealthCheck {
     /// for the kind,
     /// [`CheckKind::default_retry`]: 0 for `misc`, else 1.
     pub retry: u32,
-    /// Pause before each retry. Default keepalived's for the kind,
-    /// [`CheckKind::default_delay_before_retry`]: 3 s for `http`/`ssl`, else 1 s.
-    pub delay_before_retry: Duration,
+    /// Pause before each retry; `None`: keepalived's default for the kind, see
+    /// [`HealthCheck::retry_delay`].
+    pub delay_before_retry: Option<Duration>,
     /// Interval between checks; default the virtual server's `delay_loop`.
     pub delay_loop: Option<Duration>,
     /// Consecutive successes to go up (HAProxy `rise`). Default 1.
@@ -1386,6 +1386,15 @@ impl HealthCheck {
         }
     }
 
+    /// The pause before each retry: `delay_before_retry`, else keepalived's default for the
+    /// kind ([`CheckKind::default_delay_before_retry`]), which for `dns` is the check's
+    /// [`interval`](Self::interval) (check_dns.c leaves it to default to `delay_loop`).
+    pub fn retry_delay(&self, vs: &VirtualServer) -> Duration {
+        self.delay_before_retry
+            .or_else(|| self.kind.default_delay_before_retry())
+            .unwrap_or_else(|| self.interval(vs))
+    }
+
     /// Whether the backend starts down until this check first passes (`alpha`, by default
     /// the virtual server's).
     pub fn starts_down(&self, vs: &VirtualServer) -> bool {
@@ -1402,7 +1411,7 @@ impl HealthCheck {
             connect_ip: None,
             bindto: None,
             retry: kind.default_retry(),
-            delay_before_retry: kind.default_delay_before_retry(),
+            delay_before_retry: None,
             kind,
             delay_loop: None,
             rise: None,
@@ -1428,28 +1437,46 @@ pub enum CheckKind {
     Misc(MiscCheck),
     /// Send a datagram (keepalived `UDP_CHECK`).
     Udp(UdpCheck),
+    /// Ask a DNS question over UDP (keepalived `DNS_CHECK`).
+    Dns(DnsCheck),
+    /// Send an ICMP echo request (keepalived `PING_CHECK`).
+    Ping,
+    /// Greet an SMTP server (keepalived `SMTP_CHECK`).
+    Smtp(SmtpCheck),
 }
 
 impl CheckKind {
     /// keepalived's default `retry` for this kind of check when neither the check, its
     /// real server nor its virtual server sets one: 0 for `MISC_CHECK` (check_misc.c sets
-    /// `checker->default_retry = 0`), 1 for the others (check_api.c `queue_checker`;
-    /// check_udp.c keeps it for `UDP_CHECK`).
+    /// `checker->default_retry = 0`), 3 for `DNS_CHECK` (check_dns.h `DNS_DEFAULT_RETRY`),
+    /// 1 for the others (check_api.c `queue_checker`; check_udp.c, check_ping.c and
+    /// check_smtp.c keep it).
     pub fn default_retry(&self) -> u32 {
         match self {
             Self::Misc(_) => 0,
-            Self::Tcp | Self::Http(_) | Self::Ssl(_) | Self::Udp(_) => 1,
+            Self::Dns(_) => 3,
+            Self::Tcp
+            | Self::Http(_)
+            | Self::Ssl(_)
+            | Self::Udp(_)
+            | Self::Ping
+            | Self::Smtp(_) => 1,
         }
     }
 
     /// keepalived's default `delay_before_retry` for this kind of check when neither the
     /// check, its real server nor its virtual server sets one: 3 s for `HTTP_GET` and
-    /// `SSL_GET` (check_http.c `default_delay_before_retry = 3 * TIMER_HZ`), 1 s for the
-    /// others (check_api.c `queue_checker`; check_udp.c keeps it for `UDP_CHECK`).
-    pub fn default_delay_before_retry(&self) -> Duration {
+    /// `SSL_GET` (check_http.c `default_delay_before_retry = 3 * TIMER_HZ`), `None` for
+    /// `DNS_CHECK`, whose retries wait the check's interval (check_dns.c sets the default
+    /// to 0, "this will default to delay_loop"), 1 s for the others (check_api.c
+    /// `queue_checker`; check_udp.c and check_ping.c keep it).
+    pub fn default_delay_before_retry(&self) -> Option<Duration> {
         match self {
-            Self::Http(_) | Self::Ssl(_) => Duration::from_secs(3),
-            Self::Tcp | Self::Misc(_) | Self::Udp(_) => Duration::from_secs(1),
+            Self::Http(_) | Self::Ssl(_) => Some(Duration::from_secs(3)),
+            Self::Dns(_) => None,
+            Self::Tcp | Self::Misc(_) | Self::Udp(_) | Self::Ping | Self::Smtp(_) => {
+                Some(Duration::from_secs(1))
+            }
         }
     }
 }
@@ -1513,6 +1540,36 @@ pub struct UdpCheck {
     pub min_reply_length: u16,
     /// With `reply`: the longest reply that passes, in octets (0..=65535). Default 255.
     pub max_reply_length: u16,
+}
+
+/// A `DNS_CHECK` (keepalived check_dns.c): one question over UDP to the real server (port
+/// 53 needs `connect_port 53` unless the real server's port is 53), passing when the answer
+/// carries RCODE NOERROR, whatever records it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DnsCheck {
+    /// The name asked (keepalived `name`; default `.`, the root).
+    pub name: lb_health::probe::DnsName,
+    /// The record type asked (keepalived `type`: A, NS, CNAME, SOA, MX, TXT, AAAA, RRSIG,
+    /// DNSKEY; default SOA).
+    pub qtype: lb_health::probe::QueryType,
+}
+
+/// An `SMTP_CHECK` (keepalived check_smtp.c): connect, expect the greeting 220, say
+/// `HELO helo_name`, expect 250, say `QUIT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpCheck {
+    /// The name sent with `HELO` (keepalived `helo_name`; default
+    /// `smtpchecker.keepalived.org`).
+    pub helo_name: String,
+}
+
+impl Default for SmtpCheck {
+    /// keepalived's `SMTP_CHECK {}`.
+    fn default() -> Self {
+        Self {
+            helo_name: lb_health::probe::DEFAULT_HELO_NAME.to_owned(),
+        }
+    }
 }
 
 impl Default for UdpCheck {
@@ -2422,6 +2479,12 @@ fn validate_check(err: &mut impl FnMut(String, String), p: &str, c: &HealthCheck
     if c.connect_port == Some(0) {
         err(format!("{p}.connect_port"), "connect_port 0".into());
     }
+    if let (Some(port), CheckKind::Ping) = (c.connect_port, &c.kind) {
+        err(
+            format!("{p}.connect_port"),
+            format!("connect_port {port} does not apply to a ping check (ICMP has no ports)"),
+        );
+    }
     if let (Some(ip), CheckKind::Misc(_)) = (c.connect_ip, &c.kind) {
         err(
             format!("{p}.connect_ip"),
@@ -2452,7 +2515,21 @@ fn validate_check(err: &mut impl FnMut(String, String), p: &str, c: &HealthCheck
         }
     }
     match &c.kind {
-        CheckKind::Tcp => {}
+        CheckKind::Tcp | CheckKind::Dns(_) | CheckKind::Ping => {}
+        CheckKind::Smtp(s) => {
+            if s.helo_name.is_empty()
+                || s.helo_name
+                    .contains(|c: char| c.is_whitespace() || c.is_control())
+            {
+                err(
+                    format!("{p}.helo_name"),
+                    format!(
+                        "helo_name {:?} must be one word (a domain name or an address literal)",
+                        s.helo_name
+                    ),
+                );
+            }
+        }
         CheckKind::Http(h) | CheckKind::Ssl(h) => {
             if h.url.is_empty() {
                 err(

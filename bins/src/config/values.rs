@@ -26,7 +26,8 @@ use serde::Deserialize;
 use lb_health::probe::HexPattern;
 
 use super::model::{
-    CheckKind, HealthCheck, HttpCheck, MiscCheck, NotifyScript, UdpCheck, UrlCheck,
+    CheckKind, DnsCheck, HealthCheck, HttpCheck, MiscCheck, NotifyScript, SmtpCheck, UdpCheck,
+    UrlCheck,
 };
 
 /// Parses a duration: a number of seconds (`3`, `0.5`) or a number with a unit (`500ms`,
@@ -360,6 +361,12 @@ pub(crate) struct RawCheck {
     min_reply_length: Option<u16>,
     #[serde(default)]
     max_reply_length: Option<u16>,
+    #[serde(default)]
+    dns_name: Option<String>,
+    #[serde(default)]
+    dns_type: Option<String>,
+    #[serde(default)]
+    helo_name: Option<String>,
 }
 
 impl TryFrom<RawCheck> for HealthCheck {
@@ -392,16 +399,67 @@ impl TryFrom<RawCheck> for HealthCheck {
             }
             Ok(())
         };
+        let dns_only = |kind: &str| -> Result<(), String> {
+            if r.dns_name.is_some() || r.dns_type.is_some() {
+                return Err(format!(
+                    "dns_name and dns_type apply to dns checks, not {kind}"
+                ));
+            }
+            Ok(())
+        };
+        let smtp_only = |kind: &str| -> Result<(), String> {
+            if r.helo_name.is_some() {
+                return Err(format!("helo_name applies to smtp checks, not {kind}"));
+            }
+            Ok(())
+        };
         let kind = match r.kind.to_ascii_lowercase().as_str() {
-            "tcp" => {
-                http_only("tcp")?;
-                misc_only("tcp")?;
-                udp_only("tcp")?;
-                CheckKind::Tcp
+            k @ ("tcp" | "ping") => {
+                http_only(k)?;
+                misc_only(k)?;
+                udp_only(k)?;
+                dns_only(k)?;
+                smtp_only(k)?;
+                if k == "tcp" {
+                    CheckKind::Tcp
+                } else {
+                    CheckKind::Ping
+                }
+            }
+            "smtp" => {
+                http_only("smtp")?;
+                misc_only("smtp")?;
+                udp_only("smtp")?;
+                dns_only("smtp")?;
+                CheckKind::Smtp(SmtpCheck {
+                    helo_name: r
+                        .helo_name
+                        .clone()
+                        .unwrap_or_else(|| SmtpCheck::default().helo_name),
+                })
+            }
+            "dns" => {
+                http_only("dns")?;
+                misc_only("dns")?;
+                udp_only("dns")?;
+                smtp_only("dns")?;
+                let d = DnsCheck::default();
+                CheckKind::Dns(DnsCheck {
+                    name: match &r.dns_name {
+                        Some(n) => n.parse().map_err(|e: lb_health::Error| e.to_string())?,
+                        None => d.name,
+                    },
+                    qtype: match &r.dns_type {
+                        Some(t) => t.parse().map_err(|e: lb_health::Error| e.to_string())?,
+                        None => d.qtype,
+                    },
+                })
             }
             k @ ("http" | "ssl") => {
                 misc_only(k)?;
                 udp_only(k)?;
+                dns_only(k)?;
+                smtp_only(k)?;
                 let h = HttpCheck {
                     url: r.url.clone().unwrap_or_default(),
                     virtualhost: r.virtualhost.clone(),
@@ -415,6 +473,8 @@ impl TryFrom<RawCheck> for HealthCheck {
             "misc" => {
                 http_only("misc")?;
                 udp_only("misc")?;
+                dns_only("misc")?;
+                smtp_only("misc")?;
                 CheckKind::Misc(MiscCheck {
                     misc_path: r.misc_path.clone().ok_or("a misc check needs misc_path")?,
                     misc_timeout: r.misc_timeout,
@@ -424,6 +484,8 @@ impl TryFrom<RawCheck> for HealthCheck {
             "udp" => {
                 http_only("udp")?;
                 misc_only("udp")?;
+                dns_only("udp")?;
+                smtp_only("udp")?;
                 if r.reply.is_some() && r.require_reply == Some(false) {
                     return Err(
                         "reply needs require_reply (leave require_reply out or set it true)".into(),
@@ -440,7 +502,7 @@ impl TryFrom<RawCheck> for HealthCheck {
             }
             other => {
                 return Err(format!(
-                    "unknown check type {other:?} (expected tcp, http, ssl, misc or udp)"
+                    "unknown check type {other:?} (expected tcp, http, ssl, misc, udp, dns, ping or smtp)"
                 ))
             }
         };
@@ -454,9 +516,7 @@ impl TryFrom<RawCheck> for HealthCheck {
         if let Some(v) = r.retry {
             c.retry = v;
         }
-        if let Some(v) = r.delay_before_retry {
-            c.delay_before_retry = v;
-        }
+        c.delay_before_retry = r.delay_before_retry;
         c.delay_loop = r.delay_loop;
         c.rise = r.rise;
         c.fall = r.fall;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use lb_core::{AdminState, BackendId, BackendSet, Health, Pool, Weight};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{
-    AllOf, ExecProbe, TcpProbe, UdpExpect, UdpProbe, UdpReply, KEEPALIVED_DEFAULT_PAYLOAD,
+    AllOf, DnsProbe, ExecProbe, PingProbe, SmtpProbe, TcpProbe, UdpExpect, UdpProbe, UdpReply,
+    KEEPALIVED_DEFAULT_PAYLOAD,
 };
 use lb_health::{
     CheckStates, ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierDetector,
@@ -634,6 +635,36 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
             }
             Box::new(p)
         }
+        CheckKind::Dns(d) => {
+            let mut p = DnsProbe::new(d.name.clone(), d.qtype).connect_port(port);
+            if let Some(ip) = check.bindto {
+                p = p.bindto(ip);
+            }
+            if let Some(ip) = check.connect_ip {
+                p = p.connect_ip(ip);
+            }
+            Box::new(p)
+        }
+        CheckKind::Smtp(s) => {
+            let mut p = SmtpProbe::new().helo_name(&s.helo_name).connect_port(port);
+            if let Some(ip) = check.bindto {
+                p = p.bindto(ip);
+            }
+            if let Some(ip) = check.connect_ip {
+                p = p.connect_ip(ip);
+            }
+            Box::new(p)
+        }
+        CheckKind::Ping => {
+            let mut p = PingProbe::new();
+            if let Some(ip) = check.bindto {
+                p = p.bindto(ip);
+            }
+            if let Some(ip) = check.connect_ip {
+                p = p.connect_ip(ip);
+            }
+            Box::new(p)
+        }
     })
 }
 
@@ -697,7 +728,7 @@ fn health_config(
         .rise(check.rise())
         .fall(check.fall())
         .retry(check.retry)
-        .delay_before_retry(check.delay_before_retry)
+        .delay_before_retry(check.retry_delay(vs))
         .alpha(check.starts_down(vs));
     b = match &check.kind {
         CheckKind::Misc(_) => b.timeout(check.timeout(vs)),

@@ -34,14 +34,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lb_core::{Algorithm, Granularity};
-use lb_health::probe::{parse_hex, HexPattern};
+use lb_health::probe::{parse_hex, DnsName, HexPattern, QueryType};
 use lb_health::StatusSet;
 
 use super::model::{
-    AuthType, Authentication, BackendConfig, CheckKind, Config, HealthCheck, HttpCheck,
-    InitialState, LogLevel, MiscCheck, NotifyScript, ParamMatch, Protocol, SyncGroup, TrackFileRef,
-    TrackInterface, TrackProcessRef, TrackScript, TrackService, UdpCheck, UrlCheck, VirtualIp,
-    VirtualServer, VrrpInstance, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
+    AuthType, Authentication, BackendConfig, CheckKind, Config, DnsCheck, HealthCheck, HttpCheck,
+    InitialState, LogLevel, MiscCheck, NotifyScript, ParamMatch, Protocol, SmtpCheck, SyncGroup,
+    TrackFileRef, TrackInterface, TrackProcessRef, TrackScript, TrackService, UdpCheck, UrlCheck,
+    VirtualIp, VirtualServer, VrrpInstance, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
 };
 use super::values::{parse_algorithm, parse_duration, parse_weight};
 use super::{finish, LoadResult, Location, Origins};
@@ -238,6 +238,7 @@ fn checked(b: &BackendConfig) -> String {
         .iter()
         .map(|c| match &c.kind {
             CheckKind::Misc(m) => format!("misc {}", m.misc_path),
+            CheckKind::Ping => format!("ping {}", c.connect_ip.unwrap_or(b.address.ip())),
             _ => {
                 let ip = c.connect_ip.unwrap_or(b.address.ip());
                 let port = c.connect_port.unwrap_or(b.address.port());
@@ -502,6 +503,9 @@ impl Conv {
             "SSL_GET",
             "MISC_CHECK",
             "UDP_CHECK",
+            "DNS_CHECK",
+            "PING_CHECK",
+            "SMTP_CHECK",
             "virtual_ipaddress",
             "virtual_ipaddress_excluded",
             "unicast_peer",
@@ -1945,7 +1949,8 @@ impl Conv {
             let kw = st.keyword.text.as_str();
             let fp = format!("{p}.{kw}");
             match kw {
-                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" => {
+                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK"
+                | "PING_CHECK" | "SMTP_CHECK" => {
                     checks.push(st);
                     continue;
                 }
@@ -1986,11 +1991,11 @@ impl Conv {
                 "lvs_method" => {
                     self.get(st, &fp, forwarding_method);
                 }
-                "BFD_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "PING_CHECK" | "FILE_CHECK" => {
+                "BFD_CHECK" | "FILE_CHECK" => {
                     self.d.error(
                         &st.keyword.location,
                         format!(
-                            "{kw} is not supported (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK, UDP_CHECK)"
+                            "{kw} is not supported (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK, UDP_CHECK, DNS_CHECK, PING_CHECK, SMTP_CHECK)"
                         ),
                     );
                 }
@@ -2016,6 +2021,8 @@ impl Conv {
         let mut misc_timeout = None;
         let mut misc_dynamic = false;
         let mut udp = UdpCheck::default();
+        let mut dns = DnsCheck::default();
+        let mut smtp = SmtpCheck::default();
         let mut c = HealthCheck::new(CheckKind::Tcp);
         let mut retry = None;
         let mut delay_before_retry = None;
@@ -2023,13 +2030,18 @@ impl Conv {
         let mut connect_timeout = None;
         for st in self.section(s) {
             let kw = st.keyword.text.as_str();
-            if kw != "url" {
+            if kw != "url" && !(kw0 == "SMTP_CHECK" && kw == "host") {
                 self.no_block(st);
             }
             let fp = format!("{p}.{kw}");
             let is_http = matches!(kw0, "HTTP_GET" | "SSL_GET");
             match kw {
                 "connect_timeout" => connect_timeout = self.get(st, &fp, duration(kw)),
+                "connect_port" if kw0 == "PING_CHECK" => self.ignored_unlike_keepalived(
+                    st,
+                    kw0,
+                    "ICMP has no ports (keepalived ignores it there too)",
+                ),
                 "connect_port" => c.connect_port = self.get(st, &fp, int(kw, 1, 65535)),
                 "bindto" => c.bindto = self.get(st, &fp, ip),
                 "connect_ip" => c.connect_ip = self.get(st, &fp, ip),
@@ -2070,6 +2082,29 @@ impl Conv {
                         udp.reply = self.hex(st, &format!("{p}.reply"), HexPattern::parse);
                     }
                 }
+                "type" if kw0 == "DNS_CHECK" => {
+                    if let Some(t) = self.get(st, &format!("{p}.dns_type"), |v| {
+                        v.parse::<QueryType>().map_err(|e| e.to_string())
+                    }) {
+                        dns.qtype = t;
+                    }
+                }
+                "name" if kw0 == "DNS_CHECK" => {
+                    if let Some(n) =
+                        self.get(st, &format!("{p}.dns_name"), |v| v.parse::<DnsName>().map_err(|e| e.to_string()))
+                    {
+                        dns.name = n;
+                    }
+                }
+                "helo_name" if kw0 == "SMTP_CHECK" => {
+                    if let Some(t) = self.value(st, &fp) {
+                        smtp.helo_name.clone_from(&t.text);
+                    }
+                }
+                "host" if kw0 == "SMTP_CHECK" => self.d.error(
+                    &st.keyword.location,
+                    "SMTP_CHECK's `host` block (deprecated in keepalived) is not supported: give the real server one SMTP_CHECK per host, with connect_ip and connect_port",
+                ),
                 "min_reply_length" if kw0 == "UDP_CHECK" => {
                     udp.min_reply_length = self
                         .get(st, &fp, int(kw, 0, i64::from(u16::MAX)))
@@ -2100,6 +2135,9 @@ impl Conv {
             "HTTP_GET" => CheckKind::Http(http),
             "SSL_GET" => CheckKind::Ssl(http),
             "UDP_CHECK" => CheckKind::Udp(udp),
+            "DNS_CHECK" => CheckKind::Dns(dns),
+            "PING_CHECK" => CheckKind::Ping,
+            "SMTP_CHECK" => CheckKind::Smtp(smtp),
             _ => {
                 let Some(misc_path) = misc_path else {
                     self.d
@@ -2117,9 +2155,8 @@ impl Conv {
         c.retry = retry
             .or(defaults.retry)
             .unwrap_or_else(|| c.kind.default_retry());
-        c.delay_before_retry = delay_before_retry
-            .or(defaults.delay_before_retry)
-            .unwrap_or_else(|| c.kind.default_delay_before_retry());
+        // None: the kind's default, resolved with the check's interval (`retry_delay`).
+        c.delay_before_retry = delay_before_retry.or(defaults.delay_before_retry);
         c.delay_loop = delay_loop.or(defaults.delay_loop);
         // A MISC_CHECK has no connection (keepalived: no `co`), so nothing to inherit.
         let inherited = defaults
