@@ -2498,10 +2498,7 @@ fn ignored_settings_say_what_keepalived_does() {
     assert_eq!(
         w,
         [
-            "2:5: warning: `script_user` in global_defs is ignored: keepalived runs every script that names no user as this user (else as keepalived_script, or root); lb-node runs such scripts as its own user",
             "9:5: warning: `track_interface` in vrrp_sync_group is ignored: keepalived tracks it for every instance of the group (a failure faults the whole group); lb-node does not: track it in each vrrp_instance",
-            "32:13: warning: `user` in MISC_CHECK is ignored: keepalived runs the program as this user (and group); lb-node runs it as its own user",
-            "37:17: warning: `virtualhost` in url is ignored: keepalived sends this Host header for this url; lb-node sends the check's (else its real or virtual server's) for every url",
         ]
     );
     let dr = "lb_kind DR is not supported: lb-node is a full proxy (it terminates connections and opens its own to the backends, like NAT); use lb_kind NAT";
@@ -2813,4 +2810,89 @@ fn smtp_check_is_read_from_both_formats() {
         assert!(e.contains(want), "{check}: {e}");
         assert!(e.starts_with("n.toml:"), "{e}");
     }
+}
+
+/// keepalived's `script_user USER [GROUP]` in global_defs (TOML `script_user`,
+/// `script_group` in `[global]`) is the user of every script that names none: vrrp_scripts,
+/// notify scripts, MISC_CHECK programs; a script's own `user` wins. An unknown user is one
+/// located error at `script_user`; a MISC_CHECK's unknown `user` is located at its line.
+#[test]
+fn script_user_applies_to_scripts_that_name_no_user() {
+    let text = "global_defs {\n    script_user nobody nogroup\n}\n\
+         vrrp_script own {\n    script /bin/true\n    user root\n}\n\
+         vrrp_script inherits {\n    script /bin/true\n}\n\
+         vrrp_instance VI_1 {\n    interface lo\n    virtual_router_id 51\n    priority 100\n    virtual_ipaddress {\n        198.18.0.250\n    }\n\
+         notify_master /bin/true\n    notify_backup \"/bin/true x\" root\n\
+         track_script {\n        own\n        inherits\n    }\n}\n\
+         virtual_server 198.18.0.250 80 {\n    protocol TCP\n\
+         real_server 198.18.0.151 80 {\n        notify_up /bin/true\n\
+         MISC_CHECK {\n            misc_path /bin/true\n        }\n\
+         MISC_CHECK {\n            misc_path /bin/true\n            user root root\n        }\n    }\n}\n";
+    let (k, w) = config::keepalived::parse_str(text, Path::new("k.conf")).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let nobody = (Some("nobody".to_owned()), Some("nogroup".to_owned()));
+    let root = |g: Option<&str>| (Some("root".to_owned()), g.map(str::to_owned));
+    let s = &k.vrrp_scripts;
+    assert_eq!((s[0].user.clone(), s[0].group.clone()), root(None));
+    assert_eq!((s[1].user.clone(), s[1].group.clone()), nobody);
+    let vi = &k.vrrp_instances[0];
+    let n = |x: &Option<config::model::NotifyScript>| {
+        let x = x.as_ref().unwrap();
+        (x.user.clone(), x.group.clone())
+    };
+    assert_eq!(n(&vi.notify_master), nobody);
+    assert_eq!(n(&vi.notify_backup), root(None));
+    let b = &k.virtual_servers[0].backends[0];
+    assert_eq!(n(&b.notify_up), nobody);
+    let misc = |i: usize| match &b.checks[i].kind {
+        CheckKind::Misc(m) => (m.user.clone(), m.group.clone()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(misc(0), nobody);
+    assert_eq!(misc(1), root(Some("root")));
+
+    let t = load_toml(
+        "[global]\nscript_user = \"nobody\"\nscript_group = \"nogroup\"\n\
+         [[vrrp_script]]\nname = \"inherits\"\nscript = \"/bin/true\"\n\
+         [[virtual_server]]\nlisten = \"198.18.0.250:80\"\n\
+         [[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n\
+         [[virtual_server.backend.check]]\ntype = \"misc\"\nmisc_path = \"/bin/true\"\n\
+         [[virtual_server.backend.check]]\ntype = \"misc\"\nmisc_path = \"/bin/true\"\nuser = \"root\"\ngroup = \"root\"\n",
+    );
+    assert_eq!(
+        (
+            t.vrrp_scripts[0].user.clone(),
+            t.vrrp_scripts[0].group.clone()
+        ),
+        nobody
+    );
+    assert_eq!(
+        t.virtual_servers[0].backends[0].checks,
+        k.virtual_servers[0].backends[0].checks
+    );
+
+    let e = errors(
+        "bad.conf",
+        "global_defs {\n    script_user no-such-user-lb\n}\n\
+         vrrp_script s {\n    script /bin/true\n}\n\
+         virtual_server 198.18.0.250 80 {\n    protocol TCP\n\
+         real_server 198.18.0.151 80 {\n        MISC_CHECK {\n            misc_path /bin/true\n            user root no-such-group-lb\n        }\n    }\n}\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "bad.conf:2:17: script_user: unknown user \"no-such-user-lb\"",
+            "bad.conf:12:23: MISC_CHECK: unknown group \"no-such-group-lb\"",
+        ]
+    );
+    let e = errors(
+        "n.toml",
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n\
+         [[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n\
+         [[virtual_server.backend.check]]\ntype = \"tcp\"\nuser = \"root\"\n",
+    );
+    assert!(
+        e[0].contains("user and group apply to misc checks (the program's user), not tcp"),
+        "{e:?}"
+    );
 }

@@ -2595,3 +2595,152 @@ fn smtp_check_follows_real_smtp_servers() {
     drop(web);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// keepalived's `script_user` and `MISC_CHECK { user … }` (keepalived.conf): a check
+/// program that passes only when it runs as `nobody` passes for the real server whose
+/// check names no user (it runs as the global `script_user nobody`) and fails for the one
+/// whose check says `user root`. Needs root (lb-node changes user); skipped loudly
+/// without it, and fails under `CI=true`.
+#[test]
+fn misc_check_runs_as_script_user_or_its_own_user() {
+    if std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .ok()
+        != Some(0)
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: changing a check's user needs root"
+        );
+        eprintln!(
+            "\n!!!!! SKIPPING misc_check_runs_as_script_user_or_its_own_user: not root !!!!!\n"
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    // Readable and executable by nobody: the directory and the script.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.join("as-nobody.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$(id -u)\" = \"$(id -u nobody)\" ]\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let port = free_port();
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n    script_user nobody\n}}\n\
+             virtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    lb_algo rr\n    delay_loop 0.2\n\
+             real_server {} {} {{\n        MISC_CHECK {{\n            misc_path {script}\n        }}\n    }}\n\
+             real_server {} {} {{\n        MISC_CHECK {{\n            misc_path {script}\n            user root\n        }}\n    }}\n}}\n",
+            a.addr.ip(),
+            a.addr.port(),
+            b.addr.ip(),
+            b.addr.port(),
+            sock = dir.join("admin.sock").display(),
+            script = script.display(),
+        ),
+    )
+    .unwrap();
+    let (node, sock) = start_node_with(&dir, &conf);
+    let health = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i]["health"].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || health(1) == "down"),
+        "the check run as root passes: {}\n{}",
+        status(&sock),
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    // Checks run every 0.2 s: a check failing as root would have taken it down by now.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(health(0), "up", "{}", status(&sock));
+    for _ in 0..3 {
+        assert_eq!(
+            body(&get(SocketAddr::from(([127, 0, 0, 1], port))).unwrap()),
+            "a"
+        );
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A server that answers 200 to `GET path` only with the `Host` given for that path in
+/// `allowed`, 404 otherwise; one response per connection, until the test ends.
+fn host_checking_server(allowed: &'static [(&'static str, &'static str)]) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming().take(10_000) {
+            let Ok(mut c) = c else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 16 * 1024 {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&got).to_lowercase();
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let host = head
+                .lines()
+                .find_map(|l| l.strip_prefix("host:"))
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default();
+            let ok = allowed.iter().any(|(p, h)| *p == path && *h == host);
+            let status = if ok { "200 OK" } else { "404 Not Found" };
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            );
+        }
+    });
+    addr
+}
+
+/// keepalived's `virtualhost` inside `url`: each URL of an HTTP_GET is fetched with its
+/// own Host header, else the check's. A server that serves /a only for a.example and /b
+/// only for b.example passes the check that sends those, and fails the one that sends
+/// the check's Host for both.
+#[test]
+fn http_get_sends_each_urls_own_virtualhost() {
+    let dir = tempdir();
+    const ALLOWED: &[(&str, &str)] = &[("/a", "a.example"), ("/b", "b.example")];
+    let right = host_checking_server(ALLOWED);
+    let wrong = host_checking_server(ALLOWED);
+    let port = free_port();
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n}}\n\
+             virtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    delay_loop 0.2\n\
+             real_server {} {} {{\n        HTTP_GET {{\n            url {{\n                path /a\n                virtualhost a.example\n            }}\n            url {{\n                path /b\n            }}\n            virtualhost b.example\n            connect_timeout 1\n        }}\n    }}\n\
+             real_server {} {} {{\n        HTTP_GET {{\n            url {{\n                path /a\n            }}\n            url {{\n                path /b\n            }}\n            virtualhost b.example\n            connect_timeout 1\n        }}\n    }}\n}}\n",
+            right.ip(),
+            right.port(),
+            wrong.ip(),
+            wrong.port(),
+            sock = dir.join("admin.sock").display(),
+        ),
+    )
+    .unwrap();
+    let (node, sock) = start_node_with(&dir, &conf);
+    let health = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i]["health"].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || health(1) == "down"),
+        "{}\n{}",
+        status(&sock),
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(health(0), "up", "{}", status(&sock));
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

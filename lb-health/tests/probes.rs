@@ -580,6 +580,33 @@ async fn exec_exit_codes_and_dynamic_weight() {
     assert!(missing.reason.contains("start"), "{}", missing.reason);
 }
 
+/// keepalived `MISC_CHECK { user nobody }`: the program runs as that user and group, with
+/// no supplementary group left from the daemon. Needs root (as lb-node runs); skipped
+/// loudly without it, and fails under `CI=true`.
+#[tokio::test]
+async fn exec_runs_as_the_configured_user() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: running a check as another user needs root"
+        );
+        eprintln!("\n!!!!! SKIPPING exec_runs_as_the_configured_user: not root !!!!!\n");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let script = format!(r#"test "$(id -u):$(id -g):$(id -G)" = "{uid}:{gid}:{gid}""#);
+    let out = ExecProbe::shell(script.clone())
+        .run_as(uid, gid)
+        .probe(addr, T * 4)
+        .await;
+    assert!(out.is_up(), "{}", out.reason);
+    // The same test as the daemon's own user (root) fails.
+    let out = ExecProbe::shell(script).probe(addr, T * 4).await;
+    assert!(!out.is_up(), "{}", out.reason);
+}
+
 async fn next(events: &mut tokio::sync::broadcast::Receiver<HealthEvent>) -> HealthEvent {
     tokio::time::timeout(Duration::from_secs(3), events.recv())
         .await

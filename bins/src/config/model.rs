@@ -104,6 +104,13 @@ pub struct Global {
     /// `nbthread = 1` (an error otherwise). Off by default. Read at start; a reload keeps
     /// the running value.
     pub busy_polling: bool,
+    /// The user every script runs as when it names none (keepalived `script_user`):
+    /// `vrrp_script`s, notify scripts, `MISC_CHECK` programs. Looked up at load (an
+    /// unknown user is an error). Default: the daemon's user; keepalived.conf, as
+    /// keepalived, defaults it to `keepalived_script` where that user exists.
+    pub script_user: Option<String>,
+    /// With `script_user`: its group (default: the user's primary group).
+    pub script_group: Option<String>,
 }
 
 impl Default for Global {
@@ -115,6 +122,8 @@ impl Default for Global {
             drain_deadline: Duration::from_secs(30),
             nbthread: 0,
             busy_polling: false,
+            script_user: None,
+            script_group: None,
         }
     }
 }
@@ -1503,6 +1512,10 @@ pub struct UrlCheck {
     /// Expected MD5 of the body, 32 hex digits.
     #[serde(default)]
     pub digest: Option<String>,
+    /// The Host header for this URL (keepalived `virtualhost` inside `url`), instead of
+    /// the check's.
+    #[serde(default)]
+    pub virtualhost: Option<String>,
 }
 
 /// A `MISC_CHECK`: a program whose exit status is the result.
@@ -1517,6 +1530,12 @@ pub struct MiscCheck {
     pub misc_timeout: Option<Duration>,
     /// Exit status 2..=255 sets the weight to status - 2 (keepalived `misc_dynamic`).
     pub misc_dynamic: bool,
+    /// The user the program runs as (keepalived `user USER [GROUP]`), looked up at load
+    /// and when the check starts. Default: `script_user`, else the daemon's user.
+    pub user: Option<String>,
+    /// With `user`: its group (default: the user's primary group). Supplementary groups
+    /// are dropped.
+    pub group: Option<String>,
 }
 
 /// A `UDP_CHECK` (keepalived 2.x check_udp.c): a datagram sent from a connected socket.
@@ -1612,7 +1631,69 @@ impl Config {
                 vs.name = default_vs_name(vs.listen, vs.protocol);
             }
         }
+        self.apply_script_user();
         self
+    }
+
+    /// keepalived's `script_user`: every script that names no user runs as it. Applied
+    /// only when the user (and group) exist; validation reports one that does not, at
+    /// `script_user` itself.
+    fn apply_script_user(&mut self) {
+        let Some(user) = self.global.script_user.clone() else {
+            return;
+        };
+        let group = self.global.script_group.clone();
+        if RunAs::resolve(&user, group.as_deref()).is_err() {
+            return;
+        }
+        let set = |u: &mut Option<String>, g: &mut Option<String>| {
+            if u.is_none() {
+                *u = Some(user.clone());
+                g.clone_from(&group);
+            }
+        };
+        for s in &mut self.vrrp_scripts {
+            set(&mut s.user, &mut s.group);
+        }
+        let notify = |n: &mut Option<NotifyScript>| {
+            if let Some(n) = n {
+                set(&mut n.user, &mut n.group);
+            }
+        };
+        for vi in &mut self.vrrp_instances {
+            for n in [
+                &mut vi.notify_master,
+                &mut vi.notify_backup,
+                &mut vi.notify_fault,
+                &mut vi.notify_stop,
+                &mut vi.notify,
+            ] {
+                notify(n);
+            }
+        }
+        for g in &mut self.sync_groups {
+            for n in [
+                &mut g.notify_master,
+                &mut g.notify_backup,
+                &mut g.notify_fault,
+                &mut g.notify,
+            ] {
+                notify(n);
+            }
+        }
+        for vs in &mut self.virtual_servers {
+            notify(&mut vs.quorum_up);
+            notify(&mut vs.quorum_down);
+            for b in &mut vs.backends {
+                notify(&mut b.notify_up);
+                notify(&mut b.notify_down);
+                for c in &mut b.checks {
+                    if let CheckKind::Misc(m) = &mut c.kind {
+                        set(&mut m.user, &mut m.group);
+                    }
+                }
+            }
+        }
     }
 
     /// Indexes of the virtual servers in the order they start: every route target before
@@ -1804,26 +1885,12 @@ impl Config {
         }
 
         // Notify scripts' users and groups.
-        let mut notify = |path: String, n: Option<&NotifyScript>| {
-            let Some(n) = n else { return };
-            let kw = path.rsplit('.').next().unwrap_or_default().to_owned();
-            match (&n.user, &n.group) {
-                (Some(user), group) => match RunAs::resolve(user, None) {
-                    Err(m) => err(format!("{path}.user"), format!("{kw}: {m}")),
-                    Ok(_) => {
-                        if let Some(Err(m)) =
-                            group.as_deref().map(|g| RunAs::resolve(user, Some(g)))
-                        {
-                            err(format!("{path}.group"), format!("{kw}: {m}"));
-                        }
-                    }
-                },
-                (None, Some(_)) => {
-                    err(format!("{path}.group"), format!("{kw}: group needs a user"))
-                }
-                (None, None) => {}
-            }
-        };
+        let notify =
+            |err: &mut dyn FnMut(String, String), path: String, n: Option<&NotifyScript>| {
+                let Some(n) = n else { return };
+                let kw = path.rsplit('.').next().unwrap_or_default().to_owned();
+                check_user(err, &path, "", &kw, &n.user, &n.group);
+            };
         for (i, vi) in self.vrrp_instances.iter().enumerate() {
             let p = format!("vrrp_instance[{i}]");
             for (k, n) in [
@@ -1833,7 +1900,7 @@ impl Config {
                 ("notify_stop", &vi.notify_stop),
                 ("notify", &vi.notify),
             ] {
-                notify(format!("{p}.{k}"), n.as_ref());
+                notify(&mut err, format!("{p}.{k}"), n.as_ref());
             }
         }
         for (i, g) in self.sync_groups.iter().enumerate() {
@@ -1844,19 +1911,43 @@ impl Config {
                 ("notify_fault", &g.notify_fault),
                 ("notify", &g.notify),
             ] {
-                notify(format!("{p}.{k}"), n.as_ref());
+                notify(&mut err, format!("{p}.{k}"), n.as_ref());
             }
         }
         for (i, vs) in self.virtual_servers.iter().enumerate() {
             let p = format!("virtual_server[{i}]");
-            notify(format!("{p}.quorum_up"), vs.quorum_up.as_ref());
-            notify(format!("{p}.quorum_down"), vs.quorum_down.as_ref());
+            notify(&mut err, format!("{p}.quorum_up"), vs.quorum_up.as_ref());
+            notify(
+                &mut err,
+                format!("{p}.quorum_down"),
+                vs.quorum_down.as_ref(),
+            );
             for (j, b) in vs.backends.iter().enumerate() {
                 let bp = format!("{p}.backend[{j}]");
-                notify(format!("{bp}.notify_up"), b.notify_up.as_ref());
-                notify(format!("{bp}.notify_down"), b.notify_down.as_ref());
+                notify(&mut err, format!("{bp}.notify_up"), b.notify_up.as_ref());
+                notify(
+                    &mut err,
+                    format!("{bp}.notify_down"),
+                    b.notify_down.as_ref(),
+                );
+                for (k, c) in b.checks.iter().enumerate() {
+                    if let CheckKind::Misc(m) = &c.kind {
+                        let cp = format!("{bp}.check[{k}]");
+                        check_user(&mut err, &cp, "", "MISC_CHECK", &m.user, &m.group);
+                    }
+                }
             }
         }
+        // The default user itself, reported once here (scripts take it only when it
+        // exists, see `Config::with_defaults`).
+        check_user(
+            &mut err,
+            "global",
+            "script_",
+            "script_user",
+            &self.global.script_user,
+            &self.global.script_group,
+        );
 
         // Virtual servers first: instances refer to them.
         let mut vs_names = HashSet::new();
@@ -2466,6 +2557,33 @@ fn validate_http(
 fn check_weight(err: &mut impl FnMut(String, String), path: String, w: i32) {
     if !(-254..=254).contains(&w) {
         err(path, format!("weight {w} is out of range -254..=254"));
+    }
+}
+
+/// Reports a `user`/`group` pair that does not resolve: at `{p}.{prefix}user` or
+/// `{p}.{prefix}group`, the message starting with `what`.
+fn check_user(
+    err: &mut dyn FnMut(String, String),
+    p: &str,
+    prefix: &str,
+    what: &str,
+    user: &Option<String>,
+    group: &Option<String>,
+) {
+    match (user, group) {
+        (Some(user), group) => match RunAs::resolve(user, None) {
+            Err(m) => err(format!("{p}.{prefix}user"), format!("{what}: {m}")),
+            Ok(_) => {
+                if let Some(Err(m)) = group.as_deref().map(|g| RunAs::resolve(user, Some(g))) {
+                    err(format!("{p}.{prefix}group"), format!("{what}: {m}"));
+                }
+            }
+        },
+        (None, Some(_)) => err(
+            format!("{p}.{prefix}group"),
+            format!("{what}: a group needs a user"),
+        ),
+        (None, None) => {}
     }
 }
 

@@ -367,6 +367,10 @@ pub(crate) struct RawCheck {
     dns_type: Option<String>,
     #[serde(default)]
     helo_name: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
 }
 
 impl TryFrom<RawCheck> for HealthCheck {
@@ -383,6 +387,11 @@ impl TryFrom<RawCheck> for HealthCheck {
         let misc_only = |kind: &str| -> Result<(), String> {
             if r.misc_path.is_some() || r.misc_timeout.is_some() || r.misc_dynamic.is_some() {
                 return Err(format!("misc_* options apply to misc checks, not {kind}"));
+            }
+            if r.user.is_some() || r.group.is_some() {
+                return Err(format!(
+                    "user and group apply to misc checks (the program's user), not {kind}"
+                ));
             }
             Ok(())
         };
@@ -476,6 +485,8 @@ impl TryFrom<RawCheck> for HealthCheck {
                 dns_only("misc")?;
                 smtp_only("misc")?;
                 CheckKind::Misc(MiscCheck {
+                    user: r.user.clone(),
+                    group: r.group.clone(),
                     misc_path: r.misc_path.clone().ok_or("a misc check needs misc_path")?,
                     misc_timeout: r.misc_timeout,
                     misc_dynamic: r.misc_dynamic.unwrap_or(false),

@@ -606,6 +606,12 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
             let mut p = ExecProbe::command_line(&m.misc_path)
                 .map_err(|e| e.to_string())?
                 .misc_dynamic(m.misc_dynamic);
+            // Looked up when the check starts (validation looked it up at load too).
+            if let Some(user) = &m.user {
+                let r = lb_vrrp::driver::RunAs::resolve(user, m.group.as_deref())
+                    .map_err(|e| format!("MISC_CHECK user: {e}"))?;
+                p = p.run_as(r.uid, r.gid);
+            }
             if let Some(t) = m.misc_timeout {
                 p = p.misc_timeout(t);
             }
@@ -677,7 +683,12 @@ fn http_probe(
     tls: bool,
 ) -> Result<HttpProbe, String> {
     let mut b = HttpProbe::builder(url.map_or("/", |u| u.path.as_str())).connect_port(port);
-    if let Some(host) = &h.virtualhost {
+    // keepalived: a url's own virtualhost, else the check's (else its real or virtual
+    // server's, already folded into the check's).
+    if let Some(host) = url
+        .and_then(|u| u.virtualhost.as_ref())
+        .or(h.virtualhost.as_ref())
+    {
         b = b.host(host.clone());
     }
     if let Some(code) = url.and_then(|u| u.status_code.as_ref()) {

@@ -39,6 +39,7 @@ pub struct ExecProbe {
     args: Vec<OsString>,
     dynamic: bool,
     misc_timeout: Option<Duration>,
+    run_as: Option<(u32, u32)>,
 }
 
 impl ExecProbe {
@@ -50,6 +51,7 @@ impl ExecProbe {
             args: Vec::new(),
             dynamic: false,
             misc_timeout: None,
+            run_as: None,
         }
     }
 
@@ -102,6 +104,17 @@ impl ExecProbe {
     #[must_use]
     pub fn misc_timeout(mut self, timeout: Duration) -> Self {
         self.misc_timeout = Some(timeout);
+        self
+    }
+
+    /// keepalived `MISC_CHECK { user USER [GROUP] }`: runs the program as user id `uid` and
+    /// group id `gid`, with no supplementary groups (the standard library drops them when
+    /// the daemon runs as root). Needs the privilege to change user (root or CAP_SETUID and
+    /// CAP_SETGID); without it every run fails to start and the check is down with that
+    /// reason. Default: the daemon's own user.
+    #[must_use]
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        self.run_as = Some((uid, gid));
         self
     }
 
@@ -313,6 +326,9 @@ impl Probe for ExecProbe {
             .stderr(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some((uid, gid)) = self.run_as {
+            cmd.gid(gid).uid(uid);
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

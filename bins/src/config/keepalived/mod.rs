@@ -82,6 +82,10 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
     };
     c.top(stmts);
     c.warn_sync_group_weights();
+    if c.cfg.global.script_user.is_none() {
+        c.cfg.global.script_user =
+            default_script_user(|u| lb_vrrp::driver::RunAs::resolve(u, None).is_ok());
+    }
     c.vrrp_defaults
         .apply(&mut c.cfg.vrrp_instances, &c.instance_keywords);
     if let Some(v) = c.vrrp_version {
@@ -225,6 +229,13 @@ fn forwarding_method(v: &str) -> Result<(), String> {
         )),
         _ => Err(format!("unknown lb_kind {v:?} (expected NAT)")),
     }
+}
+
+/// keepalived's default `script_user` when global_defs names none: `keepalived_script`
+/// where that user `exists`, else none (scripts run as the daemon's user, root).
+fn default_script_user(exists: impl Fn(&str) -> bool) -> Option<String> {
+    const KEEPALIVED_SCRIPT: &str = "keepalived_script";
+    exists(KEEPALIVED_SCRIPT).then(|| KEEPALIVED_SCRIPT.to_owned())
 }
 
 /// What a real server's checks reach, as a key: two members of a `virtual_server_group`
@@ -374,6 +385,43 @@ impl Conv {
                 .collect::<Vec<_>>()
                 .join(" "),
         )
+    }
+
+    /// `KEYWORD USER [GROUP]` (`user` in `vrrp_script` and `MISC_CHECK`, `script_user`),
+    /// the user recorded at `user_path`, the group at `group_path`; the names are looked up
+    /// by the model's validation.
+    fn user_group(
+        &mut self,
+        s: &Stmt,
+        user_path: &str,
+        group_path: &str,
+    ) -> Option<(String, Option<String>)> {
+        match s.args.as_slice() {
+            [] => {
+                self.d.error(
+                    &s.keyword.location,
+                    format!("`{}` needs a user name", s.keyword.text),
+                );
+                None
+            }
+            [user, rest @ ..] => {
+                self.record(user_path, &user.location);
+                let group = rest.first().map(|g| {
+                    self.record(group_path, &g.location);
+                    g.text.clone()
+                });
+                if let Some(extra) = rest.get(1) {
+                    self.d.error(
+                        &extra.location,
+                        format!(
+                            "`{}` takes a user name and an optional group name",
+                            s.keyword.text
+                        ),
+                    );
+                }
+                Some((user.text.clone(), group))
+            }
+        }
     }
 
     /// A notify script, `SCRIPT [USER [GROUP]]` (keepalived notify_script_init: the
@@ -769,11 +817,14 @@ impl Conv {
                 | "enable_traps"
                 | "snmp_socket"
                 | "lvs_flush" => self.ignored(s, "global_defs"),
-                "script_user" => self.ignored_unlike_keepalived(
-                    s,
-                    "global_defs",
-                    "keepalived runs every script that names no user as this user (else as keepalived_script, or root); lb-node runs such scripts as its own user",
-                ),
+                "script_user" => {
+                    if let Some((u, g)) =
+                        self.user_group(s, "global.script_user", "global.script_group")
+                    {
+                        self.cfg.global.script_user = Some(u);
+                        self.cfg.global.script_group = g;
+                    }
+                }
                 _ => self.unknown(s, "global_defs"),
             }
         }
@@ -827,25 +878,12 @@ impl Conv {
                 "rise" => script.rise = self.get(st, &fp, int(kw, 1, 1_000_000)).unwrap_or(1),
                 "fall" => script.fall = self.get(st, &fp, int(kw, 1, 1_000_000)).unwrap_or(1),
                 // `user USER [GROUP]`, looked up by the model's validation.
-                "user" => match st.args.as_slice() {
-                    [] => self
-                        .d
-                        .error(&st.keyword.location, "`user` needs a user name"),
-                    [user, rest @ ..] => {
-                        self.record(&fp, &user.location);
-                        script.user = Some(user.text.clone());
-                        script.group = rest.first().map(|g| {
-                            self.record(&format!("{p}.group"), &g.location);
-                            g.text.clone()
-                        });
-                        if let Some(extra) = rest.get(1) {
-                            self.d.error(
-                                &extra.location,
-                                "`user` takes a user name and an optional group name",
-                            );
-                        }
+                "user" => {
+                    if let Some((u, g)) = self.user_group(st, &fp, &format!("{p}.group")) {
+                        script.user = Some(u);
+                        script.group = g;
                     }
-                },
+                }
                 "init_fail" => self.ignored(st, "vrrp_script"),
                 _ => self.unknown(st, "vrrp_script"),
             }
@@ -2020,6 +2058,7 @@ impl Conv {
         let mut misc_path = None;
         let mut misc_timeout = None;
         let mut misc_dynamic = false;
+        let mut misc_user = None;
         let mut udp = UdpCheck::default();
         let mut dns = DnsCheck::default();
         let mut smtp = SmtpCheck::default();
@@ -2119,11 +2158,9 @@ impl Conv {
                 | "enable_sni" | "tls_compliant" | "protocol" | "http_protocol" => {
                     self.ignored(st, kw0)
                 }
-                "user" if kw0 == "MISC_CHECK" => self.ignored_unlike_keepalived(
-                    st,
-                    kw0,
-                    "keepalived runs the program as this user (and group); lb-node runs it as its own user",
-                ),
+                "user" if kw0 == "MISC_CHECK" => {
+                    misc_user = self.user_group(st, &fp, &format!("{p}.group"));
+                }
                 _ => self.unknown(st, kw0),
             }
         }
@@ -2144,7 +2181,10 @@ impl Conv {
                         .error(&s.keyword.location, "MISC_CHECK has no misc_path");
                     return None;
                 };
+                let (user, group) = misc_user.map_or((None, None), |(u, g)| (Some(u), g));
                 CheckKind::Misc(MiscCheck {
+                    user,
+                    group,
                     misc_path,
                     misc_timeout,
                     misc_dynamic,
@@ -2202,6 +2242,7 @@ impl Conv {
             path: String::new(),
             status_code: None,
             digest: None,
+            virtualhost: None,
         };
         let mut has_path = false;
         for st in self.section(s) {
@@ -2221,11 +2262,7 @@ impl Conv {
                 | "regex_min_offset" | "regex_max_offset" | "fail_on_match" => {
                     self.ignored(st, "url")
                 }
-                "virtualhost" => self.ignored_unlike_keepalived(
-                    st,
-                    "url",
-                    "keepalived sends this Host header for this url; lb-node sends the check's (else its real or virtual server's) for every url",
-                ),
+                "virtualhost" => u.virtualhost = self.value(st, &fp).map(|t| t.text.clone()),
                 _ => self.unknown(st, "url"),
             }
         }
@@ -2234,5 +2271,19 @@ impl Conv {
             return None;
         }
         Some(u)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalived_script_is_the_default_script_user_where_it_exists() {
+        assert_eq!(
+            default_script_user(|u| u == "keepalived_script").as_deref(),
+            Some("keepalived_script")
+        );
+        assert_eq!(default_script_user(|_| false), None);
     }
 }
