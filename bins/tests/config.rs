@@ -2896,3 +2896,100 @@ fn script_user_applies_to_scripts_that_name_no_user() {
         "{e:?}"
     );
 }
+
+/// keepalived's `regex` in a `url` (with `regex_no_match`, `regex_options`,
+/// `regex_min_offset`, `regex_max_offset`) and its TOML twin; a pattern that does not
+/// compile, an option lb-node cannot honour and min above max are located errors; options
+/// that only tune PCRE2, and regex settings without a regex, are warnings.
+#[test]
+fn url_regex_is_read_from_both_formats() {
+    let text = "virtual_server 198.18.0.250 80 {\n    protocol TCP\n\
+         real_server 198.18.0.151 80 {\n        HTTP_GET {\n\
+         url {\n                path /health\n                regex \"status: *(ok|up)\"\n\
+         regex_no_match\n                regex_options caseless multiline\n\
+         regex_min_offset 2\n                regex_max_offset 40\n            }\n\
+         url {\n                path /\n            }\n        }\n    }\n}\n";
+    let (k, w) = config::keepalived::parse_str(text, Path::new("k.conf")).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let t = load_toml(
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n\
+         [[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n\
+         [[virtual_server.backend.check]]\ntype = \"http\"\nurl = [\n\
+         { path = \"/health\", regex = \"status: *(ok|up)\", regex_no_match = true, regex_options = [\"caseless\", \"multiline\"], regex_min_offset = 2, regex_max_offset = 40 },\n\
+         { path = \"/\" },\n]\n",
+    );
+    assert_eq!(
+        k.virtual_servers[0].backends[0].checks,
+        t.virtual_servers[0].backends[0].checks
+    );
+    let CheckKind::Http(h) = &k.virtual_servers[0].backends[0].checks[0].kind else {
+        panic!("not http");
+    };
+    let u = &h.url[0];
+    assert_eq!(u.regex.as_deref(), Some("status: *(ok|up)"));
+    assert!(u.regex_no_match);
+    assert_eq!(u.regex_options, ["caseless", "multiline"]);
+    assert_eq!(
+        (u.regex_min_offset, u.regex_max_offset),
+        (Some(2), Some(40))
+    );
+    let (r, no_effect) = u.regex_check().unwrap();
+    assert!(no_effect.is_empty());
+    let r = r.unwrap();
+    // no_match, caseless: "STATUS: OK" at 5 is a match, so the check fails.
+    assert!(r.passes(b"xxx, STATUS: OK").is_err());
+    assert!(r.passes(b"status: down").is_ok());
+
+    let base = |url: &str| {
+        format!(
+            "virtual_server 198.18.0.250 80 {{\n    protocol TCP\n    real_server 198.18.0.151 80 {{\n        HTTP_GET {{\n            url {{\n                path /\n{url}            }}\n        }}\n    }}\n}}\n"
+        )
+    };
+    let e = errors("bad.conf", &base("                regex \"(?<=a)b\"\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("bad.conf:7:23: regex \"(?<=a)b\": invalid regex: \"(?<=a)b\" does not compile (Rust regex syntax: no look-around, no back-references)"),
+        "{e:?}"
+    );
+    let e = errors(
+        "bad.conf",
+        &base("                regex ok\n                regex_options firstline\n"),
+    );
+    assert_eq!(
+        e,
+        ["bad.conf:8:31: regex \"ok\": regex option \"firstline\" is not supported: lb-node's regex cannot honour it"]
+    );
+    let e = errors(
+        "bad.conf",
+        &base("                regex ok\n                regex_min_offset 9\n                regex_max_offset 3\n"),
+    );
+    assert_eq!(
+        e,
+        ["bad.conf:8:34: regex \"ok\": invalid regex_min_offset: 9 is above regex_max_offset 3: no match could start there"]
+    );
+    let (_, w) = config::keepalived::parse_str(
+        &base("                regex ok\n                regex_options no_start_optimize\n                regex_stack 100 1000\n"),
+        Path::new("k.conf"),
+    )
+    .unwrap();
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        [
+            "k.conf:8:31: warning: regex option \"no_start_optimize\" tunes PCRE2 only: no effect in lb-node",
+            "k.conf:9:17: warning: `regex_stack` in url is not supported by lb-node, ignored",
+        ]
+    );
+    let (_, w) = config::keepalived::parse_str(
+        &base("                regex_no_match\n"),
+        Path::new("k.conf"),
+    )
+    .unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string().contains(
+            "regex_no_match, regex_options and the regex offsets are ignored without regex"
+        ),
+        "{w:?}"
+    );
+}

@@ -2744,3 +2744,58 @@ fn http_get_sends_each_urls_own_virtualhost() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// keepalived's `regex` in an HTTP_GET url, end to end: real servers answering 200 with
+/// their name as the body; the check wants the body to match `^a` (caseless), so the one
+/// answering "a" stays up and the one answering "b" — a 200 that keepalived without the
+/// regex would take as healthy — goes down and gets no request.
+#[test]
+fn http_get_regex_judges_the_body() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let port = free_port();
+    let conf = dir.join("keepalived.conf");
+    let real_server = |addr: SocketAddr| {
+        format!(
+            "    real_server {} {} {{\n        HTTP_GET {{\n            url {{\n                path /\n                regex \"^A\"\n                regex_options caseless\n            }}\n            connect_timeout 1\n        }}\n    }}\n",
+            addr.ip(),
+            addr.port()
+        )
+    };
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n}}\n\
+             virtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    lb_algo rr\n    delay_loop 0.2\n{}{}}}\n",
+            real_server(a.addr),
+            real_server(b.addr),
+            sock = dir.join("admin.sock").display(),
+        ),
+    )
+    .unwrap();
+    let (node, sock) = start_node_with(&dir, &conf);
+    let health = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i]["health"].clone();
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || health(1) == "down"),
+        "b passes the regex: {}\n{}",
+        status(&sock),
+        log()
+    );
+    assert!(
+        log().contains("regex \"^A\" did not match"),
+        "{}",
+        log()
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(health(0), "up", "{}", status(&sock));
+    for _ in 0..3 {
+        assert_eq!(
+            body(&get(SocketAddr::from(([127, 0, 0, 1], port))).unwrap()),
+            "a"
+        );
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -203,6 +203,85 @@ async fn http_body_digest_detects_a_changed_body() {
     assert!(contains.probe(addr, T).await.is_up());
 }
 
+/// keepalived's `regex` on a url: the body must match (with `regex_no_match`, must not),
+/// the match starting within the offsets; a url's digest and regex are both checked, in
+/// one read of the body.
+#[tokio::test]
+async fn http_body_regex_with_offsets_no_match_and_digest() {
+    use lb_health::probe::http::{BodyRegex, RegexFlags};
+    let (addr, _) =
+        http_server(|_| response(200, "The quick brown fox jumps over the lazy dog")).await;
+    let probe = |r: BodyRegex| HttpProbe::builder("/").regex(r).build().unwrap();
+    let re = |p: &str| BodyRegex::new(p, RegexFlags::default()).unwrap();
+
+    let out = probe(re("brown [a-z]+")).probe(addr, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert_eq!(
+        out.reason,
+        "status 200, regex \"brown [a-z]+\" matched at 10"
+    );
+    let out = probe(re("BROWN")).probe(addr, T).await;
+    assert!(!out.is_up());
+    assert_eq!(out.reason, "regex \"BROWN\" did not match in 43 body bytes");
+    let caseless = BodyRegex::new(
+        "BROWN",
+        RegexFlags {
+            caseless: true,
+            ..RegexFlags::default()
+        },
+    )
+    .unwrap();
+    assert!(probe(caseless).probe(addr, T).await.is_up());
+    // "fox" starts at 16: inside 10..=16, outside 17.. and ..=15.
+    assert!(probe(re("fox").offsets(10, Some(16)).unwrap())
+        .probe(addr, T)
+        .await
+        .is_up());
+    let late = probe(re("fox").offsets(17, None).unwrap())
+        .probe(addr, T)
+        .await;
+    assert_eq!(
+        late.reason,
+        "regex \"fox\" did not match starting at 17 or later in 43 body bytes"
+    );
+    assert!(!probe(re("fox").offsets(0, Some(15)).unwrap())
+        .probe(addr, T)
+        .await
+        .is_up());
+    let no_match = probe(re("error|fail").no_match(true)).probe(addr, T).await;
+    assert!(no_match.is_up(), "{}", no_match.reason);
+    let matched = probe(re("lazy").no_match(true)).probe(addr, T).await;
+    assert_eq!(
+        matched.reason,
+        "regex \"lazy\" matched at 35 (regex_no_match)"
+    );
+    // Digest and regex together: both must pass.
+    let both = |md5: &str, r: BodyRegex| {
+        HttpProbe::builder("/")
+            .digest(md5)
+            .unwrap()
+            .regex(r)
+            .build()
+            .unwrap()
+    };
+    let out = both("9e107d9d372bb6826bd81d3542a419d6", re("dog$"))
+        .probe(addr, T)
+        .await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert_eq!(
+        out.reason,
+        "status 200, digest 9e107d9d372bb6826bd81d3542a419d6, regex \"dog$\" matched at 40"
+    );
+    assert!(!both("00000000000000000000000000000000", re("dog$"))
+        .probe(addr, T)
+        .await
+        .is_up());
+    assert!(!both("9e107d9d372bb6826bd81d3542a419d6", re("cat$"))
+        .probe(addr, T)
+        .await
+        .is_up());
+}
+
 /// A body longer than the search limit (1 MiB by default) passes when the string is in its
 /// first megabyte, as HAProxy's `http-check expect string` looks at the start it buffered,
 /// and fails, naming the limit, when the string comes only later. The whole body is not

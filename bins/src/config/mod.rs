@@ -262,6 +262,8 @@ pub(crate) fn finish(
         location: origins.locate(&f.path),
         message: f.message,
     }));
+    // In file order, as errors are: the parser's and the validation's interleaved.
+    warnings.sort_by(|a, b| a.location.cmp(&b.location));
     if errors.is_empty() {
         Ok((config, warnings))
     } else {

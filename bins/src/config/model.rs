@@ -1516,6 +1516,90 @@ pub struct UrlCheck {
     /// the check's.
     #[serde(default)]
     pub virtualhost: Option<String>,
+    /// A regular expression the body must match (keepalived `regex`; Rust regex syntax:
+    /// PCRE's without look-around or back-references). Searched in the body's first MiB.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// With `regex`: pass when it does not match (keepalived `regex_no_match`).
+    #[serde(default)]
+    pub regex_no_match: bool,
+    /// With `regex`: keepalived's PCRE2 `regex_options` (`caseless`, `multiline`,
+    /// `dotall`, `extended`, `ungreedy`, `utf`, `ucp`; options that only tune PCRE2 are
+    /// accepted with a warning, ones lb-node cannot honour are errors).
+    #[serde(default)]
+    pub regex_options: Vec<String>,
+    /// With `regex`: the match must start at or after this body offset, octets.
+    #[serde(default)]
+    pub regex_min_offset: Option<usize>,
+    /// With `regex`: the match must start at or before this body offset, octets.
+    #[serde(default)]
+    pub regex_max_offset: Option<usize>,
+}
+
+impl UrlCheck {
+    /// The url's regex check as lb-health runs it, with the options that had no effect;
+    /// `Ok(None)` without `regex`.
+    ///
+    /// # Errors
+    /// The setting at fault (`regex`, `regex_options`, `regex_min_offset`) and why.
+    #[allow(clippy::type_complexity)]
+    pub fn regex_check(
+        &self,
+    ) -> Result<(Option<lb_health::probe::http::BodyRegex>, Vec<String>), (&'static str, String)>
+    {
+        let Some(pattern) = &self.regex else {
+            return Ok((None, Vec::new()));
+        };
+        let (flags, no_effect) =
+            regex_flags(&self.regex_options).map_err(|m| ("regex_options", m))?;
+        let r = lb_health::probe::http::BodyRegex::new(pattern, flags)
+            .map_err(|e| ("regex", e.to_string()))?
+            .no_match(self.regex_no_match)
+            .offsets(self.regex_min_offset.unwrap_or(0), self.regex_max_offset)
+            .map_err(|e| ("regex_min_offset", e.to_string()))?;
+        Ok((Some(r), no_effect))
+    }
+}
+
+/// What keepalived's PCRE2 `regex_options` become: the flags lb-health's regex honours, and
+/// the options accepted with no effect (they tune PCRE2's compiler or matcher, or name what
+/// Rust's regex already does).
+///
+/// # Errors
+/// A message naming an option lb-node cannot honour (it changes what matches) or one
+/// keepalived does not know.
+pub fn regex_flags(
+    options: &[String],
+) -> Result<(lb_health::probe::http::RegexFlags, Vec<String>), String> {
+    let mut f = lb_health::probe::http::RegexFlags::default();
+    let mut no_effect = Vec::new();
+    for o in options {
+        match o.as_str() {
+            "caseless" => f.caseless = true,
+            "multiline" => f.multiline = true,
+            "dotall" => f.dotall = true,
+            "extended" => f.extended = true,
+            "ungreedy" => f.ungreedy = true,
+            "utf" | "ucp" => f.utf = true,
+            "never_utf" | "never_ucp" => f.utf = false,
+            "dollar_endonly" | "no_auto_capture" | "no_auto_possess" | "no_dotstar_anchor"
+            | "no_start_optimize" | "never_backslash_c" | "auto_callout" | "dupnames" => {
+                no_effect.push(o.clone());
+            }
+            "firstline" | "alt_bsux" | "allow_empty_class" | "match_unset_backref"
+            | "alt_circumflex" | "alt_verbnames" | "use_offset_limit" => {
+                return Err(format!(
+                    "regex option {o:?} is not supported: lb-node's regex cannot honour it"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "unknown regex option {other:?} (caseless, multiline, dotall, extended, ungreedy, utf, ucp, …)"
+                ))
+            }
+        }
+    }
+    Ok((f, no_effect))
 }
 
 /// A `MISC_CHECK`: a program whose exit status is the result.
@@ -2065,7 +2149,7 @@ impl Config {
                     );
                 }
                 for (k, c) in b.checks.iter().enumerate() {
-                    validate_check(&mut err, &format!("{bp}.check[{k}]"), c);
+                    validate_check(&mut err, &mut warn, &format!("{bp}.check[{k}]"), c);
                 }
             }
         }
@@ -2587,7 +2671,45 @@ fn check_user(
     }
 }
 
-fn validate_check(err: &mut impl FnMut(String, String), p: &str, c: &HealthCheck) {
+/// A url's `regex` and its settings: compiled as the check will run it.
+fn validate_regex(
+    err: &mut impl FnMut(String, String),
+    warn: &mut impl FnMut(String, String),
+    p: &str,
+    u: &UrlCheck,
+) {
+    let Some(pattern) = &u.regex else {
+        if u.regex_no_match
+            || !u.regex_options.is_empty()
+            || u.regex_min_offset.is_some()
+            || u.regex_max_offset.is_some()
+        {
+            warn(
+                format!("{p}.path"),
+                "regex_no_match, regex_options and the regex offsets are ignored without regex, as keepalived ignores them".into(),
+            );
+        }
+        return;
+    };
+    match u.regex_check() {
+        Ok((_, no_effect)) => {
+            for o in no_effect {
+                warn(
+                    format!("{p}.regex_options"),
+                    format!("regex option {o:?} tunes PCRE2 only: no effect in lb-node"),
+                );
+            }
+        }
+        Err((setting, m)) => err(format!("{p}.{setting}"), format!("regex {pattern:?}: {m}")),
+    }
+}
+
+fn validate_check(
+    err: &mut impl FnMut(String, String),
+    warn: &mut impl FnMut(String, String),
+    p: &str,
+    c: &HealthCheck,
+) {
     if c.connect_timeout.is_zero() {
         err(
             format!("{p}.connect_timeout"),
@@ -2670,6 +2792,7 @@ fn validate_check(err: &mut impl FnMut(String, String), p: &str, c: &HealthCheck
                         );
                     }
                 }
+                validate_regex(err, warn, &format!("{p}.url[{j}]"), u);
             }
         }
         // Split as the check will run it (keepalived's quotes and escapes), so that an

@@ -699,6 +699,11 @@ fn http_probe(
     if let Some(d) = url.and_then(|u| u.digest.as_deref()) {
         b = b.digest(d).map_err(|e| e.to_string())?;
     }
+    if let Some(u) = url {
+        if let (Some(r), _) = u.regex_check().map_err(|(_, m)| m)? {
+            b = b.regex(r);
+        }
+    }
     if let Some(ip) = check.bindto {
         b = b.bindto(ip);
     }

@@ -59,6 +59,178 @@ pub enum BodyCheck {
     Md5([u8; 16]),
 }
 
+/// How a [`BodyRegex`] reads its pattern: the keepalived `regex_options` (PCRE2 options)
+/// that have a counterpart in Rust's `regex` crate. All off by default, as in PCRE2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegexFlags {
+    /// `caseless`: letters match either case.
+    pub caseless: bool,
+    /// `multiline`: `^` and `$` match at line starts and ends too.
+    pub multiline: bool,
+    /// `dotall`: `.` matches a newline too.
+    pub dotall: bool,
+    /// `extended`: whitespace in the pattern is ignored and `#` starts a comment.
+    pub extended: bool,
+    /// `ungreedy`: quantifiers are lazy unless followed by `?`.
+    pub ungreedy: bool,
+    /// `utf` (or `ucp`): the body is read as UTF-8 and classes like `\w` are Unicode's;
+    /// otherwise `.` matches any byte and classes are ASCII, as PCRE2 without `utf`.
+    pub utf: bool,
+}
+
+/// keepalived `regex` on a `url`'s body (check_http.c with PCRE2): the check passes when
+/// the pattern matches the body with the match starting within
+/// `regex_min_offset..=regex_max_offset` (octets), or, with `regex_no_match`, when it does
+/// not.
+///
+/// The pattern is Rust `regex` syntax, which is PCRE's for what health checks use
+/// (classes, alternation, anchors, repetition) but has no look-around and no
+/// back-references: such a pattern is refused when built, not misread. The body searched
+/// is its first [`max_body_bytes`](HttpProbeBuilder::max_body_bytes) (1 MiB by default);
+/// keepalived searches the whole body as it streams.
+///
+/// # Examples
+///
+/// ```
+/// use lb_health::probe::http::{BodyRegex, RegexFlags};
+///
+/// let r = BodyRegex::new("status: *ok", RegexFlags { caseless: true, ..RegexFlags::default() })?;
+/// assert!(r.passes(b"Status:  OK".as_slice()).is_ok());
+/// let r = BodyRegex::new("error", RegexFlags::default())?.no_match(true);
+/// assert!(r.passes(b"all fine".as_slice()).is_ok());
+/// assert!(BodyRegex::new("(?<=a)b", RegexFlags::default()).is_err());
+/// # Ok::<(), lb_health::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BodyRegex {
+    pattern: String,
+    flags: RegexFlags,
+    re: regex::bytes::Regex,
+    no_match: bool,
+    min_offset: usize,
+    max_offset: Option<usize>,
+}
+
+impl PartialEq for BodyRegex {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.pattern,
+            self.flags,
+            self.no_match,
+            self.min_offset,
+            self.max_offset,
+        ) == (
+            &other.pattern,
+            other.flags,
+            other.no_match,
+            other.min_offset,
+            other.max_offset,
+        )
+    }
+}
+
+impl Eq for BodyRegex {}
+
+impl BodyRegex {
+    /// Compiles `pattern` with `flags`; the match may start anywhere, and must be found.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] (setting `regex`) for a pattern that does not compile,
+    /// with the regex crate's explanation (look-around and back-references among them).
+    pub fn new(pattern: &str, flags: RegexFlags) -> Result<Self> {
+        let re = regex::bytes::RegexBuilder::new(pattern)
+            .case_insensitive(flags.caseless)
+            .multi_line(flags.multiline)
+            .dot_matches_new_line(flags.dotall)
+            .ignore_whitespace(flags.extended)
+            .swap_greed(flags.ungreedy)
+            .unicode(flags.utf)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| Error::InvalidConfig {
+                setting: "regex",
+                reason: format!(
+                    "{pattern:?} does not compile (Rust regex syntax: no look-around, no back-references): {e}"
+                ),
+            })?;
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            flags,
+            re,
+            no_match: false,
+            min_offset: 0,
+            max_offset: None,
+        })
+    }
+
+    /// keepalived `regex_no_match`: pass when the pattern does not match.
+    #[must_use]
+    pub fn no_match(mut self, no_match: bool) -> Self {
+        self.no_match = no_match;
+        self
+    }
+
+    /// keepalived `regex_min_offset` and `regex_max_offset`: the match must start at or
+    /// after `min` and at or before `max` (octets into the body; `None`: anywhere after
+    /// `min`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `min` is above `max` (keepalived ignores both then).
+    pub fn offsets(mut self, min: usize, max: Option<usize>) -> Result<Self> {
+        if max.is_some_and(|m| min > m) {
+            return Err(Error::InvalidConfig {
+                setting: "regex_min_offset",
+                reason: format!(
+                    "{min} is above regex_max_offset {}: no match could start there",
+                    max.unwrap_or_default()
+                ),
+            });
+        }
+        self.min_offset = min;
+        self.max_offset = max;
+        Ok(self)
+    }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Judges a body: `Ok` with what matched (or that nothing did, with `no_match`),
+    /// `Err` with why it fails.
+    ///
+    /// # Errors
+    /// A message when the body fails the check.
+    pub fn passes(&self, body: &[u8]) -> std::result::Result<String, String> {
+        let found = if self.min_offset > body.len() {
+            None
+        } else {
+            self.re
+                .find_at(body, self.min_offset)
+                .filter(|m| self.max_offset.is_none_or(|max| m.start() <= max))
+        };
+        let window = match self.max_offset {
+            Some(max) => format!(" starting at {}..={max}", self.min_offset),
+            None if self.min_offset > 0 => format!(" starting at {} or later", self.min_offset),
+            None => String::new(),
+        };
+        match (found, self.no_match) {
+            (Some(m), false) => Ok(format!("regex {:?} matched at {}", self.pattern, m.start())),
+            (None, true) => Ok(format!("regex {:?} did not match{window}", self.pattern)),
+            (Some(m), true) => Err(format!(
+                "regex {:?} matched at {} (regex_no_match)",
+                self.pattern,
+                m.start()
+            )),
+            (None, false) => Err(format!(
+                "regex {:?} did not match{window} in {} body bytes",
+                self.pattern,
+                body.len()
+            )),
+        }
+    }
+}
+
 /// TLS settings of an HTTPS probe (keepalived `SSL_GET`).
 #[derive(Debug, Clone)]
 pub struct TlsOptions {
@@ -243,6 +415,7 @@ pub struct HttpProbe {
     host: Option<String>,
     expect: StatusSet,
     body: BodyCheck,
+    regex: Option<BodyRegex>,
     connect_port: Option<u16>,
     connect_ip: Option<IpAddr>,
     bindto: Option<IpAddr>,
@@ -264,6 +437,7 @@ impl HttpProbe {
             host: None,
             expect: Ok(StatusSet::success()),
             body: Ok(BodyCheck::Ignore),
+            regex: None,
             connect_port: None,
             connect_ip: None,
             bindto: None,
@@ -298,11 +472,13 @@ impl HttpProbe {
             if !self.expect.contains(status) {
                 return Err(format!("status {status} not in {}", self.expect));
             }
-            match &self.body {
-                BodyCheck::Ignore => Ok(format!("status {status}")),
-                check => check_body(check, resp.into_body(), self.max_body)
-                    .await
-                    .map(|ok| format!("status {status}, {ok}")),
+            match (&self.body, &self.regex) {
+                (BodyCheck::Ignore, None) => Ok(format!("status {status}")),
+                (check, regex) => {
+                    check_body(check, regex.as_ref(), resp.into_body(), self.max_body)
+                        .await
+                        .map(|ok| format!("status {status}, {ok}"))
+                }
             }
         };
         let mut conn = std::pin::pin!(conn);
@@ -349,6 +525,62 @@ impl HttpProbe {
 /// there passes whatever follows. `Md5` hashes the whole body as it streams, as keepalived
 /// does (memory stays constant; the probe's timeout bounds the time).
 async fn check_body<B>(
+    check: &BodyCheck,
+    regex: Option<&BodyRegex>,
+    mut body: B,
+    max_body: usize,
+) -> std::result::Result<String, String>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
+    let Some(regex) = regex else {
+        return check_body_alone(check, body, max_body).await;
+    };
+    // One pass: the first `max_body` bytes kept for the regex, the whole body hashed for
+    // a digest (a `Contains` searches the kept bytes too).
+    let mut kept: Vec<u8> = Vec::new();
+    let mut md5 = Md5::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading body: {e}"))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if matches!(check, BodyCheck::Md5(_)) {
+            md5.update(&data);
+        } else if kept.len() == max_body {
+            break;
+        }
+        let take = data.len().min(max_body - kept.len());
+        kept.extend_from_slice(&data[..take]);
+    }
+    let mut said = Vec::new();
+    match check {
+        BodyCheck::Ignore => {}
+        BodyCheck::Contains(needle) => {
+            if !needle.is_empty() && !kept.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                return Err(format!(
+                    "no {:?} in the first {} bytes of the body",
+                    String::from_utf8_lossy(needle),
+                    kept.len()
+                ));
+            }
+            said.push("body matches".to_owned());
+        }
+        BodyCheck::Md5(want) => {
+            let got: [u8; 16] = md5.finalize().into();
+            if got != *want {
+                return Err(format!("digest {} != expected {}", hex(&got), hex(want)));
+            }
+            said.push(format!("digest {}", hex(&got)));
+        }
+    }
+    said.push(regex.passes(&kept)?);
+    Ok(said.join(", "))
+}
+
+/// [`check_body`] without a regex: `Contains` stops reading at a match.
+async fn check_body_alone<B>(
     check: &BodyCheck,
     mut body: B,
     max_body: usize,
@@ -465,6 +697,7 @@ pub struct HttpProbeBuilder {
     host: Option<String>,
     expect: Result<StatusSet>,
     body: Result<BodyCheck>,
+    regex: Option<BodyRegex>,
     connect_port: Option<u16>,
     connect_ip: Option<IpAddr>,
     bindto: Option<IpAddr>,
@@ -508,6 +741,14 @@ impl HttpProbeBuilder {
     pub fn digest(mut self, md5_hex: &str) -> Result<Self> {
         self.body = Ok(BodyCheck::Md5(parse_digest(md5_hex)?));
         Ok(self)
+    }
+
+    /// keepalived `regex` (with `regex_no_match`, `regex_options` and the offsets, in
+    /// [`BodyRegex`]): the body must match it too. It combines with `digest` or
+    /// `body_contains`, as keepalived checks a url's digest and regex both.
+    pub fn regex(mut self, regex: BodyRegex) -> Self {
+        self.regex = Some(regex);
+        self
     }
 
     /// keepalived `connect_port`.
@@ -571,6 +812,7 @@ impl HttpProbeBuilder {
             host: self.host,
             expect: self.expect?,
             body: self.body?,
+            regex: self.regex,
             connect_port: self.connect_port,
             connect_ip: self.connect_ip,
             bindto: self.bindto,
@@ -624,7 +866,7 @@ mod tests {
         let digest = parse_digest("9e107d9d372bb6826bd81d3542a419d6").unwrap();
         let fox: &[&[u8]] = &[b"The quick bro", b"wn fox jumps over the lazy dog"];
         let check = |c: BodyCheck, chunks: &'static [&'static [u8]], max: usize| async move {
-            check_body(&c, frames(chunks), max).await
+            check_body(&c, None, frames(chunks), max).await
         };
         assert!(
             check(BodyCheck::Md5(digest), fox, 4).await.is_ok(),

@@ -2243,6 +2243,11 @@ impl Conv {
             status_code: None,
             digest: None,
             virtualhost: None,
+            regex: None,
+            regex_no_match: false,
+            regex_options: Vec::new(),
+            regex_min_offset: None,
+            regex_max_offset: None,
         };
         let mut has_path = false;
         for st in self.section(s) {
@@ -2258,10 +2263,26 @@ impl Conv {
                 }
                 "status_code" => u.status_code = self.status_codes(st, &fp),
                 "digest" => u.digest = self.value(st, &fp).map(|t| t.text.clone()),
-                "regex" | "regex_no_match" | "regex_options" | "regex_stack"
-                | "regex_min_offset" | "regex_max_offset" | "fail_on_match" => {
-                    self.ignored(st, "url")
+                "regex" => u.regex = self.value(st, &fp).map(|t| t.text.clone()),
+                "regex_no_match" => u.regex_no_match = self.flag(st, &fp),
+                "regex_options" => {
+                    if let Some(first) = st.args.first() {
+                        self.record(&fp, &first.location);
+                    }
+                    u.regex_options
+                        .extend(st.args.iter().map(|a| a.text.clone()));
                 }
+                "regex_min_offset" => {
+                    u.regex_min_offset = self
+                        .get(st, &fp, int(kw, 0, i64::from(u32::MAX)))
+                        .and_then(|v: i64| usize::try_from(v).ok());
+                }
+                "regex_max_offset" => {
+                    u.regex_max_offset = self
+                        .get(st, &fp, int(kw, 0, i64::from(u32::MAX)))
+                        .and_then(|v: i64| usize::try_from(v).ok());
+                }
+                "regex_stack" => self.ignored(st, "url"),
                 "virtualhost" => u.virtualhost = self.value(st, &fp).map(|t| t.text.clone()),
                 _ => self.unknown(st, "url"),
             }
