@@ -2885,6 +2885,20 @@ fn script_user_applies_to_scripts_that_name_no_user() {
             "bad.conf:12:23: MISC_CHECK: unknown group \"no-such-group-lb\"",
         ]
     );
+    // A group without a user is an error, script_user or not; keepalived's ':GROUP'
+    // (supplementary groups too) is refused by name.
+    let e = errors(
+        "n.toml",
+        "[global]\nscript_user = \"nobody\"\n\
+         [[vrrp_script]]\nname = \"g\"\nscript = \"/bin/true\"\ngroup = \"root\"\n\
+         [[vrrp_script]]\nname = \"c\"\nscript = \"/bin/true\"\nuser = \"root\"\ngroup = \":root\"\n",
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].ends_with("vrrp_script g: group needs a user"), "{e:?}");
+    assert!(
+        e[1].ends_with("vrrp_script c: keepalived's \":root\" (a group that also sets the user's supplementary groups) is not supported: lb-node runs scripts with one group and no supplementary group; name the group without ':'"),
+        "{e:?}"
+    );
     let e = errors(
         "n.toml",
         "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n\

@@ -2783,11 +2783,7 @@ fn http_get_regex_judges_the_body() {
         status(&sock),
         log()
     );
-    assert!(
-        log().contains("regex \"^A\" did not match"),
-        "{}",
-        log()
-    );
+    assert!(log().contains("regex \"^A\" did not match"), "{}", log());
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(health(0), "up", "{}", status(&sock));
     for _ in 0..3 {

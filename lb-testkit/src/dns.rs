@@ -73,7 +73,8 @@ impl Dnsmasq {
             let up = crate::wait_until(Duration::from_secs(1), Duration::from_millis(20), || {
                 query(server.addr, ".", 6, Duration::from_millis(100)).is_ok()
             });
-            if up.is_some() {
+            // Answered, and by our dnsmasq: had the port been taken, it would have exited.
+            if up.is_some() && matches!(server.child.try_wait(), Ok(None)) {
                 return Ok(server);
             }
             server.stop();

@@ -69,7 +69,8 @@ impl Aiosmtpd {
             let up = crate::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
                 greets(server.addr)
             });
-            if up.is_some() {
+            // Greeted, and by our aiosmtpd: had the port been taken, it would have exited.
+            if up.is_some() && matches!(server.child.try_wait(), Ok(None)) {
                 return Ok(server);
             }
             server.stop();

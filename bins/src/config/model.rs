@@ -107,7 +107,9 @@ pub struct Global {
     /// The user every script runs as when it names none (keepalived `script_user`):
     /// `vrrp_script`s, notify scripts, `MISC_CHECK` programs. Looked up at load (an
     /// unknown user is an error). Default: the daemon's user; keepalived.conf, as
-    /// keepalived, defaults it to `keepalived_script` where that user exists.
+    /// keepalived, defaults it to `keepalived_script` where that user exists and lb-node
+    /// runs as root (keepalived always does). A group beginning with `:` (keepalived:
+    /// supplementary groups too) is refused: scripts run with one group.
     pub script_user: Option<String>,
     /// With `script_user`: its group (default: the user's primary group).
     pub script_group: Option<String>,
@@ -1730,8 +1732,9 @@ impl Config {
         if RunAs::resolve(&user, group.as_deref()).is_err() {
             return;
         }
+        // A script with a group but no user keeps both: validation reports it.
         let set = |u: &mut Option<String>, g: &mut Option<String>| {
-            if u.is_none() {
+            if u.is_none() && g.is_none() {
                 *u = Some(user.clone());
                 g.clone_from(&group);
             }
@@ -1949,23 +1952,14 @@ impl Config {
             if s.fall == 0 {
                 err(format!("{p}.fall"), "fall must be at least 1".into());
             }
-            match (&s.user, &s.group) {
-                (Some(user), group) => match RunAs::resolve(user, None) {
-                    Err(m) => err(format!("{p}.user"), format!("vrrp_script {}: {m}", s.name)),
-                    Ok(_) => {
-                        if let Some(Err(m)) =
-                            group.as_deref().map(|g| RunAs::resolve(user, Some(g)))
-                        {
-                            err(format!("{p}.group"), format!("vrrp_script {}: {m}", s.name));
-                        }
-                    }
-                },
-                (None, Some(_)) => err(
-                    format!("{p}.group"),
-                    format!("vrrp_script {}: group needs a user", s.name),
-                ),
-                (None, None) => {}
-            }
+            check_user(
+                &mut err,
+                &p,
+                "",
+                &format!("vrrp_script {}", s.name),
+                &s.user,
+                &s.group,
+            );
         }
 
         // Notify scripts' users and groups.
@@ -2654,6 +2648,15 @@ fn check_user(
     user: &Option<String>,
     group: &Option<String>,
 ) {
+    if let Some(g) = group.as_deref().filter(|g| g.starts_with(':')) {
+        err(
+            format!("{p}.{prefix}group"),
+            format!(
+                "{what}: keepalived's {g:?} (a group that also sets the user's supplementary groups) is not supported: lb-node runs scripts with one group and no supplementary group; name the group without ':'"
+            ),
+        );
+        return;
+    }
     match (user, group) {
         (Some(user), group) => match RunAs::resolve(user, None) {
             Err(m) => err(format!("{p}.{prefix}user"), format!("{what}: {m}")),
@@ -2665,7 +2668,7 @@ fn check_user(
         },
         (None, Some(_)) => err(
             format!("{p}.{prefix}group"),
-            format!("{what}: a group needs a user"),
+            format!("{what}: group needs a user"),
         ),
         (None, None) => {}
     }

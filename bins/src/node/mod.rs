@@ -310,15 +310,25 @@ pub(crate) fn notify(script: &NotifyScript, args: &[&str]) {
 /// Users and groups of notify scripts, looked up once and remembered until the next
 /// configuration load ([`forget_notify_users`]), as keepalived resolves them at load: a
 /// lookup goes through NSS (files, LDAP, sssd) and may stall the event loop.
-type RunAsCache = HashMap<(String, Option<String>), Result<Option<lb_vrrp::driver::RunAs>, String>>;
+type RunAsCache = HashMap<(String, Option<String>), Result<lb_vrrp::driver::RunAs, String>>;
 static NOTIFY_USERS: std::sync::LazyLock<Mutex<RunAsCache>> =
     std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn notify_run_as(script: &NotifyScript) -> Result<Option<lb_vrrp::driver::RunAs>, String> {
-    let Some(user) = &script.user else {
-        return script.run_as();
-    };
-    let key = (user.clone(), script.group.clone());
+    match &script.user {
+        None => script.run_as(),
+        Some(user) => run_as_cached(user, script.group.as_deref()).map(Some),
+    }
+}
+
+/// `user` and `group` looked up once per configuration load (every script kind: notify
+/// scripts, vrrp_scripts, MISC_CHECK programs), as keepalived resolves them at load: a
+/// lookup goes through NSS and may stall the event loop.
+pub(crate) fn run_as_cached(
+    user: &str,
+    group: Option<&str>,
+) -> Result<lb_vrrp::driver::RunAs, String> {
+    let key = (user.to_owned(), group.map(str::to_owned));
     let known = NOTIFY_USERS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -327,7 +337,7 @@ fn notify_run_as(script: &NotifyScript) -> Result<Option<lb_vrrp::driver::RunAs>
     if let Some(r) = known {
         return r;
     }
-    let r = script.run_as();
+    let r = lb_vrrp::driver::RunAs::resolve(user, group);
     NOTIFY_USERS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -335,7 +345,7 @@ fn notify_run_as(script: &NotifyScript) -> Result<Option<lb_vrrp::driver::RunAs>
     r
 }
 
-/// Forgets the notify scripts' looked-up users: a configuration (re)load looks them up
+/// Forgets the scripts' looked-up users: a configuration (re)load looks them up
 /// again.
 pub(crate) fn forget_notify_users() {
     NOTIFY_USERS

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use lb_vrrp::driver::{RunAs, Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
+use lb_vrrp::driver::{Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
 use lb_vrrp::machine::{Reason, State, TrackId, TrackState, TrackWeight};
 use lb_vrrp::track::{ProcessPattern, TrackFile, TrackProcess};
 use lb_vrrp::vip::Vip;
@@ -245,7 +245,7 @@ fn instance_config(
         ts.fall = s.fall;
         if let Some(user) = &s.user {
             ts.run_as = Some(
-                RunAs::resolve(user, s.group.as_deref())
+                super::run_as_cached(user, s.group.as_deref())
                     .map_err(|e| format!("vrrp_script {}: {e}", s.name))?,
             );
         }
@@ -1006,7 +1006,7 @@ mod tests {
         );
         assert_eq!(
             c.track_script[0].run_as,
-            Some(RunAs::resolve("nobody", None).unwrap())
+            Some(lb_vrrp::driver::RunAs::resolve("nobody", None).unwrap())
         );
     }
 }

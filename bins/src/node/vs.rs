@@ -608,7 +608,7 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
                 .misc_dynamic(m.misc_dynamic);
             // Looked up when the check starts (validation looked it up at load too).
             if let Some(user) = &m.user {
-                let r = lb_vrrp::driver::RunAs::resolve(user, m.group.as_deref())
+                let r = super::run_as_cached(user, m.group.as_deref())
                     .map_err(|e| format!("MISC_CHECK user: {e}"))?;
                 p = p.run_as(r.uid, r.gid);
             }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{elapsed, io_reason, target, Probe};
+use super::{elapsed, io_reason, recv_errors, target, Probe};
 use crate::error::{Error, Result};
 use crate::tracker::ProbeOutcome;
 
@@ -419,6 +419,8 @@ impl DnsProbe {
         let sock = tokio::net::UdpSocket::bind(local)
             .await
             .map_err(|e| io_reason("bind", &e))?;
+        // Host and network unreachable too, not only port unreachable (as UdpProbe).
+        recv_errors(&sock, to.ip()).map_err(|e| io_reason("set IP_RECVERR", &e))?;
         sock.connect(to)
             .await
             .map_err(|e| io_reason(&format!("connect to {to}"), &e))?;

@@ -109,9 +109,11 @@ impl ExecProbe {
 
     /// keepalived `MISC_CHECK { user USER [GROUP] }`: runs the program as user id `uid` and
     /// group id `gid`, with no supplementary groups (the standard library drops them when
-    /// the daemon runs as root). Needs the privilege to change user (root or CAP_SETUID and
-    /// CAP_SETGID); without it every run fails to start and the check is down with that
-    /// reason. Default: the daemon's own user.
+    /// the daemon runs as root). Needs the privilege to change user (root, or CAP_SETUID
+    /// and CAP_SETGID) and, to stop a program that outlives its timeout, to signal another
+    /// user's processes (root, or CAP_KILL). Without the first every run fails to start and
+    /// the check is down with that reason; without the second a timed-out program keeps
+    /// running and the reason says so. Default: the daemon's own user.
     #[must_use]
     pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
         self.run_as = Some((uid, gid));
@@ -268,6 +270,9 @@ enum AfterTerm {
     Running,
     /// Its state cannot be read (it was reaped elsewhere): the group must not be signalled.
     Unknown,
+    /// SIGTERM was refused (EPERM): the program runs as a user this process may not
+    /// signal. SIGKILL would be refused too.
+    NotPermitted,
 }
 
 /// Waits up to `grace` for the group leader `pid` to exit, without reaping it (`WNOWAIT`).
@@ -352,15 +357,20 @@ impl Probe for ExecProbe {
             Err(_) => {
                 // keepalived: SIGTERM to the group first, so that the program can clean up.
                 let how = match group.0 {
-                    Some(pgid) => {
-                        let _ = killpg(pgid, Signal::SIGTERM);
-                        after_term(pgid, TERM_GRACE).await
-                    }
+                    Some(pgid) => match killpg(pgid, Signal::SIGTERM) {
+                        // Another user's program, and no CAP_KILL: it cannot be stopped.
+                        Err(nix::errno::Errno::EPERM) => AfterTerm::NotPermitted,
+                        _ => after_term(pgid, TERM_GRACE).await,
+                    },
                     None => AfterTerm::Unknown,
                 };
                 let reason = match how {
                     AfterTerm::Exited => "process group terminated",
                     AfterTerm::Running => "process group killed after the SIGTERM grace",
+                    AfterTerm::NotPermitted => {
+                        group.0 = None;
+                        "its process group could not be signalled (EPERM: it runs as another user and this process lacks CAP_KILL), so it still runs"
+                    }
                     AfterTerm::Unknown => {
                         group.0 = None;
                         "process group terminated"

@@ -40,7 +40,7 @@ const RECV_LEN: usize = 1024;
 /// The probe opens, per probe, first an ICMP datagram socket (a "ping socket":
 /// `SOCK_DGRAM` with `IPPROTO_ICMP` or `IPPROTO_ICMPV6`, as keepalived does). Linux allows
 /// it only to processes whose group is in `net.ipv4.ping_group_range` (a per network
-/// namespace setting that governs ICMPv6 too; Debian's default `1 0` allows nobody) and
+/// namespace setting that governs ICMPv6 too; the kernel's default `1 0` allows nobody, as on this project's test machines; systemd hosts usually widen it to every group) and
 /// refuses it otherwise with `EACCES`. The probe then falls back to a raw socket
 /// (`SOCK_RAW`), which needs `CAP_NET_RAW`. If neither opens, the outcome is down with a
 /// reason naming both remedies. keepalived instead widens `ping_group_range` to include

@@ -82,7 +82,9 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
     };
     c.top(stmts);
     c.warn_sync_group_weights();
-    if c.cfg.global.script_user.is_none() {
+    // Only for a root daemon, as keepalived always is: one running unprivileged could not
+    // change to that user, and every script would fail to start.
+    if c.cfg.global.script_user.is_none() && nix::unistd::geteuid().is_root() {
         c.cfg.global.script_user =
             default_script_user(|u| lb_vrrp::driver::RunAs::resolve(u, None).is_ok());
     }
