@@ -2475,11 +2475,11 @@ fn authentication_without_type_warns() {
     }
 }
 
-/// Settings lb-node ignores but keepalived acts on say what keepalived would do (they used
-/// to "have no effect in lb-node"); a real server's or sorry server's `lvs_method DR` is
-/// refused as a virtual server's is (it was an unknown keyword, or ignored).
+/// Settings keepalived acts on that lb-node once warned about and ignored are applied
+/// now, with no warning; a real server's or sorry server's `lvs_method DR` is refused as a
+/// virtual server's is (it was an unknown keyword, or ignored).
 #[test]
-fn ignored_settings_say_what_keepalived_does() {
+fn settings_keepalived_acts_on_are_applied() {
     let text = "global_defs {\n    script_user nobody\n}\n\
         vrrp_sync_group G {\n    group {\n        VI_1\n        VI_2\n    }\n    track_interface {\n        eth1\n    }\n}\n\
         vrrp_instance VI_1 {\n    interface lbnet0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.250\n    }\n}\n\
@@ -2489,18 +2489,21 @@ fn ignored_settings_say_what_keepalived_does() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.conf");
     std::fs::write(&path, text).unwrap();
-    let (_, w) = ok(&path);
-    let prefix = format!("{}:", path.display());
-    let w: Vec<String> = w
-        .iter()
-        .map(|w| w.to_string().replace(&prefix, ""))
-        .collect();
-    assert_eq!(
-        w,
-        [
-            "9:5: warning: `track_interface` in vrrp_sync_group is ignored: keepalived tracks it for every instance of the group (a failure faults the whole group); lb-node does not: track it in each vrrp_instance",
-        ]
-    );
+    let (cfg, w) = ok(&path);
+    // Each used to be warned and ignored; all are applied now: script_user, MISC_CHECK's
+    // user, a url's virtualhost, and the sync group's track_interface, which every member
+    // tracks (weight 0: its failure faults the group).
+    assert!(w.is_empty(), "{w:?}");
+    for vi in &cfg.vrrp_instances {
+        assert_eq!(vi.track_interface.len(), 1, "{}", vi.name);
+        assert_eq!(
+            (
+                vi.track_interface[0].interface.as_str(),
+                vi.track_interface[0].weight
+            ),
+            ("eth1", 0)
+        );
+    }
     let dr = "lb_kind DR is not supported: lb-node is a full proxy (it terminates connections and opens its own to the backends, like NAT); use lb_kind NAT";
     assert_eq!(
         errors(
@@ -3006,4 +3009,47 @@ fn url_regex_is_read_from_both_formats() {
         ),
         "{w:?}"
     );
+}
+
+/// keepalived's sync-group tracking: `track_interface`, `track_script`, `track_process`
+/// and `track_file` in a `vrrp_sync_group` are every member's (an instance that tracks the
+/// same object itself keeps its own), and a mistake there is located at the group's line.
+#[test]
+fn sync_group_tracks_are_every_members() {
+    let text = "vrrp_script chk {\n    script /bin/true\n    weight -5\n}\n\
+         vrrp_track_file maint {\n    file /run/lb/maint\n}\n\
+         vrrp_sync_group G {\n    group {\n        A\n        B\n    }\n\
+         track_interface {\n        eth1\n        eth2 weight -3\n    }\n\
+         track_script {\n        chk\n    }\n\
+         track_file {\n        maint weight 0\n    }\n\
+         sync_group_tracking_weight\n}\n\
+         vrrp_instance A {\n    interface lo\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.250\n    }\n\
+         track_interface {\n        eth2 weight -7\n    }\n}\n\
+         vrrp_instance B {\n    interface lo\n    virtual_router_id 52\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n";
+    let (c, w) = config::keepalived::parse_str(text, Path::new("k.conf")).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let ifs = |i: usize| -> Vec<(String, i32)> {
+        c.vrrp_instances[i]
+            .track_interface
+            .iter()
+            .map(|t| (t.interface.clone(), t.weight))
+            .collect()
+    };
+    assert_eq!(ifs(0), [("eth2".to_owned(), -7), ("eth1".to_owned(), 0)]);
+    assert_eq!(ifs(1), [("eth1".to_owned(), 0), ("eth2".to_owned(), -3)]);
+    for vi in &c.vrrp_instances {
+        assert_eq!(vi.track_script.len(), 1);
+        assert_eq!(vi.track_script[0].script, "chk");
+        assert_eq!(vi.track_file.len(), 1);
+        assert_eq!(vi.track_file[0].weight, Some(0));
+    }
+    // An unknown script tracked by the group is an error at the group's line (once per
+    // member, each at that line: deduplicated).
+    let e = errors(
+        "bad.conf",
+        "vrrp_sync_group G {\n    group {\n        A\n    }\n    track_script {\n        nope\n    }\n}\n\
+         vrrp_instance A {\n    interface lo\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.250\n    }\n}\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("bad.conf:6:9: "), "{e:?}");
 }

@@ -1197,11 +1197,13 @@ fn track_interface_lowers_priority_or_faults() {
     ip(&["ip", "link", "set", "trk1", "up"]);
     ip(&["ip", "link", "set", "trk0", "up"]);
     let prio = |s: &Status| -> Vec<u8> { s.vrrp.iter().map(|v| v.effective_priority).collect() };
-    // (weight, reverse, what, priority of VI_1 while trk0 is up / down; FAULT as 0).
-    for (weight, reverse, what, when_up, when_down) in [
-        (-10, false, "weight -10", 100, 90),
-        (0, false, "weight 0", 100, 0),
-        (10, true, "weight 10 reverse", 90, 100),
+    // (weight, reverse, in the sync group rather than VI_1, what, priority of VI_1 while
+    // trk0 is up / down; FAULT as 0).
+    for (weight, reverse, in_group, what, when_up, when_down) in [
+        (-10, false, false, "weight -10", 100, 90),
+        (0, false, false, "weight 0", 100, 0),
+        (10, true, false, "weight 10 reverse", 90, 100),
+        (0, false, true, "in the sync group", 100, 0),
     ] {
         let mut lb1 = Node::new(&lab, "lb1");
         lb1.write_conf(Conf {
@@ -1221,11 +1223,41 @@ fn track_interface_lowers_priority_or_faults() {
             );
             std::fs::write(&lb1.conf, conf).unwrap();
         }
+        // The group's notify_stop appends a line here: once, at SIGTERM.
+        let group_stopped = lab.dir().join("group-stopped");
+        if in_group {
+            // keepalived's sync-group tracking: the group's track_interface is every
+            // member's.
+            let conf = std::fs::read_to_string(&lb1.conf)
+                .unwrap()
+                .replace("track_interface {\ntrk0\n}\n", "")
+                .replace(
+                    "vrrp_sync_group VG_1 {\n",
+                    &format!(
+                        "vrrp_sync_group VG_1 {{\ntrack_interface {{\ntrk0\n}}\nnotify_stop \"echo stop >> {}\"\n",
+                        group_stopped.display()
+                    ),
+                );
+            std::fs::write(&lb1.conf, conf).unwrap();
+        }
         lb1.start(&lab);
         let up = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
             lb1.status()
                 .is_some_and(|s| all_in(&s, VrrpState::Master) && prio(&s) == [when_up, 100])
         });
+        if in_group {
+            let s = lb1.status_ok();
+            for v in &s.vrrp {
+                assert!(
+                    v.tracks
+                        .iter()
+                        .any(|t| t.kind == "interface" && t.name == "trk0" && t.weight == 0),
+                    "{} does not track trk0: {:?}",
+                    v.name,
+                    v.tracks
+                );
+            }
+        }
         assert!(
             up.is_some(),
             "{what}: lb1 MASTER at {when_up} with trk0 up: {:?}\n{}",
@@ -1262,11 +1294,31 @@ fn track_interface_lowers_priority_or_faults() {
             start,
             &format!("track_interface {what}: down applied, up restored"),
         );
+        if in_group {
+            assert!(!group_stopped.exists(), "the group's notify_stop ran early");
+        }
         assert!(lb1.proc().sigterm());
         assert!(lb1
             .proc()
             .wait_exit(Duration::from_secs(10))
             .is_some_and(|s| s.success()));
+        if in_group {
+            // Started before the node exited; it may finish just after.
+            let ran = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+                group_stopped.exists()
+            });
+            assert!(
+                ran.is_some(),
+                "the group's notify_stop at SIGTERM\n{}",
+                lb1.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(
+                std::fs::read_to_string(&group_stopped).unwrap(),
+                "stop\n",
+                "once for the group, not once per member"
+            );
+        }
     }
 }
 

@@ -755,6 +755,10 @@ pub struct SyncGroup {
     /// Run when the group enters FAULT.
     #[serde(default)]
     pub notify_fault: Option<NotifyScript>,
+    /// Run once when the group stops: when its last member stops, where the members'
+    /// `notify_stop` run (keepalived `notify_stop` in `vrrp_sync_group`).
+    #[serde(default)]
+    pub notify_stop: Option<NotifyScript>,
     /// Run on every group transition.
     #[serde(default)]
     pub notify: Option<NotifyScript>,
@@ -1763,6 +1767,7 @@ impl Config {
                 &mut g.notify_master,
                 &mut g.notify_backup,
                 &mut g.notify_fault,
+                &mut g.notify_stop,
                 &mut g.notify,
             ] {
                 notify(n);
@@ -1987,6 +1992,7 @@ impl Config {
                 ("notify_master", &g.notify_master),
                 ("notify_backup", &g.notify_backup),
                 ("notify_fault", &g.notify_fault),
+                ("notify_stop", &g.notify_stop),
                 ("notify", &g.notify),
             ] {
                 notify(&mut err, format!("{p}.{k}"), n.as_ref());
@@ -2899,6 +2905,7 @@ mod tests {
                 notify_master: None,
                 notify_backup: None,
                 notify_fault: None,
+                notify_stop: None,
                 notify: None,
             }],
             ..Config::default()

@@ -558,6 +558,8 @@ impl SpeakerRuntime {
             .collect();
         // Ends once the speaker is gone (`Closed`), after the events it sent last, such as
         // the transitions to Initialize that run `notify_stop`.
+        // The members that stopped: the group's notify_stop runs when the last one does.
+        let mut stopped: HashSet<String> = HashSet::new();
         let events_task = tokio::spawn(async move {
             loop {
                 let ev = match events.recv().await {
@@ -610,7 +612,15 @@ impl SpeakerRuntime {
                         State::Master => g.notify_master.as_ref(),
                         State::Backup => g.notify_backup.as_ref(),
                         State::Fault => g.notify_fault.as_ref(),
-                        State::Initialize => None,
+                        // keepalived: once, when the group stops (its last member).
+                        State::Initialize => {
+                            stopped.insert(ev.instance.clone());
+                            if stopped.len() == by_name.len() {
+                                g.notify_stop.as_ref()
+                            } else {
+                                None
+                            }
+                        }
                     };
                     if let Some(s) = gs {
                         notify(s, &[]);

@@ -79,8 +79,10 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         vrrp_defaults: VrrpDefaults::default(),
         tracking_weight_groups: HashSet::new(),
         vs_groups: HashMap::new(),
+        group_tracks: Vec::new(),
     };
     c.top(stmts);
+    c.apply_group_tracks();
     c.warn_sync_group_weights();
     // Only for a root daemon, as keepalived always is: one running unprivileged could not
     // change to that user, and every script would fail to start.
@@ -207,6 +209,21 @@ struct Conv {
     tracking_weight_groups: HashSet<String>,
     /// `virtual_server_group`s: each member's address and where it was written.
     vs_groups: HashMap<String, Vec<(SocketAddr, Location)>>,
+    /// What each `vrrp_sync_group` tracks, copied into its members once every instance is
+    /// read ([`Conv::apply_group_tracks`]).
+    group_tracks: Vec<GroupTracks>,
+}
+
+/// The `track_*` blocks of one `vrrp_sync_group`, with the model path they were recorded
+/// at (`vrrp_sync_group[i]`).
+#[derive(Debug, Default)]
+struct GroupTracks {
+    path: String,
+    members: Vec<String>,
+    interfaces: Vec<TrackInterface>,
+    scripts: Vec<TrackScript>,
+    processes: Vec<TrackProcessRef>,
+    files: Vec<TrackFileRef>,
 }
 
 fn int<T: TryFrom<i64>>(kw: &str, lo: i64, hi: i64) -> impl Fn(&str) -> Result<T, String> + '_ {
@@ -1527,7 +1544,12 @@ impl Conv {
             notify_master: None,
             notify_backup: None,
             notify_fault: None,
+            notify_stop: None,
             notify: None,
+        };
+        let mut tracks = GroupTracks {
+            path: p.clone(),
+            ..GroupTracks::default()
         };
         for st in self.section(s) {
             let kw = st.keyword.text.as_str();
@@ -1553,21 +1575,127 @@ impl Conv {
                     self.tracking_weight_groups.insert(g.name.clone());
                 }
                 "smtp_alert" | "global_tracking" => self.ignored(st, "vrrp_sync_group"),
-                "notify_stop" => self.ignored_unlike_keepalived(
-                    st,
-                    "vrrp_sync_group",
-                    "keepalived runs it when the group stops; lb-node does not",
-                ),
-                "track_interface" | "track_script" | "track_process" | "track_file" => self
-                    .ignored_unlike_keepalived(
-                    st,
-                    "vrrp_sync_group",
-                    "keepalived tracks it for every instance of the group (a failure faults the whole group); lb-node does not: track it in each vrrp_instance",
-                ),
+                "notify_stop" => self.first_notify(&mut g.notify_stop, st, &fp),
+                // keepalived tracks these for every member instance: they are copied into
+                // each (`apply_group_tracks`), where the members' own rules apply.
+                "track_interface" => {
+                    let first = tracks.interfaces.len();
+                    for (interface, weight, reverse) in
+                        self.tracked_reversible(st, &fp, first, true)
+                    {
+                        tracks.interfaces.push(TrackInterface {
+                            interface,
+                            weight: weight.unwrap_or(0),
+                            reverse: reverse.unwrap_or(false),
+                        });
+                    }
+                }
+                "track_script" => {
+                    let first = tracks.scripts.len();
+                    for (script, weight, reverse) in self.tracked_reversible(st, &fp, first, true) {
+                        tracks.scripts.push(TrackScript {
+                            script,
+                            weight,
+                            reverse,
+                        });
+                    }
+                }
+                "track_process" => {
+                    let first = tracks.processes.len();
+                    for (process, weight, reverse) in self.tracked_reversible(st, &fp, first, true)
+                    {
+                        tracks.processes.push(TrackProcessRef {
+                            process,
+                            weight,
+                            reverse,
+                        });
+                    }
+                }
+                "track_file" => {
+                    let first = tracks.files.len();
+                    for (file, weight, reverse) in self.tracked_reversible(st, &fp, first, true) {
+                        tracks.files.push(TrackFileRef {
+                            file,
+                            weight,
+                            reverse,
+                        });
+                    }
+                }
                 _ => self.unknown(st, "vrrp_sync_group"),
             }
         }
+        tracks.members.clone_from(&g.group);
+        self.group_tracks.push(tracks);
         self.cfg.sync_groups.push(g);
+    }
+
+    /// keepalived's sync-group tracking: what a `vrrp_sync_group` tracks, every member
+    /// instance tracks (appended to its own `track_*`, with the origins of the group's
+    /// lines, so that errors and warnings point there); an instance that tracks the same
+    /// object itself keeps its own. A failure with weight 0 faults the member, and with it
+    /// the group.
+    fn apply_group_tracks(&mut self) {
+        for t in std::mem::take(&mut self.group_tracks) {
+            for (k, vi) in self.cfg.vrrp_instances.iter_mut().enumerate() {
+                if !t.members.contains(&vi.name) {
+                    continue;
+                }
+                let ip = format!("vrrp_instance[{k}]");
+                let mut copies = Vec::new();
+                for (j, x) in t.interfaces.iter().enumerate() {
+                    // The instance's own tracking of the same object wins.
+                    if vi
+                        .track_interface
+                        .iter()
+                        .any(|own| own.interface == x.interface)
+                    {
+                        continue;
+                    }
+                    copies.push((
+                        format!("track_interface[{j}]"),
+                        format!("track_interface[{}]", vi.track_interface.len()),
+                    ));
+                    vi.track_interface.push(x.clone());
+                }
+                for (j, x) in t.scripts.iter().enumerate() {
+                    // The instance's own tracking of the same object wins.
+                    if vi.track_script.iter().any(|own| own.script == x.script) {
+                        continue;
+                    }
+                    copies.push((
+                        format!("track_script[{j}]"),
+                        format!("track_script[{}]", vi.track_script.len()),
+                    ));
+                    vi.track_script.push(x.clone());
+                }
+                for (j, x) in t.processes.iter().enumerate() {
+                    // The instance's own tracking of the same object wins.
+                    if vi.track_process.iter().any(|own| own.process == x.process) {
+                        continue;
+                    }
+                    copies.push((
+                        format!("track_process[{j}]"),
+                        format!("track_process[{}]", vi.track_process.len()),
+                    ));
+                    vi.track_process.push(x.clone());
+                }
+                for (j, x) in t.files.iter().enumerate() {
+                    // The instance's own tracking of the same object wins.
+                    if vi.track_file.iter().any(|own| own.file == x.file) {
+                        continue;
+                    }
+                    copies.push((
+                        format!("track_file[{j}]"),
+                        format!("track_file[{}]", vi.track_file.len()),
+                    ));
+                    vi.track_file.push(x.clone());
+                }
+                for (from, to) in copies {
+                    self.o
+                        .copy(&format!("{}.{from}", t.path), &format!("{ip}.{to}"));
+                }
+            }
+        }
     }
 
     /// `IP PORT` arguments starting at `args[0]`. With `default_port` (a real or sorry
