@@ -135,9 +135,12 @@ fn commented_example_exercises_every_option() {
             CheckKind::Dns(_) => "dns",
             CheckKind::Ping => "ping",
             CheckKind::Smtp(_) => "smtp",
+            CheckKind::File(_) => "file",
         })
         .collect();
-    for k in ["tcp", "http", "ssl", "misc", "udp", "dns", "ping", "smtp"] {
+    for k in [
+        "tcp", "http", "ssl", "misc", "udp", "dns", "ping", "smtp", "file",
+    ] {
         assert!(kinds.contains(&k), "no {k} check in the example");
     }
     let v3 = cfg.vrrp_instances.iter().find(|v| v.version == 3).unwrap();
@@ -3052,4 +3055,68 @@ fn sync_group_tracks_are_every_members() {
     );
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].starts_with("bad.conf:6:9: "), "{e:?}");
+}
+
+/// keepalived 2.2's `FILE_CHECK { track_file NAME; weight W [reverse] }` and its TOML twin
+/// `type = "file"`: the track_file's path, and its weight and reverse unless the check sets
+/// its own; no checker option is inherited (retry 0, a 1 s interval); an unknown track_file
+/// and a FILE_CHECK without one are located errors.
+#[test]
+fn file_check_is_read_from_both_formats() {
+    use lb_bins::config::model::FileCheck;
+    let text = "track_file maint {\n    file /run/lb/maint\n    weight -2 reverse\n}\n\
+         virtual_server 198.18.0.250 80 {\n    protocol TCP\n    delay_loop 9\n    retry 4\n\
+         real_server 198.18.0.151 80 {\n        FILE_CHECK {\n            track_file maint\n        }\n\
+         FILE_CHECK {\n            track_file maint\n            weight 0\n        }\n    }\n}\n";
+    let (k, w) = config::keepalived::parse_str(text, Path::new("k.conf")).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let t = load_toml(
+        "[[track_file]]\nname = \"maint\"\nfile = \"/run/lb/maint\"\nweight = -2\nreverse = true\n\
+         [[virtual_server]]\nlisten = \"198.18.0.250:80\"\ndelay_loop = 9\n\
+         [[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n\
+         [[virtual_server.backend.check]]\ntype = \"file\"\ntrack_file = \"maint\"\n\
+         [[virtual_server.backend.check]]\ntype = \"file\"\ntrack_file = \"maint\"\nweight = 0\nreverse = false\n",
+    );
+    let checks = &k.virtual_servers[0].backends[0].checks;
+    assert_eq!(checks, &t.virtual_servers[0].backends[0].checks);
+    let file = |w: i32, r: bool| {
+        CheckKind::File(FileCheck {
+            track_file: "maint".into(),
+            weight: Some(w),
+            reverse: Some(r),
+            file: Some("/run/lb/maint".into()),
+        })
+    };
+    assert_eq!(checks[0].kind, file(-2, true));
+    assert_eq!(checks[1].kind, file(0, false));
+    let vs = &k.virtual_servers[0];
+    for c in checks {
+        assert_eq!((c.retry, c.interval(vs)), (0, Duration::from_secs(1)));
+    }
+
+    let e = errors(
+        "bad.conf",
+        "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.151 80 {\n\
+         FILE_CHECK {\n            track_file nope\n        }\n        FILE_CHECK {\n        }\n    }\n}\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "bad.conf:5:24: FILE_CHECK: track_file \"nope\" is not defined",
+            "bad.conf:7:9: FILE_CHECK has no track_file",
+        ]
+    );
+    let (_, w) = config::keepalived::parse_str(
+        "track_file maint {\n    file /run/lb/maint\n}\n\
+         virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.151 80 {\n\
+         FILE_CHECK {\n            track_file maint\n            connect_timeout 3\n        }\n    }\n}\n",
+        Path::new("k.conf"),
+    )
+    .unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string()
+            .contains("unknown keyword `connect_timeout` in FILE_CHECK"),
+        "{w:?}"
+    );
 }

@@ -2795,3 +2795,85 @@ fn http_get_regex_judges_the_body() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// keepalived's `FILE_CHECK`, end to end: real server a follows `maint_a` with weight 0 (a
+/// value but 0 takes it down, 0 brings it back), real server b follows `boost` with weight
+/// 2 (its weight becomes 1 + 2 × value in `lbctl status`, 0 when that is below 0, and it
+/// stays up).
+#[test]
+fn file_check_follows_the_files() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let port = free_port();
+    let (maint, boost) = (dir.join("maint_a"), dir.join("boost"));
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n}}\n\
+             track_file maint_a {{\n    file {maint}\n    weight 0\n}}\n\
+             track_file boost {{\n    file {boost}\n    weight 2\n}}\n\
+             virtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    lb_algo wrr\n\
+             real_server {} {} {{\n        FILE_CHECK {{\n            track_file maint_a\n        }}\n    }}\n\
+             real_server {} {} {{\n        FILE_CHECK {{\n            track_file boost\n        }}\n    }}\n}}\n",
+            a.addr.ip(),
+            a.addr.port(),
+            b.addr.ip(),
+            b.addr.port(),
+            sock = dir.join("admin.sock").display(),
+            maint = maint.display(),
+            boost = boost.display(),
+        ),
+    )
+    .unwrap();
+    let (node, sock) = start_node_with(&dir, &conf);
+    let backend = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i].clone();
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let vip = SocketAddr::from(([127, 0, 0, 1], port));
+    // Both files absent: both read as 0.
+    assert_eq!(backend(0)["health"], "up");
+    assert_eq!(backend(1)["weight"], 1);
+
+    std::fs::write(&maint, "1\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || backend(0)["health"] == "down"),
+        "a not down with maint_a at 1: {}\n{}",
+        status(&sock),
+        log()
+    );
+    for _ in 0..3 {
+        assert_eq!(body(&get(vip).unwrap()), "b");
+    }
+    std::fs::write(&maint, "0\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || backend(0)["health"] == "up"),
+        "a not back with maint_a at 0: {}\n{}",
+        status(&sock),
+        log()
+    );
+
+    std::fs::write(&boost, "3\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || backend(1)["weight"] == 7),
+        "b's weight not 1 + 2 x 3: {}\n{}",
+        status(&sock),
+        log()
+    );
+    std::fs::write(&boost, "-5\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || backend(1)["weight"] == 0),
+        "b's weight not 0: {}\n{}",
+        status(&sock),
+        log()
+    );
+    assert_eq!(backend(1)["health"], "up");
+    std::fs::remove_file(&boost).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || backend(1)["weight"] == 1),
+        "b's weight not back to 1 with the file gone: {}",
+        status(&sock)
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

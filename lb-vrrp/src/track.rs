@@ -326,6 +326,16 @@ impl TrackFile {
 /// Content with no number at all is 0 and `Err` says so (keepalived reads it as 0
 /// silently; the caller logs it).
 pub fn parse_file_value(content: &[u8]) -> Result<i64, String> {
+    parse_file_number(content).map(|v| v.clamp(-254, 254))
+}
+
+/// [`parse_file_value`] without the VRRP limit: the number as keepalived's checker reads
+/// it for a `FILE_CHECK` (check_file.c: `strtol`, refused outside the 32-bit range),
+/// saturated to `i64`.
+///
+/// # Errors
+/// Content with no number at all (the caller decides what that means).
+pub fn parse_file_number(content: &[u8]) -> Result<i64, String> {
     let s = &content[..content.len().min(127)];
     let s = String::from_utf8_lossy(s);
     let t = s.trim_start();
@@ -357,8 +367,7 @@ pub fn parse_file_value(content: &[u8]) -> Result<i64, String> {
         let d = i64::from(c.to_digit(radix).unwrap_or(0));
         v = v.saturating_mul(i64::from(radix)).saturating_add(d);
     }
-    let v = if neg { -v } else { v };
-    Ok(v.clamp(-254, 254))
+    Ok(if neg { -v } else { v })
 }
 
 /// One message of the kernel's process events connector (`linux/cn_proc.h`), as far as
@@ -691,6 +700,10 @@ mod tests {
         assert!(parse_file_value(b"").is_err());
         assert!(parse_file_value(b"up\n").is_err());
         assert!(parse_file_value(b"\xff\xfe").is_err());
+        assert_eq!(parse_file_number(b"1000\n"), Ok(1000));
+        assert_eq!(parse_file_number(b"-70000"), Ok(-70_000));
+        assert_eq!(parse_file_number(b"99999999999999999999999"), Ok(i64::MAX));
+        assert!(parse_file_number(b"x").is_err());
     }
 
     fn msg(what: u32, data: &[u32]) -> Vec<u8> {

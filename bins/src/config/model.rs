@@ -1376,9 +1376,13 @@ pub struct HealthCheck {
 
 impl HealthCheck {
     /// Time between checks while up: `inter`, else `delay_loop`, else the virtual server's
-    /// `delay_loop`.
+    /// `delay_loop` (for a `file` check, 1 s: keepalived follows the file at once).
     pub fn interval(&self, vs: &VirtualServer) -> Duration {
-        self.inter.or(self.delay_loop).unwrap_or(vs.delay_loop)
+        let default = match self.kind {
+            CheckKind::File(_) => Duration::from_secs(1),
+            _ => vs.delay_loop,
+        };
+        self.inter.or(self.delay_loop).unwrap_or(default)
     }
 
     /// Consecutive successes to go up (default 1).
@@ -1458,6 +1462,8 @@ pub enum CheckKind {
     Ping,
     /// Greet an SMTP server (keepalived `SMTP_CHECK`).
     Smtp(SmtpCheck),
+    /// Follow the value in a `track_file` (keepalived `FILE_CHECK`).
+    File(FileCheck),
 }
 
 impl CheckKind {
@@ -1468,7 +1474,8 @@ impl CheckKind {
     /// check_smtp.c keep it).
     pub fn default_retry(&self) -> u32 {
         match self {
-            Self::Misc(_) => 0,
+            // FILE_CHECK has no checker thread: the file's value is the verdict at once.
+            Self::Misc(_) | Self::File(_) => 0,
             Self::Dns(_) => 3,
             Self::Tcp
             | Self::Http(_)
@@ -1489,9 +1496,12 @@ impl CheckKind {
         match self {
             Self::Http(_) | Self::Ssl(_) => Some(Duration::from_secs(3)),
             Self::Dns(_) => None,
-            Self::Tcp | Self::Misc(_) | Self::Udp(_) | Self::Ping | Self::Smtp(_) => {
-                Some(Duration::from_secs(1))
-            }
+            Self::Tcp
+            | Self::Misc(_)
+            | Self::Udp(_)
+            | Self::Ping
+            | Self::Smtp(_)
+            | Self::File(_) => Some(Duration::from_secs(1)),
         }
     }
 }
@@ -1663,6 +1673,23 @@ pub struct DnsCheck {
     pub qtype: lb_health::probe::QueryType,
 }
 
+/// A `FILE_CHECK` (keepalived 2.2, check_file.c): the real server follows the number in a
+/// `track_file`. With weight 0, any value but 0 (with `reverse`: 0) takes it down; with
+/// another weight, value × weight (negated with `reverse`) is added to its configured weight
+/// (limited to 0..=65535). The file is read every second (the check's `delay_loop` or
+/// `inter` if set); a missing file, or one without a number, reads as 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCheck {
+    /// The `track_file` (`vrrp_track_file`) followed, by name.
+    pub track_file: String,
+    /// Multiplier of the value (-65535..=65535). Default: the track_file's weight.
+    pub weight: Option<i32>,
+    /// Negate the product. Default: the track_file's `reverse`.
+    pub reverse: Option<bool>,
+    /// The track_file's path, filled in at load from its definition.
+    pub file: Option<PathBuf>,
+}
+
 /// An `SMTP_CHECK` (keepalived check_smtp.c): connect, expect the greeting 220, say
 /// `HELO helo_name`, expect 250, say `QUIT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1722,7 +1749,32 @@ impl Config {
             }
         }
         self.apply_script_user();
+        self.resolve_file_checks();
         self
+    }
+
+    /// Gives each `FILE_CHECK` its track_file's path, and its weight and `reverse` unless
+    /// it sets its own (keepalived check_file.c). An unknown name is left for validation.
+    fn resolve_file_checks(&mut self) {
+        let files = &self.track_files;
+        for vs in &mut self.virtual_servers {
+            for b in &mut vs.backends {
+                for c in &mut b.checks {
+                    let CheckKind::File(f) = &mut c.kind else {
+                        continue;
+                    };
+                    let Some(tf) = files.iter().find(|t| t.name == f.track_file) else {
+                        continue;
+                    };
+                    f.file = Some(tf.file.clone());
+                    if f.weight.is_none() {
+                        f.weight = Some(tf.weight);
+                        f.reverse = f.reverse.or(Some(tf.reverse));
+                    }
+                    f.reverse = f.reverse.or(Some(false));
+                }
+            }
+        }
     }
 
     /// keepalived's `script_user`: every script that names no user runs as it. Applied
@@ -2765,6 +2817,20 @@ fn validate_check(
     }
     match &c.kind {
         CheckKind::Tcp | CheckKind::Dns(_) | CheckKind::Ping => {}
+        CheckKind::File(f) => {
+            if f.file.is_none() {
+                err(
+                    format!("{p}.track_file"),
+                    format!("FILE_CHECK: track_file {:?} is not defined", f.track_file),
+                );
+            }
+            if let Some(w) = f.weight.filter(|w| !(-65_535..=65_535).contains(w)) {
+                err(
+                    format!("{p}.weight"),
+                    format!("FILE_CHECK weight {w} is out of range -65535..=65535"),
+                );
+            }
+        }
         CheckKind::Smtp(s) => {
             if s.helo_name.is_empty()
                 || s.helo_name

@@ -26,8 +26,8 @@ use serde::Deserialize;
 use lb_health::probe::HexPattern;
 
 use super::model::{
-    CheckKind, DnsCheck, HealthCheck, HttpCheck, MiscCheck, NotifyScript, SmtpCheck, UdpCheck,
-    UrlCheck,
+    CheckKind, DnsCheck, FileCheck, HealthCheck, HttpCheck, MiscCheck, NotifyScript, SmtpCheck,
+    UdpCheck, UrlCheck,
 };
 
 /// Parses a duration: a number of seconds (`3`, `0.5`) or a number with a unit (`500ms`,
@@ -371,6 +371,12 @@ pub(crate) struct RawCheck {
     user: Option<String>,
     #[serde(default)]
     group: Option<String>,
+    #[serde(default)]
+    track_file: Option<String>,
+    #[serde(default)]
+    weight: Option<i32>,
+    #[serde(default)]
+    reverse: Option<bool>,
 }
 
 impl TryFrom<RawCheck> for HealthCheck {
@@ -422,13 +428,35 @@ impl TryFrom<RawCheck> for HealthCheck {
             }
             Ok(())
         };
+        let file_only = |kind: &str| -> Result<(), String> {
+            if r.track_file.is_some() || r.weight.is_some() || r.reverse.is_some() {
+                return Err(format!(
+                    "track_file, weight and reverse apply to file checks, not {kind}"
+                ));
+            }
+            Ok(())
+        };
         let kind = match r.kind.to_ascii_lowercase().as_str() {
+            "file" => {
+                http_only("file")?;
+                misc_only("file")?;
+                udp_only("file")?;
+                dns_only("file")?;
+                smtp_only("file")?;
+                CheckKind::File(FileCheck {
+                    track_file: r.track_file.clone().ok_or("a file check needs track_file")?,
+                    weight: r.weight,
+                    reverse: r.reverse,
+                    file: None,
+                })
+            }
             k @ ("tcp" | "ping") => {
                 http_only(k)?;
                 misc_only(k)?;
                 udp_only(k)?;
                 dns_only(k)?;
                 smtp_only(k)?;
+                file_only(k)?;
                 if k == "tcp" {
                     CheckKind::Tcp
                 } else {
@@ -440,6 +468,7 @@ impl TryFrom<RawCheck> for HealthCheck {
                 misc_only("smtp")?;
                 udp_only("smtp")?;
                 dns_only("smtp")?;
+                file_only("smtp")?;
                 CheckKind::Smtp(SmtpCheck {
                     helo_name: r
                         .helo_name
@@ -452,6 +481,7 @@ impl TryFrom<RawCheck> for HealthCheck {
                 misc_only("dns")?;
                 udp_only("dns")?;
                 smtp_only("dns")?;
+                file_only("dns")?;
                 let d = DnsCheck::default();
                 CheckKind::Dns(DnsCheck {
                     name: match &r.dns_name {
@@ -469,6 +499,7 @@ impl TryFrom<RawCheck> for HealthCheck {
                 udp_only(k)?;
                 dns_only(k)?;
                 smtp_only(k)?;
+                file_only(k)?;
                 let h = HttpCheck {
                     url: r.url.clone().unwrap_or_default(),
                     virtualhost: r.virtualhost.clone(),
@@ -484,6 +515,7 @@ impl TryFrom<RawCheck> for HealthCheck {
                 udp_only("misc")?;
                 dns_only("misc")?;
                 smtp_only("misc")?;
+                file_only("misc")?;
                 CheckKind::Misc(MiscCheck {
                     user: r.user.clone(),
                     group: r.group.clone(),
@@ -497,6 +529,7 @@ impl TryFrom<RawCheck> for HealthCheck {
                 misc_only("udp")?;
                 dns_only("udp")?;
                 smtp_only("udp")?;
+                file_only("udp")?;
                 if r.reply.is_some() && r.require_reply == Some(false) {
                     return Err(
                         "reply needs require_reply (leave require_reply out or set it true)".into(),
@@ -513,7 +546,7 @@ impl TryFrom<RawCheck> for HealthCheck {
             }
             other => {
                 return Err(format!(
-                    "unknown check type {other:?} (expected tcp, http, ssl, misc, udp, dns, ping or smtp)"
+                    "unknown check type {other:?} (expected tcp, http, ssl, misc, udp, dns, ping, smtp or file)"
                 ))
             }
         };

@@ -57,6 +57,7 @@
 //! Exit codes (also in `lb-node --help`): 0 clean stop; 1 invalid configuration; 2 usage;
 //! 3 start-up failure (a listener, socket or interface that cannot be used).
 
+mod file_check;
 mod vrrp;
 mod vs;
 

@@ -570,8 +570,13 @@ async fn apply_health(
     }
 }
 
-/// The probe of a configured check.
-fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send + Sync>, String> {
+/// The probe of a configured check of a real server on `backend_port` with the configured
+/// `weight` (what a `FILE_CHECK` adds to).
+fn probe(
+    check: &HealthCheck,
+    backend_port: u16,
+    weight: Weight,
+) -> Result<Box<dyn Probe + Send + Sync>, String> {
     let port = check.connect_port.unwrap_or(backend_port);
     Ok(match &check.kind {
         CheckKind::Tcp => {
@@ -661,6 +666,15 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
             }
             Box::new(p)
         }
+        CheckKind::File(f) => Box::new(super::file_check::FileProbe {
+            file: f
+                .file
+                .clone()
+                .ok_or_else(|| format!("track_file {} is not defined", f.track_file))?,
+            weight: f.weight.unwrap_or(1),
+            reverse: f.reverse.unwrap_or(false),
+            base: weight,
+        }),
         CheckKind::Ping => {
             let mut p = PingProbe::new();
             if let Some(ip) = check.bindto {
@@ -862,7 +876,7 @@ impl VsRuntime {
                     let start = tracker_start(b, &cfg, carried.health.get(&b.address).copied());
                     let hc = health_config(first, &cfg, Some(start)).map_err(&err)?;
                     let probe = if b.checks.len() == 1 {
-                        probe(first, b.address.port()).map_err(&err)?
+                        probe(first, b.address.port(), b.weight).map_err(&err)?
                     } else {
                         // keepalived runs every checker and keeps the real server only while
                         // all succeed: one combined probe, on the first check's schedule.
@@ -874,7 +888,7 @@ impl VsRuntime {
                                 tracing::warn!(virtual_server = %cfg.name, backend = %b.address, "checks with different intervals run together on the first one's schedule");
                             }
                             all.push((
-                                probe(check, b.address.port()).map_err(&err)?,
+                                probe(check, b.address.port(), b.weight).map_err(&err)?,
                                 check.timeout(&cfg),
                             ));
                         }
@@ -1338,7 +1352,7 @@ mod tests {
         for config in configs {
             let (config, _) = config.unwrap();
             let check = &config.virtual_servers[0].backends[0].checks[0];
-            let probe = probe(check, 2).unwrap();
+            let probe = probe(check, 2, Weight::DEFAULT).unwrap();
             let outcome = probe
                 .probe("127.0.0.1:2".parse().unwrap(), Duration::from_secs(5))
                 .await;
@@ -1371,7 +1385,7 @@ mod tests {
             let (config, _) =
                 crate::config::toml::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
             let check = &config.virtual_servers[0].backends[0].checks[0];
-            if let Err(e) = probe(check, 2) {
+            if let Err(e) = probe(check, 2, Weight::DEFAULT) {
                 panic!("{host}: {e}");
             }
         }
@@ -1454,7 +1468,7 @@ mod tests {
             config.virtual_servers[0].backends[0].checks[0].clone()
         };
         let run = |c: HealthCheck| async move {
-            probe(&c, addr.port())
+            probe(&c, addr.port(), Weight::DEFAULT)
                 .unwrap()
                 .probe(addr, Duration::from_secs(5))
                 .await

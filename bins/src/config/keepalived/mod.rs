@@ -38,10 +38,10 @@ use lb_health::probe::{parse_hex, DnsName, HexPattern, QueryType};
 use lb_health::StatusSet;
 
 use super::model::{
-    AuthType, Authentication, BackendConfig, CheckKind, Config, DnsCheck, HealthCheck, HttpCheck,
-    InitialState, LogLevel, MiscCheck, NotifyScript, ParamMatch, Protocol, SmtpCheck, SyncGroup,
-    TrackFileRef, TrackInterface, TrackProcessRef, TrackScript, TrackService, UdpCheck, UrlCheck,
-    VirtualIp, VirtualServer, VrrpInstance, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
+    AuthType, Authentication, BackendConfig, CheckKind, Config, DnsCheck, FileCheck, HealthCheck,
+    HttpCheck, InitialState, LogLevel, MiscCheck, NotifyScript, ParamMatch, Protocol, SmtpCheck,
+    SyncGroup, TrackFileRef, TrackInterface, TrackProcessRef, TrackScript, TrackService, UdpCheck,
+    UrlCheck, VirtualIp, VirtualServer, VrrpInstance, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
 };
 use super::values::{parse_algorithm, parse_duration, parse_weight};
 use super::{finish, LoadResult, Location, Origins};
@@ -573,6 +573,7 @@ impl Conv {
             "DNS_CHECK",
             "PING_CHECK",
             "SMTP_CHECK",
+            "FILE_CHECK",
             "virtual_ipaddress",
             "virtual_ipaddress_excluded",
             "unicast_peer",
@@ -2118,7 +2119,7 @@ impl Conv {
             let fp = format!("{p}.{kw}");
             match kw {
                 "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK"
-                | "PING_CHECK" | "SMTP_CHECK" => {
+                | "PING_CHECK" | "SMTP_CHECK" | "FILE_CHECK" => {
                     checks.push(st);
                     continue;
                 }
@@ -2159,11 +2160,11 @@ impl Conv {
                 "lvs_method" => {
                     self.get(st, &fp, forwarding_method);
                 }
-                "BFD_CHECK" | "FILE_CHECK" => {
+                "BFD_CHECK" => {
                     self.d.error(
                         &st.keyword.location,
                         format!(
-                            "{kw} is not supported (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK, UDP_CHECK, DNS_CHECK, PING_CHECK, SMTP_CHECK)"
+                            "{kw} is not supported (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK, UDP_CHECK, DNS_CHECK, PING_CHECK, SMTP_CHECK, FILE_CHECK)"
                         ),
                     );
                 }
@@ -2192,6 +2193,12 @@ impl Conv {
         let mut udp = UdpCheck::default();
         let mut dns = DnsCheck::default();
         let mut smtp = SmtpCheck::default();
+        let mut file = FileCheck {
+            track_file: String::new(),
+            weight: None,
+            reverse: None,
+            file: None,
+        };
         let mut c = HealthCheck::new(CheckKind::Tcp);
         let mut retry = None;
         let mut delay_before_retry = None;
@@ -2203,6 +2210,23 @@ impl Conv {
                 self.no_block(st);
             }
             let fp = format!("{p}.{kw}");
+            // keepalived's FILE_CHECK has these two keywords only (no checker options).
+            if kw0 == "FILE_CHECK" {
+                match kw {
+                    "track_file" => {
+                        if let Some(t) = self.value(st, &fp) {
+                            file.track_file.clone_from(&t.text);
+                        }
+                    }
+                    "weight" => {
+                        let (w, reverse) = self.weight_reverse(st, &fp, -65_535, 65_535);
+                        file.weight = w;
+                        file.reverse = Some(reverse);
+                    }
+                    _ => self.unknown(st, kw0),
+                }
+                continue;
+            }
             let is_http = matches!(kw0, "HTTP_GET" | "SSL_GET");
             match kw {
                 "connect_timeout" => connect_timeout = self.get(st, &fp, duration(kw)),
@@ -2305,6 +2329,17 @@ impl Conv {
             "DNS_CHECK" => CheckKind::Dns(dns),
             "PING_CHECK" => CheckKind::Ping,
             "SMTP_CHECK" => CheckKind::Smtp(smtp),
+            "FILE_CHECK" => {
+                if file.track_file.is_empty() {
+                    self.d
+                        .error(&s.keyword.location, "FILE_CHECK has no track_file");
+                    return None;
+                }
+                // No checker options: nothing inherited from the real or virtual server.
+                c.kind = CheckKind::File(file);
+                c.retry = 0;
+                return Some(c);
+            }
             _ => {
                 let Some(misc_path) = misc_path else {
                     self.d
