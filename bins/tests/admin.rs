@@ -50,12 +50,16 @@ fn backend(addr: &str, weight: u32) -> BackendStatus {
         bytes_to_backend: 4096,
         bytes_to_client: 3 << 20,
         http: None,
+        health_reason: None,
+        health_changed: None,
     }
 }
 
 fn status() -> Status {
     let mut down = backend("198.18.0.153:83", 3);
     down.health = Health::Down;
+    down.health_reason = Some("connect to 198.18.0.153:83: Connection refused".into());
+    down.health_changed = Some(1_795_339_201);
     let mut web = backend("198.18.0.151:8080", 1);
     web.http = Some(HttpCounters {
         requests: 100,
@@ -301,7 +305,7 @@ fn lbctl_status_prints_tables_and_json() {
         "{out}"
     );
     assert!(out.contains("\n  -> 198.18.0.151:82     up      ready  3       3          2           40         4.0K       3.0M\n"), "{out}");
-    assert!(out.contains("\n  -> 198.18.0.153:83     down    ready  3       3          2           40         4.0K       3.0M\n"), "{out}");
+    assert!(out.contains("\n  -> 198.18.0.153:83     down    ready  3       3          2           40         4.0K       3.0M\n       down: connect to 198.18.0.153:83: Connection refused (since 2026-11-22 09:20:01 UTC)\n"), "{out}");
     assert!(
         out.contains("\nHTTP 198.18.0.250:8080 wlc web (1/1) no quorum\n"),
         "{out}"

@@ -2480,6 +2480,32 @@ fn dns_check_follows_real_dns_servers() {
         "{}",
         log()
     );
+    // lbctl status says why it is down (HAProxy's check_desc), and since when.
+    let s = status(&sock);
+    let refused = &s["virtual_servers"][0]["backends"][2];
+    assert!(
+        refused["health_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("REFUSED (5) to example.test. A from")),
+        "{s}"
+    );
+    assert!(
+        refused["health_changed"]
+            .as_u64()
+            .is_some_and(|t| t > 1_700_000_000),
+        "{s}"
+    );
+    let text = Command::new(LBCTL)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("       down: REFUSED (5) to example.test. A from"),
+        "{text}"
+    );
     let vip = SocketAddr::from(([127, 0, 0, 1], port));
     let ask = || {
         lb_testkit::dns::query(vip, "example.test", 1, Duration::from_secs(2))

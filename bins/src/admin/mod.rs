@@ -292,6 +292,8 @@ impl Status {
                             bytes_to_backend: 0,
                             bytes_to_client: 0,
                             http: (vs.protocol == Protocol::Http).then(HttpCounters::default),
+                            health_reason: None,
+                            health_changed: None,
                         })
                         .collect(),
                 })
@@ -480,6 +482,14 @@ pub struct BackendStatus {
     pub bytes_to_client: u64,
     /// HTTP counters, for `protocol = "http"` virtual servers.
     pub http: Option<HttpCounters>,
+    /// Why its health last changed since the virtual server started (HAProxy's
+    /// `check_desc`): the failing check's reason, or passive health's. `None`: no change
+    /// yet.
+    #[serde(default)]
+    pub health_reason: Option<String>,
+    /// When that was, in seconds since the Unix epoch (HAProxy's `lastchg`, as a time).
+    #[serde(default)]
+    pub health_changed: Option<u64>,
 }
 
 impl BackendStatus {

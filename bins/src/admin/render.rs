@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Status, VrrpState};
+use super::{Health, Status, VrrpState};
 
 /// Renders a status for a terminal.
 pub fn status_table(status: &Status) -> String {
@@ -177,6 +177,13 @@ pub fn status_table(status: &Status) -> String {
             if let Some(line) = lines.next() {
                 let _ = writeln!(out, "  {line}");
             }
+            // Why a backend is down, as HAProxy's check_desc tells.
+            if let (Health::Down, Some(why)) = (b.health, &b.health_reason) {
+                let when = b
+                    .health_changed
+                    .map_or_else(String::new, |t| format!(" (since {})", utc(t)));
+                let _ = writeln!(out, "       down: {why}{when}");
+            }
             if let Some(h) = b.http {
                 let _ = writeln!(
                     out,
@@ -192,6 +199,28 @@ pub fn status_table(status: &Status) -> String {
         }
     }
     out
+}
+
+/// Seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC` (the proleptic Gregorian
+/// calendar, by Howard Hinnant's `civil_from_days`).
+fn utc(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
 }
 
 fn row(cells: &[&str]) -> Vec<String> {
@@ -271,5 +300,13 @@ mod tests {
         assert_eq!(uptime(59), "0m59s");
         assert_eq!(uptime(3_700), "1h01m");
         assert_eq!(uptime(90_000), "1d01h00m");
+    }
+
+    #[test]
+    fn unix_times_print_as_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_795_339_201), "2026-11-22 09:20:01 UTC");
+        assert_eq!(utc(4_102_444_799), "2099-12-31 23:59:59 UTC");
     }
 }

@@ -123,6 +123,8 @@ struct VsView {
     /// The proxies of the HTTP virtual servers that route requests to this one's pool: they
     /// count those requests, under this virtual server's name.
     routed: Vec<HttpStatsFn>,
+    /// Why each backend's health last changed (by backend id).
+    notes: vs::HealthNotes,
     /// While a reload runs: the pool of the replacement of this virtual server, started
     /// and serving but not yet published. `lbctl backend` commands apply to both pools
     /// (see [`Node::adopt_replacement`]).
@@ -179,11 +181,17 @@ impl AdminHandler for Shared {
                         upgrades: s.upgrades,
                     }
                 });
+                let notes = v
+                    .notes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
                 frame.backends = snap
                     .backends()
                     .iter()
                     .map(|b| {
                         let s = b.stats();
+                        let note = notes.get(&b.id());
                         // Requests to this pool's backends, whichever proxy forwarded them.
                         let http = http.as_ref().map(|h| {
                             let mut c = HttpCounters::default();
@@ -214,6 +222,12 @@ impl AdminHandler for Shared {
                             bytes_to_backend: s.bytes_to_backend(),
                             bytes_to_client: s.bytes_to_client(),
                             http,
+                            health_reason: note.map(|n| n.reason.clone()),
+                            health_changed: note.and_then(|n| {
+                                n.at.duration_since(std::time::UNIX_EPOCH)
+                                    .ok()
+                                    .map(|d| d.as_secs())
+                            }),
                         }
                     })
                     .collect();
@@ -429,6 +443,7 @@ fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
     VsView {
         frame,
         pool: Arc::clone(&v.pool),
+        notes: Arc::clone(&v.health_notes),
         http: http_stats(v),
         routed,
         replacement: None,

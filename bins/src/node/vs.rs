@@ -58,6 +58,33 @@ pub(crate) struct Carried {
 /// un-ejection: what a reload's replacement takes over.
 type OutlierStates = Arc<std::sync::Mutex<HashMap<BackendId, OutlierHostState>>>;
 
+/// Why each backend's health last changed and when (HAProxy's `check_desc` and
+/// `lastchg`), for `lbctl status`; written by the health task.
+pub(crate) type HealthNotes = Arc<std::sync::Mutex<HashMap<BackendId, HealthNote>>>;
+
+/// The last change of one backend's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HealthNote {
+    /// What decided it: the active check's reason (`"connect to …: Connection refused"`),
+    /// or the passive health's (`"ejected: 5 consecutive failures"`).
+    pub(crate) reason: String,
+    /// When, in the system clock.
+    pub(crate) at: std::time::SystemTime,
+}
+
+fn note_health(notes: &HealthNotes, id: BackendId, reason: String) {
+    notes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(
+            id,
+            HealthNote {
+                reason,
+                at: std::time::SystemTime::now(),
+            },
+        );
+}
+
 /// Notes `id`'s state in `detector` in `states`.
 fn note_outlier(states: &OutlierStates, detector: &OutlierDetector, id: BackendId) {
     if let Some(st) = detector.host_state(id) {
@@ -87,6 +114,7 @@ struct Appliers {
     inhibited: Vec<BackendId>,
     inhibit: PoolApplier,
     remove: PoolApplier,
+    notes: HealthNotes,
 }
 
 impl Appliers {
@@ -95,6 +123,7 @@ impl Appliers {
             inhibited,
             inhibit: PoolApplier::new(pool, OnFailure::Inhibit),
             remove: PoolApplier::new(pool, OnFailure::Remove),
+            notes: HealthNotes::default(),
         }
     }
 
@@ -122,6 +151,13 @@ impl Appliers {
                 }
             };
             tracing::info!(virtual_server = %name, backend = %id, event = ?ev, "passive health");
+            let why = match ev {
+                OutlierEvent::Ejected { .. } => {
+                    "ejected by passive health (consecutive failed connections or requests)"
+                }
+                OutlierEvent::Unejected { .. } => "ejection ended",
+            };
+            note_health(&self.notes, id, why.to_owned());
             if let Err(e) = self.of(id).apply_outlier(pool, &ev, now()) {
                 tracing::warn!(virtual_server = %name, error = %e, "outlier event not applied");
             }
@@ -165,6 +201,8 @@ pub(crate) struct VsRuntime {
     quorum: Arc<QuorumNotifier>,
     /// Passive health's ejection state per backend, for a reload's replacement.
     outlier_states: OutlierStates,
+    /// Why each backend's health last changed, for `lbctl status`.
+    pub(crate) health_notes: HealthNotes,
 }
 
 /// keepalived's `quorum_up` and `quorum_down`: the command runs when the pool gains or
@@ -512,6 +550,7 @@ async fn apply_health(
             } => match ev {
                 Ok(ev) => {
                     tracing::info!(virtual_server = %name, backend = %ev.backend, from = %ev.old, to = %ev.new, reason = %ev.reason, "backend health changed");
+                    note_health(&appliers.notes, ev.backend, ev.reason.to_string());
                     if let Err(e) = appliers.of(ev.backend).apply_event(&pool, &ev, now()) {
                         tracing::warn!(virtual_server = %name, error = %e, "health event not applied");
                     }
@@ -917,6 +956,7 @@ impl VsRuntime {
         // pool before the proxy takes its first connection.
         let outlier_states = OutlierStates::default();
         let mut appliers = Appliers::new(&pool, inhibited);
+        let health_notes = Arc::clone(&appliers.notes);
         if cfg.outlier_detection.enabled {
             for (i, b) in cfg.backends.iter().enumerate() {
                 if let Some(&state) = carried.outlier.get(&b.address) {
@@ -1029,6 +1069,7 @@ impl VsRuntime {
             carried_outlier: carried.outlier,
             quorum,
             outlier_states,
+            health_notes,
         })
     }
 
