@@ -1473,6 +1473,12 @@ delay_before_retry = "1s"
         log()
     );
 
+    let why = backend(2)["health_reason"].clone();
+    assert!(
+        why.as_str().is_some_and(|w| w.contains("refused")),
+        "{}",
+        status(&sock)
+    );
     let vip = SocketAddr::from(([127, 0, 0, 1], port));
     for _ in 0..3 {
         assert_eq!(body(&get(vip).unwrap()), "a");
@@ -1481,6 +1487,8 @@ delay_before_retry = "1s"
 
     reload_node(&node, &dir, &config("wrr"));
     wait_scheduler(&sock, &dir, "wrr");
+    // Still down, with no new transition: the reason it went down is carried.
+    assert_eq!(backend(2)["health_reason"], why, "{}", status(&sock));
     // The counters' totals go on (IPVS keeps a kept service's).
     assert_eq!(backend(0)["total_connections"], 3, "{}", status(&sock));
     // For a second (half the 2 s a fresh check needs to fail), every look agrees.

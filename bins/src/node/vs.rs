@@ -1179,6 +1179,28 @@ impl VsRuntime {
                 let _ = self.late_ejections.send(late);
             }
         }
+        // Why each real server's health last changed: kept unless this version has seen a
+        // change of its own (a carried down verdict makes no new transition to note).
+        {
+            let theirs = old
+                .health_notes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let mine = self.pool.backends();
+            let mut notes = self
+                .health_notes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (id, note) in theirs {
+                let Some(addr) = backends.get(id).map(lb_core::Backend::addr) else {
+                    continue;
+                };
+                if let Some(b) = mine.iter().find(|b| b.addr() == addr) {
+                    notes.entry(b.id()).or_insert(note);
+                }
+            }
+        }
         // HTTP mode: the proxy's own counters (requests, response classes, errors) too.
         if let (Proxy::Http(mine), Proxy::Http(theirs)) = (&self.proxy, &old.proxy) {
             if !Arc::ptr_eq(mine, theirs) {
