@@ -3016,7 +3016,9 @@ fn url_regex_is_read_from_both_formats() {
 
 /// keepalived's sync-group tracking: `track_interface`, `track_script`, `track_process`
 /// and `track_file` in a `vrrp_sync_group` are every member's (an instance that tracks the
-/// same object itself keeps its own), and a mistake there is located at the group's line.
+/// same object itself takes the group's weight, unless its own is 0, with a warning at the
+/// group's line), weighted ones without `sync_group_tracking_weight` warn about nothing (keepalived
+/// applies a group's weights), and a mistake there is located at the group's line.
 #[test]
 fn sync_group_tracks_are_every_members() {
     let text = "vrrp_script chk {\n    script /bin/true\n    weight -5\n}\n\
@@ -3030,7 +3032,11 @@ fn sync_group_tracks_are_every_members() {
          track_interface {\n        eth2 weight -7\n    }\n}\n\
          vrrp_instance B {\n    interface lo\n    virtual_router_id 52\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n";
     let (c, w) = config::keepalived::parse_str(text, Path::new("k.conf")).unwrap();
-    assert!(w.is_empty(), "{w:?}");
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        ["k.conf:15:9: warning: also tracked by vrrp_instance A itself: the sync group's weight applies, as in keepalived"]
+    );
     let ifs = |i: usize| -> Vec<(String, i32)> {
         c.vrrp_instances[i]
             .track_interface
@@ -3038,7 +3044,24 @@ fn sync_group_tracks_are_every_members() {
             .map(|t| (t.interface.clone(), t.weight))
             .collect()
     };
-    assert_eq!(ifs(0), [("eth2".to_owned(), -7), ("eth1".to_owned(), 0)]);
+    assert_eq!(ifs(0), [("eth2".to_owned(), -3), ("eth1".to_owned(), 0)]);
+    // Without sync_group_tracking_weight the group's weighted tracks warn about nothing
+    // (keepalived applies a group's weights); the instance's own weighted one still does.
+    let (_, w) = config::keepalived::parse_str(
+        &text.replace("sync_group_tracking_weight\n", ""),
+        Path::new("k.conf"),
+    )
+    .unwrap();
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].starts_with("k.conf:15:9: warning: also tracked by vrrp_instance A"),
+        "{w:?}"
+    );
+    assert!(
+        w[1].starts_with("k.conf:31:9: warning: vrrp_instance A is in vrrp_sync_group G"),
+        "the instance's own weighted track: {w:?}"
+    );
     assert_eq!(ifs(1), [("eth1".to_owned(), 0), ("eth2".to_owned(), -3)]);
     for vi in &c.vrrp_instances {
         assert_eq!(vi.track_script.len(), 1);

@@ -264,6 +264,8 @@ pub(crate) fn finish(
     }));
     // In file order, as errors are: the parser's and the validation's interleaved.
     warnings.sort_by(|a, b| a.location.cmp(&b.location));
+    // One per line and message (a sync group's track copied into each member warns once).
+    warnings.dedup();
     if errors.is_empty() {
         Ok((config, warnings))
     } else {

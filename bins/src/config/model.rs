@@ -755,8 +755,9 @@ pub struct SyncGroup {
     /// Run when the group enters FAULT.
     #[serde(default)]
     pub notify_fault: Option<NotifyScript>,
-    /// Run once when the group stops: when its last member stops, where the members'
-    /// `notify_stop` run (keepalived `notify_stop` in `vrrp_sync_group`).
+    /// Run once when the group stops, after its members (keepalived `notify_stop` in
+    /// `vrrp_sync_group`): at SIGTERM, and when a reload stops the group to start it
+    /// anew (not when it hands over to its successor).
     #[serde(default)]
     pub notify_stop: Option<NotifyScript>,
     /// Run on every group transition.

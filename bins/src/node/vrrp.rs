@@ -558,8 +558,6 @@ impl SpeakerRuntime {
             .collect();
         // Ends once the speaker is gone (`Closed`), after the events it sent last, such as
         // the transitions to Initialize that run `notify_stop`.
-        // The members that stopped: the group's notify_stop runs when the last one does.
-        let mut stopped: HashSet<String> = HashSet::new();
         let events_task = tokio::spawn(async move {
             loop {
                 let ev = match events.recv().await {
@@ -612,15 +610,8 @@ impl SpeakerRuntime {
                         State::Master => g.notify_master.as_ref(),
                         State::Backup => g.notify_backup.as_ref(),
                         State::Fault => g.notify_fault.as_ref(),
-                        // keepalived: once, when the group stops (its last member).
-                        State::Initialize => {
-                            stopped.insert(ev.instance.clone());
-                            if stopped.len() == by_name.len() {
-                                g.notify_stop.as_ref()
-                            } else {
-                                None
-                            }
-                        }
+                        // The group's notify_stop runs once, when it stops (`stop`).
+                        State::Initialize => None,
                     };
                     if let Some(s) = gs {
                         notify(s, &[]);
@@ -875,10 +866,16 @@ impl SpeakerRuntime {
         self.instances
     }
 
-    /// Sends priority 0 from masters, removes the VIPs, and waits (at most 5 s).
+    /// Sends priority 0 from masters, removes the VIPs, and waits (at most 5 s); then runs
+    /// the sync group's `notify_stop`, once, whatever state its members were in
+    /// (keepalived's shutdown notifies every group).
     pub(crate) async fn stop(self, table: &VrrpTable) {
         self.handle.shutdown();
+        let group_stop = self.sync_group.as_ref().and_then(|g| g.notify_stop.clone());
         let instances = self.wind_down("stop").await;
+        if let Some(s) = &group_stop {
+            notify(s, &[]);
+        }
         let mut t = table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -80,6 +80,7 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         tracking_weight_groups: HashSet::new(),
         vs_groups: HashMap::new(),
         group_tracks: Vec::new(),
+        group_copies: HashSet::new(),
     };
     c.top(stmts);
     c.apply_group_tracks();
@@ -212,6 +213,8 @@ struct Conv {
     /// What each `vrrp_sync_group` tracks, copied into its members once every instance is
     /// read ([`Conv::apply_group_tracks`]).
     group_tracks: Vec<GroupTracks>,
+    /// The model paths of the tracks copied from a sync group into a member.
+    group_copies: HashSet<String>,
 }
 
 /// The `track_*` blocks of one `vrrp_sync_group`, with the model path they were recorded
@@ -953,7 +956,7 @@ impl Conv {
                     )
                 });
                 for (path, weight) in scripts.chain(interfaces).chain(files) {
-                    if weight.is_some_and(|w| w != 0) {
+                    if weight.is_some_and(|w| w != 0) && !self.group_copies.contains(&path) {
                         warnings.push((path, vi.name.clone(), g.name.clone()));
                     }
                 }
@@ -1633,9 +1636,29 @@ impl Conv {
     /// keepalived's sync-group tracking: what a `vrrp_sync_group` tracks, every member
     /// instance tracks (appended to its own `track_*`, with the origins of the group's
     /// lines, so that errors and warnings point there); an instance that tracks the same
-    /// object itself keeps its own. A failure with weight 0 faults the member, and with it
-    /// the group.
+    /// object itself takes the group's weight unless its own is 0, with a warning. A
+    /// failure with weight 0 faults the member, and with it the group.
     fn apply_group_tracks(&mut self) {
+        // The definitions' weights: what an instance's reference without its own counts.
+        let script_w: HashMap<String, i32> = self
+            .cfg
+            .vrrp_scripts
+            .iter()
+            .map(|s| (s.name.clone(), s.weight))
+            .collect();
+        let process_w: HashMap<String, i32> = self
+            .cfg
+            .vrrp_track_processes
+            .iter()
+            .map(|p| (p.name.clone(), p.weight))
+            .collect();
+        let file_w: HashMap<String, i32> = self
+            .cfg
+            .track_files
+            .iter()
+            .map(|f| (f.name.clone(), f.weight))
+            .collect();
+        let mut warnings = Vec::new();
         for t in std::mem::take(&mut self.group_tracks) {
             for (k, vi) in self.cfg.vrrp_instances.iter_mut().enumerate() {
                 if !t.members.contains(&vi.name) {
@@ -1643,58 +1666,110 @@ impl Conv {
                 }
                 let ip = format!("vrrp_instance[{k}]");
                 let mut copies = Vec::new();
+                // keepalived (add_vrrp_to_interface, add_vrrp_to_track_script,
+                // add_obj_to_track_file): an object the instance tracks itself takes the
+                // group's weight, unless the instance's is 0 (a failure faults it).
+                let name = vi.name.clone();
+                let mut both = |kind: &str, j: usize, own_weight: i32| {
+                    let kept = own_weight == 0;
+                    warnings.push((
+                        format!("{}.{kind}[{j}]", t.path),
+                        format!(
+                            "also tracked by vrrp_instance {name} itself: {}, as in keepalived",
+                            if kept {
+                                "its weight 0 stays (a failure faults it)"
+                            } else {
+                                "the sync group's weight applies"
+                            }
+                        ),
+                    ));
+                    kept
+                };
                 for (j, x) in t.interfaces.iter().enumerate() {
-                    // The instance's own tracking of the same object wins.
-                    if vi
+                    match vi
                         .track_interface
                         .iter()
-                        .any(|own| own.interface == x.interface)
+                        .position(|o| o.interface == x.interface)
                     {
-                        continue;
+                        Some(i) => {
+                            if !both("track_interface", j, vi.track_interface[i].weight) {
+                                vi.track_interface[i].weight = x.weight;
+                                vi.track_interface[i].reverse = x.reverse;
+                            }
+                        }
+                        None => {
+                            copies.push(("track_interface", j, vi.track_interface.len()));
+                            vi.track_interface.push(x.clone());
+                        }
                     }
-                    copies.push((
-                        format!("track_interface[{j}]"),
-                        format!("track_interface[{}]", vi.track_interface.len()),
-                    ));
-                    vi.track_interface.push(x.clone());
                 }
                 for (j, x) in t.scripts.iter().enumerate() {
-                    // The instance's own tracking of the same object wins.
-                    if vi.track_script.iter().any(|own| own.script == x.script) {
-                        continue;
+                    match vi.track_script.iter().position(|o| o.script == x.script) {
+                        Some(i) => {
+                            let own = vi.track_script[i]
+                                .weight
+                                .or_else(|| script_w.get(&x.script).copied())
+                                .unwrap_or(0);
+                            if !both("track_script", j, own) {
+                                vi.track_script[i].weight = x.weight;
+                                vi.track_script[i].reverse = x.reverse;
+                            }
+                        }
+                        None => {
+                            copies.push(("track_script", j, vi.track_script.len()));
+                            vi.track_script.push(x.clone());
+                        }
                     }
-                    copies.push((
-                        format!("track_script[{j}]"),
-                        format!("track_script[{}]", vi.track_script.len()),
-                    ));
-                    vi.track_script.push(x.clone());
                 }
                 for (j, x) in t.processes.iter().enumerate() {
-                    // The instance's own tracking of the same object wins.
-                    if vi.track_process.iter().any(|own| own.process == x.process) {
-                        continue;
+                    match vi.track_process.iter().position(|o| o.process == x.process) {
+                        Some(i) => {
+                            let own = vi.track_process[i]
+                                .weight
+                                .or_else(|| process_w.get(&x.process).copied())
+                                .unwrap_or(0);
+                            if !both("track_process", j, own) {
+                                vi.track_process[i].weight = x.weight;
+                                vi.track_process[i].reverse = x.reverse;
+                            }
+                        }
+                        None => {
+                            copies.push(("track_process", j, vi.track_process.len()));
+                            vi.track_process.push(x.clone());
+                        }
                     }
-                    copies.push((
-                        format!("track_process[{j}]"),
-                        format!("track_process[{}]", vi.track_process.len()),
-                    ));
-                    vi.track_process.push(x.clone());
                 }
                 for (j, x) in t.files.iter().enumerate() {
-                    // The instance's own tracking of the same object wins.
-                    if vi.track_file.iter().any(|own| own.file == x.file) {
-                        continue;
+                    match vi.track_file.iter().position(|o| o.file == x.file) {
+                        Some(i) => {
+                            let own = vi.track_file[i]
+                                .weight
+                                .or_else(|| file_w.get(&x.file).copied())
+                                .unwrap_or(0);
+                            if !both("track_file", j, own) {
+                                vi.track_file[i].weight = x.weight;
+                                vi.track_file[i].reverse = x.reverse;
+                            }
+                        }
+                        None => {
+                            copies.push(("track_file", j, vi.track_file.len()));
+                            vi.track_file.push(x.clone());
+                        }
                     }
-                    copies.push((
-                        format!("track_file[{j}]"),
-                        format!("track_file[{}]", vi.track_file.len()),
-                    ));
-                    vi.track_file.push(x.clone());
                 }
-                for (from, to) in copies {
-                    self.o
-                        .copy(&format!("{}.{from}", t.path), &format!("{ip}.{to}"));
+                for (kind, from, to) in copies {
+                    let to = format!("{ip}.{kind}[{to}]");
+                    self.o.copy(&format!("{}.{kind}[{from}]", t.path), &to);
+                    // keepalived applies a group's weights (sync_group_tracking_init) with
+                    // or without sync_group_tracking_weight: not one of the members'
+                    // weights that warn_sync_group_weights warns about.
+                    self.group_copies.insert(to);
                 }
+            }
+        }
+        for (path, m) in warnings {
+            if let Some(l) = self.o.locate(&path) {
+                self.d.warn(&l, m);
             }
         }
     }
