@@ -2830,52 +2830,52 @@ fn http_get_regex_judges_the_body() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// keepalived's `FILE_CHECK`, end to end: real server a follows `maint_a` with weight 0 (a
-/// value but 0 takes it down, 0 brings it back), real server b follows `boost` with weight
-/// 2 (its weight becomes 1 + 2 × value in `lbctl status`, 0 when that is below 0, and it
-/// stays up).
+/// keepalived's `FILE_CHECK`, end to end. Real server a has a TCP_CHECK first (every
+/// 60 s) and a FILE_CHECK on `maint_a` with weight 0: the file, 1 before the node starts,
+/// keeps a out from the first connection on; 0 brings it back within about a second, and
+/// 1 again takes it out, whatever the TCP_CHECK's schedule. Real server b follows `boost`
+/// (weight 2) and `extra` (weight 1), which add up: its weight becomes 1 + 2 × boost +
+/// extra in `lbctl status`, 0 when that is below 0 (still up); a reload changing only b's
+/// configured weight keeps the files' offset on top of the new weight.
 #[test]
 fn file_check_follows_the_files() {
     let dir = tempdir();
     let a = RealServer::start("a");
     let b = RealServer::start("b");
     let port = free_port();
-    let (maint, boost) = (dir.join("maint_a"), dir.join("boost"));
+    let (maint, boost, extra) = (dir.join("maint_a"), dir.join("boost"), dir.join("extra"));
+    std::fs::write(&maint, "1\n").unwrap();
     let conf = dir.join("keepalived.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "global_defs {{\n    admin_socket {sock}\n}}\n\
-             track_file maint_a {{\n    file {maint}\n    weight 0\n}}\n\
-             track_file boost {{\n    file {boost}\n    weight 2\n}}\n\
-             virtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    lb_algo wrr\n\
-             real_server {} {} {{\n        FILE_CHECK {{\n            track_file maint_a\n        }}\n    }}\n\
-             real_server {} {} {{\n        FILE_CHECK {{\n            track_file boost\n        }}\n    }}\n}}\n",
-            a.addr.ip(),
-            a.addr.port(),
-            b.addr.ip(),
-            b.addr.port(),
-            sock = dir.join("admin.sock").display(),
-            maint = maint.display(),
-            boost = boost.display(),
-        ),
-    )
-    .unwrap();
+    let write_conf = |b_weight: u32| {
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n    admin_socket {sock}\n}}\n\
+                 track_file maint_a {{\n    file {maint}\n    weight 0\n}}\n\
+                 track_file boost {{\n    file {boost}\n    weight 2\n}}\n\
+                 track_file extra {{\n    file {extra}\n}}\n\
+                 virtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    lb_algo wrr\n    delay_loop 60\n\
+                 real_server {} {} {{\n        TCP_CHECK {{\n        }}\n        FILE_CHECK {{\n            track_file maint_a\n        }}\n    }}\n\
+                 real_server {} {} {{\n        weight {b_weight}\n        FILE_CHECK {{\n            track_file boost\n        }}\n        FILE_CHECK {{\n            track_file extra\n        }}\n    }}\n}}\n",
+                a.addr.ip(),
+                a.addr.port(),
+                b.addr.ip(),
+                b.addr.port(),
+                sock = dir.join("admin.sock").display(),
+                maint = maint.display(),
+                boost = boost.display(),
+                extra = extra.display(),
+            ),
+        )
+        .unwrap();
+    };
+    write_conf(1);
     let (node, sock) = start_node_with(&dir, &conf);
     let backend = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i].clone();
     let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
     let vip = SocketAddr::from(([127, 0, 0, 1], port));
-    // Both files absent: both read as 0.
-    assert_eq!(backend(0)["health"], "up");
-    assert_eq!(backend(1)["weight"], 1);
-
-    std::fs::write(&maint, "1\n").unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || backend(0)["health"] == "down"),
-        "a not down with maint_a at 1: {}\n{}",
-        status(&sock),
-        log()
-    );
+    // maint_a read 1 before the first connection: a takes none.
+    assert_eq!(backend(0)["health"], "down", "{}", status(&sock));
     for _ in 0..3 {
         assert_eq!(body(&get(vip).unwrap()), "b");
     }
@@ -2886,15 +2886,43 @@ fn file_check_follows_the_files() {
         status(&sock),
         log()
     );
-
-    std::fs::write(&boost, "3\n").unwrap();
+    std::fs::write(&maint, "1\n").unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || backend(1)["weight"] == 7),
-        "b's weight not 1 + 2 x 3: {}\n{}",
+        wait_until(Duration::from_secs(5), || backend(0)["health"] == "down"),
+        "a not down again (the TCP_CHECK's 60 s schedule must not hold the file back): {}\n{}",
         status(&sock),
         log()
     );
-    std::fs::write(&boost, "-5\n").unwrap();
+    assert!(
+        backend(0)["health_reason"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("maint_a reads 1: fault")),
+        "{}",
+        status(&sock)
+    );
+
+    std::fs::write(&boost, "3\n").unwrap();
+    std::fs::write(&extra, "4\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || backend(1)["weight"] == 11),
+        "b's weight not 1 + 2 x 3 + 4: {}\n{}",
+        status(&sock),
+        log()
+    );
+    // A reload changing only b's configured weight: 5 + 6 + 4.
+    write_conf(5);
+    let hup = Command::new("kill")
+        .args(["-HUP", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(
+        wait_until(Duration::from_secs(5), || backend(1)["weight"] == 15),
+        "b's weight not 5 + 2 x 3 + 4 after the reload: {}\n{}",
+        status(&sock),
+        log()
+    );
+    std::fs::write(&boost, "-9\n").unwrap();
     assert!(
         wait_until(Duration::from_secs(5), || backend(1)["weight"] == 0),
         "b's weight not 0: {}\n{}",
@@ -2903,9 +2931,10 @@ fn file_check_follows_the_files() {
     );
     assert_eq!(backend(1)["health"], "up");
     std::fs::remove_file(&boost).unwrap();
+    std::fs::remove_file(&extra).unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || backend(1)["weight"] == 1),
-        "b's weight not back to 1 with the file gone: {}",
+        wait_until(Duration::from_secs(5), || backend(1)["weight"] == 5),
+        "b's weight not back to 5 with the files gone: {}",
         status(&sock)
     );
     drop(node);

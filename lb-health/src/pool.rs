@@ -61,6 +61,10 @@ struct Entry {
     dynamic: Option<Weight>,
     active_down: bool,
     ejected: bool,
+    /// [`PoolApplier::set_adjustment`]: failed by something other than its checks.
+    adjust_down: bool,
+    /// [`PoolApplier::set_adjustment`]: added to the weight in use.
+    offset: i64,
 }
 
 /// Applies [`HealthEvent`]s and [`OutlierEvent`]s to a pool. See the [module docs](self).
@@ -85,6 +89,8 @@ impl PoolApplier {
                         dynamic: None,
                         active_down: b.health() == Health::Down,
                         ejected: false,
+                        adjust_down: false,
+                        offset: 0,
                     },
                 )
             })
@@ -134,6 +140,28 @@ impl PoolApplier {
         now: Instant,
     ) -> Result<()> {
         self.entry(pool, backend)?.configured = weight;
+        self.sync(pool, backend, now)
+    }
+
+    /// Sets what a source other than the checks says of `backend` (keepalived's tracked
+    /// files, `FILE_CHECK`): `down` fails it as a failed check does (whatever its checks
+    /// say), and `weight_offset` is added to the weight in use — the `misc_dynamic` weight,
+    /// else the configured one — the sum limited to `0..=`[`Weight::MAX`] (0 takes no new
+    /// connection but stays up). `(false, 0)` clears it. Applied at once, at `now`.
+    ///
+    /// # Errors
+    /// As [`apply_event`](Self::apply_event).
+    pub fn set_adjustment<B: BuildScheduler>(
+        &mut self,
+        pool: &Pool<B>,
+        backend: BackendId,
+        down: bool,
+        weight_offset: i64,
+        now: Instant,
+    ) -> Result<()> {
+        let e = self.entry(pool, backend)?;
+        e.adjust_down = down;
+        e.offset = weight_offset;
         self.sync(pool, backend, now)
     }
 
@@ -208,6 +236,8 @@ impl PoolApplier {
                     dynamic: None,
                     active_down: b.health() == Health::Down,
                     ejected: false,
+                    adjust_down: false,
+                    offset: 0,
                 }))
             }
         }
@@ -215,8 +245,16 @@ impl PoolApplier {
 
     fn sync<B: BuildScheduler>(&self, pool: &Pool<B>, id: BackendId, now: Instant) -> Result<()> {
         let e = self.entries[&id];
-        let failed = e.active_down || e.ejected;
-        let weight = e.dynamic.unwrap_or(e.configured);
+        let failed = e.active_down || e.ejected || e.adjust_down;
+        let base = e.dynamic.unwrap_or(e.configured);
+        let weight = if e.offset == 0 {
+            base
+        } else {
+            let w = (i128::from(base.get()) + i128::from(e.offset))
+                .clamp(0, i128::from(Weight::MAX.get()));
+            // In range by the clamp.
+            Weight::new(w as u64).unwrap_or(Weight::MAX)
+        };
         // One rebuild for both, so no half-updated snapshot is published; a failed →
         // not-failed change (also an inhibited backend's weight coming back from 0) starts
         // slow start at `now`.
@@ -262,6 +300,35 @@ mod tests {
     fn state(p: &Pool, id: u32) -> (Health, u32) {
         let b = p.backends().get(BackendId(id)).unwrap().clone();
         (b.health(), b.weight().get())
+    }
+
+    /// keepalived's tracked files: a fault fails the backend whatever its checks say; an
+    /// offset adds to the configured or dynamic weight, within 0..=65535; cleared, the
+    /// weight comes back.
+    #[test]
+    fn adjustments_fail_and_offset_the_weight() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let p = pool();
+        let mut a = PoolApplier::new(&p, OnFailure::Remove);
+        a.set_adjustment(&p, BackendId(1), false, 4, now).unwrap();
+        assert_eq!(state(&p, 1), (Health::Up, 7));
+        a.apply_event(&p, &ev(1, Health::Up, Health::Up, Some(10)), now)
+            .unwrap();
+        assert_eq!(state(&p, 1), (Health::Up, 14), "dynamic 10 + 4");
+        a.set_adjustment(&p, BackendId(1), false, -100, now)
+            .unwrap();
+        assert_eq!(state(&p, 1), (Health::Up, 0), "limited at 0, still up");
+        a.set_adjustment(&p, BackendId(1), false, i64::MAX, now)
+            .unwrap();
+        assert_eq!(state(&p, 1).1, 65_535);
+        a.set_adjustment(&p, BackendId(1), true, 0, now).unwrap();
+        assert_eq!(state(&p, 1).0, Health::Down, "down whatever the checks say");
+        a.apply_event(&p, &ev(1, Health::Up, Health::Up, None), now)
+            .unwrap();
+        assert_eq!(state(&p, 1).0, Health::Down);
+        a.set_adjustment(&p, BackendId(1), false, 0, now).unwrap();
+        assert_eq!(state(&p, 1), (Health::Up, 3));
     }
 
     #[test]

@@ -1416,9 +1416,10 @@ impl HealthCheck {
     }
 
     /// Whether the backend starts down until this check first passes (`alpha`, by default
-    /// the virtual server's).
+    /// the virtual server's). Never for a `file` check: its file is read before the
+    /// virtual server takes its first connection.
     pub fn starts_down(&self, vs: &VirtualServer) -> bool {
-        self.alpha.unwrap_or(vs.alpha)
+        !matches!(self.kind, CheckKind::File(_)) && self.alpha.unwrap_or(vs.alpha)
     }
 
     /// A check of `kind` with every option at its default (keepalived's for that kind of
@@ -1676,9 +1677,11 @@ pub struct DnsCheck {
 
 /// A `FILE_CHECK` (keepalived 2.2, check_file.c): the real server follows the number in a
 /// `track_file`. With weight 0, any value but 0 (with `reverse`: 0) takes it down; with
-/// another weight, value × weight (negated with `reverse`) is added to its configured weight
-/// (limited to 0..=65535). The file is read every second (the check's `delay_loop` or
-/// `inter` if set); a missing file, or one without a number, reads as 0.
+/// another weight, value × weight (negated with `reverse`) is added to its weight (the
+/// configured or `misc_dynamic` one; limited to 0..=65535); a real server's file checks add
+/// up. The file is read every second (the check's `delay_loop` or `inter` if set), whatever
+/// schedule the real server's other checks keep; a missing file, or one without a number,
+/// reads as 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileCheck {
     /// The `track_file` (`vrrp_track_file`) followed, by name.

@@ -1,91 +1,195 @@
 //! keepalived's `FILE_CHECK` (check_file.c, track_file.c): a real server follows the number
-//! in a `track_file`. With weight 0, any value but 0 (with `reverse`: 0) takes it down;
-//! with another weight, value × weight (negated with `reverse`) is added to its configured
-//! weight (limited to IPVS's 0..=65535; 0 takes no new connection but stays up).
+//! in a `track_file`. With weight 0, any value but 0 (with `reverse`: 0) takes it down; with
+//! another weight, value × weight (negated with `reverse`) is added to its weight (the
+//! sum limited to IPVS's 0..=65535; 0 takes no new connection but stays up). A real
+//! server's file checks add up, and combine with its other checks: it is up only while
+//! those pass and no file faults it.
 //!
-//! The file is read at each run of the check, every second by default (keepalived reacts
-//! to inotify events at once); a missing file, or one without a number, reads as 0, as
-//! keepalived reads a deleted file.
+//! The files are not probes of the health checker: one task per virtual server reads them
+//! every second (the shortest `delay_loop` of its file checks) and hands changes to the
+//! health task ([`PoolApplier::set_adjustment`](lb_health::PoolApplier::set_adjustment)),
+//! whatever schedule the real server's other checks keep. keepalived follows inotify
+//! events at once. A missing file, one that is not a regular file, or one without a number
+//! reads as 0, as keepalived reads a deleted file; a number outside the 32-bit range is
+//! ignored (the previous value stays), as keepalived ignores it.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use lb_core::Weight;
-use lb_health::{Probe, ProbeOutcome};
-use tokio::io::AsyncReadExt;
+use lb_core::BackendId;
+use tokio::sync::mpsc;
 
-/// The probe of one `FILE_CHECK` of a real server.
-#[derive(Debug, Clone)]
-pub(crate) struct FileProbe {
+/// One `FILE_CHECK` of one real server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileSpec {
+    /// The real server.
+    pub(crate) backend: BackendId,
     /// The tracked file.
     pub(crate) file: PathBuf,
-    /// Multiplier of the value; 0: any value but 0 is down.
+    /// Multiplier of the value; 0: any value but 0 is a fault.
     pub(crate) weight: i32,
-    /// Negate the product (with weight 0: a value of 0 is down).
+    /// Negate the product (with weight 0: a value of 0 is a fault).
     pub(crate) reverse: bool,
-    /// The real server's configured weight, which the product is added to.
-    pub(crate) base: Weight,
 }
 
-impl FileProbe {
-    /// The verdict for `value` (`how` says where it came from, for the reason).
-    pub(crate) fn judge(&self, value: i64, how: &str) -> ProbeOutcome {
-        let file = self.file.display();
-        if self.weight == 0 {
-            return if (value != 0) != self.reverse {
-                ProbeOutcome::down(format!("{file}: {how} {value}: fault"), Duration::ZERO)
-            } else {
-                ProbeOutcome::up(format!("{file}: {how} {value}"), Duration::ZERO)
+/// What a real server's file checks say together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileVerdict {
+    /// A file faults it: down whatever its other checks say.
+    pub(crate) down: bool,
+    /// Added to its weight.
+    pub(crate) offset: i64,
+    /// What the files read, for the log and `lbctl status`.
+    pub(crate) reason: String,
+}
+
+/// Reads a tracked file as keepalived does: its first 127 bytes, without blocking on a
+/// FIFO (`O_NONBLOCK`, and only a regular file is read). `Ok(None)`: a number outside the
+/// 32-bit range (ignored); `Err`: it reads as 0, and why.
+pub(crate) fn read_value(file: &std::path::Path) -> Result<Option<i64>, String> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(file);
+    let mut f = match f {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("absent".into()),
+        Err(e) => return Err(format!("unreadable ({e})")),
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Err("not a regular file".into());
+    }
+    let mut buf = Vec::with_capacity(128);
+    if let Err(e) = (&mut f).take(127).read_to_end(&mut buf) {
+        return Err(format!("unreadable ({e})"));
+    }
+    match lb_vrrp::track::parse_file_number(&buf) {
+        Ok(v) if (i64::from(i32::MIN)..=i64::from(i32::MAX) + 1).contains(&v) => Ok(Some(v)),
+        Ok(_) => Ok(None),
+        Err(_) => Err("no number".into()),
+    }
+}
+
+/// What one file check says for `value`: a fault, or the weight it adds.
+fn judge(spec: &FileSpec, value: i64) -> (bool, i64) {
+    if spec.weight == 0 {
+        return ((value != 0) != spec.reverse, 0);
+    }
+    let sign: i128 = if spec.reverse { -1 } else { 1 };
+    let delta = i128::from(value) * i128::from(spec.weight) * sign;
+    // keepalived: a product at INT_MIN (its FAULT value) is a fault.
+    if delta <= i128::from(i32::MIN) {
+        return (true, 0);
+    }
+    // In range: |value| ≤ 2^31 and |weight| ≤ 65535.
+    (false, i64::try_from(delta).unwrap_or(i64::MAX))
+}
+
+/// Follows the file checks of one virtual server.
+#[derive(Debug)]
+pub(crate) struct FileWatch {
+    specs: Vec<FileSpec>,
+    /// The last value each spec read (a value out of range keeps it).
+    values: Vec<i64>,
+    /// The last verdict per real server.
+    last: HashMap<BackendId, FileVerdict>,
+}
+
+impl FileWatch {
+    /// A watch over `specs`, every value 0 until read.
+    pub(crate) fn new(specs: Vec<FileSpec>) -> Self {
+        let values = vec![0; specs.len()];
+        Self {
+            specs,
+            values,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Reads every file (blocking; small reads) and returns the real servers whose verdict
+    /// changed since the last call (all of them the first time).
+    pub(crate) fn poll(&mut self) -> Vec<(BackendId, FileVerdict)> {
+        let mut notes: HashMap<BackendId, Vec<String>> = HashMap::new();
+        for (i, spec) in self.specs.iter().enumerate() {
+            let how = match read_value(&spec.file) {
+                Ok(Some(v)) => {
+                    self.values[i] = v;
+                    format!("{v}")
+                }
+                Ok(None) => format!("{} (out of range, ignored)", self.values[i]),
+                Err(why) => {
+                    self.values[i] = 0;
+                    format!("0 ({why})")
+                }
             };
+            notes
+                .entry(spec.backend)
+                .or_default()
+                .push(format!("{} reads {how}", spec.file.display()));
         }
-        let sign: i128 = if self.reverse { -1 } else { 1 };
-        let delta = i128::from(value) * i128::from(self.weight) * sign;
-        // keepalived: a product at INT_MIN (its FAULT value) takes the real server down.
-        if delta <= i128::from(i32::MIN) {
-            return ProbeOutcome::down(
-                format!("{file}: {how} {value}: weight change {delta} is a fault"),
-                Duration::ZERO,
-            );
+        let mut verdicts: HashMap<BackendId, FileVerdict> = HashMap::new();
+        for (spec, &value) in self.specs.iter().zip(&self.values) {
+            let (down, offset) = judge(spec, value);
+            let v = verdicts.entry(spec.backend).or_insert(FileVerdict {
+                down: false,
+                offset: 0,
+                reason: String::new(),
+            });
+            v.down |= down;
+            v.offset = v.offset.saturating_add(offset);
         }
-        let w = (i128::from(self.base.get()) + delta).clamp(0, i128::from(Weight::MAX.get()));
-        // In range by the clamp.
-        let weight = Weight::new(w as u64).unwrap_or(Weight::MAX);
-        ProbeOutcome::up(
-            format!(
-                "{file}: {how} {value}: weight {} {delta:+} = {}",
-                self.base.get(),
-                weight.get()
-            ),
-            Duration::ZERO,
-        )
-        .with_weight(weight)
-    }
-}
-
-#[async_trait]
-impl Probe for FileProbe {
-    /// # Cancel safety
-    /// Cancel safe: a dropped read closes the file.
-    async fn probe(&self, _addr: SocketAddr, _timeout: Duration) -> ProbeOutcome {
-        let mut buf = Vec::with_capacity(128);
-        let read = match tokio::fs::File::open(&self.file).await {
-            Ok(f) => f.take(127).read_to_end(&mut buf).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        match read {
-            Ok(()) => match lb_vrrp::track::parse_file_number(&buf) {
-                Ok(v) => self.judge(v, "value"),
-                Err(_) => self.judge(0, "no number, read as"),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.judge(0, "absent, read as"),
-            Err(e) => self.judge(0, &format!("unreadable ({e}), read as")),
+        let mut changed = Vec::new();
+        for (id, mut v) in verdicts {
+            v.reason = notes.remove(&id).unwrap_or_default().join(", ");
+            v.reason.push_str(if v.down { ": fault" } else { "" });
+            // A changed reason alone (the same verdict) is not a change.
+            let same = self
+                .last
+                .get(&id)
+                .is_some_and(|l| l.down == v.down && l.offset == v.offset);
+            if !same {
+                self.last.insert(id, v.clone());
+                changed.push((id, v));
+            }
         }
+        changed.sort_by_key(|(id, _)| *id);
+        changed
     }
 
-    fn kind(&self) -> &'static str {
-        "file"
+    /// Reads the files every `interval` and sends what changed, until the receiver is
+    /// gone. The first reading is the caller's ([`FileWatch::poll`] before the proxy
+    /// starts).
+    pub(crate) fn spawn(
+        mut self,
+        interval: Duration,
+        tx: mpsc::UnboundedSender<(BackendId, FileVerdict)>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                // Off the event loop: reads go through the file system.
+                let Ok((watch, changed)) = tokio::task::spawn_blocking(move || {
+                    let changed = self.poll();
+                    (self, changed)
+                })
+                .await
+                else {
+                    return;
+                };
+                self = watch;
+                for c in changed {
+                    if tx.send(c).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
     }
 }
 
@@ -93,73 +197,75 @@ impl Probe for FileProbe {
 mod tests {
     use super::*;
 
-    fn probe(weight: i32, reverse: bool, base: u64) -> FileProbe {
-        FileProbe {
-            file: PathBuf::from("/run/lb/maint"),
+    fn spec(backend: u32, file: PathBuf, weight: i32, reverse: bool) -> FileSpec {
+        FileSpec {
+            backend: BackendId(backend),
+            file,
             weight,
             reverse,
-            base: Weight::new(base).unwrap(),
         }
     }
 
     #[test]
-    fn weight_zero_faults_on_any_value_but_zero() {
-        let p = probe(0, false, 3);
-        assert!(p.judge(0, "value").is_up());
-        assert_eq!(p.judge(0, "value").weight, None);
-        assert!(!p.judge(1, "value").is_up());
-        assert!(!p.judge(-5, "value").is_up());
-        let r = probe(0, true, 3);
-        assert!(!r.judge(0, "value").is_up());
-        assert!(r.judge(7, "value").is_up());
+    fn verdicts_follow_keepalived() {
+        let f = PathBuf::from("/x");
+        assert_eq!(judge(&spec(1, f.clone(), 0, false), 0), (false, 0));
+        assert_eq!(judge(&spec(1, f.clone(), 0, false), 3), (true, 0));
+        assert_eq!(judge(&spec(1, f.clone(), 0, true), 0), (true, 0));
+        assert_eq!(judge(&spec(1, f.clone(), 0, true), -1), (false, 0));
+        assert_eq!(judge(&spec(1, f.clone(), 2, false), 5), (false, 10));
+        assert_eq!(judge(&spec(1, f.clone(), 2, true), 5), (false, -10));
+        assert_eq!(
+            judge(&spec(1, f.clone(), 1, false), i64::from(i32::MIN)),
+            (true, 0)
+        );
+        assert_eq!(
+            judge(&spec(1, f, 65_535, false), i64::from(i32::MAX) + 1),
+            (false, (i64::from(i32::MAX) + 1) * 65_535)
+        );
     }
 
     #[test]
-    fn a_weight_adds_the_product_within_ipvs_range() {
-        let w = |p: &FileProbe, v: i64| p.judge(v, "value").weight.map(Weight::get);
-        let p = probe(2, false, 3);
-        assert_eq!(w(&p, 0), Some(3));
-        assert_eq!(w(&p, 5), Some(13));
-        assert_eq!(w(&p, -1), Some(1));
-        assert_eq!(w(&p, -10), Some(0), "below 0: weight 0, still up");
-        assert!(p.judge(-10, "value").is_up());
-        assert_eq!(w(&p, 1_000_000), Some(65_535));
-        let r = probe(2, true, 3);
-        assert_eq!(w(&r, 1), Some(1));
-        assert!(!probe(1, false, 3)
-            .judge(i64::from(i32::MIN), "value")
-            .is_up());
-        assert_eq!(
-            p.judge(5, "value").reason,
-            "/run/lb/maint: value 5: weight 3 +10 = 13"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_file_is_read_as_keepalived_reads_it() {
-        let dir = std::env::temp_dir().join(format!("lb-file-check-{}", std::process::id()));
+    fn files_are_read_added_up_and_changes_reported() {
+        let dir = std::env::temp_dir().join(format!("lb-file-watch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut p = probe(0, false, 1);
-        p.file = dir.join("maint");
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let t = Duration::from_secs(1);
-        let out = p.probe(addr, t).await;
-        assert!(out.is_up(), "absent: 0");
-        assert!(out.reason.ends_with("absent, read as 0"), "{}", out.reason);
-        std::fs::write(&p.file, "1\n").unwrap();
-        assert!(!p.probe(addr, t).await.is_up());
-        std::fs::write(&p.file, "maintenance\n").unwrap();
-        let out = p.probe(addr, t).await;
-        assert!(
-            out.is_up() && out.reason.ends_with("no number, read as 0"),
-            "{}",
-            out.reason
-        );
-        std::fs::write(&p.file, "0x10").unwrap();
-        p.weight = 1;
+        let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+        let mut w = FileWatch::new(vec![
+            spec(1, a.clone(), 2, false),
+            spec(1, b.clone(), 3, false),
+            spec(2, c.clone(), 0, false),
+        ]);
+        let first = w.poll();
+        assert_eq!(first.len(), 2, "the first poll reports every real server");
+        assert!(first.iter().all(|(_, v)| !v.down && v.offset == 0));
+        assert!(w.poll().is_empty(), "nothing changed");
+        std::fs::write(&a, "1\n").unwrap();
+        std::fs::write(&b, "0x2").unwrap();
+        let ch = w.poll();
+        assert_eq!(ch.len(), 1);
         assert_eq!(
-            p.probe(addr, t).await.weight,
-            Some(Weight::new(17).unwrap())
+            (ch[0].0, ch[0].1.down, ch[0].1.offset),
+            (BackendId(1), false, 8)
+        );
+        assert!(ch[0].1.reason.contains("reads 1"), "{}", ch[0].1.reason);
+        // Out of the 32-bit range: ignored, the previous value stays.
+        std::fs::write(&a, "99999999999\n").unwrap();
+        assert!(w.poll().is_empty());
+        // Garbage and a FIFO read as 0, without blocking.
+        std::fs::write(&c, "maintenance").unwrap();
+        assert!(w.poll().is_empty(), "no number: 0, no fault");
+        std::fs::remove_file(&c).unwrap();
+        nix::unistd::mkfifo(&c, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(w.poll().is_empty());
+        assert_eq!(read_value(&c), Err("not a regular file".to_owned()));
+        std::fs::remove_file(&c).unwrap();
+        std::fs::write(&c, "7").unwrap();
+        let ch = w.poll();
+        assert_eq!(ch.len(), 1);
+        assert!(
+            ch[0].1.down && ch[0].1.reason.ends_with(": fault"),
+            "{:?}",
+            ch[0]
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -137,6 +137,24 @@ impl Appliers {
 
     /// Applies every event `detector` has queued to `pool`, noting each backend's new state
     /// in `states`.
+    /// Applies what a real server's FILE_CHECKs say now (a fault, a weight offset).
+    fn apply_file(
+        &mut self,
+        name: &str,
+        pool: &Pool,
+        id: BackendId,
+        v: &super::file_check::FileVerdict,
+    ) {
+        tracing::info!(virtual_server = %name, backend = %id, fault = v.down, weight_offset = v.offset, reason = %v.reason, "tracked files");
+        if let Err(e) = self
+            .of(id)
+            .set_adjustment(pool, id, v.down, v.offset, now())
+        {
+            tracing::warn!(virtual_server = %name, error = %e, "tracked files not applied");
+        }
+        note_health(&self.notes, id, v.reason.clone());
+    }
+
     fn apply_outliers(
         &mut self,
         name: &str,
@@ -517,6 +535,7 @@ async fn apply_health(
     mut outcomes: mpsc::Receiver<(BackendId, ConnectionOutcome)>,
     mut weights: mpsc::UnboundedReceiver<(BackendId, Weight)>,
     mut late_ejections: mpsc::UnboundedReceiver<Vec<(BackendId, OutlierHostState)>>,
+    mut files: mpsc::UnboundedReceiver<(BackendId, super::file_check::FileVerdict)>,
     mut detector: OutlierDetector,
     outlier_states: OutlierStates,
     uneject_on_pass: bool,
@@ -580,6 +599,8 @@ async fn apply_health(
             // Ejections the replaced version made while this one started (not in the
             // snapshot it started from): taken over unless this one already ejected the
             // backend.
+            // FILE_CHECK: a real server's files changed what they say.
+            Some((id, v)) = files.recv() => appliers.apply_file(&name, &pool, id, &v),
             Some(late) = late_ejections.recv() => {
                 for (id, state) in late {
                     if detector.is_ejected(id) {
@@ -609,13 +630,8 @@ async fn apply_health(
     }
 }
 
-/// The probe of a configured check of a real server on `backend_port` with the configured
-/// `weight` (what a `FILE_CHECK` adds to).
-fn probe(
-    check: &HealthCheck,
-    backend_port: u16,
-    weight: Weight,
-) -> Result<Box<dyn Probe + Send + Sync>, String> {
+/// The probe of a configured check of a real server on `backend_port`.
+fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send + Sync>, String> {
     let port = check.connect_port.unwrap_or(backend_port);
     Ok(match &check.kind {
         CheckKind::Tcp => {
@@ -705,15 +721,8 @@ fn probe(
             }
             Box::new(p)
         }
-        CheckKind::File(f) => Box::new(super::file_check::FileProbe {
-            file: f
-                .file
-                .clone()
-                .ok_or_else(|| format!("track_file {} is not defined", f.track_file))?,
-            weight: f.weight.unwrap_or(1),
-            reverse: f.reverse.unwrap_or(false),
-            base: weight,
-        }),
+        // Followed by the virtual server's file watch, not probed.
+        CheckKind::File(_) => return Err("a FILE_CHECK is not a probe".into()),
         CheckKind::Ping => {
             let mut p = PingProbe::new();
             if let Some(ip) = check.bindto {
@@ -841,13 +850,41 @@ impl VsRuntime {
     ) -> Result<Self, NodeError> {
         let err = |what: String| NodeError::Start(format!("virtual_server {}: {what}", cfg.name));
         let set = cfg.backend_set().map_err(|e| err(e.to_string()))?;
+        // FILE_CHECKs are not probes: a watch of their files (below) adjusts the pool
+        // besides the checks. `probed` is the configuration without them.
+        let mut file_specs = Vec::new();
+        let mut file_interval: Option<Duration> = None;
+        for (i, b) in cfg.backends.iter().enumerate() {
+            for c in &b.checks {
+                if let CheckKind::File(f) = &c.kind {
+                    let file = f.file.clone().ok_or_else(|| {
+                        err(format!("track_file {} is not defined", f.track_file))
+                    })?;
+                    file_specs.push(super::file_check::FileSpec {
+                        backend: backend_id(i),
+                        file,
+                        weight: f.weight.unwrap_or(1),
+                        reverse: f.reverse.unwrap_or(false),
+                    });
+                    let every = c.interval(&cfg);
+                    file_interval = Some(file_interval.map_or(every, |e| e.min(every)));
+                }
+            }
+        }
+        let probed = {
+            let mut p = cfg.clone();
+            for b in &mut p.backends {
+                b.checks.retain(|c| !matches!(c.kind, CheckKind::File(_)));
+            }
+            p
+        };
         // A real server with checks starts from the verdict its predecessor's checks
         // reached, up as well as down: one up whose checks start down (`alpha`) would
         // otherwise stay down, its tracker starting up and passing without a transition.
         let set = BackendSet::new(
             set.iter()
                 .map(|b| {
-                    let checked = cfg
+                    let checked = probed
                         .backends
                         .iter()
                         .any(|c| c.address == b.addr() && !c.checks.is_empty());
@@ -890,7 +927,7 @@ impl VsRuntime {
                 inhibited.push(backend_id(i));
             }
         }
-        if cfg.backends.iter().any(|b| !b.checks.is_empty()) {
+        if probed.backends.iter().any(|b| !b.checks.is_empty()) {
             let mut driver = HealthDriver::new(1024);
             // Subscribed before any check is added: a first probe can finish (and its
             // event be published) before `add` returns, and a broadcast replays nothing
@@ -905,7 +942,7 @@ impl VsRuntime {
             {
                 notify_events = Some(driver.subscribe());
             }
-            for (i, b) in cfg.backends.iter().enumerate() {
+            for (i, b) in probed.backends.iter().enumerate() {
                 let id = backend_id(i);
                 if let Some(first) = b.checks.first() {
                     // One start state for the real server, the pool's (`backend_set`): down
@@ -915,7 +952,7 @@ impl VsRuntime {
                     let start = tracker_start(b, &cfg, carried.health.get(&b.address).copied());
                     let hc = health_config(first, &cfg, Some(start)).map_err(&err)?;
                     let probe = if b.checks.len() == 1 {
-                        probe(first, b.address.port(), b.weight).map_err(&err)?
+                        probe(first, b.address.port()).map_err(&err)?
                     } else {
                         // keepalived runs every checker and keeps the real server only while
                         // all succeed: one combined probe, on the first check's schedule.
@@ -927,7 +964,7 @@ impl VsRuntime {
                                 tracing::warn!(virtual_server = %cfg.name, backend = %b.address, "checks with different intervals run together on the first one's schedule");
                             }
                             all.push((
-                                probe(check, b.address.port(), b.weight).map_err(&err)?,
+                                probe(check, b.address.port()).map_err(&err)?,
                                 check.timeout(&cfg),
                             ));
                         }
@@ -957,6 +994,17 @@ impl VsRuntime {
         let outlier_states = OutlierStates::default();
         let mut appliers = Appliers::new(&pool, inhibited);
         let health_notes = Arc::clone(&appliers.notes);
+        // FILE_CHECK: the files as they read now, applied before the first connection.
+        let (file_tx, file_rx) = mpsc::unbounded_channel();
+        let file_watch = if file_specs.is_empty() {
+            None
+        } else {
+            let mut watch = super::file_check::FileWatch::new(file_specs);
+            for (id, v) in watch.poll() {
+                appliers.apply_file(&cfg.name, &pool, id, &v);
+            }
+            Some(watch)
+        };
         if cfg.outlier_detection.enabled {
             for (i, b) in cfg.backends.iter().enumerate() {
                 if let Some(&state) = carried.outlier.get(&b.address) {
@@ -1035,11 +1083,15 @@ impl VsRuntime {
             outcomes,
             weight_changes,
             late_ejections_rx,
+            file_rx,
             detector,
             Arc::clone(&outlier_states),
             cfg.outlier_detection
                 .successful_active_health_check_uneject_host,
         ))];
+        if let Some(w) = file_watch {
+            tasks.push(w.spawn(file_interval.unwrap_or(Duration::from_secs(1)), file_tx));
+        }
         if let Some(rx) = notify_events {
             let scripts = cfg
                 .backends
@@ -1415,7 +1467,7 @@ mod tests {
         for config in configs {
             let (config, _) = config.unwrap();
             let check = &config.virtual_servers[0].backends[0].checks[0];
-            let probe = probe(check, 2, Weight::DEFAULT).unwrap();
+            let probe = probe(check, 2).unwrap();
             let outcome = probe
                 .probe("127.0.0.1:2".parse().unwrap(), Duration::from_secs(5))
                 .await;
@@ -1448,7 +1500,7 @@ mod tests {
             let (config, _) =
                 crate::config::toml::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
             let check = &config.virtual_servers[0].backends[0].checks[0];
-            if let Err(e) = probe(check, 2, Weight::DEFAULT) {
+            if let Err(e) = probe(check, 2) {
                 panic!("{host}: {e}");
             }
         }
@@ -1531,7 +1583,7 @@ mod tests {
             config.virtual_servers[0].backends[0].checks[0].clone()
         };
         let run = |c: HealthCheck| async move {
-            probe(&c, addr.port(), Weight::DEFAULT)
+            probe(&c, addr.port())
                 .unwrap()
                 .probe(addr, Duration::from_secs(5))
                 .await
