@@ -3143,3 +3143,33 @@ fn file_check_is_read_from_both_formats() {
         "{w:?}"
     );
 }
+
+/// keepalived reads `regex` with its own quoting and escapes (check_http.c,
+/// `alloc_strvec_quoted_escaped`), as lb-node does now: a backslash escapes the next
+/// character outside quotes too, `'…'` quotes, and `"\r\n"` is CR LF.
+#[test]
+fn url_regex_is_read_with_keepalived_escapes() {
+    let base = |re: &str| {
+        format!(
+            "virtual_server 198.18.0.250 80 {{\n    protocol TCP\n    real_server 198.18.0.151 80 {{\n        HTTP_GET {{\n            url {{\n                path /\n                regex {re}\n            }}\n        }}\n    }}\n}}\n"
+        )
+    };
+    for (written, read) in [
+        (r"\\d+", r"\d+"),
+        (r#""OK\r\n""#, "OK\r\n"),
+        ("'a b'", "a b"),
+        (r#""status: (ok|up)""#, "status: (ok|up)"),
+        ("plain", "plain"),
+    ] {
+        let (c, w) = config::keepalived::parse_str(&base(written), Path::new("k.conf")).unwrap();
+        assert!(w.is_empty(), "{written}: {w:?}");
+        let CheckKind::Http(h) = &c.virtual_servers[0].backends[0].checks[0].kind else {
+            panic!("not http");
+        };
+        assert_eq!(h.url[0].regex.as_deref(), Some(read), "{written}");
+    }
+    assert_eq!(
+        errors("bad.conf", &base("a b")),
+        ["bad.conf:7:23: regex takes one pattern, not 2 words: quote it (\"a b\" or 'a b')"]
+    );
+}

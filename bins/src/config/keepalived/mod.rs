@@ -409,6 +409,46 @@ impl Conv {
         )
     }
 
+    /// keepalived's `regex PATTERN`: the line read with keepalived's quoting and escapes
+    /// (check_http.c reads it with `alloc_strvec_quoted_escaped`: `\\d` is `\d`, `'a b'`
+    /// one word, `"\r\n"` CR LF), one pattern only.
+    fn regex(&mut self, s: &Stmt, path: &str) -> Option<String> {
+        let Some(first) = s.args.first() else {
+            self.d.error(&s.keyword.location, "`regex` needs a pattern");
+            return None;
+        };
+        self.record(path, &first.location);
+        let raw: Vec<&str> = s.args.iter().map(|t| t.raw.as_str()).collect();
+        match lb_health::probe::split_command_line(&raw.join(" ")) {
+            Ok(words) if words.len() == 1 => match words[0].to_str() {
+                Some(w) => Some(w.to_owned()),
+                None => {
+                    self.d
+                        .error(&first.location, "regex: the pattern is not UTF-8");
+                    None
+                }
+            },
+            Ok(words) => {
+                self.d.error(
+                    &first.location,
+                    format!(
+                        "regex takes one pattern, not {} words: quote it (\"a b\" or 'a b')",
+                        words.len()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                let why = match e {
+                    lb_health::Error::InvalidConfig { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                self.d.error(&first.location, format!("regex: {why}"));
+                None
+            }
+        }
+    }
+
     /// `KEYWORD USER [GROUP]` (`user` in `vrrp_script` and `MISC_CHECK`, `script_user`),
     /// the user recorded at `user_path`, the group at `group_path`; the names are looked up
     /// by the model's validation.
@@ -2503,7 +2543,7 @@ impl Conv {
                 }
                 "status_code" => u.status_code = self.status_codes(st, &fp),
                 "digest" => u.digest = self.value(st, &fp).map(|t| t.text.clone()),
-                "regex" => u.regex = self.value(st, &fp).map(|t| t.text.clone()),
+                "regex" => u.regex = self.regex(st, &fp),
                 "regex_no_match" => u.regex_no_match = self.flag(st, &fp),
                 "regex_options" => {
                     if let Some(first) = st.args.first() {

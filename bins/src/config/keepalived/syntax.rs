@@ -64,6 +64,9 @@ enum Tok {
 pub struct Token {
     /// The text, unquoted.
     pub text: String,
+    /// The text as written, quotes and backslashes included (for the keywords keepalived
+    /// reads with its own quoting and escapes, such as `regex`).
+    pub raw: String,
     /// Where it starts.
     pub location: Location,
 }
@@ -156,6 +159,7 @@ fn canonical(path: &Path) -> PathBuf {
 struct Lexed {
     tok: Tok,
     text: String,
+    raw: String,
     location: Location,
     /// Byte offsets in the file (tokens written without space between them touch).
     span: Range<usize>,
@@ -196,6 +200,7 @@ fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
                 out.push(Lexed {
                     tok,
                     text: unquote(&slice[1..slice.len() - 1]),
+                    raw: slice.to_owned(),
                     location,
                     span,
                 });
@@ -220,6 +225,7 @@ fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
                 out.push(Lexed {
                     tok,
                     text: slice.to_owned(),
+                    raw: slice.to_owned(),
                     location,
                     span,
                 });
@@ -337,6 +343,7 @@ impl Parser<'_> {
         self.pos += 1;
         Token {
             text: t.text.clone(),
+            raw: t.raw.clone(),
             location: t.location.clone(),
         }
     }
@@ -456,9 +463,13 @@ impl Parser<'_> {
             }
             let t = &self.tokens[self.pos];
             match args.last_mut() {
-                Some(a) if touches => a.text.push_str(&t.text),
+                Some(a) if touches => {
+                    a.text.push_str(&t.text);
+                    a.raw.push_str(&t.raw);
+                }
                 _ => args.push(Token {
                     text: t.text.clone(),
+                    raw: t.raw.clone(),
                     location: t.location.clone(),
                 }),
             }
