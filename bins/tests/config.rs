@@ -3142,6 +3142,23 @@ fn file_check_is_read_from_both_formats() {
             .contains("unknown keyword `connect_timeout` in FILE_CHECK"),
         "{w:?}"
     );
+    // TOML: checker options on a file check are warned about, not silently dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("lb.toml");
+    std::fs::write(
+        &p,
+        "[[track_file]]\nname = \"maint\"\nfile = \"/run/lb/maint\"\n\
+         [[virtual_server]]\nlisten = \"198.18.0.250:80\"\n\
+         [[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n\
+         [[virtual_server.backend.check]]\ntype = \"file\"\ntrack_file = \"maint\"\nrise = 2\n",
+    )
+    .unwrap();
+    let (_, w) = ok(&p);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string().contains("do not apply to a file check"),
+        "{w:?}"
+    );
 }
 
 /// keepalived reads `regex` with its own quoting and escapes (check_http.c,
@@ -3158,6 +3175,9 @@ fn url_regex_is_read_with_keepalived_escapes() {
         (r"\\d+", r"\d+"),
         (r#""OK\r\n""#, "OK\r\n"),
         ("'a b'", "a b"),
+        ("'a  b\tc'", "a  b\tc"),
+        (r#"'<a href="x">'"#, r#"<a href="x">"#),
+        (r#""a"b"#, "ab"),
         (r#""status: (ok|up)""#, "status: (ok|up)"),
         ("plain", "plain"),
     ] {

@@ -2844,6 +2844,7 @@ fn file_check_follows_the_files() {
     let b = RealServer::start("b");
     let port = free_port();
     let (maint, boost, extra) = (dir.join("maint_a"), dir.join("boost"), dir.join("extra"));
+    let notified = dir.join("notified");
     std::fs::write(&maint, "1\n").unwrap();
     let conf = dir.join("keepalived.conf");
     let write_conf = |b_weight: u32| {
@@ -2855,7 +2856,7 @@ fn file_check_follows_the_files() {
                  track_file boost {{\n    file {boost}\n    weight 2\n}}\n\
                  track_file extra {{\n    file {extra}\n}}\n\
                  virtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    lb_algo wrr\n    delay_loop 60\n\
-                 real_server {} {} {{\n        TCP_CHECK {{\n        }}\n        FILE_CHECK {{\n            track_file maint_a\n        }}\n    }}\n\
+                 real_server {} {} {{\n        notify_up \"echo up >> {notified}\"\n        notify_down \"echo down >> {notified}\"\n        TCP_CHECK {{\n        }}\n        FILE_CHECK {{\n            track_file maint_a\n        }}\n    }}\n\
                  real_server {} {} {{\n        weight {b_weight}\n        FILE_CHECK {{\n            track_file boost\n        }}\n        FILE_CHECK {{\n            track_file extra\n        }}\n    }}\n}}\n",
                 a.addr.ip(),
                 a.addr.port(),
@@ -2865,6 +2866,7 @@ fn file_check_follows_the_files() {
                 maint = maint.display(),
                 boost = boost.display(),
                 extra = extra.display(),
+                notified = notified.display(),
             ),
         )
         .unwrap();
@@ -2900,6 +2902,15 @@ fn file_check_follows_the_files() {
         "{}",
         status(&sock)
     );
+    // The file's transitions ran a's notify scripts (not the state read at start).
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            std::fs::read_to_string(&notified).is_ok_and(|n| n == "up\ndown\n")
+        }),
+        "notify scripts: {:?}\n{}",
+        std::fs::read_to_string(&notified),
+        log()
+    );
 
     std::fs::write(&boost, "3\n").unwrap();
     std::fs::write(&extra, "4\n").unwrap();
@@ -2920,6 +2931,11 @@ fn file_check_follows_the_files() {
         wait_until(Duration::from_secs(5), || backend(1)["weight"] == 15),
         "b's weight not 5 + 2 x 3 + 4 after the reload: {}\n{}",
         status(&sock),
+        log()
+    );
+    assert!(
+        log().contains("weight changed by reload"),
+        "the reload changed the weight in place: {}",
         log()
     );
     std::fs::write(&boost, "-9\n").unwrap();

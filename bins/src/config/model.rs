@@ -1679,9 +1679,10 @@ pub struct DnsCheck {
 /// `track_file`. With weight 0, any value but 0 (with `reverse`: 0) takes it down; with
 /// another weight, value × weight (negated with `reverse`) is added to its weight (the
 /// configured or `misc_dynamic` one; limited to 0..=65535); a real server's file checks add
-/// up. The file is read every second (the check's `delay_loop` or `inter` if set), whatever
-/// schedule the real server's other checks keep; a missing file, or one without a number,
-/// reads as 0.
+/// up. The virtual server's files are read every second (or at the shortest `delay_loop`
+/// or `inter` its file checks set), whatever schedule the real servers' other checks keep;
+/// a missing file, or one without a number, reads as 0. The checker options (`retry`,
+/// `rise`, `fall`, `fastinter`, `downinter`, `alpha`…) do not apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileCheck {
     /// The `track_file` (`vrrp_track_file`) followed, by name.
@@ -2822,6 +2823,19 @@ fn validate_check(
     match &c.kind {
         CheckKind::Tcp | CheckKind::Dns(_) | CheckKind::Ping => {}
         CheckKind::File(f) => {
+            if c.retry != 0
+                || c.rise.is_some()
+                || c.fall.is_some()
+                || c.fastinter.is_some()
+                || c.downinter.is_some()
+                || c.alpha.is_some()
+                || c.delay_before_retry.is_some()
+            {
+                warn(
+                    format!("{p}.track_file"),
+                    "retry, delay_before_retry, rise, fall, fastinter, downinter and alpha do not apply to a file check (its file's value is the verdict at once), ignored".into(),
+                );
+            }
             if f.file.is_none() {
                 err(
                     format!("{p}.track_file"),

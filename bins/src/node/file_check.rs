@@ -114,7 +114,17 @@ impl FileWatch {
     pub(crate) fn poll(&mut self) -> Vec<(BackendId, FileVerdict)> {
         let mut notes: HashMap<BackendId, Vec<String>> = HashMap::new();
         for (i, spec) in self.specs.iter().enumerate() {
-            let how = match read_value(&spec.file) {
+            let mut read = read_value(&spec.file);
+            // Read between a writer's truncate and its write (`echo 1 > file`): once more,
+            // a moment later, before taking it as 0 (keepalived reads at the writer's
+            // close, told by inotify).
+            if matches!(&read, Err(why) if why == "no number") {
+                // On a blocking-pool thread (see `spawn`), never on the event loop.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(Duration::from_millis(50));
+                read = read_value(&spec.file);
+            }
+            let how = match read {
                 Ok(Some(v)) => {
                     self.values[i] = v;
                     format!("{v}")
@@ -164,6 +174,7 @@ impl FileWatch {
     /// starts).
     pub(crate) fn spawn(
         mut self,
+        name: String,
         interval: Duration,
         tx: mpsc::UnboundedSender<(BackendId, FileVerdict)>,
     ) -> tokio::task::JoinHandle<()> {
@@ -174,13 +185,17 @@ impl FileWatch {
             loop {
                 tick.tick().await;
                 // Off the event loop: reads go through the file system.
-                let Ok((watch, changed)) = tokio::task::spawn_blocking(move || {
+                let (watch, changed) = match tokio::task::spawn_blocking(move || {
                     let changed = self.poll();
                     (self, changed)
                 })
                 .await
-                else {
-                    return;
+                {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::error!(virtual_server = %name, error = %e, "tracked files watch ended: FILE_CHECKs keep their last verdict");
+                        return;
+                    }
                 };
                 self = watch;
                 for c in changed {

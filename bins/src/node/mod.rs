@@ -191,7 +191,7 @@ impl AdminHandler for Shared {
                     .iter()
                     .map(|b| {
                         let s = b.stats();
-                        let note = notes.get(&b.id());
+                        let note = notes.get(&b.id()).and_then(vs::FailureNotes::current);
                         // Requests to this pool's backends, whichever proxy forwarded them.
                         let http = http.as_ref().map(|h| {
                             let mut c = HttpCounters::default();

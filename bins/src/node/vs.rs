@@ -58,31 +58,62 @@ pub(crate) struct Carried {
 /// un-ejection: what a reload's replacement takes over.
 type OutlierStates = Arc<std::sync::Mutex<HashMap<BackendId, OutlierHostState>>>;
 
-/// Why each backend's health last changed and when (HAProxy's `check_desc` and
+/// Why each backend is failed now, by source, and since when (HAProxy's `check_desc` and
 /// `lastchg`), for `lbctl status`; written by the health task.
-pub(crate) type HealthNotes = Arc<std::sync::Mutex<HashMap<BackendId, HealthNote>>>;
+pub(crate) type HealthNotes = Arc<std::sync::Mutex<HashMap<BackendId, FailureNotes>>>;
 
-/// The last change of one backend's health.
+/// One reason a backend is failed, and since when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HealthNote {
-    /// What decided it: the active check's reason (`"connect to …: Connection refused"`),
-    /// or the passive health's (`"ejected: 5 consecutive failures"`).
+    /// What failed it: the active check's reason (`"connect to …: Connection refused"`),
+    /// the passive health's ejection, or the tracked files'.
     pub(crate) reason: String,
-    /// When, in the system clock.
+    /// Since when, in the system clock.
     pub(crate) at: std::time::SystemTime,
 }
 
-fn note_health(notes: &HealthNotes, id: BackendId, reason: String) {
-    notes
+/// What fails a backend now, one slot per source: each source sets its slot when it
+/// fails the backend and clears it when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FailureNotes {
+    /// Its active checks failed it.
+    pub(crate) check: Option<HealthNote>,
+    /// Passive health ejected it.
+    pub(crate) ejection: Option<HealthNote>,
+    /// A tracked file (FILE_CHECK) faults it.
+    pub(crate) file: Option<HealthNote>,
+}
+
+impl FailureNotes {
+    /// The reason to show: a file fault, else an ejection, else the checks' failure.
+    pub(crate) fn current(&self) -> Option<&HealthNote> {
+        self.file
+            .as_ref()
+            .or(self.ejection.as_ref())
+            .or(self.check.as_ref())
+    }
+}
+
+/// Sets (`Some` reason) or clears one source's slot of `id`'s notes.
+fn note_health(
+    notes: &HealthNotes,
+    id: BackendId,
+    slot: fn(&mut FailureNotes) -> &mut Option<HealthNote>,
+    reason: Option<String>,
+) {
+    let mut notes = notes
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(
-            id,
-            HealthNote {
-                reason,
-                at: std::time::SystemTime::now(),
-            },
-        );
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let entry = notes.entry(id).or_default();
+    let s = slot(entry);
+    match reason {
+        Some(reason) => {
+            // A fault that goes on keeps its time; only the reason may change.
+            let at = s.as_ref().map_or_else(std::time::SystemTime::now, |n| n.at);
+            *s = Some(HealthNote { reason, at });
+        }
+        None => *s = None,
+    }
 }
 
 /// Notes `id`'s state in `detector` in `states`.
@@ -115,6 +146,9 @@ struct Appliers {
     inhibit: PoolApplier,
     remove: PoolApplier,
     notes: HealthNotes,
+    /// The real servers' notify_up / notify_down: run when a tracked file fails one or
+    /// lets it go (the checks' transitions run them in `spawn_backend_notify`).
+    notify: HashMap<BackendId, (Option<NotifyScript>, Option<NotifyScript>)>,
 }
 
 impl Appliers {
@@ -124,6 +158,7 @@ impl Appliers {
             inhibit: PoolApplier::new(pool, OnFailure::Inhibit),
             remove: PoolApplier::new(pool, OnFailure::Remove),
             notes: HealthNotes::default(),
+            notify: HashMap::new(),
         }
     }
 
@@ -135,9 +170,9 @@ impl Appliers {
         }
     }
 
-    /// Applies every event `detector` has queued to `pool`, noting each backend's new state
-    /// in `states`.
-    /// Applies what a real server's FILE_CHECKs say now (a fault, a weight offset).
+    /// Applies what a real server's FILE_CHECKs say now (a fault, a weight offset); runs its
+    /// notify_down / notify_up when that fails it or lets it go (keepalived's
+    /// update_svr_checker_state).
     fn apply_file(
         &mut self,
         name: &str,
@@ -146,15 +181,32 @@ impl Appliers {
         v: &super::file_check::FileVerdict,
     ) {
         tracing::info!(virtual_server = %name, backend = %id, fault = v.down, weight_offset = v.offset, reason = %v.reason, "tracked files");
+        let before = self.of(id).is_failed(id);
         if let Err(e) = self
             .of(id)
             .set_adjustment(pool, id, v.down, v.offset, now())
         {
             tracing::warn!(virtual_server = %name, error = %e, "tracked files not applied");
         }
-        note_health(&self.notes, id, v.reason.clone());
+        let after = self.of(id).is_failed(id);
+        note_health(
+            &self.notes,
+            id,
+            |n| &mut n.file,
+            v.down.then(|| v.reason.clone()),
+        );
+        if before != after {
+            if let Some((up, down)) = self.notify.get(&id) {
+                if let Some(s) = if after { down } else { up } {
+                    tracing::info!(virtual_server = %name, backend = %id, script = %s.command, "running the real server's notify command");
+                    super::notify(s, &[]);
+                }
+            }
+        }
     }
 
+    /// Applies every event `detector` has queued to `pool`, noting each backend's new state
+    /// in `states`.
     fn apply_outliers(
         &mut self,
         name: &str,
@@ -169,13 +221,10 @@ impl Appliers {
                 }
             };
             tracing::info!(virtual_server = %name, backend = %id, event = ?ev, "passive health");
-            let why = match ev {
-                OutlierEvent::Ejected { .. } => {
-                    "ejected by passive health (consecutive failed connections or requests)"
-                }
-                OutlierEvent::Unejected { .. } => "ejection ended",
-            };
-            note_health(&self.notes, id, why.to_owned());
+            let why = matches!(ev, OutlierEvent::Ejected { .. }).then(|| {
+                "ejected by passive health (consecutive failed connections or requests)".to_owned()
+            });
+            note_health(&self.notes, id, |n| &mut n.ejection, why);
             if let Err(e) = self.of(id).apply_outlier(pool, &ev, now()) {
                 tracing::warn!(virtual_server = %name, error = %e, "outlier event not applied");
             }
@@ -569,7 +618,8 @@ async fn apply_health(
             } => match ev {
                 Ok(ev) => {
                     tracing::info!(virtual_server = %name, backend = %ev.backend, from = %ev.old, to = %ev.new, reason = %ev.reason, "backend health changed");
-                    note_health(&appliers.notes, ev.backend, ev.reason.to_string());
+                    let why = (ev.new == Health::Down).then(|| ev.reason.to_string());
+                    note_health(&appliers.notes, ev.backend, |n| &mut n.check, why);
                     if let Err(e) = appliers.of(ev.backend).apply_event(&pool, &ev, now()) {
                         tracing::warn!(virtual_server = %name, error = %e, "health event not applied");
                     }
@@ -596,11 +646,11 @@ async fn apply_health(
                 Some((id, outcome)) => detector.handle_outcome(now(), id, outcome),
                 None => return,
             },
+            // FILE_CHECK: a real server's files changed what they say.
+            Some((id, v)) = files.recv() => appliers.apply_file(&name, &pool, id, &v),
             // Ejections the replaced version made while this one started (not in the
             // snapshot it started from): taken over unless this one already ejected the
             // backend.
-            // FILE_CHECK: a real server's files changed what they say.
-            Some((id, v)) = files.recv() => appliers.apply_file(&name, &pool, id, &v),
             Some(late) = late_ejections.recv() => {
                 for (id, state) in late {
                     if detector.is_ejected(id) {
@@ -999,12 +1049,40 @@ impl VsRuntime {
         let file_watch = if file_specs.is_empty() {
             None
         } else {
-            let mut watch = super::file_check::FileWatch::new(file_specs);
-            for (id, v) in watch.poll() {
-                appliers.apply_file(&cfg.name, &pool, id, &v);
+            // Off the event loop, and bounded: a file on a hung mount must not hold the
+            // start (or a reload) for good.
+            let watch = super::file_check::FileWatch::new(file_specs.clone());
+            let first = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::task::spawn_blocking(move || {
+                    let mut w = watch;
+                    let changed = w.poll();
+                    (w, changed)
+                }),
+            )
+            .await;
+            match first {
+                Ok(Ok((watch, changed))) => {
+                    for (id, v) in changed {
+                        appliers.apply_file(&cfg.name, &pool, id, &v);
+                    }
+                    Some(watch)
+                }
+                _ => {
+                    tracing::warn!(virtual_server = %cfg.name, "tracked files not read within 2 s: FILE_CHECKs apply from their next reading");
+                    Some(super::file_check::FileWatch::new(file_specs))
+                }
             }
-            Some(watch)
         };
+        // From now on (not for the state read at start, as keepalived without
+        // rs_init_notifies): a file failing a real server runs its notify_down.
+        appliers.notify = cfg
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.notify_up.is_some() || b.notify_down.is_some())
+            .map(|(i, b)| (backend_id(i), (b.notify_up.clone(), b.notify_down.clone())))
+            .collect();
         if cfg.outlier_detection.enabled {
             for (i, b) in cfg.backends.iter().enumerate() {
                 if let Some(&state) = carried.outlier.get(&b.address) {
@@ -1090,7 +1168,11 @@ impl VsRuntime {
                 .successful_active_health_check_uneject_host,
         ))];
         if let Some(w) = file_watch {
-            tasks.push(w.spawn(file_interval.unwrap_or(Duration::from_secs(1)), file_tx));
+            tasks.push(w.spawn(
+                cfg.name.clone(),
+                file_interval.unwrap_or(Duration::from_secs(1)),
+                file_tx,
+            ));
         }
         if let Some(rx) = notify_events {
             let scripts = cfg
@@ -1244,12 +1326,19 @@ impl VsRuntime {
                 .health_notes
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (id, note) in theirs {
+            for (id, theirs) in theirs {
                 let Some(addr) = backends.get(id).map(lb_core::Backend::addr) else {
                     continue;
                 };
                 if let Some(b) = mine.iter().find(|b| b.addr() == addr) {
-                    notes.entry(b.id()).or_insert(note);
+                    // The files were read afresh by this version: not carried.
+                    let n = notes.entry(b.id()).or_default();
+                    if n.check.is_none() {
+                        n.check = theirs.check;
+                    }
+                    if n.ejection.is_none() {
+                        n.ejection = theirs.ejection;
+                    }
                 }
             }
         }

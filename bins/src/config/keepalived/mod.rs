@@ -418,8 +418,14 @@ impl Conv {
             return None;
         };
         self.record(path, &first.location);
-        let raw: Vec<&str> = s.args.iter().map(|t| t.raw.as_str()).collect();
-        match lb_health::probe::split_command_line(&raw.join(" ")) {
+        // The line as written from the first argument on (the lexer knows only double
+        // quotes: a single-quoted pattern may span several of its tokens).
+        let mut raw = first.raw.clone();
+        for t in &s.args[1..] {
+            raw.push_str(&t.lead);
+            raw.push_str(&t.raw);
+        }
+        match lb_health::probe::split_command_line(&raw) {
             Ok(words) if words.len() == 1 => match words[0].to_str() {
                 Some(w) => Some(w.to_owned()),
                 None => {

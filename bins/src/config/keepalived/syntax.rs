@@ -67,6 +67,9 @@ pub struct Token {
     /// The text as written, quotes and backslashes included (for the keywords keepalived
     /// reads with its own quoting and escapes, such as `regex`).
     pub raw: String,
+    /// What the line holds between the previous token and this one, as written (blanks):
+    /// with [`Token::raw`], a statement's arguments give back its line exactly.
+    pub lead: String,
     /// Where it starts.
     pub location: Location,
 }
@@ -160,6 +163,7 @@ struct Lexed {
     tok: Tok,
     text: String,
     raw: String,
+    lead: String,
     location: Location,
     /// Byte offsets in the file (tokens written without space between them touch).
     span: Range<usize>,
@@ -181,10 +185,17 @@ fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
             column: text[start..span.start].chars().count() + 1,
         }
     };
+    // Where the previous token ended: what lies between it and the next is that one's lead.
+    let mut prev_end = 0;
     while let Some(r) = lexer.next() {
         let span = lexer.span();
         let location = locate(&span);
         let slice = lexer.slice();
+        let lead = text
+            .get(prev_end..span.start)
+            .unwrap_or_default()
+            .to_owned();
+        prev_end = span.end;
         match r {
             Ok(Tok::Unterminated) => {
                 diag.error(&location, "unterminated quoted string");
@@ -201,6 +212,7 @@ fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
                     tok,
                     text: unquote(&slice[1..slice.len() - 1]),
                     raw: slice.to_owned(),
+                    lead,
                     location,
                     span,
                 });
@@ -226,6 +238,7 @@ fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
                     tok,
                     text: slice.to_owned(),
                     raw: slice.to_owned(),
+                    lead,
                     location,
                     span,
                 });
@@ -344,6 +357,7 @@ impl Parser<'_> {
         Token {
             text: t.text.clone(),
             raw: t.raw.clone(),
+            lead: t.lead.clone(),
             location: t.location.clone(),
         }
     }
@@ -470,6 +484,7 @@ impl Parser<'_> {
                 _ => args.push(Token {
                     text: t.text.clone(),
                     raw: t.raw.clone(),
+                    lead: t.lead.clone(),
                     location: t.location.clone(),
                 }),
             }
