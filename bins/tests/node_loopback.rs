@@ -2956,3 +2956,66 @@ fn file_check_follows_the_files() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// keepalived runs a real server's notify scripts when the real server's state changes,
+/// checks and tracked files together: a MISC_CHECK failing and recovering while a file
+/// holds the real server down runs nothing; the file's fault and its end run notify_down
+/// and notify_up once each.
+#[test]
+fn notify_scripts_follow_the_real_servers_combined_state() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let port = free_port();
+    let (maint, flag, notified) = (dir.join("maint"), dir.join("flag"), dir.join("notified"));
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n}}\n\
+             track_file maint {{\n    file {maint}\n    weight 0\n}}\n\
+             virtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    delay_loop 0.2\n\
+             real_server {} {} {{\n        notify_up \"echo up >> {notified}\"\n        notify_down \"echo down >> {notified}\"\n\
+             MISC_CHECK {{\n            misc_path \"/bin/sh -c '! test -e {flag}'\"\n            misc_timeout 2\n        }}\n\
+             FILE_CHECK {{\n            track_file maint\n        }}\n    }}\n}}\n",
+            a.addr.ip(),
+            a.addr.port(),
+            sock = dir.join("admin.sock").display(),
+            maint = maint.display(),
+            flag = flag.display(),
+            notified = notified.display(),
+        ),
+    )
+    .unwrap();
+    let (node, sock) = start_node_with(&dir, &conf);
+    let backend = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i].clone();
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let notes = || std::fs::read_to_string(&notified).unwrap_or_default();
+    std::fs::write(&maint, "1\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || notes() == "down\n"),
+        "file fault: {:?}\n{}",
+        notes(),
+        log()
+    );
+    // The check fails and recovers under the file's fault: no script.
+    std::fs::write(&flag, "").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || log().contains("exit 1")),
+        "the MISC_CHECK did not fail: {}",
+        log()
+    );
+    std::fs::remove_file(&flag).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(notes(), "down\n", "{}", log());
+    assert_eq!(backend(0)["health"], "down");
+    std::fs::write(&maint, "0\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || notes() == "down\nup\n"),
+        "file fault ended: {:?}\n{}",
+        notes(),
+        log()
+    );
+    assert_eq!(backend(0)["health"], "up");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

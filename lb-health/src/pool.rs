@@ -173,6 +173,15 @@ impl PoolApplier {
             .is_some_and(|e| e.active_down || e.ejected || e.adjust_down)
     }
 
+    /// Whether `backend` is failed by its checks or an adjustment, ejections aside: the
+    /// state keepalived's real-server notify scripts follow (passive health has no
+    /// counterpart there). `false` for a backend it does not know yet.
+    pub fn is_failed_by_checks(&self, backend: BackendId) -> bool {
+        self.entries
+            .get(&backend)
+            .is_some_and(|e| e.active_down || e.adjust_down)
+    }
+
     /// Applies an outlier-detection event at `now`.
     ///
     /// # Errors

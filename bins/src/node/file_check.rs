@@ -44,6 +44,8 @@ pub(crate) struct FileVerdict {
     pub(crate) offset: i64,
     /// What the files read, for the log and `lbctl status`.
     pub(crate) reason: String,
+    /// The real server's first verdict: the state at start (no notify script runs).
+    pub(crate) initial: bool,
 }
 
 /// Reads a tracked file as keepalived does: its first 127 bytes, without blocking on a
@@ -113,17 +115,26 @@ impl FileWatch {
     /// changed since the last call (all of them the first time).
     pub(crate) fn poll(&mut self) -> Vec<(BackendId, FileVerdict)> {
         let mut notes: HashMap<BackendId, Vec<String>> = HashMap::new();
-        for (i, spec) in self.specs.iter().enumerate() {
-            let mut read = read_value(&spec.file);
-            // Read between a writer's truncate and its write (`echo 1 > file`): once more,
-            // a moment later, before taking it as 0 (keepalived reads at the writer's
-            // close, told by inotify).
-            if matches!(&read, Err(why) if why == "no number") {
-                // On a blocking-pool thread (see `spawn`), never on the event loop.
-                #[allow(clippy::disallowed_methods)]
-                std::thread::sleep(Duration::from_millis(50));
-                read = read_value(&spec.file);
+        let mut reads: Vec<_> = self.specs.iter().map(|s| read_value(&s.file)).collect();
+        // A read between a writer's truncate and its write (`echo 1 > file`) finds no
+        // number: those files once more, a moment later, before taking them as 0 (keepalived
+        // reads at the writer's close, told by inotify). One pause for all, and only for a
+        // file that did not read 0 last time.
+        let again: Vec<usize> = reads
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| matches!(r, Err(why) if why == "no number") && self.values[*i] != 0)
+            .map(|(i, _)| i)
+            .collect();
+        if !again.is_empty() {
+            // On a blocking-pool thread (see `spawn`), never on the event loop.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(50));
+            for i in again {
+                reads[i] = read_value(&self.specs[i].file);
             }
+        }
+        for ((i, spec), read) in self.specs.iter().enumerate().zip(reads) {
             let how = match read {
                 Ok(Some(v)) => {
                     self.values[i] = v;
@@ -147,6 +158,7 @@ impl FileWatch {
                 down: false,
                 offset: 0,
                 reason: String::new(),
+                initial: false,
             });
             v.down |= down;
             v.offset = v.offset.saturating_add(offset);
@@ -156,6 +168,7 @@ impl FileWatch {
             v.reason = notes.remove(&id).unwrap_or_default().join(", ");
             v.reason.push_str(if v.down { ": fault" } else { "" });
             // A changed reason alone (the same verdict) is not a change.
+            v.initial = !self.last.contains_key(&id);
             let same = self
                 .last
                 .get(&id)
@@ -170,8 +183,8 @@ impl FileWatch {
     }
 
     /// Reads the files every `interval` and sends what changed, until the receiver is
-    /// gone. The first reading is the caller's ([`FileWatch::poll`] before the proxy
-    /// starts).
+    /// gone. A watch that has read once already (the caller's [`FileWatch::poll`] before
+    /// the proxy starts) waits an interval first; a fresh one reads at once.
     pub(crate) fn spawn(
         mut self,
         name: String,
@@ -181,7 +194,9 @@ impl FileWatch {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
+            if !self.last.is_empty() {
+                tick.tick().await;
+            }
             loop {
                 tick.tick().await;
                 // Off the event loop: reads go through the file system.

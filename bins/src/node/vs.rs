@@ -171,8 +171,8 @@ impl Appliers {
     }
 
     /// Applies what a real server's FILE_CHECKs say now (a fault, a weight offset); runs its
-    /// notify_down / notify_up when that fails it or lets it go (keepalived's
-    /// update_svr_checker_state).
+    /// notify_down / notify_up when that fails it or lets it go (not for its first reading:
+    /// the state at start, as keepalived without rs_init_notifies).
     fn apply_file(
         &mut self,
         name: &str,
@@ -181,26 +181,36 @@ impl Appliers {
         v: &super::file_check::FileVerdict,
     ) {
         tracing::info!(virtual_server = %name, backend = %id, fault = v.down, weight_offset = v.offset, reason = %v.reason, "tracked files");
-        let before = self.of(id).is_failed(id);
+        let before = self.of(id).is_failed_by_checks(id);
         if let Err(e) = self
             .of(id)
             .set_adjustment(pool, id, v.down, v.offset, now())
         {
             tracing::warn!(virtual_server = %name, error = %e, "tracked files not applied");
         }
-        let after = self.of(id).is_failed(id);
         note_health(
             &self.notes,
             id,
             |n| &mut n.file,
             v.down.then(|| v.reason.clone()),
         );
-        if before != after {
-            if let Some((up, down)) = self.notify.get(&id) {
-                if let Some(s) = if after { down } else { up } {
-                    tracing::info!(virtual_server = %name, backend = %id, script = %s.command, "running the real server's notify command");
-                    super::notify(s, &[]);
-                }
+        if !v.initial {
+            self.notify_if_changed(name, id, before);
+        }
+    }
+
+    /// Runs `id`'s notify_down or notify_up when its checks and files, together, changed
+    /// from `before` (keepalived runs them when the real server's state changes,
+    /// update_svr_checker_state; ejections have no counterpart there).
+    fn notify_if_changed(&mut self, name: &str, id: BackendId, before: bool) {
+        let after = self.of(id).is_failed_by_checks(id);
+        if before == after {
+            return;
+        }
+        if let Some((up, down)) = self.notify.get(&id) {
+            if let Some(s) = if after { down } else { up } {
+                tracing::info!(virtual_server = %name, backend = %id, script = %s.command, "running the real server's notify command");
+                super::notify(s, &[]);
             }
         }
     }
@@ -496,37 +506,6 @@ fn spawn_liveness(
     })
 }
 
-/// keepalived's real server `notify_up` / `notify_down`: runs the backend's command when
-/// its active checks change its health (`scripts`: by backend, `(up, down)`), until
-/// aborted.
-fn spawn_backend_notify(
-    name: String,
-    mut events: broadcast::Receiver<lb_health::HealthEvent>,
-    scripts: HashMap<BackendId, (Option<NotifyScript>, Option<NotifyScript>)>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(ev) if ev.old != ev.new => {
-                    let Some((up, down)) = scripts.get(&ev.backend) else {
-                        continue;
-                    };
-                    let script = if ev.new == Health::Up { up } else { down };
-                    if let Some(s) = script {
-                        tracing::info!(virtual_server = %name, backend = %ev.backend, script = %s.command, "running the real server's notify command");
-                        super::notify(s, &[]);
-                    }
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(virtual_server = %name, missed = n, "health events lagged: real server notify commands skipped");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    })
-}
-
 /// How many outcomes may wait for the applier task; more are dropped (a success or two
 /// lost changes nothing; a failure lost delays an ejection). Bounds the memory a flood of
 /// connections can queue while the task is behind: about 1.5 MiB.
@@ -620,8 +599,15 @@ async fn apply_health(
                     tracing::info!(virtual_server = %name, backend = %ev.backend, from = %ev.old, to = %ev.new, reason = %ev.reason, "backend health changed");
                     let why = (ev.new == Health::Down).then(|| ev.reason.to_string());
                     note_health(&appliers.notes, ev.backend, |n| &mut n.check, why);
+                    let before = appliers.of(ev.backend).is_failed_by_checks(ev.backend);
                     if let Err(e) = appliers.of(ev.backend).apply_event(&pool, &ev, now()) {
                         tracing::warn!(virtual_server = %name, error = %e, "health event not applied");
+                    }
+                    // The checks' transitions run the notify scripts here too, so that a
+                    // change that a file's fault hides runs none (keepalived: only the real
+                    // server's state changes notify).
+                    if ev.old != ev.new {
+                        appliers.notify_if_changed(&name, ev.backend, before);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -629,14 +615,28 @@ async fn apply_health(
                     // instead of the events missed.
                     tracing::warn!(virtual_server = %name, missed = n, "health events lagged; resynchronising");
                     if let Some(states) = &states {
-                        let (inh, rem): (Vec<_>, Vec<_>) = states
-                            .snapshot()
+                        let snapshot = states.snapshot();
+                        let before: Vec<(BackendId, bool)> = snapshot
+                            .keys()
+                            .map(|id| (*id, appliers.of(*id).is_failed_by_checks(*id)))
+                            .collect();
+                        // What the missed events would have noted: an up backend has no
+                        // check failure; a down one keeps its last reason.
+                        for (id, st) in &snapshot {
+                            if st.health == Health::Up {
+                                note_health(&appliers.notes, *id, |n| &mut n.check, None);
+                            }
+                        }
+                        let (inh, rem): (Vec<_>, Vec<_>) = snapshot
                             .into_iter()
                             .partition(|(id, _)| appliers.inhibited.contains(id));
                         for (applier, part) in [(&mut appliers.inhibit, inh), (&mut appliers.remove, rem)] {
                             if let Err(e) = applier.resync(&pool, part, now()) {
                                 tracing::warn!(virtual_server = %name, error = %e, "health resync");
                             }
+                        }
+                        for (id, was) in before {
+                            appliers.notify_if_changed(&name, id, was);
                         }
                     }
                 }
@@ -970,7 +970,6 @@ impl VsRuntime {
         let mut events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
         let mut check_events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
         let mut check_states: Option<CheckStates> = None;
-        let mut notify_events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
         let mut inhibited = Vec::new();
         for (i, b) in cfg.backends.iter().enumerate() {
             if b.inhibit_on_failure {
@@ -985,13 +984,6 @@ impl VsRuntime {
             events = Some(driver.subscribe());
             check_events = Some(driver.subscribe());
             check_states = Some(driver.states());
-            if cfg
-                .backends
-                .iter()
-                .any(|b| b.notify_up.is_some() || b.notify_down.is_some())
-            {
-                notify_events = Some(driver.subscribe());
-            }
             for (i, b) in probed.backends.iter().enumerate() {
                 let id = backend_id(i);
                 if let Some(first) = b.checks.first() {
@@ -1174,15 +1166,6 @@ impl VsRuntime {
                 file_tx,
             ));
         }
-        if let Some(rx) = notify_events {
-            let scripts = cfg
-                .backends
-                .iter()
-                .enumerate()
-                .map(|(i, b)| (backend_id(i), (b.notify_up.clone(), b.notify_down.clone())))
-                .collect();
-            tasks.push(spawn_backend_notify(cfg.name.clone(), rx, scripts));
-        }
 
         // Liveness is written only once the proxy runs: a virtual server that fails to
         // start (its address taken, say) must not tell `track_service` it is live.
@@ -1331,12 +1314,21 @@ impl VsRuntime {
                     continue;
                 };
                 if let Some(b) = mine.iter().find(|b| b.addr() == addr) {
-                    // The files were read afresh by this version: not carried.
+                    // Only what still fails it in this version: a carried down verdict (no
+                    // new transition to note) or a carried ejection. The files were read
+                    // afresh: not carried.
+                    let down = b.health() == Health::Down;
+                    let ejected = self
+                        .outlier_states
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get(&b.id())
+                        .is_some_and(|st| st.ejected_until().is_some());
                     let n = notes.entry(b.id()).or_default();
-                    if n.check.is_none() {
+                    if n.check.is_none() && down {
                         n.check = theirs.check;
                     }
-                    if n.ejection.is_none() {
+                    if n.ejection.is_none() && ejected {
                         n.ejection = theirs.ejection;
                     }
                 }
