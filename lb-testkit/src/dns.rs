@@ -5,8 +5,9 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Stdio};
 use std::time::Duration;
+
+use crate::peer::LoopbackPeer;
 
 /// Where Debian installs dnsmasq.
 pub const DNSMASQ: &str = "/usr/sbin/dnsmasq";
@@ -14,10 +15,7 @@ pub const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 /// A `dnsmasq` in the foreground on `127.0.0.1:port`; killed by PID and reaped when
 /// dropped.
 #[derive(Debug)]
-pub struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-}
+pub struct Dnsmasq(LoopbackPeer);
 
 impl Dnsmasq {
     /// True if dnsmasq is installed. Otherwise prints a loud skip message and returns
@@ -35,16 +33,14 @@ impl Dnsmasq {
 
     /// Starts one on a free loopback port that answers `A` queries for each `(name,
     /// address)` of `answers` (and the names under it) with that address, and refuses
-    /// every other question (RCODE REFUSED: it has no upstream). Waits (at most 5 s) until
-    /// it answers.
+    /// every other question (RCODE REFUSED: it has no upstream). Waits (at most 1 s a try,
+    /// 5 tries) until it answers.
     ///
     /// # Errors
     /// The spawn error, or [`io::ErrorKind::TimedOut`] when no port gave an answering
     /// server in 5 tries.
     pub fn start(answers: &[(&str, Ipv4Addr)]) -> io::Result<Self> {
-        for _ in 0..5 {
-            // A port that was free a moment ago; dnsmasq exits at once if it is taken.
-            let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+        let command = |port: u16| {
             let mut cmd = crate::command(DNSMASQ);
             cmd.args([
                 "--keep-in-foreground",
@@ -60,46 +56,21 @@ impl Dnsmasq {
             for (name, ip) in answers {
                 cmd.arg(format!("--address=/{name}/{ip}"));
             }
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            let mut server = Self {
-                child,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            };
-            // Any response (REFUSED included) means it is serving.
-            let up = crate::wait_until(Duration::from_secs(1), Duration::from_millis(20), || {
-                query(server.addr, ".", 6, Duration::from_millis(100)).is_ok()
-            });
-            // Answered, and by our dnsmasq: had the port been taken, it would have exited.
-            if up.is_some() && matches!(server.child.try_wait(), Ok(None)) {
-                return Ok(server);
-            }
-            server.stop();
-        }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "dnsmasq did not answer on 127.0.0.1 in 5 tries",
-        ))
+            cmd
+        };
+        // Any response (REFUSED included) means it is serving.
+        let ready = |addr| query(addr, ".", 6, Duration::from_millis(100)).is_ok();
+        LoopbackPeer::start("dnsmasq", 5, Duration::from_secs(1), command, ready).map(Self)
     }
 
     /// Its address, `127.0.0.1:port`.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.addr()
     }
 
     /// Kills it (SIGKILL, by PID) and reaps it; nothing listens on its port afterwards.
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        self.stop();
+        self.0.stop();
     }
 }
 

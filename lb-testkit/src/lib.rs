@@ -40,6 +40,7 @@
 
 pub mod dns;
 mod lab;
+mod peer;
 mod process;
 pub mod server;
 pub mod smtp;

@@ -2,9 +2,11 @@
 //! loopback port, accepting and discarding mail (its `Sink` handler).
 
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Stdio;
 use std::time::Duration;
+
+use crate::peer::LoopbackPeer;
 
 /// Debian's Python, which has the `aiosmtpd` package (another `python3` on `PATH` may not).
 pub const PYTHON: &str = "/usr/bin/python3";
@@ -12,10 +14,7 @@ pub const PYTHON: &str = "/usr/bin/python3";
 /// An `aiosmtpd` in the foreground on `127.0.0.1:port`; killed by PID and reaped when
 /// dropped.
 #[derive(Debug)]
-pub struct Aiosmtpd {
-    child: Child,
-    addr: SocketAddr,
-}
+pub struct Aiosmtpd(LoopbackPeer);
 
 impl Aiosmtpd {
     /// True if Debian's python3 has aiosmtpd. Otherwise prints a loud skip message and
@@ -38,64 +37,37 @@ impl Aiosmtpd {
         ok
     }
 
-    /// Starts one on a free loopback port and waits (at most 10 s) until it greets.
+    /// Starts one on a free loopback port and waits (at most 10 s a try, 3 tries) until it
+    /// greets.
     ///
     /// # Errors
     /// The spawn error, or [`io::ErrorKind::TimedOut`] when no port gave a greeting server
     /// in 3 tries.
     pub fn start() -> io::Result<Self> {
-        for _ in 0..3 {
-            // A port that was free a moment ago (TCP and UDP share nothing, but a free UDP
-            // port is very likely a free TCP one; a taken one makes aiosmtpd exit).
-            let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
-            let child = crate::command(PYTHON)
-                .args([
-                    "-m",
-                    "aiosmtpd",
-                    "-n",
-                    "-l",
-                    &format!("127.0.0.1:{port}"),
-                    "-c",
-                    "aiosmtpd.handlers.Sink",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            let mut server = Self {
-                child,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            };
-            let up = crate::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-                greets(server.addr)
-            });
-            // Greeted, and by our aiosmtpd: had the port been taken, it would have exited.
-            if up.is_some() && matches!(server.child.try_wait(), Ok(None)) {
-                return Ok(server);
-            }
-            server.stop();
-        }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "aiosmtpd did not greet on 127.0.0.1 in 3 tries",
-        ))
+        let command = |port: u16| {
+            let mut cmd = crate::command(PYTHON);
+            cmd.args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Sink",
+            ]);
+            cmd
+        };
+        LoopbackPeer::start("aiosmtpd", 3, Duration::from_secs(10), command, greets).map(Self)
     }
 
     /// Its address, `127.0.0.1:port`.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.addr()
     }
 
     /// Kills it (SIGKILL, by PID) and reaps it.
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Aiosmtpd {
-    fn drop(&mut self) {
-        self.stop();
+        self.0.stop();
     }
 }
 
