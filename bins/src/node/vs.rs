@@ -146,8 +146,8 @@ struct Appliers {
     inhibit: PoolApplier,
     remove: PoolApplier,
     notes: HealthNotes,
-    /// The real servers' notify_up / notify_down: run when a tracked file fails one or
-    /// lets it go (the checks' transitions run them in `spawn_backend_notify`).
+    /// The real servers' notify_up / notify_down: run when a real server's checks and
+    /// tracked files, together, fail it or let it go (`Appliers::notify_if_changed`).
     notify: HashMap<BackendId, (Option<NotifyScript>, Option<NotifyScript>)>,
 }
 
