@@ -1397,6 +1397,26 @@ type = "tcp"
         status(&sock),
         log()
     );
+    // Up at weight 0, and lbctl says why.
+    let b = status(&sock)["virtual_servers"][0]["backends"][1].clone();
+    assert_eq!(b["health"], "up", "{b}");
+    assert!(
+        b["health_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("refused")),
+        "{b}"
+    );
+    let text = Command::new(LBCTL)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("       failed, inhibited at weight 0: connect to"),
+        "{text}"
+    );
     reload_node(&node, &dir, &config(5));
     assert!(
         wait_until(Duration::from_secs(5), || log()
@@ -1414,6 +1434,12 @@ type = "tcp"
         "{}\n{}",
         status(&sock),
         log()
+    );
+    // Nothing fails it any more: no reason.
+    assert!(
+        status(&sock)["virtual_servers"][0]["backends"][1]["health_reason"].is_null(),
+        "{}",
+        status(&sock)
     );
     drop(listener);
     drop(node);

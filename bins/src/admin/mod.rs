@@ -482,9 +482,9 @@ pub struct BackendStatus {
     pub bytes_to_client: u64,
     /// HTTP counters, for `protocol = "http"` virtual servers.
     pub http: Option<HttpCounters>,
-    /// Why its health last changed since the virtual server started (HAProxy's
-    /// `check_desc`): the failing check's reason, or passive health's. `None`: no change
-    /// yet.
+    /// What fails it now (HAProxy's `check_desc`): a tracked file's fault, else passive
+    /// health's ejection, else its checks' failure; `None` while nothing fails it. An
+    /// `inhibit_on_failure` backend that is failed stays up at weight 0 with a reason.
     #[serde(default)]
     pub health_reason: Option<String>,
     /// When that was, in seconds since the Unix epoch (HAProxy's `lastchg`, as a time).

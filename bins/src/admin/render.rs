@@ -177,12 +177,19 @@ pub fn status_table(status: &Status) -> String {
             if let Some(line) = lines.next() {
                 let _ = writeln!(out, "  {line}");
             }
-            // Why a backend is down, as HAProxy's check_desc tells.
-            if let (Health::Down, Some(why)) = (b.health, &b.health_reason) {
+            // Why a backend is failed, as HAProxy's check_desc tells: down, or, with
+            // inhibit_on_failure, kept up at weight 0 (a reason is there only while
+            // something fails it).
+            if let Some(why) = &b.health_reason {
                 let when = b
                     .health_changed
                     .map_or_else(String::new, |t| format!(" (since {})", utc(t)));
-                let _ = writeln!(out, "       down: {why}{when}");
+                let what = if b.health == Health::Down {
+                    "down"
+                } else {
+                    "failed, inhibited at weight 0"
+                };
+                let _ = writeln!(out, "       {what}: {why}{when}");
             }
             if let Some(h) = b.http {
                 let _ = writeln!(
