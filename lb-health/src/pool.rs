@@ -165,14 +165,6 @@ impl PoolApplier {
         self.sync(pool, backend, now)
     }
 
-    /// Whether `backend` is failed now by what this applier knows: its checks, an ejection
-    /// or an adjustment (`false` for a backend it does not know yet).
-    pub fn is_failed(&self, backend: BackendId) -> bool {
-        self.entries
-            .get(&backend)
-            .is_some_and(|e| e.active_down || e.ejected || e.adjust_down)
-    }
-
     /// Whether `backend` is failed by its checks or an adjustment, ejections aside: the
     /// state keepalived's real-server notify scripts follow (passive health has no
     /// counterpart there). `false` for a backend it does not know yet.

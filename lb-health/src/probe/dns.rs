@@ -6,14 +6,14 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{elapsed, io_reason, recv_errors, target, Probe};
+use super::{deadline, elapsed, io_reason, target, udp_send, Probe};
 use crate::error::{Error, Result};
 use crate::tracker::ProbeOutcome;
 
@@ -408,31 +408,6 @@ impl DnsProbe {
         self.bindto = Some(ip);
         self
     }
-
-    /// Binds, connects and sends the query; returns the socket.
-    async fn send(&self, to: SocketAddr, query: &[u8]) -> Result<tokio::net::UdpSocket, String> {
-        let local = match (self.bindto, to) {
-            (Some(ip), _) => SocketAddr::new(ip, 0),
-            (None, SocketAddr::V4(_)) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
-            (None, SocketAddr::V6(_)) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0),
-        };
-        let sock = tokio::net::UdpSocket::bind(local)
-            .await
-            .map_err(|e| io_reason("bind", &e))?;
-        // Host and network unreachable too, not only port unreachable (as UdpProbe).
-        recv_errors(&sock, to.ip()).map_err(|e| io_reason("set IP_RECVERR", &e))?;
-        sock.connect(to)
-            .await
-            .map_err(|e| io_reason(&format!("connect to {to}"), &e))?;
-        let sent = sock
-            .send(query)
-            .await
-            .map_err(|e| io_reason(&format!("send to {to}"), &e))?;
-        if sent != query.len() {
-            return Err(format!("sent {sent} of {} octets to {to}", query.len()));
-        }
-        Ok(sock)
-    }
 }
 
 /// The largest response read, octets: a UDP DNS message is at most 512 octets without
@@ -447,14 +422,12 @@ impl Probe for DnsProbe {
     async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
         let to = target(addr, self.connect_ip, self.connect_port);
         let start = tokio::time::Instant::now();
-        // Capped as the tracker caps its delays: `start + Duration::MAX` would panic.
-        let deadline = start
-            .checked_add(timeout.min(crate::tracker::FAR_FUTURE))
-            .unwrap_or(start);
+        let deadline = deadline(start, timeout);
         let id = query_id();
         let query = encode_query(id, &self.name, self.qtype);
         let question = format!("{} {}", self.name, self.qtype);
-        let sock = match tokio::time::timeout_at(deadline, self.send(to, &query)).await {
+        let sock = match tokio::time::timeout_at(deadline, udp_send(to, self.bindto, &query)).await
+        {
             Ok(Ok(sock)) => sock,
             Ok(Err(reason)) => return ProbeOutcome::down(reason, elapsed(start)),
             Err(_) => {

@@ -129,6 +129,45 @@ pub(crate) async fn tcp_connect(
     socket.connect(addr).await
 }
 
+/// The deadline of a probe started at `start` with `timeout`, capped as the tracker caps
+/// its delays: `start + Duration::MAX` would panic (a check's configuration accepts any
+/// timeout).
+pub(crate) fn deadline(start: tokio::time::Instant, timeout: Duration) -> tokio::time::Instant {
+    start
+        .checked_add(timeout.min(crate::tracker::FAR_FUTURE))
+        .unwrap_or(start)
+}
+
+/// Binds a UDP socket (to `bindto`, else the unspecified address of `to`'s family), asks
+/// for every ICMP error ([`recv_errors`]), connects it to `to` and sends `datagram`; the
+/// socket, or why not. No timeout: callers wrap it.
+pub(crate) async fn udp_send(
+    to: SocketAddr,
+    bindto: Option<IpAddr>,
+    datagram: &[u8],
+) -> Result<tokio::net::UdpSocket, String> {
+    let local = match (bindto, to) {
+        (Some(ip), _) => SocketAddr::new(ip, 0),
+        (None, SocketAddr::V4(_)) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+        (None, SocketAddr::V6(_)) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 0),
+    };
+    let sock = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(|e| io_reason("bind", &e))?;
+    recv_errors(&sock, to.ip()).map_err(|e| io_reason("set IP_RECVERR", &e))?;
+    sock.connect(to)
+        .await
+        .map_err(|e| io_reason(&format!("connect to {to}"), &e))?;
+    let sent = sock
+        .send(datagram)
+        .await
+        .map_err(|e| io_reason(&format!("send to {to}"), &e))?;
+    if sent != datagram.len() {
+        return Err(format!("sent {sent} of {} octets to {to}", datagram.len()));
+    }
+    Ok(sock)
+}
+
 /// Latency since `start`, read from tokio's clock (paused in tests).
 pub(crate) fn elapsed(start: tokio::time::Instant) -> Duration {
     tokio::time::Instant::now().saturating_duration_since(start)

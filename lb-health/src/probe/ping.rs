@@ -309,11 +309,7 @@ impl Probe for PingProbe {
     async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
         let ip = self.connect_ip.unwrap_or(addr.ip());
         let start = tokio::time::Instant::now();
-        // Capped as the tracker caps its delays: `start + Duration::MAX` would panic (the
-        // check's configuration accepts any timeout).
-        let deadline = start
-            .checked_add(timeout.min(crate::tracker::FAR_FUTURE))
-            .unwrap_or(start);
+        let deadline = super::deadline(start, timeout);
         match self.ping(ip, timeout, deadline).await {
             Ok(reason) => ProbeOutcome::up(reason, elapsed(start)),
             Err(reason) => ProbeOutcome::down(reason, elapsed(start)),

@@ -308,10 +308,7 @@ impl Probe for SmtpProbe {
     async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
         let to = target(addr, self.connect_ip, self.connect_port);
         let start = tokio::time::Instant::now();
-        // Capped as the tracker caps its delays: `start + Duration::MAX` would panic.
-        let deadline = start
-            .checked_add(timeout.min(crate::tracker::FAR_FUTURE))
-            .unwrap_or(start);
+        let deadline = super::deadline(start, timeout);
         match tokio::time::timeout_at(deadline, self.converse(to)).await {
             Ok(Ok(reason)) => ProbeOutcome::up(reason, elapsed(start)),
             Ok(Err(reason)) => ProbeOutcome::down(format!("{to}: {reason}"), elapsed(start)),

@@ -3,12 +3,12 @@
 //! keepalived/check/layer4.c `udp_bind_connect` and `udp_socket_state`, lib/utils.c
 //! `read_hex_str`).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{elapsed, io_reason, recv_errors, target, Probe};
+use super::{deadline, elapsed, io_reason, target, udp_send, Probe};
 use crate::error::{Error, Result};
 use crate::tracker::ProbeOutcome;
 
@@ -343,33 +343,6 @@ impl UdpProbe {
         self.bindto = Some(ip);
         self
     }
-
-    /// Binds, connects and sends the payload.
-    async fn send(&self, to: SocketAddr) -> Result<tokio::net::UdpSocket, String> {
-        let local = match (self.bindto, to) {
-            (Some(ip), _) => SocketAddr::new(ip, 0),
-            (None, SocketAddr::V4(_)) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
-            (None, SocketAddr::V6(_)) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0),
-        };
-        let sock = tokio::net::UdpSocket::bind(local)
-            .await
-            .map_err(|e| io_reason("bind", &e))?;
-        recv_errors(&sock, to.ip()).map_err(|e| io_reason("set IP_RECVERR", &e))?;
-        sock.connect(to)
-            .await
-            .map_err(|e| io_reason(&format!("connect to {to}"), &e))?;
-        let sent = sock
-            .send(&self.payload)
-            .await
-            .map_err(|e| io_reason(&format!("send to {to}"), &e))?;
-        if sent != self.payload.len() {
-            return Err(format!(
-                "sent {sent} of {} octets to {to}",
-                self.payload.len()
-            ));
-        }
-        Ok(sock)
-    }
 }
 
 #[async_trait]
@@ -379,12 +352,10 @@ impl Probe for UdpProbe {
     async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
         let to = target(addr, self.connect_ip, self.connect_port);
         let start = tokio::time::Instant::now();
-        // Capped as the tracker caps its delays: `start + Duration::MAX` would panic (the
-        // check's configuration accepts any timeout).
-        let deadline = start
-            .checked_add(timeout.min(crate::tracker::FAR_FUTURE))
-            .unwrap_or(start);
-        let sock = match tokio::time::timeout_at(deadline, self.send(to)).await {
+        let deadline = deadline(start, timeout);
+        let sock = match tokio::time::timeout_at(deadline, udp_send(to, self.bindto, &self.payload))
+            .await
+        {
             Ok(Ok(sock)) => sock,
             Ok(Err(reason)) => return ProbeOutcome::down(reason, elapsed(start)),
             Err(_) => {
