@@ -72,6 +72,28 @@ pub enum Error {
     /// A backend the detector was not given.
     #[error("backend {0} is not registered")]
     UnknownBackend(lb_core::BackendId),
+    /// A `bfd_instance` refused: its settings, or a socket it needs (the message names the
+    /// instance, then what is wrong).
+    #[error("bfd_instance {instance}: {source}")]
+    BfdInstance {
+        /// The instance name.
+        instance: String,
+        /// What is wrong with it.
+        source: Box<Self>,
+    },
+    /// Two `bfd_instance`s with one name, or with one neighbor and source address
+    /// (keepalived refuses both).
+    #[error("duplicate bfd_instance {0}")]
+    DuplicateBfdInstance(String),
+    /// A socket operation failed (bind, setsockopt, send, receive); `what` says which and
+    /// on what address.
+    #[error("{what}: {reason}")]
+    Socket {
+        /// The operation and address, e.g. `bind 198.18.0.1:3784`.
+        what: String,
+        /// The operating system's error.
+        reason: String,
+    },
     /// An error from `lb-core` while applying health to a pool (an unknown backend id).
     #[error(transparent)]
     Core(#[from] lb_core::Error),

@@ -16,6 +16,9 @@
 //!   (`PING_CHECK`), exec (`MISC_CHECK`) and, with feature `http`, HTTP/HTTPS
 //!   (`HTTP_GET`/`SSL_GET`) probes, and
 //!   `AllOf` (several checks of one backend that must all pass, as keepalived runs them);
+//! * [`bfd`]: BFD (RFC 5880/5881, keepalived's `bfd_instance`): the packet codec and the
+//!   sans-IO [`bfd::Session`] always, and with feature `tokio` the
+//!   `BfdSpeaker` that drives every session over UDP;
 //! * `driver` (feature `tokio`): [`HealthDriver`], which runs thousands of checks as tokio
 //!   tasks and publishes typed [`HealthEvent`]s to any number of subscribers.
 //!
@@ -54,6 +57,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::disallowed_methods)]
 
+pub mod bfd;
 pub mod config;
 pub mod error;
 pub mod outlier;

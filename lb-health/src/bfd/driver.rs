@@ -1,0 +1,530 @@
+//! [`BfdSpeaker`]: the thin tokio driver that runs every BFD [`Session`] over UDP
+//! ([RFC 5881]).
+//!
+//! * One receive socket per address family in use, on UDP port 3784, bound to the
+//!   sessions' common `source_ip` when they share one, else to the wildcard address.
+//! * One send socket per session, bound to its `source_ip` (or the wildcard address) and a
+//!   source port in 49152–65535 ([RFC 5881 §4]), sending with the configured TTL (IPv4)
+//!   or hop limit (IPv6).
+//! * One task ([`BfdSpeaker::run`]) drives all sessions: it receives, demultiplexes by Your
+//!   Discriminator when it is non-zero and by source address otherwise, feeds the
+//!   sessions, sends what they return and sleeps until the earliest
+//!   [`Session::poll_timeout`]. The clock is `tokio::time::Instant`, so paused-time tests
+//!   work.
+//! * Each instance publishes a [`SessionStatus`] on a `tokio::sync::watch`
+//!   ([`BfdSpeaker::subscribe`]); receivers are woken on a change of state or diagnostic
+//!   (counters update silently). State changes are logged with `tracing`.
+//!
+//! # Platform support
+//!
+//! Linux. The received TTL / hop limit is **not** checked yet: reading it needs
+//! `IP_RECVTTL`/`IPV6_RECVHOPLIMIT` and their control messages, which neither nix 0.29 nor
+//! socket2 0.5 expose without `unsafe` (forbidden in this crate). The check itself is
+//! [`BfdConfig::accepts_ttl`] and is applied to every packet whose TTL is known. keepalived
+//! also skips the check when it got no TTL.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use lb_health::bfd::{BfdConfig, BfdSpeaker, SessionState};
+//!
+//! # async fn demo() -> Result<(), lb_health::Error> {
+//! let mut cfg = BfdConfig::new("198.18.0.2".parse().unwrap());
+//! cfg.source_ip = Some("198.18.0.1".parse().unwrap());
+//! let speaker = BfdSpeaker::new(vec![("peer".to_string(), cfg)])?;
+//! let mut status = speaker.subscribe("peer").unwrap();
+//! let handle = speaker.handle();
+//! let task = tokio::spawn(speaker.run());
+//! status.wait_for(|s| s.state == SessionState::Up).await.ok();
+//! handle.shutdown(); // AdminDown to the peer, then `run` returns
+//! task.await.ok();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [RFC 5881]: https://www.rfc-editor.org/rfc/rfc5881
+//! [RFC 5881 §4]: https://www.rfc-editor.org/rfc/rfc5881#section-4
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::Rng;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use super::config::BfdConfig;
+use super::packet::{ControlPacket, CONTROL_PORT, SOURCE_PORTS};
+use super::session::{Discard, Session, SessionStatus};
+use crate::error::{Error, Result};
+
+/// Times an AdminDown packet is sent on [`BfdHandle::shutdown`]: one would do on a quiet
+/// link; three survive a lost datagram.
+const ADMIN_DOWN_COPIES: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Run,
+    Shutdown,
+    Stop,
+}
+
+/// Counters of packets no session could be charged with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpeakerCounters {
+    /// Valid packets from an address no session has as its neighbor, or with a Your
+    /// Discriminator no session owns.
+    pub unknown_peer: u64,
+    /// Malformed datagrams from an address no session has as its neighbor.
+    pub malformed_unknown: u64,
+    /// Receive errors from the sockets.
+    pub receive_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct SharedCounters {
+    unknown_peer: AtomicU64,
+    malformed_unknown: AtomicU64,
+    receive_errors: AtomicU64,
+}
+
+/// A cloneable handle to a running (or not yet running) [`BfdSpeaker`].
+#[derive(Debug, Clone)]
+pub struct BfdHandle {
+    control: Arc<watch::Sender<Control>>,
+    counters: Arc<SharedCounters>,
+}
+
+impl BfdHandle {
+    /// Takes every session AdminDown ([RFC 5880 §6.8.16]), sends AdminDown packets so that
+    /// each peer goes Down with "Neighbor Signaled Session Down" at once, then makes
+    /// [`BfdSpeaker::run`] return.
+    ///
+    /// [RFC 5880 §6.8.16]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.16
+    pub fn shutdown(&self) {
+        self.control.send_replace(Control::Shutdown);
+    }
+
+    /// Makes [`BfdSpeaker::run`] return without telling the peers (they see the detection
+    /// time expire): for a reload that rebuilds the speaker.
+    pub fn stop(&self) {
+        self.control.send_replace(Control::Stop);
+    }
+
+    /// Packets no session could be charged with.
+    pub fn counters(&self) -> SpeakerCounters {
+        SpeakerCounters {
+            unknown_peer: self.counters.unknown_peer.load(Ordering::Relaxed),
+            malformed_unknown: self.counters.malformed_unknown.load(Ordering::Relaxed),
+            receive_errors: self.counters.receive_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Instance {
+    name: String,
+    session: Session,
+    socket: StdUdpSocket,
+    dest: SocketAddr,
+    status: watch::Sender<SessionStatus>,
+}
+
+/// Every `bfd_instance` of a node: sockets bound, sessions Down, ready to [`run`](Self::run).
+#[derive(Debug)]
+pub struct BfdSpeaker {
+    instances: Vec<Instance>,
+    rx4: Option<StdUdpSocket>,
+    rx6: Option<StdUdpSocket>,
+    handle: BfdHandle,
+}
+
+fn socket_error(what: String, e: &io::Error) -> Error {
+    Error::Socket {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+fn in_instance(instance: &str, e: Error) -> Error {
+    Error::BfdInstance {
+        instance: instance.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+fn unspecified(v4: bool) -> IpAddr {
+    if v4 {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    }
+}
+
+fn new_udp(v4: bool) -> io::Result<Socket> {
+    let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if !v4 {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// The send socket of one session: source port in 49152–65535 (RFC 5881 §4), starting at
+/// a random one and trying the next on `EADDRINUSE`, as keepalived does.
+fn bind_send_socket(cfg: &BfdConfig) -> Result<StdUdpSocket> {
+    let v4 = cfg.neighbor_ip.is_ipv4();
+    let sock = new_udp(v4).map_err(|e| socket_error("socket".into(), &e))?;
+    if v4 {
+        sock.set_ttl(u32::from(cfg.ttl))
+            .map_err(|e| socket_error(format!("set IP_TTL {}", cfg.ttl), &e))?;
+    } else {
+        sock.set_unicast_hops_v6(u32::from(cfg.hoplimit))
+            .map_err(|e| socket_error(format!("set IPV6_UNICAST_HOPS {}", cfg.hoplimit), &e))?;
+    }
+    let ip = cfg.source_ip.unwrap_or_else(|| unspecified(v4));
+    let (lo, hi) = (*SOURCE_PORTS.start(), *SOURCE_PORTS.end());
+    let span = u32::from(hi - lo) + 1;
+    let first = rand::thread_rng().gen_range(0..span);
+    let mut last_err = None;
+    for i in 0..span {
+        let port = lo + u16::try_from((first + i) % span).unwrap_or(0);
+        match sock.bind(&SocketAddr::new(ip, port).into()) {
+            Ok(()) => return Ok(sock.into()),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_err = Some(e),
+            Err(e) => return Err(socket_error(format!("bind {ip}:{port}"), &e)),
+        }
+    }
+    let e = last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse));
+    Err(socket_error(format!("bind {ip}:{lo}-{hi}"), &e))
+}
+
+fn bind_receive_socket(ip: IpAddr, names: &[&str]) -> Result<StdUdpSocket> {
+    let addr = SocketAddr::new(ip, CONTROL_PORT);
+    let what = || format!("bind {addr} (bfd_instance {})", names.join(", "));
+    let sock = new_udp(ip.is_ipv4()).map_err(|e| socket_error(what(), &e))?;
+    sock.bind(&addr.into())
+        .map_err(|e| socket_error(what(), &e))?;
+    Ok(sock.into())
+}
+
+impl BfdSpeaker {
+    /// Validates `instances` (name and settings) and binds every socket. Sessions start
+    /// Down, each with a random non-zero discriminator of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateBfdInstance`] for a name, or a neighbor and source pair, given
+    /// twice; [`Error::BfdInstance`] naming the instance whose settings are refused
+    /// ([`BfdConfig::validate`]) or whose send socket cannot be bound; [`Error::Socket`]
+    /// when UDP port 3784 cannot be bound (it names the instances that need it).
+    pub fn new(instances: Vec<(String, BfdConfig)>) -> Result<Self> {
+        let mut names = HashSet::new();
+        let mut pairs = HashSet::new();
+        for (name, cfg) in &instances {
+            if !names.insert(name.clone()) || !pairs.insert((cfg.neighbor_ip, cfg.source_ip)) {
+                return Err(Error::DuplicateBfdInstance(name.clone()));
+            }
+            cfg.validate().map_err(|e| in_instance(name, e))?;
+        }
+        let mut rx = [None, None];
+        for (slot, v4) in [(0, true), (1, false)] {
+            let family: Vec<&(String, BfdConfig)> = instances
+                .iter()
+                .filter(|(_, c)| c.neighbor_ip.is_ipv4() == v4)
+                .collect();
+            let Some((_, first)) = family.first() else {
+                continue;
+            };
+            let common = first
+                .source_ip
+                .filter(|s| family.iter().all(|(_, c)| c.source_ip == Some(*s)));
+            let names: Vec<&str> = family.iter().map(|(n, _)| n.as_str()).collect();
+            rx[slot] = Some(bind_receive_socket(
+                common.unwrap_or_else(|| unspecified(v4)),
+                &names,
+            )?);
+        }
+        let [rx4, rx6] = rx;
+        let now = tokio::time::Instant::now().into_std();
+        let mut rng = rand::thread_rng();
+        let mut discriminators = HashSet::new();
+        let mut built = Vec::with_capacity(instances.len());
+        for (name, cfg) in instances {
+            let socket = bind_send_socket(&cfg).map_err(|e| in_instance(&name, e))?;
+            let discr = loop {
+                if let Some(d) = NonZeroU32::new(rng.gen()) {
+                    if discriminators.insert(d) {
+                        break d;
+                    }
+                }
+            };
+            let dest = SocketAddr::new(cfg.neighbor_ip, CONTROL_PORT);
+            let session = Session::new(cfg, discr, rng.gen(), now);
+            let (status, _) = watch::channel(session.status());
+            built.push(Instance {
+                name,
+                session,
+                socket,
+                dest,
+                status,
+            });
+        }
+        let (control, _) = watch::channel(Control::Run);
+        Ok(Self {
+            instances: built,
+            rx4,
+            rx6,
+            handle: BfdHandle {
+                control: Arc::new(control),
+                counters: Arc::default(),
+            },
+        })
+    }
+
+    /// The status of instance `name`, updated while [`run`](Self::run) runs (initially
+    /// Down). `None` for an unknown name.
+    pub fn subscribe(&self, name: &str) -> Option<watch::Receiver<SessionStatus>> {
+        self.instances
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| i.status.subscribe())
+    }
+
+    /// The local address of instance `name`'s send socket (its source port is in
+    /// 49152–65535).
+    pub fn source_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.instances
+            .iter()
+            .find(|i| i.name == name)
+            .and_then(|i| i.socket.local_addr().ok())
+    }
+
+    /// A handle to shut the speaker down or stop it, usable before and during
+    /// [`run`](Self::run).
+    pub fn handle(&self) -> BfdHandle {
+        self.handle.clone()
+    }
+
+    /// Drives every session until [`BfdHandle::shutdown`] or [`BfdHandle::stop`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Socket`] if a socket cannot be registered with the tokio reactor (no
+    /// runtime with IO enabled). Receive and send errors are logged and counted, never
+    /// fatal.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future closes the sockets without telling the peers, like
+    /// [`BfdHandle::stop`].
+    pub async fn run(self) -> Result<()> {
+        let Self {
+            instances,
+            rx4,
+            rx6,
+            handle,
+        } = self;
+        let reg = |s: StdUdpSocket| {
+            UdpSocket::from_std(s).map_err(|e| socket_error("register socket".into(), &e))
+        };
+        let rx4 = rx4.map(reg).transpose()?;
+        let rx6 = rx6.map(reg).transpose()?;
+        let mut running = Vec::with_capacity(instances.len());
+        for i in instances {
+            running.push(Running {
+                name: i.name,
+                session: i.session,
+                socket: reg(i.socket)?,
+                dest: i.dest,
+                status: i.status,
+                send_failing: false,
+            });
+        }
+        let mut control = handle.control.subscribe();
+        let counters = handle.counters;
+        let mut buf4 = [0u8; 256];
+        let mut buf6 = [0u8; 256];
+        loop {
+            let now = tokio::time::Instant::now().into_std();
+            for r in &mut running {
+                r.session.handle_timeout(now);
+                r.flush(now);
+                r.publish();
+            }
+            match *control.borrow_and_update() {
+                Control::Run => {}
+                Control::Stop => return Ok(()),
+                Control::Shutdown => {
+                    for r in &mut running {
+                        r.session.shutdown(now);
+                        while let Some(p) = r.session.poll_transmit(now) {
+                            for _ in 0..ADMIN_DOWN_COPIES {
+                                r.send(&p);
+                            }
+                        }
+                        r.publish();
+                    }
+                    return Ok(());
+                }
+            }
+            let deadline = running
+                .iter()
+                .filter_map(|r| r.session.poll_timeout())
+                .min();
+            tokio::select! {
+                r = recv(rx4.as_ref(), &mut buf4) => {
+                    let now = tokio::time::Instant::now().into_std();
+                    receive(r, &buf4, &mut running, &counters, now);
+                }
+                r = recv(rx6.as_ref(), &mut buf6) => {
+                    let now = tokio::time::Instant::now().into_std();
+                    receive(r, &buf6, &mut running, &counters, now);
+                }
+                () = sleep_until(deadline) => {}
+                _ = control.changed() => {}
+            }
+        }
+    }
+}
+
+async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn receive(
+    r: io::Result<(usize, SocketAddr)>,
+    buf: &[u8],
+    running: &mut [Running],
+    counters: &SharedCounters,
+    now: Instant,
+) {
+    let (len, src) = match r {
+        Ok(x) => x,
+        Err(e) => {
+            counters.receive_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "bfd receive error");
+            return;
+        }
+    };
+    let src_ip = src.ip().to_canonical();
+    let by_addr = |running: &[Running]| {
+        running
+            .iter()
+            .position(|r| r.session.config().neighbor_ip == src_ip)
+    };
+    let pkt = match ControlPacket::parse(&buf[..len.min(buf.len())]) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(%src, error = %e, "bfd: dropping malformed packet");
+            match by_addr(running) {
+                Some(i) => running[i].session.record_drop(Discard::Malformed),
+                None => {
+                    counters.malformed_unknown.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+    };
+    let found = if pkt.your_discriminator != 0 {
+        running
+            .iter()
+            .position(|r| r.session.local_discriminator() == pkt.your_discriminator)
+            // Single hop: the peer is the neighbor itself.
+            .filter(|&i| running[i].session.config().neighbor_ip == src_ip)
+    } else {
+        by_addr(running)
+    };
+    let Some(i) = found else {
+        tracing::debug!(%src, your_discriminator = pkt.your_discriminator, "bfd: packet for no session");
+        counters.unknown_peer.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let r = &mut running[i];
+    // The TTL is not known yet (see the module docs); when it is:
+    let ttl: Option<u8> = None;
+    if let Some(ttl) = ttl {
+        if !r.session.config().accepts_ttl(ttl) {
+            r.session.record_drop(Discard::BadTtl);
+            return;
+        }
+    }
+    r.session.handle_packet(now, &pkt);
+    r.flush(now);
+    r.publish();
+}
+
+#[derive(Debug)]
+struct Running {
+    name: String,
+    session: Session,
+    socket: UdpSocket,
+    dest: SocketAddr,
+    status: watch::Sender<SessionStatus>,
+    send_failing: bool,
+}
+
+impl Running {
+    fn flush(&mut self, now: Instant) {
+        while let Some(p) = self.session.poll_transmit(now) {
+            self.send(&p);
+        }
+    }
+
+    fn send(&mut self, p: &ControlPacket) {
+        match self.socket.try_send_to(&p.to_bytes(), self.dest) {
+            Ok(_) => self.send_failing = false,
+            Err(e) => {
+                // Logged once per failing spell, as keepalived does.
+                if !self.send_failing {
+                    tracing::warn!(instance = %self.name, dest = %self.dest, error = %e, "bfd: send failed");
+                    self.send_failing = true;
+                }
+            }
+        }
+    }
+
+    /// Publishes the status; wakes subscribers and logs only when the state or a
+    /// diagnostic changed.
+    fn publish(&self) {
+        let new = self.session.status();
+        let name = &self.name;
+        self.status.send_if_modified(|old| {
+            let changed = old.state != new.state
+                || old.local_diag != new.local_diag
+                || old.remote_state != new.remote_state
+                || old.remote_diag != new.remote_diag;
+            if old.state != new.state {
+                tracing::info!(
+                    instance = %name,
+                    from = %old.state,
+                    to = %new.state,
+                    diag = %new.local_diag,
+                    remote_diag = ?new.remote_diag.map(|d| d.to_string()),
+                    "BFD_Instance({name}) {} -> {} ({})",
+                    old.state,
+                    new.state,
+                    new.local_diag,
+                );
+            }
+            *old = new;
+            changed
+        });
+    }
+}

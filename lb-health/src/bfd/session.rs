@@ -1,0 +1,679 @@
+//! The BFD state machine of one session ([RFC 5880 §6.8]), asynchronous mode, sans-IO.
+//!
+//! A [`Session`] never reads the clock and never touches a socket: every input carries
+//! `now: Instant`, and every packet to send comes out of [`Session::poll_transmit`]. Its
+//! methods follow quinn's taxonomy:
+//!
+//! * **A. Getters** (`&self`): [`state`](Session::state), [`status`](Session::status),
+//!   [`detection_time`](Session::detection_time), [`tx_interval`](Session::tx_interval),
+//!   [`counters`](Session::counters), ...
+//! * **B. Handlers** for things that happened: [`handle_packet`](Session::handle_packet)
+//!   and [`handle_timeout`](Session::handle_timeout) (idempotent: a spurious wake-up does
+//!   nothing).
+//! * **C. Commands** from the operator: [`shutdown`](Session::shutdown) (AdminDown,
+//!   §6.8.16), [`set_min_tx`](Session::set_min_tx), [`record_drop`](Session::record_drop).
+//! * **D. Outputs**, `#[must_use]`: [`poll_transmit`](Session::poll_transmit) and
+//!   [`poll_timeout`](Session::poll_timeout).
+//!
+//! # What it implements
+//!
+//! * The three-way handshake Down → Init → Up and the way down (§6.2, §6.8.6): a received
+//!   AdminDown, or a received Down while Up, takes the session Down with diagnostic 3.
+//! * The detection time (§6.8.4): the remote Detect Mult times the greater of our
+//!   `min_rx` and the remote Desired Min TX. When it passes without a valid packet, an
+//!   Init or Up session goes Down with diagnostic 1, and bfd.RemoteDiscr is reset to 0.
+//! * Desired Min TX of `idle_tx` (at least 1 s) while not Up, `min_tx` while Up (§6.8.3),
+//!   changed with a Poll Sequence (§6.5); an increase while Up only takes effect when the
+//!   Final arrives. A Poll is answered with a Final at once (§6.8.7).
+//! * Transmission every max(Desired Min TX, remote Required Min RX), reduced by a random
+//!   0–25 % (10–25 % when our Detect Mult is 1) per packet (§6.8.7); nothing at all while
+//!   the remote Required Min RX is 0; nothing in the passive role until bfd.RemoteDiscr is
+//!   known (§6.1, §6.8.7).
+//! * One packet at once on every state change (as keepalived and FRR do), besides the
+//!   periodic ones, so the handshake does not wait for `idle_tx`.
+//!
+//! Not implemented, as in keepalived: Demand mode (we never ask for it and keep sending
+//! when the peer does), the Echo function, authentication (the codec refuses the A bit).
+//!
+//! Randomness comes in as a seed ([`Session::new`]), so runs are reproducible.
+//!
+//! # Examples
+//!
+//! Two sessions wired back to back on a simulated clock:
+//!
+//! ```
+//! use std::num::NonZeroU32;
+//! use std::time::{Duration, Instant};
+//! use lb_health::bfd::{BfdConfig, Session, SessionState};
+//!
+//! # #[allow(clippy::disallowed_methods)]
+//! let t0 = Instant::now();
+//! let cfg = BfdConfig::new("198.18.0.2".parse().unwrap());
+//! let mut a = Session::new(cfg.clone(), NonZeroU32::new(1).unwrap(), 7, t0);
+//! let mut b = Session::new(cfg, NonZeroU32::new(2).unwrap(), 8, t0);
+//! let mut now = t0;
+//! for _ in 0..10 {
+//!     while let Some(p) = a.poll_transmit(now) { b.handle_packet(now, &p); }
+//!     while let Some(p) = b.poll_transmit(now) { a.handle_packet(now, &p); }
+//!     now += Duration::from_millis(5);
+//!     a.handle_timeout(now);
+//!     b.handle_timeout(now);
+//! }
+//! assert_eq!((a.state(), b.state()), (SessionState::Up, SessionState::Up));
+//! ```
+//!
+//! [RFC 5880 §6.8]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8
+
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::config::BfdConfig;
+use super::packet::{ControlPacket, Diagnostic, SessionState};
+
+/// bfd.RemoteMinRxInterval's initial value, 1 µs ([RFC 5880 §6.8.1]).
+///
+/// [RFC 5880 §6.8.1]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.1
+const INITIAL_REMOTE_MIN_RX: Duration = Duration::from_micros(1);
+
+/// Why a packet did not reach the state machine. Counted per reason in [`Counters`]; a bad
+/// peer packet is never an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Discard {
+    /// Failed [`ControlPacket::parse`] (counted by the driver when the source is known).
+    Malformed,
+    /// A TTL / hop limit below what [`BfdConfig::accepts_ttl`] allows.
+    BadTtl,
+    /// Your Discriminator is non-zero and not ours.
+    Discriminator,
+    /// We are AdminDown: every packet is discarded (§6.8.6).
+    AdminDown,
+}
+
+/// Packet counters of one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets accepted by the state machine.
+    pub rx: u64,
+    /// Packets returned by [`Session::poll_transmit`].
+    pub tx: u64,
+    /// Malformed packets from this session's neighbor.
+    pub dropped_malformed: u64,
+    /// Packets with a TTL / hop limit that failed the check.
+    pub dropped_ttl: u64,
+    /// Packets with another session's discriminator.
+    pub dropped_discriminator: u64,
+    /// Packets received while AdminDown.
+    pub dropped_admin_down: u64,
+}
+
+impl Counters {
+    /// Every dropped packet, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_malformed
+            + self.dropped_ttl
+            + self.dropped_discriminator
+            + self.dropped_admin_down
+    }
+}
+
+/// A snapshot of a session for subscribers (lb-node's `track_bfd`, `BFD_CHECK`, lbctl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionStatus {
+    /// bfd.SessionState.
+    pub state: SessionState,
+    /// bfd.LocalDiag: why we last left Up (diag 1 after a detection timeout, 3 when the
+    /// neighbor signalled Down, 7 after [`Session::shutdown`]).
+    pub local_diag: Diagnostic,
+    /// bfd.RemoteSessionState (Down until the peer is heard).
+    pub remote_state: SessionState,
+    /// The last Diag received from the peer, if any.
+    pub remote_diag: Option<Diagnostic>,
+    /// bfd.LocalDiscr.
+    pub local_discriminator: u32,
+    /// bfd.RemoteDiscr (0: unknown).
+    pub remote_discriminator: u32,
+    /// When `state` was entered.
+    pub since: Instant,
+    /// The current detection time, once the peer has been heard (§6.8.4).
+    pub detection_time: Option<Duration>,
+    /// The current transmit interval before jitter (§6.8.7).
+    pub tx_interval: Duration,
+    /// Packet counters.
+    pub counters: Counters,
+}
+
+/// One BFD session ([RFC 5880 §6.8]); see the [module docs](self).
+///
+/// [RFC 5880 §6.8]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8
+#[derive(Debug)]
+pub struct Session {
+    config: BfdConfig,
+    state: SessionState,
+    since: Instant,
+    local_discr: u32,
+    local_diag: Diagnostic,
+    remote_state: SessionState,
+    remote_discr: u32,
+    remote_diag: Option<Diagnostic>,
+    /// bfd.RemoteMinRxInterval.
+    remote_min_rx: Duration,
+    /// The last Desired Min TX received.
+    remote_desired_min_tx: Duration,
+    /// The last Detect Mult received (0: not heard yet).
+    remote_detect_mult: u8,
+    /// bfd.DesiredMinTxInterval as advertised in our packets.
+    desired_min_tx: Duration,
+    /// The Desired Min TX our transmit timer uses: lags `desired_min_tx` after an increase
+    /// while Up until the Poll Sequence ends (§6.8.3).
+    effective_min_tx: Duration,
+    /// A Poll Sequence is under way: our periodic packets carry P.
+    poll: bool,
+    /// A Final is owed: the next packet goes out at once with F.
+    final_pending: bool,
+    /// Send a packet at once (a state change, a start).
+    tx_now: bool,
+    /// When the next periodic packet is due (`None` while we may not transmit).
+    next_tx: Option<Instant>,
+    /// When the detection time runs out (`None` until a packet is received).
+    detect_deadline: Option<Instant>,
+    counters: Counters,
+    rng: SmallRng,
+    /// The `now` of the last input: an urgent packet is due from then.
+    last_event: Instant,
+}
+
+impl Session {
+    /// A session in state Down with our discriminator `local_discriminator` (unique among
+    /// the speaker's sessions, §6.8.1), the jitter drawn from a generator seeded with
+    /// `seed`. An active session sends its first packet at once; a passive one waits.
+    ///
+    /// `config` should have passed [`BfdConfig::validate`]; out-of-range intervals are
+    /// clamped to the wire range.
+    pub fn new(
+        config: BfdConfig,
+        local_discriminator: NonZeroU32,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
+        let idle = config.idle_tx.max(Duration::from_secs(1));
+        let passive = config.passive;
+        Self {
+            config,
+            state: SessionState::Down,
+            since: now,
+            local_discr: local_discriminator.get(),
+            local_diag: Diagnostic::NoDiagnostic,
+            remote_state: SessionState::Down,
+            remote_discr: 0,
+            remote_diag: None,
+            remote_min_rx: INITIAL_REMOTE_MIN_RX,
+            remote_desired_min_tx: Duration::ZERO,
+            remote_detect_mult: 0,
+            desired_min_tx: idle,
+            effective_min_tx: idle,
+            poll: false,
+            final_pending: false,
+            tx_now: !passive,
+            next_tx: None,
+            detect_deadline: None,
+            counters: Counters::default(),
+            rng: SmallRng::seed_from_u64(seed),
+            last_event: now,
+        }
+    }
+
+    // ----- A. Getters -----
+
+    /// bfd.SessionState.
+    pub fn state(&self) -> SessionState {
+        self.state
+    }
+
+    /// The configuration the session was built with.
+    pub fn config(&self) -> &BfdConfig {
+        &self.config
+    }
+
+    /// bfd.LocalDiscr.
+    pub fn local_discriminator(&self) -> u32 {
+        self.local_discr
+    }
+
+    /// bfd.RemoteDiscr (0 while unknown).
+    pub fn remote_discriminator(&self) -> u32 {
+        self.remote_discr
+    }
+
+    /// bfd.LocalDiag.
+    pub fn local_diag(&self) -> Diagnostic {
+        self.local_diag
+    }
+
+    /// Whether a Poll Sequence we started is still waiting for its Final (§6.5).
+    pub fn poll_active(&self) -> bool {
+        self.poll
+    }
+
+    /// The Desired Min TX Interval we advertise: `idle_tx` while not Up, `min_tx` while Up
+    /// (§6.8.3).
+    pub fn desired_min_tx(&self) -> Duration {
+        self.desired_min_tx
+    }
+
+    /// The detection time once the peer has been heard: its Detect Mult times the greater
+    /// of our `min_rx` and its last Desired Min TX ([RFC 5880 §6.8.4]).
+    ///
+    /// [RFC 5880 §6.8.4]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.4
+    pub fn detection_time(&self) -> Option<Duration> {
+        (self.remote_detect_mult != 0).then(|| {
+            self.config.min_rx.max(self.remote_desired_min_tx) * u32::from(self.remote_detect_mult)
+        })
+    }
+
+    /// The periodic transmit interval before jitter: the greater of the Desired Min TX in
+    /// force and bfd.RemoteMinRxInterval ([RFC 5880 §6.8.7]).
+    ///
+    /// [RFC 5880 §6.8.7]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.7
+    pub fn tx_interval(&self) -> Duration {
+        self.effective_min_tx.max(self.remote_min_rx)
+    }
+
+    /// The packet counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// A snapshot for subscribers.
+    pub fn status(&self) -> SessionStatus {
+        SessionStatus {
+            state: self.state,
+            local_diag: self.local_diag,
+            remote_state: self.remote_state,
+            remote_diag: self.remote_diag,
+            local_discriminator: self.local_discr,
+            remote_discriminator: self.remote_discr,
+            since: self.since,
+            detection_time: self.detection_time(),
+            tx_interval: self.tx_interval(),
+            counters: self.counters,
+        }
+    }
+
+    // ----- B. Handlers -----
+
+    /// A valid Control packet from this session's peer ([RFC 5880 §6.8.6], the part after
+    /// the stateless checks of [`ControlPacket::parse`]). The driver chose this session by
+    /// Your Discriminator, or by address when it is zero, and checked the TTL.
+    ///
+    /// [RFC 5880 §6.8.6]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.6
+    pub fn handle_packet(&mut self, now: Instant, pkt: &ControlPacket) {
+        if pkt.your_discriminator != 0 && pkt.your_discriminator != self.local_discr {
+            self.record_drop(Discard::Discriminator);
+            return;
+        }
+        if self.state == SessionState::AdminDown {
+            self.record_drop(Discard::AdminDown);
+            return;
+        }
+        self.counters.rx += 1;
+        self.last_event = now;
+        let old_interval = self.tx_interval();
+        self.remote_discr = pkt.my_discriminator;
+        self.remote_state = pkt.state;
+        self.remote_diag = Some(pkt.diag);
+        self.remote_min_rx = Duration::from_micros(u64::from(pkt.required_min_rx_us));
+        self.remote_desired_min_tx = Duration::from_micros(u64::from(pkt.desired_min_tx_us));
+        self.remote_detect_mult = pkt.detect_mult;
+
+        if pkt.final_ && self.poll {
+            // The Poll Sequence is over: a deferred increase takes effect now (§6.8.3).
+            self.poll = false;
+            self.effective_min_tx = self.desired_min_tx;
+        }
+
+        match (self.state, pkt.state) {
+            (SessionState::Down, SessionState::AdminDown) => {}
+            (_, SessionState::AdminDown) | (SessionState::Up, SessionState::Down) => {
+                self.go_down(now, Diagnostic::NeighborSignaledSessionDown);
+            }
+            (SessionState::Down, SessionState::Down) => {
+                // keepalived clears the diagnostic on the way up; RFC 5880 leaves it open.
+                self.local_diag = Diagnostic::NoDiagnostic;
+                self.set_state(now, SessionState::Init);
+            }
+            (SessionState::Down, SessionState::Init)
+            | (SessionState::Init, SessionState::Init | SessionState::Up) => self.go_up(now),
+            _ => {}
+        }
+
+        if pkt.poll {
+            self.final_pending = true;
+        }
+        self.detect_deadline = self.detection_time().map(|d| now + d);
+        self.reschedule(now, old_interval);
+    }
+
+    /// Time passed: the detection time may have run out (§6.8.4). Idempotent; a call before
+    /// [`poll_timeout`](Self::poll_timeout) does nothing. Periodic transmissions are due
+    /// from [`poll_transmit`](Self::poll_transmit).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(deadline) = self.detect_deadline {
+            if now >= deadline {
+                self.detect_deadline = None;
+                self.last_event = now;
+                let old_interval = self.tx_interval();
+                // "If a period of a Detection Time passes without the receipt of a valid,
+                // authenticated BFD packet from the remote system, [RemoteDiscr] MUST be
+                // set to zero" (§6.8.1). The peer's other parameters go back to their
+                // initial values too, so a peer that asked for no packets (Required Min RX
+                // 0) and then died does not keep us silent forever.
+                self.remote_discr = 0;
+                self.remote_state = SessionState::Down;
+                self.remote_min_rx = INITIAL_REMOTE_MIN_RX;
+                self.remote_detect_mult = 0;
+                self.remote_desired_min_tx = Duration::ZERO;
+                if matches!(self.state, SessionState::Init | SessionState::Up) {
+                    self.go_down(now, Diagnostic::ControlDetectionTimeExpired);
+                }
+                self.reschedule(now, old_interval);
+            }
+        }
+    }
+
+    // ----- C. Commands -----
+
+    /// Takes the session administratively down ([RFC 5880 §6.8.16]): state AdminDown,
+    /// diagnostic 7, and an AdminDown packet at once (then periodically, at `idle_tx`),
+    /// so that the peer goes Down with "Neighbor Signaled Session Down" instead of waiting
+    /// for its detection time. Every packet received from now on is discarded.
+    ///
+    /// [RFC 5880 §6.8.16]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.16
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.state == SessionState::AdminDown {
+            return;
+        }
+        let old_interval = self.tx_interval();
+        self.last_event = now;
+        self.local_diag = Diagnostic::AdministrativelyDown;
+        self.set_state(now, SessionState::AdminDown);
+        self.detect_deadline = None;
+        self.poll = false;
+        self.desired_min_tx = self.config.idle_tx.max(Duration::from_secs(1));
+        self.effective_min_tx = self.desired_min_tx;
+        self.reschedule(now, old_interval);
+    }
+
+    /// Changes `min_tx`, the Desired Min TX while Up. While Up this starts a Poll Sequence
+    /// (§6.8.3); a decrease is used at once, an increase only once the Final arrives.
+    pub fn set_min_tx(&mut self, now: Instant, min_tx: Duration) {
+        self.config.min_tx = min_tx;
+        self.last_event = now;
+        if self.state == SessionState::Up {
+            self.change_desired_min_tx(now, min_tx);
+        }
+    }
+
+    /// Counts a packet for this session dropped before [`handle_packet`](Self::handle_packet)
+    /// (malformed, bad TTL).
+    pub fn record_drop(&mut self, reason: Discard) {
+        let c = &mut self.counters;
+        match reason {
+            Discard::Malformed => c.dropped_malformed += 1,
+            Discard::BadTtl => c.dropped_ttl += 1,
+            Discard::Discriminator => c.dropped_discriminator += 1,
+            Discard::AdminDown => c.dropped_admin_down += 1,
+        }
+    }
+
+    // ----- D. Outputs -----
+
+    /// The next packet to send now, if any: a Final owed, a packet for a state change, or a
+    /// periodic packet whose time has come. Call until `None`.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<ControlPacket> {
+        if !self.may_transmit() {
+            self.tx_now = false;
+            self.final_pending = false;
+            self.next_tx = None;
+            return None;
+        }
+        let final_ = if self.final_pending {
+            self.final_pending = false;
+            true
+        } else if self.tx_now || self.next_tx.is_none_or(|t| now >= t) {
+            self.tx_now = false;
+            let interval = self.jittered(self.tx_interval());
+            self.next_tx = Some(now + interval);
+            false
+        } else {
+            return None;
+        };
+        self.counters.tx += 1;
+        Some(self.packet(final_))
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) or
+    /// [`poll_transmit`](Self::poll_transmit) next has something to do.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let tx = if !self.may_transmit() {
+            None
+        } else if self.tx_now || self.final_pending || self.next_tx.is_none() {
+            Some(self.last_event)
+        } else {
+            self.next_tx
+        };
+        match (tx, self.detect_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- internals -----
+
+    /// §6.8.7: never while the peer's Required Min RX is 0, never in the passive role
+    /// before the peer is known.
+    fn may_transmit(&self) -> bool {
+        let silent_passive = self.config.passive && self.remote_discr == 0;
+        !self.remote_min_rx.is_zero() && !silent_passive
+    }
+
+    fn packet(&self, final_: bool) -> ControlPacket {
+        let us = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+        ControlPacket {
+            diag: self.local_diag,
+            state: self.state,
+            // P and F are never both set (§6.5); the Poll goes out with the next periodic
+            // packet.
+            poll: self.poll && !final_,
+            final_,
+            control_plane_independent: false,
+            auth_present: false,
+            demand: false,
+            multipoint: false,
+            detect_mult: self.config.multiplier,
+            my_discriminator: self.local_discr,
+            your_discriminator: self.remote_discr,
+            desired_min_tx_us: us(self.desired_min_tx),
+            required_min_rx_us: us(self.config.min_rx),
+            required_min_echo_rx_us: 0,
+        }
+    }
+
+    /// The interval reduced by a random 0–25 %, or 10–25 % when our Detect Mult is 1
+    /// (§6.8.7).
+    fn jittered(&mut self, interval: Duration) -> Duration {
+        let us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
+        let min = if self.config.multiplier == 1 {
+            us / 10
+        } else {
+            0
+        };
+        let max = us / 4;
+        let cut = if max > min {
+            self.rng.gen_range(min..=max)
+        } else {
+            min
+        };
+        Duration::from_micros(us - cut)
+    }
+
+    /// After the transmit interval changed: a shorter one is used at once (§6.8.7 lets the
+    /// next packet come earlier); a longer one from the next packet on.
+    fn reschedule(&mut self, now: Instant, old_interval: Duration) {
+        let new = self.tx_interval();
+        if new < old_interval {
+            if let Some(next) = self.next_tx {
+                let sooner = now + self.jittered(new);
+                if sooner < next {
+                    self.next_tx = Some(sooner);
+                }
+            }
+        }
+    }
+
+    fn set_state(&mut self, now: Instant, to: SessionState) {
+        if self.state != to {
+            self.state = to;
+            self.since = now;
+            self.tx_now = true;
+        }
+    }
+
+    fn go_up(&mut self, now: Instant) {
+        self.local_diag = Diagnostic::NoDiagnostic;
+        self.set_state(now, SessionState::Up);
+        let min_tx = self.config.min_tx;
+        self.change_desired_min_tx(now, min_tx);
+    }
+
+    fn go_down(&mut self, now: Instant, diag: Diagnostic) {
+        self.local_diag = diag;
+        self.set_state(now, SessionState::Down);
+        // Not Up: at least 1 s (§6.8.3), at once, without a Poll Sequence.
+        let old_interval = self.tx_interval();
+        self.poll = false;
+        self.desired_min_tx = self.config.idle_tx.max(Duration::from_secs(1));
+        self.effective_min_tx = self.desired_min_tx;
+        self.reschedule(now, old_interval);
+    }
+
+    fn change_desired_min_tx(&mut self, now: Instant, to: Duration) {
+        if to == self.desired_min_tx {
+            return;
+        }
+        let old_interval = self.tx_interval();
+        let increase = to > self.desired_min_tx;
+        self.desired_min_tx = to;
+        if !(increase && self.state == SessionState::Up) {
+            self.effective_min_tx = to;
+        }
+        self.poll = true;
+        self.reschedule(now, old_interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> BfdConfig {
+        BfdConfig::new("198.18.0.2".parse().unwrap())
+    }
+
+    fn t0() -> Instant {
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    fn session(cfg: BfdConfig, discr: u32, now: Instant) -> Session {
+        Session::new(cfg, NonZeroU32::new(discr).unwrap(), u64::from(discr), now)
+    }
+
+    #[test]
+    fn active_sends_at_once_passive_waits() {
+        let now = t0();
+        let mut a = session(cfg(), 1, now);
+        let p = a.poll_transmit(now).expect("active sends at start");
+        assert_eq!(p.state, SessionState::Down);
+        assert_eq!(p.your_discriminator, 0);
+        assert_eq!(p.desired_min_tx_us, 1_000_000);
+        assert_eq!(p.required_min_rx_us, 10_000);
+        assert_eq!(p.detect_mult, 5);
+        assert!(a.poll_transmit(now).is_none());
+        let next = a.poll_timeout().unwrap();
+        assert!(next - now >= Duration::from_millis(750) && next - now <= Duration::from_secs(1));
+
+        let mut b = session(
+            BfdConfig {
+                passive: true,
+                ..cfg()
+            },
+            2,
+            now,
+        );
+        assert!(b.poll_transmit(now).is_none());
+        assert!(b.poll_timeout().is_none());
+        assert!(b.poll_transmit(now + Duration::from_secs(60)).is_none());
+        b.handle_packet(now, &p);
+        assert_eq!(b.state(), SessionState::Init);
+        let q = b
+            .poll_transmit(now)
+            .expect("passive answers once it heard the peer");
+        assert_eq!(q.state, SessionState::Init);
+        assert_eq!(q.your_discriminator, 1);
+    }
+
+    #[test]
+    fn no_transmit_while_remote_min_rx_is_zero() {
+        let now = t0();
+        let mut a = session(cfg(), 1, now);
+        let pkt = ControlPacket {
+            state: SessionState::Down,
+            detect_mult: 3,
+            my_discriminator: 9,
+            desired_min_tx_us: 1_000_000,
+            required_min_rx_us: 0,
+            poll: true,
+            ..ControlPacket::default()
+        };
+        a.handle_packet(now, &pkt);
+        assert_eq!(a.state(), SessionState::Init);
+        for i in 0..100 {
+            assert!(a.poll_transmit(now + Duration::from_secs(i)).is_none());
+        }
+    }
+
+    #[test]
+    fn discriminator_mismatch_and_admin_down_are_dropped() {
+        let now = t0();
+        let mut a = session(cfg(), 1, now);
+        let pkt = ControlPacket {
+            state: SessionState::Init,
+            detect_mult: 3,
+            my_discriminator: 9,
+            your_discriminator: 2,
+            desired_min_tx_us: 1_000_000,
+            required_min_rx_us: 1_000,
+            ..ControlPacket::default()
+        };
+        a.handle_packet(now, &pkt);
+        assert_eq!(a.state(), SessionState::Down);
+        assert_eq!(a.counters().dropped_discriminator, 1);
+        a.shutdown(now);
+        a.handle_packet(
+            now,
+            &ControlPacket {
+                your_discriminator: 1,
+                ..pkt
+            },
+        );
+        assert_eq!(a.state(), SessionState::AdminDown);
+        assert_eq!(a.counters().dropped_admin_down, 1);
+        assert_eq!(a.counters().rx, 0);
+    }
+}
