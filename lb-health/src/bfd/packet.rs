@@ -423,8 +423,8 @@ mod tests {
     /// 0x01020304, your discriminator 0x0a0b0c0d, desired min TX 10 000 µs (0x2710),
     /// required min RX 1 000 000 µs (0x0f4240), required min echo RX 0.
     static UP_POLL_BYTES: [u8; 24] = [
-        0b001_00011,      // Vers 1 | Diag 3
-        0b11_1_0_0_0_0_0, // Sta 3 | P
+        0b001_00011, // Vers 1 | Diag 3
+        0b1110_0000, // Sta 3 (bits 0-1) | P (bit 2)
         3,
         24,
         0x01,
@@ -481,7 +481,8 @@ mod tests {
             my_discriminator: 1,
             ..ControlPacket::default()
         };
-        let cases: [(fn(&mut ControlPacket), u8); 6] = [
+        type Set = fn(&mut ControlPacket);
+        let cases: [(Set, u8); 6] = [
             (|p| p.poll = true, 0x20),
             (|p| p.final_ = true, 0x10),
             (|p| p.control_plane_independent = true, 0x08),
