@@ -1,1 +1,574 @@
-//! placeholder
+//! The sans-IO BFD `Session` on a simulated clock: two sessions wired back to back through
+//! a `Pair` (quinn's test harness shape: `step`, `drive`, virtual time, a link that can be
+//! cut), plus single-session tests that feed hand-made packets.
+
+// A simulated clock needs one real `Instant` to start from.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use lb_health::bfd::{BfdConfig, ControlPacket, Diagnostic, Session, SessionState};
+use proptest::prelude::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn cfg() -> BfdConfig {
+    BfdConfig::new("198.18.0.2".parse().unwrap())
+}
+
+fn session(cfg: BfdConfig, discr: u32, seed: u64, now: Instant) -> Session {
+    Session::new(cfg, NonZeroU32::new(discr).unwrap(), seed, now)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+/// Two sessions and the link between them: each packet takes `latency`; a cut link loses
+/// everything.
+struct Pair {
+    a: Session,
+    b: Session,
+    now: Instant,
+    latency: Duration,
+    link_up: bool,
+    in_flight: VecDeque<(Instant, Side, ControlPacket)>,
+    /// Every packet sent: when, by whom.
+    sent: Vec<(Instant, Side, ControlPacket)>,
+    /// Every state change seen after a step: when, whose, to what.
+    transitions: Vec<(Instant, Side, SessionState)>,
+}
+
+impl Pair {
+    fn new(a: BfdConfig, b: BfdConfig) -> Self {
+        let now = Instant::now();
+        Self {
+            a: session(a, 0xa, 1, now),
+            b: session(b, 0xb, 2, now),
+            now,
+            latency: Duration::from_micros(100),
+            link_up: true,
+            in_flight: VecDeque::new(),
+            sent: Vec::new(),
+            transitions: Vec::new(),
+        }
+    }
+
+    fn session(&mut self, side: Side) -> &mut Session {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    /// Sends what both sessions have to send now.
+    fn flush(&mut self) {
+        for side in [Side::A, Side::B] {
+            let now = self.now;
+            while let Some(p) = self.session(side).poll_transmit(now) {
+                assert!(!(p.poll && p.final_), "P and F together: {p:?}");
+                self.sent.push((now, side, p));
+                if self.link_up {
+                    self.in_flight.push_back((now + self.latency, side, p));
+                }
+            }
+        }
+    }
+
+    /// Advances to the next event (a delivery or a session timer) and handles it.
+    fn step(&mut self) {
+        self.flush();
+        let next = [
+            self.a.poll_timeout(),
+            self.b.poll_timeout(),
+            self.in_flight.front().map(|x| x.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("something is always scheduled in these tests");
+        self.now = self.now.max(next);
+        let before = (self.a.state(), self.b.state());
+        while self.in_flight.front().is_some_and(|x| x.0 <= self.now) {
+            let (_, from, p) = self.in_flight.pop_front().unwrap();
+            let now = self.now;
+            match from {
+                Side::A => self.b.handle_packet(now, &p),
+                Side::B => self.a.handle_packet(now, &p),
+            }
+            self.record(before);
+        }
+        let now = self.now;
+        self.a.handle_timeout(now);
+        self.b.handle_timeout(now);
+        self.record(before);
+        self.flush();
+    }
+
+    fn record(&mut self, before: (SessionState, SessionState)) {
+        for (side, old, new) in [
+            (Side::A, before.0, self.a.state()),
+            (Side::B, before.1, self.b.state()),
+        ] {
+            let last = self
+                .transitions
+                .iter()
+                .rev()
+                .find(|t| t.1 == side)
+                .map_or(old, |t| t.2);
+            if new != last {
+                self.transitions.push((self.now, side, new));
+            }
+        }
+    }
+
+    /// Steps until `until` of simulated time has passed (bounded in steps too).
+    fn drive_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        for _ in 0..1_000_000 {
+            if self.now >= end {
+                return;
+            }
+            self.step();
+        }
+        panic!("drive_for did not reach the end");
+    }
+
+    /// Steps until `f` holds, at most `limit` of simulated time; returns the time taken.
+    fn drive_until(&mut self, limit: Duration, f: impl Fn(&Self) -> bool) -> Option<Duration> {
+        let start = self.now;
+        for _ in 0..1_000_000 {
+            if f(self) {
+                return Some(self.now - start);
+            }
+            if self.now - start > limit {
+                return None;
+            }
+            self.step();
+        }
+        None
+    }
+
+    fn both_up(&self) -> bool {
+        self.a.state() == SessionState::Up && self.b.state() == SessionState::Up
+    }
+}
+
+fn states_of(p: &Pair, side: Side) -> Vec<SessionState> {
+    p.transitions
+        .iter()
+        .filter(|t| t.1 == side)
+        .map(|t| t.2)
+        .collect()
+}
+
+#[test]
+fn two_sessions_reach_up_through_the_three_way_handshake() {
+    let mut p = Pair::new(cfg(), cfg());
+    let took = p
+        .drive_until(Duration::from_secs(3), Pair::both_up)
+        .expect("both Up");
+    // Both active: each hears the other's Down and goes Init, then Up.
+    assert_eq!(
+        states_of(&p, Side::A),
+        [SessionState::Init, SessionState::Up]
+    );
+    assert_eq!(
+        states_of(&p, Side::B),
+        [SessionState::Init, SessionState::Up]
+    );
+    // A packet on every state change: no waiting for idle_tx (1 s).
+    assert!(took < 10 * MS, "{took:?}");
+    assert_eq!(p.a.remote_discriminator(), 0xb);
+    assert_eq!(p.b.remote_discriminator(), 0xa);
+    // The first packets carry Your Discriminator 0 and the idle interval.
+    let first = p.sent[0].2;
+    assert_eq!(
+        (first.state, first.your_discriminator),
+        (SessionState::Down, 0)
+    );
+    assert_eq!(first.desired_min_tx_us, 1_000_000);
+    p.drive_for(Duration::from_secs(2));
+    assert!(p.both_up());
+    assert_eq!(p.a.status().local_diag, Diagnostic::NoDiagnostic);
+}
+
+#[test]
+fn passive_session_is_silent_until_it_hears_its_peer() {
+    let mut p = Pair::new(
+        cfg(),
+        BfdConfig {
+            passive: true,
+            ..cfg()
+        },
+    );
+    p.link_up = false;
+    // A alone: B sends nothing however long we wait.
+    p.drive_for(Duration::from_secs(10));
+    assert!(p.sent.iter().all(|s| s.1 == Side::A));
+    assert!(p.sent.len() >= 10, "A keeps sending at about 1 s");
+    assert_eq!(p.b.poll_timeout(), None);
+    p.link_up = true;
+    p.drive_until(Duration::from_secs(3), Pair::both_up)
+        .expect("Up once connected");
+    // Passive B goes Down -> Init -> Up; its first packet answers A.
+    assert_eq!(
+        states_of(&p, Side::B),
+        [SessionState::Init, SessionState::Up]
+    );
+    let b_first = p.sent.iter().find(|s| s.1 == Side::B).unwrap();
+    assert_eq!(b_first.2.state, SessionState::Init);
+    assert_eq!(b_first.2.your_discriminator, 0xa);
+}
+
+#[test]
+fn interval_switches_from_idle_to_min_tx_with_a_poll_sequence() {
+    let mut p = Pair::new(cfg(), cfg());
+    p.drive_until(Duration::from_secs(3), Pair::both_up)
+        .expect("Up");
+    // Every packet sent before Up advertised idle_tx, without P.
+    for (_, _, pkt) in p.sent.iter().filter(|s| s.2.state != SessionState::Up) {
+        assert_eq!(pkt.desired_min_tx_us, 1_000_000);
+        assert!(!pkt.poll);
+    }
+    // A's first Up packet starts the Poll Sequence with min_tx.
+    let first_up = p
+        .sent
+        .iter()
+        .find(|s| s.1 == Side::A && s.2.state == SessionState::Up)
+        .unwrap()
+        .2;
+    assert!(first_up.poll);
+    assert_eq!(first_up.desired_min_tx_us, 10_000);
+    p.drive_until(Duration::from_secs(1), |p| {
+        !p.a.poll_active() && !p.b.poll_active()
+    })
+    .expect("both Poll Sequences end");
+    // B answered with a Final; afterwards A polls no more and both run at 10 ms with a
+    // detection time of 5 x 10 ms.
+    assert!(p.sent.iter().any(|s| s.1 == Side::B && s.2.final_));
+    let n = p.sent.len();
+    p.drive_for(Duration::from_millis(200));
+    assert!(p.sent[n..].iter().all(|s| !s.2.poll));
+    assert_eq!(p.a.tx_interval(), 10 * MS);
+    assert_eq!(p.a.detection_time(), Some(50 * MS));
+    let a_sent = p.sent[n..].iter().filter(|s| s.1 == Side::A).count();
+    // 200 ms at 7.5-10 ms a packet.
+    assert!((19..=28).contains(&a_sent), "{a_sent} packets in 200 ms");
+}
+
+#[test]
+fn detection_expiry_goes_down_with_diag_1_and_forgets_the_remote_discriminator() {
+    let mut p = Pair::new(cfg(), cfg());
+    p.drive_until(Duration::from_secs(3), Pair::both_up)
+        .expect("Up");
+    p.drive_for(Duration::from_millis(100));
+    p.link_up = false;
+    p.in_flight.clear();
+    let cut = p.now;
+    let took = p
+        .drive_until(Duration::from_secs(1), |p| p.a.state() != SessionState::Up)
+        .expect("A goes Down");
+    assert_eq!(p.a.state(), SessionState::Down);
+    assert_eq!(p.a.local_diag(), Diagnostic::ControlDetectionTimeExpired);
+    assert_eq!(p.a.remote_discriminator(), 0);
+    // Detection time 50 ms after the last packet received (at most one interval before
+    // the cut).
+    assert!(
+        took <= 50 * MS && took >= 40 * MS,
+        "{took:?} after the cut at {cut:?}"
+    );
+    // Down: back on idle_tx, still sending (active), no detection timer any more.
+    assert_eq!(p.a.desired_min_tx(), Duration::from_secs(1));
+    // The link comes back: Up again.
+    p.drive_for(Duration::from_millis(10));
+    p.link_up = true;
+    p.drive_until(Duration::from_secs(5), Pair::both_up)
+        .expect("Up again");
+}
+
+#[test]
+fn admin_down_received_takes_the_peer_down_with_diag_3() {
+    let mut p = Pair::new(cfg(), cfg());
+    p.drive_until(Duration::from_secs(3), Pair::both_up)
+        .expect("Up");
+    let now = p.now;
+    p.b.shutdown(now);
+    assert_eq!(p.b.state(), SessionState::AdminDown);
+    assert_eq!(p.b.local_diag(), Diagnostic::AdministrativelyDown);
+    let pkt = p.b.poll_transmit(now).expect("AdminDown at once");
+    assert_eq!(pkt.state, SessionState::AdminDown);
+    assert_eq!(pkt.diag, Diagnostic::AdministrativelyDown);
+    assert_eq!(pkt.desired_min_tx_us, 1_000_000);
+    p.a.handle_packet(now, &pkt);
+    assert_eq!(p.a.state(), SessionState::Down);
+    assert_eq!(p.a.local_diag(), Diagnostic::NeighborSignaledSessionDown);
+    // A stays Down while B is AdminDown; B discards what A sends.
+    p.drive_for(Duration::from_secs(3));
+    assert_eq!(p.a.state(), SessionState::Down);
+    assert_eq!(p.b.state(), SessionState::AdminDown);
+    assert!(p.b.counters().dropped_admin_down > 0);
+}
+
+fn up_session(now: Instant) -> Session {
+    let mut s = session(cfg(), 1, 9, now);
+    let _ = s.poll_transmit(now);
+    let peer = ControlPacket {
+        state: SessionState::Init,
+        detect_mult: 3,
+        my_discriminator: 77,
+        your_discriminator: 1,
+        desired_min_tx_us: 10_000,
+        required_min_rx_us: 10_000,
+        ..ControlPacket::default()
+    };
+    s.handle_packet(now, &peer);
+    assert_eq!(s.state(), SessionState::Up);
+    while s.poll_transmit(now).is_some() {}
+    s
+}
+
+fn from_peer(state: SessionState) -> ControlPacket {
+    ControlPacket {
+        state,
+        detect_mult: 3,
+        my_discriminator: 77,
+        your_discriminator: 1,
+        desired_min_tx_us: 10_000,
+        required_min_rx_us: 10_000,
+        ..ControlPacket::default()
+    }
+}
+
+#[test]
+fn down_received_while_up_goes_down_with_diag_3() {
+    let now = Instant::now();
+    let mut s = up_session(now);
+    s.handle_packet(now + MS, &from_peer(SessionState::Down));
+    assert_eq!(s.state(), SessionState::Down);
+    assert_eq!(s.local_diag(), Diagnostic::NeighborSignaledSessionDown);
+    assert_eq!(s.status().since, now + MS);
+    // A Down packet goes out at once.
+    let p = s
+        .poll_transmit(now + MS)
+        .expect("packet on the state change");
+    assert_eq!(p.state, SessionState::Down);
+    assert_eq!(p.diag, Diagnostic::NeighborSignaledSessionDown);
+}
+
+#[test]
+fn poll_is_answered_with_final_at_once() {
+    let now = Instant::now();
+    let mut s = up_session(now);
+    // Between periodic packets: nothing due.
+    let t = now + 2 * MS;
+    assert!(s.poll_transmit(t).is_none());
+    let poll = ControlPacket {
+        poll: true,
+        desired_min_tx_us: 20_000,
+        ..from_peer(SessionState::Up)
+    };
+    s.handle_packet(t, &poll);
+    assert_eq!(s.poll_timeout(), Some(t), "the Final is due now");
+    let f = s.poll_transmit(t).expect("Final at once");
+    assert!(f.final_ && !f.poll);
+    assert_eq!(f.state, SessionState::Up);
+    // One Final per Poll; the new remote Desired Min TX is in the detection time.
+    assert!(s.poll_transmit(t).is_none());
+    assert_eq!(s.detection_time(), Some(60 * MS));
+}
+
+#[test]
+fn an_increase_while_up_takes_effect_only_when_the_final_arrives() {
+    let now = Instant::now();
+    let mut s = up_session(now);
+    let _ = s.poll_transmit(now);
+    let t = now + MS;
+    s.handle_packet(t, &from_peer(SessionState::Up)); // end our own first Poll
+    s.handle_packet(
+        t,
+        &ControlPacket {
+            final_: true,
+            ..from_peer(SessionState::Up)
+        },
+    );
+    assert!(!s.poll_active());
+    assert_eq!(s.tx_interval(), 10 * MS);
+    s.set_min_tx(t, 100 * MS);
+    assert!(s.poll_active());
+    assert_eq!(s.desired_min_tx(), 100 * MS);
+    assert_eq!(s.tx_interval(), 10 * MS, "not before the Final");
+    // The periodic packets carry P and the new value.
+    let mut t2 = t;
+    let pkt = loop {
+        t2 += MS;
+        if let Some(p) = s.poll_transmit(t2) {
+            break p;
+        }
+        s.handle_packet(t2, &from_peer(SessionState::Up));
+    };
+    assert!(pkt.poll);
+    assert_eq!(pkt.desired_min_tx_us, 100_000);
+    assert_eq!(s.tx_interval(), 10 * MS);
+    s.handle_packet(
+        t2,
+        &ControlPacket {
+            final_: true,
+            ..from_peer(SessionState::Up)
+        },
+    );
+    assert!(!s.poll_active());
+    assert_eq!(s.tx_interval(), 100 * MS);
+    // A decrease is used at once (with a Poll Sequence still).
+    s.set_min_tx(t2, 20 * MS);
+    assert_eq!(s.tx_interval(), 20 * MS);
+    assert!(s.poll_active());
+}
+
+/// Intervals between the periodic packets of a session whose peer wants 1 ms, over many
+/// transmissions.
+fn intervals(multiplier: u8, seed: u64) -> Vec<Duration> {
+    let t0 = Instant::now();
+    let cfg = BfdConfig {
+        multiplier,
+        ..cfg()
+    };
+    let mut s = session(cfg, 5, seed, t0);
+    let mut now = t0;
+    let mut sent = Vec::new();
+    for _ in 0..2000 {
+        if s.poll_transmit(now).is_some() {
+            sent.push(now);
+        }
+        now = s.poll_timeout().expect("active session always has a timer");
+    }
+    sent.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[test]
+fn jitter_stays_within_rfc_bounds() {
+    let idle = Duration::from_secs(1);
+    let v = intervals(5, 1);
+    assert!(v.len() > 1000);
+    let min = *v.iter().min().unwrap();
+    let max = *v.iter().max().unwrap();
+    assert!(min >= idle * 3 / 4 && max <= idle, "{min:?}..{max:?}");
+    // It does jitter, over most of the allowed range.
+    assert!(
+        min < idle * 4 / 5 && max > idle * 19 / 20,
+        "{min:?}..{max:?}"
+    );
+    // Detect Mult 1: between 75 % and 90 %.
+    let v = intervals(1, 2);
+    let min = *v.iter().min().unwrap();
+    let max = *v.iter().max().unwrap();
+    assert!(
+        min >= idle * 3 / 4 && max <= idle * 9 / 10,
+        "{min:?}..{max:?}"
+    );
+    assert!(max > idle * 17 / 20, "{max:?}");
+    // Same seed, same jitter.
+    assert_eq!(intervals(5, 3), intervals(5, 3));
+    assert_ne!(intervals(5, 3), intervals(5, 4));
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Packet(ControlPacket),
+    Wait(u32),
+    Shutdown,
+    SetMinTx(u32),
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let packet = (
+        (0u8..4, 0u8..10, any::<bool>(), any::<bool>(), 1u8..=255),
+        (1u32..4, prop_oneof![Just(0u32), Just(1), 2u32..5]),
+        (0u32..2_000_000, prop_oneof![Just(0u32), 1u32..2_000_000]),
+    )
+        .prop_map(|((sta, diag, poll, fin, mult), (my, your), (tx, rx))| {
+            let state = SessionState::from_bits(sta);
+            let your = if your == 0 && matches!(state, SessionState::Init | SessionState::Up) {
+                1
+            } else {
+                your
+            };
+            ControlPacket {
+                state,
+                diag: Diagnostic::from(diag),
+                poll,
+                final_: fin && !poll,
+                detect_mult: mult,
+                my_discriminator: my,
+                your_discriminator: your,
+                desired_min_tx_us: tx,
+                required_min_rx_us: rx,
+                ..ControlPacket::default()
+            }
+        });
+    prop_oneof![
+        6 => packet.prop_map(Event::Packet),
+        4 => (0u32..3_000_000).prop_map(Event::Wait),
+        1 => Just(Event::Shutdown),
+        1 => (1u32..2_000_000).prop_map(Event::SetMinTx),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Random packets, waits and commands: no panic, and the RFC's rules hold for every
+    /// packet sent.
+    #[test]
+    fn random_event_sequences_keep_the_invariants(
+        passive in any::<bool>(),
+        events in proptest::collection::vec(event(), 0..80),
+    ) {
+        let t0 = Instant::now();
+        let mut s = session(BfdConfig { passive, ..cfg() }, 1, 7, t0);
+        let mut now = t0;
+        let mut remote_min_rx_zero = false;
+        for ev in events {
+            match ev {
+                Event::Packet(p) => {
+                    if s.state() != SessionState::AdminDown
+                        && (p.your_discriminator == 0 || p.your_discriminator == 1)
+                    {
+                        remote_min_rx_zero = p.required_min_rx_us == 0;
+                    }
+                    s.handle_packet(now, &p);
+                }
+                Event::Wait(us) => {
+                    now += Duration::from_micros(u64::from(us));
+                    s.handle_timeout(now);
+                    if s.remote_discriminator() == 0 && s.status().detection_time.is_none() {
+                        remote_min_rx_zero = false;
+                    }
+                }
+                Event::Shutdown => s.shutdown(now),
+                Event::SetMinTx(us) => s.set_min_tx(now, Duration::from_micros(u64::from(us))),
+            }
+            if let Some(t) = s.poll_timeout() {
+                prop_assert!(t >= t0);
+            }
+            while let Some(p) = s.poll_transmit(now) {
+                prop_assert!(!remote_min_rx_zero, "sent while the peer's Required Min RX is 0");
+                prop_assert!(!(passive && s.remote_discriminator() == 0), "passive sent unasked");
+                prop_assert!(!(p.poll && p.final_));
+                prop_assert_eq!(p.state, s.state());
+                prop_assert_eq!(p.my_discriminator, 1);
+                prop_assert!(ControlPacket::parse(&p.to_bytes()).is_ok(), "{:?}", p);
+                if p.state != SessionState::Up {
+                    prop_assert!(p.desired_min_tx_us >= 1_000_000, "{:?}", p);
+                }
+            }
+            if s.state() == SessionState::Up {
+                prop_assert_ne!(s.remote_discriminator(), 0);
+            }
+        }
+    }
+}
