@@ -314,3 +314,66 @@ fn lb_to_lb_active_and_passive() {
             && s.remote_state == SessionState::AdminDown
     });
 }
+
+#[test]
+fn two_sessions_to_one_neighbor_are_told_apart_by_destination() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("bfddst", &[("a", 1), ("b", 2)]).expect("lab");
+    let a1 = IpAddr::V4(lab.addr("a"));
+    let a2: IpAddr = "198.18.0.11".parse().unwrap();
+    let out = lab
+        .exec("a", &["ip", "addr", "add", "198.18.0.11/24", "dev", "eth0"])
+        .expect("ip addr add");
+    assert!(out.status.success(), "{out:?}");
+    let b = IpAddr::V4(lab.addr("b"));
+    // On A, two sessions to B from two sources: A's receive socket is the wildcard, and
+    // B's packets with Your Discriminator 0 only differ in their destination.
+    let a_side = |src: IpAddr| BfdConfig {
+        source_ip: Some(src),
+        ..BfdConfig::new(b)
+    };
+    let b_side = |dst: IpAddr| BfdConfig {
+        source_ip: Some(b),
+        ..BfdConfig::new(dst)
+    };
+    let sb = Speaker::start(
+        lab.ns("b"),
+        vec![("to_a1".into(), b_side(a1)), ("to_a2".into(), b_side(a2))],
+    );
+    let sa = Speaker::start(
+        lab.ns("a"),
+        vec![
+            ("from_a1".into(), a_side(a1)),
+            ("from_a2".into(), a_side(a2)),
+        ],
+    );
+    for (s, name) in [
+        (&sa, "from_a1"),
+        (&sa, "from_a2"),
+        (&sb, "to_a1"),
+        (&sb, "to_a2"),
+    ] {
+        s.wait_for(name, "Up", |s| s.state == SessionState::Up);
+    }
+    // Each of A's sessions is paired with its own counterpart on B.
+    let (f1, f2) = (sa.status("from_a1"), sa.status("from_a2"));
+    let (t1, t2) = (sb.status("to_a1"), sb.status("to_a2"));
+    assert_eq!(f1.remote_discriminator, t1.local_discriminator);
+    assert_eq!(f2.remote_discriminator, t2.local_discriminator);
+    assert_eq!(t1.remote_discriminator, f1.local_discriminator);
+    assert_eq!(t2.remote_discriminator, f2.local_discriminator);
+    // And they stay up (no flapping between two remote discriminators).
+    std::thread::sleep(Duration::from_millis(300));
+    for (s, name) in [
+        (&sa, "from_a1"),
+        (&sa, "from_a2"),
+        (&sb, "to_a1"),
+        (&sb, "to_a2"),
+    ] {
+        let st = s.status(name);
+        assert_eq!(st.state, SessionState::Up, "{name}: {st:?}");
+        assert_eq!(st.counters.dropped(), 0, "{name}: {st:?}");
+    }
+}

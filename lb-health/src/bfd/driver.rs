@@ -46,15 +46,20 @@
 //! [RFC 5881 §4]: https://www.rfc-editor.org/rfc/rfc5881#section-4
 
 use std::collections::HashSet;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::num::NonZeroU32;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage,
+};
 use rand::Rng;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -205,12 +210,20 @@ fn bind_send_socket(cfg: &BfdConfig) -> Result<StdUdpSocket> {
     Err(socket_error(format!("bind {ip}:{lo}-{hi}"), &e))
 }
 
+/// The receive socket of one family on port 3784, with `IP_PKTINFO` /
+/// `IPV6_RECVPKTINFO` so that a packet's destination address is known.
 fn bind_receive_socket(ip: IpAddr, names: &[&str]) -> Result<StdUdpSocket> {
     let addr = SocketAddr::new(ip, CONTROL_PORT);
-    let what = || format!("bind {addr} (bfd_instance {})", names.join(", "));
-    let sock = new_udp(ip.is_ipv4()).map_err(|e| socket_error(what(), &e))?;
+    let what = |op: &str| format!("{op} {addr} (bfd_instance {})", names.join(", "));
+    let sock = new_udp(ip.is_ipv4()).map_err(|e| socket_error(what("socket"), &e))?;
+    let pktinfo = if ip.is_ipv4() {
+        setsockopt(&sock, sockopt::Ipv4PacketInfo, &true)
+    } else {
+        setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true)
+    };
+    pktinfo.map_err(|e| socket_error(what("set IP_PKTINFO on"), &e.into()))?;
     sock.bind(&addr.into())
-        .map_err(|e| socket_error(what(), &e))?;
+        .map_err(|e| socket_error(what("bind"), &e))?;
     Ok(sock.into())
 }
 
@@ -394,11 +407,64 @@ impl BfdSpeaker {
     }
 }
 
-async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+/// One received datagram: its size, source and (from the packet-info control message)
+/// destination address.
+#[derive(Debug, Clone, Copy)]
+struct Datagram {
+    len: usize,
+    src: SocketAddr,
+    dst: Option<IpAddr>,
+}
+
+/// Receives one datagram (cancel safe: nothing is read until the socket is readable).
+async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<Datagram> {
     match sock {
-        Some(s) => s.recv_from(buf).await,
+        Some(s) => s.async_io(Interest::READABLE, || recv_now(s, buf)).await,
         None => std::future::pending().await,
     }
+}
+
+fn recv_now(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
+    let mut cmsg = nix::cmsg_space!(nix::libc::in6_pktinfo);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let src = msg
+        .address
+        .and_then(|a| match a.family() {
+            Some(nix::sys::socket::AddressFamily::Inet) => a
+                .as_sockaddr_in()
+                .map(|v| SocketAddr::from(std::net::SocketAddrV4::from(*v))),
+            Some(nix::sys::socket::AddressFamily::Inet6) => a
+                .as_sockaddr_in6()
+                .map(|v| SocketAddr::from(std::net::SocketAddrV6::from(*v))),
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+    let mut dst = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            match c {
+                ControlMessageOwned::Ipv4PacketInfo(i) => {
+                    dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(i.ipi_addr.s_addr))));
+                }
+                ControlMessageOwned::Ipv6PacketInfo(i) => {
+                    dst = Some(IpAddr::V6(Ipv6Addr::from(i.ipi6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Datagram {
+        len: msg.bytes,
+        src,
+        dst,
+    })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -408,14 +474,35 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// The session for a packet from `src` to `dst` with Your Discriminator 0: the one with
+/// that neighbor and `dst` as its `source_ip`, else the first with that neighbor and no
+/// `source_ip` (or any, when `dst` is unknown).
+fn by_addr(running: &[Running], src: IpAddr, dst: Option<IpAddr>) -> Option<usize> {
+    let mut fallback = None;
+    for (i, r) in running.iter().enumerate() {
+        let cfg = r.session.config();
+        if cfg.neighbor_ip != src {
+            continue;
+        }
+        match (cfg.source_ip, dst) {
+            (Some(s), Some(d)) if s == d => return Some(i),
+            (Some(_), Some(_)) => {}
+            _ => {
+                fallback.get_or_insert(i);
+            }
+        }
+    }
+    fallback
+}
+
 fn receive(
-    r: io::Result<(usize, SocketAddr)>,
+    r: io::Result<Datagram>,
     buf: &[u8],
     running: &mut [Running],
     counters: &SharedCounters,
     now: Instant,
 ) {
-    let (len, src) = match r {
+    let Datagram { len, src, dst } = match r {
         Ok(x) => x,
         Err(e) => {
             counters.receive_errors.fetch_add(1, Ordering::Relaxed);
@@ -424,11 +511,8 @@ fn receive(
         }
     };
     let src_ip = src.ip().to_canonical();
-    let by_addr = |running: &[Running]| {
-        running
-            .iter()
-            .position(|r| r.session.config().neighbor_ip == src_ip)
-    };
+    let dst = dst.map(|d| d.to_canonical());
+    let by_addr = |running: &[Running]| by_addr(running, src_ip, dst);
     let pkt = match ControlPacket::parse(&buf[..len.min(buf.len())]) {
         Ok(p) => p,
         Err(e) => {
