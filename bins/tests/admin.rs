@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use lb_bins::admin::client::{Client, ClientError};
 use lb_bins::admin::{
-    server, AdminHandler, AdminState, BackendStatus, Health, HttpCounters, HttpVsCounters,
+    server, AdminHandler, AdminState, BackendStatus, BfdStatus, Health, HttpCounters, HttpVsCounters,
     NodeStatus, Status, TrackedStatus, VirtualServerStatus, VrrpState, VrrpStatus,
 };
 use lb_bins::config::model::Protocol;
@@ -154,6 +154,14 @@ fn status() -> Status {
                 backends: vec![web],
             },
         ],
+        bfd: vec![BfdStatus {
+            name: "gw".into(),
+            neighbor_ip: "198.18.0.1".parse().unwrap(),
+            state: "Down".into(),
+            remote_state: "Down".into(),
+            diagnostic: "Control Detection Time Expired".into(),
+            since_secs: 12,
+        }],
     }
 }
 
@@ -298,6 +306,10 @@ fn lbctl_status_prints_tables_and_json() {
     );
     assert!(
         out.contains("\n  VI_1      file     maintenance  1       ok     -10       -\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nBFD sessions\n  Name  Neighbor    State  Remote  Diagnostic                      Since\n  gw    198.18.0.1  Down   Down    Control Detection Time Expired  0m12s\n"),
         "{out}"
     );
     assert!(

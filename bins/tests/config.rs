@@ -136,10 +136,11 @@ fn commented_example_exercises_every_option() {
             CheckKind::Ping => "ping",
             CheckKind::Smtp(_) => "smtp",
             CheckKind::File(_) => "file",
+            CheckKind::Bfd(_) => "bfd",
         })
         .collect();
     for k in [
-        "tcp", "http", "ssl", "misc", "udp", "dns", "ping", "smtp", "file",
+        "tcp", "http", "ssl", "misc", "udp", "dns", "ping", "smtp", "file", "bfd",
     ] {
         assert!(kinds.contains(&k), "no {k} check in the example");
     }
@@ -438,6 +439,7 @@ fn commented_example_sets_every_key_of_the_model() {
             "vrrp_scripts" => "vrrp_script",
             "vrrp_track_processes" => "vrrp_track_process",
             "track_files" => "track_file",
+            "bfd_instances" => "bfd_instance",
             "vrrp_instances" => "vrrp_instance",
             "sync_groups" => "vrrp_sync_group",
             "virtual_servers" => "virtual_server",
@@ -3191,5 +3193,131 @@ fn url_regex_is_read_with_keepalived_escapes() {
     assert_eq!(
         errors("bad.conf", &base("a b")),
         ["bad.conf:7:23: regex takes one pattern, not 2 words: quote it (\"a b\" or 'a b')"]
+    );
+}
+
+/// keepalived's `bfd_instance` (intervals in milliseconds with microsecond decimals, `ttl`
+/// and `hoplimit` one setting, `weight W [reverse]`), `track_bfd` in a `vrrp_instance` and
+/// a `vrrp_sync_group` (copied into its members), and `BFD_CHECK { name; alpha }` give the
+/// model their TOML twins give; unknown names, a second session to one neighbour, bad
+/// values and a check on a `vrrp`-only session are located errors.
+#[test]
+fn bfd_is_read_from_both_formats() {
+    use lb_bins::config::model::{BfdCheck, BfdInstance, TrackBfdRef};
+    let text = "bfd_instance gw {\n    neighbour_ip 198.18.0.1\n    source_ip 198.18.0.11\n\
+         min_rx 3.312\n    min_tx 20\n    idle_tx 2000.5\n    multiplier 3\n    passive\n\
+         hoplimit 250\n    max_hops 5\n    weight -30 reverse\n    checker\n}\n\
+         bfd_instance peer {\n    neighbor_ip fd00:18::2\n    vrrp\n}\n\
+         vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 51\n\
+         virtual_ipaddress {\n        198.18.0.250\n    }\n\
+         track_bfd {\n        peer weight 10 noreverse\n    }\n}\n\
+         vrrp_instance VI_2 {\n    interface eth0\n    virtual_router_id 52\n\
+         virtual_ipaddress {\n        198.18.0.249\n    }\n}\n\
+         vrrp_sync_group G {\n    group {\n        VI_1\n        VI_2\n    }\n\
+         track_bfd {\n        peer weight -20\n    }\n}\n\
+         virtual_server 198.18.0.250 80 {\n    protocol TCP\n    alpha\n\
+         real_server 198.18.0.151 80 {\n        BFD_CHECK {\n            name gw\n        }\n    }\n\
+         real_server 198.18.0.152 80 {\n        BFD_CHECK {\n            name gw\n            alpha off\n        }\n    }\n}\n";
+    let (k, w) = config::keepalived::parse_str(text, Path::new("k.conf")).unwrap_or_else(|e| {
+        panic!(
+            "{}",
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    // The two checks on one session and the group's weight over VI_1's own are warned.
+    assert!(
+        w.iter()
+            .any(|w| w.to_string().contains("also tracked by vrrp_instance VI_1")),
+        "{w:?}"
+    );
+    let mut gw = BfdInstance::new("gw", "198.18.0.1".parse().unwrap());
+    gw.source_ip = Some("198.18.0.11".parse().unwrap());
+    gw.min_rx = Duration::from_micros(3312);
+    gw.min_tx = Duration::from_millis(20);
+    gw.idle_tx = Duration::from_micros(2_000_500);
+    gw.multiplier = 3;
+    gw.passive = true;
+    gw.ttl = 250;
+    gw.hoplimit = 250;
+    gw.max_hops = 5;
+    gw.weight = -30;
+    gw.reverse = true;
+    gw.checker = true;
+    let mut peer = BfdInstance::new("peer", "fd00:18::2".parse().unwrap());
+    peer.vrrp = true;
+    assert_eq!(k.bfd_instances, [gw, peer]);
+    // VI_1's own entry takes the group's weight (its own is not 0); VI_2 gets the group's.
+    let tb = |weight: Option<i32>, reverse: Option<bool>| TrackBfdRef {
+        bfd: "peer".into(),
+        weight,
+        reverse,
+    };
+    assert_eq!(k.vrrp_instances[0].track_bfd, [tb(Some(-20), None)]);
+    assert_eq!(k.vrrp_instances[1].track_bfd, [tb(Some(-20), None)]);
+    let vs = &k.virtual_servers[0];
+    let checks: Vec<_> = vs.backends.iter().flat_map(|b| &b.checks).collect();
+    assert_eq!(checks.len(), 2);
+    for c in &checks {
+        assert_eq!(c.kind, CheckKind::Bfd(BfdCheck { name: "gw".into() }));
+        assert_eq!(c.retry, 0);
+        assert!(
+            !c.starts_down(vs),
+            "a BFD check's start is applied by the node"
+        );
+    }
+    assert!(checks[0].bfd_starts_down(vs), "the virtual server's alpha");
+    assert!(!checks[1].bfd_starts_down(vs), "its own alpha off");
+
+    let t = load_toml(
+        "[[bfd_instance]]\nname = \"gw\"\nneighbor_ip = \"198.18.0.1\"\nmin_tx = \"20ms\"\n\
+         [[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
+         virtual_ipaddress = [\"198.18.0.250\"]\ntrack_bfd = [{ bfd = \"gw\", weight = -20 }]\n\
+         [[virtual_server]]\nlisten = \"198.18.0.250:80\"\n\
+         [[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n\
+         [[virtual_server.backend.check]]\ntype = \"bfd\"\nbfd_instance = \"gw\"\nalpha = true\n",
+    );
+    let mut gw = BfdInstance::new("gw", "198.18.0.1".parse().unwrap());
+    gw.min_tx = Duration::from_millis(20);
+    assert_eq!(t.bfd_instances, [gw]);
+    assert_eq!(
+        t.vrrp_instances[0].track_bfd,
+        [TrackBfdRef {
+            bfd: "gw".into(),
+            weight: Some(-20),
+            reverse: None
+        }]
+    );
+    let c = &t.virtual_servers[0].backends[0].checks[0];
+    assert_eq!(c.kind, CheckKind::Bfd(BfdCheck { name: "gw".into() }));
+    assert!(c.bfd_starts_down(&t.virtual_servers[0]));
+
+    let e = errors(
+        "bad.conf",
+        "bfd_instance a {\n    neighbor_ip 198.18.0.1\n    min_rx 0\n    multiplier 0\n    vrrp\n}\n\
+         bfd_instance b {\n    neighbor_ip 198.18.0.1\n    source_ip fd00:18::1\n}\n\
+         bfd_instance c {\n    min_tx 1.2345\n}\n\
+         vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 51\n\
+         virtual_ipaddress {\n        198.18.0.250\n    }\n\
+         track_bfd {\n        nope\n        a weight 254\n    }\n}\n\
+         virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.151 80 {\n\
+         BFD_CHECK {\n            name a\n        }\n        BFD_CHECK {\n        }\n    }\n}\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "bad.conf:3:12: min_rx 0 ms is out of range (above 0, at most 4294967.295)",
+            "bad.conf:4:16: multiplier 0 is out of range 1..=255",
+            "bad.conf:8:17: bfd_instance a already has neighbor_ip 198.18.0.1: one session per neighbour",
+            "bad.conf:9:15: bfd_instance b: source_ip fd00:18::1 and neighbor_ip 198.18.0.1 are not of the same family",
+            "bad.conf:11:1: bfd_instance c has no neighbor_ip",
+            "bad.conf:12:12: min_tx \"1.2345\" is not a number of milliseconds (e.g. 10 or 3.312)",
+            "bad.conf:21:9: track_bfd names unknown bfd_instance \"nope\"",
+            "bad.conf:22:18: weight 254 is out of range -253..=253",
+            "bad.conf:29:18: BFD_CHECK: bfd_instance \"a\" says `vrrp`: only track_bfd follows it",
+            "bad.conf:31:9: BFD_CHECK has no name",
+        ]
     );
 }

@@ -1921,3 +1921,219 @@ fn ping_check_follows_icmp_reachability() {
         .wait_exit(Duration::from_secs(10))
         .is_some_and(|s| s.success()));
 }
+
+/// keepalived's `bfd_instance`, `track_bfd` and `BFD_CHECK` against keepalived's own BFD
+/// daemon (the Debian package's, `keepalived -n -l -D` in rs3's namespace, in its own
+/// process group):
+/// * before keepalived runs, the session is Down: VI_1, which tracks it with weight 0, is in
+///   FAULT, and rs1, whose `BFD_CHECK` says `alpha`, is down with the reason;
+/// * keepalived started: the session comes Up, VI_1 becomes MASTER and rs1 serves;
+/// * keepalived's process group killed (a crash): the detection time expires, VI_1 goes to
+///   FAULT and rs1 down ("Control Detection Time Expired"), requests go to rs2 only;
+/// * keepalived started again: all back; then SIGTERM to keepalived: its AdminDown (or
+///   its silence) takes the session down again;
+/// * `lbctl status` shows the session in its BFD table.
+#[test]
+fn bfd_follows_keepalived_bfd() {
+    if !lab_available() || !lb_testkit::tool_available("keepalived") {
+        return;
+    }
+    let start = t0();
+    let lab = Lab::new("lbb", HOSTS).expect("lab");
+    let _servers: Vec<TcpServer> = REAL[..2]
+        .iter()
+        .map(|(h, port, page)| {
+            TcpServer::start(&lab, h, SocketAddr::new(lab.addr(h).into(), *port), page)
+                .expect("real server")
+        })
+        .collect();
+    let peer = lab.addr("rs3");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let listen = SocketAddr::new(lab.addr("lb1").into(), 80);
+    std::fs::write(
+        &lb1.conf,
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n}}\n\
+             bfd_instance gw {{\n    neighbor_ip {peer}\n    source_ip {me}\n    min_rx 50\n    min_tx 50\n    idle_tx 1000\n    multiplier 3\n}}\n\
+             vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 61\n    priority 100\n    advert_int 1\n\
+             virtual_ipaddress {{\n        {VIP}\n    }}\n    track_bfd {{\n        gw\n    }}\n}}\n\
+             virtual_server {ip} {port} {{\n    protocol TCP\n    lb_algo rr\n    delay_loop 1\n\
+             real_server {rs1} 82 {{\n        BFD_CHECK {{\n            name gw\n            alpha\n        }}\n    }}\n\
+             real_server {rs2} 83 {{\n    }}\n}}\n",
+            sock = lb1.socket.display(),
+            me = lab.addr("lb1"),
+            ip = listen.ip(),
+            port = listen.port(),
+            rs1 = lab.addr("rs1"),
+            rs2 = lab.addr("rs2"),
+        ),
+    )
+    .expect("write config");
+    lb1.start(&lab);
+    let session = |s: &Status| s.bfd.first().map(|b| b.state.clone()).unwrap_or_default();
+    let vi1 = |s: &Status| s.vrrp.first().map(|v| v.state);
+    let rs1 = |s: &Status| backend(s, 82).clone();
+    let pages = |n: usize| -> Vec<String> {
+        let mut v: Vec<String> = (0..n)
+            .map(|_| {
+                lab.http_get("client", listen, Duration::from_secs(2))
+                    .expect("every request is served")
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let ready = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.status()
+            .is_some_and(|s| vi1(&s) == Some(VrrpState::Fault) && rs1(&s).health == Health::Down)
+    });
+    assert!(
+        ready.is_some(),
+        "without its BFD peer, VI_1 in FAULT and rs1 down\n{:#?}\n{}",
+        lb1.status(),
+        lb1.logs()
+    );
+    let s = lb1.status_ok();
+    assert_eq!(session(&s), "Down");
+    assert!(
+        rs1(&s)
+            .health_reason
+            .is_some_and(|r| r.contains("BFD session gw has not been Up yet")),
+        "{s:#?}"
+    );
+    assert_eq!(pages(4), ["real server 2"]);
+    step(start, "BFD: no peer yet, VI_1 FAULT, rs1 down (alpha)");
+
+    // keepalived's BFD daemon, alone (no VRRP, no checker), in rs3's namespace.
+    let ka_conf = lab.dir().join("ka-bfd.conf");
+    std::fs::write(
+        &ka_conf,
+        format!(
+            "global_defs {{\n    router_id ka_bfd\n}}\n\
+             bfd_instance lb1 {{\n    neighbor_ip {me}\n    source_ip {peer}\n    min_rx 50\n    min_tx 50\n    idle_tx 1000\n    multiplier 3\n}}\n",
+            me = lab.addr("lb1"),
+        ),
+    )
+    .expect("write keepalived config");
+    // In its own process group (`Proc`), killed whole when dropped.
+    let spawn_ka = |n: u32| {
+        let dir = lab.dir();
+        let mut cmd = lab.command("rs3", "keepalived");
+        cmd.args(["-n", "-l", "-D", "-f"])
+            .arg(&ka_conf)
+            .arg("-p")
+            .arg(dir.join(format!("ka{n}.pid")))
+            .arg("-r")
+            .arg(dir.join(format!("ka{n}-vrrp.pid")))
+            .arg("-c")
+            .arg(dir.join(format!("ka{n}-check.pid")))
+            .arg("-b")
+            .arg(dir.join(format!("ka{n}-bfd.pid")));
+        Proc::spawn(cmd, dir, &format!("keepalived-{n}")).expect("spawn keepalived")
+    };
+    let mut ka = spawn_ka(1);
+    let up = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        lb1.status().is_some_and(|s| {
+            session(&s) == "Up"
+                && vi1(&s) == Some(VrrpState::Master)
+                && rs1(&s).health == Health::Up
+        })
+    });
+    assert!(
+        up.is_some(),
+        "BFD Up with keepalived: VI_1 MASTER, rs1 up\n{:#?}\n{}\n{}",
+        lb1.status(),
+        lb1.logs(),
+        ka.log_tail(40)
+    );
+    assert_eq!(pages(6), ["real server 1", "real server 2"]);
+    let table = {
+        let mut cmd = Command::new(LBCTL);
+        cmd.arg("--socket").arg(&lb1.socket).arg("status");
+        let out = run_bounded(cmd, Duration::from_secs(5)).expect("lbctl status");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(table.contains("BFD sessions"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("gw") && l.contains(&peer.to_string()) && l.contains("Up")),
+        "{table}"
+    );
+    step(
+        start,
+        "BFD: Up with keepalived's BFD, VI_1 MASTER, rs1 serving",
+    );
+
+    // A crash: the whole process group (killing only the parent makes its BFD child stop
+    // cleanly).
+    ka.kill9();
+    let down = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        lb1.status().is_some_and(|s| {
+            session(&s) == "Down"
+                && vi1(&s) == Some(VrrpState::Fault)
+                && rs1(&s).health == Health::Down
+        })
+    });
+    assert!(
+        down.is_some(),
+        "keepalived crashed: BFD Down, VI_1 FAULT, rs1 down\n{:#?}\n{}",
+        lb1.status(),
+        lb1.logs()
+    );
+    let s = lb1.status_ok();
+    assert_eq!(
+        s.bfd[0].diagnostic, "Control Detection Time Expired",
+        "{s:#?}"
+    );
+    assert!(
+        rs1(&s)
+            .health_reason
+            .is_some_and(|r| r.contains("BFD session gw is Down (Control Detection Time Expired)")),
+        "{s:#?}"
+    );
+    assert_eq!(pages(4), ["real server 2"]);
+    step(
+        start,
+        "BFD: keepalived crashed, detection time expired, VI_1 FAULT, rs1 down",
+    );
+
+    let mut ka = spawn_ka(2);
+    let back = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        lb1.status().is_some_and(|s| {
+            session(&s) == "Up"
+                && vi1(&s) == Some(VrrpState::Master)
+                && rs1(&s).health == Health::Up
+        })
+    });
+    assert!(
+        back.is_some(),
+        "keepalived restarted: all back\n{:#?}\n{}",
+        lb1.status(),
+        lb1.logs()
+    );
+    assert_eq!(pages(6), ["real server 1", "real server 2"]);
+    step(start, "BFD: keepalived restarted, Up again");
+
+    assert!(ka.sigterm());
+    let down = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        lb1.status()
+            .is_some_and(|s| session(&s) == "Down" && rs1(&s).health == Health::Down)
+    });
+    assert!(
+        down.is_some(),
+        "keepalived stopped: BFD Down\n{:#?}\n{}\n{}",
+        lb1.status(),
+        lb1.logs(),
+        ka.log_tail(40)
+    );
+    ka.wait_exit(Duration::from_secs(10));
+    step(start, "BFD: keepalived stopped, session down");
+
+    assert!(lb1.proc().sigterm());
+    assert!(lb1
+        .proc()
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+}

@@ -227,6 +227,26 @@ pub struct Status {
     pub vrrp: Vec<VrrpStatus>,
     /// Every virtual server.
     pub virtual_servers: Vec<VirtualServerStatus>,
+    /// Every BFD session (`bfd_instance`).
+    #[serde(default)]
+    pub bfd: Vec<BfdStatus>,
+}
+
+/// One BFD session (keepalived `bfd_instance`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BfdStatus {
+    /// The `bfd_instance` name.
+    pub name: String,
+    /// The neighbour.
+    pub neighbor_ip: IpAddr,
+    /// Our session state (RFC 5880 §4.1 names: `AdminDown`, `Down`, `Init`, `Up`).
+    pub state: String,
+    /// The state the neighbour last reported.
+    pub remote_state: String,
+    /// Why our session last left Up, or was refused (RFC 5880 §4.1 diagnostic text).
+    pub diagnostic: String,
+    /// Seconds since the state last changed.
+    pub since_secs: u64,
 }
 
 impl Status {
@@ -296,6 +316,18 @@ impl Status {
                             health_changed: None,
                         })
                         .collect(),
+                })
+                .collect(),
+            bfd: config
+                .bfd_instances
+                .iter()
+                .map(|b| BfdStatus {
+                    name: b.name.clone(),
+                    neighbor_ip: b.neighbor_ip,
+                    state: "Down".into(),
+                    remote_state: "Down".into(),
+                    diagnostic: "No Diagnostic".into(),
+                    since_secs: 0,
                 })
                 .collect(),
         }

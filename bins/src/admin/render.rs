@@ -103,6 +103,30 @@ pub fn status_table(status: &Status) -> String {
     }
     out.push('\n');
 
+    if !status.bfd.is_empty() {
+        out.push_str("BFD sessions\n");
+        let mut rows = vec![row(&[
+            "Name",
+            "Neighbor",
+            "State",
+            "Remote",
+            "Diagnostic",
+            "Since",
+        ])];
+        for b in &status.bfd {
+            rows.push(vec![
+                b.name.clone(),
+                b.neighbor_ip.to_string(),
+                b.state.clone(),
+                b.remote_state.clone(),
+                b.diagnostic.clone(),
+                uptime(b.since_secs),
+            ]);
+        }
+        table(&mut out, "  ", &rows);
+        out.push('\n');
+    }
+
     if status.virtual_servers.is_empty() {
         out.push_str("Virtual servers: none\n");
         return out;

@@ -72,6 +72,8 @@ pub struct ConfigDiff {
     pub vrrp_track_processes: Changes,
     /// `track_file`s by name.
     pub track_files: Changes,
+    /// `bfd_instance`s by name.
+    pub bfd_instances: Changes,
     /// `vrrp_instance`s by name.
     pub vrrp_instances: Changes,
     /// `vrrp_sync_group`s by name.
@@ -87,6 +89,7 @@ impl ConfigDiff {
             && self.vrrp_scripts.is_empty()
             && self.vrrp_track_processes.is_empty()
             && self.track_files.is_empty()
+            && self.bfd_instances.is_empty()
             && self.vrrp_instances.is_empty()
             && self.sync_groups.is_empty()
             && self.virtual_servers.is_empty()
@@ -112,6 +115,10 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         track_files: Changes::compute(
             old.track_files.iter().map(|s| (s.name.as_str(), s)),
             new.track_files.iter().map(|s| (s.name.as_str(), s)),
+        ),
+        bfd_instances: Changes::compute(
+            old.bfd_instances.iter().map(|s| (s.name.as_str(), s)),
+            new.bfd_instances.iter().map(|s| (s.name.as_str(), s)),
         ),
         vrrp_instances: Changes::compute(
             old.vrrp_instances.iter().map(|s| (s.name.as_str(), s)),

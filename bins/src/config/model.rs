@@ -65,6 +65,10 @@ pub struct Config {
     /// `track_file`.
     #[serde(default, rename = "track_file")]
     pub track_files: Vec<VrrpTrackFile>,
+    /// BFD sessions (keepalived `bfd_instance`), referenced by `track_bfd` and by
+    /// `bfd` checks (`BFD_CHECK`).
+    #[serde(default, rename = "bfd_instance")]
+    pub bfd_instances: Vec<BfdInstance>,
     /// VRRP instances (keepalived `vrrp_instance`).
     #[serde(default, rename = "vrrp_instance")]
     pub vrrp_instances: Vec<VrrpInstance>,
@@ -324,6 +328,128 @@ pub struct VrrpTrackFile {
     pub init_overwrite: bool,
 }
 
+/// A BFD session with one neighbour (keepalived `bfd_instance`): RFC 5880 asynchronous
+/// mode over single-hop UDP (RFC 5881, port 3784), run by lb-health's `BfdSpeaker`.
+/// `track_bfd` (VRRP) and `bfd` checks (`BFD_CHECK`, real servers) follow whether it is Up.
+/// Intervals are in milliseconds in keepalived.conf (with microsecond decimals) and
+/// durations in TOML (`"10ms"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdInstance {
+    /// The name `track_bfd` and `BFD_CHECK` refer to.
+    pub name: String,
+    /// The neighbour's address (keepalived `neighbor_ip`, or `neighbour_ip`).
+    #[serde(alias = "neighbour_ip")]
+    pub neighbor_ip: IpAddr,
+    /// Source address of our packets (keepalived `source_ip`). Default: the kernel's
+    /// choice of route.
+    #[serde(default)]
+    pub source_ip: Option<IpAddr>,
+    /// Required Min RX Interval: the shortest interval between the neighbour's packets we
+    /// accept. Default 10 ms.
+    #[serde(default = "bfd_default_interval", with = "values::duration")]
+    pub min_rx: Duration,
+    /// Desired Min TX Interval while the session is Up. Default 10 ms.
+    #[serde(default = "bfd_default_interval", with = "values::duration")]
+    pub min_tx: Duration,
+    /// Desired Min TX Interval while it is not Up (RFC 5880 §6.8.3: at least 1 s there).
+    /// Default 1 s.
+    #[serde(default = "values::one_second", with = "values::duration")]
+    pub idle_tx: Duration,
+    /// Detect Mult: packets missed before the session goes Down. Default 5.
+    #[serde(default = "bfd_default_multiplier")]
+    pub multiplier: u8,
+    /// Wait for the neighbour's first packet before sending (RFC 5880 §6.1 passive role).
+    #[serde(default)]
+    pub passive: bool,
+    /// TTL of our IPv4 packets. Default 255.
+    #[serde(default = "bfd_default_ttl")]
+    pub ttl: u8,
+    /// Hop limit of our IPv6 packets. Default 64, as keepalived.
+    #[serde(default = "bfd_default_hoplimit")]
+    pub hoplimit: u8,
+    /// How far below 255 a received packet's TTL or hop limit may be (255: not checked).
+    /// Default 0.
+    #[serde(default)]
+    pub max_hops: u8,
+    /// Default weight of a `track_bfd` naming it (-253..=253): 0 puts the instance in FAULT
+    /// while the session is not Up; a positive weight is added to the priority while it is
+    /// Up, a negative one while it is not. Default 0.
+    #[serde(default)]
+    pub weight: i32,
+    /// The weight applies to the opposite state. Default false.
+    #[serde(default)]
+    pub reverse: bool,
+    /// keepalived `vrrp`: only `track_bfd` may follow it (not `BFD_CHECK`).
+    #[serde(default)]
+    pub vrrp: bool,
+    /// keepalived `checker`: only `BFD_CHECK` may follow it (not `track_bfd`).
+    #[serde(default)]
+    pub checker: bool,
+}
+
+fn bfd_default_interval() -> Duration {
+    Duration::from_millis(10)
+}
+fn bfd_default_multiplier() -> u8 {
+    5
+}
+fn bfd_default_ttl() -> u8 {
+    255
+}
+fn bfd_default_hoplimit() -> u8 {
+    64
+}
+
+impl BfdInstance {
+    /// A session with `neighbor_ip` and keepalived's defaults (10 ms intervals, 1 s while
+    /// not Up, multiplier 5, active, TTL 255, hop limit 64, weight 0).
+    pub fn new(name: impl Into<String>, neighbor_ip: IpAddr) -> Self {
+        Self {
+            name: name.into(),
+            neighbor_ip,
+            source_ip: None,
+            min_rx: bfd_default_interval(),
+            min_tx: bfd_default_interval(),
+            idle_tx: Duration::from_secs(1),
+            multiplier: bfd_default_multiplier(),
+            passive: false,
+            ttl: bfd_default_ttl(),
+            hoplimit: bfd_default_hoplimit(),
+            max_hops: 0,
+            weight: 0,
+            reverse: false,
+            vrrp: false,
+            checker: false,
+        }
+    }
+
+    /// Whether `track_bfd` may follow it (not `checker` only).
+    pub fn for_vrrp(&self) -> bool {
+        self.vrrp || !self.checker
+    }
+
+    /// Whether `BFD_CHECK` may follow it (not `vrrp` only).
+    pub fn for_checker(&self) -> bool {
+        self.checker || !self.vrrp
+    }
+
+    /// The session's settings for lb-health's BFD speaker.
+    pub fn bfd_config(&self) -> lb_health::bfd::BfdConfig {
+        let mut c = lb_health::bfd::BfdConfig::new(self.neighbor_ip);
+        c.source_ip = self.source_ip;
+        c.min_rx = self.min_rx;
+        c.min_tx = self.min_tx;
+        c.idle_tx = self.idle_tx;
+        c.multiplier = self.multiplier;
+        c.passive = self.passive;
+        c.ttl = self.ttl;
+        c.hoplimit = self.hoplimit;
+        c.max_hops = self.max_hops;
+        c
+    }
+}
+
 /// keepalived `state`: as in keepalived 2.x, a hint the election overrides. An address owner
 /// (priority 255) becomes Master at once whatever it says; any other instance starts as
 /// Backup and waits a Master_Down_Interval first (RFC 5798 §6.4.1), `MASTER` or not.
@@ -448,6 +574,9 @@ pub struct VrrpInstance {
     /// `track_file`s whose value changes the priority.
     #[serde(default)]
     pub track_file: Vec<TrackFileRef>,
+    /// `bfd_instance`s whose session state changes the priority.
+    #[serde(default)]
+    pub track_bfd: Vec<TrackBfdRef>,
     /// Run on entering MASTER.
     #[serde(default)]
     pub notify_master: Option<NotifyScript>,
@@ -503,6 +632,7 @@ impl VrrpInstance {
             track_service: Vec::new(),
             track_process: Vec::new(),
             track_file: Vec::new(),
+            track_bfd: Vec::new(),
             notify_master: None,
             notify_backup: None,
             notify_fault: None,
@@ -671,6 +801,20 @@ pub struct TrackFileRef {
     /// The `track_file` name.
     pub file: String,
     /// Overrides its weight (-254..=254).
+    #[serde(default)]
+    pub weight: Option<i32>,
+    /// Overrides its `reverse`.
+    #[serde(default)]
+    pub reverse: Option<bool>,
+}
+
+/// A `bfd_instance` the instance tracks: keepalived `track_bfd`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackBfdRef {
+    /// The `bfd_instance` name.
+    pub bfd: String,
+    /// Overrides its weight (-253..=253).
     #[serde(default)]
     pub weight: Option<i32>,
     /// Overrides its `reverse`.
@@ -1417,9 +1561,18 @@ impl HealthCheck {
 
     /// Whether the backend starts down until this check first passes (`alpha`, by default
     /// the virtual server's). Never for a `file` check: its file is read before the
-    /// virtual server takes its first connection.
+    /// virtual server takes its first connection. A `bfd` check's start state is
+    /// [`HealthCheck::bfd_starts_down`]: applied with the files, not by the probes.
     pub fn starts_down(&self, vs: &VirtualServer) -> bool {
-        !matches!(self.kind, CheckKind::File(_)) && self.alpha.unwrap_or(vs.alpha)
+        !matches!(self.kind, CheckKind::File(_) | CheckKind::Bfd(_))
+            && self.alpha.unwrap_or(vs.alpha)
+    }
+
+    /// For a `bfd` check: whether it fails the real server from the start, until its
+    /// session is first Up (`alpha`, by default the virtual server's), as keepalived's
+    /// BFD_CHECK starts. `false` for other kinds.
+    pub fn bfd_starts_down(&self, vs: &VirtualServer) -> bool {
+        matches!(self.kind, CheckKind::Bfd(_)) && self.alpha.unwrap_or(vs.alpha)
     }
 
     /// A check of `kind` with every option at its default (keepalived's for that kind of
@@ -1466,6 +1619,8 @@ pub enum CheckKind {
     Smtp(SmtpCheck),
     /// Follow the value in a `track_file` (keepalived `FILE_CHECK`).
     File(FileCheck),
+    /// Follow a `bfd_instance`'s session (keepalived `BFD_CHECK`).
+    Bfd(BfdCheck),
 }
 
 impl CheckKind {
@@ -1477,7 +1632,7 @@ impl CheckKind {
     pub fn default_retry(&self) -> u32 {
         match self {
             // FILE_CHECK has no checker thread: the file's value is the verdict at once.
-            Self::Misc(_) | Self::File(_) => 0,
+            Self::Misc(_) | Self::File(_) | Self::Bfd(_) => 0,
             Self::Dns(_) => 3,
             Self::Tcp
             | Self::Http(_)
@@ -1503,7 +1658,8 @@ impl CheckKind {
             | Self::Udp(_)
             | Self::Ping
             | Self::Smtp(_)
-            | Self::File(_) => Some(Duration::from_secs(1)),
+            | Self::File(_)
+            | Self::Bfd(_) => Some(Duration::from_secs(1)),
         }
     }
 }
@@ -1693,6 +1849,17 @@ pub struct FileCheck {
     pub reverse: Option<bool>,
     /// The track_file's path, filled in at load from its definition.
     pub file: Option<PathBuf>,
+}
+
+/// A `BFD_CHECK` (keepalived check_bfd.c): the real server is up while a `bfd_instance`'s
+/// session is Up. Until the session first changes state the check keeps its start state
+/// (up, or down with `alpha`), as keepalived's checker does; from then on it follows the
+/// session: Up passes, any other state fails. It is no probe: the checker options
+/// (`retry`, `rise`, `fall`, intervals, timeouts) do not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BfdCheck {
+    /// The `bfd_instance` followed, by name.
+    pub name: String,
 }
 
 /// An `SMTP_CHECK` (keepalived check_smtp.c): connect, expect the greeting 220, say
@@ -1991,6 +2158,47 @@ impl Config {
             }
         }
 
+        // BFD sessions: one per neighbour, since the neighbour's packets are told apart by
+        // their source address until it knows our discriminator.
+        let mut bfds: HashMap<&str, &BfdInstance> = HashMap::new();
+        for (i, b) in self.bfd_instances.iter().enumerate() {
+            let p = format!("bfd_instance[{i}]");
+            if bfds.insert(b.name.as_str(), b).is_some() {
+                err(
+                    format!("{p}.name"),
+                    format!("duplicate bfd_instance {:?}", b.name),
+                );
+            }
+            if let Some(o) = self.bfd_instances[..i]
+                .iter()
+                .find(|o| o.neighbor_ip == b.neighbor_ip)
+            {
+                err(
+                    format!("{p}.neighbor_ip"),
+                    format!(
+                        "bfd_instance {} already has neighbor_ip {}: one session per neighbour",
+                        o.name, b.neighbor_ip
+                    ),
+                );
+            }
+            match b.bfd_config().validate() {
+                Ok(()) => {}
+                // At the setting, so that a value already refused where it was written
+                // is not reported twice.
+                Err(lb_health::Error::InvalidConfig { setting, reason }) => err(
+                    format!("{p}.{setting}"),
+                    format!("bfd_instance {}: {setting} {reason}", b.name),
+                ),
+                Err(e) => err(p.clone(), format!("bfd_instance {}: {e}", b.name)),
+            }
+            if !(-253..=253).contains(&b.weight) {
+                err(
+                    format!("{p}.weight"),
+                    format!("weight {} is out of range -253..=253", b.weight),
+                );
+            }
+        }
+
         // Scripts.
         let mut scripts = HashSet::new();
         for (i, s) in self.vrrp_scripts.iter().enumerate() {
@@ -2207,6 +2415,31 @@ impl Config {
                 }
                 for (k, c) in b.checks.iter().enumerate() {
                     validate_check(&mut err, &mut warn, &format!("{bp}.check[{k}]"), c);
+                    if let CheckKind::Bfd(f) = &c.kind {
+                        match bfds.get(f.name.as_str()) {
+                            None => err(
+                                format!("{bp}.check[{k}].name"),
+                                format!("BFD_CHECK: bfd_instance {:?} is not defined", f.name),
+                            ),
+                            Some(bi) if !bi.for_checker() => err(
+                                format!("{bp}.check[{k}].name"),
+                                format!("BFD_CHECK: bfd_instance {:?} says `vrrp`: only track_bfd follows it", f.name),
+                            ),
+                            Some(_) => {}
+                        }
+                        if b.checks[..k]
+                            .iter()
+                            .any(|o| matches!(&o.kind, CheckKind::Bfd(x) if x.name == f.name))
+                        {
+                            err(
+                                format!("{bp}.check[{k}].name"),
+                                format!(
+                                    "BFD_CHECK: this real server already follows bfd_instance {:?}",
+                                    f.name
+                                ),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -2477,6 +2710,28 @@ impl Config {
                 }
                 if let Some(w) = t.weight {
                     check_weight(&mut err, format!("{p}.track_file[{j}].weight"), w);
+                }
+            }
+            for (j, t) in vi.track_bfd.iter().enumerate() {
+                match bfds.get(t.bfd.as_str()) {
+                    None => err(
+                        format!("{p}.track_bfd[{j}]"),
+                        format!("track_bfd names unknown bfd_instance {:?}", t.bfd),
+                    ),
+                    Some(bi) if !bi.for_vrrp() => err(
+                        format!("{p}.track_bfd[{j}]"),
+                        format!(
+                            "bfd_instance {:?} says `checker`: only BFD_CHECK follows it",
+                            t.bfd
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+                if let Some(w) = t.weight.filter(|w| !(-253..=253).contains(w)) {
+                    err(
+                        format!("{p}.track_bfd[{j}].weight"),
+                        format!("weight {w} is out of range -253..=253"),
+                    );
                 }
             }
             for (j, t) in vi.track_service.iter().enumerate() {
@@ -2822,6 +3077,25 @@ fn validate_check(
     }
     match &c.kind {
         CheckKind::Tcp | CheckKind::Dns(_) | CheckKind::Ping => {}
+        CheckKind::Bfd(_) => {
+            if c.retry != 0
+                || c.rise.is_some()
+                || c.fall.is_some()
+                || c.fastinter.is_some()
+                || c.downinter.is_some()
+                || c.delay_before_retry.is_some()
+                || c.delay_loop.is_some()
+                || c.inter.is_some()
+                || c.connect_port.is_some()
+                || c.connect_ip.is_some()
+                || c.bindto.is_some()
+            {
+                warn(
+                    format!("{p}.name"),
+                    "a BFD check follows its session: retry, delay_before_retry, rise, fall, intervals and connect options do not apply, ignored".into(),
+                );
+            }
+        }
         CheckKind::File(f) => {
             if c.retry != 0
                 || c.rise.is_some()

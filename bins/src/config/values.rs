@@ -26,8 +26,8 @@ use serde::Deserialize;
 use lb_health::probe::HexPattern;
 
 use super::model::{
-    CheckKind, DnsCheck, FileCheck, HealthCheck, HttpCheck, MiscCheck, NotifyScript, SmtpCheck,
-    UdpCheck, UrlCheck,
+    BfdCheck, CheckKind, DnsCheck, FileCheck, HealthCheck, HttpCheck, MiscCheck, NotifyScript,
+    SmtpCheck, UdpCheck, UrlCheck,
 };
 
 /// Parses a duration: a number of seconds (`3`, `0.5`) or a number with a unit (`500ms`,
@@ -377,6 +377,8 @@ pub(crate) struct RawCheck {
     weight: Option<i32>,
     #[serde(default)]
     reverse: Option<bool>,
+    #[serde(default)]
+    bfd_instance: Option<String>,
 }
 
 impl TryFrom<RawCheck> for HealthCheck {
@@ -436,8 +438,29 @@ impl TryFrom<RawCheck> for HealthCheck {
             }
             Ok(())
         };
+        let bfd_only = |kind: &str| -> Result<(), String> {
+            if r.bfd_instance.is_some() {
+                return Err(format!("bfd_instance applies to bfd checks, not {kind}"));
+            }
+            Ok(())
+        };
         let kind = match r.kind.to_ascii_lowercase().as_str() {
+            "bfd" => {
+                http_only("bfd")?;
+                misc_only("bfd")?;
+                udp_only("bfd")?;
+                dns_only("bfd")?;
+                smtp_only("bfd")?;
+                file_only("bfd")?;
+                CheckKind::Bfd(BfdCheck {
+                    name: r
+                        .bfd_instance
+                        .clone()
+                        .ok_or("a bfd check needs bfd_instance")?,
+                })
+            }
             "file" => {
+                bfd_only("file")?;
                 http_only("file")?;
                 misc_only("file")?;
                 udp_only("file")?;
@@ -451,6 +474,7 @@ impl TryFrom<RawCheck> for HealthCheck {
                 })
             }
             k @ ("tcp" | "ping") => {
+                bfd_only(k)?;
                 http_only(k)?;
                 misc_only(k)?;
                 udp_only(k)?;
@@ -464,6 +488,7 @@ impl TryFrom<RawCheck> for HealthCheck {
                 }
             }
             "smtp" => {
+                bfd_only("smtp")?;
                 http_only("smtp")?;
                 misc_only("smtp")?;
                 udp_only("smtp")?;
@@ -477,6 +502,7 @@ impl TryFrom<RawCheck> for HealthCheck {
                 })
             }
             "dns" => {
+                bfd_only("dns")?;
                 http_only("dns")?;
                 misc_only("dns")?;
                 udp_only("dns")?;
@@ -495,6 +521,7 @@ impl TryFrom<RawCheck> for HealthCheck {
                 })
             }
             k @ ("http" | "ssl") => {
+                bfd_only(k)?;
                 misc_only(k)?;
                 udp_only(k)?;
                 dns_only(k)?;
@@ -511,6 +538,7 @@ impl TryFrom<RawCheck> for HealthCheck {
                 }
             }
             "misc" => {
+                bfd_only("misc")?;
                 http_only("misc")?;
                 udp_only("misc")?;
                 dns_only("misc")?;
@@ -525,6 +553,7 @@ impl TryFrom<RawCheck> for HealthCheck {
                 })
             }
             "udp" => {
+                bfd_only("udp")?;
                 http_only("udp")?;
                 misc_only("udp")?;
                 dns_only("udp")?;
@@ -546,7 +575,7 @@ impl TryFrom<RawCheck> for HealthCheck {
             }
             other => {
                 return Err(format!(
-                    "unknown check type {other:?} (expected tcp, http, ssl, misc, udp, dns, ping, smtp or file)"
+                    "unknown check type {other:?} (expected tcp, http, ssl, misc, udp, dns, ping, smtp, file or bfd)"
                 ))
             }
         };

@@ -189,7 +189,7 @@ impl FileWatch {
         mut self,
         name: String,
         interval: Duration,
-        tx: mpsc::UnboundedSender<(BackendId, FileVerdict)>,
+        tx: mpsc::UnboundedSender<(BackendId, super::vs::Tracked)>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -213,8 +213,8 @@ impl FileWatch {
                     }
                 };
                 self = watch;
-                for c in changed {
-                    if tx.send(c).is_err() {
+                for (id, v) in changed {
+                    if tx.send((id, super::vs::Tracked::Files(v))).is_err() {
                         return;
                     }
                 }

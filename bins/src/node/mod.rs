@@ -57,6 +57,7 @@
 //! Exit codes (also in `lb-node --help`): 0 clean stop; 1 invalid configuration; 2 usage;
 //! 3 start-up failure (a listener, socket or interface that cannot be used).
 
+mod bfd;
 mod file_check;
 mod vrrp;
 mod vs;
@@ -112,6 +113,13 @@ struct Shared {
     vrrp_order: RwLock<Vec<String>>,
     /// The busy-polling switch (`[global] busy_polling`), when on.
     busy_polling: Option<lb_proxy::busy_poll::BusyPolling>,
+    /// The BFD sessions, in configuration order.
+    bfd: RwLock<
+        Vec<(
+            config::model::BfdInstance,
+            watch::Receiver<lb_health::bfd::SessionStatus>,
+        )>,
+    >,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +253,20 @@ impl AdminHandler for Shared {
             },
             vrrp,
             virtual_servers,
+            bfd: read(&self.bfd)
+                .iter()
+                .map(|(b, rx)| {
+                    let st = rx.borrow();
+                    admin::BfdStatus {
+                        name: b.name.clone(),
+                        neighbor_ip: b.neighbor_ip,
+                        state: st.state.to_string(),
+                        remote_state: st.remote_state.to_string(),
+                        diagnostic: st.local_diag.to_string(),
+                        since_secs: st.since.elapsed().as_secs(),
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -393,6 +415,8 @@ struct Node {
     /// replaced or removed: SIGTERM waits for them too. Finished ones are dropped at the
     /// next reload.
     draining: Vec<tokio::task::JoinHandle<()>>,
+    /// The BFD sessions (`bfd_instance`), which VRRP instances and real servers follow.
+    bfd: bfd::BfdRuntime,
 }
 
 /// A replaced UDP virtual server's proxy while its sessions drain.
@@ -480,6 +504,7 @@ fn route_pools(
 ///
 /// # Errors
 /// A route target that is not running, or what [`VsRuntime::start`] returns.
+#[allow(clippy::too_many_arguments)] // VsRuntime::start's, and the running virtual servers
 async fn start_vs(
     vs: &config::model::VirtualServer,
     global: &config::model::Global,
@@ -488,6 +513,7 @@ async fn start_vs(
     running: &[VsRuntime],
     listeners: &mut Listeners,
     carried: vs::Carried,
+    bfd: &bfd::BfdStates,
 ) -> Result<VsRuntime, NodeError> {
     let pools = route_pools(vs, running)?;
     VsRuntime::start(
@@ -498,6 +524,7 @@ async fn start_vs(
         pools,
         listeners,
         carried,
+        bfd,
     )
     .await
 }
@@ -562,6 +589,7 @@ impl Node {
                 .global
                 .busy_polling
                 .then(lb_proxy::busy_poll::BusyPolling::new),
+            bfd: RwLock::new(Vec::new()),
         });
         let mut node = Self {
             path,
@@ -574,7 +602,15 @@ impl Node {
             listeners: Listeners::default(),
             draining_udp: Vec::new(),
             draining: Vec::new(),
+            bfd: bfd::BfdRuntime::default(),
         };
+        // BFD sessions first: virtual servers and VRRP instances follow them.
+        match bfd::BfdRuntime::start(&config.bfd_instances) {
+            Ok(b) => node.bfd = b,
+            Err(e) => return Err(e),
+        }
+        let bfd_states = node.bfd.states();
+        node.publish_bfd(&config);
         node.listeners.busy_polling = node.shared.busy_polling.clone();
         // Route targets first: a virtual server's proxy is handed its targets' pools.
         for i in config.start_order() {
@@ -588,6 +624,7 @@ impl Node {
                 &node.vservers,
                 &mut node.listeners,
                 vs::Carried::default(),
+                &bfd_states,
             )
             .await;
             match started {
@@ -619,6 +656,7 @@ impl Node {
                 instances,
                 &node.shared.vrrp,
                 &live,
+                &bfd_states,
                 &HashMap::new(),
                 &HashMap::new(),
             ) {
@@ -683,6 +721,16 @@ impl Node {
             .collect();
     }
 
+    /// Shows `config`'s BFD sessions on the admin socket.
+    fn publish_bfd(&self, config: &Config) {
+        let states = self.bfd.states();
+        *write(&self.shared.bfd) = config
+            .bfd_instances
+            .iter()
+            .filter_map(|b| Some((b.clone(), states.get(&b.name)?.clone())))
+            .collect();
+    }
+
     /// SIGHUP: loads the file again and applies what changed.
     async fn reload(&mut self) {
         let mut new = match load(&self.path, self.format) {
@@ -731,6 +779,13 @@ impl Node {
         if new.global.log_level != self.config.global.log_level {
             tracing::warn!("log_level changed: it applies at the next start, not on reload");
         }
+        // BFD sessions first: virtual servers and VRRP instances follow them. Restarted
+        // only when a bfd_instance changed; kept followers follow the new sessions.
+        if let Err(e) = self.bfd.reload(&new.bfd_instances).await {
+            tracing::error!(error = %e, "reload: BFD sessions not started; what follows them sees them down");
+        }
+        let bfd_states = self.bfd.states();
+        self.publish_bfd(&new);
         // Virtual servers.
         let mut kept = Vec::new();
         let mut retired = Vec::new();
@@ -854,6 +909,7 @@ impl Node {
                 &kept,
                 &mut self.listeners,
                 carried,
+                &bfd_states,
             )
             .await;
             match started {
@@ -938,6 +994,7 @@ impl Node {
             scripts: changed(&d.vrrp_scripts),
             processes: changed(&d.vrrp_track_processes),
             files: changed(&d.track_files),
+            bfds: changed(&d.bfd_instances),
         };
         let mut keep = Vec::new();
         let live = self.live_map();
@@ -962,7 +1019,9 @@ impl Node {
                 // with nobody advertising them; the group keeps running as it was instead.
                 Some(m) if s.can_hand_over(m) => {
                     let group = s.group.clone();
-                    if let Err(e) = vrrp::precheck(&new, group.is_some(), m, &live).await {
+                    if let Err(e) =
+                        vrrp::precheck(&new, group.is_some(), m, &live, &bfd_states).await
+                    {
                         tracing::error!(?group, error = %e, "reload: VRRP group keeps its previous configuration");
                         keep.push(s);
                         continue;
@@ -982,6 +1041,7 @@ impl Node {
                         m.clone(),
                         &self.shared.vrrp,
                         &live,
+                        &bfd_states,
                         &previous,
                         &carried,
                     );
@@ -1018,6 +1078,7 @@ impl Node {
                 members,
                 &self.shared.vrrp,
                 &live,
+                &bfd_states,
                 &HashMap::new(),
                 &HashMap::new(),
             ) {
@@ -1042,6 +1103,9 @@ impl Node {
         for s in std::mem::take(&mut self.speakers) {
             s.stop(&self.shared.vrrp).await;
         }
+        // The neighbours hear AdminDown (RFC 5880 §6.8.16), not a silence they would take
+        // for a failure.
+        self.bfd.stop().await;
         // Only a node that used it removes the table, and only once it is empty (another
         // process may still drop through it; one whose table is gone re-creates it at its
         // next drop).

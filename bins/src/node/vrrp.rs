@@ -9,6 +9,8 @@ use std::time::Duration;
 use lb_vrrp::driver::{Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
 use lb_vrrp::machine::{Reason, State, TrackId, TrackState, TrackWeight};
 use lb_vrrp::track::{ProcessPattern, TrackFile, TrackProcess};
+
+use super::bfd::BfdStates;
 use lb_vrrp::vip::Vip;
 use lb_vrrp::wire::{AdvertInterval, Auth, Priority, Version, Vrid};
 use tokio::sync::{broadcast, watch};
@@ -57,7 +59,7 @@ fn to_state(s: State) -> VrrpState {
 }
 
 /// What `lbctl status` says of each track of `vi`, in the speaker's [`TrackId`] order
-/// (track_service, track_interface, scripts, processes, files): kind, name, weight as
+/// (track_service, track_interface, track_bfd, scripts, processes, files): kind, name, weight as
 /// configured (a reference's own, else its definition's), reverse.
 fn track_meta(cfg: &Config, vi: &VrrpInstance) -> Vec<TrackMeta> {
     let mut out = Vec::new();
@@ -71,6 +73,15 @@ fn track_meta(cfg: &Config, vi: &VrrpInstance) -> Vec<TrackMeta> {
     }
     for t in &vi.track_interface {
         out.push(("interface", t.interface.clone(), t.weight, t.reverse));
+    }
+    for t in &vi.track_bfd {
+        let b = cfg.bfd_instances.iter().find(|b| b.name == t.bfd);
+        out.push((
+            "bfd",
+            t.bfd.clone(),
+            t.weight.or(b.map(|b| b.weight)).unwrap_or(0),
+            t.reverse.or(b.map(|b| b.reverse)).unwrap_or(false),
+        ));
     }
     for t in &vi.track_script {
         let s = cfg.vrrp_scripts.iter().find(|s| s.name == t.script);
@@ -159,13 +170,15 @@ fn tracked_status(
 }
 
 /// Maps one instance onto the library's configuration.
-/// `live`: each virtual server's liveness, for the initial state of `track_service`.
+/// `live`: each virtual server's liveness, for the initial state of `track_service`;
+/// `bfd`: each BFD session, for the initial state of `track_bfd`.
 /// `carried`: the last results of the scripts of the instance this one replaces at a
 /// hand-over, by script name.
 fn instance_config(
     cfg: &Config,
     vi: &VrrpInstance,
     live: &HashMap<String, watch::Receiver<bool>>,
+    bfd: &BfdStates,
     carried: Option<&HashMap<String, bool>>,
 ) -> Result<VrrpInstanceConfig, String> {
     let vrid = Vrid::new(vi.virtual_router_id).ok_or("virtual_router_id must be 1..=255")?;
@@ -202,18 +215,27 @@ fn instance_config(
     c.garp_lower_prio_repeat = vi.garp_lower_prio_repeat;
     c.garp_lower_prio_delay = vi.garp_lower_prio_delay;
     c.lower_prio_no_advert = vi.lower_prio_no_advert;
-    // Tracks 0..n are the track_service entries, then the track_interface entries (both
-    // driven by us), then the scripts (driven by the speaker).
+    // Tracks 0..n are the track_service entries, then the track_interface entries, then
+    // the track_bfd entries (all driven by us), then the scripts (driven by the speaker).
+    let bfd_weights: Vec<(i32, bool)> = track_meta(cfg, vi)
+        .into_iter()
+        .filter(|(kind, ..)| *kind == "bfd")
+        .map(|(_, _, w, r)| (w, r))
+        .collect();
     c.track = vi
         .track_service
         .iter()
         .map(|t| TrackWeight(t.weight.unwrap_or(0).clamp(-254, 254) as i16))
         .chain(
             // `reverse`: the opposite weight on the opposite state (set_track below).
-            vi.track_interface.iter().map(|t| {
-                let w = t.weight.clamp(-254, 254) as i16;
-                TrackWeight(if t.reverse { -w } else { w })
-            }),
+            vi.track_interface
+                .iter()
+                .map(|t| (t.weight, t.reverse))
+                .chain(bfd_weights.iter().copied())
+                .map(|(w, reverse)| {
+                    let w = w.clamp(-254, 254) as i16;
+                    TrackWeight(if reverse { -w } else { w })
+                }),
         )
         .collect();
     // Their state before the start, so that a weight-0 one already failing faults the
@@ -227,6 +249,20 @@ fn instance_config(
             vi.track_interface
                 .iter()
                 .map(|t| lb_vrrp::vip::link_is_up(&t.interface) != t.reverse),
+        )
+        // A session not Up yet counts as down from the start (keepalived's tracked BFD
+        // starts down: an unweighted track_bfd holds the instance in FAULT until its
+        // session is Up).
+        .chain(
+            vi.track_bfd
+                .iter()
+                .zip(&bfd_weights)
+                .map(|(t, (_, reverse))| {
+                    let up = bfd
+                        .get(&t.bfd)
+                        .is_some_and(|rx| super::bfd::is_up(&rx.borrow()) == Some(true));
+                    up != *reverse
+                }),
         )
         .collect();
     for t in &vi.track_script {
@@ -332,6 +368,7 @@ pub(crate) struct ChangedTracks {
     pub(crate) scripts: Vec<String>,
     pub(crate) processes: Vec<String>,
     pub(crate) files: Vec<String>,
+    pub(crate) bfds: Vec<String>,
 }
 
 /// Groups instances as the config says: each sync group on one speaker, and every other
@@ -436,6 +473,7 @@ pub(crate) async fn precheck(
     sync_group: bool,
     members: &[VrrpInstance],
     live: &HashMap<String, watch::Receiver<bool>>,
+    bfd: &BfdStates,
 ) -> Result<(), NodeError> {
     let configs = members
         .iter()
@@ -448,7 +486,7 @@ pub(crate) async fn precheck(
                     )));
                 }
             }
-            instance_config(cfg, vi, live, None)
+            instance_config(cfg, vi, live, bfd, None)
                 .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -485,19 +523,23 @@ impl SpeakerRuntime {
     /// results of their scripts, by instance and script name, which the new instances'
     /// scripts of the same name start from (a script's weight otherwise counts only from
     /// its next result).
+    // What the instances follow (virtual servers' liveness, BFD sessions) and what they
+    // take over (`previous`, `carried`) are separate inputs of one start.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         cfg: &Config,
         group: Option<String>,
         instances: Vec<VrrpInstance>,
         table: &VrrpTable,
         live: &HashMap<String, watch::Receiver<bool>>,
+        bfd: &BfdStates,
         previous: &HashMap<String, State>,
         carried: &HashMap<String, HashMap<String, bool>>,
     ) -> Result<Self, NodeError> {
         let configs = instances
             .iter()
             .map(|vi| {
-                let mut c = instance_config(cfg, vi, live, carried.get(&vi.name))
+                let mut c = instance_config(cfg, vi, live, bfd, carried.get(&vi.name))
                     .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))?;
                 c.resume_master = previous.get(&vi.name) == Some(&State::Master);
                 Ok(c)
@@ -680,6 +722,45 @@ impl SpeakerRuntime {
                 }));
             }
         }
+        // track_bfd: a session that is not Up faults the instance, or changes its priority
+        // by the weight, as keepalived does; Up lets it go.
+        for (idx, vi) in instances.iter().enumerate() {
+            for (k, tb) in vi.track_bfd.iter().enumerate() {
+                let id = TrackId(vi.track_service.len() + vi.track_interface.len() + k);
+                let Some(rx) = bfd.get(&tb.bfd) else {
+                    return Err(NodeError::Start(format!(
+                        "vrrp_instance {}: track_bfd names bfd_instance {}, which does not run",
+                        vi.name, tb.bfd
+                    )));
+                };
+                let mut rx = rx.clone();
+                let reverse = tb
+                    .reverse
+                    .or_else(|| {
+                        cfg.bfd_instances
+                            .iter()
+                            .find(|b| b.name == tb.bfd)
+                            .map(|b| b.reverse)
+                    })
+                    .unwrap_or(false);
+                let h = handle.clone();
+                let (inst, name) = (vi.name.clone(), tb.bfd.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut last = None;
+                    loop {
+                        let up = super::bfd::is_up(&rx.borrow_and_update()) == Some(true);
+                        if last != Some(up) {
+                            tracing::info!(instance = %inst, bfd_instance = %name, up, "tracked BFD session");
+                            h.set_track(idx, id, up != reverse);
+                            last = Some(up);
+                        }
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+        }
         // Events come only with state changes; a tracked script or service with a weight
         // changes the effective priority without one. Refresh state and priority from the
         // speaker four times a second so `lbctl status` shows them.
@@ -752,6 +833,7 @@ impl SpeakerRuntime {
                     .iter()
                     .any(|t| changed.processes.contains(&t.process))
                 || v.track_file.iter().any(|t| changed.files.contains(&t.file))
+                || v.track_bfd.iter().any(|t| changed.bfds.contains(&t.bfd))
         })
     }
 
@@ -944,7 +1026,14 @@ mod tests {
             crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
         let (_tx, rx) = watch::channel(false);
         let live = HashMap::from([("web".to_owned(), rx)]);
-        let c = instance_config(&config, &config.vrrp_instances[0], &live, None).unwrap();
+        let c = instance_config(
+            &config,
+            &config.vrrp_instances[0],
+            &live,
+            &BfdStates::new(),
+            None,
+        )
+        .unwrap();
         assert_eq!(c.track_initial, [false, true, false]);
     }
 
@@ -969,7 +1058,14 @@ mod tests {
             let (config, _) =
                 crate::config::toml::parse_str(&text(prio), std::path::Path::new("t.toml"))
                     .unwrap();
-            let c = instance_config(&config, &config.vrrp_instances[0], &live, None).unwrap();
+            let c = instance_config(
+                &config,
+                &config.vrrp_instances[0],
+                &live,
+                &BfdStates::new(),
+                None,
+            )
+            .unwrap();
             let got: Vec<i32> = c.track_file.iter().map(|f| f.weight).collect();
             assert_eq!(got, weights, "priority {prio}");
             assert_eq!(
@@ -1004,7 +1100,14 @@ mod tests {
                     track_script = [{ script = \"chk\" }]\n";
         let (config, _) =
             crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
-        let c = instance_config(&config, &config.vrrp_instances[0], &HashMap::new(), None).unwrap();
+        let c = instance_config(
+            &config,
+            &config.vrrp_instances[0],
+            &HashMap::new(),
+            &BfdStates::new(),
+            None,
+        )
+        .unwrap();
         let addrs = |v: &[Vip]| v.iter().map(|v| v.addr.to_string()).collect::<Vec<_>>();
         assert_eq!(addrs(&c.virtual_ipaddress), ["198.18.0.250"]);
         assert_eq!(

@@ -80,14 +80,15 @@ pub(crate) struct FailureNotes {
     pub(crate) check: Option<HealthNote>,
     /// Passive health ejected it.
     pub(crate) ejection: Option<HealthNote>,
-    /// A tracked file (FILE_CHECK) faults it.
-    pub(crate) file: Option<HealthNote>,
+    /// A tracked file (FILE_CHECK) or a BFD session (BFD_CHECK) faults it.
+    pub(crate) tracked: Option<HealthNote>,
 }
 
 impl FailureNotes {
-    /// The reason to show: a file fault, else an ejection, else the checks' failure.
+    /// The reason to show: a tracked file's or BFD session's fault, else an ejection, else
+    /// the checks' failure.
     pub(crate) fn current(&self) -> Option<&HealthNote> {
-        self.file
+        self.tracked
             .as_ref()
             .or(self.ejection.as_ref())
             .or(self.check.as_ref())
@@ -149,6 +150,27 @@ struct Appliers {
     /// The real servers' notify_up / notify_down: run when a real server's checks and
     /// tracked files, together, fail it or let it go (`Appliers::notify_if_changed`).
     notify: HashMap<BackendId, (Option<NotifyScript>, Option<NotifyScript>)>,
+    /// What each real server's FILE_CHECKs say together, as last read.
+    files: HashMap<BackendId, super::file_check::FileVerdict>,
+    /// Each real server's BFD_CHECKs: the session's name, and why it fails the real
+    /// server (`None` while it lets it be up).
+    bfd: HashMap<BackendId, std::collections::BTreeMap<String, Option<String>>>,
+}
+
+/// What a source other than the probes says of one real server.
+#[derive(Debug, Clone)]
+pub(crate) enum Tracked {
+    /// Its FILE_CHECKs, together.
+    Files(super::file_check::FileVerdict),
+    /// One of its BFD_CHECKs.
+    Bfd {
+        /// The `bfd_instance`.
+        session: String,
+        /// Why it fails the real server; `None`: it lets it be up.
+        down: Option<String>,
+        /// Its start state, set before the proxy starts (no notify script runs).
+        initial: bool,
+    },
 }
 
 impl Appliers {
@@ -159,6 +181,8 @@ impl Appliers {
             remove: PoolApplier::new(pool, OnFailure::Remove),
             notes: HealthNotes::default(),
             notify: HashMap::new(),
+            files: HashMap::new(),
+            bfd: HashMap::new(),
         }
     }
 
@@ -170,31 +194,54 @@ impl Appliers {
         }
     }
 
-    /// Applies what a real server's FILE_CHECKs say now (a fault, a weight offset); runs its
-    /// notify_down / notify_up when that fails it or lets it go (not for its first reading:
-    /// the state at start, as keepalived without rs_init_notifies).
-    fn apply_file(
-        &mut self,
-        name: &str,
-        pool: &Pool,
-        id: BackendId,
-        v: &super::file_check::FileVerdict,
-    ) {
-        tracing::info!(virtual_server = %name, backend = %id, fault = v.down, weight_offset = v.offset, reason = %v.reason, "tracked files");
+    /// Applies what a real server's FILE_CHECKs (together) or one of its BFD_CHECKs say
+    /// now: a fault fails it whatever its probes say, and the files' weight offset changes
+    /// its weight. Runs its notify_down / notify_up when that fails it or lets it go (not
+    /// for a start state: as keepalived without rs_init_notifies).
+    fn apply_tracked(&mut self, name: &str, pool: &Pool, id: BackendId, t: Tracked) {
+        let initial = match t {
+            Tracked::Files(v) => {
+                tracing::info!(virtual_server = %name, backend = %id, fault = v.down, weight_offset = v.offset, reason = %v.reason, "tracked files");
+                let initial = v.initial;
+                self.files.insert(id, v);
+                initial
+            }
+            Tracked::Bfd {
+                session,
+                down,
+                initial,
+            } => {
+                tracing::info!(virtual_server = %name, backend = %id, bfd_instance = %session, up = down.is_none(), "BFD check");
+                self.bfd.entry(id).or_default().insert(session, down);
+                initial
+            }
+        };
+        let file = self.files.get(&id);
+        let reasons: Vec<String> = file
+            .filter(|f| f.down)
+            .map(|f| f.reason.clone())
+            .into_iter()
+            .chain(
+                self.bfd
+                    .get(&id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(_, why)| why.clone()),
+            )
+            .collect();
+        let down = !reasons.is_empty();
+        let offset = file.map_or(0, |f| f.offset);
         let before = self.of(id).is_failed_by_checks(id);
-        if let Err(e) = self
-            .of(id)
-            .set_adjustment(pool, id, v.down, v.offset, now())
-        {
-            tracing::warn!(virtual_server = %name, error = %e, "tracked files not applied");
+        if let Err(e) = self.of(id).set_adjustment(pool, id, down, offset, now()) {
+            tracing::warn!(virtual_server = %name, error = %e, "tracked files and BFD checks not applied");
         }
         note_health(
             &self.notes,
             id,
-            |n| &mut n.file,
-            v.down.then(|| v.reason.clone()),
+            |n| &mut n.tracked,
+            down.then(|| reasons.join("; ")),
         );
-        if !v.initial {
+        if !initial {
             self.notify_if_changed(name, id, before);
         }
     }
@@ -563,7 +610,7 @@ async fn apply_health(
     mut outcomes: mpsc::Receiver<(BackendId, ConnectionOutcome)>,
     mut weights: mpsc::UnboundedReceiver<(BackendId, Weight)>,
     mut late_ejections: mpsc::UnboundedReceiver<Vec<(BackendId, OutlierHostState)>>,
-    mut files: mpsc::UnboundedReceiver<(BackendId, super::file_check::FileVerdict)>,
+    mut tracked: mpsc::UnboundedReceiver<(BackendId, Tracked)>,
     mut detector: OutlierDetector,
     outlier_states: OutlierStates,
     uneject_on_pass: bool,
@@ -646,8 +693,9 @@ async fn apply_health(
                 Some((id, outcome)) => detector.handle_outcome(now(), id, outcome),
                 None => return,
             },
-            // FILE_CHECK: a real server's files changed what they say.
-            Some((id, v)) = files.recv() => appliers.apply_file(&name, &pool, id, &v),
+            // FILE_CHECK and BFD_CHECK: a real server's files or BFD session changed what
+            // they say.
+            Some((id, t)) = tracked.recv() => appliers.apply_tracked(&name, &pool, id, t),
             // Ejections the replaced version made while this one started (not in the
             // snapshot it started from): taken over unless this one already ejected the
             // backend.
@@ -773,6 +821,7 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
         }
         // Followed by the virtual server's file watch, not probed.
         CheckKind::File(_) => return Err("a FILE_CHECK is not a probe".into()),
+        CheckKind::Bfd(_) => return Err("a BFD_CHECK is not a probe".into()),
         CheckKind::Ping => {
             let mut p = PingProbe::new();
             if let Some(ip) = check.bindto {
@@ -889,6 +938,7 @@ impl VsRuntime {
     /// TCP and HTTP virtual servers take their listening socket from `listeners`: the kept
     /// socket of their address when there is one (a reload's hand-over), else a new one,
     /// bound retrying `EADDRINUSE` for up to `bind_wait`.
+    #[allow(clippy::too_many_arguments)] // each a separate input of one start
     pub(crate) async fn start(
         cfg: VirtualServer,
         global: &Global,
@@ -897,6 +947,7 @@ impl VsRuntime {
         route_pools: Vec<HttpPool>,
         listeners: &mut Listeners,
         carried: Carried,
+        bfd: &super::bfd::BfdStates,
     ) -> Result<Self, NodeError> {
         let err = |what: String| NodeError::Start(format!("virtual_server {}: {what}", cfg.name));
         let set = cfg.backend_set().map_err(|e| err(e.to_string()))?;
@@ -924,7 +975,8 @@ impl VsRuntime {
         let probed = {
             let mut p = cfg.clone();
             for b in &mut p.backends {
-                b.checks.retain(|c| !matches!(c.kind, CheckKind::File(_)));
+                b.checks
+                    .retain(|c| !matches!(c.kind, CheckKind::File(_) | CheckKind::Bfd(_)));
             }
             p
         };
@@ -1037,7 +1089,7 @@ impl VsRuntime {
         let mut appliers = Appliers::new(&pool, inhibited);
         let health_notes = Arc::clone(&appliers.notes);
         // FILE_CHECK: the files as they read now, applied before the first connection.
-        let (file_tx, file_rx) = mpsc::unbounded_channel();
+        let (tracked_tx, tracked_rx) = mpsc::unbounded_channel();
         let file_watch = if file_specs.is_empty() {
             None
         } else {
@@ -1056,7 +1108,7 @@ impl VsRuntime {
             match first {
                 Ok(Ok((watch, changed))) => {
                     for (id, v) in changed {
-                        appliers.apply_file(&cfg.name, &pool, id, &v);
+                        appliers.apply_tracked(&cfg.name, &pool, id, Tracked::Files(v));
                     }
                     Some(watch)
                 }
@@ -1066,6 +1118,30 @@ impl VsRuntime {
                 }
             }
         };
+        // BFD_CHECK: each session as it is now, applied before the first connection (Up
+        // passes; otherwise the check's start state, down with `alpha`); then followed.
+        let mut bfd_watches = Vec::new();
+        for (i, b) in cfg.backends.iter().enumerate() {
+            for c in &b.checks {
+                let CheckKind::Bfd(f) = &c.kind else { continue };
+                let rx = bfd
+                    .get(&f.name)
+                    .cloned()
+                    .ok_or_else(|| err(format!("bfd_instance {} is not running", f.name)))?;
+                let down = super::bfd::start_verdict(&f.name, &rx, c.bfd_starts_down(&cfg));
+                appliers.apply_tracked(
+                    &cfg.name,
+                    &pool,
+                    backend_id(i),
+                    Tracked::Bfd {
+                        session: f.name.clone(),
+                        down,
+                        initial: true,
+                    },
+                );
+                bfd_watches.push((backend_id(i), f.name.clone(), rx));
+            }
+        }
         // From now on (not for the state read at start, as keepalived without
         // rs_init_notifies): a file failing a real server runs its notify_down.
         appliers.notify = cfg
@@ -1153,17 +1229,26 @@ impl VsRuntime {
             outcomes,
             weight_changes,
             late_ejections_rx,
-            file_rx,
+            tracked_rx,
             detector,
             Arc::clone(&outlier_states),
             cfg.outlier_detection
                 .successful_active_health_check_uneject_host,
         ))];
+        for (backend, session, rx) in bfd_watches {
+            tasks.push(super::bfd::spawn_check(
+                cfg.name.clone(),
+                backend,
+                session,
+                rx,
+                tracked_tx.clone(),
+            ));
+        }
         if let Some(w) = file_watch {
             tasks.push(w.spawn(
                 cfg.name.clone(),
                 file_interval.unwrap_or(Duration::from_secs(1)),
-                file_tx,
+                tracked_tx,
             ));
         }
 
@@ -1501,6 +1586,7 @@ mod tests {
             Vec::new(),
             &mut Listeners::default(),
             Carried::default(),
+            &super::super::bfd::BfdStates::new(),
         )
         .await;
         let e = started.expect_err("the address is taken");
@@ -1785,6 +1871,7 @@ mod carry_tests {
             Vec::new(),
             &mut Listeners::default(),
             carried,
+            &super::super::bfd::BfdStates::new(),
         )
         .await
         .unwrap()

@@ -38,10 +38,11 @@ use lb_health::probe::{parse_hex, DnsName, HexPattern, QueryType};
 use lb_health::StatusSet;
 
 use super::model::{
-    AuthType, Authentication, BackendConfig, CheckKind, Config, DnsCheck, FileCheck, HealthCheck,
-    HttpCheck, InitialState, LogLevel, MiscCheck, NotifyScript, ParamMatch, Protocol, SmtpCheck,
-    SyncGroup, TrackFileRef, TrackInterface, TrackProcessRef, TrackScript, TrackService, UdpCheck,
-    UrlCheck, VirtualIp, VirtualServer, VrrpInstance, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
+    AuthType, Authentication, BackendConfig, BfdCheck, BfdInstance, CheckKind, Config, DnsCheck,
+    FileCheck, HealthCheck, HttpCheck, InitialState, LogLevel, MiscCheck, NotifyScript, ParamMatch,
+    Protocol, SmtpCheck, SyncGroup, TrackBfdRef, TrackFileRef, TrackInterface, TrackProcessRef,
+    TrackScript, TrackService, UdpCheck, UrlCheck, VirtualIp, VirtualServer, VrrpInstance,
+    VrrpScript, VrrpTrackFile, VrrpTrackProcess,
 };
 use super::values::{parse_algorithm, parse_duration, parse_weight};
 use super::{finish, LoadResult, Location, Origins};
@@ -227,6 +228,7 @@ struct GroupTracks {
     scripts: Vec<TrackScript>,
     processes: Vec<TrackProcessRef>,
     files: Vec<TrackFileRef>,
+    bfds: Vec<TrackBfdRef>,
 }
 
 fn int<T: TryFrom<i64>>(kw: &str, lo: i64, hi: i64) -> impl Fn(&str) -> Result<T, String> + '_ {
@@ -330,6 +332,32 @@ fn address_range(s: &str) -> Result<Vec<IpAddr>, String> {
 
 fn ip(s: &str) -> Result<IpAddr, String> {
     s.parse().map_err(|_| format!("{s:?} is not an IP address"))
+}
+
+/// A BFD interval: milliseconds, with up to three decimals (keepalived's microsecond
+/// resolution: `3.312`), above 0.
+fn bfd_interval(kw: &str) -> impl Fn(&str) -> Result<Duration, String> + '_ {
+    move |s| {
+        let bad = || format!("{kw} {s:?} is not a number of milliseconds (e.g. 10 or 3.312)");
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        if whole.is_empty()
+            || frac.len() > 3
+            || !whole
+                .bytes()
+                .chain(frac.bytes())
+                .all(|c| c.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let ms: u64 = whole.parse().map_err(|_| bad())?;
+        let us: u64 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
+        let total = ms
+            .checked_mul(1000)
+            .and_then(|m| m.checked_add(us))
+            .filter(|&t| t > 0 && t <= u64::from(u32::MAX))
+            .ok_or_else(|| format!("{kw} {s} ms is out of range (above 0, at most 4294967.295)"))?;
+        Ok(Duration::from_micros(total))
+    }
 }
 
 fn duration(kw: &str) -> impl Fn(&str) -> Result<Duration, String> + '_ {
@@ -623,6 +651,7 @@ impl Conv {
             "PING_CHECK",
             "SMTP_CHECK",
             "FILE_CHECK",
+            "BFD_CHECK",
             "virtual_ipaddress",
             "virtual_ipaddress_excluded",
             "unicast_peer",
@@ -631,6 +660,7 @@ impl Conv {
             "track_service",
             "track_process",
             "track_file",
+            "track_bfd",
             "group",
             "include",
         ];
@@ -752,8 +782,9 @@ impl Conv {
                 "vrrp_sync_group" => self.sync_group(s),
                 "virtual_server" => self.virtual_server(s),
                 "virtual_server_group" => {} // read first
+                "bfd_instance" => self.bfd_instance(s),
                 "static_ipaddress" | "static_routes" | "static_rules" | "linkbeat_interfaces"
-                | "garp_group" | "track_bfd" | "bfd_instance" => {
+                | "garp_group" | "track_bfd" => {
                     self.ignored(s, "the configuration")
                 }
                 kw if kw.contains("${") => {} // refused by the lexer
@@ -1001,7 +1032,14 @@ impl Conv {
                         t.weight.or(own.map(|f| f.weight)),
                     )
                 });
-                for (path, weight) in scripts.chain(interfaces).chain(files) {
+                let bfds = vi.track_bfd.iter().enumerate().map(|(j, t)| {
+                    let own = self.cfg.bfd_instances.iter().find(|b| b.name == t.bfd);
+                    (
+                        format!("{p}.track_bfd[{j}]"),
+                        t.weight.or(own.map(|b| b.weight)),
+                    )
+                });
+                for (path, weight) in scripts.chain(interfaces).chain(files).chain(bfds) {
                     if weight.is_some_and(|w| w != 0) && !self.group_copies.contains(&path) {
                         warnings.push((path, vi.name.clone(), g.name.clone()));
                     }
@@ -1191,6 +1229,67 @@ impl Conv {
         self.cfg.track_files.push(t);
     }
 
+    /// `bfd_instance NAME { … }` (keepalived bfd_parser.c). Intervals are milliseconds
+    /// with up to three decimals (microseconds); `ttl` and `hoplimit` are one setting, the
+    /// one the neighbour's family uses.
+    fn bfd_instance(&mut self, s: &Stmt) {
+        let i = self.cfg.bfd_instances.len();
+        let p = format!("bfd_instance[{i}]");
+        let Some(name) = self.name(s) else { return };
+        self.record(&p, &s.keyword.location);
+        self.record(&format!("{p}.name"), &name.location);
+        let mut b = BfdInstance::new(name.text.clone(), IpAddr::from([0, 0, 0, 0]));
+        let mut has_neighbor = false;
+        for st in self.section(s) {
+            self.no_block(st);
+            let kw = st.keyword.text.as_str();
+            let fp = format!("{p}.{kw}");
+            match kw {
+                "neighbor_ip" | "neighbour_ip" => {
+                    if let Some(a) = self.get(st, &format!("{p}.neighbor_ip"), ip) {
+                        b.neighbor_ip = a;
+                        has_neighbor = true;
+                    }
+                }
+                "source_ip" => b.source_ip = self.get(st, &fp, ip),
+                "min_rx" => b.min_rx = self.get(st, &fp, bfd_interval(kw)).unwrap_or(b.min_rx),
+                "min_tx" => b.min_tx = self.get(st, &fp, bfd_interval(kw)).unwrap_or(b.min_tx),
+                "idle_tx" => {
+                    b.idle_tx = self.get(st, &fp, bfd_interval(kw)).unwrap_or(b.idle_tx);
+                }
+                "multiplier" => {
+                    b.multiplier = self.get(st, &fp, int(kw, 1, 255)).unwrap_or(b.multiplier);
+                }
+                "passive" => b.passive = self.flag(st, &fp),
+                // One setting in keepalived (`bfd->ttl`), whichever name it is given.
+                "ttl" | "hoplimit" => {
+                    if let Some(t) = self.get::<u8>(st, &format!("{p}.ttl"), int(kw, 1, 255)) {
+                        self.record(&format!("{p}.hoplimit"), &st.keyword.location);
+                        b.ttl = t;
+                        b.hoplimit = t;
+                    }
+                }
+                "max_hops" => b.max_hops = self.get(st, &fp, int(kw, 0, 255)).unwrap_or(0),
+                "weight" => {
+                    let (w, reverse) = self.weight_reverse(st, &fp, -253, 253);
+                    b.weight = w.unwrap_or(0);
+                    b.reverse = reverse;
+                }
+                "vrrp" => b.vrrp = self.flag(st, &fp),
+                "checker" => b.checker = self.flag(st, &fp),
+                _ => self.unknown(st, "bfd_instance"),
+            }
+        }
+        if !has_neighbor {
+            self.d.error(
+                &s.keyword.location,
+                format!("bfd_instance {} has no neighbor_ip", b.name),
+            );
+            self.o.poison(format!("{p}.neighbor_ip"));
+        }
+        self.cfg.bfd_instances.push(b);
+    }
+
     /// `weight W [reverse]` of a `vrrp_script`, `vrrp_track_process` or `track_file`: the
     /// weight (within `lo..=hi`, `None` with an error where it is wrong) and whether it is
     /// reversed; another second word is an error.
@@ -1292,6 +1391,7 @@ impl Conv {
                     | "track_service"
                     | "track_process"
                     | "track_file"
+                    | "track_bfd"
                     | "virtual_routes"
                     | "virtual_rules"
             ) {
@@ -1443,6 +1543,16 @@ impl Conv {
                     for (file, weight, reverse) in self.tracked_reversible(st, &fp, first, true) {
                         vi.track_file.push(TrackFileRef {
                             file,
+                            weight,
+                            reverse,
+                        });
+                    }
+                }
+                "track_bfd" => {
+                    let first = vi.track_bfd.len();
+                    for (bfd, weight, reverse) in self.tracked_reversible(st, &fp, first, true) {
+                        vi.track_bfd.push(TrackBfdRef {
+                            bfd,
                             weight,
                             reverse,
                         });
@@ -1671,6 +1781,16 @@ impl Conv {
                         });
                     }
                 }
+                "track_bfd" => {
+                    let first = tracks.bfds.len();
+                    for (bfd, weight, reverse) in self.tracked_reversible(st, &fp, first, true) {
+                        tracks.bfds.push(TrackBfdRef {
+                            bfd,
+                            weight,
+                            reverse,
+                        });
+                    }
+                }
                 _ => self.unknown(st, "vrrp_sync_group"),
             }
         }
@@ -1703,6 +1823,12 @@ impl Conv {
             .track_files
             .iter()
             .map(|f| (f.name.clone(), f.weight))
+            .collect();
+        let bfd_w: HashMap<String, i32> = self
+            .cfg
+            .bfd_instances
+            .iter()
+            .map(|b| (b.name.clone(), b.weight))
             .collect();
         let mut warnings = Vec::new();
         for t in std::mem::take(&mut self.group_tracks) {
@@ -1800,6 +1926,24 @@ impl Conv {
                         None => {
                             copies.push(("track_file", j, vi.track_file.len()));
                             vi.track_file.push(x.clone());
+                        }
+                    }
+                }
+                for (j, x) in t.bfds.iter().enumerate() {
+                    match vi.track_bfd.iter().position(|o| o.bfd == x.bfd) {
+                        Some(i) => {
+                            let own = vi.track_bfd[i]
+                                .weight
+                                .or_else(|| bfd_w.get(&x.bfd).copied())
+                                .unwrap_or(0);
+                            if !both("track_bfd", j, own) {
+                                vi.track_bfd[i].weight = x.weight;
+                                vi.track_bfd[i].reverse = x.reverse;
+                            }
+                        }
+                        None => {
+                            copies.push(("track_bfd", j, vi.track_bfd.len()));
+                            vi.track_bfd.push(x.clone());
                         }
                     }
                 }
@@ -2240,7 +2384,7 @@ impl Conv {
             let fp = format!("{p}.{kw}");
             match kw {
                 "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK"
-                | "PING_CHECK" | "SMTP_CHECK" | "FILE_CHECK" => {
+                | "PING_CHECK" | "SMTP_CHECK" | "FILE_CHECK" | "BFD_CHECK" => {
                     checks.push(st);
                     continue;
                 }
@@ -2281,14 +2425,6 @@ impl Conv {
                 "lvs_method" => {
                     self.get(st, &fp, forwarding_method);
                 }
-                "BFD_CHECK" => {
-                    self.d.error(
-                        &st.keyword.location,
-                        format!(
-                            "{kw} is not supported (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK, UDP_CHECK, DNS_CHECK, PING_CHECK, SMTP_CHECK, FILE_CHECK)"
-                        ),
-                    );
-                }
                 _ => self.unknown(st, "real_server"),
             }
         }
@@ -2320,6 +2456,7 @@ impl Conv {
             reverse: None,
             file: None,
         };
+        let mut bfd_name = None;
         let mut c = HealthCheck::new(CheckKind::Tcp);
         let mut retry = None;
         let mut delay_before_retry = None;
@@ -2331,6 +2468,19 @@ impl Conv {
                 self.no_block(st);
             }
             let fp = format!("{p}.{kw}");
+            // keepalived's BFD_CHECK has `name` and `alpha` only (check_bfd.c).
+            if kw0 == "BFD_CHECK" {
+                match kw {
+                    "name" => {
+                        if let Some(t) = self.value(st, &fp) {
+                            bfd_name = Some(t.text.clone());
+                        }
+                    }
+                    "alpha" => c.alpha = Some(self.flag(st, &fp)),
+                    _ => self.unknown(st, kw0),
+                }
+                continue;
+            }
             // keepalived's FILE_CHECK has these two keywords only (no checker options).
             if kw0 == "FILE_CHECK" {
                 match kw {
@@ -2450,6 +2600,19 @@ impl Conv {
             "DNS_CHECK" => CheckKind::Dns(dns),
             "PING_CHECK" => CheckKind::Ping,
             "SMTP_CHECK" => CheckKind::Smtp(smtp),
+            "BFD_CHECK" => {
+                let Some(name) = bfd_name else {
+                    self.d.error(&s.keyword.location, "BFD_CHECK has no name");
+                    return None;
+                };
+                // No checker options besides alpha (the real or virtual server's otherwise).
+                c.kind = CheckKind::Bfd(BfdCheck { name });
+                c.retry = 0;
+                if c.alpha.is_none() {
+                    c.alpha = defaults.alpha;
+                }
+                return Some(c);
+            }
             "FILE_CHECK" => {
                 if file.track_file.is_empty() {
                     self.d
