@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use lb_bins::admin::client::{Client, ClientError};
 use lb_bins::admin::{
-    server, AdminHandler, AdminState, BackendStatus, BfdStatus, Health, HttpCounters, HttpVsCounters,
-    NodeStatus, Status, TrackedStatus, VirtualServerStatus, VrrpState, VrrpStatus,
+    server, AdminHandler, AdminState, BackendStatus, BfdStatus, Health, HttpCounters,
+    HttpVsCounters, NodeStatus, Status, TrackedStatus, VirtualServerStatus, VrrpState, VrrpStatus,
 };
 use lb_bins::config::model::Protocol;
 

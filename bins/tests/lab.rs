@@ -2116,6 +2116,51 @@ fn bfd_follows_keepalived_bfd() {
     assert_eq!(pages(6), ["real server 1", "real server 2"]);
     step(start, "BFD: keepalived restarted, Up again");
 
+    // A reload that keeps the bfd_instance keeps the session: keepalived sees no change.
+    // keepalived -l -D logs to stderr.
+    let ups = |ka: &Proc| ka.stderr().matches("(lb1) Entering Up state").count();
+    let before = ups(&ka);
+    assert!(before >= 1, "{}", ka.log_tail(40));
+    assert!(lb1.proc().sighup());
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = lb1.status_ok();
+    assert_eq!(session(&s), "Up", "{s:#?}");
+    assert!(
+        s.bfd[0].since_secs >= 1,
+        "the session was not restarted: {s:#?}"
+    );
+    assert_eq!(ups(&ka), before, "{}", ka.log_tail(40));
+    assert!(!ka.stderr().contains("Neighbor Signaled Session Down"));
+    // One that changes it restarts the session: our AdminDown, then Up again; rs1 and VI_1
+    // follow the new session.
+    let conf = std::fs::read_to_string(&lb1.conf).expect("read config");
+    std::fs::write(&lb1.conf, conf.replace("multiplier 3", "multiplier 4")).expect("write");
+    assert!(lb1.proc().sighup());
+    let again = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        ups(&ka) > before
+            && lb1.status().is_some_and(|s| {
+                session(&s) == "Up"
+                    && vi1(&s) == Some(VrrpState::Master)
+                    && rs1(&s).health == Health::Up
+            })
+    });
+    assert!(
+        again.is_some(),
+        "a changed bfd_instance restarts its session\n{:#?}\n{}\n{}",
+        lb1.status(),
+        lb1.logs(),
+        ka.log_tail(40)
+    );
+    assert!(
+        ka.stderr().contains("Neighbor Signaled Session Down"),
+        "{}",
+        ka.log_tail(40)
+    );
+    step(
+        start,
+        "BFD: reloads keep an unchanged session, restart a changed one",
+    );
+
     assert!(ka.sigterm());
     let down = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
         lb1.status()
