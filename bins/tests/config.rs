@@ -3321,3 +3321,32 @@ fn bfd_is_read_from_both_formats() {
         ]
     );
 }
+
+/// keepalived's `warmup` in a virtual server, a real server and a checker (the nearest
+/// wins, as for `delay_loop`) and TOML's check key; none by default.
+#[test]
+fn warmup_is_inherited_like_delay_loop() {
+    let (k, w) = config::keepalived::parse_str(
+        "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    warmup 5\n\
+         real_server 198.18.0.151 80 {\n        TCP_CHECK {\n        }\n        TCP_CHECK {\n            warmup 0.5\n        }\n    }\n\
+         real_server 198.18.0.152 80 {\n        warmup 3\n        TCP_CHECK {\n        }\n    }\n}\n",
+        Path::new("k.conf"),
+    )
+    .unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let warmups: Vec<_> = k.virtual_servers[0]
+        .backends
+        .iter()
+        .flat_map(|b| &b.checks)
+        .map(|c| c.warmup)
+        .collect();
+    let s = |ms: u64| Some(Duration::from_millis(ms));
+    assert_eq!(warmups, [s(5000), s(500), s(3000)]);
+    let t = load_toml(
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[[virtual_server.backend]]\n\
+         address = \"198.18.0.151:80\"\n[[virtual_server.backend.check]]\ntype = \"tcp\"\nwarmup = \"1.5s\"\n\
+         [[virtual_server.backend.check]]\ntype = \"tcp\"\n",
+    );
+    let checks = &t.virtual_servers[0].backends[0].checks;
+    assert_eq!((checks[0].warmup, checks[1].warmup), (s(1500), None));
+}

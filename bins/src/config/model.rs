@@ -1504,6 +1504,11 @@ pub struct HealthCheck {
     pub delay_before_retry: Option<Duration>,
     /// Interval between checks; default the virtual server's `delay_loop`.
     pub delay_loop: Option<Duration>,
+    /// keepalived `warmup`: the first check waits a random delay below this, so that the
+    /// checks of many real servers do not all start at once. Default: none, the first
+    /// check runs at once (keepalived's default is the check's `delay_loop`; give
+    /// `warmup` to have it).
+    pub warmup: Option<Duration>,
     /// Consecutive successes to go up (HAProxy `rise`). Default 1.
     pub rise: Option<u32>,
     /// Consecutive failures to go down (HAProxy `fall`). Default 1.
@@ -1588,6 +1593,7 @@ impl HealthCheck {
             delay_before_retry: None,
             kind,
             delay_loop: None,
+            warmup: None,
             rise: None,
             fall: None,
             inter: None,

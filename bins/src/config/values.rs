@@ -329,6 +329,8 @@ pub(crate) struct RawCheck {
     delay_before_retry: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     delay_loop: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    warmup: Option<Duration>,
     #[serde(default)]
     rise: Option<u32>,
     #[serde(default)]
@@ -591,6 +593,7 @@ impl TryFrom<RawCheck> for HealthCheck {
         }
         c.delay_before_retry = r.delay_before_retry;
         c.delay_loop = r.delay_loop;
+        c.warmup = r.warmup;
         c.rise = r.rise;
         c.fall = r.fall;
         c.inter = r.inter;

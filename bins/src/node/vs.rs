@@ -920,6 +920,9 @@ fn health_config(
     if let Some(start) = start {
         b = b.start(start);
     }
+    if let Some(w) = check.warmup.filter(|w| !w.is_zero()) {
+        b = b.warmup(w);
+    }
     b.build().map_err(|e| e.to_string())
 }
 
@@ -1612,6 +1615,25 @@ mod tests {
         let hc = health_config(&vs.backends[0].checks[0], vs, None).unwrap();
         assert_eq!(hc.timeout(), Duration::from_secs(60));
         assert_eq!(hc.retries(), 0, "keepalived's MISC_CHECK default");
+    }
+
+    /// keepalived's `warmup` reaches the checker; 0 and none run the first check at once.
+    #[test]
+    fn warmup_reaches_the_checker() {
+        let text = "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\n\
+                    [[virtual_server.backend]]\naddress = \"127.0.0.1:2\"\n\
+                    [[virtual_server.backend.check]]\ntype = \"tcp\"\nwarmup = 3\n\
+                    [[virtual_server.backend.check]]\ntype = \"tcp\"\nwarmup = 0\n\
+                    [[virtual_server.backend.check]]\ntype = \"tcp\"\n";
+        let (config, _) =
+            crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+        let vs = &config.virtual_servers[0];
+        let w: Vec<_> = vs.backends[0]
+            .checks
+            .iter()
+            .map(|c| health_config(c, vs, None).unwrap().warmup())
+            .collect();
+        assert_eq!(w, [Some(Duration::from_secs(3)), None, None]);
     }
 
     /// A `misc_path` with a quoted argument runs as keepalived runs it: `/bin/sh -c 'exit 0'`

@@ -114,6 +114,8 @@ const IPVS_PERSISTENCE_TIMEOUT: Duration = Duration::from_secs(360);
 #[derive(Debug, Clone, Default)]
 struct CheckDefaults {
     retry: Option<u32>,
+    /// `warmup`: the longest random delay before a check's first run.
+    warmup: Option<Duration>,
     delay_before_retry: Option<Duration>,
     delay_loop: Option<Duration>,
     /// `connect_timeout` (keepalived `connection_to`; 5 s when nobody sets it).
@@ -2220,6 +2222,7 @@ impl Conv {
                     }
                 }
                 "retry" => defaults.retry = self.get(st, &fp, int(kw, 0, 1000)),
+                "warmup" => defaults.warmup = self.get(st, &fp, duration(kw)),
                 "delay_before_retry" => {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
                 }
@@ -2247,7 +2250,7 @@ impl Conv {
                 }
                 "quorum_up" => self.first_notify(&mut vs.quorum_up, st, &fp),
                 "quorum_down" => self.first_notify(&mut vs.quorum_down, st, &fp),
-                "omega" | "ha_suspend" | "sorry_server_inhibit" | "warmup" | "smtp_alert" => {
+                "omega" | "ha_suspend" | "sorry_server_inhibit" | "smtp_alert" => {
                     self.ignored(st, "virtual_server")
                 }
                 _ => self.unknown(st, "virtual_server"),
@@ -2404,6 +2407,7 @@ impl Conv {
                 }
                 "backup" => b.backup = self.flag(st, &fp),
                 "retry" => defaults.retry = self.get(st, &fp, int(kw, 0, 1000)),
+                "warmup" => defaults.warmup = self.get(st, &fp, duration(kw)),
                 "delay_before_retry" => {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
                 }
@@ -2421,7 +2425,7 @@ impl Conv {
                 }
                 "notify_up" => self.first_notify(&mut b.notify_up, st, &fp),
                 "notify_down" => self.first_notify(&mut b.notify_down, st, &fp),
-                "lthreshold" | "warmup" | "smtp_alert" => self.ignored(st, "real_server"),
+                "lthreshold" | "smtp_alert" => self.ignored(st, "real_server"),
                 "lvs_method" => {
                     self.get(st, &fp, forwarding_method);
                 }
@@ -2461,6 +2465,7 @@ impl Conv {
         let mut retry = None;
         let mut delay_before_retry = None;
         let mut delay_loop = None;
+        let mut warmup = None;
         let mut connect_timeout = None;
         for st in self.section(s) {
             let kw = st.keyword.text.as_str();
@@ -2514,6 +2519,7 @@ impl Conv {
                 }
                 "delay_before_retry" => delay_before_retry = self.get(st, &fp, duration(kw)),
                 "delay_loop" => delay_loop = self.get(st, &fp, duration(kw)),
+                "warmup" => warmup = self.get(st, &fp, duration(kw)),
                 "rise" => c.rise = self.get(st, &fp, int(kw, 1, 1000)),
                 "fall" => c.fall = self.get(st, &fp, int(kw, 1, 1000)),
                 "inter" => c.inter = self.get(st, &fp, duration(kw)),
@@ -2579,7 +2585,7 @@ impl Conv {
                         .get(st, &fp, int(kw, 0, i64::from(u16::MAX)))
                         .unwrap_or(udp.max_reply_length);
                 }
-                "bind_port" | "bind_if" | "warmup" | "fwmark" | "log_all_failures"
+                "bind_port" | "bind_if" | "fwmark" | "log_all_failures"
                 | "enable_sni" | "tls_compliant" | "protocol" | "http_protocol" => {
                     self.ignored(st, kw0)
                 }
@@ -2647,6 +2653,7 @@ impl Conv {
         // None: the kind's default, resolved with the check's interval (`retry_delay`).
         c.delay_before_retry = delay_before_retry.or(defaults.delay_before_retry);
         c.delay_loop = delay_loop.or(defaults.delay_loop);
+        c.warmup = warmup.or(defaults.warmup);
         // A MISC_CHECK has no connection (keepalived: no `co`), so nothing to inherit.
         let inherited = defaults
             .connect_timeout
