@@ -3350,3 +3350,46 @@ fn warmup_is_inherited_like_delay_loop() {
     let checks = &t.virtual_servers[0].backends[0].checks;
     assert_eq!((checks[0].warmup, checks[1].warmup), (s(1500), None));
 }
+
+/// keepalived's SSL_GET `enable_sni` (TOML `enable_sni` on ssl checks; refused on others)
+/// and `fast_recovery`, which lb-node's checks always do (every url at each run), read
+/// without a warning.
+#[test]
+fn enable_sni_and_fast_recovery_are_read() {
+    use lb_bins::config::model::{HealthCheck, HttpCheck};
+    let (k, w) = config::keepalived::parse_str(
+        "virtual_server 198.18.0.250 443 {\n    protocol TCP\n\
+         real_server 198.18.0.151 443 {\n        SSL_GET {\n            url {\n                path /\n            }\n\
+         enable_sni\n            fast_recovery\n        }\n        HTTP_GET {\n            url {\n                path /\n            }\n\
+         enable_sni\n        }\n    }\n}\n",
+        Path::new("k.conf"),
+    )
+    .unwrap();
+    // HTTP_GET has no TLS: keepalived knows `enable_sni` in SSL_GET only.
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].to_string().contains("enable_sni"), "{w:?}");
+    let sni = |c: &HealthCheck| match &c.kind {
+        CheckKind::Ssl(HttpCheck { enable_sni, .. })
+        | CheckKind::Http(HttpCheck { enable_sni, .. }) => *enable_sni,
+        _ => panic!("not an http check"),
+    };
+    let checks = &k.virtual_servers[0].backends[0].checks;
+    assert_eq!((sni(&checks[0]), sni(&checks[1])), (true, false));
+    let t = load_toml(
+        "[[virtual_server]]\nlisten = \"198.18.0.250:443\"\n[[virtual_server.backend]]\n\
+         address = \"198.18.0.151:443\"\n[[virtual_server.backend.check]]\ntype = \"ssl\"\nenable_sni = true\nurl = [{ path = \"/\" }]\n\
+         [[virtual_server.backend.check]]\ntype = \"ssl\"\nurl = [{ path = \"/\" }]\n",
+    );
+    let checks = &t.virtual_servers[0].backends[0].checks;
+    assert_eq!((sni(&checks[0]), sni(&checks[1])), (true, false));
+    let e = errors(
+        "bad.toml",
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[[virtual_server.backend]]\n\
+         address = \"198.18.0.151:80\"\n[[virtual_server.backend.check]]\ntype = \"http\"\nenable_sni = true\nurl = [{ path = \"/\" }]\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("enable_sni applies to ssl checks, not http"),
+        "{e:?}"
+    );
+}

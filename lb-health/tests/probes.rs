@@ -436,6 +436,64 @@ async fn tls_server() -> (SocketAddr, rustls_pki_types::CertificateDer<'static>)
     (addr, cert)
 }
 
+/// A TLS server that answers 200 with the Server Name Indication it received (`none`
+/// without one) as the body.
+async fn sni_echo_server() -> SocketAddr {
+    let (cert, key) = self_signed();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let config = Arc::clone(&config);
+            tokio::spawn(async move {
+                let acceptor =
+                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), s);
+                let Ok(Ok(start)) = tokio::time::timeout(T, acceptor).await else {
+                    return;
+                };
+                let sni = start
+                    .client_hello()
+                    .server_name()
+                    .unwrap_or("none")
+                    .to_owned();
+                if let Ok(Ok(mut tls)) = tokio::time::timeout(T, start.into_stream(config)).await {
+                    if read_head(&mut tls).await {
+                        let _ = tls.write_all(&response(200, &format!("sni={sni}"))).await;
+                        let _ = tls.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The Host name goes out as SNI by default; `send_sni(false)` (keepalived's `SSL_GET`
+/// without `enable_sni`) sends none.
+#[tokio::test]
+async fn https_sends_sni_unless_told_not_to() {
+    let addr = sni_echo_server().await;
+    for (send, expect) in [(true, "sni=www.example.com"), (false, "sni=none")] {
+        let probe = HttpProbe::builder("/")
+            .host("www.example.com")
+            .body_contains(expect)
+            .tls(TlsOptions::new().verify(false).send_sni(send))
+            .build()
+            .unwrap();
+        let out = probe.probe(addr, T).await;
+        assert!(out.is_up(), "send_sni({send}): {}", out.reason);
+    }
+}
+
 #[tokio::test]
 async fn https_self_signed_verification_on_and_off() {
     let (addr, cert) = tls_server().await;

@@ -1677,6 +1677,10 @@ pub struct HttpCheck {
     pub url: Vec<UrlCheck>,
     /// Host header (default: the backend's address).
     pub virtualhost: Option<String>,
+    /// `ssl` checks: send the Host name (the url's `virtualhost`, else the check's) as the
+    /// TLS Server Name Indication (keepalived `enable_sni`). Default false: no SNI, as
+    /// keepalived's `SSL_GET`.
+    pub enable_sni: bool,
 }
 
 /// One URL of an HTTP check.

@@ -348,6 +348,8 @@ pub(crate) struct RawCheck {
     #[serde(default)]
     virtualhost: Option<String>,
     #[serde(default)]
+    enable_sni: Option<bool>,
+    #[serde(default)]
     misc_path: Option<String>,
     #[serde(default, with = "opt_duration")]
     misc_timeout: Option<Duration>,
@@ -387,9 +389,9 @@ impl TryFrom<RawCheck> for HealthCheck {
     type Error = String;
     fn try_from(r: RawCheck) -> Result<Self, String> {
         let http_only = |kind: &str| -> Result<(), String> {
-            if r.url.is_some() || r.virtualhost.is_some() {
+            if r.url.is_some() || r.virtualhost.is_some() || r.enable_sni.is_some() {
                 return Err(format!(
-                    "url and virtualhost apply to http and ssl checks, not {kind}"
+                    "url, virtualhost and enable_sni apply to http and ssl checks, not {kind}"
                 ));
             }
             Ok(())
@@ -529,9 +531,13 @@ impl TryFrom<RawCheck> for HealthCheck {
                 dns_only(k)?;
                 smtp_only(k)?;
                 file_only(k)?;
+                if k == "http" && r.enable_sni.is_some() {
+                    return Err("enable_sni applies to ssl checks, not http".into());
+                }
                 let h = HttpCheck {
                     url: r.url.clone().unwrap_or_default(),
                     virtualhost: r.virtualhost.clone(),
+                    enable_sni: r.enable_sni.unwrap_or(false),
                 };
                 if k == "http" {
                     CheckKind::Http(h)

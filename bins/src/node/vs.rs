@@ -873,7 +873,7 @@ fn http_probe(
     }
     if tls {
         // keepalived's SSL_GET does not verify certificates; neither do we here.
-        b = b.tls(TlsOptions::new().verify(false));
+        b = b.tls(TlsOptions::new().verify(false).send_sni(h.enable_sni));
     }
     b.build().map_err(|e| e.to_string())
 }

@@ -237,6 +237,7 @@ pub struct TlsOptions {
     verify: bool,
     roots: Option<RootCertStore>,
     sni: Option<String>,
+    send_sni: bool,
 }
 
 impl Default for TlsOptions {
@@ -261,6 +262,7 @@ impl TlsOptions {
             verify: true,
             roots: None,
             sni: None,
+            send_sni: true,
         }
     }
 
@@ -276,6 +278,15 @@ impl TlsOptions {
     #[must_use]
     pub fn roots(mut self, roots: RootCertStore) -> Self {
         self.roots = Some(roots);
+        self
+    }
+
+    /// `false` sends no Server Name Indication at all (keepalived's `SSL_GET` without
+    /// `enable_sni`); the certificate, when verified, is still checked against the server
+    /// name. Default `true`.
+    #[must_use]
+    pub fn send_sni(mut self, send: bool) -> Self {
+        self.send_sni = send;
         self
     }
 
@@ -368,7 +379,7 @@ impl Tls {
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(tls_error)?;
-        let config = if opts.verify {
+        let mut config = if opts.verify {
             let roots = opts.roots.unwrap_or_else(|| RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             });
@@ -379,6 +390,7 @@ impl Tls {
                 .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
                 .with_no_client_auth()
         };
+        config.enable_sni = opts.send_sni;
         // `None`: the backend IP, chosen per connection.
         let sni = match (opts.sni, host) {
             (Some(n), _) => match ServerName::try_from(n.clone()) {

@@ -2585,8 +2585,13 @@ impl Conv {
                         .get(st, &fp, int(kw, 0, i64::from(u16::MAX)))
                         .unwrap_or(udp.max_reply_length);
                 }
-                "bind_port" | "bind_if" | "fwmark" | "log_all_failures"
-                | "enable_sni" | "tls_compliant" | "protocol" | "http_protocol" => {
+                "enable_sni" if kw0 == "SSL_GET" => http.enable_sni = self.flag(st, &fp),
+                // lb-node fetches every url at each run, in alpha and after a failure too.
+                "fast_recovery" if is_http => {
+                    self.flag(st, &fp);
+                }
+                "bind_port" | "bind_if" | "fwmark" | "log_all_failures" | "tls_compliant"
+                | "protocol" | "http_protocol" => {
                     self.ignored(st, kw0)
                 }
                 "user" if kw0 == "MISC_CHECK" => {
