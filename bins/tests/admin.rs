@@ -161,6 +161,9 @@ fn status() -> Status {
             remote_state: "Down".into(),
             diagnostic: "Control Detection Time Expired".into(),
             since_secs: 12,
+            packets_in: 1_200,
+            packets_out: 1_250,
+            dropped: 3,
         }],
     }
 }
@@ -309,7 +312,7 @@ fn lbctl_status_prints_tables_and_json() {
         "{out}"
     );
     assert!(
-        out.contains("\nBFD sessions\n  Name  Neighbor    State  Remote  Diagnostic                      Since\n  gw    198.18.0.1  Down   Down    Control Detection Time Expired  0m12s\n"),
+        out.contains("\nBFD sessions\n  Name  Neighbor    State  Remote  Diagnostic                      Since  In    Out   Dropped\n  gw    198.18.0.1  Down   Down    Control Detection Time Expired  0m12s  1200  1250  3\n"),
         "{out}"
     );
     assert!(

@@ -2055,6 +2055,11 @@ fn bfd_follows_keepalived_bfd() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(table.contains("BFD sessions"), "{table}");
+    let s = lb1.status_ok();
+    assert!(
+        s.bfd[0].packets_in > 0 && s.bfd[0].packets_out > 0 && s.bfd[0].dropped == 0,
+        "{s:#?}"
+    );
     assert!(
         table
             .lines()

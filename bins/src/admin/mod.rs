@@ -247,6 +247,16 @@ pub struct BfdStatus {
     pub diagnostic: String,
     /// Seconds since the state last changed.
     pub since_secs: u64,
+    /// Packets from the neighbour the session accepted.
+    #[serde(default)]
+    pub packets_in: u64,
+    /// Packets sent to the neighbour.
+    #[serde(default)]
+    pub packets_out: u64,
+    /// Packets from the neighbour dropped: malformed, a TTL or hop limit too low, another
+    /// session's discriminator, or received while AdminDown.
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 impl Status {
@@ -328,6 +338,9 @@ impl Status {
                     remote_state: "Down".into(),
                     diagnostic: "No Diagnostic".into(),
                     since_secs: 0,
+                    packets_in: 0,
+                    packets_out: 0,
+                    dropped: 0,
                 })
                 .collect(),
         }

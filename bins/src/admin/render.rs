@@ -112,6 +112,9 @@ pub fn status_table(status: &Status) -> String {
             "Remote",
             "Diagnostic",
             "Since",
+            "In",
+            "Out",
+            "Dropped",
         ])];
         for b in &status.bfd {
             rows.push(vec![
@@ -121,6 +124,9 @@ pub fn status_table(status: &Status) -> String {
                 b.remote_state.clone(),
                 b.diagnostic.clone(),
                 uptime(b.since_secs),
+                b.packets_in.to_string(),
+                b.packets_out.to_string(),
+                b.dropped.to_string(),
             ]);
         }
         table(&mut out, "  ", &rows);

@@ -33,6 +33,9 @@ pub(crate) struct BfdRuntime {
     running: Option<(BfdHandle, tokio::task::JoinHandle<()>)>,
     /// One channel per session name, kept across restarts.
     channels: HashMap<String, Arc<watch::Sender<SessionStatus>>>,
+    /// The running speaker's own channels, whose values also carry the packet counters
+    /// as they are now (they wake receivers only on a change of state).
+    live: BfdStates,
 }
 
 impl BfdRuntime {
@@ -52,6 +55,14 @@ impl BfdRuntime {
             .iter()
             .map(|(n, tx)| (n.clone(), tx.subscribe()))
             .collect()
+    }
+
+    /// Each session as `lbctl status` shows it: the running speaker's channel (counters
+    /// up to date), else the kept one (a speaker that failed to start).
+    pub(crate) fn status_sources(&self) -> BfdStates {
+        let mut out = self.states();
+        out.extend(self.live.iter().map(|(n, rx)| (n.clone(), rx.clone())));
+        out
     }
 
     /// A reload: keeps the speaker when the sessions are the same, else stops it (its
@@ -85,6 +96,7 @@ impl BfdRuntime {
             }
         }
         self.instances.clear();
+        self.live.clear();
     }
 
     fn run(&mut self, instances: &[BfdInstance]) -> Result<(), NodeError> {
@@ -115,6 +127,7 @@ impl BfdRuntime {
                     tx
                 }
             };
+            self.live.insert(b.name.clone(), rx.clone());
             forwards.push((rx, tx));
         }
         let handle = speaker.handle();

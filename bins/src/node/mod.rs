@@ -264,6 +264,9 @@ impl AdminHandler for Shared {
                         remote_state: st.remote_state.to_string(),
                         diagnostic: st.local_diag.to_string(),
                         since_secs: st.since.elapsed().as_secs(),
+                        packets_in: st.counters.rx,
+                        packets_out: st.counters.tx,
+                        dropped: st.counters.dropped(),
                     }
                 })
                 .collect(),
@@ -723,7 +726,7 @@ impl Node {
 
     /// Shows `config`'s BFD sessions on the admin socket.
     fn publish_bfd(&self, config: &Config) {
-        let states = self.bfd.states();
+        let states = self.bfd.status_sources();
         *write(&self.shared.bfd) = config
             .bfd_instances
             .iter()
