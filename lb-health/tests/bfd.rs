@@ -135,13 +135,18 @@ struct Keepalived {
 
 impl Keepalived {
     fn new(lab: &Lab, name: &str, neighbor: IpAddr, source: IpAddr) -> Self {
+        Self::with(lab, name, neighbor, source, "")
+    }
+
+    /// Like [`new`](Self::new), with `extra` lines in the `bfd_instance` block.
+    fn with(lab: &Lab, name: &str, neighbor: IpAddr, source: IpAddr, extra: &str) -> Self {
         let conf = lab.dir().join("keepalived.conf");
         std::fs::write(
             &conf,
             format!(
                 "global_defs {{\n    router_id lbtest\n}}\n\
                  bfd_instance {name} {{\n    neighbor_ip {neighbor}\n    source_ip {source}\n\
-                 \x20   min_rx 10\n    min_tx 10\n    idle_tx 1000\n    multiplier 5\n}}\n"
+                 \x20   min_rx 10\n    min_tx 10\n    idle_tx 1000\n    multiplier 5\n{extra}}}\n"
             ),
         )
         .expect("write keepalived.conf");
@@ -460,4 +465,71 @@ fn keepalived_drops_our_packets_below_its_ttl() {
     let log = ka.stderr() + &ka.stdout();
     assert!(!log.contains("(to_lb) Entering Up state"), "{log}");
     assert_ne!(speaker.status("to_ka").state, SessionState::Up);
+}
+
+#[test]
+fn we_drop_keepalived_packets_below_our_ttl() {
+    if !lab_ready() {
+        return;
+    }
+    let lab = Lab::new("bfdttl2", &[("lb", 1), ("ka", 2)]).expect("lab");
+    let (lb_ip, ka_ip) = (IpAddr::V4(lab.addr("lb")), IpAddr::V4(lab.addr("ka")));
+    // keepalived sends with TTL 254; we accept 255 only (ttl 255, max_hops 0).
+    let mut kconf = Keepalived::with(&lab, "to_lb", lb_ip, ka_ip, "    ttl 254\n");
+    let ka = kconf.spawn(&lab, "ka");
+    let mut cfg = BfdConfig::new(ka_ip);
+    cfg.source_ip = Some(lb_ip);
+    let strict = Speaker::start(lab.ns("lb"), vec![("to_ka".into(), cfg.clone())]);
+    strict.wait_for("to_ka", "dropping low-TTL packets", |s| {
+        s.counters.dropped_ttl >= 2
+    });
+    let s = strict.status("to_ka");
+    assert_eq!((s.state, s.counters.rx), (SessionState::Down, 0), "{s:?}");
+    drop(strict);
+    // With max_hops 1 the same packets are accepted and the session comes up.
+    cfg.max_hops = 1;
+    let lenient = Speaker::start(lab.ns("lb"), vec![("to_ka".into(), cfg)]);
+    lenient.wait_for("to_ka", "Up", |s| s.state == SessionState::Up);
+    assert_eq!(lenient.status("to_ka").counters.dropped_ttl, 0);
+    wait_log(&ka, "(to_lb) Entering Up state", 1);
+}
+
+#[test]
+fn ipv6_hop_limit_below_ours_is_dropped() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("bfdhl", &[("a", 1), ("b", 2)]).expect("lab");
+    let a_ip = add_v6(&lab, "a", "2001:db8:bfd::1");
+    let b_ip = add_v6(&lab, "b", "2001:db8:bfd::2");
+    // A sends with hop limit 63; B accepts 64 and above (hoplimit 64, max_hops 0).
+    let a = Speaker::start(
+        lab.ns("a"),
+        vec![(
+            "to_b".into(),
+            BfdConfig {
+                source_ip: Some(a_ip),
+                hoplimit: 63,
+                max_hops: 255,
+                ..BfdConfig::new(b_ip)
+            },
+        )],
+    );
+    let b = Speaker::start(
+        lab.ns("b"),
+        vec![(
+            "to_a".into(),
+            BfdConfig {
+                source_ip: Some(b_ip),
+                ..BfdConfig::new(a_ip)
+            },
+        )],
+    );
+    b.wait_for("to_a", "dropping low hop-limit packets", |s| {
+        s.counters.dropped_ttl >= 2
+    });
+    assert_eq!(b.status("to_a").counters.rx, 0);
+    // A (no check) hears B and goes Init; B never hears A, so neither comes up.
+    a.wait_for("to_b", "Init", |s| s.state == SessionState::Init);
+    assert_ne!(b.status("to_a").state, SessionState::Up);
 }

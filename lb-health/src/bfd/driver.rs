@@ -15,13 +15,23 @@
 //!   ([`BfdSpeaker::subscribe`]); receivers are woken on a change of state or diagnostic
 //!   (counters update silently). State changes are logged with `tracing`.
 //!
+//! # TTL / hop limit check
+//!
+//! [RFC 5881 §5] (GTSM) as keepalived extends it with `max_hops`
+//! ([`BfdConfig::accepts_ttl`]): a packet whose TTL (IPv4) or hop limit (IPv6) is below
+//! `ttl`/`hoplimit` minus `max_hops` is dropped. The kernel does the comparison: each
+//! receive socket carries a classic BPF filter (socket2 `attach_filter`) that cuts such a
+//! packet down to its UDP header, so it arrives with an empty payload, which the driver
+//! counts as [`Discard::BadTtl`] for the session of its source address. Reading the TTL in
+//! user space would need `IP_RECVTTL`/`IPV6_RECVHOPLIMIT` control messages, which neither
+//! nix 0.29 nor socket2 0.5 parse without `unsafe` (forbidden in this crate). One filter
+//! serves every session of a family, so when their `ttl`/`hoplimit`/`max_hops` differ, the
+//! most lenient applies to all; a genuinely empty datagram to port 3784 is also counted as
+//! a TTL drop.
+//!
 //! # Platform support
 //!
-//! Linux. The received TTL / hop limit is **not** checked yet: reading it needs
-//! `IP_RECVTTL`/`IPV6_RECVHOPLIMIT` and their control messages, which neither nix 0.29 nor
-//! socket2 0.5 expose without `unsafe` (forbidden in this crate). The check itself is
-//! [`BfdConfig::accepts_ttl`] and is applied to every packet whose TTL is known. keepalived
-//! also skips the check when it got no TTL.
+//! Linux (`SO_ATTACH_FILTER`, `IP_PKTINFO`).
 //!
 //! # Examples
 //!
@@ -44,6 +54,7 @@
 //!
 //! [RFC 5881]: https://www.rfc-editor.org/rfc/rfc5881
 //! [RFC 5881 §4]: https://www.rfc-editor.org/rfc/rfc5881#section-4
+//! [RFC 5881 §5]: https://www.rfc-editor.org/rfc/rfc5881#section-5
 
 use std::collections::HashSet;
 use std::io::{self, IoSliceMut};
@@ -87,6 +98,9 @@ pub struct SpeakerCounters {
     pub unknown_peer: u64,
     /// Malformed datagrams from an address no session has as its neighbor.
     pub malformed_unknown: u64,
+    /// Packets with a TTL / hop limit too low from an address no session has as its
+    /// neighbor.
+    pub bad_ttl_unknown: u64,
     /// Receive errors from the sockets.
     pub receive_errors: u64,
 }
@@ -95,6 +109,7 @@ pub struct SpeakerCounters {
 struct SharedCounters {
     unknown_peer: AtomicU64,
     malformed_unknown: AtomicU64,
+    bad_ttl_unknown: AtomicU64,
     receive_errors: AtomicU64,
 }
 
@@ -126,6 +141,7 @@ impl BfdHandle {
         SpeakerCounters {
             unknown_peer: self.counters.unknown_peer.load(Ordering::Relaxed),
             malformed_unknown: self.counters.malformed_unknown.load(Ordering::Relaxed),
+            bad_ttl_unknown: self.counters.bad_ttl_unknown.load(Ordering::Relaxed),
             receive_errors: self.counters.receive_errors.load(Ordering::Relaxed),
         }
     }
@@ -146,6 +162,8 @@ pub struct BfdSpeaker {
     instances: Vec<Instance>,
     rx4: Option<StdUdpSocket>,
     rx6: Option<StdUdpSocket>,
+    /// Whether the IPv4 / IPv6 receive socket carries the TTL filter.
+    ttl_filtered: [bool; 2],
     handle: BfdHandle,
 }
 
@@ -210,9 +228,47 @@ fn bind_send_socket(cfg: &BfdConfig) -> Result<StdUdpSocket> {
     Err(socket_error(format!("bind {ip}:{lo}-{hi}"), &e))
 }
 
+/// The lowest TTL / hop limit the sessions `family` accept, `None` when one of them does
+/// not check (`max_hops` 255) or it would be 0.
+fn ttl_floor<'a>(family: impl Iterator<Item = &'a BfdConfig>) -> Option<u8> {
+    family
+        .map(|c| {
+            if c.max_hops == u8::MAX {
+                0
+            } else {
+                c.tx_ttl().saturating_sub(c.max_hops)
+            }
+        })
+        .min()
+        .filter(|&floor| floor > 0)
+}
+
+/// A classic BPF program for a UDP socket: a packet whose TTL (IPv4 header byte 8) or hop
+/// limit (IPv6 header byte 7) is below `floor` is cut down to its 8-byte UDP header (the
+/// least the kernel keeps), anything else passes whole.
+fn ttl_filter(v4: bool, floor: u8) -> [nix::libc::sock_filter; 4] {
+    // linux/filter.h: BPF_LD|BPF_B|BPF_ABS, BPF_JMP|BPF_JGE|BPF_K, BPF_RET|BPF_K.
+    const LDB_ABS: u16 = 0x30;
+    const JGE_K: u16 = 0x35;
+    const RET_K: u16 = 0x06;
+    const UDP_HEADER: u32 = 8;
+    let field = if v4 { 8 } else { 7 };
+    // A negative offset from SKF_NET_OFF reads the network header; the kernel takes the
+    // two's complement bit pattern as `k`.
+    let k = u32::from_ne_bytes((nix::libc::SKF_NET_OFF + field).to_ne_bytes());
+    let op = |code, jt, jf, k| nix::libc::sock_filter { code, jt, jf, k };
+    [
+        op(LDB_ABS, 0, 0, k),
+        op(JGE_K, 1, 0, u32::from(floor)),
+        op(RET_K, 0, 0, UDP_HEADER),
+        op(RET_K, 0, 0, u32::MAX),
+    ]
+}
+
 /// The receive socket of one family on port 3784, with `IP_PKTINFO` /
-/// `IPV6_RECVPKTINFO` so that a packet's destination address is known.
-fn bind_receive_socket(ip: IpAddr, names: &[&str]) -> Result<StdUdpSocket> {
+/// `IPV6_RECVPKTINFO` so that a packet's destination address is known, and the TTL
+/// filter when `floor` is set.
+fn bind_receive_socket(ip: IpAddr, names: &[&str], floor: Option<u8>) -> Result<StdUdpSocket> {
     let addr = SocketAddr::new(ip, CONTROL_PORT);
     let what = |op: &str| format!("{op} {addr} (bfd_instance {})", names.join(", "));
     let sock = new_udp(ip.is_ipv4()).map_err(|e| socket_error(what("socket"), &e))?;
@@ -222,6 +278,10 @@ fn bind_receive_socket(ip: IpAddr, names: &[&str]) -> Result<StdUdpSocket> {
         setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true)
     };
     pktinfo.map_err(|e| socket_error(what("set IP_PKTINFO on"), &e.into()))?;
+    if let Some(floor) = floor {
+        sock.attach_filter(&ttl_filter(ip.is_ipv4(), floor))
+            .map_err(|e| socket_error(what("attach the TTL filter to"), &e))?;
+    }
     sock.bind(&addr.into())
         .map_err(|e| socket_error(what("bind"), &e))?;
     Ok(sock.into())
@@ -247,6 +307,7 @@ impl BfdSpeaker {
             cfg.validate().map_err(|e| in_instance(name, e))?;
         }
         let mut rx = [None, None];
+        let mut filtered = [false, false];
         for (slot, v4) in [(0, true), (1, false)] {
             let family: Vec<&(String, BfdConfig)> = instances
                 .iter()
@@ -259,12 +320,16 @@ impl BfdSpeaker {
                 .source_ip
                 .filter(|s| family.iter().all(|(_, c)| c.source_ip == Some(*s)));
             let names: Vec<&str> = family.iter().map(|(n, _)| n.as_str()).collect();
+            let floor = ttl_floor(family.iter().map(|(_, c)| c));
+            filtered[slot] = floor.is_some();
             rx[slot] = Some(bind_receive_socket(
                 common.unwrap_or_else(|| unspecified(v4)),
                 &names,
+                floor,
             )?);
         }
         let [rx4, rx6] = rx;
+        let [ttl_filter4, ttl_filter6] = filtered;
         let now = tokio::time::Instant::now().into_std();
         let mut rng = rand::thread_rng();
         let mut discriminators = HashSet::new();
@@ -294,6 +359,7 @@ impl BfdSpeaker {
             instances: built,
             rx4,
             rx6,
+            ttl_filtered: [ttl_filter4, ttl_filter6],
             handle: BfdHandle {
                 control: Arc::new(control),
                 counters: Arc::default(),
@@ -342,6 +408,7 @@ impl BfdSpeaker {
             instances,
             rx4,
             rx6,
+            ttl_filtered,
             handle,
         } = self;
         let reg = |s: StdUdpSocket| {
@@ -394,11 +461,11 @@ impl BfdSpeaker {
             tokio::select! {
                 r = recv(rx4.as_ref(), &mut buf4) => {
                     let now = tokio::time::Instant::now().into_std();
-                    receive(r, &buf4, &mut running, &counters, now);
+                    receive(r, &buf4, ttl_filtered[0], &mut running, &counters, now);
                 }
                 r = recv(rx6.as_ref(), &mut buf6) => {
                     let now = tokio::time::Instant::now().into_std();
-                    receive(r, &buf6, &mut running, &counters, now);
+                    receive(r, &buf6, ttl_filtered[1], &mut running, &counters, now);
                 }
                 () = sleep_until(deadline) => {}
                 _ = control.changed() => {}
@@ -498,6 +565,7 @@ fn by_addr(running: &[Running], src: IpAddr, dst: Option<IpAddr>) -> Option<usiz
 fn receive(
     r: io::Result<Datagram>,
     buf: &[u8],
+    ttl_filtered: bool,
     running: &mut [Running],
     counters: &SharedCounters,
     now: Instant,
@@ -513,6 +581,17 @@ fn receive(
     let src_ip = src.ip().to_canonical();
     let dst = dst.map(|d| d.to_canonical());
     let by_addr = |running: &[Running]| by_addr(running, src_ip, dst);
+    if len == 0 && ttl_filtered {
+        // The kernel's TTL filter emptied it (see the module docs).
+        tracing::debug!(%src, "bfd: dropping packet with a TTL / hop limit too low");
+        match by_addr(running) {
+            Some(i) => running[i].session.record_drop(Discard::BadTtl),
+            None => {
+                counters.bad_ttl_unknown.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        return;
+    }
     let pkt = match ControlPacket::parse(&buf[..len.min(buf.len())]) {
         Ok(p) => p,
         Err(e) => {
@@ -541,14 +620,6 @@ fn receive(
         return;
     };
     let r = &mut running[i];
-    // The TTL is not known yet (see the module docs); when it is:
-    let ttl: Option<u8> = None;
-    if let Some(ttl) = ttl {
-        if !r.session.config().accepts_ttl(ttl) {
-            r.session.record_drop(Discard::BadTtl);
-            return;
-        }
-    }
     r.session.handle_packet(now, &pkt);
     r.flush(now);
     r.publish();
@@ -610,5 +681,46 @@ impl Running {
             *old = new;
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_floor_is_the_most_lenient_of_a_family() {
+        let v4 = BfdConfig::new("198.18.0.2".parse().unwrap());
+        let v6 = BfdConfig::new("2001:db8::2".parse().unwrap());
+        assert_eq!(ttl_floor([&v4].into_iter()), Some(255));
+        assert_eq!(ttl_floor([&v6].into_iter()), Some(64));
+        let two_hops = BfdConfig {
+            max_hops: 2,
+            ..v4.clone()
+        };
+        assert_eq!(ttl_floor([&v4, &two_hops].into_iter()), Some(253));
+        let unchecked = BfdConfig {
+            max_hops: 255,
+            ..v4.clone()
+        };
+        assert_eq!(ttl_floor([&v4, &unchecked].into_iter()), None);
+        let all_hops = BfdConfig {
+            ttl: 5,
+            max_hops: 5,
+            ..v4
+        };
+        assert_eq!(ttl_floor([&all_hops].into_iter()), None);
+        assert_eq!(ttl_floor(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn ttl_filter_reads_the_right_header_byte() {
+        let f = ttl_filter(true, 255);
+        // ldb [SKF_NET_OFF + 8]; jge #255 over the truncating ret.
+        assert_eq!((f[0].code, f[0].k), (0x30, 0xfff0_0008));
+        assert_eq!((f[1].code, f[1].jt, f[1].jf, f[1].k), (0x35, 1, 0, 255));
+        assert_eq!((f[2].code, f[2].k), (0x06, 8));
+        assert_eq!((f[3].code, f[3].k), (0x06, u32::MAX));
+        assert_eq!(ttl_filter(false, 64)[0].k, 0xfff0_0007);
     }
 }
