@@ -472,14 +472,24 @@ fn we_drop_keepalived_packets_below_our_ttl() {
     if !lab_ready() {
         return;
     }
-    let lab = Lab::new("bfdttl2", &[("lb", 1), ("ka", 2)]).expect("lab");
+    let lab = Lab::new("bfdttl2", &[("lb", 1), ("ka", 2), ("x", 3)]).expect("lab");
     let (lb_ip, ka_ip) = (IpAddr::V4(lab.addr("lb")), IpAddr::V4(lab.addr("ka")));
     // keepalived sends with TTL 254; we accept 255 only (ttl 255, max_hops 0).
     let mut kconf = Keepalived::with(&lab, "to_lb", lb_ip, ka_ip, "    ttl 254\n");
     let ka = kconf.spawn(&lab, "ka");
     let mut cfg = BfdConfig::new(ka_ip);
     cfg.source_ip = Some(lb_ip);
-    let strict = Speaker::start(lab.ns("lb"), vec![("to_ka".into(), cfg.clone())]);
+    // Another instance without a TTL check (max_hops 255) must not weaken this one's: the
+    // kernel filter checks each neighbor against its own floor.
+    let unchecked = BfdConfig {
+        source_ip: Some(lb_ip),
+        max_hops: 255,
+        ..BfdConfig::new(IpAddr::V4(lab.addr("x")))
+    };
+    let strict = Speaker::start(
+        lab.ns("lb"),
+        vec![("to_ka".into(), cfg.clone()), ("to_x".into(), unchecked)],
+    );
     strict.wait_for("to_ka", "dropping low-TTL packets", |s| {
         s.counters.dropped_ttl >= 2
     });

@@ -22,12 +22,12 @@
 //! `ttl`/`hoplimit` minus `max_hops` is dropped. The kernel does the comparison: each
 //! receive socket carries a classic BPF filter (socket2 `attach_filter`) that cuts such a
 //! packet down to its UDP header, so it arrives with an empty payload, which the driver
-//! counts as [`Discard::BadTtl`] for the session of its source address. Reading the TTL in
-//! user space would need `IP_RECVTTL`/`IPV6_RECVHOPLIMIT` control messages, which neither
-//! nix 0.29 nor socket2 0.5 parse without `unsafe` (forbidden in this crate). One filter
-//! serves every session of a family, so when their `ttl`/`hoplimit`/`max_hops` differ, the
-//! most lenient applies to all; a genuinely empty datagram to port 3784 is also counted as
-//! a TTL drop.
+//! counts as [`Discard::BadTtl`] for the session of its source address. The filter matches
+//! the source address, so each neighbor gets its own floor (the most lenient of its
+//! sessions, if several share a neighbor). Reading the TTL in user space would need
+//! `IP_RECVTTL`/`IPV6_RECVHOPLIMIT` control messages, which neither nix 0.29 nor socket2
+//! 0.5 parse without `unsafe` (forbidden in this crate). A genuinely empty datagram to port
+//! 3784 is counted as a TTL drop too.
 //!
 //! # Platform support
 //!
@@ -228,47 +228,88 @@ fn bind_send_socket(cfg: &BfdConfig) -> Result<StdUdpSocket> {
     Err(socket_error(format!("bind {ip}:{lo}-{hi}"), &e))
 }
 
-/// The lowest TTL / hop limit the sessions `family` accept, `None` when one of them does
-/// not check (`max_hops` 255) or it would be 0.
-fn ttl_floor<'a>(family: impl Iterator<Item = &'a BfdConfig>) -> Option<u8> {
-    family
-        .map(|c| {
-            if c.max_hops == u8::MAX {
-                0
-            } else {
-                c.tx_ttl().saturating_sub(c.max_hops)
-            }
-        })
-        .min()
-        .filter(|&floor| floor > 0)
+/// The lowest TTL / hop limit each neighbor's sessions accept (the most lenient when
+/// several sessions share a neighbor); neighbors that are not checked (`max_hops` 255, or
+/// a floor of 0) are left out.
+fn ttl_floors<'a>(family: impl Iterator<Item = &'a BfdConfig>) -> Vec<(IpAddr, u8)> {
+    let mut floors: Vec<(IpAddr, u8)> = Vec::new();
+    for c in family {
+        let floor = if c.max_hops == u8::MAX {
+            0
+        } else {
+            c.tx_ttl().saturating_sub(c.max_hops)
+        };
+        match floors.iter_mut().find(|(ip, _)| *ip == c.neighbor_ip) {
+            Some((_, f)) => *f = (*f).min(floor),
+            None => floors.push((c.neighbor_ip, floor)),
+        }
+    }
+    floors.retain(|&(_, f)| f > 0);
+    floors
 }
 
-/// A classic BPF program for a UDP socket: a packet whose TTL (IPv4 header byte 8) or hop
-/// limit (IPv6 header byte 7) is below `floor` is cut down to its 8-byte UDP header (the
-/// least the kernel keeps), anything else passes whole.
-fn ttl_filter(v4: bool, floor: u8) -> [nix::libc::sock_filter; 4] {
-    // linux/filter.h: BPF_LD|BPF_B|BPF_ABS, BPF_JMP|BPF_JGE|BPF_K, BPF_RET|BPF_K.
-    const LDB_ABS: u16 = 0x30;
-    const JGE_K: u16 = 0x35;
-    const RET_K: u16 = 0x06;
+/// The largest classic BPF program the kernel loads (`BPF_MAXINSNS`).
+const BPF_MAXINSNS: usize = 4096;
+
+/// A classic BPF program for a UDP receive socket: a packet from neighbor `ip` whose TTL
+/// (IPv4 header byte 8) or hop limit (IPv6 header byte 7) is below that neighbor's floor is
+/// cut down to its 8-byte UDP header (the least the kernel keeps); anything else passes
+/// whole (packets from other addresses too: the driver counts them as unknown peers).
+///
+/// For each neighbor: compare the source address word by word (IPv4 header bytes 12..16,
+/// IPv6 8..24), on a mismatch jump to the next neighbor's block; on a match compare the
+/// TTL with the floor and return. Every jump is forward and short, so the size is only
+/// bounded by `BPF_MAXINSNS`; `None` if the program would exceed it.
+fn ttl_filter(floors: &[(IpAddr, u8)]) -> Option<Vec<nix::libc::sock_filter>> {
+    // linux/filter.h opcodes.
+    const LDW_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const LDB_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
     const UDP_HEADER: u32 = 8;
-    let field = if v4 { 8 } else { 7 };
-    // A negative offset from SKF_NET_OFF reads the network header; the kernel takes the
-    // two's complement bit pattern as `k`.
-    let k = u32::from_ne_bytes((nix::libc::SKF_NET_OFF + field).to_ne_bytes());
+    // Offsets from SKF_NET_OFF reach the network header; the kernel takes the two's
+    // complement bit pattern as `k`.
+    let net = |off: i32| u32::from_ne_bytes((nix::libc::SKF_NET_OFF + off).to_ne_bytes());
     let op = |code, jt, jf, k| nix::libc::sock_filter { code, jt, jf, k };
-    [
-        op(LDB_ABS, 0, 0, k),
-        op(JGE_K, 1, 0, u32::from(floor)),
-        op(RET_K, 0, 0, UDP_HEADER),
-        op(RET_K, 0, 0, u32::MAX),
-    ]
+    let mut prog = Vec::new();
+    for &(ip, floor) in floors {
+        let (words, src_off, ttl_off): (Vec<u32>, i32, i32) = match ip {
+            IpAddr::V4(a) => (vec![u32::from(a)], 12, 8),
+            IpAddr::V6(a) => (
+                a.octets()
+                    .chunks_exact(4)
+                    .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                8,
+                7,
+            ),
+        };
+        // 2 instructions per address word, then ldb, jge, ret, ret.
+        let block = 2 * words.len() + 4;
+        for (w, word) in (0i32..).zip(&words) {
+            prog.push(op(LDW_ABS, 0, 0, net(src_off + 4 * w)));
+            // From the jeq (index 2w+1 in the block) to the next block.
+            let skip = u8::try_from(block - (2 * usize::try_from(w).ok()? + 1) - 1).ok()?;
+            prog.push(op(JEQ_K, 0, skip, *word));
+        }
+        prog.push(op(LDB_ABS, 0, 0, net(ttl_off)));
+        prog.push(op(JGE_K, 1, 0, u32::from(floor)));
+        prog.push(op(RET_K, 0, 0, UDP_HEADER));
+        prog.push(op(RET_K, 0, 0, u32::MAX));
+    }
+    prog.push(op(RET_K, 0, 0, u32::MAX));
+    (prog.len() <= BPF_MAXINSNS).then_some(prog)
 }
 
 /// The receive socket of one family on port 3784, with `IP_PKTINFO` /
 /// `IPV6_RECVPKTINFO` so that a packet's destination address is known, and the TTL
-/// filter when `floor` is set.
-fn bind_receive_socket(ip: IpAddr, names: &[&str], floor: Option<u8>) -> Result<StdUdpSocket> {
+/// filter for `floors` (none when empty).
+fn bind_receive_socket(
+    ip: IpAddr,
+    names: &[&str],
+    floors: &[(IpAddr, u8)],
+) -> Result<StdUdpSocket> {
     let addr = SocketAddr::new(ip, CONTROL_PORT);
     let what = |op: &str| format!("{op} {addr} (bfd_instance {})", names.join(", "));
     let sock = new_udp(ip.is_ipv4()).map_err(|e| socket_error(what("socket"), &e))?;
@@ -278,8 +319,15 @@ fn bind_receive_socket(ip: IpAddr, names: &[&str], floor: Option<u8>) -> Result<
         setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true)
     };
     pktinfo.map_err(|e| socket_error(what("set IP_PKTINFO on"), &e.into()))?;
-    if let Some(floor) = floor {
-        sock.attach_filter(&ttl_filter(ip.is_ipv4(), floor))
+    if !floors.is_empty() {
+        let prog = ttl_filter(floors).ok_or_else(|| Error::InvalidConfig {
+            setting: "max_hops",
+            reason: format!(
+                "{} neighbors with a TTL check exceed one BPF program ({BPF_MAXINSNS} instructions)",
+                floors.len()
+            ),
+        })?;
+        sock.attach_filter(&prog)
             .map_err(|e| socket_error(what("attach the TTL filter to"), &e))?;
     }
     sock.bind(&addr.into())
@@ -320,12 +368,12 @@ impl BfdSpeaker {
                 .source_ip
                 .filter(|s| family.iter().all(|(_, c)| c.source_ip == Some(*s)));
             let names: Vec<&str> = family.iter().map(|(n, _)| n.as_str()).collect();
-            let floor = ttl_floor(family.iter().map(|(_, c)| c));
-            filtered[slot] = floor.is_some();
+            let floors = ttl_floors(family.iter().map(|(_, c)| c));
+            filtered[slot] = !floors.is_empty();
             rx[slot] = Some(bind_receive_socket(
                 common.unwrap_or_else(|| unspecified(v4)),
                 &names,
-                floor,
+                &floors,
             )?);
         }
         let [rx4, rx6] = rx;
@@ -689,38 +737,111 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ttl_floor_is_the_most_lenient_of_a_family() {
+    fn ttl_floors_per_neighbor() {
         let v4 = BfdConfig::new("198.18.0.2".parse().unwrap());
         let v6 = BfdConfig::new("2001:db8::2".parse().unwrap());
-        assert_eq!(ttl_floor([&v4].into_iter()), Some(255));
-        assert_eq!(ttl_floor([&v6].into_iter()), Some(64));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ttl_floors([&v4].into_iter()), [(ip("198.18.0.2"), 255)]);
+        assert_eq!(ttl_floors([&v6].into_iter()), [(ip("2001:db8::2"), 64)]);
+        // Two sessions to one neighbor: the more lenient floor.
         let two_hops = BfdConfig {
             max_hops: 2,
+            source_ip: Some(ip("198.18.0.9")),
             ..v4.clone()
         };
-        assert_eq!(ttl_floor([&v4, &two_hops].into_iter()), Some(253));
-        let unchecked = BfdConfig {
+        assert_eq!(
+            ttl_floors([&v4, &two_hops].into_iter()),
+            [(ip("198.18.0.2"), 253)]
+        );
+        // An unchecked neighbor does not weaken another's check.
+        let other = BfdConfig {
             max_hops: 255,
-            ..v4.clone()
+            ..BfdConfig::new(ip("198.18.0.3"))
         };
-        assert_eq!(ttl_floor([&v4, &unchecked].into_iter()), None);
+        assert_eq!(
+            ttl_floors([&v4, &other].into_iter()),
+            [(ip("198.18.0.2"), 255)]
+        );
         let all_hops = BfdConfig {
             ttl: 5,
             max_hops: 5,
             ..v4
         };
-        assert_eq!(ttl_floor([&all_hops].into_iter()), None);
-        assert_eq!(ttl_floor(std::iter::empty()), None);
+        assert!(ttl_floors([&all_hops].into_iter()).is_empty());
+        assert!(ttl_floors(std::iter::empty()).is_empty());
+    }
+
+    /// Runs a cBPF program the way the kernel does for the instructions `ttl_filter`
+    /// emits, over an IP header (the network-header offsets) and returns its verdict.
+    fn run(prog: &[nix::libc::sock_filter], ip_header: &[u8]) -> u32 {
+        let net = u32::from_ne_bytes(nix::libc::SKF_NET_OFF.to_ne_bytes());
+        let (mut pc, mut a) = (0usize, 0u32);
+        loop {
+            let i = prog[pc];
+            match i.code {
+                0x20 => {
+                    let o = (i.k - net) as usize;
+                    a = u32::from_be_bytes(ip_header[o..o + 4].try_into().unwrap());
+                }
+                0x30 => a = u32::from(ip_header[(i.k - net) as usize]),
+                0x15 | 0x35 => {
+                    let taken = if i.code == 0x15 { a == i.k } else { a >= i.k };
+                    pc += usize::from(if taken { i.jt } else { i.jf });
+                }
+                0x06 => return i.k,
+                c => panic!("unexpected opcode {c:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    fn v4_header(src: [u8; 4], ttl: u8) -> Vec<u8> {
+        let mut h = vec![0u8; 20];
+        h[0] = 0x45;
+        h[8] = ttl;
+        h[12..16].copy_from_slice(&src);
+        h
+    }
+
+    fn v6_header(src: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
+        let mut h = vec![0u8; 40];
+        h[0] = 0x60;
+        h[7] = hop_limit;
+        h[8..24].copy_from_slice(&src.octets());
+        h
     }
 
     #[test]
-    fn ttl_filter_reads_the_right_header_byte() {
-        let f = ttl_filter(true, 255);
-        // ldb [SKF_NET_OFF + 8]; jge #255 over the truncating ret.
-        assert_eq!((f[0].code, f[0].k), (0x30, 0xfff0_0008));
-        assert_eq!((f[1].code, f[1].jt, f[1].jf, f[1].k), (0x35, 1, 0, 255));
-        assert_eq!((f[2].code, f[2].k), (0x06, 8));
-        assert_eq!((f[3].code, f[3].k), (0x06, u32::MAX));
-        assert_eq!(ttl_filter(false, 64)[0].k, 0xfff0_0007);
+    fn ttl_filter_checks_each_neighbor_against_its_floor() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let prog = ttl_filter(&[(ip("198.18.0.2"), 255), (ip("198.18.0.3"), 250)]).unwrap();
+        assert_eq!(run(&prog, &v4_header([198, 18, 0, 2], 255)), u32::MAX);
+        assert_eq!(run(&prog, &v4_header([198, 18, 0, 2], 254)), 8);
+        assert_eq!(run(&prog, &v4_header([198, 18, 0, 3], 250)), u32::MAX);
+        assert_eq!(run(&prog, &v4_header([198, 18, 0, 3], 249)), 8);
+        // Unknown sources pass (the driver counts them).
+        assert_eq!(run(&prog, &v4_header([198, 18, 0, 4], 1)), u32::MAX);
+
+        let a: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8::1:2".parse().unwrap();
+        let prog = ttl_filter(&[(IpAddr::V6(a), 64), (IpAddr::V6(b), 255)]).unwrap();
+        assert_eq!(run(&prog, &v6_header(a, 64)), u32::MAX);
+        assert_eq!(run(&prog, &v6_header(a, 63)), 8);
+        assert_eq!(run(&prog, &v6_header(b, 254)), 8);
+        assert_eq!(run(&prog, &v6_header(b, 255)), u32::MAX);
+        // Differs from `b` only in the last word.
+        let c: Ipv6Addr = "2001:db8::1:3".parse().unwrap();
+        assert_eq!(run(&prog, &v6_header(c, 1)), u32::MAX);
+        // Too many neighbors for one program.
+        let many: Vec<(IpAddr, u8)> = (0..400u16)
+            .map(|i| {
+                (
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i)),
+                    64,
+                )
+            })
+            .collect();
+        assert!(ttl_filter(&many).is_none());
+        assert!(ttl_filter(&many[..300]).is_some());
     }
 }
