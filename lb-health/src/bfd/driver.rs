@@ -771,6 +771,26 @@ mod tests {
         assert!(ttl_floors(std::iter::empty()).is_empty());
     }
 
+    /// The kernel floor agrees with `BfdConfig::accepts_ttl` for every TTL, TTL setting
+    /// and `max_hops` of a few shapes (small domains, tested exhaustively).
+    #[test]
+    fn floors_agree_with_accepts_ttl() {
+        for tx in [1u8, 2, 64, 200, 255] {
+            for max_hops in [0u8, 1, 2, 63, 64, 254, 255] {
+                let c = BfdConfig {
+                    ttl: tx,
+                    max_hops,
+                    ..BfdConfig::new("198.18.0.2".parse().unwrap())
+                };
+                let floors = ttl_floors([&c].into_iter());
+                for ttl in 0..=255u8 {
+                    let kernel_passes = floors.first().is_none_or(|&(_, f)| ttl >= f);
+                    assert_eq!(kernel_passes, c.accepts_ttl(ttl), "{tx} {max_hops} {ttl}");
+                }
+            }
+        }
+    }
+
     /// Runs a cBPF program the way the kernel does for the instructions `ttl_filter`
     /// emits, over an IP header (the network-header offsets) and returns its verdict.
     fn run(prog: &[nix::libc::sock_filter], ip_header: &[u8]) -> u32 {
