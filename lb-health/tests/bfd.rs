@@ -12,7 +12,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::fs::File;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -29,6 +29,8 @@ const POLL: Duration = Duration::from_millis(20);
 struct Speaker {
     handle: BfdHandle,
     status: Vec<(String, watch::Receiver<SessionStatus>)>,
+    /// Each instance's send socket address.
+    sources: Vec<SocketAddr>,
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
@@ -57,7 +59,11 @@ impl Speaker {
                         .iter()
                         .map(|n| (n.clone(), speaker.subscribe(n).expect("subscribed")))
                         .collect();
-                    let _ = tx.send(Ok((speaker.handle(), status)));
+                    let sources: Vec<_> = names
+                        .iter()
+                        .map(|n| speaker.source_addr(n).expect("bound"))
+                        .collect();
+                    let _ = tx.send(Ok((speaker.handle(), status, sources)));
                     rt.block_on(speaker.run()).map_err(|e| e.to_string())
                 }
                 Err(e) => {
@@ -66,13 +72,14 @@ impl Speaker {
                 }
             }
         });
-        let (handle, status) = rx
+        let (handle, status, sources) = rx
             .recv_timeout(WAIT)
             .expect("speaker thread answers")
             .unwrap_or_else(|e| panic!("speaker in {ns}: {e}"));
         Self {
             handle,
             status,
+            sources,
             thread: Some(thread),
         }
     }
@@ -128,13 +135,18 @@ struct Keepalived {
 
 impl Keepalived {
     fn new(lab: &Lab, name: &str, neighbor: IpAddr, source: IpAddr) -> Self {
+        Self::with(lab, name, neighbor, source, "")
+    }
+
+    /// Like [`new`](Self::new), with `extra` lines in the `bfd_instance` block.
+    fn with(lab: &Lab, name: &str, neighbor: IpAddr, source: IpAddr, extra: &str) -> Self {
         let conf = lab.dir().join("keepalived.conf");
         std::fs::write(
             &conf,
             format!(
                 "global_defs {{\n    router_id lbtest\n}}\n\
                  bfd_instance {name} {{\n    neighbor_ip {neighbor}\n    source_ip {source}\n\
-                 \x20   min_rx 10\n    min_tx 10\n    idle_tx 1000\n    multiplier 5\n}}\n"
+                 \x20   min_rx 10\n    min_tx 10\n    idle_tx 1000\n    multiplier 5\n{extra}}}\n"
             ),
         )
         .expect("write keepalived.conf");
@@ -266,6 +278,56 @@ fn keepalived_peer_up_crash_restart_stop_and_our_shutdown() {
     );
 }
 
+/// Adds `addr/64` to host `host`'s eth0 without duplicate address detection (usable at
+/// once). Only documentation addresses (2001:db8::/32) inside the lab's namespaces.
+fn add_v6(lab: &Lab, host: &str, addr: &str) -> IpAddr {
+    let out = lab
+        .exec(
+            host,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )
+        .expect("ip -6 addr add");
+    assert!(out.status.success(), "{out:?}");
+    addr.parse().expect("IPv6 address")
+}
+
+#[test]
+fn keepalived_peer_over_ipv6() {
+    if !lab_ready() {
+        return;
+    }
+    let lab = Lab::new("bfdka6", &[("lb", 1), ("ka", 2)]).expect("lab");
+    let lb_ip = add_v6(&lab, "lb", "2001:db8:bfd::1");
+    let ka_ip = add_v6(&lab, "ka", "2001:db8:bfd::2");
+    let mut kconf = Keepalived::new(&lab, "to_lb6", lb_ip, ka_ip);
+    let ka = kconf.spawn(&lab, "ka");
+    let mut cfg = BfdConfig::new(ka_ip);
+    cfg.source_ip = Some(lb_ip);
+    let mut speaker = Speaker::start(lab.ns("lb"), vec![("to_ka6".into(), cfg)]);
+    // keepalived checks our hop limit (64 by default on both sides, max_hops 0).
+    speaker.wait_for("to_ka6", "Up", |s| s.state == SessionState::Up);
+    wait_log(&ka, "(to_lb6) Entering Up state", 1);
+    speaker.wait_for("to_ka6", "on the fast detection time", |s| {
+        s.detection_time == Some(Duration::from_millis(50))
+    });
+    speaker.handle.shutdown();
+    assert_eq!(speaker.join(), Ok(()));
+    wait_log(
+        &ka,
+        "(to_lb6) Entering Down state (Local diagnostic - Neighbor Signaled Session Down",
+        1,
+    );
+}
+
 #[test]
 fn lb_to_lb_active_and_passive() {
     if !lab_available() {
@@ -288,6 +350,11 @@ fn lb_to_lb_active_and_passive() {
         "passive sent before hearing its peer"
     );
     let mut a = Speaker::start(lab.ns("a"), vec![("to_b".into(), to_b)]);
+    // RFC 5881 §4: sent from the source address, from a port in 49152-65535.
+    for src in a.sources.iter().chain(&b.sources) {
+        assert!((49152..=65535).contains(&src.port()), "{src}");
+    }
+    assert_eq!(a.sources[0].ip(), a_ip);
     a.wait_for("to_b", "Up", |s| s.state == SessionState::Up);
     b.wait_for("to_a", "Up", |s| s.state == SessionState::Up);
     // Both on the fast timers after the Poll Sequences: A's detection time is B's
@@ -376,4 +443,103 @@ fn two_sessions_to_one_neighbor_are_told_apart_by_destination() {
         assert_eq!(st.state, SessionState::Up, "{name}: {st:?}");
         assert_eq!(st.counters.dropped(), 0, "{name}: {st:?}");
     }
+}
+
+#[test]
+fn keepalived_drops_our_packets_below_its_ttl() {
+    if !lab_ready() {
+        return;
+    }
+    let lab = Lab::new("bfdttl", &[("lb", 1), ("ka", 2)]).expect("lab");
+    let (lb_ip, ka_ip) = (IpAddr::V4(lab.addr("lb")), IpAddr::V4(lab.addr("ka")));
+    let mut kconf = Keepalived::new(&lab, "to_lb", lb_ip, ka_ip);
+    let ka = kconf.spawn(&lab, "ka");
+    // keepalived (ttl 255, max_hops 0) requires a received TTL of 255 (RFC 5881 §5).
+    let mut cfg = BfdConfig::new(ka_ip);
+    cfg.source_ip = Some(lb_ip);
+    cfg.ttl = 254;
+    let speaker = Speaker::start(lab.ns("lb"), vec![("to_ka".into(), cfg)]);
+    wait_log(&ka, "Packet ttl(254) < 255 - discarding", 2);
+    // We hear keepalived's Down packets (Init), keepalived never hears us.
+    speaker.wait_for("to_ka", "Init", |s| s.state == SessionState::Init);
+    let log = ka.stderr() + &ka.stdout();
+    assert!(!log.contains("(to_lb) Entering Up state"), "{log}");
+    assert_ne!(speaker.status("to_ka").state, SessionState::Up);
+}
+
+#[test]
+fn we_drop_keepalived_packets_below_our_ttl() {
+    if !lab_ready() {
+        return;
+    }
+    let lab = Lab::new("bfdttl2", &[("lb", 1), ("ka", 2), ("x", 3)]).expect("lab");
+    let (lb_ip, ka_ip) = (IpAddr::V4(lab.addr("lb")), IpAddr::V4(lab.addr("ka")));
+    // keepalived sends with TTL 254; we accept 255 only (ttl 255, max_hops 0).
+    let mut kconf = Keepalived::with(&lab, "to_lb", lb_ip, ka_ip, "    ttl 254\n");
+    let ka = kconf.spawn(&lab, "ka");
+    let mut cfg = BfdConfig::new(ka_ip);
+    cfg.source_ip = Some(lb_ip);
+    // Another instance without a TTL check (max_hops 255) must not weaken this one's: the
+    // kernel filter checks each neighbor against its own floor.
+    let unchecked = BfdConfig {
+        source_ip: Some(lb_ip),
+        max_hops: 255,
+        ..BfdConfig::new(IpAddr::V4(lab.addr("x")))
+    };
+    let strict = Speaker::start(
+        lab.ns("lb"),
+        vec![("to_ka".into(), cfg.clone()), ("to_x".into(), unchecked)],
+    );
+    strict.wait_for("to_ka", "dropping low-TTL packets", |s| {
+        s.counters.dropped_ttl >= 2
+    });
+    let s = strict.status("to_ka");
+    assert_eq!((s.state, s.counters.rx), (SessionState::Down, 0), "{s:?}");
+    drop(strict);
+    // With max_hops 1 the same packets are accepted and the session comes up.
+    cfg.max_hops = 1;
+    let lenient = Speaker::start(lab.ns("lb"), vec![("to_ka".into(), cfg)]);
+    lenient.wait_for("to_ka", "Up", |s| s.state == SessionState::Up);
+    assert_eq!(lenient.status("to_ka").counters.dropped_ttl, 0);
+    wait_log(&ka, "(to_lb) Entering Up state", 1);
+}
+
+#[test]
+fn ipv6_hop_limit_below_ours_is_dropped() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("bfdhl", &[("a", 1), ("b", 2)]).expect("lab");
+    let a_ip = add_v6(&lab, "a", "2001:db8:bfd::1");
+    let b_ip = add_v6(&lab, "b", "2001:db8:bfd::2");
+    // A sends with hop limit 63; B accepts 64 and above (hoplimit 64, max_hops 0).
+    let a = Speaker::start(
+        lab.ns("a"),
+        vec![(
+            "to_b".into(),
+            BfdConfig {
+                source_ip: Some(a_ip),
+                hoplimit: 63,
+                max_hops: 255,
+                ..BfdConfig::new(b_ip)
+            },
+        )],
+    );
+    let b = Speaker::start(
+        lab.ns("b"),
+        vec![(
+            "to_a".into(),
+            BfdConfig {
+                source_ip: Some(b_ip),
+                ..BfdConfig::new(a_ip)
+            },
+        )],
+    );
+    b.wait_for("to_a", "dropping low hop-limit packets", |s| {
+        s.counters.dropped_ttl >= 2
+    });
+    assert_eq!(b.status("to_a").counters.rx, 0);
+    // A (no check) hears B and goes Init; B never hears A, so neither comes up.
+    a.wait_for("to_b", "Init", |s| s.state == SessionState::Init);
+    assert_ne!(b.status("to_a").state, SessionState::Up);
 }

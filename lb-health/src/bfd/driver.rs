@@ -15,13 +15,23 @@
 //!   ([`BfdSpeaker::subscribe`]); receivers are woken on a change of state or diagnostic
 //!   (counters update silently). State changes are logged with `tracing`.
 //!
+//! # TTL / hop limit check
+//!
+//! [RFC 5881 §5] (GTSM) as keepalived extends it with `max_hops`
+//! ([`BfdConfig::accepts_ttl`]): a packet whose TTL (IPv4) or hop limit (IPv6) is below
+//! `ttl`/`hoplimit` minus `max_hops` is dropped. The kernel does the comparison: each
+//! receive socket carries a classic BPF filter (socket2 `attach_filter`) that cuts such a
+//! packet down to its UDP header, so it arrives with an empty payload, which the driver
+//! counts as [`Discard::BadTtl`] for the session of its source address. The filter matches
+//! the source address, so each neighbor gets its own floor (the most lenient of its
+//! sessions, if several share a neighbor). Reading the TTL in user space would need
+//! `IP_RECVTTL`/`IPV6_RECVHOPLIMIT` control messages, which neither nix 0.29 nor socket2
+//! 0.5 parse without `unsafe` (forbidden in this crate). A genuinely empty datagram to port
+//! 3784 is counted as a TTL drop too.
+//!
 //! # Platform support
 //!
-//! Linux. The received TTL / hop limit is **not** checked yet: reading it needs
-//! `IP_RECVTTL`/`IPV6_RECVHOPLIMIT` and their control messages, which neither nix 0.29 nor
-//! socket2 0.5 expose without `unsafe` (forbidden in this crate). The check itself is
-//! [`BfdConfig::accepts_ttl`] and is applied to every packet whose TTL is known. keepalived
-//! also skips the check when it got no TTL.
+//! Linux (`SO_ATTACH_FILTER`, `IP_PKTINFO`).
 //!
 //! # Examples
 //!
@@ -44,6 +54,7 @@
 //!
 //! [RFC 5881]: https://www.rfc-editor.org/rfc/rfc5881
 //! [RFC 5881 §4]: https://www.rfc-editor.org/rfc/rfc5881#section-4
+//! [RFC 5881 §5]: https://www.rfc-editor.org/rfc/rfc5881#section-5
 
 use std::collections::HashSet;
 use std::io::{self, IoSliceMut};
@@ -87,6 +98,9 @@ pub struct SpeakerCounters {
     pub unknown_peer: u64,
     /// Malformed datagrams from an address no session has as its neighbor.
     pub malformed_unknown: u64,
+    /// Packets with a TTL / hop limit too low from an address no session has as its
+    /// neighbor.
+    pub bad_ttl_unknown: u64,
     /// Receive errors from the sockets.
     pub receive_errors: u64,
 }
@@ -95,6 +109,7 @@ pub struct SpeakerCounters {
 struct SharedCounters {
     unknown_peer: AtomicU64,
     malformed_unknown: AtomicU64,
+    bad_ttl_unknown: AtomicU64,
     receive_errors: AtomicU64,
 }
 
@@ -126,6 +141,7 @@ impl BfdHandle {
         SpeakerCounters {
             unknown_peer: self.counters.unknown_peer.load(Ordering::Relaxed),
             malformed_unknown: self.counters.malformed_unknown.load(Ordering::Relaxed),
+            bad_ttl_unknown: self.counters.bad_ttl_unknown.load(Ordering::Relaxed),
             receive_errors: self.counters.receive_errors.load(Ordering::Relaxed),
         }
     }
@@ -146,6 +162,8 @@ pub struct BfdSpeaker {
     instances: Vec<Instance>,
     rx4: Option<StdUdpSocket>,
     rx6: Option<StdUdpSocket>,
+    /// Whether the IPv4 / IPv6 receive socket carries the TTL filter.
+    ttl_filtered: [bool; 2],
     handle: BfdHandle,
 }
 
@@ -210,9 +228,88 @@ fn bind_send_socket(cfg: &BfdConfig) -> Result<StdUdpSocket> {
     Err(socket_error(format!("bind {ip}:{lo}-{hi}"), &e))
 }
 
+/// The lowest TTL / hop limit each neighbor's sessions accept (the most lenient when
+/// several sessions share a neighbor); neighbors that are not checked (`max_hops` 255, or
+/// a floor of 0) are left out.
+fn ttl_floors<'a>(family: impl Iterator<Item = &'a BfdConfig>) -> Vec<(IpAddr, u8)> {
+    let mut floors: Vec<(IpAddr, u8)> = Vec::new();
+    for c in family {
+        let floor = if c.max_hops == u8::MAX {
+            0
+        } else {
+            c.tx_ttl().saturating_sub(c.max_hops)
+        };
+        match floors.iter_mut().find(|(ip, _)| *ip == c.neighbor_ip) {
+            Some((_, f)) => *f = (*f).min(floor),
+            None => floors.push((c.neighbor_ip, floor)),
+        }
+    }
+    floors.retain(|&(_, f)| f > 0);
+    floors
+}
+
+/// The largest classic BPF program the kernel loads (`BPF_MAXINSNS`).
+const BPF_MAXINSNS: usize = 4096;
+
+/// A classic BPF program for a UDP receive socket: a packet from neighbor `ip` whose TTL
+/// (IPv4 header byte 8) or hop limit (IPv6 header byte 7) is below that neighbor's floor is
+/// cut down to its 8-byte UDP header (the least the kernel keeps); anything else passes
+/// whole (packets from other addresses too: the driver counts them as unknown peers).
+///
+/// For each neighbor: compare the source address word by word (IPv4 header bytes 12..16,
+/// IPv6 8..24), on a mismatch jump to the next neighbor's block; on a match compare the
+/// TTL with the floor and return. Every jump is forward and short, so the size is only
+/// bounded by `BPF_MAXINSNS`; `None` if the program would exceed it.
+fn ttl_filter(floors: &[(IpAddr, u8)]) -> Option<Vec<nix::libc::sock_filter>> {
+    // linux/filter.h opcodes.
+    const LDW_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const LDB_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const UDP_HEADER: u32 = 8;
+    // Offsets from SKF_NET_OFF reach the network header; the kernel takes the two's
+    // complement bit pattern as `k`.
+    let net = |off: i32| u32::from_ne_bytes((nix::libc::SKF_NET_OFF + off).to_ne_bytes());
+    let op = |code, jt, jf, k| nix::libc::sock_filter { code, jt, jf, k };
+    let mut prog = Vec::new();
+    for &(ip, floor) in floors {
+        let (words, src_off, ttl_off): (Vec<u32>, i32, i32) = match ip {
+            IpAddr::V4(a) => (vec![u32::from(a)], 12, 8),
+            IpAddr::V6(a) => (
+                a.octets()
+                    .chunks_exact(4)
+                    .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                8,
+                7,
+            ),
+        };
+        // 2 instructions per address word, then ldb, jge, ret, ret.
+        let block = 2 * words.len() + 4;
+        for (w, word) in (0i32..).zip(&words) {
+            prog.push(op(LDW_ABS, 0, 0, net(src_off + 4 * w)));
+            // From the jeq (index 2w+1 in the block) to the next block.
+            let skip = u8::try_from(block - (2 * usize::try_from(w).ok()? + 1) - 1).ok()?;
+            prog.push(op(JEQ_K, 0, skip, *word));
+        }
+        prog.push(op(LDB_ABS, 0, 0, net(ttl_off)));
+        prog.push(op(JGE_K, 1, 0, u32::from(floor)));
+        prog.push(op(RET_K, 0, 0, UDP_HEADER));
+        prog.push(op(RET_K, 0, 0, u32::MAX));
+    }
+    prog.push(op(RET_K, 0, 0, u32::MAX));
+    (prog.len() <= BPF_MAXINSNS).then_some(prog)
+}
+
 /// The receive socket of one family on port 3784, with `IP_PKTINFO` /
-/// `IPV6_RECVPKTINFO` so that a packet's destination address is known.
-fn bind_receive_socket(ip: IpAddr, names: &[&str]) -> Result<StdUdpSocket> {
+/// `IPV6_RECVPKTINFO` so that a packet's destination address is known, and the TTL
+/// filter for `floors` (none when empty).
+fn bind_receive_socket(
+    ip: IpAddr,
+    names: &[&str],
+    floors: &[(IpAddr, u8)],
+) -> Result<StdUdpSocket> {
     let addr = SocketAddr::new(ip, CONTROL_PORT);
     let what = |op: &str| format!("{op} {addr} (bfd_instance {})", names.join(", "));
     let sock = new_udp(ip.is_ipv4()).map_err(|e| socket_error(what("socket"), &e))?;
@@ -222,6 +319,17 @@ fn bind_receive_socket(ip: IpAddr, names: &[&str]) -> Result<StdUdpSocket> {
         setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true)
     };
     pktinfo.map_err(|e| socket_error(what("set IP_PKTINFO on"), &e.into()))?;
+    if !floors.is_empty() {
+        let prog = ttl_filter(floors).ok_or_else(|| Error::InvalidConfig {
+            setting: "max_hops",
+            reason: format!(
+                "{} neighbors with a TTL check exceed one BPF program ({BPF_MAXINSNS} instructions)",
+                floors.len()
+            ),
+        })?;
+        sock.attach_filter(&prog)
+            .map_err(|e| socket_error(what("attach the TTL filter to"), &e))?;
+    }
     sock.bind(&addr.into())
         .map_err(|e| socket_error(what("bind"), &e))?;
     Ok(sock.into())
@@ -247,6 +355,7 @@ impl BfdSpeaker {
             cfg.validate().map_err(|e| in_instance(name, e))?;
         }
         let mut rx = [None, None];
+        let mut filtered = [false, false];
         for (slot, v4) in [(0, true), (1, false)] {
             let family: Vec<&(String, BfdConfig)> = instances
                 .iter()
@@ -259,12 +368,16 @@ impl BfdSpeaker {
                 .source_ip
                 .filter(|s| family.iter().all(|(_, c)| c.source_ip == Some(*s)));
             let names: Vec<&str> = family.iter().map(|(n, _)| n.as_str()).collect();
+            let floors = ttl_floors(family.iter().map(|(_, c)| c));
+            filtered[slot] = !floors.is_empty();
             rx[slot] = Some(bind_receive_socket(
                 common.unwrap_or_else(|| unspecified(v4)),
                 &names,
+                &floors,
             )?);
         }
         let [rx4, rx6] = rx;
+        let [ttl_filter4, ttl_filter6] = filtered;
         let now = tokio::time::Instant::now().into_std();
         let mut rng = rand::thread_rng();
         let mut discriminators = HashSet::new();
@@ -294,6 +407,7 @@ impl BfdSpeaker {
             instances: built,
             rx4,
             rx6,
+            ttl_filtered: [ttl_filter4, ttl_filter6],
             handle: BfdHandle {
                 control: Arc::new(control),
                 counters: Arc::default(),
@@ -342,6 +456,7 @@ impl BfdSpeaker {
             instances,
             rx4,
             rx6,
+            ttl_filtered,
             handle,
         } = self;
         let reg = |s: StdUdpSocket| {
@@ -394,11 +509,11 @@ impl BfdSpeaker {
             tokio::select! {
                 r = recv(rx4.as_ref(), &mut buf4) => {
                     let now = tokio::time::Instant::now().into_std();
-                    receive(r, &buf4, &mut running, &counters, now);
+                    receive(r, &buf4, ttl_filtered[0], &mut running, &counters, now);
                 }
                 r = recv(rx6.as_ref(), &mut buf6) => {
                     let now = tokio::time::Instant::now().into_std();
-                    receive(r, &buf6, &mut running, &counters, now);
+                    receive(r, &buf6, ttl_filtered[1], &mut running, &counters, now);
                 }
                 () = sleep_until(deadline) => {}
                 _ = control.changed() => {}
@@ -498,6 +613,7 @@ fn by_addr(running: &[Running], src: IpAddr, dst: Option<IpAddr>) -> Option<usiz
 fn receive(
     r: io::Result<Datagram>,
     buf: &[u8],
+    ttl_filtered: bool,
     running: &mut [Running],
     counters: &SharedCounters,
     now: Instant,
@@ -513,6 +629,17 @@ fn receive(
     let src_ip = src.ip().to_canonical();
     let dst = dst.map(|d| d.to_canonical());
     let by_addr = |running: &[Running]| by_addr(running, src_ip, dst);
+    if len == 0 && ttl_filtered {
+        // The kernel's TTL filter emptied it (see the module docs).
+        tracing::debug!(%src, "bfd: dropping packet with a TTL / hop limit too low");
+        match by_addr(running) {
+            Some(i) => running[i].session.record_drop(Discard::BadTtl),
+            None => {
+                counters.bad_ttl_unknown.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        return;
+    }
     let pkt = match ControlPacket::parse(&buf[..len.min(buf.len())]) {
         Ok(p) => p,
         Err(e) => {
@@ -541,14 +668,6 @@ fn receive(
         return;
     };
     let r = &mut running[i];
-    // The TTL is not known yet (see the module docs); when it is:
-    let ttl: Option<u8> = None;
-    if let Some(ttl) = ttl {
-        if !r.session.config().accepts_ttl(ttl) {
-            r.session.record_drop(Discard::BadTtl);
-            return;
-        }
-    }
     r.session.handle_packet(now, &pkt);
     r.flush(now);
     r.publish();
@@ -610,5 +729,139 @@ impl Running {
             *old = new;
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_floors_per_neighbor() {
+        let v4 = BfdConfig::new("198.18.0.2".parse().unwrap());
+        let v6 = BfdConfig::new("2001:db8::2".parse().unwrap());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ttl_floors([&v4].into_iter()), [(ip("198.18.0.2"), 255)]);
+        assert_eq!(ttl_floors([&v6].into_iter()), [(ip("2001:db8::2"), 64)]);
+        // Two sessions to one neighbor: the more lenient floor.
+        let two_hops = BfdConfig {
+            max_hops: 2,
+            source_ip: Some(ip("198.18.0.9")),
+            ..v4.clone()
+        };
+        assert_eq!(
+            ttl_floors([&v4, &two_hops].into_iter()),
+            [(ip("198.18.0.2"), 253)]
+        );
+        // An unchecked neighbor does not weaken another's check.
+        let other = BfdConfig {
+            max_hops: 255,
+            ..BfdConfig::new(ip("198.18.0.3"))
+        };
+        assert_eq!(
+            ttl_floors([&v4, &other].into_iter()),
+            [(ip("198.18.0.2"), 255)]
+        );
+        let all_hops = BfdConfig {
+            ttl: 5,
+            max_hops: 5,
+            ..v4
+        };
+        assert!(ttl_floors([&all_hops].into_iter()).is_empty());
+        assert!(ttl_floors(std::iter::empty()).is_empty());
+    }
+
+    /// The kernel floor agrees with `BfdConfig::accepts_ttl` for every TTL, TTL setting
+    /// and `max_hops` of a few shapes (small domains, tested exhaustively).
+    #[test]
+    fn floors_agree_with_accepts_ttl() {
+        for tx in [1u8, 2, 64, 200, 255] {
+            for max_hops in [0u8, 1, 2, 63, 64, 254, 255] {
+                let c = BfdConfig {
+                    ttl: tx,
+                    max_hops,
+                    ..BfdConfig::new("198.18.0.2".parse().unwrap())
+                };
+                let floors = ttl_floors([&c].into_iter());
+                for ttl in 0..=255u8 {
+                    let kernel_passes = floors.first().is_none_or(|&(_, f)| ttl >= f);
+                    assert_eq!(kernel_passes, c.accepts_ttl(ttl), "{tx} {max_hops} {ttl}");
+                }
+            }
+        }
+    }
+
+    /// Runs a cBPF program the way the kernel does for the instructions `ttl_filter`
+    /// emits, over an IP header (the network-header offsets) and returns its verdict.
+    fn run(prog: &[nix::libc::sock_filter], ip_header: &[u8]) -> u32 {
+        let net = u32::from_ne_bytes(nix::libc::SKF_NET_OFF.to_ne_bytes());
+        let (mut pc, mut a) = (0usize, 0u32);
+        loop {
+            let i = prog[pc];
+            match i.code {
+                0x20 => {
+                    let o = (i.k - net) as usize;
+                    a = u32::from_be_bytes(ip_header[o..o + 4].try_into().unwrap());
+                }
+                0x30 => a = u32::from(ip_header[(i.k - net) as usize]),
+                0x15 | 0x35 => {
+                    let taken = if i.code == 0x15 { a == i.k } else { a >= i.k };
+                    pc += usize::from(if taken { i.jt } else { i.jf });
+                }
+                0x06 => return i.k,
+                c => panic!("unexpected opcode {c:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    fn v4_header(src: [u8; 4], ttl: u8) -> Vec<u8> {
+        let mut h = vec![0u8; 20];
+        h[0] = 0x45;
+        h[8] = ttl;
+        h[12..16].copy_from_slice(&src);
+        h
+    }
+
+    fn v6_header(src: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
+        let mut h = vec![0u8; 40];
+        h[0] = 0x60;
+        h[7] = hop_limit;
+        h[8..24].copy_from_slice(&src.octets());
+        h
+    }
+
+    #[test]
+    fn ttl_filter_checks_each_neighbor_against_its_floor() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let prog = ttl_filter(&[(ip("198.18.0.2"), 255), (ip("198.18.0.3"), 250)]).unwrap();
+        assert_eq!(run(&prog, &v4_header([198, 18, 0, 2], 255)), u32::MAX);
+        assert_eq!(run(&prog, &v4_header([198, 18, 0, 2], 254)), 8);
+        assert_eq!(run(&prog, &v4_header([198, 18, 0, 3], 250)), u32::MAX);
+        assert_eq!(run(&prog, &v4_header([198, 18, 0, 3], 249)), 8);
+        // Unknown sources pass (the driver counts them).
+        assert_eq!(run(&prog, &v4_header([198, 18, 0, 4], 1)), u32::MAX);
+
+        let a: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8::1:2".parse().unwrap();
+        let prog = ttl_filter(&[(IpAddr::V6(a), 64), (IpAddr::V6(b), 255)]).unwrap();
+        assert_eq!(run(&prog, &v6_header(a, 64)), u32::MAX);
+        assert_eq!(run(&prog, &v6_header(a, 63)), 8);
+        assert_eq!(run(&prog, &v6_header(b, 254)), 8);
+        assert_eq!(run(&prog, &v6_header(b, 255)), u32::MAX);
+        // Differs from `b` only in the last word.
+        let c: Ipv6Addr = "2001:db8::1:3".parse().unwrap();
+        assert_eq!(run(&prog, &v6_header(c, 1)), u32::MAX);
+        // Too many neighbors for one program.
+        let many: Vec<(IpAddr, u8)> = (0..400u16)
+            .map(|i| {
+                (
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i)),
+                    64,
+                )
+            })
+            .collect();
+        assert!(ttl_filter(&many).is_none());
+        assert!(ttl_filter(&many[..300]).is_some());
     }
 }

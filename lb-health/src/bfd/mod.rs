@@ -5,12 +5,35 @@
 //! * [`session`]: [`Session`], the sans-IO state machine of one peer (§6.8), time as
 //!   `now: Instant` arguments, randomness from a seed.
 //! * [`BfdConfig`]: keepalived's `bfd_instance` settings and their defaults.
-//! * `driver` (feature `tokio`): [`BfdSpeaker`](driver::BfdSpeaker), the sockets and one
+//! * `driver` (feature `tokio`): `BfdSpeaker`, the sockets and one
 //!   task driving every session, publishing a [`SessionStatus`] per instance on a
 //!   `tokio::sync::watch`.
 //!
 //! Like keepalived, lb implements neither Demand mode, the Echo function nor
 //! authentication.
+//!
+//! # keepalived 2.2.7 as a peer
+//!
+//! Checked against Debian's keepalived in `tests/bfd.rs` and its source
+//! (keepalived/bfd/bfd.c, bfd_scheduler.c, bfd_parser.c):
+//!
+//! * It logs `(NAME) Entering Up state` and `(NAME) Entering Down state (Local diagnostic -
+//!   …, Remote diagnostic - …)` only on the way into and out of Up (Init only with extra
+//!   detail), on stderr with `-l`.
+//! * It sends no AdminDown when stopped (SIGTERM): its peers see their detection time
+//!   expire (diagnostic 1), as after a crash.
+//! * It takes a new discriminator whenever it leaves Up, so a peer's further packets to the
+//!   old one are discarded ("session is not found").
+//! * TTL: `ttl` and `hoplimit` are one setting (the last wins), defaulting to 255 for an
+//!   IPv4 and 64 for an IPv6 neighbor; it drops a packet when `received + max_hops` is
+//!   below that value (only when it got a TTL at all). [`BfdConfig::accepts_ttl`] is the
+//!   same rule.
+//! * It binds a random source port in 49152–65535 (narrowed by
+//!   `net.ipv4.ip_local_port_range`) only when `source_ip` is set; lb always does.
+//! * Its jitter is always 10–25 % (its Detect Mult 1 test is always true); lb uses 0–25 %
+//!   (10–25 % for Detect Mult 1) as RFC 5880 §6.8.7 says.
+//! * It refuses a Length other than the datagram's size, Poll with Final, and a diagnostic
+//!   above 8; lb sends none of these.
 //!
 //! # Examples
 //!

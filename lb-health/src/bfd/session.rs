@@ -26,9 +26,9 @@
 //!   changed with a Poll Sequence (§6.5); an increase while Up only takes effect when the
 //!   Final arrives. A Poll is answered with a Final at once (§6.8.7).
 //! * Transmission every max(Desired Min TX, remote Required Min RX), reduced by a random
-//!   0–25 % (10–25 % when our Detect Mult is 1) per packet (§6.8.7); nothing at all while
-//!   the remote Required Min RX is 0; nothing in the passive role until bfd.RemoteDiscr is
-//!   known (§6.1, §6.8.7).
+//!   0–25 % (10–25 % when our Detect Mult is 1) per packet (§6.8.7); nothing but the
+//!   Final that answers a Poll while the remote Required Min RX is 0; nothing in the
+//!   passive role until bfd.RemoteDiscr is known (§6.1, §6.8.7).
 //! * One packet at once on every state change (as keepalived and FRR do), besides the
 //!   periodic ones, so the handshake does not wait for `idle_tx`.
 //!
@@ -433,18 +433,26 @@ impl Session {
 
     /// The next packet to send now, if any: a Final owed, a packet for a state change, or a
     /// periodic packet whose time has come. Call until `None`.
+    ///
+    /// A Final answers a Poll "without respect to the transmission timer or any other
+    /// transmission limitations" ([RFC 5880 §6.8.7]), so it goes out even while the peer's
+    /// Required Min RX is 0; every other packet waits until [`may_transmit`] holds.
+    ///
+    /// [RFC 5880 §6.8.7]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.7
+    /// [`may_transmit`]: Self::may_transmit
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<ControlPacket> {
+        if self.final_pending {
+            self.final_pending = false;
+            self.counters.tx += 1;
+            return Some(self.packet(true));
+        }
         if !self.may_transmit() {
             self.tx_now = false;
-            self.final_pending = false;
             self.next_tx = None;
             return None;
         }
-        let final_ = if self.final_pending {
-            self.final_pending = false;
-            true
-        } else if self.tx_now || self.next_tx.is_none_or(|t| now >= t) {
+        let final_ = if self.tx_now || self.next_tx.is_none_or(|t| now >= t) {
             self.tx_now = false;
             let interval = self.jittered(self.tx_interval());
             self.next_tx = Some(now + interval);
@@ -460,9 +468,11 @@ impl Session {
     /// [`poll_transmit`](Self::poll_transmit) next has something to do.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let tx = if !self.may_transmit() {
+        let tx = if self.final_pending {
+            Some(self.last_event)
+        } else if !self.may_transmit() {
             None
-        } else if self.tx_now || self.final_pending || self.next_tx.is_none() {
+        } else if self.tx_now || self.next_tx.is_none() {
             Some(self.last_event)
         } else {
             self.next_tx
@@ -475,9 +485,12 @@ impl Session {
 
     // ----- internals -----
 
-    /// §6.8.7: never while the peer's Required Min RX is 0, never in the passive role
-    /// before the peer is known.
-    fn may_transmit(&self) -> bool {
+    /// Whether periodic packets (and one on a state change) may go out ([RFC 5880 §6.8.7]):
+    /// not while the peer's Required Min RX is 0, not in the passive role before the peer
+    /// is known (bfd.RemoteDiscr still 0).
+    ///
+    /// [RFC 5880 §6.8.7]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.7
+    pub fn may_transmit(&self) -> bool {
         let silent_passive = self.config.passive && self.remote_discr == 0;
         !self.remote_min_rx.is_zero() && !silent_passive
     }
@@ -643,6 +656,13 @@ mod tests {
         };
         a.handle_packet(now, &pkt);
         assert_eq!(a.state(), SessionState::Init);
+        assert!(!a.may_transmit());
+        // The Poll is still answered (§6.8.7: "without respect to ... any other
+        // transmission limitations"), then nothing, not even for the state change.
+        let f = a.poll_transmit(now).expect("Final");
+        assert!(f.final_);
+        // Only the detection timer is left: 3 x 1 s.
+        assert_eq!(a.poll_timeout(), Some(now + Duration::from_secs(3)));
         for i in 0..100 {
             assert!(a.poll_transmit(now + Duration::from_secs(i)).is_none());
         }
