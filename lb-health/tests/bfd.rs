@@ -279,7 +279,7 @@ fn keepalived_peer_up_crash_restart_stop_and_our_shutdown() {
 }
 
 /// Adds `addr/64` to host `host`'s eth0 without duplicate address detection (usable at
-/// once). Only documentation addresses (2001:db8::/32) inside the lab's namespaces.
+/// once). Only fd00:18::/64 addresses inside the lab's namespaces.
 fn add_v6(lab: &Lab, host: &str, addr: &str) -> IpAddr {
     let out = lab
         .exec(
@@ -306,8 +306,8 @@ fn keepalived_peer_over_ipv6() {
         return;
     }
     let lab = Lab::new("bfdka6", &[("lb", 1), ("ka", 2)]).expect("lab");
-    let lb_ip = add_v6(&lab, "lb", "2001:db8:bfd::1");
-    let ka_ip = add_v6(&lab, "ka", "2001:db8:bfd::2");
+    let lb_ip = add_v6(&lab, "lb", "fd00:18::1");
+    let ka_ip = add_v6(&lab, "ka", "fd00:18::2");
     let mut kconf = Keepalived::new(&lab, "to_lb6", lb_ip, ka_ip);
     let ka = kconf.spawn(&lab, "ka");
     let mut cfg = BfdConfig::new(ka_ip);
@@ -510,8 +510,8 @@ fn ipv6_hop_limit_below_ours_is_dropped() {
         return;
     }
     let lab = Lab::new("bfdhl", &[("a", 1), ("b", 2)]).expect("lab");
-    let a_ip = add_v6(&lab, "a", "2001:db8:bfd::1");
-    let b_ip = add_v6(&lab, "b", "2001:db8:bfd::2");
+    let a_ip = add_v6(&lab, "a", "fd00:18::1");
+    let b_ip = add_v6(&lab, "b", "fd00:18::2");
     // A sends with hop limit 63; B accepts 64 and above (hoplimit 64, max_hops 0).
     let a = Speaker::start(
         lab.ns("a"),
