@@ -288,6 +288,7 @@ def table(res_path, machine_path):
             ("HTTP", "http "),
             ("failover", "failover"),
             ("health", "health"),
+            ("bfd", "bfd"),
         ]
         if not any(f.startswith(prefix) for f in figures)
     ]

@@ -18,6 +18,8 @@
 #               keepalived, v2 advert_int 1, v3 0.1 and 0.01
 #   health      benches/src/bin/health_compare.rs: backend death to Down, ours against
 #               HAProxy check (keepalived's TCP_CHECK needs IPVS: not measurable here)
+#   bfd         benches/src/bin/bfd_compare.rs: BFD peer death to session Down, ours against
+#               keepalived's BFD daemon, each watching the other (50 ms x 3), in namespaces
 #
 # Every piece prints `RESULT<TAB>figure<TAB>side<TAB>value<TAB>unit` lines (one per round or
 # trial); this script collects them into results.tsv and benches/report.py turns them into
@@ -30,11 +32,12 @@
 # protocol timers (milliseconds to seconds) and are not pinned.
 #
 # Needs root (network namespaces for failover, apt-get). Network traffic only on loopback
-# and in namespaces the failover bench creates (198.18.0.0/24). Every process this script
-# starts is stopped by PID on exit; the failover bench removes its namespaces itself.
+# and in namespaces the failover and bfd benches create (198.18.0.0/24). Every process this
+# script starts is stopped by PID on exit; the failover and bfd benches remove their
+# namespaces themselves.
 #
 # Environment: SMALL=1 (or --smoke), ONLY=piece,piece (schedulers, l4, l4-cpu-rss, http,
-# failover, health), ROUNDS, TRIALS (failover), CARGO_TARGET_DIR
+# failover, health, bfd), ROUNDS, TRIALS (failover), CARGO_TARGET_DIR
 # (default /work/target-bench if that exists, else target/), NO_APT=1 (skip installing),
 # BASE_PORT (default 26080: the L4 script uses BASE_PORT..+72 and
 # +102..+(101 + 2 ROUNDS) for its busy-polling rounds, the HTTP script +200..+211, the
@@ -125,7 +128,7 @@ cat "$OUT/machine.txt" >&2
 # --- 3. build ----------------------------------------------------------------------------
 log "building release binaries (CARGO_TARGET_DIR=$TARGET)"
 cargo build -q --release -j2 -p lb-proxy --example l4_tool --example http_proxy
-cargo build -q --release -j2 -p lb-benches --bin health_compare
+cargo build -q --release -j2 -p lb-benches --bin health_compare --bin bfd_compare
 cargo bench -q -j2 -p lb-core --no-run 2>/dev/null
 cargo bench -q -j2 -p lb-vrrp --bench failover --no-run 2>/dev/null
 TOOL=$TARGET/release/examples/l4_tool
@@ -301,7 +304,10 @@ piece failover env LBV_TRIALS="$TRIALS" LBV_CASES="$FAILOVER_CASES" \
 # --- 9. health ---------------------------------------------------------------------------
 piece health "$TARGET/release/health_compare" --rounds "$HEALTH_ROUNDS"
 
-# --- 10. the table -----------------------------------------------------------------------
+# --- 10. BFD -----------------------------------------------------------------------------
+piece bfd "$TARGET/release/bfd_compare" --rounds "$HEALTH_ROUNDS"
+
+# --- 11. the table -----------------------------------------------------------------------
 T_END=$(date +%s)
 {
     echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
