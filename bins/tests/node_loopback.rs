@@ -2983,6 +2983,69 @@ fn file_check_follows_the_files() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A FILE_CHECK follows its file through inotify, as keepalived: with the check's own
+/// `delay_loop` at 60 s (its file read every minute otherwise), a write, a rename into
+/// place and a deletion each reach the real server within seconds.
+#[test]
+fn file_check_follows_inotify_between_reads() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let port = free_port();
+    let maint = dir.join("maint");
+    let conf = dir.join("lb.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nadmin_socket = \"{sock}\"\n\
+             [[track_file]]\nname = \"maint\"\nfile = \"{maint}\"\nweight = 0\n\
+             [[virtual_server]]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[virtual_server.backend]]\naddress = \"{a}\"\n\
+             [[virtual_server.backend.check]]\ntype = \"file\"\ntrack_file = \"maint\"\ndelay_loop = 60\n\
+             [[virtual_server.backend]]\naddress = \"{b}\"\n",
+            sock = dir.join("admin.sock").display(),
+            maint = maint.display(),
+            a = a.addr,
+            b = b.addr,
+        ),
+    )
+    .unwrap();
+    let (node, sock) = start_node_with(&dir, &conf);
+    let health = || status(&sock)["virtual_servers"][0]["backends"][0]["health"].clone();
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    assert_eq!(health(), "up", "{}", status(&sock));
+    // A write (closed after writing).
+    std::fs::write(&maint, "1\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || health() == "down"),
+        "a written 1 did not take a down before the 60 s read: {}\n{}",
+        status(&sock),
+        log()
+    );
+    // A rename into place.
+    let tmp = dir.join("maint.tmp");
+    std::fs::write(&tmp, "0\n").unwrap();
+    std::fs::rename(&tmp, &maint).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || health() == "up"),
+        "a 0 renamed into place did not bring a back: {}\n{}",
+        status(&sock),
+        log()
+    );
+    std::fs::write(&maint, "1\n").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || health() == "down"));
+    // A deletion reads as 0.
+    std::fs::remove_file(&maint).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || health() == "up"),
+        "a deleted file did not read as 0: {}\n{}",
+        status(&sock),
+        log()
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// keepalived runs a real server's notify scripts when the real server's state changes,
 /// checks and tracked files together: a MISC_CHECK failing and recovering while a file
 /// holds the real server down runs nothing; the file's fault and its end run notify_down

@@ -182,15 +182,24 @@ impl FileWatch {
         changed
     }
 
-    /// Reads the files every `interval` and sends what changed, until the receiver is
-    /// gone. A watch that has read once already (the caller's [`FileWatch::poll`] before
-    /// the proxy starts) waits an interval first; a fresh one reads at once.
+    /// Reads the files when inotify reports a change in their directories, and every
+    /// `interval` besides, and sends what changed, until the receiver is gone. A watch that
+    /// has read once already (the caller's [`FileWatch::poll`] before the proxy starts)
+    /// waits first; a fresh one reads at once.
     pub(crate) fn spawn(
         mut self,
         name: String,
         interval: Duration,
         tx: mpsc::UnboundedSender<(BackendId, super::vs::Tracked)>,
     ) -> tokio::task::JoinHandle<()> {
+        let files: Vec<PathBuf> = self.specs.iter().map(|s| s.file.clone()).collect();
+        let mut wake = match spawn_wake(&files) {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                tracing::warn!(virtual_server = %name, error = %e, "tracked files: no inotify, read every {interval:?} only");
+                None
+            }
+        };
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -198,7 +207,23 @@ impl FileWatch {
                 tick.tick().await;
             }
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    w = async {
+                        match &mut wake {
+                            Some(rx) => rx.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => match w {
+                        // Several events at once: one read.
+                        Some(()) => {
+                            if let Some(rx) = &mut wake {
+                                while rx.try_recv().is_ok() {}
+                            }
+                        }
+                        None => wake = None,
+                    },
+                }
                 // Off the event loop: reads go through the file system.
                 let (watch, changed) = match tokio::task::spawn_blocking(move || {
                     let changed = self.poll();
@@ -221,6 +246,79 @@ impl FileWatch {
             }
         })
     }
+}
+
+/// What a tracked file's directory is watched for, as keepalived watches it: a file
+/// written (closed after writing), created, deleted, or renamed in or out.
+fn watch_flags() -> nix::sys::inotify::AddWatchFlags {
+    use nix::sys::inotify::AddWatchFlags as F;
+    F::IN_CLOSE_WRITE | F::IN_CREATE | F::IN_DELETE | F::IN_MOVE
+}
+
+/// A thread that sends `()` each time inotify reports a change to one of `files` (by its
+/// name in its directory), or may have missed one (queue overflow, a directory gone). It
+/// waits in poll(2) a second at a time and ends within a second of the receiver going away.
+///
+/// # Errors
+/// inotify cannot be set up, or no file's directory can be watched.
+fn spawn_wake(files: &[PathBuf]) -> std::io::Result<mpsc::UnboundedReceiver<()>> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+    use std::collections::HashSet;
+    use std::ffi::OsString;
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    let mut names: HashMap<WatchDescriptor, HashSet<OsString>> = HashMap::new();
+    let mut last_error = None;
+    for f in files {
+        let Some(name) = f.file_name() else { continue };
+        let dir = match f.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        match inotify.add_watch(dir, watch_flags()) {
+            Ok(wd) => {
+                names.entry(wd).or_default().insert(name.to_owned());
+            }
+            Err(e) => last_error = Some(std::io::Error::from(e)),
+        }
+    }
+    if names.is_empty() {
+        return Err(last_error.unwrap_or_else(|| std::io::Error::other("no file to watch")));
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("file-check-inotify".into())
+        .spawn(move || {
+            use std::os::fd::AsFd as _;
+            while !tx.is_closed() {
+                let mut fds = [nix::poll::PollFd::new(
+                    inotify.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16)) {
+                    Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tracked files: inotify poll failed; read every interval only");
+                        return;
+                    }
+                }
+                let Ok(events) = inotify.read_events() else {
+                    continue;
+                };
+                let relevant = events.iter().any(|ev| {
+                    ev.mask
+                        .intersects(AddWatchFlags::IN_Q_OVERFLOW | AddWatchFlags::IN_IGNORED)
+                        || ev
+                            .name
+                            .as_ref()
+                            .is_some_and(|n| names.get(&ev.wd).is_some_and(|set| set.contains(n)))
+                });
+                if relevant && tx.send(()).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(rx)
 }
 
 #[cfg(test)]
