@@ -85,6 +85,10 @@ pub enum Error {
     /// (keepalived refuses both).
     #[error("duplicate bfd_instance {0}")]
     DuplicateBfdInstance(String),
+    /// A request to a BFD speaker that is not running: `reconfigure` before `run` has
+    /// started, or after it returned or began shutting down.
+    #[error("the BFD speaker is not running")]
+    BfdSpeakerNotRunning,
     /// A socket operation failed (bind, setsockopt, send, receive); `what` says which and
     /// on what address.
     #[error("{what}: {reason}")]

@@ -92,7 +92,11 @@ impl BfdConfig {
     /// [`Error::InvalidConfig`] naming the setting: `multiplier` 0; `min_rx`, `min_tx` or
     /// `idle_tx` below 1 µs or beyond `u32::MAX` µs (the wire field); `idle_tx` below 1 s
     /// (RFC 5880 §6.8.3); `ttl`/`hoplimit` 0; a `source_ip` of another family than
-    /// `neighbor_ip`; an unspecified or multicast `neighbor_ip`.
+    /// `neighbor_ip`; an unspecified or multicast `neighbor_ip`; an IPv6 link-local
+    /// `neighbor_ip` or `source_ip` (fe80::/10: there is no setting for its scope, so
+    /// every send would fail); an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`: received
+    /// packets are matched by their IPv4 source, so such a session would never hear its
+    /// peer; write the IPv4 address).
     pub fn validate(&self) -> Result<()> {
         let bad =
             |setting: &'static str, reason: String| Err(Error::InvalidConfig { setting, reason });
@@ -131,6 +135,26 @@ impl BfdConfig {
                 "neighbor_ip",
                 format!("{} is not a unicast address", self.neighbor_ip),
             );
+        }
+        for (setting, ip) in [
+            ("neighbor_ip", Some(self.neighbor_ip)),
+            ("source_ip", self.source_ip),
+        ] {
+            let Some(IpAddr::V6(v6)) = ip else {
+                continue;
+            };
+            if v6.to_ipv4_mapped().is_some() {
+                return bad(
+                    setting,
+                    format!("{v6} is an IPv4-mapped IPv6 address; give the IPv4 address"),
+                );
+            }
+            if v6.segments()[0] & 0xffc0 == 0xfe80 {
+                return bad(
+                    setting,
+                    format!("{v6} is an IPv6 link-local address (fe80::/10), which needs a scope"),
+                );
+            }
         }
         if let Some(src) = self.source_ip {
             if src.is_ipv4() != self.neighbor_ip.is_ipv4() {
@@ -242,6 +266,27 @@ mod tests {
             setting(BfdConfig::new("0.0.0.0".parse().unwrap())),
             "neighbor_ip"
         );
+        let v6 = |n: &str| BfdConfig::new(n.parse().unwrap());
+        assert_eq!(setting(v6("fe80::1")), "neighbor_ip");
+        assert_eq!(setting(v6("febf::1")), "neighbor_ip");
+        assert_eq!(setting(v6("::ffff:198.18.0.2")), "neighbor_ip");
+        assert_eq!(
+            setting(BfdConfig {
+                source_ip: Some("fe80::2".parse().unwrap()),
+                ..v6("fd00:18::2")
+            }),
+            "source_ip"
+        );
+        assert_eq!(
+            setting(BfdConfig {
+                source_ip: Some("::ffff:198.18.0.1".parse().unwrap()),
+                ..v6("fd00:18::2")
+            }),
+            "source_ip"
+        );
+        // Just outside fe80::/10, and the IPv4-compatible form, pass.
+        assert_eq!(v6("fec0::1").validate(), Ok(()));
+        assert_eq!(v6("fd00:18::2").validate(), Ok(()));
         assert!(BfdConfig {
             min_tx: Duration::from_micros(u64::from(u32::MAX)),
             ..v4()

@@ -12,8 +12,14 @@
 //!   [`Session::poll_timeout`]. The clock is `tokio::time::Instant`, so paused-time tests
 //!   work.
 //! * Each instance publishes a [`SessionStatus`] on a `tokio::sync::watch`
-//!   ([`BfdSpeaker::subscribe`]); receivers are woken on a change of state or diagnostic
-//!   (counters update silently). State changes are logged with `tracing`.
+//!   ([`BfdSpeaker::subscribe`], [`BfdHandle::subscribe`]); receivers are woken when the
+//!   local state, the local diagnostic, the remote state or the remote diagnostic changes
+//!   (counters, intervals and discriminators update silently). State changes are logged
+//!   with `tracing`.
+//! * [`BfdHandle::reconfigure`] changes the set of instances of the running speaker by
+//!   name, as keepalived does on a reload: unchanged sessions keep their state, timer
+//!   changes go through a Poll Sequence, and only removed or readdressed sessions go
+//!   AdminDown.
 //!
 //! # TTL / hop limit check
 //!
@@ -56,13 +62,13 @@
 //! [RFC 5881 §4]: https://www.rfc-editor.org/rfc/rfc5881#section-4
 //! [RFC 5881 §5]: https://www.rfc-editor.org/rfc/rfc5881#section-5
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use nix::sys::socket::{
@@ -72,22 +78,35 @@ use rand::Rng;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::BfdConfig;
 use super::packet::{ControlPacket, CONTROL_PORT, SOURCE_PORTS};
 use super::session::{Discard, Session, SessionStatus};
 use crate::error::{Error, Result};
 
-/// Times an AdminDown packet is sent on [`BfdHandle::shutdown`]: one would do on a quiet
-/// link; three survive a lost datagram.
-const ADMIN_DOWN_COPIES: usize = 3;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Control {
     Run,
     Shutdown,
     Stop,
+}
+
+/// A request to the running [`BfdSpeaker::run`] task, answered on `reply`.
+#[derive(Debug)]
+enum Command {
+    Reconfigure {
+        instances: Vec<(String, BfdConfig)>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// Each instance's status channel by name, shared by the handles and the `run` task (which
+/// adds and removes entries on [`BfdHandle::reconfigure`]).
+type StatusMap = Arc<Mutex<HashMap<String, Arc<watch::Sender<SessionStatus>>>>>;
+
+fn lock(map: &StatusMap) -> MutexGuard<'_, HashMap<String, Arc<watch::Sender<SessionStatus>>>> {
+    map.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Counters of packets no session could be charged with.
@@ -117,23 +136,83 @@ struct SharedCounters {
 #[derive(Debug, Clone)]
 pub struct BfdHandle {
     control: Arc<watch::Sender<Control>>,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Whether [`BfdSpeaker::run`] is running and accepting commands.
+    running: Arc<AtomicBool>,
+    statuses: StatusMap,
     counters: Arc<SharedCounters>,
 }
 
 impl BfdHandle {
-    /// Takes every session AdminDown ([RFC 5880 §6.8.16]), sends AdminDown packets so that
-    /// each peer goes Down with "Neighbor Signaled Session Down" at once, then makes
-    /// [`BfdSpeaker::run`] return.
+    /// Takes every session AdminDown ([RFC 5880 §6.8.16]) so that each peer goes Down with
+    /// "Neighbor Signaled Session Down" at once, keeps sending AdminDown packets for the
+    /// peer's detection time (at most [`ADMIN_DOWN_MAX`](super::session::ADMIN_DOWN_MAX), see [`Session::shutdown`]),
+    /// then makes [`BfdSpeaker::run`] return.
     ///
     /// [RFC 5880 §6.8.16]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.16
     pub fn shutdown(&self) {
         self.control.send_replace(Control::Shutdown);
     }
 
-    /// Makes [`BfdSpeaker::run`] return without telling the peers (they see the detection
-    /// time expire): for a reload that rebuilds the speaker.
+    /// Makes [`BfdSpeaker::run`] return at once without telling the peers (they see the
+    /// detection time expire).
     pub fn stop(&self) {
         self.control.send_replace(Control::Stop);
+    }
+
+    /// Replaces the set of `bfd_instance`s of the running speaker, as keepalived does on a
+    /// reload (bfd_data.c `bfd_complete_init`): by name, without flapping what did not
+    /// change.
+    ///
+    /// * Everything is validated first, as in [`BfdSpeaker::new`]; on any error nothing
+    ///   changes.
+    /// * A name kept with the same `neighbor_ip`, `source_ip`, `ttl`, `hoplimit`,
+    ///   `max_hops` and `passive`: the session keeps its state, discriminators and
+    ///   counters; a changed `min_tx`, `min_rx`, `idle_tx` or `multiplier` is applied in
+    ///   place ([`Session::set_min_tx`] and its siblings: a Poll Sequence while Up, a
+    ///   packet with the new values at once, [RFC 5880 §6.8.3]).
+    /// * A name kept with any of those changed: that session alone is replaced: the old
+    ///   one goes AdminDown towards the old neighbor (as a removed one, below), a new one
+    ///   starts Down with a new discriminator. Its status channel stays open and reports
+    ///   the new session.
+    /// * A name gone: its session goes AdminDown (diagnostic 7), sends AdminDown packets
+    ///   for the peer's detection time (at most [`ADMIN_DOWN_MAX`](super::session::ADMIN_DOWN_MAX)), then is dropped; its
+    ///   status channel closes once the AdminDown status is published.
+    /// * A new name: a new session, Down, with its own send socket.
+    /// * Receive sockets: a family newly in use gets its socket; the TTL filters are
+    ///   replaced with the new floors; a socket bound to the common `source_ip` of its
+    ///   family that no longer covers every session of the family is rebound to the
+    ///   wildcard address (closed, then bound: a packet arriving in between is lost,
+    ///   which a BFD session survives). A family no longer used keeps its socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BfdSpeakerNotRunning`] before [`BfdSpeaker::run`] has started, or once it
+    /// has returned or is shutting down; otherwise the errors of [`BfdSpeaker::new`], with
+    /// nothing changed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once the request has reached the `run` task, dropping the future
+    /// does not withdraw it (it is applied, and its result is lost).
+    ///
+    /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
+    pub async fn reconfigure(&self, instances: Vec<(String, BfdConfig)>) -> Result<()> {
+        if !self.running.load(Ordering::Acquire) {
+            return Err(Error::BfdSpeakerNotRunning);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Reconfigure { instances, reply })
+            .map_err(|_| Error::BfdSpeakerNotRunning)?;
+        answer.await.map_err(|_| Error::BfdSpeakerNotRunning)?
+    }
+
+    /// The status of instance `name`, including instances added by
+    /// [`reconfigure`](Self::reconfigure). `None` for an unknown name (or one removed).
+    /// The channel closes when the instance is removed.
+    pub fn subscribe(&self, name: &str) -> Option<watch::Receiver<SessionStatus>> {
+        lock(&self.statuses).get(name).map(|s| s.subscribe())
     }
 
     /// Packets no session could be charged with.
@@ -147,23 +226,41 @@ impl BfdHandle {
     }
 }
 
+/// Clears [`BfdHandle`]'s `running` flag when [`BfdSpeaker::run`] returns or is dropped.
+struct RunningFlag(Arc<AtomicBool>);
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 #[derive(Debug)]
 struct Instance {
     name: String,
     session: Session,
     socket: StdUdpSocket,
     dest: SocketAddr,
-    status: watch::Sender<SessionStatus>,
+    status: Arc<watch::Sender<SessionStatus>>,
+}
+
+/// A receive socket on port 3784 and what it was bound with.
+#[derive(Debug)]
+struct RxSocket<S> {
+    sock: S,
+    /// The address it is bound to: the family's common `source_ip`, or the wildcard.
+    bound: IpAddr,
+    /// Whether it carries the TTL filter.
+    filtered: bool,
 }
 
 /// Every `bfd_instance` of a node: sockets bound, sessions Down, ready to [`run`](Self::run).
 #[derive(Debug)]
 pub struct BfdSpeaker {
     instances: Vec<Instance>,
-    rx4: Option<StdUdpSocket>,
-    rx6: Option<StdUdpSocket>,
-    /// Whether the IPv4 / IPv6 receive socket carries the TTL filter.
-    ttl_filtered: [bool; 2],
+    /// The IPv4 and IPv6 receive sockets.
+    rx: [Option<RxSocket<StdUdpSocket>>; 2],
+    commands: mpsc::UnboundedReceiver<Command>,
     handle: BfdHandle,
 }
 
@@ -335,6 +432,75 @@ fn bind_receive_socket(
     Ok(sock.into())
 }
 
+/// Refuses a duplicate name, a duplicate neighbor and source pair, and any refused
+/// setting ([`BfdConfig::validate`]).
+fn validate_instances(instances: &[(String, BfdConfig)]) -> Result<()> {
+    let mut names = HashSet::new();
+    let mut pairs = HashSet::new();
+    for (name, cfg) in instances {
+        if !names.insert(name.as_str()) || !pairs.insert((cfg.neighbor_ip, cfg.source_ip)) {
+            return Err(Error::DuplicateBfdInstance(name.clone()));
+        }
+        cfg.validate().map_err(|e| in_instance(name, e))?;
+    }
+    Ok(())
+}
+
+/// What the receive socket of one family needs for a set of instances.
+#[derive(Debug)]
+struct FamilyPlan<'a> {
+    /// The family's common `source_ip`, or the wildcard address.
+    bind: IpAddr,
+    names: Vec<&'a str>,
+    floors: Vec<(IpAddr, u8)>,
+}
+
+impl FamilyPlan<'_> {
+    /// Whether a socket bound to `bound` receives every session's packets.
+    fn covered_by(&self, bound: IpAddr) -> bool {
+        bound.is_unspecified() || bound == self.bind
+    }
+}
+
+/// The receive socket needs of family `v4` (slot 0) or IPv6 (slot 1); `None` when no
+/// instance is of that family.
+fn plan_family(instances: &[(String, BfdConfig)], v4: bool) -> Option<FamilyPlan<'_>> {
+    let family: Vec<&(String, BfdConfig)> = instances
+        .iter()
+        .filter(|(_, c)| c.neighbor_ip.is_ipv4() == v4)
+        .collect();
+    let (_, first) = family.first()?;
+    let common = first
+        .source_ip
+        .filter(|s| family.iter().all(|(_, c)| c.source_ip == Some(*s)));
+    Some(FamilyPlan {
+        bind: common.unwrap_or_else(|| unspecified(v4)),
+        names: family.iter().map(|(n, _)| n.as_str()).collect(),
+        floors: ttl_floors(family.iter().map(|(_, c)| c)),
+    })
+}
+
+/// Whether a session with `old` can take `new` in place: only timer settings differ.
+fn same_identity(old: &BfdConfig, new: &BfdConfig) -> bool {
+    old.neighbor_ip == new.neighbor_ip
+        && old.source_ip == new.source_ip
+        && old.ttl == new.ttl
+        && old.hoplimit == new.hoplimit
+        && old.max_hops == new.max_hops
+        && old.passive == new.passive
+}
+
+/// A random non-zero discriminator not in `taken` (§6.8.1: unique per system).
+fn new_discriminator(rng: &mut impl Rng, taken: &mut HashSet<NonZeroU32>) -> NonZeroU32 {
+    loop {
+        if let Some(d) = NonZeroU32::new(rng.gen()) {
+            if taken.insert(d) {
+                return d;
+            }
+        }
+    }
+}
+
 impl BfdSpeaker {
     /// Validates `instances` (name and settings) and binds every socket. Sessions start
     /// Down, each with a random non-zero discriminator of its own.
@@ -346,54 +512,30 @@ impl BfdSpeaker {
     /// ([`BfdConfig::validate`]) or whose send socket cannot be bound; [`Error::Socket`]
     /// when UDP port 3784 cannot be bound (it names the instances that need it).
     pub fn new(instances: Vec<(String, BfdConfig)>) -> Result<Self> {
-        let mut names = HashSet::new();
-        let mut pairs = HashSet::new();
-        for (name, cfg) in &instances {
-            if !names.insert(name.clone()) || !pairs.insert((cfg.neighbor_ip, cfg.source_ip)) {
-                return Err(Error::DuplicateBfdInstance(name.clone()));
-            }
-            cfg.validate().map_err(|e| in_instance(name, e))?;
-        }
+        validate_instances(&instances)?;
         let mut rx = [None, None];
-        let mut filtered = [false, false];
         for (slot, v4) in [(0, true), (1, false)] {
-            let family: Vec<&(String, BfdConfig)> = instances
-                .iter()
-                .filter(|(_, c)| c.neighbor_ip.is_ipv4() == v4)
-                .collect();
-            let Some((_, first)) = family.first() else {
+            let Some(plan) = plan_family(&instances, v4) else {
                 continue;
             };
-            let common = first
-                .source_ip
-                .filter(|s| family.iter().all(|(_, c)| c.source_ip == Some(*s)));
-            let names: Vec<&str> = family.iter().map(|(n, _)| n.as_str()).collect();
-            let floors = ttl_floors(family.iter().map(|(_, c)| c));
-            filtered[slot] = !floors.is_empty();
-            rx[slot] = Some(bind_receive_socket(
-                common.unwrap_or_else(|| unspecified(v4)),
-                &names,
-                &floors,
-            )?);
+            rx[slot] = Some(RxSocket {
+                sock: bind_receive_socket(plan.bind, &plan.names, &plan.floors)?,
+                bound: plan.bind,
+                filtered: !plan.floors.is_empty(),
+            });
         }
-        let [rx4, rx6] = rx;
-        let [ttl_filter4, ttl_filter6] = filtered;
         let now = tokio::time::Instant::now().into_std();
         let mut rng = rand::thread_rng();
         let mut discriminators = HashSet::new();
         let mut built = Vec::with_capacity(instances.len());
+        let mut statuses = HashMap::new();
         for (name, cfg) in instances {
             let socket = bind_send_socket(&cfg).map_err(|e| in_instance(&name, e))?;
-            let discr = loop {
-                if let Some(d) = NonZeroU32::new(rng.gen()) {
-                    if discriminators.insert(d) {
-                        break d;
-                    }
-                }
-            };
+            let discr = new_discriminator(&mut rng, &mut discriminators);
             let dest = SocketAddr::new(cfg.neighbor_ip, CONTROL_PORT);
             let session = Session::new(cfg, discr, rng.gen(), now);
-            let (status, _) = watch::channel(session.status());
+            let status = Arc::new(watch::channel(session.status()).0);
+            statuses.insert(name.clone(), Arc::clone(&status));
             built.push(Instance {
                 name,
                 session,
@@ -403,25 +545,26 @@ impl BfdSpeaker {
             });
         }
         let (control, _) = watch::channel(Control::Run);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
         Ok(Self {
             instances: built,
-            rx4,
-            rx6,
-            ttl_filtered: [ttl_filter4, ttl_filter6],
+            rx,
+            commands: commands_rx,
             handle: BfdHandle {
                 control: Arc::new(control),
+                commands,
+                running: Arc::default(),
+                statuses: Arc::new(Mutex::new(statuses)),
                 counters: Arc::default(),
             },
         })
     }
 
     /// The status of instance `name`, updated while [`run`](Self::run) runs (initially
-    /// Down). `None` for an unknown name.
+    /// Down). `None` for an unknown name. [`BfdHandle::subscribe`] does the same and also
+    /// knows the instances added by [`BfdHandle::reconfigure`].
     pub fn subscribe(&self, name: &str) -> Option<watch::Receiver<SessionStatus>> {
-        self.instances
-            .iter()
-            .find(|i| i.name == name)
-            .map(|i| i.status.subscribe())
+        self.handle.subscribe(name)
     }
 
     /// The local address of instance `name`'s send socket (its source port is in
@@ -433,13 +576,15 @@ impl BfdSpeaker {
             .and_then(|i| i.socket.local_addr().ok())
     }
 
-    /// A handle to shut the speaker down or stop it, usable before and during
-    /// [`run`](Self::run).
+    /// A handle to shut the speaker down, stop it, reconfigure it (once running) and
+    /// subscribe to its instances, usable before and during [`run`](Self::run).
     pub fn handle(&self) -> BfdHandle {
         self.handle.clone()
     }
 
-    /// Drives every session until [`BfdHandle::shutdown`] or [`BfdHandle::stop`].
+    /// Drives every session until [`BfdHandle::shutdown`] (once the AdminDown packets are
+    /// out) or [`BfdHandle::stop`], applying [`BfdHandle::reconfigure`] requests on the
+    /// way.
     ///
     /// # Errors
     ///
@@ -454,71 +599,322 @@ impl BfdSpeaker {
     pub async fn run(self) -> Result<()> {
         let Self {
             instances,
-            rx4,
-            rx6,
-            ttl_filtered,
+            rx,
+            mut commands,
             handle,
         } = self;
-        let reg = |s: StdUdpSocket| {
-            UdpSocket::from_std(s).map_err(|e| socket_error("register socket".into(), &e))
-        };
-        let rx4 = rx4.map(reg).transpose()?;
-        let rx6 = rx6.map(reg).transpose()?;
+        let [rx4, rx6] = rx;
+        let rx4 = rx4.map(register_rx).transpose()?;
+        let rx6 = rx6.map(register_rx).transpose()?;
         let mut running = Vec::with_capacity(instances.len());
         for i in instances {
             running.push(Running {
                 name: i.name,
                 session: i.session,
-                socket: reg(i.socket)?,
+                socket: register(i.socket)?,
                 dest: i.dest,
-                status: i.status,
+                status: Some(i.status),
                 send_failing: false,
             });
         }
+        let mut d = Driver {
+            running,
+            draining: Vec::new(),
+            rx: [rx4, rx6],
+            statuses: Arc::clone(&handle.statuses),
+        };
+        handle.running.store(true, Ordering::Release);
+        let _flag = RunningFlag(Arc::clone(&handle.running));
         let mut control = handle.control.subscribe();
         let counters = handle.counters;
+        let mut shutting_down = false;
         let mut buf4 = [0u8; 256];
         let mut buf6 = [0u8; 256];
         loop {
             let now = tokio::time::Instant::now().into_std();
-            for r in &mut running {
+            for r in d.running.iter_mut().chain(&mut d.draining) {
                 r.session.handle_timeout(now);
                 r.flush(now);
                 r.publish();
             }
+            d.draining.retain(|r| !r.session.admin_down_done(now));
             match *control.borrow_and_update() {
                 Control::Run => {}
                 Control::Stop => return Ok(()),
-                Control::Shutdown => {
-                    for r in &mut running {
-                        r.session.shutdown(now);
-                        while let Some(p) = r.session.poll_transmit(now) {
-                            for _ in 0..ADMIN_DOWN_COPIES {
-                                r.send(&p);
-                            }
-                        }
-                        r.publish();
+                Control::Shutdown if !shutting_down => {
+                    shutting_down = true;
+                    handle.running.store(false, Ordering::Release);
+                    commands.close();
+                    while let Some(r) = d.running.pop() {
+                        d.retire(r, now, false);
                     }
-                    return Ok(());
+                    continue;
                 }
+                Control::Shutdown => {}
             }
-            let deadline = running
+            if shutting_down && d.draining.is_empty() {
+                return Ok(());
+            }
+            let deadline = d
+                .running
                 .iter()
+                .chain(&d.draining)
                 .filter_map(|r| r.session.poll_timeout())
                 .min();
+            let filtered =
+                d.rx.each_ref()
+                    .map(|r| r.as_ref().is_some_and(|r| r.filtered));
             tokio::select! {
-                r = recv(rx4.as_ref(), &mut buf4) => {
+                r = recv(d.rx[0].as_ref().map(|r| &r.sock), &mut buf4) => {
                     let now = tokio::time::Instant::now().into_std();
-                    receive(r, &buf4, ttl_filtered[0], &mut running, &counters, now);
+                    receive(r, &buf4, filtered[0], &mut d, &counters, now);
                 }
-                r = recv(rx6.as_ref(), &mut buf6) => {
+                r = recv(d.rx[1].as_ref().map(|r| &r.sock), &mut buf6) => {
                     let now = tokio::time::Instant::now().into_std();
-                    receive(r, &buf6, ttl_filtered[1], &mut running, &counters, now);
+                    receive(r, &buf6, filtered[1], &mut d, &counters, now);
                 }
                 () = sleep_until(deadline) => {}
                 _ = control.changed() => {}
+                Some(cmd) = commands.recv() => match cmd {
+                    Command::Reconfigure { instances, reply } => {
+                        let now = tokio::time::Instant::now().into_std();
+                        let _ = reply.send(d.reconfigure(instances, now));
+                    }
+                },
             }
         }
+    }
+}
+
+fn register(s: StdUdpSocket) -> Result<UdpSocket> {
+    UdpSocket::from_std(s).map_err(|e| socket_error("register socket".into(), &e))
+}
+
+fn register_rx(r: RxSocket<StdUdpSocket>) -> Result<RxSocket<UdpSocket>> {
+    Ok(RxSocket {
+        sock: register(r.sock)?,
+        bound: r.bound,
+        filtered: r.filtered,
+    })
+}
+
+/// Attaches the TTL filter for `floors` to a bound receive socket (replacing the one it
+/// carries), or detaches it when `floors` is empty.
+fn set_ttl_filter(sock: &UdpSocket, floors: &[(IpAddr, u8)]) -> Result<()> {
+    let s = socket2::SockRef::from(sock);
+    let what = || {
+        format!(
+            "attach the TTL filter to {}",
+            sock.local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string())
+        )
+    };
+    if floors.is_empty() {
+        // ENOENT when none was attached: nothing to do.
+        let _ = s.detach_filter();
+        return Ok(());
+    }
+    let prog = ttl_filter(floors).ok_or_else(|| too_many_floors(floors.len()))?;
+    s.attach_filter(&prog).map_err(|e| socket_error(what(), &e))
+}
+
+fn too_many_floors(n: usize) -> Error {
+    Error::InvalidConfig {
+        setting: "max_hops",
+        reason: format!(
+            "{n} neighbors with a TTL check exceed one BPF program ({BPF_MAXINSNS} instructions)"
+        ),
+    }
+}
+
+/// The state of a running speaker.
+#[derive(Debug)]
+struct Driver {
+    /// The configured sessions; packets are demultiplexed among them.
+    running: Vec<Running>,
+    /// Sessions removed (or replaced) and shut down, sending AdminDown until
+    /// [`Session::admin_down_done`].
+    draining: Vec<Running>,
+    rx: [Option<RxSocket<UdpSocket>>; 2],
+    statuses: StatusMap,
+}
+
+/// How a reconfigured instance is applied.
+enum Plan {
+    /// Same identity: new timer settings in place.
+    Keep(usize),
+    /// A new session replacing `Some(old)` (or a new name), with its bound send socket.
+    Start(Option<usize>, UdpSocket),
+}
+
+impl Driver {
+    /// Takes `r` AdminDown and moves it to `draining`; `forget` also removes its name from
+    /// the status map and closes its channel once the AdminDown status is published.
+    fn retire(&mut self, mut r: Running, now: Instant, forget: bool) {
+        r.session.shutdown(now);
+        r.flush(now);
+        r.publish();
+        if forget {
+            lock(&self.statuses).remove(&r.name);
+            r.status = None;
+        }
+        self.draining.push(r);
+    }
+
+    /// [`BfdHandle::reconfigure`]: every fallible step (validation, sockets) comes before
+    /// any session changes.
+    fn reconfigure(&mut self, instances: Vec<(String, BfdConfig)>, now: Instant) -> Result<()> {
+        validate_instances(&instances)?;
+        // 1. Send sockets for new and replaced sessions.
+        let mut plans = Vec::with_capacity(instances.len());
+        for (name, cfg) in &instances {
+            let old = self.running.iter().position(|r| &r.name == name);
+            match old {
+                Some(i) if same_identity(self.running[i].session.config(), cfg) => {
+                    plans.push(Plan::Keep(i));
+                }
+                _ => {
+                    let sock = bind_send_socket(cfg)
+                        .and_then(register)
+                        .map_err(|e| in_instance(name, e))?;
+                    plans.push(Plan::Start(old, sock));
+                }
+            }
+        }
+        // 2. Receive sockets: bind a family's missing one, check the filters fit.
+        let mut fresh: [Option<RxSocket<UdpSocket>>; 2] = [None, None];
+        let mut family_plans = [None, None];
+        for (slot, v4) in [(0, true), (1, false)] {
+            let Some(plan) = plan_family(&instances, v4) else {
+                continue;
+            };
+            if !plan.floors.is_empty() && ttl_filter(&plan.floors).is_none() {
+                return Err(too_many_floors(plan.floors.len()));
+            }
+            if self.rx[slot].is_none() {
+                fresh[slot] = Some(register_rx(RxSocket {
+                    sock: bind_receive_socket(plan.bind, &plan.names, &plan.floors)?,
+                    bound: plan.bind,
+                    filtered: !plan.floors.is_empty(),
+                })?);
+            }
+            family_plans[slot] = Some(plan);
+        }
+        // 3. Existing receive sockets: widen to the wildcard address when the common
+        // source no longer covers the family (the old socket must close first: the
+        // kernel refuses the wildcard beside a specific bind of the same port), else
+        // replace the filter.
+        for slot in 0..2 {
+            let (Some(plan), Some(cur)) = (&family_plans[slot], &mut self.rx[slot]) else {
+                continue;
+            };
+            if plan.covered_by(cur.bound) {
+                set_ttl_filter(&cur.sock, &plan.floors)?;
+                cur.filtered = !plan.floors.is_empty();
+                continue;
+            }
+            let wildcard = unspecified(slot == 0);
+            let old = self.rx[slot].take().map(|r| r.bound);
+            let bound = bind_receive_socket(wildcard, &plan.names, &plan.floors).and_then(register);
+            match bound {
+                Ok(sock) => {
+                    tracing::info!(bound = %wildcard, "bfd: receive socket rebound to the wildcard address");
+                    self.rx[slot] = Some(RxSocket {
+                        sock,
+                        bound: wildcard,
+                        filtered: !plan.floors.is_empty(),
+                    });
+                }
+                Err(e) => {
+                    // Put the old one back (its address was free a moment ago).
+                    if let Some(old) = old {
+                        let restored =
+                            bind_receive_socket(old, &plan.names, &plan.floors).and_then(register);
+                        match restored {
+                            Ok(sock) => {
+                                self.rx[slot] = Some(RxSocket {
+                                    sock,
+                                    bound: old,
+                                    filtered: !plan.floors.is_empty(),
+                                });
+                            }
+                            Err(e2) => {
+                                tracing::error!(error = %e2, "bfd: cannot rebind the receive socket");
+                            }
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for (slot, r) in fresh.into_iter().enumerate() {
+            if r.is_some() {
+                self.rx[slot] = r;
+            }
+        }
+        // 4. Sessions (nothing fails from here on).
+        let mut old: Vec<Option<Running>> = std::mem::take(&mut self.running)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut taken: HashSet<NonZeroU32> = old
+            .iter()
+            .flatten()
+            .chain(&self.draining)
+            .filter_map(|r| NonZeroU32::new(r.session.local_discriminator()))
+            .collect();
+        let mut rng = rand::thread_rng();
+        let mut running = Vec::with_capacity(instances.len());
+        for ((name, cfg), plan) in instances.into_iter().zip(plans) {
+            match plan {
+                Plan::Keep(i) => {
+                    let Some(mut r) = old[i].take() else {
+                        continue;
+                    };
+                    let s = &mut r.session;
+                    s.set_min_rx(now, cfg.min_rx);
+                    s.set_min_tx(now, cfg.min_tx);
+                    s.set_idle_tx(now, cfg.idle_tx);
+                    s.set_multiplier(now, cfg.multiplier);
+                    running.push(r);
+                }
+                Plan::Start(replaced, socket) => {
+                    let discr = new_discriminator(&mut rng, &mut taken);
+                    let dest = SocketAddr::new(cfg.neighbor_ip, CONTROL_PORT);
+                    let session = Session::new(cfg, discr, rng.gen(), now);
+                    let status = match replaced.and_then(|i| old[i].take()) {
+                        Some(mut prev) => {
+                            tracing::info!(instance = %name, "bfd: instance's addresses changed, restarting its session");
+                            let status = prev.status.take();
+                            self.retire(prev, now, false);
+                            status
+                        }
+                        None => None,
+                    }
+                    .unwrap_or_else(|| {
+                        let s = Arc::new(watch::channel(session.status()).0);
+                        lock(&self.statuses).insert(name.clone(), Arc::clone(&s));
+                        s
+                    });
+                    let r = Running {
+                        name,
+                        session,
+                        socket,
+                        dest,
+                        status: Some(status),
+                        send_failing: false,
+                    };
+                    r.publish();
+                    running.push(r);
+                }
+            }
+        }
+        for r in old.into_iter().flatten() {
+            tracing::info!(instance = %r.name, "bfd: instance removed");
+            self.retire(r, now, true);
+        }
+        self.running = running;
+        Ok(())
     }
 }
 
@@ -614,10 +1010,11 @@ fn receive(
     r: io::Result<Datagram>,
     buf: &[u8],
     ttl_filtered: bool,
-    running: &mut [Running],
+    d: &mut Driver,
     counters: &SharedCounters,
     now: Instant,
 ) {
+    let running = &mut d.running;
     let Datagram { len, src, dst } = match r {
         Ok(x) => x,
         Err(e) => {
@@ -654,11 +1051,17 @@ fn receive(
         }
     };
     let found = if pkt.your_discriminator != 0 {
-        running
-            .iter()
-            .position(|r| r.session.local_discriminator() == pkt.your_discriminator)
-            // Single hop: the peer is the neighbor itself.
-            .filter(|&i| running[i].session.config().neighbor_ip == src_ip)
+        let mine = |r: &Running| {
+            r.session.local_discriminator() == pkt.your_discriminator
+                // Single hop: the peer is the neighbor itself.
+                && r.session.config().neighbor_ip == src_ip
+        };
+        if let Some(r) = d.draining.iter_mut().find(|r| mine(r)) {
+            // A removed session still sending AdminDown discards what it hears.
+            r.session.handle_packet(now, &pkt);
+            return;
+        }
+        running.iter().position(mine)
     } else {
         by_addr(running)
     };
@@ -679,7 +1082,9 @@ struct Running {
     session: Session,
     socket: UdpSocket,
     dest: SocketAddr,
-    status: watch::Sender<SessionStatus>,
+    /// `None` once the instance is removed (its channel closed) or replaced (its
+    /// channel went to the new session).
+    status: Option<Arc<watch::Sender<SessionStatus>>>,
     send_failing: bool,
 }
 
@@ -706,9 +1111,12 @@ impl Running {
     /// Publishes the status; wakes subscribers and logs only when the state or a
     /// diagnostic changed.
     fn publish(&self) {
+        let Some(status) = &self.status else {
+            return;
+        };
         let new = self.session.status();
         let name = &self.name;
-        self.status.send_if_modified(|old| {
+        status.send_if_modified(|old| {
             let changed = old.state != new.state
                 || old.local_diag != new.local_diag
                 || old.remote_state != new.remote_state

@@ -11,7 +11,10 @@
 //!   and [`handle_timeout`](Session::handle_timeout) (idempotent: a spurious wake-up does
 //!   nothing).
 //! * **C. Commands** from the operator: [`shutdown`](Session::shutdown) (AdminDown,
-//!   §6.8.16), [`set_min_tx`](Session::set_min_tx), [`record_drop`](Session::record_drop).
+//!   §6.8.16), the timer settings [`set_min_tx`](Session::set_min_tx),
+//!   [`set_min_rx`](Session::set_min_rx), [`set_idle_tx`](Session::set_idle_tx) and
+//!   [`set_multiplier`](Session::set_multiplier) (§6.8.3), and
+//!   [`record_drop`](Session::record_drop).
 //! * **D. Outputs**, `#[must_use]`: [`poll_transmit`](Session::poll_transmit) and
 //!   [`poll_timeout`](Session::poll_timeout).
 //!
@@ -20,7 +23,8 @@
 //! * The three-way handshake Down → Init → Up and the way down (§6.2, §6.8.6): a received
 //!   AdminDown, or a received Down while Up, takes the session Down with diagnostic 3.
 //! * The detection time (§6.8.4): the remote Detect Mult times the greater of our
-//!   `min_rx` and the remote Desired Min TX. When it passes without a valid packet, an
+//!   `min_rx` (the previous one after a decrease while Up, until the Poll Sequence ends,
+//!   §6.8.3) and the remote Desired Min TX. When it passes without a valid packet, an
 //!   Init or Up session goes Down with diagnostic 1, and bfd.RemoteDiscr is reset to 0.
 //! * Desired Min TX of `idle_tx` (at least 1 s) while not Up, `min_tx` while Up (§6.8.3),
 //!   changed with a Poll Sequence (§6.5); an increase while Up only takes effect when the
@@ -29,8 +33,12 @@
 //!   0–25 % (10–25 % when our Detect Mult is 1) per packet (§6.8.7); nothing but the
 //!   Final that answers a Poll while the remote Required Min RX is 0; nothing in the
 //!   passive role until bfd.RemoteDiscr is known (§6.1, §6.8.7).
-//! * One packet at once on every state change (as keepalived and FRR do), besides the
+//! * One packet at once on every state change and every change of our timer settings (as
+//!   keepalived and FRR do; §6.8.7 allows it when the contents change), besides the
 //!   periodic ones, so the handshake does not wait for `idle_tx`.
+//! * AdminDown (§6.8.16): one packet at once, then one per transmit interval in force
+//!   before [`shutdown`](Session::shutdown) for the peer's detection time, at most
+//!   [`ADMIN_DOWN_MAX`]; then silence ([`admin_down_done`](Session::admin_down_done)).
 //!
 //! Not implemented, as in keepalived: Demand mode (we never ask for it and keep sending
 //! when the peer does), the Echo function, authentication (the codec refuses the A bit).
@@ -77,6 +85,23 @@ use super::packet::{ControlPacket, Diagnostic, SessionState};
 ///
 /// [RFC 5880 §6.8.1]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.1
 const INITIAL_REMOTE_MIN_RX: Duration = Duration::from_micros(1);
+
+/// The longest AdminDown packets keep going out after [`Session::shutdown`], whatever the
+/// peer's detection time.
+pub const ADMIN_DOWN_MAX: Duration = Duration::from_secs(2);
+
+/// The AdminDown transmissions after [`Session::shutdown`] ([RFC 5880 §6.8.16]).
+///
+/// [RFC 5880 §6.8.16]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.16
+#[derive(Debug, Clone, Copy)]
+struct AdminDownTx {
+    /// The transmit interval in force when the session was shut down.
+    interval: Duration,
+    /// No AdminDown packet goes out from then on.
+    until: Instant,
+    /// [`Session::handle_timeout`] saw `until` pass: no timer any more.
+    over: bool,
+}
 
 /// Why a packet did not reach the state machine. Counted per reason in [`Counters`]; a bad
 /// peer packet is never an error.
@@ -170,8 +195,14 @@ pub struct Session {
     /// The Desired Min TX our transmit timer uses: lags `desired_min_tx` after an increase
     /// while Up until the Poll Sequence ends (§6.8.3).
     effective_min_tx: Duration,
+    /// bfd.RequiredMinRxInterval our detection time uses: lags `config.min_rx` after a
+    /// decrease while Up until the Poll Sequence ends (§6.8.3).
+    effective_min_rx: Duration,
     /// A Poll Sequence is under way: our periodic packets carry P.
     poll: bool,
+    /// A packet with P and the current values has gone out: only a Final received after
+    /// it ends the Poll Sequence (an earlier one may answer an older Poll).
+    poll_sent: bool,
     /// A Final is owed: the next packet goes out at once with F.
     final_pending: bool,
     /// Send a packet at once (a state change, a start).
@@ -180,6 +211,10 @@ pub struct Session {
     next_tx: Option<Instant>,
     /// When the detection time runs out (`None` until a packet is received).
     detect_deadline: Option<Instant>,
+    /// When the last valid packet was received (restarts the detection time).
+    last_rx: Option<Instant>,
+    /// The AdminDown schedule, once shut down.
+    admin_down: Option<AdminDownTx>,
     counters: Counters,
     rng: SmallRng,
     /// The `now` of the last input: an urgent packet is due from then.
@@ -201,6 +236,7 @@ impl Session {
     ) -> Self {
         let idle = config.idle_tx.max(Duration::from_secs(1));
         let passive = config.passive;
+        let config_min_rx = config.min_rx;
         Self {
             config,
             state: SessionState::Down,
@@ -215,11 +251,15 @@ impl Session {
             remote_detect_mult: 0,
             desired_min_tx: idle,
             effective_min_tx: idle,
+            effective_min_rx: config_min_rx,
             poll: false,
+            poll_sent: false,
             final_pending: false,
             tx_now: !passive,
             next_tx: None,
             detect_deadline: None,
+            last_rx: None,
+            admin_down: None,
             counters: Counters::default(),
             rng: SmallRng::seed_from_u64(seed),
             last_event: now,
@@ -233,7 +273,8 @@ impl Session {
         self.state
     }
 
-    /// The configuration the session was built with.
+    /// The configuration: the one the session was built with, with the timer settings
+    /// changed since.
     pub fn config(&self) -> &BfdConfig {
         &self.config
     }
@@ -265,13 +306,24 @@ impl Session {
     }
 
     /// The detection time once the peer has been heard: its Detect Mult times the greater
-    /// of our `min_rx` and its last Desired Min TX ([RFC 5880 §6.8.4]).
+    /// of our Required Min RX in force and its last Desired Min TX ([RFC 5880 §6.8.4]).
+    /// After a decrease of `min_rx` while Up, the previous value stays in force until the
+    /// Poll Sequence ends ([RFC 5880 §6.8.3]).
     ///
+    /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
     /// [RFC 5880 §6.8.4]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.4
     pub fn detection_time(&self) -> Option<Duration> {
         (self.remote_detect_mult != 0).then(|| {
-            self.config.min_rx.max(self.remote_desired_min_tx) * u32::from(self.remote_detect_mult)
+            self.effective_min_rx.max(self.remote_desired_min_tx)
+                * u32::from(self.remote_detect_mult)
         })
+    }
+
+    /// Whether a shut-down session has sent its last AdminDown packet (its peer's
+    /// detection time, at most [`ADMIN_DOWN_MAX`], has passed since
+    /// [`shutdown`](Self::shutdown)): the driver may drop it. False while not AdminDown.
+    pub fn admin_down_done(&self, now: Instant) -> bool {
+        self.admin_down.is_some_and(|a| now >= a.until)
     }
 
     /// The periodic transmit interval before jitter: the greater of the Desired Min TX in
@@ -329,10 +381,12 @@ impl Session {
         self.remote_desired_min_tx = Duration::from_micros(u64::from(pkt.desired_min_tx_us));
         self.remote_detect_mult = pkt.detect_mult;
 
-        if pkt.final_ && self.poll {
-            // The Poll Sequence is over: a deferred increase takes effect now (§6.8.3).
+        if pkt.final_ && self.poll && self.poll_sent {
+            // The Poll Sequence is over: a deferred increase of Desired Min TX and a
+            // deferred decrease of Required Min RX take effect now (§6.8.3).
             self.poll = false;
             self.effective_min_tx = self.desired_min_tx;
+            self.effective_min_rx = self.config.min_rx;
         }
 
         match (self.state, pkt.state) {
@@ -353,6 +407,7 @@ impl Session {
         if pkt.poll {
             self.final_pending = true;
         }
+        self.last_rx = Some(now);
         self.detect_deadline = self.detection_time().map(|d| now + d);
         self.reschedule(now, old_interval);
     }
@@ -361,6 +416,9 @@ impl Session {
     /// [`poll_timeout`](Self::poll_timeout) does nothing. Periodic transmissions are due
     /// from [`poll_transmit`](Self::poll_transmit).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(a) = &mut self.admin_down {
+            a.over |= now >= a.until;
+        }
         if let Some(deadline) = self.detect_deadline {
             if now >= deadline {
                 self.detect_deadline = None;
@@ -372,6 +430,7 @@ impl Session {
                 // initial values too, so a peer that asked for no packets (Required Min RX
                 // 0) and then died does not keep us silent forever.
                 self.remote_discr = 0;
+                self.last_rx = None;
                 self.remote_state = SessionState::Down;
                 self.remote_min_rx = INITIAL_REMOTE_MIN_RX;
                 self.remote_detect_mult = 0;
@@ -387,33 +446,124 @@ impl Session {
     // ----- C. Commands -----
 
     /// Takes the session administratively down ([RFC 5880 §6.8.16]): state AdminDown,
-    /// diagnostic 7, and an AdminDown packet at once (then periodically, at `idle_tx`),
-    /// so that the peer goes Down with "Neighbor Signaled Session Down" instead of waiting
-    /// for its detection time. Every packet received from now on is discarded.
+    /// diagnostic 7, and an AdminDown packet at once, so that the peer goes Down with
+    /// "Neighbor Signaled Session Down" instead of waiting for its detection time.
+    ///
+    /// Further AdminDown packets follow at the transmit interval in force until now (so a
+    /// lost one is made up for at the rate the peer expects), for the peer's detection
+    /// time (our Detect Mult times the greater of our Desired Min TX and its Required Min
+    /// RX), at most [`ADMIN_DOWN_MAX`]; then the session falls silent and
+    /// [`admin_down_done`](Self::admin_down_done) holds. The packets advertise `idle_tx`
+    /// as Desired Min TX (at least 1 s when not Up, §6.8.3). Every packet received from
+    /// now on is discarded.
     ///
     /// [RFC 5880 §6.8.16]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.16
     pub fn shutdown(&mut self, now: Instant) {
         if self.state == SessionState::AdminDown {
             return;
         }
-        let old_interval = self.tx_interval();
+        let interval = self.tx_interval();
+        let peer_detection =
+            self.desired_min_tx.max(self.remote_min_rx) * u32::from(self.config.multiplier);
+        self.admin_down = Some(AdminDownTx {
+            interval,
+            until: now + peer_detection.min(ADMIN_DOWN_MAX),
+            over: false,
+        });
         self.last_event = now;
         self.local_diag = Diagnostic::AdministrativelyDown;
         self.set_state(now, SessionState::AdminDown);
         self.detect_deadline = None;
         self.poll = false;
+        self.final_pending = false;
         self.desired_min_tx = self.config.idle_tx.max(Duration::from_secs(1));
         self.effective_min_tx = self.desired_min_tx;
-        self.reschedule(now, old_interval);
+        self.effective_min_rx = self.config.min_rx;
+        // The first AdminDown goes out at once (`set_state`), the next after `interval`.
+        self.next_tx = None;
     }
 
-    /// Changes `min_tx`, the Desired Min TX while Up. While Up this starts a Poll Sequence
-    /// (§6.8.3); a decrease is used at once, an increase only once the Final arrives.
+    /// Changes `min_tx`, the Desired Min TX while Up ([RFC 5880 §6.8.3]). While Up this
+    /// starts a Poll Sequence and sends a packet with P and the new value at once; a
+    /// decrease is used at once, an increase only once the Final arrives. Otherwise it
+    /// takes effect when the session comes Up.
+    ///
+    /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
     pub fn set_min_tx(&mut self, now: Instant, min_tx: Duration) {
         self.config.min_tx = min_tx;
-        self.last_event = now;
         if self.state == SessionState::Up {
+            self.last_event = now;
             self.change_desired_min_tx(now, min_tx);
+        }
+    }
+
+    /// Changes `min_rx`, bfd.RequiredMinRxInterval ([RFC 5880 §6.8.3]), advertised at once
+    /// (a packet goes out now). While Up this starts a Poll Sequence, and a decrease only
+    /// shortens our detection time once the Final arrives (the peer may still be sending
+    /// at the old rate until it has seen the new value); an increase lengthens it at once.
+    /// Nothing is sent while AdminDown.
+    ///
+    /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
+    pub fn set_min_rx(&mut self, now: Instant, min_rx: Duration) {
+        if min_rx == self.config.min_rx {
+            return;
+        }
+        let decrease = min_rx < self.config.min_rx;
+        self.config.min_rx = min_rx;
+        match self.state {
+            SessionState::AdminDown => self.effective_min_rx = min_rx,
+            SessionState::Up => {
+                if !decrease {
+                    self.effective_min_rx = min_rx;
+                }
+                self.start_poll(now);
+            }
+            SessionState::Down | SessionState::Init => {
+                self.effective_min_rx = min_rx;
+                self.send_now(now);
+            }
+        }
+        self.detect_deadline = self
+            .last_rx
+            .zip(self.detection_time())
+            .map(|(rx, d)| rx + d);
+    }
+
+    /// Changes `idle_tx`, the Desired Min TX while not Up (at least 1 s is used,
+    /// [RFC 5880 §6.8.3]). While Down or Init it is used and advertised at once (a packet
+    /// goes out now, without a Poll Sequence, as on the way Down); while Up it takes
+    /// effect when the session leaves Up.
+    ///
+    /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
+    pub fn set_idle_tx(&mut self, now: Instant, idle_tx: Duration) {
+        if idle_tx == self.config.idle_tx {
+            return;
+        }
+        self.config.idle_tx = idle_tx;
+        if matches!(self.state, SessionState::Down | SessionState::Init) {
+            let old_interval = self.tx_interval();
+            self.desired_min_tx = idle_tx.max(Duration::from_secs(1));
+            self.effective_min_tx = self.desired_min_tx;
+            self.send_now(now);
+            self.reschedule(now, old_interval);
+        }
+    }
+
+    /// Changes `multiplier`, bfd.DetectMult, advertised at once (a packet goes out now;
+    /// while Up it carries P, as keepalived and FRR do for any timer change, although
+    /// [RFC 5880 §6.8.3] only requires a Poll Sequence for the intervals). Nothing is
+    /// sent while AdminDown.
+    ///
+    /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
+    pub fn set_multiplier(&mut self, now: Instant, multiplier: u8) {
+        if multiplier == self.config.multiplier {
+            return;
+        }
+        self.config.multiplier = multiplier;
+        match self.state {
+            SessionState::AdminDown => {}
+            SessionState::Up => self.start_poll(now),
+            SessionState::Down | SessionState::Init => self.send_now(now),
         }
     }
 
@@ -452,22 +602,41 @@ impl Session {
             self.next_tx = None;
             return None;
         }
-        let final_ = if self.tx_now || self.next_tx.is_none_or(|t| now >= t) {
-            self.tx_now = false;
-            let interval = self.jittered(self.tx_interval());
-            self.next_tx = Some(now + interval);
-            false
-        } else {
+        if !(self.tx_now || self.next_tx.is_none_or(|t| now >= t)) {
             return None;
+        }
+        self.tx_now = false;
+        let interval = match self.admin_down {
+            Some(a) => a.interval,
+            None => self.tx_interval(),
         };
+        let interval = self.jittered(interval);
+        self.next_tx = Some(now + interval);
         self.counters.tx += 1;
-        Some(self.packet(final_))
+        if self.poll {
+            self.poll_sent = true;
+        }
+        Some(self.packet(false))
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) or
     /// [`poll_transmit`](Self::poll_transmit) next has something to do.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let Some(a) = self.admin_down {
+            // The next AdminDown packet while there is one, then the end of the schedule
+            // (so the driver wakes up to drop the session), then nothing.
+            return if a.over {
+                None
+            } else if self.tx_now && self.may_transmit() {
+                Some(self.last_event)
+            } else {
+                match self.next_tx {
+                    Some(t) if t < a.until && self.may_transmit() => Some(t),
+                    _ => Some(a.until),
+                }
+            };
+        }
         let tx = if self.final_pending {
             Some(self.last_event)
         } else if !self.may_transmit() {
@@ -487,12 +656,15 @@ impl Session {
 
     /// Whether periodic packets (and one on a state change) may go out ([RFC 5880 §6.8.7]):
     /// not while the peer's Required Min RX is 0, not in the passive role before the peer
-    /// is known (bfd.RemoteDiscr still 0).
+    /// is known (bfd.RemoteDiscr still 0), not once the AdminDown packets are over.
     ///
     /// [RFC 5880 §6.8.7]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.7
     pub fn may_transmit(&self) -> bool {
         let silent_passive = self.config.passive && self.remote_discr == 0;
-        !self.remote_min_rx.is_zero() && !silent_passive
+        let admin_down_over = self
+            .admin_down
+            .is_some_and(|a| a.over || self.next_tx.is_some_and(|t| t >= a.until));
+        !self.remote_min_rx.is_zero() && !silent_passive && !admin_down_over
     }
 
     fn packet(&self, final_: bool) -> ControlPacket {
@@ -572,7 +744,22 @@ impl Session {
         self.poll = false;
         self.desired_min_tx = self.config.idle_tx.max(Duration::from_secs(1));
         self.effective_min_tx = self.desired_min_tx;
+        self.effective_min_rx = self.config.min_rx;
         self.reschedule(now, old_interval);
+    }
+
+    /// A packet at once: the contents changed (§6.8.7).
+    fn send_now(&mut self, now: Instant) {
+        self.last_event = now;
+        self.tx_now = true;
+    }
+
+    /// Starts (or restarts, with the new values) a Poll Sequence (§6.5) and sends its
+    /// first packet at once.
+    fn start_poll(&mut self, now: Instant) {
+        self.poll = true;
+        self.poll_sent = false;
+        self.send_now(now);
     }
 
     fn change_desired_min_tx(&mut self, now: Instant, to: Duration) {
@@ -585,7 +772,7 @@ impl Session {
         if !(increase && self.state == SessionState::Up) {
             self.effective_min_tx = to;
         }
-        self.poll = true;
+        self.start_poll(now);
         self.reschedule(now, old_interval);
     }
 }
