@@ -429,6 +429,217 @@ fn an_increase_while_up_takes_effect_only_when_the_final_arrives() {
     assert!(s.poll_active());
 }
 
+/// Drains what `s` has to send at `now`.
+fn sent_now(s: &mut Session, now: Instant) -> Vec<ControlPacket> {
+    std::iter::from_fn(|| s.poll_transmit(now)).collect()
+}
+
+#[test]
+fn a_min_rx_decrease_shortens_the_detection_time_only_after_the_final() {
+    let now = Instant::now();
+    let mut s = up_session(now);
+    // Our first Poll Sequence (to min_tx) ends.
+    s.handle_packet(
+        now,
+        &ControlPacket {
+            final_: true,
+            ..from_peer(SessionState::Up)
+        },
+    );
+    assert!(!s.poll_active());
+    // Peer: Detect Mult 3, Desired Min TX 10 ms; us: min_rx 10 ms.
+    assert_eq!(s.detection_time(), Some(30 * MS));
+    // An increase lengthens the detection time at once, with a Poll at once.
+    let t = now + MS;
+    s.set_min_rx(t, 100 * MS);
+    assert_eq!(s.detection_time(), Some(300 * MS));
+    assert!(s.poll_active());
+    let p = sent_now(&mut s, t);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].poll && !p[0].final_);
+    assert_eq!(p[0].required_min_rx_us, 100_000);
+    s.handle_packet(
+        t,
+        &ControlPacket {
+            final_: true,
+            ..from_peer(SessionState::Up)
+        },
+    );
+    assert!(!s.poll_active());
+    // A decrease is advertised at once, but the detection time keeps the old value.
+    let t = t + MS;
+    s.set_min_rx(t, 20 * MS);
+    assert_eq!(s.detection_time(), Some(300 * MS));
+    // A Final that arrives before our Poll with the new value went out answers an older
+    // Poll: it does not end this sequence.
+    s.handle_packet(
+        t,
+        &ControlPacket {
+            final_: true,
+            ..from_peer(SessionState::Up)
+        },
+    );
+    assert!(s.poll_active());
+    assert_eq!(s.detection_time(), Some(300 * MS));
+    let p = sent_now(&mut s, t);
+    assert!(
+        p.iter().any(|p| p.poll && p.required_min_rx_us == 20_000),
+        "{p:?}"
+    );
+    // Without the Final the old detection time holds: 100 ms of silence is no expiry.
+    s.handle_timeout(t + 100 * MS);
+    assert_eq!(s.state(), SessionState::Up);
+    let t = t + 100 * MS;
+    s.handle_packet(
+        t,
+        &ControlPacket {
+            final_: true,
+            ..from_peer(SessionState::Up)
+        },
+    );
+    assert!(!s.poll_active());
+    assert_eq!(s.detection_time(), Some(60 * MS));
+    assert_eq!(s.poll_timeout().map(|d| d <= t + 60 * MS), Some(true));
+    s.handle_timeout(t + 60 * MS);
+    assert_eq!(s.state(), SessionState::Down);
+    assert_eq!(s.local_diag(), Diagnostic::ControlDetectionTimeExpired);
+}
+
+#[test]
+fn multiplier_and_idle_tx_changes_go_out_at_once() {
+    let now = Instant::now();
+    // Down: idle_tx is used and advertised at once, without a Poll Sequence.
+    let mut s = session(cfg(), 1, 3, now);
+    let _ = sent_now(&mut s, now);
+    let t = now + 10 * MS;
+    assert!(s.poll_transmit(t).is_none());
+    s.set_idle_tx(t, Duration::from_secs(2));
+    let p = sent_now(&mut s, t);
+    assert_eq!(p.len(), 1);
+    assert_eq!((p[0].desired_min_tx_us, p[0].poll), (2_000_000, false));
+    assert_eq!(s.tx_interval(), Duration::from_secs(2));
+    // The next periodic packet 1.5-2 s later.
+    let next = s.poll_timeout().unwrap();
+    assert!(
+        next >= t + 1500 * MS && next <= t + 2000 * MS,
+        "{:?}",
+        next - t
+    );
+    // Unchanged: nothing sent.
+    s.set_idle_tx(t, Duration::from_secs(2));
+    s.set_multiplier(t, 5);
+    assert!(s.poll_transmit(t).is_none());
+
+    // Up: a new multiplier goes out at once with P; idle_tx waits for the way down.
+    let mut s = up_session(now);
+    s.set_multiplier(now, 3);
+    s.set_idle_tx(now, Duration::from_secs(3));
+    let p = sent_now(&mut s, now);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].poll);
+    assert_eq!(p[0].detect_mult, 3);
+    assert_eq!(p[0].desired_min_tx_us, 10_000);
+    s.handle_packet(now + MS, &from_peer(SessionState::Down));
+    assert_eq!(s.desired_min_tx(), Duration::from_secs(3));
+}
+
+#[test]
+fn timer_changes_while_up_keep_both_sides_up() {
+    let mut p = Pair::new(cfg(), cfg());
+    p.drive_until(Duration::from_secs(3), Pair::both_up)
+        .expect("Up");
+    p.drive_for(Duration::from_millis(200));
+    let transitions = p.transitions.len();
+    let now = p.now;
+    // A slows down: 50 ms each way, Detect Mult 3.
+    p.a.set_min_tx(now, 50 * MS);
+    p.a.set_min_rx(now, 50 * MS);
+    p.a.set_multiplier(now, 3);
+    p.drive_until(Duration::from_secs(1), |p| !p.a.poll_active())
+        .expect("the Poll Sequence ends");
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.transitions.len(), transitions, "{:?}", p.transitions);
+    assert!(p.both_up());
+    assert_eq!(p.a.tx_interval(), 50 * MS);
+    // B sends no faster than A's new Required Min RX, and detects A with 3 x 50 ms.
+    assert_eq!(p.b.tx_interval(), 50 * MS);
+    assert_eq!(p.b.detection_time(), Some(150 * MS));
+    assert_eq!(p.a.detection_time(), Some(250 * MS));
+    let n = p.sent.len();
+    p.drive_for(Duration::from_secs(1));
+    let b_sent = p.sent[n..].iter().filter(|s| s.1 == Side::B).count();
+    assert!(
+        (19..=27).contains(&b_sent),
+        "{b_sent} packets in 1 s at 50 ms"
+    );
+    // And back to fast: a decrease is used at once.
+    let now = p.now;
+    p.a.set_min_tx(now, 10 * MS);
+    p.a.set_min_rx(now, 10 * MS);
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.transitions.len(), transitions, "{:?}", p.transitions);
+    assert_eq!(p.b.tx_interval(), 10 * MS);
+    assert_eq!(p.a.detection_time(), Some(50 * MS));
+}
+
+/// The AdminDown packets `side` sent, as times from `from`.
+fn admin_downs(p: &Pair, side: Side, from: Instant) -> Vec<Duration> {
+    p.sent
+        .iter()
+        .filter(|s| s.1 == side && s.2.state == SessionState::AdminDown)
+        .map(|s| s.0 - from)
+        .collect()
+}
+
+#[test]
+fn admin_down_is_sent_at_the_transmit_interval_for_the_peers_detection_time() {
+    let mut p = Pair::new(cfg(), cfg());
+    p.drive_until(Duration::from_secs(3), Pair::both_up)
+        .expect("Up");
+    p.drive_for(Duration::from_millis(200));
+    assert_eq!(p.b.tx_interval(), 10 * MS);
+    let now = p.now;
+    p.b.shutdown(now);
+    assert!(!p.b.admin_down_done(now));
+    p.drive_for(Duration::from_secs(3));
+    // A's detection time of B is 5 x 10 ms: AdminDown from 0 to under 50 ms, one per
+    // 7.5-10 ms, never two at once (§6.8.7).
+    let at = admin_downs(&p, Side::B, now);
+    assert_eq!(at[0], Duration::ZERO);
+    assert!((5..=7).contains(&at.len()), "{at:?}");
+    assert!(at.iter().all(|&t| t < 50 * MS), "{at:?}");
+    for w in at.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= 7500 * Duration::from_micros(1) && gap <= 10 * MS,
+            "{at:?}"
+        );
+    }
+    assert!(p.b.admin_down_done(now + 50 * MS));
+    assert_eq!(p.b.poll_timeout(), None, "silent once done");
+    assert_eq!(p.a.state(), SessionState::Down);
+
+    // A session that never came up: 1 s interval, the peer's detection time capped at 2 s.
+    let t0 = Instant::now();
+    let mut s = session(cfg(), 1, 5, t0);
+    let _ = sent_now(&mut s, t0);
+    s.shutdown(t0);
+    let mut at = Vec::new();
+    let mut now = t0;
+    for _ in 0..100 {
+        s.handle_timeout(now);
+        at.extend(sent_now(&mut s, now).iter().map(|_| now - t0));
+        match s.poll_timeout() {
+            Some(t) => now = t,
+            None => break,
+        }
+    }
+    assert!(s.admin_down_done(now));
+    assert_eq!(now - t0, Duration::from_secs(2));
+    assert!((2..=3).contains(&at.len()), "{at:?}");
+    assert!(at.windows(2).all(|w| w[1] - w[0] >= 750 * MS), "{at:?}");
+}
+
 /// Intervals between the periodic packets of a session whose peer wants 1 ms, over many
 /// transmissions.
 fn intervals(multiplier: u8, seed: u64) -> Vec<Duration> {
@@ -482,6 +693,9 @@ enum Event {
     Wait(u32),
     Shutdown,
     SetMinTx(u32),
+    SetMinRx(u32),
+    SetMultiplier(u8),
+    SetIdleTx(u32),
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -515,6 +729,9 @@ fn event() -> impl Strategy<Value = Event> {
         4 => (0u32..3_000_000).prop_map(Event::Wait),
         1 => Just(Event::Shutdown),
         1 => (1u32..2_000_000).prop_map(Event::SetMinTx),
+        1 => (1u32..2_000_000).prop_map(Event::SetMinRx),
+        1 => (1u8..=255).prop_map(Event::SetMultiplier),
+        1 => (1_000_000u32..3_000_000).prop_map(Event::SetIdleTx),
     ]
 }
 
@@ -551,6 +768,9 @@ proptest! {
                 }
                 Event::Shutdown => s.shutdown(now),
                 Event::SetMinTx(us) => s.set_min_tx(now, Duration::from_micros(u64::from(us))),
+                Event::SetMinRx(us) => s.set_min_rx(now, Duration::from_micros(u64::from(us))),
+                Event::SetMultiplier(m) => s.set_multiplier(now, m),
+                Event::SetIdleTx(us) => s.set_idle_tx(now, Duration::from_micros(u64::from(us))),
             }
             if let Some(t) = s.poll_timeout() {
                 prop_assert!(t >= t0);

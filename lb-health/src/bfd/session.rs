@@ -597,20 +597,28 @@ impl Session {
             self.counters.tx += 1;
             return Some(self.packet(true));
         }
+        let due = self.tx_now || self.next_tx.is_none_or(|t| now >= t);
+        if let Some(a) = self.admin_down {
+            // AdminDown: at the interval in force before, until the end of the schedule.
+            if !due || now >= a.until || !self.may_transmit() {
+                return None;
+            }
+            self.tx_now = false;
+            let interval = self.jittered(a.interval);
+            self.next_tx = Some(now + interval);
+            self.counters.tx += 1;
+            return Some(self.packet(false));
+        }
         if !self.may_transmit() {
             self.tx_now = false;
             self.next_tx = None;
             return None;
         }
-        if !(self.tx_now || self.next_tx.is_none_or(|t| now >= t)) {
+        if !due {
             return None;
         }
         self.tx_now = false;
-        let interval = match self.admin_down {
-            Some(a) => a.interval,
-            None => self.tx_interval(),
-        };
-        let interval = self.jittered(interval);
+        let interval = self.jittered(self.tx_interval());
         self.next_tx = Some(now + interval);
         self.counters.tx += 1;
         if self.poll {
@@ -661,9 +669,7 @@ impl Session {
     /// [RFC 5880 §6.8.7]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.7
     pub fn may_transmit(&self) -> bool {
         let silent_passive = self.config.passive && self.remote_discr == 0;
-        let admin_down_over = self
-            .admin_down
-            .is_some_and(|a| a.over || self.next_tx.is_some_and(|t| t >= a.until));
+        let admin_down_over = self.admin_down.is_some_and(|a| a.over);
         !self.remote_min_rx.is_zero() && !silent_passive && !admin_down_over
     }
 
