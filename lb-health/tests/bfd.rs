@@ -104,6 +104,30 @@ impl Speaker {
         );
     }
 
+    /// Subscribes to an instance added by `reconfigure` (through the handle).
+    fn subscribe(&mut self, name: &str) {
+        let rx = self
+            .handle
+            .subscribe(name)
+            .expect("instance known to the handle");
+        self.status.retain(|(n, _)| n != name);
+        self.status.push((name.to_owned(), rx));
+    }
+
+    /// `handle.reconfigure(instances)`, waited for from this (non-async) thread; the
+    /// future only needs channels, not the speaker's runtime.
+    fn reconfigure(&self, instances: Vec<(String, BfdConfig)>) -> Result<(), lb_health::Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            tokio::time::timeout(WAIT, self.handle.reconfigure(instances))
+                .await
+                .expect("reconfigure answers within the bound")
+        })
+    }
+
     /// Waits (bounded) for `run` to return.
     fn join(&mut self) -> Result<(), String> {
         let t = self.thread.take().expect("joined once");
@@ -140,16 +164,21 @@ impl Keepalived {
 
     /// Like [`new`](Self::new), with `extra` lines in the `bfd_instance` block.
     fn with(lab: &Lab, name: &str, neighbor: IpAddr, source: IpAddr, extra: &str) -> Self {
+        Self::instances(lab, &[(name, neighbor, source)], extra)
+    }
+
+    /// Several `bfd_instance NAME` blocks towards `neighbor` from `source`, each with
+    /// `extra` lines.
+    fn instances(lab: &Lab, instances: &[(&str, IpAddr, IpAddr)], extra: &str) -> Self {
         let conf = lab.dir().join("keepalived.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n    router_id lbtest\n}}\n\
-                 bfd_instance {name} {{\n    neighbor_ip {neighbor}\n    source_ip {source}\n\
+        let mut text = "global_defs {\n    router_id lbtest\n}\n".to_owned();
+        for (name, neighbor, source) in instances {
+            text += &format!(
+                "bfd_instance {name} {{\n    neighbor_ip {neighbor}\n    source_ip {source}\n\
                  \x20   min_rx 10\n    min_tx 10\n    idle_tx 1000\n    multiplier 5\n{extra}}}\n"
-            ),
-        )
-        .expect("write keepalived.conf");
+            );
+        }
+        std::fs::write(&conf, text).expect("write keepalived.conf");
         Self {
             conf,
             dir: lab.dir().to_owned(),
@@ -373,13 +402,220 @@ fn lb_to_lb_active_and_passive() {
     let rx = b.status("to_a").counters.rx;
     assert!(rx >= 20, "B received only {rx} packets in 0.5 s at 10 ms");
     // A shuts down: B sees Neighbor Signaled Session Down, not a timeout.
+    let rx_before = b.status("to_a").counters.rx;
+    let t = std::time::Instant::now();
     a.handle.shutdown();
     assert_eq!(a.join(), Ok(()));
+    let took = t.elapsed();
     b.wait_for("to_a", "Down (neighbor signaled)", |s| {
         s.state == SessionState::Down
             && s.local_diag == Diagnostic::NeighborSignaledSessionDown
             && s.remote_state == SessionState::AdminDown
     });
+    // AdminDown goes on at A's 10 ms interval for B's detection time of A (5 x 10 ms),
+    // not in a back-to-back burst: about 5 copies, and `run` returns after about 50 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let admin_downs = b.status("to_a").counters.rx - rx_before;
+    eprintln!("A's shutdown: B received {admin_downs} packets; run returned after {took:?}");
+    assert!(
+        (5..=8).contains(&admin_downs),
+        "{admin_downs} packets after shutdown"
+    );
+    assert!(
+        took >= Duration::from_millis(30) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    // Once `run` has returned, the handle refuses to reconfigure.
+    assert_eq!(
+        a.reconfigure(Vec::new()),
+        Err(lb_health::Error::BfdSpeakerNotRunning)
+    );
+}
+
+/// Counts `needle` in keepalived's log.
+fn log_count(ka: &Proc, needle: &str) -> usize {
+    ka.stderr().matches(needle).count() + ka.stdout().matches(needle).count()
+}
+
+/// Reconfiguration against keepalived (two `bfd_instance`s, `to_lb` and `to_lb2`, towards
+/// our two addresses): the same config, new timers, an added instance and a removed one
+/// each leave the other sessions alone.
+#[test]
+fn keepalived_peer_through_reconfigure() {
+    if !lab_ready() {
+        return;
+    }
+    let lab = Lab::new("bfdrc", &[("lb", 1), ("ka", 2)]).expect("lab");
+    let (lb_ip, ka_ip) = (IpAddr::V4(lab.addr("lb")), IpAddr::V4(lab.addr("ka")));
+    let lb_ip2: IpAddr = "198.18.0.11".parse().unwrap();
+    let out = lab
+        .exec(
+            "lb",
+            &["ip", "addr", "add", "198.18.0.11/24", "dev", "eth0"],
+        )
+        .expect("ip addr add");
+    assert!(out.status.success(), "{out:?}");
+    let mut kconf = Keepalived::instances(
+        &lab,
+        &[("to_lb", lb_ip, ka_ip), ("to_lb2", lb_ip2, ka_ip)],
+        "",
+    );
+    let ka = kconf.spawn(&lab, "ka");
+    let to_ka = BfdConfig {
+        source_ip: Some(lb_ip),
+        ..BfdConfig::new(ka_ip)
+    };
+    let mut speaker = Speaker::start(lab.ns("lb"), vec![("to_ka".into(), to_ka.clone())]);
+    speaker.wait_for("to_ka", "Up", |s| s.state == SessionState::Up);
+    wait_log(&ka, "(to_lb) Entering Up state", 1);
+    speaker.wait_for("to_ka", "on the fast detection time", |s| {
+        s.detection_time == Some(Duration::from_millis(50))
+    });
+    let up = speaker.status("to_ka");
+    let quiet = |ka: &Proc, what: &str| {
+        assert_eq!(
+            log_count(ka, "(to_lb) Entering Up state"),
+            1,
+            "{what}:\n{}",
+            ka.log_tail(40)
+        );
+        assert_eq!(
+            log_count(ka, "(to_lb) Entering Down state"),
+            0,
+            "{what}:\n{}",
+            ka.log_tail(40)
+        );
+    };
+    let unchanged = |speaker: &Speaker, what: &str| {
+        let s = speaker.status("to_ka");
+        assert_eq!(
+            (
+                s.state,
+                s.since,
+                s.local_discriminator,
+                s.remote_discriminator
+            ),
+            (
+                SessionState::Up,
+                up.since,
+                up.local_discriminator,
+                up.remote_discriminator
+            ),
+            "{what}: {s:?}"
+        );
+    };
+
+    // (a) The same configuration: nothing happens on either side.
+    speaker
+        .reconfigure(vec![("to_ka".into(), to_ka.clone())])
+        .expect("same config");
+    std::thread::sleep(Duration::from_millis(500));
+    quiet(&ka, "same config");
+    unchanged(&speaker, "same config");
+    assert_eq!(
+        speaker.status("to_ka").tx_interval,
+        Duration::from_millis(10)
+    );
+
+    // (b) Slower timers (50 ms each way): a Poll Sequence, no Down anywhere, and
+    // keepalived follows our new Required Min RX.
+    let slow = BfdConfig {
+        min_tx: Duration::from_millis(50),
+        min_rx: Duration::from_millis(50),
+        ..to_ka.clone()
+    };
+    speaker
+        .reconfigure(vec![("to_ka".into(), slow.clone())])
+        .expect("new timers");
+    speaker.wait_for("to_ka", "on the slow timers", |s| {
+        s.tx_interval == Duration::from_millis(50)
+            && s.detection_time == Some(Duration::from_millis(250))
+    });
+    let rx0 = speaker.status("to_ka").counters.rx;
+    std::thread::sleep(Duration::from_secs(1));
+    let rx = speaker.status("to_ka").counters.rx - rx0;
+    // keepalived at 50 ms less 10-25 % jitter: 22-27 a second (110 at 10 ms).
+    eprintln!("keepalived sent {rx} packets in 1 s after our min_rx went to 50 ms");
+    assert!(
+        (15..=32).contains(&rx),
+        "{rx} packets from keepalived in 1 s"
+    );
+    quiet(&ka, "new timers");
+    unchanged(&speaker, "new timers");
+
+    // (c) A second instance (from our second address): Up, the first untouched. The
+    // receive socket, bound to 198.18.0.1 so far, is rebound to the wildcard address.
+    let to_ka2 = BfdConfig {
+        source_ip: Some(lb_ip2),
+        ..BfdConfig::new(ka_ip)
+    };
+    speaker
+        .reconfigure(vec![
+            ("to_ka".into(), slow.clone()),
+            ("to_ka2".into(), to_ka2.clone()),
+        ])
+        .expect("instance added");
+    speaker.subscribe("to_ka2");
+    speaker.wait_for("to_ka2", "Up", |s| s.state == SessionState::Up);
+    wait_log(&ka, "(to_lb2) Entering Up state", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    quiet(&ka, "instance added");
+    unchanged(&speaker, "instance added");
+
+    // A refused configuration changes nothing.
+    let err = speaker
+        .reconfigure(vec![(
+            "to_ka".into(),
+            BfdConfig {
+                source_ip: Some("fe80::1".parse().unwrap()),
+                ..BfdConfig::new("fe80::2".parse().unwrap())
+            },
+        )])
+        .unwrap_err();
+    assert!(err.to_string().contains("bfd_instance to_ka"), "{err}");
+    std::thread::sleep(Duration::from_millis(200));
+    unchanged(&speaker, "refused config");
+    assert_eq!(speaker.status("to_ka2").state, SessionState::Up);
+
+    // (d) The first instance removed: keepalived hears AdminDown on that one only; our
+    // status channel for it closes.
+    let mut rx_ka = speaker.handle.subscribe("to_ka").expect("still there");
+    let up2 = speaker.status("to_ka2");
+    speaker
+        .reconfigure(vec![("to_ka2".into(), to_ka2)])
+        .expect("instance removed");
+    wait_log(
+        &ka,
+        "(to_lb) Entering Down state (Local diagnostic - Neighbor Signaled Session Down",
+        1,
+    );
+    assert!(
+        wait_until(WAIT, POLL, || rx_ka.has_changed().is_err()).is_some(),
+        "to_ka's status channel did not close"
+    );
+    assert_eq!(rx_ka.borrow_and_update().state, SessionState::AdminDown);
+    assert!(speaker.handle.subscribe("to_ka").is_none());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        log_count(&ka, "(to_lb2) Entering Down state"),
+        0,
+        "{}",
+        ka.log_tail(40)
+    );
+    let s2 = speaker.status("to_ka2");
+    assert_eq!(
+        (s2.state, s2.since),
+        (SessionState::Up, up2.since),
+        "{s2:?}"
+    );
+
+    speaker.handle.shutdown();
+    assert_eq!(speaker.join(), Ok(()));
+    wait_log(
+        &ka,
+        "(to_lb2) Entering Down state (Local diagnostic - Neighbor Signaled Session Down",
+        1,
+    );
 }
 
 #[test]
