@@ -804,8 +804,8 @@ impl Driver {
         // source no longer covers the family (the old socket must close first: the
         // kernel refuses the wildcard beside a specific bind of the same port), else
         // replace the filter.
-        for slot in 0..2 {
-            let (Some(plan), Some(cur)) = (&family_plans[slot], &mut self.rx[slot]) else {
+        for (slot, plan) in family_plans.iter().enumerate() {
+            let (Some(plan), Some(cur)) = (plan, &mut self.rx[slot]) else {
                 continue;
             };
             if plan.covered_by(cur.bound) {
