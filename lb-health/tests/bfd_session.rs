@@ -638,6 +638,20 @@ fn admin_down_is_sent_at_the_transmit_interval_for_the_peers_detection_time() {
     assert_eq!(now - t0, Duration::from_secs(2));
     assert!((2..=3).contains(&at.len()), "{at:?}");
     assert!(at.windows(2).all(|w| w[1] - w[0] >= 750 * MS), "{at:?}");
+
+    // A passive session that never heard its peer sends nothing and is done at once.
+    let mut s = session(
+        BfdConfig {
+            passive: true,
+            ..cfg()
+        },
+        1,
+        5,
+        t0,
+    );
+    s.shutdown(t0);
+    assert!(s.admin_down_done(t0));
+    assert!(s.poll_transmit(t0).is_none());
 }
 
 /// Intervals between the periodic packets of a session whose peer wants 1 ms, over many

@@ -676,6 +676,10 @@ impl BfdSpeaker {
                 () = sleep_until(deadline) => {}
                 _ = control.changed() => {}
                 Some(cmd) = commands.recv() => match cmd {
+                    // A request queued before the shutdown began is refused.
+                    Command::Reconfigure { reply, .. } if shutting_down => {
+                        let _ = reply.send(Err(Error::BfdSpeakerNotRunning));
+                    }
                     Command::Reconfigure { instances, reply } => {
                         let now = tokio::time::Instant::now().into_std();
                         let _ = reply.send(d.reconfigure(instances, now));

@@ -452,7 +452,8 @@ impl Session {
     /// Further AdminDown packets follow at the transmit interval in force until now (so a
     /// lost one is made up for at the rate the peer expects), for the peer's detection
     /// time (our Detect Mult times the greater of our Desired Min TX and its Required Min
-    /// RX), at most [`ADMIN_DOWN_MAX`]; then the session falls silent and
+    /// RX; none when the session may not transmit, [`may_transmit`](Self::may_transmit)),
+    /// at most [`ADMIN_DOWN_MAX`]; then the session falls silent and
     /// [`admin_down_done`](Self::admin_down_done) holds. The packets advertise `idle_tx`
     /// as Desired Min TX (at least 1 s when not Up, §6.8.3). Every packet received from
     /// now on is discarded.
@@ -463,8 +464,13 @@ impl Session {
             return;
         }
         let interval = self.tx_interval();
-        let peer_detection =
-            self.desired_min_tx.max(self.remote_min_rx) * u32::from(self.config.multiplier);
+        // A session that may not transmit (passive and never heard, or the peer wants no
+        // packets) will send nothing, so its schedule ends at once.
+        let peer_detection = if self.may_transmit() {
+            self.desired_min_tx.max(self.remote_min_rx) * u32::from(self.config.multiplier)
+        } else {
+            Duration::ZERO
+        };
         self.admin_down = Some(AdminDownTx {
             interval,
             until: now + peer_detection.min(ADMIN_DOWN_MAX),
