@@ -582,6 +582,57 @@ fn timer_changes_while_up_keep_both_sides_up() {
     assert_eq!(p.a.detection_time(), Some(50 * MS));
 }
 
+#[test]
+fn a_peer_in_demand_mode_gets_no_periodic_packets() {
+    let now = Instant::now();
+    let mut s = up_session(now);
+    let up = ControlPacket {
+        demand: true,
+        ..from_peer(SessionState::Up)
+    };
+    // Ends our first Poll Sequence (to min_tx) and asks for Demand mode.
+    s.handle_packet(now, &ControlPacket { final_: true, ..up });
+    assert!(s.remote_demand_active());
+    // The peer keeps sending (it is not in Demand mode for our packets): we stay Up and
+    // send nothing for a second.
+    let mut t = now;
+    for _ in 0..100 {
+        t += 10 * MS;
+        s.handle_packet(t, &up);
+        s.handle_timeout(t);
+        assert!(s.poll_transmit(t).is_none(), "sent at {:?}", t - now);
+    }
+    assert_eq!(s.state(), SessionState::Up);
+    // Only the detection timer is left.
+    assert_eq!(s.poll_timeout(), Some(t + 30 * MS));
+    // A Poll from the peer is still answered.
+    s.handle_packet(t, &ControlPacket { poll: true, ..up });
+    assert!(s.poll_transmit(t).expect("Final").final_);
+    assert!(s.poll_transmit(t).is_none());
+    // Our own Poll Sequence goes out (periodically) until its Final, then silence again.
+    s.set_min_tx(t, 20 * MS);
+    let p = s.poll_transmit(t).expect("Poll at once");
+    assert!(p.poll);
+    let next = s.poll_timeout().unwrap();
+    assert!(next > t && next <= t + 20 * MS);
+    assert!(s.poll_transmit(next).expect("periodic Poll").poll);
+    s.handle_packet(next, &ControlPacket { final_: true, ..up });
+    assert!(!s.poll_active());
+    assert!(s.poll_transmit(next + 100 * MS).is_none());
+    // The peer leaves Demand mode: periodic packets at once.
+    let t = next + 100 * MS;
+    s.handle_packet(t, &from_peer(SessionState::Up));
+    assert!(!s.remote_demand_active());
+    assert!(s.poll_transmit(t).is_some());
+    // Back in Demand mode, the peer dies: detection expiry, Down, and we send again.
+    s.handle_packet(t, &up);
+    while s.poll_transmit(t).is_some() {}
+    let t = t + 30 * MS;
+    s.handle_timeout(t);
+    assert_eq!(s.state(), SessionState::Down);
+    assert!(s.poll_transmit(t).is_some());
+}
+
 /// The AdminDown packets `side` sent, as times from `from`.
 fn admin_downs(p: &Pair, side: Side, from: Instant) -> Vec<Duration> {
     p.sent
@@ -715,29 +766,36 @@ enum Event {
 fn event() -> impl Strategy<Value = Event> {
     let packet = (
         (0u8..4, 0u8..10, any::<bool>(), any::<bool>(), 1u8..=255),
-        (1u32..4, prop_oneof![Just(0u32), Just(1), 2u32..5]),
+        (
+            1u32..4,
+            prop_oneof![Just(0u32), Just(1), 2u32..5],
+            any::<bool>(),
+        ),
         (0u32..2_000_000, prop_oneof![Just(0u32), 1u32..2_000_000]),
     )
-        .prop_map(|((sta, diag, poll, fin, mult), (my, your), (tx, rx))| {
-            let state = SessionState::from_bits(sta);
-            let your = if your == 0 && matches!(state, SessionState::Init | SessionState::Up) {
-                1
-            } else {
-                your
-            };
-            ControlPacket {
-                state,
-                diag: Diagnostic::from(diag),
-                poll,
-                final_: fin && !poll,
-                detect_mult: mult,
-                my_discriminator: my,
-                your_discriminator: your,
-                desired_min_tx_us: tx,
-                required_min_rx_us: rx,
-                ..ControlPacket::default()
-            }
-        });
+        .prop_map(
+            |((sta, diag, poll, fin, mult), (my, your, demand), (tx, rx))| {
+                let state = SessionState::from_bits(sta);
+                let your = if your == 0 && matches!(state, SessionState::Init | SessionState::Up) {
+                    1
+                } else {
+                    your
+                };
+                ControlPacket {
+                    state,
+                    diag: Diagnostic::from(diag),
+                    poll,
+                    final_: fin && !poll,
+                    demand,
+                    detect_mult: mult,
+                    my_discriminator: my,
+                    your_discriminator: your,
+                    desired_min_tx_us: tx,
+                    required_min_rx_us: rx,
+                    ..ControlPacket::default()
+                }
+            },
+        );
     prop_oneof![
         6 => packet.prop_map(Event::Packet),
         4 => (0u32..3_000_000).prop_map(Event::Wait),
@@ -789,7 +847,10 @@ proptest! {
             if let Some(t) = s.poll_timeout() {
                 prop_assert!(t >= t0);
             }
+            let demanded_silence = s.remote_demand_active() && !s.poll_active();
             while let Some(p) = s.poll_transmit(now) {
+                // The peer's Demand mode: nothing periodic, only Finals (§6.8.7).
+                prop_assert!(!demanded_silence || p.final_, "sent in Demand mode: {:?}", p);
                 // Only a Final may answer a Poll while the peer wants no packets.
                 prop_assert!(
                     !remote_min_rx_zero || p.final_,

@@ -9,8 +9,9 @@
 //!   task driving every session, publishing a [`SessionStatus`] per instance on a
 //!   `tokio::sync::watch`.
 //!
-//! Like keepalived, lb implements neither Demand mode, the Echo function nor
-//! authentication.
+//! Like keepalived, lb never asks for Demand mode (it honours a peer's: no periodic
+//! packets while the peer sets D and both are Up) and implements neither the Echo
+//! function nor authentication.
 //!
 //! # keepalived 2.2.7 as a peer
 //!

@@ -40,8 +40,11 @@
 //!   before [`shutdown`](Session::shutdown) for the peer's detection time, at most
 //!   [`ADMIN_DOWN_MAX`]; then silence ([`admin_down_done`](Session::admin_down_done)).
 //!
-//! Not implemented, as in keepalived: Demand mode (we never ask for it and keep sending
-//! when the peer does), the Echo function, authentication (the codec refuses the A bit).
+//! * A peer's Demand mode (§6.8.6, §6.8.7): while it sets D and both sides are Up, no
+//!   periodic packets, only Poll Sequences and Finals (keepalived too stops its sender).
+//!
+//! Not implemented, as in keepalived: Demand mode of our own (we never set D), the Echo
+//! function, authentication (the codec refuses the A bit).
 //!
 //! Randomness comes in as a seed ([`Session::new`]), so runs are reproducible.
 //!
@@ -190,6 +193,8 @@ pub struct Session {
     remote_desired_min_tx: Duration,
     /// The last Detect Mult received (0: not heard yet).
     remote_detect_mult: u8,
+    /// bfd.RemoteDemandMode: the D bit of the last packet received.
+    remote_demand: bool,
     /// bfd.DesiredMinTxInterval as advertised in our packets.
     desired_min_tx: Duration,
     /// The Desired Min TX our transmit timer uses: lags `desired_min_tx` after an increase
@@ -249,6 +254,7 @@ impl Session {
             remote_min_rx: INITIAL_REMOTE_MIN_RX,
             remote_desired_min_tx: Duration::ZERO,
             remote_detect_mult: 0,
+            remote_demand: false,
             desired_min_tx: idle,
             effective_min_tx: idle,
             effective_min_rx: config_min_rx,
@@ -297,6 +303,17 @@ impl Session {
     /// Whether a Poll Sequence we started is still waiting for its Final (§6.5).
     pub fn poll_active(&self) -> bool {
         self.poll
+    }
+
+    /// Whether Demand mode is active on the remote system ([RFC 5880 §6.8.6]): its last
+    /// packet had D set and both sides are Up. We then send no periodic packets, only a
+    /// Poll Sequence's and the Finals we owe (§6.8.7).
+    ///
+    /// [RFC 5880 §6.8.6]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.6
+    pub fn remote_demand_active(&self) -> bool {
+        self.remote_demand
+            && self.state == SessionState::Up
+            && self.remote_state == SessionState::Up
     }
 
     /// The Desired Min TX Interval we advertise: `idle_tx` while not Up, `min_tx` while Up
@@ -380,6 +397,7 @@ impl Session {
         self.remote_min_rx = Duration::from_micros(u64::from(pkt.required_min_rx_us));
         self.remote_desired_min_tx = Duration::from_micros(u64::from(pkt.desired_min_tx_us));
         self.remote_detect_mult = pkt.detect_mult;
+        self.remote_demand = pkt.demand;
 
         if pkt.final_ && self.poll && self.poll_sent {
             // The Poll Sequence is over: a deferred increase of Desired Min TX and a
@@ -434,6 +452,7 @@ impl Session {
                 self.remote_state = SessionState::Down;
                 self.remote_min_rx = INITIAL_REMOTE_MIN_RX;
                 self.remote_detect_mult = 0;
+                self.remote_demand = false;
                 self.remote_desired_min_tx = Duration::ZERO;
                 if matches!(self.state, SessionState::Init | SessionState::Up) {
                     self.go_down(now, Diagnostic::ControlDetectionTimeExpired);
@@ -670,13 +689,16 @@ impl Session {
 
     /// Whether periodic packets (and one on a state change) may go out ([RFC 5880 §6.8.7]):
     /// not while the peer's Required Min RX is 0, not in the passive role before the peer
-    /// is known (bfd.RemoteDiscr still 0), not once the AdminDown packets are over.
+    /// is known (bfd.RemoteDiscr still 0), not once the AdminDown packets are over, not
+    /// while Demand mode is active on the remote system unless a Poll Sequence is under
+    /// way ([`remote_demand_active`](Self::remote_demand_active)).
     ///
     /// [RFC 5880 §6.8.7]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.7
     pub fn may_transmit(&self) -> bool {
         let silent_passive = self.config.passive && self.remote_discr == 0;
         let admin_down_over = self.admin_down.is_some_and(|a| a.over);
-        !self.remote_min_rx.is_zero() && !silent_passive && !admin_down_over
+        let demanded_silence = self.remote_demand_active() && !self.poll;
+        !self.remote_min_rx.is_zero() && !silent_passive && !admin_down_over && !demanded_silence
     }
 
     fn packet(&self, final_: bool) -> ControlPacket {
