@@ -3207,7 +3207,7 @@ fn bfd_is_read_from_both_formats() {
     let text = "bfd_instance gw {\n    neighbour_ip 198.18.0.1\n    source_ip 198.18.0.11\n\
          min_rx 3.312\n    min_tx 20\n    idle_tx 2000.5\n    multiplier 3\n    passive\n\
          hoplimit 250\n    max_hops 5\n    weight -30 reverse\n    checker\n}\n\
-         bfd_instance peer {\n    neighbor_ip fd00:18::2\n    vrrp\n}\n\
+         bfd_instance peer {\n    neighbor_ip fd00:18::2\n    vrrp\n    max_hops -1\n}\n\
          vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 51\n\
          virtual_ipaddress {\n        198.18.0.250\n    }\n\
          track_bfd {\n        peer weight 10 noreverse\n    }\n}\n\
@@ -3248,6 +3248,7 @@ fn bfd_is_read_from_both_formats() {
     gw.checker = true;
     let mut peer = BfdInstance::new("peer", "fd00:18::2".parse().unwrap());
     peer.vrrp = true;
+    peer.max_hops = 255; // keepalived's -1: no check
     assert_eq!(k.bfd_instances, [gw, peer]);
     // VI_1's own entry takes the group's weight (its own is not 0); VI_2 gets the group's.
     let tb = |weight: Option<i32>, reverse: Option<bool>| TrackBfdRef {
@@ -3319,6 +3320,17 @@ fn bfd_is_read_from_both_formats() {
             "bad.conf:29:18: BFD_CHECK: bfd_instance \"a\" says `vrrp`: only track_bfd follows it",
             "bad.conf:31:9: BFD_CHECK has no name",
         ]
+    );
+    let e = errors(
+        "twice.conf",
+        "bfd_instance a {\n    neighbor_ip 198.18.0.1\n}\n\
+         vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 51\n\
+         virtual_ipaddress {\n        198.18.0.250\n    }\n\
+         track_bfd {\n        a\n        a weight 10\n    }\n}\n",
+    );
+    assert_eq!(
+        e,
+        ["twice.conf:12:9: bfd_instance \"a\" is tracked twice (keepalived ignores the second)"]
     );
 }
 

@@ -1930,8 +1930,9 @@ fn ping_check_follows_icmp_reachability() {
 /// * keepalived started: the session comes Up, VI_1 becomes MASTER and rs1 serves;
 /// * keepalived's process group killed (a crash): the detection time expires, VI_1 goes to
 ///   FAULT and rs1 down ("Control Detection Time Expired"), requests go to rs2 only;
-/// * keepalived started again: all back; then SIGTERM to keepalived: its AdminDown (or
-///   its silence) takes the session down again;
+/// * keepalived started again: all back; reloads, one unchanged and one changing the
+///   session's timers, keep the session (keepalived logs no Down); then SIGTERM to
+///   keepalived: its silence takes the session down again;
 /// * `lbctl status` shows the session in its BFD table.
 #[test]
 fn bfd_follows_keepalived_bfd() {
@@ -2135,36 +2136,42 @@ fn bfd_follows_keepalived_bfd() {
         "the session was not restarted: {s:#?}"
     );
     assert_eq!(ups(&ka), before, "{}", ka.log_tail(40));
-    assert!(!ka.stderr().contains("Neighbor Signaled Session Down"));
-    // One that changes it restarts the session: our AdminDown, then Up again; rs1 and VI_1
-    // follow the new session.
+    assert!(!ka.stderr().contains("(lb1) Entering Down state"));
+    // One that changes its timers keeps it too, as keepalived (the new values go through
+    // a Poll Sequence): no Down on either side, VI_1 and rs1 untouched.
+    let since = s.bfd[0].since_secs;
     let conf = std::fs::read_to_string(&lb1.conf).expect("read config");
-    std::fs::write(&lb1.conf, conf.replace("multiplier 3", "multiplier 4")).expect("write");
+    std::fs::write(
+        &lb1.conf,
+        conf.replace("multiplier 3", "multiplier 4")
+            .replace("min_tx 50", "min_tx 40"),
+    )
+    .expect("write");
     assert!(lb1.proc().sighup());
-    let again = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-        ups(&ka) > before
-            && lb1.status().is_some_and(|s| {
-                session(&s) == "Up"
-                    && vi1(&s) == Some(VrrpState::Master)
-                    && rs1(&s).health == Health::Up
-            })
-    });
     assert!(
-        again.is_some(),
-        "a changed bfd_instance restarts its session\n{:#?}\n{}\n{}",
-        lb1.status(),
-        lb1.logs(),
-        ka.log_tail(40)
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || lb1
+            .logs()
+            .contains("bfd_instances changed"))
+        .is_some(),
+        "{}",
+        lb1.logs()
     );
+    std::thread::sleep(Duration::from_millis(1000));
+    let s = lb1.status_ok();
+    assert_eq!(session(&s), "Up", "{s:#?}");
+    assert_eq!(vi1(&s), Some(VrrpState::Master), "{s:#?}");
+    assert_eq!(rs1(&s).health, Health::Up, "{s:#?}");
     assert!(
-        ka.stderr().contains("Neighbor Signaled Session Down"),
+        s.bfd[0].since_secs >= since,
+        "the session was not restarted: {s:#?}"
+    );
+    assert_eq!(ups(&ka), before, "{}", ka.log_tail(40));
+    assert!(
+        !ka.stderr().contains("(lb1) Entering Down state"),
         "{}",
         ka.log_tail(40)
     );
-    step(
-        start,
-        "BFD: reloads keep an unchanged session, restart a changed one",
-    );
+    step(start, "BFD: reloads keep the session, with new timers too");
 
     assert!(ka.sigterm());
     let down = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
@@ -2181,9 +2188,40 @@ fn bfd_follows_keepalived_bfd() {
     ka.wait_exit(Duration::from_secs(10));
     step(start, "BFD: keepalived stopped, session down");
 
+    // lb-node's own SIGTERM: keepalived hears AdminDown ("Neighbor Signaled Session Down"),
+    // while rs1, whose virtual server still accepts until the node is gone, is not failed
+    // by it.
+    let ka = spawn_ka(3);
+    let up = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        lb1.status()
+            .is_some_and(|s| session(&s) == "Up" && rs1(&s).health == Health::Up)
+    });
+    assert!(up.is_some(), "{:#?}\n{}", lb1.status(), lb1.logs());
+    let full = |n: &Node| n.proc.as_ref().map(Proc::stderr).unwrap_or_default();
+    let checks_before = full(&lb1).matches("BFD check").count();
     assert!(lb1.proc().sigterm());
     assert!(lb1
         .proc()
         .wait_exit(Duration::from_secs(10))
         .is_some_and(|s| s.success()));
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || ka
+            .stderr()
+            .contains(
+                "(lb1) Entering Down state (Local diagnostic - Neighbor Signaled Session Down"
+            ))
+        .is_some(),
+        "{}",
+        ka.log_tail(40)
+    );
+    assert_eq!(
+        full(&lb1).matches("BFD check").count(),
+        checks_before,
+        "the node's exit failed rs1:\n{}",
+        lb1.logs()
+    );
+    step(
+        start,
+        "BFD: lb-node's SIGTERM sends AdminDown and fails no real server",
+    );
 }

@@ -365,11 +365,12 @@ pub struct BfdInstance {
     /// TTL of our IPv4 packets. Default 255.
     #[serde(default = "bfd_default_ttl")]
     pub ttl: u8,
-    /// Hop limit of our IPv6 packets. Default 64, as keepalived.
+    /// Hop limit of our IPv6 packets. Default 64, as keepalived; RFC 5881 §5 wants 255,
+    /// which peers other than keepalived (FRR, BIRD) insist on: set it to 255 for them.
     #[serde(default = "bfd_default_hoplimit")]
     pub hoplimit: u8,
-    /// How far below 255 a received packet's TTL or hop limit may be (255: not checked).
-    /// Default 0.
+    /// How far below `ttl` (IPv4) or `hoplimit` (IPv6) a received packet's TTL or hop
+    /// limit may be (255: not checked; keepalived.conf's -1 too). Default 0.
     #[serde(default)]
     pub max_hops: u8,
     /// Default weight of a `track_bfd` naming it (-253..=253): 0 puts the instance in FAULT
@@ -2723,6 +2724,15 @@ impl Config {
                 }
             }
             for (j, t) in vi.track_bfd.iter().enumerate() {
+                if vi.track_bfd[..j].iter().any(|o| o.bfd == t.bfd) {
+                    err(
+                        format!("{p}.track_bfd[{j}]"),
+                        format!(
+                            "bfd_instance {:?} is tracked twice (keepalived ignores the second)",
+                            t.bfd
+                        ),
+                    );
+                }
                 match bfds.get(t.bfd.as_str()) {
                     None => err(
                         format!("{p}.track_bfd[{j}]"),

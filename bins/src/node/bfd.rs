@@ -2,18 +2,22 @@
 //! node, and what each session is (Up or not, and why) goes to the VRRP instances that
 //! `track_bfd` it and to the real servers that `BFD_CHECK` it.
 //!
-//! Each session has a channel of its own ([`BfdStates`]) that outlives the speaker: a
-//! reload that changes the `bfd_instance`s restarts the speaker (its sessions go
-//! AdminDown, the new ones start Down, as keepalived restarts them), while the VRRP
-//! instances and virtual servers that the reload keeps go on following the same channels.
+//! Each session has a channel of its own ([`BfdStates`]) that outlives the speaker's: a
+//! reload hands the new `bfd_instance`s to the running speaker
+//! ([`BfdHandle::reconfigure`]), which, as keepalived, keeps every session whose neighbour
+//! and addresses are unchanged with its state (changed timers take effect through a Poll
+//! Sequence), sends AdminDown only for the sessions removed, and starts the new ones; the
+//! VRRP instances and virtual servers that the reload keeps go on following the same
+//! channels.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lb_core::BackendId;
-use lb_health::bfd::{BfdHandle, BfdSpeaker, Diagnostic, SessionState, SessionStatus};
+use lb_health::bfd::{BfdHandle, BfdSpeaker, Counters, Diagnostic, SessionState, SessionStatus};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use super::NodeError;
 use crate::config::model::BfdInstance;
@@ -21,21 +25,70 @@ use crate::config::model::BfdInstance;
 /// Each `bfd_instance`'s session, by name, as it is now.
 pub(crate) type BfdStates = HashMap<String, watch::Receiver<SessionStatus>>;
 
-/// How long a stopping speaker may take to send its AdminDown packets.
-const STOP_WAIT: Duration = Duration::from_secs(2);
+/// How long a stopping speaker may take to send its AdminDown packets (lb-health sends
+/// them for at most 2 s).
+const STOP_WAIT: Duration = Duration::from_secs(3);
 
-/// The running BFD speaker and the channels its sessions publish on.
+/// A running speaker.
+#[derive(Debug)]
+struct Running {
+    handle: BfdHandle,
+    task: JoinHandle<()>,
+    /// Per session: the task copying the speaker's channel into the kept one.
+    forwards: HashMap<String, JoinHandle<()>>,
+    /// The speaker's own channels, whose values also carry the packet counters as they
+    /// are now (they wake receivers only on a change of state).
+    live: BfdStates,
+}
+
+/// The BFD speaker and the channels its sessions publish on.
 #[derive(Debug, Default)]
 pub(crate) struct BfdRuntime {
-    /// The sessions it runs (empty: no speaker).
+    /// The sessions it runs.
     instances: Vec<BfdInstance>,
-    /// The speaker's handle and task, while one runs.
-    running: Option<(BfdHandle, tokio::task::JoinHandle<()>)>,
-    /// One channel per session name, kept across restarts.
+    running: Option<Running>,
+    /// One channel per session name, kept across reloads (and there even when the speaker
+    /// could not start: its followers then see the session Down).
     channels: HashMap<String, Arc<watch::Sender<SessionStatus>>>,
-    /// The running speaker's own channels, whose values also carry the packet counters
-    /// as they are now (they wake receivers only on a change of state).
-    live: BfdStates,
+}
+
+/// A session that has not started: Down, never Up.
+fn fresh() -> SessionStatus {
+    SessionStatus {
+        state: SessionState::Down,
+        local_diag: Diagnostic::NoDiagnostic,
+        remote_state: SessionState::Down,
+        remote_diag: None,
+        local_discriminator: 0,
+        remote_discriminator: 0,
+        since: tokio::time::Instant::now().into_std(),
+        detection_time: None,
+        tx_interval: Duration::ZERO,
+        counters: Counters::default(),
+    }
+}
+
+/// The settings the speaker runs a session with (a `bfd_instance`'s weight, `reverse`,
+/// `vrrp` and `checker` are the followers' business, not the session's).
+fn configs(instances: &[BfdInstance]) -> Vec<(String, lb_health::bfd::BfdConfig)> {
+    instances
+        .iter()
+        .map(|b| (b.name.clone(), b.bfd_config()))
+        .collect()
+}
+
+/// Copies the speaker's channel `rx` into the kept channel `tx` on every change.
+fn forward(
+    mut rx: watch::Receiver<SessionStatus>,
+    tx: Arc<watch::Sender<SessionStatus>>,
+) -> JoinHandle<()> {
+    tx.send_replace(*rx.borrow_and_update());
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let st = *rx.borrow_and_update();
+            tx.send_replace(st);
+        }
+    })
 }
 
 impl BfdRuntime {
@@ -45,6 +98,7 @@ impl BfdRuntime {
     /// A session that cannot start (its address cannot be bound, say), naming it.
     pub(crate) fn start(instances: &[BfdInstance]) -> Result<Self, NodeError> {
         let mut r = Self::default();
+        r.keep_channels(instances);
         r.run(instances)?;
         Ok(r)
     }
@@ -58,102 +112,128 @@ impl BfdRuntime {
     }
 
     /// Each session as `lbctl status` shows it: the running speaker's channel (counters
-    /// up to date), else the kept one (a speaker that failed to start).
+    /// up to date), else the kept one.
     pub(crate) fn status_sources(&self) -> BfdStates {
         let mut out = self.states();
-        out.extend(self.live.iter().map(|(n, rx)| (n.clone(), rx.clone())));
+        if let Some(r) = &self.running {
+            out.extend(r.live.iter().map(|(n, rx)| (n.clone(), rx.clone())));
+        }
         out
     }
 
-    /// A reload: keeps the speaker when the sessions are the same, else stops it (its
-    /// sessions send AdminDown) and starts one for `instances`. Channels of sessions that
-    /// are gone are dropped; validation made sure nothing new follows them.
-    ///
-    /// # Errors
-    /// As [`BfdRuntime::start`]; the old speaker has stopped then.
-    pub(crate) async fn reload(&mut self, instances: &[BfdInstance]) -> Result<(), NodeError> {
-        if self.instances == instances {
-            return Ok(());
-        }
-        tracing::info!(
-            sessions = instances.len(),
-            "bfd_instances changed: restarting the BFD sessions"
-        );
-        self.stop().await;
+    /// A channel for every instance (a new one starts Down, never Up), and none for names
+    /// that are gone (validation made sure nothing follows them).
+    fn keep_channels(&mut self, instances: &[BfdInstance]) {
         self.channels
             .retain(|name, _| instances.iter().any(|b| &b.name == name));
-        self.run(instances)
+        for b in instances {
+            self.channels
+                .entry(b.name.clone())
+                .or_insert_with(|| Arc::new(watch::channel(fresh()).0));
+        }
     }
 
-    /// Stops the speaker: every session goes AdminDown and tells its neighbour (RFC 5880
-    /// §6.8.16), within [`STOP_WAIT`].
-    pub(crate) async fn stop(&mut self) {
-        if let Some((handle, mut task)) = self.running.take() {
-            handle.shutdown();
-            if tokio::time::timeout(STOP_WAIT, &mut task).await.is_err() {
-                tracing::warn!("BFD speaker did not stop within 2 s; aborted");
-                task.abort();
-            }
+    /// A reload: the running speaker takes the new sessions in place
+    /// ([`BfdHandle::reconfigure`]); nothing happens when only followers' settings
+    /// (weights) changed. Without a running speaker (none was configured, or it could not
+    /// start), one is started.
+    ///
+    /// # Errors
+    /// The new sessions were refused (an address that cannot be bound, say): the running
+    /// ones go on as they were; their new channels, if any, show them Down.
+    pub(crate) async fn reload(&mut self, instances: &[BfdInstance]) -> Result<(), NodeError> {
+        self.keep_channels(instances);
+        if configs(&self.instances) == configs(instances) && self.running.is_some() {
+            self.instances = instances.to_vec();
+            return Ok(());
         }
-        self.instances.clear();
-        self.live.clear();
+        let Some(r) = &mut self.running else {
+            return self.run(instances);
+        };
+        if instances.is_empty() {
+            self.stop().await;
+            self.instances.clear();
+            return Ok(());
+        }
+        r.handle
+            .reconfigure(configs(instances))
+            .await
+            .map_err(|e| NodeError::Start(format!("BFD: {e}")))?;
+        tracing::info!(
+            sessions = instances.len(),
+            "bfd_instances changed: applied to the running sessions"
+        );
+        // Forwarders for the sessions that are new; those of removed ones end with their
+        // channels.
+        r.forwards
+            .retain(|name, _| instances.iter().any(|b| &b.name == name));
+        r.live
+            .retain(|name, _| instances.iter().any(|b| &b.name == name));
+        for b in instances {
+            if r.forwards.contains_key(&b.name) {
+                continue;
+            }
+            let (Some(rx), Some(tx)) = (r.handle.subscribe(&b.name), self.channels.get(&b.name))
+            else {
+                continue;
+            };
+            r.live.insert(b.name.clone(), rx.clone());
+            r.forwards
+                .insert(b.name.clone(), forward(rx, Arc::clone(tx)));
+        }
+        self.instances = instances.to_vec();
+        Ok(())
+    }
+
+    /// Stops the speaker at SIGTERM: every session goes AdminDown and tells its neighbour
+    /// (RFC 5880 §6.8.16), within [`STOP_WAIT`]. The followers are detached first and keep
+    /// the state they had: real servers are not failed (nor their notify_down run) by the
+    /// node's own exit while their virtual servers still accept.
+    pub(crate) async fn stop(&mut self) {
+        let Some(mut r) = self.running.take() else {
+            return;
+        };
+        for (_, f) in r.forwards.drain() {
+            f.abort();
+        }
+        r.handle.shutdown();
+        if tokio::time::timeout(STOP_WAIT, &mut r.task).await.is_err() {
+            tracing::warn!("BFD speaker did not stop within {STOP_WAIT:?}; aborted");
+            r.task.abort();
+            // Dropped (its sockets closed) before anything binds port 3784 again.
+            let _ = r.task.await;
+        }
     }
 
     fn run(&mut self, instances: &[BfdInstance]) -> Result<(), NodeError> {
+        self.instances = instances.to_vec();
         if instances.is_empty() {
             return Ok(());
         }
-        let speaker = BfdSpeaker::new(
-            instances
-                .iter()
-                .map(|b| (b.name.clone(), b.bfd_config()))
-                .collect(),
-        )
-        .map_err(|e| NodeError::Start(format!("BFD: {e}")))?;
-        let mut forwards = Vec::new();
+        let speaker = BfdSpeaker::new(configs(instances))
+            .map_err(|e| NodeError::Start(format!("BFD: {e}")))?;
+        let handle = speaker.handle();
+        let mut forwards = HashMap::new();
+        let mut live = BfdStates::new();
         for b in instances {
-            let Some(mut rx) = speaker.subscribe(&b.name) else {
+            let (Some(rx), Some(tx)) = (speaker.subscribe(&b.name), self.channels.get(&b.name))
+            else {
                 continue;
             };
-            let now = *rx.borrow_and_update();
-            let tx = match self.channels.get(&b.name) {
-                Some(tx) => {
-                    tx.send_replace(now);
-                    Arc::clone(tx)
-                }
-                None => {
-                    let tx = Arc::new(watch::channel(now).0);
-                    self.channels.insert(b.name.clone(), Arc::clone(&tx));
-                    tx
-                }
-            };
-            self.live.insert(b.name.clone(), rx.clone());
-            forwards.push((rx, tx));
+            live.insert(b.name.clone(), rx.clone());
+            forwards.insert(b.name.clone(), forward(rx, Arc::clone(tx)));
         }
-        let handle = speaker.handle();
         let task = tokio::spawn(async move {
-            // The speaker's sessions, copied to the channels that outlive it.
-            let copies: Vec<_> = forwards
-                .into_iter()
-                .map(|(mut rx, tx)| {
-                    tokio::spawn(async move {
-                        while rx.changed().await.is_ok() {
-                            let st = *rx.borrow_and_update();
-                            tx.send_replace(st);
-                        }
-                    })
-                })
-                .collect();
             if let Err(e) = speaker.run().await {
                 tracing::error!(error = %e, "BFD speaker stopped: tracked sessions keep their last state");
             }
-            // The last states (AdminDown after a shutdown) reach the channels first.
-            for c in copies {
-                let _ = c.await;
-            }
         });
-        self.instances = instances.to_vec();
-        self.running = Some((handle, task));
+        self.running = Some(Running {
+            handle,
+            task,
+            forwards,
+            live,
+        });
         Ok(())
     }
 }
@@ -173,6 +253,29 @@ pub(crate) fn is_up(st: &SessionStatus) -> Option<bool> {
     }
 }
 
+/// What a follower last applied: up or not, and when the session state it came from
+/// began (`None` for a start state the session did not give: `alpha`, or none).
+pub(crate) type Seen = Option<(bool, Option<Instant>)>;
+
+/// What a follower that saw `last` holds once it has applied `now`.
+pub(crate) fn seen(now: &SessionStatus) -> Seen {
+    is_up(now).map(|up| (up, Some(now.since)))
+}
+
+/// The transitions a follower that last saw `last` must apply to reach `now`: none, one,
+/// or for a flap it missed — Up again, but since a later time — a down then an up, as
+/// keepalived sends one event per transition.
+pub(crate) fn transitions(last: Seen, now: &SessionStatus) -> Vec<bool> {
+    let Some(up) = is_up(now) else {
+        return Vec::new();
+    };
+    match last {
+        Some((true, Some(since))) if up && since != now.since => vec![false, true],
+        Some((was, _)) if was == up => Vec::new(),
+        _ => vec![up],
+    }
+}
+
 /// Why session `name` fails a real server, as `lbctl status` shows it.
 fn reason(name: &str, st: &SessionStatus) -> String {
     format!("BFD session {name} is {} ({})", st.state, st.local_diag)
@@ -180,15 +283,10 @@ fn reason(name: &str, st: &SessionStatus) -> String {
 
 /// A BFD_CHECK's verdict when its virtual server starts: `None` (up) while the session is
 /// Up, or has not failed yet and the check has no `alpha`; else why it is down.
-pub(crate) fn start_verdict(
-    name: &str,
-    rx: &watch::Receiver<SessionStatus>,
-    alpha: bool,
-) -> Option<String> {
-    let st = *rx.borrow();
-    match is_up(&st) {
+pub(crate) fn start_verdict(name: &str, st: &SessionStatus, alpha: bool) -> Option<String> {
+    match is_up(st) {
         Some(true) => None,
-        Some(false) => Some(reason(name, &st)),
+        Some(false) => Some(reason(name, st)),
         None if alpha => Some(format!(
             "BFD session {name} has not been Up yet (alpha; it is {})",
             st.state
@@ -197,34 +295,83 @@ pub(crate) fn start_verdict(
     }
 }
 
-/// Follows session `name` for one BFD_CHECK of real server `backend`: each time the
-/// session comes Up or goes down, the verdict goes to the virtual server's health task.
+/// Follows session `name` for one BFD_CHECK of real server `backend`, from `start`, the
+/// session's status its start verdict was taken from, and `applied`, whether that verdict
+/// let the real server up: each time the session comes Up or goes down, the verdict goes
+/// to the virtual server's health task.
 pub(crate) fn spawn_check(
     vs: String,
     backend: BackendId,
     name: String,
     mut rx: watch::Receiver<SessionStatus>,
+    start: SessionStatus,
+    applied: bool,
     tx: mpsc::UnboundedSender<(BackendId, super::vs::Tracked)>,
-) -> tokio::task::JoinHandle<()> {
+) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last = is_up(&rx.borrow_and_update());
-        while rx.changed().await.is_ok() {
+        let from_session = is_up(&start) == Some(applied);
+        let mut last: Seen = Some((applied, from_session.then_some(start.since)));
+        loop {
             let st = *rx.borrow_and_update();
-            let now = is_up(&st);
-            if now.is_none() || now == last {
-                continue;
+            for up in transitions(last, &st) {
+                let down = (!up).then(|| reason(&name, &st));
+                tracing::debug!(virtual_server = %vs, backend = %backend, bfd_instance = %name, up, "BFD check changed");
+                let t = super::vs::Tracked::Bfd {
+                    session: name.clone(),
+                    down,
+                    initial: false,
+                };
+                if tx.send((backend, t)).is_err() {
+                    return;
+                }
+                last = seen(&st);
             }
-            last = now;
-            let down = (now == Some(false)).then(|| reason(&name, &st));
-            tracing::debug!(virtual_server = %vs, backend = %backend, bfd_instance = %name, up = down.is_none(), "BFD check changed");
-            let t = super::vs::Tracked::Bfd {
-                session: name.clone(),
-                down,
-                initial: false,
-            };
-            if tx.send((backend, t)).is_err() {
+            if rx.changed().await.is_err() {
                 return;
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(state: SessionState, diag: Diagnostic, since: Instant) -> SessionStatus {
+        SessionStatus {
+            state,
+            local_diag: diag,
+            since,
+            ..fresh()
+        }
+    }
+
+    /// A follower sees each change once, a fresh session changes nothing, and a flap it
+    /// missed (Up, then Up again since later) is a down and an up.
+    #[test]
+    fn transitions_follow_the_session() {
+        let t0 = tokio::time::Instant::now().into_std();
+        let t1 = t0 + Duration::from_millis(5);
+        let up0 = at(SessionState::Up, Diagnostic::NoDiagnostic, t0);
+        let up1 = at(SessionState::Up, Diagnostic::NoDiagnostic, t1);
+        let down = at(
+            SessionState::Down,
+            Diagnostic::ControlDetectionTimeExpired,
+            t1,
+        );
+        let fresh = at(SessionState::Down, Diagnostic::NoDiagnostic, t0);
+        assert_eq!(transitions(None, &fresh), Vec::<bool>::new());
+        assert_eq!(transitions(Some((false, None)), &fresh), Vec::<bool>::new());
+        assert_eq!(transitions(None, &up0), [true]);
+        assert_eq!(transitions(seen(&up0), &up0), Vec::<bool>::new());
+        assert_eq!(transitions(seen(&up0), &down), [false]);
+        assert_eq!(transitions(seen(&down), &down), Vec::<bool>::new());
+        // A flap missed between two looks.
+        assert_eq!(transitions(seen(&up0), &up1), [false, true]);
+        assert_eq!(transitions(seen(&down), &up1), [true]);
+        // Up by a start state (no alpha), then the session's first Up: nothing to do.
+        assert_eq!(transitions(Some((true, None)), &up1), Vec::<bool>::new());
+        // Down by alpha, then Up.
+        assert_eq!(transitions(Some((false, None)), &up1), [true]);
+    }
 }

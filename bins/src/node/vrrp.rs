@@ -746,14 +746,21 @@ impl SpeakerRuntime {
                 let h = handle.clone();
                 let (inst, name) = (vi.name.clone(), tb.bfd.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut last = None;
+                    // Not Up counts as down, from the start (track_initial); each
+                    // transition after that is applied, a missed flap as a down and an up.
+                    let mut last: super::bfd::Seen = None;
                     loop {
-                        let up = super::bfd::is_up(&rx.borrow_and_update()) == Some(true);
-                        if last != Some(up) {
+                        let st = *rx.borrow_and_update();
+                        let steps = if last.is_none() {
+                            vec![super::bfd::is_up(&st) == Some(true)]
+                        } else {
+                            super::bfd::transitions(last, &st)
+                        };
+                        for up in steps {
                             tracing::info!(instance = %inst, bfd_instance = %name, up, "tracked BFD session");
                             h.set_track(idx, id, up != reverse);
-                            last = Some(up);
                         }
+                        last = super::bfd::seen(&st).or(last).or(Some((false, None)));
                         if rx.changed().await.is_err() {
                             return;
                         }

@@ -1131,7 +1131,11 @@ impl VsRuntime {
                     .get(&f.name)
                     .cloned()
                     .ok_or_else(|| err(format!("bfd_instance {} is not running", f.name)))?;
-                let down = super::bfd::start_verdict(&f.name, &rx, c.bfd_starts_down(&cfg));
+                // The status the verdict is taken from goes to the follower, which starts
+                // from it: a change between now and its start is not missed.
+                let start = *rx.borrow();
+                let down = super::bfd::start_verdict(&f.name, &start, c.bfd_starts_down(&cfg));
+                let applied = down.is_none();
                 appliers.apply_tracked(
                     &cfg.name,
                     &pool,
@@ -1142,7 +1146,7 @@ impl VsRuntime {
                         initial: true,
                     },
                 );
-                bfd_watches.push((backend_id(i), f.name.clone(), rx));
+                bfd_watches.push((backend_id(i), f.name.clone(), rx, start, applied));
             }
         }
         // From now on (not for the state read at start, as keepalived without
@@ -1238,12 +1242,14 @@ impl VsRuntime {
             cfg.outlier_detection
                 .successful_active_health_check_uneject_host,
         ))];
-        for (backend, session, rx) in bfd_watches {
+        for (backend, session, rx, start, applied) in bfd_watches {
             tasks.push(super::bfd::spawn_check(
                 cfg.name.clone(),
                 backend,
                 session,
                 rx,
+                start,
+                applied,
                 tracked_tx.clone(),
             ));
         }

@@ -1271,7 +1271,12 @@ impl Conv {
                         b.hoplimit = t;
                     }
                 }
-                "max_hops" => b.max_hops = self.get(st, &fp, int(kw, 0, 255)).unwrap_or(0),
+                // keepalived takes -1..=255; -1, as 255, turns the check off.
+                "max_hops" => {
+                    b.max_hops = self
+                        .get::<i16>(st, &fp, int(kw, -1, 255))
+                        .map_or(0, |h| u8::try_from(h).unwrap_or(u8::MAX));
+                }
                 "weight" => {
                     let (w, reverse) = self.weight_reverse(st, &fp, -253, 253);
                     b.weight = w.unwrap_or(0);
