@@ -389,7 +389,8 @@ pub struct VrrpStatus {
     /// The sync group, if any.
     pub sync_group: Option<String>,
     /// What the instance tracks and what each does to it now, in the order
-    /// `track_service`, `track_interface`, `track_script`, `track_process`, `track_file`.
+    /// `track_service`, `track_interface`, `track_bfd`, `track_script`, `track_process`,
+    /// `track_file`.
     #[serde(default)]
     pub tracks: Vec<TrackedStatus>,
 }
@@ -397,9 +398,9 @@ pub struct VrrpStatus {
 /// One check a VRRP instance tracks (keepalived's `track_*`), and its effect now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackedStatus {
-    /// `service`, `interface`, `script`, `process` or `file`.
+    /// `service`, `interface`, `bfd`, `script`, `process` or `file`.
     pub kind: String,
-    /// The tracked name (a virtual server, interface, `vrrp_script`,
+    /// The tracked name (a virtual server, interface, `bfd_instance`, `vrrp_script`,
     /// `vrrp_track_process` or `track_file`).
     pub name: String,
     /// The weight (for a file: the multiplier of its value); 0 means FAULT on failure.
