@@ -452,12 +452,13 @@ fn lb_to_lb_active_and_passive() {
             && s.remote_state == SessionState::AdminDown
     });
     // AdminDown goes on at A's 10 ms interval for B's detection time of A (5 x 10 ms),
-    // not in a back-to-back burst: about 5 copies, and `run` returns after about 50 ms.
+    // not in a back-to-back burst: 5-7 copies (one lost on the veth is tolerated; the old
+    // burst was 3), and `run` returns after about 50 ms.
     std::thread::sleep(Duration::from_millis(300));
     let admin_downs = b.status("to_a").counters.rx - rx_before;
     eprintln!("A's shutdown: B received {admin_downs} packets; run returned after {took:?}");
     assert!(
-        (5..=8).contains(&admin_downs),
+        (4..=8).contains(&admin_downs),
         "{admin_downs} packets after shutdown"
     );
     assert!(
