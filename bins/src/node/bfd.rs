@@ -155,10 +155,21 @@ impl BfdRuntime {
             self.instances.clear();
             return Ok(());
         }
-        r.handle
-            .reconfigure(configs(instances))
-            .await
-            .map_err(|e| NodeError::Start(format!("BFD: {e}")))?;
+        // A speaker spawned a moment ago may not take requests yet: a few tries, 20 ms
+        // apart.
+        let mut tries = 0;
+        loop {
+            match r.handle.reconfigure(configs(instances)).await {
+                Ok(()) => break,
+                Err(lb_health::Error::BfdSpeakerNotRunning)
+                    if tries < 10 && !r.task.is_finished() =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(NodeError::Start(format!("BFD: {e}"))),
+            }
+        }
         tracing::info!(
             sessions = instances.len(),
             "bfd_instances changed: applied to the running sessions"
