@@ -449,11 +449,15 @@ fn a_min_rx_decrease_shortens_the_detection_time_only_after_the_final() {
     assert!(!s.poll_active());
     // Peer: Detect Mult 3, Desired Min TX 10 ms; us: min_rx 10 ms.
     assert_eq!(s.detection_time(), Some(30 * MS));
-    // An increase lengthens the detection time at once, with a Poll at once.
+    // An increase lengthens the detection time at once; its Poll rides on the next
+    // periodic packet (§6.5: no packet in between).
     let t = now + MS;
     s.set_min_rx(t, 100 * MS);
     assert_eq!(s.detection_time(), Some(300 * MS));
     assert!(s.poll_active());
+    assert!(sent_now(&mut s, t).is_empty());
+    let t = now + 10 * MS;
+    s.handle_timeout(t);
     let p = sent_now(&mut s, t);
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].poll && !p[0].final_);
@@ -481,6 +485,9 @@ fn a_min_rx_decrease_shortens_the_detection_time_only_after_the_final() {
     );
     assert!(s.poll_active());
     assert_eq!(s.detection_time(), Some(300 * MS));
+    // The Poll with the new value goes out with the next periodic packet.
+    let t = t + 10 * MS;
+    s.handle_timeout(t);
     let p = sent_now(&mut s, t);
     assert!(
         p.iter().any(|p| p.poll && p.required_min_rx_us == 20_000),
@@ -506,7 +513,7 @@ fn a_min_rx_decrease_shortens_the_detection_time_only_after_the_final() {
 }
 
 #[test]
-fn multiplier_and_idle_tx_changes_go_out_at_once() {
+fn multiplier_and_idle_tx_changes_go_out_when_allowed() {
     let now = Instant::now();
     // Down: idle_tx is used and advertised at once, without a Poll Sequence.
     let mut s = session(cfg(), 1, 3, now);
@@ -530,16 +537,20 @@ fn multiplier_and_idle_tx_changes_go_out_at_once() {
     s.set_multiplier(t, 5);
     assert!(s.poll_transmit(t).is_none());
 
-    // Up: a new multiplier goes out at once with P; idle_tx waits for the way down.
+    // Up: a new multiplier goes out with P on the next periodic packet (§6.5); idle_tx
+    // waits for the way down.
     let mut s = up_session(now);
     s.set_multiplier(now, 3);
     s.set_idle_tx(now, Duration::from_secs(3));
-    let p = sent_now(&mut s, now);
+    assert!(sent_now(&mut s, now).is_empty(), "no packet between periodic ones");
+    let t = now + 10 * MS;
+    s.handle_timeout(t);
+    let p = sent_now(&mut s, t);
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].poll);
     assert_eq!(p[0].detect_mult, 3);
     assert_eq!(p[0].desired_min_tx_us, 10_000);
-    s.handle_packet(now + MS, &from_peer(SessionState::Down));
+    s.handle_packet(t + MS, &from_peer(SessionState::Down));
     assert_eq!(s.desired_min_tx(), Duration::from_secs(3));
 }
 
@@ -631,6 +642,107 @@ fn a_peer_in_demand_mode_gets_no_periodic_packets() {
     s.handle_timeout(t);
     assert_eq!(s.state(), SessionState::Down);
     assert!(s.poll_transmit(t).is_some());
+}
+
+/// Two changes before one Final (RFC 5880 §6.8.3): what is in use never goes slower than
+/// the peer was told (Desired Min TX 10 → 300 → 200 ms stays at 10 ms until the Final),
+/// nor detects faster than it was told (Required Min RX 300 → 100 → 200 ms keeps the
+/// 300 ms detection time until the Final).
+#[test]
+fn a_second_change_before_the_final_keeps_the_rules() {
+    let now = Instant::now();
+    let mut s = up_session(now);
+    let fin = ControlPacket {
+        final_: true,
+        ..from_peer(SessionState::Up)
+    };
+    s.handle_packet(now, &fin);
+    assert!(!s.poll_active());
+    assert_eq!(s.tx_interval(), 10 * MS);
+    s.set_min_tx(now, 300 * MS);
+    s.set_min_tx(now, 200 * MS);
+    assert_eq!(
+        s.tx_interval(),
+        10 * MS,
+        "slower only once the Final arrives"
+    );
+    // The Poll goes out with the next periodic packet; its Final ends the sequence.
+    let t = now + 10 * MS;
+    assert!(sent_now(&mut s, t).iter().any(|p| p.poll));
+    s.handle_packet(t, &fin);
+    assert!(!s.poll_active());
+    assert_eq!(s.tx_interval(), 200 * MS);
+
+    let mut s = up_session(now);
+    s.handle_packet(now, &fin);
+    s.set_min_rx(now, 300 * MS);
+    let t = now + 10 * MS;
+    let _ = sent_now(&mut s, t);
+    s.handle_packet(t, &fin);
+    assert!(!s.poll_active());
+    assert_eq!(s.detection_time(), Some(900 * MS));
+    s.set_min_rx(t, 100 * MS);
+    s.set_min_rx(t, 200 * MS);
+    assert_eq!(
+        s.detection_time(),
+        Some(900 * MS),
+        "no shorter before the peer has acknowledged"
+    );
+    let t2 = t + 10 * MS;
+    assert!(sent_now(&mut s, t2).iter().any(|p| p.poll));
+    s.handle_packet(t2, &fin);
+    assert_eq!(s.detection_time(), Some(600 * MS));
+}
+
+/// While periodic packets flow, a Poll Sequence rides on them: no extra packet
+/// (RFC 5880 §6.5, "additional packets MUST NOT be sent").
+#[test]
+fn a_poll_rides_on_the_periodic_packets() {
+    let now = Instant::now();
+    let mut s = up_session(now);
+    s.handle_packet(
+        now,
+        &ControlPacket {
+            final_: true,
+            ..from_peer(SessionState::Up)
+        },
+    );
+    let next = s.poll_timeout().expect("periodic timer");
+    let t = now + MS;
+    assert!(t < next);
+    s.set_min_tx(t, 20 * MS);
+    assert!(
+        sent_now(&mut s, t).is_empty(),
+        "no packet between periodic ones"
+    );
+    s.handle_timeout(next);
+    let p = sent_now(&mut s, next);
+    assert!(
+        p.iter().any(|p| p.poll && p.desired_min_tx_us == 20_000),
+        "{p:?}"
+    );
+}
+
+/// A peer in Demand mode still hears our AdminDown (RFC 5880 §6.8.16): from then on we
+/// discard its Polls, so silence would leave it to its detection time.
+#[test]
+fn shutdown_reaches_a_peer_in_demand_mode() {
+    let now = Instant::now();
+    let mut s = up_session(now);
+    let up = ControlPacket {
+        demand: true,
+        ..from_peer(SessionState::Up)
+    };
+    s.handle_packet(now, &ControlPacket { final_: true, ..up });
+    assert!(s.remote_demand_active());
+    while s.poll_transmit(now).is_some() {}
+    let t = now + MS;
+    s.shutdown(t);
+    let p = sent_now(&mut s, t);
+    assert!(
+        p.iter().any(|p| p.state == SessionState::AdminDown),
+        "no AdminDown: {p:?}"
+    );
 }
 
 /// The AdminDown packets `side` sent, as times from `from`.
@@ -867,6 +979,13 @@ proptest! {
             }
             if s.state() == SessionState::Up {
                 prop_assert_ne!(s.remote_discriminator(), 0);
+            }
+            // No timer left in the past once the session has handled `now` and sent what
+            // it had: it would spin its driver.
+            s.handle_timeout(now);
+            while s.poll_transmit(now).is_some() {}
+            if let Some(t) = s.poll_timeout() {
+                prop_assert!(t > now, "a timer at {:?} is not after now", t - t0);
             }
         }
     }

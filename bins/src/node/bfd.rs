@@ -53,7 +53,7 @@ pub(crate) struct BfdRuntime {
 }
 
 /// A session that has not started: Down, never Up.
-fn fresh() -> SessionStatus {
+pub(crate) fn fresh() -> SessionStatus {
     SessionStatus {
         state: SessionState::Down,
         local_diag: Diagnostic::NoDiagnostic,
@@ -147,8 +147,12 @@ impl BfdRuntime {
             self.instances = instances.to_vec();
             return Ok(());
         }
+        // A speaker whose task ended (an error it logged) is started anew.
+        if self.running.as_ref().is_some_and(|r| r.task.is_finished()) {
+            self.running = None;
+        }
         let Some(r) = &mut self.running else {
-            return self.run(instances);
+            return self.run(instances).inspect_err(|_| self.fail_new(&[]));
         };
         if instances.is_empty() {
             self.stop().await;
@@ -167,7 +171,11 @@ impl BfdRuntime {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(e) => return Err(NodeError::Start(format!("BFD: {e}"))),
+                Err(e) => {
+                    let old = self.instances.clone();
+                    self.fail_new(&old);
+                    return Err(NodeError::Start(format!("BFD: {e}")));
+                }
             }
         }
         tracing::info!(
@@ -194,6 +202,20 @@ impl BfdRuntime {
         }
         self.instances = instances.to_vec();
         Ok(())
+    }
+
+    /// After a reload's sessions were refused: the sessions not among `running` (the
+    /// ones the speaker still runs) show as failed on their channels, so that what
+    /// follows them takes them for down, not for still coming up.
+    fn fail_new(&self, running: &[BfdInstance]) {
+        for (name, tx) in &self.channels {
+            if !running.iter().any(|b| &b.name == name) {
+                tx.send_replace(SessionStatus {
+                    local_diag: Diagnostic::AdministrativelyDown,
+                    ..fresh()
+                });
+            }
+        }
     }
 
     /// Stops the speaker at SIGTERM: every session goes AdminDown and tells its neighbour
@@ -277,14 +299,26 @@ pub(crate) fn seen(now: &SessionStatus) -> Seen {
 /// or for a flap it missed — Up again, but since a later time — a down then an up, as
 /// keepalived sends one event per transition.
 pub(crate) fn transitions(last: Seen, now: &SessionStatus) -> Vec<bool> {
-    let Some(up) = is_up(now) else {
-        return Vec::new();
+    let up = match (is_up(now), last) {
+        (Some(up), _) => up,
+        // A session seen Up that is now fresh (replaced by one to a new address, say) is
+        // not Up: down, whatever its diagnostic says.
+        (None, Some((true, Some(_)))) => false,
+        (None, _) => return Vec::new(),
     };
     match last {
         Some((true, Some(since))) if up && since != now.since => vec![false, true],
         Some((was, _)) if was == up => Vec::new(),
         _ => vec![up],
     }
+}
+
+/// What a follower holds after looking at `now` from `last` and applying `steps`
+/// ([`transitions`]).
+pub(crate) fn after(last: Seen, now: &SessionStatus, steps: &[bool]) -> Seen {
+    seen(now)
+        .or_else(|| steps.last().map(|&up| (up, None)))
+        .or(last)
 }
 
 /// Why session `name` fails a real server, as `lbctl status` shows it.
@@ -324,7 +358,8 @@ pub(crate) fn spawn_check(
         let mut last: Seen = Some((applied, from_session.then_some(start.since)));
         loop {
             let st = *rx.borrow_and_update();
-            for up in transitions(last, &st) {
+            let steps = transitions(last, &st);
+            for &up in &steps {
                 let down = (!up).then(|| reason(&name, &st));
                 tracing::debug!(virtual_server = %vs, backend = %backend, bfd_instance = %name, up, "BFD check changed");
                 let t = super::vs::Tracked::Bfd {
@@ -335,8 +370,8 @@ pub(crate) fn spawn_check(
                 if tx.send((backend, t)).is_err() {
                     return;
                 }
-                last = seen(&st);
             }
+            last = after(last, &st, &steps);
             if rx.changed().await.is_err() {
                 return;
             }
@@ -380,9 +415,18 @@ mod tests {
         // A flap missed between two looks.
         assert_eq!(transitions(seen(&up0), &up1), [false, true]);
         assert_eq!(transitions(seen(&down), &up1), [true]);
-        // Up by a start state (no alpha), then the session's first Up: nothing to do.
-        assert_eq!(transitions(Some((true, None)), &up1), Vec::<bool>::new());
+        // Up by a start state (no alpha), then the session's first Up: nothing to do, but
+        // the follower now holds that Up, so a flap after it counts.
+        let steps = transitions(Some((true, None)), &up0);
+        assert_eq!(steps, Vec::<bool>::new());
+        let last = after(Some((true, None)), &up0, &steps);
+        assert_eq!(transitions(last, &up1), [false, true]);
         // Down by alpha, then Up.
         assert_eq!(transitions(Some((false, None)), &up1), [true]);
+        // Up, then the session replaced by a fresh one: down; a start state up (no
+        // session Up seen) is kept.
+        assert_eq!(transitions(seen(&up0), &fresh), [false]);
+        assert_eq!(after(seen(&up0), &fresh, &[false]), Some((false, None)));
+        assert_eq!(transitions(Some((true, None)), &fresh), Vec::<bool>::new());
     }
 }

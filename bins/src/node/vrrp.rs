@@ -756,11 +756,11 @@ impl SpeakerRuntime {
                         } else {
                             super::bfd::transitions(last, &st)
                         };
-                        for up in steps {
+                        for &up in &steps {
                             tracing::info!(instance = %inst, bfd_instance = %name, up, "tracked BFD session");
                             h.set_track(idx, id, up != reverse);
                         }
-                        last = super::bfd::seen(&st).or(last).or(Some((false, None)));
+                        last = super::bfd::after(last, &st, &steps);
                         if rx.changed().await.is_err() {
                             return;
                         }
@@ -1017,6 +1017,49 @@ mod tests {
         let down = ("process", "nginx".to_owned(), -30, false);
         let t = tracked_status(&down, st(Some(false), 0), true);
         assert_eq!((t.state.as_str(), t.priority_change), ("down", 0));
+    }
+
+    /// track_bfd entries follow the interfaces in the user-driven tracks, with the
+    /// session's default weight and `reverse` unless the reference sets its own; a
+    /// session not Up starts as failed (reversed: as healthy); track_meta lists them in
+    /// the same place.
+    #[test]
+    fn track_bfd_follows_the_interfaces_and_starts_down_until_up() {
+        let text = "[[bfd_instance]]\nname = \"a\"\nneighbor_ip = \"198.18.0.1\"\nweight = -20\n\
+                    [[bfd_instance]]\nname = \"b\"\nneighbor_ip = \"198.18.0.2\"\nreverse = true\n\
+                    [[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"lo\"\nvirtual_router_id = 51\n\
+                    virtual_ipaddress = [\"198.18.0.250\"]\n\
+                    track_interface = [{ interface = \"lo\", weight = 5 }]\n\
+                    track_bfd = [{ bfd = \"a\" }, { bfd = \"b\", weight = 30 }]\n";
+        let (config, _) =
+            crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+        let fresh = super::super::bfd::fresh();
+        let up = lb_health::bfd::SessionStatus {
+            state: lb_health::bfd::SessionState::Up,
+            ..fresh
+        };
+        let (_a_tx, a) = watch::channel(up);
+        let (_b_tx, b) = watch::channel(fresh);
+        let bfd = BfdStates::from([("a".to_owned(), a), ("b".to_owned(), b)]);
+        let c = instance_config(
+            &config,
+            &config.vrrp_instances[0],
+            &HashMap::new(),
+            &bfd,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.track,
+            [TrackWeight(5), TrackWeight(-20), TrackWeight(-30)]
+        );
+        // lo is up; a is Up; b is not Up, reversed: healthy.
+        assert_eq!(c.track_initial, [true, true, true]);
+        let meta = track_meta(&config, &config.vrrp_instances[0]);
+        let kinds: Vec<&str> = meta.iter().map(|m| m.0).collect();
+        assert_eq!(kinds, ["interface", "bfd", "bfd"]);
+        assert_eq!((meta[1].2, meta[1].3), (-20, false));
+        assert_eq!((meta[2].2, meta[2].3), (30, true));
     }
 
     /// A tracked interface's and a tracked service's state before the start reach the

@@ -804,23 +804,41 @@ impl Driver {
             }
             family_plans[slot] = Some(plan);
         }
-        // 3. Existing receive sockets: widen to the wildcard address when the common
-        // source no longer covers the family (the old socket must close first: the
-        // kernel refuses the wildcard beside a specific bind of the same port), else
-        // replace the filter.
+        // 3. Existing receive sockets: widened to the wildcard address where the common
+        // source no longer covers the family (the old socket must close first: the kernel
+        // refuses the wildcard beside a specific bind of the same port), then the filters
+        // of those kept. An error puts back what was changed (the old sockets, with the
+        // floors of the sessions that keep running) and changes nothing else.
+        let old_configs: Vec<(String, BfdConfig)> = self
+            .running
+            .iter()
+            .map(|r| (r.name.clone(), r.session.config().clone()))
+            .collect();
+        let old_floors = |slot: usize| {
+            plan_family(&old_configs, slot == 0)
+                .map(|p| p.floors)
+                .unwrap_or_default()
+        };
+        let mut rebound: Vec<(usize, IpAddr)> = Vec::new();
+        let mut refiltered: Vec<usize> = Vec::new();
+        let mut failure = None;
         for (slot, plan) in family_plans.iter().enumerate() {
             let (Some(plan), Some(cur)) = (plan, &mut self.rx[slot]) else {
                 continue;
             };
             if plan.covered_by(cur.bound) {
-                set_ttl_filter(&cur.sock, &plan.floors)?;
+                if let Err(e) = set_ttl_filter(&cur.sock, &plan.floors) {
+                    failure = Some(e);
+                    break;
+                }
                 cur.filtered = !plan.floors.is_empty();
+                refiltered.push(slot);
                 continue;
             }
             let wildcard = unspecified(slot == 0);
-            let old = self.rx[slot].take().map(|r| r.bound);
-            let bound = bind_receive_socket(wildcard, &plan.names, &plan.floors).and_then(register);
-            match bound {
+            let old = cur.bound;
+            self.rx[slot] = None;
+            match bind_receive_socket(wildcard, &plan.names, &plan.floors).and_then(register) {
                 Ok(sock) => {
                     tracing::info!(bound = %wildcard, "bfd: receive socket rebound to the wildcard address");
                     self.rx[slot] = Some(RxSocket {
@@ -828,28 +846,48 @@ impl Driver {
                         bound: wildcard,
                         filtered: !plan.floors.is_empty(),
                     });
+                    rebound.push((slot, old));
                 }
                 Err(e) => {
-                    // Put the old one back (its address was free a moment ago).
-                    if let Some(old) = old {
-                        let restored =
-                            bind_receive_socket(old, &plan.names, &plan.floors).and_then(register);
-                        match restored {
-                            Ok(sock) => {
-                                self.rx[slot] = Some(RxSocket {
-                                    sock,
-                                    bound: old,
-                                    filtered: !plan.floors.is_empty(),
-                                });
-                            }
-                            Err(e2) => {
-                                tracing::error!(error = %e2, "bfd: cannot rebind the receive socket");
-                            }
-                        }
-                    }
-                    return Err(e);
+                    rebound.push((slot, old));
+                    failure = Some(e);
+                    break;
                 }
             }
+        }
+        if let Some(e) = failure {
+            for slot in refiltered {
+                if let Some(cur) = &mut self.rx[slot] {
+                    let floors = old_floors(slot);
+                    if let Err(e2) = set_ttl_filter(&cur.sock, &floors) {
+                        tracing::error!(error = %e2, "bfd: cannot put the receive socket's TTL filter back");
+                    }
+                    cur.filtered = !floors.is_empty();
+                }
+            }
+            for (slot, old) in rebound {
+                // Its address was free a moment ago.
+                let floors = old_floors(slot);
+                let names: Vec<&str> = old_configs
+                    .iter()
+                    .filter(|(_, c)| c.neighbor_ip.is_ipv4() == (slot == 0))
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                self.rx[slot] = None;
+                match bind_receive_socket(old, &names, &floors).and_then(register) {
+                    Ok(sock) => {
+                        self.rx[slot] = Some(RxSocket {
+                            sock,
+                            bound: old,
+                            filtered: !floors.is_empty(),
+                        });
+                    }
+                    Err(e2) => {
+                        tracing::error!(error = %e2, "bfd: cannot rebind the receive socket: its sessions hear nothing until the next reconfigure");
+                    }
+                }
+            }
+            return Err(e);
         }
         for (slot, r) in fresh.into_iter().enumerate() {
             if r.is_some() {
@@ -889,6 +927,11 @@ impl Driver {
                     let status = match replaced.and_then(|i| old[i].take()) {
                         Some(mut prev) => {
                             tracing::info!(instance = %name, "bfd: instance's addresses changed, restarting its session");
+                            // Its AdminDown reaches the channel before the new session
+                            // takes it over.
+                            prev.session.shutdown(now);
+                            prev.flush(now);
+                            prev.publish();
                             let status = prev.status.take();
                             self.retire(prev, now, false);
                             status

@@ -33,9 +33,11 @@
 //!   0–25 % (10–25 % when our Detect Mult is 1) per packet (§6.8.7); nothing but the
 //!   Final that answers a Poll while the remote Required Min RX is 0; nothing in the
 //!   passive role until bfd.RemoteDiscr is known (§6.1, §6.8.7).
-//! * One packet at once on every state change and every change of our timer settings (as
-//!   keepalived and FRR do; §6.8.7 allows it when the contents change), besides the
-//!   periodic ones, so the handshake does not wait for `idle_tx`.
+//! * One packet at once on every state change, and on a change of our timer settings while
+//!   Down or Init (§6.8.7 allows it when the contents change), besides the periodic ones,
+//!   so the handshake does not wait for `idle_tx`. While Up a change starts a Poll
+//!   Sequence whose P rides on the periodic packets: "additional packets MUST NOT be sent"
+//!   (§6.5), as keepalived only sets the flag.
 //! * AdminDown (§6.8.16): one packet at once, then one per transmit interval in force
 //!   before [`shutdown`](Session::shutdown) for the peer's detection time, at most
 //!   [`ADMIN_DOWN_MAX`]; then silence ([`admin_down_done`](Session::admin_down_done)).
@@ -483,9 +485,12 @@ impl Session {
             return;
         }
         let interval = self.tx_interval();
-        // A session that may not transmit (passive and never heard, or the peer wants no
-        // packets) will send nothing, so its schedule ends at once.
-        let peer_detection = if self.may_transmit() {
+        // A session that may not transmit (passive and never heard, or a peer that wants
+        // no packets at all) will send nothing, so its schedule ends at once. A peer in
+        // Demand mode gets the AdminDown all the same: from now on we discard its Polls
+        // (§6.8.6), and it must hear that we went down (§6.8.16).
+        let silent_passive = self.config.passive && self.remote_discr == 0;
+        let peer_detection = if !self.remote_min_rx.is_zero() && !silent_passive {
             self.desired_min_tx.max(self.remote_min_rx) * u32::from(self.config.multiplier)
         } else {
             Duration::ZERO
@@ -509,7 +514,7 @@ impl Session {
     }
 
     /// Changes `min_tx`, the Desired Min TX while Up ([RFC 5880 §6.8.3]). While Up this
-    /// starts a Poll Sequence and sends a packet with P and the new value at once; a
+    /// starts a Poll Sequence, whose P rides on the next periodic packet (§6.5); a
     /// decrease is used at once, an increase only once the Final arrives. Otherwise it
     /// takes effect when the session comes Up.
     ///
@@ -522,8 +527,9 @@ impl Session {
         }
     }
 
-    /// Changes `min_rx`, bfd.RequiredMinRxInterval ([RFC 5880 §6.8.3]), advertised at once
-    /// (a packet goes out now). While Up this starts a Poll Sequence, and a decrease only
+    /// Changes `min_rx`, bfd.RequiredMinRxInterval ([RFC 5880 §6.8.3]). While Down or Init
+    /// it is advertised at once (a packet goes out now). While Up this starts a Poll
+    /// Sequence (P on the next periodic packet, §6.5), and a decrease only
     /// shortens our detection time once the Final arrives (the peer may still be sending
     /// at the old rate until it has seen the new value); an increase lengthens it at once.
     /// Nothing is sent while AdminDown.
@@ -533,14 +539,15 @@ impl Session {
         if min_rx == self.config.min_rx {
             return;
         }
-        let decrease = min_rx < self.config.min_rx;
         self.config.min_rx = min_rx;
         match self.state {
             SessionState::AdminDown => self.effective_min_rx = min_rx,
             SessionState::Up => {
-                if !decrease {
-                    self.effective_min_rx = min_rx;
-                }
+                // An increase at once, a decrease only once the Final arrives (§6.8.3),
+                // measured from what is in use: the detection time never shrinks before
+                // the peer has been told, even when a second change comes before the
+                // first one's Final.
+                self.effective_min_rx = self.effective_min_rx.max(min_rx);
                 self.start_poll(now);
             }
             SessionState::Down | SessionState::Init => {
@@ -548,10 +555,13 @@ impl Session {
                 self.send_now(now);
             }
         }
-        self.detect_deadline = self
-            .last_rx
-            .zip(self.detection_time())
-            .map(|(rx, d)| rx + d);
+        // The detection timer runs in Init and Up only.
+        if matches!(self.state, SessionState::Init | SessionState::Up) {
+            self.detect_deadline = self
+                .last_rx
+                .zip(self.detection_time())
+                .map(|(rx, d)| rx + d);
+        }
     }
 
     /// Changes `idle_tx`, the Desired Min TX while not Up (at least 1 s is used,
@@ -574,10 +584,10 @@ impl Session {
         }
     }
 
-    /// Changes `multiplier`, bfd.DetectMult, advertised at once (a packet goes out now;
-    /// while Up it carries P, as keepalived and FRR do for any timer change, although
-    /// [RFC 5880 §6.8.3] only requires a Poll Sequence for the intervals). Nothing is
-    /// sent while AdminDown.
+    /// Changes `multiplier`, bfd.DetectMult: while Down or Init advertised at once (a
+    /// packet goes out now); while Up with a Poll Sequence on the next periodic packet
+    /// (§6.5), as FRR does for any timer change, although [RFC 5880 §6.8.3] only requires
+    /// one for the intervals (keepalived starts none). Nothing is sent while AdminDown.
     ///
     /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
     pub fn set_multiplier(&mut self, now: Instant, multiplier: u8) {
@@ -788,12 +798,17 @@ impl Session {
         self.tx_now = true;
     }
 
-    /// Starts (or restarts, with the new values) a Poll Sequence (§6.5) and sends its
-    /// first packet at once.
+    /// Starts (or restarts, with the new values) a Poll Sequence (§6.5): P rides on the
+    /// next periodic packet ("additional packets MUST NOT be sent" while they flow); only
+    /// while the peer's Demand mode has stopped them does a packet go out at once.
     fn start_poll(&mut self, now: Instant) {
         self.poll = true;
         self.poll_sent = false;
-        self.send_now(now);
+        if self.remote_demand_active() {
+            self.send_now(now);
+        } else {
+            self.last_event = now;
+        }
     }
 
     fn change_desired_min_tx(&mut self, now: Instant, to: Duration) {
@@ -801,11 +816,15 @@ impl Session {
             return;
         }
         let old_interval = self.tx_interval();
-        let increase = to > self.desired_min_tx;
         self.desired_min_tx = to;
-        if !(increase && self.state == SessionState::Up) {
-            self.effective_min_tx = to;
-        }
+        // While Up a decrease is used at once and an increase only once the Final arrives
+        // (§6.8.3), measured from what is in use: never slower than the peer has been told
+        // of, even when a second change comes before the first one's Final.
+        self.effective_min_tx = if self.state == SessionState::Up {
+            self.effective_min_tx.min(to)
+        } else {
+            to
+        };
         self.start_poll(now);
         self.reschedule(now, old_interval);
     }
