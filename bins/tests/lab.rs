@@ -2019,19 +2019,8 @@ fn bfd_follows_keepalived_bfd() {
     .expect("write keepalived config");
     // In its own process group (`Proc`), killed whole when dropped.
     let spawn_ka = |n: u32| {
-        let dir = lab.dir();
-        let mut cmd = lab.command("rs3", "keepalived");
-        cmd.args(["-n", "-l", "-D", "-f"])
-            .arg(&ka_conf)
-            .arg("-p")
-            .arg(dir.join(format!("ka{n}.pid")))
-            .arg("-r")
-            .arg(dir.join(format!("ka{n}-vrrp.pid")))
-            .arg("-c")
-            .arg(dir.join(format!("ka{n}-check.pid")))
-            .arg("-b")
-            .arg(dir.join(format!("ka{n}-bfd.pid")));
-        Proc::spawn(cmd, dir, &format!("keepalived-{n}")).expect("spawn keepalived")
+        let cmd = lab.keepalived("rs3", &ka_conf, &format!("ka{n}"));
+        Proc::spawn(cmd, lab.dir(), &format!("keepalived-{n}")).expect("spawn keepalived")
     };
     let mut ka = spawn_ka(1);
     let up = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {

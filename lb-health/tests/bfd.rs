@@ -153,7 +153,6 @@ impl Drop for Speaker {
 /// keepalived with one `bfd_instance NAME` towards `neighbor`, from `source`.
 struct Keepalived {
     conf: PathBuf,
-    dir: PathBuf,
     runs: u32,
 }
 
@@ -179,43 +178,14 @@ impl Keepalived {
             );
         }
         std::fs::write(&conf, text).expect("write keepalived.conf");
-        Self {
-            conf,
-            dir: lab.dir().to_owned(),
-            runs: 0,
-        }
+        Self { conf, runs: 0 }
     }
 
     /// Starts keepalived in `host` (its own process group, pid files in the lab dir).
     fn spawn(&mut self, lab: &Lab, host: &str) -> Proc {
         self.runs += 1;
-        let pid = |what: &str| {
-            let p = self.dir.join(format!("ka-{what}.pid"));
-            let _ = std::fs::remove_file(&p);
-            p.into_os_string()
-        };
-        let args = vec![
-            "-n".into(),
-            "-l".into(),
-            "-D".into(),
-            "-f".into(),
-            self.conf.clone().into_os_string(),
-            "-p".into(),
-            pid("main"),
-            "-r".into(),
-            pid("vrrp"),
-            "-c".into(),
-            pid("checkers"),
-            "-b".into(),
-            pid("bfd"),
-        ];
-        lab.spawn(
-            host,
-            &format!("keepalived{}", self.runs),
-            "keepalived",
-            args,
-        )
-        .expect("spawn keepalived")
+        let cmd = lab.keepalived(host, &self.conf, "ka");
+        Proc::spawn(cmd, lab.dir(), &format!("keepalived{}", self.runs)).expect("spawn keepalived")
     }
 }
 

@@ -542,7 +542,10 @@ fn multiplier_and_idle_tx_changes_go_out_when_allowed() {
     let mut s = up_session(now);
     s.set_multiplier(now, 3);
     s.set_idle_tx(now, Duration::from_secs(3));
-    assert!(sent_now(&mut s, now).is_empty(), "no packet between periodic ones");
+    assert!(
+        sent_now(&mut s, now).is_empty(),
+        "no packet between periodic ones"
+    );
     let t = now + 10 * MS;
     s.handle_timeout(t);
     let p = sent_now(&mut s, t);

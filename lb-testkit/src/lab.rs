@@ -182,6 +182,31 @@ impl Lab {
         cmd
     }
 
+    /// `keepalived -n -l -D -f CONF` inside host `host` (foreground, logging to stderr),
+    /// with its pid files (`-p`, `-r`, `-c`, `-b`) named `TAG-*.pid` in
+    /// [`dir`](Self::dir) and removed first, so that several keepalived of one lab, and
+    /// the machine's own, never share one. Spawn it with [`Proc::spawn`] (its own
+    /// process group: [`Proc::kill9`] is a crash of the whole daemon).
+    pub fn keepalived(&self, host: &str, conf: &Path, tag: &str) -> Command {
+        let pid = |what: &str| {
+            let p = self.dir.join(format!("{tag}-{what}.pid"));
+            let _ = std::fs::remove_file(&p);
+            p
+        };
+        let mut cmd = self.command(host, "keepalived");
+        cmd.args(["-n", "-l", "-D", "-f"])
+            .arg(conf)
+            .arg("-p")
+            .arg(pid("main"))
+            .arg("-r")
+            .arg(pid("vrrp"))
+            .arg("-c")
+            .arg(pid("checkers"))
+            .arg("-b")
+            .arg(pid("bfd"));
+        cmd
+    }
+
     /// Starts `program args…` inside host `host` as a [`Proc`] named `name` (logs in
     /// [`dir`](Self::dir)).
     ///

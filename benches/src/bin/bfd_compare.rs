@@ -27,20 +27,12 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use lb_benches::arg;
 use lb_health::bfd::{BfdConfig, BfdHandle, BfdSpeaker, SessionState, SessionStatus};
 use lb_testkit::Lab;
 use tokio::sync::watch;
 
 const FIGURE: &str = "bfd: peer death to Down (50 ms x 3)";
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// keepalived's BFD daemon in the lab, its log lines timestamped as they arrive; its
 /// process group is killed when dropped.
@@ -52,19 +44,8 @@ struct Keepalived {
 impl Keepalived {
     fn start(lab: &Lab, conf: &std::path::Path, n: u32) -> Self {
         use std::os::unix::process::CommandExt as _;
-        let dir = lab.dir();
-        let mut cmd = lab.command("ka", "keepalived");
-        cmd.args(["-n", "-l", "-D", "-f"])
-            .arg(conf)
-            .arg("-p")
-            .arg(dir.join(format!("ka{n}.pid")))
-            .arg("-r")
-            .arg(dir.join(format!("ka{n}-vrrp.pid")))
-            .arg("-c")
-            .arg(dir.join(format!("ka{n}-check.pid")))
-            .arg("-b")
-            .arg(dir.join(format!("ka{n}-bfd.pid")))
-            .stdin(Stdio::null())
+        let mut cmd = lab.keepalived("ka", conf, &format!("ka{n}"));
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0);

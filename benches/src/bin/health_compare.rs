@@ -20,18 +20,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use lb_benches::arg;
 use lb_core::{BackendId, Health};
 use lb_health::probe::TcpProbe;
 use lb_health::{HealthCheckConfig, HealthDriver};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A backend that accepts and closes, until dropped.
 struct Backend {
