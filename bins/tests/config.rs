@@ -3377,7 +3377,7 @@ fn enable_sni_and_fast_recovery_are_read() {
         Path::new("k.conf"),
     )
     .unwrap();
-    // HTTP_GET has no TLS: keepalived knows `enable_sni` in SSL_GET only.
+    // HTTP_GET has no TLS: keepalived takes `enable_sni` there to no effect; lb-node says so.
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].to_string().contains("enable_sni"), "{w:?}");
     let sni = |c: &HealthCheck| match &c.kind {

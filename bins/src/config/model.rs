@@ -3106,13 +3106,14 @@ fn validate_check(
                 || c.delay_before_retry.is_some()
                 || c.delay_loop.is_some()
                 || c.inter.is_some()
+                || c.warmup.is_some()
                 || c.connect_port.is_some()
                 || c.connect_ip.is_some()
                 || c.bindto.is_some()
             {
                 warn(
                     format!("{p}.name"),
-                    "a BFD check follows its session: retry, delay_before_retry, rise, fall, intervals and connect options do not apply, ignored".into(),
+                    "a BFD check follows its session: retry, delay_before_retry, rise, fall, intervals, warmup and connect options do not apply, ignored".into(),
                 );
             }
         }
@@ -3124,10 +3125,11 @@ fn validate_check(
                 || c.downinter.is_some()
                 || c.alpha.is_some()
                 || c.delay_before_retry.is_some()
+                || c.warmup.is_some()
             {
                 warn(
                     format!("{p}.track_file"),
-                    "retry, delay_before_retry, rise, fall, fastinter, downinter and alpha do not apply to a file check (its file's value is the verdict at once), ignored".into(),
+                    "retry, delay_before_retry, rise, fall, fastinter, downinter, alpha and warmup do not apply to a file check (its file's value is the verdict at once), ignored".into(),
                 );
             }
             if f.file.is_none() {

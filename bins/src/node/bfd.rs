@@ -143,13 +143,13 @@ impl BfdRuntime {
     /// ones go on as they were; their new channels, if any, show them Down.
     pub(crate) async fn reload(&mut self, instances: &[BfdInstance]) -> Result<(), NodeError> {
         self.keep_channels(instances);
-        if configs(&self.instances) == configs(instances) && self.running.is_some() {
-            self.instances = instances.to_vec();
-            return Ok(());
-        }
         // A speaker whose task ended (an error it logged) is started anew.
         if self.running.as_ref().is_some_and(|r| r.task.is_finished()) {
             self.running = None;
+        }
+        if configs(&self.instances) == configs(instances) && self.running.is_some() {
+            self.instances = instances.to_vec();
+            return Ok(());
         }
         let Some(r) = &mut self.running else {
             return self.run(instances).inspect_err(|_| self.fail_new(&[]));
@@ -158,6 +158,22 @@ impl BfdRuntime {
             self.stop().await;
             self.instances.clear();
             return Ok(());
+        }
+        // The followers of removed sessions keep their last state: their forwarders end
+        // before those sessions' AdminDown (a tracking VRRP instance that is being
+        // reconfigured must not go to FAULT, nor a retiring real server run notify_down).
+        let gone: Vec<String> = r
+            .forwards
+            .keys()
+            .filter(|name| !instances.iter().any(|b| &b.name == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(f) = r.forwards.remove(&name) {
+                f.abort();
+                let _ = f.await;
+            }
+            r.live.remove(&name);
         }
         // A speaker spawned a moment ago may not take requests yet: a few tries, 20 ms
         // apart.
@@ -228,6 +244,7 @@ impl BfdRuntime {
         };
         for (_, f) in r.forwards.drain() {
             f.abort();
+            let _ = f.await;
         }
         r.handle.shutdown();
         if tokio::time::timeout(STOP_WAIT, &mut r.task).await.is_err() {
@@ -382,6 +399,7 @@ pub(crate) fn spawn_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn at(state: SessionState, diag: Diagnostic, since: Instant) -> SessionStatus {
         SessionStatus {
@@ -390,6 +408,56 @@ mod tests {
             since,
             ..fresh()
         }
+    }
+
+    /// A reload that removes a session leaves what followed it with the state it had (the
+    /// session's AdminDown never reaches the kept channel; the channel closes), keeps the
+    /// other session running, and a reload with nothing changed keeps everything. In a
+    /// network namespace of its own (root); neighbours that do not answer.
+    #[test]
+    fn a_removed_session_leaves_its_followers_as_they_were() {
+        if !lb_testkit::lab_available() {
+            return;
+        }
+        let lab = lb_testkit::Lab::new("bfdrt", &[("n", 1)]).expect("lab");
+        lb_testkit::in_netns(lab.ns("n"), || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let inst = |name: &str, ip: [u8; 4]| {
+                    let mut b = BfdInstance::new(name, IpAddr::from(ip));
+                    b.source_ip = Some(IpAddr::from([198, 18, 0, 1]));
+                    b
+                };
+                let (a, b) = (inst("a", [198, 18, 0, 98]), inst("b", [198, 18, 0, 99]));
+                let mut r = BfdRuntime::start(&[a.clone(), b.clone()]).expect("start");
+                let states = r.states();
+                let mut rb = states["b"].clone();
+                let ra = states["a"].clone();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                r.reload(&[a.clone()]).await.expect("reload");
+                // The channel closes without AdminDown: the follower keeps what it had.
+                let closed = tokio::time::timeout(Duration::from_secs(3), async {
+                    while rb.changed().await.is_ok() {}
+                })
+                .await;
+                assert!(closed.is_ok(), "b's channel did not close");
+                let last = *rb.borrow();
+                assert_eq!(
+                    (last.state, last.local_diag),
+                    (SessionState::Down, Diagnostic::NoDiagnostic),
+                    "{last:?}"
+                );
+                assert!(r.states().contains_key("a") && !r.states().contains_key("b"));
+                assert!(ra.has_changed().is_ok(), "a's channel still open");
+                r.reload(&[a]).await.expect("reload unchanged");
+                assert!(r.running.as_ref().is_some_and(|x| !x.task.is_finished()));
+                r.stop().await;
+            });
+            Ok(())
+        })
+        .expect("in the namespace");
     }
 
     /// A follower sees each change once, a fresh session changes nothing, and a flap it

@@ -6,10 +6,11 @@
 //! those pass and no file faults it.
 //!
 //! The files are not probes of the health checker: one task per virtual server reads them
-//! every second (the shortest `delay_loop` of its file checks) and hands changes to the
-//! health task ([`PoolApplier::set_adjustment`](lb_health::PoolApplier::set_adjustment)),
-//! whatever schedule the real server's other checks keep. keepalived follows inotify
-//! events at once. A missing file, one that is not a regular file, or one without a number
+//! as soon as inotify reports a write, creation, deletion or rename in their directories,
+//! as keepalived follows them, and every second besides (the shortest `delay_loop` of its
+//! file checks; the safety net where a directory cannot be watched), and hands changes to
+//! the health task ([`PoolApplier::set_adjustment`](lb_health::PoolApplier::set_adjustment)),
+//! whatever schedule the real server's other checks keep. A missing file, one that is not a regular file, or one without a number
 //! reads as 0, as keepalived reads a deleted file; a number outside the 32-bit range is
 //! ignored (the previous value stays), as keepalived ignores it.
 
@@ -305,6 +306,12 @@ fn spawn_wake(files: &[PathBuf]) -> std::io::Result<mpsc::UnboundedReceiver<()>>
                 let Ok(events) = inotify.read_events() else {
                     continue;
                 };
+                if events
+                    .iter()
+                    .any(|ev| ev.mask.contains(AddWatchFlags::IN_IGNORED))
+                {
+                    tracing::warn!("tracked files: a watched directory is gone; its files are read every interval only from now on");
+                }
                 let relevant = events.iter().any(|ev| {
                     ev.mask
                         .intersects(AddWatchFlags::IN_Q_OVERFLOW | AddWatchFlags::IN_IGNORED)

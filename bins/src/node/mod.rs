@@ -997,7 +997,20 @@ impl Node {
             scripts: changed(&d.vrrp_scripts),
             processes: changed(&d.vrrp_track_processes),
             files: changed(&d.track_files),
-            bfds: changed(&d.bfd_instances),
+            // A session's timers change in place (the speaker's reconfigure): only the
+            // weight and `reverse` its trackers take from it matter to them.
+            bfds: new
+                .bfd_instances
+                .iter()
+                .filter(|n| {
+                    self.config
+                        .bfd_instances
+                        .iter()
+                        .find(|o| o.name == n.name)
+                        .is_none_or(|o| (o.weight, o.reverse) != (n.weight, n.reverse))
+                })
+                .map(|n| n.name.clone())
+                .collect(),
         };
         let mut keep = Vec::new();
         let live = self.live_map();

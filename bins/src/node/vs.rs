@@ -313,6 +313,10 @@ pub(crate) struct VsRuntime {
     /// channel for this virtual server's name; aborted when the virtual server is retired.
     live_task: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    /// What follows the real servers' tracked files and BFD sessions: stopped first when
+    /// the virtual server is retired, so that its replacement alone runs the notify
+    /// scripts from then on.
+    followers: Vec<JoinHandle<()>>,
     /// New configured weights (a reload's), applied by the health applier task.
     weights: mpsc::UnboundedSender<(BackendId, Weight)>,
     /// Ejections its predecessor made after [`VsRuntime::carried`], for the applier task
@@ -1228,7 +1232,7 @@ impl VsRuntime {
         };
         let (weights, weight_changes) = mpsc::unbounded_channel();
         let (late_ejections, late_ejections_rx) = mpsc::unbounded_channel();
-        let mut tasks = vec![tokio::spawn(apply_health(
+        let tasks = vec![tokio::spawn(apply_health(
             cfg.name.clone(),
             Arc::clone(&pool),
             appliers,
@@ -1242,8 +1246,9 @@ impl VsRuntime {
             cfg.outlier_detection
                 .successful_active_health_check_uneject_host,
         ))];
+        let mut followers = Vec::new();
         for (backend, session, rx, start, applied) in bfd_watches {
-            tasks.push(super::bfd::spawn_check(
+            followers.push(super::bfd::spawn_check(
                 cfg.name.clone(),
                 backend,
                 session,
@@ -1254,7 +1259,7 @@ impl VsRuntime {
             ));
         }
         if let Some(w) = file_watch {
-            tasks.push(w.spawn(
+            followers.push(w.spawn(
                 cfg.name.clone(),
                 file_interval.unwrap_or(Duration::from_secs(1)),
                 tracked_tx,
@@ -1275,6 +1280,7 @@ impl VsRuntime {
             proxy,
             live_task,
             tasks,
+            followers,
             weights,
             late_ejections,
             carried_outlier: carried.outlier,
@@ -1529,7 +1535,11 @@ impl VsRuntime {
     /// and ends.
     pub(crate) async fn stop(self, deadline: Duration) {
         // Checks first: a virtual server on its way out probes nothing more (a MISC_CHECK
-        // script of a removed one would otherwise run until its drain ends).
+        // script of a removed one would otherwise run until its drain ends), nor follows
+        // its files and BFD sessions (their changes would run notify scripts twice).
+        for f in &self.followers {
+            f.abort();
+        }
         if let Some(d) = self.health {
             d.shutdown().await;
         }

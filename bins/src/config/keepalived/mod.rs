@@ -351,13 +351,14 @@ fn bfd_interval(kw: &str) -> impl Fn(&str) -> Result<Duration, String> + '_ {
         {
             return Err(bad());
         }
-        let ms: u64 = whole.parse().map_err(|_| bad())?;
+        let range = || format!("{kw} {s} ms is out of range (above 0, at most 4294967.295)");
+        let ms: u64 = whole.parse().map_err(|_| range())?;
         let us: u64 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
         let total = ms
             .checked_mul(1000)
             .and_then(|m| m.checked_add(us))
             .filter(|&t| t > 0 && t <= u64::from(u32::MAX))
-            .ok_or_else(|| format!("{kw} {s} ms is out of range (above 0, at most 4294967.295)"))?;
+            .ok_or_else(range)?;
         Ok(Duration::from_micros(total))
     }
 }
@@ -2591,6 +2592,11 @@ impl Conv {
                         .unwrap_or(udp.max_reply_length);
                 }
                 "enable_sni" if kw0 == "SSL_GET" => http.enable_sni = self.flag(st, &fp),
+                "enable_sni" if kw0 == "HTTP_GET" => self.ignored_unlike_keepalived(
+                    st,
+                    kw0,
+                    "HTTP_GET has no TLS (keepalived accepts it there to no effect)",
+                ),
                 // lb-node fetches every url at each run, in alpha and after a failure too.
                 "fast_recovery" if is_http => {
                     self.flag(st, &fp);
