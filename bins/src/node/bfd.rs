@@ -436,7 +436,7 @@ mod tests {
                 let mut rb = states["b"].clone();
                 let ra = states["a"].clone();
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                r.reload(&[a.clone()]).await.expect("reload");
+                r.reload(std::slice::from_ref(&a)).await.expect("reload");
                 // The channel closes without AdminDown: the follower keeps what it had.
                 let closed = tokio::time::timeout(Duration::from_secs(3), async {
                     while rb.changed().await.is_ok() {}
