@@ -4,6 +4,7 @@
 //! ```text
 //! lbctl [--socket PATH] status [--json]
 //! lbctl [--socket PATH] backend drain|ready|maint VIRTUAL_SERVER BACKEND
+//! lbctl [--socket PATH] weight VIRTUAL_SERVER BACKEND WEIGHT
 //! ```
 //!
 //! # Exit codes
@@ -80,6 +81,16 @@ pub enum Command {
         /// The backend's IP:PORT.
         backend: String,
     },
+    /// Change a backend's weight (HAProxy `set weight`, `ipvsadm -e -w`): until the
+    /// configuration file changes it or a reload restarts the virtual server.
+    Weight {
+        /// The virtual server's name (as `lbctl status` shows it, by default IP:PORT).
+        virtual_server: String,
+        /// The backend's IP:PORT.
+        backend: String,
+        /// The new weight, 0..=65535 (0: no new connection, the backend stays up).
+        weight: u16,
+    },
 }
 
 /// What `lbctl backend` does.
@@ -125,6 +136,15 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             let state = AdminState::from(*action);
             c.set_backend_admin(virtual_server, backend, state)?;
             let _ = writeln!(out, "{virtual_server} {backend}: {state}");
+            Ok(())
+        }
+        Command::Weight {
+            virtual_server,
+            backend,
+            weight,
+        } => {
+            c.set_backend_weight(virtual_server, backend, u32::from(*weight))?;
+            let _ = writeln!(out, "{virtual_server} {backend}: weight {weight}");
             Ok(())
         }
     });

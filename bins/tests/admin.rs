@@ -35,6 +35,21 @@ impl AdminHandler for Fake {
         b.admin = state;
         Ok(())
     }
+    fn set_backend_weight(&self, vs: &str, backend: &str, weight: u32) -> Result<(), String> {
+        let mut s = self.0.lock().unwrap();
+        let v = s
+            .virtual_servers
+            .iter_mut()
+            .find(|v| v.name == vs)
+            .ok_or_else(|| format!("no virtual server {vs}"))?;
+        let b = v
+            .backends
+            .iter_mut()
+            .find(|b| b.address.to_string() == backend)
+            .ok_or_else(|| format!("no backend {backend} in virtual server {vs}"))?;
+        b.weight = weight;
+        Ok(())
+    }
 }
 
 fn backend(addr: &str, weight: u32) -> BackendStatus {
@@ -370,6 +385,31 @@ fn lbctl_backend_changes_admin_state_and_reports_refusals() {
     assert_eq!(code, 1);
     assert_eq!(err.trim(), "lbctl: no virtual server nope");
     let (code, _, _) = lbctl(&d.socket, &["backend", "pause", "a", "b"]);
+    assert_eq!(code, 2);
+}
+
+/// `lbctl weight VS BACKEND N` reaches the daemon; a refused backend exits 1, a weight
+/// beyond 65535 is a usage error (2).
+#[test]
+fn lbctl_weight_sets_a_backends_weight() {
+    let d = Daemon::start();
+    let (code, out, err) = lbctl(
+        &d.socket,
+        &["weight", "198.18.0.250:80", "198.18.0.153:83", "7"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "198.18.0.250:80 198.18.0.153:83: weight 7");
+    assert_eq!(d.handler.status().virtual_servers[0].backends[1].weight, 7);
+    let (code, _, err) = lbctl(
+        &d.socket,
+        &["weight", "198.18.0.250:80", "198.18.0.9:1", "1"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no backend 198.18.0.9:1"), "{err}");
+    let (code, _, _) = lbctl(
+        &d.socket,
+        &["weight", "198.18.0.250:80", "198.18.0.153:83", "65536"],
+    );
     assert_eq!(code, 2);
 }
 

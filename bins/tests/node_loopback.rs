@@ -244,6 +244,98 @@ fn tempdir() -> std::path::PathBuf {
     d
 }
 
+/// `lbctl weight` (HAProxy `set weight`): weight 0 takes no new connection while the
+/// backend stays up; 3 against 1 gives it three requests in four (wrr); a check that fails
+/// and recovers keeps the weight set (the applier holds it as the configured weight);
+/// `lbctl status` shows it; a refused weight or backend exits 1 and changes nothing.
+#[test]
+fn lbctl_weight_changes_a_backends_weight() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let port = free_port();
+    let flag = dir.join("fail_a");
+    let toml = format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+lb_algo = "wrr"
+delay_loop = "0.2s"
+
+[[virtual_server.backend]]
+address = "{a}"
+[[virtual_server.backend.check]]
+type = "misc"
+misc_path = "/bin/sh -c '! test -e {flag}'"
+misc_timeout = "2s"
+
+[[virtual_server.backend]]
+address = "{b}"
+"#,
+        sock = dir.join("admin.sock").display(),
+        a = a.addr,
+        b = b.addr,
+        flag = flag.display(),
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let bodies = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| body(&get(vip).unwrap()).to_owned())
+            .collect()
+    };
+    let weight = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i]["weight"].clone();
+    let lbctl = |args: &[&str]| {
+        Command::new(LBCTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let a_addr = a.addr.to_string();
+    let out = lbctl(&["weight", "web", &a_addr, "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_until(Duration::from_secs(5), || weight(0) == 0));
+    assert_eq!(
+        status(&sock)["virtual_servers"][0]["backends"][0]["health"],
+        "up"
+    );
+    assert!(bodies(6).iter().all(|b| b == "b"));
+    let out = lbctl(&["weight", "web", &a_addr, "3"]);
+    assert!(out.status.success());
+    assert!(wait_until(Duration::from_secs(5), || weight(0) == 3));
+    let got = bodies(8);
+    assert_eq!(got.iter().filter(|b| *b == "a").count(), 6, "{got:?}");
+    // The check fails and recovers: the weight set stays.
+    std::fs::write(&flag, "").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || status(&sock)
+        ["virtual_servers"][0]["backends"][0]["health"]
+        == "down"));
+    std::fs::remove_file(&flag).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || status(&sock)
+        ["virtual_servers"][0]["backends"][0]["health"]
+        == "up"));
+    assert_eq!(weight(0), 3);
+    // Refusals change nothing.
+    let out = lbctl(&["weight", "web", "127.0.0.1:1", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = lbctl(&["weight", "nope", &a_addr, "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(weight(0), 3);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn passive_health_ejects_a_dead_backend_without_client_errors() {
     let dir = tempdir();

@@ -142,4 +142,26 @@ impl Client {
             other => Err(ClientError::Protocol(format!("{other:?}"))),
         }
     }
+
+    /// Sets `backend`'s configured weight in `virtual_server` (0..=65535).
+    ///
+    /// # Errors
+    /// As [`Client::set_backend_admin`].
+    pub fn set_backend_weight(
+        &mut self,
+        virtual_server: &str,
+        backend: &str,
+        weight: u32,
+    ) -> Result<(), ClientError> {
+        let req = Request::SetBackendWeight {
+            virtual_server: virtual_server.to_owned(),
+            backend: backend.to_owned(),
+            weight,
+        };
+        match self.request(&req)? {
+            Response::Ok => Ok(()),
+            Response::Error { message } => Err(ClientError::Refused(message)),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
 }

@@ -68,6 +68,21 @@ pub trait AdminHandler: Send + Sync + 'static {
         backend: &str,
         state: AdminState,
     ) -> Result<(), String>;
+
+    /// Sets the configured weight of `backend` (its `ip:port`) in `virtual_server` (its
+    /// name), 0..=65535, as HAProxy's `set weight` and `ipvsadm -e -w` do: from now on,
+    /// until the configuration file changes that backend's weight or a reload restarts
+    /// the virtual server. 0 takes no new connection (the backend stays up).
+    ///
+    /// # Errors
+    /// A message for the operator: an unknown virtual server or backend, a weight out of
+    /// range.
+    fn set_backend_weight(
+        &self,
+        virtual_server: &str,
+        backend: &str,
+        weight: u32,
+    ) -> Result<(), String>;
 }
 
 /// A request line.
@@ -84,6 +99,15 @@ pub enum Request {
         backend: String,
         /// The new state.
         state: AdminState,
+    },
+    /// Change a backend's configured weight.
+    SetBackendWeight {
+        /// The virtual server's name.
+        virtual_server: String,
+        /// The backend's `ip:port`.
+        backend: String,
+        /// The new weight, 0..=65535.
+        weight: u32,
     },
 }
 

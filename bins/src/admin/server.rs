@@ -154,6 +154,17 @@ pub fn handle_line<H: AdminHandler + ?Sized>(handler: &H, line: &str) -> Respons
             }
             Err(message) => Response::Error { message },
         },
+        Ok(Request::SetBackendWeight {
+            virtual_server,
+            backend,
+            weight,
+        }) => match handler.set_backend_weight(&virtual_server, &backend, weight) {
+            Ok(()) => {
+                tracing::info!(%virtual_server, %backend, weight, "backend weight set");
+                Response::Ok
+            }
+            Err(message) => Response::Error { message },
+        },
         Err(e) => Response::Error {
             message: format!("bad request: {e}"),
         },

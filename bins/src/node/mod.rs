@@ -137,6 +137,11 @@ struct VsView {
     /// and serving but not yet published. `lbctl backend` commands apply to both pools
     /// (see [`Node::adopt_replacement`]).
     replacement: Option<Arc<Pool>>,
+    /// The applier task's channel for new configured weights (`lbctl weight`).
+    weights: WeightSender,
+    /// While a reload runs: the replacement's weight channel (its pool's weights go
+    /// through it too).
+    replacement_weights: Option<WeightSender>,
 }
 
 /// Reads an HTTP virtual server's counters (`None` once it stopped).
@@ -310,7 +315,53 @@ impl AdminHandler for Shared {
         tracing::info!(virtual_server, backend, state = %state, "backend admin state changed by lbctl");
         Ok(())
     }
+
+    fn set_backend_weight(
+        &self,
+        virtual_server: &str,
+        backend: &str,
+        weight: u32,
+    ) -> Result<(), String> {
+        let w = lb_core::Weight::new(u64::from(weight))
+            .map_err(|_| format!("weight {weight} is out of range 0..=65535"))?;
+        let vss = read(&self.vservers);
+        let v = vss
+            .iter()
+            .find(|v| v.frame.name == virtual_server)
+            .ok_or_else(|| format!("no virtual server named {virtual_server:?}"))?;
+        let addr: std::net::SocketAddr = backend
+            .parse()
+            .map_err(|_| format!("{backend:?} is not an ip:port backend address"))?;
+        let id: BackendId = v
+            .pool
+            .backends()
+            .iter()
+            .find(|b| b.addr() == addr)
+            .map(lb_core::Backend::id)
+            .ok_or_else(|| format!("virtual server {virtual_server} has no backend {addr}"))?;
+        // Through the health applier, which remembers it as the configured weight: the
+        // next health event does not put the file's back.
+        v.weights
+            .send((id, w))
+            .map_err(|_| format!("virtual server {virtual_server} is stopping"))?;
+        // A reload is replacing this virtual server: its replacement takes it too.
+        if let (Some(r), Some(tx)) = (&v.replacement, &v.replacement_weights) {
+            if let Some(b) = r.backends().iter().find(|b| b.addr() == addr) {
+                let _ = tx.send((b.id(), w));
+            }
+        }
+        tracing::info!(
+            virtual_server,
+            backend,
+            weight,
+            "backend weight changed by lbctl"
+        );
+        Ok(())
+    }
 }
+
+/// A virtual server's channel for new configured weights, read by its health applier.
+type WeightSender = tokio::sync::mpsc::UnboundedSender<(BackendId, lb_core::Weight)>;
 
 /// Runs `script` (by `/bin/sh -c`) with keepalived's notify arguments, without waiting for
 /// it: VRRP `notify*`, virtual servers' `quorum_up`/`quorum_down`, real servers'
@@ -474,6 +525,8 @@ fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
         http: http_stats(v),
         routed,
         replacement: None,
+        weights: v.weight_sender(),
+        replacement_weights: None,
     }
 }
 
@@ -711,6 +764,7 @@ impl Node {
         new.take_admin_from(old);
         if let Some(v) = views.iter_mut().find(|v| Arc::ptr_eq(&v.pool, old)) {
             v.replacement = Some(Arc::clone(&new.pool));
+            v.replacement_weights = Some(new.weight_sender());
         }
     }
 

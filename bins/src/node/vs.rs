@@ -1290,6 +1290,12 @@ impl VsRuntime {
         })
     }
 
+    /// The health applier's channel for new configured weights (a reload's, `lbctl
+    /// weight`'s).
+    pub(crate) fn weight_sender(&self) -> mpsc::UnboundedSender<(BackendId, Weight)> {
+        self.weights.clone()
+    }
+
     /// This virtual server's pool as an HTTP virtual server routing to it uses it: same
     /// backends (so this virtual server's health checks, passive health and admin changes
     /// steer the routed requests too), same observer, named after this virtual server.
