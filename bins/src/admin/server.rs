@@ -10,6 +10,7 @@
 //! impl AdminHandler for Daemon {
 //!     fn status(&self) -> Status { Status::default() }
 //!     fn set_backend_admin(&self, _: &str, _: &str, _: AdminState) -> Result<(), String> { Ok(()) }
+//!     fn set_backend_weight(&self, _: &str, _: &str, _: u32) -> Result<(), String> { Ok(()) }
 //! }
 //!
 //! # async fn run() -> std::io::Result<()> {
