@@ -21,21 +21,21 @@ impl AdminHandler for Fake {
         self.0.lock().unwrap().clone()
     }
     fn set_backend_admin(&self, vs: &str, backend: &str, state: AdminState) -> Result<(), String> {
-        let mut s = self.0.lock().unwrap();
-        let v = s
-            .virtual_servers
-            .iter_mut()
-            .find(|v| v.name == vs)
-            .ok_or_else(|| format!("no virtual server {vs}"))?;
-        let b = v
-            .backends
-            .iter_mut()
-            .find(|b| b.address.to_string() == backend)
-            .ok_or_else(|| format!("no backend {backend} in virtual server {vs}"))?;
-        b.admin = state;
-        Ok(())
+        self.with_backend(vs, backend, |b| b.admin = state)
     }
     fn set_backend_weight(&self, vs: &str, backend: &str, weight: u32) -> Result<(), String> {
+        self.with_backend(vs, backend, |b| b.weight = weight)
+    }
+}
+
+impl Fake {
+    /// Applies `f` to `backend` of virtual server `vs`, or says which is unknown.
+    fn with_backend(
+        &self,
+        vs: &str,
+        backend: &str,
+        f: impl FnOnce(&mut BackendStatus),
+    ) -> Result<(), String> {
         let mut s = self.0.lock().unwrap();
         let v = s
             .virtual_servers
@@ -47,7 +47,7 @@ impl AdminHandler for Fake {
             .iter_mut()
             .find(|b| b.address.to_string() == backend)
             .ok_or_else(|| format!("no backend {backend} in virtual server {vs}"))?;
-        b.weight = weight;
+        f(b);
         Ok(())
     }
 }

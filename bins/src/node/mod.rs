@@ -285,20 +285,7 @@ impl AdminHandler for Shared {
         state: AdminState,
     ) -> Result<(), String> {
         let vss = read(&self.vservers);
-        let v = vss
-            .iter()
-            .find(|v| v.frame.name == virtual_server)
-            .ok_or_else(|| format!("no virtual server named {virtual_server:?}"))?;
-        let addr: std::net::SocketAddr = backend
-            .parse()
-            .map_err(|_| format!("{backend:?} is not an ip:port backend address"))?;
-        let id: BackendId = v
-            .pool
-            .backends()
-            .iter()
-            .find(|b| b.addr() == addr)
-            .map(lb_core::Backend::id)
-            .ok_or_else(|| format!("virtual server {virtual_server} has no backend {addr}"))?;
+        let (v, addr, id) = find_backend(&vss, virtual_server, backend)?;
         let now = Instant::now_tokio();
         v.pool
             .set_admin(id, state.into(), now)
@@ -325,20 +312,7 @@ impl AdminHandler for Shared {
         let w = lb_core::Weight::new(u64::from(weight))
             .map_err(|_| format!("weight {weight} is out of range 0..=65535"))?;
         let vss = read(&self.vservers);
-        let v = vss
-            .iter()
-            .find(|v| v.frame.name == virtual_server)
-            .ok_or_else(|| format!("no virtual server named {virtual_server:?}"))?;
-        let addr: std::net::SocketAddr = backend
-            .parse()
-            .map_err(|_| format!("{backend:?} is not an ip:port backend address"))?;
-        let id: BackendId = v
-            .pool
-            .backends()
-            .iter()
-            .find(|b| b.addr() == addr)
-            .map(lb_core::Backend::id)
-            .ok_or_else(|| format!("virtual server {virtual_server} has no backend {addr}"))?;
+        let (v, addr, id) = find_backend(&vss, virtual_server, backend)?;
         // Through the health applier, which remembers it as the configured weight: the
         // next health event does not put the file's back.
         v.weights
@@ -358,6 +332,30 @@ impl AdminHandler for Shared {
         );
         Ok(())
     }
+}
+
+/// The view of virtual server `virtual_server` (its name), and the address and id of its
+/// backend `backend` (`ip:port`), or a message for the operator.
+fn find_backend<'a>(
+    vss: &'a [VsView],
+    virtual_server: &str,
+    backend: &str,
+) -> Result<(&'a VsView, std::net::SocketAddr, BackendId), String> {
+    let v = vss
+        .iter()
+        .find(|v| v.frame.name == virtual_server)
+        .ok_or_else(|| format!("no virtual server named {virtual_server:?}"))?;
+    let addr: std::net::SocketAddr = backend
+        .parse()
+        .map_err(|_| format!("{backend:?} is not an ip:port backend address"))?;
+    let id = v
+        .pool
+        .backends()
+        .iter()
+        .find(|b| b.addr() == addr)
+        .map(lb_core::Backend::id)
+        .ok_or_else(|| format!("virtual server {virtual_server} has no backend {addr}"))?;
+    Ok((v, addr, id))
 }
 
 /// A virtual server's channel for new configured weights, read by its health applier.
