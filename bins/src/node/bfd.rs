@@ -41,6 +41,21 @@ struct Running {
     live: BfdStates,
 }
 
+impl Running {
+    /// Session `name`'s speaker channel `rx`: shown by `lbctl status`, and copied into
+    /// the kept channel `tx` that its followers read.
+    fn follow(
+        &mut self,
+        name: &str,
+        rx: watch::Receiver<SessionStatus>,
+        tx: &Arc<watch::Sender<SessionStatus>>,
+    ) {
+        self.live.insert(name.to_owned(), rx.clone());
+        self.forwards
+            .insert(name.to_owned(), forward(rx, Arc::clone(tx)));
+    }
+}
+
 /// The BFD speaker and the channels its sessions publish on.
 #[derive(Debug, Default)]
 pub(crate) struct BfdRuntime {
@@ -198,23 +213,15 @@ impl BfdRuntime {
             sessions = instances.len(),
             "bfd_instances changed: applied to the running sessions"
         );
-        // Forwarders for the sessions that are new; those of removed ones end with their
-        // channels.
-        r.forwards
-            .retain(|name, _| instances.iter().any(|b| &b.name == name));
-        r.live
-            .retain(|name, _| instances.iter().any(|b| &b.name == name));
+        // Forwarders for the sessions that are new (those of removed ones ended above).
         for b in instances {
             if r.forwards.contains_key(&b.name) {
                 continue;
             }
-            let (Some(rx), Some(tx)) = (r.handle.subscribe(&b.name), self.channels.get(&b.name))
-            else {
-                continue;
-            };
-            r.live.insert(b.name.clone(), rx.clone());
-            r.forwards
-                .insert(b.name.clone(), forward(rx, Arc::clone(tx)));
+            if let (Some(rx), Some(tx)) = (r.handle.subscribe(&b.name), self.channels.get(&b.name))
+            {
+                r.follow(&b.name, rx, tx);
+            }
         }
         self.instances = instances.to_vec();
         Ok(())
@@ -263,27 +270,27 @@ impl BfdRuntime {
         let speaker = BfdSpeaker::new(configs(instances))
             .map_err(|e| NodeError::Start(format!("BFD: {e}")))?;
         let handle = speaker.handle();
-        let mut forwards = HashMap::new();
-        let mut live = BfdStates::new();
-        for b in instances {
-            let (Some(rx), Some(tx)) = (speaker.subscribe(&b.name), self.channels.get(&b.name))
-            else {
-                continue;
-            };
-            live.insert(b.name.clone(), rx.clone());
-            forwards.insert(b.name.clone(), forward(rx, Arc::clone(tx)));
-        }
+        let subscribed: Vec<_> = instances
+            .iter()
+            .filter_map(|b| Some((b.name.as_str(), speaker.subscribe(&b.name)?)))
+            .collect();
         let task = tokio::spawn(async move {
             if let Err(e) = speaker.run().await {
                 tracing::error!(error = %e, "BFD speaker stopped: tracked sessions keep their last state");
             }
         });
-        self.running = Some(Running {
+        let mut r = Running {
             handle,
             task,
-            forwards,
-            live,
-        });
+            forwards: HashMap::new(),
+            live: BfdStates::new(),
+        };
+        for (name, rx) in subscribed {
+            if let Some(tx) = self.channels.get(name) {
+                r.follow(name, rx, tx);
+            }
+        }
+        self.running = Some(r);
         Ok(())
     }
 }

@@ -630,6 +630,9 @@ impl BfdSpeaker {
         let mut shutting_down = false;
         let mut buf4 = [0u8; 256];
         let mut buf6 = [0u8; 256];
+        // Control-message space for IP_PKTINFO / IPV6_PKTINFO, kept across datagrams.
+        let mut cmsg4 = nix::cmsg_space!(nix::libc::in6_pktinfo);
+        let mut cmsg6 = nix::cmsg_space!(nix::libc::in6_pktinfo);
         loop {
             let now = tokio::time::Instant::now().into_std();
             for r in d.running.iter_mut().chain(&mut d.draining) {
@@ -665,11 +668,11 @@ impl BfdSpeaker {
                 d.rx.each_ref()
                     .map(|r| r.as_ref().is_some_and(|r| r.filtered));
             tokio::select! {
-                r = recv(d.rx[0].as_ref().map(|r| &r.sock), &mut buf4) => {
+                r = recv(d.rx[0].as_ref().map(|r| &r.sock), &mut buf4, &mut cmsg4) => {
                     let now = tokio::time::Instant::now().into_std();
                     receive(r, &buf4, filtered[0], &mut d, &counters, now);
                 }
-                r = recv(d.rx[1].as_ref().map(|r| &r.sock), &mut buf6) => {
+                r = recv(d.rx[1].as_ref().map(|r| &r.sock), &mut buf6, &mut cmsg6) => {
                     let now = tokio::time::Instant::now().into_std();
                     receive(r, &buf6, filtered[1], &mut d, &counters, now);
                 }
@@ -975,20 +978,28 @@ struct Datagram {
 }
 
 /// Receives one datagram (cancel safe: nothing is read until the socket is readable).
-async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<Datagram> {
+async fn recv(
+    sock: Option<&UdpSocket>,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> io::Result<Datagram> {
     match sock {
-        Some(s) => s.async_io(Interest::READABLE, || recv_now(s, buf)).await,
+        Some(s) => {
+            s.async_io(Interest::READABLE, || recv_now(s, buf, cmsg))
+                .await
+        }
         None => std::future::pending().await,
     }
 }
 
-fn recv_now(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
-    let mut cmsg = nix::cmsg_space!(nix::libc::in6_pktinfo);
+/// One datagram into `buf`, its destination read from the packet-info control message
+/// (into `cmsg`, space for one `in6_pktinfo`, reused: no allocation per datagram).
+fn recv_now(sock: &UdpSocket, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<Datagram> {
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<SockaddrStorage>(
         sock.as_raw_fd(),
         &mut iov,
-        Some(&mut cmsg),
+        Some(cmsg),
         MsgFlags::MSG_DONTWAIT,
     )
     .map_err(io::Error::from)?;
