@@ -11,6 +11,8 @@
 //!
 //! * [`track`]: keepalived's `vrrp_track_process` and `track_file`, sans-IO (process
 //!   matching and quorum, file values, the kernel's process-event messages);
+//! * `vmac` (feature `tokio`): keepalived's `use_vmac`, the virtual router MAC address of
+//!   RFC 5798 §7.3 on a macvlan interface;
 //! * `accept` (feature `tokio`): Accept_Mode False enforced with nftables drop rules, as
 //!   keepalived's `no_accept`.
 //!
@@ -47,6 +49,8 @@ pub mod machine;
 pub mod track;
 #[cfg(feature = "tokio")]
 pub mod vip;
+#[cfg(feature = "tokio")]
+pub mod vmac;
 pub mod wire;
 
 /// Errors of this crate.

@@ -49,6 +49,9 @@ pub enum VipError {
     /// A socket operation failed.
     #[error("io error: {0}")]
     Io(#[from] io::Error),
+    /// A `use_vmac` interface could not be set up ([`crate::vmac`]): which and why.
+    #[error("use_vmac: {0}")]
+    Vmac(String),
 }
 
 /// One virtual address (keepalived `virtual_ipaddress` entry).

@@ -1408,3 +1408,224 @@ fn accept_is_the_default_and_installs_nothing() {
     let (_, tables) = lab.exec(0, &["nft", "list", "tables"]);
     assert!(!tables.contains("lb_vrrp"), "{tables}");
 }
+
+/// The MAC address of interface `dev` in leaf `i`, if it exists.
+fn dev_mac(lab: &Lab, i: usize, dev: &str) -> Option<String> {
+    let (ok, out) = lab.exec(i, &["cat", &format!("/sys/class/net/{dev}/address")]);
+    ok.then(|| out.trim().to_owned())
+}
+
+/// True if `dev` in leaf `i` carries `addr`.
+fn dev_has_addr(lab: &Lab, i: usize, dev: &str, addr: &str) -> bool {
+    let (_, out) = lab.exec(i, &["ip", "-o", "addr", "show", "dev", dev]);
+    out.split_whitespace()
+        .any(|w| w.split('/').next() == Some(addr))
+}
+
+/// The bridge port through which the lab's bridge reaches `mac` (`p0`, `p1`, …).
+fn bridge_port_of(lab: &Lab, mac: &str) -> Option<String> {
+    let out = common::cmd("bridge")
+        .args(["-n", lab.bridge_ns(), "fdb", "show", "br", "br0"])
+        .output()
+        .expect("bridge fdb");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some(mac)).then(|| {
+            l.split_whitespace()
+                .skip_while(|x| *x != "dev")
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned()
+        })
+    })
+}
+
+/// keepalived's `use_vmac` against ours (RFC 5798 §7.3, the virtual router MAC): each
+/// router has a private macvlan `vrrp.51` with MAC 00:00:5e:00:01:33 on its eth0, the
+/// VIP on the Master's. Ours, as Backup, hears keepalived's adverts on its own VMAC (the
+/// kernel delivers frames from the shared MAC to that macvlan only) and stays Backup;
+/// its joins of the VRRP group do not leave from the virtual MAC (they would teach the
+/// bridge that the Master's MAC is behind the Backup). After keepalived's kill -9 ours
+/// takes the VIP onto its VMAC and the client keeps the same MAC for the VIP; a
+/// restarted keepalived takes its stale VMAC over and preempts; a clean stop of ours
+/// deletes its VMAC and puts eth0's ARP settings back.
+#[test]
+fn use_vmac_interop_with_keepalived() {
+    if !lab_available() || !tool_available("keepalived") || !tool_available("tshark") {
+        return;
+    }
+    const VMAC: &str = "00:00:5e:00:01:33";
+    let conf = |prio: u8| {
+        format!(
+            "global_defs {{\n  router_id LBV_VMAC\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  use_vmac\n  virtual_router_id 51\n  version 3\n  priority {prio}\n  advert_int 0.1\n  virtual_ipaddress {{\n    198.18.0.100/24\n  }}\n}}\n"
+        )
+    };
+    let mut lab = Lab::new(3);
+    let ka = lab.spawn_keepalived(0, &conf(150));
+    assert!(
+        wait_for(Duration::from_secs(10), || dev_has_addr(
+            &lab, 0, "vrrp.51", VIP
+        ))
+        .is_some(),
+        "keepalived did not put the VIP on its VMAC: {}",
+        lab.proc(ka).stderr()
+    );
+    assert_eq!(dev_mac(&lab, 0, "vrrp.51").as_deref(), Some(VMAC));
+    let (_, before) = lab.exec(1, &["cat", "/proc/sys/net/ipv4/conf/eth0/arp_ignore"]);
+    assert_eq!(before.trim(), "0");
+
+    // Our joins, captured on the client from before ours starts.
+    let pcap = lab.dir.join("joins.pcap");
+    let pcap_s = pcap.to_str().unwrap().to_owned();
+    let client_ns = lab.ns(2).to_owned();
+    let capture = {
+        let pcap_s = pcap_s.clone();
+        std::thread::spawn(move || {
+            common::cmd("ip")
+                .args(["netns", "exec", &client_ns, "tshark", "-q", "-i", "eth0"])
+                .args(["-a", "duration:5", "-f", "igmp", "-w", &pcap_s])
+                .output()
+                .expect("tshark")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let ours = lab.spawn_ours(1, &strs(&ours_v3("100", &["--use-vmac"])));
+    assert!(
+        wait_for(Duration::from_secs(5), || dev_mac(&lab, 1, "vrrp.51")
+            .is_some())
+        .is_some(),
+        "no VMAC in ours: {}",
+        lab.proc(ours).stderr()
+    );
+    assert_eq!(dev_mac(&lab, 1, "vrrp.51").as_deref(), Some(VMAC));
+    let (_, ignore) = lab.exec(1, &["cat", "/proc/sys/net/ipv4/conf/eth0/arp_ignore"]);
+    assert_eq!(ignore.trim(), "1", "eth0 must not answer ARP for the VIP");
+    let (_, announce) = lab.exec(1, &["cat", "/proc/sys/net/ipv4/conf/eth0/arp_announce"]);
+    assert_eq!(
+        announce.trim(),
+        "2",
+        "eth0 must not ask with the VIP as sender"
+    );
+    // Backup: it hears keepalived through its VMAC (Master_Down_Interval is 0.36 s).
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !dev_has_addr(&lab, 1, "vrrp.51", VIP) && dev_has_addr(&lab, 0, "vrrp.51", VIP),
+        "ours did not stay Backup: {}",
+        lab.proc(ours).stderr()
+    );
+    // keepalived as Master asks for the client's MAC with the VIP as sender from its
+    // eth0, so the client's entry may hold keepalived's eth0 MAC here; ours must not.
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
+    assert_eq!(bridge_port_of(&lab, VMAC).as_deref(), Some("p0"));
+
+    let out = capture.join().expect("capture thread");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fields = common::cmd("tshark")
+        .args([
+            "-r",
+            &pcap_s,
+            "-T",
+            "fields",
+            "-e",
+            "eth.src",
+            "-e",
+            "igmp.maddr",
+        ])
+        .output()
+        .expect("tshark -r");
+    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let base = mac_of(&lab, 1);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&base) && l.contains("224.0.0.18")),
+        "ours did not join 224.0.0.18 from eth0 ({base}): {text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with(VMAC)),
+        "an IGMP report left from the virtual MAC: {text}"
+    );
+
+    // keepalived dies: ours takes the VIP onto its VMAC; the client's entry stays.
+    lab.proc(ka).kill9();
+    assert!(
+        wait_for(Duration::from_secs(5), || dev_has_addr(
+            &lab, 1, "vrrp.51", VIP
+        ))
+        .is_some(),
+        "ours did not take over: {}",
+        lab.proc(ours).stderr()
+    );
+    assert!(
+        !lab.has_addr(1, VIP),
+        "the VIP must be on the VMAC, not on eth0"
+    );
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
+    assert_eq!(neighbour_mac(&lab, 2, VIP).as_deref(), Some(VMAC));
+    // Our adverts leave from the virtual MAC (RFC 5798 §7.2), with eth0's address.
+    let adverts = lab.dir.join("adverts.pcap");
+    let adverts_s = adverts.to_str().unwrap().to_owned();
+    let (ok, _) = lab.exec(
+        2,
+        &[
+            "tshark",
+            "-q",
+            "-i",
+            "eth0",
+            "-a",
+            "duration:1",
+            "-f",
+            "ip proto 112",
+            "-w",
+            &adverts_s,
+        ],
+    );
+    assert!(ok, "tshark capture failed");
+    let fields = common::cmd("tshark")
+        .args([
+            "-r", &adverts_s, "-T", "fields", "-e", "eth.src", "-e", "ip.src",
+        ])
+        .output()
+        .expect("tshark -r");
+    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    assert!(text.lines().count() >= 5, "too few adverts: {text}");
+    assert!(
+        text.lines().all(|l| l == format!("{VMAC}\t198.18.0.2")),
+        "adverts not from the virtual MAC and eth0's address: {text}"
+    );
+
+    // keepalived back: it takes its stale VMAC over, preempts, ours goes back to Backup.
+    let ka2 = lab.spawn_keepalived(0, &conf(150));
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            dev_has_addr(&lab, 0, "vrrp.51", VIP) && !dev_has_addr(&lab, 1, "vrrp.51", VIP)
+        })
+        .is_some(),
+        "keepalived did not preempt: {}",
+        lab.proc(ka2).stderr()
+    );
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
+
+    // A clean stop deletes our VMAC and restores eth0's ARP settings.
+    assert!(lab.proc(ours).term(), "ours did not exit on SIGTERM");
+    assert_eq!(dev_mac(&lab, 1, "vrrp.51"), None, "VMAC left behind");
+    let (_, after) = lab.exec(
+        1,
+        &[
+            "sysctl",
+            "-n",
+            "net.ipv4.conf.eth0.arp_ignore",
+            "net.ipv4.conf.eth0.arp_filter",
+            "net.ipv4.conf.eth0.arp_announce",
+        ],
+    );
+    assert_eq!(
+        after.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "0"],
+        "ARP settings not restored"
+    );
+    assert!(lab.proc(ours).stdout().contains("VI_1 BACKUP -> MASTER"));
+}

@@ -12,7 +12,7 @@
 //!   [--track-script CMD [--script-interval S] [--script-timeout S] [--script-weight W] \
 //!                       [--script-rise N] [--script-fall N]] ... \
 //!   [--notify-master CMD] [--notify-backup CMD] [--notify-fault CMD] [--notify-stop CMD] \
-//!   [--notify CMD] \
+//!   [--notify CMD] [--use-vmac [--vmac-name NAME (default vrrp.VRID)] [--vmac-xmit-base]] \
 //!   [--instance VI_2 ...]
 //! ```
 //!
@@ -28,6 +28,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use lb_vrrp::driver::{Event, Speaker, TrackScript, VrrpInstanceConfig};
 use lb_vrrp::machine::{Discard, State, TrackWeight};
+use lb_vrrp::vmac::{self, UseVmac};
 use lb_vrrp::wire::{AdvertInterval, Auth, Priority, Version, Vrid};
 
 fn secs(v: &str) -> anyhow::Result<Duration> {
@@ -136,7 +137,12 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
         }
         let boolean = matches!(
             flag.as_str(),
-            "--nopreempt" | "--accept" | "--no-accept" | "--lower-prio-no-advert"
+            "--nopreempt"
+                | "--accept"
+                | "--no-accept"
+                | "--lower-prio-no-advert"
+                | "--use-vmac"
+                | "--vmac-xmit-base"
         );
         let val = if boolean {
             String::new()
@@ -218,15 +224,46 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
             "--notify-fault" => n.fault = Some(val),
             "--notify-stop" => n.stop = Some(val),
             "--notify" => n.any = Some(val),
+            // Name and MAC filled in below, once the VRID and family are known.
+            "--use-vmac" => {
+                c.use_vmac = Some(UseVmac {
+                    name: String::new(),
+                    mac: [0; 6],
+                    xmit_base: false,
+                })
+            }
+            "--vmac-name" => {
+                c.use_vmac
+                    .as_mut()
+                    .context("--vmac-name needs --use-vmac before it")?
+                    .name = val
+            }
+            "--vmac-xmit-base" => {
+                c.use_vmac
+                    .as_mut()
+                    .context("--vmac-xmit-base needs --use-vmac before it")?
+                    .xmit_base = true
+            }
             _ => bail!("unknown flag {flag}"),
         }
     }
     if out.is_empty() {
         bail!("no instance configured; see --help");
     }
-    for c in &out {
+    for c in &mut out {
         if c.interface.is_empty() {
             bail!("{}: --interface is required", c.name);
+        }
+        let v6 = c
+            .unicast_src_ip
+            .or_else(|| c.virtual_ipaddress.first().map(|v| v.addr))
+            .is_some_and(|a| a.is_ipv6());
+        let vrid = c.virtual_router_id;
+        if let Some(vm) = &mut c.use_vmac {
+            if vm.name.is_empty() {
+                vm.name = vmac::default_name(vrid);
+            }
+            vm.mac = vmac::virtual_router_mac(vrid, v6);
         }
     }
     Ok((out, notify, sync, link_poll))

@@ -74,6 +74,7 @@ use crate::machine::{
 };
 use crate::track::{TrackFile, TrackProcess};
 use crate::vip::{self, Vip, VipManager};
+use crate::vmac::{UseVmac, VmacLink};
 use crate::wire::{
     AdvertInterval, Auth, Priority, Version, Vrid, IPPROTO_VRRP, MAX_ADDRESSES_V4,
     MAX_ADDRESSES_V6, VRRP_MCAST_V4, VRRP_MCAST_V6, VRRP_TTL,
@@ -171,6 +172,10 @@ pub struct VrrpInstanceConfig {
     /// once (keepalived's `reload_master`, [`Config::resume_master`]), keeping the VIPs
     /// already on the interface instead of removing them first. Default false.
     pub resume_master: bool,
+    /// keepalived `use_vmac` / `vmac_xmit_base`: the VIPs on a macvlan interface with the
+    /// virtual router MAC of RFC 5798 §7.3, adverts sent from it ([`crate::vmac`]).
+    /// Default `None`: the VIPs on [`VrrpInstanceConfig::interface`], with its MAC.
+    pub use_vmac: Option<UseVmac>,
 }
 
 /// What an instance's tracked processes and files are at start, in the order of
@@ -309,6 +314,7 @@ impl VrrpInstanceConfig {
             track_script: Vec::new(),
             track_process: Vec::new(),
             track_file: Vec::new(),
+            use_vmac: None,
         }
     }
 
@@ -365,7 +371,37 @@ impl VrrpInstanceConfig {
                 self.virtual_ipaddress.len()
             ));
         }
+        if let Some(vm) = &self.use_vmac {
+            vm.validate(&self.interface).or_else(|why| bad(&why))?;
+            if !self.unicast_peer.is_empty() && !vm.xmit_base {
+                return bad(
+                    "use_vmac with unicast peers needs vmac_xmit_base (keepalived sets it)",
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The VIPs as placed with `use_vmac` (keepalived's rule): those of the instance's
+    /// family without `dev`, or whose `dev` is the instance's interface, go on the VMAC
+    /// (`dev` none: the instance's VIP interface); the other family's without `dev` stay
+    /// on the instance's interface.
+    fn place_vips_on_vmac(&mut self) {
+        let v6 = self.is_v6();
+        let base = self.interface.clone();
+        for v in self
+            .virtual_ipaddress
+            .iter_mut()
+            .chain(self.virtual_ipaddress_excluded.iter_mut())
+        {
+            if v.addr.is_ipv6() == v6 {
+                if v.dev.as_deref() == Some(base.as_str()) {
+                    v.dev = None;
+                }
+            } else if v.dev.is_none() {
+                v.dev = Some(base.clone());
+            }
+        }
     }
 
     /// The state machine's configuration, advertising from `src`: its VIPs (those adverts
@@ -551,7 +587,19 @@ struct Rx {
 
 struct Instance {
     cfg: VrrpInstanceConfig,
+    /// The interface the VIPs without `dev` go on: the VMAC with `use_vmac`, else
+    /// `cfg.interface`.
+    vip_if: String,
+    /// `vip_if`'s index.
     ifindex: u32,
+    /// The interface adverts leave from and are read on: the VMAC with `use_vmac`
+    /// (unless `vmac_xmit_base`), else `cfg.interface`.
+    sock_if: String,
+    /// `sock_if`'s index.
+    sock_ifindex: u32,
+    /// The VMAC, deleted with the instance unless handed over.
+    vmac: Option<VmacLink>,
+    /// `vip_if`'s MAC address.
     mac: Option<[u8; 6]>,
     /// The advert source; the unspecified address while `has_src` is false.
     src: IpAddr,
@@ -590,7 +638,7 @@ impl Instance {
             }
             return None;
         };
-        match open_send_socket(&self.cfg, self.ifindex, src) {
+        match open_send_socket(&self.cfg, &self.sock_if, self.sock_ifindex, src) {
             Ok(tx) => {
                 tracing::info!(instance = %self.cfg.name, %src, "advert source");
                 self.send_socket = tx;
@@ -713,9 +761,29 @@ impl Speaker {
         };
         let mut instances = Vec::new();
         let mut routers = Vec::new();
-        for (i, cfg) in configs.into_iter().enumerate() {
-            let ifindex = VipManager::ifindex(&cfg.interface)?;
+        for (i, mut cfg) in configs.into_iter().enumerate() {
+            let base_ifindex = VipManager::ifindex(&cfg.interface)?;
             let v6 = cfg.is_v6();
+            // The VMAC exists from the start, whatever the state (keepalived); a check
+            // creates nothing and opens its sockets on the base interface.
+            let vmac = match &cfg.use_vmac {
+                Some(vm) if follow_processes => Some(VmacLink::set_up(&cfg.interface, vm, v6)?),
+                _ => None,
+            };
+            if cfg.use_vmac.is_some() {
+                cfg.place_vips_on_vmac();
+            }
+            let (vip_if, ifindex) = match &vmac {
+                Some(l) => (l.name.clone(), l.ifindex),
+                None => (cfg.interface.clone(), base_ifindex),
+            };
+            let (sock_if, sock_ifindex) = match &cfg.use_vmac {
+                Some(vm) if !vm.xmit_base => (vip_if.clone(), ifindex),
+                _ => (cfg.interface.clone(), base_ifindex),
+            };
+            // A VMAC's group is also joined on the base, whose reports (unlike the
+            // VMAC's) leave with the base's MAC: snooping switches keep forwarding it.
+            let also_join = (sock_ifindex != base_ifindex).then_some(base_ifindex);
             // Never our own VIPs, advertised or not, as the advert source.
             let all_addrs: Vec<IpAddr> = cfg.all_vips().map(|v| v.addr).collect();
             // The advert source: unicast_src_ip, else the interface's first address of the
@@ -734,8 +802,9 @@ impl Speaker {
             if found.is_none() {
                 tracing::warn!(instance = %cfg.name, interface = %cfg.interface, "no usable {} address on the interface: FAULT until one appears", if v6 { "IPv6 link-local" } else { "IPv4" });
             }
-            let (socket, send_socket) = open_vrrp_sockets(&cfg, ifindex, src)?;
-            let announce = match open_announce_socket(&cfg, ifindex, v6) {
+            let (socket, send_socket) =
+                open_vrrp_sockets(&cfg, &sock_if, sock_ifindex, also_join, src)?;
+            let announce = match open_announce_socket(&vip_if, ifindex, v6) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     tracing::warn!(instance = %cfg.name, error = %e, "cannot open GARP/NA socket");
@@ -761,9 +830,13 @@ impl Speaker {
             };
             let mc = cfg.machine_config(src, &tracked);
             routers.push(VirtualRouter::new(mc));
-            let link_up = vip::link_is_up(&cfg.interface);
+            let link_up = vip::link_is_up(&cfg.interface) && vip::link_is_up(&vip_if);
             instances.push(Instance {
-                mac: vip::mac_address(&cfg.interface).ok(),
+                mac: vip::mac_address(&vip_if).ok(),
+                vip_if,
+                sock_if,
+                sock_ifindex,
+                vmac,
                 link_up,
                 has_src: found.is_some(),
                 restore_failed: HashSet::new(),
@@ -955,7 +1028,12 @@ impl Speaker {
             .instances
             .iter()
             .flat_map(|inst| {
-                std::iter::once(Some(inst.ifindex)).chain(
+                [
+                    Some(inst.ifindex),
+                    VipManager::ifindex(&inst.cfg.interface).ok(),
+                ]
+                .into_iter()
+                .chain(
                     inst.cfg
                         .all_vips()
                         .filter_map(|v| v.dev.as_deref())
@@ -1013,6 +1091,12 @@ impl Speaker {
                             stopping = true;
                         }
                         Control::Handover(reply) => {
+                            // The successor takes the VMACs over, VIPs and all.
+                            for inst in &mut self.instances {
+                                if let Some(v) = &mut inst.vmac {
+                                    v.keep = true;
+                                }
+                            }
                             // Nothing to perform: the loop ends before the next drain. The
                             // states go back with the stop, so no transition can slip in
                             // between what the successor is told and the stop.
@@ -1080,7 +1164,8 @@ impl Speaker {
             .map(|inst| self.groups[inst.group].member(inst.member).state() == State::Master)
             .collect();
         for inst in &mut self.instances {
-            let up = ifs.link_is_up(&inst.cfg.interface);
+            // With use_vmac, the VMAC too (keepalived tracks both).
+            let up = ifs.link_is_up(&inst.cfg.interface) && ifs.link_is_up(&inst.vip_if);
             if up != inst.link_up {
                 inst.link_up = up;
                 tracing::info!(instance = %inst.cfg.name, up, "link state changed");
@@ -1132,9 +1217,7 @@ impl Speaker {
             let missing: Vec<Vip> = inst
                 .cfg
                 .all_vips()
-                .filter(|v| {
-                    !ifs.has_address(v.dev.as_deref().unwrap_or(&inst.cfg.interface), v.addr)
-                })
+                .filter(|v| !ifs.has_address(v.dev.as_deref().unwrap_or(&inst.vip_if), v.addr))
                 .cloned()
                 .collect();
             let mut added = Vec::new();
@@ -1213,7 +1296,9 @@ impl Speaker {
                         }
                     };
                     let to = match dst {
-                        IpAddr::V6(a) => SocketAddr::V6(SocketAddrV6::new(a, 0, 0, inst.ifindex)),
+                        IpAddr::V6(a) => {
+                            SocketAddr::V6(SocketAddrV6::new(a, 0, 0, inst.sock_ifindex))
+                        }
                         a => SocketAddr::new(a, 0),
                     };
                     if let Err(e) = inst.send_socket.send_to(&bytes, &SockAddr::from(to)) {
@@ -1305,7 +1390,7 @@ fn announce(inst: &Instance, repeat: u32, which: impl Fn(IpAddr) -> bool) -> io:
                         None
                     }
                 },
-                None => Some((v.addr, inst.ifindex, mac, router(&inst.cfg.interface))),
+                None => Some((v.addr, inst.ifindex, mac, router(&inst.vip_if))),
             }
         })
         .collect();
@@ -1343,21 +1428,25 @@ const ADVERT_TOS: u8 = 0xc0;
 
 fn open_vrrp_sockets(
     cfg: &VrrpInstanceConfig,
+    ifname: &str,
     ifindex: u32,
+    also_join: Option<u32>,
     src: IpAddr,
 ) -> io::Result<(Socket, Socket)> {
-    let rx = open_vrrp_socket(cfg, ifindex, src, cfg.unicast_peer.is_empty())?;
-    Ok((rx, open_send_socket(cfg, ifindex, src)?))
+    let multicast = cfg.unicast_peer.is_empty();
+    let join: Vec<u32> = if multicast {
+        std::iter::once(ifindex).chain(also_join).collect()
+    } else {
+        Vec::new()
+    };
+    let rx = open_vrrp_socket(ifname, ifindex, src, &join)?;
+    Ok((rx, open_send_socket(cfg, ifname, ifindex, src)?))
 }
 
-/// A raw VRRP socket on the instance's interface; `join`: member of the VRRP multicast
-/// group (receiving in multicast mode).
-fn open_vrrp_socket(
-    cfg: &VrrpInstanceConfig,
-    ifindex: u32,
-    src: IpAddr,
-    join: bool,
-) -> io::Result<Socket> {
+/// A raw VRRP socket bound to interface `ifname` (index `ifindex`); `join`: the
+/// interfaces on which it is a member of the VRRP multicast group (receiving in
+/// multicast mode; it reads only what arrives on `ifname`).
+fn open_vrrp_socket(ifname: &str, ifindex: u32, src: IpAddr, join: &[u32]) -> io::Result<Socket> {
     let proto = Some(Protocol::from(i32::from(IPPROTO_VRRP)));
     let sock = match src {
         IpAddr::V4(src4) => {
@@ -1366,8 +1455,8 @@ fn open_vrrp_socket(
             s.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
             s.set_multicast_loop_v4(false)?;
             s.set_multicast_if_v4(&src4)?;
-            if join {
-                s.join_multicast_v4_n(&VRRP_MCAST_V4, &InterfaceIndexOrAddress::Index(ifindex))?;
+            for &i in join {
+                s.join_multicast_v4_n(&VRRP_MCAST_V4, &InterfaceIndexOrAddress::Index(i))?;
             }
             s
         }
@@ -1378,21 +1467,26 @@ fn open_vrrp_socket(
             s.set_multicast_loop_v6(false)?;
             s.set_multicast_if_v6(ifindex)?;
             sys::enable_v6_rx_info(&s)?;
-            if join {
-                s.join_multicast_v6(&VRRP_MCAST_V6, ifindex)?;
+            for &i in join {
+                s.join_multicast_v6(&VRRP_MCAST_V6, i)?;
             }
             s
         }
     };
-    sock.bind_device(Some(cfg.interface.as_bytes()))?;
+    sock.bind_device(Some(ifname.as_bytes()))?;
     sock.set_nonblocking(true)?;
     Ok(sock)
 }
 
 /// The socket adverts leave from, bound to `src` (freebind: it may be an address the
 /// interface does not hold yet, or the unspecified one while it holds none).
-fn open_send_socket(cfg: &VrrpInstanceConfig, ifindex: u32, src: IpAddr) -> io::Result<Socket> {
-    let tx = open_vrrp_socket(cfg, ifindex, src, false)?;
+fn open_send_socket(
+    cfg: &VrrpInstanceConfig,
+    ifname: &str,
+    ifindex: u32,
+    src: IpAddr,
+) -> io::Result<Socket> {
+    let tx = open_vrrp_socket(ifname, ifindex, src, &[])?;
     // Adverts go out as network control traffic, precedence 6 (IPTOS_PREC_INTERNETCONTROL,
     // 0xc0), in the IPv4 TOS or the IPv6 traffic class, as keepalived sends them: queues
     // that honour it do not drop them before data under load.
@@ -1423,13 +1517,14 @@ fn open_send_socket(cfg: &VrrpInstanceConfig, ifindex: u32, src: IpAddr) -> io::
     Ok(tx)
 }
 
-fn open_announce_socket(cfg: &VrrpInstanceConfig, ifindex: u32, v6: bool) -> io::Result<Socket> {
+/// The gratuitous ARP / unsolicited NA socket of the VIP interface `ifname`.
+fn open_announce_socket(ifname: &str, ifindex: u32, v6: bool) -> io::Result<Socket> {
     if v6 {
         let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
         s.set_multicast_hops_v6(255)?;
         s.set_unicast_hops_v6(255)?;
         s.set_multicast_if_v6(ifindex)?;
-        s.bind_device(Some(cfg.interface.as_bytes()))?;
+        s.bind_device(Some(ifname.as_bytes()))?;
         s.set_nonblocking(true)?;
         Ok(s)
     } else {
