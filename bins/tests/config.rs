@@ -3405,3 +3405,108 @@ fn enable_sni_and_fast_recovery_are_read() {
         "{e:?}"
     );
 }
+
+/// keepalived's `use_vmac [NAME] [MAC]` and `vmac_xmit_base`, and the TOML keys: default
+/// names in keepalived's order (`vrrp.51`, then `vrrp6.51` for the IPv6 instance of the
+/// same VRID), a five-octet MAC completed with the VRID, unicast peers forcing
+/// `vmac_xmit_base` with a warning (keepalived), the VIPs placed on the VMAC, and located
+/// errors.
+#[test]
+fn use_vmac_is_read_from_both_formats() {
+    let text = "vrrp_instance V4 {\n    interface eth0\n    virtual_router_id 51\n    use_vmac\n\
+         virtual_ipaddress {\n        198.18.0.250/24 dev eth0\n        198.18.0.249 dev eth1\n    }\n\
+         virtual_ipaddress_excluded {\n        fd00:18::249\n    }\n}\n\
+         vrrp_instance V6 {\n    interface eth0\n    virtual_router_id 51\n    version 3\n    use_vmac\n\
+         virtual_ipaddress {\n        fd00:18::250\n    }\n}\n\
+         vrrp_instance N {\n    interface eth0\n    virtual_router_id 52\n\
+         use_vmac lbvmac 02:00:5e:00:01\n    vmac_xmit_base\n\
+         virtual_ipaddress {\n        198.18.0.251\n    }\n}\n\
+         vrrp_instance U {\n    interface eth0\n    virtual_router_id 53\n    use_vmac\n\
+         unicast_peer {\n        198.18.0.2\n    }\n\
+         virtual_ipaddress {\n        198.18.0.252\n    }\n}\n";
+    let (k, w) = config::keepalived::parse_str(text, Path::new("k.conf")).unwrap_or_else(|e| {
+        panic!(
+            "{}",
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string()
+            .contains("vrrp_instance U: use_vmac with unicast_peer needs vmac_xmit_base, set")
+            && w[0].to_string().starts_with("k.conf:31:1"),
+        "{w:?}"
+    );
+    let vi = &k.vrrp_instances;
+    let names: Vec<_> = vi.iter().map(|v| v.vmac_name.as_deref()).collect();
+    assert_eq!(
+        names,
+        [
+            Some("vrrp.51"),
+            Some("vrrp6.51"),
+            Some("lbvmac"),
+            Some("vrrp.53")
+        ]
+    );
+    assert_eq!(vi[0].vmac_mac().unwrap(), [0, 0, 0x5e, 0, 1, 51]);
+    assert_eq!(vi[1].vmac_mac().unwrap(), [0, 0, 0x5e, 0, 2, 51]);
+    assert_eq!(vi[2].vmac_mac().unwrap(), [2, 0, 0x5e, 0, 1, 52]);
+    assert!(vi[2].vmac_xmit_base && vi[3].vmac_xmit_base && !vi[0].vmac_xmit_base);
+    // On the VMAC: the family's addresses on eth0; elsewhere: another dev, the other
+    // family.
+    let devs: Vec<String> = vi[0]
+        .virtual_ipaddress
+        .iter()
+        .chain(&vi[0].virtual_ipaddress_excluded)
+        .map(|v| vi[0].vip_dev(v))
+        .collect();
+    assert_eq!(devs, ["vrrp.51", "eth1", "eth0"]);
+
+    let t = load_toml(
+        "[[vrrp_instance]]\nname = \"N\"\ninterface = \"eth0\"\nvirtual_router_id = 52\n\
+         use_vmac = true\nvmac_name = \"lbvmac\"\nvmac_address = \"02:00:5e:00:01\"\n\
+         vmac_xmit_base = true\nvirtual_ipaddress = [\"198.18.0.251\"]\n",
+    );
+    assert_eq!(t.vrrp_instances[0], vi[2]);
+
+    let e = errors(
+        "bad.toml",
+        "[[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 52\n\
+         use_vmac = true\nvmac_name = \"a/b\"\nunicast_peer = [\"198.18.0.2\"]\n\
+         virtual_ipaddress = [\"198.18.0.251\"]\n\
+         [[vrrp_instance]]\nname = \"B\"\ninterface = \"eth0\"\nvirtual_router_id = 53\n\
+         vmac_xmit_base = true\nvirtual_ipaddress = [\"198.18.0.252\"]\n",
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].starts_with("bad.toml:5:") && e[0].contains("needs vmac_xmit_base"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("bad.toml:6:") && e[1].contains("not a valid interface name"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].starts_with("bad.toml:13:") && e[2].contains("vmac_xmit_base needs use_vmac"),
+        "{e:?}"
+    );
+    let e = errors(
+        "bad.conf",
+        "vrrp_instance A {\n    interface eth0\n    virtual_router_id 52\n    use_vmac vrrp.52 01:00:5e:00:00:01\n\
+         virtual_ipaddress {\n        198.18.0.251\n    }\n}\n\
+         vrrp_instance B {\n    interface eth0\n    virtual_router_id 53\n    use_vmac vrrp.52\n\
+         virtual_ipaddress {\n        198.18.0.252\n    }\n}\n",
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("bad.conf:4:22:") && e[0].contains("not a unicast MAC"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("bad.conf:12:14:") && e[1].contains("used by another vrrp_instance"),
+        "{e:?}"
+    );
+}

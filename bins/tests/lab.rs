@@ -2214,3 +2214,139 @@ fn bfd_follows_keepalived_bfd() {
         "BFD: lb-node's SIGTERM sends AdminDown and fails no real server",
     );
 }
+
+/// keepalived's `use_vmac` in lb-node: the Master's VIP lives on `vrrp.72`, a macvlan with
+/// the virtual router MAC 00:00:5e:00:01:48 (RFC 5798 §7.3), and a client reaches it with
+/// that MAC. A reload that changes the instance hands the VMAC over (same interface,
+/// the VIP never leaves it); one that turns `use_vmac` off deletes it and puts the VIP
+/// on eth0; SIGTERM leaves nothing behind.
+#[test]
+fn use_vmac_is_handed_over_by_a_reload() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbm", &[("lb1", 11), ("client", 21)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let vip: IpAddr = "198.18.0.233".parse().expect("ip");
+    let socket = lb1.socket.clone();
+    let conf = |vmac: bool, repeat: u32| {
+        format!(
+            "global_defs {{\nadmin_socket {}\n}}\n\
+             vrrp_instance VI_1 {{\ninterface eth0\nvirtual_router_id 72\npriority 150\n\
+             advert_int 1\ngarp_master_repeat {repeat}\n{}\
+             virtual_ipaddress {{\n{vip}/24\n}}\n}}\n",
+            socket.display(),
+            if vmac { "use_vmac\n" } else { "" },
+        )
+    };
+    let on_vmac = |lab: &Lab| {
+        lab.exec("lb1", &["ip", "-o", "addr", "show", "dev", "vrrp.72"])
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("198.18.0.233/24"))
+    };
+    let vmac_index = |lab: &Lab| {
+        lab.exec("lb1", &["cat", "/sys/class/net/vrrp.72/ifindex"])
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let path = lb1.conf.clone();
+    std::fs::write(&path, conf(true, 1)).expect("conf");
+    lb1.start(&lab);
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            on_vmac(&lab)
+        })
+        .is_some(),
+        "{}",
+        lb1.logs()
+    );
+    assert!(!lab.has_addr("lb1", vip), "the VIP belongs on the VMAC");
+    let mac = lab
+        .exec("lb1", &["cat", "/sys/class/net/vrrp.72/address"])
+        .expect("cat");
+    assert_eq!(
+        String::from_utf8_lossy(&mac.stdout).trim(),
+        "00:00:5e:00:01:48"
+    );
+    let ping = |lab: &Lab| {
+        lab.exec("client", &["ping", "-c", "1", "-W", "1", "198.18.0.233"])
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(100), || ping(
+            &lab
+        ))
+        .is_some()
+    );
+    let neigh = lab
+        .exec("client", &["ip", "neigh", "show", "198.18.0.233"])
+        .expect("ip neigh");
+    assert!(
+        String::from_utf8_lossy(&neigh.stdout).contains("00:00:5e:00:01:48"),
+        "{}",
+        String::from_utf8_lossy(&neigh.stdout)
+    );
+    let index = vmac_index(&lab).expect("VMAC index");
+
+    // A changed instance: the successor takes the VMAC over, the VIP stays on it.
+    std::fs::write(&path, conf(true, 2)).expect("conf");
+    assert!(lb1.proc().sighup());
+    let mut gone = 0;
+    let reloaded = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        if !on_vmac(&lab) {
+            gone += 1;
+        }
+        lb1.proc
+            .as_ref()
+            .is_some_and(|p| p.stderr().contains("reload done"))
+    });
+    assert!(reloaded.is_some(), "{}", lb1.logs());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        gone,
+        0,
+        "the VIP left the VMAC during the reload\n{}",
+        lb1.logs()
+    );
+    assert!(on_vmac(&lab));
+    assert_eq!(vmac_index(&lab), Some(index), "the VMAC was recreated");
+    assert!(
+        lb1.logs().contains("taking over the VMAC"),
+        "{}",
+        lb1.logs()
+    );
+
+    // use_vmac off: the VMAC goes, the VIP comes back on eth0.
+    std::fs::write(&path, conf(false, 2)).expect("conf");
+    assert!(lb1.proc().sighup());
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            vmac_index(&lab).is_none() && lab.has_addr("lb1", vip)
+        })
+        .is_some(),
+        "{}",
+        lb1.logs()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(100), || ping(
+            &lab
+        ))
+        .is_some()
+    );
+
+    // On again, then SIGTERM: nothing left.
+    std::fs::write(&path, conf(true, 2)).expect("conf");
+    assert!(lb1.proc().sighup());
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            on_vmac(&lab)
+        })
+        .is_some(),
+        "{}",
+        lb1.logs()
+    );
+    assert!(lb1.proc().sigterm());
+    assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());
+    assert_eq!(vmac_index(&lab), None, "VMAC left behind");
+    assert!(!lab.has_addr("lb1", vip));
+}

@@ -593,9 +593,88 @@ pub struct VrrpInstance {
     /// Run on every transition with `INSTANCE name state priority` as arguments.
     #[serde(default)]
     pub notify: Option<NotifyScript>,
+    /// keepalived `use_vmac`: the VIPs go on a macvlan interface of their own whose MAC
+    /// is the virtual router MAC of RFC 5798 §7.3 (`00:00:5e:00:01:<VRID>`, IPv6
+    /// `…:02:<VRID>`), and adverts leave from it, so that neighbours keep one MAC for the
+    /// VIPs across a failover (`lb_vrrp::vmac`). Default false.
+    #[serde(default)]
+    pub use_vmac: bool,
+    /// keepalived `use_vmac NAME`: the VMAC's name (at most 15 bytes). Default
+    /// `vrrp.<VRID>`; when an earlier instance already uses that name, `vrrp6.<VRID>` for
+    /// an IPv6 instance, then `vrrp1.<VRID>`, `vrrp2.<VRID>`…, as keepalived names them.
+    #[serde(default)]
+    pub vmac_name: Option<String>,
+    /// keepalived `use_vmac NAME MAC`: the VMAC's MAC address, `aa:bb:cc:dd:ee:ff`, or
+    /// five octets to which the VRID is appended. Default the virtual router MAC.
+    #[serde(default)]
+    pub vmac_address: Option<String>,
+    /// keepalived `vmac_xmit_base`: adverts leave from, and are read on, `interface` with
+    /// its own MAC; the VIPs stay on the VMAC. Needed with `unicast_peer`. Default false.
+    #[serde(default)]
+    pub vmac_xmit_base: bool,
 }
 
 impl VrrpInstance {
+    /// True for an IPv6 instance (its first virtual address is IPv6, or its unicast
+    /// source).
+    pub fn is_v6(&self) -> bool {
+        self.unicast_src_ip
+            .or_else(|| self.virtual_ipaddress.first().map(|a| a.address))
+            .is_some_and(|a| a.is_ipv6())
+    }
+
+    /// The interface a virtual address of this instance goes on: its `dev`, or the
+    /// instance's interface; with `use_vmac`, an address of the instance's family without
+    /// `dev` or with `dev` the instance's interface goes on the VMAC (`vmac_name`, set by
+    /// [`Config::with_defaults`]), as keepalived places them.
+    pub fn vip_dev(&self, v: &VirtualIp) -> String {
+        let on_interface = v.dev.as_ref().is_none_or(|d| *d == self.interface);
+        match &self.vmac_name {
+            Some(vmac) if self.use_vmac && on_interface && v.address.is_ipv6() == self.is_v6() => {
+                vmac.clone()
+            }
+            _ => v.dev.clone().unwrap_or_else(|| self.interface.clone()),
+        }
+    }
+
+    /// The VMAC's MAC address (see [`VrrpInstance::vmac_address`]).
+    ///
+    /// # Errors
+    /// A message for an address that does not parse or is not unicast.
+    pub fn vmac_mac(&self) -> Result<[u8; 6], String> {
+        let vrid = self.virtual_router_id;
+        let Some(text) = &self.vmac_address else {
+            return Ok([0, 0, 0x5e, 0, if self.is_v6() { 2 } else { 1 }, vrid]);
+        };
+        let octets: Vec<u8> = text
+            .split(':')
+            .map(|o| {
+                (o.len() == 2)
+                    .then(|| u8::from_str_radix(o, 16).ok())
+                    .flatten()
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                format!("vmac_address {text:?}: not a MAC address (aa:bb:cc:dd:ee:ff)")
+            })?;
+        let mac: [u8; 6] = match octets.len() {
+            5 => [octets[0], octets[1], octets[2], octets[3], octets[4], vrid],
+            6 => [
+                octets[0], octets[1], octets[2], octets[3], octets[4], octets[5],
+            ],
+            _ => {
+                return Err(format!(
+                    "vmac_address {text:?}: five or six octets expected"
+                ))
+            }
+        };
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(format!(
+                "vmac_address {text:?} is not a unicast MAC address"
+            ));
+        }
+        Ok(mac)
+    }
     /// An instance with every optional setting at its default (BACKUP, priority 100,
     /// advert_int 1 s, version 2, no authentication, no VIPs, multicast, preemptive, accept,
     /// gratuitous ARPs 5 × after 5 s, nothing tracked, no notify scripts).
@@ -639,6 +718,10 @@ impl VrrpInstance {
             notify_fault: None,
             notify_stop: None,
             notify: None,
+            use_vmac: false,
+            vmac_name: None,
+            vmac_address: None,
+            vmac_xmit_base: false,
         }
     }
 }
@@ -1923,6 +2006,42 @@ pub struct Validation {
 }
 
 impl Config {
+    /// Each instance's VMAC name, by index (`None` without `use_vmac`): its `vmac_name`,
+    /// else keepalived's choice in configuration order: `vrrp.<VRID>`, or when an
+    /// instance before it (or any `vmac_name`) has that name, `vrrp6.<VRID>` for IPv6,
+    /// then `vrrp1.<VRID>`, `vrrp2.<VRID>`… skipping 6 (`create_vmac_name`).
+    pub fn vmac_names(&self) -> Vec<Option<String>> {
+        let mut taken: HashSet<String> = self
+            .vrrp_instances
+            .iter()
+            .filter(|vi| vi.use_vmac)
+            .filter_map(|vi| vi.vmac_name.clone())
+            .collect();
+        self.vrrp_instances
+            .iter()
+            .map(|vi| {
+                if !vi.use_vmac {
+                    return None;
+                }
+                if let Some(n) = &vi.vmac_name {
+                    return Some(n.clone());
+                }
+                let vrid = vi.virtual_router_id;
+                let v6_first = vi.is_v6().then(|| format!("vrrp6.{vrid}"));
+                let name = std::iter::once(format!("vrrp.{vrid}"))
+                    .chain(v6_first)
+                    .chain(
+                        (1..100)
+                            .filter(|n| *n != 6)
+                            .map(|n| format!("vrrp{n}.{vrid}")),
+                    )
+                    .find(|n| !taken.contains(n))?;
+                taken.insert(name.clone());
+                Some(name)
+            })
+            .collect()
+    }
+
     /// Fills the defaults that depend on other fields (virtual server names).
     #[must_use]
     pub fn with_defaults(mut self) -> Self {
@@ -1933,6 +2052,13 @@ impl Config {
         }
         self.apply_script_user();
         self.resolve_file_checks();
+        // Each VMAC's name made explicit, so that every consumer sees the one chosen.
+        let vmac_names = self.vmac_names();
+        for (vi, name) in self.vrrp_instances.iter_mut().zip(vmac_names) {
+            if name.is_some() {
+                vi.vmac_name = name;
+            }
+        }
         self
     }
 
@@ -2484,6 +2610,7 @@ impl Config {
         }
 
         // Instances.
+        let vmac_names = self.vmac_names();
         let mut names = HashSet::new();
         let mut vrids: HashMap<(&str, u8, bool), usize> = HashMap::new();
         for (i, vi) in self.vrrp_instances.iter().enumerate() {
@@ -2569,6 +2696,45 @@ impl Config {
                     format!("{p}.version"),
                     format!("VRRP version {other} is not supported (2 or 3)"),
                 ),
+            }
+            if vi.use_vmac {
+                if let Err(e) = vi.vmac_mac() {
+                    err(format!("{p}.vmac_address"), e);
+                }
+                if let Some(name) = &vmac_names[i] {
+                    if !lb_vrrp::vmac::valid_ifname(name) {
+                        err(
+                            format!("{p}.vmac_name"),
+                            format!("vmac_name {name:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or white space)"),
+                        );
+                    } else if self.vrrp_instances.iter().any(|o| &o.interface == name) {
+                        err(
+                            format!("{p}.vmac_name"),
+                            format!("vmac_name {name:?} is an instance's interface"),
+                        );
+                    } else if vmac_names[..i].contains(&Some(name.clone())) {
+                        err(
+                            format!("{p}.vmac_name"),
+                            format!("vmac_name {name:?} is used by another vrrp_instance"),
+                        );
+                    }
+                }
+                if !vi.unicast_peer.is_empty() && !vi.vmac_xmit_base {
+                    err(
+                        format!("{p}.use_vmac"),
+                        "use_vmac with unicast_peer needs vmac_xmit_base (unicast adverts cannot come from the shared MAC)".into(),
+                    );
+                }
+            } else {
+                for (key, set) in [
+                    ("vmac_name", vi.vmac_name.is_some()),
+                    ("vmac_address", vi.vmac_address.is_some()),
+                    ("vmac_xmit_base", vi.vmac_xmit_base),
+                ] {
+                    if set {
+                        err(format!("{p}.{key}"), format!("{key} needs use_vmac"));
+                    }
+                }
             }
             if let Some(auth) = &vi.authentication {
                 if auth.auth_pass.is_empty() || auth.auth_pass.len() > 8 {

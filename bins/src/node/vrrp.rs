@@ -9,6 +9,7 @@ use std::time::Duration;
 use lb_vrrp::driver::{Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
 use lb_vrrp::machine::{Reason, State, TrackId, TrackState, TrackWeight};
 use lb_vrrp::track::{ProcessPattern, TrackFile, TrackProcess};
+use lb_vrrp::vmac::UseVmac;
 
 use super::bfd::BfdStates;
 use lb_vrrp::vip::Vip;
@@ -215,6 +216,18 @@ fn instance_config(
     c.garp_lower_prio_repeat = vi.garp_lower_prio_repeat;
     c.garp_lower_prio_delay = vi.garp_lower_prio_delay;
     c.lower_prio_no_advert = vi.lower_prio_no_advert;
+    if vi.use_vmac {
+        // Named by Config::with_defaults when not configured.
+        let name = match &vi.vmac_name {
+            Some(n) => n.clone(),
+            None => lb_vrrp::vmac::default_name(vrid),
+        };
+        c.use_vmac = Some(UseVmac {
+            name,
+            mac: vi.vmac_mac()?,
+            xmit_base: vi.vmac_xmit_base,
+        });
+    }
     // Tracks 0..n are the track_service entries, then the track_interface entries, then
     // the track_bfd entries (all driven by us), then the scripts (driven by the speaker).
     let bfd_weights: Vec<(i32, bool)> = track_meta(cfg, vi)
@@ -418,10 +431,7 @@ pub(crate) async fn remove_dropped_vips(
         vi.virtual_ipaddress
             .iter()
             .chain(&vi.virtual_ipaddress_excluded)
-            .map(|v| {
-                let dev = v.dev.clone().unwrap_or_else(|| vi.interface.clone());
-                (v.address, dev, v.to_string())
-            })
+            .map(|v| (v.address, vi.vip_dev(v), v.to_string()))
             .collect()
     };
     for vi in old.iter().filter(|vi| masters.contains(&vi.name)) {
@@ -435,9 +445,11 @@ pub(crate) async fn remove_dropped_vips(
             if kept.iter().any(|(a, d, _)| *a == addr && *d == dev) {
                 continue;
             }
-            let Ok(vip) = text.parse::<Vip>() else {
+            let Ok(mut vip) = text.parse::<Vip>() else {
                 continue;
             };
+            // Where it is (a VMAC's VIPs are on the VMAC).
+            vip.dev = Some(dev);
             match mgr.remove(ifindex, &vip).await {
                 Ok(()) => {
                     tracing::info!(instance = %vi.name, vip = %vip.addr, "reload: VIP no longer configured, removed");
@@ -873,8 +885,8 @@ impl SpeakerRuntime {
 
     /// Whether a speaker for `new` (the group's instances in a new configuration) can take
     /// over from this one with [`SpeakerRuntime::handover`]: the same instances in the same
-    /// order, each the same virtual router (interface, VRID, address family). Any other
-    /// setting may differ (VIPs, scripts, timers, authentication).
+    /// order, each the same virtual router (interface, VRID, address family, VMAC). Any
+    /// other setting may differ (VIPs, scripts, timers, authentication).
     pub(crate) fn can_hand_over(&self, new: &[VrrpInstance]) -> bool {
         let v6 = |vi: &VrrpInstance| {
             vi.virtual_ipaddress
@@ -887,6 +899,9 @@ impl SpeakerRuntime {
                     && a.interface == b.interface
                     && a.virtual_router_id == b.virtual_router_id
                     && v6(a) == v6(b)
+                    // The successor takes the VMAC over with the VIPs on it.
+                    && (a.use_vmac, &a.vmac_name, a.vmac_mac().ok())
+                        == (b.use_vmac, &b.vmac_name, b.vmac_mac().ok())
             })
     }
 

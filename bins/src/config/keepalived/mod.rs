@@ -1579,12 +1579,45 @@ impl Conv {
                 | "virtual_routes"
                 | "virtual_rules"
                 | "kernel_rx_buf_size" => self.ignored(st, "vrrp_instance"),
-                "use_vmac" | "vmac_xmit_base" | "native_ipv6" => self.d.error(
+                // `use_vmac [NAME] [MAC]`: an argument with ':' is the MAC (keepalived).
+                "use_vmac" => {
+                    vi.use_vmac = true;
+                    self.record(&fp, &st.keyword.location);
+                    self.record(&format!("{p}.vmac_name"), &st.keyword.location);
+                    self.record(&format!("{p}.vmac_address"), &st.keyword.location);
+                    for a in &st.args {
+                        let (slot, key) = if a.text.contains(':') {
+                            (&mut vi.vmac_address, "vmac_address")
+                        } else {
+                            (&mut vi.vmac_name, "vmac_name")
+                        };
+                        if slot.is_some() {
+                            self.d
+                                .warn(&a.location, format!("extra argument {:?} ignored", a.text));
+                            continue;
+                        }
+                        *slot = Some(a.text.clone());
+                        self.record(&format!("{p}.{key}"), &a.location);
+                    }
+                }
+                "vmac_xmit_base" => vi.vmac_xmit_base = self.flag(st, &fp),
+                "native_ipv6" => self.d.error(
                     &st.keyword.location,
                     format!("`{kw}` is not supported by lb-node"),
                 ),
                 _ => self.unknown(st, "vrrp_instance"),
             }
+        }
+        // keepalived: "unicast with use_vmac requires vmac_xmit_base - setting".
+        if vi.use_vmac && !vi.unicast_peer.is_empty() && !vi.vmac_xmit_base {
+            self.d.warn(
+                &s.keyword.location,
+                format!(
+                    "vrrp_instance {}: use_vmac with unicast_peer needs vmac_xmit_base, set (as keepalived)",
+                    vi.name
+                ),
+            );
+            vi.vmac_xmit_base = true;
         }
         if !has_interface {
             self.d.error(
