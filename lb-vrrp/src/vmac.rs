@@ -273,6 +273,9 @@ impl VmacLink {
                 tracing::warn!(vmac = %self.name, "net.ipv4.conf.all.rp_filter is 1 (strict): traffic to the VIPs arriving on the VMAC may be dropped; set it to 0 or 2");
             }
         }
+        // Before the link is up: addresses on it join groups (the solicited-node one of
+        // the link-local copy) whose reports must not leave from the virtual MAC either.
+        igmp_rules(&self.name, true);
         nl.set_up(self.ifindex)?;
         if self.v6 {
             match crate::vip::primary_address(&self.base, true, &[]) {
@@ -282,7 +285,6 @@ impl VmacLink {
                 }
             }
         }
-        igmp_rules(&self.name, true);
         Ok(())
     }
 

@@ -1629,3 +1629,180 @@ fn use_vmac_interop_with_keepalived() {
     );
     assert!(lab.proc(ours).stdout().contains("VI_1 BACKUP -> MASTER"));
 }
+
+/// `use_vmac` over IPv6 against keepalived's: the VMAC has MAC 00:00:5e:00:02:3d, no
+/// address generated from it, and a copy of eth0's link-local address, which adverts come
+/// from. Ours as Backup hears keepalived through its VMAC and sends no MLD report from
+/// the virtual MAC; after keepalived's kill -9 it takes the VIP onto its VMAC, the client
+/// reaches it with the virtual MAC, and a clean stop deletes the VMAC.
+#[test]
+fn use_vmac_ipv6_interop_with_keepalived() {
+    if !lab_available() || !tool_available("keepalived") || !tool_available("tshark") {
+        return;
+    }
+    const VIP6: &str = "fd00:18::100";
+    const VMAC6: &str = "00:00:5e:00:02:3d";
+    let conf = |prio: u8| {
+        format!(
+            "global_defs {{\n  router_id LBV_VMAC6\n}}\nvrrp_instance VI_6 {{\n  state BACKUP\n  interface eth0\n  use_vmac\n  virtual_router_id 61\n  version 3\n  priority {prio}\n  advert_int 0.1\n  virtual_ipaddress {{\n    fd00:18::100/64\n  }}\n}}\n"
+        )
+    };
+    let mut lab = Lab::new(3);
+    let ka = lab.spawn_keepalived(0, &conf(150));
+    assert!(
+        wait_for(Duration::from_secs(10), || dev_has_addr(
+            &lab, 0, "vrrp.61", VIP6
+        ))
+        .is_some(),
+        "keepalived did not put the VIP on its VMAC: {}",
+        lab.proc(ka).stderr()
+    );
+    let pcap = lab.dir.join("mld.pcap");
+    let pcap_s = pcap.to_str().unwrap().to_owned();
+    let client_ns = lab.ns(2).to_owned();
+    let capture = {
+        let pcap_s = pcap_s.clone();
+        std::thread::spawn(move || {
+            common::cmd("ip")
+                .args(["netns", "exec", &client_ns, "tshark", "-q", "-i", "eth0"])
+                .args(["-a", "duration:5", "-f", "ip6 multicast", "-w", &pcap_s])
+                .output()
+                .expect("tshark")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let ours = lab.spawn_ours(
+        1,
+        &[
+            "--instance",
+            "VI_6",
+            "--interface",
+            "eth0",
+            "--vrid",
+            "61",
+            "--version",
+            "3",
+            "--advert-int",
+            "0.1",
+            "--priority",
+            "100",
+            "--vip",
+            "fd00:18::100/64",
+            "--use-vmac",
+        ],
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || dev_mac(&lab, 1, "vrrp.61")
+            .is_some())
+        .is_some(),
+        "no VMAC in ours: {}",
+        lab.proc(ours).stderr()
+    );
+    assert_eq!(dev_mac(&lab, 1, "vrrp.61").as_deref(), Some(VMAC6));
+    let link_local = |dev: &str| -> Vec<String> {
+        let (_, out) = lab.exec(
+            1,
+            &[
+                "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link",
+            ],
+        );
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .map(|a| vec![a.to_owned()])
+            .unwrap_or_default()
+    };
+    let base_ll = link_local("eth0");
+    assert_eq!(base_ll.len(), 1, "eth0 has no link-local address");
+    assert!(
+        wait_for(Duration::from_secs(3), || link_local("vrrp.61") == base_ll).is_some(),
+        "the VMAC does not carry eth0's link-local {base_ll:?}: {}",
+        lab.exec(1, &["ip", "-6", "addr", "show", "dev", "vrrp.61"])
+            .1
+    );
+    let (_, all6) = lab.exec(1, &["ip", "-6", "-o", "addr", "show", "dev", "vrrp.61"]);
+    assert!(
+        !all6.contains("fe80::200:5eff"),
+        "an address generated from the virtual MAC: {all6}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !dev_has_addr(&lab, 1, "vrrp.61", VIP6),
+        "ours did not stay Backup: {}",
+        lab.proc(ours).stderr()
+    );
+
+    let out = capture.join().expect("capture thread");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fields = common::cmd("tshark")
+        .args([
+            "-r",
+            &pcap_s,
+            "-Y",
+            "icmpv6.type == 143 || icmpv6.type == 131",
+        ])
+        .args(["-T", "fields", "-e", "eth.src"])
+        .output()
+        .expect("tshark -r");
+    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let base = mac_of(&lab, 1);
+    assert!(
+        text.lines().any(|l| l == base),
+        "no MLD report from eth0 ({base}): {text}"
+    );
+    assert!(
+        !text.lines().any(|l| l == VMAC6),
+        "an MLD report left from the virtual MAC: {text}"
+    );
+
+    lab.proc(ka).kill9();
+    assert!(
+        wait_for(Duration::from_secs(5), || dev_has_addr(
+            &lab, 1, "vrrp.61", VIP6
+        ))
+        .is_some(),
+        "ours did not take over: {}",
+        lab.proc(ours).stderr()
+    );
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP6)).is_some());
+    let (_, neigh) = lab.exec(2, &["ip", "-6", "neigh", "show", VIP6, "dev", "eth0"]);
+    assert!(neigh.contains(VMAC6), "{neigh}");
+    let adverts = lab.dir.join("adverts6.pcap");
+    let adverts_s = adverts.to_str().unwrap().to_owned();
+    let (ok, _) = lab.exec(
+        2,
+        &[
+            "tshark",
+            "-q",
+            "-i",
+            "eth0",
+            "-a",
+            "duration:1",
+            "-f",
+            "ip6 proto 112",
+            "-w",
+            &adverts_s,
+        ],
+    );
+    assert!(ok, "tshark capture failed");
+    let fields = common::cmd("tshark")
+        .args([
+            "-r", &adverts_s, "-T", "fields", "-e", "eth.src", "-e", "ipv6.src",
+        ])
+        .output()
+        .expect("tshark -r");
+    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let ll = base_ll[0].split('/').next().unwrap_or_default().to_owned();
+    assert!(text.lines().count() >= 5, "too few adverts: {text}");
+    assert!(
+        text.lines().all(|l| l == format!("{VMAC6}\t{ll}")),
+        "adverts not from the virtual MAC and eth0's link-local {ll}: {text}"
+    );
+
+    assert!(lab.proc(ours).term(), "ours did not exit on SIGTERM");
+    assert_eq!(dev_mac(&lab, 1, "vrrp.61"), None, "VMAC left behind");
+}
