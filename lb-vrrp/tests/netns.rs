@@ -1806,3 +1806,90 @@ fn use_vmac_ipv6_interop_with_keepalived() {
     assert!(lab.proc(ours).term(), "ours did not exit on SIGTERM");
     assert_eq!(dev_mac(&lab, 1, "vrrp.61"), None, "VMAC left behind");
 }
+
+/// `vmac_xmit_base` against keepalived's: adverts leave from eth0 with its MAC and are
+/// read there, while the VIP and its gratuitous ARPs stay on the VMAC. Ours follows
+/// keepalived as Backup, takes over after its kill -9, and its adverts carry eth0's MAC.
+#[test]
+fn vmac_xmit_base_interop_with_keepalived() {
+    if !lab_available() || !tool_available("keepalived") || !tool_available("tshark") {
+        return;
+    }
+    const VMAC: &str = "00:00:5e:00:01:33";
+    let conf = |prio: u8| {
+        format!(
+            "global_defs {{\n  router_id LBV_XMIT\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  use_vmac\n  vmac_xmit_base\n  virtual_router_id 51\n  version 3\n  priority {prio}\n  advert_int 0.1\n  virtual_ipaddress {{\n    198.18.0.100/24\n  }}\n}}\n"
+        )
+    };
+    let mut lab = Lab::new(3);
+    let ka = lab.spawn_keepalived(0, &conf(150));
+    assert!(
+        wait_for(Duration::from_secs(10), || dev_has_addr(
+            &lab, 0, "vrrp.51", VIP
+        ))
+        .is_some(),
+        "keepalived did not put the VIP on its VMAC: {}",
+        lab.proc(ka).stderr()
+    );
+    let ours = lab.spawn_ours(
+        1,
+        &strs(&ours_v3("100", &["--use-vmac", "--vmac-xmit-base"])),
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || dev_mac(&lab, 1, "vrrp.51")
+            .is_some())
+        .is_some(),
+        "no VMAC in ours: {}",
+        lab.proc(ours).stderr()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !dev_has_addr(&lab, 1, "vrrp.51", VIP),
+        "ours did not stay Backup: {}",
+        lab.proc(ours).stderr()
+    );
+    lab.proc(ka).kill9();
+    assert!(
+        wait_for(Duration::from_secs(5), || dev_has_addr(
+            &lab, 1, "vrrp.51", VIP
+        ))
+        .is_some(),
+        "ours did not take over: {}",
+        lab.proc(ours).stderr()
+    );
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
+    assert_eq!(neighbour_mac(&lab, 2, VIP).as_deref(), Some(VMAC));
+    let pcap = lab.dir.join("xmit.pcap");
+    let pcap_s = pcap.to_str().unwrap().to_owned();
+    let (ok, _) = lab.exec(
+        2,
+        &[
+            "tshark",
+            "-q",
+            "-i",
+            "eth0",
+            "-a",
+            "duration:1",
+            "-f",
+            "ip proto 112",
+            "-w",
+            &pcap_s,
+        ],
+    );
+    assert!(ok, "tshark capture failed");
+    let fields = common::cmd("tshark")
+        .args([
+            "-r", &pcap_s, "-T", "fields", "-e", "eth.src", "-e", "ip.src",
+        ])
+        .output()
+        .expect("tshark -r");
+    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let base = mac_of(&lab, 1);
+    assert!(text.lines().count() >= 5, "too few adverts: {text}");
+    assert!(
+        text.lines().all(|l| l == format!("{base}\t198.18.0.2")),
+        "adverts not from eth0's MAC ({base}): {text}"
+    );
+    assert!(lab.proc(ours).term(), "ours did not exit on SIGTERM");
+    assert_eq!(dev_mac(&lab, 1, "vrrp.51"), None, "VMAC left behind");
+}
