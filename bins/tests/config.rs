@@ -3486,7 +3486,7 @@ fn use_vmac_is_read_from_both_formats() {
         "{e:?}"
     );
     assert!(
-        e[1].starts_with("bad.toml:6:") && e[1].contains("not a valid interface name"),
+        e[1].starts_with("bad.toml:6:") && e[1].contains("not a valid VMAC name"),
         "{e:?}"
     );
     assert!(
@@ -3508,5 +3508,31 @@ fn use_vmac_is_read_from_both_formats() {
     assert!(
         e[1].starts_with("bad.conf:12:14:") && e[1].contains("used by another vrrp_instance"),
         "{e:?}"
+    );
+    // One MAC twice on an interface; vmac_xmit_base alone is cleared with a warning.
+    let e = errors(
+        "mac.conf",
+        "vrrp_instance A {\n    interface eth0\n    virtual_router_id 52\n    use_vmac va 02:00:00:00:00:01\n\
+         virtual_ipaddress {\n        198.18.0.251\n    }\n}\n\
+         vrrp_instance B {\n    interface eth0\n    virtual_router_id 53\n    use_vmac vb 02:00:00:00:00:01\n\
+         virtual_ipaddress {\n        198.18.0.252\n    }\n}\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("mac.conf:12:") && e[0].contains("already vrrp_instance A's on eth0"),
+        "{e:?}"
+    );
+    let (k, w) = config::keepalived::parse_str(
+        "vrrp_instance A {\n    interface eth0\n    virtual_router_id 52\n    vmac_xmit_base\n\
+         virtual_ipaddress {\n        198.18.0.251\n    }\n}\n",
+        Path::new("x.conf"),
+    )
+    .expect("loads");
+    assert!(!k.vrrp_instances[0].vmac_xmit_base);
+    assert!(
+        w.iter().any(|w| w
+            .to_string()
+            .contains("vmac_xmit_base without use_vmac, ignored")),
+        "{w:?}"
     );
 }

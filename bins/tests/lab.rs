@@ -2287,6 +2287,7 @@ fn use_vmac_is_handed_over_by_a_reload() {
         String::from_utf8_lossy(&neigh.stdout)
     );
     let index = vmac_index(&lab).expect("VMAC index");
+    assert_eq!(vmac_traces(&lab), "1 1 2 +");
 
     // A changed instance: the successor takes the VMAC over, the VIP stays on it.
     std::fs::write(&path, conf(true, 2)).expect("conf");
@@ -2333,6 +2334,11 @@ fn use_vmac_is_handed_over_by_a_reload() {
         ))
         .is_some()
     );
+    assert_eq!(
+        vmac_traces(&lab),
+        "0 0 0 -",
+        "settings or nftables elements left behind"
+    );
 
     // On again, then SIGTERM: nothing left.
     std::fs::write(&path, conf(true, 2)).expect("conf");
@@ -2349,4 +2355,34 @@ fn use_vmac_is_handed_over_by_a_reload() {
     assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());
     assert_eq!(vmac_index(&lab), None, "VMAC left behind");
     assert!(!lab.has_addr("lb1", vip));
+    assert_eq!(
+        vmac_traces(&lab),
+        "0 0 0 -",
+        "settings or nftables elements left behind"
+    );
+}
+
+/// lb1's eth0 `arp_ignore`, `arp_filter`, `arp_announce`, and whether the nftables maps
+/// that move IGMP/MLD reports off VMACs name `vrrp.72` (`+`) or not (`-`).
+fn vmac_traces(lab: &Lab) -> String {
+    let out = lab
+        .exec(
+            "lb1",
+            &[
+                "sysctl",
+                "-n",
+                "net.ipv4.conf.eth0.arp_ignore",
+                "net.ipv4.conf.eth0.arp_filter",
+                "net.ipv4.conf.eth0.arp_announce",
+            ],
+        )
+        .expect("sysctl");
+    let mut words: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let maps = lab.exec("lb1", &["nft", "list", "ruleset"]).expect("nft");
+    let listed = String::from_utf8_lossy(&maps.stdout).contains("\"vrrp.72\"");
+    words.push(if listed { "+" } else { "-" }.to_owned());
+    words.join(" ")
 }

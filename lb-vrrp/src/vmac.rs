@@ -44,7 +44,7 @@
 //! [RFC 5798 §7.2]: https://www.rfc-editor.org/rfc/rfc5798#section-7.2
 
 use std::collections::HashMap;
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
@@ -70,7 +70,8 @@ use crate::wire::Vrid;
 /// base interface's other macvlans.
 const MACVLAN_MODE_PRIVATE: u32 = 1;
 
-/// The nftables table that keeps IGMP / MLD reports off the VMACs (family `inet`).
+/// The nftables tables (families `ip` and `ip6`) that move IGMP / MLD reports off the
+/// VMACs onto their base interfaces.
 pub const NFT_TABLE: &str = "lb_vrrp_vmac";
 
 /// How long each answer to a netlink request may take before the request is given up.
@@ -112,7 +113,7 @@ impl UseVmac {
     pub fn validate(&self, base: &str) -> Result<(), String> {
         if !valid_ifname(&self.name) {
             return Err(format!(
-                "use_vmac: {:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or white space)",
+                "use_vmac: {:?} is not a valid VMAC name (1 to 15 letters, digits, '.', '_' or '-')",
                 self.name
             ));
         }
@@ -151,16 +152,17 @@ pub fn default_name(vrid: Vrid) -> String {
     format!("vrrp.{}", vrid.get())
 }
 
-/// An interface name the kernel accepts (`dev_valid_name`): 1 to 15 bytes, not `.` or
-/// `..`, without `/`, `:` or white space.
+/// A name this module gives an interface: 1 to 15 bytes of ASCII letters, digits, `.`,
+/// `_` and `-`, not `.` or `..` (a subset of what the kernel's `dev_valid_name` takes,
+/// safe to write into an nftables script).
 pub fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
         && name.len() < 16
         && name != "."
         && name != ".."
-        && !name
+        && name
             .bytes()
-            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
@@ -181,8 +183,10 @@ pub(crate) struct VmacLink {
     v6: bool,
     /// Leave the VMAC in place when dropped.
     pub(crate) keep: bool,
-    /// The base's ARP settings are held ([`hold_base`]).
-    held_base: bool,
+    /// The base's ARP settings and the rp_filter settings are held ([`hold`]).
+    held: bool,
+    /// The base's link-local address as copied onto the VMAC (IPv6).
+    link_local: Option<Ipv6Addr>,
 }
 
 impl Drop for VmacLink {
@@ -191,16 +195,20 @@ impl Drop for VmacLink {
     }
 }
 
-/// The base interfaces' ARP settings as they were before their first VMAC, and how many
-/// VMACs of this process use each (a reload hands a VMAC over: the count drops to 0 and
-/// the successor takes the saved values up again).
-static BASES: Mutex<Option<HashMap<String, BaseSaved>>> = Mutex::new(None);
+/// Settings this process changed for its VMACs, by holder (a base interface's ARP
+/// settings; the `rp_filter` settings), and how many VMACs of this process hold each. A
+/// reload's hand-over drops the count to 0 and keeps the entry for the successor.
+static HELD: Mutex<Option<HashMap<String, Held>>> = Mutex::new(None);
+
+/// The holder key of the `rp_filter` settings.
+const RP_FILTER: &str = "rp_filter";
 
 #[derive(Debug, Default)]
-struct BaseSaved {
+struct Held {
     users: usize,
-    /// `(setting, value before)` of those this process changed.
-    changed: Vec<(&'static str, String)>,
+    /// `(sysctl key, value before, value set)` of those this process changed, in the
+    /// order they were changed.
+    changed: Vec<(String, String, String)>,
 }
 
 impl VmacLink {
@@ -208,36 +216,44 @@ impl VmacLink {
     /// sets it up as the module docs say, and brings it up.
     ///
     /// # Errors
-    /// [`VipError::NoInterface`] without `base`; [`VipError::Vmac`] when a step fails
-    /// (the VMAC is deleted again if this call created it).
+    /// [`VipError::NoInterface`] without `base`; [`VipError::Vmac`] when a step fails or
+    /// an interface of that name is not a private macvlan on `base` (then it is left
+    /// alone). A VMAC this call created is deleted again; one it took over is left as it
+    /// was found.
     pub(crate) fn set_up(base: &str, cfg: &UseVmac, v6: bool) -> Result<Self, VipError> {
         let base_index = crate::vip::VipManager::ifindex(base)?;
         let fail = |what: &str, e: io::Error| VipError::Vmac(format!("{}: {what}: {e}", cfg.name));
         let mut nl = Rtnl::open().map_err(|e| fail("netlink socket", e))?;
-        let ifindex = match nl
+        let (ifindex, created) = match nl
             .link(&cfg.name)
             .map_err(|e| fail("reading the link", e))?
         {
             Some(found) if found.matches(base_index, cfg.mac) => {
                 tracing::info!(vmac = %cfg.name, %base, "taking over the VMAC already there");
-                found.index
+                (found.index, false)
             }
-            Some(found) if found.is_macvlan => {
-                tracing::warn!(vmac = %cfg.name, %base, "a macvlan of that name with another base, MAC or mode: replacing it");
+            // Ours from an earlier run with another MAC (keepalived updates it in place).
+            Some(found) if found.is_macvlan && found.private && found.base == Some(base_index) => {
+                tracing::warn!(vmac = %cfg.name, %base, "a private macvlan of that name on the base with another MAC: replacing it");
                 nl.delete_link(found.index)
                     .map_err(|e| fail("deleting the old macvlan", e))?;
-                nl.create_macvlan(&cfg.name, base_index, cfg.mac)
-                    .map_err(|e| fail("creating the macvlan", e))?
+                let index = nl
+                    .create_macvlan(&cfg.name, base_index, cfg.mac)
+                    .map_err(|e| fail("creating the macvlan", e))?;
+                (index, true)
             }
             Some(_) => {
                 return Err(VipError::Vmac(format!(
-                    "{}: an interface of that name exists and is not a macvlan",
+                    "{}: an interface of that name exists and is not a private macvlan on {base}: left alone; name the VMAC otherwise",
                     cfg.name
                 )))
             }
-            None => nl
-                .create_macvlan(&cfg.name, base_index, cfg.mac)
-                .map_err(|e| fail("creating the macvlan", e))?,
+            None => {
+                let index = nl
+                    .create_macvlan(&cfg.name, base_index, cfg.mac)
+                    .map_err(|e| fail("creating the macvlan", e))?;
+                (index, true)
+            }
         };
         let mut link = Self {
             name: cfg.name.clone(),
@@ -245,19 +261,26 @@ impl VmacLink {
             base: base.to_owned(),
             v6,
             keep: false,
-            held_base: false,
+            held: false,
+            link_local: None,
         };
-        // On failure, dropping `link` deletes the VMAC again.
-        link.configure(&mut nl)
-            .map(|()| link)
-            .map_err(|e| fail("setting it up", e))
+        match link.configure(&mut nl, base_index) {
+            Ok(()) => Ok(link),
+            Err(e) => {
+                // Dropping `link` deletes what this call created.
+                link.keep = !created;
+                Err(fail("setting it up", e))
+            }
+        }
     }
 
-    fn configure(&mut self, nl: &mut Rtnl) -> io::Result<()> {
+    fn configure(&mut self, nl: &mut Rtnl, base_index: u32) -> io::Result<()> {
         if self.v6 {
             // No EUI-64 address from the virtual MAC (set before the link goes up).
             sysctl_write_if_present(&format!("ipv6/conf/{}/addr_gen_mode", self.name), "1")?;
         } else {
+            hold_for(&self.base)?;
+            self.held = true;
             for (key, value) in [
                 ("arp_ignore", "1"),
                 ("accept_local", "1"),
@@ -267,25 +290,47 @@ impl VmacLink {
                 sysctl_write(&format!("ipv4/conf/{}/{key}", self.name), value)?;
             }
             sysctl_write_if_present(&format!("ipv6/conf/{}/disable_ipv6", self.name), "1")?;
-            hold_base(&self.base)?;
-            self.held_base = true;
-            if sysctl_read("ipv4/conf/all/rp_filter").as_deref() == Some("1") {
-                tracing::warn!(vmac = %self.name, "net.ipv4.conf.all.rp_filter is 1 (strict): traffic to the VIPs arriving on the VMAC may be dropped; set it to 0 or 2");
-            }
         }
         // Before the link is up: addresses on it join groups (the solicited-node one of
-        // the link-local copy) whose reports must not leave from the virtual MAC either.
-        igmp_rules(&self.name, true);
+        // the link-local copy, later the VIPs') whose reports must leave from the base.
+        report_rules(&self.name, &self.base, base_index, true);
         nl.set_up(self.ifindex)?;
         if self.v6 {
             match crate::vip::primary_address(&self.base, true, &[]) {
-                Some(IpAddr::V6(ll)) => nl.add_link_local(self.ifindex, ll)?,
+                Some(IpAddr::V6(ll)) => self.copy_link_local(nl, ll)?,
                 _ => {
-                    tracing::warn!(vmac = %self.name, base = %self.base, "the base interface has no IPv6 link-local address to copy onto the VMAC")
+                    tracing::warn!(vmac = %self.name, base = %self.base, "the base interface has no IPv6 link-local address to copy onto the VMAC yet")
                 }
             }
         }
         Ok(())
+    }
+
+    fn copy_link_local(&mut self, nl: &mut Rtnl, ll: Ipv6Addr) -> io::Result<()> {
+        nl.link_local(self.ifindex, ll, true)?;
+        if let Some(old) = self.link_local.replace(ll).filter(|old| *old != ll) {
+            if let Err(e) = nl.link_local(self.ifindex, old, false) {
+                tracing::debug!(vmac = %self.name, %old, error = %e, "removing the old link-local copy");
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the base's link-local address (IPv6): `ll` is the advert source now, copied
+    /// onto the VMAC in place of the previous copy (keepalived's
+    /// `replace_link_local_address`). Errors are logged.
+    pub(crate) fn follow_link_local(&mut self, ll: Ipv6Addr) {
+        if !self.v6 || self.link_local == Some(ll) {
+            return;
+        }
+        match Rtnl::open().and_then(|mut nl| self.copy_link_local(&mut nl, ll)) {
+            Ok(()) => {
+                tracing::info!(vmac = %self.name, %ll, "the base's link-local address copied onto the VMAC")
+            }
+            Err(e) => {
+                tracing::warn!(vmac = %self.name, %ll, error = %e, "copying the base's link-local address onto the VMAC")
+            }
+        }
     }
 
     /// Deletes the VMAC (a clean stop), or with `delete` false leaves it for a successor
@@ -297,10 +342,43 @@ impl VmacLink {
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
                 Err(e) => tracing::warn!(vmac = %self.name, error = %e, "deleting the VMAC"),
             }
-            igmp_rules(&self.name, false);
+            report_rules(&self.name, &self.base, 0, false);
         }
-        if self.held_base {
-            release_base(&self.base, delete);
+        if self.held {
+            release_for(&self.base, delete);
+        }
+    }
+}
+
+/// Removes what a VMAC handed over by a reload leaves when no successor took it (the
+/// successor failed to start): the interface `name` if it is a macvlan on `base`, its
+/// nftables elements, and, once no VMAC of this process holds them, the settings changed
+/// for it, put back. Errors are logged.
+pub fn discard(name: &str, base: &str) {
+    if let (Ok(mut nl), Ok(base_index)) = (Rtnl::open(), crate::vip::VipManager::ifindex(base)) {
+        match nl.link(name) {
+            Ok(Some(found)) if found.is_macvlan && found.base == Some(base_index) => {
+                match nl.delete_link(found.index) {
+                    Ok(()) => tracing::info!(vmac = %name, "VMAC nobody took over: deleted"),
+                    Err(e) => {
+                        tracing::warn!(vmac = %name, error = %e, "deleting a VMAC nobody took over")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(vmac = %name, error = %e, "reading a VMAC nobody took over"),
+        }
+    }
+    report_rules(name, base, 0, false);
+    let mut held = HELD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(map) = held.as_mut() else { return };
+    for key in [base, RP_FILTER] {
+        if map.get(key).is_some_and(|h| h.users == 0) {
+            if let Some(h) = map.remove(key) {
+                restore(key, &h);
+            }
         }
     }
 }
@@ -364,15 +442,22 @@ impl Rtnl {
                 self.sock.as_fd(),
                 nix::poll::PollFlags::POLLIN,
             )];
-            if nix::poll::poll(&mut fds, ms).map_err(io::Error::from)? == 0 {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "no netlink answer"));
+            match nix::poll::poll(&mut fds, ms) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no netlink answer")),
+                Ok(_) => {}
+                // A signal for another part of the process: wait again (bounded by the loop).
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
             let (data, _) = self.sock.recv_from_full()?;
             let mut rest = &data[..];
             while !rest.is_empty() {
                 let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = (msg.header.length as usize).max(16).min(rest.len());
+                // NLMSG_ALIGN: messages start on 4-byte boundaries.
+                let len = ((msg.header.length as usize + 3) & !3)
+                    .max(16)
+                    .min(rest.len());
                 rest = &rest[len..];
                 if msg.header.sequence_number != self.seq {
                     continue;
@@ -444,21 +529,27 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::DelLink(msg), 0).map(drop)
     }
 
-    /// Adds `addr`/64, link scope, without duplicate address detection.
-    fn add_link_local(&mut self, index: u32, addr: Ipv6Addr) -> io::Result<()> {
+    /// Adds (`add`) or removes `addr`/64, link scope; added without duplicate address
+    /// detection. Adding one already there succeeds.
+    fn link_local(&mut self, index: u32, addr: Ipv6Addr, add: bool) -> io::Result<()> {
         let mut msg = AddressMessage::default();
         msg.header.family = AddressFamily::Inet6;
         msg.header.prefix_len = 64;
         msg.header.scope = AddressScope::Link;
         msg.header.index = index;
-        msg.header.flags = vec![AddressHeaderFlag::Nodad];
         msg.attributes
             .push(AddressAttribute::Address(IpAddr::V6(addr)));
-        match self.request(
-            RouteNetlinkMessage::NewAddress(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        ) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        let request = if add {
+            msg.header.flags = vec![AddressHeaderFlag::Nodad];
+            self.request(
+                RouteNetlinkMessage::NewAddress(msg),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+        } else {
+            self.request(RouteNetlinkMessage::DelAddress(msg), 0)
+        };
+        match request {
+            Err(e) if add && e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
             r => r.map(drop),
         }
     }
@@ -519,103 +610,228 @@ fn sysctl_write_if_present(key: &str, value: &str) -> io::Result<()> {
     }
 }
 
-/// `arp_ignore=1`, `arp_filter=1` and `arp_announce=2` on `base`, the values before
-/// saved by its first VMAC.
-fn hold_base(base: &str) -> io::Result<()> {
-    let mut bases = BASES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let saved = bases
-        .get_or_insert_with(HashMap::new)
-        .entry(base.to_owned())
-        .or_default();
-    for (key, value) in [
-        ("arp_ignore", "1"),
-        ("arp_filter", "1"),
-        ("arp_announce", "2"),
-    ] {
-        let path = format!("ipv4/conf/{base}/{key}");
-        let before = sysctl_read(&path).unwrap_or_default();
-        if before != value {
-            sysctl_write(&path, value)?;
-            if !saved.changed.iter().any(|(k, _)| *k == key) {
-                saved.changed.push((key, before));
-            }
-        }
+/// Takes the settings an IPv4 VMAC on `base` needs, saving the values before:
+/// * on `base`, `arp_ignore=1`, `arp_filter=1` and `arp_announce=2`;
+/// * where `all.rp_filter` is on (the kernel takes the higher of `all` and an interface's
+///   value, so the VMAC's 0 would not count and the Backup would drop the Master's adverts,
+///   whose reverse path is the base), every interface's `rp_filter` raised to it and `all`
+///   set to 0, as keepalived's `clear_rp_filter` does.
+///
+/// Undone by [`release_for`] once no VMAC of this process needs them.
+fn hold_for(base: &str) -> io::Result<()> {
+    let arp = ["arp_ignore", "arp_filter", "arp_announce"]
+        .into_iter()
+        .zip(["1", "1", "2"])
+        .map(|(k, v)| (format!("ipv4/conf/{base}/{k}"), v.to_owned()))
+        .collect();
+    hold(base, arp)?;
+    if let Err(e) = hold(RP_FILTER, rp_filter_settings()) {
+        release_for(base, true);
+        return Err(e);
     }
-    saved.users += 1;
     Ok(())
 }
 
-/// One VMAC less on `base`: with `restore`, the last one puts its ARP settings back.
-fn release_base(base: &str, restore: bool) {
-    let mut bases = BASES
+/// The `rp_filter` settings that turn `all.rp_filter` off without loosening any interface:
+/// each one below `all` raised to it (`default` too), then `all` 0. None when `all` is 0.
+fn rp_filter_settings() -> Vec<(String, String)> {
+    let all: u32 = sysctl_read("ipv4/conf/all/rp_filter")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if all == 0 {
+        return Vec::new();
+    }
+    let mut out: Vec<(String, String)> = std::fs::read_dir(sysctl_path("ipv4/conf"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|name| name != "all")
+                .map(|name| format!("ipv4/conf/{name}/rp_filter"))
+                .filter(|key| {
+                    sysctl_read(key)
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .is_some_and(|v| v < all)
+                })
+                .map(|key| (key, all.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out.push(("ipv4/conf/all/rp_filter".to_owned(), "0".to_owned()));
+    out
+}
+
+/// Writes `settings` (`(sysctl key, value)`, in order) for holder `key`, saving each value
+/// it changes, and counts one more user. On a failure, what this call wrote is put back.
+fn hold(key: &str, settings: Vec<(String, String)>) -> io::Result<()> {
+    let mut held = HELD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(map) = bases.as_mut() else { return };
-    let Some(saved) = map.get_mut(base) else {
-        return;
-    };
-    saved.users = saved.users.saturating_sub(1);
-    if saved.users > 0 || !restore {
-        return;
+    let entry = held
+        .get_or_insert_with(HashMap::new)
+        .entry(key.to_owned())
+        .or_default();
+    let mut written: Vec<(String, String)> = Vec::new();
+    for (path, value) in settings {
+        let before = sysctl_read(&path).unwrap_or_default();
+        if before == value {
+            continue;
+        }
+        if let Err(e) = sysctl_write(&path, &value) {
+            for (p, b) in written.iter().rev() {
+                let _ = sysctl_write(p, b);
+            }
+            entry.changed.truncate(entry.changed.len() - written.len());
+            return Err(e);
+        }
+        if !entry.changed.iter().any(|(p, _, _)| *p == path) {
+            entry.changed.push((path.clone(), before.clone(), value));
+            written.push((path, before));
+        }
     }
-    for (key, before) in &saved.changed {
-        let path = format!("ipv4/conf/{base}/{key}");
-        // Only what still holds the value set here: an operator's later change stays.
-        let set = if *key == "arp_announce" { "2" } else { "1" };
-        if sysctl_read(&path).as_deref() == Some(set) {
-            if let Err(e) = sysctl_write(&path, before) {
-                tracing::warn!(%base, error = %e, "restoring the base interface's ARP setting");
+    entry.users += 1;
+    Ok(())
+}
+
+/// One VMAC on `base` less: with `restore`, the last user of a holder puts its settings
+/// back (a hand-over keeps them for the successor).
+fn release_for(base: &str, restore_them: bool) {
+    let mut held = HELD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(map) = held.as_mut() else { return };
+    for key in [base, RP_FILTER] {
+        let Some(h) = map.get_mut(key) else { continue };
+        h.users = h.users.saturating_sub(1);
+        if h.users == 0 && restore_them {
+            if let Some(h) = map.remove(key) {
+                restore(key, &h);
             }
         }
     }
-    map.remove(base);
 }
 
-/// Adds (`add`) or removes the VMAC `name` in the set of [`NFT_TABLE`] whose IGMP and MLD
-/// reports are dropped. Failures are logged: without `nft` a Backup's reports leave from
-/// the virtual MAC.
-fn igmp_rules(name: &str, add: bool) {
-    let script = if add {
-        format!(
-            "table inet {NFT_TABLE} {{\n\
-             \tset vmacs {{ type ifname; }}\n\
-             \tchain out {{ type filter hook output priority filter - 1; policy accept; }}\n\
-             }}\n\
-             flush chain inet {NFT_TABLE} out\n\
-             add rule inet {NFT_TABLE} out oifname @vmacs meta l4proto igmp drop\n\
-             add rule inet {NFT_TABLE} out oifname @vmacs icmpv6 type {{ mld-listener-report, mld-listener-done, mld2-listener-report }} drop\n\
-             add element inet {NFT_TABLE} vmacs {{ \"{name}\" }}\n"
-        )
-    } else {
-        format!("delete element inet {NFT_TABLE} vmacs {{ \"{name}\" }}\n")
-    };
-    let run = || -> io::Result<std::process::Output> {
-        let mut child = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(script.as_bytes())?;
+/// Puts back, in reverse order, what holder `key` changed, where the value is still the
+/// one set here (an operator's later change stays).
+fn restore(key: &str, h: &Held) {
+    for (path, before, set) in h.changed.iter().rev() {
+        if sysctl_read(path).as_deref() == Some(set.as_str()) {
+            if let Err(e) = sysctl_write(path, before) {
+                tracing::warn!(holder = %key, error = %e, "putting a setting back");
+            }
         }
-        child.wait_with_output()
+    }
+}
+
+/// How long `nft` may take before it is killed.
+const NFT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Adds (`add`) or removes the VMAC `name` (on `base`, index `base_index`) in the maps of
+/// the tables `ip` and `ip6` [`NFT_TABLE`]: IGMP and MLD reports leaving from it are
+/// duplicated to `base`, where they go out with the base's MAC, and dropped (keepalived's
+/// `setup_rule_move_igmp`). That covers the VRRP group and, on a Master, the IPv6 VIPs'
+/// solicited-node groups. Failures are logged: without `nft` the reports leave from the
+/// virtual MAC.
+fn report_rules(name: &str, base: &str, base_index: u32, add: bool) {
+    let script = if add {
+        if !valid_ifname(base) {
+            tracing::warn!(vmac = %name, %base, "the base interface's name cannot go into an nftables script: IGMP/MLD reports leave from the virtual MAC");
+            return;
+        }
+        let chain = format!("base_{base_index}");
+        [
+            ("ip", "meta l4proto igmp dup to ip daddr"),
+            (
+                "ip6",
+                "icmpv6 type { mld-listener-report, mld-listener-done, mld2-listener-report } dup to ip6 daddr",
+            ),
+        ]
+        .iter()
+        .map(|(family, rule)| {
+            format!(
+                "table {family} {NFT_TABLE} {{\n\
+                 \tmap vmacs {{ type ifname : verdict; }}\n\
+                 \tchain out {{ type filter hook output priority filter - 1; policy accept; }}\n\
+                 \tchain {chain} {{ }}\n\
+                 }}\n\
+                 flush chain {family} {NFT_TABLE} out\n\
+                 add rule {family} {NFT_TABLE} out oifname vmap @vmacs\n\
+                 flush chain {family} {NFT_TABLE} {chain}\n\
+                 add rule {family} {NFT_TABLE} {chain} {rule} device \"{base}\" drop\n\
+                 add element {family} {NFT_TABLE} vmacs {{ \"{name}\" : jump {chain} }}\n"
+            )
+        })
+        .collect::<String>()
+    } else {
+        ["ip", "ip6"]
+            .iter()
+            .map(|family| format!("delete element {family} {NFT_TABLE} vmacs {{ \"{name}\" }}\n"))
+            .collect()
     };
-    match run() {
+    match nft(&script) {
         Ok(out) if out.status.success() => {}
         Ok(out) if !add => {
-            tracing::debug!(vmac = %name, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "removing the VMAC from the IGMP/MLD drop set");
+            tracing::debug!(vmac = %name, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "removing the VMAC from the IGMP/MLD rules");
         }
         Ok(out) => {
-            tracing::warn!(vmac = %name, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "nft refused the IGMP/MLD drop rules: reports for the VRRP group leave from the virtual MAC");
+            tracing::warn!(vmac = %name, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "nft refused the IGMP/MLD rules: reports leave from the virtual MAC");
         }
         Err(e) if add => {
-            tracing::warn!(vmac = %name, error = %e, "cannot run nft (Debian package nftables): IGMP/MLD reports for the VRRP group leave from the virtual MAC");
+            tracing::warn!(vmac = %name, error = %e, "cannot run nft (Debian package nftables): IGMP/MLD reports leave from the virtual MAC");
         }
         Err(_) => {}
     }
+}
+
+/// Runs `nft -f -` with `script`, killed after [`NFT_TIMEOUT`].
+fn nft(script: &str) -> io::Result<std::process::Output> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    // stdin closed: nft reads to the end. It closes its standard error as it exits: read
+    // that to the end, each read within NFT_TIMEOUT (at most 64 reads).
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| io::Error::other("nft's standard error is not piped"))?;
+    let ms = u16::try_from(NFT_TIMEOUT.as_millis()).unwrap_or(u16::MAX);
+    let mut text = Vec::new();
+    let mut buf = [0_u8; 4096];
+    for _ in 0..64 {
+        let mut fds = [nix::poll::PollFd::new(
+            stderr.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, ms) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        match stderr.read(&mut buf)? {
+            0 => {
+                let status = child.wait()?;
+                return Ok(std::process::Output {
+                    status,
+                    stdout: Vec::new(),
+                    stderr: text,
+                });
+            }
+            n => text.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "nft did not finish",
+    ))
 }
 
 #[cfg(test)]
@@ -637,7 +853,18 @@ mod tests {
             .validate("vrrp.250")
             .unwrap_err()
             .contains("instance's interface"));
-        for bad in ["", "a/b", "a:b", "a b", ".", "..", "sixteen-bytes-xx"] {
+        for bad in [
+            "",
+            "a/b",
+            "a:b",
+            "a b",
+            ".",
+            "..",
+            "sixteen-bytes-xx",
+            "a\"b",
+            "a{b",
+            "a;b",
+        ] {
             let v = UseVmac {
                 name: bad.to_owned(),
                 ..UseVmac::new(vrid, false)

@@ -2705,7 +2705,7 @@ impl Config {
                     if !lb_vrrp::vmac::valid_ifname(name) {
                         err(
                             format!("{p}.vmac_name"),
-                            format!("vmac_name {name:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or white space)"),
+                            format!("vmac_name {name:?} is not a valid VMAC name (1 to 15 letters, digits, '.', '_' or '-')"),
                         );
                     } else if self.vrrp_instances.iter().any(|o| &o.interface == name) {
                         err(
@@ -2716,6 +2716,19 @@ impl Config {
                         err(
                             format!("{p}.vmac_name"),
                             format!("vmac_name {name:?} is used by another vrrp_instance"),
+                        );
+                    }
+                }
+                if let Ok(mac) = vi.vmac_mac() {
+                    if let Some(other) = self.vrrp_instances[..i].iter().find(|o| {
+                        o.use_vmac && o.interface == vi.interface && o.vmac_mac() == Ok(mac)
+                    }) {
+                        err(
+                            format!("{p}.vmac_address"),
+                            format!(
+                                "the VMAC's MAC address is already vrrp_instance {}'s on {}",
+                                other.name, vi.interface
+                            ),
                         );
                     }
                 }

@@ -1121,6 +1121,7 @@ impl Node {
                         Err(e) => {
                             tracing::error!(error = %e, "reload: VRRP group not started after its hand-over; its VIPs are removed");
                             vrrp::remove_dropped_vips(&old, &[], &masters).await;
+                            vrrp::discard_vmacs(&old).await;
                             let mut t = write(&self.shared.vrrp);
                             for vi in &old {
                                 if let Some(st) = t.get_mut(&vi.name) {

@@ -414,6 +414,29 @@ pub(crate) fn groups(cfg: &Config) -> Vec<(Option<String>, Vec<VrrpInstance>)> {
 /// that address (whatever the prefix or label: the kernel's address lookup does not tell
 /// prefixes apart, and the successor may already hold the address). A changed prefix or
 /// label alone keeps the old one until the next transition. Failures are logged.
+/// Deletes the VMACs of `old`'s instances that a failed successor did not take over, and
+/// puts back the settings changed for them ([`lb_vrrp::vmac::discard`]).
+pub(crate) async fn discard_vmacs(old: &[VrrpInstance]) {
+    let vmacs: Vec<(String, String)> = old
+        .iter()
+        .filter(|vi| vi.use_vmac)
+        .filter_map(|vi| Some((vi.vmac_name.clone()?, vi.interface.clone())))
+        .collect();
+    if vmacs.is_empty() {
+        return;
+    }
+    // Netlink and nft calls, blocking: off the event loop.
+    let done = tokio::task::spawn_blocking(move || {
+        for (name, base) in &vmacs {
+            lb_vrrp::vmac::discard(name, base);
+        }
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::error!(error = %e, "reload: removing the VMACs nobody took over");
+    }
+}
+
 pub(crate) async fn remove_dropped_vips(
     old: &[VrrpInstance],
     new: &[VrrpInstance],

@@ -17,6 +17,8 @@
 //!   share a LAN, as with keepalived).
 //! * On start the configured VIPs are removed (crash recovery: a previous run may have
 //!   died as master); on shutdown a master sends priority 0 and removes them.
+//! * With [`VrrpInstanceConfig::use_vmac`], the VIPs live on a macvlan with the virtual
+//!   router MAC and adverts are sent and read there ([`crate::vmac`]).
 //!
 //! # Privileges
 //!
@@ -549,7 +551,9 @@ impl SpeakerHandle {
     /// status at the moment it stopped (`None` if the speaker had already stopped). Start
     /// the successor's instances that were Master with
     /// [`VrrpInstanceConfig::resume_master`] within a Master_Down_Interval, or a peer takes
-    /// over.
+    /// over. [`VrrpInstanceConfig::use_vmac`] interfaces stay too, VIPs on them, with the
+    /// settings changed for them: the successor must have the same `use_vmac` (name, MAC)
+    /// to take each over, or the caller removes it with [`crate::vmac::discard`].
     ///
     /// # Cancel safety
     ///
@@ -781,9 +785,6 @@ impl Speaker {
                 Some(vm) if !vm.xmit_base => (vip_if.clone(), ifindex),
                 _ => (cfg.interface.clone(), base_ifindex),
             };
-            // A VMAC's group is also joined on the base, whose reports (unlike the
-            // VMAC's) leave with the base's MAC: snooping switches keep forwarding it.
-            let also_join = (sock_ifindex != base_ifindex).then_some(base_ifindex);
             // Never our own VIPs, advertised or not, as the advert source.
             let all_addrs: Vec<IpAddr> = cfg.all_vips().map(|v| v.addr).collect();
             // The advert source: unicast_src_ip, else the interface's first address of the
@@ -802,8 +803,7 @@ impl Speaker {
             if found.is_none() {
                 tracing::warn!(instance = %cfg.name, interface = %cfg.interface, "no usable {} address on the interface: FAULT until one appears", if v6 { "IPv6 link-local" } else { "IPv4" });
             }
-            let (socket, send_socket) =
-                open_vrrp_sockets(&cfg, &sock_if, sock_ifindex, also_join, src)?;
+            let (socket, send_socket) = open_vrrp_sockets(&cfg, &sock_if, sock_ifindex, src)?;
             let announce = match open_announce_socket(&vip_if, ifindex, v6) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -1174,6 +1174,12 @@ impl Speaker {
             let had_src = inst.has_src;
             if let Some(src) = inst.refresh_src(&ifs) {
                 self.groups[inst.group].set_primary_addr(inst.member, src);
+                // A VMAC sending adverts carries a copy of the base's link-local source.
+                if let (Some(v), IpAddr::V6(ll)) = (&mut inst.vmac, src) {
+                    if inst.sock_ifindex == v.ifindex {
+                        v.follow_link_local(ll);
+                    }
+                }
             }
             if inst.has_src != had_src {
                 self.groups[inst.group].handle_address(t, inst.member, inst.has_src);
@@ -1430,16 +1436,14 @@ fn open_vrrp_sockets(
     cfg: &VrrpInstanceConfig,
     ifname: &str,
     ifindex: u32,
-    also_join: Option<u32>,
     src: IpAddr,
 ) -> io::Result<(Socket, Socket)> {
-    let multicast = cfg.unicast_peer.is_empty();
-    let join: Vec<u32> = if multicast {
-        std::iter::once(ifindex).chain(also_join).collect()
+    let join: &[u32] = if cfg.unicast_peer.is_empty() {
+        &[ifindex]
     } else {
-        Vec::new()
+        &[]
     };
-    let rx = open_vrrp_socket(ifname, ifindex, src, &join)?;
+    let rx = open_vrrp_socket(ifname, ifindex, src, join)?;
     Ok((rx, open_send_socket(cfg, ifname, ifindex, src)?))
 }
 

@@ -258,11 +258,6 @@ impl Lab {
         &self.leaves[i]
     }
 
-    /// The bridge's namespace.
-    pub fn bridge_ns(&self) -> &str {
-        &self.bridge
-    }
-
     /// Starts `lb-vrrpd ARGS` in leaf `i`.
     pub fn spawn_ours(&mut self, i: usize, args: &[&str]) -> usize {
         let name = format!("ours{}-{i}", self.procs.len());

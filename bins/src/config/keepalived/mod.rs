@@ -1608,6 +1608,17 @@ impl Conv {
                 _ => self.unknown(st, "vrrp_instance"),
             }
         }
+        // keepalived clears it, with a message.
+        if vi.vmac_xmit_base && !vi.use_vmac {
+            self.d.warn(
+                &s.keyword.location,
+                format!(
+                    "vrrp_instance {}: vmac_xmit_base without use_vmac, ignored (as keepalived)",
+                    vi.name
+                ),
+            );
+            vi.vmac_xmit_base = false;
+        }
         // keepalived: "unicast with use_vmac requires vmac_xmit_base - setting".
         if vi.use_vmac && !vi.unicast_peer.is_empty() && !vi.vmac_xmit_base {
             self.d.warn(
