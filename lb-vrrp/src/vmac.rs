@@ -9,8 +9,9 @@
 //!   or `00:00:5e:00:02:<VRID>` (IPv6), [`virtual_router_mac`]. It is created at start
 //!   whatever the state, stays up in Backup and Fault (only the VIPs come and go), and is
 //!   deleted at a clean stop. A macvlan of that name found at start (left by a crash, or
-//!   handed over by a reload) is taken over when it has the right base, MAC and mode;
-//!   one that differs is replaced. Another kind of interface by that name is an error.
+//!   handed over by a reload) is taken over when it has the right base, MAC and mode; a
+//!   private macvlan on the base with another MAC is replaced. Any other interface by
+//!   that name is left alone and is an error.
 //! * The VIPs of the instance's family (without `dev`, or with `dev` naming the
 //!   instance's interface) go on it; adverts are sent from it, so that their source MAC
 //!   is the virtual router MAC ([RFC 5798 §7.2]), and received on it. With
@@ -26,17 +27,22 @@
 //!   the client's MAC with a VIP as the sender address and the base's MAC, and every
 //!   neighbour that hears the request points its entry for the VIP at the base (with
 //!   keepalived as Master a client's entry for the VIP soon holds the Master's own MAC).
-//!   All three are put back when the last VMAC on the base is deleted. A strict
-//!   `all.rp_filter` (1) is warned about: traffic to the VIPs arriving on the VMAC may
-//!   then be dropped.
+//!   All three are put back when the last VMAC on the base is deleted.
+//! * IPv4, with `all.rp_filter` on: the kernel takes the higher of `all` and an
+//!   interface's value, so the VMAC's 0 would not count, and a Backup would drop the
+//!   Master's adverts (they arrive on the VMAC from an address routed through the base)
+//!   and become Master too. As keepalived's `clear_rp_filter`, every interface below
+//!   `all` is raised to it and `all` set to 0; put back after the last VMAC.
 //! * IPv6: no generated address (`addr_gen_mode` none: the virtual MAC must not give an
-//!   EUI-64 address); the base's link-local address is copied onto the VMAC, and adverts
-//!   leave from it.
+//!   EUI-64 address); the base's link-local address is copied onto the VMAC (and follows
+//!   it when it changes), and adverts leave from it.
 //! * Joining the VRRP group on the VMAC would send IGMP / MLD reports from the virtual
 //!   MAC: a Backup's would teach the switches that the Master's MAC is behind the Backup's
-//!   port. Those reports are dropped by nftables (table `inet lb_vrrp_vmac`, keepalived
-//!   does the same in its `keepalived` table) and the group is joined on the base
-//!   interface too, so that snooping switches still forward it.
+//!   port. With nftables (tables `ip` and `ip6` `lb_vrrp_vmac`, as keepalived's
+//!   `keepalived` tables) each report leaving from a VMAC is duplicated to its base, where
+//!   it goes out with the base's MAC, and dropped: snooping switches still forward the
+//!   VRRP group, and on a Master the IPv6 VIPs' solicited-node groups, to this node.
+//!   Without `nft` (Debian package `nftables`) this is warned about.
 //!
 //! Needs `CAP_NET_ADMIN` (links, sysctls, nftables).
 //!
