@@ -1898,3 +1898,99 @@ fn vmac_xmit_base_interop_with_keepalived() {
     assert!(lab.proc(ours).term(), "ours did not exit on SIGTERM");
     assert_eq!(dev_mac(&lab, 1, "vrrp.51"), None, "VMAC left behind");
 }
+
+/// keepalived's `mcast_dst_ip`: ours and keepalived on 224.0.0.119 follow each other,
+/// while another VRRP domain with the same VRID and a higher priority runs on RFC 5798's
+/// group (leaf 2, and a second speaker of ours in leaf 1 that joins 224.0.0.18 there). Ours
+/// reads only its group's adverts (`IP_MULTICAST_ALL` off): after keepalived's kill -9 it
+/// becomes Master, where hearing the other domain's priority 200 would keep it Backup.
+#[test]
+fn mcast_dst_ip_keeps_vrrp_domains_apart() {
+    if !lab_available() || !tool_available("keepalived") || !tool_available("tshark") {
+        return;
+    }
+    let conf = "global_defs {\n  router_id LBV_GROUP\n}\nvrrp_instance VI_1 {\n  state BACKUP\n  interface eth0\n  mcast_dst_ip 224.0.0.119\n  virtual_router_id 51\n  version 3\n  priority 150\n  advert_int 0.1\n  virtual_ipaddress {\n    198.18.0.100/24\n  }\n}\n";
+    let mut lab = Lab::new(3);
+    // The other domain: RFC 5798's group, the same VRID and VIP, priority 200.
+    let _other = lab.spawn_ours(2, &strs(&ours_v3("200", &[])));
+    let ka = lab.spawn_keepalived(0, conf);
+    let ours = lab.spawn_ours(
+        1,
+        &strs(&ours_v3("100", &["--mcast-dst-ip", "224.0.0.119"])),
+    );
+    // A speaker of ours in leaf 1 on RFC 5798's group: leaf 1 takes 224.0.0.18 traffic in.
+    let _joiner = lab.spawn_ours(
+        1,
+        &[
+            "--interface",
+            "eth0",
+            "--vrid",
+            "52",
+            "--version",
+            "3",
+            "--advert-int",
+            "0.1",
+            "--vip",
+            "198.18.0.102/24",
+        ],
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || lab.holders(&[0, 1, 2], VIP)
+            == [0, 2])
+        .is_some(),
+        "{:?}\nkeepalived: {}\nours: {}",
+        lab.holders(&[0, 1, 2], VIP),
+        lab.proc(ka).stderr(),
+        lab.proc(ours).stderr()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        lab.holders(&[0, 1, 2], VIP),
+        [0, 2],
+        "ours did not follow keepalived on 224.0.0.119"
+    );
+    lab.proc(ka).kill9();
+    assert!(
+        wait_for(Duration::from_secs(3), || lab.has_addr(1, VIP)).is_some(),
+        "ours did not take over: it heard the other domain\n{}",
+        lab.proc(ours).stderr()
+    );
+    let pcap = lab.dir.join("group.pcap");
+    let pcap_s = pcap.to_str().unwrap().to_owned();
+    let (ok, _) = lab.exec(
+        2,
+        &[
+            "tshark",
+            "-q",
+            "-i",
+            "eth0",
+            "-a",
+            "duration:1",
+            "-f",
+            "ip proto 112 and src host 198.18.0.2",
+            "-w",
+            &pcap_s,
+        ],
+    );
+    assert!(ok, "tshark capture failed");
+    let fields = common::cmd("tshark")
+        .args([
+            "-r",
+            &pcap_s,
+            "-T",
+            "fields",
+            "-e",
+            "ip.dst",
+            "-e",
+            "vrrp.virt_rtr_id",
+        ])
+        .output()
+        .expect("tshark -r");
+    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let ours_51: Vec<&str> = text.lines().filter(|l| l.ends_with("\t51")).collect();
+    assert!(ours_51.len() >= 5, "too few adverts: {text}");
+    assert!(
+        ours_51.iter().all(|l| l.starts_with("224.0.0.119\t")),
+        "adverts not sent to 224.0.0.119: {text}"
+    );
+}

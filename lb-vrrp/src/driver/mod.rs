@@ -123,6 +123,12 @@ pub struct VrrpInstanceConfig {
     pub unicast_src_ip: Option<IpAddr>,
     /// `unicast_peer`: when non-empty, adverts go to these peers only and come from them only.
     pub unicast_peer: Vec<IpAddr>,
+    /// keepalived `mcast_dst_ip` (or its global `vrrp_mcast_group4` / `vrrp_mcast_group6`):
+    /// the multicast group adverts go to and are read from, of the instance's family (an
+    /// IPv6 one link-local scope, `ff02::/16`). Default `None`: RFC 5798's 224.0.0.18 /
+    /// ff02::12. Only adverts sent to the group are read (`IP_MULTICAST_ALL` off, as
+    /// keepalived), so VRRP domains on other groups stay apart.
+    pub mcast_dst_ip: Option<IpAddr>,
     /// `nopreempt`.
     pub nopreempt: bool,
     /// `preempt_delay`.
@@ -299,6 +305,7 @@ impl VrrpInstanceConfig {
             virtual_ipaddress_excluded: Vec::new(),
             unicast_src_ip: None,
             unicast_peer: Vec::new(),
+            mcast_dst_ip: None,
             nopreempt: false,
             preempt_delay: Duration::ZERO,
             skip_check_adv_addr: false,
@@ -323,7 +330,18 @@ impl VrrpInstanceConfig {
     fn is_v6(&self) -> bool {
         self.unicast_src_ip
             .or_else(|| self.virtual_ipaddress.first().map(|v| v.addr))
+            .or(self.mcast_dst_ip)
             .is_some_and(|a| a.is_ipv6())
+    }
+
+    /// The multicast group of the instance's adverts: [`VrrpInstanceConfig::mcast_dst_ip`],
+    /// else RFC 5798's.
+    fn group(&self) -> IpAddr {
+        match self.mcast_dst_ip {
+            Some(g) => g,
+            None if self.is_v6() => IpAddr::V6(VRRP_MCAST_V6),
+            None => IpAddr::V4(VRRP_MCAST_V4),
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -372,6 +390,18 @@ impl VrrpInstanceConfig {
                 "{} addresses in virtual_ipaddress; an advert carries at most {max}",
                 self.virtual_ipaddress.len()
             ));
+        }
+        match self.mcast_dst_ip {
+            Some(g) if g.is_ipv6() != v6 => {
+                return bad("mcast_dst_ip must be of the instance's address family")
+            }
+            Some(IpAddr::V4(g)) if !g.is_multicast() => {
+                return bad("mcast_dst_ip must be an IPv4 multicast address")
+            }
+            Some(IpAddr::V6(g)) if g.segments()[0] & 0xff0f != 0xff02 => {
+                return bad("mcast_dst_ip must be a link-local IPv6 multicast address (ff02::/16)")
+            }
+            _ => {}
         }
         if let Some(vm) = &self.use_vmac {
             vm.validate(&self.interface).or_else(|why| bad(&why))?;
@@ -956,7 +986,7 @@ impl Speaker {
                 i,
                 inst.socket.clone(),
                 inst.cfg.virtual_router_id,
-                inst.src.is_ipv6(),
+                inst.cfg.group(),
                 rx_tx.clone(),
             )));
         }
@@ -1285,11 +1315,7 @@ impl Speaker {
         match action {
             Action::SendAdvert(repr) => {
                 let dsts: Vec<IpAddr> = if inst.cfg.unicast_peer.is_empty() {
-                    vec![if inst.src.is_ipv6() {
-                        IpAddr::V6(VRRP_MCAST_V6)
-                    } else {
-                        IpAddr::V4(VRRP_MCAST_V4)
-                    }]
+                    vec![inst.cfg.group()]
                 } else {
                     inst.cfg.unicast_peer.clone()
                 };
@@ -1438,19 +1464,30 @@ fn open_vrrp_sockets(
     ifindex: u32,
     src: IpAddr,
 ) -> io::Result<(Socket, Socket)> {
-    let join: &[u32] = if cfg.unicast_peer.is_empty() {
-        &[ifindex]
-    } else {
-        &[]
-    };
-    let rx = open_vrrp_socket(ifname, ifindex, src, join)?;
+    let rx = open_vrrp_socket(ifname, ifindex, src)?;
+    if cfg.unicast_peer.is_empty() {
+        // Only the group's adverts, not those of another group some other socket of this
+        // host joined (keepalived's IP_MULTICAST_ALL off).
+        match cfg.group() {
+            IpAddr::V4(g) => {
+                rx.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(ifindex))?;
+                rx.set_multicast_all_v4(false)?;
+            }
+            IpAddr::V6(g) => {
+                rx.join_multicast_v6(&g, ifindex)?;
+                // IPV6_MULTICAST_ALL: Linux 4.20 and later.
+                if let Err(e) = rx.set_multicast_all_v6(false) {
+                    tracing::debug!(instance = %cfg.name, error = %e, "IPV6_MULTICAST_ALL");
+                }
+            }
+        }
+    }
     Ok((rx, open_send_socket(cfg, ifname, ifindex, src)?))
 }
 
-/// A raw VRRP socket bound to interface `ifname` (index `ifindex`); `join`: the
-/// interfaces on which it is a member of the VRRP multicast group (receiving in
-/// multicast mode; it reads only what arrives on `ifname`).
-fn open_vrrp_socket(ifname: &str, ifindex: u32, src: IpAddr, join: &[u32]) -> io::Result<Socket> {
+/// A raw VRRP socket bound to interface `ifname` (index `ifindex`), sending with TTL /
+/// hop limit 255, no multicast loop.
+fn open_vrrp_socket(ifname: &str, ifindex: u32, src: IpAddr) -> io::Result<Socket> {
     let proto = Some(Protocol::from(i32::from(IPPROTO_VRRP)));
     let sock = match src {
         IpAddr::V4(src4) => {
@@ -1459,9 +1496,6 @@ fn open_vrrp_socket(ifname: &str, ifindex: u32, src: IpAddr, join: &[u32]) -> io
             s.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
             s.set_multicast_loop_v4(false)?;
             s.set_multicast_if_v4(&src4)?;
-            for &i in join {
-                s.join_multicast_v4_n(&VRRP_MCAST_V4, &InterfaceIndexOrAddress::Index(i))?;
-            }
             s
         }
         IpAddr::V6(_) => {
@@ -1471,9 +1505,6 @@ fn open_vrrp_socket(ifname: &str, ifindex: u32, src: IpAddr, join: &[u32]) -> io
             s.set_multicast_loop_v6(false)?;
             s.set_multicast_if_v6(ifindex)?;
             sys::enable_v6_rx_info(&s)?;
-            for &i in join {
-                s.join_multicast_v6(&VRRP_MCAST_V6, i)?;
-            }
             s
         }
     };
@@ -1490,7 +1521,7 @@ fn open_send_socket(
     ifindex: u32,
     src: IpAddr,
 ) -> io::Result<Socket> {
-    let tx = open_vrrp_socket(ifname, ifindex, src, &[])?;
+    let tx = open_vrrp_socket(ifname, ifindex, src)?;
     // Adverts go out as network control traffic, precedence 6 (IPTOS_PREC_INTERNETCONTROL,
     // 0xc0), in the IPv4 TOS or the IPv6 traffic class, as keepalived sends them: queues
     // that honour it do not drop them before data under load.
@@ -1587,9 +1618,10 @@ async fn recv_loop(
     instance: usize,
     sock: Arc<AsyncFd<Socket>>,
     vrid: Vrid,
-    v6: bool,
+    group: IpAddr,
     tx: mpsc::Sender<Rx>,
 ) {
+    let v6 = group.is_ipv6();
     let mut buf = vec![0u8; 2048];
     loop {
         let Ok(mut guard) = sock.readable().await else {
@@ -1598,7 +1630,7 @@ async fn recv_loop(
         let res = guard.try_io(|s| {
             if v6 {
                 let info = sys::recv_v6(s.get_ref(), &mut buf)?;
-                let dst = info.dst.map_or(IpAddr::V6(VRRP_MCAST_V6), IpAddr::V6);
+                let dst = info.dst.map_or(group, IpAddr::V6);
                 let meta = RxMeta {
                     src: IpAddr::V6(info.src),
                     dst,
