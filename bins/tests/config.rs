@@ -3536,3 +3536,55 @@ fn use_vmac_is_read_from_both_formats() {
         "{w:?}"
     );
 }
+
+/// keepalived's `mcast_dst_ip` and global `vrrp_mcast_group4` / `vrrp_mcast_group6`, in
+/// both formats, with located errors for a group that is not multicast, an IPv6 group
+/// that is not link-local, and a group of the other family.
+#[test]
+fn mcast_groups_are_read_from_both_formats() {
+    let text = "global_defs {\n    vrrp_mcast_group4 224.0.0.119\n    vrrp_mcast_group6 ff02::119\n}\n\
+         vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    mcast_dst_ip 224.0.0.120\n\
+         virtual_ipaddress {\n        198.18.0.251\n    }\n}\n";
+    let (k, w) = config::keepalived::parse_str(text, Path::new("k.conf")).expect("loads");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(
+        k.global.vrrp_mcast_group4,
+        Some("224.0.0.119".parse().unwrap())
+    );
+    assert_eq!(
+        k.global.vrrp_mcast_group6,
+        Some("ff02::119".parse().unwrap())
+    );
+    assert_eq!(
+        k.vrrp_instances[0].mcast_dst_ip,
+        Some("224.0.0.120".parse().unwrap())
+    );
+    let t = load_toml(
+        "[global]\nvrrp_mcast_group4 = \"224.0.0.119\"\nvrrp_mcast_group6 = \"ff02::119\"\n\
+         [[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
+         mcast_dst_ip = \"224.0.0.120\"\nvirtual_ipaddress = [\"198.18.0.251\"]\n",
+    );
+    assert_eq!(t.global.vrrp_mcast_group4, k.global.vrrp_mcast_group4);
+    assert_eq!(t.global.vrrp_mcast_group6, k.global.vrrp_mcast_group6);
+    assert_eq!(t.vrrp_instances, k.vrrp_instances);
+
+    let e = errors(
+        "bad.conf",
+        "global_defs {\n    vrrp_mcast_group4 198.18.0.1\n    vrrp_mcast_group6 ff05::12\n}\n\
+         vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    mcast_dst_ip ff02::12\n\
+         virtual_ipaddress {\n        198.18.0.251\n    }\n}\n",
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].starts_with("bad.conf:2:") && e[0].contains("not a multicast address"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("bad.conf:3:") && e[1].contains("not a link-local multicast"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].starts_with("bad.conf:8:") && e[2].contains("not of the instance's address family"),
+        "{e:?}"
+    );
+}

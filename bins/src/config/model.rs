@@ -31,7 +31,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -117,6 +117,12 @@ pub struct Global {
     pub script_user: Option<String>,
     /// With `script_user`: its group (default: the user's primary group).
     pub script_group: Option<String>,
+    /// keepalived `vrrp_mcast_group4`: the multicast group of IPv4 instances without
+    /// `mcast_dst_ip`. Default RFC 5798's 224.0.0.18.
+    pub vrrp_mcast_group4: Option<Ipv4Addr>,
+    /// keepalived `vrrp_mcast_group6`: the group of IPv6 instances without `mcast_dst_ip`,
+    /// link-local scope (`ff02::/16`). Default RFC 5798's ff02::12.
+    pub vrrp_mcast_group6: Option<Ipv6Addr>,
 }
 
 impl Default for Global {
@@ -130,6 +136,8 @@ impl Default for Global {
             busy_polling: false,
             script_user: None,
             script_group: None,
+            vrrp_mcast_group4: None,
+            vrrp_mcast_group6: None,
         }
     }
 }
@@ -515,6 +523,11 @@ pub struct VrrpInstance {
     /// Unicast peers; empty (default) means multicast.
     #[serde(default)]
     pub unicast_peer: Vec<IpAddr>,
+    /// keepalived `mcast_dst_ip`: the multicast group of this instance's adverts, of its
+    /// address family (IPv6: link-local scope, `ff02::/16`). Default `[global]`'s
+    /// `vrrp_mcast_group4` / `vrrp_mcast_group6`, else RFC 5798's 224.0.0.18 / ff02::12.
+    #[serde(default)]
+    pub mcast_dst_ip: Option<IpAddr>,
     /// Do not take over from a lower-priority master.
     #[serde(default)]
     pub nopreempt: bool,
@@ -620,6 +633,7 @@ impl VrrpInstance {
     pub fn is_v6(&self) -> bool {
         self.unicast_src_ip
             .or_else(|| self.virtual_ipaddress.first().map(|a| a.address))
+            .or(self.mcast_dst_ip)
             .is_some_and(|a| a.is_ipv6())
     }
 
@@ -696,6 +710,7 @@ impl VrrpInstance {
             virtual_ipaddress_excluded: Vec::new(),
             unicast_src_ip: None,
             unicast_peer: Vec::new(),
+            mcast_dst_ip: None,
             nopreempt: false,
             preempt_delay: Duration::ZERO,
             accept: true,
@@ -2609,6 +2624,21 @@ impl Config {
             );
         }
 
+        for (key, group) in [
+            (
+                "vrrp_mcast_group4",
+                self.global.vrrp_mcast_group4.map(IpAddr::V4),
+            ),
+            (
+                "vrrp_mcast_group6",
+                self.global.vrrp_mcast_group6.map(IpAddr::V6),
+            ),
+        ] {
+            if let Some(Err(e)) = group.map(check_vrrp_group) {
+                err(format!("global.{key}"), e);
+            }
+        }
+
         // Instances.
         let vmac_names = self.vmac_names();
         let mut names = HashSet::new();
@@ -2696,6 +2726,16 @@ impl Config {
                     format!("{p}.version"),
                     format!("VRRP version {other} is not supported (2 or 3)"),
                 ),
+            }
+            if let Some(g) = vi.mcast_dst_ip {
+                if let Err(e) = check_vrrp_group(g) {
+                    err(format!("{p}.mcast_dst_ip"), e);
+                } else if g.is_ipv6() != vi.is_v6() {
+                    err(
+                        format!("{p}.mcast_dst_ip"),
+                        format!("mcast_dst_ip {g} is not of the instance's address family"),
+                    );
+                }
             }
             if vi.use_vmac {
                 if let Err(e) = vi.vmac_mac() {
@@ -3016,6 +3056,19 @@ pub fn default_vs_name(listen: SocketAddr, protocol: Protocol) -> String {
 
 /// `[virtual_server.outlier_detection]`: values lb-health's detector accepts, each error at
 /// its key.
+/// A VRRP multicast group: IPv4 multicast, or IPv6 link-local multicast (`ff02::/16`), as
+/// keepalived requires of `mcast_dst_ip`.
+fn check_vrrp_group(g: IpAddr) -> Result<(), String> {
+    match g {
+        IpAddr::V4(a) if a.is_multicast() => Ok(()),
+        IpAddr::V6(a) if a.segments()[0] & 0xff0f == 0xff02 => Ok(()),
+        IpAddr::V4(a) => Err(format!("{a} is not a multicast address")),
+        IpAddr::V6(a) => Err(format!(
+            "{a} is not a link-local multicast address (ff02::/16)"
+        )),
+    }
+}
+
 fn validate_outlier(err: &mut impl FnMut(String, String), i: usize, o: &OutlierDetection) {
     let p = format!("virtual_server[{i}].outlier_detection");
     if o.consecutive_failures == 0 {

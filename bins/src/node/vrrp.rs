@@ -205,6 +205,11 @@ fn instance_config(
     }
     c.unicast_src_ip = vi.unicast_src_ip;
     c.unicast_peer = vi.unicast_peer.clone();
+    c.mcast_dst_ip = vi.mcast_dst_ip.or(if vi.is_v6() {
+        cfg.global.vrrp_mcast_group6.map(std::net::IpAddr::V6)
+    } else {
+        cfg.global.vrrp_mcast_group4.map(std::net::IpAddr::V4)
+    });
     c.nopreempt = vi.nopreempt;
     c.preempt_delay = vi.preempt_delay;
     c.accept = vi.accept;
@@ -1206,5 +1211,40 @@ mod tests {
             c.track_script[0].run_as,
             Some(lb_vrrp::driver::RunAs::resolve("nobody", None).unwrap())
         );
+    }
+
+    /// An instance's group: its `mcast_dst_ip`, else the global group of its family, else
+    /// none (RFC 5798's, chosen by the driver); its VMAC, named by the defaults.
+    #[test]
+    fn instance_config_takes_groups_and_vmacs() {
+        let text = "[global]\nvrrp_mcast_group4 = \"224.0.0.119\"\n\
+                    [[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
+                    virtual_ipaddress = [\"198.18.0.250\"]\nuse_vmac = true\n\
+                    [[vrrp_instance]]\nname = \"B\"\ninterface = \"eth0\"\nvirtual_router_id = 52\n\
+                    mcast_dst_ip = \"224.0.0.120\"\nvirtual_ipaddress = [\"198.18.0.251\"]\n\
+                    [[vrrp_instance]]\nname = \"C\"\ninterface = \"eth0\"\nvirtual_router_id = 53\n\
+                    version = 3\nvirtual_ipaddress = [\"fd00:18::1\"]\n";
+        let (config, _) =
+            crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+        let c: Vec<VrrpInstanceConfig> = config
+            .vrrp_instances
+            .iter()
+            .map(|vi| instance_config(&config, vi, &HashMap::new(), &BfdStates::new(), None))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let groups: Vec<Option<String>> = c
+            .iter()
+            .map(|c| c.mcast_dst_ip.map(|g| g.to_string()))
+            .collect();
+        assert_eq!(
+            groups,
+            [Some("224.0.0.119".into()), Some("224.0.0.120".into()), None]
+        );
+        let vmac = c[0].use_vmac.as_ref().expect("A uses a VMAC");
+        assert_eq!(
+            (vmac.name.as_str(), vmac.mac),
+            ("vrrp.51", [0, 0, 0x5e, 0, 1, 51])
+        );
+        assert!(c[1].use_vmac.is_none());
     }
 }

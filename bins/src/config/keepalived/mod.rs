@@ -859,6 +859,22 @@ impl Conv {
                     self.vrrp_defaults.lower_prio_no_advert =
                         Some(self.flag(s, "global.vrrp_lower_prio_no_advert"));
                 }
+                "vrrp_mcast_group4" => {
+                    self.cfg.global.vrrp_mcast_group4 =
+                        self.get(s, "global.vrrp_mcast_group4", |v| {
+                            v.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                                format!("vrrp_mcast_group4 {v:?}: not an IPv4 address")
+                            })
+                        });
+                }
+                "vrrp_mcast_group6" => {
+                    self.cfg.global.vrrp_mcast_group6 =
+                        self.get(s, "global.vrrp_mcast_group6", |v| {
+                            v.parse::<std::net::Ipv6Addr>().map_err(|_| {
+                                format!("vrrp_mcast_group6 {v:?}: not an IPv6 address")
+                            })
+                        });
+                }
                 "router_id" => {
                     self.cfg.global.router_id =
                         self.value(s, "global.router_id").map(|t| t.text.clone());
@@ -907,8 +923,6 @@ impl Conv {
                 | "vrrp_strict"
                 | "vrrp_garp_interval"
                 | "vrrp_gna_interval"
-                | "vrrp_mcast_group4"
-                | "vrrp_mcast_group6"
                 | "lvs_id"
                 | "lvs_sync_daemon"
                 | "max_auto_priority"
@@ -1452,6 +1466,7 @@ impl Conv {
                 "unicast_src_ip" | "mcast_src_ip" => {
                     vi.unicast_src_ip = self.get(st, &format!("{p}.unicast_src_ip"), ip);
                 }
+                "mcast_dst_ip" => vi.mcast_dst_ip = self.get(st, &fp, ip),
                 "unicast_peer" => {
                     for a in self.block(st) {
                         let j = vi.unicast_peer.len();
