@@ -7,8 +7,8 @@
 //! * The interface (default name `vrrp.<VRID>`, [`default_name`]) is a macvlan in
 //!   private mode on the instance's `interface`, with MAC `00:00:5e:00:01:<VRID>` (IPv4)
 //!   or `00:00:5e:00:02:<VRID>` (IPv6), [`virtual_router_mac`]. It is created at start
-//!   whatever the state, stays up in Backup and Fault (only the VIPs come and go), and is
-//!   deleted at a clean stop. A macvlan of that name found at start (left by a crash, or
+//!   whatever the state, stays up in Backup and Fault (only the VIPs come and go), is
+//!   recreated when someone else deletes it, and is deleted at a clean stop. A macvlan of that name found at start (left by a crash, or
 //!   handed over by a reload) is taken over when it has the right base, MAC and mode; a
 //!   private macvlan on the base with another MAC is replaced. Any other interface by
 //!   that name is left alone and is an error.

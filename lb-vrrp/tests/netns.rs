@@ -1600,6 +1600,19 @@ fn use_vmac_interop_with_keepalived() {
         "adverts not from the virtual MAC and eth0's address: {text}"
     );
 
+    // Someone deletes our VMAC: it comes back, with the VIP, as keepalived recreates its.
+    assert!(lab.exec(1, &["ip", "link", "del", "vrrp.51"]).0);
+    assert!(
+        wait_for(Duration::from_secs(3), || dev_has_addr(
+            &lab, 1, "vrrp.51", VIP
+        ))
+        .is_some(),
+        "VMAC not recreated with the VIP: {}",
+        lab.proc(ours).stderr()
+    );
+    assert_eq!(dev_mac(&lab, 1, "vrrp.51").as_deref(), Some(VMAC));
+    assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
+
     // keepalived back: it takes its stale VMAC over, preempts, ours goes back to Backup.
     let ka2 = lab.spawn_keepalived(0, &conf(150));
     assert!(

@@ -646,6 +646,8 @@ struct Instance {
     has_src: bool,
     /// VIPs whose re-adding (see [`Speaker::restore_vips`]) failed, logged once.
     restore_failed: HashSet<IpAddr>,
+    /// The VMAC is gone and could not be recreated yet (logged once).
+    vmac_lost: bool,
     /// The VIPs are in the Accept_Mode drop set.
     dropping: std::sync::atomic::AtomicBool,
     group: usize,
@@ -653,6 +655,17 @@ struct Instance {
 }
 
 impl Instance {
+    /// The task that reads this instance's adverts (instance `i`) into `tx`.
+    fn receive(&self, i: usize, tx: mpsc::Sender<Rx>) -> impl std::future::Future<Output = ()> {
+        recv_loop(
+            i,
+            self.socket.clone(),
+            self.cfg.virtual_router_id,
+            self.cfg.group(),
+            tx,
+        )
+    }
+
     /// Checks that the advert source is still on the interface (without
     /// `unicast_src_ip`): when it is gone the instance has none (Fault) until the interface
     /// holds a usable address again, which becomes the source (a new send socket bound to
@@ -714,6 +727,9 @@ pub struct Speaker {
     uncounted: Vec<(usize, TrackId)>,
     /// How often interfaces are read besides netlink's notices ([`Speaker::set_link_poll`]).
     link_poll: Duration,
+    /// While [`Speaker::run`] runs: where the receive tasks send, and each instance's
+    /// receive task (restarted on new sockets when a VMAC is recreated).
+    receivers: Option<(mpsc::Sender<Rx>, Vec<tokio::task::JoinHandle<()>>)>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -870,6 +886,7 @@ impl Speaker {
                 link_up,
                 has_src: found.is_some(),
                 restore_failed: HashSet::new(),
+                vmac_lost: false,
                 // A resumed no_accept Master's predecessor left its drop elements.
                 dropping: std::sync::atomic::AtomicBool::new(cfg.resume_master && !cfg.accept),
                 cfg,
@@ -909,6 +926,7 @@ impl Speaker {
             files,
             uncounted,
             link_poll: LINK_POLL,
+            receivers: None,
         })
     }
 
@@ -981,15 +999,13 @@ impl Speaker {
         }
         let (rx_tx, mut rx) = mpsc::channel::<Rx>(1024);
         let mut tasks = Vec::new();
-        for (i, inst) in self.instances.iter().enumerate() {
-            tasks.push(tokio::spawn(recv_loop(
-                i,
-                inst.socket.clone(),
-                inst.cfg.virtual_router_id,
-                inst.cfg.group(),
-                rx_tx.clone(),
-            )));
-        }
+        let receive: Vec<_> = self
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(i, inst)| tokio::spawn(inst.receive(i, rx_tx.clone())))
+            .collect();
+        self.receivers = Some((rx_tx, receive));
         for (i, inst) in self.instances.iter().enumerate() {
             for (k, script) in inst.cfg.track_script.iter().enumerate() {
                 let id = TrackId(inst.cfg.track.len() + k);
@@ -1134,6 +1150,7 @@ impl Speaker {
                             for t in tasks {
                                 t.abort();
                             }
+                            self.stop_receivers();
                             return Ok(());
                         }
                         Control::SetPriority(i, p) => {
@@ -1178,13 +1195,79 @@ impl Speaker {
         for t in tasks {
             t.abort();
         }
+        self.stop_receivers();
         Ok(())
+    }
+
+    fn stop_receivers(&mut self) {
+        if let Some((_, tasks)) = self.receivers.take() {
+            tasks.iter().for_each(tokio::task::JoinHandle::abort);
+        }
+    }
+
+    /// Recreates instance `i`'s VMAC, deleted by someone else (keepalived recreates it
+    /// too): a new interface, new sockets on it, a new receive task. A Master's VIPs come
+    /// back with [`Speaker::restore_vips`]. A failure is logged once and tried again at the
+    /// next reading of the interfaces.
+    fn recreate_vmac(&mut self, i: usize) {
+        let inst = &mut self.instances[i];
+        let Some(vm) = inst.cfg.use_vmac.clone() else {
+            return;
+        };
+        let v6 = inst.cfg.is_v6();
+        // The old one is gone: forgetting it puts its settings back if it was the last.
+        inst.vmac = None;
+        let link = match VmacLink::set_up(&inst.cfg.interface, &vm, v6) {
+            Ok(l) => l,
+            Err(e) => {
+                if !inst.vmac_lost {
+                    tracing::error!(instance = %inst.cfg.name, vmac = %vm.name, error = %e, "VMAC deleted by someone else and not recreated (tried again at every interface change or poll)");
+                }
+                inst.vmac_lost = true;
+                return;
+            }
+        };
+        inst.ifindex = link.ifindex;
+        inst.mac = vip::mac_address(&link.name).ok();
+        if !vm.xmit_base {
+            inst.sock_ifindex = link.ifindex;
+        }
+        inst.vmac = Some(link);
+        let opened = open_vrrp_sockets(&inst.cfg, &inst.sock_if, inst.sock_ifindex, inst.src)
+            .and_then(|(rx, tx)| Ok((sys::async_socket(rx)?, tx)));
+        match opened {
+            Ok((rx, tx)) => {
+                inst.socket = Arc::new(rx);
+                inst.send_socket = tx;
+            }
+            Err(e) => {
+                tracing::error!(instance = %inst.cfg.name, error = %e, "VMAC recreated, its sockets not: adverts are neither sent nor heard");
+            }
+        }
+        inst.announce = open_announce_socket(&inst.vip_if, inst.ifindex, v6).ok();
+        inst.vmac_lost = false;
+        tracing::warn!(instance = %inst.cfg.name, vmac = %vm.name, "VMAC deleted by someone else: recreated");
+        if let Some((tx, tasks)) = &mut self.receivers {
+            tasks[i].abort();
+            tasks[i] = tokio::spawn(self.instances[i].receive(i, tx.clone()));
+        }
     }
 
     /// Reads the interfaces once for every instance: link state, the advert source, and
     /// a Master's VIPs (added back when someone removed them).
     async fn check_links(&mut self) {
         let t = now();
+        // A VMAC someone deleted while its base is still there comes back first, so that
+        // the reading below finds it (and its instance does not fall into Fault).
+        for i in 0..self.instances.len() {
+            let inst = &self.instances[i];
+            if inst.cfg.use_vmac.is_some()
+                && VipManager::ifindex(&inst.vip_if).is_err()
+                && VipManager::ifindex(&inst.cfg.interface).is_ok()
+            {
+                self.recreate_vmac(i);
+            }
+        }
         // One reading of the interfaces for every instance.
         let ifs = vip::Interfaces::read();
         // Masters now have added their VIPs (every action was performed).
