@@ -3537,14 +3537,14 @@ fn use_vmac_is_read_from_both_formats() {
     );
 }
 
-/// keepalived's `mcast_dst_ip` and global `vrrp_mcast_group4` / `vrrp_mcast_group6`, in
-/// both formats, with located errors for a group that is not multicast, an IPv6 group
+/// keepalived's `mcast_dst_ip` and global `vrrp_mcast_group4` / `vrrp_mcast_group6`, and
+/// `down_timer_adverts`, in both formats, with located errors for a group that is not multicast, an IPv6 group
 /// that is not link-local, and a group of the other family.
 #[test]
 fn mcast_groups_are_read_from_both_formats() {
     let text = "global_defs {\n    vrrp_mcast_group4 224.0.0.119\n    vrrp_mcast_group6 ff02::119\n}\n\
          vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    mcast_dst_ip 224.0.0.120\n\
-         virtual_ipaddress {\n        198.18.0.251\n    }\n}\n";
+         down_timer_adverts 5\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n";
     let (k, w) = config::keepalived::parse_str(text, Path::new("k.conf")).expect("loads");
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(
@@ -3559,10 +3559,11 @@ fn mcast_groups_are_read_from_both_formats() {
         k.vrrp_instances[0].mcast_dst_ip,
         Some("224.0.0.120".parse().unwrap())
     );
+    assert_eq!(k.vrrp_instances[0].down_timer_adverts, 5);
     let t = load_toml(
         "[global]\nvrrp_mcast_group4 = \"224.0.0.119\"\nvrrp_mcast_group6 = \"ff02::119\"\n\
          [[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
-         mcast_dst_ip = \"224.0.0.120\"\nvirtual_ipaddress = [\"198.18.0.251\"]\n",
+         mcast_dst_ip = \"224.0.0.120\"\ndown_timer_adverts = 5\nvirtual_ipaddress = [\"198.18.0.251\"]\n",
     );
     assert_eq!(t.global.vrrp_mcast_group4, k.global.vrrp_mcast_group4);
     assert_eq!(t.global.vrrp_mcast_group6, k.global.vrrp_mcast_group6);
@@ -3572,9 +3573,13 @@ fn mcast_groups_are_read_from_both_formats() {
         "bad.conf",
         "global_defs {\n    vrrp_mcast_group4 198.18.0.1\n    vrrp_mcast_group6 ff05::12\n}\n\
          vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    mcast_dst_ip ff02::12\n\
-         virtual_ipaddress {\n        198.18.0.251\n    }\n}\n",
+         down_timer_adverts 101\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n",
     );
-    assert_eq!(e.len(), 3, "{e:?}");
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert!(
+        e[3].starts_with("bad.conf:9:") && e[3].contains("down_timer_adverts"),
+        "{e:?}"
+    );
     assert!(
         e[0].starts_with("bad.conf:2:") && e[0].contains("not a multicast address"),
         "{e:?}"

@@ -100,6 +100,11 @@ pub struct Config {
     /// [`Config::vips`] (counted in [`Counters::address_list_mismatch`]) instead of
     /// dropping them ([`Discard::AddressList`]). Default `false`, as keepalived.
     pub skip_check_adv_addr: bool,
+    /// keepalived `down_timer_adverts`: how many Master_Adver_Intervals a Backup waits
+    /// for an advert before it takes over, 1..=100 (Master_Down_Interval =
+    /// `down_timer_adverts × Master_Adver_Interval + Skew_Time`). Default 3, RFC 5798
+    /// §6.1's.
+    pub down_timer_adverts: u8,
     /// Preempt_Mode ([RFC 5798 §6.1]); `false` is keepalived's `nopreempt`. Default `true`.
     ///
     /// [RFC 5798 §6.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.1
@@ -185,6 +190,7 @@ impl Config {
             track_offset_start: Vec::new(),
             resume_master: false,
             skip_check_adv_addr: false,
+            down_timer_adverts: 3,
         }
     }
 }
@@ -691,15 +697,18 @@ impl VirtualRouter {
             self.master_adver_interval,
         )
     }
-    /// Master_Down_Interval for our effective priority ([RFC 5798 §6.1]).
+    /// Master_Down_Interval for our effective priority ([RFC 5798 §6.1]), with
+    /// [`Config::down_timer_adverts`] Master_Adver_Intervals.
     ///
     /// [RFC 5798 §6.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.1
     pub fn master_down_interval(&self) -> Duration {
-        master_down_interval(
-            self.cfg.version,
-            self.effective_priority(),
-            self.master_adver_interval,
-        )
+        let n = u32::from(self.cfg.down_timer_adverts.clamp(1, 100));
+        n * self.master_adver_interval.as_duration()
+            + skew_time(
+                self.cfg.version,
+                self.effective_priority(),
+                self.master_adver_interval,
+            )
     }
     /// Source of the last accepted advert (the current master, as seen from Backup).
     pub fn master_addr(&self) -> Option<IpAddr> {
@@ -1564,6 +1573,29 @@ mod tests {
                 skew_time(Version::V3, Priority(p), one)
                     < skew_time(Version::V3, Priority(p - 1), one)
             );
+        }
+    }
+
+    /// keepalived's `down_timer_adverts`: the Backup waits N Master_Adver_Intervals plus
+    /// Skew_Time after the last advert, then becomes Master.
+    #[test]
+    fn down_timer_adverts_sets_the_master_down_interval() {
+        for n in [1_u8, 3, 5] {
+            let t0 = t0();
+            let mut c = cfg(100, 1);
+            c.down_timer_adverts = n;
+            let mut vr = VirtualRouter::new(c.clone());
+            vr.start(t0);
+            drain(&mut vr);
+            let t1 = t0 + Duration::from_secs(1);
+            vr.handle_advert(t1, meta(2), &advert(&c, 150));
+            let wait = u32::from(n) * Duration::from_secs(1) + Duration::from_micros(609_375);
+            assert_eq!(vr.master_down_interval(), wait);
+            assert_eq!(vr.poll_timeout(), Some(t1 + wait));
+            vr.handle_timeout(t1 + wait - Duration::from_millis(1));
+            assert_eq!(vr.state(), State::Backup);
+            vr.handle_timeout(t1 + wait);
+            assert_eq!(vr.state(), State::Master, "n = {n}");
         }
     }
 

@@ -523,6 +523,11 @@ pub struct VrrpInstance {
     /// Unicast peers; empty (default) means multicast.
     #[serde(default)]
     pub unicast_peer: Vec<IpAddr>,
+    /// keepalived `down_timer_adverts`: how many advert intervals a BACKUP waits without
+    /// an advert before it takes over, 1..=100 (Master_Down_Interval = that many
+    /// Master_Adver_Intervals plus Skew_Time). Default 3, RFC 5798's.
+    #[serde(default = "values::three")]
+    pub down_timer_adverts: u8,
     /// keepalived `mcast_dst_ip`: the multicast group of this instance's adverts, of its
     /// address family (IPv6: link-local scope, `ff02::/16`). Default `[global]`'s
     /// `vrrp_mcast_group4` / `vrrp_mcast_group6`, else RFC 5798's 224.0.0.18 / ff02::12.
@@ -711,6 +716,7 @@ impl VrrpInstance {
             unicast_src_ip: None,
             unicast_peer: Vec::new(),
             mcast_dst_ip: None,
+            down_timer_adverts: 3,
             nopreempt: false,
             preempt_delay: Duration::ZERO,
             accept: true,
@@ -2726,6 +2732,15 @@ impl Config {
                     format!("{p}.version"),
                     format!("VRRP version {other} is not supported (2 or 3)"),
                 ),
+            }
+            if !(1..=100).contains(&vi.down_timer_adverts) {
+                err(
+                    format!("{p}.down_timer_adverts"),
+                    format!(
+                        "down_timer_adverts {} is outside 1..=100",
+                        vi.down_timer_adverts
+                    ),
+                );
             }
             if let Some(g) = vi.mcast_dst_ip {
                 if let Err(e) = check_vrrp_group(g) {

@@ -118,6 +118,10 @@ pub(crate) fn one_i32() -> i32 {
 pub(crate) fn five() -> u32 {
     5
 }
+
+pub(crate) fn three() -> u8 {
+    3
+}
 pub(crate) fn yes() -> bool {
     true
 }

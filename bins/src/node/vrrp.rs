@@ -205,6 +205,7 @@ fn instance_config(
     }
     c.unicast_src_ip = vi.unicast_src_ip;
     c.unicast_peer = vi.unicast_peer.clone();
+    c.down_timer_adverts = vi.down_timer_adverts;
     c.mcast_dst_ip = vi.mcast_dst_ip.or(if vi.is_v6() {
         cfg.global.vrrp_mcast_group6.map(std::net::IpAddr::V6)
     } else {
@@ -1221,7 +1222,8 @@ mod tests {
                     [[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
                     virtual_ipaddress = [\"198.18.0.250\"]\nuse_vmac = true\n\
                     [[vrrp_instance]]\nname = \"B\"\ninterface = \"eth0\"\nvirtual_router_id = 52\n\
-                    mcast_dst_ip = \"224.0.0.120\"\nvirtual_ipaddress = [\"198.18.0.251\"]\n\
+                    mcast_dst_ip = \"224.0.0.120\"\ndown_timer_adverts = 5\n\
+                    virtual_ipaddress = [\"198.18.0.251\"]\n\
                     [[vrrp_instance]]\nname = \"C\"\ninterface = \"eth0\"\nvirtual_router_id = 53\n\
                     version = 3\nvirtual_ipaddress = [\"fd00:18::1\"]\n";
         let (config, _) =
@@ -1246,5 +1248,6 @@ mod tests {
             ("vrrp.51", [0, 0, 0x5e, 0, 1, 51])
         );
         assert!(c[1].use_vmac.is_none());
+        assert_eq!((c[0].down_timer_adverts, c[1].down_timer_adverts), (3, 5));
     }
 }

@@ -123,6 +123,9 @@ pub struct VrrpInstanceConfig {
     pub unicast_src_ip: Option<IpAddr>,
     /// `unicast_peer`: when non-empty, adverts go to these peers only and come from them only.
     pub unicast_peer: Vec<IpAddr>,
+    /// keepalived `down_timer_adverts`: Master_Adver_Intervals a Backup waits before it
+    /// takes over, 1..=100 ([`Config::down_timer_adverts`]). Default 3 (RFC 5798).
+    pub down_timer_adverts: u8,
     /// keepalived `mcast_dst_ip` (or its global `vrrp_mcast_group4` / `vrrp_mcast_group6`):
     /// the multicast group adverts go to and are read from, of the instance's family (an
     /// IPv6 one link-local scope, `ff02::/16`). Default `None`: RFC 5798's 224.0.0.18 /
@@ -306,6 +309,7 @@ impl VrrpInstanceConfig {
             unicast_src_ip: None,
             unicast_peer: Vec::new(),
             mcast_dst_ip: None,
+            down_timer_adverts: 3,
             nopreempt: false,
             preempt_delay: Duration::ZERO,
             skip_check_adv_addr: false,
@@ -391,6 +395,9 @@ impl VrrpInstanceConfig {
                 self.virtual_ipaddress.len()
             ));
         }
+        if !(1..=100).contains(&self.down_timer_adverts) {
+            return bad("down_timer_adverts must be 1..=100");
+        }
         match self.mcast_dst_ip {
             Some(g) if g.is_ipv6() != v6 => {
                 return bad("mcast_dst_ip must be of the instance's address family")
@@ -450,6 +457,7 @@ impl VrrpInstanceConfig {
         mc.preempt = !self.nopreempt;
         mc.preempt_delay = self.preempt_delay;
         mc.accept_mode = self.accept;
+        mc.down_timer_adverts = self.down_timer_adverts;
         mc.skip_check_adv_addr = self.skip_check_adv_addr;
         mc.garp_master_delay = Some(self.garp_master_delay).filter(|d| !d.is_zero());
         mc.garp_master_repeat = self.garp_master_repeat;

@@ -1467,6 +1467,9 @@ impl Conv {
                     vi.unicast_src_ip = self.get(st, &format!("{p}.unicast_src_ip"), ip);
                 }
                 "mcast_dst_ip" => vi.mcast_dst_ip = self.get(st, &fp, ip),
+                "down_timer_adverts" => {
+                    vi.down_timer_adverts = self.get(st, &fp, int(kw, 1, 100)).unwrap_or(3);
+                }
                 "unicast_peer" => {
                     for a in self.block(st) {
                         let j = vi.unicast_peer.len();
