@@ -3571,25 +3571,44 @@ fn mcast_groups_are_read_from_both_formats() {
 
     let e = errors(
         "bad.conf",
-        "global_defs {\n    vrrp_mcast_group4 198.18.0.1\n    vrrp_mcast_group6 ff05::12\n}\n\
+        "global_defs {\n    vrrp_mcast_group4 198.18.0.1\n    vrrp_mcast_group6 fd00:18::1\n}\n\
          vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    mcast_dst_ip ff02::12\n\
          down_timer_adverts 101\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n",
     );
     assert_eq!(e.len(), 4, "{e:?}");
     assert!(
-        e[3].starts_with("bad.conf:9:") && e[3].contains("down_timer_adverts"),
-        "{e:?}"
-    );
-    assert!(
         e[0].starts_with("bad.conf:2:") && e[0].contains("not a multicast address"),
         "{e:?}"
     );
     assert!(
-        e[1].starts_with("bad.conf:3:") && e[1].contains("not a link-local multicast"),
+        e[1].starts_with("bad.conf:3:") && e[1].contains("not a multicast address"),
         "{e:?}"
     );
     assert!(
         e[2].starts_with("bad.conf:8:") && e[2].contains("not of the instance's address family"),
         "{e:?}"
+    );
+    assert!(
+        e[3].starts_with("bad.conf:9:") && e[3].contains("down_timer_adverts"),
+        "{e:?}"
+    );
+    // Warned, as keepalived: a global IPv6 group of wider scope (used), and a group with
+    // unicast peers (which it does not apply to).
+    let (_, w) = config::keepalived::parse_str(
+        "global_defs {\n    vrrp_mcast_group6 ff05::12\n}\n\
+         vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    mcast_dst_ip 224.0.0.119\n\
+         unicast_peer {\n        198.18.0.2\n    }\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n",
+        Path::new("w.conf"),
+    )
+    .expect("loads");
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].starts_with("w.conf:2:") && w[0].contains("not a link-local multicast"),
+        "{w:?}"
+    );
+    assert!(
+        w[1].starts_with("w.conf:7:") && w[1].contains("does not apply with unicast_peer"),
+        "{w:?}"
     );
 }

@@ -2362,8 +2362,8 @@ fn use_vmac_is_handed_over_by_a_reload() {
     );
 }
 
-/// lb1's eth0 `arp_ignore`, `arp_filter`, `arp_announce`, and whether the nftables maps
-/// that move IGMP/MLD reports off VMACs name `vrrp.72` (`+`) or not (`-`).
+/// lb1's eth0 `arp_ignore`, `arp_filter`, `arp_announce`, and whether the nftables tables
+/// that move IGMP/MLD reports off VMACs are there, naming `vrrp.72` (`+`), or not (`-`).
 fn vmac_traces(lab: &Lab) -> String {
     let out = lab
         .exec(
@@ -2382,7 +2382,10 @@ fn vmac_traces(lab: &Lab) -> String {
         .map(str::to_owned)
         .collect();
     let maps = lab.exec("lb1", &["nft", "list", "ruleset"]).expect("nft");
-    let listed = String::from_utf8_lossy(&maps.stdout).contains("\"vrrp.72\"");
+    let ruleset = String::from_utf8_lossy(&maps.stdout);
+    // While it runs: its element; after: no table at all (keepalived's nft_cleanup).
+    let listed = ruleset.contains("lb_vrrp_vmac");
+    assert_eq!(listed, ruleset.contains("\"vrrp.72\""), "{ruleset}");
     words.push(if listed { "+" } else { "-" }.to_owned());
     words.join(" ")
 }

@@ -81,10 +81,10 @@ const MACVLAN_MODE_PRIVATE: u32 = 1;
 pub const NFT_TABLE: &str = "lb_vrrp_vmac";
 
 /// How long each answer to a netlink request may take before the request is given up.
-const NETLINK_TIMEOUT: Duration = Duration::from_secs(2);
+const NETLINK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The most datagrams read for one request's answers before it is given up.
-const MAX_DATAGRAMS: usize = 16;
+const MAX_DATAGRAMS: usize = 8;
 
 /// One instance's `use_vmac` (keepalived `use_vmac [NAME] [MAC]` and `vmac_xmit_base`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,7 +299,7 @@ impl VmacLink {
         }
         // Before the link is up: addresses on it join groups (the solicited-node one of
         // the link-local copy, later the VIPs') whose reports must leave from the base.
-        report_rules(&self.name, &self.base, base_index, true);
+        report_rules(&self.name, &self.base, base_index, Rules::Add);
         nl.set_up(self.ifindex)?;
         if self.v6 {
             match crate::vip::primary_address(&self.base, true, &[]) {
@@ -342,13 +342,17 @@ impl VmacLink {
     /// Deletes the VMAC (a clean stop), or with `delete` false leaves it for a successor
     /// (a reload's hand-over). Errors are logged.
     fn tear_down(&self, delete: bool) {
+        if !delete {
+            // Handed over: the elements stay for the successor, which counts itself in.
+            report_rules(&self.name, &self.base, 0, Rules::HandOver);
+        }
         if delete {
             match Rtnl::open().and_then(|mut nl| nl.delete_link(self.ifindex)) {
                 Ok(()) => tracing::info!(vmac = %self.name, "VMAC deleted"),
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
                 Err(e) => tracing::warn!(vmac = %self.name, error = %e, "deleting the VMAC"),
             }
-            report_rules(&self.name, &self.base, 0, false);
+            report_rules(&self.name, &self.base, 0, Rules::Remove);
         }
         if self.held {
             release_for(&self.base, delete);
@@ -375,7 +379,7 @@ pub fn discard(name: &str, base: &str) {
             Err(e) => tracing::warn!(vmac = %name, error = %e, "reading a VMAC nobody took over"),
         }
     }
-    report_rules(name, base, 0, false);
+    report_rules(name, base, 0, Rules::Discard);
     let mut held = HELD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -408,7 +412,8 @@ impl FoundLink {
 }
 
 /// A blocking rtnetlink socket for the few requests of a VMAC's set-up and tear-down
-/// (made while a speaker is built, outside any task), each bounded by
+/// (made while a speaker is built, or by the running driver on a blocking thread), each
+/// bounded by
 /// [`NETLINK_TIMEOUT`] and [`MAX_DATAGRAMS`].
 struct Rtnl {
     sock: netlink_sys::Socket,
@@ -632,7 +637,7 @@ fn hold_for(base: &str) -> io::Result<()> {
         .collect();
     hold(base, arp)?;
     if let Err(e) = hold(RP_FILTER, rp_filter_settings()) {
-        release_for(base, true);
+        release(base, true);
         return Err(e);
     }
     Ok(())
@@ -684,6 +689,11 @@ fn hold(key: &str, settings: Vec<(String, String)>) -> io::Result<()> {
             continue;
         }
         if let Err(e) = sysctl_write(&path, &value) {
+            // An interface gone since the directory was read (keepalived logs and goes on).
+            if e.kind() == io::ErrorKind::NotFound && !path.starts_with("ipv4/conf/all/") {
+                tracing::debug!(%path, "interface gone while its setting was written");
+                continue;
+            }
             for (p, b) in written.iter().rev() {
                 let _ = sysctl_write(p, b);
             }
@@ -702,17 +712,21 @@ fn hold(key: &str, settings: Vec<(String, String)>) -> io::Result<()> {
 /// One VMAC on `base` less: with `restore`, the last user of a holder puts its settings
 /// back (a hand-over keeps them for the successor).
 fn release_for(base: &str, restore_them: bool) {
+    release(base, restore_them);
+    release(RP_FILTER, restore_them);
+}
+
+/// One user of holder `key` less; with `restore_them`, the last one puts its settings back.
+fn release(key: &str, restore_them: bool) {
     let mut held = HELD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(map) = held.as_mut() else { return };
-    for key in [base, RP_FILTER] {
-        let Some(h) = map.get_mut(key) else { continue };
-        h.users = h.users.saturating_sub(1);
-        if h.users == 0 && restore_them {
-            if let Some(h) = map.remove(key) {
-                restore(key, &h);
-            }
+    let Some(h) = map.get_mut(key) else { return };
+    h.users = h.users.saturating_sub(1);
+    if h.users == 0 && restore_them {
+        if let Some(h) = map.remove(key) {
+            restore(key, &h);
         }
     }
 }
@@ -729,31 +743,66 @@ fn restore(key: &str, h: &Held) {
     }
 }
 
-/// How long `nft` may take before it is killed.
+/// How long `nft` may take in all before it is killed.
 const NFT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many VMACs of this process have their reports moved ([`report_rules`]); the
+/// tables go with the last one deleted (not with one handed over).
+static NFT_USERS: Mutex<usize> = Mutex::new(0);
+
+/// What [`report_rules`] does for a VMAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rules {
+    /// Its reports are moved: one user more.
+    Add,
+    /// It is deleted: its elements go, one user less (the last takes the tables).
+    Remove,
+    /// It is handed over: one user less, its elements stay.
+    HandOver,
+    /// One handed over that nobody took: its elements go (the tables if no user is left).
+    Discard,
+}
 
 /// Adds (`add`) or removes the VMAC `name` (on `base`, index `base_index`) in the maps of
 /// the tables `ip` and `ip6` [`NFT_TABLE`]: IGMP and MLD reports leaving from it are
 /// duplicated to `base`, where they go out with the base's MAC, and dropped (keepalived's
 /// `setup_rule_move_igmp`). That covers the VRRP group and, on a Master, the IPv6 VIPs'
-/// solicited-node groups. Failures are logged: without `nft` the reports leave from the
-/// virtual MAC.
-fn report_rules(name: &str, base: &str, base_index: u32, add: bool) {
-    let script = if add {
-        if !valid_ifname(base) {
-            tracing::warn!(vmac = %name, %base, "the base interface's name cannot go into an nftables script: IGMP/MLD reports leave from the virtual MAC");
+/// solicited-node groups. Removing the last VMAC of this process deletes the tables
+/// (keepalived's `nft_cleanup`). Each family is a transaction of its own (the IPv4 rules
+/// do not depend on IPv6 support). Failures are logged: without `nft` the reports leave
+/// from the virtual MAC.
+fn report_rules(name: &str, base: &str, base_index: u32, op: Rules) {
+    let add = op == Rules::Add;
+    let mut users = NFT_USERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match op {
+        Rules::Add | Rules::Discard => {}
+        Rules::Remove => *users = users.saturating_sub(1),
+        // The elements and tables stay for the successor, which counts itself in again.
+        Rules::HandOver => {
+            *users = users.saturating_sub(1);
             return;
         }
-        let chain = format!("base_{base_index}");
-        [
-            ("ip", "meta l4proto igmp dup to ip daddr"),
-            (
-                "ip6",
-                "icmpv6 type { mld-listener-report, mld-listener-done, mld2-listener-report } dup to ip6 daddr",
-            ),
-        ]
-        .iter()
-        .map(|(family, rule)| {
+    }
+    if add && !valid_ifname(base) {
+        tracing::warn!(vmac = %name, %base, "the base interface's name cannot go into an nftables script: IGMP/MLD reports leave from the virtual MAC");
+        return;
+    }
+    let chain = format!("base_{base_index}");
+    for (family, rule) in [
+        ("ip", "meta l4proto igmp dup to ip daddr"),
+        (
+            "ip6",
+            "icmpv6 type { mld-listener-report, mld-listener-done, mld2-listener-report } dup to ip6 daddr",
+        ),
+    ] {
+        // Also before an add: a stale element (a crash, another base before) would make
+        // the add fail. Absent: nft says so, nothing to do.
+        let _ = nft(&format!(
+            "delete element {family} {NFT_TABLE} vmacs {{ \"{name}\" }}\n"
+        ));
+        let script = if add {
             format!(
                 "table {family} {NFT_TABLE} {{\n\
                  \tmap vmacs {{ type ifname : verdict; }}\n\
@@ -766,30 +815,32 @@ fn report_rules(name: &str, base: &str, base_index: u32, add: bool) {
                  add rule {family} {NFT_TABLE} {chain} {rule} device \"{base}\" drop\n\
                  add element {family} {NFT_TABLE} vmacs {{ \"{name}\" : jump {chain} }}\n"
             )
-        })
-        .collect::<String>()
-    } else {
-        ["ip", "ip6"]
-            .iter()
-            .map(|family| format!("delete element {family} {NFT_TABLE} vmacs {{ \"{name}\" }}\n"))
-            .collect()
-    };
-    match nft(&script) {
-        Ok(out) if out.status.success() => {}
-        Ok(out) if !add => {
-            tracing::debug!(vmac = %name, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "removing the VMAC from the IGMP/MLD rules");
+        } else if *users == 0 {
+            format!("delete table {family} {NFT_TABLE}\n")
+        } else {
+            continue;
+        };
+        match nft(&script) {
+            Ok(out) if out.status.success() => {}
+            Ok(out) if !add => {
+                tracing::debug!(vmac = %name, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "deleting the IGMP/MLD tables");
+            }
+            Ok(out) => {
+                tracing::warn!(vmac = %name, %family, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "nft refused the IGMP/MLD rules: reports leave from the virtual MAC");
+            }
+            Err(e) if add => {
+                tracing::warn!(vmac = %name, error = %e, "cannot run nft (Debian package nftables): IGMP/MLD reports leave from the virtual MAC");
+            }
+            Err(_) => {}
         }
-        Ok(out) => {
-            tracing::warn!(vmac = %name, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "nft refused the IGMP/MLD rules: reports leave from the virtual MAC");
-        }
-        Err(e) if add => {
-            tracing::warn!(vmac = %name, error = %e, "cannot run nft (Debian package nftables): IGMP/MLD reports leave from the virtual MAC");
-        }
-        Err(_) => {}
+    }
+    if add {
+        *users += 1;
     }
 }
 
-/// Runs `nft -f -` with `script`, killed after [`NFT_TIMEOUT`].
+/// Runs `nft -f -` with `script`: it has [`NFT_TIMEOUT`] in all (ten waits for its
+/// standard error, each a tenth of it), then it is killed.
 fn nft(script: &str) -> io::Result<std::process::Output> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
@@ -797,27 +848,35 @@ fn nft(script: &str) -> io::Result<std::process::Output> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
+    let out = nft_wait(&mut child, script);
+    if out.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    out
+}
+
+fn nft_wait(child: &mut std::process::Child, script: &str) -> io::Result<std::process::Output> {
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(script.as_bytes())?;
     }
     // stdin closed: nft reads to the end. It closes its standard error as it exits: read
-    // that to the end, each read within NFT_TIMEOUT (at most 64 reads).
+    // that to the end.
     let mut stderr = child
         .stderr
         .take()
         .ok_or_else(|| io::Error::other("nft's standard error is not piped"))?;
-    let ms = u16::try_from(NFT_TIMEOUT.as_millis()).unwrap_or(u16::MAX);
+    let ms = u16::try_from(NFT_TIMEOUT.as_millis() / 10).unwrap_or(u16::MAX);
     let mut text = Vec::new();
     let mut buf = [0_u8; 4096];
-    for _ in 0..64 {
+    for _ in 0..10 {
         let mut fds = [nix::poll::PollFd::new(
             stderr.as_fd(),
             nix::poll::PollFlags::POLLIN,
         )];
         match nix::poll::poll(&mut fds, ms) {
-            Ok(0) => break,
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
         match stderr.read(&mut buf)? {
@@ -832,8 +891,6 @@ fn nft(script: &str) -> io::Result<std::process::Output> {
             n => text.extend_from_slice(&buf[..n]),
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
     Err(io::Error::new(
         io::ErrorKind::TimedOut,
         "nft did not finish",

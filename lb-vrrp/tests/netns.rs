@@ -1922,11 +1922,13 @@ fn mcast_dst_ip_keeps_vrrp_domains_apart() {
     if !lab_available() || !tool_available("keepalived") || !tool_available("tshark") {
         return;
     }
-    let conf = "global_defs {\n  router_id LBV_GROUP\n}\nvrrp_instance VI_1 {\n  state BACKUP\n  interface eth0\n  mcast_dst_ip 224.0.0.119\n  virtual_router_id 51\n  version 3\n  priority 150\n  advert_int 0.1\n  virtual_ipaddress {\n    198.18.0.100/24\n  }\n}\n";
+    let conf = |prio: u8| {
+        format!("global_defs {{\n  router_id LBV_GROUP\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  mcast_dst_ip 224.0.0.119\n  virtual_router_id 51\n  version 3\n  priority {prio}\n  advert_int 0.1\n  virtual_ipaddress {{\n    198.18.0.100/24\n  }}\n}}\n")
+    };
     let mut lab = Lab::new(3);
     // The other domain: RFC 5798's group, the same VRID and VIP, priority 200.
     let _other = lab.spawn_ours(2, &strs(&ours_v3("200", &[])));
-    let ka = lab.spawn_keepalived(0, conf);
+    let ka = lab.spawn_keepalived(0, &conf(150));
     let ours = lab.spawn_ours(
         1,
         &strs(&ours_v3("100", &["--mcast-dst-ip", "224.0.0.119"])),
@@ -2005,5 +2007,15 @@ fn mcast_dst_ip_keeps_vrrp_domains_apart() {
     assert!(
         ours_51.iter().all(|l| l.starts_with("224.0.0.119\t")),
         "adverts not sent to 224.0.0.119: {text}"
+    );
+    // keepalived back at priority 50: it hears ours on 224.0.0.119 (the v3 checksum covers
+    // the group) and stays Backup.
+    let ka2 = lab.spawn_keepalived(0, &conf(50));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lab.holders(&[0, 1, 2], VIP),
+        [1, 2],
+        "keepalived did not follow ours on 224.0.0.119: {}",
+        lab.proc(ka2).stderr()
     );
 }

@@ -2630,18 +2630,20 @@ impl Config {
             );
         }
 
-        for (key, group) in [
-            (
-                "vrrp_mcast_group4",
-                self.global.vrrp_mcast_group4.map(IpAddr::V4),
-            ),
-            (
-                "vrrp_mcast_group6",
-                self.global.vrrp_mcast_group6.map(IpAddr::V6),
-            ),
-        ] {
-            if let Some(Err(e)) = group.map(check_vrrp_group) {
-                err(format!("global.{key}"), e);
+        // keepalived uses a global IPv6 group of wider scope, with a warning.
+        if let Some(g) = self.global.vrrp_mcast_group4 {
+            if let Err(e) = check_vrrp_group(IpAddr::V4(g)) {
+                err("global.vrrp_mcast_group4".into(), e);
+            }
+        }
+        if let Some(g) = self.global.vrrp_mcast_group6 {
+            if !g.is_multicast() {
+                err(
+                    "global.vrrp_mcast_group6".into(),
+                    format!("{g} is not a multicast address"),
+                );
+            } else if let Err(e) = check_vrrp_group(IpAddr::V6(g)) {
+                warn("global.vrrp_mcast_group6".into(), e);
             }
         }
 
@@ -2749,6 +2751,11 @@ impl Config {
                     err(
                         format!("{p}.mcast_dst_ip"),
                         format!("mcast_dst_ip {g} is not of the instance's address family"),
+                    );
+                } else if !vi.unicast_peer.is_empty() {
+                    warn(
+                        format!("{p}.mcast_dst_ip"),
+                        "mcast_dst_ip does not apply with unicast_peer (adverts go to the peers), ignored".into(),
                     );
                 }
             }
@@ -3069,9 +3076,7 @@ pub fn default_vs_name(listen: SocketAddr, protocol: Protocol) -> String {
     }
 }
 
-/// `[virtual_server.outlier_detection]`: values lb-health's detector accepts, each error at
-/// its key.
-/// A VRRP multicast group: IPv4 multicast, or IPv6 link-local multicast (`ff02::/16`), as
+/// A VRRP multicast group: IPv4 multicast, or IPv6 link-local multicast (`ffX2::/16`), as
 /// keepalived requires of `mcast_dst_ip`.
 fn check_vrrp_group(g: IpAddr) -> Result<(), String> {
     match g {
@@ -3079,11 +3084,13 @@ fn check_vrrp_group(g: IpAddr) -> Result<(), String> {
         IpAddr::V6(a) if a.segments()[0] & 0xff0f == 0xff02 => Ok(()),
         IpAddr::V4(a) => Err(format!("{a} is not a multicast address")),
         IpAddr::V6(a) => Err(format!(
-            "{a} is not a link-local multicast address (ff02::/16)"
+            "{a} is not a link-local multicast address (ffX2::/16)"
         )),
     }
 }
 
+/// `[virtual_server.outlier_detection]`: values lb-health's detector accepts, each error at
+/// its key.
 fn validate_outlier(err: &mut impl FnMut(String, String), i: usize, o: &OutlierDetection) {
     let p = format!("virtual_server[{i}].outlier_detection");
     if o.consecutive_failures == 0 {

@@ -415,11 +415,6 @@ pub(crate) fn groups(cfg: &Config) -> Vec<(Option<String>, Vec<VrrpInstance>)> {
     out
 }
 
-/// After a hand-over: removes from the interfaces the VIPs (advertised or excluded) that a
-/// Master instance of `old` held on an interface where its namesake in `new` no longer has
-/// that address (whatever the prefix or label: the kernel's address lookup does not tell
-/// prefixes apart, and the successor may already hold the address). A changed prefix or
-/// label alone keeps the old one until the next transition. Failures are logged.
 /// Deletes the VMACs of `old`'s instances that a failed successor did not take over, and
 /// puts back the settings changed for them ([`lb_vrrp::vmac::discard`]).
 pub(crate) async fn discard_vmacs(old: &[VrrpInstance]) {
@@ -443,6 +438,11 @@ pub(crate) async fn discard_vmacs(old: &[VrrpInstance]) {
     }
 }
 
+/// After a hand-over: removes from the interfaces the VIPs (advertised or excluded) that a
+/// Master instance of `old` held on an interface where its namesake in `new` no longer has
+/// that address (whatever the prefix or label: the kernel's address lookup does not tell
+/// prefixes apart, and the successor may already hold the address). A changed prefix or
+/// label alone keeps the old one until the next transition. Failures are logged.
 pub(crate) async fn remove_dropped_vips(
     old: &[VrrpInstance],
     new: &[VrrpInstance],

@@ -127,8 +127,8 @@ pub struct VrrpInstanceConfig {
     /// takes over, 1..=100 ([`Config::down_timer_adverts`]). Default 3 (RFC 5798).
     pub down_timer_adverts: u8,
     /// keepalived `mcast_dst_ip` (or its global `vrrp_mcast_group4` / `vrrp_mcast_group6`):
-    /// the multicast group adverts go to and are read from, of the instance's family (an
-    /// IPv6 one link-local scope, `ff02::/16`). Default `None`: RFC 5798's 224.0.0.18 /
+    /// the multicast group adverts go to and are read from, of the instance's family
+    /// (keepalived wants an IPv6 one of link-local scope). Default `None`: RFC 5798's 224.0.0.18 /
     /// ff02::12. Only adverts sent to the group are read (`IP_MULTICAST_ALL` off, as
     /// keepalived), so VRRP domains on other groups stay apart.
     pub mcast_dst_ip: Option<IpAddr>,
@@ -405,8 +405,8 @@ impl VrrpInstanceConfig {
             Some(IpAddr::V4(g)) if !g.is_multicast() => {
                 return bad("mcast_dst_ip must be an IPv4 multicast address")
             }
-            Some(IpAddr::V6(g)) if g.segments()[0] & 0xff0f != 0xff02 => {
-                return bad("mcast_dst_ip must be a link-local IPv6 multicast address (ff02::/16)")
+            Some(IpAddr::V6(g)) if !g.is_multicast() => {
+                return bad("mcast_dst_ip must be an IPv6 multicast address")
             }
             _ => {}
         }
@@ -654,8 +654,12 @@ struct Instance {
     has_src: bool,
     /// VIPs whose re-adding (see [`Speaker::restore_vips`]) failed, logged once.
     restore_failed: HashSet<IpAddr>,
-    /// The VMAC is gone and could not be recreated yet (logged once).
-    vmac_lost: bool,
+    /// Failed attempts to recreate the VMAC or its sockets in a row (the first is logged),
+    /// and when to try again (doubling from 1 s to at most 32 s).
+    vmac_failures: u32,
+    vmac_retry_at: Option<tokio::time::Instant>,
+    /// The VMAC was recreated but its sockets not: Fault until they open.
+    sockets_lost: bool,
     /// The VIPs are in the Accept_Mode drop set.
     dropping: std::sync::atomic::AtomicBool,
     group: usize,
@@ -663,6 +667,17 @@ struct Instance {
 }
 
 impl Instance {
+    /// Records a failed VMAC recreation: logged the first time, tried again after a
+    /// delay doubling from 1 s to 32 s.
+    fn vmac_failed(&mut self, error: &str) {
+        if self.vmac_failures == 0 {
+            tracing::error!(instance = %self.cfg.name, vmac = %self.vip_if, %error, "VMAC deleted by someone else and not recreated: FAULT, tried again later");
+        }
+        let delay = Duration::from_secs(1 << self.vmac_failures.min(5));
+        self.vmac_failures = self.vmac_failures.saturating_add(1);
+        self.vmac_retry_at = Some(tokio::time::Instant::now() + delay);
+    }
+
     /// The task that reads this instance's adverts (instance `i`) into `tx`.
     fn receive(&self, i: usize, tx: mpsc::Sender<Rx>) -> impl std::future::Future<Output = ()> {
         recv_loop(
@@ -738,6 +753,8 @@ pub struct Speaker {
     /// While [`Speaker::run`] runs: where the receive tasks send, and each instance's
     /// receive task (restarted on new sockets when a VMAC is recreated).
     receivers: Option<(mpsc::Sender<Rx>, Vec<tokio::task::JoinHandle<()>>)>,
+    /// Counts VMAC recreations (their interface indexes change).
+    vmac_generation: u64,
 }
 
 impl std::fmt::Debug for Instance {
@@ -894,7 +911,9 @@ impl Speaker {
                 link_up,
                 has_src: found.is_some(),
                 restore_failed: HashSet::new(),
-                vmac_lost: false,
+                vmac_failures: 0,
+                vmac_retry_at: None,
+                sockets_lost: false,
                 // A resumed no_accept Master's predecessor left its drop elements.
                 dropping: std::sync::atomic::AtomicBool::new(cfg.resume_master && !cfg.accept),
                 cfg,
@@ -935,6 +954,7 @@ impl Speaker {
             uncounted,
             link_poll: LINK_POLL,
             receivers: None,
+            vmac_generation: 0,
         })
     }
 
@@ -1078,23 +1098,8 @@ impl Speaker {
         // once, a VIP deleted by someone else is added back at once.
         // The interfaces whose notices matter: the instances', and their VIPs' `dev`s
         // (`None`: one cannot be named yet, so every notice matters).
-        let watched: Option<HashSet<u32>> = self
-            .instances
-            .iter()
-            .flat_map(|inst| {
-                [
-                    Some(inst.ifindex),
-                    VipManager::ifindex(&inst.cfg.interface).ok(),
-                ]
-                .into_iter()
-                .chain(
-                    inst.cfg
-                        .all_vips()
-                        .filter_map(|v| v.dev.as_deref())
-                        .map(|d| VipManager::ifindex(d).ok()),
-                )
-            })
-            .collect();
+        let mut watched = self.watched();
+        let mut watched_for = self.vmac_generation;
         let monitor = match vip::LinkNotices::open() {
             Ok(m) => Some(m),
             Err(e) => {
@@ -1104,6 +1109,11 @@ impl Speaker {
         };
         let mut stopping = false;
         loop {
+            // A recreated VMAC has a new index.
+            if watched_for != self.vmac_generation {
+                watched = self.watched();
+                watched_for = self.vmac_generation;
+            }
             self.drain().await;
             if stopping {
                 break;
@@ -1204,7 +1214,38 @@ impl Speaker {
             t.abort();
         }
         self.stop_receivers();
+        // The VMACs go now (netlink, sysctls, nft: off the event loop), not when the
+        // speaker is dropped.
+        let vmacs: Vec<VmacLink> = self
+            .instances
+            .iter_mut()
+            .filter_map(|inst| inst.vmac.take())
+            .collect();
+        if !vmacs.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || drop(vmacs)).await;
+        }
         Ok(())
+    }
+
+    /// The interfaces whose netlink notices matter: the instances' (VMAC and base), and
+    /// their VIPs' `dev`s (`None`: one cannot be named yet, so every notice matters).
+    fn watched(&self) -> Option<HashSet<u32>> {
+        self.instances
+            .iter()
+            .flat_map(|inst| {
+                [
+                    Some(inst.ifindex),
+                    VipManager::ifindex(&inst.cfg.interface).ok(),
+                ]
+                .into_iter()
+                .chain(
+                    inst.cfg
+                        .all_vips()
+                        .filter_map(|v| v.dev.as_deref())
+                        .map(|d| VipManager::ifindex(d).ok()),
+                )
+            })
+            .collect()
     }
 
     fn stop_receivers(&mut self) {
@@ -1214,50 +1255,83 @@ impl Speaker {
     }
 
     /// Recreates instance `i`'s VMAC, deleted by someone else (keepalived recreates it
-    /// too): a new interface, new sockets on it, a new receive task. A Master's VIPs come
-    /// back with [`Speaker::restore_vips`]. A failure is logged once and tried again at the
-    /// next reading of the interfaces.
-    fn recreate_vmac(&mut self, i: usize) {
+    /// too), on a blocking thread (netlink, sysctls, nft): a new interface, new sockets on
+    /// it, a new receive task. A Master's VIPs come back with [`Speaker::restore_vips`].
+    /// A failure is logged once and tried again later, backing off from 1 s to 32 s; while
+    /// the sockets are not open the instance is in Fault.
+    async fn recreate_vmac(&mut self, i: usize) {
         let inst = &mut self.instances[i];
+        if inst
+            .vmac_retry_at
+            .is_some_and(|at| tokio::time::Instant::now() < at)
+        {
+            return;
+        }
         let Some(vm) = inst.cfg.use_vmac.clone() else {
             return;
         };
-        let v6 = inst.cfg.is_v6();
-        // The old one is gone: forgetting it puts its settings back if it was the last.
-        inst.vmac = None;
-        let link = match VmacLink::set_up(&inst.cfg.interface, &vm, v6) {
-            Ok(l) => l,
-            Err(e) => {
-                if !inst.vmac_lost {
-                    tracing::error!(instance = %inst.cfg.name, vmac = %vm.name, error = %e, "VMAC deleted by someone else and not recreated (tried again at every interface change or poll)");
+        // Gone, or not recreated by an earlier attempt (only the sockets may be missing).
+        if inst.vmac.is_none() || VipManager::ifindex(&vm.name).is_err() {
+            // The old one is gone: forgetting it (off the event loop) puts its settings
+            // back if it was the last; the new one takes them again.
+            let old = inst.vmac.take();
+            let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+            let (base, v6) = (inst.cfg.interface.clone(), inst.cfg.is_v6());
+            let set_up = tokio::task::spawn_blocking(move || VmacLink::set_up(&base, &vm, v6))
+                .await
+                .map_err(|e| vip::VipError::Vmac(e.to_string()))
+                .and_then(|r| r);
+            match set_up {
+                Ok(link) => {
+                    inst.ifindex = link.ifindex;
+                    inst.mac = vip::mac_address(&link.name).ok();
+                    inst.vmac = Some(link);
+                    tracing::warn!(instance = %inst.cfg.name, vmac = %inst.vip_if, "VMAC deleted by someone else: recreated");
                 }
-                inst.vmac_lost = true;
+                Err(e) => {
+                    inst.vmac_failed(&e.to_string());
+                    return;
+                }
+            }
+        }
+        // New sockets on the new interface (the base's index looked up again too, for
+        // vmac_xmit_base).
+        let sock_ifindex = match VipManager::ifindex(&inst.sock_if) {
+            Ok(x) => x,
+            Err(e) => {
+                inst.sockets_lost = true;
+                inst.vmac_failed(&e.to_string());
                 return;
             }
         };
-        inst.ifindex = link.ifindex;
-        inst.mac = vip::mac_address(&link.name).ok();
-        if !vm.xmit_base {
-            inst.sock_ifindex = link.ifindex;
-        }
-        inst.vmac = Some(link);
-        let opened = open_vrrp_sockets(&inst.cfg, &inst.sock_if, inst.sock_ifindex, inst.src)
-            .and_then(|(rx, tx)| Ok((sys::async_socket(rx)?, tx)));
+        let v6 = inst.cfg.is_v6();
+        let opened = open_vrrp_sockets(&inst.cfg, &inst.sock_if, sock_ifindex, inst.src)
+            .and_then(|(rx, tx)| Ok((sys::async_socket(rx)?, tx)))
+            .and_then(|(rx, tx)| {
+                Ok((
+                    rx,
+                    tx,
+                    open_announce_socket(&inst.vip_if, inst.ifindex, v6)?,
+                ))
+            });
         match opened {
-            Ok((rx, tx)) => {
+            Ok((rx, tx, announce)) => {
+                inst.sock_ifindex = sock_ifindex;
                 inst.socket = Arc::new(rx);
                 inst.send_socket = tx;
+                inst.announce = Some(announce);
+                inst.sockets_lost = false;
+                inst.vmac_failures = 0;
+                inst.vmac_retry_at = None;
+                if let Some((tx, tasks)) = &mut self.receivers {
+                    tasks[i].abort();
+                    tasks[i] = tokio::spawn(self.instances[i].receive(i, tx.clone()));
+                }
             }
             Err(e) => {
-                tracing::error!(instance = %inst.cfg.name, error = %e, "VMAC recreated, its sockets not: adverts are neither sent nor heard");
+                inst.sockets_lost = true;
+                inst.vmac_failed(&format!("VMAC recreated, its sockets not: {e}"));
             }
-        }
-        inst.announce = open_announce_socket(&inst.vip_if, inst.ifindex, v6).ok();
-        inst.vmac_lost = false;
-        tracing::warn!(instance = %inst.cfg.name, vmac = %vm.name, "VMAC deleted by someone else: recreated");
-        if let Some((tx, tasks)) = &mut self.receivers {
-            tasks[i].abort();
-            tasks[i] = tokio::spawn(self.instances[i].receive(i, tx.clone()));
         }
     }
 
@@ -1270,10 +1344,11 @@ impl Speaker {
         for i in 0..self.instances.len() {
             let inst = &self.instances[i];
             if inst.cfg.use_vmac.is_some()
-                && VipManager::ifindex(&inst.vip_if).is_err()
+                && (inst.sockets_lost || VipManager::ifindex(&inst.vip_if).is_err())
                 && VipManager::ifindex(&inst.cfg.interface).is_ok()
             {
-                self.recreate_vmac(i);
+                self.recreate_vmac(i).await;
+                self.vmac_generation += 1;
             }
         }
         // One reading of the interfaces for every instance.
@@ -1285,8 +1360,10 @@ impl Speaker {
             .map(|inst| self.groups[inst.group].member(inst.member).state() == State::Master)
             .collect();
         for inst in &mut self.instances {
-            // With use_vmac, the VMAC too (keepalived tracks both).
-            let up = ifs.link_is_up(&inst.cfg.interface) && ifs.link_is_up(&inst.vip_if);
+            // With use_vmac, the VMAC too (keepalived tracks both), and its sockets.
+            let up = ifs.link_is_up(&inst.cfg.interface)
+                && ifs.link_is_up(&inst.vip_if)
+                && !inst.sockets_lost;
             if up != inst.link_up {
                 inst.link_up = up;
                 tracing::info!(instance = %inst.cfg.name, up, "link state changed");
@@ -1295,10 +1372,16 @@ impl Speaker {
             let had_src = inst.has_src;
             if let Some(src) = inst.refresh_src(&ifs) {
                 self.groups[inst.group].set_primary_addr(inst.member, src);
-                // A VMAC sending adverts carries a copy of the base's link-local source.
-                if let (Some(v), IpAddr::V6(ll)) = (&mut inst.vmac, src) {
-                    if inst.sock_ifindex == v.ifindex {
-                        v.follow_link_local(ll);
+                // A VMAC sending adverts carries a copy of the base's link-local source
+                // (netlink: off the event loop).
+                let sends = inst.vmac.as_ref().map(|v| v.ifindex) == Some(inst.sock_ifindex);
+                if let (true, IpAddr::V6(ll)) = (sends, src) {
+                    if let Some(mut v) = inst.vmac.take() {
+                        let moved = tokio::task::spawn_blocking(move || {
+                            v.follow_link_local(ll);
+                            v
+                        });
+                        inst.vmac = moved.await.ok();
                     }
                 }
             }
@@ -1556,20 +1639,22 @@ fn open_vrrp_sockets(
     src: IpAddr,
 ) -> io::Result<(Socket, Socket)> {
     let rx = open_vrrp_socket(ifname, ifindex, src)?;
-    if cfg.unicast_peer.is_empty() {
-        // Only the group's adverts, not those of another group some other socket of this
-        // host joined (keepalived's IP_MULTICAST_ALL off).
-        match cfg.group() {
-            IpAddr::V4(g) => {
+    // Only the group's adverts, not those of another group some other socket of this host
+    // joined (keepalived's IP_MULTICAST_ALL off, on every read socket). Where the kernel
+    // lacks IPV6_MULTICAST_ALL (before Linux 4.20), the receive task drops them.
+    match cfg.group() {
+        IpAddr::V4(g) => {
+            rx.set_multicast_all_v4(false)?;
+            if cfg.unicast_peer.is_empty() {
                 rx.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(ifindex))?;
-                rx.set_multicast_all_v4(false)?;
             }
-            IpAddr::V6(g) => {
+        }
+        IpAddr::V6(g) => {
+            if let Err(e) = rx.set_multicast_all_v6(false) {
+                tracing::debug!(instance = %cfg.name, error = %e, "IPV6_MULTICAST_ALL");
+            }
+            if cfg.unicast_peer.is_empty() {
                 rx.join_multicast_v6(&g, ifindex)?;
-                // IPV6_MULTICAST_ALL: Linux 4.20 and later.
-                if let Err(e) = rx.set_multicast_all_v6(false) {
-                    tracing::debug!(instance = %cfg.name, error = %e, "IPV6_MULTICAST_ALL");
-                }
             }
         }
     }
@@ -1744,8 +1829,11 @@ async fn recv_loop(
         });
         match res {
             Ok(Ok(Some((meta, bytes)))) => {
-                // Demultiplex by VRID: other routers' traffic is not ours to count.
-                if bytes.get(1) != Some(&vrid.get()) {
+                // Demultiplex by VRID, and by group: other routers' traffic is not ours
+                // to count.
+                if bytes.get(1) != Some(&vrid.get())
+                    || (meta.dst.is_multicast() && meta.dst != group)
+                {
                     continue;
                 }
                 if tx
