@@ -3612,3 +3612,30 @@ fn mcast_groups_are_read_from_both_formats() {
         "{w:?}"
     );
 }
+
+/// keepalived's `vrrp_startup_delay` and `vrrp_down_timer_adverts` (a default for the
+/// instances that do not set their own), and `[global] vrrp_startup_delay` in TOML.
+#[test]
+fn vrrp_startup_delay_and_global_down_timer_adverts() {
+    let text = "global_defs {\n    vrrp_startup_delay 5.5\n    vrrp_down_timer_adverts 4\n}\n\
+         vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n\
+         virtual_ipaddress {\n        198.18.0.251\n    }\n}\n\
+         vrrp_instance B {\n    interface eth0\n    virtual_router_id 52\n    down_timer_adverts 6\n\
+         virtual_ipaddress {\n        198.18.0.252\n    }\n}\n";
+    let (k, w) = config::keepalived::parse_str(text, Path::new("k.conf")).expect("loads");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(k.global.vrrp_startup_delay, Duration::from_millis(5500));
+    let d: Vec<u8> = k
+        .vrrp_instances
+        .iter()
+        .map(|v| v.down_timer_adverts)
+        .collect();
+    assert_eq!(d, [4, 6]);
+    let t = load_toml("[global]\nvrrp_startup_delay = \"5500ms\"\n");
+    assert_eq!(t.global.vrrp_startup_delay, k.global.vrrp_startup_delay);
+    let e = errors(
+        "bad.conf",
+        "global_defs {\n    vrrp_down_timer_adverts 0\n}\n",
+    );
+    assert!(e.len() == 1 && e[0].starts_with("bad.conf:2:"), "{e:?}");
+}

@@ -2389,3 +2389,68 @@ fn vmac_traces(lab: &Lab) -> String {
     words.push(if listed { "+" } else { "-" }.to_owned());
     words.join(" ")
 }
+
+/// keepalived's `vrrp_startup_delay`: lb-node's instances start that long after it does
+/// (an address owner holds no VIP before), and a reload after it starts a new instance at
+/// once.
+#[test]
+fn vrrp_startup_delay_holds_the_instances_at_start_only() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbd", &[("lb1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let socket = lb1.socket.clone();
+    let conf = |second: bool| {
+        let instance = |name: &str, vrid: u8, vip: &str| {
+            format!(
+                "vrrp_instance {name} {{\ninterface eth0\nvirtual_router_id {vrid}\npriority 255\n\
+                 advert_int 1\nvirtual_ipaddress {{\n{vip}/24\n}}\n}}\n"
+            )
+        };
+        format!(
+            "global_defs {{\nadmin_socket {}\nvrrp_startup_delay 2\n}}\n{}{}",
+            socket.display(),
+            instance("VI_1", 73, "198.18.0.234"),
+            if second {
+                instance("VI_2", 74, "198.18.0.235")
+            } else {
+                String::new()
+            },
+        )
+    };
+    let path = lb1.conf.clone();
+    std::fs::write(&path, conf(false)).expect("conf");
+    let started = Instant::now();
+    lb1.start(&lab);
+    let first: IpAddr = "198.18.0.234".parse().expect("ip");
+    assert!(
+        wait_until(Duration::from_secs(8), Duration::from_millis(20), || lab
+            .has_addr("lb1", first))
+        .is_some(),
+        "{}",
+        lb1.logs()
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "VIP after {took:?}, inside the 2 s delay"
+    );
+    // A reload after the delay: the new instance (an owner) starts at once.
+    std::fs::write(&path, conf(true)).expect("conf");
+    let reload = Instant::now();
+    assert!(lb1.proc().sighup());
+    let second: IpAddr = "198.18.0.235".parse().expect("ip");
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || lab
+            .has_addr("lb1", second))
+        .is_some(),
+        "{}",
+        lb1.logs()
+    );
+    assert!(
+        reload.elapsed() < Duration::from_millis(1500),
+        "the reloaded instance waited {:?}",
+        reload.elapsed()
+    );
+}

@@ -2019,3 +2019,38 @@ fn mcast_dst_ip_keeps_vrrp_domains_apart() {
         lab.proc(ka2).stderr()
     );
 }
+
+/// keepalived's `vrrp_startup_delay`: the instances stay in Initialize for the delay (an
+/// address owner, which otherwise becomes Master at once, holds no VIP before it), then
+/// start.
+#[test]
+fn startup_delay_holds_the_instances() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let started = std::time::Instant::now();
+    let ours = lab.spawn_ours(
+        0,
+        &[
+            "--startup-delay",
+            "2",
+            "--interface",
+            "eth0",
+            "--vrid",
+            "51",
+            "--priority",
+            "255",
+            "--vip",
+            "198.18.0.100/24",
+        ],
+    );
+    let took = wait_for(Duration::from_secs(6), || lab.has_addr(0, VIP))
+        .map(|_| started.elapsed())
+        .unwrap_or_else(|| panic!("no VIP: {}", lab.proc(ours).stderr()));
+    assert!(
+        took >= Duration::from_millis(1900),
+        "the owner took the VIP after {took:?}, inside its 2 s startup delay"
+    );
+    assert!(lab.proc(ours).stderr().contains("vrrp_startup_delay"));
+}

@@ -117,6 +117,12 @@ pub struct Global {
     pub script_user: Option<String>,
     /// With `script_user`: its group (default: the user's primary group).
     pub script_group: Option<String>,
+    /// keepalived `vrrp_startup_delay`: the VRRP instances start this long after lb-node
+    /// does (bonds and other interfaces may pass no traffic for seconds after boot, and an
+    /// instance started then would become MASTER over a peer it cannot hear yet). Counted
+    /// from the process's start: a reload after it starts its instances at once. Default 0.
+    #[serde(with = "values::duration")]
+    pub vrrp_startup_delay: Duration,
     /// keepalived `vrrp_mcast_group4`: the multicast group of IPv4 instances without
     /// `mcast_dst_ip`. Default RFC 5798's 224.0.0.18.
     pub vrrp_mcast_group4: Option<Ipv4Addr>,
@@ -136,6 +142,7 @@ impl Default for Global {
             busy_polling: false,
             script_user: None,
             script_group: None,
+            vrrp_startup_delay: Duration::ZERO,
             vrrp_mcast_group4: None,
             vrrp_mcast_group6: None,
         }

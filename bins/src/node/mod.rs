@@ -626,6 +626,7 @@ impl Node {
         format: Option<Format>,
         config: Config,
     ) -> Result<Self, NodeError> {
+        vrrp::mark_start();
         let shared = Arc::new(Shared {
             started: Instant::now_tokio(),
             config_path: path.display().to_string(),

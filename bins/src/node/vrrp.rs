@@ -555,6 +555,14 @@ pub(crate) fn same_group(
     }
 }
 
+/// When this node started: `vrrp_startup_delay` counts from it ([`mark_start`]).
+static STARTED: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+
+/// Records the node's start (its first call; later ones change nothing).
+pub(crate) fn mark_start() {
+    STARTED.get_or_init(tokio::time::Instant::now);
+}
+
 impl SpeakerRuntime {
     /// Starts the instances of one group. `previous`: the states of the instances of the
     /// speaker this one replaces (a reload, see [`SpeakerRuntime::handover`]): those that
@@ -586,8 +594,14 @@ impl SpeakerRuntime {
                 Ok(c)
             })
             .collect::<Result<Vec<_>, NodeError>>()?;
-        let speaker = Speaker::new(configs, group.is_some())
+        let mut speaker = Speaker::new(configs, group.is_some())
             .map_err(|e| NodeError::Start(format!("VRRP: {e}")))?;
+        // vrrp_startup_delay counts from the node's start.
+        let started = *STARTED.get_or_init(tokio::time::Instant::now);
+        speaker.set_startup_delay(
+            (started + cfg.global.vrrp_startup_delay)
+                .saturating_duration_since(tokio::time::Instant::now()),
+        );
         let handle = speaker.handle();
         let mut events = speaker.subscribe();
         let mut tasks = Vec::new();

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! lb-vrrpd [--sync-group] [--link-poll S (default 0.2; netlink notices act at once)] \
+//!   [--startup-delay S (keepalived vrrp_startup_delay)] \
 //!   --instance VI_1 [--state MASTER|BACKUP (a hint, changes nothing)] --interface eth0 --vrid 51 --priority 100 --advert-int 1 \
 //!   --version 2 --auth-pass 7road123 --vip "172.16.2.250/24 dev eth0 label eth0:1" \
 //!   [--vip-excluded "ADDR[/LEN] [dev D]" ...] \
@@ -104,14 +105,21 @@ async fn print_status(handle: &lb_vrrp::driver::SpeakerHandle) {
     }
 }
 
-/// Instances, their notify scripts, `--sync-group`, `--link-poll`.
-type Parsed = (Vec<VrrpInstanceConfig>, Vec<Notify>, bool, Duration);
+/// Instances, their notify scripts, `--sync-group`, `--link-poll`, `--startup-delay`.
+type Parsed = (
+    Vec<VrrpInstanceConfig>,
+    Vec<Notify>,
+    bool,
+    Duration,
+    Duration,
+);
 
 fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
     let mut out: Vec<VrrpInstanceConfig> = Vec::new();
     let mut notify: Vec<Notify> = Vec::new();
     let mut sync = false;
     let mut link_poll = lb_vrrp::driver::LINK_POLL;
+    let mut startup_delay = Duration::ZERO;
     let mut it = args.into_iter();
     let placeholder = Vrid::new(1).expect("1 is a valid VRID");
     while let Some(flag) = it.next() {
@@ -121,6 +129,10 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
         }
         if flag == "--link-poll" {
             link_poll = secs(&it.next().context("--link-poll needs a value")?)?;
+            continue;
+        }
+        if flag == "--startup-delay" {
+            startup_delay = secs(&it.next().context("--startup-delay needs a value")?)?;
             continue;
         }
         if flag == "-h" || flag == "--help" {
@@ -268,7 +280,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
             vm.mac = vmac::virtual_router_mac(vrid, v6);
         }
     }
-    Ok((out, notify, sync, link_poll))
+    Ok((out, notify, sync, link_poll, startup_delay))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -278,7 +290,8 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (instances, notify, sync, link_poll) = parse_args(std::env::args().skip(1).collect())?;
+    let (instances, notify, sync, link_poll, startup_delay) =
+        parse_args(std::env::args().skip(1).collect())?;
     let names: Vec<String> = instances.iter().map(|c| c.name.clone()).collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -287,6 +300,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let mut speaker = Speaker::new(instances, sync)?;
         speaker.set_link_poll(link_poll);
+        speaker.set_startup_delay(startup_delay);
         let mut events = speaker.subscribe();
         let printer = tokio::spawn(async move {
             while let Ok(ev) = events.recv().await {

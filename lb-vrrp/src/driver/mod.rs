@@ -755,6 +755,8 @@ pub struct Speaker {
     receivers: Option<(mpsc::Sender<Rx>, Vec<tokio::task::JoinHandle<()>>)>,
     /// Counts VMAC recreations (their interface indexes change).
     vmac_generation: u64,
+    /// keepalived `vrrp_startup_delay` ([`Speaker::set_startup_delay`]).
+    startup_delay: Duration,
 }
 
 impl std::fmt::Debug for Instance {
@@ -955,6 +957,7 @@ impl Speaker {
             link_poll: LINK_POLL,
             receivers: None,
             vmac_generation: 0,
+            startup_delay: Duration::ZERO,
         })
     }
 
@@ -964,6 +967,15 @@ impl Speaker {
     /// notice. Default 200 ms; at least 10 ms.
     pub fn set_link_poll(&mut self, every: Duration) {
         self.link_poll = every.max(Duration::from_millis(10));
+    }
+
+    /// keepalived `vrrp_startup_delay`: [`Speaker::run`] holds the instances in
+    /// Initialize this long before they start (interfaces such as bonds may pass no
+    /// traffic for seconds after boot, and an instance started then would become Master
+    /// over a peer it cannot hear yet). A sync group with a resumed Master
+    /// ([`VrrpInstanceConfig::resume_master`]) is not held. Default zero.
+    pub fn set_startup_delay(&mut self, delay: Duration) {
+        self.startup_delay = delay;
     }
 
     /// A handle to send commands.
@@ -1083,9 +1095,22 @@ impl Speaker {
                     .collect()
             })
             .collect();
+        // vrrp_startup_delay: every group but one with a resumed Master waits.
+        let start_at = tokio::time::Instant::now() + self.startup_delay;
+        let mut held: Vec<bool> = self
+            .members
+            .iter()
+            .map(|members| {
+                !self.startup_delay.is_zero()
+                    && !members.iter().any(|&i| self.instances[i].cfg.resume_master)
+            })
+            .collect();
+        if held.iter().any(|h| *h) {
+            tracing::info!(delay = ?self.startup_delay, "vrrp_startup_delay: instances start after it");
+        }
         let t = now();
         for (gi, waiting) in awaiting.iter().enumerate() {
-            if waiting.is_empty() {
+            if waiting.is_empty() && !held[gi] {
                 self.start_group(gi, t);
             }
         }
@@ -1131,6 +1156,14 @@ impl Speaker {
                     .any(|a| a.iter().any(|e| self.uncounted.contains(e)));
             tokio::select! {
                 biased;
+                () = tokio::time::sleep_until(start_at), if held.iter().any(|h| *h) => {
+                    let t = now();
+                    for gi in 0..held.len() {
+                        if std::mem::take(&mut held[gi]) && awaiting[gi].is_empty() {
+                            self.start_group(gi, t);
+                        }
+                    }
+                }
                 () = tokio::time::sleep_until(uncounted_deadline), if waiting_uncounted => {
                     tracing::warn!("track_process: the first count of /proc is still not done after {UNCOUNTED_WAIT:?}: starting, those processes unknown until it is");
                     let t = now();
@@ -1138,7 +1171,7 @@ impl Speaker {
                     for (gi, waiting) in awaiting.iter_mut().enumerate() {
                         let before = waiting.len();
                         waiting.retain(|e| !self.uncounted.contains(e));
-                        if before > 0 && waiting.is_empty() {
+                        if before > 0 && waiting.is_empty() && !held[gi] {
                             ready.push(gi);
                         }
                     }
@@ -1180,7 +1213,10 @@ impl Speaker {
                             if let Some(inst) = self.instances.get(i) {
                                 let gi = inst.group;
                                 self.groups[gi].handle_track(t, inst.member, id, ok);
-                                if awaiting[gi].remove(&(i, id)) && awaiting[gi].is_empty() {
+                                if awaiting[gi].remove(&(i, id))
+                                    && awaiting[gi].is_empty()
+                                    && !held[gi]
+                                {
                                     self.start_group(gi, t);
                                 }
                             }

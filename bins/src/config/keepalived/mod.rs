@@ -141,6 +141,7 @@ struct VrrpDefaults {
     garp_lower_prio_delay: Option<Duration>,
     garp_lower_prio_repeat: Option<u32>,
     lower_prio_no_advert: Option<bool>,
+    down_timer_adverts: Option<u8>,
 }
 
 impl VrrpDefaults {
@@ -161,6 +162,12 @@ impl VrrpDefaults {
                 .filter(|_| unset("garp_master_delay"))
             {
                 vi.garp_master_delay = v;
+            }
+            if let Some(v) = self
+                .down_timer_adverts
+                .filter(|_| unset("down_timer_adverts"))
+            {
+                vi.down_timer_adverts = v;
             }
             if let Some(v) = self
                 .garp_master_repeat
@@ -813,6 +820,13 @@ impl Conv {
                     self.vrrp_defaults.skip_check_adv_addr =
                         Some(self.flag(s, "global.vrrp_skip_check_adv_addr"));
                 }
+                "vrrp_down_timer_adverts" => {
+                    self.vrrp_defaults.down_timer_adverts = self.get(
+                        s,
+                        "global.vrrp_down_timer_adverts",
+                        int("vrrp_down_timer_adverts", 1, 100),
+                    );
+                }
                 "vrrp_garp_master_delay" => {
                     self.vrrp_defaults.garp_master_delay = self.get(
                         s,
@@ -858,6 +872,15 @@ impl Conv {
                 "vrrp_lower_prio_no_advert" => {
                     self.vrrp_defaults.lower_prio_no_advert =
                         Some(self.flag(s, "global.vrrp_lower_prio_no_advert"));
+                }
+                "vrrp_startup_delay" => {
+                    if let Some(d) = self.get(
+                        s,
+                        "global.vrrp_startup_delay",
+                        duration("vrrp_startup_delay"),
+                    ) {
+                        self.cfg.global.vrrp_startup_delay = d;
+                    }
                 }
                 "vrrp_mcast_group4" => {
                     self.cfg.global.vrrp_mcast_group4 =
