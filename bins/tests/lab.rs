@@ -2454,3 +2454,122 @@ fn vrrp_startup_delay_holds_the_instances_at_start_only() {
         reload.elapsed()
     );
 }
+
+/// keepalived's notify FIFOs: `notify_fifo` (every line) read by its `notify_fifo_script`
+/// (which keeps reading after SIGTERM, as keepalived's sample script does), and
+/// `vrrp_notify_fifo` / `lvs_notify_fifo` split by kind. lb-node creates the FIFOs,
+/// writes `INSTANCE` lines for the owner's transitions (and STOP at the end), `VS`
+/// (quorum) and `RS` lines when the real server's TCP_CHECK fails and recovers, and
+/// removes the FIFOs at the stop.
+#[test]
+fn notify_fifos_carry_keepalived_lines() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbf", &[("lb1", 11), ("web", 31)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let dir = lab.dir().to_owned();
+    let (all, vrrp_fifo, lvs_fifo) = (
+        dir.join("all.fifo"),
+        dir.join("vrrp.fifo"),
+        dir.join("lvs.fifo"),
+    );
+    let (all_log, vrrp_log, lvs_log) = (
+        dir.join("all.log"),
+        dir.join("vrrp.log"),
+        dir.join("lvs.log"),
+    );
+    // The readers: SIGTERM ignored, so each reads to the end (lb-node closing the FIFO).
+    let reader = |log: &Path| {
+        format!(
+            "\"sh -c 'trap \\\"\\\" TERM; exec cat \\\"$0\\\" >> {}'\"",
+            log.display()
+        )
+    };
+    let real = SocketAddr::new(lab.addr("web").into(), 8080);
+    let mut server = TcpServer::start(&lab, "web", real, "web").expect("real server");
+    std::fs::write(
+        &lb1.conf,
+        format!(
+            "global_defs {{\nadmin_socket {}\nnotify_fifo {}\nnotify_fifo_script {}\n\
+             vrrp_notify_fifo {}\nvrrp_notify_fifo_script {}\n\
+             lvs_notify_fifo {}\nlvs_notify_fifo_script {}\n}}\n\
+             vrrp_instance VI_1 {{\ninterface eth0\nvirtual_router_id 75\npriority 255\n\
+             advert_int 1\nvirtual_ipaddress {{\n198.18.0.236/24\n}}\n}}\n\
+             virtual_server 198.18.0.236 80 {{\ndelay_loop 1\nlb_algo rr\nprotocol TCP\n\
+             real_server {real_ip} 8080 {{\nTCP_CHECK {{\nconnect_timeout 1\nretry 0\n}}\n}}\n}}\n",
+            lb1.socket.display(),
+            all.display(),
+            reader(&all_log),
+            vrrp_fifo.display(),
+            reader(&vrrp_log),
+            lvs_fifo.display(),
+            reader(&lvs_log),
+            real_ip = real.ip(),
+        ),
+    )
+    .expect("conf");
+    lb1.start(&lab);
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let has = |p: &Path, line: &str| read(p).lines().any(|l| l == line);
+    let master = "INSTANCE \"VI_1\" MASTER 255";
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || has(
+            &all_log, master
+        )
+            && has(&vrrp_log, master))
+        .is_some(),
+        "{:?} {:?}\n{}",
+        read(&all_log),
+        read(&vrrp_log),
+        lb1.logs()
+    );
+    assert!(std::fs::metadata(&all).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt as _;
+        m.file_type().is_fifo()
+    }));
+    // The real server dies: its check fails it, the pool loses quorum.
+    server.stop();
+    let rs_down = "RS [198.18.0.31]:tcp:8080 [198.18.0.236]:tcp:80 DOWN";
+    let vs_down = "VS [198.18.0.236]:tcp:80 DOWN";
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || has(
+            &lvs_log, rs_down
+        )
+            && has(&lvs_log, vs_down)
+            && has(&all_log, rs_down))
+        .is_some(),
+        "{:?}\n{}",
+        read(&lvs_log),
+        lb1.logs()
+    );
+    let _server = TcpServer::start(&lab, "web", real, "web").expect("real server back");
+    let rs_up = "RS [198.18.0.31]:tcp:8080 [198.18.0.236]:tcp:80 UP";
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || has(
+            &lvs_log, rs_up
+        )
+            && has(&lvs_log, "VS [198.18.0.236]:tcp:80 UP"))
+        .is_some(),
+        "{:?}\n{}",
+        read(&lvs_log),
+        lb1.logs()
+    );
+    // Each FIFO has its kind only.
+    assert!(!read(&vrrp_log).contains("RS "), "{}", read(&vrrp_log));
+    assert!(!read(&lvs_log).contains("INSTANCE"), "{}", read(&lvs_log));
+    assert!(lb1.proc().sigterm());
+    assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());
+    let stop = "INSTANCE \"VI_1\" STOP 255";
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || has(
+            &all_log, stop
+        ))
+        .is_some(),
+        "{:?}",
+        read(&all_log)
+    );
+    for f in [&all, &vrrp_fifo, &lvs_fifo] {
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
+}

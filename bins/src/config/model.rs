@@ -117,6 +117,14 @@ pub struct Global {
     pub script_user: Option<String>,
     /// With `script_user`: its group (default: the user's primary group).
     pub script_group: Option<String>,
+    /// keepalived `notify_fifo`: a FIFO that gets one line per VRRP and checker event
+    /// (`INSTANCE "VI_1" MASTER 150`, `GROUP "G" BACKUP 0`, `VS [198.18.0.250]:tcp:80 UP`,
+    /// `RS [198.18.0.151]:tcp:80 [198.18.0.250]:tcp:80 DOWN`). None by default.
+    pub notify_fifo: Option<NotifyFifo>,
+    /// keepalived `vrrp_notify_fifo`: a FIFO for the VRRP lines only.
+    pub vrrp_notify_fifo: Option<NotifyFifo>,
+    /// keepalived `lvs_notify_fifo`: a FIFO for the checker lines (`VS`, `RS`) only.
+    pub lvs_notify_fifo: Option<NotifyFifo>,
     /// keepalived `vrrp_startup_delay`: the VRRP instances start this long after lb-node
     /// does (bonds and other interfaces may pass no traffic for seconds after boot, and an
     /// instance started then would become MASTER over a peer it cannot hear yet). Counted
@@ -131,6 +139,27 @@ pub struct Global {
     pub vrrp_mcast_group6: Option<Ipv6Addr>,
 }
 
+/// A notify FIFO (keepalived `notify_fifo PATH [USER [GROUP]]` and `notify_fifo_script`):
+/// created (mode 0644, owned by `user`/`group`) unless it exists, opened read-write and
+/// non-blocking (a line no reader takes is dropped), removed at the stop if lb-node
+/// created it. See `lb_bins::node` for the lines.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFifo {
+    /// The FIFO's path.
+    pub path: PathBuf,
+    /// The owner given to a FIFO lb-node creates. Default: lb-node's user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// With `user`: its group. Default: the user's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// keepalived `*_notify_fifo_script`: started when the FIFO is opened, with the FIFO's
+    /// path as its last argument; SIGTERM at the stop (or when a reload changes the FIFO).
+    #[serde(default)]
+    pub script: Option<NotifyScript>,
+}
+
 impl Default for Global {
     fn default() -> Self {
         Self {
@@ -142,6 +171,9 @@ impl Default for Global {
             busy_polling: false,
             script_user: None,
             script_group: None,
+            notify_fifo: None,
+            vrrp_notify_fifo: None,
+            lvs_notify_fifo: None,
             vrrp_startup_delay: Duration::ZERO,
             vrrp_mcast_group4: None,
             vrrp_mcast_group6: None,
@@ -2635,6 +2667,38 @@ impl Config {
                     names.join(" -> ")
                 ),
             );
+        }
+
+        // keepalived: "the FIFO names must all be different".
+        let fifos = [
+            ("notify_fifo", &self.global.notify_fifo),
+            ("vrrp_notify_fifo", &self.global.vrrp_notify_fifo),
+            ("lvs_notify_fifo", &self.global.lvs_notify_fifo),
+        ];
+        for (k, (key, f)) in fifos.iter().enumerate() {
+            let Some(f) = f else { continue };
+            if fifos[..k]
+                .iter()
+                .any(|(_, o)| o.as_ref().is_some_and(|o| o.path == f.path))
+            {
+                err(
+                    format!("global.{key}"),
+                    format!("{} is already another notify FIFO", f.path.display()),
+                );
+            }
+            if f.user.is_some() || f.group.is_some() {
+                check_user(
+                    &mut err,
+                    &format!("global.{key}"),
+                    "",
+                    key,
+                    &f.user,
+                    &f.group,
+                );
+            }
+            if let Some(s) = &f.script {
+                notify(&mut err, format!("global.{key}.script"), Some(s));
+            }
         }
 
         // keepalived uses a global IPv6 group of wider scope, with a warning.

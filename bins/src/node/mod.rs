@@ -58,6 +58,7 @@
 //! 3 start-up failure (a listener, socket or interface that cannot be used).
 
 mod bfd;
+mod fifo;
 mod file_check;
 mod vrrp;
 mod vs;
@@ -627,6 +628,8 @@ impl Node {
         config: Config,
     ) -> Result<Self, NodeError> {
         vrrp::mark_start();
+        // Before anything can report an event.
+        fifo::open(&config.global);
         let shared = Arc::new(Shared {
             started: Instant::now_tokio(),
             config_path: path.display().to_string(),
@@ -798,6 +801,7 @@ impl Node {
         };
         // Notify scripts' users are looked up again for the new configuration.
         forget_notify_users();
+        fifo::open(&new.global);
         let d = diff::diff(&self.config, &new);
         // A virtual server that runs a previous version (its replacement failed to start
         // at an earlier reload) is tried again even when the file did not change.
@@ -1205,6 +1209,8 @@ impl Node {
         if earlier.is_err() {
             tracing::warn!("drains of replaced virtual servers still running at exit");
         }
+        // After the last event (the instances' STOP lines).
+        fifo::close();
     }
 }
 

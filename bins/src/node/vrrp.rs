@@ -656,6 +656,9 @@ impl SpeakerRuntime {
         // Ends once the speaker is gone (`Closed`), after the events it sent last, such as
         // the transitions to Initialize that run `notify_stop`.
         let events_task = tokio::spawn(async move {
+            // The group's state as last written to the notify FIFOs (one GROUP line per
+            // change, not one per member).
+            let mut group_written: Option<&'static str> = None;
             loop {
                 let ev = match events.recv().await {
                     Ok(ev) => ev,
@@ -698,6 +701,10 @@ impl SpeakerRuntime {
                 if let Some(s) = specific {
                     notify(s, &[]);
                 }
+                super::fifo::vrrp(&format!(
+                    "INSTANCE \"{}\" {word} {}\n",
+                    vi.name, ev.priority.0
+                ));
                 let prio = ev.priority.0.to_string();
                 if let Some(s) = vi.notify.as_ref() {
                     notify(s, &["INSTANCE", &vi.name, word, &prio]);
@@ -715,6 +722,10 @@ impl SpeakerRuntime {
                     }
                     if let Some(s) = g.notify.as_ref() {
                         notify(s, &["GROUP", &g.name, word, &prio]);
+                    }
+                    if ev.to != State::Initialize && group_written != Some(word) {
+                        group_written = Some(word);
+                        super::fifo::vrrp(&format!("GROUP \"{}\" {word} 0\n", g.name));
                     }
                 }
             }

@@ -155,6 +155,10 @@ struct Appliers {
     /// Each real server's BFD_CHECKs: the session's name, and why it fails the real
     /// server (`None` while it lets it be up).
     bfd: HashMap<BackendId, std::collections::BTreeMap<String, Option<String>>>,
+    /// For the notify FIFOs' `RS` lines: each real server's `[ADDRESS]:PROTOCOL:PORT`,
+    /// then the virtual server's.
+    fifo: HashMap<BackendId, String>,
+    fifo_vs: String,
 }
 
 /// What a source other than the probes says of one real server.
@@ -183,6 +187,8 @@ impl Appliers {
             notify: HashMap::new(),
             files: HashMap::new(),
             bfd: HashMap::new(),
+            fifo: HashMap::new(),
+            fifo_vs: String::new(),
         }
     }
 
@@ -253,6 +259,10 @@ impl Appliers {
         let after = self.of(id).is_failed_by_checks(id);
         if before == after {
             return;
+        }
+        if let Some(rs) = self.fifo.get(&id) {
+            let state = if after { "DOWN" } else { "UP" };
+            super::fifo::lvs(&format!("RS {rs} {} {state}\n", self.fifo_vs));
         }
         if let Some((up, down)) = self.notify.get(&id) {
             if let Some(s) = if after { down } else { up } {
@@ -340,6 +350,8 @@ pub(crate) struct VsRuntime {
 #[derive(Debug)]
 pub(crate) struct QuorumNotifier {
     name: String,
+    /// `[ADDRESS]:PROTOCOL:PORT`, for the notify FIFOs' `VS` lines.
+    fifo_vs: String,
     quorum_up: Option<NotifyScript>,
     quorum_down: Option<NotifyScript>,
     /// The state announced last ([`ANNOUNCED_UP`]), and whether it was handed over to a
@@ -359,6 +371,7 @@ impl QuorumNotifier {
         let now = pool.has_quorum();
         let n = Self {
             name: vs.name.clone(),
+            fifo_vs: super::fifo::trio(vs.listen, vs.protocol == Protocol::Udp),
             quorum_up: vs.quorum_up.clone(),
             quorum_down: vs.quorum_down.clone(),
             state: std::sync::atomic::AtomicU8::new(if now { ANNOUNCED_UP } else { 0 }),
@@ -381,6 +394,8 @@ impl QuorumNotifier {
         if let Some(s) = script {
             super::notify(s, &[]);
         }
+        let state = if quorum { "UP" } else { "DOWN" };
+        super::fifo::lvs(&format!("VS {} {state}\n", self.fifo_vs));
     }
 
     /// Compares the pool's quorum with the last state announced; on a change, logs it and
@@ -1162,6 +1177,14 @@ impl VsRuntime {
             .filter(|(_, b)| b.notify_up.is_some() || b.notify_down.is_some())
             .map(|(i, b)| (backend_id(i), (b.notify_up.clone(), b.notify_down.clone())))
             .collect();
+        let udp = cfg.protocol == Protocol::Udp;
+        appliers.fifo = cfg
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (backend_id(i), super::fifo::trio(b.address, udp)))
+            .collect();
+        appliers.fifo_vs = super::fifo::trio(cfg.listen, udp);
         if cfg.outlier_detection.enabled {
             for (i, b) in cfg.backends.iter().enumerate() {
                 if let Some(&state) = carried.outlier.get(&b.address) {

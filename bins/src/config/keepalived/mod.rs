@@ -39,10 +39,10 @@ use lb_health::StatusSet;
 
 use super::model::{
     AuthType, Authentication, BackendConfig, BfdCheck, BfdInstance, CheckKind, Config, DnsCheck,
-    FileCheck, HealthCheck, HttpCheck, InitialState, LogLevel, MiscCheck, NotifyScript, ParamMatch,
-    Protocol, SmtpCheck, SyncGroup, TrackBfdRef, TrackFileRef, TrackInterface, TrackProcessRef,
-    TrackScript, TrackService, UdpCheck, UrlCheck, VirtualIp, VirtualServer, VrrpInstance,
-    VrrpScript, VrrpTrackFile, VrrpTrackProcess,
+    FileCheck, HealthCheck, HttpCheck, InitialState, LogLevel, MiscCheck, NotifyFifo, NotifyScript,
+    ParamMatch, Protocol, SmtpCheck, SyncGroup, TrackBfdRef, TrackFileRef, TrackInterface,
+    TrackProcessRef, TrackScript, TrackService, UdpCheck, UrlCheck, VirtualIp, VirtualServer,
+    VrrpInstance, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
 };
 use super::values::{parse_algorithm, parse_duration, parse_weight};
 use super::{finish, LoadResult, Location, Origins};
@@ -813,6 +813,8 @@ impl Conv {
 
     fn global_defs(&mut self, b: &[Stmt]) {
         self.warn_repeats(b);
+        // `*notify_fifo_script`s, attached to their FIFOs once the block is read.
+        let mut fifo_scripts: Vec<(&'static str, NotifyScript, Location)> = Vec::new();
         for s in b {
             self.no_block_unless(s, &["notification_email"]);
             match s.keyword.text.as_str() {
@@ -965,7 +967,60 @@ impl Conv {
                         self.cfg.global.script_group = g;
                     }
                 }
+                // `FIFO [USER [GROUP]]`.
+                kw @ ("notify_fifo" | "vrrp_notify_fifo" | "lvs_notify_fifo") => {
+                    let path = format!("global.{kw}");
+                    let Some(first) = s.args.first() else {
+                        self.d
+                            .error(&s.keyword.location, format!("`{kw}` needs the FIFO's path"));
+                        continue;
+                    };
+                    self.record(&path, &first.location);
+                    let mut fifo = NotifyFifo {
+                        path: first.text.clone().into(),
+                        user: s.args.get(1).map(|t| t.text.clone()),
+                        group: s.args.get(2).map(|t| t.text.clone()),
+                        script: None,
+                    };
+                    if let Some(x) = s.args.get(3) {
+                        self.d
+                            .warn(&x.location, format!("extra argument {:?} ignored", x.text));
+                    }
+                    let slot = match kw {
+                        "notify_fifo" => &mut self.cfg.global.notify_fifo,
+                        "vrrp_notify_fifo" => &mut self.cfg.global.vrrp_notify_fifo,
+                        _ => &mut self.cfg.global.lvs_notify_fifo,
+                    };
+                    fifo.script = slot.take().and_then(|f| f.script);
+                    *slot = Some(fifo);
+                }
+                kw @ ("notify_fifo_script"
+                | "vrrp_notify_fifo_script"
+                | "lvs_notify_fifo_script") => {
+                    let fifo = match kw {
+                        "notify_fifo_script" => "notify_fifo",
+                        "vrrp_notify_fifo_script" => "vrrp_notify_fifo",
+                        _ => "lvs_notify_fifo",
+                    };
+                    if let Some(n) = self.notify_script(s, &format!("global.{fifo}.script")) {
+                        fifo_scripts.push((fifo, n, s.keyword.location.clone()));
+                    }
+                }
                 _ => self.unknown(s, "global_defs"),
+            }
+        }
+        for (fifo, script, location) in fifo_scripts {
+            let slot = match fifo {
+                "notify_fifo" => &mut self.cfg.global.notify_fifo,
+                "vrrp_notify_fifo" => &mut self.cfg.global.vrrp_notify_fifo,
+                _ => &mut self.cfg.global.lvs_notify_fifo,
+            };
+            match slot {
+                Some(f) => f.script = Some(script),
+                None => self.d.error(
+                    &location,
+                    format!("`{fifo}_script` needs `{fifo}` (the FIFO it reads)"),
+                ),
             }
         }
     }
