@@ -3639,3 +3639,75 @@ fn vrrp_startup_delay_and_global_down_timer_adverts() {
     );
     assert!(e.len() == 1 && e[0].starts_with("bad.conf:2:"), "{e:?}");
 }
+
+/// keepalived's notify FIFOs in both formats: `FIFO [USER [GROUP]]` and `*_script`, the
+/// first of a repeated keyword kept (warned), a FIFO named twice warned (one FIFO), a
+/// script without its FIFO refused, and the default script user given to both the FIFO
+/// and its script.
+#[test]
+fn notify_fifos_are_read_from_both_formats() {
+    use lb_bins::config::model::{NotifyFifo, NotifyScript};
+    let text =
+        "global_defs {\n    notify_fifo /run/a.fifo nobody nogroup\n    notify_fifo /run/x.fifo\n\
+         notify_fifo_script \"/bin/reader --all\"\n    vrrp_notify_fifo /run/a.fifo\n\
+         lvs_notify_fifo /run/l.fifo\n}\n";
+    let (k, w) = config::keepalived::parse_str(text, Path::new("k.conf")).expect("loads");
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("k.conf:3:") && w.contains("first value wins")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("k.conf:5:") && w.contains("is also notify_fifo")),
+        "{w:?}"
+    );
+    let fifo = |path: &str, user: Option<&str>, script: Option<&str>| NotifyFifo {
+        path: path.into(),
+        user: user.map(str::to_owned),
+        group: user.map(|_| "nogroup".to_owned()),
+        script: script.map(NotifyScript::new),
+    };
+    assert_eq!(
+        k.global.notify_fifo,
+        Some(fifo(
+            "/run/a.fifo",
+            Some("nobody"),
+            Some("/bin/reader --all")
+        ))
+    );
+    assert_eq!(
+        k.global.vrrp_notify_fifo,
+        Some(fifo("/run/a.fifo", None, None))
+    );
+    assert_eq!(
+        k.global.lvs_notify_fifo,
+        Some(fifo("/run/l.fifo", None, None))
+    );
+    let t = load_toml(
+        "[global.notify_fifo]\npath = \"/run/a.fifo\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n\
+         script = \"/bin/reader --all\"\n[global.vrrp_notify_fifo]\npath = \"/run/a.fifo\"\n\
+         [global.lvs_notify_fifo]\npath = \"/run/l.fifo\"\n",
+    );
+    assert_eq!(t.global.notify_fifo, k.global.notify_fifo);
+    assert_eq!(t.global.vrrp_notify_fifo, k.global.vrrp_notify_fifo);
+    assert_eq!(t.global.lvs_notify_fifo, k.global.lvs_notify_fifo);
+
+    let e = errors(
+        "bad.conf",
+        "global_defs {\n    lvs_notify_fifo_script /bin/reader\n}\n",
+    );
+    assert!(
+        e.len() == 1 && e[0].starts_with("bad.conf:2:") && e[0].contains("needs `lvs_notify_fifo`"),
+        "{e:?}"
+    );
+    // script_user: the FIFO's owner and its script's user.
+    let t = load_toml(
+        "[global]\nscript_user = \"nobody\"\n[global.notify_fifo]\npath = \"/run/a.fifo\"\n\
+         script = \"/bin/reader\"\n",
+    );
+    let f = t.global.notify_fifo.expect("fifo");
+    assert_eq!(f.user.as_deref(), Some("nobody"));
+    assert_eq!(f.script.and_then(|s| s.user).as_deref(), Some("nobody"));
+}

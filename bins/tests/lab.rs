@@ -2390,9 +2390,9 @@ fn vmac_traces(lab: &Lab) -> String {
     words.join(" ")
 }
 
-/// keepalived's `vrrp_startup_delay`: lb-node's instances start that long after it does
-/// (an address owner holds no VIP before), and a reload after it starts a new instance at
-/// once.
+/// keepalived's `vrrp_startup_delay`: lb-node's instances start at once as BACKUP, and
+/// none becomes MASTER before the delay ends (an address owner holds no VIP before); a
+/// reload after it starts a new instance's takeover at once.
 #[test]
 fn vrrp_startup_delay_holds_the_instances_at_start_only() {
     if !lab_available() {
@@ -2424,6 +2424,21 @@ fn vrrp_startup_delay_holds_the_instances_at_start_only() {
     let started = Instant::now();
     lb1.start(&lab);
     let first: IpAddr = "198.18.0.234".parse().expect("ip");
+    let backup = wait_until(
+        Duration::from_millis(1500),
+        Duration::from_millis(20),
+        || {
+            lb1.status()
+                .is_some_and(|s| vrrp_states(&s) == [("VI_1".to_owned(), VrrpState::Backup)])
+        },
+    );
+    assert!(
+        backup.is_some(),
+        "not BACKUP within the delay: {:?}\n{}",
+        lb1.status().map(|s| vrrp_states(&s)),
+        lb1.logs()
+    );
+    assert!(!lab.has_addr("lb1", first), "MASTER within the delay");
     assert!(
         wait_until(Duration::from_secs(8), Duration::from_millis(20), || lab
             .has_addr("lb1", first))
@@ -2479,21 +2494,29 @@ fn notify_fifos_carry_keepalived_lines() {
         dir.join("vrrp.log"),
         dir.join("lvs.log"),
     );
-    // The readers: SIGTERM ignored, so each reads to the end (lb-node closing the FIFO).
+    // The readers read to the end (lb-node closes the FIFO first); the vrrp one then waits
+    // and marks the SIGTERM it gets.
     let reader = |log: &Path| {
         format!(
             "\"sh -c 'trap \\\"\\\" TERM; exec cat \\\"$0\\\" >> {}'\"",
             log.display()
         )
     };
+    let marker = dir.join("vrrp.term");
+    let vrrp_reader = format!(
+        "\"sh -c 'trap \\\"echo TERM > {}; exit 0\\\" TERM; cat \\\"$0\\\" >> {}; sleep 30'\"",
+        marker.display(),
+        vrrp_log.display()
+    );
     let real = SocketAddr::new(lab.addr("web").into(), 8080);
     let mut server = TcpServer::start(&lab, "web", real, "web").expect("real server");
     std::fs::write(
         &lb1.conf,
         format!(
             "global_defs {{\nadmin_socket {}\nnotify_fifo {}\nnotify_fifo_script {}\n\
-             vrrp_notify_fifo {}\nvrrp_notify_fifo_script {}\n\
+             vrrp_notify_fifo {} nobody nogroup\nvrrp_notify_fifo_script {}\n\
              lvs_notify_fifo {}\nlvs_notify_fifo_script {}\n}}\n\
+             vrrp_sync_group VG_1 {{\ngroup {{\nVI_1\n}}\n}}\n\
              vrrp_instance VI_1 {{\ninterface eth0\nvirtual_router_id 75\npriority 255\n\
              advert_int 1\nvirtual_ipaddress {{\n198.18.0.236/24\n}}\n}}\n\
              virtual_server 198.18.0.236 80 {{\ndelay_loop 1\nlb_algo rr\nprotocol TCP\n\
@@ -2502,7 +2525,7 @@ fn notify_fifos_carry_keepalived_lines() {
             all.display(),
             reader(&all_log),
             vrrp_fifo.display(),
-            reader(&vrrp_log),
+            vrrp_reader,
             lvs_fifo.display(),
             reader(&lvs_log),
             real_ip = real.ip(),
@@ -2524,10 +2547,26 @@ fn notify_fifos_carry_keepalived_lines() {
         read(&vrrp_log),
         lb1.logs()
     );
-    assert!(std::fs::metadata(&all).is_ok_and(|m| {
-        use std::os::unix::fs::FileTypeExt as _;
-        m.file_type().is_fifo()
-    }));
+    let group = "GROUP \"VG_1\" MASTER 0";
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || has(
+            &vrrp_log, group
+        ))
+        .is_some(),
+        "{:?}",
+        read(&vrrp_log)
+    );
+    {
+        use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+        let m = std::fs::metadata(&all).expect("the FIFO");
+        assert!(m.file_type().is_fifo());
+        assert_eq!(m.permissions().mode() & 0o777, 0o644);
+        // vrrp_notify_fifo's owner: nobody (65534).
+        assert_eq!(
+            std::fs::metadata(&vrrp_fifo).expect("the FIFO").uid(),
+            65534
+        );
+    }
     // The real server dies: its check fails it, the pool loses quorum.
     server.stop();
     let rs_down = "RS [198.18.0.31]:tcp:8080 [198.18.0.236]:tcp:80 DOWN";
@@ -2561,13 +2600,21 @@ fn notify_fifos_carry_keepalived_lines() {
     assert!(lb1.proc().sigterm());
     assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());
     let stop = "INSTANCE \"VI_1\" STOP 255";
+    let group_stop = "GROUP \"VG_1\" STOP 0";
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(50), || has(
             &all_log, stop
-        ))
+        )
+            && has(&all_log, group_stop))
         .is_some(),
         "{:?}",
         read(&all_log)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || marker
+            .exists())
+        .is_some(),
+        "the vrrp FIFO's script got no SIGTERM"
     );
     for f in [&all, &vrrp_fifo, &lvs_fifo] {
         assert!(!f.exists(), "{} left behind", f.display());

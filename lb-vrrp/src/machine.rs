@@ -596,6 +596,8 @@ pub struct VirtualRouter {
     /// When a Backup may preempt a lower-priority master (keepalived's `preempt_time`);
     /// `None`: not before the delay restarts. Unused with `preempt_delay` 0.
     preempt_at: Option<Instant>,
+    /// keepalived's `vrrp_startup_delay` end ([`VirtualRouter::delay_start_until`]).
+    delayed_start: Option<Instant>,
     /// In a sync group of several: a Master_Down_Timer expiry only records that this member
     /// wants Master ([`VirtualRouter::wants_master`]); the group decides.
     sync_hold: bool,
@@ -627,6 +629,7 @@ impl VirtualRouter {
             master_addr: None,
             stop_heard: false,
             preempt_at: None,
+            delayed_start: None,
             sync_hold: false,
             wants_master: None,
             timers: TimerTable::default(),
@@ -793,6 +796,25 @@ impl VirtualRouter {
         self.preempt_at = None;
     }
 
+    /// keepalived's `vrrp_startup_delay`: until `until`, a Backup's Master_Down timer,
+    /// whenever it is armed, runs from `until` instead of from now, and an address owner
+    /// starts as Backup and becomes Master at `until` (keepalived's
+    /// `vrrp_init_instance_sands` with `vrrp_delayed_start_time`). The instance starts at
+    /// once otherwise (its state and notifications as without the delay); only taking
+    /// over waits. Call before [`VirtualRouter::start`].
+    pub fn delay_start_until(&mut self, until: Instant) {
+        self.delayed_start = Some(until);
+    }
+
+    /// When a Master_Down timer armed at `now` for `interval` expires: `now + interval`,
+    /// or within the startup delay, its end plus `interval`.
+    fn master_down_at(&self, now: Instant, interval: Duration) -> Instant {
+        match self.delayed_start {
+            Some(end) if now < end => end + interval,
+            _ => now + interval,
+        }
+    }
+
     /// Changes the base priority. A master advertises the change at once; a backup's new
     /// priority takes effect with the next advert it hears.
     pub fn set_priority(&mut self, now: Instant, priority: Priority) {
@@ -896,8 +918,10 @@ impl VirtualRouter {
                         // keepalived's vrrp_sync_can_goto_master: wait for the other
                         // members, timer re-armed.
                         self.wants_master = Some(reason);
-                        self.timers
-                            .set(Timer::MasterDown, now + self.master_down_interval());
+                        self.timers.set(
+                            Timer::MasterDown,
+                            self.master_down_at(now, self.master_down_interval()),
+                        );
                     } else {
                         self.become_master(now, reason);
                     }
@@ -955,7 +979,10 @@ impl VirtualRouter {
                 self.master_addr = Some(meta.src);
                 if adv.priority == Priority::STOP {
                     self.stop_heard = true;
-                    self.timers.set(Timer::MasterDown, now + self.skew_time());
+                    self.timers.set(
+                        Timer::MasterDown,
+                        self.master_down_at(now, self.skew_time()),
+                    );
                 } else if !self.may_preempt(now) || adv.priority >= mine {
                     self.note_preempt_delay(now, adv.priority >= mine);
                     self.stop_heard = false;
@@ -963,8 +990,10 @@ impl VirtualRouter {
                     if self.cfg.version == Version::V3 {
                         self.master_adver_interval = adv.interval;
                     }
-                    self.timers
-                        .set(Timer::MasterDown, now + self.master_down_interval());
+                    self.timers.set(
+                        Timer::MasterDown,
+                        self.master_down_at(now, self.master_down_interval()),
+                    );
                 }
                 // else: a lower-priority master and we preempt: let the timer run out.
             }
@@ -1169,6 +1198,14 @@ impl VirtualRouter {
                 State::Fault,
                 if reason == Reason::Startup { r } else { reason },
             );
+        } else if self.effective_priority().is_owner()
+            && self.delayed_start.is_some_and(|end| now < end)
+        {
+            // keepalived: an owner within the startup delay waits as Backup for its end.
+            self.timers.clear();
+            self.timers
+                .set(Timer::MasterDown, self.master_down_at(now, Duration::ZERO));
+            self.transition(State::Backup, reason);
         } else if self.effective_priority().is_owner() {
             self.become_master(now, reason);
         } else if reason == Reason::Startup && self.cfg.resume_master {
@@ -1238,8 +1275,10 @@ impl VirtualRouter {
             self.actions.push_back(Action::RemoveVips);
         }
         self.timers.clear();
-        self.timers
-            .set(Timer::MasterDown, now + self.master_down_interval());
+        self.timers.set(
+            Timer::MasterDown,
+            self.master_down_at(now, self.master_down_interval()),
+        );
         self.transition(State::Backup, reason);
     }
 
@@ -1399,6 +1438,12 @@ impl SyncGroup {
     /// Shuts every member down.
     pub fn shutdown(&mut self, now: Instant) {
         self.members.iter_mut().for_each(|m| m.shutdown(now));
+    }
+    /// [`VirtualRouter::delay_start_until`] for every member.
+    pub fn delay_start_until(&mut self, until: Instant) {
+        self.members
+            .iter_mut()
+            .for_each(|m| m.delay_start_until(until));
     }
     /// Timer expiry for every member.
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -1597,6 +1642,38 @@ mod tests {
             vr.handle_timeout(t1 + wait);
             assert_eq!(vr.state(), State::Master, "n = {n}");
         }
+    }
+
+    /// keepalived's `vrrp_startup_delay`: the instance starts as Backup at once; its
+    /// Master_Down timer runs from the delay's end, also when re-armed by an advert within
+    /// it; an owner becomes Master at the end.
+    #[test]
+    fn delayed_start_holds_only_the_takeover() {
+        let t0 = t0();
+        let delay = Duration::from_secs(5);
+        let c = cfg(100, 1);
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.delay_start_until(t0 + delay);
+        vr.start(t0);
+        assert_eq!(vr.state(), State::Backup);
+        let mdi = vr.master_down_interval();
+        assert_eq!(vr.poll_timeout(), Some(t0 + delay + mdi));
+        let t1 = t0 + Duration::from_secs(1);
+        vr.handle_advert(t1, meta(2), &advert(&c, 150));
+        assert_eq!(vr.poll_timeout(), Some(t0 + delay + mdi));
+        // Past the delay, an advert re-arms it from now.
+        let t2 = t0 + delay + Duration::from_secs(1);
+        vr.handle_advert(t2, meta(2), &advert(&c, 150));
+        assert_eq!(vr.poll_timeout(), Some(t2 + mdi));
+
+        let mut owner = VirtualRouter::new(cfg(255, 1));
+        owner.delay_start_until(t0 + delay);
+        owner.start(t0);
+        assert_eq!(owner.state(), State::Backup);
+        owner.handle_timeout(t0 + delay - Duration::from_millis(1));
+        assert_eq!(owner.state(), State::Backup);
+        owner.handle_timeout(t0 + delay);
+        assert_eq!(owner.state(), State::Master);
     }
 
     #[test]

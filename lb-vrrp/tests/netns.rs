@@ -2020,9 +2020,9 @@ fn mcast_dst_ip_keeps_vrrp_domains_apart() {
     );
 }
 
-/// keepalived's `vrrp_startup_delay`: the instances stay in Initialize for the delay (an
-/// address owner, which otherwise becomes Master at once, holds no VIP before it), then
-/// start.
+/// keepalived's `vrrp_startup_delay`: the instance starts at once as Backup, but takes
+/// over only after the delay (an address owner, which otherwise becomes Master at once,
+/// holds no VIP before its end).
 #[test]
 fn startup_delay_holds_the_instances() {
     if !lab_available() {
@@ -2053,4 +2053,9 @@ fn startup_delay_holds_the_instances() {
         "the owner took the VIP after {took:?}, inside its 2 s startup delay"
     );
     assert!(lab.proc(ours).stderr().contains("vrrp_startup_delay"));
+    let out = lab.proc(ours).stdout();
+    assert!(
+        out.contains("INIT -> BACKUP") && out.contains("BACKUP -> MASTER"),
+        "{out}"
+    );
 }

@@ -125,10 +125,13 @@ pub struct Global {
     pub vrrp_notify_fifo: Option<NotifyFifo>,
     /// keepalived `lvs_notify_fifo`: a FIFO for the checker lines (`VS`, `RS`) only.
     pub lvs_notify_fifo: Option<NotifyFifo>,
-    /// keepalived `vrrp_startup_delay`: the VRRP instances start this long after lb-node
-    /// does (bonds and other interfaces may pass no traffic for seconds after boot, and an
-    /// instance started then would become MASTER over a peer it cannot hear yet). Counted
-    /// from the process's start: a reload after it starts its instances at once. Default 0.
+    /// keepalived `vrrp_startup_delay`: no VRRP instance becomes MASTER within this long
+    /// after lb-node starts (bonds and other interfaces may pass no traffic for seconds
+    /// after boot, and an instance started then would become MASTER over a peer it cannot
+    /// hear yet). As keepalived, the instances start at once, as BACKUP or FAULT with their
+    /// notify scripts; a BACKUP's Master_Down timer runs from the delay's end, and an
+    /// address owner becomes MASTER at its end. Counted from the process's start: a reload
+    /// after it delays nothing. Default 0.
     #[serde(with = "values::duration")]
     pub vrrp_startup_delay: Duration,
     /// keepalived `vrrp_mcast_group4`: the multicast group of IPv4 instances without
@@ -2172,6 +2175,19 @@ impl Config {
                 set(&mut n.user, &mut n.group);
             }
         };
+        // A notify FIFO's script, and the owner of a FIFO lb-node creates (keepalived's
+        // default script user for both).
+        for f in [
+            &mut self.global.notify_fifo,
+            &mut self.global.vrrp_notify_fifo,
+            &mut self.global.lvs_notify_fifo,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            set(&mut f.user, &mut f.group);
+            notify(&mut f.script);
+        }
         for vi in &mut self.vrrp_instances {
             for n in [
                 &mut vi.notify_master,
@@ -2669,7 +2685,8 @@ impl Config {
             );
         }
 
-        // keepalived: "the FIFO names must all be different".
+        // keepalived's man page wants the FIFO names all different; its code takes a
+        // repeated one as the same FIFO (global_data.c), so lb-node does, with a warning.
         let fifos = [
             ("notify_fifo", &self.global.notify_fifo),
             ("vrrp_notify_fifo", &self.global.vrrp_notify_fifo),
@@ -2677,13 +2694,21 @@ impl Config {
         ];
         for (k, (key, f)) in fifos.iter().enumerate() {
             let Some(f) = f else { continue };
-            if fifos[..k]
+            if let Some((other, _)) = fifos[..k]
                 .iter()
-                .any(|(_, o)| o.as_ref().is_some_and(|o| o.path == f.path))
+                .find(|(_, o)| o.as_ref().is_some_and(|o| o.path == f.path))
             {
-                err(
+                warn(
                     format!("global.{key}"),
-                    format!("{} is already another notify FIFO", f.path.display()),
+                    format!(
+                        "{} is also {other}: one FIFO gets both kinds of lines{}",
+                        f.path.display(),
+                        if f.script.is_some() {
+                            format!(", and this {key}_script is not run")
+                        } else {
+                            String::new()
+                        }
+                    ),
                 );
             }
             if f.user.is_some() || f.group.is_some() {

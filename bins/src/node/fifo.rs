@@ -15,101 +15,139 @@
 //! group) unless it exists, the script is started with the FIFO's name as its last
 //! argument, and the FIFO is opened read-write and non-blocking, so that lb-node never
 //! waits for a reader: a line that does not fit (no reader, pipe full) is dropped. At the
-//! stop the script gets SIGTERM, the FIFO is closed and, if lb-node created it, removed.
-//! A reload with other FIFO settings closes the old ones and opens the new.
+//! stop the FIFO is removed if lb-node created it and closed (a reader sees the end), then
+//! the script's process group gets SIGTERM, and SIGKILL 2 s later if it is still there.
+//! A FIFO named twice (keepalived takes it so) is one FIFO with both kinds of lines, and
+//! only the first name's script. A reload reopens only the FIFOs whose settings changed.
 
 use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::config::model::{Global, NotifyFifo};
 
-/// The open FIFOs, by kind; `None` before the node starts and after it stops.
+/// The open FIFOs; `None` before the node starts and after it stops.
 static FIFOS: Mutex<Option<Fifos>> = Mutex::new(None);
 
+/// How long a FIFO's script has after SIGTERM before its process group is killed.
+const SCRIPT_GRACE: Duration = Duration::from_secs(2);
+
+/// The FIFOs, one per path, and which of them each kind of line goes to.
 #[derive(Debug, Default)]
 struct Fifos {
-    /// The settings they were opened with (a reload with the same keeps them).
-    settings: [Option<NotifyFifo>; 3],
-    all: Option<Fifo>,
-    vrrp: Option<Fifo>,
-    lvs: Option<Fifo>,
+    open: Vec<Fifo>,
+    /// Indexes into `open` of `notify_fifo`, `vrrp_notify_fifo`, `lvs_notify_fifo`.
+    all: Option<usize>,
+    vrrp: Option<usize>,
+    lvs: Option<usize>,
 }
 
 #[derive(Debug)]
 struct Fifo {
-    path: std::path::PathBuf,
+    settings: NotifyFifo,
     file: File,
     /// lb-node created it, and removes it at the stop.
     created: bool,
-    script: Option<tokio::process::Child>,
+    script: Option<Script>,
 }
 
-/// Opens the FIFOs `global` names (at the node's start, and at a reload, where unchanged
-/// ones stay open). Failures are logged, as keepalived logs them, and that FIFO gets no
-/// line.
+/// A running FIFO script: its task waits for it, and stops it when told.
+#[derive(Debug)]
+struct Script {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the FIFOs `global` names (at the node's start, and at a reload, where those whose
+/// settings did not change stay open and their scripts keep running). Failures are logged,
+/// as keepalived logs them, and that FIFO gets no line.
 pub(crate) fn open(global: &Global) {
-    let settings = [
+    let wanted = [
         global.notify_fifo.clone(),
         global.vrrp_notify_fifo.clone(),
         global.lvs_notify_fifo.clone(),
     ];
-    let mut fifos = FIFOS
+    // Opened outside the lock (user lookups, mkfifo, fork): writers do not wait for it.
+    let mut old = FIFOS
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if fifos.as_ref().is_some_and(|f| f.settings == settings) {
-        return;
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+        .map(|f| f.open)
+        .unwrap_or_default();
+    let mut new = Fifos::default();
+    for (kind, settings) in wanted.into_iter().enumerate() {
+        let Some(settings) = settings else { continue };
+        let index = match new
+            .open
+            .iter()
+            .position(|f| f.settings.path == settings.path)
+        {
+            Some(i) => Some(i),
+            None => {
+                let kept = old.iter().position(|f| f.settings == settings);
+                let fifo = match kept {
+                    Some(i) => Some(old.swap_remove(i)),
+                    None => Fifo::open(settings),
+                };
+                fifo.map(|f| {
+                    new.open.push(f);
+                    new.open.len() - 1
+                })
+            }
+        };
+        match kind {
+            0 => new.all = index,
+            1 => new.vrrp = index,
+            _ => new.lvs = index,
+        }
     }
-    if let Some(old) = fifos.take() {
-        close_all(old);
+    *FIFOS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(new);
+    for f in old {
+        tokio::spawn(f.close());
     }
-    let [all, vrrp, lvs] = settings.clone().map(|s| s.and_then(|s| Fifo::open(&s)));
-    *fifos = Some(Fifos {
-        settings,
-        all,
-        vrrp,
-        lvs,
-    });
 }
 
-/// Closes the FIFOs (the node stops).
-pub(crate) fn close() {
+/// Closes the FIFOs and stops their scripts (the node stops), within about
+/// [`SCRIPT_GRACE`].
+pub(crate) async fn close() {
     let old = FIFOS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
     if let Some(old) = old {
-        close_all(old);
-    }
-}
-
-fn close_all(f: Fifos) {
-    for fifo in [f.all, f.vrrp, f.lvs].into_iter().flatten() {
-        fifo.close();
+        futures::future::join_all(old.open.into_iter().map(Fifo::close)).await;
     }
 }
 
 /// Writes a VRRP line (`INSTANCE …`, `GROUP …`) to `notify_fifo` and `vrrp_notify_fifo`.
 pub(crate) fn vrrp(line: &str) {
-    write(line, |f| [f.all.as_mut(), f.vrrp.as_mut()]);
+    write(line, |f| [f.all, f.vrrp]);
 }
 
 /// Writes a checker line (`VS …`, `RS …`) to `notify_fifo` and `lvs_notify_fifo`.
 pub(crate) fn lvs(line: &str) {
-    write(line, |f| [f.all.as_mut(), f.lvs.as_mut()]);
+    write(line, |f| [f.all, f.lvs]);
 }
 
-fn write(line: &str, which: impl FnOnce(&mut Fifos) -> [Option<&mut Fifo>; 2]) {
+fn write(line: &str, which: impl FnOnce(&Fifos) -> [Option<usize>; 2]) {
     let mut fifos = FIFOS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(f) = fifos.as_mut() else { return };
-    for fifo in which(f).into_iter().flatten() {
-        // One write of the whole line: a pipe takes up to PIPE_BUF (4 KiB) atomically.
+    let [a, b] = which(f);
+    // A FIFO named for both kinds gets the line once.
+    let targets = [a, b.filter(|b| Some(*b) != a)];
+    for i in targets.into_iter().flatten() {
+        let fifo = &mut f.open[i];
+        // One write of the whole line: a pipe takes up to PIPE_BUF (4 KiB) atomically;
+        // without room (no reader) it fails at once and the line is dropped.
         if let Err(e) = fifo.file.write_all(line.as_bytes()) {
-            tracing::debug!(fifo = %fifo.path.display(), error = %e, "notify FIFO line dropped");
+            tracing::debug!(fifo = %fifo.settings.path.display(), error = %e, "notify FIFO line dropped");
         }
     }
 }
@@ -126,8 +164,8 @@ pub(crate) fn trio(addr: std::net::SocketAddr, udp: bool) -> String {
 }
 
 impl Fifo {
-    fn open(s: &NotifyFifo) -> Option<Self> {
-        let path = s.path.as_path();
+    fn open(settings: NotifyFifo) -> Option<Self> {
+        let path = settings.path.as_path();
         let created = match nix::unistd::mkfifo(
             path,
             nix::sys::stat::Mode::from_bits_truncate(0o644),
@@ -140,8 +178,8 @@ impl Fifo {
             }
         };
         if created {
-            if let Some(user) = &s.user {
-                match super::run_as_cached(user, s.group.as_deref()) {
+            if let Some(user) = &settings.user {
+                match super::run_as_cached(user, settings.group.as_deref()) {
                     Ok(r) => {
                         if let Err(e) = nix::unistd::chown(
                             path,
@@ -157,10 +195,6 @@ impl Fifo {
                 }
             }
         }
-        let script = s
-            .script
-            .as_ref()
-            .and_then(|script| start_script(script, path));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -169,8 +203,12 @@ impl Fifo {
         match file {
             Ok(file) => {
                 tracing::info!(fifo = %path.display(), created, "notify FIFO open");
+                let script = settings
+                    .script
+                    .as_ref()
+                    .and_then(|script| Script::start(script, path));
                 Some(Self {
-                    path: path.to_owned(),
+                    settings,
                     file,
                     created,
                     script,
@@ -181,77 +219,82 @@ impl Fifo {
                 if created {
                     let _ = std::fs::remove_file(path);
                 }
-                if let Some(child) = script {
-                    stop_script(child);
-                }
                 None
             }
         }
     }
 
-    fn close(self) {
-        // The script first (keepalived: it may still read what was written), then the
-        // FIFO goes, so that a script that reopens it cannot.
-        if let Some(child) = self.script {
-            stop_script(child);
-        }
+    /// Removes the FIFO if lb-node created it (so that a script that reopens it cannot),
+    /// closes it (its reader sees the end), then stops the script.
+    async fn close(self) {
         if self.created {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(&self.settings.path);
         }
-        tracing::info!(fifo = %self.path.display(), "notify FIFO closed");
+        drop(self.file);
+        tracing::info!(fifo = %self.settings.path.display(), "notify FIFO closed");
+        if let Some(script) = self.script {
+            let _ = script.stop.send(());
+            let _ = tokio::time::timeout(SCRIPT_GRACE * 2, script.task).await;
+        }
     }
 }
 
-/// Starts a FIFO's script with the FIFO's name as its last argument, as its user.
-fn start_script(
-    script: &crate::config::model::NotifyScript,
-    fifo: &Path,
-) -> Option<tokio::process::Child> {
-    let run_as = match &script.user {
-        Some(user) => match super::run_as_cached(user, script.group.as_deref()) {
-            Ok(r) => Some(r),
+impl Script {
+    /// Starts a FIFO's script, in a process group of its own, with the FIFO's name as its
+    /// last argument, as its user (keepalived's `system_call_script`).
+    fn start(script: &crate::config::model::NotifyScript, fifo: &Path) -> Option<Self> {
+        let run_as = match &script.user {
+            Some(user) => match super::run_as_cached(user, script.group.as_deref()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(script = %script.command, error = %e, "notify FIFO script not run");
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!("{} \"$@\"", script.command))
+            .arg("notify_fifo")
+            .arg(fifo)
+            .process_group(0)
+            .kill_on_drop(false);
+        if let Some(r) = run_as {
+            cmd.gid(r.gid).uid(r.uid);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
             Err(e) => {
-                tracing::warn!(script = %script.command, error = %e, "notify FIFO script not run");
+                tracing::warn!(script = %script.command, error = %e, "notify FIFO script failed to start");
                 return None;
             }
-        },
-        None => None,
-    };
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(format!("{} \"$@\"", script.command))
-        .arg("notify_fifo")
-        .arg(fifo)
-        .kill_on_drop(false);
-    if let Some(r) = run_as {
-        cmd.gid(r.gid).uid(r.uid);
-    }
-    match cmd.spawn() {
-        Ok(child) => Some(child),
-        Err(e) => {
-            tracing::warn!(script = %script.command, error = %e, "notify FIFO script failed to start");
-            None
-        }
-    }
-}
-
-/// SIGTERM to a FIFO's script (keepalived's), reaped in the background.
-fn stop_script(mut child: tokio::process::Child) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(async move {
-            // Bounded: a script ignoring SIGTERM is killed after 10 s.
-            if tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
+        };
+        let group = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .map(nix::unistd::Pid::from_raw);
+        let command = script.command.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let signal = |sig| {
+                if let Some(g) = group {
+                    let _ = nix::sys::signal::killpg(g, sig);
+                }
+            };
+            tokio::select! {
+                status = child.wait() => {
+                    tracing::warn!(script = %command, ?status, "notify FIFO script ended");
+                }
+                _ = stopped => {
+                    signal(nix::sys::signal::Signal::SIGTERM);
+                    if tokio::time::timeout(SCRIPT_GRACE, child.wait()).await.is_err() {
+                        signal(nix::sys::signal::Signal::SIGKILL);
+                        let _ = child.wait().await;
+                    }
+                }
             }
         });
+        Some(Self { stop, task })
     }
 }

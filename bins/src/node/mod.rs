@@ -665,7 +665,10 @@ impl Node {
         // BFD sessions first: virtual servers and VRRP instances follow them.
         match bfd::BfdRuntime::start(&config.bfd_instances) {
             Ok(b) => node.bfd = b,
-            Err(e) => return Err(e),
+            Err(e) => {
+                fifo::close().await;
+                return Err(e);
+            }
         }
         let bfd_states = node.bfd.states();
         node.publish_bfd(&config);
@@ -1210,7 +1213,7 @@ impl Node {
             tracing::warn!("drains of replaced virtual servers still running at exit");
         }
         // After the last event (the instances' STOP lines).
-        fifo::close();
+        fifo::close().await;
     }
 }
 

@@ -1030,9 +1030,14 @@ impl SpeakerRuntime {
     pub(crate) async fn stop(self, table: &VrrpTable) {
         self.handle.shutdown();
         let group_stop = self.sync_group.as_ref().and_then(|g| g.notify_stop.clone());
+        let group_name = self.sync_group.as_ref().map(|g| g.name.clone());
         let instances = self.wind_down("stop").await;
         if let Some(s) = &group_stop {
             notify(s, &[]);
+        }
+        // keepalived's notify_shutdown: the group's STOP line after its instances'.
+        if let Some(g) = group_name {
+            super::fifo::vrrp(&format!("GROUP \"{g}\" STOP 0\n"));
         }
         let mut t = table
             .write()

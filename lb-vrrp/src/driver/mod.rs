@@ -969,11 +969,14 @@ impl Speaker {
         self.link_poll = every.max(Duration::from_millis(10));
     }
 
-    /// keepalived `vrrp_startup_delay`: [`Speaker::run`] holds the instances in
-    /// Initialize this long before they start (interfaces such as bonds may pass no
-    /// traffic for seconds after boot, and an instance started then would become Master
-    /// over a peer it cannot hear yet). A sync group with a resumed Master
-    /// ([`VrrpInstanceConfig::resume_master`]) is not held. Default zero.
+    /// keepalived `vrrp_startup_delay`: for this long after [`Speaker::run`] starts, no
+    /// instance becomes Master (interfaces such as bonds may pass no traffic for seconds
+    /// after boot, and an instance started then would become Master over a peer it cannot
+    /// hear yet). The instances start at once, as Backup or Fault with their
+    /// notifications; a Backup's Master_Down timer runs from the delay's end, and an
+    /// address owner becomes Master at its end
+    /// ([`crate::machine::VirtualRouter::delay_start_until`]). A sync group with a resumed
+    /// Master ([`VrrpInstanceConfig::resume_master`]) is not delayed. Default zero.
     pub fn set_startup_delay(&mut self, delay: Duration) {
         self.startup_delay = delay;
     }
@@ -1095,22 +1098,19 @@ impl Speaker {
                     .collect()
             })
             .collect();
-        // vrrp_startup_delay: every group but one with a resumed Master waits.
-        let start_at = tokio::time::Instant::now() + self.startup_delay;
-        let mut held: Vec<bool> = self
-            .members
-            .iter()
-            .map(|members| {
-                !self.startup_delay.is_zero()
-                    && !members.iter().any(|&i| self.instances[i].cfg.resume_master)
-            })
-            .collect();
-        if held.iter().any(|h| *h) {
-            tracing::info!(delay = ?self.startup_delay, "vrrp_startup_delay: instances start after it");
-        }
         let t = now();
+        // vrrp_startup_delay: no group but one with a resumed Master takes over before its
+        // end (keepalived's vrrp_delayed_start_time).
+        if !self.startup_delay.is_zero() {
+            tracing::info!(delay = ?self.startup_delay, "vrrp_startup_delay: no instance becomes MASTER before it ends");
+            for (gi, members) in self.members.iter().enumerate() {
+                if !members.iter().any(|&i| self.instances[i].cfg.resume_master) {
+                    self.groups[gi].delay_start_until(t + self.startup_delay);
+                }
+            }
+        }
         for (gi, waiting) in awaiting.iter().enumerate() {
-            if waiting.is_empty() && !held[gi] {
+            if waiting.is_empty() {
                 self.start_group(gi, t);
             }
         }
@@ -1156,14 +1156,6 @@ impl Speaker {
                     .any(|a| a.iter().any(|e| self.uncounted.contains(e)));
             tokio::select! {
                 biased;
-                () = tokio::time::sleep_until(start_at), if held.iter().any(|h| *h) => {
-                    let t = now();
-                    for gi in 0..held.len() {
-                        if std::mem::take(&mut held[gi]) && awaiting[gi].is_empty() {
-                            self.start_group(gi, t);
-                        }
-                    }
-                }
                 () = tokio::time::sleep_until(uncounted_deadline), if waiting_uncounted => {
                     tracing::warn!("track_process: the first count of /proc is still not done after {UNCOUNTED_WAIT:?}: starting, those processes unknown until it is");
                     let t = now();
@@ -1171,7 +1163,7 @@ impl Speaker {
                     for (gi, waiting) in awaiting.iter_mut().enumerate() {
                         let before = waiting.len();
                         waiting.retain(|e| !self.uncounted.contains(e));
-                        if before > 0 && waiting.is_empty() && !held[gi] {
+                        if before > 0 && waiting.is_empty() {
                             ready.push(gi);
                         }
                     }
@@ -1213,10 +1205,7 @@ impl Speaker {
                             if let Some(inst) = self.instances.get(i) {
                                 let gi = inst.group;
                                 self.groups[gi].handle_track(t, inst.member, id, ok);
-                                if awaiting[gi].remove(&(i, id))
-                                    && awaiting[gi].is_empty()
-                                    && !held[gi]
-                                {
+                                if awaiting[gi].remove(&(i, id)) && awaiting[gi].is_empty() {
                                     self.start_group(gi, t);
                                 }
                             }

@@ -685,6 +685,12 @@ impl Conv {
             "notify_down",
             "quorum_up",
             "quorum_down",
+            "notify_fifo",
+            "notify_fifo_script",
+            "vrrp_notify_fifo",
+            "vrrp_notify_fifo_script",
+            "lvs_notify_fifo",
+            "lvs_notify_fifo_script",
         ];
         let mut seen: HashMap<&str, &Location> = HashMap::new();
         for st in b {
@@ -991,8 +997,11 @@ impl Conv {
                         "vrrp_notify_fifo" => &mut self.cfg.global.vrrp_notify_fifo,
                         _ => &mut self.cfg.global.lvs_notify_fifo,
                     };
-                    fifo.script = slot.take().and_then(|f| f.script);
-                    *slot = Some(fifo);
+                    // The first one wins (warned by warn_repeats), as keepalived.
+                    if slot.is_none() {
+                        fifo.script = None;
+                        *slot = Some(fifo);
+                    }
                 }
                 kw @ ("notify_fifo_script"
                 | "vrrp_notify_fifo_script"
@@ -1002,6 +1011,9 @@ impl Conv {
                         "vrrp_notify_fifo_script" => "vrrp_notify_fifo",
                         _ => "lvs_notify_fifo",
                     };
+                    if fifo_scripts.iter().any(|(f, _, _)| *f == fifo) {
+                        continue;
+                    }
                     if let Some(n) = self.notify_script(s, &format!("global.{fifo}.script")) {
                         fifo_scripts.push((fifo, n, s.keyword.location.clone()));
                     }
