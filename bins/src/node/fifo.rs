@@ -9,6 +9,10 @@
 //! RS [198.18.0.151]:tcp:80 [198.18.0.250]:tcp:80 DOWN
 //! ```
 //!
+//! Not written: keepalived's `MASTER_RX_LOWER_PRI`, `MASTER_PRIORITY` and
+//! `BACKUP_PRIORITY` instance lines, `DELETED`, and the states at a reload
+//! (`fifo_write_vrrp_states_on_reload`).
+//!
 //! `notify_fifo` gets every line; `vrrp_notify_fifo` the `INSTANCE` and `GROUP` ones;
 //! `lvs_notify_fifo` the `VS` (quorum) and `RS` (real server) ones. As keepalived
 //! (lib/notify.c): the FIFO is created (mode 0644, owned by the configured user and
