@@ -476,24 +476,7 @@ fn tshark_decodes_our_adverts() {
             "fd00:18::100/64",
         ],
     );
-    let pcap = lab.dir.join("ours.pcap");
-    let pcap_s = pcap.to_str().unwrap().to_owned();
-    let (ok, _) = lab.exec(
-        1,
-        &[
-            "tshark",
-            "-q",
-            "-i",
-            "eth0",
-            "-a",
-            "duration:3",
-            "-f",
-            "ip proto 112 or ip6 proto 112",
-            "-w",
-            &pcap_s,
-        ],
-    );
-    assert!(ok, "tshark capture failed");
+    let pcap_s = capture(&lab, 1, "ours.pcap", "ip proto 112 or ip6 proto 112", 3);
     let out = common::cmd("tshark")
         .args([
             "-r",
@@ -1460,7 +1443,7 @@ fn use_vmac_interop_with_keepalived() {
     let pcap = lab.dir.join("joins.pcap");
     let pcap_s = pcap.to_str().unwrap().to_owned();
     let client_ns = lab.ns(2).to_owned();
-    let capture = {
+    let joins = {
         let pcap_s = pcap_s.clone();
         std::thread::spawn(move || {
             common::cmd("ip")
@@ -1521,26 +1504,13 @@ fn use_vmac_interop_with_keepalived() {
     // eth0, so the client's entry may hold keepalived's eth0 MAC here; ours must not.
     assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
 
-    let out = capture.join().expect("capture thread");
+    let out = joins.join().expect("capture thread");
     assert!(
         out.status.success(),
         "tshark: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let fields = common::cmd("tshark")
-        .args([
-            "-r",
-            &pcap_s,
-            "-T",
-            "fields",
-            "-e",
-            "eth.src",
-            "-e",
-            "igmp.maddr",
-        ])
-        .output()
-        .expect("tshark -r");
-    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let text = pcap_fields(&pcap_s, None, &["eth.src", "igmp.maddr"]);
     let base = mac_of(&lab, 1);
     assert!(
         text.lines()
@@ -1569,31 +1539,8 @@ fn use_vmac_interop_with_keepalived() {
     assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
     assert_eq!(neighbour_mac(&lab, 2, VIP).as_deref(), Some(VMAC));
     // Our adverts leave from the virtual MAC (RFC 5798 §7.2), with eth0's address.
-    let adverts = lab.dir.join("adverts.pcap");
-    let adverts_s = adverts.to_str().unwrap().to_owned();
-    let (ok, _) = lab.exec(
-        2,
-        &[
-            "tshark",
-            "-q",
-            "-i",
-            "eth0",
-            "-a",
-            "duration:1",
-            "-f",
-            "ip proto 112",
-            "-w",
-            &adverts_s,
-        ],
-    );
-    assert!(ok, "tshark capture failed");
-    let fields = common::cmd("tshark")
-        .args([
-            "-r", &adverts_s, "-T", "fields", "-e", "eth.src", "-e", "ip.src",
-        ])
-        .output()
-        .expect("tshark -r");
-    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let adverts_s = capture(&lab, 2, "adverts.pcap", "ip proto 112", 1);
+    let text = pcap_fields(&adverts_s, None, &["eth.src", "ip.src"]);
     assert!(text.lines().count() >= 5, "too few adverts: {text}");
     assert!(
         text.lines().all(|l| l == format!("{VMAC}\t198.18.0.2")),
@@ -1678,7 +1625,7 @@ fn use_vmac_ipv6_interop_with_keepalived() {
     let pcap = lab.dir.join("mld.pcap");
     let pcap_s = pcap.to_str().unwrap().to_owned();
     let client_ns = lab.ns(2).to_owned();
-    let capture = {
+    let joins = {
         let pcap_s = pcap_s.clone();
         std::thread::spawn(move || {
             common::cmd("ip")
@@ -1750,23 +1697,17 @@ fn use_vmac_ipv6_interop_with_keepalived() {
         lab.proc(ours).stderr()
     );
 
-    let out = capture.join().expect("capture thread");
+    let out = joins.join().expect("capture thread");
     assert!(
         out.status.success(),
         "tshark: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let fields = common::cmd("tshark")
-        .args([
-            "-r",
-            &pcap_s,
-            "-Y",
-            "icmpv6.type == 143 || icmpv6.type == 131",
-        ])
-        .args(["-T", "fields", "-e", "eth.src"])
-        .output()
-        .expect("tshark -r");
-    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let text = pcap_fields(
+        &pcap_s,
+        Some("icmpv6.type == 143 || icmpv6.type == 131"),
+        &["eth.src"],
+    );
     let base = mac_of(&lab, 1);
     assert!(
         text.lines().any(|l| l == base),
@@ -1789,31 +1730,8 @@ fn use_vmac_ipv6_interop_with_keepalived() {
     assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP6)).is_some());
     let (_, neigh) = lab.exec(2, &["ip", "-6", "neigh", "show", VIP6, "dev", "eth0"]);
     assert!(neigh.contains(VMAC6), "{neigh}");
-    let adverts = lab.dir.join("adverts6.pcap");
-    let adverts_s = adverts.to_str().unwrap().to_owned();
-    let (ok, _) = lab.exec(
-        2,
-        &[
-            "tshark",
-            "-q",
-            "-i",
-            "eth0",
-            "-a",
-            "duration:1",
-            "-f",
-            "ip6 proto 112",
-            "-w",
-            &adverts_s,
-        ],
-    );
-    assert!(ok, "tshark capture failed");
-    let fields = common::cmd("tshark")
-        .args([
-            "-r", &adverts_s, "-T", "fields", "-e", "eth.src", "-e", "ipv6.src",
-        ])
-        .output()
-        .expect("tshark -r");
-    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let adverts_s = capture(&lab, 2, "adverts6.pcap", "ip6 proto 112", 1);
+    let text = pcap_fields(&adverts_s, None, &["eth.src", "ipv6.src"]);
     let ll = base_ll[0].split('/').next().unwrap_or_default().to_owned();
     assert!(text.lines().count() >= 5, "too few adverts: {text}");
     assert!(
@@ -1877,31 +1795,8 @@ fn vmac_xmit_base_interop_with_keepalived() {
     );
     assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
     assert_eq!(neighbour_mac(&lab, 2, VIP).as_deref(), Some(VMAC));
-    let pcap = lab.dir.join("xmit.pcap");
-    let pcap_s = pcap.to_str().unwrap().to_owned();
-    let (ok, _) = lab.exec(
-        2,
-        &[
-            "tshark",
-            "-q",
-            "-i",
-            "eth0",
-            "-a",
-            "duration:1",
-            "-f",
-            "ip proto 112",
-            "-w",
-            &pcap_s,
-        ],
-    );
-    assert!(ok, "tshark capture failed");
-    let fields = common::cmd("tshark")
-        .args([
-            "-r", &pcap_s, "-T", "fields", "-e", "eth.src", "-e", "ip.src",
-        ])
-        .output()
-        .expect("tshark -r");
-    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let pcap_s = capture(&lab, 2, "xmit.pcap", "ip proto 112", 1);
+    let text = pcap_fields(&pcap_s, None, &["eth.src", "ip.src"]);
     let base = mac_of(&lab, 1);
     assert!(text.lines().count() >= 5, "too few adverts: {text}");
     assert!(
@@ -1970,38 +1865,14 @@ fn mcast_dst_ip_keeps_vrrp_domains_apart() {
         "ours did not take over: it heard the other domain\n{}",
         lab.proc(ours).stderr()
     );
-    let pcap = lab.dir.join("group.pcap");
-    let pcap_s = pcap.to_str().unwrap().to_owned();
-    let (ok, _) = lab.exec(
+    let pcap_s = capture(
+        &lab,
         2,
-        &[
-            "tshark",
-            "-q",
-            "-i",
-            "eth0",
-            "-a",
-            "duration:1",
-            "-f",
-            "ip proto 112 and src host 198.18.0.2",
-            "-w",
-            &pcap_s,
-        ],
+        "group.pcap",
+        "ip proto 112 and src host 198.18.0.2",
+        1,
     );
-    assert!(ok, "tshark capture failed");
-    let fields = common::cmd("tshark")
-        .args([
-            "-r",
-            &pcap_s,
-            "-T",
-            "fields",
-            "-e",
-            "ip.dst",
-            "-e",
-            "vrrp.virt_rtr_id",
-        ])
-        .output()
-        .expect("tshark -r");
-    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let text = pcap_fields(&pcap_s, None, &["ip.dst", "vrrp.virt_rtr_id"]);
     let ours_51: Vec<&str> = text.lines().filter(|l| l.ends_with("\t51")).collect();
     assert!(ours_51.len() >= 5, "too few adverts: {text}");
     assert!(
@@ -2058,4 +1929,35 @@ fn startup_delay_holds_the_instances() {
         out.contains("INIT -> BACKUP") && out.contains("BACKUP -> MASTER"),
         "{out}"
     );
+}
+
+/// Captures `filter` (a capture filter) on leaf `i`'s eth0 for `secs` seconds into `name`
+/// in the lab's directory; returns the file's path.
+fn capture(lab: &Lab, i: usize, name: &str, filter: &str, secs: u32) -> String {
+    let path = lab.dir.join(name).to_str().expect("utf8 path").to_owned();
+    let duration = format!("duration:{secs}");
+    let (ok, _) = lab.exec(
+        i,
+        &[
+            "tshark", "-q", "-i", "eth0", "-a", &duration, "-f", filter, "-w", &path,
+        ],
+    );
+    assert!(ok, "tshark capture failed");
+    path
+}
+
+/// tshark's `fields` of the packets of `pcap` (passing the display filter `filter`, if
+/// any): one line per packet, tab-separated.
+fn pcap_fields(pcap: &str, filter: Option<&str>, fields: &[&str]) -> String {
+    let mut cmd = common::cmd("tshark");
+    cmd.args(["-r", pcap]);
+    if let Some(f) = filter {
+        cmd.args(["-Y", f]);
+    }
+    cmd.args(["-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark -r");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
