@@ -1412,7 +1412,7 @@ fn dev_has_addr(lab: &Lab, i: usize, dev: &str, addr: &str) -> bool {
 /// its joins of the VRRP group do not leave from the virtual MAC (they would teach the
 /// bridge that the Master's MAC is behind the Backup). After keepalived's kill -9 ours
 /// takes the VIP onto its VMAC and the client keeps the same MAC for the VIP; a
-/// restarted keepalived takes its stale VMAC over and preempts; a clean stop of ours
+/// restarted keepalived preempts; a clean stop of ours
 /// deletes its VMAC and puts eth0's ARP settings back.
 #[test]
 fn use_vmac_interop_with_keepalived() {
@@ -1420,21 +1420,9 @@ fn use_vmac_interop_with_keepalived() {
         return;
     }
     const VMAC: &str = "00:00:5e:00:01:33";
-    let conf = |prio: u8| {
-        format!(
-            "global_defs {{\n  router_id LBV_VMAC\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  use_vmac\n  virtual_router_id 51\n  version 3\n  priority {prio}\n  advert_int 0.1\n  virtual_ipaddress {{\n    198.18.0.100/24\n  }}\n}}\n"
-        )
-    };
+    let conf = |prio: u8| vmac_keepalived_conf("use_vmac", prio);
     let mut lab = Lab::new(3);
-    let ka = lab.spawn_keepalived(0, &conf(150));
-    assert!(
-        wait_for(Duration::from_secs(10), || dev_has_addr(
-            &lab, 0, "vrrp.51", VIP
-        ))
-        .is_some(),
-        "keepalived did not put the VIP on its VMAC: {}",
-        lab.proc(ka).stderr()
-    );
+    let ka = keepalived_vmac_master(&mut lab, &conf(150));
     assert_eq!(dev_mac(&lab, 0, "vrrp.51").as_deref(), Some(VMAC));
     let (_, before) = lab.exec(1, &["cat", "/proc/sys/net/ipv4/conf/eth0/arp_ignore"]);
     assert_eq!(before.trim(), "0");
@@ -1523,7 +1511,7 @@ fn use_vmac_interop_with_keepalived() {
     );
 
     // keepalived dies: ours takes the VIP onto its VMAC; the client's entry stays.
-    lab.proc(ka).kill9();
+    kill_keepalived_vmac(&mut lab, ka);
     assert!(
         wait_for(Duration::from_secs(5), || dev_has_addr(
             &lab, 1, "vrrp.51", VIP
@@ -1560,7 +1548,7 @@ fn use_vmac_interop_with_keepalived() {
     assert_eq!(dev_mac(&lab, 1, "vrrp.51").as_deref(), Some(VMAC));
     assert!(wait_for(Duration::from_secs(3), || lab.ping(2, VIP)).is_some());
 
-    // keepalived back: it takes its stale VMAC over, preempts, ours goes back to Backup.
+    // keepalived back: it preempts, ours goes back to Backup.
     let ka2 = lab.spawn_keepalived(0, &conf(150));
     assert!(
         wait_for(Duration::from_secs(10), || {
@@ -1718,7 +1706,7 @@ fn use_vmac_ipv6_interop_with_keepalived() {
         "an MLD report left from the virtual MAC: {text}"
     );
 
-    lab.proc(ka).kill9();
+    kill_keepalived_vmac(&mut lab, ka);
     assert!(
         wait_for(Duration::from_secs(5), || dev_has_addr(
             &lab, 1, "vrrp.61", VIP6
@@ -1752,20 +1740,10 @@ fn vmac_xmit_base_interop_with_keepalived() {
         return;
     }
     const VMAC: &str = "00:00:5e:00:01:33";
-    let conf = |prio: u8| {
-        format!(
-            "global_defs {{\n  router_id LBV_XMIT\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  use_vmac\n  vmac_xmit_base\n  virtual_router_id 51\n  version 3\n  priority {prio}\n  advert_int 0.1\n  virtual_ipaddress {{\n    198.18.0.100/24\n  }}\n}}\n"
-        )
-    };
     let mut lab = Lab::new(3);
-    let ka = lab.spawn_keepalived(0, &conf(150));
-    assert!(
-        wait_for(Duration::from_secs(10), || dev_has_addr(
-            &lab, 0, "vrrp.51", VIP
-        ))
-        .is_some(),
-        "keepalived did not put the VIP on its VMAC: {}",
-        lab.proc(ka).stderr()
+    let ka = keepalived_vmac_master(
+        &mut lab,
+        &vmac_keepalived_conf("use_vmac\n  vmac_xmit_base", 150),
     );
     let ours = lab.spawn_ours(
         1,
@@ -1784,7 +1762,7 @@ fn vmac_xmit_base_interop_with_keepalived() {
         "ours did not stay Backup: {}",
         lab.proc(ours).stderr()
     );
-    lab.proc(ka).kill9();
+    kill_keepalived_vmac(&mut lab, ka);
     assert!(
         wait_for(Duration::from_secs(5), || dev_has_addr(
             &lab, 1, "vrrp.51", VIP
@@ -1960,4 +1938,37 @@ fn pcap_fields(pcap: &str, filter: Option<&str>, fields: &[&str]) -> String {
     }
     let out = cmd.output().expect("tshark -r");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// keepalived.conf for VI_1 (VRID 51, v3, advert_int 0.1, VIP 198.18.0.100/24 on eth0)
+/// with `vmac` (its use_vmac lines) and `prio`.
+fn vmac_keepalived_conf(vmac: &str, prio: u8) -> String {
+    format!(
+        "global_defs {{\n  router_id LBV_VMAC\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  {vmac}\n  virtual_router_id 51\n  version 3\n  priority {prio}\n  advert_int 0.1\n  virtual_ipaddress {{\n    198.18.0.100/24\n  }}\n}}\n"
+    )
+}
+
+/// Starts keepalived with `conf` in leaf 0 and waits until it is Master with the VIP on
+/// its VMAC `vrrp.51`; returns its process.
+fn keepalived_vmac_master(lab: &mut Lab, conf: &str) -> usize {
+    let ka = lab.spawn_keepalived(0, conf);
+    assert!(
+        wait_for(Duration::from_secs(10), || dev_has_addr(
+            lab, 0, "vrrp.51", VIP
+        ))
+        .is_some(),
+        "keepalived did not put the VIP on its VMAC: {}",
+        lab.proc(ka).stderr()
+    );
+    ka
+}
+
+/// keepalived dies (kill -9 of its process group) and its node with it: the VMAC it left,
+/// VIP and all, is deleted too, so that the stale node neither answers for the VIP nor
+/// asks the client for its MAC with the VIP as sender (keepalived does not set
+/// `arp_announce`).
+fn kill_keepalived_vmac(lab: &mut Lab, ka: usize) {
+    lab.proc(ka).kill9();
+    let _ = lab.exec(0, &["ip", "link", "del", "vrrp.51"]);
+    let _ = lab.exec(0, &["ip", "link", "del", "vrrp.61"]);
 }
