@@ -3711,3 +3711,25 @@ fn notify_fifos_are_read_from_both_formats() {
     assert_eq!(f.user.as_deref(), Some("nobody"));
     assert_eq!(f.script.and_then(|s| s.user).as_deref(), Some("nobody"));
 }
+
+/// keepalived's `dont_track_primary` is on whatever follows it (its handler reads no
+/// argument): an argument is warned about, not read as a boolean.
+#[test]
+fn dont_track_primary_takes_no_argument() {
+    let text = "vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    dont_track_primary off\n\
+         virtual_ipaddress {\n        198.18.0.251\n    }\n}\n\
+         vrrp_instance B {\n    interface eth0\n    virtual_router_id 52\n\
+         virtual_ipaddress {\n        198.18.0.252\n    }\n}\n";
+    let (k, w) = config::keepalived::parse_str(text, Path::new("k.conf")).expect("loads");
+    assert!(k.vrrp_instances[0].dont_track_primary);
+    assert!(!k.vrrp_instances[1].dont_track_primary);
+    assert!(
+        w.len() == 1 && w[0].to_string().starts_with("k.conf:4:24:"),
+        "{w:?}"
+    );
+    let t = load_toml(
+        "[[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
+         dont_track_primary = true\nvirtual_ipaddress = [\"198.18.0.251\"]\n",
+    );
+    assert_eq!(t.vrrp_instances[0], k.vrrp_instances[0]);
+}

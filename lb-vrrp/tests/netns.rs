@@ -1972,3 +1972,22 @@ fn kill_keepalived_vmac(lab: &mut Lab, ka: usize) {
     let _ = lab.exec(0, &["ip", "link", "del", "vrrp.51"]);
     let _ = lab.exec(0, &["ip", "link", "del", "vrrp.61"]);
 }
+
+/// keepalived's `dont_track_primary`: the Master whose eth0 goes down stays Master (no
+/// Fault, the VIP kept); without it, the same step is Fault
+/// (`link_down_is_fault_and_recovers`).
+#[test]
+fn dont_track_primary_ignores_the_link() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &["--dont-track-primary"])));
+    assert!(wait_for(Duration::from_secs(5), || lab.has_addr(0, VIP)).is_some());
+    let _ = lab.exec(0, &["ip", "link", "set", "eth0", "down"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let out = lab.proc(a).stdout();
+    assert!(!out.contains("FAULT"), "{out}");
+    assert!(lab.has_addr(0, VIP), "the Master dropped its VIP: {out}");
+    let _ = lab.exec(0, &["ip", "link", "set", "eth0", "up"]);
+}

@@ -565,6 +565,10 @@ pub struct VrrpInstance {
     /// Unicast peers; empty (default) means multicast.
     #[serde(default)]
     pub unicast_peer: Vec<IpAddr>,
+    /// keepalived `dont_track_primary`: the instance's interface (and its VMAC) going down
+    /// does not put it in FAULT. Default false.
+    #[serde(default)]
+    pub dont_track_primary: bool,
     /// keepalived `down_timer_adverts`: how many advert intervals a BACKUP waits without
     /// an advert before it takes over, 1..=100 (Master_Down_Interval = that many
     /// Master_Adver_Intervals plus Skew_Time). Default 3, RFC 5798's.
@@ -759,6 +763,7 @@ impl VrrpInstance {
             unicast_peer: Vec::new(),
             mcast_dst_ip: None,
             down_timer_adverts: 3,
+            dont_track_primary: false,
             nopreempt: false,
             preempt_delay: Duration::ZERO,
             accept: true,

@@ -7,7 +7,7 @@
 //!   --instance VI_1 [--state MASTER|BACKUP (a hint, changes nothing)] --interface eth0 --vrid 51 --priority 100 --advert-int 1 \
 //!   --version 2 --auth-pass 7road123 --vip "172.16.2.250/24 dev eth0 label eth0:1" \
 //!   [--vip-excluded "ADDR[/LEN] [dev D]" ...] \
-//!   [--unicast-src-ip IP --unicast-peer IP ...] [--mcast-dst-ip GROUP] [--down-timer-adverts N] [--nopreempt] [--preempt-delay S] [--no-accept] \
+//!   [--unicast-src-ip IP --unicast-peer IP ...] [--mcast-dst-ip GROUP] [--down-timer-adverts N] [--dont-track-primary] [--nopreempt] [--preempt-delay S] [--no-accept] \
 //!   [--garp-master-delay S] [--garp-master-repeat N] [--garp-master-refresh S] \
 //!   [--garp-lower-prio-repeat N] [--garp-lower-prio-delay S] [--lower-prio-no-advert] \
 //!   [--track-script CMD [--script-interval S] [--script-timeout S] [--script-weight W] \
@@ -155,6 +155,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
                 | "--lower-prio-no-advert"
                 | "--use-vmac"
                 | "--vmac-xmit-base"
+                | "--dont-track-primary"
         );
         let val = if boolean {
             String::new()
@@ -219,6 +220,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
             "--unicast-peer" => c.unicast_peer.push(val.parse()?),
             "--mcast-dst-ip" => c.mcast_dst_ip = Some(val.parse()?),
             "--down-timer-adverts" => c.down_timer_adverts = val.parse()?,
+            "--dont-track-primary" => c.dont_track_primary = true,
             "--nopreempt" => c.nopreempt = true,
             // keepalived's default; --no-accept drops traffic to the VIPs while Master.
             "--accept" => c.accept = true,

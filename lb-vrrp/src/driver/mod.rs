@@ -123,6 +123,9 @@ pub struct VrrpInstanceConfig {
     pub unicast_src_ip: Option<IpAddr>,
     /// `unicast_peer`: when non-empty, adverts go to these peers only and come from them only.
     pub unicast_peer: Vec<IpAddr>,
+    /// keepalived `dont_track_primary`: the instance's own interface (and its VMAC) going
+    /// down does not put it in Fault. Default false: a link down is Fault, as keepalived.
+    pub dont_track_primary: bool,
     /// keepalived `down_timer_adverts`: Master_Adver_Intervals a Backup waits before it
     /// takes over, 1..=100 ([`Config::down_timer_adverts`]). Default 3 (RFC 5798).
     pub down_timer_adverts: u8,
@@ -310,6 +313,7 @@ impl VrrpInstanceConfig {
             unicast_peer: Vec::new(),
             mcast_dst_ip: None,
             down_timer_adverts: 3,
+            dont_track_primary: false,
             nopreempt: false,
             preempt_delay: Duration::ZERO,
             skip_check_adv_addr: false,
@@ -903,7 +907,8 @@ impl Speaker {
             };
             let mc = cfg.machine_config(src, &tracked);
             routers.push(VirtualRouter::new(mc));
-            let link_up = vip::link_is_up(&cfg.interface) && vip::link_is_up(&vip_if);
+            let link_up = cfg.dont_track_primary
+                || (vip::link_is_up(&cfg.interface) && vip::link_is_up(&vip_if));
             instances.push(Instance {
                 mac: vip::mac_address(&vip_if).ok(),
                 vip_if,
@@ -1385,9 +1390,10 @@ impl Speaker {
             .map(|inst| self.groups[inst.group].member(inst.member).state() == State::Master)
             .collect();
         for inst in &mut self.instances {
-            // With use_vmac, the VMAC too (keepalived tracks both), and its sockets.
-            let up = ifs.link_is_up(&inst.cfg.interface)
-                && ifs.link_is_up(&inst.vip_if)
+            // With use_vmac, the VMAC too (keepalived tracks both), and its sockets; none
+            // of the links with dont_track_primary.
+            let up = (inst.cfg.dont_track_primary
+                || (ifs.link_is_up(&inst.cfg.interface) && ifs.link_is_up(&inst.vip_if)))
                 && !inst.sockets_lost;
             if up != inst.link_up {
                 inst.link_up = up;

@@ -601,6 +601,22 @@ impl Conv {
     /// A flag: on when written bare, else its keepalived `<BOOL>` argument (`on`, `off`,
     /// `true`, `false`, `yes`, `no`); anything else is an error at the argument (and the
     /// flag stays off).
+    /// A keyword keepalived sets whatever follows it (its handler reads no argument, so
+    /// `off` turns it on): always true, an argument warned about.
+    fn bare_flag(&mut self, s: &Stmt, path: &str) -> bool {
+        self.record(path, &s.keyword.location);
+        if let Some(a) = s.args.first() {
+            self.d.warn(
+                &a.location,
+                format!(
+                    "`{}` takes no argument: {:?} ignored and the setting on, as keepalived",
+                    s.keyword.text, a.text
+                ),
+            );
+        }
+        true
+    }
+
     fn flag(&mut self, s: &Stmt, path: &str) -> bool {
         self.record(path, &s.keyword.location);
         let Some(a) = s.args.first() else {
@@ -1679,8 +1695,8 @@ impl Conv {
                 "notify_fault" => self.first_notify(&mut vi.notify_fault, st, &fp),
                 "notify_stop" => self.first_notify(&mut vi.notify_stop, st, &fp),
                 "notify" => self.first_notify(&mut vi.notify, st, &fp),
+                "dont_track_primary" => vi.dont_track_primary = self.bare_flag(st, &fp),
                 "smtp_alert"
-                | "dont_track_primary"
                 | "debug"
                 | "higher_prio_send_advert"
                 | "strict_mode"
@@ -1708,7 +1724,7 @@ impl Conv {
                         self.record(&format!("{p}.{key}"), &a.location);
                     }
                 }
-                "vmac_xmit_base" => vi.vmac_xmit_base = self.flag(st, &fp),
+                "vmac_xmit_base" => vi.vmac_xmit_base = self.bare_flag(st, &fp),
                 "native_ipv6" => self.d.error(
                     &st.keyword.location,
                     format!("`{kw}` is not supported by lb-node"),
