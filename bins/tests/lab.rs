@@ -2510,8 +2510,9 @@ fn notify_fifos_carry_keepalived_lines() {
     );
     let real = SocketAddr::new(lab.addr("web").into(), 8080);
     let mut server = TcpServer::start(&lab, "web", real, "web").expect("real server");
-    std::fs::write(
-        &lb1.conf,
+    let socket = lb1.socket.clone();
+    let conf_path = lb1.conf.clone();
+    let conf = |all_reader: String| {
         format!(
             "global_defs {{\nadmin_socket {}\nnotify_fifo {}\nnotify_fifo_script {}\n\
              vrrp_notify_fifo {} nobody nogroup\nvrrp_notify_fifo_script {}\n\
@@ -2521,17 +2522,17 @@ fn notify_fifos_carry_keepalived_lines() {
              advert_int 1\nvirtual_ipaddress {{\n198.18.0.236/24\n}}\n}}\n\
              virtual_server 198.18.0.236 80 {{\ndelay_loop 1\nlb_algo rr\nprotocol TCP\n\
              real_server {real_ip} 8080 {{\nTCP_CHECK {{\nconnect_timeout 1\nretry 0\n}}\n}}\n}}\n",
-            lb1.socket.display(),
+            socket.display(),
             all.display(),
-            reader(&all_log),
+            all_reader,
             vrrp_fifo.display(),
             vrrp_reader,
             lvs_fifo.display(),
             reader(&lvs_log),
             real_ip = real.ip(),
-        ),
-    )
-    .expect("conf");
+        )
+    };
+    std::fs::write(&conf_path, conf(reader(&all_log))).expect("conf");
     lb1.start(&lab);
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let has = |p: &Path, line: &str| read(p).lines().any(|l| l == line);
@@ -2597,18 +2598,46 @@ fn notify_fifos_carry_keepalived_lines() {
     // Each FIFO has its kind only.
     assert!(!read(&vrrp_log).contains("RS "), "{}", read(&vrrp_log));
     assert!(!read(&lvs_log).contains("INSTANCE"), "{}", read(&lvs_log));
+    // A reload that changes only notify_fifo's script: the FIFO stays where it is (the
+    // retired version must not remove it) and the new script reads the next lines.
+    let all2_log = dir.join("all2.log");
+    std::fs::write(&conf_path, conf(reader(&all2_log))).expect("conf");
+    assert!(lb1.proc().sighup());
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || lb1
+            .proc
+            .as_ref()
+            .is_some_and(|p| p.stderr().contains("reload done")))
+        .is_some(),
+        "{}",
+        lb1.logs()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(all.exists(), "the reload removed notify_fifo's path");
+    drop(_server);
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            // RS DOWN, or VS DOWN alone if the reload restarted the virtual server after
+            // the real server was gone (its start state runs no RS line).
+            has(&all2_log, rs_down) || has(&all2_log, vs_down)
+        })
+        .is_some(),
+        "the new script read nothing: {:?}\n{}",
+        read(&all2_log),
+        lb1.logs()
+    );
     assert!(lb1.proc().sigterm());
     assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());
     let stop = "INSTANCE \"VI_1\" STOP 255";
     let group_stop = "GROUP \"VG_1\" STOP 0";
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(50), || has(
-            &all_log, stop
+            &all2_log, stop
         )
-            && has(&all_log, group_stop))
+            && has(&all2_log, group_stop))
         .is_some(),
         "{:?}",
-        read(&all_log)
+        read(&all2_log)
     );
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(50), || marker

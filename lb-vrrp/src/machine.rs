@@ -801,7 +801,9 @@ impl VirtualRouter {
     /// starts as Backup and becomes Master at `until` (keepalived's
     /// `vrrp_init_instance_sands` with `vrrp_delayed_start_time`). The instance starts at
     /// once otherwise (its state and notifications as without the delay); only taking
-    /// over waits. Call before [`VirtualRouter::start`].
+    /// over waits. In a sync group the members take over together, once each may
+    /// (keepalived's `vrrp_sync_can_goto_master`): an owner waits for the others' timers.
+    /// Call before [`VirtualRouter::start`].
     pub fn delay_start_until(&mut self, until: Instant) {
         self.delayed_start = Some(until);
     }
@@ -1127,8 +1129,11 @@ impl VirtualRouter {
     /// Whether a Backup may preempt a lower-priority master now: preempt on, and
     /// `preempt_delay` 0 or run out (keepalived's `preempt_time`).
     fn may_preempt(&self, now: Instant) -> bool {
-        self.cfg.preempt
-            && (self.cfg.preempt_delay.is_zero() || self.preempt_at.is_some_and(|t| now >= t))
+        // An address owner always preempts (keepalived clears nopreempt and preempt_delay
+        // for priority 255): it is a Backup only within a startup delay.
+        self.effective_priority().is_owner()
+            || (self.cfg.preempt
+                && (self.cfg.preempt_delay.is_zero() || self.preempt_at.is_some_and(|t| now >= t)))
     }
 
     /// keepalived's `preempt_time` as a Backup accepts an advert: an advert of priority at
@@ -1231,7 +1236,19 @@ impl VirtualRouter {
                 self.timers
                     .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
             }
+            // Within a startup delay an owner takes over at its end.
+            State::Backup if after.is_owner() && self.delayed_start.is_some_and(|e| now < e) => {
+                self.timers
+                    .set(Timer::MasterDown, self.master_down_at(now, Duration::ZERO));
+            }
             State::Backup if after.is_owner() => self.become_master(now, Reason::Preempted),
+            // An owner no longer: a whole Master_Down_Interval, from the delay's end.
+            State::Backup if before.is_owner() && self.delayed_start.is_some_and(|e| now < e) => {
+                self.timers.set(
+                    Timer::MasterDown,
+                    self.master_down_at(now, self.master_down_interval()),
+                );
+            }
             State::Backup => {
                 // The running Master_Down_Timer moves by the change in Skew_Time, as in
                 // keepalived: a backup whose priority rose times out as if it had had that
@@ -1672,6 +1689,18 @@ mod tests {
         assert_eq!(owner.state(), State::Backup);
         owner.handle_timeout(t0 + delay - Duration::from_millis(1));
         assert_eq!(owner.state(), State::Backup);
+        owner.handle_timeout(t0 + delay);
+        assert_eq!(owner.state(), State::Master);
+
+        // An owner with nopreempt hearing a lower-priority Master within the delay still
+        // takes over at its end (keepalived clears nopreempt for priority 255).
+        let mut c = cfg(255, 1);
+        c.preempt = false;
+        let mut owner = VirtualRouter::new(c.clone());
+        owner.delay_start_until(t0 + delay);
+        owner.start(t0);
+        owner.handle_advert(t1, meta(2), &advert(&c, 100));
+        assert_eq!(owner.poll_timeout(), Some(t0 + delay));
         owner.handle_timeout(t0 + delay);
         assert_eq!(owner.state(), State::Master);
     }

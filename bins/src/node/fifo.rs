@@ -22,7 +22,8 @@
 //! stop the FIFO is removed if lb-node created it and closed (a reader sees the end), then
 //! the script's process group gets SIGTERM, and SIGKILL 2 s later if it is still there.
 //! A FIFO named twice (keepalived takes it so) is one FIFO with both kinds of lines, and
-//! only the first name's script. A reload reopens only the FIFOs whose settings changed.
+//! only the first name's script. A reload reopens only the FIFOs whose settings changed (one
+//! lb-node created is made anew at its path, so that the old script's reader sees the end).
 
 use std::fs::File;
 use std::io::Write as _;
@@ -65,66 +66,123 @@ struct Script {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Closes of FIFOs a reload retired, still running (their scripts get their grace time);
+/// [`close`] waits for them.
+static RETIRING: Mutex<Vec<tokio::task::JoinHandle<()>>> = Mutex::new(Vec::new());
+
 /// Opens the FIFOs `global` names (at the node's start, and at a reload, where those whose
-/// settings did not change stay open and their scripts keep running). Failures are logged,
-/// as keepalived logs them, and that FIFO gets no line.
+/// settings did not change stay open and their scripts keep running; one lb-node created
+/// whose script or owner changed is made anew at the same path, as keepalived does).
+/// Failures are logged, as keepalived logs them, and that FIFO gets no line. Must run in
+/// a tokio runtime.
 pub(crate) fn open(global: &Global) {
     let wanted = [
         global.notify_fifo.clone(),
         global.vrrp_notify_fifo.clone(),
         global.lvs_notify_fifo.clone(),
     ];
-    // Opened outside the lock (user lookups, mkfifo, fork): writers do not wait for it.
-    let mut old = FIFOS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()
-        .map(|f| f.open)
-        .unwrap_or_default();
-    let mut new = Fifos::default();
-    for (kind, settings) in wanted.into_iter().enumerate() {
-        let Some(settings) = settings else { continue };
-        let index = match new
-            .open
-            .iter()
-            .position(|f| f.settings.path == settings.path)
-        {
-            Some(i) => Some(i),
-            None => {
-                let kept = old.iter().position(|f| f.settings == settings);
-                let fifo = match kept {
-                    Some(i) => Some(old.swap_remove(i)),
-                    None => Fifo::open(settings),
-                };
-                fifo.map(|f| {
-                    new.open.push(f);
-                    new.open.len() - 1
-                })
-            }
+    // What is open now. A FIFO lb-node created whose settings change is made anew, as
+    // keepalived does at a reload: its path is removed now (the old one, still written to
+    // until the swap below, closes then, and its reader sees the end), so that the new one
+    // is a FIFO of its own for the new script.
+    let current: Vec<NotifyFifo> = {
+        let mut fifos = FIFOS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(f) = fifos.as_mut() else {
+            drop(fifos);
+            return open_all(wanted);
         };
-        match kind {
-            0 => new.all = index,
-            1 => new.vrrp = index,
-            _ => new.lvs = index,
+        for fifo in f.open.iter_mut() {
+            if fifo.created && !wanted.iter().flatten().any(|w| *w == fifo.settings) {
+                let _ = std::fs::remove_file(&fifo.settings.path);
+                fifo.created = false;
+            }
+        }
+        f.open.iter().map(|x| x.settings.clone()).collect()
+    };
+    open_with(wanted, &current);
+}
+
+/// The first [`open`]: nothing is open yet.
+fn open_all(wanted: [Option<NotifyFifo>; 3]) {
+    open_with(wanted, &[]);
+}
+
+/// Opens what of `wanted` is not in `current` (without the lock: user lookups, mkfifo,
+/// fork; lines still go to the FIFOs open now), then swaps the new set in.
+fn open_with(wanted: [Option<NotifyFifo>; 3], current: &[NotifyFifo]) {
+    let mut opened: Vec<Fifo> = Vec::new();
+    let mut paths: Vec<&Path> = Vec::new();
+    for settings in wanted.iter().flatten() {
+        // Only the first kind naming a path counts (a FIFO named twice is one).
+        if paths.contains(&settings.path.as_path()) {
+            continue;
+        }
+        paths.push(&settings.path);
+        if !current.contains(settings) {
+            opened.extend(Fifo::open(settings.clone()));
         }
     }
-    *FIFOS
+    let retired = {
+        let mut fifos = FIFOS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut old = fifos.take().map(|f| f.open).unwrap_or_default();
+        let mut new = Fifos::default();
+        for (kind, settings) in wanted.into_iter().enumerate() {
+            let Some(settings) = settings else { continue };
+            let index = if let Some(i) = new
+                .open
+                .iter()
+                .position(|f| f.settings.path == settings.path)
+            {
+                Some(i)
+            } else if let Some(i) = old.iter().position(|f| f.settings == settings) {
+                new.open.push(old.swap_remove(i));
+                Some(new.open.len() - 1)
+            } else if let Some(i) = opened.iter().position(|f| f.settings == settings) {
+                new.open.push(opened.swap_remove(i));
+                Some(new.open.len() - 1)
+            } else {
+                None
+            };
+            match kind {
+                0 => new.all = index,
+                1 => new.vrrp = index,
+                _ => new.lvs = index,
+            }
+        }
+        *fifos = Some(new);
+        old.extend(opened);
+        old
+    };
+    let mut retiring = RETIRING
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(new);
-    for f in old {
-        tokio::spawn(f.close());
-    }
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    retiring.retain(|t| !t.is_finished());
+    retiring.extend(retired.into_iter().map(|f| tokio::spawn(f.close())));
 }
 
 /// Closes the FIFOs and stops their scripts (the node stops), within about
-/// [`SCRIPT_GRACE`].
+/// [`SCRIPT_GRACE`] × 2; also waits for those a reload retired.
 pub(crate) async fn close() {
     let old = FIFOS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
-    if let Some(old) = old {
-        futures::future::join_all(old.open.into_iter().map(Fifo::close)).await;
+    let retiring = std::mem::take(
+        &mut *RETIRING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let current = old.map(|o| o.open).unwrap_or_default();
+    let (_, late) = futures::join!(
+        futures::future::join_all(current.into_iter().map(Fifo::close)),
+        tokio::time::timeout(SCRIPT_GRACE * 2, futures::future::join_all(retiring)),
+    );
+    if late.is_err() {
+        tracing::warn!("FIFO scripts a reload retired still running at the stop");
     }
 }
 

@@ -979,7 +979,7 @@ impl Speaker {
     /// after boot, and an instance started then would become Master over a peer it cannot
     /// hear yet). The instances start at once, as Backup or Fault with their
     /// notifications; a Backup's Master_Down timer runs from the delay's end, and an
-    /// address owner becomes Master at its end
+    /// address owner becomes Master at its end (in a sync group, with the others)
     /// ([`crate::machine::VirtualRouter::delay_start_until`]). A sync group with a resumed
     /// Master ([`VrrpInstanceConfig::resume_master`]) is not delayed. Default zero.
     pub fn set_startup_delay(&mut self, delay: Duration) {

@@ -997,7 +997,6 @@ impl Conv {
                             .error(&s.keyword.location, format!("`{kw}` needs the FIFO's path"));
                         continue;
                     };
-                    self.record(&path, &first.location);
                     let mut fifo = NotifyFifo {
                         path: first.text.clone().into(),
                         user: s.args.get(1).map(|t| t.text.clone()),
@@ -1017,6 +1016,7 @@ impl Conv {
                     if slot.is_none() {
                         fifo.script = None;
                         *slot = Some(fifo);
+                        self.record(&path, &first.location);
                     }
                 }
                 kw @ ("notify_fifo_script"
