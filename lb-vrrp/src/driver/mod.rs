@@ -6,9 +6,10 @@
 //! the sockets, `sleep_until(poll_timeout())`, the control channel and a link-state tick.
 //! Only this module reads the clock, via `tokio::time::Instant::now().into_std()`.
 //!
-//! * Multicast: joins 224.0.0.18 / ff02::12 on the interface, sends with TTL / hop limit
-//!   255 from the interface's primary (IPv4) or link-local (IPv6) address
-//!   ([RFC 5798 §5.1.1]); multicast loop is off.
+//! * Multicast: joins 224.0.0.18 / ff02::12 (or `mcast_dst_ip`) on the interface and reads
+//!   only that group's adverts (`IP_MULTICAST_ALL` off), sends with TTL / hop limit 255
+//!   from the interface's primary (IPv4) or link-local (IPv6) address ([RFC 5798 §5.1.1]);
+//!   multicast loop is off.
 //! * Unicast (`unicast_peer` set): sends one copy to each peer with TTL 255 and accepts
 //!   adverts from peers only.
 //! * The IPv4 TTL is read from the IP header that raw IPv4 sockets deliver; the IPv6 hop
