@@ -15,8 +15,10 @@
 //! VIP. Needs root, `keepalived`, and addresses only from 198.18.0.0/24.
 //!
 //! Environment: `LBV_TRIALS` (default 5), `LBV_CASES` (default `2:1,3:0.1,3:0.01`: version
-//! and advert_int), `LBV_STOPS` (default `kill,clean`). Besides the summary table, every
-//! trial prints a `RESULT\tfigure\tside\tvalue\tunit` line for benches/run.sh.
+//! and advert_int), `LBV_STOPS` (default `kill,clean`), `LBV_VMAC` (`1`: both
+//! implementations with keepalived's `use_vmac`, the VIP on `vrrp.51` with the virtual
+//! router MAC). Besides the summary table, every trial prints a
+//! `RESULT\tfigure\tside\tvalue\tunit` line for benches/run.sh.
 #![allow(clippy::disallowed_methods)] // a blocking measurement program
 
 #[path = "../tests/common/mod.rs"]
@@ -52,6 +54,24 @@ enum Impl {
     Keepalived,
 }
 
+/// `LBV_VMAC=1`: both implementations with `use_vmac`.
+fn vmac() -> bool {
+    std::env::var("LBV_VMAC").as_deref() == Ok("1")
+}
+
+/// The leaves (of `of`) holding the VIP, on eth0 or (with `LBV_VMAC`) on `vrrp.51`.
+fn holders(lab: &Lab, of: &[usize]) -> Vec<usize> {
+    of.iter()
+        .copied()
+        .filter(|&i| {
+            let dev = if vmac() { "vrrp.51" } else { "eth0" };
+            let (_, out) = lab.exec(i, &["ip", "-o", "addr", "show", "dev", dev]);
+            out.split_whitespace()
+                .any(|w| w.split('/').next() == Some(VIP))
+        })
+        .collect()
+}
+
 fn start(
     lab: &mut Lab,
     which: Impl,
@@ -80,6 +100,9 @@ fn start(
             } else {
                 args.extend(["--version", "3"]);
             }
+            if vmac() {
+                args.push("--use-vmac");
+            }
             lab.spawn_ours(leaf, &args)
         }
         Impl::Keepalived => {
@@ -88,8 +111,9 @@ fn start(
             } else {
                 ""
             };
+            let use_vmac = if vmac() { "use_vmac\n" } else { "" };
             let conf = format!(
-                "global_defs {{\n router_id BENCH\n}}\nvrrp_instance VI_1 {{\n state BACKUP\n interface eth0\n virtual_router_id 51\n version {version}\n priority {prio}\n advert_int {advert_int}\n {auth} virtual_ipaddress {{\n 198.18.0.100/24 dev eth0\n }}\n}}\n"
+                "global_defs {{\n router_id BENCH\n}}\nvrrp_instance VI_1 {{\n state BACKUP\n interface eth0\n {use_vmac} virtual_router_id 51\n version {version}\n priority {prio}\n advert_int {advert_int}\n {auth} virtual_ipaddress {{\n 198.18.0.100/24 dev eth0\n }}\n}}\n"
             );
             lab.spawn_keepalived(leaf, &conf)
         }
@@ -109,7 +133,7 @@ fn trial(which: Impl, stop: Stop, version: u8, advert_int: &str, seed: u64) -> O
     let master = start(&mut lab, which, 0, version, advert_int, 150);
     std::thread::sleep(Duration::from_millis(100));
     let _backup = start(&mut lab, which, 1, version, advert_int, 100);
-    if wait_for(Duration::from_secs(15), || lab.holders(&[0, 1], VIP) == [0]).is_none() {
+    if wait_for(Duration::from_secs(15), || holders(&lab, &[0, 1]) == [0]).is_none() {
         eprintln!("{which:?} v{version} {advert_int}: no single master");
         return None;
     }
@@ -197,8 +221,9 @@ fn main() {
                     Impl::Keepalived => "keepalived",
                 };
                 let figure = format!(
-                    "failover {} -> connect, v{version} advert_int {advert_int}",
-                    stop.figure()
+                    "failover {} -> connect, v{version} advert_int {advert_int}{}",
+                    stop.figure(),
+                    if vmac() { ", use_vmac" } else { "" }
                 );
                 let mut ms: Vec<f64> = Vec::new();
                 for s in 0..trials {
