@@ -679,8 +679,8 @@ pub struct VrrpInstance {
 }
 
 impl VrrpInstance {
-    /// True for an IPv6 instance (its first virtual address is IPv6, or its unicast
-    /// source).
+    /// True for an IPv6 instance: its `unicast_src_ip`, else its first virtual address,
+    /// else its `mcast_dst_ip` is IPv6 (lb-vrrp's rule for an instance's family).
     pub fn is_v6(&self) -> bool {
         self.unicast_src_ip
             .or_else(|| self.virtual_ipaddress.first().map(|a| a.address))
@@ -709,7 +709,9 @@ impl VrrpInstance {
     pub fn vmac_mac(&self) -> Result<[u8; 6], String> {
         let vrid = self.virtual_router_id;
         let Some(text) = &self.vmac_address else {
-            return Ok([0, 0, 0x5e, 0, if self.is_v6() { 2 } else { 1 }, vrid]);
+            return lb_vrrp::wire::Vrid::new(vrid)
+                .map(|v| lb_vrrp::vmac::virtual_router_mac(v, self.is_v6()))
+                .ok_or_else(|| format!("virtual_router_id {vrid} is invalid (1..=255)"));
         };
         let octets: Vec<u8> = text
             .split(':')
@@ -2769,10 +2771,7 @@ impl Config {
                     "virtual_router_id 0 is invalid (1..=255)".into(),
                 );
             }
-            let v6 = vi
-                .virtual_ipaddress
-                .first()
-                .is_some_and(|a| a.address.is_ipv6());
+            let v6 = vi.is_v6();
             if let Some(other) = vrids.insert((&vi.interface, vi.virtual_router_id, v6), i) {
                 err(
                     format!("{p}.virtual_router_id"),
@@ -2860,7 +2859,8 @@ impl Config {
                     );
                 }
             }
-            if vi.use_vmac {
+            // (A VRID of 0 is reported above.)
+            if vi.use_vmac && vi.virtual_router_id != 0 {
                 if let Err(e) = vi.vmac_mac() {
                     err(format!("{p}.vmac_address"), e);
                 }

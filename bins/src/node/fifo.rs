@@ -85,28 +85,21 @@ pub(crate) fn open(global: &Global) {
     // keepalived does at a reload: its path is removed now (the old one, still written to
     // until the swap below, closes then, and its reader sees the end), so that the new one
     // is a FIFO of its own for the new script.
-    let current: Vec<NotifyFifo> = {
-        let mut fifos = FIFOS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(f) = fifos.as_mut() else {
-            drop(fifos);
-            return open_all(wanted);
-        };
-        for fifo in f.open.iter_mut() {
-            if fifo.created && !wanted.iter().flatten().any(|w| *w == fifo.settings) {
-                let _ = std::fs::remove_file(&fifo.settings.path);
-                fifo.created = false;
+    let current: Vec<NotifyFifo> = FIFOS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_mut()
+        .map(|f| {
+            for fifo in f.open.iter_mut() {
+                if fifo.created && !wanted.iter().flatten().any(|w| *w == fifo.settings) {
+                    let _ = std::fs::remove_file(&fifo.settings.path);
+                    fifo.created = false;
+                }
             }
-        }
-        f.open.iter().map(|x| x.settings.clone()).collect()
-    };
+            f.open.iter().map(|x| x.settings.clone()).collect()
+        })
+        .unwrap_or_default();
     open_with(wanted, &current);
-}
-
-/// The first [`open`]: nothing is open yet.
-fn open_all(wanted: [Option<NotifyFifo>; 3]) {
-    open_with(wanted, &[]);
 }
 
 /// Opens what of `wanted` is not in `current` (without the lock: user lookups, mkfifo,

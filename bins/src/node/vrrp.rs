@@ -635,12 +635,8 @@ impl SpeakerRuntime {
                     .chain(&vi.virtual_ipaddress_excluded)
                     .map(|v| v.address)
                     .collect();
-                let v6 = vi
-                    .virtual_ipaddress
-                    .first()
-                    .is_some_and(|v| v.address.is_ipv6());
                 vi.unicast_src_ip
-                    .or_else(|| lb_vrrp::vip::primary_address(&vi.interface, v6, &vips))
+                    .or_else(|| lb_vrrp::vip::primary_address(&vi.interface, vi.is_v6(), &vips))
                     .map(|a| (vi.name.clone(), a))
             })
             .collect();
@@ -943,17 +939,12 @@ impl SpeakerRuntime {
     /// order, each the same virtual router (interface, VRID, address family, VMAC). Any
     /// other setting may differ (VIPs, scripts, timers, authentication).
     pub(crate) fn can_hand_over(&self, new: &[VrrpInstance]) -> bool {
-        let v6 = |vi: &VrrpInstance| {
-            vi.virtual_ipaddress
-                .first()
-                .is_some_and(|a| a.address.is_ipv6())
-        };
         self.instances.len() == new.len()
             && self.instances.iter().zip(new).all(|(a, b)| {
                 a.name == b.name
                     && a.interface == b.interface
                     && a.virtual_router_id == b.virtual_router_id
-                    && v6(a) == v6(b)
+                    && a.is_v6() == b.is_v6()
                     // The successor takes the VMAC over with the VIPs on it.
                     && (a.use_vmac, &a.vmac_name, a.vmac_mac().ok())
                         == (b.use_vmac, &b.vmac_name, b.vmac_mac().ok())

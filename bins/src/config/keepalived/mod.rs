@@ -997,7 +997,7 @@ impl Conv {
                             .error(&s.keyword.location, format!("`{kw}` needs the FIFO's path"));
                         continue;
                     };
-                    let mut fifo = NotifyFifo {
+                    let fifo = NotifyFifo {
                         path: first.text.clone().into(),
                         user: s.args.get(1).map(|t| t.text.clone()),
                         group: s.args.get(2).map(|t| t.text.clone()),
@@ -1014,7 +1014,6 @@ impl Conv {
                     };
                     // The first one wins (warned by warn_repeats), as keepalived.
                     if slot.is_none() {
-                        fifo.script = None;
                         *slot = Some(fifo);
                         self.record(&path, &first.location);
                     }
