@@ -2494,20 +2494,30 @@ fn notify_fifos_carry_keepalived_lines() {
         dir.join("vrrp.log"),
         dir.join("lvs.log"),
     );
-    // The readers read to the end (lb-node closes the FIFO first); the vrrp one then waits
-    // and marks the SIGTERM it gets.
+    // The readers read to the end (lb-node closes the FIFO first); the vrrp one then
+    // sleeps for an hour, unless its process group gets SIGTERM at the stop (a sleep
+    // unique to this test, found by its argument).
     let reader = |log: &Path| {
         format!(
             "\"sh -c 'trap \\\"\\\" TERM; exec cat \\\"$0\\\" >> {}'\"",
             log.display()
         )
     };
-    let marker = dir.join("vrrp.term");
+    let sleeper = format!("3600.{}", std::process::id());
     let vrrp_reader = format!(
-        "\"sh -c 'trap \\\"echo TERM > {}; exit 0\\\" TERM; cat \\\"$0\\\" >> {}; sleep 30'\"",
-        marker.display(),
+        "\"sh -c 'cat \\\"$0\\\" >> {}; exec sleep {sleeper}'\"",
         vrrp_log.display()
     );
+    let sleepers = || -> Vec<i32> {
+        let out = lb_testkit::command("pgrep")
+            .args(["-f", &format!("^sleep {sleeper}$")])
+            .output()
+            .expect("pgrep");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
     let real = SocketAddr::new(lab.addr("web").into(), 8080);
     let mut server = TcpServer::start(&lab, "web", real, "web").expect("real server");
     let socket = lb1.socket.clone();
@@ -2639,11 +2649,19 @@ fn notify_fifos_carry_keepalived_lines() {
         "{:?}",
         read(&all2_log)
     );
+    let ended = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        sleepers().is_empty()
+    });
+    // Ours, by PID, if the stop left it.
+    for pid in sleepers() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     assert!(
-        wait_until(Duration::from_secs(5), Duration::from_millis(50), || marker
-            .exists())
-        .is_some(),
-        "the vrrp FIFO's script got no SIGTERM"
+        ended.is_some(),
+        "the vrrp FIFO's script was not stopped (SIGTERM, then SIGKILL)"
     );
     for f in [&all, &vrrp_fifo, &lvs_fifo] {
         assert!(!f.exists(), "{} left behind", f.display());
