@@ -3733,3 +3733,157 @@ fn dont_track_primary_takes_no_argument() {
     );
     assert_eq!(t.vrrp_instances[0], k.vrrp_instances[0]);
 }
+
+/// Loads keepalived.conf `text` (must be valid); the warnings as `LINE:COLUMN: MESSAGE`.
+fn keepalived_ok(text: &str) -> (Config, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.conf");
+    std::fs::write(&path, text).unwrap();
+    let (cfg, w) = ok(&path);
+    let w = w
+        .iter()
+        .map(|w| {
+            let l = w.location.as_ref().expect("warning location");
+            format!("{}:{}: {}", l.line, l.column, w.message)
+        })
+        .collect();
+    (cfg, w)
+}
+
+/// keepalived's completion of an instance (vrrp.c vrrp_complete_instance): the priority
+/// follows `state MASTER` when unwritten and the state the priority, an IPv6 instance is
+/// VRRPv3 whatever `vrrp_version` says, nopreempt and preempt_delay are cleared where they
+/// cannot work, VRRPv3 drops authentication.
+#[test]
+fn instances_are_completed_as_keepalived() {
+    let inst = |name: &str, vrid: u8, body: &str, vip: &str| {
+        format!(
+            "vrrp_instance {name} {{\n    interface eth0\n    virtual_router_id {vrid}\n{body}    virtual_ipaddress {{\n        {vip}\n    }}\n}}\n"
+        )
+    };
+    let text = "global_defs {\n    vrrp_version 2\n}\n".to_owned()
+        + &inst("M", 1, "    state MASTER\n    nopreempt\n", "198.18.0.1")
+        + &inst("O", 2, "    priority 255\n", "198.18.0.2")
+        + &inst(
+            "D",
+            3,
+            "    state MASTER\n    priority 100\n    preempt_delay 5\n",
+            "198.18.0.3",
+        )
+        + &inst("N", 4, "    nopreempt\n    preempt_delay 5\n", "198.18.0.4")
+        + &inst("V6", 5, "", "fd00:18::5")
+        + &inst(
+            "A3",
+            6,
+            "    version 3\n    authentication {\n        auth_type PASS\n        auth_pass x\n    }\n",
+            "198.18.0.6",
+        );
+    let (cfg, w) = keepalived_ok(&text);
+    let vi = |n: &str| {
+        cfg.vrrp_instances
+            .iter()
+            .find(|v| v.name == n)
+            .expect("instance")
+    };
+    assert_eq!(
+        (vi("M").priority, vi("M").state),
+        (255, InitialState::Master)
+    );
+    assert!(!vi("M").nopreempt);
+    assert_eq!(vi("O").state, InitialState::Master);
+    assert_eq!(
+        (vi("D").priority, vi("D").state),
+        (100, InitialState::Master)
+    );
+    assert_eq!(vi("D").preempt_delay, Duration::ZERO);
+    assert!(vi("N").nopreempt);
+    assert_eq!(vi("N").preempt_delay, Duration::ZERO);
+    assert_eq!(vi("V6").version, 3);
+    assert_eq!(vi("A3").authentication, None);
+    assert!(cfg.vrrp_instances.iter().all(|v| v.accept));
+    assert_eq!(
+        w,
+        [
+            "7:11: vrrp_instance M: state MASTER without `priority`: priority 255, the address owner, as keepalived",
+            "8:5: vrrp_instance M: nopreempt does not apply to the address owner (priority 255): cleared, as keepalived",
+            "26:19: vrrp_instance D: preempt_delay does not apply with state MASTER: cleared, as keepalived",
+            "35:19: vrrp_instance N: preempt_delay does not apply with nopreempt: cleared, as keepalived",
+            "51:5: vrrp_instance A3: VRRPv3 has no authentication (RFC 5798 §9): ignored, as keepalived",
+        ]
+    );
+}
+
+/// `vrrp_strict` (and an instance's own `strict_mode`): what keepalived 2.2.7 changes,
+/// each setting written against it reset with a warning where it is written; the
+/// unwritten ones take strict's value over `global_defs`' defaults. Found with the
+/// Debian sample configuration (vrrp_strict, state MASTER at priority 100, PASS
+/// authentication): read as before, lb-node sent authenticated adverts that a keepalived
+/// peer in strict mode drops, and both nodes were master.
+#[test]
+fn vrrp_strict_is_applied_as_keepalived() {
+    let text = "global_defs {\n    vrrp_strict\n    vrrp_garp_lower_prio_repeat 3\n    vrrp_higher_prio_send_advert\n}\n\
+        vrrp_instance S {\n    state MASTER\n    interface eth0\n    virtual_router_id 51\n    priority 100\n    advert_int 1\n    authentication {\n        auth_type PASS\n        auth_pass 1111\n    }\n    virtual_ipaddress {\n        198.18.0.16\n    }\n}\n\
+        vrrp_instance W {\n    interface eth0\n    virtual_router_id 52\n    priority 100\n    preempt_delay 5\n    down_timer_adverts 5\n    accept\n    garp_lower_prio_repeat 2\n    lower_prio_no_advert off\n    higher_prio_send_advert\n    use_vmac vrrp.52 02:00:00:00:00:52\n    vmac_xmit_base\n    virtual_ipaddress {\n        198.18.0.17\n    }\n}\n\
+        vrrp_instance V3 {\n    version 3\n    interface eth0\n    virtual_router_id 53\n    accept\n    virtual_ipaddress {\n        198.18.0.18\n    }\n}\n\
+        vrrp_instance L {\n    strict_mode off\n    interface eth0\n    virtual_router_id 54\n    authentication {\n        auth_type PASS\n        auth_pass 1111\n    }\n    virtual_ipaddress {\n        198.18.0.19\n    }\n}\n\
+        vrrp_instance S6 {\n    version 2\n    interface eth0\n    virtual_router_id 55\n    virtual_ipaddress {\n        fd00:18::20\n    }\n}\n";
+    let (cfg, w) = keepalived_ok(text);
+    let vi = |n: &str| {
+        cfg.vrrp_instances
+            .iter()
+            .find(|v| v.name == n)
+            .expect("instance")
+    };
+    let s = vi("S");
+    assert_eq!(s.state, InitialState::Backup);
+    assert_eq!(s.authentication, None);
+    assert!(!s.accept);
+    assert_eq!(
+        (s.garp_lower_prio_repeat, s.garp_lower_prio_delay),
+        (0, Duration::ZERO)
+    );
+    assert!(s.lower_prio_no_advert && !s.higher_prio_send_advert);
+    let wi = vi("W");
+    assert_eq!(wi.preempt_delay, Duration::ZERO);
+    assert_eq!(wi.down_timer_adverts, 3);
+    assert!(!wi.accept, "VRRPv2 has no accept mode");
+    assert_eq!(wi.garp_lower_prio_repeat, 0);
+    assert!(wi.lower_prio_no_advert && !wi.higher_prio_send_advert);
+    assert_eq!(wi.vmac_address, None);
+    assert!(wi.use_vmac && !wi.vmac_xmit_base);
+    assert!(vi("V3").accept, "VRRPv3 keeps a written accept");
+    let l = vi("L");
+    assert!(l.authentication.is_some() && l.accept && !l.lower_prio_no_advert);
+    assert_eq!(l.garp_lower_prio_repeat, 3);
+    assert!(l.higher_prio_send_advert);
+    assert_eq!(vi("S6").version, 3);
+    let strict_off = "strict mode: accept mode off (RFC 5798 Accept_Mode False): while MASTER this node drops traffic to the virtual addresses (nftables), as keepalived;";
+    assert_eq!(
+        w,
+        [
+            format!("6:15: vrrp_instance S: {strict_off} VRRPv2 has no accept mode: without vrrp_strict/strict_mode they are served"),
+            "7:11: vrrp_instance S: strict mode: state MASTER is the address owner's (priority 255) only; state BACKUP used, as keepalived".into(),
+            "12:5: vrrp_instance S: strict mode has no authentication: ignored, as keepalived".into(),
+            "24:19: vrrp_instance W: preempt_delay is not in strict mode: cleared, as keepalived".into(),
+            "25:24: vrrp_instance W: strict mode: Master_Down_Interval is RFC 5798's 3 advert intervals; down_timer_adverts 3 used, as keepalived".into(),
+            "26:5: vrrp_instance W: strict mode: VRRPv2 (RFC 3768) has no accept mode; no_accept used, as keepalived".into(),
+            "27:28: vrrp_instance W: strict mode: `garp_lower_prio_repeat` reset, as keepalived".into(),
+            "28:5: vrrp_instance W: strict mode: `lower_prio_no_advert` reset, as keepalived".into(),
+            "29:5: vrrp_instance W: strict mode: `higher_prio_send_advert` reset, as keepalived".into(),
+            "30:22: vrrp_instance W: strict mode: the VMAC has the virtual router MAC; this MAC is ignored, as keepalived".into(),
+            "31:5: vrrp_instance W: strict mode: adverts leave from the VMAC; vmac_xmit_base ignored, as keepalived".into(),
+            format!("57:15: vrrp_instance S6: {strict_off} write `accept` to serve on them"),
+            "58:13: vrrp_instance S6: strict mode: VRRPv2 carries no IPv6; version 3 used, as keepalived".into(),
+            "61:5: vrrp_instance S6: strict mode: the first IPv6 virtual address must be link-local (RFC 5798 §5.2.9), as keepalived warns".into(),
+        ]
+    );
+    // Unicast peers are refused, as keepalived refuses to start.
+    let e = errors(
+        "k.conf",
+        "global_defs {\n    vrrp_strict\n}\nvrrp_instance U {\n    interface eth0\n    virtual_router_id 51\n    unicast_peer {\n        198.18.0.2\n    }\n    virtual_ipaddress {\n        198.18.0.16\n    }\n}\n",
+    );
+    assert_eq!(
+        e,
+        ["k.conf:8:9: vrrp_instance U: unicast peers are not supported in strict mode (keepalived refuses them too): remove vrrp_strict/strict_mode or the peers"]
+    );
+}

@@ -138,6 +138,12 @@ pub struct Config {
     /// keepalived `lower_prio_no_advert`: do not answer a lower-priority advert with an
     /// advert of our own at once (RFC 5798 only discards it). Default `false`, as keepalived.
     pub lower_prio_no_advert: bool,
+    /// keepalived `higher_prio_send_advert`: as Master, answer an advert of higher
+    /// priority (or of equal priority from a higher address) with one advert of our own
+    /// before becoming Backup, so that a peer which has not heard us (a unicast peer that
+    /// just came back, say) learns at once that we were Master. RFC 5798 §6.4.3 sends
+    /// nothing then. Default `false`, as keepalived.
+    pub higher_prio_send_advert: bool,
     /// Weights of tracked checks (keepalived `track_script`/`track_interface` `weight`),
     /// indexed by [`TrackId`]. They start as [`Config::track_start`] says (default healthy).
     pub tracks: Vec<TrackWeight>,
@@ -185,6 +191,7 @@ impl Config {
             garp_lower_prio_repeat: 5,
             garp_lower_prio_delay: Some(Duration::from_secs(5)),
             lower_prio_no_advert: false,
+            higher_prio_send_advert: false,
             tracks: Vec::new(),
             track_start: Vec::new(),
             track_offset_start: Vec::new(),
@@ -1008,6 +1015,9 @@ impl VirtualRouter {
                     self.timers
                         .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
                 } else if higher {
+                    if self.cfg.higher_prio_send_advert {
+                        self.send_advert(mine);
+                    }
                     self.master_addr = Some(meta.src);
                     if self.cfg.version == Version::V3 {
                         self.master_adver_interval = adv.interval;
@@ -2056,6 +2066,44 @@ mod tests {
             to: State::Backup,
             reason: Reason::Preempted
         }));
+    }
+
+    /// keepalived `higher_prio_send_advert`: the Master answers the advert that makes it
+    /// Backup with one of its own (its priority) first; without it (RFC 5798 §6.4.3) it
+    /// sends nothing. A lower-priority advert is answered either way.
+    #[test]
+    fn higher_prio_send_advert_answers_before_yielding() {
+        let t0 = t0();
+        for send in [false, true] {
+            let mut c = cfg(150, 5);
+            c.higher_prio_send_advert = send;
+            let mut vr = VirtualRouter::new(c.clone());
+            vr.start(t0);
+            vr.handle_timeout(t0 + Duration::from_secs(4));
+            assert_eq!(vr.state(), State::Master);
+            drain(&mut vr);
+            let t1 = t0 + Duration::from_secs(10);
+            // Equal priority from a higher address wins too.
+            vr.handle_advert(t1, meta(6), &advert(&c, 150));
+            assert_eq!(vr.state(), State::Backup);
+            let a = drain(&mut vr);
+            let sent: Vec<_> = a
+                .iter()
+                .filter_map(|x| match x {
+                    Action::SendAdvert(r) => Some(r.priority),
+                    _ => None,
+                })
+                .collect();
+            if send {
+                assert_eq!(sent, [Priority(150)], "{a:?}");
+                // Sent while still Master: before the VIPs leave.
+                let adv = a.iter().position(|x| matches!(x, Action::SendAdvert(_)));
+                let rm = a.iter().position(|x| *x == Action::RemoveVips);
+                assert!(adv < rm, "{a:?}");
+            } else {
+                assert!(sent.is_empty(), "{a:?}");
+            }
+        }
     }
 
     #[test]

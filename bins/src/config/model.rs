@@ -623,6 +623,11 @@ pub struct VrrpInstance {
     /// `lower_prio_no_advert`). Default false.
     #[serde(default)]
     pub lower_prio_no_advert: bool,
+    /// As master, answer the advert of higher priority that makes this node backup with
+    /// one advert of its own first (keepalived `higher_prio_send_advert`; RFC 5798 sends
+    /// nothing then). Default false.
+    #[serde(default)]
+    pub higher_prio_send_advert: bool,
     /// Interfaces whose link state changes the priority.
     #[serde(default)]
     pub track_interface: Vec<TrackInterface>,
@@ -777,6 +782,7 @@ impl VrrpInstance {
             garp_lower_prio_repeat: 5,
             garp_lower_prio_delay: Duration::from_secs(5),
             lower_prio_no_advert: false,
+            higher_prio_send_advert: false,
             track_interface: Vec::new(),
             track_script: Vec::new(),
             track_service: Vec::new(),
@@ -2935,7 +2941,7 @@ impl Config {
                         warn(
                             format!("{p}.accept"),
                             format!(
-                                "no_accept: while MASTER this node drops traffic to {ip} (RFC 5798 Accept_Mode False, nftables, as keepalived), so virtual_server {} gets no client; remove no_accept to serve it",
+                                "no_accept: while MASTER this node drops traffic to {ip} (RFC 5798 Accept_Mode False, nftables, as keepalived), so virtual_server {} gets no client; turn accept mode on to serve it",
                                 vs.name
                             ),
                         );

@@ -223,6 +223,7 @@ fn instance_config(
     c.garp_lower_prio_repeat = vi.garp_lower_prio_repeat;
     c.garp_lower_prio_delay = vi.garp_lower_prio_delay;
     c.lower_prio_no_advert = vi.lower_prio_no_advert;
+    c.higher_prio_send_advert = vi.higher_prio_send_advert;
     if vi.use_vmac {
         // Named by Config::with_defaults when not configured.
         let name = match &vi.vmac_name {

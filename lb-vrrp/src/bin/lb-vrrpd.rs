@@ -10,6 +10,7 @@
 //!   [--unicast-src-ip IP --unicast-peer IP ...] [--mcast-dst-ip GROUP] [--down-timer-adverts N] [--dont-track-primary] [--nopreempt] [--preempt-delay S] [--no-accept] \
 //!   [--garp-master-delay S] [--garp-master-repeat N] [--garp-master-refresh S] \
 //!   [--garp-lower-prio-repeat N] [--garp-lower-prio-delay S] [--lower-prio-no-advert] \
+//!   [--higher-prio-send-advert] \
 //!   [--track-script CMD [--script-interval S] [--script-timeout S] [--script-weight W] \
 //!                       [--script-rise N] [--script-fall N]] ... \
 //!   [--notify-master CMD] [--notify-backup CMD] [--notify-fault CMD] [--notify-stop CMD] \
@@ -153,6 +154,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
                 | "--accept"
                 | "--no-accept"
                 | "--lower-prio-no-advert"
+                | "--higher-prio-send-advert"
                 | "--use-vmac"
                 | "--vmac-xmit-base"
                 | "--dont-track-primary"
@@ -234,6 +236,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
             "--garp-lower-prio-repeat" => c.garp_lower_prio_repeat = val.parse()?,
             "--garp-lower-prio-delay" => c.garp_lower_prio_delay = secs(&val)?,
             "--lower-prio-no-advert" => c.lower_prio_no_advert = true,
+            "--higher-prio-send-advert" => c.higher_prio_send_advert = true,
             "--track-script" => c.track_script.push(TrackScript::new(&val)),
             "--notify-master" => n.master = Some(val),
             "--notify-backup" => n.backup = Some(val),

@@ -163,6 +163,10 @@ pub struct VrrpInstanceConfig {
     /// `lower_prio_no_advert`: no advert in answer to a lower-priority one (default
     /// `false`).
     pub lower_prio_no_advert: bool,
+    /// `higher_prio_send_advert`: one advert of our own, as Master, in answer to a
+    /// higher-priority one before becoming Backup (default `false`). See
+    /// [`Config::higher_prio_send_advert`].
+    pub higher_prio_send_advert: bool,
     /// Weights of tracked checks driven by the library user with
     /// [`SpeakerHandle::set_track`] (ids `0..track.len()`), see [`TrackWeight`].
     pub track: Vec<TrackWeight>,
@@ -326,6 +330,7 @@ impl VrrpInstanceConfig {
             garp_lower_prio_repeat: 5,
             garp_lower_prio_delay: Duration::from_secs(5),
             lower_prio_no_advert: false,
+            higher_prio_send_advert: false,
             track: Vec::new(),
             track_initial: Vec::new(),
             resume_master: false,
@@ -471,6 +476,7 @@ impl VrrpInstanceConfig {
         mc.garp_lower_prio_repeat = self.garp_lower_prio_repeat;
         mc.garp_lower_prio_delay = Some(self.garp_lower_prio_delay).filter(|d| !d.is_zero());
         mc.lower_prio_no_advert = self.lower_prio_no_advert;
+        mc.higher_prio_send_advert = self.higher_prio_send_advert;
         mc.resume_master = self.resume_master;
         mc.tracks = self
             .track

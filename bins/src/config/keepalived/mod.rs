@@ -76,6 +76,8 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         cfg: Config::default(),
         vrrp_version: None,
         version_set: Vec::new(),
+        vrrp_strict: false,
+        strict_mode: Vec::new(),
         instance_keywords: Vec::new(),
         vrrp_defaults: VrrpDefaults::default(),
         tracking_weight_groups: HashSet::new(),
@@ -94,13 +96,18 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
     }
     c.vrrp_defaults
         .apply(&mut c.cfg.vrrp_instances, &c.instance_keywords);
-    if let Some(v) = c.vrrp_version {
-        for (vi, set) in c.cfg.vrrp_instances.iter_mut().zip(&c.version_set) {
-            if !*set {
-                vi.version = v;
-            }
+    // keepalived: an IPv6 instance that names no version is VRRPv3, whatever
+    // `vrrp_version` says (VRRPv2 carries IPv4 only).
+    for (vi, set) in c.cfg.vrrp_instances.iter_mut().zip(&c.version_set) {
+        if !*set {
+            vi.version = match c.vrrp_version {
+                _ if vi.is_v6() => 3,
+                Some(v) => v,
+                None => vi.version,
+            };
         }
     }
+    c.complete_instances();
     finish(c.cfg, &c.o, c.d.warnings, c.d.errors)
 }
 
@@ -130,7 +137,8 @@ struct CheckDefaults {
 }
 
 /// `global_defs` settings that are defaults of every `vrrp_instance` (keepalived's
-/// `vrrp_garp_*`, `vrrp_lower_prio_no_advert`, `vrrp_skip_check_adv_addr`).
+/// `vrrp_garp_*`, `vrrp_lower_prio_no_advert`, `vrrp_higher_prio_send_advert`,
+/// `vrrp_skip_check_adv_addr`).
 #[derive(Debug, Default)]
 struct VrrpDefaults {
     skip_check_adv_addr: Option<bool>,
@@ -141,6 +149,7 @@ struct VrrpDefaults {
     garp_lower_prio_delay: Option<Duration>,
     garp_lower_prio_repeat: Option<u32>,
     lower_prio_no_advert: Option<bool>,
+    higher_prio_send_advert: Option<bool>,
     down_timer_adverts: Option<u8>,
 }
 
@@ -203,6 +212,12 @@ impl VrrpDefaults {
             {
                 vi.lower_prio_no_advert = v;
             }
+            if let Some(v) = self
+                .higher_prio_send_advert
+                .filter(|_| unset("higher_prio_send_advert"))
+            {
+                vi.higher_prio_send_advert = v;
+            }
         }
     }
 }
@@ -213,6 +228,10 @@ struct Conv {
     cfg: Config,
     vrrp_version: Option<u8>,
     version_set: Vec<bool>,
+    /// `global_defs` `vrrp_strict`: every instance's default `strict_mode`.
+    vrrp_strict: bool,
+    /// Each instance's own `strict_mode`, in instance order.
+    strict_mode: Vec<Option<bool>>,
     /// The keywords each `vrrp_instance` wrote, in instance order.
     instance_keywords: Vec<Vec<String>>,
     vrrp_defaults: VrrpDefaults,
@@ -893,6 +912,11 @@ impl Conv {
                         int("vrrp_garp_lower_prio_repeat", 0, 255),
                     );
                 }
+                "vrrp_strict" => self.vrrp_strict = self.bare_flag(s, "global.vrrp_strict"),
+                "vrrp_higher_prio_send_advert" => {
+                    self.vrrp_defaults.higher_prio_send_advert =
+                        Some(self.flag(s, "global.vrrp_higher_prio_send_advert"));
+                }
                 "vrrp_lower_prio_no_advert" => {
                     self.vrrp_defaults.lower_prio_no_advert =
                         Some(self.flag(s, "global.vrrp_lower_prio_no_advert"));
@@ -967,7 +991,6 @@ impl Conv {
                 | "smtp_connect_timeout"
                 | "smtp_helo_name"
                 | "enable_script_security"
-                | "vrrp_strict"
                 | "vrrp_garp_interval"
                 | "vrrp_gna_interval"
                 | "lvs_id"
@@ -1117,6 +1140,204 @@ impl Conv {
             );
         }
         self.cfg.vrrp_scripts.push(script);
+    }
+
+    /// What keepalived does to each `vrrp_instance` once the whole file is read
+    /// (vrrp.c `vrrp_complete_instance`, 2.2.7), after the global defaults:
+    ///
+    /// * without `priority`, `state MASTER` means 255 (the address owner), else 100;
+    ///   without `state`, priority 255 means MASTER, else BACKUP;
+    /// * `nopreempt` is cleared for the owner and with `state MASTER`, `preempt_delay`
+    ///   with `state MASTER` and with `nopreempt`; VRRPv3 drops `authentication`;
+    /// * strict mode (`strict_mode`, by default `global_defs` `vrrp_strict`), RFC 3768 /
+    ///   RFC 5798 to the letter: `state` follows the priority, no authentication, no
+    ///   unicast peers (an error: keepalived refuses to start), no VMAC MAC of one's own
+    ///   and no `vmac_xmit_base`, no `preempt_delay`, `down_timer_adverts` 3, IPv6 on
+    ///   VRRPv3; accept mode off unless the owner (and off on VRRPv2, which has none);
+    ///   no gratuitous ARPs or advert in answer to a lower-priority master
+    ///   (`garp_lower_prio_repeat 0`, `lower_prio_no_advert`), and no
+    ///   `higher_prio_send_advert`. A setting written against it is reset with a
+    ///   warning where it was written, as keepalived resets it with a message.
+    fn complete_instances(&mut self) {
+        for i in 0..self.cfg.vrrp_instances.len() {
+            let p = format!("vrrp_instance[{i}]");
+            let kws = &self.instance_keywords[i];
+            let set = |k: &str| kws.iter().any(|w| w == k);
+            let strict = self.strict_mode[i].unwrap_or(self.vrrp_strict);
+            let version_set = self.version_set[i];
+            let vi = &mut self.cfg.vrrp_instances[i];
+            let name = vi.name.clone();
+            // (model field, message): warnings; errors likewise.
+            let mut notes: Vec<(&str, String)> = Vec::new();
+            let mut errors: Vec<(&str, String)> = Vec::new();
+            let v6 = vi.is_v6();
+            if strict && v6 && version_set && vi.version == 2 {
+                notes.push((
+                    "version",
+                    "strict mode: VRRPv2 carries no IPv6; version 3 used, as keepalived".into(),
+                ));
+                vi.version = 3;
+            }
+            let master = InitialState::Master;
+            if !set("priority") {
+                vi.priority = if set("state") && vi.state == master {
+                    notes.push((
+                        "state",
+                        "state MASTER without `priority`: priority 255, the address owner, as keepalived"
+                            .into(),
+                    ));
+                    255
+                } else {
+                    100
+                };
+            }
+            let owner_state = if vi.priority == 255 {
+                master
+            } else {
+                InitialState::Backup
+            };
+            if !set("state") {
+                vi.state = owner_state;
+            } else if strict && vi.state != owner_state {
+                notes.push((
+                    "state",
+                    format!(
+                        "strict mode: state MASTER is the address owner's (priority 255) only; state {} used, as keepalived",
+                        if owner_state == master { "MASTER" } else { "BACKUP" }
+                    ),
+                ));
+                vi.state = owner_state;
+            }
+            if vi.authentication.is_some() && (strict || vi.version == 3) {
+                let why = if strict {
+                    "strict mode has no authentication"
+                } else {
+                    "VRRPv3 has no authentication (RFC 5798 §9)"
+                };
+                notes.push(("authentication", format!("{why}: ignored, as keepalived")));
+                vi.authentication = None;
+            }
+            if strict && !vi.unicast_peer.is_empty() {
+                errors.push((
+                    "unicast_peer",
+                    "unicast peers are not supported in strict mode (keepalived refuses them too): remove vrrp_strict/strict_mode or the peers".into(),
+                ));
+            }
+            if strict && vi.vmac_address.is_some() {
+                notes.push((
+                    "vmac_address",
+                    "strict mode: the VMAC has the virtual router MAC; this MAC is ignored, as keepalived".into(),
+                ));
+                vi.vmac_address = None;
+            }
+            if strict && vi.use_vmac && vi.vmac_xmit_base {
+                notes.push((
+                    "vmac_xmit_base",
+                    "strict mode: adverts leave from the VMAC; vmac_xmit_base ignored, as keepalived".into(),
+                ));
+                vi.vmac_xmit_base = false;
+            }
+            if strict
+                && v6
+                && vi.unicast_peer.is_empty()
+                && vi
+                    .virtual_ipaddress
+                    .first()
+                    .is_some_and(|a| !is_link_local(a.address))
+            {
+                notes.push((
+                    "virtual_ipaddress",
+                    "strict mode: the first IPv6 virtual address must be link-local (RFC 5798 §5.2.9), as keepalived warns".into(),
+                ));
+            }
+            if vi.nopreempt && (vi.priority == 255 || vi.state == master) {
+                notes.push((
+                    "nopreempt",
+                    format!(
+                        "nopreempt does not apply {}: cleared, as keepalived",
+                        if vi.priority == 255 {
+                            "to the address owner (priority 255)"
+                        } else {
+                            "with state MASTER"
+                        }
+                    ),
+                ));
+                vi.nopreempt = false;
+            }
+            if !vi.preempt_delay.is_zero() && (vi.state == master || vi.nopreempt || strict) {
+                let why = if vi.state == master {
+                    "does not apply with state MASTER"
+                } else if vi.nopreempt {
+                    "does not apply with nopreempt"
+                } else {
+                    "is not in strict mode"
+                };
+                notes.push((
+                    "preempt_delay",
+                    format!("preempt_delay {why}: cleared, as keepalived"),
+                ));
+                vi.preempt_delay = Duration::ZERO;
+            }
+            if strict && vi.down_timer_adverts != 3 {
+                notes.push((
+                    "down_timer_adverts",
+                    "strict mode: Master_Down_Interval is RFC 5798's 3 advert intervals; down_timer_adverts 3 used, as keepalived".into(),
+                ));
+                vi.down_timer_adverts = 3;
+            }
+            if !set("accept") && !set("no_accept") {
+                vi.accept = vi.priority == 255 || !strict;
+                if !vi.accept {
+                    notes.push((
+                        "name",
+                        format!(
+                            "strict mode: accept mode off (RFC 5798 Accept_Mode False): while MASTER this node drops traffic to the virtual addresses (nftables), as keepalived; {}",
+                            if vi.version == 2 {
+                                "VRRPv2 has no accept mode: without vrrp_strict/strict_mode they are served"
+                            } else {
+                                "write `accept` to serve on them"
+                            }
+                        ),
+                    ));
+                }
+            } else if strict && vi.accept && vi.priority != 255 && vi.version == 2 {
+                notes.push((
+                    "accept",
+                    "strict mode: VRRPv2 (RFC 3768) has no accept mode; no_accept used, as keepalived".into(),
+                ));
+                vi.accept = false;
+            }
+            if strict {
+                // Unwritten: strict's value, over global_defs'; written against it: reset.
+                let mut reset = |kw: &'static str, against: bool| {
+                    if against && set(kw) {
+                        notes.push((kw, format!("strict mode: `{kw}` reset, as keepalived")));
+                    }
+                };
+                reset("garp_lower_prio_repeat", vi.garp_lower_prio_repeat != 0);
+                reset("garp_lower_prio_delay", !vi.garp_lower_prio_delay.is_zero());
+                reset("lower_prio_no_advert", !vi.lower_prio_no_advert);
+                reset("higher_prio_send_advert", vi.higher_prio_send_advert);
+                vi.garp_lower_prio_repeat = 0;
+                vi.garp_lower_prio_delay = Duration::ZERO;
+                vi.lower_prio_no_advert = true;
+                vi.higher_prio_send_advert = false;
+            }
+            for (field, message) in notes {
+                if let Some(l) = self.o.locate(&format!("{p}.{field}")) {
+                    self.d.warn(&l, format!("vrrp_instance {name}: {message}"));
+                }
+            }
+            for (field, message) in errors {
+                let path = format!("{p}.{field}");
+                // A list's error points at its first entry.
+                let first = self.o.locate(&format!("{path}[0]"));
+                if let Some(l) = first.or_else(|| self.o.locate(&path)) {
+                    self.d.error(&l, format!("vrrp_instance {name}: {message}"));
+                }
+                self.o.poison(path);
+            }
+        }
     }
 
     /// keepalived ignores the weights of a sync group member's tracks unless the group
@@ -1503,6 +1724,7 @@ impl Conv {
         self.record(&format!("{p}.name"), &name.location);
         let mut vi = VrrpInstance::new(name.text.clone(), "", 0);
         let mut version_set = false;
+        let mut strict_mode = None;
         let mut has_interface = false;
         let mut has_vrid = false;
         for st in self.section(s) {
@@ -1627,6 +1849,8 @@ impl Conv {
                         .unwrap_or(vi.garp_lower_prio_delay);
                 }
                 "lower_prio_no_advert" => vi.lower_prio_no_advert = self.flag(st, &fp),
+                "higher_prio_send_advert" => vi.higher_prio_send_advert = self.flag(st, &fp),
+                "strict_mode" => strict_mode = Some(self.flag(st, &fp)),
                 "track_interface" => {
                     let first = vi.track_interface.len();
                     for (interface, weight, reverse) in
@@ -1695,12 +1919,7 @@ impl Conv {
                 "notify_stop" => self.first_notify(&mut vi.notify_stop, st, &fp),
                 "notify" => self.first_notify(&mut vi.notify, st, &fp),
                 "dont_track_primary" => vi.dont_track_primary = self.bare_flag(st, &fp),
-                "smtp_alert"
-                | "debug"
-                | "higher_prio_send_advert"
-                | "strict_mode"
-                | "virtual_routes"
-                | "virtual_rules"
+                "smtp_alert" | "debug" | "virtual_routes" | "virtual_rules"
                 | "kernel_rx_buf_size" => self.ignored(st, "vrrp_instance"),
                 // `use_vmac [NAME] [MAC]`: an argument with ':' is the MAC (keepalived).
                 "use_vmac" => {
@@ -1770,6 +1989,7 @@ impl Conv {
         }
         self.cfg.vrrp_instances.push(vi);
         self.version_set.push(version_set);
+        self.strict_mode.push(strict_mode);
         let keywords = s
             .block
             .as_deref()
@@ -2932,6 +3152,11 @@ impl Conv {
         }
         Some(u)
     }
+}
+
+/// An IPv6 link-local unicast address (fe80::/10); IPv4 ones are never.
+fn is_link_local(a: IpAddr) -> bool {
+    matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 #[cfg(test)]
