@@ -22,6 +22,9 @@
 //!   it back.
 //! * `ping_check_follows_icmp_reachability`: keepalived's `PING_CHECK` takes a real server
 //!   whose namespace drops ICMP echo requests (nftables) down, and back up once it answers.
+//! * `vrrp_strict_sample_config_pairs_with_keepalived`: keepalived's sample configuration
+//!   (`vrrp_strict`, PASS authentication) on lb-node and on a real keepalived: one master,
+//!   the VIP's traffic dropped by the master (strict mode's accept mode off).
 //!
 //! Needs root; skips loudly without it, fails under `CI=true` (STYLE.md §10.5). Every
 //! namespace, process and file is removed by guards, also when an assertion fails (the
@@ -2666,4 +2669,125 @@ fn notify_fifos_carry_keepalived_lines() {
     for f in [&all, &vrrp_fifo, &lvs_fifo] {
         assert!(!f.exists(), "{} left behind", f.display());
     }
+}
+
+/// keepalived's sample configuration (Debian's keepalived.conf.sample: `vrrp_strict`,
+/// `state MASTER` at priority 100, PASS authentication) run by lb-node on lb1 (at
+/// priority 150) and by keepalived on lb2: strict mode drops the authentication on both
+/// sides, so each accepts the other's adverts and one holds the VIP. Before lb-node read
+/// `vrrp_strict` it sent authenticated adverts, keepalived dropped them ("invalid auth
+/// type"), and both were master. Strict mode also turns accept mode off: lb1, master,
+/// drops traffic to the VIP (a client's ping goes unanswered) while it answers on its own
+/// address.
+#[test]
+fn vrrp_strict_sample_config_pairs_with_keepalived() {
+    if !lab_available() || !lb_testkit::tool_available("keepalived") {
+        return;
+    }
+    let start = t0();
+    let lab = Lab::new("lbs", HOSTS).expect("lab");
+    let nodes = ["lb1", "lb2"];
+    let conf = |prio: u8, extra: &str| {
+        format!(
+            "global_defs {{\n    router_id LVS_DEVEL\n    vrrp_skip_check_adv_addr\n    vrrp_strict\n    vrrp_garp_interval 0\n    vrrp_gna_interval 0\n{extra}}}\n\
+             vrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 51\n    priority {prio}\n    advert_int 1\n\
+             authentication {{\n        auth_type PASS\n        auth_pass 1111\n    }}\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n"
+        )
+    };
+    let mut lb1 = Node::new(&lab, "lb1");
+    std::fs::write(
+        &lb1.conf,
+        conf(150, &format!("    admin_socket {}\n", lb1.socket.display())),
+    )
+    .expect("write config");
+    let ka_conf = lab.dir().join("ka-strict.conf");
+    std::fs::write(&ka_conf, conf(100, "")).expect("write keepalived config");
+    let vi1 = |n: &Node| n.status().and_then(|s| s.vrrp.first().map(|v| v.state));
+
+    lb1.start(&lab);
+    let master = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        vi1(&lb1) == Some(VrrpState::Master) && lab.holders(&nodes, vip()) == ["lb1"]
+    });
+    assert!(
+        master.is_some(),
+        "lb1 alone becomes master\n{:#?}\n{}",
+        lb1.status(),
+        lb1.logs()
+    );
+    step(start, "strict: lb1 (lb-node) master alone");
+
+    let mut ka = Proc::spawn(
+        lab.keepalived("lb2", &ka_conf, "ka1"),
+        lab.dir(),
+        "keepalived-1",
+    )
+    .expect("spawn keepalived");
+    let backup = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        ka.log_tail(200).contains("(VI_1) Entering BACKUP STATE")
+    });
+    assert!(backup.is_some(), "keepalived starts\n{}", ka.log_tail(60));
+    // keepalived would take over after its Master_Down_Interval (3.6 s) if it dropped
+    // lb1's adverts; watch for twice that.
+    let split = wait_until(Duration::from_secs(8), Duration::from_millis(100), || {
+        lab.holders(&nodes, vip()) != ["lb1"] || vi1(&lb1) != Some(VrrpState::Master)
+    });
+    assert!(
+        split.is_none(),
+        "keepalived (strict) stays backup under lb1: holders {:?}, lb1 {:?}\n{}\n{}",
+        lab.holders(&nodes, vip()),
+        lb1.status(),
+        lb1.logs(),
+        ka.log_tail(60)
+    );
+    let ka_log = ka.log_tail(400);
+    assert!(!ka_log.contains(" auth, expecting "), "{ka_log}");
+    step(
+        start,
+        "strict: keepalived backup under lb1 for 8 s, VIP on lb1 only",
+    );
+
+    // Accept mode off: the master drops traffic to the VIP, not to its own address.
+    let ping = |to: &str| {
+        lab.exec("client", &["ping", "-c", "1", "-W", "1", to])
+            .expect("ping")
+            .status
+            .success()
+    };
+    assert!(
+        ping(&lab.addr("lb1").to_string()),
+        "lb1 answers on its own address"
+    );
+    assert!(
+        !ping(VIP),
+        "strict mode: lb1, master, drops traffic to the VIP\n{}",
+        lb1.logs()
+    );
+    step(
+        start,
+        "strict: ping to the VIP dropped by lb1, to lb1's address answered",
+    );
+
+    // SIGTERM: lb1 sends priority 0 and keepalived takes over at once; lb1 back preempts
+    // it (keepalived accepts its adverts).
+    assert!(lb1.proc().sigterm());
+    let st = lb1.proc().wait_exit(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", lb1.logs());
+    lb1.proc = None;
+    let took = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        lab.holders(&nodes, vip()) == ["lb2"]
+    });
+    assert!(took.is_some(), "keepalived takes over\n{}", ka.log_tail(60));
+    step(start, "strict: lb1 stopped, keepalived master");
+    lb1.start(&lab);
+    let back = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lab.holders(&nodes, vip()) == ["lb1"] && vi1(&lb1) == Some(VrrpState::Master)
+    });
+    assert!(
+        back.is_some(),
+        "lb1 restarted preempts keepalived: holders {:?}\n{}\n{}",
+        lab.holders(&nodes, vip()),
+        lb1.logs(),
+        ka.log_tail(60)
+    );
+    step(start, "strict: lb1 restarted preempts keepalived");
 }
