@@ -2716,7 +2716,7 @@ fn vrrp_strict_sample_config_pairs_with_keepalived() {
     );
     step(start, "strict: lb1 (lb-node) master alone");
 
-    let mut ka = Proc::spawn(
+    let ka = Proc::spawn(
         lab.keepalived("lb2", &ka_conf, "ka1"),
         lab.dir(),
         "keepalived-1",
