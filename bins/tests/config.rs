@@ -3887,3 +3887,31 @@ fn vrrp_strict_is_applied_as_keepalived() {
         ["k.conf:8:9: vrrp_instance U: unicast peers are not supported in strict mode (keepalived refuses them too): remove vrrp_strict/strict_mode or the peers"]
     );
 }
+
+/// keepalived's `vrrp_garp_interval` / `vrrp_gna_interval`: decimal seconds to the
+/// microsecond; 0 is none (keepalived calls it invalid and keeps none); out of range or not
+/// a number is an error where written.
+#[test]
+fn garp_and_gna_intervals_are_read() {
+    let inst = "vrrp_instance V {\n    interface eth0\n    virtual_router_id 1\n    priority 100\n    virtual_ipaddress {\n        198.18.0.1\n    }\n}\n";
+    let (cfg, w) = keepalived_ok(
+        &("global_defs {\n    vrrp_garp_interval 0.000250\n    vrrp_gna_interval 0\n}\n"
+            .to_owned()
+            + inst),
+    );
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(cfg.global.vrrp_garp_interval, Duration::from_micros(250));
+    assert_eq!(cfg.global.vrrp_gna_interval, Duration::ZERO);
+    assert_eq!(
+        errors(
+            "k.conf",
+            &("global_defs {\n    vrrp_garp_interval 5000\n    vrrp_gna_interval x\n}\n"
+                .to_owned()
+                + inst)
+        ),
+        [
+            "k.conf:2:24: vrrp_garp_interval 5000 is out of range 0..=4294.967295 s",
+            "k.conf:3:23: vrrp_gna_interval \"x\" is not a number of seconds",
+        ]
+    );
+}

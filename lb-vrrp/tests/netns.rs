@@ -1991,3 +1991,129 @@ fn dont_track_primary_ignores_the_link() {
     assert!(lab.has_addr(0, VIP), "the Master dropped its VIP: {out}");
     let _ = lab.exec(0, &["ip", "link", "set", "eth0", "up"]);
 }
+
+/// The gratuitous ARPs leaf 0 (`mac`, if given) sent, as seen in `pcap`: their capture
+/// times in seconds, sorted.
+fn garp_times(pcap: &str, mac: Option<&str>) -> Vec<f64> {
+    let mut filter = "arp.opcode == 1 && arp.src.proto_ipv4 == arp.dst.proto_ipv4".to_owned();
+    if let Some(m) = mac {
+        filter.push_str(&format!(" && eth.src == {m}"));
+    }
+    let mut t: Vec<f64> = pcap_fields(pcap, Some(&filter), &["frame.time_relative"])
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t
+}
+
+/// Starts a capture of ARP in leaf 2 for `secs` seconds; returns its process and file.
+fn capture_arp(lab: &mut Lab, secs: u32) -> (usize, String) {
+    let path = lab.dir.join("arp.pcap").to_str().expect("utf8").to_owned();
+    let duration = format!("duration:{secs}");
+    let p = lab.spawn_in(
+        2,
+        "tshark",
+        &[
+            "tshark", "-q", "-i", "eth0", "-a", &duration, "-f", "arp", "-w", &path,
+        ],
+    );
+    // tshark takes a moment to start capturing.
+    assert!(
+        wait_for(Duration::from_secs(10), || std::fs::metadata(&path)
+            .is_ok_and(|m| m.len() > 0))
+        .is_some(),
+        "tshark started"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    (p, path)
+}
+
+/// keepalived's `vrrp_garp_interval`: with 0.05 s the 24 gratuitous ARPs of two bursts (4
+/// VIPs, `garp_master_repeat 3`, the second burst 1 s later) leave at least 50 ms apart;
+/// without it each burst leaves at once. Messages still waiting when the instance loses
+/// Master (a higher priority appears) are not sent: they would point the neighbours back
+/// at a backup.
+#[test]
+fn garp_interval_spaces_the_gratuitous_arps() {
+    if !lab_available() || !tool_available("tshark") {
+        return;
+    }
+    let vips = ["198.18.0.101/24", "198.18.0.102/24", "198.18.0.103/24"];
+    for interval in [None, Some("0.05")] {
+        let mut lab = Lab::new(3);
+        let (cap, pcap) = capture_arp(&mut lab, 5);
+        let mut extra = vec!["--garp-master-repeat", "3"];
+        for v in vips {
+            extra.extend(["--vip", v]);
+        }
+        if let Some(i) = interval {
+            extra.extend(["--garp-interval", i]);
+        }
+        lab.spawn_ours(0, &strs(&ours_v3("150", &extra)));
+        assert!(wait_for(Duration::from_secs(15), || lab
+            .proc(cap)
+            .child
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some())
+        .is_some());
+        let t = garp_times(&pcap, None);
+        assert_eq!(t.len(), 24, "two bursts of 4 VIPs × 3: {t:?}");
+        let gaps: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+        let min = gaps.iter().copied().fold(f64::MAX, f64::min);
+        match interval {
+            Some(_) => assert!(min >= 0.045, "at least 50 ms apart: {gaps:?}"),
+            None => assert!(t[11] - t[0] < 0.045, "one burst at once: {t:?}"),
+        }
+    }
+
+    // 4 VIPs × 5 at 0.2 s: 4 s of messages. A higher priority takes over after ~1 s; the
+    // waiting ones are dropped.
+    let mut lab = Lab::new(3);
+    let mac0 = mac_of(&lab, 0);
+    let mac1 = mac_of(&lab, 1);
+    let (cap, pcap) = capture_arp(&mut lab, 6);
+    let mut extra = vec![
+        "--garp-master-repeat",
+        "5",
+        "--garp-master-delay",
+        "0",
+        "--garp-interval",
+        "0.2",
+    ];
+    for v in vips {
+        extra.extend(["--vip", v]);
+    }
+    let a = lab.spawn_ours(0, &strs(&ours_v3("100", &extra)));
+    assert!(wait_for(Duration::from_secs(5), || lab.has_addr(0, VIP)).is_some());
+    std::thread::sleep(Duration::from_secs(1));
+    let mut same = Vec::new();
+    for v in vips {
+        same.extend(["--vip", v]);
+    }
+    lab.spawn_ours(1, &strs(&ours_v3("200", &same)));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [1]).is_some());
+    assert!(wait_for(Duration::from_secs(15), || lab
+        .proc(cap)
+        .child
+        .try_wait()
+        .ok()
+        .flatten()
+        .is_some())
+    .is_some());
+    let ours = garp_times(&pcap, Some(&mac0));
+    let theirs = garp_times(&pcap, Some(&mac1));
+    assert!(
+        (3..20).contains(&ours.len()),
+        "leaf 0 sent some, not all 20: {ours:?}\n{}",
+        lab.proc(a).stderr()
+    );
+    let took_over = theirs.first().copied().expect("leaf 1 announced the VIPs");
+    let last = ours.last().copied().unwrap_or_default();
+    assert!(
+        last < took_over + 0.15,
+        "leaf 0 stopped announcing when it lost Master: its last at {last}, leaf 1's first at {took_over}: {ours:?}"
+    );
+}

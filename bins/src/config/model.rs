@@ -140,6 +140,17 @@ pub struct Global {
     /// keepalived `vrrp_mcast_group6`: the group of IPv6 instances without `mcast_dst_ip`,
     /// link-local scope (`ff02::/16`). Default RFC 5798's ff02::12.
     pub vrrp_mcast_group6: Option<Ipv6Addr>,
+    /// keepalived `vrrp_garp_interval`: the least time between two gratuitous ARPs lb-node
+    /// sends out of one interface, whatever instance sends them, for switches and
+    /// hypervisors that drop bursts; the others wait their turn (and are dropped if their
+    /// instance leaves MASTER first). Default 0: each burst at once. keepalived.conf takes
+    /// microseconds (`0.000250`), TOML milliseconds.
+    #[serde(with = "values::duration")]
+    pub vrrp_garp_interval: Duration,
+    /// keepalived `vrrp_gna_interval`: the same for unsolicited neighbour advertisements
+    /// (IPv6 VIPs), counted apart. Default 0.
+    #[serde(with = "values::duration")]
+    pub vrrp_gna_interval: Duration,
 }
 
 /// A notify FIFO (keepalived `notify_fifo PATH [USER [GROUP]]` and `notify_fifo_script`):
@@ -180,6 +191,8 @@ impl Default for Global {
             vrrp_startup_delay: Duration::ZERO,
             vrrp_mcast_group4: None,
             vrrp_mcast_group6: None,
+            vrrp_garp_interval: Duration::ZERO,
+            vrrp_gna_interval: Duration::ZERO,
         }
     }
 }

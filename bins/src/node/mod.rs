@@ -1080,7 +1080,8 @@ impl Node {
                 .find(|(g, m)| vrrp::same_group(&s.group, &s.instances, g, m))
                 .map(|(_, m)| m);
             let unchanged = !s.tracks_any(&changed_tracks)
-                && s.sync_group.as_ref() == sync_group_of(&new, &s.group);
+                && s.sync_group.as_ref() == sync_group_of(&new, &s.group)
+                && vrrp::instance_globals(&self.config) == vrrp::instance_globals(&new);
             match members {
                 Some(m) if unchanged && *m == s.instances => keep.push(s),
                 // Only base priorities changed: applied in place, no restart.

@@ -224,6 +224,8 @@ fn instance_config(
     c.garp_lower_prio_delay = vi.garp_lower_prio_delay;
     c.lower_prio_no_advert = vi.lower_prio_no_advert;
     c.higher_prio_send_advert = vi.higher_prio_send_advert;
+    c.garp_interval = cfg.global.vrrp_garp_interval;
+    c.gna_interval = cfg.global.vrrp_gna_interval;
     if vi.use_vmac {
         // Named by Config::with_defaults when not configured.
         let name = match &vi.vmac_name {
@@ -540,6 +542,25 @@ pub(crate) async fn precheck(
             .map_err(|e| NodeError::Start(format!("no_accept: {e}")))?;
     }
     Ok(())
+}
+
+/// The `global_defs` settings every instance's configuration takes (advert groups,
+/// gratuitous ARP / NA spacing): a reload that changes them changes every instance.
+pub(crate) fn instance_globals(
+    cfg: &Config,
+) -> (
+    Option<std::net::Ipv4Addr>,
+    Option<std::net::Ipv6Addr>,
+    Duration,
+    Duration,
+) {
+    let g = &cfg.global;
+    (
+        g.vrrp_mcast_group4,
+        g.vrrp_mcast_group6,
+        g.vrrp_garp_interval,
+        g.vrrp_gna_interval,
+    )
 }
 
 /// Whether a running speaker (`group`, `instances`) is the one the new configuration's
@@ -1241,7 +1262,7 @@ mod tests {
     /// none (RFC 5798's, chosen by the driver); its VMAC, named by the defaults.
     #[test]
     fn instance_config_takes_groups_and_vmacs() {
-        let text = "[global]\nvrrp_mcast_group4 = \"224.0.0.119\"\n\
+        let text = "[global]\nvrrp_mcast_group4 = \"224.0.0.119\"\nvrrp_gna_interval = \"5ms\"\n\
                     [[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
                     virtual_ipaddress = [\"198.18.0.250\"]\nuse_vmac = true\n\
                     [[vrrp_instance]]\nname = \"B\"\ninterface = \"eth0\"\nvirtual_router_id = 52\n\
@@ -1272,5 +1293,9 @@ mod tests {
         );
         assert!(c[1].use_vmac.is_none());
         assert_eq!((c[0].down_timer_adverts, c[1].down_timer_adverts), (3, 5));
+        // The gratuitous ARP / NA spacing is every instance's.
+        assert!(c.iter().all(
+            |c| (c.garp_interval, c.gna_interval) == (Duration::ZERO, Duration::from_millis(5))
+        ));
     }
 }

@@ -160,6 +160,15 @@ pub struct VrrpInstanceConfig {
     pub garp_lower_prio_repeat: u32,
     /// `garp_lower_prio_delay`: the second such burst (default 5 s; 0 disables it).
     pub garp_lower_prio_delay: Duration,
+    /// keepalived `vrrp_garp_interval`: the least time between two gratuitous ARPs this
+    /// process sends out of one interface, whichever instance sends them (for switches
+    /// and hypervisors that drop bursts). A message over that rate waits its turn, and is
+    /// not sent if its instance has removed its VIPs meanwhile. Default 0: every burst at
+    /// once.
+    pub garp_interval: Duration,
+    /// keepalived `vrrp_gna_interval`: the same for unsolicited neighbour advertisements
+    /// (IPv6 VIPs), counted apart from the ARPs. Default 0.
+    pub gna_interval: Duration,
     /// `lower_prio_no_advert`: no advert in answer to a lower-priority one (default
     /// `false`).
     pub lower_prio_no_advert: bool,
@@ -329,6 +338,8 @@ impl VrrpInstanceConfig {
             garp_master_refresh_repeat: 1,
             garp_lower_prio_repeat: 5,
             garp_lower_prio_delay: Duration::from_secs(5),
+            garp_interval: Duration::ZERO,
+            gna_interval: Duration::ZERO,
             lower_prio_no_advert: false,
             higher_prio_send_advert: false,
             track: Vec::new(),
@@ -658,7 +669,10 @@ struct Instance {
     src: IpAddr,
     socket: Arc<AsyncFd<Socket>>,
     send_socket: Socket,
-    announce: Option<Socket>,
+    announce: Option<Arc<Socket>>,
+    /// Bumped when the VIPs are removed: gratuitous ARPs / NAs still waiting for their
+    /// turn ([`VrrpInstanceConfig::garp_interval`]) see it and are not sent.
+    announce_epoch: Arc<std::sync::atomic::AtomicU64>,
     /// The interface is up (as last seen).
     link_up: bool,
     /// `src` is an address the interface holds (or `unicast_src_ip`).
@@ -889,7 +903,7 @@ impl Speaker {
             }
             let (socket, send_socket) = open_vrrp_sockets(&cfg, &sock_if, sock_ifindex, src)?;
             let announce = match open_announce_socket(&vip_if, ifindex, v6) {
-                Ok(s) => Some(s),
+                Ok(s) => Some(Arc::new(s)),
                 Err(e) => {
                     tracing::warn!(instance = %cfg.name, error = %e, "cannot open GARP/NA socket");
                     None
@@ -936,6 +950,7 @@ impl Speaker {
                 socket: Arc::new(sys::async_socket(socket)?),
                 send_socket,
                 announce,
+                announce_epoch: Arc::default(),
                 group: if sync_group { 0 } else { i },
                 member: if sync_group { i } else { 0 },
             });
@@ -1356,7 +1371,7 @@ impl Speaker {
                 inst.sock_ifindex = sock_ifindex;
                 inst.socket = Arc::new(rx);
                 inst.send_socket = tx;
-                inst.announce = Some(announce);
+                inst.announce = Some(Arc::new(announce));
                 inst.sockets_lost = false;
                 inst.vmac_failures = 0;
                 inst.vmac_retry_at = None;
@@ -1486,7 +1501,7 @@ impl Speaker {
             }
             if !added.is_empty() {
                 let repeat = inst.cfg.garp_master_repeat;
-                if let Err(e) = announce(inst, repeat, |a| added.contains(&a)) {
+                if let Err(e) = announce(inst, &PACER, repeat, |a| added.contains(&a)) {
                     tracing::warn!(instance = %inst.cfg.name, error = %e, "sending gratuitous ARP / NA");
                 }
             }
@@ -1570,6 +1585,7 @@ impl Speaker {
                 }
             }
             Action::RemoveVips => {
+                inst.announce_epoch.fetch_add(1, Ordering::Relaxed);
                 for v in inst.cfg.all_vips() {
                     if let Err(e) = self.vips.remove(inst.ifindex, v).await {
                         tracing::error!(instance = %name, vip = %v.addr, error = %e, "removing VIP");
@@ -1585,7 +1601,7 @@ impl Speaker {
                 }
             }
             Action::AnnounceVips { repeat } => {
-                if let Err(e) = announce(inst, repeat, |_| true) {
+                if let Err(e) = announce(inst, &PACER, repeat, |_| true) {
                     tracing::warn!(instance = %name, error = %e, "sending gratuitous ARP / NA");
                 }
             }
@@ -1606,11 +1622,73 @@ impl Speaker {
     }
 }
 
+/// When each interface may send its next gratuitous ARP (and, apart, its next unsolicited
+/// NA): keepalived's `vrrp_garp_interval` / `vrrp_gna_interval`, shared by every speaker of
+/// the process as keepalived's daemon shares them between its instances (lb-node runs one
+/// speaker per instance or sync group).
+static PACER: std::sync::LazyLock<GarpPacer> = std::sync::LazyLock::new(GarpPacer::default);
+
+/// See [`PACER`].
+#[derive(Debug, Default)]
+struct GarpPacer {
+    /// (ifindex, IPv6) → the earliest time of the next message.
+    next: std::sync::Mutex<std::collections::HashMap<(u32, bool), tokio::time::Instant>>,
+}
+
+impl GarpPacer {
+    /// The time the next message of `key` may leave (`now` at the earliest), and books
+    /// the one after it `interval` later.
+    fn reserve(
+        &self,
+        key: (u32, bool),
+        interval: Duration,
+        now: tokio::time::Instant,
+    ) -> tokio::time::Instant {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = next.get(&key).copied().filter(|t| *t > now).unwrap_or(now);
+        if !interval.is_zero() {
+            next.insert(key, slot + interval);
+        }
+        slot
+    }
+}
+
+/// One gratuitous ARP (IPv4) or unsolicited NA (IPv6) for `addr` out of `ifindex`.
+fn send_announcement(
+    sock: &Socket,
+    (addr, ifindex, mac, router): (IpAddr, u32, [u8; 6], bool),
+) -> io::Result<()> {
+    match addr {
+        IpAddr::V4(a) => sys::send_packet(sock, ifindex, 0x0806, &vip::garp_frame(mac, a)),
+        IpAddr::V6(a) => {
+            let to = SocketAddrV6::new(
+                std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+                0,
+                0,
+                ifindex,
+            );
+            sock.send_to(&vip::unsolicited_na(mac, a, router), &SockAddr::from(to))
+                .map(drop)
+        }
+    }
+}
+
 /// Sends `repeat` gratuitous ARPs / unsolicited NAs for every VIP whose address passes
-/// `which`, each out of its own interface with that interface's MAC address. A failed send
-/// does not stop the others (one VIP's error must not leave the rest unannounced); the
-/// first error is returned.
-fn announce(inst: &Instance, repeat: u32, which: impl Fn(IpAddr) -> bool) -> io::Result<()> {
+/// `which`, each out of its own interface with that interface's MAC address, in
+/// keepalived's order (every VIP once, then again). A failed send does not stop the others
+/// (one VIP's error must not leave the rest unannounced); the first error is returned.
+///
+/// With a `garp_interval` / `gna_interval`, each message takes its interface's next turn
+/// from `pacer`: those due now are sent here, the others by a task that sends each at its
+/// turn unless the instance has removed its VIPs meanwhile (`announce_epoch`). keepalived
+/// instead folds the waiting repeats of one address into one message; here every repeat
+/// is sent.
+fn announce(
+    inst: &Instance,
+    pacer: &GarpPacer,
+    repeat: u32,
+    which: impl Fn(IpAddr) -> bool,
+) -> io::Result<()> {
     let (Some(sock), Some(mac)) = (&inst.announce, inst.mac) else {
         return Ok(());
     };
@@ -1638,26 +1716,51 @@ fn announce(inst: &Instance, repeat: u32, which: impl Fn(IpAddr) -> bool) -> io:
             }
         })
         .collect();
+    let paced = !(inst.cfg.garp_interval.is_zero() && inst.cfg.gna_interval.is_zero());
+    let now = tokio::time::Instant::now();
     let mut first_err = None;
+    let mut later = Vec::new();
     for _ in 0..repeat {
-        for &(addr, ifindex, mac, router) in &targets {
-            let sent = match addr {
-                IpAddr::V4(a) => sys::send_packet(sock, ifindex, 0x0806, &vip::garp_frame(mac, a)),
-                IpAddr::V6(a) => {
-                    let to = SocketAddrV6::new(
-                        std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
-                        0,
-                        0,
-                        ifindex,
-                    );
-                    sock.send_to(&vip::unsolicited_na(mac, a, router), &SockAddr::from(to))
-                        .map(drop)
+        for &t in &targets {
+            if paced {
+                let v6 = t.0.is_ipv6();
+                let interval = if v6 {
+                    inst.cfg.gna_interval
+                } else {
+                    inst.cfg.garp_interval
+                };
+                let slot = pacer.reserve((t.1, v6), interval, now);
+                if slot > now {
+                    later.push((slot, t));
+                    continue;
                 }
-            };
-            if let Err(e) = sent {
+            }
+            if let Err(e) = send_announcement(sock, t) {
                 first_err.get_or_insert(e);
             }
         }
+    }
+    if !later.is_empty() {
+        later.sort_by_key(|(slot, _)| *slot);
+        let sock = sock.clone();
+        let epoch = inst.announce_epoch.clone();
+        let at_start = epoch.load(Ordering::Relaxed);
+        let name = inst.cfg.name.clone();
+        tokio::spawn(async move {
+            let mut logged = false;
+            for (slot, t) in later {
+                tokio::time::sleep_until(slot).await;
+                if epoch.load(Ordering::Relaxed) != at_start {
+                    tracing::debug!(instance = %name, "VIPs removed: the waiting gratuitous ARPs / NAs are not sent");
+                    return;
+                }
+                if let Err(e) = send_announcement(&sock, t) {
+                    if !std::mem::replace(&mut logged, true) {
+                        tracing::warn!(instance = %name, error = %e, "sending gratuitous ARP / NA");
+                    }
+                }
+            }
+        });
     }
     first_err.map_or(Ok(()), Err)
 }

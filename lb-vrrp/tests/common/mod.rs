@@ -294,6 +294,13 @@ impl Lab {
         self.spawn(cmd, &name, false)
     }
 
+    /// Starts `args` (a program and its arguments) in leaf `i`, killed on drop.
+    pub fn spawn_in(&mut self, i: usize, name: &str, args: &[&str]) -> usize {
+        let mut cmd = cmd("ip");
+        cmd.args(["netns", "exec", &self.leaves[i]]).args(args);
+        self.spawn(cmd, name, false)
+    }
+
     /// Starts keepalived in the foreground in leaf `i` with `conf`, in its own process group.
     pub fn spawn_keepalived(&mut self, i: usize, conf: &str) -> usize {
         let n = self.procs.len();

@@ -389,6 +389,22 @@ fn bfd_interval(kw: &str) -> impl Fn(&str) -> Result<Duration, String> + '_ {
     }
 }
 
+/// keepalived's decimal seconds with microseconds (`vrrp_garp_interval 0.000250`), at
+/// most 4294.967295 s; 0 is none (keepalived calls it invalid and keeps none).
+fn micros(kw: &str) -> impl Fn(&str) -> Result<Duration, String> + '_ {
+    move |s| {
+        let f: f64 = s
+            .parse()
+            .ok()
+            .filter(|f: &f64| f.is_finite())
+            .ok_or_else(|| format!("{kw} {s:?} is not a number of seconds"))?;
+        if !(0.0..=4294.967295).contains(&f) {
+            return Err(format!("{kw} {s} is out of range 0..=4294.967295 s"));
+        }
+        Ok(Duration::from_micros((f * 1e6).round() as u64))
+    }
+}
+
 fn duration(kw: &str) -> impl Fn(&str) -> Result<Duration, String> + '_ {
     move |s| parse_duration(s).map_err(|e| format!("{kw}: {e}"))
 }
@@ -913,6 +929,15 @@ impl Conv {
                     );
                 }
                 "vrrp_strict" => self.vrrp_strict = self.bare_flag(s, "global.vrrp_strict"),
+                kw @ ("vrrp_garp_interval" | "vrrp_gna_interval") => {
+                    if let Some(d) = self.get(s, &format!("global.{kw}"), micros(kw)) {
+                        if kw == "vrrp_garp_interval" {
+                            self.cfg.global.vrrp_garp_interval = d;
+                        } else {
+                            self.cfg.global.vrrp_gna_interval = d;
+                        }
+                    }
+                }
                 "vrrp_higher_prio_send_advert" => {
                     self.vrrp_defaults.higher_prio_send_advert =
                         Some(self.flag(s, "global.vrrp_higher_prio_send_advert"));
@@ -991,8 +1016,6 @@ impl Conv {
                 | "smtp_connect_timeout"
                 | "smtp_helo_name"
                 | "enable_script_security"
-                | "vrrp_garp_interval"
-                | "vrrp_gna_interval"
                 | "lvs_id"
                 | "lvs_sync_daemon"
                 | "max_auto_priority"
