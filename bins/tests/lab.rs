@@ -22,6 +22,8 @@
 //!   it back.
 //! * `ping_check_follows_icmp_reachability`: keepalived's `PING_CHECK` takes a real server
 //!   whose namespace drops ICMP echo requests (nftables) down, and back up once it answers.
+//! * `reload_of_vrrp_mcast_group4_moves_the_adverts`: a reload changing only the global
+//!   advert group moves a MASTER's adverts to it.
 //! * `vrrp_strict_sample_config_pairs_with_keepalived`: keepalived's sample configuration
 //!   (`vrrp_strict`, PASS authentication) on lb-node and on a real keepalived: one master,
 //!   the VIP's traffic dropped by the master (strict mode's accept mode off).
@@ -2790,4 +2792,81 @@ fn vrrp_strict_sample_config_pairs_with_keepalived() {
         ka.log_tail(60)
     );
     step(start, "strict: lb1 restarted preempts keepalived");
+}
+
+/// A reload that changes only `global_defs` `vrrp_mcast_group4` moves the running
+/// instance's adverts to the new group (through a hand-over: it stays MASTER with its VIP).
+/// Reloads compared only the instances' own settings before, and the adverts stayed on the
+/// old group.
+#[test]
+fn reload_of_vrrp_mcast_group4_moves_the_adverts() {
+    if !lab_available() || !lb_testkit::tool_available("tshark") {
+        return;
+    }
+    let lab = Lab::new("lbg", &[("lb1", 11), ("lb2", 12)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let socket = lb1.socket.clone();
+    let conf = |group: &str| {
+        format!(
+            "global_defs {{\n    admin_socket {}\n    vrrp_mcast_group4 {group}\n}}\n\
+             vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 61\n    priority 100\n    advert_int 1\n\
+             virtual_ipaddress {{\n        {VIP}\n    }}\n}}\n",
+            socket.display()
+        )
+    };
+    std::fs::write(&lb1.conf, conf("224.0.0.18")).expect("write config");
+    lb1.start(&lab);
+    let master = |lb1: &Node| {
+        lb1.status()
+            .is_some_and(|s| s.vrrp.first().is_some_and(|v| v.state == VrrpState::Master))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            master(&lb1)
+        })
+        .is_some(),
+        "{}",
+        lb1.logs()
+    );
+    // The adverts' destinations seen from lb2 over 2.5 s (2 or 3 adverts).
+    let groups = || {
+        let out = lab
+            .exec(
+                "lb2",
+                &[
+                    "tshark",
+                    "-q",
+                    "-l",
+                    "-i",
+                    "eth0",
+                    "-a",
+                    "duration:3",
+                    "-f",
+                    "ip proto 112",
+                    "-T",
+                    "fields",
+                    "-e",
+                    "ip.dst",
+                ],
+            )
+            .expect("tshark");
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        v.dedup();
+        v
+    };
+    assert_eq!(groups(), ["224.0.0.18"]);
+    std::fs::write(&lb1.conf, conf("224.0.0.119")).expect("write config");
+    assert!(lb1.proc().sighup());
+    let done = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        lb1.proc().stderr().contains("reload done")
+    });
+    assert!(done.is_some(), "reload done\n{}", lb1.logs());
+    assert_eq!(groups(), ["224.0.0.119"], "{}", lb1.logs());
+    assert!(
+        master(&lb1) && lab.has_addr("lb1", vip()),
+        "still MASTER with the VIP"
+    );
 }
