@@ -3915,3 +3915,47 @@ fn garp_and_gna_intervals_are_read() {
         ]
     );
 }
+
+/// keepalived settings read since the keyword survey of keepalived 2.2.7's parsers:
+/// `unicast_ttl`, `vrrp_min_garp` (one gratuitous ARP, no second burst, no refresh, unless
+/// written), `check_unicast_src` (what lb-node always does: no warning); keepalived's own
+/// tuning knobs are "not supported" instead of "unknown"; the ones that change what
+/// keepalived does say what lb-node does; VRF and IPvlan are refused.
+#[test]
+fn keepalived_keywords_are_read_or_explained() {
+    let text = "global_defs {\n    vrrp_min_garp\n    vrrp_garp_master_repeat 2\n    vrrp_check_unicast_src\n    vrrp_rt_priority 50\n    startup_script /bin/true\n}\n\
+        vrrp_instance V {\n    interface eth0\n    virtual_router_id 1\n    priority 100\n    unicast_ttl 9\n    check_unicast_src\n    unicast_peer {\n        198.18.0.2\n    }\n    notify_priority_changes\n    virtual_ipaddress {\n        198.18.0.1\n    }\n}\n";
+    let (cfg, w) = keepalived_ok(text);
+    let v = &cfg.vrrp_instances[0];
+    assert_eq!(v.unicast_ttl, 9);
+    assert_eq!(
+        (
+            v.garp_master_repeat,
+            v.garp_master_delay,
+            v.garp_master_refresh
+        ),
+        (2, Duration::ZERO, None)
+    );
+    assert_eq!(
+        (v.garp_lower_prio_repeat, v.garp_lower_prio_delay),
+        (2, Duration::ZERO)
+    );
+    assert_eq!(
+        w,
+        [
+            "5:5: `vrrp_rt_priority` in global_defs is not supported by lb-node, ignored",
+            "6:5: `startup_script` in global_defs is ignored: lb-node runs no start-up script (run it around lb-node's own start and stop)",
+            "17:5: `notify_priority_changes` in vrrp_instance is ignored: notify scripts and FIFOs are told of state changes only",
+        ]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            "vrrp_instance V {\n    interface eth0\n    virtual_router_id 1\n    use_ipvlan\n    unicast_ttl 0\n    virtual_ipaddress {\n        198.18.0.1\n    }\n}\n"
+        ),
+        [
+            "k.conf:4:5: `use_ipvlan` is not supported by lb-node",
+            "k.conf:5:17: unicast_ttl 0 is out of range 1..=255",
+        ]
+    );
+}

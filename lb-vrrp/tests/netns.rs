@@ -2117,3 +2117,44 @@ fn garp_interval_spaces_the_gratuitous_arps() {
         "leaf 0 stopped announcing when it lost Master: its last at {last}, leaf 1's first at {took_over}: {ours:?}"
     );
 }
+
+/// keepalived's `unicast_ttl`: unicast adverts leave with that TTL (255 otherwise).
+#[test]
+fn unicast_ttl_sets_the_adverts_ttl() {
+    if !lab_available() || !tool_available("tshark") {
+        return;
+    }
+    for (ttl, want) in [(None, "255"), (Some("7"), "7")] {
+        let mut lab = Lab::new(2);
+        let mut extra = vec!["--unicast-peer", "198.18.0.2"];
+        if let Some(t) = ttl {
+            extra.extend(["--unicast-ttl", t]);
+        }
+        lab.spawn_ours(0, &strs(&ours_v3("150", &extra)));
+        assert!(wait_for(Duration::from_secs(5), || lab.has_addr(0, VIP)).is_some());
+        let (ok, out) = lab.exec(
+            1,
+            &[
+                "tshark",
+                "-q",
+                "-l",
+                "-i",
+                "eth0",
+                "-a",
+                "duration:2",
+                "-f",
+                "ip proto 112",
+                "-T",
+                "fields",
+                "-e",
+                "ip.ttl",
+            ],
+        );
+        assert!(ok, "tshark");
+        let ttls: Vec<&str> = out.lines().collect();
+        assert!(
+            !ttls.is_empty() && ttls.iter().all(|t| *t == want),
+            "TTL {want}: {ttls:?}"
+        );
+    }
+}

@@ -578,6 +578,10 @@ pub struct VrrpInstance {
     /// Unicast peers; empty (default) means multicast.
     #[serde(default)]
     pub unicast_peer: Vec<IpAddr>,
+    /// keepalived `unicast_ttl`: the TTL (IPv6 hop limit) of the adverts sent to the
+    /// unicast peers, 1..=255. Default 255.
+    #[serde(default = "values::max_ttl")]
+    pub unicast_ttl: u8,
     /// keepalived `dont_track_primary`: the instance's interface (and its VMAC) going down
     /// does not put it in FAULT. Default false.
     #[serde(default)]
@@ -796,6 +800,7 @@ impl VrrpInstance {
             garp_lower_prio_delay: Duration::from_secs(5),
             lower_prio_no_advert: false,
             higher_prio_send_advert: false,
+            unicast_ttl: 255,
             track_interface: Vec::new(),
             track_script: Vec::new(),
             track_service: Vec::new(),
@@ -3034,6 +3039,12 @@ impl Config {
                         format!("unicast_peer {peer} is not a unicast address of the VIPs' family"),
                     );
                 }
+            }
+            if vi.unicast_ttl == 0 {
+                err(
+                    format!("{p}.unicast_ttl"),
+                    "unicast_ttl 0: the adverts would go nowhere (1..=255)".into(),
+                );
             }
             if vi.nopreempt && vi.state == InitialState::Master {
                 warn(

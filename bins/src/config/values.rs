@@ -122,6 +122,9 @@ pub(crate) fn five() -> u32 {
 pub(crate) fn three() -> u8 {
     3
 }
+pub(crate) fn max_ttl() -> u8 {
+    255
+}
 pub(crate) fn yes() -> bool {
     true
 }

@@ -205,6 +205,7 @@ fn instance_config(
     }
     c.unicast_src_ip = vi.unicast_src_ip;
     c.unicast_peer = vi.unicast_peer.clone();
+    c.unicast_ttl = vi.unicast_ttl;
     c.down_timer_adverts = vi.down_timer_adverts;
     c.dont_track_primary = vi.dont_track_primary;
     c.mcast_dst_ip = vi.mcast_dst_ip.or(if vi.is_v6() {

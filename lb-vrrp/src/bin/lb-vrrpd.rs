@@ -10,7 +10,7 @@
 //!   [--unicast-src-ip IP --unicast-peer IP ...] [--mcast-dst-ip GROUP] [--down-timer-adverts N] [--dont-track-primary] [--nopreempt] [--preempt-delay S] [--no-accept] \
 //!   [--garp-master-delay S] [--garp-master-repeat N] [--garp-master-refresh S] \
 //!   [--garp-lower-prio-repeat N] [--garp-lower-prio-delay S] [--lower-prio-no-advert] \
-//!   [--higher-prio-send-advert] [--garp-interval S] [--gna-interval S] \
+//!   [--higher-prio-send-advert] [--garp-interval S] [--gna-interval S] [--unicast-ttl N] \
 //!   [--track-script CMD [--script-interval S] [--script-timeout S] [--script-weight W] \
 //!                       [--script-rise N] [--script-fall N]] ... \
 //!   [--notify-master CMD] [--notify-backup CMD] [--notify-fault CMD] [--notify-stop CMD] \
@@ -237,6 +237,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Parsed> {
             "--garp-lower-prio-delay" => c.garp_lower_prio_delay = secs(&val)?,
             "--garp-interval" => c.garp_interval = secs(&val)?,
             "--gna-interval" => c.gna_interval = secs(&val)?,
+            "--unicast-ttl" => c.unicast_ttl = val.parse()?,
             "--lower-prio-no-advert" => c.lower_prio_no_advert = true,
             "--higher-prio-send-advert" => c.higher_prio_send_advert = true,
             "--track-script" => c.track_script.push(TrackScript::new(&val)),

@@ -166,6 +166,11 @@ pub struct VrrpInstanceConfig {
     /// not sent if its instance has removed its VIPs meanwhile. Default 0: every burst at
     /// once.
     pub garp_interval: Duration,
+    /// keepalived `unicast_ttl`: the TTL (IPv6 hop limit) of adverts sent to
+    /// [`VrrpInstanceConfig::unicast_peer`]s, 1..=255, for peers a few routers away that
+    /// should be reached no farther. Multicast adverts always leave with 255 (RFC 5798
+    /// §5.1.1.3). Default 255.
+    pub unicast_ttl: u8,
     /// keepalived `vrrp_gna_interval`: the same for unsolicited neighbour advertisements
     /// (IPv6 VIPs), counted apart from the ARPs. Default 0.
     pub gna_interval: Duration,
@@ -339,6 +344,7 @@ impl VrrpInstanceConfig {
             garp_lower_prio_repeat: 5,
             garp_lower_prio_delay: Duration::from_secs(5),
             garp_interval: Duration::ZERO,
+            unicast_ttl: VRRP_TTL,
             gna_interval: Duration::ZERO,
             lower_prio_no_advert: false,
             higher_prio_send_advert: false,
@@ -1857,6 +1863,13 @@ fn open_send_socket(
         IpAddr::V6(_) => {
             tx.set_freebind_ipv6(true)?;
             tx.set_tclass_v6(u32::from(ADVERT_TOS))?;
+        }
+    }
+    if !cfg.unicast_peer.is_empty() && cfg.unicast_ttl != VRRP_TTL {
+        let ttl = u32::from(cfg.unicast_ttl.max(1));
+        match src {
+            IpAddr::V4(_) => tx.set_ttl(ttl)?,
+            IpAddr::V6(_) => tx.set_unicast_hops_v6(ttl)?,
         }
     }
     let bind_to = match src {

@@ -1026,7 +1026,142 @@ impl Conv {
                 | "vrrp_process_name"
                 | "enable_traps"
                 | "snmp_socket"
-                | "lvs_flush" => self.ignored(s, "global_defs"),
+                | "lvs_flush"
+                | "bfd_cpu_affinity"
+                | "bfd_no_swap"
+                | "bfd_priority"
+                | "bfd_process_name"
+                | "bfd_rlimit_rtime"
+                | "bfd_rlimit_rttime"
+                | "bfd_rt_priority"
+                | "checker_cpu_affinity"
+                | "checker_log_all_failures"
+                | "checker_no_swap"
+                | "checker_priority"
+                | "checker_rlimit_rtime"
+                | "checker_rlimit_rttime"
+                | "checker_rt_priority"
+                | "config_save_dir"
+                | "data_use_instance"
+                | "dbus_service_name"
+                | "disable_local_igmp"
+                | "enable_dbus"
+                | "enable_snmp_checker"
+                | "enable_snmp_keepalived"
+                | "enable_snmp_rfc"
+                | "enable_snmp_rfcv2"
+                | "enable_snmp_rfcv3"
+                | "enable_snmp_vrrp"
+                | "log_unknown_vrids"
+                | "lvs_flush_on_stop"
+                | "lvs_flush_onstop"
+                | "lvs_netlink_cmd_rcv_bufs"
+                | "lvs_netlink_cmd_rcv_bufs_force"
+                | "lvs_netlink_monitor_rcv_bufs"
+                | "lvs_netlink_monitor_rcv_bufs_force"
+                | "lvs_process_name"
+                | "lvs_timeouts"
+                | "min_auto_priority_delay"
+                | "no_checker_emails"
+                | "no_email_faults"
+                | "process_monitor_rcv_bufs"
+                | "process_monitor_rcv_bufs_force"
+                | "process_name"
+                | "process_names"
+                | "random_seed"
+                | "smtp_alert_checker"
+                | "smtp_alert_vrrp"
+                | "tmp_config_directory"
+                | "umask"
+                | "vrrp_cpu_affinity"
+                | "vrrp_netlink_cmd_rcv_bufs"
+                | "vrrp_netlink_cmd_rcv_bufs_force"
+                | "vrrp_netlink_monitor_rcv_bufs"
+                | "vrrp_netlink_monitor_rcv_bufs_force"
+                | "vrrp_no_swap"
+                | "vrrp_priority"
+                | "vrrp_rlimit_rtime"
+                | "vrrp_rlimit_rttime"
+                | "vrrp_rt_priority"
+                | "vrrp_rx_bufs_multiplier"
+                | "vrrp_rx_bufs_policy" => self.ignored(s, "global_defs"),
+                // Settings that change what keepalived does: say what lb-node does instead.
+                kw @ ("startup_script"
+                | "startup_script_timeout"
+                | "shutdown_script"
+                | "shutdown_script_timeout") => self.ignored_unlike_keepalived(
+                    s,
+                    "global_defs",
+                    &format!("lb-node runs no {} script (run it around lb-node's own start and stop)", if kw.starts_with("startup") { "start-up" } else { "shut-down" }),
+                ),
+                "vmac_prefix" | "vmac_addr_prefix" => self.ignored_unlike_keepalived(
+                    s,
+                    "global_defs",
+                    "VMACs are named vrrp.<VRID> and get RFC 5798's MAC unless `use_vmac NAME MAC` says otherwise",
+                ),
+                "vrrp_notify_priority_changes" => self.ignored_unlike_keepalived(
+                    s,
+                    "global_defs",
+                    "notify scripts and FIFOs are not told of priority changes",
+                ),
+                "fifo_write_vrrp_states_on_reload" => self.ignored_unlike_keepalived(
+                    s,
+                    "global_defs",
+                    "a reload writes no state lines to the notify FIFOs",
+                ),
+                "rs_init_notifies" => self.ignored_unlike_keepalived(
+                    s,
+                    "global_defs",
+                    "real servers' notify scripts run on changes only, not for their first state",
+                ),
+                "default_interface" => self.ignored_unlike_keepalived(
+                    s,
+                    "global_defs",
+                    "every vrrp_instance names its interface",
+                ),
+                "vrrp_garp_extra_if" | "vrrp_vmac_garp_intvl" => self.ignored_unlike_keepalived(
+                    s,
+                    "global_defs",
+                    "gratuitous ARPs go out of the VIPs' own interfaces only",
+                ),
+                kw @ ("nftables"
+                | "nftables_priority"
+                | "nftables_counters"
+                | "nftables_ifindex"
+                | "nftables_ipvs"
+                | "nftables_ipvs_priority"
+                | "nftables_ipvs_start_fwmark"
+                | "include_check"
+                | "reload_check_config"
+                | "reload_file"
+                | "reload_repeat"
+                | "reload_time_file") => self.ignored_unlike_keepalived(
+                    s,
+                    "global_defs",
+                    if kw.starts_with("nftables") {
+                        "lb-node keeps its own nftables tables (inet lb_vrrp for no_accept, ip/ip6 lb_vrrp_vmac for VMACs)"
+                    } else if kw == "include_check" {
+                        "use keepalived's include variants (includer, includem, includew, includeb, includea) per include"
+                    } else {
+                        "lb-node reloads on SIGHUP, after checking the whole new configuration (a bad one is refused and the running one stays)"
+                    },
+                ),
+                "vrrp_min_garp" => {
+                    // keepalived: one gratuitous ARP / NA at the transition, no second
+                    // burst, no refresh; settings written before or after still win.
+                    if self.flag(s, "global.vrrp_min_garp") {
+                        let d = &mut self.vrrp_defaults;
+                        d.garp_master_repeat.get_or_insert(1);
+                        d.garp_master_delay.get_or_insert(Duration::ZERO);
+                        d.garp_master_refresh.get_or_insert(Duration::ZERO);
+                        d.garp_master_refresh_repeat.get_or_insert(0);
+                    }
+                }
+                // What lb-node always does: adverts from a source not in unicast_peer are
+                // dropped (and counted).
+                "vrrp_check_unicast_src" => {
+                    self.flag(s, "global.vrrp_check_unicast_src");
+                }
                 "script_user" => {
                     if let Some((u, g)) =
                         self.user_group(s, "global.script_user", "global.script_group")
@@ -1873,6 +2008,14 @@ impl Conv {
                 }
                 "lower_prio_no_advert" => vi.lower_prio_no_advert = self.flag(st, &fp),
                 "higher_prio_send_advert" => vi.higher_prio_send_advert = self.flag(st, &fp),
+                "unicast_ttl" => {
+                    vi.unicast_ttl = self.get(st, &fp, int(kw, 1, 255)).unwrap_or(255);
+                }
+                // What lb-node always does: adverts from a source not in unicast_peer are
+                // dropped (and counted).
+                "check_unicast_src" => {
+                    self.flag(st, &fp);
+                }
                 "strict_mode" => strict_mode = Some(self.flag(st, &fp)),
                 "track_interface" => {
                     let first = vi.track_interface.len();
@@ -1943,7 +2086,37 @@ impl Conv {
                 "notify" => self.first_notify(&mut vi.notify, st, &fp),
                 "dont_track_primary" => vi.dont_track_primary = self.bare_flag(st, &fp),
                 "smtp_alert" | "debug" | "virtual_routes" | "virtual_rules"
-                | "kernel_rx_buf_size" => self.ignored(st, "vrrp_instance"),
+                | "kernel_rx_buf_size"
+                | "linkbeat_use_polling"
+                | "lvs_sync_daemon_interface"
+                | "promote_secondaries"
+                | "track_src_ip" => self.ignored(st, "vrrp_instance"),
+                "notify_priority_changes" | "notify_master_rx_lower_pri" | "notify_deleted" => {
+                    self.ignored_unlike_keepalived(
+                        st,
+                        "vrrp_instance",
+                        "notify scripts and FIFOs are told of state changes only",
+                    )
+                }
+                "garp_extra_if" | "vmac_garp_intvl" => self.ignored_unlike_keepalived(
+                    st,
+                    "vrrp_instance",
+                    "gratuitous ARPs go out of the VIPs' own interfaces only",
+                ),
+                "old_unicast_checksum" => self.ignored_unlike_keepalived(
+                    st,
+                    "vrrp_instance",
+                    "VRRPv3 unicast adverts carry RFC 5798's checksum (keepalived before 1.3.8 computed another; such peers drop them)",
+                ),
+                "unicast_fault_no_peer" => self.ignored_unlike_keepalived(
+                    st,
+                    "vrrp_instance",
+                    "an instance without unicast_peer sends multicast",
+                ),
+                kw @ ("use_vmac_addr" | "use_ipvlan" | "vrf") => self.d.error(
+                    &st.keyword.location,
+                    format!("`{kw}` is not supported by lb-node"),
+                ),
                 // `use_vmac [NAME] [MAC]`: an argument with ':' is the MAC (keepalived).
                 "use_vmac" => {
                     vi.use_vmac = true;
