@@ -3929,6 +3929,13 @@ fn keepalived_keywords_are_read_or_explained() {
     let v = &cfg.vrrp_instances[0];
     assert_eq!(v.unicast_ttl, 9);
     assert_eq!(
+        cfg.global
+            .startup_script
+            .as_ref()
+            .map(|s| s.command.as_str()),
+        Some("/bin/true")
+    );
+    assert_eq!(
         (
             v.garp_master_repeat,
             v.garp_master_delay,
@@ -3944,7 +3951,6 @@ fn keepalived_keywords_are_read_or_explained() {
         w,
         [
             "5:5: `vrrp_rt_priority` in global_defs is not supported by lb-node, ignored",
-            "6:5: `startup_script` in global_defs is ignored: lb-node runs no start-up script (run it around lb-node's own start and stop)",
             "17:5: `notify_priority_changes` in vrrp_instance is ignored: notify scripts and FIFOs are told of state changes only",
         ]
     );

@@ -3200,3 +3200,81 @@ fn notify_scripts_follow_the_real_servers_combined_state() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// keepalived's `startup_script` runs to its end before lb-node starts anything (the admin
+/// socket is not there yet while it runs); `shutdown_script` runs once lb-node has
+/// stopped everything (the listener is closed); a startup script still running at
+/// `startup_script_timeout` is killed with its process group and the start goes on.
+#[test]
+fn startup_and_shutdown_scripts_run_around_the_node() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let port = free_port();
+    let sock = dir.join("admin.sock");
+    let conf = |startup: &str, timeout: u32| {
+        format!(
+            "global_defs {{\n    admin_socket {sock}\n    drain_deadline 1s\n    startup_script \"{startup}\"\n    startup_script_timeout {timeout}\n    shutdown_script \"/bin/bash -c 'if (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; then echo listening; else echo closed; fi > {d}/stop'\"\n}}\n\
+             virtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    lb_algo rr\n    real_server {ip} {rp} {{\n    }}\n}}\n",
+            sock = sock.display(),
+            d = dir.display(),
+            ip = a.addr.ip(),
+            rp = a.addr.port(),
+        )
+    };
+    let cfg = dir.join("keepalived.conf");
+    let startup = format!(
+        "/bin/sh -c 'sleep 0.5; test -e {sock} && echo early > {d}/start || echo before > {d}/start'",
+        sock = sock.display(),
+        d = dir.display()
+    );
+    std::fs::write(&cfg, conf(&startup, 10)).unwrap();
+    let (mut node, _) = start_node_with(&dir, &cfg);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("start")).unwrap_or_default(),
+        "before\n",
+        "the startup script ran, before the admin socket existed"
+    );
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(body(&get(vip).unwrap()), "a");
+    let term = Command::new("kill")
+        .args(["-TERM", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(wait_until(Duration::from_secs(10), || node
+        .0
+        .try_wait()
+        .ok()
+        .flatten()
+        .is_some()));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stop")).unwrap_or_default(),
+        "closed\n",
+        "the shutdown script ran after the listener closed: {}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+
+    // A startup script that outlives its timeout: killed with its group (its `sleep`
+    // child too), and the node starts.
+    let pidfile = dir.join("sleep.pid");
+    let hang = format!(
+        "/bin/sh -c 'sleep 300 & echo $! > {}; wait'",
+        pidfile.display()
+    );
+    std::fs::write(&cfg, conf(&hang, 1)).unwrap();
+    let started = Instant::now();
+    let (_node, _) = start_node_with(&dir, &cfg);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the node waited for the startup script"
+    );
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let alive = || Path::new(&format!("/proc/{}", pid.trim())).exists();
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive()),
+        "the startup script's child is killed with its group"
+    );
+    let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    assert!(log.contains("startup script timed out"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -151,6 +151,21 @@ pub struct Global {
     /// (IPv6 VIPs), counted apart. Default 0.
     #[serde(with = "values::duration")]
     pub vrrp_gna_interval: Duration,
+    /// keepalived `startup_script`: run (by `/bin/sh -c`, as its user or `script_user`)
+    /// before lb-node starts its VRRP instances and virtual servers, which wait for it to
+    /// exit or for `startup_script_timeout`; then it gets SIGTERM, and SIGKILL 2 s later,
+    /// with every process of its group. A failure is logged; the start goes on. Not run
+    /// at a reload. None by default.
+    pub startup_script: Option<NotifyScript>,
+    /// keepalived `startup_script_timeout`, 1..=1000 s. Default 10 s.
+    #[serde(with = "values::duration")]
+    pub startup_script_timeout: Duration,
+    /// keepalived `shutdown_script`: run likewise once lb-node has stopped everything
+    /// (VIPs removed, connections drained), before it exits. None by default.
+    pub shutdown_script: Option<NotifyScript>,
+    /// keepalived `shutdown_script_timeout`, 1..=1000 s. Default 10 s.
+    #[serde(with = "values::duration")]
+    pub shutdown_script_timeout: Duration,
 }
 
 /// A notify FIFO (keepalived `notify_fifo PATH [USER [GROUP]]` and `notify_fifo_script`):
@@ -193,6 +208,10 @@ impl Default for Global {
             vrrp_mcast_group6: None,
             vrrp_garp_interval: Duration::ZERO,
             vrrp_gna_interval: Duration::ZERO,
+            startup_script: None,
+            startup_script_timeout: Duration::from_secs(10),
+            shutdown_script: None,
+            shutdown_script_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -2219,6 +2238,8 @@ impl Config {
             set(&mut f.user, &mut f.group);
             notify(&mut f.script);
         }
+        notify(&mut self.global.startup_script);
+        notify(&mut self.global.shutdown_script);
         for vi in &mut self.vrrp_instances {
             for n in [
                 &mut vi.notify_master,
@@ -2754,6 +2775,27 @@ impl Config {
             }
             if let Some(s) = &f.script {
                 notify(&mut err, format!("global.{key}.script"), Some(s));
+            }
+        }
+
+        for (key, s, timeout) in [
+            (
+                "startup_script",
+                &self.global.startup_script,
+                self.global.startup_script_timeout,
+            ),
+            (
+                "shutdown_script",
+                &self.global.shutdown_script,
+                self.global.shutdown_script_timeout,
+            ),
+        ] {
+            notify(&mut err, format!("global.{key}"), s.as_ref());
+            if !(1..=1000).contains(&timeout.as_secs()) || timeout.subsec_nanos() != 0 {
+                err(
+                    format!("global.{key}_timeout"),
+                    format!("{key}_timeout takes whole seconds 1..=1000"),
+                );
             }
         }
 

@@ -397,6 +397,73 @@ pub(crate) fn notify(script: &NotifyScript, args: &[&str]) {
     }
 }
 
+/// Runs keepalived's `startup_script` or `shutdown_script` (`kind`) by `/bin/sh -c`, in a
+/// process group of its own, as its user, and waits for it: at most `timeout`, then
+/// SIGTERM to the group and, 2 s later, SIGKILL (keepalived's handling of a script that
+/// times out). A failure is logged and changes nothing else.
+pub(crate) async fn run_lifecycle_script(script: &NotifyScript, timeout: Duration, kind: &str) {
+    let run_as = match notify_run_as(script) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(script = %script.command, error = %e, "{kind} script not run");
+            return;
+        }
+    };
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&script.command)
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(r) = run_as {
+        cmd.gid(r.gid).uid(r.uid);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(script = %script.command, error = %e, "{kind} script failed to start");
+            return;
+        }
+    };
+    tracing::info!(script = %script.command, "running the {kind} script");
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(nix::unistd::Pid::from_raw);
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(s) => s,
+        Err(_) => {
+            tracing::warn!(script = %script.command, ?timeout, "{kind} script timed out: SIGTERM, then SIGKILL 2 s later");
+            let mut status = None;
+            for sig in [
+                nix::sys::signal::Signal::SIGTERM,
+                nix::sys::signal::Signal::SIGKILL,
+            ] {
+                if let Some(g) = group {
+                    let _ = nix::sys::signal::killpg(g, sig);
+                }
+                if let Ok(s) = tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                    status = Some(s);
+                    break;
+                }
+            }
+            match status {
+                Some(s) => s,
+                None => {
+                    tracing::error!(script = %script.command, "{kind} script did not end after SIGKILL");
+                    return;
+                }
+            }
+        }
+    };
+    match status {
+        Ok(s) if s.success() => tracing::info!(script = %script.command, "{kind} script done"),
+        Ok(s) => tracing::warn!(script = %script.command, status = %s, "{kind} script failed"),
+        Err(e) => {
+            tracing::warn!(script = %script.command, error = %e, "{kind} script: wait failed")
+        }
+    }
+}
+
 /// Users and groups of notify scripts, looked up once and remembered until the next
 /// configuration load ([`forget_notify_users`]), as keepalived resolves them at load: a
 /// lookup goes through NSS (files, LDAP, sssd) and may stall the event loop.
@@ -1243,6 +1310,15 @@ pub async fn run(path: PathBuf, format: Option<Format>) -> Result<(), NodeError>
     let mut hup = signal(SignalKind::hangup())
         .map_err(|e| NodeError::Start(format!("SIGHUP handler: {e}")))?;
     let socket_path = config.global.admin_socket.clone();
+    let shutdown_script = config
+        .global
+        .shutdown_script
+        .clone()
+        .map(|s| (s, config.global.shutdown_script_timeout));
+    // keepalived runs it before it starts anything.
+    if let Some(s) = &config.global.startup_script {
+        run_lifecycle_script(s, config.global.startup_script_timeout, "startup").await;
+    }
     let listener = admin::server::bind(&socket_path)
         .map_err(|e| NodeError::Start(format!("admin socket {}: {e}", socket_path.display())))?;
     let mut node = match Node::start(path, format, config).await {
@@ -1273,6 +1349,11 @@ pub async fn run(path: PathBuf, format: Option<Format>) -> Result<(), NodeError>
     let _ = stop_admin.send(());
     let _ = admin_task.await;
     let _ = std::fs::remove_file(&socket_path);
+    // keepalived runs it once everything has stopped; the one of the configuration lb-node
+    // started with (a reload does not change it, as keepalived reads it at start).
+    if let Some((s, timeout)) = &shutdown_script {
+        run_lifecycle_script(s, *timeout, "shutdown").await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

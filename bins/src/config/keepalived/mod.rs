@@ -1086,14 +1086,27 @@ impl Conv {
                 | "vrrp_rx_bufs_multiplier"
                 | "vrrp_rx_bufs_policy" => self.ignored(s, "global_defs"),
                 // Settings that change what keepalived does: say what lb-node does instead.
-                kw @ ("startup_script"
-                | "startup_script_timeout"
-                | "shutdown_script"
-                | "shutdown_script_timeout") => self.ignored_unlike_keepalived(
-                    s,
-                    "global_defs",
-                    &format!("lb-node runs no {} script (run it around lb-node's own start and stop)", if kw.starts_with("startup") { "start-up" } else { "shut-down" }),
-                ),
+                "startup_script" => {
+                    let mut slot = self.cfg.global.startup_script.take();
+                    self.first_notify(&mut slot, s, "global.startup_script");
+                    self.cfg.global.startup_script = slot;
+                }
+                "shutdown_script" => {
+                    let mut slot = self.cfg.global.shutdown_script.take();
+                    self.first_notify(&mut slot, s, "global.shutdown_script");
+                    self.cfg.global.shutdown_script = slot;
+                }
+                kw @ ("startup_script_timeout" | "shutdown_script_timeout") => {
+                    let path = format!("global.{kw}");
+                    if let Some(n) = self.get(s, &path, int::<u64>(kw, 1, 1000)) {
+                        let d = Duration::from_secs(n);
+                        if kw == "startup_script_timeout" {
+                            self.cfg.global.startup_script_timeout = d;
+                        } else {
+                            self.cfg.global.shutdown_script_timeout = d;
+                        }
+                    }
+                }
                 "vmac_prefix" | "vmac_addr_prefix" => self.ignored_unlike_keepalived(
                     s,
                     "global_defs",
