@@ -1767,7 +1767,7 @@ fn no_accept_warns_about_virtual_servers_on_its_vips() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(
         w[0].contains(
-            "k.conf:5:5: warning: no_accept: while MASTER this node drops traffic to 198.18.0.250"
+            "k.conf:5:5: warning: accept mode off (no_accept, or vrrp_strict): while MASTER this node drops traffic to 198.18.0.250"
         ),
         "{w:?}"
     );
@@ -3877,15 +3877,29 @@ fn vrrp_strict_is_applied_as_keepalived() {
             "61:5: vrrp_instance S6: strict mode: the first IPv6 virtual address must be link-local (RFC 5798 §5.2.9), as keepalived warns".into(),
         ]
     );
-    // Unicast peers are refused, as keepalived refuses to start.
-    let e = errors(
-        "k.conf",
-        "global_defs {\n    vrrp_strict\n}\nvrrp_instance U {\n    interface eth0\n    virtual_router_id 51\n    unicast_peer {\n        198.18.0.2\n    }\n    virtual_ipaddress {\n        198.18.0.16\n    }\n}\n",
-    );
+    // Unicast peers are refused on an interface with multicast, as keepalived refuses to
+    // start; on one without (lo), or one that does not exist, they are not.
+    let mcast = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| {
+            std::fs::read_to_string(format!("/sys/class/net/{n}/flags"))
+                .ok()
+                .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+                .is_some_and(|f| f & 0x1000 != 0)
+        })
+        .expect("an interface with multicast (IFF_MULTICAST) on this machine");
+    let unicast = |ifname: &str| {
+        format!("global_defs {{\n    vrrp_strict\n}}\nvrrp_instance U {{\n    interface {ifname}\n    virtual_router_id 51\n    unicast_peer {{\n        198.18.0.2\n    }}\n    virtual_ipaddress {{\n        198.18.0.16\n    }}\n}}\n")
+    };
     assert_eq!(
-        e,
+        errors("k.conf", &unicast(&mcast)),
         ["k.conf:8:9: vrrp_instance U: unicast peers are not supported in strict mode (keepalived refuses them too): remove vrrp_strict/strict_mode or the peers"]
     );
+    for ifname in ["lo", "nosuchif0"] {
+        let (cfg, _) = keepalived_ok(&unicast(ifname));
+        assert_eq!(cfg.vrrp_instances[0].unicast_peer.len(), 1);
+    }
 }
 
 /// keepalived's `vrrp_garp_interval` / `vrrp_gna_interval`: decimal seconds to the

@@ -2759,6 +2759,14 @@ fn vrrp_strict_sample_config_pairs_with_keepalived() {
         ping(&lab.addr("lb1").to_string()),
         "lb1 answers on its own address"
     );
+    let set = lab
+        .exec("lb1", &["nft", "list", "set", "inet", "lb_vrrp", "vips4"])
+        .expect("nft");
+    assert!(
+        String::from_utf8_lossy(&set.stdout).contains(VIP),
+        "the VIP is in lb1's Accept_Mode drop set: {}",
+        String::from_utf8_lossy(&set.stdout)
+    );
     assert!(
         !ping(VIP),
         "strict mode: lb1, master, drops traffic to the VIP\n{}",

@@ -141,10 +141,11 @@ pub struct Global {
     /// link-local scope (`ff02::/16`). Default RFC 5798's ff02::12.
     pub vrrp_mcast_group6: Option<Ipv6Addr>,
     /// keepalived `vrrp_garp_interval`: the least time between two gratuitous ARPs lb-node
-    /// sends out of one interface, whatever instance sends them, for switches and
-    /// hypervisors that drop bursts; the others wait their turn (and are dropped if their
-    /// instance leaves MASTER first). Default 0: each burst at once. keepalived.conf takes
-    /// microseconds (`0.000250`), TOML milliseconds.
+    /// sends out of one interface (a VMAC's count against its base interface), whatever
+    /// instance sends them, for switches and hypervisors that drop bursts; the others wait
+    /// their turn (and are dropped if their instance leaves MASTER or stops first).
+    /// Default 0: each burst at once. keepalived.conf takes microseconds (`0.000250`), TOML
+    /// milliseconds.
     #[serde(with = "values::duration")]
     pub vrrp_garp_interval: Duration,
     /// keepalived `vrrp_gna_interval`: the same for unsolicited neighbour advertisements
@@ -3001,7 +3002,7 @@ impl Config {
                         warn(
                             format!("{p}.accept"),
                             format!(
-                                "no_accept: while MASTER this node drops traffic to {ip} (RFC 5798 Accept_Mode False, nftables, as keepalived), so virtual_server {} gets no client; turn accept mode on to serve it",
+                                "accept mode off (no_accept, or vrrp_strict): while MASTER this node drops traffic to {ip} (RFC 5798 Accept_Mode False, nftables, as keepalived), so virtual_server {} gets no client; turn accept mode on to serve it (`accept`; strict mode has none on VRRPv2)",
                                 vs.name
                             ),
                         );

@@ -884,7 +884,11 @@ impl Node {
             && vrrp::groups(&new).iter().all(|(g, m)| {
                 self.speakers
                     .iter()
-                    .any(|s| s.group == *g && s.instances == *m)
+                    .any(|s| {
+                        s.group == *g
+                            && s.instances == *m
+                            && s.globals == vrrp::instance_globals(&new)
+                    })
             });
         if d.is_empty() && all_current {
             tracing::info!("reload: nothing changed");
@@ -1148,7 +1152,7 @@ impl Node {
                 .map(|(_, m)| m);
             let unchanged = !s.tracks_any(&changed_tracks)
                 && s.sync_group.as_ref() == sync_group_of(&new, &s.group)
-                && vrrp::instance_globals(&self.config) == vrrp::instance_globals(&new);
+                && s.globals == vrrp::instance_globals(&new);
             match members {
                 Some(m) if unchanged && *m == s.instances => keep.push(s),
                 // Only base priorities changed: applied in place, no restart.

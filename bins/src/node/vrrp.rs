@@ -40,6 +40,8 @@ pub(crate) struct SpeakerRuntime {
     pub(crate) group: Option<String>,
     /// The sync group's settings (its notify scripts) as started.
     pub(crate) sync_group: Option<SyncGroup>,
+    /// The [`instance_globals`] it started with.
+    pub(crate) globals: InstanceGlobals,
     handle: SpeakerHandle,
     /// Each instance's tracks in the speaker's order ([`track_meta`]): to read the
     /// scripts' own last results back at a hand-over.
@@ -545,16 +547,17 @@ pub(crate) async fn precheck(
     Ok(())
 }
 
-/// The `global_defs` settings every instance's configuration takes (advert groups,
-/// gratuitous ARP / NA spacing): a reload that changes them changes every instance.
-pub(crate) fn instance_globals(
-    cfg: &Config,
-) -> (
+/// See [`instance_globals`].
+pub(crate) type InstanceGlobals = (
     Option<std::net::Ipv4Addr>,
     Option<std::net::Ipv6Addr>,
     Duration,
     Duration,
-) {
+);
+
+/// The `global_defs` settings every instance's configuration takes (advert groups,
+/// gratuitous ARP / NA spacing): a reload that changes them changes every instance.
+pub(crate) fn instance_globals(cfg: &Config) -> InstanceGlobals {
     let g = &cfg.global;
     (
         g.vrrp_mcast_group4,
@@ -578,6 +581,10 @@ pub(crate) fn same_group(
         _ => false,
     }
 }
+
+/// The node's one spacing of gratuitous ARPs / NAs, shared by its speakers.
+static GARP_PACER: std::sync::LazyLock<lb_vrrp::driver::GarpPacer> =
+    std::sync::LazyLock::new(lb_vrrp::driver::GarpPacer::new);
 
 /// When this node started: `vrrp_startup_delay` counts from it ([`mark_start`]).
 static STARTED: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
@@ -626,6 +633,9 @@ impl SpeakerRuntime {
             (started + cfg.global.vrrp_startup_delay)
                 .saturating_duration_since(tokio::time::Instant::now()),
         );
+        // vrrp_garp_interval / vrrp_gna_interval space the messages of every instance
+        // together, as keepalived's.
+        speaker.set_garp_pacer(GARP_PACER.clone());
         let handle = speaker.handle();
         let mut events = speaker.subscribe();
         let mut tasks = Vec::new();
@@ -905,6 +915,7 @@ impl SpeakerRuntime {
             instances,
             group,
             sync_group,
+            globals: instance_globals(cfg),
             handle,
             meta,
             run,

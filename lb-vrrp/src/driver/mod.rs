@@ -54,8 +54,11 @@
 //!
 //! [RFC 5798 §5.1.1]: https://www.rfc-editor.org/rfc/rfc5798#section-5.1.1
 
+mod garp;
 mod sys;
 mod track;
+
+pub use garp::GarpPacer;
 
 pub use track::init_track_files;
 
@@ -697,6 +700,14 @@ struct Instance {
     member: usize,
 }
 
+impl Drop for Instance {
+    /// Gratuitous ARPs / NAs still waiting for their turn are not sent for an instance
+    /// that stopped (or handed over to a successor, which announces for itself).
+    fn drop(&mut self) {
+        self.announce_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 impl Instance {
     /// Records a failed VMAC recreation: logged the first time, tried again after a
     /// delay doubling from 1 s to 32 s.
@@ -788,6 +799,8 @@ pub struct Speaker {
     vmac_generation: u64,
     /// keepalived `vrrp_startup_delay` ([`Speaker::set_startup_delay`]).
     startup_delay: Duration,
+    /// Spacing of gratuitous ARPs / NAs ([`Speaker::set_garp_pacer`]).
+    pacer: GarpPacer,
 }
 
 impl std::fmt::Debug for Instance {
@@ -991,6 +1004,7 @@ impl Speaker {
             receivers: None,
             vmac_generation: 0,
             startup_delay: Duration::ZERO,
+            pacer: GarpPacer::new(),
         })
     }
 
@@ -1012,6 +1026,14 @@ impl Speaker {
     /// Master ([`VrrpInstanceConfig::resume_master`]) is not delayed. Default zero.
     pub fn set_startup_delay(&mut self, delay: Duration) {
         self.startup_delay = delay;
+    }
+
+    /// The spacing of gratuitous ARPs / NAs ([`VrrpInstanceConfig::garp_interval`]) this
+    /// speaker shares: give every speaker of a process the same [`GarpPacer`] to space
+    /// their messages together, as keepalived spaces those of all its instances. Default:
+    /// one of its own.
+    pub fn set_garp_pacer(&mut self, pacer: GarpPacer) {
+        self.pacer = pacer;
     }
 
     /// A handle to send commands.
@@ -1328,6 +1350,8 @@ impl Speaker {
         let Some(vm) = inst.cfg.use_vmac.clone() else {
             return;
         };
+        // Messages waiting for their turn on the old interface are not sent.
+        inst.announce_epoch.fetch_add(1, Ordering::Relaxed);
         // Gone, or not recreated by an earlier attempt (only the sockets may be missing).
         if inst.vmac.is_none() || VipManager::ifindex(&vm.name).is_err() {
             // The old one is gone: forgetting it (off the event loop) puts its settings
@@ -1507,7 +1531,7 @@ impl Speaker {
             }
             if !added.is_empty() {
                 let repeat = inst.cfg.garp_master_repeat;
-                if let Err(e) = announce(inst, &PACER, repeat, |a| added.contains(&a)) {
+                if let Err(e) = announce(inst, &self.pacer, repeat, |a| added.contains(&a)) {
                     tracing::warn!(instance = %inst.cfg.name, error = %e, "sending gratuitous ARP / NA");
                 }
             }
@@ -1607,7 +1631,7 @@ impl Speaker {
                 }
             }
             Action::AnnounceVips { repeat } => {
-                if let Err(e) = announce(inst, &PACER, repeat, |_| true) {
+                if let Err(e) = announce(inst, &self.pacer, repeat, |_| true) {
                     tracing::warn!(instance = %name, error = %e, "sending gratuitous ARP / NA");
                 }
             }
@@ -1625,37 +1649,6 @@ impl Speaker {
                 });
             }
         }
-    }
-}
-
-/// When each interface may send its next gratuitous ARP (and, apart, its next unsolicited
-/// NA): keepalived's `vrrp_garp_interval` / `vrrp_gna_interval`, shared by every speaker of
-/// the process as keepalived's daemon shares them between its instances (lb-node runs one
-/// speaker per instance or sync group).
-static PACER: std::sync::LazyLock<GarpPacer> = std::sync::LazyLock::new(GarpPacer::default);
-
-/// See [`PACER`].
-#[derive(Debug, Default)]
-struct GarpPacer {
-    /// (ifindex, IPv6) → the earliest time of the next message.
-    next: std::sync::Mutex<std::collections::HashMap<(u32, bool), tokio::time::Instant>>,
-}
-
-impl GarpPacer {
-    /// The time the next message of `key` may leave (`now` at the earliest), and books
-    /// the one after it `interval` later.
-    fn reserve(
-        &self,
-        key: (u32, bool),
-        interval: Duration,
-        now: tokio::time::Instant,
-    ) -> tokio::time::Instant {
-        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = next.get(&key).copied().filter(|t| *t > now).unwrap_or(now);
-        if !interval.is_zero() {
-            next.insert(key, slot + interval);
-        }
-        slot
     }
 }
 
@@ -1684,11 +1677,9 @@ fn send_announcement(
 /// keepalived's order (every VIP once, then again). A failed send does not stop the others
 /// (one VIP's error must not leave the rest unannounced); the first error is returned.
 ///
-/// With a `garp_interval` / `gna_interval`, each message takes its interface's next turn
-/// from `pacer`: those due now are sent here, the others by a task that sends each at its
-/// turn unless the instance has removed its VIPs meanwhile (`announce_epoch`). keepalived
-/// instead folds the waiting repeats of one address into one message; here every repeat
-/// is sent.
+/// With a `garp_interval` / `gna_interval`, the messages go through `pacer` instead (the
+/// `garp` module: spaced per base interface, dropped when `announce_epoch` moves), and
+/// their errors are logged there.
 fn announce(
     inst: &Instance,
     pacer: &GarpPacer,
@@ -1722,51 +1713,53 @@ fn announce(
             }
         })
         .collect();
-    let paced = !(inst.cfg.garp_interval.is_zero() && inst.cfg.gna_interval.is_zero());
-    let now = tokio::time::Instant::now();
+    if !(inst.cfg.garp_interval.is_zero() && inst.cfg.gna_interval.is_zero()) {
+        // keepalived paces per base interface: a VMAC's messages count against its parent.
+        let base = match &inst.vmac {
+            Some(_) => VipManager::ifindex(&inst.cfg.interface).unwrap_or(inst.ifindex),
+            None => inst.ifindex,
+        };
+        let at_epoch = inst.announce_epoch.load(Ordering::Relaxed);
+        let name: Arc<str> = inst.cfg.name.as_str().into();
+        let mut lanes: Vec<(garp::LaneKey, Vec<garp::Queued>)> = Vec::new();
+        for &t in &targets {
+            let v6 = t.0.is_ipv6();
+            let interval = if v6 {
+                inst.cfg.gna_interval
+            } else {
+                inst.cfg.garp_interval
+            };
+            let key = (if t.1 == inst.ifindex { base } else { t.1 }, v6);
+            let sock = sock.clone();
+            let q = garp::Queued {
+                addr: t.0,
+                ifindex: t.1,
+                send: Arc::new(move || send_announcement(&sock, t)),
+                interval,
+                left: repeat,
+                epoch: inst.announce_epoch.clone(),
+                at_epoch,
+                instance: name.clone(),
+            };
+            match lanes.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push(q),
+                None => lanes.push((key, vec![q])),
+            }
+        }
+        if repeat > 0 {
+            for (key, msgs) in lanes {
+                pacer.submit(key, msgs);
+            }
+        }
+        return Ok(());
+    }
     let mut first_err = None;
-    let mut later = Vec::new();
     for _ in 0..repeat {
         for &t in &targets {
-            if paced {
-                let v6 = t.0.is_ipv6();
-                let interval = if v6 {
-                    inst.cfg.gna_interval
-                } else {
-                    inst.cfg.garp_interval
-                };
-                let slot = pacer.reserve((t.1, v6), interval, now);
-                if slot > now {
-                    later.push((slot, t));
-                    continue;
-                }
-            }
             if let Err(e) = send_announcement(sock, t) {
                 first_err.get_or_insert(e);
             }
         }
-    }
-    if !later.is_empty() {
-        later.sort_by_key(|(slot, _)| *slot);
-        let sock = sock.clone();
-        let epoch = inst.announce_epoch.clone();
-        let at_start = epoch.load(Ordering::Relaxed);
-        let name = inst.cfg.name.clone();
-        tokio::spawn(async move {
-            let mut logged = false;
-            for (slot, t) in later {
-                tokio::time::sleep_until(slot).await;
-                if epoch.load(Ordering::Relaxed) != at_start {
-                    tracing::debug!(instance = %name, "VIPs removed: the waiting gratuitous ARPs / NAs are not sent");
-                    return;
-                }
-                if let Err(e) = send_announcement(&sock, t) {
-                    if !std::mem::replace(&mut logged, true) {
-                        tracing::warn!(instance = %name, error = %e, "sending gratuitous ARP / NA");
-                    }
-                }
-            }
-        });
     }
     first_err.map_or(Ok(()), Err)
 }

@@ -87,7 +87,6 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
     };
     c.top(stmts);
     c.apply_group_tracks();
-    c.warn_sync_group_weights();
     // Only for a root daemon, as keepalived always is: one running unprivileged could not
     // change to that user, and every script would fail to start.
     if c.cfg.global.script_user.is_none() && nix::unistd::geteuid().is_root() {
@@ -108,6 +107,8 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         }
     }
     c.complete_instances();
+    // After the completion: an instance made the owner by `state MASTER` counts as one.
+    c.warn_sync_group_weights();
     finish(c.cfg, &c.o, c.d.warnings, c.d.errors)
 }
 
@@ -1388,7 +1389,8 @@ impl Conv {
                 notes.push(("authentication", format!("{why}: ignored, as keepalived")));
                 vi.authentication = None;
             }
-            if strict && !vi.unicast_peer.is_empty() {
+            // keepalived refuses them on an interface that has multicast (one that exists).
+            if strict && !vi.unicast_peer.is_empty() && has_multicast(&vi.interface) {
                 errors.push((
                     "unicast_peer",
                     "unicast peers are not supported in strict mode (keepalived refuses them too): remove vrrp_strict/strict_mode or the peers".into(),
@@ -1458,7 +1460,14 @@ impl Conv {
             }
             if !set("accept") && !set("no_accept") {
                 vi.accept = vi.priority == 255 || !strict;
-                if !vi.accept {
+                // The model warns of a virtual server on the VIPs itself.
+                let serves = self.cfg.virtual_servers.iter().any(|vs| {
+                    vi.virtual_ipaddress
+                        .iter()
+                        .chain(&vi.virtual_ipaddress_excluded)
+                        .any(|a| a.address == vs.listen.ip())
+                });
+                if !vi.accept && !serves {
                     notes.push((
                         "name",
                         format!(
@@ -3361,6 +3370,18 @@ impl Conv {
         }
         Some(u)
     }
+}
+
+/// Whether interface `name` exists (in this thread's network namespace) and has
+/// IFF_MULTICAST.
+pub(crate) fn has_multicast(name: &str) -> bool {
+    nix::ifaddrs::getifaddrs().is_ok_and(|mut ifs| {
+        ifs.any(|i| {
+            i.interface_name == name
+                && i.flags
+                    .contains(nix::net::if_::InterfaceFlags::IFF_MULTICAST)
+        })
+    })
 }
 
 /// An IPv6 link-local unicast address (fe80::/10); IPv4 ones are never.
