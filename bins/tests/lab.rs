@@ -2843,7 +2843,6 @@ fn reload_of_vrrp_mcast_group4_moves_the_adverts() {
                 "lb2",
                 &[
                     "tshark",
-                    "-q",
                     "-l",
                     "-i",
                     "eth0",

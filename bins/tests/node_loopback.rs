@@ -3254,27 +3254,96 @@ fn startup_and_shutdown_scripts_run_around_the_node() {
         std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
     );
 
-    // A startup script that outlives its timeout: killed with its group (its `sleep`
-    // child too), and the node starts.
+    // A startup script that outlives its timeout: SIGTERM to its group, then SIGKILL to
+    // what is left of it (its child, which ignores SIGTERM), and the node starts.
+    // The scripts' `sleep`s, killed by PID if a failed assertion leaves them running.
+    struct KillPid(std::path::PathBuf);
+    impl Drop for KillPid {
+        fn drop(&mut self) {
+            if let Ok(p) = std::fs::read_to_string(&self.0) {
+                let _ = Command::new("kill").args(["-9", p.trim()]).status();
+            }
+        }
+    }
     let pidfile = dir.join("sleep.pid");
+    let _kill1 = KillPid(pidfile.clone());
     let hang = format!(
-        "/bin/sh -c 'sleep 300 & echo $! > {}; wait'",
+        "/bin/sh -c '(trap \\\"\\\" TERM; exec sleep 300) & echo $! > {}; wait'",
         pidfile.display()
     );
     std::fs::write(&cfg, conf(&hang, 1)).unwrap();
     let started = Instant::now();
-    let (_node, _) = start_node_with(&dir, &cfg);
+    let (node, _) = start_node_with(&dir, &cfg);
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "the node waited for the startup script"
     );
-    let pid = std::fs::read_to_string(&pidfile).unwrap();
-    let alive = || Path::new(&format!("/proc/{}", pid.trim())).exists();
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    // Gone, or a zombie nobody reaped yet.
+    let alive = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .map(|r| r.trim_start().starts_with('Z'))
+            })
+            .is_some_and(|zombie| !zombie)
+    };
     assert!(
-        wait_until(Duration::from_secs(5), || !alive()),
-        "the startup script's child is killed with its group"
+        wait_until(Duration::from_secs(5), || !alive(&pid)),
+        "the startup script's child, deaf to SIGTERM, is killed with its group"
     );
     let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
     assert!(log.contains("startup script timed out"), "{log}");
+    drop(node);
+
+    // SIGTERM while the startup script runs: the script is killed, nothing starts, exit 0.
+    let pidfile = dir.join("sleep2.pid");
+    let _kill2 = KillPid(pidfile.clone());
+    let _ = std::fs::remove_file(&sock);
+    let hang = format!(
+        "/bin/sh -c 'sleep 300 & echo $! > {}; wait'",
+        pidfile.display()
+    );
+    std::fs::write(&cfg, conf(&hang, 100)).unwrap();
+    let mut node = Node(
+        Command::new(LB_NODE)
+            .arg(&cfg)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("node.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.trim().is_empty())
+    }));
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    let term = Command::new("kill")
+        .args(["-TERM", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(
+        wait_until(Duration::from_secs(5), || node
+            .0
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.success())),
+        "lb-node exits 0 at once: {}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(&pid)),
+        "the startup script is killed with its group"
+    );
+    assert!(!sock.exists(), "nothing started");
+    assert!(get(vip).is_err(), "the virtual server never listened");
+    // Each pid file names a process that is gone by now: nothing for the guards to kill
+    // (a PID reused meanwhile is not ours).
+    std::fs::remove_file(dir.join("sleep.pid")).unwrap();
+    std::fs::remove_file(&pidfile).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

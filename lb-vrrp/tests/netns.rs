@@ -2136,7 +2136,6 @@ fn unicast_ttl_sets_the_adverts_ttl() {
             1,
             &[
                 "tshark",
-                "-q",
                 "-l",
                 "-i",
                 "eth0",

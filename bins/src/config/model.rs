@@ -154,9 +154,10 @@ pub struct Global {
     pub vrrp_gna_interval: Duration,
     /// keepalived `startup_script`: run (by `/bin/sh -c`, as its user or `script_user`)
     /// before lb-node starts its VRRP instances and virtual servers, which wait for it to
-    /// exit or for `startup_script_timeout`; then it gets SIGTERM, and SIGKILL 2 s later,
-    /// with every process of its group. A failure is logged; the start goes on. Not run
-    /// at a reload. None by default.
+    /// exit or for `startup_script_timeout`; then its process group gets SIGTERM, SIGKILL
+    /// 2 s later if it still runs, and what is left of the group SIGKILL once it is gone.
+    /// A failure is logged; the start goes on. SIGTERM or SIGINT meanwhile kills its group
+    /// and lb-node exits without starting anything. Not run at a reload. None by default.
     pub startup_script: Option<NotifyScript>,
     /// keepalived `startup_script_timeout`, 1..=1000 s. Default 10 s.
     #[serde(with = "values::duration")]

@@ -429,8 +429,26 @@ pub(crate) async fn run_lifecycle_script(script: &NotifyScript, timeout: Duratio
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(nix::unistd::Pid::from_raw);
+    // The group is killed when this is dropped while the script runs (lb-node stopped
+    // meanwhile), and after a timeout once the script is reaped (keepalived kills the
+    // group once the script died of its SIGTERM); not when the script ended by itself
+    // (what it left running in the background is its business, as in keepalived). Until
+    // the leader is reaped its group ID cannot be reused; after that the group only holds
+    // the script's children, or nothing.
+    struct KillGroup(Option<nix::unistd::Pid>);
+    impl Drop for KillGroup {
+        fn drop(&mut self) {
+            if let Some(g) = self.0 {
+                let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    let mut rest = KillGroup(group);
     let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(s) => s,
+        Ok(s) => {
+            rest.0 = None;
+            s
+        }
         Err(_) => {
             tracing::warn!(script = %script.command, ?timeout, "{kind} script timed out: SIGTERM, then SIGKILL 2 s later");
             let mut status = None;
@@ -1319,9 +1337,18 @@ pub async fn run(path: PathBuf, format: Option<Format>) -> Result<(), NodeError>
         .shutdown_script
         .clone()
         .map(|s| (s, config.global.shutdown_script_timeout));
-    // keepalived runs it before it starts anything.
+    // keepalived runs it before it starts anything; stopped meanwhile, lb-node kills it
+    // and starts nothing (nor runs the shutdown script: nothing ran).
     if let Some(s) = &config.global.startup_script {
-        run_lifecycle_script(s, config.global.startup_script_timeout, "startup").await;
+        let stopped = tokio::select! {
+            () = run_lifecycle_script(s, config.global.startup_script_timeout, "startup") => false,
+            _ = term.recv() => true,
+            _ = int.recv() => true,
+        };
+        if stopped {
+            tracing::info!("stopped while the startup script ran: it is killed, nothing started");
+            return Ok(());
+        }
     }
     let listener = admin::server::bind(&socket_path)
         .map_err(|e| NodeError::Start(format!("admin socket {}: {e}", socket_path.display())))?;

@@ -9,8 +9,8 @@
 //! were removed, its sockets replaced, the instance stopped). A message already queued for
 //! the same address, interface and instance is not queued twice: its remaining repeats
 //! become the larger of the two, so the queue holds at most one entry per address
-//! (keepalived folds the waiting ones of an address into one message; here every repeat
-//! is sent).
+//! (keepalived folds the waiting ones of an address into a single message; here the
+//! larger repeat count is kept).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -86,6 +86,13 @@ impl GarpPacer {
         Self::default()
     }
 
+    /// Moves `epoch` on (its queued messages are dropped) under the pacer's lock, so that
+    /// no drain task sends one of them after this returns.
+    pub(crate) fn invalidate(&self, epoch: &AtomicU64) {
+        let _lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+        epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Queues `msgs` on `key`'s lane (see the module) and starts the lane's task when
     /// idle. Must be called within a tokio runtime.
     pub(crate) fn submit(&self, key: LaneKey, msgs: Vec<Queued>) {
@@ -107,27 +114,54 @@ impl GarpPacer {
     }
 }
 
+/// Clears a lane's `draining` when its task ends without doing so itself (cancelled with
+/// its runtime, or a panic), so that the next message starts a new one.
+struct Reset {
+    lanes: Arc<Mutex<HashMap<LaneKey, Lane>>>,
+    key: LaneKey,
+    armed: bool,
+}
+
+impl Drop for Reset {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut all = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(lane) = all.get_mut(&self.key) {
+                lane.draining = false;
+            }
+        }
+    }
+}
+
 /// Sends `key`'s queue, each message at its turn, until it is empty.
 async fn drain(lanes: Arc<Mutex<HashMap<LaneKey, Lane>>>, key: LaneKey) {
+    let mut reset = Reset {
+        lanes: lanes.clone(),
+        key,
+        armed: true,
+    };
     let mut logged = false;
     loop {
         let at = {
             let mut all = lanes.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(lane) = all.get_mut(&key) else {
+                reset.armed = false;
                 return;
             };
             lane.queue.retain(|q| !q.stale());
             if lane.queue.is_empty() {
                 lane.draining = false;
+                reset.armed = false;
                 return;
             }
             lane.next
         };
-        if let Some(at) = at {
+        if let Some(at) = at.filter(|at| *at > Instant::now()) {
             tokio::time::sleep_until(at).await;
         }
         let mut all = lanes.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(lane) = all.get_mut(&key) else {
+            reset.armed = false;
             return;
         };
         let Some(mut q) = lane.queue.pop_front() else {

@@ -163,11 +163,12 @@ pub struct VrrpInstanceConfig {
     pub garp_lower_prio_repeat: u32,
     /// `garp_lower_prio_delay`: the second such burst (default 5 s; 0 disables it).
     pub garp_lower_prio_delay: Duration,
-    /// keepalived `vrrp_garp_interval`: the least time between two gratuitous ARPs this
-    /// process sends out of one interface, whichever instance sends them (for switches
-    /// and hypervisors that drop bursts). A message over that rate waits its turn, and is
-    /// not sent if its instance has removed its VIPs meanwhile. Default 0: every burst at
-    /// once.
+    /// keepalived `vrrp_garp_interval`: the least time between two gratuitous ARPs sent
+    /// out of one interface (a VMAC's count against its base interface) by the instances
+    /// of the speakers that share a [`GarpPacer`] (see [`Speaker::set_garp_pacer`]; lb-node
+    /// shares one among all its speakers), for switches and hypervisors that drop bursts.
+    /// A message over that rate waits its turn, and is not sent if its instance has
+    /// removed its VIPs meanwhile. Default 0: every burst at once.
     pub garp_interval: Duration,
     /// keepalived `unicast_ttl`: the TTL (IPv6 hop limit) of adverts sent to
     /// [`VrrpInstanceConfig::unicast_peer`]s, 1..=255, for peers a few routers away that
@@ -1351,7 +1352,7 @@ impl Speaker {
             return;
         };
         // Messages waiting for their turn on the old interface are not sent.
-        inst.announce_epoch.fetch_add(1, Ordering::Relaxed);
+        self.pacer.invalidate(&inst.announce_epoch);
         // Gone, or not recreated by an earlier attempt (only the sockets may be missing).
         if inst.vmac.is_none() || VipManager::ifindex(&vm.name).is_err() {
             // The old one is gone: forgetting it (off the event loop) puts its settings
@@ -1615,7 +1616,7 @@ impl Speaker {
                 }
             }
             Action::RemoveVips => {
-                inst.announce_epoch.fetch_add(1, Ordering::Relaxed);
+                self.pacer.invalidate(&inst.announce_epoch);
                 for v in inst.cfg.all_vips() {
                     if let Err(e) = self.vips.remove(inst.ifindex, v).await {
                         tracing::error!(instance = %name, vip = %v.addr, error = %e, "removing VIP");
@@ -1713,7 +1714,16 @@ fn announce(
             }
         })
         .collect();
-    if !(inst.cfg.garp_interval.is_zero() && inst.cfg.gna_interval.is_zero()) {
+    // A family with an interval goes through the pacer; one without leaves at once.
+    let interval_of = |a: IpAddr| {
+        if a.is_ipv6() {
+            inst.cfg.gna_interval
+        } else {
+            inst.cfg.garp_interval
+        }
+    };
+    let (paced, now): (Vec<_>, Vec<_>) = targets.iter().partition(|t| !interval_of(t.0).is_zero());
+    if !paced.is_empty() && repeat > 0 {
         // keepalived paces per base interface: a VMAC's messages count against its parent.
         let base = match &inst.vmac {
             Some(_) => VipManager::ifindex(&inst.cfg.interface).unwrap_or(inst.ifindex),
@@ -1722,20 +1732,14 @@ fn announce(
         let at_epoch = inst.announce_epoch.load(Ordering::Relaxed);
         let name: Arc<str> = inst.cfg.name.as_str().into();
         let mut lanes: Vec<(garp::LaneKey, Vec<garp::Queued>)> = Vec::new();
-        for &t in &targets {
-            let v6 = t.0.is_ipv6();
-            let interval = if v6 {
-                inst.cfg.gna_interval
-            } else {
-                inst.cfg.garp_interval
-            };
-            let key = (if t.1 == inst.ifindex { base } else { t.1 }, v6);
+        for &t in paced {
+            let key = (if t.1 == inst.ifindex { base } else { t.1 }, t.0.is_ipv6());
             let sock = sock.clone();
             let q = garp::Queued {
                 addr: t.0,
                 ifindex: t.1,
                 send: Arc::new(move || send_announcement(&sock, t)),
-                interval,
+                interval: interval_of(t.0),
                 left: repeat,
                 epoch: inst.announce_epoch.clone(),
                 at_epoch,
@@ -1746,17 +1750,14 @@ fn announce(
                 None => lanes.push((key, vec![q])),
             }
         }
-        if repeat > 0 {
-            for (key, msgs) in lanes {
-                pacer.submit(key, msgs);
-            }
+        for (key, msgs) in lanes {
+            pacer.submit(key, msgs);
         }
-        return Ok(());
     }
     let mut first_err = None;
     for _ in 0..repeat {
-        for &t in &targets {
-            if let Err(e) = send_announcement(sock, t) {
+        for &t in &now {
+            if let Err(e) = send_announcement(sock, *t) {
                 first_err.get_or_insert(e);
             }
         }
