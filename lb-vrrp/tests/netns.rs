@@ -2007,6 +2007,21 @@ fn garp_times(pcap: &str, mac: Option<&str>) -> Vec<f64> {
     t
 }
 
+/// Waits (15 s at most) for the capture process `cap` to end.
+fn wait_capture(lab: &mut Lab, cap: usize) {
+    assert!(
+        wait_for(Duration::from_secs(15), || lab
+            .proc(cap)
+            .child
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some())
+        .is_some(),
+        "the capture ended"
+    );
+}
+
 /// Starts a capture of ARP in leaf 2 for `secs` seconds; returns its process and file.
 fn capture_arp(lab: &mut Lab, secs: u32) -> (usize, String) {
     let path = lab.dir.join("arp.pcap").to_str().expect("utf8").to_owned();
@@ -2051,14 +2066,7 @@ fn garp_interval_spaces_the_gratuitous_arps() {
             extra.extend(["--garp-interval", i]);
         }
         lab.spawn_ours(0, &strs(&ours_v3("150", &extra)));
-        assert!(wait_for(Duration::from_secs(15), || lab
-            .proc(cap)
-            .child
-            .try_wait()
-            .ok()
-            .flatten()
-            .is_some())
-        .is_some());
+        wait_capture(&mut lab, cap);
         let t = garp_times(&pcap, None);
         assert_eq!(t.len(), 24, "two bursts of 4 VIPs × 3: {t:?}");
         let gaps: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
@@ -2095,14 +2103,7 @@ fn garp_interval_spaces_the_gratuitous_arps() {
     }
     lab.spawn_ours(1, &strs(&ours_v3("200", &same)));
     assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [1]).is_some());
-    assert!(wait_for(Duration::from_secs(15), || lab
-        .proc(cap)
-        .child
-        .try_wait()
-        .ok()
-        .flatten()
-        .is_some())
-    .is_some());
+    wait_capture(&mut lab, cap);
     let ours = garp_times(&pcap, Some(&mac0));
     let theirs = garp_times(&pcap, Some(&mac1));
     assert!(

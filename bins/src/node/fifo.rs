@@ -308,17 +308,14 @@ impl Script {
             },
             None => None,
         };
-        let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(format!("{} \"$@\"", script.command))
-            .arg("notify_fifo")
-            .arg(fifo)
-            .process_group(0)
-            .kill_on_drop(false);
-        if let Some(r) = run_as {
-            cmd.gid(r.gid).uid(r.uid);
-        }
-        let mut child = match cmd.spawn() {
+        let mut child = match super::script_command(
+            script,
+            run_as,
+            Some(("notify_fifo", &[fifo])),
+            true,
+        )
+        .spawn()
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(script = %script.command, error = %e, "notify FIFO script failed to start");

@@ -376,15 +376,7 @@ pub(crate) fn notify(script: &NotifyScript, args: &[&str]) {
             return;
         }
     };
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(format!("{} \"$@\"", script.command))
-        .arg("notify")
-        .args(args)
-        .kill_on_drop(false);
-    if let Some(r) = run_as {
-        cmd.gid(r.gid).uid(r.uid);
-    }
+    let mut cmd = script_command(script, run_as, Some(("notify", args)), false);
     match cmd.spawn() {
         Ok(mut child) => {
             tokio::spawn(async move {
@@ -395,6 +387,36 @@ pub(crate) fn notify(script: &NotifyScript, args: &[&str]) {
             tracing::warn!(script = %script.command, error = %e, "notify script failed to start");
         }
     }
+}
+
+/// `/bin/sh -c COMMAND` for `script`, as `run_as` when given, not killed when dropped;
+/// with `args` (`$0`, then `$@`) appended to the command as `"$@"`; in a process group of
+/// its own when `group` (so that it can be stopped with whatever it started).
+pub(crate) fn script_command<S: AsRef<std::ffi::OsStr>>(
+    script: &NotifyScript,
+    run_as: Option<lb_vrrp::driver::RunAs>,
+    args: Option<(&str, &[S])>,
+    group: bool,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c").kill_on_drop(false);
+    match args {
+        Some((name, args)) => {
+            cmd.arg(format!("{} \"$@\"", script.command))
+                .arg(name)
+                .args(args);
+        }
+        None => {
+            cmd.arg(&script.command);
+        }
+    }
+    if group {
+        cmd.process_group(0);
+    }
+    if let Some(r) = run_as {
+        cmd.gid(r.gid).uid(r.uid);
+    }
+    cmd
 }
 
 /// Runs keepalived's `startup_script` or `shutdown_script` (`kind`) by `/bin/sh -c`, in a
@@ -409,15 +431,7 @@ pub(crate) async fn run_lifecycle_script(script: &NotifyScript, timeout: Duratio
             return;
         }
     };
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(&script.command)
-        .process_group(0)
-        .kill_on_drop(false);
-    if let Some(r) = run_as {
-        cmd.gid(r.gid).uid(r.uid);
-    }
-    let mut child = match cmd.spawn() {
+    let mut child = match script_command::<&str>(script, run_as, None, true).spawn() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(script = %script.command, error = %e, "{kind} script failed to start");
