@@ -3978,4 +3978,8 @@ fn keepalived_keywords_are_read_or_explained() {
             "k.conf:5:17: unicast_ttl 0 is out of range 1..=255",
         ]
     );
+    assert_eq!(
+        errors("k.conf", "net_namespace blue\n"),
+        ["k.conf:1:1: `net_namespace` is not supported: run lb-node inside the namespace (ip netns exec NS lb-node …)"]
+    );
 }

@@ -852,8 +852,18 @@ impl Conv {
                 "virtual_server_group" => {} // read first
                 "bfd_instance" => self.bfd_instance(s),
                 "static_ipaddress" | "static_routes" | "static_rules" | "linkbeat_interfaces"
-                | "garp_group" | "track_bfd" => {
-                    self.ignored(s, "the configuration")
+                | "track_bfd" | "track_group" | "interface_up_down_delays" | "use_pid_dir"
+                | "instance" | "child_wait_time" => self.ignored(s, "the configuration"),
+                "garp_group" => self.ignored_unlike_keepalived(
+                    s,
+                    "the configuration",
+                    "global_defs' vrrp_garp_interval / vrrp_gna_interval apply to every interface",
+                ),
+                kw @ ("net_namespace" | "net_namespace_ipvs" | "namespace_with_ipsets") => {
+                    self.d.error(
+                        &s.keyword.location,
+                        format!("`{kw}` is not supported: run lb-node inside the namespace (ip netns exec NS lb-node …)"),
+                    );
                 }
                 kw if kw.contains("${") => {} // refused by the lexer
                 kw if kw.starts_with('$') => self.d.error(
