@@ -3942,6 +3942,7 @@ fn keepalived_keywords_are_read_or_explained() {
     let (cfg, w) = keepalived_ok(text);
     let v = &cfg.vrrp_instances[0];
     assert_eq!(v.unicast_ttl, 9);
+    assert!(v.notify_priority_changes);
     assert_eq!(
         cfg.global
             .startup_script
@@ -3963,10 +3964,7 @@ fn keepalived_keywords_are_read_or_explained() {
     );
     assert_eq!(
         w,
-        [
-            "5:5: `vrrp_rt_priority` in global_defs is not supported by lb-node, ignored",
-            "17:5: `notify_priority_changes` in vrrp_instance is ignored: notify scripts and FIFOs are told of state changes only",
-        ]
+        ["5:5: `vrrp_rt_priority` in global_defs is not supported by lb-node, ignored",]
     );
     assert_eq!(
         errors(
@@ -3982,4 +3980,25 @@ fn keepalived_keywords_are_read_or_explained() {
         errors("k.conf", "net_namespace blue\n"),
         ["k.conf:1:1: `net_namespace` is not supported: run lb-node inside the namespace (ip netns exec NS lb-node …)"]
     );
+}
+
+/// keepalived's `notify_priority_changes`: an instance's own, else its sync group's, else
+/// `global_defs` `vrrp_notify_priority_changes`.
+#[test]
+fn notify_priority_changes_defaults_as_keepalived() {
+    let inst = |name: &str, vrid: u8, own: &str| {
+        format!("vrrp_instance {name} {{\n    interface eth0\n    virtual_router_id {vrid}\n    priority 100\n{own}    virtual_ipaddress {{\n        198.18.0.{vrid}\n    }}\n}}\n")
+    };
+    let text = "global_defs {\n    vrrp_notify_priority_changes\n}\nvrrp_sync_group G {\n    group {\n        A\n        B\n    }\n    notify_priority_changes off\n}\n".to_owned()
+        + &inst("A", 1, "")
+        + &inst("B", 2, "    notify_priority_changes\n")
+        + &inst("C", 3, "");
+    let (cfg, w) = keepalived_ok(&text);
+    assert!(w.is_empty(), "{w:?}");
+    let npc: Vec<bool> = cfg
+        .vrrp_instances
+        .iter()
+        .map(|v| v.notify_priority_changes)
+        .collect();
+    assert_eq!(npc, [false, true, true]);
 }

@@ -2877,3 +2877,107 @@ fn reload_of_vrrp_mcast_group4_moves_the_adverts() {
         "still MASTER with the VIP"
     );
 }
+
+/// keepalived's notify FIFO lines besides transitions: with `vrrp_notify_priority_changes`
+/// a change of the effective priority (a track_file's value) writes
+/// `INSTANCE "VI_1" MASTER_PRIORITY 130`; a master hearing a lower-priority master (a
+/// keepalived on lb2 that no longer hears lb1: nftables drops lb1's adverts there) writes
+/// `INSTANCE "VI_1" MASTER_RX_LOWER_PRI 130` and runs `notify_master_rx_lower_pri`.
+#[test]
+fn notify_fifo_priority_and_lower_priority_master_lines() {
+    if !lab_available() || !lb_testkit::tool_available("keepalived") {
+        return;
+    }
+    let lab = Lab::new("lbp", &[("lb1", 11), ("lb2", 12)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let dir = lab.dir().to_owned();
+    let (fifo, log, tracked, touched) = (
+        dir.join("vrrp.fifo"),
+        dir.join("vrrp.log"),
+        dir.join("tracked"),
+        dir.join("rx_lower"),
+    );
+    let conf = format!(
+        "global_defs {{\n    admin_socket {sock}\n    vrrp_notify_fifo {fifo}\n    vrrp_notify_fifo_script \"sh -c 'trap \\\"\\\" TERM; exec cat \\\"$0\\\" >> {log}'\"\n    vrrp_notify_priority_changes\n}}\n\
+         track_file tf {{\n    file {tracked}\n    weight 1\n}}\n\
+         vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 77\n    priority 150\n    advert_int 1\n    track_file {{\n        tf\n    }}\n\
+         notify_master_rx_lower_pri \"/usr/bin/touch {touched}\"\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n",
+        sock = lb1.socket.display(),
+        fifo = fifo.display(),
+        log = log.display(),
+        tracked = tracked.display(),
+        touched = touched.display(),
+    );
+    std::fs::write(&lb1.conf, conf).expect("conf");
+    lb1.start(&lab);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let has = |line: &str| read().lines().any(|l| l == line);
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || has(
+            "INSTANCE \"VI_1\" MASTER 150"
+        ))
+        .is_some(),
+        "{:?}\n{}",
+        read(),
+        lb1.logs()
+    );
+    std::fs::write(&tracked, "-20\n").expect("track file");
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || has(
+            "INSTANCE \"VI_1\" MASTER_PRIORITY 130"
+        ))
+        .is_some(),
+        "{:?}\n{}",
+        read(),
+        lb1.logs()
+    );
+    step(
+        t0(),
+        "notify FIFO: MASTER_PRIORITY 130 after the track file's -20",
+    );
+    assert!(!touched.exists());
+
+    // keepalived on lb2 stops hearing lb1 and becomes master at priority 100.
+    let rules = lab.dir().join("deaf.nft");
+    std::fs::write(
+        &rules,
+        format!(
+            "table inet lbtest {{\n chain in {{ type filter hook input priority 0; ip saddr {} ip protocol vrrp drop; }}\n}}\n",
+            lab.addr("lb1")
+        ),
+    )
+    .expect("rules");
+    let out = lab
+        .exec("lb2", &["nft", "-f", rules.to_str().expect("utf8")])
+        .expect("nft");
+    assert!(out.status.success(), "{out:?}");
+    let ka_conf = lab.dir().join("ka-lower.conf");
+    std::fs::write(
+        &ka_conf,
+        format!(
+            "vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 77\n    priority 100\n    advert_int 1\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n"
+        ),
+    )
+    .expect("keepalived conf");
+    let ka = Proc::spawn(
+        lab.keepalived("lb2", &ka_conf, "ka1"),
+        lab.dir(),
+        "keepalived-1",
+    )
+    .expect("spawn keepalived");
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(50), || has(
+            "INSTANCE \"VI_1\" MASTER_RX_LOWER_PRI 130"
+        )
+            && touched.exists())
+        .is_some(),
+        "{:?}\n{}\n{}",
+        read(),
+        lb1.logs(),
+        ka.log_tail(40)
+    );
+    step(
+        t0(),
+        "notify FIFO: MASTER_RX_LOWER_PRI, notify_master_rx_lower_pri ran",
+    );
+}

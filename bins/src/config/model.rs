@@ -700,6 +700,17 @@ pub struct VrrpInstance {
     /// Run on every transition with `INSTANCE name state priority` as arguments.
     #[serde(default)]
     pub notify: Option<NotifyScript>,
+    /// keepalived `notify_master_rx_lower_pri`: run (without arguments) when, as master,
+    /// the instance hears an advert of lower priority: another node took over while they
+    /// could not hear each other, and its notify_master may have taken a cloud address
+    /// away; the notify FIFOs get `INSTANCE "NAME" MASTER_RX_LOWER_PRI PRIO` then too.
+    #[serde(default)]
+    pub notify_master_rx_lower_pri: Option<NotifyScript>,
+    /// keepalived `notify_priority_changes`: the notify FIFOs get
+    /// `INSTANCE "NAME" MASTER_PRIORITY PRIO` (or `BACKUP_PRIORITY`) whenever the effective
+    /// priority changes. Default false.
+    #[serde(default)]
+    pub notify_priority_changes: bool,
     /// keepalived `use_vmac`: the VIPs go on a macvlan interface of their own whose MAC
     /// is the virtual router MAC of RFC 5798 §7.3 (`00:00:5e:00:01:<VRID>`, IPv6
     /// `…:02:<VRID>`), and adverts leave from it, so that neighbours keep one MAC for the
@@ -833,6 +844,8 @@ impl VrrpInstance {
             notify_fault: None,
             notify_stop: None,
             notify: None,
+            notify_master_rx_lower_pri: None,
+            notify_priority_changes: false,
             use_vmac: false,
             vmac_name: None,
             vmac_address: None,
@@ -2249,6 +2262,7 @@ impl Config {
                 &mut vi.notify_fault,
                 &mut vi.notify_stop,
                 &mut vi.notify,
+                &mut vi.notify_master_rx_lower_pri,
             ] {
                 notify(n);
             }
@@ -2514,6 +2528,7 @@ impl Config {
                 ("notify_fault", &vi.notify_fault),
                 ("notify_stop", &vi.notify_stop),
                 ("notify", &vi.notify),
+                ("notify_master_rx_lower_pri", &vi.notify_master_rx_lower_pri),
             ] {
                 notify(&mut err, format!("{p}.{k}"), n.as_ref());
             }

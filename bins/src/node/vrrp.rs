@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use lb_vrrp::driver::{Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
+use lb_vrrp::driver::{NoticeKind, Speaker, SpeakerHandle, TrackScript, VrrpInstanceConfig};
 use lb_vrrp::machine::{Reason, State, TrackId, TrackState, TrackWeight};
 use lb_vrrp::track::{ProcessPattern, TrackFile, TrackProcess};
 use lb_vrrp::vmac::UseVmac;
@@ -905,6 +905,68 @@ impl SpeakerRuntime {
                 }
             }));
         }
+        // What is not a transition: keepalived's notify FIFO lines MASTER_PRIORITY /
+        // BACKUP_PRIORITY (with notify_priority_changes) and MASTER_RX_LOWER_PRI, and its
+        // notify_master_rx_lower_pri script.
+        let mut notices = speaker.subscribe_notices();
+        let notice_cfg: HashMap<String, (bool, Option<crate::config::model::NotifyScript>)> =
+            instances
+                .iter()
+                .map(|v| {
+                    (
+                        v.name.clone(),
+                        (
+                            v.notify_priority_changes,
+                            v.notify_master_rx_lower_pri.clone(),
+                        ),
+                    )
+                })
+                .collect();
+        let tbl = Arc::clone(table);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = match notices.recv().await {
+                    Ok(n) => n,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let Some((priority_changes, script)) = notice_cfg.get(&n.instance) else {
+                    continue;
+                };
+                match n.kind {
+                    NoticeKind::PriorityChanged => {
+                        if let Some(s) = tbl
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .get_mut(&n.instance)
+                        {
+                            s.effective_priority = n.priority.0;
+                        }
+                        if *priority_changes {
+                            let word = if n.state == State::Master {
+                                "MASTER_PRIORITY"
+                            } else {
+                                "BACKUP_PRIORITY"
+                            };
+                            super::fifo::vrrp(&format!(
+                                "INSTANCE \"{}\" {word} {}\n",
+                                n.instance, n.priority.0
+                            ));
+                        }
+                    }
+                    NoticeKind::MasterRxLowerPriority => {
+                        tracing::warn!(instance = %n.instance, "MASTER heard an advert of lower priority: another node took over while they could not hear each other");
+                        super::fifo::vrrp(&format!(
+                            "INSTANCE \"{}\" MASTER_RX_LOWER_PRI {}\n",
+                            n.instance, n.priority.0
+                        ));
+                        if let Some(s) = script {
+                            notify(s, &[] as &[&str]);
+                        }
+                    }
+                }
+            }
+        }));
         let name = group.clone().unwrap_or_else(|| "(ungrouped)".into());
         let run = tokio::spawn(async move {
             if let Err(e) = speaker.run().await {

@@ -573,6 +573,35 @@ pub struct Event {
     pub priority: Priority,
 }
 
+/// What happened to an instance that is not a transition, for the library user (the
+/// binary maps these to keepalived's notify FIFO lines `MASTER_PRIORITY` /
+/// `BACKUP_PRIORITY` and `MASTER_RX_LOWER_PRI`, and its `notify_master_rx_lower_pri`
+/// script). Several of one kind between two reads of the instance may come as one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Instance name.
+    pub instance: String,
+    /// Its VRID.
+    pub vrid: Vrid,
+    /// Its state now.
+    pub state: State,
+    /// Its effective priority now.
+    pub priority: Priority,
+    /// What happened.
+    pub kind: NoticeKind,
+}
+
+/// What a [`Notice`] tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// The effective priority changed: a tracked check or file, or a new base priority.
+    PriorityChanged,
+    /// As Master, the instance heard an advert of lower priority: another node took over
+    /// while they could not hear each other (keepalived's `MASTER_RX_LOWER_PRI`; for a
+    /// cloud's address assignment, the moment to take the address back).
+    MasterRxLowerPriority,
+}
+
 #[derive(Debug)]
 enum Control {
     Shutdown,
@@ -697,6 +726,10 @@ struct Instance {
     sockets_lost: bool,
     /// The VIPs are in the Accept_Mode drop set.
     dropping: std::sync::atomic::AtomicBool,
+    /// The effective priority and the count of lower-priority adverts received as Master
+    /// last reported ([`Notice`]).
+    seen_priority: Priority,
+    seen_lower_rx: u64,
     group: usize,
     member: usize,
 }
@@ -784,6 +817,7 @@ pub struct Speaker {
     /// Installed by [`Speaker::run`] when an instance runs without Accept_Mode.
     drop_rules: Option<DropRules>,
     events: broadcast::Sender<Event>,
+    notices: broadcast::Sender<Notice>,
     ctl_tx: mpsc::UnboundedSender<Control>,
     ctl_rx: mpsc::UnboundedReceiver<Control>,
     /// The `track_file` watcher, started by [`Speaker::run`].
@@ -971,6 +1005,10 @@ impl Speaker {
                 send_socket,
                 announce,
                 announce_epoch: Arc::default(),
+                seen_priority: routers
+                    .last()
+                    .map_or(Priority::DEFAULT, VirtualRouter::effective_priority),
+                seen_lower_rx: 0,
                 group: if sync_group { 0 } else { i },
                 member: if sync_group { i } else { 0 },
             });
@@ -997,6 +1035,7 @@ impl Speaker {
             vips: VipManager::new()?,
             drop_rules: None,
             events: broadcast::channel(64).0,
+            notices: broadcast::channel(64).0,
             ctl_tx,
             ctl_rx,
             files,
@@ -1047,6 +1086,12 @@ impl Speaker {
     /// Subscribes to state-change events.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// The [`Notice`]s of every instance (what is not a transition: a changed effective
+    /// priority, a lower-priority advert heard as Master).
+    pub fn subscribe_notices(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
     }
 
     /// Runs until [`SpeakerHandle::shutdown`]: removes stale VIPs, starts every instance
@@ -1557,12 +1602,33 @@ impl Speaker {
             .collect()
     }
 
-    /// Performs every pending action.
+    /// Performs every pending action, then sends the [`Notice`]s of what changed.
     async fn drain(&mut self) {
         for gi in 0..self.groups.len() {
             while let Some((m, action)) = self.groups[gi].poll_action() {
                 let i = self.members[gi][m];
                 self.perform(i, action).await;
+            }
+        }
+        for inst in &mut self.instances {
+            let vr = self.groups[inst.group].member(inst.member);
+            let (state, priority) = (vr.state(), vr.effective_priority());
+            let lower_rx = vr.counters().lower_priority_rx;
+            let notice = |kind| Notice {
+                instance: inst.cfg.name.clone(),
+                vrid: inst.cfg.virtual_router_id,
+                state,
+                priority,
+                kind,
+            };
+            if priority != inst.seen_priority {
+                inst.seen_priority = priority;
+                tracing::info!(instance = %inst.cfg.name, priority = priority.0, "effective priority changed");
+                let _ = self.notices.send(notice(NoticeKind::PriorityChanged));
+            }
+            if lower_rx != inst.seen_lower_rx {
+                inst.seen_lower_rx = lower_rx;
+                let _ = self.notices.send(notice(NoticeKind::MasterRxLowerPriority));
             }
         }
     }

@@ -78,6 +78,8 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         version_set: Vec::new(),
         vrrp_strict: false,
         strict_mode: Vec::new(),
+        vrrp_notify_priority_changes: None,
+        group_notify_priority_changes: HashMap::new(),
         instance_keywords: Vec::new(),
         vrrp_defaults: VrrpDefaults::default(),
         tracking_weight_groups: HashSet::new(),
@@ -233,6 +235,11 @@ struct Conv {
     vrrp_strict: bool,
     /// Each instance's own `strict_mode`, in instance order.
     strict_mode: Vec<Option<bool>>,
+    /// `global_defs` `vrrp_notify_priority_changes`, and a sync group's
+    /// `notify_priority_changes` by member name: the defaults of an instance that does not
+    /// write its own (keepalived: the group's, else the global one).
+    vrrp_notify_priority_changes: Option<bool>,
+    group_notify_priority_changes: HashMap<String, bool>,
     /// The keywords each `vrrp_instance` wrote, in instance order.
     instance_keywords: Vec<Vec<String>>,
     vrrp_defaults: VrrpDefaults,
@@ -1123,11 +1130,10 @@ impl Conv {
                     "global_defs",
                     "VMACs are named vrrp.<VRID> and get RFC 5798's MAC unless `use_vmac NAME MAC` says otherwise",
                 ),
-                "vrrp_notify_priority_changes" => self.ignored_unlike_keepalived(
-                    s,
-                    "global_defs",
-                    "notify scripts and FIFOs are not told of priority changes",
-                ),
+                "vrrp_notify_priority_changes" => {
+                    self.vrrp_notify_priority_changes =
+                        Some(self.flag(s, "global.vrrp_notify_priority_changes"));
+                }
                 "fifo_write_vrrp_states_on_reload" => self.ignored_unlike_keepalived(
                     s,
                     "global_defs",
@@ -1352,6 +1358,14 @@ impl Conv {
             // (model field, message): warnings; errors likewise.
             let mut notes: Vec<(&str, String)> = Vec::new();
             let mut errors: Vec<(&str, String)> = Vec::new();
+            if !set("notify_priority_changes") {
+                vi.notify_priority_changes = self
+                    .group_notify_priority_changes
+                    .get(&name)
+                    .copied()
+                    .or(self.vrrp_notify_priority_changes)
+                    .unwrap_or(false);
+            }
             let v6 = vi.is_v6();
             if strict && v6 && version_set && vi.version == 2 {
                 notes.push((
@@ -2112,6 +2126,10 @@ impl Conv {
                     }
                 }
                 "notify_master" => self.first_notify(&mut vi.notify_master, st, &fp),
+                "notify_master_rx_lower_pri" => {
+                    self.first_notify(&mut vi.notify_master_rx_lower_pri, st, &fp)
+                }
+                "notify_priority_changes" => vi.notify_priority_changes = self.flag(st, &fp),
                 "notify_backup" => self.first_notify(&mut vi.notify_backup, st, &fp),
                 "notify_fault" => self.first_notify(&mut vi.notify_fault, st, &fp),
                 "notify_stop" => self.first_notify(&mut vi.notify_stop, st, &fp),
@@ -2123,13 +2141,11 @@ impl Conv {
                 | "lvs_sync_daemon_interface"
                 | "promote_secondaries"
                 | "track_src_ip" => self.ignored(st, "vrrp_instance"),
-                "notify_priority_changes" | "notify_master_rx_lower_pri" | "notify_deleted" => {
-                    self.ignored_unlike_keepalived(
-                        st,
-                        "vrrp_instance",
-                        "notify scripts and FIFOs are told of state changes only",
-                    )
-                }
+                "notify_deleted" => self.ignored_unlike_keepalived(
+                    st,
+                    "vrrp_instance",
+                    "an instance removed by a reload is notified STOP, not DELETED",
+                ),
                 "garp_extra_if" | "vmac_garp_intvl" => self.ignored_unlike_keepalived(
                     st,
                     "vrrp_instance",
@@ -2334,6 +2350,8 @@ impl Conv {
             path: p.clone(),
             ..GroupTracks::default()
         };
+        // `notify_priority_changes`: its members' default (keepalived).
+        let mut group_npc = None;
         for st in self.section(s) {
             let kw = st.keyword.text.as_str();
             let fp = format!("{p}.{kw}");
@@ -2358,6 +2376,7 @@ impl Conv {
                     self.tracking_weight_groups.insert(g.name.clone());
                 }
                 "smtp_alert" | "global_tracking" => self.ignored(st, "vrrp_sync_group"),
+                "notify_priority_changes" => group_npc = Some(self.flag(st, &fp)),
                 "notify_stop" => self.first_notify(&mut g.notify_stop, st, &fp),
                 // keepalived tracks these for every member instance: they are copied into
                 // each (`apply_group_tracks`), where the members' own rules apply.
@@ -2419,6 +2438,11 @@ impl Conv {
         }
         tracks.members.clone_from(&g.group);
         self.group_tracks.push(tracks);
+        if let Some(v) = group_npc {
+            for m in &g.group {
+                self.group_notify_priority_changes.insert(m.clone(), v);
+            }
+        }
         self.cfg.sync_groups.push(g);
     }
 
