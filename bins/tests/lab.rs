@@ -2901,7 +2901,9 @@ fn notify_fifo_priority_and_lower_priority_master_lines() {
         "global_defs {{\n    admin_socket {sock}\n    vrrp_notify_fifo {fifo}\n    vrrp_notify_fifo_script \"sh -c 'trap \\\"\\\" TERM; exec cat \\\"$0\\\" >> {log}'\"\n    vrrp_notify_priority_changes\n}}\n\
          track_file tf {{\n    file {tracked}\n    weight 1\n}}\n\
          vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 77\n    priority 150\n    advert_int 1\n    track_file {{\n        tf\n    }}\n\
-         notify_master_rx_lower_pri \"/usr/bin/touch {touched}\"\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n",
+         notify_master_rx_lower_pri \"/usr/bin/touch {touched}\"\n    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n\
+         vrrp_instance VI_2 {{\n    interface eth0\n    virtual_router_id 78\n    priority 150\n    advert_int 1\n    track_file {{\n        tf\n    }}\n\
+         notify_priority_changes off\n    virtual_ipaddress {{\n        {VIP2}/24\n    }}\n}}\n",
         sock = lb1.socket.display(),
         fifo = fifo.display(),
         log = log.display(),
@@ -2930,6 +2932,30 @@ fn notify_fifo_priority_and_lower_priority_master_lines() {
         "{:?}\n{}",
         read(),
         lb1.logs()
+    );
+    // VI_2 tracks the same file with notify_priority_changes off: its priority changes
+    // (lbctl status shows it) without a line.
+    let vi2_priority = || {
+        lb1.status().and_then(|s| {
+            s.vrrp
+                .iter()
+                .find(|v| v.name == "VI_2")
+                .map(|v| v.effective_priority)
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            vi2_priority() == Some(130)
+        })
+        .is_some(),
+        "{:?}",
+        lb1.status()
+    );
+    assert!(has("INSTANCE \"VI_2\" MASTER 150"), "{:?}", read());
+    assert!(
+        !read().contains("\"VI_2\" MASTER_PRIORITY"),
+        "no priority line for VI_2: {:?}",
+        read()
     );
     step(
         t0(),

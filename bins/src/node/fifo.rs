@@ -9,9 +9,15 @@
 //! RS [198.18.0.151]:tcp:80 [198.18.0.250]:tcp:80 DOWN
 //! ```
 //!
-//! Not written: keepalived's `MASTER_RX_LOWER_PRI`, `MASTER_PRIORITY` and
-//! `BACKUP_PRIORITY` instance lines, `DELETED`, and the states at a reload
-//! (`fifo_write_vrrp_states_on_reload`).
+//! Also `INSTANCE "VI_1" MASTER_RX_LOWER_PRI 150` when a master hears a lower-priority
+//! master, and with `notify_priority_changes` `INSTANCE "VI_1" MASTER_PRIORITY 140` (or
+//! `BACKUP_PRIORITY`: any other state) when the effective priority changes. Unlike
+//! keepalived: several such events between two steps of the speaker give one line; the
+//! word follows the state after the step; a base priority changed by a reload, and a
+//! `track_file` entering or leaving its fault value, give a priority line too; an owner
+//! hearing another owner reports `MASTER_RX_LOWER_PRI` (keepalived steps down to 254).
+//!
+//! Not written: `DELETED` and the states at a reload (`fifo_write_vrrp_states_on_reload`).
 //!
 //! `notify_fifo` gets every line; `vrrp_notify_fifo` the `INSTANCE` and `GROUP` ones;
 //! `lvs_notify_fifo` the `VS` (quorum) and `RS` (real server) ones. As keepalived

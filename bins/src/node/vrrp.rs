@@ -567,6 +567,52 @@ pub(crate) fn instance_globals(cfg: &Config) -> InstanceGlobals {
     )
 }
 
+/// Applies one [`lb_vrrp::driver::Notice`]: the status table's effective priority,
+/// keepalived's notify FIFO line and, for a lower-priority master heard,
+/// `notify_master_rx_lower_pri` (`cfg`: each instance's `notify_priority_changes` and
+/// that script).
+fn notice(
+    n: &lb_vrrp::driver::Notice,
+    cfg: &HashMap<String, (bool, Option<crate::config::model::NotifyScript>)>,
+    table: &VrrpTable,
+) {
+    let Some((priority_changes, script)) = cfg.get(&n.instance) else {
+        return;
+    };
+    match n.kind {
+        NoticeKind::PriorityChanged => {
+            if let Some(s) = table
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_mut(&n.instance)
+            {
+                s.effective_priority = n.priority.0;
+            }
+            if *priority_changes {
+                let word = if n.state == State::Master {
+                    "MASTER_PRIORITY"
+                } else {
+                    "BACKUP_PRIORITY"
+                };
+                super::fifo::vrrp(&format!(
+                    "INSTANCE \"{}\" {word} {}\n",
+                    n.instance, n.priority.0
+                ));
+            }
+        }
+        NoticeKind::MasterRxLowerPriority => {
+            tracing::warn!(instance = %n.instance, "MASTER heard an advert of lower priority: another node took over while they could not hear each other");
+            super::fifo::vrrp(&format!(
+                "INSTANCE \"{}\" MASTER_RX_LOWER_PRI {}\n",
+                n.instance, n.priority.0
+            ));
+            if let Some(s) = script {
+                notify(s, &[] as &[&str]);
+            }
+        }
+    }
+}
+
 /// Whether a running speaker (`group`, `instances`) is the one the new configuration's
 /// group (`g`, `members`) continues: the same sync group, or the same lone instance.
 pub(crate) fn same_group(
@@ -685,19 +731,56 @@ impl SpeakerRuntime {
             .collect();
         // Ends once the speaker is gone (`Closed`), after the events it sent last, such as
         // the transitions to Initialize that run `notify_stop`.
+        // What is not a transition: keepalived's notify FIFO lines MASTER_PRIORITY /
+        // BACKUP_PRIORITY (with notify_priority_changes) and MASTER_RX_LOWER_PRI, and its
+        // notify_master_rx_lower_pri script. Read by the same task as the transitions,
+        // which it reads first (the speaker sends a step's notices after its transitions),
+        // so that the FIFO lines keep their order and none is lost at a stop.
+        let mut notices = speaker.subscribe_notices();
+        let notice_cfg: HashMap<String, (bool, Option<crate::config::model::NotifyScript>)> =
+            instances
+                .iter()
+                .map(|v| {
+                    (
+                        v.name.clone(),
+                        (
+                            v.notify_priority_changes,
+                            v.notify_master_rx_lower_pri.clone(),
+                        ),
+                    )
+                })
+                .collect();
         let events_task = tokio::spawn(async move {
             // The group's state as last written to the notify FIFOs (one GROUP line per
             // change, not one per member).
             let mut group_written: Option<&'static str> = None;
+            let (mut events_open, mut notices_open) = (true, true);
             loop {
-                let ev = match events.recv().await {
-                    Ok(ev) => ev,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // A skipped first event must not silence a later genuine one.
-                        quiet.clear();
+                let ev = tokio::select! {
+                    biased;
+                    r = events.recv(), if events_open => match r {
+                        Ok(ev) => ev,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            // A skipped first event must not silence a later genuine one.
+                            quiet.clear();
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => {
+                            events_open = false;
+                            continue;
+                        }
+                    },
+                    r = notices.recv(), if notices_open => {
+                        match r {
+                            Ok(n) => notice(&n, &notice_cfg, &tbl),
+                            Err(broadcast::error::RecvError::Lagged(k)) => {
+                                tracing::warn!(skipped = k, "VRRP notices skipped: their FIFO lines and notify_master_rx_lower_pri runs are lost");
+                            }
+                            Err(broadcast::error::RecvError::Closed) => notices_open = false,
+                        }
                         continue;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    else => return,
                 };
                 tracing::info!(instance = %ev.instance, vrid = ev.vrid.get(), from = ?ev.from, to = ?ev.to, reason = ?ev.reason, priority = ev.priority.0, "VRRP transition");
                 if let Some(s) = tbl
@@ -905,68 +988,6 @@ impl SpeakerRuntime {
                 }
             }));
         }
-        // What is not a transition: keepalived's notify FIFO lines MASTER_PRIORITY /
-        // BACKUP_PRIORITY (with notify_priority_changes) and MASTER_RX_LOWER_PRI, and its
-        // notify_master_rx_lower_pri script.
-        let mut notices = speaker.subscribe_notices();
-        let notice_cfg: HashMap<String, (bool, Option<crate::config::model::NotifyScript>)> =
-            instances
-                .iter()
-                .map(|v| {
-                    (
-                        v.name.clone(),
-                        (
-                            v.notify_priority_changes,
-                            v.notify_master_rx_lower_pri.clone(),
-                        ),
-                    )
-                })
-                .collect();
-        let tbl = Arc::clone(table);
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let n = match notices.recv().await {
-                    Ok(n) => n,
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                let Some((priority_changes, script)) = notice_cfg.get(&n.instance) else {
-                    continue;
-                };
-                match n.kind {
-                    NoticeKind::PriorityChanged => {
-                        if let Some(s) = tbl
-                            .write()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .get_mut(&n.instance)
-                        {
-                            s.effective_priority = n.priority.0;
-                        }
-                        if *priority_changes {
-                            let word = if n.state == State::Master {
-                                "MASTER_PRIORITY"
-                            } else {
-                                "BACKUP_PRIORITY"
-                            };
-                            super::fifo::vrrp(&format!(
-                                "INSTANCE \"{}\" {word} {}\n",
-                                n.instance, n.priority.0
-                            ));
-                        }
-                    }
-                    NoticeKind::MasterRxLowerPriority => {
-                        tracing::warn!(instance = %n.instance, "MASTER heard an advert of lower priority: another node took over while they could not hear each other");
-                        super::fifo::vrrp(&format!(
-                            "INSTANCE \"{}\" MASTER_RX_LOWER_PRI {}\n",
-                            n.instance, n.priority.0
-                        ));
-                        if let Some(s) = script {
-                            notify(s, &[] as &[&str]);
-                        }
-                    }
-                }
-            }
-        }));
         let name = group.clone().unwrap_or_else(|| "(ungrouped)".into());
         let run = tokio::spawn(async move {
             if let Err(e) = speaker.run().await {

@@ -750,6 +750,9 @@ impl Conv {
             "vrrp_notify_fifo_script",
             "lvs_notify_fifo",
             "lvs_notify_fifo_script",
+            "notify_master_rx_lower_pri",
+            "startup_script",
+            "shutdown_script",
         ];
         let mut seen: HashMap<&str, &Location> = HashMap::new();
         for st in b {
@@ -859,8 +862,18 @@ impl Conv {
                 "virtual_server_group" => {} // read first
                 "bfd_instance" => self.bfd_instance(s),
                 "static_ipaddress" | "static_routes" | "static_rules" | "linkbeat_interfaces"
-                | "track_bfd" | "track_group" | "interface_up_down_delays" | "use_pid_dir"
-                | "instance" | "child_wait_time" => self.ignored(s, "the configuration"),
+                | "track_bfd" | "track_group" | "use_pid_dir" | "instance" | "child_wait_time"
+                | "linkbeat_use_polling" => self.ignored(s, "the configuration"),
+                "interface_up_down_delays" => self.ignored_unlike_keepalived(
+                    s,
+                    "the configuration",
+                    "an interface going down or up acts at once",
+                ),
+                "SSL" => self.ignored_unlike_keepalived(
+                    s,
+                    "the configuration",
+                    "SSL_GET checks present no client certificate and do not verify the server's (as keepalived without a `ca`)",
+                ),
                 "garp_group" => self.ignored_unlike_keepalived(
                     s,
                     "the configuration",
