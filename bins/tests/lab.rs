@@ -2882,7 +2882,7 @@ fn reload_of_vrrp_mcast_group4_moves_the_adverts() {
 /// a change of the effective priority (a track_file's value) writes
 /// `INSTANCE "VI_1" MASTER_PRIORITY 130`; a master hearing a lower-priority master (a
 /// keepalived on lb2 that no longer hears lb1: nftables drops lb1's adverts there) writes
-/// `INSTANCE "VI_1" MASTER_RX_LOWER_PRI 130` and runs `notify_master_rx_lower_pri`.
+/// `INSTANCE "VI_1" MASTER_RX_LOWER_PRI 140` and runs `notify_master_rx_lower_pri`.
 #[test]
 fn notify_fifo_priority_and_lower_priority_master_lines() {
     if !lab_available() || !lb_testkit::tool_available("keepalived") {
@@ -2917,7 +2917,8 @@ fn notify_fifo_priority_and_lower_priority_master_lines() {
     assert!(
         wait_until(Duration::from_secs(10), Duration::from_millis(50), || has(
             "INSTANCE \"VI_1\" MASTER 150"
-        ))
+        )
+            && has("INSTANCE \"VI_2\" MASTER 150"))
         .is_some(),
         "{:?}\n{}",
         read(),
@@ -2951,7 +2952,17 @@ fn notify_fifo_priority_and_lower_priority_master_lines() {
         "{:?}",
         lb1.status()
     );
-    assert!(has("INSTANCE \"VI_2\" MASTER 150"), "{:?}", read());
+    // A second change: once VI_1's line for it is written, VI_2's for the first would
+    // have been too.
+    std::fs::write(&tracked, "-10\n").expect("track file");
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || has(
+            "INSTANCE \"VI_1\" MASTER_PRIORITY 140"
+        ))
+        .is_some(),
+        "{:?}",
+        read()
+    );
     assert!(
         !read().contains("\"VI_2\" MASTER_PRIORITY"),
         "no priority line for VI_2: {:?}",
@@ -2993,7 +3004,7 @@ fn notify_fifo_priority_and_lower_priority_master_lines() {
     .expect("spawn keepalived");
     assert!(
         wait_until(Duration::from_secs(15), Duration::from_millis(50), || has(
-            "INSTANCE \"VI_1\" MASTER_RX_LOWER_PRI 130"
+            "INSTANCE \"VI_1\" MASTER_RX_LOWER_PRI 140"
         )
             && touched.exists())
         .is_some(),

@@ -3236,6 +3236,26 @@ fn startup_and_shutdown_scripts_run_around_the_node() {
     );
     let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(body(&get(vip).unwrap()), "a");
+    // A reload that changes the shutdown script: the new one runs at the stop (keepalived
+    // runs its last reload's).
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let moved = text.replace("/stop'", "/stop-reloaded'");
+    assert_ne!(text, moved);
+    std::fs::write(&cfg, moved).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(
+            dir.join("node.log")
+        )
+        .unwrap_or_default()
+        .contains("reload done")),
+        "reload done: {}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
     let term = Command::new("kill")
         .args(["-TERM", &node.0.id().to_string()])
         .status()
@@ -3248,7 +3268,7 @@ fn startup_and_shutdown_scripts_run_around_the_node() {
         .flatten()
         .is_some()));
     assert_eq!(
-        std::fs::read_to_string(dir.join("stop")).unwrap_or_default(),
+        std::fs::read_to_string(dir.join("stop-reloaded")).unwrap_or_default(),
         "closed\n",
         "the shutdown script ran after the listener closed: {}",
         std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()

@@ -2071,9 +2071,17 @@ fn garp_interval_spaces_the_gratuitous_arps() {
         assert_eq!(t.len(), 24, "two bursts of 4 VIPs × 3: {t:?}");
         let gaps: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
         let min = gaps.iter().copied().fold(f64::MAX, f64::min);
+        // Stamped on arrival one bridge away: a busy machine shifts single packets by a
+        // few ms, not a burst's span.
         match interval {
-            Some(_) => assert!(min >= 0.045, "at least 50 ms apart: {gaps:?}"),
-            None => assert!(t[11] - t[0] < 0.045, "one burst at once: {t:?}"),
+            Some(_) => {
+                assert!(min >= 0.03, "about 50 ms apart: {gaps:?}");
+                assert!(
+                    t[11] - t[0] >= 0.5,
+                    "the first burst spread over 11 × 50 ms: {t:?}"
+                );
+            }
+            None => assert!(t[11] - t[0] < 0.2, "one burst at once: {t:?}"),
         }
     }
 

@@ -144,13 +144,13 @@ pub struct Global {
     /// sends out of one interface (a VMAC's count against its base interface), whatever
     /// instance sends them, for switches and hypervisors that drop bursts; the others wait
     /// their turn (and are dropped if their instance leaves MASTER or stops first).
-    /// Default 0: each burst at once. keepalived.conf takes microseconds (`0.000250`), TOML
-    /// milliseconds.
-    #[serde(with = "values::duration")]
+    /// Default 0: each burst at once. To the microsecond (`0.000250`, TOML also
+    /// `"250us"`), at most 4294.967295 s (keepalived's range).
+    #[serde(with = "values::fine_duration")]
     pub vrrp_garp_interval: Duration,
     /// keepalived `vrrp_gna_interval`: the same for unsolicited neighbour advertisements
     /// (IPv6 VIPs), counted apart. Default 0.
-    #[serde(with = "values::duration")]
+    #[serde(with = "values::fine_duration")]
     pub vrrp_gna_interval: Duration,
     /// keepalived `startup_script`: run (by `/bin/sh -c`, as its user or `script_user`)
     /// before lb-node starts its VRRP instances and virtual servers, which wait for it to
@@ -163,7 +163,8 @@ pub struct Global {
     #[serde(with = "values::duration")]
     pub startup_script_timeout: Duration,
     /// keepalived `shutdown_script`: run likewise once lb-node has stopped everything
-    /// (VIPs removed, connections drained), before it exits. None by default.
+    /// (VIPs removed, connections drained), before it exits; the running configuration's
+    /// (a reload may change it, as keepalived's). None by default.
     pub shutdown_script: Option<NotifyScript>,
     /// keepalived `shutdown_script_timeout`, 1..=1000 s. Default 10 s.
     #[serde(with = "values::duration")]
@@ -2795,6 +2796,20 @@ impl Config {
             }
         }
 
+        for (key, d) in [
+            ("vrrp_garp_interval", self.global.vrrp_garp_interval),
+            ("vrrp_gna_interval", self.global.vrrp_gna_interval),
+        ] {
+            if d > Duration::from_micros(4_294_967_295) {
+                err(
+                    format!("global.{key}"),
+                    format!(
+                        "{key} {} s is out of range 0..=4294.967295 s",
+                        d.as_secs_f64()
+                    ),
+                );
+            }
+        }
         for (key, s, timeout) in [
             (
                 "startup_script",

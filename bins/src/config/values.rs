@@ -36,6 +36,19 @@ use super::model::{
 /// # Errors
 /// A message naming the value when it is neither.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_at(s, false)
+}
+
+/// [`parse_duration`] to the microsecond (`"250us"`, `0.00025`), for keepalived's
+/// `vrrp_garp_interval` / `vrrp_gna_interval`.
+///
+/// # Errors
+/// A message naming the value.
+pub fn parse_fine_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_at(s, true)
+}
+
+fn parse_duration_at(s: &str, micros: bool) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -44,6 +57,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let scale = match unit.trim() {
         "" | "s" => 1.0,
         "ms" => 0.001,
+        "us" | "µs" if micros => 0.000_001,
         "m" | "min" => 60.0,
         "h" => 3600.0,
         _ => return Err(format!("{s:?} is not a duration (e.g. 3, 1.5, 500ms, 2m)")),
@@ -51,18 +65,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: f64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration (e.g. 3, 1.5, 500ms, 2m)"))?;
-    secs_f64(n * scale).ok_or_else(|| format!("duration {s:?} is out of range"))
+    secs_f64_at(n * scale, micros).ok_or_else(|| format!("duration {s:?} is out of range"))
 }
 
 /// The longest duration accepted, in seconds, whatever the syntax.
 const MAX_SECS: u64 = 1_000_000_000;
 
 fn secs_f64(n: f64) -> Option<Duration> {
+    secs_f64_at(n, false)
+}
+
+/// `n` seconds, rounded to the millisecond (so that `0.1` compares equal across front
+/// ends), or with `micros` to the microsecond.
+fn secs_f64_at(n: f64, micros: bool) -> Option<Duration> {
     if !n.is_finite() || !(0.0..=MAX_SECS as f64).contains(&n) {
         return None;
     }
-    // Round to the millisecond so `0.1` compares equal across front ends.
-    Some(Duration::from_millis((n * 1000.0).round() as u64))
+    Some(if micros {
+        Duration::from_micros((n * 1e6).round() as u64)
+    } else {
+        Duration::from_millis((n * 1000.0).round() as u64)
+    })
 }
 
 /// Parses a weight 0..=65535.
@@ -168,6 +191,36 @@ pub(crate) mod duration {
     use super::*;
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         d.deserialize_any(DurationVisitor)
+    }
+}
+
+/// Durations to the microsecond: as [`duration`], and `"250us"`.
+pub(crate) mod fine_duration {
+    use super::*;
+
+    struct Fine;
+
+    impl Visitor<'_> for Fine {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration: seconds as a number, or a string such as \"250us\" or \"1ms\"")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            DurationVisitor.visit_i64(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            DurationVisitor.visit_u64(v)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+            secs_f64_at(v, true).ok_or_else(|| E::custom(format!("duration {v} is out of range")))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse_fine_duration(v).map_err(E::custom)
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(Fine)
     }
 }
 

@@ -1346,11 +1346,6 @@ pub async fn run(path: PathBuf, format: Option<Format>) -> Result<(), NodeError>
     let mut hup = signal(SignalKind::hangup())
         .map_err(|e| NodeError::Start(format!("SIGHUP handler: {e}")))?;
     let socket_path = config.global.admin_socket.clone();
-    let shutdown_script = config
-        .global
-        .shutdown_script
-        .clone()
-        .map(|s| (s, config.global.shutdown_script_timeout));
     // keepalived runs it before it starts anything; stopped meanwhile, lb-node kills it
     // and starts nothing (nor runs the shutdown script: nothing ran).
     if let Some(s) = &config.global.startup_script {
@@ -1390,12 +1385,19 @@ pub async fn run(path: PathBuf, format: Option<Format>) -> Result<(), NodeError>
         }
     }
     tracing::info!("stopping: priority 0, VIPs removed, listeners closed, draining");
+    // The running configuration's (a reload may have changed it), as keepalived's parent
+    // runs the one of its last reload.
+    let shutdown_script = node
+        .config
+        .global
+        .shutdown_script
+        .clone()
+        .map(|s| (s, node.config.global.shutdown_script_timeout));
     node.shutdown().await;
     let _ = stop_admin.send(());
     let _ = admin_task.await;
     let _ = std::fs::remove_file(&socket_path);
-    // keepalived runs it once everything has stopped; the one of the configuration lb-node
-    // started with (a reload does not change it, as keepalived reads it at start).
+    // keepalived runs it once everything has stopped.
     if let Some((s, timeout)) = &shutdown_script {
         run_lifecycle_script(s, *timeout, "shutdown").await;
     }

@@ -1057,6 +1057,7 @@ impl Conv {
                 | "vrrp_process_name"
                 | "enable_traps"
                 | "snmp_socket"
+                | "smtp_alert"
                 | "lvs_flush"
                 | "bfd_cpu_affinity"
                 | "bfd_no_swap"
