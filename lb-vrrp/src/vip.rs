@@ -283,6 +283,13 @@ impl Interfaces {
         })
     }
 
+    /// True if interface `name` exists and can send multicast (`IFF_MULTICAST`).
+    pub fn has_multicast(&self, name: &str) -> bool {
+        use nix::net::if_::InterfaceFlags;
+        self.of(name)
+            .any(|i| i.flags.contains(InterfaceFlags::IFF_MULTICAST))
+    }
+
     /// Whether interface `name` holds `ip`.
     pub fn has_address(&self, name: &str, ip: IpAddr) -> bool {
         self.of(name).any(|i| {
@@ -315,6 +322,12 @@ impl Interfaces {
 /// see [`Interfaces::link_is_up`].
 pub fn link_is_up(name: &str) -> bool {
     Interfaces::read().link_is_up(name)
+}
+
+/// True if interface `name` exists and can send multicast; see
+/// [`Interfaces::has_multicast`].
+pub fn has_multicast(name: &str) -> bool {
+    Interfaces::read().has_multicast(name)
 }
 
 /// The first address of `family` on interface `name` that is not in `exclude`; see

@@ -2800,7 +2800,7 @@ impl Config {
             ("vrrp_garp_interval", self.global.vrrp_garp_interval),
             ("vrrp_gna_interval", self.global.vrrp_gna_interval),
         ] {
-            if d > Duration::from_micros(4_294_967_295) {
+            if d > values::MAX_GARP_INTERVAL {
                 err(
                     format!("global.{key}"),
                     format!(

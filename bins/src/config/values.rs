@@ -39,6 +39,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     parse_duration_at(s, false)
 }
 
+/// The longest `vrrp_garp_interval` / `vrrp_gna_interval`, keepalived's (2³² − 1 µs).
+pub const MAX_GARP_INTERVAL: Duration = Duration::from_micros(4_294_967_295);
+
 /// [`parse_duration`] to the microsecond (`"250us"`, `0.00025`), for keepalived's
 /// `vrrp_garp_interval` / `vrrp_gna_interval`.
 ///
@@ -70,10 +73,6 @@ fn parse_duration_at(s: &str, micros: bool) -> Result<Duration, String> {
 
 /// The longest duration accepted, in seconds, whatever the syntax.
 const MAX_SECS: u64 = 1_000_000_000;
-
-fn secs_f64(n: f64) -> Option<Duration> {
-    secs_f64_at(n, false)
-}
 
 /// `n` seconds, rounded to the millisecond (so that `0.1` compares equal across front
 /// ends), or with `micros` to the microsecond.
@@ -161,7 +160,11 @@ pub(crate) fn default_algorithm() -> Algorithm {
     Algorithm::RoundRobin
 }
 
-struct DurationVisitor;
+/// Reads a duration, to the millisecond ([`parse_duration`]) or with `micros` to the
+/// microsecond ([`parse_fine_duration`]).
+struct DurationVisitor {
+    micros: bool,
+}
 
 impl Visitor<'_> for DurationVisitor {
     type Value = Duration;
@@ -179,10 +182,11 @@ impl Visitor<'_> for DurationVisitor {
         Ok(Duration::from_secs(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-        secs_f64(v).ok_or_else(|| E::custom(format!("duration {v} is out of range")))
+        secs_f64_at(v, self.micros)
+            .ok_or_else(|| E::custom(format!("duration {v} is out of range")))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-        parse_duration(v).map_err(E::custom)
+        parse_duration_at(v, self.micros).map_err(E::custom)
     }
 }
 
@@ -190,37 +194,15 @@ impl Visitor<'_> for DurationVisitor {
 pub(crate) mod duration {
     use super::*;
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(DurationVisitor)
+        d.deserialize_any(DurationVisitor { micros: false })
     }
 }
 
 /// Durations to the microsecond: as [`duration`], and `"250us"`.
 pub(crate) mod fine_duration {
     use super::*;
-
-    struct Fine;
-
-    impl Visitor<'_> for Fine {
-        type Value = Duration;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a duration: seconds as a number, or a string such as \"250us\" or \"1ms\"")
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            DurationVisitor.visit_i64(v)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            DurationVisitor.visit_u64(v)
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            secs_f64_at(v, true).ok_or_else(|| E::custom(format!("duration {v} is out of range")))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            parse_fine_duration(v).map_err(E::custom)
-        }
-    }
-
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(Fine)
+        d.deserialize_any(DurationVisitor { micros: true })
     }
 }
 
@@ -230,7 +212,8 @@ pub(crate) mod opt_duration {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
-        d.deserialize_any(DurationVisitor).map(Some)
+        d.deserialize_any(DurationVisitor { micros: false })
+            .map(Some)
     }
 }
 

@@ -569,14 +569,13 @@ pub(crate) fn instance_globals(cfg: &Config) -> InstanceGlobals {
 
 /// Applies one [`lb_vrrp::driver::Notice`]: the status table's effective priority,
 /// keepalived's notify FIFO line and, for a lower-priority master heard,
-/// `notify_master_rx_lower_pri` (`cfg`: each instance's `notify_priority_changes` and
-/// that script).
+/// `notify_master_rx_lower_pri` (`instances`: the speaker's, by name).
 fn notice(
     n: &lb_vrrp::driver::Notice,
-    cfg: &HashMap<String, (bool, Option<crate::config::model::NotifyScript>)>,
+    instances: &HashMap<String, VrrpInstance>,
     table: &VrrpTable,
 ) {
-    let Some((priority_changes, script)) = cfg.get(&n.instance) else {
+    let Some(vi) = instances.get(&n.instance) else {
         return;
     };
     match n.kind {
@@ -588,7 +587,7 @@ fn notice(
             {
                 s.effective_priority = n.priority.0;
             }
-            if *priority_changes {
+            if vi.notify_priority_changes {
                 let word = if n.state == State::Master {
                     "MASTER_PRIORITY"
                 } else {
@@ -606,7 +605,7 @@ fn notice(
                 "INSTANCE \"{}\" MASTER_RX_LOWER_PRI {}\n",
                 n.instance, n.priority.0
             ));
-            if let Some(s) = script {
+            if let Some(s) = &vi.notify_master_rx_lower_pri {
                 notify(s, &[] as &[&str]);
             }
         }
@@ -737,19 +736,6 @@ impl SpeakerRuntime {
         // which it reads first (the speaker sends a step's notices after its transitions),
         // so that the FIFO lines keep their order and none is lost at a stop.
         let mut notices = speaker.subscribe_notices();
-        let notice_cfg: HashMap<String, (bool, Option<crate::config::model::NotifyScript>)> =
-            instances
-                .iter()
-                .map(|v| {
-                    (
-                        v.name.clone(),
-                        (
-                            v.notify_priority_changes,
-                            v.notify_master_rx_lower_pri.clone(),
-                        ),
-                    )
-                })
-                .collect();
         let events_task = tokio::spawn(async move {
             // The group's state as last written to the notify FIFOs (one GROUP line per
             // change, not one per member).
@@ -772,7 +758,7 @@ impl SpeakerRuntime {
                     },
                     r = notices.recv(), if notices_open => {
                         match r {
-                            Ok(n) => notice(&n, &notice_cfg, &tbl),
+                            Ok(n) => notice(&n, &by_name, &tbl),
                             Err(broadcast::error::RecvError::Lagged(k)) => {
                                 tracing::warn!(skipped = k, "VRRP notices skipped: their FIFO lines and notify_master_rx_lower_pri runs are lost");
                             }

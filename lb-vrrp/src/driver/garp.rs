@@ -209,6 +209,15 @@ mod tests {
         }
     }
 
+    /// What `log` recorded: (ms since `t0`, address's last octet).
+    fn sent_since(log: &Log, t0: Instant) -> Vec<(u128, u8)> {
+        log.lock()
+            .unwrap()
+            .iter()
+            .map(|(t, a)| ((*t - t0).as_millis(), *a))
+            .collect()
+    }
+
     /// Round robin over the addresses, each message 10 ms after the previous one left;
     /// a second burst while the first waits folds into it; an epoch change drops the rest.
     #[tokio::test(start_paused = true)]
@@ -225,12 +234,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(15)).await;
         pacer.submit((2, false), vec![msg(&log, 2, 3, &epoch)]);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let got: Vec<(u128, u8)> = log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(t, a)| ((*t - t0).as_millis(), *a))
-            .collect();
+        let got = sent_since(&log, t0);
         // .2 had one send left when the second burst asked for 3: it gets 3 more.
         assert_eq!(
             got,
@@ -257,12 +261,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(25)).await;
         epoch.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let got: Vec<(u128, u8)> = log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(t, a)| ((*t - t1).as_millis(), *a))
-            .collect();
+        let got = sent_since(&log, t1);
         assert_eq!(got, [(0, 1), (10, 2), (20, 3)]);
         // Idle again: the next message leaves at once.
         let t2 = Instant::now();

@@ -44,7 +44,9 @@ use super::model::{
     TrackProcessRef, TrackScript, TrackService, UdpCheck, UrlCheck, VirtualIp, VirtualServer,
     VrrpInstance, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
 };
-use super::values::{parse_algorithm, parse_duration, parse_weight};
+use super::values::{
+    parse_algorithm, parse_duration, parse_fine_duration, parse_weight, MAX_GARP_INTERVAL,
+};
 use super::{finish, LoadResult, Location, Origins};
 use syntax::{Diagnostics, Stmt, Token};
 
@@ -401,15 +403,12 @@ fn bfd_interval(kw: &str) -> impl Fn(&str) -> Result<Duration, String> + '_ {
 /// most 4294.967295 s; 0 is none (keepalived calls it invalid and keeps none).
 fn micros(kw: &str) -> impl Fn(&str) -> Result<Duration, String> + '_ {
     move |s| {
-        let f: f64 = s
-            .parse()
-            .ok()
-            .filter(|f: &f64| f.is_finite())
-            .ok_or_else(|| format!("{kw} {s:?} is not a number of seconds"))?;
-        if !(0.0..=4294.967295).contains(&f) {
+        let d =
+            parse_fine_duration(s).map_err(|_| format!("{kw} {s:?} is not a number of seconds"))?;
+        if d > MAX_GARP_INTERVAL {
             return Err(format!("{kw} {s} is out of range 0..=4294.967295 s"));
         }
-        Ok(Duration::from_micros((f * 1e6).round() as u64))
+        Ok(d)
     }
 }
 
@@ -1428,7 +1427,7 @@ impl Conv {
                 vi.authentication = None;
             }
             // keepalived refuses them on an interface that has multicast (one that exists).
-            if strict && !vi.unicast_peer.is_empty() && has_multicast(&vi.interface) {
+            if strict && !vi.unicast_peer.is_empty() && lb_vrrp::vip::has_multicast(&vi.interface) {
                 errors.push((
                     "unicast_peer",
                     "unicast peers are not supported in strict mode (keepalived refuses them too): remove vrrp_strict/strict_mode or the peers".into(),
@@ -1451,10 +1450,9 @@ impl Conv {
             if strict
                 && v6
                 && vi.unicast_peer.is_empty()
-                && vi
-                    .virtual_ipaddress
-                    .first()
-                    .is_some_and(|a| !is_link_local(a.address))
+                && vi.virtual_ipaddress.first().is_some_and(
+                    |a| !matches!(a.address, IpAddr::V6(v) if v.is_unicast_link_local()),
+                )
             {
                 notes.push((
                     "virtual_ipaddress",
@@ -3418,23 +3416,6 @@ impl Conv {
         }
         Some(u)
     }
-}
-
-/// Whether interface `name` exists (in this thread's network namespace) and has
-/// IFF_MULTICAST.
-pub(crate) fn has_multicast(name: &str) -> bool {
-    nix::ifaddrs::getifaddrs().is_ok_and(|mut ifs| {
-        ifs.any(|i| {
-            i.interface_name == name
-                && i.flags
-                    .contains(nix::net::if_::InterfaceFlags::IFF_MULTICAST)
-        })
-    })
-}
-
-/// An IPv6 link-local unicast address (fe80::/10); IPv4 ones are never.
-fn is_link_local(a: IpAddr) -> bool {
-    matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 #[cfg(test)]
