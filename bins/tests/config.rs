@@ -4031,3 +4031,83 @@ fn notify_priority_changes_defaults_as_keepalived() {
         .collect();
     assert_eq!(npc, [false, true, true]);
 }
+
+/// keepalived's `notify_deleted [SCRIPT [USER [GROUP]]]` (the first one wins, as
+/// keepalived's "already specified") and `fifo_write_vrrp_states_on_reload`; the TOML
+/// forms: `notify_deleted = false | true | "command" | { command, user }`.
+#[test]
+fn notify_deleted_and_reload_states_are_read() {
+    use lb_bins::config::model::{NotifyDeleted, NotifyScript};
+    let inst = |name: &str, vrid: u8, own: &str| {
+        format!("vrrp_instance {name} {{\n    interface eth0\n    virtual_router_id {vrid}\n    priority 100\n{own}    virtual_ipaddress {{\n        198.18.0.{vrid}\n    }}\n}}\n")
+    };
+    let text = "global_defs {\n    fifo_write_vrrp_states_on_reload\n}\n".to_owned()
+        + &inst("A", 1, "")
+        + &inst("B", 2, "    notify_deleted\n")
+        + &inst(
+            "C",
+            3,
+            "    notify_deleted \"/bin/echo gone\" nobody\n    notify_deleted /bin/false\n",
+        );
+    let (cfg, w) = keepalived_ok(&text);
+    assert!(cfg.global.fifo_write_vrrp_states_on_reload);
+    let nd: Vec<&NotifyDeleted> = cfg
+        .vrrp_instances
+        .iter()
+        .map(|v| &v.notify_deleted)
+        .collect();
+    let mut gone = NotifyScript::new("/bin/echo gone");
+    gone.user = Some("nobody".into());
+    assert_eq!(
+        nd,
+        [
+            &NotifyDeleted::Fault,
+            &NotifyDeleted::Deleted(None),
+            &NotifyDeleted::Deleted(Some(gone.clone())),
+        ]
+    );
+    assert_eq!(
+        w,
+        ["26:5: `notify_deleted` is set again; the first value wins, as in keepalived (set at 25:5): this one is ignored"]
+    );
+    let (cfg2, _) = keepalived_ok(&inst("A", 1, ""));
+    assert!(!cfg2.global.fifo_write_vrrp_states_on_reload);
+
+    let toml = |v: &str| {
+        format!(
+            "[global]\nfifo_write_vrrp_states_on_reload = true\n[[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.251\"]\n{v}"
+        )
+    };
+    let t = load_toml(&toml(""));
+    assert!(t.global.fifo_write_vrrp_states_on_reload);
+    assert_eq!(t.vrrp_instances[0].notify_deleted, NotifyDeleted::Fault);
+    for (v, want) in [
+        ("notify_deleted = false\n", NotifyDeleted::Fault),
+        ("notify_deleted = true\n", NotifyDeleted::Deleted(None)),
+        (
+            "notify_deleted = \"/bin/echo gone\"\n",
+            NotifyDeleted::Deleted(Some(NotifyScript::new("/bin/echo gone"))),
+        ),
+        (
+            "notify_deleted = { command = \"/bin/echo gone\", user = \"nobody\" }\n",
+            NotifyDeleted::Deleted(Some(gone.clone())),
+        ),
+    ] {
+        assert_eq!(
+            load_toml(&toml(v)).vrrp_instances[0].notify_deleted,
+            want,
+            "{v}"
+        );
+    }
+    let e = errors("lb.toml", &toml("notify_deleted = 3\n")).join("\n");
+    assert!(
+        e.contains("lb.toml:8:18") && e.contains("expected true, false, a command line"),
+        "{e}"
+    );
+    let e = errors(
+        "lb.toml",
+        &toml("notify_deleted = { command = \"/bin/true\", user = \"no-such-user-x\" }\n"),
+    )
+    .join("\n");
+    assert!(e.contains("no-such-user-x"), "{e}");
+}

@@ -3018,3 +3018,300 @@ fn notify_fifo_priority_and_lower_priority_master_lines() {
         "notify FIFO: MASTER_RX_LOWER_PRI, notify_master_rx_lower_pri ran",
     );
 }
+
+/// keepalived.conf's notifications around a reload and a sync group, side by side with
+/// keepalived 2.2.7 running the same file (each in a lab of its own, so that they do not
+/// hear each other):
+/// - a reload that removes instances notifies a master without `notify_deleted` as FAULT
+///   (`notify … FAULT`, the FIFO line, but not its notify_fault), one with `notify_deleted SCRIPT` as
+///   DELETED (and runs the script), and nothing for one already in FAULT;
+/// - `fifo_write_vrrp_states_on_reload` writes the kept states (lb-node also a master's,
+///   which keepalived 2.2.7 leaves out);
+/// - a sync group's scripts run once per change of the group's state, `GROUP NAME STATE 0`,
+///   and once at the stop.
+#[test]
+fn reload_removal_and_group_notifications_match_keepalived() {
+    if !lab_available() || !lb_testkit::tool_available("keepalived") {
+        return;
+    }
+    let lab_lb = Lab::new("lbd", &[("lb1", 11)]).expect("lab");
+    let lab_ka = Lab::new("lbk", &[("ka1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab_lb, "lb1");
+
+    // Per side: its FIFO (made here, so that neither daemon removes it at its stop), a
+    // reader that never sees the end (it holds the FIFO open for writing too: the daemons
+    // may reopen theirs at a reload), a notify script's log, and a down interface.
+    struct Side {
+        fifo_log: PathBuf,
+        notify_log: PathBuf,
+        conf: PathBuf,
+        _reader: Proc,
+    }
+    let side = |lab: &Lab, host: &str, conf: PathBuf| -> Side {
+        let dir = lab.dir();
+        let fifo = dir.join("vrrp.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .expect("mkfifo");
+        let fifo_log = dir.join("fifo.log");
+        let mut cmd = lb_testkit::command("sh");
+        cmd.arg("-c").arg(format!(
+            "exec cat 0<>{} >> {}",
+            fifo.display(),
+            fifo_log.display()
+        ));
+        let reader = Proc::spawn(cmd, dir, "fifo-reader").expect("reader");
+        let notify_log = dir.join("notify.log");
+        let script = dir.join("n.sh");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$*\" >> {}\n", notify_log.display()),
+        )
+        .expect("script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let out = lab
+            .exec(
+                host,
+                &[
+                    "ip", "link", "add", "dn0", "type", "veth", "peer", "name", "dn1",
+                ],
+            )
+            .expect("ip");
+        assert!(out.status.success(), "{out:?}");
+        Side {
+            fifo_log,
+            notify_log,
+            conf,
+            _reader: reader,
+        }
+    };
+    let conf_text = |lab: &Lab, admin: Option<&Path>, full: bool| -> String {
+        let dir = lab.dir();
+        let n = dir.join("n.sh");
+        let n = n.display();
+        let admin = admin
+            .map(|a| format!("    admin_socket {}\n", a.display()))
+            .unwrap_or_default();
+        let instance = |name: &str, vrid: u8, prio: u8, octet: u8, extra: &str| {
+            format!(
+                "vrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    priority {prio}\n    advert_int 1\n{extra}    notify {n}\n    virtual_ipaddress {{\n        198.18.0.{octet}/24\n    }}\n}}\n"
+            )
+        };
+        let mut c = format!(
+            "global_defs {{\n{admin}    script_user root\n    vrrp_notify_fifo {}\n    fifo_write_vrrp_states_on_reload\n}}\n\
+             vrrp_sync_group VG {{\n    group {{\n        A\n        B\n    }}\n    notify {n}\n    notify_master \"{n} group-master\"\n    notify_stop \"{n} group-stop\"\n}}\n",
+            dir.join("vrrp.fifo").display()
+        );
+        c += &instance("A", 51, 200, 100, "");
+        c += &instance("B", 52, 100, 101, "");
+        c += &instance(
+            "F",
+            56,
+            100,
+            105,
+            "    track_interface {\n        dn0\n    }\n",
+        );
+        if full {
+            c += &instance(
+                "C",
+                53,
+                100,
+                102,
+                &format!("    notify_deleted \"{n} C-deleted\"\n"),
+            );
+            c += &instance(
+                "D",
+                54,
+                100,
+                103,
+                &format!("    notify_fault \"{n} D-fault\"\n"),
+            );
+            c += &instance(
+                "E",
+                55,
+                100,
+                104,
+                "    track_interface {\n        dn0\n    }\n",
+            );
+        }
+        c
+    };
+    let lb = side(&lab_lb, "lb1", lb1.conf.clone());
+    let ka = side(&lab_ka, "ka1", lab_ka.dir().join("keepalived.conf"));
+    std::fs::write(&lb.conf, conf_text(&lab_lb, Some(&lb1.socket), true)).expect("conf");
+    std::fs::write(&ka.conf, conf_text(&lab_ka, None, true)).expect("conf");
+    lb1.start(&lab_lb);
+    let mut kad = Proc::spawn(
+        lab_ka.keepalived("ka1", &ka.conf, "ka"),
+        lab_ka.dir(),
+        "keepalived",
+    )
+    .expect("spawn keepalived");
+    let lines = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let settled = [
+        "INSTANCE \"A\" MASTER 200",
+        "INSTANCE \"B\" MASTER 100",
+        "INSTANCE \"C\" MASTER 100",
+        "INSTANCE \"D\" MASTER 100",
+        "INSTANCE \"E\" FAULT 100",
+        "INSTANCE \"F\" FAULT 100",
+        "GROUP \"VG\" MASTER 0",
+    ];
+    for s in [&lb, &ka] {
+        assert!(
+            wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+                let l = lines(&s.fifo_log);
+                settled.iter().all(|w| l.iter().any(|x| x == w))
+            })
+            .is_some(),
+            "{:?}\n{}\n{}",
+            lines(&s.fifo_log),
+            lb1.logs(),
+            kad.log_tail(40)
+        );
+    }
+    // Anything late (a second group line, a script still starting).
+    std::thread::sleep(Duration::from_millis(1500));
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let group_lines = |v: &[String]| -> Vec<String> {
+        sorted(
+            v.iter()
+                .filter(|l| l.starts_with("GROUP") || l.starts_with("group"))
+                .cloned()
+                .collect(),
+        )
+    };
+    // The group: BACKUP then MASTER, each once; its scripts once each.
+    let (lb_fifo0, ka_fifo0) = (lines(&lb.fifo_log), lines(&ka.fifo_log));
+    let (lb_notify0, ka_notify0) = (lines(&lb.notify_log), lines(&ka.notify_log));
+    assert_eq!(
+        group_lines(&ka_fifo0),
+        ["GROUP \"VG\" BACKUP 0", "GROUP \"VG\" MASTER 0"],
+        "keepalived's own lines changed: {ka_fifo0:?}"
+    );
+    assert_eq!(
+        group_lines(&lb_fifo0),
+        group_lines(&ka_fifo0),
+        "{lb_fifo0:?}"
+    );
+    assert_eq!(
+        group_lines(&ka_notify0),
+        ["GROUP VG BACKUP 0", "GROUP VG MASTER 0", "group-master"],
+        "keepalived's own runs changed: {ka_notify0:?}"
+    );
+    assert_eq!(
+        group_lines(&lb_notify0),
+        group_lines(&ka_notify0),
+        "{lb_notify0:?}"
+    );
+    step(t0(), "sync group notified once per state, as keepalived");
+
+    // The reload: C, D, E removed.
+    std::fs::write(&lb.conf, conf_text(&lab_lb, Some(&lb1.socket), false)).expect("conf");
+    std::fs::write(&ka.conf, conf_text(&lab_ka, None, false)).expect("conf");
+    assert!(lb1.proc().sighup());
+    assert!(kad.sighup());
+    let after = |s: &Side, fifo0: usize, notify0: usize| {
+        (
+            sorted(lines(&s.fifo_log)[fifo0..].to_vec()),
+            sorted(lines(&s.notify_log)[notify0..].to_vec()),
+        )
+    };
+    for s in [&lb, &ka] {
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+                let l = lines(&s.fifo_log);
+                l.iter().any(|x| x == "INSTANCE \"C\" DELETED 100")
+                    && l.iter().any(|x| x == "INSTANCE \"D\" FAULT 100")
+            })
+            .is_some(),
+            "{:?}\n{}\n{}",
+            lines(&s.fifo_log),
+            lb1.logs(),
+            kad.log_tail(40)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (lb_fifo1, lb_notify1) = after(&lb, lb_fifo0.len(), lb_notify0.len());
+    let (ka_fifo1, ka_notify1) = after(&ka, ka_fifo0.len(), ka_notify0.len());
+    assert_eq!(
+        lb_fifo1,
+        [
+            "GROUP \"VG\" MASTER 0",
+            "INSTANCE \"A\" MASTER 200",
+            "INSTANCE \"B\" MASTER 100",
+            "INSTANCE \"C\" DELETED 100",
+            "INSTANCE \"D\" FAULT 100",
+            "INSTANCE \"F\" FAULT 100",
+        ],
+        "{}",
+        lb1.logs()
+    );
+    // keepalived 2.2.7 writes no line for an instance that stays MASTER.
+    let ka_expected: Vec<String> = lb_fifo1
+        .iter()
+        .filter(|l| !l.ends_with(" MASTER 200") && !l.starts_with("INSTANCE \"B\""))
+        .cloned()
+        .collect();
+    assert_eq!(ka_fifo1, ka_expected, "{}", kad.log_tail(40));
+    assert_eq!(
+        lb_notify1,
+        [
+            "C-deleted",
+            "INSTANCE C DELETED 100",
+            "INSTANCE D FAULT 100"
+        ],
+        "{}",
+        lb1.logs()
+    );
+    assert_eq!(ka_notify1, lb_notify1, "{}", kad.log_tail(40));
+    // The removed masters' VIPs are gone (C's and D's); the kept ones stay.
+    for (lab, host) in [(&lab_lb, "lb1"), (&lab_ka, "ka1")] {
+        for (octet, held) in [(100, true), (101, true), (102, false), (103, false)] {
+            let a: IpAddr = format!("198.18.0.{octet}").parse().expect("addr");
+            assert_eq!(lab.has_addr(host, a), held, "{host} {a}");
+        }
+    }
+    step(t0(), "reload: removed instances notified as keepalived");
+
+    // The stop: every instance STOP, the group's STOP and its scripts once.
+    let (lb_fifo1n, lb_notify1n) = (lines(&lb.fifo_log).len(), lines(&lb.notify_log).len());
+    let (ka_fifo1n, ka_notify1n) = (lines(&ka.fifo_log).len(), lines(&ka.notify_log).len());
+    assert!(lb1.proc().sigterm());
+    assert!(kad.sigterm());
+    assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());
+    assert!(kad.wait_exit(Duration::from_secs(10)).is_some());
+    std::thread::sleep(Duration::from_millis(1000));
+    let (lb_fifo2, lb_notify2) = after(&lb, lb_fifo1n, lb_notify1n);
+    let (ka_fifo2, ka_notify2) = after(&ka, ka_fifo1n, ka_notify1n);
+    assert_eq!(
+        lb_fifo2,
+        [
+            "GROUP \"VG\" STOP 0",
+            "INSTANCE \"A\" STOP 200",
+            "INSTANCE \"B\" STOP 100",
+            "INSTANCE \"F\" STOP 100",
+        ],
+    );
+    assert_eq!(ka_fifo2, lb_fifo2);
+    assert_eq!(
+        lb_notify2,
+        [
+            "GROUP VG STOP 0",
+            "INSTANCE A STOP 200",
+            "INSTANCE B STOP 100",
+            "INSTANCE F STOP 100",
+            "group-stop",
+        ],
+    );
+    assert_eq!(ka_notify2, lb_notify2);
+}

@@ -125,6 +125,12 @@ pub struct Global {
     pub vrrp_notify_fifo: Option<NotifyFifo>,
     /// keepalived `lvs_notify_fifo`: a FIFO for the checker lines (`VS`, `RS`) only.
     pub lvs_notify_fifo: Option<NotifyFifo>,
+    /// keepalived `fifo_write_vrrp_states_on_reload`: a reload writes each VRRP instance's
+    /// and sync group's state to the notify FIFOs (`INSTANCE "VI_1" BACKUP 100`) when the
+    /// reload does not change it (a change is written anyway), so that a FIFO reader
+    /// started anew by the reload learns them. Unlike keepalived 2.2.7, an instance that
+    /// stays MASTER is written too. Default false.
+    pub fifo_write_vrrp_states_on_reload: bool,
     /// keepalived `vrrp_startup_delay`: no VRRP instance becomes MASTER within this long
     /// after lb-node starts (bonds and other interfaces may pass no traffic for seconds
     /// after boot, and an instance started then would become MASTER over a peer it cannot
@@ -206,6 +212,7 @@ impl Default for Global {
             notify_fifo: None,
             vrrp_notify_fifo: None,
             lvs_notify_fifo: None,
+            fifo_write_vrrp_states_on_reload: false,
             vrrp_startup_delay: Duration::ZERO,
             vrrp_mcast_group4: None,
             vrrp_mcast_group6: None,
@@ -712,6 +719,11 @@ pub struct VrrpInstance {
     /// priority changes. Default false.
     #[serde(default)]
     pub notify_priority_changes: bool,
+    /// keepalived `notify_deleted [SCRIPT]`: how the instance is notified when a reload
+    /// removes it (no instance of the new configuration is the same virtual router:
+    /// interface, VRID, address family). Default [`NotifyDeleted::Fault`].
+    #[serde(default)]
+    pub notify_deleted: NotifyDeleted,
     /// keepalived `use_vmac`: the VIPs go on a macvlan interface of their own whose MAC
     /// is the virtual router MAC of RFC 5798 §7.3 (`00:00:5e:00:01:<VRID>`, IPv6
     /// `…:02:<VRID>`), and adverts leave from it, so that neighbours keep one MAC for the
@@ -847,6 +859,7 @@ impl VrrpInstance {
             notify: None,
             notify_master_rx_lower_pri: None,
             notify_priority_changes: false,
+            notify_deleted: NotifyDeleted::Fault,
             use_vmac: false,
             vmac_name: None,
             vmac_address: None,
@@ -1095,6 +1108,30 @@ impl<'de> Deserialize<'de> for NotifyScript {
     }
 }
 
+/// How an instance that a reload removes is notified (keepalived 2.2.7
+/// `clear_diff_vrrp`). Either way a master first sends priority 0 and removes its VIPs,
+/// and the sync group's scripts do not run. In TOML `notify_deleted = false` (the
+/// default), `true`, or a script (a command line or a table, as [`NotifyScript`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NotifyDeleted {
+    /// As FAULT (keepalived's default, kept "for backward compatibility"):
+    /// `notify … INSTANCE NAME FAULT PRIO` and the FIFO line `INSTANCE "NAME" FAULT PRIO`,
+    /// but not `notify_fault` (keepalived 2.2.7 runs none either); nothing for an
+    /// instance already in FAULT.
+    #[default]
+    Fault,
+    /// As DELETED (keepalived `notify_deleted`): the script if given,
+    /// `notify … INSTANCE NAME DELETED PRIO` and the FIFO line
+    /// `INSTANCE "NAME" DELETED PRIO`, whatever the state.
+    Deleted(Option<NotifyScript>),
+}
+
+impl<'de> Deserialize<'de> for NotifyDeleted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(values::NotifyDeletedVisitor)
+    }
+}
+
 /// Instances that change state together (keepalived `vrrp_sync_group`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1114,10 +1151,14 @@ pub struct SyncGroup {
     pub notify_fault: Option<NotifyScript>,
     /// Run once when the group stops, after its members (keepalived `notify_stop` in
     /// `vrrp_sync_group`): at SIGTERM, and when a reload stops the group to start it
-    /// anew (not when it hands over to its successor).
+    /// anew (not when it hands over to its successor, nor when the reload removes the
+    /// group, as keepalived).
     #[serde(default)]
     pub notify_stop: Option<NotifyScript>,
-    /// Run on every group transition.
+    /// Run once per change of the group's state (and at its stop) with
+    /// `GROUP NAME STATE 0` appended, as keepalived's `send_group_notifies`; the group's
+    /// `notify_master`, `notify_backup` and `notify_fault` likewise run once per change,
+    /// not once per member.
     #[serde(default)]
     pub notify: Option<NotifyScript>,
 }
@@ -2267,6 +2308,9 @@ impl Config {
             ] {
                 notify(n);
             }
+            if let NotifyDeleted::Deleted(n) = &mut vi.notify_deleted {
+                notify(n);
+            }
         }
         for g in &mut self.sync_groups {
             for n in [
@@ -2532,6 +2576,9 @@ impl Config {
                 ("notify_master_rx_lower_pri", &vi.notify_master_rx_lower_pri),
             ] {
                 notify(&mut err, format!("{p}.{k}"), n.as_ref());
+            }
+            if let NotifyDeleted::Deleted(n) = &vi.notify_deleted {
+                notify(&mut err, format!("{p}.notify_deleted"), n.as_ref());
             }
         }
         for (i, g) in self.sync_groups.iter().enumerate() {

@@ -26,8 +26,8 @@ use serde::Deserialize;
 use lb_health::probe::HexPattern;
 
 use super::model::{
-    BfdCheck, CheckKind, DnsCheck, FileCheck, HealthCheck, HttpCheck, MiscCheck, NotifyScript,
-    SmtpCheck, UdpCheck, UrlCheck,
+    BfdCheck, CheckKind, DnsCheck, FileCheck, HealthCheck, HttpCheck, MiscCheck, NotifyDeleted,
+    NotifyScript, SmtpCheck, UdpCheck, UrlCheck,
 };
 
 /// Parses a duration: a number of seconds (`3`, `0.5`) or a number with a unit (`500ms`,
@@ -335,6 +335,37 @@ impl<'de> Visitor<'de> for NotifyScriptVisitor {
             user,
             group,
         })
+    }
+}
+
+/// `notify_deleted`: a bool, or a notify script (which means true).
+pub(crate) struct NotifyDeletedVisitor;
+
+impl<'de> Visitor<'de> for NotifyDeletedVisitor {
+    type Value = NotifyDeleted;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("true, false, a command line, or a table { command = \"…\", user = \"…\", group = \"…\" }")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<NotifyDeleted, E> {
+        Ok(if v {
+            NotifyDeleted::Deleted(None)
+        } else {
+            NotifyDeleted::Fault
+        })
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<NotifyDeleted, E> {
+        NotifyScriptVisitor
+            .visit_str(v)
+            .map(|s| NotifyDeleted::Deleted(Some(s)))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<NotifyDeleted, A::Error> {
+        NotifyScriptVisitor
+            .visit_map(map)
+            .map(|s| NotifyDeleted::Deleted(Some(s)))
     }
 }
 

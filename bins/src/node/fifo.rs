@@ -17,7 +17,10 @@
 //! `track_file` entering or leaving its fault value, give a priority line too; an owner
 //! hearing another owner reports `MASTER_RX_LOWER_PRI` (keepalived steps down to 254).
 //!
-//! Not written: `DELETED` and the states at a reload (`fifo_write_vrrp_states_on_reload`).
+//! An instance a reload removes gives `INSTANCE "VI_1" FAULT 100`, or `DELETED` with
+//! `notify_deleted` (keepalived's `clear_diff_vrrp`). With
+//! `fifo_write_vrrp_states_on_reload`, a reload writes the state of each instance and sync
+//! group it did not change; unlike keepalived 2.2.7, also of an instance that stays MASTER.
 //!
 //! `notify_fifo` gets every line; `vrrp_notify_fifo` the `INSTANCE` and `GROUP` ones;
 //! `lvs_notify_fifo` the `VS` (quorum) and `RS` (real server) ones. As keepalived

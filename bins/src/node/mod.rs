@@ -1186,10 +1186,18 @@ impl Node {
                 && s.sync_group.as_ref() == sync_group_of(&new, &s.group)
                 && s.globals == vrrp::instance_globals(&new);
             match members {
-                Some(m) if unchanged && *m == s.instances => keep.push(s),
+                Some(m) if unchanged && *m == s.instances => {
+                    if new.global.fifo_write_vrrp_states_on_reload {
+                        s.write_states().await;
+                    }
+                    keep.push(s);
+                }
                 // Only base priorities changed: applied in place, no restart.
                 Some(m) if unchanged && s.only_priorities_differ(m) => {
                     s.set_priorities(m, &self.shared.vrrp);
+                    if new.global.fifo_write_vrrp_states_on_reload {
+                        s.write_states().await;
+                    }
                     keep.push(s);
                 }
                 // Other settings changed: a new speaker takes over as keepalived's reload
@@ -1243,7 +1251,7 @@ impl Node {
                         }
                     }
                 }
-                _ => s.stop(&self.shared.vrrp).await,
+                _ => s.stop_removed(&self.shared.vrrp, Some(&new)).await,
             }
         }
         for (g, members) in new_groups {

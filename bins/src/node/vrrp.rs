@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::{notify, NodeError};
 use crate::admin::{TrackedStatus, VrrpState, VrrpStatus};
-use crate::config::model::{Config, ParamMatch, SyncGroup, VrrpInstance};
+use crate::config::model::{Config, NotifyDeleted, ParamMatch, SyncGroup, VrrpInstance};
 
 /// What `lbctl status` says of a track, in the speaker's order: kind (`service`,
 /// `interface`, `script`, `process`, `file`), name, weight, reverse.
@@ -49,6 +49,9 @@ pub(crate) struct SpeakerRuntime {
     run: JoinHandle<()>,
     /// Applies the speaker's events (status table, notify scripts).
     events_task: JoinHandle<()>,
+    /// The instances a reload removes ([`SpeakerRuntime::stop_removed`]), set before the
+    /// speaker stops: the events task notifies their stop as `notify_deleted` says.
+    deleted: Arc<std::sync::Mutex<HashSet<String>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -612,6 +615,28 @@ fn notice(
     }
 }
 
+/// The word of keepalived's notify FIFO line for a state (`None`: Initialize, whose word
+/// depends on why the instance stopped).
+fn state_word(s: State) -> Option<&'static str> {
+    match s {
+        State::Master => Some("MASTER"),
+        State::Backup => Some("BACKUP"),
+        State::Fault => Some("FAULT"),
+        State::Initialize => None,
+    }
+}
+
+/// Whether `a` and `b` are the same virtual router, as keepalived 2.2.7's `vrrp_exist`
+/// matches an instance across a reload: interface, VRID, address family, unicast or not,
+/// and for unicast the source address.
+pub(crate) fn same_virtual_router(a: &VrrpInstance, b: &VrrpInstance) -> bool {
+    a.interface == b.interface
+        && a.virtual_router_id == b.virtual_router_id
+        && a.is_v6() == b.is_v6()
+        && a.unicast_peer.is_empty() == b.unicast_peer.is_empty()
+        && (a.unicast_peer.is_empty() || a.unicast_src_ip == b.unicast_src_ip)
+}
+
 /// Whether a running speaker (`group`, `instances`) is the one the new configuration's
 /// group (`g`, `members`) continues: the same sync group, or the same lone instance.
 pub(crate) fn same_group(
@@ -736,6 +761,9 @@ impl SpeakerRuntime {
         // which it reads first (the speaker sends a step's notices after its transitions),
         // so that the FIFO lines keep their order and none is lost at a stop.
         let mut notices = speaker.subscribe_notices();
+        let deleted: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+        let write_states = cfg.global.fifo_write_vrrp_states_on_reload;
+        let removed = Arc::clone(&deleted);
         let events_task = tokio::spawn(async move {
             // The group's state as last written to the notify FIFOs (one GROUP line per
             // change, not one per member).
@@ -785,16 +813,43 @@ impl SpeakerRuntime {
                 // priority-0 advert in between): nothing changed for anyone outside, so no
                 // notify script runs.
                 let resumed = quiet.remove(&ev.instance) == Some(ev.to);
-                if resumed || ev.reason == Reason::Reload {
-                    continue;
-                }
                 let Some(vi) = by_name.get(&ev.instance) else {
                     continue;
                 };
+                if resumed || ev.reason == Reason::Reload {
+                    // fifo_write_vrrp_states_on_reload: the state the reload kept.
+                    if let Some(word) = state_word(ev.to).filter(|_| write_states) {
+                        super::fifo::vrrp(&format!(
+                            "INSTANCE \"{}\" {word} {}\n",
+                            vi.name, ev.priority.0
+                        ));
+                        if let Some(g) = group_cfg.as_ref().filter(|_| group_written != Some(word))
+                        {
+                            super::fifo::vrrp(&format!("GROUP \"{}\" {word} 0\n", g.name));
+                        }
+                    }
+                    // The group's state too: a member that follows is not a change.
+                    group_written = state_word(ev.to).or(group_written);
+                    continue;
+                }
+                let deleted = ev.to == State::Initialize
+                    && removed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .contains(&ev.instance);
                 let (specific, word) = match ev.to {
                     State::Master => (vi.notify_master.as_ref(), "MASTER"),
                     State::Backup => (vi.notify_backup.as_ref(), "BACKUP"),
                     State::Fault => (vi.notify_fault.as_ref(), "FAULT"),
+                    // Removed by a reload (keepalived's clear_diff_vrrp): DELETED, or
+                    // FAULT unless it was in FAULT already. keepalived 2.2.7 picks the
+                    // state's own script before it turns DELETED into FAULT, so the
+                    // latter runs no notify_fault.
+                    State::Initialize if deleted => match &vi.notify_deleted {
+                        NotifyDeleted::Deleted(script) => (script.as_ref(), "DELETED"),
+                        NotifyDeleted::Fault if ev.from == State::Fault => continue,
+                        NotifyDeleted::Fault => (None, "FAULT"),
+                    },
                     State::Initialize => (vi.notify_stop.as_ref(), "STOP"),
                 };
                 if let Some(s) = specific {
@@ -808,24 +863,27 @@ impl SpeakerRuntime {
                 if let Some(s) = vi.notify.as_ref() {
                     notify(s, &["INSTANCE", &vi.name, word, &prio]);
                 }
+                // The group's notifications, once per change of the group's state, as
+                // keepalived's send_group_notifies (priority 0). Its STOP is notified
+                // once, when it stops (`stop`).
                 if let Some(g) = &group_cfg {
                     let gs = match ev.to {
                         State::Master => g.notify_master.as_ref(),
                         State::Backup => g.notify_backup.as_ref(),
                         State::Fault => g.notify_fault.as_ref(),
-                        // The group's notify_stop runs once, when it stops (`stop`).
-                        State::Initialize => None,
+                        State::Initialize => continue,
                     };
+                    if group_written == Some(word) {
+                        continue;
+                    }
+                    group_written = Some(word);
                     if let Some(s) = gs {
                         notify(s, &[]);
                     }
                     if let Some(s) = g.notify.as_ref() {
-                        notify(s, &["GROUP", &g.name, word, &prio]);
+                        notify(s, &["GROUP", &g.name, word, "0"]);
                     }
-                    if ev.to != State::Initialize && group_written != Some(word) {
-                        group_written = Some(word);
-                        super::fifo::vrrp(&format!("GROUP \"{}\" {word} 0\n", g.name));
-                    }
+                    super::fifo::vrrp(&format!("GROUP \"{}\" {word} 0\n", g.name));
                 }
             }
         });
@@ -989,6 +1047,7 @@ impl SpeakerRuntime {
             meta,
             run,
             events_task,
+            deleted,
             tasks,
         })
     }
@@ -1035,6 +1094,28 @@ impl SpeakerRuntime {
             }
         }
         self.instances = new.to_vec();
+    }
+
+    /// keepalived's `fifo_write_vrrp_states_on_reload` for a speaker the reload kept
+    /// running: each instance's state and effective priority, then the sync group's
+    /// (its first member's), to the notify FIFOs.
+    pub(crate) async fn write_states(&self) {
+        let Some(now) = self.handle.status().await else {
+            return;
+        };
+        for st in &now {
+            if let Some(word) = state_word(st.state) {
+                super::fifo::vrrp(&format!(
+                    "INSTANCE \"{}\" {word} {}\n",
+                    st.instance, st.priority.0
+                ));
+            }
+        }
+        if let (Some(g), Some(word)) =
+            (&self.group, now.first().and_then(|st| state_word(st.state)))
+        {
+            super::fifo::vrrp(&format!("GROUP \"{g}\" {word} 0\n"));
+        }
     }
 
     /// Whether a speaker for `new` (the group's instances in a new configuration) can take
@@ -1119,20 +1200,52 @@ impl SpeakerRuntime {
         self.instances
     }
 
-    /// Sends priority 0 from masters, removes the VIPs, and waits (at most 5 s); then runs
-    /// the sync group's `notify_stop`, once, whatever state its members were in
-    /// (keepalived's shutdown notifies every group).
+    /// Sends priority 0 from masters, removes the VIPs, and waits (at most 5 s); then
+    /// notifies the sync group's STOP (`notify_stop`, `notify … GROUP NAME STOP 0`, the
+    /// FIFO line), once, whatever state its members were in (keepalived's shutdown
+    /// notifies every group).
     pub(crate) async fn stop(self, table: &VrrpTable) {
-        self.handle.shutdown();
-        let group_stop = self.sync_group.as_ref().and_then(|g| g.notify_stop.clone());
-        let group_name = self.sync_group.as_ref().map(|g| g.name.clone());
-        let instances = self.wind_down("stop").await;
-        if let Some(s) = &group_stop {
-            notify(s, &[]);
+        self.stop_removed(table, None).await;
+    }
+
+    /// [`SpeakerRuntime::stop`] at a reload to `new`: an instance whose virtual router
+    /// `new` does not have ([`same_virtual_router`]) is removed, and is notified as its
+    /// `notify_deleted` says instead of STOP; a sync group that `new` does not have is not
+    /// notified (keepalived 2.2.7's `clear_diff_vrrp`). The others are notified STOP:
+    /// they restart. `None` (the node stops): every instance and the group stop.
+    pub(crate) async fn stop_removed(self, table: &VrrpTable, new: Option<&Config>) {
+        let group_gone = new.is_some_and(|c| {
+            self.sync_group
+                .as_ref()
+                .is_some_and(|g| !c.sync_groups.iter().any(|n| n.name == g.name))
+        });
+        if let Some(c) = new {
+            let gone: HashSet<String> = self
+                .instances
+                .iter()
+                .filter(|a| !c.vrrp_instances.iter().any(|b| same_virtual_router(a, b)))
+                .map(|a| a.name.clone())
+                .collect();
+            for name in &gone {
+                tracing::info!(instance = %name, "VRRP instance removed by the reload");
+            }
+            *self
+                .deleted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = gone;
         }
-        // keepalived's notify_shutdown: the group's STOP line after its instances'.
-        if let Some(g) = group_name {
-            super::fifo::vrrp(&format!("GROUP \"{g}\" STOP 0\n"));
+        self.handle.shutdown();
+        let group = self.sync_group.clone().filter(|_| !group_gone);
+        let instances = self.wind_down("stop").await;
+        // keepalived's notify_shutdown: the group's after its instances'.
+        if let Some(g) = group {
+            if let Some(s) = &g.notify_stop {
+                notify(s, &[]);
+            }
+            if let Some(s) = &g.notify {
+                notify(s, &["GROUP", &g.name, "STOP", "0"]);
+            }
+            super::fifo::vrrp(&format!("GROUP \"{}\" STOP 0\n", g.name));
         }
         let mut t = table
             .write()

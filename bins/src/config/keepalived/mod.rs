@@ -39,10 +39,10 @@ use lb_health::StatusSet;
 
 use super::model::{
     AuthType, Authentication, BackendConfig, BfdCheck, BfdInstance, CheckKind, Config, DnsCheck,
-    FileCheck, HealthCheck, HttpCheck, InitialState, LogLevel, MiscCheck, NotifyFifo, NotifyScript,
-    ParamMatch, Protocol, SmtpCheck, SyncGroup, TrackBfdRef, TrackFileRef, TrackInterface,
-    TrackProcessRef, TrackScript, TrackService, UdpCheck, UrlCheck, VirtualIp, VirtualServer,
-    VrrpInstance, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
+    FileCheck, HealthCheck, HttpCheck, InitialState, LogLevel, MiscCheck, NotifyDeleted,
+    NotifyFifo, NotifyScript, ParamMatch, Protocol, SmtpCheck, SyncGroup, TrackBfdRef,
+    TrackFileRef, TrackInterface, TrackProcessRef, TrackScript, TrackService, UdpCheck, UrlCheck,
+    VirtualIp, VirtualServer, VrrpInstance, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
 };
 use super::values::{
     parse_algorithm, parse_duration, parse_fine_duration, parse_weight, MAX_GARP_INTERVAL,
@@ -750,6 +750,7 @@ impl Conv {
             "lvs_notify_fifo",
             "lvs_notify_fifo_script",
             "notify_master_rx_lower_pri",
+            "notify_deleted",
             "startup_script",
             "shutdown_script",
         ];
@@ -1147,11 +1148,10 @@ impl Conv {
                     self.vrrp_notify_priority_changes =
                         Some(self.flag(s, "global.vrrp_notify_priority_changes"));
                 }
-                "fifo_write_vrrp_states_on_reload" => self.ignored_unlike_keepalived(
-                    s,
-                    "global_defs",
-                    "a reload writes no state lines to the notify FIFOs",
-                ),
+                "fifo_write_vrrp_states_on_reload" => {
+                    self.cfg.global.fifo_write_vrrp_states_on_reload =
+                        self.bare_flag(s, "global.fifo_write_vrrp_states_on_reload");
+                }
                 "rs_init_notifies" => self.ignored_unlike_keepalived(
                     s,
                     "global_defs",
@@ -2153,11 +2153,17 @@ impl Conv {
                 | "lvs_sync_daemon_interface"
                 | "promote_secondaries"
                 | "track_src_ip" => self.ignored(st, "vrrp_instance"),
-                "notify_deleted" => self.ignored_unlike_keepalived(
-                    st,
-                    "vrrp_instance",
-                    "an instance removed by a reload is notified STOP, not DELETED",
-                ),
+                // keepalived: a second one is ignored (`warn_repeats`); with no
+                // argument, DELETED without a script of its own.
+                "notify_deleted" => {
+                    if vi.notify_deleted == NotifyDeleted::Fault {
+                        vi.notify_deleted = NotifyDeleted::Deleted(if st.args.is_empty() {
+                            None
+                        } else {
+                            self.notify_script(st, &fp)
+                        });
+                    }
+                }
                 "garp_extra_if" | "vmac_garp_intvl" => self.ignored_unlike_keepalived(
                     st,
                     "vrrp_instance",
