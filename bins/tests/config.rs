@@ -4111,3 +4111,58 @@ fn notify_deleted_and_reload_states_are_read() {
     .join("\n");
     assert!(e.contains("no-such-user-x"), "{e}");
 }
+
+/// keepalived's `virtual_routes` block (one route per line, its syntax) and TOML's list of
+/// the same strings give the same routes; a route lb does not implement, or a bad one, is
+/// an error at its line.
+#[test]
+fn virtual_routes_are_read_from_both_formats() {
+    use lb_vrrp::route::RouteKind;
+    let k = "vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.251\n    }\n    virtual_routes {\n        src 198.18.0.251 to 198.18.1.0/24 via 198.18.0.1 dev eth0 table 100\n        blackhole 198.18.2.0/24\n        inet6 default via fd00:18::1 metric 7\n    }\n}\n";
+    let (kc, w) = keepalived_ok(k);
+    assert!(w.is_empty(), "{w:?}");
+    let r = &kc.vrrp_instances[0].virtual_routes;
+    assert_eq!(r.len(), 3);
+    assert_eq!(
+        r[0].to_string(),
+        "198.18.1.0/24 via 198.18.0.1 dev eth0 src 198.18.0.251 table 100"
+    );
+    assert_eq!(r[1].kind, RouteKind::Blackhole);
+    assert!(r[2].is_v6() && r[2].prefix_len == 0 && r[2].metric == Some(7));
+    let t = load_toml(
+        "[[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.251\"]\n\
+         virtual_routes = [\"src 198.18.0.251 to 198.18.1.0/24 via 198.18.0.1 dev eth0 table 100\", \"blackhole 198.18.2.0/24\", \"inet6 default via fd00:18::1 metric 7\"]\n",
+    );
+    assert_eq!(t.vrrp_instances[0].virtual_routes, *r);
+    // keepalived's rule: a route with `dev` and without `no_track` is tracked, and gets
+    // protocol keepalived whatever is written (TOML runs what is written).
+    let (kc, w) = keepalived_ok(&k.replace(
+        "blackhole 198.18.2.0/24",
+        "198.18.2.0/24 dev eth0 protocol static\n        198.18.6.0/24 dev eth0 protocol static no_track",
+    ));
+    let r = &kc.vrrp_instances[0].virtual_routes;
+    assert_eq!((r[1].protocol, r[2].protocol), (18, 4));
+    assert_eq!(
+        w,
+        ["9:9: route protocol 4 replaced by keepalived (18), as keepalived does for a route with `dev` and without `no_track`"]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            "vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    virtual_routes {\n        198.18.1.0/24 via 198.18.0.1 or 198.18.0.2\n        198.18.3.0/24 via fd00:18::1\n    }\n    virtual_ipaddress {\n        198.18.0.251\n    }\n}\n"
+        ),
+        [
+            "k.conf:5:9: route \"198.18.1.0/24 via 198.18.0.1 or 198.18.0.2\": `or` is not supported by lb",
+            "k.conf:6:9: route \"198.18.3.0/24 via fd00:18::1\": via: IPv4 and IPv6 addresses mixed in one route",
+        ]
+    );
+    let e = errors(
+        "lb.toml",
+        "[[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_routes = [\"198.18.1.0/24 mtu 1400\"]\nvirtual_ipaddress = [\"198.18.0.251\"]\n",
+    )
+    .join("\n");
+    assert!(
+        e.contains("lb.toml:5:18") && e.contains("`mtu` is not supported by lb"),
+        "{e}"
+    );
+}

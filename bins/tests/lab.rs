@@ -3283,6 +3283,65 @@ fn reload_removal_and_group_notifications_match_keepalived() {
     }
     step(t0(), "reload: removed instances notified as keepalived");
 
+    // Two more reloads with fifo_write_vrrp_states_on_reload: one of the same file (keepalived
+    // writes the states at every reload), one that changes A's VIP (lb-node hands the group
+    // over to a new speaker, whose members resume their states). Each writes the states it
+    // kept; keepalived leaves out the instances that stay MASTER.
+    let kept = [
+        "GROUP \"VG\" MASTER 0",
+        "INSTANCE \"A\" MASTER 200",
+        "INSTANCE \"B\" MASTER 100",
+        "INSTANCE \"F\" FAULT 100",
+    ];
+    for (what, lb_text, ka_text) in [
+        (
+            "the same file",
+            conf_text(&lab_lb, Some(&lb1.socket), false),
+            conf_text(&lab_ka, None, false),
+        ),
+        (
+            "A's VIP changed",
+            conf_text(&lab_lb, Some(&lb1.socket), false)
+                .replace("198.18.0.100/24", "198.18.0.110/24"),
+            conf_text(&lab_ka, None, false).replace("198.18.0.100/24", "198.18.0.110/24"),
+        ),
+    ] {
+        let (lf, ln) = (lines(&lb.fifo_log).len(), lines(&lb.notify_log).len());
+        let (kf, kn) = (lines(&ka.fifo_log).len(), lines(&ka.notify_log).len());
+        std::fs::write(&lb.conf, lb_text).expect("conf");
+        std::fs::write(&ka.conf, ka_text).expect("conf");
+        assert!(lb1.proc().sighup());
+        assert!(kad.sighup());
+        for s in [(&lb, lf), (&ka, kf)] {
+            assert!(
+                wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+                    lines(&s.0.fifo_log)[s.1..]
+                        .iter()
+                        .any(|x| x == "INSTANCE \"F\" FAULT 100")
+                })
+                .is_some(),
+                "{what}: {:?}\n{}\n{}",
+                lines(&s.0.fifo_log),
+                lb1.logs(),
+                kad.log_tail(40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let (lb_fifo, lb_notify) = after(&lb, lf, ln);
+        let (ka_fifo, ka_notify) = after(&ka, kf, kn);
+        assert_eq!(lb_fifo, kept, "{what}\n{}", lb1.logs());
+        let ka_expected: Vec<&str> = kept
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with("INSTANCE") || !l.contains(" MASTER "))
+            .collect();
+        assert_eq!(ka_fifo, ka_expected, "{what}\n{}", kad.log_tail(40));
+        // No script runs: no state changed.
+        assert_eq!(lb_notify, Vec::<String>::new(), "{what}");
+        assert_eq!(ka_notify, lb_notify, "{what}");
+    }
+    step(t0(), "reloads: kept states written as keepalived");
+
     // The stop: every instance STOP, the group's STOP and its scripts once.
     let (lb_fifo1n, lb_notify1n) = (lines(&lb.fifo_log).len(), lines(&lb.notify_log).len());
     let (ka_fifo1n, ka_notify1n) = (lines(&ka.fifo_log).len(), lines(&ka.notify_log).len());
@@ -3314,4 +3373,130 @@ fn reload_removal_and_group_notifications_match_keepalived() {
         ],
     );
     assert_eq!(ka_notify2, lb_notify2);
+}
+
+/// keepalived's `virtual_routes`, side by side with keepalived 2.2.7 running the same file
+/// (each in a lab of its own): as MASTER both install the same routes (`ip route show table
+/// all`: gateway, source VIP, table, metric, blackhole / unreachable, scope, protocol);
+/// a reload that changes them leaves both with the same new set; the stop deletes them.
+#[test]
+fn virtual_routes_match_keepalived() {
+    if !lab_available() || !lb_testkit::tool_available("keepalived") {
+        return;
+    }
+    let lab_lb = Lab::new("lbr", &[("lb1", 11)]).expect("lab");
+    let lab_ka = Lab::new("lbq", &[("ka1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab_lb, "lb1");
+    let ka_conf = lab_ka.dir().join("keepalived.conf");
+    let conf = |admin: Option<&Path>, routes: &[&str]| -> String {
+        let admin = admin
+            .map(|a| format!("global_defs {{\n    admin_socket {}\n}}\n", a.display()))
+            .unwrap_or_default();
+        format!(
+            "{admin}vrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 91\n    priority 255\n    advert_int 1\n    virtual_ipaddress {{\n        198.18.0.100/24\n    }}\n    virtual_routes {{\n{}    }}\n}}\n",
+            routes
+                .iter()
+                .map(|r| format!("        {r}\n"))
+                .collect::<String>()
+        )
+    };
+    let first = [
+        "src 198.18.0.100 198.18.1.0/24 via 198.18.0.1 dev eth0",
+        "198.18.2.0/24 via 198.18.0.1 table 100 metric 7",
+        "blackhole 198.18.3.0/24",
+        "unreachable fd00:18:3::/64",
+        "198.18.4.0/24 dev eth0 scope link protocol static",
+    ];
+    let second = [
+        "src 198.18.0.100 198.18.1.0/24 via 198.18.0.1 dev eth0",
+        "198.18.2.0/24 via 198.18.0.1 table 100 metric 9",
+        "198.18.5.0/24 via 198.18.0.1",
+        "unreachable fd00:18:3::/64",
+    ];
+    std::fs::write(&lb1.conf, conf(Some(&lb1.socket), &first)).expect("conf");
+    std::fs::write(&ka_conf, conf(None, &first)).expect("conf");
+    // The routes of the test's prefixes, as `ip route` shows them, sorted.
+    let routes = |lab: &Lab, host: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for fam in ["-4", "-6"] {
+            let o = lab
+                .exec(host, &["ip", fam, "route", "show", "table", "all"])
+                .expect("ip route");
+            out.extend(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| {
+                        [
+                            "198.18.1.",
+                            "198.18.2.",
+                            "198.18.3.",
+                            "198.18.4.",
+                            "198.18.5.",
+                            "fd00:18:3:",
+                        ]
+                        .iter()
+                        .any(|p| l.contains(p))
+                    })
+                    .map(|l| l.trim().to_owned()),
+            );
+        }
+        out.sort();
+        out
+    };
+    lb1.start(&lab_lb);
+    let mut kad = Proc::spawn(
+        lab_ka.keepalived("ka1", &ka_conf, "ka"),
+        lab_ka.dir(),
+        "keepalived",
+    )
+    .expect("spawn keepalived");
+    let settle = |want: usize, lb1: &Node, kad: &Proc| {
+        assert!(
+            wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+                routes(&lab_lb, "lb1").len() == want && routes(&lab_ka, "ka1").len() == want
+            })
+            .is_some(),
+            "lb-node: {:?}\nkeepalived: {:?}\n{}\n{}",
+            routes(&lab_lb, "lb1"),
+            routes(&lab_ka, "ka1"),
+            lb1.logs(),
+            kad.log_tail(30)
+        );
+    };
+    settle(first.len(), &lb1, &kad);
+    let ka_routes = routes(&lab_ka, "ka1");
+    assert!(
+        ka_routes.iter().any(|r| r.contains("proto keepalived")),
+        "{ka_routes:?}"
+    );
+    assert_eq!(routes(&lab_lb, "lb1"), ka_routes);
+    step(t0(), "virtual routes as MASTER: the same as keepalived's");
+
+    std::fs::write(&lb1.conf, conf(Some(&lb1.socket), &second)).expect("conf");
+    std::fs::write(&ka_conf, conf(None, &second)).expect("conf");
+    assert!(lb1.proc().sighup());
+    assert!(kad.sighup());
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+            let (l, k) = (routes(&lab_lb, "lb1"), routes(&lab_ka, "ka1"));
+            l.len() == second.len() && l == k && l.iter().any(|r| r.contains("metric 9"))
+        })
+        .is_some(),
+        "lb-node: {:?}\nkeepalived: {:?}\n{}\n{}",
+        routes(&lab_lb, "lb1"),
+        routes(&lab_ka, "ka1"),
+        lb1.logs(),
+        kad.log_tail(30)
+    );
+    step(
+        t0(),
+        "virtual routes after a reload: the same as keepalived's",
+    );
+
+    assert!(lb1.proc().sigterm());
+    assert!(kad.sigterm());
+    assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());
+    assert!(kad.wait_exit(Duration::from_secs(10)).is_some());
+    assert_eq!(routes(&lab_lb, "lb1"), Vec::<String>::new());
+    assert_eq!(routes(&lab_ka, "ka1"), Vec::<String>::new());
 }

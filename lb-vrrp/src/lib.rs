@@ -14,7 +14,9 @@
 //! * `vmac` (feature `tokio`): keepalived's `use_vmac`, the virtual router MAC address of
 //!   RFC 5798 §7.3 on a macvlan interface;
 //! * `accept` (feature `tokio`): Accept_Mode False enforced with nftables drop rules, as
-//!   keepalived's `no_accept`.
+//!   keepalived's `no_accept`;
+//! * `route` (feature `tokio`): keepalived's `virtual_routes`, parsed from its syntax and
+//!   added and deleted over netlink with the VIPs.
 //!
 //! It does not parse keepalived.conf (the daemon maps it onto
 //! [`driver::VrrpInstanceConfig`]) or run notify scripts (the `lb-vrrpd` binary maps the
@@ -46,6 +48,8 @@ pub mod accept;
 #[cfg(feature = "tokio")]
 pub mod driver;
 pub mod machine;
+#[cfg(feature = "tokio")]
+pub mod route;
 pub mod track;
 #[cfg(feature = "tokio")]
 pub mod vip;
@@ -67,6 +71,10 @@ pub enum Error {
     #[cfg(feature = "tokio")]
     #[error("virtual address: {0}")]
     Vip(#[from] vip::VipError),
+    /// Virtual-route management failed.
+    #[cfg(feature = "tokio")]
+    #[error("virtual route: {0}")]
+    Route(#[from] route::RouteError),
     /// The Accept_Mode drop rules could not be applied.
     #[cfg(feature = "tokio")]
     #[error("Accept_Mode (no_accept) drop rules: {0}")]

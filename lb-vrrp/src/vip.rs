@@ -113,7 +113,7 @@ impl FromStr for Vip {
 /// A netlink connection for address management.
 #[derive(Debug, Clone)]
 pub struct VipManager {
-    handle: rtnetlink::Handle,
+    pub(crate) handle: rtnetlink::Handle,
 }
 
 impl VipManager {

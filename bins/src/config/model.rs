@@ -42,6 +42,7 @@ use lb_health::StatusSet;
 use lb_proxy::http::{ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route};
 use lb_proxy::proxy_protocol::AcceptProxy;
 use lb_vrrp::driver::RunAs;
+use lb_vrrp::route::VirtualRoute;
 use lb_vrrp::wire::{MAX_ADDRESSES_V4 as MAX_ADVERTISED_V4, MAX_ADDRESSES_V6 as MAX_ADVERTISED_V6};
 use serde::Deserialize;
 
@@ -601,6 +602,12 @@ pub struct VrrpInstance {
     /// addresses than an advert holds, or of the other address family.
     #[serde(default)]
     pub virtual_ipaddress_excluded: Vec<VirtualIp>,
+    /// keepalived `virtual_routes`: routes added when the instance becomes MASTER (after
+    /// its VIPs) and deleted when it leaves MASTER (before them), in keepalived's syntax
+    /// (`"198.18.1.0/24 via 198.18.0.1 dev eth0 table 100"`, see [`lb_vrrp::route`]). A
+    /// reload deletes, on a MASTER, the routes the new configuration no longer has.
+    #[serde(default, deserialize_with = "values::routes")]
+    pub virtual_routes: Vec<VirtualRoute>,
     /// Source address of unicast adverts (default: the interface's primary address).
     #[serde(default)]
     pub unicast_src_ip: Option<IpAddr>,
@@ -702,7 +709,8 @@ pub struct VrrpInstance {
     /// Run on entering FAULT.
     #[serde(default)]
     pub notify_fault: Option<NotifyScript>,
-    /// Run when the instance stops.
+    /// Run when the instance stops: at SIGTERM, and when a reload restarts it (not when
+    /// a reload removes it: see `notify_deleted`).
     #[serde(default)]
     pub notify_stop: Option<NotifyScript>,
     /// Run on every transition with `INSTANCE name state priority` as arguments.
@@ -721,7 +729,8 @@ pub struct VrrpInstance {
     pub notify_priority_changes: bool,
     /// keepalived `notify_deleted [SCRIPT]`: how the instance is notified when a reload
     /// removes it (no instance of the new configuration is the same virtual router:
-    /// interface, VRID, address family). Default [`NotifyDeleted::Fault`].
+    /// interface, VRID, address family, VMAC or not, unicast or not and unicast source).
+    /// Default [`NotifyDeleted::Fault`].
     #[serde(default)]
     pub notify_deleted: NotifyDeleted,
     /// keepalived `use_vmac`: the VIPs go on a macvlan interface of their own whose MAC
@@ -828,6 +837,7 @@ impl VrrpInstance {
             authentication: None,
             virtual_ipaddress: Vec::new(),
             virtual_ipaddress_excluded: Vec::new(),
+            virtual_routes: Vec::new(),
             unicast_src_ip: None,
             unicast_peer: Vec::new(),
             mcast_dst_ip: None,

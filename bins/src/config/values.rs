@@ -338,6 +338,16 @@ impl<'de> Visitor<'de> for NotifyScriptVisitor {
     }
 }
 
+/// `virtual_routes`: a list of routes in keepalived's syntax.
+pub(crate) fn routes<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<lb_vrrp::route::VirtualRoute>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|r| r.parse().map_err(de::Error::custom))
+        .collect()
+}
+
 /// `notify_deleted`: a bool, or a notify script (which means true).
 pub(crate) struct NotifyDeletedVisitor;
 

@@ -924,6 +924,13 @@ impl Node {
             });
         if d.is_empty() && all_current {
             tracing::info!("reload: nothing changed");
+            // keepalived writes them at every reload, this one too (a FIFO reader restarted
+            // before a SIGHUP learns the states so).
+            if new.global.fifo_write_vrrp_states_on_reload {
+                for s in &self.speakers {
+                    s.write_states().await;
+                }
+            }
             return;
         }
         tracing::info!(?d, "reloading");
@@ -1211,6 +1218,9 @@ impl Node {
                         vrrp::precheck(&new, group.is_some(), m, &live, &bfd_states).await
                     {
                         tracing::error!(?group, error = %e, "reload: VRRP group keeps its previous configuration");
+                        if new.global.fifo_write_vrrp_states_on_reload {
+                            s.write_states().await;
+                        }
                         keep.push(s);
                         continue;
                     }

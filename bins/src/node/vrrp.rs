@@ -208,6 +208,7 @@ fn instance_config(
         let vip: Vip = v.to_string().parse().map_err(|e| format!("{v}: {e}"))?;
         c.virtual_ipaddress_excluded.push(vip);
     }
+    c.virtual_routes = vi.virtual_routes.clone();
     c.unicast_src_ip = vi.unicast_src_ip;
     c.unicast_peer = vi.unicast_peer.clone();
     c.unicast_ttl = vi.unicast_ttl;
@@ -502,6 +503,24 @@ pub(crate) async fn remove_dropped_vips(
                 removed.push(vip.addr);
             }
         }
+        // Its routes the successor does not have (keepalived's clear_diff_vrrp_vroutes).
+        let kept_routes = successor
+            .map(|n| n.virtual_routes.as_slice())
+            .unwrap_or(&[]);
+        for r in vi
+            .virtual_routes
+            .iter()
+            .filter(|r| !kept_routes.contains(r))
+        {
+            match mgr.remove_route(r).await {
+                Ok(()) => {
+                    tracing::info!(instance = %vi.name, route = %r, "reload: virtual route no longer configured, deleted");
+                }
+                Err(e) => {
+                    tracing::error!(instance = %vi.name, error = %e, "reload: deleting a virtual route no longer configured");
+                }
+            }
+        }
         // Out of the no_accept drop set too (the successor keeps only its own).
         if !vi.accept && !removed.is_empty() {
             let cleared = match lb_vrrp::accept::DropRules::install().await {
@@ -615,6 +634,16 @@ fn notice(
     }
 }
 
+/// The state a group line's word stands for.
+fn group_written_state(word: Option<&'static str>) -> Option<State> {
+    match word? {
+        "MASTER" => Some(State::Master),
+        "BACKUP" => Some(State::Backup),
+        "FAULT" => Some(State::Fault),
+        _ => None,
+    }
+}
+
 /// The word of keepalived's notify FIFO line for a state (`None`: Initialize, whose word
 /// depends on why the instance stopped).
 fn state_word(s: State) -> Option<&'static str> {
@@ -626,13 +655,29 @@ fn state_word(s: State) -> Option<&'static str> {
     }
 }
 
-/// Whether `a` and `b` are the same virtual router, as keepalived 2.2.7's `vrrp_exist`
-/// matches an instance across a reload: interface, VRID, address family, unicast or not,
-/// and for unicast the source address.
+/// A sync group's state from its members' (a group in sync has one; one caught
+/// mid-change counts as MASTER if any member is, else as its first member).
+fn group_state(members: impl Iterator<Item = State>) -> Option<&'static str> {
+    let mut first = None;
+    for s in members {
+        if s == State::Master {
+            return Some("MASTER");
+        }
+        first = first.or(state_word(s));
+    }
+    first
+}
+
+/// Whether `a` and `b` are the same virtual router across a reload, as keepalived 2.2.7's
+/// `vrrp_exist` matches one: interface, VRID, address family, VMAC or not, unicast or
+/// not, and for unicast the source address (as written: keepalived compares the resolved
+/// one). Unlike keepalived, a change of multicast group is not a new router (lb-node
+/// hands the instance over, keeping its state).
 pub(crate) fn same_virtual_router(a: &VrrpInstance, b: &VrrpInstance) -> bool {
     a.interface == b.interface
         && a.virtual_router_id == b.virtual_router_id
         && a.is_v6() == b.is_v6()
+        && a.use_vmac == b.use_vmac
         && a.unicast_peer.is_empty() == b.unicast_peer.is_empty()
         && (a.unicast_peer.is_empty() || a.unicast_src_ip == b.unicast_src_ip)
 }
@@ -817,19 +862,29 @@ impl SpeakerRuntime {
                     continue;
                 };
                 if resumed || ev.reason == Reason::Reload {
-                    // fifo_write_vrrp_states_on_reload: the state the reload kept.
-                    if let Some(word) = state_word(ev.to).filter(|_| write_states) {
-                        super::fifo::vrrp(&format!(
-                            "INSTANCE \"{}\" {word} {}\n",
-                            vi.name, ev.priority.0
-                        ));
-                        if let Some(g) = group_cfg.as_ref().filter(|_| group_written != Some(word))
-                        {
-                            super::fifo::vrrp(&format!("GROUP \"{}\" {word} 0\n", g.name));
+                    // The group's state too: a member that follows is not a change (MASTER
+                    // wins over a member caught mid-change).
+                    let before = group_written;
+                    group_written = group_state(
+                        group_written_state(group_written)
+                            .into_iter()
+                            .chain([ev.to]),
+                    );
+                    // fifo_write_vrrp_states_on_reload: the states the reload kept, the
+                    // group's first (keepalived's vrrp_init_state).
+                    if write_states {
+                        if let (Some(g), Some(w)) = (&group_cfg, group_written) {
+                            if before != group_written {
+                                super::fifo::vrrp(&format!("GROUP \"{}\" {w} 0\n", g.name));
+                            }
+                        }
+                        if let Some(word) = state_word(ev.to) {
+                            super::fifo::vrrp(&format!(
+                                "INSTANCE \"{}\" {word} {}\n",
+                                vi.name, ev.priority.0
+                            ));
                         }
                     }
-                    // The group's state too: a member that follows is not a change.
-                    group_written = state_word(ev.to).or(group_written);
                     continue;
                 }
                 let deleted = ev.to == State::Initialize
@@ -1099,10 +1154,18 @@ impl SpeakerRuntime {
     /// keepalived's `fifo_write_vrrp_states_on_reload` for a speaker the reload kept
     /// running: each instance's state and effective priority, then the sync group's
     /// (its first member's), to the notify FIFOs.
+    /// The group's line first, as keepalived's `vrrp_init_state` writes them. Bounded (2 s):
+    /// a speaker stuck in an action must not hang the reload.
     pub(crate) async fn write_states(&self) {
-        let Some(now) = self.handle.status().await else {
+        let Ok(Some(now)) =
+            tokio::time::timeout(Duration::from_secs(2), self.handle.status()).await
+        else {
+            tracing::warn!(group = ?self.group, "fifo_write_vrrp_states_on_reload: the speaker did not answer within 2 s; no state lines");
             return;
         };
+        if let (Some(g), Some(word)) = (&self.group, group_state(now.iter().map(|st| st.state))) {
+            super::fifo::vrrp(&format!("GROUP \"{g}\" {word} 0\n"));
+        }
         for st in &now {
             if let Some(word) = state_word(st.state) {
                 super::fifo::vrrp(&format!(
@@ -1110,11 +1173,6 @@ impl SpeakerRuntime {
                     st.instance, st.priority.0
                 ));
             }
-        }
-        if let (Some(g), Some(word)) =
-            (&self.group, now.first().and_then(|st| state_word(st.state)))
-        {
-            super::fifo::vrrp(&format!("GROUP \"{g}\" {word} 0\n"));
         }
     }
 

@@ -123,6 +123,10 @@ pub struct VrrpInstanceConfig {
     /// `virtual_ipaddress_excluded`: added and removed with the VIPs, announced with them,
     /// but never carried in adverts (so not compared with a peer's either); either family.
     pub virtual_ipaddress_excluded: Vec<Vip>,
+    /// keepalived `virtual_routes`: added after the VIPs when the instance becomes Master,
+    /// deleted before them when it leaves Master ([`crate::route`]). A route the kernel
+    /// refuses is logged and skipped; the others are still added.
+    pub virtual_routes: Vec<crate::route::VirtualRoute>,
     /// `unicast_src_ip`: source of unicast adverts (default: the interface's primary address).
     pub unicast_src_ip: Option<IpAddr>,
     /// `unicast_peer`: when non-empty, adverts go to these peers only and come from them only.
@@ -332,6 +336,7 @@ impl VrrpInstanceConfig {
             authentication: Auth::None,
             virtual_ipaddress: Vec::new(),
             virtual_ipaddress_excluded: Vec::new(),
+            virtual_routes: Vec::new(),
             unicast_src_ip: None,
             unicast_peer: Vec::new(),
             mcast_dst_ip: None,
@@ -1680,9 +1685,20 @@ impl Speaker {
                         tracing::error!(instance = %name, vip = %v.addr, error = %e, "adding VIP");
                     }
                 }
+                // After the VIPs: a route may take one as its source.
+                for r in &inst.cfg.virtual_routes {
+                    if let Err(e) = self.vips.add_route(r).await {
+                        tracing::error!(instance = %name, error = %e, "adding virtual route");
+                    }
+                }
             }
             Action::RemoveVips => {
                 self.pacer.invalidate(&inst.announce_epoch);
+                for r in &inst.cfg.virtual_routes {
+                    if let Err(e) = self.vips.remove_route(r).await {
+                        tracing::error!(instance = %name, error = %e, "deleting virtual route");
+                    }
+                }
                 for v in inst.cfg.all_vips() {
                     if let Err(e) = self.vips.remove(inst.ifindex, v).await {
                         tracing::error!(instance = %name, vip = %v.addr, error = %e, "removing VIP");

@@ -2147,7 +2147,39 @@ impl Conv {
                 "notify_stop" => self.first_notify(&mut vi.notify_stop, st, &fp),
                 "notify" => self.first_notify(&mut vi.notify, st, &fp),
                 "dont_track_primary" => vi.dont_track_primary = self.bare_flag(st, &fp),
-                "smtp_alert" | "debug" | "virtual_routes" | "virtual_rules"
+                "virtual_routes" => {
+                    self.record(&fp, &st.keyword.location);
+                    for a in self.block(st) {
+                        self.no_block(a);
+                        let j = vi.virtual_routes.len();
+                        self.record(&format!("{fp}[{j}]"), &a.keyword.location);
+                        let text = std::iter::once(&a.keyword)
+                            .chain(&a.args)
+                            .map(|t| t.text.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        match text.parse::<lb_vrrp::route::VirtualRoute>() {
+                            Ok(mut r) => {
+                                // keepalived tracks a route with a `dev` unless `no_track`,
+                                // and a tracked route's protocol is its own.
+                                let keepalived = lb_vrrp::route::RTPROT_KEEPALIVED;
+                                if r.dev.is_some() && !r.no_track && r.protocol != keepalived {
+                                    self.d.warn(
+                                        &a.keyword.location,
+                                        format!("route protocol {} replaced by keepalived ({keepalived}), as keepalived does for a route with `dev` and without `no_track`", r.protocol),
+                                    );
+                                    r.protocol = keepalived;
+                                }
+                                vi.virtual_routes.push(r);
+                            }
+                            Err(e) => {
+                                self.d.error(&a.keyword.location, e.to_string());
+                                self.o.poison(fp.clone());
+                            }
+                        }
+                    }
+                }
+                "smtp_alert" | "debug" | "virtual_rules"
                 | "kernel_rx_buf_size"
                 | "linkbeat_use_polling"
                 | "lvs_sync_daemon_interface"
