@@ -4166,3 +4166,48 @@ fn virtual_routes_are_read_from_both_formats() {
         "{e}"
     );
 }
+
+/// keepalived's `static_ipaddress` and `static_routes` (root blocks) and
+/// `default_interface`: keepalived.conf defaults the latter to eth0 for an address without
+/// `dev`; TOML has no default, and such an address without one is an error.
+#[test]
+fn static_addresses_and_routes_are_read() {
+    let (k, w) = keepalived_ok(
+        "static_ipaddress {\n    198.18.0.77/24 dev eth1\n    198.18.0.78/24\n}\nstatic_routes {\n    198.18.9.0/24 via 198.18.0.1 dev eth0\n}\n",
+    );
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(k.static_ipaddress.len(), 2);
+    assert_eq!(k.static_ipaddress[0].dev.as_deref(), Some("eth1"));
+    assert_eq!(k.global.default_interface.as_deref(), Some("eth0"));
+    assert_eq!(
+        k.static_routes[0].to_string(),
+        "198.18.9.0/24 via 198.18.0.1 dev eth0"
+    );
+    let (k2, _) = keepalived_ok(
+        "global_defs {\n    default_interface bond0\n}\nstatic_ipaddress {\n    198.18.0.78/24\n}\n",
+    );
+    assert_eq!(k2.global.default_interface.as_deref(), Some("bond0"));
+    let t = load_toml(
+        "static_ipaddress = [\"198.18.0.77/24 dev eth1\", \"198.18.0.78/24\"]\nstatic_routes = [\"198.18.9.0/24 via 198.18.0.1 dev eth0\"]\n[global]\ndefault_interface = \"eth0\"\n",
+    );
+    assert_eq!(
+        (
+            &t.static_ipaddress,
+            &t.static_routes,
+            &t.global.default_interface
+        ),
+        (
+            &k.static_ipaddress,
+            &k.static_routes,
+            &k.global.default_interface
+        )
+    );
+    assert_eq!(
+        errors("lb.toml", "static_ipaddress = [\"198.18.0.78/24\"]\n"),
+        ["lb.toml:1:21: static address 198.18.0.78/24 has no `dev`, and there is no global.default_interface"]
+    );
+    assert_eq!(
+        errors("k.conf", "static_routes {\n    198.18.9.0/24 nexthop via 198.18.0.1\n}\n"),
+        ["k.conf:2:5: route \"198.18.9.0/24 nexthop via 198.18.0.1\": `nexthop` is not supported by lb"]
+    );
+}

@@ -3375,10 +3375,11 @@ fn reload_removal_and_group_notifications_match_keepalived() {
     assert_eq!(ka_notify2, lb_notify2);
 }
 
-/// keepalived's `virtual_routes`, side by side with keepalived 2.2.7 running the same file
-/// (each in a lab of its own): as MASTER both install the same routes (`ip route show table
-/// all`: gateway, source VIP, table, metric, blackhole / unreachable, scope, protocol);
-/// a reload that changes them leaves both with the same new set; the stop deletes them.
+/// keepalived's `virtual_routes`, `static_routes` and `static_ipaddress`, side by side with
+/// keepalived 2.2.7 running the same file (each in a lab of its own): as MASTER both
+/// install the same routes (`ip route show table all`: gateway, source VIP, table, metric,
+/// blackhole / unreachable, scope, protocol) and the static address; a reload that changes
+/// them leaves both with the same new set; the stop deletes them.
 #[test]
 fn virtual_routes_match_keepalived() {
     if !lab_available() || !lb_testkit::tool_available("keepalived") {
@@ -3388,12 +3389,12 @@ fn virtual_routes_match_keepalived() {
     let lab_ka = Lab::new("lbq", &[("ka1", 11)]).expect("lab");
     let mut lb1 = Node::new(&lab_lb, "lb1");
     let ka_conf = lab_ka.dir().join("keepalived.conf");
-    let conf = |admin: Option<&Path>, routes: &[&str]| -> String {
+    let conf = |admin: Option<&Path>, routes: &[&str], static_route: &str| -> String {
         let admin = admin
             .map(|a| format!("global_defs {{\n    admin_socket {}\n}}\n", a.display()))
             .unwrap_or_default();
         format!(
-            "{admin}vrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 91\n    priority 255\n    advert_int 1\n    virtual_ipaddress {{\n        198.18.0.100/24\n    }}\n    virtual_routes {{\n{}    }}\n}}\n",
+            "{admin}static_ipaddress {{\n    198.18.0.77/24 dev eth0\n}}\nstatic_routes {{\n    {static_route}\n}}\nvrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 91\n    priority 255\n    advert_int 1\n    virtual_ipaddress {{\n        198.18.0.100/24\n    }}\n    virtual_routes {{\n{}    }}\n}}\n",
             routes
                 .iter()
                 .map(|r| format!("        {r}\n"))
@@ -3413,8 +3414,12 @@ fn virtual_routes_match_keepalived() {
         "198.18.5.0/24 via 198.18.0.1",
         "unreachable fd00:18:3::/64",
     ];
-    std::fs::write(&lb1.conf, conf(Some(&lb1.socket), &first)).expect("conf");
-    std::fs::write(&ka_conf, conf(None, &first)).expect("conf");
+    let (static1, static2) = (
+        "198.18.7.0/24 via 198.18.0.1 dev eth0",
+        "198.18.8.0/24 via 198.18.0.1 dev eth0",
+    );
+    std::fs::write(&lb1.conf, conf(Some(&lb1.socket), &first, static1)).expect("conf");
+    std::fs::write(&ka_conf, conf(None, &first, static1)).expect("conf");
     // The routes of the test's prefixes, as `ip route` shows them, sorted.
     let routes = |lab: &Lab, host: &str| -> Vec<String> {
         let mut out = Vec::new();
@@ -3432,6 +3437,8 @@ fn virtual_routes_match_keepalived() {
                             "198.18.3.",
                             "198.18.4.",
                             "198.18.5.",
+                            "198.18.7.",
+                            "198.18.8.",
                             "fd00:18:3:",
                         ]
                         .iter()
@@ -3463,7 +3470,9 @@ fn virtual_routes_match_keepalived() {
             kad.log_tail(30)
         );
     };
-    settle(first.len(), &lb1, &kad);
+    settle(first.len() + 1, &lb1, &kad);
+    let static_addr: IpAddr = "198.18.0.77".parse().expect("addr");
+    assert!(lab_lb.has_addr("lb1", static_addr) && lab_ka.has_addr("ka1", static_addr));
     let ka_routes = routes(&lab_ka, "ka1");
     assert!(
         ka_routes.iter().any(|r| r.contains("proto keepalived")),
@@ -3472,14 +3481,17 @@ fn virtual_routes_match_keepalived() {
     assert_eq!(routes(&lab_lb, "lb1"), ka_routes);
     step(t0(), "virtual routes as MASTER: the same as keepalived's");
 
-    std::fs::write(&lb1.conf, conf(Some(&lb1.socket), &second)).expect("conf");
-    std::fs::write(&ka_conf, conf(None, &second)).expect("conf");
+    std::fs::write(&lb1.conf, conf(Some(&lb1.socket), &second, static2)).expect("conf");
+    std::fs::write(&ka_conf, conf(None, &second, static2)).expect("conf");
     assert!(lb1.proc().sighup());
     assert!(kad.sighup());
     assert!(
         wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
             let (l, k) = (routes(&lab_lb, "lb1"), routes(&lab_ka, "ka1"));
-            l.len() == second.len() && l == k && l.iter().any(|r| r.contains("metric 9"))
+            l.len() == second.len() + 1
+                && l == k
+                && l.iter().any(|r| r.contains("metric 9"))
+                && l.iter().any(|r| r.starts_with("198.18.8.0/24"))
         })
         .is_some(),
         "lb-node: {:?}\nkeepalived: {:?}\n{}\n{}",
@@ -3499,4 +3511,5 @@ fn virtual_routes_match_keepalived() {
     assert!(kad.wait_exit(Duration::from_secs(10)).is_some());
     assert_eq!(routes(&lab_lb, "lb1"), Vec::<String>::new());
     assert_eq!(routes(&lab_ka, "ka1"), Vec::<String>::new());
+    assert!(!lab_lb.has_addr("lb1", static_addr) && !lab_ka.has_addr("ka1", static_addr));
 }

@@ -79,6 +79,17 @@ pub struct Config {
     /// Virtual servers (keepalived `virtual_server`): a listener and its backends.
     #[serde(default, rename = "virtual_server")]
     pub virtual_servers: Vec<VirtualServer>,
+    /// keepalived `static_ipaddress`: addresses lb-node adds at its start (before the
+    /// virtual servers and VRRP instances) and deletes at its stop, whatever any VRRP
+    /// state; a reload deletes those no longer configured and adds the new ones. The
+    /// syntax of `virtual_ipaddress`; one without `dev` goes on
+    /// `global.default_interface`.
+    #[serde(default)]
+    pub static_ipaddress: Vec<VirtualIp>,
+    /// keepalived `static_routes`: routes added at the start (after `static_ipaddress`)
+    /// and deleted at the stop, as `static_ipaddress`; the syntax of `virtual_routes`.
+    #[serde(default, deserialize_with = "values::routes")]
+    pub static_routes: Vec<VirtualRoute>,
 }
 
 /// Node-wide settings.
@@ -173,6 +184,10 @@ pub struct Global {
     /// (VIPs removed, connections drained), before it exits; the running configuration's
     /// (a reload may change it, as keepalived's). None by default.
     pub shutdown_script: Option<NotifyScript>,
+    /// keepalived `default_interface`: where a `static_ipaddress` without `dev` goes. In
+    /// keepalived.conf `eth0` when unset (keepalived's default); in TOML such an address
+    /// needs one or the other (an error otherwise).
+    pub default_interface: Option<String>,
     /// keepalived `shutdown_script_timeout`, 1..=1000 s. Default 10 s.
     #[serde(with = "values::duration")]
     pub shutdown_script_timeout: Duration,
@@ -223,6 +238,7 @@ impl Default for Global {
             startup_script_timeout: Duration::from_secs(10),
             shutdown_script: None,
             shutdown_script_timeout: Duration::from_secs(10),
+            default_interface: None,
         }
     }
 }
@@ -2425,6 +2441,16 @@ impl Config {
         }
         if self.global.admin_socket.as_os_str().is_empty() {
             err("global.admin_socket".into(), "admin_socket is empty".into());
+        }
+        if self.global.default_interface.is_none() {
+            for (i, a) in self.static_ipaddress.iter().enumerate() {
+                if a.dev.is_none() {
+                    err(
+                        format!("static_ipaddress[{i}]"),
+                        format!("static address {a} has no `dev`, and there is no global.default_interface"),
+                    );
+                }
+            }
         }
         if self.global.busy_polling && self.global.nbthread != 1 {
             // tokio's multi-thread workers leave the event loop to a parked worker: the

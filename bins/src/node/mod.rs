@@ -60,6 +60,7 @@
 mod bfd;
 mod fifo;
 mod file_check;
+mod statics;
 mod vrrp;
 mod vs;
 
@@ -761,10 +762,13 @@ impl Node {
             draining: Vec::new(),
             bfd: bfd::BfdRuntime::default(),
         };
+        // static_ipaddress / static_routes before anything listens or advertises.
+        statics::apply(None, &config).await;
         // BFD sessions first: virtual servers and VRRP instances follow them.
         match bfd::BfdRuntime::start(&config.bfd_instances) {
             Ok(b) => node.bfd = b,
             Err(e) => {
+                statics::clear(&config).await;
                 fifo::close().await;
                 return Err(e);
             }
@@ -922,7 +926,10 @@ impl Node {
                             && s.globals == vrrp::instance_globals(&new)
                     })
             });
-        if d.is_empty() && all_current {
+        let statics_same = new.static_ipaddress == self.config.static_ipaddress
+            && new.static_routes == self.config.static_routes
+            && new.global.default_interface == self.config.global.default_interface;
+        if d.is_empty() && all_current && statics_same {
             tracing::info!("reload: nothing changed");
             // keepalived writes them at every reload, this one too (a FIFO reader restarted
             // before a SIGHUP learns the states so).
@@ -934,6 +941,9 @@ impl Node {
             return;
         }
         tracing::info!(?d, "reloading");
+        if !statics_same {
+            statics::apply(Some(&self.config), &new).await;
+        }
         // Settings read once at start-up: say so instead of ignoring the change silently.
         if new.global.admin_socket != self.config.global.admin_socket {
             tracing::warn!(
@@ -1334,6 +1344,8 @@ impl Node {
         if earlier.is_err() {
             tracing::warn!("drains of replaced virtual servers still running at exit");
         }
+        // Last, as keepalived's stop_vrrp: the drained listeners may have used them.
+        statics::clear(&self.config).await;
         // After the last event (the instances' STOP lines).
         fifo::close().await;
     }

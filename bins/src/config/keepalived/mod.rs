@@ -48,6 +48,7 @@ use super::values::{
     parse_algorithm, parse_duration, parse_fine_duration, parse_weight, MAX_GARP_INTERVAL,
 };
 use super::{finish, LoadResult, Location, Origins};
+use lb_vrrp::route::VirtualRoute;
 use syntax::{Diagnostics, Stmt, Token};
 
 /// Reads, parses and validates a keepalived.conf file and what it includes.
@@ -861,7 +862,28 @@ impl Conv {
                 "virtual_server" => self.virtual_server(s),
                 "virtual_server_group" => {} // read first
                 "bfd_instance" => self.bfd_instance(s),
-                "static_ipaddress" | "static_routes" | "static_rules" | "linkbeat_interfaces"
+                "static_ipaddress" => {
+                    self.record("static_ipaddress", &s.keyword.location);
+                    for a in self.block(s) {
+                        let j = self.cfg.static_ipaddress.len();
+                        match self.vip(a, &format!("static_ipaddress[{j}]")) {
+                            Some(v) => self.cfg.static_ipaddress.push(v),
+                            None => self.o.poison("static_ipaddress"),
+                        }
+                    }
+                    // keepalived's default_interface defaults to eth0.
+                    if self.cfg.global.default_interface.is_none()
+                        && self.cfg.static_ipaddress.iter().any(|a| a.dev.is_none())
+                    {
+                        self.cfg.global.default_interface = Some("eth0".into());
+                    }
+                }
+                "static_routes" => {
+                    let first = self.cfg.static_routes.len();
+                    let routes = self.routes(s, "static_routes", first);
+                    self.cfg.static_routes.extend(routes);
+                }
+                "static_rules" | "linkbeat_interfaces"
                 | "track_bfd" | "track_group" | "use_pid_dir" | "instance" | "child_wait_time"
                 | "linkbeat_use_polling" => self.ignored(s, "the configuration"),
                 "interface_up_down_delays" => self.ignored_unlike_keepalived(
@@ -1157,11 +1179,10 @@ impl Conv {
                     "global_defs",
                     "real servers' notify scripts run on changes only, not for their first state",
                 ),
-                "default_interface" => self.ignored_unlike_keepalived(
-                    s,
-                    "global_defs",
-                    "every vrrp_instance names its interface",
-                ),
+                "default_interface" => {
+                    self.cfg.global.default_interface =
+                        self.get(s, "global.default_interface", |v: &str| Ok(v.to_owned()));
+                }
                 "vrrp_garp_extra_if" | "vrrp_vmac_garp_intvl" => self.ignored_unlike_keepalived(
                     s,
                     "global_defs",
@@ -2148,36 +2169,9 @@ impl Conv {
                 "notify" => self.first_notify(&mut vi.notify, st, &fp),
                 "dont_track_primary" => vi.dont_track_primary = self.bare_flag(st, &fp),
                 "virtual_routes" => {
-                    self.record(&fp, &st.keyword.location);
-                    for a in self.block(st) {
-                        self.no_block(a);
-                        let j = vi.virtual_routes.len();
-                        self.record(&format!("{fp}[{j}]"), &a.keyword.location);
-                        let text = std::iter::once(&a.keyword)
-                            .chain(&a.args)
-                            .map(|t| t.text.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" ");
-                        match text.parse::<lb_vrrp::route::VirtualRoute>() {
-                            Ok(mut r) => {
-                                // keepalived tracks a route with a `dev` unless `no_track`,
-                                // and a tracked route's protocol is its own.
-                                let keepalived = lb_vrrp::route::RTPROT_KEEPALIVED;
-                                if r.dev.is_some() && !r.no_track && r.protocol != keepalived {
-                                    self.d.warn(
-                                        &a.keyword.location,
-                                        format!("route protocol {} replaced by keepalived ({keepalived}), as keepalived does for a route with `dev` and without `no_track`", r.protocol),
-                                    );
-                                    r.protocol = keepalived;
-                                }
-                                vi.virtual_routes.push(r);
-                            }
-                            Err(e) => {
-                                self.d.error(&a.keyword.location, e.to_string());
-                                self.o.poison(fp.clone());
-                            }
-                        }
-                    }
+                    let first = vi.virtual_routes.len();
+                    let routes = self.routes(st, &fp, first);
+                    vi.virtual_routes.extend(routes);
                 }
                 "smtp_alert" | "debug" | "virtual_rules"
                 | "kernel_rx_buf_size"
@@ -2379,6 +2373,45 @@ impl Conv {
                 None
             }
         }
+    }
+
+    /// A `virtual_routes` / `static_routes` block: one route per line in keepalived's
+    /// syntax, recorded at `path[first + j]`; a bad line is an error there.
+    fn routes(&mut self, st: &Stmt, path: &str, first: usize) -> Vec<VirtualRoute> {
+        self.record(path, &st.keyword.location);
+        let mut out = Vec::new();
+        for a in self.block(st) {
+            self.no_block(a);
+            self.record(
+                &format!("{path}[{}]", first + out.len()),
+                &a.keyword.location,
+            );
+            let text = std::iter::once(&a.keyword)
+                .chain(&a.args)
+                .map(|t| t.text.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            match text.parse::<VirtualRoute>() {
+                Ok(mut r) => {
+                    // keepalived tracks a route with a `dev` unless `no_track`, and a
+                    // tracked route's protocol is its own.
+                    let keepalived = lb_vrrp::route::RTPROT_KEEPALIVED;
+                    if r.dev.is_some() && !r.no_track && r.protocol != keepalived {
+                        self.d.warn(
+                            &a.keyword.location,
+                            format!("route protocol {} replaced by keepalived ({keepalived}), as keepalived does for a route with `dev` and without `no_track`", r.protocol),
+                        );
+                        r.protocol = keepalived;
+                    }
+                    out.push(r);
+                }
+                Err(e) => {
+                    self.d.error(&a.keyword.location, e.to_string());
+                    self.o.poison(path);
+                }
+            }
+        }
+        out
     }
 
     fn sync_group(&mut self, s: &Stmt) {
