@@ -4134,8 +4134,8 @@ fn virtual_routes_are_read_from_both_formats() {
          virtual_routes = [\"src 198.18.0.251 to 198.18.1.0/24 via 198.18.0.1 dev eth0 table 100\", \"blackhole 198.18.2.0/24\", \"inet6 default via fd00:18::1 metric 7\"]\n",
     );
     assert_eq!(t.vrrp_instances[0].virtual_routes, *r);
-    // keepalived's rule: a route with `dev` and without `no_track` is tracked, and gets
-    // protocol keepalived whatever is written (TOML runs what is written).
+    // keepalived's rule: a route without `no_track` gets protocol keepalived whatever is
+    // written (TOML runs what is written).
     let (kc, w) = keepalived_ok(&k.replace(
         "blackhole 198.18.2.0/24",
         "198.18.2.0/24 dev eth0 protocol static\n        198.18.6.0/24 dev eth0 protocol static no_track",
@@ -4144,7 +4144,7 @@ fn virtual_routes_are_read_from_both_formats() {
     assert_eq!((r[1].protocol, r[2].protocol), (18, 4));
     assert_eq!(
         w,
-        ["9:9: route protocol 4 replaced by keepalived (18), as keepalived does for a route with `dev` and without `no_track`"]
+        ["9:9: route protocol 4 replaced by keepalived (18), as keepalived does for a route without `no_track`"]
     );
     assert_eq!(
         errors(
@@ -4209,5 +4209,57 @@ fn static_addresses_and_routes_are_read() {
     assert_eq!(
         errors("k.conf", "static_routes {\n    198.18.9.0/24 nexthop via 198.18.0.1\n}\n"),
         ["k.conf:2:5: route \"198.18.9.0/24 nexthop via 198.18.0.1\": `nexthop` is not supported by lb"]
+    );
+}
+
+/// keepalived's `virtual_rules` and `static_rules`: its syntax in both formats; a rule
+/// without a preference is numbered down from 16384 per family in keepalived.conf
+/// (warned, as keepalived), and refused in TOML; a tracked rule's protocol is keepalived's.
+#[test]
+fn virtual_and_static_rules_are_read() {
+    use lb_vrrp::rule::RuleTarget;
+    let k = "static_rules {\n    from 198.18.0.77 table 101\n}\nvrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.251\n    }\n    virtual_rules {\n        from 198.18.0.251 table 100 priority 100\n        inet6 from fd00:18::/64 unreachable\n        to 198.18.6.0/24 lookup main protocol 4\n    }\n}\n";
+    let (kc, w) = keepalived_ok(k);
+    assert_eq!(
+        w,
+        [
+            "2:5: rule has no preference: 16384, as keepalived gives it (keepalived: \"probably not what you want\")",
+            "12:9: rule has no preference: 16384, as keepalived gives it (keepalived: \"probably not what you want\")",
+            "13:9: rule protocol 4 replaced by keepalived (18), as keepalived does for a rule without `no_track`",
+            "13:9: rule has no preference: 16383, as keepalived gives it (keepalived: \"probably not what you want\")",
+        ]
+    );
+    assert_eq!(kc.static_rules[0].target, RuleTarget::Table(101));
+    let r = &kc.vrrp_instances[0].virtual_rules;
+    assert_eq!(
+        r.iter().map(|r| r.priority).collect::<Vec<_>>(),
+        [Some(100), Some(16384), Some(16383)]
+    );
+    assert!(r[1].v6 && r[1].target == RuleTarget::Unreachable);
+    assert_eq!(r[2].protocol, Some(18));
+    let t = load_toml(
+        "static_rules = [\"from 198.18.0.77 table 101 priority 16384\"]\n[[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.251\"]\n\
+         virtual_rules = [\"from 198.18.0.251 table 100 priority 100\", \"inet6 from fd00:18::/64 unreachable priority 16384\", \"to 198.18.6.0/24 lookup main priority 16383\"]\n",
+    );
+    assert_eq!(t.vrrp_instances[0].virtual_rules, *r);
+    assert_eq!(t.static_rules, kc.static_rules);
+    let e = errors(
+        "lb.toml",
+        "static_rules = [\"from 198.18.0.77 table 101\"]\n",
+    )
+    .join("\n");
+    assert!(
+        e.contains("lb.toml:1:16") && e.contains("needs a preference"),
+        "{e}"
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            "static_rules {\n    from all table 1 sport 80\n    from all\n}\n"
+        ),
+        [
+            "k.conf:2:5: rule \"from all table 1 sport 80\": `sport` is not supported by lb",
+            "k.conf:3:5: rule \"from all\": no action (table, goto, nop, blackhole, unreachable or prohibit)",
+        ]
     );
 }

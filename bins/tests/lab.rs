@@ -3375,11 +3375,13 @@ fn reload_removal_and_group_notifications_match_keepalived() {
     assert_eq!(ka_notify2, lb_notify2);
 }
 
-/// keepalived's `virtual_routes`, `static_routes` and `static_ipaddress`, side by side with
-/// keepalived 2.2.7 running the same file (each in a lab of its own): as MASTER both
-/// install the same routes (`ip route show table all`: gateway, source VIP, table, metric,
-/// blackhole / unreachable, scope, protocol) and the static address; a reload that changes
-/// them leaves both with the same new set; the stop deletes them.
+/// keepalived's `virtual_routes`, `virtual_rules`, `static_routes`, `static_rules` and
+/// `static_ipaddress`, side by side with keepalived 2.2.7 running the same file (each in a
+/// lab of its own): as MASTER both install the same routes (`ip route show table all`:
+/// gateway, source VIP, table, metric, blackhole / unreachable, scope, protocol), the same
+/// rules (`ip rule`: selectors, actions, keepalived's numbering of a rule without a
+/// preference, protocol) and the static address; a reload that changes them leaves both
+/// with the same new set; the stop deletes them.
 #[test]
 fn virtual_routes_match_keepalived() {
     if !lab_available() || !lb_testkit::tool_available("keepalived") {
@@ -3389,13 +3391,21 @@ fn virtual_routes_match_keepalived() {
     let lab_ka = Lab::new("lbq", &[("ka1", 11)]).expect("lab");
     let mut lb1 = Node::new(&lab_lb, "lb1");
     let ka_conf = lab_ka.dir().join("keepalived.conf");
-    let conf = |admin: Option<&Path>, routes: &[&str], static_route: &str| -> String {
+    let conf = |admin: Option<&Path>,
+                routes: &[&str],
+                static_route: &str,
+                rules: &[&str]|
+     -> String {
         let admin = admin
             .map(|a| format!("global_defs {{\n    admin_socket {}\n}}\n", a.display()))
             .unwrap_or_default();
         format!(
-            "{admin}static_ipaddress {{\n    198.18.0.77/24 dev eth0\n}}\nstatic_routes {{\n    {static_route}\n}}\nvrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 91\n    priority 255\n    advert_int 1\n    virtual_ipaddress {{\n        198.18.0.100/24\n    }}\n    virtual_routes {{\n{}    }}\n}}\n",
+            "{admin}static_ipaddress {{\n    198.18.0.77/24 dev eth0\n}}\nstatic_routes {{\n    {static_route}\n}}\nstatic_rules {{\n    from 198.18.0.77 table 101 priority 110\n}}\nvrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 91\n    priority 255\n    advert_int 1\n    virtual_ipaddress {{\n        198.18.0.100/24\n    }}\n    virtual_routes {{\n{}    }}\n    virtual_rules {{\n{}    }}\n}}\n",
             routes
+                .iter()
+                .map(|r| format!("        {r}\n"))
+                .collect::<String>(),
+            rules
                 .iter()
                 .map(|r| format!("        {r}\n"))
                 .collect::<String>()
@@ -3409,7 +3419,7 @@ fn virtual_routes_match_keepalived() {
         "198.18.4.0/24 dev eth0 scope link protocol static",
     ];
     let second = [
-        "src 198.18.0.100 198.18.1.0/24 via 198.18.0.1 dev eth0",
+        "src 198.18.0.100 198.18.1.0/24 via 198.18.0.2 dev eth0",
         "198.18.2.0/24 via 198.18.0.1 table 100 metric 9",
         "198.18.5.0/24 via 198.18.0.1",
         "unreachable fd00:18:3::/64",
@@ -3418,8 +3428,23 @@ fn virtual_routes_match_keepalived() {
         "198.18.7.0/24 via 198.18.0.1 dev eth0",
         "198.18.8.0/24 via 198.18.0.1 dev eth0",
     );
-    std::fs::write(&lb1.conf, conf(Some(&lb1.socket), &first, static1)).expect("conf");
-    std::fs::write(&ka_conf, conf(None, &first, static1)).expect("conf");
+    let first_rules = [
+        "from 198.18.0.100 table 100 priority 100",
+        "from fd00:18::/64 unreachable priority 101",
+        "not to 198.18.6.0/24 fwmark 0x10/0xff iif eth0 lookup main priority 102",
+        "from all table 100",
+    ];
+    let second_rules = [
+        "from 198.18.0.100 table 100 priority 105",
+        "not to 198.18.6.0/24 fwmark 0x10/0xff iif eth0 lookup main priority 102",
+        "from all table 100",
+    ];
+    std::fs::write(
+        &lb1.conf,
+        conf(Some(&lb1.socket), &first, static1, &first_rules),
+    )
+    .expect("conf");
+    std::fs::write(&ka_conf, conf(None, &first, static1, &first_rules)).expect("conf");
     // The routes of the test's prefixes, as `ip route` shows them, sorted.
     let routes = |lab: &Lab, host: &str| -> Vec<String> {
         let mut out = Vec::new();
@@ -3446,10 +3471,30 @@ fn virtual_routes_match_keepalived() {
                     })
                     .map(|l| l.trim().to_owned()),
             );
+            // The rules, but the kernel's own three.
+            let o = lab
+                .exec(host, &["ip", fam, "rule", "show"])
+                .expect("ip rule");
+            out.extend(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| !["0:", "32766:", "32767:"].iter().any(|p| l.starts_with(p)))
+                    .map(|l| format!("rule {fam} {}", l.trim())),
+            );
         }
         out.sort();
         out
     };
+    // The host's own route to one of the prefixes (another gateway, protocol boot): it
+    // stays, and the daemons' route is added beside it (keepalived adds without
+    // NLM_F_EXCL).
+    let own = "198.18.1.0/24 via 198.18.0.3 dev eth0";
+    for (lab, host) in [(&lab_lb, "lb1"), (&lab_ka, "ka1")] {
+        let mut args = vec!["ip", "route", "add"];
+        args.extend(own.split(' '));
+        let out = lab.exec(host, &args).expect("ip route add");
+        assert!(out.status.success(), "{out:?}");
+    }
     lb1.start(&lab_lb);
     let mut kad = Proc::spawn(
         lab_ka.keepalived("ka1", &ka_conf, "ka"),
@@ -3470,7 +3515,7 @@ fn virtual_routes_match_keepalived() {
             kad.log_tail(30)
         );
     };
-    settle(first.len() + 1, &lb1, &kad);
+    settle(first.len() + 2 + first_rules.len() + 1, &lb1, &kad);
     let static_addr: IpAddr = "198.18.0.77".parse().expect("addr");
     assert!(lab_lb.has_addr("lb1", static_addr) && lab_ka.has_addr("ka1", static_addr));
     let ka_routes = routes(&lab_ka, "ka1");
@@ -3481,15 +3526,21 @@ fn virtual_routes_match_keepalived() {
     assert_eq!(routes(&lab_lb, "lb1"), ka_routes);
     step(t0(), "virtual routes as MASTER: the same as keepalived's");
 
-    std::fs::write(&lb1.conf, conf(Some(&lb1.socket), &second, static2)).expect("conf");
-    std::fs::write(&ka_conf, conf(None, &second, static2)).expect("conf");
+    std::fs::write(
+        &lb1.conf,
+        conf(Some(&lb1.socket), &second, static2, &second_rules),
+    )
+    .expect("conf");
+    std::fs::write(&ka_conf, conf(None, &second, static2, &second_rules)).expect("conf");
     assert!(lb1.proc().sighup());
     assert!(kad.sighup());
     assert!(
         wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
             let (l, k) = (routes(&lab_lb, "lb1"), routes(&lab_ka, "ka1"));
-            l.len() == second.len() + 1
+            l.len() == second.len() + 2 + second_rules.len() + 1
                 && l == k
+                && l.iter().any(|r| r.contains("via 198.18.0.2"))
+                && l.iter().any(|r| r.starts_with("rule -4 105:"))
                 && l.iter().any(|r| r.contains("metric 9"))
                 && l.iter().any(|r| r.starts_with("198.18.8.0/24"))
         })
@@ -3509,7 +3560,7 @@ fn virtual_routes_match_keepalived() {
     assert!(kad.sigterm());
     assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());
     assert!(kad.wait_exit(Duration::from_secs(10)).is_some());
-    assert_eq!(routes(&lab_lb, "lb1"), Vec::<String>::new());
-    assert_eq!(routes(&lab_ka, "ka1"), Vec::<String>::new());
+    assert_eq!(routes(&lab_lb, "lb1"), [own]);
+    assert_eq!(routes(&lab_ka, "ka1"), [own]);
     assert!(!lab_lb.has_addr("lb1", static_addr) && !lab_ka.has_addr("ka1", static_addr));
 }

@@ -15,8 +15,9 @@
 //!   RFC 5798 §7.3 on a macvlan interface;
 //! * `accept` (feature `tokio`): Accept_Mode False enforced with nftables drop rules, as
 //!   keepalived's `no_accept`;
-//! * `route` (feature `tokio`): keepalived's `virtual_routes`, parsed from its syntax and
-//!   added and deleted over netlink with the VIPs.
+//! * `route` and `rule` (feature `tokio`): keepalived's `virtual_routes` and
+//!   `virtual_rules`, parsed from its syntax and added and deleted over netlink with the
+//!   VIPs.
 //!
 //! It does not parse keepalived.conf (the daemon maps it onto
 //! [`driver::VrrpInstanceConfig`]) or run notify scripts (the `lb-vrrpd` binary maps the
@@ -50,6 +51,8 @@ pub mod driver;
 pub mod machine;
 #[cfg(feature = "tokio")]
 pub mod route;
+#[cfg(feature = "tokio")]
+pub mod rule;
 pub mod track;
 #[cfg(feature = "tokio")]
 pub mod vip;
@@ -75,6 +78,10 @@ pub enum Error {
     #[cfg(feature = "tokio")]
     #[error("virtual route: {0}")]
     Route(#[from] route::RouteError),
+    /// Virtual-rule management failed.
+    #[cfg(feature = "tokio")]
+    #[error("virtual rule: {0}")]
+    Rule(#[from] rule::RuleError),
     /// The Accept_Mode drop rules could not be applied.
     #[cfg(feature = "tokio")]
     #[error("Accept_Mode (no_accept) drop rules: {0}")]

@@ -11,9 +11,10 @@
 //! ```
 //!
 //! `TYPE` is `unicast` (the default), `blackhole`, `unreachable`, `prohibit` or `throw`;
-//! `DEST` may be `default` (`any`, `all`). As keepalived's, a route is added with protocol
-//! 18 (`keepalived`) unless it says otherwise, and with scope `global` unless it says
-//! otherwise. keepalived's other route options (`or`, `nexthop`, `tos`, `mtu`, `encap`, the
+//! `DEST` may be `default` (`any`, `all`; keepalived's old `default6`). A route is added
+//! with protocol 18 (`keepalived`) and scope `global` unless it says otherwise
+//! (keepalived.conf's reader also replaces a written protocol on a route without
+//! `no_track`, as keepalived does), beside any route of the same key the host has. keepalived's other route options (`or`, `nexthop`, `tos`, `mtu`, `encap`, the
 //! TCP metrics, `vrf`…) are refused: [`RouteError::Syntax`] names the option.
 //!
 //! Not done: keepalived's tracking of a route it added (a tracked route deleted by someone
@@ -180,6 +181,20 @@ impl VirtualRoute {
     }
 }
 
+/// Whether `a` has bits set after its first `prefix` bits.
+fn host_bits(a: IpAddr, prefix: u8) -> bool {
+    match a {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            prefix < 32 && bits & (u32::MAX >> prefix) != 0
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            prefix < 128 && bits & (u128::MAX >> prefix) != 0
+        }
+    }
+}
+
 fn addr(a: IpAddr) -> RouteAddress {
     match a {
         IpAddr::V4(a) => RouteAddress::Inet(a),
@@ -196,7 +211,7 @@ impl fmt::Display for VirtualRoute {
         }
         if self.prefix_len == 0 {
             f.write_str(if self.is_v6() {
-                "default (IPv6)"
+                "inet6 default"
             } else {
                 "default"
             })?;
@@ -440,6 +455,12 @@ impl FromStr for VirtualRoute {
                         dst = Some(None);
                         continue;
                     }
+                    // keepalived before 2.0.8; `inet6 default` now.
+                    if w == "default6" {
+                        fam(true, w)?;
+                        dst = Some(None);
+                        continue;
+                    }
                     let (a, p) = match w.split_once('/') {
                         Some((a, p)) => (a, Some(p)),
                         None => (w, None),
@@ -464,6 +485,11 @@ impl FromStr for VirtualRoute {
         let v6 = family.unwrap_or(false);
         match dst {
             None => return Err(err("no destination".into())),
+            Some(Some((a, Some(p)))) if host_bits(a, p) => {
+                return Err(err(format!(
+                    "{a}/{p} has bits set beyond its prefix (the kernel refuses it)"
+                )));
+            }
             Some(None) => {
                 r.dst = if v6 {
                     IpAddr::from([0u16; 8])
@@ -493,7 +519,10 @@ impl VipManager {
         Ok(r.message(ifindex))
     }
 
-    /// Adds `route`; a route that is already there counts as added.
+    /// Adds `route` as keepalived does (`NLM_F_CREATE` without `NLM_F_EXCL`): a route of
+    /// the same key (destination, table, metric) but another gateway, source or protocol
+    /// (the host's own, a DHCP or router-advertisement route) stays, and ours is added in
+    /// front of it; the same route already there counts as added.
     ///
     /// # Errors
     /// [`RouteError::NoInterface`], or [`RouteError::Netlink`] if the kernel refuses
@@ -503,9 +532,7 @@ impl VipManager {
     /// Not cancel safe: the request may or may not have been applied.
     pub async fn add_route(&self, route: &VirtualRoute) -> Result<(), RouteError> {
         let m = self.route_message(route)?;
-        let mut req = self.handle.route().add();
-        *req.message_mut() = m;
-        match req.execute().await {
+        match self.new_route(m).await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
             Err(source) => Err(RouteError::Netlink {
@@ -515,9 +542,30 @@ impl VipManager {
         }
     }
 
-    /// Deletes `route` (matched as keepalived deletes its own: destination, table, type if
-    /// not unicast, protocol, gateway, interface, metric; any scope); deleting a route
-    /// that is not there succeeds.
+    /// RTM_NEWROUTE with `NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE` (rtnetlink's own
+    /// request adds `NLM_F_EXCL`, which refuses any route of the same key).
+    async fn new_route(&self, m: RouteMessage) -> Result<(), rtnetlink::Error> {
+        use futures::StreamExt as _;
+        use netlink_packet_core::{
+            NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST,
+        };
+        use netlink_packet_route::RouteNetlinkMessage;
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewRoute(m));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
+        let mut handle = self.handle.clone();
+        let mut response = handle.request(req)?;
+        while let Some(msg) = response.next().await {
+            if let NetlinkPayload::Error(e) = msg.payload {
+                return Err(rtnetlink::Error::NetlinkError(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `route`, matched as keepalived deletes its own: destination, table, type if
+    /// not unicast, protocol, gateway, interface, metric, source, and the scope if written
+    /// (any scope otherwise). A route of another protocol (the host's own) is never
+    /// matched. Deleting a route that is not there succeeds.
     ///
     /// # Errors
     /// [`RouteError::Netlink`] if the kernel refuses.
@@ -531,7 +579,9 @@ impl VipManager {
             Err(RouteError::NoInterface { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        m.header.scope = RouteScope::NoWhere;
+        if route.scope == 0 {
+            m.header.scope = RouteScope::NoWhere;
+        }
         if route.kind == RouteKind::Unicast {
             m.header.kind = RouteType::Unspec;
         }
@@ -586,6 +636,11 @@ mod tests {
         let r = p("inet6 default via fd00:18::1 metric 5 protocol static scope link onlink");
         assert!(r.is_v6() && r.prefix_len == 0 && r.onlink);
         assert_eq!((r.metric, r.protocol, r.scope), (Some(5), 4, 253));
+        let r = p("default6 via fd00:18::1");
+        assert!(r.is_v6() && r.prefix_len == 0);
+        assert_eq!(r.to_string(), "inet6 default via fd00:18::1");
+        let r = p("default gw inet 198.18.0.1");
+        assert!(!r.is_v6() && r.via == Some("198.18.0.1".parse().unwrap()));
         let r = p("198.18.1.7 table main");
         assert_eq!((r.prefix_len, r.table), (32, 254));
         let r = p("unreachable fd00:18::/64 table 7");
@@ -596,6 +651,37 @@ mod tests {
         assert_eq!(
             p("198.18.1.0/24 via 198.18.0.1 dev eth0 table 100 metric 10").to_string(),
             "198.18.1.0/24 via 198.18.0.1 dev eth0 table 100 metric 10"
+        );
+    }
+
+    /// The netlink message: a table above 255 in RTA_TABLE with 0 in the header, the
+    /// defaults keepalived sends, no destination attribute for a default route.
+    #[test]
+    fn messages_carry_keepalived_defaults() {
+        let m = p("198.18.1.0/24 via 198.18.0.1 table 1000 metric 5 onlink").message(Some(7));
+        assert_eq!(m.header.table, 0);
+        assert_eq!(m.header.protocol, RouteProtocol::KeepAlived);
+        assert_eq!(m.header.scope, RouteScope::Universe);
+        assert_eq!(m.header.destination_prefix_length, 24);
+        assert_eq!(m.header.flags, [RouteFlag::Onlink]);
+        for a in [
+            RouteAttribute::Table(1000),
+            RouteAttribute::Destination(addr("198.18.1.0".parse().unwrap())),
+            RouteAttribute::Gateway(addr("198.18.0.1".parse().unwrap())),
+            RouteAttribute::Oif(7),
+            RouteAttribute::Priority(5),
+        ] {
+            assert!(m.attributes.contains(&a), "{a:?} in {:?}", m.attributes);
+        }
+        let m = p("inet6 default via fd00:18::1").message(None);
+        assert_eq!(m.header.address_family, AddressFamily::Inet6);
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Destination(_))));
+        assert_eq!(
+            p("blackhole 198.18.3.0/24").message(None).header.kind,
+            RouteType::BlackHole
         );
     }
 
@@ -618,6 +704,14 @@ mod tests {
         );
         assert_eq!(why("198.18.1.0/24 fast"), "a second destination \"fast\"");
         assert_eq!(why("bogus"), "unknown route keyword \"bogus\"");
+        assert_eq!(
+            why("198.18.1.5/24"),
+            "198.18.1.5/24 has bits set beyond its prefix (the kernel refuses it)"
+        );
+        assert_eq!(
+            why("10.0.0.0/0 via 198.18.0.1"),
+            "10.0.0.0/0 has bits set beyond its prefix (the kernel refuses it)"
+        );
         assert_eq!(
             why("local 198.18.1.1"),
             "route type `local` is not supported by lb"

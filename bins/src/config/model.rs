@@ -43,6 +43,7 @@ use lb_proxy::http::{ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig
 use lb_proxy::proxy_protocol::AcceptProxy;
 use lb_vrrp::driver::RunAs;
 use lb_vrrp::route::VirtualRoute;
+use lb_vrrp::rule::VirtualRule;
 use lb_vrrp::wire::{MAX_ADDRESSES_V4 as MAX_ADVERTISED_V4, MAX_ADDRESSES_V6 as MAX_ADVERTISED_V6};
 use serde::Deserialize;
 
@@ -90,6 +91,10 @@ pub struct Config {
     /// and deleted at the stop, as `static_ipaddress`; the syntax of `virtual_routes`.
     #[serde(default, deserialize_with = "values::routes")]
     pub static_routes: Vec<VirtualRoute>,
+    /// keepalived `static_rules`: rules added at the start (after `static_routes`) and
+    /// deleted at the stop (first), as `static_ipaddress`; the syntax of `virtual_rules`.
+    #[serde(default, deserialize_with = "values::rules")]
+    pub static_rules: Vec<VirtualRule>,
 }
 
 /// Node-wide settings.
@@ -624,6 +629,12 @@ pub struct VrrpInstance {
     /// reload deletes, on a MASTER, the routes the new configuration no longer has.
     #[serde(default, deserialize_with = "values::routes")]
     pub virtual_routes: Vec<VirtualRoute>,
+    /// keepalived `virtual_rules`: routing-policy rules added when the instance becomes
+    /// MASTER (after its routes) and deleted when it leaves MASTER (before them), in
+    /// keepalived's syntax (`"from 198.18.0.250 table 100 priority 100"`, see
+    /// [`lb_vrrp::rule`]). In TOML each needs a preference (keepalived numbers the others).
+    #[serde(default, deserialize_with = "values::rules")]
+    pub virtual_rules: Vec<VirtualRule>,
     /// Source address of unicast adverts (default: the interface's primary address).
     #[serde(default)]
     pub unicast_src_ip: Option<IpAddr>,
@@ -854,6 +865,7 @@ impl VrrpInstance {
             virtual_ipaddress: Vec::new(),
             virtual_ipaddress_excluded: Vec::new(),
             virtual_routes: Vec::new(),
+            virtual_rules: Vec::new(),
             unicast_src_ip: None,
             unicast_peer: Vec::new(),
             mcast_dst_ip: None,

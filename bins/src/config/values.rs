@@ -348,6 +348,25 @@ pub(crate) fn routes<'de, D: Deserializer<'de>>(
         .collect()
 }
 
+/// `virtual_rules` / `static_rules`: a list of rules in keepalived's syntax, each with a
+/// preference (keepalived numbers those without one; TOML says what runs).
+pub(crate) fn rules<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<lb_vrrp::rule::VirtualRule>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|r| {
+            let rule: lb_vrrp::rule::VirtualRule = r.parse().map_err(de::Error::custom)?;
+            if rule.priority.is_none() {
+                return Err(de::Error::custom(format!(
+                    "rule {r:?} needs a preference (`priority N`)"
+                )));
+            }
+            Ok(rule)
+        })
+        .collect()
+}
+
 /// `notify_deleted`: a bool, or a notify script (which means true).
 pub(crate) struct NotifyDeletedVisitor;
 

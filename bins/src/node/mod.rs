@@ -928,7 +928,11 @@ impl Node {
             });
         let statics_same = new.static_ipaddress == self.config.static_ipaddress
             && new.static_routes == self.config.static_routes
+            && new.static_rules == self.config.static_rules
             && new.global.default_interface == self.config.global.default_interface;
+        // Deleted ones are added again even when the file did not change, as keepalived
+        // does at every reload.
+        statics::apply(Some(&self.config), &new).await;
         if d.is_empty() && all_current && statics_same {
             tracing::info!("reload: nothing changed");
             // keepalived writes them at every reload, this one too (a FIFO reader restarted
@@ -941,9 +945,6 @@ impl Node {
             return;
         }
         tracing::info!(?d, "reloading");
-        if !statics_same {
-            statics::apply(Some(&self.config), &new).await;
-        }
         // Settings read once at start-up: say so instead of ignoring the change silently.
         if new.global.admin_socket != self.config.global.admin_socket {
             tracing::warn!(
@@ -1241,6 +1242,9 @@ impl Node {
                         .filter(|(_, st)| **st == lb_vrrp::machine::State::Master)
                         .map(|(n, _)| n.clone())
                         .collect();
+                    // Routes and rules the successor would add again as they were
+                    // written before (a changed gateway or source), or not at all.
+                    vrrp::remove_dropped_routes(&old, m, &masters).await;
                     // At once, before anything else of the reload: adverts pause only
                     // for the hand-over itself.
                     let started = SpeakerRuntime::start(
@@ -1260,6 +1264,7 @@ impl Node {
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "reload: VRRP group not started after its hand-over; its VIPs are removed");
+                            vrrp::remove_dropped_routes(&old, &[], &masters).await;
                             vrrp::remove_dropped_vips(&old, &[], &masters).await;
                             vrrp::discard_vmacs(&old).await;
                             let mut t = write(&self.shared.vrrp);

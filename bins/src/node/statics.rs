@@ -1,22 +1,35 @@
-//! keepalived's `static_ipaddress` and `static_routes`: addresses and routes the node
-//! holds whatever the VRRP states, added at its start (addresses first: a route may take
-//! one as its source), deleted at its stop (routes first), and at a reload, the ones no
-//! longer configured deleted and the new ones added (keepalived 2.2.7's `vrrp_daemon.c`
+//! keepalived's `static_ipaddress`, `static_routes` and `static_rules`: addresses, routes
+//! and rules the node holds whatever the VRRP states, added at its start (addresses, then
+//! routes — one may take an address as its source —, then rules), deleted at its stop in
+//! the reverse order, and at a reload, the ones no longer configured deleted and the new
+//! ones added (keepalived 2.2.7's `vrrp_daemon.c`
 //! `start_vrrp` / `stop_vrrp` and `clear_diff_static_*`). A failure is logged and the
 //! others still applied: one bad route does not stop the node.
 
 use lb_vrrp::route::VirtualRoute;
+use lb_vrrp::rule::VirtualRule;
 use lb_vrrp::vip::{Vip, VipManager};
 
 use crate::config::model::{Config, VirtualIp};
 
-/// The address as lb-vrrp adds it: its `dev`, else `default_interface`.
+/// The address as lb-vrrp adds it: its `dev`, else `default_interface` (validation
+/// refuses one with neither; logged if it gets here all the same).
 fn vip(cfg: &Config, a: &VirtualIp) -> Option<Vip> {
-    let mut v: Vip = a.to_string().parse().ok()?;
+    let mut v: Vip = match a.to_string().parse() {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(address = %a, error = %e, "static address skipped");
+            return None;
+        }
+    };
     if v.dev.is_none() {
         v.dev = cfg.global.default_interface.clone();
     }
-    v.dev.is_some().then_some(v)
+    if v.dev.is_none() {
+        tracing::error!(address = %a, "static address skipped: no dev and no default_interface");
+        return None;
+    }
+    Some(v)
 }
 
 fn manager() -> Option<VipManager> {
@@ -28,14 +41,19 @@ fn manager() -> Option<VipManager> {
 /// Deletes what `old` has and `new` does not (routes first), then adds all of `new`'s
 /// (addresses first; what is there already counts as added). `old`: `None` at the start.
 pub(crate) async fn apply(old: Option<&Config>, new: &Config) {
-    if old.is_none_or(|o| o.static_ipaddress.is_empty() && o.static_routes.is_empty())
-        && new.static_ipaddress.is_empty()
-        && new.static_routes.is_empty()
-    {
+    let none = |c: &Config| {
+        c.static_ipaddress.is_empty() && c.static_routes.is_empty() && c.static_rules.is_empty()
+    };
+    if old.is_none_or(none) && none(new) {
         return;
     }
     let Some(mgr) = manager() else { return };
     if let Some(old) = old {
+        let rules: Vec<&VirtualRule> = old
+            .static_rules
+            .iter()
+            .filter(|r| !new.static_rules.contains(r))
+            .collect();
         let routes: Vec<&VirtualRoute> = old
             .static_routes
             .iter()
@@ -52,7 +70,7 @@ pub(crate) async fn apply(old: Option<&Config>, new: &Config) {
             .filter_map(|a| vip(old, a))
             .filter(|v| !new_vips.contains(v))
             .collect();
-        remove(&mgr, routes, &vips).await;
+        remove(&mgr, rules, routes, &vips).await;
     }
     for a in &new.static_ipaddress {
         let Some(v) = vip(new, a) else { continue };
@@ -70,11 +88,20 @@ pub(crate) async fn apply(old: Option<&Config>, new: &Config) {
             Err(e) => tracing::error!(error = %e, "adding a static route"),
         }
     }
+    for r in &new.static_rules {
+        match mgr.add_rule(r).await {
+            Ok(()) => tracing::info!(rule = %r, "static rule added"),
+            Err(e) => tracing::error!(error = %e, "adding a static rule"),
+        }
+    }
 }
 
-/// Deletes `cfg`'s static routes, then its static addresses (the node stops).
+/// Deletes `cfg`'s static rules, routes, then addresses (the node stops).
 pub(crate) async fn clear(cfg: &Config) {
-    if cfg.static_ipaddress.is_empty() && cfg.static_routes.is_empty() {
+    if cfg.static_ipaddress.is_empty()
+        && cfg.static_routes.is_empty()
+        && cfg.static_rules.is_empty()
+    {
         return;
     }
     let Some(mgr) = manager() else { return };
@@ -83,10 +110,27 @@ pub(crate) async fn clear(cfg: &Config) {
         .iter()
         .filter_map(|a| vip(cfg, a))
         .collect();
-    remove(&mgr, cfg.static_routes.iter().collect(), &vips).await;
+    remove(
+        &mgr,
+        cfg.static_rules.iter().collect(),
+        cfg.static_routes.iter().collect(),
+        &vips,
+    )
+    .await;
 }
 
-async fn remove(mgr: &VipManager, routes: Vec<&VirtualRoute>, vips: &[Vip]) {
+async fn remove(
+    mgr: &VipManager,
+    rules: Vec<&VirtualRule>,
+    routes: Vec<&VirtualRoute>,
+    vips: &[Vip],
+) {
+    for r in rules {
+        match mgr.remove_rule(r).await {
+            Ok(()) => tracing::info!(rule = %r, "static rule deleted"),
+            Err(e) => tracing::error!(error = %e, "deleting a static rule"),
+        }
+    }
     for r in routes {
         match mgr.remove_route(r).await {
             Ok(()) => tracing::info!(route = %r, "static route deleted"),

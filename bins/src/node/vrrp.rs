@@ -209,6 +209,7 @@ fn instance_config(
         c.virtual_ipaddress_excluded.push(vip);
     }
     c.virtual_routes = vi.virtual_routes.clone();
+    c.virtual_rules = vi.virtual_rules.clone();
     c.unicast_src_ip = vi.unicast_src_ip;
     c.unicast_peer = vi.unicast_peer.clone();
     c.unicast_ttl = vi.unicast_ttl;
@@ -503,7 +504,64 @@ pub(crate) async fn remove_dropped_vips(
                 removed.push(vip.addr);
             }
         }
-        // Its routes the successor does not have (keepalived's clear_diff_vrrp_vroutes).
+        // Out of the no_accept drop set too (the successor keeps only its own).
+        if !vi.accept && !removed.is_empty() {
+            let cleared = match lb_vrrp::accept::DropRules::install().await {
+                Ok(rules) => rules.accept_addresses(&removed).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = cleared {
+                tracing::error!(instance = %vi.name, error = %e, "reload: clearing no_accept drop rules of removed VIPs");
+            }
+        }
+    }
+}
+
+/// At a reload's hand-over, before the successor starts: deletes the virtual rules, then
+/// routes, of `old`'s instances that were Master (`masters`) and that their successors in
+/// `new` do not have as written (keepalived's clear_diff_vrrp_vrules / _vroutes). A route
+/// whose gateway, source or any other setting changed is deleted here and added again by
+/// the successor, which adds all of its routes when it resumes as Master.
+pub(crate) async fn remove_dropped_routes(
+    old: &[VrrpInstance],
+    new: &[VrrpInstance],
+    masters: &HashSet<String>,
+) {
+    let dropped = |vi: &VrrpInstance| {
+        let successor = new.iter().find(|n| n.name == vi.name);
+        let rules = successor.map(|n| n.virtual_rules.as_slice()).unwrap_or(&[]);
+        let routes = successor
+            .map(|n| n.virtual_routes.as_slice())
+            .unwrap_or(&[]);
+        vi.virtual_rules.iter().any(|r| !rules.contains(r))
+            || vi.virtual_routes.iter().any(|r| !routes.contains(r))
+    };
+    if !old
+        .iter()
+        .any(|vi| masters.contains(&vi.name) && dropped(vi))
+    {
+        return;
+    }
+    let mgr = match lb_vrrp::vip::VipManager::new() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "reload: cannot open netlink to delete dropped routes");
+            return;
+        }
+    };
+    for vi in old.iter().filter(|vi| masters.contains(&vi.name)) {
+        let successor = new.iter().find(|n| n.name == vi.name);
+        let kept_rules = successor.map(|n| n.virtual_rules.as_slice()).unwrap_or(&[]);
+        for r in vi.virtual_rules.iter().filter(|r| !kept_rules.contains(r)) {
+            match mgr.remove_rule(r).await {
+                Ok(()) => {
+                    tracing::info!(instance = %vi.name, rule = %r, "reload: virtual rule no longer configured, deleted");
+                }
+                Err(e) => {
+                    tracing::error!(instance = %vi.name, error = %e, "reload: deleting a virtual rule no longer configured");
+                }
+            }
+        }
         let kept_routes = successor
             .map(|n| n.virtual_routes.as_slice())
             .unwrap_or(&[]);
@@ -519,16 +577,6 @@ pub(crate) async fn remove_dropped_vips(
                 Err(e) => {
                     tracing::error!(instance = %vi.name, error = %e, "reload: deleting a virtual route no longer configured");
                 }
-            }
-        }
-        // Out of the no_accept drop set too (the successor keeps only its own).
-        if !vi.accept && !removed.is_empty() {
-            let cleared = match lb_vrrp::accept::DropRules::install().await {
-                Ok(rules) => rules.accept_addresses(&removed).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = cleared {
-                tracing::error!(instance = %vi.name, error = %e, "reload: clearing no_accept drop rules of removed VIPs");
             }
         }
     }

@@ -127,6 +127,10 @@ pub struct VrrpInstanceConfig {
     /// deleted before them when it leaves Master ([`crate::route`]). A route the kernel
     /// refuses is logged and skipped; the others are still added.
     pub virtual_routes: Vec<crate::route::VirtualRoute>,
+    /// keepalived `virtual_rules`: added after the routes when the instance becomes
+    /// Master, deleted before them when it leaves Master ([`crate::rule`]); a rule the
+    /// kernel refuses is logged and skipped.
+    pub virtual_rules: Vec<crate::rule::VirtualRule>,
     /// `unicast_src_ip`: source of unicast adverts (default: the interface's primary address).
     pub unicast_src_ip: Option<IpAddr>,
     /// `unicast_peer`: when non-empty, adverts go to these peers only and come from them only.
@@ -337,6 +341,7 @@ impl VrrpInstanceConfig {
             virtual_ipaddress: Vec::new(),
             virtual_ipaddress_excluded: Vec::new(),
             virtual_routes: Vec::new(),
+            virtual_rules: Vec::new(),
             unicast_src_ip: None,
             unicast_peer: Vec::new(),
             mcast_dst_ip: None,
@@ -1691,9 +1696,19 @@ impl Speaker {
                         tracing::error!(instance = %name, error = %e, "adding virtual route");
                     }
                 }
+                for r in &inst.cfg.virtual_rules {
+                    if let Err(e) = self.vips.add_rule(r).await {
+                        tracing::error!(instance = %name, error = %e, "adding virtual rule");
+                    }
+                }
             }
             Action::RemoveVips => {
                 self.pacer.invalidate(&inst.announce_epoch);
+                for r in &inst.cfg.virtual_rules {
+                    if let Err(e) = self.vips.remove_rule(r).await {
+                        tracing::error!(instance = %name, error = %e, "deleting virtual rule");
+                    }
+                }
                 for r in &inst.cfg.virtual_routes {
                     if let Err(e) = self.vips.remove_route(r).await {
                         tracing::error!(instance = %name, error = %e, "deleting virtual route");

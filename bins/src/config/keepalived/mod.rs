@@ -49,6 +49,7 @@ use super::values::{
 };
 use super::{finish, LoadResult, Location, Origins};
 use lb_vrrp::route::VirtualRoute;
+use lb_vrrp::rule::VirtualRule;
 use syntax::{Diagnostics, Stmt, Token};
 
 /// Reads, parses and validates a keepalived.conf file and what it includes.
@@ -72,6 +73,9 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
     convert(&stmts, diag)
 }
 
+/// keepalived's first preference for a rule written without one (vrrp_iprule.c).
+const RULE_START_PRIORITY: u32 = 16384;
+
 fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
     let mut c = Conv {
         d: diag,
@@ -89,6 +93,7 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         vs_groups: HashMap::new(),
         group_tracks: Vec::new(),
         group_copies: HashSet::new(),
+        rule_priority: [RULE_START_PRIORITY; 2],
     };
     c.top(stmts);
     c.apply_group_tracks();
@@ -243,6 +248,8 @@ struct Conv {
     /// write its own (keepalived: the group's, else the global one).
     vrrp_notify_priority_changes: Option<bool>,
     group_notify_priority_changes: HashMap<String, bool>,
+    /// The preference keepalived gives the next rule written without one, IPv4 and IPv6.
+    rule_priority: [u32; 2],
     /// The keywords each `vrrp_instance` wrote, in instance order.
     instance_keywords: Vec<Vec<String>>,
     vrrp_defaults: VrrpDefaults,
@@ -883,7 +890,12 @@ impl Conv {
                     let routes = self.routes(s, "static_routes", first);
                     self.cfg.static_routes.extend(routes);
                 }
-                "static_rules" | "linkbeat_interfaces"
+                "static_rules" => {
+                    let first = self.cfg.static_rules.len();
+                    let rules = self.rules(s, "static_rules", first);
+                    self.cfg.static_rules.extend(rules);
+                }
+                "linkbeat_interfaces"
                 | "track_bfd" | "track_group" | "use_pid_dir" | "instance" | "child_wait_time"
                 | "linkbeat_use_polling" => self.ignored(s, "the configuration"),
                 "interface_up_down_delays" => self.ignored_unlike_keepalived(
@@ -2173,7 +2185,12 @@ impl Conv {
                     let routes = self.routes(st, &fp, first);
                     vi.virtual_routes.extend(routes);
                 }
-                "smtp_alert" | "debug" | "virtual_rules"
+                "virtual_rules" => {
+                    let first = vi.virtual_rules.len();
+                    let rules = self.rules(st, &fp, first);
+                    vi.virtual_rules.extend(rules);
+                }
+                "smtp_alert" | "debug"
                 | "kernel_rx_buf_size"
                 | "linkbeat_use_polling"
                 | "lvs_sync_daemon_interface"
@@ -2393,15 +2410,61 @@ impl Conv {
                 .join(" ");
             match text.parse::<VirtualRoute>() {
                 Ok(mut r) => {
-                    // keepalived tracks a route with a `dev` unless `no_track`, and a
-                    // tracked route's protocol is its own.
+                    // keepalived gives every route without `no_track` its own protocol
+                    // (alloc_route), whatever is written.
                     let keepalived = lb_vrrp::route::RTPROT_KEEPALIVED;
-                    if r.dev.is_some() && !r.no_track && r.protocol != keepalived {
+                    if !r.no_track && r.protocol != keepalived {
                         self.d.warn(
                             &a.keyword.location,
-                            format!("route protocol {} replaced by keepalived ({keepalived}), as keepalived does for a route with `dev` and without `no_track`", r.protocol),
+                            format!("route protocol {} replaced by keepalived ({keepalived}), as keepalived does for a route without `no_track`", r.protocol),
                         );
                         r.protocol = keepalived;
+                    }
+                    out.push(r);
+                }
+                Err(e) => {
+                    self.d.error(&a.keyword.location, e.to_string());
+                    self.o.poison(path);
+                }
+            }
+        }
+        out
+    }
+
+    /// A `virtual_rules` / `static_rules` block, as [`Conv::routes`]; a rule without a
+    /// preference gets keepalived's next (16384 down, per family, in file order), warned.
+    fn rules(&mut self, st: &Stmt, path: &str, first: usize) -> Vec<VirtualRule> {
+        self.record(path, &st.keyword.location);
+        let mut out = Vec::new();
+        for a in self.block(st) {
+            self.no_block(a);
+            self.record(
+                &format!("{path}[{}]", first + out.len()),
+                &a.keyword.location,
+            );
+            let text = std::iter::once(&a.keyword)
+                .chain(&a.args)
+                .map(|t| t.text.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            match text.parse::<VirtualRule>() {
+                Ok(mut r) => {
+                    let keepalived = lb_vrrp::route::RTPROT_KEEPALIVED;
+                    if !r.no_track && r.protocol != Some(keepalived) {
+                        self.d.warn(
+                            &a.keyword.location,
+                            format!("rule protocol {} replaced by keepalived ({keepalived}), as keepalived does for a rule without `no_track`", r.protocol.unwrap_or_default()),
+                        );
+                        r.protocol = Some(keepalived);
+                    }
+                    if r.priority.is_none() {
+                        let next = &mut self.rule_priority[usize::from(r.v6)];
+                        r.priority = Some(*next);
+                        self.d.warn(
+                            &a.keyword.location,
+                            format!("rule has no preference: {next}, as keepalived gives it (keepalived: \"probably not what you want\")"),
+                        );
+                        *next = next.saturating_sub(1);
                     }
                     out.push(r);
                 }
