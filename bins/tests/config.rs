@@ -4118,7 +4118,7 @@ fn notify_deleted_and_reload_states_are_read() {
 #[test]
 fn virtual_routes_are_read_from_both_formats() {
     use lb_vrrp::route::RouteKind;
-    let k = "vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.251\n    }\n    virtual_routes {\n        src 198.18.0.251 to 198.18.1.0/24 via 198.18.0.1 dev eth0 table 100\n        blackhole 198.18.2.0/24\n        inet6 default via fd00:18::1 metric 7\n    }\n}\n";
+    let k = "vrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.251\n    }\n    virtual_routes {\n        src 198.18.0.251 to 198.18.1.0/24 via 198.18.0.1 dev eth0 table 100\n        blackhole 198.18.2.0/24\n        default via fd00:18::1 metric 7\n    }\n}\n";
     let (kc, w) = keepalived_ok(k);
     assert!(w.is_empty(), "{w:?}");
     let r = &kc.vrrp_instances[0].virtual_routes;
@@ -4131,7 +4131,7 @@ fn virtual_routes_are_read_from_both_formats() {
     assert!(r[2].is_v6() && r[2].prefix_len == 0 && r[2].metric == Some(7));
     let t = load_toml(
         "[[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.251\"]\n\
-         virtual_routes = [\"src 198.18.0.251 to 198.18.1.0/24 via 198.18.0.1 dev eth0 table 100\", \"blackhole 198.18.2.0/24\", \"inet6 default via fd00:18::1 metric 7\"]\n",
+         virtual_routes = [\"src 198.18.0.251 to 198.18.1.0/24 via 198.18.0.1 dev eth0 table 100\", \"blackhole 198.18.2.0/24\", \"default via fd00:18::1 metric 7\"]\n",
     );
     assert_eq!(t.vrrp_instances[0].virtual_routes, *r);
     // keepalived's rule: a route without `no_track` gets protocol keepalived whatever is
@@ -4218,7 +4218,7 @@ fn static_addresses_and_routes_are_read() {
 #[test]
 fn virtual_and_static_rules_are_read() {
     use lb_vrrp::rule::RuleTarget;
-    let k = "static_rules {\n    from 198.18.0.77 table 101\n}\nvrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.251\n    }\n    virtual_rules {\n        from 198.18.0.251 table 100 priority 100\n        inet6 from fd00:18::/64 unreachable\n        to 198.18.6.0/24 lookup main protocol 4\n    }\n}\n";
+    let k = "static_rules {\n    from 198.18.0.77 table 101\n}\nvrrp_instance A {\n    interface eth0\n    virtual_router_id 51\n    virtual_ipaddress {\n        198.18.0.251\n    }\n    virtual_rules {\n        from 198.18.0.251 table 100 priority 100\n        from fd00:18::/64 unreachable\n        to 198.18.6.0/24 lookup main protocol 4\n    }\n}\n";
     let (kc, w) = keepalived_ok(k);
     assert_eq!(
         w,
@@ -4239,7 +4239,7 @@ fn virtual_and_static_rules_are_read() {
     assert_eq!(r[2].protocol, Some(18));
     let t = load_toml(
         "static_rules = [\"from 198.18.0.77 table 101 priority 16384\"]\n[[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.0.251\"]\n\
-         virtual_rules = [\"from 198.18.0.251 table 100 priority 100\", \"inet6 from fd00:18::/64 unreachable priority 16384\", \"to 198.18.6.0/24 lookup main priority 16383\"]\n",
+         virtual_rules = [\"from 198.18.0.251 table 100 priority 100\", \"from fd00:18::/64 unreachable priority 16384\", \"to 198.18.6.0/24 lookup main priority 16383\"]\n",
     );
     assert_eq!(t.vrrp_instances[0].virtual_rules, *r);
     assert_eq!(t.static_rules, kc.static_rules);
@@ -4260,6 +4260,68 @@ fn virtual_and_static_rules_are_read() {
         [
             "k.conf:2:5: rule \"from all table 1 sport 80\": `sport` is not supported by lb",
             "k.conf:3:5: rule \"from all\": no action (table, goto, nop, blackhole, unreachable or prohibit)",
+        ]
+    );
+}
+
+/// keepalived's `vmac_prefix`: VMACs lb-node names are `<PREFIX>.<VRID>` (then keepalived's
+/// `<PREFIX>6.`, `<PREFIX>1.`… on a clash), the prefix shortened to fit 15 bytes; the first
+/// one written wins, as keepalived's; TOML's `vmac_prefix` is checked.
+#[test]
+fn vmac_prefix_names_the_vmacs() {
+    let inst = |name: &str, vrid: u8| {
+        format!("vrrp_instance {name} {{\n    interface eth0\n    virtual_router_id {vrid}\n    use_vmac\n    virtual_ipaddress {{\n        198.18.0.{vrid}\n    }}\n}}\n")
+    };
+    let text = "global_defs {\n    vmac_prefix lbv\n    vmac_prefix other\n}\n".to_owned()
+        + &inst("A", 51)
+        + &inst("B", 200);
+    let (k, w) = keepalived_ok(&text);
+    assert_eq!(
+        w,
+        ["3:5: `vmac_prefix` is set again; the first value wins, as in keepalived (set at 2:5): this one is ignored"]
+    );
+    let names: Vec<Option<&str>> = k
+        .vrrp_instances
+        .iter()
+        .map(|v| v.vmac_name.as_deref())
+        .collect();
+    assert_eq!(names, [Some("lbv.51"), Some("lbv.200")]);
+    let (k, _) = keepalived_ok(
+        &("global_defs {\n    vmac_prefix abcdefghijkl\n}\n".to_owned() + &inst("B", 200)),
+    );
+    assert_eq!(
+        k.vrrp_instances[0].vmac_name.as_deref(),
+        Some("abcdefghijk.200")
+    );
+    let toml = |p: &str| {
+        format!("[global]\nvmac_prefix = \"{p}\"\n[[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nuse_vmac = true\nvirtual_ipaddress = [\"198.18.0.51\"]\n")
+    };
+    assert_eq!(
+        load_toml(&toml("lbv")).vrrp_instances[0]
+            .vmac_name
+            .as_deref(),
+        Some("lbv.51")
+    );
+    let e = errors("lb.toml", &toml("a b")).join("\n");
+    assert!(
+        e.contains("lb.toml:2:15") && e.contains("give 1 to 12 ASCII letters"),
+        "{e}"
+    );
+}
+
+/// keepalived 2.2.7 steps over the word after `inet`/`inet6` in a route or rule (a bug):
+/// lb-node reads the line as written, and says where the two differ.
+#[test]
+fn inet_in_routes_and_rules_is_warned() {
+    let (k, w) = keepalived_ok(
+        "static_routes {\n    inet6 default via fd00:18::1\n}\nstatic_rules {\n    inet6 not from fd00:18::/64 table 9 priority 9\n}\n",
+    );
+    assert!(k.static_routes[0].is_v6() && k.static_rules[0].not);
+    assert_eq!(
+        w,
+        [
+            "2:11: keepalived 2.2.7 skips the word after `inet6` (\"default\"): lb-node reads it; write the family-free form for both",
+            "5:11: keepalived 2.2.7 skips the word after `inet6` (\"not\"): lb-node reads it; write the family-free form for both",
         ]
     );
 }

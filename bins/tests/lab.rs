@@ -3562,5 +3562,13 @@ fn virtual_routes_match_keepalived() {
     assert!(kad.wait_exit(Duration::from_secs(10)).is_some());
     assert_eq!(routes(&lab_lb, "lb1"), [own]);
     assert_eq!(routes(&lab_ka, "ka1"), [own]);
+    // The kernel's own rules are untouched.
+    for (lab, host) in [(&lab_lb, "lb1"), (&lab_ka, "ka1")] {
+        let o = lab.exec(host, &["ip", "rule", "show"]).expect("ip rule");
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        for pref in ["0:", "32766:", "32767:"] {
+            assert!(text.lines().any(|l| l.starts_with(pref)), "{host}: {text}");
+        }
+    }
     assert!(!lab_lb.has_addr("lb1", static_addr) && !lab_ka.has_addr("ka1", static_addr));
 }

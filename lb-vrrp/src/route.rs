@@ -522,7 +522,8 @@ impl VipManager {
     /// Adds `route` as keepalived does (`NLM_F_CREATE` without `NLM_F_EXCL`): a route of
     /// the same key (destination, table, metric) but another gateway, source or protocol
     /// (the host's own, a DHCP or router-advertisement route) stays, and ours is added in
-    /// front of it; the same route already there counts as added.
+    /// front of it. `Ok(true)`: added; `Ok(false)`: the same route was there already
+    /// (the kernel's EEXIST), so it is not this call's to delete.
     ///
     /// # Errors
     /// [`RouteError::NoInterface`], or [`RouteError::Netlink`] if the kernel refuses
@@ -530,11 +531,11 @@ impl VipManager {
     ///
     /// # Cancel safety
     /// Not cancel safe: the request may or may not have been applied.
-    pub async fn add_route(&self, route: &VirtualRoute) -> Result<(), RouteError> {
+    pub async fn add_route(&self, route: &VirtualRoute) -> Result<bool, RouteError> {
         let m = self.route_message(route)?;
         match self.new_route(m).await {
-            Ok(()) => Ok(()),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(false),
             Err(source) => Err(RouteError::Netlink {
                 route: route.to_string(),
                 source: Box::new(source),

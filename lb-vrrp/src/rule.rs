@@ -11,8 +11,10 @@
 //!     (table|lookup N|main|local|default | [type] goto N | nop | blackhole | unreachable | prohibit)
 //! ```
 //!
-//! Exactly one action. As keepalived's, a rule without `no_track` gets protocol 18
-//! (`keepalived`). A rule without a preference gets none here ([`VirtualRule::priority`]
+//! Exactly one action. A rule without `no_track` and without a written `protocol` gets
+//! protocol 18 (`keepalived`); keepalived.conf's reader also replaces a written one on a
+//! rule without `no_track`, as keepalived does. Numbers are C's (`0x…`, `0…` octal). A
+//! rule without a preference gets none here ([`VirtualRule::priority`]
 //! is `None`): keepalived numbers them down from 16384 with a warning, which the
 //! keepalived.conf reader does. keepalived's other rule options (`tos`, `realms`,
 //! `suppress_prefixlength`, `suppress_ifgroup`, `uidrange`, `ipproto`, `sport`, `dport`,
@@ -267,7 +269,7 @@ impl FromStr for VirtualRule {
                         "default" => Some(253),
                         "main" => Some(254),
                         "local" => Some(255),
-                        _ => v.parse().ok(),
+                        _ => c_number(v),
                     }
                     .filter(|t| *t != 0)
                     .ok_or_else(|| {
@@ -409,19 +411,20 @@ impl VirtualRule {
 }
 
 impl VipManager {
-    /// Adds `rule`; one that is already there counts as added.
+    /// Adds `rule`. `Ok(true)`: added; `Ok(false)`: an equal rule was there already (the
+    /// kernel's EEXIST, which ignores `not`), so it is not this call's to delete.
     ///
     /// # Errors
     /// [`RuleError::Netlink`] if the kernel refuses.
     ///
     /// # Cancel safety
     /// Not cancel safe: the request may or may not have been applied.
-    pub async fn add_rule(&self, rule: &VirtualRule) -> Result<(), RuleError> {
+    pub async fn add_rule(&self, rule: &VirtualRule) -> Result<bool, RuleError> {
         let mut req = self.handle.rule().add();
         *req.message_mut() = rule.message();
         match req.execute().await {
-            Ok(()) => Ok(()),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(false),
             Err(source) => Err(RuleError::Netlink {
                 rule: rule.to_string(),
                 source: Box::new(source),
@@ -491,6 +494,47 @@ mod tests {
         assert_eq!(
             p("from 198.18.0.250/32 table 100 priority 100").to_string(),
             "from 198.18.0.250/32 lookup 100 pref 100"
+        );
+    }
+
+    /// The netlink message: a table above 255 in FRA_TABLE with 0 in the header, `not` as
+    /// the invert flag, goto's target, the fwmark's mask only when written, no protocol
+    /// with `no_track`.
+    #[test]
+    fn messages_carry_the_rule() {
+        let m = p("not from 198.18.0.0/24 table 1000 priority 7 fwmark 0x10").message();
+        assert_eq!((m.header.table, m.header.action), (0, RuleAction::ToTable));
+        assert_eq!(m.header.flags, [RuleFlag::Invert]);
+        assert_eq!((m.header.src_len, m.header.dst_len), (24, 0));
+        for a in [
+            RuleAttribute::Table(1000),
+            RuleAttribute::Priority(7),
+            RuleAttribute::FwMark(16),
+            RuleAttribute::Source("198.18.0.0".parse().unwrap()),
+            RuleAttribute::Protocol(RouteProtocol::KeepAlived),
+        ] {
+            assert!(m.attributes.contains(&a), "{a:?} in {:?}", m.attributes);
+        }
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RuleAttribute::FwMask(_))));
+        let m = p("from all priority 5 goto 9 no_track").message();
+        assert_eq!(m.header.action, RuleAction::Goto);
+        assert!(m.attributes.contains(&RuleAttribute::Goto(9)));
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RuleAttribute::Protocol(_))));
+        let m = p("from all table 100 priority 5").message();
+        assert_eq!(m.header.table, 100);
+        assert_eq!(
+            p("from all table 010 priority 1").target,
+            RuleTarget::Table(8)
+        );
+        assert_eq!(
+            p("from all table 0x64 priority 1").target,
+            RuleTarget::Table(100)
         );
     }
 

@@ -189,6 +189,10 @@ pub struct Global {
     /// (VIPs removed, connections drained), before it exits; the running configuration's
     /// (a reload may change it, as keepalived's). None by default.
     pub shutdown_script: Option<NotifyScript>,
+    /// keepalived `vmac_prefix`: the start of the names lb-node gives VMACs
+    /// (`<PREFIX>.<VRID>`, see [`Config::vmac_names`]); ASCII letters, digits, `_`, `-`,
+    /// at most 12 bytes. Default `vrrp`.
+    pub vmac_prefix: Option<String>,
     /// keepalived `default_interface`: where a `static_ipaddress` without `dev` goes. In
     /// keepalived.conf `eth0` when unset (keepalived's default); in TOML such an address
     /// needs one or the other (an error otherwise).
@@ -244,6 +248,7 @@ impl Default for Global {
             shutdown_script: None,
             shutdown_script_timeout: Duration::from_secs(10),
             default_interface: None,
+            vmac_prefix: None,
         }
     }
 }
@@ -2217,7 +2222,8 @@ impl Config {
     /// Each instance's VMAC name, by index (`None` without `use_vmac`): its `vmac_name`,
     /// else keepalived's choice in configuration order: `vrrp.<VRID>`, or when an
     /// instance before it (or any `vmac_name`) has that name, `vrrp6.<VRID>` for IPv6,
-    /// then `vrrp1.<VRID>`, `vrrp2.<VRID>`… skipping 6 (`create_vmac_name`).
+    /// then `vrrp1.<VRID>`, `vrrp2.<VRID>`… skipping 6 (`create_vmac_name`); `vrrp` is
+    /// `global.vmac_prefix` when set, shortened so that the name fits in 15 bytes.
     pub fn vmac_names(&self) -> Vec<Option<String>> {
         let mut taken: HashSet<String> = self
             .vrrp_instances
@@ -2235,14 +2241,17 @@ impl Config {
                     return Some(n.clone());
                 }
                 let vrid = vi.virtual_router_id;
-                let v6_first = vi.is_v6().then(|| format!("vrrp6.{vrid}"));
-                let name = std::iter::once(format!("vrrp.{vrid}"))
+                let prefix = self.global.vmac_prefix.as_deref().unwrap_or("vrrp");
+                // keepalived shortens the prefix, not the number, to fit IFNAMSIZ.
+                let named = |num: &str| {
+                    let tail = format!("{num}.{vrid}");
+                    let keep = 15usize.saturating_sub(tail.len());
+                    format!("{}{tail}", prefix.chars().take(keep).collect::<String>())
+                };
+                let v6_first = vi.is_v6().then(|| named("6"));
+                let name = std::iter::once(named(""))
                     .chain(v6_first)
-                    .chain(
-                        (1..100)
-                            .filter(|n| *n != 6)
-                            .map(|n| format!("vrrp{n}.{vrid}")),
-                    )
+                    .chain((1..100).filter(|n| *n != 6).map(|n| named(&n.to_string())))
                     .find(|n| !taken.contains(n))?;
                 taken.insert(name.clone());
                 Some(name)
@@ -2453,6 +2462,19 @@ impl Config {
         }
         if self.global.admin_socket.as_os_str().is_empty() {
             err("global.admin_socket".into(), "admin_socket is empty".into());
+        }
+        if let Some(p) = &self.global.vmac_prefix {
+            if p.is_empty()
+                || p.len() > 12
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                err(
+                    "global.vmac_prefix".into(),
+                    format!("vmac_prefix {p:?}: give 1 to 12 ASCII letters, digits, `_` or `-`"),
+                );
+            }
         }
         if self.global.default_interface.is_none() {
             for (i, a) in self.static_ipaddress.iter().enumerate() {

@@ -930,11 +930,10 @@ impl Node {
             && new.static_routes == self.config.static_routes
             && new.static_rules == self.config.static_rules
             && new.global.default_interface == self.config.global.default_interface;
-        // Deleted ones are added again even when the file did not change, as keepalived
-        // does at every reload.
-        statics::apply(Some(&self.config), &new).await;
         if d.is_empty() && all_current && statics_same {
             tracing::info!("reload: nothing changed");
+            // A static address, route or rule someone deleted is added again.
+            statics::apply(Some(&self.config), &new).await;
             // keepalived writes them at every reload, this one too (a FIFO reader restarted
             // before a SIGHUP learns the states so).
             if new.global.fifo_write_vrrp_states_on_reload {
@@ -1301,6 +1300,10 @@ impl Node {
             }
         }
         self.speakers = keep;
+        // After the VRRP instances' hand-overs, as keepalived's reload (clear_diff_vrrp
+        // before the static entries are set): a rule or route that moved from an
+        // instance's to the static ones is deleted with the instance's first, then added.
+        statics::apply(Some(&self.config), &new).await;
         {
             let mut t = write(&self.shared.vrrp);
             t.retain(|n, _| new.vrrp_instances.iter().any(|v| &v.name == n));

@@ -84,13 +84,13 @@ pub(crate) async fn apply(old: Option<&Config>, new: &Config) {
     }
     for r in &new.static_routes {
         match mgr.add_route(r).await {
-            Ok(()) => tracing::info!(route = %r, "static route added"),
+            Ok(_) => tracing::info!(route = %r, "static route added"),
             Err(e) => tracing::error!(error = %e, "adding a static route"),
         }
     }
     for r in &new.static_rules {
         match mgr.add_rule(r).await {
-            Ok(()) => tracing::info!(rule = %r, "static rule added"),
+            Ok(_) => tracing::info!(rule = %r, "static rule added"),
             Err(e) => tracing::error!(error = %e, "adding a static rule"),
         }
     }

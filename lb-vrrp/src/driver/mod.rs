@@ -565,6 +565,11 @@ impl VrrpInstanceConfig {
     }
 }
 
+/// Locks `m`, whatever a panicking holder left (the flags stay meaningful).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A state change of one instance, for the library user (the binary maps these to
 /// keepalived's `notify_master` / `notify_backup` / `notify_fault` / `notify_stop`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -736,6 +741,12 @@ struct Instance {
     sockets_lost: bool,
     /// The VIPs are in the Accept_Mode drop set.
     dropping: std::sync::atomic::AtomicBool,
+    /// Which of `virtual_routes` / `virtual_rules` this instance installed (keepalived's
+    /// `set`): only those are deleted when it leaves Master, so that an identical route
+    /// or rule that was there before (the host's, another instance's) stays. A resumed
+    /// Master's are its predecessor's, so its own.
+    routes_set: std::sync::Mutex<Vec<bool>>,
+    rules_set: std::sync::Mutex<Vec<bool>>,
     /// The effective priority and the count of lower-priority adverts received as Master
     /// last reported ([`Notice`]).
     seen_priority: Priority,
@@ -1008,6 +1019,11 @@ impl Speaker {
                 sockets_lost: false,
                 // A resumed no_accept Master's predecessor left its drop elements.
                 dropping: std::sync::atomic::AtomicBool::new(cfg.resume_master && !cfg.accept),
+                routes_set: std::sync::Mutex::new(vec![
+                    cfg.resume_master;
+                    cfg.virtual_routes.len()
+                ]),
+                rules_set: std::sync::Mutex::new(vec![cfg.resume_master; cfg.virtual_rules.len()]),
                 cfg,
                 ifindex,
                 src,
@@ -1143,8 +1159,20 @@ impl Speaker {
             // Usually: no table (or no nft), so nothing to clear.
             tracing::debug!(error = %e, "no stale Accept_Mode drop rules cleared");
         }
-        // A resumed master keeps its VIPs: its predecessor handed them over.
+        // A resumed master keeps its VIPs: its predecessor handed them over. Others' rules,
+        // routes and VIPs a crashed predecessor left are deleted, in that order
+        // (keepalived's vrrp_restore_interfaces_startup).
         for inst in self.instances.iter().filter(|i| !i.cfg.resume_master) {
+            for r in &inst.cfg.virtual_rules {
+                if let Err(e) = self.vips.remove_rule(r).await {
+                    tracing::warn!(instance = %inst.cfg.name, error = %e, "removing stale virtual rule");
+                }
+            }
+            for r in &inst.cfg.virtual_routes {
+                if let Err(e) = self.vips.remove_route(r).await {
+                    tracing::warn!(instance = %inst.cfg.name, error = %e, "removing stale virtual route");
+                }
+            }
             for v in inst.cfg.all_vips() {
                 if let Err(e) = self.vips.remove(inst.ifindex, v).await {
                     tracing::warn!(instance = %inst.cfg.name, vip = %v.addr, error = %e, "removing stale VIP");
@@ -1691,25 +1719,59 @@ impl Speaker {
                     }
                 }
                 // After the VIPs: a route may take one as its source.
-                for r in &inst.cfg.virtual_routes {
-                    if let Err(e) = self.vips.add_route(r).await {
-                        tracing::error!(instance = %name, error = %e, "adding virtual route");
+                for (k, r) in inst.cfg.virtual_routes.iter().enumerate() {
+                    let added = self.vips.add_route(r).await;
+                    let mut set = lock(&inst.routes_set);
+                    match added {
+                        Ok(true) => set[k] = true,
+                        // Ours already (a resumed Master's), or one we leave alone.
+                        Ok(false) if set[k] => {}
+                        Ok(false) => {
+                            tracing::warn!(instance = %name, route = %r, "virtual route already there (not lb's): left alone, and not deleted when leaving MASTER");
+                        }
+                        Err(e) => {
+                            tracing::error!(instance = %name, error = %e, "adding virtual route");
+                        }
                     }
                 }
-                for r in &inst.cfg.virtual_rules {
-                    if let Err(e) = self.vips.add_rule(r).await {
-                        tracing::error!(instance = %name, error = %e, "adding virtual rule");
+                for (k, r) in inst.cfg.virtual_rules.iter().enumerate() {
+                    let added = self.vips.add_rule(r).await;
+                    let mut set = lock(&inst.rules_set);
+                    match added {
+                        Ok(true) => set[k] = true,
+                        Ok(false) if set[k] => {}
+                        Ok(false) => {
+                            tracing::warn!(instance = %name, rule = %r, "virtual rule already there (not lb's): left alone, and not deleted when leaving MASTER");
+                        }
+                        Err(e) => {
+                            tracing::error!(instance = %name, error = %e, "adding virtual rule");
+                        }
                     }
                 }
             }
             Action::RemoveVips => {
                 self.pacer.invalidate(&inst.announce_epoch);
-                for r in &inst.cfg.virtual_rules {
+                // Only what this instance added (keepalived's `set`).
+                let rules: Vec<usize> = std::mem::take(&mut *lock(&inst.rules_set))
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, s)| s.then_some(k))
+                    .collect();
+                *lock(&inst.rules_set) = vec![false; inst.cfg.virtual_rules.len()];
+                for k in rules {
+                    let r = &inst.cfg.virtual_rules[k];
                     if let Err(e) = self.vips.remove_rule(r).await {
                         tracing::error!(instance = %name, error = %e, "deleting virtual rule");
                     }
                 }
-                for r in &inst.cfg.virtual_routes {
+                let routes: Vec<usize> = std::mem::take(&mut *lock(&inst.routes_set))
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, s)| s.then_some(k))
+                    .collect();
+                *lock(&inst.routes_set) = vec![false; inst.cfg.virtual_routes.len()];
+                for k in routes {
+                    let r = &inst.cfg.virtual_routes[k];
                     if let Err(e) = self.vips.remove_route(r).await {
                         tracing::error!(instance = %name, error = %e, "deleting virtual route");
                     }

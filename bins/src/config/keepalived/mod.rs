@@ -759,6 +759,7 @@ impl Conv {
             "lvs_notify_fifo_script",
             "notify_master_rx_lower_pri",
             "notify_deleted",
+            "vmac_prefix",
             "startup_script",
             "shutdown_script",
         ];
@@ -1173,10 +1174,16 @@ impl Conv {
                         }
                     }
                 }
-                "vmac_prefix" | "vmac_addr_prefix" => self.ignored_unlike_keepalived(
+                // keepalived keeps the first ("already been specified - ignoring").
+                "vmac_prefix" if self.cfg.global.vmac_prefix.is_none() => {
+                    self.cfg.global.vmac_prefix =
+                        self.get(s, "global.vmac_prefix", |v: &str| Ok(v.to_owned()));
+                }
+                "vmac_prefix" => {}
+                "vmac_addr_prefix" => self.ignored_unlike_keepalived(
                     s,
                     "global_defs",
-                    "VMACs are named vrrp.<VRID> and get RFC 5798's MAC unless `use_vmac NAME MAC` says otherwise",
+                    "it names use_vmac_addr's interfaces, which lb-node does not make",
                 ),
                 "vrrp_notify_priority_changes" => {
                     self.vrrp_notify_priority_changes =
@@ -2392,6 +2399,23 @@ impl Conv {
         }
     }
 
+    /// keepalived 2.2.7's route and rule parsers skip the word after `inet` / `inet6` (they
+    /// step over it twice): the same line means something else there, or is refused.
+    fn inet_skip_warning(&mut self, line: &Stmt) {
+        let words: Vec<&Token> = std::iter::once(&line.keyword).chain(&line.args).collect();
+        for w in words.windows(2) {
+            if matches!(w[0].text.as_str(), "inet" | "inet6") {
+                self.d.warn(
+                    &w[1].location,
+                    format!(
+                        "keepalived 2.2.7 skips the word after `{}` ({:?}): lb-node reads it; write the family-free form for both",
+                        w[0].text, w[1].text
+                    ),
+                );
+            }
+        }
+    }
+
     /// A `virtual_routes` / `static_routes` block: one route per line in keepalived's
     /// syntax, recorded at `path[first + j]`; a bad line is an error there.
     fn routes(&mut self, st: &Stmt, path: &str, first: usize) -> Vec<VirtualRoute> {
@@ -2403,6 +2427,7 @@ impl Conv {
                 &format!("{path}[{}]", first + out.len()),
                 &a.keyword.location,
             );
+            self.inet_skip_warning(a);
             let text = std::iter::once(&a.keyword)
                 .chain(&a.args)
                 .map(|t| t.text.as_str())
@@ -2442,6 +2467,7 @@ impl Conv {
                 &format!("{path}[{}]", first + out.len()),
                 &a.keyword.location,
             );
+            self.inet_skip_warning(a);
             let text = std::iter::once(&a.keyword)
                 .chain(&a.args)
                 .map(|t| t.text.as_str())
