@@ -1235,6 +1235,7 @@ impl Node {
                         continue;
                     }
                     let old = s.instances.clone();
+                    let old_group = s.sync_group.clone();
                     let (previous, carried) = s.handover().await;
                     let masters: HashSet<String> = previous
                         .iter()
@@ -1266,6 +1267,8 @@ impl Node {
                             vrrp::remove_dropped_routes(&old, &[], &masters).await;
                             vrrp::remove_dropped_vips(&old, &[], &masters).await;
                             vrrp::discard_vmacs(&old).await;
+                            // Its predecessor stopped without a word, to be resumed.
+                            vrrp::notify_stopped(&old, old_group.as_ref());
                             let mut t = write(&self.shared.vrrp);
                             for vi in &old {
                                 if let Some(st) = t.get_mut(&vi.name) {

@@ -703,6 +703,37 @@ fn state_word(s: State) -> Option<&'static str> {
     }
 }
 
+/// A sync group's STOP: `notify_stop`, `notify … GROUP NAME STOP 0`, the FIFO line.
+fn notify_group_stop(g: &SyncGroup) {
+    if let Some(s) = &g.notify_stop {
+        notify(s, &[]);
+    }
+    if let Some(s) = &g.notify {
+        notify(s, &["GROUP", &g.name, "STOP", "0"]);
+    }
+    super::fifo::vrrp(&format!("GROUP \"{}\" STOP 0\n", g.name));
+}
+
+/// Notifies STOP for `old`'s instances and their sync group `group`, which stopped without
+/// their speaker's events: a successor that failed to start after a reload's hand-over
+/// (its predecessor was stopped silently, to be resumed). Each instance: `notify_stop`,
+/// the FIFO line and `notify … INSTANCE NAME STOP PRIO` with its base priority; then the
+/// group's STOP.
+pub(crate) fn notify_stopped(old: &[VrrpInstance], group: Option<&SyncGroup>) {
+    for vi in old {
+        if let Some(s) = &vi.notify_stop {
+            notify(s, &[]);
+        }
+        super::fifo::vrrp(&format!("INSTANCE \"{}\" STOP {}\n", vi.name, vi.priority));
+        if let Some(s) = &vi.notify {
+            notify(s, &["INSTANCE", &vi.name, "STOP", &vi.priority.to_string()]);
+        }
+    }
+    if let Some(g) = group {
+        notify_group_stop(g);
+    }
+}
+
 /// A sync group's state from its members' (a group in sync has one; one caught
 /// mid-change counts as MASTER if any member is, else as its first member).
 fn group_state(members: impl Iterator<Item = State>) -> Option<&'static str> {
@@ -1345,13 +1376,7 @@ impl SpeakerRuntime {
         let instances = self.wind_down("stop").await;
         // keepalived's notify_shutdown: the group's after its instances'.
         if let Some(g) = group {
-            if let Some(s) = &g.notify_stop {
-                notify(s, &[]);
-            }
-            if let Some(s) = &g.notify {
-                notify(s, &["GROUP", &g.name, "STOP", "0"]);
-            }
-            super::fifo::vrrp(&format!("GROUP \"{}\" STOP 0\n", g.name));
+            notify_group_stop(&g);
         }
         let mut t = table
             .write()
