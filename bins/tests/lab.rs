@@ -3556,6 +3556,68 @@ fn virtual_routes_match_keepalived() {
         "virtual routes after a reload: the same as keepalived's",
     );
 
+    // Tracking: someone deletes a virtual route with a `dev`, a virtual rule, a static
+    // route with a `dev` and the static address; both daemons put them back (keepalived by
+    // leaving MASTER and taking it again at once: the address owner). Then a route
+    // without `dev` (not tracked): it stays deleted in both.
+    let before = (routes(&lab_lb, "lb1"), routes(&lab_ka, "ka1"));
+    assert_eq!(before.0, before.1);
+    let del = |lab: &Lab, host: &str, args: &str| {
+        let out = lab
+            .exec(host, &args.split(' ').collect::<Vec<_>>())
+            .expect("ip");
+        assert!(out.status.success(), "{host}: {args}: {out:?}");
+    };
+    for (lab, host) in [(&lab_lb, "lb1"), (&lab_ka, "ka1")] {
+        del(
+            lab,
+            host,
+            "ip route del 198.18.1.0/24 via 198.18.0.2 dev eth0 proto keepalived",
+        );
+        del(lab, host, "ip rule del pref 105");
+        del(
+            lab,
+            host,
+            "ip route del 198.18.8.0/24 via 198.18.0.1 dev eth0 proto keepalived",
+        );
+        del(lab, host, "ip addr del 198.18.0.77/24 dev eth0");
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+            routes(&lab_lb, "lb1") == before.0
+                && routes(&lab_ka, "ka1") == before.1
+                && lab_lb.has_addr("lb1", static_addr)
+                && lab_ka.has_addr("ka1", static_addr)
+        })
+        .is_some(),
+        "lb-node: {:?}\nkeepalived: {:?}\nwanted: {:?}\n{}\n{}",
+        routes(&lab_lb, "lb1"),
+        routes(&lab_ka, "ka1"),
+        before.0,
+        lb1.logs(),
+        kad.log_tail(30)
+    );
+    for (lab, host) in [(&lab_lb, "lb1"), (&lab_ka, "ka1")] {
+        del(
+            lab,
+            host,
+            "ip route del 198.18.5.0/24 via 198.18.0.1 proto keepalived",
+        );
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let untracked: Vec<String> = before
+        .0
+        .iter()
+        .filter(|r| !r.starts_with("198.18.5.0/24"))
+        .cloned()
+        .collect();
+    assert_eq!(routes(&lab_lb, "lb1"), untracked, "{}", lb1.logs());
+    assert_eq!(routes(&lab_ka, "ka1"), untracked, "{}", kad.log_tail(30));
+    step(
+        t0(),
+        "tracked routes, rules and static entries put back as keepalived",
+    );
+
     assert!(lb1.proc().sigterm());
     assert!(kad.sigterm());
     assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());

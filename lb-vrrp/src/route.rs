@@ -17,8 +17,9 @@
 //! `no_track`, as keepalived does), beside any route of the same key the host has. keepalived's other route options (`or`, `nexthop`, `tos`, `mtu`, `encap`, the
 //! TCP metrics, `vrf`…) are refused: [`RouteError::Syntax`] names the option.
 //!
-//! Not done: keepalived's tracking of a route it added (a tracked route deleted by someone
-//! else makes a MASTER go back to BACKUP); `no_track` is accepted and changes nothing.
+//! Tracking, as keepalived's: the driver adds back a route with a `dev` and without
+//! `no_track` that someone deleted while the instance is Master (keepalived leaves Master
+//! and takes it again, with the same outcome where no peer is better).
 
 use std::fmt;
 use std::net::IpAddr;

@@ -20,8 +20,8 @@
 //! `suppress_prefixlength`, `suppress_ifgroup`, `uidrange`, `ipproto`, `sport`, `dport`,
 //! `l3mdev`, `tunnel-id`, `track_group`) are refused: [`RuleError::Syntax`] names them.
 //!
-//! Not done: keepalived's tracking of a rule it added (one deleted by someone else is
-//! added again); `no_track` is accepted.
+//! Tracking, as keepalived's: the driver adds back a rule without `no_track` that someone
+//! deleted while the instance is Master.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -570,6 +570,8 @@ struct Node {
     draining: Vec<tokio::task::JoinHandle<()>>,
     /// The BFD sessions (`bfd_instance`), which VRRP instances and real servers follow.
     bfd: bfd::BfdRuntime,
+    /// Adds back static addresses, routes and rules someone deleted ([`statics::watch`]).
+    statics_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A replaced UDP virtual server's proxy while its sessions drain.
@@ -761,9 +763,11 @@ impl Node {
             draining_udp: Vec::new(),
             draining: Vec::new(),
             bfd: bfd::BfdRuntime::default(),
+            statics_watch: None,
         };
         // static_ipaddress / static_routes before anything listens or advertises.
         statics::apply(None, &config).await;
+        node.statics_watch = statics::watch(&config);
         // BFD sessions first: virtual servers and VRRP instances follow them.
         match bfd::BfdRuntime::start(&config.bfd_instances) {
             Ok(b) => node.bfd = b,
@@ -934,6 +938,10 @@ impl Node {
             tracing::info!("reload: nothing changed");
             // A static address, route or rule someone deleted is added again.
             statics::apply(Some(&self.config), &new).await;
+            if let Some(w) = self.statics_watch.take() {
+                w.abort();
+            }
+            self.statics_watch = statics::watch(&new);
             // keepalived writes them at every reload, this one too (a FIFO reader restarted
             // before a SIGHUP learns the states so).
             if new.global.fifo_write_vrrp_states_on_reload {
@@ -1306,7 +1314,11 @@ impl Node {
         // After the VRRP instances' hand-overs, as keepalived's reload (clear_diff_vrrp
         // before the static entries are set): a rule or route that moved from an
         // instance's to the static ones is deleted with the instance's first, then added.
+        if let Some(w) = self.statics_watch.take() {
+            w.abort();
+        }
         statics::apply(Some(&self.config), &new).await;
+        self.statics_watch = statics::watch(&new);
         {
             let mut t = write(&self.shared.vrrp);
             t.retain(|n, _| new.vrrp_instances.iter().any(|v| &v.name == n));
@@ -1356,6 +1368,9 @@ impl Node {
             tracing::warn!("drains of replaced virtual servers still running at exit");
         }
         // Last, as keepalived's stop_vrrp: the drained listeners may have used them.
+        if let Some(w) = self.statics_watch.take() {
+            w.abort();
+        }
         statics::clear(&self.config).await;
         // After the last event (the instances' STOP lines).
         fifo::close().await;

@@ -148,3 +148,88 @@ async fn remove(
         }
     }
 }
+
+/// How often [`watch`] looks, besides netlink's notices of link and address changes.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Adds back what someone deleted of `cfg`'s static entries, as keepalived reinstates
+/// them (its netlink monitor): addresses, routes with a `dev` and rules, those without
+/// `no_track` (keepalived tracks those only). Looks at each netlink notice of a link or
+/// address change and every second (a route's or rule's deletion makes no such notice).
+/// `None` when there is nothing to watch. Aborted at the next reload and at the stop.
+pub(crate) fn watch(cfg: &Config) -> Option<tokio::task::JoinHandle<()>> {
+    let vips: Vec<Vip> = cfg
+        .static_ipaddress
+        .iter()
+        .filter_map(|a| vip(cfg, a))
+        .collect();
+    let routes: Vec<VirtualRoute> = cfg
+        .static_routes
+        .iter()
+        .filter(|r| r.dev.is_some() && !r.no_track)
+        .cloned()
+        .collect();
+    let rules: Vec<VirtualRule> = cfg
+        .static_rules
+        .iter()
+        .filter(|r| !r.no_track)
+        .cloned()
+        .collect();
+    if vips.is_empty() && routes.is_empty() && rules.is_empty() {
+        return None;
+    }
+    let mgr = manager()?;
+    Some(tokio::spawn(async move {
+        let notices = lb_vrrp::vip::LinkNotices::open()
+            .map_err(|e| tracing::warn!(error = %e, "no netlink notices: static entries are checked every second only"))
+            .ok();
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // What failed to come back, logged once until it does.
+        let mut failing: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut report = |what: String, r: Result<bool, String>| match r {
+            Ok(true) => {
+                failing.remove(&what);
+                tracing::warn!(entry = %what, "static entry deleted by someone else: added back");
+            }
+            Ok(false) => {
+                failing.remove(&what);
+            }
+            Err(e) => {
+                if failing.insert(what.clone()) {
+                    tracing::error!(entry = %what, error = %e, "static entry deleted by someone else: cannot add it back (tried again every second)");
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = lb_vrrp::vip::next_notice(notices.as_ref(), |_| true) => {}
+            }
+            let ifs = lb_vrrp::vip::Interfaces::read();
+            for v in &vips {
+                let dev = v.dev.as_deref().unwrap_or_default();
+                if ifs.has_address(dev, v.addr) || !ifs.link_is_up(dev) {
+                    continue;
+                }
+                let r = match VipManager::ifindex(dev) {
+                    Ok(i) => mgr
+                        .add(i, v)
+                        .await
+                        .map(|()| true)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                report(format!("address {} dev {dev}", v.addr), r);
+            }
+            for r in &routes {
+                let added = mgr.add_route(r).await.map_err(|e| e.to_string());
+                report(format!("route {r}"), added);
+            }
+            for r in &rules {
+                let added = mgr.add_rule(r).await.map_err(|e| e.to_string());
+                report(format!("rule {r}"), added);
+            }
+        }
+    }))
+}

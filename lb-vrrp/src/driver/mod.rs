@@ -565,6 +565,33 @@ impl VrrpInstanceConfig {
     }
 }
 
+/// Logs the outcome of adding back tracked route or rule `key` (`what`: its text) of a
+/// Master: added (it had been deleted), there, or failing (logged once until it works).
+fn track_result(
+    failed: &mut HashSet<(bool, usize)>,
+    instance: &str,
+    key: (bool, usize),
+    what: &str,
+    r: std::result::Result<bool, String>,
+) {
+    let kind = if key.0 { "rule" } else { "route" };
+    match r {
+        Ok(true) => {
+            failed.remove(&key);
+            tracing::warn!(instance = %instance, "virtual {kind} {what} deleted while MASTER: added back");
+        }
+        Ok(false) => {
+            failed.remove(&key);
+        }
+        Err(e) if failed.insert(key) => {
+            tracing::error!(instance = %instance, error = %e, "virtual {kind} deleted while MASTER: cannot add it back (tried again at every interface change or poll)");
+        }
+        Err(e) => {
+            tracing::debug!(instance = %instance, error = %e, "adding back a virtual {kind}");
+        }
+    }
+}
+
 /// Locks `m`, whatever a panicking holder left (the flags stay meaningful).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -747,6 +774,9 @@ struct Instance {
     /// Master's are its predecessor's, so its own.
     routes_set: std::sync::Mutex<Vec<bool>>,
     rules_set: std::sync::Mutex<Vec<bool>>,
+    /// Tracked routes and rules (by index; `true` for a rule) whose re-adding failed,
+    /// logged once.
+    track_failed: HashSet<(bool, usize)>,
     /// The effective priority and the count of lower-priority adverts received as Master
     /// last reported ([`Notice`]).
     seen_priority: Priority,
@@ -1024,6 +1054,7 @@ impl Speaker {
                     cfg.virtual_routes.len()
                 ]),
                 rules_set: std::sync::Mutex::new(vec![cfg.resume_master; cfg.virtual_rules.len()]),
+                track_failed: HashSet::new(),
                 cfg,
                 ifindex,
                 src,
@@ -1618,6 +1649,37 @@ impl Speaker {
                 if let Err(e) = announce(inst, &self.pacer, repeat, |a| added.contains(&a)) {
                     tracing::warn!(instance = %inst.cfg.name, error = %e, "sending gratuitous ARP / NA");
                 }
+            }
+            // Tracked routes and rules it added (keepalived tracks a route with `dev` and a
+            // rule, unless `no_track`): one deleted by someone else is added back, as the
+            // VIPs. An add of one that is there is refused by the kernel (EEXIST).
+            let routes = lock(&inst.routes_set).clone();
+            for (k, r) in inst.cfg.virtual_routes.iter().enumerate() {
+                if r.no_track || r.dev.is_none() || !routes[k] {
+                    continue;
+                }
+                let added = self.vips.add_route(r).await;
+                track_result(
+                    &mut inst.track_failed,
+                    &inst.cfg.name,
+                    (false, k),
+                    &r.to_string(),
+                    added.map_err(|e| e.to_string()),
+                );
+            }
+            let rules = lock(&inst.rules_set).clone();
+            for (k, r) in inst.cfg.virtual_rules.iter().enumerate() {
+                if r.no_track || !rules[k] {
+                    continue;
+                }
+                let added = self.vips.add_rule(r).await;
+                track_result(
+                    &mut inst.track_failed,
+                    &inst.cfg.name,
+                    (true, k),
+                    &r.to_string(),
+                    added.map_err(|e| e.to_string()),
+                );
             }
         }
     }
