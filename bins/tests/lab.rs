@@ -3489,11 +3489,17 @@ fn virtual_routes_match_keepalived() {
     // stays, and the daemons' route is added beside it (keepalived adds without
     // NLM_F_EXCL).
     let own = "198.18.1.0/24 via 198.18.0.3 dev eth0";
+    // And one equal to a virtual route, there before the daemons: both take it for theirs
+    // (keepalived counts the kernel's EEXIST as added) and delete it at the reload that
+    // drops it from the file.
+    let before_us = "blackhole 198.18.3.0/24 proto keepalived";
     for (lab, host) in [(&lab_lb, "lb1"), (&lab_ka, "ka1")] {
-        let mut args = vec!["ip", "route", "add"];
-        args.extend(own.split(' '));
-        let out = lab.exec(host, &args).expect("ip route add");
-        assert!(out.status.success(), "{out:?}");
+        for r in [own, before_us] {
+            let mut args = vec!["ip", "route", "add"];
+            args.extend(r.split(' '));
+            let out = lab.exec(host, &args).expect("ip route add");
+            assert!(out.status.success(), "{out:?}");
+        }
     }
     lb1.start(&lab_lb);
     let mut kad = Proc::spawn(

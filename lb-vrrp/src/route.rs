@@ -130,7 +130,8 @@ pub struct VirtualRoute {
     pub protocol: u8,
     /// `onlink`: the gateway is on the link even if no prefix of the interface covers it.
     pub onlink: bool,
-    /// keepalived's `no_track` (accepted; lb does not track routes).
+    /// keepalived's `no_track`: not tracked (one someone deletes is not added back). A
+    /// route without `dev` is not tracked either, as keepalived's.
     pub no_track: bool,
 }
 
@@ -524,7 +525,7 @@ impl VipManager {
     /// the same key (destination, table, metric) but another gateway, source or protocol
     /// (the host's own, a DHCP or router-advertisement route) stays, and ours is added in
     /// front of it. `Ok(true)`: added; `Ok(false)`: the same route was there already
-    /// (the kernel's EEXIST), so it is not this call's to delete.
+    /// (the kernel's EEXIST, which keepalived counts as added).
     ///
     /// # Errors
     /// [`RouteError::NoInterface`], or [`RouteError::Netlink`] if the kernel refuses

@@ -772,6 +772,7 @@ impl Node {
         match bfd::BfdRuntime::start(&config.bfd_instances) {
             Ok(b) => node.bfd = b,
             Err(e) => {
+                stop_watch(&mut node.statics_watch).await;
                 statics::clear(&config).await;
                 fifo::close().await;
                 return Err(e);
@@ -825,6 +826,7 @@ impl Node {
                 &node.shared.vrrp,
                 &live,
                 &bfd_states,
+                &HashMap::new(),
                 &HashMap::new(),
                 &HashMap::new(),
             ) {
@@ -938,9 +940,7 @@ impl Node {
             tracing::info!("reload: nothing changed");
             // A static address, route or rule someone deleted is added again.
             statics::apply(Some(&self.config), &new).await;
-            if let Some(w) = self.statics_watch.take() {
-                w.abort();
-            }
+            stop_watch(&mut self.statics_watch).await;
             self.statics_watch = statics::watch(&new);
             // keepalived writes them at every reload, this one too (a FIFO reader restarted
             // before a SIGHUP learns the states so).
@@ -1244,7 +1244,7 @@ impl Node {
                     }
                     let old = s.instances.clone();
                     let old_group = s.sync_group.clone();
-                    let (previous, carried) = s.handover().await;
+                    let (previous, carried, installed) = s.handover().await;
                     let masters: HashSet<String> = previous
                         .iter()
                         .filter(|(_, st)| **st == lb_vrrp::machine::State::Master)
@@ -1252,7 +1252,7 @@ impl Node {
                         .collect();
                     // Routes and rules the successor would add again as they were
                     // written before (a changed gateway or source), or not at all.
-                    vrrp::remove_dropped_routes(&old, m, &masters).await;
+                    vrrp::remove_dropped_routes(&old, m, &installed).await;
                     // At once, before anything else of the reload: adverts pause only
                     // for the hand-over itself.
                     let started = SpeakerRuntime::start(
@@ -1264,6 +1264,7 @@ impl Node {
                         &bfd_states,
                         &previous,
                         &carried,
+                        &installed,
                     );
                     match started {
                         Ok(n) => {
@@ -1272,7 +1273,7 @@ impl Node {
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "reload: VRRP group not started after its hand-over; its VIPs are removed");
-                            vrrp::remove_dropped_routes(&old, &[], &masters).await;
+                            vrrp::remove_dropped_routes(&old, &[], &installed).await;
                             vrrp::remove_dropped_vips(&old, &[], &masters).await;
                             vrrp::discard_vmacs(&old).await;
                             // Its predecessor stopped without a word, to be resumed.
@@ -1305,6 +1306,7 @@ impl Node {
                 &bfd_states,
                 &HashMap::new(),
                 &HashMap::new(),
+                &HashMap::new(),
             ) {
                 Ok(s) => keep.push(s),
                 Err(e) => tracing::error!(error = %e, "reload: VRRP group not started"),
@@ -1314,9 +1316,7 @@ impl Node {
         // After the VRRP instances' hand-overs, as keepalived's reload (clear_diff_vrrp
         // before the static entries are set): a rule or route that moved from an
         // instance's to the static ones is deleted with the instance's first, then added.
-        if let Some(w) = self.statics_watch.take() {
-            w.abort();
-        }
+        stop_watch(&mut self.statics_watch).await;
         statics::apply(Some(&self.config), &new).await;
         self.statics_watch = statics::watch(&new);
         {
@@ -1368,12 +1368,19 @@ impl Node {
             tracing::warn!("drains of replaced virtual servers still running at exit");
         }
         // Last, as keepalived's stop_vrrp: the drained listeners may have used them.
-        if let Some(w) = self.statics_watch.take() {
-            w.abort();
-        }
+        stop_watch(&mut self.statics_watch).await;
         statics::clear(&self.config).await;
         // After the last event (the instances' STOP lines).
         fifo::close().await;
+    }
+}
+
+/// Stops [`statics::watch`]'s task and waits for it, so that no re-add of it lands after
+/// what the caller deletes next.
+async fn stop_watch(w: &mut Option<tokio::task::JoinHandle<()>>) {
+    if let Some(w) = w.take() {
+        w.abort();
+        let _ = w.await;
     }
 }
 

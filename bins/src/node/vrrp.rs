@@ -28,6 +28,16 @@ type TrackMeta = (&'static str, String, i32, bool);
 /// The scripts' last results a hand-over carries: by instance, then by script name.
 pub(crate) type Carried = HashMap<String, HashMap<String, bool>>;
 
+/// The virtual routes and rules each instance had installed when it was handed over, by
+/// instance ([`lb_vrrp::driver::InstanceStatus::installed_routes`]).
+pub(crate) type Installed = HashMap<
+    String,
+    (
+        Vec<lb_vrrp::route::VirtualRoute>,
+        Vec<lb_vrrp::rule::VirtualRule>,
+    ),
+>;
+
 /// What `lbctl status` shows of each instance, by name.
 pub(crate) type VrrpTable = Arc<RwLock<HashMap<String, VrrpStatus>>>;
 
@@ -518,28 +528,44 @@ pub(crate) async fn remove_dropped_vips(
 }
 
 /// At a reload's hand-over, before the successor starts: deletes the virtual rules, then
-/// routes, of `old`'s instances that were Master (`masters`) and that their successors in
-/// `new` do not have as written (keepalived's clear_diff_vrrp_vrules / _vroutes). A route
-/// whose gateway, source or any other setting changed is deleted here and added again by
-/// the successor, which adds all of its routes when it resumes as Master.
+/// routes, that `old`'s instances had installed (`installed`, from the hand-over) and that
+/// their successors in `new` do not have as written (keepalived's clear_diff_vrrp_vrules /
+/// _vroutes, which likewise delete only what was set). A route whose gateway, source or
+/// any other setting changed is deleted here and added again by the successor, which adds
+/// all of its routes when it resumes as Master. `new` empty: every installed one.
 pub(crate) async fn remove_dropped_routes(
     old: &[VrrpInstance],
     new: &[VrrpInstance],
-    masters: &HashSet<String>,
+    installed: &Installed,
 ) {
-    let dropped = |vi: &VrrpInstance| {
-        let successor = new.iter().find(|n| n.name == vi.name);
-        let rules = successor.map(|n| n.virtual_rules.as_slice()).unwrap_or(&[]);
-        let routes = successor
-            .map(|n| n.virtual_routes.as_slice())
-            .unwrap_or(&[]);
-        vi.virtual_rules.iter().any(|r| !rules.contains(r))
-            || vi.virtual_routes.iter().any(|r| !routes.contains(r))
-    };
-    if !old
+    let dropped: Vec<(
+        &str,
+        Vec<&lb_vrrp::rule::VirtualRule>,
+        Vec<&lb_vrrp::route::VirtualRoute>,
+    )> = old
         .iter()
-        .any(|vi| masters.contains(&vi.name) && dropped(vi))
-    {
+        .filter_map(|vi| {
+            let (routes, rules) = installed.get(&vi.name)?;
+            let successor = new.iter().find(|n| n.name == vi.name);
+            let kept_rules = successor.map(|n| n.virtual_rules.as_slice()).unwrap_or(&[]);
+            let kept_routes = successor
+                .map(|n| n.virtual_routes.as_slice())
+                .unwrap_or(&[]);
+            Some((
+                vi.name.as_str(),
+                rules
+                    .iter()
+                    .filter(|r| !kept_rules.contains(r))
+                    .collect::<Vec<_>>(),
+                routes
+                    .iter()
+                    .filter(|r| !kept_routes.contains(r))
+                    .collect::<Vec<_>>(),
+            ))
+        })
+        .filter(|(_, rules, routes)| !rules.is_empty() || !routes.is_empty())
+        .collect();
+    if dropped.is_empty() {
         return;
     }
     let mgr = match lb_vrrp::vip::VipManager::new() {
@@ -549,33 +575,24 @@ pub(crate) async fn remove_dropped_routes(
             return;
         }
     };
-    for vi in old.iter().filter(|vi| masters.contains(&vi.name)) {
-        let successor = new.iter().find(|n| n.name == vi.name);
-        let kept_rules = successor.map(|n| n.virtual_rules.as_slice()).unwrap_or(&[]);
-        for r in vi.virtual_rules.iter().filter(|r| !kept_rules.contains(r)) {
+    for (name, rules, routes) in dropped {
+        for r in rules {
             match mgr.remove_rule(r).await {
                 Ok(()) => {
-                    tracing::info!(instance = %vi.name, rule = %r, "reload: virtual rule no longer configured, deleted");
+                    tracing::info!(instance = %name, rule = %r, "reload: virtual rule no longer configured, deleted");
                 }
                 Err(e) => {
-                    tracing::error!(instance = %vi.name, error = %e, "reload: deleting a virtual rule no longer configured");
+                    tracing::error!(instance = %name, error = %e, "reload: deleting a virtual rule no longer configured");
                 }
             }
         }
-        let kept_routes = successor
-            .map(|n| n.virtual_routes.as_slice())
-            .unwrap_or(&[]);
-        for r in vi
-            .virtual_routes
-            .iter()
-            .filter(|r| !kept_routes.contains(r))
-        {
+        for r in routes {
             match mgr.remove_route(r).await {
                 Ok(()) => {
-                    tracing::info!(instance = %vi.name, route = %r, "reload: virtual route no longer configured, deleted");
+                    tracing::info!(instance = %name, route = %r, "reload: virtual route no longer configured, deleted");
                 }
                 Err(e) => {
-                    tracing::error!(instance = %vi.name, error = %e, "reload: deleting a virtual route no longer configured");
+                    tracing::error!(instance = %name, error = %e, "reload: deleting a virtual route no longer configured");
                 }
             }
         }
@@ -809,6 +826,7 @@ impl SpeakerRuntime {
         bfd: &BfdStates,
         previous: &HashMap<String, State>,
         carried: &HashMap<String, HashMap<String, bool>>,
+        installed: &Installed,
     ) -> Result<Self, NodeError> {
         let configs = instances
             .iter()
@@ -816,6 +834,10 @@ impl SpeakerRuntime {
                 let mut c = instance_config(cfg, vi, live, bfd, carried.get(&vi.name))
                     .map_err(|e| NodeError::Start(format!("vrrp_instance {}: {e}", vi.name)))?;
                 c.resume_master = previous.get(&vi.name) == Some(&State::Master);
+                if let Some((routes, rules)) = installed.get(&vi.name) {
+                    c.installed_routes.clone_from(routes);
+                    c.installed_rules.clone_from(rules);
+                }
                 Ok(c)
             })
             .collect::<Result<Vec<_>, NodeError>>()?;
@@ -1278,7 +1300,7 @@ impl SpeakerRuntime {
     /// moment it stopped; waits (at most 5 s). The caller starts the successor at once with
     /// these as its `previous` states, and removes the VIPs the new configuration no longer
     /// has.
-    pub(crate) async fn handover(self) -> (HashMap<String, State>, Carried) {
+    pub(crate) async fn handover(self) -> (HashMap<String, State>, Carried, Installed) {
         // Bounded: a speaker stuck in an action (a netlink or nft call) must not hang the
         // reload; its successor then starts afresh.
         let statuses = tokio::time::timeout(Duration::from_secs(5), self.handle.handover())
@@ -1303,12 +1325,21 @@ impl SpeakerRuntime {
                 Some((st.instance.clone(), results))
             })
             .collect();
+        let installed: Installed = statuses
+            .iter()
+            .map(|s| {
+                (
+                    s.instance.clone(),
+                    (s.installed_routes.clone(), s.installed_rules.clone()),
+                )
+            })
+            .collect();
         let states = statuses
             .into_iter()
             .map(|s| (s.instance, s.state))
             .collect();
         self.wind_down("hand over").await;
-        (states, carried)
+        (states, carried, installed)
     }
 
     /// Waits for the speaker's run to end (at most 5 s, then aborts it, logging that it

@@ -131,6 +131,13 @@ pub struct VrrpInstanceConfig {
     /// Master, deleted before them when it leaves Master ([`crate::rule`]); a rule the
     /// kernel refuses is logged and skipped.
     pub virtual_rules: Vec<crate::rule::VirtualRule>,
+    /// With [`VrrpInstanceConfig::resume_master`]: the routes its predecessor installed
+    /// ([`InstanceStatus::installed_routes`]). Those of `virtual_routes` equal to one are
+    /// this instance's own (deleted when it leaves Master); any other that is there
+    /// already when it adds it is not.
+    pub installed_routes: Vec<crate::route::VirtualRoute>,
+    /// The same for `virtual_rules`.
+    pub installed_rules: Vec<crate::rule::VirtualRule>,
     /// `unicast_src_ip`: source of unicast adverts (default: the interface's primary address).
     pub unicast_src_ip: Option<IpAddr>,
     /// `unicast_peer`: when non-empty, adverts go to these peers only and come from them only.
@@ -342,6 +349,8 @@ impl VrrpInstanceConfig {
             virtual_ipaddress_excluded: Vec::new(),
             virtual_routes: Vec::new(),
             virtual_rules: Vec::new(),
+            installed_routes: Vec::new(),
+            installed_rules: Vec::new(),
             unicast_src_ip: None,
             unicast_peer: Vec::new(),
             mcast_dst_ip: None,
@@ -592,6 +601,16 @@ fn track_result(
     }
 }
 
+/// The entries of `all` whose flag in `set` is on.
+fn installed<T: Clone>(all: &[T], set: &std::sync::Mutex<Vec<bool>>) -> Vec<T> {
+    let set = lock(set);
+    all.iter()
+        .zip(set.iter())
+        .filter(|(_, s)| **s)
+        .map(|(x, _)| x.clone())
+        .collect()
+}
+
 /// Locks `m`, whatever a panicking holder left (the flags stay meaningful).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -672,6 +691,12 @@ pub struct InstanceStatus {
     /// scripts, processes and files. A reversed script or process shows the state the
     /// weight applies to (the opposite of its own result).
     pub tracks: Vec<TrackState>,
+    /// The virtual routes and rules this instance installed (keepalived's `set`: those it
+    /// deletes when it leaves Master). A successor after a hand-over takes them as
+    /// [`VrrpInstanceConfig::installed_routes`] / `installed_rules`.
+    pub installed_routes: Vec<crate::route::VirtualRoute>,
+    /// See `installed_routes`.
+    pub installed_rules: Vec<crate::rule::VirtualRule>,
 }
 
 /// Commands to a running [`Speaker`]; cheap to clone.
@@ -769,9 +794,10 @@ struct Instance {
     /// The VIPs are in the Accept_Mode drop set.
     dropping: std::sync::atomic::AtomicBool,
     /// Which of `virtual_routes` / `virtual_rules` this instance installed (keepalived's
-    /// `set`): only those are deleted when it leaves Master, so that an identical route
-    /// or rule that was there before (the host's, another instance's) stays. A resumed
-    /// Master's are its predecessor's, so its own.
+    /// `set`): only those are deleted when it leaves Master. A route equal to one there
+    /// already counts as installed (keepalived takes the kernel's EEXIST for success); a
+    /// rule does not, so that an equal rule that was there before stays. A resumed
+    /// Master's own are those its predecessor installed (`installed_routes` / `_rules`).
     routes_set: std::sync::Mutex<Vec<bool>>,
     rules_set: std::sync::Mutex<Vec<bool>>,
     /// Tracked routes and rules (by index; `true` for a rule) whose re-adding failed,
@@ -1049,11 +1075,18 @@ impl Speaker {
                 sockets_lost: false,
                 // A resumed no_accept Master's predecessor left its drop elements.
                 dropping: std::sync::atomic::AtomicBool::new(cfg.resume_master && !cfg.accept),
-                routes_set: std::sync::Mutex::new(vec![
-                    cfg.resume_master;
-                    cfg.virtual_routes.len()
-                ]),
-                rules_set: std::sync::Mutex::new(vec![cfg.resume_master; cfg.virtual_rules.len()]),
+                routes_set: std::sync::Mutex::new(
+                    cfg.virtual_routes
+                        .iter()
+                        .map(|r| cfg.resume_master && cfg.installed_routes.contains(r))
+                        .collect(),
+                ),
+                rules_set: std::sync::Mutex::new(
+                    cfg.virtual_rules
+                        .iter()
+                        .map(|r| cfg.resume_master && cfg.installed_rules.contains(r))
+                        .collect(),
+                ),
                 track_failed: HashSet::new(),
                 cfg,
                 ifindex,
@@ -1190,18 +1223,13 @@ impl Speaker {
             // Usually: no table (or no nft), so nothing to clear.
             tracing::debug!(error = %e, "no stale Accept_Mode drop rules cleared");
         }
-        // A resumed master keeps its VIPs: its predecessor handed them over. Others' rules,
-        // routes and VIPs a crashed predecessor left are deleted, in that order
-        // (keepalived's vrrp_restore_interfaces_startup).
+        // A resumed master keeps its VIPs: its predecessor handed them over. Others' rules
+        // and VIPs a crashed predecessor left are deleted, in that order; routes are not
+        // (keepalived's vrrp_restore_interfaces_startup forces the rules' deletion only).
         for inst in self.instances.iter().filter(|i| !i.cfg.resume_master) {
             for r in &inst.cfg.virtual_rules {
                 if let Err(e) = self.vips.remove_rule(r).await {
                     tracing::warn!(instance = %inst.cfg.name, error = %e, "removing stale virtual rule");
-                }
-            }
-            for r in &inst.cfg.virtual_routes {
-                if let Err(e) = self.vips.remove_route(r).await {
-                    tracing::warn!(instance = %inst.cfg.name, error = %e, "removing stale virtual route");
                 }
             }
             for v in inst.cfg.all_vips() {
@@ -1697,6 +1725,8 @@ impl Speaker {
                     master: vr.master_addr(),
                     counters: vr.counters().clone(),
                     tracks: vr.tracks(),
+                    installed_routes: installed(&inst.cfg.virtual_routes, &inst.routes_set),
+                    installed_rules: installed(&inst.cfg.virtual_rules, &inst.rules_set),
                 }
             })
             .collect()
@@ -1781,16 +1811,13 @@ impl Speaker {
                     }
                 }
                 // After the VIPs: a route may take one as its source.
+                // A route equal to one already there counts as added, as keepalived's
+                // netlink_talk takes EEXIST for success on RTM_NEWROUTE (a rule's
+                // EEXIST is an error there: not ours).
                 for (k, r) in inst.cfg.virtual_routes.iter().enumerate() {
                     let added = self.vips.add_route(r).await;
-                    let mut set = lock(&inst.routes_set);
                     match added {
-                        Ok(true) => set[k] = true,
-                        // Ours already (a resumed Master's), or one we leave alone.
-                        Ok(false) if set[k] => {}
-                        Ok(false) => {
-                            tracing::warn!(instance = %name, route = %r, "virtual route already there (not lb's): left alone, and not deleted when leaving MASTER");
-                        }
+                        Ok(_) => lock(&inst.routes_set)[k] = true,
                         Err(e) => {
                             tracing::error!(instance = %name, error = %e, "adding virtual route");
                         }
