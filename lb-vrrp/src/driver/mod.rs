@@ -593,13 +593,16 @@ fn track_result(
             failed.remove(&key);
         }
         Err(e) if failed.insert(key) => {
-            tracing::error!(instance = %instance, error = %e, "virtual {kind} deleted while MASTER: cannot add it back (tried again at every interface change or poll)");
+            tracing::error!(instance = %instance, error = %e, "virtual {kind} deleted while MASTER: cannot add it back (tried again every second)");
         }
         Err(e) => {
             tracing::debug!(instance = %instance, error = %e, "adding back a virtual {kind}");
         }
     }
 }
+
+/// How often a Master's tracked routes and rules are looked at (added again if missing).
+const TRACK_ROUTES_EVERY: Duration = Duration::from_secs(1);
 
 /// The entries of `all` whose flag in `set` is on.
 fn installed<T: Clone>(all: &[T], set: &std::sync::Mutex<Vec<bool>>) -> Vec<T> {
@@ -895,6 +898,9 @@ pub struct Speaker {
     drop_rules: Option<DropRules>,
     events: broadcast::Sender<Event>,
     notices: broadcast::Sender<Notice>,
+    /// When the Masters' tracked routes and rules were last looked at
+    /// ([`TRACK_ROUTES_EVERY`]).
+    routes_checked: Option<tokio::time::Instant>,
     ctl_tx: mpsc::UnboundedSender<Control>,
     ctl_rx: mpsc::UnboundedReceiver<Control>,
     /// The `track_file` watcher, started by [`Speaker::run`].
@@ -1126,6 +1132,7 @@ impl Speaker {
             drop_rules: None,
             events: broadcast::channel(64).0,
             notices: broadcast::channel(64).0,
+            routes_checked: None,
             ctl_tx,
             ctl_rx,
             files,
@@ -1645,6 +1652,13 @@ impl Speaker {
     /// `was_master`: each instance was Master then (its VIPs were added). One that became
     /// Master since has its VIPs still to add, and is left alone.
     async fn restore_vips(&mut self, ifs: &vip::Interfaces, was_master: &[bool]) {
+        let now = tokio::time::Instant::now();
+        let check_routes = self
+            .routes_checked
+            .is_none_or(|t| now.duration_since(t) >= TRACK_ROUTES_EVERY);
+        if check_routes {
+            self.routes_checked = Some(now);
+        }
         for (inst, &was_master) in self.instances.iter_mut().zip(was_master) {
             if !was_master || self.groups[inst.group].member(inst.member).state() != State::Master {
                 inst.restore_failed.clear();
@@ -1680,7 +1694,11 @@ impl Speaker {
             }
             // Tracked routes and rules it added (keepalived tracks a route with `dev` and a
             // rule, unless `no_track`): one deleted by someone else is added back, as the
-            // VIPs. An add of one that is there is refused by the kernel (EEXIST).
+            // VIPs, at most once a second (an add of one that is there is refused by the
+            // kernel, EEXIST, but each costs a netlink request).
+            if !check_routes {
+                continue;
+            }
             let routes = lock(&inst.routes_set).clone();
             for (k, r) in inst.cfg.virtual_routes.iter().enumerate() {
                 if r.no_track || r.dev.is_none() || !routes[k] {
