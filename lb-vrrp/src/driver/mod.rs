@@ -604,6 +604,18 @@ fn track_result(
 /// How often a Master's tracked routes and rules are looked at (added again if missing).
 const TRACK_ROUTES_EVERY: Duration = Duration::from_secs(1);
 
+/// The indexes whose flag in `set` is on; every flag is off afterwards.
+fn take_set(set: &std::sync::Mutex<Vec<bool>>) -> Vec<usize> {
+    let mut set = lock(set);
+    let on = set
+        .iter()
+        .enumerate()
+        .filter_map(|(k, s)| s.then_some(k))
+        .collect();
+    set.iter_mut().for_each(|s| *s = false);
+    on
+}
+
 /// The entries of `all` whose flag in `set` is on.
 fn installed<T: Clone>(all: &[T], set: &std::sync::Mutex<Vec<bool>>) -> Vec<T> {
     let set = lock(set);
@@ -1859,25 +1871,13 @@ impl Speaker {
             Action::RemoveVips => {
                 self.pacer.invalidate(&inst.announce_epoch);
                 // Only what this instance added (keepalived's `set`).
-                let rules: Vec<usize> = std::mem::take(&mut *lock(&inst.rules_set))
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(k, s)| s.then_some(k))
-                    .collect();
-                *lock(&inst.rules_set) = vec![false; inst.cfg.virtual_rules.len()];
-                for k in rules {
+                for k in take_set(&inst.rules_set) {
                     let r = &inst.cfg.virtual_rules[k];
                     if let Err(e) = self.vips.remove_rule(r).await {
                         tracing::error!(instance = %name, error = %e, "deleting virtual rule");
                     }
                 }
-                let routes: Vec<usize> = std::mem::take(&mut *lock(&inst.routes_set))
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(k, s)| s.then_some(k))
-                    .collect();
-                *lock(&inst.routes_set) = vec![false; inst.cfg.virtual_routes.len()];
-                for k in routes {
+                for k in take_set(&inst.routes_set) {
                     let r = &inst.cfg.virtual_routes[k];
                     if let Err(e) = self.vips.remove_route(r).await {
                         tracing::error!(instance = %name, error = %e, "deleting virtual route");

@@ -2416,9 +2416,19 @@ impl Conv {
         }
     }
 
-    /// A `virtual_routes` / `static_routes` block: one route per line in keepalived's
-    /// syntax, recorded at `path[first + j]`; a bad line is an error there.
-    fn routes(&mut self, st: &Stmt, path: &str, first: usize) -> Vec<VirtualRoute> {
+    /// A block of `ip route` / `ip rule` lines in keepalived's syntax (`virtual_routes`,
+    /// `static_rules`…): each line parsed as a `T`, recorded at `path[first + j]`, given
+    /// to `fix` (keepalived's completions), a bad one an error at its line.
+    fn net_lines<T: std::str::FromStr>(
+        &mut self,
+        st: &Stmt,
+        path: &str,
+        first: usize,
+        mut fix: impl FnMut(&mut Self, &Location, &mut T),
+    ) -> Vec<T>
+    where
+        T::Err: std::fmt::Display,
+    {
         self.record(path, &st.keyword.location);
         let mut out = Vec::new();
         for a in self.block(st) {
@@ -2433,18 +2443,9 @@ impl Conv {
                 .map(|t| t.text.as_str())
                 .collect::<Vec<_>>()
                 .join(" ");
-            match text.parse::<VirtualRoute>() {
+            match text.parse::<T>() {
                 Ok(mut r) => {
-                    // keepalived gives every route without `no_track` its own protocol
-                    // (alloc_route), whatever is written.
-                    let keepalived = lb_vrrp::route::RTPROT_KEEPALIVED;
-                    if !r.no_track && r.protocol != keepalived {
-                        self.d.warn(
-                            &a.keyword.location,
-                            format!("route protocol {} replaced by keepalived ({keepalived}), as keepalived does for a route without `no_track`", r.protocol),
-                        );
-                        r.protocol = keepalived;
-                    }
+                    fix(self, &a.keyword.location, &mut r);
                     out.push(r);
                 }
                 Err(e) => {
@@ -2456,51 +2457,44 @@ impl Conv {
         out
     }
 
-    /// A `virtual_rules` / `static_rules` block, as [`Conv::routes`]; a rule without a
+    /// A `virtual_routes` / `static_routes` block ([`Conv::net_lines`]).
+    fn routes(&mut self, st: &Stmt, path: &str, first: usize) -> Vec<VirtualRoute> {
+        self.net_lines(st, path, first, |c, at, r: &mut VirtualRoute| {
+            // keepalived gives every route without `no_track` its own protocol
+            // (alloc_route), whatever is written.
+            let keepalived = lb_vrrp::route::RTPROT_KEEPALIVED;
+            if !r.no_track && r.protocol != keepalived {
+                c.d.warn(
+                    at,
+                    format!("route protocol {} replaced by keepalived ({keepalived}), as keepalived does for a route without `no_track`", r.protocol),
+                );
+                r.protocol = keepalived;
+            }
+        })
+    }
+
+    /// A `virtual_rules` / `static_rules` block ([`Conv::net_lines`]); a rule without a
     /// preference gets keepalived's next (16384 down, per family, in file order), warned.
     fn rules(&mut self, st: &Stmt, path: &str, first: usize) -> Vec<VirtualRule> {
-        self.record(path, &st.keyword.location);
-        let mut out = Vec::new();
-        for a in self.block(st) {
-            self.no_block(a);
-            self.record(
-                &format!("{path}[{}]", first + out.len()),
-                &a.keyword.location,
-            );
-            self.inet_skip_warning(a);
-            let text = std::iter::once(&a.keyword)
-                .chain(&a.args)
-                .map(|t| t.text.as_str())
-                .collect::<Vec<_>>()
-                .join(" ");
-            match text.parse::<VirtualRule>() {
-                Ok(mut r) => {
-                    let keepalived = lb_vrrp::route::RTPROT_KEEPALIVED;
-                    if !r.no_track && r.protocol != Some(keepalived) {
-                        self.d.warn(
-                            &a.keyword.location,
-                            format!("rule protocol {} replaced by keepalived ({keepalived}), as keepalived does for a rule without `no_track`", r.protocol.unwrap_or_default()),
-                        );
-                        r.protocol = Some(keepalived);
-                    }
-                    if r.priority.is_none() {
-                        let next = &mut self.rule_priority[usize::from(r.v6)];
-                        r.priority = Some(*next);
-                        self.d.warn(
-                            &a.keyword.location,
-                            format!("rule has no preference: {next}, as keepalived gives it (keepalived: \"probably not what you want\")"),
-                        );
-                        *next = next.saturating_sub(1);
-                    }
-                    out.push(r);
-                }
-                Err(e) => {
-                    self.d.error(&a.keyword.location, e.to_string());
-                    self.o.poison(path);
-                }
+        self.net_lines(st, path, first, |c, at, r: &mut VirtualRule| {
+            let keepalived = lb_vrrp::route::RTPROT_KEEPALIVED;
+            if !r.no_track && r.protocol != Some(keepalived) {
+                c.d.warn(
+                    at,
+                    format!("rule protocol {} replaced by keepalived ({keepalived}), as keepalived does for a rule without `no_track`", r.protocol.unwrap_or_default()),
+                );
+                r.protocol = Some(keepalived);
             }
-        }
-        out
+            if r.priority.is_none() {
+                let next = &mut c.rule_priority[usize::from(r.v6)];
+                r.priority = Some(*next);
+                c.d.warn(
+                    at,
+                    format!("rule has no preference: {next}, as keepalived gives it (keepalived: \"probably not what you want\")"),
+                );
+                *next = next.saturating_sub(1);
+            }
+        })
     }
 
     fn sync_group(&mut self, s: &Stmt) {
