@@ -3640,3 +3640,141 @@ fn virtual_routes_match_keepalived() {
     }
     assert!(!lab_lb.has_addr("lb1", static_addr) && !lab_ka.has_addr("ka1", static_addr));
 }
+
+/// keepalived's `vrrp_script … init_fail`, side by side with keepalived 2.2.7 running the
+/// same file. lb-node follows keepalived's documentation: an instance tracking (weight 0)
+/// a script with `init_fail` starts in FAULT and leaves it once the script has succeeded
+/// `rise` times;
+/// one tracking a script without it waits in INIT for the first result, as keepalived's
+/// (the same FIFO lines, in order). keepalived 2.2.7 itself loses `init_fail` when an
+/// instance tracks the script (`alloc_track_script` resets the state the keyword set):
+/// its A starts as B does.
+#[test]
+fn vrrp_script_init_fail_starts_in_fault() {
+    if !lab_available() || !lb_testkit::tool_available("keepalived") {
+        return;
+    }
+    let lab_lb = Lab::new("lbi", &[("lb1", 11)]).expect("lab");
+    let lab_ka = Lab::new("lbj", &[("ka1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab_lb, "lb1");
+    let ka_conf = lab_ka.dir().join("keepalived.conf");
+    let conf = |lab: &Lab, admin: Option<&Path>| -> String {
+        let admin = admin
+            .map(|a| format!("    admin_socket {}\n", a.display()))
+            .unwrap_or_default();
+        let inst = |name: &str, vrid: u8, script: &str| {
+            format!("vrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    priority 100\n    advert_int 1\n    track_script {{\n        {script}\n    }}\n    virtual_ipaddress {{\n        198.18.0.{vrid}/24\n    }}\n}}\n")
+        };
+        format!(
+            "global_defs {{\n{admin}    script_user root\n    vrrp_notify_fifo {}\n}}\n\
+             vrrp_script failing_first {{\n    script /bin/true\n    interval 1\n    rise 2\n    init_fail\n}}\n\
+             vrrp_script plain {{\n    script /bin/true\n    interval 1\n    rise 2\n}}\n",
+            lab.dir().join("vrrp.fifo").display()
+        ) + &inst("A", 61, "failing_first")
+            + &inst("B", 62, "plain")
+    };
+    // A FIFO made here, read by a reader that holds it open for writing too.
+    let reader = |lab: &Lab| -> (PathBuf, Proc) {
+        let fifo = lab.dir().join("vrrp.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .expect("mkfifo");
+        let log = lab.dir().join("fifo.log");
+        let mut cmd = lb_testkit::command("sh");
+        cmd.arg("-c").arg(format!(
+            "exec cat 0<>{} >> {}",
+            fifo.display(),
+            log.display()
+        ));
+        (
+            log,
+            Proc::spawn(cmd, lab.dir(), "fifo-reader").expect("reader"),
+        )
+    };
+    let (lb_log, _lb_reader) = reader(&lab_lb);
+    let (ka_log, _ka_reader) = reader(&lab_ka);
+    std::fs::write(&lb1.conf, conf(&lab_lb, Some(&lb1.socket))).expect("conf");
+    std::fs::write(&ka_conf, conf(&lab_ka, None)).expect("conf");
+    lb1.start(&lab_lb);
+    // lb-node: A's first state is FAULT (it needs two successes, a second apart), B's
+    // is not.
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first.is_none() && Instant::now() < deadline {
+        first = lb1.status().filter(|s| {
+            s.vrrp.len() == 2
+                && s.vrrp
+                    .iter()
+                    .find(|v| v.name == "A")
+                    .is_some_and(|v| v.state != VrrpState::Init)
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = first.expect("lbctl status");
+    let state = |n: &str| {
+        first
+            .vrrp
+            .iter()
+            .find(|v| v.name == n)
+            .map(|v| v.state)
+            .expect("instance")
+    };
+    assert_eq!(state("A"), VrrpState::Fault, "{first:?}");
+    assert_ne!(state("B"), VrrpState::Fault, "{first:?}");
+    let kad = Proc::spawn(
+        lab_ka.keepalived("ka1", &ka_conf, "ka"),
+        lab_ka.dir(),
+        "keepalived",
+    )
+    .expect("spawn keepalived");
+    let lines = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let of = |v: &[String], name: &str| -> Vec<String> {
+        let prefix = format!("INSTANCE \"{name}\" ");
+        v.iter()
+            .filter(|l| l.starts_with(&prefix))
+            .cloned()
+            .collect()
+    };
+    for log in [&lb_log, &ka_log] {
+        assert!(
+            wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+                let l = lines(log);
+                of(&l, "A").last().is_some_and(|x| x.contains(" MASTER "))
+                    && of(&l, "B").last().is_some_and(|x| x.contains(" MASTER "))
+            })
+            .is_some(),
+            "{:?}\n{}\n{}",
+            lines(log),
+            lb1.logs(),
+            kad.log_tail(40)
+        );
+    }
+    let (l, k) = (lines(&lb_log), lines(&ka_log));
+    assert_eq!(
+        of(&k, "A"),
+        ["INSTANCE \"A\" BACKUP 100", "INSTANCE \"A\" MASTER 100"],
+        "keepalived's own lines changed: {k:?}"
+    );
+    assert_eq!(
+        of(&k, "B"),
+        ["INSTANCE \"B\" BACKUP 100", "INSTANCE \"B\" MASTER 100"],
+        "keepalived's own lines changed: {k:?}"
+    );
+    // A: FAULT at the start, then as keepalived (which ignored init_fail).
+    assert_eq!(
+        of(&l, "A"),
+        [
+            "INSTANCE \"A\" FAULT 100",
+            "INSTANCE \"A\" BACKUP 100",
+            "INSTANCE \"A\" MASTER 100"
+        ],
+        "{}",
+        lb1.logs()
+    );
+    assert_eq!(of(&l, "B"), of(&k, "B"), "{}", lb1.logs());
+}

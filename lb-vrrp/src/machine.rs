@@ -247,6 +247,14 @@ impl TrackHysteresis {
             run: 0,
         }
     }
+    /// As [`TrackHysteresis::new`], already `healthy` (`None`: unknown): a change then
+    /// needs `rise` or `fall` results like any other.
+    pub fn starting(rise: u32, fall: u32, healthy: Option<bool>) -> Self {
+        Self {
+            healthy,
+            ..Self::new(rise, fall)
+        }
+    }
     /// Current health; `None` before the first result.
     pub fn is_healthy(&self) -> Option<bool> {
         self.healthy
@@ -1617,6 +1625,18 @@ mod tests {
     }
     fn drain(vr: &mut VirtualRouter) -> Vec<Action> {
         std::iter::from_fn(|| vr.poll_action()).collect()
+    }
+
+    /// keepalived's `init_fail`: a script that starts failed needs `rise` successes,
+    /// where an unknown one is decided by its first result.
+    #[test]
+    fn hysteresis_started_failed_needs_rise_successes() {
+        let mut h = TrackHysteresis::starting(2, 3, Some(false));
+        assert_eq!(h.is_healthy(), Some(false));
+        assert_eq!(h.handle_result(true), None);
+        assert_eq!(h.handle_result(true), Some(true));
+        let mut h = TrackHysteresis::new(2, 3);
+        assert_eq!(h.handle_result(true), Some(true));
     }
 
     #[test]

@@ -342,6 +342,12 @@ pub struct VrrpScript {
     /// Supplementary groups are dropped.
     #[serde(default)]
     pub group: Option<String>,
+    /// keepalived `init_fail`: the script counts as failed until it has succeeded `rise`
+    /// times: a weight-0 tracker's instance starts in FAULT instead of waiting in INIT
+    /// for the first run, and a weight applies as failed from the start. Default false
+    /// (the first result decides at once).
+    #[serde(default)]
+    pub init_fail: bool,
 }
 
 /// A count of running processes that adjusts the priority of the instances that track it

@@ -317,7 +317,11 @@ fn instance_config(
         ts.timeout = s.timeout.unwrap_or(s.interval);
         ts.weight = TrackWeight(t.weight.unwrap_or(s.weight).clamp(-254, 254) as i16);
         ts.reverse = t.reverse.unwrap_or(s.reverse);
-        ts.initial = carried.and_then(|c| c.get(&t.script)).copied();
+        ts.initial = carried
+            .and_then(|c| c.get(&t.script))
+            .copied()
+            .or(s.init_fail.then_some(false));
+        ts.init_fail = s.init_fail;
         ts.rise = s.rise;
         ts.fall = s.fall;
         if let Some(user) = &s.user {

@@ -267,6 +267,12 @@ pub struct TrackScript {
     /// a reload). `None` (default): unknown until the first run, which a weight-0 script's
     /// instance waits for.
     pub initial: Option<bool>,
+    /// keepalived `init_fail`: the script counts as failed from the start (set `initial`
+    /// to `Some(false)` with it): a weight-0 script's instance starts in Fault instead of
+    /// waiting for the first run, a weight applies as failed, and `rise` successes are
+    /// needed to make it healthy (keepalived's `result = 0`). Default false: the first
+    /// result decides at once.
+    pub init_fail: bool,
 }
 
 /// The user and group a [`TrackScript`] runs as (keepalived `vrrp_script { user … }`).
@@ -317,6 +323,7 @@ impl TrackScript {
             fall: 1,
             run_as: None,
             initial: None,
+            init_fail: false,
         }
     }
 
@@ -2167,7 +2174,11 @@ async fn script_loop(
     s: TrackScript,
     tx: mpsc::UnboundedSender<Control>,
 ) {
-    let mut h = TrackHysteresis::new(s.rise, s.fall);
+    let mut h = if s.init_fail {
+        TrackHysteresis::starting(s.rise, s.fall, s.initial)
+    } else {
+        TrackHysteresis::new(s.rise, s.fall)
+    };
     let mut tick = tokio::time::interval(s.interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -1339,6 +1339,7 @@ impl Conv {
             fall: 1,
             user: None,
             group: None,
+            init_fail: false,
         };
         let mut has_script = false;
         for st in self.section(s) {
@@ -1370,7 +1371,7 @@ impl Conv {
                         script.group = g;
                     }
                 }
-                "init_fail" => self.ignored(st, "vrrp_script"),
+                "init_fail" => script.init_fail = self.bare_flag(st, &fp),
                 _ => self.unknown(st, "vrrp_script"),
             }
         }
