@@ -3568,11 +3568,14 @@ fn virtual_routes_match_keepalived() {
     // without `dev` (not tracked): it stays deleted in both.
     let before = (routes(&lab_lb, "lb1"), routes(&lab_ka, "ka1"));
     assert_eq!(before.0, before.1);
+    // keepalived, leaving MASTER at the first deletion, may have deleted the next entry
+    // itself: "No such …" is fine there. lb-node puts back only what was deleted.
     let del = |lab: &Lab, host: &str, args: &str| {
         let out = lab
             .exec(host, &args.split(' ').collect::<Vec<_>>())
             .expect("ip");
-        assert!(out.status.success(), "{host}: {args}: {out:?}");
+        let gone = host == "ka1" && String::from_utf8_lossy(&out.stderr).contains("No such");
+        assert!(out.status.success() || gone, "{host}: {args}: {out:?}");
     };
     for (lab, host) in [(&lab_lb, "lb1"), (&lab_ka, "ka1")] {
         del(
