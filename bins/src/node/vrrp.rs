@@ -864,7 +864,17 @@ impl SpeakerRuntime {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for vi in &instances {
-                t.insert(vi.name.clone(), VrrpStatus::initial(vi, group.clone()));
+                let mut st = VrrpStatus::initial(vi, group.clone());
+                // A handed-over instance shows what it had until its successor's first
+                // event (the state it resumes, the priority its carried scripts give),
+                // not INIT at its base priority.
+                if let (Some(_), Some(old)) = (previous.get(&vi.name), t.get(&vi.name)) {
+                    st.state = old.state;
+                    st.effective_priority = old.effective_priority;
+                    st.master_address = old.master_address;
+                    st.tracks.clone_from(&old.tracks);
+                }
+                t.insert(vi.name.clone(), st);
             }
         }
         let by_name: HashMap<String, VrrpInstance> = instances
