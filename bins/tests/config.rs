@@ -4325,3 +4325,33 @@ fn inet_in_routes_and_rules_is_warned() {
         ]
     );
 }
+
+/// keepalived's `promote_secondaries`: read in both formats; with `use_vmac` keepalived.conf
+/// drops it with a warning (keepalived: "automatically set for vmacs - ignoring") and TOML
+/// refuses it.
+#[test]
+fn promote_secondaries_is_read() {
+    let inst = |extra: &str| {
+        format!("vrrp_instance A {{\n    interface eth0\n    virtual_router_id 51\n    promote_secondaries\n{extra}    virtual_ipaddress {{\n        198.18.0.51\n    }}\n}}\n")
+    };
+    let (k, w) = keepalived_ok(&inst(""));
+    assert!(
+        k.vrrp_instances[0].promote_secondaries && w.is_empty(),
+        "{w:?}"
+    );
+    let (k, w) = keepalived_ok(&inst("    use_vmac\n"));
+    assert!(!k.vrrp_instances[0].promote_secondaries);
+    assert_eq!(
+        w,
+        ["1:1: vrrp_instance A: promote_secondaries with use_vmac, ignored (keepalived: automatically set for vmacs)"]
+    );
+    let toml = |extra: &str| {
+        format!("[[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npromote_secondaries = true\n{extra}virtual_ipaddress = [\"198.18.0.51\"]\n")
+    };
+    assert!(load_toml(&toml("")).vrrp_instances[0].promote_secondaries);
+    let e = errors("lb.toml", &toml("use_vmac = true\n")).join("\n");
+    assert!(
+        e.contains("promote_secondaries with use_vmac: the VMAC gets it anyway"),
+        "{e}"
+    );
+}

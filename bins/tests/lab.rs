@@ -3781,3 +3781,57 @@ fn vrrp_script_init_fail_starts_in_fault() {
     );
     assert_eq!(of(&l, "B"), of(&k, "B"), "{}", lb1.logs());
 }
+
+/// keepalived's `promote_secondaries`: lb-node sets the interface's
+/// `net.ipv4.conf.eth0.promote_secondaries` while it runs and puts it back at its stop.
+#[test]
+fn promote_secondaries_is_set_while_lb_node_runs() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbs", &[("lb1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let read = || {
+        let out = lab
+            .exec(
+                "lb1",
+                &["cat", "/proc/sys/net/ipv4/conf/eth0/promote_secondaries"],
+            )
+            .expect("cat");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // Off to begin with (a new namespace may inherit the host's setting).
+    let out = lab
+        .exec(
+            "lb1",
+            &[
+                "sh",
+                "-c",
+                "echo 0 > /proc/sys/net/ipv4/conf/eth0/promote_secondaries",
+            ],
+        )
+        .expect("sh");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(read(), "0");
+    std::fs::write(
+        &lb1.conf,
+        format!(
+            "global_defs {{\n    admin_socket {}\n}}\nvrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 93\n    priority 255\n    advert_int 1\n    promote_secondaries\n    virtual_ipaddress {{\n        198.18.0.93/24\n    }}\n}}\n",
+            lb1.socket.display()
+        ),
+    )
+    .expect("conf");
+    lb1.start(&lab);
+    let vip: IpAddr = "198.18.0.93".parse().expect("addr");
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            read() == "1" && lab.has_addr("lb1", vip)
+        })
+        .is_some(),
+        "{}",
+        lb1.logs()
+    );
+    assert!(lb1.proc().sigterm());
+    assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());
+    assert_eq!(read(), "0", "put back at the stop\n{}", lb1.logs());
+}

@@ -777,6 +777,13 @@ pub struct VrrpInstance {
     /// VIPs across a failover (`lb_vrrp::vmac`). Default false.
     #[serde(default)]
     pub use_vmac: bool,
+    /// keepalived `promote_secondaries`: the interface's
+    /// `net.ipv4.conf.<IF>.promote_secondaries` is set to 1 while lb-node runs (put back
+    /// at its stop if it was 0), so that deleting the subnet's primary address promotes a
+    /// VIP of that subnet instead of deleting it too. Not with `use_vmac` (an error).
+    /// Default false.
+    #[serde(default)]
+    pub promote_secondaries: bool,
     /// keepalived `use_vmac NAME`: the VMAC's name (at most 15 bytes). Default
     /// `vrrp.<VRID>`; when an earlier instance already uses that name, `vrrp6.<VRID>` for
     /// an IPv6 instance, then `vrrp1.<VRID>`, `vrrp2.<VRID>`…, as keepalived names them.
@@ -910,6 +917,7 @@ impl VrrpInstance {
             notify_priority_changes: false,
             notify_deleted: NotifyDeleted::Fault,
             use_vmac: false,
+            promote_secondaries: false,
             vmac_name: None,
             vmac_address: None,
             vmac_xmit_base: false,
@@ -3120,6 +3128,12 @@ impl Config {
                     err(
                         format!("{p}.use_vmac"),
                         "use_vmac with unicast_peer needs vmac_xmit_base (unicast adverts cannot come from the shared MAC)".into(),
+                    );
+                }
+                if vi.promote_secondaries {
+                    err(
+                        format!("{p}.promote_secondaries"),
+                        "promote_secondaries with use_vmac: the VMAC gets it anyway (as keepalived's), remove it".into(),
                     );
                 }
             } else {

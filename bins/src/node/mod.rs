@@ -60,6 +60,7 @@
 mod bfd;
 mod fifo;
 mod file_check;
+mod promote;
 mod statics;
 mod vrrp;
 mod vs;
@@ -1335,6 +1336,8 @@ impl Node {
         for s in std::mem::take(&mut self.speakers) {
             s.stop(&self.shared.vrrp).await;
         }
+        // As keepalived's stop: the interfaces' promote_secondaries as they were.
+        promote::restore();
         // The neighbours hear AdminDown (RFC 5880 §6.8.16), not a silence they would take
         // for a failure.
         self.bfd.stop().await;

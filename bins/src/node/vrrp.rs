@@ -832,6 +832,9 @@ impl SpeakerRuntime {
         carried: &HashMap<String, HashMap<String, bool>>,
         installed: &Installed,
     ) -> Result<Self, NodeError> {
+        for vi in instances.iter().filter(|vi| vi.promote_secondaries) {
+            super::promote::enable(&vi.interface);
+        }
         let configs = instances
             .iter()
             .map(|vi| {

@@ -2202,8 +2202,8 @@ impl Conv {
                 | "kernel_rx_buf_size"
                 | "linkbeat_use_polling"
                 | "lvs_sync_daemon_interface"
-                | "promote_secondaries"
                 | "track_src_ip" => self.ignored(st, "vrrp_instance"),
+                "promote_secondaries" => vi.promote_secondaries = self.bare_flag(st, &fp),
                 // keepalived: a second one is ignored (`warn_repeats`); with no
                 // argument, DELETED without a script of its own.
                 "notify_deleted" => {
@@ -2262,6 +2262,16 @@ impl Conv {
                 ),
                 _ => self.unknown(st, "vrrp_instance"),
             }
+        }
+        if vi.promote_secondaries && vi.use_vmac {
+            self.d.warn(
+                &s.keyword.location,
+                format!(
+                    "vrrp_instance {}: promote_secondaries with use_vmac, ignored (keepalived: automatically set for vmacs)",
+                    vi.name
+                ),
+            );
+            vi.promote_secondaries = false;
         }
         // keepalived clears it, with a message.
         if vi.vmac_xmit_base && !vi.use_vmac {
