@@ -18,7 +18,15 @@ fn path(ifname: &str) -> String {
 /// Sets `promote_secondaries` on `ifname` unless it is on already; failures are logged
 /// (the instance runs on without it).
 pub(crate) fn enable(ifname: &str) {
-    if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
+    // `all` and `default` are sysctl directories, not interfaces: `all` would set every
+    // interface's.
+    if ifname.is_empty()
+        || ifname.contains('/')
+        || ifname.starts_with('.')
+        || ifname == "all"
+        || ifname == "default"
+    {
+        tracing::warn!(interface = %ifname, "promote_secondaries not set: not an interface name");
         return;
     }
     let p = path(ifname);

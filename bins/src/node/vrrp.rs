@@ -317,11 +317,14 @@ fn instance_config(
         ts.timeout = s.timeout.unwrap_or(s.interval);
         ts.weight = TrackWeight(t.weight.unwrap_or(s.weight).clamp(-254, 254) as i16);
         ts.reverse = t.reverse.unwrap_or(s.reverse);
-        ts.initial = carried
-            .and_then(|c| c.get(&t.script))
-            .copied()
-            .or(s.init_fail.then_some(false));
-        ts.init_fail = s.init_fail;
+        let carried_result = carried.and_then(|c| c.get(&t.script)).copied();
+        // init_fail: the script's own result starts as failed — but a reversed weight-0
+        // one then faults the instance at the start, as keepalived's
+        // initialise_track_script_state does whatever `reverse` says (its own result
+        // starts as success). A result a reload carried wins, and runs as any other's.
+        let weight0_reversed = ts.weight.0 == 0 && ts.reverse;
+        ts.initial = carried_result.or(s.init_fail.then_some(weight0_reversed));
+        ts.init_fail = s.init_fail && carried_result.is_none();
         ts.rise = s.rise;
         ts.fall = s.fall;
         if let Some(user) = &s.user {
@@ -832,9 +835,6 @@ impl SpeakerRuntime {
         carried: &HashMap<String, HashMap<String, bool>>,
         installed: &Installed,
     ) -> Result<Self, NodeError> {
-        for vi in instances.iter().filter(|vi| vi.promote_secondaries) {
-            super::promote::enable(&vi.interface);
-        }
         let configs = instances
             .iter()
             .map(|vi| {
@@ -850,6 +850,10 @@ impl SpeakerRuntime {
             .collect::<Result<Vec<_>, NodeError>>()?;
         let mut speaker = Speaker::new(configs, group.is_some())
             .map_err(|e| NodeError::Start(format!("VRRP: {e}")))?;
+        // Once the instances can start (keepalived: at their completion).
+        for vi in instances.iter().filter(|vi| vi.promote_secondaries) {
+            super::promote::enable(&vi.interface);
+        }
         // vrrp_startup_delay counts from the node's start.
         let started = *STARTED.get_or_init(tokio::time::Instant::now);
         speaker.set_startup_delay(
@@ -1546,6 +1550,51 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.track_initial, [false, true, false]);
+    }
+
+    /// keepalived's `init_fail`: a script's own result starts failed, except a reversed
+    /// weight-0 one's, which starts succeeding so that the instance faults at the start
+    /// (keepalived faults it whatever `reverse` says); a result a reload carried wins and
+    /// runs as any other.
+    #[test]
+    fn init_fail_starts_the_script_failed_and_faults_weight_zero_trackers() {
+        let text = "[[vrrp_script]]\nname = \"s\"\nscript = \"/bin/true\"\ninit_fail = true\n\
+                    [[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"lo\"\nvirtual_router_id = 51\n\
+                    virtual_ipaddress = [\"198.18.0.250\"]\n\
+                    track_script = [{ script = \"s\", weight = 0 }, { script = \"s\", weight = 0, reverse = true }, { script = \"s\", weight = -10, reverse = true }]\n";
+        let (config, _) =
+            crate::config::toml::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+        let live = HashMap::new();
+        let c = instance_config(
+            &config,
+            &config.vrrp_instances[0],
+            &live,
+            &BfdStates::new(),
+            None,
+        )
+        .unwrap();
+        let got: Vec<(Option<bool>, bool)> = c
+            .track_script
+            .iter()
+            .map(|t| (t.initial, t.init_fail))
+            .collect();
+        assert_eq!(
+            got,
+            [(Some(false), true), (Some(true), true), (Some(false), true)]
+        );
+        let carried = HashMap::from([("s".to_owned(), true)]);
+        let c = instance_config(
+            &config,
+            &config.vrrp_instances[0],
+            &live,
+            &BfdStates::new(),
+            Some(&carried),
+        )
+        .unwrap();
+        assert!(c
+            .track_script
+            .iter()
+            .all(|t| t.initial == Some(true) && !t.init_fail));
     }
 
     /// An address owner counts its track_files with weight 0 (any value but 0 is FAULT),

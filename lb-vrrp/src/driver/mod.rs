@@ -267,11 +267,11 @@ pub struct TrackScript {
     /// a reload). `None` (default): unknown until the first run, which a weight-0 script's
     /// instance waits for.
     pub initial: Option<bool>,
-    /// keepalived `init_fail`: the script counts as failed from the start (set `initial`
-    /// to `Some(false)` with it): a weight-0 script's instance starts in Fault instead of
-    /// waiting for the first run, a weight applies as failed, and `rise` successes are
-    /// needed to make it healthy (keepalived's `result = 0`). Default false: the first
-    /// result decides at once.
+    /// keepalived `init_fail`: `initial` is the script's own result at the start (usually
+    /// `Some(false)`: failed), and changing it takes `rise` successes or `fall` failures
+    /// like any later change (keepalived's `result = 0`), where otherwise the first result
+    /// decides at once. A weight-0 script's instance then starts in Fault instead of
+    /// waiting for the first run. Default false.
     pub init_fail: bool,
 }
 
