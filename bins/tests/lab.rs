@@ -74,6 +74,35 @@ fn vs_addr() -> SocketAddr {
     SocketAddr::new(vip(), 80)
 }
 
+/// A FIFO at `LAB/vrrp.fifo`, made here (so that no daemon removes it at its stop), and a
+/// reader appending what it gets to `LAB/fifo.log`, which it returns with the reader. The
+/// reader holds the FIFO open for writing too, so it never sees the end when a daemon
+/// reopens the FIFO at a reload.
+fn fifo_reader(lab: &Lab) -> (PathBuf, Proc) {
+    let fifo = lab.dir().join("vrrp.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
+    let log = lab.dir().join("fifo.log");
+    let mut cmd = lb_testkit::command("sh");
+    cmd.arg("-c").arg(format!(
+        "exec cat 0<>{} >> {}",
+        fifo.display(),
+        log.display()
+    ));
+    (
+        log,
+        Proc::spawn(cmd, lab.dir(), "fifo-reader").expect("reader"),
+    )
+}
+
+/// The lines of file `p` so far (none before it exists).
+fn file_lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 fn t0() -> Instant {
     Instant::now()
 }
@@ -3049,17 +3078,7 @@ fn reload_removal_and_group_notifications_match_keepalived() {
     }
     let side = |lab: &Lab, host: &str, conf: PathBuf| -> Side {
         let dir = lab.dir();
-        let fifo = dir.join("vrrp.fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
-            .expect("mkfifo");
-        let fifo_log = dir.join("fifo.log");
-        let mut cmd = lb_testkit::command("sh");
-        cmd.arg("-c").arg(format!(
-            "exec cat 0<>{} >> {}",
-            fifo.display(),
-            fifo_log.display()
-        ));
-        let reader = Proc::spawn(cmd, dir, "fifo-reader").expect("reader");
+        let (fifo_log, reader) = fifo_reader(lab);
         let notify_log = dir.join("notify.log");
         let script = dir.join("n.sh");
         std::fs::write(
@@ -3147,13 +3166,6 @@ fn reload_removal_and_group_notifications_match_keepalived() {
         "keepalived",
     )
     .expect("spawn keepalived");
-    let lines = |p: &Path| -> Vec<String> {
-        std::fs::read_to_string(p)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    };
     let settled = [
         "INSTANCE \"A\" MASTER 200",
         "INSTANCE \"B\" MASTER 100",
@@ -3166,12 +3178,12 @@ fn reload_removal_and_group_notifications_match_keepalived() {
     for s in [&lb, &ka] {
         assert!(
             wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
-                let l = lines(&s.fifo_log);
+                let l = file_lines(&s.fifo_log);
                 settled.iter().all(|w| l.iter().any(|x| x == w))
             })
             .is_some(),
             "{:?}\n{}\n{}",
-            lines(&s.fifo_log),
+            file_lines(&s.fifo_log),
             lb1.logs(),
             kad.log_tail(40)
         );
@@ -3191,8 +3203,8 @@ fn reload_removal_and_group_notifications_match_keepalived() {
         )
     };
     // The group: BACKUP then MASTER, each once; its scripts once each.
-    let (lb_fifo0, ka_fifo0) = (lines(&lb.fifo_log), lines(&ka.fifo_log));
-    let (lb_notify0, ka_notify0) = (lines(&lb.notify_log), lines(&ka.notify_log));
+    let (lb_fifo0, ka_fifo0) = (file_lines(&lb.fifo_log), file_lines(&ka.fifo_log));
+    let (lb_notify0, ka_notify0) = (file_lines(&lb.notify_log), file_lines(&ka.notify_log));
     assert_eq!(
         group_lines(&ka_fifo0),
         ["GROUP \"VG\" BACKUP 0", "GROUP \"VG\" MASTER 0"],
@@ -3222,20 +3234,20 @@ fn reload_removal_and_group_notifications_match_keepalived() {
     assert!(kad.sighup());
     let after = |s: &Side, fifo0: usize, notify0: usize| {
         (
-            sorted(lines(&s.fifo_log)[fifo0..].to_vec()),
-            sorted(lines(&s.notify_log)[notify0..].to_vec()),
+            sorted(file_lines(&s.fifo_log)[fifo0..].to_vec()),
+            sorted(file_lines(&s.notify_log)[notify0..].to_vec()),
         )
     };
     for s in [&lb, &ka] {
         assert!(
             wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-                let l = lines(&s.fifo_log);
+                let l = file_lines(&s.fifo_log);
                 l.iter().any(|x| x == "INSTANCE \"C\" DELETED 100")
                     && l.iter().any(|x| x == "INSTANCE \"D\" FAULT 100")
             })
             .is_some(),
             "{:?}\n{}\n{}",
-            lines(&s.fifo_log),
+            file_lines(&s.fifo_log),
             lb1.logs(),
             kad.log_tail(40)
         );
@@ -3306,8 +3318,14 @@ fn reload_removal_and_group_notifications_match_keepalived() {
             conf_text(&lab_ka, None, false).replace("198.18.0.100/24", "198.18.0.110/24"),
         ),
     ] {
-        let (lf, ln) = (lines(&lb.fifo_log).len(), lines(&lb.notify_log).len());
-        let (kf, kn) = (lines(&ka.fifo_log).len(), lines(&ka.notify_log).len());
+        let (lf, ln) = (
+            file_lines(&lb.fifo_log).len(),
+            file_lines(&lb.notify_log).len(),
+        );
+        let (kf, kn) = (
+            file_lines(&ka.fifo_log).len(),
+            file_lines(&ka.notify_log).len(),
+        );
         std::fs::write(&lb.conf, lb_text).expect("conf");
         std::fs::write(&ka.conf, ka_text).expect("conf");
         assert!(lb1.proc().sighup());
@@ -3315,13 +3333,13 @@ fn reload_removal_and_group_notifications_match_keepalived() {
         for s in [(&lb, lf), (&ka, kf)] {
             assert!(
                 wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-                    lines(&s.0.fifo_log)[s.1..]
+                    file_lines(&s.0.fifo_log)[s.1..]
                         .iter()
                         .any(|x| x == "INSTANCE \"F\" FAULT 100")
                 })
                 .is_some(),
                 "{what}: {:?}\n{}\n{}",
-                lines(&s.0.fifo_log),
+                file_lines(&s.0.fifo_log),
                 lb1.logs(),
                 kad.log_tail(40)
             );
@@ -3343,8 +3361,14 @@ fn reload_removal_and_group_notifications_match_keepalived() {
     step(t0(), "reloads: kept states written as keepalived");
 
     // The stop: every instance STOP, the group's STOP and its scripts once.
-    let (lb_fifo1n, lb_notify1n) = (lines(&lb.fifo_log).len(), lines(&lb.notify_log).len());
-    let (ka_fifo1n, ka_notify1n) = (lines(&ka.fifo_log).len(), lines(&ka.notify_log).len());
+    let (lb_fifo1n, lb_notify1n) = (
+        file_lines(&lb.fifo_log).len(),
+        file_lines(&lb.notify_log).len(),
+    );
+    let (ka_fifo1n, ka_notify1n) = (
+        file_lines(&ka.fifo_log).len(),
+        file_lines(&ka.notify_log).len(),
+    );
     assert!(lb1.proc().sigterm());
     assert!(kad.sigterm());
     assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());
@@ -3676,25 +3700,8 @@ fn vrrp_script_init_fail_starts_in_fault() {
         ) + &inst("A", 61, "failing_first")
             + &inst("B", 62, "plain")
     };
-    // A FIFO made here, read by a reader that holds it open for writing too.
-    let reader = |lab: &Lab| -> (PathBuf, Proc) {
-        let fifo = lab.dir().join("vrrp.fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
-            .expect("mkfifo");
-        let log = lab.dir().join("fifo.log");
-        let mut cmd = lb_testkit::command("sh");
-        cmd.arg("-c").arg(format!(
-            "exec cat 0<>{} >> {}",
-            fifo.display(),
-            log.display()
-        ));
-        (
-            log,
-            Proc::spawn(cmd, lab.dir(), "fifo-reader").expect("reader"),
-        )
-    };
-    let (lb_log, _lb_reader) = reader(&lab_lb);
-    let (ka_log, _ka_reader) = reader(&lab_ka);
+    let (lb_log, _lb_reader) = fifo_reader(&lab_lb);
+    let (ka_log, _ka_reader) = fifo_reader(&lab_ka);
     std::fs::write(&lb1.conf, conf(&lab_lb, Some(&lb1.socket))).expect("conf");
     std::fs::write(&ka_conf, conf(&lab_ka, None)).expect("conf");
     lb1.start(&lab_lb);
@@ -3729,13 +3736,6 @@ fn vrrp_script_init_fail_starts_in_fault() {
         "keepalived",
     )
     .expect("spawn keepalived");
-    let lines = |p: &Path| -> Vec<String> {
-        std::fs::read_to_string(p)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    };
     let of = |v: &[String], name: &str| -> Vec<String> {
         let prefix = format!("INSTANCE \"{name}\" ");
         v.iter()
@@ -3746,18 +3746,18 @@ fn vrrp_script_init_fail_starts_in_fault() {
     for log in [&lb_log, &ka_log] {
         assert!(
             wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
-                let l = lines(log);
+                let l = file_lines(log);
                 of(&l, "A").last().is_some_and(|x| x.contains(" MASTER "))
                     && of(&l, "B").last().is_some_and(|x| x.contains(" MASTER "))
             })
             .is_some(),
             "{:?}\n{}\n{}",
-            lines(log),
+            file_lines(log),
             lb1.logs(),
             kad.log_tail(40)
         );
     }
-    let (l, k) = (lines(&lb_log), lines(&ka_log));
+    let (l, k) = (file_lines(&lb_log), file_lines(&ka_log));
     assert_eq!(
         of(&k, "A"),
         ["INSTANCE \"A\" BACKUP 100", "INSTANCE \"A\" MASTER 100"],

@@ -321,6 +321,28 @@ const UNSUPPORTED: &[&str] = &[
     "vrf",
 ];
 
+/// A number in C's `strtoul(…, 0)` bases (`0x…` hex, `0…` octal, decimal), as keepalived
+/// reads its route and rule numbers.
+pub(crate) fn c_number(s: &str) -> Option<u32> {
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u32::from_str_radix(h, 16).ok()
+    } else if s.len() > 1 && s.starts_with('0') {
+        u32::from_str_radix(&s[1..], 8).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+/// A routing table: one of the reserved names or a number ([`c_number`]), not 0.
+pub(crate) fn table_number(v: &str) -> Option<u32> {
+    TABLES
+        .iter()
+        .find(|(n, _)| *n == v)
+        .map(|(_, t)| *t)
+        .or_else(|| c_number(v))
+        .filter(|t| *t != 0)
+}
+
 fn named<T: Copy + FromStr>(names: &[(&str, T)], w: &str) -> Option<T> {
     names
         .iter()
@@ -402,7 +424,7 @@ impl FromStr for VirtualRoute {
                 "dev" | "oif" => r.dev = Some(value(w)?.to_owned()),
                 "table" => {
                     let v = value(w)?;
-                    r.table = named(TABLES, v).filter(|t| *t != 0).ok_or_else(|| {
+                    r.table = table_number(v).ok_or_else(|| {
                         err(format!(
                             "table {v:?}: give a number (1..=4294967295) or main, local, default"
                         ))

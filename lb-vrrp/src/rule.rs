@@ -31,7 +31,7 @@ use netlink_packet_route::route::RouteProtocol;
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlag, RuleMessage};
 use netlink_packet_route::AddressFamily;
 
-use crate::route::RTPROT_KEEPALIVED;
+use crate::route::{c_number, table_number, RTPROT_KEEPALIVED};
 use crate::vip::VipManager;
 
 /// Errors of rule parsing and management.
@@ -166,17 +166,6 @@ const UNSUPPORTED: &[&str] = &[
     "track_group",
 ];
 
-/// A number in C's `strtoul(…, 0)` bases (`0x…` hex, `0…` octal, decimal).
-fn c_number(s: &str) -> Option<u32> {
-    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        u32::from_str_radix(h, 16).ok()
-    } else if s.len() > 1 && s.starts_with('0') {
-        u32::from_str_radix(&s[1..], 8).ok()
-    } else {
-        s.parse().ok()
-    }
-}
-
 impl FromStr for VirtualRule {
     type Err = RuleError;
 
@@ -265,14 +254,7 @@ impl FromStr for VirtualRule {
                 }
                 "table" | "lookup" => {
                     let v = value(w)?;
-                    let t = match v {
-                        "default" => Some(253),
-                        "main" => Some(254),
-                        "local" => Some(255),
-                        _ => c_number(v),
-                    }
-                    .filter(|t| *t != 0)
-                    .ok_or_else(|| {
+                    let t = table_number(v).ok_or_else(|| {
                         err(format!(
                             "table {v:?}: give a number (1..=4294967295) or main, local, default"
                         ))

@@ -32,6 +32,21 @@ fn vip(cfg: &Config, a: &VirtualIp) -> Option<Vip> {
     Some(v)
 }
 
+/// Every static address of `cfg` as lb-vrrp adds it ([`vip`]).
+fn vips(cfg: &Config) -> Vec<Vip> {
+    cfg.static_ipaddress
+        .iter()
+        .filter_map(|a| vip(cfg, a))
+        .collect()
+}
+
+/// Whether `cfg` has any static address, route or rule.
+fn has_statics(cfg: &Config) -> bool {
+    !(cfg.static_ipaddress.is_empty()
+        && cfg.static_routes.is_empty()
+        && cfg.static_rules.is_empty())
+}
+
 fn manager() -> Option<VipManager> {
     VipManager::new()
         .map_err(|e| tracing::error!(error = %e, "static addresses and routes: no netlink"))
@@ -41,10 +56,7 @@ fn manager() -> Option<VipManager> {
 /// Deletes what `old` has and `new` does not (routes first), then adds all of `new`'s
 /// (addresses first; what is there already counts as added). `old`: `None` at the start.
 pub(crate) async fn apply(old: Option<&Config>, new: &Config) {
-    let none = |c: &Config| {
-        c.static_ipaddress.is_empty() && c.static_routes.is_empty() && c.static_rules.is_empty()
-    };
-    if old.is_none_or(none) && none(new) {
+    if !old.is_some_and(has_statics) && !has_statics(new) {
         return;
     }
     let Some(mgr) = manager() else { return };
@@ -59,15 +71,9 @@ pub(crate) async fn apply(old: Option<&Config>, new: &Config) {
             .iter()
             .filter(|r| !new.static_routes.contains(r))
             .collect();
-        let new_vips: Vec<Vip> = new
-            .static_ipaddress
-            .iter()
-            .filter_map(|a| vip(new, a))
-            .collect();
-        let vips: Vec<Vip> = old
-            .static_ipaddress
-            .iter()
-            .filter_map(|a| vip(old, a))
+        let new_vips = vips(new);
+        let vips: Vec<Vip> = vips(old)
+            .into_iter()
             .filter(|v| !new_vips.contains(v))
             .collect();
         remove(&mgr, rules, routes, &vips).await;
@@ -98,23 +104,15 @@ pub(crate) async fn apply(old: Option<&Config>, new: &Config) {
 
 /// Deletes `cfg`'s static rules, routes, then addresses (the node stops).
 pub(crate) async fn clear(cfg: &Config) {
-    if cfg.static_ipaddress.is_empty()
-        && cfg.static_routes.is_empty()
-        && cfg.static_rules.is_empty()
-    {
+    if !has_statics(cfg) {
         return;
     }
     let Some(mgr) = manager() else { return };
-    let vips: Vec<Vip> = cfg
-        .static_ipaddress
-        .iter()
-        .filter_map(|a| vip(cfg, a))
-        .collect();
     remove(
         &mgr,
         cfg.static_rules.iter().collect(),
         cfg.static_routes.iter().collect(),
-        &vips,
+        &vips(cfg),
     )
     .await;
 }
@@ -158,11 +156,7 @@ const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// address change and every second (a route's or rule's deletion makes no such notice).
 /// `None` when there is nothing to watch. Aborted at the next reload and at the stop.
 pub(crate) fn watch(cfg: &Config) -> Option<tokio::task::JoinHandle<()>> {
-    let vips: Vec<Vip> = cfg
-        .static_ipaddress
-        .iter()
-        .filter_map(|a| vip(cfg, a))
-        .collect();
+    let vips = vips(cfg);
     let routes: Vec<VirtualRoute> = cfg
         .static_routes
         .iter()

@@ -706,16 +706,6 @@ fn notice(
     }
 }
 
-/// The state a group line's word stands for.
-fn group_written_state(word: Option<&'static str>) -> Option<State> {
-    match word? {
-        "MASTER" => Some(State::Master),
-        "BACKUP" => Some(State::Backup),
-        "FAULT" => Some(State::Fault),
-        _ => None,
-    }
-}
-
 /// The word of keepalived's notify FIFO line for a state (`None`: Initialize, whose word
 /// depends on why the instance stopped).
 fn state_word(s: State) -> Option<&'static str> {
@@ -760,13 +750,15 @@ pub(crate) fn notify_stopped(old: &[VrrpInstance], group: Option<&SyncGroup>) {
 
 /// A sync group's state from its members' (a group in sync has one; one caught
 /// mid-change counts as MASTER if any member is, else as its first member).
-fn group_state(members: impl Iterator<Item = State>) -> Option<&'static str> {
+fn group_state(members: impl Iterator<Item = State>) -> Option<State> {
     let mut first = None;
     for s in members {
         if s == State::Master {
-            return Some("MASTER");
+            return Some(s);
         }
-        first = first.or(state_word(s));
+        if s != State::Initialize {
+            first = first.or(Some(s));
+        }
     }
     first
 }
@@ -934,7 +926,7 @@ impl SpeakerRuntime {
         let events_task = tokio::spawn(async move {
             // The group's state as last written to the notify FIFOs (one GROUP line per
             // change, not one per member).
-            let mut group_written: Option<&'static str> = None;
+            let mut group_written: Option<State> = None;
             let (mut events_open, mut notices_open) = (true, true);
             loop {
                 let ev = tokio::select! {
@@ -987,15 +979,12 @@ impl SpeakerRuntime {
                     // The group's state too: a member that follows is not a change (MASTER
                     // wins over a member caught mid-change).
                     let before = group_written;
-                    group_written = group_state(
-                        group_written_state(group_written)
-                            .into_iter()
-                            .chain([ev.to]),
-                    );
+                    group_written = group_state(group_written.into_iter().chain([ev.to]));
                     // fifo_write_vrrp_states_on_reload: the states the reload kept, the
                     // group's first (keepalived's vrrp_init_state).
                     if write_states {
-                        if let (Some(g), Some(w)) = (&group_cfg, group_written) {
+                        if let (Some(g), Some(w)) = (&group_cfg, group_written.and_then(state_word))
+                        {
                             if before != group_written {
                                 super::fifo::vrrp(&format!("GROUP \"{}\" {w} 0\n", g.name));
                             }
@@ -1050,10 +1039,10 @@ impl SpeakerRuntime {
                         State::Fault => g.notify_fault.as_ref(),
                         State::Initialize => continue,
                     };
-                    if group_written == Some(word) {
+                    if group_written == Some(ev.to) {
                         continue;
                     }
-                    group_written = Some(word);
+                    group_written = Some(ev.to);
                     if let Some(s) = gs {
                         notify(s, &[]);
                     }
@@ -1285,7 +1274,10 @@ impl SpeakerRuntime {
             tracing::warn!(group = ?self.group, "fifo_write_vrrp_states_on_reload: the speaker did not answer within 2 s; no state lines");
             return;
         };
-        if let (Some(g), Some(word)) = (&self.group, group_state(now.iter().map(|st| st.state))) {
+        if let (Some(g), Some(word)) = (
+            &self.group,
+            group_state(now.iter().map(|st| st.state)).and_then(state_word),
+        ) {
             super::fifo::vrrp(&format!("GROUP \"{g}\" {word} 0\n"));
         }
         for st in &now {
