@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lb_bins::config::model::{CheckKind, InitialState, Protocol};
+use lb_bins::config::model::{CheckKind, GarpGroup, InitialState, Protocol};
 use lb_bins::config::{self, Config, ConfigError, Format, Warning};
 
 fn fixture(p: &str) -> PathBuf {
@@ -442,6 +442,7 @@ fn commented_example_sets_every_key_of_the_model() {
             "bfd_instances" => "bfd_instance",
             "vrrp_instances" => "vrrp_instance",
             "sync_groups" => "vrrp_sync_group",
+            "garp_groups" => "garp_group",
             "virtual_servers" => "virtual_server",
             "backends" => "backend",
             "checks" => "check",
@@ -4354,4 +4355,75 @@ fn promote_secondaries_is_read() {
         e.contains("promote_secondaries with use_vmac: the VMAC gets it anyway"),
         "{e}"
     );
+}
+
+/// keepalived's `garp_group`: `interface` lines and the `interfaces` block make one group;
+/// as keepalived, an interface already in a group is ignored in a later one (warned), a
+/// group without an interval is removed (warned), and a bad interval is an error at its
+/// value. TOML takes `[[garp_group]]` tables and refuses what keepalived.conf warns about.
+#[test]
+fn garp_group_is_read() {
+    let text = "garp_group {\n    garp_interval 0.001\n    interface eth0\n    interface eth1\n    interfaces {\n        eth2 eth3\n    }\n}\n\
+                garp_group {\n    gna_interval 0.000250\n    interfaces {\n        eth2\n        eth4\n    }\n}\n\
+                garp_group {\n    interface eth5\n}\n";
+    let (k, w) = keepalived_ok(text);
+    let ms = Duration::from_millis;
+    assert_eq!(k.garp_groups.len(), 2, "{:?}", k.garp_groups);
+    assert_eq!(
+        k.garp_groups[0].interfaces,
+        ["eth0", "eth1", "eth2", "eth3"]
+    );
+    assert_eq!(
+        (
+            k.garp_groups[0].garp_interval,
+            k.garp_groups[0].gna_interval
+        ),
+        (Some(ms(1)), None)
+    );
+    assert_eq!(k.garp_groups[1].interfaces, ["eth4"]);
+    assert_eq!(
+        k.garp_groups[1].gna_interval,
+        Some(Duration::from_micros(250))
+    );
+    assert_eq!(
+        w,
+        [
+            "12:9: garp_group already given for eth2: this one is ignored, as keepalived ignores it",
+            "16:1: garp_group without garp_interval or gna_interval: removed, as keepalived removes it",
+        ]
+    );
+    assert_eq!(
+        errors(
+            "k.conf",
+            "garp_group {\n    garp_interval 2148\n    interface eth0\n}\n"
+        ),
+        ["k.conf:2:19: garp_group garp_interval 2148 is out of range 0..=2147.483647 s"]
+    );
+
+    let t = load_toml(
+        "[[garp_group]]\ninterfaces = [\"eth0\", \"eth1\"]\ngarp_interval = \"250us\"\ngna_interval = 0.5\n",
+    );
+    assert_eq!(
+        t.garp_groups,
+        [GarpGroup {
+            interfaces: vec!["eth0".into(), "eth1".into()],
+            garp_interval: Some(Duration::from_micros(250)),
+            gna_interval: Some(ms(500)),
+        }]
+    );
+    let e = errors(
+        "lb.toml",
+        "[[garp_group]]\ninterfaces = [\"eth0\"]\ngarp_interval = \"1ms\"\n\
+         [[garp_group]]\ninterfaces = [\"eth0\"]\n\
+         [[vrrp_instance]]\nname = \"A\"\ninterface = \"eth1\"\nvirtual_router_id = 51\nuse_vmac = true\nvirtual_ipaddress = [\"198.18.0.51\"]\n\
+         [[garp_group]]\ninterfaces = [\"vrrp.51\"]\ngarp_interval = \"1ms\"\n",
+    )
+    .join("\n");
+    for want in [
+        "eth0 is already in a garp_group",
+        "a garp_group needs garp_interval or gna_interval",
+        "vrrp.51 is a VRRP instance's VMAC",
+    ] {
+        assert!(e.contains(want), "{want}: {e}");
+    }
 }

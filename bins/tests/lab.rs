@@ -3835,3 +3835,172 @@ fn promote_secondaries_is_set_while_lb_node_runs() {
     assert!(lb1.proc().wait_exit(Duration::from_secs(10)).is_some());
     assert_eq!(read(), "0", "put back at the stop\n{}", lb1.logs());
 }
+
+/// keepalived's `garp_group`: the interfaces of a group share one spacing (the group's
+/// `garp_interval` counts over eth0 and g1 together), and a family the group gives no
+/// interval is not spaced there even with a global one (`vrrp_gna_interval`). The same
+/// file under lb-node and under keepalived, each in a lab of its own with a second
+/// interface (a veth pair), captured on both interfaces from the daemon's start. The
+/// IPv6 `virtual_ipaddress_excluded` of this IPv4 instance are announced too (lb-node sent
+/// their NAs through its ARP socket, and so never, until this test).
+#[test]
+fn garp_group_spaces_like_keepalived() {
+    if !lab_available()
+        || !lb_testkit::tool_available("keepalived")
+        || !lb_testkit::tool_available("tshark")
+    {
+        return;
+    }
+    let lab_lb = Lab::new("lbw", &[("lb1", 11)]).expect("lab");
+    let lab_ka = Lab::new("lbx", &[("ka1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab_lb, "lb1");
+    let ka_conf = lab_ka.dir().join("keepalived.conf");
+    for (lab, host) in [(&lab_lb, "lb1"), (&lab_ka, "ka1")] {
+        // Removed with the host's namespace.
+        for args in [
+            &[
+                "ip", "link", "add", "g1", "type", "veth", "peer", "name", "g1p",
+            ][..],
+            &["ip", "link", "set", "g1", "up"],
+            &["ip", "link", "set", "g1p", "up"],
+        ] {
+            let out = lab.exec(host, args).expect("ip");
+            assert!(out.status.success(), "{args:?}: {out:?}");
+        }
+    }
+    let conf = |admin: Option<&Path>| -> String {
+        let admin = admin
+            .map(|a| format!("    admin_socket {}\n", a.display()))
+            .unwrap_or_default();
+        format!(
+            "global_defs {{\n{admin}    vrrp_gna_interval 0.3\n}}\n\
+             garp_group {{\n    garp_interval 0.15\n    interface eth0\n    interfaces {{\n        g1\n    }}\n}}\n\
+             vrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 94\n    priority 255\n    advert_int 1\n    garp_master_delay 0\n    garp_master_repeat 1\n\
+             virtual_ipaddress {{\n        198.18.0.94/24\n        198.18.0.95/24\n        198.18.9.94/24 dev g1\n        198.18.9.95/24 dev g1\n    }}\n\
+             virtual_ipaddress_excluded {{\n        fd00:18::94/64\n        fd00:18::95/64\n    }}\n}}\n"
+        )
+    };
+    std::fs::write(&lb1.conf, conf(Some(&lb1.socket))).expect("conf");
+    std::fs::write(&ka_conf, conf(None)).expect("conf");
+    // (time, interface, address) of each gratuitous ARP and NA for the VIPs over 5 s.
+    let capture = |lab: &Lab, host: &str, start: &mut dyn FnMut()| -> Vec<(f64, String, String)> {
+        let mut cmd = lab.command(host, "tshark");
+        cmd.args([
+            "-l",
+            "-n",
+            "-i",
+            "eth0",
+            "-i",
+            "g1",
+            "-a",
+            "duration:5",
+            "-f",
+            "arp or icmp6",
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "arp.src.proto_ipv4",
+            "-e",
+            "icmpv6.nd.na.target_address",
+        ]);
+        let mut cap = Proc::spawn(cmd, lab.dir(), &format!("tshark-{host}")).expect("tshark");
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+                cap.stderr().matches("Capturing on").count() > 0
+            })
+            .is_some(),
+            "tshark started: {}",
+            cap.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        start();
+        assert!(
+            cap.wait_exit(Duration::from_secs(15)).is_some(),
+            "tshark ended"
+        );
+        let vips = [
+            "198.18.0.94",
+            "198.18.0.95",
+            "198.18.9.94",
+            "198.18.9.95",
+            "fd00:18::94",
+            "fd00:18::95",
+        ];
+        cap.stdout()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                let addr = f
+                    .get(2..)
+                    .into_iter()
+                    .flatten()
+                    .find(|a| vips.contains(a))?;
+                Some((
+                    f[0].parse().ok()?,
+                    f.get(1)?.to_string(),
+                    (*addr).to_owned(),
+                ))
+            })
+            .collect()
+    };
+    let ours = capture(&lab_lb, "lb1", &mut || lb1.start(&lab_lb));
+    let mut kad = None;
+    let theirs = capture(&lab_ka, "ka1", &mut || {
+        kad = Some(
+            Proc::spawn(
+                lab_ka.keepalived("ka1", &ka_conf, "ka"),
+                lab_ka.dir(),
+                "keepalived",
+            )
+            .expect("spawn keepalived"),
+        );
+    });
+    let logs = format!(
+        "lb-node: {ours:?}\nkeepalived: {theirs:?}\n{}\n{}",
+        lb1.logs(),
+        kad.as_ref().map(|k| k.log_tail(40)).unwrap_or_default()
+    );
+    // The gaps between the ARPs over both interfaces, and the NAs' span.
+    let summary = |msgs: &[(f64, String, String)]| {
+        let arps: Vec<&(f64, String, String)> =
+            msgs.iter().filter(|m| !m.2.contains(':')).collect();
+        let nas: Vec<f64> = msgs
+            .iter()
+            .filter(|m| m.2.contains(':'))
+            .map(|m| m.0)
+            .collect();
+        let on = |i: &str| arps.iter().filter(|m| m.1 == i).count();
+        let gap = arps
+            .windows(2)
+            .map(|w| w[1].0 - w[0].0)
+            .fold(f64::MAX, f64::min);
+        let na_span = nas.iter().copied().fold(f64::MIN, f64::max)
+            - nas.iter().copied().fold(f64::MAX, f64::min);
+        (on("eth0"), on("g1"), nas.len(), gap, na_span)
+    };
+    let (o, k) = (summary(&ours), summary(&theirs));
+    // keepalived: two ARPs on each interface, at least ~0.15 s apart whichever interface;
+    // the NAs at once.
+    assert_eq!(
+        (k.0, k.1, k.2),
+        (2, 2, 2),
+        "keepalived's own behaviour changed\n{logs}"
+    );
+    assert!(
+        k.3 >= 0.1 && k.4 < 0.1,
+        "keepalived's own behaviour changed: {k:?}\n{logs}"
+    );
+    assert_eq!((o.0, o.1, o.2), (k.0, k.1, k.2), "{logs}");
+    assert!(
+        o.3 >= 0.1,
+        "one spacing over both interfaces: {o:?}\n{logs}"
+    );
+    assert!(
+        o.4 < 0.1,
+        "NAs not spaced (the group has no gna_interval): {o:?}\n{logs}"
+    );
+}

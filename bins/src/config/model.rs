@@ -95,7 +95,46 @@ pub struct Config {
     /// deleted at the stop (first), as `static_ipaddress`; the syntax of `virtual_rules`.
     #[serde(default, deserialize_with = "values::rules")]
     pub static_rules: Vec<VirtualRule>,
+    /// keepalived `garp_group`: spacings of gratuitous ARPs / NAs of their own for some
+    /// interfaces, counted over each group's interfaces together, in place of
+    /// `global.vrrp_garp_interval` / `vrrp_gna_interval` there.
+    #[serde(default, rename = "garp_group")]
+    pub garp_groups: Vec<GarpGroup>,
 }
+
+/// keepalived's `garp_group` block: the least time between two gratuitous ARPs, and
+/// between two unsolicited neighbour advertisements, sent out of any of `interfaces`,
+/// whatever VRRP instance sends them (keepalived's aggregation: the group's rate is the
+/// total over its interfaces). An interface is the one an instance names as `interface`
+/// (also with `use_vmac`: a VMAC's messages count against it) or a VIP's `dev`. A family
+/// the group gives no interval (or 0) is not spaced on these interfaces, whatever the
+/// global one: keepalived applies `vrrp_garp_interval` / `vrrp_gna_interval` only to
+/// interfaces without a group. A reload applies a change at once, without restarting any
+/// instance.
+///
+/// ```toml
+/// [[garp_group]]
+/// interfaces = ["eth1", "eth2"]
+/// garp_interval = "5ms"
+/// gna_interval = "5ms"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GarpGroup {
+    /// The interfaces (keepalived's `interface` lines and `interfaces` block together).
+    /// At least one; an interface is in one group at most.
+    pub interfaces: Vec<String>,
+    /// `garp_interval`, to the microsecond (`"250us"`, `0.00025`), at most 2147.483647 s
+    /// (keepalived's range for groups).
+    #[serde(default, with = "values::opt_fine_duration")]
+    pub garp_interval: Option<Duration>,
+    /// `gna_interval`, likewise. A group sets at least one of the two.
+    #[serde(default, with = "values::opt_fine_duration")]
+    pub gna_interval: Option<Duration>,
+}
+
+/// The longest interval of a [`GarpGroup`]: keepalived reads it as at most `INT_MAX` µs.
+pub const MAX_GARP_GROUP_INTERVAL: Duration = Duration::from_micros(2_147_483_647);
 
 /// Node-wide settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -2927,6 +2966,47 @@ impl Config {
             }
         }
 
+        let vmacs: HashSet<String> = self.vmac_names().into_iter().flatten().collect();
+        let mut grouped = HashSet::new();
+        for (i, g) in self.garp_groups.iter().enumerate() {
+            let p = format!("garp_group[{i}]");
+            if g.interfaces.is_empty() {
+                err(
+                    format!("{p}.interfaces"),
+                    "a garp_group needs at least one interface".into(),
+                );
+            }
+            for (j, name) in g.interfaces.iter().enumerate() {
+                let at = format!("{p}.interfaces[{j}]");
+                if name.is_empty() {
+                    err(at, "an empty interface name".into());
+                } else if vmacs.contains(name) {
+                    err(
+                        at,
+                        format!("{name} is a VRRP instance's VMAC: its gratuitous ARPs / NAs count against its base interface, name that one (keepalived: \"Cannot specify garp_delay on a vmac\")"),
+                    );
+                } else if !grouped.insert(name.as_str()) {
+                    err(at, format!("{name} is already in a garp_group"));
+                }
+            }
+            if g.garp_interval.is_none() && g.gna_interval.is_none() {
+                err(
+                    p.clone(),
+                    "a garp_group needs garp_interval or gna_interval".into(),
+                );
+            }
+            for (key, d) in [
+                ("garp_interval", g.garp_interval),
+                ("gna_interval", g.gna_interval),
+            ] {
+                if d.is_some_and(|d| d > MAX_GARP_GROUP_INTERVAL) {
+                    err(
+                        format!("{p}.{key}"),
+                        format!("{key} is out of range 0..=2147.483647 s"),
+                    );
+                }
+            }
+        }
         for (key, d) in [
             ("vrrp_garp_interval", self.global.vrrp_garp_interval),
             ("vrrp_gna_interval", self.global.vrrp_gna_interval),

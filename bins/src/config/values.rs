@@ -217,6 +217,17 @@ pub(crate) mod opt_duration {
     }
 }
 
+/// Optional durations to the microsecond ([`fine_duration`]).
+pub(crate) mod opt_fine_duration {
+    use super::*;
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        d.deserialize_any(DurationVisitor { micros: true })
+            .map(Some)
+    }
+}
+
 /// `lb_algo` names.
 pub(crate) mod algorithm {
     use super::*;

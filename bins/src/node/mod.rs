@@ -766,6 +766,7 @@ impl Node {
             bfd: bfd::BfdRuntime::default(),
             statics_watch: None,
         };
+        vrrp::set_garp_groups(&config);
         // static_ipaddress / static_routes before anything listens or advertises.
         statics::apply(None, &config).await;
         node.statics_watch = statics::watch(&config);
@@ -915,6 +916,7 @@ impl Node {
         // Notify scripts' users are looked up again for the new configuration.
         forget_notify_users();
         fifo::open(&new.global);
+        vrrp::set_garp_groups(&new);
         let d = diff::diff(&self.config, &new);
         // A virtual server that runs a previous version (its replacement failed to start
         // at an earlier reload) is tried again even when the file did not change.
@@ -937,7 +939,9 @@ impl Node {
             && new.static_routes == self.config.static_routes
             && new.static_rules == self.config.static_rules
             && new.global.default_interface == self.config.global.default_interface;
-        if d.is_empty() && all_current && statics_same {
+        // garp_groups were applied above; the configuration kept must show them.
+        if d.is_empty() && all_current && statics_same && new.garp_groups == self.config.garp_groups
+        {
             tracing::info!("reload: nothing changed");
             // A static address, route or rule someone deleted is added again.
             statics::apply(Some(&self.config), &new).await;

@@ -796,6 +796,21 @@ pub(crate) fn same_group(
 static GARP_PACER: std::sync::LazyLock<lb_vrrp::driver::GarpPacer> =
     std::sync::LazyLock::new(lb_vrrp::driver::GarpPacer::new);
 
+/// Gives the node's pacer the configuration's `garp_group`s: at the start, and at each
+/// reload (which changes no instance for them).
+pub(crate) fn set_garp_groups(cfg: &Config) {
+    GARP_PACER.set_groups(
+        cfg.garp_groups
+            .iter()
+            .map(|g| lb_vrrp::driver::GarpGroup {
+                interfaces: g.interfaces.clone(),
+                garp_interval: g.garp_interval,
+                gna_interval: g.gna_interval,
+            })
+            .collect(),
+    );
+}
+
 /// When this node started: `vrrp_startup_delay` counts from it ([`mark_start`]).
 static STARTED: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
 

@@ -2,7 +2,9 @@
 //! `vrrp_garp_interval` / `vrrp_gna_interval` (vrrp_arp.c, vrrp_ndisc.c).
 //!
 //! One lane per base interface and family (keepalived paces per `IF_BASE_IFP`: a VMAC's
-//! messages count against its parent). A message leaves at once when its lane is idle and
+//! messages count against its parent), or per [`GarpGroup`] and family for the interfaces
+//! of a group (keepalived's `garp_group`: its interfaces share one lane and their intervals
+//! are the group's). A message leaves at once when its lane is idle and
 //! the interval since the lane's last message has passed; otherwise it joins the lane's
 //! queue, which one task sends in order, each message its interval after the previous one
 //! actually left. A queued message is dropped when its instance's epoch moves (its VIPs
@@ -24,13 +26,36 @@ use tokio::time::Instant;
 /// Sends one message; called with the pacer's lock held, so it must not block.
 pub(crate) type SendFn = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
 
-/// Shared spacing of gratuitous ARPs / NAs (cheap to clone: clones share the lanes).
-/// Give every [`super::Speaker`] of a process the same one
+/// Shared spacing of gratuitous ARPs / NAs (cheap to clone: clones share the lanes and
+/// the groups). Give every [`super::Speaker`] of a process the same one
 /// ([`super::Speaker::set_garp_pacer`]) to space their messages together, as keepalived
 /// spaces those of all its instances; by default each speaker has its own.
 #[derive(Clone, Default)]
 pub struct GarpPacer {
     lanes: Arc<Mutex<HashMap<LaneKey, Lane>>>,
+    groups: Arc<Mutex<Arc<[GarpGroup]>>>,
+}
+
+/// keepalived's `garp_group` (vrrp_parser.c `garp_group_handler`): intervals of their own
+/// for some interfaces, in place of the instances' [`super::VrrpInstanceConfig::garp_interval`]
+/// and [`super::VrrpInstanceConfig::gna_interval`], counted over all the group's interfaces
+/// together (keepalived's aggregation: one `garp_delay` shared by the interfaces, so the
+/// group's rate is the total over them).
+///
+/// An interface is named as the base interface of an instance (its `interface`, also when
+/// it uses a VMAC) or as a VIP's `dev`; a VMAC's own name never matches (keepalived refuses
+/// a `garp_group` on a VMAC). A family whose interval is `None` or zero is not spaced on
+/// these interfaces, whatever the instances' interval (keepalived applies the global
+/// intervals only to interfaces without a group).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GarpGroup {
+    /// The interfaces' names.
+    pub interfaces: Vec<String>,
+    /// `garp_interval`: the least time between two gratuitous ARPs out of any of the
+    /// interfaces (to the microsecond).
+    pub garp_interval: Option<Duration>,
+    /// `gna_interval`: the same for unsolicited neighbour advertisements.
+    pub gna_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for GarpPacer {
@@ -39,8 +64,15 @@ impl std::fmt::Debug for GarpPacer {
     }
 }
 
-/// (base interface index, IPv6).
-pub(crate) type LaneKey = (u32, bool);
+/// What a lane paces: one base interface (by index) or one [`GarpGroup`] (its position in
+/// [`GarpPacer::set_groups`]' list), with the family (IPv6 or not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum LaneKey {
+    /// A base interface's index.
+    Interface(u32, bool),
+    /// A group's position.
+    Group(usize, bool),
+}
 
 #[derive(Default)]
 struct Lane {
@@ -84,6 +116,42 @@ impl GarpPacer {
     /// A pacer of its own.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Replaces the [`GarpGroup`]s (lb-node: at its start and at each reload). Messages
+    /// already waiting keep their lane and interval; those announced from now on follow
+    /// the new groups. An interface named by two groups belongs to the first.
+    pub fn set_groups(&self, groups: Vec<GarpGroup>) {
+        *self.groups.lock().unwrap_or_else(PoisonError::into_inner) = groups.into();
+    }
+
+    /// The lane and interval of a message out of the base interface `base` (`ifindex`):
+    /// its group's, else `instance`'s interval on the interface's own lane; `None` when
+    /// it leaves at once (no interval, or zero).
+    pub(crate) fn lane_of(
+        &self,
+        base: &str,
+        ifindex: u32,
+        v6: bool,
+        instance: Duration,
+    ) -> Option<(LaneKey, Duration)> {
+        let groups = self
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let (key, interval) = match groups
+            .iter()
+            .position(|g| g.interfaces.iter().any(|i| i == base))
+        {
+            Some(i) => {
+                let g = &groups[i];
+                let d = if v6 { g.gna_interval } else { g.garp_interval };
+                (LaneKey::Group(i, v6), d?)
+            }
+            None => (LaneKey::Interface(ifindex, v6), instance),
+        };
+        (!interval.is_zero()).then_some((key, interval))
     }
 
     /// Moves `epoch` on (its queued messages are dropped) under the pacer's lock, so that
@@ -218,6 +286,46 @@ mod tests {
             .collect()
     }
 
+    /// A group's interfaces share its lane and take its interval for each family (none:
+    /// sent at once, whatever the instance's); another interface keeps its own lane and
+    /// the instance's interval; an interface in two groups belongs to the first.
+    #[test]
+    fn groups_choose_lane_and_interval() {
+        let pacer = GarpPacer::new();
+        let ms = Duration::from_millis;
+        pacer.set_groups(vec![
+            GarpGroup {
+                interfaces: vec!["eth0".into(), "eth1".into()],
+                garp_interval: Some(ms(5)),
+                gna_interval: None,
+            },
+            GarpGroup {
+                interfaces: vec!["eth1".into(), "eth2".into()],
+                garp_interval: Some(ms(7)),
+                gna_interval: Some(Duration::ZERO),
+            },
+        ]);
+        let g0 = Some((LaneKey::Group(0, false), ms(5)));
+        assert_eq!(pacer.lane_of("eth0", 2, false, ms(1)), g0);
+        assert_eq!(pacer.lane_of("eth1", 3, false, ms(1)), g0);
+        assert_eq!(pacer.lane_of("eth0", 2, true, ms(1)), None);
+        assert_eq!(pacer.lane_of("eth2", 4, true, ms(1)), None);
+        assert_eq!(
+            pacer.lane_of("eth2", 4, false, ms(1)),
+            Some((LaneKey::Group(1, false), ms(7)))
+        );
+        assert_eq!(
+            pacer.lane_of("eth9", 9, true, ms(1)),
+            Some((LaneKey::Interface(9, true), ms(1)))
+        );
+        assert_eq!(pacer.lane_of("eth9", 9, false, Duration::ZERO), None);
+        pacer.set_groups(Vec::new());
+        assert_eq!(
+            pacer.lane_of("eth0", 2, false, ms(1)),
+            Some((LaneKey::Interface(2, false), ms(1)))
+        );
+    }
+
     /// Round robin over the addresses, each message 10 ms after the previous one left;
     /// a second burst while the first waits folds into it; an epoch change drops the rest.
     #[tokio::test(start_paused = true)]
@@ -227,12 +335,12 @@ mod tests {
         let epoch = Arc::new(AtomicU64::new(0));
         let t0 = Instant::now();
         pacer.submit(
-            (2, false),
+            LaneKey::Interface(2, false),
             (1..=3).map(|a| msg(&log, a, 2, &epoch)).collect(),
         );
         // Folded: .1 is still queued (second round), .2 asks for 3 repeats.
         tokio::time::sleep(Duration::from_millis(15)).await;
-        pacer.submit((2, false), vec![msg(&log, 2, 3, &epoch)]);
+        pacer.submit(LaneKey::Interface(2, false), vec![msg(&log, 2, 3, &epoch)]);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let got = sent_since(&log, t0);
         // .2 had one send left when the second burst asked for 3: it gets 3 more.
@@ -255,7 +363,7 @@ mod tests {
         log.lock().unwrap().clear();
         let t1 = Instant::now();
         pacer.submit(
-            (2, false),
+            LaneKey::Interface(2, false),
             (1..=3).map(|a| msg(&log, a, 5, &epoch)).collect(),
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -265,7 +373,7 @@ mod tests {
         assert_eq!(got, [(0, 1), (10, 2), (20, 3)]);
         // Idle again: the next message leaves at once.
         let t2 = Instant::now();
-        pacer.submit((2, false), vec![msg(&log, 9, 1, &epoch)]);
+        pacer.submit(LaneKey::Interface(2, false), vec![msg(&log, 9, 1, &epoch)]);
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(
             log.lock().unwrap().last().map(|(t, a)| (*t - t2, *a)),

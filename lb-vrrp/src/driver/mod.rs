@@ -58,7 +58,7 @@ mod garp;
 mod sys;
 mod track;
 
-pub use garp::GarpPacer;
+pub use garp::{GarpGroup, GarpPacer};
 
 pub use track::init_track_files;
 
@@ -183,7 +183,8 @@ pub struct VrrpInstanceConfig {
     /// of the speakers that share a [`GarpPacer`] (see [`Speaker::set_garp_pacer`]; lb-node
     /// shares one among all its speakers), for switches and hypervisors that drop bursts.
     /// A message over that rate waits its turn, and is not sent if its instance has
-    /// removed its VIPs meanwhile. Default 0: every burst at once.
+    /// removed its VIPs meanwhile. Default 0: every burst at once. An interface of a
+    /// [`GarpGroup`] ([`GarpPacer::set_groups`]) takes its group's interval instead.
     pub garp_interval: Duration,
     /// keepalived `unicast_ttl`: the TTL (IPv6 hop limit) of adverts sent to
     /// [`VrrpInstanceConfig::unicast_peer`]s, 1..=255, for peers a few routers away that
@@ -191,7 +192,8 @@ pub struct VrrpInstanceConfig {
     /// §5.1.1.3). Default 255.
     pub unicast_ttl: u8,
     /// keepalived `vrrp_gna_interval`: the same for unsolicited neighbour advertisements
-    /// (IPv6 VIPs), counted apart from the ARPs. Default 0.
+    /// (IPv6 VIPs), counted apart from the ARPs. Default 0. An interface of a
+    /// [`GarpGroup`] takes its group's interval instead.
     pub gna_interval: Duration,
     /// `lower_prio_no_advert`: no advert in answer to a lower-priority one (default
     /// `false`).
@@ -797,7 +799,7 @@ struct Instance {
     src: IpAddr,
     socket: Arc<AsyncFd<Socket>>,
     send_socket: Socket,
-    announce: Option<Arc<Socket>>,
+    announce: Option<Arc<Announcer>>,
     /// Bumped when the VIPs are removed: gratuitous ARPs / NAs still waiting for their
     /// turn ([`VrrpInstanceConfig::garp_interval`]) see it and are not sent.
     announce_epoch: Arc<std::sync::atomic::AtomicU64>,
@@ -1058,7 +1060,7 @@ impl Speaker {
                 tracing::warn!(instance = %cfg.name, interface = %cfg.interface, "no usable {} address on the interface: FAULT until one appears", if v6 { "IPv6 link-local" } else { "IPv4" });
             }
             let (socket, send_socket) = open_vrrp_sockets(&cfg, &sock_if, sock_ifindex, src)?;
-            let announce = match open_announce_socket(&vip_if, ifindex, v6) {
+            let announce = match open_announce_socket(&cfg, &vip_if, ifindex) {
                 Ok(s) => Some(Arc::new(s)),
                 Err(e) => {
                     tracing::warn!(instance = %cfg.name, error = %e, "cannot open GARP/NA socket");
@@ -1555,14 +1557,13 @@ impl Speaker {
                 return;
             }
         };
-        let v6 = inst.cfg.is_v6();
         let opened = open_vrrp_sockets(&inst.cfg, &inst.sock_if, sock_ifindex, inst.src)
             .and_then(|(rx, tx)| Ok((sys::async_socket(rx)?, tx)))
             .and_then(|(rx, tx)| {
                 Ok((
                     rx,
                     tx,
-                    open_announce_socket(&inst.vip_if, inst.ifindex, v6)?,
+                    open_announce_socket(&inst.cfg, &inst.vip_if, inst.ifindex)?,
                 ))
             });
         match opened {
@@ -1926,14 +1927,20 @@ impl Speaker {
     }
 }
 
+/// What one announcement says and where: (VIP, interface index, the MAC address announced,
+/// the NA's Router flag).
+type Target = (IpAddr, u32, [u8; 6], bool);
+
 /// One gratuitous ARP (IPv4) or unsolicited NA (IPv6) for `addr` out of `ifindex`.
-fn send_announcement(
-    sock: &Socket,
-    (addr, ifindex, mac, router): (IpAddr, u32, [u8; 6], bool),
-) -> io::Result<()> {
+fn send_announcement(sockets: &Announcer, (addr, ifindex, mac, router): Target) -> io::Result<()> {
+    let no_socket = || io::Error::other(format!("no socket to announce {addr} with"));
     match addr {
-        IpAddr::V4(a) => sys::send_packet(sock, ifindex, 0x0806, &vip::garp_frame(mac, a)),
+        IpAddr::V4(a) => {
+            let sock = sockets.arp.as_ref().ok_or_else(no_socket)?;
+            sys::send_packet(sock, ifindex, 0x0806, &vip::garp_frame(mac, a))
+        }
         IpAddr::V6(a) => {
+            let sock = sockets.na.as_ref().ok_or_else(no_socket)?;
             let to = SocketAddrV6::new(
                 std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
                 0,
@@ -1969,7 +1976,14 @@ fn announce(
     // there) is skipped.
     // An IPv6 VIP's neighbour advertisement carries the Router flag when its interface
     // forwards IPv6 (keepalived; see vip::unsolicited_na).
-    let targets: Vec<(IpAddr, u32, [u8; 6], bool)> = inst
+    // Each with the base interface it is paced on: the VIP's `dev`, or the instance's
+    // `interface` (keepalived paces per base interface: a VMAC's messages count against
+    // its parent).
+    let base = match &inst.vmac {
+        Some(_) => VipManager::ifindex(&inst.cfg.interface).unwrap_or(inst.ifindex),
+        None => inst.ifindex,
+    };
+    let targets: Vec<(Target, &str, u32)> = inst
         .cfg
         .all_vips()
         .filter(|v| which(v.addr))
@@ -1977,42 +1991,55 @@ fn announce(
             let router = |ifname: &str| v.addr.is_ipv6() && vip::ipv6_forwarding(ifname);
             match &v.dev {
                 Some(d) => match (VipManager::ifindex(d), vip::mac_address(d)) {
-                    (Ok(ifindex), Ok(dev_mac)) => Some((v.addr, ifindex, dev_mac, router(d))),
+                    // A `dev` that is the instance's own (VMAC) interface counts
+                    // against the base interface too.
+                    (Ok(ifindex), Ok(dev_mac)) if ifindex == inst.ifindex => Some((
+                        (v.addr, ifindex, dev_mac, router(d)),
+                        inst.cfg.interface.as_str(),
+                        base,
+                    )),
+                    (Ok(ifindex), Ok(dev_mac)) => {
+                        Some(((v.addr, ifindex, dev_mac, router(d)), d.as_str(), ifindex))
+                    }
                     _ => {
                         tracing::debug!(vip = %v.addr, dev = %d, "not announced: no such interface or no MAC address");
                         None
                     }
                 },
-                None => Some((v.addr, inst.ifindex, mac, router(&inst.vip_if))),
+                None => Some((
+                    (v.addr, inst.ifindex, mac, router(&inst.vip_if)),
+                    inst.cfg.interface.as_str(),
+                    base,
+                )),
             }
         })
         .collect();
-    // A family with an interval goes through the pacer; one without leaves at once.
-    let interval_of = |a: IpAddr| {
-        if a.is_ipv6() {
+    // A message with an interval (its group's, else the instance's for its family) goes
+    // through the pacer; one without leaves at once.
+    let mut now = Vec::new();
+    let mut paced = Vec::new();
+    for (t, base_name, base_index) in targets {
+        let instance = if t.0.is_ipv6() {
             inst.cfg.gna_interval
         } else {
             inst.cfg.garp_interval
-        }
-    };
-    let (paced, now): (Vec<_>, Vec<_>) = targets.iter().partition(|t| !interval_of(t.0).is_zero());
-    if !paced.is_empty() && repeat > 0 {
-        // keepalived paces per base interface: a VMAC's messages count against its parent.
-        let base = match &inst.vmac {
-            Some(_) => VipManager::ifindex(&inst.cfg.interface).unwrap_or(inst.ifindex),
-            None => inst.ifindex,
         };
+        match pacer.lane_of(base_name, base_index, t.0.is_ipv6(), instance) {
+            Some((key, interval)) => paced.push((t, key, interval)),
+            None => now.push(t),
+        }
+    }
+    if !paced.is_empty() && repeat > 0 {
         let at_epoch = inst.announce_epoch.load(Ordering::Relaxed);
         let name: Arc<str> = inst.cfg.name.as_str().into();
         let mut lanes: Vec<(garp::LaneKey, Vec<garp::Queued>)> = Vec::new();
-        for &t in paced {
-            let key = (if t.1 == inst.ifindex { base } else { t.1 }, t.0.is_ipv6());
+        for (t, key, interval) in paced {
             let sock = sock.clone();
             let q = garp::Queued {
                 addr: t.0,
                 ifindex: t.1,
                 send: Arc::new(move || send_announcement(&sock, t)),
-                interval: interval_of(t.0),
+                interval,
                 left: repeat,
                 epoch: inst.announce_epoch.clone(),
                 at_epoch,
@@ -2030,7 +2057,7 @@ fn announce(
     let mut first_err = None;
     for _ in 0..repeat {
         for &t in &now {
-            if let Err(e) = send_announcement(sock, *t) {
+            if let Err(e) = send_announcement(sock, t) {
                 first_err.get_or_insert(e);
             }
         }
@@ -2150,7 +2177,47 @@ fn open_send_socket(
 }
 
 /// The gratuitous ARP / unsolicited NA socket of the VIP interface `ifname`.
-fn open_announce_socket(ifname: &str, ifindex: u32, v6: bool) -> io::Result<Socket> {
+/// The sockets an instance announces its VIPs with: an `AF_PACKET` one for gratuitous
+/// ARPs, a raw ICMPv6 one for unsolicited NAs. The instance's own family always has one;
+/// the other only when VIPs of that family are configured (keepalived allows IPv6
+/// `virtual_ipaddress_excluded` in an IPv4 instance, and the reverse).
+struct Announcer {
+    arp: Option<Socket>,
+    na: Option<Socket>,
+}
+
+/// Opens the [`Announcer`] of `cfg` on `ifname`: an error when its own family's socket
+/// cannot be opened; the other family's failure is logged, and its VIPs go unannounced.
+fn open_announce_socket(
+    cfg: &VrrpInstanceConfig,
+    ifname: &str,
+    ifindex: u32,
+) -> io::Result<Announcer> {
+    let v6 = cfg.is_v6();
+    let own = open_family_announce_socket(ifname, ifindex, v6)?;
+    let other = if cfg.all_vips().any(|v| v.addr.is_ipv6() != v6) {
+        open_family_announce_socket(ifname, ifindex, !v6)
+            .inspect_err(|e| {
+                tracing::warn!(instance = %cfg.name, error = %e, "cannot open the socket to announce the VIPs of the other family");
+            })
+            .ok()
+    } else {
+        None
+    };
+    Ok(if v6 {
+        Announcer {
+            arp: other,
+            na: Some(own),
+        }
+    } else {
+        Announcer {
+            arp: Some(own),
+            na: other,
+        }
+    })
+}
+
+fn open_family_announce_socket(ifname: &str, ifindex: u32, v6: bool) -> io::Result<Socket> {
     if v6 {
         let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
         s.set_multicast_hops_v6(255)?;

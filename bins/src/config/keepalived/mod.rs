@@ -37,9 +37,10 @@ use lb_core::{Algorithm, Granularity};
 use lb_health::probe::{parse_hex, DnsName, HexPattern, QueryType};
 use lb_health::StatusSet;
 
+use super::model::MAX_GARP_GROUP_INTERVAL;
 use super::model::{
     AuthType, Authentication, BackendConfig, BfdCheck, BfdInstance, CheckKind, Config, DnsCheck,
-    FileCheck, HealthCheck, HttpCheck, InitialState, LogLevel, MiscCheck, NotifyDeleted,
+    FileCheck, GarpGroup, HealthCheck, HttpCheck, InitialState, LogLevel, MiscCheck, NotifyDeleted,
     NotifyFifo, NotifyScript, ParamMatch, Protocol, SmtpCheck, SyncGroup, TrackBfdRef,
     TrackFileRef, TrackInterface, TrackProcessRef, TrackScript, TrackService, UdpCheck, UrlCheck,
     VirtualIp, VirtualServer, VrrpInstance, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
@@ -909,11 +910,7 @@ impl Conv {
                     "the configuration",
                     "SSL_GET checks present no client certificate and do not verify the server's (as keepalived without a `ca`)",
                 ),
-                "garp_group" => self.ignored_unlike_keepalived(
-                    s,
-                    "the configuration",
-                    "global_defs' vrrp_garp_interval / vrrp_gna_interval apply to every interface",
-                ),
+                "garp_group" => self.garp_group(s),
                 kw @ ("net_namespace" | "net_namespace_ipvs" | "namespace_with_ipsets") => {
                     self.d.error(
                         &s.keyword.location,
@@ -1827,6 +1824,128 @@ impl Conv {
             self.o.poison(format!("{p}.file"));
         }
         self.cfg.track_files.push(t);
+    }
+
+    /// `garp_group { garp_interval S  gna_interval S  interface IF  interfaces { IF … } }`
+    /// (keepalived vrrp_parser.c `garp_group_*_handler`). As keepalived: an interface
+    /// already in a group stays in that one (warned, ignored here); a group without either
+    /// interval is removed (warned); the intervals are decimal seconds to the microsecond,
+    /// 0 to 2147.483647 (an invalid one is an error here, where keepalived ignores it).
+    fn garp_group(&mut self, s: &Stmt) {
+        let i = self.cfg.garp_groups.len();
+        let p = format!("garp_group[{i}]");
+        self.record(&p, &s.keyword.location);
+        let b = self.block(s);
+        // `interface` may be given more than once (each line adds one).
+        let single: Vec<Stmt> = b
+            .iter()
+            .filter(|st| st.keyword.text != "interface")
+            .cloned()
+            .collect();
+        self.warn_repeats(&single);
+        let mut g = GarpGroup {
+            interfaces: Vec::new(),
+            garp_interval: None,
+            gna_interval: None,
+        };
+        for st in b {
+            let kw = st.keyword.text.as_str();
+            let fp = format!("{p}.{kw}");
+            match kw {
+                "garp_interval" | "gna_interval" => {
+                    self.no_block(st);
+                    let d = self.get(st, &fp, |v| {
+                        let d = parse_fine_duration(v).map_err(|_| {
+                            format!("garp_group {kw} {v:?} is not a number of seconds")
+                        })?;
+                        if d > MAX_GARP_GROUP_INTERVAL {
+                            return Err(format!(
+                                "garp_group {kw} {v} is out of range 0..=2147.483647 s"
+                            ));
+                        }
+                        Ok(d)
+                    });
+                    if d.is_some() {
+                        if kw == "garp_interval" {
+                            g.garp_interval = d;
+                        } else {
+                            g.gna_interval = d;
+                        }
+                    }
+                }
+                "interface" => {
+                    self.no_block(st);
+                    if st.args.is_empty() {
+                        self.d
+                            .error(&st.keyword.location, "`interface` needs an interface name");
+                    }
+                    for (j, t) in st.args.iter().enumerate() {
+                        if j > 0 {
+                            self.d.warn(
+                                &t.location,
+                                format!("extra argument {:?} ignored: one interface per `interface` line, or an `interfaces {{ … }}` block", t.text),
+                            );
+                            break;
+                        }
+                        self.garp_group_interface(&mut g, &p, t);
+                    }
+                }
+                "interfaces" => {
+                    let names = self.block(st);
+                    if names.is_empty() && st.block.is_some() {
+                        self.d
+                            .warn(&st.keyword.location, "empty garp_group interfaces block");
+                    }
+                    for m in names {
+                        for t in std::iter::once(&m.keyword).chain(&m.args) {
+                            self.garp_group_interface(&mut g, &p, t);
+                        }
+                    }
+                }
+                _ => self.unknown(st, "garp_group"),
+            }
+        }
+        if g.garp_interval.is_none() && g.gna_interval.is_none() {
+            self.d.warn(
+                &s.keyword.location,
+                "garp_group without garp_interval or gna_interval: removed, as keepalived removes it",
+            );
+            return;
+        }
+        if g.interfaces.is_empty() {
+            self.d.warn(
+                &s.keyword.location,
+                "garp_group names no interface: it spaces nothing, removed",
+            );
+            return;
+        }
+        self.cfg.garp_groups.push(g);
+    }
+
+    /// One interface of the `garp_group` being read (`g`, at `p`): added unless a group
+    /// already has it (keepalived: "garp_group already specified for IF - ignoring").
+    fn garp_group_interface(&mut self, g: &mut GarpGroup, p: &str, t: &Token) {
+        let taken = self
+            .cfg
+            .garp_groups
+            .iter()
+            .chain(std::iter::once(&*g))
+            .any(|o| o.interfaces.contains(&t.text));
+        if taken {
+            self.d.warn(
+                &t.location,
+                format!(
+                    "garp_group already given for {}: this one is ignored, as keepalived ignores it",
+                    t.text
+                ),
+            );
+            return;
+        }
+        self.record(
+            &format!("{p}.interfaces[{}]", g.interfaces.len()),
+            &t.location,
+        );
+        g.interfaces.push(t.text.clone());
     }
 
     /// `bfd_instance NAME { … }` (keepalived bfd_parser.c). Intervals are milliseconds
