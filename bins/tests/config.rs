@@ -4427,3 +4427,24 @@ fn garp_group_is_read() {
         assert!(e.contains(want), "{want}: {e}");
     }
 }
+
+/// keepalived's `misc_timeout 0`: no timeout of its own, the virtual server's `delay_loop`
+/// (check_misc.c), in both formats — not a run killed at once.
+#[test]
+fn misc_timeout_zero_is_the_delay_loop() {
+    let (k, _) = keepalived_ok(
+        "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    delay_loop 60\n    real_server 198.18.0.151 82 {\n        MISC_CHECK {\n            misc_path /bin/true\n            misc_timeout 0\n        }\n    }\n}\n",
+    );
+    let t = load_toml(
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\ndelay_loop = 60\n\
+         [[virtual_server.backend]]\naddress = \"198.18.0.151:82\"\n\
+         [[virtual_server.backend.check]]\ntype = \"misc\"\nmisc_path = \"/bin/true\"\nmisc_timeout = 0\n",
+    );
+    for cfg in [&k, &t] {
+        let vs = &cfg.virtual_servers[0];
+        assert_eq!(
+            vs.backends[0].checks[0].timeout(vs),
+            Duration::from_secs(60)
+        );
+    }
+}

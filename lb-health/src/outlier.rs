@@ -54,9 +54,11 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum FailureClass {
     /// 502, 503 and 504 (Envoy `consecutive_gateway_failure`).
-    #[default]
     Gateway,
-    /// Every 5xx (Envoy `consecutive_5xx`).
+    /// Every 5xx (Envoy `consecutive_5xx`), the default: Envoy enforces
+    /// `consecutive_5xx` by default (`enforcing_consecutive_5xx` 100 %) and only detects
+    /// gateway failures (`enforcing_consecutive_gateway_failure` 0 %).
+    #[default]
     Any5xx,
 }
 
@@ -102,7 +104,7 @@ impl Default for OutlierConfig {
     fn default() -> Self {
         Self {
             consecutive_failures: 5,
-            failure_class: FailureClass::Gateway,
+            failure_class: FailureClass::Any5xx,
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 10,
@@ -113,7 +115,8 @@ impl Default for OutlierConfig {
 impl OutlierConfig {
     /// A builder with Envoy's defaults:
     ///
-    /// - `consecutive_failures 5` (Envoy `consecutive_gateway_failure`), gateway errors only;
+    /// - `consecutive_failures 5`, every 5xx counting (Envoy `consecutive_5xx`, the one
+    ///   Envoy enforces by default);
     /// - `base_ejection_time 30s`, `max_ejection_time 300s`;
     /// - `max_ejection_percent 10`.
     pub fn builder() -> OutlierConfigBuilder {
@@ -149,6 +152,14 @@ impl OutlierConfig {
 
     /// `Some(true)` for a failure, `Some(false)` for a success that ends a run of
     /// failures, `None` for an outcome that does neither ([`ConnectionOutcome::Connected`]).
+    /// The most a backend's ejection count grows to: Envoy's `ejectHost` increments it
+    /// only while `count × base_ejection_time < max_ejection_time + base_ejection_time`.
+    fn max_backoff(&self) -> u32 {
+        let base = self.base_ejection_time.as_nanos().max(1);
+        let limit = (self.max_ejection_time.as_nanos() + base).div_ceil(base);
+        u32::try_from(limit).unwrap_or(u32::MAX)
+    }
+
     fn is_failure(&self, outcome: ConnectionOutcome) -> Option<bool> {
         match outcome {
             ConnectionOutcome::Connected => None,
@@ -391,7 +402,7 @@ impl OutlierDetector {
             .get_mut(&backend)
             .ok_or(Error::UnknownBackend(backend))?;
         let was_ejected = host.ejected_until.is_some();
-        host.ejections = state.ejections;
+        host.ejections = state.ejections.min(self.config.max_backoff());
         host.unejected_at = state.unejected_at;
         host.consecutive = 0;
         host.ejected_until = None;
@@ -416,7 +427,7 @@ impl OutlierDetector {
                     self.events.push_back(OutlierEvent::Ejected {
                         backend,
                         until,
-                        ejections: state.ejections,
+                        ejections: host.ejections,
                     });
                 }
             }
@@ -464,8 +475,11 @@ impl OutlierDetector {
         if host.consecutive < config.consecutive_failures {
             return;
         }
-        // Ceiling: (ejected + 1) / total must not exceed the percentage.
+        // Ceiling: (ejected + 1) / total must not exceed the percentage. The run ends
+        // either way, as Envoy's (it resets the counter whether or not it ejected): the
+        // backend needs a whole new run once there is room.
         if (ejected + 1) * 100 > total * usize::from(config.max_ejection_percent) {
+            host.consecutive = 0;
             return;
         }
         let base = config.base_ejection_time;
@@ -474,7 +488,10 @@ impl OutlierDetector {
             let decay = (healthy.as_nanos() / base.as_nanos()).min(u128::from(u32::MAX)) as u32;
             host.ejections = host.ejections.saturating_sub(decay);
         }
-        host.ejections = host.ejections.saturating_add(1);
+        // Envoy's backoff stops growing once the ejection time passes the longest one
+        // (`ejectHost`): a backend that flapped many times is not held to long ejections
+        // for longer than that cap implies.
+        host.ejections = host.ejections.saturating_add(1).min(config.max_backoff());
         let time = base
             .saturating_mul(host.ejections)
             .min(config.max_ejection_time);
@@ -728,14 +745,74 @@ mod tests {
         }
     }
 
+    /// The default class is Envoy's enforced one, every 5xx: five 500s eject. The gateway
+    /// class ignores them.
     #[test]
-    fn gateway_class_ignores_plain_500() {
+    fn default_class_counts_500_and_gateway_class_ignores_it() {
         let t = now();
-        let mut d = detector(2, 100);
+        // 10 backends: the default 10 % ceiling lets one go.
+        let mut d = OutlierDetector::new(OutlierConfig::default(), (0..10).map(BackendId));
+        for _ in 0..5 {
+            d.handle_outcome(t, BackendId(0), ConnectionOutcome::HttpStatus(500));
+        }
+        assert!(d.is_ejected(BackendId(0)));
+        let c = OutlierConfig::builder()
+            .consecutive_failures(3)
+            .failure_class(FailureClass::Gateway)
+            .max_ejection_percent(100)
+            .build()
+            .unwrap();
+        let mut d = OutlierDetector::new(c, (0..2).map(BackendId));
         for _ in 0..10 {
             d.handle_outcome(t, BackendId(0), ConnectionOutcome::HttpStatus(500));
         }
         assert!(!d.is_ejected(BackendId(0)));
+        fail(&mut d, t, 0, 3);
+        assert!(d.is_ejected(BackendId(0)));
+    }
+
+    /// An ejection the ceiling refuses ends the run, as Envoy's: once there is room, the
+    /// backend needs `consecutive_failures` new failures, not one.
+    #[test]
+    fn a_refused_ejection_ends_the_run() {
+        let t = now();
+        let mut d = detector(4, 25);
+        fail(&mut d, t, 0, 3);
+        assert!(d.is_ejected(BackendId(0)));
+        fail(&mut d, t, 1, 3);
+        assert!(!d.is_ejected(BackendId(1)), "25 % of 4: one at a time");
+        d.handle_timeout(t + Duration::from_secs(10));
+        assert!(!d.is_ejected(BackendId(0)));
+        fail(&mut d, t + Duration::from_secs(10), 1, 1);
+        assert!(!d.is_ejected(BackendId(1)), "one failure after the refusal");
+        fail(&mut d, t + Duration::from_secs(10), 1, 2);
+        assert!(d.is_ejected(BackendId(1)), "a whole new run");
+    }
+
+    /// Envoy's backoff stops growing at the cap (`ejectHost`): after 50 ejections, 100 s
+    /// of health bring the next one back to the base time (base 10 s, max 25 s: the count
+    /// stops at 4, and decays by 10 in 100 s).
+    #[test]
+    fn backoff_stops_growing_at_the_cap() {
+        let mut t = now();
+        let mut d = detector(2, 100);
+        for _ in 0..50 {
+            fail(&mut d, t, 0, 3);
+            t += Duration::from_secs(25);
+            d.handle_timeout(t);
+            while d.poll_event().is_some() {}
+        }
+        t += Duration::from_secs(100);
+        fail(&mut d, t, 0, 3);
+        match d.poll_event() {
+            Some(OutlierEvent::Ejected {
+                until, ejections, ..
+            }) => {
+                assert_eq!(ejections, 1);
+                assert_eq!(until - t, Duration::from_secs(10));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

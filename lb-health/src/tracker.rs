@@ -222,6 +222,9 @@ pub struct HealthTracker {
     /// The weight last reported in a transition.
     reported_weight: Option<Weight>,
     phase: Phase,
+    /// [`HealthTracker::handle_timeout`] failed the running probe, and no probe started
+    /// since: that probe's own late result is ignored, not counted a second time.
+    timed_out: bool,
     /// Completed checks, the jitter's sequence number.
     checks: u64,
 }
@@ -258,6 +261,7 @@ impl HealthTracker {
             failures,
             attempt: 0,
             fresh,
+            timed_out: false,
             weight: None,
             reported_weight: None,
             phase: Phase::Idle { due: first },
@@ -318,6 +322,7 @@ impl HealthTracker {
     pub fn poll_probe(&mut self, now: Instant) -> Option<ProbeRequest> {
         match self.phase {
             Phase::Idle { due } if now >= due => {
+                self.timed_out = false;
                 self.phase = Phase::InFlight {
                     started: now,
                     deadline: later(now, self.config.timeout()),
@@ -333,10 +338,14 @@ impl HealthTracker {
 
     /// Fails the running probe if its deadline has passed (as
     /// [`ProbeOutcome::timed_out`]). Idempotent: a spurious or early call does nothing.
+    /// The probe's own result, should it still arrive before the next
+    /// [`poll_probe`](Self::poll_probe), is then ignored (HAProxy reports a check once).
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Transition> {
         match self.phase {
             Phase::InFlight { deadline, .. } if now >= deadline => {
-                self.handle_result(now, ProbeOutcome::timed_out(self.config.timeout()))
+                let t = self.handle_result(now, ProbeOutcome::timed_out(self.config.timeout()));
+                self.timed_out = true;
+                t
             }
             _ => None,
         }
@@ -356,8 +365,13 @@ impl HealthTracker {
     /// backend that dies is down within `interval + (fall − 1) × fastinter + timeout`
     /// (`fall × interval + timeout` when `fastinter` is unset). Outcomes are accepted even
     /// without a preceding [`poll_probe`](Self::poll_probe), so callers may drive probes on
-    /// their own schedule.
+    /// their own schedule; but the first one after [`handle_timeout`](Self::handle_timeout)
+    /// failed a probe, before the next `poll_probe`, is that probe's late result and is
+    /// ignored (returns `None`).
     pub fn handle_result(&mut self, now: Instant, outcome: ProbeOutcome) -> Option<Transition> {
+        if std::mem::take(&mut self.timed_out) {
+            return None;
+        }
         if !outcome.is_up()
             && self.health == Health::Up
             && !self.fresh
@@ -551,6 +565,37 @@ mod tests {
         assert_eq!(tr.new, Health::Down);
         assert!(tr.reason.contains("timed out"));
         assert!(t.handle_timeout(now + Duration::from_secs(1)).is_none());
+    }
+
+    /// A probe failed by its timeout counts once: its late result is ignored (with `fall
+    /// 2` one hung probe does not take the backend down), and the next probe counts again.
+    #[test]
+    fn a_timed_out_probes_late_result_is_ignored() {
+        let now = t0();
+        let s = Duration::from_secs;
+        let c = HealthCheckConfig::builder()
+            .fall(2)
+            .start(StartState::Established)
+            .timeout(s(1))
+            .build()
+            .unwrap();
+        let mut t = HealthTracker::new(BackendId(1), c, now);
+        let _ = t.poll_probe(now).unwrap();
+        assert!(t.handle_timeout(now + s(1)).is_none(), "first failure");
+        let late = t.handle_result(
+            now + Duration::from_millis(1500),
+            ProbeOutcome::down("connection refused", Duration::from_millis(1500)),
+        );
+        assert!(late.is_none(), "the same probe, not a second failure");
+        assert_eq!(t.health(), Health::Up);
+        let due = t.poll_timeout().unwrap();
+        let _ = t.poll_probe(due).unwrap();
+        let tr = t.handle_result(due, ProbeOutcome::down("connection refused", s(0)));
+        assert_eq!(
+            tr.map(|tr| tr.new),
+            Some(Health::Down),
+            "the second probe counts"
+        );
     }
 
     #[test]

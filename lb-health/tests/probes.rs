@@ -785,6 +785,18 @@ async fn read_pid(path: &std::path::Path) -> i32 {
     panic!("script did not write its pid to {}", path.display());
 }
 
+/// keepalived's `misc_timeout 0` is no timeout of its own (the check's applies), not an
+/// instant timeout that fails every run.
+#[tokio::test]
+async fn exec_misc_timeout_zero_is_the_checks_timeout() {
+    let probe = ExecProbe::shell("exit 0").misc_timeout(Duration::ZERO);
+    assert_eq!(probe.timeout(), None);
+    let out = probe
+        .probe("127.0.0.1:1".parse().unwrap(), Duration::from_secs(5))
+        .await;
+    assert!(out.is_up(), "{}", out.reason);
+}
+
 #[tokio::test]
 async fn exec_hung_script_is_killed_with_its_group_and_reaped() {
     let pidfile = std::env::temp_dir().join(format!("lb-health-hang-{}", std::process::id()));

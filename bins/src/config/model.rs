@@ -1381,8 +1381,9 @@ pub struct OutlierDetection {
     /// Failures in a row that eject a backend (Envoy `consecutive_gateway_failure` /
     /// `consecutive_5xx`), at least 1.
     pub consecutive_failures: u32,
-    /// Which HTTP responses count as failures: `gateway` (502, 503, 504; Envoy
-    /// `consecutive_gateway_failure`) or `5xx` (any 5xx; Envoy `consecutive_5xx`).
+    /// Which HTTP responses count as failures: `5xx` (any 5xx; Envoy `consecutive_5xx`,
+    /// the one Envoy enforces by default; the default) or `gateway` (502, 503, 504; Envoy
+    /// `consecutive_gateway_failure`).
     pub http_failures: HttpFailures,
     /// Length of a first ejection; the n-th ejection of a backend lasts n times as long.
     #[serde(with = "values::duration")]
@@ -1404,7 +1405,7 @@ impl Default for OutlierDetection {
         Self {
             enabled: true,
             consecutive_failures: 5,
-            http_failures: HttpFailures::Gateway,
+            http_failures: HttpFailures::Any5xx,
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 50,
@@ -1417,10 +1418,10 @@ impl Default for OutlierDetection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum HttpFailures {
     /// 502, 503 and 504.
-    #[default]
     #[serde(rename = "gateway")]
     Gateway,
-    /// Every 5xx.
+    /// Every 5xx (the default).
+    #[default]
     #[serde(rename = "5xx")]
     Any5xx,
 }
@@ -1900,7 +1901,10 @@ impl HealthCheck {
     /// : checker->vs->delay_loop`); for the others `connect_timeout`.
     pub fn timeout(&self, vs: &VirtualServer) -> Duration {
         match &self.kind {
-            CheckKind::Misc(m) => m.misc_timeout.unwrap_or(vs.delay_loop),
+            CheckKind::Misc(m) => m
+                .misc_timeout
+                .filter(|t| !t.is_zero())
+                .unwrap_or(vs.delay_loop),
             _ => self.connect_timeout,
         }
     }
@@ -2143,8 +2147,8 @@ pub struct MiscCheck {
     /// (blanks separate words; `'…'` and `"…"` quote, backslash escapes; no shell, see
     /// `lb_health::probe::split_command_line`).
     pub misc_path: String,
-    /// Kill it after this long (default: the virtual server's `delay_loop`, as keepalived;
-    /// see [`HealthCheck::timeout`]).
+    /// Kill it after this long (default, and with 0: the virtual server's `delay_loop`, as
+    /// keepalived; see [`HealthCheck::timeout`]).
     pub misc_timeout: Option<Duration>,
     /// Exit status 2..=255 sets the weight to status - 2 (keepalived `misc_dynamic`).
     pub misc_dynamic: bool,

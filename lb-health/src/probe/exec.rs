@@ -100,10 +100,12 @@ impl ExecProbe {
         self
     }
 
-    /// keepalived `misc_timeout`: the program's own timeout, replacing the check's.
+    /// keepalived `misc_timeout`: the program's own timeout, replacing the check's. Zero
+    /// means none of its own, as keepalived's (`misc_check_thread` runs the program with
+    /// the virtual server's `delay_loop` then): the check's timeout applies.
     #[must_use]
     pub fn misc_timeout(mut self, timeout: Duration) -> Self {
-        self.misc_timeout = Some(timeout);
+        self.misc_timeout = (!timeout.is_zero()).then_some(timeout);
         self
     }
 

@@ -3479,7 +3479,8 @@ impl Conv {
                 }
                 "misc_path" if kw0 == "MISC_CHECK" => misc_path = self.command(st, &fp),
                 "misc_timeout" if kw0 == "MISC_CHECK" => {
-                    misc_timeout = self.get(st, &fp, duration(kw));
+                    // 0: none of its own, the delay_loop (keepalived's misc_check_thread).
+                    misc_timeout = self.get(st, &fp, duration(kw)).filter(|t| !t.is_zero());
                 }
                 "misc_dynamic" if kw0 == "MISC_CHECK" => misc_dynamic = self.flag(st, &fp),
                 "payload" if kw0 == "UDP_CHECK" => {
