@@ -79,7 +79,9 @@ pub struct PoolConfig {
     /// keepalived `persistence_granularity`: the client prefix that persistence and the
     /// hash schedulers key on (default /32 and /128).
     pub persistence_granularity: Granularity,
-    /// The most persistence entries kept (default 65 536); beyond it the oldest are evicted.
+    /// The most persistence entries kept (default 65 536); beyond it an expired entry, else
+    /// the least recently used one goes (CLOCK's approximation, see
+    /// [`PersistenceTable::new`](crate::persistence::PersistenceTable::new)).
     pub persistence_max_entries: usize,
     /// HAProxy `slowstart`: a backend that comes back up ramps its effective weight from 1
     /// to its weight over this window (default `None`: full weight at once). Coming up is
@@ -95,6 +97,12 @@ pub struct PoolConfig {
     /// not (nothing to ramp), nor to the hash algorithms `sh`, `dh`, `mh` and `ring_hash`:
     /// their tables are built from configured weights, since every step of a ramp would
     /// rebuild them and move clients between the other backends too.
+    ///
+    /// The ramp moves in whole units of weight: a backend of weight `w` passes through at
+    /// most `w` levels, so one of weight 1 (keepalived's default) is at full weight at once
+    /// and one of weight 2 jumps to full at half the window. HAProxy ramps in sixteenths of
+    /// a weight (its weights are scaled by `BE_WEIGHT_SCALE`, 16); for a comparable ramp,
+    /// give the backends weights of 16 or more (only their ratios matter).
     pub slow_start: Option<Duration>,
     /// Envoy `healthy_panic_threshold`, percent 0..=100: when fewer than this share of the
     /// non-maintenance primaries is healthy, the pool panics as [`PoolConfig::panic_mode`] says.
@@ -1374,6 +1382,101 @@ mod tests {
             .unwrap()
             .effective_weight()
             .get()
+    }
+
+    /// A rebuild keeps the schedulers' place: `rr` with a backup flapping between picks
+    /// still serves the others in turn (it restarted at the first backend after every
+    /// rebuild), and the random algorithms go on with their stream instead of replaying
+    /// it from the seed.
+    #[test]
+    fn rebuilds_keep_the_schedulers_place() {
+        let now = t0();
+        for name in ["rr", "wrr", "swrr", "random", "p2c", "peak_ewma"] {
+            let p = Pool::new(
+                name.parse::<Algorithm>().unwrap(),
+                set(4),
+                PoolConfig::default(),
+            )
+            .unwrap();
+            let mut counts = [0u32; 5];
+            for i in 0..400 {
+                let h = if i % 2 == 0 { Health::Down } else { Health::Up };
+                p.set_health(BackendId(4), h, now).unwrap();
+                let b = p
+                    .select(now, &SelectContext::default(), &mut |_| true)
+                    .unwrap();
+                counts[b.id().0 as usize] += 1;
+            }
+            for id in 1..=3 {
+                assert!(
+                    counts[id] >= 80,
+                    "{name}: backend {id} served in turn: {counts:?}"
+                );
+            }
+        }
+    }
+
+    /// `with_seed` gives a random pool a stream of its own; names parse with the default.
+    #[test]
+    fn with_seed_sets_the_random_stream() {
+        let now = t0();
+        let picks = |a: Algorithm| {
+            let p = Pool::new(a, set(8), PoolConfig::default()).unwrap();
+            (0..64)
+                .map(|_| {
+                    p.select(now, &SelectContext::default(), &mut |_| true)
+                        .unwrap()
+                        .id()
+                        .0
+                })
+                .collect::<Vec<u32>>()
+        };
+        let random = "random".parse::<Algorithm>().unwrap();
+        assert_eq!(picks(random.clone()), picks(random.clone()));
+        assert_ne!(picks(random.clone()), picks(random.with_seed(7)));
+        assert_eq!(
+            Algorithm::WeightedLeastConnections.with_seed(7),
+            Algorithm::WeightedLeastConnections
+        );
+    }
+
+    /// `wrr` under slow start: each ramp step rebuilds with a new weight, and the cycle
+    /// goes on from the same fraction instead of restarting with the heavy backends, so
+    /// the ramping backend gets about its ramped share.
+    #[test]
+    fn wrr_ramping_backend_gets_its_share() {
+        let cfg = PoolConfig {
+            slow_start: Some(Duration::from_secs(20)),
+            ..PoolConfig::default()
+        };
+        let set = BackendSet::new(
+            (1..=3)
+                .map(|i| {
+                    Backend::new(BackendId(i), format!("127.0.0.{i}:80").parse().unwrap())
+                        .with_weight(Weight::new(100).unwrap())
+                })
+                .collect(),
+        )
+        .unwrap();
+        let p = Pool::new(Algorithm::WeightedRoundRobin, set, cfg).unwrap();
+        let now = t0();
+        p.set_health(BackendId(3), Health::Down, now).unwrap();
+        p.set_health(BackendId(3), Health::Up, now).unwrap();
+        let (mut got, mut share) = (0u32, 0f64);
+        for step in 0..400u64 {
+            let t = now + Duration::from_millis(50 * step);
+            p.handle_timeout(t).unwrap();
+            let w = f64::from(effective(&p, 3));
+            share += w / (w + 200.0);
+            let b = p
+                .select(t, &SelectContext::default(), &mut |_| true)
+                .unwrap();
+            got += u32::from(b.id().0 == 3);
+        }
+        assert!(
+            f64::from(got) >= share * 0.85,
+            "ramping backend: {got} picks of 400, its effective weights give {share:.0}"
+        );
     }
 
     #[test]

@@ -223,6 +223,21 @@ impl Algorithm {
         max_ring_size: 1 << 20,
     };
 
+    /// This algorithm with the random stream `seed` (`random`, `p2c`, `peak_ewma`; the
+    /// others have none and are returned as they are). Names parse with [`DEFAULT_SEED`], so
+    /// that a pool is reproducible in tests; give each pool of a running process a seed of
+    /// its own (lb-node mixes a per-process random value with the virtual server's name),
+    /// or pools and nodes sharing the seed make the same choices in the same order.
+    #[must_use]
+    pub fn with_seed(self, seed: u64) -> Self {
+        match self {
+            Self::Random { .. } => Self::Random { seed },
+            Self::PowerOfTwoChoices { .. } => Self::PowerOfTwoChoices { seed },
+            Self::PeakEwma { default_rtt, .. } => Self::PeakEwma { seed, default_rtt },
+            other => other,
+        }
+    }
+
     /// The keepalived/IPVS name (`rr`, `wlc`, `mh`, ...).
     pub fn name(&self) -> &'static str {
         match self {
@@ -270,8 +285,11 @@ impl Algorithm {
 }
 
 /// Parses keepalived `lb_algo` names and their common aliases: `rr`, `wrr`, `swrr`
-/// (`smooth_wrr`), `lc`, `wlc`, `sed`, `nq`, `sh`, `dh`, `mh` (`maglev`), `ring_hash`
-/// (`ketama`, `chash`), `random`, `p2c` (`least_request`), `peak_ewma`, `fo`.
+/// (`smooth_wrr`, and HAProxy's `roundrobin` / Envoy's `round_robin`, which are weighted
+/// and interleaved), `lc`, `wlc` (and HAProxy's `leastconn`, weighted: connections per
+/// weight), `sed`, `nq`, `sh` (`source`), `dh`, `mh` (`maglev`), `ring_hash` (`ketama`,
+/// `chash`), `random`, `p2c` (`least_request`), `peak_ewma`, `fo`. IPVS's `rr` and `lc`
+/// ignore weights (other than 0), as in IPVS.
 ///
 /// # Errors
 /// [`Error::UnknownAlgorithm`] for any other name (IPVS's `lblc`, `lblcr` and `ovf` are not
@@ -280,11 +298,14 @@ impl FromStr for Algorithm {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         Ok(match s.to_ascii_lowercase().as_str() {
-            "rr" | "roundrobin" | "round_robin" => Self::RoundRobin,
+            "rr" => Self::RoundRobin,
             "wrr" => Self::WeightedRoundRobin,
-            "swrr" | "smooth_wrr" => Self::SmoothWeightedRoundRobin,
-            "lc" | "leastconn" => Self::LeastConnections,
-            "wlc" => Self::WeightedLeastConnections,
+            // HAProxy's `roundrobin` (fwrr) and Envoy's `ROUND_ROBIN` honour weights and
+            // spread each backend's turns over the cycle.
+            "swrr" | "smooth_wrr" | "roundrobin" | "round_robin" => Self::SmoothWeightedRoundRobin,
+            "lc" => Self::LeastConnections,
+            // HAProxy's `leastconn` orders servers by connections over weight.
+            "wlc" | "leastconn" => Self::WeightedLeastConnections,
             "sed" => Self::ShortestExpectedDelay,
             "nq" => Self::NeverQueue,
             "sh" | "source" => Self::SourceHash,
@@ -447,13 +468,32 @@ impl BuildScheduler for Algorithm {
                 points_per_weight,
                 max_ring_size,
             } => AnyScheduler::RingHash(RingHash::new(c, *points_per_weight, *max_ring_size)?),
-            Self::Random { seed } => AnyScheduler::Random(Random::new(c, *seed)),
+            // A rebuild goes on with the previous random stream: restarting it from the seed
+            // at every health or weight change would replay the same draws.
+            Self::Random { seed } => AnyScheduler::Random(Random::new(
+                c,
+                match previous {
+                    Some(AnyScheduler::Random(p)) => p.stream(),
+                    _ => *seed,
+                },
+            )),
             Self::PowerOfTwoChoices { seed } => {
-                AnyScheduler::PowerOfTwoChoices(PowerOfTwoChoices::new(c, *seed))
+                AnyScheduler::PowerOfTwoChoices(PowerOfTwoChoices::new(
+                    c,
+                    match previous {
+                        Some(AnyScheduler::PowerOfTwoChoices(p)) => p.stream(),
+                        _ => *seed,
+                    },
+                ))
             }
-            Self::PeakEwma { seed, default_rtt } => {
-                AnyScheduler::PeakEwma(PeakEwma::new(c, *seed, *default_rtt))
-            }
+            Self::PeakEwma { seed, default_rtt } => AnyScheduler::PeakEwma(PeakEwma::new(
+                c,
+                match previous {
+                    Some(AnyScheduler::PeakEwma(p)) => p.stream(),
+                    _ => *seed,
+                },
+                *default_rtt,
+            )),
             Self::WeightedFailover => AnyScheduler::WeightedFailover(WeightedFailover::new(c)),
         })
     }
@@ -600,6 +640,15 @@ mod tests {
             "lblc".parse::<Algorithm>(),
             Err(Error::UnknownAlgorithm(_))
         ));
+        // HAProxy's and Envoy's names are their weighted algorithms.
+        for (alias, name) in [
+            ("roundrobin", "swrr"),
+            ("round_robin", "swrr"),
+            ("leastconn", "wlc"),
+            ("source", "sh"),
+        ] {
+            assert_eq!(alias.parse::<Algorithm>().unwrap().name(), name, "{alias}");
+        }
     }
 
     #[test]

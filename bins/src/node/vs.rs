@@ -439,6 +439,17 @@ impl QuorumNotifier {
     }
 }
 
+/// The random stream of a virtual server's pool (`random`, `p2c`, `peak_ewma`): its name
+/// hashed with a key drawn at random once per process, so that two pools, or two nodes
+/// running the same configuration (active-active), do not make the same choices in the
+/// same order.
+fn pool_seed(name: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+        std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
+    KEY.hash_one(name)
+}
+
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -1021,8 +1032,12 @@ impl VsRuntime {
         )
         .map_err(|e| err(e.to_string()))?;
         let pool = Arc::new(
-            Pool::new(cfg.lb_algo.clone(), set, cfg.pool_config())
-                .map_err(|e| err(e.to_string()))?,
+            Pool::new(
+                cfg.lb_algo.clone().with_seed(pool_seed(&cfg.name)),
+                set,
+                cfg.pool_config(),
+            )
+            .map_err(|e| err(e.to_string()))?,
         );
         // What the version this one replaces knew of its real servers.
         for (i, b) in cfg.backends.iter().enumerate() {

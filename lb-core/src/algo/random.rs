@@ -117,6 +117,14 @@ impl Random {
     }
 }
 
+impl Random {
+    /// Where the random stream is now: a seed that goes on with it (a rebuild passes it to
+    /// the new scheduler, see [`crate::scheduler::BuildScheduler::build`]).
+    pub fn stream(&self) -> u64 {
+        self.rng.0.load(Ordering::Relaxed)
+    }
+}
+
 impl Scheduler for Random {
     #[inline]
     fn select(
@@ -238,6 +246,14 @@ impl PowerOfTwoChoices {
     }
 }
 
+impl PowerOfTwoChoices {
+    /// Where the random stream is now: a seed that goes on with it (a rebuild passes it to
+    /// the new scheduler, see [`crate::scheduler::BuildScheduler::build`]).
+    pub fn stream(&self) -> u64 {
+        self.rng.0.load(Ordering::Relaxed)
+    }
+}
+
 impl Scheduler for PowerOfTwoChoices {
     #[inline]
     fn select(
@@ -295,6 +311,14 @@ impl PeakEwma {
         let s = b.stats();
         let rtt = rtt.unwrap_or(self.default_rtt_ns);
         rtt * (s.active() + s.in_flight() + 1) as f64 / f64::from(b.effective_weight().get())
+    }
+}
+
+impl PeakEwma {
+    /// Where the random stream is now: a seed that goes on with it (a rebuild passes it to
+    /// the new scheduler, see [`crate::scheduler::BuildScheduler::build`]).
+    pub fn stream(&self) -> u64 {
+        self.rng.0.load(Ordering::Relaxed)
     }
 }
 

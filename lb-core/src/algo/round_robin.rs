@@ -23,11 +23,40 @@ use super::{reduced_weights, weighted_only};
 use crate::backend::{Backend, BackendId};
 use crate::scheduler::{first_accepted, same_candidates, Scheduler, SelectContext};
 
-/// Carries a cursor across a rebuild: kept as is when the candidate ids are unchanged,
-/// reset otherwise.
+/// Carries `rr`'s cursor across a rebuild: kept when the candidates are unchanged; else
+/// the next pick goes to the backend the old list would have served next, or to the first
+/// one after it that is still a candidate (IPVS `ip_vs_rr` keeps its place in the list;
+/// restarting at the first backend would send every pick after a flap anywhere to it).
 fn carried_cursor(new: &[Backend], old: Option<(&[Backend], u64)>) -> u64 {
+    let Some((old, cursor)) = old else {
+        return 0;
+    };
+    if same_candidates(old, new) {
+        return cursor;
+    }
+    if old.is_empty() || new.is_empty() {
+        return 0;
+    }
+    let index: std::collections::HashMap<BackendId, usize> =
+        new.iter().enumerate().map(|(i, b)| (b.id(), i)).collect();
+    let start = (cursor % old.len() as u64) as usize;
+    (0..old.len())
+        .find_map(|k| index.get(&old[(start + k) % old.len()].id()))
+        .map_or(0, |&i| i as u64)
+}
+
+/// Carries a weighted cycle's position (`wrr`, `swrr`) across a rebuild: kept when the
+/// candidates are unchanged; else the same fraction of the new cycle. IPVS's
+/// `ip_vs_wrr_dest_changed` likewise keeps its place rather than restart the cycle, which
+/// would serve the heaviest backends first after every change (and, with slow start's
+/// frequent steps, starve the ramping backend of its share).
+fn carried_fraction(new: &[Backend], new_cycle: u64, old: Option<(&[Backend], u64, u64)>) -> u64 {
     match old {
-        Some((old, cursor)) if same_candidates(old, new) => cursor,
+        Some((old, cursor, _)) if same_candidates(old, new) => cursor,
+        Some((_, cursor, old_cycle)) if old_cycle > 0 => {
+            let at = u128::from(cursor % old_cycle);
+            (at * u128::from(new_cycle) / u128::from(old_cycle)) as u64
+        }
         _ => 0,
     }
 }
@@ -41,7 +70,8 @@ pub struct RoundRobin {
 
 impl RoundRobin {
     /// Builds over `candidates` of weight above 0 (weight-0 ones are left out); keeps
-    /// `previous`'s position when they are unchanged.
+    /// `previous`'s place: its position when they are unchanged, else the backend it would
+    /// have served next (see `carried_cursor`).
     pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
         let candidates = &weighted_only(candidates)[..];
         let cursor = carried_cursor(
@@ -114,7 +144,8 @@ pub struct WeightedRoundRobin {
 
 impl WeightedRoundRobin {
     /// Builds over `candidates` of weight above 0 (weight-0 ones are left out); keeps
-    /// `previous`'s position when they are unchanged.
+    /// `previous`'s place: its position when they are unchanged, else the same fraction of
+    /// the new cycle.
     pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
         let candidates = &weighted_only(candidates)[..];
         let w = reduced_weights(candidates);
@@ -139,9 +170,10 @@ impl WeightedRoundRobin {
             }
             i = j + 1;
         }
-        let cursor = carried_cursor(
+        let cursor = carried_fraction(
             candidates,
-            previous.map(|p| (&p.backends[..], p.cursor.load(Ordering::Relaxed))),
+            start,
+            previous.map(|p| (&p.backends[..], p.cursor.load(Ordering::Relaxed), p.cycle)),
         );
         Self {
             backends: candidates.to_vec(),
@@ -283,7 +315,8 @@ pub struct SmoothWeightedRoundRobin {
 
 impl SmoothWeightedRoundRobin {
     /// Builds over `candidates` of weight above 0 (weight-0 ones are left out); keeps
-    /// `previous`'s position when they are unchanged.
+    /// `previous`'s place: its position when they are unchanged, else the same fraction of
+    /// the new cycle.
     pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
         let candidates = &weighted_only(candidates)[..];
         let mut w = reduced_weights(candidates);
@@ -298,9 +331,16 @@ impl SmoothWeightedRoundRobin {
             }
         }
         let sequence = smooth_cycle(&w);
-        let cursor = carried_cursor(
+        let cursor = carried_fraction(
             candidates,
-            previous.map(|p| (&p.backends[..], p.cursor.load(Ordering::Relaxed))),
+            sequence.len() as u64,
+            previous.map(|p| {
+                (
+                    &p.backends[..],
+                    p.cursor.load(Ordering::Relaxed),
+                    p.sequence.len() as u64,
+                )
+            }),
         );
         Self {
             backends: candidates.to_vec(),
