@@ -3367,3 +3367,92 @@ fn startup_and_shutdown_scripts_run_around_the_node() {
     std::fs::remove_file(&pidfile).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// keepalived's `rs_init_notifies`: the real servers that start up with their virtual
+/// server run notify_up (an `alpha` one starts down and runs it when its first check
+/// passes, with or without), and a reload that adds a real server runs its notify_up only;
+/// without it only the alpha one's change runs one.
+#[test]
+fn rs_init_notifies_runs_notify_up_for_the_first_state() {
+    let dir = tempdir();
+    let (a, b, c) = (
+        RealServer::start("a"),
+        RealServer::start("b"),
+        RealServer::start("c"),
+    );
+    let port = free_port();
+    let notified = dir.join("notified");
+    let conf = dir.join("keepalived.conf");
+    let write = |init: bool, with_c: bool| {
+        let rs = |s: &RealServer, name: &str, alpha: bool| {
+            format!(
+                "    real_server {} {} {{\n        notify_up \"echo {name}-up >> {}\"\n        TCP_CHECK {{\n{}        }}\n    }}\n",
+                s.addr.ip(),
+                s.addr.port(),
+                notified.display(),
+                if alpha { "            alpha\n" } else { "" }
+            )
+        };
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n    admin_socket {}\n{}}}\nvirtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    delay_loop 30\n{}{}{}}}\n",
+                dir.join("admin.sock").display(),
+                if init { "    rs_init_notifies\n" } else { "" },
+                rs(&a, "a", false),
+                rs(&b, "b", true),
+                if with_c { rs(&c, "c", false) } else { String::new() },
+            ),
+        )
+        .unwrap();
+    };
+    // The lines so far, sorted (scripts run concurrently).
+    let notes = || {
+        let mut v: Vec<String> = std::fs::read_to_string(&notified)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v.join(" ")
+    };
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    // Without it: only b's change (alpha: down until its first check passes).
+    write(false, false);
+    let (node, sock) = start_node_with(&dir, &conf);
+    assert!(
+        wait_until(Duration::from_secs(5), || notes() == "b-up"),
+        "{:?}\n{}",
+        notes(),
+        log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(notes(), "b-up", "{}", log());
+    drop(node);
+    std::fs::remove_file(&notified).unwrap();
+    write(true, false);
+    let (node, sock2) = start_node_with(&dir, &conf);
+    assert_eq!(sock, sock2);
+    assert!(
+        wait_until(Duration::from_secs(5), || notes() == "a-up b-up"),
+        "{:?}\n{}",
+        notes(),
+        log()
+    );
+    write(true, true);
+    let hup = Command::new("kill")
+        .args(["-HUP", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(
+        wait_until(Duration::from_secs(5), || notes() == "a-up b-up c-up"),
+        "{:?}\n{}",
+        notes(),
+        log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(notes(), "a-up b-up c-up", "{}", log());
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -187,6 +187,12 @@ pub struct Global {
     /// started anew by the reload learns them. Unlike keepalived 2.2.7, an instance that
     /// stays MASTER is written too. Default false.
     pub fifo_write_vrrp_states_on_reload: bool,
+    /// keepalived `rs_init_notifies`: a real server that starts up (not `alpha`, no tracked
+    /// file failing it) when its virtual server starts — at lb-node's start, or new to its
+    /// virtual server at a reload — runs its `notify_up` and writes its `RS … UP` line to
+    /// the notify FIFOs, as keepalived's `init_service_rs`. Without it, as keepalived's
+    /// default, only later changes of state are notified. Default false.
+    pub rs_init_notifies: bool,
     /// keepalived `vrrp_startup_delay`: no VRRP instance becomes MASTER within this long
     /// after lb-node starts (bonds and other interfaces may pass no traffic for seconds
     /// after boot, and an instance started then would become MASTER over a peer it cannot
@@ -277,6 +283,7 @@ impl Default for Global {
             vrrp_notify_fifo: None,
             lvs_notify_fifo: None,
             fifo_write_vrrp_states_on_reload: false,
+            rs_init_notifies: false,
             vrrp_startup_delay: Duration::ZERO,
             vrrp_mcast_group4: None,
             vrrp_mcast_group6: None,

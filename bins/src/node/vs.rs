@@ -260,6 +260,12 @@ impl Appliers {
         if before == after {
             return;
         }
+        self.notify_state(name, id, after);
+    }
+
+    /// Writes `id`'s `RS … UP|DOWN` FIFO line and runs its notify_up or notify_down
+    /// (`after`: failed).
+    fn notify_state(&self, name: &str, id: BackendId, after: bool) {
         if let Some(rs) = self.fifo.get(&id) {
             let state = if after { "DOWN" } else { "UP" };
             super::fifo::lvs(&format!("RS {rs} {} {state}\n", self.fifo_vs));
@@ -1200,6 +1206,19 @@ impl VsRuntime {
             .map(|(i, b)| (backend_id(i), super::fifo::trio(b.address, udp)))
             .collect();
         appliers.fifo_vs = super::fifo::trio(cfg.listen, udp);
+        // keepalived's rs_init_notifies (init_service_rs): the real servers this version
+        // starts up, not those it takes over from the one a reload replaces.
+        if global.rs_init_notifies {
+            let backends = pool.backends();
+            for (i, b) in cfg.backends.iter().enumerate() {
+                let id = backend_id(i);
+                let up = backends.get(id).is_some_and(|x| x.health() == Health::Up)
+                    && !appliers.of(id).is_failed_by_checks(id);
+                if up && !carried.admin.contains_key(&b.address) {
+                    appliers.notify_state(&cfg.name, id, false);
+                }
+            }
+        }
         if cfg.outlier_detection.enabled {
             for (i, b) in cfg.backends.iter().enumerate() {
                 if let Some(&state) = carried.outlier.get(&b.address) {

@@ -1190,11 +1190,10 @@ impl Conv {
                     self.cfg.global.fifo_write_vrrp_states_on_reload =
                         self.bare_flag(s, "global.fifo_write_vrrp_states_on_reload");
                 }
-                "rs_init_notifies" => self.ignored_unlike_keepalived(
-                    s,
-                    "global_defs",
-                    "real servers' notify scripts run on changes only, not for their first state",
-                ),
+                "rs_init_notifies" => {
+                    self.cfg.global.rs_init_notifies =
+                        self.flag(s, "global.rs_init_notifies");
+                }
                 "default_interface" => {
                     self.cfg.global.default_interface =
                         self.get(s, "global.default_interface", |v: &str| Ok(v.to_owned()));
