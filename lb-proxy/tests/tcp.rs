@@ -1148,6 +1148,76 @@ async fn listener_connection_limit() {
     assert_eq!(reply, b"third");
 }
 
+/// Frontend `maxconn` over two listeners: an idle listener holds no slot, so with one of
+/// two slots used a second client of the other listener is served (it waited for ever
+/// when each listener reserved a slot before accepting).
+#[tokio::test]
+async fn listener_connection_limit_is_shared_by_the_listeners() {
+    let backend = echo_backend("127.0.0.1:0").await;
+    let mut cfg = config();
+    cfg.listen = vec![
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    ];
+    cfg.maxconn = 2;
+    let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+    let addr = proxy.local_addrs()[0];
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    first.read_exact(&mut b).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(2), ping(addr, b"second")).await;
+    assert_eq!(
+        second.ok().and_then(Result::ok).as_deref(),
+        Some(&b"second"[..]),
+        "one slot of two is free"
+    );
+    // At the limit, a client of either listener waits for a freed slot.
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    held.write_all(b"x").await.unwrap();
+    held.read_exact(&mut b).await.unwrap();
+    let other = proxy.local_addrs()[1];
+    let third = tokio::spawn(ping(other, b"third"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!third.is_finished(), "served beyond maxconn");
+    drop(first);
+    let reply = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, b"third");
+}
+
+/// Without `redispatch`, retries on the same (refusing) backend come min(`timeout connect`,
+/// 1 s) apart, HAProxy's turn-around timer, not all within a millisecond; the client is
+/// closed after the last one. The retries are counted.
+#[tokio::test]
+async fn retries_on_the_same_backend_wait_the_turn_around_time() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut cfg = config();
+    cfg.redispatch = false;
+    cfg.retries = 2;
+    cfg.connect_timeout = Duration::from_millis(200);
+    let proxy = TcpProxy::start(cfg, pool_of(&[dead])).unwrap();
+    let addr = proxy.local_addrs()[0];
+    let started = tokio::time::Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(10), ping(addr, b"x"))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(out.map_or(true, |b| b.is_empty()), "nothing forwarded");
+    assert!(
+        took >= Duration::from_millis(400),
+        "two waits of 200 ms: {took:?}"
+    );
+    assert_eq!(proxy.stats().retries, 2);
+    assert_eq!(proxy.stats().connect_failures, 3);
+}
+
 /// A per-backend `maxconn` (HAProxy `server … maxconn 1`): the full backend is skipped, the
 /// others take the load.
 #[tokio::test]

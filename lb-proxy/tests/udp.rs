@@ -453,6 +453,89 @@ async fn dead_backend_refusal_moves_the_client_to_a_live_one() {
     .unwrap();
 }
 
+/// A backend behind a firewall that rejects with ICMP "administratively prohibited"
+/// (firewalld's and RHEL's default `REJECT`; Linux reports it on the session's socket as
+/// `EHOSTUNREACH`) counts as refused, as a port unreachable: reported, and the client moves
+/// to the live backend. It used to end the session as a success, every datagram lost and
+/// the backend never failed. In a namespace of the test's own, with an nftables rule.
+#[test]
+fn admin_prohibited_counts_as_a_refusal() {
+    if !lb_testkit::lab_available() || !lb_testkit::tool_available("nft") {
+        return;
+    }
+    let lab = lb_testkit::Lab::new("lbudr", &[("lb", 1)]).unwrap();
+    let dead: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    for args in [
+        &["nft", "add", "table", "inet", "t"][..],
+        &[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "t",
+            "in",
+            "{ type filter hook input priority 0; }",
+        ],
+        &[
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "t",
+            "in",
+            "udp",
+            "dport",
+            "40001",
+            "reject",
+            "with",
+            "icmp",
+            "type",
+            "admin-prohibited",
+        ],
+    ] {
+        let out = lab.exec("lb", args).unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let ns = lab.ns("lb").to_owned();
+    lb_testkit::in_netns(&ns, move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                let live = tagged_echo("live").await;
+                let pool_config = PoolConfig {
+                    persistence_timeout: Some(Duration::from_secs(600)),
+                    ..PoolConfig::default()
+                };
+                let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+                let (proxy, pool, rec) = start_observed(cfg, &[dead, live.addr], pool_config);
+                let vip = proxy.local_addrs()[0];
+                let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                assert_eq!(ask(&client, vip, "0").await, None, "rejected");
+                for i in 1..=5 {
+                    let msg = i.to_string();
+                    assert_eq!(
+                        ask(&client, vip, &msg).await,
+                        Some(format!("live|{msg}")),
+                        "datagram {i} after the refusal; stats {:?}, outcomes {:?}",
+                        proxy.stats(),
+                        rec.0.lock().unwrap()
+                    );
+                }
+                assert!(rec.refusals_of(1) >= 1, "{:?}", rec.0.lock().unwrap());
+                let backends = pool.backends();
+                assert!(backends.get(BackendId(1)).unwrap().stats().failures() >= 1);
+                assert!(proxy.stats().connect_failures >= 1);
+            })
+            .await
+            .map_err(|_| std::io::Error::other("timed out"))
+        })
+    })
+    .unwrap();
+}
+
 /// A backend's ICMP port unreachable is reported to passive health even if the client sends
 /// nothing more (the session's reply task notices it), once; the session then carries
 /// nothing and goes at the idle timeout.

@@ -44,12 +44,15 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ParseError> {
     let Some(rest) = line.strip_prefix(PREFIX.as_slice()) else {
         return Err(ParseError::NoSignature(buf.first().copied().unwrap_or(0)));
     };
+    // "UNKNOWN" may be followed by anything, bytes that are not UTF-8 included; the
+    // receiver ignores it (spec §2.1).
+    if rest == b"UNKNOWN" || rest.starts_with(b"UNKNOWN ") {
+        return Ok(Some((ProxyHeader::Local, cr + 2)));
+    }
     let text = std::str::from_utf8(rest).map_err(|_| ParseError::V1Field(0))?;
     let mut fields = text.split(' ');
     let proto = fields.next().unwrap_or("");
     let v6 = match proto {
-        // "UNKNOWN" may be followed by anything; the receiver ignores it (spec §2.1).
-        "UNKNOWN" => return Ok(Some((ProxyHeader::Local, cr + 2))),
         "TCP4" => false,
         "TCP6" => true,
         _ => return Err(ParseError::V1Field(0)),
@@ -143,6 +146,12 @@ mod tests {
             parse(UNKNOWN_MAX).unwrap(),
             Some((ProxyHeader::Local, MAX_LEN))
         );
+        // Whatever follows UNKNOWN is ignored, bytes that are not UTF-8 too.
+        assert_eq!(
+            parse(b"PROXY UNKNOWN \xff\r\n").unwrap(),
+            Some((ProxyHeader::Local, 17))
+        );
+        assert_eq!(parse(b"PROXY UNKNOWNX\r\n"), Err(ParseError::V1Field(0)));
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub struct TcpProxyConfig {
     /// HAProxy `timeout connect` / keepalived `connect_timeout`: the most one connect attempt
     /// to a backend may take. Default 5 s.
     pub connect_timeout: Duration,
-    /// HAProxy `retries`: connect attempts after the first failed one. Default 3.
+    /// HAProxy `retries`: connect attempts after the first failed one. Default 3. Without
+    /// `redispatch`, each retry on the same backend comes min(`connect_timeout`, 1 s) after
+    /// the failure (HAProxy's turn-around timer).
     pub retries: u32,
     /// HAProxy `option redispatch`: retry on another backend rather than the same one.
     /// Default `true`.
@@ -61,9 +63,10 @@ pub struct TcpProxyConfig {
     /// HAProxy `timeout queue`: the longest a connection waits for a slot. Default 5 s.
     pub queue_timeout: Duration,
     /// HAProxy frontend `maxconn`: the most client connections open at once for this virtual
-    /// server (all listeners). At the limit the proxy stops accepting and the kernel backlog
-    /// holds new clients. Default 4096 (each connection costs two descriptors; the hard limit
-    /// here is 20 000 per process).
+    /// server (all listeners). At the limit each listener accepts one more client, which
+    /// waits for the first slot to free (on whichever listener), and the kernel backlog
+    /// holds the others. Default 4096 (each connection costs two descriptors, and a listener
+    /// waiting at the limit one more; the hard limit here is 20 000 per process).
     pub maxconn: usize,
     /// Close a connection when neither side sent anything, nor took any of what was sent to
     /// it, for this long (HAProxy `timeout client`/`timeout server`; IPVS `tcp` timeout).
@@ -377,13 +380,6 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         .filter(|a| !a.ip().is_unspecified());
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&shared.slots).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = stop.wait_for(|s| *s) => return,
@@ -391,12 +387,22 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         match accepted {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
+                // The frontend slot is taken once a client is there: a listener with no
+                // client holds none, so at `maxconn` a slot freed serves a client of any
+                // listener (HAProxy pauses and resumes all its listeners together). This
+                // one waits for it meanwhile; the backlog holds the listener's others.
+                let permit = tokio::select! {
+                    p = Arc::clone(&shared.slots).acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    _ = stop.wait_for(|s| *s) => return,
+                };
                 ProxyStats::inc(&shared.stats.accepted);
                 let admitted = Admitted::new(Arc::clone(&shared), permit);
                 tokio::spawn(handle_connection(admitted, stream, peer, fixed_local));
             }
             Err(e) if is_resource_exhaustion(&e) => {
-                drop(permit);
                 ProxyStats::inc(&shared.stats.accept_errors);
                 tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
                 tokio::select! {
@@ -736,6 +742,10 @@ async fn connect_backend(
                     tried.push(backend.id());
                 } else {
                     sticky = Some(backend.id());
+                    // HAProxy's turn-around timer: a retry on the same server waits
+                    // min(`timeout connect`, 1 s), so that a restarting server is not
+                    // hit by every retry within a millisecond.
+                    tokio::time::sleep(cfg.connect_timeout.min(Duration::from_secs(1))).await;
                 }
                 last_err = Some(e);
             }

@@ -17,13 +17,15 @@
 //! and is the source of the replies, so a client sees them come from the address it wrote to
 //! (a VIP added later by VRRP included).
 //!
-//! A session ends after `idle_timeout` without traffic, or when the backend answers with
-//! ICMP port unreachable. A session's opening is reported to the observer as
+//! A session ends after `idle_timeout` without traffic, or when the backend refuses: ICMP
+//! port unreachable, or another error Linux reports on a connected UDP socket as hard
+//! ([`is_refusal`]: administratively prohibited, as firewalld's and RHEL's default `REJECT`
+//! send; protocol unreachable; no route). A session's opening is reported to the observer as
 //! [`Outcome::Connected`], its end as [`Outcome::Closed`] (a success), or, if the backend
 //! refused, [`Outcome::ConnectRefused`]. That refusal is reported (and to
 //! `lb_core::BackendStats::record_failure`) whichever side notices it first: the session's
 //! reply task (the socket's error readiness) or the next send to the backend
-//! (`ECONNREFUSED`). The client's next datagram then goes over a new session to another
+//! (`ECONNREFUSED`, `EHOSTUNREACH`, …). The client's next datagram then goes over a new session to another
 //! backend if one is eligible (HAProxy `option redispatch`), and so does a datagram whose
 //! send was refused: once a backend is known dead, the client loses nothing.
 //!
@@ -176,7 +178,7 @@ impl Session {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Records that the backend refused (ICMP port unreachable): counted in
+    /// Records that the backend refused ([`is_refusal`]): counted in
     /// `connect_failures`, against the backend, and reported to the observer as
     /// [`Outcome::ConnectRefused`], once per session whichever side noticed first.
     fn mark_refused(&self, shared: &Shared) {
@@ -188,8 +190,23 @@ impl Session {
         shared
             .observer
             .observe(&self.backend, &Outcome::ConnectRefused);
-        tracing::debug!(backend = %self.backend.addr(), "backend refused (ICMP port unreachable)");
+        tracing::debug!(backend = %self.backend.addr(), "backend refused (ICMP port unreachable or another hard ICMP error)");
     }
+}
+
+/// Whether an error of a session's socket means its backend refused the datagrams: ICMP
+/// port unreachable (`ECONNREFUSED`), and the other ICMP errors Linux reports as hard on a
+/// connected UDP socket (`icmp_err_convert`: administratively prohibited or filtered,
+/// `EHOSTUNREACH`; protocol unreachable, `ENOPROTOOPT`), or no route to it (`ENETUNREACH`,
+/// `EHOSTUNREACH` from the send). Before, only the first counted: a backend behind a
+/// `REJECT --reject-with icmp-host-prohibited` firewall lost every datagram and counted as
+/// healthy.
+fn is_refusal(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ConnectionRefused
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::ENOPROTOOPT)
+        )
 }
 
 #[derive(Debug)]
@@ -476,7 +493,7 @@ async fn forward_datagram(
         return;
     };
     match send_to_backend(shared, &session, datagram).await {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+        Err(e) if is_refusal(&e) => {
             session.mark_refused(shared);
             end_session(shared, key, &session);
             let Some((_, next)) =
@@ -567,16 +584,22 @@ fn may_open(shared: &Shared) -> bool {
         && lock(&shared.sessions).len() < shared.config.max_sessions
 }
 
-/// With `per_packet`: one of `flow`'s sessions that is not refused (touched), with its key.
-/// A scan of the table, for when no new session may open.
+/// With `per_packet`: one of `flow`'s sessions that is not refused (touched), with its key,
+/// for when no new session may open. One lookup per backend of the pool (a flow has at
+/// most one session per backend), not a scan of the table: with the table full, every
+/// datagram of a flood of new flows comes here.
 fn flow_session(shared: &Shared, flow: SessionKey) -> Option<(SessionKey, Arc<Session>)> {
-    lock(&shared.sessions)
-        .iter()
-        .find(|(k, s)| k.local == flow.local && k.client == flow.client && !s.is_refused())
-        .map(|(k, s)| {
-            s.activity.touch();
-            (*k, Arc::clone(s))
-        })
+    let backends = shared.pool.backends();
+    let sessions = lock(&shared.sessions);
+    backends.iter().find_map(|b| {
+        let key = SessionKey {
+            backend: Some(b.id()),
+            ..flow
+        };
+        let s = sessions.get(&key).filter(|s| !s.is_refused())?;
+        s.activity.touch();
+        Some((key, Arc::clone(s)))
+    })
 }
 
 /// Sends `datagram` on the session's socket, counting the bytes.
@@ -700,7 +723,7 @@ async fn reply_loop(
                         Err(e) => tracing::debug!(client = %key.client, error = %e, "send to client"),
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                Err(e) if is_refusal(&e) => {
                     session.mark_refused(&shared);
                 }
                 Err(e) => {
