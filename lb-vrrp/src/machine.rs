@@ -96,9 +96,11 @@ pub struct Config {
     /// sources are discarded ([`Discard::NotPeer`]), and, as keepalived does, the TTL of
     /// 255 is not required: unicast peers may be routers apart.
     pub unicast_peers: Vec<IpAddr>,
-    /// keepalived `skip_check_adv_addr`: accept adverts whose address list differs from
-    /// [`Config::vips`] (counted in [`Counters::address_list_mismatch`]) instead of
-    /// dropping them ([`Discard::AddressList`]). Default `false`, as keepalived.
+    /// keepalived `skip_check_adv_addr`: a Backup accepts adverts whose address list
+    /// differs from [`Config::vips`] (counted in [`Counters::address_list_mismatch`])
+    /// instead of dropping them ([`Discard::AddressList`]) when they come from the master it
+    /// last accepted one from, as keepalived's `vrrp_state_backup`; a Master, and a Backup
+    /// hearing another sender, still check the list. Default `false`, as keepalived.
     pub skip_check_adv_addr: bool,
     /// keepalived `down_timer_adverts`: how many Master_Adver_Intervals a Backup waits
     /// for an advert before it takes over, 1..=100 (Master_Down_Interval =
@@ -476,11 +478,16 @@ pub enum Discard {
     /// [RFC 3768 §7.1]: https://www.rfc-editor.org/rfc/rfc3768#section-7.1
     /// [RFC 5798 §7.1]: https://www.rfc-editor.org/rfc/rfc5798#section-7.1
     AddressList,
+    /// Sent to a unicast address while we are a multicast instance, or to a multicast
+    /// group while we are a unicast one (keepalived: "Expected multicast packet but
+    /// received unicast packet", counted with the address-list errors). Any host could
+    /// otherwise speak for a multicast router with a unicast advert.
+    Destination,
 }
 
 impl Discard {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Ttl,
         Self::Version,
         Self::Checksum,
@@ -493,6 +500,7 @@ impl Discard {
         Self::OwnAddress,
         Self::Inactive,
         Self::AddressList,
+        Self::Destination,
     ];
 
     /// The reason for a packet [`AdvertRepr::parse`] rejected.
@@ -1119,6 +1127,9 @@ impl VirtualRouter {
         if meta.src == self.cfg.primary_addr {
             return Err(Discard::OwnAddress);
         }
+        if meta.dst.is_multicast() != self.cfg.unicast_peers.is_empty() {
+            return Err(Discard::Destination);
+        }
         if !self.cfg.unicast_peers.is_empty() && !self.cfg.unicast_peers.contains(&meta.src) {
             return Err(Discard::NotPeer);
         }
@@ -1131,7 +1142,14 @@ impl VirtualRouter {
             }
         }
         let from_v2_owner = adv.version == Version::V2 && adv.priority.is_owner();
-        if !self.cfg.skip_check_adv_addr && !from_v2_owner && !self.same_addresses(adv) {
+        // keepalived skips the check only as a Backup, for the master it last heard
+        // (`vrrp_state_backup`: `skip_check_adv_addr && pkt_saddr == master_saddr`); a
+        // Master always checks (`vrrp_state_master_rx`), so another cluster's router on
+        // the same VRID cannot take its VIPs away.
+        let skip = self.cfg.skip_check_adv_addr
+            && self.state == State::Backup
+            && self.master_addr == Some(meta.src);
+        if !skip && !from_v2_owner && !self.same_addresses(adv) {
             return Err(Discard::AddressList);
         }
         Ok(())
@@ -1301,6 +1319,7 @@ impl VirtualRouter {
             self.timers.set(Timer::GarpRefresh, now + r);
         }
         self.master_addr = Some(self.cfg.primary_addr);
+        self.stop_heard = false;
         self.counters.became_master += 1;
         self.transition(State::Master, reason);
     }
@@ -1314,6 +1333,7 @@ impl VirtualRouter {
             Timer::MasterDown,
             self.master_down_at(now, self.master_down_interval()),
         );
+        self.stop_heard = false;
         self.transition(State::Backup, reason);
     }
 
@@ -1613,6 +1633,14 @@ mod tests {
             ttl: 255,
         }
     }
+    /// A unicast advert from `src` to us (ip(1)).
+    fn umeta(src: u8) -> RxMeta {
+        RxMeta {
+            src: ip(src),
+            dst: ip(1),
+            ttl: 255,
+        }
+    }
     fn advert(c: &Config, prio: u8) -> AdvertRepr {
         AdvertRepr {
             version: c.version,
@@ -1768,6 +1796,19 @@ mod tests {
             from: State::Backup,
             to: State::Master,
             reason: Reason::MasterStopped
+        }));
+        // Preempted by a higher router that then dies silently: that takeover is
+        // MasterDown, not the earlier stop heard again.
+        let t2 = t1 + Duration::from_secs(5);
+        vr.handle_advert(t2, meta(3), &advert(&c, 200));
+        assert_eq!(vr.state(), State::Backup);
+        drain(&mut vr);
+        vr.handle_timeout(t2 + vr.master_down_interval());
+        assert_eq!(vr.state(), State::Master);
+        assert!(drain(&mut vr).contains(&Action::Transition {
+            from: State::Backup,
+            to: State::Master,
+            reason: Reason::MasterDown
         }));
     }
 
@@ -2141,26 +2182,26 @@ mod tests {
         bad_ttl.ttl = 254;
         mc.handle_advert(t0, bad_ttl, &advert(&c, 200));
         assert_eq!(mc.counters().discards(Discard::Ttl), 1);
-        vr.handle_advert(t0, meta(3), &advert(&c, 200));
+        vr.handle_advert(t0, umeta(3), &advert(&c, 200));
         let mut wrong_pass = advert(&c, 200);
         wrong_pass.auth = Auth::password("nope");
-        vr.handle_advert(t0, meta(2), &wrong_pass);
+        vr.handle_advert(t0, umeta(2), &wrong_pass);
         let mut wrong_int = advert(&c, 200);
         wrong_int.interval = AdvertInterval::from_secs(2).unwrap();
-        vr.handle_advert(t0, meta(2), &wrong_int);
+        vr.handle_advert(t0, umeta(2), &wrong_int);
         let mut wrong_vrid = advert(&c, 200);
         wrong_vrid.vrid = Vrid::new(52).unwrap();
-        vr.handle_advert(t0, meta(2), &wrong_vrid);
+        vr.handle_advert(t0, umeta(2), &wrong_vrid);
         let mut v3 = advert(&c, 200);
         v3.version = Version::V3;
-        vr.handle_advert(t0, meta(2), &v3);
-        vr.handle_packet(t0, meta(2), &[0x21, 51, 1]);
-        let mut bytes = advert(&c, 200).to_bytes(ip(2), meta(2).dst).unwrap();
+        vr.handle_advert(t0, umeta(2), &v3);
+        vr.handle_packet(t0, umeta(2), &[0x21, 51, 1]);
+        let mut bytes = advert(&c, 200).to_bytes(ip(2), umeta(2).dst).unwrap();
         bytes[7] ^= 1;
-        vr.handle_packet(t0, meta(2), &bytes);
+        vr.handle_packet(t0, umeta(2), &bytes);
         let mut other_vips = advert(&c, 200);
         other_vips.addresses = vec![ip(101)];
-        vr.handle_advert(t0, meta(2), &other_vips);
+        vr.handle_advert(t0, umeta(2), &other_vips);
         let k = vr.counters();
         for d in [
             Discard::AddressList,
@@ -2408,7 +2449,7 @@ mod tests {
         c.unicast_peers = vec![ip(2)];
         let mut vr = VirtualRouter::new(c.clone());
         vr.start(t0);
-        let mut routed = meta(2);
+        let mut routed = umeta(2);
         routed.ttl = 62;
         vr.handle_advert(t0, routed, &advert(&c, 200));
         assert_eq!(vr.counters().adverts_rx, 1);
@@ -2453,14 +2494,56 @@ mod tests {
         assert_eq!(vr.state(), State::Backup, "the v2 owner is obeyed");
         assert_eq!(vr.counters().address_list_mismatch, 1);
 
+        // skip_check_adv_addr, as keepalived: a Backup skips the check only for the
+        // master it last heard; a Master always checks.
         let mut skip = c.clone();
         skip.skip_check_adv_addr = true;
-        let mut vr = VirtualRouter::new(skip);
+        let mut vr = VirtualRouter::new(skip.clone());
         vr.start(t0);
         vr.handle_advert(t0, meta(2), &other);
-        assert_eq!(vr.counters().adverts_rx, 1);
+        assert_eq!(
+            vr.counters().discards(Discard::AddressList),
+            1,
+            "a new sender"
+        );
+        vr.handle_advert(t0, meta(2), &advert(&c, 200));
+        vr.handle_advert(t0, meta(2), &other);
+        assert_eq!(vr.counters().adverts_rx, 2);
         assert_eq!(vr.counters().address_list_mismatch, 1);
-        assert_eq!(vr.counters().total_discards(), 0);
+        assert_eq!(vr.counters().total_discards(), 1);
+        let mut vr = VirtualRouter::new(skip);
+        vr.start(t0);
+        vr.handle_timeout(vr.timer(Timer::MasterDown).unwrap());
+        assert_eq!(vr.state(), State::Master);
+        vr.handle_advert(t0, meta(9), &other);
+        assert_eq!(
+            vr.state(),
+            State::Master,
+            "another cluster's higher priority"
+        );
+        assert_eq!(vr.counters().discards(Discard::AddressList), 1);
+    }
+
+    /// A multicast instance drops unicast adverts and a unicast one multicast adverts, as
+    /// keepalived; the wrong sender could otherwise speak for the group.
+    #[test]
+    fn adverts_to_the_wrong_kind_of_destination_are_dropped() {
+        let t0 = t0();
+        let c = cfg(100, 1);
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        let unicast = umeta(2);
+        vr.handle_advert(t0, unicast, &advert(&c, 200));
+        assert_eq!(vr.counters().discards(Discard::Destination), 1);
+        assert_eq!(vr.counters().adverts_rx, 0);
+        let mut u = c.clone();
+        u.unicast_peers = vec![ip(2)];
+        let mut vr = VirtualRouter::new(u.clone());
+        vr.start(t0);
+        vr.handle_advert(t0, meta(2), &advert(&u, 200));
+        assert_eq!(vr.counters().discards(Discard::Destination), 1);
+        vr.handle_advert(t0, unicast, &advert(&u, 200));
+        assert_eq!(vr.counters().adverts_rx, 1);
     }
 
     /// Two members with faults of their own: when one clears, that member stays in Fault

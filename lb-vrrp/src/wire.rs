@@ -125,6 +125,16 @@ pub enum ParseError {
         /// Bytes needed.
         needed: usize,
     },
+    /// The buffer is longer than its address count (and v2 authentication data) make the
+    /// message: keepalived drops it ("vrrp packet too long"), and so do we, so that the
+    /// checksum never covers bytes the message does not define.
+    #[error("VRRP message too long: {len} bytes, its fields make {needed}")]
+    TooLong {
+        /// Bytes received.
+        len: usize,
+        /// Bytes the message's fields make.
+        needed: usize,
+    },
     /// Version field is neither 2 nor 3.
     #[error("unsupported VRRP version {0}")]
     UnsupportedVersion(u8),
@@ -691,6 +701,9 @@ impl AdvertRepr {
         if len < needed {
             return Err(ParseError::Truncated { len, needed });
         }
+        if len > needed {
+            return Err(ParseError::TooLong { len, needed });
+        }
         let vrid = Vrid::new(packet.vrid()).ok_or(ParseError::ZeroVrid)?;
         if !packet.verify_checksum(src, dst) {
             return Err(ParseError::Checksum(packet.checksum()));
@@ -1059,6 +1072,35 @@ mod tests {
         assert_eq!(
             AdvertRepr::parse(&p, src, dst),
             Err(ParseError::Truncated { len: 8, needed: 12 })
+        );
+    }
+
+    /// Bytes past what the address count makes are refused, as keepalived's "vrrp packet
+    /// too long", even with a checksum that covers them.
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let src = v4(198, 18, 0, 1);
+        let dst = IpAddr::V4(VRRP_MCAST_V4);
+        let mut buf = AdvertRepr {
+            version: Version::V3,
+            vrid: Vrid::new(51).unwrap(),
+            priority: Priority(100),
+            interval: AdvertInterval::from_centis(100).unwrap(),
+            auth: Auth::None,
+            addresses: vec![v4(198, 18, 0, 100)],
+        }
+        .to_bytes(src, dst)
+        .unwrap();
+        buf.extend_from_slice(&[0; 4]);
+        let mut p = Packet::new_unchecked(&mut buf[..]);
+        p.fill_checksum(src, dst);
+        let p = Packet::new_unchecked(&buf[..]);
+        assert_eq!(
+            AdvertRepr::parse(&p, src, dst),
+            Err(ParseError::TooLong {
+                len: 16,
+                needed: 12
+            })
         );
     }
 

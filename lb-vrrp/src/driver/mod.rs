@@ -1447,6 +1447,15 @@ impl Speaker {
                     }
                 }
                 () = sleep => {
+                    // Adverts that arrived while the loop was busy (a drain's netlink
+                    // calls, another instance's transition) come first, as keepalived
+                    // reads a readable socket before running an expired timer: a Backup
+                    // whose Master_Down_Timer ran out meanwhile must not take over from a
+                    // master whose advert is already here.
+                    while let Ok(p) = rx.try_recv() {
+                        let inst = &self.instances[p.instance];
+                        self.groups[inst.group].handle_packet(now(), inst.member, p.meta, &p.bytes);
+                    }
                     let t = now();
                     self.groups.iter_mut().for_each(|g| g.handle_timeout(t));
                 }
