@@ -4448,3 +4448,20 @@ fn misc_timeout_zero_is_the_delay_loop() {
         );
     }
 }
+
+/// keepalived.conf: a `garp_group` naming an instance's VMAC loses that interface with a
+/// warning, as keepalived ignores it; a group left empty goes with it.
+#[test]
+fn keepalived_garp_group_ignores_vmacs() {
+    let (k, w) = keepalived_ok(
+        "garp_group {\n    garp_interval 0.001\n    interfaces {\n        eth0\n        vrrp.51\n    }\n}\n\
+         garp_group {\n    garp_interval 0.002\n    interface vrrp.51\n}\n\
+         vrrp_instance A {\n    interface eth1\n    virtual_router_id 51\n    use_vmac\n    virtual_ipaddress {\n        198.18.0.51\n    }\n}\n",
+    );
+    assert_eq!(k.garp_groups.len(), 1, "{:?}", k.garp_groups);
+    assert_eq!(k.garp_groups[0].interfaces, ["eth0"]);
+    assert!(
+        w.iter().any(|w| w.starts_with("5:9: vrrp.51 is a VMAC")),
+        "{w:?}"
+    );
+}

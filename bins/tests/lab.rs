@@ -4004,3 +4004,78 @@ fn garp_group_spaces_like_keepalived() {
         "NAs not spaced (the group has no gna_interval): {o:?}\n{logs}"
     );
 }
+
+/// keepalived's `track_src_ip`, as its documentation describes it: an instance whose
+/// `unicast_src_ip` is not on its interface is in FAULT — from the start, and again when
+/// the address is deleted — and leaves FAULT when the address is there. (keepalived 2.2.7
+/// does not: tried side by side, it fails to bind at the start, "src address not
+/// configured", and stays in FAULT for good, and it ignores the deletion of a secondary
+/// address; the deletion of an interface's last address takes its VIPs with it, so it
+/// resigns and becomes MASTER again a second later, never FAULT.)
+#[test]
+fn track_src_ip_faults_while_the_source_is_missing() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbt", &[("lb1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let (log, _reader) = fifo_reader(&lab);
+    std::fs::write(
+        &lb1.conf,
+        format!(
+            "global_defs {{\n    admin_socket {}\n    vrrp_notify_fifo {}\n}}\n\
+             vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 95\n    priority 100\n    advert_int 1\n    unicast_src_ip 198.18.0.61\n    track_src_ip\n    unicast_peer {{\n        198.18.0.99\n    }}\n    virtual_ipaddress {{\n        198.18.0.95/24\n    }}\n}}\n",
+            lb1.socket.display(),
+            lab.dir().join("vrrp.fifo").display()
+        ),
+    )
+    .expect("conf");
+    let ip = |verb: &str| {
+        let out = lab
+            .exec(
+                "lb1",
+                &["ip", "addr", verb, "198.18.0.61/24", "dev", "eth0"],
+            )
+            .expect("ip");
+        assert!(out.status.success(), "{out:?}");
+    };
+    lb1.start(&lab);
+    let wait_last = |state: &str, lb1: &Node| {
+        assert!(
+            wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+                file_lines(&log)
+                    .last()
+                    .is_some_and(|l| l.starts_with(&format!("INSTANCE \"VI_1\" {state}")))
+            })
+            .is_some(),
+            "{state}: {:?}\n{}",
+            file_lines(&log),
+            lb1.logs()
+        );
+    };
+    wait_last("FAULT", &lb1);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        file_lines(&log),
+        ["INSTANCE \"VI_1\" FAULT 100"],
+        "{}",
+        lb1.logs()
+    );
+    ip("add");
+    wait_last("MASTER", &lb1);
+    assert!(lab.has_addr("lb1", "198.18.0.95".parse().expect("ip")));
+    ip("del");
+    wait_last("FAULT", &lb1);
+    assert!(!lab.has_addr("lb1", "198.18.0.95".parse().expect("ip")));
+    assert_eq!(
+        file_lines(&log),
+        [
+            "INSTANCE \"VI_1\" FAULT 100",
+            "INSTANCE \"VI_1\" BACKUP 100",
+            "INSTANCE \"VI_1\" MASTER 100",
+            "INSTANCE \"VI_1\" FAULT 100"
+        ],
+        "{}",
+        lb1.logs()
+    );
+}

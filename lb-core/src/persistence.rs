@@ -11,9 +11,11 @@
 //! [`ConnectionGuard::finish`](crate::ConnectionGuard::finish) for an exact time).
 //!
 //! The table is split into 16 shards, each a `Mutex<HashMap>` preallocated to its share of
-//! `max_entries`, so lookups and inserts do not allocate. When a shard is full, expired
-//! entries are swept; if none expired, the entry closest to expiry among a few is evicted,
-//! one without live connections first.
+//! `max_entries`, so lookups do not allocate. When a shard is full, a new client evicts by
+//! CLOCK (second chance, an approximation of least recently used at O(1) amortised; see
+//! [`PersistenceTable::new`]): the clock passes the entries in the order they were
+//! recorded, evicting the first that has expired, or that nobody used since the clock last
+//! passed it and that holds no connection.
 //!
 //! With persistence on, a [`Pool`](crate::Pool) pick locks the client's shard once to look
 //! the client up and, when it records a new or moved entry, a second time to record it
@@ -397,6 +399,9 @@ impl PersistenceTable {
         let mut map = self.lock(client);
         if let Some(e) = map.get_mut(&client).filter(|e| e.generation == generation) {
             e.live = e.live.saturating_sub(1);
+            // A connection that just ended is a use: the clock gives the entry its second
+            // chance (before expired entries further round it go).
+            e.referenced = true;
             if e.live == 0 {
                 if let Some(end) = end {
                     e.expires = later(e.expires, deadline(end, self.timeout));
@@ -568,6 +573,35 @@ mod tests {
             t.insert(ip(i), BackendId(3), much_later);
         }
         assert!((20_000..20_512).all(|i| t.get(ip(i), much_later).is_some()));
+    }
+
+    /// A client whose connection just ended keeps its entry over an expired one: the end
+    /// of a connection counts as a use for the eviction clock.
+    #[test]
+    fn an_entry_whose_connection_just_ended_outlives_an_expired_one() {
+        // Two entries per shard.
+        let t = Arc::new(PersistenceTable::new(Duration::from_secs(60), 32).unwrap());
+        let now = t0();
+        let ip = |i: u32| IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+        let shard_of = |i: u32| std::ptr::from_ref(t.shard(ip(i)));
+        // Three clients of one shard.
+        let (a, b) = (
+            0,
+            (1..10_000).find(|&i| shard_of(i) == shard_of(0)).unwrap(),
+        );
+        let c = (b + 1..20_000)
+            .find(|&i| shard_of(i) == shard_of(0))
+            .unwrap();
+        t.insert(ip(a), BackendId(1), now);
+        let hold = t.hold(ip(a)).unwrap();
+        t.insert(ip(b), BackendId(2), now + Duration::from_secs(1));
+        t.observe(now + Duration::from_secs(70));
+        hold.finish(now + Duration::from_secs(70));
+        let later = now + Duration::from_secs(80);
+        t.insert(ip(c), BackendId(3), later);
+        assert_eq!(t.get(ip(a), later), Some(BackendId(1)), "a is valid");
+        assert_eq!(t.get(ip(b), later), None, "b had expired");
+        assert_eq!(t.get(ip(c), later), Some(BackendId(3)));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! reports each connection's outcome with the time, and the detector returns ejections and
 //! un-ejections as [`OutlierEvent`]s.
 //!
-//! - `consecutive_failures` failures in a row (connect failures, resets, timeouts, and
-//!   gateway errors 502/503/504, or any 5xx with [`FailureClass::Any5xx`]) eject a backend.
+//! - `consecutive_failures` failures in a row (connect failures, resets, timeouts, and any
+//!   5xx — Envoy's enforced default, [`FailureClass::Any5xx`] — or only the gateway errors
+//!   502/503/504 with [`FailureClass::Gateway`]) eject a backend.
 //! - The `n`-th ejection lasts `base_ejection_time × n`, capped at `max_ejection_time`
 //!   (Envoy). The multiplier `n` decays by one for each `base_ejection_time` the backend then
 //!   spends un-ejected.
@@ -150,8 +151,6 @@ impl OutlierConfig {
         self.max_ejection_percent
     }
 
-    /// `Some(true)` for a failure, `Some(false)` for a success that ends a run of
-    /// failures, `None` for an outcome that does neither ([`ConnectionOutcome::Connected`]).
     /// The most a backend's ejection count grows to: Envoy's `ejectHost` increments it
     /// only while `count × base_ejection_time < max_ejection_time + base_ejection_time`.
     fn max_backoff(&self) -> u32 {
@@ -160,6 +159,8 @@ impl OutlierConfig {
         u32::try_from(limit).unwrap_or(u32::MAX)
     }
 
+    /// `Some(true)` for a failure, `Some(false)` for a success that ends a run of
+    /// failures, `None` for an outcome that does neither ([`ConnectionOutcome::Connected`]).
     fn is_failure(&self, outcome: ConnectionOutcome) -> Option<bool> {
         match outcome {
             ConnectionOutcome::Connected => None,

@@ -366,8 +366,12 @@ impl HealthTracker {
     /// (`fall × interval + timeout` when `fastinter` is unset). Outcomes are accepted even
     /// without a preceding [`poll_probe`](Self::poll_probe), so callers may drive probes on
     /// their own schedule; but the first one after [`handle_timeout`](Self::handle_timeout)
-    /// failed a probe, before the next `poll_probe`, is that probe's late result and is
-    /// ignored (returns `None`).
+    /// failed a probe, before the next `poll_probe`, is taken for that probe's late result
+    /// and ignored (returns `None`). So a caller that uses `handle_timeout` should cancel
+    /// the timed-out probe and start the next one with `poll_probe`: a result it reports
+    /// without one is dropped, and a late result reported after the next `poll_probe`
+    /// counts for the new probe. ([`crate::driver`] enforces its own timeout and reports
+    /// the timed-out outcome here instead.)
     pub fn handle_result(&mut self, now: Instant, outcome: ProbeOutcome) -> Option<Transition> {
         if std::mem::take(&mut self.timed_out) {
             return None;

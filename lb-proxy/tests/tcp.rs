@@ -1189,33 +1189,36 @@ async fn listener_connection_limit_is_shared_by_the_listeners() {
     assert_eq!(reply, b"third");
 }
 
-/// Without `redispatch`, retries on the same (refusing) backend come min(`timeout connect`,
-/// 1 s) apart, HAProxy's turn-around timer, not all within a millisecond; the client is
-/// closed after the last one. The retries are counted.
+/// Retries on the backend that just refused come min(`timeout connect`, 1 s) apart,
+/// HAProxy's turn-around timer, not all within a millisecond: without `redispatch`, and
+/// with it (the default) when it is the only backend. The client is closed after the last
+/// one; the retries are counted.
 #[tokio::test]
 async fn retries_on_the_same_backend_wait_the_turn_around_time() {
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let mut cfg = config();
-    cfg.redispatch = false;
-    cfg.retries = 2;
-    cfg.connect_timeout = Duration::from_millis(200);
-    let proxy = TcpProxy::start(cfg, pool_of(&[dead])).unwrap();
-    let addr = proxy.local_addrs()[0];
-    let started = tokio::time::Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(10), ping(addr, b"x"))
-        .await
-        .unwrap();
-    let took = started.elapsed();
-    assert!(out.map_or(true, |b| b.is_empty()), "nothing forwarded");
-    assert!(
-        took >= Duration::from_millis(400),
-        "two waits of 200 ms: {took:?}"
-    );
-    assert_eq!(proxy.stats().retries, 2);
-    assert_eq!(proxy.stats().connect_failures, 3);
+    for redispatch in [false, true] {
+        let mut cfg = config();
+        cfg.redispatch = redispatch;
+        cfg.retries = 2;
+        cfg.connect_timeout = Duration::from_millis(200);
+        let proxy = TcpProxy::start(cfg, pool_of(&[dead])).unwrap();
+        let addr = proxy.local_addrs()[0];
+        let started = tokio::time::Instant::now();
+        let out = tokio::time::timeout(Duration::from_secs(10), ping(addr, b"x"))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert!(out.map_or(true, |b| b.is_empty()), "nothing forwarded");
+        assert!(
+            took >= Duration::from_millis(400),
+            "redispatch {redispatch}: two waits of 200 ms: {took:?}"
+        );
+        assert_eq!(proxy.stats().retries, 2);
+        assert_eq!(proxy.stats().connect_failures, 3);
+    }
 }
 
 /// A per-backend `maxconn` (HAProxy `server … maxconn 1`): the full backend is skipped, the

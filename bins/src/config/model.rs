@@ -695,6 +695,15 @@ pub struct VrrpInstance {
     /// Source address of unicast adverts (default: the interface's primary address).
     #[serde(default)]
     pub unicast_src_ip: Option<IpAddr>,
+    /// keepalived `track_src_ip`: with `unicast_src_ip`, FAULT while the interface does not
+    /// hold that address (from the start), back when it does, as keepalived's
+    /// documentation describes it (keepalived 2.2.7 itself stays in FAULT for good when the
+    /// address is missing at its start, and ignores its later deletion unless it was the
+    /// interface's last address). Without it, as keepalived, a configured source that
+    /// leaves the interface goes on being used. Ignored without `unicast_src_ip`
+    /// (keepalived clears it then). Default false.
+    #[serde(default)]
+    pub track_src_ip: bool,
     /// Unicast peers; empty (default) means multicast.
     #[serde(default)]
     pub unicast_peer: Vec<IpAddr>,
@@ -730,8 +739,10 @@ pub struct VrrpInstance {
     /// VIPs, ARP and ND excepted (`lb_vrrp::accept`).
     #[serde(default = "values::yes")]
     pub accept: bool,
-    /// keepalived `skip_check_adv_addr`: accept adverts whose virtual address list differs
-    /// from ours (logged and counted) instead of dropping them. Default false (keepalived).
+    /// keepalived `skip_check_adv_addr`: as a Backup, accept adverts whose virtual address
+    /// list differs from ours (logged and counted) instead of dropping them when they come
+    /// from the master it last heard, as keepalived's `vrrp_state_backup`; a Master always
+    /// checks. Default false (keepalived).
     #[serde(default)]
     pub skip_check_adv_addr: bool,
     /// Delay of the second burst of gratuitous ARPs after becoming master. Default 5 s.
@@ -931,6 +942,7 @@ impl VrrpInstance {
             virtual_routes: Vec::new(),
             virtual_rules: Vec::new(),
             unicast_src_ip: None,
+            track_src_ip: false,
             unicast_peer: Vec::new(),
             mcast_dst_ip: None,
             down_timer_adverts: 3,

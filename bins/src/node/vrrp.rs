@@ -221,6 +221,7 @@ fn instance_config(
     c.virtual_routes = vi.virtual_routes.clone();
     c.virtual_rules = vi.virtual_rules.clone();
     c.unicast_src_ip = vi.unicast_src_ip;
+    c.track_src_ip = vi.track_src_ip && vi.unicast_src_ip.is_some();
     c.unicast_peer = vi.unicast_peer.clone();
     c.unicast_ttl = vi.unicast_ttl;
     c.down_timer_adverts = vi.down_timer_adverts;

@@ -84,7 +84,8 @@ impl RoundRobin {
         }
     }
 
-    /// The position of the next pick (a count of picks since the candidates last changed).
+    /// The position of the next pick: a count of picks, modulo the candidates, carried over
+    /// a rebuild to the backend that would have been served next (`carried_cursor`).
     pub fn position(&self) -> u64 {
         self.cursor.load(Ordering::Relaxed)
     }
@@ -556,14 +557,20 @@ mod tests {
     }
 
     #[test]
-    fn rr_keeps_position_when_unchanged_and_resets_when_changed() {
+    fn rr_keeps_its_place_across_rebuilds() {
         let set = [b(1, 1), b(2, 1), b(3, 1)];
         let s = RoundRobin::new(&set, None);
         assert_eq!(picks(&s, 2), [1, 2]);
+        // Unchanged: the position is kept.
         let s2 = RoundRobin::new(&set, Some(&s));
         assert_eq!(picks(&s2, 1), [3]);
-        let s3 = RoundRobin::new(&set[..2], Some(&s2));
-        assert_eq!(picks(&s3, 1), [1]);
+        // 1 is next; gone at a rebuild, the first after it that is still there (2) is
+        // next.
+        let s3 = RoundRobin::new(&[b(2, 1), b(3, 1)], Some(&s2));
+        assert_eq!(picks(&s3, 2), [2, 3]);
+        // Back: the one the old list would have served next (2) comes first, not 1.
+        let s4 = RoundRobin::new(&set, Some(&s3));
+        assert_eq!(picks(&s4, 3), [2, 3, 1]);
     }
 
     #[test]

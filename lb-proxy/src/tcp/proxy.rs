@@ -42,9 +42,10 @@ pub struct TcpProxyConfig {
     /// HAProxy `timeout connect` / keepalived `connect_timeout`: the most one connect attempt
     /// to a backend may take. Default 5 s.
     pub connect_timeout: Duration,
-    /// HAProxy `retries`: connect attempts after the first failed one. Default 3. Without
-    /// `redispatch`, each retry on the same backend comes min(`connect_timeout`, 1 s) after
-    /// the failure (HAProxy's turn-around timer).
+    /// HAProxy `retries`: connect attempts after the first failed one. Default 3. A retry
+    /// on the backend that just refused (or failed otherwise, but not timed out) comes
+    /// min(`connect_timeout`, 1 s) after the failure, HAProxy's turn-around timer: always
+    /// without `redispatch`, and with it when no other backend is left.
     pub retries: u32,
     /// HAProxy `option redispatch`: retry on another backend rather than the same one.
     /// Default `true`.
@@ -619,6 +620,8 @@ async fn connect_backend(
         hash_key: None,
     };
     let mut tried: Vec<BackendId> = Vec::new();
+    // The backend whose connection error (not a timeout) the next attempt follows.
+    let mut refused_by: Option<BackendId> = None;
     let mut sticky: Option<BackendId> = None;
     let mut failures = 0u32;
     let mut last_err: Option<Error> = None;
@@ -693,6 +696,13 @@ async fn connect_backend(
             continue;
         }
         queue = None;
+        // HAProxy's turn-around timer (`back_handle_st_cer`): a retry on the server that
+        // just refused waits min(`timeout connect`, 1 s), so that a restarting server is
+        // not hit by every retry within a millisecond — without redispatch, or with it
+        // when no other backend is left.
+        if refused_by.take() == Some(backend.id()) {
+            tokio::time::sleep(cfg.connect_timeout.min(Duration::from_secs(1))).await;
+        }
         let started = Instant::now();
         match connect_once(&backend, cfg).await {
             Ok(stream) => {
@@ -742,11 +752,10 @@ async fn connect_backend(
                     tried.push(backend.id());
                 } else {
                     sticky = Some(backend.id());
-                    // HAProxy's turn-around timer: a retry on the same server waits
-                    // min(`timeout connect`, 1 s), so that a restarting server is not
-                    // hit by every retry within a millisecond.
-                    tokio::time::sleep(cfg.connect_timeout.min(Duration::from_secs(1))).await;
                 }
+                // A refusal or another connection error (not a timeout, which waited
+                // already): the next attempt waits if it goes to this backend again.
+                refused_by = matches!(e, Error::Connect { .. }).then(|| backend.id());
                 last_err = Some(e);
             }
         }

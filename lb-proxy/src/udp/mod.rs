@@ -196,16 +196,25 @@ impl Session {
 
 /// Whether an error of a session's socket means its backend refused the datagrams: ICMP
 /// port unreachable (`ECONNREFUSED`), and the other ICMP errors Linux reports as hard on a
-/// connected UDP socket (`icmp_err_convert`: administratively prohibited or filtered,
-/// `EHOSTUNREACH`; protocol unreachable, `ENOPROTOOPT`), or no route to it (`ENETUNREACH`,
-/// `EHOSTUNREACH` from the send). Before, only the first counted: a backend behind a
-/// `REJECT --reject-with icmp-host-prohibited` firewall lost every datagram and counted as
-/// healthy.
+/// connected UDP socket — IPv4 (`icmp_err_convert`): administratively prohibited or
+/// filtered, `EHOSTUNREACH`; protocol unreachable, `ENOPROTOOPT`; host unknown or
+/// isolated, `EHOSTDOWN`, `ENONET`; IPv6 (`icmpv6_err_convert`): administratively
+/// prohibited, policy failure or reject route, `EACCES` — or no route to it
+/// (`ENETUNREACH`, `EHOSTUNREACH` from the send). Before, only the first counted: a backend
+/// behind a `REJECT --reject-with icmp-host-prohibited` firewall lost every datagram and
+/// counted as healthy.
 fn is_refusal(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::ConnectionRefused
         || matches!(
             e.raw_os_error(),
-            Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::ENOPROTOOPT)
+            Some(
+                libc::EHOSTUNREACH
+                    | libc::ENETUNREACH
+                    | libc::ENOPROTOOPT
+                    | libc::EHOSTDOWN
+                    | libc::ENONET
+                    | libc::EACCES
+            )
         )
 }
 

@@ -33,7 +33,8 @@ pub(crate) type SendFn = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct GarpPacer {
     lanes: Arc<Mutex<HashMap<LaneKey, Lane>>>,
-    groups: Arc<Mutex<Arc<[GarpGroup]>>>,
+    /// The groups, with the number of the [`GarpPacer::set_groups`] call that set them.
+    groups: Arc<Mutex<(u64, Arc<[GarpGroup]>)>>,
 }
 
 /// keepalived's `garp_group` (vrrp_parser.c `garp_group_handler`): intervals of their own
@@ -64,14 +65,15 @@ impl std::fmt::Debug for GarpPacer {
     }
 }
 
-/// What a lane paces: one base interface (by index) or one [`GarpGroup`] (its position in
-/// [`GarpPacer::set_groups`]' list), with the family (IPv6 or not).
+/// What a lane paces: one base interface (by index) or one [`GarpGroup`] (the
+/// [`GarpPacer::set_groups`] call that set it and its position in that list), with the
+/// family (IPv6 or not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum LaneKey {
     /// A base interface's index.
     Interface(u32, bool),
-    /// A group's position.
-    Group(usize, bool),
+    /// A group: (set_groups call, position).
+    Group(u64, usize, bool),
 }
 
 #[derive(Default)]
@@ -120,9 +122,26 @@ impl GarpPacer {
 
     /// Replaces the [`GarpGroup`]s (lb-node: at its start and at each reload). Messages
     /// already waiting keep their lane and interval; those announced from now on follow
-    /// the new groups. An interface named by two groups belongs to the first.
+    /// the new groups, on lanes of their own (never behind the old groups' queues). An
+    /// interface named by two groups belongs to the first.
     pub fn set_groups(&self, groups: Vec<GarpGroup>) {
-        *self.groups.lock().unwrap_or_else(PoisonError::into_inner) = groups.into();
+        let generation = {
+            let mut g = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+            g.0 += 1;
+            g.1 = groups.into();
+            g.0
+        };
+        // The old groups' idle lanes go; a busy one goes once drained and idle at a later
+        // call.
+        self.lanes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, lane| match k {
+                LaneKey::Group(g, ..) if *g != generation => {
+                    lane.draining || !lane.queue.is_empty()
+                }
+                _ => true,
+            });
     }
 
     /// The lane and interval of a message out of the base interface `base` (`ifindex`):
@@ -135,7 +154,7 @@ impl GarpPacer {
         v6: bool,
         instance: Duration,
     ) -> Option<(LaneKey, Duration)> {
-        let groups = self
+        let (generation, groups) = self
             .groups
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -147,7 +166,7 @@ impl GarpPacer {
             Some(i) => {
                 let g = &groups[i];
                 let d = if v6 { g.gna_interval } else { g.garp_interval };
-                (LaneKey::Group(i, v6), d?)
+                (LaneKey::Group(generation, i, v6), d?)
             }
             None => (LaneKey::Interface(ifindex, v6), instance),
         };
@@ -305,14 +324,14 @@ mod tests {
                 gna_interval: Some(Duration::ZERO),
             },
         ]);
-        let g0 = Some((LaneKey::Group(0, false), ms(5)));
+        let g0 = Some((LaneKey::Group(1, 0, false), ms(5)));
         assert_eq!(pacer.lane_of("eth0", 2, false, ms(1)), g0);
         assert_eq!(pacer.lane_of("eth1", 3, false, ms(1)), g0);
         assert_eq!(pacer.lane_of("eth0", 2, true, ms(1)), None);
         assert_eq!(pacer.lane_of("eth2", 4, true, ms(1)), None);
         assert_eq!(
             pacer.lane_of("eth2", 4, false, ms(1)),
-            Some((LaneKey::Group(1, false), ms(7)))
+            Some((LaneKey::Group(1, 1, false), ms(7)))
         );
         assert_eq!(
             pacer.lane_of("eth9", 9, true, ms(1)),
@@ -323,6 +342,16 @@ mod tests {
         assert_eq!(
             pacer.lane_of("eth0", 2, false, ms(1)),
             Some((LaneKey::Interface(2, false), ms(1)))
+        );
+        // A group set again gets lanes of its own, not the old queue of its position.
+        pacer.set_groups(vec![GarpGroup {
+            interfaces: vec!["eth0".into()],
+            garp_interval: Some(ms(5)),
+            gna_interval: None,
+        }]);
+        assert_eq!(
+            pacer.lane_of("eth0", 2, false, ms(1)),
+            Some((LaneKey::Group(3, 0, false), ms(5)))
         );
     }
 

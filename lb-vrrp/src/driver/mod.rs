@@ -140,6 +140,12 @@ pub struct VrrpInstanceConfig {
     pub installed_rules: Vec<crate::rule::VirtualRule>,
     /// `unicast_src_ip`: source of unicast adverts (default: the interface's primary address).
     pub unicast_src_ip: Option<IpAddr>,
+    /// keepalived `track_src_ip`: with `unicast_src_ip`, the instance is in Fault while its
+    /// interface does not hold that address (at the start too), and leaves Fault when it is
+    /// back. Without it a configured source that leaves the interface is used anyway, as
+    /// keepalived (an advert source the instance chose itself is always followed). Default
+    /// `false`.
+    pub track_src_ip: bool,
     /// `unicast_peer`: when non-empty, adverts go to these peers only and come from them only.
     pub unicast_peer: Vec<IpAddr>,
     /// keepalived `dont_track_primary`: the instance's own interface (and its VMAC) going
@@ -162,8 +168,9 @@ pub struct VrrpInstanceConfig {
     /// False: while Master, and not the address owner, traffic to and from the VIPs is
     /// dropped by nftables rules ([`crate::accept`]), ARP and ND excepted.
     pub accept: bool,
-    /// `skip_check_adv_addr`: accept adverts whose address list differs from ours
-    /// ([`Config::skip_check_adv_addr`]). Default `false`.
+    /// `skip_check_adv_addr`: as a Backup, accept adverts whose address list differs from
+    /// ours when they come from the master last heard ([`Config::skip_check_adv_addr`]).
+    /// Default `false`.
     pub skip_check_adv_addr: bool,
     /// `garp_master_delay` (0 disables the second burst).
     pub garp_master_delay: Duration,
@@ -361,6 +368,7 @@ impl VrrpInstanceConfig {
             installed_routes: Vec::new(),
             installed_rules: Vec::new(),
             unicast_src_ip: None,
+            track_src_ip: false,
             unicast_peer: Vec::new(),
             mcast_dst_ip: None,
             down_timer_adverts: 3,
@@ -866,12 +874,41 @@ impl Instance {
         )
     }
 
+    /// keepalived's `track_src_ip`: Fault while the interface does not hold the configured
+    /// source `src`; when it is back, a new send socket bound to it (the old one may have
+    /// lost its address).
+    fn track_configured_src(&mut self, ifs: &vip::Interfaces, src: IpAddr) {
+        let held = ifs.has_address(&self.cfg.interface, src);
+        if held == self.has_src {
+            return;
+        }
+        if !held {
+            tracing::warn!(instance = %self.cfg.name, %src, "unicast_src_ip gone from the interface: FAULT until it is back (track_src_ip)");
+            self.has_src = false;
+            return;
+        }
+        match open_send_socket(&self.cfg, &self.sock_if, self.sock_ifindex, src) {
+            Ok(tx) => {
+                tracing::info!(instance = %self.cfg.name, %src, "unicast_src_ip back on the interface");
+                self.send_socket = tx;
+                self.has_src = true;
+            }
+            Err(e) => {
+                tracing::debug!(instance = %self.cfg.name, %src, error = %e, "cannot open the advert socket");
+            }
+        }
+    }
+
     /// Checks that the advert source is still on the interface (without
     /// `unicast_src_ip`): when it is gone the instance has none (Fault) until the interface
     /// holds a usable address again, which becomes the source (a new send socket bound to
     /// it). `ifs`: this tick's reading of the interfaces. Returns the new source when it
     /// changed.
     fn refresh_src(&mut self, ifs: &vip::Interfaces) -> Option<IpAddr> {
+        if let (Some(src), true) = (self.cfg.unicast_src_ip, self.cfg.track_src_ip) {
+            self.track_configured_src(ifs, src);
+            return None;
+        }
         if self.cfg.unicast_src_ip.is_some()
             || (self.has_src && ifs.has_address(&self.cfg.interface, self.src))
         {
@@ -1059,6 +1096,18 @@ impl Speaker {
             if found.is_none() {
                 tracing::warn!(instance = %cfg.name, interface = %cfg.interface, "no usable {} address on the interface: FAULT until one appears", if v6 { "IPv6 link-local" } else { "IPv4" });
             }
+            // track_src_ip: the configured source must be on the interface (the sockets
+            // bind to it anyway, with IP_FREEBIND).
+            let src_held = match cfg.unicast_src_ip {
+                Some(a) if cfg.track_src_ip => {
+                    let held = vip::Interfaces::read().has_address(&cfg.interface, a);
+                    if !held {
+                        tracing::warn!(instance = %cfg.name, interface = %cfg.interface, src = %a, "unicast_src_ip is not on the interface: FAULT until it is (track_src_ip)");
+                    }
+                    held
+                }
+                _ => found.is_some(),
+            };
             let (socket, send_socket) = open_vrrp_sockets(&cfg, &sock_if, sock_ifindex, src)?;
             let announce = match open_announce_socket(&cfg, &vip_if, ifindex) {
                 Ok(s) => Some(Arc::new(s)),
@@ -1095,7 +1144,7 @@ impl Speaker {
                 sock_ifindex,
                 vmac,
                 link_up,
-                has_src: found.is_some(),
+                has_src: src_held,
                 restore_failed: HashSet::new(),
                 vmac_failures: 0,
                 vmac_retry_at: None,
@@ -2121,7 +2170,15 @@ fn open_vrrp_socket(ifname: &str, ifindex: u32, src: IpAddr) -> io::Result<Socke
             s.set_ttl(u32::from(VRRP_TTL))?;
             s.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
             s.set_multicast_loop_v4(false)?;
-            s.set_multicast_if_v4(&src4)?;
+            // A source the interface does not hold (yet: unicast_src_ip with
+            // track_src_ip, or configured elsewhere) cannot name the multicast interface;
+            // the device binding below sends out of the right one anyway.
+            match s.set_multicast_if_v4(&src4) {
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                    tracing::debug!(src = %src4, "IP_MULTICAST_IF: not a local address yet");
+                }
+                r => r?,
+            }
             s
         }
         IpAddr::V6(_) => {

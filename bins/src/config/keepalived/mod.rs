@@ -118,6 +118,7 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         }
     }
     c.complete_instances();
+    c.drop_vmac_garp_interfaces();
     // After the completion: an instance made the owner by `state MASTER` counts as one.
     c.warn_sync_group_weights();
     finish(c.cfg, &c.o, c.d.warnings, c.d.errors)
@@ -1921,6 +1922,46 @@ impl Conv {
         self.cfg.garp_groups.push(g);
     }
 
+    /// keepalived ignores a `garp_group` interface that is a VMAC ("Cannot specify
+    /// garp_delay on a vmac - ignoring"): dropped here with a warning once the instances'
+    /// VMAC names are known, and a group left without interfaces with it (TOML refuses
+    /// both). The locations of what stays follow it to its new place in the model.
+    fn drop_vmac_garp_interfaces(&mut self) {
+        let vmacs: HashSet<String> = self.cfg.vmac_names().into_iter().flatten().collect();
+        if vmacs.is_empty() || self.cfg.garp_groups.is_empty() {
+            return;
+        }
+        let groups = std::mem::take(&mut self.cfg.garp_groups);
+        for (i, mut g) in groups.into_iter().enumerate() {
+            let old = format!("garp_group[{i}]");
+            let new = format!("garp_group[{}]", self.cfg.garp_groups.len());
+            let names = std::mem::take(&mut g.interfaces);
+            for (j, name) in names.into_iter().enumerate() {
+                let at = self.o.locate(&format!("{old}.interfaces[{j}]"));
+                if vmacs.contains(&name) {
+                    if let Some(at) = &at {
+                        self.d.warn(
+                            at,
+                            format!("{name} is a VMAC: keepalived ignores it in a garp_group (\"Cannot specify garp_delay on a vmac\"), and so does lb-node; its messages count against its base interface"),
+                        );
+                    }
+                    continue;
+                }
+                if let Some(at) = at {
+                    self.record(&format!("{new}.interfaces[{}]", g.interfaces.len()), &at);
+                }
+                g.interfaces.push(name);
+            }
+            if g.interfaces.is_empty() {
+                continue;
+            }
+            if let Some(at) = self.o.locate(&old) {
+                self.record(&new, &at);
+            }
+            self.cfg.garp_groups.push(g);
+        }
+    }
+
     /// One interface of the `garp_group` being read (`g`, at `p`): added unless a group
     /// already has it (keepalived: "garp_group already specified for IF - ignoring").
     fn garp_group_interface(&mut self, g: &mut GarpGroup, p: &str, t: &Token) {
@@ -2319,8 +2360,9 @@ impl Conv {
                 "smtp_alert" | "debug"
                 | "kernel_rx_buf_size"
                 | "linkbeat_use_polling"
-                | "lvs_sync_daemon_interface"
-                | "track_src_ip" => self.ignored(st, "vrrp_instance"),
+                | "lvs_sync_daemon_interface" => self.ignored(st, "vrrp_instance"),
+                // keepalived's handler reads no argument.
+                "track_src_ip" => vi.track_src_ip = self.bare_flag(st, &fp),
                 "promote_secondaries" => vi.promote_secondaries = self.bare_flag(st, &fp),
                 // keepalived: a second one is ignored (`warn_repeats`); with no
                 // argument, DELETED without a script of its own.
