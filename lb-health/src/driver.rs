@@ -80,9 +80,14 @@ pub struct HealthDriver {
     /// The current state of every check, updated on transitions (before they are
     /// published).
     health: CheckStates,
+    /// The generation the next added check takes.
+    next_generation: u64,
 }
 
-type StateMap = HashMap<BackendId, CheckState>;
+/// Each check's state, with the generation of the check that owns the entry: a task of a
+/// check removed and added again (its abort not yet effective) finds another generation
+/// and writes and publishes nothing.
+type StateMap = HashMap<BackendId, (u64, CheckState)>;
 
 fn lock(map: &CheckStates) -> std::sync::MutexGuard<'_, StateMap> {
     map.0.lock().unwrap_or_else(PoisonError::into_inner)
@@ -99,12 +104,12 @@ pub struct CheckStates(Arc<Mutex<StateMap>>);
 impl CheckStates {
     /// The current state of `backend`'s check, or `None` if it is not checked.
     pub fn get(&self, backend: BackendId) -> Option<CheckState> {
-        lock(self).get(&backend).copied()
+        lock(self).get(&backend).map(|(_, s)| *s)
     }
 
     /// The current state of every check (a copy).
     pub fn snapshot(&self) -> HashMap<BackendId, CheckState> {
-        lock(self).clone()
+        lock(self).iter().map(|(id, (_, s))| (*id, *s)).collect()
     }
 }
 
@@ -118,6 +123,7 @@ impl HealthDriver {
             tasks: JoinSet::new(),
             checks: HashMap::new(),
             health: CheckStates::default(),
+            next_generation: 0,
         }
     }
 
@@ -125,7 +131,7 @@ impl HealthDriver {
     /// `None` if it is not checked. A subscriber that joins late reads this first, then
     /// follows events.
     pub fn health(&self, backend: BackendId) -> Option<Health> {
-        lock(&self.health).get(&backend).map(|s| s.health)
+        lock(&self.health).get(&backend).map(|(_, s)| s.health)
     }
 
     /// The current verdict of every checked backend (see [`states`](Self::states) for the
@@ -133,7 +139,7 @@ impl HealthDriver {
     pub fn snapshot(&self) -> HashMap<BackendId, Health> {
         lock(&self.health)
             .iter()
-            .map(|(id, s)| (*id, s.health))
+            .map(|(id, (_, s))| (*id, s.health))
             .collect()
     }
 
@@ -179,10 +185,14 @@ impl HealthDriver {
         // Forget tasks that ended (removed checks), so churn does not accumulate them.
         while self.tasks.try_join_next().is_some() {}
         let tracker = HealthTracker::new(backend, config, now());
-        lock(&self.health).insert(backend, tracker.state());
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        lock(&self.health).insert(backend, (generation, tracker.state()));
         let events = self.events.clone();
         let health = self.health.clone();
-        let run = std::panic::AssertUnwindSafe(run_check(addr, probe, tracker, events, health));
+        let run = std::panic::AssertUnwindSafe(run_check(
+            addr, probe, tracker, events, health, generation,
+        ));
         let handle = self.tasks.spawn(async move {
             // A panic (a bug in a probe) ends this check for good: said loudly, since the
             // backend then keeps its last verdict. Nothing else would tell.
@@ -259,6 +269,14 @@ impl HealthDriver {
     }
 }
 
+/// The state of `backend`'s check of `generation` in `m`: `None` once that check was
+/// removed, also when the backend is checked again by a newer one.
+fn own(m: &mut StateMap, backend: BackendId, generation: u64) -> Option<&mut CheckState> {
+    m.get_mut(&backend)
+        .filter(|(g, _)| *g == generation)
+        .map(|(_, s)| s)
+}
+
 /// One backend's check loop: sleep until due, probe with the timeout, feed the tracker,
 /// publish transitions.
 async fn run_check(
@@ -267,6 +285,7 @@ async fn run_check(
     mut tracker: HealthTracker,
     events: broadcast::Sender<HealthEvent>,
     health: CheckStates,
+    generation: u64,
 ) {
     let backend = tracker.backend();
     loop {
@@ -288,27 +307,32 @@ async fn run_check(
             let transition = tracker.handle_result(now(), outcome);
             let established = tracker.state().established;
             if passed.is_some() {
-                if let Some(h) = lock(&health).get_mut(&backend) {
+                if let Some(h) = own(&mut lock(&health), backend, generation) {
                     h.last_pass = passed;
                 }
             }
             if let Some(t) = transition {
                 tracing::info!(%backend, old = %t.old, new = %t.new, reason = %t.reason, latency = ?t.latency, "health transition");
-                // Only while still registered: a removed check may finish one last probe.
-                if let Some(h) = lock(&health).get_mut(&backend) {
+                // Only while still registered: a removed check may finish one last probe,
+                // whose verdict must neither be written nor published (the backend may be
+                // checked again by a new check already).
+                let mut states = lock(&health);
+                if let Some(h) = own(&mut states, backend, generation) {
                     *h = CheckState {
                         health: t.new,
                         weight: t.weight,
                         established,
                         last_pass: h.last_pass,
                     };
+                    // No subscriber is not an error.
+                    let _ = events.send(t.into_event(backend));
                 }
-                // No subscriber is not an error.
-                let _ = events.send(t.into_event(backend));
             } else if established {
                 // A fresh start's first result that changed nothing: its verdict is a
                 // check's from now on.
-                if let Some(h) = lock(&health).get_mut(&backend).filter(|h| !h.established) {
+                if let Some(h) =
+                    own(&mut lock(&health), backend, generation).filter(|h| !h.established)
+                {
                     h.established = true;
                 }
             }
@@ -341,6 +365,61 @@ mod tests {
         }
     }
 
+    /// A probe whose poll blocks its worker thread for 300 ms, then says down: the window
+    /// in which an aborted task still finishes its probe.
+    #[derive(Debug)]
+    struct BlockingDown;
+
+    #[async_trait::async_trait]
+    impl Probe for BlockingDown {
+        async fn probe(&self, _: SocketAddr, _: Duration) -> ProbeOutcome {
+            // Blocking on purpose: the worker must be inside this poll while the test
+            // removes and re-adds the check.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(300));
+            ProbeOutcome::down("blocked", Duration::ZERO)
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+    }
+
+    /// A check removed while its probe runs on another worker, and the backend added
+    /// again at once: the old task's last verdict is neither written over the new check's
+    /// state nor published.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_removed_checks_last_probe_does_not_reach_its_successor() {
+        let mut driver = HealthDriver::new(16);
+        let mut rx = driver.subscribe();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let config = || {
+            HealthCheckConfig::builder()
+                .start(crate::config::StartState::Established)
+                .fall(1)
+                .interval(Duration::from_secs(3600))
+                .build()
+                .unwrap()
+        };
+        driver
+            .add(BackendId(1), addr, Box::new(BlockingDown), config())
+            .unwrap();
+        // The old probe is now blocking its worker.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(driver.remove(BackendId(1)));
+        driver
+            .add(
+                BackendId(1),
+                addr,
+                Box::new(crate::probe::ExecProbe::shell("sleep 5")),
+                config(),
+            )
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(driver.health(BackendId(1)), Some(Health::Up));
+        assert!(rx.try_recv().is_err(), "no event of the removed check");
+        driver.shutdown().await;
+    }
+
     /// The pool updater misses a down → up (the channel overflowed) and resynchronises from
     /// the checks' current state instead of leaving the backend out for good.
     #[tokio::test(flavor = "current_thread")]
@@ -370,12 +449,15 @@ mod tests {
         for (id, old, new) in transitions {
             lock(&driver.health).insert(
                 BackendId(id),
-                CheckState {
-                    health: new,
-                    weight: None,
-                    established: true,
-                    last_pass: None,
-                },
+                (
+                    0,
+                    CheckState {
+                        health: new,
+                        weight: None,
+                        established: true,
+                        last_pass: None,
+                    },
+                ),
             );
             let _ = driver.events.send(event(id, old, new));
         }
