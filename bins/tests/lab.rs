@@ -4079,3 +4079,101 @@ fn track_src_ip_faults_while_the_source_is_missing() {
         lb1.logs()
     );
 }
+
+/// A reload that only regroups instances — two lone MASTER instances put into a new
+/// `vrrp_sync_group`, then the group dissolved again — hands them over as keepalived keeps
+/// an instance's state whatever its group: they stay MASTER, their VIPs never leave, and
+/// no notify_stop runs. (They went through a stop before: a priority-0 advert, the VIPs
+/// gone for a Master_Down_Interval, notify_stop.)
+#[test]
+fn reload_that_regroups_instances_keeps_their_state() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbv", &[("lb1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let stopped = lab.dir().join("stopped");
+    let socket = lb1.socket.clone();
+    let conf = |grouped: bool| {
+        let inst = |name: &str, vrid: u8| {
+            format!(
+                "vrrp_instance {name} {{\n    state MASTER\n    interface eth0\n    virtual_router_id {vrid}\n    priority 255\n    advert_int 1\n    notify_stop \"/usr/bin/touch {}\"\n    virtual_ipaddress {{\n        198.18.0.{vrid}/24\n    }}\n}}\n",
+                stopped.display()
+            )
+        };
+        format!(
+            "global_defs {{\n    admin_socket {}\n}}\n{}{}{}",
+            socket.display(),
+            inst("VI_1", 71),
+            inst("VI_2", 72),
+            if grouped {
+                "vrrp_sync_group VG_1 {\n    group {\n        VI_1\n        VI_2\n    }\n}\n"
+            } else {
+                ""
+            }
+        )
+    };
+    std::fs::write(&lb1.conf, conf(false)).expect("conf");
+    lb1.start(&lab);
+    let vips: [IpAddr; 2] = [
+        "198.18.0.71".parse().expect("ip"),
+        "198.18.0.72".parse().expect("ip"),
+    ];
+    let masters = |lb1: &Node| {
+        lb1.status().is_some_and(|s| {
+            s.vrrp.len() == 2 && s.vrrp.iter().all(|v| v.state == VrrpState::Master)
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            masters(&lb1) && vips.iter().all(|v| lab.has_addr("lb1", *v))
+        })
+        .is_some(),
+        "{}",
+        lb1.logs()
+    );
+    for (round, grouped) in [(1, true), (2, false)] {
+        std::fs::write(&lb1.conf, conf(grouped)).expect("conf");
+        assert!(lb1.proc().sighup());
+        // Every 20 ms until the reload is done and a second after: the VIPs stay.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut done_at = None;
+        while Instant::now() < deadline {
+            for v in &vips {
+                assert!(
+                    lab.has_addr("lb1", *v),
+                    "reload {round}: {v} left\n{}",
+                    lb1.logs()
+                );
+            }
+            let reloads = lb1.proc().stderr().matches("reload done").count();
+            if done_at.is_none() && reloads >= round {
+                done_at = Some(Instant::now());
+            }
+            if done_at.is_some_and(|t| t.elapsed() > Duration::from_secs(1)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(done_at.is_some(), "reload {round} done\n{}", lb1.logs());
+        assert!(masters(&lb1), "reload {round}: both MASTER\n{}", lb1.logs());
+        assert!(
+            !stopped.exists(),
+            "reload {round}: notify_stop ran\n{}",
+            lb1.logs()
+        );
+        let groups: Vec<Option<String>> = lb1
+            .status()
+            .map(|s| s.vrrp.iter().map(|v| v.sync_group.clone()).collect())
+            .unwrap_or_default();
+        let want = if grouped {
+            Some("VG_1".to_owned())
+        } else {
+            None
+        };
+        assert!(
+            groups.iter().all(|g| *g == want),
+            "reload {round}: {groups:?}"
+        );
+    }
+}

@@ -1206,6 +1206,8 @@ impl Node {
                 .collect(),
         };
         let mut keep = Vec::new();
+        // Speakers no new group continues: regrouped (below) or removed.
+        let mut orphans = Vec::new();
         let live = self.live_map();
         for mut s in std::mem::take(&mut self.speakers) {
             let members = new_groups
@@ -1292,30 +1294,120 @@ impl Node {
                         }
                     }
                 }
-                _ => s.stop_removed(&self.shared.vrrp, Some(&new)).await,
+                _ => orphans.push(s),
             }
         }
-        for (g, members) in new_groups {
-            if keep
+        // The groups no running speaker continues, started below.
+        let unstarted: Vec<(Option<String>, Vec<config::model::VrrpInstance>)> = new_groups
+            .into_iter()
+            .filter(|(g, m)| {
+                !keep
+                    .iter()
+                    .any(|s| vrrp::same_group(&s.group, &s.instances, g, m))
+            })
+            .collect();
+        // Regrouped instances: keepalived keeps an instance's state whatever sync group it
+        // is in (`vrrp_exist` matches by interface, VRID and family). A speaker no new
+        // group continues, all of whose instances go on under their names in groups
+        // started here (put into a sync group, taken out of one, moved between groups),
+        // hands them over as a changed group does: Masters stay Master, no priority-0
+        // advert, no notify. Otherwise (an instance renamed or removed) it stops.
+        let (mut previous, mut carried, mut installed) =
+            (HashMap::new(), HashMap::new(), HashMap::new());
+        let mut handed: Vec<config::model::VrrpInstance> = Vec::new();
+        let mut prechecked: HashMap<usize, bool> = HashMap::new();
+        for s in orphans {
+            let targets: Option<Vec<usize>> = s
+                .instances
                 .iter()
-                .any(|s| vrrp::same_group(&s.group, &s.instances, &g, &members))
-            {
+                .map(|a| {
+                    unstarted.iter().position(|(_, m)| {
+                        m.iter()
+                            .any(|b| b.name == a.name && vrrp::can_continue(a, b))
+                    })
+                })
+                .collect();
+            let mut ok = targets.is_some();
+            for &t in targets.iter().flatten() {
+                if !ok {
+                    break;
+                }
+                if let Some(&r) = prechecked.get(&t) {
+                    ok = r;
+                    continue;
+                }
+                let (g, m) = &unstarted[t];
+                let r = match vrrp::precheck(&new, g.is_some(), m, &live, &bfd_states).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(group = ?g, error = %e, "reload: VRRP group cannot start; the instances moved into it stop");
+                        false
+                    }
+                };
+                prechecked.insert(t, r);
+                ok = r;
+            }
+            if !ok {
+                s.stop_removed(&self.shared.vrrp, Some(&new)).await;
                 continue;
             }
+            tracing::info!(group = ?s.group, "reload: VRRP instances regrouped, handed over");
+            let old = s.instances.clone();
+            let (p, c, i) = s.handover().await;
+            previous.extend(p);
+            carried.extend(c);
+            installed.extend(i);
+            handed.extend(old);
+        }
+        let masters: HashSet<String> = previous
+            .iter()
+            .filter(|(_, st)| **st == lb_vrrp::machine::State::Master)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let all_new: Vec<config::model::VrrpInstance> =
+            unstarted.iter().flat_map(|(_, m)| m.clone()).collect();
+        if !handed.is_empty() {
+            vrrp::remove_dropped_routes(&handed, &all_new, &installed).await;
+        }
+        for (g, members) in unstarted {
             match SpeakerRuntime::start(
                 &new,
-                g,
-                members,
+                g.clone(),
+                members.clone(),
                 &self.shared.vrrp,
                 &live,
                 &bfd_states,
-                &HashMap::new(),
-                &HashMap::new(),
-                &HashMap::new(),
+                &previous,
+                &carried,
+                &installed,
             ) {
                 Ok(s) => keep.push(s),
-                Err(e) => tracing::error!(error = %e, "reload: VRRP group not started"),
+                Err(e) => {
+                    tracing::error!(group = ?g, error = %e, "reload: VRRP group not started");
+                    // Instances handed over to it: their VIPs, routes and VMACs go, and
+                    // they stop as the failed successor of a hand-over does.
+                    let old: Vec<config::model::VrrpInstance> = handed
+                        .iter()
+                        .filter(|a| members.iter().any(|b| b.name == a.name))
+                        .cloned()
+                        .collect();
+                    if !old.is_empty() {
+                        vrrp::remove_dropped_routes(&old, &[], &installed).await;
+                        vrrp::remove_dropped_vips(&old, &[], &masters).await;
+                        vrrp::discard_vmacs(&old).await;
+                        vrrp::notify_stopped(&old, None);
+                        let mut t = write(&self.shared.vrrp);
+                        for vi in &old {
+                            if let Some(st) = t.get_mut(&vi.name) {
+                                st.state = admin::VrrpState::Stop;
+                            }
+                        }
+                    }
+                }
             }
+        }
+        if !handed.is_empty() {
+            vrrp::remove_dropped_vips(&handed, &all_new, &masters).await;
         }
         self.speakers = keep;
         // After the VRRP instances' hand-overs, as keepalived's reload (clear_diff_vrrp

@@ -778,6 +778,17 @@ pub(crate) fn same_virtual_router(a: &VrrpInstance, b: &VrrpInstance) -> bool {
         && (a.unicast_peer.is_empty() || a.unicast_src_ip == b.unicast_src_ip)
 }
 
+/// Whether instance `b` of a new configuration can take over from `a` at a hand-over: the
+/// same interface, VRID and family, and the same VMAC (the successor takes it over with the
+/// VIPs on it).
+pub(crate) fn can_continue(a: &VrrpInstance, b: &VrrpInstance) -> bool {
+    a.interface == b.interface
+        && a.virtual_router_id == b.virtual_router_id
+        && a.is_v6() == b.is_v6()
+        && (a.use_vmac, &a.vmac_name, a.vmac_mac().ok())
+            == (b.use_vmac, &b.vmac_name, b.vmac_mac().ok())
+}
+
 /// Whether a running speaker (`group`, `instances`) is the one the new configuration's
 /// group (`g`, `members`) continues: the same sync group, or the same lone instance.
 pub(crate) fn same_group(
@@ -1312,15 +1323,11 @@ impl SpeakerRuntime {
     /// other setting may differ (VIPs, scripts, timers, authentication).
     pub(crate) fn can_hand_over(&self, new: &[VrrpInstance]) -> bool {
         self.instances.len() == new.len()
-            && self.instances.iter().zip(new).all(|(a, b)| {
-                a.name == b.name
-                    && a.interface == b.interface
-                    && a.virtual_router_id == b.virtual_router_id
-                    && a.is_v6() == b.is_v6()
-                    // The successor takes the VMAC over with the VIPs on it.
-                    && (a.use_vmac, &a.vmac_name, a.vmac_mac().ok())
-                        == (b.use_vmac, &b.vmac_name, b.vmac_mac().ok())
-            })
+            && self
+                .instances
+                .iter()
+                .zip(new)
+                .all(|(a, b)| a.name == b.name && can_continue(a, b))
     }
 
     /// Stops the speaker for a successor (a reload that changed the group): no priority-0
