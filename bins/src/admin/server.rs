@@ -69,9 +69,14 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = UnixListener::bind(path)?;
-    // The directory is 0700 when we created it, so nobody else can connect in the window
-    // between bind and chmod.
+    // Created 0600 whatever the process umask and the directory's mode (an existing
+    // /run/lb-node may be 0755): nobody else can connect between the bind and the chmod.
+    // The umask is the process's: a file another thread creates meanwhile is only made
+    // more private.
+    let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(previous);
+    let listener = bound?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }
