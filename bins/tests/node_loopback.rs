@@ -3456,3 +3456,63 @@ fn rs_init_notifies_runs_notify_up_for_the_first_state() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A connection the retired version of a virtual server still drains after a restarting
+/// reload counts as open in `lbctl status` (and for the scheduler): an operator who
+/// drains a backend and waits for `active_connections` 0 does not cut it. It showed 0,
+/// as IPVS's connection entries, which outlive a keepalived reload, never do.
+#[test]
+fn reload_restart_still_counts_the_draining_connections() {
+    let dir = tempdir();
+    // A backend that holds each connection open until its client closes it.
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let baddr = backend.local_addr().unwrap();
+    backend.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    let holder = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            match backend.accept() {
+                Ok((mut c, _)) => {
+                    std::thread::spawn(move || {
+                        c.set_nonblocking(false).unwrap();
+                        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                        let mut buf = [0u8; 256];
+                        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let port = free_port();
+    let config = |algo: &str| {
+        format!(
+            "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"30s\"\n\n[[virtual_server]]\nname = \"echo\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nlb_algo = \"{algo}\"\n\n[[virtual_server.backend]]\naddress = \"{baddr}\"\n",
+            dir.join("admin.sock").display()
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("rr"));
+    let vip = SocketAddr::from(([127, 0, 0, 1], port));
+    let active =
+        || status(&sock)["virtual_servers"][0]["backends"][0]["active_connections"].clone();
+    let held = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || active() == 1),
+        "{}",
+        active()
+    );
+    reload_node(&node, &dir, &config("wrr"));
+    wait_scheduler(&sock, &dir, "wrr");
+    assert_eq!(active(), 1, "the draining connection still counts");
+    drop(held);
+    assert!(
+        wait_until(Duration::from_secs(5), || active() == 0),
+        "{}",
+        active()
+    );
+    stop.store(true, Ordering::Relaxed);
+    holder.join().unwrap();
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -52,6 +52,11 @@ pub(crate) struct Carried {
     announced: Option<bool>,
     /// Passive health: each real server's ejection state in the replaced version.
     outlier: HashMap<SocketAddr, OutlierHostState>,
+    /// Each real server's counters in the replaced version, which the replacement's
+    /// backend of the same address shares: the connections the old version still drains
+    /// count as open (in `lbctl status`, for `lc`/`wlc` and for `maxconn`), as IPVS's
+    /// connection entries outlive a keepalived reload, and the totals go on.
+    stats: HashMap<SocketAddr, Arc<lb_core::BackendStats>>,
 }
 
 /// The outlier detector's state per backend, as its task last saw it after an ejection or
@@ -1029,9 +1034,19 @@ impl VsRuntime {
                         .backends
                         .iter()
                         .any(|c| c.address == b.addr() && !c.checks.is_empty());
+                    // The replaced version's counters, shared (see `Carried::stats`).
+                    let b = match carried.stats.get(&b.addr()) {
+                        Some(stats) => {
+                            lb_core::Backend::with_stats(b.id(), b.addr(), Arc::clone(stats))
+                                .with_weight(b.weight())
+                                .with_backup(b.is_backup())
+                                .with_health(b.health())
+                        }
+                        None => b.clone(),
+                    };
                     match carried.health.get(&b.addr()) {
-                        Some(&h) if checked => b.clone().with_health(h),
-                        _ => b.clone(),
+                        Some(&h) if checked => b.with_health(h),
+                        _ => b,
                     }
                 })
                 .collect(),
@@ -1411,6 +1426,10 @@ impl VsRuntime {
             health,
             quorum: Some(self.pool.has_quorum()),
             announced: Some(self.quorum.hand_over()),
+            stats: backends
+                .iter()
+                .map(|b| (b.addr(), Arc::clone(b.stats())))
+                .collect(),
             outlier: self
                 .outlier_states
                 .lock()
@@ -1431,7 +1450,10 @@ impl VsRuntime {
         let backends = old.pool.backends();
         for b in self.pool.backends().iter() {
             if let Some(o) = backends.iter().find(|o| o.addr() == b.addr()) {
-                b.stats().carry_totals(o.stats());
+                // Shared since the start (`Carried::stats`): nothing to add.
+                if !Arc::ptr_eq(b.stats(), o.stats()) {
+                    b.stats().carry_totals(o.stats());
+                }
             }
         }
         // Passive health: ejections `old` made after `carried` (while this version started,
