@@ -1804,3 +1804,81 @@ async fn connect_is_501_and_closed() {
     assert_eq!(p.stats().virtual_server.bad_requests, 1);
     assert_eq!(p.stats().backends[0].requests, 0);
 }
+
+/// A scripted backend: for each connection, reads one request head, sends it to `seen`
+/// (lowercased), and writes `reply`, then holds the connection a while.
+async fn scripted_backend(
+    reply: &'static [u8],
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 65_536 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&got).to_ascii_lowercase());
+                let _ = s.write_all(reply).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    (addr, rx, task)
+}
+
+/// Upgrades a proxy must not carry out: `Upgrade: h2c` (a tunnel would carry the client's
+/// next requests to the backend unrouted, "h2c smuggling"; HAProxy drops it) and any
+/// `Upgrade` of an HTTP/1.0 request (RFC 9110 §7.8) reach the backend as plain requests
+/// without `Upgrade`; a `101` the client did not ask for is a 502, not a bare 101 followed
+/// by a dead connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_a_proxy_must_not_carry_out_are_dropped() {
+    let (addr, mut seen, backend) =
+        scripted_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .await;
+    let p = proxy(config(), vec![("www", pool_at(addr))]).await;
+    for request in [
+        &b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"[..],
+        &b"GET /x HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"[..],
+    ] {
+        let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let head = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!head.contains("\r\nupgrade:"), "{head}");
+        let response = one_response(&mut s).await;
+        assert!(response.contains(" 200 OK"), "{response}");
+    }
+    backend.abort();
+
+    let (addr, _seen, backend) = scripted_backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await;
+    let p = proxy(config(), vec![("www", pool_at(addr))]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let response = one_response(&mut s).await;
+    assert!(response.starts_with("HTTP/1.1 502"), "{response}");
+    backend.abort();
+}

@@ -119,6 +119,16 @@ pub enum ForwardError {
     /// held against the backend.
     #[error("client request body stalled for {0:?}")]
     ClientTimeout(Duration),
+    /// The backend answered with a response a proxy must not pass on: a `101 Switching
+    /// Protocols` to a request that asked for no switch (RFC 9110 §15.2.2: only protocols
+    /// the client offered). 502, held against the backend.
+    #[error("backend {backend} sent an invalid response: {reason}")]
+    InvalidResponse {
+        /// The backend's address.
+        backend: SocketAddr,
+        /// What was wrong.
+        reason: &'static str,
+    },
     /// The backend connection failed while the request was sent or the response awaited.
     #[error("backend {backend} failed: {source}")]
     Backend {

@@ -34,9 +34,24 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Whether a request asks for a protocol switch: `Connection` lists `upgrade` and an
-/// `Upgrade` header is present (RFC 9110 §7.8; WebSocket's handshake).
+/// `Upgrade` header is present (RFC 9110 §7.8; WebSocket's handshake). A switch to HTTP/2
+/// (`h2c`, `h2`) is not one: its tunnel would carry the client's next requests to the
+/// backend without routing or forwarded headers ("h2c smuggling"); as HAProxy's
+/// `h1_htx.c`, the proxy drops such an `Upgrade` and forwards the request as a plain one.
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE) && connection_has(headers, "upgrade")
+    headers.contains_key(UPGRADE) && connection_has(headers, "upgrade") && !asks_for_http2(headers)
+}
+
+/// Whether an `Upgrade` header names HTTP/2 (`h2c`, `h2`).
+pub fn asks_for_http2(headers: &HeaderMap) -> bool {
+    headers.get_all(UPGRADE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',').any(|t| {
+                let t = t.trim();
+                t.eq_ignore_ascii_case("h2c") || t.eq_ignore_ascii_case("h2")
+            })
+        })
+    })
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -218,7 +233,13 @@ impl ClientIdentity {
         }
         if self.which.forwarded {
             let mut element = self.forwarded_for.clone();
-            if let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) {
+            // No `host=` for an empty Host (an HTTP/1.0 request without one): a token is
+            // one character at least (RFC 7239 §4).
+            if let Some(host) = headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| !h.is_empty())
+            {
                 if host.bytes().all(is_tchar) {
                     let _ = write!(element, ";host={host}");
                 } else if host
@@ -251,20 +272,20 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Folds every `name` line into one comma-separated value and appends `item`.
+/// Folds every `name` line into one comma-separated value and appends `item`. Earlier
+/// values are kept byte for byte, also those that are not ASCII (they were valid header
+/// values, and dropping one would drop the addresses in it too).
 fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
-    let mut joined = String::new();
+    let mut joined: Vec<u8> = Vec::new();
     for v in headers.get_all(name) {
-        if let Ok(s) = v.to_str() {
-            let s = s.trim();
-            if !s.is_empty() {
-                joined.push_str(s);
-                joined.push_str(", ");
-            }
+        let s = v.as_bytes().trim_ascii();
+        if !s.is_empty() {
+            joined.extend_from_slice(s);
+            joined.extend_from_slice(b", ");
         }
     }
-    joined.push_str(item);
-    match HeaderValue::try_from(joined) {
+    joined.extend_from_slice(item.as_bytes());
+    match HeaderValue::from_bytes(&joined) {
         Ok(v) => {
             headers.insert(name.clone(), v);
         }
@@ -414,6 +435,11 @@ mod tests {
         assert!(!plain.contains_key("connection") && !plain.contains_key("upgrade"));
         assert_eq!(plain["x-kept"], "yes");
         assert!(!is_upgrade_request(&map(&[("upgrade", "websocket")])));
+        // HTTP/2 is not upgraded to through the proxy.
+        assert!(!is_upgrade_request(&map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c")
+        ])));
     }
 
     #[test]
@@ -531,5 +557,29 @@ mod tests {
         id.apply(&mut h);
         assert_eq!(h["x-forwarded-for"], "2001:db8::7");
         assert_eq!(h["x-forwarded-port"], "8443");
+    }
+
+    /// An empty Host (an HTTP/1.0 request without one) gives no `host=` (a token has one
+    /// character at least, RFC 7239 §4); earlier `X-Forwarded-For` lines that are not ASCII
+    /// are kept byte for byte, with the valid addresses in them, not dropped.
+    #[test]
+    fn empty_host_and_non_ascii_earlier_values() {
+        let all = ForwardedHeaders {
+            forwarded: true,
+            ..ForwardedHeaders::default()
+        };
+        let client: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let mut h = map(&[("host", "")]);
+        h.append(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"198.51.100.1, caf\xe9").unwrap(),
+        );
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2"));
+        add_forwarded(&mut h, all, client, 80);
+        assert_eq!(h["forwarded"], "for=\"192.0.2.1:4000\";proto=http");
+        assert_eq!(
+            h["x-forwarded-for"].as_bytes(),
+            b"198.51.100.1, caf\xe9, 198.51.100.2, 192.0.2.1"
+        );
     }
 }

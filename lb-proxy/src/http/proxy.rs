@@ -726,7 +726,8 @@ async fn forward(
     if req.method() == Method::CONNECT {
         return Err(ForwardError::NotImplemented(Method::CONNECT));
     }
-    let upgrade = is_upgrade_request(req.headers());
+    // RFC 9110 §7.8: an HTTP/1.0 request's Upgrade is ignored (and dropped as hop-by-hop).
+    let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
@@ -741,6 +742,13 @@ async fn forward(
         _ => {}
     }
 
+    if parts
+        .headers
+        .get(HOST)
+        .is_some_and(|h| !super::route::valid_host(h.as_bytes()))
+    {
+        return Err(ForwardError::BadRequest("invalid Host"));
+    }
     let host = request_host(&parts);
     let Some(pool_idx) = shared.router.route(host.as_deref(), parts.uri.path()) else {
         return Err(ForwardError::NoRoute {
@@ -979,6 +987,14 @@ async fn forward(
                         strip_hop_by_hop(&mut parts.headers, true);
                         return Ok(Response::from_parts(parts, ResponseBody::empty()));
                     }
+                    // A switch the client did not ask for: never passed on (the client
+                    // would get a bare 101 and a dead connection).
+                    let e = ForwardError::InvalidResponse {
+                        backend: backend.addr(),
+                        reason: "101 Switching Protocols to a request that asked for no upgrade",
+                    };
+                    observe(http_pool, &backend, failure_outcome(&e));
+                    return Err(e);
                 }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);

@@ -88,6 +88,43 @@ impl Router {
     }
 }
 
+/// Whether a `Host` value is `uri-host [":" port]` as a proxy may route on and forward it
+/// (RFC 9112 §3.2: an invalid one gets 400), with nginx's checks
+/// (`ngx_http_validate_host`): an IPv6 literal in brackets, else a name of visible ASCII
+/// without `/`, `\`, `[`, `]`, `@` or `..`; a port of digits only. Empty is valid (an
+/// HTTP/1.0 request's absent host).
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let (inside, after) = (&rest[..end], &rest[end + 1..]);
+        if inside.is_empty()
+            || !inside
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || *b == b':' || *b == b'.')
+        {
+            return false;
+        }
+        match after {
+            [] => (&b""[..], None),
+            [b':', port @ ..] => (&b""[..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(i) => (&value[..i], Some(&value[i + 1..])),
+            None => (value, None),
+        }
+    };
+    let name_ok = host
+        .iter()
+        .all(|&b| b.is_ascii_graphic() && !matches!(b, b'/' | b'\\' | b'[' | b']' | b'@' | b':'))
+        && !host.windows(2).any(|w| w == b"..");
+    let port_ok = port.is_none_or(|p| p.iter().all(u8::is_ascii_digit) && p.len() <= 5);
+    name_ok && port_ok
+}
+
 /// The request's host, lowercase and without port: the URI's authority (absolute-form
 /// requests) or else the `Host` header. IPv6 literals keep their brackets (`[::1]`).
 /// Returns `None` when neither is present or the header is not valid text. Borrows unless
@@ -147,6 +184,36 @@ fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 
 #[cfg(test)]
 mod tests {
+    /// RFC 9112 §3.2's `uri-host [":" port]`, with nginx's checks.
+    #[test]
+    fn host_values_are_validated() {
+        for ok in [
+            "example.com",
+            "example.com:8080",
+            "x.example.com.",
+            "[::1]:80",
+            "[2001:db8::1]",
+            "",
+            "a,b.example.com",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok:?}");
+        }
+        for bad in [
+            "admin.internal/x.example.com",
+            "x.example.com.....",
+            "x.example.com:notaport",
+            "admin@x.example.com",
+            "a b",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+            "a:b:80",
+            "x:123456",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
     use super::*;
     use http::Request;
 
