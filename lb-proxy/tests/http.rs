@@ -1882,3 +1882,113 @@ async fn upgrades_a_proxy_must_not_carry_out_are_dropped() {
     assert!(response.starts_with("HTTP/1.1 502"), "{response}");
     backend.abort();
 }
+
+/// An early answer to an upload (the backend answers 413 at once and then stops reading):
+/// the client, whose writes then stall, no longer holds the connection past every timeout
+/// — the client timeout bounds the rest of its body. And an early answer from a backend
+/// that goes on reading (a 202) does not cut a steady upload off as a slow request head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answers_to_uploads_are_bounded_by_the_client_timeout() {
+    // Reads the head, lets the upload fill the socket buffers for a second, answers 413,
+    // then reads nothing more.
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        let (mut b, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match b.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = b
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let mut c = config();
+    c.timeouts.client = Duration::from_millis(500);
+    c.timeouts.client_idle = Duration::from_millis(500);
+    c.timeouts.header_read = Duration::from_millis(500);
+    c.timeouts.backend_response = Duration::from_secs(2);
+    let p = proxy(c, vec![("www", pool_at(addr))]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+        .await
+        .unwrap();
+    let chunk = vec![b'a'; 65_536];
+    while let Ok(Ok(())) =
+        tokio::time::timeout(Duration::from_millis(300), s.write_all(&chunk)).await
+    {}
+    let t = tokio::time::Instant::now();
+    while p.stats().virtual_server.active_connections > 0 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        p.stats().virtual_server.active_connections,
+        0,
+        "held past the client timeout"
+    );
+    backend.abort();
+
+    // 202 at once, then reads the whole body.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel::<usize>();
+    let backend = tokio::spawn(async move {
+        let (mut b, _) = l.accept().await.unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let mut total = 0usize;
+        let mut answered = false;
+        loop {
+            match b.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+            if !answered {
+                answered = true;
+                let _ = b
+                    .write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            }
+            if total >= 1_000_000 {
+                break;
+            }
+        }
+        let _ = got_tx.send(total);
+    });
+    let mut c = config();
+    c.timeouts.header_read = Duration::from_millis(500);
+    let p = proxy(c, vec![("www", pool_at(addr))]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    let body_len = 900_000usize;
+    s.write_all(
+        format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {body_len}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    // 100 kB every 150 ms: 1.35 s of upload, well past header_read.
+    for i in 0..9 {
+        if let Err(e) = s.write_all(&vec![b'b'; 100_000]).await {
+            panic!(
+                "upload cut at chunk {i}: {e}; {:?}",
+                p.stats().virtual_server
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let response = one_response(&mut s).await;
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    drop(s);
+    let total = tokio::time::timeout(Duration::from_secs(5), got_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(total >= body_len, "the backend got {total} bytes");
+    assert_eq!(p.stats().virtual_server.header_timeouts, 0);
+    backend.abort();
+}

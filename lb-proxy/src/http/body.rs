@@ -93,6 +93,12 @@ pub(crate) enum ClientTimer {
     Head(tokio::time::Instant),
     /// Waiting with nothing received since the last response.
     Idle(tokio::time::Instant),
+    /// The request's response has ended but its body is still coming (an early answer: a
+    /// 413, a 401, a 202): since its last progress, or the response's end. The client
+    /// timeout bounds it (HAProxy's `timeout client` goes on for the transfer), not the
+    /// request-head timer — and a backend that stopped reading it cannot hold the
+    /// connection for good.
+    Upload(tokio::time::Instant),
 }
 
 impl Activity {
@@ -190,6 +196,21 @@ impl Activity {
         self.write_stalled.load(Ordering::Acquire)
     }
 
+    /// No upload (a plain load when there was none): a new generation with no flags, so
+    /// that whatever an earlier body still does is stale.
+    fn reset_upload(&self) {
+        if self.upload_ms.load(Ordering::Relaxed) != NO_HEAD
+            || self.upload.load(Ordering::Relaxed) & (UPLOAD_OPEN | UPLOAD_WAITING) != 0
+        {
+            self.upload_ms.store(NO_HEAD, Ordering::Release);
+            let _ = self
+                .upload
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                    Some(((u >> 2) + 1) << 2)
+                });
+        }
+    }
+
     fn at(&self, ms: u64) -> tokio::time::Instant {
         self.base + std::time::Duration::from_millis(ms)
     }
@@ -215,6 +236,7 @@ impl Activity {
     pub(crate) fn bytes_read(&self) {
         if self.head_started_ms.load(Ordering::Relaxed) == NO_HEAD
             && self.in_flight.load(Ordering::Acquire) == 0
+            && !self.upload_open()
         {
             self.head_started_ms.store(self.now_ms(), Ordering::Release);
         }
@@ -230,6 +252,10 @@ impl Activity {
     ) -> ClientTimer {
         if self.in_flight.load(Ordering::Acquire) != 0 {
             return ClientTimer::Busy;
+        }
+        if self.upload_open() {
+            let ended = self.at(self.idle_since_ms.load(Ordering::Acquire));
+            return ClientTimer::Upload(self.upload_progress().map_or(ended, |p| p.max(ended)));
         }
         if !self.served() {
             return ClientTimer::Head(self.base + header_read);
@@ -248,6 +274,9 @@ pub(crate) struct ActiveRequest(Arc<Activity>);
 
 impl ActiveRequest {
     pub(crate) fn new(a: &Arc<Activity>) -> Self {
+        // The next request starts without an upload: whatever the previous one's body
+        // still does is stale from now on.
+        a.reset_upload();
         a.in_flight.fetch_add(1, Ordering::AcqRel);
         // The head is complete: its timer stops.
         if a.head_started_ms.load(Ordering::Relaxed) != NO_HEAD {
@@ -267,16 +296,20 @@ impl Drop for ActiveRequest {
         self.0
             .idle_since_ms
             .store(self.0.now_ms(), Ordering::Release);
-        // The next request starts without an upload (a plain load when there was none).
-        // A new generation with no flags: whatever this request's body still does is stale.
-        if self.0.upload_ms.load(Ordering::Relaxed) != NO_HEAD {
-            self.0.upload_ms.store(NO_HEAD, Ordering::Release);
+        // A body still coming after its response (an early answer) stays this upload
+        // until the next request starts (`ActiveRequest::new`): its progress and its end
+        // go on being noted, and the client timeout bounds it (`ClientTimer::Upload`). Its
+        // backend no longer waits for it: no `UPLOAD_WAITING`.
+        let still_coming = self.0.upload.load(Ordering::Acquire) & UPLOAD_OPEN != 0;
+        if still_coming {
             let _ = self
                 .0
                 .upload
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                    Some(((u >> 2) + 1) << 2)
+                    Some(u & !UPLOAD_WAITING)
                 });
+        } else {
+            self.0.reset_upload();
         }
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -690,10 +723,13 @@ mod tests {
         a.upload_wait(g1, true);
         assert!(a.upload_open() && a.upload_waiting());
         drop(first); // the response went out; the upload had not ended
+                     // Still coming (the client timeout bounds it), but no backend waits for it.
+        assert!(a.upload_open() && !a.upload_waiting());
+        // A bodiless next request: from its start, the first body is stale.
+        let bodiless = ActiveRequest::new(&a);
         assert!(!a.upload_open() && !a.upload_waiting());
         assert_eq!(a.upload_progress(), None);
-        // A bodiless next request: a late frame of the first body is not its progress.
-        let bodiless = ActiveRequest::new(&a);
+        // A late frame of the first body is not its progress.
         a.upload_progressed(g1, false);
         assert_eq!(a.upload_progress(), None, "a stale frame is ignored");
         drop(bodiless);

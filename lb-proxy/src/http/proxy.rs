@@ -532,6 +532,7 @@ async fn serve_client_inner(
     tokio::pin!(conn);
     let idle = shared.config.timeouts.client_idle;
     let header_read = shared.config.timeouts.header_read;
+    let client_timeout = shared.config.timeouts.client;
     // One timer for the request-head and keep-alive deadlines, re-armed only when it fires,
     // at least every `period` (requests move the deadlines without touching it).
     let period = header_read.min(idle);
@@ -557,6 +558,16 @@ async fn serve_client_inner(
                         inc(&shared.vs.idle_timeouts);
                         conn.as_mut().graceful_shutdown();
                         closing = true;
+                    }
+                    ClientTimer::Upload(since) if since + client_timeout <= now => {
+                        // An early response's request body that stopped coming, or that
+                        // the backend stopped taking: nothing else would end it.
+                        inc(&shared.vs.client_timeouts);
+                        tracing::debug!(client = %peer, "closing: request body stalled after its response");
+                        return;
+                    }
+                    ClientTimer::Upload(since) => {
+                        next_check = (since + client_timeout).min(now + period);
                     }
                     // A request head may start, or a request end, at any moment: the next
                     // deadline is then at most `period` away, so the timer never sleeps
