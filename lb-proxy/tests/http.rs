@@ -1992,3 +1992,22 @@ async fn early_answers_to_uploads_are_bounded_by_the_client_timeout() {
     assert_eq!(p.stats().virtual_server.header_timeouts, 0);
     backend.abort();
 }
+
+/// A response kept with `Transfer-Encoding: gzip, chunked` cannot go to an HTTP/1.0
+/// client (RFC 9112 §6.1): a 502, where it got the gzip-coded bytes as its body with
+/// nothing saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_coding_to_an_http10_client_is_502() {
+    let (addr, _seen, backend) = scripted_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n4\r\nGZIP\r\n0\r\n\r\n",
+    )
+    .await;
+    let p = proxy(config(), vec![("www", pool_at(addr))]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let response = one_response(&mut s).await;
+    assert!(response.starts_with("HTTP/1.0 502"), "{response}");
+    backend.abort();
+}

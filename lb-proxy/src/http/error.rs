@@ -121,7 +121,8 @@ pub enum ForwardError {
     ClientTimeout(Duration),
     /// The backend answered with a response a proxy must not pass on: a `101 Switching
     /// Protocols` to a request that asked for no switch (RFC 9110 §15.2.2: only protocols
-    /// the client offered). 502, held against the backend.
+    /// the client offered; held against the backend), or a transfer coding besides chunked
+    /// to an HTTP/1.0 client (RFC 9112 §6.1; not held against it). 502.
     #[error("backend {backend} sent an invalid response: {reason}")]
     InvalidResponse {
         /// The backend's address.

@@ -807,6 +807,7 @@ async fn forward(
     // An intermediary sends its own HTTP version (RFC 9110 §6.2): an HTTP/1.0 client's
     // request still goes out on a kept-alive HTTP/1.1 backend connection, with the Host
     // field HTTP/1.1 requires (empty when the client sent none, RFC 9112 §3.2).
+    let client_http10 = parts.version < Version::HTTP_11;
     if parts.version != Version::HTTP_11 {
         parts.version = Version::HTTP_11;
         if !parts.headers.contains_key(HOST) {
@@ -1009,6 +1010,18 @@ async fn forward(
                 }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
+                // A transfer coding besides chunked stays for the next hop to decode, but an
+                // HTTP/1.0 client cannot be sent one (RFC 9112 §6.1): hyper would drop the
+                // header and send the coded bytes as the body.
+                if client_http10 && parts.headers.contains_key(TRANSFER_ENCODING) {
+                    let e = ForwardError::InvalidResponse {
+                        backend: backend.addr(),
+                        reason: "a transfer coding an HTTP/1.0 client cannot receive",
+                    };
+                    // Not the backend's fault: not held against it.
+                    observe(http_pool, &backend, Outcome::Success { latency });
+                    return Err(e);
+                }
                 // Our own version, not the backend's (RFC 9110 §6.2): an HTTP/1.0 backend's
                 // answer must not tell an HTTP/1.1 client to close (hyper still answers an
                 // HTTP/1.0 client in HTTP/1.0).
