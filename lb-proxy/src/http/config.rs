@@ -141,9 +141,11 @@ impl fmt::Display for HostMatch {
 pub struct Route {
     /// The host condition; `None` matches any host.
     pub host: Option<HostMatch>,
-    /// The path condition, a plain byte prefix of the request path (HAProxy `path_beg`, nginx
-    /// prefix `location`): `/api` matches `/api`, `/api/x` and `/apix`. `None` matches any
-    /// path.
+    /// The path condition, a plain byte prefix of the request path as received (HAProxy
+    /// `path_beg`): `/api` matches `/api`, `/api/x` and `/apix`. The path is not normalised
+    /// first, as nginx's prefix `location` does: `/static/../admin` and
+    /// `/static/%2e%2e/admin` match `/static/`, so a route must not be the only guard of
+    /// what a backend serves. `None` matches any path.
     pub path_prefix: Option<String>,
     /// The name of the pool that serves matching requests.
     pub pool: String,
