@@ -19,7 +19,7 @@
 //!
 //! A session ends after `idle_timeout` without traffic, or when the backend refuses: ICMP
 //! port unreachable, or another error Linux reports on a connected UDP socket as hard
-//! ([`is_refusal`]: administratively prohibited, as firewalld's and RHEL's default `REJECT`
+//! (`is_refusal`: administratively prohibited, as firewalld's and RHEL's default `REJECT`
 //! send; protocol unreachable; no route). A session's opening is reported to the observer as
 //! [`Outcome::Connected`], its end as [`Outcome::Closed`] (a success), or, if the backend
 //! refused, [`Outcome::ConnectRefused`]. That refusal is reported (and to
@@ -178,7 +178,7 @@ impl Session {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Records that the backend refused ([`is_refusal`]): counted in
+    /// Records that the backend refused (`is_refusal`): counted in
     /// `connect_failures`, against the backend, and reported to the observer as
     /// [`Outcome::ConnectRefused`], once per session whichever side noticed first.
     fn mark_refused(&self, shared: &Shared) {
