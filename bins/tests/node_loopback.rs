@@ -165,6 +165,28 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// A backend that echoes each of its first `connections` connections until EOF (or 30 s
+/// without data); its address.
+fn echo_until_eof(connections: usize) -> SocketAddr {
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in echo.incoming().take(connections) {
+            let Ok(mut c) = c else { return };
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut buf = [0u8; 64];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 fn start_node(dir: &Path, toml: &str) -> (Node, std::path::PathBuf) {
     let cfg = dir.join("node.toml");
     std::fs::write(&cfg, toml).unwrap();
@@ -1630,23 +1652,7 @@ delay_before_retry = "1s"
 #[test]
 fn sigterm_drains_virtual_servers_replaced_by_a_reload() {
     let dir = tempdir();
-    // A backend that echoes each connection until EOF.
-    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
-    let echo_addr = echo.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for c in echo.incoming().take(4) {
-            let Ok(mut c) = c else { return };
-            std::thread::spawn(move || {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
-                let mut buf = [0u8; 64];
-                while let Ok(n) = c.read(&mut buf) {
-                    if n == 0 || c.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let echo_addr = echo_until_eof(4);
     let port = free_port();
     let config = |algo: &str| {
         format!(
@@ -3464,27 +3470,8 @@ fn rs_init_notifies_runs_notify_up_for_the_first_state() {
 #[test]
 fn reload_restart_still_counts_the_draining_connections() {
     let dir = tempdir();
-    // A backend that holds each connection open until its client closes it.
-    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
-    let baddr = backend.local_addr().unwrap();
-    backend.set_nonblocking(true).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = Arc::clone(&stop);
-    let holder = std::thread::spawn(move || {
-        while !s.load(Ordering::Relaxed) {
-            match backend.accept() {
-                Ok((mut c, _)) => {
-                    std::thread::spawn(move || {
-                        c.set_nonblocking(false).unwrap();
-                        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                        let mut buf = [0u8; 256];
-                        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
+    // Holds each connection open until its client closes it.
+    let baddr = echo_until_eof(1);
     let port = free_port();
     let config = |algo: &str| {
         format!(
@@ -3511,8 +3498,6 @@ fn reload_restart_still_counts_the_draining_connections() {
         "{}",
         active()
     );
-    stop.store(true, Ordering::Relaxed);
-    holder.join().unwrap();
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1280,17 +1280,15 @@ impl Node {
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "reload: VRRP group not started after its hand-over; its VIPs are removed");
-                            vrrp::remove_dropped_routes(&old, &[], &installed).await;
-                            vrrp::remove_dropped_vips(&old, &[], &masters).await;
-                            vrrp::discard_vmacs(&old).await;
                             // Its predecessor stopped without a word, to be resumed.
-                            vrrp::notify_stopped(&old, old_group.as_ref());
-                            let mut t = write(&self.shared.vrrp);
-                            for vi in &old {
-                                if let Some(st) = t.get_mut(&vi.name) {
-                                    st.state = admin::VrrpState::Stop;
-                                }
-                            }
+                            vrrp::stop_failed_handover(
+                                &old,
+                                old_group.as_ref(),
+                                &installed,
+                                &masters,
+                                &self.shared.vrrp,
+                            )
+                            .await;
                         }
                     }
                 }
@@ -1392,16 +1390,14 @@ impl Node {
                         .cloned()
                         .collect();
                     if !old.is_empty() {
-                        vrrp::remove_dropped_routes(&old, &[], &installed).await;
-                        vrrp::remove_dropped_vips(&old, &[], &masters).await;
-                        vrrp::discard_vmacs(&old).await;
-                        vrrp::notify_stopped(&old, None);
-                        let mut t = write(&self.shared.vrrp);
-                        for vi in &old {
-                            if let Some(st) = t.get_mut(&vi.name) {
-                                st.state = admin::VrrpState::Stop;
-                            }
-                        }
+                        vrrp::stop_failed_handover(
+                            &old,
+                            None,
+                            &installed,
+                            &masters,
+                            &self.shared.vrrp,
+                        )
+                        .await;
                     }
                 }
             }

@@ -535,6 +535,31 @@ pub(crate) async fn remove_dropped_vips(
     }
 }
 
+/// After a hand-over whose successor did not start: the handed-over instances `old` lose
+/// their routes and rules (`installed`), the VIPs of those that were Master (`masters`)
+/// and their VMACs, run notify_stop (and `group`'s) as stopped without a word, and show
+/// STOP in `table`.
+pub(crate) async fn stop_failed_handover(
+    old: &[VrrpInstance],
+    group: Option<&SyncGroup>,
+    installed: &Installed,
+    masters: &HashSet<String>,
+    table: &VrrpTable,
+) {
+    remove_dropped_routes(old, &[], installed).await;
+    remove_dropped_vips(old, &[], masters).await;
+    discard_vmacs(old).await;
+    notify_stopped(old, group);
+    let mut t = table
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for vi in old {
+        if let Some(st) = t.get_mut(&vi.name) {
+            st.state = VrrpState::Stop;
+        }
+    }
+}
+
 /// At a reload's hand-over, before the successor starts: deletes the virtual rules, then
 /// routes, that `old`'s instances had installed (`installed`, from the hand-over) and that
 /// their successors in `new` do not have as written (keepalived's clear_diff_vrrp_vrules /

@@ -1440,9 +1440,11 @@ impl VsRuntime {
         }
     }
 
-    /// Makes this virtual server's real servers go on from the totals of their counters
-    /// in `old`, the version it replaces, as IPVS keeps a kept service's
-    /// ([`lb_core::BackendStats::carry_totals`]), and in HTTP mode its proxy's counters
+    /// Makes this virtual server's real servers go on from their counters in `old`, the
+    /// version it replaces, as IPVS keeps a kept service's: a real server that shares
+    /// `old`'s counters since the start (`Carried::stats`, the usual case) has nothing to
+    /// add; one that does not gets the totals added
+    /// ([`lb_core::BackendStats::carry_totals`]). In HTTP mode, its proxy's counters too
     /// ([`HttpProxy::carry_counters_from`]). Called once `old` has stopped accepting,
     /// just before `lbctl` shows this version instead: `old` counted until then. Also
     /// takes over the ejections `old` made since [`VsRuntime::carried`].

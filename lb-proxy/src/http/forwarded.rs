@@ -43,7 +43,7 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
 }
 
 /// Whether an `Upgrade` header names HTTP/2 (`h2c`, `h2`).
-pub fn asks_for_http2(headers: &HeaderMap) -> bool {
+fn asks_for_http2(headers: &HeaderMap) -> bool {
     headers.get_all(UPGRADE).iter().any(|v| {
         v.to_str().is_ok_and(|s| {
             s.split(',').any(|t| {

@@ -598,9 +598,10 @@ fn may_open(shared: &Shared) -> bool {
 /// most one session per backend), not a scan of the table: with the table full, every
 /// datagram of a flood of new flows comes here.
 fn flow_session(shared: &Shared, flow: SessionKey) -> Option<(SessionKey, Arc<Session>)> {
-    let backends = shared.pool.backends();
+    // The current snapshot: no pool lock and no copy of the backend set per datagram.
+    let snapshot = shared.pool.snapshot();
     let sessions = lock(&shared.sessions);
-    backends.iter().find_map(|b| {
+    snapshot.backends().iter().find_map(|b| {
         let key = SessionKey {
             backend: Some(b.id()),
             ..flow
