@@ -96,11 +96,12 @@ pub enum Command {
 /// What `lbctl backend` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendAction {
-    /// No new connections; existing ones continue.
+    /// No new client; existing connections continue, and persistent clients keep
+    /// reaching it (HAProxy's drain).
     Drain,
     /// Back in service.
     Ready,
-    /// Out of service.
+    /// Out of service: no new connection, persistent clients included.
     Maint,
 }
 

@@ -358,6 +358,84 @@ address = "{b}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `GET /` from loopback source `src` (127.0.0.0/8 is all local), whole response.
+fn get_from(src: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<String> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::new(src, 0).into())?;
+    s.connect_timeout(&addr.into(), Duration::from_secs(2))?;
+    let mut c: TcpStream = s.into();
+    c.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(c, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+    let mut r = String::new();
+    c.read_to_string(&mut r)?;
+    Ok(r)
+}
+
+/// With `persistence_timeout`, `lbctl backend drain` sends a backend no new client while
+/// clients whose entry names it keep reaching it (HAProxy's drain, IPVS's weight 0);
+/// `maint` moves them. `expire_quiescent_template = true` (IPVS's sysctl) moves them at
+/// the drain. The drain used to drop the entries: its clients moved at once.
+#[test]
+fn lbctl_drain_keeps_persistent_clients() {
+    for expire in [false, true] {
+        let dir = tempdir();
+        let servers = [
+            RealServer::start("a"),
+            RealServer::start("b"),
+            RealServer::start("c"),
+        ];
+        let port = free_port();
+        let mut toml = format!(
+            "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nlb_algo = \"rr\"\npersistence_timeout = 300\nexpire_quiescent_template = {expire}\n",
+            dir.join("admin.sock").display()
+        );
+        for s in &servers {
+            toml.push_str(&format!(
+                "[[virtual_server.backend]]\naddress = \"{}\"\n",
+                s.addr
+            ));
+        }
+        let (node, sock) = start_node(&dir, &toml);
+        let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let from = |base: u8| -> Vec<String> {
+            (0..9u8)
+                .map(|i| {
+                    let src = std::net::Ipv4Addr::new(127, 0, 0, base + i).into();
+                    body(&get_from(src, vip).unwrap()).to_owned()
+                })
+                .collect()
+        };
+        let first = from(10);
+        assert_eq!(first.iter().filter(|b| *b == "a").count(), 3, "{first:?}");
+        assert_eq!(from(10), first, "persistence");
+        lbctl_backend(&sock, "drain", "web", servers[0].addr);
+        assert!(wait_until(Duration::from_secs(5), || status(&sock)
+            ["virtual_servers"][0]["backends"][0]["admin"]
+            == "drain"));
+        let again = from(10);
+        for (f, g) in first.iter().zip(&again) {
+            if f == "a" && expire {
+                assert_ne!(g, "a", "expire_quiescent_template: moved: {again:?}");
+            } else {
+                assert_eq!(f, g, "expire {expire}: {first:?} then {again:?}");
+            }
+        }
+        let new = from(40);
+        assert!(new.iter().all(|b| b != "a"), "no new client: {new:?}");
+        lbctl_backend(&sock, "maint", "web", servers[0].addr);
+        assert!(wait_until(Duration::from_secs(5), || status(&sock)
+            ["virtual_servers"][0]["backends"][0]["admin"]
+            == "maint"));
+        let moved = from(10);
+        assert!(
+            moved.iter().all(|b| b != "a"),
+            "maint moves them: {moved:?}"
+        );
+        drop(node);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn passive_health_ejects_a_dead_backend_without_client_errors() {
     let dir = tempdir();

@@ -100,7 +100,9 @@ pub enum AdminState {
     /// Takes new connections when healthy.
     #[default]
     Ready,
-    /// Takes no new connections and no persistence entries; existing connections continue.
+    /// Takes no new client; existing connections continue, and clients whose persistence
+    /// entry names the backend keep reaching it (HAProxy's drain; see
+    /// [`PoolConfig::expire_quiescent_template`](crate::PoolConfig::expire_quiescent_template)).
     Drain,
     /// Out of service: no new connections; health checks may be paused by the caller.
     Maint,

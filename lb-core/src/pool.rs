@@ -9,7 +9,9 @@
 //! the data path and publish it atomically. A rebuild keeps active-connection counts (shared
 //! [`BackendStats`](crate::BackendStats)), the round-robin position while the candidates are
 //! unchanged, slow-start clocks, and persistence entries to backends that are still
-//! candidates (entries to a backup only while no primary is a candidate).
+//! candidates or parked (drained or of weight 0, still up; see
+//! [`PoolConfig::expire_quiescent_template`]), entries to a backup only while no primary
+//! is a candidate.
 //!
 //! The pool reads no clock: time comes in as `now`. During slow start,
 //! [`Pool::poll_timeout`] says when effective weights next change and
@@ -79,6 +81,16 @@ pub struct PoolConfig {
     /// keepalived `persistence_granularity`: the client prefix that persistence and the
     /// hash schedulers key on (default /32 and /128).
     pub persistence_granularity: Granularity,
+    /// IPVS's `net.ipv4.vs.expire_quiescent_template` sysctl. `false` (default, as IPVS
+    /// and HAProxy): a parked backend (up, but drained or of weight 0) takes no new
+    /// client, while clients whose entry names it go on reaching it until the entry
+    /// expires (HAProxy: a drained or weight-0 server "still accepts persistent
+    /// connections"). `true`: parking a backend drops its clients' entries, so their next
+    /// connection is scheduled afresh. Either way a backend that is down or in
+    /// maintenance loses its entries, and [`Pool::expire_persistence`] drops one
+    /// backend's on demand (`lb-health` does so for a backend it keeps at weight 0 for
+    /// keepalived's `inhibit_on_failure`: a failed backend gets no client).
+    pub expire_quiescent_template: bool,
     /// The most persistence entries kept (default 65 536); beyond it an expired entry, else
     /// the least recently used one goes (CLOCK's approximation, see
     /// [`PersistenceTable::new`](crate::persistence::PersistenceTable::new)).
@@ -128,6 +140,7 @@ impl Default for PoolConfig {
         Self {
             persistence_timeout: None,
             persistence_granularity: Granularity::default(),
+            expire_quiescent_template: false,
             persistence_max_entries: 65_536,
             slow_start: None,
             panic_threshold: 0,
@@ -173,8 +186,16 @@ pub struct Snapshot<S> {
     panic: bool,
     quorum: bool,
     generation: u64,
-    /// (id, 0 = primary / 1 = backup, index in that scheduler's candidates), sorted by id.
+    /// (id, 0 = primary / 1 = backup / 2 = `parked`, index in that list), sorted by id.
     index: Vec<(BackendId, u8, u32)>,
+    /// Parked backends (up, not in maintenance, drained or of weight 0) that neither
+    /// scheduler keeps a place for: persistence may still send their clients to them.
+    parked: Vec<Backend>,
+    /// Whether the primary scheduler has a backend it may pick (not only parked ones).
+    primary_live: bool,
+    /// Whether the primaries were set aside for the backups (quorum lost, or panic with
+    /// [`PanicMode::Backups`]): a parked primary then keeps no client either.
+    primaries_cleared: bool,
 }
 
 impl<S: Scheduler> Snapshot<S> {
@@ -214,28 +235,42 @@ impl<S: Scheduler> Snapshot<S> {
         !self.primary.backends().is_empty() || !self.backup.backends().is_empty()
     }
 
-    /// The candidate `id` and whether it is one of the backups.
-    fn candidate_slot(&self, id: BackendId) -> Option<(&Backend, bool)> {
+    /// The candidate or parked backend `id`.
+    fn candidate_slot(&self, id: BackendId) -> Option<&Backend> {
         let i = self.index.binary_search_by_key(&id, |e| e.0).ok()?;
         let (_, which, idx) = self.index[i];
-        let list = if which == 0 {
-            self.primary.backends()
-        } else {
-            self.backup.backends()
+        let list = match which {
+            0 => self.primary.backends(),
+            1 => self.backup.backends(),
+            _ => &self.parked,
         };
-        list.get(idx as usize).map(|b| (b, which != 0))
+        list.get(idx as usize)
     }
 
-    /// Whether a persistence entry to `id` may stay after a rebuild: `id` is a primary
-    /// candidate, or a backup candidate while no primary is one (a backup is chosen only when
-    /// no primary is available, so once primaries return, clients pinned to a backup go back
-    /// to them).
-    fn keeps_sticky(&self, id: BackendId) -> bool {
-        match self.candidate_slot(id) {
-            Some((_, false)) => true,
-            Some((_, true)) => self.primary.backends().is_empty(),
-            None => false,
+    /// Whether a client whose persistence entry names `b` (a [`candidate_slot`]) may go
+    /// back to it: a primary candidate always; a parked primary unless the primaries were
+    /// set aside for the backups or `expire_quiescent` ([`PoolConfig::expire_quiescent_template`]);
+    /// a backup (parked or not, as for a primary) only while no primary may be picked — a
+    /// backup is chosen only when no primary is available, so once primaries return,
+    /// clients pinned to a backup go back to them.
+    ///
+    /// [`candidate_slot`]: Self::candidate_slot
+    fn honours(&self, b: &Backend, expire_quiescent: bool) -> bool {
+        let parked = is_parked(b);
+        if parked && expire_quiescent {
+            return false;
         }
+        if b.is_backup() {
+            !self.primary_live
+        } else {
+            !(parked && self.primaries_cleared)
+        }
+    }
+
+    /// Whether a persistence entry to `id` may stay after a rebuild ([`honours`](Self::honours)).
+    fn keeps_sticky(&self, id: BackendId, expire_quiescent: bool) -> bool {
+        self.candidate_slot(id)
+            .is_some_and(|b| self.honours(b, expire_quiescent))
     }
 
     /// Picks without persistence: primaries first, backups when no primary is accepted.
@@ -361,8 +396,11 @@ impl<B: BuildScheduler> Pool<B> {
     /// persistence, a client whose entry is live and whose backend is still a candidate
     /// (and accepted) goes back to it — unless that backend is a backup and a primary
     /// accepts the connection: backups serve only while no primary is available, so the
-    /// client then moves to the primary (HAProxy `backup`, keepalived `sorry_server`);
-    /// otherwise the scheduler picks among primaries, then
+    /// client then moves to the primary (HAProxy `backup`, keepalived `sorry_server`). A
+    /// parked backend (drained or of weight 0, still up) keeps its clients this way,
+    /// though the scheduler gives it no new one, as HAProxy's drain and IPVS's quiescent
+    /// real servers do ([`PoolConfig::expire_quiescent_template`]).
+    /// Otherwise the scheduler picks among primaries, then
     /// backups, and the choice is recorded. Returns `None` only when no candidate is
     /// accepted. No allocation; no lock unless persistence is on.
     ///
@@ -410,22 +448,24 @@ impl<B: BuildScheduler> Pool<B> {
         };
         if let (Some(table), Some(key)) = (&self.persistence, sticky_key) {
             if let Some((id, addr, generation)) = table.lookup(key, now) {
+                let expire_quiescent = self.config.expire_quiescent_template;
                 match snap.candidate_slot(id) {
                     // Recorded under another numbering (a `replace` in between): a miss.
                     // The fresh pick below records the client again.
-                    Some((b, _)) if addr.is_some_and(|a| a != b.addr()) => {}
-                    Some((b, false)) => {
-                        if accept(b) {
+                    Some(b) if addr.is_some_and(|a| a != b.addr()) => {}
+                    Some(b) if !b.is_backup() => {
+                        if snap.honours(b, expire_quiescent) && accept(b) {
                             return Some(sticky(table, key, b, generation));
                         }
                     }
-                    Some((b, true)) => {
+                    Some(b) => {
                         // A backup is honoured only while no primary takes the connection
                         // (HAProxy `backup`, keepalived `sorry_server`): once a primary is
                         // back, the client moves to it and its entry with it.
+                        let honoured = !(expire_quiescent && is_parked(b));
                         let picked = match snap.primary.select_at(now, &ctx, accept) {
                             Some(p) => p,
-                            None if accept(b) => b,
+                            None if honoured && accept(b) => b,
                             None => snap.backup.select_at(now, &ctx, accept)?,
                         };
                         let generation = table.record(key, picked.id(), Some(picked.addr()), now);
@@ -486,7 +526,8 @@ impl<B: BuildScheduler> Pool<B> {
             if let Some(renumber) = renumber {
                 table.remap_backends(|id| renumber.get(&id).copied());
             }
-            table.retain_backends(|id| snap.keeps_sticky(id));
+            let expire_quiescent = self.config.expire_quiescent_template;
+            table.retain_backends(|id| snap.keeps_sticky(id, expire_quiescent));
         }
         self.current.store(Arc::new(snap));
         Ok(())
@@ -621,6 +662,18 @@ impl<B: BuildScheduler> Pool<B> {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Drops the persistence entries that name backend `id`, so its clients are scheduled
+    /// afresh on their next connection (connections open on it go on). IPVS's
+    /// `expire_quiescent_template` for one backend: for one kept up at weight 0 because it
+    /// failed (keepalived `inhibit_on_failure`), where a client's entry would otherwise
+    /// keep sending it there ([`PoolConfig::expire_quiescent_template`]). Without
+    /// persistence, or for an unknown id, nothing happens.
+    pub fn expire_persistence(&self, id: BackendId) {
+        if let Some(table) = &self.persistence {
+            table.retain_backends(|b| b != id);
+        }
     }
 
     /// Every backend as the pool sees it now.
@@ -767,6 +820,7 @@ fn build_snapshot<B: BuildScheduler>(
         }
     };
 
+    let mut primaries_cleared = false;
     let panic = config.panic_threshold > 0
         && in_service > 0
         && primary_eligible * 100 < usize::from(config.panic_threshold) * in_service;
@@ -782,13 +836,17 @@ fn build_snapshot<B: BuildScheduler>(
                     .map(|b| (*b).clone())
                     .collect();
             }
-            PanicMode::Backups if backup_eligible > 0 => primary.clear(),
+            PanicMode::Backups if backup_eligible > 0 => {
+                primary.clear();
+                primaries_cleared = true;
+            }
             PanicMode::Backups => {}
         }
     }
     if !quorum && backup_eligible > 0 {
         // keepalived: the sorry server takes over and the primaries still up are removed.
         primary.clear();
+        primaries_cleared = true;
     }
     let primary_s = builder.build(&primary, prev.map(|p| &p.primary))?;
     let backup_s = builder.build(&backup, prev.map(|p| &p.backup))?;
@@ -805,7 +863,23 @@ fn build_snapshot<B: BuildScheduler>(
                 .map(|(i, b)| (b.id(), 1, i as u32)),
         )
         .collect();
+    // Parked backends no scheduler keeps: persistence may still send clients there.
     index.sort_unstable_by_key(|e| e.0);
+    let parked: Vec<Backend> = all
+        .iter()
+        .filter(|b| is_parked(b) && index.binary_search_by_key(&b.id(), |e| e.0).is_err())
+        .cloned()
+        .collect();
+    if !parked.is_empty() {
+        index.extend(
+            parked
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (b.id(), 2, i as u32)),
+        );
+        index.sort_unstable_by_key(|e| e.0);
+    }
+    let primary_live = primary_s.backends().iter().any(|b| !is_parked(b));
     Ok(Snapshot {
         backends: BackendSet::new(all)?,
         primary: primary_s,
@@ -814,6 +888,9 @@ fn build_snapshot<B: BuildScheduler>(
         quorum,
         generation: state.generation,
         index,
+        parked,
+        primary_live,
+        primaries_cleared,
     })
 }
 
@@ -901,6 +978,111 @@ mod tests {
         // After the timeout the client is scheduled afresh.
         let later = now + Duration::from_secs(301);
         let _ = pick(&p, later, &c);
+    }
+
+    /// A drained or weight-0 backend (parked, still up) keeps the clients whose entry names
+    /// it and gets no new one (HAProxy's drain and `weight 0`: "still accepts persistent
+    /// connections"; IPVS's quiescent real server with `expire_quiescent_template` 0), for
+    /// algorithms with and without a table place for parked backends. Entries used to be
+    /// dropped on drain for `rr`, `wrr`, ... and kept for `sh`, `dh`, `mh`.
+    #[test]
+    fn a_parked_backend_keeps_its_persistent_clients() {
+        for algo in ["rr", "wlc", "mh"] {
+            for park in ["drain", "weight 0"] {
+                let cfg = PoolConfig {
+                    persistence_timeout: Some(Duration::from_secs(300)),
+                    ..PoolConfig::default()
+                };
+                let p = Pool::new(algo.parse::<Algorithm>().unwrap(), set(3), cfg).unwrap();
+                let now = t0();
+                let clients: Vec<SelectContext<'_>> = (0..30u8)
+                    .map(|i| SelectContext::client(SocketAddr::new([198, 51, 100, i].into(), 1)))
+                    .collect();
+                let first: Vec<u32> = clients.iter().map(|c| pick(&p, now, c)).collect();
+                let parked = first[0];
+                let on_parked = first.iter().filter(|&&b| b == parked).count();
+                match park {
+                    "drain" => p
+                        .set_admin(BackendId(parked), AdminState::Drain, now)
+                        .unwrap(),
+                    _ => p.set_weight(BackendId(parked), Weight::ZERO, now).unwrap(),
+                }
+                let again: Vec<u32> = clients.iter().map(|c| pick(&p, now, c)).collect();
+                assert_eq!(again, first, "{algo} {park}: every client stays");
+                for i in 0..30u8 {
+                    let new = SelectContext::client(SocketAddr::new([203, 0, 113, i].into(), 1));
+                    assert_ne!(pick(&p, now, &new), parked, "{algo} {park}: no new client");
+                }
+                assert!(on_parked >= 1);
+                // Maintenance drops them: they move.
+                p.set_admin(BackendId(parked), AdminState::Maint, now)
+                    .unwrap();
+                assert!(
+                    clients.iter().all(|c| pick(&p, now, c) != parked),
+                    "{algo} {park}"
+                );
+            }
+        }
+    }
+
+    /// `expire_quiescent_template` (IPVS's sysctl): parking a backend moves its clients.
+    /// `Pool::expire_persistence` does so for one backend whatever the setting.
+    #[test]
+    fn expire_quiescent_template_moves_a_parked_backends_clients() {
+        for expire in [true, false] {
+            let cfg = PoolConfig {
+                persistence_timeout: Some(Duration::from_secs(300)),
+                expire_quiescent_template: expire,
+                ..PoolConfig::default()
+            };
+            let p = Pool::new(Algorithm::RoundRobin, set(3), cfg).unwrap();
+            let now = t0();
+            let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+            let first = pick(&p, now, &c);
+            p.set_weight(BackendId(first), Weight::ZERO, now).unwrap();
+            if expire {
+                assert_ne!(pick(&p, now, &c), first);
+            } else {
+                assert_eq!(pick(&p, now, &c), first);
+                p.expire_persistence(BackendId(first));
+                let moved = pick(&p, now, &c);
+                assert_ne!(moved, first, "entry dropped");
+                // The new entry is kept: only the named backend's entries went.
+                p.expire_persistence(BackendId(first));
+                assert_eq!(pick(&p, now, &c), moved);
+            }
+        }
+    }
+
+    /// A parked primary keeps no client while the sorry server has taken over (quorum
+    /// lost): its clients go to the backups as everyone else's.
+    #[test]
+    fn a_parked_primary_keeps_no_client_without_quorum() {
+        let mut backends: Vec<Backend> = set(3).iter().cloned().collect();
+        backends
+            .push(Backend::new(BackendId(9), "127.0.0.9:80".parse().unwrap()).with_backup(true));
+        let p = Pool::new(
+            Algorithm::RoundRobin,
+            BackendSet::new(backends).unwrap(),
+            PoolConfig {
+                quorum: 15,
+                persistence_timeout: Some(Duration::from_secs(300)),
+                ..PoolConfig::default()
+            },
+        )
+        .unwrap();
+        let now = t0();
+        let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        let first = pick(&p, now, &c);
+        assert_ne!(first, 9);
+        p.set_admin(BackendId(first), AdminState::Drain, now)
+            .unwrap();
+        assert!(p.has_quorum(), "20 ≥ 15");
+        assert_eq!(pick(&p, now, &c), first, "drained, the client stays");
+        let other = if first == 1 { 2 } else { 1 };
+        p.set_health(BackendId(other), Health::Down, now).unwrap();
+        assert!(!p.has_quorum());
+        assert_eq!(pick(&p, now, &c), 9, "sorry server, not the parked primary");
     }
 
     /// An entry does not expire while the client has a connection open on its backend (IPVS

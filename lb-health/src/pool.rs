@@ -51,7 +51,10 @@ pub enum OnFailure {
     #[default]
     Remove,
     /// keepalived `inhibit_on_failure`: the backend stays with weight 0, so existing
-    /// connections drain and no new one selects it.
+    /// connections drain and no new one selects it. Its clients' persistence entries are
+    /// dropped ([`Pool::expire_persistence`]), so they move on their next connection, as
+    /// IPVS moves them with `expire_quiescent_template` set (without it IPVS keeps sending
+    /// them to the failed real server until their template expires).
     Inhibit,
 }
 
@@ -272,6 +275,12 @@ impl PoolApplier {
             OnFailure::Remove => (if failed { Health::Down } else { Health::Up }, weight),
         };
         pool.set_state(id, health, weight, now)?;
+        if failed && self.on_failure == OnFailure::Inhibit {
+            // Kept up at weight 0, the backend is parked, and a parked backend keeps its
+            // persistent clients (HAProxy's drain): not one that failed. IPVS would keep
+            // sending them until `expire_quiescent_template`; keepalived users set it.
+            pool.expire_persistence(id);
+        }
         Ok(())
     }
 }
@@ -372,6 +381,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(state(&p, 1), (Health::Up, 5));
+    }
+
+    /// A failed backend kept at weight 0 (`inhibit_on_failure`) loses its persistent
+    /// clients: they move on their next connection. A parked backend keeps them (a drain,
+    /// or `misc_dynamic` asking for weight 0 while the check passes), and so would an
+    /// inhibited one without `expire_persistence`, sending clients to a failed server.
+    #[test]
+    fn an_inhibited_backend_loses_its_persistent_clients() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let set = BackendSet::new(vec![
+            Backend::new(BackendId(1), "127.0.0.1:1".parse().unwrap()),
+            Backend::new(BackendId(2), "127.0.0.1:2".parse().unwrap()),
+        ])
+        .unwrap();
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new("rr".parse().unwrap(), set, cfg).unwrap();
+        let c = lb_core::SelectContext::client("198.51.100.1:1000".parse().unwrap());
+        let pick = |p: &Pool| p.select(now, &c, &mut |_| true).unwrap().id();
+        assert_eq!(pick(&p), BackendId(1));
+        let mut a = PoolApplier::new(&p, OnFailure::Inhibit);
+        // misc_dynamic weight 0 with the check passing: parked, the client stays.
+        a.apply_event(&p, &ev(1, Health::Up, Health::Up, Some(0)), now)
+            .unwrap();
+        assert_eq!(state(&p, 1), (Health::Up, 0));
+        assert_eq!(pick(&p), BackendId(1));
+        // The check fails: inhibited at weight 0, the client moves.
+        a.apply_event(&p, &ev(1, Health::Up, Health::Down, None), now)
+            .unwrap();
+        assert_eq!(state(&p, 1), (Health::Up, 0));
+        assert_eq!(pick(&p), BackendId(2));
     }
 
     /// A new configured weight survives later events, and a failed inhibited backend stays

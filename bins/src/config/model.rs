@@ -1338,6 +1338,11 @@ pub struct VirtualServer {
     /// Client prefix persistence keys on (`255.255.255.0`, `24`, `24,64`). Default /32, /128.
     #[serde(default, with = "values::granularity")]
     pub persistence_granularity: Granularity,
+    /// IPVS's `expire_quiescent_template` sysctl, per virtual server: a backend drained or
+    /// set to weight 0 loses its persistent clients at once (`true`) instead of keeping
+    /// them until their entries expire (`false`, default, as IPVS and HAProxy).
+    #[serde(default)]
+    pub expire_quiescent_template: bool,
     /// Other backends tried when connecting to the chosen one fails. Default 1.
     #[serde(default = "values::one")]
     pub retries: u32,
@@ -1680,6 +1685,7 @@ impl VirtualServer {
             lb_algo: Algorithm::RoundRobin,
             persistence_timeout: None,
             persistence_granularity: Granularity::default(),
+            expire_quiescent_template: false,
             retries: 1,
             connect_timeout: Duration::from_secs(5),
             delay_loop: Duration::from_secs(60),
@@ -1754,12 +1760,13 @@ impl VirtualServer {
         Ok(c)
     }
 
-    /// The `lb-core` pool settings: persistence timeout and granularity, quorum and
-    /// hysteresis, the rest at [`PoolConfig::default`].
+    /// The `lb-core` pool settings: persistence timeout, granularity and
+    /// `expire_quiescent_template`, quorum and hysteresis, the rest at [`PoolConfig::default`].
     pub fn pool_config(&self) -> PoolConfig {
         PoolConfig {
             persistence_timeout: self.persistence_timeout,
             persistence_granularity: self.persistence_granularity,
+            expire_quiescent_template: self.expire_quiescent_template,
             quorum: self.quorum,
             hysteresis: self.hysteresis,
             ..PoolConfig::default()
