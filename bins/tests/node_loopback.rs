@@ -1723,6 +1723,73 @@ delay_before_retry = "1s"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A weight set with `lbctl weight` holds through a reload that restarts the virtual
+/// server (a new `lb_algo`) while the file keeps that real server's weight, as admin
+/// states do; a reload that changes the real server's weight in the file applies the
+/// file's (HAProxy's `set weight` lasts until the next change in the file), restarting or
+/// not. It used to be lost at any restart: weight 0 set for a maintenance came back.
+#[test]
+fn reload_restart_keeps_lbctl_weights_until_the_file_changes_them() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let port = free_port();
+    let config = |algo: &str, weight_a: u32| {
+        format!(
+            "[global]\nadmin_socket = \"{sock}\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nlb_algo = \"{algo}\"\n[[virtual_server.backend]]\naddress = \"{a}\"\nweight = {weight_a}\n[[virtual_server.backend]]\naddress = \"{b}\"\n",
+            sock = dir.join("admin.sock").display(),
+            a = a.addr,
+            b = b.addr,
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("rr", 1));
+    let weight = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i]["weight"].clone();
+    let vip = SocketAddr::from(([127, 0, 0, 1], port));
+    let bodies = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| body(&get(vip).unwrap()).to_owned())
+            .collect()
+    };
+    let out = Command::new(LBCTL)
+        .arg("--socket")
+        .arg(&sock)
+        .args(["weight", "web", &a.addr.to_string(), "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_until(Duration::from_secs(5), || weight(0) == 0));
+    // A restart that keeps a's weight in the file: the operator's 0 holds.
+    reload_node(&node, &dir, &config("wrr", 1));
+    wait_scheduler(&sock, &dir, "wrr");
+    assert_eq!(weight(0), 0, "{}", status(&sock));
+    let got = bodies(6);
+    assert!(got.iter().all(|b| b == "b"), "{got:?}");
+    // Another restart, same file weight: still held.
+    reload_node(&node, &dir, &config("wlc", 1));
+    wait_scheduler(&sock, &dir, "wlc");
+    assert_eq!(weight(0), 0, "{}", status(&sock));
+    // The file changes a's weight (and restarts): the file's applies.
+    reload_node(&node, &dir, &config("rr", 2));
+    wait_scheduler(&sock, &dir, "rr");
+    assert!(
+        wait_until(Duration::from_secs(5), || weight(0) == 2),
+        "{}",
+        status(&sock)
+    );
+    let got = bodies(6);
+    assert_eq!(got.iter().filter(|b| *b == "a").count(), 3, "{got:?}");
+    // And the operator's record went with it: a restart back to weight... 2 stays 2.
+    reload_node(&node, &dir, &config("wrr", 2));
+    wait_scheduler(&sock, &dir, "wrr");
+    assert_eq!(weight(0), 2, "{}", status(&sock));
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// SIGTERM drains the connections of a virtual server that an earlier reload replaced, up
 /// to `drain_deadline`, like those of the running ones: a connection still open through
 /// the replaced version keeps working after SIGTERM (the node used to exit at once,

@@ -71,8 +71,9 @@ pub trait AdminHandler: Send + Sync + 'static {
 
     /// Sets the configured weight of `backend` (its `ip:port`) in `virtual_server` (its
     /// name), 0..=65535, as HAProxy's `set weight` and `ipvsadm -e -w` do: from now on,
-    /// until the configuration file changes that backend's weight or a reload restarts
-    /// the virtual server. 0 takes no new connection (the backend stays up).
+    /// through reloads (also those that restart the virtual server), until the
+    /// configuration file changes that backend's weight. 0 takes no new client (the
+    /// backend stays up; persistent clients keep reaching it, as with a drain).
     ///
     /// # Errors
     /// A message for the operator: an unknown virtual server or backend, a weight out of

@@ -142,6 +142,9 @@ struct VsView {
     replacement: Option<Arc<Pool>>,
     /// The applier task's channel for new configured weights (`lbctl weight`).
     weights: WeightSender,
+    /// Where `lbctl weight` records what it set, for a reload that restarts the virtual
+    /// server (shared with a replacement).
+    operator_weights: vs::OperatorWeights,
     /// While a reload runs: the replacement's weight channel (its pool's weights go
     /// through it too).
     replacement_weights: Option<WeightSender>,
@@ -321,6 +324,12 @@ impl AdminHandler for Shared {
         v.weights
             .send((id, w))
             .map_err(|_| format!("virtual server {virtual_server} is stopping"))?;
+        // And for a reload that restarts the virtual server (with a replacement started
+        // already, the same record: it is shared).
+        v.operator_weights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(addr, w);
         // A reload is replacing this virtual server: its replacement takes it too.
         if let (Some(r), Some(tx)) = (&v.replacement, &v.replacement_weights) {
             if let Some(b) = r.backends().iter().find(|b| b.addr() == addr) {
@@ -628,6 +637,7 @@ fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
         routed,
         replacement: None,
         weights: v.weight_sender(),
+        operator_weights: v.operator_weights(),
         replacement_weights: None,
     }
 }
@@ -878,6 +888,7 @@ impl Node {
     fn adopt_replacement(&self, old: &Arc<Pool>, new: &VsRuntime) {
         let mut views = write(&self.shared.vservers);
         new.take_admin_from(old);
+        new.apply_operator_weights();
         if let Some(v) = views.iter_mut().find(|v| Arc::ptr_eq(&v.pool, old)) {
             v.replacement = Some(Arc::clone(&new.pool));
             v.replacement_weights = Some(new.weight_sender());

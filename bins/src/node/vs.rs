@@ -57,7 +57,16 @@ pub(crate) struct Carried {
     /// count as open (in `lbctl status`, for `lc`/`wlc` and for `maxconn`), as IPVS's
     /// connection entries outlive a keepalived reload, and the totals go on.
     stats: HashMap<SocketAddr, Arc<lb_core::BackendStats>>,
+    /// The weights `lbctl weight` set, shared with the replaced version (one set during
+    /// the reload lands in both), with the file's weights of the replaced version: an
+    /// operator's weight holds while the file does not change that real server's weight
+    /// (HAProxy's `set weight` until the next change in the file; [`OperatorWeights`]).
+    operator_weights: Option<(OperatorWeights, HashMap<SocketAddr, Weight>)>,
 }
+
+/// The weights `lbctl weight` set, by real server address; an entry goes when the file
+/// changes that real server's weight (a reload then applies the file's).
+pub(crate) type OperatorWeights = Arc<std::sync::Mutex<HashMap<SocketAddr, Weight>>>;
 
 /// The outlier detector's state per backend, as its task last saw it after an ejection or
 /// un-ejection: what a reload's replacement takes over.
@@ -340,6 +349,8 @@ pub(crate) struct VsRuntime {
     followers: Vec<JoinHandle<()>>,
     /// New configured weights (a reload's), applied by the health applier task.
     weights: mpsc::UnboundedSender<(BackendId, Weight)>,
+    /// What `lbctl weight` set ([`OperatorWeights`]).
+    operator_weights: OperatorWeights,
     /// Ejections its predecessor made after [`VsRuntime::carried`], for the applier task
     /// ([`VsRuntime::carry_from`]).
     late_ejections: mpsc::UnboundedSender<Vec<(BackendId, OutlierHostState)>>,
@@ -1068,6 +1079,29 @@ impl VsRuntime {
                     .map_err(|e| err(e.to_string()))?;
             }
         }
+        // `lbctl weight`'s weights, where this file keeps the replaced version's weight:
+        // before the appliers are made, which take the pool's weights as configured.
+        let operator_weights = match carried.operator_weights {
+            Some((weights, old_file)) => {
+                let mut w = weights
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                w.retain(|addr, _| {
+                    let now_file = cfg.backends.iter().find(|b| b.address == *addr);
+                    now_file.is_some_and(|b| old_file.get(addr) == Some(&b.weight))
+                });
+                for (i, b) in cfg.backends.iter().enumerate() {
+                    if let Some(&weight) = w.get(&b.address) {
+                        pool.set_weight(backend_id(i), weight, now())
+                            .map_err(|e| err(e.to_string()))?;
+                        tracing::info!(virtual_server = %cfg.name, backend = %b.address, %weight, "lbctl weight carried over");
+                    }
+                }
+                drop(w);
+                weights
+            }
+            None => OperatorWeights::default(),
+        };
         // keepalived keeps a virtual server's quorum across a reload (a weight inside the
         // hysteresis band would otherwise restart without it).
         if let Some(q) = carried.quorum {
@@ -1354,6 +1388,7 @@ impl VsRuntime {
             tasks,
             followers,
             weights,
+            operator_weights,
             late_ejections,
             carried_outlier: carried.outlier,
             quorum,
@@ -1366,6 +1401,11 @@ impl VsRuntime {
     /// weight`'s).
     pub(crate) fn weight_sender(&self) -> mpsc::UnboundedSender<(BackendId, Weight)> {
         self.weights.clone()
+    }
+
+    /// Where `lbctl weight` records the weights it sets ([`OperatorWeights`]).
+    pub(crate) fn operator_weights(&self) -> OperatorWeights {
+        Arc::clone(&self.operator_weights)
     }
 
     /// This virtual server's pool as an HTTP virtual server routing to it uses it: same
@@ -1392,6 +1432,11 @@ impl VsRuntime {
         // Only weights differ: the applier task sets them in place and remembers them.
         for (i, (a, b)) in self.cfg.backends.iter().zip(&new.backends).enumerate() {
             if a.weight != b.weight {
+                // The file's new weight replaces an operator's.
+                self.operator_weights
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&b.address);
                 let id = backend_id(i);
                 self.weights
                     .send((id, b.weight))
@@ -1437,6 +1482,14 @@ impl VsRuntime {
                 .iter()
                 .filter_map(|(&id, &st)| Some((backends.get(id)?.addr(), st)))
                 .collect(),
+            operator_weights: Some((
+                Arc::clone(&self.operator_weights),
+                self.cfg
+                    .backends
+                    .iter()
+                    .map(|b| (b.address, b.weight))
+                    .collect(),
+            )),
         }
     }
 
@@ -1557,6 +1610,24 @@ impl VsRuntime {
                 Err(e) => {
                     tracing::warn!(virtual_server = %self.cfg.name, error = %e, "admin state not carried over");
                 }
+            }
+        }
+    }
+
+    /// Applies the weights `lbctl weight` set ([`OperatorWeights`]) again: a replacement
+    /// applied them at its start, and this takes those set since, before it is registered
+    /// to receive the next ones ([`Carried::operator_weights`]).
+    pub(crate) fn apply_operator_weights(&self) {
+        let weights: Vec<(SocketAddr, Weight)> = self
+            .operator_weights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(a, w)| (*a, *w))
+            .collect();
+        for (addr, weight) in weights {
+            if let Some(i) = self.cfg.backends.iter().position(|b| b.address == addr) {
+                let _ = self.weights.send((backend_id(i), weight));
             }
         }
     }
