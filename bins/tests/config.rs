@@ -1175,7 +1175,15 @@ fn global_vrrp_defaults_apply_where_an_instance_is_silent() {
     let p = dir.path().join("k.conf");
     std::fs::write(&p, text).unwrap();
     let (cfg, w) = ok(&p);
-    assert!(w.is_empty(), "{w:?}");
+    // keepalived 2.2.7's `vrrp_skip_check_adv_addr_handler` sets the flag for any valid
+    // value: `off` turns it on. Followed, and warned about.
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string()
+            .contains(":24:25: warning: `skip_check_adv_addr off` turns it on"),
+        "{}",
+        w[0]
+    );
     let (a, b) = (&cfg.vrrp_instances[0], &cfg.vrrp_instances[1]);
     assert_eq!(a.garp_master_delay, Duration::from_secs(7));
     assert_eq!(a.garp_master_repeat, 3);
@@ -1194,17 +1202,17 @@ fn global_vrrp_defaults_apply_where_an_instance_is_silent() {
         "the global value, not the instance's master repeat"
     );
     assert_eq!(b.garp_lower_prio_delay, Duration::from_secs(1));
-    assert!(!b.lower_prio_no_advert && !b.skip_check_adv_addr);
+    assert!(!b.lower_prio_no_advert && b.skip_check_adv_addr);
     // A flag's argument is a keepalived <BOOL> or nothing.
     assert_eq!(
         errors(
             "k.conf",
             &BASE_INSTANCE.replace(
                 "    priority 100\n",
-                "    priority 100\n    nopreempt maybe\n"
+                "    priority 100\n    lower_prio_no_advert maybe\n"
             )
         ),
-        ["k.conf:5:15: `nopreempt` takes on|off|true|false|yes|no or nothing, not \"maybe\""]
+        ["k.conf:5:26: `lower_prio_no_advert` takes on|off|true|false|yes|no or nothing, not \"maybe\""]
     );
 }
 
@@ -4463,5 +4471,255 @@ fn keepalived_garp_group_ignores_vmacs() {
     assert!(
         w.iter().any(|w| w.starts_with("5:9: vrrp.51 is a VMAC")),
         "{w:?}"
+    );
+}
+
+/// keepalived keywords whose handler reads no argument (`nopreempt`, `accept`,
+/// `no_accept`, a virtual server's `alpha`, `ops` and `inhibit_on_failure`,
+/// `misc_dynamic`, `regex_no_match`, the global `vrrp_skip_check_adv_addr`) are on
+/// whatever follows them: `nopreempt off` is nopreempt in keepalived 2.2.7. lb-node used
+/// to read `off` as off, the opposite of keepalived on every one. Warned about.
+#[test]
+fn argument_less_keepalived_flags_are_on_whatever_follows() {
+    let text = format!(
+        "global_defs {{\n    vrrp_skip_check_adv_addr off\n}}\n{}virtual_server 198.18.0.250 80 {{\n    protocol TCP\n    alpha off\n    inhibit_on_failure no\n    real_server 198.18.0.2 80 {{\n        MISC_CHECK {{\n            misc_path /bin/true\n            misc_dynamic off\n        }}\n    }}\n}}\n",
+        BASE_INSTANCE.replace(
+            "    priority 100\n",
+            "    priority 100\n    nopreempt off\n    accept false\n"
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    std::fs::write(&p, text).unwrap();
+    let (cfg, w) = ok(&p);
+    let vi = &cfg.vrrp_instances[0];
+    assert!(
+        vi.nopreempt && vi.accept && vi.skip_check_adv_addr,
+        "{vi:?}"
+    );
+    let vs = &cfg.virtual_servers[0];
+    assert!(vs.alpha);
+    let rs = &vs.backends[0];
+    assert!(rs.inhibit_on_failure);
+    match &rs.checks[0].kind {
+        CheckKind::Misc(m) => assert!(m.misc_dynamic, "{m:?}"),
+        other => panic!("{other:?}"),
+    }
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 6, "{w:#?}");
+    assert!(
+        w.iter().any(
+            |w| w.contains("`nopreempt` takes no argument: \"off\" ignored and the setting on")
+        ),
+        "{w:#?}"
+    );
+    // A keyword that takes a <BOOL> compares it exactly, as keepalived's check_true_false.
+    assert_eq!(
+        errors(
+            "k.conf",
+            &BASE_INSTANCE.replace("    priority 100\n", "    priority 100\n    lower_prio_no_advert ON\n")
+        ),
+        ["k.conf:5:26: `lower_prio_no_advert` takes on|off|true|false|yes|no or nothing, not \"ON\""]
+    );
+}
+
+/// keepalived's `decomment`: `\#` and `\!` outside quotes are the characters; text inside
+/// `"…"` is taken as written (`alloc_strvec_r`), backslashes included. lb-node read
+/// `auth_pass ab\#cd` as `ab\` (a password keepalived peers would not share) and
+/// `router_id "lb\one"` as `lbone`.
+#[test]
+fn backslashes_read_as_keepalived_reads_them() {
+    let text = format!(
+        "global_defs {{\n    router_id \"lb\\one\"\n}}\n{}",
+        BASE_INSTANCE.replace(
+            "    priority 100\n",
+            "    priority 100\n    authentication {\n        auth_type PASS\n        auth_pass ab\\#c\\!d # a comment\n    }\n"
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    std::fs::write(&p, text).unwrap();
+    let (cfg, w) = ok(&p);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(cfg.global.router_id.as_deref(), Some("lb\\one"));
+    let auth = cfg.vrrp_instances[0].authentication.as_ref().unwrap();
+    assert_eq!(auth.auth_pass, "ab#c!d");
+}
+
+/// Script lines are read as keepalived re-reads them (`alloc_strvec_quoted_escaped`):
+/// `'…'` quotes as `"…"` does, and only the first word is the command. A single-quoted
+/// `script` used to reach `sh -c` with its quotes (never found: the check always
+/// failed), a single-quoted `misc_path` was one program name, and a single-quoted
+/// notify script took its second word for a user.
+#[test]
+fn script_lines_are_read_with_keepalived_quoting() {
+    let text = format!(
+        "vrrp_script chk {{\n    script '/usr/bin/killall -0 haproxy'\n}}\nvrrp_script chk2 {{\n    script /bin/false --x\n}}\n{}virtual_server 198.18.0.250 80 {{\n    protocol TCP\n    real_server 198.18.0.2 80 {{\n        MISC_CHECK {{\n            misc_path '/bin/test -e \"/etc/a b\"'\n        }}\n    }}\n}}\n",
+        BASE_INSTANCE.replace(
+            "    priority 100\n",
+            "    priority 100\n    notify_master '/bin/echo became master' root\n    notify_backup \"/bin/echo \\\"x y\\\"\"\n"
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    std::fs::write(&p, text).unwrap();
+    let (cfg, w) = ok(&p);
+    assert_eq!(cfg.vrrp_scripts[0].script, "/usr/bin/killall -0 haproxy");
+    // keepalived runs `/bin/false` alone; warned.
+    assert_eq!(cfg.vrrp_scripts[1].script, "/bin/false");
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].contains(":5:23: warning: keepalived runs only the first word, \"/bin/false\", and ignores \"--x\""),
+        "{}",
+        w[0]
+    );
+    let vi = &cfg.vrrp_instances[0];
+    let master = vi.notify_master.as_ref().unwrap();
+    assert_eq!(master.command, "/bin/echo became master");
+    assert_eq!(master.user.as_deref(), Some("root"));
+    assert_eq!(
+        vi.notify_backup.as_ref().unwrap().command,
+        "/bin/echo \"x y\""
+    );
+    match &cfg.virtual_servers[0].backends[0].checks[0].kind {
+        CheckKind::Misc(m) => assert_eq!(m.misc_path, "/bin/test -e \"/etc/a b\""),
+        other => panic!("{other:?}"),
+    }
+    // An unmatched quote is an error at the line, and the only one.
+    assert_eq!(
+        errors("k.conf", "vrrp_script chk {\n    script '/bin/true\n}\n"),
+        ["k.conf:2:12: script: \"'/bin/true\": the ' quote is missing its closing '"]
+    );
+}
+
+/// `include` globs as glibc's glob(3): `*` matches no leading dot, `**` is `*`, `[^…]`
+/// negates; files with an execute permission and directories are skipped (keepalived's
+/// `check_glob_file`); the rest of the line is one pattern (`check_include`). lb-node read
+/// hidden and executable files, descended into subdirectories for `**`, took `[^` as a
+/// literal `^`, and included `a.conf` alone from `include a.conf b.conf`.
+#[test]
+fn include_globs_as_glibc() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let instance = |name: &str, vrid: u8| {
+        BASE_INSTANCE
+            .replace("VI_1", name)
+            .replace("virtual_router_id 51", &format!("virtual_router_id {vrid}"))
+    };
+    std::fs::create_dir_all(d.join("conf.d/sub")).unwrap();
+    std::fs::write(d.join("conf.d/a.conf"), instance("VI_A", 51)).unwrap();
+    std::fs::write(d.join("conf.d/.hidden.conf"), instance("VI_H", 52)).unwrap();
+    std::fs::write(d.join("conf.d/x.conf"), instance("VI_X", 53)).unwrap();
+    std::fs::write(d.join("conf.d/run.conf"), instance("VI_R", 54)).unwrap();
+    std::fs::set_permissions(
+        d.join("conf.d/run.conf"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(d.join("conf.d/sub/deep.conf"), instance("VI_D", 55)).unwrap();
+    let names = |main: &str| -> (Vec<String>, Vec<String>) {
+        std::fs::write(d.join("main.conf"), main).unwrap();
+        let (cfg, w) = ok(&d.join("main.conf"));
+        (
+            cfg.vrrp_instances.iter().map(|v| v.name.clone()).collect(),
+            w.iter().map(ToString::to_string).collect(),
+        )
+    };
+    let (n, w) = names("include conf.d/*.conf\n");
+    assert_eq!(n, ["VI_A", "VI_X"]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("run.conf is executable"), "{w:?}");
+    let (n, _) = names("include conf.d/**.conf\n");
+    assert_eq!(n, ["VI_A", "VI_X"]);
+    let (n, _) = names("include conf.d/**/*.conf\n");
+    assert_eq!(n, ["VI_D"]);
+    let (n, w) = names("include conf.d/[^xr]*.conf\n");
+    assert_eq!(n, ["VI_A"]);
+    assert!(w.is_empty(), "{w:?}");
+    // Two words: one pattern naming no file, as in keepalived.
+    assert_eq!(
+        errors_in(d, "main.conf", "include conf.d/a.conf conf.d/x.conf\n"),
+        [format!(
+            "main.conf:1:9: included file {}/conf.d/a.conf conf.d/x.conf does not exist",
+            d.display()
+        )]
+    );
+    // includer refuses the executable file.
+    let e = errors_in(d, "main.conf", "includer conf.d/*.conf\n");
+    assert!(
+        e.iter().any(|e| e.contains("run.conf is executable")),
+        "{e:?}"
+    );
+}
+
+/// `errors` in a given directory (its files stay).
+fn errors_in(dir: &Path, name: &str, text: &str) -> Vec<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let errs: Vec<ConfigError> = config::load(&path).expect_err("config should be refused");
+    let prefix = format!("{}/", dir.display());
+    errs.iter()
+        .map(|e| e.to_string().replacen(&prefix, "", 1))
+        .collect()
+}
+
+/// keepalived reads bytes: a Latin-1 comment is fine. lb-node refused the whole file
+/// without a line; now a comment that is not UTF-8 is dropped, and anything else not
+/// UTF-8 is an error at its line and column.
+#[test]
+fn non_utf8_bytes_are_fine_in_comments_and_located_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    let mut text = b"! Konfiguration f\xfcr Knoten A\n".to_vec();
+    text.extend_from_slice(
+        BASE_INSTANCE
+            .replace("    priority 100\n", "    priority 100 # für\n")
+            .as_bytes(),
+    );
+    std::fs::write(&p, &text).unwrap();
+    let (cfg, w) = ok(&p);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(cfg.vrrp_instances[0].priority, 100);
+    let mut bad = BASE_INSTANCE.as_bytes().to_vec();
+    let at = bad.windows(3).position(|w| w == b"100").unwrap();
+    bad.splice(at..at, b"1\xff".iter().copied());
+    std::fs::write(&p, &bad).unwrap();
+    let errs: Vec<String> = config::load(&p)
+        .expect_err("refused")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].ends_with("k.conf:4:15: not UTF-8 text (keepalived.conf is read as UTF-8; only comments may hold other bytes)"),
+        "{errs:?}"
+    );
+}
+
+/// A `misc_path` that does not read gives one error, not a second "no misc_path"; here
+/// the line reads (one quoted word) and the command in it does not (keepalived splits it
+/// again).
+#[test]
+fn an_unreadable_misc_path_is_one_error() {
+    assert_eq!(
+        errors(
+            "k.conf",
+            "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.2 80 {\n        MISC_CHECK {\n            misc_path \"/bin/x 'y\"\n        }\n    }\n}\n"
+        ),
+        ["k.conf:5:23: invalid misc_path: \"/bin/x 'y\": the ' quote is missing its closing '"]
+    );
+}
+
+/// A `misc_path` line that does not read: one error, at the line.
+#[test]
+fn an_unterminated_misc_path_line_is_one_error() {
+    assert_eq!(
+        errors(
+            "k.conf",
+            "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    real_server 198.18.0.2 80 {\n        MISC_CHECK {\n            misc_path '/bin/x y\n        }\n    }\n}\n"
+        ),
+        ["k.conf:5:23: misc_path: \"'/bin/x y\": the ' quote is missing its closing '"]
     );
 }

@@ -487,16 +487,92 @@ impl Conv {
         Some(first)
     }
 
-    /// Every argument joined by spaces (command lines).
+    /// The arguments of a script line read as keepalived re-reads them
+    /// (`alloc_strvec_quoted_escaped`, [`split_command_line`]): `"…"` and `'…'` quote,
+    /// a backslash escapes, inside quotes too. The first word is the command line (split
+    /// again when it runs); a located error when the line does not split (an unmatched
+    /// quote) or a word is not UTF-8.
+    ///
+    /// [`split_command_line`]: lb_health::probe::split_command_line
+    fn script_words(&mut self, s: &Stmt, path: &str) -> Option<Vec<(String, Location)>> {
+        let first = self.command_word(s, path)?;
+        let mut raw = first.raw.clone();
+        // Where each token starts in `raw`.
+        let mut starts = vec![0];
+        for t in &s.args[1..] {
+            raw.push_str(&t.lead);
+            starts.push(raw.len());
+            raw.push_str(&t.raw);
+        }
+        // Each word's location: its token's, moved by the characters before it there.
+        let locations: Vec<Location> = word_starts(&raw)
+            .into_iter()
+            .map(|at| {
+                let i = starts.partition_point(|&st| st <= at) - 1;
+                let mut l = s.args[i].location.clone();
+                l.column += raw[starts[i]..at].chars().count();
+                l
+            })
+            .collect();
+        let words = match lb_health::probe::split_command_line(&raw) {
+            Ok(w) => w,
+            Err(e) => {
+                let why = match e {
+                    lb_health::Error::InvalidConfig { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                self.d
+                    .error(&first.location, format!("{}: {why}", s.keyword.text));
+                self.o.poison(path);
+                return None;
+            }
+        };
+        let mut out = Vec::with_capacity(words.len());
+        for (w, l) in words.into_iter().zip(locations) {
+            match w.into_string() {
+                Ok(w) => out.push((w, l)),
+                Err(_) => {
+                    self.d.error(
+                        &first.location,
+                        format!("{}: the command line is not UTF-8", s.keyword.text),
+                    );
+                    self.o.poison(path);
+                    return None;
+                }
+            }
+        }
+        if out.is_empty() {
+            self.d.error(
+                &first.location,
+                format!("`{}` needs a command", s.keyword.text),
+            );
+            self.o.poison(path);
+            return None;
+        }
+        Some(out)
+    }
+
+    /// A command line (`vrrp_script`'s `script`, `misc_path`): the first word of the line
+    /// as keepalived reads it ([`script_words`](Self::script_words)), so
+    /// `"/usr/bin/killall -0 haproxy"` and `'/usr/bin/killall -0 haproxy'` are one
+    /// command with its arguments. keepalived runs only that word: more words (an
+    /// unquoted command with arguments) are ignored, as keepalived ignores them, and
+    /// warned about.
     fn command(&mut self, s: &Stmt, path: &str) -> Option<String> {
-        self.command_word(s, path)?;
-        Some(
-            s.args
-                .iter()
-                .map(|t| t.text.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
+        let mut words = self.script_words(s, path)?;
+        if let Some((_, at)) = words.get(1) {
+            let rest: Vec<&str> = words[1..].iter().map(|(w, _)| w.as_str()).collect();
+            self.d.warn(
+                at,
+                format!(
+                    "keepalived runs only the first word, {:?}, and ignores {:?}: quote the command with its arguments (\"{} …\")",
+                    words[0].0,
+                    rest.join(" "),
+                    words[0].0
+                ),
+            );
+        }
+        Some(words.swap_remove(0).0)
     }
 
     /// keepalived's `regex PATTERN`: the line read with keepalived's quoting and escapes
@@ -587,22 +663,22 @@ impl Conv {
     /// and group it runs as, looked up by the model's validation), recorded at `path`,
     /// `path.user` and `path.group`.
     fn notify_script(&mut self, s: &Stmt, path: &str) -> Option<NotifyScript> {
-        let first = self.command_word(s, path)?;
-        let mut n = NotifyScript::new(first.text.clone());
-        if let Some(u) = s.args.get(1) {
-            self.record(&format!("{path}.user"), &u.location);
-            n.user = Some(u.text.clone());
+        let words = self.script_words(s, path)?;
+        let mut n = NotifyScript::new(words[0].0.clone());
+        if let Some((u, at)) = words.get(1) {
+            self.record(&format!("{path}.user"), at);
+            n.user = Some(u.clone());
         }
-        if let Some(g) = s.args.get(2) {
-            self.record(&format!("{path}.group"), &g.location);
-            n.group = Some(g.text.clone());
+        if let Some((g, at)) = words.get(2) {
+            self.record(&format!("{path}.group"), at);
+            n.group = Some(g.clone());
         }
-        if let Some(extra) = s.args.get(3) {
+        if let Some((extra, at)) = words.get(3) {
             self.d.warn(
-                &extra.location,
+                at,
                 format!(
                     "`{}` takes a command, a user and a group: {:?} and what follows are ignored, as keepalived ignores them (quote a command with arguments)",
-                    s.keyword.text, extra.text
+                    s.keyword.text, extra
                 ),
             );
         }
@@ -669,6 +745,25 @@ impl Conv {
         true
     }
 
+    /// keepalived 2.2.7's `skip_check_adv_addr`: on when written bare or with any valid
+    /// `<BOOL>`, `off` included (its handler sets the flag whenever the value parses),
+    /// warned about; an invalid value is an error, as [`flag`](Self::flag)'s.
+    fn on_if_valid(&mut self, s: &Stmt, path: &str) -> bool {
+        self.flag(s, path);
+        if let Some(a) = s.args.first() {
+            if matches!(a.text.as_str(), "off" | "false" | "no") {
+                self.d.warn(
+                    &a.location,
+                    format!(
+                        "`{} {}` turns it on in keepalived 2.2.7, which sets it for any valid value; lb-node does the same (omit the line to leave it off)",
+                        s.keyword.text, a.text
+                    ),
+                );
+            }
+        }
+        true
+    }
+
     fn flag(&mut self, s: &Stmt, path: &str) -> bool {
         self.record(path, &s.keyword.location);
         let Some(a) = s.args.first() else {
@@ -678,7 +773,8 @@ impl Conv {
             self.d
                 .warn(&x.location, format!("extra argument {:?} ignored", x.text));
         }
-        match a.text.to_ascii_lowercase().as_str() {
+        // keepalived's `check_true_false` compares exactly: `ON` is not a value.
+        match a.text.as_str() {
             "on" | "true" | "yes" => true,
             "off" | "false" | "no" => false,
             _ => {
@@ -941,7 +1037,7 @@ impl Conv {
             match s.keyword.text.as_str() {
                 "vrrp_skip_check_adv_addr" => {
                     self.vrrp_defaults.skip_check_adv_addr =
-                        Some(self.flag(s, "global.vrrp_skip_check_adv_addr"));
+                        Some(self.bare_flag(s, "global.vrrp_skip_check_adv_addr"));
                 }
                 "vrrp_down_timer_adverts" => {
                     self.vrrp_defaults.down_timer_adverts = self.get(
@@ -1240,7 +1336,7 @@ impl Conv {
                 // What lb-node always does: adverts from a source not in unicast_peer are
                 // dropped (and counted).
                 "vrrp_check_unicast_src" => {
-                    self.flag(s, "global.vrrp_check_unicast_src");
+                    self.bare_flag(s, "global.vrrp_check_unicast_src");
                 }
                 "script_user" => {
                     if let Some((u, g)) =
@@ -1345,9 +1441,10 @@ impl Conv {
             let fp = format!("{p}.{kw}");
             match kw {
                 "script" => {
+                    // Written: a line that does not read is its own error.
+                    has_script = true;
                     if let Some(c) = self.command(st, &fp) {
                         script.script = c;
-                        has_script = true;
                     }
                 }
                 "interval" => {
@@ -1734,7 +1831,7 @@ impl Conv {
                         }
                     };
                 }
-                "full_command" => t.full_command = self.flag(st, &fp),
+                "full_command" => t.full_command = self.bare_flag(st, &fp),
                 "weight" => {
                     let (w, reverse) = self.weight_reverse(st, &fp, -254, 254);
                     t.weight = w.unwrap_or(1);
@@ -2019,7 +2116,7 @@ impl Conv {
                 "multiplier" => {
                     b.multiplier = self.get(st, &fp, int(kw, 1, 255)).unwrap_or(b.multiplier);
                 }
-                "passive" => b.passive = self.flag(st, &fp),
+                "passive" => b.passive = self.bare_flag(st, &fp),
                 // One setting in keepalived (`bfd->ttl`), whichever name it is given.
                 "ttl" | "hoplimit" => {
                     if let Some(t) = self.get::<u8>(st, &format!("{p}.ttl"), int(kw, 1, 255)) {
@@ -2039,8 +2136,8 @@ impl Conv {
                     b.weight = w.unwrap_or(0);
                     b.reverse = reverse;
                 }
-                "vrrp" => b.vrrp = self.flag(st, &fp),
-                "checker" => b.checker = self.flag(st, &fp),
+                "vrrp" => b.vrrp = self.bare_flag(st, &fp),
+                "checker" => b.checker = self.bare_flag(st, &fp),
                 _ => self.unknown(st, "bfd_instance"),
             }
         }
@@ -2230,18 +2327,20 @@ impl Conv {
                         }
                     }
                 }
-                "nopreempt" => vi.nopreempt = self.flag(st, &fp),
+                "nopreempt" => vi.nopreempt = self.bare_flag(st, &fp),
                 "preempt" => {
-                    self.flag(st, &fp);
+                    self.bare_flag(st, &fp);
                     vi.nopreempt = false;
                 }
                 "preempt_delay" => {
                     vi.preempt_delay = self.get(st, &fp, duration(kw)).unwrap_or_default();
                 }
-                "accept" => vi.accept = self.flag(st, &fp),
-                "skip_check_adv_addr" => vi.skip_check_adv_addr = self.flag(st, &fp),
+                "accept" => vi.accept = self.bare_flag(st, &fp),
+                // keepalived 2.2.7 (`vrrp_skip_check_adv_addr_handler`) sets it for any valid
+                // value, `off` included.
+                "skip_check_adv_addr" => vi.skip_check_adv_addr = self.on_if_valid(st, &fp),
                 // Recorded as the model's field, so findings on `accept` point here.
-                "no_accept" => vi.accept = !self.flag(st, &format!("{p}.accept")),
+                "no_accept" => vi.accept = !self.bare_flag(st, &format!("{p}.accept")),
                 "garp_master_delay" => {
                     vi.garp_master_delay = self
                         .get(st, &fp, duration(kw))
@@ -3208,9 +3307,9 @@ impl Conv {
                 "delay_before_retry" => {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
                 }
-                "alpha" => vs.alpha = self.flag(st, &fp),
+                "alpha" => vs.alpha = self.bare_flag(st, &fp),
                 "ops" => {
-                    vs.ops = self.flag(st, &fp);
+                    vs.ops = self.bare_flag(st, &fp);
                     ops_at = Some(st.keyword.location.clone());
                 }
                 "virtualhost" => {
@@ -3219,7 +3318,7 @@ impl Conv {
                 // After the loop: the virtual server's check defaults apply wherever they are
                 // written in the block, and the sorry server comes after the real servers.
                 "real_server" | "sorry_server" => real_servers.push(st),
-                "inhibit_on_failure" => defaults.inhibit_on_failure = self.flag(st, &fp),
+                "inhibit_on_failure" => defaults.inhibit_on_failure = self.bare_flag(st, &fp),
                 "quorum" => {
                     vs.quorum = self
                         .get(st, &fp, int(kw, 1, i64::from(u32::MAX)))
@@ -3518,12 +3617,15 @@ impl Conv {
                 "virtualhost" if is_http => {
                     http.virtualhost = self.value(st, &fp).map(|t| t.text.clone());
                 }
-                "misc_path" if kw0 == "MISC_CHECK" => misc_path = self.command(st, &fp),
+                // A line that does not read is its own error (its path poisoned): not "no misc_path".
+                "misc_path" if kw0 == "MISC_CHECK" => {
+                    misc_path = Some(self.command(st, &fp).unwrap_or_default());
+                }
                 "misc_timeout" if kw0 == "MISC_CHECK" => {
                     // 0: none of its own, the delay_loop (keepalived's misc_check_thread).
                     misc_timeout = self.get(st, &fp, duration(kw)).filter(|t| !t.is_zero());
                 }
-                "misc_dynamic" if kw0 == "MISC_CHECK" => misc_dynamic = self.flag(st, &fp),
+                "misc_dynamic" if kw0 == "MISC_CHECK" => misc_dynamic = self.bare_flag(st, &fp),
                 "payload" if kw0 == "UDP_CHECK" => {
                     udp.payload = self.hex(st, &fp, parse_hex);
                 }
@@ -3713,7 +3815,7 @@ impl Conv {
                 "status_code" => u.status_code = self.status_codes(st, &fp),
                 "digest" => u.digest = self.value(st, &fp).map(|t| t.text.clone()),
                 "regex" => u.regex = self.regex(st, &fp),
-                "regex_no_match" => u.regex_no_match = self.flag(st, &fp),
+                "regex_no_match" => u.regex_no_match = self.bare_flag(st, &fp),
                 "regex_options" => {
                     if let Some(first) = st.args.first() {
                         self.record(&fp, &first.location);
@@ -3742,6 +3844,35 @@ impl Conv {
         }
         Some(u)
     }
+}
+
+/// Byte offsets where the words of `line` start, split as
+/// [`lb_health::probe::split_command_line`] splits it: blanks outside quotes separate
+/// words, `'…'` and `"…"` quote, a backslash escapes the next character (inside quotes
+/// too).
+fn word_starts(line: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        if !in_word && !c.is_ascii_whitespace() {
+            in_word = true;
+            out.push(i);
+        }
+        match (c, quote) {
+            ('\\', _) => escaped = true,
+            (q @ ('\'' | '"'), None) => quote = Some(q),
+            (q, Some(open)) if q == open => quote = None,
+            (w, None) if w.is_ascii_whitespace() => in_word = false,
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -54,8 +54,9 @@ enum Tok {
     Quoted,
     #[regex(r#""([^"\\\n]|\\[^\n])*"#, priority = 2)]
     Unterminated,
-    // A `${…}` written in a word stays in it (it is refused whole, not split at its braces).
-    #[regex(r##"([^ \t\r\f\n{}"#!$]|\$\{[^}\n]*\}|\$)+"##)]
+    // A `${…}` written in a word stays in it (it is refused whole, not split at its braces);
+    // `\#` and `\!` are the characters, not a comment (keepalived's `decomment`).
+    #[regex(r##"([^ \t\r\f\n{}"#!$]|\\[#!]|\$\{[^}\n]*\}|\$)+"##)]
     Word,
 }
 
@@ -113,8 +114,11 @@ impl Diagnostics {
 
 /// Reads `path` and every file it includes into one statement list.
 pub fn read_file(path: &Path, diag: &mut Diagnostics) -> Vec<Stmt> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse_text(&text, path, 0, diag),
+    match std::fs::read(path) {
+        Ok(bytes) => match decode(&bytes, path, diag) {
+            Some(text) => parse_text(&text, path, 0, diag),
+            None => Vec::new(),
+        },
         Err(e) => {
             diag.errors.push(ConfigError::at(
                 None,
@@ -123,6 +127,62 @@ pub fn read_file(path: &Path, diag: &mut Diagnostics) -> Vec<Stmt> {
             Vec::new()
         }
     }
+}
+
+/// The text of a file read from `file`. keepalived reads bytes; lb-node reads UTF-8 text. A
+/// line that is not UTF-8 only in a comment (a Latin-1 `!` remark, say) loses that
+/// comment; anything else not UTF-8 is an error at its line and column, and `None`.
+fn decode(bytes: &[u8], file: &Path, diag: &mut Diagnostics) -> Option<String> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Some(text.to_owned());
+    }
+    let mut out = String::with_capacity(bytes.len());
+    let mut ok = true;
+    for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if n > 0 {
+            out.push('\n');
+        }
+        let bad = match std::str::from_utf8(line) {
+            Ok(l) => {
+                out.push_str(l);
+                continue;
+            }
+            Err(e) => e.valid_up_to(),
+        };
+        // The comment's start, if one starts before the bad byte (outside quotes).
+        let mut quoted = false;
+        let mut escaped = false;
+        let mut comment = None;
+        for (i, &b) in line[..bad].iter().enumerate() {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => quoted = !quoted,
+                b'#' | b'!' if !quoted => {
+                    comment = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match comment {
+            // Valid up to `bad`, so up to the comment too.
+            Some(i) => out.push_str(std::str::from_utf8(&line[..i]).unwrap_or_default()),
+            None => {
+                let column = std::str::from_utf8(&line[..bad]).map_or(1, |l| l.chars().count() + 1);
+                diag.error(
+                    &Location {
+                        file: file.to_path_buf(),
+                        line: n + 1,
+                        column,
+                    },
+                    "not UTF-8 text (keepalived.conf is read as UTF-8; only comments may hold other bytes)",
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 /// Parses `text`, read from `file`, expanding includes relative to it.
@@ -208,9 +268,12 @@ fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
                         Parameter::Literal(m) => diag.warn(&l, m),
                     }
                 }
+                // As keepalived's `alloc_strvec_r`: the text between the quotes as written,
+                // no escape processing (the script keywords re-read the raw line with
+                // their own quoting and escapes).
                 out.push(Lexed {
                     tok,
-                    text: unquote(&slice[1..slice.len() - 1]),
+                    text: slice[1..slice.len() - 1].to_owned(),
                     raw: slice.to_owned(),
                     lead,
                     location,
@@ -236,7 +299,11 @@ fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
                 }
                 out.push(Lexed {
                     tok,
-                    text: slice.to_owned(),
+                    text: if tok == Tok::Word {
+                        uncomment_escapes(slice)
+                    } else {
+                        slice.to_owned()
+                    },
                     raw: slice.to_owned(),
                     lead,
                     location,
@@ -319,16 +386,23 @@ enum Parameter {
     Literal(String),
 }
 
-fn unquote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
+/// A word with keepalived's `decomment` applied: `\#` and `\!` are `#` and `!`; any
+/// other backslash pair stays as written (`\\#` is a backslash pair then `#`).
+fn uncomment_escapes(word: &str) -> String {
+    if !word.contains('\\') {
+        return word.to_owned();
+    }
+    let mut out = String::with_capacity(word.len());
+    let mut chars = word.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
             match chars.next() {
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some(o) => out.push(o),
-                None => out.push('\\'),
+                Some(e @ ('#' | '!')) => out.push(e),
+                Some(e) => {
+                    out.push(c);
+                    out.push(e);
+                }
+                None => out.push(c),
             }
         } else {
             out.push(c);
@@ -535,6 +609,17 @@ impl Parser<'_> {
             );
             return;
         };
+        // keepalived's `check_include` takes the rest of the line as one pattern: a name
+        // with a blank in it, or two names that then match nothing.
+        let mut text = pattern.text.clone();
+        for t in &stmt.args[1..] {
+            text.push_str(&t.lead);
+            text.push_str(&t.raw);
+        }
+        let pattern = &Token {
+            text,
+            ..pattern.clone()
+        };
         if self.depth >= MAX_INCLUDE_DEPTH {
             diag.error(
                 &pattern.location,
@@ -571,7 +656,7 @@ impl Parser<'_> {
         let mut missing: Vec<String> = Vec::new();
         for alternative in &alternatives {
             let glob_text = format!("{base_glob}{}", glob_escapes(alternative));
-            let mut matched: Vec<PathBuf> = match glob::glob(&glob_text) {
+            let mut matched: Vec<PathBuf> = match glob::glob_with(&glob_text, GLOB_OPTIONS) {
                 Ok(paths) => paths.filter_map(Result::ok).collect(),
                 Err(e) => {
                     diag.error(
@@ -627,9 +712,24 @@ impl Parser<'_> {
             }
         }
         for f in files {
-            if f.is_dir() {
-                // keepalived skips a directory, an error with the `readable` check.
-                let message = format!("{kw}: {} is a directory, not a file", f.display());
+            // keepalived (`check_glob_file`) skips a directory and anything but a regular
+            // file without any execute permission (a script next to the configuration
+            // files); an error with the `readable` check.
+            let skip = match std::fs::metadata(&f) {
+                Ok(m) if m.is_dir() => Some("a directory, not a file"),
+                Ok(m) if !m.is_file() => Some("not a regular file"),
+                Ok(m)
+                    if {
+                        use std::os::unix::fs::PermissionsExt;
+                        m.permissions().mode() & 0o111 != 0
+                    } =>
+                {
+                    Some("executable (keepalived reads no executable file)")
+                }
+                _ => None,
+            };
+            if let Some(why) = skip {
+                let message = format!("{kw}: {} is {why}", f.display());
                 if checks.readable {
                     diag.error(&pattern.location, message);
                 } else {
@@ -665,8 +765,12 @@ impl Parser<'_> {
                 }
                 return;
             }
-            match std::fs::read_to_string(&f) {
-                Ok(text) => out.extend(parse_nested(&text, &f, self.depth + 1, self.nesting, diag)),
+            match std::fs::read(&f) {
+                Ok(bytes) => {
+                    if let Some(text) = decode(&bytes, &f, diag) {
+                        out.extend(parse_nested(&text, &f, self.depth + 1, self.nesting, diag));
+                    }
+                }
                 Err(e) => diag.error(
                     &pattern.location,
                     format!("cannot read included file {}: {e}", f.display()),
@@ -815,9 +919,11 @@ fn expand_braces(pattern: &str) -> Vec<String> {
     vec![pattern.to_owned()]
 }
 
-/// An expanded include pattern in the `glob` crate's syntax, which has no backslash escape:
-/// `\*` becomes `[*]` (and `\?`, `\[`, `\]` alike), any other escaped character stands
-/// for itself, as glob(3) reads them.
+/// An expanded include pattern in the `glob` crate's syntax, read as glibc's glob(3) reads
+/// it: the crate has no backslash escape, so `\*` becomes `[*]` (and `\?`, `\[`, `\]`
+/// alike) and any other escaped character stands for itself; `**` is `*` (glob(3) has no
+/// recursive wildcard; the crate's would descend into subdirectories); `[^…]` is `[!…]`
+/// (glob(3) takes both for a negated class, the crate only the second).
 fn glob_escapes(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len());
     let mut chars = pattern.chars();
@@ -831,11 +937,24 @@ fn glob_escapes(pattern: &str) -> String {
                     out.push(e);
                 }
             }
+            ('*', Some('*')) => {}
+            ('[', Some('^')) => {
+                chars.next();
+                out.push_str("[!");
+            }
             _ => out.push(c),
         }
     }
     out
 }
+
+/// How include patterns match, as glibc's glob(3): `*`, `?` and `[…]` match neither a `/`
+/// nor a name's leading `.`.
+const GLOB_OPTIONS: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: true,
+};
 
 #[cfg(test)]
 mod tests {
