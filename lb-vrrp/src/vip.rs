@@ -175,7 +175,10 @@ impl VipManager {
         }
     }
 
-    /// Removes `vip` from its interface; removing an absent address succeeds.
+    /// Removes `vip` from its interface; removing an absent address succeeds. Only the
+    /// address with `vip`'s prefix length goes, as keepalived's `RTM_DELADDR` with
+    /// `ifa_prefixlen` deletes it: the host's own `198.18.0.1/24` stays when a VIP
+    /// `198.18.0.1` (/32) leaves.
     ///
     /// # Errors
     ///
@@ -200,7 +203,7 @@ impl VipManager {
         Ok(())
     }
 
-    /// True if `vip`'s address is on its interface.
+    /// True if `vip`'s address, with its prefix length, is on its interface.
     ///
     /// # Errors
     ///
@@ -218,7 +221,8 @@ impl VipManager {
             Some(d) => Self::ifindex(d)?,
             None => ifindex,
         };
-        self.handle
+        let found: Vec<AddressMessage> = self
+            .handle
             .address()
             .get()
             .set_link_index_filter(index)
@@ -229,7 +233,11 @@ impl VipManager {
             .map_err(|source| VipError::Netlink {
                 addr: vip.addr,
                 source: Box::new(source),
-            })
+            })?;
+        Ok(found
+            .into_iter()
+            .filter(|m| m.header.prefix_len == vip.prefix_len)
+            .collect())
     }
 }
 
@@ -261,9 +269,10 @@ impl Interfaces {
         Self(nix::ifaddrs::getifaddrs().map_or_else(|_| Vec::new(), Iterator::collect))
     }
 
-    /// The entries of interface `name`, including its labelled addresses: `getifaddrs`
-    /// names an IPv4 address with a label (`label eth0:1`) after the label, which Linux
-    /// requires to be the interface's name or start with it and a colon.
+    /// The entries of interface `name`, including its addresses labelled `name:…`:
+    /// `getifaddrs` names an IPv4 address with a label after the label. Linux does not
+    /// require the label to start with the interface's name (nor does keepalived): see
+    /// [`has_address_labelled`](Self::has_address_labelled) for the others.
     fn of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a nix::ifaddrs::InterfaceAddress> {
         self.0.iter().filter(move |i| {
             i.interface_name == name
@@ -288,6 +297,21 @@ impl Interfaces {
         use nix::net::if_::InterfaceFlags;
         self.of(name)
             .any(|i| i.flags.contains(InterfaceFlags::IFF_MULTICAST))
+    }
+
+    /// Whether an address labelled exactly `label` is `ip` (an IPv4 address whose label
+    /// does not start with its interface's name, `label vip1`, or a VMAC's address
+    /// labelled after its base, `eth0:1` on `vrrp.51`, shows under the label only).
+    pub fn has_address_labelled(&self, label: &str, ip: IpAddr) -> bool {
+        self.0
+            .iter()
+            .filter(|i| i.interface_name == label)
+            .any(|i| {
+                i.address.is_some_and(|a| match ip {
+                    IpAddr::V4(v4) => a.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
+                    IpAddr::V6(v6) => a.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
+                })
+            })
     }
 
     /// Whether interface `name` holds `ip`.

@@ -1251,6 +1251,201 @@ fn vip_removed_by_someone_else_is_added_back() {
     );
 }
 
+/// An instance interface deleted and created again (a new index under the same name) is
+/// followed, as keepalived's `update_added_interface` does: the master's sockets are
+/// opened again on it, it holds the VIP and hears the backup again, and the client
+/// reaches the VIP. Its receive and announce sockets stayed bound to the dead index
+/// before: it advertised as master (its send socket rebinds by name) but could not add
+/// the VIP (ENODEV), so the backup, preempted, gave it up too and nobody held it.
+#[test]
+fn an_interface_deleted_and_created_again_is_followed() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(3);
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &["--link-poll", "0.2"])));
+    let _b = lab.spawn_ours(1, &strs(&ours_v3("100", &[])));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+    lab.recreate_eth0(0);
+    // The backup takes over meanwhile, then the master preempts again on the new one.
+    let back = wait_for(Duration::from_secs(10), || {
+        lab.holders(&[0, 1], VIP) == [0] && lab.ping(2, VIP)
+    });
+    assert!(
+        back.is_some(),
+        "holders {:?}; master log:\n{}",
+        lab.holders(&[0, 1], VIP),
+        lab.proc(a).stderr()
+    );
+    // And stays so: it hears the backup (no double master).
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(lab.holders(&[0, 1], VIP), [0]);
+    assert!(lab
+        .proc(a)
+        .stderr()
+        .contains("interface deleted and created again"));
+}
+
+/// Gratuitous ARPs carry the interface's MAC address as it is when they leave: after
+/// `ip link set eth0 address …` on the master (a bond following a new active slave),
+/// the refresh bursts teach the client the new one. They kept the MAC read at start.
+#[test]
+fn gratuitous_arps_follow_a_new_mac_address() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(3);
+    // A VIP without `dev` (one with a `dev` was announced with that interface's MAC read
+    // at each send already).
+    let mut args = ours_v3("150", &["--garp-master-refresh", "0.3"]);
+    let i = args
+        .iter()
+        .position(|a| a.starts_with("198.18.0.100/24"))
+        .unwrap();
+    args[i] = "198.18.0.100/24".into();
+    let _a = lab.spawn_ours(0, &strs(&args));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0], VIP) == [0]).is_some());
+    assert!(
+        lab.exec(2, &["sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1"])
+            .0
+    );
+    let new = "02:00:00:00:00:aa";
+    assert!(
+        lab.exec(0, &["ip", "link", "set", "eth0", "address", new])
+            .0
+    );
+    assert!(
+        wait_for(Duration::from_secs(4), || neighbour_mac(&lab, 2, VIP)
+            .as_deref()
+            == Some(new))
+        .is_some(),
+        "the client's entry: {:?}",
+        neighbour_mac(&lab, 2, VIP)
+    );
+    // The kernel announces a new address itself (NETDEV_CHANGEADDR); the refresh bursts
+    // that follow, every 0.3 s, must not teach the old one back (the neighbour table
+    // takes one update a second at most).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(neighbour_mac(&lab, 2, VIP).as_deref(), Some(new));
+    assert!(lab.ping(2, VIP));
+}
+
+/// A VIP whose label does not start with its interface's name (`label vip1`: Linux and
+/// keepalived allow it) is found on the interface: added once and announced once, not
+/// "added back" at every interface poll with a burst of gratuitous ARPs each time.
+#[test]
+fn a_vip_with_a_foreign_label_is_not_added_back_in_a_loop() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let mut args = ours_v3("150", &["--link-poll", "0.2"]);
+    let i = args
+        .iter()
+        .position(|a| a.starts_with("198.18.0.100/24"))
+        .unwrap();
+    args[i] = "198.18.0.100/24 dev eth0 label vip1".into();
+    let a = lab.spawn_ours(0, &strs(&args));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0], VIP) == [0]).is_some());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, label) = lab.exec(0, &["ip", "-o", "addr", "show", "label", "vip1"]);
+    assert!(label.contains(VIP), "{label}");
+    assert_eq!(
+        lab.proc(a).stderr().matches("added back").count(),
+        0,
+        "{}",
+        lab.proc(a).stderr()
+    );
+}
+
+/// Removing a VIP removes that address with its prefix length only, as keepalived's
+/// `RTM_DELADDR` does: a VIP equal to the host's own address (`198.18.0.1`, /32, an
+/// address owner at priority 255) leaves the host's `198.18.0.1/24` in place, at the
+/// start's clean-up of stale VIPs and at the stop. Every address with that IP went
+/// before, the host's included.
+#[test]
+fn removing_a_vip_keeps_the_hosts_address_of_another_prefix() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let mut args = ours_v3("255", &[]);
+    let i = args
+        .iter()
+        .position(|a| a.starts_with("198.18.0.100/24"))
+        .unwrap();
+    args[i] = "198.18.0.1".into();
+    let a = lab.spawn_ours(0, &strs(&args));
+    let has24 = |lab: &Lab| {
+        lab.exec(0, &["ip", "-o", "addr", "show", "dev", "eth0"])
+            .1
+            .contains("198.18.0.1/24")
+    };
+    // It starts (cleaning up stale VIPs first) and, with no other address to send
+    // from, sits in FAULT, as keepalived does with this configuration.
+    assert!(
+        wait_for(Duration::from_secs(5), || lab
+            .proc(a)
+            .stdout()
+            .contains("FAULT"))
+        .is_some(),
+        "{}",
+        lab.proc(a).stderr()
+    );
+    assert!(has24(&lab), "the start removed the host's address");
+    assert!(lab.proc(a).term());
+    let (_, addrs) = lab.exec(0, &["ip", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(
+        addrs.contains("198.18.0.1/24"),
+        "the host's address went: {addrs}"
+    );
+    assert!(!addrs.contains("198.18.0.1/32"), "the VIP stayed: {addrs}");
+}
+
+/// The sockets an instance only sends on queue nothing: with unicast adverts every
+/// 0.1 s for 2 s, no raw socket of the protocol VRRP (112) holds received data
+/// (keepalived attaches a drop-all filter to them). The send socket's queue grew by every
+/// advert the peer sent before.
+#[test]
+fn send_only_sockets_queue_nothing() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    let unicast = |me: usize, peer: usize, prio: &str| {
+        ours_v3(
+            prio,
+            &[
+                "--unicast-src-ip",
+                &format!("198.18.0.{}", me + 1),
+                "--unicast-peer",
+                &format!("198.18.0.{}", peer + 1),
+            ],
+        )
+    };
+    let _a = lab.spawn_ours(0, &strs(&unicast(0, 1, "150")));
+    let _b = lab.spawn_ours(1, &strs(&unicast(1, 0, "100")));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0, 1], VIP) == [0]).is_some());
+    std::thread::sleep(Duration::from_secs(2));
+    // /proc/net/raw: "sl local_address rem_address st tx_queue:rx_queue ...", the local
+    // port is the protocol (0070 = 112).
+    let (_, raw) = lab.exec(1, &["cat", "/proc/net/raw"]);
+    let queued: Vec<u64> = raw
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1)?.ends_with(":0070"))
+                .then(|| u64::from_str_radix(f.get(4)?.split(':').nth(1)?, 16).ok())?
+        })
+        .collect();
+    assert!(queued.len() >= 2, "{raw}");
+    assert!(
+        queued.iter().all(|&q| q < 0x1000),
+        "receive queues {queued:x?}:\n{raw}"
+    );
+}
+
 /// A master whose only address is removed goes to FAULT and says so with a priority-0
 /// advert from the address it had (keepalived sends one as it leaves MASTER): the backup
 /// takes over after Skew_Time ("MasterStopped") instead of waiting out

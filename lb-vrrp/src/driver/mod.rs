@@ -856,7 +856,7 @@ impl Instance {
     /// delay doubling from 1 s to 32 s.
     fn vmac_failed(&mut self, error: &str) {
         if self.vmac_failures == 0 {
-            tracing::error!(instance = %self.cfg.name, vmac = %self.vip_if, %error, "VMAC deleted by someone else and not recreated: FAULT, tried again later");
+            tracing::error!(instance = %self.cfg.name, interface = %self.vip_if, %error, "interface (or VMAC) deleted and not set up again: FAULT, tried again later");
         }
         let delay = Duration::from_secs(1 << self.vmac_failures.min(5));
         self.vmac_failures = self.vmac_failures.saturating_add(1);
@@ -1605,8 +1605,16 @@ impl Speaker {
                 }
             }
         }
-        // New sockets on the new interface (the base's index looked up again too, for
-        // vmac_xmit_base).
+        self.reopen_sockets(i).await;
+    }
+
+    /// Opens instance `i`'s sockets again on its interfaces as they are now (new indexes:
+    /// a VMAC recreated, an interface deleted and created again) and restarts its receive
+    /// task. On failure the instance is in Fault (`sockets_lost`), tried again later with
+    /// the same back-off as a VMAC.
+    async fn reopen_sockets(&mut self, i: usize) {
+        let inst = &mut self.instances[i];
+        // The base's index looked up again too, for vmac_xmit_base.
         let sock_ifindex = match VipManager::ifindex(&inst.sock_if) {
             Ok(x) => x,
             Err(e) => {
@@ -1640,9 +1648,45 @@ impl Speaker {
             }
             Err(e) => {
                 inst.sockets_lost = true;
-                inst.vmac_failed(&format!("VMAC recreated, its sockets not: {e}"));
+                inst.vmac_failed(&format!("interface back, its sockets not: {e}"));
             }
         }
+    }
+
+    /// keepalived's `update_added_interface`: an instance interface (not a VMAC, see
+    /// [`recreate_vmac`](Self::recreate_vmac)) deleted and created again has a new index;
+    /// the instance's sockets, bound to the old one, hear and announce nothing there. They
+    /// are opened again on the new one, its MAC address read again, and the netlink
+    /// watch follows the new index. Until then (or while that fails) the instance is in
+    /// Fault.
+    async fn follow_recreated_interface(&mut self, i: usize) {
+        let inst = &mut self.instances[i];
+        if inst.cfg.use_vmac.is_some()
+            || inst
+                .vmac_retry_at
+                .is_some_and(|at| tokio::time::Instant::now() < at)
+        {
+            return;
+        }
+        let Ok(ifindex) = VipManager::ifindex(&inst.vip_if) else {
+            return; // gone: its link is down, the instance in Fault
+        };
+        let moved = ifindex != inst.ifindex
+            || VipManager::ifindex(&inst.sock_if).is_ok_and(|x| x != inst.sock_ifindex);
+        if !moved && !inst.sockets_lost {
+            return;
+        }
+        if moved {
+            tracing::warn!(instance = %inst.cfg.name, interface = %inst.vip_if, old = inst.ifindex, new = ifindex, "interface deleted and created again: sockets reopened on it");
+            // Messages waiting for their turn on the old interface are not sent.
+            self.pacer.invalidate(&inst.announce_epoch);
+            inst.ifindex = ifindex;
+            inst.mac = vip::mac_address(&inst.vip_if).ok();
+            // Fault until the sockets are open on the new one.
+            inst.sockets_lost = true;
+        }
+        self.reopen_sockets(i).await;
+        self.vmac_generation += 1;
     }
 
     /// Reads the interfaces once for every instance: link state, the advert source, and
@@ -1660,6 +1704,9 @@ impl Speaker {
                 self.recreate_vmac(i).await;
                 self.vmac_generation += 1;
             }
+        }
+        for i in 0..self.instances.len() {
+            self.follow_recreated_interface(i).await;
         }
         // One reading of the interfaces for every instance.
         let ifs = vip::Interfaces::read();
@@ -1745,7 +1792,13 @@ impl Speaker {
             let missing: Vec<Vip> = inst
                 .cfg
                 .all_vips()
-                .filter(|v| !ifs.has_address(v.dev.as_deref().unwrap_or(&inst.vip_if), v.addr))
+                .filter(|v| {
+                    !ifs.has_address(v.dev.as_deref().unwrap_or(&inst.vip_if), v.addr)
+                        && !v
+                            .label
+                            .as_deref()
+                            .is_some_and(|l| ifs.has_address_labelled(l, v.addr))
+                })
                 .cloned()
                 .collect();
             let mut added = Vec::new();
@@ -2025,7 +2078,12 @@ fn announce(
     repeat: u32,
     which: impl Fn(IpAddr) -> bool,
 ) -> io::Result<()> {
-    let (Some(sock), Some(mac)) = (&inst.announce, inst.mac) else {
+    // The MAC as it is now: a bond's follows its active slave (`fail_over_mac`), an
+    // operator may change it (keepalived reads it at each send, `IF_HWADDR`).
+    let (Some(sock), Some(mac)) = (
+        &inst.announce,
+        vip::mac_address(&inst.vip_if).ok().or(inst.mac),
+    ) else {
         return Ok(());
     };
     // A VIP on another `dev` is announced there, with that interface's MAC (a neighbour
@@ -2237,8 +2295,10 @@ fn open_send_socket(
         a => SocketAddr::new(a, 0),
     };
     tx.bind(&SockAddr::from(bind_to))?;
-    // The send socket never reads; keep its queue from filling with unicast copies.
-    let _ = tx.shutdown(std::net::Shutdown::Read);
+    // The send socket never reads: a raw socket still queues every matching packet
+    // (shutdown(SHUT_RD) does not stop it), so a filter drops them all, as keepalived's
+    // `if_setsockopt_no_receive` does.
+    drop_all_received(&tx)?;
     Ok(tx)
 }
 
@@ -2283,9 +2343,22 @@ fn open_announce_socket(
     })
 }
 
+/// Attaches a one-instruction socket filter that accepts nothing (`ret #0`): a socket that
+/// only sends queues no received packet (keepalived's `if_setsockopt_no_receive`).
+fn drop_all_received(s: &Socket) -> io::Result<()> {
+    s.attach_filter(&[libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }])
+}
+
 fn open_family_announce_socket(ifname: &str, ifindex: u32, v6: bool) -> io::Result<Socket> {
     if v6 {
         let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+        // It only sends: every ICMPv6 message on the link would queue on it.
+        drop_all_received(&s)?;
         s.set_multicast_hops_v6(255)?;
         s.set_unicast_hops_v6(255)?;
         s.set_multicast_if_v6(ifindex)?;

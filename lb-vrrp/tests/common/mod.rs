@@ -254,6 +254,71 @@ impl Lab {
         lab
     }
 
+    /// Deletes leaf `i`'s `eth0` (with its bridge port) and creates it again, up, with its
+    /// addresses: a new interface index under the same name.
+    pub fn recreate_eth0(&self, i: usize) {
+        let ns = self.leaves[i].clone();
+        let port = format!("p{i}");
+        run(&["ip", "-n", &self.bridge, "link", "del", &port]);
+        run(&[
+            "ip",
+            "-n",
+            &self.bridge,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &ns,
+        ]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.eth0.accept_dad=0",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &self.bridge,
+            "link",
+            "set",
+            &port,
+            "master",
+            "br0",
+            "up",
+        ]);
+        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("198.18.0.{}/24", i + 1),
+            "dev",
+            "eth0",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("fd00:18::{}/64", i + 1),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+    }
+
     pub fn ns(&self, i: usize) -> &str {
         &self.leaves[i]
     }
