@@ -241,6 +241,16 @@ impl VipManager {
     }
 }
 
+/// Whether interface `name` is marked `IFF_NOARP` (`ip link set … arp off`): keepalived
+/// sends it no gratuitous ARP and no unsolicited NA (`send_gratuitous_arp`,
+/// `ndisc_send_unsolicited_na`). `false` when it cannot be read.
+pub fn no_arp(name: &str) -> bool {
+    use nix::net::if_::InterfaceFlags;
+    nix::ifaddrs::getifaddrs().is_ok_and(|mut ifs| {
+        ifs.any(|i| i.interface_name == name && i.flags.contains(InterfaceFlags::IFF_NOARP))
+    })
+}
+
 /// MAC address of interface `name` (from `getifaddrs`).
 ///
 /// # Errors

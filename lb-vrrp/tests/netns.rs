@@ -1330,6 +1330,30 @@ fn gratuitous_arps_follow_a_new_mac_address() {
     assert!(lab.ping(2, VIP));
 }
 
+/// An interface marked `arp off` (IFF_NOARP) gets no gratuitous ARP, as keepalived
+/// skips it: a client that learns from gratuitous ARPs learns nothing. They went out.
+#[test]
+fn no_gratuitous_arp_on_an_interface_without_arp() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new(3);
+    assert!(
+        lab.exec(2, &["sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1"])
+            .0
+    );
+    assert!(lab.exec(0, &["ip", "link", "set", "eth0", "arp", "off"]).0);
+    let a = lab.spawn_ours(0, &strs(&ours_v3("150", &["--garp-master-refresh", "0.3"])));
+    assert!(wait_for(Duration::from_secs(5), || lab.holders(&[0], VIP) == [0]).is_some());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        neighbour_mac(&lab, 2, VIP),
+        None,
+        "{}",
+        lab.proc(a).stderr()
+    );
+}
+
 /// A VIP whose label does not start with its interface's name (`label vip1`: Linux and
 /// keepalived allow it) is found on the interface: added once and announced once, not
 /// "added back" at every interface poll with a burst of gratuitous ARPs each time.

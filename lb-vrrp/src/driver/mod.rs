@@ -337,10 +337,14 @@ impl TrackScript {
     }
 
     /// The command of one run: `sh -c SCRIPT`, as [`TrackScript::run_as`] when set (std
-    /// then drops the supplementary groups too), killed when dropped.
+    /// then drops the supplementary groups too), leading a process group of its own (so a
+    /// timeout ends what it started too, [`run_script`]), killed when dropped.
     fn command(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("sh");
-        c.arg("-c").arg(&self.script).kill_on_drop(true);
+        c.arg("-c")
+            .arg(&self.script)
+            .process_group(0)
+            .kill_on_drop(true);
         if let Some(r) = self.run_as {
             c.gid(r.gid).uid(r.uid);
         }
@@ -2129,6 +2133,8 @@ fn announce(
                 )),
             }
         })
+        // Nothing on a base interface that does no ARP (keepalived checks the same).
+        .filter(|(_, base_name, _)| !vip::no_arp(base_name))
         .collect();
     // A message with an interval (its group's, else the instance's for its family) goes
     // through the pacer; one without leaves at once.
@@ -2373,6 +2379,57 @@ fn open_family_announce_socket(ifname: &str, ifindex: u32, v6: bool) -> io::Resu
     }
 }
 
+/// Kills a script's process group when dropped while armed: the script timed out, or its
+/// task was aborted (the instance stopped). Declared after the `Child`, so it runs before
+/// the child is dropped and reaped: the group id is still the script's.
+struct ScriptGroup(Option<nix::unistd::Pid>);
+
+impl Drop for ScriptGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // ESRCH (already gone) is fine.
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// One run of a tracked script: its exit status 0 is success. Past `timeout` it fails,
+/// and its whole process group is killed (keepalived: `kill(-pid, …)`), not only the
+/// `sh` running it: a `sleep` or a hung `curl` it started would otherwise live on, one
+/// more at every interval.
+async fn run_script(s: &TrackScript) -> bool {
+    let mut child = match s.command().spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(script = %s.script, error = %e, "cannot run tracked script");
+            return false;
+        }
+    };
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(nix::unistd::Pid::from_raw);
+    let mut group = ScriptGroup(pid);
+    match tokio::time::timeout(s.timeout, child.wait()).await {
+        Ok(Ok(st)) => {
+            // Exited and reaped: its group id may be reused, and what it left running
+            // in the background is not ours to end (keepalived leaves it too).
+            group.0 = None;
+            st.success()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(script = %s.script, error = %e, "waiting for tracked script");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(script = %s.script, timeout = ?s.timeout, "tracked script timed out: its process group killed");
+            drop(group);
+            let _ = child.wait().await;
+            false
+        }
+    }
+}
+
 /// Runs a `vrrp_script` every `interval` and reports health flips (after rise/fall).
 async fn script_loop(
     instance: usize,
@@ -2389,15 +2446,7 @@ async fn script_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let run = s.command().status();
-        let ok = match tokio::time::timeout(s.timeout, run).await {
-            Ok(Ok(st)) => st.success(),
-            Ok(Err(e)) => {
-                tracing::warn!(script = %s.script, error = %e, "cannot run tracked script");
-                false
-            }
-            Err(_) => false,
-        };
+        let ok = run_script(&s).await;
         if let Some(healthy) = h.handle_result(ok) {
             tracing::info!(script = %s.script, healthy, "tracked script changed state");
             if tx
@@ -2619,6 +2668,42 @@ mod tests {
             String::from_utf8(out.stdout).unwrap().trim(),
             format!("{} {} {}", nobody.uid, nobody.gid, nobody.gid)
         );
+    }
+
+    /// A tracked script past its timeout fails and what it started dies with it: its
+    /// process group is killed (keepalived `kill(-pid, …)`). Only its `sh` was killed
+    /// before, and the `sleep` it ran lived on, one more at every interval.
+    #[tokio::test]
+    async fn a_timed_out_script_takes_its_children_with_it() {
+        // A marker no other process has.
+        let marker = format!("{}.{}", 40 + std::process::id() % 50, std::process::id());
+        let mut s = TrackScript::new(&format!("sleep {marker}; true"));
+        s.timeout = Duration::from_millis(300);
+        let running = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+                .any(|c| {
+                    String::from_utf8_lossy(&c).replace('\0', " ").trim()
+                        == format!("sleep {marker}")
+                })
+        };
+        assert!(!run_script(&s).await, "timed out: a failure");
+        // Reaped at once by init's or our own wait; give the kill a moment to land.
+        let mut gone = false;
+        for _ in 0..50 {
+            if !running() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "the script's sleep outlived its timeout");
+        s.timeout = Duration::from_secs(5);
+        let mut ok = TrackScript::new("exit 0");
+        ok.timeout = Duration::from_secs(5);
+        assert!(run_script(&ok).await);
+        assert!(!run_script(&TrackScript::new("exit 3")).await);
     }
 
     /// `weight W reverse` (keepalived): a script that succeeds reports a failure on the
