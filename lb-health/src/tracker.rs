@@ -61,7 +61,9 @@ pub type Reason = Cow<'static, str>;
 pub struct ProbeOutcome {
     /// [`Health::Up`] when the probe passed.
     pub health: Health,
-    /// A weight the probe asks for (keepalived `misc_dynamic`: exit code − 2), if any.
+    /// A weight the probe asks for (keepalived `misc_dynamic`: exit code − 2), if any. A
+    /// passing outcome without one asks for the configured weight (a `misc_dynamic`
+    /// program exiting 0 puts it back).
     pub weight: Option<Weight>,
     /// Why it passed or failed.
     pub reason: Reason,
@@ -284,7 +286,8 @@ impl HealthTracker {
         self.health
     }
 
-    /// The weight the last `misc_dynamic` outcome asked for, if any.
+    /// The weight the last passing outcome asked for (`misc_dynamic`), if any: `None`
+    /// for the configured weight.
     pub fn weight(&self) -> Option<Weight> {
         self.weight
     }
@@ -393,9 +396,11 @@ impl HealthTracker {
         let old = self.health;
         let th = self.config.thresholds();
         if outcome.is_up() {
-            if outcome.weight.is_some() {
-                self.weight = outcome.weight;
-            }
+            // Each passing result says the weight to use: `misc_dynamic`'s exit 2..=255
+            // a weight, anything else (exit 0, every other probe) the configured one
+            // (keepalived's `misc_check_child_thread` sets `cur_weight = 0` on exit 0).
+            // A weight given once used to stay until another was given.
+            self.weight = outcome.weight;
             self.failures = 0;
             if self.health == Health::Down {
                 self.successes += 1;
@@ -549,6 +554,44 @@ mod tests {
         }
         assert!(seen.len() > 30, "spread over the window: {}", seen.len());
         assert_eq!(jitter(p, 0, 1, BackendId(1), 1), p);
+    }
+
+    /// `misc_dynamic`: exit 7 asks for weight 5, then exit 0 for the configured weight
+    /// again (keepalived `cur_weight = 0`), which is reported; a later weight, then a fall
+    /// and a rise on exit 0, end at the configured weight too. Weight 5 stayed for good
+    /// before: an outcome without a weight kept the last one.
+    #[test]
+    fn a_pass_without_a_weight_puts_the_configured_weight_back() {
+        let now = t0();
+        let c = HealthCheckConfig::builder()
+            .fall(1)
+            .rise(1)
+            .build()
+            .unwrap();
+        let mut t = HealthTracker::new(BackendId(1), c, now);
+        let w5 = Weight::new(5).unwrap();
+        let up = |w: Option<Weight>| {
+            let o = ProbeOutcome::up("exit", Duration::ZERO);
+            match w {
+                Some(w) => o.with_weight(w),
+                None => o,
+            }
+        };
+        let tr = t.handle_result(now, up(Some(w5))).unwrap();
+        assert_eq!((tr.new, tr.weight), (Health::Up, Some(w5)));
+        let tr = t
+            .handle_result(now, up(None))
+            .expect("weight back to configured");
+        assert_eq!((tr.new, tr.weight), (Health::Up, None));
+        assert_eq!(t.weight(), None);
+        assert!(t.handle_result(now, up(None)).is_none(), "no change");
+        let _ = t.handle_result(now, up(Some(w5))).unwrap();
+        let tr = t
+            .handle_result(now, ProbeOutcome::down("exit 1", Duration::ZERO))
+            .unwrap();
+        assert_eq!(tr.new, Health::Down);
+        let tr = t.handle_result(now, up(None)).unwrap();
+        assert_eq!((tr.new, tr.weight), (Health::Up, None));
     }
 
     #[test]
