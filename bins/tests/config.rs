@@ -4723,3 +4723,24 @@ fn an_unterminated_misc_path_line_is_one_error() {
         ["k.conf:5:23: misc_path: \"'/bin/x y\": the ' quote is missing its closing '"]
     );
 }
+
+/// `maxconn` limits TCP connections only: on a UDP or HTTP virtual server it is warned
+/// about as not applied, at the key (it was ignored without a word).
+#[test]
+fn maxconn_outside_tcp_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("n.toml");
+    std::fs::write(
+        &p,
+        "[[virtual_server]]\nlisten = \"127.0.0.1:8053\"\nprotocol = \"udp\"\n[[virtual_server.backend]]\naddress = \"127.0.0.1:53\"\nmaxconn = 10\n",
+    )
+    .unwrap();
+    let (_, w) = ok(&p);
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].ends_with("n.toml:6:11: warning: maxconn limits TCP connections only: not applied to this udp virtual server"),
+        "{}",
+        w[0]
+    );
+}

@@ -436,6 +436,45 @@ fn lbctl_drain_keeps_persistent_clients() {
     }
 }
 
+/// `maxconn` is each backend's own (HAProxy `server … maxconn`, keepalived
+/// `uthreshold`): with a at 1 and b unlimited, four held connections are one on a and
+/// three on b. The largest maxconn of the virtual server used to cap every backend: b
+/// took one too and the other two waited in the queue until they timed out.
+#[test]
+fn maxconn_is_per_backend() {
+    let dir = tempdir();
+    let a = echo_until_eof(4);
+    let b = echo_until_eof(4);
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nlb_algo = \"rr\"\n[[virtual_server.backend]]\naddress = \"{a}\"\nmaxconn = 1\n[[virtual_server.backend]]\naddress = \"{b}\"\n",
+        dir.join("admin.sock").display()
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut held = Vec::new();
+    for i in 0..4u8 {
+        let mut c = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        c.write_all(&[i]).unwrap();
+        let mut got = [0u8; 1];
+        c.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("connection {i}: {e}: {}", status(&sock)));
+        held.push(c);
+    }
+    let active =
+        |i: usize| status(&sock)["virtual_servers"][0]["backends"][i]["active_connections"].clone();
+    assert_eq!(
+        (active(0), active(1)),
+        (1.into(), 3.into()),
+        "{}",
+        status(&sock)
+    );
+    drop(held);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn passive_health_ejects_a_dead_backend_without_client_errors() {
     let dir = tempdir();

@@ -2895,6 +2895,14 @@ impl Config {
                         format!("{bp}.maxconn"),
                         "maxconn 0 would refuse every connection (use weight 0 to drain)".into(),
                     );
+                } else if b.maxconn.is_some() && vs.protocol != Protocol::Tcp {
+                    warn(
+                        format!("{bp}.maxconn"),
+                        format!(
+                            "maxconn limits TCP connections only: not applied to this {} virtual server",
+                            vs.protocol
+                        ),
+                    );
                 }
                 for (k, c) in b.checks.iter().enumerate() {
                     validate_check(&mut err, &mut warn, &format!("{bp}.check[{k}]"), c);

@@ -1288,12 +1288,16 @@ impl VsRuntime {
                 pc.retries = cfg.retries;
                 pc.drain_deadline = global.drain_deadline;
                 pc.busy_polling = listeners.busy_polling.clone();
-                pc.backend_maxconn = cfg
+                // Each backend its own (HAProxy `server … maxconn`, keepalived
+                // `uthreshold`); one without none. The largest of them used to cap every
+                // backend, the unlimited ones included.
+                pc.backend_maxconn = None;
+                pc.backend_maxconn_by_id = cfg
                     .backends
                     .iter()
-                    .filter_map(|b| b.maxconn)
-                    .max()
-                    .map(u64::from);
+                    .enumerate()
+                    .filter_map(|(i, b)| Some((backend_id(i), u64::from(b.maxconn?))))
+                    .collect();
                 let listener = listeners
                     .get(cfg.listen, &pc.listen_options, bind_wait)
                     .await
