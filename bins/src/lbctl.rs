@@ -81,8 +81,8 @@ pub enum Command {
         /// The backend's IP:PORT.
         backend: String,
     },
-    /// Change a backend's weight (HAProxy `set weight`, `ipvsadm -e -w`): until the
-    /// configuration file changes it or a reload restarts the virtual server.
+    /// Change a backend's weight (HAProxy `set weight`, `ipvsadm -e -w`): through reloads,
+    /// until the configuration file changes that backend's weight.
     Weight {
         /// The virtual server's name (as `lbctl status` shows it, by default IP:PORT).
         virtual_server: String,

@@ -485,3 +485,47 @@ async fn idle_connections_are_capped_and_closed() {
     let _ = stop_tx.send(());
     serve.await.unwrap().unwrap();
 }
+
+/// A connection that sends only blank lines is idle: closed `IDLE_TIMEOUT` after its last
+/// request (here none), not kept open by each blank line (ten such connections held every
+/// place and locked `lbctl` out).
+#[tokio::test(start_paused = true)]
+async fn blank_lines_do_not_keep_a_connection_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.sock");
+    let listener = server::bind(&path).unwrap();
+    let handler = Arc::new(Fake(Mutex::new(status())));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(server::serve(listener, handler, async {
+        let _ = stop_rx.await;
+    }));
+    let mut c = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let start = tokio::time::Instant::now();
+    let mut closed = false;
+    // A blank line every 4 s, for at most 30 s.
+    for _ in 0..8 {
+        if c.write_all(b"\n").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 1];
+        match tokio::time::timeout(std::time::Duration::from_secs(4), c.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => panic!("a blank line was answered"),
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "still open after {:?}", start.elapsed());
+    let took = start.elapsed();
+    assert!(
+        took >= server::IDLE_TIMEOUT
+            && took < server::IDLE_TIMEOUT + std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    let _ = stop_tx.send(());
+    serve.await.unwrap().unwrap();
+}

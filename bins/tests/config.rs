@@ -4744,3 +4744,54 @@ fn maxconn_outside_tcp_is_warned_about() {
         w[0]
     );
 }
+
+/// TOML's BFD intervals keep microseconds, as keepalived.conf's (`min_rx 1.5` is 1.5 ms):
+/// `"1.5ms"`, `"1500us"` and `0.0015` were rounded to 2 ms or refused.
+#[test]
+fn toml_bfd_intervals_keep_microseconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("n.toml");
+    std::fs::write(
+        &p,
+        "[[bfd_instance]]\nname = \"gw\"\nneighbor_ip = \"198.18.0.1\"\nmin_rx = \"1.5ms\"\nmin_tx = \"1500us\"\nidle_tx = 1.0015\n",
+    )
+    .unwrap();
+    let (cfg, _) = ok(&p);
+    let b = &cfg.bfd_instances[0];
+    assert_eq!(b.min_rx, Duration::from_micros(1500));
+    assert_eq!(b.min_tx, Duration::from_micros(1500));
+    assert_eq!(b.idle_tx, Duration::from_micros(1_001_500));
+}
+
+/// TOML's `persistence_granularity` on an IPv6 virtual server: a bare number above 32 says
+/// how to write an IPv6 prefix ("32,64") instead of only that /64 is too long for IPv4,
+/// and a bare number that leaves IPv6 clients ungrouped (/128) is warned about (it was
+/// silent).
+#[test]
+fn toml_granularity_on_an_ipv6_virtual_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("n.toml");
+    let vs = |g: &str| {
+        format!("[[virtual_server]]\nlisten = \"[fd00:18::250]:80\"\npersistence_timeout = 60\npersistence_granularity = {g}\n[[virtual_server.backend]]\naddress = \"[fd00:18::2]:80\"\n")
+    };
+    std::fs::write(&p, vs("64")).unwrap();
+    let e: Vec<String> = config::load(&p)
+        .expect_err("refused")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(e[0].contains("for an IPv6 one write \"32,64\""), "{e:?}");
+    std::fs::write(&p, vs("\"32,64\"")).unwrap();
+    let (cfg, w) = ok(&p);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(cfg.virtual_servers[0].persistence_granularity.v6_prefix, 64);
+    std::fs::write(&p, vs("24")).unwrap();
+    let (_, w) = ok(&p);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string()
+            .contains("the IPv6 prefix (/128 here) groups the clients"),
+        "{}",
+        w[0]
+    );
+}

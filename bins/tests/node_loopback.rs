@@ -470,6 +470,10 @@ fn maxconn_is_per_backend() {
         "{}",
         status(&sock)
     );
+    // Without router_id the node is named after the host, as keepalived names it (it
+    // showed nothing).
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(status(&sock)["node"]["router_id"], host.trim());
     drop(held);
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);

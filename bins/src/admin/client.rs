@@ -37,6 +37,10 @@ pub enum ClientError {
     /// The connection failed mid-request.
     #[error("admin socket: {0}")]
     Io(#[from] io::Error),
+    /// The daemon did not answer within [`TIMEOUT`] (busy with other admin connections,
+    /// or hung).
+    #[error("admin socket: no answer within {} s", TIMEOUT.as_secs())]
+    TimedOut,
     /// The daemon's answer was not understood.
     #[error("unexpected answer from the daemon: {0}")]
     Protocol(String),
@@ -84,17 +88,23 @@ impl Client {
     /// Sends one request and reads its response.
     ///
     /// # Errors
-    /// [`ClientError::Io`] or [`ClientError::Protocol`]; an [`Response::Error`] is returned
+    /// [`ClientError::Io`], [`ClientError::TimedOut`] or [`ClientError::Protocol`]; an [`Response::Error`] is returned
     /// as a response, not an error.
     pub fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
         let mut line =
             serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
-        self.writer.write_all(&line)?;
+        // A socket timeout shows as EAGAIN (SO_RCVTIMEO / SO_SNDTIMEO).
+        let timed_out = |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::TimedOut,
+            _ => ClientError::Io(e),
+        };
+        self.writer.write_all(&line).map_err(timed_out)?;
         let mut answer = Vec::new();
         let n = (&mut self.reader)
             .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut answer)?;
+            .read_until(b'\n', &mut answer)
+            .map_err(timed_out)?;
         if n == 0 {
             return Err(ClientError::Protocol(
                 "connection closed without an answer".into(),

@@ -187,10 +187,13 @@ async fn connection<H: AdminHandler>(stream: UnixStream, handler: Arc<H>) -> io:
             format!("admin connection idle: {what}"),
         )
     };
+    // Only a request moves the deadline: blank lines do not keep a connection (and its
+    // place among the MAX_CONNECTIONS) alive.
+    let mut deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
     loop {
         line.clear();
-        let n = tokio::time::timeout(
-            IDLE_TIMEOUT,
+        let n = tokio::time::timeout_at(
+            deadline,
             (&mut read)
                 .take(MAX_LINE as u64 + 1)
                 .read_until(b'\n', &mut line),
@@ -221,5 +224,6 @@ async fn connection<H: AdminHandler>(stream: UnixStream, handler: Arc<H>) -> io:
         if line.len() > MAX_LINE {
             return Ok(());
         }
+        deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
     }
 }

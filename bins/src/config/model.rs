@@ -517,15 +517,15 @@ pub struct BfdInstance {
     #[serde(default)]
     pub source_ip: Option<IpAddr>,
     /// Required Min RX Interval: the shortest interval between the neighbour's packets we
-    /// accept. Default 10 ms.
-    #[serde(default = "bfd_default_interval", with = "values::duration")]
+    /// accept, to the microsecond (`"1.5ms"`, `"1500us"`, `0.0015`). Default 10 ms.
+    #[serde(default = "bfd_default_interval", with = "values::fine_duration")]
     pub min_rx: Duration,
     /// Desired Min TX Interval while the session is Up. Default 10 ms.
-    #[serde(default = "bfd_default_interval", with = "values::duration")]
+    #[serde(default = "bfd_default_interval", with = "values::fine_duration")]
     pub min_tx: Duration,
     /// Desired Min TX Interval while it is not Up (RFC 5880 §6.8.3: at least 1 s there).
     /// Default 1 s.
-    #[serde(default = "values::one_second", with = "values::duration")]
+    #[serde(default = "values::one_second", with = "values::fine_duration")]
     pub idle_tx: Duration,
     /// Detect Mult: packets missed before the session goes Down. Default 5.
     #[serde(default = "bfd_default_multiplier")]
@@ -2853,6 +2853,17 @@ impl Config {
                     format!(
                         "ops (one-packet scheduling) needs protocol udp, not {}",
                         vs.protocol
+                    ),
+                );
+            }
+            let g = vs.persistence_granularity;
+            if vs.listen.is_ipv6() && g.v6_prefix == 128 && g.v4_prefix < 32 {
+                // TOML's "24": an IPv4 prefix, which no client of an IPv6 listener has.
+                warn(
+                    format!("{p}.persistence_granularity"),
+                    format!(
+                        "on an IPv6 virtual server the IPv6 prefix (/128 here) groups the clients, not the IPv4 /{}: write \"{},N\" for an IPv6 /N",
+                        g.v4_prefix, g.v4_prefix
                     ),
                 );
             }

@@ -251,7 +251,17 @@ pub(crate) mod granularity {
             G::N(n) => n.to_string(),
             G::S(s) => s,
         };
-        Granularity::parse(&s).map_err(de::Error::custom)
+        Granularity::parse(&s).map_err(|e| {
+            // A bare 33..=128 is an IPv6 prefix written as keepalived.conf takes it on an
+            // IPv6 virtual server; TOML reads a bare number as the IPv4 prefix.
+            match s.trim().parse::<u8>() {
+                Ok(33..=128) => de::Error::custom(format!(
+                    "{e}: a bare number is the IPv4 prefix; for an IPv6 one write \"32,{}\"",
+                    s.trim()
+                )),
+                _ => de::Error::custom(e),
+            }
+        })
     }
 }
 

@@ -160,6 +160,17 @@ impl std::fmt::Debug for HttpStatsFn {
     }
 }
 
+/// The node's name: `router_id`, else the host name, as keepalived defaults it
+/// (`get_local_name`); `None` only when neither can be read.
+fn router_id(global: &config::model::Global) -> Option<String> {
+    global.router_id.clone().or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+    })
+}
+
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(PoisonError::into_inner)
 }
@@ -746,7 +757,7 @@ impl Node {
         let shared = Arc::new(Shared {
             started: Instant::now_tokio(),
             config_path: path.display().to_string(),
-            router_id: RwLock::new(config.global.router_id.clone()),
+            router_id: RwLock::new(router_id(&config.global)),
             vservers: RwLock::new(Vec::new()),
             vrrp: VrrpTable::default(),
             vrrp_order: RwLock::new(
@@ -1429,7 +1440,7 @@ impl Node {
         }
         *write(&self.shared.vrrp_order) =
             new.vrrp_instances.iter().map(|v| v.name.clone()).collect();
-        *write(&self.shared.router_id) = new.global.router_id.clone();
+        *write(&self.shared.router_id) = router_id(&new.global);
         self.config = new;
         tracing::info!("reload done");
     }
