@@ -1236,6 +1236,8 @@ enum AfterGreeting {
     /// Answers a `HELO` with keepalived's default name with these bytes, then `QUIT` with
     /// `221 bye`.
     Answer(&'static [u8]),
+    /// Answers `HELO` with `250 mx`, then `QUIT` with these bytes.
+    AnswerQuit(&'static [u8]),
 }
 
 /// A scripted SMTP server: for each connection, sends `greeting`, then does `then`.
@@ -1256,6 +1258,7 @@ async fn smtp_server(greeting: &'static [u8], then: AfterGreeting) -> SocketAddr
                         return;
                     }
                     AfterGreeting::Answer(helo) => helo,
+                    AfterGreeting::AnswerQuit(_) => b"250 mx\r\n",
                 };
                 if !matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"HELO smtpchecker.keepalived.org\r\n"))
                 {
@@ -1263,7 +1266,11 @@ async fn smtp_server(greeting: &'static [u8], then: AfterGreeting) -> SocketAddr
                 }
                 let _ = s.write_all(helo).await;
                 if matches!(s.read(&mut buf).await, Ok(n) if &buf[..n] == b"QUIT\r\n") {
-                    let _ = s.write_all(b"221 bye\r\n").await;
+                    let quit: &[u8] = match then {
+                        AfterGreeting::AnswerQuit(q) => q,
+                        _ => b"221 bye\r\n",
+                    };
+                    let _ = s.write_all(quit).await;
                 }
             });
         }
@@ -1283,6 +1290,10 @@ async fn smtp_replies_are_judged_as_keepalived_and_rfc_5321() {
     )
     .await;
     let out = probe.probe(multi, t).await;
+    assert!(out.is_up(), "{}", out.reason);
+    // Any line answers QUIT (keepalived's SMTP_RECV_QUIT); it was a failure.
+    let odd_quit = smtp_server(b"220 ready\r\n", AfterGreeting::AnswerQuit(b"bye\r\n")).await;
+    let out = probe.probe(odd_quit, t).await;
     assert!(out.is_up(), "{}", out.reason);
 
     let cases: [(&'static [u8], AfterGreeting, &str); 5] = [
@@ -1329,4 +1340,194 @@ async fn smtp_replies_are_judged_as_keepalived_and_rfc_5321() {
     );
     assert!(out.latency >= Duration::from_millis(200));
     drop(silent);
+}
+
+/// An `openssl s_server -www` on loopback with a self-signed certificate made by
+/// `openssl req` with `key_args` (`rsa:1024`, an EC P-521 key): servers whose keys rustls'
+/// verifier refuses. Killed on drop.
+struct OpensslServer {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "lb-health-probes-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl OpensslServer {
+    async fn start(key_args: &[&str]) -> Self {
+        let dir = TempDir::new();
+        let (key, cert) = (dir.path().join("k.pem"), dir.path().join("c.pem"));
+        let mut req = std::process::Command::new("openssl");
+        req.args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=lb-test",
+        ])
+        .args(key_args)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        assert!(req
+            .status()
+            .expect("openssl (Debian package openssl)")
+            .success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = std::process::Command::new("openssl")
+            // Security level 0: OpenSSL 3 refuses an RSA-1024 key of its own otherwise.
+            .args([
+                "s_server",
+                "-quiet",
+                "-www",
+                "-cipher",
+                "DEFAULT:@SECLEVEL=0",
+                "-accept",
+            ])
+            .arg(addr.to_string())
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Listening within 5 s.
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for OpensslServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `SSL_GET` without verification accepts any certificate, as keepalived's (OpenSSL's
+/// `SSL_VERIFY_NONE`): RSA-1024 and P-521 keys too. rustls' signature check still ran and
+/// refused them ("BadSignature", a handshake failure) for good.
+#[tokio::test]
+async fn https_without_verification_accepts_any_key() {
+    for key in [
+        &["-newkey", "rsa:1024"][..],
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-521"][..],
+    ] {
+        let server = OpensslServer::start(key).await;
+        let probe = HttpProbe::builder("/")
+            .tls(TlsOptions::new().verify(false))
+            .build()
+            .unwrap();
+        let out = probe.probe(server.addr, Duration::from_secs(3)).await;
+        assert!(out.is_up(), "{key:?}: {}", out.reason);
+    }
+}
+
+/// keepalived reads a response to its end and judges what it received: a body shorter
+/// than its Content-Length passes a regex or a digest of what arrived (the reason says it
+/// was cut short; it was down), a body that stalls fails a status-only check by the
+/// timeout (it passed at the headers), and a head of more than 100 header lines is fine
+/// (hyper's default limit refused it).
+#[tokio::test]
+async fn http_bodies_are_read_as_keepalived_reads_them() {
+    // Short: Content-Length 1000, 23 bytes, close.
+    let (short, _) = http_server(|_| {
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\nconnection: close\r\n\r\n<html>status: OK</html>"
+            .to_vec()
+    })
+    .await;
+    use lb_health::probe::http::{BodyRegex, RegexFlags};
+    let regex = HttpProbe::builder("/")
+        .regex(BodyRegex::new("status: OK", RegexFlags::default()).unwrap())
+        .build()
+        .unwrap();
+    let out = regex.probe(short, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert!(out.reason.contains("body cut short"), "{}", out.reason);
+    let digest = HttpProbe::builder("/")
+        // md5("<html>status: OK</html>")
+        .digest("49e62f8dfb42f296e5209a149ec43659")
+        .unwrap()
+        .build()
+        .unwrap();
+    let out = digest.probe(short, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+
+    // Stalled: 7 of 100 bytes, then nothing for longer than the timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if read_head(&mut s).await {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nstarted")
+                        .await;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
+        }
+    });
+    let status_only = HttpProbe::builder("/").build().unwrap();
+    let out = status_only.probe(stalled, T).await;
+    assert!(!out.is_up(), "a stalled body passed: {}", out.reason);
+
+    // 150 header lines.
+    let (many, _) = http_server(|_| {
+        let mut r = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n");
+        for i in 0..150 {
+            r.push_str(&format!("x-h{i}: v\r\n"));
+        }
+        r.push_str("\r\nok");
+        r.into_bytes()
+    })
+    .await;
+    let out = status_only.probe(many, T).await;
+    assert!(out.is_up(), "{}", out.reason);
 }

@@ -36,7 +36,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use md5::{Digest, Md5};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -301,9 +300,30 @@ impl TlsOptions {
     }
 }
 
-/// Accepts any certificate but still checks handshake signatures (verification off).
+/// Accepts any certificate and any handshake signature (verification off), as keepalived's
+/// `SSL_GET` (OpenSSL's `SSL_VERIFY_NONE`): an X.509 v1 certificate, an RSA-1024 key or a
+/// P-521 one are all fine. Checking the signature of a certificate nobody vouches for
+/// proves nothing, and it refused those servers for good.
 #[derive(Debug)]
-struct AcceptAnyCert(Arc<CryptoProvider>);
+struct AcceptAnyCert;
+
+/// Every signature scheme, offered when nothing is verified (a server whose key needs one
+/// the provider cannot verify must not be refused for it).
+const ANY_SCHEME: [SignatureScheme; 13] = [
+    SignatureScheme::RSA_PKCS1_SHA1,
+    SignatureScheme::ECDSA_SHA1_Legacy,
+    SignatureScheme::RSA_PKCS1_SHA256,
+    SignatureScheme::ECDSA_NISTP256_SHA256,
+    SignatureScheme::RSA_PKCS1_SHA384,
+    SignatureScheme::ECDSA_NISTP384_SHA384,
+    SignatureScheme::RSA_PKCS1_SHA512,
+    SignatureScheme::ECDSA_NISTP521_SHA512,
+    SignatureScheme::RSA_PSS_SHA256,
+    SignatureScheme::RSA_PSS_SHA384,
+    SignatureScheme::RSA_PSS_SHA512,
+    SignatureScheme::ED25519,
+    SignatureScheme::ED448,
+];
 
 impl ServerCertVerifier for AcceptAnyCert {
     fn verify_server_cert(
@@ -319,34 +339,24 @@ impl ServerCertVerifier for AcceptAnyCert {
 
     fn verify_tls12_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        Ok(HandshakeSignatureValid::assertion())
     }
 
     fn verify_tls13_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        Ok(HandshakeSignatureValid::assertion())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        ANY_SCHEME.to_vec()
     }
 }
 
@@ -387,7 +397,7 @@ impl Tls {
         } else {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert))
                 .with_no_client_auth()
         };
         config.enable_sni = opts.send_sni;
@@ -462,10 +472,13 @@ impl HttpProbe {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
-                .await
-                .map_err(|e| format!("HTTP handshake: {e}"))?;
+        // keepalived reads the status line and Content-Length of a head of up to 4 KiB,
+        // whatever the count of header lines: more than hyper's default 100 is fine.
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_headers(MAX_RESPONSE_HEADERS)
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
         let req = ::http::Request::get(self.path.as_str())
             .header(
                 ::http::header::HOST,
@@ -485,7 +498,11 @@ impl HttpProbe {
                 return Err(format!("status {status} not in {}", self.expect));
             }
             match (&self.body, &self.regex) {
-                (BodyCheck::Ignore, None) => Ok(format!("status {status}")),
+                // keepalived reads the response to its end (a read timeout fails it):
+                // a body that stalls is no pass.
+                (BodyCheck::Ignore, None) => drain_body(resp.into_body(), self.max_body)
+                    .await
+                    .map(|cut| format!("status {status}{cut}")),
                 (check, regex) => {
                     check_body(check, regex.as_ref(), resp.into_body(), self.max_body)
                         .await
@@ -530,6 +547,39 @@ impl HttpProbe {
     }
 }
 
+/// The most header lines of a response (hyper's default is 100).
+const MAX_RESPONSE_HEADERS: usize = 1000;
+
+/// Reads a body the check does not look at, to its end or `max_body` bytes: what keepalived
+/// reads before judging (a body that stalls fails by the probe's timeout). A body that
+/// ends early (shorter than its `Content-Length`, a connection closed without TLS
+/// `close_notify`) still passes, as keepalived only logs it; the reason says so.
+async fn drain_body<B>(mut body: B, max_body: usize) -> std::result::Result<String, String>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                read += f.data_ref().map_or(0, Bytes::len);
+                if read >= max_body {
+                    break;
+                }
+            }
+            Err(e) => return Ok(cut_short(&e)),
+        }
+    }
+    Ok(String::new())
+}
+
+/// What a reason says of a body that ended in an error after some bytes: keepalived judges
+/// what it received (`http_handle_response` only logs a length mismatch).
+fn cut_short(e: &dyn fmt::Display) -> String {
+    format!(" (body cut short: {e})")
+}
+
 /// Reads `body` as far as `check` needs, frame by frame.
 ///
 /// `Contains` searches the first `max_body` bytes and stops at a match, as HAProxy's
@@ -553,8 +603,15 @@ where
     // a digest (a `Contains` searches the kept bytes too).
     let mut kept: Vec<u8> = Vec::new();
     let mut md5 = Md5::new();
+    let mut cut = String::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("reading body: {e}"))?;
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                cut = cut_short(&e);
+                break;
+            }
+        };
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
@@ -588,7 +645,7 @@ where
         }
     }
     said.push(regex.passes(&kept)?);
-    Ok(said.join(", "))
+    Ok(said.join(", ") + &cut)
 }
 
 /// [`check_body`] without a regex: `Contains` stops reading at a match.
@@ -608,8 +665,15 @@ where
             // The bytes searched: what arrived, less what can no longer start a match.
             let mut window: Vec<u8> = Vec::new();
             let mut read = 0usize;
+            let mut cut = String::new();
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| format!("reading body: {e}"))?;
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => {
+                        cut = cut_short(&e);
+                        break;
+                    }
+                };
                 let Ok(data) = frame.into_data() else {
                     continue; // trailers
                 };
@@ -631,23 +695,35 @@ where
                 }
             }
             Err(format!(
-                "body ({read} bytes) lacks {:?}",
+                "body ({read} bytes) lacks {:?}{cut}",
                 String::from_utf8_lossy(needle)
             ))
         }
         BodyCheck::Md5(want) => {
             let mut md5 = Md5::new();
+            let mut cut = String::new();
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| format!("reading body: {e}"))?;
-                if let Ok(data) = frame.into_data() {
-                    md5.update(&data);
+                match frame {
+                    Ok(f) => {
+                        if let Ok(data) = f.into_data() {
+                            md5.update(&data);
+                        }
+                    }
+                    Err(e) => {
+                        cut = cut_short(&e);
+                        break;
+                    }
                 }
             }
             let got: [u8; 16] = md5.finalize().into();
             if got == *want {
-                Ok(format!("digest {}", hex(&got)))
+                Ok(format!("digest {}{cut}", hex(&got)))
             } else {
-                Err(format!("digest {} != expected {}", hex(&got), hex(want)))
+                Err(format!(
+                    "digest {} != expected {}{cut}",
+                    hex(&got),
+                    hex(want)
+                ))
             }
         }
     }
