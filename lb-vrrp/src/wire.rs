@@ -84,9 +84,11 @@ pub const VRRP_TTL: u8 = 255;
 pub const HEADER_LEN: usize = 8;
 /// Most IPv4 addresses one advert carries: its address count is 8 bits.
 pub const MAX_ADDRESSES_V4: usize = 255;
-/// Most IPv6 addresses one advert carries in a 1500-byte packet:
-/// (1500 - 40 (IPv6 header) - 8 (VRRP header)) / 16.
-pub const MAX_ADDRESSES_V6: usize = (1500 - 40 - HEADER_LEN) / 16;
+/// Most IPv6 addresses one advert carries, as keepalived counts them on a 1500-byte MTU:
+/// (1500 − 14 (its Ethernet header) − 40 (IPv6 header) − 8 (VRRP header)) / 16 = 89
+/// (`vrrp_complete_instance`). The packet could hold 90, but a keepalived peer with the
+/// same configuration advertises 89 and drops adverts that carry another count.
+pub const MAX_ADDRESSES_V6: usize = (1500 - 14 - 40 - HEADER_LEN) / 16;
 /// Length of the VRRPv2 authentication data in bytes ([RFC 3768 §5.3.10]).
 ///
 /// [RFC 3768 §5.3.10]: https://www.rfc-editor.org/rfc/rfc3768#section-5.3.10

@@ -97,6 +97,7 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         rule_priority: [RULE_START_PRIORITY; 2],
     };
     c.top(stmts);
+    c.settle_sync_group_members();
     c.apply_group_tracks();
     // Only for a root daemon, as keepalived always is: one running unprivileged could not
     // change to that user, and every script would fail to start.
@@ -124,6 +125,11 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
     finish(c.cfg, &c.o, c.d.warnings, c.d.errors)
 }
 
+/// The scheduler names keepalived passes to IPVS (`lb_algo`), as written there.
+const IPVS_SCHEDULERS: &[&str] = &[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
+];
+
 /// IPVS's default persistence timeout (`IPVS_SVC_PERSISTENT_TIMEOUT`), which keepalived
 /// sets for a bare `persistence_timeout` and for a `persistence_granularity` alone.
 const IPVS_PERSISTENCE_TIMEOUT: Duration = Duration::from_secs(360);
@@ -147,6 +153,9 @@ struct CheckDefaults {
     virtualhost: Option<String>,
     /// The virtual server's `inhibit_on_failure`, its real servers' default.
     inhibit_on_failure: bool,
+    /// The virtual server's `weight` (keepalived `vs_weight_handler`, 1..=65535), its real
+    /// servers' default.
+    weight: Option<lb_core::Weight>,
 }
 
 /// `global_defs` settings that are defaults of every `vrrp_instance` (keepalived's
@@ -762,6 +771,23 @@ impl Conv {
             }
         }
         true
+    }
+
+    /// A real or virtual server's `retry`: keepalived reads 1.. there (`retry 0` is an
+    /// error it skips, leaving the checks their own default): 0 is warned about and
+    /// `None`.
+    fn retry(&mut self, s: &Stmt, path: &str) -> Option<u32> {
+        let n: u32 = self.get(s, path, int(&s.keyword.text, 0, 1000))?;
+        if n == 0 {
+            if let Some(a) = s.args.first() {
+                self.d.warn(
+                    &a.location,
+                    "retry 0 ignored, as keepalived ignores it here (1 or more): the checks keep their own default",
+                );
+            }
+            return None;
+        }
+        Some(n)
     }
 
     fn flag(&mut self, s: &Stmt, path: &str) -> bool {
@@ -1522,6 +1548,64 @@ impl Conv {
                 ));
                 vi.version = 3;
             }
+            // keepalived (`vrrp_complete_instance`): VIPs beyond what an advert carries (255
+            // IPv4; 89 IPv6 at MTU 1500) are moved to the excluded ones, with an error.
+            let max = if v6 {
+                lb_vrrp::wire::MAX_ADDRESSES_V6
+            } else {
+                lb_vrrp::wire::MAX_ADDRESSES_V4
+            };
+            if vi.virtual_ipaddress.len() > max {
+                let n = vi.virtual_ipaddress.len();
+                notes.push((
+                    "virtual_ipaddress",
+                    format!("{n} VIPs, more than an advert carries ({max}): the last {} moved to virtual_ipaddress_excluded (not advertised), as keepalived moves them", n - max),
+                ));
+                let moved: Vec<_> = vi.virtual_ipaddress.drain(max..).collect();
+                let first = vi.virtual_ipaddress_excluded.len();
+                for (k, _) in moved.iter().enumerate() {
+                    self.o.copy(
+                        &format!("{p}.virtual_ipaddress[{}]", max + k),
+                        &format!("{p}.virtual_ipaddress_excluded[{}]", first + k),
+                    );
+                    self.o
+                        .forget(&format!("{p}.virtual_ipaddress[{}]", max + k));
+                }
+                vi.virtual_ipaddress_excluded.extend(moved);
+            }
+            // keepalived (`vrrp_complete_instance`): a VRRPv2 interval in whole seconds
+            // below 256 s, a VRRPv3 one in centiseconds below 40.96 s, rounded (half up)
+            // or capped with an error rather than refused.
+            let ms = vi.advert_int.as_millis();
+            let (unit, cap) = if vi.version == 2 {
+                (1000, 255_000)
+            } else {
+                (10, 40_950)
+            };
+            let adjusted = if ms > cap {
+                Some(cap)
+            } else if ms % unit != 0 {
+                Some(((ms + unit / 2) / unit * unit).max(unit))
+            } else {
+                None
+            };
+            if let Some(to) = adjusted {
+                let to = Duration::from_millis(u64::try_from(to).unwrap_or(255_000));
+                notes.push((
+                    "advert_int",
+                    format!(
+                        "VRRPv{} advert_int {:?}: {to:?} used, as keepalived rounds or caps it ({})",
+                        vi.version,
+                        vi.advert_int,
+                        if vi.version == 2 {
+                            "whole seconds, at most 255"
+                        } else {
+                            "hundredths of a second, at most 40.95 s"
+                        }
+                    ),
+                ));
+                vi.advert_int = to;
+            }
             let master = InitialState::Master;
             if !set("priority") {
                 vi.priority = if set("state") && vi.state == master {
@@ -2261,10 +2345,27 @@ impl Conv {
             }
             let fp = format!("{p}.{kw}");
             match kw {
+                // keepalived's `vrrp_state_handler`: exactly MASTER or BACKUP; anything else
+                // (`master`) is BACKUP with an error, and a BACKUP after a MASTER is ignored.
                 "state" => {
-                    vi.state = self
-                        .get(st, &fp, |v| v.parse::<InitialState>())
-                        .unwrap_or_default();
+                    if let Some(t) = self.value(st, &fp) {
+                        let (text, at) = (t.text.clone(), t.location.clone());
+                        match text.as_str() {
+                            "MASTER" => vi.state = InitialState::Master,
+                            "BACKUP" if vi.state == InitialState::Master => self.d.warn(
+                                &at,
+                                "state previously set as MASTER: BACKUP ignored, as keepalived ignores it",
+                            ),
+                            "BACKUP" => vi.state = InitialState::Backup,
+                            other => {
+                                self.d.warn(
+                                    &at,
+                                    format!("unknown state {other:?} (MASTER or BACKUP, in capitals): BACKUP, as keepalived defaults it"),
+                                );
+                                vi.state = InitialState::Backup;
+                            }
+                        }
+                    }
                 }
                 "interface" => {
                     has_interface = true;
@@ -2334,6 +2435,16 @@ impl Conv {
                 }
                 "preempt_delay" => {
                     vi.preempt_delay = self.get(st, &fp, duration(kw)).unwrap_or_default();
+                    // keepalived (`vrrp_preempt_delay_handler`): at most 1000 s, else 0.
+                    if vi.preempt_delay > Duration::from_secs(1000) {
+                        if let Some(a) = st.args.first() {
+                            self.d.warn(
+                                &a.location,
+                                "preempt_delay above 1000 s: 0 used, as keepalived uses it",
+                            );
+                        }
+                        vi.preempt_delay = Duration::ZERO;
+                    }
                 }
                 "accept" => vi.accept = self.bare_flag(st, &fp),
                 // keepalived 2.2.7 (`vrrp_skip_check_adv_addr_handler`) sets it for any valid
@@ -2347,7 +2458,14 @@ impl Conv {
                         .unwrap_or(vi.garp_master_delay);
                 }
                 "garp_master_repeat" => {
-                    vi.garp_master_repeat = self.get(st, &fp, int(kw, 1, 255)).unwrap_or(5);
+                    vi.garp_master_repeat = self.get(st, &fp, int(kw, 0, 255)).unwrap_or(5);
+                    // keepalived (`vrrp_garp_rep_handler`): 0 is 1, with an error.
+                    if vi.garp_master_repeat == 0 {
+                        if let Some(a) = st.args.first() {
+                            self.d.warn(&a.location, "garp_master_repeat 0: 1 used, as keepalived uses it");
+                        }
+                        vi.garp_master_repeat = 1;
+                    }
                 }
                 "garp_master_refresh" => {
                     vi.garp_master_refresh = self.get(st, &fp, duration(kw));
@@ -2606,7 +2724,22 @@ impl Conv {
                 "auth_pass" => {
                     pass = self
                         .value(st, &format!("{p}.auth_pass"))
-                        .map(|t| t.text.clone());
+                        .map(|t| (t.text.clone(), t.location.clone()))
+                        .map(|(mut text, at)| {
+                            // keepalived (`vrrp_auth_pass_handler`) keeps the first 8 bytes.
+                            if text.len() > 8 {
+                                let mut end = 8;
+                                while !text.is_char_boundary(end) {
+                                    end -= 1;
+                                }
+                                text.truncate(end);
+                                self.d.warn(
+                                    &at,
+                                    format!("auth_pass longer than 8 bytes: {text:?} used, as keepalived truncates it"),
+                                );
+                            }
+                            text
+                        });
                 }
                 _ => self.unknown(st, "authentication"),
             }
@@ -2882,6 +3015,63 @@ impl Conv {
         self.cfg.sync_groups.push(g);
     }
 
+    /// keepalived (`vrrp_sync_set_group`): a sync group member that names no
+    /// `vrrp_instance`, or one already in an earlier group, is ignored with an error
+    /// (keepalived runs on): warned about and dropped from the group.
+    fn settle_sync_group_members(&mut self) {
+        let names: HashSet<String> = self
+            .cfg
+            .vrrp_instances
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
+        let mut member_of: HashMap<String, String> = HashMap::new();
+        for gi in 0..self.cfg.sync_groups.len() {
+            let p = format!("vrrp_sync_group[{gi}]");
+            let mut j = 0;
+            while j < self.cfg.sync_groups[gi].group.len() {
+                let g = &self.cfg.sync_groups[gi];
+                let m = g.group[j].clone();
+                let why = if !names.contains(&m) {
+                    Some(format!(
+                        "names no vrrp_instance {m:?}: ignored, as keepalived ignores it"
+                    ))
+                } else {
+                    member_of.get(&m).map(|prev| format!("vrrp_instance {m} is already in vrrp_sync_group {prev}: ignored here, as keepalived ignores it"))
+                };
+                match why {
+                    None => {
+                        member_of.insert(m, g.name.clone());
+                        j += 1;
+                    }
+                    Some(why) => {
+                        let at = format!("{p}.group[{j}]");
+                        if let Some(l) = self.o.locate(&at) {
+                            self.d.warn(&l, why);
+                        }
+                        // The members after it move down one place, with their origins.
+                        let len = self.cfg.sync_groups[gi].group.len();
+                        for k in j + 1..len {
+                            let (from, to) =
+                                (format!("{p}.group[{k}]"), format!("{p}.group[{}]", k - 1));
+                            self.o.forget(&to);
+                            self.o.copy(&from, &to);
+                        }
+                        self.o.forget(&format!("{p}.group[{}]", len - 1));
+                        self.cfg.sync_groups[gi].group.remove(j);
+                        let gname = self.cfg.sync_groups[gi].name.clone();
+                        for t in &mut self.group_tracks {
+                            if t.path == p {
+                                t.members
+                                    .retain(|x| *x != m || member_of.get(&m) == Some(&gname));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// keepalived's sync-group tracking: what a `vrrp_sync_group` tracks, every member
     /// instance tracks (appended to its own `track_*`, with the origins of the group's
     /// lines, so that errors and warnings point there); an instance that tracks the same
@@ -2914,7 +3104,75 @@ impl Conv {
             .map(|b| (b.name.clone(), b.weight))
             .collect();
         let mut warnings = Vec::new();
-        for t in std::mem::take(&mut self.group_tracks) {
+        for mut t in std::mem::take(&mut self.group_tracks) {
+            // keepalived (`sync_group_tracking_init`): a group with an address owner
+            // (priority 255, which no weight moves) cannot weight its tracks; each weight
+            // is cleared, so a failure faults the whole group.
+            // (Before `complete_instances`: `state MASTER` without `priority` is the owner.)
+            let owner = self
+                .cfg
+                .vrrp_instances
+                .iter()
+                .zip(&self.instance_keywords)
+                .find(|(vi, kws)| {
+                    let written = |k: &str| kws.iter().any(|w| w == k);
+                    t.members.contains(&vi.name)
+                        && (vi.priority == 255
+                            || (!written("priority") && vi.state == InitialState::Master))
+                })
+                .map(|(vi, _)| vi.name.clone());
+            if let Some(owner) = owner {
+                let mut clear = |kind: &str, j: usize, w: i32| {
+                    if w != 0 {
+                        warnings.push((
+                            format!("{}.{kind}[{j}]", t.path),
+                            format!("weight {w} cleared: member {owner} has priority 255, which no weight moves (keepalived clears it too); a failure faults the group"),
+                        ));
+                    }
+                };
+                for (j, x) in t.interfaces.iter_mut().enumerate() {
+                    clear("track_interface", j, x.weight);
+                    x.weight = 0;
+                }
+                for (j, x) in t.scripts.iter_mut().enumerate() {
+                    clear(
+                        "track_script",
+                        j,
+                        x.weight
+                            .or_else(|| script_w.get(&x.script).copied())
+                            .unwrap_or(0),
+                    );
+                    x.weight = Some(0);
+                }
+                for (j, x) in t.processes.iter_mut().enumerate() {
+                    clear(
+                        "track_process",
+                        j,
+                        x.weight
+                            .or_else(|| process_w.get(&x.process).copied())
+                            .unwrap_or(0),
+                    );
+                    x.weight = Some(0);
+                }
+                for (j, x) in t.files.iter_mut().enumerate() {
+                    clear(
+                        "track_file",
+                        j,
+                        x.weight
+                            .or_else(|| file_w.get(&x.file).copied())
+                            .unwrap_or(0),
+                    );
+                    x.weight = Some(0);
+                }
+                for (j, x) in t.bfds.iter_mut().enumerate() {
+                    clear(
+                        "track_bfd",
+                        j,
+                        x.weight.or_else(|| bfd_w.get(&x.bfd).copied()).unwrap_or(0),
+                    );
+                    x.weight = Some(0);
+                }
+            }
             for (k, vi) in self.cfg.vrrp_instances.iter_mut().enumerate() {
                 if !t.members.contains(&vi.name) {
                     continue;
@@ -3252,6 +3510,20 @@ impl Conv {
                 }
                 "lb_algo" | "lvs_sched" => {
                     if let Some(a) = self.get(st, &format!("{p}.lb_algo"), parse_algorithm) {
+                        // keepalived hands the name to IPVS as written: only IPVS's own
+                        // scheduler names, in lower case, are schedulers there.
+                        if let Some(t) = st.args.first() {
+                            if t.text != a.name() && !IPVS_SCHEDULERS.contains(&t.text.as_str()) {
+                                self.d.warn(
+                                    &t.location,
+                                    format!(
+                                        "lb_algo {:?} is not an IPVS scheduler name (keepalived would refuse it and use wlc): lb-node reads it as {}",
+                                        t.text,
+                                        a.name()
+                                    ),
+                                );
+                            }
+                        }
                         vs.lb_algo = a;
                     }
                 }
@@ -3302,10 +3574,18 @@ impl Conv {
                         defaults.connect_timeout = Some(d);
                     }
                 }
-                "retry" => defaults.retry = self.get(st, &fp, int(kw, 0, 1000)),
+                "retry" => defaults.retry = self.retry(st, &fp).or(defaults.retry),
                 "warmup" => defaults.warmup = self.get(st, &fp, duration(kw)),
                 "delay_before_retry" => {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
+                }
+                "weight" => {
+                    defaults.weight = self
+                        .get(st, &fp, |v| {
+                            let n: u64 = int(kw, 1, 65535)(v)?;
+                            lb_core::Weight::new(n).map_err(|e| e.to_string())
+                        })
+                        .or(defaults.weight);
                 }
                 "alpha" => vs.alpha = self.bare_flag(st, &fp),
                 "ops" => {
@@ -3384,13 +3664,77 @@ impl Conv {
             } else if let Some(b) =
                 self.real_server(st, &bp, defaults.clone(), listen.map(|l| l.port()))
             {
-                vs.backends.push(b);
+                if listen.is_some_and(|l| l.is_ipv4() != b.address.is_ipv4()) {
+                    // keepalived: "Address family of virtual server and real server don't
+                    // match - skipping real server".
+                    self.d.warn(
+                        &st.keyword.location,
+                        format!("real server {} is not of the virtual server's address family: skipped, as keepalived skips it", b.address),
+                    );
+                    self.o.forget(&bp);
+                } else if vs
+                    .backends
+                    .iter()
+                    .any(|o| !o.backup && o.address == b.address)
+                {
+                    // keepalived (`validate_check_config`) removes a second real server of
+                    // the same address and port.
+                    self.d.warn(
+                        &st.keyword.location,
+                        format!("real server {} is already in this virtual server: this one is dropped, as keepalived drops it", b.address),
+                    );
+                    self.o.forget(&bp);
+                } else {
+                    vs.backends.push(b);
+                }
             } else {
                 self.o.forget(&bp);
             }
             if vs.backends.len() > before {
                 port_defaulted.push(defaulted);
             }
+        }
+        // keepalived (`validate_check_config`): a virtual server without real servers is
+        // ignored (its sorry server alone does not run it).
+        if listen.is_some() && !vs.backends.iter().any(|b| !b.backup) {
+            self.d.warn(
+                &s.keyword.location,
+                "virtual server without real servers: ignored, as keepalived ignores it",
+            );
+            self.o.forget(&p);
+            return;
+        }
+        // keepalived (`validate_check_config`): a quorum above the real servers' total
+        // weight could never be reached and is lowered to it; a hysteresis of at least the
+        // quorum is lowered to quorum − 1.
+        let weight_sum: u64 = vs
+            .backends
+            .iter()
+            .filter(|b| !b.backup)
+            .map(|b| u64::from(b.weight.get()))
+            .sum();
+        if vs.quorum > weight_sum.max(1) {
+            self.d.warn(
+                &s.keyword.location,
+                format!(
+                    "quorum {} exceeds the real servers' total weight {weight_sum}: lowered to {}, as keepalived lowers it",
+                    vs.quorum,
+                    weight_sum.max(1)
+                ),
+            );
+            vs.quorum = weight_sum.max(1);
+        }
+        if vs.hysteresis >= vs.quorum {
+            self.d.warn(
+                &s.keyword.location,
+                format!(
+                    "hysteresis {} is not below quorum {}: set to {}, as keepalived sets it",
+                    vs.hysteresis,
+                    vs.quorum,
+                    vs.quorum - 1
+                ),
+            );
+            vs.hysteresis = vs.quorum - 1;
         }
         if let Some(members) = members {
             if !vs.name.is_empty() {
@@ -3459,6 +3803,11 @@ impl Conv {
         let mut b = BackendConfig::new(addr);
         // keepalived rs_inhibit_handler: the real server's own value, either way, wins.
         b.inhibit_on_failure = vs_defaults.inhibit_on_failure;
+        // keepalived validate_check_config: a real server without `weight` takes its
+        // virtual server's (default 1).
+        if let Some(w) = vs_defaults.weight {
+            b.weight = w;
+        }
         let mut defaults = vs_defaults;
         let mut checks = Vec::new();
         let block = s.block.as_deref().unwrap_or(&[]);
@@ -3487,7 +3836,7 @@ impl Conv {
                     }
                 }
                 "backup" => b.backup = self.flag(st, &fp),
-                "retry" => defaults.retry = self.get(st, &fp, int(kw, 0, 1000)),
+                "retry" => defaults.retry = self.retry(st, &fp).or(defaults.retry),
                 "warmup" => defaults.warmup = self.get(st, &fp, duration(kw)),
                 "delay_before_retry" => {
                     defaults.delay_before_retry = self.get(st, &fp, duration(kw))
