@@ -4912,3 +4912,32 @@ fn a_sync_group_with_an_owner_clears_its_track_weights() {
         "{w:?}"
     );
 }
+
+/// TOML checks take their virtual server's `connect_timeout` when they set none, as
+/// keepalived.conf's do (keepalived `validate_check_config`); they kept 5 s, so a
+/// keepalived.conf translated key for key into TOML changed its check timeouts.
+#[test]
+fn toml_checks_inherit_the_virtual_servers_connect_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("n.toml");
+    std::fs::write(
+        &p,
+        "[[virtual_server]]\nlisten = \"127.0.0.1:80\"\nconnect_timeout = \"1s\"\n[[virtual_server.backend]]\naddress = \"127.0.0.1:81\"\n[[virtual_server.backend.check]]\ntype = \"tcp\"\n[[virtual_server.backend.check]]\ntype = \"http\"\nurl = [{ path = \"/\" }]\nconnect_timeout = \"2s\"\n",
+    )
+    .unwrap();
+    let (c, _) = ok(&p);
+    let checks = &c.virtual_servers[0].backends[0].checks;
+    assert_eq!(checks[0].connect_timeout, Duration::from_secs(1));
+    assert_eq!(checks[1].connect_timeout, Duration::from_secs(2));
+    // And the same file in keepalived.conf gives the same model.
+    let k = dir.path().join("k.conf");
+    std::fs::write(
+        &k,
+        "virtual_server 127.0.0.1 80 {\n    protocol TCP\n    lb_algo rr\n    connect_timeout 1\n    real_server 127.0.0.1 81 {\n        TCP_CHECK {\n        }\n        HTTP_GET {\n            url {\n                path /\n            }\n            connect_timeout 2\n        }\n    }\n}\n",
+    )
+    .unwrap();
+    let (kc, _) = ok(&k);
+    let kchecks = &kc.virtual_servers[0].backends[0].checks;
+    assert_eq!(kchecks[0].connect_timeout, Duration::from_secs(1));
+    assert_eq!(kchecks[1].connect_timeout, Duration::from_secs(2));
+}

@@ -4,8 +4,9 @@
 // The seed's two-node keepalived setup, run by two `lb-node`s in a lab of network
 // namespaces: a bridge, two LB nodes (lb1, lb2), a client and three real servers with
 // distinct pages on ports 82, 83 and 84, addresses from 198.18.0.0/24 only. The nodes read
-// keepalived.conf files adapted from the seed (only addresses, interface names, a short
-// delay_loop and, an lb extension, one admin socket per node changed): a sync group of two
+// keepalived.conf files adapted from the seed (addresses, interface names, a short
+// delay_loop, a third real server — the seed has two, on ports 82 and 83 — and, an lb
+// extension, one admin socket per node): a sync group of two
 // VRRP instances with VIPs 198.18.0.250 and 198.18.0.249, and `virtual_server 198.18.0.250
 // 80` with `lb_algo rr`, `lb_kind NAT` and three `real_server`s with `TCP_CHECK`.
 //

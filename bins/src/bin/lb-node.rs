@@ -13,11 +13,12 @@ use lb_bins::node::{NodeError, EXIT_START};
 /// lb-node: VRRP + health-checked L4/L7 load balancer, configured in TOML or keepalived.conf.
 #[derive(Debug, Parser)]
 #[command(
+    name = "lb-node",
     version,
-    after_help = "Signals: SIGTERM/SIGINT stop (priority 0, VIPs removed, connections drained); SIGHUP reloads.\nExit codes: 0 clean stop or valid configuration; 1 invalid configuration (every error printed as FILE:LINE:COLUMN: MESSAGE); 2 usage error; 3 start-up failure."
+    after_help = "Signals: SIGTERM/SIGINT stop (priority 0, VIPs removed, connections drained); SIGHUP reloads.\nExit codes: 0 clean stop or valid configuration; 1 invalid configuration (errors printed as FILE:LINE:COLUMN: MESSAGE; for TOML the first syntax or type error, else every one); 2 usage error; 3 start-up failure."
 )]
 struct Cli {
-    /// Validate the configuration, print every error, and exit (keepalived -t, haproxy -c).
+    /// Validate the configuration, print its errors, and exit (keepalived -t, haproxy -c).
     #[arg(short = 't', long)]
     check: bool,
     /// Configuration language; default by extension: `.toml` is TOML, anything else

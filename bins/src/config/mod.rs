@@ -186,6 +186,11 @@ impl Origins {
         self.map.insert(path.into(), location);
     }
 
+    /// Whether `path` itself was written (no fallback to an enclosing path).
+    pub fn written(&self, path: &str) -> bool {
+        self.map.contains_key(path)
+    }
+
     /// Marks `path` as already reported: validation findings at it or below it are dropped,
     /// so one mistake gives one error.
     pub fn poison(&mut self, path: impl Into<String>) {

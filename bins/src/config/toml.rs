@@ -27,7 +27,7 @@ use super::{finish, Config, ConfigError, LoadResult, Location, Origins};
 /// The first syntax or type error (the TOML deserializer stops there), or every semantic
 /// error, each with `file:line:column`.
 pub fn parse_str(text: &str, file: &Path) -> LoadResult {
-    let config: Config = match ::toml::from_str(text) {
+    let mut config: Config = match ::toml::from_str(text) {
         Ok(c) => c,
         Err(e) => {
             let location = e.span().map(|s| Location::from_offset(file, text, s.start));
@@ -43,7 +43,26 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
             origins.insert(path, Location::from_offset(file, text, span));
         });
     }
+    inherit_check_timeouts(&mut config, &origins);
     finish(config, &origins, Vec::new(), Vec::new())
+}
+
+/// As keepalived.conf's (keepalived `validate_check_config`), a check without its own
+/// `connect_timeout` takes its virtual server's (default 5 s either way): a
+/// keepalived.conf translated key for key into TOML keeps its check timeouts.
+fn inherit_check_timeouts(config: &mut Config, origins: &Origins) {
+    for (i, vs) in config.virtual_servers.iter_mut().enumerate() {
+        let t = vs.connect_timeout;
+        for (j, b) in vs.backends.iter_mut().enumerate() {
+            for (k, c) in b.checks.iter_mut().enumerate() {
+                if !origins.written(&format!(
+                    "virtual_server[{i}].backend[{j}].check[{k}].connect_timeout"
+                )) {
+                    c.connect_timeout = t;
+                }
+            }
+        }
+    }
 }
 
 fn join(prefix: &str, key: &str) -> String {
