@@ -55,9 +55,19 @@ fn inherit_check_timeouts(config: &mut Config, origins: &Origins) {
         let t = vs.connect_timeout;
         for (j, b) in vs.backends.iter_mut().enumerate() {
             for (k, c) in b.checks.iter_mut().enumerate() {
-                if !origins.written(&format!(
-                    "virtual_server[{i}].backend[{j}].check[{k}].connect_timeout"
-                )) {
+                // No connection to time for a program, a file or a BFD session (the
+                // keepalived.conf reader leaves theirs at 5 s too).
+                let connects = !matches!(
+                    c.kind,
+                    super::model::CheckKind::Misc(_)
+                        | super::model::CheckKind::File(_)
+                        | super::model::CheckKind::Bfd(_)
+                );
+                if connects
+                    && !origins.written(&format!(
+                        "virtual_server[{i}].backend[{j}].check[{k}].connect_timeout"
+                    ))
+                {
                     c.connect_timeout = t;
                 }
             }
