@@ -3689,3 +3689,37 @@ fn reload_restart_still_counts_the_draining_connections() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A start-only setting (`log_level`, `nbthread`, `admin_socket`) changed by a reload is
+/// warned about and the running value stays the one compared with: a reload back to it is
+/// "nothing changed", a reload to a third value warns again. The new value used to be
+/// kept: reverting warned, and changing it once more did not.
+#[test]
+fn start_only_settings_are_compared_with_the_running_value() {
+    let dir = tempdir();
+    let port = free_port();
+    let config = |level: &str| {
+        format!(
+            "[global]\nadmin_socket = \"{}\"\nlog_level = \"{level}\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\n[[virtual_server.backend]]\naddress = \"127.0.0.1:1\"\n",
+            dir.join("admin.sock").display()
+        )
+    };
+    let (node, _sock) = start_node(&dir, &config("info"));
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let reloads =
+        || log().matches("reload done").count() + log().matches("reload: nothing changed").count();
+    let warned = || log().matches("log_level changed").count();
+    for (level, want) in [("debug", 1), ("info", 1), ("warn", 2)] {
+        let before = reloads();
+        reload_node(&node, &dir, &config(level));
+        assert!(
+            wait_until(Duration::from_secs(5), || reloads() > before),
+            "reload to {level} not done: {}",
+            log()
+        );
+        assert_eq!(warned(), want, "after the reload to {level}: {}", log());
+    }
+    assert!(log().contains("reload: nothing changed"), "{}", log());
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

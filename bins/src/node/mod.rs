@@ -986,9 +986,13 @@ impl Node {
                 configured = %new.global.admin_socket.display(),
                 "admin_socket changed: the socket moves at the next start, not on reload"
             );
+            // The running value stays the one compared with: a later reload back to it
+            // changes nothing, and one to a third value warns again.
+            new.global.admin_socket = self.config.global.admin_socket.clone();
         }
         if new.global.nbthread != self.config.global.nbthread {
             tracing::warn!("nbthread changed: it applies at the next start, not on reload");
+            new.global.nbthread = self.config.global.nbthread;
         }
         if new.global.busy_polling != self.config.global.busy_polling {
             tracing::warn!("busy_polling changed: it applies at the next start, not on reload");
@@ -996,6 +1000,7 @@ impl Node {
         }
         if new.global.log_level != self.config.global.log_level {
             tracing::warn!("log_level changed: it applies at the next start, not on reload");
+            new.global.log_level = self.config.global.log_level;
         }
         // BFD sessions first: virtual servers and VRRP instances follow them. Restarted
         // only when a bfd_instance changed; kept followers follow the new sessions.
