@@ -4941,3 +4941,31 @@ fn toml_checks_inherit_the_virtual_servers_connect_timeout() {
     assert_eq!(kchecks[0].connect_timeout, Duration::from_secs(1));
     assert_eq!(kchecks[1].connect_timeout, Duration::from_secs(2));
 }
+
+/// Where keepalived reads whole seconds only (`vrrp_script interval`, `persistence_timeout`,
+/// …), a fraction or a unit is taken as written and warned about: keepalived would refuse
+/// it and keep its default. It was taken silently.
+#[test]
+fn fractions_where_keepalived_reads_whole_seconds_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    std::fs::write(
+        &p,
+        "vrrp_script chk {\n    script /bin/true\n    interval 0.5\n    timeout 2\n}\nvirtual_server 198.18.0.250 80 {\n    protocol TCP\n    persistence_timeout 2m\n    real_server 198.18.0.2 80 {\n    }\n}\n",
+    )
+    .unwrap();
+    let (c, w) = ok(&p);
+    assert_eq!(c.vrrp_scripts[0].interval, Duration::from_millis(500));
+    assert_eq!(
+        c.virtual_servers[0].persistence_timeout,
+        Some(Duration::from_secs(120))
+    );
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(w[0].contains("k.conf:3:14: warning: keepalived reads `interval` in whole seconds and would ignore \"0.5\""), "{}", w[0]);
+    assert!(
+        w[1].contains("keepalived reads `persistence_timeout` in whole seconds"),
+        "{}",
+        w[1]
+    );
+}

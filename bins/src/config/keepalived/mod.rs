@@ -773,6 +773,24 @@ impl Conv {
         true
     }
 
+    /// Warns when `s`'s value is not a whole number of seconds where keepalived reads only
+    /// those (`vrrp_script` `interval` and `timeout`, `garp_master_delay`,
+    /// `garp_master_refresh`, `garp_lower_prio_delay`, `persistence_timeout`): keepalived
+    /// would refuse `0.5` or `2m` and keep its default; lb-node takes the duration written.
+    fn whole_seconds(&mut self, s: &Stmt) {
+        if let Some(a) = s.args.first() {
+            if !a.text.is_empty() && !a.text.bytes().all(|b| b.is_ascii_digit()) {
+                self.d.warn(
+                    &a.location,
+                    format!(
+                        "keepalived reads `{}` in whole seconds and would ignore {:?} (keeping its default); lb-node takes it as written",
+                        s.keyword.text, a.text
+                    ),
+                );
+            }
+        }
+    }
+
     /// A real or virtual server's `retry`: keepalived reads 1.. there (`retry 0` is an
     /// error it skips, leaving the checks their own default): 0 is warned about and
     /// `None`.
@@ -1474,9 +1492,13 @@ impl Conv {
                     }
                 }
                 "interval" => {
+                    self.whole_seconds(st);
                     script.interval = self.get(st, &fp, duration(kw)).unwrap_or(script.interval);
                 }
-                "timeout" => script.timeout = self.get(st, &fp, duration(kw)),
+                "timeout" => {
+                    self.whole_seconds(st);
+                    script.timeout = self.get(st, &fp, duration(kw));
+                }
                 "weight" => {
                     let (w, reverse) = self.weight_reverse(st, &fp, -254, 254);
                     script.weight = w.unwrap_or(0);
@@ -2453,6 +2475,7 @@ impl Conv {
                 // Recorded as the model's field, so findings on `accept` point here.
                 "no_accept" => vi.accept = !self.bare_flag(st, &format!("{p}.accept")),
                 "garp_master_delay" => {
+                    self.whole_seconds(st);
                     vi.garp_master_delay = self
                         .get(st, &fp, duration(kw))
                         .unwrap_or(vi.garp_master_delay);
@@ -2468,6 +2491,7 @@ impl Conv {
                     }
                 }
                 "garp_master_refresh" => {
+                    self.whole_seconds(st);
                     vi.garp_master_refresh = self.get(st, &fp, duration(kw));
                 }
                 "garp_master_refresh_repeat" => {
@@ -2477,6 +2501,7 @@ impl Conv {
                     vi.garp_lower_prio_repeat = self.get(st, &fp, int(kw, 0, 255)).unwrap_or(5);
                 }
                 "garp_lower_prio_delay" => {
+                    self.whole_seconds(st);
                     vi.garp_lower_prio_delay = self
                         .get(st, &fp, duration(kw))
                         .unwrap_or(vi.garp_lower_prio_delay);
@@ -3537,6 +3562,7 @@ impl Conv {
                         self.record(&fp, &st.keyword.location);
                         Some(IPVS_PERSISTENCE_TIMEOUT)
                     } else {
+                        self.whole_seconds(st);
                         self.get(st, &fp, duration(kw))
                     };
                 }
