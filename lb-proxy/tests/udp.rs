@@ -947,3 +947,26 @@ async fn a_refused_datagram_moves_no_scheduler() {
     .await
     .unwrap();
 }
+
+/// `max_datagram` above a UDP datagram's largest (65 535 bytes) is a configuration error:
+/// it was accepted and every session allocated a buffer of that size (a huge value
+/// panicked in the allocation).
+#[tokio::test]
+async fn max_datagram_above_65535_is_refused() {
+    let set = BackendSet::new(vec![Backend::new(
+        BackendId(1),
+        "127.0.0.1:9".parse().unwrap(),
+    )])
+    .unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    cfg.max_datagram = 1 << 40;
+    let err = UdpProxy::start(cfg, Arc::clone(&pool)).unwrap_err();
+    assert!(
+        err.to_string().contains("max_datagram in 1..=65535"),
+        "{err}"
+    );
+    let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    cfg.max_datagram = 65_535;
+    UdpProxy::start(cfg, pool).unwrap().stop();
+}

@@ -187,6 +187,34 @@ impl Default for AcceptProxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header of mixed families (an IPv4 source to an IPv6 destination, which the public
+    /// type allows) is written as HAProxy writes it: TCP6 with the IPv4 one v4-mapped, in
+    /// both versions. v2 panicked (its buffer sized for IPv4), v1 wrote UNKNOWN.
+    #[test]
+    fn mixed_families_are_written_v4_mapped() {
+        let h = ProxyHeader::Proxy {
+            transport: Transport::Stream,
+            source: "10.0.0.1:1000".parse().unwrap(),
+            destination: "[2001:db8::1]:80".parse().unwrap(),
+        };
+        assert_eq!(
+            h.to_bytes(Version::V1),
+            b"PROXY TCP6 ::ffff:10.0.0.1 2001:db8::1 1000 80\r\n"
+        );
+        let v2 = h.to_bytes(Version::V2);
+        assert_eq!(v2.len(), 52);
+        let (back, n) = v2::parse(&v2).unwrap().unwrap();
+        assert_eq!(n, 52);
+        assert_eq!(
+            back,
+            ProxyHeader::Proxy {
+                transport: Transport::Stream,
+                source: "[::ffff:10.0.0.1]:1000".parse().unwrap(),
+                destination: "[2001:db8::1]:80".parse().unwrap(),
+            }
+        );
+    }
     use proptest::prelude::*;
 
     fn arb_addr(v6: bool) -> impl Strategy<Value = SocketAddr> {

@@ -101,14 +101,18 @@ pub fn emit(header: &ProxyHeader) -> String {
             transport: Transport::Stream,
             source,
             destination,
-        } if source.is_ipv4() == destination.is_ipv4() => format!(
-            "PROXY {} {} {} {} {}\r\n",
-            if source.is_ipv4() { "TCP4" } else { "TCP6" },
-            source.ip(),
-            destination.ip(),
-            source.port(),
-            destination.port()
-        ),
+        } => {
+            // Mixed families as HAProxy writes them: TCP6, the IPv4 one v4-mapped.
+            let (source, destination) = super::same_family(*source, *destination);
+            format!(
+                "PROXY {} {} {} {} {}\r\n",
+                if source.is_ipv4() { "TCP4" } else { "TCP6" },
+                source.ip(),
+                destination.ip(),
+                source.port(),
+                destination.port()
+            )
+        }
         _ => "PROXY UNKNOWN\r\n".to_owned(),
     }
 }

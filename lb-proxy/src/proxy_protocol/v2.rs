@@ -250,12 +250,17 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ParseError> {
     )))
 }
 
-/// The encoded length of `header`, in bytes (16, 28 or 52).
+/// The encoded length of `header`, in bytes (16, 28 or 52): mixed families are written as
+/// IPv6 ([`emit`]).
 pub const fn buffer_len(header: &ProxyHeader) -> usize {
     match header {
         ProxyHeader::Local => HEADER_LEN,
-        ProxyHeader::Proxy { source, .. } => {
-            if source.is_ipv4() {
+        ProxyHeader::Proxy {
+            source,
+            destination,
+            ..
+        } => {
+            if source.is_ipv4() && destination.is_ipv4() {
                 HEADER_LEN + INET_LEN
             } else {
                 HEADER_LEN + INET6_LEN

@@ -97,8 +97,8 @@ pub struct UdpProxyConfig {
     /// The most sessions at once, per virtual server; each holds one descriptor. Default
     /// 4096.
     pub max_sessions: usize,
-    /// The largest datagram forwarded, in bytes; longer ones are truncated by the kernel.
-    /// Default 65 535.
+    /// The largest datagram forwarded, in bytes, 1..=65 535 (a UDP datagram's largest);
+    /// longer ones are truncated by the kernel. Default 65 535.
     pub max_datagram: usize,
     /// HAProxy `busy-polling`: while a session is open, the runtime polls with a zero
     /// timeout instead of sleeping ([`crate::busy_poll`]). `None` (default): off.
@@ -313,10 +313,13 @@ impl UdpProxy {
 }
 
 fn validate(config: &UdpProxyConfig) -> Result<()> {
-    if config.max_sessions == 0 || config.max_datagram == 0 {
+    if config.max_sessions == 0 || !(1..=65_535).contains(&config.max_datagram) {
         return Err(Error::Config {
             setting: "udp virtual_server",
-            reason: "needs max_sessions > 0 and max_datagram > 0".into(),
+            reason: format!(
+                "needs max_sessions > 0 and max_datagram in 1..=65535 (got {} and {})",
+                config.max_sessions, config.max_datagram
+            ),
         });
     }
     Ok(())
