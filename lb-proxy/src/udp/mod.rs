@@ -696,7 +696,17 @@ async fn open_session(
         backend,
         shared.config.busy_polling.as_ref(),
     ));
-    lock(&shared.sessions).insert(key, Arc::clone(&session));
+    {
+        // Checked again where it counts: listeners served in parallel may each have
+        // passed `may_open` for the last place.
+        let mut sessions = lock(&shared.sessions);
+        if sessions.len() >= shared.config.max_sessions {
+            drop(sessions);
+            ProxyStats::inc(&shared.stats.sessions_refused);
+            return None;
+        }
+        sessions.insert(key, Arc::clone(&session));
+    }
     ProxyStats::inc(&shared.stats.accepted);
     ProxyStats::inc(&shared.stats.active);
     tokio::spawn(reply_loop(
