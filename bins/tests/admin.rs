@@ -529,3 +529,42 @@ async fn blank_lines_do_not_keep_a_connection_alive() {
     let _ = stop_tx.send(());
     serve.await.unwrap().unwrap();
 }
+
+/// Lines that are no request (garbage answered with an error) do not keep a connection
+/// alive either: closed `IDLE_TIMEOUT` after its last request.
+#[tokio::test(start_paused = true)]
+async fn garbage_lines_do_not_keep_a_connection_alive() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.sock");
+    let listener = server::bind(&path).unwrap();
+    let handler = Arc::new(Fake(Mutex::new(status())));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(server::serve(listener, handler, async {
+        let _ = stop_rx.await;
+    }));
+    let c = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let (r, mut w) = c.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    let start = tokio::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..8 {
+        if w.write_all(b"x\n").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut answer = String::new();
+        match r.read_line(&mut answer).await {
+            Ok(0) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => assert!(answer.contains("error"), "{answer}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    }
+    assert!(closed, "still open after {:?}", start.elapsed());
+    assert!(start.elapsed() < server::IDLE_TIMEOUT + std::time::Duration::from_secs(5));
+    let _ = stop_tx.send(());
+    serve.await.unwrap().unwrap();
+}

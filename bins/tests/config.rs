@@ -4969,3 +4969,61 @@ fn fractions_where_keepalived_reads_whole_seconds_are_warned_about() {
         w[1]
     );
 }
+
+/// Backslash pairs are read left to right as keepalived's `decomment` reads them: in
+/// `foo\\#bar` the pair is `\\` and the `#` starts a comment (lb-node took `\#` and kept
+/// the rest); a sync group left without members is removed, as keepalived removes it (it
+/// made the file fail), and a member ignored in a later group keeps its own group's
+/// `notify_priority_changes`; an `auth_pass` whose 8 bytes end inside a character is an
+/// error (keepalived would send a partial character).
+#[test]
+fn review_of_the_keepalived_reader_fixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    std::fs::write(
+        &p,
+        format!("global_defs {{\n    router_id foo\\\\#bar\n}}\n{BASE_INSTANCE}"),
+    )
+    .unwrap();
+    let (c, w) = ok(&p);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.global.router_id.as_deref(), Some("foo\\\\"));
+
+    let two = BASE_INSTANCE
+        .replace("VI_1", "VI_2")
+        .replace("virtual_router_id 51", "virtual_router_id 52");
+    let three = BASE_INSTANCE
+        .replace("VI_1", "VI_3")
+        .replace("virtual_router_id 51", "virtual_router_id 53");
+    std::fs::write(
+        &p,
+        format!("{BASE_INSTANCE}{two}{three}vrrp_sync_group G0 {{\n    group {{\n        NOPE\n    }}\n}}\nvrrp_sync_group G1 {{\n    group {{\n        VI_1\n        VI_2\n    }}\n}}\nvrrp_sync_group G2 {{\n    group {{\n        VI_1\n        VI_3\n    }}\n    notify_priority_changes\n}}\n"),
+    )
+    .unwrap();
+    let (c, w) = ok(&p);
+    let names: Vec<&str> = c.sync_groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["G1", "G2"]);
+    assert_eq!(c.sync_groups[1].group, ["VI_3"]);
+    let npc: Vec<bool> = c
+        .vrrp_instances
+        .iter()
+        .map(|v| v.notify_priority_changes)
+        .collect();
+    assert_eq!(npc, [false, false, true], "VI_1 is G1's");
+    assert!(
+        w.iter().any(|w| w
+            .to_string()
+            .contains("vrrp_sync_group G0 has no member left: removed")),
+        "{w:?}"
+    );
+
+    let e = errors(
+        "k.conf",
+        &BASE_INSTANCE.replace(
+            "    priority 100\n",
+            "    priority 100\n    authentication {\n        auth_type PASS\n        auth_pass abcdefgé\n    }\n",
+        ),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("end inside a non-ASCII character"), "{e:?}");
+}

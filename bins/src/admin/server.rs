@@ -203,6 +203,9 @@ async fn connection<H: AdminHandler>(stream: UnixStream, handler: Arc<H>) -> io:
         if n == 0 {
             return Ok(());
         }
+        // Whether the line was a request (one the protocol reads, refused or not): only
+        // that moves the deadline, not blank lines or garbage.
+        let mut understood = false;
         let response = if line.len() > MAX_LINE {
             Response::Error {
                 message: format!("request longer than {MAX_LINE} bytes"),
@@ -210,7 +213,10 @@ async fn connection<H: AdminHandler>(stream: UnixStream, handler: Arc<H>) -> io:
         } else {
             match std::str::from_utf8(&line) {
                 Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => handle_line(&*handler, text.trim()),
+                Ok(text) => {
+                    understood = serde_json::from_str::<Request>(text.trim()).is_ok();
+                    handle_line(&*handler, text.trim())
+                }
                 Err(_) => Response::Error {
                     message: "request is not UTF-8".into(),
                 },
@@ -224,6 +230,8 @@ async fn connection<H: AdminHandler>(stream: UnixStream, handler: Arc<H>) -> io:
         if line.len() > MAX_LINE {
             return Ok(());
         }
-        deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        if understood {
+            deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        }
     }
 }

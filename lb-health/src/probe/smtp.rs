@@ -90,6 +90,18 @@ impl ReplyReader {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Octets buffered and not consumed yet.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The first complete line buffered (up to and including its LF), if any, not
+    /// consumed; at most [`MAX_REPLY`] octets are looked at.
+    pub fn first_line(&self) -> Option<&[u8]> {
+        let look = &self.buf[..self.buf.len().min(MAX_REPLY)];
+        look.iter().position(|b| *b == b'\n').map(|nl| &look[..=nl])
+    }
+
     /// The next complete reply, consumed from the buffer; `Ok(None)` while its last line
     /// has not fully arrived.
     ///
@@ -273,15 +285,32 @@ impl SmtpProbe {
         s.write_all(b"QUIT\r\n")
             .await
             .map_err(|e| io_reason("send QUIT", &e))?;
-        // keepalived (`smtp_engine_thread`, SMTP_RECV_QUIT) takes any line as the answer
-        // to QUIT: a malformed one passes too (a closed connection or silence does not).
-        match read_reply(&mut s, &mut reader, "QUIT").await {
-            Ok(quit) => Ok(format!("greeting 220, HELO 250, QUIT {}", quit.code)),
-            Err(e) if e.starts_with("QUIT reply: ") => Ok(format!(
-                "greeting 220, HELO 250, QUIT answered ({}; taken as keepalived takes any line)",
-                &e["QUIT reply: ".len()..]
-            )),
-            Err(e) => Err(e),
+        // keepalived (`smtp_engine_thread`, SMTP_RECV_QUIT) takes the first complete line
+        // as the answer to QUIT, whatever it holds (`bye`, the first line of `221-…`); a
+        // connection closed or silent before a whole line does not pass.
+        let mut chunk = [0u8; 512];
+        loop {
+            if let Some(line) = reader.first_line() {
+                let line = line.trim_ascii_end();
+                return Ok(match line.get(..3) {
+                    Some(code) if code.iter().all(u8::is_ascii_digit) => format!(
+                        "greeting 220, HELO 250, QUIT {}",
+                        String::from_utf8_lossy(code)
+                    ),
+                    _ => format!(
+                        "greeting 220, HELO 250, QUIT answered {:?}",
+                        String::from_utf8_lossy(line)
+                    ),
+                });
+            }
+            if reader.buffered() > MAX_REPLY {
+                return Err(format!("QUIT reply: no line end in {MAX_REPLY} octets"));
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) => return Err("connection closed before the QUIT reply".into()),
+                Ok(n) => reader.push(&chunk[..n]),
+                Err(e) => return Err(io_reason("read the QUIT reply", &e)),
+            }
         }
     }
 }

@@ -88,6 +88,7 @@ fn convert(stmts: &[Stmt], diag: Diagnostics) -> LoadResult {
         strict_mode: Vec::new(),
         vrrp_notify_priority_changes: None,
         group_notify_priority_changes: HashMap::new(),
+        sync_group_npc: Vec::new(),
         instance_keywords: Vec::new(),
         vrrp_defaults: VrrpDefaults::default(),
         tracking_weight_groups: HashSet::new(),
@@ -259,6 +260,9 @@ struct Conv {
     /// write its own (keepalived: the group's, else the global one).
     vrrp_notify_priority_changes: Option<bool>,
     group_notify_priority_changes: HashMap<String, bool>,
+    /// Each sync group's `notify_priority_changes`, by group index, applied to the members
+    /// it keeps once they are settled ([`Conv::settle_sync_group_members`]).
+    sync_group_npc: Vec<Option<bool>>,
     /// The preference keepalived gives the next rule written without one, IPv4 and IPv6.
     rule_priority: [u32; 2],
     /// The keywords each `vrrp_instance` wrote, in instance order.
@@ -2752,12 +2756,16 @@ impl Conv {
                         .map(|t| (t.text.clone(), t.location.clone()))
                         .map(|(mut text, at)| {
                             // keepalived (`vrrp_auth_pass_handler`) keeps the first 8 bytes.
-                            if text.len() > 8 {
-                                let mut end = 8;
-                                while !text.is_char_boundary(end) {
-                                    end -= 1;
-                                }
-                                text.truncate(end);
+                            if text.len() > 8 && !text.is_char_boundary(8) {
+                                // Its 8 bytes end inside a character: the password would
+                                // not be the one a keepalived peer sends.
+                                self.d.error(
+                                    &at,
+                                    "auth_pass: keepalived sends its first 8 bytes, which end inside a non-ASCII character here; write a password whose 8th byte ends a character",
+                                );
+                                self.o.poison(format!("{p}.auth_pass"));
+                            } else if text.len() > 8 {
+                                text.truncate(8);
                                 self.d.warn(
                                     &at,
                                     format!("auth_pass longer than 8 bytes: {text:?} used, as keepalived truncates it"),
@@ -3032,11 +3040,7 @@ impl Conv {
         }
         tracks.members.clone_from(&g.group);
         self.group_tracks.push(tracks);
-        if let Some(v) = group_npc {
-            for m in &g.group {
-                self.group_notify_priority_changes.insert(m.clone(), v);
-            }
-        }
+        self.sync_group_npc.push(group_npc);
         self.cfg.sync_groups.push(g);
     }
 
@@ -3092,6 +3096,52 @@ impl Conv {
                             }
                         }
                     }
+                }
+            }
+        }
+        // A group left without members is removed (keepalived: "has no virtual
+        // router(s) - removing"); those after it move down one place, with their origins.
+        let mut gi = 0;
+        while gi < self.cfg.sync_groups.len() {
+            if !self.cfg.sync_groups[gi].group.is_empty() {
+                gi += 1;
+                continue;
+            }
+            let p = format!("vrrp_sync_group[{gi}]");
+            if let Some(l) = self.o.locate(&p) {
+                self.d.warn(
+                    &l,
+                    format!(
+                        "vrrp_sync_group {} has no member left: removed, as keepalived removes it",
+                        self.cfg.sync_groups[gi].name
+                    ),
+                );
+            }
+            let n = self.cfg.sync_groups.len();
+            self.group_tracks.retain(|t| t.path != p);
+            for k in gi + 1..n {
+                let (from, to) = (
+                    format!("vrrp_sync_group[{k}]"),
+                    format!("vrrp_sync_group[{}]", k - 1),
+                );
+                self.o.forget(&to);
+                self.o.copy(&from, &to);
+                for t in &mut self.group_tracks {
+                    if t.path == from {
+                        t.path.clone_from(&to);
+                    }
+                }
+            }
+            self.o.forget(&format!("vrrp_sync_group[{}]", n - 1));
+            self.cfg.sync_groups.remove(gi);
+            self.sync_group_npc.remove(gi);
+        }
+        // `notify_priority_changes` of a group: its members' default, for the members it
+        // kept (an instance ignored in a later group keeps its own group's).
+        for (g, npc) in self.cfg.sync_groups.iter().zip(&self.sync_group_npc) {
+            if let Some(v) = *npc {
+                for m in &g.group {
+                    self.group_notify_priority_changes.insert(m.clone(), v);
                 }
             }
         }

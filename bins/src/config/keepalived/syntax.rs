@@ -247,10 +247,31 @@ fn lex(text: &str, file: &Path, diag: &mut Diagnostics) -> Vec<Lexed> {
     };
     // Where the previous token ended: what lies between it and the next is that one's lead.
     let mut prev_end = 0;
+    // A comment started inside a word (`a\\#b`): the rest of the line is skipped.
+    let mut in_comment = false;
     while let Some(r) = lexer.next() {
         let span = lexer.span();
+        if in_comment {
+            if r != Ok(Tok::Newline) {
+                continue;
+            }
+            in_comment = false;
+        }
         let location = locate(&span);
-        let slice = lexer.slice();
+        let mut slice = lexer.slice();
+        let mut span = span;
+        if r == Ok(Tok::Word) {
+            // keepalived's `decomment` reads backslash pairs left to right: in `a\\#b` the
+            // pair is `\\`, and the `#` starts a comment (the lexer's `\#` took it).
+            if let Some(at) = comment_start(slice) {
+                in_comment = true;
+                slice = &slice[..at];
+                span = span.start..span.start + at;
+                if slice.is_empty() {
+                    continue;
+                }
+            }
+        }
         let lead = text
             .get(prev_end..span.start)
             .unwrap_or_default()
@@ -384,6 +405,22 @@ enum Parameter {
     Expanded(String),
     /// Kept as written, as keepalived does: a warning.
     Literal(String),
+}
+
+/// Where a comment starts in a word, reading backslash pairs as keepalived's `decomment`
+/// does (`\#` is a `#`, `\\` a pair, so in `a\\#b` the `#` starts a comment).
+fn comment_start(word: &str) -> Option<usize> {
+    let mut chars = word.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '#' | '!' => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A word with keepalived's `decomment` applied: `\#` and `\!` are `#` and `!`; any
