@@ -3723,3 +3723,52 @@ fn start_only_settings_are_compared_with_the_running_value() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reload whose restart fails (its new address is taken) leaves the running version's
+/// lbctl weights on record: the next restarting reload, back to the file the running
+/// version has, still holds the operator's weight. The failed start used to drop from the
+/// record the weights its file changed.
+#[test]
+fn a_failed_restart_keeps_the_lbctl_weights_on_record() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let port = free_port();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let config = |algo: &str, listen_port: u16, weight_a: u32| {
+        format!(
+            "[global]\nadmin_socket = \"{sock}\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{listen_port}\"\nlb_algo = \"{algo}\"\n[[virtual_server.backend]]\naddress = \"{a}\"\nweight = {weight_a}\n[[virtual_server.backend]]\naddress = \"{b}\"\n",
+            sock = dir.join("admin.sock").display(),
+            a = a.addr,
+            b = b.addr,
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("rr", port, 1));
+    let weight = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i]["weight"].clone();
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let out = Command::new(LBCTL)
+        .arg("--socket")
+        .arg(&sock)
+        .args(["weight", "web", &a.addr.to_string(), "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(wait_until(Duration::from_secs(5), || weight(0) == 0));
+    // A restart to a taken port, with a's weight changed: it fails, the old one runs on.
+    reload_node(&node, &dir, &config("wrr", taken_port, 2));
+    assert!(
+        wait_until(Duration::from_secs(15), || log()
+            .contains("keeps running with its previous configuration")),
+        "{}",
+        log()
+    );
+    assert_eq!(weight(0), 0);
+    // Back to the running file, restarting (another lb_algo): the operator's 0 holds.
+    reload_node(&node, &dir, &config("wlc", port, 1));
+    wait_scheduler(&sock, &dir, "wlc");
+    assert_eq!(weight(0), 0, "{}", status(&sock));
+    drop(taken);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

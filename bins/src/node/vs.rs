@@ -351,6 +351,9 @@ pub(crate) struct VsRuntime {
     weights: mpsc::UnboundedSender<(BackendId, Weight)>,
     /// What `lbctl weight` set ([`OperatorWeights`]).
     operator_weights: OperatorWeights,
+    /// The real servers whose `lbctl` weight this version's file supersedes (it changes
+    /// their weight): dropped from the record when this version is adopted.
+    superseded_weights: Vec<SocketAddr>,
     /// Ejections its predecessor made after [`VsRuntime::carried`], for the applier task
     /// ([`VsRuntime::carry_from`]).
     late_ejections: mpsc::UnboundedSender<Vec<(BackendId, OutlierHostState)>>,
@@ -1081,16 +1084,25 @@ impl VsRuntime {
         }
         // `lbctl weight`'s weights, where this file keeps the replaced version's weight:
         // before the appliers are made, which take the pool's weights as configured.
+        // Those whose weight this file changes are superseded: skipped here, and dropped from
+        // the record only once this version is adopted (`apply_operator_weights`), so that
+        // a start that fails leaves the running version's record whole.
+        let mut superseded_weights = Vec::new();
         let operator_weights = match carried.operator_weights {
             Some((weights, old_file)) => {
-                let mut w = weights
+                let w = weights
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                w.retain(|addr, _| {
+                for addr in w.keys() {
                     let now_file = cfg.backends.iter().find(|b| b.address == *addr);
-                    now_file.is_some_and(|b| old_file.get(addr) == Some(&b.weight))
-                });
+                    if now_file.is_none_or(|b| old_file.get(addr) != Some(&b.weight)) {
+                        superseded_weights.push(*addr);
+                    }
+                }
                 for (i, b) in cfg.backends.iter().enumerate() {
+                    if superseded_weights.contains(&b.address) {
+                        continue;
+                    }
                     if let Some(&weight) = w.get(&b.address) {
                         pool.set_weight(backend_id(i), weight, now())
                             .map_err(|e| err(e.to_string()))?;
@@ -1393,6 +1405,7 @@ impl VsRuntime {
             followers,
             weights,
             operator_weights,
+            superseded_weights,
             late_ejections,
             carried_outlier: carried.outlier,
             quorum,
@@ -1622,13 +1635,15 @@ impl VsRuntime {
     /// applied them at its start, and this takes those set since, before it is registered
     /// to receive the next ones ([`Carried::operator_weights`]).
     pub(crate) fn apply_operator_weights(&self) {
-        let weights: Vec<(SocketAddr, Weight)> = self
-            .operator_weights
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(|(a, w)| (*a, *w))
-            .collect();
+        let weights: Vec<(SocketAddr, Weight)> = {
+            let mut w = self
+                .operator_weights
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Adopted: the file's new weights replace the operator's from now on.
+            w.retain(|a, _| !self.superseded_weights.contains(a));
+            w.iter().map(|(a, w)| (*a, *w)).collect()
+        };
         for (addr, weight) in weights {
             if let Some(i) = self.cfg.backends.iter().position(|b| b.address == addr) {
                 let _ = self.weights.send((backend_id(i), weight));

@@ -62,7 +62,7 @@ pub use garp::{GarpGroup, GarpPacer};
 
 pub use track::init_track_files;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::Ordering;
@@ -2133,8 +2133,17 @@ fn announce(
                 )),
             }
         })
-        // Nothing on a base interface that does no ARP (keepalived checks the same).
-        .filter(|(_, base_name, _)| !vip::no_arp(base_name))
+        .collect();
+    // Nothing on a base interface that does no ARP (keepalived checks the same): read once
+    // per interface, not per VIP (255 VIPs would be 255 address dumps).
+    let mut no_arp: HashMap<&str, bool> = HashMap::new();
+    let targets: Vec<(Target, &str, u32)> = targets
+        .into_iter()
+        .filter(|(_, base_name, _)| {
+            !*no_arp
+                .entry(base_name)
+                .or_insert_with(|| vip::no_arp(base_name))
+        })
         .collect();
     // A message with an interval (its group's, else the instance's for its family) goes
     // through the pacer; one without leaves at once.
