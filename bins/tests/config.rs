@@ -5027,3 +5027,34 @@ fn review_of_the_keepalived_reader_fixes() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].contains("end inside a non-ASCII character"), "{e:?}");
 }
+
+/// keepalived's tracking as its code reads it: a `vrrp_track_process` without `weight`
+/// has weight 0 (a lost process faults the instance; lb-node gave it 1, costing nothing),
+/// `quorum_max 0` makes the quorum 0 (lb-node refused `quorum 1` with it), a tracked
+/// interface's or script's weight ±254 is ±253, and a `vrrp_script` weight of ±254 is
+/// ignored (0), each with a warning.
+#[test]
+fn tracking_weights_as_keepalived_sets_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    std::fs::write(
+        &p,
+        format!(
+            "vrrp_track_process tp {{\n    process revjproc\n}}\nvrrp_track_process none {{\n    process other\n    quorum 1\n    quorum_max 0\n}}\nvrrp_script chk {{\n    script /bin/true\n    weight 254\n}}\n{}",
+            BASE_INSTANCE.replace(
+                "    priority 100\n",
+                "    priority 100\n    track_process {\n        tp\n    }\n    track_script {\n        chk weight -254\n    }\n    track_interface {\n        lbnet0 weight 254\n    }\n"
+            )
+        ),
+    )
+    .unwrap();
+    let (c, w) = ok(&p);
+    assert_eq!(c.vrrp_track_processes[0].weight, 0);
+    assert_eq!(c.vrrp_track_processes[1].quorum, Some(0));
+    assert_eq!(c.vrrp_scripts[0].weight, 0);
+    let vi = &c.vrrp_instances[0];
+    assert_eq!(vi.track_script[0].weight, Some(-253));
+    assert_eq!(vi.track_interface[0].weight, 253);
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 3, "{w:#?}");
+}

@@ -439,9 +439,10 @@ pub struct VrrpTrackProcess {
     #[serde(default, with = "values::duration")]
     pub terminate_delay: Duration,
     /// Priority change (-254..=254): a positive weight is added while healthy, a negative
-    /// one while not; 0 puts the tracking instances in FAULT while not healthy. Default 1
-    /// (keepalived's).
-    #[serde(default = "values::one_i32")]
+    /// one while not; 0 puts the tracking instances in FAULT while not healthy. Default 0,
+    /// as keepalived's code (`alloc_vrrp_process`; its manual says 1): a process lost
+    /// faults the instances.
+    #[serde(default)]
     pub weight: i32,
     /// Apply the weight to the opposite state (keepalived `weight W reverse`): a positive
     /// weight is subtracted while healthy, a negative one added back while not; weight 0

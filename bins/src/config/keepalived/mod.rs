@@ -1505,7 +1505,20 @@ impl Conv {
                 }
                 "weight" => {
                     let (w, reverse) = self.weight_reverse(st, &fp, -254, 254);
-                    script.weight = w.unwrap_or(0);
+                    // keepalived (`vrrp_vscript_weight_handler`) takes -253..253 and
+                    // ignores anything else with an error: the weight stays 0.
+                    script.weight = match w {
+                        Some(w @ (254 | -254)) => {
+                            if let Some(a) = st.args.first() {
+                                self.d.warn(
+                                    &a.location,
+                                    format!("weight {w} is outside keepalived's -253..253 for a vrrp_script: 0 used, as keepalived ignores it"),
+                                );
+                            }
+                            0
+                        }
+                        other => other.unwrap_or(0),
+                    };
                     script.reverse = reverse;
                 }
                 "rise" => script.rise = self.get(st, &fp, int(kw, 1, 1_000_000)).unwrap_or(1),
@@ -1909,7 +1922,9 @@ impl Conv {
             quorum_max: None,
             fork_delay: Duration::ZERO,
             terminate_delay: Duration::ZERO,
-            weight: 1,
+            // keepalived's code (`alloc_vrrp_process` leaves it 0; its man page says 1): a
+            // process lost faults the instance.
+            weight: 0,
             reverse: false,
         };
         let mut has_process = false;
@@ -1944,11 +1959,22 @@ impl Conv {
                 "full_command" => t.full_command = self.bare_flag(st, &fp),
                 "weight" => {
                     let (w, reverse) = self.weight_reverse(st, &fp, -254, 254);
-                    t.weight = w.unwrap_or(1);
+                    t.weight = w.unwrap_or(0);
                     t.reverse = reverse;
                 }
-                "quorum" => t.quorum = Some(self.get(st, &fp, int(kw, 1, 65_535)).unwrap_or(1)),
-                "quorum_max" => t.quorum_max = self.get(st, &fp, int(kw, 0, 65_535)),
+                "quorum" => {
+                    let q = self.get(st, &fp, int(kw, 1, 65_535)).unwrap_or(1);
+                    // After a `quorum_max 0`, keepalived keeps the quorum at 0.
+                    t.quorum = Some(if t.quorum_max == Some(0) { 0 } else { q });
+                }
+                "quorum_max" => {
+                    t.quorum_max = self.get(st, &fp, int(kw, 0, 65_535));
+                    // keepalived (`vrrp_tprocess_quorum_max_handler`): quorum_max 0 makes
+                    // the quorum 0 (healthy while none runs), whatever `quorum` said.
+                    if t.quorum_max == Some(0) {
+                        t.quorum = Some(0);
+                    }
+                }
                 "fork_delay" => {
                     t.fork_delay = self.get(st, &fp, duration(kw)).unwrap_or_default();
                 }
@@ -2314,6 +2340,20 @@ impl Conv {
                         Some(v) => {
                             self.record(&format!("{ep}.weight"), &v.location);
                             match int::<i32>("weight", -254, 254)(&v.text) {
+                                // keepalived (`alloc_track_if`, `alloc_track_script`):
+                                // "cannot be +/-254. Setting to +/-253".
+                                Ok(w @ (254 | -254))
+                                    if matches!(
+                                        s.keyword.text.as_str(),
+                                        "track_interface" | "track_script"
+                                    ) =>
+                                {
+                                    self.d.warn(
+                                        &v.location,
+                                        format!("weight {w} is {}, as keepalived sets it (±254 is not allowed here)", w.signum() * 253),
+                                    );
+                                    weight = Some(w.signum() * 253);
+                                }
                                 Ok(w) => weight = Some(w),
                                 Err(m) => self.d.error(&v.location, m),
                             }
