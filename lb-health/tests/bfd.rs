@@ -348,7 +348,22 @@ fn lb_to_lb_active_and_passive() {
         0,
         "passive sent before hearing its peer"
     );
+    let started = std::time::Instant::now();
     let mut a = Speaker::start(lab.ns("a"), vec![("to_b".into(), to_b.clone())]);
+    // Its first packet leaves at once: it was dropped (tokio's try_send_to before the
+    // reactor polled the new socket), and the first to arrive was the next, ~1 s later.
+    let mut heard = None;
+    for _ in 0..100 {
+        if b.status("to_a").counters.rx >= 1 {
+            heard = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        heard.is_some_and(|t| t < Duration::from_millis(400)),
+        "the passive side first heard the active one after {heard:?}"
+    );
     // RFC 5881 §4: sent from the source address, from a port in 49152-65535.
     for src in a.sources.iter().chain(&b.sources) {
         assert!((49152..=65535).contains(&src.port()), "{src}");

@@ -300,14 +300,28 @@ impl BfdRuntime {
 /// expired, the neighbour signalled it, it was stopped), `None` while it has never been Up
 /// and has not failed either (a fresh session still coming up): the follower keeps its
 /// start state, as keepalived's BFD_CHECK does until the first event.
+///
+/// A session the neighbour took down on purpose (it signalled AdminDown: an lb-node or a
+/// router stopping its BFD) is no path failure (RFC 5882 §3.2): `None`, and followers keep
+/// what they had, as keepalived sends no event for it (`bfd_state_fall` skips a remote
+/// AdminDown). The detection time still applies once the session is Up again.
 pub(crate) fn is_up(st: &SessionStatus) -> Option<bool> {
     if st.state == SessionState::Up {
         Some(true)
+    } else if neighbour_admin_down(st) {
+        None
     } else if st.local_diag != Diagnostic::NoDiagnostic {
         Some(false)
     } else {
         None
     }
+}
+
+/// Whether the session is down because its neighbour signalled AdminDown.
+fn neighbour_admin_down(st: &SessionStatus) -> bool {
+    st.state != SessionState::Up
+        && st.remote_state == SessionState::AdminDown
+        && st.local_diag == Diagnostic::NeighborSignaledSessionDown
 }
 
 /// What a follower last applied: up or not, and when the session state it came from
@@ -325,6 +339,8 @@ pub(crate) fn seen(now: &SessionStatus) -> Seen {
 pub(crate) fn transitions(last: Seen, now: &SessionStatus) -> Vec<bool> {
     let up = match (is_up(now), last) {
         (Some(up), _) => up,
+        // Taken down by the neighbour on purpose: nothing changes for the followers.
+        (None, _) if neighbour_admin_down(now) => return Vec::new(),
         // A session seen Up that is now fresh (replaced by one to a new address, say) is
         // not Up: down, whatever its diagnostic says.
         (None, Some((true, Some(_)))) => false,
@@ -465,6 +481,35 @@ mod tests {
             Ok(())
         })
         .expect("in the namespace");
+    }
+
+    /// A neighbour that takes the session down on purpose (AdminDown: a peer stopping, a
+    /// router's `bfd shutdown`) is no failure: the followers keep what they had, as
+    /// keepalived sends no event for it. It failed real servers and faulted VRRP
+    /// instances. A detection-time expiry is a failure as before.
+    #[test]
+    fn a_neighbours_admin_down_is_no_failure() {
+        let t0 = tokio::time::Instant::now().into_std();
+        let t1 = t0 + Duration::from_millis(5);
+        let up = at(SessionState::Up, Diagnostic::NoDiagnostic, t0);
+        let admin = SessionStatus {
+            remote_state: SessionState::AdminDown,
+            ..at(
+                SessionState::Down,
+                Diagnostic::NeighborSignaledSessionDown,
+                t1,
+            )
+        };
+        assert_eq!(is_up(&admin), None);
+        let last = seen(&up);
+        assert_eq!(transitions(last, &admin), Vec::<bool>::new());
+        assert_eq!(after(last, &admin, &[]), last);
+        let expired = at(
+            SessionState::Down,
+            Diagnostic::ControlDetectionTimeExpired,
+            t1,
+        );
+        assert_eq!(transitions(last, &expired), [false]);
     }
 
     /// A follower sees each change once, a fresh session changes nothing, and a flap it

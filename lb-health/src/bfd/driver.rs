@@ -1154,7 +1154,11 @@ impl Running {
     }
 
     fn send(&mut self, p: &ControlPacket) {
-        match self.socket.try_send_to(&p.to_bytes(), self.dest) {
+        // Straight to the kernel (the socket is non-blocking): tokio's `try_send_to`
+        // refuses with WouldBlock until the reactor has polled a newly registered socket,
+        // which dropped the first packet of every new session (its next came ~1 s later).
+        let sent = socket2::SockRef::from(&self.socket).send_to(&p.to_bytes(), &self.dest.into());
+        match sent {
             Ok(_) => self.send_failing = false,
             Err(e) => {
                 // Logged once per failing spell, as keepalived does.
