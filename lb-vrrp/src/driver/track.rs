@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use super::Control;
 use crate::machine::TrackId;
 use crate::track::{
-    parse_file_value, parse_stat, CountCause, ProcEvent, ProcessQuorum, TrackFile, TrackProcess,
+    parse_file_number, parse_file_value, parse_stat, CountCause, ProcEvent, ProcessQuorum,
+    TrackFile, TrackProcess,
 };
 use crate::{Error, Result};
 
@@ -626,19 +627,28 @@ impl std::fmt::Debug for FileWatcher {
 /// How much of a tracked file is read, as keepalived's `process_track_file`.
 const FILE_HEAD: usize = 127;
 
-/// A tracked file's value: 0 when it does not exist or holds no number (logged). Read
-/// without blocking (a FIFO with no writer reads as empty) and at most [`FILE_HEAD`]
-/// bytes (`/dev/zero` is no trouble).
-fn read_value(f: &TrackFile) -> i64 {
+/// A tracked file's value: 0 when it does not exist or holds no number (logged); `None`
+/// for a number outside the 32-bit range, which keepalived (`process_track_file`: "Invalid
+/// number … - ignoring") ignores, keeping the value it had (0 at start). Read without
+/// blocking (a FIFO with no writer reads as empty) and at most [`FILE_HEAD`] bytes
+/// (`/dev/zero` is no trouble).
+fn read_value(f: &TrackFile) -> Option<i64> {
     match read_head(&f.path, FILE_HEAD) {
-        Ok(c) => parse_file_value(&c).unwrap_or_else(|why| {
-            tracing::warn!(track_file = %f.name, path = %f.path.display(), "{why}: read as 0, as keepalived does");
-            0
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Ok(c) => match parse_file_number(&c) {
+            Ok(n) if n < i64::from(i32::MIN) || n > i64::from(i32::MAX) + 1 => {
+                tracing::warn!(track_file = %f.name, path = %f.path.display(), value = n, "number outside the 32-bit range: ignored, as keepalived ignores it");
+                None
+            }
+            Ok(_) => parse_file_value(&c).ok(),
+            Err(why) => {
+                tracing::warn!(track_file = %f.name, path = %f.path.display(), "{why}: read as 0, as keepalived does");
+                Some(0)
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
         Err(e) => {
             tracing::warn!(track_file = %f.name, path = %f.path.display(), error = %e, "cannot read: read as 0");
-            0
+            Some(0)
         }
     }
 }
@@ -759,7 +769,7 @@ impl FileWatcher {
         }
         let status = specs
             .iter()
-            .map(|(_, _, f)| f.status(read_value(f)))
+            .map(|(_, _, f)| f.status(read_value(f).unwrap_or(0)))
             .collect();
         Ok(Self {
             rewatch,
@@ -805,8 +815,9 @@ impl FileWatcher {
                 false
             }
         };
-        let v = read_value(&self.specs[k].2);
-        self.update(k, v, tx);
+        if let Some(v) = read_value(&self.specs[k].2) {
+            self.update(k, v, tx);
+        }
         set
     }
 
@@ -881,8 +892,9 @@ impl FileWatcher {
                     }
                     // Read the file whatever happened to this name (deleted, renamed away,
                     // written): a link's target gone reads as 0, as a deleted file.
-                    let value = read_value(&self.specs[k].2);
-                    self.update(k, value, &tx);
+                    if let Some(value) = read_value(&self.specs[k].2) {
+                        self.update(k, value, &tx);
+                    }
                 }
             }
         }
@@ -1266,6 +1278,17 @@ mod tests {
         std::fs::write(&path, "maintenance").unwrap();
         std::fs::write(dir.join("init"), "4").unwrap();
         assert_eq!(next(&mut rx).await, (0, TrackId(2), "value 4".into()));
+        // A number outside the 32-bit range is ignored, as keepalived ignores it: the
+        // value stays (it was taken as +-254, a FAULT for a negative one).
+        std::fs::write(&path, "2").unwrap();
+        assert_eq!(next(&mut rx).await, (0, TrackId(1), "value 20".into()));
+        std::fs::write(&path, "-99999999999").unwrap();
+        std::fs::write(dir.join("init"), "5").unwrap();
+        assert_eq!(
+            next(&mut rx).await,
+            (0, TrackId(2), "value 5".into()),
+            "the out-of-range write changed nothing"
+        );
         task.abort();
         // A file whose directory does not exist is refused with its name.
         let e = FileWatcher::new(vec![(
