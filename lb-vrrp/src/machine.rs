@@ -840,8 +840,8 @@ impl VirtualRouter {
         }
     }
 
-    /// Changes the base priority. A master advertises the change at once; a backup's new
-    /// priority takes effect with the next advert it hears.
+    /// Changes the base priority. A master advertises it with its next scheduled advert (as
+    /// keepalived); a backup's new priority takes effect with the next advert it hears.
     pub fn set_priority(&mut self, now: Instant, priority: Priority) {
         let before = self.effective_priority();
         self.base_priority = priority;
@@ -1267,11 +1267,11 @@ impl VirtualRouter {
             return;
         }
         match self.state {
-            State::Master => {
-                self.send_advert(after);
-                self.timers
-                    .set(Timer::Advert, now + self.cfg.advert_interval.as_duration());
-            }
+            // The next scheduled advert carries it, as keepalived's (its
+            // `vrrp_set_effective_priority` moves only a backup's timers): no advert out of
+            // turn, which would shift the advert phase and start a backup's preempt_delay
+            // early at every flap of a track.
+            State::Master => {}
             // Within a startup delay an owner takes over at its end.
             State::Backup if after.is_owner() && self.delayed_start.is_some_and(|e| now < e) => {
                 self.timers
@@ -2275,7 +2275,9 @@ mod tests {
         assert_eq!(vr.state(), State::Backup);
         assert_eq!(vr.effective_priority(), Priority(90));
         // A Master whose value drops below a peer's priority keeps running as Master
-        // (the peer preempts) but advertises the new priority at once.
+        // (the peer preempts) and advertises the new priority with its next scheduled
+        // advert, not out of turn (keepalived's `vrrp_set_effective_priority` moves only a
+        // backup's timers; lb-node sent one at once, shifting the advert phase).
         let mut c = cfg(100, 1);
         c.tracks = vec![TrackWeight(0)];
         let mut vr = VirtualRouter::new(c);
@@ -2283,7 +2285,15 @@ mod tests {
         vr.handle_timeout(vr.poll_timeout().unwrap());
         assert_eq!(vr.state(), State::Master);
         drain(&mut vr);
+        let next = vr.timer(Timer::Advert).expect("advert timer");
         vr.handle_track_value(t0, TrackId(0), -60);
+        let a = drain(&mut vr);
+        assert!(
+            !a.iter().any(|a| matches!(a, Action::SendAdvert(_))),
+            "no advert out of turn: {a:?}"
+        );
+        assert_eq!(vr.timer(Timer::Advert), Some(next), "the advert phase stays");
+        vr.handle_timeout(next);
         let a = drain(&mut vr);
         assert!(
             a.iter()
