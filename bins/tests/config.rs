@@ -5058,3 +5058,25 @@ fn tracking_weights_as_keepalived_sets_them() {
     let w: Vec<String> = w.iter().map(ToString::to_string).collect();
     assert_eq!(w.len(), 3, "{w:#?}");
 }
+
+/// A script line with shell syntax outside quotes is warned about: keepalived runs its
+/// words without a shell, lb-node with `/bin/sh -c`; a shell named as the program, or
+/// syntax inside quotes, reads the same either way and is not.
+#[test]
+fn shell_syntax_in_scripts_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.conf");
+    std::fs::write(
+        &p,
+        "vrrp_script a {\n    script \"/bin/false || /bin/true\"\n}\nvrrp_script b {\n    script \"/bin/sh -c 'pidof x || exit 1'\"\n}\nvrrp_script c {\n    script \"/usr/bin/grep 'a|b' /etc/hosts\"\n}\n",
+    )
+    .unwrap();
+    let (_, w) = ok(&p);
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].contains("k.conf:2:12: warning: script: \"/bin/false || /bin/true\" has shell syntax"),
+        "{}",
+        w[0]
+    );
+}

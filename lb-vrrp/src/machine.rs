@@ -2292,7 +2292,11 @@ mod tests {
             !a.iter().any(|a| matches!(a, Action::SendAdvert(_))),
             "no advert out of turn: {a:?}"
         );
-        assert_eq!(vr.timer(Timer::Advert), Some(next), "the advert phase stays");
+        assert_eq!(
+            vr.timer(Timer::Advert),
+            Some(next),
+            "the advert phase stays"
+        );
         vr.handle_timeout(next);
         let a = drain(&mut vr);
         assert!(

@@ -565,6 +565,47 @@ impl Conv {
         Some(out)
     }
 
+    /// keepalived runs a script's words with `execve` when its first word is an executable
+    /// file, with no shell: `|`, `&&`, `;`, `$x`, globs and redirections reach the program
+    /// as words. lb-node runs `vrrp_script` and notify commands with `/bin/sh -c`, where
+    /// they are shell syntax: the same line may act differently, said here.
+    /// (`misc_path` runs without a shell in lb-node too: not warned.)
+    fn warn_shell(&mut self, keyword: &str, (command, at): &(String, Location)) {
+        if keyword == "misc_path" {
+            return;
+        }
+        const SHELL: &[char] = &['|', '&', ';', '$', '<', '>', '`', '*', '?', '(', ')'];
+        // A shell named as the program runs the same either way.
+        let program = command.split_ascii_whitespace().next().unwrap_or_default();
+        let base = program.rsplit('/').next().unwrap_or(program);
+        if matches!(base, "sh" | "bash" | "dash" | "ksh" | "zsh" | "ash") {
+            return;
+        }
+        // Syntax outside quotes only: quoted, both read it as text.
+        let mut quote = None;
+        let mut escaped = false;
+        let unquoted = command.chars().any(|c| {
+            if escaped {
+                escaped = false;
+                return false;
+            }
+            match (c, quote) {
+                ('\\', _) => escaped = true,
+                ('\'' | '"', None) => quote = Some(c),
+                (q, Some(open)) if q == open => quote = None,
+                (c, None) => return SHELL.contains(&c),
+                _ => {}
+            }
+            false
+        });
+        if unquoted {
+            self.d.warn(
+                at,
+                format!("{keyword}: {command:?} has shell syntax; lb-node runs it with /bin/sh -c, where keepalived runs the words without a shell (its `|`, `&&`, `;`, `$`, … reach the program as arguments)"),
+            );
+        }
+    }
+
     /// A command line (`vrrp_script`'s `script`, `misc_path`): the first word of the line
     /// as keepalived reads it ([`script_words`](Self::script_words)), so
     /// `"/usr/bin/killall -0 haproxy"` and `'/usr/bin/killall -0 haproxy'` are one
@@ -573,6 +614,7 @@ impl Conv {
     /// warned about.
     fn command(&mut self, s: &Stmt, path: &str) -> Option<String> {
         let mut words = self.script_words(s, path)?;
+        self.warn_shell(s.keyword.text.as_str(), &words[0]);
         if let Some((_, at)) = words.get(1) {
             let rest: Vec<&str> = words[1..].iter().map(|(w, _)| w.as_str()).collect();
             self.d.warn(
@@ -677,6 +719,7 @@ impl Conv {
     /// `path.user` and `path.group`.
     fn notify_script(&mut self, s: &Stmt, path: &str) -> Option<NotifyScript> {
         let words = self.script_words(s, path)?;
+        self.warn_shell(s.keyword.text.as_str(), &words[0]);
         let mut n = NotifyScript::new(words[0].0.clone());
         if let Some((u, at)) = words.get(1) {
             self.record(&format!("{path}.user"), at);
