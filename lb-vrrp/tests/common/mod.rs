@@ -191,75 +191,17 @@ impl Lab {
                 let key = format!("net.ipv6.conf.{conf}.accept_dad=0");
                 run(&["ip", "netns", "exec", &ns, "sysctl", "-qw", &key]);
             }
-            let port = format!("p{i}");
-            run(&[
-                "ip",
-                "-n",
-                &lab.bridge,
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &ns,
-            ]);
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.eth0.accept_dad=0",
-            ]);
-            run(&[
-                "ip",
-                "-n",
-                &lab.bridge,
-                "link",
-                "set",
-                &port,
-                "master",
-                "br0",
-                "up",
-            ]);
             run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("198.18.0.{}/24", i + 1),
-                "dev",
-                "eth0",
-            ]);
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("fd00:18::{}/64", i + 1),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
+            lab.add_eth0(i);
         }
         lab
     }
 
-    /// Deletes leaf `i`'s `eth0` (with its bridge port) and creates it again, up, with its
-    /// addresses: a new interface index under the same name.
-    pub fn recreate_eth0(&self, i: usize) {
+    /// Leaf `i`'s `eth0`: a veth to the bridge (port `p{i}`), up, no IPv6 duplicate address
+    /// detection, with 198.18.0.(i+1)/24 and fd00:18::(i+1)/64.
+    fn add_eth0(&self, i: usize) {
         let ns = self.leaves[i].clone();
         let port = format!("p{i}");
-        run(&["ip", "-n", &self.bridge, "link", "del", &port]);
         run(&[
             "ip",
             "-n",
@@ -317,6 +259,13 @@ impl Lab {
             "eth0",
             "nodad",
         ]);
+    }
+
+    /// Deletes leaf `i`'s `eth0` (with its bridge port) and creates it again ([`Lab::add_eth0`]):
+    /// a new interface index under the same name.
+    pub fn recreate_eth0(&self, i: usize) {
+        run(&["ip", "-n", &self.bridge, "link", "del", &format!("p{i}")]);
+        self.add_eth0(i);
     }
 
     pub fn ns(&self, i: usize) -> &str {
