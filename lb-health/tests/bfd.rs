@@ -868,3 +868,31 @@ fn lb_to_lb_reconfigure_adds_a_family() {
         s.local_diag == Diagnostic::NeighborSignaledSessionDown
     });
 }
+
+/// A session whose `source_ip` is not on an interface yet (an IPv6 address still tentative
+/// at boot, one a network manager adds later) does not stop the speaker, the other
+/// sessions or lb-node's start: it comes up once the address is there. The bind failed
+/// (EADDRNOTAVAIL) and took every session, and lb-node, down with it.
+#[test]
+fn a_source_address_that_appears_later_does_not_stop_the_speaker() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("bfdfb", &[("a", 1), ("b", 2)]).expect("lab");
+    let b_ip = IpAddr::V4(lab.addr("b"));
+    let later: IpAddr = "198.18.0.77".parse().unwrap();
+    let mut to_b = BfdConfig::new(b_ip);
+    to_b.source_ip = Some(later);
+    let mut to_a = BfdConfig::new(later);
+    to_a.source_ip = Some(b_ip);
+    let a = Speaker::start(lab.ns("a"), vec![("to_b".into(), to_b)]);
+    let b = Speaker::start(lab.ns("b"), vec![("to_a".into(), to_a)]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(a.status("to_b").state, SessionState::Up);
+    let out = lab
+        .exec("a", &["ip", "addr", "add", "198.18.0.77/24", "dev", "eth0"])
+        .expect("ip addr add");
+    assert!(out.status.success(), "{out:?}");
+    a.wait_for("to_b", "Up", |s| s.state == SessionState::Up);
+    b.wait_for("to_a", "Up", |s| s.state == SessionState::Up);
+}

@@ -309,6 +309,10 @@ fn bind_send_socket(cfg: &BfdConfig) -> Result<StdUdpSocket> {
             .map_err(|e| socket_error(format!("set IPV6_UNICAST_HOPS {}", cfg.hoplimit), &e))?;
     }
     let ip = cfg.source_ip.unwrap_or_else(|| unspecified(v4));
+    // A source address not (yet) on an interface (an IPv6 one still tentative at boot, one
+    // added later) does not stop the speaker: the session sends once it is there
+    // (keepalived disables that instance and opens its socket again later).
+    freebind(&sock, ip).map_err(|e| socket_error(format!("set IP_FREEBIND for {ip}"), &e))?;
     let (lo, hi) = (*SOURCE_PORTS.start(), *SOURCE_PORTS.end());
     let span = u32::from(hi - lo) + 1;
     let first = rand::thread_rng().gen_range(0..span);
@@ -427,9 +431,20 @@ fn bind_receive_socket(
         sock.attach_filter(&prog)
             .map_err(|e| socket_error(what("attach the TTL filter to"), &e))?;
     }
+    freebind(&sock, ip).map_err(|e| socket_error(what("set IP_FREEBIND for"), &e))?;
     sock.bind(&addr.into())
         .map_err(|e| socket_error(what("bind"), &e))?;
     Ok(sock.into())
+}
+
+/// Lets `sock` bind `ip` before an interface holds it (`IP_FREEBIND` /
+/// `IPV6_FREEBIND`); nothing for the unspecified address.
+fn freebind(sock: &Socket, ip: IpAddr) -> io::Result<()> {
+    match ip {
+        _ if ip.is_unspecified() => Ok(()),
+        IpAddr::V4(_) => sock.set_freebind(true),
+        IpAddr::V6(_) => sock.set_freebind_ipv6(true),
+    }
 }
 
 /// Refuses a duplicate name, a duplicate neighbor and source pair, and any refused
