@@ -267,6 +267,14 @@ pub fn mac_address(name: &str) -> Result<[u8; 6], VipError> {
         .ok_or_else(|| VipError::NoInterface(name.to_owned()))
 }
 
+/// Whether the `getifaddrs` entry `i` is the address `ip`.
+fn holds(i: &nix::ifaddrs::InterfaceAddress, ip: IpAddr) -> bool {
+    i.address.is_some_and(|a| match ip {
+        IpAddr::V4(v4) => a.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
+        IpAddr::V6(v6) => a.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
+    })
+}
+
 /// One reading of the interfaces and their addresses (`getifaddrs(3)`, a netlink dump, in
 /// the calling thread's network namespace), asked several questions: the driver reads it
 /// once per link tick for all its instances. Empty when it cannot be read.
@@ -316,22 +324,12 @@ impl Interfaces {
         self.0
             .iter()
             .filter(|i| i.interface_name == label)
-            .any(|i| {
-                i.address.is_some_and(|a| match ip {
-                    IpAddr::V4(v4) => a.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
-                    IpAddr::V6(v6) => a.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
-                })
-            })
+            .any(|i| holds(i, ip))
     }
 
     /// Whether interface `name` holds `ip`.
     pub fn has_address(&self, name: &str, ip: IpAddr) -> bool {
-        self.of(name).any(|i| {
-            i.address.is_some_and(|a| match ip {
-                IpAddr::V4(v4) => a.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
-                IpAddr::V6(v6) => a.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
-            })
-        })
+        self.of(name).any(|i| holds(i, ip))
     }
 
     /// The first address of `family` on interface `name` that is not in `exclude`: for

@@ -145,7 +145,12 @@ fn is_transient(e: &io::Error) -> bool {
 
 /// Answers one request line.
 pub fn handle_line<H: AdminHandler + ?Sized>(handler: &H, line: &str) -> Response {
-    match serde_json::from_str::<Request>(line) {
+    answer(handler, serde_json::from_str::<Request>(line))
+}
+
+/// Answers a request line once parsed (or not: a `bad request` error).
+fn answer<H: AdminHandler + ?Sized>(handler: &H, request: serde_json::Result<Request>) -> Response {
+    match request {
         Ok(Request::Status) => Response::Status {
             status: handler.status(),
         },
@@ -214,8 +219,9 @@ async fn connection<H: AdminHandler>(stream: UnixStream, handler: Arc<H>) -> io:
             match std::str::from_utf8(&line) {
                 Ok(text) if text.trim().is_empty() => continue,
                 Ok(text) => {
-                    understood = serde_json::from_str::<Request>(text.trim()).is_ok();
-                    handle_line(&*handler, text.trim())
+                    let request = serde_json::from_str::<Request>(text.trim());
+                    understood = request.is_ok();
+                    answer(&*handler, request)
                 }
                 Err(_) => Response::Error {
                     message: "request is not UTF-8".into(),

@@ -209,6 +209,17 @@ impl Origins {
         self.poisoned.retain(|k| !is_within(k, path));
     }
 
+    /// Element `i` of the `len` elements of the list at `list` (`list[0]`…) was removed:
+    /// the records of the later ones move down one place, as the model's elements do.
+    pub fn remove_index(&mut self, list: &str, i: usize, len: usize) {
+        for k in i + 1..len {
+            let (from, to) = (format!("{list}[{k}]"), format!("{list}[{}]", k - 1));
+            self.forget(&to);
+            self.copy(&from, &to);
+        }
+        self.forget(&format!("{list}[{}]", len.saturating_sub(1)));
+    }
+
     /// Copies every record and mark at `from` or below it to the same path under `to`
     /// (`from.x` → `to.x`): a block the model holds twice (a `virtual_server group`'s
     /// members) reports its errors where it was written, for each copy.

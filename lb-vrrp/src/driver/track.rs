@@ -16,8 +16,7 @@ use tokio::sync::mpsc;
 use super::Control;
 use crate::machine::TrackId;
 use crate::track::{
-    parse_file_number, parse_file_value, parse_stat, CountCause, ProcEvent, ProcessQuorum,
-    TrackFile, TrackProcess,
+    parse_file_number, parse_stat, CountCause, ProcEvent, ProcessQuorum, TrackFile, TrackProcess,
 };
 use crate::{Error, Result};
 
@@ -639,7 +638,8 @@ fn read_value(f: &TrackFile) -> Option<i64> {
                 tracing::warn!(track_file = %f.name, path = %f.path.display(), value = n, "number outside the 32-bit range: ignored, as keepalived ignores it");
                 None
             }
-            Ok(_) => parse_file_value(&c).ok(),
+            // parse_file_value's limit, on the number already read.
+            Ok(n) => Some(n.clamp(-254, 254)),
             Err(why) => {
                 tracing::warn!(track_file = %f.name, path = %f.path.display(), "{why}: read as 0, as keepalived does");
                 Some(0)

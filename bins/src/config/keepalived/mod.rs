@@ -509,14 +509,7 @@ impl Conv {
     /// [`split_command_line`]: lb_health::probe::split_command_line
     fn script_words(&mut self, s: &Stmt, path: &str) -> Option<Vec<(String, Location)>> {
         let first = self.command_word(s, path)?;
-        let mut raw = first.raw.clone();
-        // Where each token starts in `raw`.
-        let mut starts = vec![0];
-        for t in &s.args[1..] {
-            raw.push_str(&t.lead);
-            starts.push(raw.len());
-            raw.push_str(&t.raw);
-        }
+        let (raw, starts) = raw_args(s);
         // Each word's location: its token's, moved by the characters before it there.
         let locations: Vec<Location> = word_starts(&raw)
             .into_iter()
@@ -641,11 +634,7 @@ impl Conv {
         self.record(path, &first.location);
         // The line as written from the first argument on (the lexer knows only double
         // quotes: a single-quoted pattern may span several of its tokens).
-        let mut raw = first.raw.clone();
-        for t in &s.args[1..] {
-            raw.push_str(&t.lead);
-            raw.push_str(&t.raw);
-        }
+        let (raw, _) = raw_args(s);
         match lb_health::probe::split_command_line(&raw) {
             Ok(words) if words.len() == 1 => match words[0].to_str() {
                 Some(w) => Some(w.to_owned()),
@@ -3163,13 +3152,7 @@ impl Conv {
                         }
                         // The members after it move down one place, with their origins.
                         let len = self.cfg.sync_groups[gi].group.len();
-                        for k in j + 1..len {
-                            let (from, to) =
-                                (format!("{p}.group[{k}]"), format!("{p}.group[{}]", k - 1));
-                            self.o.forget(&to);
-                            self.o.copy(&from, &to);
-                        }
-                        self.o.forget(&format!("{p}.group[{}]", len - 1));
+                        self.o.remove_index(&format!("{p}.group"), j, len);
                         self.cfg.sync_groups[gi].group.remove(j);
                         let gname = self.cfg.sync_groups[gi].name.clone();
                         for t in &mut self.group_tracks {
@@ -3202,20 +3185,18 @@ impl Conv {
             }
             let n = self.cfg.sync_groups.len();
             self.group_tracks.retain(|t| t.path != p);
+            self.o.remove_index("vrrp_sync_group", gi, n);
             for k in gi + 1..n {
                 let (from, to) = (
                     format!("vrrp_sync_group[{k}]"),
                     format!("vrrp_sync_group[{}]", k - 1),
                 );
-                self.o.forget(&to);
-                self.o.copy(&from, &to);
                 for t in &mut self.group_tracks {
                     if t.path == from {
-                        t.path.clone_from(&to);
+                        t.path = to.clone();
                     }
                 }
             }
-            self.o.forget(&format!("vrrp_sync_group[{}]", n - 1));
             self.cfg.sync_groups.remove(gi);
             self.sync_group_npc.remove(gi);
         }
@@ -4352,6 +4333,23 @@ impl Conv {
         }
         Some(u)
     }
+}
+
+/// The line of `s` as written from its first argument on (each token's text with the
+/// blanks before it), and where each argument starts in it: what keepalived's script and
+/// regex keywords read again with their own quoting (the lexer knows only `"…"`: a
+/// single-quoted word may span several tokens). Empty without arguments.
+fn raw_args(s: &Stmt) -> (String, Vec<usize>) {
+    let mut raw = String::new();
+    let mut starts = Vec::with_capacity(s.args.len());
+    for (i, t) in s.args.iter().enumerate() {
+        if i > 0 {
+            raw.push_str(&t.lead);
+        }
+        starts.push(raw.len());
+        raw.push_str(&t.raw);
+    }
+    (raw, starts)
 }
 
 /// Byte offsets where the words of `line` start, split as
