@@ -323,15 +323,19 @@ async fn backend_killed_while_clients_connect_no_client_sees_a_failure() {
 /// Every backend dead: the client is closed, counted as failed.
 #[tokio::test]
 async fn all_backends_dead_closes_the_client() {
-    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Bound but not listening: connections are refused, and the port stays ours (a port
+    // bound then closed could be taken by a parallel test's echo server meanwhile, which
+    // made this test fail now and then).
+    let dead = tokio::net::TcpSocket::new_v4().unwrap();
+    dead.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = dead.local_addr().unwrap();
-    drop(dead);
     let proxy = TcpProxy::start(config(), pool_of(&[addr])).unwrap();
     let r = ping(proxy.local_addrs()[0], b"x").await;
     assert!(matches!(r.as_deref(), Ok(b"") | Err(_)), "{r:?}");
     let st = proxy.stats();
     assert_eq!(st.failed, 1);
     assert_eq!(st.connect_failures, 4, "1 try + 3 retries");
+    drop(dead);
 }
 
 /// `backend_maxconn` 2 and a queue of 1: the third waits for a slot, the fourth is refused,
