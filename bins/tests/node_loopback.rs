@@ -100,21 +100,15 @@ impl Drop for Node {
     }
 }
 
+/// A loopback port free when asked, that no parallel test's `bind(…:0)` or connection can
+/// take before lb-node listens on it (below the ephemeral range).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    lb_testkit::ports::unused_port()
 }
 
-/// A loopback UDP port free when asked (bound, then closed).
+/// A loopback UDP port free when asked (see [`free_port`]).
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    lb_testkit::ports::unused_port()
 }
 
 fn get(addr: SocketAddr) -> std::io::Result<String> {
@@ -1301,10 +1295,7 @@ fn reload_removing_re_adding_and_moving_a_udp_virtual_server() {
     let dir = tempdir();
     let echo = SlowUdpEcho::start(Duration::ZERO);
     let other = RealServer::start("other");
-    let (port, tcp_port) = {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        (u.local_addr().unwrap().port(), free_port())
-    };
+    let (port, tcp_port) = (free_udp_port(), free_port());
     // `udp`: None for no UDP virtual server, else (listen address, lb_algo).
     let config = |udp: Option<(&str, &str)>| {
         let mut c = format!(

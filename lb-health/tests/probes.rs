@@ -73,7 +73,10 @@ where
 
 #[tokio::test]
 async fn tcp_refused_accepted_connect_port_and_bindto() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A port no parallel test's bind(…:0) can take once this listener is dropped.
+    let listener = TcpListener::bind(lb_testkit::ports::dead_addr())
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let up = TcpProbe::new()
         .bindto("127.0.0.1".parse().unwrap())
@@ -556,9 +559,8 @@ async fn udp_server(answer: fn(&[u8]) -> Option<Vec<u8>>) -> SocketAddr {
 }
 
 /// A port on 127.0.0.1 with nothing bound: datagrams to it draw ICMP port unreachable.
-async fn closed_udp_port() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    s.local_addr().unwrap()
+fn closed_udp_port() -> SocketAddr {
+    lb_testkit::ports::dead_addr()
 }
 
 fn reply(hex: &str, min: u16, max: u16) -> UdpExpect {
@@ -589,7 +591,7 @@ async fn udp_silence_passes_only_without_require_reply() {
     }
     drop(silent);
 
-    let closed = closed_udp_port().await;
+    let closed = closed_udp_port();
     for expect in [UdpExpect::NoIcmpError, UdpExpect::AnyReply] {
         let out = UdpProbe::new(*b"ping")
             .expect(expect.clone())
@@ -615,7 +617,7 @@ async fn udp_silence_passes_only_without_require_reply() {
 #[tokio::test]
 async fn probes_with_a_duration_max_timeout_do_not_panic() {
     let echo = udp_server(|d| Some(d.to_vec())).await;
-    let closed = closed_udp_port().await;
+    let closed = closed_udp_port();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tcp = listener.local_addr().unwrap();
     let five = Duration::from_secs(5);
@@ -975,7 +977,10 @@ async fn exec_dropped_probe_kills_its_group() {
 
 #[tokio::test]
 async fn driver_updates_a_pool_with_dynamic_weight_and_inhibit() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Dropped later to fail the backend: a port no parallel test's bind(…:0) can take.
+    let listener = TcpListener::bind(lb_testkit::ports::dead_addr())
+        .await
+        .unwrap();
     let tcp_addr = listener.local_addr().unwrap();
     let set = BackendSet::new(vec![
         Backend::new(BackendId(1), tcp_addr).with_weight(Weight::new(3).unwrap()),
@@ -1406,11 +1411,7 @@ impl OpensslServer {
             .status()
             .expect("openssl (Debian package openssl)")
             .success());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = lb_testkit::ports::unused_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let child = std::process::Command::new("openssl")
             // Security level 0: OpenSSL 3 refuses an RSA-1024 key of its own otherwise.

@@ -1096,9 +1096,7 @@ impl lb_proxy::outcome::OutcomeObserver for Recorder {
 async fn outcomes_reach_the_observer() {
     use lb_proxy::outcome::Outcome;
     let good = echo_backend("127.0.0.1:0").await;
-    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = lb_testkit::ports::dead_addr();
     let rec = Arc::new(Recorder::default());
     let proxy =
         TcpProxy::start_with_observer(config(), pool_of(&[dead_addr, good.addr]), rec.clone())

@@ -373,8 +373,7 @@ impl Recorder {
 /// A loopback UDP port with nothing bound to it: datagrams sent there draw ICMP port
 /// unreachable.
 async fn dead_port() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    s.local_addr().unwrap()
+    lb_testkit::ports::dead_addr()
 }
 
 /// A proxy on `backends` (round robin from the first) reporting to a [`Recorder`].

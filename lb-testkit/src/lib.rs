@@ -16,6 +16,8 @@
 //! * [`dns::Dnsmasq`]: a real DNS server (Debian's dnsmasq) on a loopback port, and
 //!   [`dns::query`], a blocking `A` query that says which server answered.
 //! * [`smtp::Aiosmtpd`]: a real SMTP server (Debian's python3-aiosmtpd) on a loopback port.
+//! * [`ports::unused_port`] / [`ports::dead_addr`]: loopback ports below the kernel's
+//!   ephemeral range, for a config that must name a port before anything listens on it.
 //! * [`wait_until`]: every wait is bounded in time and in iterations.
 //! * [`lab_available`]: skips loudly without root, fails under `CI=true` (STYLE.md §10.5).
 //!
@@ -41,6 +43,7 @@
 pub mod dns;
 mod lab;
 mod peer;
+pub mod ports;
 mod process;
 pub mod server;
 pub mod smtp;

@@ -1637,12 +1637,7 @@ mod tests {
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let [a1, a2, b1, b2] = [0, 1, 2, 3].map(|i| reals[i].local_addr().unwrap());
-        let port = || {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-        };
+        let port = lb_testkit::ports::dead_addr;
         let (a_listen, b_old) = (port(), port());
         // Another program's listener on the port "b" moves to.
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -2053,11 +2053,7 @@ mod carry_tests {
     use super::*;
 
     fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        lb_testkit::ports::unused_port()
     }
 
     async fn start(port: u16, carried: Carried) -> VsRuntime {

@@ -193,12 +193,10 @@ pub async fn read_head(s: &mut TcpStream, got: &mut Vec<u8>) -> bool {
     true
 }
 
-/// A port with nothing listening on it (bound, then closed).
+/// A port with nothing listening on it, below the ephemeral range (so no parallel test's
+/// listener can take it).
 pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    drop(l);
-    a
+    lb_testkit::ports::dead_addr()
 }
 
 /// One keep-alive client connection.
