@@ -105,10 +105,12 @@ pub struct PoolConfig {
     /// As in HAProxy, which ramps only the dynamic algorithms (`server_recalc_eweight`
     /// scales the weight only under `BE_LB_PROP_DYN`), it applies to the algorithms whose
     /// [`BuildScheduler::slow_start`] says so: `wrr`, `swrr`, `wlc`, `sed`, `nq`, `random`,
-    /// `p2c`, `peak_ewma` and `fo`. Not to `rr` and `lc`, which use weights only as 0 or
-    /// not (nothing to ramp), nor to the hash algorithms `sh`, `dh`, `mh` and `ring_hash`:
-    /// their tables are built from configured weights, since every step of a ramp would
-    /// rebuild them and move clients between the other backends too.
+    /// `p2c` and `peak_ewma`. Not to `rr` and `lc`, which use weights only as 0 or not
+    /// (nothing to ramp); not to `fo`, where the highest weight takes everything (a ramp
+    /// would keep a returning backend out, then hand it all at once); nor to the hash
+    /// algorithms `sh`, `dh`, `mh` and `ring_hash`: their tables are built from configured
+    /// weights, since every step of a ramp would rebuild them and move clients between the
+    /// other backends too. A backend added by [`Pool::replace`] ramps too.
     ///
     /// The ramp moves in whole units of weight: a backend of weight `w` passes through at
     /// most `w` levels, so one of weight 1 (keepalived's default) is at full weight at once
@@ -619,7 +621,11 @@ impl<B: BuildScheduler> Pool<B> {
     /// weight of 0 keeps the last non-zero weight (a parked backend keeps its place in the
     /// hash tables), and a backend the new settings bring into service (weight 0 → above 0,
     /// maintenance or drain → ready) starts its slow-start window at `now`. Entries to an
-    /// address that left are dropped. New addresses take the state they were given.
+    /// address that left are dropped. New addresses take the state they were given, and one
+    /// in service starts its slow-start window at `now`, as Envoy ramps newly added
+    /// endpoints (a `wlc` pool would otherwise send it every new connection until it caught
+    /// up). A pool's first membership, given to [`new`](Self::new), does not ramp (HAProxy:
+    /// slow start never applies when it starts).
     ///
     /// # Errors
     /// Errors of the scheduler build; the old membership then stays.
@@ -649,7 +655,12 @@ impl<B: BuildScheduler> Pool<B> {
                     }
                     merged.push(kept);
                 }
-                None => merged.push(b.clone()),
+                None => {
+                    if in_service(b) && self.ramp.is_some() {
+                        up_since.insert(b.id(), now);
+                    }
+                    merged.push(b.clone());
+                }
             }
         }
         let old = std::mem::replace(&mut st.backends, BackendSet::new(merged)?);
@@ -1371,7 +1382,7 @@ mod tests {
     /// weight at once and ask for no wake-up, so after the return nobody moves.
     #[test]
     fn slow_start_leaves_hash_tables_alone() {
-        for name in ["sh", "dh", "mh", "ring_hash", "rr", "lc"] {
+        for name in ["sh", "dh", "mh", "ring_hash", "rr", "lc", "fo"] {
             let cfg = PoolConfig {
                 slow_start: Some(Duration::from_secs(20)),
                 ..PoolConfig::default()
@@ -1383,7 +1394,7 @@ mod tests {
             p.set_health(BackendId(1), Health::Up, now).unwrap();
             assert_eq!(effective(&p, 1), 10, "{name}: configured weight at once");
             assert_eq!(p.poll_timeout(), None, "{name}: nothing to wake up for");
-            if ["rr", "lc"].contains(&name) {
+            if ["rr", "lc", "fo"].contains(&name) {
                 continue;
             }
             let before = picks(&p);
@@ -1903,6 +1914,36 @@ mod tests {
             Some(now + Duration::from_secs(5)),
             "the ramp steps from `now`"
         );
+    }
+
+    /// A backend added by `replace` took full weight at once: under `wlc` it had every new
+    /// connection until its count caught up (Envoy ramps newly added endpoints).
+    #[test]
+    fn replace_adding_a_backend_slow_starts_it() {
+        let cfg = PoolConfig {
+            slow_start: Some(Duration::from_secs(60)),
+            ..PoolConfig::default()
+        };
+        let p = Pool::new(Algorithm::WeightedLeastConnections, set(2), cfg).unwrap();
+        assert_eq!(effective(&p, 1), 10, "the first membership does not ramp");
+        let at = t0() + Duration::from_secs(100);
+        let mut grown: Vec<Backend> = set(4).iter().cloned().collect();
+        grown[3] = grown[3].clone().with_admin(AdminState::Maint);
+        p.replace(BackendSet::new(grown).unwrap(), at).unwrap();
+        assert_eq!(effective(&p, 1), 10);
+        assert_eq!(
+            effective(&p, 3),
+            1,
+            "a new backend in service ramps from `now`"
+        );
+        p.handle_timeout(at + Duration::from_secs(30)).unwrap();
+        assert_eq!(effective(&p, 3), 5);
+        p.handle_timeout(at + Duration::from_secs(60)).unwrap();
+        assert_eq!(effective(&p, 3), 10);
+        // One added in maintenance ramps when it is made ready.
+        let later = at + Duration::from_secs(100);
+        p.set_admin(BackendId(4), AdminState::Ready, later).unwrap();
+        assert_eq!(effective(&p, 4), 1);
     }
 
     /// A Backend returned by a pick with persistence carries its client's entry; put back

@@ -413,14 +413,18 @@ impl BuildScheduler for Algorithm {
         )
     }
 
-    /// `false` for `rr` and `lc` (weights matter only as 0 or not) and for the hash tables
-    /// `sh`, `dh`, `mh` and `ring_hash` (each step of a ramp would rebuild them and remap
-    /// clients of every backend); `true` for the others.
+    /// `false` for `rr` and `lc` (weights matter only as 0 or not), for `fo` (the highest
+    /// weight takes everything: a ramp would not share load but keep a returning backend
+    /// out until its ramped weight passed the next one's — IPVS `fo` and HAProxy `first`
+    /// have no slow start) and for the hash tables `sh`, `dh`, `mh` and `ring_hash` (each
+    /// step of a ramp would rebuild them and remap clients of every backend); `true` for
+    /// the others.
     fn slow_start(&self) -> bool {
         !matches!(
             self,
             Self::RoundRobin
                 | Self::LeastConnections
+                | Self::WeightedFailover
                 | Self::SourceHash
                 | Self::DestinationHash
                 | Self::Maglev { .. }
@@ -565,8 +569,10 @@ impl Granularity {
     }
 
     /// Masks an address to the prefix (the port is cleared: persistence is per client host).
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, an IPv4 client of a dual-stack `[::]`
+    /// listener) is the IPv4 client it maps, and gets the IPv4 prefix.
     pub fn mask(&self, addr: SocketAddr) -> SocketAddr {
-        let ip = match addr.ip() {
+        let ip = match addr.ip().to_canonical() {
             IpAddr::V4(v4) => {
                 let bits = u32::from(v4);
                 let m = if self.v4_prefix == 0 {
@@ -663,6 +669,12 @@ mod tests {
         assert_eq!(
             g.mask("[fd00:18::1:2:3:4]:1".parse().unwrap()),
             "[fd00:18::]:0".parse::<SocketAddr>().unwrap()
+        );
+        // An IPv4 client of a dual-stack listener is masked as the IPv4 client it is.
+        let g = Granularity::parse("255.255.255.0").unwrap();
+        assert_eq!(
+            g.mask("[::ffff:198.18.0.77]:5555".parse().unwrap()),
+            "198.18.0.0:0".parse::<SocketAddr>().unwrap()
         );
         assert!(Granularity::parse("255.0.255.0").is_err());
         assert!(Granularity::parse("33").is_err());

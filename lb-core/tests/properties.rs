@@ -74,7 +74,7 @@ proptest! {
         }
     }
 
-    /// Smooth wrr spreads picks: within a cycle no backend gets a run longer than its
+    /// Smooth wrr spreads picks: within a cycle and across its wrap no backend gets a run longer than its
     /// weight forces, ⌈w / (Σw − w)⌉ (a backend holding all the weight runs forever).
     #[test]
     fn swrr_is_smooth(weights in prop::collection::vec(1u32..=12, 2..8)) {
@@ -82,8 +82,10 @@ proptest! {
         let s = SmoothWeightedRoundRobin::new(&set, None);
         let cycle: Vec<u32> = s.cycle_ids().map(|id| id.0).collect();
         let total: u32 = cycle.len() as u32;
+        // The cycle repeats: runs across its wrap count too.
+        let twice: Vec<u32> = cycle.iter().chain(&cycle).copied().collect();
         let mut run = 1;
-        for pair in cycle.windows(2) {
+        for pair in twice.windows(2) {
             if pair[0] == pair[1] {
                 run += 1;
                 let w = weights[pair[0] as usize] * total / weights.iter().sum::<u32>();

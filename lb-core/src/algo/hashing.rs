@@ -35,10 +35,11 @@ use crate::scheduler::{Scheduler, SelectContext};
 /// Seed for hashing request keys (client addresses, caller keys).
 pub const KEY_SEED: u64 = 0x6c62_6b65_795f_7631; // "lbkey_v1"
 
-/// Hashes an IP address's octets.
+/// Hashes an IP address's octets. An IPv4-mapped IPv6 address hashes as the IPv4 address
+/// it maps, so a client keys alike through an IPv4 and a dual-stack listener.
 #[inline]
 pub fn hash_ip(ip: IpAddr, seed: u64) -> u64 {
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => xxh3_64_with_seed(&v4.octets(), seed),
         IpAddr::V6(v6) => xxh3_64_with_seed(&v6.octets(), seed),
     }
@@ -417,6 +418,11 @@ mod tests {
         // different versions would disagree.
         assert_eq!(
             hash_ip("198.18.0.1".parse().unwrap(), KEY_SEED),
+            0x9138_F9FD_213F_0816
+        );
+        // An IPv4 client seen through a dual-stack listener keys as itself.
+        assert_eq!(
+            hash_ip("::ffff:198.18.0.1".parse().unwrap(), KEY_SEED),
             hash_ip("198.18.0.1".parse().unwrap(), KEY_SEED)
         );
         assert_ne!(

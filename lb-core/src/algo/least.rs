@@ -1,5 +1,10 @@
-//! Least-load family from IPVS: `lc`, `wlc`, `sed`, `nq`, ties to the earlier candidate as
-//! in IPVS.
+//! Least-load family from IPVS: `lc`, `wlc`, `sed`, `nq`.
+//!
+//! Ties: `sed` and `nq` go to the earlier candidate, as IPVS does. `lc` and `wlc` go to the
+//! tied candidate picked least recently — HAProxy's `leastconn` round-robins within a group
+//! of equal load, and IPVS spreads sequential short connections by counting the closed ones
+//! still in its table (`inactconns`, below). Without that, connections opened and closed one
+//! after another (every backend idle at each pick) would all go to the first backend.
 //!
 //! IPVS scans every destination per connection (O(n)). Here each scheduler keeps a
 //! tournament tree over its candidates' live active-connection counts, as HAProxy's
@@ -34,7 +39,7 @@
 //! assert_eq!(s.select(&SelectContext::default(), &mut |_| true).unwrap().id(), BackendId(2));
 //! ```
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::weighted_only;
@@ -84,6 +89,12 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct LoadTree {
     formula: Formula,
+    /// Ties go to the smaller stamp (`lc`, `wlc`) rather than to the earlier leaf.
+    lru_ties: bool,
+    /// Per leaf, when it was last picked (a value of `clock`); 0 = never.
+    stamps: Vec<AtomicU64>,
+    /// Pick counter behind `stamps`.
+    clock: AtomicU64,
     stats: Vec<(Arc<BackendStats>, u64)>,
     /// Leaves start here (a power of two ≥ n).
     base: usize,
@@ -92,7 +103,7 @@ pub struct LoadTree {
 }
 
 impl LoadTree {
-    fn new(formula: Formula, candidates: &[Backend]) -> Arc<Self> {
+    fn new(formula: Formula, lru_ties: bool, candidates: &[Backend]) -> Arc<Self> {
         let base = candidates.len().next_power_of_two().max(1);
         let nodes = (0..2 * base)
             .map(|i| {
@@ -106,6 +117,9 @@ impl LoadTree {
             .collect();
         let tree = Arc::new(Self {
             formula,
+            lru_ties,
+            stamps: candidates.iter().map(|_| AtomicU64::new(0)).collect(),
+            clock: AtomicU64::new(0),
             stats: candidates
                 .iter()
                 .map(|b| {
@@ -144,7 +158,7 @@ impl LoadTree {
         let w = match (l, r) {
             (NONE, x) | (x, NONE) => x,
             (l, r) => {
-                if self.formula.better(self.key(r), self.key(l)) {
+                if self.better(r, l) {
                     r
                 } else {
                     l
@@ -152,6 +166,31 @@ impl LoadTree {
             }
         };
         self.nodes[i].store(w, Ordering::Relaxed);
+    }
+
+    /// Whether leaf `a` beats leaf `b`: a smaller load by the formula, or, with `lru_ties`,
+    /// an equal one picked longer ago.
+    #[inline]
+    fn better(&self, a: u32, b: u32) -> bool {
+        let (ka, kb) = (self.key(a), self.key(b));
+        if self.formula.better(ka, kb) {
+            return true;
+        }
+        self.lru_ties
+            && !self.formula.better(kb, ka)
+            && self.stamps[a as usize].load(Ordering::Relaxed)
+                < self.stamps[b as usize].load(Ordering::Relaxed)
+    }
+
+    /// Records that leaf `leaf` was picked: with `lru_ties`, it moves behind the candidates
+    /// of equal load. O(log n).
+    #[inline]
+    fn picked(&self, leaf: usize) {
+        if self.lru_ties {
+            let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+            self.stamps[leaf].store(now, Ordering::Relaxed);
+            self.update(leaf as u32);
+        }
     }
 
     /// Replays the path from leaf `leaf` to the root after its load changed. O(log n).
@@ -172,31 +211,24 @@ impl LoadTree {
     }
 }
 
-/// The minimum by `formula` among candidates `accept` takes, by a scan (the fallback when
-/// the tree's winner is refused).
+/// The best candidate `accept` takes, by a scan in the tree's order (the fallback when the
+/// tree's winner is refused); `backends[j]` is the tree's leaf `j`.
 fn scan<'a>(
-    formula: Formula,
+    tree: &LoadTree,
     backends: &'a [Backend],
     accept: &mut dyn FnMut(&Backend) -> bool,
-) -> Option<&'a Backend> {
-    let key = |b: &Backend| {
-        let s = b.stats();
-        (
-            s.active() + s.in_flight(),
-            u64::from(b.effective_weight().get()).max(1),
-        )
-    };
-    let mut best: Option<&Backend> = None;
-    for b in backends {
-        if best.is_none_or(|cur| formula.better(key(b), key(cur))) && accept(b) {
-            best = Some(b);
+) -> Option<(usize, &'a Backend)> {
+    let mut best: Option<(usize, &Backend)> = None;
+    for (j, b) in backends.iter().enumerate() {
+        if best.is_none_or(|(cur, _)| tree.better(j as u32, cur as u32)) && accept(b) {
+            best = Some((j, b));
         }
     }
     best
 }
 
 macro_rules! least_scheduler {
-    ($(#[$doc:meta])* $name:ident, $formula:expr) => {
+    ($(#[$doc:meta])* $name:ident, $formula:expr, $lru_ties:expr) => {
         $(#[$doc])*
         #[derive(Debug)]
         pub struct $name {
@@ -209,7 +241,7 @@ macro_rules! least_scheduler {
             /// becomes the scheduler their connection counts feed.
             pub fn new(candidates: &[Backend]) -> Self {
                 let backends = weighted_only(candidates);
-                let tree = LoadTree::new($formula, &backends);
+                let tree = LoadTree::new($formula, $lru_ties, &backends);
                 Self { backends, tree }
             }
         }
@@ -220,9 +252,12 @@ macro_rules! least_scheduler {
                 let w = self.tree.winner()?;
                 let b = &self.backends[w];
                 if accept(b) {
+                    self.tree.picked(w);
                     return Some(b);
                 }
-                scan($formula, &self.backends, accept)
+                let (j, b) = scan(&self.tree, &self.backends, accept)?;
+                self.tree.picked(j);
+                Some(b)
             }
 
             fn backends(&self) -> &[Backend] {
@@ -234,28 +269,34 @@ macro_rules! least_scheduler {
 
 least_scheduler!(
     /// `lc`: the fewest active connections (IPVS `ip_vs_lc`); weights ignored except 0.
+    /// Ties go to the candidate picked least recently.
     LeastConnections,
-    Formula::Lc
+    Formula::Lc,
+    true
 );
 
 least_scheduler!(
-    /// `wlc`: the smallest active connections / weight (IPVS `ip_vs_wlc`).
+    /// `wlc`: the smallest active connections / weight (IPVS `ip_vs_wlc`; HAProxy's
+    /// `leastconn`). Ties go to the candidate picked least recently.
     WeightedLeastConnections,
-    Formula::Wlc
+    Formula::Wlc,
+    true
 );
 
 least_scheduler!(
     /// `sed`: the smallest (active connections + 1) / weight — the expected delay if this
-    /// connection is added (IPVS `ip_vs_sed`).
+    /// connection is added (IPVS `ip_vs_sed`). Ties go to the earlier candidate.
     ShortestExpectedDelay,
-    Formula::Sed
+    Formula::Sed,
+    false
 );
 
 least_scheduler!(
     /// `nq`: never queue (IPVS `ip_vs_nq`): an idle candidate (0 active connections) if
-    /// there is one, otherwise as `sed`.
+    /// there is one, otherwise as `sed`. Ties go to the earlier candidate.
     NeverQueue,
-    Formula::Nq
+    Formula::Nq,
+    false
 );
 
 #[cfg(test)]
@@ -307,6 +348,44 @@ mod tests {
             guards.push(p.stats().connection());
         }
         assert_eq!(seen, [1, 2, 3, 1, 2, 3]);
+    }
+
+    #[test]
+    fn lc_and_wlc_spread_sequential_short_connections_sed_and_nq_keep_the_first() {
+        // Every backend idle at each pick: a connection opened and closed before the next.
+        let set = [b(1, 1), b(2, 1), b(3, 1)];
+        let ctx = SelectContext::default();
+        let run = |s: &dyn Scheduler| -> Vec<u32> {
+            (0..6)
+                .map(|_| {
+                    let p = s.select(&ctx, &mut |_| true).unwrap();
+                    drop(p.stats().connection());
+                    p.id().0
+                })
+                .collect()
+        };
+        assert_eq!(run(&LeastConnections::new(&set)), [1, 2, 3, 1, 2, 3]);
+        assert_eq!(
+            run(&WeightedLeastConnections::new(&set)),
+            [1, 2, 3, 1, 2, 3]
+        );
+        assert_eq!(run(&ShortestExpectedDelay::new(&set)), [1; 6]);
+        assert_eq!(run(&NeverQueue::new(&set)), [1; 6]);
+        // A refused winner: the scan's pick is stamped too.
+        let s = LeastConnections::new(&set);
+        let got: Vec<u32> = (0..4)
+            .map(|_| {
+                s.select(&ctx, &mut |b| b.id() != BackendId(1))
+                    .unwrap()
+                    .id()
+                    .0
+            })
+            .collect();
+        assert_eq!(got, [2, 3, 2, 3]);
+        // A lower load still wins over a tie's order.
+        let _g = set[1].stats().connection();
+        let _h = set[2].stats().connection();
+        assert_eq!(run(&WeightedLeastConnections::new(&set)), [1; 6]);
     }
 
     #[test]

@@ -78,16 +78,24 @@ impl RingHash {
             .filter(|b| !b.effective_weight().is_zero())
             .cloned()
             .collect();
-        let mut points: Vec<u64> = candidates
+        // In u128: weight × points_per_weight × max_ring_size can pass 2⁶⁴.
+        let wanted: Vec<u128> = candidates
             .iter()
-            .map(|b| u64::from(b.effective_weight().get()) * u64::from(points_per_weight))
+            .map(|b| u128::from(b.effective_weight().get()) * u128::from(points_per_weight))
             .collect();
-        let total: u64 = points.iter().sum();
-        if total > u64::from(max_ring_size) {
-            for p in &mut points {
-                *p = (*p * u64::from(max_ring_size) / total).max(1);
-            }
-        }
+        let total: u128 = wanted.iter().sum();
+        let size = u128::from(max_ring_size);
+        // Each at most `max_ring_size` (≤ 2²⁴) after scaling, so the casts are exact.
+        let points: Vec<u64> = wanted
+            .iter()
+            .map(|&p| {
+                if total > size {
+                    (p * size / total).max(1) as u64
+                } else {
+                    p as u64
+                }
+            })
+            .collect();
         let mut ring = Vec::with_capacity(points.iter().sum::<u64>() as usize);
         let mut key = [0u8; 22];
         for (i, b) in candidates.iter().enumerate() {
@@ -181,5 +189,15 @@ mod tests {
             .all(|&(_, i)| ring.backends[i as usize].id() != BackendId(0)));
         assert!(ring.backends().iter().all(|b| b.id() != BackendId(0)));
         assert!(ring.ring_len() <= 64 + 2);
+    }
+
+    /// weight × points_per_weight × max_ring_size passed 2⁶⁴ when scaling down: a panic in
+    /// debug builds, a wrapped point count in release.
+    #[test]
+    fn scaling_large_weights_does_not_overflow() {
+        let ring = RingHash::new(&weighted(&[65_535, 1]), u32::MAX, 1 << 17).unwrap();
+        assert!(ring.ring_len() <= (1 << 17) + 2);
+        let big = ring.ring.iter().filter(|&&(_, i)| i == 0).count();
+        assert!(big > (1 << 17) - 10, "{big}");
     }
 }

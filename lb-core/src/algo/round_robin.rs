@@ -46,10 +46,13 @@ fn carried_cursor(new: &[Backend], old: Option<(&[Backend], u64)>) -> u64 {
 }
 
 /// Carries a weighted cycle's position (`wrr`, `swrr`) across a rebuild: kept when the
-/// candidates are unchanged; else the same fraction of the new cycle. IPVS's
-/// `ip_vs_wrr_dest_changed` likewise keeps its place rather than restart the cycle, which
+/// candidates are unchanged; else the same fraction of the new cycle. Restarting the cycle
 /// would serve the heaviest backends first after every change (and, with slow start's
-/// frequent steps, starve the ramping backend of its share).
+/// frequent steps, starve the ramping backend of its share). IPVS's
+/// `ip_vs_wrr_dest_changed` does it differently: it keeps its current weight threshold
+/// `cw` (clamped to the new maximum, realigned to the new gcd) and restarts its walk at the
+/// head of the list, so the picks right after a change differ from IPVS's; the long-run
+/// shares are the same.
 fn carried_fraction(new: &[Backend], new_cycle: u64, old: Option<(&[Backend], u64, u64)>) -> u64 {
     match old {
         Some((old, cursor, _)) if same_candidates(old, new) => cursor,
@@ -304,9 +307,11 @@ const SWRR_MAX_WORK: u64 = 1 << 22;
 /// picked twice in a row only when its weight forces it.
 ///
 /// The cycle (Σ weight / gcd picks) is computed once at build time, so a pick is one atomic
-/// increment and an index: O(1), no lock. When the cycle would exceed 2²⁰ picks or 2²² steps
-/// of precomputation, weights are scaled down proportionally (each stays ≥ 1) to fit; shares
-/// are then exact for the scaled weights.
+/// increment and an index: O(1), no lock. The build costs O(cycle × n). When the cycle
+/// would exceed 2²⁰ picks or 2²² steps of precomputation, weights are scaled down
+/// proportionally (each stays ≥ 1) to fit; shares are then exact for the scaled weights.
+/// Past 2 048 candidates the cycle cannot be shorter than `n`, so the build is O(n²):
+/// measured in a release build, 9 ms at 1 024 backends, 51 ms at 4 096, 0.9 s at 16 384.
 #[derive(Debug)]
 pub struct SmoothWeightedRoundRobin {
     backends: Vec<Backend>,
@@ -387,10 +392,11 @@ impl Scheduler for SmoothWeightedRoundRobin {
 
 /// One cycle of nginx's smooth weighted round robin over `w` (each entry picked exactly
 /// `w[i]` times), with one refinement: when nginx would pick the previous pick again while
-/// another choice keeps the rest of the cycle free of repeats, that other choice (the next
-/// largest current value) is taken; and a backend holding more than half the weight has its
-/// picks spread evenly between the others'. Repeats then occur only when the weights force
-/// them.
+/// another choice keeps the rest of the cycle — and its wrap to the next cycle's first
+/// pick — free of repeats, that other choice (the next largest current value) is taken;
+/// and a backend holding more than half the weight has its picks spread evenly between the
+/// others'. Repeats then occur only when the weights force them. O(n) per slot, so
+/// O(cycle × n) in all.
 fn smooth_cycle(w: &[u64]) -> Vec<u32> {
     let n = w.len();
     let total: u64 = w.iter().sum();
@@ -417,40 +423,55 @@ fn smooth_cycle(w: &[u64]) -> Vec<u32> {
     let mut remaining: Vec<u64> = w.to_vec();
     let mut sequence = Vec::with_capacity(total as usize);
     let mut last: Option<usize> = None;
-    let mut order: Vec<usize> = Vec::with_capacity(n);
+    let mut first: Option<usize> = None;
     for slots_left in (1..=total).rev() {
         for i in 0..n {
             current[i] += w[i] as i64;
         }
-        // Top two remaining counts, to test feasibility in O(1) per candidate.
-        let (mut top, mut second) = ((0u64, usize::MAX), 0u64);
+        // Top three remaining counts, to test feasibility in O(1) per candidate.
+        let mut top = [(0u64, usize::MAX); 3];
         for (i, &r) in remaining.iter().enumerate() {
-            if r > top.0 {
-                second = top.0;
-                top = (r, i);
-            } else if r > second {
-                second = r;
+            if r > top[2].0 {
+                top[2] = (r, i);
+                top.sort_unstable_by_key(|t| std::cmp::Reverse(t.0));
             }
         }
-        // After picking `i`, S−1 slots remain and must hold everyone without a repeat:
-        // no count above ⌈(S−1)/2⌉, and `i` itself (now adjacent) at most ⌊(S−1)/2⌋.
+        // After picking `i`, `rest` slots remain, between `i` and the cycle's first pick `f`
+        // (the cycle repeats). In a run of `m` free slots a backend fits ⌈m/2⌉ times without
+        // two adjacent; a slot next to `i` or to `f` is not free for that backend. So after
+        // the pick no one else may have more than ⌈rest/2⌉ left, `i` and `f` one slot fewer
+        // each (both: two), and the last slot must not be `f` itself.
         let rest = slots_left - 1;
+        let fits = |j: usize, count: u64, i: usize, f: usize| {
+            let blocked = u64::from(j == i) + u64::from(j == f);
+            count <= rest.saturating_sub(blocked).div_ceil(2)
+        };
         let feasible = |i: usize| {
-            let others_max = if top.1 == i { second } else { top.0 };
-            others_max <= rest.div_ceil(2) && remaining[i] - 1 <= rest / 2
+            let f = first.unwrap_or(i);
+            let others_max = top
+                .iter()
+                .find(|&&(_, j)| j != i && j != f)
+                .map_or(0, |&(r, _)| r);
+            others_max <= rest.div_ceil(2)
+                && fits(i, remaining[i] - 1, i, f)
+                && (f == i || fits(f, remaining[f], i, f))
+                && (rest > 0 || first != Some(i))
+        };
+        // The largest current value (lower index on ties) among feasible candidates other
+        // than the previous pick; else, when the weights force a repeat, the largest of all.
+        let better = |a: usize, b: Option<usize>| {
+            b.is_none_or(|b| {
+                (current[a], std::cmp::Reverse(a)) > (current[b], std::cmp::Reverse(b))
+            })
         };
         let mut best: Option<usize> = None;
         let mut fallback: Option<usize> = None;
-        order.clear();
-        order.extend((0..n).filter(|&i| remaining[i] > 0));
-        order.sort_by_key(|&i| (std::cmp::Reverse(current[i]), i));
-        for &i in &order {
-            if fallback.is_none() {
+        for i in (0..n).filter(|&i| remaining[i] > 0) {
+            if better(i, fallback) {
                 fallback = Some(i);
             }
-            if Some(i) != last && feasible(i) {
+            if Some(i) != last && better(i, best) && feasible(i) {
                 best = Some(i);
-                break;
             }
         }
         let Some(pick) = best.or(fallback) else { break };
@@ -458,6 +479,7 @@ fn smooth_cycle(w: &[u64]) -> Vec<u32> {
         remaining[pick] -= 1;
         sequence.push(pick as u32);
         last = Some(pick);
+        first.get_or_insert(pick);
     }
     sequence
 }
