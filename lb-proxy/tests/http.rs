@@ -2011,3 +2011,135 @@ async fn transfer_coding_to_an_http10_client_is_502() {
     assert!(response.starts_with("HTTP/1.0 502"), "{response}");
     backend.abort();
 }
+
+/// A hand-written backend answering every request head with `response` (then closing), and
+/// counting the requests it saw.
+async fn fixed_backend(response: &'static [u8]) -> (SocketAddr, Arc<AtomicU64>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                if read_head(&mut s, &mut Vec::new()).await {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let _ = s.write_all(response).await;
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A client that shuts down its sending side right after its request (`nc -N`, an L4
+/// proxy passing its FIN on) got nothing: hyper dropped the request at the EOF. HAProxy
+/// answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_client_gets_its_response() {
+    let b = TestBackend::start(1).await;
+    let p = proxy(
+        config(),
+        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .await;
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+        s.write_all(format!("GET / {version}\r\nHost: a\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let (got, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(&format!("{version} 200")), "{text:?}");
+        assert!(eof, "{version}: the connection ends after the response");
+    }
+    assert_eq!(p.stats().virtual_server.requests, 2);
+}
+
+/// A response with more header lines than the limit was replayed on every backend (a
+/// parse error on a fresh connection looked like a broken backend), each counted failed.
+/// It is a 502 from the one backend that sent it, as HAProxy's `PH`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparsable_response_is_one_502_not_replayed() {
+    const MANY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\
+        a0: x\r\na1: x\r\na2: x\r\na3: x\r\na4: x\r\na5: x\r\na6: x\r\na7: x\r\na8: x\r\na9: x\r\n\
+        b0: x\r\nb1: x\r\nb2: x\r\nb3: x\r\nb4: x\r\nb5: x\r\nb6: x\r\nb7: x\r\nb8: x\r\nb9: x\r\n\
+        \r\nok";
+    let (a, seen_a) = fixed_backend(MANY).await;
+    let (b, seen_b) = fixed_backend(MANY).await;
+    let set = BackendSet::new(vec![
+        Backend::new(BackendId(1), a),
+        Backend::new(BackendId(2), b),
+    ])
+    .unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let mut c = config();
+    c.limits.max_headers = 10;
+    let p = proxy(c, vec![("www", pool)]).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    let r = client.get("/", &[]).await;
+    assert_eq!(r.status, 502);
+    let seen = seen_a.load(Ordering::Relaxed) + seen_b.load(Ordering::Relaxed);
+    assert_eq!(seen, 1, "sent to one backend only");
+    let st = p.stats();
+    assert_eq!(st.virtual_server.retries, 0);
+    assert_eq!(st.virtual_server.bad_gateway, 1);
+    assert_eq!(st.backends.iter().map(|b| b.failures).sum::<u64>(), 1);
+}
+
+/// A header continued on the next line (obs-fold) made the whole response a 502; HAProxy
+/// passes it on with the lines joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folded_response_header_is_joined() {
+    let (a, _) = fixed_backend(
+        b"HTTP/1.1 200 OK\r\nX-Long: a\r\n  b\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    )
+    .await;
+    let p = proxy(config(), vec![("www", pool_at(a))]).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    let r = client.get("/", &[]).await;
+    assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "ok"));
+    let long = r.header("x-long");
+    assert!(long.starts_with('a') && long.ends_with('b'), "{long:?}");
+}
+
+/// hyper answers some parse errors and not others: an HTTP/2 preface is closed without a
+/// response, and was counted as a 400 sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_errors_count_only_the_responses_sent() {
+    let b = TestBackend::start(1).await;
+    let p = proxy(
+        config(),
+        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+    assert!(eof && got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, _) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // Counted when the connection task ends, just after the close the client saw.
+    let mut vs = p.stats().virtual_server;
+    for _ in 0..100 {
+        if vs.bad_requests == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        vs = p.stats().virtual_server;
+    }
+    assert_eq!(vs.bad_requests, 2);
+    assert_eq!(vs.responses.c4xx, 1, "only the 400 was sent");
+}

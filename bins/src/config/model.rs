@@ -1475,7 +1475,8 @@ impl OutlierDetection {
 /// What hash schedulers (`sh`, `mh`, `ring_hash`) key on in HTTP mode (`hash_key`). When the
 /// source is missing from a request the client address is used.
 ///
-/// Parsed from `"client"` (default; HAProxy `balance source`), `"uri"` (`balance uri`),
+/// Parsed from `"client"` (default; HAProxy `balance source`), `"uri"` (`balance uri`: the
+/// path without the query), `"uri_whole"` (`balance uri whole`: path and query),
 /// `"header:NAME"` (`balance hdr(NAME)`) or `"cookie:NAME"`. The header name is checked by
 /// [`Config::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -1483,15 +1484,17 @@ pub enum HashKey {
     /// The client address.
     #[default]
     Client,
-    /// The path and query.
+    /// The path, without the query.
     Uri,
+    /// The path and query.
+    UriWhole,
     /// The value of this request header.
     Header(String),
     /// The value of this cookie.
     Cookie(String),
 }
 
-/// Parses `client`, `uri` (case-insensitive), `header:NAME` or `cookie:NAME`.
+/// Parses `client`, `uri`, `uri_whole` (case-insensitive), `header:NAME` or `cookie:NAME`.
 ///
 /// # Errors
 /// A message naming the value and the accepted forms for anything else (names are checked
@@ -1506,11 +1509,14 @@ impl FromStr for HashKey {
         if t.eq_ignore_ascii_case("uri") {
             return Ok(Self::Uri);
         }
+        if t.eq_ignore_ascii_case("uri_whole") {
+            return Ok(Self::UriWhole);
+        }
         match t.split_once(':') {
             Some((k, name)) if k.eq_ignore_ascii_case("header") => Ok(Self::Header(name.into())),
             Some((k, name)) if k.eq_ignore_ascii_case("cookie") => Ok(Self::Cookie(name.into())),
             _ => Err(format!(
-                "unknown hash_key {s:?} (expected \"client\", \"uri\", \"header:NAME\" or \"cookie:NAME\")"
+                "unknown hash_key {s:?} (expected \"client\", \"uri\", \"uri_whole\", \"header:NAME\" or \"cookie:NAME\")"
             )),
         }
     }
@@ -1521,6 +1527,7 @@ impl fmt::Display for HashKey {
         match self {
             Self::Client => f.write_str("client"),
             Self::Uri => f.write_str("uri"),
+            Self::UriWhole => f.write_str("uri_whole"),
             Self::Header(n) => write!(f, "header:{n}"),
             Self::Cookie(n) => write!(f, "cookie:{n}"),
         }
@@ -1543,6 +1550,7 @@ impl HashKey {
         Ok(match self {
             Self::Client => HashKeySource::ClientAddr,
             Self::Uri => HashKeySource::Uri,
+            Self::UriWhole => HashKeySource::UriWhole,
             Self::Header(n) => {
                 HashKeySource::Header(n.parse().map_err(|_| {
                     format!("hash_key {self}: {n:?} is not a valid HTTP header name")
@@ -1611,7 +1619,8 @@ pub struct HttpSettings {
     pub timeout_client: Duration,
     /// Largest request head in bytes; larger ones get 431. Default 16384; at least 8192.
     pub max_header_bytes: usize,
-    /// Most request headers; more get 431. Default 100; at least 1.
+    /// Most request headers; more get 431. Also the most a backend response may have (more:
+    /// 502). Default 100; at least 1.
     pub max_headers: usize,
     /// Idle keep-alive connections kept per backend; 0 opens one connection per request.
     /// Default 64.

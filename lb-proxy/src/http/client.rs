@@ -61,13 +61,27 @@ pub(crate) struct ConnPool {
 }
 
 impl ConnPool {
-    pub(crate) fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
+    /// `max_headers`: the most header lines a response may have (the requests' limit).
+    pub(crate) fn new(
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+        max_headers: usize,
+    ) -> Self {
+        let mut builder = Builder::new();
+        // A header continued on the next line (obs-fold, RFC 9112 §5.2) is joined with
+        // spaces, as HAProxy does, rather than the whole response refused (502).
+        builder.allow_obsolete_multiline_headers_in_responses(true);
+        // As for requests: hyper keeps 100 on the stack unless a limit is set.
+        if max_headers != 100 {
+            builder.max_headers(max_headers);
+        }
         Self {
             lists: RwLock::default(),
             max_idle,
             idle_timeout,
             connect_timeout,
-            builder: Builder::new(),
+            builder,
         }
     }
 

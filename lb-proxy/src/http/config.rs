@@ -101,7 +101,9 @@ impl FromStr for HostMatch {
             setting: "route host",
             reason: format!("{s:?}: {reason}"),
         };
-        let lower = s.trim().to_ascii_lowercase();
+        // A fully qualified `example.com.` names `example.com`: request hosts are compared
+        // without their trailing dot.
+        let lower = s.trim().trim_end_matches('.').to_ascii_lowercase();
         let (wild, name) = match lower.strip_prefix("*.") {
             Some(rest) => (true, rest),
             None => (false, lower.as_str()),
@@ -188,8 +190,10 @@ pub enum HashKeySource {
     Header(HeaderName),
     /// The value of this cookie (nginx `hash $cookie_name`).
     Cookie(String),
-    /// The path and query (HAProxy `balance uri`).
+    /// The path, without the query (HAProxy `balance uri`: the part before the `?`).
     Uri,
+    /// The path and query (HAProxy `balance uri whole`; nginx `hash $request_uri`).
+    UriWhole,
 }
 
 /// Time limits. All are wall-clock durations; a zero duration is refused by
@@ -247,7 +251,9 @@ pub struct Limits {
     /// Largest request head (request line and headers), bytes (default 16 384; at least
     /// 8 192, hyper's minimum buffer). Larger heads get 431 and the connection is closed.
     pub max_header_bytes: usize,
-    /// Most request headers (default 100). More get 431 and the connection is closed.
+    /// Most request headers (default 100). More get 431 and the connection is closed. Also
+    /// the most headers a backend's response may have: more get the client a 502 (HAProxy's
+    /// `tune.http.maxhdr`, 101 by default, bounds both too).
     pub max_headers: usize,
     /// Idle keep-alive connections kept per backend (default 64; nginx `keepalive`). 0 turns
     /// backend keep-alive off: one connection per request.
@@ -420,7 +426,22 @@ mod tests {
         assert!(wild.matches("a.b.example.com"));
         assert!(!wild.matches("example.com"));
         assert!(!wild.matches("badexample.com"));
-        for bad in ["", "*.", "a.*.com", "example.com:80", "*example.com", "a/b"] {
+        // A fully qualified name matches the request hosts without their trailing dot
+        // (requests are compared without it); it was kept and never matched.
+        let fqdn: HostMatch = "example.com.".parse().unwrap();
+        assert!(fqdn.matches("example.com"));
+        let wild_fqdn: HostMatch = "*.example.org.".parse().unwrap();
+        assert!(wild_fqdn.matches("a.example.org"));
+        for bad in [
+            "",
+            ".",
+            "*.",
+            "*..",
+            "a.*.com",
+            "example.com:80",
+            "*example.com",
+            "a/b",
+        ] {
             assert!(bad.parse::<HostMatch>().is_err(), "{bad}");
         }
     }

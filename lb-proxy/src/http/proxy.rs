@@ -232,6 +232,10 @@ impl HttpProxy {
         server
             .timer(TokioTimer::new())
             .keep_alive(true)
+            // A client that shuts down its sending side after its request (`nc -N`, an L4
+            // proxy passing the client's FIN on) still gets its response, as from HAProxy;
+            // hyper would otherwise drop the request unanswered at the EOF.
+            .half_close(true)
             // The request-head timer is ours (`serve_client_inner`): hyper's would cost a
             // timer per request and also run while a keep-alive connection is idle.
             .header_read_timeout(None)
@@ -245,6 +249,7 @@ impl HttpProxy {
             config.limits.max_idle_per_backend,
             config.timeouts.backend_idle,
             config.timeouts.backend_connect,
+            config.limits.max_headers,
         ));
         let (stop, stop_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
@@ -599,17 +604,36 @@ async fn serve_client_inner(
             // The client read nothing of its response within the client timeout.
             inc(&shared.vs.client_timeouts);
         }
-        if e.is_parse() || e.is_parse_too_large() {
+        if e.is_parse() {
             inc(&shared.vs.bad_requests);
-            // hyper answered 400 (or 431) and closed: count the response too.
-            shared.vs.responses.count(if e.is_parse_too_large() {
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-            } else {
-                StatusCode::BAD_REQUEST
-            });
+            // The response hyper sent before closing, if any: counted too.
+            if let Some(status) = automatic_response(&e) {
+                shared.vs.responses.count(status);
+            }
         }
         tracing::debug!(client = %peer, error = %e, "client connection ended");
     }
+}
+
+/// The status hyper's HTTP/1 server answers a request parse error with before closing
+/// (`role::Server::on_error` in hyper 1.x): 414 for a URI past its limit, 431 for a head too
+/// large or with too many headers, 400 for a bad method, URI, version or header; nothing for
+/// an HTTP/2 preface or an internal error.
+fn automatic_response(e: &hyper::Error) -> Option<StatusCode> {
+    if e.is_parse_version_h2() {
+        return None;
+    }
+    // hyper's public API folds "URI too long" into `is_parse_too_large`; its message tells
+    // them apart.
+    let text = e.to_string();
+    if e.is_parse_too_large() {
+        return Some(if text.starts_with("URI too long") {
+            StatusCode::URI_TOO_LONG
+        } else {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        });
+    }
+    (!text.starts_with("internal error")).then_some(StatusCode::BAD_REQUEST)
 }
 
 async fn handle(
@@ -931,12 +955,18 @@ async fn forward(
                     return Err(ForwardError::ClientAborted(e.into_error()));
                 }
                 pending = returned;
+                // A response hyper could not parse (too many headers, a bad status line):
+                // the backend answered, wrongly. Sent again it would most likely get the same
+                // answer from every backend and count them all failed; HAProxy answers 502
+                // once (`PH`) and holds it against this server only.
+                let bad_response = e.error().is_parse();
                 let err = ForwardError::Backend {
                     backend: backend.addr(),
                     source: e.into_error(),
                     not_sent,
                 };
-                let can_retry = (pending.is_some() || replay.is_some()) && retries_left > 0;
+                let can_retry =
+                    (pending.is_some() || replay.is_some()) && retries_left > 0 && !bad_response;
                 // A pooled connection that broke is most likely a keep-alive race with the
                 // backend closing it while idle: not held against the backend when the
                 // request can go out again on a new connection (which counts if it fails).

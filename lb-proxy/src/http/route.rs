@@ -159,7 +159,8 @@ pub fn hash_key<'a>(source: &HashKeySource, parts: &'a Parts) -> Option<&'a [u8]
     match source {
         HashKeySource::ClientAddr => None,
         HashKeySource::Header(name) => parts.headers.get(name).map(|v| v.as_bytes()),
-        HashKeySource::Uri => parts.uri.path_and_query().map(|pq| pq.as_str().as_bytes()),
+        HashKeySource::Uri => Some(parts.uri.path().as_bytes()),
+        HashKeySource::UriWhole => parts.uri.path_and_query().map(|pq| pq.as_str().as_bytes()),
         HashKeySource::Cookie(name) => parts
             .headers
             .get_all(COOKIE)
@@ -298,7 +299,8 @@ mod tests {
             hash_key(&HashKeySource::Header("x-user".parse().unwrap()), &p),
             Some(&b"alice"[..])
         );
-        assert_eq!(hash_key(&HashKeySource::Uri, &p), Some(&b"/p?q=1"[..]));
+        assert_eq!(hash_key(&HashKeySource::Uri, &p), Some(&b"/p"[..]));
+        assert_eq!(hash_key(&HashKeySource::UriWhole, &p), Some(&b"/p?q=1"[..]));
         assert_eq!(
             hash_key(&HashKeySource::Cookie("sid".into()), &p),
             Some(&b"abc"[..])
