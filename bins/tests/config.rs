@@ -518,10 +518,12 @@ fn keepalived_example_is_the_twin_of_the_toml_example() {
     let (k, kw) = ok(&root.join("conf/keepalived.example.conf"));
     let (mut t, _) = ok(&root.join("conf/lb-node.example.toml"));
     assert!(kw.is_empty(), "{kw:?}");
-    // `[virtual_server.http]` is TOML only.
+    // `[virtual_server.http]` and `slow_start` are TOML only (IPVS has no slow start).
     assert!(t.virtual_servers.iter().any(|v| v.http.is_some()));
+    assert!(t.virtual_servers.iter().any(|v| v.slow_start.is_some()));
     for v in &mut t.virtual_servers {
         v.http = None;
+        v.slow_start = None;
     }
     assert_eq!(k.global, t.global);
     assert_eq!(k.vrrp_scripts, t.vrrp_scripts);
@@ -760,7 +762,7 @@ fn http_table_errors_name_the_line() {
         ),
         (
             "hash_key = \"body\"",
-            "lb.toml:9:12: unknown hash_key \"body\" (expected \"client\", \"uri\", \"header:NAME\" or \"cookie:NAME\")",
+            "lb.toml:9:12: unknown hash_key \"body\" (expected \"client\", \"uri\", \"uri_whole\", \"header:NAME\" or \"cookie:NAME\")",
         ),
         (
             "[[virtual_server.http.route]]\nhost = \"a.*.com\"\nvirtual_server = \"api\"",
@@ -4737,6 +4739,43 @@ fn maxconn_outside_tcp_is_warned_about() {
         w[0].ends_with("n.toml:6:11: warning: maxconn limits TCP connections only: not applied to this udp virtual server"),
         "{}",
         w[0]
+    );
+}
+
+/// `slow_start` reaches the pool; with an algorithm that does not ramp it is warned about
+/// at the key, and 0 s is refused.
+#[test]
+fn slow_start_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("n.toml");
+    let vs = |algo: &str, slow: &str| {
+        format!("[[virtual_server]]\nlisten = \"127.0.0.1:8080\"\nlb_algo = \"{algo}\"\nslow_start = {slow}\n[[virtual_server.backend]]\naddress = \"127.0.0.1:80\"\n")
+    };
+    std::fs::write(&p, vs("wlc", "\"20s\"")).unwrap();
+    let (cfg, w) = ok(&p);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(
+        cfg.virtual_servers[0].pool_config().slow_start,
+        Some(Duration::from_secs(20))
+    );
+    std::fs::write(&p, vs("sh", "\"20s\"")).unwrap();
+    let (_, w) = ok(&p);
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("n.toml:4:14: warning: lb_algo sh does not ramp weights"),
+        "{}",
+        w[0]
+    );
+    std::fs::write(&p, vs("wrr", "\"0s\"")).unwrap();
+    let e: Vec<String> = config::load(&p)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        e.len() == 1 && e[0].contains("n.toml:4:14: slow_start must be above 0 s"),
+        "{e:?}"
     );
 }
 

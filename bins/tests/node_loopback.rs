@@ -3763,3 +3763,71 @@ fn a_failed_restart_keeps_the_lbctl_weights_on_record() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `slow_start` (HAProxy `slowstart`): a backend taken out of service and put back ramps
+/// from weight 1 up to its weight over the window, step by step, and `lbctl status` shows
+/// its effective weight along the way; the other backend keeps its weight throughout.
+#[test]
+fn slow_start_ramps_a_returning_backend() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let port = free_port();
+    let toml = format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+lb_algo = "wrr"
+slow_start = "4s"
+
+[[virtual_server.backend]]
+address = "{a}"
+weight = 10
+[[virtual_server.backend]]
+address = "{b}"
+weight = 10
+"#,
+        sock = dir.join("admin.sock").display(),
+        a = a.addr,
+        b = b.addr,
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let effective = |i: usize| {
+        status(&sock)["virtual_servers"][0]["backends"][i]["effective_weight"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        (effective(0), effective(1)),
+        (10, 10),
+        "no ramp at start-up"
+    );
+    lbctl_backend(&sock, "maint", "web", b.addr);
+    lbctl_backend(&sock, "ready", "web", b.addr);
+    // Steps of 1 s (a twentieth of 4 s is less): 1, then 3, 5, 8 and 10.
+    let mut seen = vec![effective(1)];
+    let done = wait_until(Duration::from_secs(15), || {
+        let w = effective(1);
+        if seen.last() != Some(&w) {
+            seen.push(w);
+        }
+        w == 10
+    });
+    assert!(
+        done,
+        "the ramp did not end: {seen:?}\n{}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    assert_eq!(seen[0], 1, "back in service at weight 1: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]) && seen.len() >= 3,
+        "ramped in steps: {seen:?}"
+    );
+    assert_eq!(effective(0), 10);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

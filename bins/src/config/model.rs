@@ -1344,6 +1344,14 @@ pub struct VirtualServer {
     /// them until their entries expire (`false`, default, as IPVS and HAProxy).
     #[serde(default)]
     pub expire_quiescent_template: bool,
+    /// HAProxy's `slowstart`: a backend coming back into service (up after a failure, out
+    /// of maintenance or drain, weight 0 → above 0) ramps from weight 1 to its weight over
+    /// this time, in twentieths of it at least 1 s apart, so it is not flooded with new
+    /// connections while cold. Applies to `wrr`, `swrr`, `wlc`, `sed`, `nq`, `random`,
+    /// `p2c` and `peak_ewma` (others are warned of). Not at start-up, and a reload that
+    /// restarts the virtual server ends ramps in progress. Default: off.
+    #[serde(default, with = "values::opt_duration")]
+    pub slow_start: Option<Duration>,
     /// Other backends tried when connecting to the chosen one fails. Default 1.
     #[serde(default = "values::one")]
     pub retries: u32,
@@ -1696,6 +1704,7 @@ impl VirtualServer {
             persistence_timeout: None,
             persistence_granularity: Granularity::default(),
             expire_quiescent_template: false,
+            slow_start: None,
             retries: 1,
             connect_timeout: Duration::from_secs(5),
             delay_loop: Duration::from_secs(60),
@@ -1771,12 +1780,14 @@ impl VirtualServer {
     }
 
     /// The `lb-core` pool settings: persistence timeout, granularity and
-    /// `expire_quiescent_template`, quorum and hysteresis, the rest at [`PoolConfig::default`].
+    /// `expire_quiescent_template`, slow start, quorum and hysteresis, the rest at
+    /// [`PoolConfig::default`].
     pub fn pool_config(&self) -> PoolConfig {
         PoolConfig {
             persistence_timeout: self.persistence_timeout,
             persistence_granularity: self.persistence_granularity,
             expire_quiescent_template: self.expire_quiescent_template,
+            slow_start: self.slow_start,
             quorum: self.quorum,
             hysteresis: self.hysteresis,
             ..PoolConfig::default()
@@ -2874,6 +2885,20 @@ impl Config {
                     format!(
                         "on an IPv6 virtual server the IPv6 prefix (/128 here) groups the clients, not the IPv4 /{}: write \"{},N\" for an IPv6 /N",
                         g.v4_prefix, g.v4_prefix
+                    ),
+                );
+            }
+            if vs.slow_start.is_some_and(|t| t.is_zero()) {
+                err(
+                    format!("{p}.slow_start"),
+                    "slow_start must be above 0 s (omit it to turn slow start off)".into(),
+                );
+            } else if vs.slow_start.is_some() && !lb_core::BuildScheduler::slow_start(&vs.lb_algo) {
+                warn(
+                    format!("{p}.slow_start"),
+                    format!(
+                        "lb_algo {} does not ramp weights (HAProxy slowstart applies to dynamic algorithms: wrr, swrr, wlc, sed, nq, random, p2c, peak_ewma): slow_start has no effect",
+                        vs.lb_algo
                     ),
                 );
             }

@@ -479,6 +479,26 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Slow start's clock (HAProxy's warmup task): recomputes the ramping weights when they
+/// next change ([`Pool::poll_timeout`]). A ramp can start at any moment (a health event, an
+/// `lbctl` command), so the pool is looked at again at least every second, the shortest
+/// step of a ramp; nothing is rebuilt while no backend ramps.
+async fn drive_slow_start(name: String, pool: Arc<Pool>) {
+    loop {
+        let at = tokio::time::Instant::now();
+        let next = pool.poll_timeout().map(tokio::time::Instant::from_std);
+        let wake = next.map_or(at + Duration::from_secs(1), |t| {
+            t.min(at + Duration::from_secs(1))
+        });
+        tokio::time::sleep_until(wake).await;
+        if pool.poll_timeout().is_some_and(|t| t <= now()) {
+            if let Err(e) = pool.handle_timeout(now()) {
+                tracing::warn!(virtual_server = %name, error = %e, "slow start step not applied");
+            }
+        }
+    }
+}
+
 /// Calls `bind` until it does not fail with "address in use", for at most `wait`.
 ///
 /// On reload a replaced virtual server's listener is closed by aborting its accept task,
@@ -1354,7 +1374,7 @@ impl VsRuntime {
         };
         let (weights, weight_changes) = mpsc::unbounded_channel();
         let (late_ejections, late_ejections_rx) = mpsc::unbounded_channel();
-        let tasks = vec![tokio::spawn(apply_health(
+        let mut tasks = vec![tokio::spawn(apply_health(
             cfg.name.clone(),
             Arc::clone(&pool),
             appliers,
@@ -1368,6 +1388,12 @@ impl VsRuntime {
             cfg.outlier_detection
                 .successful_active_health_check_uneject_host,
         ))];
+        if cfg.slow_start.is_some() && lb_core::BuildScheduler::slow_start(&cfg.lb_algo) {
+            tasks.push(tokio::spawn(drive_slow_start(
+                cfg.name.clone(),
+                Arc::clone(&pool),
+            )));
+        }
         let mut followers = Vec::new();
         for (backend, session, rx, start, applied) in bfd_watches {
             followers.push(super::bfd::spawn_check(
