@@ -81,6 +81,9 @@ pub(crate) struct Activity {
     upload: AtomicU64,
     /// Set when a write to the client stalled past the client timeout.
     write_stalled: AtomicBool,
+    /// Set when the request-head timeout ran out on a partly received head: the next read
+    /// answers 408 and ends the connection ([`Prefixed`](super::io::Prefixed)).
+    head_timed_out: AtomicBool,
 }
 
 /// Which of a client connection's timers runs, and until when.
@@ -113,7 +116,24 @@ impl Activity {
             upload_ms: AtomicU64::new(NO_HEAD),
             upload: AtomicU64::new(0),
             write_stalled: AtomicBool::new(false),
+            head_timed_out: AtomicBool::new(false),
         }
+    }
+
+    /// Whether bytes of a request head not yet complete have arrived.
+    pub(crate) fn head_received(&self) -> bool {
+        self.head_started_ms.load(Ordering::Acquire) != NO_HEAD
+    }
+
+    /// The request-head timeout ran out on a partly received head: the connection's next
+    /// read sends 408 and fails.
+    pub(crate) fn time_out_head(&self) {
+        self.head_timed_out.store(true, Ordering::Release);
+    }
+
+    /// Whether [`time_out_head`](Self::time_out_head) was called.
+    pub(crate) fn head_timed_out(&self) -> bool {
+        self.head_timed_out.load(Ordering::Acquire)
     }
 
     /// The current request has a body: its upload starts now. Returns the upload's

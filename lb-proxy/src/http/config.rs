@@ -203,9 +203,11 @@ pub struct Timeouts {
     /// How long a client may take to send a complete request head (default 10 s; HAProxy
     /// `timeout http-request`): for a connection's first request, from the moment it is
     /// accepted; for a later one, from the first byte after the previous response.
-    /// Slowloris clients, and connections that send nothing, are closed here without an
-    /// answer (counted in `header_timeouts`). One timer per connection enforces it, not one
-    /// per request.
+    /// A slowloris client (part of a head came) gets 408 and the connection is closed, as
+    /// from HAProxy; a connection that sent nothing is closed without an answer (HAProxy's
+    /// `option http-ignore-probes`: a browser's idle pre-connection would otherwise show an
+    /// unasked-for 408). Both count in `header_timeouts`. One timer per connection enforces
+    /// it, not one per request.
     pub header_read: Duration,
     /// How long a keep-alive client connection may wait for the first byte of its next
     /// request before it is closed (default 60 s; HAProxy `timeout http-keep-alive`;

@@ -28,7 +28,15 @@ pub(crate) struct Prefixed<T> {
     stall: Timer,
     /// Whether `stall` runs for the write now waiting.
     stalled: bool,
+    /// How much of [`REQUEST_TIMEOUT`] is written, once the head timed out.
+    timeout_sent: usize,
 }
+
+/// What a client whose request head was not complete in time gets before the connection
+/// closes (HAProxy's `timeout http-request` answers 408 too).
+pub(crate) const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
+content-type: text/plain\r\ncontent-length: 20\r\nconnection: close\r\n\r\n\
+408 Request Timeout\n";
 
 impl<T> Prefixed<T> {
     pub(crate) fn new(
@@ -45,6 +53,7 @@ impl<T> Prefixed<T> {
             write_timeout,
             stall: Timer::default(),
             stalled: false,
+            timeout_sent: 0,
         }
     }
 
@@ -71,13 +80,30 @@ impl<T> Prefixed<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+/// Writes too (the 408 of a request head that timed out), hence `AsyncWrite`.
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Prefixed<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.activity.head_timed_out() {
+            // Best effort, without waiting: a client that reads nothing gets no more.
+            while this.timeout_sent < REQUEST_TIMEOUT.len() {
+                match Pin::new(&mut this.inner)
+                    .poll_write(cx, &REQUEST_TIMEOUT[this.timeout_sent..])
+                {
+                    Poll::Ready(Ok(n)) if n > 0 => this.timeout_sent += n,
+                    _ => break,
+                }
+            }
+            this.timeout_sent = REQUEST_TIMEOUT.len();
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head not complete in time",
+            )));
+        }
         if this.pos < this.prefix.len() {
             let n = (this.prefix.len() - this.pos).min(buf.remaining());
             buf.put_slice(&this.prefix[this.pos..this.pos + n]);
@@ -142,7 +168,7 @@ mod tests {
         let activity = Arc::new(Activity::new());
         let mut p = Prefixed::new(
             b"GET ".to_vec(),
-            &b"/ HTTP/1.1"[..],
+            io::Cursor::new(b"/ HTTP/1.1".to_vec()),
             Arc::clone(&activity),
             Duration::from_secs(1),
         );

@@ -552,11 +552,26 @@ async fn serve_client_inner(
             _ = tokio::time::sleep_until(next_check), if !closing => {
                 let now = tokio::time::Instant::now();
                 match activity.timer(header_read, idle) {
+                    ClientTimer::Head(_) if activity.head_timed_out() => {
+                        // The 408 was asked for a second ago and hyper did not read again.
+                        return;
+                    }
                     ClientTimer::Head(deadline) if deadline <= now => {
-                        // Slowloris, or a connection that never sent a request: closed
-                        // without an answer, as HAProxy's `timeout http-request` does.
                         inc(&shared.vs.header_timeouts);
-                        tracing::debug!(client = %peer, "closing: request head not complete in time");
+                        if activity.head_received() {
+                            // Slowloris: part of a head came, and no more in time. As
+                            // HAProxy's `timeout http-request`, answered 408: hyper's next
+                            // read sends it (it holds the socket) and ends the connection.
+                            tracing::debug!(client = %peer, "408: request head not complete in time");
+                            activity.time_out_head();
+                            shared.vs.responses.count(StatusCode::REQUEST_TIMEOUT);
+                            next_check = now + Duration::from_secs(1);
+                            continue;
+                        }
+                        // Nothing of a request came: closed without an answer (HAProxy's
+                        // `option http-ignore-probes`; a browser's pre-connection would
+                        // show an unasked-for 408).
+                        tracing::debug!(client = %peer, "closing: no request in time");
                         return;
                     }
                     ClientTimer::Idle(deadline) if deadline <= now => {
