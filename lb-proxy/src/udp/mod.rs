@@ -683,14 +683,6 @@ async fn open_session(
             .observe(&backend, &Outcome::ConnectError(e.kind()));
         return None;
     }
-    // Not the final result: the session's end reports that (`Closed`, unless the backend
-    // refused: `ConnectRefused`).
-    shared.observer.observe(
-        &backend,
-        &Outcome::Connected {
-            latency: Duration::ZERO,
-        },
-    );
     let session = Arc::new(Session::new(
         socket,
         backend,
@@ -707,6 +699,15 @@ async fn open_session(
         }
         sessions.insert(key, Arc::clone(&session));
     }
+    // Only for a session that exists (one refused for the table's size is no news of the
+    // backend). Not the final result: the session's end reports that (`Closed`, unless the
+    // backend refused: `ConnectRefused`).
+    shared.observer.observe(
+        &session.backend,
+        &Outcome::Connected {
+            latency: Duration::ZERO,
+        },
+    );
     ProxyStats::inc(&shared.stats.accepted);
     ProxyStats::inc(&shared.stats.active);
     tokio::spawn(reply_loop(
