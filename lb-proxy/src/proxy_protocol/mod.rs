@@ -140,6 +140,13 @@ pub enum ParseError {
     /// accepts (16 KiB, as HAProxy).
     #[error("v2 header of {0} bytes is longer than the 16 KiB accepted")]
     V2TooLong(usize),
+    /// A v2 TLV whose length runs past the header, or a `PP2_TYPE_CRC32C` TLV that is not 4
+    /// bytes long; the offset of the TLV in the header.
+    #[error("malformed v2 TLV at byte {0}")]
+    V2Tlv(usize),
+    /// A v2 header whose `PP2_TYPE_CRC32C` checksum does not match its bytes.
+    #[error("v2 header checksum (CRC32C) mismatch")]
+    V2Checksum,
 }
 
 /// Parses a header of either version at the start of `buf`.

@@ -5,7 +5,9 @@
 //! | signature (12 B)  |ver|cmd|fam|tr | len BE | addresses (len bytes, TLVs after) |
 //! ```
 //!
-//! TLVs are skipped: they are covered by `len` and consumed with the header.
+//! TLVs (type, 16-bit length, value; spec §2.2) are checked and skipped, as HAProxy does:
+//! one whose length runs past the header refuses it, and a `PP2_TYPE_CRC32C` TLV must hold
+//! the CRC32C of the whole header (with its own value zeroed) or the header is refused.
 //!
 //! # Examples
 //!
@@ -49,6 +51,36 @@ const CMD_LOCAL: u8 = 0x0;
 const CMD_PROXY: u8 = 0x1;
 const INET_LEN: usize = 12;
 const INET6_LEN: usize = 36;
+/// `PP2_TYPE_CRC32C`: a 4-byte CRC32C (Castagnoli) of the header.
+const PP2_TYPE_CRC32C: u8 = 0x03;
+
+/// Walks the TLVs that start at `offset` in the complete header `header`, checking their
+/// framing and a CRC32C TLV's checksum (spec §2.2.5).
+fn check_tlvs(header: &[u8], mut offset: usize) -> Result<(), ParseError> {
+    while offset < header.len() {
+        let start = offset;
+        let Some(&[kind, hi, lo]) = header.get(offset..offset + 3) else {
+            return Err(ParseError::V2Tlv(start));
+        };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        offset += 3;
+        let Some(value) = header.get(offset..offset + len) else {
+            return Err(ParseError::V2Tlv(start));
+        };
+        if kind == PP2_TYPE_CRC32C {
+            let Ok(&[a, b, c, d]) = <&[u8; 4]>::try_from(value) else {
+                return Err(ParseError::V2Tlv(start));
+            };
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&header[..offset]), &[0; 4]);
+            let crc = crc32c::crc32c_append(crc, &header[offset + 4..]);
+            if crc != u32::from_be_bytes([a, b, c, d]) {
+                return Err(ParseError::V2Checksum);
+            }
+        }
+        offset += len;
+    }
+    Ok(())
+}
 
 /// A zero-copy view of a v2 header.
 #[derive(Debug, Clone, Copy)]
@@ -215,6 +247,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ParseError> {
             if a.len() < INET_LEN {
                 return Err(ParseError::V2Length(p.len()));
             }
+            check_tlvs(&buf[..total], HEADER_LEN + INET_LEN)?;
             let ip = |o: usize| IpAddr::V4(Ipv4Addr::new(a[o], a[o + 1], a[o + 2], a[o + 3]));
             let port = |o: usize| u16::from_be_bytes([a[o], a[o + 1]]);
             (
@@ -226,6 +259,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ParseError> {
             if a.len() < INET6_LEN {
                 return Err(ParseError::V2Length(p.len()));
             }
+            check_tlvs(&buf[..total], HEADER_LEN + INET6_LEN)?;
             let ip = |o: usize| {
                 let mut b = [0u8; 16];
                 b.copy_from_slice(&a[o..o + 16]);
@@ -371,6 +405,39 @@ mod tests {
         let mut buf = vec![0xa5; buffer_len(&h)];
         emit(&h, &mut buf);
         assert_eq!(buf, TCP4_BYTES);
+    }
+
+    /// TCP4_BYTES with `tlvs` appended (the length field grown to cover them).
+    fn with_tlvs(tlvs: &[u8]) -> Vec<u8> {
+        let mut b = TCP4_BYTES.to_vec();
+        b.extend_from_slice(tlvs);
+        let len = (12 + tlvs.len()) as u16;
+        b[14..16].copy_from_slice(&len.to_be_bytes());
+        b
+    }
+
+    /// TLVs were skipped unchecked: one running past the header, a CRC32C TLV of the wrong
+    /// size or with a wrong checksum now refuse the header, as HAProxy does.
+    #[test]
+    fn tlv_framing_and_crc32c_are_checked() {
+        // NOOP with 1 byte, then an empty NOOP: fine.
+        let ok = with_tlvs(&[0x04, 0x00, 0x01, 0xff, 0x04, 0x00, 0x00]);
+        assert_eq!(parse(&ok).unwrap().unwrap().1, ok.len());
+        // A TLV announcing 5 bytes with 2 left; a TLV header cut short.
+        let long = with_tlvs(&[0x04, 0x00, 0x05, 0xff, 0xff]);
+        assert_eq!(parse(&long), Err(ParseError::V2Tlv(28)));
+        let cut = with_tlvs(&[0x04, 0x00, 0x00, 0x04, 0x00]);
+        assert_eq!(parse(&cut), Err(ParseError::V2Tlv(31)));
+        // CRC32C: the checksum of the whole header with the value zeroed.
+        let mut crc = with_tlvs(&[0x03, 0x00, 0x04, 0, 0, 0, 0]);
+        let sum = crc32c::crc32c(&crc);
+        crc[31..35].copy_from_slice(&sum.to_be_bytes());
+        assert!(parse(&crc).unwrap().is_some());
+        let mut flipped = crc.clone();
+        flipped[16] ^= 1;
+        assert_eq!(parse(&flipped), Err(ParseError::V2Checksum));
+        let short = with_tlvs(&[0x03, 0x00, 0x02, 0, 0]);
+        assert_eq!(parse(&short), Err(ParseError::V2Tlv(28)));
     }
 
     #[test]
