@@ -8,8 +8,8 @@
 //!   5xx — Envoy's enforced default, [`FailureClass::Any5xx`] — or only the gateway errors
 //!   502/503/504 with [`FailureClass::Gateway`]) eject a backend.
 //! - The `n`-th ejection lasts `base_ejection_time × n`, capped at `max_ejection_time`
-//!   (Envoy). The multiplier `n` decays by one for each `base_ejection_time` the backend then
-//!   spends un-ejected.
+//!   (Envoy). The multiplier `n` decays by one for each `interval` (10 s by default) the
+//!   backend then spends un-ejected, as Envoy's interval timer decrements it.
 //! - An ejection that would put more than `max_ejection_percent` of the backends out is
 //!   refused. (Envoy also ejects one host when the percentage rounds to zero; here the
 //!   percentage is a hard ceiling, as the issue asks. Use 100 to disable the ceiling.)
@@ -98,6 +98,7 @@ pub struct OutlierConfig {
     base_ejection_time: Duration,
     max_ejection_time: Duration,
     max_ejection_percent: u8,
+    interval: Duration,
 }
 
 impl Default for OutlierConfig {
@@ -109,6 +110,7 @@ impl Default for OutlierConfig {
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 10,
+            interval: Duration::from_secs(10),
         }
     }
 }
@@ -119,7 +121,8 @@ impl OutlierConfig {
     /// - `consecutive_failures 5`, every 5xx counting (Envoy `consecutive_5xx`, the one
     ///   Envoy enforces by default);
     /// - `base_ejection_time 30s`, `max_ejection_time 300s`;
-    /// - `max_ejection_percent 10`.
+    /// - `max_ejection_percent 10`;
+    /// - `interval 10s`.
     pub fn builder() -> OutlierConfigBuilder {
         OutlierConfigBuilder {
             config: Self::default(),
@@ -149,6 +152,11 @@ impl OutlierConfig {
     /// Most backends ejected at once, in percent of the pool.
     pub fn max_ejection_percent(&self) -> u8 {
         self.max_ejection_percent
+    }
+
+    /// Time un-ejected that takes one off a backend's ejection multiplier.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     /// The most a backend's ejection count grows to: Envoy's `ejectHost` increments it
@@ -214,11 +222,19 @@ impl OutlierConfigBuilder {
         self
     }
 
+    /// Envoy's `interval` (> 0; default 10 s): each one a backend spends un-ejected takes
+    /// one off its ejection multiplier, so the next ejection is shorter. (Envoy also ends
+    /// ejections on this tick; here they end at their own time.)
+    pub fn interval(mut self, d: Duration) -> Self {
+        self.config.interval = d;
+        self
+    }
+
     /// Validates the settings.
     ///
     /// # Errors
     /// [`Error::InvalidThreshold`] for `consecutive_failures` 0, [`Error::ZeroInterval`] for a
-    /// zero `base_ejection_time`, [`Error::InvalidConfig`] for a percentage above 100 or a
+    /// zero `base_ejection_time` or `interval`, [`Error::InvalidConfig`] for a percentage above 100 or a
     /// `max_ejection_time` below `base_ejection_time`.
     pub fn build(self) -> Result<OutlierConfig> {
         let c = self.config;
@@ -232,6 +248,12 @@ impl OutlierConfigBuilder {
             return Err(Error::ZeroInterval {
                 setting: "base_ejection_time",
                 value: c.base_ejection_time,
+            });
+        }
+        if c.interval.is_zero() {
+            return Err(Error::ZeroInterval {
+                setting: "interval",
+                value: c.interval,
             });
         }
         if c.max_ejection_time < c.base_ejection_time {
@@ -383,6 +405,8 @@ impl OutlierDetector {
     ///   for the pool, unless the ceiling (`max_ejection_percent` of the backends, counting
     ///   those already ejected here) forbids it: then the backend is back in at `now`.
     /// - One already over counts as ended when it was due: no event.
+    /// - Whenever `backend` was ejected here and is not after the restore, an
+    ///   [`OutlierEvent::Unejected`] is queued (the pool was told of that ejection).
     /// - The ejection multiplier and the time of the last return carry over either way; a
     ///   run of consecutive failures does not.
     ///
@@ -434,15 +458,23 @@ impl OutlierDetector {
             }
             None => {}
         }
-        Ok(host.ejected_until.is_some())
+        let now_ejected = host.ejected_until.is_some();
+        if was_ejected && !now_ejected {
+            // The pool was told of the ejection: tell it of the end, or it stays out.
+            self.events.push_back(OutlierEvent::Unejected { backend });
+        }
+        Ok(now_ejected)
     }
 
-    /// Forgets a backend (membership change); returns whether it was known.
+    /// Forgets a backend (membership change); returns whether it was known. An ejected one
+    /// gets an [`OutlierEvent::Unejected`], so that whatever applied the ejection (a
+    /// [`PoolApplier`](crate::PoolApplier)) does not keep it out when it comes back.
     pub fn remove_backend(&mut self, backend: BackendId) -> bool {
         match self.hosts.remove(&backend) {
             Some(host) => {
                 if host.ejected_until.is_some() {
                     self.ejected -= 1;
+                    self.events.push_back(OutlierEvent::Unejected { backend });
                 }
                 true
             }
@@ -486,7 +518,8 @@ impl OutlierDetector {
         let base = config.base_ejection_time;
         if let Some(back) = host.unejected_at {
             let healthy = now.saturating_duration_since(back);
-            let decay = (healthy.as_nanos() / base.as_nanos()).min(u128::from(u32::MAX)) as u32;
+            let decay =
+                (healthy.as_nanos() / config.interval.as_nanos()).min(u128::from(u32::MAX)) as u32;
             host.ejections = host.ejections.saturating_sub(decay);
         }
         // Envoy's backoff stops growing once the ejection time passes the longest one

@@ -36,6 +36,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use lb_core::{BackendId, BuildScheduler, Health, Pool, Weight};
@@ -60,6 +61,9 @@ pub enum OnFailure {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// The backend's address when the entry was made: an id the pool gave another address
+    /// ([`Pool::replace`] renumbers by address) is another backend.
+    addr: SocketAddr,
     configured: Weight,
     dynamic: Option<Weight>,
     active_down: bool,
@@ -88,6 +92,7 @@ impl PoolApplier {
                 (
                     b.id(),
                     Entry {
+                        addr: b.addr(),
                         configured: b.weight(),
                         dynamic: None,
                         active_down: b.health() == Health::Down,
@@ -233,26 +238,53 @@ impl PoolApplier {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Forgets what this applier knows of `backend` (its check verdict, ejection, weights):
+    /// for a backend whose checks were removed, or one that left the pool. The next event
+    /// for it starts from the pool's state.
+    pub fn forget(&mut self, backend: BackendId) {
+        self.entries.remove(&backend);
+    }
+
+    /// The entry of the backend the pool now numbers `id`. One made for another address
+    /// under that id (the pool renumbered its backends, [`Pool::replace`]) is not used: the
+    /// entry made for this address under its old id moves here, else a fresh one is made
+    /// from the pool (a backend added after this applier was made).
     fn entry<B: BuildScheduler>(&mut self, pool: &Pool<B>, id: BackendId) -> Result<&mut Entry> {
-        match self.entries.entry(id) {
-            std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                // A backend added to the pool after this applier was made.
-                let b = pool
-                    .backends()
-                    .get(id)
-                    .cloned()
-                    .ok_or(lb_core::Error::UnknownBackend(id))?;
-                Ok(v.insert(Entry {
-                    configured: b.weight(),
-                    dynamic: None,
-                    active_down: b.health() == Health::Down,
-                    ejected: false,
-                    adjust_down: false,
-                    offset: 0,
-                }))
-            }
+        // The published snapshot: a cheap look-up, where the whole set would be copied.
+        let addr = pool
+            .snapshot()
+            .backends()
+            .get(id)
+            .map(lb_core::Backend::addr)
+            .ok_or(lb_core::Error::UnknownBackend(id))?;
+        if self.entries.get(&id).is_none_or(|e| e.addr != addr) {
+            let moved = self
+                .entries
+                .iter()
+                .find(|(k, e)| **k != id && e.addr == addr)
+                .map(|(k, _)| *k);
+            let e = match moved.and_then(|k| self.entries.remove(&k)) {
+                Some(e) => e,
+                None => {
+                    let b = pool
+                        .backends()
+                        .get(id)
+                        .cloned()
+                        .ok_or(lb_core::Error::UnknownBackend(id))?;
+                    Entry {
+                        addr: b.addr(),
+                        configured: b.weight(),
+                        dynamic: None,
+                        active_down: b.health() == Health::Down,
+                        ejected: false,
+                        adjust_down: false,
+                        offset: 0,
+                    }
+                }
+            };
+            self.entries.insert(id, e);
         }
+        Ok(self.entries.get_mut(&id).expect("inserted above"))
     }
 
     fn sync<B: BuildScheduler>(&self, pool: &Pool<B>, id: BackendId, now: Instant) -> Result<()> {

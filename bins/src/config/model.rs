@@ -1426,6 +1426,10 @@ pub struct OutlierDetection {
     pub max_ejection_time: Duration,
     /// Most backends ejected at once, in percent of the virtual server's backends (0..=100).
     pub max_ejection_percent: u8,
+    /// Envoy's `interval`: each one a backend spends un-ejected takes one off its ejection
+    /// count, so its next ejection is shorter. Default 10 s.
+    #[serde(with = "values::duration")]
+    pub interval: Duration,
     /// An active check that passes after a backend was ejected ends the ejection (Envoy's
     /// `successful_active_health_check_uneject_host`, on by default there too; HAProxy's
     /// `on-error mark-down` likewise leaves the way back to the checks). Without active
@@ -1442,6 +1446,7 @@ impl Default for OutlierDetection {
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 50,
+            interval: Duration::from_secs(10),
             successful_active_health_check_uneject_host: true,
         }
     }
@@ -1475,6 +1480,7 @@ impl OutlierDetection {
             .base_ejection_time(self.base_ejection_time)
             .max_ejection_time(self.max_ejection_time)
             .max_ejection_percent(self.max_ejection_percent)
+            .interval(self.interval)
             .build()
             .map_err(|e| e.to_string())
     }
@@ -3604,6 +3610,9 @@ fn validate_outlier(err: &mut impl FnMut(String, String), i: usize, o: &OutlierD
             format!("{p}.consecutive_failures"),
             "consecutive_failures must be at least 1".into(),
         );
+    }
+    if o.interval.is_zero() {
+        err(format!("{p}.interval"), "interval must be above 0 s".into());
     }
     if o.base_ejection_time.is_zero() {
         err(
