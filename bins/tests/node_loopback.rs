@@ -1889,6 +1889,71 @@ address = "{echo_addr}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A reload that restarts a virtual server leaves the old version's connections alone until
+/// they end, as a keepalived reload leaves IPVS's (they used to be cut at `drain_deadline`,
+/// 30 s by default, the backends they were on untouched by the change); with
+/// `reload_drain_deadline` set they are closed past it, as HAProxy's `hard-stop-after`.
+#[test]
+fn a_reload_restart_leaves_established_connections_alone() {
+    let dir = tempdir();
+    let echo_addr = echo_until_eof(4);
+    let port = free_port();
+    let config = |algo: &str, limit: &str| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+{limit}
+
+[[virtual_server]]
+name = "echo"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+lb_algo = "{algo}"
+[[virtual_server.backend]]
+address = "{echo_addr}"
+"#,
+            sock = dir.join("admin.sock").display(),
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("rr", ""));
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let echoes = |c: &mut TcpStream, what: &[u8]| {
+        let mut buf = [0u8; 64];
+        c.write_all(what).is_ok() && c.read(&mut buf).is_ok_and(|n| &buf[..n] == what)
+    };
+    let connect = || {
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        c
+    };
+    let mut held = connect();
+    assert!(echoes(&mut held, b"one"), "{}", log());
+    reload_node(&node, &dir, &config("wrr", ""));
+    wait_scheduler(&sock, &dir, "wrr");
+    // Well past drain_deadline: still served by the replaced version.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(echoes(&mut held, b"two"), "{}", log());
+    // With a limit, the next restart closes what its old version holds past it.
+    let mut limited = connect();
+    assert!(echoes(&mut limited, b"three"), "{}", log());
+    reload_node(
+        &node,
+        &dir,
+        &config("wlc", "reload_drain_deadline = \"1s\""),
+    );
+    wait_scheduler(&sock, &dir, "wlc");
+    assert!(
+        wait_until(Duration::from_secs(10), || !echoes(&mut limited, b"x")),
+        "not closed at reload_drain_deadline\n{}",
+        log()
+    );
+    assert!(echoes(&mut held, b"four"), "{}", log());
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `lbctl backend drain|ready` sent while a SIGHUP reload is starting the replacement of a
 /// virtual server takes effect on the replacement, the version that ends up serving (it used
 /// to land on the retired version only and was lost with it). The reload is held in that

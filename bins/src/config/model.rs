@@ -147,10 +147,18 @@ pub struct Global {
     /// Log level: `error`, `warn`, `info` (default), `debug`, `trace`.
     pub log_level: LogLevel,
     /// How long established connections may finish after SIGTERM (UDP sessions end at
-    /// once), and after a reload restarts their virtual server (UDP sessions carry the
-    /// replies to what they forwarded until idle or this deadline). Default 30 s.
+    /// once), and the UDP sessions of a virtual server a reload restarts or removes (they
+    /// carry the replies to what they forwarded until idle or this deadline). Default 30 s.
     #[serde(with = "values::duration")]
     pub drain_deadline: Duration,
+    /// How long the TCP and HTTP connections of a virtual server that a reload restarts
+    /// (a changed setting, a real server added or removed) or removes may go on; past it
+    /// they are closed. Default: no limit — they end when their client or backend ends them,
+    /// as IPVS's connections through a keepalived reload and HAProxy's through a reload
+    /// without `hard-stop-after` (which this is). SIGTERM still ends them at
+    /// `drain_deadline`.
+    #[serde(default, with = "values::opt_duration")]
+    pub reload_drain_deadline: Option<Duration>,
     /// Event-loop threads (HAProxy `nbthread`). 0, the default, runs one per CPU; 1 runs
     /// everything on one thread (tokio's current-thread scheduler: no cross-thread wake-ups,
     /// the fastest choice when the node is given one CPU, as `nbthread 1` is for HAProxy);
@@ -275,6 +283,7 @@ impl Default for Global {
             admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
             log_level: LogLevel::Info,
             drain_deadline: Duration::from_secs(30),
+            reload_drain_deadline: None,
             nbthread: 0,
             busy_polling: false,
             script_user: None,

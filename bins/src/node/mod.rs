@@ -1049,6 +1049,7 @@ impl Node {
         // retired proxies stop accepting (UDP: receiving) and their established connections
         // (UDP: sessions) drain in the background.
         let deadline = new.global.drain_deadline;
+        let reload_deadline = new.global.reload_drain_deadline;
         // Does the new configuration listen on `a` with UDP (`udp`) or TCP (TCP, HTTP)?
         let listens_on = |a: &std::net::SocketAddr, udp: bool| {
             new.virtual_servers
@@ -1177,7 +1178,7 @@ impl Node {
             }
             let closer = v.udp_closer();
             let listen = v.cfg.listen;
-            let task = tokio::spawn(v.stop(deadline));
+            let task = tokio::spawn(v.stop(reload_deadline, deadline));
             match closer.filter(|_| udp_on(&listen)) {
                 Some(closer) => self.draining_udp.push(DrainingUdp {
                     listen,
@@ -1482,12 +1483,20 @@ impl Node {
             earlier.push(d.task);
         }
         // Virtual servers that reloads replaced drain alongside, within their own deadline
-        // (set when they were retired); the bound only guards against one that never ends.
-        let current = futures::future::join_all(vss.into_iter().map(|v| v.stop(deadline)));
-        let earlier = tokio::time::timeout(deadline, futures::future::join_all(earlier));
-        let (_, earlier) = futures::join!(current, earlier);
-        if earlier.is_err() {
-            tracing::warn!("drains of replaced virtual servers still running at exit");
+        // (`reload_drain_deadline`, none by default) but no longer than `drain_deadline`.
+        let current =
+            futures::future::join_all(vss.into_iter().map(|v| v.stop(Some(deadline), deadline)));
+        let waited = tokio::time::timeout(deadline, futures::future::join_all(earlier.iter_mut()));
+        let (_, waited) = futures::join!(current, waited);
+        if waited.is_err() {
+            // Without `reload_drain_deadline` their connections had no limit; a stop
+            // gives them `drain_deadline` as the running ones, and closes them now.
+            for t in &earlier {
+                t.abort();
+            }
+            tracing::warn!(
+                "connections of virtual servers replaced by reloads closed at the drain deadline"
+            );
         }
         // Last, as keepalived's stop_vrrp: the drained listeners may have used them.
         stop_watch(&mut self.statics_watch).await;

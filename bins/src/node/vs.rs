@@ -1734,9 +1734,11 @@ impl VsRuntime {
         }
     }
 
-    /// Stops the checks, drains established connections (UDP: sessions) up to `deadline`,
-    /// and ends.
-    pub(crate) async fn stop(self, deadline: Duration) {
+    /// Stops the checks, drains established TCP and HTTP connections up to `deadline`
+    /// (`None`: until they end) and UDP sessions up to `udp_deadline`, and ends.
+    pub(crate) async fn stop(self, deadline: Option<Duration>, udp_deadline: Duration) {
+        // tokio's timers take `Duration::MAX` as "never".
+        let tcp_deadline = deadline.unwrap_or(Duration::MAX);
         // Checks first: a virtual server on its way out probes nothing more (a MISC_CHECK
         // script of a removed one would otherwise run until its drain ends), nor follows
         // its files and BFD sessions (their changes would run notify scripts twice).
@@ -1748,7 +1750,7 @@ impl VsRuntime {
         }
         match self.proxy {
             Proxy::Tcp(h) => {
-                let closed = h.drain(Some(deadline)).await;
+                let closed = h.drain(Some(tcp_deadline)).await;
                 if closed > 0 {
                     tracing::warn!(virtual_server = %self.cfg.name, closed, "connections closed at the drain deadline");
                 }
@@ -1756,7 +1758,7 @@ impl VsRuntime {
             }
             Proxy::Udp(h) => {
                 // Sessions carry the backends' replies until they go idle or the deadline.
-                let closed = h.drain(deadline).await;
+                let closed = h.drain(udp_deadline).await;
                 if closed > 0 {
                     tracing::debug!(virtual_server = %self.cfg.name, closed, "UDP sessions ended at the drain deadline");
                 }
@@ -1767,7 +1769,7 @@ impl VsRuntime {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .take();
                 if let Some(p) = proxy {
-                    p.shutdown(deadline).await;
+                    p.shutdown(tcp_deadline).await;
                 }
             }
         }
