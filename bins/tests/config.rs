@@ -525,6 +525,9 @@ fn keepalived_example_is_the_twin_of_the_toml_example() {
         v.http = None;
         v.slow_start = None;
     }
+    // `reload_drain_deadline` is TOML only (keepalived has no such limit).
+    assert!(t.global.reload_drain_deadline.is_some());
+    t.global.reload_drain_deadline = None;
     assert_eq!(k.global, t.global);
     assert_eq!(k.vrrp_scripts, t.vrrp_scripts);
     assert_eq!(k.vrrp_instances, t.vrrp_instances);
