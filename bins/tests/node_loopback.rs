@@ -588,9 +588,20 @@ address = "{b}"
     assert_eq!(bodies, ["a", "b", "a", "b", "a", "b"]);
     let s = status(&sock);
     for i in 0..2 {
-        let http = &s["virtual_servers"][0]["backends"][i]["http"];
+        let backend = &s["virtual_servers"][0]["backends"][i];
+        let http = &backend["http"];
         assert_eq!(http["requests"], 3, "{s}");
         assert_eq!(http["responses_2xx"], 3, "{s}");
+        // Requests are what an HTTP backend's connection columns count (HAProxy's stot and
+        // scur in `mode http`); they stayed 0, so a drain's end could not be seen.
+        assert_eq!(
+            (
+                backend["total_connections"].as_u64(),
+                backend["active_connections"].as_u64()
+            ),
+            (Some(3), Some(0)),
+            "{s}"
+        );
     }
     // The virtual server's own HTTP counters: six connections (`Connection: close`), six
     // requests, no error.

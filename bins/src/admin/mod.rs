@@ -543,9 +543,12 @@ pub struct BackendStatus {
     pub weight: u32,
     /// Weight in use now (0 when inhibited, ramping during slow start).
     pub effective_weight: u32,
-    /// Open connections.
+    /// Open connections; for an HTTP virtual server's backend, requests in flight (and
+    /// upgraded tunnels), as HAProxy's `scur` of a server in `mode http`: 0 once a drained
+    /// backend has finished.
     pub active_connections: u64,
-    /// Connections since start.
+    /// Connections since start; for an HTTP virtual server's backend, requests (and
+    /// upgraded tunnels), as HAProxy's `stot`.
     pub total_connections: u64,
     /// Bytes sent to the backend.
     pub bytes_to_backend: u64,

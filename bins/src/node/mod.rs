@@ -247,8 +247,10 @@ impl AdminHandler for Shared {
                             backup: b.is_backup(),
                             weight: b.weight().get(),
                             effective_weight: b.effective_weight().get(),
-                            active_connections: s.active(),
-                            total_connections: s.total(),
+                            // HTTP mode forwards requests, not connections: those count.
+                            active_connections: s.active()
+                                + if http.is_some() { s.in_flight() } else { 0 },
+                            total_connections: s.total() + http.as_ref().map_or(0, |h| h.requests),
                             bytes_to_backend: s.bytes_to_backend(),
                             bytes_to_client: s.bytes_to_client(),
                             http,
