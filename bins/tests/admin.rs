@@ -145,6 +145,7 @@ fn status() -> Status {
                 quorum: true,
                 http: None,
                 backends: vec![backend("198.18.0.151:82", 3), down],
+                error: None,
             },
             VirtualServerStatus {
                 name: "web".into(),
@@ -167,6 +168,17 @@ fn status() -> Status {
                     upgrades: 9,
                 }),
                 backends: vec![web],
+                error: None,
+            },
+            VirtualServerStatus {
+                name: "busy".into(),
+                listen: "198.18.0.250:8081".parse().unwrap(),
+                protocol: Protocol::Tcp,
+                scheduler: "rr".into(),
+                quorum: false,
+                http: None,
+                backends: Vec::new(),
+                error: Some("cannot listen on 198.18.0.250:8081: Address in use".into()),
             },
         ],
         bfd: vec![BfdStatus {
@@ -349,6 +361,12 @@ fn lbctl_status_prints_tables_and_json() {
         "{out}"
     );
 
+    // A virtual server a reload could not start is listed, with why.
+    assert!(
+        out.contains("\nTCP  198.18.0.250:8081 rr busy (0/0) NOT RUNNING: cannot listen on 198.18.0.250:8081: Address in use\n"),
+        "{out}"
+    );
+
     let (code, out, _) = lbctl(&d.socket, &["status", "--json"]);
     assert_eq!(code, 0);
     let parsed: Status = serde_json::from_str(&out).unwrap();
@@ -357,6 +375,11 @@ fn lbctl_status_prints_tables_and_json() {
     assert_eq!(v["vrrp"][0]["state"], "MASTER");
     assert_eq!(v["virtual_servers"][0]["backends"][1]["health"], "down");
     assert_eq!(v["virtual_servers"][1]["protocol"], "http");
+    assert!(v["virtual_servers"][1].get("error").is_none());
+    assert_eq!(
+        v["virtual_servers"][2]["error"],
+        "cannot listen on 198.18.0.250:8081: Address in use"
+    );
 }
 
 #[test]

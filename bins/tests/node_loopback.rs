@@ -1900,6 +1900,61 @@ address = "{echo_addr}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A virtual server a reload adds but cannot start (its port taken by another program) is
+/// listed by `lbctl status` with why (it was missing from the status altogether, the log
+/// saying "reload done"); the next reload, the file unchanged, starts it once the port is
+/// free, and the error goes.
+#[test]
+fn a_virtual_server_a_reload_cannot_start_is_listed_with_why() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let port = free_port();
+    // Below the ephemeral range: once freed, no parallel test's bind(:0) takes it.
+    let taken = TcpListener::bind(lb_testkit::ports::dead_addr()).unwrap();
+    let busy = taken.local_addr().unwrap();
+    let one = format!(
+        "[global]\nadmin_socket = \"{sock}\"\ndrain_deadline = \"1s\"\n\n\
+         [[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\n\
+         [[virtual_server.backend]]\naddress = \"{a}\"\n",
+        sock = dir.join("admin.sock").display(),
+        a = a.addr,
+    );
+    let two = format!(
+        "{one}\n[[virtual_server]]\nname = \"busy\"\nlisten = \"{busy}\"\n\
+         [[virtual_server.backend]]\naddress = \"{a}\"\n",
+        a = a.addr,
+    );
+    let (node, sock) = start_node(&dir, &one);
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    reload_node(&node, &dir, &two);
+    let listed = |want_error: bool| {
+        let s = status(&sock);
+        let vss = s["virtual_servers"].as_array().cloned().unwrap_or_default();
+        vss.len() == 2
+            && vss[1]["name"] == "busy"
+            && vss[1].get("error").is_some_and(|e| e.is_string()) == want_error
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || listed(true)),
+        "{}\n{}",
+        status(&sock),
+        log()
+    );
+    let s = status(&sock);
+    let why = s["virtual_servers"][1]["error"].as_str().unwrap();
+    assert!(why.contains(&busy.to_string()), "{why}");
+    drop(taken);
+    reload_node(&node, &dir, &two);
+    assert!(
+        wait_until(Duration::from_secs(10), || listed(false)),
+        "{}\n{}",
+        status(&sock),
+        log()
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A reload that restarts a virtual server leaves the old version's connections alone until
 /// they end, as a keepalived reload leaves IPVS's (they used to be cut at `drain_deadline`,
 /// 30 s by default, the backends they were on untouched by the change); with

@@ -328,6 +328,7 @@ impl Status {
                         // quorum + hysteresis (keepalived; `lb_core::PoolConfig::hysteresis`).
                         >= vs.quorum.saturating_add(vs.hysteresis),
                     http: (vs.protocol == Protocol::Http).then(HttpVsCounters::default),
+                    error: None,
                     backends: vs
                         .backends
                         .iter()
@@ -485,6 +486,11 @@ pub struct VirtualServerStatus {
     pub http: Option<HttpVsCounters>,
     /// The backends.
     pub backends: Vec<BackendStatus>,
+    /// Set for a virtual server of the configuration that does not run: why its start
+    /// failed at the last reload (its address taken, say); the next reload tries again.
+    /// Absent for a running one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What an HTTP virtual server counted besides its backends' responses: the proxy's own

@@ -183,7 +183,11 @@ pub fn status_table(status: &Status) -> String {
             vs.name,
             vs.live_backends(),
             vs.backends.len(),
-            if vs.quorum { "" } else { " no quorum" }
+            match &vs.error {
+                Some(e) => format!(" NOT RUNNING: {e}"),
+                None if !vs.quorum => " no quorum".to_owned(),
+                None => String::new(),
+            }
         );
         if let Some(h) = &vs.http {
             let _ = writeln!(

@@ -116,6 +116,8 @@ struct Shared {
     vrrp_order: RwLock<Vec<String>>,
     /// The busy-polling switch (`[global] busy_polling`), when on.
     busy_polling: Option<lb_proxy::busy_poll::BusyPolling>,
+    /// Virtual servers of the configuration that a reload could not start, with why.
+    failed_vservers: RwLock<Vec<VirtualServerStatus>>,
     /// The BFD sessions, in configuration order.
     bfd: RwLock<
         Vec<(
@@ -186,7 +188,7 @@ impl AdminHandler for Shared {
             .iter()
             .filter_map(|n| vrrp_table.get(n).cloned())
             .collect();
-        let virtual_servers = read(&self.vservers)
+        let virtual_servers: Vec<VirtualServerStatus> = read(&self.vservers)
             .iter()
             .map(|v| {
                 let snap = v.pool.snapshot();
@@ -265,6 +267,7 @@ impl AdminHandler for Shared {
                     .collect();
                 frame
             })
+            .chain(read(&self.failed_vservers).iter().cloned())
             .collect();
         Status {
             node: NodeStatus {
@@ -634,6 +637,7 @@ fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
         quorum: true,
         http: None,
         backends: Vec::new(),
+        error: None,
     };
     let routed = all
         .iter()
@@ -773,6 +777,7 @@ impl Node {
                 .global
                 .busy_polling
                 .then(lb_proxy::busy_poll::BusyPolling::new),
+            failed_vservers: RwLock::new(Vec::new()),
             bfd: RwLock::new(Vec::new()),
         });
         let mut node = Self {
@@ -1118,6 +1123,8 @@ impl Node {
                         && fallback.contains(&v.cfg.name)
                 })
         });
+        // Those that do not run after this reload, for `lbctl status`.
+        let mut failed = Vec::new();
         for i in new.start_order() {
             let n = &new.virtual_servers[i];
             if kept.iter().any(|k| k.cfg.name == n.name) {
@@ -1161,6 +1168,16 @@ impl Node {
                         // Not serving: the instances tracking it give their VIPs away.
                         live.send_replace(false);
                         tracing::error!(error = %e, "reload: virtual server not started");
+                        failed.push(VirtualServerStatus {
+                            name: n.name.clone(),
+                            listen: n.listen,
+                            protocol: n.protocol,
+                            scheduler: n.lb_algo.name().to_owned(),
+                            quorum: false,
+                            http: None,
+                            backends: Vec::new(),
+                            error: Some(e.to_string()),
+                        });
                     }
                 }
             }
@@ -1200,6 +1217,7 @@ impl Node {
         self.vservers = kept;
         self.live
             .retain(|name, _| new.virtual_servers.iter().any(|n| &n.name == name));
+        *write(&self.shared.failed_vservers) = failed;
         self.publish_vservers();
 
         // init_file creates missing tracked files, but overwrites none at a reload
@@ -1450,7 +1468,15 @@ impl Node {
             new.vrrp_instances.iter().map(|v| v.name.clone()).collect();
         *write(&self.shared.router_id) = router_id(&new.global);
         self.config = new;
-        tracing::info!("reload done");
+        let not_running = read(&self.shared.failed_vservers).len();
+        if not_running > 0 {
+            tracing::warn!(
+                not_running,
+                "reload done, but virtual servers do not run (lbctl status says why)"
+            );
+        } else {
+            tracing::info!("reload done");
+        }
     }
 
     /// SIGTERM: priority 0 and VIPs away first, then listeners, then the drain.
