@@ -2020,6 +2020,57 @@ address = "{echo_addr}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A second SIGTERM (or SIGINT) during the drain closes what is left and exits at once, as
+/// a second Ctrl-C does elsewhere (it was ignored: only SIGKILL ended the wait).
+#[test]
+fn a_second_stop_signal_ends_the_drain() {
+    let dir = tempdir();
+    let echo_addr = echo_until_eof(2);
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{sock}\"\ndrain_deadline = \"60s\"\n\n\
+         [[virtual_server]]\nname = \"echo\"\nlisten = \"127.0.0.1:{port}\"\n\
+         [[virtual_server.backend]]\naddress = \"{echo_addr}\"\n",
+        sock = dir.join("admin.sock").display(),
+    );
+    let (mut node, _sock) = start_node(&dir, &toml);
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let mut held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    held.write_all(b"one").unwrap();
+    assert_eq!(held.read(&mut buf).unwrap(), 3, "{}", log());
+    let signal = |sig: &str, pid: u32| {
+        assert!(Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let pid = node.0.id();
+    signal("-TERM", pid);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        node.0.try_wait().unwrap().is_none(),
+        "exited while draining\n{}",
+        log()
+    );
+    signal("-INT", pid);
+    assert!(
+        wait_until(Duration::from_secs(10), || node
+            .0
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "still draining after a second signal\n{}",
+        log()
+    );
+    // The held connection was closed, not left to the deadline.
+    assert!(matches!(held.read(&mut buf), Ok(0) | Err(_)));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `lbctl backend drain|ready` sent while a SIGHUP reload is starting the replacement of a
 /// virtual server takes effect on the replacement, the version that ends up serving (it used
 /// to land on the retired version only and was lost with it). The reload is held in that

@@ -1481,6 +1481,12 @@ impl Node {
 
     /// SIGTERM: priority 0 and VIPs away first, then listeners, then the drain.
     async fn shutdown(&mut self) {
+        self.shutdown_until(std::future::pending()).await;
+    }
+
+    /// As [`shutdown`](Self::shutdown), but connections still draining are closed as soon
+    /// as `hurry` completes (a second SIGTERM or SIGINT).
+    async fn shutdown_until(&mut self, hurry: impl std::future::Future<Output = ()>) {
         for s in std::mem::take(&mut self.speakers) {
             s.stop(&self.shared.vrrp).await;
         }
@@ -1515,15 +1521,23 @@ impl Node {
         let current =
             futures::future::join_all(vss.into_iter().map(|v| v.stop(Some(deadline), deadline)));
         let waited = tokio::time::timeout(deadline, futures::future::join_all(earlier.iter_mut()));
-        let (_, waited) = futures::join!(current, waited);
-        if waited.is_err() {
+        let drained = async { futures::join!(current, waited).1.is_ok() };
+        // Dropping the running versions' drains closes their connections at once.
+        let drained = tokio::select! {
+            d = drained => d,
+            () = hurry => {
+                tracing::warn!("second stop signal: open connections closed now");
+                false
+            }
+        };
+        if !drained {
             // Without `reload_drain_deadline` their connections had no limit; a stop
             // gives them `drain_deadline` as the running ones, and closes them now.
             for t in &earlier {
                 t.abort();
             }
             tracing::warn!(
-                "connections of virtual servers replaced by reloads closed at the drain deadline"
+                "connections of virtual servers replaced by reloads closed before they ended"
             );
         }
         // Last, as keepalived's stop_vrrp: the drained listeners may have used them.
@@ -1615,7 +1629,14 @@ pub async fn run(path: PathBuf, format: Option<Format>) -> Result<(), NodeError>
         .shutdown_script
         .clone()
         .map(|s| (s, node.config.global.shutdown_script_timeout));
-    node.shutdown().await;
+    // A second SIGTERM or SIGINT closes what is still draining at once.
+    node.shutdown_until(async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+    .await;
     let _ = stop_admin.send(());
     let _ = admin_task.await;
     let _ = std::fs::remove_file(&socket_path);
