@@ -337,6 +337,12 @@ address = "{b}"
     assert!(wait_until(Duration::from_secs(5), || status(&sock)
         ["virtual_servers"][0]["backends"][0]["health"]
         == "down"));
+    // The log names the real server by its address (it said `backend=#1`).
+    let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    assert!(
+        log.contains(&format!("backend={} from=up to=down", a.addr)),
+        "{log}"
+    );
     std::fs::remove_file(&flag).unwrap();
     assert!(wait_until(Duration::from_secs(5), || status(&sock)
         ["virtual_servers"][0]["backends"][0]["health"]

@@ -173,6 +173,9 @@ struct Appliers {
     /// then the virtual server's.
     fifo: HashMap<BackendId, String>,
     fifo_vs: String,
+    /// Each backend's address, for the logs (ids shift when a reload adds one; keepalived
+    /// and HAProxy name the real server).
+    addrs: HashMap<BackendId, SocketAddr>,
 }
 
 /// What a source other than the probes says of one real server.
@@ -203,7 +206,15 @@ impl Appliers {
             bfd: HashMap::new(),
             fifo: HashMap::new(),
             fifo_vs: String::new(),
+            addrs: pool.backends().iter().map(|b| (b.id(), b.addr())).collect(),
         }
+    }
+
+    /// `id`'s address for a log line (`#id` for one the pool does not know).
+    fn addr(&self, id: BackendId) -> String {
+        self.addrs
+            .get(&id)
+            .map_or_else(|| id.to_string(), ToString::to_string)
     }
 
     fn of(&mut self, id: BackendId) -> &mut PoolApplier {
@@ -221,7 +232,7 @@ impl Appliers {
     fn apply_tracked(&mut self, name: &str, pool: &Pool, id: BackendId, t: Tracked) {
         let initial = match t {
             Tracked::Files(v) => {
-                tracing::info!(virtual_server = %name, backend = %id, fault = v.down, weight_offset = v.offset, reason = %v.reason, "tracked files");
+                tracing::info!(virtual_server = %name, backend = %self.addr(id), fault = v.down, weight_offset = v.offset, reason = %v.reason, "tracked files");
                 let initial = v.initial;
                 self.files.insert(id, v);
                 initial
@@ -231,7 +242,7 @@ impl Appliers {
                 down,
                 initial,
             } => {
-                tracing::info!(virtual_server = %name, backend = %id, bfd_instance = %session, up = down.is_none(), "BFD check");
+                tracing::info!(virtual_server = %name, backend = %self.addr(id), bfd_instance = %session, up = down.is_none(), "BFD check");
                 self.bfd.entry(id).or_default().insert(session, down);
                 initial
             }
@@ -286,7 +297,7 @@ impl Appliers {
         }
         if let Some((up, down)) = self.notify.get(&id) {
             if let Some(s) = if after { down } else { up } {
-                tracing::info!(virtual_server = %name, backend = %id, script = %s.command, "running the real server's notify command");
+                tracing::info!(virtual_server = %name, backend = %self.addr(id), script = %s.command, "running the real server's notify command");
                 super::notify(s, &[]);
             }
         }
@@ -307,7 +318,7 @@ impl Appliers {
                     backend
                 }
             };
-            tracing::info!(virtual_server = %name, backend = %id, event = ?ev, "passive health");
+            tracing::info!(virtual_server = %name, backend = %self.addr(id), event = ?ev, "passive health");
             let why = matches!(ev, OutlierEvent::Ejected { .. }).then(|| {
                 "ejected by passive health (consecutive failed connections or requests)".to_owned()
             });
@@ -667,7 +678,7 @@ impl OutcomeObserver for PassiveObserver {
             _ => return,
         };
         if self.tx.try_send((backend.id(), o)).is_err() {
-            tracing::debug!(backend = %backend.id(), "passive health: outcome queue full, outcome dropped");
+            tracing::debug!(backend = %backend.addr(), "passive health: outcome queue full, outcome dropped");
         }
     }
 }
@@ -706,7 +717,7 @@ async fn apply_health(
                     for id in ejected {
                         let passed = states.get(id).and_then(|s| s.last_pass);
                         if passed.is_some_and(|p| detector.uneject_if_passed(now(), id, p)) {
-                            tracing::info!(virtual_server = %name, backend = %id, "ejection ended: an active check passed");
+                            tracing::info!(virtual_server = %name, backend = %appliers.addr(id), "ejection ended: an active check passed");
                         }
                     }
                 }
@@ -718,7 +729,7 @@ async fn apply_health(
                 }
             } => match ev {
                 Ok(ev) => {
-                    tracing::info!(virtual_server = %name, backend = %ev.backend, from = %ev.old, to = %ev.new, reason = %ev.reason, "backend health changed");
+                    tracing::info!(virtual_server = %name, backend = %appliers.addr(ev.backend), from = %ev.old, to = %ev.new, reason = %ev.reason, "backend health changed");
                     let why = (ev.new == Health::Down).then(|| ev.reason.to_string());
                     note_health(&appliers.notes, ev.backend, |n| &mut n.check, why);
                     let before = appliers.of(ev.backend).is_failed_by_checks(ev.backend);
@@ -780,7 +791,7 @@ async fn apply_health(
                         continue;
                     }
                     match restore_outlier(&outlier_states, &mut detector, id, state) {
-                        Ok(ejected) => tracing::debug!(virtual_server = %name, backend = %id, ejected, "late ejection carried"),
+                        Ok(ejected) => tracing::debug!(virtual_server = %name, backend = %appliers.addr(id), ejected, "late ejection carried"),
                         Err(e) => tracing::warn!(virtual_server = %name, error = %e, "ejection not carried"),
                     }
                 }
