@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use lb_bins::admin::client::{Client, ClientError};
 use lb_bins::admin::{
     server, AdminHandler, AdminState, BackendStatus, BfdStatus, Health, HttpCounters,
-    HttpVsCounters, NodeStatus, Status, TrackedStatus, VirtualServerStatus, VrrpState, VrrpStatus,
+    HttpVsCounters, NodeStatus, ReloadStatus, Status, TrackedStatus, VirtualServerStatus,
+    VrrpState, VrrpStatus,
 };
 use lb_bins::config::model::Protocol;
 
@@ -90,6 +91,11 @@ fn status() -> Status {
             config: Some("/etc/keepalived/keepalived.conf".into()),
             busy_polling: false,
             busy_polls: 0,
+            last_reload: Some(ReloadStatus {
+                at: 1_795_000_000,
+                result: "rejected".into(),
+                errors: vec!["lb.toml:3:9: unknown lb_algo \"bogus\"".into()],
+            }),
         },
         vrrp: vec![
             VrrpStatus {
@@ -324,6 +330,11 @@ fn lbctl_status_prints_tables_and_json() {
     assert_eq!(code, 0, "{err}");
     println!("{out}");
     assert!(out.starts_with("lb-node LVS_MASTER  version 0.1.0  up 1h02m"));
+    // The last reload's end and why (HAProxy's master CLI answers a reload so).
+    assert!(
+        out.contains("\nlast reload 2026-11-18 11:06:40 UTC rejected\n  lb.toml:3:9: unknown lb_algo \"bogus\"\n"),
+        "{out}"
+    );
     assert!(
         out.contains(
             "VI_1  lbnet0     51    MASTER  100       100   198.18.0.11  VG_1        198.18.0.250"

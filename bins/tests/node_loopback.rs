@@ -1949,6 +1949,9 @@ fn a_virtual_server_a_reload_cannot_start_is_listed_with_why() {
     let s = status(&sock);
     let why = s["virtual_servers"][1]["error"].as_str().unwrap();
     assert!(why.contains(&busy.to_string()), "{why}");
+    // The reload's own end says so too.
+    let reload = |s: &serde_json::Value| s["node"]["last_reload"]["result"].clone();
+    assert_eq!(reload(&s), "partial", "{s}");
     drop(taken);
     reload_node(&node, &dir, &two);
     assert!(
@@ -1957,6 +1960,17 @@ fn a_virtual_server_a_reload_cannot_start_is_listed_with_why() {
         status(&sock),
         log()
     );
+    assert!(wait_until(Duration::from_secs(5), || reload(&status(&sock)) == "done"));
+    // A file that does not load: rejected, with where.
+    reload_node(&node, &dir, &format!("{two}\nlb_algo = 3\n"));
+    assert!(
+        wait_until(Duration::from_secs(5), || reload(&status(&sock)) == "rejected"),
+        "{}",
+        status(&sock)
+    );
+    let s = status(&sock);
+    let errors = s["node"]["last_reload"]["errors"][0].as_str().unwrap_or_default();
+    assert!(errors.contains("node.toml:"), "{s}");
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,8 +19,12 @@ use std::time::Duration;
 
 use super::{AdminState, Request, Response, Status, MAX_LINE};
 
-/// How long a request may take before the client gives up.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may take before the client gives up: longer than the server's
+/// [`IDLE_TIMEOUT`](super::server::IDLE_TIMEOUT), so that a request queued behind
+/// [`MAX_CONNECTIONS`](super::server::MAX_CONNECTIONS) idle clients is answered once the
+/// server closes them, rather than the two timers racing.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+const _: () = assert!(TIMEOUT.as_secs() > super::server::IDLE_TIMEOUT.as_secs());
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]

@@ -304,6 +304,7 @@ impl Status {
                 config: None,
                 busy_polling: config.global.busy_polling,
                 busy_polls: 0,
+                last_reload: None,
             },
             vrrp: config
                 .vrrp_instances
@@ -391,6 +392,22 @@ pub struct NodeStatus {
     /// are open and stands still while the node is idle.
     #[serde(default)]
     pub busy_polls: u64,
+    /// The last SIGHUP reload, if there was one since start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reload: Option<ReloadStatus>,
+}
+
+/// How a SIGHUP reload ended (HAProxy's master CLI answers a `reload` alike).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    /// When it ended, seconds since the Unix epoch.
+    pub at: u64,
+    /// `done`; `partial` (applied, but virtual servers do not run: their `error` says why);
+    /// `rejected` (the file did not load: the running configuration stays).
+    pub result: String,
+    /// Why, for `rejected` (the loader's `file:line:column` messages) and `partial`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// One VRRP instance.

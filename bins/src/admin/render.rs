@@ -35,6 +35,14 @@ pub fn status_table(status: &Status) -> String {
     if n.busy_polling {
         let _ = write!(out, "  busy-polling on ({} polls)", n.busy_polls);
     }
+    if let Some(r) = &n.last_reload {
+        let _ = write!(out, "\nlast reload {} {}", utc(r.at), r.result);
+        for e in &r.errors {
+            for line in e.lines() {
+                let _ = write!(out, "\n  {line}");
+            }
+        }
+    }
     out.push_str("\n\n");
 
     if status.vrrp.is_empty() {

@@ -118,6 +118,8 @@ struct Shared {
     busy_polling: Option<lb_proxy::busy_poll::BusyPolling>,
     /// Virtual servers of the configuration that a reload could not start, with why.
     failed_vservers: RwLock<Vec<VirtualServerStatus>>,
+    /// How the last SIGHUP reload ended.
+    last_reload: RwLock<Option<admin::ReloadStatus>>,
     /// The BFD sessions, in configuration order.
     bfd: RwLock<
         Vec<(
@@ -277,6 +279,7 @@ impl AdminHandler for Shared {
                 config: Some(self.config_path.clone()),
                 busy_polling: self.busy_polling.is_some(),
                 busy_polls: self.busy_polling.as_ref().map_or(0, |b| b.spins()),
+                last_reload: read(&self.last_reload).clone(),
             },
             vrrp,
             virtual_servers,
@@ -778,6 +781,7 @@ impl Node {
                 .busy_polling
                 .then(lb_proxy::busy_poll::BusyPolling::new),
             failed_vservers: RwLock::new(Vec::new()),
+            last_reload: RwLock::new(None),
             bfd: RwLock::new(Vec::new()),
         });
         let mut node = Self {
@@ -939,6 +943,7 @@ impl Node {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload rejected, the running configuration stays:\n{e}");
+                self.note_reload("rejected", vec![e.to_string()]);
                 return;
             }
         };
@@ -983,6 +988,7 @@ impl Node {
                     s.write_states().await;
                 }
             }
+            self.note_reload("done", Vec::new());
             return;
         }
         tracing::info!(?d, "reloading");
@@ -1468,15 +1474,38 @@ impl Node {
             new.vrrp_instances.iter().map(|v| v.name.clone()).collect();
         *write(&self.shared.router_id) = router_id(&new.global);
         self.config = new;
-        let not_running = read(&self.shared.failed_vservers).len();
-        if not_running > 0 {
+        let not_running: Vec<String> = read(&self.shared.failed_vservers)
+            .iter()
+            .map(|v| {
+                format!(
+                    "virtual server {}: {}",
+                    v.name,
+                    v.error.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        if not_running.is_empty() {
+            tracing::info!("reload done");
+            self.note_reload("done", Vec::new());
+        } else {
             tracing::warn!(
-                not_running,
+                not_running = not_running.len(),
                 "reload done, but virtual servers do not run (lbctl status says why)"
             );
-        } else {
-            tracing::info!("reload done");
+            self.note_reload("partial", not_running);
         }
+    }
+
+    /// Records how a reload ended, for `lbctl status`.
+    fn note_reload(&self, result: &str, errors: Vec<String>) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        *write(&self.shared.last_reload) = Some(admin::ReloadStatus {
+            at,
+            result: result.to_owned(),
+            errors,
+        });
     }
 
     /// SIGTERM: priority 0 and VIPs away first, then listeners, then the drain.
