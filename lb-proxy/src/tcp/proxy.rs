@@ -392,7 +392,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 // client holds none, so at `maxconn` a slot freed serves a client of any
                 // listener (HAProxy pauses and resumes all its listeners together). This
                 // one waits for it meanwhile; the backlog holds the listener's others.
+                // A free slot is taken before a stop is looked at: a client accepted
+                // already would otherwise be dropped here — reset, its request unread —
+                // when a reload stops this listener just then (its replacement accepts on
+                // a duplicate of the socket, but only connections not yet accepted). No
+                // await happens before the spawn while a slot is free, so the accept
+                // task's abort cannot drop it either.
                 let permit = tokio::select! {
+                    biased;
                     p = Arc::clone(&shared.slots).acquire_owned() => match p {
                         Ok(p) => p,
                         Err(_) => return,
