@@ -1747,6 +1747,93 @@ fn reload_keeps_a_changed_master_master() {
     );
 }
 
+/// A reload that renames an instance (same interface and VRID) keeps its state, as
+/// keepalived's `vrrp_exist` matches old and new instances by VRID: the Master stays
+/// Master under its new name, the VIP never leaves, the backup never takes over and no
+/// notify script runs. It used to stop the old instance with a priority-0 advert (the
+/// backup took the VIP) and start the renamed one as BACKUP.
+#[test]
+fn reload_renaming_an_instance_keeps_its_state() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbn", &[("lb1", 11), ("lb2", 12)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let mut lb2 = Node::new(&lab, "lb2");
+    let notified = lab.dir().join("notified");
+    let vip = "198.18.0.233";
+    let conf = |socket: &Path, name: &str, prio: u8| {
+        format!(
+            "global_defs {{\nrouter_id R{prio}\nadmin_socket {}\n}}\n\
+             vrrp_instance {name} {{\ninterface eth0\nvirtual_router_id 73\npriority {prio}\n\
+             advert_int 1\nnotify_master \"/usr/bin/touch {}\"\n\
+             virtual_ipaddress {{\n{vip}\n}}\n}}\n",
+            socket.display(),
+            notified.with_extension(name).display(),
+        )
+    };
+    std::fs::write(&lb1.conf, conf(&lb1.socket, "VI_1", 150)).expect("conf");
+    std::fs::write(&lb2.conf, conf(&lb2.socket, "VI_1", 100)).expect("conf");
+    lb1.start(&lab);
+    lb2.start(&lab);
+    let state = |n: &Node| n.status().map(|s| vrrp_states(&s)).unwrap_or_default();
+    let settled = wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+        state(&lb1) == [("VI_1".to_owned(), VrrpState::Master)]
+            && state(&lb2) == [("VI_1".to_owned(), VrrpState::Backup)]
+    });
+    assert!(
+        settled.is_some(),
+        "{:?} {:?}\n{}",
+        state(&lb1),
+        state(&lb2),
+        lb1.logs()
+    );
+    let ip: IpAddr = vip.parse().expect("ip");
+    let to_master = |n: &mut Node| {
+        n.proc()
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("VRRP transition") && l.contains("to=Master"))
+            .count()
+    };
+    let lb2_before = to_master(&mut lb2);
+
+    std::fs::write(&lb1.conf, conf(&lb1.socket, "VI_web", 150)).expect("conf");
+    assert!(lb1.proc().sighup());
+    // Watch the VIP through the reload and past a Master_Down_Interval after it.
+    let start = Instant::now();
+    let mut gone = 0;
+    while start.elapsed() < Duration::from_secs(5) {
+        if !lab.has_addr("lb1", ip) {
+            gone += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        lb1.proc().stderr().contains("reload done"),
+        "{}",
+        lb1.logs()
+    );
+    assert_eq!(
+        gone,
+        0,
+        "the VIP left lb1 during the reload\n{}",
+        lb1.logs()
+    );
+    assert_eq!(
+        to_master(&mut lb2),
+        lb2_before,
+        "lb2 took over during lb1's reload\n{}\n{}",
+        lb1.logs(),
+        lb2.logs()
+    );
+    assert_eq!(state(&lb1), [("VI_web".to_owned(), VrrpState::Master)]);
+    assert!(
+        !notified.with_extension("VI_web").exists(),
+        "notify_master ran at the reload"
+    );
+}
+
 /// A reload hand-over carries the scripts' last results (keepalived keeps a script's state
 /// across a reload). lb1 (priority 100) is Master thanks to a +50 script that takes 4 s to
 /// answer; lb2 has 120. Without the carried result, the resumed Master advertised 100 until

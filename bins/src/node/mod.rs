@@ -1303,9 +1303,36 @@ impl Node {
                         keep.push(s);
                         continue;
                     }
-                    let old = s.instances.clone();
+                    // Renamed instances (same interface and VRID): what the hand-over
+                    // returns under the old names, and the old instances themselves, go
+                    // by the new names from here on.
+                    let renames: Vec<(String, String)> = s
+                        .instances
+                        .iter()
+                        .zip(m.iter())
+                        .filter(|(a, b)| a.name != b.name)
+                        .map(|(a, b)| (a.name.clone(), b.name.clone()))
+                        .collect();
+                    let mut old = s.instances.clone();
+                    for (vi, n) in old.iter_mut().zip(m.iter()) {
+                        if vi.name != n.name {
+                            tracing::info!(from = %vi.name, to = %n.name, "reload: VRRP instance renamed, it keeps its state");
+                            vi.name.clone_from(&n.name);
+                        }
+                    }
                     let old_group = s.sync_group.clone();
-                    let (previous, carried, installed) = s.handover().await;
+                    let (mut previous, mut carried, mut installed) = s.handover().await;
+                    for (from, to) in &renames {
+                        if let Some(v) = previous.remove(from) {
+                            previous.insert(to.clone(), v);
+                        }
+                        if let Some(v) = carried.remove(from) {
+                            carried.insert(to.clone(), v);
+                        }
+                        if let Some(v) = installed.remove(from) {
+                            installed.insert(to.clone(), v);
+                        }
+                    }
                     let masters: HashSet<String> = previous
                         .iter()
                         .filter(|(_, st)| **st == lb_vrrp::machine::State::Master)

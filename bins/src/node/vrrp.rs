@@ -815,7 +815,9 @@ pub(crate) fn can_continue(a: &VrrpInstance, b: &VrrpInstance) -> bool {
 }
 
 /// Whether a running speaker (`group`, `instances`) is the one the new configuration's
-/// group (`g`, `members`) continues: the same sync group, or the same lone instance.
+/// group (`g`, `members`) continues: the same sync group, or the same lone instance — by
+/// name, or renamed on the same interface, VRID, family and VMAC ([`can_continue`]; as
+/// keepalived's `vrrp_exist`, which matches by VRID, not name).
 pub(crate) fn same_group(
     group: &Option<String>,
     instances: &[VrrpInstance],
@@ -824,7 +826,10 @@ pub(crate) fn same_group(
 ) -> bool {
     match (group, g) {
         (Some(a), Some(b)) => a == b,
-        (None, None) => instances.first().map(|v| &v.name) == members.first().map(|v| &v.name),
+        (None, None) => match (instances, members) {
+            ([a], [b]) => a.name == b.name || can_continue(a, b),
+            _ => instances.first().map(|v| &v.name) == members.first().map(|v| &v.name),
+        },
         _ => false,
     }
 }
@@ -1352,7 +1357,9 @@ impl SpeakerRuntime {
                 .instances
                 .iter()
                 .zip(new)
-                .all(|(a, b)| a.name == b.name && can_continue(a, b))
+                // A renamed instance continues too (keepalived matches by VRID); the
+                // caller moves what the hand-over returns under its old name.
+                .all(|(a, b)| can_continue(a, b))
     }
 
     /// Stops the speaker for a successor (a reload that changed the group): no priority-0
