@@ -418,6 +418,25 @@ impl<B: BuildScheduler> Pool<B> {
         self.select_in(&self.current.load(), now, ctx, accept)
     }
 
+    /// The backend the client's persistence entry sends it to now, if the entry is live and
+    /// names a primary backend that takes new connections (as [`select`](Self::select)
+    /// would honour it with an `accept` that takes everything). No pick is made and nothing
+    /// is recorded; the entry's timeout is refreshed as by a pick. `None` without
+    /// persistence or a client. For a caller whose `accept` refuses a backend only for a
+    /// while (at its `maxconn`): HAProxy queues such a client for its server rather than
+    /// send it — and its persistence entry — elsewhere.
+    pub fn persistent_backend(&self, now: Instant, ctx: &SelectContext<'_>) -> Option<BackendId> {
+        let table = self.persistence.as_ref()?;
+        let key = self.config.persistence_granularity.mask(ctx.client?).ip();
+        let (id, addr, _) = table.lookup(key, now)?;
+        let snap = self.current.load();
+        let b = snap.candidate_slot(id)?;
+        (addr.is_none_or(|a| a == b.addr())
+            && !b.is_backup()
+            && snap.honours(b, self.config.expire_quiescent_template))
+        .then_some(id)
+    }
+
     /// [`select`](Self::select) on `snap`, which may be older than the current snapshot
     /// (a pick that loaded it just before a rebuild): persistence entries name a backend by
     /// id and address, and an entry whose id names another address in `snap` (it was

@@ -504,6 +504,46 @@ async fn maxconn_queue_serves_in_arrival_order() {
     .unwrap();
 }
 
+/// A persistent client whose backend is at `maxconn` waits in the queue for it, as
+/// HAProxy queues a client for its server: it was sent to the other backend, and its
+/// persistence entry moved there for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxconn_queue_keeps_a_persistent_client_on_its_backend() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let (a, mut a_arrivals) = gated_backend().await;
+        let (b, mut b_arrivals) = gated_backend().await;
+        let set = BackendSet::new(vec![
+            Backend::new(BackendId(1), a.addr),
+            Backend::new(BackendId(2), b.addr),
+        ])
+        .unwrap();
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            ..PoolConfig::default()
+        };
+        let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, cfg).unwrap());
+        let proxy = TcpProxy::start(fifo_config(Duration::from_secs(60)), pool).unwrap();
+        let addr = proxy.local_addrs()[0];
+        // Round robin starts at a: the client's entry names a.
+        let first = gated_client(addr, 0);
+        let (id, release) = next_arrival(&mut a_arrivals).await;
+        assert_eq!(id, 0);
+        // Same client address, a full: queued for a, not sent to b.
+        let second = gated_client(addr, 1);
+        eventually("client 1 queued", || proxy.stats().queued == 1).await;
+        assert!(b_arrivals.try_recv().is_err(), "sent to the other backend");
+        release.send(()).unwrap();
+        let (id, release) = next_arrival(&mut a_arrivals).await;
+        assert_eq!(id, 1, "not served by its backend once a slot freed");
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), [0]);
+        assert_eq!(second.await.unwrap().unwrap(), [1]);
+        assert!(b_arrivals.try_recv().is_err());
+    })
+    .await
+    .unwrap();
+}
+
 /// No queue jumping: the slot frees (held through another proxy sharing the backend, so
 /// this proxy's waiter only notices at its periodic re-check) and a new connection arrives
 /// at once; the connection already waiting still goes first.

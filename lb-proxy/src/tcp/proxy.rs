@@ -59,7 +59,8 @@ pub struct TcpProxyConfig {
     pub backend_maxconn_by_id: Vec<(BackendId, u64)>,
     /// HAProxy `maxqueue`: how many connections may wait for a backend slot when every
     /// eligible backend is at `backend_maxconn`; beyond it they are refused. Waiters are
-    /// served first come, first served, and a new connection queues behind them. Default 1024.
+    /// served first come, first served, and a new connection queues behind them. Default
+    /// 1024. 0 is no queue: refused at once (HAProxy's `maxqueue 0` means unlimited).
     pub maxqueue: usize,
     /// HAProxy `timeout queue`: the longest a connection waits for a slot. Default 5 s.
     pub queue_timeout: Duration,
@@ -90,8 +91,9 @@ pub struct TcpProxyConfig {
     pub backend_options: StreamOptions,
     /// Splice (default, automatic fallback) or always copy.
     pub forward_mode: ForwardMode,
-    /// HAProxy `maxpipes`: the most pipes (2 descriptors each) used for splicing at once.
-    /// Default 1024.
+    /// HAProxy `maxpipes`: the most pipes (2 descriptors each) used for splicing at once,
+    /// by this proxy (HAProxy's bound is per process: N proxies here may hold N times as
+    /// many; a connection without a pipe copies instead). Default 1024.
     pub maxpipes: usize,
     /// HAProxy `tune.pipesize`, in bytes; 0 (default) keeps the kernel's 64 KiB.
     pub pipe_size: usize,
@@ -605,8 +607,9 @@ fn broken_at_start(shared: &Shared, backend: &Backend) {
 /// re-queue unless every backend is full; when the only backends with a free slot are ones
 /// that already failed for it, it tries them again rather than queue.) It is one queue per
 /// proxy, like HAProxy's backend queue: a waiter at the front that may only use one backend
-/// (a retry without redispatch) holds the others back until that backend frees a slot or the
-/// queue timeout.
+/// (a retry without redispatch, or a client whose persistence entry names a full backend,
+/// [`Pool::persistent_backend`](lb_core::Pool::persistent_backend)) holds the others back
+/// until that backend frees a slot or the queue timeout.
 ///
 /// A connect failure is counted against the backend (`record_failure`, `connect_failures`,
 /// the observer) and retried; an [`Error::LocalConnect`] (this host's descriptors, `source`
@@ -630,6 +633,18 @@ async fn connect_backend(
     // The backend whose connection error (not a timeout) the next attempt follows.
     let mut refused_by: Option<BackendId> = None;
     let mut sticky: Option<BackendId> = None;
+    // With backend maxconn: the backend the client's persistence entry names, which this
+    // connection waits for when it is full (HAProxy queues for the server, and redispatches
+    // only past its queue; a fresh pick would also move the client's entry for good). Once
+    // a connect fails, the retries may go elsewhere (`redispatch`).
+    let limited = cfg.backend_maxconn.is_some() || !cfg.backend_maxconn_by_id.is_empty();
+    let persistent = if limited {
+        shared
+            .pool
+            .persistent_backend(Instant::now().into_std(), &ctx)
+    } else {
+        None
+    };
     let mut failures = 0u32;
     let mut last_err: Option<Error> = None;
     let mut queue: Option<QueueSlot<'_>> = None;
@@ -651,8 +666,9 @@ async fn connect_backend(
         // connection has a free slot.
         let (mut full, mut spare_tried) = (false, false);
         let now = Instant::now().into_std();
+        let only = sticky.or(persistent.filter(|_| failures == 0));
         let picked = shared.pool.select(now, &ctx, &mut |b| {
-            if sticky.is_some_and(|id| b.id() != id) {
+            if only.is_some_and(|id| b.id() != id) {
                 return false;
             }
             if cfg
@@ -693,23 +709,25 @@ async fn connect_backend(
             }
             return Err(last_err.unwrap_or(Error::NoBackend));
         };
+        // HAProxy's turn-around timer (`back_handle_st_cer`): a retry on the server that
+        // just refused waits min(`timeout connect`, 1 s), so that a restarting server is
+        // not hit by every retry within a millisecond — without redispatch, or with it
+        // when no other backend is left. Before the backend's slot is taken: a sleeping
+        // retry holds none of a refusing backend's `maxconn`.
+        if refused_by.take() == Some(backend.id()) {
+            tokio::time::sleep(cfg.connect_timeout.min(Duration::from_secs(1))).await;
+        }
         let guard = backend.connection();
         if cfg
             .maxconn_of(backend.id())
             .is_some_and(|m| backend.stats().active() > m)
         {
-            // Lost a race for the last slot: pick again.
+            // Lost a race for the last slot (or it went while the retry waited): pick
+            // again.
             drop(guard);
             continue;
         }
         queue = None;
-        // HAProxy's turn-around timer (`back_handle_st_cer`): a retry on the server that
-        // just refused waits min(`timeout connect`, 1 s), so that a restarting server is
-        // not hit by every retry within a millisecond — without redispatch, or with it
-        // when no other backend is left.
-        if refused_by.take() == Some(backend.id()) {
-            tokio::time::sleep(cfg.connect_timeout.min(Duration::from_secs(1))).await;
-        }
         let started = Instant::now();
         match connect_once(&backend, cfg).await {
             Ok(stream) => {
