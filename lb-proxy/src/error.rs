@@ -100,6 +100,12 @@ pub enum Error {
     /// Reading from or writing to the backend failed.
     #[error("backend i/o: {0}")]
     BackendIo(io::Error),
+    /// The backend answered, then closed with the client's upload unread (an early
+    /// response: a 413, a 401), so its kernel reset the connection: the connection ends,
+    /// but the backend is not held to have failed (HAProxy's `observe layer4` counts only
+    /// connects).
+    #[error("backend answered and stopped reading the upload: {0}")]
+    BackendStoppedReading(io::Error),
     /// Neither side sent anything, nor took any of what was sent to it, for the idle
     /// timeout.
     #[error("idle for {0:?}")]
@@ -128,7 +134,8 @@ impl Error {
             | Self::QueueTimeout(_)
             | Self::Connect { .. }
             | Self::ConnectTimeout { .. }
-            | Self::BackendIo(_) => ErrorSource::Backend,
+            | Self::BackendIo(_)
+            | Self::BackendStoppedReading(_) => ErrorSource::Backend,
             Self::Bind { .. }
             | Self::Config { .. }
             | Self::LocalConnect { .. }

@@ -1132,6 +1132,68 @@ impl lb_proxy::outcome::OutcomeObserver for Recorder {
     }
 }
 
+/// A backend that answers early and closes while the client still uploads (a 413: its
+/// kernel resets, the upload unread) ended the connection as a backend failure, so that
+/// clients sending oversized uploads could get a healthy server ejected. The answer still
+/// reaches the client; the end is not held against the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_to_an_upload_is_not_a_backend_failure() {
+    use lb_proxy::outcome::Outcome;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 10];
+                if s.read_exact(&mut head).await.is_ok() {
+                    let _ = s.write_all(b"413 too large").await;
+                }
+                // Closed with the rest of the upload unread: the kernel resets.
+            });
+        }
+    });
+    let rec = Arc::new(Recorder::default());
+    let proxy = TcpProxy::start_with_observer(config(), pool_of(&[backend]), rec.clone()).unwrap();
+    let mut c = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+    let (mut r, mut w) = c.split();
+    let upload = async {
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..64 {
+            if w.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    };
+    let answer = async {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        // Until EOF or a reset, bounded.
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), r.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    };
+    let ((), got) = tokio::join!(upload, answer);
+    assert_eq!(got, b"413 too large");
+    // The connection's end is reported once its task ends.
+    let mut closed = None;
+    for _ in 0..250 {
+        closed = rec.0.lock().unwrap().iter().find_map(|(_, o)| match o {
+            Outcome::Closed { backend_error, .. } => Some(*backend_error),
+            _ => None,
+        });
+        if closed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(closed, Some(false), "{:?}", rec.0.lock().unwrap());
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn outcomes_reach_the_observer() {
     use lb_proxy::outcome::Outcome;

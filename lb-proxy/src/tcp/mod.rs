@@ -262,7 +262,8 @@ enum TransferState {
 /// Returns `Ok(Some(e))` when writing to `dst` failed: only this direction ended (see
 /// [`forward`]), and `e` is reported once the other one ends too.
 ///
-/// `eofs` counts the directions that reached EOF. The second to get there skips its
+/// `eofs` counts the directions that reached EOF (in its low bits; [`UPLOAD_REFUSED`] is a
+/// flag in the same byte, to keep the per-connection future small). The second to get there skips its
 /// `shutdown`: both peers have sent their FIN, the connection ends, and closing `dst`
 /// sends this FIN (HAProxy makes the same saving; one syscall per connection).
 async fn side(
@@ -286,12 +287,17 @@ async fn side(
                 // queued in its receive buffer: the other direction goes on to deliver it
                 // (a backend that answers and closes while the client still uploads), and
                 // ends at that socket's error or EOF. Only this direction ends here.
-                Err(e @ DirError::Write(_)) => return Ok(Some(attribute(e))),
+                Err(e @ DirError::Write(_)) => {
+                    if src_is_client {
+                        eofs.fetch_or(UPLOAD_REFUSED, Ordering::Relaxed);
+                    }
+                    return Ok(Some(attribute(e)));
+                }
                 // `src` is broken: nothing more can come from it, and nothing can reach it.
                 Err(e) => return Err(attribute(e)),
             },
             TransferState::ShuttingDown => {
-                let last = eofs.fetch_add(1, Ordering::Relaxed) > 0;
+                let last = eofs.fetch_add(1, Ordering::Relaxed) & !UPLOAD_REFUSED > 0;
                 if !last {
                     match SockRef::from(dst).shutdown(Shutdown::Write) {
                         Ok(()) => {}
@@ -306,6 +312,10 @@ async fn side(
         };
     }
 }
+
+/// In `forward`'s `eofs` byte: the backend stopped taking the client's bytes (writing to it
+/// failed).
+const UPLOAD_REFUSED: u8 = 0x80;
 
 /// A splice burst below this many bytes counts as interactive traffic.
 #[cfg(all(target_os = "linux", feature = "splice"))]
@@ -437,6 +447,18 @@ pub async fn forward(
         backend_to_client: down.load(Ordering::Relaxed),
         spliced: spliced.load(Ordering::Relaxed),
         duration: start.elapsed(),
+    };
+    // A backend that answered and then stopped taking the upload (closed with it unread:
+    // its kernel resets, so reading it fails too after its answer): an early response, not
+    // a broken backend.
+    let result = match result {
+        Err(Error::BackendIo(e))
+            if eofs.load(Ordering::Relaxed) & UPLOAD_REFUSED != 0
+                && stats.backend_to_client > 0 =>
+        {
+            Err(Error::BackendStoppedReading(e))
+        }
+        r => r,
     };
     (stats, result)
 }
