@@ -852,6 +852,53 @@ async fn slow_reader_of_a_large_response_is_not_idle() {
     .unwrap();
 }
 
+/// An upload the proxy's send buffer took whole, which the backend then takes slowly, is not
+/// idle: the proxy writes and reads nothing for long stretches, but the backend keeps
+/// acknowledging bytes (IPVS refreshes its timer on every ACK). It was cut at the first
+/// idle timeout, the backend never answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_backend_draining_a_buffered_upload_is_not_idle() {
+    tokio::time::timeout(TEST_BOUND, async {
+        const UPLOAD: usize = 2 << 20;
+        // A small receive buffer: the upload waits in the proxy's send buffer, not in the
+        // backend's kernel.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(32 << 10).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let l = socket.listen(16).unwrap();
+        let addr = l.local_addr().unwrap();
+        let _backend = TestBackend {
+            addr,
+            task: tokio::spawn(async move {
+                let (mut s, _) = l.accept().await.unwrap();
+                // 32 KiB every 40 ms (about 800 KB/s), then the count.
+                let mut buf = vec![0u8; 32 << 10];
+                let mut got = 0;
+                while got < UPLOAD {
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+                let _ = s.write_all(got.to_string().as_bytes()).await;
+            }),
+        };
+        let mut cfg = config();
+        cfg.idle_timeout = Some(Duration::from_millis(700));
+        let proxy = TcpProxy::start(cfg, pool_of(&[addr])).unwrap();
+        let mut s = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+        s.write_all(&vec![1u8; UPLOAD]).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer).await;
+        assert_eq!(answer, UPLOAD.to_string(), "{:?}", proxy.stats());
+        assert_eq!(proxy.stats().idle_timeouts, 0);
+    })
+    .await
+    .unwrap();
+}
+
 /// A backend that answers and closes while the client is still uploading (an HTTP 413, say)
 /// resets the connection, as it leaves the upload unread. The answer still reaches the
 /// client, as on a direct connection: the broken upload ends only its own direction.

@@ -222,15 +222,17 @@ impl Direction<'_> {
     }
 }
 
-/// Whether a write blocked on `dst` has seen its peer acknowledge bytes since the wait
-/// began or since this was last asked.
+/// Whether `dst`'s peer has acknowledged bytes since the last look: since a blocked write
+/// began waiting, or since this was last asked. Bytes written without waiting may still be
+/// in flight (a large upload the send buffer took whole, which the peer then takes slowly):
+/// with no earlier look to compare with, bytes still unacknowledged count as progress once
+/// and become the reference, so a slow but moving peer is not idle (IPVS refreshes its
+/// timer on every ACK), while a stuck one is cut one period later.
 fn progressed(dst: &TcpStream, blocked: &AtomicU32) -> bool {
     let before = blocked.load(Ordering::Relaxed);
-    if before == NOT_BLOCKED {
-        return false;
-    }
     match crate::sockopt::unacked_bytes(dst) {
-        Ok(now) if now < before => {
+        Ok(0) => false,
+        Ok(now) if before == NOT_BLOCKED || now < before => {
             blocked.store(now, Ordering::Relaxed);
             true
         }
