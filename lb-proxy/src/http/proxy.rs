@@ -232,10 +232,12 @@ impl HttpProxy {
         server
             .timer(TokioTimer::new())
             .keep_alive(true)
-            // A client that shuts down its sending side after its request (`nc -N`, an L4
-            // proxy passing the client's FIN on) still gets its response, as from HAProxy;
-            // hyper would otherwise drop the request unanswered at the EOF.
-            .half_close(true)
+            // A client that closes (or half-closes) while its request is with the backend
+            // abandons it: the backend request is dropped at once, freeing its connection
+            // and its in-flight count (nginx's default, HAProxy's `option abortonclose`).
+            // hyper's `half_close` would answer a half-closed client (`nc -N`), but then
+            // stops reading mid-request and sees no close or reset at all.
+            .half_close(false)
             // The request-head timer is ours (`serve_client_inner`): hyper's would cost a
             // timer per request and also run while a keep-alive connection is idle.
             .header_read_timeout(None)
