@@ -2069,7 +2069,9 @@ async fn a_client_gone_mid_request_abandons_it() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         if reset {
-            s.set_linger(Some(Duration::ZERO)).unwrap();
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
         }
         drop(s);
         assert!(
