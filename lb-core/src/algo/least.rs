@@ -1,10 +1,12 @@
 //! Least-load family from IPVS: `lc`, `wlc`, `sed`, `nq`.
 //!
-//! Ties: `sed` and `nq` go to the earlier candidate, as IPVS does. `lc` and `wlc` go to the
-//! tied candidate picked least recently — HAProxy's `leastconn` round-robins within a group
-//! of equal load, and IPVS spreads sequential short connections by counting the closed ones
-//! still in its table (`inactconns`, below). Without that, connections opened and closed one
-//! after another (every backend idle at each pick) would all go to the first backend.
+//! Ties: `sed` and `nq` go to the earlier candidate, as IPVS does. `lc` and `wlc` share
+//! ties in proportion to weight (`lc`: equally): IPVS spreads sequential short connections
+//! that way by counting the closed ones still in its table (`inactconns`, below), and
+//! HAProxy's `leastconn` round-robins within a group of equal load. Each tied candidate
+//! keeps a virtual finish time that a pick moves on by `1 / weight` (start-time fair
+//! queuing), and the earliest wins. Without it, connections opened and closed one after
+//! another (every backend idle at each pick) would all go to the first backend.
 //!
 //! IPVS scans every destination per connection (O(n)). Here each scheduler keeps a
 //! tournament tree over its candidates' live active-connection counts, as HAProxy's
@@ -84,17 +86,23 @@ impl Formula {
 
 const NONE: u32 = u32::MAX;
 
+/// One pick of a weight-1 candidate, in virtual time: 2²⁰, so a weight of 65 535 still moves
+/// it by 16, and 2⁴⁴ picks pass before a finish time could overflow.
+const FAIR_SCALE: u64 = 1 << 20;
+
 /// A tournament tree over candidates' live loads: leaf `j` is candidate `j`, every inner
 /// node holds the index of the better of its children's winners.
 #[derive(Debug)]
 pub struct LoadTree {
     formula: Formula,
-    /// Ties go to the smaller stamp (`lc`, `wlc`) rather than to the earlier leaf.
-    lru_ties: bool,
-    /// Per leaf, when it was last picked (a value of `clock`); 0 = never.
-    stamps: Vec<AtomicU64>,
-    /// Pick counter behind `stamps`.
-    clock: AtomicU64,
+    /// Ties go to the earlier virtual finish time (`lc`, `wlc`) rather than to the earlier
+    /// leaf.
+    fair_ties: bool,
+    /// Per leaf, its virtual finish time: where its last pick ended, in units of
+    /// [`FAIR_SCALE`] / weight.
+    finish: Vec<AtomicU64>,
+    /// The virtual time: the start of the last pick.
+    vtime: AtomicU64,
     stats: Vec<(Arc<BackendStats>, u64)>,
     /// Leaves start here (a power of two ≥ n).
     base: usize,
@@ -103,7 +111,7 @@ pub struct LoadTree {
 }
 
 impl LoadTree {
-    fn new(formula: Formula, lru_ties: bool, candidates: &[Backend]) -> Arc<Self> {
+    fn new(formula: Formula, fair_ties: bool, candidates: &[Backend]) -> Arc<Self> {
         let base = candidates.len().next_power_of_two().max(1);
         let nodes = (0..2 * base)
             .map(|i| {
@@ -117,9 +125,9 @@ impl LoadTree {
             .collect();
         let tree = Arc::new(Self {
             formula,
-            lru_ties,
-            stamps: candidates.iter().map(|_| AtomicU64::new(0)).collect(),
-            clock: AtomicU64::new(0),
+            fair_ties,
+            finish: candidates.iter().map(|_| AtomicU64::new(0)).collect(),
+            vtime: AtomicU64::new(0),
             stats: candidates
                 .iter()
                 .map(|b| {
@@ -176,19 +184,27 @@ impl LoadTree {
         if self.formula.better(ka, kb) {
             return true;
         }
-        self.lru_ties
+        self.fair_ties
             && !self.formula.better(kb, ka)
-            && self.stamps[a as usize].load(Ordering::Relaxed)
-                < self.stamps[b as usize].load(Ordering::Relaxed)
+            && self.finish[a as usize].load(Ordering::Relaxed)
+                < self.finish[b as usize].load(Ordering::Relaxed)
     }
 
-    /// Records that leaf `leaf` was picked: with `lru_ties`, it moves behind the candidates
-    /// of equal load. O(log n).
+    /// Records that leaf `leaf` was picked: with `fair_ties`, its virtual finish time moves
+    /// on by `FAIR_SCALE / weight` from the later of its own and the virtual time (`lc`
+    /// counts every weight as 1), so that ties are shared in proportion to weight. O(log n).
     #[inline]
     fn picked(&self, leaf: usize) {
-        if self.lru_ties {
-            let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
-            self.stamps[leaf].store(now, Ordering::Relaxed);
+        if self.fair_ties {
+            let weight = match self.formula {
+                Formula::Lc => 1,
+                _ => self.stats[leaf].1.max(1),
+            };
+            let start = self.finish[leaf]
+                .load(Ordering::Relaxed)
+                .max(self.vtime.load(Ordering::Relaxed));
+            self.vtime.store(start, Ordering::Relaxed);
+            self.finish[leaf].store(start + FAIR_SCALE / weight, Ordering::Relaxed);
             self.update(leaf as u32);
         }
     }
@@ -228,7 +244,7 @@ fn scan<'a>(
 }
 
 macro_rules! least_scheduler {
-    ($(#[$doc:meta])* $name:ident, $formula:expr, $lru_ties:expr) => {
+    ($(#[$doc:meta])* $name:ident, $formula:expr, $fair_ties:expr) => {
         $(#[$doc])*
         #[derive(Debug)]
         pub struct $name {
@@ -241,7 +257,7 @@ macro_rules! least_scheduler {
             /// becomes the scheduler their connection counts feed.
             pub fn new(candidates: &[Backend]) -> Self {
                 let backends = weighted_only(candidates);
-                let tree = LoadTree::new($formula, $lru_ties, &backends);
+                let tree = LoadTree::new($formula, $fair_ties, &backends);
                 Self { backends, tree }
             }
         }
@@ -382,6 +398,26 @@ mod tests {
             })
             .collect();
         assert_eq!(got, [2, 3, 2, 3]);
+        // wlc shares ties by weight (IPVS's inactconns do): 1 and 9 give 1:9, where a
+        // plain least-recently-picked order gave 1:1.
+        let weighted = [b(1, 1), b(2, 9)];
+        let s = WeightedLeastConnections::new(&weighted);
+        let mut n = [0u32; 2];
+        for _ in 0..1000 {
+            let p = s.select(&ctx, &mut |_| true).unwrap();
+            drop(p.stats().connection());
+            n[p.id().0 as usize - 1] += 1;
+        }
+        assert_eq!(n, [100, 900]);
+        // lc ignores weights: 1:1.
+        let s = LeastConnections::new(&weighted);
+        let mut n = [0u32; 2];
+        for _ in 0..1000 {
+            let p = s.select(&ctx, &mut |_| true).unwrap();
+            drop(p.stats().connection());
+            n[p.id().0 as usize - 1] += 1;
+        }
+        assert_eq!(n, [500, 500]);
         // A lower load still wins over a tie's order.
         let _g = set[1].stats().connection();
         let _h = set[2].stats().connection();
