@@ -61,9 +61,6 @@ pub enum OnFailure {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// The backend's address when the entry was made: an id the pool gave another address
-    /// ([`Pool::replace`] renumbers by address) is another backend.
-    addr: SocketAddr,
     configured: Weight,
     dynamic: Option<Weight>,
     active_down: bool,
@@ -74,38 +71,40 @@ struct Entry {
     offset: i64,
 }
 
+impl Entry {
+    /// A backend as the pool has it: a backend already down counts as failed by its check.
+    fn of(b: &lb_core::Backend) -> Self {
+        Self {
+            configured: b.weight(),
+            dynamic: None,
+            active_down: b.health() == Health::Down,
+            ejected: false,
+            adjust_down: false,
+            offset: 0,
+        }
+    }
+}
+
 /// Applies [`HealthEvent`]s and [`OutlierEvent`]s to a pool. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct PoolApplier {
     on_failure: OnFailure,
-    entries: HashMap<BackendId, Entry>,
+    /// By address: [`Pool::replace`] renumbers backends by address, so an id may name
+    /// another backend later.
+    entries: HashMap<SocketAddr, Entry>,
+    /// The address each id named when last used.
+    ids: HashMap<BackendId, SocketAddr>,
 }
 
 impl PoolApplier {
     /// An applier that remembers each backend's configured weight and current health in
     /// `pool` (a backend already down counts as failed by its active check).
     pub fn new<B: BuildScheduler>(pool: &Pool<B>, on_failure: OnFailure) -> Self {
-        let entries = pool
-            .backends()
-            .iter()
-            .map(|b| {
-                (
-                    b.id(),
-                    Entry {
-                        addr: b.addr(),
-                        configured: b.weight(),
-                        dynamic: None,
-                        active_down: b.health() == Health::Down,
-                        ejected: false,
-                        adjust_down: false,
-                        offset: 0,
-                    },
-                )
-            })
-            .collect();
+        let backends = pool.backends();
         Self {
             on_failure,
-            entries,
+            entries: backends.iter().map(|b| (b.addr(), Entry::of(b))).collect(),
+            ids: backends.iter().map(|b| (b.id(), b.addr())).collect(),
         }
     }
 
@@ -177,8 +176,9 @@ impl PoolApplier {
     /// state keepalived's real-server notify scripts follow (passive health has no
     /// counterpart there). `false` for a backend it does not know yet.
     pub fn is_failed_by_checks(&self, backend: BackendId) -> bool {
-        self.entries
+        self.ids
             .get(&backend)
+            .and_then(|a| self.entries.get(a))
             .is_some_and(|e| e.active_down || e.adjust_down)
     }
 
@@ -242,13 +242,14 @@ impl PoolApplier {
     /// for a backend whose checks were removed, or one that left the pool. The next event
     /// for it starts from the pool's state.
     pub fn forget(&mut self, backend: BackendId) {
-        self.entries.remove(&backend);
+        if let Some(addr) = self.ids.remove(&backend) {
+            self.entries.remove(&addr);
+        }
     }
 
-    /// The entry of the backend the pool now numbers `id`. One made for another address
-    /// under that id (the pool renumbered its backends, [`Pool::replace`]) is not used: the
-    /// entry made for this address under its old id moves here, else a fresh one is made
-    /// from the pool (a backend added after this applier was made).
+    /// The entry of the backend the pool now numbers `id`, found by its address (the pool
+    /// may have renumbered its backends, [`Pool::replace`]); a fresh one from the pool for a
+    /// backend added after this applier was made.
     fn entry<B: BuildScheduler>(&mut self, pool: &Pool<B>, id: BackendId) -> Result<&mut Entry> {
         // The published snapshot: a cheap look-up, where the whole set would be copied.
         let addr = pool
@@ -257,38 +258,23 @@ impl PoolApplier {
             .get(id)
             .map(lb_core::Backend::addr)
             .ok_or(lb_core::Error::UnknownBackend(id))?;
-        if self.entries.get(&id).is_none_or(|e| e.addr != addr) {
-            let moved = self
-                .entries
-                .iter()
-                .find(|(k, e)| **k != id && e.addr == addr)
-                .map(|(k, _)| *k);
-            let e = match moved.and_then(|k| self.entries.remove(&k)) {
-                Some(e) => e,
-                None => {
-                    let b = pool
-                        .backends()
-                        .get(id)
-                        .cloned()
-                        .ok_or(lb_core::Error::UnknownBackend(id))?;
-                    Entry {
-                        addr: b.addr(),
-                        configured: b.weight(),
-                        dynamic: None,
-                        active_down: b.health() == Health::Down,
-                        ejected: false,
-                        adjust_down: false,
-                        offset: 0,
-                    }
-                }
-            };
-            self.entries.insert(id, e);
-        }
-        Ok(self.entries.get_mut(&id).expect("inserted above"))
+        self.ids.insert(id, addr);
+        Ok(match self.entries.entry(addr) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let b = pool
+                    .backends()
+                    .get(id)
+                    .cloned()
+                    .ok_or(lb_core::Error::UnknownBackend(id))?;
+                v.insert(Entry::of(&b))
+            }
+        })
     }
 
+    /// Applies `id`'s entry (made by [`entry`](Self::entry) just before) to the pool.
     fn sync<B: BuildScheduler>(&self, pool: &Pool<B>, id: BackendId, now: Instant) -> Result<()> {
-        let e = self.entries[&id];
+        let e = self.entries[&self.ids[&id]];
         let failed = e.active_down || e.ejected || e.adjust_down;
         let base = e.dynamic.unwrap_or(e.configured);
         let weight = if e.offset == 0 {

@@ -213,3 +213,49 @@ fn the_ejection_multiplier_decays_per_interval() {
     };
     assert!(until - t <= s(60), "third ejection lasts {:?}", until - t);
 }
+
+/// Two backends swapping ids (`Pool::replace` renumbering by address): the entry moved to
+/// the new id overwrote the one already there, so a backend failing its checks came back in
+/// service.
+#[test]
+fn a_swap_of_ids_keeps_each_backends_state() {
+    let t = Instant::now();
+    let p = pool(&[(1, 1, 10), (2, 2, 10)]);
+    let mut a = PoolApplier::new(&p, OnFailure::Inhibit);
+    let ev = |id: u32, new: Health| HealthEvent {
+        backend: BackendId(id),
+        old: Health::Up,
+        new,
+        weight: None,
+        reason: "x".into(),
+        latency: Duration::ZERO,
+    };
+    a.apply_event(&p, &ev(1, Health::Down), t).unwrap();
+    let weight_of = |port: u16| {
+        p.backends()
+            .iter()
+            .find(|b| b.addr().port() == port)
+            .unwrap()
+            .effective_weight()
+            .get()
+    };
+    assert_eq!(weight_of(1), 0);
+    let swapped = BackendSet::new(vec![
+        Backend::new(BackendId(1), "127.0.0.1:2".parse().unwrap())
+            .with_weight(Weight::new(10).unwrap()),
+        Backend::new(BackendId(2), "127.0.0.1:1".parse().unwrap())
+            .with_weight(Weight::new(10).unwrap()),
+    ])
+    .unwrap();
+    p.replace(swapped, t).unwrap();
+    a.set_configured_weight(&p, BackendId(1), Weight::new(5).unwrap(), t)
+        .unwrap();
+    a.set_configured_weight(&p, BackendId(2), Weight::new(10).unwrap(), t)
+        .unwrap();
+    assert!(
+        a.is_failed_by_checks(BackendId(2)),
+        "its failed check was forgotten"
+    );
+    assert!(!a.is_failed_by_checks(BackendId(1)));
+    assert_eq!((weight_of(1), weight_of(2)), (0, 5));
+}
