@@ -9,6 +9,11 @@
 //! `connect` ever picks; each is handed out once per process, from a block chosen by the
 //! process id so that test binaries run side by side do not meet; and each is checked free
 //! (TCP and UDP on 127.0.0.1) when handed out.
+//!
+//! Limits: the per-process blocks are chosen by `pid % 88` (with the default range), so two
+//! test processes running side by side may share a block — `cargo test` runs its test
+//! binaries one after another, so this suite never does; and a port handed out but not yet
+//! bound is not protected from another process's explicit choice.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1129,8 +1129,10 @@ impl Node {
                         && fallback.contains(&v.cfg.name)
                 })
         });
-        // Those that do not run after this reload, for `lbctl status`.
+        // Those that do not run after this reload, for `lbctl status`; and those that run
+        // their previous version, the new one having failed to start.
         let mut failed = Vec::new();
+        let mut not_restarted: Vec<String> = Vec::new();
         for i in new.start_order() {
             let n = &new.virtual_servers[i];
             if kept.iter().any(|k| k.cfg.name == n.name) {
@@ -1169,6 +1171,10 @@ impl Node {
                         let mut v = retired.remove(i);
                         v.resume_liveness(live);
                         tracing::error!(error = %e, listen = %v.cfg.listen, "reload: virtual server not restarted, it keeps running with its previous configuration (the next reload tries again)");
+                        not_restarted.push(format!(
+                            "virtual server {} keeps its previous configuration: {e}",
+                            n.name
+                        ));
                         kept.push(v);
                     } else {
                         // Not serving: the instances tracking it give their VIPs away.
@@ -1510,6 +1516,7 @@ impl Node {
                     v.error.as_deref().unwrap_or("")
                 )
             })
+            .chain(not_restarted)
             .collect();
         if not_running.is_empty() {
             tracing::info!("reload done");
@@ -1517,7 +1524,7 @@ impl Node {
         } else {
             tracing::warn!(
                 not_running = not_running.len(),
-                "reload done, but virtual servers do not run (lbctl status says why)"
+                "reload done, but not all of it applied: virtual servers do not run or keep their previous configuration (lbctl status says why)"
             );
             self.note_reload("partial", not_running);
         }
