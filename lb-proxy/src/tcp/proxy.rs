@@ -330,6 +330,16 @@ impl ProxyHandle {
     /// Cancel safe: cancelling leaves the proxy not accepting, with connections running.
     pub async fn drain(&self, deadline: Option<Duration>) -> usize {
         self.stop_accepting();
+        // The accept tasks end first (at their next await, a few µs): one that accepted a
+        // client just now hands it a slot and spawns it before it stops, and the wait for
+        // every slot below must not queue ahead of that slot (the client would be dropped,
+        // reset). Bounded.
+        for _ in 0..1000 {
+            if self.accept_tasks.iter().all(JoinHandle::is_finished) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let deadline = deadline.unwrap_or(self.shared.config.drain_deadline);
         let all = u32::try_from(self.shared.config.maxconn).unwrap_or(u32::MAX);
         let slots = &self.shared.slots;
