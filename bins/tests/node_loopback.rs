@@ -159,6 +159,12 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Whether `what`, written on `c`, comes back (an [`echo_until_eof`] backend).
+fn echoes(c: &mut TcpStream, what: &[u8]) -> bool {
+    let mut buf = [0u8; 64];
+    c.write_all(what).is_ok() && c.read(&mut buf).is_ok_and(|n| &buf[..n] == what)
+}
+
 /// A backend that echoes each of its first `connections` connections until EOF (or 30 s
 /// without data); its address.
 fn echo_until_eof(connections: usize) -> SocketAddr {
@@ -1889,10 +1895,6 @@ address = "{echo_addr}"
     let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
     let mut held = TcpStream::connect(("127.0.0.1", port)).unwrap();
     held.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let echoes = |c: &mut TcpStream, what: &[u8]| {
-        let mut buf = [0u8; 64];
-        c.write_all(what).is_ok() && c.read(&mut buf).is_ok_and(|n| &buf[..n] == what)
-    };
     assert!(echoes(&mut held, b"one"), "{}", log());
     // A restart: the held connection stays with the replaced version, draining.
     reload_node(&node, &dir, &config("wrr"));
@@ -2027,10 +2029,6 @@ address = "{echo_addr}"
     };
     let (node, sock) = start_node(&dir, &config("rr", ""));
     let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
-    let echoes = |c: &mut TcpStream, what: &[u8]| {
-        let mut buf = [0u8; 64];
-        c.write_all(what).is_ok() && c.read(&mut buf).is_ok_and(|n| &buf[..n] == what)
-    };
     let connect = || {
         let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();

@@ -401,23 +401,21 @@ mod tests {
         // wlc shares ties by weight (IPVS's inactconns do): 1 and 9 give 1:9, where a
         // plain least-recently-picked order gave 1:1.
         let weighted = [b(1, 1), b(2, 9)];
-        let s = WeightedLeastConnections::new(&weighted);
-        let mut n = [0u32; 2];
-        for _ in 0..1000 {
-            let p = s.select(&ctx, &mut |_| true).unwrap();
-            drop(p.stats().connection());
-            n[p.id().0 as usize - 1] += 1;
-        }
-        assert_eq!(n, [100, 900]);
+        let shares = |s: &dyn Scheduler| {
+            let mut n = [0u32; 2];
+            for _ in 0..1000 {
+                let p = s.select(&ctx, &mut |_| true).unwrap();
+                drop(p.stats().connection());
+                n[p.id().0 as usize - 1] += 1;
+            }
+            n
+        };
+        assert_eq!(
+            shares(&WeightedLeastConnections::new(&weighted)),
+            [100, 900]
+        );
         // lc ignores weights: 1:1.
-        let s = LeastConnections::new(&weighted);
-        let mut n = [0u32; 2];
-        for _ in 0..1000 {
-            let p = s.select(&ctx, &mut |_| true).unwrap();
-            drop(p.stats().connection());
-            n[p.id().0 as usize - 1] += 1;
-        }
-        assert_eq!(n, [500, 500]);
+        assert_eq!(shares(&LeastConnections::new(&weighted)), [500, 500]);
         // A lower load still wins over a tie's order.
         let _g = set[1].stats().connection();
         let _h = set[2].stats().connection();
