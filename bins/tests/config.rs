@@ -4770,12 +4770,7 @@ fn slow_start_is_read_and_checked() {
         "{}",
         w[0]
     );
-    std::fs::write(&p, vs("wrr", "\"0s\"")).unwrap();
-    let e: Vec<String> = config::load(&p)
-        .unwrap_err()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let e = errors("n.toml", &vs("wrr", "\"0s\""));
     assert!(
         e.len() == 1 && e[0].contains("n.toml:4:14: slow_start must be above 0 s"),
         "{e:?}"

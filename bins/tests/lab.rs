@@ -298,6 +298,15 @@ impl Node {
     }
 }
 
+/// How many times `n` logged a VRRP transition to Master.
+fn to_master(n: &mut Node) -> usize {
+    n.proc()
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("VRRP transition") && l.contains("to=Master"))
+        .count()
+}
+
 fn vrrp_states(s: &Status) -> Vec<(String, VrrpState)> {
     s.vrrp.iter().map(|v| (v.name.clone(), v.state)).collect()
 }
@@ -1682,13 +1691,6 @@ fn reload_keeps_a_changed_master_master() {
         notified.with_extension("a").exists()
     });
     assert!(first.is_some());
-    let to_master = |n: &mut Node| {
-        n.proc()
-            .stderr()
-            .lines()
-            .filter(|l| l.contains("VRRP transition") && l.contains("to=Master"))
-            .count()
-    };
     let lb2_before = to_master(&mut lb2);
 
     assert!(notified.with_extension("backup-a").exists());
@@ -1789,13 +1791,6 @@ fn reload_renaming_an_instance_keeps_its_state() {
         lb1.logs()
     );
     let ip: IpAddr = vip.parse().expect("ip");
-    let to_master = |n: &mut Node| {
-        n.proc()
-            .stderr()
-            .lines()
-            .filter(|l| l.contains("VRRP transition") && l.contains("to=Master"))
-            .count()
-    };
     let lb2_before = to_master(&mut lb2);
 
     std::fs::write(&lb1.conf, conf(&lb1.socket, "VI_web", 150)).expect("conf");
@@ -1884,13 +1879,6 @@ fn reload_carries_the_scripts_last_results() {
         status(&lb2),
         lb1.logs()
     );
-    let to_master = |n: &mut Node| {
-        n.proc()
-            .stderr()
-            .lines()
-            .filter(|l| l.contains("VRRP transition") && l.contains("to=Master"))
-            .count()
-    };
     let lb2_before = to_master(&mut lb2);
     // A changed excluded VIP: the instance is handed over, not kept.
     std::fs::write(&lb1.conf, conf(&lb1.socket, 100, "198.18.0.235")).expect("conf");

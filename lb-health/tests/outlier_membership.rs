@@ -29,6 +29,18 @@ fn pool(ws: &[(u32, u16, u64)]) -> Pool {
     Pool::new("wrr".parse().unwrap(), set, PoolConfig::default()).unwrap()
 }
 
+/// An active check's event for backend `id`: now `new` (from up).
+fn check(id: u32, new: Health) -> HealthEvent {
+    HealthEvent {
+        backend: BackendId(id),
+        old: Health::Up,
+        new,
+        weight: None,
+        reason: "check".into(),
+        latency: Duration::ZERO,
+    }
+}
+
 fn drain(
     d: &mut OutlierDetector,
     a: &mut PoolApplier,
@@ -108,15 +120,8 @@ fn removing_an_ejected_backend_unejects_it() {
         "the detector has nothing left to time out"
     );
     // Its active check says up: still out, since the applier remembers the ejection.
-    let up = HealthEvent {
-        backend: BackendId(1),
-        old: Health::Up,
-        new: Health::Up,
-        weight: None,
-        reason: "ok".into(),
-        latency: Duration::ZERO,
-    };
-    a.apply_event(&p, &up, t + s(3600)).unwrap();
+    a.apply_event(&p, &check(1, Health::Up), t + s(3600))
+        .unwrap();
     d.handle_timeout(t + s(3600));
     drain(&mut d, &mut a, &p, t + s(3600));
     assert_eq!(
@@ -137,15 +142,7 @@ fn applier_entries_follow_the_address_when_the_pool_renumbers() {
     // A(1, w1), B(2, w5), C(3, w1)
     let p = pool(&[(1, 1, 1), (2, 2, 5), (3, 3, 1)]);
     let mut a = PoolApplier::new(&p, OnFailure::Remove);
-    let down = HealthEvent {
-        backend: BackendId(2),
-        old: Health::Up,
-        new: Health::Down,
-        weight: None,
-        reason: "B refused".into(),
-        latency: Duration::ZERO,
-    };
-    a.apply_event(&p, &down, t).unwrap();
+    a.apply_event(&p, &check(2, Health::Down), t).unwrap();
     // B leaves: C (healthy, weight 1) is now id 2.
     let next = BackendSet::new(vec![
         Backend::new(BackendId(1), "127.0.0.1:1".parse().unwrap()),
@@ -222,15 +219,7 @@ fn a_swap_of_ids_keeps_each_backends_state() {
     let t = Instant::now();
     let p = pool(&[(1, 1, 10), (2, 2, 10)]);
     let mut a = PoolApplier::new(&p, OnFailure::Inhibit);
-    let ev = |id: u32, new: Health| HealthEvent {
-        backend: BackendId(id),
-        old: Health::Up,
-        new,
-        weight: None,
-        reason: "x".into(),
-        latency: Duration::ZERO,
-    };
-    a.apply_event(&p, &ev(1, Health::Down), t).unwrap();
+    a.apply_event(&p, &check(1, Health::Down), t).unwrap();
     let weight_of = |port: u16| {
         p.backends()
             .iter()

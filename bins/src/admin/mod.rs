@@ -315,10 +315,6 @@ impl Status {
                 .virtual_servers
                 .iter()
                 .map(|vs| VirtualServerStatus {
-                    name: vs.name.clone(),
-                    listen: vs.listen,
-                    protocol: vs.protocol,
-                    scheduler: vs.lb_algo.name().to_owned(),
                     quorum: vs
                         .backends
                         .iter()
@@ -329,7 +325,6 @@ impl Status {
                         // quorum + hysteresis (keepalived; `lb_core::PoolConfig::hysteresis`).
                         >= vs.quorum.saturating_add(vs.hysteresis),
                     http: (vs.protocol == Protocol::Http).then(HttpVsCounters::default),
-                    error: None,
                     backends: vs
                         .backends
                         .iter()
@@ -353,6 +348,7 @@ impl Status {
                             health_changed: None,
                         })
                         .collect(),
+                    ..VirtualServerStatus::frame(vs)
                 })
                 .collect(),
             bfd: config
@@ -545,6 +541,21 @@ fn quorum_default() -> bool {
 }
 
 impl VirtualServerStatus {
+    /// `vs` as configured: name, listen address, protocol and scheduler; quorum, no HTTP
+    /// counters, no backend, no error (the caller fills in what it knows).
+    pub fn frame(vs: &crate::config::model::VirtualServer) -> Self {
+        Self {
+            name: vs.name.clone(),
+            listen: vs.listen,
+            protocol: vs.protocol,
+            scheduler: vs.lb_algo.name().to_owned(),
+            quorum: true,
+            http: None,
+            backends: Vec::new(),
+            error: None,
+        }
+    }
+
     /// Backends that can take a new connection now (up, ready, weight > 0).
     pub fn live_backends(&self) -> usize {
         self.backends.iter().filter(|b| b.is_live()).count()

@@ -632,16 +632,7 @@ fn http_stats(v: &VsRuntime) -> Option<HttpStatsFn> {
 /// The admin view of `v`; `all` are the running virtual servers (those routing to `v`
 /// count some of its requests).
 fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
-    let frame = VirtualServerStatus {
-        name: v.cfg.name.clone(),
-        listen: v.cfg.listen,
-        protocol: v.cfg.protocol,
-        scheduler: v.cfg.lb_algo.name().to_owned(),
-        quorum: true,
-        http: None,
-        backends: Vec::new(),
-        error: None,
-    };
+    let frame = VirtualServerStatus::frame(&v.cfg);
     let routed = all
         .iter()
         .filter(|o| {
@@ -1181,14 +1172,9 @@ impl Node {
                         live.send_replace(false);
                         tracing::error!(error = %e, "reload: virtual server not started");
                         failed.push(VirtualServerStatus {
-                            name: n.name.clone(),
-                            listen: n.listen,
-                            protocol: n.protocol,
-                            scheduler: n.lb_algo.name().to_owned(),
                             quorum: false,
-                            http: None,
-                            backends: Vec::new(),
                             error: Some(e.to_string()),
+                            ..VirtualServerStatus::frame(n)
                         });
                     }
                 }
@@ -1312,32 +1298,21 @@ impl Node {
                     // Renamed instances (same interface and VRID): what the hand-over
                     // returns under the old names, and the old instances themselves, go
                     // by the new names from here on.
-                    let renames: Vec<(String, String)> = s
-                        .instances
-                        .iter()
-                        .zip(m.iter())
-                        .filter(|(a, b)| a.name != b.name)
-                        .map(|(a, b)| (a.name.clone(), b.name.clone()))
-                        .collect();
                     let mut old = s.instances.clone();
+                    let mut renames = Vec::new();
                     for (vi, n) in old.iter_mut().zip(m.iter()) {
                         if vi.name != n.name {
                             tracing::info!(from = %vi.name, to = %n.name, "reload: VRRP instance renamed, it keeps its state");
-                            vi.name.clone_from(&n.name);
+                            renames
+                                .push((std::mem::replace(&mut vi.name, n.name.clone()), &n.name));
                         }
                     }
                     let old_group = s.sync_group.clone();
                     let (mut previous, mut carried, mut installed) = s.handover().await;
                     for (from, to) in &renames {
-                        if let Some(v) = previous.remove(from) {
-                            previous.insert(to.clone(), v);
-                        }
-                        if let Some(v) = carried.remove(from) {
-                            carried.insert(to.clone(), v);
-                        }
-                        if let Some(v) = installed.remove(from) {
-                            installed.insert(to.clone(), v);
-                        }
+                        rekey(&mut previous, from, to);
+                        rekey(&mut carried, from, to);
+                        rekey(&mut installed, from, to);
                     }
                     let masters: HashSet<String> = previous
                         .iter()
@@ -1608,6 +1583,13 @@ impl Node {
         statics::clear(&self.config).await;
         // After the last event (the instances' STOP lines).
         fifo::close().await;
+    }
+}
+
+/// Moves `map`'s entry under `from` (if any) to `to`: a renamed VRRP instance's state.
+fn rekey<V>(map: &mut HashMap<String, V>, from: &str, to: &str) {
+    if let Some(v) = map.remove(from) {
+        map.insert(to.to_owned(), v);
     }
 }
 

@@ -60,6 +60,10 @@ pub(crate) struct ConnPool {
     builder: Builder,
 }
 
+/// hyper's own header-count limit, kept on the stack: a limit is set only when it differs
+/// (once set, hyper moves the headers to the heap, about 5 % slower).
+pub(crate) const HYPER_MAX_HEADERS: usize = 100;
+
 impl ConnPool {
     /// `max_headers`: the most header lines a response may have (the requests' limit).
     pub(crate) fn new(
@@ -73,7 +77,7 @@ impl ConnPool {
         // spaces, as HAProxy does, rather than the whole response refused (502).
         builder.allow_obsolete_multiline_headers_in_responses(true);
         // As for requests: hyper keeps 100 on the stack unless a limit is set.
-        if max_headers != 100 {
+        if max_headers != HYPER_MAX_HEADERS {
             builder.max_headers(max_headers);
         }
         Self {

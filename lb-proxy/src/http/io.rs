@@ -28,8 +28,8 @@ pub(crate) struct Prefixed<T> {
     stall: Timer,
     /// Whether `stall` runs for the write now waiting.
     stalled: bool,
-    /// How much of [`REQUEST_TIMEOUT`] is written, once the head timed out.
-    timeout_sent: usize,
+    /// Whether [`REQUEST_TIMEOUT`] was written (tried once), once the head timed out.
+    timeout_answered: bool,
 }
 
 /// What a client whose request head was not complete in time gets before the connection
@@ -53,7 +53,7 @@ impl<T> Prefixed<T> {
             write_timeout,
             stall: Timer::default(),
             stalled: false,
-            timeout_sent: 0,
+            timeout_answered: false,
         }
     }
 
@@ -89,16 +89,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Prefixed<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.activity.head_timed_out() {
-            // Best effort, without waiting: a client that reads nothing gets no more.
-            while this.timeout_sent < REQUEST_TIMEOUT.len() {
-                match Pin::new(&mut this.inner)
-                    .poll_write(cx, &REQUEST_TIMEOUT[this.timeout_sent..])
-                {
-                    Poll::Ready(Ok(n)) if n > 0 => this.timeout_sent += n,
-                    _ => break,
+            // Best effort, once, without waiting: a client that reads nothing gets no more.
+            if !this.timeout_answered {
+                this.timeout_answered = true;
+                let mut sent = 0;
+                while sent < REQUEST_TIMEOUT.len() {
+                    match Pin::new(&mut this.inner).poll_write(cx, &REQUEST_TIMEOUT[sent..]) {
+                        Poll::Ready(Ok(n)) if n > 0 => sent += n,
+                        _ => break,
+                    }
                 }
             }
-            this.timeout_sent = REQUEST_TIMEOUT.len();
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "request head not complete in time",

@@ -244,7 +244,7 @@ impl HttpProxy {
             .max_header_size(config.limits.max_header_bytes);
         // hyper keeps 100 headers on the stack and moves them to the heap (about 5 % slower)
         // once a limit is set: set it only when it is not the default.
-        if config.limits.max_headers != 100 {
+        if config.limits.max_headers != super::client::HYPER_MAX_HEADERS {
             server.max_headers(config.limits.max_headers);
         }
         let conns = Arc::new(ConnPool::new(
