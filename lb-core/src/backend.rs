@@ -260,11 +260,16 @@ impl BackendStats {
         }
     }
 
-    /// Adds forwarded bytes, in each direction.
+    /// Adds forwarded bytes, in each direction (a direction given 0 is not touched).
+    #[inline]
     pub fn add_bytes(&self, to_backend: u64, to_client: u64) {
-        self.bytes_to_backend
-            .fetch_add(to_backend, Ordering::Relaxed);
-        self.bytes_to_client.fetch_add(to_client, Ordering::Relaxed);
+        if to_backend != 0 {
+            self.bytes_to_backend
+                .fetch_add(to_backend, Ordering::Relaxed);
+        }
+        if to_client != 0 {
+            self.bytes_to_client.fetch_add(to_client, Ordering::Relaxed);
+        }
     }
 
     /// Adds the running totals of `old`, the counters of the backend this one replaces (a

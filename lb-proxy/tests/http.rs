@@ -2166,3 +2166,54 @@ async fn parse_errors_count_only_the_responses_sent() {
     assert_eq!(vs.bad_requests, 2);
     assert_eq!(vs.responses.c4xx, 1, "only the 400 was sent");
 }
+
+/// Each backend counts the bytes that crossed its connections (HAProxy's per-server
+/// `bin`/`bout`), heads and bodies; one address in two route pools is two backends, and
+/// neither's connections (reused from the idle pool) count into the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_count_the_bytes_of_their_requests_and_responses() {
+    const BODY: usize = 10_000;
+    const PAD: usize = 2_000;
+    let b = TestBackend::start_with_body(1, Some(bytes::Bytes::from(vec![b'x'; BODY]))).await;
+    let www = pool_of(&[&b], Algorithm::RoundRobin);
+    let shop = pool_of(&[&b], Algorithm::RoundRobin);
+    let mut c = config();
+    c.routes = vec![Route::new("shop").host("shop.example.com".parse().unwrap())];
+    let p = proxy(
+        c,
+        vec![("www", Arc::clone(&www)), ("shop", Arc::clone(&shop))],
+    )
+    .await;
+    let pad = "p".repeat(PAD);
+    let mut client = Client::connect(p.local_addr()).await;
+    for _ in 0..3 {
+        let r = client.get("/", &[("x-pad", &pad)]).await;
+        assert_eq!((r.status.as_u16(), r.body.len()), (200, BODY));
+    }
+    let r = client.get("/", &[("host", "shop.example.com")]).await;
+    assert_eq!((r.status.as_u16(), r.body.len()), (200, BODY));
+    let stats = |p: &Pool| {
+        let s = Arc::clone(p.backends().iter().next().unwrap().stats());
+        (s.bytes_to_backend(), s.bytes_to_client())
+    };
+    let (to_backend, to_client) = stats(&www);
+    // Three requests with their padding, three responses with their bodies; heads add
+    // well under 1 KiB each.
+    assert!(
+        (3 * PAD..3 * PAD + 3 * 1024).contains(&(to_backend as usize)),
+        "www: {to_backend} bytes to the backend"
+    );
+    assert!(
+        (3 * BODY..3 * BODY + 3 * 1024).contains(&(to_client as usize)),
+        "www: {to_client} bytes to the client"
+    );
+    let (to_backend, to_client) = stats(&shop);
+    assert!(
+        (1..1024).contains(&(to_backend as usize)),
+        "shop: {to_backend} bytes to the backend"
+    );
+    assert!(
+        (BODY..BODY + 1024).contains(&(to_client as usize)),
+        "shop: {to_client} bytes to the client"
+    );
+}

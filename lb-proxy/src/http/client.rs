@@ -1,5 +1,6 @@
 //! Pooled HTTP/1.1 connections to backends over `hyper::client::conn::http1`: one idle list
-//! per backend address, most recently used first, bounded by
+//! per backend (its address and counters: one address in two route pools is two backends,
+//! each counting its own bytes), most recently used first, bounded by
 //! [`Limits::max_idle_per_backend`](super::Limits::max_idle_per_backend), expired after
 //! [`Timeouts::backend_idle`](super::Timeouts::backend_idle).
 
@@ -12,6 +13,12 @@ use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use lb_core::BackendStats;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -20,6 +27,71 @@ use super::error::ForwardError;
 
 /// The body of a request sent to a backend: the client's, or empty on a replay.
 pub(crate) type BackendBody = Either<ClientBody, Empty<Bytes>>;
+
+/// A connection to a backend that adds what it writes and reads to that backend's byte
+/// counters ([`BackendStats::add_bytes`]: to the backend, to the client), heads and bodies
+/// as they cross the socket, and an upgraded connection's tunnel too — as HAProxy's
+/// per-server `bin`/`bout` count what crossed the server side. Vectored writes pass through.
+#[derive(Debug)]
+struct Counted {
+    inner: TcpStream,
+    stats: Arc<BackendStats>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        self.stats.add_bytes(0, n as u64);
+        r
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.stats.add_bytes(n as u64, 0);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.stats.add_bytes(n as u64, 0);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// An idle list's key: the backend's address and the address of its counters.
+type ListKey = (SocketAddr, usize);
 
 #[derive(Debug)]
 struct IdleConn {
@@ -51,9 +123,10 @@ pub(crate) struct Checkout {
 /// Every backend's idle list.
 #[derive(Debug)]
 pub(crate) struct ConnPool {
-    /// Keyed by backend address, which comes from configuration, not from clients: foldhash's
-    /// fast hash is enough (SipHash cost about 200 instructions per request here).
-    lists: RwLock<HashMap<SocketAddr, Arc<IdleList>, foldhash::fast::RandomState>>,
+    /// Keyed by backend address and counters ([`ListKey`]), which come from configuration,
+    /// not from clients: foldhash's fast hash is enough (SipHash cost about 200 instructions
+    /// per request here).
+    lists: RwLock<HashMap<ListKey, Arc<IdleList>, foldhash::fast::RandomState>>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -89,12 +162,12 @@ impl ConnPool {
         }
     }
 
-    fn list(&self, addr: SocketAddr) -> Arc<IdleList> {
+    fn list(&self, key: ListKey) -> Arc<IdleList> {
         if let Some(l) = self
             .lists
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&addr)
+            .get(&key)
         {
             return Arc::clone(l);
         }
@@ -102,13 +175,13 @@ impl ConnPool {
             self.lists
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .entry(addr)
+                .entry(key)
                 .or_default(),
         )
     }
 
     /// A ready connection to `addr`: the most recent idle one that is still open (when
-    /// `reuse`), else a new one.
+    /// `reuse`), else a new one, counting its bytes into `stats` ([`Counted`]).
     ///
     /// # Errors
     /// [`ForwardError::Connect`], [`ForwardError::ConnectTimeout`] or
@@ -119,9 +192,12 @@ impl ConnPool {
     pub(crate) async fn checkout(
         &self,
         addr: SocketAddr,
+        stats: &Arc<BackendStats>,
         reuse: bool,
     ) -> Result<Checkout, ForwardError> {
-        let list = self.list(addr);
+        // The counters' address tells two backends of one address apart; a connection in
+        // the list holds them, so the address is not reused while the list is in use.
+        let list = self.list((addr, Arc::as_ptr(stats) as usize));
         if reuse {
             let now = Instant::now();
             loop {
@@ -162,7 +238,10 @@ impl ConnPool {
         let _ = stream.set_nodelay(true);
         let (tx, conn) = self
             .builder
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(Counted {
+                inner: stream,
+                stats: Arc::clone(stats),
+            }))
             .await
             .map_err(|source| ForwardError::Handshake {
                 backend: addr,

@@ -29,7 +29,9 @@
 //! shared [`BackendStats`](lb_core::BackendStats) and reported to each pool's
 //! [`OutcomeObserver`](crate::outcome::OutcomeObserver) (the one L4 mode uses), so passive
 //! health can mark a backend down in the same [`Pool`](lb_core::Pool) active health checks
-//! use. With [`HttpProxyConfig::accept_proxy`] the client address comes from a PROXY
+//! use. The same counters take the bytes that cross each backend's connections, heads and
+//! bodies and upgraded tunnels alike (`bytes_to_backend`, `bytes_to_client`; HAProxy's
+//! per-server `bin`/`bout`). With [`HttpProxyConfig::accept_proxy`] the client address comes from a PROXY
 //! protocol header ([`crate::proxy_protocol::read_header`]). `Connection: upgrade` requests (WebSocket) are passed through: on a
 //! backend's `101` both connections are taken over from hyper and copied both ways.
 //!

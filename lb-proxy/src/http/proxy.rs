@@ -897,7 +897,11 @@ async fn forward(
         inc(&counters.requests);
         let guard = backend.request();
 
-        let checkout = match shared.conns.checkout(backend.addr(), reuse).await {
+        let checkout = match shared
+            .conns
+            .checkout(backend.addr(), backend.stats(), reuse)
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 inc(&counters.connect_failures);
