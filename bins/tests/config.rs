@@ -844,7 +844,7 @@ fn outlier_detection_parses_and_each_error_names_its_key() {
     let t = dir.path().join("o.toml");
     std::fs::write(
         &t,
-        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.outlier_detection]\nenabled = false\nconsecutive_failures = 2\nhttp_failures = \"5xx\"\nbase_ejection_time = \"1s\"\nmax_ejection_time = 10\nmax_ejection_percent = 100\n",
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.outlier_detection]\nenabled = false\nconsecutive_failures = 2\nhttp_failures = \"5xx\"\nbase_ejection_time = \"1s\"\nmax_ejection_time = 10\nmax_ejection_percent = 100\nenforcing_success_rate = 100\nsuccess_rate_request_volume = 20\nenforcing_failure_percentage = 50\n",
     )
     .unwrap();
     let o = &ok(&t).0.virtual_servers[0].outlier_detection;
@@ -854,16 +854,31 @@ fn outlier_detection_parses_and_each_error_names_its_key() {
     assert_eq!(o.base_ejection_time, Duration::from_secs(1));
     assert_eq!(o.max_ejection_time, Duration::from_secs(10));
     assert_eq!(o.max_ejection_percent, 100);
-    o.outlier_config().unwrap();
+    assert_eq!(
+        (
+            o.enforcing_success_rate,
+            o.success_rate_request_volume,
+            o.success_rate_minimum_hosts,
+            o.enforcing_failure_percentage,
+            o.failure_percentage_threshold
+        ),
+        (100, 20, 5, 50, 85)
+    );
+    let c = o.outlier_config().unwrap();
+    assert_eq!(
+        (c.enforcing_success_rate(), c.success_rate_request_volume()),
+        (100, 20)
+    );
     assert_eq!(
         errors(
             "o.toml",
-            "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.outlier_detection]\nconsecutive_failures = 0\nbase_ejection_time = \"20s\"\nmax_ejection_time = \"10s\"\nmax_ejection_percent = 101\n"
+            "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.outlier_detection]\nconsecutive_failures = 0\nbase_ejection_time = \"20s\"\nmax_ejection_time = \"10s\"\nmax_ejection_percent = 101\nenforcing_failure_percentage = 200\n"
         ),
         [
             "o.toml:4:24: consecutive_failures must be at least 1",
             "o.toml:6:21: max_ejection_time 10s is below base_ejection_time 20s",
             "o.toml:7:24: max_ejection_percent 101 is above 100",
+            "o.toml:8:32: enforcing_failure_percentage 200 is above 100",
         ]
     );
 }

@@ -1124,6 +1124,58 @@ fn passive_health_ejects_a_backend_that_accepts_and_resets() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Envoy's failure-percentage ejection, switched on in TOML: among five real servers, the
+/// one that resets every connection is ejected at the end of the interval in which it
+/// failed them all, although `consecutive_failures` is never reached; `lbctl status` says
+/// why. The four good ones stay up.
+#[test]
+fn passive_health_failure_percentage_ejects_the_failing_backend() {
+    let dir = tempdir();
+    let good: Vec<RealServer> = ["a", "b", "c", "d"].map(RealServer::start).into();
+    let r = ResettingServer::start();
+    let port = free_port();
+    let mut toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nlb_algo = \"rr\"\nconnect_timeout = \"1s\"\n[virtual_server.outlier_detection]\nconsecutive_failures = 1000\ninterval = \"2s\"\nenforcing_failure_percentage = 100\nfailure_percentage_request_volume = 4\n",
+        dir.join("admin.sock").display(),
+    );
+    for addr in good.iter().map(|g| g.addr).chain([r.addr]) {
+        toml.push_str(&format!(
+            "[[virtual_server.backend]]\naddress = \"{addr}\"\n"
+        ));
+    }
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Round robin over five: 25 connections give each real server 5, within one interval.
+    let mut reset = 0;
+    for _ in 0..25 {
+        // A good real server's answer ends with its name; a reset leaves none.
+        if !get(vip).is_ok_and(|r| ["a", "b", "c", "d"].iter().any(|n| r.ends_with(n))) {
+            reset += 1;
+        }
+    }
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    assert!(reset >= 4, "only {reset} connections were reset: {}", log());
+    let ejected = wait_until(Duration::from_secs(6), || {
+        status(&sock)["virtual_servers"][0]["backends"][4]["health"] == "down"
+    });
+    let s = status(&sock);
+    assert!(ejected, "failing backend not ejected: {s}\n{}", log());
+    let backends = s["virtual_servers"][0]["backends"].as_array().unwrap();
+    assert!(
+        backends[4]["health_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("of its requests failed")),
+        "{s}"
+    );
+    for b in &backends[..4] {
+        assert_eq!(b["health"], "up", "{s}");
+    }
+    drop(node);
+    drop(good);
+    drop(r);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A UDP real server answering every datagram with the same bytes `delay` after it came
 /// (its replies are in flight while a reload hands the virtual server over), until dropped.
 struct SlowUdpEcho {

@@ -10,6 +10,22 @@
 //! - The `n`-th ejection lasts `base_ejection_time × n`, capped at `max_ejection_time`
 //!   (Envoy). The multiplier `n` decays by one for each `interval` (10 s by default) the
 //!   backend then spends un-ejected, as Envoy's interval timer decrements it.
+//! - Every `interval`, the outcomes of that interval are judged across the backends (Envoy's
+//!   `success_rate` and `failure_percentage` ejection; any 5xx and every connection failure
+//!   counts against the success rate, whatever [`FailureClass`] says):
+//!   - **success rate**: among the backends with at least `success_rate_request_volume`
+//!     outcomes (100), if there are `success_rate_minimum_hosts` (5) or more, one whose
+//!     success rate is below `mean − success_rate_stdev_factor / 1000 × stdev` (1900: 1.9
+//!     standard deviations, population) is ejected, with probability
+//!     `enforcing_success_rate` % (100);
+//!   - **failure percentage**: among the backends with at least
+//!     `failure_percentage_request_volume` outcomes (50), if there are
+//!     `failure_percentage_minimum_hosts` (5) or more, one whose failures reach
+//!     `failure_percentage_threshold` % (85) is ejected, with probability
+//!     `enforcing_failure_percentage` % (0: off, as in Envoy).
+//!
+//!   Ejected backends are not judged. Without outcomes no interval runs (no timer while
+//!   idle); the first outcome starts one.
 //! - An ejection that would put more than `max_ejection_percent` of the backends out is
 //!   refused. (Envoy also ejects one host when the percentage rounds to zero; here the
 //!   percentage is a hard ceiling, as the issue asks. Use 100 to disable the ceiling.)
@@ -21,12 +37,15 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use lb_core::BackendId;
-//! use lb_health::outlier::{ConnectionOutcome, OutlierConfig, OutlierDetector, OutlierEvent};
+//! use lb_health::outlier::{
+//!     ConnectionOutcome, EjectionReason, OutlierConfig, OutlierDetector, OutlierEvent,
+//! };
 //!
 //! let config = OutlierConfig::builder()
 //!     .consecutive_failures(3)
 //!     .base_ejection_time(Duration::from_secs(30))
 //!     .max_ejection_percent(50)
+//!     .enforcing_success_rate(0) // consecutive failures only
 //!     .build()?;
 //! let mut detector = OutlierDetector::new(config, (1..=4).map(BackendId));
 //! # #[allow(clippy::disallowed_methods)]
@@ -36,7 +55,12 @@
 //! }
 //! assert_eq!(
 //!     detector.poll_event(),
-//!     Some(OutlierEvent::Ejected { backend: BackendId(2), until: now + Duration::from_secs(30), ejections: 1 })
+//!     Some(OutlierEvent::Ejected {
+//!         backend: BackendId(2),
+//!         until: now + Duration::from_secs(30),
+//!         ejections: 1,
+//!         reason: EjectionReason::ConsecutiveFailures,
+//!     })
 //! );
 //! assert_eq!(detector.poll_timeout(), Some(now + Duration::from_secs(30)));
 //! detector.handle_timeout(now + Duration::from_secs(30));
@@ -45,6 +69,7 @@
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use lb_core::BackendId;
@@ -99,6 +124,14 @@ pub struct OutlierConfig {
     max_ejection_time: Duration,
     max_ejection_percent: u8,
     interval: Duration,
+    success_rate_minimum_hosts: u32,
+    success_rate_request_volume: u32,
+    success_rate_stdev_factor: u32,
+    enforcing_success_rate: u8,
+    failure_percentage_threshold: u8,
+    failure_percentage_minimum_hosts: u32,
+    failure_percentage_request_volume: u32,
+    enforcing_failure_percentage: u8,
 }
 
 impl Default for OutlierConfig {
@@ -111,6 +144,14 @@ impl Default for OutlierConfig {
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 10,
             interval: Duration::from_secs(10),
+            success_rate_minimum_hosts: 5,
+            success_rate_request_volume: 100,
+            success_rate_stdev_factor: 1900,
+            enforcing_success_rate: 100,
+            failure_percentage_threshold: 85,
+            failure_percentage_minimum_hosts: 5,
+            failure_percentage_request_volume: 50,
+            enforcing_failure_percentage: 0,
         }
     }
 }
@@ -122,7 +163,12 @@ impl OutlierConfig {
     ///   Envoy enforces by default);
     /// - `base_ejection_time 30s`, `max_ejection_time 300s`;
     /// - `max_ejection_percent 10`;
-    /// - `interval 10s`.
+    /// - `interval 10s`;
+    /// - success rate: `success_rate_minimum_hosts 5`, `success_rate_request_volume 100`,
+    ///   `success_rate_stdev_factor 1900`, `enforcing_success_rate 100`;
+    /// - failure percentage: `failure_percentage_threshold 85`,
+    ///   `failure_percentage_minimum_hosts 5`, `failure_percentage_request_volume 50`,
+    ///   `enforcing_failure_percentage 0`.
     pub fn builder() -> OutlierConfigBuilder {
         OutlierConfigBuilder {
             config: Self::default(),
@@ -154,9 +200,55 @@ impl OutlierConfig {
         self.max_ejection_percent
     }
 
-    /// Time un-ejected that takes one off a backend's ejection multiplier.
+    /// Time un-ejected that takes one off a backend's ejection multiplier, and the length of
+    /// the windows the success rate and failure percentage are judged over.
     pub fn interval(&self) -> Duration {
         self.interval
+    }
+
+    /// Backends with enough outcomes needed for a success-rate judgement.
+    pub fn success_rate_minimum_hosts(&self) -> u32 {
+        self.success_rate_minimum_hosts
+    }
+
+    /// Outcomes in an interval a backend needs to be judged by success rate.
+    pub fn success_rate_request_volume(&self) -> u32 {
+        self.success_rate_request_volume
+    }
+
+    /// Standard deviations below the mean success rate that eject, in thousandths.
+    pub fn success_rate_stdev_factor(&self) -> u32 {
+        self.success_rate_stdev_factor
+    }
+
+    /// Chance, in percent, that a success-rate outlier is ejected (0: never judged).
+    pub fn enforcing_success_rate(&self) -> u8 {
+        self.enforcing_success_rate
+    }
+
+    /// Failures in an interval, in percent of a backend's outcomes, that eject it.
+    pub fn failure_percentage_threshold(&self) -> u8 {
+        self.failure_percentage_threshold
+    }
+
+    /// Backends with enough outcomes needed for a failure-percentage judgement.
+    pub fn failure_percentage_minimum_hosts(&self) -> u32 {
+        self.failure_percentage_minimum_hosts
+    }
+
+    /// Outcomes in an interval a backend needs to be judged by failure percentage.
+    pub fn failure_percentage_request_volume(&self) -> u32 {
+        self.failure_percentage_request_volume
+    }
+
+    /// Chance, in percent, that a failure-percentage outlier is ejected (0: never judged).
+    pub fn enforcing_failure_percentage(&self) -> u8 {
+        self.enforcing_failure_percentage
+    }
+
+    /// Whether outcomes are counted per interval at all (either judgement can eject).
+    fn judges_intervals(&self) -> bool {
+        self.enforcing_success_rate > 0 || self.enforcing_failure_percentage > 0
     }
 
     /// The most a backend's ejection count grows to: Envoy's `ejectHost` increments it
@@ -230,11 +322,69 @@ impl OutlierConfigBuilder {
         self
     }
 
+    /// Envoy's `success_rate_minimum_hosts` (default 5): backends with at least
+    /// `success_rate_request_volume` outcomes in an interval needed to judge any by
+    /// success rate.
+    pub fn success_rate_minimum_hosts(mut self, n: u32) -> Self {
+        self.config.success_rate_minimum_hosts = n;
+        self
+    }
+
+    /// Envoy's `success_rate_request_volume` (default 100): outcomes in an interval a
+    /// backend needs to be judged by success rate.
+    pub fn success_rate_request_volume(mut self, n: u32) -> Self {
+        self.config.success_rate_request_volume = n;
+        self
+    }
+
+    /// Envoy's `success_rate_stdev_factor` (default 1900): a backend whose success rate is
+    /// below the mean by more than this many thousandths of a standard deviation is an
+    /// outlier.
+    pub fn success_rate_stdev_factor(mut self, factor: u32) -> Self {
+        self.config.success_rate_stdev_factor = factor;
+        self
+    }
+
+    /// Envoy's `enforcing_success_rate` (0..=100, default 100): the chance, in percent,
+    /// that a success-rate outlier is ejected; 0 turns the judgement off.
+    pub fn enforcing_success_rate(mut self, percent: u8) -> Self {
+        self.config.enforcing_success_rate = percent;
+        self
+    }
+
+    /// Envoy's `failure_percentage_threshold` (0..=100, default 85): failures in an
+    /// interval, in percent of a backend's outcomes, that make it an outlier.
+    pub fn failure_percentage_threshold(mut self, percent: u8) -> Self {
+        self.config.failure_percentage_threshold = percent;
+        self
+    }
+
+    /// Envoy's `failure_percentage_minimum_hosts` (default 5).
+    pub fn failure_percentage_minimum_hosts(mut self, n: u32) -> Self {
+        self.config.failure_percentage_minimum_hosts = n;
+        self
+    }
+
+    /// Envoy's `failure_percentage_request_volume` (default 50).
+    pub fn failure_percentage_request_volume(mut self, n: u32) -> Self {
+        self.config.failure_percentage_request_volume = n;
+        self
+    }
+
+    /// Envoy's `enforcing_failure_percentage` (0..=100, default 0, off): the chance, in
+    /// percent, that a failure-percentage outlier is ejected.
+    pub fn enforcing_failure_percentage(mut self, percent: u8) -> Self {
+        self.config.enforcing_failure_percentage = percent;
+        self
+    }
+
     /// Validates the settings.
     ///
     /// # Errors
     /// [`Error::InvalidThreshold`] for `consecutive_failures` 0, [`Error::ZeroInterval`] for a
-    /// zero `base_ejection_time` or `interval`, [`Error::InvalidConfig`] for a percentage above 100 or a
+    /// zero `base_ejection_time` or `interval`, [`Error::InvalidConfig`] for a percentage
+    /// above 100 (`max_ejection_percent`, `enforcing_success_rate`,
+    /// `failure_percentage_threshold`, `enforcing_failure_percentage`) or a
     /// `max_ejection_time` below `base_ejection_time`.
     pub fn build(self) -> Result<OutlierConfig> {
         let c = self.config;
@@ -265,11 +415,24 @@ impl OutlierConfigBuilder {
                 ),
             });
         }
-        if c.max_ejection_percent > 100 {
-            return Err(Error::InvalidConfig {
-                setting: "max_ejection_percent",
-                reason: format!("{}% is above 100%", c.max_ejection_percent),
-            });
+        for (setting, value) in [
+            ("max_ejection_percent", c.max_ejection_percent),
+            ("enforcing_success_rate", c.enforcing_success_rate),
+            (
+                "failure_percentage_threshold",
+                c.failure_percentage_threshold,
+            ),
+            (
+                "enforcing_failure_percentage",
+                c.enforcing_failure_percentage,
+            ),
+        ] {
+            if value > 100 {
+                return Err(Error::InvalidConfig {
+                    setting,
+                    reason: format!("{value}% is above 100%"),
+                });
+            }
         }
         Ok(c)
     }
@@ -286,6 +449,8 @@ pub enum OutlierEvent {
         until: Instant,
         /// The ejection multiplier now in force (1 for a first ejection).
         ejections: u32,
+        /// Why.
+        reason: EjectionReason,
     },
     /// The backend's ejection time is over; it takes traffic again.
     Unejected {
@@ -294,9 +459,61 @@ pub enum OutlierEvent {
     },
 }
 
+/// Why a backend was ejected ([`OutlierEvent::Ejected`]). Rates are in thousandths
+/// (per mille) of its outcomes in the interval judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EjectionReason {
+    /// `consecutive_failures` failures in a row.
+    ConsecutiveFailures,
+    /// Its success rate was below the threshold the backends' rates gave (Envoy
+    /// `SUCCESS_RATE`).
+    SuccessRate {
+        /// Its success rate, ‰.
+        success_rate: u32,
+        /// The mean success rate of the backends judged, ‰.
+        mean: u32,
+        /// `mean − factor × stdev`, ‰ (rounded up).
+        threshold: u32,
+    },
+    /// Its failures reached `failure_percentage_threshold` (Envoy `FAILURE_PERCENTAGE`).
+    FailurePercentage {
+        /// Its failures, ‰ of its outcomes.
+        failure_rate: u32,
+    },
+    /// An ejection in force carried from an earlier detector ([`OutlierDetector::restore`]).
+    Carried,
+}
+
+impl fmt::Display for EjectionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pct = |permille: u32| format!("{}.{}%", permille / 10, permille % 10);
+        match self {
+            Self::ConsecutiveFailures => f.write_str("consecutive failed connections or requests"),
+            Self::SuccessRate {
+                success_rate,
+                mean,
+                threshold,
+            } => write!(
+                f,
+                "success rate {} below the threshold {} (mean {})",
+                pct(*success_rate),
+                pct(*threshold),
+                pct(*mean)
+            ),
+            Self::FailurePercentage { failure_rate } => {
+                write!(f, "{} of its requests failed", pct(*failure_rate))
+            }
+            Self::Carried => f.write_str("ejection carried over from the previous configuration"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct HostState {
     consecutive: u32,
+    /// Final outcomes in the current interval, and how many of them succeeded.
+    volume: u32,
+    successes: u32,
     ejected_until: Option<Instant>,
     /// When the current ejection began.
     ejected_at: Option<Instant>,
@@ -343,7 +560,15 @@ pub struct OutlierDetector {
     /// How many of `hosts` are ejected (`ejected_until` set), kept up to date on every
     /// ejection, return, restore and removal so that no outcome scans the hosts.
     ejected: usize,
+    /// When the interval whose outcomes are being counted ends (success rate, failure
+    /// percentage); `None` while no outcome has come since the last one ended.
+    window_ends: Option<Instant>,
+    /// The enforcement draws' generator state (splitmix64).
+    rng: u64,
 }
+
+/// The default seed of the enforcement draws ([`OutlierDetector::with_seed`]).
+const DEFAULT_SEED: u64 = 0x6c62_6f75_746c_6965;
 
 impl OutlierDetector {
     /// A detector over these backends, none ejected.
@@ -356,7 +581,28 @@ impl OutlierDetector {
                 .collect(),
             events: VecDeque::new(),
             ejected: 0,
+            window_ends: None,
+            rng: DEFAULT_SEED,
         }
+    }
+
+    /// Seeds the draws that decide whether an outlier is ejected when an `enforcing_*`
+    /// percentage is between 0 and 100 (Envoy draws from its runtime's random source).
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = seed;
+        self
+    }
+
+    /// Whether a draw falls within `percent` %: always for 100, never for 0.
+    fn enforce(&mut self, percent: u8) -> bool {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        z % 100 < u64::from(percent)
     }
 
     /// The configuration.
@@ -453,6 +699,7 @@ impl OutlierDetector {
                         backend,
                         until,
                         ejections: host.ejections,
+                        reason: EjectionReason::Carried,
                     });
                 }
             }
@@ -484,21 +731,37 @@ impl OutlierDetector {
 
     /// Records one connection outcome. Unknown backends and outcomes for already-ejected
     /// backends (connections still draining) are ignored. A success ends the backend's run
-    /// of failures; [`ConnectionOutcome::Connected`] leaves it as it is.
+    /// of failures; [`ConnectionOutcome::Connected`] leaves it as it is. Every other outcome
+    /// also counts in the current interval's success rate and failure percentage (when
+    /// either is enforced), and the first of an interval starts it.
     ///
     /// Constant work per outcome (a map lookup), whatever the number of backends.
     pub fn handle_outcome(&mut self, now: Instant, backend: BackendId, outcome: ConnectionOutcome) {
         let Some(is_failure) = self.config.is_failure(outcome) else {
             return;
         };
-        let total = self.hosts.len();
-        let ejected = self.ejected;
         let config = &self.config;
         let Some(host) = self.hosts.get_mut(&backend) else {
             return;
         };
         if host.ejected_until.is_some() {
             return;
+        }
+        if config.judges_intervals() {
+            host.volume = host.volume.saturating_add(1);
+            // Envoy's success rate: any 5xx and every local failure is a failure, whatever
+            // the consecutive judgement's class.
+            let success = match outcome {
+                ConnectionOutcome::Success => true,
+                ConnectionOutcome::HttpStatus(s) => !(500..=599).contains(&s),
+                _ => false,
+            };
+            if success {
+                host.successes = host.successes.saturating_add(1);
+            }
+            if self.window_ends.is_none() {
+                self.window_ends = Some(crate::tracker::later(now, config.interval));
+            }
         }
         if !is_failure {
             host.consecutive = 0;
@@ -508,12 +771,26 @@ impl OutlierDetector {
         if host.consecutive < config.consecutive_failures {
             return;
         }
-        // Ceiling: (ejected + 1) / total must not exceed the percentage. The run ends
-        // either way, as Envoy's (it resets the counter whether or not it ejected): the
-        // backend needs a whole new run once there is room.
-        if (ejected + 1) * 100 > total * usize::from(config.max_ejection_percent) {
-            host.consecutive = 0;
-            return;
+        // The run ends whether or not the ceiling lets the ejection happen, as Envoy's
+        // (it resets the counter either way): the backend needs a whole new run once there
+        // is room.
+        host.consecutive = 0;
+        self.try_eject(now, backend, EjectionReason::ConsecutiveFailures);
+    }
+
+    /// Ejects `backend` (known, not ejected) unless the ceiling forbids it: (ejected + 1) /
+    /// total must not exceed `max_ejection_percent`. Returns whether it ejected.
+    fn try_eject(&mut self, now: Instant, backend: BackendId, reason: EjectionReason) -> bool {
+        let total = self.hosts.len();
+        let config = &self.config;
+        if (self.ejected + 1) * 100 > total * usize::from(config.max_ejection_percent) {
+            return false;
+        }
+        let Some(host) = self.hosts.get_mut(&backend) else {
+            return false;
+        };
+        if host.ejected_until.is_some() {
+            return false;
         }
         let base = config.base_ejection_time;
         if let Some(back) = host.unejected_at {
@@ -538,7 +815,75 @@ impl OutlierDetector {
             backend,
             until,
             ejections: host.ejections,
+            reason,
         });
+        true
+    }
+
+    /// Judges the interval that just ended (Envoy's `processSuccessRateEjections`) and
+    /// starts counting the next.
+    fn judge_interval(&mut self, now: Instant) {
+        // (backend, volume, success rate in percent) of each backend not ejected with
+        // outcomes; every count starts again.
+        let mut judged: Vec<(BackendId, u32, f64)> = Vec::new();
+        for (&id, host) in &mut self.hosts {
+            let (volume, successes) = (host.volume, host.successes);
+            host.volume = 0;
+            host.successes = 0;
+            if host.ejected_until.is_none() && volume > 0 {
+                judged.push((id, volume, f64::from(successes) * 100.0 / f64::from(volume)));
+            }
+        }
+        let c = self.config.clone();
+        let total = self.hosts.len();
+        let permille = |pct: f64| (pct * 10.0).round().clamp(0.0, 1000.0) as u32;
+        if c.enforcing_success_rate > 0 && total >= c.success_rate_minimum_hosts as usize {
+            let valid: Vec<(BackendId, f64)> = judged
+                .iter()
+                .filter(|(_, v, _)| *v >= c.success_rate_request_volume)
+                .map(|&(id, _, r)| (id, r))
+                .collect();
+            if !valid.is_empty() && valid.len() >= c.success_rate_minimum_hosts as usize {
+                let n = valid.len() as f64;
+                let mean = valid.iter().map(|(_, r)| r).sum::<f64>() / n;
+                let variance = valid.iter().map(|(_, r)| (r - mean).powi(2)).sum::<f64>() / n;
+                let threshold =
+                    mean - f64::from(c.success_rate_stdev_factor) / 1000.0 * variance.sqrt();
+                for &(id, rate) in &valid {
+                    if rate < threshold && self.enforce(c.enforcing_success_rate) {
+                        let reason = EjectionReason::SuccessRate {
+                            success_rate: permille(rate),
+                            mean: permille(mean),
+                            threshold: (threshold * 10.0).ceil().clamp(0.0, 1000.0) as u32,
+                        };
+                        self.try_eject(now, id, reason);
+                    }
+                }
+            }
+        }
+        if c.enforcing_failure_percentage > 0
+            && total >= c.failure_percentage_minimum_hosts as usize
+        {
+            let valid: Vec<(BackendId, f64)> = judged
+                .iter()
+                .filter(|(_, v, _)| *v >= c.failure_percentage_request_volume)
+                .map(|&(id, _, r)| (id, r))
+                .collect();
+            if !valid.is_empty() && valid.len() >= c.failure_percentage_minimum_hosts as usize {
+                for &(id, rate) in &valid {
+                    let failed = 100.0 - rate;
+                    if failed >= f64::from(c.failure_percentage_threshold)
+                        && !self.is_ejected(id)
+                        && self.enforce(c.enforcing_failure_percentage)
+                    {
+                        let reason = EjectionReason::FailurePercentage {
+                            failure_rate: permille(failed),
+                        };
+                        self.try_eject(now, id, reason);
+                    }
+                }
+            }
+        }
     }
 
     /// Ends `backend`'s ejection now if an active check passed after it began (`passed`:
@@ -570,7 +915,9 @@ impl OutlierDetector {
             .map(|(&b, _)| b)
     }
 
-    /// Un-ejects every backend whose time is over at `now`. Idempotent.
+    /// Un-ejects every backend whose time is over at `now`, then, if the interval being
+    /// counted has ended, judges it (success rate, failure percentage); the next interval
+    /// starts at the next outcome. Idempotent.
     pub fn handle_timeout(&mut self, now: Instant) {
         for (&backend, host) in &mut self.hosts {
             if host.ejected_until.is_some_and(|u| u <= now) {
@@ -581,6 +928,10 @@ impl OutlierDetector {
                 self.events.push_back(OutlierEvent::Unejected { backend });
             }
         }
+        if self.window_ends.is_some_and(|end| end <= now) {
+            self.window_ends = None;
+            self.judge_interval(now);
+        }
     }
 
     /// The next ejection or un-ejection to apply.
@@ -589,15 +940,20 @@ impl OutlierDetector {
         self.events.pop_front()
     }
 
-    /// When the earliest ejection ends.
+    /// When the earliest ejection ends, or the interval being counted does, whichever
+    /// comes first.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         // Nothing to scan while nothing is ejected: the common case costs no walk over
         // the backends (this is asked after every outcome).
         if self.ejected == 0 {
-            return None;
+            return self.window_ends;
         }
-        self.hosts.values().filter_map(|h| h.ejected_until).min()
+        let ejection = self.hosts.values().filter_map(|h| h.ejected_until).min();
+        match (ejection, self.window_ends) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -616,6 +972,8 @@ mod tests {
             .base_ejection_time(Duration::from_secs(10))
             .max_ejection_time(Duration::from_secs(25))
             .max_ejection_percent(pct)
+            // The interval judgements have tests of their own.
+            .enforcing_success_rate(0)
             .build()
             .unwrap();
         OutlierDetector::new(c, (0..n).map(BackendId))
@@ -891,6 +1249,7 @@ mod tests {
             .base_ejection_time(Duration::MAX)
             .max_ejection_time(Duration::MAX)
             .max_ejection_percent(100)
+            .enforcing_success_rate(0)
             .build()
             .unwrap();
         let mut d = OutlierDetector::new(config, [BackendId(0)]);
@@ -956,7 +1315,8 @@ mod tests {
             Some(OutlierEvent::Ejected {
                 backend: BackendId(1),
                 until,
-                ejections: 1
+                ejections: 1,
+                reason: EjectionReason::Carried,
             }),
             "the pool is told"
         );
@@ -1025,5 +1385,207 @@ mod tests {
         assert_eq!(two.ejected_count(), 1);
         // Restoring the ejected one again does not count it twice.
         assert!(two.restore(t, BackendId(0), s0).unwrap());
+    }
+
+    /// A detector over `n` backends judging intervals of 10 s only (consecutive failures
+    /// never eject), failure percentage enforced at `fp` %.
+    fn judging(n: u32, max_pct: u8, fp: u8) -> OutlierDetector {
+        let c = OutlierConfig::builder()
+            .consecutive_failures(u32::MAX)
+            .max_ejection_percent(max_pct)
+            .enforcing_failure_percentage(fp)
+            .build()
+            .unwrap();
+        OutlierDetector::new(c, (0..n).map(BackendId))
+    }
+
+    /// `ok` successes then `bad` failures (5xx) from backend `id`.
+    fn feed(d: &mut OutlierDetector, t: Instant, id: u32, ok: u32, bad: u32) {
+        for _ in 0..ok {
+            d.handle_outcome(t, BackendId(id), ConnectionOutcome::HttpStatus(200));
+        }
+        for _ in 0..bad {
+            d.handle_outcome(t, BackendId(id), ConnectionOutcome::HttpStatus(500));
+        }
+    }
+
+    fn ejections(d: &mut OutlierDetector) -> Vec<(BackendId, EjectionReason)> {
+        std::iter::from_fn(|| d.poll_event())
+            .filter_map(|e| match e {
+                OutlierEvent::Ejected {
+                    backend, reason, ..
+                } => Some((backend, reason)),
+                OutlierEvent::Unejected { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Envoy's worked example (`successRateEjectionThreshold`): rates {50, 100, 100, 100,
+    /// 100} give mean 90, stdev 20 and threshold 90 − 1.9 × 20 = 52: the 50 % backend is
+    /// ejected at the end of the interval, no earlier.
+    #[test]
+    fn a_success_rate_outlier_is_ejected_at_the_end_of_the_interval() {
+        let t = now();
+        let mut d = judging(5, 100, 0);
+        assert_eq!(d.poll_timeout(), None, "no interval runs before an outcome");
+        feed(&mut d, t, 0, 50, 50);
+        for id in 1..5 {
+            feed(&mut d, t, id, 100, 0);
+        }
+        assert_eq!(d.poll_timeout(), Some(t + Duration::from_secs(10)));
+        d.handle_timeout(t + Duration::from_secs(9));
+        assert!(ejections(&mut d).is_empty());
+        d.handle_timeout(t + Duration::from_secs(10));
+        assert_eq!(
+            ejections(&mut d),
+            [(
+                BackendId(0),
+                EjectionReason::SuccessRate {
+                    success_rate: 500,
+                    mean: 900,
+                    threshold: 520
+                }
+            )]
+        );
+        assert_eq!(
+            EjectionReason::SuccessRate {
+                success_rate: 500,
+                mean: 900,
+                threshold: 520
+            }
+            .to_string(),
+            "success rate 50.0% below the threshold 52.0% (mean 90.0%)"
+        );
+        // Idle: the ejection's end is the only timer; no interval runs.
+        assert_eq!(d.poll_timeout(), Some(t + Duration::from_secs(40)));
+    }
+
+    /// Fewer than `success_rate_minimum_hosts` backends with `success_rate_request_volume`
+    /// outcomes: nobody is judged. Counts do not add up across intervals.
+    #[test]
+    fn success_rate_needs_the_volume_and_the_hosts_in_one_interval() {
+        let t = now();
+        let mut d = judging(5, 100, 0);
+        feed(&mut d, t, 0, 50, 50);
+        for id in 1..4 {
+            feed(&mut d, t, id, 100, 0);
+        }
+        feed(&mut d, t, 4, 99, 0); // one short of the volume: four hosts judged
+        d.handle_timeout(t + Duration::from_secs(10));
+        assert!(ejections(&mut d).is_empty());
+        assert_eq!(
+            d.poll_timeout(),
+            None,
+            "the next interval waits for an outcome"
+        );
+        // Next interval: backend 0 fails half of 60 (below the volume) and the others
+        // succeed; the previous interval's 100 do not count.
+        let t2 = t + Duration::from_secs(15);
+        feed(&mut d, t2, 0, 30, 30);
+        for id in 1..5 {
+            feed(&mut d, t2, id, 100, 0);
+        }
+        assert_eq!(d.poll_timeout(), Some(t2 + Duration::from_secs(10)));
+        d.handle_timeout(t2 + Duration::from_secs(10));
+        assert!(ejections(&mut d).is_empty());
+    }
+
+    /// Failure percentage: off by default (Envoy's `enforcing_failure_percentage` 0); on,
+    /// a backend whose failures reach the threshold (85 %) is ejected even when the
+    /// success-rate judgement has too little volume to run. Connection failures count.
+    #[test]
+    fn failure_percentage_ejects_when_enforced() {
+        let t = now();
+        for (fp, want) in [(0, false), (100, true)] {
+            let mut d = judging(5, 100, fp);
+            // 9 of 60 succeed: 85 % failed.
+            feed(&mut d, t, 0, 9, 30);
+            for _ in 0..21 {
+                d.handle_outcome(t, BackendId(0), ConnectionOutcome::ConnectFailure);
+            }
+            for id in 1..5 {
+                feed(&mut d, t, id, 60, 0);
+            }
+            d.handle_timeout(t + Duration::from_secs(10));
+            let got = ejections(&mut d);
+            if want {
+                assert_eq!(
+                    got,
+                    [(
+                        BackendId(0),
+                        EjectionReason::FailurePercentage { failure_rate: 850 }
+                    )]
+                );
+            } else {
+                assert!(got.is_empty(), "{got:?}");
+            }
+        }
+    }
+
+    /// The ceiling holds for interval ejections too: two outliers of ten, at most 10 %.
+    #[test]
+    fn interval_ejections_respect_the_ceiling() {
+        let t = now();
+        let mut d = judging(10, 10, 0);
+        feed(&mut d, t, 0, 50, 50);
+        feed(&mut d, t, 1, 50, 50);
+        for id in 2..10 {
+            feed(&mut d, t, id, 100, 0);
+        }
+        d.handle_timeout(t + Duration::from_secs(10));
+        let got = ejections(&mut d);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(d.ejected_count(), 1);
+    }
+
+    /// Every backend at 100 %: the deviation is 0, the threshold the mean, nobody below.
+    /// A 5xx with `FailureClass::Gateway` still counts against the success rate (Envoy
+    /// counts every 5xx there).
+    #[test]
+    fn success_rate_counts_every_5xx() {
+        let t = now();
+        let c = OutlierConfig::builder()
+            .consecutive_failures(u32::MAX)
+            .failure_class(FailureClass::Gateway)
+            .max_ejection_percent(100)
+            .build()
+            .unwrap();
+        let mut d = OutlierDetector::new(c, (0..5).map(BackendId));
+        for id in 0..5 {
+            feed(&mut d, t, id, 100, 0);
+        }
+        d.handle_timeout(t + Duration::from_secs(10));
+        assert!(ejections(&mut d).is_empty());
+        let t2 = t + Duration::from_secs(20);
+        feed(&mut d, t2, 0, 50, 50); // 500s: not gateway errors
+        for id in 1..5 {
+            feed(&mut d, t2, id, 100, 0);
+        }
+        d.handle_timeout(t2 + Duration::from_secs(10));
+        assert_eq!(ejections(&mut d).len(), 1);
+    }
+
+    /// `enforcing_success_rate` 50: about half of the outliers are ejected, as drawn from
+    /// the detector's seed.
+    #[test]
+    fn enforcement_is_a_chance() {
+        let t = now();
+        let c = OutlierConfig::builder()
+            .consecutive_failures(u32::MAX)
+            .max_ejection_percent(100)
+            .enforcing_success_rate(50)
+            .build()
+            .unwrap();
+        let mut ejected = 0;
+        for seed in 0..200 {
+            let mut d = OutlierDetector::new(c.clone(), (0..5).map(BackendId)).with_seed(seed);
+            feed(&mut d, t, 0, 50, 50);
+            for id in 1..5 {
+                feed(&mut d, t, id, 100, 0);
+            }
+            d.handle_timeout(t + Duration::from_secs(10));
+            ejected += ejections(&mut d).len();
+        }
+        assert!((70..=130).contains(&ejected), "{ejected} of 200");
     }
 }

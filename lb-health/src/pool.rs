@@ -387,6 +387,7 @@ mod tests {
             backend: BackendId(1),
             until: now,
             ejections: 1,
+            reason: crate::outlier::EjectionReason::ConsecutiveFailures,
         };
         a.apply_outlier(&p, &ej, now).unwrap();
         assert_eq!(state(&p, 1), (Health::Up, 0));
@@ -583,6 +584,7 @@ mod tests {
             backend: BackendId(2),
             until: now,
             ejections: 1,
+            reason: crate::outlier::EjectionReason::ConsecutiveFailures,
         };
         a.apply_outlier(&p, &ej, now).unwrap();
         // Missed: 1 came back asking for weight 6; 2's check went down and up again.
@@ -619,6 +621,7 @@ mod tests {
             backend: BackendId(2),
             until: now,
             ejections: 1,
+            reason: crate::outlier::EjectionReason::ConsecutiveFailures,
         };
         a.apply_outlier(&p, &ej, now).unwrap();
         a.apply_event(&p, &ev(2, Health::Down, Health::Up, None), now)

@@ -65,6 +65,8 @@ fn cfg() -> OutlierConfig {
         .base_ejection_time(s(10))
         .max_ejection_time(s(100))
         .max_ejection_percent(100)
+        // Consecutive failures only: no interval timer.
+        .enforcing_success_rate(0)
         .build()
         .unwrap()
 }
@@ -159,6 +161,7 @@ fn applier_entries_follow_the_address_when_the_pool_renumbers() {
             backend: b2,
             until: t + s(1),
             ejections: 1,
+            reason: lb_health::outlier::EjectionReason::ConsecutiveFailures,
         },
         t,
     )

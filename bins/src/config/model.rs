@@ -1412,9 +1412,13 @@ pub struct VirtualServer {
 /// Passive health of a virtual server (`[virtual_server.outlier_detection]`, TOML only;
 /// Envoy's outlier detection): failed connections the proxy reports (refused, timed out,
 /// reset by the backend) and, in HTTP mode, failed responses eject a backend for a while, on
-/// top of the active checks. Defaults: on, 5 failures in a row, gateway errors (502, 503,
-/// 504) as HTTP failures, ejections of 30 s × the backend's ejection count up to 300 s, at
-/// most 50 % of the backends ejected at once, ended early by a passing active check.
+/// top of the active checks. Defaults: on, 5 failures in a row, every 5xx an HTTP failure,
+/// ejections of 30 s × the backend's ejection count up to 300 s, at most 50 % of the
+/// backends ejected at once, ended early by a passing active check. Envoy's interval
+/// judgements — success rate and failure percentage — are available and off by default
+/// (`enforcing_success_rate` 0: Envoy enforces it at 100 %, but there outlier detection is
+/// something a cluster opts into; here it is on for every virtual server, and a success-rate
+/// judgement over five backends at 100 % ejects one with a single failure in 100).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutlierDetection {
@@ -1444,6 +1448,33 @@ pub struct OutlierDetection {
     /// `on-error mark-down` likewise leaves the way back to the checks). Without active
     /// checks the ejection runs its time.
     pub successful_active_health_check_uneject_host: bool,
+    /// Envoy's success-rate ejection, judged each `interval`: the chance, in percent, that
+    /// a backend whose success rate is below the mean by more than
+    /// `success_rate_stdev_factor` / 1000 standard deviations is ejected (0..=100; default
+    /// 0, off). Every 5xx and every failed connection counts as a failure there.
+    pub enforcing_success_rate: u8,
+    /// Backends with `success_rate_request_volume` outcomes in the interval needed for a
+    /// success-rate judgement (default 5, Envoy's).
+    pub success_rate_minimum_hosts: u32,
+    /// Requests or connections in the interval a backend needs to be judged by success
+    /// rate (default 100, Envoy's).
+    pub success_rate_request_volume: u32,
+    /// Standard deviations below the mean, in thousandths, that make a success-rate
+    /// outlier (default 1900: 1.9, Envoy's).
+    pub success_rate_stdev_factor: u32,
+    /// Envoy's failure-percentage ejection, judged each `interval`: the chance, in percent,
+    /// that a backend whose failures reach `failure_percentage_threshold` % is ejected
+    /// (0..=100; default 0, off, as in Envoy).
+    pub enforcing_failure_percentage: u8,
+    /// Failures, in percent of a backend's outcomes in the interval, that make it an
+    /// outlier (0..=100; default 85, Envoy's).
+    pub failure_percentage_threshold: u8,
+    /// Backends with `failure_percentage_request_volume` outcomes in the interval needed
+    /// for a failure-percentage judgement (default 5, Envoy's).
+    pub failure_percentage_minimum_hosts: u32,
+    /// Requests or connections in the interval a backend needs to be judged by failure
+    /// percentage (default 50, Envoy's).
+    pub failure_percentage_request_volume: u32,
 }
 
 impl Default for OutlierDetection {
@@ -1457,6 +1488,14 @@ impl Default for OutlierDetection {
             max_ejection_percent: 50,
             interval: Duration::from_secs(10),
             successful_active_health_check_uneject_host: true,
+            enforcing_success_rate: 0,
+            success_rate_minimum_hosts: 5,
+            success_rate_request_volume: 100,
+            success_rate_stdev_factor: 1900,
+            enforcing_failure_percentage: 0,
+            failure_percentage_threshold: 85,
+            failure_percentage_minimum_hosts: 5,
+            failure_percentage_request_volume: 50,
         }
     }
 }
@@ -1490,6 +1529,14 @@ impl OutlierDetection {
             .max_ejection_time(self.max_ejection_time)
             .max_ejection_percent(self.max_ejection_percent)
             .interval(self.interval)
+            .enforcing_success_rate(self.enforcing_success_rate)
+            .success_rate_minimum_hosts(self.success_rate_minimum_hosts)
+            .success_rate_request_volume(self.success_rate_request_volume)
+            .success_rate_stdev_factor(self.success_rate_stdev_factor)
+            .enforcing_failure_percentage(self.enforcing_failure_percentage)
+            .failure_percentage_threshold(self.failure_percentage_threshold)
+            .failure_percentage_minimum_hosts(self.failure_percentage_minimum_hosts)
+            .failure_percentage_request_volume(self.failure_percentage_request_volume)
             .build()
             .map_err(|e| e.to_string())
     }
@@ -3638,14 +3685,21 @@ fn validate_outlier(err: &mut impl FnMut(String, String), i: usize, o: &OutlierD
             ),
         );
     }
-    if o.max_ejection_percent > 100 {
-        err(
-            format!("{p}.max_ejection_percent"),
-            format!(
-                "max_ejection_percent {} is above 100",
-                o.max_ejection_percent
-            ),
-        );
+    for (key, value) in [
+        ("max_ejection_percent", o.max_ejection_percent),
+        ("enforcing_success_rate", o.enforcing_success_rate),
+        (
+            "enforcing_failure_percentage",
+            o.enforcing_failure_percentage,
+        ),
+        (
+            "failure_percentage_threshold",
+            o.failure_percentage_threshold,
+        ),
+    ] {
+        if value > 100 {
+            err(format!("{p}.{key}"), format!("{key} {value} is above 100"));
+        }
     }
 }
 

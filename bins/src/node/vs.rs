@@ -319,9 +319,12 @@ impl Appliers {
                 }
             };
             tracing::info!(virtual_server = %name, backend = %self.addr(id), event = ?ev, "passive health");
-            let why = matches!(ev, OutlierEvent::Ejected { .. }).then(|| {
-                "ejected by passive health (consecutive failed connections or requests)".to_owned()
-            });
+            let why = match ev {
+                OutlierEvent::Ejected { reason, .. } => {
+                    Some(format!("ejected by passive health: {reason}"))
+                }
+                OutlierEvent::Unejected { .. } => None,
+            };
             note_health(&self.notes, id, |n| &mut n.ejection, why);
             if let Err(e) = self.of(id).apply_outlier(pool, &ev, now()) {
                 tracing::warn!(virtual_server = %name, error = %e, "outlier event not applied");
@@ -1217,7 +1220,8 @@ impl VsRuntime {
         let mut detector = OutlierDetector::new(
             cfg.outlier_detection.outlier_config().map_err(&err)?,
             (0..cfg.backends.len()).map(backend_id),
-        );
+        )
+        .with_seed(pool_seed(&cfg.name));
         // A reload's replacement goes on with its predecessor's ejections, applied to the
         // pool before the proxy takes its first connection.
         let outlier_states = OutlierStates::default();
