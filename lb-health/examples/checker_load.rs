@@ -8,7 +8,8 @@
 // 2. the time from a backend's death to its `Down` event, for two kinds of death:
 //    "refuse" (the listener closes: connects are refused at once) and "hang" (the backend
 //    stops accepting and its accept queue is full: connects get no answer and time out).
-//    Expected: at most fall × interval (refuse) and fall × interval + timeout (hang).
+//    Expected: at most fall × interval (refuse) and fall × (interval + timeout) (hang: each
+//    timed-out probe is followed by a full interval, as in HAProxy and keepalived).
 //
 // Options: `--backends N` (default 1000), `--window S` CPU window in seconds (default 20).
 // Only loopback traffic; every loop is bounded.
@@ -243,7 +244,7 @@ fn main() {
         stats("refuse", &mut refuse);
         println!("         bound fall × interval = {:?}", INTERVAL * FALL);
         stats("hang", &mut hang);
-        println!("         bound fall × interval + timeout = {:?}", INTERVAL * FALL + TIMEOUT);
+        println!("         bound fall × (interval + timeout) = {:?}", (INTERVAL + TIMEOUT) * FALL);
         driver.shutdown().await;
     });
 }

@@ -362,11 +362,12 @@ impl HealthTracker {
     /// check_misc.c: `} else if (checker->is_up) { delay = delay_before_retry; ++retry_it; }`).
     /// Otherwise the check's result counts towards
     /// `rise` or `fall`; the next check is due `inter`, `fastinter` or `downinter`
-    /// (± `spread_checks`) after the start of this one (after `now` when the outcome came
-    /// without [`poll_probe`](Self::poll_probe)), and never before `now`. Scheduling from the
-    /// start keeps the cadence independent of probe latency, so without retries or spread a
-    /// backend that dies is down within `interval + (fall − 1) × fastinter + timeout`
-    /// (`fall × interval + timeout` when `fastinter` is unset). Outcomes are accepted even
+    /// (± `spread_checks`) after this one ended (`now`), as HAProxy reschedules a check
+    /// when it completes (`tick_add(now_ms, srv_getinter())`) and keepalived's checkers
+    /// wait `delay_loop` after theirs (`tcp_epilog`): a probe that runs into its timeout is
+    /// followed by a pause, not by the next probe at once. So without retries or spread a
+    /// backend that dies is down within `fall × (timeout + interval)` at worst (with
+    /// `fastinter`, `interval + (fall − 1) × fastinter + fall × timeout`). Outcomes are accepted even
     /// without a preceding [`poll_probe`](Self::poll_probe), so callers may drive probes on
     /// their own schedule; but the first one after [`handle_timeout`](Self::handle_timeout)
     /// failed a probe, before the next `poll_probe`, is taken for that probe's late result
@@ -422,12 +423,8 @@ impl HealthTracker {
         let steady_up = self.health == Health::Up && self.failures == 0;
         let steady_down = self.health == Health::Down && self.successes == 0;
         let period = self.jittered(self.config.period(steady_up, steady_down));
-        let base = match self.phase {
-            Phase::InFlight { started, .. } => started,
-            Phase::Idle { .. } => now,
-        };
         self.phase = Phase::Idle {
-            due: later(base, period).max(now),
+            due: later(now, period),
         };
 
         let weight_changed = self.health == Health::Up && self.weight != self.reported_weight;

@@ -214,7 +214,7 @@ async fn a_fresh_start_is_established_by_its_first_result() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn hung_probe_times_out_and_down_within_fall_interval_plus_timeout() {
+async fn hung_probe_times_out_and_down_within_fall_timeouts_and_intervals() {
     let config = HealthCheckConfig::haproxy()
         .inter(Duration::from_secs(1))
         .fall(2)
@@ -223,15 +223,22 @@ async fn hung_probe_times_out_and_down_within_fall_interval_plus_timeout() {
         .unwrap();
     let mut run = start(config, &[Step::Up, Step::Hang]);
     let (calls, events) = run.run_for(Duration::from_secs(4)).await;
-    // The backend hangs from t=1: probes at 1 and 2 time out; down at 2.5 = 1 + (fall - 1) ×
-    // inter + timeout, plus the driver's grace for a probe that ignores its own timeout (this
-    // scripted one does; the real probes return at their timeout).
-    assert_eq!(&calls[..3], &secs(&[0., 1., 2.])[..]);
-    assert_eq!(events.len(), 1);
+    // The backend hangs from t=1: the probe at 1 times out at 1.5 (plus the driver's grace g
+    // for a probe that ignores its own timeout: this scripted one does, the real probes
+    // return at their timeout), the next starts inter after that (HAProxy and keepalived
+    // reschedule from a check's end) and times out too: down at 1 + fall × timeout +
+    // (fall − 1) × inter + 2g.
+    let g = lb_health::driver::BACKSTOP_GRACE;
     assert_eq!(
-        events[0].0,
-        Duration::from_millis(2500) + lb_health::driver::BACKSTOP_GRACE
+        &calls[..3],
+        &[
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_millis(2500) + g
+        ][..]
     );
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0, Duration::from_millis(3000) + 2 * g);
     assert!(events[0].1.reason.contains("timed out"), "{:?}", events[0]);
     assert_eq!(events[0].1.latency, Duration::from_millis(500));
     run.driver.shutdown().await;
