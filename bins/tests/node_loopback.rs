@@ -1666,6 +1666,61 @@ address = "{web}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A real server that starts down (`alpha`) and whose check never passes has had no
+/// transition, yet `lbctl status` says what its check fails with (it said nothing), and the
+/// log says it once (keepalived logs an alpha checker's first failure).
+#[test]
+fn an_alpha_backend_that_never_comes_up_shows_why() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let dead = lb_testkit::ports::dead_addr();
+    let port = free_port();
+    let toml = format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+delay_loop = "100ms"
+alpha = true
+
+[[virtual_server.backend]]
+address = "{a}"
+[[virtual_server.backend.check]]
+type = "tcp"
+
+[[virtual_server.backend]]
+address = "{dead}"
+[[virtual_server.backend.check]]
+type = "tcp"
+"#,
+        sock = dir.join("admin.sock").display(),
+        a = a.addr,
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let backend = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || backend(0)["health"] == "up"
+            && backend(1)["health_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("refused"))),
+        "{}\n{}",
+        status(&sock),
+        log()
+    );
+    assert_eq!(backend(1)["health"], "down");
+    // Several checks later, the failure was logged once.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(log().matches("check failed").count(), 1, "{}", log());
+    drop(node);
+    drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A reload that changes only a weight applies it in place through the health applier:
 /// an `inhibit_on_failure` real server whose check fails stays at weight 0 (it used to be
 /// given the new weight, and so traffic, until its next health transition), and takes the

@@ -104,12 +104,15 @@ pub struct CheckStates(Arc<Mutex<StateMap>>);
 impl CheckStates {
     /// The current state of `backend`'s check, or `None` if it is not checked.
     pub fn get(&self, backend: BackendId) -> Option<CheckState> {
-        lock(self).get(&backend).map(|(_, s)| *s)
+        lock(self).get(&backend).map(|(_, s)| s.clone())
     }
 
     /// The current state of every check (a copy).
     pub fn snapshot(&self) -> HashMap<BackendId, CheckState> {
-        lock(self).iter().map(|(id, (_, s))| (*id, *s)).collect()
+        lock(self)
+            .iter()
+            .map(|(id, (_, s))| (*id, s.clone()))
+            .collect()
     }
 }
 
@@ -304,11 +307,23 @@ async fn run_check(
             .unwrap_or_else(|_| ProbeOutcome::timed_out(timeout));
             tracing::trace!(%backend, kind = probe.kind(), up = outcome.is_up(), reason = %outcome.reason, "probe");
             let passed = outcome.is_up().then(now);
+            let failure: Option<Arc<str>> =
+                (!outcome.is_up()).then(|| outcome.reason.to_string().into());
             let transition = tracker.handle_result(now(), outcome);
             let established = tracker.state().established;
-            if passed.is_some() {
-                if let Some(h) = own(&mut lock(&health), backend, generation) {
+            if let Some(h) = own(&mut lock(&health), backend, generation) {
+                if passed.is_some() {
                     h.last_pass = passed;
+                }
+                // A failure that says something new is logged (a backend that started
+                // down gets its first reason, as keepalived logs an alpha checker's first
+                // failure; one that stays down shows what it fails with now); a repeat is
+                // not.
+                if failure != h.last_failure {
+                    if let (Some(f), None) = (&failure, &transition) {
+                        tracing::info!(%backend, health = %h.health, reason = %f, "check failed");
+                    }
+                    h.last_failure = failure;
                 }
             }
             if let Some(t) = transition {
@@ -323,6 +338,7 @@ async fn run_check(
                         weight: t.weight,
                         established,
                         last_pass: h.last_pass,
+                        last_failure: h.last_failure.clone(),
                     };
                     // No subscriber is not an error.
                     let _ = events.send(t.into_event(backend));
@@ -456,6 +472,7 @@ mod tests {
                         weight: None,
                         established: true,
                         last_pass: None,
+                        last_failure: None,
                     },
                 ),
             );

@@ -593,6 +593,7 @@ mod tests {
             weight: w.map(|w| Weight::new(w).unwrap()),
             established: true,
             last_pass: None,
+            last_failure: None,
         };
         a.resync(
             &p,

@@ -177,7 +177,7 @@ pub struct HealthEvent {
 /// [`HealthEvent`] so far would know (the last event's `new` and `weight`). A subscriber
 /// that missed events resynchronises from these (see
 /// [`PoolApplier::resync`](crate::PoolApplier::resync)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckState {
     /// The current verdict.
     pub health: Health,
@@ -192,6 +192,12 @@ pub struct CheckState {
     /// verdict: a passive ejection may end at the next pass (Envoy's
     /// `successful_active_health_check_uneject_host`). `None`: none since the start.
     pub last_pass: Option<Instant>,
+    /// Why the last probe failed, while no probe has passed since (set by
+    /// [`HealthDriver`](crate::HealthDriver)): what a backend that stays down fails with
+    /// now, which may differ from the reason of its transition (HAProxy updates
+    /// `check_desc` at every check), and the reason of a backend that started down and
+    /// never came up, which has had no transition.
+    pub last_failure: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +305,7 @@ impl HealthTracker {
             weight: self.weight,
             established: !self.fresh,
             last_pass: None,
+            last_failure: None,
         }
     }
 

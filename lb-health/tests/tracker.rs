@@ -409,3 +409,37 @@ async fn duration_max_timeout_does_not_stop_the_checks() {
     assert_eq!(events[0].1.new, Health::Down);
     run.driver.shutdown().await;
 }
+
+/// `CheckState::last_failure` follows what a down backend fails with now (the transition's
+/// reason was "refused", the next failure a timeout), and clears at a pass; the changed
+/// failure is no new event.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn last_failure_follows_a_down_backend() {
+    let config = HealthCheckConfig::haproxy()
+        .inter(Duration::from_secs(1))
+        .fall(1)
+        .rise(1)
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let mut run = start(config, &[Step::Down, Step::Hang, Step::Up]);
+    let failure = |run: &Run| {
+        let s = run.driver.states().get(BackendId(1)).unwrap();
+        (s.health, s.last_failure.map(|f| f.to_string()))
+    };
+    let (_, events) = run.run_for(Duration::from_millis(500)).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(failure(&run), (Health::Down, Some("refused".into())));
+    let (_, events) = run.run_for(Duration::from_millis(2000)).await;
+    assert_eq!(events.len(), 0, "a new reason is no transition");
+    let (health, reason) = failure(&run);
+    assert_eq!(health, Health::Down);
+    assert!(
+        reason.as_deref().is_some_and(|r| r.contains("timed out")),
+        "{reason:?}"
+    );
+    let (_, events) = run.run_for(Duration::from_millis(3000)).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(failure(&run), (Health::Up, None));
+    run.driver.shutdown().await;
+}

@@ -140,6 +140,8 @@ struct VsView {
     routed: Vec<HttpStatsFn>,
     /// Why each backend's health last changed (by backend id).
     notes: vs::HealthNotes,
+    /// Its active checks' states (what each one fails with now).
+    checks: Option<lb_health::CheckStates>,
     /// While a reload runs: the pool of the replacement of this virtual server, started
     /// and serving but not yet published. `lbctl backend` commands apply to both pools
     /// (see [`Node::adopt_replacement`]).
@@ -225,7 +227,14 @@ impl AdminHandler for Shared {
                     .iter()
                     .map(|b| {
                         let s = b.stats();
-                        let note = notes.get(&b.id()).and_then(vs::FailureNotes::current);
+                        // What its check fails with now, while the check has it down.
+                        let live = v
+                            .checks
+                            .as_ref()
+                            .and_then(|c| c.get(b.id()))
+                            .filter(|c| c.health == lb_core::Health::Down)
+                            .and_then(|c| c.last_failure);
+                        let (reason, since) = vs::FailureNotes::shown(notes.get(&b.id()), live);
                         // Requests to this pool's backends, whichever proxy forwarded them.
                         let http = http.as_ref().map(|h| {
                             let mut c = HttpCounters::default();
@@ -258,9 +267,9 @@ impl AdminHandler for Shared {
                             bytes_to_backend: s.bytes_to_backend(),
                             bytes_to_client: s.bytes_to_client(),
                             http,
-                            health_reason: note.map(|n| n.reason.clone()),
-                            health_changed: note.and_then(|n| {
-                                n.at.duration_since(std::time::UNIX_EPOCH)
+                            health_reason: reason,
+                            health_changed: since.and_then(|at| {
+                                at.duration_since(std::time::UNIX_EPOCH)
                                     .ok()
                                     .map(|d| d.as_secs())
                             }),
@@ -644,6 +653,7 @@ fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
         frame,
         pool: Arc::clone(&v.pool),
         notes: Arc::clone(&v.health_notes),
+        checks: v.check_states(),
         http: http_stats(v),
         routed,
         replacement: None,

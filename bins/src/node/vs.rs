@@ -99,13 +99,27 @@ pub(crate) struct FailureNotes {
 }
 
 impl FailureNotes {
-    /// The reason to show: a tracked file's or BFD session's fault, else an ejection, else
-    /// the checks' failure.
-    pub(crate) fn current(&self) -> Option<&HealthNote> {
-        self.tracked
-            .as_ref()
-            .or(self.ejection.as_ref())
-            .or(self.check.as_ref())
+    /// The reason and since when to show for a backend with `notes`, when `live` is what
+    /// its active check fails with now (`Some` while the check has it down): a tracked
+    /// file's or BFD session's fault, else an ejection, else the checks' failure, told by
+    /// its latest reason
+    /// (HAProxy's `check_desc` follows every check), since the transition; a backend that
+    /// started down and never came up, with no transition noted, shows its check's reason
+    /// without a time.
+    pub(crate) fn shown(
+        notes: Option<&Self>,
+        live: Option<Arc<str>>,
+    ) -> (Option<String>, Option<std::time::SystemTime>) {
+        let other = notes.and_then(|n| n.tracked.as_ref().or(n.ejection.as_ref()));
+        if let Some(n) = other {
+            return (Some(n.reason.clone()), Some(n.at));
+        }
+        let check = notes.and_then(|n| n.check.as_ref());
+        match (check, live) {
+            (c, Some(live)) => (Some(live.to_string()), c.map(|c| c.at)),
+            (Some(c), None) => (Some(c.reason.clone()), Some(c.at)),
+            (None, None) => (None, None),
+        }
     }
 }
 
@@ -1457,6 +1471,11 @@ impl VsRuntime {
 
     /// The health applier's channel for new configured weights (a reload's, `lbctl
     /// weight`'s).
+    /// Its active checks' states, when it has active checks.
+    pub(crate) fn check_states(&self) -> Option<CheckStates> {
+        self.health.as_ref().map(HealthDriver::states)
+    }
+
     pub(crate) fn weight_sender(&self) -> mpsc::UnboundedSender<(BackendId, Weight)> {
         self.weights.clone()
     }
