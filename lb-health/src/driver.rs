@@ -58,8 +58,9 @@ use crate::pool::PoolApplier;
 use crate::probe::Probe;
 use crate::tracker::{CheckState, HealthEvent, HealthTracker, ProbeOutcome};
 
-/// How long after its timeout and its [`cleanup_grace`](Probe::cleanup_grace) the driver
-/// drops a probe that has not returned by itself.
+/// How long after its longest run ([`Probe::max_duration`]: its timeout and its
+/// [`cleanup_grace`](Probe::cleanup_grace)) the driver drops a probe that has not returned
+/// by itself.
 pub const BACKSTOP_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The driver's clock: tokio's, so paused-clock tests control it.
@@ -298,9 +299,7 @@ async fn run_check(
             // a program, for up to their cleanup grace); the driver's own deadline, a little
             // later, only stops one that doesn't.
             let outcome = tokio::time::timeout(
-                timeout
-                    .saturating_add(probe.cleanup_grace())
-                    .saturating_add(BACKSTOP_GRACE),
+                probe.max_duration(timeout).saturating_add(BACKSTOP_GRACE),
                 probe.probe(addr, timeout),
             )
             .await

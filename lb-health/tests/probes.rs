@@ -145,6 +145,73 @@ async fn http_accept_then_hang_times_out() {
     assert!(out.latency >= timeout);
 }
 
+/// A backend that answers its head at once, then its 6-byte body one byte every 150 ms
+/// (`stall` after the head: waits that long first).
+async fn trickling_server(stall: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n")
+                    .await;
+                tokio::time::sleep(stall).await;
+                for b in b"abcdef" {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    if s.write_all(&[*b]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// keepalived re-arms `connect_timeout` for each read: with `timeout_per_step`, a body that
+/// comes slowly but steadily (0.9 s in all, a byte every 150 ms) passes a 300 ms timeout,
+/// and one that stops for longer fails as stalled; by default the whole exchange is bounded
+/// and the reason says the body was still coming (it said "no HTTP response").
+#[tokio::test]
+async fn http_timeout_per_step_or_for_the_whole_exchange() {
+    let t = Duration::from_millis(300);
+    let steady = trickling_server(Duration::ZERO).await;
+    let whole = HttpProbe::builder("/")
+        .build()
+        .unwrap()
+        .probe(steady, t)
+        .await;
+    assert!(!whole.is_up());
+    assert_eq!(
+        whole.reason,
+        format!("HTTP response body from {steady} not complete within 300ms (whole exchange)")
+    );
+    let per_step = HttpProbe::builder("/").timeout_per_step().build().unwrap();
+    let out = per_step.probe(steady, t).await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert!(
+        out.latency >= Duration::from_millis(900),
+        "{:?}",
+        out.latency
+    );
+    let stalls = trickling_server(Duration::from_millis(800)).await;
+    let out = per_step.probe(stalls, t).await;
+    assert!(!out.is_up());
+    assert_eq!(
+        out.reason,
+        format!("HTTP response body from {stalls} stalled for 300ms")
+    );
+    assert!(
+        out.latency < Duration::from_millis(700),
+        "{:?}",
+        out.latency
+    );
+    assert_eq!(Probe::max_duration(&per_step, t), t * 10);
+}
+
 #[tokio::test]
 async fn http_500_then_200_with_host_and_status_list() {
     let (addr, _) = http_server(|n| {

@@ -1944,8 +1944,10 @@ impl BackendConfig {
 pub struct HealthCheck {
     /// What is checked.
     pub kind: CheckKind,
-    /// Timeout of the connection (and of the whole HTTP exchange; for `udp`, the wait for a
-    /// reply or an ICMP error). Default 5 s.
+    /// Timeout of the connection (and of each step of an HTTP exchange, as keepalived's: the
+    /// TLS handshake, each wait for the backend to send or take data — the whole exchange
+    /// bounded by ten of them; for `udp`, the wait for a reply or an ICMP error). Default
+    /// 5 s.
     pub connect_timeout: Duration,
     /// Port to check instead of the backend's.
     pub connect_port: Option<u16>,

@@ -946,7 +946,10 @@ fn http_probe(
     port: u16,
     tls: bool,
 ) -> Result<HttpProbe, String> {
-    let mut b = HttpProbe::builder(url.map_or("/", |u| u.path.as_str())).connect_port(port);
+    // keepalived's timing: connect_timeout bounds each step, not the whole exchange.
+    let mut b = HttpProbe::builder(url.map_or("/", |u| u.path.as_str()))
+        .connect_port(port)
+        .timeout_per_step();
     // keepalived: a url's own virtualhost, else the check's (else its real or virtual
     // server's, already folded into the check's).
     if let Some(host) = url

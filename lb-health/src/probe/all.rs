@@ -56,9 +56,9 @@ impl Probe for AllOf {
     async fn probe(&self, addr: SocketAddr, _timeout: Duration) -> ProbeOutcome {
         let outcomes = futures::future::join_all(self.probes.iter().map(|(p, t)| async move {
             let t = *t;
-            // The probe enforces `t` itself; this bound, later by its cleanup grace, only
-            // stops one that does not.
-            tokio::time::timeout(t.saturating_add(p.cleanup_grace()), p.probe(addr, t))
+            // The probe enforces `t` itself; this bound, its longest run (its cleanup grace
+            // or its steps), only stops one that does not.
+            tokio::time::timeout(p.max_duration(t), p.probe(addr, t))
                 .await
                 .unwrap_or_else(|_| ProbeOutcome::timed_out(t))
         }))
@@ -93,6 +93,15 @@ impl Probe for AllOf {
         self.probes
             .iter()
             .map(|(p, _)| p.cleanup_grace())
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The longest of the probes' runs, each with its own timeout.
+    fn max_duration(&self, _timeout: Duration) -> Duration {
+        self.probes
+            .iter()
+            .map(|(p, t)| p.max_duration(*t))
             .max()
             .unwrap_or_default()
     }

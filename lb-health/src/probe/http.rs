@@ -26,8 +26,13 @@
 //! ```
 
 use std::fmt;
+use std::future::Future as _;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,7 +43,7 @@ use md5::{Digest, Md5};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::TlsConnector;
 
 use super::{elapsed, io_reason, target, tcp_connect, Probe};
@@ -443,6 +448,113 @@ pub struct HttpProbe {
     bindto: Option<IpAddr>,
     tls: Option<Tls>,
     max_body: usize,
+    per_step: bool,
+}
+
+/// The step an exchange is in, for the reason its timeout gives.
+const STEP_CONNECT: u8 = 0;
+const STEP_TLS: u8 = 1;
+const STEP_HEAD: u8 = 2;
+const STEP_BODY: u8 = 3;
+
+/// With [`HttpProbeBuilder::timeout_per_step`], the whole exchange is bounded by this many
+/// timeouts (keepalived sets no bound: a backend trickling its answer would hold the check).
+pub const PER_STEP_BOUND: u32 = 10;
+
+/// One direction's stall timer of [`StepTimed`].
+#[derive(Debug, Default)]
+struct Stall {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+impl Stall {
+    /// Notes a poll's readiness; `true` once a wait has lasted `timeout`.
+    fn expired(&mut self, cx: &mut Context<'_>, timeout: Duration, pending: bool) -> bool {
+        if !pending {
+            self.waiting = false;
+            return false;
+        }
+        if !self.waiting {
+            self.waiting = true;
+            let at = tokio::time::Instant::now() + timeout;
+            match &mut self.sleep {
+                Some(s) => s.as_mut().reset(at),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        self.sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+    }
+}
+
+/// A stream whose every wait — for data from the backend, for it to take what is written —
+/// fails with [`io::ErrorKind::TimedOut`] after `timeout` without progress (keepalived
+/// re-arms `connect_timeout` for each read and write of a check), noting it in `timed_out`.
+/// Without a timeout it only passes through.
+struct StepTimed<S> {
+    inner: S,
+    timeout: Option<Duration>,
+    read: Stall,
+    write: Stall,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl<S> StepTimed<S> {
+    fn check<T>(
+        stall: &mut Stall,
+        timeout: Option<Duration>,
+        timed_out: &AtomicBool,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let Some(t) = timeout else {
+            return r;
+        };
+        if stall.expired(cx, t, r.is_pending()) {
+            timed_out.store(true, Ordering::Relaxed);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("nothing for {t:?}"),
+            )));
+        }
+        r
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StepTimed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        Self::check(&mut this.read, this.timeout, &this.timed_out, cx, r)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StepTimed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        Self::check(&mut this.write, this.timeout, &this.timed_out, cx, r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        Self::check(&mut this.write, this.timeout, &this.timed_out, cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 impl HttpProbe {
@@ -465,10 +577,16 @@ impl HttpProbe {
             bindto: None,
             tls: None,
             max_body: 1 << 20,
+            per_step: false,
         }
     }
 
-    async fn exchange<S>(&self, io: S, authority: &str) -> std::result::Result<String, String>
+    async fn exchange<S>(
+        &self,
+        io: S,
+        authority: &str,
+        step: &AtomicU8,
+    ) -> std::result::Result<String, String>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -493,6 +611,7 @@ impl HttpProbe {
                 .send_request(req)
                 .await
                 .map_err(|e| format!("invalid HTTP response: {e}"))?;
+            step.store(STEP_BODY, Ordering::Relaxed);
             let status = resp.status().as_u16();
             if !self.expect.contains(status) {
                 return Err(format!("status {status} not in {}", self.expect));
@@ -524,14 +643,43 @@ impl HttpProbe {
         }
     }
 
-    async fn run(&self, to: SocketAddr) -> std::result::Result<String, String> {
-        let stream = tcp_connect(to, self.bindto)
-            .await
-            .map_err(|e| io_reason(&format!("connect to {to}"), &e))?;
+    /// Connects and runs the exchange, noting its step in `step`; with per-step timeouts,
+    /// each step is bounded by `timeout` and one that runs out sets `timed_out`.
+    async fn run(
+        &self,
+        to: SocketAddr,
+        timeout: Duration,
+        step: &AtomicU8,
+        timed_out: &Arc<AtomicBool>,
+    ) -> std::result::Result<String, String> {
+        let connect = tcp_connect(to, self.bindto);
+        let stream = if self.per_step {
+            match tokio::time::timeout(timeout, connect).await {
+                Ok(s) => s,
+                Err(_) => {
+                    timed_out.store(true, Ordering::Relaxed);
+                    return Err(String::new());
+                }
+            }
+        } else {
+            connect.await
+        }
+        .map_err(|e| io_reason(&format!("connect to {to}"), &e))?;
+        let stream = StepTimed {
+            inner: stream,
+            timeout: self.per_step.then_some(timeout),
+            read: Stall::default(),
+            write: Stall::default(),
+            timed_out: Arc::clone(timed_out),
+        };
         let authority = to.to_string();
         match &self.tls {
-            None => self.exchange(stream, &authority).await,
+            None => {
+                step.store(STEP_HEAD, Ordering::Relaxed);
+                self.exchange(stream, &authority, step).await
+            }
             Some(tls) => {
+                step.store(STEP_TLS, Ordering::Relaxed);
                 let name = tls
                     .sni
                     .clone()
@@ -541,8 +689,28 @@ impl HttpProbe {
                     .connect(name, stream)
                     .await
                     .map_err(|e| format!("TLS handshake: {e}"))?;
-                self.exchange(stream, &authority).await
+                step.store(STEP_HEAD, Ordering::Relaxed);
+                self.exchange(stream, &authority, step).await
             }
+        }
+    }
+
+    /// Why an exchange at `step` ran out of time: `timeout` for that step alone (per-step
+    /// timeouts) or for the whole exchange.
+    fn timed_out_reason(&self, to: SocketAddr, step: u8, timeout: Duration) -> String {
+        let per = if self.per_step {
+            ""
+        } else {
+            " (whole exchange)"
+        };
+        match step {
+            STEP_CONNECT => format!("connect to {to}: no answer within {timeout:?}{per}"),
+            STEP_TLS => format!("TLS handshake with {to} not done within {timeout:?}{per}"),
+            STEP_HEAD => format!("no HTTP response from {to} within {timeout:?}{per}"),
+            _ if self.per_step => {
+                format!("HTTP response body from {to} stalled for {timeout:?}")
+            }
+            _ => format!("HTTP response body from {to} not complete within {timeout:?}{per}"),
         }
     }
 }
@@ -757,13 +925,39 @@ impl Probe for HttpProbe {
     async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
         let to = target(addr, self.connect_ip, self.connect_port);
         let start = tokio::time::Instant::now();
-        match tokio::time::timeout(timeout, self.run(to)).await {
-            Ok(Ok(reason)) => ProbeOutcome::up(reason, elapsed(start)),
-            Ok(Err(reason)) => ProbeOutcome::down(reason, elapsed(start)),
-            Err(_) => ProbeOutcome::down(
-                format!("no HTTP response from {to} within {timeout:?}"),
+        let step = AtomicU8::new(STEP_CONNECT);
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let bound = self.max_duration(timeout);
+        let run = self.run(to, timeout, &step, &timed_out);
+        match tokio::time::timeout(bound, run).await {
+            // A step that ran out of time fails the check, also a body that stalled (a
+            // body cut short otherwise passes on what arrived); hyper's error would only
+            // say "timed out".
+            Ok(_) if timed_out.load(Ordering::Relaxed) => ProbeOutcome::down(
+                self.timed_out_reason(to, step.load(Ordering::Relaxed), timeout),
                 elapsed(start),
             ),
+            Ok(Ok(reason)) => ProbeOutcome::up(reason, elapsed(start)),
+            Ok(Err(reason)) => ProbeOutcome::down(reason, elapsed(start)),
+            Err(_) if self.per_step => ProbeOutcome::down(
+                format!(
+                    "HTTP exchange with {to} not done within {bound:?} ({PER_STEP_BOUND} timeouts)"
+                ),
+                elapsed(start),
+            ),
+            Err(_) => ProbeOutcome::down(
+                self.timed_out_reason(to, step.load(Ordering::Relaxed), timeout),
+                elapsed(start),
+            ),
+        }
+    }
+
+    /// [`PER_STEP_BOUND`] timeouts with per-step timeouts, else the timeout.
+    fn max_duration(&self, timeout: Duration) -> Duration {
+        if self.per_step {
+            timeout.saturating_mul(PER_STEP_BOUND)
+        } else {
+            timeout
         }
     }
 
@@ -791,9 +985,20 @@ pub struct HttpProbeBuilder {
     bindto: Option<IpAddr>,
     tls: Option<TlsOptions>,
     max_body: usize,
+    per_step: bool,
 }
 
 impl HttpProbeBuilder {
+    /// keepalived's timing: the probe's timeout bounds each step — the connect, the TLS
+    /// handshake's and the exchange's every wait for the backend to send or take data —
+    /// not the whole exchange (the default), as keepalived re-arms `connect_timeout` for
+    /// each read of `HTTP_GET`/`SSL_GET`. A backend that answers slowly but steadily
+    /// passes; the whole exchange is still bounded, by [`PER_STEP_BOUND`] timeouts.
+    pub fn timeout_per_step(mut self) -> Self {
+        self.per_step = true;
+        self
+    }
+
     /// The `Host` header (keepalived `virtualhost`); also the default TLS server name.
     pub fn host(mut self, host: impl Into<String>) -> Self {
         self.host = Some(host.into());
@@ -906,6 +1111,7 @@ impl HttpProbeBuilder {
             bindto: self.bindto,
             tls,
             max_body: self.max_body,
+            per_step: self.per_step,
         })
     }
 }

@@ -94,6 +94,16 @@ pub trait Probe: fmt::Debug + Send + Sync {
         Duration::ZERO
     }
 
+    /// The longest the probe may run when called with `timeout`: callers that bound a
+    /// probe from outside (the [driver](crate::driver), [`AllOf`]) stop it only after this.
+    /// Default: `timeout` plus the [`cleanup_grace`](Self::cleanup_grace).
+    /// [`HttpProbe`](http::HttpProbe) with
+    /// [`timeout_per_step`](http::HttpProbeBuilder::timeout_per_step) runs longer, each of
+    /// its steps bounded by `timeout`.
+    fn max_duration(&self, timeout: Duration) -> Duration {
+        timeout.saturating_add(self.cleanup_grace())
+    }
+
     /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`, `"dns"`, `"smtp"`,
     /// `"ping"`.
     fn kind(&self) -> &'static str;
