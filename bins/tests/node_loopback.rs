@@ -968,6 +968,81 @@ misc_path = "/bin/false"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Each check of a real server runs on its own schedule, as keepalived's checkers: a
+/// MISC_CHECK with `retry` 0 takes it down at its first failure although the TCP check
+/// before it has `retry` 3 with `delay_before_retry` 2 s (one combined check on the first
+/// one's schedule took 6 s), and the reason names the check.
+#[test]
+fn each_check_of_a_backend_keeps_its_own_retries() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let flag = dir.join("flag");
+    std::fs::write(&flag, "").unwrap();
+    let port = free_port();
+    let toml = format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+protocol = "tcp"
+delay_loop = "200ms"
+
+[[virtual_server.backend]]
+address = "{a}"
+[[virtual_server.backend.check]]
+type = "tcp"
+retry = 3
+delay_before_retry = "2s"
+[[virtual_server.backend.check]]
+type = "misc"
+misc_path = "test -e {flag}"
+retry = 0
+"#,
+        sock = dir.join("admin.sock").display(),
+        a = a.addr,
+        flag = flag.display(),
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let backend = || status(&sock)["virtual_servers"][0]["backends"][0].clone();
+    // Established: both checks have passed.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(backend()["health"], "up", "{}", log());
+    std::fs::remove_file(&flag).unwrap();
+    let removed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || backend()["health"] == "down"),
+        "{}",
+        log()
+    );
+    let took = removed.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "down {took:?} after the MISC_CHECK began failing: {}",
+        log()
+    );
+    assert!(
+        backend()["health_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("exec: ")),
+        "{}",
+        backend()
+    );
+    std::fs::write(&flag, "").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || backend()["health"] == "up"),
+        "{}",
+        log()
+    );
+    drop(node);
+    drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `[virtual_server.outlier_detection]` takes effect: with `consecutive_failures = 2` a dead
 /// real server is ejected after its second failed connection; with `enabled = false` the
 /// same failures eject nothing, even at `consecutive_failures = 1` (clients are still

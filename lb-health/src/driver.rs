@@ -183,19 +183,72 @@ impl HealthDriver {
         probe: Box<dyn Probe + Send + Sync>,
         config: HealthCheckConfig,
     ) -> Result<()> {
+        self.add_checks(backend, addr, vec![(probe, config)])
+    }
+
+    /// Starts checking `backend` at `addr` with several checks, each its probe on its own
+    /// schedule (`retry`, rise/fall, interval, timeout), as keepalived runs each checker of
+    /// a real server on its own: the backend is down while any check is down and up once
+    /// every one is (keepalived's `update_svr_checker_state`). Its events are the changes of
+    /// that combined verdict; their reasons name the check (`tcp: connect to …`) when there
+    /// are several. The `misc_dynamic` weight is the first asking check's.
+    ///
+    /// # Errors
+    /// [`Error::DuplicateBackend`] if the backend is already checked;
+    /// [`Error::InvalidConfig`] (setting `checks`) for an empty list.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn add_checks(
+        &mut self,
+        backend: BackendId,
+        addr: SocketAddr,
+        checks: Vec<(Box<dyn Probe + Send + Sync>, HealthCheckConfig)>,
+    ) -> Result<()> {
         if self.checks.contains_key(&backend) {
             return Err(Error::DuplicateBackend(backend));
         }
+        if checks.is_empty() {
+            return Err(Error::InvalidConfig {
+                setting: "checks",
+                reason: format!("no check for backend {backend}"),
+            });
+        }
         // Forget tasks that ended (removed checks), so churn does not accumulate them.
         while self.tasks.try_join_next().is_some() {}
-        let tracker = HealthTracker::new(backend, config, now());
+        let t0 = now();
+        let (probes, checks): (Vec<_>, Vec<_>) = checks
+            .into_iter()
+            .map(|(probe, config)| {
+                let check = Check {
+                    kind: probe.kind(),
+                    tracker: HealthTracker::new(backend, config, t0),
+                    last_pass: None,
+                    last_failure: None,
+                };
+                (probe, check)
+            })
+            .unzip();
+        let (health, weight, established, _) = combined(&checks);
         let generation = self.next_generation;
         self.next_generation += 1;
-        lock(&self.health).insert(backend, (generation, tracker.state()));
+        lock(&self.health).insert(
+            backend,
+            (
+                generation,
+                CheckState {
+                    health,
+                    weight,
+                    established,
+                    last_pass: None,
+                    last_failure: None,
+                },
+            ),
+        );
         let events = self.events.clone();
         let health = self.health.clone();
         let run = std::panic::AssertUnwindSafe(run_check(
-            addr, probe, tracker, events, health, generation,
+            addr, backend, probes, checks, events, health, generation,
         ));
         let handle = self.tasks.spawn(async move {
             // A panic (a bug in a probe) ends this check for good: said loudly, since the
@@ -281,82 +334,157 @@ fn own(m: &mut StateMap, backend: BackendId, generation: u64) -> Option<&mut Che
         .map(|(_, s)| s)
 }
 
-/// One backend's check loop: sleep until due, probe with the timeout, feed the tracker,
-/// publish transitions.
+/// One check of a backend: its tracker (schedule, retries, rise/fall) and what its probe
+/// last said.
+struct Check {
+    /// Its probe's [`Probe::kind`].
+    kind: &'static str,
+    tracker: HealthTracker,
+    /// When its probe last passed.
+    last_pass: Option<Instant>,
+    /// Why its last probe failed, until one passes.
+    last_failure: Option<Arc<str>>,
+}
+
+/// The verdict of a backend's checks together, as keepalived's `update_svr_checker_state`
+/// decides it: down while any check is down, up when every one is; the `misc_dynamic`
+/// weight of the first check that asks for one; established once every check is; passed
+/// when every check has passed (since the earliest of their last passes).
+fn combined(checks: &[Check]) -> (Health, Option<lb_core::Weight>, bool, Option<Instant>) {
+    let health = if checks.iter().any(|c| c.tracker.health() == Health::Down) {
+        Health::Down
+    } else {
+        Health::Up
+    };
+    let weight = checks.iter().find_map(|c| c.tracker.weight());
+    let established = checks.iter().all(|c| c.tracker.state().established);
+    let passed = checks
+        .iter()
+        .map(|c| c.last_pass)
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().min());
+    (health, weight, established, passed)
+}
+
+/// Why check `i` of `checks` says what it says: its kind first when the backend has several.
+fn tell(checks: &[Check], i: usize, reason: &str) -> Arc<str> {
+    if checks.len() > 1 {
+        format!("{}: {reason}", checks[i].kind).into()
+    } else {
+        reason.into()
+    }
+}
+
+/// One backend's check loop: sleeps until a check is due, runs each check's probe with its
+/// timeout (several checks concurrently, each on its own schedule), feeds each check's
+/// tracker, and publishes the changes of their combined verdict ([`combined`]).
 async fn run_check(
     addr: SocketAddr,
-    probe: Box<dyn Probe + Send + Sync>,
-    mut tracker: HealthTracker,
+    backend: BackendId,
+    probes: Vec<Box<dyn Probe + Send + Sync>>,
+    mut checks: Vec<Check>,
     events: broadcast::Sender<HealthEvent>,
     health: CheckStates,
     generation: u64,
 ) {
-    let backend = tracker.backend();
+    use futures::stream::{FuturesUnordered, StreamExt};
+
+    let mut running = FuturesUnordered::new();
+    let (mut verdict, mut weight, _, _) = combined(&checks);
     loop {
-        if let Some(req) = tracker.poll_probe(now()) {
-            let timeout = probe.timeout().unwrap_or(req.timeout);
-            // Probes enforce their timeout themselves (and clean up, e.g. terminate and reap
-            // a program, for up to their cleanup grace); the driver's own deadline, a little
-            // later, only stops one that doesn't.
-            let outcome = tokio::time::timeout(
-                probe.max_duration(timeout).saturating_add(BACKSTOP_GRACE),
-                probe.probe(addr, timeout),
-            )
-            .await
-            .unwrap_or_else(|_| ProbeOutcome::timed_out(timeout));
-            tracing::trace!(%backend, kind = probe.kind(), up = outcome.is_up(), reason = %outcome.reason, "probe");
-            let passed = outcome.is_up().then(now);
-            let failure: Option<Arc<str>> =
-                (!outcome.is_up()).then(|| outcome.reason.to_string().into());
-            let transition = tracker.handle_result(now(), outcome);
-            let established = tracker.state().established;
-            if let Some(h) = own(&mut lock(&health), backend, generation) {
-                if passed.is_some() {
-                    h.last_pass = passed;
-                }
-                // A failure that says something new is logged (a backend that started
-                // down gets its first reason, as keepalived logs an alpha checker's first
-                // failure; one that stays down shows what it fails with now); a repeat is
-                // not.
-                if failure != h.last_failure {
-                    if let (Some(f), None) = (&failure, &transition) {
-                        tracing::info!(%backend, health = %h.health, reason = %f, "check failed");
-                    }
-                    h.last_failure = failure;
-                }
+        let now_ = now();
+        for (i, c) in checks.iter_mut().enumerate() {
+            if let Some(req) = c.tracker.poll_probe(now_) {
+                let probe = &probes[i];
+                let timeout = probe.timeout().unwrap_or(req.timeout);
+                // Probes enforce their timeout themselves (and clean up, e.g. terminate and
+                // reap a program, for up to their cleanup grace); the driver's own
+                // deadline, a little later, only stops one that doesn't.
+                let bound = probe.max_duration(timeout).saturating_add(BACKSTOP_GRACE);
+                running.push(async move {
+                    let outcome = tokio::time::timeout(bound, probe.probe(addr, timeout))
+                        .await
+                        .unwrap_or_else(|_| ProbeOutcome::timed_out(timeout));
+                    (i, outcome)
+                });
             }
-            if let Some(t) = transition {
-                tracing::info!(%backend, old = %t.old, new = %t.new, reason = %t.reason, latency = ?t.latency, "health transition");
-                // Only while still registered: a removed check may finish one last probe,
-                // whose verdict must neither be written nor published (the backend may be
-                // checked again by a new check already).
-                let mut states = lock(&health);
-                if let Some(h) = own(&mut states, backend, generation) {
-                    *h = CheckState {
-                        health: t.new,
-                        weight: t.weight,
-                        established,
-                        last_pass: h.last_pass,
-                        last_failure: h.last_failure.clone(),
-                    };
-                    // No subscriber is not an error.
-                    let _ = events.send(t.into_event(backend));
-                }
-            } else if established {
-                // A fresh start's first result that changed nothing: its verdict is a
-                // check's from now on.
-                if let Some(h) =
-                    own(&mut lock(&health), backend, generation).filter(|h| !h.established)
-                {
-                    h.established = true;
-                }
-            }
-            continue;
         }
-        let Some(at) = tracker.poll_timeout() else {
-            return;
+        // The next probe due among the checks not running one.
+        let due = checks
+            .iter()
+            .filter(|c| !c.tracker.is_probing())
+            .filter_map(|c| c.tracker.poll_timeout())
+            .min();
+        let (i, outcome) = tokio::select! {
+            Some(done) = running.next(), if !running.is_empty() => done,
+            () = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            }, if due.is_some() => continue,
+            else => return,
         };
-        tokio::time::sleep_until(at.into()).await;
+        let now_ = now();
+        tracing::trace!(%backend, kind = probes[i].kind(), up = outcome.is_up(), reason = %outcome.reason, "probe");
+        let failure = (!outcome.is_up()).then(|| tell(&checks, i, &outcome.reason));
+        let (reason, latency) = (outcome.reason.clone(), outcome.latency);
+        let c = &mut checks[i];
+        if outcome.is_up() {
+            c.last_pass = Some(now_);
+        }
+        let transition = c.tracker.handle_result(now_, outcome);
+        if failure != c.last_failure {
+            // A failure that says something new is logged (a backend that started down
+            // gets its first reason, as keepalived logs an alpha checker's first failure;
+            // one that stays down shows what it fails with now); a repeat is not.
+            if let (Some(f), None) = (&failure, &transition) {
+                tracing::info!(%backend, health = %c.tracker.health(), reason = %f, "check failed");
+            }
+            c.last_failure = failure;
+        }
+        if let Some(t) = &transition {
+            if checks.len() > 1 && t.is_health_change() {
+                tracing::info!(%backend, check = probes[i].kind(), old = %t.old, new = %t.new, reason = %t.reason, "check changed");
+            }
+        }
+        let (new, new_weight, established, passed) = combined(&checks);
+        let last_failure = checks
+            .iter()
+            .find(|c| c.tracker.health() == Health::Down && c.last_failure.is_some())
+            .or_else(|| checks.iter().find(|c| c.last_failure.is_some()))
+            .and_then(|c| c.last_failure.clone());
+        // Only while still registered: a removed check may finish one last probe, whose
+        // verdict must neither be written nor published (the backend may be checked again
+        // by a new check already).
+        let mut states = lock(&health);
+        let Some(h) = own(&mut states, backend, generation) else {
+            continue;
+        };
+        h.established = established;
+        h.last_pass = passed;
+        h.last_failure = last_failure;
+        let weight_changed = new == Health::Up && new_weight != weight;
+        if new != verdict || weight_changed {
+            let event = HealthEvent {
+                backend,
+                old: verdict,
+                new,
+                weight: new_weight,
+                reason: tell(&checks, i, &reason).to_string().into(),
+                latency,
+            };
+            tracing::info!(%backend, old = %event.old, new = %event.new, reason = %event.reason, latency = ?event.latency, "health transition");
+            h.health = new;
+            h.weight = new_weight;
+            verdict = new;
+            if new == Health::Up {
+                weight = new_weight;
+            }
+            drop(states);
+            // No subscriber is not an error.
+            let _ = events.send(event);
+        }
     }
 }
 

@@ -15,7 +15,8 @@
 //! * `probe` (feature `tokio`): the async [`Probe`] trait and its TCP, UDP, ICMP echo
 //!   (`PING_CHECK`), exec (`MISC_CHECK`) and, with feature `http`, HTTP/HTTPS
 //!   (`HTTP_GET`/`SSL_GET`) probes, and
-//!   `AllOf` (several checks of one backend that must all pass, as keepalived runs them);
+//!   `AllOf` (several probes that must all pass as one check: an `HTTP_GET`'s urls; several
+//!   checks of one backend on their own schedules are `HealthDriver::add_checks`);
 //! * [`bfd`]: BFD (RFC 5880/5881, keepalived's `bfd_instance`): the packet codec and the
 //!   sans-IO [`bfd::Session`] always, and with feature `tokio` the
 //!   `BfdSpeaker` that drives every session over UDP;

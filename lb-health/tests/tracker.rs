@@ -443,3 +443,70 @@ async fn last_failure_follows_a_down_backend() {
     assert_eq!(failure(&run), (Health::Up, None));
     run.driver.shutdown().await;
 }
+
+/// Two checks on one backend run each on its own schedule, as keepalived's checkers do: the
+/// one with `retry 0` takes the backend down at its first failure although the other has
+/// `retry 3` (one combined probe on the first check's schedule waited for its retries),
+/// and the backend is up again once every check is.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn several_checks_each_on_its_own_schedule() {
+    let t0 = Instant::now();
+    let script = |steps: &[Step]| {
+        let s = Arc::new(Script::default());
+        s.steps.lock().unwrap().extend(steps.iter().copied());
+        s
+    };
+    let (a, b) = (
+        script(&[Step::Up]),
+        script(&[Step::Up, Step::Up, Step::Down, Step::Up]),
+    );
+    let config = |retry: u32| {
+        HealthCheckConfig::keepalived()
+            .interval(Duration::from_secs(1))
+            .retry(retry)
+            .delay_before_retry(Duration::from_secs(2))
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap()
+    };
+    let mut driver = HealthDriver::new(16);
+    let mut events = driver.subscribe();
+    let probe = |s: &Arc<Script>| -> Box<dyn Probe + Send + Sync> {
+        Box::new(ScriptedProbe {
+            script: Arc::clone(s),
+            t0,
+        })
+    };
+    driver
+        .add_checks(
+            BackendId(1),
+            "127.0.0.1:1".parse().unwrap(),
+            vec![(probe(&a), config(3)), (probe(&b), config(0))],
+        )
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = t0 + Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            e = events.recv() => got.push((t0.elapsed(), e.unwrap())),
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let seen: Vec<(Duration, Health, String)> = got
+        .iter()
+        .map(|(t, e)| (*t, e.new, e.reason.to_string()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                Duration::from_secs(2),
+                Health::Down,
+                "scripted: refused".into()
+            ),
+            (Duration::from_secs(3), Health::Up, "scripted: ok".into()),
+        ]
+    );
+    assert_eq!(a.calls.lock().unwrap().len(), 5, "a keeps its own cadence");
+    driver.shutdown().await;
+}

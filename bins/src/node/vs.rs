@@ -1193,34 +1193,24 @@ impl VsRuntime {
             check_states = Some(driver.states());
             for (i, b) in probed.backends.iter().enumerate() {
                 let id = backend_id(i);
-                if let Some(first) = b.checks.first() {
+                if !b.checks.is_empty() {
                     // One start state for the real server, the pool's (`backend_set`): down
-                    // when any of its checks uses `alpha`, not only the first (the combined
-                    // tracker starting up from a first check without `alpha` passed without
-                    // a transition, and the real server the pool started down stayed down).
+                    // when any of its checks uses `alpha`, not only the first (a check
+                    // starting up without `alpha` passed without a transition, and the real
+                    // server the pool started down stayed down).
                     let start = tracker_start(b, &cfg, carried.health.get(&b.address).copied());
-                    let hc = health_config(first, &cfg, Some(start)).map_err(&err)?;
-                    let probe = if b.checks.len() == 1 {
-                        probe(first, b.address.port()).map_err(&err)?
-                    } else {
-                        // keepalived runs every checker and keeps the real server only while
-                        // all succeed: one combined probe, on the first check's schedule.
-                        let mut all = Vec::new();
-                        for check in &b.checks {
-                            if health_config(check, &cfg, None).map_err(&err)?.interval()
-                                != hc.interval()
-                            {
-                                tracing::warn!(virtual_server = %cfg.name, backend = %b.address, "checks with different intervals run together on the first one's schedule");
-                            }
-                            all.push((
-                                probe(check, b.address.port()).map_err(&err)?,
-                                check.timeout(&cfg),
-                            ));
-                        }
-                        Box::new(AllOf::new(all).map_err(|e| err(e.to_string()))?)
-                    };
+                    // keepalived runs each checker on its own (its retry, delay_before_retry,
+                    // delay_loop and timeout) and keeps the real server only while all
+                    // succeed.
+                    let mut checks = Vec::new();
+                    for check in &b.checks {
+                        checks.push((
+                            probe(check, b.address.port()).map_err(&err)?,
+                            health_config(check, &cfg, Some(start)).map_err(&err)?,
+                        ));
+                    }
                     driver
-                        .add(id, b.address, probe, hc)
+                        .add_checks(id, b.address, checks)
                         .map_err(|e| err(e.to_string()))?;
                 }
             }
