@@ -968,6 +968,70 @@ misc_path = "/bin/false"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `[virtual_server.tcp]` in TOML: `accept_proxy` takes the client address from the PROXY
+/// header another load balancer sent, and `send_proxy = "v1"` tells the backend (HAProxy
+/// `accept-proxy` + `send-proxy`); a client without a header is closed. The backend here
+/// answers with the first line it received.
+#[test]
+fn tcp_virtual_server_sends_and_accepts_the_proxy_protocol() {
+    let dir = tempdir();
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    backend.set_nonblocking(true).unwrap();
+    let b_addr = backend.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = Arc::clone(&stop);
+    let server = std::thread::spawn(move || {
+        while !st.load(Ordering::Relaxed) {
+            match backend.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    let mut got = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !got.ends_with(b"\r\n") && got.len() < 256 {
+                        match c.read(&mut byte) {
+                            Ok(1) => got.push(byte[0]),
+                            _ => break,
+                        }
+                    }
+                    let _ = c.write_all(&got);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\n[virtual_server.tcp]\nsend_proxy = \"v1\"\naccept_proxy = true\naccept_proxy_timeout = \"1s\"\n[[virtual_server.backend]]\naddress = \"{b_addr}\"\n",
+        dir.join("admin.sock").display(),
+    );
+    let (node, _sock) = start_node(&dir, &toml);
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.write_all(b"PROXY TCP4 203.0.113.7 198.18.0.250 5555 80\r\n")
+        .unwrap();
+    let mut got = String::new();
+    let _ = c.read_to_string(&mut got);
+    assert_eq!(
+        got,
+        "PROXY TCP4 203.0.113.7 198.18.0.250 5555 80\r\n",
+        "{}",
+        log()
+    );
+    // Without a header: closed when its time is up, the backend never reached.
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    drop(node);
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Each check of a real server runs on its own schedule, as keepalived's checkers: a
 /// MISC_CHECK with `retry` 0 takes it down at its first failure although the TCP check
 /// before it has `retry` 3 with `delay_before_retry` 2 s (one combined check on the first

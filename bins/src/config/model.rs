@@ -41,6 +41,7 @@ use lb_health::probe::HexPattern;
 use lb_health::StatusSet;
 use lb_proxy::http::{ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route};
 use lb_proxy::proxy_protocol::AcceptProxy;
+use lb_proxy::tcp::{ForwardMode, TcpProxyConfig};
 use lb_vrrp::driver::RunAs;
 use lb_vrrp::route::VirtualRoute;
 use lb_vrrp::rule::VirtualRule;
@@ -1403,6 +1404,10 @@ pub struct VirtualServer {
     /// `protocol = "http"`. Absent: every setting at lb-proxy's default, no route.
     #[serde(default)]
     pub http: Option<HttpSettings>,
+    /// TCP-mode settings (`[virtual_server.tcp]`, TOML only); valid only with `protocol =
+    /// "tcp"`. Absent: every setting at its default ([`TcpSettings`]).
+    #[serde(default)]
+    pub tcp: Option<TcpSettings>,
     /// Passive health (`[virtual_server.outlier_detection]`, TOML only). Absent: on, with
     /// the defaults listed on [`OutlierDetection`].
     #[serde(default)]
@@ -1639,6 +1644,104 @@ impl HashKey {
     }
 }
 
+/// The TCP-mode settings of a `protocol = "tcp"` virtual server (`[virtual_server.tcp]`,
+/// TOML only; keepalived.conf has no syntax for them), with HAProxy's names. Every key is
+/// optional; the defaults are lb-proxy's ([`TcpProxyConfig::new`]). The backend connect
+/// timeout is the virtual server's `connect_timeout`, the retries its `retries`, each
+/// backend's limit its `maxconn`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpSettings {
+    /// Send a PROXY protocol header to each backend so that it learns the client's address
+    /// (HAProxy `send-proxy` for `"v1"`, `send-proxy-v2` for `"v2"`): a full proxy's
+    /// backends otherwise see the node's address, where LVS NAT showed them the client's.
+    /// Default none.
+    pub send_proxy: Option<ProxyVersion>,
+    /// Require a PROXY protocol v1/v2 header from every client (HAProxy `accept-proxy`,
+    /// behind another load balancer that sends it) and take the client address from it
+    /// (for persistence, source hashing and `send_proxy`); a connection without a valid
+    /// header is closed and counted. Default false.
+    pub accept_proxy: bool,
+    /// How long a client has to send its PROXY header (with `accept_proxy`). Default 5 s;
+    /// above 0.
+    #[serde(with = "values::duration")]
+    pub accept_proxy_timeout: Duration,
+    /// Close a connection when neither side sent anything, nor took any of what was sent to
+    /// it, for this long (HAProxy `timeout client`/`timeout server`, IPVS's `tcp` timeout).
+    /// Default 900 s; 0 never closes one for idleness.
+    #[serde(with = "values::duration")]
+    pub idle_timeout: Duration,
+    /// The most client connections open at once on this virtual server (HAProxy frontend
+    /// `maxconn`); more wait in the kernel's backlog. Default 4096 (two descriptors each);
+    /// at least 1.
+    pub maxconn: usize,
+    /// How many connections may wait for a backend slot while every eligible backend is at
+    /// its `maxconn` (HAProxy `maxqueue`); beyond it they are refused. Default 1024; 0 is
+    /// no queue (HAProxy's 0 is unlimited).
+    pub maxqueue: usize,
+    /// The longest a connection waits in that queue before it is refused (HAProxy `timeout
+    /// queue`). Default 5 s; above 0.
+    #[serde(with = "values::duration")]
+    pub timeout_queue: Duration,
+    /// The local address of connections to the backends (HAProxy `source`). Default: the
+    /// kernel's choice.
+    pub source: Option<IpAddr>,
+    /// Forward with `splice(2)` (zero copy, falling back to copying where it cannot be
+    /// used) or, `false`, always copy through user space. Default true.
+    pub splice: bool,
+}
+
+/// A PROXY protocol version to send (`send_proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ProxyVersion {
+    /// The text header (HAProxy `send-proxy`).
+    #[serde(rename = "v1")]
+    V1,
+    /// The binary header (HAProxy `send-proxy-v2`).
+    #[serde(rename = "v2")]
+    V2,
+}
+
+impl Default for TcpSettings {
+    fn default() -> Self {
+        let d = TcpProxyConfig::new(Vec::new());
+        Self {
+            send_proxy: None,
+            accept_proxy: false,
+            accept_proxy_timeout: AcceptProxy::default().header_timeout,
+            idle_timeout: d.idle_timeout.unwrap_or(Duration::ZERO),
+            maxconn: d.maxconn,
+            maxqueue: d.maxqueue,
+            timeout_queue: d.queue_timeout,
+            source: None,
+            splice: d.forward_mode == ForwardMode::Auto,
+        }
+    }
+}
+
+impl TcpSettings {
+    /// Applies these settings to `c`.
+    pub fn apply(&self, c: &mut TcpProxyConfig) {
+        c.send_proxy = self.send_proxy.map(|v| match v {
+            ProxyVersion::V1 => lb_proxy::proxy_protocol::Version::V1,
+            ProxyVersion::V2 => lb_proxy::proxy_protocol::Version::V2,
+        });
+        c.accept_proxy = self.accept_proxy.then_some(AcceptProxy {
+            header_timeout: self.accept_proxy_timeout,
+        });
+        c.idle_timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
+        c.maxconn = self.maxconn;
+        c.maxqueue = self.maxqueue;
+        c.queue_timeout = self.timeout_queue;
+        c.source = self.source;
+        c.forward_mode = if self.splice {
+            ForwardMode::Auto
+        } else {
+            ForwardMode::Copy
+        };
+    }
+}
+
 /// The HTTP-mode settings of a `protocol = "http"` virtual server (`[virtual_server.http]`,
 /// TOML only; keepalived.conf has no syntax for them). Every key is optional; the defaults
 /// are lb-proxy's ([`HttpProxyConfig::new`]). The backend connect timeout is the virtual
@@ -1778,6 +1881,7 @@ impl VirtualServer {
             quorum_down: None,
             backends: Vec::new(),
             http: None,
+            tcp: None,
             outlier_detection: OutlierDetection::default(),
         }
     }
@@ -3048,6 +3152,7 @@ impl Config {
         // HTTP settings and routes: targets are looked up among every virtual server.
         for (i, vs) in self.virtual_servers.iter().enumerate() {
             validate_http(&mut err, &mut warn, self, i, vs);
+            validate_tcp(&mut err, i, vs);
             validate_outlier(&mut err, i, &vs.outlier_detection);
         }
         if let Err(cycle) = self.try_start_order() {
@@ -3707,6 +3812,43 @@ fn validate_outlier(err: &mut impl FnMut(String, String), i: usize, o: &OutlierD
 
 /// `[virtual_server.http]`: only with `protocol = "http"`, values lb-proxy accepts, routes to
 /// other HTTP virtual servers.
+/// `[virtual_server.tcp]`: only with `protocol = "tcp"`, values lb-proxy accepts.
+fn validate_tcp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServer) {
+    let Some(t) = &vs.tcp else { return };
+    let p = format!("virtual_server[{i}].tcp");
+    if vs.protocol != Protocol::Tcp {
+        err(
+            p,
+            format!(
+                "[virtual_server.tcp] applies to protocol = \"tcp\" only (virtual server {} is {})",
+                vs.name, vs.protocol
+            ),
+        );
+        return;
+    }
+    for (key, d) in [
+        ("accept_proxy_timeout", t.accept_proxy_timeout),
+        ("timeout_queue", t.timeout_queue),
+    ] {
+        if d.is_zero() {
+            err(format!("{p}.{key}"), format!("{key} must be above 0 s"));
+        }
+    }
+    if t.maxconn == 0 {
+        err(format!("{p}.maxconn"), "maxconn must be at least 1".into());
+    }
+    if let Some(src) = t.source {
+        if src.is_ipv4() != vs.backends.iter().all(|b| b.address.is_ipv4())
+            && !vs.backends.is_empty()
+        {
+            err(
+                format!("{p}.source"),
+                format!("source {src} is not of the real servers' address family"),
+            );
+        }
+    }
+}
+
 fn validate_http(
     err: &mut impl FnMut(String, String),
     warn: &mut impl FnMut(String, String),

@@ -1342,6 +1342,7 @@ impl VsRuntime {
                 pc.retries = cfg.retries;
                 pc.drain_deadline = global.drain_deadline;
                 pc.busy_polling = listeners.busy_polling.clone();
+                cfg.tcp.clone().unwrap_or_default().apply(&mut pc);
                 // Each backend its own (HAProxy `server … maxconn`, keepalived
                 // `uthreshold`); one without none. The largest of them used to cap every
                 // backend, the unlimited ones included.
