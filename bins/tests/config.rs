@@ -46,7 +46,14 @@ fn seed_pair_parses_into_the_same_model_as_toml() {
     for side in ["master", "backup"] {
         let (k, kw) = ok(&fixture(&format!("seed/{side}.conf")));
         let (t, tw) = ok(&fixture(&format!("seed/{side}.toml")));
-        assert!(kw.is_empty(), "{side}.conf warnings: {kw:?}");
+        // The seed's TCP_CHECKs say `nb_get_retry 3`, which keepalived 2.2.7 ignores there
+        // (an unknown keyword outside HTTP_GET/SSL_GET): warned and ignored alike.
+        assert_eq!(kw.len(), 2, "{side}.conf warnings: {kw:?}");
+        assert!(
+            kw.iter()
+                .all(|w| w.message.contains("`nb_get_retry` in TCP_CHECK is ignored")),
+            "{side}.conf warnings: {kw:?}"
+        );
         assert!(tw.is_empty(), "{side}.toml warnings: {tw:?}");
         assert_eq!(k, t, "{side}: keepalived.conf and TOML differ");
     }
@@ -80,7 +87,10 @@ fn seed_pair_parses_into_the_same_model_as_toml() {
         let c = &b.checks[0];
         assert_eq!(c.kind, CheckKind::Tcp);
         assert_eq!(c.connect_timeout, Duration::from_secs(3));
-        assert_eq!(c.retry, 3);
+        assert_eq!(
+            c.retry, 1,
+            "keepalived's default: nb_get_retry is ignored in TCP_CHECK"
+        );
         assert_eq!(c.delay_before_retry, Some(Duration::from_secs(3)));
         assert_eq!(c.retry_delay(vs), Duration::from_secs(3));
         assert_eq!(c.connect_port, Some(port));
@@ -518,11 +528,14 @@ fn keepalived_example_is_the_twin_of_the_toml_example() {
     let (k, kw) = ok(&root.join("conf/keepalived.example.conf"));
     let (mut t, _) = ok(&root.join("conf/lb-node.example.toml"));
     assert!(kw.is_empty(), "{kw:?}");
-    // `[virtual_server.http]` and `slow_start` are TOML only (IPVS has no slow start).
+    // `[virtual_server.http]`, `[virtual_server.tcp]` and `slow_start` are TOML only (IPVS
+    // has no slow start).
     assert!(t.virtual_servers.iter().any(|v| v.http.is_some()));
+    assert!(t.virtual_servers.iter().any(|v| v.tcp.is_some()));
     assert!(t.virtual_servers.iter().any(|v| v.slow_start.is_some()));
     for v in &mut t.virtual_servers {
         v.http = None;
+        v.tcp = None;
         v.slow_start = None;
     }
     // `reload_drain_deadline` is TOML only (keepalived has no such limit).
@@ -5131,4 +5144,50 @@ fn shell_syntax_in_scripts_is_warned_about() {
         "{}",
         w[0]
     );
+}
+
+/// `[virtual_server.tcp]` parses into lb-proxy's settings, and each bad value names its key.
+#[test]
+fn tcp_settings_parse_and_each_error_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.toml");
+    std::fs::write(
+        &t,
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.tcp]\nsend_proxy = \"v2\"\naccept_proxy = true\nidle_timeout = \"0s\"\nmaxqueue = 0\nsource = \"198.18.0.10\"\nsplice = false\n[[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n",
+    )
+    .unwrap();
+    let vs = &ok(&t).0.virtual_servers[0];
+    let mut pc = lb_proxy::tcp::TcpProxyConfig::new(vec![vs.listen]);
+    vs.tcp.clone().unwrap().apply(&mut pc);
+    assert_eq!(pc.send_proxy, Some(lb_proxy::proxy_protocol::Version::V2));
+    assert!(pc.accept_proxy.is_some());
+    assert_eq!(pc.idle_timeout, None, "0 s: never idle");
+    assert_eq!(pc.maxqueue, 0);
+    assert_eq!(pc.source, Some("198.18.0.10".parse().unwrap()));
+    assert_eq!(pc.forward_mode, lb_proxy::tcp::ForwardMode::Copy);
+    assert_eq!(
+        errors(
+            "t.toml",
+            "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.tcp]\nsend_proxy = \"v3\"\n"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        errors(
+            "t.toml",
+            "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.tcp]\nmaxconn = 0\ntimeout_queue = \"0s\"\nsource = \"fd00:18::1\"\n[[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n"
+        ),
+        [
+            "t.toml:4:11: maxconn must be at least 1",
+            "t.toml:5:17: timeout_queue must be above 0 s",
+            "t.toml:6:10: source fd00:18::1 is not of the real servers' address family",
+        ]
+    );
+    let e = errors(
+        "t.toml",
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\nprotocol = \"udp\"\n[virtual_server.tcp]\nsplice = true\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("applies to protocol = \"tcp\" only"), "{e:?}");
 }

@@ -161,7 +161,7 @@ fn keepalived_conf(c: Conf<'_>) -> String {
 weight {w}
 TCP_CHECK {{
 connect_timeout 3
-nb_get_retry 3
+retry 3
 delay_before_retry 1
 connect_port {port}
 }}

@@ -134,7 +134,7 @@ fn keepalived_conf(master: bool, socket: &Path) -> String {
 weight 3
 TCP_CHECK {{
 connect_timeout 3
-nb_get_retry 3
+retry 3
 delay_before_retry 3
 connect_port {port}
 }}
@@ -241,6 +241,11 @@ fn print_status(log: &Log, node: &Node, lbctl: &Path) {
 
 /// The health lb-node reports for its backend on `port`, through the admin socket.
 fn backend_health(socket: &Path, port: u16) -> Option<Health> {
+    backend_state(socket, port).map(|(h, _)| h)
+}
+
+/// A backend's health and why it is failed, as `lbctl status` says.
+fn backend_state(socket: &Path, port: u16) -> Option<(Health, Option<String>)> {
     let status = Client::connect(socket).ok()?.status().ok()?;
     status
         .virtual_servers
@@ -248,7 +253,7 @@ fn backend_health(socket: &Path, port: u16) -> Option<Health> {
         .backends
         .iter()
         .find(|b| b.address.port() == port)
-        .map(|b| b.health)
+        .map(|b| (b.health, b.health_reason.clone()))
 }
 
 fn holders(lab: &Lab, ip: IpAddr) -> String {
@@ -387,8 +392,11 @@ fn run() -> Result<(), Error> {
             };
             pause(&log, &rx, Duration::from_secs(1));
 
-            // A real server stops: the TCP_CHECKs (seed values: connect_timeout 3,
-            // nb_get_retry 3, delay_before_retry 3) take it out of the rotation.
+            // A real server stops. Whichever comes first takes it out of the rotation: its
+            // TCP_CHECK (the seed's connect_timeout 3, delay_before_retry 3; `retry 3`, as
+            // keepalived 2.2.7 ignores the seed's `nb_get_retry` in TCP_CHECK) or passive
+            // health (the client's connections to it are refused: five in a row eject it;
+            // on for every virtual server, keepalived.conf ones included). lbctl says which.
             let stopped_at = Instant::now();
             servers[2].stop();
             log.say("rs3: real server stopped (its port now refuses connections)");
@@ -398,8 +406,11 @@ fn run() -> Result<(), Error> {
             });
             match down {
                 Some(_) => log.say(format!(
-                    "lb1 reports 198.18.0.153:84 down {:.1}s after it stopped; the client now gets rs1 and rs2 only",
-                    stopped_at.elapsed().as_secs_f64()
+                    "lb1 reports 198.18.0.153:84 down {:.1}s after it stopped ({}); the client now gets rs1 and rs2 only",
+                    stopped_at.elapsed().as_secs_f64(),
+                    backend_state(&nodes[0].socket, 84)
+                        .and_then(|(_, why)| why)
+                        .unwrap_or_else(|| "no reason given".into())
                 )),
                 None => log.say("lb1 did NOT report rs3 down within 20 s"),
             }

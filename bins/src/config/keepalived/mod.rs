@@ -4084,6 +4084,12 @@ impl Conv {
                 "connect_port" => c.connect_port = self.get(st, &fp, int(kw, 1, 65535)),
                 "bindto" => c.bindto = self.get(st, &fp, ip),
                 "connect_ip" => c.connect_ip = self.get(st, &fp, ip),
+                // keepalived 2.2.7 knows nb_get_retry (deprecated) in HTTP_GET/SSL_GET only;
+                // elsewhere it is an unknown keyword, ignored (its retry stays the default).
+                "nb_get_retry" if !is_http => self.d.warn(
+                    &st.keyword.location,
+                    format!("`nb_get_retry` in {kw0} is ignored, as keepalived 2.2.7 ignores it there (an unknown keyword; it is HTTP_GET/SSL_GET's old name of `retry`): write `retry`"),
+                ),
                 "nb_get_retry" | "retry" => {
                     retry = self.get(st, &format!("{p}.retry"), int(kw, 0, 1000));
                 }
