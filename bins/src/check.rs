@@ -49,7 +49,8 @@ pub fn check(
 ) -> io::Result<u8> {
     let format = format.unwrap_or_else(|| Format::from_path(path));
     match config::load_with_format(path, format) {
-        Ok((cfg, warnings)) => {
+        Ok((cfg, mut warnings)) => {
+            warnings.extend(host_warnings(&cfg));
             for w in &warnings {
                 writeln!(err, "{w}")?;
             }
@@ -85,6 +86,97 @@ pub fn check(
             Ok(EXIT_INVALID)
         }
     }
+}
+
+/// What of `cfg` this host lacks, as keepalived's `-t` warns of it: an instance's
+/// `interface` or a `track_interface` that does not exist, a `vrrp_script` or `MISC_CHECK`
+/// program that cannot be found or run. Warnings, not errors: the file may be meant for
+/// another host, or the interface may come later. lb-node logs them at its start and at
+/// each reload too.
+pub fn host_warnings(cfg: &config::model::Config) -> Vec<config::Warning> {
+    let mut out = Vec::new();
+    let mut warn = |message: String| {
+        out.push(config::Warning {
+            location: None,
+            message,
+        });
+    };
+    let exists = |name: &str| nix::net::if_::if_nametoindex(name).is_ok();
+    for inst in &cfg.vrrp_instances {
+        if !exists(&inst.interface) {
+            warn(format!(
+                "interface {} of vrrp_instance {} does not exist on this host: lb-node will not start",
+                inst.interface, inst.name
+            ));
+        }
+        for t in &inst.track_interface {
+            if !exists(&t.interface) {
+                warn(format!(
+                    "tracked interface {} of vrrp_instance {} does not exist on this host: it counts as down",
+                    t.interface, inst.name
+                ));
+            }
+        }
+    }
+    for s in &cfg.vrrp_scripts {
+        if let Some(why) = unrunnable(&s.script) {
+            warn(format!(
+                "vrrp_script {}: {why}: the script fails at every run",
+                s.name
+            ));
+        }
+    }
+    for vs in &cfg.virtual_servers {
+        for b in &vs.backends {
+            for c in &b.checks {
+                if let config::model::CheckKind::Misc(m) = &c.kind {
+                    if let Some(why) = unrunnable(&m.misc_path) {
+                        warn(format!(
+                            "MISC_CHECK of real server {} of virtual server {}: {why}: the check fails at every run",
+                            b.address, vs.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Why the program `command` starts with (its first word, looked up in `PATH` without a
+/// `/`) cannot be run, if it cannot.
+fn unrunnable(command: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let first = command
+        .split_whitespace()
+        .next()?
+        .trim_matches(|c| c == '\'' || c == '"');
+    // Shell syntax (a builtin, an assignment, a group): not a file to look for.
+    if first.is_empty()
+        || first.contains('=')
+        || matches!(
+            first,
+            "test" | "[" | "exec" | "true" | "false" | "!" | "{" | "("
+        )
+    {
+        return None;
+    }
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if first.contains('/') {
+        let p = Path::new(first);
+        return (!runnable(p)).then(|| {
+            if p.exists() {
+                format!("{first} is not an executable file")
+            } else {
+                format!("{first} does not exist")
+            }
+        });
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let found = std::env::split_paths(&path).any(|d| runnable(&d.join(first)));
+    (!found).then(|| format!("{first} is not found in PATH"))
 }
 
 fn plural(n: usize) -> &'static str {

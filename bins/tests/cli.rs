@@ -69,3 +69,27 @@ fn usage_errors_exit_2() {
     let (code, _, _) = lb_node(&["--check", "--format", "yaml", "x"]);
     assert_eq!(code, 2);
 }
+
+/// What this host lacks is warned about, as `keepalived -t` warns (`interface eth9 for
+/// vrrp_instance VI_2 doesn't exist`, `Disabling track script … since not found`): the file
+/// is still valid (it may be meant for another host).
+#[test]
+fn check_warns_of_a_missing_interface_and_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("keepalived.conf");
+    std::fs::write(
+        &p,
+        "vrrp_script chk {\n script \"/nonexistent/chk_nginx.sh\"\n}\nvrrp_instance VI_2 {\n interface lbnosuch0\n virtual_router_id 52\n priority 100\n track_interface {\n  lbnosuch1\n }\n track_script {\n  chk\n }\n virtual_ipaddress {\n  198.18.0.1\n }\n}\n",
+    )
+    .unwrap();
+    let (code, out, err) = lb_node(&["--check", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("3 warnings"), "{out}");
+    for want in [
+        "warning: interface lbnosuch0 of vrrp_instance VI_2 does not exist on this host",
+        "warning: tracked interface lbnosuch1 of vrrp_instance VI_2 does not exist on this host",
+        "warning: vrrp_script chk: /nonexistent/chk_nginx.sh does not exist",
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+}

@@ -1063,7 +1063,12 @@ impl Speaker {
         let mut instances = Vec::new();
         let mut routers = Vec::new();
         for (i, mut cfg) in configs.into_iter().enumerate() {
-            let base_ifindex = VipManager::ifindex(&cfg.interface)?;
+            let base_ifindex = VipManager::ifindex(&cfg.interface).map_err(|_| {
+                Error::Config(format!(
+                    "vrrp_instance {}: interface {:?} does not exist",
+                    cfg.name, cfg.interface
+                ))
+            })?;
             let v6 = cfg.is_v6();
             // The VMAC exists from the start, whatever the state (keepalived); a check
             // creates nothing and opens its sockets on the base interface.
@@ -2406,12 +2411,13 @@ impl Drop for ScriptGroup {
 /// and its whole process group is killed (keepalived: `kill(-pid, …)`), not only the
 /// `sh` running it: a `sleep` or a hung `curl` it started would otherwise live on, one
 /// more at every interval.
-async fn run_script(s: &TrackScript) -> bool {
+/// Returns whether it succeeded, and its exit code when it exited.
+async fn run_script(s: &TrackScript) -> (bool, Option<i32>) {
     let mut child = match s.command().spawn() {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(script = %s.script, error = %e, "cannot run tracked script");
-            return false;
+            return (false, None);
         }
     };
     let pid = child
@@ -2424,17 +2430,17 @@ async fn run_script(s: &TrackScript) -> bool {
             // Exited and reaped: its group id may be reused, and what it left running
             // in the background is not ours to end (keepalived leaves it too).
             group.0 = None;
-            st.success()
+            (st.success(), st.code())
         }
         Ok(Err(e)) => {
             tracing::warn!(script = %s.script, error = %e, "waiting for tracked script");
-            false
+            (false, None)
         }
         Err(_) => {
             tracing::debug!(script = %s.script, timeout = ?s.timeout, "tracked script timed out: its process group killed");
             drop(group);
             let _ = child.wait().await;
-            false
+            (false, None)
         }
     }
 }
@@ -2453,9 +2459,24 @@ async fn script_loop(
     };
     let mut tick = tokio::time::interval(s.interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_code = None;
     loop {
         tick.tick().await;
-        let ok = run_script(&s).await;
+        let (ok, code) = run_script(&s).await;
+        // The shell's own codes for a program it could not run: said once, or a typo in
+        // the path would only show as a failing script (keepalived: "not found/accessible").
+        if code != last_code {
+            match code {
+                Some(127) => {
+                    tracing::warn!(script = %s.script, "tracked script: command not found (sh exit 127)");
+                }
+                Some(126) => {
+                    tracing::warn!(script = %s.script, "tracked script: command not executable (sh exit 126)");
+                }
+                _ => {}
+            }
+            last_code = code;
+        }
         if let Some(healthy) = h.handle_result(ok) {
             tracing::info!(script = %s.script, healthy, "tracked script changed state");
             if tx
@@ -2697,7 +2718,7 @@ mod tests {
                         == format!("sleep {marker}")
                 })
         };
-        assert!(!run_script(&s).await, "timed out: a failure");
+        assert!(!run_script(&s).await.0, "timed out: a failure");
         // Reaped at once by init's or our own wait; give the kill a moment to land.
         let mut gone = false;
         for _ in 0..50 {
@@ -2711,8 +2732,13 @@ mod tests {
         s.timeout = Duration::from_secs(5);
         let mut ok = TrackScript::new("exit 0");
         ok.timeout = Duration::from_secs(5);
-        assert!(run_script(&ok).await);
-        assert!(!run_script(&TrackScript::new("exit 3")).await);
+        assert!(run_script(&ok).await.0);
+        assert!(!run_script(&TrackScript::new("exit 3")).await.0);
+        assert_eq!(
+            run_script(&TrackScript::new("/nonexistent/chk.sh")).await,
+            (false, Some(127)),
+            "sh: not found"
+        );
     }
 
     /// `weight W reverse` (keepalived): a script that succeeds reports a failure on the
