@@ -2446,6 +2446,43 @@ address = "{y}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A quorum lost and regained by two `lbctl` commands in a row, faster than the liveness
+/// task looks (200 ms), still runs `quorum_down` then `quorum_up`, as keepalived notifies
+/// each change: they ran neither while the sorry server took the clients in between.
+#[test]
+fn quorum_scripts_run_for_a_quick_lbctl_flip() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let sorry = RealServer::start("sorry");
+    let port = free_port();
+    let log = dir.join("quorum.log");
+    let toml = format!(
+        "[global]\nadmin_socket = \"{sock}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nquorum = 2\nquorum_up = \"echo up >> {log}\"\nquorum_down = \"echo down >> {log}\"\n[[virtual_server.backend]]\naddress = \"{a}\"\n[[virtual_server.backend]]\naddress = \"{b}\"\n[[virtual_server.backend]]\naddress = \"{s}\"\nbackup = true\n",
+        sock = dir.join("admin.sock").display(),
+        log = log.display(),
+        a = a.addr,
+        b = b.addr,
+        s = sorry.addr
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let scripts = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || scripts() == "up\n"),
+        "{:?}",
+        scripts()
+    );
+    lbctl_backend(&sock, "maint", "web", a.addr);
+    lbctl_backend(&sock, "ready", "web", a.addr);
+    assert!(
+        wait_until(Duration::from_secs(5), || scripts() == "up\ndown\nup\n"),
+        "{:?}",
+        scripts()
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// keepalived `quorum`: with quorum 2 over two primaries of weight 1 and a sorry server,
 /// one primary out (by `lbctl backend maint`, then by its failing TCP check) loses quorum:
 /// the sorry server takes every connection although the other primary is up, `lbctl

@@ -142,6 +142,9 @@ struct VsView {
     notes: vs::HealthNotes,
     /// Its active checks' states (what each one fails with now).
     checks: Option<lb_health::CheckStates>,
+    /// Runs `quorum_up`/`quorum_down`: told at once of an `lbctl` admin change (the
+    /// liveness task looks only every 200 ms and at health events).
+    quorum: Arc<vs::QuorumNotifier>,
     /// While a reload runs: the pool of the replacement of this virtual server, started
     /// and serving but not yet published. `lbctl backend` commands apply to both pools
     /// (see [`Node::adopt_replacement`]).
@@ -334,6 +337,10 @@ impl AdminHandler for Shared {
             }
         }
         tracing::info!(virtual_server, backend, state = %state, "backend admin state changed by lbctl");
+        // A quorum the change loses or regains is announced now, as keepalived's
+        // notifies on every change (a drain then a ready within the liveness task's
+        // period ran neither command while the sorry server took the clients).
+        v.quorum.check(&v.pool);
         Ok(())
     }
 
@@ -654,6 +661,7 @@ fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
         pool: Arc::clone(&v.pool),
         notes: Arc::clone(&v.health_notes),
         checks: v.check_states(),
+        quorum: v.quorum_notifier(),
         http: http_stats(v),
         routed,
         replacement: None,

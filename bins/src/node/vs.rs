@@ -453,7 +453,7 @@ impl QuorumNotifier {
 
     /// Compares the pool's quorum with the last state announced; on a change, logs it and
     /// runs the command of the new state. Does nothing once handed over.
-    fn check(&self, pool: &Pool) {
+    pub(crate) fn check(&self, pool: &Pool) {
         let now = pool.has_quorum();
         let changed = self
             .state
@@ -1465,6 +1465,11 @@ impl VsRuntime {
 
     /// The health applier's channel for new configured weights (a reload's, `lbctl
     /// weight`'s).
+    /// Its quorum's notifier (`quorum_up`/`quorum_down`).
+    pub(crate) fn quorum_notifier(&self) -> Arc<QuorumNotifier> {
+        Arc::clone(&self.quorum)
+    }
+
     /// Its active checks' states, when it has active checks.
     pub(crate) fn check_states(&self) -> Option<CheckStates> {
         self.health.as_ref().map(HealthDriver::states)
