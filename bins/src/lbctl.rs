@@ -78,16 +78,16 @@ pub enum Command {
         action: BackendAction,
         /// The virtual server's name (as `lbctl status` shows it, by default IP:PORT).
         virtual_server: String,
-        /// The backend's IP:PORT.
-        backend: String,
+        /// The backend's IP:PORT (`[IPv6]:PORT`); anything else is a usage error (exit 2).
+        backend: std::net::SocketAddr,
     },
     /// Change a backend's weight (HAProxy `set weight`, `ipvsadm -e -w`): through reloads,
     /// until the configuration file changes that backend's weight.
     Weight {
         /// The virtual server's name (as `lbctl status` shows it, by default IP:PORT).
         virtual_server: String,
-        /// The backend's IP:PORT.
-        backend: String,
+        /// The backend's IP:PORT (`[IPv6]:PORT`); anything else is a usage error (exit 2).
+        backend: std::net::SocketAddr,
         /// The new weight, 0..=65535 (0: no new connection, the backend stays up).
         weight: u16,
     },
@@ -135,7 +135,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             backend,
         } => {
             let state = AdminState::from(*action);
-            c.set_backend_admin(virtual_server, backend, state)?;
+            c.set_backend_admin(virtual_server, &backend.to_string(), state)?;
             let _ = writeln!(out, "{virtual_server} {backend}: {state}");
             Ok(())
         }
@@ -144,7 +144,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             backend,
             weight,
         } => {
-            c.set_backend_weight(virtual_server, backend, u32::from(*weight))?;
+            c.set_backend_weight(virtual_server, &backend.to_string(), u32::from(*weight))?;
             let _ = writeln!(out, "{virtual_server} {backend}: weight {weight}");
             Ok(())
         }

@@ -93,3 +93,20 @@ fn check_warns_of_a_missing_interface_and_script() {
         assert!(err.contains(want), "{want}\n{err}");
     }
 }
+
+/// `lbctl` refuses a backend that is not IP:PORT as a usage error (2), before it asks the
+/// daemon (it was the daemon's refusal, 1).
+#[test]
+fn lbctl_backend_without_a_port_is_a_usage_error() {
+    for args in [
+        &["backend", "drain", "web", "198.18.0.151"][..],
+        &["weight", "web", "backend-1", "5"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+            .args(["--socket", "/nonexistent/admin.sock"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+}

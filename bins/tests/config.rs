@@ -5191,3 +5191,16 @@ fn tcp_settings_parse_and_each_error_names_its_key() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].contains("applies to protocol = \"tcp\" only"), "{e:?}");
 }
+
+/// A TOML number too large for its setting is said as keepalived.conf's reader says it,
+/// not in serde's words (`invalid value: integer `300`, expected u8`).
+#[test]
+fn toml_number_out_of_range_names_the_range() {
+    assert_eq!(
+        errors(
+            "v.toml",
+            "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 300\n"
+        ),
+        ["v.toml:4:21: 300 is out of range 0..=255"]
+    );
+}

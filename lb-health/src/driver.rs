@@ -259,7 +259,7 @@ impl HealthDriver {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                tracing::error!(%backend, panic = %message, "health check task panicked: the check has stopped and the backend keeps its last verdict");
+                tracing::error!(%backend, address = %addr, panic = %message, "health check task panicked: the check has stopped and the backend keeps its last verdict");
             }
         });
         self.checks.insert(backend, handle);
@@ -426,7 +426,7 @@ async fn run_check(
             else => return,
         };
         let now_ = now();
-        tracing::trace!(%backend, kind = probes[i].kind(), up = outcome.is_up(), reason = %outcome.reason, "probe");
+        tracing::trace!(%backend, address = %addr, kind = probes[i].kind(), up = outcome.is_up(), reason = %outcome.reason, "probe");
         let failure = (!outcome.is_up()).then(|| tell(&checks, i, &outcome.reason));
         let (reason, latency) = (outcome.reason.clone(), outcome.latency);
         let c = &mut checks[i];
@@ -439,13 +439,13 @@ async fn run_check(
             // gets its first reason, as keepalived logs an alpha checker's first failure;
             // one that stays down shows what it fails with now); a repeat is not.
             if let (Some(f), None) = (&failure, &transition) {
-                tracing::info!(%backend, health = %c.tracker.health(), reason = %f, "check failed");
+                tracing::info!(%backend, address = %addr, health = %c.tracker.health(), reason = %f, "check failed");
             }
             c.last_failure = failure;
         }
         if let Some(t) = &transition {
             if checks.len() > 1 && t.is_health_change() {
-                tracing::info!(%backend, check = probes[i].kind(), old = %t.old, new = %t.new, reason = %t.reason, "check changed");
+                tracing::info!(%backend, address = %addr, check = probes[i].kind(), old = %t.old, new = %t.new, reason = %t.reason, "check changed");
             }
         }
         let (new, new_weight, established, passed) = combined(&checks);
@@ -474,7 +474,7 @@ async fn run_check(
                 reason: tell(&checks, i, &reason).to_string().into(),
                 latency,
             };
-            tracing::info!(%backend, old = %event.old, new = %event.new, reason = %event.reason, latency = ?event.latency, "health transition");
+            tracing::info!(%backend, address = %addr, old = %event.old, new = %event.new, reason = %event.reason, latency = ?event.latency, "health transition");
             h.health = new;
             h.weight = new_weight;
             verdict = new;

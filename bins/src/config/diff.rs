@@ -15,6 +15,7 @@
 //! let d = diff(&a, &b);
 //! assert_eq!(d.virtual_servers.changed, ["198.18.0.250:80"]);
 //! assert!(d.vrrp_instances.is_empty());
+//! assert_eq!(d.to_string(), "virtual_server changed 198.18.0.250:80");
 //! ```
 
 use super::model::Config;
@@ -93,6 +94,44 @@ impl ConfigDiff {
             && self.vrrp_instances.is_empty()
             && self.sync_groups.is_empty()
             && self.virtual_servers.is_empty()
+    }
+}
+
+/// One line for the log: each kind of section that changed, with its names, e.g.
+/// `vrrp_instance changed VI_1; virtual_server added api, removed web`.
+impl std::fmt::Display for ConfigDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if self.global_changed {
+            parts.push("global changed".into());
+        }
+        for (kind, c) in [
+            ("vrrp_script", &self.vrrp_scripts),
+            ("vrrp_track_process", &self.vrrp_track_processes),
+            ("track_file", &self.track_files),
+            ("bfd_instance", &self.bfd_instances),
+            ("vrrp_instance", &self.vrrp_instances),
+            ("vrrp_sync_group", &self.sync_groups),
+            ("virtual_server", &self.virtual_servers),
+        ] {
+            let what: Vec<String> = [
+                ("added", &c.added),
+                ("changed", &c.changed),
+                ("removed", &c.removed),
+            ]
+            .into_iter()
+            .filter(|(_, names)| !names.is_empty())
+            .map(|(how, names)| format!("{how} {}", names.join(" ")))
+            .collect();
+            if !what.is_empty() {
+                parts.push(format!("{kind} {}", what.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            f.write_str("nothing changed")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
             let location = e.span().map(|s| Location::from_offset(file, text, s.start));
             return Err(vec![ConfigError::at(
                 location,
-                e.message().trim_end().to_owned(),
+                out_of_range(e.message().trim_end()),
             )]);
         }
     };
@@ -45,6 +45,25 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
     }
     inherit_check_timeouts(&mut config, &origins);
     finish(config, &origins, Vec::new(), Vec::new())
+}
+
+/// serde's message for a number its field's type cannot hold (`invalid value: integer
+/// `300`, expected u8`) said as the keepalived.conf reader says it (`300 is out of range
+/// 0..=255`); other messages unchanged.
+fn out_of_range(message: &str) -> String {
+    let parsed = message
+        .strip_prefix("invalid value: integer `")
+        .and_then(|rest| rest.split_once("`, expected "));
+    let Some((n, ty)) = parsed else {
+        return message.to_owned();
+    };
+    let max = match ty {
+        "u8" => u64::from(u8::MAX),
+        "u16" => u64::from(u16::MAX),
+        "u32" => u64::from(u32::MAX),
+        _ => return message.to_owned(),
+    };
+    format!("{n} is out of range 0..={max}")
 }
 
 /// As keepalived.conf's (keepalived `validate_check_config`), a check without its own

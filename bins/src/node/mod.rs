@@ -1002,7 +1002,7 @@ impl Node {
             self.note_reload("done", Vec::new());
             return;
         }
-        tracing::info!(?d, "reloading");
+        tracing::info!(changes = %d, "reloading");
         // Settings read once at start-up: say so instead of ignoring the change silently.
         if new.global.admin_socket != self.config.global.admin_socket {
             tracing::warn!(
@@ -1505,11 +1505,12 @@ impl Node {
         let not_running: Vec<String> = read(&self.shared.failed_vservers)
             .iter()
             .map(|v| {
-                format!(
-                    "virtual server {}: {}",
-                    v.name,
-                    v.error.as_deref().unwrap_or("")
-                )
+                let why = v.error.as_deref().unwrap_or("");
+                // The start error names the virtual server already.
+                let why = why
+                    .strip_prefix(&format!("virtual_server {}: ", v.name))
+                    .unwrap_or(why);
+                format!("virtual server {}: {why}", v.name)
             })
             .chain(not_restarted)
             .collect();
@@ -1588,7 +1589,7 @@ impl Node {
                 false
             }
         };
-        if !drained {
+        if !drained && !earlier.is_empty() {
             // Without `reload_drain_deadline` their connections had no limit; a stop
             // gives them `drain_deadline` as the running ones, and closes them now.
             for t in &earlier {
