@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use lb_bins::admin::client::{Client, ClientError};
 use lb_bins::admin::{
     server, AdminHandler, AdminState, BackendStatus, BfdStatus, Health, HttpCounters,
-    HttpVsCounters, NodeStatus, ReloadStatus, Status, TrackedStatus, VirtualServerStatus,
-    VrrpState, VrrpStatus,
+    HttpVsCounters, L4VsCounters, NodeStatus, ReloadStatus, Status, TrackedStatus,
+    VirtualServerStatus, VrrpState, VrrpStatus,
 };
 use lb_bins::config::model::Protocol;
 
@@ -150,6 +150,18 @@ fn status() -> Status {
                 scheduler: "rr".into(),
                 quorum: true,
                 http: None,
+                l4: Some(L4VsCounters {
+                    connections: 50,
+                    active_connections: 3,
+                    failed: 1,
+                    connect_failures: 2,
+                    retries: 2,
+                    queued: 4,
+                    queue_refused: 1,
+                    proxy_header_errors: 0,
+                    idle_timeouts: 5,
+                    sessions_refused: 0,
+                }),
                 backends: vec![backend("198.18.0.151:82", 3), down],
                 error: None,
             },
@@ -173,6 +185,7 @@ fn status() -> Status {
                     retries: 8,
                     upgrades: 9,
                 }),
+                l4: None,
                 backends: vec![web],
                 error: None,
             },
@@ -183,6 +196,7 @@ fn status() -> Status {
                 scheduler: "rr".into(),
                 quorum: false,
                 http: None,
+                l4: None,
                 backends: Vec::new(),
                 error: Some("cannot listen on 198.18.0.250:8081: Address in use".into()),
             },
@@ -369,6 +383,12 @@ fn lbctl_status_prints_tables_and_json() {
     );
     assert!(
         out.contains("\n  http: 40 connections (2 open), 100 requests; 503 1  502 2  504 3  bad requests 4; timeouts: header 5  idle 6  client 7; retries 8  upgrades 9\n"),
+        "{out}"
+    );
+
+    // An L4 virtual server's own counters, the maxconn queue among them.
+    assert!(
+        out.contains("\n  tcp: 50 connections (3 open), 1 failed; connect failures 2  retries 2; queued 4  queue refused 1; PROXY header errors 0  idle timeouts 5\n"),
         "{out}"
     );
 

@@ -1005,7 +1005,7 @@ fn tcp_virtual_server_sends_and_accepts_the_proxy_protocol() {
         "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"tcp\"\nlisten = \"127.0.0.1:{port}\"\n[virtual_server.tcp]\nsend_proxy = \"v1\"\naccept_proxy = true\naccept_proxy_timeout = \"1s\"\n[[virtual_server.backend]]\naddress = \"{b_addr}\"\n",
         dir.join("admin.sock").display(),
     );
-    let (node, _sock) = start_node(&dir, &toml);
+    let (node, sock) = start_node(&dir, &toml);
     let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -1026,6 +1026,16 @@ fn tcp_virtual_server_sends_and_accepts_the_proxy_protocol() {
     let mut got = Vec::new();
     let _ = c.read_to_end(&mut got);
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    // lbctl status counts it (and the connection that got through).
+    let l4 = status(&sock)["virtual_servers"][0]["l4"].clone();
+    assert_eq!(
+        (
+            l4["connections"].as_u64(),
+            l4["proxy_header_errors"].as_u64()
+        ),
+        (Some(2), Some(1)),
+        "{l4}"
+    );
     drop(node);
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();

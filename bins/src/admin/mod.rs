@@ -497,6 +497,10 @@ pub struct VirtualServerStatus {
     /// older output and for L4 virtual servers).
     #[serde(default)]
     pub http: Option<HttpVsCounters>,
+    /// The TCP or UDP proxy's own counters, for L4 virtual servers (absent in older output
+    /// and for HTTP virtual servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l4: Option<L4VsCounters>,
     /// The backends.
     pub backends: Vec<BackendStatus>,
     /// Set for a virtual server of the configuration that does not run: why its start
@@ -536,6 +540,50 @@ pub struct HttpVsCounters {
     pub upgrades: u64,
 }
 
+/// What a TCP or UDP virtual server counted (lb-proxy's `StatsSnapshot`): connections
+/// (UDP: sessions), the client-visible failures and why, the `maxconn` queue (HAProxy's
+/// `qtot`-like totals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct L4VsCounters {
+    /// Client connections (UDP: sessions) accepted.
+    pub connections: u64,
+    /// Open now.
+    pub active_connections: u64,
+    /// Closed because no backend could be reached: what clients saw fail.
+    pub failed: u64,
+    /// Backend connect attempts that failed (each retried while retries remained).
+    pub connect_failures: u64,
+    /// Connect attempts made after a failure.
+    pub retries: u64,
+    /// Connections that waited for a backend slot (every backend at its `maxconn`).
+    pub queued: u64,
+    /// Refused because the queue was full or its `timeout_queue` ran out.
+    pub queue_refused: u64,
+    /// Closed for a missing, late or malformed PROXY header (`accept_proxy`).
+    pub proxy_header_errors: u64,
+    /// Closed by the idle timeout.
+    pub idle_timeouts: u64,
+    /// UDP datagrams dropped because the session table was full.
+    pub sessions_refused: u64,
+}
+
+impl From<lb_proxy::stats::StatsSnapshot> for L4VsCounters {
+    fn from(s: lb_proxy::stats::StatsSnapshot) -> Self {
+        Self {
+            connections: s.accepted,
+            active_connections: s.active,
+            failed: s.failed,
+            connect_failures: s.connect_failures,
+            retries: s.retries,
+            queued: s.queued,
+            queue_refused: s.queue_refused,
+            proxy_header_errors: s.proxy_header_errors,
+            idle_timeouts: s.idle_timeouts,
+            sessions_refused: s.sessions_refused,
+        }
+    }
+}
+
 fn quorum_default() -> bool {
     true
 }
@@ -551,6 +599,7 @@ impl VirtualServerStatus {
             scheduler: vs.lb_algo.name().to_owned(),
             quorum: true,
             http: None,
+            l4: None,
             backends: Vec::new(),
             error: None,
         }

@@ -197,6 +197,28 @@ pub fn status_table(status: &Status) -> String {
                 None => String::new(),
             }
         );
+        if let Some(l) = &vs.l4 {
+            let _ = writeln!(
+                out,
+                "  {}: {} {} ({} open), {} failed; connect failures {}  retries {}; queued {}  queue refused {}; PROXY header errors {}  idle timeouts {}{}",
+                vs.protocol,
+                l.connections,
+                if vs.protocol == crate::config::model::Protocol::Udp { "sessions" } else { "connections" },
+                l.active_connections,
+                l.failed,
+                l.connect_failures,
+                l.retries,
+                l.queued,
+                l.queue_refused,
+                l.proxy_header_errors,
+                l.idle_timeouts,
+                if l.sessions_refused > 0 {
+                    format!("; sessions refused {}", l.sessions_refused)
+                } else {
+                    String::new()
+                }
+            );
+        }
         if let Some(h) = &vs.http {
             let _ = writeln!(
                 out,

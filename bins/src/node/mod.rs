@@ -135,6 +135,8 @@ struct VsView {
     pool: Arc<Pool>,
     /// This virtual server's own HTTP proxy (HTTP mode only).
     http: Option<HttpStatsFn>,
+    /// Its TCP or UDP proxy's counters (L4 modes).
+    l4: Option<L4StatsFn>,
     /// The proxies of the HTTP virtual servers that route requests to this one's pool: they
     /// count those requests, under this virtual server's name.
     routed: Vec<HttpStatsFn>,
@@ -157,6 +159,16 @@ struct VsView {
     /// While a reload runs: the replacement's weight channel (its pool's weights go
     /// through it too).
     replacement_weights: Option<WeightSender>,
+}
+
+/// Reads an L4 virtual server's counters.
+#[derive(Clone)]
+struct L4StatsFn(Arc<dyn Fn() -> lb_proxy::stats::StatsSnapshot + Send + Sync>);
+
+impl std::fmt::Debug for L4StatsFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("L4StatsFn")
+    }
 }
 
 /// Reads an HTTP virtual server's counters (`None` once it stopped).
@@ -203,6 +215,7 @@ impl AdminHandler for Shared {
                 let routed: Vec<_> = v.routed.iter().filter_map(|f| (f.0)()).collect();
                 let mut frame = v.frame.clone();
                 frame.quorum = snap.has_quorum();
+                frame.l4 = v.l4.as_ref().map(|f| (f.0)().into());
                 frame.http = http.as_ref().map(|h| {
                     let s = &h.virtual_server;
                     HttpVsCounters {
@@ -630,6 +643,14 @@ struct DrainingUdp {
 }
 
 /// Reads the counters of `v`'s proxy, in HTTP mode.
+fn l4_stats(v: &VsRuntime) -> Option<L4StatsFn> {
+    match &v.proxy {
+        Proxy::Tcp(p) => Some(L4StatsFn(p.stats_reader())),
+        Proxy::Udp(u) => Some(L4StatsFn(u.stats_reader())),
+        Proxy::Http(_) => None,
+    }
+}
+
 fn http_stats(v: &VsRuntime) -> Option<HttpStatsFn> {
     match &v.proxy {
         Proxy::Http(h) => {
@@ -663,6 +684,7 @@ fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
         checks: v.check_states(),
         quorum: v.quorum_notifier(),
         http: http_stats(v),
+        l4: l4_stats(v),
         routed,
         replacement: None,
         weights: v.weight_sender(),

@@ -303,6 +303,13 @@ impl ProxyHandle {
         self.shared.stats.snapshot()
     }
 
+    /// A reader of [`stats`](Self::stats) that can be kept apart from the handle (a status
+    /// page's): it holds the proxy's counters, nothing of its tasks.
+    pub fn stats_reader(&self) -> Arc<dyn Fn() -> StatsSnapshot + Send + Sync> {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move || shared.stats.snapshot())
+    }
+
     /// The pool this proxy picks from (for `set_admin`, `set_health`, ...).
     pub fn pool(&self) -> &Arc<Pool> {
         &self.shared.pool

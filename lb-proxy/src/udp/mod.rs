@@ -347,6 +347,13 @@ impl UdpHandle {
         self.shared.stats.snapshot()
     }
 
+    /// A reader of [`stats`](Self::stats) that can be kept apart from the handle (a status
+    /// page's): it holds the proxy's counters, nothing of its tasks.
+    pub fn stats_reader(&self) -> Arc<dyn Fn() -> StatsSnapshot + Send + Sync> {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move || shared.stats.snapshot())
+    }
+
     /// Sessions open now.
     pub fn sessions(&self) -> usize {
         lock(&self.shared.sessions).len()
