@@ -223,6 +223,33 @@ async fn hash_key_from_cookie_sticks() {
     assert!(distinct.len() >= 2, "20 users on one backend: {per_user:?}");
 }
 
+/// Requests without the cookie (one client, one connection) are spread over the backends,
+/// as HAProxy's `balance hdr()` falls back to round robin; they all went to the backend the
+/// client address hashes to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_hash_key_are_spread() {
+    let b: Vec<TestBackend> = futures::future::join_all((1..=4).map(TestBackend::start)).await;
+    let mut c = config();
+    c.hash_key = HashKeySource::Cookie("sid".into());
+    let p = proxy(
+        c,
+        vec![(
+            "www",
+            pool_of(&b.iter().collect::<Vec<_>>(), Algorithm::MAGLEV),
+        )],
+    )
+    .await;
+    let mut client = Client::connect(p.local_addr()).await;
+    let mut seen = HashMap::new();
+    for _ in 0..200 {
+        *seen
+            .entry(client.get("/", &[]).await.backend())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen.values().all(|&n| n >= 20), "{seen:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_live_backend_is_503() {
     let b = TestBackend::start(1).await;

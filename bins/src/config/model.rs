@@ -1547,8 +1547,9 @@ impl OutlierDetection {
     }
 }
 
-/// What hash schedulers (`sh`, `mh`, `ring_hash`) key on in HTTP mode (`hash_key`). When the
-/// source is missing from a request the client address is used.
+/// What hash schedulers (`sh`, `mh`, `ring_hash`) key on in HTTP mode (`hash_key`). A
+/// request without the header or cookie is spread over the backends by a request count, as
+/// HAProxy's `balance hdr()` falls back to round robin.
 ///
 /// Parsed from `"client"` (default; HAProxy `balance source`), `"uri"` (`balance uri`: the
 /// path without the query), `"uri_whole"` (`balance uri whole`: path and query),

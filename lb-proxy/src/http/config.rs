@@ -179,8 +179,10 @@ impl Route {
     }
 }
 
-/// What hash schedulers (`sh`, `mh`, `ring_hash`) key on in HTTP mode. When the source is
-/// absent from a request, the pick falls back to the client address.
+/// What hash schedulers (`sh`, `mh`, `ring_hash`) key on in HTTP mode. A request without
+/// the header or cookie is placed by a count of such requests instead, so that they spread
+/// over the backends by weight as HAProxy's fallback to round robin does (the client
+/// address would send every such client behind one NAT to one backend).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum HashKeySource {
     /// The client address (default; HAProxy `balance source`).

@@ -84,6 +84,10 @@ struct Shared {
     backends: BackendCounterMap,
     /// Fires when the proxy stops for good: upgraded tunnels close.
     kill: watch::Receiver<bool>,
+    /// Counts the requests that lack the configured hash key: each is placed by this count
+    /// instead, so that they spread over the backends as HAProxy's fallback to round robin
+    /// spreads them.
+    keyless: std::sync::atomic::AtomicU64,
 }
 
 /// One client connection's addresses.
@@ -263,6 +267,7 @@ impl HttpProxy {
             vs: VsCounters::default(),
             backends: BackendCounterMap::default(),
             kill: kill_rx.clone(),
+            keyless: std::sync::atomic::AtomicU64::new(0),
             config,
         });
         let accept = listeners
@@ -812,7 +817,16 @@ async fn forward(
     let (pool_name, pool) = (&http_pool.name, &http_pool.pool);
     let key: Option<Vec<u8>> = match shared.config.hash_key {
         HashKeySource::ClientAddr => None,
-        ref src => hash_key(src, &parts).map(<[u8]>::to_vec),
+        // A request without the key (no such header or cookie) is spread by a request
+        // count, as HAProxy's `balance hdr()` falls back to round robin; the client
+        // address would pin every such client behind one NAT to one backend.
+        ref src => Some(hash_key(src, &parts).map_or_else(
+            || {
+                let n = shared.keyless.fetch_add(1, Ordering::Relaxed);
+                [b"\0keyless\0".as_slice(), &n.to_le_bytes()].concat()
+            },
+            <[u8]>::to_vec,
+        )),
     };
 
     // Origin-form towards the backend; an absolute-form authority becomes the Host, which
