@@ -2456,6 +2456,61 @@ address = "{y}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A reload that restarts a virtual server with `persistence_timeout` (a real server added
+/// in front, renumbering the others) keeps each persistent client on its real server, as
+/// IPVS's persistence templates outlive a keepalived reload: twelve clients (their own
+/// loopback addresses) before and after; they were scheduled afresh.
+#[test]
+fn reload_keeps_persistent_clients_on_their_real_servers() {
+    let dir = tempdir();
+    let servers = [
+        RealServer::start("a"),
+        RealServer::start("b"),
+        RealServer::start("c"),
+    ];
+    let port = free_port();
+    let config = |with_c: bool| {
+        let mut t = format!(
+            "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nlb_algo = \"rr\"\npersistence_timeout = \"300s\"\n",
+            dir.join("admin.sock").display()
+        );
+        let addrs: Vec<SocketAddr> = if with_c {
+            vec![servers[2].addr, servers[0].addr, servers[1].addr]
+        } else {
+            vec![servers[0].addr, servers[1].addr]
+        };
+        for a in addrs {
+            t.push_str(&format!("[[virtual_server.backend]]\naddress = \"{a}\"\n"));
+        }
+        t
+    };
+    let (node, _sock) = start_node(&dir, &config(false));
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let clients: Vec<std::net::IpAddr> = (2..14).map(|i| [127, 0, 0, i].into()).collect();
+    let get = |c: std::net::IpAddr| body(&get_from(c, vip).unwrap()).to_owned();
+    let before: Vec<String> = clients.iter().map(|&c| get(c)).collect();
+    assert!(
+        before.iter().any(|b| b == "a") && before.iter().any(|b| b == "b"),
+        "{before:?}"
+    );
+    reload_node(&node, &dir, &config(true));
+    assert!(
+        wait_until(Duration::from_secs(10), || log().contains("reload done")),
+        "{}",
+        log()
+    );
+    let after: Vec<String> = clients.iter().map(|&c| get(c)).collect();
+    assert_eq!(after, before, "{}", log());
+    assert!(
+        log().contains("persistence entries carried over"),
+        "{}",
+        log()
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A quorum lost and regained by two `lbctl` commands in a row, faster than the liveness
 /// task looks (200 ms), still runs `quorum_down` then `quorum_up`, as keepalived notifies
 /// each change: they ran neither while the sorry server took the clients in between.

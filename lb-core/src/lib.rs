@@ -79,7 +79,7 @@ pub use backend::{
     RequestGuard, Weight,
 };
 pub use error::{Error, Result};
-pub use pool::{PanicMode, Pool, PoolConfig, Snapshot};
+pub use pool::{PanicMode, PersistedClient, Pool, PoolConfig, Snapshot};
 pub use scheduler::{
     Algorithm, AnyScheduler, BuildScheduler, Granularity, Scheduler, SelectContext, DEFAULT_SEED,
 };

@@ -173,6 +173,19 @@ impl std::ops::DerefMut for Shard {
 /// every time (a contended cache line per pick otherwise).
 const CLOCK_GRAIN_NS: u64 = 1_000_000;
 
+/// One live entry of a [`PersistenceTable`], as [`PersistenceTable::export`] copies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportedEntry {
+    /// The client, as the table keys it (masked by the pool's granularity).
+    pub client: IpAddr,
+    /// Its backend.
+    pub backend: BackendId,
+    /// The backend's address, when the entry was recorded by a pool.
+    pub addr: Option<SocketAddr>,
+    /// Time left before it expires; `None`: it never does.
+    pub remaining: Option<Duration>,
+}
+
 /// A bounded, expiring client → backend table.
 #[derive(Debug)]
 pub struct PersistenceTable {
@@ -441,6 +454,68 @@ impl PersistenceTable {
                     None => false,
                 });
         }
+    }
+
+    /// Every live entry at `now`, for [`restore`](Self::restore) into another table (a
+    /// reload's replacement of the virtual server). An entry holding connections counts as
+    /// used at `now`.
+    pub fn export(&self, now: Instant) -> Vec<ExportedEntry> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            let map = s.lock().unwrap_or_else(PoisonError::into_inner);
+            for (client, e) in map.iter().filter(|(_, e)| e.is_live(now)) {
+                let remaining = if e.live > 0 {
+                    Some(self.timeout)
+                } else {
+                    e.expires.map(|x| x.saturating_duration_since(now))
+                };
+                out.push(ExportedEntry {
+                    client: *client,
+                    backend: e.backend,
+                    addr: e.addr,
+                    remaining,
+                });
+            }
+        }
+        out
+    }
+
+    /// Records `client` → `backend` (at `addr`) to expire `remaining` after `now`, no later
+    /// than this table's timeout (`None`: this table's timeout), unless the client already
+    /// has a live entry here, which wins. Returns whether it was recorded.
+    pub fn restore(
+        &self,
+        client: IpAddr,
+        backend: BackendId,
+        addr: Option<SocketAddr>,
+        remaining: Option<Duration>,
+        now: Instant,
+    ) -> bool {
+        self.observe(now);
+        let mut map = self.lock(client);
+        if map.get(&client).is_some_and(|e| e.is_live(now)) {
+            return false;
+        }
+        if map.len() >= self.per_shard && !map.contains_key(&client) {
+            map.evict_one(now);
+        }
+        let generation = map.next_generation;
+        map.next_generation += 1;
+        let left = remaining.map_or(self.timeout, |r| r.min(self.timeout));
+        map.insert(
+            client,
+            Entry {
+                backend,
+                addr,
+                expires: deadline(now, left),
+                live: 0,
+                generation,
+                referenced: false,
+            },
+        );
+        map.ring.push_back((client, generation));
+        map.compact();
+        true
     }
 
     /// The number of entries, expired ones included until swept.

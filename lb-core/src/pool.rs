@@ -40,6 +40,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,17 @@ pub enum PanicMode {
     /// Send everything to the backup backends (when there are any; otherwise keep using the
     /// healthy primaries).
     Backups,
+}
+
+/// A client's persistence entry carried between pools ([`Pool::persistence_entries`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistedClient {
+    /// The client, masked by the granularity of the pool it comes from.
+    pub client: IpAddr,
+    /// The address of its backend.
+    pub backend: SocketAddr,
+    /// Time left before the entry expires; `None`: never.
+    pub remaining: Option<Duration>,
 }
 
 /// Settings of a [`Pool`]. `Default` gives keepalived's behaviour: no persistence, no slow
@@ -706,6 +718,55 @@ impl<B: BuildScheduler> Pool<B> {
         }
     }
 
+    /// Its persistence entries live at `now`, each naming its backend by address, for
+    /// [`Pool::restore_persistence`] on another pool (a reload's replacement of the virtual
+    /// server, as IPVS keeps a kept service's persistence templates through a keepalived
+    /// reload). Empty without persistence.
+    pub fn persistence_entries(&self, now: Instant) -> Vec<PersistedClient> {
+        let Some(table) = &self.persistence else {
+            return Vec::new();
+        };
+        let backends = self.backends();
+        table
+            .export(now)
+            .into_iter()
+            .filter_map(|e| {
+                let backend = e
+                    .addr
+                    .or_else(|| backends.get(e.backend).map(Backend::addr))?;
+                Some(PersistedClient {
+                    client: e.client,
+                    backend,
+                    remaining: e.remaining,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes over `entries` from another pool ([`Pool::persistence_entries`]): each client
+    /// whose backend (by address) is in this pool and who has no live entry here is sent
+    /// there until its entry expires — the time it had left, at most this pool's
+    /// `persistence_timeout`. Entries keyed with another `persistence_granularity` are
+    /// taken as they are: carry them only between pools of the same granularity. Returns
+    /// how many were taken; 0 without persistence.
+    pub fn restore_persistence(&self, entries: &[PersistedClient], now: Instant) -> usize {
+        let Some(table) = &self.persistence else {
+            return 0;
+        };
+        let backends = self.backends();
+        entries
+            .iter()
+            .filter(|e| {
+                backends
+                    .iter()
+                    .find(|b| b.addr() == e.backend)
+                    .is_some_and(|b| {
+                        table.restore(e.client, b.id(), Some(b.addr()), e.remaining, now)
+                    })
+            })
+            .count()
+    }
+
     /// Every backend as the pool sees it now.
     pub fn backends(&self) -> BackendSet {
         self.lock().backends.clone()
@@ -1008,6 +1069,73 @@ mod tests {
         // After the timeout the client is scheduled afresh.
         let later = now + Duration::from_secs(301);
         let _ = pick(&p, later, &c);
+    }
+
+    /// A pool that replaces another (a reload adding a backend renumbers them) takes its
+    /// persistence entries over by address, with the time they had left: each client stays
+    /// on its backend, as IPVS's templates outlive a keepalived reload; a client with an
+    /// entry of its own here keeps it, and one whose backend is gone is scheduled afresh.
+    #[test]
+    fn persistence_entries_carry_to_a_replacing_pool_by_address() {
+        let cfg = PoolConfig {
+            persistence_timeout: Some(Duration::from_secs(300)),
+            ..PoolConfig::default()
+        };
+        let old = Pool::new(Algorithm::RoundRobin, set(3), cfg.clone()).unwrap();
+        let now = t0();
+        let clients: Vec<SelectContext<'_>> = (1..=30)
+            .map(|i| SelectContext::client(SocketAddr::new([198, 51, 100, i].into(), 1000)))
+            .collect();
+        let before: Vec<u32> = clients.iter().map(|c| pick(&old, now, c)).collect();
+        // The replacement: a new backend first, so every old one is renumbered (+1).
+        let mut backends = vec![Backend::new(BackendId(1), "127.0.0.9:80".parse().unwrap())
+            .with_weight(Weight::new(10).unwrap())];
+        backends.extend(set(3).iter().map(|b| {
+            Backend::new(BackendId(b.id().0 + 1), b.addr()).with_weight(Weight::new(10).unwrap())
+        }));
+        let new = Pool::new(
+            Algorithm::RoundRobin,
+            BackendSet::new(backends).unwrap(),
+            cfg,
+        )
+        .unwrap();
+        let later = now + Duration::from_secs(100);
+        let entries = old.persistence_entries(later);
+        assert_eq!(entries.len(), 30);
+        assert!(entries
+            .iter()
+            .all(|e| e.remaining == Some(Duration::from_secs(200))));
+        assert_eq!(new.restore_persistence(&entries, later), 30);
+        let after: Vec<u32> = clients.iter().map(|c| pick(&new, later, c) - 1).collect();
+        assert_eq!(after, before, "every client on its backend");
+        // Taken again: nothing new (each client has its live entry).
+        assert_eq!(new.restore_persistence(&entries, later), 0);
+        // A carried entry lasts the time it had left (5 s here), no fresh timeout.
+        let fresh = SelectContext::client("203.0.113.1:1".parse().unwrap());
+        assert_eq!(
+            new.restore_persistence(
+                &[PersistedClient {
+                    client: "203.0.113.1".parse().unwrap(),
+                    backend: "127.0.0.2:80".parse().unwrap(),
+                    remaining: Some(Duration::from_secs(5)),
+                }],
+                later
+            ),
+            1
+        );
+        assert_eq!(pick(&new, later + Duration::from_secs(4), &fresh), 3);
+        // A backend the new pool lacks: not taken.
+        assert_eq!(
+            new.restore_persistence(
+                &[PersistedClient {
+                    client: "203.0.113.2".parse().unwrap(),
+                    backend: "127.0.0.77:80".parse().unwrap(),
+                    remaining: None,
+                }],
+                later
+            ),
+            0
+        );
     }
 
     /// A drained or weight-0 backend (parked, still up) keeps the clients whose entry names

@@ -62,6 +62,11 @@ pub(crate) struct Carried {
     /// operator's weight holds while the file does not change that real server's weight
     /// (HAProxy's `set weight` until the next change in the file; [`OperatorWeights`]).
     operator_weights: Option<(OperatorWeights, HashMap<SocketAddr, Weight>)>,
+    /// The persistence entries of the replaced version, by real server address, and the
+    /// granularity they are keyed with: each client stays on its real server, as IPVS's
+    /// persistence templates outlive a keepalived reload (taken only when the
+    /// granularity is the same).
+    persistence: Option<(lb_core::Granularity, Vec<lb_core::PersistedClient>)>,
 }
 
 /// The weights `lbctl weight` set, by real server address; an entry goes when the file
@@ -142,6 +147,27 @@ fn note_health(
             *s = Some(HealthNote { reason, at });
         }
         None => *s = None,
+    }
+}
+
+/// Gives `pool` (of the virtual server `cfg`) the persistence `entries` of the version it
+/// replaces, when they are keyed with its own `granularity`.
+fn carry_persistence(
+    cfg: &VirtualServer,
+    pool: &Pool,
+    granularity: lb_core::Granularity,
+    entries: &[lb_core::PersistedClient],
+) {
+    if entries.is_empty() || cfg.persistence_timeout.is_none() {
+        return;
+    }
+    if granularity != cfg.persistence_granularity {
+        tracing::info!(virtual_server = %cfg.name, "persistence_granularity changed: persistent clients are scheduled afresh");
+        return;
+    }
+    let n = pool.restore_persistence(entries, now());
+    if n > 0 {
+        tracing::info!(virtual_server = %cfg.name, clients = n, "persistence entries carried over");
     }
 }
 
@@ -1170,9 +1196,13 @@ impl VsRuntime {
         if let Some(q) = carried.quorum {
             pool.continue_quorum(q).map_err(|e| err(e.to_string()))?;
         }
+        // Each persistent client stays on its real server (IPVS keeps the templates).
+        if let Some((granularity, entries)) = &carried.persistence {
+            carry_persistence(&cfg, &pool, *granularity, entries);
+        }
 
-        // Health checks: one per backend; several checks of one backend run together and it
-        // is up only while all pass (keepalived), on the first check's schedule.
+        // Health checks: one tracker per check, each on its own schedule; a backend is up
+        // only while all its checks pass (keepalived).
         let mut health = None;
         let mut events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
         let mut check_events: Option<broadcast::Receiver<lb_health::HealthEvent>> = None;
@@ -1566,6 +1596,10 @@ impl VsRuntime {
                     .map(|b| (b.address, b.weight))
                     .collect(),
             )),
+            persistence: Some((
+                self.cfg.persistence_granularity,
+                self.pool.persistence_entries(now()),
+            )),
         }
     }
 
@@ -1650,6 +1684,14 @@ impl VsRuntime {
                 }
             }
         }
+        // Persistence entries `old` made after `carried` (clients new to it while this
+        // version started); those this version made itself win.
+        carry_persistence(
+            &self.cfg,
+            &self.pool,
+            old.cfg.persistence_granularity,
+            &old.pool.persistence_entries(now()),
+        );
         // HTTP mode: the proxy's own counters (requests, response classes, errors) too.
         if let (Proxy::Http(mine), Proxy::Http(theirs)) = (&self.proxy, &old.proxy) {
             if !Arc::ptr_eq(mine, theirs) {
