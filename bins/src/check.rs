@@ -90,9 +90,10 @@ pub fn check(
 
 /// What of `cfg` this host lacks, as keepalived's `-t` warns of it: an instance's
 /// `interface` or a `track_interface` that does not exist, a `vrrp_script` or `MISC_CHECK`
-/// program that cannot be found or run. Warnings, not errors: the file may be meant for
-/// another host, or the interface may come later. lb-node logs them at its start and at
-/// each reload too.
+/// program that cannot be found or run (the scripts are then disabled by lb-node, as by
+/// keepalived: [`disable_missing_scripts`]). Warnings, not errors: the file may be meant
+/// for another host, or the interface may come later. lb-node logs them at its start and
+/// at each reload too.
 pub fn host_warnings(cfg: &config::model::Config) -> Vec<config::Warning> {
     let mut out = Vec::new();
     let mut warn = |message: String| {
@@ -118,19 +119,16 @@ pub fn host_warnings(cfg: &config::model::Config) -> Vec<config::Warning> {
             }
         }
     }
-    for s in &cfg.vrrp_scripts {
-        if let Some(why) = unrunnable(&s.script) {
-            warn(format!(
-                "vrrp_script {}: {why}: the script fails at every run",
-                s.name
-            ));
-        }
+    for (name, why) in missing_scripts(cfg) {
+        warn(format!(
+            "vrrp_script {name}: {why}: disabled, as keepalived disables it (`Disabling track script {name} since not found/accessible`): the instances tracking it go on without it"
+        ));
     }
     for vs in &cfg.virtual_servers {
         for b in &vs.backends {
             for c in &b.checks {
                 if let config::model::CheckKind::Misc(m) = &c.kind {
-                    if let Some(why) = unrunnable(&m.misc_path) {
+                    if let Some(why) = unrunnable(&m.misc_path, Runner::Exec) {
                         warn(format!(
                             "MISC_CHECK of real server {} of virtual server {}: {why}: the check fails at every run",
                             b.address, vs.name
@@ -143,29 +141,31 @@ pub fn host_warnings(cfg: &config::model::Config) -> Vec<config::Warning> {
     out
 }
 
-/// Why the program `command` starts with (its first word, looked up in `PATH` without a
-/// `/`) cannot be run, if it cannot.
-fn unrunnable(command: &str) -> Option<String> {
+/// How a command line is run: by `/bin/sh -c` (a `vrrp_script`) or as its words (a
+/// `MISC_CHECK`, split with keepalived's quoting, no shell).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Runner {
+    Shell,
+    Exec,
+}
+
+/// Why the program `command` starts with cannot be run, if that can be told without
+/// running it: its first word (keepalived's quoting) is a path to nothing, or to no
+/// executable file; for a `MISC_CHECK`, also a bare name found nowhere in `PATH`. A shell
+/// command whose first word has no `/` (a builtin, `if`, a name the shell looks up) or
+/// names a variable or `~` is not looked at.
+fn unrunnable(command: &str, runner: Runner) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
-    let first = command
-        .split_whitespace()
-        .next()?
-        .trim_matches(|c| c == '\'' || c == '"');
-    // Shell syntax (a builtin, an assignment, a group): not a file to look for.
-    if first.is_empty()
-        || first.contains('=')
-        || matches!(
-            first,
-            "test" | "[" | "exec" | "true" | "false" | "!" | "{" | "("
-        )
-    {
+    let words = lb_health::probe::split_command_line(command).ok()?;
+    let first = words.first()?.to_str()?.to_owned();
+    if first.is_empty() || first.contains(['$', '`']) || first.starts_with('~') {
         return None;
     }
     let runnable = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if first.contains('/') {
-        let p = Path::new(first);
+        let p = Path::new(&first);
         return (!runnable(p)).then(|| {
             if p.exists() {
                 format!("{first} is not an executable file")
@@ -174,9 +174,38 @@ fn unrunnable(command: &str) -> Option<String> {
             }
         });
     }
+    if runner == Runner::Shell {
+        return None;
+    }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    let found = std::env::split_paths(&path).any(|d| runnable(&d.join(first)));
+    let found = std::env::split_paths(&path).any(|d| runnable(&d.join(&first)));
     (!found).then(|| format!("{first} is not found in PATH"))
+}
+
+/// The `vrrp_script`s whose program is not there or not executable, and why (see
+/// [`host_warnings`]): keepalived disables such a script (`Disabling track script … since
+/// not found/accessible`) and the instances that track it go on without it; lb-node does
+/// the same ([`disable_missing_scripts`]).
+fn missing_scripts(cfg: &config::model::Config) -> Vec<(String, String)> {
+    cfg.vrrp_scripts
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), unrunnable(&s.script, Runner::Shell)?)))
+        .collect()
+}
+
+/// Drops, as keepalived does, every `track_script` entry naming a `vrrp_script` whose
+/// program is not there or not executable, so that the instances tracking it go on without
+/// it instead of failing it at every run (a typo in a script path put every node in FAULT).
+/// Returns the names of the scripts disabled.
+pub fn disable_missing_scripts(cfg: &mut config::model::Config) -> Vec<String> {
+    let missing: Vec<String> = missing_scripts(cfg).into_iter().map(|(n, _)| n).collect();
+    if missing.is_empty() {
+        return missing;
+    }
+    for inst in &mut cfg.vrrp_instances {
+        inst.track_script.retain(|t| !missing.contains(&t.script));
+    }
+    missing
 }
 
 fn plural(n: usize) -> &'static str {
@@ -184,5 +213,28 @@ fn plural(n: usize) -> &'static str {
         ""
     } else {
         "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vrrp_script whose program is missing is dropped from the instances that track it,
+    /// as keepalived disables it; one that exists stays.
+    #[test]
+    fn missing_scripts_are_disabled_as_keepalived_disables_them() {
+        let text = "vrrp_script gone {\n script \"/nonexistent/chk.sh\"\n}\nvrrp_script here {\n script \"/bin/true\"\n}\nvrrp_instance VI_1 {\n interface lo\n virtual_router_id 51\n priority 100\n track_script {\n  gone\n  here\n }\n virtual_ipaddress {\n  198.18.0.1\n }\n}\n";
+        let (mut cfg, _) = config::keepalived::parse_str(text, Path::new("k.conf")).unwrap();
+        assert_eq!(disable_missing_scripts(&mut cfg), ["gone"]);
+        let names: Vec<&str> = cfg.vrrp_instances[0]
+            .track_script
+            .iter()
+            .map(|t| t.script.as_str())
+            .collect();
+        assert_eq!(names, ["here"]);
+        assert!(host_warnings(&cfg).iter().any(|w| w
+            .message
+            .starts_with("vrrp_script gone: /nonexistent/chk.sh does not exist: disabled")));
     }
 }

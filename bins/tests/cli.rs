@@ -110,3 +110,36 @@ fn lbctl_backend_without_a_port_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
 }
+
+/// Shell commands are not taken for missing programs (they run with `sh -c`): a builtin,
+/// `if`, a quoted path with a blank that exists; a MISC_CHECK (no shell) whose program is
+/// a shell word is one.
+#[test]
+fn check_does_not_warn_of_shell_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let spaced = dir.path().join("my dir");
+    std::fs::create_dir(&spaced).unwrap();
+    let script = spaced.join("check.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let p = dir.path().join("keepalived.conf");
+    std::fs::write(
+        &p,
+        format!(
+            "vrrp_script a {{\n script \"exit 0\"\n}}\nvrrp_script b {{\n script \"if [ -e /etc/passwd ]; then exit 0; fi\"\n}}\nvrrp_script c {{\n script \"'{}'\"\n}}\nvrrp_script d {{\n script \"$HOME/bin/x\"\n}}\nvirtual_server 198.18.0.250 80 {{\n real_server 198.18.0.151 80 {{\n  MISC_CHECK {{\n   misc_path \"exec /bin/true\"\n  }}\n }}\n}}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = lb_node(&["--check", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // What this host lacks has no file location (the file's own warnings, shell syntax
+    // among them, have theirs).
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("MISC_CHECK of real server 198.18.0.151:80")
+            && warnings[0].contains("exec is not found in PATH"),
+        "{err}"
+    );
+}

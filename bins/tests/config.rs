@@ -5179,9 +5179,9 @@ fn tcp_settings_parse_and_each_error_names_its_key() {
             "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.tcp]\nmaxconn = 0\ntimeout_queue = \"0s\"\nsource = \"fd00:18::1\"\n[[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n"
         ),
         [
-            "t.toml:4:11: maxconn must be at least 1",
+            "t.toml:4:11: maxconn 0 is outside 1..=4294967295",
             "t.toml:5:17: timeout_queue must be above 0 s",
-            "t.toml:6:10: source fd00:18::1 is not of the real servers' address family",
+            "t.toml:6:10: source fd00:18::1 is not of the address family of real server 198.18.0.151:80",
         ]
     );
     let e = errors(

@@ -2511,9 +2511,10 @@ fn reload_keeps_persistent_clients_on_their_real_servers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A quorum lost and regained by two `lbctl` commands in a row, faster than the liveness
-/// task looks (200 ms), still runs `quorum_down` then `quorum_up`, as keepalived notifies
-/// each change: they ran neither while the sorry server took the clients in between.
+/// A quorum lost and regained by two `lbctl` commands in a row (admin states, then
+/// weights), faster than the liveness task looks (200 ms), still runs `quorum_down` then
+/// `quorum_up`, as keepalived notifies each change: they ran neither while the sorry
+/// server took the clients in between.
 #[test]
 fn quorum_scripts_run_for_a_quick_lbctl_flip() {
     let dir = tempdir();
@@ -2541,6 +2542,22 @@ fn quorum_scripts_run_for_a_quick_lbctl_flip() {
     lbctl_backend(&sock, "ready", "web", a.addr);
     assert!(
         wait_until(Duration::from_secs(5), || scripts() == "up\ndown\nup\n"),
+        "{:?}",
+        scripts()
+    );
+    // The same with weights, which go through the health applier.
+    for w in ["0", "1"] {
+        let out = Command::new(LBCTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["weight", "web", &a.addr.to_string(), w])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || scripts()
+            == "up\ndown\nup\ndown\nup\n"),
         "{:?}",
         scripts()
     );

@@ -449,10 +449,12 @@ async fn run_check(
             }
         }
         let (new, new_weight, established, passed) = combined(&checks);
+        // What a check that has the backend down fails with now (none while that check
+        // has passed since, rising: the transition's reason stands then); another check's
+        // passing retry is not why.
         let last_failure = checks
             .iter()
             .find(|c| c.tracker.health() == Health::Down && c.last_failure.is_some())
-            .or_else(|| checks.iter().find(|c| c.last_failure.is_some()))
             .and_then(|c| c.last_failure.clone());
         // Only while still registered: a removed check may finish one last probe, whose
         // verdict must neither be written nor published (the backend may be checked again

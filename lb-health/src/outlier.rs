@@ -480,7 +480,8 @@ pub enum EjectionReason {
         /// Its failures, ‰ of its outcomes.
         failure_rate: u32,
     },
-    /// An ejection in force carried from an earlier detector ([`OutlierDetector::restore`]).
+    /// An ejection in force carried from an earlier detector ([`OutlierDetector::restore`])
+    /// whose state did not say why.
     Carried,
 }
 
@@ -519,6 +520,8 @@ struct HostState {
     ejected_at: Option<Instant>,
     ejections: u32,
     unejected_at: Option<Instant>,
+    /// Why the ejection in force was made.
+    reason: Option<EjectionReason>,
 }
 
 /// What a detector remembers of one backend's ejections: whether it is ejected and until
@@ -532,6 +535,7 @@ pub struct OutlierHostState {
     ejected_until: Option<Instant>,
     ejections: u32,
     unejected_at: Option<Instant>,
+    reason: Option<EjectionReason>,
 }
 
 impl OutlierHostState {
@@ -543,6 +547,11 @@ impl OutlierHostState {
     /// The ejection multiplier (how many ejections in a row, decaying while healthy).
     pub fn ejections(&self) -> u32 {
         self.ejections
+    }
+
+    /// Why the ejection in force was made; `None` when the backend is not ejected.
+    pub fn reason(&self) -> Option<EjectionReason> {
+        self.ejected_until.and(self.reason)
     }
 }
 
@@ -640,6 +649,7 @@ impl OutlierDetector {
             ejected_until: h.ejected_until,
             ejections: h.ejections,
             unejected_at: h.unejected_at,
+            reason: h.ejected_until.and(h.reason),
         })
     }
 
@@ -694,12 +704,15 @@ impl OutlierDetector {
                     host.ejected_until = Some(until);
                     // Its start is not carried: a pass after the restore ends it.
                     host.ejected_at = Some(now);
+                    // Why it was made goes on (a state without one: `Carried`).
+                    let reason = state.reason.unwrap_or(EjectionReason::Carried);
+                    host.reason = Some(reason);
                     self.ejected += 1;
                     self.events.push_back(OutlierEvent::Ejected {
                         backend,
                         until,
                         ejections: host.ejections,
-                        reason: EjectionReason::Carried,
+                        reason,
                     });
                 }
             }
@@ -810,6 +823,7 @@ impl OutlierDetector {
         host.ejected_until = Some(until);
         host.ejected_at = Some(now);
         host.consecutive = 0;
+        host.reason = Some(reason);
         self.ejected += 1;
         self.events.push_back(OutlierEvent::Ejected {
             backend,
@@ -1316,9 +1330,9 @@ mod tests {
                 backend: BackendId(1),
                 until,
                 ejections: 1,
-                reason: EjectionReason::Carried,
+                reason: EjectionReason::ConsecutiveFailures,
             }),
-            "the pool is told"
+            "the pool is told, with why the ejection was made"
         );
         assert_eq!(new.poll_timeout(), Some(until), "until the same instant");
         new.handle_timeout(until);

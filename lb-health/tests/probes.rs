@@ -1603,3 +1603,22 @@ async fn http_bodies_are_read_as_keepalived_reads_them() {
     let out = status_only.probe(many, T).await;
     assert!(out.is_up(), "{}", out.reason);
 }
+
+/// A per-step timeout past what an instant holds (the tracker allows `Duration::MAX`) never
+/// runs out instead of panicking on `Instant + Duration`.
+#[tokio::test]
+async fn http_per_step_timeout_of_duration_max_does_not_panic() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            conns.push(s); // accept, never answer
+        }
+    });
+    let probe = HttpProbe::builder("/").timeout_per_step().build().unwrap();
+    let r =
+        tokio::time::timeout(Duration::from_millis(300), probe.probe(addr, Duration::MAX)).await;
+    assert!(r.is_err(), "still waiting, no panic: {r:?}");
+    held.abort();
+}

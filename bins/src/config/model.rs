@@ -1456,7 +1456,9 @@ pub struct OutlierDetection {
     /// Envoy's success-rate ejection, judged each `interval`: the chance, in percent, that
     /// a backend whose success rate is below the mean by more than
     /// `success_rate_stdev_factor` / 1000 standard deviations is ejected (0..=100; default
-    /// 0, off). Every 5xx and every failed connection counts as a failure there.
+    /// 0, off). Every 5xx (unless `[virtual_server.http] count_5xx = false`, which makes
+    /// them successes for passive health) and every failed connection counts as a failure
+    /// there.
     pub enforcing_success_rate: u8,
     /// Backends with `success_rate_request_volume` outcomes in the interval needed for a
     /// success-rate judgement (default 5, Envoy's).
@@ -3811,8 +3813,6 @@ fn validate_outlier(err: &mut impl FnMut(String, String), i: usize, o: &OutlierD
     }
 }
 
-/// `[virtual_server.http]`: only with `protocol = "http"`, values lb-proxy accepts, routes to
-/// other HTTP virtual servers.
 /// `[virtual_server.tcp]`: only with `protocol = "tcp"`, values lb-proxy accepts.
 fn validate_tcp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServer) {
     let Some(t) = &vs.tcp else { return };
@@ -3835,21 +3835,32 @@ fn validate_tcp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServ
             err(format!("{p}.{key}"), format!("{key} must be above 0 s"));
         }
     }
-    if t.maxconn == 0 {
-        err(format!("{p}.maxconn"), "maxconn must be at least 1".into());
+    if t.maxconn == 0 || u32::try_from(t.maxconn).is_err() {
+        err(
+            format!("{p}.maxconn"),
+            format!("maxconn {} is outside 1..={}", t.maxconn, u32::MAX),
+        );
     }
+    // The connections to every real server leave from it: all of its family.
     if let Some(src) = t.source {
-        if src.is_ipv4() != vs.backends.iter().all(|b| b.address.is_ipv4())
-            && !vs.backends.is_empty()
+        if let Some(b) = vs
+            .backends
+            .iter()
+            .find(|b| b.address.is_ipv4() != src.is_ipv4())
         {
             err(
                 format!("{p}.source"),
-                format!("source {src} is not of the real servers' address family"),
+                format!(
+                    "source {src} is not of the address family of real server {}",
+                    b.address
+                ),
             );
         }
     }
 }
 
+/// `[virtual_server.http]`: only with `protocol = "http"`, values lb-proxy accepts, routes to
+/// other HTTP virtual servers.
 fn validate_http(
     err: &mut impl FnMut(String, String),
     warn: &mut impl FnMut(String, String),

@@ -771,10 +771,12 @@ fn sort_by_config(v: &mut [VsRuntime], config: &Config) {
 fn load(path: &std::path::Path, format: Option<Format>) -> Result<Config, NodeError> {
     let format = format.unwrap_or_else(|| Format::from_path(path));
     match config::load_with_format(path, format) {
-        Ok((cfg, mut warnings)) => {
-            // What this host lacks (a missing interface, script program), as `--check` says.
+        Ok((mut cfg, mut warnings)) => {
+            // What this host lacks (a missing interface, script program), as `--check` says;
+            // a missing vrrp_script is disabled, as keepalived disables it.
             warnings.extend(crate::check::host_warnings(&cfg));
             crate::logging::log_warnings(&warnings);
+            crate::check::disable_missing_scripts(&mut cfg);
             Ok(cfg)
         }
         Err(errors) => Err(NodeError::Config(

@@ -437,6 +437,10 @@ pub(crate) struct QuorumNotifier {
     /// replacement ([`HANDED_OVER`]): in one word, so that a check racing the hand-over
     /// either announces before it (and the replacement knows) or not at all.
     state: std::sync::atomic::AtomicU8,
+    /// Held by a check from its reading of the pool's quorum to its announcement: checks
+    /// come from several tasks (the health applier, the liveness task, `lbctl`), and one
+    /// that read the quorum before another's change must not announce after it.
+    checking: std::sync::Mutex<()>,
 }
 
 /// [`QuorumNotifier`]'s `state`: the state announced last was quorum up.
@@ -454,6 +458,7 @@ impl QuorumNotifier {
             quorum_up: vs.quorum_up.clone(),
             quorum_down: vs.quorum_down.clone(),
             state: std::sync::atomic::AtomicU8::new(if now { ANNOUNCED_UP } else { 0 }),
+            checking: std::sync::Mutex::new(()),
         };
         if previous != Some(now) {
             n.announce(now, "start");
@@ -480,6 +485,10 @@ impl QuorumNotifier {
     /// Compares the pool's quorum with the last state announced; on a change, logs it and
     /// runs the command of the new state. Does nothing once handed over.
     pub(crate) fn check(&self, pool: &Pool) {
+        let _checking = self
+            .checking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = pool.has_quorum();
         let changed = self
             .state
@@ -743,6 +752,7 @@ async fn apply_health(
     mut detector: OutlierDetector,
     outlier_states: OutlierStates,
     uneject_on_pass: bool,
+    quorum: Arc<QuorumNotifier>,
 ) {
     // The active checks' events, and their current states for a resync after lagging.
     let (mut checks, states) = active.map_or((None, None), |(e, s)| (Some(e), Some(s)));
@@ -854,6 +864,10 @@ async fn apply_health(
             } => detector.handle_timeout(now()),
         }
         appliers.apply_outliers(&name, &pool, &mut detector, &outlier_states);
+        // Whatever changed the pool here (a weight, an ejection, a health event) changes
+        // its quorum at once, as keepalived notifies every change; the liveness task's
+        // 200 ms look missed a change undone within it.
+        quorum.check(&pool);
     }
 }
 
@@ -1427,6 +1441,8 @@ impl VsRuntime {
         };
         let (weights, weight_changes) = mpsc::unbounded_channel();
         let (late_ejections, late_ejections_rx) = mpsc::unbounded_channel();
+        // The proxy runs (nothing below fails): quorum is announced from here on.
+        let quorum = Arc::new(QuorumNotifier::new(&cfg, &pool, carried.announced));
         let mut tasks = vec![tokio::spawn(apply_health(
             cfg.name.clone(),
             Arc::clone(&pool),
@@ -1440,6 +1456,7 @@ impl VsRuntime {
             Arc::clone(&outlier_states),
             cfg.outlier_detection
                 .successful_active_health_check_uneject_host,
+            Arc::clone(&quorum),
         ))];
         if cfg.slow_start.is_some() && lb_core::BuildScheduler::slow_start(&cfg.lb_algo) {
             tasks.push(tokio::spawn(drive_slow_start(
@@ -1469,7 +1486,6 @@ impl VsRuntime {
 
         // Liveness is written only once the proxy runs: a virtual server that fails to
         // start (its address taken, say) must not tell `track_service` it is live.
-        let quorum = Arc::new(QuorumNotifier::new(&cfg, &pool, carried.announced));
         let live_task = spawn_liveness(Arc::clone(&pool), events, live, Arc::clone(&quorum));
 
         tracing::info!(virtual_server = %cfg.name, listen = %cfg.listen, protocol = %cfg.protocol, lb_algo = %cfg.lb_algo, backends = cfg.backends.len(), "virtual server started");
@@ -1493,8 +1509,6 @@ impl VsRuntime {
         })
     }
 
-    /// The health applier's channel for new configured weights (a reload's, `lbctl
-    /// weight`'s).
     /// Its quorum's notifier (`quorum_up`/`quorum_down`).
     pub(crate) fn quorum_notifier(&self) -> Arc<QuorumNotifier> {
         Arc::clone(&self.quorum)
@@ -1505,6 +1519,8 @@ impl VsRuntime {
         self.health.as_ref().map(HealthDriver::states)
     }
 
+    /// The health applier's channel for new configured weights (a reload's, `lbctl
+    /// weight`'s).
     pub(crate) fn weight_sender(&self) -> mpsc::UnboundedSender<(BackendId, Weight)> {
         self.weights.clone()
     }
@@ -1678,7 +1694,9 @@ impl VsRuntime {
                     if n.check.is_none() && down {
                         n.check = theirs.check;
                     }
-                    if n.ejection.is_none() && ejected {
+                    // An ejection carried over is the one the old version noted: its
+                    // reason and its time, not the reload's.
+                    if ejected && theirs.ejection.is_some() {
                         n.ejection = theirs.ejection;
                     }
                 }

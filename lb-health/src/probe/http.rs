@@ -477,7 +477,12 @@ impl Stall {
         }
         if !self.waiting {
             self.waiting = true;
-            let at = tokio::time::Instant::now() + timeout;
+            // A timeout past what an instant holds (the tracker allows `Duration::MAX`)
+            // never runs out.
+            let Some(at) = tokio::time::Instant::now().checked_add(timeout) else {
+                self.sleep = None;
+                return false;
+            };
             match &mut self.sleep {
                 Some(s) => s.as_mut().reset(at),
                 None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
