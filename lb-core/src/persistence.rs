@@ -354,6 +354,27 @@ impl PersistenceTable {
                 return e.generation;
             }
         }
+        self.insert_new(
+            &mut map,
+            client,
+            backend,
+            addr,
+            deadline(now, self.timeout),
+            now,
+        )
+    }
+
+    /// Puts a new entry for `client` into its shard `map` (evicting one when the shard is
+    /// full) and returns its generation.
+    fn insert_new(
+        &self,
+        map: &mut Shard,
+        client: IpAddr,
+        backend: BackendId,
+        addr: Option<SocketAddr>,
+        expires: Option<Instant>,
+        now: Instant,
+    ) -> u64 {
         if map.len() >= self.per_shard && !map.contains_key(&client) {
             map.evict_one(now);
         }
@@ -366,7 +387,7 @@ impl PersistenceTable {
             Entry {
                 backend,
                 addr,
-                expires: deadline(now, self.timeout),
+                expires,
                 live: 0,
                 generation,
                 referenced: false,
@@ -496,25 +517,8 @@ impl PersistenceTable {
         if map.get(&client).is_some_and(|e| e.is_live(now)) {
             return false;
         }
-        if map.len() >= self.per_shard && !map.contains_key(&client) {
-            map.evict_one(now);
-        }
-        let generation = map.next_generation;
-        map.next_generation += 1;
         let left = remaining.map_or(self.timeout, |r| r.min(self.timeout));
-        map.insert(
-            client,
-            Entry {
-                backend,
-                addr,
-                expires: deadline(now, left),
-                live: 0,
-                generation,
-                referenced: false,
-            },
-        );
-        map.ring.push_back((client, generation));
-        map.compact();
+        self.insert_new(&mut map, client, backend, addr, deadline(now, left), now);
         true
     }
 

@@ -194,19 +194,24 @@ async fn routes_by_host_and_path() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hash_key_from_cookie_sticks() {
-    let b: Vec<TestBackend> = futures::future::join_all((1..=4).map(TestBackend::start)).await;
+/// A proxy over `b` with Maglev keyed on cookie `sid`.
+async fn cookie_hashed(b: &[TestBackend]) -> HttpProxy {
     let mut c = config();
     c.hash_key = HashKeySource::Cookie("sid".into());
-    let p = proxy(
+    proxy(
         c,
         vec![(
             "www",
             pool_of(&b.iter().collect::<Vec<_>>(), Algorithm::MAGLEV),
         )],
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_key_from_cookie_sticks() {
+    let b: Vec<TestBackend> = futures::future::join_all((1..=4).map(TestBackend::start)).await;
+    let p = cookie_hashed(&b).await;
     let mut client = Client::connect(p.local_addr()).await;
     let mut per_user = HashMap::new();
     for round in 0..3 {
@@ -229,16 +234,7 @@ async fn hash_key_from_cookie_sticks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_the_hash_key_are_spread() {
     let b: Vec<TestBackend> = futures::future::join_all((1..=4).map(TestBackend::start)).await;
-    let mut c = config();
-    c.hash_key = HashKeySource::Cookie("sid".into());
-    let p = proxy(
-        c,
-        vec![(
-            "www",
-            pool_of(&b.iter().collect::<Vec<_>>(), Algorithm::MAGLEV),
-        )],
-    )
-    .await;
+    let p = cookie_hashed(&b).await;
     let mut client = Client::connect(p.local_addr()).await;
     let mut seen = HashMap::new();
     for _ in 0..200 {
