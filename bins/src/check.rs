@@ -158,7 +158,12 @@ fn unrunnable(command: &str, runner: Runner) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let words = lb_health::probe::split_command_line(command).ok()?;
     let first = words.first()?.to_str()?.to_owned();
-    if first.is_empty() || first.contains(['$', '`']) || first.starts_with('~') {
+    // Shell syntax in the first word (an assignment, `;`, `&&`, a subshell, a
+    // redirection, a variable): not a plain file name to look for.
+    if first.is_empty()
+        || first.contains(['$', '`', '=', ';', '|', '&', '<', '>', '(', ')'])
+        || first.starts_with('~')
+    {
         return None;
     }
     let runnable = |p: &Path| {

@@ -126,7 +126,7 @@ fn check_does_not_warn_of_shell_commands() {
     std::fs::write(
         &p,
         format!(
-            "vrrp_script a {{\n script \"exit 0\"\n}}\nvrrp_script b {{\n script \"if [ -e /etc/passwd ]; then exit 0; fi\"\n}}\nvrrp_script c {{\n script \"'{}'\"\n}}\nvrrp_script d {{\n script \"$HOME/bin/x\"\n}}\nvirtual_server 198.18.0.250 80 {{\n real_server 198.18.0.151 80 {{\n  MISC_CHECK {{\n   misc_path \"exec /bin/true\"\n  }}\n }}\n}}\n",
+            "vrrp_script a {{\n script \"exit 0\"\n}}\nvrrp_script b {{\n script \"if [ -e /etc/passwd ]; then exit 0; fi\"\n}}\nvrrp_script c {{\n script \"'{}'\"\n}}\nvrrp_script d {{\n script \"$HOME/bin/x\"\n}}\nvrrp_script e {{\n script \"LD_LIBRARY_PATH=/opt/lib /opt/bin/chk\"\n}}\nvrrp_script f {{\n script \"/opt/chk.sh; exit $?\"\n}}\nvirtual_server 198.18.0.250 80 {{\n real_server 198.18.0.151 80 {{\n  MISC_CHECK {{\n   misc_path \"exec /bin/true\"\n  }}\n }}\n}}\n",
             script.display()
         ),
     )

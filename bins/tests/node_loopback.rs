@@ -2459,7 +2459,8 @@ address = "{y}"
 /// A reload that restarts a virtual server with `persistence_timeout` (a real server added
 /// in front, renumbering the others) keeps each persistent client on its real server, as
 /// IPVS's persistence templates outlive a keepalived reload: twelve clients (their own
-/// loopback addresses) before and after; they were scheduled afresh.
+/// loopback addresses) before and after; they were scheduled afresh. The TCP proxy's
+/// counters go on from the old version's.
 #[test]
 fn reload_keeps_persistent_clients_on_their_real_servers() {
     let dir = tempdir();
@@ -2484,7 +2485,7 @@ fn reload_keeps_persistent_clients_on_their_real_servers() {
         }
         t
     };
-    let (node, _sock) = start_node(&dir, &config(false));
+    let (node, sock) = start_node(&dir, &config(false));
     let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
     let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let clients: Vec<std::net::IpAddr> = (2..14).map(|i| [127, 0, 0, i].into()).collect();
@@ -2504,6 +2505,13 @@ fn reload_keeps_persistent_clients_on_their_real_servers() {
     assert_eq!(after, before, "{}", log());
     assert!(
         log().contains("persistence entries carried over"),
+        "{}",
+        log()
+    );
+    // The proxy's own counters went on too: 12 connections before, 12 after.
+    assert_eq!(
+        status(&sock)["virtual_servers"][0]["l4"]["connections"].as_u64(),
+        Some(24),
         "{}",
         log()
     );

@@ -80,6 +80,51 @@ counters! {
 }
 
 impl ProxyStats {
+    /// Adds the totals of `old` (every counter but `active`): the counters of the proxy
+    /// this one replaces go on instead of restarting from zero (a reload restarting a
+    /// virtual server), as IPVS keeps a kept service's.
+    pub fn carry_totals(&self, old: &StatsSnapshot) {
+        let StatsSnapshot {
+            accepted,
+            active: _,
+            connected,
+            connect_failures,
+            retries,
+            local_errors,
+            failed,
+            queued,
+            queue_refused,
+            proxy_header_errors,
+            idle_timeouts,
+            shutdown_closed,
+            accept_errors,
+            sessions_refused,
+            bytes_to_backend,
+            bytes_to_client,
+            bytes_spliced,
+        } = *old;
+        for (c, n) in [
+            (&self.accepted, accepted),
+            (&self.connected, connected),
+            (&self.connect_failures, connect_failures),
+            (&self.retries, retries),
+            (&self.local_errors, local_errors),
+            (&self.failed, failed),
+            (&self.queued, queued),
+            (&self.queue_refused, queue_refused),
+            (&self.proxy_header_errors, proxy_header_errors),
+            (&self.idle_timeouts, idle_timeouts),
+            (&self.shutdown_closed, shutdown_closed),
+            (&self.accept_errors, accept_errors),
+            (&self.sessions_refused, sessions_refused),
+            (&self.bytes_to_backend, bytes_to_backend),
+            (&self.bytes_to_client, bytes_to_client),
+            (&self.bytes_spliced, bytes_spliced),
+        ] {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     #[inline]
     pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);

@@ -65,7 +65,10 @@ pub(crate) struct Carried {
     /// The persistence entries of the replaced version, by real server address, and the
     /// granularity they are keyed with: each client stays on its real server, as IPVS's
     /// persistence templates outlive a keepalived reload (taken only when the
-    /// granularity is the same).
+    /// granularity is the same). Taken once, at the replacement's start: clients new to
+    /// the old version while the replacement starts are scheduled afresh (taking those
+    /// later could bring back entries the replacement dropped since, to a backend its own
+    /// checks failed).
     persistence: Option<(lb_core::Granularity, Vec<lb_core::PersistedClient>)>,
 }
 
@@ -1695,21 +1698,22 @@ impl VsRuntime {
                         n.check = theirs.check;
                     }
                     // An ejection carried over is the one the old version noted: its
-                    // reason and its time, not the reload's.
-                    if ejected && theirs.ejection.is_some() {
-                        n.ejection = theirs.ejection;
+                    // time, not the reload's (the same reason); one this version made
+                    // itself since keeps its own note.
+                    if let Some(t) = theirs.ejection.filter(|_| ejected) {
+                        if n.ejection.as_ref().is_none_or(|e| e.reason == t.reason) {
+                            n.ejection = Some(t);
+                        }
                     }
                 }
             }
         }
-        // Persistence entries `old` made after `carried` (clients new to it while this
-        // version started); those this version made itself win.
-        carry_persistence(
-            &self.cfg,
-            &self.pool,
-            old.cfg.persistence_granularity,
-            &old.pool.persistence_entries(now()),
-        );
+        // L4: the proxy's own counters (connections, failures, the queue) too.
+        match (&self.proxy, &old.proxy) {
+            (Proxy::Tcp(mine), Proxy::Tcp(theirs)) => mine.carry_counters_from(theirs),
+            (Proxy::Udp(mine), Proxy::Udp(theirs)) => mine.carry_counters_from(theirs),
+            _ => {}
+        }
         // HTTP mode: the proxy's own counters (requests, response classes, errors) too.
         if let (Proxy::Http(mine), Proxy::Http(theirs)) = (&self.proxy, &old.proxy) {
             if !Arc::ptr_eq(mine, theirs) {

@@ -303,6 +303,12 @@ impl ProxyHandle {
         self.shared.stats.snapshot()
     }
 
+    /// Makes this proxy's counters go on from `old`'s totals ([`ProxyStats::carry_totals`]):
+    /// a reload's replacement of a virtual server.
+    pub fn carry_counters_from(&self, old: &Self) {
+        self.shared.stats.carry_totals(&old.stats());
+    }
+
     /// A reader of [`stats`](Self::stats) that can be kept apart from the handle (a status
     /// page's): it holds the proxy's counters, nothing of its tasks.
     pub fn stats_reader(&self) -> Arc<dyn Fn() -> StatsSnapshot + Send + Sync> {
