@@ -161,25 +161,26 @@ struct VsView {
     replacement_weights: Option<WeightSender>,
 }
 
-/// Reads an L4 virtual server's counters.
-#[derive(Clone)]
-struct L4StatsFn(Arc<dyn Fn() -> lb_proxy::stats::StatsSnapshot + Send + Sync>);
+/// Reads a running proxy's counters (for `lbctl status`).
+struct StatsFn<T>(Arc<dyn Fn() -> T + Send + Sync>);
 
-impl std::fmt::Debug for L4StatsFn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("L4StatsFn")
+impl<T> Clone for StatsFn<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
     }
 }
+
+impl<T> std::fmt::Debug for StatsFn<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatsFn")
+    }
+}
+
+/// Reads an L4 virtual server's counters.
+type L4StatsFn = StatsFn<lb_proxy::stats::StatsSnapshot>;
 
 /// Reads an HTTP virtual server's counters (`None` once it stopped).
-#[derive(Clone)]
-struct HttpStatsFn(Arc<dyn Fn() -> Option<lb_proxy::http::HttpStatsSnapshot> + Send + Sync>);
-
-impl std::fmt::Debug for HttpStatsFn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HttpStatsFn")
-    }
-}
+type HttpStatsFn = StatsFn<Option<lb_proxy::http::HttpStatsSnapshot>>;
 
 /// The node's name: `router_id`, else the host name, as keepalived defaults it
 /// (`get_local_name`); `None` only when neither can be read.
@@ -645,8 +646,8 @@ struct DrainingUdp {
 /// Reads the counters of `v`'s proxy, in HTTP mode.
 fn l4_stats(v: &VsRuntime) -> Option<L4StatsFn> {
     match &v.proxy {
-        Proxy::Tcp(p) => Some(L4StatsFn(p.stats_reader())),
-        Proxy::Udp(u) => Some(L4StatsFn(u.stats_reader())),
+        Proxy::Tcp(p) => Some(StatsFn(p.stats_reader())),
+        Proxy::Udp(u) => Some(StatsFn(u.stats_reader())),
         Proxy::Http(_) => None,
     }
 }
@@ -655,7 +656,7 @@ fn http_stats(v: &VsRuntime) -> Option<HttpStatsFn> {
     match &v.proxy {
         Proxy::Http(h) => {
             let h = Arc::clone(h);
-            Some(HttpStatsFn(Arc::new(move || {
+            Some(StatsFn(Arc::new(move || {
                 h.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .as_ref()
