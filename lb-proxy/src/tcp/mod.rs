@@ -452,11 +452,15 @@ pub async fn forward(
     };
     // A backend that answered and then stopped taking the upload (closed with it unread:
     // its kernel resets, so reading it fails too after its answer): an early response, not
-    // a broken backend.
+    // a broken backend. The reset may reach the read of the answer's direction before a
+    // write of the upload fails: a reset after an answer to a client that sent something is
+    // taken for the same (a backend that dies with nothing unread sends a FIN, not a reset).
     let result = match result {
         Err(Error::BackendIo(e))
-            if eofs.load(Ordering::Relaxed) & UPLOAD_REFUSED != 0
-                && stats.backend_to_client > 0 =>
+            if stats.backend_to_client > 0
+                && (eofs.load(Ordering::Relaxed) & UPLOAD_REFUSED != 0
+                    || (e.kind() == io::ErrorKind::ConnectionReset
+                        && stats.client_to_backend > 0)) =>
         {
             Err(Error::BackendStoppedReading(e))
         }
