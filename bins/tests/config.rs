@@ -533,10 +533,20 @@ fn keepalived_example_is_the_twin_of_the_toml_example() {
     assert!(t.virtual_servers.iter().any(|v| v.http.is_some()));
     assert!(t.virtual_servers.iter().any(|v| v.tcp.is_some()));
     assert!(t.virtual_servers.iter().any(|v| v.slow_start.is_some()));
+    // So is a check's `check_send_proxy` (it follows `[virtual_server.tcp] send_proxy`).
+    assert!(t
+        .virtual_servers
+        .iter()
+        .flat_map(|v| &v.backends)
+        .flat_map(|b| &b.checks)
+        .any(|c| c.check_send_proxy.is_some()));
     for v in &mut t.virtual_servers {
         v.http = None;
         v.tcp = None;
         v.slow_start = None;
+        for c in v.backends.iter_mut().flat_map(|b| &mut b.checks) {
+            c.check_send_proxy = None;
+        }
     }
     // `reload_drain_deadline` is TOML only (keepalived has no such limit).
     assert!(t.global.reload_drain_deadline.is_some());
@@ -5190,6 +5200,93 @@ fn tcp_settings_parse_and_each_error_names_its_key() {
     );
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].contains("applies to protocol = \"tcp\" only"), "{e:?}");
+}
+
+/// Which checks send a PROXY header (HAProxy `check-send-proxy` and its default): those of
+/// a `send_proxy` virtual server on its traffic address and port, in its version; with
+/// `check_send_proxy = true` any TCP-based check (v1 without `send_proxy`), with `false`
+/// none; never a check that opens no TCP connection, where the key is an error. The
+/// virtual server's `source` is its checks' source unless they have `bindto` or go to an
+/// address of the other family.
+#[test]
+fn checks_send_the_proxy_header_as_haproxy_s_do() {
+    use lb_bins::config::model::ProxyVersion;
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.toml");
+    let config = |tcp: &str, checks: &str| {
+        std::fs::write(
+            &t,
+            format!(
+                "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n{tcp}\n[[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n{checks}"
+            ),
+        )
+        .unwrap();
+        ok(&t).0.virtual_servers[0].clone()
+    };
+    let check = |body: &str| format!("[[virtual_server.backend.check]]\n{body}\n");
+    let checks = [
+        check("type = \"tcp\""),
+        check("type = \"http\"\nurl = [{ path = \"/\" }]"),
+        check("type = \"ssl\"\nurl = [{ path = \"/\" }]\nconnect_port = 443"),
+        check("type = \"smtp\"\nconnect_ip = \"198.18.0.152\""),
+        check("type = \"tcp\"\ncheck_send_proxy = false"),
+        check("type = \"tcp\"\nconnect_port = 81\ncheck_send_proxy = true"),
+        check("type = \"udp\""),
+        check("type = \"tcp\"\nbindto = \"198.18.0.11\""),
+        check("type = \"tcp\"\nconnect_ip = \"fd00:18::151\""),
+    ]
+    .concat();
+    let vs = config(
+        "[virtual_server.tcp]\nsend_proxy = \"v2\"\nsource = \"198.18.0.10\"",
+        &checks,
+    );
+    let b = &vs.backends[0];
+    let headers: Vec<_> = b.checks.iter().map(|c| c.proxy_header(&vs)).collect();
+    let v2 = Some(ProxyVersion::V2);
+    assert_eq!(
+        headers,
+        [v2, v2, None, None, None, v2, None, v2, None],
+        "traffic address and port by default; false none; true also elsewhere; udp never"
+    );
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    let sources: Vec<_> = b
+        .checks
+        .iter()
+        .map(|c| c.source(&vs, b.address.ip()))
+        .collect();
+    let src = ip("198.18.0.10");
+    assert_eq!(
+        sources,
+        [src, src, src, src, src, src, src, ip("198.18.0.11"), None]
+    );
+    // Without send_proxy: none by default, v1 when forced.
+    let vs = config(
+        "",
+        &[
+            check("type = \"http\"\nurl = [{ path = \"/\" }]"),
+            check("type = \"tcp\"\ncheck_send_proxy = true"),
+        ]
+        .concat(),
+    );
+    let headers: Vec<_> = vs.backends[0]
+        .checks
+        .iter()
+        .map(|c| c.proxy_header(&vs))
+        .collect();
+    assert_eq!(headers, [None, Some(ProxyVersion::V1)]);
+    assert_eq!(
+        vs.backends[0].checks[0].source(&vs, vs.backends[0].address.ip()),
+        None
+    );
+    let e = errors(
+        "t.toml",
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n[[virtual_server.backend.check]]\ntype = \"udp\"\ncheck_send_proxy = true\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("check_send_proxy applies to tcp, http, ssl and smtp checks, not udp"),
+        "{e:?}"
+    );
 }
 
 /// A TOML number too large for its setting is said as keepalived.conf's reader says it,

@@ -1042,6 +1042,126 @@ fn tcp_virtual_server_sends_and_accepts_the_proxy_protocol() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// nginx in the foreground on a configuration the test writes, stopped (by PID) on drop.
+struct Nginx {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    /// Starts nginx with `servers` (its `server { … }` blocks) in `dir`, and waits until
+    /// each of `ports` on 127.0.0.1 takes connections.
+    fn start(dir: &Path, servers: &str, ports: &[u16]) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n{servers}\n}}\n"
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            .spawn()
+            .expect("nginx (Debian's nginx-light, installed by .ci/run)");
+        let nginx = Self {
+            child,
+            dir: dir.to_owned(),
+        };
+        for &port in ports {
+            assert!(
+                wait_until(Duration::from_secs(10), || TcpStream::connect((
+                    "127.0.0.1",
+                    port
+                ))
+                .is_ok()),
+                "nginx did not listen on {port}: {}",
+                nginx.log()
+            );
+        }
+        nginx
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+            + &std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// HAProxy's `check-send-proxy` behind nginx's `listen … proxy_protocol`, which takes
+/// only connections that open with a PROXY header. A virtual server with `send_proxy`
+/// sends one on its checks too when they go to the traffic port (v2 `LOCAL`, v1 `PROXY
+/// UNKNOWN`), so its HTTP check passes and clients reach nginx with their own address;
+/// `check_send_proxy = false` sends none (nginx refuses the check); a check on another
+/// port (`connect_port`, a plain listener) sends none by default.
+#[test]
+fn checks_send_the_proxy_header_of_a_send_proxy_virtual_server() {
+    let dir = tempdir();
+    let (pp, plain) = (free_port(), free_port());
+    let nginx = Nginx::start(
+        &dir.join("nginx"),
+        &format!(
+            "  server {{ listen 127.0.0.1:{pp} proxy_protocol; location / {{ return 200 \"pp=$proxy_protocol_addr\\n\"; }} }}\n\
+               server {{ listen 127.0.0.1:{plain}; location / {{ return 200 \"plain\\n\"; }} }}"
+        ),
+        &[pp, plain],
+    );
+    let (v2, v1_off, v1_port) = (free_port(), free_port(), free_port());
+    let vs = |name: &str, port: u16, version: &str, check: &str| {
+        format!(
+            "[[virtual_server]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\ndelay_loop = \"200ms\"\nalpha = true\n\
+             [virtual_server.tcp]\nsend_proxy = \"{version}\"\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:{pp}\"\n\
+             [[virtual_server.backend.check]]\ntype = \"http\"\nurl = [{{ path = \"/\" }}]\nconnect_timeout = \"1s\"\n{check}\n"
+        )
+    };
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}{}{}",
+        dir.join("admin.sock").display(),
+        vs("v2", v2, "v2", ""),
+        vs("v1-off", v1_off, "v1", "check_send_proxy = false"),
+        vs("v1-port", v1_port, "v1", &format!("connect_port = {plain}")),
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default() + &nginx.log();
+    let health = |i: usize| status(&sock)["virtual_servers"][i]["backends"][0]["health"].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || health(0) == "up"
+            && health(2) == "up"),
+        "{}",
+        log()
+    );
+    // Its checks keep failing: nginx closes a connection without a header.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(health(1), "down", "{}", log());
+    let reason = status(&sock)["virtual_servers"][1]["backends"][0]["health_reason"].clone();
+    assert!(
+        reason.as_str().is_some_and(|r| r.contains("closed")),
+        "{reason}"
+    );
+    // Traffic: nginx learns the client's address from the header of each connection.
+    let vip: SocketAddr = format!("127.0.0.1:{v2}").parse().unwrap();
+    assert_eq!(body(&get(vip).unwrap()), "pp=127.0.0.1\n", "{}", log());
+    drop(node);
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Each check of a real server runs on its own schedule, as keepalived's checkers: a
 /// MISC_CHECK with `retry` 0 takes it down at its first failure although the TCP check
 /// before it has `retry` 3 with `delay_before_retry` 2 s (one combined check on the first

@@ -10,8 +10,8 @@ use std::time::Duration;
 use lb_core::{Backend, BackendId, BackendSet, Health, Pool, PoolConfig, Weight};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{
-    DnsName, DnsProbe, ExecProbe, HexPattern, QueryType, SmtpProbe, TcpProbe, UdpExpect, UdpProbe,
-    UdpReply, DEFAULT_MAX_REPLY_LENGTH, KEEPALIVED_DEFAULT_PAYLOAD,
+    DnsName, DnsProbe, ExecProbe, HexPattern, ProxyHeader, QueryType, SmtpProbe, TcpProbe,
+    UdpExpect, UdpProbe, UdpReply, DEFAULT_MAX_REPLY_LENGTH, KEEPALIVED_DEFAULT_PAYLOAD,
 };
 use lb_health::{HealthCheckConfig, HealthDriver, HealthEvent, OnFailure, PoolApplier, Probe};
 use lb_testkit::dns::Dnsmasq;
@@ -545,6 +545,145 @@ async fn sni_echo_server() -> SocketAddr {
         }
     });
     addr
+}
+
+/// What a server behind a PROXY-protocol listener speaks after the header.
+#[derive(Clone, Copy)]
+enum AfterHeader {
+    Http,
+    Https,
+    Smtp,
+}
+
+/// A server that, like nginx's `listen … proxy_protocol`, takes a connection only when it
+/// starts with `header`: it records the first `header.len()` bytes of every connection and
+/// closes those that differ; the others are served as `after` says.
+async fn proxy_protocol_server(
+    header: &'static [u8],
+    after: AfterHeader,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let (cert, key) = self_signed();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let record = Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut first = vec![0u8; header.len()];
+                let got = tokio::time::timeout(T, s.read_exact(&mut first)).await;
+                if !matches!(got, Ok(Ok(_))) {
+                    return;
+                }
+                record.lock().unwrap().push(first.clone());
+                if first != header {
+                    return;
+                }
+                match after {
+                    AfterHeader::Http => {
+                        if read_head(&mut s).await {
+                            let _ = s.write_all(&response(200, "ok")).await;
+                            let _ = s.shutdown().await;
+                        }
+                    }
+                    AfterHeader::Https => {
+                        if let Ok(Ok(mut tls)) = tokio::time::timeout(T, acceptor.accept(s)).await {
+                            if read_head(&mut tls).await {
+                                let _ = tls.write_all(&response(200, "secure")).await;
+                                let _ = tls.shutdown().await;
+                            }
+                        }
+                    }
+                    AfterHeader::Smtp => {
+                        let mut buf = [0u8; 256];
+                        let _ = s.write_all(b"220 mx ready\r\n").await;
+                        let _ = s.read(&mut buf).await; // HELO
+                        let _ = s.write_all(b"250 mx\r\n").await;
+                        let _ = s.read(&mut buf).await; // QUIT
+                        let _ = s.write_all(b"221 bye\r\n").await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Waits (bounded) until `seen` holds `n` entries and returns them.
+async fn recorded(seen: &std::sync::Mutex<Vec<Vec<u8>>>, n: usize) -> Vec<Vec<u8>> {
+    for _ in 0..100 {
+        if seen.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen.lock().unwrap().clone()
+}
+
+/// HAProxy `check-send-proxy`: TCP, HTTP, HTTPS and SMTP checks of a backend that takes
+/// only connections opening with a PROXY header send one first — v1 `PROXY UNKNOWN`, v2
+/// `LOCAL` — and pass; without it the same checks fail.
+#[tokio::test]
+async fn checks_send_the_proxy_header_when_told() {
+    let v1: &[u8] = b"PROXY UNKNOWN\r\n";
+    let v2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    assert_eq!(ProxyHeader::V1.bytes(), v1);
+    assert_eq!(ProxyHeader::V2.bytes(), v2);
+
+    // TCP: the header goes out before the close.
+    let (addr, seen) = proxy_protocol_server(v1, AfterHeader::Http).await;
+    let out = TcpProbe::new()
+        .send_proxy(ProxyHeader::V1)
+        .probe(addr, T)
+        .await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert_eq!(recorded(&seen, 1).await, [v1.to_vec()]);
+
+    for (after, header, tls) in [
+        (AfterHeader::Http, ProxyHeader::V1, false),
+        (AfterHeader::Http, ProxyHeader::V2, false),
+        (AfterHeader::Https, ProxyHeader::V2, true),
+    ] {
+        let (addr, seen) = proxy_protocol_server(header.bytes(), after).await;
+        let build = |send: bool| {
+            let mut b = HttpProbe::builder("/");
+            if tls {
+                b = b.tls(TlsOptions::new().verify(false));
+            }
+            if send {
+                b = b.send_proxy(header);
+            }
+            b.build().unwrap()
+        };
+        let with = build(true).probe(addr, T).await;
+        assert!(with.is_up(), "{header:?} tls {tls}: {}", with.reason);
+        let without = build(false).probe(addr, T).await;
+        assert!(
+            !without.is_up(),
+            "{header:?} tls {tls}: up without the header"
+        );
+        let got = recorded(&seen, 2).await;
+        assert_eq!(got[0], header.bytes(), "{header:?} tls {tls}");
+        assert_ne!(got[1], header.bytes(), "{header:?} tls {tls}");
+    }
+
+    let (addr, _) = proxy_protocol_server(v2, AfterHeader::Smtp).await;
+    let out = SmtpProbe::new()
+        .send_proxy(ProxyHeader::V2)
+        .probe(addr, T)
+        .await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert!(!SmtpProbe::new().probe(addr, T).await.is_up());
 }
 
 /// The Host name goes out as SNI by default; `send_sni(false)` (keepalived's `SSL_GET`

@@ -2091,9 +2091,53 @@ pub struct HealthCheck {
     /// Start as down until the first success (keepalived `alpha`; default: the virtual
     /// server's).
     pub alpha: Option<bool>,
+    /// HAProxy `check-send-proxy` (TOML only; `tcp`, `http`, `ssl` and `smtp` checks):
+    /// `true` sends a PROXY protocol header first, `false` never does; absent, a check
+    /// sends one when its virtual server sends one to its real servers
+    /// (`[virtual_server.tcp] send_proxy`) and the check goes to their traffic address and
+    /// port (no `connect_ip`, no `connect_port`), as HAProxy's default. See
+    /// [`HealthCheck::proxy_header`].
+    pub check_send_proxy: Option<bool>,
 }
 
 impl HealthCheck {
+    /// The PROXY protocol header this check sends before anything else, if any (see
+    /// [`HealthCheck::check_send_proxy`]): the version is the virtual server's
+    /// `send_proxy`, v1 when it has none (HAProxy: v2 for a `send-proxy-v2` server, else
+    /// v1). A check relays no client: the header is v1 `PROXY UNKNOWN` or v2 `LOCAL`
+    /// ([`lb_health::probe::ProxyHeader`]). Never for the kinds that open no TCP
+    /// connection to the real server.
+    pub fn proxy_header(&self, vs: &VirtualServer) -> Option<ProxyVersion> {
+        if !self.kind.is_stream() {
+            return None;
+        }
+        let traffic = vs
+            .tcp
+            .as_ref()
+            .filter(|_| vs.protocol == Protocol::Tcp)
+            .and_then(|t| t.send_proxy);
+        match self.check_send_proxy {
+            Some(false) => None,
+            Some(true) => Some(traffic.unwrap_or(ProxyVersion::V1)),
+            None => traffic.filter(|_| self.connect_port.is_none() && self.connect_ip.is_none()),
+        }
+    }
+
+    /// The source address of this check of a real server at `backend`: `bindto`, else the
+    /// virtual server's `[virtual_server.tcp] source` (HAProxy's `source` applies to its
+    /// checks too) when the check goes to an address of its family, else none (the
+    /// kernel's choice).
+    pub fn source(&self, vs: &VirtualServer, backend: IpAddr) -> Option<IpAddr> {
+        let to = self.connect_ip.unwrap_or(backend);
+        self.bindto.or_else(|| {
+            vs.tcp
+                .as_ref()
+                .filter(|_| vs.protocol == Protocol::Tcp)
+                .and_then(|t| t.source)
+                .filter(|s| s.is_ipv4() == to.is_ipv4())
+        })
+    }
+
     /// Time between checks while up: `inter`, else `delay_loop`, else the virtual server's
     /// `delay_loop` (for a `file` check, 1 s: keepalived follows the file at once).
     pub fn interval(&self, vs: &VirtualServer) -> Duration {
@@ -2172,6 +2216,7 @@ impl HealthCheck {
             fastinter: None,
             downinter: None,
             alpha: None,
+            check_send_proxy: None,
         }
     }
 }
@@ -2202,6 +2247,15 @@ pub enum CheckKind {
 }
 
 impl CheckKind {
+    /// Whether the check opens a TCP connection to the real server (`tcp`, `http`, `ssl`,
+    /// `smtp`): those that can send a PROXY protocol header first.
+    pub fn is_stream(&self) -> bool {
+        matches!(
+            self,
+            Self::Tcp | Self::Http(_) | Self::Ssl(_) | Self::Smtp(_)
+        )
+    }
+
     /// keepalived's default `retry` for this kind of check when neither the check, its
     /// real server nor its virtual server sets one: 0 for `MISC_CHECK` (check_misc.c sets
     /// `checker->default_retry = 0`), 3 for `DNS_CHECK` (check_dns.h `DNS_DEFAULT_RETRY`),

@@ -507,6 +507,8 @@ pub(crate) struct RawCheck {
     reverse: Option<bool>,
     #[serde(default)]
     bfd_instance: Option<String>,
+    #[serde(default)]
+    check_send_proxy: Option<bool>,
 }
 
 impl TryFrom<RawCheck> for HealthCheck {
@@ -711,7 +713,14 @@ impl TryFrom<RawCheck> for HealthCheck {
                 ))
             }
         };
+        if r.check_send_proxy == Some(true) && !kind.is_stream() {
+            return Err(format!(
+                "check_send_proxy applies to tcp, http, ssl and smtp checks, not {}",
+                r.kind.to_ascii_lowercase()
+            ));
+        }
         let mut c = Self::new(kind);
+        c.check_send_proxy = r.check_send_proxy;
         if let Some(v) = r.connect_timeout {
             c.connect_timeout = v;
         }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use lb_core::{AdminState, BackendId, BackendSet, Health, Pool, Weight};
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{
-    AllOf, DnsProbe, ExecProbe, PingProbe, SmtpProbe, TcpProbe, UdpExpect, UdpProbe, UdpReply,
-    KEEPALIVED_DEFAULT_PAYLOAD,
+    AllOf, DnsProbe, ExecProbe, PingProbe, ProxyHeader, SmtpProbe, TcpProbe, UdpExpect, UdpProbe,
+    UdpReply, KEEPALIVED_DEFAULT_PAYLOAD,
 };
 use lb_health::{
     CheckStates, ConnectionOutcome, HealthCheckConfig, HealthDriver, OnFailure, OutlierDetector,
@@ -874,13 +874,44 @@ async fn apply_health(
     }
 }
 
+/// What a check takes from its virtual server and real server beyond its own settings
+/// ([`CheckExtras::of`]); the default: nothing (the check's own `bindto`, no PROXY header).
+#[derive(Debug, Clone, Copy, Default)]
+struct CheckExtras {
+    /// The PROXY protocol header to send first ([`HealthCheck::proxy_header`]).
+    proxy_header: Option<ProxyHeader>,
+    /// The source address ([`HealthCheck::source`]).
+    source: Option<std::net::IpAddr>,
+}
+
+impl CheckExtras {
+    /// Those of `check` of the real server at `backend` of `vs`.
+    fn of(check: &HealthCheck, vs: &VirtualServer, backend: SocketAddr) -> Self {
+        Self {
+            proxy_header: check.proxy_header(vs).map(|v| match v {
+                crate::config::model::ProxyVersion::V1 => ProxyHeader::V1,
+                crate::config::model::ProxyVersion::V2 => ProxyHeader::V2,
+            }),
+            source: check.source(vs, backend.ip()),
+        }
+    }
+}
+
 /// The probe of a configured check of a real server on `backend_port`.
-fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send + Sync>, String> {
+fn probe(
+    check: &HealthCheck,
+    backend_port: u16,
+    extras: CheckExtras,
+) -> Result<Box<dyn Probe + Send + Sync>, String> {
     let port = check.connect_port.unwrap_or(backend_port);
+    let source = extras.source.or(check.bindto);
     Ok(match &check.kind {
         CheckKind::Tcp => {
             let mut p = TcpProbe::new().connect_port(port);
-            if let Some(ip) = check.bindto {
+            if let Some(h) = extras.proxy_header {
+                p = p.send_proxy(h);
+            }
+            if let Some(ip) = source {
                 p = p.bindto(ip);
             }
             if let Some(ip) = check.connect_ip {
@@ -892,12 +923,12 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
             // keepalived fetches every url and keeps the real server only while all pass.
             let tls = matches!(check.kind, CheckKind::Ssl(_));
             if h.url.len() <= 1 {
-                Box::new(http_probe(check, h, h.url.first(), port, tls)?)
+                Box::new(http_probe(check, h, h.url.first(), port, tls, extras)?)
             } else {
                 let mut all: Vec<(Box<dyn Probe + Send + Sync>, Duration)> = Vec::new();
                 for url in &h.url {
                     all.push((
-                        Box::new(http_probe(check, h, Some(url), port, tls)?),
+                        Box::new(http_probe(check, h, Some(url), port, tls, extras)?),
                         check.connect_timeout,
                     ));
                 }
@@ -937,7 +968,7 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
                 .clone()
                 .unwrap_or_else(|| KEEPALIVED_DEFAULT_PAYLOAD.to_vec());
             let mut p = UdpProbe::new(payload).expect(expect).connect_port(port);
-            if let Some(ip) = check.bindto {
+            if let Some(ip) = source {
                 p = p.bindto(ip);
             }
             if let Some(ip) = check.connect_ip {
@@ -947,7 +978,7 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
         }
         CheckKind::Dns(d) => {
             let mut p = DnsProbe::new(d.name.clone(), d.qtype).connect_port(port);
-            if let Some(ip) = check.bindto {
+            if let Some(ip) = source {
                 p = p.bindto(ip);
             }
             if let Some(ip) = check.connect_ip {
@@ -957,7 +988,10 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
         }
         CheckKind::Smtp(s) => {
             let mut p = SmtpProbe::new().helo_name(&s.helo_name).connect_port(port);
-            if let Some(ip) = check.bindto {
+            if let Some(h) = extras.proxy_header {
+                p = p.send_proxy(h);
+            }
+            if let Some(ip) = source {
                 p = p.bindto(ip);
             }
             if let Some(ip) = check.connect_ip {
@@ -970,7 +1004,7 @@ fn probe(check: &HealthCheck, backend_port: u16) -> Result<Box<dyn Probe + Send 
         CheckKind::Bfd(_) => return Err("a BFD_CHECK is not a probe".into()),
         CheckKind::Ping => {
             let mut p = PingProbe::new();
-            if let Some(ip) = check.bindto {
+            if let Some(ip) = source {
                 p = p.bindto(ip);
             }
             if let Some(ip) = check.connect_ip {
@@ -988,6 +1022,7 @@ fn http_probe(
     url: Option<&UrlCheck>,
     port: u16,
     tls: bool,
+    extras: CheckExtras,
 ) -> Result<HttpProbe, String> {
     // keepalived's timing: connect_timeout bounds each step, not the whole exchange.
     let mut b = HttpProbe::builder(url.map_or("/", |u| u.path.as_str()))
@@ -1014,11 +1049,14 @@ fn http_probe(
             b = b.regex(r);
         }
     }
-    if let Some(ip) = check.bindto {
+    if let Some(ip) = extras.source.or(check.bindto) {
         b = b.bindto(ip);
     }
     if let Some(ip) = check.connect_ip {
         b = b.connect_ip(ip);
+    }
+    if let Some(h) = extras.proxy_header {
+        b = b.send_proxy(h);
     }
     if tls {
         // keepalived's SSL_GET does not verify certificates; neither do we here.
@@ -1252,7 +1290,12 @@ impl VsRuntime {
                     let mut checks = Vec::new();
                     for check in &b.checks {
                         checks.push((
-                            probe(check, b.address.port()).map_err(&err)?,
+                            probe(
+                                check,
+                                b.address.port(),
+                                CheckExtras::of(check, &cfg, b.address),
+                            )
+                            .map_err(&err)?,
                             health_config(check, &cfg, Some(start)).map_err(&err)?,
                         ));
                     }
@@ -1974,7 +2017,7 @@ mod tests {
         for config in configs {
             let (config, _) = config.unwrap();
             let check = &config.virtual_servers[0].backends[0].checks[0];
-            let probe = probe(check, 2).unwrap();
+            let probe = probe(check, 2, CheckExtras::default()).unwrap();
             let outcome = probe
                 .probe("127.0.0.1:2".parse().unwrap(), Duration::from_secs(5))
                 .await;
@@ -2007,7 +2050,7 @@ mod tests {
             let (config, _) =
                 crate::config::toml::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
             let check = &config.virtual_servers[0].backends[0].checks[0];
-            if let Err(e) = probe(check, 2) {
+            if let Err(e) = probe(check, 2, CheckExtras::default()) {
                 panic!("{host}: {e}");
             }
         }
@@ -2090,7 +2133,7 @@ mod tests {
             config.virtual_servers[0].backends[0].checks[0].clone()
         };
         let run = |c: HealthCheck| async move {
-            probe(&c, addr.port())
+            probe(&c, addr.port(), CheckExtras::default())
                 .unwrap()
                 .probe(addr, Duration::from_secs(5))
                 .await

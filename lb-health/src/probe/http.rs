@@ -46,7 +46,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::TlsConnector;
 
-use super::{elapsed, io_reason, target, tcp_connect, Probe};
+use super::{elapsed, io_reason, target, tcp_connect, Probe, ProxyHeader};
 use crate::error::{Error, Result};
 use crate::status::StatusSet;
 use crate::tracker::ProbeOutcome;
@@ -446,6 +446,7 @@ pub struct HttpProbe {
     connect_port: Option<u16>,
     connect_ip: Option<IpAddr>,
     bindto: Option<IpAddr>,
+    send_proxy: Option<ProxyHeader>,
     tls: Option<Tls>,
     max_body: usize,
     per_step: bool,
@@ -580,6 +581,7 @@ impl HttpProbe {
             connect_port: None,
             connect_ip: None,
             bindto: None,
+            send_proxy: None,
             tls: None,
             max_body: 1 << 20,
             per_step: false,
@@ -657,7 +659,7 @@ impl HttpProbe {
         step: &AtomicU8,
         timed_out: &Arc<AtomicBool>,
     ) -> std::result::Result<String, String> {
-        let connect = tcp_connect(to, self.bindto);
+        let connect = tcp_connect(to, self.bindto, self.send_proxy);
         let stream = if self.per_step {
             match tokio::time::timeout(timeout, connect).await {
                 Ok(s) => s,
@@ -988,6 +990,7 @@ pub struct HttpProbeBuilder {
     connect_port: Option<u16>,
     connect_ip: Option<IpAddr>,
     bindto: Option<IpAddr>,
+    send_proxy: Option<ProxyHeader>,
     tls: Option<TlsOptions>,
     max_body: usize,
     per_step: bool,
@@ -1068,6 +1071,14 @@ impl HttpProbeBuilder {
         self
     }
 
+    /// HAProxy `check-send-proxy`: send this PROXY protocol header first, before the TLS
+    /// handshake and the request, to a backend that expects one on every connection
+    /// ([`ProxyHeader`]). Default none.
+    pub fn send_proxy(mut self, header: ProxyHeader) -> Self {
+        self.send_proxy = Some(header);
+        self
+    }
+
     /// Use TLS (keepalived `SSL_GET`).
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.tls = Some(tls);
@@ -1114,6 +1125,7 @@ impl HttpProbeBuilder {
             connect_port: self.connect_port,
             connect_ip: self.connect_ip,
             bindto: self.bindto,
+            send_proxy: self.send_proxy,
             tls,
             max_body: self.max_body,
             per_step: self.per_step,

@@ -122,11 +122,45 @@ pub(crate) fn target(
     )
 }
 
-/// Connects a TCP stream from `bindto` (if any) to `addr`. No timeout: callers wrap it.
+/// The PROXY protocol header a check sends first, to a backend that expects one before
+/// anything else (HAProxy `check-send-proxy`, and its default for the checks of a
+/// `send-proxy` server on its traffic port). A check relays no client, so the header says
+/// so, as HAProxy's checks' do (proxy-protocol.txt, sections 2.1 and 2.2):
+///
+/// | variant | bytes |
+/// |---|---|
+/// | [`V1`](Self::V1) | `PROXY UNKNOWN\r\n` (15 bytes) |
+/// | [`V2`](Self::V2) | the 12-byte signature, `0x20` (version 2, command `LOCAL`), `0x00` (family and transport `UNSPEC`), length `0x0000` (16 bytes) |
+///
+/// A receiver takes the connection's own addresses for such a connection (nginx's
+/// `proxy_protocol`, HAProxy's `accept-proxy`, lb-proxy's
+/// `AcceptProxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyHeader {
+    /// The text header (HAProxy `send-proxy`).
+    V1,
+    /// The binary header (HAProxy `send-proxy-v2`).
+    V2,
+}
+
+impl ProxyHeader {
+    /// The header's bytes, as in the table above.
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            Self::V1 => b"PROXY UNKNOWN\r\n",
+            Self::V2 => b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00",
+        }
+    }
+}
+
+/// Connects a TCP stream from `bindto` (if any) to `addr` and sends `proxy_header` (if
+/// any). No timeout: callers wrap it. A failure to send the header is an error saying so.
 pub(crate) async fn tcp_connect(
     addr: SocketAddr,
     bindto: Option<IpAddr>,
+    proxy_header: Option<ProxyHeader>,
 ) -> std::io::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -136,7 +170,14 @@ pub(crate) async fn tcp_connect(
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     socket.set_nodelay(true)?;
-    socket.connect(addr).await
+    let mut stream = socket.connect(addr).await?;
+    if let Some(h) = proxy_header {
+        stream
+            .write_all(h.bytes())
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("sending the PROXY header: {e}")))?;
+    }
+    Ok(stream)
 }
 
 /// The deadline of a probe started at `start` with `timeout`, capped as the tracker caps

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{elapsed, io_reason, target, tcp_connect, Probe};
+use super::{elapsed, io_reason, target, tcp_connect, Probe, ProxyHeader};
 use crate::tracker::ProbeOutcome;
 
 /// keepalived's default `helo_name` (check_smtp.h `SMTP_DEFAULT_HELO`).
@@ -210,6 +210,7 @@ pub struct SmtpProbe {
     connect_port: Option<u16>,
     connect_ip: Option<IpAddr>,
     bindto: Option<IpAddr>,
+    send_proxy: Option<ProxyHeader>,
 }
 
 impl Default for SmtpProbe {
@@ -227,6 +228,7 @@ impl SmtpProbe {
             connect_port: None,
             connect_ip: None,
             bindto: None,
+            send_proxy: None,
         }
     }
 
@@ -259,9 +261,17 @@ impl SmtpProbe {
         self
     }
 
+    /// HAProxy `check-send-proxy`: send this PROXY protocol header first, to a backend
+    /// that expects one on every connection ([`ProxyHeader`]). Default none.
+    #[must_use]
+    pub fn send_proxy(mut self, header: ProxyHeader) -> Self {
+        self.send_proxy = Some(header);
+        self
+    }
+
     /// The conversation; `Err` holds the reason it failed.
     async fn converse(&self, to: SocketAddr) -> Result<String, String> {
-        let mut s = tcp_connect(to, self.bindto)
+        let mut s = tcp_connect(to, self.bindto, self.send_proxy)
             .await
             .map_err(|e| io_reason(&format!("connect to {to}"), &e))?;
         let mut reader = ReplyReader::default();

@@ -1,11 +1,12 @@
-//! keepalived `TCP_CHECK`: a TCP connect, nothing sent.
+//! keepalived `TCP_CHECK`: a TCP connect, nothing sent (but a PROXY protocol header, when
+//! asked).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{elapsed, io_reason, target, tcp_connect, Probe};
+use super::{elapsed, io_reason, target, tcp_connect, Probe, ProxyHeader};
 use crate::tracker::ProbeOutcome;
 
 /// Passes when a TCP connection to the backend completes within the timeout; the connection
@@ -15,6 +16,7 @@ pub struct TcpProbe {
     connect_port: Option<u16>,
     connect_ip: Option<IpAddr>,
     bindto: Option<IpAddr>,
+    send_proxy: Option<ProxyHeader>,
 }
 
 impl TcpProbe {
@@ -44,6 +46,14 @@ impl TcpProbe {
         self.bindto = Some(ip);
         self
     }
+
+    /// HAProxy `check-send-proxy`: send this PROXY protocol header first, to a backend
+    /// that expects one on every connection ([`ProxyHeader`]). Default none.
+    #[must_use]
+    pub fn send_proxy(mut self, header: ProxyHeader) -> Self {
+        self.send_proxy = Some(header);
+        self
+    }
 }
 
 #[async_trait]
@@ -53,7 +63,7 @@ impl Probe for TcpProbe {
     async fn probe(&self, addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
         let to = target(addr, self.connect_ip, self.connect_port);
         let start = tokio::time::Instant::now();
-        match tokio::time::timeout(timeout, tcp_connect(to, self.bindto)).await {
+        match tokio::time::timeout(timeout, tcp_connect(to, self.bindto, self.send_proxy)).await {
             Ok(Ok(stream)) => {
                 drop(stream);
                 ProbeOutcome::up(format!("connected to {to}"), elapsed(start))
