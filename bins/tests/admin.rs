@@ -182,6 +182,8 @@ fn status() -> Status {
                     header_timeouts: 5,
                     idle_timeouts: 6,
                     client_timeouts: 7,
+                    proxy_header_errors: 0,
+                    tls_handshake_errors: 2,
                     retries: 8,
                     upgrades: 9,
                 }),
@@ -383,6 +385,10 @@ fn lbctl_status_prints_tables_and_json() {
     );
     assert!(
         out.contains("\n  http: 40 connections (2 open), 100 requests; 503 1  502 2  504 3  bad requests 4; timeouts: header 5  idle 6  client 7; retries 8  upgrades 9\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  http: PROXY header errors 0  TLS handshake errors 2\n"),
         "{out}"
     );
 

@@ -445,9 +445,10 @@ fn commented_example_sets_every_key_of_the_model() {
             "kind" => "type",
             "qtype" => "dns_type",
             "routes" => "route",
-            // Not keys: VirtualIp parts (written inside the address string, checked below)
-            // and validation results.
-            "prefix_len" | "dev" | "label" | "message" | "errors" | "warnings" => return None,
+            // Not keys: VirtualIp parts (written inside the address string, checked below),
+            // validation results, and the TLS files' contents read at load.
+            "prefix_len" | "dev" | "label" | "message" | "errors" | "warnings" | "tls_files"
+            | "chain" | "key" => return None,
             other => other,
         })
     }
@@ -5287,6 +5288,110 @@ fn checks_send_the_proxy_header_as_haproxy_s_do() {
         e[0].contains("check_send_proxy applies to tcp, http, ssl and smtp checks, not udp"),
         "{e:?}"
     );
+}
+
+/// An HTTPS listener's files are read at load: one missing, a key that does not go with the
+/// certificate, a certificate file without one and a `tls_key` alone are errors at their
+/// key's line; a certificate file holding its key too (HAProxy's `crt`) is enough.
+#[test]
+fn tls_files_are_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = |name: &str| {
+        let (cert, key) = (
+            dir.path().join(format!("{name}.crt")),
+            dir.path().join(format!("{name}.key")),
+        );
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args([
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=www.example.com",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (cert, key)
+    };
+    let (cert, key) = gen("a");
+    let (_, other_key) = gen("b");
+    let both = dir.path().join("both.pem");
+    let mut text = std::fs::read(&cert).unwrap();
+    text.extend(std::fs::read(&key).unwrap());
+    std::fs::write(&both, text).unwrap();
+    let vs = |tls: &str| {
+        format!("[[virtual_server]]\nlisten = \"127.0.0.1:443\"\nprotocol = \"http\"\n[virtual_server.http]\n{tls}\n[[virtual_server.backend]]\naddress = \"127.0.0.1:80\"\n")
+    };
+    let t = dir.path().join("t.toml");
+    std::fs::write(&t, vs(&format!("tls_certificate = \"{}\"", both.display()))).unwrap();
+    let (c, _) = ok(&t);
+    let http = c.virtual_servers[0].http.as_ref().unwrap();
+    assert!(http.tls_termination().unwrap().is_some());
+    assert!(
+        !format!("{http:?}").contains("PRIVATE"),
+        "the key's text is not shown by Debug"
+    );
+    std::fs::write(
+        &t,
+        vs(&format!(
+            "tls_certificate = \"{}\"\ntls_key = \"{}\"",
+            cert.display(),
+            key.display()
+        )),
+    )
+    .unwrap();
+    ok(&t);
+
+    let e = errors("t.toml", &vs("tls_certificate = \"/nonexistent/site.pem\""));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:5:19: tls_certificate /nonexistent/site.pem: No such file"),
+        "{e:?}"
+    );
+    let e = errors(
+        "t.toml",
+        &vs(&format!(
+            "tls_certificate = \"{}\"\ntls_key = \"{}\"",
+            cert.display(),
+            other_key.display()
+        )),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:6:11: invalid tls key: does not go with the certificate"),
+        "{e:?}"
+    );
+    let e = errors(
+        "t.toml",
+        &vs(&format!("tls_certificate = \"{}\"", cert.display())),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("no PEM private key"), "{e:?}");
+    let e = errors(
+        "t.toml",
+        &vs(&format!("tls_certificate = \"{}\"", key.display())),
+    );
+    assert!(e[0].contains("no PEM certificate"), "{e:?}");
+    let e = errors("t.toml", &vs(&format!("tls_key = \"{}\"", key.display())));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].ends_with("tls_key needs tls_certificate"), "{e:?}");
 }
 
 /// A TOML number too large for its setting is said as keepalived.conf's reader says it,

@@ -1162,6 +1162,112 @@ fn checks_send_the_proxy_header_of_a_send_proxy_virtual_server() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Writes a fresh self-signed EC certificate for `name` (and its key) with the openssl
+/// command (Debian's `openssl`, installed by .ci/run).
+fn self_signed(cert: &Path, key: &Path, name: &str) {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={name}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{name}"))
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `curl https://www.example.com:PORT/` to 127.0.0.1, trusting only `ca`: the response
+/// (headers and body), or curl's error.
+fn curl_https(port: u16, ca: &Path) -> Result<String, String> {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("www.example.com:{port}:127.0.0.1"))
+        .arg(format!("https://www.example.com:{port}/"))
+        .output()
+        .expect("curl");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// An HTTPS listener (`tls_certificate`, `tls_key`): curl gets the backend's answer over
+/// TLS, the backend sees `X-Forwarded-Proto: https`; a renewed certificate written over the
+/// old files is served after SIGHUP (the old one no longer); a plain HTTP client is closed
+/// and counted in `lbctl status`.
+#[test]
+fn https_virtual_server_terminates_tls_and_takes_a_renewed_certificate() {
+    let dir = tempdir();
+    let (cert, key) = (dir.join("site.pem"), dir.join("site.key"));
+    self_signed(&cert, &key, "www.example.com");
+    let first = dir.join("first.pem");
+    std::fs::copy(&cert, &first).unwrap();
+    let a = RealServer::echo("a");
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n\
+         [[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\
+         [virtual_server.http]\ntls_certificate = \"{}\"\ntls_key = \"{}\"\n\
+         [[virtual_server.backend]]\naddress = \"{}\"\n",
+        dir.join("admin.sock").display(),
+        cert.display(),
+        key.display(),
+        a.addr
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let got = curl_https(port, &first).unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let head = got.to_ascii_lowercase();
+    assert!(head.contains("x-forwarded-proto: https\r\n"), "{got}");
+    assert!(head.contains("x-forwarded-for: 127.0.0.1\r\n"), "{got}");
+
+    // Plain HTTP to the HTTPS port: no HTTP answer, counted.
+    let plain: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(!get(plain).unwrap_or_default().starts_with("HTTP"));
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            status(&sock)["virtual_servers"][0]["http"]["tls_handshake_errors"] == 1
+        }),
+        "{}",
+        status(&sock)
+    );
+
+    // Renewal: new files at the same paths, then a reload.
+    self_signed(&cert, &key, "www.example.com");
+    reload_node(&node, &dir, &toml);
+    assert!(
+        wait_until(Duration::from_secs(10), || curl_https(port, &cert).is_ok()),
+        "the renewed certificate is not served: {}",
+        log()
+    );
+    assert!(
+        curl_https(port, &first).is_err(),
+        "the old certificate is still served"
+    );
+    drop(node);
+    drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Each check of a real server runs on its own schedule, as keepalived's checkers: a
 /// MISC_CHECK with `retry` 0 takes it down at its first failure although the TCP check
 /// before it has `retry` 3 with `delay_before_retry` 2 s (one combined check on the first

@@ -16,7 +16,7 @@ fn now() -> Instant {
 use http_common::{dead_addr, pool_at, pool_of, read_head, read_until_eof, Client, TestBackend};
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Health, Pool, PoolConfig};
 use lb_proxy::http::{
-    ForwardedHeaders, HashKeySource, HttpPool, HttpProxy, HttpProxyConfig, Route,
+    ForwardedHeaders, HashKeySource, HttpPool, HttpProxy, HttpProxyConfig, Route, TlsTermination,
 };
 use lb_proxy::outcome::{Outcome, OutcomeObserver};
 use lb_proxy::proxy_protocol::{AcceptProxy, ProxyHeader, Version};
@@ -596,6 +596,105 @@ async fn connection_sending_nothing_is_closed_at_the_request_head_timeout() {
         t0.elapsed()
     );
     assert_eq!(p.stats().virtual_server.header_timeouts, 1);
+}
+
+/// An HTTPS listener: requests over TLS spread over the backends, which learn the scheme
+/// (`X-Forwarded-Proto: https`, `proto=https`); with `accept_proxy` the PROXY header and
+/// the ClientHello may come in one segment. A client speaking plain HTTP, one that trusts
+/// another certificate and one that sends nothing are closed and counted
+/// (`tls_handshake_errors`), while the others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_terminates_tls() {
+    let b: Vec<TestBackend> = futures::future::join_all((1..=2).map(TestBackend::start)).await;
+    let cert = rcgen::generate_simple_self_signed(vec!["www.example.com".into()]).unwrap();
+    let der = cert.cert.der().clone();
+    let mut c = config();
+    c.forwarded.forwarded = true;
+    c.timeouts.header_read = Duration::from_millis(300);
+    c.tls = Some(
+        TlsTermination::from_pem(
+            cert.cert.pem().as_bytes(),
+            cert.key_pair.serialize_pem().as_bytes(),
+        )
+        .unwrap(),
+    );
+    let p = proxy(
+        c.clone(),
+        vec![(
+            "www",
+            pool_of(&b.iter().collect::<Vec<_>>(), Algorithm::RoundRobin),
+        )],
+    )
+    .await;
+    let mut client = Client::connect_tls(p.local_addr(), der.clone(), "www.example.com", b"")
+        .await
+        .unwrap();
+    let mut seen = HashMap::new();
+    for _ in 0..4 {
+        let r = client.get("/", &[("host", "www.example.com")]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-echo-xfproto"), "https");
+        assert!(
+            r.header("x-echo-forwarded")
+                .ends_with(";proto=https;host=www.example.com"),
+            "{}",
+            r.header("x-echo-forwarded")
+        );
+        *seen.entry(r.backend()).or_insert(0) += 1;
+    }
+    assert_eq!(seen, HashMap::from([(1, 2), (2, 2)]));
+
+    // Plain HTTP to the HTTPS port: closed (rustls answers with an alert, no HTTP).
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    assert!(eof && !got.starts_with(b"HTTP"), "{got:?}");
+    // A client that trusts another certificate gives up.
+    let other = rcgen::generate_simple_self_signed(vec!["www.example.com".into()]).unwrap();
+    let refused = Client::connect_tls(
+        p.local_addr(),
+        other.cert.der().clone(),
+        "www.example.com",
+        b"",
+    )
+    .await;
+    assert!(refused.is_err());
+    // Nothing at all: closed at the header-read timeout.
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    assert!(eof && got.is_empty());
+    // The client's served connection went on meanwhile.
+    assert_eq!(client.get("/", &[]).await.status, 200);
+    let tls_errors = || p.stats().virtual_server.tls_handshake_errors;
+    for _ in 0..100 {
+        if tls_errors() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(tls_errors(), 3);
+    assert_eq!(p.stats().virtual_server.requests, 5);
+
+    // Behind another load balancer: the PROXY header, then TLS.
+    c.accept_proxy = Some(AcceptProxy {
+        header_timeout: Duration::from_millis(500),
+    });
+    let p2 = proxy(c, vec![("www", pool_of(&[&b[0]], Algorithm::RoundRobin))]).await;
+    let header = ProxyHeader::tcp(
+        "198.51.100.7:40000".parse().unwrap(),
+        "203.0.113.1:8443".parse().unwrap(),
+    )
+    .to_bytes(Version::V1);
+    let mut client = Client::connect_tls(p2.local_addr(), der, "www.example.com", &header)
+        .await
+        .unwrap();
+    let r = client.get("/", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-echo-xff"), "198.51.100.7");
+    assert_eq!(r.header("x-echo-xfproto"), "https");
+    assert_eq!(r.header("x-echo-xfport"), "8443");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

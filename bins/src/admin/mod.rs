@@ -534,6 +534,12 @@ pub struct HttpVsCounters {
     pub idle_timeouts: u64,
     /// Connections closed by the client timeout (a stalled upload gets 408).
     pub client_timeouts: u64,
+    /// Connections closed for a missing, late or malformed PROXY header (`accept_proxy`).
+    #[serde(default)]
+    pub proxy_header_errors: u64,
+    /// HTTPS: connections closed for a failed or late TLS handshake.
+    #[serde(default)]
+    pub tls_handshake_errors: u64,
     /// Requests sent to another backend after a failure.
     pub retries: u64,
     /// Protocol switches (WebSocket) passed through.

@@ -236,6 +236,13 @@ pub fn status_table(status: &Status) -> String {
                 h.retries,
                 h.upgrades
             );
+            if h.proxy_header_errors > 0 || h.tls_handshake_errors > 0 {
+                let _ = writeln!(
+                    out,
+                    "  http: PROXY header errors {}  TLS handshake errors {}",
+                    h.proxy_header_errors, h.tls_handshake_errors
+                );
+            }
         }
         for b in &vs.backends {
             if let Some(line) = lines.next() {

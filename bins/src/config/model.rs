@@ -39,7 +39,9 @@ use std::time::Duration;
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Granularity, Health, PoolConfig, Weight};
 use lb_health::probe::HexPattern;
 use lb_health::StatusSet;
-use lb_proxy::http::{ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route};
+use lb_proxy::http::{
+    ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route, TlsTermination,
+};
 use lb_proxy::proxy_protocol::AcceptProxy;
 use lb_proxy::tcp::{ForwardMode, TcpProxyConfig};
 use lb_vrrp::driver::RunAs;
@@ -1807,6 +1809,76 @@ pub struct HttpSettings {
     /// own backends (HAProxy `use_backend` / `default_backend`).
     #[serde(rename = "route")]
     pub routes: Vec<HttpRoute>,
+    /// Make the listener HTTPS with this PEM certificate chain (the server's certificate
+    /// first, then intermediates): HAProxy `bind … ssl crt`, nginx `ssl_certificate`. The
+    /// backends are still spoken to in plain HTTP and get `X-Forwarded-Proto: https`.
+    /// Read at every load: a renewed certificate is taken at the next reload. A relative
+    /// path is taken from the configuration file's directory. Default none (plain HTTP).
+    pub tls_certificate: Option<PathBuf>,
+    /// The PEM private key of `tls_certificate` (PKCS#8, RSA or EC); nginx
+    /// `ssl_certificate_key`. Default: found in the `tls_certificate` file, as HAProxy's
+    /// `crt` reads both from one file.
+    pub tls_key: Option<PathBuf>,
+    /// The contents of `tls_certificate` and `tls_key`, read when the configuration is
+    /// loaded ([`Config::with_defaults`]), or why they could not be read; compared by a
+    /// reload, which so restarts the virtual server on a renewed certificate.
+    #[serde(skip)]
+    pub tls_files: Option<Result<TlsFiles, String>>,
+}
+
+/// The PEM texts of an HTTPS listener's certificate chain and key
+/// ([`HttpSettings::tls_files`]). Its `Debug` shows the sizes, never the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain's PEM text.
+    pub chain: Vec<u8>,
+    /// The private key's PEM text (the chain's file again when no `tls_key` is given).
+    pub key: Vec<u8>,
+}
+
+impl fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("chain_bytes", &self.chain.len())
+            .field("key_bytes", &self.key.len())
+            .finish()
+    }
+}
+
+impl HttpSettings {
+    /// Reads `tls_certificate` and `tls_key` into [`HttpSettings::tls_files`].
+    fn read_tls_files(&mut self) {
+        let Some(cert) = &self.tls_certificate else {
+            self.tls_files = None;
+            return;
+        };
+        let read = |what: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()))
+        };
+        self.tls_files = Some((|| {
+            let chain = read("tls_certificate", cert)?;
+            let key = match &self.tls_key {
+                Some(k) => read("tls_key", k)?,
+                None => chain.clone(),
+            };
+            Ok(TlsFiles { chain, key })
+        })());
+    }
+
+    /// lb-proxy's TLS termination from [`HttpSettings::tls_files`]: `Ok(None)` for a
+    /// plain HTTP listener.
+    ///
+    /// # Errors
+    /// Why the files could not be read or used (which file, and what rustls says).
+    pub fn tls_termination(&self) -> Result<Option<TlsTermination>, String> {
+        match &self.tls_files {
+            None => Ok(None),
+            Some(Err(e)) => Err(e.clone()),
+            Some(Ok(f)) => TlsTermination::from_pem(&f.chain, &f.key)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 impl Default for HttpSettings {
@@ -1830,6 +1902,9 @@ impl Default for HttpSettings {
             max_idle_per_backend: d.limits.max_idle_per_backend,
             count_5xx: d.passive_health.count_5xx,
             routes: Vec::new(),
+            tls_certificate: None,
+            tls_key: None,
+            tls_files: None,
         }
     }
 }
@@ -1945,6 +2020,7 @@ impl VirtualServer {
             }
             c.routes.push(route);
         }
+        c.tls = h.tls_termination()?;
         Ok(c)
     }
 
@@ -2598,6 +2674,13 @@ impl Config {
         }
         self.apply_script_user();
         self.resolve_file_checks();
+        for h in self
+            .virtual_servers
+            .iter_mut()
+            .filter_map(|v| v.http.as_mut())
+        {
+            h.read_tls_files();
+        }
         // Each VMAC's name made explicit, so that every consumer sees the one chosen.
         let vmac_names = self.vmac_names();
         for (vi, name) in self.vrrp_instances.iter_mut().zip(vmac_names) {
@@ -3963,6 +4046,25 @@ fn validate_http(
     }
     if let Err(e) = h.hash_key.to_source() {
         err(format!("{p}.hash_key"), e);
+    }
+    match (&h.tls_certificate, &h.tls_key) {
+        (None, Some(_)) => err(
+            format!("{p}.tls_key"),
+            "tls_key needs tls_certificate".into(),
+        ),
+        (Some(_), key) => {
+            if let Err(e) = h.tls_termination() {
+                let at = if key.is_some()
+                    && (e.starts_with("tls_key ") || e.starts_with("invalid tls key"))
+                {
+                    "tls_key"
+                } else {
+                    "tls_certificate"
+                };
+                err(format!("{p}.{at}"), e);
+            }
+        }
+        (None, None) => {}
     }
     for (j, r) in h.routes.iter().enumerate() {
         let rp = format!("{p}.route[{j}]");

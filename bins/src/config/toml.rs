@@ -44,7 +44,29 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
         });
     }
     inherit_check_timeouts(&mut config, &origins);
+    tls_paths_from(&mut config, file);
     finish(config, &origins, Vec::new(), Vec::new())
+}
+
+/// Relative `tls_certificate` and `tls_key` paths are taken from the directory of the
+/// file that names them (nginx reads them from its configuration's directory too), not
+/// from lb-node's working directory.
+fn tls_paths_from(config: &mut Config, file: &Path) {
+    let Some(dir) = file.parent() else { return };
+    for h in config
+        .virtual_servers
+        .iter_mut()
+        .filter_map(|v| v.http.as_mut())
+    {
+        for p in [&mut h.tls_certificate, &mut h.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+    }
 }
 
 /// serde's message for a number its field's type cannot hold (`invalid value: integer

@@ -230,6 +230,8 @@ impl AdminHandler for Shared {
                         header_timeouts: s.header_timeouts,
                         idle_timeouts: s.idle_timeouts,
                         client_timeouts: s.client_timeouts,
+                        proxy_header_errors: s.proxy_header_errors,
+                        tls_handshake_errors: s.tls_handshake_errors,
                         retries: s.retries,
                         upgrades: s.upgrades,
                     }

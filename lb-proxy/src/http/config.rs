@@ -313,6 +313,7 @@ impl Default for PassiveHealth {
 /// - `retries`: 2
 /// - `passive_health`: 5xx counts as a failure
 /// - `busy_polling`: off
+/// - `tls`: none (plain HTTP)
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpProxyConfig {
     /// The virtual server's name, used in logs and stats.
@@ -344,6 +345,11 @@ pub struct HttpProxyConfig {
     /// HAProxy `busy-polling`: while a client connection is open, the runtime polls with a
     /// zero timeout instead of sleeping ([`crate::busy_poll`]). `None` (default): off.
     pub busy_polling: Option<BusyPolling>,
+    /// Terminate TLS: an HTTPS listener (HAProxy `bind … ssl crt`). Each connection's
+    /// handshake, after its PROXY header if one is expected, must end within
+    /// `timeouts.header_read`; requests then go to the backends in plain HTTP with
+    /// `X-Forwarded-Proto: https`. `None` (default): plain HTTP.
+    pub tls: Option<super::TlsTermination>,
 }
 
 impl HttpProxyConfig {
@@ -361,6 +367,7 @@ impl HttpProxyConfig {
             retries: 2,
             passive_health: PassiveHealth::default(),
             busy_polling: None,
+            tls: None,
         }
     }
 

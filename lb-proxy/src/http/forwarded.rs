@@ -185,8 +185,11 @@ pub struct ClientIdentity {
     ip: HeaderValue,
     /// The local port, for `X-Forwarded-Port`.
     port: HeaderValue,
-    /// `for="…";proto=http`, the start of our `Forwarded` element (empty when off).
+    /// `for="…";proto=http` (or `https`), the start of our `Forwarded` element (empty
+    /// when off).
     forwarded_for: String,
+    /// `X-Forwarded-Proto`'s value.
+    proto: HeaderValue,
 }
 
 impl ClientIdentity {
@@ -211,7 +214,19 @@ impl ClientIdentity {
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             port: HeaderValue::from(port),
             forwarded_for,
+            proto: HeaderValue::from_static("http"),
         }
+    }
+
+    /// The same headers for a client that came over TLS (an HTTPS listener):
+    /// `X-Forwarded-Proto: https` and `proto=https` in `Forwarded`.
+    #[must_use]
+    pub fn over_tls(mut self) -> Self {
+        self.proto = HeaderValue::from_static("https");
+        if let Some(start) = self.forwarded_for.strip_suffix(";proto=http") {
+            self.forwarded_for = format!("{start};proto=https");
+        }
+        self
     }
 
     /// Adds the headers to one request's `headers`. `X-Forwarded-For` and `Forwarded` are
@@ -226,7 +241,7 @@ impl ClientIdentity {
             }
         }
         if self.which.x_forwarded_proto {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            headers.insert(X_FORWARDED_PROTO.clone(), self.proto.clone());
         }
         if self.which.x_forwarded_port {
             headers.insert(X_FORWARDED_PORT.clone(), self.port.clone());
@@ -557,6 +572,17 @@ mod tests {
         id.apply(&mut h);
         assert_eq!(h["x-forwarded-for"], "2001:db8::7");
         assert_eq!(h["x-forwarded-port"], "8443");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        // A client of an HTTPS listener.
+        let mut h = map(&[("host", "example.com")]);
+        ClientIdentity::new(all, client, 8443)
+            .over_tls()
+            .apply(&mut h);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::7]:4000\";proto=https;host=example.com"
+        );
     }
 
     /// An empty Host (an HTTP/1.0 request without one) gives no `host=` (a token has one

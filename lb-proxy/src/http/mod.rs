@@ -35,6 +35,11 @@
 //! protocol header ([`crate::proxy_protocol::read_header`]). `Connection: upgrade` requests (WebSocket) are passed through: on a
 //! backend's `101` both connections are taken over from hyper and copied both ways.
 //!
+//! With [`HttpProxyConfig::tls`] the listener is HTTPS ([`TlsTermination`]): the TLS
+//! handshake (after the PROXY header, if any) must end within the header-read timeout, a
+//! failed or late one closes the connection and is counted (`tls_handshake_errors`), and
+//! the backends get `X-Forwarded-Proto: https`.
+//!
 //! Both directions carry the proxy's own HTTP version, 1.1 (RFC 9110 §6.2; hyper still
 //! answers an HTTP/1.0 client in 1.0), and trailer fields a message declares in `Trailer`.
 //!
@@ -78,6 +83,7 @@ mod io;
 mod proxy;
 pub mod route;
 pub mod stats;
+mod tls;
 
 pub use config::{
     ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Limits, PassiveHealth, Route,
@@ -88,3 +94,4 @@ pub use forwarded::{add_forwarded, is_upgrade_request, strip_hop_by_hop, ClientI
 pub use proxy::{HttpPool, HttpProxy};
 pub use route::{hash_key, request_host, Router};
 pub use stats::{BackendHttpStats, HttpStatsSnapshot, StatusClasses, VirtualServerStats};
+pub use tls::TlsTermination;

@@ -32,7 +32,7 @@ use super::client::{BackendBody, ConnPool};
 use super::config::{HashKeySource, HttpProxyConfig};
 use super::error::{Error, ForwardError, Result};
 use super::forwarded::{is_upgrade_request, strip_hop_by_hop, ClientIdentity};
-use super::io::Prefixed;
+use super::io::{Prefixed, Rewind};
 use super::route::{hash_key, request_host, Router};
 use super::stats::{inc, BackendCounterMap, HttpStatsSnapshot, VsCounters};
 use crate::busy_poll::{BusyGuard, BusyPolling};
@@ -521,11 +521,55 @@ async fn serve_client_inner(
             }
         }
     }
+    let Some(tls) = &shared.config.tls else {
+        return serve_http(shared, stream, early, false, peer, local, stop).await;
+    };
+    // HTTPS: the handshake (its ClientHello may have come with the PROXY header) within
+    // the header-read timeout, as a request head.
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls.server_config()));
+    let handshake = tokio::time::timeout(
+        shared.config.timeouts.header_read,
+        acceptor.accept(Rewind::new(early, stream)),
+    );
+    let done = tokio::select! {
+        r = handshake => r,
+        _ = stop.changed() => return,
+    };
+    match done {
+        Ok(Ok(stream)) => serve_http(shared, stream, Vec::new(), true, peer, local, stop).await,
+        Ok(Err(e)) => {
+            inc(&shared.vs.tls_handshake_errors);
+            tracing::debug!(client = %peer, error = %e, "closing: TLS handshake failed");
+        }
+        Err(_) => {
+            inc(&shared.vs.tls_handshake_errors);
+            tracing::debug!(client = %peer, "closing: TLS handshake not done in time");
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on a client connection `stream` (plain, or TLS when `tls`), whose first
+/// bytes, already read, are `early`.
+async fn serve_http<S>(
+    shared: &Arc<Shared>,
+    stream: S,
+    early: Vec<u8>,
+    tls: bool,
+    peer: SocketAddr,
+    local: SocketAddr,
+    stop: &mut watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut identity = ClientIdentity::new(shared.config.forwarded, peer, local.port());
+    if tls {
+        identity = identity.over_tls();
+    }
     let activity = Arc::new(Activity::new());
     let cc = Arc::new(ClientConn {
         client: peer,
         local,
-        identity: ClientIdentity::new(shared.config.forwarded, peer, local.port()),
+        identity,
         activity: Arc::clone(&activity),
         response_timer: Mutex::new(Timer::default()),
     });

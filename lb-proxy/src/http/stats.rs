@@ -113,6 +113,9 @@ pub struct VirtualServerStats {
     pub client_timeouts: u64,
     /// Client connections closed for a missing, late or malformed PROXY header.
     pub proxy_header_errors: u64,
+    /// Client connections of an HTTPS listener closed for a failed TLS handshake, or one
+    /// not done within the header-read timeout.
+    pub tls_handshake_errors: u64,
     /// Requests sent to another backend after a failure.
     pub retries: u64,
     /// Protocol switches (WebSocket) passed through.
@@ -236,6 +239,7 @@ pub(crate) struct VsCounters {
     pub(crate) idle_timeouts: AtomicU64,
     pub(crate) client_timeouts: AtomicU64,
     pub(crate) proxy_header_errors: AtomicU64,
+    pub(crate) tls_handshake_errors: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) upgrades: AtomicU64,
 }
@@ -263,6 +267,7 @@ impl VsCounters {
             (&self.idle_timeouts, &old.idle_timeouts),
             (&self.client_timeouts, &old.client_timeouts),
             (&self.proxy_header_errors, &old.proxy_header_errors),
+            (&self.tls_handshake_errors, &old.tls_handshake_errors),
             (&self.retries, &old.retries),
             (&self.upgrades, &old.upgrades),
         ] {
@@ -286,6 +291,7 @@ impl VsCounters {
             idle_timeouts: g(&self.idle_timeouts),
             client_timeouts: g(&self.client_timeouts),
             proxy_header_errors: g(&self.proxy_header_errors),
+            tls_handshake_errors: g(&self.tls_handshake_errors),
             retries: g(&self.retries),
             upgrades: g(&self.upgrades),
         }

@@ -205,6 +205,65 @@ pub struct Client {
     conn: JoinHandle<()>,
 }
 
+/// A stream whose first write goes out with `prefix` in front, in one `write`: a PROXY
+/// header and a ClientHello in one segment, as a load balancer in front sends them.
+struct PrefixFirstWrite {
+    prefix: Vec<u8>,
+    inner: TcpStream,
+}
+
+impl tokio::io::AsyncRead for PrefixFirstWrite {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for PrefixFirstWrite {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        let mut both = this.prefix.clone();
+        both.extend_from_slice(buf);
+        match std::pin::Pin::new(&mut this.inner).poll_write(cx, &both) {
+            // A loopback socket's empty send buffer takes these few hundred bytes whole.
+            Poll::Ready(Ok(n)) if n == both.len() => {
+                this.prefix.clear();
+                Poll::Ready(Ok(buf.len()))
+            }
+            Poll::Ready(Ok(n)) => Poll::Ready(Err(std::io::Error::other(format!(
+                "short first write: {n} of {}",
+                both.len()
+            )))),
+            other => other,
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// A response, fully read.
 #[derive(Debug)]
 pub struct Got {
@@ -240,6 +299,42 @@ impl Client {
             let _ = conn.await;
         });
         Self { tx, conn }
+    }
+
+    /// A client of an HTTPS listener at `addr` that trusts `cert` and asks for `name`,
+    /// after writing `before` (a PROXY header) on the socket. The handshake's error, if it
+    /// fails.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        cert: rustls_pki_types::CertificateDer<'static>,
+        name: &str,
+        before: &[u8],
+    ) -> Result<Self, std::io::Error> {
+        let s = PrefixFirstWrite {
+            prefix: before.to_vec(),
+            inner: TcpStream::connect(addr).await.unwrap(),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, s))
+            .await
+            .expect("handshake within 10 s")?;
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { tx, conn })
     }
 
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Got {
