@@ -82,6 +82,9 @@ counters! {
     accept_errors,
     /// UDP datagrams dropped because the session table was full.
     sessions_refused,
+    /// UDP datagrams dropped, either way, for being longer than `max_datagram` (never
+    /// forwarded cut short).
+    datagrams_too_long,
     /// Payload bytes client → backend.
     bytes_to_backend,
     /// Payload bytes backend → client.

@@ -225,6 +225,81 @@ async fn drain_keeps_sessions_refuses_new_clients() {
     assert_eq!(proxy.stats().sessions_refused, 1);
 }
 
+/// A backend that dies silently (no ICMP error: a powered-off host, a blackhole) and is
+/// then found down by the health checks loses its flows at their next datagram: a client
+/// that keeps sending moves to a live backend instead of staying pinned for good (Envoy's
+/// UDP proxy moves sessions off unhealthy hosts). A drained backend keeps its flows.
+#[tokio::test]
+async fn a_flow_leaves_a_backend_found_down() {
+    // Reads nothing, answers nothing, never refuses: a silent dead backend.
+    let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let live = tagged_echo("live").await;
+    let (proxy, pool, _) = start_observed(
+        UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]),
+        &[dead.local_addr().unwrap(), live.addr],
+        PoolConfig::default(),
+    );
+    let vip = proxy.local_addrs()[0];
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(
+        ask(&c, vip, "1").await,
+        None,
+        "round robin: first to the dead one"
+    );
+    pool.set_health(
+        BackendId(1),
+        lb_core::Health::Down,
+        std::time::Instant::now(),
+    )
+    .unwrap();
+    assert_eq!(ask(&c, vip, "2").await.as_deref(), Some("live|2"));
+    assert_eq!(proxy.sessions(), 1, "the dead backend's session ended");
+
+    // Drained: existing flows stay (another client, on the live backend).
+    let c2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(ask(&c2, vip, "3").await.as_deref(), Some("live|3"));
+    pool.set_admin(
+        BackendId(2),
+        lb_core::AdminState::Drain,
+        std::time::Instant::now(),
+    )
+    .unwrap();
+    assert_eq!(ask(&c2, vip, "4").await.as_deref(), Some("live|4"));
+    // A drain with no deadline (`Duration::MAX`) waits for the sessions to end; it
+    // panicked adding the deadline to the clock.
+    let p = Arc::new(proxy);
+    let d = Arc::clone(&p);
+    let drain = tokio::spawn(async move { d.drain(Duration::MAX).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!drain.is_finished());
+    drop(dead);
+}
+
+/// Datagrams longer than `max_datagram` are dropped and counted, from clients and from
+/// backends alike: they were forwarded cut to `max_datagram` bytes (a cut DNS or QUIC
+/// packet passed on as a whole one).
+#[tokio::test]
+async fn datagrams_longer_than_max_datagram_are_dropped_not_cut() {
+    let a = tagged_echo("a").await;
+    let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    cfg.max_datagram = 100;
+    let proxy = start(cfg, &[a.addr]);
+    let vip = proxy.local_addrs()[0];
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let text = |n: usize| "x".repeat(n);
+    // 98 bytes out, 100 back ("a|" in front): both fit.
+    assert_eq!(
+        ask(&c, vip, &text(98)).await,
+        Some(format!("a|{}", text(98)))
+    );
+    // 99 out fits, its 101-byte reply does not.
+    assert_eq!(ask(&c, vip, &text(99)).await, None);
+    // 200 out does not.
+    assert_eq!(ask(&c, vip, &text(200)).await, None);
+    assert_eq!(proxy.stats().datagrams_too_long, 2);
+    assert_eq!(ask(&c, vip, "ok").await.as_deref(), Some("a|ok"));
+}
+
 /// Replies `<datagram>` to the sender `delay` after it arrived (a slow backend: its replies
 /// are in flight while a handover happens).
 async fn delayed_echo(delay: Duration) -> TestBackend {

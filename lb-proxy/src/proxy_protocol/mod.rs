@@ -124,6 +124,10 @@ pub enum ParseError {
     /// A v1 line that does not follow the grammar; the index of the bad field (0 = protocol).
     #[error("malformed v1 header field {0}")]
     V1Field(u8),
+    /// A v1 line with a CR not followed by LF, or an LF without its CR (HAProxy refuses
+    /// such a line at once, instead of waiting for a CRLF that will not come).
+    #[error("v1 header line not ended by CRLF")]
+    V1LineEnd,
     /// A v2 version other than 2.
     #[error("unsupported v2 version {0}")]
     V2Version(u8),

@@ -33,6 +33,21 @@ pub const MAX_LEN: usize = 107;
 /// [`ParseError::V1TooLong`], [`ParseError::V1Field`], [`ParseError::NoSignature`].
 pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ParseError> {
     let window = &buf[..buf.len().min(MAX_LEN)];
+    // A bare LF, or a CR followed by anything but LF, can end no valid line: refused now,
+    // not after the header timeout (a lone CR at the end may still get its LF).
+    for (i, &b) in window.iter().enumerate() {
+        let bad = match b {
+            b'\n' => i == 0 || window[i - 1] != b'\r',
+            b'\r' => window.get(i + 1).is_some_and(|&n| n != b'\n'),
+            _ => false,
+        };
+        if bad {
+            return Err(ParseError::V1LineEnd);
+        }
+        if b == b'\n' {
+            break;
+        }
+    }
     let Some(cr) = window.windows(2).position(|w| w == b"\r\n") else {
         return if buf.len() >= MAX_LEN {
             Err(ParseError::V1TooLong)
@@ -160,6 +175,18 @@ mod tests {
 
     #[test]
     fn malformed() {
+        // A line end other than CRLF is refused at once, however short the line (HAProxy
+        // resets such a connection; the line was waited for until the header timeout).
+        for line in [
+            &b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\nGET"[..],
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX",
+            b"PROXY TCP4 1.2\n",
+            b"PROXY UNKNOWN\n",
+        ] {
+            assert_eq!(parse(line), Err(ParseError::V1LineEnd), "{line:?}");
+        }
+        // A CR alone at the end may still get its LF.
+        assert_eq!(parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r"), Ok(None));
         let bad: &[(&[u8], ParseError)] = &[
             (
                 b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",

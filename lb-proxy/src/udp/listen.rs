@@ -72,7 +72,7 @@ impl ListenSocket {
 
     /// Receives one datagram into `buf`, packet info into `cmsgs` (from
     /// [`ListenSocket::cmsg_buffer`]): its length (a longer datagram is truncated to
-    /// `buf`), the client, and the local address it was sent to (the bound address, or on a
+    /// `buf`: callers give one byte more than they accept), the client, and the local address it was sent to (the bound address, or on a
     /// wildcard socket the datagram's destination; an IPv6 link-local one carries the
     /// arrival interface as its scope).
     ///

@@ -66,7 +66,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use lb_core::{Backend, BackendId, ConnectionGuard, Pool, SelectContext};
+use lb_core::{Backend, BackendId, ConnectionGuard, Health, Pool, SelectContext};
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -98,7 +98,9 @@ pub struct UdpProxyConfig {
     /// 4096.
     pub max_sessions: usize,
     /// The largest datagram forwarded, in bytes, 1..=65 535 (a UDP datagram's largest);
-    /// longer ones are truncated by the kernel. Default 65 535.
+    /// longer ones, from a client or a backend, are dropped and counted
+    /// (`datagrams_too_long`), never forwarded cut short (Envoy `max_rx_datagram_size`).
+    /// Default 65 535.
     pub max_datagram: usize,
     /// HAProxy `busy-polling`: while a session is open, the runtime polls with a zero
     /// timeout instead of sleeping ([`crate::busy_poll`]). `None` (default): off.
@@ -368,15 +370,17 @@ impl UdpHandle {
 
     /// Graceful drain: datagrams from new clients are dropped (counted in
     /// `sessions_refused`) while existing sessions continue until they go idle; after
-    /// `deadline` everything stops. Returns how many sessions were still open then.
+    /// `deadline` everything stops (one too far to be a time, `Duration::MAX`: none, the
+    /// sessions end on their own). Returns how many sessions were still open then.
     ///
     /// # Cancel safety
     /// Cancel safe: cancelling leaves the proxy draining.
     pub async fn drain(&self, deadline: Duration) -> usize {
         self.shared.draining.store(true, Ordering::Relaxed);
-        let end = Instant::now() + deadline;
-        while self.sessions() > 0 && Instant::now() < end {
-            tokio::time::sleep_until(end.min(Instant::now() + Duration::from_millis(50))).await;
+        let end = Instant::now().checked_add(deadline);
+        while self.sessions() > 0 && end.is_none_or(|end| Instant::now() < end) {
+            let tick = Instant::now() + Duration::from_millis(50);
+            tokio::time::sleep_until(end.map_or(tick, |end| end.min(tick))).await;
         }
         let left = self.sessions();
         self.stop();
@@ -472,7 +476,9 @@ fn end_session(shared: &Shared, key: SessionKey, session: &Arc<Session>) {
 }
 
 async fn listen_loop(shared: Arc<Shared>, listener: Arc<ListenSocket>) {
-    let mut buf = vec![0u8; shared.config.max_datagram];
+    // One byte more than the largest accepted: a datagram that fills it was longer (the
+    // kernel cuts what does not fit).
+    let mut buf = vec![0u8; shared.config.max_datagram + 1];
     let mut cmsgs = ListenSocket::cmsg_buffer();
     let mut stop = shared.stop_receiving.subscribe();
     loop {
@@ -494,6 +500,10 @@ async fn listen_loop(shared: Arc<Shared>, listener: Arc<ListenSocket>) {
                 continue;
             }
         };
+        if n > shared.config.max_datagram {
+            ProxyStats::inc(&shared.stats.datagrams_too_long);
+            continue;
+        }
         let key = SessionKey {
             local,
             client,
@@ -578,7 +588,9 @@ async fn session_for(
             .cloned()
             .inspect(|s| s.activity.touch());
         match existing {
-            Some(s) if !s.is_refused() => return Some((key, s)),
+            Some(s) if !s.is_refused() && !backend_down(shared, &s) => return Some((key, s)),
+            // Refused, or its backend found down since (a silent one, by the health
+            // checks or passive health): the flow moves to another backend.
             Some(refused) => {
                 end_session(shared, key, &refused);
                 avoid = Some(refused.backend.id());
@@ -604,6 +616,20 @@ async fn session_for(
     None
 }
 
+/// Whether `session`'s backend is down now, or no longer in the pool: its flow then moves
+/// to another backend at its next datagram, as Envoy's UDP proxy moves a session off a
+/// host that became unhealthy (a client that keeps sending never goes idle, and would
+/// stay on a backend that died without an ICMP error for good). A drained or inhibited
+/// (weight 0) backend keeps its sessions, as IPVS keeps a quiescent real server's flows.
+fn backend_down(shared: &Shared, session: &Session) -> bool {
+    let snapshot = shared.pool.snapshot();
+    snapshot
+        .backends()
+        .get(session.backend.id())
+        .filter(|b| b.addr() == session.backend.addr())
+        .is_none_or(|b| b.health() == Health::Down)
+}
+
 /// Whether a new session may open: not draining, and room in the table.
 fn may_open(shared: &Shared) -> bool {
     !shared.draining.load(Ordering::Relaxed)
@@ -623,7 +649,9 @@ fn flow_session(shared: &Shared, flow: SessionKey) -> Option<(SessionKey, Arc<Se
             backend: Some(b.id()),
             ..flow
         };
-        let s = sessions.get(&key).filter(|s| !s.is_refused())?;
+        let s = sessions
+            .get(&key)
+            .filter(|s| !s.is_refused() && b.health() != Health::Down)?;
         s.activity.touch();
         Some((key, Arc::clone(s)))
     })
@@ -746,11 +774,16 @@ async fn reply_loop(
     session: Arc<Session>,
 ) {
     let mut close = shared.close.subscribe();
-    let mut buf = vec![0u8; shared.config.max_datagram];
+    // One byte more than the largest forwarded (see `listen_loop`).
+    let mut buf = vec![0u8; shared.config.max_datagram + 1];
     let idle = Some(shared.config.idle_timeout);
     loop {
         tokio::select! {
             r = session.socket.recv(&mut buf), if !session.is_refused() => match r {
+                Ok(n) if n > shared.config.max_datagram => {
+                    session.activity.touch();
+                    ProxyStats::inc(&shared.stats.datagrams_too_long);
+                }
                 Ok(n) => {
                     session.activity.touch();
                     match listener.send(&buf[..n], key.client, key.local).await {
