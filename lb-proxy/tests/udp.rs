@@ -249,7 +249,7 @@ async fn a_flow_leaves_a_backend_found_down() {
     pool.set_health(
         BackendId(1),
         lb_core::Health::Down,
-        std::time::Instant::now(),
+        tokio::time::Instant::now().into_std(),
     )
     .unwrap();
     assert_eq!(ask(&c, vip, "2").await.as_deref(), Some("live|2"));
@@ -261,7 +261,7 @@ async fn a_flow_leaves_a_backend_found_down() {
     pool.set_admin(
         BackendId(2),
         lb_core::AdminState::Drain,
-        std::time::Instant::now(),
+        tokio::time::Instant::now().into_std(),
     )
     .unwrap();
     assert_eq!(ask(&c2, vip, "4").await.as_deref(), Some("live|4"));
