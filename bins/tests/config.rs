@@ -5394,6 +5394,22 @@ fn tls_files_are_checked_at_load() {
     assert!(e[0].ends_with("tls_key needs tls_certificate"), "{e:?}");
 }
 
+/// `all_backups` (HAProxy `option allbackups`) reaches the pool; off by default, as
+/// HAProxy's.
+#[test]
+fn all_backups_reaches_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.toml");
+    for (line, want) in [("", false), ("all_backups = true\n", true)] {
+        std::fs::write(
+            &t,
+            format!("[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n{line}[[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n"),
+        )
+        .unwrap();
+        assert_eq!(ok(&t).0.virtual_servers[0].pool_config().all_backups, want);
+    }
+}
+
 /// A TOML number too large for its setting is said as keepalived.conf's reader says it,
 /// not in serde's words (`invalid value: integer `300`, expected u8`).
 #[test]

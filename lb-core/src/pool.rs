@@ -55,7 +55,9 @@ use crate::scheduler::{Algorithm, BuildScheduler, Granularity, Scheduler, Select
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PanicMode {
     /// Envoy's panic routing: spread over every ready primary, healthy or not, rather than
-    /// overload the few healthy ones.
+    /// overload the few healthy ones. Not while a backup backend is eligible: it is the
+    /// spare capacity Envoy would spill to (its next priority level) before routing to
+    /// unhealthy hosts, so the pool does not panic and goes on with the healthy primaries.
     #[default]
     FailOpen,
     /// Send everything to the backup backends (when there are any; otherwise keep using the
@@ -147,6 +149,11 @@ pub struct PoolConfig {
     /// pool starts without quorum, as keepalived's virtual servers do: it needs
     /// `quorum + hysteresis` at start too.
     pub hysteresis: u64,
+    /// HAProxy `option allbackups`: while the backups serve, spread over every eligible
+    /// one. `false` (default, HAProxy's default): everything goes to the first eligible
+    /// backup in set order, the next one taking over when it fails (keepalived has a
+    /// single `sorry_server`).
+    pub all_backups: bool,
 }
 
 impl Default for PoolConfig {
@@ -161,6 +168,7 @@ impl Default for PoolConfig {
             panic_mode: PanicMode::FailOpen,
             quorum: 1,
             hysteresis: 0,
+            all_backups: false,
         }
     }
 }
@@ -885,9 +893,18 @@ fn build_snapshot<B: BuildScheduler>(
         .iter()
         .filter(|b| b.is_backup() && b.is_eligible())
         .count();
+    // HAProxy without `allbackups`: the first eligible backup only.
+    let first_backup = all
+        .iter()
+        .find(|b| b.is_backup() && b.is_eligible())
+        .map(|b| b.id());
     let backup: Vec<Backend> = all
         .iter()
-        .filter(|b| b.is_backup() && (b.is_eligible() || parked(b)))
+        .filter(|b| {
+            b.is_backup()
+                && ((b.is_eligible() && (config.all_backups || Some(b.id()) == first_backup))
+                    || parked(b))
+        })
         .cloned()
         .collect();
     let in_service = primaries
@@ -914,7 +931,9 @@ fn build_snapshot<B: BuildScheduler>(
     let mut primaries_cleared = false;
     let panic = config.panic_threshold > 0
         && in_service > 0
-        && primary_eligible * 100 < usize::from(config.panic_threshold) * in_service;
+        && primary_eligible * 100 < usize::from(config.panic_threshold) * in_service
+        // Healthy backups are the spare capacity: no traffic to unhealthy primaries then.
+        && !(config.panic_mode == PanicMode::FailOpen && backup_eligible > 0);
     if panic {
         match config.panic_mode {
             PanicMode::FailOpen => {
@@ -1399,6 +1418,48 @@ mod tests {
     }
 
     /// Primaries 1 and 2, backup 9, with persistence.
+    /// With several backups, HAProxy sends everything to the first eligible one (the next
+    /// taking over when it fails) unless `option allbackups` spreads over all; the pool
+    /// always spread.
+    #[test]
+    fn first_backup_unless_all_backups() {
+        let now = t0();
+        let mk = |all_backups: bool| {
+            let mut backends: Vec<Backend> = set(1).iter().cloned().collect();
+            for id in [8, 9] {
+                backends.push(
+                    Backend::new(BackendId(id), format!("127.0.0.{id}:80").parse().unwrap())
+                        .with_backup(true),
+                );
+            }
+            let cfg = PoolConfig {
+                all_backups,
+                ..PoolConfig::default()
+            };
+            let p = Pool::new(
+                Algorithm::RoundRobin,
+                BackendSet::new(backends).unwrap(),
+                cfg,
+            )
+            .unwrap();
+            p.set_health(BackendId(1), Health::Down, now).unwrap();
+            p
+        };
+        let picks = |p: &Pool| -> Vec<u32> {
+            (0..4)
+                .map(|_| pick(p, now, &SelectContext::default()))
+                .collect()
+        };
+        let first = mk(false);
+        assert_eq!(picks(&first), [8, 8, 8, 8]);
+        first.set_health(BackendId(8), Health::Down, now).unwrap();
+        assert_eq!(picks(&first), [9, 9, 9, 9]);
+        let all = mk(true);
+        let mut got = picks(&all);
+        got.sort_unstable();
+        assert_eq!(got, [8, 8, 9, 9]);
+    }
+
     fn sticky_pool_with_backup() -> Pool {
         let mut backends: Vec<Backend> = set(2).iter().cloned().collect();
         backends.push(
@@ -1897,7 +1958,7 @@ mod tests {
             panic_threshold: 50,
             ..PoolConfig::default()
         };
-        let p = Pool::new(Algorithm::RoundRobin, set(4), cfg).unwrap();
+        let p = Pool::new(Algorithm::RoundRobin, set(4), cfg.clone()).unwrap();
         let now = t0();
         for i in 1..=3 {
             p.set_health(BackendId(i), Health::Down, now).unwrap();
@@ -1907,6 +1968,28 @@ mod tests {
             .map(|_| pick(&p, now, &SelectContext::default()))
             .collect();
         assert_eq!(seen.len(), 4, "fail open spreads over all ready primaries");
+
+        // With a healthy backup, no traffic goes to the down primaries: the pool does not
+        // panic (it sent four picks in six to down ones while the backup sat idle).
+        let mut backends: Vec<Backend> = set(3).iter().cloned().collect();
+        backends.push(
+            Backend::new(BackendId(9), SocketAddr::new([192, 0, 2, 9].into(), 80))
+                .with_backup(true),
+        );
+        let p = Pool::new(
+            Algorithm::RoundRobin,
+            BackendSet::new(backends).unwrap(),
+            cfg,
+        )
+        .unwrap();
+        for i in 2..=3 {
+            p.set_health(BackendId(i), Health::Down, now).unwrap();
+        }
+        assert!(!p.snapshot().in_panic());
+        let picks: Vec<u32> = (0..6)
+            .map(|_| pick(&p, now, &SelectContext::default()))
+            .collect();
+        assert!(picks.iter().all(|&i| i == 1 || i == 9), "{picks:?}");
     }
 
     /// Ids are configuration indices, so removing the first real server renumbers the

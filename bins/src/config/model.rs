@@ -1391,6 +1391,12 @@ pub struct VirtualServer {
     /// `quorum + hysteresis`. Default 0.
     #[serde(default)]
     pub hysteresis: u64,
+    /// HAProxy `option allbackups`: with several `backup` backends, spread the connections
+    /// over all of them while they serve. Default false: all go to the first one up, in
+    /// configuration order, the next taking over when it fails (HAProxy's default;
+    /// keepalived has one `sorry_server`). TOML only.
+    #[serde(default)]
+    pub all_backups: bool,
     /// keepalived `quorum_up`: a command (run by `/bin/sh -c`, not waited for) when quorum
     /// is gained, and when the virtual server starts with quorum. Default: none.
     #[serde(default)]
@@ -1955,6 +1961,7 @@ impl VirtualServer {
             ops: false,
             quorum: 1,
             hysteresis: 0,
+            all_backups: false,
             quorum_up: None,
             quorum_down: None,
             backends: Vec::new(),
@@ -2035,6 +2042,7 @@ impl VirtualServer {
             slow_start: self.slow_start,
             quorum: self.quorum,
             hysteresis: self.hysteresis,
+            all_backups: self.all_backups,
             ..PoolConfig::default()
         }
     }

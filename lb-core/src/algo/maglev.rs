@@ -8,8 +8,10 @@
 //!
 //! Weights are honoured as IPVS does: in each turn a candidate claims `weight / gcd` slots,
 //! so slot shares follow weight shares (within one turn's worth of slots). When the reduced
-//! weights add up to more than `M / 64`, they are scaled down proportionally (each ≥ 1) so
-//! every candidate still gets many turns. Weights are the configured ones (`mh` does not
+//! weights add up to more than `M / 64` (or the candidate count, if larger), each round
+//! hands out that many claims in proportion to weight, a candidate's rounding remainder
+//! carried to the next round, so shares stay proportional for any number of candidates
+//! (as Envoy's weighted Maglev fills by fractional targets). Weights are the configured ones (`mh` does not
 //! slow start). A candidate configured with weight 0 takes no slot; a *parked* one (set to
 //! weight 0 after the fact, or drained) keeps the slots of its last non-zero weight, as
 //! IPVS `ip_vs_mh` builds from `last_weight`, and is never returned: a key landing on it
@@ -128,14 +130,18 @@ impl Maglev {
                 table: Vec::new(),
             });
         }
-        let mut turns = reduce(candidates.iter().map(table_weight).collect());
-        let total: u64 = turns.iter().sum();
+        let weights = reduce(candidates.iter().map(table_weight).collect());
+        let total: u64 = weights.iter().sum();
         let budget = (m / 64).max(n as u64);
-        if total > budget {
-            for t in &mut turns {
-                *t = (*t * budget / total).max(1);
-            }
-        }
+        // Claims per round: the reduced weights when they fit the budget; else `budget`
+        // claims a round shared in proportion to weight, each candidate carrying its
+        // rounding remainder to the next round (so shares stay exact over the rounds, where
+        // scaling each weight down and rounding it up to 1 gave every candidate one turn
+        // once there were about `M / 64` of them, whatever its weight).
+        let scaled = total > budget;
+        let mut turns = if scaled { vec![0; n] } else { weights.clone() };
+        // Remainders start at one half: each round's claims are rounded to nearest.
+        let mut credit = vec![total / 2; n];
         // Current permutation position of each candidate: starts at offset, steps by skip.
         let mut pos = Vec::with_capacity(n);
         let mut skip = Vec::with_capacity(n);
@@ -147,6 +153,14 @@ impl Maglev {
         let mut table = vec![EMPTY; table_size as usize];
         let mut filled = 0u64;
         'fill: loop {
+            if scaled {
+                for i in 0..n {
+                    // weight < 2³², budget < 2²⁴ or the candidate count: no overflow.
+                    credit[i] += weights[i] * budget;
+                    turns[i] = credit[i] / total;
+                    credit[i] %= total;
+                }
+            }
             for i in 0..n {
                 for _ in 0..turns[i] {
                     // Next preferred slot that is still free.
@@ -249,6 +263,7 @@ mod tests {
     use super::*;
     use crate::algo::weighted;
     use crate::{BackendId, Weight};
+    use std::net::SocketAddr;
 
     #[test]
     fn primes() {
@@ -305,6 +320,32 @@ mod tests {
             assert!(
                 (got - want).abs() / want < 0.01,
                 "backend {i}: {got} vs {want}"
+            );
+        }
+    }
+
+    /// Weights hold with many candidates: once the reduced weights passed the budget of
+    /// claims per round (`M / 64` = 1 024 here), each was scaled down and rounded up to 1,
+    /// so at 1 000 candidates of weights 7 and 2 every one got one turn a round (the light
+    /// half's share 0.496 instead of 2/9).
+    #[test]
+    fn weighted_shares_hold_with_many_candidates() {
+        for n in [100u32, 300, 1000, 3000] {
+            let set: Vec<Backend> = (0..n)
+                .map(|i| {
+                    let addr =
+                        SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + i).into(), 80);
+                    Backend::new(BackendId(i), addr)
+                        .with_weight(Weight::new(if i % 2 == 0 { 7 } else { 2 }).unwrap())
+                })
+                .collect();
+            let mh = Maglev::new(&set, DEFAULT_TABLE_SIZE).unwrap();
+            let counts = mh.slot_counts();
+            let light: usize = counts.iter().skip(1).step_by(2).sum();
+            let share = light as f64 / f64::from(DEFAULT_TABLE_SIZE);
+            assert!(
+                (share - 2.0 / 9.0).abs() < 0.01,
+                "n={n}: light share {share}"
             );
         }
     }

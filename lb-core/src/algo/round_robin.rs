@@ -18,6 +18,7 @@
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use super::{reduced_weights, weighted_only};
 use crate::backend::{Backend, BackendId};
@@ -308,15 +309,52 @@ const SWRR_MAX_WORK: u64 = 1 << 22;
 ///
 /// The cycle (Σ weight / gcd picks) is computed once at build time, so a pick is one atomic
 /// increment and an index: O(1), no lock. The build costs O(cycle × n). When the cycle
-/// would exceed 2²⁰ picks or 2²² steps of precomputation, weights are scaled down
-/// proportionally (each stays ≥ 1) to fit; shares are then exact for the scaled weights.
-/// Past 2 048 candidates the cycle cannot be shorter than `n`, so the build is O(n²):
-/// measured in a release build, 9 ms at 1 024 backends, 51 ms at 4 096, 0.9 s at 16 384.
+/// would exceed 2²⁰ picks or 2²² steps of precomputation (for instance 1 000 backends of
+/// weights 3 and 1), nothing is precomputed: each pick runs nginx's step itself, under a
+/// lock, in O(n), as nginx does for every pick — exact shares, without the refinements
+/// above. (Scaling the weights down to fit, as before, rounded small ones up to 1 and lost
+/// the ratios.)
 #[derive(Debug)]
 pub struct SmoothWeightedRoundRobin {
     backends: Vec<Backend>,
     sequence: Vec<u32>,
     cursor: AtomicU64,
+    /// nginx's running state, when the cycle is too long to precompute.
+    online: Option<Mutex<OnlineSmooth>>,
+}
+
+/// nginx's smooth weighted round robin, run pick by pick: each backend's reduced weight and
+/// current value.
+#[derive(Debug)]
+struct OnlineSmooth {
+    weights: Vec<i64>,
+    current: Vec<i64>,
+}
+
+impl OnlineSmooth {
+    /// One nginx step over the backends `accept` takes: each current value grows by its
+    /// weight, the largest is picked and loses the total of the weights stepped.
+    fn pick(
+        &mut self,
+        backends: &[Backend],
+        accept: &mut dyn FnMut(&Backend) -> bool,
+    ) -> Option<usize> {
+        let mut total = 0i64;
+        let mut best: Option<usize> = None;
+        for (i, b) in backends.iter().enumerate() {
+            if !accept(b) {
+                continue;
+            }
+            self.current[i] += self.weights[i];
+            total += self.weights[i];
+            if best.is_none_or(|j| self.current[i] > self.current[j]) {
+                best = Some(i);
+            }
+        }
+        let best = best?;
+        self.current[best] -= total;
+        Some(best)
+    }
 }
 
 impl SmoothWeightedRoundRobin {
@@ -325,16 +363,25 @@ impl SmoothWeightedRoundRobin {
     /// the new cycle.
     pub fn new(candidates: &[Backend], previous: Option<&Self>) -> Self {
         let candidates = &weighted_only(candidates)[..];
-        let mut w = reduced_weights(candidates);
+        let w = reduced_weights(candidates);
         let n = w.len() as u64;
         let total: u64 = w.iter().sum();
         let limit = SWRR_MAX_CYCLE.min(SWRR_MAX_WORK / n.max(1)).max(n);
         if total > limit {
-            for x in &mut w {
-                if *x > 0 {
-                    *x = (*x * limit / total).max(1);
-                }
-            }
+            return Self {
+                backends: candidates.to_vec(),
+                sequence: Vec::new(),
+                cursor: AtomicU64::new(0),
+                online: Some(Mutex::new(OnlineSmooth {
+                    // Reduced weights are at most u32::MAX: no overflow in i64 sums of
+                    // fewer than 2³¹ of them.
+                    weights: w
+                        .iter()
+                        .map(|&x| i64::try_from(x).unwrap_or(i64::MAX >> 32))
+                        .collect(),
+                    current: vec![0; w.len()],
+                })),
+            };
         }
         let sequence = smooth_cycle(&w);
         let cursor = carried_fraction(
@@ -352,10 +399,12 @@ impl SmoothWeightedRoundRobin {
             backends: candidates.to_vec(),
             sequence,
             cursor: AtomicU64::new(cursor),
+            online: None,
         }
     }
 
-    /// The precomputed cycle, as candidate ids.
+    /// The precomputed cycle, as candidate ids (empty when picks are computed one by one,
+    /// past the precomputation limits).
     pub fn cycle_ids(&self) -> impl Iterator<Item = BackendId> + '_ {
         self.sequence
             .iter()
@@ -370,6 +419,10 @@ impl Scheduler for SmoothWeightedRoundRobin {
         _: &SelectContext<'_>,
         accept: &mut dyn FnMut(&Backend) -> bool,
     ) -> Option<&Backend> {
+        if let Some(online) = &self.online {
+            let mut st = online.lock().unwrap_or_else(PoisonError::into_inner);
+            return st.pick(&self.backends, accept).map(|i| &self.backends[i]);
+        }
         let len = self.sequence.len() as u64;
         if len == 0 {
             return None;
@@ -601,6 +654,38 @@ mod tests {
         assert_eq!(picks(&s, 2), [2, 2]);
         let got = s.select(&SelectContext::default(), &mut |b| b.id() != BackendId(2));
         assert_eq!(got.unwrap().id(), BackendId(3));
+    }
+
+    /// Past the precomputation limits the weights still hold: 2 048 backends of weights 3
+    /// and 1 got one pick each a cycle (their scaled weights, both rounded to 1), and 500
+    /// of weight 7 with 500 of weight 2 got 6:1. Each pick now runs nginx's step, exact
+    /// over a cycle of Σw picks; a backend `accept` refuses is skipped.
+    #[test]
+    fn swrr_keeps_weights_past_the_precomputation_limits() {
+        for (n, heavy, light) in [(2048u32, 3u64, 1u64), (1000, 7, 2)] {
+            let set: Vec<Backend> = (0..n)
+                .map(|i| b(i, if i % 2 == 0 { heavy } else { light }))
+                .collect();
+            let s = SmoothWeightedRoundRobin::new(&set, None);
+            assert_eq!(s.cycle_ids().count(), 0, "n={n}: computed pick by pick");
+            let total = u64::from(n / 2) * (heavy + light);
+            let mut counts = vec![0u64; n as usize];
+            for _ in 0..total {
+                let got = s.select(&SelectContext::default(), &mut |_| true).unwrap();
+                counts[got.id().0 as usize] += 1;
+            }
+            for (i, c) in counts.iter().enumerate() {
+                let want = if i % 2 == 0 { heavy } else { light };
+                assert_eq!(*c, want, "n={n} backend {i}");
+            }
+            let refused = s
+                .select(&SelectContext::default(), &mut |b| b.id() != BackendId(0))
+                .unwrap();
+            assert_ne!(refused.id(), BackendId(0));
+            assert!(s
+                .select(&SelectContext::default(), &mut |_| false)
+                .is_none());
+        }
     }
 
     #[test]
