@@ -1687,6 +1687,81 @@ address = "{echo}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A reload that restarts a UDP virtual server keeps each client flow on its real server
+/// (stateful UDP — QUIC, DTLS, SIP, VPNs — must not move; IPVS's connection table outlives a
+/// keepalived reload): four clients on a, b, a, b by round robin ask again after the reload
+/// in reverse order, where fresh picks would swap them. Each real server answers with its
+/// name.
+#[test]
+fn reload_restarting_a_udp_virtual_server_keeps_each_flow_on_its_real_server() {
+    let dir = tempdir();
+    let named = |name: &'static str| {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let addr = s.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        let t = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !st.load(Ordering::Relaxed) {
+                if let Ok((_, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(name.as_bytes(), from);
+                }
+            }
+        });
+        (addr, stop, t)
+    };
+    let (a, b) = (named("a"), named("b"));
+    let port = free_udp_port();
+    let config = |algo: &str| {
+        format!(
+            "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"q\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nlb_algo = \"{algo}\"\n[[virtual_server.backend]]\naddress = \"{}\"\n[[virtual_server.backend]]\naddress = \"{}\"\n",
+            dir.join("admin.sock").display(),
+            a.0,
+            b.0
+        )
+    };
+    let (node, sock) = start_node(&dir, &config("rr"));
+    let ask = |c: &std::net::UdpSocket| {
+        c.send(b"?").unwrap();
+        let mut buf = [0u8; 8];
+        let n = c.recv(&mut buf).expect("a reply");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let clients: Vec<std::net::UdpSocket> = (0..4)
+        .map(|_| {
+            let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            c
+        })
+        .collect();
+    let before: Vec<String> = clients.iter().map(ask).collect();
+    assert_eq!(before, ["a", "b", "a", "b"]);
+    reload_node(&node, &dir, &config("wrr"));
+    assert!(
+        wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]
+            [0]["scheduler"]
+            == "wrr"),
+        "{}",
+        status(&sock)
+    );
+    let mut after: Vec<String> = clients.iter().rev().map(ask).collect();
+    after.reverse();
+    assert_eq!(
+        after,
+        before,
+        "{}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    drop(node);
+    for (_, stop, t) in [a, b] {
+        stop.store(true, Ordering::Relaxed);
+        let _ = t.join();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// keepalived's `ops` on a UDP virtual server: one client's datagrams are scheduled one by
 /// one, round robin over both real servers (lbctl counts two sessions and the bytes on
 /// each), and every reply reaches the client.

@@ -300,6 +300,72 @@ async fn datagrams_longer_than_max_datagram_are_dropped_not_cut() {
     assert_eq!(ask(&c, vip, "ok").await.as_deref(), Some("a|ok"));
 }
 
+/// A replacement started with the flows of the proxy it replaces keeps each client on its
+/// backend: a reload restarting the virtual server moved them (the new proxy's round robin
+/// gave clients asking in another order each other's backends). A carried flow whose
+/// backend is no longer eligible is scheduled afresh.
+#[tokio::test]
+async fn carried_flows_keep_their_backends_across_a_handover() {
+    let a = tagged_echo("a").await;
+    let b = tagged_echo("b").await;
+    let pool = |b_up: bool| {
+        let set = BackendSet::new(vec![
+            Backend::new(BackendId(1), a.addr),
+            Backend::new(BackendId(2), b.addr),
+        ])
+        .unwrap();
+        let p = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+        if !b_up {
+            let now = tokio::time::Instant::now().into_std();
+            p.set_health(BackendId(2), lb_core::Health::Down, now)
+                .unwrap();
+        }
+        p
+    };
+    let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    let socket = lb_proxy::listener::bind_udp(cfg.listen[0], &cfg.listen_options).unwrap();
+    let vip = socket.local_addr().unwrap();
+    let std_socket = socket.into_std().unwrap();
+    let socket = || UdpSocket::from_std(std_socket.try_clone().unwrap()).unwrap();
+    let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
+    let start = |flows: Vec<lb_proxy::udp::CarriedFlow>, b_up: bool| {
+        let mut cfg = cfg.clone();
+        cfg.carried_flows = flows;
+        UdpProxy::start_on(cfg, pool(b_up), noop(), vec![socket()]).unwrap()
+    };
+    let old = start(Vec::new(), true);
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    let mut before = Vec::new();
+    for c in &clients {
+        before.push(ask(c, vip, "1").await.unwrap()[..1].to_owned());
+    }
+    assert_eq!(before, ["a", "b", "a", "b"]);
+
+    // Asked in reverse order: fresh picks would give client 3 "a", client 2 "b", ….
+    let new = start(old.flows(), true);
+    old.stop_receiving();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut after = Vec::new();
+    for c in clients.iter().rev() {
+        after.push(ask(c, vip, "2").await.unwrap()[..1].to_owned());
+    }
+    after.reverse();
+    assert_eq!(after, before, "each flow kept its backend");
+    assert_eq!(new.sessions(), 4);
+
+    // Again, into a replacement where b is down: b's flows move to a.
+    let third = start(new.flows(), false);
+    new.stop_receiving();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for c in &clients {
+        assert_eq!(ask(c, vip, "3").await.as_deref(), Some("a|3"));
+    }
+    assert_eq!(third.sessions(), 4);
+}
+
 /// Replies `<datagram>` to the sender `delay` after it arrived (a slow backend: its replies
 /// are in flight while a handover happens).
 async fn delayed_echo(delay: Duration) -> TestBackend {

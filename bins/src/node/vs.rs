@@ -70,6 +70,12 @@ pub(crate) struct Carried {
     /// later could bring back entries the replacement dropped since, to a backend its own
     /// checks failed).
     persistence: Option<(lb_core::Granularity, Vec<lb_core::PersistedClient>)>,
+    /// A UDP virtual server's client flows and their real servers in the replaced version:
+    /// each flow's next datagram goes to the same real server while it is eligible
+    /// (stateful UDP is not moved by a reload, as IPVS's connection table outlives a
+    /// keepalived one). Taken at the replacement's start, as persistence: flows new to the
+    /// old version while the replacement starts are scheduled afresh.
+    udp_flows: Vec<lb_proxy::udp::CarriedFlow>,
 }
 
 /// The weights `lbctl weight` set, by real server address; an entry goes when the file
@@ -1461,6 +1467,7 @@ impl VsRuntime {
                 let mut uc = UdpProxyConfig::new(vec![cfg.listen]);
                 uc.busy_polling = listeners.busy_polling.clone();
                 uc.per_packet = cfg.ops;
+                uc.carried_flows.clone_from(&carried.udp_flows);
                 let socket = listeners
                     .get_udp(cfg.listen, &uc.listen_options, bind_wait)
                     .await
@@ -1662,6 +1669,10 @@ impl VsRuntime {
                 self.cfg.persistence_granularity,
                 self.pool.persistence_entries(now()),
             )),
+            udp_flows: match &self.proxy {
+                Proxy::Udp(h) => h.flows(),
+                Proxy::Tcp(_) | Proxy::Http(_) => Vec::new(),
+            },
         }
     }
 

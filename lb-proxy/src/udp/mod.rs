@@ -110,6 +110,25 @@ pub struct UdpProxyConfig {
     /// over the backends, and the replies come back over one session per (client, backend),
     /// each counting towards `max_sessions`. Default `false`.
     pub per_packet: bool,
+    /// The flows a proxy this one replaces was serving ([`UdpHandle::flows`]): each one's
+    /// first datagram here opens its session to the same backend, when it is still
+    /// eligible, instead of a fresh pick, so that a reload does not move stateful UDP
+    /// (QUIC, DTLS, SIP, VPNs) between backends, as IPVS's connection table outlives a
+    /// keepalived reload. Kept for one `idle_timeout` from the start. Not with
+    /// `per_packet`. Default none.
+    pub carried_flows: Vec<CarriedFlow>,
+}
+
+/// A client flow a UDP proxy serves, and its backend ([`UdpHandle::flows`],
+/// [`UdpProxyConfig::carried_flows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CarriedFlow {
+    /// The local address the client writes to.
+    pub local: SocketAddr,
+    /// The client.
+    pub client: SocketAddr,
+    /// The backend's address.
+    pub backend: SocketAddr,
 }
 
 impl UdpProxyConfig {
@@ -123,6 +142,7 @@ impl UdpProxyConfig {
             max_datagram: 65_535,
             busy_polling: None,
             per_packet: false,
+            carried_flows: Vec::new(),
         }
     }
 }
@@ -232,6 +252,10 @@ struct Shared {
     /// Set by [`UdpHandle::stop_receiving`]: the listening sockets are no longer read.
     stop_receiving: watch::Sender<bool>,
     close: watch::Sender<bool>,
+    /// [`UdpProxyConfig::carried_flows`] by (local, client), taken at each flow's first
+    /// datagram, until `carried_until`.
+    carried: Mutex<HashMap<(SocketAddr, SocketAddr), SocketAddr>>,
+    carried_until: Instant,
 }
 
 /// Entry point: [`UdpProxy::start`] binds and spawns a UDP virtual server.
@@ -368,6 +392,21 @@ impl UdpHandle {
         lock(&self.shared.sessions).len()
     }
 
+    /// The flows served now, each with its backend: what a replacement takes over
+    /// ([`UdpProxyConfig::carried_flows`]). None with `per_packet` (no flow has a backend
+    /// of its own).
+    pub fn flows(&self) -> Vec<CarriedFlow> {
+        lock(&self.shared.sessions)
+            .iter()
+            .filter(|(k, s)| k.backend.is_none() && !s.is_refused())
+            .map(|(k, s)| CarriedFlow {
+                local: k.local,
+                client: k.client,
+                backend: s.backend.addr(),
+            })
+            .collect()
+    }
+
     /// Graceful drain: datagrams from new clients are dropped (counted in
     /// `sessions_refused`) while existing sessions continue until they go idle; after
     /// `deadline` everything stops (one too far to be a time, `Duration::MAX`: none, the
@@ -430,7 +469,21 @@ impl UdpCloser {
 
 impl Shared {
     fn new(config: UdpProxyConfig, pool: Arc<Pool>, observer: Arc<dyn OutcomeObserver>) -> Self {
+        let carried = if config.per_packet {
+            HashMap::new()
+        } else {
+            config
+                .carried_flows
+                .iter()
+                .map(|f| ((f.local, f.client), f.backend))
+                .collect()
+        };
+        let carried_until = Instant::now()
+            .checked_add(config.idle_timeout)
+            .unwrap_or_else(Instant::now);
         Self {
+            carried: Mutex::new(carried),
+            carried_until,
             config,
             pool,
             observer,
@@ -604,7 +657,10 @@ async fn session_for(
                 }
                 let backend = match picked {
                     Some(b) => b,
-                    None => pick_backend(shared, flow, avoid)?,
+                    None => match carried_backend(shared, flow) {
+                        Some(b) => b,
+                        None => pick_backend(shared, flow, avoid)?,
+                    },
                 };
                 return open_session(shared, listener, key, backend)
                     .await
@@ -628,6 +684,30 @@ fn backend_down(shared: &Shared, session: &Session) -> bool {
         .get(session.backend.id())
         .filter(|b| b.addr() == session.backend.addr())
         .is_none_or(|b| b.health() == Health::Down)
+}
+
+/// The backend a replaced proxy served `flow` with ([`UdpProxyConfig::carried_flows`]),
+/// taken once, if it is still eligible and the carried flows have not expired.
+fn carried_backend(shared: &Shared, flow: SessionKey) -> Option<Backend> {
+    let mut carried = shared
+        .carried
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if carried.is_empty() {
+        return None;
+    }
+    if Instant::now() >= shared.carried_until {
+        *carried = HashMap::new();
+        return None;
+    }
+    let addr = carried.remove(&(flow.local, flow.client))?;
+    drop(carried);
+    let snapshot = shared.pool.snapshot();
+    snapshot
+        .backends()
+        .iter()
+        .find(|b| b.addr() == addr && b.is_eligible())
+        .cloned()
 }
 
 /// Whether a new session may open: not draining, and room in the table.
