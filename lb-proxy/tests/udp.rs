@@ -1108,5 +1108,10 @@ async fn max_datagram_above_65535_is_refused() {
     );
     let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
     cfg.max_datagram = 65_535;
-    UdpProxy::start(cfg, pool).unwrap().stop();
+    UdpProxy::start(cfg, Arc::clone(&pool)).unwrap().stop();
+    // An idle timeout of 0 would end each session before its reply.
+    let mut cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    cfg.idle_timeout = Duration::ZERO;
+    let err = UdpProxy::start(cfg, pool).unwrap_err();
+    assert!(err.to_string().contains("idle_timeout"), "{err}");
 }

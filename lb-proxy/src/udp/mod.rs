@@ -348,6 +348,13 @@ fn validate(config: &UdpProxyConfig) -> Result<()> {
             ),
         });
     }
+    if config.idle_timeout.is_zero() {
+        // Each session would end before its reply could come back.
+        return Err(Error::Config {
+            setting: "udp idle_timeout",
+            reason: "must be above 0 s".into(),
+        });
+    }
     Ok(())
 }
 
@@ -792,8 +799,12 @@ async fn open_session(
     let socket = match UdpSocket::bind(bind).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot open a UDP session socket");
-            ProxyStats::inc(&shared.stats.local_errors);
+            let n = shared.stats.local_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            // Logged at the 1st, 2nd, 4th, 8th… failure: out of descriptors, every new
+            // client's datagram fails here (all are counted).
+            if n.is_power_of_two() {
+                tracing::warn!(error = %e, failures = n, "cannot open a UDP session socket");
+            }
             ProxyStats::inc(&shared.stats.failed);
             return None;
         }
