@@ -448,7 +448,7 @@ fn commented_example_sets_every_key_of_the_model() {
             // Not keys: VirtualIp parts (written inside the address string, checked below),
             // validation results, and the TLS files' contents read at load.
             "prefix_len" | "dev" | "label" | "message" | "errors" | "warnings" | "tls_files"
-            | "chain" | "key" => return None,
+            | "pairs" | "at" => return None,
             other => other,
         })
     }
@@ -5392,6 +5392,43 @@ fn tls_files_are_checked_at_load() {
     let e = errors("t.toml", &vs(&format!("tls_key = \"{}\"", key.display())));
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].ends_with("tls_key needs tls_certificate"), "{e:?}");
+    // An SNI certificate's errors are at its own keys.
+    let sni = |extra: &str| {
+        format!(
+            "[[virtual_server]]\nlisten = \"127.0.0.1:443\"\nprotocol = \"http\"\n[virtual_server.http]\ntls_certificate = \"{}\"\n[[virtual_server.http.tls_sni]]\n{extra}\n[[virtual_server.backend]]\naddress = \"127.0.0.1:80\"\n",
+            both.display()
+        )
+    };
+    let e = errors(
+        "t.toml",
+        &sni(&format!(
+            "certificate = \"{}\"\nkey = \"{}\"",
+            cert.display(),
+            other_key.display()
+        )),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "t.toml:8:7: invalid tls key: certificate 2: does not go with the certificate"
+        ),
+        "{e:?}"
+    );
+    let e = errors("t.toml", &sni("certificate = \"/nonexistent/api.pem\""));
+    assert!(
+        e[0].starts_with("t.toml:7:15: tls_sni[0].certificate /nonexistent/api.pem: No such file"),
+        "{e:?}"
+    );
+    std::fs::write(
+        &t,
+        sni(&format!(
+            "certificate = \"{}\"\nkey = \"{}\"",
+            cert.display(),
+            key.display()
+        )),
+    )
+    .unwrap();
+    ok(&t);
 }
 
 /// `all_backups` (HAProxy `option allbackups`) reaches the pool; off by default, as

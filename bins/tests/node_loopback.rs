@@ -1194,12 +1194,17 @@ fn self_signed(cert: &Path, key: &Path, name: &str) {
 /// `curl https://www.example.com:PORT/` to 127.0.0.1, trusting only `ca`: the response
 /// (headers and body), or curl's error.
 fn curl_https(port: u16, ca: &Path) -> Result<String, String> {
+    curl_https_to("www.example.com", port, ca)
+}
+
+/// `curl https://HOST:PORT/` to 127.0.0.1, trusting only `ca`.
+fn curl_https_to(host: &str, port: u16, ca: &Path) -> Result<String, String> {
     let out = Command::new("curl")
         .args(["-sS", "-i", "--max-time", "5", "--cacert"])
         .arg(ca)
         .arg("--resolve")
-        .arg(format!("www.example.com:{port}:127.0.0.1"))
-        .arg(format!("https://www.example.com:{port}/"))
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}/"))
         .output()
         .expect("curl");
     if out.status.success() {
@@ -1209,15 +1214,18 @@ fn curl_https(port: u16, ca: &Path) -> Result<String, String> {
     }
 }
 
-/// An HTTPS listener (`tls_certificate`, `tls_key`): curl gets the backend's answer over
-/// TLS, the backend sees `X-Forwarded-Proto: https`; a renewed certificate written over the
-/// old files is served after SIGHUP (the old one no longer); a plain HTTP client is closed
-/// and counted in `lbctl status`.
+/// An HTTPS listener (`tls_certificate`, `tls_key`, a `tls_sni` certificate): curl gets the
+/// backend's answer over TLS, the backend sees `X-Forwarded-Proto: https`; a client asking
+/// for the SNI certificate's name gets that one; a renewed certificate written over the old
+/// files is served after SIGHUP (the old one no longer); a plain HTTP client is closed and
+/// counted in `lbctl status`.
 #[test]
 fn https_virtual_server_terminates_tls_and_takes_a_renewed_certificate() {
     let dir = tempdir();
     let (cert, key) = (dir.join("site.pem"), dir.join("site.key"));
     self_signed(&cert, &key, "www.example.com");
+    let (api, api_key) = (dir.join("api.pem"), dir.join("api.key"));
+    self_signed(&api, &api_key, "api.example.com");
     let first = dir.join("first.pem");
     std::fs::copy(&cert, &first).unwrap();
     let a = RealServer::echo("a");
@@ -1226,6 +1234,7 @@ fn https_virtual_server_terminates_tls_and_takes_a_renewed_certificate() {
         "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n\
          [[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\
          [virtual_server.http]\ntls_certificate = \"{}\"\ntls_key = \"{}\"\n\
+         [[virtual_server.http.tls_sni]]\ncertificate = \"api.pem\"\nkey = \"api.key\"\n\
          [[virtual_server.backend]]\naddress = \"{}\"\n",
         dir.join("admin.sock").display(),
         cert.display(),
@@ -1239,13 +1248,18 @@ fn https_virtual_server_terminates_tls_and_takes_a_renewed_certificate() {
     let head = got.to_ascii_lowercase();
     assert!(head.contains("x-forwarded-proto: https\r\n"), "{got}");
     assert!(head.contains("x-forwarded-for: 127.0.0.1\r\n"), "{got}");
+    // SNI: the other certificate (its paths relative to the configuration's directory).
+    let got = curl_https_to("api.example.com", port, &api).unwrap_or_else(|e| panic!("{e}"));
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(curl_https_to("api.example.com", port, &first).is_err());
 
     // Plain HTTP to the HTTPS port: no HTTP answer, counted.
     let plain: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert!(!get(plain).unwrap_or_default().starts_with("HTTP"));
     assert!(
         wait_until(Duration::from_secs(5), || {
-            status(&sock)["virtual_servers"][0]["http"]["tls_handshake_errors"] == 1
+            // That one, and the curl above that did not trust the SNI certificate.
+            status(&sock)["virtual_servers"][0]["http"]["tls_handshake_errors"] == 2
         }),
         "{}",
         status(&sock)

@@ -697,6 +697,117 @@ async fn https_listener_terminates_tls() {
     assert_eq!(r.header("x-echo-xfport"), "8443");
 }
 
+/// Accepts any server certificate: the SNI test looks at which one was served.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The certificate an HTTPS listener at `addr` serves to a client asking for `name` (an IP
+/// address sends no SNI).
+async fn served_certificate(
+    addr: SocketAddr,
+    name: &str,
+) -> rustls_pki_types::CertificateDer<'static> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let s = TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, s))
+        .await
+        .unwrap()
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
+}
+
+/// Several certificates on one HTTPS listener, chosen by SNI as HAProxy's `crt-list`: the
+/// first one covering the name (exact or `*.` wildcard), else the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_picks_the_certificate_by_sni() {
+    let b = TestBackend::start(1).await;
+    let www = rcgen::generate_simple_self_signed(vec!["www.example.com".into()]).unwrap();
+    let api = rcgen::generate_simple_self_signed(vec!["*.api.example.com".into()]).unwrap();
+    let pems: Vec<(String, String)> = [&www, &api]
+        .iter()
+        .map(|c| (c.cert.pem(), c.key_pair.serialize_pem()))
+        .collect();
+    let pairs: Vec<(&[u8], &[u8])> = pems
+        .iter()
+        .map(|(c, k)| (c.as_bytes(), k.as_bytes()))
+        .collect();
+    let mut c = config();
+    c.tls = Some(TlsTermination::from_pems(&pairs).unwrap());
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    for (name, want) in [
+        ("www.example.com", &www),
+        ("v1.api.example.com", &api),
+        ("deep.v1.api.example.com", &www),
+        ("other.example.org", &www),
+        ("127.0.0.1", &www),
+    ] {
+        let got = served_certificate(p.local_addr(), name).await;
+        assert_eq!(&got, want.cert.der(), "{name}");
+    }
+    // The pair's index is in the error.
+    let bad: Vec<(&[u8], &[u8])> = vec![pairs[0], (pairs[1].0, pairs[0].1)];
+    let e = TlsTermination::from_pems(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("certificate 2: does not go with the certificate"),
+        "{e}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connection_is_closed() {
     let b = TestBackend::start(1).await;

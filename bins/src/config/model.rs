@@ -1825,65 +1825,147 @@ pub struct HttpSettings {
     /// `ssl_certificate_key`. Default: found in the `tls_certificate` file, as HAProxy's
     /// `crt` reads both from one file.
     pub tls_key: Option<PathBuf>,
-    /// The contents of `tls_certificate` and `tls_key`, read when the configuration is
-    /// loaded ([`Config::with_defaults`]), or why they could not be read; compared by a
-    /// reload, which so restarts the virtual server on a renewed certificate.
+    /// More certificates for the HTTPS listener (`[[virtual_server.http.tls_sni]]`), chosen
+    /// by the name a client asks for (SNI), as HAProxy's `crt-list` or nginx's
+    /// `server_name`: the first certificate, `tls_certificate` included, whose subject
+    /// alternative names cover it (exact or `*.` wildcard); `tls_certificate` when none
+    /// does or the client names none. Needs `tls_certificate`. Default none.
+    pub tls_sni: Vec<TlsSni>,
+    /// The contents of the certificate and key files, read when the configuration is
+    /// loaded ([`Config::with_defaults`]), or which file could not be read and why;
+    /// compared by a reload, which so restarts the virtual server on a renewed certificate.
     #[serde(skip)]
-    pub tls_files: Option<Result<TlsFiles, String>>,
+    pub tls_files: Option<Result<TlsFiles, TlsFileError>>,
 }
 
-/// The PEM texts of an HTTPS listener's certificate chain and key
-/// ([`HttpSettings::tls_files`]). Its `Debug` shows the sizes, never the key.
+/// One more certificate of an HTTPS listener (`[[virtual_server.http.tls_sni]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSni {
+    /// Its PEM certificate chain (relative: from the configuration file's directory).
+    pub certificate: PathBuf,
+    /// Its PEM private key. Default: found in the `certificate` file.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+/// The PEM texts of an HTTPS listener's certificates and keys
+/// ([`HttpSettings::tls_files`]). Its `Debug` shows the sizes, never a key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TlsFiles {
-    /// The certificate chain's PEM text.
-    pub chain: Vec<u8>,
-    /// The private key's PEM text (the chain's file again when no `tls_key` is given).
-    pub key: Vec<u8>,
+    /// The certificate chains' PEM texts and their keys' (a chain's file again when it
+    /// has no key file): `tls_certificate`'s first, then `tls_sni`'s in order.
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl fmt::Debug for TlsFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sizes: Vec<(usize, usize)> =
+            self.pairs.iter().map(|(c, k)| (c.len(), k.len())).collect();
         f.debug_struct("TlsFiles")
-            .field("chain_bytes", &self.chain.len())
-            .field("key_bytes", &self.key.len())
+            .field("chain_and_key_bytes", &sizes)
             .finish()
     }
 }
 
+/// Why an HTTPS listener's files cannot be used: the setting naming the file (its path
+/// under `[virtual_server.http]`: `tls_certificate`, `tls_key`, `tls_sni[0].certificate`,
+/// …) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFileError {
+    /// The setting that names the file.
+    pub at: String,
+    /// What is wrong.
+    pub message: String,
+}
+
 impl HttpSettings {
-    /// Reads `tls_certificate` and `tls_key` into [`HttpSettings::tls_files`].
+    /// Reads the certificate and key files into [`HttpSettings::tls_files`].
     fn read_tls_files(&mut self) {
         let Some(cert) = &self.tls_certificate else {
             self.tls_files = None;
             return;
         };
-        let read = |what: &str, p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()))
+        let read = |at: String, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| TlsFileError {
+                message: format!("{at} {}: {e}", p.display()),
+                at,
+            })
         };
-        self.tls_files = Some((|| {
-            let chain = read("tls_certificate", cert)?;
-            let key = match &self.tls_key {
-                Some(k) => read("tls_key", k)?,
-                None => chain.clone(),
-            };
-            Ok(TlsFiles { chain, key })
-        })());
+        let mut named = vec![(
+            "tls_certificate".to_owned(),
+            cert.as_path(),
+            self.tls_key
+                .as_ref()
+                .map(|k| ("tls_key".to_owned(), k.as_path())),
+        )];
+        for (i, s) in self.tls_sni.iter().enumerate() {
+            named.push((
+                format!("tls_sni[{i}].certificate"),
+                s.certificate.as_path(),
+                s.key
+                    .as_ref()
+                    .map(|k| (format!("tls_sni[{i}].key"), k.as_path())),
+            ));
+        }
+        self.tls_files = Some(
+            named
+                .into_iter()
+                .map(|(at, chain, key)| {
+                    let chain = read(at, chain)?;
+                    let key = match key {
+                        Some((at, k)) => read(at, k)?,
+                        None => chain.clone(),
+                    };
+                    Ok((chain, key))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|pairs| TlsFiles { pairs }),
+        );
     }
 
     /// lb-proxy's TLS termination from [`HttpSettings::tls_files`]: `Ok(None)` for a
     /// plain HTTP listener.
     ///
     /// # Errors
-    /// Why the files could not be read or used (which file, and what rustls says).
-    pub fn tls_termination(&self) -> Result<Option<TlsTermination>, String> {
-        match &self.tls_files {
-            None => Ok(None),
-            Some(Err(e)) => Err(e.clone()),
-            Some(Ok(f)) => TlsTermination::from_pem(&f.chain, &f.key)
-                .map(Some)
-                .map_err(|e| e.to_string()),
-        }
+    /// Which file could not be read or used, and why (what rustls says).
+    pub fn tls_termination(&self) -> Result<Option<TlsTermination>, TlsFileError> {
+        let files = match &self.tls_files {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(e.clone()),
+            Some(Ok(f)) => f,
+        };
+        let pairs: Vec<(&[u8], &[u8])> = files
+            .pairs
+            .iter()
+            .map(|(c, k)| (c.as_slice(), k.as_slice()))
+            .collect();
+        TlsTermination::from_pems(&pairs).map(Some).map_err(|e| {
+            let message = e.to_string();
+            // With several: "invalid tls key: certificate 2: …", counting from 1.
+            let n = message
+                .split_once(": certificate ")
+                .and_then(|(_, rest)| rest.split_once(':'))
+                .and_then(|(n, _)| n.parse::<usize>().ok())
+                .filter(|_| files.pairs.len() > 1)
+                .unwrap_or(1);
+            let is_key = message.starts_with("invalid tls key");
+            let at = if n <= 1 {
+                if is_key && self.tls_key.is_some() {
+                    "tls_key".to_owned()
+                } else {
+                    "tls_certificate".to_owned()
+                }
+            } else {
+                let i = n - 2;
+                if is_key && self.tls_sni.get(i).is_some_and(|s| s.key.is_some()) {
+                    format!("tls_sni[{i}].key")
+                } else {
+                    format!("tls_sni[{i}].certificate")
+                }
+            };
+            TlsFileError { at, message }
+        })
     }
 }
 
@@ -1910,6 +1992,7 @@ impl Default for HttpSettings {
             routes: Vec::new(),
             tls_certificate: None,
             tls_key: None,
+            tls_sni: Vec::new(),
             tls_files: None,
         }
     }
@@ -2027,7 +2110,7 @@ impl VirtualServer {
             }
             c.routes.push(route);
         }
-        c.tls = h.tls_termination()?;
+        c.tls = h.tls_termination().map_err(|e| e.message)?;
         Ok(c)
     }
 
@@ -4055,24 +4138,22 @@ fn validate_http(
     if let Err(e) = h.hash_key.to_source() {
         err(format!("{p}.hash_key"), e);
     }
-    match (&h.tls_certificate, &h.tls_key) {
-        (None, Some(_)) => err(
-            format!("{p}.tls_key"),
-            "tls_key needs tls_certificate".into(),
-        ),
-        (Some(_), key) => {
-            if let Err(e) = h.tls_termination() {
-                let at = if key.is_some()
-                    && (e.starts_with("tls_key ") || e.starts_with("invalid tls key"))
-                {
-                    "tls_key"
-                } else {
-                    "tls_certificate"
-                };
-                err(format!("{p}.{at}"), e);
-            }
+    if h.tls_certificate.is_none() {
+        if h.tls_key.is_some() {
+            err(
+                format!("{p}.tls_key"),
+                "tls_key needs tls_certificate".into(),
+            );
         }
-        (None, None) => {}
+        if !h.tls_sni.is_empty() {
+            err(
+                format!("{p}.tls_sni"),
+                "tls_sni needs tls_certificate (the certificate for clients no other one covers)"
+                    .into(),
+            );
+        }
+    } else if let Err(e) = h.tls_termination() {
+        err(format!("{p}.{}", e.at), e.message);
     }
     for (j, r) in h.routes.iter().enumerate() {
         let rp = format!("{p}.route[{j}]");

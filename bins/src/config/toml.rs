@@ -58,10 +58,15 @@ fn tls_paths_from(config: &mut Config, file: &Path) {
         .iter_mut()
         .filter_map(|v| v.http.as_mut())
     {
-        for p in [&mut h.tls_certificate, &mut h.tls_key]
+        let sni = h
+            .tls_sni
+            .iter_mut()
+            .flat_map(|s| [Some(&mut s.certificate), s.key.as_mut()]);
+        let paths = [h.tls_certificate.as_mut(), h.tls_key.as_mut()]
             .into_iter()
-            .flatten()
-        {
+            .chain(sni)
+            .flatten();
+        for p in paths {
             if p.is_relative() {
                 *p = dir.join(&*p);
             }

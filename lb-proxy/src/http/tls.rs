@@ -27,9 +27,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use super::error::{Error, Result};
 
@@ -60,28 +62,39 @@ impl TlsTermination {
     /// certificate or a malformed one, no private key is found, or the key does not
     /// belong to the certificate or is of a kind the ring provider cannot sign with.
     pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<Self> {
-        let certs = CertificateDer::pem_slice_iter(chain)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::InvalidConfig {
-                setting: "tls certificate",
-                reason: format!("unreadable PEM: {e}"),
-            })?;
+        Self::from_pems(&[(chain, key)])
+    }
+
+    /// Terminates TLS with several certificates, each a PEM chain and key as
+    /// [`from_pem`](Self::from_pem) reads them, chosen by the name the client asks for
+    /// (SNI), as HAProxy's `crt-list` and nginx's `server_name` choose: the first whose
+    /// subject alternative names cover it (exact, or a `*.` wildcard for one label), in
+    /// order; the first certificate for a client that sends no name or one none covers.
+    ///
+    /// # Errors
+    /// As [`from_pem`](Self::from_pem) for any of them (the message names which, from 1,
+    /// when there are several); [`Error::InvalidConfig`] (`tls certificate`) for none.
+    pub fn from_pems(pairs: &[(&[u8], &[u8])]) -> Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let several = pairs.len() > 1;
+        let mut certs = Vec::with_capacity(pairs.len());
+        for (i, (chain, key)) in pairs.iter().enumerate() {
+            let which = |setting: &'static str, reason: String| Error::InvalidConfig {
+                setting,
+                reason: if several {
+                    format!("certificate {}: {reason}", i + 1)
+                } else {
+                    reason
+                },
+            };
+            certs.push(certified(chain, key, &provider, which)?);
+        }
         if certs.is_empty() {
             return Err(Error::InvalidConfig {
                 setting: "tls certificate",
-                reason: "no PEM certificate (-----BEGIN CERTIFICATE-----) found".into(),
+                reason: "no certificate given".into(),
             });
         }
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| Error::InvalidConfig {
-            setting: "tls key",
-            reason: match e {
-                rustls_pki_types::pem::Error::NoItemsFound => {
-                    "no PEM private key (PKCS#8, RSA or EC) found".into()
-                }
-                e => format!("unreadable PEM: {e}"),
-            },
-        })?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::InvalidConfig {
@@ -89,11 +102,7 @@ impl TlsTermination {
                 reason: e.to_string(),
             })?
             .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| Error::InvalidConfig {
-                setting: "tls key",
-                reason: format!("does not go with the certificate: {e}"),
-            })?;
+            .with_cert_resolver(Arc::new(BySni { certs }));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self::new(Arc::new(config)))
     }
@@ -101,6 +110,75 @@ impl TlsTermination {
     /// The rustls configuration.
     pub fn server_config(&self) -> &Arc<ServerConfig> {
         &self.config
+    }
+}
+
+/// One certificate with its key, checked to belong together.
+fn certified(
+    chain: &[u8],
+    key: &[u8],
+    provider: &rustls::crypto::CryptoProvider,
+    which: impl Fn(&'static str, String) -> Error,
+) -> Result<Arc<CertifiedKey>> {
+    let certs = CertificateDer::pem_slice_iter(chain)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| which("tls certificate", format!("unreadable PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(which(
+            "tls certificate",
+            "no PEM certificate (-----BEGIN CERTIFICATE-----) found".into(),
+        ));
+    }
+    if let Err(e) = webpki::EndEntityCert::try_from(&certs[0]) {
+        return Err(which(
+            "tls certificate",
+            format!("malformed certificate: {e}"),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
+        which(
+            "tls key",
+            match e {
+                rustls_pki_types::pem::Error::NoItemsFound => {
+                    "no PEM private key (PKCS#8, RSA or EC) found".into()
+                }
+                e => format!("unreadable PEM: {e}"),
+            },
+        )
+    })?;
+    let key = CertifiedKey::from_der(certs, key, provider)
+        .map_err(|e| which("tls key", format!("does not go with the certificate: {e}")))?;
+    Ok(Arc::new(key))
+}
+
+/// Picks a certificate by the client's SNI name ([`TlsTermination::from_pems`]).
+#[derive(Debug)]
+struct BySni {
+    certs: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let default = self.certs.first().cloned();
+        if self.certs.len() == 1 {
+            return default;
+        }
+        let Some(name) = hello
+            .server_name()
+            .and_then(|n| ServerName::try_from(n.to_owned()).ok())
+        else {
+            return default;
+        };
+        self.certs
+            .iter()
+            .find(|c| {
+                c.end_entity_cert().ok().is_some_and(|der| {
+                    webpki::EndEntityCert::try_from(der)
+                        .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
+                })
+            })
+            .cloned()
+            .or(default)
     }
 }
 
