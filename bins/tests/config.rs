@@ -5431,6 +5431,35 @@ fn tls_files_are_checked_at_load() {
     ok(&t);
 }
 
+/// `redirect_https` reaches lb-proxy with its port; on the HTTPS listener it would redirect
+/// to itself, it is an error.
+#[test]
+fn redirect_https_reaches_the_proxy_and_refuses_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.toml");
+    std::fs::write(
+        &t,
+        "[[virtual_server]]\nlisten = \"127.0.0.1:80\"\nprotocol = \"http\"\n[virtual_server.http]\nredirect_https = true\nredirect_https_port = 8443\n",
+    )
+    .unwrap();
+    let c = ok(&t).0;
+    let pc = c.virtual_servers[0].http_proxy_config().unwrap();
+    assert_eq!(pc.redirect_https, Some(8443));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let e = errors(
+        "t.toml",
+        &format!(
+            "[[virtual_server]]\nlisten = \"127.0.0.1:443\"\nprotocol = \"http\"\n[virtual_server.http]\nredirect_https = true\ntls_certificate = \"{}\"\n",
+            root.join("conf/tls/api.example.pem").display()
+        ),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:5:18: redirect_https on the HTTPS listener"),
+        "{e:?}"
+    );
+}
+
 /// `all_backups` (HAProxy `option allbackups`) reaches the pool; off by default, as
 /// HAProxy's.
 #[test]

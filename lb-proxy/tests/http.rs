@@ -697,6 +697,51 @@ async fn https_listener_terminates_tls() {
     assert_eq!(r.header("x-echo-xfport"), "8443");
 }
 
+/// `redirect_https`: every request is answered with a redirect to https, same host (without
+/// its port), path and query; 301 for GET, 308 for POST; a port other than 443 is written;
+/// a request without Host goes to the address it reached. No backend is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_https_sends_every_request_to_https() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.redirect_https = Some(443);
+    let p = proxy(
+        c.clone(),
+        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .await;
+    let mut client = Client::connect(p.local_addr()).await;
+    let r = client
+        .get("/a/b?x=1", &[("host", "WWW.Example.com:8080")])
+        .await;
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), "https://www.example.com/a/b?x=1");
+    let r = client
+        .send("POST", "/form", &[("host", "www.example.com")])
+        .await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), "https://www.example.com/form");
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET /old HTTP/1.0\r\n\r\n").await.unwrap();
+    let (got, _) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(
+        text.contains("location: https://127.0.0.1/old\r\n"),
+        "{text}"
+    );
+    let st = p.stats();
+    assert_eq!(st.virtual_server.responses.c3xx, 3);
+    assert_eq!(st.backends[0].requests, 0);
+
+    c.redirect_https = Some(8443);
+    let p2 = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let r = Client::connect(p2.local_addr())
+        .await
+        .get("/", &[("host", "[2001:db8::1]:80")])
+        .await;
+    assert_eq!(r.header("location"), "https://[2001:db8::1]:8443/");
+}
+
 /// Accepts any server certificate: the SNI test looks at which one was served.
 #[derive(Debug)]
 struct AnyCert(Arc<rustls::crypto::CryptoProvider>);

@@ -1836,6 +1836,14 @@ pub struct HttpSettings {
     /// compared by a reload, which so restarts the virtual server on a renewed certificate.
     #[serde(skip)]
     pub tls_files: Option<Result<TlsFiles, TlsFileError>>,
+    /// Answer every request with a redirect to the same host, path and query over https
+    /// (HAProxy `http-request redirect scheme https`, nginx `return 301
+    /// https://$host$request_uri`): 301 for GET and HEAD, 308 for the others; nothing is
+    /// forwarded. The plain HTTP virtual server on port 80 beside an HTTPS one. Default
+    /// false.
+    pub redirect_https: bool,
+    /// The https port redirects name (omitted from the `Location` when 443). Default 443.
+    pub redirect_https_port: u16,
 }
 
 /// One more certificate of an HTTPS listener (`[[virtual_server.http.tls_sni]]`).
@@ -1994,6 +2002,8 @@ impl Default for HttpSettings {
             tls_key: None,
             tls_sni: Vec::new(),
             tls_files: None,
+            redirect_https: false,
+            redirect_https_port: 443,
         }
     }
 }
@@ -2111,6 +2121,7 @@ impl VirtualServer {
             c.routes.push(route);
         }
         c.tls = h.tls_termination().map_err(|e| e.message)?;
+        c.redirect_https = h.redirect_https.then_some(h.redirect_https_port);
         Ok(c)
     }
 
@@ -4137,6 +4148,28 @@ fn validate_http(
     }
     if let Err(e) = h.hash_key.to_source() {
         err(format!("{p}.hash_key"), e);
+    }
+    if h.redirect_https_port == 0 {
+        err(
+            format!("{p}.redirect_https_port"),
+            "redirect_https_port 0".into(),
+        );
+    }
+    if h.redirect_https && h.tls_certificate.is_some() && h.redirect_https_port == vs.listen.port()
+    {
+        err(
+            format!("{p}.redirect_https"),
+            format!(
+                "redirect_https on the HTTPS listener it redirects to ({}) would send clients round in a loop",
+                vs.listen
+            ),
+        );
+    }
+    if h.redirect_https && !h.routes.is_empty() {
+        warn(
+            format!("{p}.redirect_https"),
+            "redirect_https answers every request: the routes are not used".into(),
+        );
     }
     if h.tls_certificate.is_none() {
         if h.tls_key.is_some() {

@@ -313,7 +313,7 @@ impl Default for PassiveHealth {
 /// - `retries`: 2
 /// - `passive_health`: 5xx counts as a failure
 /// - `busy_polling`: off
-/// - `tls`: none (plain HTTP)
+/// - `tls`: none (plain HTTP); `redirect_https`: none
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpProxyConfig {
     /// The virtual server's name, used in logs and stats.
@@ -350,6 +350,13 @@ pub struct HttpProxyConfig {
     /// `timeouts.header_read`; requests then go to the backends in plain HTTP with
     /// `X-Forwarded-Proto: https`. `None` (default): plain HTTP.
     pub tls: Option<super::TlsTermination>,
+    /// Answer every request with a redirect to the same host, path and query over https
+    /// on this port (omitted from the `Location` when 443), instead of forwarding it
+    /// (HAProxy `http-request redirect scheme https`, nginx `return 301
+    /// https://$host$request_uri`): 301 for GET and HEAD, 308 for other methods. The
+    /// plain HTTP listener in front of an HTTPS one. `None` (default): requests are
+    /// forwarded.
+    pub redirect_https: Option<u16>,
 }
 
 impl HttpProxyConfig {
@@ -368,6 +375,7 @@ impl HttpProxyConfig {
             passive_health: PassiveHealth::default(),
             busy_polling: None,
             tls: None,
+            redirect_https: None,
         }
     }
 

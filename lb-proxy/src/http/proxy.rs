@@ -755,6 +755,43 @@ fn error_response(status: StatusCode) -> Response<ResponseBody> {
     r
 }
 
+/// The redirect of a request to the same host, path and query over https on `port`
+/// ([`HttpProxyConfig::redirect_https`](super::HttpProxyConfig::redirect_https)): 301 for
+/// GET and HEAD, 308 for the others (which must be repeated with their method and body,
+/// RFC 9110 §15.4.9). A request without a host is sent to the address it reached.
+fn https_redirect(
+    parts: &http::request::Parts,
+    host: &str,
+    local: SocketAddr,
+    port: u16,
+) -> Response<ResponseBody> {
+    let host = if host.is_empty() {
+        match local.ip().to_canonical() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        }
+    } else {
+        host.to_owned()
+    };
+    let port = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let status = if matches!(parts.method, Method::GET | Method::HEAD) {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::PERMANENT_REDIRECT
+    };
+    let mut r = error_response(status);
+    // The host passed `valid_host` and the path is a parsed URI's: valid header text.
+    if let Ok(location) = HeaderValue::try_from(format!("https://{host}{port}{path}")) {
+        r.headers_mut().insert(http::header::LOCATION, location);
+    }
+    r
+}
+
 /// Methods whose repetition has the effect of one request (RFC 9110 §9.2.2).
 fn is_idempotent(m: &Method) -> bool {
     matches!(
@@ -851,6 +888,14 @@ async fn forward(
         return Err(ForwardError::BadRequest("invalid Host"));
     }
     let host = request_host(&parts);
+    if let Some(port) = shared.config.redirect_https {
+        return Ok(https_redirect(
+            &parts,
+            host.as_deref().unwrap_or(""),
+            cc.local,
+            port,
+        ));
+    }
     let Some(pool_idx) = shared.router.route(host.as_deref(), parts.uri.path()) else {
         return Err(ForwardError::NoRoute {
             host: host.map(Cow::into_owned).unwrap_or_default(),
