@@ -1085,6 +1085,54 @@ async fn graceful_shutdown_serves_a_connections_first_request() {
     stopping.await.unwrap();
 }
 
+/// The same for an HTTPS listener whose client had not done its handshake when the stop
+/// came (a reload renewing the certificate): the handshake and the first request are
+/// served, not cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_serves_a_tls_connections_first_request() {
+    use tokio::io::AsyncReadExt;
+    let b = TestBackend::start(1).await;
+    let cert = rcgen::generate_simple_self_signed(vec!["www.example.com".into()]).unwrap();
+    let mut c = config();
+    c.tls = Some(
+        TlsTermination::from_pem(
+            cert.cert.pem().as_bytes(),
+            cert.key_pair.serialize_pem().as_bytes(),
+        )
+        .unwrap(),
+    );
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let tcp = TcpStream::connect(p.local_addr()).await.unwrap();
+    let deadline = now() + Duration::from_secs(5);
+    while p.stats().virtual_server.connections == 0 && now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stopping = tokio::spawn(p.shutdown(Duration::from_secs(3)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("www.example.com").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("the handshake of a connection accepted before the stop");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    stopping.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_address_from_proxy_protocol_header() {
     let b = TestBackend::start(1).await;

@@ -496,11 +496,13 @@ async fn serve_client_inner(
     stop: &mut watch::Receiver<bool>,
 ) {
     let mut early = Vec::new();
+    // The PROXY header and the TLS handshake are not cut short by a stop (a reload's
+    // `stop_accepting`, a graceful shutdown): a connection accepted before it gets its
+    // first request served, as a plain one does (`serve_http` sees the stop, still
+    // pending, and closes after that request). Their own timeouts bound them; `abort`
+    // ends them.
     if let Some(ap) = shared.config.accept_proxy {
-        let header = tokio::select! {
-            h = read_header(&mut stream, ap.header_timeout) => h,
-            _ = stop.changed() => return,
-        };
+        let header = read_header(&mut stream, ap.header_timeout).await;
         match header {
             Ok((
                 ProxyHeader::Proxy {
@@ -527,14 +529,11 @@ async fn serve_client_inner(
     // HTTPS: the handshake (its ClientHello may have come with the PROXY header) within
     // the header-read timeout, as a request head.
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls.server_config()));
-    let handshake = tokio::time::timeout(
+    let done = tokio::time::timeout(
         shared.config.timeouts.header_read,
         acceptor.accept(Rewind::new(early, stream)),
-    );
-    let done = tokio::select! {
-        r = handshake => r,
-        _ = stop.changed() => return,
-    };
+    )
+    .await;
     match done {
         Ok(Ok(stream)) => serve_http(shared, stream, Vec::new(), true, peer, local, stop).await,
         Ok(Err(e)) => {
