@@ -255,6 +255,36 @@ async fn a_flow_leaves_a_backend_found_down() {
     assert_eq!(ask(&c, vip, "2").await.as_deref(), Some("live|2"));
     assert_eq!(proxy.sessions(), 1, "the dead backend's session ended");
 
+    // With no healthy backend to move to, a flow stays where it is: not dropped, and not
+    // moved at every datagram under panic routing (which picks down backends too).
+    let (proxy2, pool2, _) = start_observed(
+        UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]),
+        &[live.addr, tagged_echo("other").await.addr],
+        PoolConfig {
+            panic_threshold: 50,
+            ..PoolConfig::default()
+        },
+    );
+    let vip2 = proxy2.local_addrs()[0];
+    let c3 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(ask(&c3, vip2, "5").await.as_deref(), Some("live|5"));
+    for id in [1, 2] {
+        pool2
+            .set_health(
+                BackendId(id),
+                lb_core::Health::Down,
+                tokio::time::Instant::now().into_std(),
+            )
+            .unwrap();
+    }
+    for i in 6..10 {
+        assert_eq!(
+            ask(&c3, vip2, &i.to_string()).await,
+            Some(format!("live|{i}"))
+        );
+    }
+    assert_eq!(proxy2.stats().accepted, 1, "one session all along");
+
     // Drained: existing flows stay (another client, on the live backend).
     let c2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     assert_eq!(ask(&c2, vip, "3").await.as_deref(), Some("live|3"));

@@ -648,9 +648,21 @@ async fn session_for(
             .cloned()
             .inspect(|s| s.activity.touch());
         match existing {
-            Some(s) if !s.is_refused() && !backend_down(shared, &s) => return Some((key, s)),
-            // Refused, or its backend found down since (a silent one, by the health
-            // checks or passive health): the flow moves to another backend.
+            Some(s) if !s.is_refused() => {
+                // Its backend found down since (a silent one, by the health checks or
+                // passive health): the flow moves, but only to a healthy other backend
+                // (Envoy's UDP proxy): under panic routing, or with none healthy, it
+                // stays where it is rather than hop at every datagram or be dropped.
+                if backend_down(shared, &s) && !shared.draining.load(Ordering::Relaxed) {
+                    if let Some(to) = healthy_other(shared, flow, &s) {
+                        end_session(shared, key, &s);
+                        return open_session(shared, listener, key, to)
+                            .await
+                            .map(|n| (key, n));
+                    }
+                }
+                return Some((key, s));
+            }
             Some(refused) => {
                 end_session(shared, key, &refused);
                 avoid = Some(refused.backend.id());
@@ -717,6 +729,22 @@ fn carried_backend(shared: &Shared, flow: SessionKey) -> Option<Backend> {
         .cloned()
 }
 
+/// A backend for `flow` to move to from `session`'s, which is down: the pool's pick among
+/// the healthy backends other than it, if any (not counted as a failure when none).
+fn healthy_other(shared: &Shared, flow: SessionKey, session: &Session) -> Option<Backend> {
+    let ctx = SelectContext {
+        client: Some(flow.client),
+        destination: Some(flow.local),
+        hash_key: None,
+    };
+    let current = session.backend.id();
+    shared
+        .pool
+        .select(Instant::now().into_std(), &ctx, &mut |b| {
+            b.id() != current && b.health() == Health::Up
+        })
+}
+
 /// Whether a new session may open: not draining, and room in the table.
 fn may_open(shared: &Shared) -> bool {
     !shared.draining.load(Ordering::Relaxed)
@@ -731,17 +759,25 @@ fn flow_session(shared: &Shared, flow: SessionKey) -> Option<(SessionKey, Arc<Se
     // The current snapshot: no pool lock and no copy of the backend set per datagram.
     let snapshot = shared.pool.snapshot();
     let sessions = lock(&shared.sessions);
-    snapshot.backends().iter().find_map(|b| {
+    let of = |b: &Backend| {
         let key = SessionKey {
             backend: Some(b.id()),
             ..flow
         };
-        let s = sessions
+        sessions
             .get(&key)
-            .filter(|s| !s.is_refused() && b.health() != Health::Down)?;
-        s.activity.touch();
-        Some((key, Arc::clone(s)))
-    })
+            .filter(|s| !s.is_refused())
+            .map(|s| (key, Arc::clone(s)))
+    };
+    // One to a backend that is up, else one to a down one rather than none.
+    let found = snapshot
+        .backends()
+        .iter()
+        .filter(|b| b.health() != Health::Down)
+        .find_map(of)
+        .or_else(|| snapshot.backends().iter().find_map(of))?;
+    found.1.activity.touch();
+    Some(found)
 }
 
 /// Sends `datagram` on the session's socket, counting the bytes.
