@@ -55,9 +55,10 @@ use crate::scheduler::{Algorithm, BuildScheduler, Granularity, Scheduler, Select
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PanicMode {
     /// Envoy's panic routing: spread over every ready primary, healthy or not, rather than
-    /// overload the few healthy ones. Not while a backup backend is eligible: it is the
-    /// spare capacity Envoy would spill to (its next priority level) before routing to
-    /// unhealthy hosts, so the pool does not panic and goes on with the healthy primaries.
+    /// overload the few healthy ones. While a backup backend is eligible, the healthy
+    /// primaries and the backups share the traffic instead, as Envoy spills to its next
+    /// priority level before routing to unhealthy hosts: no connection goes to a down
+    /// primary.
     #[default]
     FailOpen,
     /// Send everything to the backup backends (when there are any; otherwise keep using the
@@ -898,7 +899,7 @@ fn build_snapshot<B: BuildScheduler>(
         .iter()
         .find(|b| b.is_backup() && b.is_eligible())
         .map(|b| b.id());
-    let backup: Vec<Backend> = all
+    let mut backup: Vec<Backend> = all
         .iter()
         .filter(|b| {
             b.is_backup()
@@ -931,11 +932,16 @@ fn build_snapshot<B: BuildScheduler>(
     let mut primaries_cleared = false;
     let panic = config.panic_threshold > 0
         && in_service > 0
-        && primary_eligible * 100 < usize::from(config.panic_threshold) * in_service
-        // Healthy backups are the spare capacity: no traffic to unhealthy primaries then.
-        && !(config.panic_mode == PanicMode::FailOpen && backup_eligible > 0);
+        && primary_eligible * 100 < usize::from(config.panic_threshold) * in_service;
     if panic {
         match config.panic_mode {
+            // Healthy backups are the spare capacity Envoy spills to (its next priority
+            // level) before routing to unhealthy hosts: they share the traffic with the
+            // healthy primaries, and no connection goes to a down one. (Without quorum
+            // the backups take everything, below.)
+            PanicMode::FailOpen if backup_eligible > 0 && quorum => {
+                primary.append(&mut backup);
+            }
             PanicMode::FailOpen => {
                 primary = primaries
                     .iter()
@@ -1969,8 +1975,9 @@ mod tests {
             .collect();
         assert_eq!(seen.len(), 4, "fail open spreads over all ready primaries");
 
-        // With a healthy backup, no traffic goes to the down primaries: the pool does not
-        // panic (it sent four picks in six to down ones while the backup sat idle).
+        // With a healthy backup, the healthy primary and the backup share the traffic and
+        // none goes to the down primaries (four picks in six went to down ones while the
+        // backup sat idle).
         let mut backends: Vec<Backend> = set(3).iter().cloned().collect();
         backends.push(
             Backend::new(BackendId(9), SocketAddr::new([192, 0, 2, 9].into(), 80))
@@ -1985,11 +1992,12 @@ mod tests {
         for i in 2..=3 {
             p.set_health(BackendId(i), Health::Down, now).unwrap();
         }
-        assert!(!p.snapshot().in_panic());
+        assert!(p.snapshot().in_panic());
         let picks: Vec<u32> = (0..6)
             .map(|_| pick(&p, now, &SelectContext::default()))
             .collect();
-        assert!(picks.iter().all(|&i| i == 1 || i == 9), "{picks:?}");
+        assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 3, "{picks:?}");
+        assert_eq!(picks.iter().filter(|&&i| i == 9).count(), 3, "{picks:?}");
     }
 
     /// Ids are configuration indices, so removing the first real server renumbers the

@@ -368,6 +368,20 @@ impl SmoothWeightedRoundRobin {
         let total: u64 = w.iter().sum();
         let limit = SWRR_MAX_CYCLE.min(SWRR_MAX_WORK / n.max(1)).max(n);
         if total > limit {
+            // nginx's current values go on from the previous build's, by address (a
+            // rebuild at every health or weight change would otherwise start the round
+            // over and replay its first picks); new backends start at 0.
+            let carried: std::collections::HashMap<std::net::SocketAddr, i64> = previous
+                .and_then(|p| p.online.as_ref().map(|o| (p, o)))
+                .map(|(p, o)| {
+                    let st = o.lock().unwrap_or_else(PoisonError::into_inner);
+                    p.backends
+                        .iter()
+                        .zip(&st.current)
+                        .map(|(b, &c)| (b.addr(), c))
+                        .collect()
+                })
+                .unwrap_or_default();
             return Self {
                 backends: candidates.to_vec(),
                 sequence: Vec::new(),
@@ -379,7 +393,10 @@ impl SmoothWeightedRoundRobin {
                         .iter()
                         .map(|&x| i64::try_from(x).unwrap_or(i64::MAX >> 32))
                         .collect(),
-                    current: vec![0; w.len()],
+                    current: candidates
+                        .iter()
+                        .map(|b| carried.get(&b.addr()).copied().unwrap_or(0))
+                        .collect(),
                 })),
             };
         }
@@ -686,6 +703,19 @@ mod tests {
                 .select(&SelectContext::default(), &mut |_| false)
                 .is_none());
         }
+        // A rebuild (a health or weight change elsewhere) keeps the place: 400 picks with
+        // a rebuild before each spread over 400 backends (they all went to the first one).
+        let set: Vec<Backend> = (0..2048u32)
+            .map(|i| b(i, if i % 2 == 0 { 3 } else { 1 }))
+            .collect();
+        let mut s = SmoothWeightedRoundRobin::new(&set, None);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..400 {
+            s = SmoothWeightedRoundRobin::new(&set, Some(&s));
+            let got = s.select(&SelectContext::default(), &mut |_| true).unwrap();
+            seen.insert(got.id());
+        }
+        assert_eq!(seen.len(), 400);
     }
 
     #[test]
