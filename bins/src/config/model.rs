@@ -1394,7 +1394,8 @@ pub struct VirtualServer {
     /// HAProxy `option allbackups`: with several `backup` backends, spread the connections
     /// over all of them while they serve. Default false: all go to the first one up, in
     /// configuration order, the next taking over when it fails (HAProxy's default;
-    /// keepalived has one `sorry_server`). TOML only.
+    /// keepalived has one `sorry_server`). keepalived.conf: a bare `all_backups` in
+    /// `virtual_server` (an lb extension).
     #[serde(default)]
     pub all_backups: bool,
     /// keepalived `quorum_up`: a command (run by `/bin/sh -c`, not waited for) when quorum
@@ -2299,21 +2300,6 @@ impl HealthCheck {
             Some(true) => Some(traffic.unwrap_or(ProxyVersion::V1)),
             None => traffic.filter(|_| self.connect_port.is_none() && self.connect_ip.is_none()),
         }
-    }
-
-    /// The source address of this check of a real server at `backend`: `bindto`, else the
-    /// virtual server's `[virtual_server.tcp] source` (HAProxy's `source` applies to its
-    /// checks too) when the check goes to an address of its family, else none (the
-    /// kernel's choice).
-    pub fn source(&self, vs: &VirtualServer, backend: IpAddr) -> Option<IpAddr> {
-        let to = self.connect_ip.unwrap_or(backend);
-        self.bindto.or_else(|| {
-            vs.tcp
-                .as_ref()
-                .filter(|_| vs.protocol == Protocol::Tcp)
-                .and_then(|t| t.source)
-                .filter(|s| s.is_ipv4() == to.is_ipv4())
-        })
     }
 
     /// Time between checks while up: `inter`, else `delay_loop`, else the virtual server's

@@ -880,25 +880,22 @@ async fn apply_health(
     }
 }
 
-/// What a check takes from its virtual server and real server beyond its own settings
-/// ([`CheckExtras::of`]); the default: nothing (the check's own `bindto`, no PROXY header).
+/// What a check takes from its virtual server beyond its own settings
+/// ([`CheckExtras::of`]); the default: nothing (no PROXY header).
 #[derive(Debug, Clone, Copy, Default)]
 struct CheckExtras {
     /// The PROXY protocol header to send first ([`HealthCheck::proxy_header`]).
     proxy_header: Option<ProxyHeader>,
-    /// The source address ([`HealthCheck::source`]).
-    source: Option<std::net::IpAddr>,
 }
 
 impl CheckExtras {
-    /// Those of `check` of the real server at `backend` of `vs`.
-    fn of(check: &HealthCheck, vs: &VirtualServer, backend: SocketAddr) -> Self {
+    /// Those of `check` of a real server of `vs`.
+    fn of(check: &HealthCheck, vs: &VirtualServer) -> Self {
         Self {
             proxy_header: check.proxy_header(vs).map(|v| match v {
                 crate::config::model::ProxyVersion::V1 => ProxyHeader::V1,
                 crate::config::model::ProxyVersion::V2 => ProxyHeader::V2,
             }),
-            source: check.source(vs, backend.ip()),
         }
     }
 }
@@ -910,7 +907,7 @@ fn probe(
     extras: CheckExtras,
 ) -> Result<Box<dyn Probe + Send + Sync>, String> {
     let port = check.connect_port.unwrap_or(backend_port);
-    let source = extras.source.or(check.bindto);
+    let source = check.bindto;
     Ok(match &check.kind {
         CheckKind::Tcp => {
             let mut p = TcpProbe::new().connect_port(port);
@@ -1055,7 +1052,7 @@ fn http_probe(
             b = b.regex(r);
         }
     }
-    if let Some(ip) = extras.source.or(check.bindto) {
+    if let Some(ip) = check.bindto {
         b = b.bindto(ip);
     }
     if let Some(ip) = check.connect_ip {
@@ -1296,12 +1293,8 @@ impl VsRuntime {
                     let mut checks = Vec::new();
                     for check in &b.checks {
                         checks.push((
-                            probe(
-                                check,
-                                b.address.port(),
-                                CheckExtras::of(check, &cfg, b.address),
-                            )
-                            .map_err(&err)?,
+                            probe(check, b.address.port(), CheckExtras::of(check, &cfg))
+                                .map_err(&err)?,
                             health_config(check, &cfg, Some(start)).map_err(&err)?,
                         ));
                     }

@@ -10,7 +10,7 @@
 //!
 //! lb extensions, accepted in keepalived syntax as well: `track_service { VS [weight N] }`
 //! in `vrrp_instance`; `name`, `retries`, `connect_timeout` (the backend connect timeout;
-//! as in keepalived, also the checks' default) and `protocol HTTP` in
+//! as in keepalived, also the checks' default), `protocol HTTP` and `all_backups` in
 //! `virtual_server`; `maxconn` (alias of `uthreshold`) and `backup` in `real_server`;
 //! `rise`, `fall`, `inter`, `fastinter`, `downinter`, `alpha` in checks; `admin_socket`,
 //! `log_level`, `drain_deadline`, `nbthread` and `busy_polling` in `global_defs`.
@@ -3728,6 +3728,8 @@ impl Conv {
                         .or(defaults.weight);
                 }
                 "alpha" => vs.alpha = self.bare_flag(st, &fp),
+                // lb extension (HAProxy `option allbackups`), beside `backup` real servers.
+                "all_backups" => vs.all_backups = self.bare_flag(st, &fp),
                 "ops" => {
                     vs.ops = self.bare_flag(st, &fp);
                     ops_at = Some(st.keyword.location.clone());
