@@ -15,6 +15,7 @@
 //! | [`EXIT_REFUSED`] (1) | the daemon refused the command (unknown virtual server or backend) |
 //! | [`EXIT_USAGE`] (2) | bad command line (clap's code) |
 //! | [`EXIT_UNREACHABLE`] (3) | no daemon answers on the socket, or its answer was not understood |
+//! | [`EXIT_OUTPUT`] (4) | the answer could not be written out (a full disk); a reader that went away (`\| head`) is not an error |
 //!
 //! # Examples
 //!
@@ -44,6 +45,9 @@ pub const EXIT_REFUSED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the daemon could not be reached or answered something unexpected.
 pub const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code: the answer could not be written to standard output (a full disk, an I/O
+/// error); a command that changed something did change it.
+pub const EXIT_OUTPUT: u8 = 4;
 
 /// lbctl: inspect and steer a running lb-node through its admin socket.
 #[derive(Debug, Parser)]
@@ -117,6 +121,27 @@ impl From<BackendAction> for AdminState {
 
 /// Runs `cli`, printing results to `out` and problems to `err`; returns the exit code.
 pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let mut text = String::new();
+    let code = run_into(cli, &mut text, err);
+    // A monitoring job's `lbctl status --json > file` on a full disk must not pass for a
+    // success with an empty file; a reader that stopped reading (`| head`) is no error.
+    let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            let _ = writeln!(err, "lbctl: cannot write the output: {e}");
+            if code == EXIT_OK {
+                EXIT_OUTPUT
+            } else {
+                code
+            }
+        }
+        _ => code,
+    }
+}
+
+/// [`run`], its output gathered in `out`.
+fn run_into(cli: &Cli, out: &mut String, err: &mut dyn Write) -> u8 {
+    use std::fmt::Write as _;
     let result = Client::connect(&cli.socket).and_then(|mut c| match &cli.command {
         Command::Status { json } => {
             let status = c.status()?;

@@ -288,6 +288,43 @@ fn lbctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Output that cannot be written (a full disk: /dev/full) is exit 4 with the reason, where
+/// lbctl exited 0 with nothing written; a reader that went away (`| head`) is no error.
+#[test]
+fn lbctl_output_that_cannot_be_written_is_an_error() {
+    let d = Daemon::start();
+    for args in [&["status"][..], &["status", "--json"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot write the output"),
+            "{out:?}"
+        );
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["status", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
 #[test]
 fn socket_is_private() {
     let d = Daemon::start();

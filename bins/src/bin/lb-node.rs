@@ -33,6 +33,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // A SIGHUP before the daemon's own handler is installed (it loads the configuration
+    // first, twice) would end the process with the default action (exit 129): dropped
+    // from here on — the configuration being loaded is the current one anyway.
+    ignore_sighup();
     let cli = Cli::parse();
     if !cli.check {
         return run(cli);
@@ -90,5 +94,21 @@ fn run(cli: Cli) -> ExitCode {
             eprintln!("lb-node: {e}");
             ExitCode::from(EXIT_START)
         }
+    }
+}
+
+/// Takes SIGHUP's default action (terminate) away for the rest of the process: tokio
+/// installs its handler at the first `signal(hangup)` and never restores the default
+/// (tokio::signal::unix docs), so a SIGHUP nobody listens for yet is dropped. Done on a
+/// throwaway runtime, before the configuration (and so the real runtime's thread count)
+/// is read. A failure is harmless (the default action stays) and not reported.
+fn ignore_sighup() {
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        rt.block_on(async {
+            let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        });
     }
 }
