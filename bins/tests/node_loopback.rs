@@ -1042,6 +1042,48 @@ fn tcp_virtual_server_sends_and_accepts_the_proxy_protocol() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A daemon that stops removes its admin socket only if it is still the one it made: when
+/// the file was deleted and another lb-node took the path meanwhile, the first one's stop
+/// left that one running without a socket (unreachable by lbctl).
+#[test]
+fn a_stopping_node_leaves_another_nodes_admin_socket_alone() {
+    let dir = tempdir();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n",
+        dir.join("admin.sock").display()
+    );
+    let (mut first, sock) = start_node(&dir, &toml);
+    std::fs::remove_file(&sock).unwrap();
+    let second = Node(
+        Command::new(LB_NODE)
+            .arg(dir.join("node.toml"))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("second.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()),
+        "{}",
+        std::fs::read_to_string(dir.join("second.log")).unwrap_or_default()
+    );
+    let term = Command::new("kill")
+        .args(["-TERM", &first.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let exited = wait_until(Duration::from_secs(10), || {
+        first.0.try_wait().ok().flatten().is_some()
+    });
+    assert!(exited, "the first node did not stop");
+    assert!(sock.exists(), "the second node's socket was deleted");
+    assert_eq!(status(&sock)["node"]["version"], "0.1.0");
+    drop(second);
+    drop(first);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// nginx in the foreground on a configuration the test writes, stopped (by PID) on drop.
 struct Nginx {
     child: Child,

@@ -13,7 +13,7 @@
 //! → {"command":"set_backend_admin","virtual_server":"web","backend":"198.18.0.151:82","state":"drain"}
 //! ← {"result":"ok"}
 //! → {"command":"set_backend_admin","virtual_server":"web","backend":"198.18.0.9:82","state":"drain"}
-//! ← {"result":"error","message":"no backend 198.18.0.9:82 in virtual server web"}
+//! ← {"result":"error","message":"virtual server web has no backend 198.18.0.9:82"}
 //! ```
 //!
 //! The daemon implements [`AdminHandler`] and runs [`server::serve`]; `lbctl` uses

@@ -36,7 +36,8 @@ use super::{AdminHandler, Request, Response, MAX_LINE};
 /// Binds the admin socket at `path` with mode 0600.
 ///
 /// Creates the parent directory (mode 0700) when missing. A leftover socket file that no
-/// process answers on is replaced; one that answers means another daemon is running.
+/// process listens on (`ECONNREFUSED`) is replaced; one that answers means another daemon
+/// is running, and one that cannot be tried (`EACCES`, …) is left alone, with the error.
 ///
 /// Must be called within a tokio runtime.
 ///
@@ -52,11 +53,24 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{} is in use by another process", path.display()),
-                ));
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("{} is in use by another process", path.display()),
+                    ))
+                }
+                // Nobody listens: a leftover of a daemon that ended.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{}: cannot tell whether another process serves it ({e}), left alone",
+                            path.display()
+                        ),
+                    ))
+                }
             }
             std::fs::remove_file(path)?;
         }
@@ -98,8 +112,11 @@ pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 /// Dropping the future stops accepting; connections already accepted finish their current
 /// request in their own tasks.
 ///
+/// Accept errors (descriptors or memory running out, …) are logged and retried after a
+/// pause: the socket never goes silent while the daemon runs.
+///
 /// # Errors
-/// An accept error that is not transient.
+/// None in practice (the connection-slot semaphore is never closed).
 pub async fn serve<H: AdminHandler>(
     listener: UnixListener,
     handler: Arc<H>,
@@ -126,11 +143,16 @@ pub async fn serve<H: AdminHandler>(
                         drop(permit);
                     });
                 }
-                Err(e) if is_transient(&e) => {
-                    tracing::warn!(error = %e, "admin socket accept failed");
+                Err(e) => {
+                    // Transient or not (ENOMEM, ENOBUFS, …), giving up would leave a socket
+                    // file nobody answers on for the rest of the daemon's life.
+                    if is_transient(&e) {
+                        tracing::warn!(error = %e, "admin socket accept failed");
+                    } else {
+                        tracing::error!(error = %e, "admin socket accept failed, retrying");
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(e),
             },
         }
     }

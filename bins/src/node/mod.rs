@@ -1690,10 +1690,13 @@ pub async fn run(path: PathBuf, format: Option<Format>) -> Result<(), NodeError>
     }
     let listener = admin::server::bind(&socket_path)
         .map_err(|e| NodeError::Start(format!("admin socket {}: {e}", socket_path.display())))?;
+    // The file this process made: removed at the end only if it is still the one there
+    // (another daemon may have replaced it meanwhile: its socket is not ours to delete).
+    let socket_id = socket_identity(&socket_path);
     let mut node = match Node::start(path, format, config).await {
         Ok(n) => n,
         Err(e) => {
-            let _ = std::fs::remove_file(&socket_path);
+            remove_own_socket(&socket_path, socket_id);
             return Err(e);
         }
     };
@@ -1730,15 +1733,33 @@ pub async fn run(path: PathBuf, format: Option<Format>) -> Result<(), NodeError>
         }
     })
     .await;
+    // Unlinked while the listener still holds it: a daemon starting meanwhile finds either
+    // a socket that answers or no file, never one it would take that this one then deletes.
+    remove_own_socket(&socket_path, socket_id);
     let _ = stop_admin.send(());
     let _ = admin_task.await;
-    let _ = std::fs::remove_file(&socket_path);
     // keepalived runs it once everything has stopped.
     if let Some((s, timeout)) = &shutdown_script {
         run_lifecycle_script(s, *timeout, "shutdown").await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The device and inode of the file at `path`, if any.
+fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Removes the admin socket file at `path` if it is still the one this process made
+/// (`id`, from [`socket_identity`] after the bind).
+fn remove_own_socket(path: &std::path::Path, id: Option<(u64, u64)>) {
+    if id.is_some() && socket_identity(path) == id {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 #[cfg(test)]
