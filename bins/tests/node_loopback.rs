@@ -1084,6 +1084,62 @@ fn a_stopping_node_leaves_another_nodes_admin_socket_alone() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A reload that moves five virtual servers to addresses another program holds waits for
+/// the binds once, not 2 s for each one after another: a SIGTERM sent during it stopped
+/// the node after about 10 s.
+#[test]
+fn a_reload_waits_for_busy_addresses_once_in_all() {
+    let dir = tempdir();
+    let held: Vec<TcpListener> = (0..5)
+        .map(|_| TcpListener::bind(("127.0.0.1", free_port())).unwrap())
+        .collect();
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let config = |ports: &[u16]| {
+        let mut t = format!(
+            "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n",
+            dir.join("admin.sock").display()
+        );
+        for (i, p) in ports.iter().enumerate() {
+            t.push_str(&format!(
+                "[[virtual_server]]\nname = \"v{i}\"\nlisten = \"127.0.0.1:{p}\"\n[[virtual_server.backend]]\naddress = \"127.0.0.1:9\"\n"
+            ));
+        }
+        t
+    };
+    let (mut node, sock) = start_node(&dir, &config(&ports));
+    let busy: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    reload_node(&node, &dir, &config(&busy));
+    std::thread::sleep(Duration::from_millis(200));
+    let term = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-TERM", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    assert!(
+        wait_until(Duration::from_secs(20), || node
+            .0
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some()),
+        "the node did not stop"
+    );
+    let took = term.elapsed();
+    let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped {took:?} after SIGTERM:\n{log}"
+    );
+    assert!(log.contains("v4"), "{log}");
+    drop(held);
+    drop(sock);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// nginx in the foreground on a configuration the test writes, stopped (by PID) on drop.
 struct Nginx {
     child: Child,

@@ -83,9 +83,11 @@ use crate::config::{self, diff, Format};
 use vrrp::{SpeakerRuntime, VrrpTable};
 use vs::{Listeners, Proxy, VsRuntime};
 
-/// How long a virtual server started by a reload retries binding an address that is still
-/// in use: one whose kept socket was closed while a stopping proxy still held a duplicate
-/// (a restarted virtual server takes the kept socket over instead).
+/// How long the virtual servers started by a reload retry binding an address that is still
+/// in use, all of them together: one whose kept socket was closed while a stopping proxy
+/// still held a duplicate (a restarted virtual server takes the kept socket over instead).
+/// One window for the whole reload, as those proxies all stop at once: 2 s each, one after
+/// another, held a SIGTERM for 2 s per virtual server moved to a busy address.
 const RELOAD_BIND_WAIT: Duration = Duration::from_secs(2);
 
 /// Exit code: start-up failure.
@@ -1171,6 +1173,7 @@ impl Node {
         // their previous version, the new one having failed to start.
         let mut failed = Vec::new();
         let mut not_restarted: Vec<String> = Vec::new();
+        let bind_deadline = tokio::time::Instant::now() + RELOAD_BIND_WAIT;
         for i in new.start_order() {
             let n = &new.virtual_servers[i];
             if kept.iter().any(|k| k.cfg.name == n.name) {
@@ -1183,7 +1186,7 @@ impl Node {
             let started = start_vs(
                 n,
                 &new.global,
-                RELOAD_BIND_WAIT,
+                bind_deadline.saturating_duration_since(tokio::time::Instant::now()),
                 Arc::clone(&live),
                 &kept,
                 &mut self.listeners,
