@@ -1084,6 +1084,50 @@ fn a_stopping_node_leaves_another_nodes_admin_socket_alone() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `set_backend_weight` is answered once the weight is applied: a `status` right after it
+/// on the same admin connection shows it (it showed the previous weight, as the health
+/// applier task had not run yet), with one event-loop thread as with several.
+#[test]
+fn a_weight_change_is_answered_once_applied() {
+    use std::io::BufRead;
+    for threads in [1, 2] {
+        let dir = tempdir();
+        let port = free_port();
+        let toml = format!(
+            "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\nnbthread = {threads}\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\n[[virtual_server.backend]]\naddress = \"127.0.0.1:9\"\nweight = 50\n",
+            dir.join("admin.sock").display()
+        );
+        let (node, sock) = start_node(&dir, &toml);
+        let c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut w = c.try_clone().unwrap();
+        let mut r = std::io::BufReader::new(c);
+        let mut answer = || {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            serde_json::from_str::<serde_json::Value>(&line).unwrap()
+        };
+        for weight in [7, 8, 9] {
+            // Both lines at once, as a client that pipelines them.
+            let set = format!(
+                r#"{{"command":"set_backend_weight","virtual_server":"web","backend":"127.0.0.1:9","weight":{weight}}}"#
+            );
+            let status = r#"{"command":"status"}"#;
+            w.write_all(format!("{set}\n{status}\n").as_bytes())
+                .unwrap();
+            let set = answer();
+            assert_eq!(set["result"], "ok", "{set}");
+            let st = answer();
+            assert_eq!(
+                st["status"]["virtual_servers"][0]["backends"][0]["weight"], weight,
+                "nbthread {threads}: {st}"
+            );
+        }
+        drop(node);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// A reload that moves five virtual servers to addresses another program holds waits for
 /// the binds once, not 2 s for each one after another: a SIGTERM sent during it stopped
 /// the node after about 10 s.

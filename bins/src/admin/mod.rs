@@ -84,7 +84,20 @@ pub trait AdminHandler: Send + Sync + 'static {
         backend: &str,
         weight: u32,
     ) -> Result<(), String>;
+
+    /// Resolves once the weights set so far by [`set_backend_weight`](Self::set_backend_weight)
+    /// have taken effect, for a daemon that applies them in another task: the admin socket
+    /// answers `ok` after it (within [`server::APPLY_TIMEOUT`]), so that a `status` right
+    /// after shows the new weight, as HAProxy's `set weight` then `show stat` do. Default:
+    /// at once (a handler that applies them in `set_backend_weight`).
+    fn weights_applied(&self) -> Applied {
+        Box::pin(std::future::ready(()))
+    }
 }
+
+/// What [`AdminHandler::weights_applied`] returns: a future that ends once the changes are
+/// applied.
+pub type Applied = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A request line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -95,6 +95,10 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// The longest a `set_backend_weight` answer waits for the change to be applied
+/// ([`AdminHandler::weights_applied`]) before it is sent anyway.
+pub const APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Connections served at once (HAProxy's `stats maxconn` default, 10); more wait in the
 /// listen backlog until one ends.
 pub const MAX_CONNECTIONS: usize = 10;
@@ -243,7 +247,18 @@ async fn connection<H: AdminHandler>(stream: UnixStream, handler: Arc<H>) -> io:
                 Ok(text) => {
                     let request = serde_json::from_str::<Request>(text.trim());
                     understood = request.is_ok();
-                    answer(&*handler, request)
+                    let weight = matches!(request, Ok(Request::SetBackendWeight { .. }));
+                    let response = answer(&*handler, request);
+                    if weight && response == Response::Ok {
+                        // Answered once applied: a `status` right after shows it.
+                        let applied = handler.weights_applied();
+                        if tokio::time::timeout(APPLY_TIMEOUT, applied).await.is_err() {
+                            tracing::warn!(
+                                "a weight change was not applied within {APPLY_TIMEOUT:?}"
+                            );
+                        }
+                    }
+                    response
                 }
                 Err(_) => Response::Error {
                     message: "request is not UTF-8".into(),

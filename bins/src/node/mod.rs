@@ -122,6 +122,9 @@ struct Shared {
     failed_vservers: RwLock<Vec<VirtualServerStatus>>,
     /// How the last SIGHUP reload ended.
     last_reload: RwLock<Option<admin::ReloadStatus>>,
+    /// `lbctl weight` changes sent to the health appliers and not yet waited for
+    /// ([`AdminHandler::weights_applied`]).
+    weights_pending: Mutex<Vec<tokio::sync::oneshot::Receiver<()>>>,
     /// The BFD sessions, in configuration order.
     bfd: RwLock<
         Vec<(
@@ -362,6 +365,21 @@ impl AdminHandler for Shared {
         Ok(())
     }
 
+    fn weights_applied(&self) -> admin::Applied {
+        let pending: Vec<_> = std::mem::take(
+            &mut *self
+                .weights_pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        Box::pin(async move {
+            for ack in pending {
+                // A closed channel: the virtual server stopped; nothing more to wait for.
+                let _ = ack.await;
+            }
+        })
+    }
+
     fn set_backend_weight(
         &self,
         virtual_server: &str,
@@ -374,9 +392,14 @@ impl AdminHandler for Shared {
         let (v, addr, id) = find_backend(&vss, virtual_server, backend)?;
         // Through the health applier, which remembers it as the configured weight: the
         // next health event does not put the file's back.
+        let (applied, ack) = tokio::sync::oneshot::channel();
         v.weights
-            .send((id, w))
+            .send((id, w, Some(applied)))
             .map_err(|_| format!("virtual server {virtual_server} is stopping"))?;
+        self.weights_pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(ack);
         // And for a reload that restarts the virtual server (with a replacement started
         // already, the same record: it is shared).
         v.operator_weights
@@ -386,7 +409,7 @@ impl AdminHandler for Shared {
         // A reload is replacing this virtual server: its replacement takes it too.
         if let (Some(r), Some(tx)) = (&v.replacement, &v.replacement_weights) {
             if let Some(b) = r.backends().iter().find(|b| b.addr() == addr) {
-                let _ = tx.send((b.id(), w));
+                let _ = tx.send((b.id(), w, None));
             }
         }
         tracing::info!(
@@ -424,7 +447,7 @@ fn find_backend<'a>(
 }
 
 /// A virtual server's channel for new configured weights, read by its health applier.
-type WeightSender = tokio::sync::mpsc::UnboundedSender<(BackendId, lb_core::Weight)>;
+type WeightSender = tokio::sync::mpsc::UnboundedSender<vs::WeightChange>;
 
 /// Runs `script` (by `/bin/sh -c`) with keepalived's notify arguments, without waiting for
 /// it: VRRP `notify*`, virtual servers' `quorum_up`/`quorum_down`, real servers'
@@ -823,6 +846,7 @@ impl Node {
             failed_vservers: RwLock::new(Vec::new()),
             last_reload: RwLock::new(None),
             bfd: RwLock::new(Vec::new()),
+            weights_pending: Mutex::new(Vec::new()),
         });
         let mut node = Self {
             path,

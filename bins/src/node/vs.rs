@@ -78,6 +78,10 @@ pub(crate) struct Carried {
     udp_flows: Vec<lb_proxy::udp::CarriedFlow>,
 }
 
+/// A new configured weight for the health applier task: the backend, the weight, and who
+/// waits to hear it applied (`lbctl weight`, answered once it is).
+pub(crate) type WeightChange = (BackendId, Weight, Option<tokio::sync::oneshot::Sender<()>>);
+
 /// The weights `lbctl weight` set, by real server address; an entry goes when the file
 /// changes that real server's weight (a reload then applies the file's).
 pub(crate) type OperatorWeights = Arc<std::sync::Mutex<HashMap<SocketAddr, Weight>>>;
@@ -411,7 +415,7 @@ pub(crate) struct VsRuntime {
     /// scripts from then on.
     followers: Vec<JoinHandle<()>>,
     /// New configured weights (a reload's), applied by the health applier task.
-    weights: mpsc::UnboundedSender<(BackendId, Weight)>,
+    weights: mpsc::UnboundedSender<WeightChange>,
     /// What `lbctl weight` set ([`OperatorWeights`]).
     operator_weights: OperatorWeights,
     /// The real servers whose `lbctl` weight this version's file supersedes (it changes
@@ -755,7 +759,7 @@ async fn apply_health(
     mut appliers: Appliers,
     active: Option<(broadcast::Receiver<lb_health::HealthEvent>, CheckStates)>,
     mut outcomes: mpsc::Receiver<(BackendId, ConnectionOutcome)>,
-    mut weights: mpsc::UnboundedReceiver<(BackendId, Weight)>,
+    mut weights: mpsc::UnboundedReceiver<WeightChange>,
     mut late_ejections: mpsc::UnboundedReceiver<Vec<(BackendId, OutlierHostState)>>,
     mut tracked: mpsc::UnboundedReceiver<(BackendId, Tracked)>,
     mut detector: OutlierDetector,
@@ -860,9 +864,12 @@ async fn apply_health(
             }
             // A reload's new weights: through the appliers, which remember them (set on the
             // pool directly, the next health event would restore the old weight).
-            Some((id, weight)) = weights.recv() => {
+            Some((id, weight, applied)) = weights.recv() => {
                 if let Err(e) = appliers.of(id).set_configured_weight(&pool, id, weight, now()) {
                     tracing::warn!(virtual_server = %name, error = %e, "weight not applied");
+                }
+                if let Some(tx) = applied {
+                    let _ = tx.send(());
                 }
             }
             () = async {
@@ -1567,7 +1574,7 @@ impl VsRuntime {
 
     /// The health applier's channel for new configured weights (a reload's, `lbctl
     /// weight`'s).
-    pub(crate) fn weight_sender(&self) -> mpsc::UnboundedSender<(BackendId, Weight)> {
+    pub(crate) fn weight_sender(&self) -> mpsc::UnboundedSender<WeightChange> {
         self.weights.clone()
     }
 
@@ -1607,7 +1614,7 @@ impl VsRuntime {
                     .remove(&b.address);
                 let id = backend_id(i);
                 self.weights
-                    .send((id, b.weight))
+                    .send((id, b.weight, None))
                     .map_err(|_| NodeError::Start("health applier task ended".into()))?;
                 tracing::info!(virtual_server = %new.name, backend = %b.address, from = %a.weight, to = %b.weight, "weight changed by reload");
             }
@@ -1816,7 +1823,7 @@ impl VsRuntime {
         };
         for (addr, weight) in weights {
             if let Some(i) = self.cfg.backends.iter().position(|b| b.address == addr) {
-                let _ = self.weights.send((backend_id(i), weight));
+                let _ = self.weights.send((backend_id(i), weight, None));
             }
         }
     }
