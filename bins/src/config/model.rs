@@ -1950,30 +1950,30 @@ impl HttpSettings {
             .map(|(c, k)| (c.as_slice(), k.as_slice()))
             .collect();
         TlsTermination::from_pems(&pairs).map(Some).map_err(|e| {
-            let message = e.to_string();
-            // With several: "invalid tls key: certificate 2: …", counting from 1.
-            let n = message
-                .split_once(": certificate ")
-                .and_then(|(_, rest)| rest.split_once(':'))
-                .and_then(|(n, _)| n.parse::<usize>().ok())
-                .filter(|_| files.pairs.len() > 1)
-                .unwrap_or(1);
-            let is_key = message.starts_with("invalid tls key");
-            let at = if n <= 1 {
-                if is_key && self.tls_key.is_some() {
-                    "tls_key".to_owned()
-                } else {
-                    "tls_certificate".to_owned()
-                }
-            } else {
-                let i = n - 2;
-                if is_key && self.tls_sni.get(i).is_some_and(|s| s.key.is_some()) {
+            // Which pair, and whether its key or its certificate: the first pair that does
+            // not build on its own, and the setting its error names.
+            let (n, key) = pairs
+                .iter()
+                .enumerate()
+                .find_map(|(n, (c, k))| match TlsTermination::from_pem(c, k) {
+                    Err(lb_proxy::http::Error::InvalidConfig { setting, .. }) => {
+                        Some((n, setting == "tls key"))
+                    }
+                    _ => None,
+                })
+                .unwrap_or((0, false));
+            let at = match n.checked_sub(1) {
+                None if key && self.tls_key.is_some() => "tls_key".to_owned(),
+                None => "tls_certificate".to_owned(),
+                Some(i) if key && self.tls_sni.get(i).is_some_and(|s| s.key.is_some()) => {
                     format!("tls_sni[{i}].key")
-                } else {
-                    format!("tls_sni[{i}].certificate")
                 }
+                Some(i) => format!("tls_sni[{i}].certificate"),
             };
-            TlsFileError { at, message }
+            TlsFileError {
+                at,
+                message: e.to_string(),
+            }
         })
     }
 }

@@ -18,9 +18,8 @@ use super::body::{Activity, Timer};
 /// [`io::ErrorKind::TimedOut`], which closes the connection, and is noted in `activity`.
 #[derive(Debug)]
 pub(crate) struct Prefixed<T> {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: T,
+    /// The stream with the prefix in front.
+    inner: Rewind<T>,
     activity: Arc<Activity>,
     write_timeout: Duration,
     /// The stalled write's timer: made on the first write that has to wait, re-armed when
@@ -46,9 +45,7 @@ impl<T> Prefixed<T> {
         write_timeout: Duration,
     ) -> Self {
         Self {
-            prefix,
-            pos: 0,
-            inner,
+            inner: Rewind::new(prefix, inner),
             activity,
             write_timeout,
             stall: Timer::default(),
@@ -104,17 +101,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Prefixed<T> {
                 io::ErrorKind::TimedOut,
                 "request head not complete in time",
             )));
-        }
-        if this.pos < this.prefix.len() {
-            let n = (this.prefix.len() - this.pos).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
-            this.activity.bytes_read();
-            return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
