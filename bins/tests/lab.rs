@@ -248,7 +248,10 @@ impl Node {
         self.starts += 1;
         let mut cmd = lab.command(self.host, LB_NODE);
         // Plain logs: lb-node colours its log even when stderr is a file.
-        cmd.arg(&self.conf)
+        // One pid file per node: the lab's nodes share this host's file system.
+        cmd.arg("--pid-file")
+            .arg(lab.dir().join(format!("{}.pid", self.host)))
+            .arg(&self.conf)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
         let name = format!("{}-{}", self.host, self.starts);
@@ -915,6 +918,86 @@ fn state_master_below_the_running_master_does_not_take_over() {
         let st = n.proc().wait_exit(Duration::from_secs(10));
         assert!(st.is_some_and(|s| s.success()), "{}: {st:?}", n.host);
     }
+}
+
+/// The pid file (keepalived's `-p`): a second lb-node started on the same one, with the
+/// same configuration but another admin socket, stops at once (exit 3, naming the file and
+/// the running daemon's pid) before it changes anything: the first stays Master with its
+/// VIP, its admin socket answers, and the file keeps its pid. The first one's stop removes
+/// the file.
+#[test]
+fn a_second_node_on_the_same_pid_file_stops_before_changing_anything() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbp", HOSTS).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let second_socket = lab.dir().join("second.sock");
+    let second_conf = lab.dir().join("second.conf");
+    for (conf, socket) in [(&lb1.conf, &lb1.socket), (&second_conf, &second_socket)] {
+        let c = Conf {
+            master: true,
+            nopreempt: false,
+            weights: [1, 1, 1],
+            delay_loop: 1,
+            priority: None,
+            track_service: None,
+            track_interface: None,
+            socket,
+        };
+        std::fs::write(conf, keepalived_conf(c)).expect("write config");
+    }
+    lb1.start(&lab);
+    let master = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.status().is_some_and(|s| all_in(&s, VrrpState::Master))
+    });
+    assert!(master.is_some(), "lb1 becomes master\n{}", lb1.logs());
+    let pid_file = lab.dir().join("lb1.pid");
+    let first_pid = lb1.proc().pid();
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).expect("pid file"),
+        format!("{first_pid}\n")
+    );
+
+    let mut cmd = lab.command("lb1", LB_NODE);
+    cmd.arg("--pid-file")
+        .arg(&pid_file)
+        .arg(&second_conf)
+        .env("NO_COLOR", "1");
+    let mut second = Proc::spawn(cmd, lab.dir(), "second").expect("spawn lb-node");
+    let st = second.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(3),
+        "the second lb-node: {st:?}\n{}",
+        second.log_tail(40)
+    );
+    let err = second.stderr();
+    assert!(
+        err.contains(&format!("pid file {}", pid_file.display()))
+            && err.contains(&format!("(pid {first_pid})")),
+        "{err}"
+    );
+    assert!(
+        !second_socket.exists(),
+        "the second one made its admin socket"
+    );
+    assert!(
+        !err.contains("VRRP transition") && !err.contains("listening"),
+        "the second one started something:\n{err}"
+    );
+    // Nothing of the first one's was touched.
+    assert!(all_in(&lb1.status_ok(), VrrpState::Master));
+    assert_eq!(lab.holders(&["lb1", "lb2"], vip()), ["lb1"]);
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).expect("pid file"),
+        format!("{first_pid}\n")
+    );
+
+    assert!(lb1.proc().sigterm());
+    let st = lb1.proc().wait_exit(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}");
+    assert!(!pid_file.exists(), "the pid file outlived its daemon");
 }
 
 #[test]

@@ -198,6 +198,8 @@ fn start_node(dir: &Path, toml: &str) -> (Node, std::path::PathBuf) {
 fn start_node_with(dir: &Path, cfg: &Path) -> (Node, std::path::PathBuf) {
     let sock = dir.join("admin.sock");
     let child = Command::new(LB_NODE)
+        .arg("--pid-file")
+        .arg(dir.join("lb-node.pid"))
         .arg(cfg)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -1056,6 +1058,8 @@ fn a_stopping_node_leaves_another_nodes_admin_socket_alone() {
     std::fs::remove_file(&sock).unwrap();
     let second = Node(
         Command::new(LB_NODE)
+            .arg("--pid-file")
+            .arg(dir.join("second.pid"))
             .arg(dir.join("node.toml"))
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -4577,6 +4581,8 @@ fn startup_and_shutdown_scripts_run_around_the_node() {
     std::fs::write(&cfg, conf(&hang, 100)).unwrap();
     let mut node = Node(
         Command::new(LB_NODE)
+            .arg("--pid-file")
+            .arg(dir.join("lb-node.pid"))
             .arg(&cfg)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

@@ -204,7 +204,11 @@ impl Node {
     fn start(&mut self, lab: &Lab, lb_node: &Path, log: &Log) -> Result<(), Error> {
         let mut cmd = lab.command(self.name, lb_node);
         // Plain logs: lb-node colours its log even when stderr is a file.
-        cmd.arg(&self.conf).env("NO_COLOR", "1");
+        // One pid file per node: the lab's nodes share this host's file system.
+        cmd.arg("--pid-file")
+            .arg(lab.dir().join(format!("{}.pid", self.name)))
+            .arg(&self.conf)
+            .env("NO_COLOR", "1");
         let p = Proc::spawn(cmd, lab.dir(), self.name)?;
         log.say(format!(
             "{}: lb-node {} started (pid {}), log {}",

@@ -15,7 +15,7 @@ use lb_bins::node::{NodeError, EXIT_START};
 #[command(
     name = "lb-node",
     version,
-    after_help = "Signals: SIGTERM/SIGINT stop (priority 0, VIPs removed, connections drained); SIGHUP reloads.\nExit codes: 0 clean stop or valid configuration; 1 invalid configuration (errors printed as FILE:LINE:COLUMN: MESSAGE; for TOML the first syntax or type error, else every one); 2 usage error; 3 start-up failure."
+    after_help = "Signals: SIGTERM/SIGINT stop (priority 0, VIPs removed, connections drained); SIGHUP reloads.\nExit codes: 0 clean stop or valid configuration; 1 invalid configuration (errors printed as FILE:LINE:COLUMN: MESSAGE; for TOML the first syntax or type error, else every one); 2 usage error; 3 start-up failure (also: the pid file held by another lb-node)."
 )]
 struct Cli {
     /// Validate the configuration, print its errors, and exit (keepalived -t, haproxy -c).
@@ -28,6 +28,10 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// The pid file (keepalived's and HAProxy's -p): locked while lb-node runs, so a second
+    /// lb-node on the same file stops before it changes anything; removed at exit.
+    #[arg(short = 'p', long, visible_alias = "pid", value_name = "FILE", default_value = lb_bins::node::DEFAULT_PID_FILE)]
+    pid_file: PathBuf,
     /// The configuration file.
     config: PathBuf,
 }
@@ -84,7 +88,11 @@ fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    match runtime.block_on(lb_bins::node::run(cli.config, cli.format)) {
+    match runtime.block_on(lb_bins::node::run(
+        cli.config,
+        cli.format,
+        Some(cli.pid_file),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(NodeError::Config(errors)) => {
             eprintln!("{errors}");

@@ -60,6 +60,7 @@
 mod bfd;
 mod fifo;
 mod file_check;
+mod pidfile;
 mod promote;
 mod statics;
 mod vrrp;
@@ -92,6 +93,8 @@ const RELOAD_BIND_WAIT: Duration = Duration::from_secs(2);
 
 /// Exit code: start-up failure.
 pub const EXIT_START: u8 = 3;
+
+pub use pidfile::DEFAULT_PID_FILE;
 
 /// Why the node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -1690,11 +1693,26 @@ impl NowTokio for Instant {
 
 /// Runs the node from `path` until SIGTERM/SIGINT. Must be called inside a tokio runtime.
 ///
+/// `pid_file`: the file locked and holding this process's pid while it runs, removed when
+/// it returns (see [`DEFAULT_PID_FILE`]); `None` takes none.
+///
 /// # Errors
-/// [`NodeError::Config`] when the file does not load, [`NodeError::Start`] when a component
-/// cannot start (everything already started is stopped again).
-pub async fn run(path: PathBuf, format: Option<Format>) -> Result<(), NodeError> {
+/// [`NodeError::Config`] when the file does not load, [`NodeError::Start`] when the pid
+/// file is held by another process or cannot be written, or when a component cannot
+/// start (everything already started is stopped again).
+pub async fn run(
+    path: PathBuf,
+    format: Option<Format>,
+    pid_file: Option<PathBuf>,
+) -> Result<(), NodeError> {
     let config = load(&path, format)?;
+    // Before anything is started or changed (the startup script included): a second daemon
+    // on the same pid file stops here, leaving the first one's addresses alone. Dropped at
+    // every return, which removes the file.
+    let _pid_file = pid_file
+        .map(|p| pidfile::PidFile::acquire(&p))
+        .transpose()
+        .map_err(|e| NodeError::Start(e.to_string()))?;
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| NodeError::Start(format!("SIGTERM handler: {e}")))?;
     let mut int = signal(SignalKind::interrupt())
