@@ -1133,6 +1133,56 @@ async fn graceful_shutdown_serves_a_tls_connections_first_request() {
     stopping.await.unwrap();
 }
 
+/// Over HTTPS the TLS handshake and the first request head share one `header_read`
+/// (HAProxy's `timeout http-request` covers the handshake): a client that takes most of it
+/// to start the handshake, then sends no request, is closed `header_read` after it
+/// connected. The head used to get a `header_read` of its own after the handshake (up to
+/// twice it from the connection's start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_handshake_and_first_head_share_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let b = TestBackend::start(1).await;
+    let cert = rcgen::generate_simple_self_signed(vec!["www.example.com".into()]).unwrap();
+    let mut c = config();
+    c.timeouts.header_read = Duration::from_millis(1_000);
+    c.tls = Some(
+        TlsTermination::from_pem(
+            cert.cert.pem().as_bytes(),
+            cert.key_pair.serialize_pem().as_bytes(),
+        )
+        .unwrap(),
+    );
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let t0 = now();
+    let tcp = TcpStream::connect(p.local_addr()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("www.example.com").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake inside header_read");
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut got)).await;
+    let closed = t0.elapsed();
+    assert!(read.is_ok(), "not closed in 5 s");
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_millis(1_500),
+        "closed {closed:?} after the connection opened (header_read 1 s)"
+    );
+    assert_eq!(p.stats().virtual_server.header_timeouts, 1);
+    assert_eq!(p.stats().virtual_server.tls_handshake_errors, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_address_from_proxy_protocol_header() {
     let b = TestBackend::start(1).await;

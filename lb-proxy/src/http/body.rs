@@ -105,9 +105,16 @@ pub(crate) enum ClientTimer {
 }
 
 impl Activity {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::opened_at(tokio::time::Instant::now())
+    }
+
+    /// A connection whose first request head is timed from `opened` (an HTTPS connection's
+    /// from the start of its TLS handshake: the two share one `header_read`).
+    pub(crate) fn opened_at(opened: tokio::time::Instant) -> Self {
         Self {
-            base: tokio::time::Instant::now(),
+            base: opened,
             in_flight: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(NO_HEAD),

@@ -346,8 +346,9 @@ pub struct HttpProxyConfig {
     /// zero timeout instead of sleeping ([`crate::busy_poll`]). `None` (default): off.
     pub busy_polling: Option<BusyPolling>,
     /// Terminate TLS: an HTTPS listener (HAProxy `bind … ssl crt`). Each connection's
-    /// handshake, after its PROXY header if one is expected, must end within
-    /// `timeouts.header_read`; requests then go to the backends in plain HTTP with
+    /// handshake, after its PROXY header if one is expected, and its first request head
+    /// must both end within `timeouts.header_read` from the handshake's start (HAProxy's
+    /// `timeout http-request` covers the handshake); requests then go to the backends in plain HTTP with
     /// `X-Forwarded-Proto: https`. `None` (default): plain HTTP.
     pub tls: Option<super::TlsTermination>,
     /// Answer every request with a redirect to the same host, path and query over https

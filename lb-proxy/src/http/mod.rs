@@ -36,8 +36,9 @@
 //! backend's `101` both connections are taken over from hyper and copied both ways.
 //!
 //! With [`HttpProxyConfig::tls`] the listener is HTTPS ([`TlsTermination`]): the TLS
-//! handshake (after the PROXY header, if any) must end within the header-read timeout, a
-//! failed or late one closes the connection and is counted (`tls_handshake_errors`), and
+//! handshake (after the PROXY header, if any) and the first request head must end within
+//! one header-read timeout, a failed or late handshake closes the connection and is
+//! counted (`tls_handshake_errors`), and
 //! the backends get `X-Forwarded-Proto: https`.
 //!
 //! Both directions carry the proxy's own HTTP version, 1.1 (RFC 9110 §6.2; hyper still

@@ -523,11 +523,15 @@ async fn serve_client_inner(
             }
         }
     }
+    // The first request head's `header_read` runs from here (after the PROXY header, which
+    // has its own timeout): over HTTPS, the handshake and that head share it, as HAProxy's
+    // `timeout http-request` covers the handshake.
+    let opened = tokio::time::Instant::now();
     let Some(tls) = &shared.config.tls else {
-        return serve_http(shared, stream, early, false, peer, local, stop).await;
+        return serve_http(shared, stream, early, false, (peer, local), opened, stop).await;
     };
     // HTTPS: the handshake (its ClientHello may have come with the PROXY header) within
-    // the header-read timeout, as a request head.
+    // the header-read timeout.
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls.server_config()));
     let done = tokio::time::timeout(
         shared.config.timeouts.header_read,
@@ -535,7 +539,18 @@ async fn serve_client_inner(
     )
     .await;
     match done {
-        Ok(Ok(stream)) => serve_http(shared, stream, Vec::new(), true, peer, local, stop).await,
+        Ok(Ok(stream)) => {
+            serve_http(
+                shared,
+                stream,
+                Vec::new(),
+                true,
+                (peer, local),
+                opened,
+                stop,
+            )
+            .await;
+        }
         Ok(Err(e)) => {
             inc(&shared.vs.tls_handshake_errors);
             tracing::debug!(client = %peer, error = %e, "closing: TLS handshake failed");
@@ -547,15 +562,16 @@ async fn serve_client_inner(
     }
 }
 
-/// Serves HTTP/1.1 on a client connection `stream` (plain, or TLS when `tls`), whose first
-/// bytes, already read, are `early`.
+/// Serves HTTP/1.1 on a client connection `stream` (plain, or TLS when `tls`) from `peer`
+/// to `local`, whose first bytes, already read, are `early`; its first request head is due
+/// `header_read` after `opened`.
 async fn serve_http<S>(
     shared: &Arc<Shared>,
     stream: S,
     early: Vec<u8>,
     tls: bool,
-    peer: SocketAddr,
-    local: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
+    opened: tokio::time::Instant,
     stop: &mut watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -564,7 +580,7 @@ async fn serve_http<S>(
     if tls {
         identity = identity.over_tls();
     }
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::opened_at(opened));
     let cc = Arc::new(ClientConn {
         client: peer,
         local,
@@ -591,7 +607,7 @@ async fn serve_http<S>(
     // One timer for the request-head and keep-alive deadlines, re-armed only when it fires,
     // at least every `period` (requests move the deadlines without touching it).
     let period = header_read.min(idle);
-    let mut next_check = tokio::time::Instant::now() + period;
+    let mut next_check = (tokio::time::Instant::now() + period).min(opened + header_read);
     let mut closing = false;
     // Stop requested while the first request had not started; the request-head timer
     // above still bounds the wait for it.
