@@ -13,7 +13,9 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-use http_common::{dead_addr, pool_at, pool_of, read_head, read_until_eof, Client, TestBackend};
+use http_common::{
+    dead_addr, pool_at, pool_of, read_head, read_until_eof, tls_connect, Client, TestBackend,
+};
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Health, Pool, PoolConfig};
 use lb_proxy::http::{
     ForwardedHeaders, HashKeySource, HttpPool, HttpProxy, HttpProxyConfig, Route, TlsTermination,
@@ -1109,18 +1111,7 @@ async fn graceful_shutdown_serves_a_tls_connections_first_request() {
     }
     let stopping = tokio::spawn(p.shutdown(Duration::from_secs(3)));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("www.example.com").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
+    let mut tls = tls_connect(tcp, cert.cert.der().clone(), "www.example.com")
         .await
         .expect("the handshake of a connection accepted before the stop");
     tls.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -1156,18 +1147,7 @@ async fn https_handshake_and_first_head_share_the_header_timeout() {
     let t0 = now();
     let tcp = TcpStream::connect(p.local_addr()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("www.example.com").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
+    let mut tls = tls_connect(tcp, cert.cert.der().clone(), "www.example.com")
         .await
         .expect("handshake inside header_read");
     let mut got = Vec::new();

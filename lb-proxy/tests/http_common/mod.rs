@@ -289,6 +289,32 @@ impl Got {
     }
 }
 
+/// A TLS client handshake (ALPN `http/1.1`) over `stream` with a server whose certificate
+/// is `cert`, for the name `name`; panics after 10 s.
+pub async fn tls_connect<S>(
+    stream: S,
+    cert: rustls_pki_types::CertificateDer<'static>,
+    name: &str,
+) -> Result<tokio_rustls::client::TlsStream<S>, std::io::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, stream))
+        .await
+        .expect("handshake within 10 s")
+}
+
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Self {
         let s = TcpStream::connect(addr).await.unwrap();
@@ -314,20 +340,7 @@ impl Client {
             prefix: before.to_vec(),
             inner: TcpStream::connect(addr).await.unwrap(),
         };
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
-        let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, s))
-            .await
-            .expect("handshake within 10 s")?;
+        let tls = tls_connect(s, cert, name).await?;
         let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .unwrap();
