@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use lb_core::{AdminState, Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
 use lb_proxy::proxy_protocol::{self, AcceptProxy, ProxyHeader, Version};
+use lb_proxy::sockopt::BufferSize;
 use lb_proxy::tcp::{ForwardMode, ProxyHandle, TcpProxy, TcpProxyConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -845,6 +846,71 @@ async fn slow_reader_of_a_large_response_is_not_idle() {
             assert!(
                 waited >= Duration::from_millis(1400),
                 "{mode:?}: {waited:?}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// The same after a pause: a response the client's send buffer took whole, left unread
+/// across an idle check (the check took its unacknowledged bytes as the reference), then
+/// read, then a second, larger one read slowly. The second is not idle: the reference of the
+/// first no longer applies once new bytes are written. It was cut at the next check, its
+/// unacknowledged bytes never falling below the first one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_after_a_pause_is_not_idle() {
+    tokio::time::timeout(TEST_BOUND, async {
+        for mode in [ForwardMode::Copy, ForwardMode::Splice] {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+            let _backend = TestBackend {
+                addr,
+                task: tokio::spawn(async move {
+                    let (mut s, _) = l.accept().await.unwrap();
+                    if s.write_all(&vec![1u8; 200 << 10]).await.is_err() {
+                        return;
+                    }
+                    if go_rx.await.is_err() {
+                        return;
+                    }
+                    let _ = s.write_all(&vec![2u8; 800 << 10]).await;
+                    // Open until the client goes.
+                    let _ = s.read(&mut [0u8; 1]).await;
+                }),
+            };
+            let mut cfg = config();
+            cfg.forward_mode = mode;
+            cfg.idle_timeout = Some(Duration::from_millis(1000));
+            // The proxy's send buffer to the client takes either response whole.
+            cfg.client_options.sndbuf = BufferSize(Some(1 << 20));
+            let proxy = TcpProxy::start(cfg, pool_of(&[addr])).unwrap();
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(64 << 10).unwrap();
+            let mut s = socket.connect(proxy.local_addrs()[0]).await.unwrap();
+            // Unread across one idle check.
+            tokio::time::sleep(Duration::from_millis(1300)).await;
+            let mut buf = vec![0u8; 64 << 10];
+            let mut first = 0;
+            while first < 200 << 10 {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "{mode:?}: closed after {first} bytes");
+                first += n;
+            }
+            go_tx.send(()).unwrap();
+            // 20 KiB every 100 ms for 3 s: three idle timeouts long, always moving.
+            let mut second = 0;
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let n = s.read(&mut buf[..20 << 10]).await.unwrap();
+                assert!(n > 0, "{mode:?}: closed after {second} bytes of the second");
+                second += n;
+            }
+            assert_eq!(
+                proxy.stats().idle_timeouts,
+                0,
+                "{mode:?}: cut off after {second} bytes of the second response"
             );
         }
     })

@@ -211,13 +211,17 @@ impl Direction<'_> {
         r.map_err(DirError::Write)
     }
 
+    /// Counts `n` bytes written to the destination. New bytes make any reference the idle
+    /// check took of the unacknowledged ones stale ([`progressed`]).
     pub(crate) fn add(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.blocked.store(NOT_BLOCKED, Ordering::Relaxed);
     }
 
+    /// [`add`](Self::add) for bytes moved by `splice(2)`.
     #[cfg_attr(not(all(target_os = "linux", feature = "splice")), allow(dead_code))]
     pub(crate) fn add_spliced(&self, n: usize) {
-        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.add(n);
         self.spliced.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
@@ -227,7 +231,9 @@ impl Direction<'_> {
 /// in flight (a large upload the send buffer took whole, which the peer then takes slowly):
 /// with no earlier look to compare with, bytes still unacknowledged count as progress once
 /// and become the reference, so a slow but moving peer is not idle (IPVS refreshes its
-/// timer on every ACK), while a stuck one is cut one period later.
+/// timer on every ACK), while a stuck one is cut one period later. A write clears the
+/// reference ([`Direction::add`]): a later burst's unacknowledged bytes are not compared
+/// with an earlier one's.
 fn progressed(dst: &TcpStream, blocked: &AtomicU32) -> bool {
     let before = blocked.load(Ordering::Relaxed);
     match crate::sockopt::unacked_bytes(dst) {
