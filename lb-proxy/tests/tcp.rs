@@ -864,7 +864,7 @@ async fn slow_reader_after_a_pause_is_not_idle() {
         for mode in [ForwardMode::Copy, ForwardMode::Splice] {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
-            let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+            let (go_tx, go_rx) = oneshot::channel::<()>();
             let _backend = TestBackend {
                 addr,
                 task: tokio::spawn(async move {
