@@ -80,7 +80,8 @@ pub struct TcpProxyConfig {
     /// HAProxy `accept-proxy`: require a PROXY header (v1 or v2) from clients. Default `None`.
     pub accept_proxy: Option<AcceptProxy>,
     /// HAProxy `source`: local address for backend connections. Default `None` (the kernel
-    /// chooses).
+    /// chooses). Its port is chosen at `connect`, per backend (IP_BIND_ADDRESS_NO_PORT on
+    /// Linux), so the ephemeral range limits connections to each backend, not all of them.
     pub source: Option<IpAddr>,
     /// How long [`ProxyHandle::drain`] lets established connections finish before closing
     /// them. Default 30 s.
@@ -850,6 +851,17 @@ fn backend_socket(addr: SocketAddr, cfg: &TcpProxyConfig) -> io::Result<TcpSocke
         TcpSocket::new_v6()
     }?;
     if let Some(ip) = cfg.source {
+        // The ephemeral port is chosen at `connect`, per destination (Linux
+        // IP_BIND_ADDRESS_NO_PORT, as nginx's `proxy_bind`): a port bound with no
+        // destination yet is reserved for every destination, capping all backend
+        // connections together at the ephemeral range (about 28 000) instead of per backend.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::IpBindAddressNoPort,
+            &true,
+        )
+        .map_err(io::Error::from)?;
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     // Before connecting, so that the window scale sent in the SYN fits the buffer.
@@ -1054,6 +1066,26 @@ mod wait_queue_tests {
         assert!(e.is_front() && woken(&e));
         drop(e);
         assert!(q.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    /// With a `source` address the bind leaves the port to `connect` (IP_BIND_ADDRESS_NO_PORT):
+    /// no port is taken before the destination is known, for both families.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn source_bind_leaves_the_port_to_connect() {
+        for (source, backend) in [("127.0.0.1", "127.0.0.1:9"), ("::1", "[::1]:9")] {
+            let mut cfg = TcpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+            cfg.source = Some(source.parse().unwrap());
+            let socket = backend_socket(backend.parse().unwrap(), &cfg).unwrap();
+            let local = socket.local_addr().unwrap();
+            assert_eq!(local.ip(), source.parse::<std::net::IpAddr>().unwrap());
+            assert_eq!(local.port(), 0, "{source}: a port taken at bind");
+        }
     }
 }
 
