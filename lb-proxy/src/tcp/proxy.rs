@@ -1083,7 +1083,7 @@ mod source_tests {
             cfg.source = Some(source.parse().unwrap());
             let socket = backend_socket(backend.parse().unwrap(), &cfg).unwrap();
             let local = socket.local_addr().unwrap();
-            assert_eq!(local.ip(), source.parse::<std::net::IpAddr>().unwrap());
+            assert_eq!(local.ip(), source.parse::<IpAddr>().unwrap());
             assert_eq!(local.port(), 0, "{source}: a port taken at bind");
         }
     }
