@@ -595,6 +595,64 @@ fn proxies_sharing(
     (a, b)
 }
 
+/// At the frontend `maxconn`, a client waiting for a slot stays in the kernel's accept
+/// queue (HAProxy pauses its listeners): when a reload's successor takes the listening
+/// socket over and the old proxy stops accepting, the successor serves it. The old proxy
+/// used to accept it and wait for a slot, and reset it when it stopped accepting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_waiting_at_maxconn_is_served_by_the_successor() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let backend = echo_backend("127.0.0.1:0").await;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let vip = std_listener.local_addr().unwrap();
+        let dup = std_listener.try_clone().unwrap();
+        let mut cfg = TcpProxyConfig::new(vec![vip]);
+        cfg.connect_timeout = Duration::from_secs(2);
+        cfg.maxconn = 1;
+        let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
+        let old = TcpProxy::start_on(
+            cfg.clone(),
+            pool_of(&[backend.addr]),
+            noop(),
+            vec![TcpListener::from_std(std_listener).unwrap()],
+        )
+        .unwrap();
+        // c1 takes the only slot and keeps it.
+        let mut c1 = TcpStream::connect(vip).await.unwrap();
+        c1.write_all(b"1").await.unwrap();
+        let mut one = [0u8; 1];
+        c1.read_exact(&mut one).await.unwrap();
+        // c2 waits for a slot, its request sent.
+        let mut c2 = TcpStream::connect(vip).await.unwrap();
+        c2.write_all(b"2").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The reload: the successor accepts on a duplicate, then the old one stops.
+        let new = TcpProxy::start_on(
+            cfg,
+            pool_of(&[backend.addr]),
+            noop(),
+            vec![TcpListener::from_std(dup).unwrap()],
+        )
+        .unwrap();
+        old.stop_accepting();
+        let mut two = [0u8; 1];
+        let got = tokio::time::timeout(Duration::from_secs(5), c2.read_exact(&mut two)).await;
+        assert!(
+            matches!(got, Ok(Ok(_))) && two == *b"2",
+            "the waiting client: {got:?}"
+        );
+        assert_eq!(new.stats().accepted, 1);
+        assert_eq!(old.stats().accepted, 1);
+        // c1 goes on through the old one.
+        c1.write_all(b"3").await.unwrap();
+        c1.read_exact(&mut one).await.unwrap();
+        assert_eq!(one, *b"3");
+    })
+    .await
+    .unwrap();
+}
+
 /// A queued connection that gives up (queue timeout) at the front leaves without taking the
 /// turn of those behind it: once the slot frees they are served, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -407,6 +407,23 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         .filter(|a| !a.ip().is_unspecified());
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
+        // At `maxconn`, nothing is accepted until a slot frees (HAProxy pauses its
+        // listeners): a client waiting meanwhile stays in the kernel's accept queue, where a
+        // reload's successor, accepting on a duplicate of this socket, takes it over. One
+        // accepted here to wait for a slot would be reset when this listener stops. The
+        // permit is only looked at, not kept: a listener with no client holds none, so a
+        // freed slot serves a client of whichever listener has one. Looked at once per
+        // accept: listeners waiting together pass one freed permit along (a `while` here
+        // would pass it back and forth forever, each seeing none left).
+        if shared.slots.available_permits() == 0 {
+            tokio::select! {
+                p = shared.slots.acquire() => match p {
+                    Ok(p) => drop(p),
+                    Err(_) => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = stop.wait_for(|s| *s) => return,
@@ -414,10 +431,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         match accepted {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                // The frontend slot is taken once a client is there: a listener with no
-                // client holds none, so at `maxconn` a slot freed serves a client of any
-                // listener (HAProxy pauses and resumes all its listeners together). This
-                // one waits for it meanwhile; the backlog holds the listener's others.
+                // The frontend slot is taken once a client is there. Another listener may
+                // have taken the last one since the look above: this one then waits for
+                // it; the backlog holds the listener's others.
                 // A free slot is taken before a stop is looked at: a client accepted
                 // already would otherwise be dropped here — reset, its request unread —
                 // when a reload stops this listener just then (its replacement accepts on
