@@ -85,9 +85,10 @@ counters! {
     /// UDP datagrams dropped, either way, for being longer than `max_datagram` (never
     /// forwarded cut short).
     datagrams_too_long,
-    /// Payload bytes client → backend.
+    /// Payload bytes client → backend. TCP: counted as they are written, while the
+    /// connection lasts (HAProxy's `bin`).
     bytes_to_backend,
-    /// Payload bytes backend → client.
+    /// Payload bytes backend → client (TCP: as they are written; HAProxy's `bout`).
     bytes_to_client,
     /// Of those, bytes moved by `splice(2)` (TCP, both directions).
     bytes_spliced,

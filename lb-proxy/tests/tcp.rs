@@ -147,6 +147,55 @@ async fn bulk(mode: ForwardMode, total: usize) -> u64 {
 
 const GIB: usize = 1 << 30;
 
+/// Byte counters move while a connection lasts (HAProxy's `bin`/`bout`): 4 MiB each way on
+/// a connection still open show in the proxy's and the backend's counters, spliced bytes
+/// too. They moved only when the connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_counters_move_while_the_connection_is_open() {
+    tokio::time::timeout(TEST_BOUND, async {
+        for mode in [ForwardMode::Copy, ForwardMode::Splice] {
+            let backend = echo_backend("127.0.0.1:0").await;
+            let mut cfg = config();
+            cfg.forward_mode = mode;
+            let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+            let s = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
+            let (mut r, mut w) = s.into_split();
+            const TOTAL: usize = 4 << 20;
+            let writer = tokio::spawn(async move {
+                w.write_all(&vec![5u8; TOTAL]).await.unwrap();
+                w
+            });
+            let mut buf = vec![0u8; TOTAL];
+            r.read_exact(&mut buf).await.unwrap();
+            let w = writer.await.unwrap();
+            assert_eq!(proxy.active(), 1);
+            let st = proxy.stats();
+            assert_eq!(
+                (st.bytes_to_backend, st.bytes_to_client),
+                (TOTAL as u64, TOTAL as u64),
+                "{mode:?}: {st:?}"
+            );
+            if cfg!(all(target_os = "linux", feature = "splice")) && mode == ForwardMode::Splice {
+                assert_eq!(st.bytes_spliced, 2 * TOTAL as u64, "{mode:?}");
+            }
+            let b = proxy.pool().backends();
+            let b = b.get(BackendId(1)).unwrap();
+            assert_eq!(
+                (b.stats().bytes_to_backend(), b.stats().bytes_to_client()),
+                (TOTAL as u64, TOTAL as u64),
+                "{mode:?}"
+            );
+            drop((r, w));
+            proxy.stop().await;
+            // Closing adds nothing twice.
+            assert_eq!(proxy.stats().bytes_to_backend, TOTAL as u64);
+            assert_eq!(b.stats().bytes_to_client(), TOTAL as u64);
+        }
+    })
+    .await
+    .unwrap();
+}
+
 #[cfg(all(target_os = "linux", feature = "splice"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_through_splice_is_intact_and_really_spliced() {

@@ -113,7 +113,7 @@ pub(super) async fn copy_burst(
             Err(e) => return Err(DirError::Read(e)),
         };
         filled |= n == COPY_BUFFER;
-        dir.activity.touch();
+        dir.activity().touch();
         let mut off = 0;
         while off < n {
             match dst.try_write(&buf[off..n]) {

@@ -188,41 +188,91 @@ pub(crate) async fn write_ready(s: &TcpStream) -> io::Result<()> {
 /// [`Direction::blocked`] when the direction's writes are not waiting.
 const NOT_BLOCKED: u32 = u32::MAX;
 
-/// One direction's shared context.
+/// Told of bytes as [`forward_metered`] moves them, after each write, so that counters
+/// move while a connection lasts (HAProxy's `bin`/`bout`, IPVS's byte counts per packet),
+/// not only when it ends.
+pub trait Meter: Sync {
+    /// `n` bytes were written to the backend (`to_backend`) or to the client; `spliced` when
+    /// `splice(2)` moved them.
+    fn moved(&self, to_backend: bool, n: u64, spliced: bool);
+}
+
+/// No meter: [`forward`]'s.
+impl Meter for () {
+    fn moved(&self, _: bool, _: u64, _: bool) {}
+}
+
+/// A connection's state shared by its two directions and its idle timer: kept once, in
+/// the connection's future, whose size is the per-connection memory cost.
+struct ConnState<'a> {
+    activity: Activity,
+    /// Bytes written to the backend, and to the client.
+    up: AtomicU64,
+    down: AtomicU64,
+    spliced: AtomicU64,
+    /// Per direction (backend-bound, client-bound): while a write waits for the
+    /// destination to take more, its unacknowledged bytes
+    /// ([`unacked_bytes`](crate::sockopt::unacked_bytes)) when the wait began, or lower as
+    /// the idle timer saw them fall; [`NOT_BLOCKED`] otherwise.
+    up_blocked: AtomicU32,
+    down_blocked: AtomicU32,
+    meter: &'a dyn Meter,
+}
+
+/// One direction's view of its connection.
 pub(crate) struct Direction<'a> {
-    pub(crate) activity: &'a Activity,
-    bytes: &'a AtomicU64,
-    spliced: &'a AtomicU64,
-    /// While a write waits for the destination to take more: its unacknowledged bytes
-    /// ([`unacked_bytes`](crate::sockopt::unacked_bytes)) when the wait began, or lower
-    /// as the idle timer saw them fall; [`NOT_BLOCKED`] otherwise.
-    blocked: &'a AtomicU32,
+    conn: &'a ConnState<'a>,
+    /// Client to backend.
+    upstream: bool,
 }
 
 impl Direction<'_> {
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.conn.activity
+    }
+
+    fn blocked(&self) -> &AtomicU32 {
+        if self.upstream {
+            &self.conn.up_blocked
+        } else {
+            &self.conn.down_blocked
+        }
+    }
+
     /// Waits until `dst` takes more bytes. The time spent is not idle if the peer
     /// acknowledges bytes meanwhile ([`progressed`]): a slow reader keeps its connection.
     pub(crate) async fn wait_writable(&self, dst: &TcpStream) -> std::result::Result<(), DirError> {
         let queued = crate::sockopt::unacked_bytes(dst).unwrap_or(NOT_BLOCKED);
-        self.blocked.store(queued, Ordering::Relaxed);
+        self.blocked().store(queued, Ordering::Relaxed);
         let r = write_ready(dst).await;
-        self.blocked.store(NOT_BLOCKED, Ordering::Relaxed);
-        self.activity.touch();
+        self.blocked().store(NOT_BLOCKED, Ordering::Relaxed);
+        self.activity().touch();
         r.map_err(DirError::Write)
     }
 
     /// Counts `n` bytes written to the destination. New bytes make any reference the idle
     /// check took of the unacknowledged ones stale ([`progressed`]).
     pub(crate) fn add(&self, n: usize) {
-        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        self.blocked.store(NOT_BLOCKED, Ordering::Relaxed);
+        self.count(n);
+        self.conn.meter.moved(self.upstream, n as u64, false);
     }
 
     /// [`add`](Self::add) for bytes moved by `splice(2)`.
     #[cfg_attr(not(all(target_os = "linux", feature = "splice")), allow(dead_code))]
     pub(crate) fn add_spliced(&self, n: usize) {
-        self.add(n);
-        self.spliced.fetch_add(n as u64, Ordering::Relaxed);
+        self.count(n);
+        self.conn.spliced.fetch_add(n as u64, Ordering::Relaxed);
+        self.conn.meter.moved(self.upstream, n as u64, true);
+    }
+
+    fn count(&self, n: usize) {
+        let bytes = if self.upstream {
+            &self.conn.up
+        } else {
+            &self.conn.down
+        };
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.blocked().store(NOT_BLOCKED, Ordering::Relaxed);
     }
 }
 
@@ -425,35 +475,56 @@ pub async fn forward(
     opts: &ForwardOptions,
     cancel: impl Future<Output = ()>,
 ) -> (ForwardStats, Result<()>) {
+    forward_metered(client, backend, opts, &(), cancel).await
+}
+
+/// [`forward`], telling `meter` of the bytes moved after each write.
+///
+/// # Errors
+/// As [`forward`].
+///
+/// # Cancel safety
+/// As [`forward`]; what `meter` was told stays told.
+pub async fn forward_metered(
+    client: &TcpStream,
+    backend: &TcpStream,
+    opts: &ForwardOptions,
+    meter: &dyn Meter,
+    cancel: impl Future<Output = ()>,
+) -> (ForwardStats, Result<()>) {
     let start = Instant::now();
-    let activity = Activity::new();
-    let up = AtomicU64::new(0);
-    let down = AtomicU64::new(0);
-    let spliced = AtomicU64::new(0);
+    let conn = ConnState {
+        activity: Activity::new(),
+        up: AtomicU64::new(0),
+        down: AtomicU64::new(0),
+        spliced: AtomicU64::new(0),
+        up_blocked: AtomicU32::new(NOT_BLOCKED),
+        down_blocked: AtomicU32::new(NOT_BLOCKED),
+        meter,
+    };
     let eofs = AtomicU8::new(0);
-    let (up_blocked, down_blocked) = (AtomicU32::new(NOT_BLOCKED), AtomicU32::new(NOT_BLOCKED));
     // The direction futures are built in place inside `select!` (not bound to locals first):
     // rustc stores a moved-from future twice, and this future lives as long as the
     // connection, so its size is the per-connection memory cost.
     let result = tokio::select! {
         r = futures::future::try_join(
-            side(client, backend, opts, Direction { activity: &activity, bytes: &up, spliced: &spliced, blocked: &up_blocked }, true, &eofs),
-            side(backend, client, opts, Direction { activity: &activity, bytes: &down, spliced: &spliced, blocked: &down_blocked }, false, &eofs),
+            side(client, backend, opts, Direction { conn: &conn, upstream: true }, true, &eofs),
+            side(backend, client, opts, Direction { conn: &conn, upstream: false }, false, &eofs),
         ) => match r {
             Ok((None, None)) => Ok(()),
             Ok((Some(e), _) | (None, Some(e))) => Err(e),
             Err(e) => Err(e),
         },
-        () = activity.idle(opts.idle_timeout, || {
+        () = conn.activity.idle(opts.idle_timeout, || {
             // Both asked, so each wait's reference moves on.
-            progressed(backend, &up_blocked) | progressed(client, &down_blocked)
+            progressed(backend, &conn.up_blocked) | progressed(client, &conn.down_blocked)
         }) => Err(Error::IdleTimeout(opts.idle_timeout.unwrap_or_default())),
         () = cancel => Err(Error::Shutdown),
     };
     let stats = ForwardStats {
-        client_to_backend: up.load(Ordering::Relaxed),
-        backend_to_client: down.load(Ordering::Relaxed),
-        spliced: spliced.load(Ordering::Relaxed),
+        client_to_backend: conn.up.load(Ordering::Relaxed),
+        backend_to_client: conn.down.load(Ordering::Relaxed),
+        spliced: conn.spliced.load(Ordering::Relaxed),
         duration: start.elapsed(),
     };
     // A backend that answered and then stopped taking the upload (closed with it unread:

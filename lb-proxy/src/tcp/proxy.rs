@@ -16,7 +16,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{forward, ForwardMode, ForwardOptions};
+use super::{forward_metered, ForwardMode, ForwardOptions, Meter};
 use crate::busy_poll::{BusyGuard, BusyPolling};
 use crate::error::{Error, ErrorSource, Result};
 use crate::listener::{bind_tcp_acceptors, ListenOptions};
@@ -470,6 +470,31 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
+/// The proxy's and the backend's byte counters, moved as bytes go (not when the
+/// connection ends: a long tunnel shows its traffic while it lasts, as HAProxy's).
+struct LiveBytes<'a> {
+    proxy: &'a ProxyStats,
+    backend: &'a lb_core::BackendStats,
+}
+
+impl Meter for LiveBytes<'_> {
+    fn moved(&self, to_backend: bool, n: u64, spliced: bool) {
+        if n == 0 {
+            return;
+        }
+        if to_backend {
+            ProxyStats::add(&self.proxy.bytes_to_backend, n);
+            self.backend.add_bytes(n, 0);
+        } else {
+            ProxyStats::add(&self.proxy.bytes_to_client, n);
+            self.backend.add_bytes(0, n);
+        }
+        if spliced {
+            ProxyStats::add(&self.proxy.bytes_spliced, n);
+        }
+    }
+}
+
 struct Connected {
     backend: Backend,
     stream: TcpStream,
@@ -597,14 +622,14 @@ async fn handle_connection(
             return;
         }
     }
-    let (mut fs, result) = forward(&client, &backend_stream, &shared.forward, closing).await;
+    let meter = LiveBytes {
+        proxy: stats,
+        backend: backend.stats(),
+    };
+    meter.moved(true, early.len() as u64, false);
+    let (mut fs, result) =
+        forward_metered(&client, &backend_stream, &shared.forward, &meter, closing).await;
     fs.client_to_backend += early.len() as u64;
-    ProxyStats::add(&stats.bytes_to_backend, fs.client_to_backend);
-    ProxyStats::add(&stats.bytes_to_client, fs.backend_to_client);
-    ProxyStats::add(&stats.bytes_spliced, fs.spliced);
-    backend
-        .stats()
-        .add_bytes(fs.client_to_backend, fs.backend_to_client);
     let backend_error = matches!(result, Err(Error::BackendIo(_)));
     match &result {
         Err(Error::IdleTimeout(_)) => ProxyStats::inc(&stats.idle_timeouts),
@@ -1115,7 +1140,7 @@ mod size_probe {
             .unwrap();
         let (s, _) = l.accept().await.unwrap();
         let opts = super::ForwardOptions::default();
-        let f = super::forward(&c, &s, &opts, std::future::pending());
+        let f = crate::tcp::forward_metered(&c, &s, &opts, &(), std::future::pending());
         eprintln!("forward future: {} bytes", size_of_val(&f));
         let r = s.readable();
         eprintln!("readable: {} bytes", size_of_val(&r));

@@ -202,7 +202,7 @@ pub(super) async fn splice_burst(
             Ok(0) => return Ok(Burst::Eof),
             Ok(n) => {
                 pipe.pending = n;
-                dir.activity.touch();
+                dir.activity().touch();
                 while pipe.pending > 0 {
                     let pending = pipe.pending;
                     let written = dst.try_io(Interest::WRITABLE, || {
