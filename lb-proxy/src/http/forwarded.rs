@@ -56,8 +56,9 @@ fn asks_for_http2(headers: &HeaderMap) -> bool {
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     })
 }
 
@@ -113,8 +114,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             (None, _) => {}
             // The usual case, one `Connection` line: remove what it names by reference.
             (Some(line), false) => {
-                for token in line.to_str().unwrap_or("").split(',') {
-                    let token = token.trim();
+                // By bytes: a value may carry obs-text (RFC 9110 §5.5), which `to_str`
+                // refuses; only the tokens that are not header names are skipped, one by
+                // one, not every name on the line.
+                let tokens = line
+                    .as_bytes()
+                    .split(|&b| b == b',')
+                    .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok());
+                for token in tokens {
                     // `close` and `keep-alive` are connection options, not header names
                     // (a `Keep-Alive` header goes with the fixed list below).
                     // Nor may `Connection: host` remove the Host routed on.
@@ -132,9 +139,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 let named: Vec<HeaderName> = headers
                     .get_all(CONNECTION)
                     .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|s| s.split(','))
-                    .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                    .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                    .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
                     .collect();
                 for name in named {
                     if !(keep_upgrade && name == UPGRADE) && name != HOST {
@@ -327,6 +333,23 @@ mod tests {
             );
         }
         m
+    }
+
+    /// A `Connection` value with obs-text (a non-ASCII byte, legal in a field value) still
+    /// removes the headers it names, on one line and across two; it removed none.
+    #[test]
+    fn connection_with_obs_text_still_removes_what_it_names() {
+        let value = HeaderValue::from_bytes(b"x-internal, \xe9t\xe9, upgrade").unwrap();
+        let mut one = map(&[("x-internal", "secret"), ("upgrade", "websocket")]);
+        one.append(CONNECTION, value.clone());
+        assert!(connection_has(&one, "upgrade"));
+        strip_hop_by_hop(&mut one, false);
+        assert!(one.is_empty(), "{one:?}");
+        let mut two = map(&[("x-internal", "secret"), ("x-other", "1")]);
+        two.append(CONNECTION, value);
+        two.append(CONNECTION, HeaderValue::from_static("x-other"));
+        strip_hop_by_hop(&mut two, false);
+        assert!(two.is_empty(), "{two:?}");
     }
 
     #[test]
