@@ -1380,13 +1380,16 @@ async fn host_is_validated_and_follows_the_target() {
     for bad in [
         "GET / HTTP/1.1\r\nHost: www.example.com\r\nHost: admin.example.com\r\n\r\n",
         "GET / HTTP/1.1\r\n\r\n",
+        // An absolute-form authority gets the Host checks: it is routed on and forwarded.
+        "GET http://a..b@c..d:99999/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http://c..d/ HTTP/1.1\r\nHost: a\r\n\r\n",
     ] {
         let (text, eof) = exchange(bad).await;
         assert!(text.starts_with("HTTP/1.1 400"), "{bad:?}: {text}");
         assert!(eof, "{bad:?}: connection left open after 400");
     }
     assert_eq!(b.requests.load(Ordering::Relaxed), 0);
-    assert_eq!(p.stats().virtual_server.bad_requests, 2);
+    assert_eq!(p.stats().virtual_server.bad_requests, 4);
 
     let (text, _) = exchange("GET / HTTP/1.0\r\n\r\n").await;
     assert!(text.starts_with("HTTP/1.0 200"), "{text}");

@@ -902,6 +902,13 @@ async fn forward(
     {
         return Err(ForwardError::BadRequest("invalid Host"));
     }
+    // An absolute-form authority is routed on and becomes the Host: the same checks.
+    if parts.uri.authority().is_some_and(|a| {
+        let host_port = a.as_str().rsplit('@').next().unwrap_or_default();
+        !super::route::valid_host(host_port.as_bytes())
+    }) {
+        return Err(ForwardError::BadRequest("invalid authority"));
+    }
     let host = request_host(&parts);
     if let Some(port) = shared.config.redirect_https {
         return Ok(https_redirect(

@@ -91,8 +91,8 @@ impl Router {
 /// Whether a `Host` value is `uri-host [":" port]` as a proxy may route on and forward it
 /// (RFC 9112 §3.2: an invalid one gets 400), with nginx's checks
 /// (`ngx_http_validate_host`): an IPv6 literal in brackets, else a name of visible ASCII
-/// without `/`, `\`, `[`, `]`, `@` or `..`; a port of digits only. Empty is valid (an
-/// HTTP/1.0 request's absent host).
+/// without `/`, `\`, `[`, `]`, `@` or `..`; a port of digits only, at most 65535 (or
+/// empty, as RFC 3986 allows). Empty is valid (an HTTP/1.0 request's absent host).
 pub fn valid_host(value: &[u8]) -> bool {
     let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
         let Some(end) = rest.iter().position(|&b| b == b']') else {
@@ -121,7 +121,13 @@ pub fn valid_host(value: &[u8]) -> bool {
         .iter()
         .all(|&b| b.is_ascii_graphic() && !matches!(b, b'/' | b'\\' | b'[' | b']' | b'@' | b':'))
         && !host.windows(2).any(|w| w == b"..");
-    let port_ok = port.is_none_or(|p| p.iter().all(u8::is_ascii_digit) && p.len() <= 5);
+    let port_ok = port.is_none_or(|p| {
+        p.iter().all(u8::is_ascii_digit)
+            && p.len() <= 5
+            && p.iter()
+                .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+                .le(&65_535)
+    });
     name_ok && port_ok
 }
 
@@ -194,6 +200,8 @@ mod tests {
             "x.example.com.",
             "[::1]:80",
             "[2001:db8::1]",
+            "x:65535",
+            "x:",
             "",
             "a,b.example.com",
         ] {
@@ -210,6 +218,8 @@ mod tests {
             "[::1]x",
             "a:b:80",
             "x:123456",
+            "x:99999",
+            "x:65536",
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad:?}");
         }
