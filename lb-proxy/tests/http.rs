@@ -1899,6 +1899,43 @@ async fn busy_polling_spins_while_a_client_connection_is_open() {
     assert_eq!(busy.spins(), stopped, "no client: no spinning");
 }
 
+/// A backend's `Content-Length: 2, 2` (equal values, RFC 9110 §8.6) reaches the client as
+/// `content-length: 2`, as HAProxy sends it; it was passed on as the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_length_list_is_sent_as_one_value() {
+    let (addr, _seen, _task) =
+        raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok", false).await;
+    let p = proxy(config(), vec![("www", pool_at(addr))]).await;
+    let text = exchange(
+        &p,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200"), "{text}");
+    assert!(lower.contains("\r\ncontent-length: 2\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nok"), "{text}");
+}
+
+/// An HTTP/1.0 client asking for keep-alive, whose response has no length (the backend
+/// ends it by closing), is told `Connection: close`: the close that frames the body ends
+/// the connection, as announced. It was told `keep-alive`, then closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_response_without_length_says_close() {
+    let (addr, _seen, _task) = raw_backend(b"HTTP/1.1 200 OK\r\n\r\nhello", true).await;
+    let p = proxy(config(), vec![("www", pool_at(addr))]).await;
+    let text = exchange(
+        &p,
+        b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await;
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.0 200"), "{text}");
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{text}");
+    assert!(!lower.contains("keep-alive"), "{text}");
+    assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+}
+
 /// A raw backend for one connection: reads until 300 ms pass with nothing new, hands what
 /// it read to the test, writes `reply`, then closes (`close`) or holds the connection 3 s.
 async fn raw_backend(

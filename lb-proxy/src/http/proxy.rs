@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
@@ -747,7 +747,7 @@ async fn handle(
                 // does a stalled upload (the rest of its body will not be read), and a
                 // CONNECT (what follows it would be tunnel bytes).
                 r.headers_mut()
-                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
             }
             r
         }
@@ -1198,10 +1198,21 @@ async fn forward(
                     observe(http_pool, &backend, Outcome::Success { latency });
                     return Err(e);
                 }
+                single_content_length(&mut parts.headers);
                 // Our own version, not the backend's (RFC 9110 §6.2): an HTTP/1.0 backend's
                 // answer must not tell an HTTP/1.1 client to close (hyper still answers an
                 // HTTP/1.0 client in HTTP/1.0).
                 parts.version = Version::HTTP_11;
+                // An HTTP/1.0 client's response with no length (read to the backend's
+                // close) is framed by closing: said so, not hyper's `keep-alive` followed by
+                // a close that drops the client's next request. hyper keeps an HTTP/1.0
+                // client's connection only for a 1.1 head, adding `keep-alive` to it.
+                if client_http10 && body.size_hint().exact().is_none() {
+                    parts.version = Version::HTTP_10;
+                    parts
+                        .headers
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 let release = Release {
                     pool: Arc::clone(&shared.conns),
                     list: checkout.list,
@@ -1270,6 +1281,28 @@ fn spawn_tunnel(
         crate::end_connection(guards.0);
         crate::end_request(guards.1);
     });
+}
+
+/// A `Content-Length` given as a list of equal values (RFC 9110 §8.6; hyper accepted it and
+/// framed the body by it), on one line or several, is sent on as its one value, as HAProxy
+/// does: a next hop may refuse the list or read it otherwise.
+fn single_content_length(headers: &mut http::HeaderMap) {
+    let mut lines = headers.get_all(CONTENT_LENGTH).iter();
+    let Some(first) = lines.next() else {
+        return;
+    };
+    if lines.next().is_none() && !first.as_bytes().contains(&b',') {
+        return;
+    }
+    let one = first
+        .as_bytes()
+        .split(|&b| b == b',')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if let Ok(v) = HeaderValue::from_bytes(one) {
+        headers.insert(CONTENT_LENGTH, v);
+    }
 }
 
 #[cfg(test)]
