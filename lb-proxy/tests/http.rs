@@ -873,15 +873,15 @@ async fn idle_keep_alive_connection_is_closed() {
     assert_eq!(p.stats().virtual_server.idle_timeouts, 1);
 }
 
+/// A WebSocket echo through the proxy. The tunnel holds its connection's `maxconn` slot
+/// while it lasts: with one, another client waits until the tunnel closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_echoes_through_the_proxy() {
     use tokio::io::AsyncReadExt;
     let b = TestBackend::start(7).await;
-    let p = proxy(
-        config(),
-        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
-    )
-    .await;
+    let mut c = config();
+    c.maxconn = 1;
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
     let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -919,7 +919,19 @@ async fn websocket_upgrade_echoes_through_the_proxy() {
     // The tunnel counts as an open connection while it lasts (hyper's connection task,
     // which counted it first, has ended), and no longer once the client has gone.
     assert_eq!(p.stats().virtual_server.active_connections, 1);
+    let mut other = TcpStream::connect(p.local_addr()).await.unwrap();
+    other
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(300), other.read(&mut [0u8; 16])).await;
+    assert!(
+        early.is_err(),
+        "served beside the tunnel past maxconn: {early:?}"
+    );
     drop(s);
+    let (got, _) = read_until_eof(&mut other, Duration::from_secs(5)).await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     let t = tokio::time::Instant::now();
     while p.stats().virtual_server.active_connections > 0 && t.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1934,6 +1946,39 @@ async fn http10_response_without_length_says_close() {
     assert!(lower.contains("\r\nconnection: close\r\n"), "{text}");
     assert!(!lower.contains("keep-alive"), "{text}");
     assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+}
+
+/// Frontend `maxconn` (HAProxy's): with one slot, a second client is not served while the
+/// first keeps its keep-alive connection open (it waits in the kernel's accept queue), and
+/// is served as soon as the first closes. HTTP mode had no limit on client connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxconn_holds_further_clients_until_a_connection_closes() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.maxconn = 1;
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut first = Client::connect(p.local_addr()).await;
+    assert_eq!(first.get("/", &[]).await.status, 200);
+    let mut second = TcpStream::connect(p.local_addr()).await.unwrap();
+    second
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::io::AsyncReadExt::read(&mut second, &mut buf),
+    )
+    .await;
+    assert!(early.is_err(), "served past maxconn: {early:?}");
+    assert_eq!(p.stats().virtual_server.connections, 1);
+    // The first one's request still goes on, then it leaves.
+    assert_eq!(first.get("/", &[]).await.status, 200);
+    drop(first);
+    let (got, eof) = read_until_eof(&mut second, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(eof && text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(p.stats().virtual_server.connections, 2);
 }
 
 /// A raw backend for one connection: reads until 300 ms pass with nothing new, hands what

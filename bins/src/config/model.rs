@@ -1810,6 +1810,11 @@ pub struct HttpSettings {
     /// Idle keep-alive connections kept per backend; 0 opens one connection per request.
     /// Default 64.
     pub max_idle_per_backend: usize,
+    /// The most client connections open at once on this virtual server (HAProxy frontend
+    /// `maxconn`; a WebSocket tunnel counts until it closes); more wait in the kernel's
+    /// backlog. Default 4096 (up to three descriptors each, with a backend connection and
+    /// the pool's); at least 1.
+    pub maxconn: usize,
     /// Count 5xx responses as backend failures for passive health. Default true.
     pub count_5xx: bool,
     /// Routing rules, tried in order; requests no rule matches go to this virtual server's
@@ -1997,6 +2002,7 @@ impl Default for HttpSettings {
             max_header_bytes: d.limits.max_header_bytes,
             max_headers: d.limits.max_headers,
             max_idle_per_backend: d.limits.max_idle_per_backend,
+            maxconn: d.maxconn,
             count_5xx: d.passive_health.count_5xx,
             routes: Vec::new(),
             tls_certificate: None,
@@ -2110,6 +2116,7 @@ impl VirtualServer {
         c.limits.max_header_bytes = h.max_header_bytes;
         c.limits.max_headers = h.max_headers;
         c.limits.max_idle_per_backend = h.max_idle_per_backend;
+        c.maxconn = h.maxconn;
         c.passive_health.count_5xx = h.count_5xx;
         for r in &h.routes {
             let mut route = Route::new(r.virtual_server.clone());
@@ -4130,6 +4137,12 @@ fn validate_http(
         err(
             format!("{p}.max_headers"),
             "max_headers must be at least 1".into(),
+        );
+    }
+    if h.maxconn == 0 || u32::try_from(h.maxconn).is_err() {
+        err(
+            format!("{p}.maxconn"),
+            format!("maxconn {} is outside 1..={}", h.maxconn, u32::MAX),
         );
     }
     if let Err(e) = h.hash_key.to_source() {

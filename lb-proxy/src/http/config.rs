@@ -336,6 +336,11 @@ pub struct HttpProxyConfig {
     pub timeouts: Timeouts,
     /// Size and count limits.
     pub limits: Limits,
+    /// HAProxy frontend `maxconn`: the most client connections open at once (a WebSocket
+    /// tunnel counts as its connection until it closes). At the limit nothing more is
+    /// accepted: clients wait in the kernel's accept queue (where a reload's successor
+    /// takes them over) until one closes. Default 4096; at least 1.
+    pub maxconn: usize,
     /// How many other backends an idempotent request may be retried on after a connect
     /// failure (or a pooled connection the backend had closed). Non-idempotent requests
     /// are never retried: they get 502.
@@ -375,6 +380,7 @@ impl HttpProxyConfig {
             retries: 2,
             passive_health: PassiveHealth::default(),
             busy_polling: None,
+            maxconn: 4096,
             tls: None,
             redirect_https: None,
         }
@@ -414,6 +420,12 @@ impl HttpProxyConfig {
         if self.limits.max_headers == 0 {
             return Err(Error::InvalidConfig {
                 setting: "limits.max_headers",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.maxconn == 0 {
+            return Err(Error::InvalidConfig {
+                setting: "maxconn",
                 reason: "must be at least 1".into(),
             });
         }
@@ -477,6 +489,9 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = HttpProxyConfig::new("t");
         c.routes.push(Route::new("p").path_prefix("api"));
+        assert!(c.validate().is_err());
+        let mut c = HttpProxyConfig::new("t");
+        c.maxconn = 0;
         assert!(c.validate().is_err());
     }
 }

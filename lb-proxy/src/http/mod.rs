@@ -24,6 +24,7 @@
 //! | keep-alive connection idle past `client_idle` | connection closed | `idle_timeouts` |
 //! | client sends nothing more of its request body for `client` | 408, connection closed; the backend is not blamed | `client_timeouts` |
 //! | client reads nothing of its response (or tunnel) for `client` | connection closed | `client_timeouts` |
+//! | [`maxconn`](HttpProxyConfig::maxconn) client connections (tunnels included) already open | not accepted until one closes: waits in the kernel's accept queue | — |
 //!
 //! Backend failures (and 5xx responses, as [`PassiveHealth`] says) are counted in lb-core's
 //! shared [`BackendStats`](lb_core::BackendStats) and reported to each pool's

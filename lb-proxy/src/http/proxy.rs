@@ -88,6 +88,8 @@ struct Shared {
     /// instead, so that they spread over the backends as HAProxy's fallback to round robin
     /// spreads them.
     keyless: std::sync::atomic::AtomicU64,
+    /// Frontend `maxconn`: one permit per open client connection (or its tunnel).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// One client connection's addresses.
@@ -104,9 +106,20 @@ struct ClientConn {
     /// connection): one timer re-armed per request, which costs tokio's timer wheel
     /// nothing while the deadline only moves later.
     response_timer: Mutex<Timer>,
+    /// Its frontend `maxconn` slot, released when the connection ends, or taken by the
+    /// WebSocket tunnel it becomes.
+    slot: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl ClientConn {
+    /// Its `maxconn` slot, for the tunnel that outlives the connection's task.
+    fn take_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     fn arm_response_timer(&self, deadline: tokio::time::Instant) {
         self.response_timer
             .lock()
@@ -268,6 +281,7 @@ impl HttpProxy {
             backends: BackendCounterMap::default(),
             kill: kill_rx.clone(),
             keyless: std::sync::atomic::AtomicU64::new(0),
+            slots: Arc::new(tokio::sync::Semaphore::new(config.maxconn)),
             config,
         });
         let accept = listeners
@@ -413,15 +427,34 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: watch
         .filter(|a| !a.ip().is_unspecified());
     let mut tasks = JoinSet::new();
     loop {
+        // At `maxconn`, nothing is accepted until a slot frees (HAProxy pauses its
+        // listeners): clients wait in the kernel's accept queue, where a reload's successor
+        // takes them over. Looked at once per accept, not kept (see the TCP proxy's).
+        if shared.slots.available_permits() == 0 {
+            tokio::select! {
+                p = shared.slots.acquire() => drop(p),
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                _ = stop.changed() => break,
+            }
+        }
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     if !nodelay_inherited {
                         let _ = stream.set_nodelay(true);
                     }
+                    // Another listener may have taken the slot since: this client waits.
+                    let slot = tokio::select! {
+                        biased;
+                        p = Arc::clone(&shared.slots).acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                        _ = stop.changed() => break,
+                    };
                     let local = fixed_local.or_else(|| stream.local_addr().ok());
                     if let Some(local) = local {
-                        tasks.spawn(serve_client(Arc::clone(&shared), stream, peer, local, stop.clone()));
+                        tasks.spawn(serve_client(Arc::clone(&shared), stream, peer, local, slot, stop.clone()));
                     }
                 }
                 Err(e) => {
@@ -481,18 +514,19 @@ async fn serve_client(
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
+    slot: tokio::sync::OwnedSemaphorePermit,
     mut stop: watch::Receiver<bool>,
 ) {
     inc(&shared.vs.connections);
     let _active = Uncount::count(&shared);
-    serve_client_inner(&shared, stream, peer, local, &mut stop).await;
+    serve_client_inner(&shared, stream, (peer, local), slot, &mut stop).await;
 }
 
 async fn serve_client_inner(
     shared: &Arc<Shared>,
     mut stream: TcpStream,
-    mut peer: SocketAddr,
-    mut local: SocketAddr,
+    (mut peer, mut local): (SocketAddr, SocketAddr),
+    slot: tokio::sync::OwnedSemaphorePermit,
     stop: &mut watch::Receiver<bool>,
 ) {
     let mut early = Vec::new();
@@ -528,7 +562,16 @@ async fn serve_client_inner(
     // `timeout http-request` covers the handshake.
     let opened = tokio::time::Instant::now();
     let Some(tls) = &shared.config.tls else {
-        return serve_http(shared, stream, early, false, (peer, local), opened, stop).await;
+        return serve_http(
+            shared,
+            stream,
+            early,
+            false,
+            (peer, local),
+            (opened, slot),
+            stop,
+        )
+        .await;
     };
     // HTTPS: the handshake (its ClientHello may have come with the PROXY header) within
     // the header-read timeout.
@@ -546,7 +589,7 @@ async fn serve_client_inner(
                 Vec::new(),
                 true,
                 (peer, local),
-                opened,
+                (opened, slot),
                 stop,
             )
             .await;
@@ -564,14 +607,14 @@ async fn serve_client_inner(
 
 /// Serves HTTP/1.1 on a client connection `stream` (plain, or TLS when `tls`) from `peer`
 /// to `local`, whose first bytes, already read, are `early`; its first request head is due
-/// `header_read` after `opened`.
+/// `header_read` after `opened`; it holds its `maxconn` `slot` until it ends.
 async fn serve_http<S>(
     shared: &Arc<Shared>,
     stream: S,
     early: Vec<u8>,
     tls: bool,
     (peer, local): (SocketAddr, SocketAddr),
-    opened: tokio::time::Instant,
+    (opened, slot): (tokio::time::Instant, tokio::sync::OwnedSemaphorePermit),
     stop: &mut watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -587,6 +630,7 @@ async fn serve_http<S>(
         identity,
         activity: Arc::clone(&activity),
         response_timer: Mutex::new(Timer::default()),
+        slot: Mutex::new(Some(slot)),
     });
     let svc_shared = Arc::clone(shared);
     let svc = service_fn(move |req| handle(Arc::clone(&svc_shared), Arc::clone(&cc), req));
@@ -1169,7 +1213,7 @@ async fn forward(
                             backend_up,
                             (backend.connection(), guard),
                             Arc::clone(shared),
-                            Arc::clone(&cc.activity),
+                            (Arc::clone(&cc.activity), cc.take_slot()),
                         );
                         let (mut parts, _) = resp.into_parts();
                         strip_hop_by_hop(&mut parts.headers, true);
@@ -1256,13 +1300,14 @@ fn spawn_tunnel(
     backend_up: hyper::upgrade::OnUpgrade,
     guards: (lb_core::ConnectionGuard, lb_core::RequestGuard),
     shared: Arc<Shared>,
-    activity: Arc<Activity>,
+    (activity, slot): (Arc<Activity>, Option<tokio::sync::OwnedSemaphorePermit>),
 ) {
     let mut kill = shared.kill.clone();
     // Counted now, before the spawn: the client connection's count may end first.
     let busy = Uncount::enter(&shared);
     tokio::spawn(async move {
         let _active = Uncount::counted(&shared, busy);
+        let _slot = slot;
         let tunnel = async {
             let (c, b) = tokio::try_join!(client_up, backend_up)?;
             let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
