@@ -731,8 +731,19 @@ async fn redirect_https_sends_every_request_to_https() {
         text.contains("location: https://127.0.0.1/old\r\n"),
         "{text}"
     );
+    // Asterisk-form names no resource: the root (it gave `https://host*`).
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, _) = read_until_eof(&mut s, Duration::from_secs(3)).await;
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(
+        text.starts_with("http/1.1 308") && text.contains("location: https://www.example.com/\r\n"),
+        "{text}"
+    );
     let st = p.stats();
-    assert_eq!(st.virtual_server.responses.c3xx, 3);
+    assert_eq!(st.virtual_server.responses.c3xx, 4);
     assert_eq!(st.backends[0].requests, 0);
 
     c.redirect_https = Some(8443);
@@ -1979,6 +1990,24 @@ async fn maxconn_holds_further_clients_until_a_connection_closes() {
     let text = String::from_utf8_lossy(&got);
     assert!(eof && text.starts_with("HTTP/1.1 200"), "{text}");
     assert_eq!(p.stats().virtual_server.connections, 2);
+}
+
+/// An HTTP/1.0 request's `Expect: 100-continue` is ignored (RFC 9110 §10.1.1), not passed
+/// on to the backend, which would see a 1.1 request expecting a 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_expect_is_not_forwarded() {
+    let (addr, seen, _task) =
+        raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let p = proxy(config(), vec![("www", pool_at(addr))]).await;
+    let text = exchange(
+        &p,
+        b"POST / HTTP/1.0\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    let request = seen.await.unwrap().to_ascii_lowercase();
+    assert!(!request.contains("expect:"), "{request}");
+    assert!(request.ends_with("\r\n\r\nabc"), "{request}");
 }
 
 /// A raw backend for one connection: reads until 300 ms pass with nothing new, hands what

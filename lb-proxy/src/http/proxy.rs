@@ -837,7 +837,11 @@ fn https_redirect(
     } else {
         format!(":{port}")
     };
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // Asterisk-form (`OPTIONS *`) names no resource: the site's root.
+    let path = match parts.uri.path_and_query().map(PathAndQuery::as_str) {
+        None | Some("*") => "/",
+        Some(p) => p,
+    };
     let status = if matches!(parts.method, Method::GET | Method::HEAD) {
         StatusCode::MOVED_PERMANENTLY
     } else {
@@ -1003,6 +1007,11 @@ async fn forward(
         parts.uri = Uri::from(pq);
     }
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    // An HTTP/1.0 client's expectation is to be ignored (RFC 9110 §10.1.1): its request
+    // goes on as 1.1, where a backend would honour it.
+    if parts.version < Version::HTTP_11 {
+        parts.headers.remove(http::header::EXPECT);
+    }
     // hyper re-frames the body from its size, but sends a GET or HEAD (methods whose
     // requests rarely have one) of unknown size with none at all: a chunked body (an
     // Elasticsearch `GET /_search`) stays chunked.
