@@ -1142,6 +1142,22 @@ async fn idle_timeout_on_paused_clock() {
     assert_eq!(proxy.stats().idle_timeouts, 1);
 }
 
+/// A `Duration::MAX` idle timeout means none, as a very long queue timeout does: the
+/// connection forwards; it panicked computing its deadline (`Instant + Duration::MAX`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_max_timeouts_do_not_panic() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let backend = echo_backend("127.0.0.1:0").await;
+        let mut cfg = config();
+        cfg.idle_timeout = Some(Duration::MAX);
+        cfg.queue_timeout = Duration::MAX;
+        let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
+        assert_eq!(ping(proxy.local_addrs()[0], b"max").await.unwrap(), b"max");
+    })
+    .await
+    .unwrap();
+}
+
 /// Reads a PROXY header from a backend connection, then everything else.
 async fn backend_reading_proxy_header() -> (SocketAddr, JoinHandle<(Vec<u8>, ProxyHeader, Vec<u8>)>)
 {

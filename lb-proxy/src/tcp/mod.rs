@@ -161,7 +161,7 @@ impl Activity {
             return std::future::pending().await;
         };
         loop {
-            let deadline = self.last() + timeout;
+            let deadline = after(self.last(), timeout);
             if Instant::now() >= deadline {
                 if progressed() {
                     self.touch();
@@ -172,6 +172,13 @@ impl Activity {
             tokio::time::sleep_until(deadline).await;
         }
     }
+}
+
+/// `at + d`, or about 30 years after `at` when that overflows (a `Duration::MAX` timeout
+/// means none in practice, and `Instant + Duration` panics past the clock's range).
+pub(crate) fn after(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 86_400))
 }
 
 /// Waits until `s` is readable: a `poll_fn` over a reference, far smaller than the future of

@@ -1034,7 +1034,7 @@ impl<'a> QueueSlot<'a> {
         Ok(Self {
             shared,
             waiter,
-            deadline: Instant::now() + shared.config.queue_timeout,
+            deadline: super::after(Instant::now(), shared.config.queue_timeout),
         })
     }
 
