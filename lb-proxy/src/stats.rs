@@ -11,6 +11,7 @@
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 macro_rules! counters {
     ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
@@ -19,6 +20,9 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct ProxyStats {
             $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
+            /// The counters of the versions this one replaced ([`ProxyStats::carry_from`]),
+            /// still counting what they drain.
+            carried: Mutex<Vec<Arc<ProxyStats>>>,
         }
 
         /// A point-in-time copy of [`ProxyStats`].
@@ -29,9 +33,18 @@ macro_rules! counters {
         }
 
         impl ProxyStats {
-            /// Copies every counter (each read is atomic; the set is not a consistent cut).
-            pub fn snapshot(&self) -> StatsSnapshot {
+            /// This proxy's own counters, without those it carries.
+            fn own_snapshot(&self) -> StatsSnapshot {
                 StatsSnapshot { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            }
+
+            /// Adds `other`'s totals but `active` (a gauge of this version's own).
+            fn add_totals(to: &mut StatsSnapshot, other: &StatsSnapshot) {
+                $(
+                    if stringify!($name) != "active" {
+                        to.$name += other.$name;
+                    }
+                )*
             }
 
             /// Adds the totals of `old` (every counter but `active`, a gauge): the
@@ -46,6 +59,40 @@ macro_rules! counters {
             }
         }
     };
+}
+
+impl ProxyStats {
+    /// Copies every counter (each read is atomic; the set is not a consistent cut), with
+    /// the totals of the versions this one replaced ([`ProxyStats::carry_from`]) added,
+    /// `active` excepted.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut s = self.own_snapshot();
+        let mut carried = self.carried.lock().unwrap_or_else(PoisonError::into_inner);
+        carried.retain(|old| {
+            let o = old.snapshot();
+            Self::add_totals(&mut s, &o);
+            // Nothing but this list holds it: the old version is gone and its totals are
+            // final. Kept in this one's own counters instead (a long-running node reloaded
+            // often keeps no chain).
+            if Arc::strong_count(old) > 1 {
+                return true;
+            }
+            self.carry_totals(&o);
+            false
+        });
+        s
+    }
+
+    /// Makes this proxy's counters go on from `old`'s, including what `old` still counts
+    /// while it drains the connections it had when it stopped accepting (a reload's
+    /// restarted virtual server: as IPVS keeps a kept service's counters). Every counter
+    /// but `active`.
+    pub fn carry_from(&self, old: &Arc<Self>) {
+        self.carried
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(old));
+    }
 }
 
 counters! {
@@ -127,5 +174,36 @@ mod carry_tests {
         new.carry_totals(&old.snapshot());
         let s = new.snapshot();
         assert_eq!((s.accepted, s.active, s.bytes_spliced), (6, 0, 7));
+    }
+
+    /// What the replaced version counts after the carry (the connections it drains) shows
+    /// in the replacement's totals; once the old version is gone its totals are folded in.
+    #[test]
+    fn carry_from_follows_the_draining_version() {
+        let old = Arc::new(ProxyStats::default());
+        ProxyStats::add(&old.accepted, 5);
+        ProxyStats::add(&old.active, 2);
+        let new = ProxyStats::default();
+        ProxyStats::inc(&new.accepted);
+        new.carry_from(&old);
+        assert_eq!(new.snapshot().accepted, 6);
+        ProxyStats::add(&old.bytes_to_client, 100);
+        ProxyStats::add(&old.idle_timeouts, 1);
+        let s = new.snapshot();
+        assert_eq!(
+            (s.accepted, s.active, s.bytes_to_client, s.idle_timeouts),
+            (6, 0, 100, 1)
+        );
+        // A chain: a third version replacing the second sees the first's too.
+        let newer = ProxyStats::default();
+        let new = Arc::new(new);
+        newer.carry_from(&new);
+        assert_eq!(newer.snapshot().bytes_to_client, 100);
+        drop(old);
+        drop(new);
+        let s = newer.snapshot();
+        assert_eq!((s.accepted, s.bytes_to_client), (6, 100));
+        assert!(newer.carried.lock().unwrap().is_empty(), "not folded");
+        assert_eq!(newer.snapshot().accepted, 6);
     }
 }

@@ -702,6 +702,66 @@ async fn client_waiting_at_maxconn_is_served_by_the_successor() {
     .unwrap();
 }
 
+/// A reload's replacement carries the replaced proxy's counters on, including what the old
+/// one counts after the carry for the connection it still drains (its bytes, its close);
+/// they stayed on the old proxy's counters, which nothing shows after a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carried_counters_follow_the_draining_connection() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let backend = echo_backend("127.0.0.1:0").await;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let vip = std_listener.local_addr().unwrap();
+        let dup = std_listener.try_clone().unwrap();
+        let mut cfg = TcpProxyConfig::new(vec![vip]);
+        cfg.connect_timeout = Duration::from_secs(2);
+        let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
+        let old = TcpProxy::start_on(
+            cfg.clone(),
+            pool_of(&[backend.addr]),
+            noop(),
+            vec![TcpListener::from_std(std_listener).unwrap()],
+        )
+        .unwrap();
+        let mut c = TcpStream::connect(vip).await.unwrap();
+        c.write_all(b"1234").await.unwrap();
+        let mut back = [0u8; 4];
+        c.read_exact(&mut back).await.unwrap();
+        let new = TcpProxy::start_on(
+            cfg,
+            pool_of(&[backend.addr]),
+            noop(),
+            vec![TcpListener::from_std(dup).unwrap()],
+        )
+        .unwrap();
+        old.stop_accepting();
+        new.carry_counters_from(&old);
+        assert_eq!(new.stats().bytes_to_backend, 4);
+        // The old version's connection goes on after the carry.
+        c.write_all(b"5678").await.unwrap();
+        c.read_exact(&mut back).await.unwrap();
+        let st = new.stats();
+        assert_eq!(
+            (st.accepted, st.bytes_to_backend, st.bytes_to_client),
+            (1, 8, 8)
+        );
+        assert_eq!(
+            st.active, 0,
+            "the old version's connection is not the new one's"
+        );
+        // A client of the new version adds to the same totals.
+        assert_eq!(ping(vip, b"ab").await.unwrap(), b"ab");
+        let st = new.stats();
+        assert_eq!((st.accepted, st.bytes_to_backend), (2, 10));
+        drop(c);
+        old.drain(Some(Duration::from_secs(5))).await;
+        drop(old);
+        assert_eq!(new.stats().bytes_to_client, 10);
+    })
+    .await
+    .unwrap();
+}
+
 /// A queued connection that gives up (queue timeout) at the front leaves without taking the
 /// turn of those behind it: once the slot frees they are served, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

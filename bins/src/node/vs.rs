@@ -39,8 +39,10 @@ use crate::config::model::{
 /// [`VsRuntime::take_admin_from`], ejections made after it through
 /// [`VsRuntime::carry_from`]. The totals of its counters (connections, failures, bytes;
 /// HTTP requests and responses) go on in the replacement from where they are when the old
-/// version stops accepting ([`VsRuntime::carry_from`]); what connections it still drains
-/// count after that stays on its counters.
+/// version stops accepting ([`VsRuntime::carry_from`]). What the TCP and UDP connections it
+/// still drains count after that shows in the replacement's too (per real server always,
+/// through the shared backend counters); an HTTP virtual server's own counters (requests,
+/// responses) for them stay on the old version's.
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     admin: HashMap<SocketAddr, AdminState>,

@@ -172,7 +172,7 @@ struct Shared {
     config: TcpProxyConfig,
     pool: Arc<Pool>,
     observer: Arc<dyn OutcomeObserver>,
-    stats: ProxyStats,
+    stats: Arc<ProxyStats>,
     forward: ForwardOptions,
     /// Admission: one permit per open client connection (frontend `maxconn`).
     slots: Arc<Semaphore>,
@@ -266,7 +266,7 @@ impl TcpProxy {
             config,
             pool,
             observer,
-            stats: ProxyStats::default(),
+            stats: Arc::default(),
             forward,
             queue: WaitQueue::default(),
             stop_accept: watch::Sender::new(false),
@@ -304,10 +304,10 @@ impl ProxyHandle {
         self.shared.stats.snapshot()
     }
 
-    /// Makes this proxy's counters go on from `old`'s totals ([`ProxyStats::carry_totals`]):
-    /// a reload's replacement of a virtual server.
+    /// Makes this proxy's counters go on from `old`'s ([`ProxyStats::carry_from`]), also
+    /// what `old` still counts while it drains: a reload's replacement of a virtual server.
     pub fn carry_counters_from(&self, old: &Self) {
-        self.shared.stats.carry_totals(&old.stats());
+        self.shared.stats.carry_from(&old.shared.stats);
     }
 
     /// A reader of [`stats`](Self::stats) that can be kept apart from the handle (a status

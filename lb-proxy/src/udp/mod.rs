@@ -245,7 +245,7 @@ struct Shared {
     config: UdpProxyConfig,
     pool: Arc<Pool>,
     observer: Arc<dyn OutcomeObserver>,
-    stats: ProxyStats,
+    stats: Arc<ProxyStats>,
     sessions: Sessions,
     /// Set by [`UdpHandle::drain`]: no new sessions.
     draining: AtomicBool,
@@ -380,11 +380,10 @@ impl UdpHandle {
         self.shared.stats.snapshot()
     }
 
-    /// Makes this proxy's counters go on from `old`'s totals
-    /// ([`crate::stats::ProxyStats::carry_totals`]): a reload's replacement of a virtual
-    /// server.
+    /// Makes this proxy's counters go on from `old`'s ([`crate::stats::ProxyStats::carry_from`]), also
+    /// what `old` still counts while it drains: a reload's replacement of a virtual server.
     pub fn carry_counters_from(&self, old: &Self) {
-        self.shared.stats.carry_totals(&old.stats());
+        self.shared.stats.carry_from(&old.shared.stats);
     }
 
     /// A reader of [`stats`](Self::stats) that can be kept apart from the handle (a status
@@ -494,7 +493,7 @@ impl Shared {
             config,
             pool,
             observer,
-            stats: ProxyStats::default(),
+            stats: Arc::default(),
             sessions: Mutex::new(HashMap::new()),
             draining: false.into(),
             stop_receiving: watch::Sender::new(false),
