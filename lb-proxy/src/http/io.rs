@@ -136,12 +136,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
         self.inner.is_write_vectored()
     }
 
+    // Bounded as writes are: over TLS the last of a response (up to rustls's buffer, about
+    // 64 KiB) and the close_notify wait here, not in `poll_write`, for a client that reads
+    // nothing. A flush shows no partial progress: that tail must go within the client
+    // timeout (30 s by default: a reader slower than about 2 KiB/s is cut there).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.bound(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.bound(cx, r)
     }
 }
 
@@ -237,5 +245,65 @@ mod tests {
         let mut out = Vec::new();
         r.read_to_end(&mut out).await.unwrap();
         assert_eq!(out, b"\x16\x03\x01rest");
+    }
+
+    /// A stream that takes every write into its buffer but never gets it out (a TLS
+    /// stream whose client reads nothing: rustls buffers, the flush waits).
+    struct Stuck;
+
+    impl AsyncRead for Stuck {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Stuck {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    /// A flush or shutdown that cannot progress fails after the client timeout, as a write
+    /// does: over TLS a client reading nothing held its connection for good (the response's
+    /// tail and the close_notify wait in them, not in a write).
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_flush_or_shutdown_fails_after_the_client_timeout() {
+        use tokio::io::AsyncWriteExt;
+        for shutdown in [false, true] {
+            let mut p = Prefixed::new(
+                Vec::new(),
+                Stuck,
+                Arc::new(Activity::new()),
+                Duration::from_millis(500),
+            );
+            p.write_all(b"the response").await.unwrap();
+            let t0 = tokio::time::Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(60), async {
+                if shutdown {
+                    p.shutdown().await
+                } else {
+                    p.flush().await
+                }
+            })
+            .await
+            .expect("bounded by the client timeout");
+            assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+            assert_eq!(t0.elapsed(), Duration::from_millis(500));
+            assert!(p.activity.write_stalled());
+        }
     }
 }
