@@ -757,7 +757,11 @@ async fn redirect_https_sends_every_request_to_https() {
 
 /// Accepts any server certificate: the SNI test looks at which one was served.
 #[derive(Debug)]
-struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+struct AnyCert(
+    Arc<rustls::crypto::CryptoProvider>,
+    /// The signature schemes offered, when not all the provider's.
+    Option<Vec<rustls::SignatureScheme>>,
+);
 
 impl rustls::client::danger::ServerCertVerifier for AnyCert {
     fn verify_server_cert(
@@ -800,7 +804,9 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.1
+            .clone()
+            .unwrap_or_else(|| self.0.signature_verification_algorithms.supported_schemes())
     }
 }
 
@@ -810,12 +816,21 @@ async fn served_certificate(
     addr: SocketAddr,
     name: &str,
 ) -> rustls_pki_types::CertificateDer<'static> {
+    served_certificate_offering(addr, name, None).await
+}
+
+/// [`served_certificate`] to a client that offers only `schemes` (all when `None`).
+async fn served_certificate_offering(
+    addr: SocketAddr,
+    name: &str,
+    schemes: Option<Vec<rustls::SignatureScheme>>,
+) -> rustls_pki_types::CertificateDer<'static> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider, schemes)))
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let s = TcpStream::connect(addr).await.unwrap();
@@ -864,6 +879,52 @@ async fn https_listener_picks_the_certificate_by_sni() {
         e.contains("certificate 2: does not go with the certificate"),
         "{e}"
     );
+}
+
+/// Two certificates for one name with keys of different kinds (ECDSA and Ed25519 here, as
+/// nginx's RSA and ECDSA `ssl_certificate` pair): each client gets the one it can verify,
+/// with or without SNI. A client that could not verify the first got a handshake failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_picks_the_certificate_the_client_can_verify() {
+    use rustls::SignatureScheme;
+    let b = TestBackend::start(1).await;
+    let ecdsa = rcgen::generate_simple_self_signed(vec!["www.example.com".into()]).unwrap();
+    let ed_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let ed_cert = rcgen::CertificateParams::new(vec!["www.example.com".into()])
+        .unwrap()
+        .self_signed(&ed_key)
+        .unwrap();
+    let pems = [
+        (ecdsa.cert.pem(), ecdsa.key_pair.serialize_pem()),
+        (ed_cert.pem(), ed_key.serialize_pem()),
+    ];
+    let pairs: Vec<(&[u8], &[u8])> = pems
+        .iter()
+        .map(|(c, k)| (c.as_bytes(), k.as_bytes()))
+        .collect();
+    let mut c = config();
+    c.tls = Some(TlsTermination::from_pems(&pairs).unwrap());
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let ed_only = Some(vec![SignatureScheme::ED25519]);
+    let ecdsa_only = Some(vec![SignatureScheme::ECDSA_NISTP256_SHA256]);
+    for name in ["www.example.com", "127.0.0.1"] {
+        assert_eq!(
+            &served_certificate_offering(p.local_addr(), name, ed_only.clone()).await,
+            ed_cert.der(),
+            "{name}"
+        );
+        assert_eq!(
+            &served_certificate_offering(p.local_addr(), name, ecdsa_only.clone()).await,
+            ecdsa.cert.der(),
+            "{name}"
+        );
+        // Both verifiable: the first.
+        assert_eq!(
+            &served_certificate(p.local_addr(), name).await,
+            ecdsa.cert.der(),
+            "{name}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1835,7 +1835,9 @@ pub struct HttpSettings {
     /// by the name a client asks for (SNI), as HAProxy's `crt-list` or nginx's
     /// `server_name`: the first certificate, `tls_certificate` included, whose subject
     /// alternative names cover it (exact or `*.` wildcard); `tls_certificate` when none
-    /// does or the client names none. Needs `tls_certificate`. Default none.
+    /// does or the client names none. Of those, the first the client can verify: an RSA
+    /// and an ECDSA certificate for one name serve each client the one it supports.
+    /// Needs `tls_certificate`. Default none.
     pub tls_sni: Vec<TlsSni>,
     /// The contents of the certificate and key files, read when the configuration is
     /// loaded ([`Config::with_defaults`]), or which file could not be read and why;

@@ -70,6 +70,9 @@ impl TlsTermination {
     /// (SNI), as HAProxy's `crt-list` and nginx's `server_name` choose: the first whose
     /// subject alternative names cover it (exact, or a `*.` wildcard for one label), in
     /// order; the first certificate for a client that sends no name or one none covers.
+    /// Among those, the first whose key signs with a scheme the client offers: an RSA and
+    /// an ECDSA certificate for one name each serve the clients that can verify them (as
+    /// nginx's two `ssl_certificate`s).
     ///
     /// # Errors
     /// As [`from_pem`](Self::from_pem) for any of them (the message names which, from 1,
@@ -163,20 +166,35 @@ impl ResolvesServerCert for BySni {
         if self.certs.len() == 1 {
             return default;
         }
-        let Some(name) = hello
+        // A certificate whose key can sign with a scheme the client offers: of an RSA and an
+        // ECDSA certificate for one name, the one the client can verify (as nginx's two
+        // `ssl_certificate`, HAProxy's multi-certificate bundles).
+        let schemes = hello.signature_schemes();
+        let usable = |c: &Arc<CertifiedKey>| c.key.choose_scheme(schemes).is_some();
+        let name = hello
             .server_name()
-            .and_then(|n| ServerName::try_from(n.to_owned()).ok())
-        else {
-            return default;
-        };
-        self.certs
-            .iter()
-            .find(|c| {
-                c.end_entity_cert().ok().is_some_and(|der| {
-                    webpki::EndEntityCert::try_from(der)
-                        .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
+            .and_then(|n| ServerName::try_from(n.to_owned()).ok());
+        if let Some(name) = name {
+            let covering: Vec<&Arc<CertifiedKey>> = self
+                .certs
+                .iter()
+                .filter(|c| {
+                    c.end_entity_cert().ok().is_some_and(|der| {
+                        webpki::EndEntityCert::try_from(der)
+                            .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
+                    })
                 })
-            })
+                .collect();
+            if let Some(c) = covering.iter().find(|c| usable(c)).or(covering.first()) {
+                return Some(Arc::clone(c));
+            }
+        }
+        // No name, or none covering it: the first certificate, or the first the client can
+        // verify when it cannot verify that one.
+        self.certs
+            .first()
+            .filter(|c| usable(c))
+            .or_else(|| self.certs.iter().find(|c| usable(c)))
             .cloned()
             .or(default)
     }
