@@ -927,6 +927,44 @@ async fn https_listener_picks_the_certificate_the_client_can_verify() {
     }
 }
 
+/// Keys that cannot be used are named for what they are: an encrypted key (it read as
+/// "no key" or a base64 error) and a key of a kind the provider cannot sign with (a P-521
+/// key read as "does not go with the certificate"); a key of another certificate still
+/// reads as a mismatch.
+#[test]
+fn unusable_tls_keys_say_why() {
+    let cert = rcgen::generate_simple_self_signed(vec!["www.example.com".into()]).unwrap();
+    let pem = cert.cert.pem();
+    let err = |key: &str| {
+        TlsTermination::from_pem(pem.as_bytes(), key.as_bytes())
+            .unwrap_err()
+            .to_string()
+    };
+    for encrypted in [
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHzBJBgkqhkiG9w0BBQ0w\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nMIIE\n-----END RSA PRIVATE KEY-----\n",
+    ] {
+        let e = err(encrypted);
+        assert!(e.contains("the private key is encrypted"), "{e}");
+    }
+    // openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-521
+    let p521 = "-----BEGIN PRIVATE KEY-----
+MIHuAgEAMBAGByqGSM49AgEGBSuBBAAjBIHWMIHTAgEBBEIAkIk1xdbHaxAocLm0
+THbYjp3BJtdLdRcGC4bNEenrwHSGfmprSdWE5kIH4L6+ymVHAWvI2TV8fIbTEiCv
+dLkYEoahgYkDgYYABACs0jOJnQWoB4CFmNUBnX0jQg88v7xO/W7O156NjRdA+7vN
+FH9cvFCVMmDRW+5tc4zQ1l3ssUmBh5nbtT+p5lDLygFsk5goUQ02SuMMXhk/ucgd
+Y1gAiOzM2i4VSdpmq/jehVEuRKm+dcQEPNUxyYMdi25obE3+wUyC1lAsaSxG2SjZ
+7w==
+-----END PRIVATE KEY-----
+";
+    let e = err(p521);
+    assert!(e.contains("unsupported private key"), "{e}");
+    assert!(!e.contains("does not go with"), "{e}");
+    let other = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
+    let e = err(&other.key_pair.serialize_pem());
+    assert!(e.contains("does not go with the certificate"), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connection_is_closed() {
     let b = TestBackend::start(1).await;

@@ -1958,17 +1958,18 @@ impl HttpSettings {
             .collect();
         TlsTermination::from_pems(&pairs).map(Some).map_err(|e| {
             // Which pair, and whether its key or its certificate: the first pair that does
-            // not build on its own, and the setting its error names.
-            let (n, key) = pairs
+            // not build on its own, and the setting its error names. Its own message: the
+            // location names the pair, not lb-proxy's count from 1.
+            let (n, key, message) = pairs
                 .iter()
                 .enumerate()
                 .find_map(|(n, (c, k))| match TlsTermination::from_pem(c, k) {
-                    Err(lb_proxy::http::Error::InvalidConfig { setting, .. }) => {
-                        Some((n, setting == "tls key"))
+                    Err(e @ lb_proxy::http::Error::InvalidConfig { setting, .. }) => {
+                        Some((n, setting == "tls key", e.to_string()))
                     }
                     _ => None,
                 })
-                .unwrap_or((0, false));
+                .unwrap_or_else(|| (0, false, e.to_string()));
             let at = match n.checked_sub(1) {
                 None if key && self.tls_key.is_some() => "tls_key".to_owned(),
                 None => "tls_certificate".to_owned(),
@@ -1977,10 +1978,7 @@ impl HttpSettings {
                 }
                 Some(i) => format!("tls_sni[{i}].certificate"),
             };
-            TlsFileError {
-                at,
-                message: e.to_string(),
-            }
+            TlsFileError { at, message }
         })
     }
 }

@@ -138,6 +138,19 @@ fn certified(
             format!("malformed certificate: {e}"),
         ));
     }
+    // Said as such: the PEM reader skips an encrypted PKCS#8 block ("no key") and fails on
+    // an encrypted traditional one's headers (a base64 error).
+    let text = String::from_utf8_lossy(key);
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(which(
+            "tls key",
+            "the private key is encrypted (a passphrase), which is not supported: decrypt it \
+             (openssl pkey -in KEY -out KEY.plain) and keep the file readable by root only"
+                .into(),
+        ));
+    }
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
         which(
             "tls key",
@@ -149,8 +162,25 @@ fn certified(
             },
         )
     })?;
-    let key = CertifiedKey::from_der(certs, key, provider)
-        .map_err(|e| which("tls key", format!("does not go with the certificate: {e}")))?;
+    let signing = provider.key_provider.load_private_key(key).map_err(|e| {
+        which(
+            "tls key",
+            format!(
+                "unsupported private key ({e}): RSA of 2048 to 8192 bits, ECDSA P-256 or P-384, \
+                 or Ed25519"
+            ),
+        )
+    })?;
+    let key = CertifiedKey::new(certs, signing);
+    match key.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(e) => {
+            return Err(which(
+                "tls key",
+                format!("does not go with the certificate: {e}"),
+            ))
+        }
+    }
     Ok(Arc::new(key))
 }
 
