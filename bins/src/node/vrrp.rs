@@ -1293,12 +1293,7 @@ impl SpeakerRuntime {
     }
 
     pub(crate) fn only_priorities_differ(&self, new: &[VrrpInstance]) -> bool {
-        self.instances.len() == new.len()
-            && self.instances.iter().zip(new).all(|(a, b)| {
-                let mut a = a.clone();
-                a.priority = b.priority;
-                a == *b
-            })
+        priorities_only_change(&self.instances, new)
     }
 
     /// Applies new base priorities in place: no restart, so no priority-0 advert, no
@@ -1488,9 +1483,43 @@ impl SpeakerRuntime {
     }
 }
 
+/// Whether `new` differs from `old` in base priorities only, none of them becoming or
+/// ceasing to be the address owner's 255: what depends on owning the address (a tracked
+/// file's default weight 0, the owner's tracks ignored, RFC 5798's owner behaviour) is set
+/// when an instance starts, so such a change goes through a hand-over instead.
+fn priorities_only_change(old: &[VrrpInstance], new: &[VrrpInstance]) -> bool {
+    old.len() == new.len()
+        && old.iter().zip(new).all(|(a, b)| {
+            let mut a = a.clone();
+            let owner_changes = (a.priority == 255) != (b.priority == 255);
+            a.priority = b.priority;
+            a == *b && !owner_changes
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A priority-only reload is applied in place, but not one making an instance the
+    /// address owner (255) or ceasing to be it: that was applied in place too, keeping the
+    /// tracks built for the old priority (an owner whose tracked file should fault it
+    /// stayed Master).
+    #[test]
+    fn becoming_or_ceasing_to_be_the_owner_is_not_priority_only() {
+        let with = |p: u8| {
+            let mut v = VrrpInstance::new("VI_1", "eth0", 51);
+            v.priority = p;
+            vec![v]
+        };
+        assert!(priorities_only_change(&with(100), &with(150)));
+        assert!(priorities_only_change(&with(100), &with(100)));
+        assert!(!priorities_only_change(&with(100), &with(255)));
+        assert!(!priorities_only_change(&with(255), &with(100)));
+        let mut other = with(150);
+        other[0].virtual_router_id = 52;
+        assert!(!priorities_only_change(&with(100), &other));
+    }
 
     /// `lbctl status` shows a track's own state and what it does now: a reversed script
     /// that succeeds is `up` and takes its weight off; a weight-0 one failing faults; a
