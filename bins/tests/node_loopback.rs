@@ -630,6 +630,80 @@ address = "{b}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A reload that restarts a route target (`api`, its backend moved) and gives the router
+/// (`web`) a new address it cannot bind: `web` keeps its previous configuration, started
+/// anew with `api`'s new pool, so routed requests follow `api`'s new backend and `lbctl` on
+/// it. It went on with its previous version, which held the retired `api`'s pool (the old
+/// backend, checks stopped, deaf to `lbctl`).
+#[test]
+fn a_router_that_cannot_restart_follows_its_restarted_target() {
+    let dir = tempdir();
+    let a = RealServer::echo("a");
+    let b = RealServer::echo("b");
+    let c = RealServer::echo("c");
+    let (front_port, api_port) = (free_port(), free_port());
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let config = |web_port: u16, api_backend: SocketAddr| {
+        format!(
+            r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{web_port}"
+protocol = "http"
+
+[[virtual_server.http.route]]
+path_prefix = "/api"
+virtual_server = "api"
+
+[[virtual_server.backend]]
+address = "{a}"
+
+[[virtual_server]]
+name = "api"
+listen = "127.0.0.1:{api_port}"
+protocol = "http"
+
+[[virtual_server.backend]]
+address = "{api_backend}"
+"#,
+            sock = dir.join("admin.sock").display(),
+            a = a.addr,
+        )
+    };
+    let (node, sock) = start_node(&dir, &config(front_port, b.addr));
+    let front: SocketAddr = format!("127.0.0.1:{front_port}").parse().unwrap();
+    assert!(body(&request(front, "t", "/api/x").unwrap()).starts_with("b\n"));
+
+    reload_node(&node, &dir, &config(busy_port, c.addr));
+    assert!(
+        wait_until(Duration::from_secs(10), || status(&sock)["node"]
+            ["last_reload"]["result"]
+            == "partial"),
+        "{}\n{}",
+        status(&sock),
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    // Still on its old address, routing to api's new backend.
+    let r = request(front, "t", "/api/x").unwrap();
+    assert!(
+        body(&r).starts_with("c\n"),
+        "the router kept the retired target's pool: {r}\n{}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    assert!(body(&request(front, "t", "/").unwrap()).starts_with("a\n"));
+    lbctl_backend(&sock, "maint", "api", c.addr);
+    let r = request(front, "t", "/api/x").unwrap();
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    drop(busy);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An HTTP front virtual server routes `/api` and `Host: api.example.com` to a second HTTP
 /// virtual server's backend, everything else to its own; its `forwardfor = false` applies to
 /// every request it forwards (the target, reached directly, still adds X-Forwarded-For);

@@ -41,7 +41,9 @@
 //!   A virtual server whose new version fails to start (its new address taken by another
 //!   program, say) keeps running its previous version, still accepting on its old address,
 //!   as HAProxy's old process outlives a failed reload; the error is logged, and the next
-//!   reload tries again even if the file did not change. A virtual server added by a
+//!   reload tries again even if the file did not change. One that routes to virtual
+//!   servers the reload restarted is started anew on its previous configuration instead
+//!   (on its running socket), so it routes to their new pools, not the retired ones. A virtual server added by a
 //!   reload that fails to start is not running, and the instances tracking it see it dead.
 //!   A virtual server that goes away, or moves to an address overlapping its own
 //!   (`0.0.0.0:53` → `127.0.0.1:53`), stops accepting (UDP: ends its sessions) before
@@ -1234,7 +1236,51 @@ impl Node {
                         .contains(&n.name)
                         .then(|| retired.iter().position(|v| v.cfg.name == n.name))
                         .flatten();
-                    if let Some(i) = old {
+                    // A router whose route targets restart: its previous version holds
+                    // their retired pools (stopped checks, deaf to lbctl). Its previous
+                    // configuration starts anew instead, on its running socket, with the
+                    // targets' new versions; only if that fails too does the previous
+                    // version go on as it is.
+                    let reborn = match old {
+                        Some(i)
+                            if retired[i].cfg.route_targets().iter().any(|t| {
+                                *t != n.name && retired.iter().any(|r| r.cfg.name == *t)
+                            }) =>
+                        {
+                            let prev = retired[i].cfg.clone();
+                            let again = start_vs(
+                                &prev,
+                                &new.global,
+                                bind_deadline
+                                    .saturating_duration_since(tokio::time::Instant::now()),
+                                Arc::clone(&live),
+                                &kept,
+                                &mut self.listeners,
+                                retired[i].carried(),
+                                &bfd_states,
+                            )
+                            .await;
+                            match again {
+                                Ok(v) => Some(v),
+                                Err(e2) => {
+                                    tracing::error!(error = %e2, virtual_server = %n.name, "reload: the previous configuration did not start anew either: it goes on with its route targets' previous pools until a reload restarts it");
+                                    None
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
+                    if let Some(v) = reborn {
+                        if let Some(old) = &old_pool {
+                            self.adopt_replacement(old, &v);
+                        }
+                        tracing::error!(error = %e, listen = %v.cfg.listen, "reload: virtual server not restarted, it keeps running with its previous configuration (the next reload tries again)");
+                        not_restarted.push(format!(
+                            "virtual server {} keeps its previous configuration: {e}",
+                            n.name
+                        ));
+                        kept.push(v);
+                    } else if let Some(i) = old {
                         // The previous version never stopped accepting: it goes on serving.
                         let mut v = retired.remove(i);
                         v.resume_liveness(live);
