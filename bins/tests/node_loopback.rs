@@ -642,7 +642,7 @@ fn a_router_that_cannot_restart_follows_its_restarted_target() {
     let b = RealServer::echo("b");
     let c = RealServer::echo("c");
     let (front_port, api_port) = (free_port(), free_port());
-    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();
     let config = |web_port: u16, api_backend: SocketAddr| {
         format!(
