@@ -644,6 +644,56 @@ fn proxies_sharing(
     (a, b)
 }
 
+/// A proxy's listening socket kept for its successor, as lb-node's reload keeps it: the
+/// successor accepts on a duplicate of it.
+struct Reloadable {
+    vip: SocketAddr,
+    dup: std::net::TcpListener,
+    cfg: TcpProxyConfig,
+    backend: SocketAddr,
+}
+
+impl Reloadable {
+    /// A proxy to `backend` (its config `tune`d) on a socket of its own, and its successor's
+    /// makings.
+    fn start(backend: SocketAddr, tune: impl FnOnce(&mut TcpProxyConfig)) -> (ProxyHandle, Self) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let vip = listener.local_addr().unwrap();
+        let dup = listener.try_clone().unwrap();
+        let mut cfg = TcpProxyConfig::new(vec![vip]);
+        cfg.connect_timeout = Duration::from_secs(2);
+        tune(&mut cfg);
+        let proxy = Self::start_on(&cfg, backend, listener);
+        let me = Self {
+            vip,
+            dup,
+            cfg,
+            backend,
+        };
+        (proxy, me)
+    }
+
+    fn start_on(
+        cfg: &TcpProxyConfig,
+        backend: SocketAddr,
+        l: std::net::TcpListener,
+    ) -> ProxyHandle {
+        TcpProxy::start_on(
+            cfg.clone(),
+            pool_of(&[backend]),
+            Arc::new(lb_proxy::outcome::NoopObserver),
+            vec![TcpListener::from_std(l).unwrap()],
+        )
+        .unwrap()
+    }
+
+    /// The successor, accepting on the duplicate socket.
+    fn successor(self) -> ProxyHandle {
+        Self::start_on(&self.cfg, self.backend, self.dup)
+    }
+}
+
 /// At the frontend `maxconn`, a client waiting for a slot stays in the kernel's accept
 /// queue (HAProxy pauses its listeners): when a reload's successor takes the listening
 /// socket over and the old proxy stops accepting, the successor serves it. The old proxy
@@ -652,21 +702,8 @@ fn proxies_sharing(
 async fn client_waiting_at_maxconn_is_served_by_the_successor() {
     tokio::time::timeout(TEST_BOUND, async {
         let backend = echo_backend("127.0.0.1:0").await;
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let vip = std_listener.local_addr().unwrap();
-        let dup = std_listener.try_clone().unwrap();
-        let mut cfg = TcpProxyConfig::new(vec![vip]);
-        cfg.connect_timeout = Duration::from_secs(2);
-        cfg.maxconn = 1;
-        let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
-        let old = TcpProxy::start_on(
-            cfg.clone(),
-            pool_of(&[backend.addr]),
-            noop(),
-            vec![TcpListener::from_std(std_listener).unwrap()],
-        )
-        .unwrap();
+        let (old, reload) = Reloadable::start(backend.addr, |c| c.maxconn = 1);
+        let vip = reload.vip;
         // c1 takes the only slot and keeps it.
         let mut c1 = TcpStream::connect(vip).await.unwrap();
         c1.write_all(b"1").await.unwrap();
@@ -677,13 +714,7 @@ async fn client_waiting_at_maxconn_is_served_by_the_successor() {
         c2.write_all(b"2").await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         // The reload: the successor accepts on a duplicate, then the old one stops.
-        let new = TcpProxy::start_on(
-            cfg,
-            pool_of(&[backend.addr]),
-            noop(),
-            vec![TcpListener::from_std(dup).unwrap()],
-        )
-        .unwrap();
+        let new = reload.successor();
         old.stop_accepting();
         let mut two = [0u8; 1];
         let got = tokio::time::timeout(Duration::from_secs(5), c2.read_exact(&mut two)).await;
@@ -709,31 +740,13 @@ async fn client_waiting_at_maxconn_is_served_by_the_successor() {
 async fn carried_counters_follow_the_draining_connection() {
     tokio::time::timeout(TEST_BOUND, async {
         let backend = echo_backend("127.0.0.1:0").await;
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let vip = std_listener.local_addr().unwrap();
-        let dup = std_listener.try_clone().unwrap();
-        let mut cfg = TcpProxyConfig::new(vec![vip]);
-        cfg.connect_timeout = Duration::from_secs(2);
-        let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
-        let old = TcpProxy::start_on(
-            cfg.clone(),
-            pool_of(&[backend.addr]),
-            noop(),
-            vec![TcpListener::from_std(std_listener).unwrap()],
-        )
-        .unwrap();
+        let (old, reload) = Reloadable::start(backend.addr, |_| {});
+        let vip = reload.vip;
         let mut c = TcpStream::connect(vip).await.unwrap();
         c.write_all(b"1234").await.unwrap();
         let mut back = [0u8; 4];
         c.read_exact(&mut back).await.unwrap();
-        let new = TcpProxy::start_on(
-            cfg,
-            pool_of(&[backend.addr]),
-            noop(),
-            vec![TcpListener::from_std(dup).unwrap()],
-        )
-        .unwrap();
+        let new = reload.successor();
         old.stop_accepting();
         new.carry_counters_from(&old);
         assert_eq!(new.stats().bytes_to_backend, 4);
