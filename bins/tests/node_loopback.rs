@@ -630,6 +630,45 @@ address = "{b}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Two HTTP virtual servers: `web` on `web` (port, backend) with `web_http` (its HTTP table
+/// and routes), and `api` on `api` (port, backend); the admin socket in `dir`.
+fn web_routing_to_api(
+    dir: &Path,
+    web: (u16, SocketAddr),
+    api: (u16, SocketAddr),
+    web_http: &str,
+) -> String {
+    format!(
+        r#"
+[global]
+admin_socket = "{sock}"
+drain_deadline = "1s"
+
+[[virtual_server]]
+name = "web"
+listen = "127.0.0.1:{}"
+protocol = "http"
+
+{web_http}
+[[virtual_server.backend]]
+address = "{}"
+
+[[virtual_server]]
+name = "api"
+listen = "127.0.0.1:{}"
+protocol = "http"
+
+[[virtual_server.backend]]
+address = "{}"
+"#,
+        web.0,
+        web.1,
+        api.0,
+        api.1,
+        sock = dir.join("admin.sock").display(),
+    )
+}
+
 /// A reload that restarts a route target (`api`, its backend moved) and gives the router
 /// (`web`) a new address it cannot bind: `web` keeps its previous configuration, started
 /// anew with `api`'s new pool, so routed requests follow `api`'s new backend and `lbctl` on
@@ -645,34 +684,11 @@ fn a_router_that_cannot_restart_follows_its_restarted_target() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();
     let config = |web_port: u16, api_backend: SocketAddr| {
-        format!(
-            r#"
-[global]
-admin_socket = "{sock}"
-drain_deadline = "1s"
-
-[[virtual_server]]
-name = "web"
-listen = "127.0.0.1:{web_port}"
-protocol = "http"
-
-[[virtual_server.http.route]]
-path_prefix = "/api"
-virtual_server = "api"
-
-[[virtual_server.backend]]
-address = "{a}"
-
-[[virtual_server]]
-name = "api"
-listen = "127.0.0.1:{api_port}"
-protocol = "http"
-
-[[virtual_server.backend]]
-address = "{api_backend}"
-"#,
-            sock = dir.join("admin.sock").display(),
-            a = a.addr,
+        web_routing_to_api(
+            &dir,
+            (web_port, a.addr),
+            (api_port, api_backend),
+            "[[virtual_server.http.route]]\npath_prefix = \"/api\"\nvirtual_server = \"api\"\n",
         )
     };
     let (node, sock) = start_node(&dir, &config(front_port, b.addr));
@@ -718,18 +734,11 @@ fn http_routes_send_requests_to_another_virtual_servers_backends() {
     let c = RealServer::echo("c");
     let (front_port, api_port) = (free_port(), free_port());
     let config = |api_backend: SocketAddr| {
-        format!(
-            r#"
-[global]
-admin_socket = "{sock}"
-drain_deadline = "1s"
-
-[[virtual_server]]
-name = "web"
-listen = "127.0.0.1:{front_port}"
-protocol = "http"
-
-[virtual_server.http]
+        web_routing_to_api(
+            &dir,
+            (front_port, a.addr),
+            (api_port, api_backend),
+            r#"[virtual_server.http]
 forwardfor = false
 timeout_server = "2s"
 
@@ -740,20 +749,7 @@ virtual_server = "api"
 [[virtual_server.http.route]]
 host = "api.example.com"
 virtual_server = "api"
-
-[[virtual_server.backend]]
-address = "{a}"
-
-[[virtual_server]]
-name = "api"
-listen = "127.0.0.1:{api_port}"
-protocol = "http"
-
-[[virtual_server.backend]]
-address = "{api_backend}"
 "#,
-            sock = dir.join("admin.sock").display(),
-            a = a.addr,
         )
     };
     let (node, sock) = start_node(&dir, &config(b.addr));
