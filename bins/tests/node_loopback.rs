@@ -4695,7 +4695,8 @@ fn startup_and_shutdown_scripts_run_around_the_node() {
 /// keepalived's `rs_init_notifies`: the real servers that start up with their virtual
 /// server run notify_up (an `alpha` one starts down and runs it when its first check
 /// passes, with or without), and a reload that adds a real server runs its notify_up only;
-/// without it only the alpha one's change runs one.
+/// without it only the alpha one's change runs one. A virtual server a reload adds that
+/// cannot bind runs none (they ran before its bind).
 #[test]
 fn rs_init_notifies_runs_notify_up_for_the_first_state() {
     let dir = tempdir();
@@ -4707,7 +4708,9 @@ fn rs_init_notifies_runs_notify_up_for_the_first_state() {
     let port = free_port();
     let notified = dir.join("notified");
     let conf = dir.join("keepalived.conf");
-    let write = |init: bool, with_c: bool| {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let write3 = |init: bool, with_c: bool, with_busy: bool| {
         let rs = |s: &RealServer, name: &str, alpha: bool| {
             format!(
                 "    real_server {} {} {{\n        notify_up \"echo {name}-up >> {}\"\n        TCP_CHECK {{\n{}        }}\n    }}\n",
@@ -4720,16 +4723,25 @@ fn rs_init_notifies_runs_notify_up_for_the_first_state() {
         std::fs::write(
             &conf,
             format!(
-                "global_defs {{\n    admin_socket {}\n{}}}\nvirtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    delay_loop 30\n{}{}{}}}\n",
+                "global_defs {{\n    admin_socket {}\n{}}}\nvirtual_server 127.0.0.1 {port} {{\n    protocol TCP\n    delay_loop 30\n{}{}{}}}\n{}",
                 dir.join("admin.sock").display(),
                 if init { "    rs_init_notifies\n" } else { "" },
                 rs(&a, "a", false),
                 rs(&b, "b", true),
                 if with_c { rs(&c, "c", false) } else { String::new() },
+                if with_busy {
+                    format!(
+                        "virtual_server 127.0.0.1 {busy_port} {{\n    protocol TCP\n    delay_loop 30\n{}}}\n",
+                        rs(&a, "busy", false)
+                    )
+                } else {
+                    String::new()
+                },
             ),
         )
         .unwrap();
     };
+    let write = |init: bool, with_c: bool| write3(init, with_c, false);
     // The lines so far, sorted (scripts run concurrently).
     let notes = || {
         let mut v: Vec<String> = std::fs::read_to_string(&notified)
@@ -4777,6 +4789,22 @@ fn rs_init_notifies_runs_notify_up_for_the_first_state() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(notes(), "a-up b-up c-up", "{}", log());
+    write3(true, true, true);
+    let hup = Command::new("kill")
+        .args(["-HUP", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(
+        wait_until(Duration::from_secs(5), || status(&sock)["node"]
+            ["last_reload"]["result"]
+            == "partial"),
+        "{}",
+        log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(notes(), "a-up b-up c-up", "{}", log());
+    drop(busy);
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1407,19 +1407,6 @@ impl VsRuntime {
             .map(|(i, b)| (backend_id(i), super::fifo::trio(b.address, udp)))
             .collect();
         appliers.fifo_vs = super::fifo::trio(cfg.listen, udp);
-        // keepalived's rs_init_notifies (init_service_rs): the real servers this version
-        // starts up, not those it takes over from the one a reload replaces.
-        if global.rs_init_notifies {
-            let backends = pool.backends();
-            for (i, b) in cfg.backends.iter().enumerate() {
-                let id = backend_id(i);
-                let up = backends.get(id).is_some_and(|x| x.health() == Health::Up)
-                    && !appliers.of(id).is_failed_by_checks(id);
-                if up && !carried.admin.contains_key(&b.address) {
-                    appliers.notify_state(&cfg.name, id, false);
-                }
-            }
-        }
         if cfg.outlier_detection.enabled {
             for (i, b) in cfg.backends.iter().enumerate() {
                 if let Some(&state) = carried.outlier.get(&b.address) {
@@ -1494,6 +1481,20 @@ impl VsRuntime {
                 ))))
             }
         };
+        // keepalived's rs_init_notifies (init_service_rs): the real servers this version
+        // starts up, not those it takes over from the one a reload replaces. Once the
+        // proxy runs: a failed start announces nothing.
+        if global.rs_init_notifies {
+            let backends = pool.backends();
+            for (i, b) in cfg.backends.iter().enumerate() {
+                let id = backend_id(i);
+                let up = backends.get(id).is_some_and(|x| x.health() == Health::Up)
+                    && !appliers.of(id).is_failed_by_checks(id);
+                if up && !carried.admin.contains_key(&b.address) {
+                    appliers.notify_state(&cfg.name, id, false);
+                }
+            }
+        }
         let (weights, weight_changes) = mpsc::unbounded_channel();
         let (late_ejections, late_ejections_rx) = mpsc::unbounded_channel();
         // The proxy runs (nothing below fails): quorum is announced from here on.
