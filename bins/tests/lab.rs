@@ -3557,6 +3557,71 @@ fn reload_removal_and_group_notifications_match_keepalived() {
     assert_eq!(ka_notify2, lb_notify2);
 }
 
+/// A reload that moves an address from `static_ipaddress` into the VIPs of an instance that
+/// is Master keeps it on the interface throughout (`ip monitor` sees no deletion): the
+/// statics' diff deleted it after the hand-over, and the speaker put it back a moment later.
+#[test]
+fn an_address_moved_from_static_to_a_masters_vip_stays() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbm", &[("lb1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let socket = lb1.socket.clone();
+    let conf = |moved: bool| {
+        let (statics, vips) = if moved {
+            ("", "        198.18.0.100/24\n        198.18.0.50/24\n")
+        } else {
+            (
+                "static_ipaddress {\n    198.18.0.50/24 dev eth0\n}\n",
+                "        198.18.0.100/24\n",
+            )
+        };
+        format!(
+            "global_defs {{\n    admin_socket {}\n}}\n{statics}vrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 93\n    priority 200\n    advert_int 1\n    virtual_ipaddress {{\n{vips}    }}\n}}\n",
+            socket.display()
+        )
+    };
+    std::fs::write(&lb1.conf, conf(false)).expect("conf");
+    lb1.start(&lab);
+    let moved: IpAddr = "198.18.0.50".parse().unwrap();
+    let master = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.status()
+            .is_some_and(|s| s.vrrp.iter().all(|v| v.state == VrrpState::Master))
+            && lab.has_addr("lb1", moved)
+    });
+    assert!(master.is_some(), "{}", lb1.logs());
+    let mut cmd = lab.command("lb1", "ip");
+    cmd.args(["-o", "monitor", "address"]);
+    let mut monitor = Proc::spawn(cmd, lab.dir(), "monitor").expect("ip monitor");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&lb1.conf, conf(true)).expect("conf");
+    assert!(lb1.proc().sighup());
+    let reloaded = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.proc()
+            .stderr()
+            .lines()
+            .any(|l| l.contains("reload") && (l.contains("done") || l.contains("applied")))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let seen = monitor.stdout();
+    monitor.kill9();
+    assert!(reloaded.is_some(), "{}", lb1.logs());
+    assert!(
+        !seen
+            .lines()
+            .any(|l| l.starts_with("Deleted") && l.contains("198.18.0.50/")),
+        "the moved address was deleted:\n{seen}\n{}",
+        lb1.logs()
+    );
+    assert!(lab.has_addr("lb1", moved));
+    assert!(lb1.proc().sigterm());
+    let st = lb1.proc().wait_exit(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}");
+    // Now a VIP: removed with the instance at the stop.
+    assert!(!lab.has_addr("lb1", moved));
+}
+
 /// keepalived's `virtual_routes`, `virtual_rules`, `static_routes`, `static_rules` and
 /// `static_ipaddress`, side by side with keepalived 2.2.7 running the same file (each in a
 /// lab of its own): as MASTER both install the same routes (`ip route show table all`:

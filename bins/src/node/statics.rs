@@ -6,6 +6,8 @@
 //! `start_vrrp` / `stop_vrrp` and `clear_diff_static_*`). A failure is logged and the
 //! others still applied: one bad route does not stop the node.
 
+use std::net::IpAddr;
+
 use lb_vrrp::route::VirtualRoute;
 use lb_vrrp::rule::VirtualRule;
 use lb_vrrp::vip::{Vip, VipManager};
@@ -56,6 +58,12 @@ fn manager() -> Option<VipManager> {
 /// Deletes what `old` has and `new` does not (routes first), then adds all of `new`'s
 /// (addresses first; what is there already counts as added). `old`: `None` at the start.
 pub(crate) async fn apply(old: Option<&Config>, new: &Config) {
+    apply_keeping(old, new, &[]).await;
+}
+
+/// [`apply`], leaving in place the old static addresses in `held` (VIPs a Master instance
+/// of `new` holds now).
+pub(crate) async fn apply_keeping(old: Option<&Config>, new: &Config, held: &[IpAddr]) {
     if !old.is_some_and(has_statics) && !has_statics(new) {
         return;
     }
@@ -74,7 +82,7 @@ pub(crate) async fn apply(old: Option<&Config>, new: &Config) {
         let new_vips = vips(new);
         let vips: Vec<Vip> = vips(old)
             .into_iter()
-            .filter(|v| !new_vips.contains(v))
+            .filter(|v| !new_vips.contains(v) && !held.contains(&v.addr))
             .collect();
         remove(&mgr, rules, routes, &vips).await;
     }
