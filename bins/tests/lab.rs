@@ -3558,8 +3558,9 @@ fn reload_removal_and_group_notifications_match_keepalived() {
 }
 
 /// A reload that moves an address from `static_ipaddress` into the VIPs of an instance that
-/// is Master keeps it on the interface throughout (`ip monitor` sees no deletion): the
-/// statics' diff deleted it after the hand-over, and the speaker put it back a moment later.
+/// is Master, and a route from `static_routes` into its `virtual_routes`, keeps them
+/// throughout (`ip monitor` sees no deletion): the statics' diff deleted them after the
+/// hand-over, and the speaker put them back a moment later.
 #[test]
 fn an_address_moved_from_static_to_a_masters_vip_stays() {
     if !lab_available() {
@@ -3569,16 +3570,22 @@ fn an_address_moved_from_static_to_a_masters_vip_stays() {
     let mut lb1 = Node::new(&lab, "lb1");
     let socket = lb1.socket.clone();
     let conf = |moved: bool| {
-        let (statics, vips) = if moved {
-            ("", "        198.18.0.100/24\n        198.18.0.50/24\n")
+        let route = "198.18.5.0/24 via 198.18.0.1 dev eth0";
+        let (statics, vips, routes) = if moved {
+            (
+                String::new(),
+                "        198.18.0.100/24\n        198.18.0.50/24\n",
+                format!("    virtual_routes {{\n        {route}\n    }}\n"),
+            )
         } else {
             (
-                "static_ipaddress {\n    198.18.0.50/24 dev eth0\n}\n",
+                format!("static_ipaddress {{\n    198.18.0.50/24 dev eth0\n}}\nstatic_routes {{\n    {route}\n}}\n"),
                 "        198.18.0.100/24\n",
+                String::new(),
             )
         };
         format!(
-            "global_defs {{\n    admin_socket {}\n}}\n{statics}vrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 93\n    priority 200\n    advert_int 1\n    virtual_ipaddress {{\n{vips}    }}\n}}\n",
+            "global_defs {{\n    admin_socket {}\n}}\n{statics}vrrp_instance VI_1 {{\n    state MASTER\n    interface eth0\n    virtual_router_id 93\n    priority 200\n    advert_int 1\n    virtual_ipaddress {{\n{vips}    }}\n{routes}}}\n",
             socket.display()
         )
     };
@@ -3592,7 +3599,7 @@ fn an_address_moved_from_static_to_a_masters_vip_stays() {
     });
     assert!(master.is_some(), "{}", lb1.logs());
     let mut cmd = lab.command("lb1", "ip");
-    cmd.args(["-o", "monitor", "address"]);
+    cmd.args(["-o", "monitor", "address", "route"]);
     let mut monitor = Proc::spawn(cmd, lab.dir(), "monitor").expect("ip monitor");
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(&lb1.conf, conf(true)).expect("conf");
@@ -3608,13 +3615,17 @@ fn an_address_moved_from_static_to_a_masters_vip_stays() {
     monitor.kill9();
     assert!(reloaded.is_some(), "{}", lb1.logs());
     assert!(
-        !seen
-            .lines()
-            .any(|l| l.starts_with("Deleted") && l.contains("198.18.0.50/")),
-        "the moved address was deleted:\n{seen}\n{}",
+        !seen.lines().any(|l| l.starts_with("Deleted")
+            && (l.contains("198.18.0.50/") || l.contains("198.18.5.0/24"))),
+        "a moved address or route was deleted:\n{seen}\n{}",
         lb1.logs()
     );
     assert!(lab.has_addr("lb1", moved));
+    let routes = lab.exec("lb1", &["ip", "route"]).expect("ip route");
+    assert!(
+        String::from_utf8_lossy(&routes.stdout).contains("198.18.5.0/24 via 198.18.0.1"),
+        "{routes:?}"
+    );
     assert!(lb1.proc().sigterm());
     let st = lb1.proc().wait_exit(Duration::from_secs(10));
     assert!(st.is_some_and(|s| s.success()), "{st:?}");

@@ -1595,19 +1595,33 @@ impl Node {
         // before the static entries are set): a rule or route that moved from an
         // instance's to the static ones is deleted with the instance's first, then added.
         stop_watch(&mut self.statics_watch).await;
-        // An address that moved from the static ones to a VIP of an instance that is
-        // Master now stays: deleting it would take the VIP down until the speaker's next
+        // An address, route or rule that moved from the static ones to an instance that is
+        // Master now stays: deleting it would take it away until the speaker's next
         // refresh put it back.
-        let held: Vec<std::net::IpAddr> = {
+        let held = {
             let t = read(&self.shared.vrrp);
-            new.vrrp_instances
+            let masters: Vec<&config::model::VrrpInstance> = new
+                .vrrp_instances
                 .iter()
                 .filter(|v| {
                     t.get(&v.name)
                         .is_some_and(|s| s.state == admin::VrrpState::Master)
                 })
-                .flat_map(|v| v.virtual_ipaddress.iter().map(|a| a.address))
-                .collect()
+                .collect();
+            statics::Held {
+                addresses: masters
+                    .iter()
+                    .flat_map(|v| v.virtual_ipaddress.iter().map(|a| a.address))
+                    .collect(),
+                routes: masters
+                    .iter()
+                    .flat_map(|v| v.virtual_routes.clone())
+                    .collect(),
+                rules: masters
+                    .iter()
+                    .flat_map(|v| v.virtual_rules.clone())
+                    .collect(),
+            }
         };
         statics::apply_keeping(Some(&self.config), &new, &held).await;
         self.statics_watch = statics::watch(&new);

@@ -58,12 +58,21 @@ fn manager() -> Option<VipManager> {
 /// Deletes what `old` has and `new` does not (routes first), then adds all of `new`'s
 /// (addresses first; what is there already counts as added). `old`: `None` at the start.
 pub(crate) async fn apply(old: Option<&Config>, new: &Config) {
-    apply_keeping(old, new, &[]).await;
+    apply_keeping(old, new, &Held::default()).await;
 }
 
-/// [`apply`], leaving in place the old static addresses in `held` (VIPs a Master instance
-/// of `new` holds now).
-pub(crate) async fn apply_keeping(old: Option<&Config>, new: &Config, held: &[IpAddr]) {
+/// What the Master instances of a new configuration hold now: a static address, route or
+/// rule that moved into them is not deleted by the statics' diff (it would be gone until
+/// the speaker's next refresh put it back).
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    pub(crate) addresses: Vec<IpAddr>,
+    pub(crate) routes: Vec<VirtualRoute>,
+    pub(crate) rules: Vec<VirtualRule>,
+}
+
+/// [`apply`], leaving in place the old static entries that `held` names.
+pub(crate) async fn apply_keeping(old: Option<&Config>, new: &Config, held: &Held) {
     if !old.is_some_and(has_statics) && !has_statics(new) {
         return;
     }
@@ -72,17 +81,17 @@ pub(crate) async fn apply_keeping(old: Option<&Config>, new: &Config, held: &[Ip
         let rules: Vec<&VirtualRule> = old
             .static_rules
             .iter()
-            .filter(|r| !new.static_rules.contains(r))
+            .filter(|r| !new.static_rules.contains(r) && !held.rules.contains(r))
             .collect();
         let routes: Vec<&VirtualRoute> = old
             .static_routes
             .iter()
-            .filter(|r| !new.static_routes.contains(r))
+            .filter(|r| !new.static_routes.contains(r) && !held.routes.contains(r))
             .collect();
         let new_vips = vips(new);
         let vips: Vec<Vip> = vips(old)
             .into_iter()
-            .filter(|v| !new_vips.contains(v) && !held.contains(&v.addr))
+            .filter(|v| !new_vips.contains(v) && !held.addresses.contains(&v.addr))
             .collect();
         remove(&mgr, rules, routes, &vips).await;
     }
