@@ -5285,14 +5285,20 @@ fn checks_send_the_proxy_header_as_haproxy_s_do() {
 #[test]
 fn tls_files_are_checked_at_load() {
     let dir = tempfile::tempdir().unwrap();
-    let gen = |name: &str| {
+    // `san`: with a subject alternative name (`req -x509 -subj` alone names none).
+    let gen_san = |name: &str, san: bool| {
         let (cert, key) = (
             dir.path().join(format!("{name}.crt")),
             dir.path().join(format!("{name}.key")),
         );
-        let out = std::process::Command::new("openssl")
+        let mut cmd = std::process::Command::new("openssl");
+        if san {
+            cmd.args(["req", "-addext", "subjectAltName=DNS:api.example.com"]);
+        } else {
+            cmd.arg("req");
+        }
+        let out = cmd
             .args([
-                "req",
                 "-x509",
                 "-newkey",
                 "ec",
@@ -5319,6 +5325,7 @@ fn tls_files_are_checked_at_load() {
         );
         (cert, key)
     };
+    let gen = |name: &str| gen_san(name, false);
     let (cert, key) = gen("a");
     let (_, other_key) = gen("b");
     let both = dir.path().join("both.pem");
@@ -5401,17 +5408,35 @@ fn tls_files_are_checked_at_load() {
         e[0].starts_with("t.toml:8:7: invalid tls key: does not go with the certificate"),
         "{e:?}"
     );
+    // openssl's `req -x509 -subj /CN=…` names no subject alternative name: as a `tls_sni`
+    // certificate SNI would never choose it (it was taken and never served).
+    let e = errors(
+        "t.toml",
+        &sni(&format!(
+            "certificate = \"{}\"\nkey = \"{}\"",
+            cert.display(),
+            key.display()
+        )),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "t.toml:7:15: invalid tls sni certificate: no DNS name in its subject alternative names"
+        ),
+        "{e:?}"
+    );
     let e = errors("t.toml", &sni("certificate = \"/nonexistent/api.pem\""));
     assert!(
         e[0].starts_with("t.toml:7:15: tls_sni[0].certificate /nonexistent/api.pem: No such file"),
         "{e:?}"
     );
+    let (api_cert, api_key) = gen_san("api", true);
     std::fs::write(
         &t,
         sni(&format!(
             "certificate = \"{}\"\nkey = \"{}\"",
-            cert.display(),
-            key.display()
+            api_cert.display(),
+            api_key.display()
         )),
     )
     .unwrap();

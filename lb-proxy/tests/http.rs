@@ -872,6 +872,26 @@ async fn https_listener_picks_the_certificate_by_sni() {
         let got = served_certificate(p.local_addr(), name).await;
         assert_eq!(&got, want.cert.der(), "{name}");
     }
+    // A certificate naming no DNS name (its name only in the CN) would never be chosen:
+    // refused after the first (it was taken and never served).
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cn.example.com");
+    let cn_key = rcgen::KeyPair::generate().unwrap();
+    let cn_only = params.self_signed(&cn_key).unwrap();
+    let (cn_pem, cn_key_pem) = (cn_only.pem(), cn_key.serialize_pem());
+    let e = TlsTermination::from_pems(&[pairs[0], (cn_pem.as_bytes(), cn_key_pem.as_bytes())])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tls sni certificate: certificate 2: no DNS name"),
+        "{e}"
+    );
+    assert!(TlsTermination::check_sni_certificate(cn_pem.as_bytes()).is_err());
+    assert!(TlsTermination::check_sni_certificate(pairs[1].0).is_ok());
+    // As the first (the default) it is served to every client.
+    TlsTermination::from_pems(&[(cn_pem.as_bytes(), cn_key_pem.as_bytes()), pairs[0]]).unwrap();
     // The pair's index is in the error.
     let bad: Vec<(&[u8], &[u8])> = vec![pairs[0], (pairs[1].0, pairs[0].1)];
     let e = TlsTermination::from_pems(&bad).unwrap_err().to_string();

@@ -1836,8 +1836,9 @@ pub struct HttpSettings {
     /// `server_name`: the first certificate, `tls_certificate` included, whose subject
     /// alternative names cover it (exact or `*.` wildcard); `tls_certificate` when none
     /// does or the client names none. Of those, the first the client can verify: an RSA
-    /// and an ECDSA certificate for one name serve each client the one it supports.
-    /// Needs `tls_certificate`. Default none.
+    /// and an ECDSA certificate for one name serve each client the one it supports. Each
+    /// must name a DNS name in its subject alternative names (a name only in the CN is an
+    /// error: SNI would never choose it). Needs `tls_certificate`. Default none.
     pub tls_sni: Vec<TlsSni>,
     /// The contents of the certificate and key files, read when the configuration is
     /// loaded ([`Config::with_defaults`]), or which file could not be read and why;
@@ -1968,6 +1969,15 @@ impl HttpSettings {
                         Some((n, setting == "tls key", e.to_string()))
                     }
                     _ => None,
+                })
+                .or_else(|| {
+                    // Each builds alone but not together: a `tls_sni` certificate that SNI
+                    // would never choose.
+                    (1..pairs.len()).find_map(|n| {
+                        TlsTermination::check_sni_certificate(pairs[n].0)
+                            .err()
+                            .map(|e| (n, false, e.to_string()))
+                    })
                 })
                 .unwrap_or_else(|| (0, false, e.to_string()));
             let at = match n.checked_sub(1) {

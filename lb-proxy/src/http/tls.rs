@@ -76,7 +76,9 @@ impl TlsTermination {
     ///
     /// # Errors
     /// As [`from_pem`](Self::from_pem) for any of them (the message names which, from 1,
-    /// when there are several); [`Error::InvalidConfig`] (`tls certificate`) for none.
+    /// when there are several); [`Error::InvalidConfig`] (`tls certificate`) for none,
+    /// (`tls sni certificate`) for one after the first with no DNS name in its subject
+    /// alternative names (SNI would never choose it).
     pub fn from_pems(pairs: &[(&[u8], &[u8])]) -> Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let several = pairs.len() > 1;
@@ -90,7 +92,11 @@ impl TlsTermination {
                     reason
                 },
             };
-            certs.push(certified(chain, key, &provider, which)?);
+            let cert = certified(chain, key, &provider, which)?;
+            if i > 0 && !has_dns_name(&cert) {
+                return Err(which("tls sni certificate", NO_SNI_NAME.into()));
+            }
+            certs.push(cert);
         }
         if certs.is_empty() {
             return Err(Error::InvalidConfig {
@@ -108,6 +114,31 @@ impl TlsTermination {
             .with_cert_resolver(Arc::new(BySni { certs }));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self::new(Arc::new(config)))
+    }
+
+    /// Checks that the PEM `chain`'s certificate can be chosen by SNI when it is not the
+    /// first of [`from_pems`](Self::from_pems): it names a DNS name in its subject
+    /// alternative names.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] (`tls certificate`) for an unreadable chain, (`tls sni
+    /// certificate`) for one with no DNS name.
+    pub fn check_sni_certificate(chain: &[u8]) -> Result<()> {
+        let bad = |setting, reason: String| Error::InvalidConfig { setting, reason };
+        let der = CertificateDer::pem_slice_iter(chain)
+            .next()
+            .ok_or_else(|| bad("tls certificate", "no PEM certificate found".into()))?
+            .map_err(|e| bad("tls certificate", format!("unreadable PEM: {e}")))?;
+        let named = webpki::EndEntityCert::try_from(&der)
+            .map_err(|e| bad("tls certificate", format!("malformed certificate: {e}")))?
+            .valid_dns_names()
+            .next()
+            .is_some();
+        if named {
+            Ok(())
+        } else {
+            Err(bad("tls sni certificate", NO_SNI_NAME.into()))
+        }
     }
 
     /// The rustls configuration.
@@ -182,6 +213,21 @@ fn certified(
         }
     }
     Ok(Arc::new(key))
+}
+
+/// Why a certificate after the first is refused when it names no DNS name: chosen only by
+/// the names in its subject alternative names (the first one also serves clients none
+/// covers), it would never be served.
+const NO_SNI_NAME: &str = "no DNS name in its subject alternative names: SNI would never choose \
+     it (a name only in the subject's CN is not matched, as clients do not match it either, \
+     RFC 6125 §6.4.4)";
+
+/// Whether `cert`'s end-entity certificate names a DNS name (or wildcard) in its subject
+/// alternative names.
+fn has_dns_name(cert: &CertifiedKey) -> bool {
+    cert.end_entity_cert().ok().is_some_and(|der| {
+        webpki::EndEntityCert::try_from(der).is_ok_and(|ee| ee.valid_dns_names().next().is_some())
+    })
 }
 
 /// Picks a certificate by the client's SNI name ([`TlsTermination::from_pems`]).
