@@ -54,7 +54,7 @@ pub const EXIT_OUTPUT: u8 = 4;
 #[command(
     name = "lbctl",
     version,
-    after_help = "Exit codes: 0 done; 1 refused by the daemon (unknown virtual server or backend); 2 usage error; 3 daemon unreachable."
+    after_help = "Exit codes: 0 done; 1 refused by the daemon (unknown virtual server or backend); 2 usage error; 3 daemon unreachable; 4 the answer could not be written out."
 )]
 pub struct Cli {
     /// The daemon's admin socket (`admin_socket` in its configuration).
@@ -80,7 +80,8 @@ pub enum Command {
         /// ready: back in service.
         #[arg(value_enum)]
         action: BackendAction,
-        /// The virtual server's name (as `lbctl status` shows it, by default IP:PORT).
+        /// The virtual server: its name (as `lbctl status` shows it, by default IP:PORT) or
+        /// its listen address IP:PORT (IP:PORT/udp or /tcp where both protocols share it).
         virtual_server: String,
         /// The backend's IP:PORT (`[IPv6]:PORT`); anything else is a usage error (exit 2).
         backend: std::net::SocketAddr,
@@ -88,7 +89,8 @@ pub enum Command {
     /// Change a backend's weight (HAProxy `set weight`, `ipvsadm -e -w`): through reloads,
     /// until the configuration file changes that backend's weight.
     Weight {
-        /// The virtual server's name (as `lbctl status` shows it, by default IP:PORT).
+        /// The virtual server: its name (as `lbctl status` shows it, by default IP:PORT) or
+        /// its listen address IP:PORT (IP:PORT/udp or /tcp where both protocols share it).
         virtual_server: String,
         /// The backend's IP:PORT (`[IPv6]:PORT`); anything else is a usage error (exit 2).
         backend: std::net::SocketAddr,

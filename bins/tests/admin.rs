@@ -161,6 +161,8 @@ fn status() -> Status {
                     proxy_header_errors: 0,
                     idle_timeouts: 5,
                     sessions_refused: 0,
+                    local_errors: 0,
+                    send_drops: 0,
                 }),
                 backends: vec![backend("198.18.0.151:82", 3), down],
                 error: None,

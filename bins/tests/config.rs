@@ -533,6 +533,7 @@ fn keepalived_example_is_the_twin_of_the_toml_example() {
     // has no slow start).
     assert!(t.virtual_servers.iter().any(|v| v.http.is_some()));
     assert!(t.virtual_servers.iter().any(|v| v.tcp.is_some()));
+    assert!(t.virtual_servers.iter().any(|v| v.udp.is_some()));
     assert!(t.virtual_servers.iter().any(|v| v.slow_start.is_some()));
     // So is a check's `check_send_proxy` (it follows `[virtual_server.tcp] send_proxy`).
     assert!(t
@@ -544,6 +545,7 @@ fn keepalived_example_is_the_twin_of_the_toml_example() {
     for v in &mut t.virtual_servers {
         v.http = None;
         v.tcp = None;
+        v.udp = None;
         v.slow_start = None;
         for c in v.backends.iter_mut().flat_map(|b| &mut b.checks) {
             c.check_send_proxy = None;
@@ -1034,6 +1036,20 @@ fn virtual_ipaddress_excluded_is_kept_apart() {
         ),
     );
     assert_eq!(e, ["k.conf:5:9: duplicate virtual address 198.18.0.250"]);
+    // Twice in virtual_ipaddress (keepalived's own sample does it): keepalived would
+    // advertise it twice, which peers comparing address counts would see.
+    let e = errors(
+        "k.conf",
+        &keepalived_instance(
+            2,
+            &["198.18.0.250".to_owned(), "198.18.0.250".to_owned()],
+            &[],
+        ),
+    );
+    assert_eq!(
+        e,
+        ["k.conf:6:9: duplicate virtual address 198.18.0.250 (keepalived would advertise it twice: list it once, on every node)"]
+    );
 }
 
 /// An advert holds 255 IPv4 / 89 IPv6 addresses (keepalived's count at MTU 1500): in
@@ -4927,6 +4943,68 @@ fn keepalived_adjustments_are_followed() {
         Duration::from_millis(40_950)
     );
     warned(&w, "as keepalived rounds or caps it");
+    // Outside 0.01..=255 s keepalived ignores advert_int ("not valid! ... ignoring"): the
+    // default 1 s stays, on either version (it was capped to 40.95 s, 255 s or 10 ms).
+    for (version, bad) in [("2", "256"), ("3", "300"), ("3", "0.005")] {
+        let (c, w) = load(&BASE_INSTANCE.replace(
+            "    priority 100\n",
+            &format!("    priority 100\n    version {version}\n    advert_int {bad}\n"),
+        ));
+        assert_eq!(
+            c.vrrp_instances[0].advert_int,
+            Duration::from_secs(1),
+            "{bad}"
+        );
+        assert!(
+            w.iter().any(
+                |w| w.starts_with(&format!("{}:6:16: warning: advert_int", p.display()))
+                    && w.contains("outside 0.01..=255 s: ignored, 1s used")
+            ),
+            "{w:#?}"
+        );
+    }
+    // track_interface naming the instance's own interface: dropped with a warning where
+    // it was written (keepalived: "Ignoring track_interface lbnet0 since own interface"),
+    // its weight not applied; the other entries keep their places and locations.
+    let (c, w) = load(&BASE_INSTANCE.replace(
+        "    priority 100\n",
+        "    priority 100\n    dont_track_primary\n    track_interface {\n        lbnet0 weight 20\n        lbnet1 weight 5\n        lbnet2\n    }\n",
+    ));
+    let tracked: Vec<(&str, i32)> = c.vrrp_instances[0]
+        .track_interface
+        .iter()
+        .map(|t| (t.interface.as_str(), t.weight))
+        .collect();
+    assert_eq!(tracked, [("lbnet1", 5), ("lbnet2", 0)]);
+    assert!(
+        w.iter().any(|w| w.starts_with(&format!("{}:7:9: warning: vrrp_instance VI_1: track_interface lbnet0 is the instance's own interface", p.display()))),
+        "{w:#?}"
+    );
+    // IPVS scheduler flags and other virtual_server keywords keepalived knows: said what
+    // lb-node does instead, not called unknown.
+    let (_, w) = load(
+        "virtual_server 198.18.0.250 80 {\n    protocol TCP\n    lb_algo sh\n    sh-port\n    sh-fallback\n    mh-port\n    persistence_engine sip\n    snmp_name web\n    real_server 198.18.0.151 80 {\n    }\n}\n",
+    );
+    for (line, what) in [
+        (
+            4,
+            "`sh-port` in virtual_server is ignored: IPVS hashes the client's port",
+        ),
+        (
+            5,
+            "`sh-fallback` in virtual_server is ignored: lb-node's sh and mh always fall back",
+        ),
+        (6, "`mh-port` in virtual_server is ignored"),
+        (7, "`persistence_engine` in virtual_server is ignored"),
+        (8, "`snmp_name` in virtual_server is ignored"),
+    ] {
+        assert!(
+            w.iter()
+                .any(|w| w.contains(&format!(":{line}:5: warning: {what}"))),
+            "{what}: {w:#?}"
+        );
+    }
+    assert!(!w.iter().any(|w| w.contains("unknown keyword")), "{w:#?}");
     // Virtual servers: `weight` is the real servers' default; quorum above their total
     // weight is lowered to it, hysteresis to quorum - 1; retry 0 is ignored; a real
     // server of the other family is skipped; one without real servers is dropped.
@@ -5125,7 +5203,7 @@ fn tracking_weights_as_keepalived_sets_them() {
             "vrrp_track_process tp {{\n    process revjproc\n}}\nvrrp_track_process none {{\n    process other\n    quorum 1\n    quorum_max 0\n}}\nvrrp_script chk {{\n    script /bin/true\n    weight 254\n}}\n{}",
             BASE_INSTANCE.replace(
                 "    priority 100\n",
-                "    priority 100\n    track_process {\n        tp\n    }\n    track_script {\n        chk weight -254\n    }\n    track_interface {\n        lbnet0 weight 254\n    }\n"
+                "    priority 100\n    track_process {\n        tp\n    }\n    track_script {\n        chk weight -254\n    }\n    track_interface {\n        lbnet1 weight 254\n    }\n"
             )
         ),
     )
@@ -5207,6 +5285,42 @@ fn tcp_settings_parse_and_each_error_names_its_key() {
     );
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].contains("applies to protocol = \"tcp\" only"), "{e:?}");
+}
+
+/// `[virtual_server.udp]`: read onto lb-proxy's UDP configuration, its values checked
+/// where they are written, and only with `protocol = "udp"`.
+#[test]
+fn udp_settings_are_read_and_checked() {
+    let t = load_toml(
+        "[[virtual_server]]\nlisten = \"198.18.0.250:53\"\nprotocol = \"udp\"\n[virtual_server.udp]\nidle_timeout = \"5s\"\nmax_sessions = 20000\n",
+    );
+    let mut uc = lb_proxy::udp::UdpProxyConfig::new(Vec::new());
+    t.virtual_servers[0].udp.clone().unwrap().apply(&mut uc);
+    assert_eq!(
+        (uc.idle_timeout, uc.max_sessions),
+        (Duration::from_secs(5), 20_000)
+    );
+    assert_eq!(
+        errors(
+            "t.toml",
+            "[[virtual_server]]\nlisten = \"198.18.0.250:53\"\nprotocol = \"udp\"\n[virtual_server.udp]\nidle_timeout = \"0s\"\nmax_sessions = 0\n"
+        ),
+        [
+            "t.toml:5:16: idle_timeout must be above 0 s",
+            "t.toml:6:16: max_sessions 0 is outside 1..=4294967295",
+        ]
+    );
+    let e = errors(
+        "t.toml",
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.udp]\nmax_sessions = 10\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("applies to protocol = \"udp\" only"), "{e:?}");
+    let e = errors(
+        "t.toml",
+        "[[virtual_server]]\nlisten = \"198.18.0.250:53\"\nprotocol = \"udp\"\n[virtual_server.udp]\nsessions = 10\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
 }
 
 /// Which checks send a PROXY header (HAProxy `check-send-proxy` and its default): those of
@@ -5506,6 +5620,20 @@ fn toml_number_out_of_range_names_the_range() {
             "v.toml",
             "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 300\n"
         ),
-        ["v.toml:4:21: 300 is out of range 0..=255"]
+        ["v.toml:4:21: 300 is out of range 1..=255"]
     );
+    // A priority too large: its own range, as keepalived.conf's reader says it.
+    assert_eq!(
+        errors(
+            "v.toml",
+            "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 3\npriority = 256\n"
+        ),
+        ["v.toml:5:12: 256 is out of range 1..=255"]
+    );
+    // Another u8 setting keeps its type's range.
+    let e = errors(
+        "v.toml",
+        "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 3\nunicast_ttl = 300\n",
+    );
+    assert!(e[0].ends_with("300 is out of range 0..=255"), "{e:?}");
 }

@@ -3902,6 +3902,126 @@ fn virtual_routes_match_keepalived() {
     assert!(!lab_lb.has_addr("lb1", static_addr) && !lab_ka.has_addr("ka1", static_addr));
 }
 
+/// A reload whose VRRP instance cannot start (its interface does not exist) ends
+/// "partial" in `lbctl status`, naming the instance and why; the other instance runs on.
+/// It said "done" while the instance had stopped.
+#[test]
+fn a_reload_whose_vrrp_instance_cannot_start_is_partial() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbvp", &[("lb1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let socket = lb1.socket.clone();
+    let conf = |second_if: &str| {
+        let inst = |name: &str, vrid: u8, interface: &str| {
+            format!("vrrp_instance {name} {{\n    state MASTER\n    interface {interface}\n    virtual_router_id {vrid}\n    priority 100\n    advert_int 1\n    virtual_ipaddress {{\n        198.18.0.{vrid}/24\n    }}\n}}\n")
+        };
+        format!(
+            "global_defs {{\n    admin_socket {}\n}}\n",
+            socket.display()
+        ) + &inst("A", 61, "eth0")
+            + &inst("B", 62, second_if)
+    };
+    std::fs::write(&lb1.conf, conf("eth0")).expect("conf");
+    lb1.start(&lab);
+    let masters = |n: usize| {
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            lb1.status().is_some_and(|s| {
+                s.vrrp
+                    .iter()
+                    .filter(|v| v.state == VrrpState::Master)
+                    .count()
+                    == n
+            })
+        })
+        .is_some()
+    };
+    assert!(masters(2), "{}", lb1.logs());
+    std::fs::write(&lb1.conf, conf("nosuch0")).expect("conf");
+    assert!(lb1.proc().sighup());
+    let reloaded = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.status()
+            .and_then(|s| s.node.last_reload)
+            .is_some_and(|r| r.result != "done" || !r.errors.is_empty())
+    });
+    let status = lb1.status().expect("status");
+    let last = status.node.last_reload.clone().expect("last reload");
+    assert!(reloaded.is_some(), "{last:?}\n{}", lb1.logs());
+    assert_eq!(last.result, "partial", "{last:?}");
+    assert!(
+        last.errors
+            .iter()
+            .any(|e| e.starts_with("vrrp_instance B: ") && e.contains("nosuch0")),
+        "{last:?}"
+    );
+    let a = status.vrrp.iter().find(|v| v.name == "A").expect("A");
+    assert_eq!(a.state, VrrpState::Master, "{status:?}");
+}
+
+/// A `vrrp_script` tracked by two instances that are not in a sync group (each has a
+/// speaker of its own) runs once per `interval` for both, as keepalived runs it, and
+/// both see its result together: a failing run takes the weight off both priorities.
+/// It ran once per instance, each copy with its own rise/fall count.
+#[test]
+fn a_script_tracked_by_two_instances_runs_once_per_interval() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbsc", &[("lb1", 11)]).expect("lab");
+    let mut lb1 = Node::new(&lab, "lb1");
+    let runs = lab.dir().join("runs");
+    let fail = lab.dir().join("fail");
+    let script = lab.dir().join("chk.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho x >> {}\n[ ! -e {} ]\n",
+            runs.display(),
+            fail.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let inst = |name: &str, vrid: u8| {
+        format!("vrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    priority 100\n    advert_int 1\n    track_script {{\n        chk\n    }}\n    virtual_ipaddress {{\n        198.18.0.{vrid}/24\n    }}\n}}\n")
+    };
+    std::fs::write(
+        &lb1.conf,
+        format!(
+            "global_defs {{\n    admin_socket {}\n    script_user root\n}}\n\
+             vrrp_script chk {{\n    script {}\n    interval 0.25\n    weight -10\n}}\n",
+            lb1.socket.display(),
+            script.display()
+        ) + &inst("A", 61)
+            + &inst("B", 62),
+    )
+    .expect("conf");
+    lb1.start(&lab);
+    let prios = |want: u8| {
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            lb1.status().is_some_and(|s| {
+                s.vrrp.len() == 2 && s.vrrp.iter().all(|v| v.effective_priority == want)
+            })
+        })
+        .is_some()
+    };
+    assert!(prios(100), "{}", lb1.logs());
+    let count = || {
+        std::fs::read_to_string(&runs)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let before = count();
+    std::thread::sleep(Duration::from_millis(2500));
+    let ran = count() - before;
+    // One run every 250 ms: about 10 in 2.5 s (20 with a run per instance).
+    assert!((6..=14).contains(&ran), "{ran} runs in 2.5 s");
+    std::fs::write(&fail, "").expect("fail");
+    assert!(prios(90), "both instances lose the weight: {}", lb1.logs());
+}
+
 /// keepalived's `vrrp_script … init_fail`, side by side with keepalived 2.2.7 running the
 /// same file. lb-node follows keepalived's documentation: an instance tracking (weight 0)
 /// a script with `init_fail` starts in FAULT and leaves it once the script has succeeded

@@ -448,6 +448,150 @@ fn lbctl_drain_keeps_persistent_clients() {
 /// `uthreshold`): with a at 1 and b unlimited, four held connections are one on a and
 /// three on b. The largest maxconn of the virtual server used to cap every backend: b
 /// took one too and the other two waited in the queue until they timed out.
+/// A `source` address this host lacks (a floating address it does not hold now): each
+/// client connection is closed, counted as the node's own error (`local_errors`), not as
+/// the backend's; `lbctl status` shows it in text and JSON, and the backend stays up.
+#[test]
+fn a_source_address_the_host_lacks_shows_as_local_errors() {
+    let dir = tempdir();
+    let backend = echo_until_eof(1);
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nlb_algo = \"rr\"\n[virtual_server.tcp]\nsource = \"198.18.0.77\"\n[[virtual_server.backend]]\naddress = \"{backend}\"\n",
+        dir.join("admin.sock").display()
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let _ = c.write_all(b"x");
+        let mut buf = [0u8; 1];
+        assert!(
+            matches!(c.read(&mut buf), Ok(0) | Err(_)),
+            "served through a source the host lacks"
+        );
+    }
+    let l4 = |s: &serde_json::Value| s["virtual_servers"][0]["l4"].clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || l4(&status(&sock))
+            ["local_errors"]
+            == 2),
+        "{}",
+        status(&sock)
+    );
+    let s = status(&sock);
+    assert_eq!(
+        (l4(&s)["connect_failures"].clone(), l4(&s)["failed"].clone()),
+        (0.into(), 2.into()),
+        "{s}"
+    );
+    assert_eq!(
+        s["virtual_servers"][0]["backends"][0]["health"], "up",
+        "{s}"
+    );
+    let text = Command::new(LBCTL)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("; local errors 2"), "{text}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A connection the previous version of a restarted virtual server still carries is
+/// open on that virtual server: `lbctl status` counts it (as `ipvsadm -ln` counts a kept
+/// service's connections after a keepalived reload) until it closes. It showed 0.
+#[test]
+fn connections_a_reload_drains_are_counted_open() {
+    let dir = tempdir();
+    let backend = echo_until_eof(2);
+    let port = free_port();
+    let toml = |algo: &str| {
+        format!(
+            "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"30s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nlb_algo = \"{algo}\"\n[[virtual_server.backend]]\naddress = \"{backend}\"\n",
+            dir.join("admin.sock").display()
+        )
+    };
+    let (node, sock) = start_node(&dir, &toml("rr"));
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    assert!(echoes(&mut c, b"a"));
+    let open = || status(&sock)["virtual_servers"][0]["l4"]["active_connections"].clone();
+    assert_eq!(open(), 1);
+    reload_node(&node, &dir, &toml("wlc"));
+    wait_scheduler(&sock, &dir, "wlc");
+    assert!(echoes(&mut c, b"b"), "the drained connection still works");
+    assert_eq!(open(), 1, "{}", status(&sock));
+    drop(c);
+    assert!(
+        wait_until(Duration::from_secs(5), || open() == 0),
+        "{}",
+        status(&sock)
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `lbctl backend` and `lbctl weight` name a virtual server by its name or, as ipvsadm
+/// names a service, by its listen address (`/udp` or `/tcp` after it where both
+/// protocols share it); a name that matches none says which there are.
+#[test]
+fn lbctl_finds_a_virtual_server_by_its_listen_address() {
+    let dir = tempdir();
+    let backend = echo_until_eof(1);
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\n[[virtual_server.backend]]\naddress = \"{backend}\"\n\n[[virtual_server]]\nname = \"dns\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\n[[virtual_server.backend]]\naddress = \"{backend}\"\n",
+        dir.join("admin.sock").display()
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let lbctl = |args: &[&str]| {
+        Command::new(LBCTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let vip = format!("127.0.0.1:{port}");
+    let b = backend.to_string();
+    // Both listen there: ambiguous without the protocol.
+    let out = lbctl(&["backend", "drain", &vip, &b]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("several virtual servers (web, dns)"), "{err}");
+    let out = lbctl(&["backend", "drain", &format!("{vip}/tcp"), &b]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin = |i: usize| status(&sock)["virtual_servers"][i]["backends"][0]["admin"].clone();
+    assert_eq!(admin(0), "drain", "{}", status(&sock));
+    assert_eq!(admin(1), "ready", "{}", status(&sock));
+    let out = lbctl(&["weight", &format!("{vip}/udp"), &b, "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        status(&sock)["virtual_servers"][1]["backends"][0]["weight"],
+        3
+    );
+    let out = lbctl(&["backend", "ready", "nope", &b]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(virtual servers: web, dns)"), "{err}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn maxconn_is_per_backend() {
     let dir = tempdir();
@@ -2037,6 +2181,63 @@ fn ops_spreads_one_clients_datagrams_over_the_real_servers() {
             "three 2-byte datagrams each: {s}"
         );
     }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `[virtual_server.udp]`: with `max_sessions = 2` a third client's datagram is dropped
+/// and counted ("sessions refused" in `lbctl status`); with `idle_timeout = "400ms"` the
+/// sessions go after that long idle and a new client is served again. One-query clients
+/// on new ports, as DNS resolvers send.
+#[test]
+fn udp_idle_timeout_and_max_sessions_apply() {
+    let dir = tempdir();
+    let echo = SlowUdpEcho::start(Duration::ZERO);
+    let port = free_udp_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"dns\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nlb_algo = \"rr\"\n[virtual_server.udp]\nidle_timeout = \"400ms\"\nmax_sessions = 2\n[[virtual_server.backend]]\naddress = \"{}\"\n",
+        dir.join("admin.sock").display(),
+        echo.addr
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let query = |what: &str| -> bool {
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        c.send(what.as_bytes()).unwrap();
+        let mut buf = [0u8; 16];
+        c.recv(&mut buf).is_ok_and(|n| &buf[..n] == what.as_bytes())
+    };
+    assert!(query("a1"), "{}", status(&sock));
+    assert!(query("a2"), "{}", status(&sock));
+    assert!(!query("a3"), "a third session opened: {}", status(&sock));
+    let l4 = |s: &serde_json::Value| s["virtual_servers"][0]["l4"].clone();
+    assert_eq!(
+        l4(&status(&sock))["sessions_refused"],
+        1,
+        "{}",
+        status(&sock)
+    );
+    // Idle for longer than idle_timeout: both sessions gone, room again.
+    assert!(
+        wait_until(Duration::from_secs(5), || l4(&status(&sock))
+            ["active_connections"]
+            == 0),
+        "{}",
+        status(&sock)
+    );
+    assert!(query("b1"), "{}", status(&sock));
+    let s = status(&sock);
+    assert!(l4(&s)["idle_timeouts"].as_u64() >= Some(2), "{s}");
+    let text = Command::new(LBCTL)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("; sessions refused 1"), "{text}");
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 
 use crate::error::{Error, Result};
 use crate::persistence::{PersistenceHold, Sticky};
@@ -159,13 +159,15 @@ pub struct BackendStats {
     ewma_stamp_ns: AtomicU64,
     /// The decay period given with the last EWMA sample, nanoseconds (reads decay with it).
     ewma_decay_ns: AtomicU64,
-    /// The least-load index (`lc`/`wlc`/`sed`/`nq`) this backend's connection count feeds.
-    load_hook: ArcSwapOption<LoadHook>,
+    /// The least-load indexes (`lc`/`wlc`/`sed`/`nq`) this backend's connection count
+    /// feeds: every live one built over these counters (a pool and its replacement built
+    /// over the same counters, as a reload builds it, each keep theirs current).
+    load_hooks: ArcSwap<Vec<LoadHook>>,
 }
 
-/// Where a backend's connection count changes are reported: a leaf of the most recently
-/// built least-load scheduler over it (weak, so no reference cycle keeps a tree alive).
-#[derive(Debug)]
+/// Where a backend's connection count changes are reported: a leaf of a least-load
+/// scheduler built over it (weak, so no reference cycle keeps a tree alive).
+#[derive(Debug, Clone)]
 pub(crate) struct LoadHook {
     pub(crate) tree: Weak<crate::algo::least::LoadTree>,
     pub(crate) leaf: u32,
@@ -186,17 +188,26 @@ impl BackendStats {
             ewma_bits: AtomicU64::new(0),
             ewma_stamp_ns: AtomicU64::new(0),
             ewma_decay_ns: AtomicU64::new(1),
-            load_hook: ArcSwapOption::empty(),
+            load_hooks: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
-    pub(crate) fn set_load_hook(&self, hook: LoadHook) {
-        self.load_hook.store(Some(Arc::new(hook)));
+    /// Adds `hook`, dropping those whose tree is gone (a rebuilt scheduler's).
+    pub(crate) fn add_load_hook(&self, hook: LoadHook) {
+        self.load_hooks.rcu(|hooks| {
+            let mut live: Vec<LoadHook> = hooks
+                .iter()
+                .filter(|h| h.tree.strong_count() > 0)
+                .cloned()
+                .collect();
+            live.push(hook.clone());
+            live
+        });
     }
 
     #[inline]
     fn notify_load(&self) {
-        if let Some(hook) = self.load_hook.load().as_ref() {
+        for hook in self.load_hooks.load().iter() {
             if let Some(tree) = hook.tree.upgrade() {
                 tree.update(hook.leaf);
             }

@@ -288,7 +288,7 @@ impl Algorithm {
 /// (`smooth_wrr`, and HAProxy's `roundrobin` / Envoy's `round_robin`, which are weighted
 /// and interleaved), `lc`, `wlc` (and HAProxy's `leastconn`, weighted: connections per
 /// weight), `sed`, `nq`, `sh` (`source`), `dh`, `mh` (`maglev`), `ring_hash` (`ketama`,
-/// `chash`), `random`, `p2c` (`least_request`), `peak_ewma`, `fo`. IPVS's `rr` and `lc`
+/// `chash`), `random`, `p2c` (`least_request`, IPVS's `twos`), `peak_ewma`, `fo`. IPVS's `rr` and `lc`
 /// ignore weights (other than 0), as in IPVS.
 ///
 /// # Errors
@@ -313,7 +313,9 @@ impl FromStr for Algorithm {
             "mh" | "maglev" => Self::MAGLEV,
             "ring_hash" | "ketama" | "chash" => Self::RING_HASH,
             "random" => Self::Random { seed: DEFAULT_SEED },
-            "p2c" | "least_request" => Self::PowerOfTwoChoices { seed: DEFAULT_SEED },
+            // IPVS's `twos` (Linux 6.2, weighted random twos choice): two draws by
+            // weight, the lower connections per weight wins.
+            "p2c" | "least_request" | "twos" => Self::PowerOfTwoChoices { seed: DEFAULT_SEED },
             "peak_ewma" => Self::PeakEwma {
                 seed: DEFAULT_SEED,
                 default_rtt: Duration::from_millis(5),
@@ -652,6 +654,8 @@ mod tests {
             ("round_robin", "swrr"),
             ("leastconn", "wlc"),
             ("source", "sh"),
+            ("twos", "p2c"),
+            ("least_request", "p2c"),
         ] {
             assert_eq!(alias.parse::<Algorithm>().unwrap().name(), name, "{alias}");
         }

@@ -222,3 +222,57 @@ fn rebuild_keeps_rr_position_and_counts() {
     drop(guard);
     let _ = Duration::ZERO;
 }
+
+/// Two pools over the same counters (a reload builds the restarted virtual server's pool
+/// with `Backend::with_stats` while the old one still serves, and goes on serving when the
+/// new one fails to start): each least-load scheduler is told of every connection opened
+/// and closed, so both keep spreading. The older one's tree lost its updates to the newer,
+/// and `sed`/`nq` sent every connection to one backend.
+#[test]
+fn pools_sharing_counters_both_see_connections() {
+    for algo in ["sed", "nq", "wlc", "lc"] {
+        let now = t0();
+        let alg: Algorithm = algo.parse().unwrap();
+        let old = Pool::new(
+            alg.clone(),
+            BackendSet::new(ready_backends(&[10, 10, 10])).unwrap(),
+            PoolConfig::default(),
+        )
+        .unwrap();
+        let shared = BackendSet::new(
+            old.backends()
+                .iter()
+                .map(|b| {
+                    Backend::with_stats(b.id(), b.addr(), std::sync::Arc::clone(b.stats()))
+                        .with_weight(b.weight())
+                })
+                .collect(),
+        )
+        .unwrap();
+        let new = Pool::new(alg, shared, PoolConfig::default()).unwrap();
+        // 30 connections opened (and held) through `pool`: how many each backend got.
+        let spread = |pool: &Pool| {
+            let mut guards = Vec::new();
+            let mut counts: HashMap<BackendId, u32> = HashMap::new();
+            for _ in 0..30 {
+                let b = pool
+                    .select(now, &SelectContext::default(), &mut |_| true)
+                    .unwrap();
+                *counts.entry(b.id()).or_default() += 1;
+                guards.push(b.connection());
+            }
+            let mut c: Vec<u32> = counts.values().copied().collect();
+            c.sort_unstable();
+            c
+        };
+        assert_eq!(spread(&old), [10, 10, 10], "{algo}, old pool");
+        assert_eq!(spread(&new), [10, 10, 10], "{algo}, new pool");
+        // The new one gone (a failed start), the old one still spreads.
+        drop(new);
+        assert_eq!(
+            spread(&old),
+            [10, 10, 10],
+            "{algo}, old pool after the new one went"
+        );
+    }
+}

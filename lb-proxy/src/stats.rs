@@ -63,14 +63,16 @@ macro_rules! counters {
 
 impl ProxyStats {
     /// Copies every counter (each read is atomic; the set is not a consistent cut), with
-    /// the totals of the versions this one replaced ([`ProxyStats::carry_from`]) added,
-    /// `active` excepted.
+    /// those of the versions this one replaced ([`ProxyStats::carry_from`]) added: their
+    /// totals, and in `active` the connections (sessions) they still drain, which are this
+    /// virtual server's as much as IPVS's kept connections are its service's.
     pub fn snapshot(&self) -> StatsSnapshot {
         let mut s = self.own_snapshot();
         let mut carried = self.carried.lock().unwrap_or_else(PoisonError::into_inner);
         carried.retain(|old| {
             let o = old.snapshot();
             Self::add_totals(&mut s, &o);
+            s.active += o.active;
             // Nothing but this list holds it: the old version is gone and its totals are
             // final. Kept in this one's own counters instead (a long-running node reloaded
             // often keeps no chain).
@@ -132,6 +134,10 @@ counters! {
     /// UDP datagrams dropped, either way, for being longer than `max_datagram` (never
     /// forwarded cut short).
     datagrams_too_long,
+    /// UDP datagrams to a backend dropped because its session socket's send buffer was
+    /// full (the path to that backend is congested; Envoy's `sess_tx_errors`): the proxy
+    /// never waits for one backend while others' clients are sending.
+    send_drops,
     /// Payload bytes client → backend. TCP: counted as they are written, while the
     /// connection lasts (HAProxy's `bin`).
     bytes_to_backend,
@@ -162,7 +168,8 @@ impl ProxyStats {
 mod carry_tests {
     use super::*;
 
-    /// Totals carry over; `active`, a gauge of the old proxy's open connections, does not.
+    /// Totals carry over; `active`, a gauge of the old proxy's open connections, does not
+    /// (once folded, the old version is gone and has none).
     #[test]
     fn carry_totals_adds_every_counter_but_active() {
         let old = ProxyStats::default();
@@ -192,8 +199,12 @@ mod carry_tests {
         let s = new.snapshot();
         assert_eq!(
             (s.accepted, s.active, s.bytes_to_client, s.idle_timeouts),
-            (6, 0, 100, 1)
+            (6, 2, 100, 1),
+            "the two connections the old version drains are open"
         );
+        ProxyStats::dec(&old.active);
+        ProxyStats::dec(&old.active);
+        assert_eq!(new.snapshot().active, 0);
         // A chain: a third version replacing the second sees the first's too.
         let newer = ProxyStats::default();
         let new = Arc::new(new);

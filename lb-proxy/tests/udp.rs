@@ -1145,3 +1145,77 @@ async fn max_datagram_above_65535_is_refused() {
     let err = UdpProxy::start(cfg, pool).unwrap_err();
     assert!(err.to_string().contains("idle_timeout"), "{err}");
 }
+
+/// One client whose backend's path is congested (its session socket's send buffer full:
+/// here a token bucket of 8 kbit/s on the way out) does not hold up the virtual server:
+/// its datagrams beyond the buffer are dropped and counted (`send_drops`, as Envoy drops
+/// them), and another client on a healthy backend is answered at once. The listener used
+/// to wait for the congested socket, and no other client got anything. In namespaces of
+/// the test's own.
+#[test]
+fn a_congested_backend_does_not_stall_other_clients() {
+    if !lb_testkit::lab_available() || !lb_testkit::tool_available("tc") {
+        return;
+    }
+    let lab = lb_testkit::Lab::new("lbucg", &[("lb", 1), ("slow", 2)]).unwrap();
+    let out = lab
+        .exec(
+            "lb",
+            &[
+                "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8kbit", "burst",
+                "1600", "limit", "3000000",
+            ],
+        )
+        .unwrap();
+    assert!(out.status.success(), "tc: {out:?}");
+    // The slow backend: a socket that exists (no port unreachable) and never reads.
+    let slow_addr: SocketAddr = format!("{}:9000", lab.addr("slow")).parse().unwrap();
+    let _sink =
+        lb_testkit::in_netns(lab.ns("slow"), move || std::net::UdpSocket::bind(slow_addr)).unwrap();
+    let ns = lab.ns("lb").to_owned();
+    lb_testkit::in_netns(&ns, move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            tokio::time::timeout(Duration::from_secs(60), async {
+                let fast = tagged_echo("fast").await;
+                let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+                let proxy = start(cfg, &[slow_addr, fast.addr]);
+                let vip = proxy.local_addrs()[0];
+                let c1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let c2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                // rr: c1's session goes to the slow backend, c2's to the fast one.
+                assert_eq!(ask(&c1, vip, "x").await, None, "c1 is on the slow backend");
+                assert_eq!(ask(&c2, vip, "hello").await.as_deref(), Some("fast|hello"));
+                // Far more than a send buffer's worth for the slow backend.
+                let big = [0u8; 1400];
+                for _ in 0..400 {
+                    c1.send_to(&big, vip).await.unwrap();
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut answered = None;
+                for _ in 0..3 {
+                    answered = ask(&c2, vip, "again").await;
+                    if answered.is_some() {
+                        break;
+                    }
+                }
+                assert_eq!(
+                    answered.as_deref(),
+                    Some("fast|again"),
+                    "the other client is held up: {:?}",
+                    proxy.stats()
+                );
+                let s = proxy.stats();
+                assert!(s.send_drops > 0, "{s:?}");
+                assert!(s.bytes_to_backend < 400 * 1400, "{s:?}");
+            })
+            .await
+            .map_err(|_| std::io::Error::other("timed out"))
+        })
+    })
+    .unwrap();
+}

@@ -584,6 +584,15 @@ pub struct L4VsCounters {
     pub idle_timeouts: u64,
     /// UDP datagrams dropped because the session table was full.
     pub sessions_refused: u64,
+    /// Backend connections (UDP: session sockets) this host could not set up (descriptors,
+    /// `source` address or ephemeral ports ran out); each dropped its client connection or
+    /// datagram.
+    #[serde(default)]
+    pub local_errors: u64,
+    /// UDP datagrams to a backend dropped because the path to it was congested (its
+    /// session socket's send buffer full).
+    #[serde(default)]
+    pub send_drops: u64,
 }
 
 impl From<lb_proxy::stats::StatsSnapshot> for L4VsCounters {
@@ -599,6 +608,8 @@ impl From<lb_proxy::stats::StatsSnapshot> for L4VsCounters {
             proxy_header_errors: s.proxy_header_errors,
             idle_timeouts: s.idle_timeouts,
             sessions_refused: s.sessions_refused,
+            local_errors: s.local_errors,
+            send_drops: s.send_drops,
         }
     }
 }

@@ -200,7 +200,7 @@ pub fn status_table(status: &Status) -> String {
         if let Some(l) = &vs.l4 {
             let _ = writeln!(
                 out,
-                "  {}: {} {} ({} open), {} failed; connect failures {}  retries {}; queued {}  queue refused {}; PROXY header errors {}  idle timeouts {}{}",
+                "  {}: {} {} ({} open), {} failed; connect failures {}  retries {}; queued {}  queue refused {}; PROXY header errors {}  idle timeouts {}{}{}{}",
                 vs.protocol,
                 l.connections,
                 if vs.protocol == crate::config::model::Protocol::Udp { "sessions" } else { "connections" },
@@ -214,6 +214,16 @@ pub fn status_table(status: &Status) -> String {
                 l.idle_timeouts,
                 if l.sessions_refused > 0 {
                     format!("; sessions refused {}", l.sessions_refused)
+                } else {
+                    String::new()
+                },
+                if l.local_errors > 0 {
+                    format!("; local errors {}", l.local_errors)
+                } else {
+                    String::new()
+                },
+                if l.send_drops > 0 {
+                    format!("; dropped on a congested backend path {}", l.send_drops)
                 } else {
                     String::new()
                 }

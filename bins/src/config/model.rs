@@ -44,6 +44,7 @@ use lb_proxy::http::{
 };
 use lb_proxy::proxy_protocol::AcceptProxy;
 use lb_proxy::tcp::{ForwardMode, TcpProxyConfig};
+use lb_proxy::udp::UdpProxyConfig;
 use lb_vrrp::driver::RunAs;
 use lb_vrrp::route::VirtualRoute;
 use lb_vrrp::rule::VirtualRule;
@@ -667,7 +668,11 @@ pub struct VrrpInstance {
     pub name: String,
     /// Interface the adverts are sent on.
     pub interface: String,
-    /// Initial state hint. Default BACKUP.
+    /// keepalived's `state`. Every instance but the address owner (priority 255) starts
+    /// as Backup whatever it says and takes over after a Master_Down_Interval without a
+    /// master heard (RFC 5798 §6.4.1), as keepalived 2.2.7 does with MASTER too
+    /// (measured); MASTER makes `nopreempt` and `preempt_delay` not apply, as keepalived.
+    /// Default BACKUP.
     #[serde(default)]
     pub state: InitialState,
     /// VRID, 1..=255, unique per interface and address family.
@@ -1417,6 +1422,10 @@ pub struct VirtualServer {
     /// "tcp"`. Absent: every setting at its default ([`TcpSettings`]).
     #[serde(default)]
     pub tcp: Option<TcpSettings>,
+    /// UDP settings (`[virtual_server.udp]`, TOML only); valid only with `protocol =
+    /// "udp"`. Absent: every setting at its default ([`UdpSettings`]).
+    #[serde(default)]
+    pub udp: Option<UdpSettings>,
     /// Passive health (`[virtual_server.outlier_detection]`, TOML only). Absent: on, with
     /// the defaults listed on [`OutlierDetection`].
     #[serde(default)]
@@ -1701,6 +1710,42 @@ pub struct TcpSettings {
     /// Forward with `splice(2)` (zero copy, falling back to copying where it cannot be
     /// used) or, `false`, always copy through user space. Default true.
     pub splice: bool,
+}
+
+/// The settings of a `protocol = "udp"` virtual server (`[virtual_server.udp]`, TOML only;
+/// keepalived.conf has no syntax for them: IPVS's UDP timeout is `ipvsadm --set`). Every
+/// key is optional; the defaults are lb-proxy's ([`UdpProxyConfig::new`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpSettings {
+    /// A session (a client's flow to its real server; with `ops`, one per client and real
+    /// server) ends after this long without a datagram either way (IPVS's `udp` timeout,
+    /// Envoy's UDP proxy `idle_timeout`). Short for request-reply protocols such as DNS,
+    /// where every query may come from a new port. Default 60 s; above 0.
+    #[serde(with = "values::duration")]
+    pub idle_timeout: Duration,
+    /// The most sessions open at once (each holds a descriptor, counted against the
+    /// process's limit); a datagram that would open one more is dropped and counted
+    /// (`sessions refused` in `lbctl status`). Default 4096; at least 1.
+    pub max_sessions: usize,
+}
+
+impl Default for UdpSettings {
+    fn default() -> Self {
+        let d = UdpProxyConfig::new(Vec::new());
+        Self {
+            idle_timeout: d.idle_timeout,
+            max_sessions: d.max_sessions,
+        }
+    }
+}
+
+impl UdpSettings {
+    /// Applies these settings to `c`.
+    pub fn apply(&self, c: &mut UdpProxyConfig) {
+        c.idle_timeout = self.idle_timeout;
+        c.max_sessions = self.max_sessions;
+    }
 }
 
 /// A PROXY protocol version to send (`send_proxy`).
@@ -2077,6 +2122,7 @@ impl VirtualServer {
             backends: Vec::new(),
             http: None,
             tcp: None,
+            udp: None,
             outlier_detection: OutlierDetection::default(),
         }
     }
@@ -3398,6 +3444,7 @@ impl Config {
         for (i, vs) in self.virtual_servers.iter().enumerate() {
             validate_http(&mut err, &mut warn, self, i, vs);
             validate_tcp(&mut err, i, vs);
+            validate_udp(&mut err, i, vs);
             validate_outlier(&mut err, i, &vs.outlier_detection);
         }
         if let Err(cycle) = self.try_start_order() {
@@ -3779,6 +3826,11 @@ impl Config {
                 );
             }
             let mut seen = HashSet::new();
+            let excluded: HashSet<IpAddr> = vi
+                .virtual_ipaddress_excluded
+                .iter()
+                .map(|a| a.address)
+                .collect();
             for (j, a) in vi.virtual_ipaddress_excluded.iter().enumerate() {
                 if a.address.is_unspecified() || a.address.is_multicast() {
                     err(
@@ -3807,9 +3859,17 @@ impl Config {
                     );
                 }
                 if !seen.insert(a.address) {
+                    let why = if excluded.contains(&a.address) {
+                        String::new()
+                    } else {
+                        // keepalived takes it and advertises it twice: its peers count the
+                        // addresses of each advert.
+                        " (keepalived would advertise it twice: list it once, on every node)"
+                            .to_owned()
+                    };
                     err(
                         format!("{p}.virtual_ipaddress[{j}]"),
-                        format!("duplicate virtual address {}", a.address),
+                        format!("duplicate virtual address {}{why}", a.address),
                     );
                 }
             }
@@ -4098,6 +4158,38 @@ fn validate_tcp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServ
                 ),
             );
         }
+    }
+}
+
+/// `[virtual_server.udp]`: only with `protocol = "udp"`, values lb-proxy accepts.
+fn validate_udp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServer) {
+    let Some(u) = &vs.udp else { return };
+    let p = format!("virtual_server[{i}].udp");
+    if vs.protocol != Protocol::Udp {
+        err(
+            p,
+            format!(
+                "[virtual_server.udp] applies to protocol = \"udp\" only (virtual server {} is {})",
+                vs.name, vs.protocol
+            ),
+        );
+        return;
+    }
+    if u.idle_timeout.is_zero() {
+        err(
+            format!("{p}.idle_timeout"),
+            "idle_timeout must be above 0 s".into(),
+        );
+    }
+    if u.max_sessions == 0 || u32::try_from(u.max_sessions).is_err() {
+        err(
+            format!("{p}.max_sessions"),
+            format!(
+                "max_sessions {} is outside 1..={}",
+                u.max_sessions,
+                u32::MAX
+            ),
+        );
     }
 }
 

@@ -31,9 +31,18 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
         Ok(c) => c,
         Err(e) => {
             let location = e.span().map(|s| Location::from_offset(file, text, s.start));
+            // The key at the error, for the settings whose range is not their type's.
+            let mut key = None;
+            if let (Some(span), Ok(doc)) = (e.span(), ImDocument::parse(text)) {
+                walk_table(doc.as_table(), "", &mut |path, at| {
+                    if at == span.start {
+                        key = path.rsplit('.').next().map(str::to_owned);
+                    }
+                });
+            }
             return Err(vec![ConfigError::at(
                 location,
-                out_of_range(e.message().trim_end()),
+                out_of_range(e.message().trim_end(), key.as_deref()),
             )]);
         }
     };
@@ -76,8 +85,9 @@ fn tls_paths_from(config: &mut Config, file: &Path) {
 
 /// serde's message for a number its field's type cannot hold (`invalid value: integer
 /// `300`, expected u8`) said as the keepalived.conf reader says it (`300 is out of range
-/// 0..=255`); other messages unchanged.
-fn out_of_range(message: &str) -> String {
+/// 0..=255`, or the setting's own range where it is narrower than its type's: `priority`
+/// and `virtual_router_id` 1..=255); other messages unchanged.
+fn out_of_range(message: &str, key: Option<&str>) -> String {
     let parsed = message
         .strip_prefix("invalid value: integer `")
         .and_then(|rest| rest.split_once("`, expected "));
@@ -90,7 +100,11 @@ fn out_of_range(message: &str) -> String {
         "u32" => u64::from(u32::MAX),
         _ => return message.to_owned(),
     };
-    format!("{n} is out of range 0..={max}")
+    let min = match key {
+        Some("priority" | "virtual_router_id") => 1,
+        _ => 0,
+    };
+    format!("{n} is out of range {min}..={max}")
 }
 
 /// As keepalived.conf's (keepalived `validate_check_config`), a check without its own

@@ -53,6 +53,14 @@ pub fn parse_fine_duration(s: &str) -> Result<Duration, String> {
 
 fn parse_duration_at(s: &str, micros: bool) -> Result<Duration, String> {
     let s = s.trim();
+    // keepalived reads its numbers with strtod/strtoul: a leading `+` is accepted.
+    let signed = s.strip_prefix('+');
+    let s = signed.unwrap_or(s);
+    if signed.is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit() || c == '.')) {
+        return Err(format!(
+            "\"+{s}\" is not a duration (e.g. 3, 1.5, 500ms, 2m)"
+        ));
+    }
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
@@ -105,7 +113,16 @@ pub fn parse_weight(s: &str) -> Result<Weight, String> {
 pub fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse::<Algorithm>().map_err(|_| {
         let known: Vec<&str> = Algorithm::all().iter().map(Algorithm::name).collect();
-        format!("unknown lb_algo {s:?} (known: {})", known.join(", "))
+        if ["lblc", "lblcr", "ovf"].contains(&s.to_ascii_lowercase().as_str()) {
+            // IPVS schedulers keepalived accepts: they need the kernel's connection table
+            // (lblc/lblcr) or its overflow counters (ovf).
+            format!(
+                "lb_algo {s:?} (an IPVS scheduler) is not supported by lb-node (supported: {})",
+                known.join(", ")
+            )
+        } else {
+            format!("unknown lb_algo {s:?} (known: {})", known.join(", "))
+        }
     })
 }
 
@@ -748,12 +765,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn algorithms_keepalived_accepts() {
+        assert_eq!(parse_algorithm("twos").unwrap().name(), "p2c");
+        let e = parse_algorithm("lblcr").unwrap_err();
+        assert!(
+            e.starts_with("lb_algo \"lblcr\" (an IPVS scheduler) is not supported"),
+            "{e}"
+        );
+        let e = parse_algorithm("fastest").unwrap_err();
+        assert!(
+            e.starts_with("unknown lb_algo \"fastest\" (known: rr,"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("0.1"), Ok(Duration::from_millis(100)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("-1").is_err());
+        // keepalived's strtod takes a sign.
+        assert_eq!(parse_duration("+2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("++2").is_err());
+        assert!(parse_duration("+").is_err());
+        assert!(parse_duration("+-2").is_err());
         assert!(parse_duration("3 parsecs").is_err());
         assert!(parse_duration("").is_err());
     }

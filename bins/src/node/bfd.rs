@@ -77,6 +77,7 @@ pub(crate) fn fresh() -> SessionStatus {
         local_discriminator: 0,
         remote_discriminator: 0,
         since: tokio::time::Instant::now().into_std(),
+        neighbour_admin_down: false,
         detection_time: None,
         tx_interval: Duration::ZERO,
         counters: Counters::default(),
@@ -317,11 +318,11 @@ pub(crate) fn is_up(st: &SessionStatus) -> Option<bool> {
     }
 }
 
-/// Whether the session is down because its neighbour signalled AdminDown.
+/// Whether the session is down because its neighbour signalled AdminDown, and has not
+/// been Up since (also once the quiet neighbour's detection time ran out, or while it
+/// comes back through Init).
 fn neighbour_admin_down(st: &SessionStatus) -> bool {
-    st.state != SessionState::Up
-        && st.remote_state == SessionState::AdminDown
-        && st.local_diag == Diagnostic::NeighborSignaledSessionDown
+    st.state != SessionState::Up && st.neighbour_admin_down
 }
 
 /// What a follower last applied: up or not, and when the session state it came from
@@ -356,6 +357,11 @@ pub(crate) fn transitions(last: Seen, now: &SessionStatus) -> Vec<bool> {
 /// What a follower holds after looking at `now` from `last` and applying `steps`
 /// ([`transitions`]).
 pub(crate) fn after(last: Seen, now: &SessionStatus, steps: &[bool]) -> Seen {
+    // Across a neighbour's AdminDown the follower keeps what it had, and the session's
+    // next Up is no flap it missed (keepalived sends no event for either).
+    if neighbour_admin_down(now) {
+        return last.map(|(up, _)| (up, None));
+    }
     seen(now)
         .or_else(|| steps.last().map(|&up| (up, None)))
         .or(last)
@@ -494,6 +500,7 @@ mod tests {
         let up = at(SessionState::Up, Diagnostic::NoDiagnostic, t0);
         let admin = SessionStatus {
             remote_state: SessionState::AdminDown,
+            neighbour_admin_down: true,
             ..at(
                 SessionState::Down,
                 Diagnostic::NeighborSignaledSessionDown,
@@ -503,13 +510,88 @@ mod tests {
         assert_eq!(is_up(&admin), None);
         let last = seen(&up);
         assert_eq!(transitions(last, &admin), Vec::<bool>::new());
-        assert_eq!(after(last, &admin, &[]), last);
+        assert_eq!(after(last, &admin, &[]), Some((true, None)));
         let expired = at(
             SessionState::Down,
             Diagnostic::ControlDetectionTimeExpired,
             t1,
         );
         assert_eq!(transitions(last, &expired), [false]);
+    }
+
+    /// A neighbour's AdminDown through a real session: the neighbour then goes quiet (its
+    /// detection time runs out while the session is Down), restarts (Down, Init, Up with a
+    /// new discriminator), or comes back Up at once: the follower sees no change at any
+    /// step, whichever statuses it is shown (each, or only the last). The detection expiry
+    /// failed the follower about one detection time after the AdminDown, and the restart
+    /// made it go down and up.
+    #[test]
+    fn a_neighbours_admin_down_stays_no_failure_until_the_session_is_up_again() {
+        use lb_health::bfd::{BfdConfig, ControlPacket, Session};
+        let t0 = tokio::time::Instant::now().into_std();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let peer = |state, discr| ControlPacket {
+            state,
+            detect_mult: 5,
+            my_discriminator: discr,
+            your_discriminator: 0,
+            desired_min_tx_us: 100_000,
+            required_min_rx_us: 100_000,
+            ..ControlPacket::default()
+        };
+        let mut s = Session::new(
+            BfdConfig::new("198.18.0.2".parse().unwrap()),
+            std::num::NonZeroU32::new(1).unwrap(),
+            7,
+            t0,
+        );
+        s.handle_packet(ms(1), &peer(SessionState::Down, 9));
+        s.handle_packet(ms(2), &peer(SessionState::Up, 9));
+        assert_eq!(s.status().state, SessionState::Up);
+        let mut every: Seen = seen(&s.status());
+        let start = every;
+        let mut steps_seen = Vec::new();
+        let mut look = |st: &SessionStatus, last: &mut Seen| {
+            let steps = transitions(*last, st);
+            steps_seen.extend(steps.iter().copied());
+            *last = after(*last, st, &steps);
+        };
+        s.handle_packet(ms(10), &peer(SessionState::AdminDown, 9));
+        look(&s.status(), &mut every);
+        // Quiet: the detection time (5 x 1 s while not Up) runs out.
+        s.handle_timeout(ms(10) + Duration::from_secs(6));
+        let quiet = s.status();
+        assert_eq!(is_up(&quiet), None, "{quiet:?}");
+        look(&quiet, &mut every);
+        // Restarted, with a new discriminator: Down, then Init, then Up.
+        s.handle_packet(ms(7_000), &peer(SessionState::Down, 10));
+        look(&s.status(), &mut every);
+        s.handle_packet(ms(7_001), &peer(SessionState::Up, 10));
+        assert_eq!(s.status().state, SessionState::Up);
+        look(&s.status(), &mut every);
+        assert_eq!(steps_seen, Vec::<bool>::new());
+        // A follower that saw the AdminDown and then only the last status (the restart's
+        // steps came together): no flap it missed either.
+        let admin = SessionStatus {
+            remote_state: SessionState::AdminDown,
+            neighbour_admin_down: true,
+            ..at(
+                SessionState::Down,
+                Diagnostic::NeighborSignaledSessionDown,
+                ms(10),
+            )
+        };
+        let mut only_last = after(start, &admin, &transitions(start, &admin));
+        let st = s.status();
+        let steps = transitions(only_last, &st);
+        only_last = after(only_last, &st, &steps);
+        assert_eq!(steps, Vec::<bool>::new());
+        assert_eq!(only_last.map(|(up, _)| up), Some(true));
+        // Up again, a real failure counts: the peer's detection time runs out.
+        let deadline = s.poll_timeout().unwrap();
+        s.handle_timeout(deadline + Duration::from_secs(10));
+        let down = s.status();
+        assert_eq!(transitions(every, &down), [false], "{down:?}");
     }
 
     /// A follower sees each change once, a fresh session changes nothing, and a flap it

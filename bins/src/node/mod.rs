@@ -110,6 +110,39 @@ pub enum NodeError {
     Start(String),
 }
 
+/// `lbctl weight` changes sent to the health appliers and not known applied. Each admin
+/// connection that changed a weight waits for every change pending when it asks (its own
+/// among them), so that two connections changing weights at once are each answered after
+/// their own change is applied (the first used to take both, the second none).
+#[derive(Debug, Default)]
+struct PendingWeights(Mutex<Vec<futures::future::Shared<tokio::sync::oneshot::Receiver<()>>>>);
+
+impl PendingWeights {
+    /// A change sent; `ack` completes (or closes, its virtual server gone) once applied.
+    fn push(&self, ack: tokio::sync::oneshot::Receiver<()>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(futures::FutureExt::shared(ack));
+    }
+
+    /// Ends once every change pending now is applied.
+    fn applied(&self) -> admin::Applied {
+        let pending = {
+            let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            // Applied ones are done with.
+            all.retain(|ack| ack.peek().is_none());
+            all.clone()
+        };
+        Box::pin(async move {
+            for ack in pending {
+                // A closed channel: the virtual server stopped; nothing more to wait for.
+                let _ = ack.await;
+            }
+        })
+    }
+}
+
 /// What the admin socket reads: the running virtual servers and VRRP instances.
 #[derive(Debug)]
 struct Shared {
@@ -127,9 +160,8 @@ struct Shared {
     failed_vservers: RwLock<Vec<VirtualServerStatus>>,
     /// How the last SIGHUP reload ended.
     last_reload: RwLock<Option<admin::ReloadStatus>>,
-    /// `lbctl weight` changes sent to the health appliers and not yet waited for
-    /// ([`AdminHandler::weights_applied`]).
-    weights_pending: Mutex<Vec<tokio::sync::oneshot::Receiver<()>>>,
+    /// `lbctl weight` changes not known applied ([`AdminHandler::weights_applied`]).
+    weights_pending: PendingWeights,
     /// The BFD sessions, in configuration order.
     bfd: RwLock<
         Vec<(
@@ -371,18 +403,7 @@ impl AdminHandler for Shared {
     }
 
     fn weights_applied(&self) -> admin::Applied {
-        let pending: Vec<_> = std::mem::take(
-            &mut *self
-                .weights_pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        Box::pin(async move {
-            for ack in pending {
-                // A closed channel: the virtual server stopped; nothing more to wait for.
-                let _ = ack.await;
-            }
-        })
+        self.weights_pending.applied()
     }
 
     fn set_backend_weight(
@@ -401,10 +422,7 @@ impl AdminHandler for Shared {
         v.weights
             .send((id, w, Some(applied)))
             .map_err(|_| format!("virtual server {virtual_server} is stopping"))?;
-        self.weights_pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(ack);
+        self.weights_pending.push(ack);
         // And for a reload that restarts the virtual server (with a replacement started
         // already, the same record: it is shared).
         v.operator_weights
@@ -434,10 +452,46 @@ fn find_backend<'a>(
     virtual_server: &str,
     backend: &str,
 ) -> Result<(&'a VsView, std::net::SocketAddr, BackendId), String> {
-    let v = vss
-        .iter()
-        .find(|v| v.frame.name == virtual_server)
-        .ok_or_else(|| format!("no virtual server named {virtual_server:?}"))?;
+    // By name, else by its listen address as ipvsadm names a service (`VIP:PORT`, or
+    // `VIP:PORT/udp` beside a TCP one on the same address).
+    let by_listen = |udp: Option<bool>, text: &str| -> Vec<&'a VsView> {
+        let Ok(listen) = text.parse::<std::net::SocketAddr>() else {
+            return Vec::new();
+        };
+        vss.iter()
+            .filter(|v| v.frame.listen == listen)
+            .filter(|v| udp.is_none_or(|u| u == (v.frame.protocol == Protocol::Udp)))
+            .collect()
+    };
+    let v = match vss.iter().find(|v| v.frame.name == virtual_server) {
+        Some(v) => v,
+        None => {
+            let found = match virtual_server.strip_suffix("/udp") {
+                Some(addr) => by_listen(Some(true), addr),
+                None => match virtual_server.strip_suffix("/tcp") {
+                    Some(addr) => by_listen(Some(false), addr),
+                    None => by_listen(None, virtual_server),
+                },
+            };
+            match found.as_slice() {
+                [v] => *v,
+                [] => {
+                    let names: Vec<&str> = vss.iter().map(|v| v.frame.name.as_str()).collect();
+                    return Err(format!(
+                        "no virtual server named or listening on {virtual_server:?} (virtual servers: {})",
+                        names.join(", ")
+                    ));
+                }
+                several => {
+                    let names: Vec<&str> = several.iter().map(|v| v.frame.name.as_str()).collect();
+                    return Err(format!(
+                        "{virtual_server:?} is the listen address of several virtual servers ({}): name one",
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+    };
     let addr: std::net::SocketAddr = backend
         .parse()
         .map_err(|_| format!("{backend:?} is not an ip:port backend address"))?;
@@ -851,7 +905,7 @@ impl Node {
             failed_vservers: RwLock::new(Vec::new()),
             last_reload: RwLock::new(None),
             bfd: RwLock::new(Vec::new()),
-            weights_pending: Mutex::new(Vec::new()),
+            weights_pending: PendingWeights::default(),
         });
         let mut node = Self {
             path,
@@ -1412,6 +1466,13 @@ impl Node {
                         vrrp::precheck(&new, group.is_some(), m, &live, &bfd_states).await
                     {
                         tracing::error!(?group, error = %e, "reload: VRRP group keeps its previous configuration");
+                        not_restarted.push(format!(
+                            "vrrp_instance {}: keeps its previous configuration ({e})",
+                            m.iter()
+                                .map(|v| v.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
                         if new.global.fifo_write_vrrp_states_on_reload {
                             s.write_states().await;
                         }
@@ -1465,6 +1526,13 @@ impl Node {
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "reload: VRRP group not started after its hand-over; its VIPs are removed");
+                            not_restarted.push(format!(
+                                "vrrp_instance {}: not started ({e}); stopped, its VIPs removed",
+                                m.iter()
+                                    .map(|v| v.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ));
                             // Its predecessor stopped without a word, to be resumed.
                             vrrp::stop_failed_handover(
                                 &old,
@@ -1524,6 +1592,10 @@ impl Node {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(group = ?g, error = %e, "reload: VRRP group cannot start; the instances moved into it stop");
+                        not_restarted.push(format!(
+                            "vrrp_instance {}: cannot start ({e}); the instances moved into its group stop",
+                            m.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
+                        ));
                         false
                     }
                 };
@@ -1567,6 +1639,14 @@ impl Node {
                 Ok(s) => keep.push(s),
                 Err(e) => {
                     tracing::error!(group = ?g, error = %e, "reload: VRRP group not started");
+                    not_restarted.push(format!(
+                        "vrrp_instance {}: not started ({e})",
+                        members
+                            .iter()
+                            .map(|v| v.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
                     // Instances handed over to it: their VIPs, routes and VMACs go, and
                     // they stop as the failed successor of a hand-over does.
                     let old: Vec<config::model::VrrpInstance> = handed
@@ -1651,7 +1731,7 @@ impl Node {
         } else {
             tracing::warn!(
                 not_running = not_running.len(),
-                "reload done, but not all of it applied: virtual servers do not run or keep their previous configuration (lbctl status says why)"
+                "reload done, but not all of it applied: virtual servers or VRRP instances do not run or keep their previous configuration (lbctl status says why)"
             );
             self.note_reload("partial", not_running);
         }
@@ -1888,6 +1968,37 @@ mod tests {
     use super::*;
     use crate::admin::server::handle_line;
     use crate::admin::Response;
+
+    /// Two admin connections change a weight each, then each waits for "applied": the
+    /// second waits for its own change too (the first used to take every pending
+    /// acknowledgement, and the second was answered before its change was applied).
+    #[tokio::test]
+    async fn each_weight_change_is_waited_for_by_the_connection_that_made_it() {
+        use futures::FutureExt;
+        let pending = PendingWeights::default();
+        let (first_done, first) = tokio::sync::oneshot::channel();
+        let (second_done, second) = tokio::sync::oneshot::channel();
+        pending.push(first);
+        pending.push(second);
+        let mut first_waits = pending.applied();
+        let mut second_waits = pending.applied();
+        assert!((&mut first_waits).now_or_never().is_none());
+        assert!(
+            (&mut second_waits).now_or_never().is_none(),
+            "answered before its change was applied"
+        );
+        first_done.send(()).unwrap();
+        assert!((&mut second_waits).now_or_never().is_none());
+        second_done.send(()).unwrap();
+        assert!(second_waits.now_or_never().is_some());
+        assert!(first_waits.now_or_never().is_some());
+        // Applied changes are forgotten; a stopped virtual server's (closed) ends the wait.
+        assert!(pending.applied().now_or_never().is_some());
+        let (gone, ack) = tokio::sync::oneshot::channel::<()>();
+        pending.push(ack);
+        drop(gone);
+        assert!(pending.applied().now_or_never().is_some());
+    }
 
     /// The admin states of `virtual_server`'s backends, its listen address and scheduler, as
     /// `lbctl status` reports them through the admin socket's request handler.

@@ -838,6 +838,12 @@ pub(crate) fn same_group(
 static GARP_PACER: std::sync::LazyLock<lb_vrrp::driver::GarpPacer> =
     std::sync::LazyLock::new(lb_vrrp::driver::GarpPacer::new);
 
+/// The node's runners of tracked scripts, shared by its speakers: a `vrrp_script` runs
+/// once per `interval` however many instances (in sync groups or not) track it, as
+/// keepalived runs it.
+static SCRIPT_RUNNERS: std::sync::LazyLock<lb_vrrp::driver::ScriptRunners> =
+    std::sync::LazyLock::new(lb_vrrp::driver::ScriptRunners::default);
+
 /// Gives the node's pacer the configuration's `garp_group`s: at the start, and at each
 /// reload (which changes no instance for them).
 pub(crate) fn set_garp_groups(cfg: &Config) {
@@ -912,6 +918,7 @@ impl SpeakerRuntime {
         // vrrp_garp_interval / vrrp_gna_interval space the messages of every instance
         // together, as keepalived's.
         speaker.set_garp_pacer(GARP_PACER.clone());
+        speaker.set_script_runners(SCRIPT_RUNNERS.clone());
         let handle = speaker.handle();
         let mut events = speaker.subscribe();
         let mut tasks = Vec::new();

@@ -932,7 +932,8 @@ fn probe(
             Box::new(p)
         }
         CheckKind::Http(h) | CheckKind::Ssl(h) => {
-            // keepalived fetches every url and keeps the real server only while all pass.
+            // keepalived fetches every url, one after another, and keeps the real server
+            // only while all pass; a retry starts with the url that failed.
             let tls = matches!(check.kind, CheckKind::Ssl(_));
             if h.url.len() <= 1 {
                 Box::new(http_probe(check, h, h.url.first(), port, tls, extras)?)
@@ -944,7 +945,7 @@ fn probe(
                         check.connect_timeout,
                     ));
                 }
-                Box::new(AllOf::new(all).map_err(|e| e.to_string())?)
+                Box::new(AllOf::in_order(all).map_err(|e| e.to_string())?)
             }
         }
         CheckKind::Misc(m) => {
@@ -1454,6 +1455,7 @@ impl VsRuntime {
             }
             Protocol::Udp => {
                 let mut uc = UdpProxyConfig::new(vec![cfg.listen]);
+                cfg.udp.clone().unwrap_or_default().apply(&mut uc);
                 uc.busy_polling = listeners.busy_polling.clone();
                 uc.per_packet = cfg.ops;
                 uc.carried_flows.clone_from(&carried.udp_flows);

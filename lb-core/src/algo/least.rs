@@ -16,9 +16,10 @@
 //! may briefly leave an inner node stale; the next update on that path repairs it. When the
 //! root's backend is refused by `accept`, the pick falls back to a scan.
 //!
-//! A backend's counts feed the most recently built least-load scheduler over it (the one a
-//! [`Pool`](crate::Pool) publishes); an older scheduler over the same backends keeps its
-//! last view.
+//! A backend's counts feed every live least-load scheduler built over its counters: a
+//! [`Pool`](crate::Pool)'s current one, and another pool's over the same counters
+//! ([`Backend::with_stats`](crate::Backend::with_stats), as a reload builds a restarted
+//! virtual server's) — each stays current, whichever of them serves.
 //!
 //! IPVS counts an *overhead* of `activeconns · 256 + inactconns`; a full proxy has no
 //! inactive (TIME_WAIT) connections in its table, so the load here is the active connection
@@ -141,7 +142,7 @@ impl LoadTree {
             nodes,
         });
         for (j, (s, _)) in tree.stats.iter().enumerate() {
-            s.set_load_hook(LoadHook {
+            s.add_load_hook(LoadHook {
                 tree: Arc::downgrade(&tree),
                 leaf: j as u32,
             });

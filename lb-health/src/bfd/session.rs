@@ -168,6 +168,10 @@ pub struct SessionStatus {
     pub remote_discriminator: u32,
     /// When `state` was entered.
     pub since: Instant,
+    /// The session went Down because its neighbour signalled AdminDown (it stopped its BFD
+    /// on purpose: no path failure, RFC 5882 §3.2) and has not been Up since; a detection
+    /// timeout while it stays quiet, or its coming back through Init, does not clear it.
+    pub neighbour_admin_down: bool,
     /// The current detection time, once the peer has been heard (§6.8.4).
     pub detection_time: Option<Duration>,
     /// The current transmit interval before jitter (§6.8.7).
@@ -222,6 +226,8 @@ pub struct Session {
     last_rx: Option<Instant>,
     /// The AdminDown schedule, once shut down.
     admin_down: Option<AdminDownTx>,
+    /// [`SessionStatus::neighbour_admin_down`].
+    neighbour_admin_down: bool,
     counters: Counters,
     rng: SmallRng,
     /// The `now` of the last input: an urgent packet is due from then.
@@ -268,6 +274,7 @@ impl Session {
             detect_deadline: None,
             last_rx: None,
             admin_down: None,
+            neighbour_admin_down: false,
             counters: Counters::default(),
             rng: SmallRng::seed_from_u64(seed),
             last_event: now,
@@ -368,6 +375,7 @@ impl Session {
             local_discriminator: self.local_discr,
             remote_discriminator: self.remote_discr,
             since: self.since,
+            neighbour_admin_down: self.neighbour_admin_down,
             detection_time: self.detection_time(),
             tx_interval: self.tx_interval(),
             counters: self.counters,
@@ -411,7 +419,11 @@ impl Session {
 
         match (self.state, pkt.state) {
             (SessionState::Down, SessionState::AdminDown) => {}
-            (_, SessionState::AdminDown) | (SessionState::Up, SessionState::Down) => {
+            (_, SessionState::AdminDown) => {
+                self.go_down(now, Diagnostic::NeighborSignaledSessionDown);
+                self.neighbour_admin_down = true;
+            }
+            (SessionState::Up, SessionState::Down) => {
                 self.go_down(now, Diagnostic::NeighborSignaledSessionDown);
             }
             (SessionState::Down, SessionState::Down) => {
@@ -775,6 +787,7 @@ impl Session {
 
     fn go_up(&mut self, now: Instant) {
         self.local_diag = Diagnostic::NoDiagnostic;
+        self.neighbour_admin_down = false;
         self.set_state(now, SessionState::Up);
         let min_tx = self.config.min_tx;
         self.change_desired_min_tx(now, min_tx);

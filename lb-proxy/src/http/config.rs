@@ -341,9 +341,10 @@ pub struct HttpProxyConfig {
     /// accepted: clients wait in the kernel's accept queue (where a reload's successor
     /// takes them over) until one closes. Default 4096; at least 1.
     pub maxconn: usize,
-    /// How many other backends an idempotent request may be retried on after a connect
-    /// failure (or a pooled connection the backend had closed). Non-idempotent requests
-    /// are never retried: they get 502.
+    /// How many other backends a request may be retried on after a connect failure (any
+    /// method: nothing was sent, as HAProxy's `retries` with `retry-on conn-failure`) or
+    /// after a pooled connection the backend had closed (only a bodiless idempotent
+    /// request, RFC 9110 §9.2.2, once it may have been sent). Other requests get 502.
     pub retries: u32,
     /// What counts as a backend failure.
     pub passive_health: PassiveHealth,

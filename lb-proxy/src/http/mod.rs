@@ -12,7 +12,7 @@
 //! | what happens | the client gets | counted in |
 //! |---|---|---|
 //! | no route, or no live backend in the pool | 503 | `no_backend` |
-//! | backend connect fails | a retry on another backend for idempotent methods, else 502 | `bad_gateway`, backend `connect_failures` |
+//! | backend connect fails | a retry on another backend (any method: nothing was sent), 502 when none is left | `bad_gateway`, backend `connect_failures` |
 //! | backend sends no response head in time | 504 | `gateway_timeout`, backend `timeouts` |
 //! | backend breaks the connection | a retry for bodiless idempotent requests, else 502 | `bad_gateway` |
 //! | malformed request / head too large | 400 / 431 from hyper, connection closed | `bad_requests` |

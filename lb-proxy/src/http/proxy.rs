@@ -1085,7 +1085,10 @@ async fn forward(
                 inc(&counters.connect_failures);
                 observe(http_pool, &backend, failure_outcome(&e));
                 tried.push(backend.id());
-                if idempotent && retries_left > 0 {
+                // Nothing was sent: any request still in hand goes to another backend,
+                // whatever its method (HAProxy's default `retry-on conn-failure`, nginx's
+                // `proxy_next_upstream error`, Envoy's `connect-failure`).
+                if (pending.is_some() || replay.is_some()) && retries_left > 0 {
                     retries_left -= 1;
                     reuse = true;
                     last_err = Some(e);

@@ -779,16 +779,28 @@ fn flow_session(shared: &Shared, flow: SessionKey) -> Option<(SessionKey, Arc<Se
     Some(found)
 }
 
-/// Sends `datagram` on the session's socket, counting the bytes.
+/// Sends `datagram` on the session's socket, counting the bytes; never waits. A datagram
+/// the socket's send buffer has no room for (its backend's path is congested) is dropped
+/// and counted in `send_drops`, as Envoy's UDP proxy drops it (`sess_tx_errors`) and a
+/// full qdisc would: waiting would hold the listener, and with it every other client of
+/// the virtual server, behind one slow backend.
 ///
 /// # Errors
 /// The send's: `ECONNREFUSED` when an ICMP port unreachable from the backend arrived since
 /// the last send (the datagram was not sent).
 async fn send_to_backend(shared: &Shared, session: &Session, datagram: &[u8]) -> io::Result<()> {
     session.activity.touch();
-    // A UDP send waits only while the socket buffer is full (tokio learns a new socket's
-    // writability on the next reactor turn, so `try_send` would drop).
-    let sent = session.socket.send(datagram).await?;
+    // The syscall itself, not tokio's `try_send`: tokio learns a new socket's writability
+    // only on the next reactor turn, and its `try_send` would drop the session's first
+    // datagram. The socket is non-blocking.
+    let sent = match socket2::SockRef::from(&session.socket).send(datagram) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            ProxyStats::inc(&shared.stats.send_drops);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     ProxyStats::add(&shared.stats.bytes_to_backend, sent as u64);
     session.backend.stats().add_bytes(sent as u64, 0);
     Ok(())

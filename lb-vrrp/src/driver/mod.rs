@@ -71,7 +71,7 @@ use std::time::Duration;
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::accept::DropRules;
 use crate::machine::{
@@ -285,7 +285,7 @@ pub struct TrackScript {
 }
 
 /// The user and group a [`TrackScript`] runs as (keepalived `vrrp_script { user … }`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RunAs {
     /// User id.
     pub uid: u32,
@@ -981,6 +981,8 @@ pub struct Speaker {
     startup_delay: Duration,
     /// Spacing of gratuitous ARPs / NAs ([`Speaker::set_garp_pacer`]).
     pacer: GarpPacer,
+    /// Where the tracked scripts run ([`Speaker::set_script_runners`]).
+    scripts: ScriptRunners,
 }
 
 impl std::fmt::Debug for Instance {
@@ -1221,6 +1223,7 @@ impl Speaker {
             vmac_generation: 0,
             startup_delay: Duration::ZERO,
             pacer: GarpPacer::new(),
+            scripts: ScriptRunners::default(),
         })
     }
 
@@ -1250,6 +1253,14 @@ impl Speaker {
     /// one of its own.
     pub fn set_garp_pacer(&mut self, pacer: GarpPacer) {
         self.pacer = pacer;
+    }
+
+    /// The tracked scripts' runners this speaker shares ([`ScriptRunners`]): give every
+    /// speaker of a process the same, and a `vrrp_script` tracked by instances of several
+    /// speakers runs once per `interval` for all of them, as keepalived runs it. Default:
+    /// its own (shared by its own instances).
+    pub fn set_script_runners(&mut self, runners: ScriptRunners) {
+        self.scripts = runners;
     }
 
     /// A handle to send commands.
@@ -1340,6 +1351,7 @@ impl Speaker {
                     i,
                     id,
                     script.clone(),
+                    self.scripts.clone(),
                     self.ctl_tx.clone(),
                 )));
             }
@@ -2445,18 +2457,127 @@ async fn run_script(s: &TrackScript) -> (bool, Option<i32>) {
     }
 }
 
-/// Runs a `vrrp_script` every `interval` and reports health flips (after rise/fall).
+/// The runs of the tracked scripts: one run per `interval` of each `vrrp_script`, its
+/// result (after `rise`/`fall`) given to every instance that tracks it, as keepalived
+/// runs a `vrrp_script` once whatever the number of instances tracking it (with one run
+/// per instance, a script ran N times as often, and two instances tracking it could see
+/// different results at a time and take different decisions). Scripts are the same when
+/// their command, `interval`, `timeout`, `rise`, `fall`, user and `init_fail` are; each
+/// instance applies its own `weight` and `reverse`. A script runs while an instance
+/// tracks it. Cloning shares the runners.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptRunners(Arc<std::sync::Mutex<HashMap<ScriptKey, std::sync::Weak<ScriptRunner>>>>);
+
+/// What makes two [`TrackScript`]s one script ([`ScriptRunners`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ScriptKey {
+    script: String,
+    interval: Duration,
+    timeout: Duration,
+    rise: u32,
+    fall: u32,
+    run_as: Option<RunAs>,
+    init_fail: bool,
+}
+
+/// One script's runs: its state (`None` until known) and the task that runs it, ended
+/// with the last instance that tracks it.
+#[derive(Debug)]
+struct ScriptRunner {
+    state: watch::Receiver<Option<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ScriptRunner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptRunners {
+    /// The runner of `s`, started (on the current runtime) if none runs.
+    fn runner(&self, s: &TrackScript) -> Arc<ScriptRunner> {
+        let key = ScriptKey {
+            script: s.script.clone(),
+            interval: s.interval,
+            timeout: s.timeout,
+            rise: s.rise,
+            fall: s.fall,
+            run_as: s.run_as,
+            init_fail: s.init_fail,
+        };
+        let mut all = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.retain(|_, r| r.strong_count() > 0);
+        // One whose task ended (its runtime shut down) is replaced.
+        if let Some(r) = all.get(&key).and_then(std::sync::Weak::upgrade) {
+            if !r.task.is_finished() {
+                return r;
+            }
+        }
+        let (tx, state) = watch::channel(None);
+        let task = tokio::spawn(run_script_shared(s.clone(), tx));
+        let r = Arc::new(ScriptRunner { state, task });
+        all.insert(key, Arc::downgrade(&r));
+        r
+    }
+}
+
+/// Reports to `instance`'s speaker its tracked script `id`'s health and each change of it
+/// (with the instance's `reverse`), from the script's shared runner ([`ScriptRunners`]).
 async fn script_loop(
     instance: usize,
     id: TrackId,
     s: TrackScript,
+    runners: ScriptRunners,
     tx: mpsc::UnboundedSender<Control>,
 ) {
+    // Bounded: a runner ends only with its runtime, and this task with it.
+    for _ in 0..1000 {
+        let runner = runners.runner(&s);
+        let mut state = runner.state.clone();
+        // What the runner knows already (another instance's runs): said at once.
+        let mut known = *state.borrow_and_update();
+        if let Some(healthy) = known {
+            if tx
+                .send(Control::Track(instance, id, healthy != s.reverse))
+                .is_err()
+            {
+                return;
+            }
+        }
+        while state.changed().await.is_ok() {
+            let now = *state.borrow_and_update();
+            if now == known {
+                continue;
+            }
+            known = now;
+            if let Some(healthy) = now {
+                if tx
+                    .send(Control::Track(instance, id, healthy != s.reverse))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        drop(runner);
+        tokio::time::sleep(s.interval.max(Duration::from_millis(10))).await;
+    }
+}
+
+/// Runs a `vrrp_script` every `interval` and publishes its health (after rise/fall) on
+/// each change.
+async fn run_script_shared(s: TrackScript, state: watch::Sender<Option<bool>>) {
     let mut h = if s.init_fail {
         TrackHysteresis::starting(s.rise, s.fall, s.initial)
     } else {
         TrackHysteresis::new(s.rise, s.fall)
     };
+    // With `init_fail` (or a carried result) the state is known before the first run.
+    state.send_replace(h.is_healthy());
     let mut tick = tokio::time::interval(s.interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_code = None;
@@ -2479,12 +2600,7 @@ async fn script_loop(
         }
         if let Some(healthy) = h.handle_result(ok) {
             tracing::info!(script = %s.script, healthy, "tracked script changed state");
-            if tx
-                .send(Control::Track(instance, id, healthy != s.reverse))
-                .is_err()
-            {
-                return;
-            }
+            state.send_replace(Some(healthy));
         }
     }
 }
@@ -2741,6 +2857,71 @@ mod tests {
         );
     }
 
+    /// Two instances tracking one script share its runs: one run per interval, and each
+    /// instance gets the result with its own `reverse`; an instance that starts tracking
+    /// it later gets the known result at once.
+    #[tokio::test]
+    async fn instances_tracking_one_script_share_its_runs() {
+        let dir = std::env::temp_dir().join(format!("lb-vrrp-shared-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let runs = dir.join("runs");
+        let mut s = TrackScript::new(&format!("echo x >> {}", runs.display()));
+        s.interval = Duration::from_millis(100);
+        let mut reversed = s.clone();
+        reversed.reverse = true;
+        let runners = ScriptRunners::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let a = tokio::spawn(script_loop(
+            0,
+            TrackId(0),
+            s.clone(),
+            runners.clone(),
+            tx.clone(),
+        ));
+        let b = tokio::spawn(script_loop(
+            1,
+            TrackId(0),
+            reversed,
+            runners.clone(),
+            tx.clone(),
+        ));
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(Control::Track(i, _, healthy))) => got.push((i, healthy)),
+                other => panic!("{other:?}"),
+            }
+        }
+        got.sort_unstable();
+        assert_eq!(got, [(0, true), (1, false)]);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let n = std::fs::read_to_string(&runs).unwrap().lines().count();
+        assert!(
+            (5..=14).contains(&n),
+            "{n} runs in about 1 s (one runner: about 10)"
+        );
+        // A late follower: told at once what is known.
+        let c = tokio::spawn(script_loop(2, TrackId(0), s, runners.clone(), tx));
+        let late = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
+        assert!(
+            matches!(late, Ok(Some(Control::Track(2, _, true)))),
+            "{late:?}"
+        );
+        for t in [a, b, c] {
+            t.abort();
+            let _ = t.await;
+        }
+        // The last follower gone, the script stops running.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stopped = std::fs::read_to_string(&runs).unwrap().lines().count();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            std::fs::read_to_string(&runs).unwrap().lines().count(),
+            stopped
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// `weight W reverse` (keepalived): a script that succeeds reports a failure on the
     /// opposite weight, so +10 reversed takes 10 off while it succeeds.
     #[tokio::test]
@@ -2754,7 +2935,7 @@ mod tests {
         let mc = c.machine_config("198.18.0.1".parse().unwrap(), &TrackedStart::default());
         assert_eq!(mc.tracks, [TrackWeight(-10)]);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(script_loop(0, TrackId(0), s, tx));
+        let task = tokio::spawn(script_loop(0, TrackId(0), s, ScriptRunners::default(), tx));
         let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
         task.abort();
         assert!(

@@ -1829,6 +1829,28 @@ impl Conv {
                 vi.lower_prio_no_advert = true;
                 vi.higher_prio_send_advert = false;
             }
+            // keepalived (`vrrp_complete_instance`): "Ignoring track_interface X since own
+            // interface": the instance already follows it (FAULT while it is down, unless
+            // `dont_track_primary`), and a weight given there never applies.
+            let list = format!("{p}.track_interface");
+            let mut j = 0;
+            while j < vi.track_interface.len() {
+                if vi.track_interface[j].interface != vi.interface {
+                    j += 1;
+                    continue;
+                }
+                if let Some(l) = self.o.locate(&format!("{list}[{j}]")) {
+                    self.d.warn(
+                        &l,
+                        format!(
+                            "vrrp_instance {name}: track_interface {} is the instance's own interface: ignored, as keepalived ignores it",
+                            vi.interface
+                        ),
+                    );
+                }
+                self.o.remove_index(&list, j, vi.track_interface.len());
+                vi.track_interface.remove(j);
+            }
             for (field, message) in notes {
                 if let Some(l) = self.o.locate(&format!("{p}.{field}")) {
                     self.d.warn(&l, format!("vrrp_instance {name}: {message}"));
@@ -2478,7 +2500,28 @@ impl Conv {
                 }
                 "priority" => vi.priority = self.get(st, &fp, int(kw, 1, 255)).unwrap_or(100),
                 "advert_int" => {
-                    vi.advert_int = self.get(st, &fp, duration(kw)).unwrap_or(vi.advert_int);
+                    // keepalived (`vrrp_adv_handler`): outside 0.01..=255 s "not valid! …
+                    // ignoring": the default (1 s) stays.
+                    match self.value(st, &fp).map(|t| (duration(kw)(&t.text), t.location.clone())) {
+                        Some((Ok(d), _))
+                            if (Duration::from_millis(10)..=Duration::from_secs(255))
+                                .contains(&d) =>
+                        {
+                            vi.advert_int = d;
+                        }
+                        Some((Ok(d), at)) => self.d.warn(
+                            &at,
+                            format!(
+                                "advert_int {d:?} is outside 0.01..=255 s: ignored, {:?} used, as keepalived ignores it",
+                                vi.advert_int
+                            ),
+                        ),
+                        Some((Err(m), at)) => {
+                            self.d.error(&at, m);
+                            self.o.poison(&fp);
+                        }
+                        None => self.o.poison(&fp),
+                    }
                 }
                 "version" => {
                     vi.version = self.get(st, &fp, int(kw, 2, 3)).unwrap_or(2);
@@ -3756,6 +3799,34 @@ impl Conv {
                 "omega" | "ha_suspend" | "sorry_server_inhibit" | "smtp_alert" => {
                     self.ignored(st, "virtual_server")
                 }
+                // IPVS scheduler flags (`flag-1`/`flag-2` are sh's and mh's
+                // fallback/port, `flag-3` unused).
+                "sh-fallback" | "mh-fallback" | "flag-1" => self.ignored_unlike_keepalived(
+                    st,
+                    "virtual_server",
+                    "lb-node's sh and mh always fall back to another real server when the hashed one takes no connection (IPVS does only with this flag)",
+                ),
+                "sh-port" | "mh-port" | "flag-2" => self.ignored_unlike_keepalived(
+                    st,
+                    "virtual_server",
+                    "IPVS hashes the client's port with its address; lb-node's sh and mh hash the address only, so one client's connections go to one real server",
+                ),
+                "flag-3" => self.ignored(st, "virtual_server"),
+                "persistence_engine" => self.ignored_unlike_keepalived(
+                    st,
+                    "virtual_server",
+                    "IPVS persistence engines (sip: by Call-ID) are not provided; persistence is by client address",
+                ),
+                "ip_family" => self.ignored_unlike_keepalived(
+                    st,
+                    "virtual_server",
+                    "it applies to fwmark virtual servers, which lb-node does not support; the family is the listen address's",
+                ),
+                "snmp_name" => self.ignored_unlike_keepalived(
+                    st,
+                    "virtual_server",
+                    "lb-node has no SNMP agent",
+                ),
                 _ => self.unknown(st, "virtual_server"),
             }
         }
