@@ -10,7 +10,7 @@ use lb_bins::admin::client::{Client, ClientError};
 use lb_bins::admin::{
     server, AdminHandler, AdminState, BackendStatus, BfdStatus, Health, HttpCounters,
     HttpVsCounters, L4VsCounters, NodeStatus, ReloadStatus, Status, TrackedStatus,
-    VirtualServerStatus, VrrpState, VrrpStatus,
+    VirtualServerStatus, VrrpCounters, VrrpState, VrrpStatus,
 };
 use lb_bins::config::model::Protocol;
 
@@ -128,6 +128,14 @@ fn status() -> Status {
                         fault: false,
                     },
                 ],
+                counters: VrrpCounters {
+                    adverts_in: 7,
+                    adverts_out: 1200,
+                    became_master: 1,
+                    priority_zero_out: 1,
+                    dropped: [("auth".to_owned(), 3), ("interval".to_owned(), 2)].into(),
+                    ..VrrpCounters::default()
+                },
             },
             VrrpStatus {
                 name: "VI_2".into(),
@@ -140,6 +148,7 @@ fn status() -> Status {
                 virtual_ips: vec!["198.18.0.251".into()],
                 sync_group: Some("VG_1".into()),
                 tracks: Vec::new(),
+                counters: VrrpCounters::default(),
             },
         ],
         virtual_servers: vec![
@@ -402,6 +411,11 @@ fn lbctl_status_prints_tables_and_json() {
     );
     assert!(
         out.contains("\n  VI_1      file     maintenance  1       ok     -10       -\n"),
+        "{out}"
+    );
+    // The VRRP counters, dropped adverts by reason (keepalived's stats dump).
+    assert!(
+        out.contains("\n  Instance  Adverts in  Adverts out  Became master  Prio 0 in  Prio 0 out  Dropped\n  VI_1      7           1200         1              0          1           5 (auth 3, interval 2)\n  VI_2      0           0            0              0          0           0\n"),
         "{out}"
     );
     assert!(

@@ -913,6 +913,18 @@ fn state_master_below_the_running_master_does_not_take_over() {
     );
     assert!(all_in(&lb2.status_ok(), VrrpState::Master));
     assert_eq!(lab.holders(&nodes, vip()), ["lb2"]);
+    // The counters in `lbctl status` (keepalived's stats dump): lb1 heard lb2's adverts
+    // (one a second for 5 s) and dropped none; lb2 became Master once and sends them.
+    let (s1, s2) = (lb1.status_ok(), lb2.status_ok());
+    for v in &s1.vrrp {
+        assert!(v.counters.adverts_in >= 4, "{:?}", v.counters);
+        assert_eq!(v.counters.became_master, 0, "{:?}", v.counters);
+        assert_eq!(v.counters.dropped_total(), 0, "{:?}", v.counters);
+    }
+    for v in &s2.vrrp {
+        assert!(v.counters.adverts_out >= 4, "{:?}", v.counters);
+        assert_eq!(v.counters.became_master, 1, "{:?}", v.counters);
+    }
     for n in [&mut lb1, &mut lb2] {
         assert!(n.proc().sigterm());
         let st = n.proc().wait_exit(Duration::from_secs(10));

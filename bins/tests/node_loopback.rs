@@ -196,10 +196,20 @@ fn start_node(dir: &Path, toml: &str) -> (Node, std::path::PathBuf) {
 /// Starts lb-node on the configuration file `cfg` (TOML or keepalived.conf) whose admin
 /// socket is `dir/admin.sock`, and waits until `lbctl status` answers.
 fn start_node_with(dir: &Path, cfg: &Path) -> (Node, std::path::PathBuf) {
+    start_node_args(dir, cfg, &[])
+}
+
+/// [`start_node_with`], with more command-line arguments before the file.
+fn start_node_args(
+    dir: &Path,
+    cfg: &Path,
+    args: &[&std::ffi::OsStr],
+) -> (Node, std::path::PathBuf) {
     let sock = dir.join("admin.sock");
     let child = Command::new(LB_NODE)
         .arg("--pid-file")
         .arg(dir.join("lb-node.pid"))
+        .args(args)
         .arg(cfg)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -588,6 +598,65 @@ fn lbctl_finds_a_virtual_server_by_its_listen_address() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("(virtual servers: web, dns)"), "{err}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGUSR1 and SIGUSR2 (keepalived's data and stats dumps) write `lbctl status`'s text and
+/// JSON to `--data-file` and `--stats-file`, and the node runs on (without handlers they
+/// ended it like a crash, its VIPs left behind).
+#[test]
+fn sigusr1_and_sigusr2_write_the_dumps_and_the_node_runs_on() {
+    let dir = tempdir();
+    let backend = echo_until_eof(1);
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\n[[virtual_server.backend]]\naddress = \"{backend}\"\n",
+        dir.join("admin.sock").display()
+    );
+    let cfg = dir.join("node.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let (data, stats) = (dir.join("lb.data"), dir.join("lb.stats"));
+    let (mut node, sock) = start_node_args(
+        &dir,
+        &cfg,
+        &[
+            "--data-file".as_ref(),
+            data.as_os_str(),
+            "--stats-file".as_ref(),
+            stats.as_os_str(),
+        ],
+    );
+    let signal = |name: &str| {
+        let ok = Command::new("kill")
+            .args([name, &node.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-USR1");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&data)
+                .is_ok_and(|t| t.contains(&format!("TCP  127.0.0.1:{port} rr web")))
+        }),
+        "{:?}; log: {}",
+        std::fs::read_to_string(&data),
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+    signal("-USR2");
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&stats)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v["virtual_servers"][0]["name"] == "web")),
+        "{:?}",
+        std::fs::read_to_string(&stats)
+    );
+    // Still running and answering.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(node.0.try_wait().unwrap().is_none(), "lb-node ended");
+    assert_eq!(status(&sock)["virtual_servers"][0]["name"], "web");
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

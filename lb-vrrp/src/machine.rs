@@ -486,6 +486,38 @@ pub enum Discard {
 }
 
 impl Discard {
+    /// Whether this reason means another router of this VRID is configured unlike this
+    /// one (version, authentication, interval, address list, unicast peers, multicast or
+    /// unicast) or sends what no router should (TTL, checksum, malformed): logged at INFO,
+    /// once a minute per reason, as keepalived logs these. Another VRID on the link, our
+    /// own advert looped back, a packet while Initialize/Fault and a family mismatch are
+    /// normal and logged at DEBUG.
+    pub fn is_misconfiguration(self) -> bool {
+        !matches!(
+            self,
+            Self::Vrid | Self::OwnAddress | Self::Inactive | Self::Family
+        )
+    }
+
+    /// The reason's name in counters and status (`ttl`, `auth`, `address_list`…).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ttl => "ttl",
+            Self::Version => "version",
+            Self::Checksum => "checksum",
+            Self::Malformed => "malformed",
+            Self::Vrid => "vrid",
+            Self::Auth => "auth",
+            Self::Interval => "interval",
+            Self::NotPeer => "not_peer",
+            Self::Family => "family",
+            Self::OwnAddress => "own_address",
+            Self::Inactive => "inactive",
+            Self::AddressList => "address_list",
+            Self::Destination => "destination",
+        }
+    }
+
     /// Every reason, in counter order.
     pub const ALL: [Self; 13] = [
         Self::Ttl,
@@ -631,7 +663,13 @@ pub struct VirtualRouter {
     timers: TimerTable,
     actions: VecDeque<Action>,
     counters: Counters,
+    /// When each discard reason was last logged at INFO ([`Discard::is_misconfiguration`]).
+    discard_logged: [Option<Instant>; Discard::ALL.len()],
 }
+
+/// How often at most a discard reason that points at a misconfiguration is logged at INFO
+/// per virtual router (the others, and the rest, at DEBUG; every one is counted).
+const DISCARD_LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl VirtualRouter {
     /// A router in [`State::Initialize`]; call [`VirtualRouter::start`] to run it.
@@ -658,6 +696,7 @@ impl VirtualRouter {
             timers: TimerTable::default(),
             actions: VecDeque::new(),
             counters: Counters::default(),
+            discard_logged: [None; Discard::ALL.len()],
             cfg,
         }
     }
@@ -987,8 +1026,19 @@ impl VirtualRouter {
     /// [RFC 5798 §6.4.2]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4.2
     pub fn handle_advert(&mut self, now: Instant, meta: RxMeta, adv: &AdvertRepr) {
         if let Err(reason) = self.validate(meta, adv) {
-            tracing::debug!(vrid = %self.cfg.vrid, src = %meta.src, ?reason, "discarding VRRP advert");
             self.counters.discard(reason);
+            let last = &mut self.discard_logged[reason as usize];
+            if reason.is_misconfiguration()
+                && last.is_none_or(|t| now.saturating_duration_since(t) >= DISCARD_LOG_EVERY)
+            {
+                // keepalived logs these at INFO ("received an invalid passwd!",
+                // "advertisement interval mismatch"): two routers disagree on the
+                // configuration, and the VRID's election is not what it seems.
+                *last = Some(now);
+                tracing::info!(vrid = %self.cfg.vrid, src = %meta.src, ?reason, total = self.counters.discards(reason), "discarding VRRP advert (logged once a minute per reason; each is counted)");
+            } else {
+                tracing::debug!(vrid = %self.cfg.vrid, src = %meta.src, ?reason, "discarding VRRP advert");
+            }
             return;
         }
         self.counters.adverts_rx += 1;

@@ -445,6 +445,60 @@ pub struct VrrpStatus {
     /// `track_file`.
     #[serde(default)]
     pub tracks: Vec<TrackedStatus>,
+    /// Adverts in and out, transitions and dropped adverts (keepalived's
+    /// `/tmp/keepalived.stats`).
+    #[serde(default)]
+    pub counters: VrrpCounters,
+}
+
+/// One VRRP instance's counters since it started (a reload that keeps the instance keeps
+/// them), as [`lb_vrrp::machine::Counters`] counts them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpCounters {
+    /// Adverts received that passed validation.
+    pub adverts_in: u64,
+    /// Adverts sent (priority 0 included).
+    pub adverts_out: u64,
+    /// Accepted adverts of priority 0 (a master resigning).
+    pub priority_zero_in: u64,
+    /// Priority-0 adverts sent.
+    pub priority_zero_out: u64,
+    /// Times this instance became MASTER.
+    pub became_master: u64,
+    /// Accepted adverts whose address list differs from ours (`skip_check_adv_addr`, or
+    /// a VRRPv2 address owner's).
+    pub address_list_mismatch: u64,
+    /// Adverts of lower priority received while MASTER (another router acting as master).
+    pub lower_priority_in: u64,
+    /// Dropped adverts by reason ([`lb_vrrp::machine::Discard::name`]: `auth`,
+    /// `interval`, `address_list`, `ttl`…); reasons with none are left out.
+    #[serde(default)]
+    pub dropped: std::collections::BTreeMap<String, u64>,
+}
+
+impl VrrpCounters {
+    /// From a running instance's counters.
+    pub fn from_machine(c: &lb_vrrp::machine::Counters) -> Self {
+        Self {
+            adverts_in: c.adverts_rx,
+            adverts_out: c.adverts_tx,
+            priority_zero_in: c.priority_zero_rx,
+            priority_zero_out: c.priority_zero_tx,
+            became_master: c.became_master,
+            address_list_mismatch: c.address_list_mismatch,
+            lower_priority_in: c.lower_priority_rx,
+            dropped: lb_vrrp::machine::Discard::ALL
+                .iter()
+                .filter(|&&d| c.discards(d) > 0)
+                .map(|&d| (d.name().to_owned(), c.discards(d)))
+                .collect(),
+        }
+    }
+
+    /// All dropped adverts.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
 }
 
 /// One check a VRRP instance tracks (keepalived's `track_*`), and its effect now.
@@ -486,6 +540,7 @@ impl VrrpStatus {
                 .collect(),
             sync_group,
             tracks: Vec::new(),
+            counters: VrrpCounters::default(),
         }
     }
 }

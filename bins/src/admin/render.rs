@@ -100,6 +100,37 @@ pub fn status_table(status: &Status) -> String {
             out.push('\n');
             table(&mut out, "  ", &tracks);
         }
+        // keepalived's stats dump (SIGUSR2) counts the same; a dropped advert from a
+        // router configured otherwise (auth, interval, address list) shows here.
+        let mut counters = vec![row(&[
+            "Instance",
+            "Adverts in",
+            "Adverts out",
+            "Became master",
+            "Prio 0 in",
+            "Prio 0 out",
+            "Dropped",
+        ])];
+        for v in &status.vrrp {
+            let c = &v.counters;
+            let dropped = if c.dropped.is_empty() {
+                "0".to_owned()
+            } else {
+                let why: Vec<String> = c.dropped.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                format!("{} ({})", c.dropped_total(), why.join(", "))
+            };
+            counters.push(vec![
+                v.name.clone(),
+                c.adverts_in.to_string(),
+                c.adverts_out.to_string(),
+                c.became_master.to_string(),
+                c.priority_zero_in.to_string(),
+                c.priority_zero_out.to_string(),
+                dropped,
+            ]);
+        }
+        out.push('\n');
+        table(&mut out, "  ", &counters);
         let faults = status
             .vrrp
             .iter()

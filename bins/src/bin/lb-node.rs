@@ -15,7 +15,7 @@ use lb_bins::node::{NodeError, EXIT_START};
 #[command(
     name = "lb-node",
     version,
-    after_help = "Signals: SIGTERM/SIGINT stop (priority 0, VIPs removed, connections drained); SIGHUP reloads.\nExit codes: 0 clean stop or valid configuration; 1 invalid configuration (errors printed as FILE:LINE:COLUMN: MESSAGE; for TOML the first syntax or type error, else every one); 2 usage error; 3 start-up failure (also: the pid file held by another lb-node)."
+    after_help = "Signals: SIGTERM/SIGINT stop (priority 0, VIPs removed, connections drained); SIGHUP reloads; SIGUSR1 writes the state to --data-file, SIGUSR2 every counter (JSON) to --stats-file, as keepalived.\nExit codes: 0 clean stop or valid configuration; 1 invalid configuration (errors printed as FILE:LINE:COLUMN: MESSAGE; for TOML the first syntax or type error, else every one); 2 usage error; 3 start-up failure (also: the pid file held by another lb-node)."
 )]
 struct Cli {
     /// Validate the configuration, print its errors, and exit (keepalived -t, haproxy -c).
@@ -32,6 +32,14 @@ struct Cli {
     /// lb-node on the same file stops before it changes anything; removed at exit.
     #[arg(short = 'p', long, visible_alias = "pid", value_name = "FILE", default_value = lb_bins::node::DEFAULT_PID_FILE)]
     pid_file: PathBuf,
+    /// Where SIGUSR1 writes the state (`lbctl status`'s text), as keepalived writes
+    /// /tmp/keepalived.data.
+    #[arg(long, value_name = "FILE", default_value = lb_bins::node::DEFAULT_DATA_FILE)]
+    data_file: PathBuf,
+    /// Where SIGUSR2 writes every counter (`lbctl status --json`'s JSON), as keepalived
+    /// writes /tmp/keepalived.stats.
+    #[arg(long, value_name = "FILE", default_value = lb_bins::node::DEFAULT_STATS_FILE)]
+    stats_file: PathBuf,
     /// The configuration file.
     config: PathBuf,
 }
@@ -40,7 +48,7 @@ fn main() -> ExitCode {
     // A SIGHUP before the daemon's own handler is installed (it loads the configuration
     // first, twice) would end the process with the default action (exit 129): dropped
     // from here on — the configuration being loaded is the current one anyway.
-    ignore_sighup();
+    ignore_early_signals();
     let cli = Cli::parse();
     if !cli.check {
         return run(cli);
@@ -92,6 +100,10 @@ fn run(cli: Cli) -> ExitCode {
         cli.config,
         cli.format,
         Some(cli.pid_file),
+        lb_bins::node::DumpFiles {
+            data: cli.data_file,
+            stats: cli.stats_file,
+        },
     )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(NodeError::Config(errors)) => {
@@ -105,18 +117,23 @@ fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Takes SIGHUP's default action (terminate) away for the rest of the process: tokio
-/// installs its handler at the first `signal(hangup)` and never restores the default
-/// (tokio::signal::unix docs), so a SIGHUP nobody listens for yet is dropped. Done on a
+/// Takes the default action (terminate) of SIGHUP, SIGUSR1 and SIGUSR2 away for the rest
+/// of the process: tokio installs its handler at a signal's first `signal(…)` and never
+/// restores the default (tokio::signal::unix docs), so such a signal nobody listens for
+/// yet is dropped. Done on a
 /// throwaway runtime, before the configuration (and so the real runtime's thread count)
 /// is read. A failure is harmless (the default action stays) and not reported.
-fn ignore_sighup() {
+fn ignore_early_signals() {
     if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
     {
         rt.block_on(async {
-            let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+            use tokio::signal::unix::{signal, SignalKind};
+            let _ = signal(SignalKind::hangup());
+            // A dump asked for before the daemon runs is dropped too, not a crash.
+            let _ = signal(SignalKind::user_defined1());
+            let _ = signal(SignalKind::user_defined2());
         });
     }
 }

@@ -60,6 +60,7 @@
 //! 3 start-up failure (a listener, socket or interface that cannot be used).
 
 mod bfd;
+mod dump;
 mod fifo;
 mod file_check;
 mod pidfile;
@@ -96,6 +97,7 @@ const RELOAD_BIND_WAIT: Duration = Duration::from_secs(2);
 /// Exit code: start-up failure.
 pub const EXIT_START: u8 = 3;
 
+pub use dump::{DumpFiles, DEFAULT_DATA_FILE, DEFAULT_STATS_FILE};
 pub use pidfile::DEFAULT_PID_FILE;
 
 /// Why the node could not run.
@@ -1858,6 +1860,7 @@ pub async fn run(
     path: PathBuf,
     format: Option<Format>,
     pid_file: Option<PathBuf>,
+    dumps: DumpFiles,
 ) -> Result<(), NodeError> {
     let config = load(&path, format)?;
     // Before anything is started or changed (the startup script included): a second daemon
@@ -1873,6 +1876,12 @@ pub async fn run(
         .map_err(|e| NodeError::Start(format!("SIGINT handler: {e}")))?;
     let mut hup = signal(SignalKind::hangup())
         .map_err(|e| NodeError::Start(format!("SIGHUP handler: {e}")))?;
+    // keepalived's dumps; without a handler these signals would end the daemon like a
+    // crash (its VIPs left behind, no priority 0 sent).
+    let mut usr1 = signal(SignalKind::user_defined1())
+        .map_err(|e| NodeError::Start(format!("SIGUSR1 handler: {e}")))?;
+    let mut usr2 = signal(SignalKind::user_defined2())
+        .map_err(|e| NodeError::Start(format!("SIGUSR2 handler: {e}")))?;
     let socket_path = config.global.admin_socket.clone();
     // keepalived runs it before it starts anything; stopped meanwhile, lb-node kills it
     // and starts nothing (nor runs the shutdown script: nothing ran).
@@ -1913,6 +1922,8 @@ pub async fn run(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => node.reload().await,
+            _ = usr1.recv() => dumps.write(dump::Dump::Data, &node.shared.status()),
+            _ = usr2.recv() => dumps.write(dump::Dump::Stats, &node.shared.status()),
         }
     }
     tracing::info!("stopping: priority 0, VIPs removed, listeners closed, draining");

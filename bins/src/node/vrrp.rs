@@ -1239,6 +1239,7 @@ impl SpeakerRuntime {
                         if let Some(s) = t.get_mut(&st.instance) {
                             s.state = to_state(st.state);
                             s.effective_priority = st.priority.0;
+                            s.counters = crate::admin::VrrpCounters::from_machine(&st.counters);
                             s.tracks = tracks
                                 .get(&st.instance)
                                 .map(|meta| {
