@@ -148,6 +148,17 @@ fn status(sock: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `lbctl status`'s text.
+fn status_text(sock: &Path) -> String {
+    let out = Command::new(LBCTL)
+        .arg("--socket")
+        .arg(sock)
+        .arg("status")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let t = Instant::now();
     while t.elapsed() < limit {
@@ -500,13 +511,7 @@ fn a_source_address_the_host_lacks_shows_as_local_errors() {
         s["virtual_servers"][0]["backends"][0]["health"], "up",
         "{s}"
     );
-    let text = Command::new(LBCTL)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("status")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = status_text(&sock);
     assert!(text.contains("; local errors 2"), "{text}");
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
@@ -2299,13 +2304,7 @@ fn udp_idle_timeout_and_max_sessions_apply() {
     assert!(query("b1"), "{}", status(&sock));
     let s = status(&sock);
     assert!(l4(&s)["idle_timeouts"].as_u64() >= Some(2), "{s}");
-    let text = Command::new(LBCTL)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("status")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = status_text(&sock);
     assert!(text.contains("; sessions refused 1"), "{text}");
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
@@ -2729,13 +2728,7 @@ type = "tcp"
             .is_some_and(|r| r.contains("refused")),
         "{b}"
     );
-    let text = Command::new(LBCTL)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("status")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = status_text(&sock);
     assert!(
         text.contains("       failed, inhibited at weight 0: connect to"),
         "{text}"
@@ -3873,13 +3866,7 @@ address = "{b}"
         wait_until(Duration::from_secs(5), || polls() > idle + 1_000),
         "not busy polling with a connection open"
     );
-    let text = Command::new(LBCTL)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("status")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = status_text(&sock);
     assert!(text.contains("busy-polling on ("), "{text}");
 
     drop((client, server));
@@ -4207,13 +4194,7 @@ fn dns_check_follows_real_dns_servers() {
             .is_some_and(|t| t > 1_700_000_000),
         "{s}"
     );
-    let text = Command::new(LBCTL)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("status")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = status_text(&sock);
     assert!(
         text.contains("       down: REFUSED (5) to example.test. A from"),
         "{text}"
