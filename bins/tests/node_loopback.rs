@@ -2260,7 +2260,7 @@ fn ops_spreads_one_clients_datagrams_over_the_real_servers() {
 }
 
 /// `[virtual_server.udp]`: with `max_sessions = 2` a third client's datagram is dropped
-/// and counted ("sessions refused" in `lbctl status`); with `idle_timeout = "400ms"` the
+/// and counted ("sessions refused" in `lbctl status`); with `idle_timeout = "1s"` the
 /// sessions go after that long idle and a new client is served again. One-query clients
 /// on new ports, as DNS resolvers send.
 #[test]
@@ -2269,7 +2269,7 @@ fn udp_idle_timeout_and_max_sessions_apply() {
     let echo = SlowUdpEcho::start(Duration::ZERO);
     let port = free_udp_port();
     let toml = format!(
-        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"dns\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nlb_algo = \"rr\"\n[virtual_server.udp]\nidle_timeout = \"400ms\"\nmax_sessions = 2\n[[virtual_server.backend]]\naddress = \"{}\"\n",
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"dns\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nlb_algo = \"rr\"\n[virtual_server.udp]\nidle_timeout = \"1s\"\nmax_sessions = 2\n[[virtual_server.backend]]\naddress = \"{}\"\n",
         dir.join("admin.sock").display(),
         echo.addr
     );
@@ -2277,7 +2277,7 @@ fn udp_idle_timeout_and_max_sessions_apply() {
     let query = |what: &str| -> bool {
         let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         c.connect(("127.0.0.1", port)).unwrap();
-        c.set_read_timeout(Some(Duration::from_millis(300)))
+        c.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         c.send(what.as_bytes()).unwrap();
         let mut buf = [0u8; 16];
@@ -2293,13 +2293,20 @@ fn udp_idle_timeout_and_max_sessions_apply() {
         "{}",
         status(&sock)
     );
-    // Idle for longer than idle_timeout: both sessions gone, room again.
+    // Idle for longer than idle_timeout: both sessions gone, room again; within about
+    // 1 s of the last reply, not the default 5 s.
+    let idle = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(5), || l4(&status(&sock))
+        wait_until(Duration::from_secs(10), || l4(&status(&sock))
             ["active_connections"]
             == 0),
         "{}",
         status(&sock)
+    );
+    assert!(
+        idle.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        idle.elapsed()
     );
     assert!(query("b1"), "{}", status(&sock));
     let s = status(&sock);

@@ -2908,7 +2908,9 @@ mod tests {
         );
         // A late follower: told at once what is known.
         let c = tokio::spawn(script_loop(2, TrackId(0), s, runners.clone(), tx));
-        let late = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
+        // Told from what is known: the script's state does not change again, so a
+        // follower that waited for a change would hear nothing (2 s: a loaded machine).
+        let late = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
         assert!(
             matches!(late, Ok(Some(Control::Track(2, _, true)))),
             "{late:?}"
@@ -2917,8 +2919,9 @@ mod tests {
             t.abort();
             let _ = t.await;
         }
-        // The last follower gone, the script stops running.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The last follower gone, the script stops running (a run already started may
+        // still write: 300 ms for it on a loaded machine).
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let stopped = std::fs::read_to_string(&runs).unwrap().lines().count();
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(
