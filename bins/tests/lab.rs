@@ -4026,10 +4026,17 @@ fn a_script_tracked_by_two_instances_runs_once_per_interval() {
             .unwrap_or(0)
     };
     let before = count();
+    let started = Instant::now();
     std::thread::sleep(Duration::from_millis(2500));
     let ran = count() - before;
-    // One run every 250 ms: about 10 in 2.5 s (20 with a run per instance).
-    assert!((6..=14).contains(&ran), "{ran} runs in 2.5 s");
+    // One run every 250 ms at most: about 10 in 2.5 s (20 with a run per instance). A
+    // loaded machine runs fewer, never more.
+    let most = usize::try_from(started.elapsed().as_millis() / 250).unwrap_or(usize::MAX) + 2;
+    assert!(
+        (1..=most).contains(&ran),
+        "{ran} runs in {:?} (one runner: {most} at most)",
+        started.elapsed()
+    );
     std::fs::write(&fail, "").expect("fail");
     assert!(prios(90), "both instances lose the weight: {}", lb1.logs());
 }
