@@ -884,7 +884,7 @@ fn outlier_detection_parses_and_each_error_names_its_key() {
     assert_eq!(o.consecutive_failures, 2);
     assert_eq!(o.http_failures, config::model::HttpFailures::Any5xx);
     assert_eq!(o.base_ejection_time, Duration::from_secs(1));
-    assert_eq!(o.max_ejection_time, Duration::from_secs(10));
+    assert_eq!(o.max_ejection_time, Some(Duration::from_secs(10)));
     assert_eq!(o.max_ejection_percent, 100);
     assert_eq!(
         (
@@ -912,6 +912,19 @@ fn outlier_detection_parses_and_each_error_names_its_key() {
             "o.toml:7:24: max_ejection_percent 101 is above 100",
             "o.toml:8:32: enforcing_failure_percentage 200 is above 100",
         ]
+    );
+    // A base above 300 s without max_ejection_time: the base is the longest (Envoy). It
+    // was refused against a default of 300 s the file never wrote.
+    std::fs::write(
+        &t,
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.outlier_detection]\nbase_ejection_time = \"600s\"\n",
+    )
+    .unwrap();
+    let o = &ok(&t).0.virtual_servers[0].outlier_detection;
+    assert_eq!(o.max_ejection_time, None);
+    assert_eq!(
+        o.outlier_config().unwrap().max_ejection_time(),
+        Duration::from_secs(600)
     );
 }
 

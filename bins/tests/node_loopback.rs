@@ -39,7 +39,15 @@ impl RealServer {
     }
 
     fn start_with(name: &'static str, echo: bool) -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(TcpListener::bind("127.0.0.1:0").unwrap(), name, echo)
+    }
+
+    /// A server at `addr` (a port another one had: std sets SO_REUSEADDR).
+    fn start_on(addr: SocketAddr, name: &'static str) -> Self {
+        Self::serve(TcpListener::bind(addr).unwrap(), name, false)
+    }
+
+    fn serve(l: TcpListener, name: &'static str, echo: bool) -> Self {
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -772,6 +780,47 @@ address = "{b_addr}"
     assert_eq!(s["virtual_servers"][0]["backends"][0]["health"], "up");
     drop(node);
     drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Passive health does not eject the last backend that serves: with b drained (lbctl),
+/// a that refuses connections for a while stays in, so the virtual server serves again as
+/// soon as a is back. It was ejected (the ceiling, half of two backends, counted the
+/// drained one as in) and the virtual server served nothing for base_ejection_time, 30 s.
+#[test]
+fn passive_health_keeps_the_last_serving_backend() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let b = RealServer::start("b");
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nlb_algo = \"rr\"\nconnect_timeout = \"1s\"\n[[virtual_server.backend]]\naddress = \"{a_addr}\"\n[[virtual_server.backend]]\naddress = \"{b_addr}\"\n",
+        dir.join("admin.sock").display()
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    lbctl_backend(&sock, "drain", "web", b_addr);
+    assert!(get(vip).is_ok_and(|r| r.ends_with("\r\n\r\na")));
+    drop(a);
+    // Well past consecutive_failures (5): every connect to a is refused.
+    for _ in 0..10 {
+        assert!(!get(vip).is_ok_and(|r| r.ends_with("\r\n\r\na")));
+    }
+    let a = RealServer::start_on(a_addr, "a");
+    assert!(
+        wait_until(Duration::from_secs(3), || get(vip)
+            .is_ok_and(|r| r.ends_with("\r\n\r\na"))),
+        "a is back but not served: {}",
+        status(&sock)
+    );
+    let s = status(&sock);
+    assert_eq!(
+        s["virtual_servers"][0]["backends"][0]["health"], "up",
+        "{s}"
+    );
+    drop(node);
+    drop((a, b));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

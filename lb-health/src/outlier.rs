@@ -29,6 +29,14 @@
 //! - An ejection that would put more than `max_ejection_percent` of the backends out is
 //!   refused. (Envoy also ejects one host when the percentage rounds to zero; here the
 //!   percentage is a hard ceiling, as the issue asks. Use 100 to disable the ceiling.)
+//! - Nor is the last backend that serves ejected: one that takes new connections apart
+//!   from any ejection (up by its checks, admin ready, weight above 0, a primary: the
+//!   driver says which with [`OutlierDetector::set_serving`]; every backend serves until
+//!   told otherwise), when no other does. The ceiling counts every backend, as Envoy's;
+//!   with one backend down by its checks and another drained, a failing third would
+//!   otherwise leave the virtual server with nothing. (Envoy routes to every host when
+//!   fewer than `healthy_panic_threshold`, 50 % by default, are healthy; keepalived's and
+//!   lb's default has no panic mode.)
 //!
 //! [outlier detection]: https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/outlier
 //!
@@ -161,7 +169,8 @@ impl OutlierConfig {
     ///
     /// - `consecutive_failures 5`, every 5xx counting (Envoy `consecutive_5xx`, the one
     ///   Envoy enforces by default);
-    /// - `base_ejection_time 30s`, `max_ejection_time 300s`;
+    /// - `base_ejection_time 30s`, `max_ejection_time 300s` (or `base_ejection_time` when
+    ///   that is longer and `max_ejection_time` is not set, as Envoy);
     /// - `max_ejection_percent 10`;
     /// - `interval 10s`;
     /// - success rate: `success_rate_minimum_hosts 5`, `success_rate_request_volume 100`,
@@ -172,6 +181,7 @@ impl OutlierConfig {
     pub fn builder() -> OutlierConfigBuilder {
         OutlierConfigBuilder {
             config: Self::default(),
+            max_set: false,
         }
     }
 
@@ -281,6 +291,9 @@ impl OutlierConfig {
 #[must_use]
 pub struct OutlierConfigBuilder {
     config: OutlierConfig,
+    /// `max_ejection_time` was given: otherwise it is 300 s or `base_ejection_time`,
+    /// whichever is longer.
+    max_set: bool,
 }
 
 impl OutlierConfigBuilder {
@@ -302,9 +315,11 @@ impl OutlierConfigBuilder {
         self
     }
 
-    /// Longest ejection (at least `base_ejection_time`).
+    /// Longest ejection (at least `base_ejection_time`). Unset: 300 s or
+    /// `base_ejection_time`, whichever is longer (Envoy's `max_ejection_time`).
     pub fn max_ejection_time(mut self, d: Duration) -> Self {
         self.config.max_ejection_time = d;
+        self.max_set = true;
         self
     }
 
@@ -387,7 +402,10 @@ impl OutlierConfigBuilder {
     /// `failure_percentage_threshold`, `enforcing_failure_percentage`) or a
     /// `max_ejection_time` below `base_ejection_time`.
     pub fn build(self) -> Result<OutlierConfig> {
-        let c = self.config;
+        let mut c = self.config;
+        if !self.max_set {
+            c.max_ejection_time = c.max_ejection_time.max(c.base_ejection_time);
+        }
         if c.consecutive_failures == 0 {
             return Err(Error::InvalidThreshold {
                 setting: "consecutive_failures",
@@ -522,6 +540,8 @@ struct HostState {
     unejected_at: Option<Instant>,
     /// Why the ejection in force was made.
     reason: Option<EjectionReason>,
+    /// Does not take new connections, ejection aside ([`OutlierDetector::set_serving`]).
+    not_serving: bool,
 }
 
 /// What a detector remembers of one backend's ejections: whether it is ejected and until
@@ -631,6 +651,27 @@ impl OutlierDetector {
         self.ejected
     }
 
+    /// Says whether `backend` takes new connections apart from any ejection here: up by
+    /// its active checks, admin state ready, effective weight above 0, and a primary (not
+    /// a `backup`/sorry server). Every backend serves until told otherwise. The detector
+    /// does not eject the last serving backend (see the [module docs](self)). Unknown
+    /// backends are ignored.
+    pub fn set_serving(&mut self, backend: BackendId, serving: bool) {
+        if let Some(h) = self.hosts.get_mut(&backend) {
+            h.not_serving = !serving;
+        }
+    }
+
+    /// Whether ejecting `backend` would leave no serving backend: it serves and no other
+    /// serving one is in.
+    fn is_last_serving(&self, backend: BackendId) -> bool {
+        self.hosts.get(&backend).is_some_and(|h| !h.not_serving)
+            && !self
+                .hosts
+                .iter()
+                .any(|(&id, h)| id != backend && !h.not_serving && h.ejected_until.is_none())
+    }
+
     /// Adds a backend (membership change).
     ///
     /// # Errors
@@ -659,7 +700,8 @@ impl OutlierDetector {
     /// - An ejection still in force at `now` goes on, until the same instant but no later
     ///   than `max_ejection_time` from `now`, and an [`OutlierEvent::Ejected`] is queued
     ///   for the pool, unless the ceiling (`max_ejection_percent` of the backends, counting
-    ///   those already ejected here) forbids it: then the backend is back in at `now`.
+    ///   those already ejected here) forbids it, or it is the last serving backend
+    ///   ([`Self::set_serving`]): then the backend is back in at `now`.
     /// - One already over counts as ended when it was due: no event.
     /// - Whenever `backend` was ejected here and is not after the restore, an
     ///   [`OutlierEvent::Unejected`] is queued (the pool was told of that ejection).
@@ -678,6 +720,7 @@ impl OutlierDetector {
         let ejected = self.ejected;
         let max_time = self.config.max_ejection_time;
         let pct = usize::from(self.config.max_ejection_percent);
+        let last_serving = self.is_last_serving(backend);
         let host = self
             .hosts
             .get_mut(&backend)
@@ -695,7 +738,7 @@ impl OutlierDetector {
             Some(until) if until <= now => host.unejected_at = Some(until),
             Some(until) => {
                 let others = ejected - usize::from(was_ejected);
-                if (others + 1) * 100 > total * pct {
+                if (others + 1) * 100 > total * pct || last_serving {
                     host.unejected_at = Some(now);
                 } else {
                     let until = now
@@ -792,13 +835,16 @@ impl OutlierDetector {
     }
 
     /// Ejects `backend` (known, not ejected) unless the ceiling forbids it: (ejected + 1) /
-    /// total must not exceed `max_ejection_percent`. Returns whether it ejected.
+    /// total must not exceed `max_ejection_percent`, and another backend must serve.
+    /// Returns whether it ejected.
     fn try_eject(&mut self, now: Instant, backend: BackendId, reason: EjectionReason) -> bool {
         let total = self.hosts.len();
-        let config = &self.config;
-        if (self.ejected + 1) * 100 > total * usize::from(config.max_ejection_percent) {
+        if (self.ejected + 1) * 100 > total * usize::from(self.config.max_ejection_percent)
+            || self.is_last_serving(backend)
+        {
             return false;
         }
+        let config = &self.config;
         let Some(host) = self.hosts.get_mut(&backend) else {
             return false;
         };
@@ -1028,6 +1074,60 @@ mod tests {
         );
         assert!(!d.uneject_if_passed(later, BackendId(0), later), "once");
         assert_eq!(d.host_state(BackendId(0)).unwrap().ejections, 1);
+    }
+
+    /// The last serving backend is not ejected: with backend 1 down by its checks and 2
+    /// drained, backend 0's failures eject nothing (the ceiling, 100 %, would allow it),
+    /// and its run starts again; once 1 serves again, they eject 0. Without a word from
+    /// the driver every backend serves, and a lone backend is never ejected.
+    #[test]
+    fn the_last_serving_backend_is_not_ejected() {
+        let t = now();
+        let mut d = detector(3, 100);
+        d.set_serving(BackendId(1), false);
+        d.set_serving(BackendId(2), false);
+        fail(&mut d, t, 0, 3);
+        assert!(!d.is_ejected(BackendId(0)));
+        assert_eq!(d.poll_event(), None);
+        d.set_serving(BackendId(1), true);
+        fail(&mut d, t, 0, 2);
+        assert!(!d.is_ejected(BackendId(0)), "a new run of 3 is needed");
+        fail(&mut d, t, 0, 1);
+        assert!(d.is_ejected(BackendId(0)));
+        // Now 1 is the last one serving: not ejected.
+        fail(&mut d, t, 1, 3);
+        assert!(!d.is_ejected(BackendId(1)));
+        // A backend that does not serve may go (it takes no new connection anyway).
+        fail(&mut d, t, 2, 3);
+        assert!(d.is_ejected(BackendId(2)));
+        // A restore follows the same rule.
+        let mut e = detector(2, 100);
+        e.set_serving(BackendId(1), false);
+        let carried = d.host_state(BackendId(0)).unwrap();
+        assert!(!e.restore(t, BackendId(0), carried).unwrap());
+        let mut lone = detector(1, 100);
+        fail(&mut lone, t, 0, 3);
+        assert!(!lone.is_ejected(BackendId(0)));
+    }
+
+    /// Envoy: without `max_ejection_time`, "the default value (300s) or
+    /// base_ejection_time value is applied, whatever is larger"; set below the base, it is
+    /// an error.
+    #[test]
+    fn max_ejection_time_unset_follows_a_longer_base() {
+        let long = Duration::from_secs(600);
+        let c = OutlierConfig::builder()
+            .base_ejection_time(long)
+            .build()
+            .unwrap();
+        assert_eq!(c.max_ejection_time(), long);
+        let c = OutlierConfig::builder().build().unwrap();
+        assert_eq!(c.max_ejection_time(), Duration::from_secs(300));
+        assert!(OutlierConfig::builder()
+            .base_ejection_time(long)
+            .max_ejection_time(Duration::from_secs(300))
+            .build()
+            .is_err());
     }
 
     #[test]
@@ -1266,7 +1366,8 @@ mod tests {
             .enforcing_success_rate(0)
             .build()
             .unwrap();
-        let mut d = OutlierDetector::new(config, [BackendId(0)]);
+        // Two: a lone backend is never ejected (the last serving one).
+        let mut d = OutlierDetector::new(config, [BackendId(0), BackendId(1)]);
         fail(&mut d, t, 0, 3);
         let far = t + crate::tracker::FAR_FUTURE;
         assert!(matches!(

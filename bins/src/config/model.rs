@@ -1457,9 +1457,10 @@ pub struct OutlierDetection {
     /// Length of a first ejection; the n-th ejection of a backend lasts n times as long.
     #[serde(with = "values::duration")]
     pub base_ejection_time: Duration,
-    /// Longest ejection (at least `base_ejection_time`).
-    #[serde(with = "values::duration")]
-    pub max_ejection_time: Duration,
+    /// Longest ejection; when unset, 300 s or `base_ejection_time`, whichever is longer
+    /// (Envoy's `max_ejection_time`). Set, it may not be below `base_ejection_time`.
+    #[serde(with = "values::opt_duration")]
+    pub max_ejection_time: Option<Duration>,
     /// Most backends ejected at once, in percent of the virtual server's backends (0..=100).
     pub max_ejection_percent: u8,
     /// Envoy's `interval`: each one a backend spends un-ejected takes one off its ejection
@@ -1509,7 +1510,7 @@ impl Default for OutlierDetection {
             consecutive_failures: 5,
             http_failures: HttpFailures::Any5xx,
             base_ejection_time: Duration::from_secs(30),
-            max_ejection_time: Duration::from_secs(300),
+            max_ejection_time: None,
             max_ejection_percent: 50,
             interval: Duration::from_secs(10),
             successful_active_health_check_uneject_host: true,
@@ -1544,14 +1545,16 @@ impl OutlierDetection {
     /// lb-health's message for a value outside its domain (validation reports these with
     /// their location first).
     pub fn outlier_config(&self) -> Result<lb_health::OutlierConfig, String> {
-        lb_health::OutlierConfig::builder()
-            .consecutive_failures(self.consecutive_failures)
+        let mut b = lb_health::OutlierConfig::builder();
+        if let Some(max) = self.max_ejection_time {
+            b = b.max_ejection_time(max);
+        }
+        b.consecutive_failures(self.consecutive_failures)
             .failure_class(match self.http_failures {
                 HttpFailures::Gateway => lb_health::outlier::FailureClass::Gateway,
                 HttpFailures::Any5xx => lb_health::outlier::FailureClass::Any5xx,
             })
             .base_ejection_time(self.base_ejection_time)
-            .max_ejection_time(self.max_ejection_time)
             .max_ejection_percent(self.max_ejection_percent)
             .interval(self.interval)
             .enforcing_success_rate(self.enforcing_success_rate)
@@ -4088,12 +4091,12 @@ fn validate_outlier(err: &mut impl FnMut(String, String), i: usize, o: &OutlierD
             "base_ejection_time must be above 0 s".into(),
         );
     }
-    if o.max_ejection_time < o.base_ejection_time {
+    if let Some(max) = o.max_ejection_time.filter(|&m| m < o.base_ejection_time) {
         err(
             format!("{p}.max_ejection_time"),
             format!(
-                "max_ejection_time {:?} is below base_ejection_time {:?}",
-                o.max_ejection_time, o.base_ejection_time
+                "max_ejection_time {max:?} is below base_ejection_time {:?}",
+                o.base_ejection_time
             ),
         );
     }

@@ -9,7 +9,8 @@
 //!   service is dead gives the VIPs away.
 //! * Passive health: every connection's outcome (connect refused, timed out, reset, HTTP
 //!   5xx) feeds Envoy-style outlier detection — 5 consecutive failures eject a backend for
-//!   30 s × its ejection count (≤ 300 s), never more than half the backends — applied
+//!   30 s × its ejection count (≤ 300 s), never more than half the backends nor the
+//!   last one that serves — applied
 //!   together with the active checks (a backend is down while either says so).
 //! * `SIGTERM`/`SIGINT`: masters send priority 0 and remove their VIPs, listeners close,
 //!   established connections drain up to `drain_deadline` (also those still held by

@@ -389,6 +389,20 @@ impl Appliers {
     }
 }
 
+/// Tells `detector` which backends serve ([`OutlierDetector::set_serving`]: eligible for
+/// a new connection, ejection aside, and primaries) when the pool changed since `seen`.
+/// An ejected backend shows as not serving here, which the detector ignores for it.
+fn tell_serving(pool: &Pool, detector: &mut OutlierDetector, seen: &mut Option<u64>) {
+    let snap = pool.snapshot();
+    if *seen == Some(snap.generation()) {
+        return;
+    }
+    *seen = Some(snap.generation());
+    for b in snap.backends().iter() {
+        detector.set_serving(b.id(), b.is_eligible() && !b.is_backup());
+    }
+}
+
 /// The data path of one virtual server.
 #[derive(Debug)]
 pub(crate) enum Proxy {
@@ -775,7 +789,12 @@ async fn apply_health(
     // ejection ends it (Envoy's successful_active_health_check_uneject_host).
     let mut passes = tokio::time::interval(Duration::from_secs(1));
     passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The pool's generation the detector last learnt which backends serve from.
+    let mut serving_seen = None;
     loop {
+        // Before anything here can eject: which backends serve, so that the last one is
+        // not ejected (an lbctl drain or a weight elsewhere rebuilds the pool too).
+        tell_serving(&pool, &mut detector, &mut serving_seen);
         let deadline = detector.poll_timeout().map(tokio::time::Instant::from_std);
         let watch_passes = uneject_on_pass && states.is_some() && detector.ejected_count() > 0;
         tokio::select! {
@@ -844,7 +863,10 @@ async fn apply_health(
                 Err(broadcast::error::RecvError::Closed) => checks = None,
             },
             o = outcomes.recv() => match o {
-                Some((id, outcome)) => detector.handle_outcome(now(), id, outcome),
+                Some((id, outcome)) => {
+                    tell_serving(&pool, &mut detector, &mut serving_seen);
+                    detector.handle_outcome(now(), id, outcome);
+                }
                 None => return,
             },
             // FILE_CHECK and BFD_CHECK: a real server's files or BFD session changed what
@@ -879,7 +901,10 @@ async fn apply_health(
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => std::future::pending().await,
                 }
-            } => detector.handle_timeout(now()),
+            } => {
+                tell_serving(&pool, &mut detector, &mut serving_seen);
+                detector.handle_timeout(now());
+            }
         }
         appliers.apply_outliers(&name, &pool, &mut detector, &outlier_states);
         // Whatever changed the pool here (a weight, an ejection, a health event) changes
