@@ -27,7 +27,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::config::{self, Format};
+use crate::config::{self, ConfigError, Format};
 
 /// Exit code: valid configuration.
 pub const EXIT_OK: u8 = 0;
@@ -76,12 +76,16 @@ pub fn check(
             for e in &errors {
                 writeln!(err, "{e}")?;
             }
+            let n = ConfigError::count_errors(&errors);
+            let warnings = errors.len() - n;
             writeln!(
                 err,
-                "{}: configuration is invalid ({} error{})",
+                "{}: configuration is invalid ({} error{}, {} warning{})",
                 path.display(),
-                errors.len(),
-                plural(errors.len())
+                n,
+                plural(n),
+                warnings,
+                plural(warnings)
             )?;
             Ok(EXIT_INVALID)
         }

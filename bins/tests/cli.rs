@@ -49,13 +49,20 @@ fn check_invalid_config_exits_1_and_lists_every_error() {
     assert_eq!(code, 1);
     assert!(out.is_empty());
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 4, "{err}");
+    assert_eq!(lines.len(), 6, "{err}");
     assert!(
         lines[0].ends_with("keepalived.conf:3:20: virtual_router_id 300 is out of range 1..=255")
     );
     assert!(lines[1].ends_with("keepalived.conf:4:11: priority 0 is out of range 1..=255"));
     assert!(lines[2].contains("keepalived.conf:10:10: lb_kind DR is not supported"));
-    assert!(lines[3].ends_with("configuration is invalid (3 errors)"));
+    // The warnings too, after the errors (keepalived -t reports every problem at once):
+    // they used to show only once the errors were fixed.
+    assert!(
+        lines[3].contains("keepalived.conf:9:1: warning: virtual_server without `protocol`"),
+        "{err}"
+    );
+    assert!(lines[4].contains("keepalived.conf:9:1: warning: virtual server without real servers"));
+    assert!(lines[5].ends_with("configuration is invalid (3 errors, 2 warnings)"));
     // --format overrides the extension.
     let (code, _, err) = lb_node(&["--check", "--format", "toml", p.to_str().unwrap()]);
     assert_eq!(code, 1);

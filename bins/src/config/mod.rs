@@ -80,6 +80,11 @@ pub struct ConfigError {
     pub location: Option<Location>,
     /// What, including the offending value.
     pub message: String,
+    /// Not an error: a [`Warning`] of the same file, listed after its errors so that one
+    /// pass shows every problem (as `keepalived -t` does; a misspelt check keyword is only
+    /// a warning, and would otherwise show only once the errors are fixed). Shown as
+    /// `file:line:column: warning: …`; [`ConfigError::count_errors`] leaves these out.
+    pub warning: bool,
 }
 
 /// Something suspicious or ignored in a usable configuration (unknown keyword, option
@@ -97,15 +102,22 @@ impl ConfigError {
         Self {
             location,
             message: message.into(),
+            warning: false,
         }
+    }
+
+    /// How many of `list` are errors, not [`ConfigError::warning`]s.
+    pub fn count_errors(list: &[Self]) -> usize {
+        list.iter().filter(|e| !e.warning).count()
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.warning { "warning: " } else { "" };
         match &self.location {
-            Some(l) => write!(f, "{l}: {}", self.message),
-            None => f.write_str(&self.message),
+            Some(l) => write!(f, "{l}: {kind}{}", self.message),
+            None => write!(f, "{kind}{}", self.message),
         }
     }
 }
@@ -287,6 +299,12 @@ pub(crate) fn finish(
     } else {
         errors.sort_by(|a, b| a.location.cmp(&b.location));
         errors.dedup();
+        // Then the warnings, so that one pass shows every problem (keepalived -t).
+        errors.extend(warnings.into_iter().map(|w| ConfigError {
+            location: w.location,
+            message: w.message,
+            warning: true,
+        }));
         Err(errors)
     }
 }

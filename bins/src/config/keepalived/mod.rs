@@ -1954,7 +1954,7 @@ impl Conv {
             if let Some(l) = self.o.locate(&path) {
                 self.d.warn(
                     &l,
-                    format!("vrrp_instance {vi} is in vrrp_sync_group {g}, which has no `sync_group_tracking_weight`: keepalived would ignore this weight (or this track); lb-node applies it, as keepalived does with sync_group_tracking_weight"),
+                    format!("vrrp_instance {vi} is in vrrp_sync_group {g}, which has no `sync_group_tracking_weight`: keepalived would ignore this weight (or this track); lb-node applies it, as keepalived does with sync_group_tracking_weight. A lower priority moves a sync group only when every member on the peer wants to take over (keepalived's rule), so this track alone will not fail the group over: weight 0 (FAULT) does"),
                 );
             }
         }
@@ -3720,7 +3720,20 @@ impl Conv {
                         Some(IPVS_PERSISTENCE_TIMEOUT)
                     } else {
                         self.whole_seconds(st);
-                        self.get(st, &fp, duration(kw))
+                        match self.get(st, &fp, duration(kw)) {
+                            // keepalived pto_handler reads 1..: 0 is "persistence_timeout
+                            // invalid", skipped, and the virtual server runs without
+                            // persistence.
+                            Some(d) if d.is_zero() => {
+                                persistence_timeout_set = false;
+                                self.d.warn(
+                                    &st.args[0].location,
+                                    "persistence_timeout 0 is invalid: ignored (no persistence), as keepalived ignores it",
+                                );
+                                None
+                            }
+                            other => other,
+                        }
                     };
                 }
                 "persistence_granularity" => {
