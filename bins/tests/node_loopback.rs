@@ -790,7 +790,11 @@ address = "{b_addr}"
 #[test]
 fn passive_health_keeps_the_last_serving_backend() {
     let dir = tempdir();
-    let a = RealServer::start("a");
+    // Below the ephemeral range: no other test's bind or connect takes it while a is away.
+    let a = RealServer::start_on(
+        SocketAddr::from(([127, 0, 0, 1], lb_testkit::ports::unused_port())),
+        "a",
+    );
     let b = RealServer::start("b");
     let (a_addr, b_addr) = (a.addr, b.addr);
     let port = free_port();

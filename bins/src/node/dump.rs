@@ -80,6 +80,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)?;
+    // A file that was there already keeps its mode through the open: 0600 whatever it was.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     f.write_all(bytes)?;
     f.flush()
 }
@@ -98,6 +100,9 @@ mod tests {
             stats: dir.join("stats"),
         };
         let status = Status::default();
+        // One already there, readable by all: 0600 after the dump all the same.
+        std::fs::write(&files.data, "old").unwrap();
+        std::fs::set_permissions(&files.data, PermissionsExt::from_mode(0o644)).unwrap();
         files.write(Dump::Data, &status);
         files.write(Dump::Stats, &status);
         let data = std::fs::read_to_string(&files.data).unwrap();

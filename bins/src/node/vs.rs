@@ -1434,6 +1434,8 @@ impl VsRuntime {
             .collect();
         appliers.fifo_vs = super::fifo::trio(cfg.listen, udp);
         if cfg.outlier_detection.enabled {
+            // Which backends serve, before a carried ejection may take the last one.
+            tell_serving(&pool, &mut detector, &mut None);
             for (i, b) in cfg.backends.iter().enumerate() {
                 if let Some(&state) = carried.outlier.get(&b.address) {
                     // Under this version's settings: one over by now is not applied, the
