@@ -1471,10 +1471,7 @@ impl Node {
                         tracing::error!(?group, error = %e, "reload: VRRP group keeps its previous configuration");
                         not_restarted.push(format!(
                             "vrrp_instance {}: keeps its previous configuration ({e})",
-                            m.iter()
-                                .map(|v| v.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            member_names(m)
                         ));
                         if new.global.fifo_write_vrrp_states_on_reload {
                             s.write_states().await;
@@ -1531,10 +1528,7 @@ impl Node {
                             tracing::error!(error = %e, "reload: VRRP group not started after its hand-over; its VIPs are removed");
                             not_restarted.push(format!(
                                 "vrrp_instance {}: not started ({e}); stopped, its VIPs removed",
-                                m.iter()
-                                    .map(|v| v.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                member_names(m)
                             ));
                             // Its predecessor stopped without a word, to be resumed.
                             vrrp::stop_failed_handover(
@@ -1597,7 +1591,7 @@ impl Node {
                         tracing::error!(group = ?g, error = %e, "reload: VRRP group cannot start; the instances moved into it stop");
                         not_restarted.push(format!(
                             "vrrp_instance {}: cannot start ({e}); the instances moved into its group stop",
-                            m.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
+                            member_names(m)
                         ));
                         false
                     }
@@ -1644,11 +1638,7 @@ impl Node {
                     tracing::error!(group = ?g, error = %e, "reload: VRRP group not started");
                     not_restarted.push(format!(
                         "vrrp_instance {}: not started ({e})",
-                        members
-                            .iter()
-                            .map(|v| v.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        member_names(&members)
                     ));
                     // Instances handed over to it: their VIPs, routes and VMACs go, and
                     // they stop as the failed successor of a hand-over does.
@@ -1955,6 +1945,15 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The names of a VRRP group's members, `A, B`, for reload messages.
+fn member_names(members: &[config::model::VrrpInstance]) -> String {
+    members
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The device and inode of the file at `path`, if any.
