@@ -828,6 +828,50 @@ fn passive_health_keeps_the_last_serving_backend() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An ejection ends when nothing else serves: a, refusing connections, is ejected while
+/// b serves; then b is drained (lbctl), and a comes back in at once rather than after
+/// base_ejection_time (30 s), in which the virtual server would have served nothing.
+#[test]
+fn passive_health_takes_an_ejected_backend_back_when_nothing_else_serves() {
+    let dir = tempdir();
+    // Below the ephemeral range: no other test's bind or connect takes it while a is away.
+    let a = RealServer::start_on(
+        SocketAddr::from(([127, 0, 0, 1], lb_testkit::ports::unused_port())),
+        "a",
+    );
+    let b = RealServer::start("b");
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nlb_algo = \"rr\"\nconnect_timeout = \"1s\"\n[[virtual_server.backend]]\naddress = \"{a_addr}\"\n[[virtual_server.backend]]\naddress = \"{b_addr}\"\n",
+        dir.join("admin.sock").display()
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    drop(a);
+    // Redispatched to b, each; a's refused connects eject it (consecutive_failures 5).
+    let ejected = wait_until(Duration::from_secs(5), || {
+        assert!(get(vip).is_ok_and(|r| r.ends_with("\r\n\r\nb")));
+        status(&sock)["virtual_servers"][0]["backends"][0]["health"] == "down"
+    });
+    assert!(ejected, "a was not ejected: {}", status(&sock));
+    let a = RealServer::start_on(a_addr, "a");
+    lbctl_backend(&sock, "drain", "web", b_addr);
+    assert!(
+        wait_until(Duration::from_secs(3), || get(vip)
+            .is_ok_and(|r| r.ends_with("\r\n\r\na"))),
+        "b is drained and a is up, but a is not served: {}",
+        status(&sock)
+    );
+    assert_eq!(
+        status(&sock)["virtual_servers"][0]["backends"][0]["health"],
+        "up"
+    );
+    drop(node);
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn http_mode_balances_per_request_and_counts_per_backend() {
     let dir = tempdir();

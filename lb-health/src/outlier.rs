@@ -34,7 +34,9 @@
 //!   driver says which with [`OutlierDetector::set_serving`]; every backend serves until
 //!   told otherwise), when no other does. The ceiling counts every backend, as Envoy's;
 //!   with one backend down by its checks and another drained, a failing third would
-//!   otherwise leave the virtual server with nothing. (Envoy routes to every host when
+//!   otherwise leave the virtual server with nothing. For the same reason, once the
+//!   others stop serving, [`OutlierDetector::keep_one_serving`] takes back the ejected
+//!   backend whose ejection ends first. (Envoy routes to every host when
 //!   fewer than `healthy_panic_threshold`, 50 % by default, are healthy; keepalived's and
 //!   lb's default has no panic mode.)
 //!
@@ -653,12 +655,56 @@ impl OutlierDetector {
 
     /// Says whether `backend` takes new connections apart from any ejection here: up by
     /// its active checks, admin state ready, effective weight above 0, and a primary (not
-    /// a `backup`/sorry server). Every backend serves until told otherwise. The detector
-    /// does not eject the last serving backend (see the [module docs](self)). Unknown
+    /// a `backup`/sorry server). For an ejected backend: whether it would, were it not
+    /// ejected. Every backend serves until told otherwise. The detector does not eject the
+    /// last serving backend (see the [module docs](self)); once the driver has said what
+    /// changed, [`Self::keep_one_serving`] ends an ejection if nothing else serves. Unknown
     /// backends are ignored.
     pub fn set_serving(&mut self, backend: BackendId, serving: bool) {
         if let Some(h) = self.hosts.get_mut(&backend) {
             h.not_serving = !serving;
+        }
+    }
+
+    /// When no serving backend ([`Self::set_serving`]) is in, ends the ejection of the
+    /// serving one whose ejection ends first (an [`OutlierEvent::Unejected`] is queued) and
+    /// returns it; `None` when something serves or no ejected backend would. Ejecting
+    /// spares the last serving backend, but the others can stop serving later (their
+    /// checks fail, an operator drains them): then the ejected backend is all that is
+    /// left, and taking it back is better than refusing every client, as Envoy's panic
+    /// mode routes to ejected hosts when too few are healthy. Its ejection still counts for
+    /// the next one's length. Call it after a round of [`Self::set_serving`]; constant work
+    /// while nothing is ejected.
+    pub fn keep_one_serving(&mut self, now: Instant) -> Option<BackendId> {
+        if self.ejected == 0
+            || self
+                .hosts
+                .values()
+                .any(|h| !h.not_serving && h.ejected_until.is_none())
+        {
+            return None;
+        }
+        let backend = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| !h.not_serving)
+            .filter_map(|(&id, h)| Some((h.ejected_until?, id)))
+            .min()?
+            .1;
+        self.end_ejection(now, backend);
+        Some(backend)
+    }
+
+    /// Ends `backend`'s ejection at `now` (known and ejected) and queues the event.
+    fn end_ejection(&mut self, now: Instant, backend: BackendId) {
+        if let Some(host) = self.hosts.get_mut(&backend) {
+            if host.ejected_until.is_some() {
+                host.ejected_until = None;
+                host.ejected_at = None;
+                host.unejected_at = Some(now);
+                self.ejected -= 1;
+                self.events.push_back(OutlierEvent::Unejected { backend });
+            }
         }
     }
 
@@ -951,16 +997,12 @@ impl OutlierDetector {
     /// (its default) does; the ejection still counts for the next one's length. Returns
     /// whether it ended.
     pub fn uneject_if_passed(&mut self, now: Instant, backend: BackendId, passed: Instant) -> bool {
-        let Some(host) = self.hosts.get_mut(&backend) else {
+        let Some(host) = self.hosts.get(&backend) else {
             return false;
         };
         match (host.ejected_until, host.ejected_at) {
             (Some(_), Some(at)) if passed > at => {
-                host.ejected_until = None;
-                host.ejected_at = None;
-                host.unejected_at = Some(now);
-                self.ejected -= 1;
-                self.events.push_back(OutlierEvent::Unejected { backend });
+                self.end_ejection(now, backend);
                 true
             }
             _ => false,
@@ -979,14 +1021,14 @@ impl OutlierDetector {
     /// counted has ended, judges it (success rate, failure percentage); the next interval
     /// starts at the next outcome. Idempotent.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for (&backend, host) in &mut self.hosts {
-            if host.ejected_until.is_some_and(|u| u <= now) {
-                host.ejected_until = None;
-                host.ejected_at = None;
-                host.unejected_at = Some(now);
-                self.ejected -= 1;
-                self.events.push_back(OutlierEvent::Unejected { backend });
-            }
+        let over: Vec<BackendId> = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.ejected_until.is_some_and(|u| u <= now))
+            .map(|(&b, _)| b)
+            .collect();
+        for backend in over {
+            self.end_ejection(now, backend);
         }
         if self.window_ends.is_some_and(|end| end <= now) {
             self.window_ends = None;
@@ -1108,6 +1150,39 @@ mod tests {
         let mut lone = detector(1, 100);
         fail(&mut lone, t, 0, 3);
         assert!(!lone.is_ejected(BackendId(0)));
+    }
+
+    /// Backends 0 and 1 ejected while 2 served; then 2 stops serving (its checks fail):
+    /// the ejection that ends first (0's) ends now, and only that one. Nothing happens
+    /// while something serves, nor when no ejected backend would serve.
+    #[test]
+    fn an_ejection_ends_when_nothing_else_serves() {
+        let t = now();
+        let mut d = detector(3, 100);
+        fail(&mut d, t, 0, 3);
+        fail(&mut d, t + Duration::from_secs(1), 1, 3);
+        while d.poll_event().is_some() {}
+        assert_eq!(d.keep_one_serving(t), None, "2 serves");
+        d.set_serving(BackendId(2), false);
+        let later = t + Duration::from_secs(2);
+        assert_eq!(d.keep_one_serving(later), Some(BackendId(0)));
+        assert_eq!(
+            d.poll_event(),
+            Some(OutlierEvent::Unejected {
+                backend: BackendId(0)
+            })
+        );
+        assert!(d.is_ejected(BackendId(1)));
+        assert_eq!(d.ejected_count(), 1);
+        assert_eq!(d.keep_one_serving(later), None, "0 serves now");
+        // 0 would not serve either (drained): nothing to take back but 1.
+        d.set_serving(BackendId(0), false);
+        d.set_serving(BackendId(1), false);
+        assert_eq!(d.keep_one_serving(later), None);
+        d.set_serving(BackendId(1), true);
+        assert_eq!(d.keep_one_serving(later), Some(BackendId(1)));
+        assert_eq!(d.ejected_count(), 0);
+        assert_eq!(d.keep_one_serving(later), None, "nothing ejected");
     }
 
     /// Envoy: without `max_ejection_time`, "the default value (300s) or

@@ -85,6 +85,21 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// The weight while not failed: the `misc_dynamic` weight, else the configured one,
+    /// plus the adjustment's offset, within `0..=`[`Weight::MAX`].
+    fn weight_in_use(&self) -> Weight {
+        let base = self.dynamic.unwrap_or(self.configured);
+        if self.offset == 0 {
+            return base;
+        }
+        let w = (i128::from(base.get()) + i128::from(self.offset))
+            .clamp(0, i128::from(Weight::MAX.get()));
+        // In range by the clamp.
+        Weight::new(w as u64).unwrap_or(Weight::MAX)
+    }
+}
+
 /// Applies [`HealthEvent`]s and [`OutlierEvent`]s to a pool. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct PoolApplier {
@@ -182,6 +197,24 @@ impl PoolApplier {
             .is_some_and(|e| e.active_down || e.adjust_down)
     }
 
+    /// Whether `backend` (as a snapshot of the pool shows it) would take new connections
+    /// but for an outlier ejection applied here: for one not ejected, whether it does
+    /// ([`lb_core::Backend::is_eligible`]); for an ejected one, whether its admin state is
+    /// ready, its checks and adjustments let it be up, and the weight it would have is
+    /// above 0. What [`OutlierDetector::set_serving`](crate::outlier::OutlierDetector::set_serving)
+    /// wants to hear (a `backup` backend aside, which the caller knows).
+    pub fn is_serving_apart_from_ejection(&self, backend: &lb_core::Backend) -> bool {
+        match self.entries.get(&backend.addr()) {
+            Some(e) if e.ejected => {
+                backend.admin() == lb_core::AdminState::Ready
+                    && !e.active_down
+                    && !e.adjust_down
+                    && !e.weight_in_use().is_zero()
+            }
+            _ => backend.is_eligible(),
+        }
+    }
+
     /// Applies an outlier-detection event at `now`.
     ///
     /// # Errors
@@ -276,15 +309,7 @@ impl PoolApplier {
     fn sync<B: BuildScheduler>(&self, pool: &Pool<B>, id: BackendId, now: Instant) -> Result<()> {
         let e = self.entries[&self.ids[&id]];
         let failed = e.active_down || e.ejected || e.adjust_down;
-        let base = e.dynamic.unwrap_or(e.configured);
-        let weight = if e.offset == 0 {
-            base
-        } else {
-            let w = (i128::from(base.get()) + i128::from(e.offset))
-                .clamp(0, i128::from(Weight::MAX.get()));
-            // In range by the clamp.
-            Weight::new(w as u64).unwrap_or(Weight::MAX)
-        };
+        let weight = e.weight_in_use();
         // One rebuild for both, so no half-updated snapshot is published; a failed →
         // not-failed change (also an inhibited backend's weight coming back from 0) starts
         // slow start at `now`.
@@ -365,6 +390,52 @@ mod tests {
         assert_eq!(state(&p, 1).0, Health::Down);
         a.set_adjustment(&p, BackendId(1), false, 0, now).unwrap();
         assert_eq!(state(&p, 1), (Health::Up, 3));
+    }
+
+    /// Whether an ejected backend would serve: its checks, adjustments, weight and admin
+    /// state decide, in either failure mode; one not ejected serves when eligible.
+    #[test]
+    fn serving_apart_from_ejection() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        for mode in [OnFailure::Remove, OnFailure::Inhibit] {
+            let p = pool();
+            let mut a = PoolApplier::new(&p, mode);
+            let serves = |a: &PoolApplier, id| {
+                let b = p.snapshot().backends().get(BackendId(id)).unwrap().clone();
+                a.is_serving_apart_from_ejection(&b)
+            };
+            let ej = OutlierEvent::Ejected {
+                backend: BackendId(1),
+                until: now,
+                ejections: 1,
+                reason: crate::outlier::EjectionReason::ConsecutiveFailures,
+            };
+            a.apply_outlier(&p, &ej, now).unwrap();
+            assert!(!p
+                .snapshot()
+                .backends()
+                .get(BackendId(1))
+                .unwrap()
+                .is_eligible());
+            assert!(serves(&a, 1), "{mode:?}: ejected only");
+            assert!(serves(&a, 2));
+            a.set_adjustment(&p, BackendId(1), false, -3, now).unwrap();
+            assert!(!serves(&a, 1), "{mode:?}: weight 0 once back");
+            a.set_adjustment(&p, BackendId(1), false, 0, now).unwrap();
+            a.apply_event(&p, &ev(1, Health::Up, Health::Down, None), now)
+                .unwrap();
+            assert!(!serves(&a, 1), "{mode:?}: its check fails");
+            a.apply_event(&p, &ev(1, Health::Down, Health::Up, None), now)
+                .unwrap();
+            assert!(serves(&a, 1));
+            p.set_admin(BackendId(1), lb_core::AdminState::Drain, now)
+                .unwrap();
+            assert!(!serves(&a, 1), "{mode:?}: drained");
+            a.apply_event(&p, &ev(2, Health::Up, Health::Down, None), now)
+                .unwrap();
+            assert!(!serves(&a, 2), "{mode:?}: not ejected, down");
+        }
     }
 
     #[test]

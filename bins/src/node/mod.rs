@@ -196,6 +196,10 @@ struct VsView {
     /// and serving but not yet published. `lbctl backend` commands apply to both pools
     /// (see [`Node::adopt_replacement`]).
     replacement: Option<Arc<Pool>>,
+    /// Wakes its health applier task after an admin change ([`VsRuntime::admin_changed`]),
+    /// and the replacement's while a reload runs.
+    admin_changed: Arc<tokio::sync::Notify>,
+    replacement_admin_changed: Option<Arc<tokio::sync::Notify>>,
     /// The applier task's channel for new configured weights (`lbctl weight`).
     weights: WeightSender,
     /// Where `lbctl weight` records what it set, for a reload that restarts the virtual
@@ -388,6 +392,7 @@ impl AdminHandler for Shared {
         v.pool
             .set_admin(id, state.into(), now)
             .map_err(|e| e.to_string())?;
+        v.admin_changed.notify_one();
         // A reload is replacing this virtual server: its replacement (already serving)
         // takes the command too, and so keeps it once published. A backend the new version
         // no longer has is left out.
@@ -395,6 +400,9 @@ impl AdminHandler for Shared {
             if let Some(b) = r.backends().iter().find(|b| b.addr() == addr) {
                 r.set_admin(b.id(), state.into(), now)
                     .map_err(|e| e.to_string())?;
+                if let Some(n) = &v.replacement_admin_changed {
+                    n.notify_one();
+                }
             }
         }
         tracing::info!(virtual_server, backend, state = %state, "backend admin state changed by lbctl");
@@ -777,6 +785,8 @@ fn vs_view(v: &VsRuntime, all: &[VsRuntime]) -> VsView {
         l4: l4_stats(v),
         routed,
         replacement: None,
+        admin_changed: v.admin_notify(),
+        replacement_admin_changed: None,
         weights: v.weight_sender(),
         operator_weights: v.operator_weights(),
         replacement_weights: None,
@@ -1039,6 +1049,7 @@ impl Node {
         new.apply_operator_weights();
         if let Some(v) = views.iter_mut().find(|v| Arc::ptr_eq(&v.pool, old)) {
             v.replacement = Some(Arc::clone(&new.pool));
+            v.replacement_admin_changed = Some(new.admin_notify());
             v.replacement_weights = Some(new.weight_sender());
         }
     }

@@ -390,16 +390,26 @@ impl Appliers {
 }
 
 /// Tells `detector` which backends serve ([`OutlierDetector::set_serving`]: eligible for
-/// a new connection, ejection aside, and primaries) when the pool changed since `seen`.
-/// An ejected backend shows as not serving here, which the detector ignores for it.
-fn tell_serving(pool: &Pool, detector: &mut OutlierDetector, seen: &mut Option<u64>) {
+/// a new connection, ejection aside, and primaries) when the pool changed since `seen`,
+/// then lets it end an ejection if nothing else serves
+/// ([`OutlierDetector::keep_one_serving`]; the caller applies the event).
+fn tell_serving(
+    appliers: &mut Appliers,
+    pool: &Pool,
+    detector: &mut OutlierDetector,
+    seen: &mut Option<u64>,
+) {
     let snap = pool.snapshot();
     if *seen == Some(snap.generation()) {
         return;
     }
     *seen = Some(snap.generation());
     for b in snap.backends().iter() {
-        detector.set_serving(b.id(), b.is_eligible() && !b.is_backup());
+        let serving = appliers.of(b.id()).is_serving_apart_from_ejection(b);
+        detector.set_serving(b.id(), serving && !b.is_backup());
+    }
+    if let Some(id) = detector.keep_one_serving(now()) {
+        tracing::warn!(backend = %appliers.addr(id), "ejection ended: no other backend serves");
     }
 }
 
@@ -449,6 +459,9 @@ pub(crate) struct VsRuntime {
     outlier_states: OutlierStates,
     /// Why each backend's health last changed, for `lbctl status`.
     pub(crate) health_notes: HealthNotes,
+    /// Wakes the health applier task after an admin state set on `pool` from outside it
+    /// (`lbctl drain`), which may leave only ejected backends to serve.
+    admin_changed: Arc<tokio::sync::Notify>,
 }
 
 /// keepalived's `quorum_up` and `quorum_down`: the command runs when the pool gains or
@@ -782,6 +795,7 @@ async fn apply_health(
     outlier_states: OutlierStates,
     uneject_on_pass: bool,
     quorum: Arc<QuorumNotifier>,
+    admin_changed: Arc<tokio::sync::Notify>,
 ) {
     // The active checks' events, and their current states for a resync after lagging.
     let (mut checks, states) = active.map_or((None, None), |(e, s)| (Some(e), Some(s)));
@@ -794,7 +808,7 @@ async fn apply_health(
     loop {
         // Before anything here can eject: which backends serve, so that the last one is
         // not ejected (an lbctl drain or a weight elsewhere rebuilds the pool too).
-        tell_serving(&pool, &mut detector, &mut serving_seen);
+        tell_serving(&mut appliers, &pool, &mut detector, &mut serving_seen);
         let deadline = detector.poll_timeout().map(tokio::time::Instant::from_std);
         let watch_passes = uneject_on_pass && states.is_some() && detector.ejected_count() > 0;
         tokio::select! {
@@ -864,7 +878,7 @@ async fn apply_health(
             },
             o = outcomes.recv() => match o {
                 Some((id, outcome)) => {
-                    tell_serving(&pool, &mut detector, &mut serving_seen);
+                    tell_serving(&mut appliers, &pool, &mut detector, &mut serving_seen);
                     detector.handle_outcome(now(), id, outcome);
                 }
                 None => return,
@@ -875,6 +889,8 @@ async fn apply_health(
             // Ejections the replaced version made while this one started (not in the
             // snapshot it started from): taken over unless this one already ejected the
             // backend.
+            // An lbctl drain: the end of the loop looks at which backends serve.
+            () = admin_changed.notified() => {}
             Some(late) = late_ejections.recv() => {
                 for (id, state) in late {
                     if detector.is_ejected(id) {
@@ -902,10 +918,12 @@ async fn apply_health(
                     None => std::future::pending().await,
                 }
             } => {
-                tell_serving(&pool, &mut detector, &mut serving_seen);
+                tell_serving(&mut appliers, &pool, &mut detector, &mut serving_seen);
                 detector.handle_timeout(now());
             }
         }
+        // A health event, a drain or a weight may have left only ejected backends.
+        tell_serving(&mut appliers, &pool, &mut detector, &mut serving_seen);
         appliers.apply_outliers(&name, &pool, &mut detector, &outlier_states);
         // Whatever changed the pool here (a weight, an ejection, a health event) changes
         // its quorum at once, as keepalived notifies every change; the liveness task's
@@ -1435,7 +1453,7 @@ impl VsRuntime {
         appliers.fifo_vs = super::fifo::trio(cfg.listen, udp);
         if cfg.outlier_detection.enabled {
             // Which backends serve, before a carried ejection may take the last one.
-            tell_serving(&pool, &mut detector, &mut None);
+            tell_serving(&mut appliers, &pool, &mut detector, &mut None);
             for (i, b) in cfg.backends.iter().enumerate() {
                 if let Some(&state) = carried.outlier.get(&b.address) {
                     // Under this version's settings: one over by now is not applied, the
@@ -1528,6 +1546,7 @@ impl VsRuntime {
         let (late_ejections, late_ejections_rx) = mpsc::unbounded_channel();
         // The proxy runs (nothing below fails): quorum is announced from here on.
         let quorum = Arc::new(QuorumNotifier::new(&cfg, &pool, carried.announced));
+        let admin_changed = Arc::new(tokio::sync::Notify::new());
         let mut tasks = vec![tokio::spawn(apply_health(
             cfg.name.clone(),
             Arc::clone(&pool),
@@ -1542,6 +1561,7 @@ impl VsRuntime {
             cfg.outlier_detection
                 .successful_active_health_check_uneject_host,
             Arc::clone(&quorum),
+            Arc::clone(&admin_changed),
         ))];
         if cfg.slow_start.is_some() && lb_core::BuildScheduler::slow_start(&cfg.lb_algo) {
             tasks.push(tokio::spawn(drive_slow_start(
@@ -1591,7 +1611,18 @@ impl VsRuntime {
             quorum,
             outlier_states,
             health_notes,
+            admin_changed,
         })
+    }
+
+    /// Tells the health applier task that an admin state changed on the pool.
+    pub(crate) fn admin_changed(&self) {
+        self.admin_changed.notify_one();
+    }
+
+    /// What wakes the health applier task after an admin change made from outside it.
+    pub(crate) fn admin_notify(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.admin_changed)
     }
 
     /// Its quorum's notifier (`quorum_up`/`quorum_down`).
@@ -1831,6 +1862,7 @@ impl VsRuntime {
             }
             match self.pool.set_admin(b.id(), o.admin(), now()) {
                 Ok(()) => {
+                    self.admin_changed();
                     tracing::info!(virtual_server = %self.cfg.name, backend = %b.addr(), state = %o.admin(), "admin state set during the reload carried over");
                 }
                 Err(e) => {
