@@ -69,7 +69,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::wire::{
-    AdvertInterval, AdvertRepr, Auth, Packet, ParseError, Priority, Version, Vrid, VRRP_TTL,
+    AdvertInterval, AdvertRepr, Auth, AuthType, Packet, ParseError, Priority, Version, Vrid,
+    VRRP_TTL,
 };
 
 /// Configuration of one virtual router (keepalived `vrrp_instance` names in brackets).
@@ -667,6 +668,65 @@ pub struct VirtualRouter {
     discard_logged: [Option<Instant>; Discard::ALL.len()],
 }
 
+/// What a discarded advert says against this router's configuration, for the log: the
+/// version, interval, authentication type or address count it carries, and ours (never a
+/// password). Copied out of the advert and the configuration (no allocation).
+struct DiscardDetail {
+    reason: Discard,
+    /// (the advert's, ours)
+    version: (Version, Version),
+    interval: (AdvertInterval, AdvertInterval),
+    auth: (AuthType, AuthType),
+    addresses: (usize, usize),
+    vrid: Vrid,
+}
+
+impl DiscardDetail {
+    fn new(reason: Discard, adv: &AdvertRepr, cfg: &Config) -> Self {
+        Self {
+            reason,
+            version: (adv.version, cfg.version),
+            interval: (adv.interval, cfg.advert_interval),
+            auth: (adv.auth.auth_type(), cfg.auth.auth_type()),
+            addresses: (adv.addresses.len(), cfg.vips.len()),
+            vrid: adv.vrid,
+        }
+    }
+}
+
+impl fmt::Display for DiscardDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = |v: Version| if v == Version::V2 { 2 } else { 3 };
+        let ms = |i: AdvertInterval| i.as_duration().as_millis();
+        match self.reason {
+            Discard::Version => write!(
+                f,
+                "version {}, ours {}",
+                v(self.version.0),
+                v(self.version.1)
+            ),
+            Discard::Interval => write!(
+                f,
+                "advert_int {} ms, ours {} ms",
+                ms(self.interval.0),
+                ms(self.interval.1)
+            ),
+            Discard::Auth => write!(
+                f,
+                "authentication {:?}, ours {:?} (or another password)",
+                self.auth.0, self.auth.1
+            ),
+            Discard::AddressList => write!(
+                f,
+                "{} virtual addresses, ours {} (or other ones)",
+                self.addresses.0, self.addresses.1
+            ),
+            Discard::Vrid => write!(f, "VRID {}", self.vrid),
+            r => f.write_str(r.name()),
+        }
+    }
+}
+
 /// How often at most a discard reason that points at a misconfiguration is logged at INFO
 /// per virtual router (the others, and the rest, at DEBUG; every one is counted).
 const DISCARD_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -1011,11 +1071,30 @@ impl VirtualRouter {
         let packet = Packet::new_unchecked(bytes);
         match AdvertRepr::parse(&packet, meta.src, meta.dst) {
             Ok(repr) => self.handle_advert(now, meta, &repr),
-            Err(e) => {
-                let reason = Discard::from_parse_error(&e);
-                tracing::debug!(vrid = %self.cfg.vrid, src = %meta.src, error = %e, "discarding VRRP packet");
-                self.counters.discard(reason);
-            }
+            Err(e) => self.note_discard(now, meta, Discard::from_parse_error(&e), &e),
+        }
+    }
+
+    /// Counts a discarded packet and logs it: at INFO once a minute per reason when the
+    /// reason points at a misconfiguration ([`Discard::is_misconfiguration`]: keepalived
+    /// logs these, "received an invalid passwd!", "advertisement interval mismatch", as
+    /// two routers disagree and the VRID's election is not what it seems), else at DEBUG.
+    fn note_discard(
+        &mut self,
+        now: Instant,
+        meta: RxMeta,
+        reason: Discard,
+        detail: &dyn fmt::Display,
+    ) {
+        self.counters.discard(reason);
+        let last = &mut self.discard_logged[reason as usize];
+        if reason.is_misconfiguration()
+            && last.is_none_or(|t| now.saturating_duration_since(t) >= DISCARD_LOG_EVERY)
+        {
+            *last = Some(now);
+            tracing::info!(vrid = %self.cfg.vrid, src = %meta.src, reason = reason.name(), %detail, total = self.counters.discards(reason), "discarding VRRP packet (logged once a minute per reason; each is counted)");
+        } else {
+            tracing::debug!(vrid = %self.cfg.vrid, src = %meta.src, reason = reason.name(), %detail, "discarding VRRP packet");
         }
     }
 
@@ -1026,19 +1105,8 @@ impl VirtualRouter {
     /// [RFC 5798 §6.4.2]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4.2
     pub fn handle_advert(&mut self, now: Instant, meta: RxMeta, adv: &AdvertRepr) {
         if let Err(reason) = self.validate(meta, adv) {
-            self.counters.discard(reason);
-            let last = &mut self.discard_logged[reason as usize];
-            if reason.is_misconfiguration()
-                && last.is_none_or(|t| now.saturating_duration_since(t) >= DISCARD_LOG_EVERY)
-            {
-                // keepalived logs these at INFO ("received an invalid passwd!",
-                // "advertisement interval mismatch"): two routers disagree on the
-                // configuration, and the VRID's election is not what it seems.
-                *last = Some(now);
-                tracing::info!(vrid = %self.cfg.vrid, src = %meta.src, ?reason, total = self.counters.discards(reason), "discarding VRRP advert (logged once a minute per reason; each is counted)");
-            } else {
-                tracing::debug!(vrid = %self.cfg.vrid, src = %meta.src, ?reason, "discarding VRRP advert");
-            }
+            let detail = DiscardDetail::new(reason, adv, &self.cfg);
+            self.note_discard(now, meta, reason, &detail);
             return;
         }
         self.counters.adverts_rx += 1;
@@ -2268,6 +2336,63 @@ mod tests {
         assert_eq!(k.adverts_rx, 0);
         // Nothing changed: the Master_Down_Timer was not reset.
         assert_eq!(vr.poll_timeout(), deadline);
+    }
+
+    /// What an operator reads: a packet that fails to parse (checksum) is logged at INFO
+    /// as a misconfigured advert is, once a minute per reason, with what differs; another
+    /// VRID's advert only at DEBUG.
+    #[test]
+    fn discards_are_logged_at_info_once_a_minute_per_reason() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        let t0 = t0();
+        let c = cfg(100, 1);
+        let mut vr = VirtualRouter::new(c.clone());
+        vr.start(t0);
+        tracing::subscriber::with_default(subscriber, || {
+            let mut bytes = advert(&c, 200).to_bytes(ip(2), meta(2).dst).unwrap();
+            bytes[7] ^= 1;
+            vr.handle_packet(t0, meta(2), &bytes);
+            vr.handle_packet(t0 + Duration::from_secs(1), meta(2), &bytes);
+            let mut wrong_int = advert(&c, 200);
+            wrong_int.interval = AdvertInterval::from_secs(2).unwrap();
+            vr.handle_advert(t0, meta(2), &wrong_int);
+            let mut wrong_vrid = advert(&c, 200);
+            wrong_vrid.vrid = Vrid::new(52).unwrap();
+            vr.handle_advert(t0, meta(2), &wrong_vrid);
+            vr.handle_packet(t0 + DISCARD_LOG_EVERY, meta(2), &bytes);
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].contains("INFO") && lines[0].contains("reason=\"checksum\""));
+        assert!(lines[0].contains("total=1"), "{out}");
+        assert!(
+            lines[1].contains("reason=\"interval\"")
+                && lines[1].contains("advert_int 2000 ms, ours 1000 ms"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("reason=\"checksum\"") && lines[2].contains("total=3"),
+            "{out}"
+        );
+        assert_eq!(vr.counters().discards(Discard::Vrid), 1);
     }
 
     #[test]
