@@ -3969,6 +3969,32 @@ fn a_reload_whose_vrrp_instance_cannot_start_is_partial() {
     );
     let a = status.vrrp.iter().find(|v| v.name == "A").expect("A");
     assert_eq!(a.state, VrrpState::Master, "{status:?}");
+
+    // A moves into a sync group with C, which cannot start: the group's failure is one
+    // line (it was two, the check before A's hand-over and the start, each naming it).
+    let grouped = conf("eth0")
+        + "vrrp_instance C {\n    state MASTER\n    interface nosuch0\n    virtual_router_id 63\n    priority 100\n    advert_int 1\n    virtual_ipaddress {\n        198.18.0.63/24\n    }\n}\nvrrp_sync_group G {\n    group {\n        A\n        C\n    }\n}\n";
+    std::fs::write(&lb1.conf, grouped).expect("conf");
+    assert!(lb1.proc().sighup());
+    let reloaded = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        lb1.status()
+            .and_then(|s| s.node.last_reload)
+            .is_some_and(|r| r.errors.iter().any(|e| e.contains("vrrp_instance A, C")))
+    });
+    let last = lb1
+        .status()
+        .and_then(|s| s.node.last_reload)
+        .expect("last reload");
+    assert!(reloaded.is_some(), "{last:?}\n{}", lb1.logs());
+    assert_eq!(last.result, "partial", "{last:?}");
+    assert_eq!(
+        last.errors
+            .iter()
+            .filter(|e| e.contains("vrrp_instance A, C"))
+            .count(),
+        1,
+        "{last:?}"
+    );
 }
 
 /// A `vrrp_script` tracked by two instances that are not in a sync group (each has a

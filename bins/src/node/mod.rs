@@ -1632,7 +1632,7 @@ impl Node {
         if !handed.is_empty() {
             vrrp::remove_dropped_routes(&handed, &all_new, &installed).await;
         }
-        for (g, members) in unstarted {
+        for (t, (g, members)) in unstarted.into_iter().enumerate() {
             match SpeakerRuntime::start(
                 &new,
                 g.clone(),
@@ -1647,10 +1647,13 @@ impl Node {
                 Ok(s) => keep.push(s),
                 Err(e) => {
                     tracing::error!(group = ?g, error = %e, "reload: VRRP group not started");
-                    not_restarted.push(format!(
-                        "vrrp_instance {}: not started ({e})",
-                        member_names(&members)
-                    ));
+                    // Its precheck's failure already said so (for the instances moved in).
+                    if prechecked.get(&t) != Some(&false) {
+                        not_restarted.push(format!(
+                            "vrrp_instance {}: not started ({e})",
+                            member_names(&members)
+                        ));
+                    }
                     // Instances handed over to it: their VIPs, routes and VMACs go, and
                     // they stop as the failed successor of a hand-over does.
                     let old: Vec<config::model::VrrpInstance> = handed
