@@ -5323,6 +5323,44 @@ fn tcp_settings_parse_and_each_error_names_its_key() {
     assert!(e[0].contains("applies to protocol = \"tcp\" only"), "{e:?}");
 }
 
+/// `usesrc`: read onto lb-proxy's configuration; not with `source`, and not when a real
+/// server is of an address family the listener's clients cannot have.
+#[test]
+fn usesrc_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.toml");
+    for (value, want) in [
+        ("clientip", lb_proxy::tcp::UseSrc::ClientIp),
+        ("client", lb_proxy::tcp::UseSrc::Client),
+    ] {
+        std::fs::write(
+            &t,
+            format!("[[virtual_server]]\nlisten = \"[::]:80\"\n[virtual_server.tcp]\nusesrc = \"{value}\"\n[[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n"),
+        )
+        .unwrap();
+        let vs = &ok(&t).0.virtual_servers[0];
+        let mut pc = lb_proxy::tcp::TcpProxyConfig::new(vec![vs.listen]);
+        vs.tcp.clone().unwrap().apply(&mut pc);
+        assert_eq!(pc.usesrc, Some(want));
+    }
+    assert_eq!(
+        errors(
+            "t.toml",
+            "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.tcp]\nusesrc = \"clientip\"\nsource = \"198.18.0.10\"\n[[virtual_server.backend]]\naddress = \"198.18.0.151:80\"\n[[virtual_server.backend]]\naddress = \"[fd00:18::151]:80\"\n"
+        ),
+        [
+            "t.toml:4:10: usesrc connects from the client's address: source cannot be set with it",
+            "t.toml:4:10: usesrc: real server [fd00:18::151]:80 cannot be reached from the address of a client of 198.18.0.250:80 (another address family)",
+            "t.toml:5:10: source 198.18.0.10 is not of the address family of real server [fd00:18::151]:80",
+        ]
+    );
+    let e = errors(
+        "t.toml",
+        "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.tcp]\nusesrc = \"any\"\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+}
+
 /// `[virtual_server.udp]`: read onto lb-proxy's UDP configuration, its values checked
 /// where they are written, and only with `protocol = "udp"`.
 #[test]

@@ -4576,3 +4576,176 @@ fn reload_that_regroups_instances_keeps_their_state() {
         );
     }
 }
+
+/// A TCP server in a lab host that answers each connection with the address it came from,
+/// then closes it; stopped (and joined) on drop. Bounded: it stops by itself after 60 s.
+struct PeerEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PeerEcho {
+    fn start(lab: &Lab, host: &str, addr: SocketAddr) -> Self {
+        use std::io::Write;
+        use std::sync::atomic::Ordering;
+        let listener = lab.bind(host, addr).expect("bind the peer echo");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((mut s, peer)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = write!(s, "{peer}");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PeerEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `usesrc`: the real server sees the client's address, as behind LVS NAT, with the
+/// routing an operator sets up for it (the real server's route to the client via lb1;
+/// on lb1, replies to transparent sockets marked and routed locally, as the README says).
+/// With `"clientip"` the port is the node's choice; with `"client"` the client's own. The
+/// virtual server without `usesrc` shows the real server lb1's address.
+#[test]
+fn usesrc_shows_the_real_server_the_client_address() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("lbts", &[("client", 2), ("lb1", 11), ("web", 21)]).expect("lab");
+    let (client, lb1, web) = (lab.addr("client"), lab.addr("lb1"), lab.addr("web"));
+    let setup: &[(&str, &[&str])] = &[
+        (
+            "web",
+            &[
+                "ip",
+                "route",
+                "add",
+                &format!("{client}/32"),
+                "via",
+                &lb1.to_string(),
+            ],
+        ),
+        ("lb1", &["nft", "add", "table", "ip", "lb_tproxy"]),
+        (
+            "lb1",
+            &[
+                "nft",
+                "add",
+                "chain",
+                "ip",
+                "lb_tproxy",
+                "prerouting",
+                "{ type filter hook prerouting priority mangle; }",
+            ],
+        ),
+        (
+            "lb1",
+            &[
+                "nft",
+                "add",
+                "rule",
+                "ip",
+                "lb_tproxy",
+                "prerouting",
+                "socket",
+                "transparent",
+                "1",
+                "meta",
+                "mark",
+                "set",
+                "1",
+            ],
+        ),
+        (
+            "lb1",
+            &["ip", "rule", "add", "fwmark", "1", "lookup", "100"],
+        ),
+        (
+            "lb1",
+            &[
+                "ip",
+                "route",
+                "add",
+                "local",
+                "0.0.0.0/0",
+                "dev",
+                "lo",
+                "table",
+                "100",
+            ],
+        ),
+    ];
+    for (host, args) in setup {
+        let out = lab.exec(host, args).expect("run");
+        assert!(out.status.success(), "{host}: {args:?}: {out:?}");
+    }
+    let real = SocketAddr::new(web.into(), 8080);
+    let _echo = PeerEcho::start(&lab, "web", real);
+    let mut node = Node::new(&lab, "lb1");
+    node.conf = lab.dir().join("lb1.toml");
+    let vs = |name: &str, port: u16, usesrc: &str| {
+        format!("[[virtual_server]]\nname = \"{name}\"\nlisten = \"{lb1}:{port}\"\nlb_algo = \"rr\"\n{usesrc}[[virtual_server.backend]]\naddress = \"{real}\"\n\n")
+    };
+    let conf = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}{}{}",
+        node.socket.display(),
+        vs("ip", 80, "[virtual_server.tcp]\nusesrc = \"clientip\"\n"),
+        vs("port", 81, "[virtual_server.tcp]\nusesrc = \"client\"\n"),
+        vs("plain", 82, ""),
+    );
+    std::fs::write(&node.conf, conf).expect("conf");
+    node.start(&lab);
+    // What the real server says the connection came from, and the client's own address.
+    let ask = |port: u16| -> Option<(String, SocketAddr)> {
+        use std::io::Read;
+        let mut s = lab
+            .connect(
+                "client",
+                SocketAddr::new(lb1.into(), port),
+                Duration::from_secs(3),
+            )
+            .ok()?;
+        let local = s.local_addr().ok()?;
+        let mut seen = String::new();
+        s.read_to_string(&mut seen).ok()?;
+        (!seen.is_empty()).then_some((seen, local))
+    };
+    let mut first = None;
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        first = ask(80);
+        first.is_some()
+    });
+    let (seen, _) =
+        first.unwrap_or_else(|| panic!("no answer through usesrc clientip\n{}", node.logs()));
+    let seen: SocketAddr = seen.parse().expect("an address");
+    assert_eq!(seen.ip(), IpAddr::from(client), "{}", node.logs());
+    let (seen, local) = ask(81).unwrap_or_else(|| panic!("usesrc client\n{}", node.logs()));
+    assert_eq!(seen, local.to_string(), "the client's address and port");
+    let (seen, _) = ask(82).unwrap_or_else(|| panic!("plain\n{}", node.logs()));
+    let seen: SocketAddr = seen.parse().expect("an address");
+    assert_eq!(seen.ip(), IpAddr::from(lb1));
+    assert!(node.proc().sigterm());
+    assert!(node
+        .proc()
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+}

@@ -1710,6 +1710,13 @@ pub struct TcpSettings {
     /// The local address of connections to the backends (HAProxy `source`). Default: the
     /// kernel's choice.
     pub source: Option<IpAddr>,
+    /// Connect to the backends from the client's address (HAProxy `usesrc clientip`,
+    /// `"clientip"`; `usesrc client`, `"client"`: its port too), so that they see it as
+    /// LVS NAT showed it, with no PROXY header. Linux transparent proxying: the backends
+    /// route the clients' addresses via this node, as LVS NAT real servers do, and this
+    /// node delivers those replies to its sockets (see the README). Not with `source`.
+    /// Default none.
+    pub usesrc: Option<UseSrcSetting>,
     /// Forward with `splice(2)` (zero copy, falling back to copying where it cannot be
     /// used) or, `false`, always copy through user space. Default true.
     pub splice: bool,
@@ -1751,6 +1758,17 @@ impl UdpSettings {
     }
 }
 
+/// `usesrc`: which of the client's address backend connections leave from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum UseSrcSetting {
+    /// The client's IP address, any port (HAProxy `usesrc clientip`).
+    #[serde(rename = "clientip")]
+    ClientIp,
+    /// The client's IP address and port (HAProxy `usesrc client`).
+    #[serde(rename = "client")]
+    Client,
+}
+
 /// A PROXY protocol version to send (`send_proxy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum ProxyVersion {
@@ -1774,6 +1792,7 @@ impl Default for TcpSettings {
             maxqueue: d.maxqueue,
             timeout_queue: d.queue_timeout,
             source: None,
+            usesrc: None,
             splice: d.forward_mode == ForwardMode::Auto,
         }
     }
@@ -1794,6 +1813,10 @@ impl TcpSettings {
         c.maxqueue = self.maxqueue;
         c.queue_timeout = self.timeout_queue;
         c.source = self.source;
+        c.usesrc = self.usesrc.map(|u| match u {
+            UseSrcSetting::ClientIp => lb_proxy::tcp::UseSrc::ClientIp,
+            UseSrcSetting::Client => lb_proxy::tcp::UseSrc::Client,
+        });
         c.forward_mode = if self.splice {
             ForwardMode::Auto
         } else {
@@ -4158,6 +4181,35 @@ fn validate_tcp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServ
                 format!(
                     "source {src} is not of the address family of real server {}",
                     b.address
+                ),
+            );
+        }
+    }
+    if t.usesrc.is_some() {
+        if t.source.is_some() {
+            err(
+                format!("{p}.usesrc"),
+                "usesrc connects from the client's address: source cannot be set with it"
+                    .to_owned(),
+            );
+        }
+        // The clients are of the listener's family (an IPv6 wildcard listener also takes
+        // IPv4 clients): a real server of the other family could never be reached.
+        let listen = vs.listen.ip();
+        let v4_clients = listen.is_ipv4() || listen.is_unspecified();
+        let v6_clients = listen.is_ipv6();
+        if let Some(b) = vs.backends.iter().find(|b| {
+            if b.address.is_ipv4() {
+                !v4_clients
+            } else {
+                !v6_clients
+            }
+        }) {
+            err(
+                format!("{p}.usesrc"),
+                format!(
+                    "usesrc: real server {} cannot be reached from the address of a client of {} (another address family)",
+                    b.address, vs.listen
                 ),
             );
         }

@@ -58,7 +58,7 @@ mod proxy;
 #[cfg(all(target_os = "linux", feature = "splice"))]
 mod splice;
 
-pub use proxy::{ProxyHandle, TcpProxy, TcpProxyConfig};
+pub use proxy::{ProxyHandle, TcpProxy, TcpProxyConfig, UseSrc};
 #[cfg(all(target_os = "linux", feature = "splice"))]
 pub use splice::PipePool;
 

@@ -83,6 +83,19 @@ pub struct TcpProxyConfig {
     /// chooses). Its port is chosen at `connect`, per backend (IP_BIND_ADDRESS_NO_PORT on
     /// Linux), so the ephemeral range limits connections to each backend, not all of them.
     pub source: Option<IpAddr>,
+    /// HAProxy `usesrc clientip` / `usesrc client`: connect to backends from the client's
+    /// address, so that they see it as LVS NAT showed it, without a PROXY header. Linux
+    /// transparent proxying (`IP_TRANSPARENT`, which needs `CAP_NET_ADMIN`); the replies
+    /// must come back through this host and be delivered to the proxy's sockets, which the
+    /// operator sets up as for HAProxy: the backends route the clients' addresses via this
+    /// host (LVS NAT asks the same of real servers), and here packets of transparent
+    /// sockets are marked and routed locally (an nftables `prerouting` chain at priority
+    /// `mangle` with `socket transparent 1 meta mark set 1`; `ip rule add fwmark 1 lookup
+    /// 100`; `ip route add local 0.0.0.0/0 dev lo table 100`).
+    /// A client of another address family than the backend (an IPv6 client of an IPv4
+    /// backend) cannot be used: that connection fails as a local error. Not with `source`.
+    /// Default `None`.
+    pub usesrc: Option<UseSrc>,
     /// How long [`ProxyHandle::drain`] lets established connections finish before closing
     /// them. Default 30 s.
     pub drain_deadline: Duration,
@@ -122,6 +135,7 @@ impl TcpProxyConfig {
             send_proxy: None,
             accept_proxy: None,
             source: None,
+            usesrc: None,
             drain_deadline: Duration::from_secs(30),
             client_options: StreamOptions::default(),
             backend_options: StreamOptions::default(),
@@ -163,8 +177,39 @@ impl TcpProxyConfig {
         if self.backend_maxconn == Some(0) || self.backend_maxconn_by_id.iter().any(|e| e.1 == 0) {
             return bad("maxconn", "a backend maxconn of 0 admits nothing");
         }
+        if self.usesrc.is_some() && self.source.is_some() {
+            return bad(
+                "usesrc",
+                "connections leave from the client's address: no source address with it",
+            );
+        }
         Ok(())
     }
+
+    /// Whether this host lets the proxy connect from a client's address: a socket with
+    /// `IP_TRANSPARENT` (refused without `CAP_NET_ADMIN`).
+    fn check_usesrc(&self) -> Result<()> {
+        if self.usesrc.is_none() {
+            return Ok(());
+        }
+        let check = || -> io::Result<()> {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            s.set_ip_transparent(true)
+        };
+        check().map_err(|e| Error::Config {
+            setting: "usesrc",
+            reason: format!("IP_TRANSPARENT refused (it needs CAP_NET_ADMIN): {e}"),
+        })
+    }
+}
+
+/// Which client address backend connections leave from ([`TcpProxyConfig::usesrc`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UseSrc {
+    /// HAProxy `usesrc clientip`: the client's IP address, a port of the kernel's choice.
+    ClientIp,
+    /// HAProxy `usesrc client`: the client's IP address and port.
+    Client,
 }
 
 #[derive(Debug)]
@@ -240,6 +285,7 @@ impl TcpProxy {
         listeners: Vec<TcpListener>,
     ) -> Result<ProxyHandle> {
         config.validate()?;
+        config.check_usesrc()?;
         if listeners.is_empty() {
             return Err(Error::Config {
                 setting: "listeners",
@@ -794,7 +840,7 @@ async fn connect_backend(
         }
         queue = None;
         let started = Instant::now();
-        match connect_once(&backend, cfg).await {
+        match connect_once(&backend, cfg, client).await {
             Ok(stream) => {
                 // Not the final result: the connection's end reports that (`Closed`).
                 shared.observer.observe(
@@ -858,13 +904,17 @@ async fn connect_backend(
 /// [`Error::LocalConnect`] when the connection cannot be set up on this host (see
 /// [`backend_socket`], [`is_local_connect_error`]); [`Error::Connect`] /
 /// [`Error::ConnectTimeout`] when the backend refuses, is unreachable or does not answer.
-async fn connect_once(backend: &Backend, cfg: &TcpProxyConfig) -> Result<TcpStream> {
+async fn connect_once(
+    backend: &Backend,
+    cfg: &TcpProxyConfig,
+    client: SocketAddr,
+) -> Result<TcpStream> {
     let addr = backend.addr();
     let local = |source| Error::LocalConnect {
         backend: addr,
         source,
     };
-    let socket = backend_socket(addr, cfg).map_err(local)?;
+    let socket = backend_socket(addr, cfg, client).map_err(local)?;
     match tokio::time::timeout(cfg.connect_timeout, socket.connect(addr)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) if is_local_connect_error(&e) => Err(local(e)),
@@ -879,19 +929,52 @@ async fn connect_once(backend: &Backend, cfg: &TcpProxyConfig) -> Result<TcpStre
     }
 }
 
-/// A socket to connect to `addr` from: bound to HAProxy `source` if set, with the backend
-/// buffer sizes.
+/// A socket to connect to `addr` from: bound to HAProxy `source` if set, or to `client`'s
+/// address with `usesrc`, with the backend buffer sizes.
 ///
 /// # Errors
 /// Local errors only: `socket(2)` (`EMFILE`, `ENFILE`), `setsockopt(2)`, `bind(2)` of the
-/// source (`EADDRINUSE`, `EADDRNOTAVAIL`, an address of the other family).
-fn backend_socket(addr: SocketAddr, cfg: &TcpProxyConfig) -> io::Result<TcpSocket> {
+/// source (`EADDRINUSE`, `EADDRNOTAVAIL`, an address of the other family; with `usesrc`, a
+/// client of the other family is [`io::ErrorKind::InvalidInput`]).
+fn backend_socket(
+    addr: SocketAddr,
+    cfg: &TcpProxyConfig,
+    client: SocketAddr,
+) -> io::Result<TcpSocket> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
     }?;
-    if let Some(ip) = cfg.source {
+    if let Some(usesrc) = cfg.usesrc {
+        // An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d.
+        let ip = client.ip().to_canonical();
+        if ip.is_ipv4() != addr.is_ipv4() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("usesrc: client {ip} is not of backend {addr}'s address family"),
+            ));
+        }
+        let s = socket2::SockRef::from(&socket);
+        s.set_ip_transparent(true)?;
+        // HAProxy's too: a client's address and port may be bound by another connection
+        // of this proxy (to another backend); the four-tuple is what must be unique.
+        s.set_reuse_address(true)?;
+        let port = match usesrc {
+            UseSrc::ClientIp => {
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                nix::sys::socket::setsockopt(
+                    &socket,
+                    nix::sys::socket::sockopt::IpBindAddressNoPort,
+                    &true,
+                )
+                .map_err(io::Error::from)?;
+                0
+            }
+            UseSrc::Client => client.port(),
+        };
+        socket.bind(SocketAddr::new(ip, port))?;
+    } else if let Some(ip) = cfg.source {
         // The ephemeral port is chosen at `connect`, per destination (Linux
         // IP_BIND_ADDRESS_NO_PORT, as nginx's `proxy_bind`): a port bound with no
         // destination yet is reserved for every destination, capping all backend
@@ -1122,11 +1205,54 @@ mod source_tests {
         for (source, backend) in [("127.0.0.1", "127.0.0.1:9"), ("::1", "[::1]:9")] {
             let mut cfg = TcpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
             cfg.source = Some(source.parse().unwrap());
-            let socket = backend_socket(backend.parse().unwrap(), &cfg).unwrap();
+            let client = "127.0.0.1:40000".parse().unwrap();
+            let socket = backend_socket(backend.parse().unwrap(), &cfg, client).unwrap();
             let local = socket.local_addr().unwrap();
             assert_eq!(local.ip(), source.parse::<IpAddr>().unwrap());
             assert_eq!(local.port(), 0, "{source}: a port taken at bind");
         }
+    }
+
+    /// `usesrc`: the socket is bound to the client's address (not one of this host's:
+    /// IP_TRANSPARENT, which needs CAP_NET_ADMIN; the tests run as root) with no port
+    /// (`clientip`) or the client's (`client`); an IPv4 client of a dual-stack listener
+    /// (`::ffff:a.b.c.d`) goes to an IPv4 backend as itself; a client of the other family
+    /// is refused. Nothing is sent: the sockets are only bound.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn usesrc_binds_the_client_address() {
+        let mut cfg = TcpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+        let backend: SocketAddr = "198.18.0.21:80".parse().unwrap();
+        for (usesrc, client, want) in [
+            (UseSrc::ClientIp, "198.18.0.2:40001", "198.18.0.2:0"),
+            (UseSrc::Client, "198.18.0.2:40002", "198.18.0.2:40002"),
+            (
+                UseSrc::ClientIp,
+                "[::ffff:198.18.0.2]:40003",
+                "198.18.0.2:0",
+            ),
+        ] {
+            cfg.usesrc = Some(usesrc);
+            let socket = backend_socket(backend, &cfg, client.parse().unwrap()).unwrap();
+            assert_eq!(socket.local_addr().unwrap().to_string(), want, "{usesrc:?}");
+        }
+        let e = backend_socket(backend, &cfg, "[fd00:18::2]:40004".parse().unwrap()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        let v6 = backend_socket(
+            "[fd00:18::21]:80".parse().unwrap(),
+            &cfg,
+            "[fd00:18::2]:40005".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v6.local_addr().unwrap().to_string(), "[fd00:18::2]:0");
+        cfg.source = Some("198.18.0.11".parse().unwrap());
+        assert!(matches!(
+            cfg.validate(),
+            Err(Error::Config {
+                setting: "usesrc",
+                ..
+            })
+        ));
     }
 }
 
