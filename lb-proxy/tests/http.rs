@@ -14,7 +14,8 @@ fn now() -> Instant {
 }
 
 use http_common::{
-    dead_addr, pool_at, pool_of, read_head, read_until_eof, tls_connect, Client, TestBackend,
+    dead_addr, pool_at, pool_of, read_head, read_until_eof, tls_connect, watchdog, Client,
+    TestBackend,
 };
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Health, Pool, PoolConfig};
 use lb_proxy::http::{
@@ -26,6 +27,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 fn config() -> HttpProxyConfig {
+    watchdog();
     let mut c = HttpProxyConfig::new("test");
     c.default_pool = Some("www".into());
     c
@@ -131,6 +133,11 @@ async fn client_identity_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_client_is_written_correctly() {
     let Ok(l) = tokio::net::TcpListener::bind("[::1]:0").await else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true: no IPv6 loopback (::1) to test with; refusing to skip"
+        );
         eprintln!("SKIP ipv6_client_is_written_correctly: no IPv6 loopback");
         return;
     };
@@ -2573,8 +2580,13 @@ async fn early_answers_to_uploads_are_bounded_by_the_client_timeout() {
         .await
         .unwrap();
     let chunk = vec![b'a'; 65_536];
-    while let Ok(Ok(())) =
-        tokio::time::timeout(Duration::from_millis(300), s.write_all(&chunk)).await
+    // Until the proxy stops taking the upload (bounded: at most 30 s of writing).
+    let writing = tokio::time::Instant::now();
+    while writing.elapsed() < Duration::from_secs(30)
+        && matches!(
+            tokio::time::timeout(Duration::from_millis(300), s.write_all(&chunk)).await,
+            Ok(Ok(()))
+        )
     {}
     let t = tokio::time::Instant::now();
     while p.stats().virtual_server.active_connections > 0 && t.elapsed() < Duration::from_secs(5) {
@@ -2718,7 +2730,10 @@ async fn a_client_gone_mid_request_abandons_it() {
         }
         drop(s);
         assert!(
-            rx.await.unwrap(),
+            tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("the backend saw the request end within 10 s")
+                .unwrap(),
             "reset {reset}: the backend request went on after the client left"
         );
     }

@@ -37,6 +37,24 @@ pub struct TestBackend {
     task: Option<JoinHandle<()>>,
 }
 
+/// How long this test binary may run in all: past it, a test has hung (its own steps are
+/// bounded, but not every await of a raw stream is), and the process aborts rather than
+/// holding CI until its own limit.
+const BINARY_BOUND: Duration = Duration::from_secs(15 * 60);
+
+/// Starts, once per test binary, a thread that aborts the process after [`BINARY_BOUND`]
+/// (the process's end ends it earlier).
+pub fn watchdog() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(BINARY_BOUND);
+            eprintln!("test binary still running after {BINARY_BOUND:?}: a test hangs; aborting");
+            std::process::abort();
+        });
+    });
+}
+
 impl TestBackend {
     pub async fn start(id: u32) -> Self {
         Self::start_with_body(id, None).await
@@ -44,6 +62,7 @@ impl TestBackend {
 
     /// With a fixed body for every plain request (benchmarks).
     pub async fn start_with_body(id: u32, body: Option<Bytes>) -> Self {
+        watchdog();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicU64::new(0));
