@@ -2674,6 +2674,38 @@ fn vrrp_startup_delay_holds_the_instances_at_start_only() {
     );
 }
 
+/// Ends, on drop, the `sleep <arg>` whose PID a notify script wrote to `pidfile`, if it
+/// still runs (checked by its command line, so that a PID reused since is left alone).
+struct SleeperGuard {
+    pidfile: PathBuf,
+    arg: String,
+}
+
+impl SleeperGuard {
+    /// The sleeper's PID while it runs.
+    fn pid(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(&self.pidfile)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let want = format!("sleep\0{}\0", self.arg);
+        (cmdline == want.as_bytes()).then_some(pid)
+    }
+}
+
+impl Drop for SleeperGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// keepalived's notify FIFOs: `notify_fifo` (every line) read by its `notify_fifo_script`
 /// (which keeps reading after SIGTERM, as keepalived's sample script does), and
 /// `vrrp_notify_fifo` / `lvs_notify_fifo` split by kind. lb-node creates the FIFOs,
@@ -2699,8 +2731,9 @@ fn notify_fifos_carry_keepalived_lines() {
         dir.join("lvs.log"),
     );
     // The readers read to the end (lb-node closes the FIFO first); the vrrp one then
-    // sleeps for an hour, unless its process group gets SIGTERM at the stop (a sleep
-    // unique to this test, found by its argument).
+    // sleeps for an hour, unless its process group gets SIGTERM at the stop. It writes its
+    // PID first (the sleep keeps it: `exec`), for the guard that ends it should the test
+    // fail before the stop.
     let reader = |log: &Path| {
         format!(
             "\"sh -c 'trap \\\"\\\" TERM; exec cat \\\"$0\\\" >> {}'\"",
@@ -2708,19 +2741,15 @@ fn notify_fifos_carry_keepalived_lines() {
         )
     };
     let sleeper = format!("3600.{}", std::process::id());
+    let sleeper_pid = dir.join("sleeper.pid");
     let vrrp_reader = format!(
-        "\"sh -c 'cat \\\"$0\\\" >> {}; exec sleep {sleeper}'\"",
-        vrrp_log.display()
+        "\"sh -c 'cat \\\"$0\\\" >> {}; echo $$ > {}; exec sleep {sleeper}'\"",
+        vrrp_log.display(),
+        sleeper_pid.display()
     );
-    let sleepers = || -> Vec<i32> {
-        let out = lb_testkit::command("pgrep")
-            .args(["-f", &format!("^sleep {sleeper}$")])
-            .output()
-            .expect("pgrep");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+    let sleeper_guard = SleeperGuard {
+        pidfile: sleeper_pid,
+        arg: sleeper.clone(),
     };
     let real = SocketAddr::new(lab.addr("web").into(), 8080);
     let mut server = TcpServer::start(&lab, "web", real, "web").expect("real server");
@@ -2854,15 +2883,10 @@ fn notify_fifos_carry_keepalived_lines() {
         read(&all2_log)
     );
     let ended = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
-        sleepers().is_empty()
+        sleeper_guard.pid().is_none()
     });
     // Ours, by PID, if the stop left it.
-    for pid in sleepers() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    drop(sleeper_guard);
     assert!(
         ended.is_some(),
         "the vrrp FIFO's script was not stopped (SIGTERM, then SIGKILL)"
