@@ -98,14 +98,32 @@ impl Drop for RealServer {
     }
 }
 
-/// The daemon, killed on drop.
+/// The daemon, started in a process group of its own, killed on drop with what it started
+/// (check, notify and startup scripts).
 struct Node(Child);
 
 impl Drop for Node {
     fn drop(&mut self) {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag};
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        // Not reaped yet (running, or a zombie): its PID, and so its group's id, is still
+        // ours. Once a test reaped it, the group is left alone (lb-node stopped its
+        // scripts, and the id may be another's by now).
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        if waitid(Id::Pid(pid), flags).is_ok() {
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `lb-node` in a process group of its own (see [`Node`]).
+fn lb_node_command() -> Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(LB_NODE);
+    cmd.process_group(0);
+    cmd
 }
 
 /// A loopback port free when asked, that no parallel test's `bind(…:0)` or connection can
@@ -225,7 +243,7 @@ fn start_node_args(
     args: &[&std::ffi::OsStr],
 ) -> (Node, std::path::PathBuf) {
     let sock = dir.join("admin.sock");
-    let child = Command::new(LB_NODE)
+    let child = lb_node_command()
         .arg("--pid-file")
         .arg(dir.join("lb-node.pid"))
         .args(args)
@@ -287,14 +305,30 @@ fn wait_scheduler(sock: &Path, dir: &Path, algo: &str) {
     );
 }
 
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "lb-node-loopback-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A test's directory, removed on drop (also when the test fails).
+struct TestDir(tempfile::TempDir);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+fn tempdir() -> TestDir {
+    TestDir(
+        tempfile::Builder::new()
+            .prefix(&format!("lb-node-loopback-{}-", std::process::id()))
+            .tempdir()
+            .unwrap(),
+    )
 }
 
 /// `lbctl weight` (HAProxy `set weight`): weight 0 takes no new connection while the
@@ -1442,7 +1476,7 @@ fn a_stopping_node_leaves_another_nodes_admin_socket_alone() {
     let (mut first, sock) = start_node(&dir, &toml);
     std::fs::remove_file(&sock).unwrap();
     let second = Node(
-        Command::new(LB_NODE)
+        lb_node_command()
             .arg("--pid-file")
             .arg(dir.join("second.pid"))
             .arg(dir.join("node.toml"))
@@ -4954,11 +4988,22 @@ fn startup_and_shutdown_scripts_run_around_the_node() {
     // A startup script that outlives its timeout: SIGTERM to its group, then SIGKILL to
     // what is left of it (its child, which ignores SIGTERM), and the node starts.
     // The scripts' `sleep`s, killed by PID if a failed assertion leaves them running.
+    // Only while it is still that `sleep 300` (a PID reused since is not ours).
     struct KillPid(std::path::PathBuf);
     impl Drop for KillPid {
         fn drop(&mut self) {
-            if let Ok(p) = std::fs::read_to_string(&self.0) {
-                let _ = Command::new("kill").args(["-9", p.trim()]).status();
+            let Some(pid) = std::fs::read_to_string(&self.0)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            else {
+                return;
+            };
+            if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x00300\x00")
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }
@@ -5005,7 +5050,7 @@ fn startup_and_shutdown_scripts_run_around_the_node() {
     );
     std::fs::write(&cfg, conf(&hang, 100)).unwrap();
     let mut node = Node(
-        Command::new(LB_NODE)
+        lb_node_command()
             .arg("--pid-file")
             .arg(dir.join("lb-node.pid"))
             .arg(&cfg)
