@@ -381,6 +381,15 @@ fn run() -> Result<(), Error> {
                     std::thread::sleep(Duration::from_millis(200).saturating_sub(t.elapsed()));
                 }
             });
+            // However this closure ends (an error returned by `?` too), the client stops
+            // before the scope waits for it.
+            struct StopOnExit<'a>(&'a AtomicBool);
+            impl Drop for StopOnExit<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let _stop_on_exit = StopOnExit(stop_r);
             let drain = |log: &Log, rx: &mpsc::Receiver<String>| {
                 while let Ok(m) = rx.try_recv() {
                     log.say(m);

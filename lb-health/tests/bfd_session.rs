@@ -328,7 +328,7 @@ fn up_session(now: Instant) -> Session {
     };
     s.handle_packet(now, &peer);
     assert_eq!(s.state(), SessionState::Up);
-    while s.poll_transmit(now).is_some() {}
+    sent_now(&mut s, now);
     s
 }
 
@@ -404,7 +404,10 @@ fn an_increase_while_up_takes_effect_only_when_the_final_arrives() {
     assert_eq!(s.tx_interval(), 10 * MS, "not before the Final");
     // The periodic packets carry P and the new value.
     let mut t2 = t;
+    let mut steps = 0;
     let pkt = loop {
+        steps += 1;
+        assert!(steps <= 10_000, "no periodic packet within 10 s");
         t2 += MS;
         if let Some(p) = s.poll_transmit(t2) {
             break p;
@@ -429,9 +432,17 @@ fn an_increase_while_up_takes_effect_only_when_the_final_arrives() {
     assert!(s.poll_active());
 }
 
-/// Drains what `s` has to send at `now`.
+/// Drains what `s` has to send at `now` (at most 100 packets: more is a session that
+/// never stops sending, which fails the test rather than hanging it).
 fn sent_now(s: &mut Session, now: Instant) -> Vec<ControlPacket> {
-    std::iter::from_fn(|| s.poll_transmit(now)).collect()
+    let sent: Vec<ControlPacket> = std::iter::from_fn(|| s.poll_transmit(now))
+        .take(101)
+        .collect();
+    assert!(
+        sent.len() <= 100,
+        "still sending at one instant after 100 packets"
+    );
+    sent
 }
 
 #[test]
@@ -640,7 +651,7 @@ fn a_peer_in_demand_mode_gets_no_periodic_packets() {
     assert!(s.poll_transmit(t).is_some());
     // Back in Demand mode, the peer dies: detection expiry, Down, and we send again.
     s.handle_packet(t, &up);
-    while s.poll_transmit(t).is_some() {}
+    sent_now(&mut s, t);
     let t = t + 30 * MS;
     s.handle_timeout(t);
     assert_eq!(s.state(), SessionState::Down);
@@ -738,7 +749,7 @@ fn shutdown_reaches_a_peer_in_demand_mode() {
     };
     s.handle_packet(now, &ControlPacket { final_: true, ..up });
     assert!(s.remote_demand_active());
-    while s.poll_transmit(now).is_some() {}
+    sent_now(&mut s, now);
     let t = now + MS;
     s.shutdown(t);
     let p = sent_now(&mut s, t);
@@ -986,7 +997,7 @@ proptest! {
             // No timer left in the past once the session has handled `now` and sent what
             // it had: it would spin its driver.
             s.handle_timeout(now);
-            while s.poll_transmit(now).is_some() {}
+            sent_now(&mut s, now);
             if let Some(t) = s.poll_timeout() {
                 prop_assert!(t > now, "a timer at {:?} is not after now", t - t0);
             }

@@ -1021,6 +1021,7 @@ async fn exec_hung_script_is_killed_with_its_group_and_reaped() {
     });
     let pid = read_pid(&pidfile).await;
     let _ = std::fs::remove_file(&pidfile);
+    let _guard = GroupGuard(pid);
     // While it hangs, the group is there (so the check below can see a leak).
     let members = live_group_members(pid);
     assert!(members.contains(&pid), "{members:?}");
@@ -1170,6 +1171,7 @@ async fn exec_dropped_probe_kills_its_group() {
     assert!(r.is_err());
     let pid = read_pid(&pidfile).await;
     let _ = std::fs::remove_file(&pidfile);
+    let _guard = GroupGuard(pid);
     let mut live = live_group_members(pid);
     for _ in 0..100 {
         if live.is_empty() {

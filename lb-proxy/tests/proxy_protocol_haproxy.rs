@@ -93,6 +93,12 @@ async fn haproxy_v2_header_with_crc32c_and_unique_id_is_accepted_and_checked() {
             .unwrap();
         assert!(n > 0, "closed before the header");
         got.extend_from_slice(&buf[..n]);
+        // A header is at most 536 bytes (v2 without TLVs: far less).
+        assert!(
+            got.len() <= 4096,
+            "no complete header in {} bytes",
+            got.len()
+        );
         if let Some(done) = parse(&got).unwrap() {
             break done;
         }
