@@ -47,6 +47,8 @@ const BINARY_BOUND: Duration = Duration::from_secs(15 * 60);
 pub fn watchdog() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        // A plain thread on the wall clock: it must outlive any runtime a test pauses.
+        #[allow(clippy::disallowed_methods)]
         std::thread::spawn(|| {
             std::thread::sleep(BINARY_BOUND);
             eprintln!("test binary still running after {BINARY_BOUND:?}: a test hangs; aborting");
