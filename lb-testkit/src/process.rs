@@ -13,13 +13,19 @@ use nix::unistd::Pid;
 use crate::wait_until;
 
 /// A process this harness started: the leader of its own process group, with stdout and
-/// stderr in files. Dropping it kills the whole group with SIGKILL if the leader still runs
-/// (signals only go to our own, not yet reaped, child, so a recycled PID is never hit).
+/// stderr in files. Dropping it kills the whole group with SIGKILL — also after the leader
+/// exited, so that the scripts a daemon started do not outlive a test — and then reaps the
+/// leader. Its exit is seen without reaping it ([`Proc::try_exit`]): until the drop (or
+/// [`Proc::kill9`]) the zombie keeps its PID, and so the group's ID, ours, and a recycled
+/// PID is never hit.
 #[derive(Debug)]
 pub struct Proc {
     name: String,
     child: Child,
+    /// The leader's exit status, once seen.
     status: Option<ExitStatus>,
+    /// Whether the leader was reaped (by [`Proc::kill9`]).
+    reaped: bool,
     stdout: PathBuf,
     stderr: PathBuf,
 }
@@ -42,6 +48,7 @@ impl Proc {
             name: name.to_owned(),
             child,
             status: None,
+            reaped: false,
             stdout,
             stderr,
         })
@@ -61,11 +68,26 @@ impl Proc {
         Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX))
     }
 
-    /// The exit status if it has exited (reaps it).
+    /// The exit status if it has exited. The leader is left unreaped (a zombie) until
+    /// the drop or [`Proc::kill9`], which kill what is left of its group first.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        use std::os::unix::process::ExitStatusExt as _;
+        if self.status.is_some() || self.reaped {
+            return self.status;
         }
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        self.status = match waitid(Id::Pid(self.raw_pid()), flags) {
+            // The raw wait status: the code in the second byte, or the signal (and the
+            // core flag) in the first.
+            Ok(WaitStatus::Exited(_, code)) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
+            Ok(WaitStatus::Signaled(_, sig, core)) => Some(ExitStatus::from_raw(
+                sig as i32 | if core { 0x80 } else { 0 },
+            )),
+            Ok(_) => None,
+            // Not our child any more (cannot happen while `reaped` is false): as std sees it.
+            Err(_) => self.child.try_wait().ok().flatten(),
+        };
         self.status
     }
 
@@ -90,12 +112,17 @@ impl Proc {
         self.signal(Signal::SIGHUP)
     }
 
-    /// `kill -9` of the whole process group, then reaps the leader. Returns its status.
+    /// `kill -9` of the whole process group (the leader, or what it left running if it
+    /// exited), then reaps the leader. Returns its status.
     pub fn kill9(&mut self) -> Option<ExitStatus> {
-        if self.is_running() {
+        if !self.reaped {
             // The leader is not reaped, so the group ID is still ours.
             let _ = killpg(self.raw_pid(), Signal::SIGKILL);
-            self.status = self.child.wait().ok();
+            let status = self.child.wait().ok();
+            self.reaped = true;
+            if self.status.is_none() {
+                self.status = status;
+            }
         }
         self.status
     }
