@@ -159,7 +159,10 @@ fn trial(which: Impl, stop: Stop, version: u8, advert_int: &str, seed: u64) -> O
         Stop::Clean => {
             // keepalived: its parent forwards SIGTERM to the VRRP child.
             let pid = lab.proc(master).pid().to_string();
-            let _ = common::cmd("kill").args(["-TERM", &pid]).status();
+            let _ = common::output_within(
+                common::cmd("kill").args(["-TERM", &pid]),
+                common::CMD_TIMEOUT,
+            );
         }
     }
     // Refused connects (clean stop, VIP still on the old master) return at once: pace them.

@@ -1,20 +1,102 @@
 //! Network-namespace lab for integration tests and the failover bench: a bridge namespace
 //! and N leaf namespaces each with `eth0` on the bridge, addresses from 198.18.0.0/24 and
-//! fd00:18::/64 only. Everything it creates (namespaces, processes, files) is removed by
-//! `Drop`, even when a test panics. Every wait is bounded.
+//! fd00:18::/64 only. Everything it creates (namespaces, processes, listeners, files) is
+//! removed by `Drop`, even when a test panics; it never touches a namespace it did not
+//! create. Every wait, and every command it runs, is bounded.
 #![allow(dead_code, unreachable_pub)]
 #![allow(clippy::disallowed_methods)] // blocking test harness: std::thread::sleep is fine here
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The time limit of a helper command (`ip`, `sysctl`, `nft`, `kill`, a tshark capture of
+/// a few seconds): generous for a loaded machine, but a hung command fails the test.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a [`Lab::tcp_listener`] accepts at most, should its lab never be dropped.
+const LISTENER_MAX: Duration = Duration::from_secs(600);
+
+/// Runs `cmd` (stdin null, stdout and stderr captured) for at most `timeout`. Past it, the
+/// child is killed by its PID and reaped, and this returns a `TimedOut` error.
+pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::io::Result<Output> {
+    let deadline = Instant::now() + timeout;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Both pipes drained while the child runs, so a chatty child cannot block on a full one.
+    let (tx, rx) = mpsc::channel();
+    let readers = drain(child.stdout.take(), 0, &tx) + drain(child.stderr.take(), 1, &tx);
+    let timed_out = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{cmd:?}: {what} after {timeout:?}"),
+        )
+    };
+    let Some(status) = wait_child(&mut child, deadline)? else {
+        let _ = child.kill(); // SIGKILL to the PID we spawned
+        let _ = wait_child(&mut child, Instant::now() + Duration::from_secs(5));
+        return Err(timed_out("killed, still running"));
+    };
+    let mut out = [Vec::new(), Vec::new()];
+    for _ in 0..readers {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        let (which, buf) = rx
+            .recv_timeout(left)
+            .map_err(|_| timed_out("output still open (held by a grandchild?)"))?;
+        out[which] = buf;
+    }
+    let [stdout, stderr] = out;
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Reads `pipe` to its end on a thread and sends `(which, bytes)` on `tx`; returns the
+/// number of threads started (0 without a pipe).
+fn drain(
+    pipe: Option<impl Read + Send + 'static>,
+    which: usize,
+    tx: &mpsc::Sender<(usize, Vec<u8>)>,
+) -> usize {
+    let Some(mut pipe) = pipe else { return 0 };
+    let tx = tx.clone();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        let _ = tx.send((which, buf));
+    });
+    1
+}
+
+/// Polls `child` until it exits or `deadline` passes (`None`).
+fn wait_child(child: &mut Child, deadline: Instant) -> std::io::Result<Option<ExitStatus>> {
+    for _ in 0..10_000_000 {
+        if let Some(s) = child.try_wait()? {
+            return Ok(Some(s));
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(None)
+}
 
 /// A `Command` whose PATH also has the sbin directories (`ip`, `nft`, `keepalived` live
 /// there on Debian), whatever the environment the tests run in.
@@ -34,17 +116,12 @@ pub const LB_VRRPD: &str = env!("CARGO_BIN_EXE_lb-vrrpd");
 /// Returns true if the lab can run. Without root (or `ip netns`), skips loudly, except
 /// under `CI=true` where a missing capability is a failure.
 pub fn lab_available() -> bool {
-    let uid = cmd("id")
-        .arg("-u")
-        .output()
+    let uid = output_within(cmd("id").arg("-u"), CMD_TIMEOUT)
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     let ok = uid.as_deref() == Some("0")
-        && cmd("ip")
-            .args(["netns", "list"])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        && output_within(cmd("ip").args(["netns", "list"]), CMD_TIMEOUT)
+            .is_ok_and(|o| o.status.success());
     if !ok {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true: network-namespace tests need root and iproute2; refusing to skip");
@@ -60,11 +137,11 @@ pub fn lab_available() -> bool {
 
 /// True if `tool` is on PATH. Under `CI=true` a missing tool fails the test.
 pub fn tool_available(tool: &str) -> bool {
-    let ok = cmd("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = output_within(
+        cmd("sh").args(["-c", &format!("command -v {tool}")]),
+        CMD_TIMEOUT,
+    )
+    .is_ok_and(|o| o.status.success());
     if !ok {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true: test needs `{tool}` (install the Debian package)");
@@ -77,8 +154,10 @@ pub fn tool_available(tool: &str) -> bool {
     ok
 }
 
-fn run(args: &[&str]) {
-    let out = cmd(args[0]).args(&args[1..]).output().expect("spawn");
+/// Runs `args` (bounded by [`CMD_TIMEOUT`]) and panics unless it succeeds.
+pub fn run(args: &[&str]) {
+    let out = output_within(cmd(args[0]).args(&args[1..]), CMD_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -106,25 +185,19 @@ impl Proc {
         } else {
             self.pid().to_string()
         };
-        let _ = cmd("kill")
-            .args(["-9", "--", &target])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
+        let _ = output_within(cmd("kill").args(["-9", "--", &target]), CMD_TIMEOUT);
+        let _ = wait_child(&mut self.child, Instant::now() + Duration::from_secs(10));
     }
     /// SIGTERM and wait (bounded) for exit.
     pub fn term(&mut self) -> bool {
-        let _ = cmd("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
+        let _ = output_within(
+            cmd("kill").args(["-TERM", &self.pid().to_string()]),
+            CMD_TIMEOUT,
+        );
+        matches!(
+            wait_child(&mut self.child, Instant::now() + Duration::from_secs(5)),
+            Ok(Some(_))
+        )
     }
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
@@ -148,8 +221,28 @@ pub struct Lab {
     pub tag: String,
     bridge: String,
     leaves: Vec<String>,
+    /// The namespaces this lab created (`ip netns add` succeeded): the only ones it deletes.
+    created: Vec<String>,
     pub dir: PathBuf,
     procs: Vec<Proc>,
+    listeners: Vec<Listener>,
+}
+
+/// A [`Lab::tcp_listener`]'s accept thread. Dropping it stops the thread and closes the
+/// socket (which would otherwise keep its namespace, and the lab's links, alive).
+#[derive(Debug)]
+struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Lab {
@@ -161,15 +254,19 @@ impl Lab {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let dir = std::env::temp_dir().join(&tag);
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        // Not create_dir_all: a directory that is already there is not ours to delete.
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("temp dir {}: {e}", dir.display()));
         let mut lab = Self {
             bridge: format!("{tag}-br"),
             leaves: Vec::new(),
+            created: Vec::new(),
             tag,
             dir,
             procs: Vec::new(),
+            listeners: Vec::new(),
         };
-        run(&["ip", "netns", "add", &lab.bridge]);
+        let bridge = lab.bridge.clone();
+        lab.add_netns(&bridge);
         run(&[
             "ip",
             "-n",
@@ -183,7 +280,7 @@ impl Lab {
         run(&["ip", "-n", &lab.bridge, "link", "set", "br0", "up"]);
         for i in 0..n {
             let ns = format!("{}-{i}", lab.tag);
-            run(&["ip", "netns", "add", &ns]);
+            lab.add_netns(&ns);
             lab.leaves.push(ns.clone());
             // No IPv6 duplicate address detection: a tentative link-local address cannot
             // source VRRPv3 adverts (keepalived's sendmsg fails with EINVAL meanwhile).
@@ -195,6 +292,20 @@ impl Lab {
             lab.add_eth0(i);
         }
         lab
+    }
+
+    /// `ip netns add NAME`, refused (a panic) if a namespace `NAME` exists already: this lab
+    /// deletes what it creates, and only that.
+    fn add_netns(&mut self, name: &str) {
+        let path = Path::new("/var/run/netns").join(name);
+        assert!(
+            !path.exists(),
+            "network namespace {name} exists already: not ours, refusing to use it"
+        );
+        // `ip netns add` itself fails on an existing name (O_EXCL), so this cannot race into
+        // taking over someone else's namespace either.
+        run(&["ip", "netns", "add", name]);
+        self.created.push(name.to_owned());
     }
 
     /// Leaf `i`'s `eth0`: a veth to the bridge (port `p{i}`), up, no IPv6 duplicate address
@@ -363,13 +474,16 @@ impl Lab {
         &mut self.procs[p]
     }
 
-    /// Runs a command inside leaf `i` and returns (success, stdout).
+    /// Runs a command inside leaf `i` (bounded by [`CMD_TIMEOUT`]: past it, a panic) and
+    /// returns (success, stdout).
     pub fn exec(&self, i: usize, args: &[&str]) -> (bool, String) {
-        let out = cmd("ip")
-            .args(["netns", "exec", &self.leaves[i]])
-            .args(args)
-            .output()
-            .expect("spawn");
+        let out = output_within(
+            cmd("ip")
+                .args(["netns", "exec", &self.leaves[i]])
+                .args(args),
+            CMD_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{args:?} in {}: {e}", self.leaves[i]));
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -406,10 +520,37 @@ impl Lab {
     }
 
     /// Binds a TCP listener inside leaf `i` (the calling thread enters the namespace only
-    /// for the bind) and accepts forever in a background thread.
-    pub fn tcp_listener(&self, i: usize, addr: SocketAddr) {
-        let l = in_netns(&self.leaves[i], move || TcpListener::bind(addr)).expect("bind in netns");
-        std::thread::spawn(move || for _ in l.incoming() {});
+    /// for the bind) and accepts (and closes) connections in a background thread, until the
+    /// lab is dropped (at most [`LISTENER_MAX`]).
+    pub fn tcp_listener(&mut self, i: usize, addr: SocketAddr) {
+        let l = in_netns(&self.leaves[i], move || {
+            let l = TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })
+        .expect("bind in netns");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + LISTENER_MAX;
+            for _ in 0..10_000_000 {
+                if flag.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                    break;
+                }
+                // Drain the pending connections, then a short nap.
+                for _ in 0..1000 {
+                    match l.accept() {
+                        Ok((stream, _)) => drop(stream),
+                        Err(_) => break, // WouldBlock: none pending
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        self.listeners.push(Listener {
+            stop,
+            thread: Some(thread),
+        });
     }
 
     /// One TCP connect from leaf `i` with `timeout`.
@@ -444,12 +585,12 @@ impl Drop for Lab {
                 p.kill9();
             }
         }
-        // keepalived's VRRP child: the group kill above covers it; give it a moment.
-        for ns in self.leaves.iter().chain(std::iter::once(&self.bridge)) {
-            let _ = cmd("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
+        // keepalived's VRRP child: the group kill above covers it.
+        // Listener sockets keep their namespace (and its links) alive: close them first.
+        self.listeners.clear();
+        // Only the namespaces this lab created; leaves first, the bridge last.
+        for ns in self.created.iter().rev() {
+            let _ = output_within(cmd("ip").args(["netns", "del", ns]), CMD_TIMEOUT);
         }
         if std::env::var_os("LBV_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
