@@ -5359,6 +5359,23 @@ fn usesrc_is_read_and_checked() {
         "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.tcp]\nusesrc = \"any\"\n",
     );
     assert_eq!(e.len(), 1, "{e:?}");
+    // UDP too.
+    std::fs::write(
+        &t,
+        "[[virtual_server]]\nlisten = \"198.18.0.250:53\"\nprotocol = \"udp\"\n[virtual_server.udp]\nusesrc = \"client\"\n[[virtual_server.backend]]\naddress = \"198.18.0.151:53\"\n",
+    )
+    .unwrap();
+    let vs = &ok(&t).0.virtual_servers[0];
+    let mut uc = lb_proxy::udp::UdpProxyConfig::new(vec![vs.listen]);
+    vs.udp.clone().unwrap().apply(&mut uc);
+    assert_eq!(uc.usesrc, Some(lb_proxy::sockopt::UseSrc::Client));
+    assert_eq!(
+        errors(
+            "t.toml",
+            "[[virtual_server]]\nlisten = \"[fd00:18::250]:53\"\nprotocol = \"udp\"\n[virtual_server.udp]\nusesrc = \"clientip\"\n[[virtual_server.backend]]\naddress = \"198.18.0.151:53\"\n"
+        ),
+        ["t.toml:5:10: usesrc: real server 198.18.0.151:53 cannot be reached from the address of a client of [fd00:18::250]:53 (another address family)"]
+    );
 }
 
 /// `[virtual_server.udp]`: read onto lb-proxy's UDP configuration, its values checked

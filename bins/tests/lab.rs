@@ -4637,6 +4637,33 @@ impl PeerEcho {
     }
 }
 
+impl PeerEcho {
+    /// The same over UDP: each datagram is answered with its source address.
+    fn start_udp(lab: &Lab, host: &str, addr: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let socket = lb_testkit::in_netns(lab.ns(host), move || std::net::UdpSocket::bind(addr))
+            .expect("bind the UDP peer echo");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut buf = [0u8; 512];
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(peer.to_string().as_bytes(), peer);
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
 impl Drop for PeerEcho {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -4726,6 +4753,7 @@ fn usesrc_shows_the_real_server_the_client_address() {
     }
     let real = SocketAddr::new(web.into(), 8080);
     let _echo = PeerEcho::start(&lab, "web", real);
+    let _udp_echo = PeerEcho::start_udp(&lab, "web", real);
     let mut node = Node::new(&lab, "lb1");
     node.conf = lab.dir().join("lb1.toml");
     let vs = |name: &str, port: u16, usesrc: &str| {
@@ -4737,6 +4765,10 @@ fn usesrc_shows_the_real_server_the_client_address() {
         vs("ip", 80, "[virtual_server.tcp]\nusesrc = \"clientip\"\n"),
         vs("port", 81, "[virtual_server.tcp]\nusesrc = \"client\"\n"),
         vs("plain", 82, ""),
+    ) + &vs(
+        "dns",
+        53,
+        "protocol = \"udp\"\n[virtual_server.udp]\nusesrc = \"client\"\n",
     );
     std::fs::write(&node.conf, conf).expect("conf");
     node.start(&lab);
@@ -4769,6 +4801,26 @@ fn usesrc_shows_the_real_server_the_client_address() {
     let (seen, _) = ask(82).unwrap_or_else(|| panic!("plain\n{}", node.logs()));
     let seen: SocketAddr = seen.parse().expect("an address");
     assert_eq!(seen.ip(), IpAddr::from(lb1));
+    // UDP: the real server answers the client's own address and port.
+    let vip53 = SocketAddr::new(lb1.into(), 53);
+    let udp = lb_testkit::in_netns(lab.ns("client"), || std::net::UdpSocket::bind("0.0.0.0:0"))
+        .expect("client socket");
+    udp.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let local = SocketAddr::new(client.into(), udp.local_addr().expect("local").port());
+    let mut answer = None;
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let _ = udp.send_to(b"who am i", vip53);
+        let mut buf = [0u8; 512];
+        answer = udp
+            .recv_from(&mut buf)
+            .ok()
+            .map(|(n, from)| (String::from_utf8_lossy(&buf[..n]).into_owned(), from));
+        answer.is_some()
+    });
+    let (seen, from) = answer.unwrap_or_else(|| panic!("no UDP answer\n{}", node.logs()));
+    assert_eq!(from, vip53, "the answer comes from the virtual server");
+    assert_eq!(seen, local.to_string(), "the client's address and port");
     assert!(node.proc().sigterm());
     assert!(node
         .proc()

@@ -29,6 +29,7 @@
 //! ```
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{SockRef, Socket, TcpKeepalive};
@@ -173,6 +174,81 @@ pub fn set_freebind(sock: &Socket, ipv6: bool, on: FreeBind) -> io::Result<()> {
     }
 }
 
+/// Which address of the client connections to backends leave from (HAProxy `source
+/// 0.0.0.0 usesrc …`, Linux transparent proxying): [`crate::tcp::TcpProxyConfig::usesrc`],
+/// [`crate::udp::UdpProxyConfig::usesrc`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UseSrc {
+    /// HAProxy `usesrc clientip`: the client's IP address, a port of the kernel's choice.
+    ClientIp,
+    /// HAProxy `usesrc client`: the client's IP address and port.
+    Client,
+}
+
+impl UseSrc {
+    /// The local address for a connection of `client` to `backend`: the client's IP (an
+    /// IPv4 client of a dual-stack listener, `::ffff:a.b.c.d`, as IPv4) with port 0
+    /// (`ClientIp`) or the client's port.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidInput`] when the client is not of the backend's family.
+    pub fn bind_addr(self, client: SocketAddr, backend: SocketAddr) -> io::Result<SocketAddr> {
+        let ip = client.ip().to_canonical();
+        if ip.is_ipv4() != backend.is_ipv4() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("usesrc: client {ip} is not of backend {backend}'s address family"),
+            ));
+        }
+        let port = match self {
+            Self::ClientIp => 0,
+            Self::Client => client.port(),
+        };
+        Ok(SocketAddr::new(ip, port))
+    }
+}
+
+/// Makes `sock` able to bind a client's (non-local) address: IP_TRANSPARENT (which also
+/// covers IPv6 sockets on Linux), and SO_REUSEADDR, as HAProxy sets them: a client's
+/// address and port may be bound by another connection of the proxy (to another backend);
+/// the four-tuple is what must be unique.
+///
+/// # Errors
+/// The `setsockopt` error (`EPERM` without `CAP_NET_ADMIN`); [`io::ErrorKind::Unsupported`]
+/// off Linux.
+pub fn set_transparent(sock: &SockRef<'_>) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        sock.set_ip_transparent(true)?;
+        sock.set_reuse_address(true)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = sock;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "IP_TRANSPARENT is Linux-only",
+        ))
+    }
+}
+
+/// Whether this process may use [`set_transparent`]: checked on a scratch socket when a
+/// proxy with `usesrc` starts, so that a missing capability fails the start, not every
+/// connection.
+///
+/// # Errors
+/// [`Error::Config`](crate::Error::Config) for `usesrc`, naming the capability.
+pub(crate) fn check_transparent() -> crate::Result<()> {
+    let check = || -> io::Result<()> {
+        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        set_transparent(&SockRef::from(&s))
+    };
+    check().map_err(|e| crate::Error::Config {
+        setting: "usesrc",
+        reason: format!("IP_TRANSPARENT refused (it needs CAP_NET_ADMIN): {e}"),
+    })
+}
+
 /// Sets SO_REUSEPORT on `sock`.
 ///
 /// # Errors
@@ -236,7 +312,7 @@ mod tests {
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         set_freebind(&s, false, FreeBind(true)).unwrap();
         // Port 0: concurrent test processes must not collide.
-        let addr: std::net::SocketAddr = "192.0.2.250:0".parse().unwrap();
+        let addr: SocketAddr = "192.0.2.250:0".parse().unwrap();
         s.bind(&addr.into()).unwrap();
         s.listen(16).unwrap();
         assert_eq!(s.local_addr().unwrap().as_socket().unwrap().ip(), addr.ip());

@@ -1738,6 +1738,10 @@ pub struct UdpSettings {
     /// process's limit); a datagram that would open one more is dropped and counted
     /// (`sessions refused` in `lbctl status`). Default 4096; at least 1.
     pub max_sessions: usize,
+    /// Send to the backends from the client's address (`"clientip"`; `"client"`: its port
+    /// too), as `[virtual_server.tcp]`'s `usesrc` (see there): a DNS server behind the node
+    /// sees its clients, as behind LVS NAT. Default none.
+    pub usesrc: Option<UseSrcSetting>,
 }
 
 impl Default for UdpSettings {
@@ -1746,6 +1750,7 @@ impl Default for UdpSettings {
         Self {
             idle_timeout: d.idle_timeout,
             max_sessions: d.max_sessions,
+            usesrc: None,
         }
     }
 }
@@ -1755,6 +1760,7 @@ impl UdpSettings {
     pub fn apply(&self, c: &mut UdpProxyConfig) {
         c.idle_timeout = self.idle_timeout;
         c.max_sessions = self.max_sessions;
+        c.usesrc = self.usesrc.map(UseSrcSetting::to_proxy);
     }
 }
 
@@ -1767,6 +1773,16 @@ pub enum UseSrcSetting {
     /// The client's IP address and port (HAProxy `usesrc client`).
     #[serde(rename = "client")]
     Client,
+}
+
+impl UseSrcSetting {
+    /// lb-proxy's value.
+    pub fn to_proxy(self) -> lb_proxy::sockopt::UseSrc {
+        match self {
+            Self::ClientIp => lb_proxy::sockopt::UseSrc::ClientIp,
+            Self::Client => lb_proxy::sockopt::UseSrc::Client,
+        }
+    }
 }
 
 /// A PROXY protocol version to send (`send_proxy`).
@@ -1813,10 +1829,7 @@ impl TcpSettings {
         c.maxqueue = self.maxqueue;
         c.queue_timeout = self.timeout_queue;
         c.source = self.source;
-        c.usesrc = self.usesrc.map(|u| match u {
-            UseSrcSetting::ClientIp => lb_proxy::tcp::UseSrc::ClientIp,
-            UseSrcSetting::Client => lb_proxy::tcp::UseSrc::Client,
-        });
+        c.usesrc = self.usesrc.map(UseSrcSetting::to_proxy);
         c.forward_mode = if self.splice {
             ForwardMode::Auto
         } else {
@@ -4193,26 +4206,30 @@ fn validate_tcp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServ
                     .to_owned(),
             );
         }
-        // The clients are of the listener's family (an IPv6 wildcard listener also takes
-        // IPv4 clients): a real server of the other family could never be reached.
-        let listen = vs.listen.ip();
-        let v4_clients = listen.is_ipv4() || listen.is_unspecified();
-        let v6_clients = listen.is_ipv6();
-        if let Some(b) = vs.backends.iter().find(|b| {
-            if b.address.is_ipv4() {
-                !v4_clients
-            } else {
-                !v6_clients
-            }
-        }) {
-            err(
-                format!("{p}.usesrc"),
-                format!(
-                    "usesrc: real server {} cannot be reached from the address of a client of {} (another address family)",
-                    b.address, vs.listen
-                ),
-            );
+        validate_usesrc(err, &p, vs);
+    }
+}
+
+/// `usesrc`: the clients are of the listener's family (an IPv6 wildcard listener also
+/// takes IPv4 clients): a real server of the other family could never be reached.
+fn validate_usesrc(err: &mut impl FnMut(String, String), p: &str, vs: &VirtualServer) {
+    let listen = vs.listen.ip();
+    let v4_clients = listen.is_ipv4() || listen.is_unspecified();
+    let v6_clients = listen.is_ipv6();
+    if let Some(b) = vs.backends.iter().find(|b| {
+        if b.address.is_ipv4() {
+            !v4_clients
+        } else {
+            !v6_clients
         }
+    }) {
+        err(
+            format!("{p}.usesrc"),
+            format!(
+                "usesrc: real server {} cannot be reached from the address of a client of {} (another address family)",
+                b.address, vs.listen
+            ),
+        );
     }
 }
 
@@ -4245,6 +4262,9 @@ fn validate_udp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServ
                 u32::MAX
             ),
         );
+    }
+    if u.usesrc.is_some() {
+        validate_usesrc(err, &p, vs);
     }
 }
 

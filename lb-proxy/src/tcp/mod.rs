@@ -58,7 +58,8 @@ mod proxy;
 #[cfg(all(target_os = "linux", feature = "splice"))]
 mod splice;
 
-pub use proxy::{ProxyHandle, TcpProxy, TcpProxyConfig, UseSrc};
+pub use crate::sockopt::UseSrc;
+pub use proxy::{ProxyHandle, TcpProxy, TcpProxyConfig};
 #[cfg(all(target_os = "linux", feature = "splice"))]
 pub use splice::PipePool;
 

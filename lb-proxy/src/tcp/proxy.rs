@@ -22,7 +22,7 @@ use crate::error::{Error, ErrorSource, Result};
 use crate::listener::{bind_tcp_acceptors, ListenOptions};
 use crate::outcome::{NoopObserver, Outcome, OutcomeObserver};
 use crate::proxy_protocol::{self, AcceptProxy, ProxyHeader, Version};
-use crate::sockopt::StreamOptions;
+use crate::sockopt::{StreamOptions, UseSrc};
 use crate::stats::{ProxyStats, StatsSnapshot};
 
 /// Settings of one TCP virtual server. Names follow HAProxy (`timeout connect`, `retries`,
@@ -192,24 +192,8 @@ impl TcpProxyConfig {
         if self.usesrc.is_none() {
             return Ok(());
         }
-        let check = || -> io::Result<()> {
-            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-            s.set_ip_transparent(true)
-        };
-        check().map_err(|e| Error::Config {
-            setting: "usesrc",
-            reason: format!("IP_TRANSPARENT refused (it needs CAP_NET_ADMIN): {e}"),
-        })
+        crate::sockopt::check_transparent()
     }
-}
-
-/// Which client address backend connections leave from ([`TcpProxyConfig::usesrc`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UseSrc {
-    /// HAProxy `usesrc clientip`: the client's IP address, a port of the kernel's choice.
-    ClientIp,
-    /// HAProxy `usesrc client`: the client's IP address and port.
-    Client,
 }
 
 #[derive(Debug)]
@@ -947,33 +931,19 @@ fn backend_socket(
         TcpSocket::new_v6()
     }?;
     if let Some(usesrc) = cfg.usesrc {
-        // An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d.
-        let ip = client.ip().to_canonical();
-        if ip.is_ipv4() != addr.is_ipv4() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("usesrc: client {ip} is not of backend {addr}'s address family"),
-            ));
+        let from = usesrc.bind_addr(client, addr)?;
+        crate::sockopt::set_transparent(&socket2::SockRef::from(&socket))?;
+        if from.port() == 0 {
+            // The port is chosen at `connect`, per destination, as for `source`.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            nix::sys::socket::setsockopt(
+                &socket,
+                nix::sys::socket::sockopt::IpBindAddressNoPort,
+                &true,
+            )
+            .map_err(io::Error::from)?;
         }
-        let s = socket2::SockRef::from(&socket);
-        s.set_ip_transparent(true)?;
-        // HAProxy's too: a client's address and port may be bound by another connection
-        // of this proxy (to another backend); the four-tuple is what must be unique.
-        s.set_reuse_address(true)?;
-        let port = match usesrc {
-            UseSrc::ClientIp => {
-                #[cfg(any(target_os = "linux", target_os = "android"))]
-                nix::sys::socket::setsockopt(
-                    &socket,
-                    nix::sys::socket::sockopt::IpBindAddressNoPort,
-                    &true,
-                )
-                .map_err(io::Error::from)?;
-                0
-            }
-            UseSrc::Client => client.port(),
-        };
-        socket.bind(SocketAddr::new(ip, port))?;
+        socket.bind(from)?;
     } else if let Some(ip) = cfg.source {
         // The ephemeral port is chosen at `connect`, per destination (Linux
         // IP_BIND_ADDRESS_NO_PORT, as nginx's `proxy_bind`): a port bound with no

@@ -76,6 +76,7 @@ use crate::busy_poll::{BusyGuard, BusyPolling};
 use crate::error::{Error, Result};
 use crate::listener::{bind_udp, ListenOptions};
 use crate::outcome::{NoopObserver, Outcome, OutcomeObserver};
+use crate::sockopt::UseSrc;
 use crate::stats::{ProxyStats, StatsSnapshot};
 use crate::tcp::Activity;
 
@@ -117,6 +118,14 @@ pub struct UdpProxyConfig {
     /// keepalived reload. Kept for one `idle_timeout` from the start. Not with
     /// `per_packet`. Default none.
     pub carried_flows: Vec<CarriedFlow>,
+    /// HAProxy `usesrc clientip` / `usesrc client` for UDP: each session's socket sends
+    /// from the client's address (and port, with [`UseSrc::Client`]), so that the backends
+    /// see it as LVS NAT showed it — a DNS server's logs and ACLs keep working. The same
+    /// Linux transparent proxying as [`crate::tcp::TcpProxyConfig::usesrc`], with the same
+    /// setup by the operator (the nftables `socket transparent` match covers UDP); a client
+    /// of another family than its backend gets no session (counted as a local error).
+    /// Default `None`.
+    pub usesrc: Option<UseSrc>,
 }
 
 /// A client flow a UDP proxy serves, and its backend ([`UdpHandle::flows`],
@@ -143,6 +152,7 @@ impl UdpProxyConfig {
             busy_polling: None,
             per_packet: false,
             carried_flows: Vec::new(),
+            usesrc: None,
         }
     }
 }
@@ -339,6 +349,9 @@ impl UdpProxy {
 }
 
 fn validate(config: &UdpProxyConfig) -> Result<()> {
+    if config.usesrc.is_some() {
+        crate::sockopt::check_transparent()?;
+    }
     if config.max_sessions == 0 || !(1..=65_535).contains(&config.max_datagram) {
         return Err(Error::Config {
             setting: "udp virtual_server",
@@ -838,12 +851,7 @@ async fn open_session(
     key: SessionKey,
     backend: Backend,
 ) -> Option<Arc<Session>> {
-    let bind: SocketAddr = if backend.addr().is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = match UdpSocket::bind(bind).await {
+    let socket = match session_socket(backend.addr(), key.client, shared.config.usesrc).await {
         Ok(s) => s,
         Err(e) => {
             let n = shared.stats.local_errors.fetch_add(1, Ordering::Relaxed) + 1;
@@ -897,6 +905,37 @@ async fn open_session(
         Arc::clone(&session),
     ));
     Some(session)
+}
+
+/// A socket for a session of `client` with `backend`: bound to the wildcard address, or with
+/// `usesrc` to the client's (transparently).
+///
+/// # Errors
+/// Local errors: `socket(2)`, `setsockopt(2)`, `bind(2)`; with `usesrc`, a client of the
+/// other family ([`io::ErrorKind::InvalidInput`]).
+async fn session_socket(
+    backend: SocketAddr,
+    client: SocketAddr,
+    usesrc: Option<UseSrc>,
+) -> io::Result<UdpSocket> {
+    let Some(usesrc) = usesrc else {
+        let bind: SocketAddr = if backend.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        return UdpSocket::bind(bind).await;
+    };
+    let from = usesrc.bind_addr(client, backend)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(backend),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    crate::sockopt::set_transparent(&socket2::SockRef::from(&socket))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&from.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// Forwards the backend's replies to the client until idle, ended, or closed.
