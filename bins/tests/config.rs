@@ -5350,7 +5350,7 @@ fn usesrc_is_read_and_checked() {
         ),
         [
             "t.toml:4:10: usesrc connects from the client's address: source cannot be set with it",
-            "t.toml:4:10: usesrc: real server [fd00:18::151]:80 cannot be reached from the address of a client of 198.18.0.250:80 (another address family)",
+            "t.toml:4:10: usesrc: real servers 198.18.0.151:80 and [fd00:18::151]:80 are of two address families; a client reaches only those of its own",
             "t.toml:5:10: source 198.18.0.10 is not of the address family of real server [fd00:18::151]:80",
         ]
     );

@@ -208,23 +208,29 @@ impl UseSrc {
     }
 }
 
-/// Makes `sock` able to bind a client's (non-local) address: IP_TRANSPARENT (which also
-/// covers IPv6 sockets on Linux), and SO_REUSEADDR, as HAProxy sets them: a client's
-/// address and port may be bound by another connection of the proxy (to another backend);
-/// the four-tuple is what must be unique.
+/// Makes `sock` able to bind a client's (non-local) address for `usesrc`: IP_TRANSPARENT
+/// (which also covers IPv6 sockets on Linux); with [`UseSrc::Client`] also SO_REUSEADDR,
+/// as HAProxy sets it: the client's address and port may be bound by another connection of
+/// the proxy (to another backend), and the four-tuple is what must be unique. Not with
+/// [`UseSrc::ClientIp`]: a port the kernel picks for a SO_REUSEADDR socket may be one
+/// another such socket holds, and two UDP sessions of one client to one backend would
+/// then share an address pair (one getting the other's replies).
 ///
 /// # Errors
-/// The `setsockopt` error (`EPERM` without `CAP_NET_ADMIN`); [`io::ErrorKind::Unsupported`]
-/// off Linux.
-pub fn set_transparent(sock: &SockRef<'_>) -> io::Result<()> {
+/// The `setsockopt` error (`EPERM` without `CAP_NET_ADMIN` or `CAP_NET_RAW`);
+/// [`io::ErrorKind::Unsupported`] off Linux.
+pub fn set_transparent(sock: &SockRef<'_>, usesrc: UseSrc) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         sock.set_ip_transparent(true)?;
-        sock.set_reuse_address(true)
+        if usesrc == UseSrc::Client {
+            sock.set_reuse_address(true)?;
+        }
+        Ok(())
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
-        let _ = sock;
+        let _ = (sock, usesrc);
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "IP_TRANSPARENT is Linux-only",
@@ -241,11 +247,11 @@ pub fn set_transparent(sock: &SockRef<'_>) -> io::Result<()> {
 pub(crate) fn check_transparent() -> crate::Result<()> {
     let check = || -> io::Result<()> {
         let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-        set_transparent(&SockRef::from(&s))
+        set_transparent(&SockRef::from(&s), UseSrc::Client)
     };
     check().map_err(|e| crate::Error::Config {
         setting: "usesrc",
-        reason: format!("IP_TRANSPARENT refused (it needs CAP_NET_ADMIN): {e}"),
+        reason: format!("IP_TRANSPARENT refused (it needs CAP_NET_ADMIN or CAP_NET_RAW): {e}"),
     })
 }
 

@@ -4211,8 +4211,21 @@ fn validate_tcp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServ
 }
 
 /// `usesrc`: the clients are of the listener's family (an IPv6 wildcard listener also
-/// takes IPv4 clients): a real server of the other family could never be reached.
+/// takes IPv4 clients): a real server of the other family could never be reached, and with
+/// real servers of both families, a client sent to one of the other family would fail.
 fn validate_usesrc(err: &mut impl FnMut(String, String), p: &str, vs: &VirtualServer) {
+    let v4 = vs.backends.iter().find(|b| b.address.is_ipv4());
+    let v6 = vs.backends.iter().find(|b| b.address.is_ipv6());
+    if let (Some(a), Some(b)) = (v4, v6) {
+        err(
+            format!("{p}.usesrc"),
+            format!(
+                "usesrc: real servers {} and {} are of two address families; a client reaches only those of its own",
+                a.address, b.address
+            ),
+        );
+        return;
+    }
     let listen = vs.listen.ip();
     let v4_clients = listen.is_ipv4() || listen.is_unspecified();
     let v6_clients = listen.is_ipv6();

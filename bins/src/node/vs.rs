@@ -394,6 +394,7 @@ impl Appliers {
 /// then lets it end an ejection if nothing else serves
 /// ([`OutlierDetector::keep_one_serving`]; the caller applies the event).
 fn tell_serving(
+    name: &str,
     appliers: &mut Appliers,
     pool: &Pool,
     detector: &mut OutlierDetector,
@@ -409,7 +410,7 @@ fn tell_serving(
         detector.set_serving(b.id(), serving && !b.is_backup());
     }
     if let Some(id) = detector.keep_one_serving(now()) {
-        tracing::warn!(backend = %appliers.addr(id), "ejection ended: no other backend serves");
+        tracing::warn!(virtual_server = %name, backend = %appliers.addr(id), "ejection ended: no other backend serves");
     }
 }
 
@@ -808,7 +809,13 @@ async fn apply_health(
     loop {
         // Before anything here can eject: which backends serve, so that the last one is
         // not ejected (an lbctl drain or a weight elsewhere rebuilds the pool too).
-        tell_serving(&mut appliers, &pool, &mut detector, &mut serving_seen);
+        tell_serving(
+            &name,
+            &mut appliers,
+            &pool,
+            &mut detector,
+            &mut serving_seen,
+        );
         let deadline = detector.poll_timeout().map(tokio::time::Instant::from_std);
         let watch_passes = uneject_on_pass && states.is_some() && detector.ejected_count() > 0;
         tokio::select! {
@@ -878,7 +885,7 @@ async fn apply_health(
             },
             o = outcomes.recv() => match o {
                 Some((id, outcome)) => {
-                    tell_serving(&mut appliers, &pool, &mut detector, &mut serving_seen);
+                    tell_serving(&name, &mut appliers, &pool, &mut detector, &mut serving_seen);
                     detector.handle_outcome(now(), id, outcome);
                 }
                 None => return,
@@ -886,11 +893,11 @@ async fn apply_health(
             // FILE_CHECK and BFD_CHECK: a real server's files or BFD session changed what
             // they say.
             Some((id, t)) = tracked.recv() => appliers.apply_tracked(&name, &pool, id, t),
+            // An lbctl drain: the end of the loop looks at which backends serve.
+            () = admin_changed.notified() => {}
             // Ejections the replaced version made while this one started (not in the
             // snapshot it started from): taken over unless this one already ejected the
             // backend.
-            // An lbctl drain: the end of the loop looks at which backends serve.
-            () = admin_changed.notified() => {}
             Some(late) = late_ejections.recv() => {
                 for (id, state) in late {
                     if detector.is_ejected(id) {
@@ -918,12 +925,18 @@ async fn apply_health(
                     None => std::future::pending().await,
                 }
             } => {
-                tell_serving(&mut appliers, &pool, &mut detector, &mut serving_seen);
+                tell_serving(&name, &mut appliers, &pool, &mut detector, &mut serving_seen);
                 detector.handle_timeout(now());
             }
         }
         // A health event, a drain or a weight may have left only ejected backends.
-        tell_serving(&mut appliers, &pool, &mut detector, &mut serving_seen);
+        tell_serving(
+            &name,
+            &mut appliers,
+            &pool,
+            &mut detector,
+            &mut serving_seen,
+        );
         appliers.apply_outliers(&name, &pool, &mut detector, &outlier_states);
         // Whatever changed the pool here (a weight, an ejection, a health event) changes
         // its quorum at once, as keepalived notifies every change; the liveness task's
@@ -1453,7 +1466,7 @@ impl VsRuntime {
         appliers.fifo_vs = super::fifo::trio(cfg.listen, udp);
         if cfg.outlier_detection.enabled {
             // Which backends serve, before a carried ejection may take the last one.
-            tell_serving(&mut appliers, &pool, &mut detector, &mut None);
+            tell_serving(&cfg.name, &mut appliers, &pool, &mut detector, &mut None);
             for (i, b) in cfg.backends.iter().enumerate() {
                 if let Some(&state) = carried.outlier.get(&b.address) {
                     // Under this version's settings: one over by now is not applied, the

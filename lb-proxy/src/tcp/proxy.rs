@@ -85,13 +85,14 @@ pub struct TcpProxyConfig {
     pub source: Option<IpAddr>,
     /// HAProxy `usesrc clientip` / `usesrc client`: connect to backends from the client's
     /// address, so that they see it as LVS NAT showed it, without a PROXY header. Linux
-    /// transparent proxying (`IP_TRANSPARENT`, which needs `CAP_NET_ADMIN`); the replies
+    /// transparent proxying (`IP_TRANSPARENT`, which needs `CAP_NET_ADMIN` or `CAP_NET_RAW`); the replies
     /// must come back through this host and be delivered to the proxy's sockets, which the
     /// operator sets up as for HAProxy: the backends route the clients' addresses via this
     /// host (LVS NAT asks the same of real servers), and here packets of transparent
     /// sockets are marked and routed locally (an nftables `prerouting` chain at priority
     /// `mangle` with `socket transparent 1 meta mark set 1`; `ip rule add fwmark 1 lookup
-    /// 100`; `ip route add local 0.0.0.0/0 dev lo table 100`).
+    /// 100`; `ip route add local 0.0.0.0/0 dev lo table 100`; for IPv6 the same with
+    /// `ip -6` and `::/0`).
     /// A client of another address family than the backend (an IPv6 client of an IPv4
     /// backend) cannot be used: that connection fails as a local error. Not with `source`.
     /// Default `None`.
@@ -932,7 +933,7 @@ fn backend_socket(
     }?;
     if let Some(usesrc) = cfg.usesrc {
         let from = usesrc.bind_addr(client, addr)?;
-        crate::sockopt::set_transparent(&socket2::SockRef::from(&socket))?;
+        crate::sockopt::set_transparent(&socket2::SockRef::from(&socket), usesrc)?;
         if from.port() == 0 {
             // The port is chosen at `connect`, per destination, as for `source`.
             #[cfg(any(target_os = "linux", target_os = "android"))]

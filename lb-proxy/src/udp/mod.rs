@@ -932,7 +932,7 @@ async fn session_socket(
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
-    crate::sockopt::set_transparent(&socket2::SockRef::from(&socket))?;
+    crate::sockopt::set_transparent(&socket2::SockRef::from(&socket), usesrc)?;
     socket.set_nonblocking(true)?;
     socket.bind(&from.into())?;
     UdpSocket::from_std(socket.into())
@@ -1049,6 +1049,45 @@ mod tests {
     }
 
     /// The ICMP port unreachable from a dead backend is noticed by the next send
+    /// `usesrc`: sessions of one client IP (`clientip`) each get a port of their own — with
+    /// SO_REUSEADDR the kernel handed out ports other sessions held, and two sessions to one
+    /// backend then shared an address pair — and `client` binds the client's port. The
+    /// sockets are only bound (IP_TRANSPARENT: the tests run as root), nothing is sent.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn usesrc_sessions_of_one_client_ip_get_distinct_ports() {
+        let backend: SocketAddr = "198.18.0.21:53".parse().unwrap();
+        let mut ports = std::collections::HashSet::new();
+        let mut held = Vec::new();
+        for i in 0..1000u16 {
+            let client = SocketAddr::from(([198, 18, 0, 2], 40_000 + i));
+            let s = session_socket(backend, client, Some(UseSrc::ClientIp))
+                .await
+                .unwrap();
+            let local = s.local_addr().unwrap();
+            assert_eq!(local.ip(), client.ip());
+            assert!(
+                ports.insert(local.port()),
+                "port {} given twice",
+                local.port()
+            );
+            held.push(s);
+        }
+        // (Closed first: one of them may hold the port `client` binds below.)
+        drop(held);
+        let client = SocketAddr::from(([198, 18, 0, 2], 41_234));
+        let s = session_socket(backend, client, Some(UseSrc::Client))
+            .await
+            .unwrap();
+        assert_eq!(s.local_addr().unwrap(), client);
+        // A second session of that client (to another backend, with `ops`) binds it too.
+        let other: SocketAddr = "198.18.0.22:53".parse().unwrap();
+        let again = session_socket(other, client, Some(UseSrc::Client))
+            .await
+            .unwrap();
+        assert_eq!(again.local_addr().unwrap(), client);
+    }
+
     /// (`ECONNREFUSED`: no reply task consumed it first). The refusal is reported, the session
     /// ends, and the refused datagram reaches the live backend over a new session.
     #[tokio::test]
