@@ -817,27 +817,44 @@ address = "{b_addr}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Real servers a (on a port below the ephemeral range: no other test's bind or connect
+/// takes it while a is away, so it can come back on it) and b behind virtual server "web"
+/// (rr, connect_timeout 1 s, passive health on): the test's directory, a, b, the node, its
+/// admin socket and the virtual server's address.
+fn node_before_a_and_b() -> (
+    TestDir,
+    RealServer,
+    RealServer,
+    Node,
+    std::path::PathBuf,
+    SocketAddr,
+) {
+    let dir = tempdir();
+    let a = RealServer::start_on(
+        SocketAddr::from(([127, 0, 0, 1], lb_testkit::ports::unused_port())),
+        "a",
+    );
+    let b = RealServer::start("b");
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nlb_algo = \"rr\"\nconnect_timeout = \"1s\"\n[[virtual_server.backend]]\naddress = \"{}\"\n[[virtual_server.backend]]\naddress = \"{}\"\n",
+        dir.join("admin.sock").display(),
+        a.addr,
+        b.addr
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    (dir, a, b, node, sock, vip)
+}
+
 /// Passive health does not eject the last backend that serves: with b drained (lbctl),
 /// a that refuses connections for a while stays in, so the virtual server serves again as
 /// soon as a is back. It was ejected (the ceiling, half of two backends, counted the
 /// drained one as in) and the virtual server served nothing for base_ejection_time, 30 s.
 #[test]
 fn passive_health_keeps_the_last_serving_backend() {
-    let dir = tempdir();
-    // Below the ephemeral range: no other test's bind or connect takes it while a is away.
-    let a = RealServer::start_on(
-        SocketAddr::from(([127, 0, 0, 1], lb_testkit::ports::unused_port())),
-        "a",
-    );
-    let b = RealServer::start("b");
+    let (dir, a, b, node, sock, vip) = node_before_a_and_b();
     let (a_addr, b_addr) = (a.addr, b.addr);
-    let port = free_port();
-    let toml = format!(
-        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nlb_algo = \"rr\"\nconnect_timeout = \"1s\"\n[[virtual_server.backend]]\naddress = \"{a_addr}\"\n[[virtual_server.backend]]\naddress = \"{b_addr}\"\n",
-        dir.join("admin.sock").display()
-    );
-    let (node, sock) = start_node(&dir, &toml);
-    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     lbctl_backend(&sock, "drain", "web", b_addr);
     assert!(get(vip).is_ok_and(|r| r.ends_with("\r\n\r\na")));
     drop(a);
@@ -867,21 +884,8 @@ fn passive_health_keeps_the_last_serving_backend() {
 /// base_ejection_time (30 s), in which the virtual server would have served nothing.
 #[test]
 fn passive_health_takes_an_ejected_backend_back_when_nothing_else_serves() {
-    let dir = tempdir();
-    // Below the ephemeral range: no other test's bind or connect takes it while a is away.
-    let a = RealServer::start_on(
-        SocketAddr::from(([127, 0, 0, 1], lb_testkit::ports::unused_port())),
-        "a",
-    );
-    let b = RealServer::start("b");
+    let (dir, a, b, node, sock, vip) = node_before_a_and_b();
     let (a_addr, b_addr) = (a.addr, b.addr);
-    let port = free_port();
-    let toml = format!(
-        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nlb_algo = \"rr\"\nconnect_timeout = \"1s\"\n[[virtual_server.backend]]\naddress = \"{a_addr}\"\n[[virtual_server.backend]]\naddress = \"{b_addr}\"\n",
-        dir.join("admin.sock").display()
-    );
-    let (node, sock) = start_node(&dir, &toml);
-    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     drop(a);
     // Redispatched to b, each; a's refused connects eject it (consecutive_failures 5).
     let ejected = wait_until(Duration::from_secs(5), || {

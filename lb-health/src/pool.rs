@@ -358,6 +358,16 @@ mod tests {
         }
     }
 
+    /// Backend `id` ejected at `now` (its first ejection, for consecutive failures).
+    fn ejected(id: u32, now: Instant) -> OutlierEvent {
+        OutlierEvent::Ejected {
+            backend: BackendId(id),
+            until: now,
+            ejections: 1,
+            reason: crate::outlier::EjectionReason::ConsecutiveFailures,
+        }
+    }
+
     fn state(p: &Pool, id: u32) -> (Health, u32) {
         let b = p.backends().get(BackendId(id)).unwrap().clone();
         (b.health(), b.weight().get())
@@ -405,12 +415,7 @@ mod tests {
                 let b = p.snapshot().backends().get(BackendId(id)).unwrap().clone();
                 a.is_serving_apart_from_ejection(&b)
             };
-            let ej = OutlierEvent::Ejected {
-                backend: BackendId(1),
-                until: now,
-                ejections: 1,
-                reason: crate::outlier::EjectionReason::ConsecutiveFailures,
-            };
+            let ej = ejected(1, now);
             a.apply_outlier(&p, &ej, now).unwrap();
             assert!(!p
                 .snapshot()
@@ -454,12 +459,7 @@ mod tests {
         a.apply_event(&p, &ev(1, Health::Up, Health::Up, Some(5)), now)
             .unwrap();
         assert_eq!(state(&p, 1), (Health::Up, 5));
-        let ej = OutlierEvent::Ejected {
-            backend: BackendId(1),
-            until: now,
-            ejections: 1,
-            reason: crate::outlier::EjectionReason::ConsecutiveFailures,
-        };
+        let ej = ejected(1, now);
         a.apply_outlier(&p, &ej, now).unwrap();
         assert_eq!(state(&p, 1), (Health::Up, 0));
         a.apply_outlier(
@@ -651,12 +651,7 @@ mod tests {
         let mut a = PoolApplier::new(&p, OnFailure::Remove);
         a.apply_event(&p, &ev(1, Health::Up, Health::Down, None), now)
             .unwrap();
-        let ej = OutlierEvent::Ejected {
-            backend: BackendId(2),
-            until: now,
-            ejections: 1,
-            reason: crate::outlier::EjectionReason::ConsecutiveFailures,
-        };
+        let ej = ejected(2, now);
         a.apply_outlier(&p, &ej, now).unwrap();
         // Missed: 1 came back asking for weight 6; 2's check went down and up again.
         let up = |w: Option<u64>| CheckState {
@@ -689,12 +684,7 @@ mod tests {
         a.apply_event(&p, &ev(2, Health::Up, Health::Down, None), now)
             .unwrap();
         assert_eq!(state(&p, 2), (Health::Down, 1));
-        let ej = OutlierEvent::Ejected {
-            backend: BackendId(2),
-            until: now,
-            ejections: 1,
-            reason: crate::outlier::EjectionReason::ConsecutiveFailures,
-        };
+        let ej = ejected(2, now);
         a.apply_outlier(&p, &ej, now).unwrap();
         a.apply_event(&p, &ev(2, Health::Down, Health::Up, None), now)
             .unwrap();

@@ -935,28 +935,11 @@ fn backend_socket(
         let from = usesrc.bind_addr(client, addr)?;
         crate::sockopt::set_transparent(&socket2::SockRef::from(&socket), usesrc)?;
         if from.port() == 0 {
-            // The port is chosen at `connect`, per destination, as for `source`.
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            nix::sys::socket::setsockopt(
-                &socket,
-                nix::sys::socket::sockopt::IpBindAddressNoPort,
-                &true,
-            )
-            .map_err(io::Error::from)?;
+            port_at_connect(&socket)?;
         }
         socket.bind(from)?;
     } else if let Some(ip) = cfg.source {
-        // The ephemeral port is chosen at `connect`, per destination (Linux
-        // IP_BIND_ADDRESS_NO_PORT, as nginx's `proxy_bind`): a port bound with no
-        // destination yet is reserved for every destination, capping all backend
-        // connections together at the ephemeral range (about 28 000) instead of per backend.
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        nix::sys::socket::setsockopt(
-            &socket,
-            nix::sys::socket::sockopt::IpBindAddressNoPort,
-            &true,
-        )
-        .map_err(io::Error::from)?;
+        port_at_connect(&socket)?;
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     // Before connecting, so that the window scale sent in the SYN fits the buffer.
@@ -968,6 +951,26 @@ fn backend_socket(
         socket.set_send_buffer_size(u32::try_from(n).unwrap_or(u32::MAX))?;
     }
     Ok(socket)
+}
+
+/// Leaves the ephemeral port of a socket bound to port 0 to `connect`, which picks it per
+/// destination (Linux IP_BIND_ADDRESS_NO_PORT, as nginx's `proxy_bind`): a port bound with
+/// no destination yet is reserved for every destination, capping all backend connections
+/// together at the ephemeral range (about 28 000) instead of per backend.
+///
+/// # Errors
+/// The `setsockopt` error.
+fn port_at_connect(socket: &TcpSocket) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    nix::sys::socket::setsockopt(
+        socket,
+        nix::sys::socket::sockopt::IpBindAddressNoPort,
+        &true,
+    )
+    .map_err(io::Error::from)?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = socket;
+    Ok(())
 }
 
 /// `connect(2)` errors that are this host's, not the backend's: no ephemeral port left
