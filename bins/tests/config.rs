@@ -5354,6 +5354,14 @@ fn usesrc_is_read_and_checked() {
             "t.toml:5:10: source 198.18.0.10 is not of the address family of real server [fd00:18::151]:80",
         ]
     );
+    // A dual-stack listener before IPv4 real servers: its IPv6 clients fail, a warning.
+    let (_, w) = ok(&t);
+    let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].ends_with("t.toml:4:10: warning: usesrc: [::]:80 also takes IPv6 clients, which cannot reach IPv4 real server 198.18.0.151:80 from their address: their connections fail"),
+        "{w:?}"
+    );
     let e = errors(
         "t.toml",
         "[[virtual_server]]\nlisten = \"198.18.0.250:80\"\n[virtual_server.tcp]\nusesrc = \"any\"\n",

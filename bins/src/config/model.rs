@@ -3482,8 +3482,8 @@ impl Config {
         // HTTP settings and routes: targets are looked up among every virtual server.
         for (i, vs) in self.virtual_servers.iter().enumerate() {
             validate_http(&mut err, &mut warn, self, i, vs);
-            validate_tcp(&mut err, i, vs);
-            validate_udp(&mut err, i, vs);
+            validate_tcp(&mut err, &mut warn, i, vs);
+            validate_udp(&mut err, &mut warn, i, vs);
             validate_outlier(&mut err, i, &vs.outlier_detection);
         }
         if let Err(cycle) = self.try_start_order() {
@@ -4155,7 +4155,12 @@ fn validate_outlier(err: &mut impl FnMut(String, String), i: usize, o: &OutlierD
 }
 
 /// `[virtual_server.tcp]`: only with `protocol = "tcp"`, values lb-proxy accepts.
-fn validate_tcp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServer) {
+fn validate_tcp(
+    err: &mut impl FnMut(String, String),
+    warn: &mut impl FnMut(String, String),
+    i: usize,
+    vs: &VirtualServer,
+) {
     let Some(t) = &vs.tcp else { return };
     let p = format!("virtual_server[{i}].tcp");
     if vs.protocol != Protocol::Tcp {
@@ -4206,14 +4211,21 @@ fn validate_tcp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServ
                     .to_owned(),
             );
         }
-        validate_usesrc(err, &p, vs);
+        validate_usesrc(err, warn, &p, vs);
     }
 }
 
 /// `usesrc`: the clients are of the listener's family (an IPv6 wildcard listener also
 /// takes IPv4 clients): a real server of the other family could never be reached, and with
-/// real servers of both families, a client sent to one of the other family would fail.
-fn validate_usesrc(err: &mut impl FnMut(String, String), p: &str, vs: &VirtualServer) {
+/// real servers of both families, a client sent to one of the other family would fail. An
+/// IPv6 wildcard listener in front of IPv4 real servers serves its IPv4 clients only: a
+/// warning.
+fn validate_usesrc(
+    err: &mut impl FnMut(String, String),
+    warn: &mut impl FnMut(String, String),
+    p: &str,
+    vs: &VirtualServer,
+) {
     let v4 = vs.backends.iter().find(|b| b.address.is_ipv4());
     let v6 = vs.backends.iter().find(|b| b.address.is_ipv6());
     if let (Some(a), Some(b)) = (v4, v6) {
@@ -4243,11 +4255,26 @@ fn validate_usesrc(err: &mut impl FnMut(String, String), p: &str, vs: &VirtualSe
                 b.address, vs.listen
             ),
         );
+    } else if listen.is_ipv6() && listen.is_unspecified() {
+        if let Some(b) = v4 {
+            warn(
+                format!("{p}.usesrc"),
+                format!(
+                    "usesrc: {} also takes IPv6 clients, which cannot reach IPv4 real server {} from their address: their connections fail",
+                    vs.listen, b.address
+                ),
+            );
+        }
     }
 }
 
 /// `[virtual_server.udp]`: only with `protocol = "udp"`, values lb-proxy accepts.
-fn validate_udp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServer) {
+fn validate_udp(
+    err: &mut impl FnMut(String, String),
+    warn: &mut impl FnMut(String, String),
+    i: usize,
+    vs: &VirtualServer,
+) {
     let Some(u) = &vs.udp else { return };
     let p = format!("virtual_server[{i}].udp");
     if vs.protocol != Protocol::Udp {
@@ -4277,7 +4304,7 @@ fn validate_udp(err: &mut impl FnMut(String, String), i: usize, vs: &VirtualServ
         );
     }
     if u.usesrc.is_some() {
-        validate_usesrc(err, &p, vs);
+        validate_usesrc(err, warn, &p, vs);
     }
 }
 
