@@ -753,7 +753,16 @@ async fn carried_counters_follow_the_draining_connection() {
         // The old version's connection goes on after the carry.
         c.write_all(b"5678").await.unwrap();
         c.read_exact(&mut back).await.unwrap();
-        let st = new.stats();
+        // The proxy counts a burst once its write returns, which may be just after the
+        // client has read it: wait (2 s at most) for the count.
+        let mut st = new.stats();
+        for _ in 0..200 {
+            if st.bytes_to_client == 8 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            st = new.stats();
+        }
         assert_eq!(
             (st.accepted, st.bytes_to_backend, st.bytes_to_client),
             (1, 8, 8)

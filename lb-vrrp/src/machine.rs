@@ -696,14 +696,13 @@ impl DiscardDetail {
 
 impl fmt::Display for DiscardDetail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = |v: Version| if v == Version::V2 { 2 } else { 3 };
         let ms = |i: AdvertInterval| i.as_duration().as_millis();
         match self.reason {
             Discard::Version => write!(
                 f,
                 "version {}, ours {}",
-                v(self.version.0),
-                v(self.version.1)
+                self.version.0.number(),
+                self.version.1.number()
             ),
             Discard::Interval => write!(
                 f,

@@ -85,9 +85,10 @@ pub struct TcpProxyConfig {
     pub source: Option<IpAddr>,
     /// HAProxy `usesrc clientip` / `usesrc client`: connect to backends from the client's
     /// address, so that they see it as LVS NAT showed it, without a PROXY header. Linux
-    /// transparent proxying (`IP_TRANSPARENT`, which needs `CAP_NET_ADMIN` or `CAP_NET_RAW`); the replies
-    /// must come back through this host and be delivered to the proxy's sockets, which the
-    /// operator sets up as for HAProxy: the backends route the clients' addresses via this
+    /// transparent proxying (`IP_TRANSPARENT`, which needs `CAP_NET_ADMIN` or
+    /// `CAP_NET_RAW`; without either the proxy does not start); the replies must come back
+    /// through this host and be delivered to the proxy's sockets, which the operator sets
+    /// up as for HAProxy: the backends route the clients' addresses via this
     /// host (LVS NAT asks the same of real servers), and here packets of transparent
     /// sockets are marked and routed locally (an nftables `prerouting` chain at priority
     /// `mangle` with `socket transparent 1 meta mark set 1`; `ip rule add fwmark 1 lookup
@@ -186,15 +187,6 @@ impl TcpProxyConfig {
         }
         Ok(())
     }
-
-    /// Whether this host lets the proxy connect from a client's address: a socket with
-    /// `IP_TRANSPARENT` (refused without `CAP_NET_ADMIN`).
-    fn check_usesrc(&self) -> Result<()> {
-        if self.usesrc.is_none() {
-            return Ok(());
-        }
-        crate::sockopt::check_transparent()
-    }
 }
 
 #[derive(Debug)]
@@ -270,7 +262,9 @@ impl TcpProxy {
         listeners: Vec<TcpListener>,
     ) -> Result<ProxyHandle> {
         config.validate()?;
-        config.check_usesrc()?;
+        if config.usesrc.is_some() {
+            crate::sockopt::check_transparent()?;
+        }
         if listeners.is_empty() {
             return Err(Error::Config {
                 setting: "listeners",
