@@ -169,13 +169,26 @@ async fn byte_counters_move_while_the_connection_is_open() {
             r.read_exact(&mut buf).await.unwrap();
             let w = writer.await.unwrap();
             assert_eq!(proxy.active(), 1);
+            // The proxy adds to its counters just after its write returns, so the client
+            // can read the last bytes a moment before they are counted: wait (2 s at most).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            let spliced =
+                cfg!(all(target_os = "linux", feature = "splice")) && mode == ForwardMode::Splice;
+            let counted = |st: &lb_proxy::stats::StatsSnapshot| {
+                st.bytes_to_backend == TOTAL as u64
+                    && st.bytes_to_client == TOTAL as u64
+                    && (!spliced || st.bytes_spliced == 2 * TOTAL as u64)
+            };
+            while !counted(&proxy.stats()) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let st = proxy.stats();
             assert_eq!(
                 (st.bytes_to_backend, st.bytes_to_client),
                 (TOTAL as u64, TOTAL as u64),
                 "{mode:?}: {st:?}"
             );
-            if cfg!(all(target_os = "linux", feature = "splice")) && mode == ForwardMode::Splice {
+            if spliced {
                 assert_eq!(st.bytes_spliced, 2 * TOTAL as u64, "{mode:?}");
             }
             let b = proxy.pool().backends();
