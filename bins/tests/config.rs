@@ -449,7 +449,7 @@ fn commented_example_sets_every_key_of_the_model() {
             // Not keys: VirtualIp parts (written inside the address string, checked below),
             // validation results, and the TLS files' contents read at load.
             "prefix_len" | "dev" | "label" | "message" | "errors" | "warnings" | "tls_files"
-            | "pairs" | "at" => return None,
+            | "pairs" | "at" | "backend_ca" => return None,
             other => other,
         })
     }
@@ -5735,4 +5735,92 @@ fn toml_number_out_of_range_names_the_range() {
         "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 3\nunicast_ttl = 300\n",
     );
     assert!(e[0].ends_with("300 is out of range 0..=255"), "{e:?}");
+}
+
+/// `[virtual_server.http] backend_tls` and its settings: the CA file is read at load and
+/// relative to the configuration's directory; what cannot work (verifying without a CA, a
+/// file with no certificate, a name that can be neither sent nor verified, a setting
+/// without `backend_tls`) is an error at its key's line.
+#[test]
+fn backend_tls_settings_are_checked_at_load() {
+    let vs = |keys: &str| {
+        format!("[[virtual_server]]\nlisten = \"127.0.0.1:8080\"\nprotocol = \"http\"\n[virtual_server.http]\n{keys}\n[[virtual_server.backend]]\naddress = \"127.0.0.1:443\"\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tls/example.pem"),
+        dir.path().join("ca.pem"),
+    )
+    .unwrap();
+    let t = dir.path().join("t.toml");
+    std::fs::write(
+        &t,
+        vs("backend_tls = true\nbackend_ca_file = \"ca.pem\"\nbackend_sni = \"www.example.com\""),
+    )
+    .unwrap();
+    let (c, w) = ok(&t);
+    assert!(w.is_empty(), "{w:?}");
+    let tls = c.virtual_servers[0]
+        .http
+        .as_ref()
+        .unwrap()
+        .backend_tls()
+        .unwrap()
+        .expect("backend TLS");
+    assert_eq!(
+        tls.server_name().map(|n| n.to_str().into_owned()),
+        Some("www.example.com".to_owned())
+    );
+    std::fs::write(
+        &t,
+        vs("backend_tls = true\nbackend_verify = \"none\"\nbackend_ca_file = \"ca.pem\""),
+    )
+    .unwrap();
+    let (_, w) = ok(&t);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0]
+        .to_string()
+        .contains("t.toml:7:19: warning: backend_ca_file is not used"));
+
+    let e = errors("t.toml", &vs("backend_tls = true"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:4:1: backend_tls verifies the real servers' certificates")
+            && e[0].contains("set it (HAProxy's ca-file), or backend_verify = \"none\""),
+        "{e:?}"
+    );
+    let e = errors(
+        "t.toml",
+        &vs("backend_tls = true\nbackend_ca_file = \"missing.pem\""),
+    );
+    assert!(
+        e[0].starts_with("t.toml:6:19: backend_ca_file missing.pem: No such file"),
+        "{e:?}"
+    );
+    let e = errors(
+        "t.toml",
+        &vs("backend_tls = true\nbackend_ca_file = \"/dev/null\""),
+    );
+    assert_eq!(
+        e,
+        ["t.toml:6:19: backend_ca_file /dev/null: no PEM certificate found"]
+    );
+    let e = errors(
+        "t.toml",
+        &vs("backend_tls = true\nbackend_verify = \"none\"\nbackend_sni = \"not a name\""),
+    );
+    assert!(
+        e[0].starts_with("t.toml:7:15: backend_sni: server name \"not a name\""),
+        "{e:?}"
+    );
+    let e = errors("t.toml", &vs("backend_verify = \"nonee\""));
+    assert!(
+        e[0].starts_with("t.toml:5:18: unknown variant `nonee`, expected `required` or `none`"),
+        "{e:?}"
+    );
+    let e = errors("t.toml", &vs("backend_sni = \"api.internal\""));
+    assert_eq!(
+        e,
+        ["t.toml:5:15: backend_sni needs backend_tls = true (the real servers are spoken to in plain HTTP)"]
+    );
 }

@@ -19,7 +19,8 @@ use http_common::{
 };
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Health, Pool, PoolConfig};
 use lb_proxy::http::{
-    ForwardedHeaders, HashKeySource, HttpPool, HttpProxy, HttpProxyConfig, Route, TlsTermination,
+    BackendTls, ForwardedHeaders, HashKeySource, HttpPool, HttpProxy, HttpProxyConfig, Route,
+    TlsTermination, Verify,
 };
 use lb_proxy::outcome::{Outcome, OutcomeObserver};
 use lb_proxy::proxy_protocol::{AcceptProxy, ProxyHeader, Version};
@@ -2874,4 +2875,181 @@ async fn backends_count_the_bytes_of_their_requests_and_responses() {
         (BODY..BODY + 1024).contains(&(to_client as usize)),
         "shop: {to_client} bytes to the client"
     );
+}
+
+/// A CA and a certificate it issued for `names` (no IP address among them), as a private
+/// PKI gives backends: (CA PEM, rustls server configuration with the issued certificate).
+fn issued(names: &[&str]) -> (String, Arc<rustls::ServerConfig>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "lb test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (ca.pem(), Arc::new(config))
+}
+
+async fn proxy_tls(pool: Arc<Pool>, tls: BackendTls) -> HttpProxy {
+    HttpProxy::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        config(),
+        vec![HttpPool::new("www", pool).with_tls(tls)],
+    )
+    .await
+    .unwrap()
+}
+
+/// HAProxy `server … ssl verify required ca-file … sni str(api.internal)`: requests on one
+/// client connection go re-encrypted to both HTTPS backends in turn, over kept-alive TLS
+/// connections that sent the name as SNI; a WebSocket tunnels through TLS too, and the
+/// backends' byte counters count the requests and responses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_reencrypts_to_https_backends() {
+    let (ca, server) = issued(&["api.internal"]);
+    let b = [
+        TestBackend::start_tls(1, Arc::clone(&server)).await,
+        TestBackend::start_tls(2, server).await,
+    ];
+    let roots = BackendTls::roots_from_pem(ca.as_bytes()).unwrap();
+    let tls = BackendTls::new(Verify::Required(roots), Some("api.internal")).unwrap();
+    let p = proxy_tls(pool_of(&[&b[0], &b[1]], Algorithm::RoundRobin), tls).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    let mut seen = HashMap::new();
+    for _ in 0..6 {
+        let r = client.get("/", &[("host", "www.example.com")]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-echo-xfproto"), "http");
+        *seen.entry(r.backend()).or_insert(0) += 1;
+    }
+    assert_eq!(seen, HashMap::from([(1, 3), (2, 3)]));
+    for b in &b {
+        // One TLS connection each, kept alive across the requests, named by SNI.
+        assert_eq!(b.connections.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            *b.tls_names.lock().unwrap(),
+            [Some("api.internal".to_owned())]
+        );
+    }
+    let s = p.stats();
+    assert_eq!(s.virtual_server.responses.c2xx, 6);
+    let pool = p.pools()[0].pool.backends();
+    let counted = pool.get(BackendId(1)).unwrap();
+    assert!(
+        counted.stats().bytes_to_backend() > 3 * 16 && counted.stats().bytes_to_client() > 3 * 4,
+        "plaintext bytes counted: {:?}",
+        (
+            counted.stats().bytes_to_backend(),
+            counted.stats().bytes_to_client()
+        )
+    );
+
+    // A WebSocket to a backend over TLS.
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+        assert!(head.len() < 4096);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"over tls").await.unwrap();
+    let mut back = [0u8; 8];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"over tls");
+}
+
+/// A backend certificate that does not verify is a failed connect: counted against that
+/// backend, retried on another, 502 when none is left; what verifies is served. Without a
+/// server name only the chain is verified (HAProxy without `sni`/`verifyhost`): backends
+/// addressed by IP with certificates naming hosts. `verify none` takes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_certificates_that_do_not_verify_are_502() {
+    let (ca, server) = issued(&["api.internal"]);
+    let b = TestBackend::start_tls(1, server).await;
+    let (other_ca, _) = issued(&["api.internal"]);
+    let ours = || BackendTls::roots_from_pem(ca.as_bytes()).unwrap();
+    let cases = [
+        // (what, tls, status)
+        (
+            "another CA",
+            BackendTls::new(
+                Verify::Required(BackendTls::roots_from_pem(other_ca.as_bytes()).unwrap()),
+                Some("api.internal"),
+            ),
+            502,
+        ),
+        (
+            "another name",
+            BackendTls::new(Verify::Required(ours()), Some("web.internal")),
+            502,
+        ),
+        (
+            "chain only",
+            BackendTls::new(Verify::Required(ours()), None),
+            200,
+        ),
+        ("verify none", BackendTls::new(Verify::None, None), 200),
+    ];
+    for (what, tls, status) in cases {
+        let p = proxy_tls(pool_of(&[&b], Algorithm::RoundRobin), tls.unwrap()).await;
+        let mut client = Client::connect(p.local_addr()).await;
+        let r = client.get("/", &[]).await;
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        let s = p.stats();
+        let failures = u64::from(status == 502);
+        assert_eq!(s.backends[0].connect_failures, failures, "{what}");
+    }
+    // Without SNI configured none was sent.
+    assert_eq!(*b.tls_names.lock().unwrap(), [None, None]);
+
+    // A backend that does not speak TLS fails its handshake; the request goes on to one
+    // that does.
+    let (ca, server) = issued(&["api.internal"]);
+    let plain = TestBackend::start(1).await;
+    let https = TestBackend::start_tls(2, server).await;
+    let roots = BackendTls::roots_from_pem(ca.as_bytes()).unwrap();
+    let tls = BackendTls::new(Verify::Required(roots), Some("api.internal")).unwrap();
+    let p = proxy_tls(pool_of(&[&plain, &https], Algorithm::RoundRobin), tls).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    for _ in 0..4 {
+        let r = client.get("/", &[]).await;
+        assert_eq!((r.status.as_u16(), r.backend()), (200, 2), "{}", r.body);
+    }
+    let s = p.stats();
+    assert!(s.backends[0].connect_failures >= 1, "{:?}", s.backends[0]);
+    assert_eq!(s.virtual_server.responses.c5xx, 0);
 }

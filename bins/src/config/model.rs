@@ -40,7 +40,8 @@ use lb_core::{Algorithm, Backend, BackendId, BackendSet, Granularity, Health, Po
 use lb_health::probe::HexPattern;
 use lb_health::StatusSet;
 use lb_proxy::http::{
-    ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route, TlsTermination,
+    BackendTls, ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Route, TlsTermination,
+    Verify,
 };
 use lb_proxy::proxy_protocol::AcceptProxy;
 use lb_proxy::tcp::{ForwardMode, TcpProxyConfig};
@@ -1937,6 +1938,41 @@ pub struct HttpSettings {
     pub redirect_https: bool,
     /// The https port redirects name (omitted from the `Location` when 443). Default 443.
     pub redirect_https_port: u16,
+    /// Speak TLS to the real servers (HAProxy `server … ssl`, nginx `proxy_pass
+    /// https://…`): requests are re-encrypted, also those other HTTP virtual servers
+    /// route here. TLS 1.3 and 1.2, ALPN `http/1.1`; the handshake has `connect_timeout`
+    /// too; a handshake that fails (a certificate that does not verify) is a failed
+    /// connect: counted, retried on another real server, 502 when none is left. Default
+    /// false.
+    pub backend_tls: bool,
+    /// How the real servers' certificates are checked (HAProxy `verify`): `"required"`
+    /// (default; needs `backend_ca_file`, as HAProxy refuses `verify required` without a
+    /// `ca-file`) or `"none"` (any certificate: encrypted, not authenticated).
+    pub backend_verify: BackendVerify,
+    /// The PEM certificates the real servers' chains must lead to (HAProxy `ca-file`).
+    /// Read at every load; relative: from the configuration file's directory.
+    pub backend_ca_file: Option<PathBuf>,
+    /// The name sent as SNI and, with `backend_verify = "required"`, the name the
+    /// certificates must be valid for (HAProxy `sni str(…)`). Default none: no SNI, and
+    /// only the chain is verified, as HAProxy without `sni` or `verifyhost` (real servers
+    /// are addressed by IP, their certificates name hosts).
+    pub backend_sni: Option<String>,
+    /// The contents of `backend_ca_file`, read when the configuration is loaded, or why it
+    /// could not be read; compared by a reload, which so restarts the virtual server on a
+    /// renewed CA.
+    #[serde(skip)]
+    pub backend_ca: Option<Result<Vec<u8>, TlsFileError>>,
+}
+
+/// `[virtual_server.http] backend_verify` (HAProxy's server `verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendVerify {
+    /// Certificates must lead to `backend_ca_file` (and name `backend_sni` when set).
+    #[default]
+    Required,
+    /// Any certificate.
+    None,
 }
 
 /// One more certificate of an HTTPS listener (`[[virtual_server.http.tls_sni]]`).
@@ -1981,6 +2017,65 @@ pub struct TlsFileError {
 }
 
 impl HttpSettings {
+    /// Reads `backend_ca_file` into [`HttpSettings::backend_ca`].
+    fn read_backend_ca(&mut self) {
+        self.backend_ca = self.backend_ca_file.as_ref().map(|p| {
+            std::fs::read(p).map_err(|e| TlsFileError {
+                at: "backend_ca_file".into(),
+                message: format!("backend_ca_file {}: {e}", p.display()),
+            })
+        });
+    }
+
+    /// lb-proxy's TLS to the real servers from `backend_tls`, `backend_verify`,
+    /// [`HttpSettings::backend_ca`] and `backend_sni`: `Ok(None)` without `backend_tls`.
+    ///
+    /// # Errors
+    /// The setting at fault and why: `backend_ca_file` missing while verifying, unreadable
+    /// or holding no usable certificate; `backend_sni` not a DNS name or IP address.
+    pub fn backend_tls(&self) -> Result<Option<BackendTls>, TlsFileError> {
+        if !self.backend_tls {
+            return Ok(None);
+        }
+        // lb-proxy's reason, after what it concerns.
+        let fail = |at: &str, what: String, e: lb_proxy::http::Error| TlsFileError {
+            at: at.to_owned(),
+            message: match e {
+                lb_proxy::http::Error::InvalidConfig { reason, .. } => format!("{what}: {reason}"),
+                e => format!("{what}: {e}"),
+            },
+        };
+        let verify = match self.backend_verify {
+            BackendVerify::None => Verify::None,
+            BackendVerify::Required => match (&self.backend_ca, &self.backend_ca_file) {
+                (Some(Ok(pem)), Some(path)) => {
+                    Verify::Required(BackendTls::roots_from_pem(pem).map_err(|e| {
+                        fail(
+                            "backend_ca_file",
+                            format!("backend_ca_file {}", path.display()),
+                            e,
+                        )
+                    })?)
+                }
+                (Some(Err(e)), _) => return Err(e.clone()),
+                _ => {
+                    return Err(TlsFileError {
+                        at: "backend_ca_file".into(),
+                        message: "backend_tls verifies the real servers' certificates \
+                                  (backend_verify = \"required\", the default) but no \
+                                  backend_ca_file says what to trust: set it (HAProxy's \
+                                  ca-file), or backend_verify = \"none\" to take any \
+                                  certificate"
+                            .into(),
+                    })
+                }
+            },
+        };
+        BackendTls::new(verify, self.backend_sni.as_deref())
+            .map(Some)
+            .map_err(|e| fail("backend_sni", "backend_sni".into(), e))
+    }
+
     /// Reads the certificate and key files into [`HttpSettings::tls_files`].
     fn read_tls_files(&mut self) {
         let Some(cert) = &self.tls_certificate else {
@@ -2105,6 +2200,11 @@ impl Default for HttpSettings {
             tls_files: None,
             redirect_https: false,
             redirect_https_port: 443,
+            backend_tls: false,
+            backend_verify: BackendVerify::Required,
+            backend_ca_file: None,
+            backend_sni: None,
+            backend_ca: None,
         }
     }
 }
@@ -2870,6 +2970,7 @@ impl Config {
             .filter_map(|v| v.http.as_mut())
         {
             h.read_tls_files();
+            h.read_backend_ca();
         }
         // Each VMAC's name made explicit, so that every consumer sees the one chosen.
         let vmac_names = self.vmac_names();
@@ -4403,6 +4504,34 @@ fn validate_http(
         }
     } else if let Err(e) = h.tls_termination() {
         err(format!("{p}.{}", e.at), e.message);
+    }
+    if h.backend_tls {
+        if let Err(e) = h.backend_tls() {
+            err(format!("{p}.{}", e.at), e.message);
+        }
+        if h.backend_verify == BackendVerify::None && h.backend_ca_file.is_some() {
+            warn(
+                format!("{p}.backend_ca_file"),
+                "backend_ca_file is not used: backend_verify = \"none\" takes any certificate"
+                    .into(),
+            );
+        }
+    } else {
+        for (key, set) in [
+            (
+                "backend_verify",
+                h.backend_verify != BackendVerify::default(),
+            ),
+            ("backend_ca_file", h.backend_ca_file.is_some()),
+            ("backend_sni", h.backend_sni.is_some()),
+        ] {
+            if set {
+                err(
+                    format!("{p}.{key}"),
+                    format!("{key} needs backend_tls = true (the real servers are spoken to in plain HTTP)"),
+                );
+            }
+        }
     }
     for (j, r) in h.routes.iter().enumerate() {
         let rp = format!("{p}.route[{j}]");

@@ -57,7 +57,7 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
     finish(config, &origins, Vec::new(), Vec::new())
 }
 
-/// Relative `tls_certificate` and `tls_key` paths are taken from the directory of the
+/// Relative `tls_certificate`, `tls_key` and `backend_ca_file` paths are taken from the directory of the
 /// file that names them (nginx reads them from its configuration's directory too), not
 /// from lb-node's working directory.
 fn tls_paths_from(config: &mut Config, file: &Path) {
@@ -71,10 +71,14 @@ fn tls_paths_from(config: &mut Config, file: &Path) {
             .tls_sni
             .iter_mut()
             .flat_map(|s| [Some(&mut s.certificate), s.key.as_mut()]);
-        let paths = [h.tls_certificate.as_mut(), h.tls_key.as_mut()]
-            .into_iter()
-            .chain(sni)
-            .flatten();
+        let paths = [
+            h.tls_certificate.as_mut(),
+            h.tls_key.as_mut(),
+            h.backend_ca_file.as_mut(),
+        ]
+        .into_iter()
+        .chain(sni)
+        .flatten();
         for p in paths {
             if p.is_relative() {
                 *p = dir.join(&*p);

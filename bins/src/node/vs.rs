@@ -16,7 +16,7 @@ use lb_health::{
     OutlierEvent, OutlierHostState, PoolApplier, Probe, StartState,
 };
 use lb_proxy::busy_poll::BusyPolling;
-use lb_proxy::http::{HttpPool, HttpProxy};
+use lb_proxy::http::{BackendTls, HttpPool, HttpProxy};
 use lb_proxy::listener::{bind_tcp, bind_udp, ListenOptions};
 use lb_proxy::outcome::{Outcome, OutcomeObserver};
 use lb_proxy::tcp::{ProxyHandle, TcpProxy, TcpProxyConfig};
@@ -463,6 +463,9 @@ pub(crate) struct VsRuntime {
     /// Wakes the health applier task after an admin state set on `pool` from outside it
     /// (`lbctl drain`), which may leave only ejected backends to serve.
     admin_changed: Arc<tokio::sync::Notify>,
+    /// TLS to the real servers (`[virtual_server.http] backend_tls`), for this virtual
+    /// server's proxy and those routing to it: one configuration, so one session cache.
+    backend_tls: Option<BackendTls>,
 }
 
 /// keepalived's `quorum_up` and `quorum_down`: the command runs when the pool gains or
@@ -1210,6 +1213,12 @@ impl VsRuntime {
     ) -> Result<Self, NodeError> {
         let err = |what: String| NodeError::Start(format!("virtual_server {}: {what}", cfg.name));
         let set = cfg.backend_set().map_err(|e| err(e.to_string()))?;
+        let backend_tls = match &cfg.http {
+            Some(h) if cfg.protocol == Protocol::Http => {
+                h.backend_tls().map_err(|e| err(e.message))?
+            }
+            _ => None,
+        };
         // FILE_CHECKs are not probes: a watch of their files (below) adjusts the pool
         // besides the checks. `probed` is the configuration without them.
         let mut file_specs = Vec::new();
@@ -1533,8 +1542,10 @@ impl VsRuntime {
                     .map_err(|e| err(e.to_string()))?;
                 let mut hc = cfg.http_proxy_config().map_err(&err)?;
                 hc.busy_polling = listeners.busy_polling.clone();
-                let mut pools = vec![HttpPool::new(cfg.name.clone(), Arc::clone(&pool))
-                    .with_observer(Arc::clone(&observer))];
+                let mut own = HttpPool::new(cfg.name.clone(), Arc::clone(&pool))
+                    .with_observer(Arc::clone(&observer));
+                own.tls.clone_from(&backend_tls);
+                let mut pools = vec![own];
                 pools.extend(route_pools);
                 Proxy::Http(Arc::new(std::sync::Mutex::new(Some(
                     HttpProxy::start(listener, hc, pools).map_err(|e| err(e.to_string()))?,
@@ -1625,6 +1636,7 @@ impl VsRuntime {
             outlier_states,
             health_notes,
             admin_changed,
+            backend_tls,
         })
     }
 
@@ -1663,8 +1675,10 @@ impl VsRuntime {
     /// backends (so this virtual server's health checks, passive health and admin changes
     /// steer the routed requests too), same observer, named after this virtual server.
     pub(crate) fn http_pool(&self) -> HttpPool {
-        HttpPool::new(self.cfg.name.clone(), Arc::clone(&self.pool))
-            .with_observer(Arc::clone(&self.observer))
+        let mut p = HttpPool::new(self.cfg.name.clone(), Arc::clone(&self.pool))
+            .with_observer(Arc::clone(&self.observer));
+        p.tls.clone_from(&self.backend_tls);
+        p
     }
 
     /// Applies a changed configuration that keeps the listener, protocol and scheduler:

@@ -22,6 +22,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use tokio_rustls::client::TlsStream;
+
+use super::backend_tls::BackendTls;
 use super::body::ClientBody;
 use super::error::ForwardError;
 
@@ -32,10 +35,77 @@ pub(crate) type BackendBody = Either<ClientBody, Empty<Bytes>>;
 /// counters ([`BackendStats::add_bytes`]: to the backend, to the client), heads and bodies
 /// as they cross the socket, and an upgraded connection's tunnel too — as HAProxy's
 /// per-server `bin`/`bout` count what crossed the server side. Vectored writes pass through.
+///
+/// Over TLS it counts the plaintext (the requests and responses), as over plain TCP.
 #[derive(Debug)]
 struct Counted {
-    inner: TcpStream,
+    inner: BackendIo,
     stats: Arc<BackendStats>,
+}
+
+/// A backend connection: plain TCP, or TLS over it ([`BackendTls`]).
+#[derive(Debug)]
+enum BackendIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for BackendIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 impl AsyncRead for Counted {
@@ -90,8 +160,9 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// An idle list's key: the backend's address and the address of its counters.
-type ListKey = (SocketAddr, usize);
+/// An idle list's key: the backend's address, the address of its counters, and the
+/// [`BackendTls::id`] its connections were made with (0: plain TCP).
+type ListKey = (SocketAddr, usize, usize);
 
 #[derive(Debug)]
 struct IdleConn {
@@ -181,11 +252,12 @@ impl ConnPool {
     }
 
     /// A ready connection to `addr`: the most recent idle one that is still open (when
-    /// `reuse`), else a new one, counting its bytes into `stats` ([`Counted`]).
+    /// `reuse`), else a new one, over TLS with `tls`, counting its bytes into `stats`
+    /// ([`Counted`]). The TLS handshake has the connect timeout too, after the connect's.
     ///
     /// # Errors
-    /// [`ForwardError::Connect`], [`ForwardError::ConnectTimeout`] or
-    /// [`ForwardError::Handshake`] when a new connection cannot be made.
+    /// [`ForwardError::Connect`], [`ForwardError::ConnectTimeout`], [`ForwardError::Tls`]
+    /// or [`ForwardError::Handshake`] when a new connection cannot be made.
     ///
     /// # Cancel safety
     /// Cancel safe: a connection being made is dropped; pooled ones are untouched.
@@ -193,11 +265,17 @@ impl ConnPool {
         &self,
         addr: SocketAddr,
         stats: &Arc<BackendStats>,
+        tls: Option<&BackendTls>,
         reuse: bool,
     ) -> Result<Checkout, ForwardError> {
         // The counters' address tells two backends of one address apart; a connection in
-        // the list holds them, so the address is not reused while the list is in use.
-        let list = self.list((addr, Arc::as_ptr(stats) as usize));
+        // the list holds them, so the address is not reused while the list is in use. The
+        // pool holds its TLS configuration as long as this proxy runs.
+        let list = self.list((
+            addr,
+            Arc::as_ptr(stats) as usize,
+            tls.map_or(0, BackendTls::id),
+        ));
         if reuse {
             let now = Instant::now();
             loop {
@@ -236,10 +314,33 @@ impl ConnPool {
                 Ok(Ok(s)) => s,
             };
         let _ = stream.set_nodelay(true);
+        let inner = match tls {
+            None => BackendIo::Plain(stream),
+            Some(tls) => {
+                match tokio::time::timeout(self.connect_timeout, tls.connect(addr, stream)).await {
+                    Ok(Ok(s)) => BackendIo::Tls(Box::new(s)),
+                    Ok(Err(source)) => {
+                        return Err(ForwardError::Tls {
+                            backend: addr,
+                            source,
+                        })
+                    }
+                    Err(_) => {
+                        return Err(ForwardError::Tls {
+                            backend: addr,
+                            source: io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!("no TLS handshake within {:?}", self.connect_timeout),
+                            ),
+                        })
+                    }
+                }
+            }
+        };
         let (tx, conn) = self
             .builder
             .handshake(TokioIo::new(Counted {
-                inner: stream,
+                inner,
                 stats: Arc::clone(stats),
             }))
             .await

@@ -84,6 +84,17 @@ pub enum ForwardError {
         /// The backend's address.
         backend: SocketAddr,
     },
+    /// The TLS handshake with a backend ([`BackendTls`](super::BackendTls)) failed or
+    /// took longer than the connect timeout: a certificate that does not verify, no
+    /// common version, a backend that does not speak TLS. Nothing was sent: retried on
+    /// another backend, 502 when none is left.
+    #[error("TLS handshake with backend {backend} failed: {source}")]
+    Tls {
+        /// The backend's address.
+        backend: SocketAddr,
+        /// The cause (rustls's error inside, or `TimedOut`).
+        source: io::Error,
+    },
     /// The HTTP handshake on a new backend connection failed.
     #[error("handshake with backend {backend} failed: {source}")]
     Handshake {
@@ -162,7 +173,10 @@ impl ForwardError {
     /// cannot have been processed by the backend.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Handshake { .. } => true,
+            Self::Connect { .. }
+            | Self::ConnectTimeout { .. }
+            | Self::Tls { .. }
+            | Self::Handshake { .. } => true,
             Self::Backend { not_sent, .. } => *not_sent,
             _ => false,
         }

@@ -76,6 +76,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backend_tls;
 mod body;
 mod client;
 pub mod config;
@@ -87,6 +88,7 @@ pub mod route;
 pub mod stats;
 mod tls;
 
+pub use backend_tls::{BackendTls, Verify};
 pub use config::{
     ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Limits, PassiveHealth, Route,
     Timeouts,

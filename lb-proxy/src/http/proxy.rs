@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::backend_tls::BackendTls;
 use super::body::{
     ActiveRequest, Activity, ClientBody, ClientTimer, Release, ResponseBody, StallGuard,
     StallReport, Timer, UploadError,
@@ -52,6 +53,8 @@ pub struct HttpPool {
     pub pool: Arc<Pool>,
     /// Told the outcome of every request sent to a backend of this pool.
     pub observer: Arc<dyn OutcomeObserver>,
+    /// Speak TLS to its backends (HAProxy `server … ssl`). `None` (default): plain HTTP.
+    pub tls: Option<BackendTls>,
 }
 
 impl HttpPool {
@@ -61,7 +64,15 @@ impl HttpPool {
             name: name.into(),
             pool,
             observer: Arc::new(NoopObserver),
+            tls: None,
         }
+    }
+
+    /// Speaks TLS to the backends ([`HttpPool::tls`]).
+    #[must_use]
+    pub fn with_tls(mut self, tls: BackendTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets the observer.
@@ -912,6 +923,7 @@ fn failure_outcome(e: &ForwardError) -> Outcome {
         ForwardError::Connect { source, .. } => Outcome::ConnectError(source.kind()),
         ForwardError::ConnectTimeout { .. } => Outcome::ConnectTimeout,
         ForwardError::Handshake { .. } => Outcome::ConnectError(std::io::ErrorKind::Other),
+        ForwardError::Tls { source, .. } => Outcome::ConnectError(source.kind()),
         _ => Outcome::Closed {
             stats: ForwardStats::default(),
             backend_error: true,
@@ -1077,7 +1089,12 @@ async fn forward(
 
         let checkout = match shared
             .conns
-            .checkout(backend.addr(), backend.stats(), reuse)
+            .checkout(
+                backend.addr(),
+                backend.stats(),
+                http_pool.tls.as_ref(),
+                reuse,
+            )
             .await
         {
             Ok(c) => c,

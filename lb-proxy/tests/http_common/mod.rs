@@ -34,6 +34,9 @@ pub struct TestBackend {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
+    /// With TLS ([`TestBackend::start_tls`]): the server name (SNI) of every completed
+    /// handshake, in order (`None`: the client sent none).
+    pub tls_names: Arc<std::sync::Mutex<Vec<Option<String>>>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -64,12 +67,27 @@ impl TestBackend {
 
     /// With a fixed body for every plain request (benchmarks).
     pub async fn start_with_body(id: u32, body: Option<Bytes>) -> Self {
+        Self::start_inner(id, body, None).await
+    }
+
+    /// Speaking HTTPS with `config` (a connection whose handshake fails is closed).
+    pub async fn start_tls(id: u32, config: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_inner(id, None, Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn start_inner(
+        id: u32,
+        body: Option<Bytes>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         watchdog();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
+        let tls_names = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (c, r) = (Arc::clone(&connections), Arc::clone(&requests));
+        let names = Arc::clone(&tls_names);
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
@@ -80,12 +98,29 @@ impl TestBackend {
                         c.fetch_add(1, Ordering::Relaxed);
                         let r = Arc::clone(&r);
                         let body = body.clone();
+                        let (tls, names) = (tls.clone(), Arc::clone(&names));
                         conns.spawn(async move {
                             let svc = service_fn(move |req| {
                                 r.fetch_add(1, Ordering::Relaxed);
                                 respond(id, req, body.clone())
                             });
-                            let _ = hyper::server::conn::http1::Builder::new()
+                            let http = hyper::server::conn::http1::Builder::new();
+                            let Some(tls) = tls else {
+                                let _ = http
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .with_upgrades()
+                                    .await;
+                                return;
+                            };
+                            let handshake = tls.accept(stream);
+                            let Ok(Ok(stream)) =
+                                tokio::time::timeout(Duration::from_secs(10), handshake).await
+                            else {
+                                return;
+                            };
+                            let name = stream.get_ref().1.server_name().map(str::to_owned);
+                            names.lock().unwrap().push(name);
+                            let _ = http
                                 .serve_connection(TokioIo::new(stream), svc)
                                 .with_upgrades()
                                 .await;
@@ -100,6 +135,7 @@ impl TestBackend {
             addr,
             connections,
             requests,
+            tls_names,
             task: Some(task),
         }
     }
