@@ -5402,3 +5402,203 @@ weight = 10
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `openssl` with `args` in `dir`; panics with its stderr when it fails.
+fn openssl_in(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private CA (`ca.pem`) and a certificate it issued for `web.internal` (`web.pem`,
+/// `web.key`), written into `dir`, as a site's internal PKI gives its real servers.
+fn private_pki(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl_in(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=lb test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl_in(
+        dir,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=web.internal",
+                "-keyout",
+                "web.key",
+                "-out",
+                "web.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:web.internal\n").unwrap();
+    openssl_in(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "web.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "web.pem",
+        ],
+    );
+}
+
+/// `[virtual_server.http] backend_tls` against nginx real servers speaking HTTPS with a
+/// certificate from a private CA: requests are spread per request and re-encrypted with
+/// the configured SNI (nginx's `$ssl_server_name`), the real servers' `ssl` checks find
+/// them up, and a virtual server that expects another name in their certificates gets
+/// 502 for every request, counted (`bad_gateway`, the real servers' connect failures).
+#[test]
+fn http_mode_reencrypts_to_https_real_servers() {
+    let dir = tempdir();
+    private_pki(&dir);
+    let (a, b) = (free_port(), free_port());
+    let server = |name: &str, port: u16| {
+        format!(
+            "  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {d}/web.pem; ssl_certificate_key {d}/web.key;\n\
+                 location / {{ return 200 \"{name} $ssl_server_name $ssl_protocol $http_x_forwarded_for\\n\"; }} }}\n",
+            d = dir.display()
+        )
+    };
+    let nginx = Nginx::start(
+        &dir.join("nginx"),
+        &(server("a", a) + &server("b", b)),
+        &[a, b],
+    );
+    let (web, strict, front) = (free_port(), free_port(), free_port());
+    let vs = |name: &str, port: u16, sni: &str, check: &str| {
+        let backend =
+            |p: u16| format!("[[virtual_server.backend]]\naddress = \"127.0.0.1:{p}\"\n{check}");
+        format!(
+            "[[virtual_server]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\
+             lb_algo = \"rr\"\ndelay_loop = \"200ms\"\n\
+             [virtual_server.http]\nbackend_tls = true\nbackend_ca_file = \"ca.pem\"\nbackend_sni = \"{sni}\"\n{}{}",
+            backend(a),
+            backend(b)
+        )
+    };
+    let ssl_check = "[[virtual_server.backend.check]]\ntype = \"ssl\"\nurl = [{ path = \"/\" }]\nconnect_timeout = \"1s\"\n";
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}{}\
+         [[virtual_server]]\nname = \"front\"\nlisten = \"127.0.0.1:{front}\"\nprotocol = \"http\"\n\
+         [[virtual_server.http.route]]\npath_prefix = \"/\"\nvirtual_server = \"web\"\n\
+         [[virtual_server.backend]]\naddress = \"127.0.0.1:9\"\n",
+        dir.join("admin.sock").display(),
+        vs("web", web, "web.internal", ssl_check),
+        vs("strict", strict, "other.internal", ""),
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default() + &nginx.log();
+    let health = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i]["health"].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || health(0) == "up"
+            && health(1) == "up"),
+        "{}",
+        log()
+    );
+    let vip: SocketAddr = format!("127.0.0.1:{web}").parse().unwrap();
+    let bodies: Vec<String> = (0..4)
+        .map(|_| body(&get(vip).unwrap_or_else(|e| panic!("{e}\n{}", log()))).to_owned())
+        .collect();
+    for (i, got) in bodies.iter().enumerate() {
+        let name = if i % 2 == 0 { "a" } else { "b" };
+        // TLS 1.3 or 1.2, whichever nginx's OpenSSL and rustls agree on.
+        assert!(
+            got.starts_with(&format!("{name} web.internal TLSv1."))
+                && got.ends_with(" 127.0.0.1\n"),
+            "{bodies:?}\n{}",
+            log()
+        );
+    }
+    // A plain virtual server routing to web: its requests are re-encrypted too.
+    let vip: SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();
+    let got = get(vip).unwrap();
+    assert!(body(&got).starts_with("a web.internal TLSv1."), "{got}");
+    let s = status(&sock);
+    assert_eq!(s["virtual_servers"][0]["http"]["bad_gateway"], 0, "{s}");
+
+    // Certificates that do not name other.internal: no request reaches a real server.
+    let vip: SocketAddr = format!("127.0.0.1:{strict}").parse().unwrap();
+    for _ in 0..2 {
+        let got = get(vip).unwrap();
+        assert!(got.starts_with("HTTP/1.1 502"), "{got}");
+    }
+    let s = status(&sock);
+    let strict = &s["virtual_servers"][1];
+    // Each request tried both real servers (a failed handshake is retried as a failed
+    // connect); none answered.
+    assert_eq!(
+        (
+            strict["http"]["bad_gateway"].as_u64(),
+            strict["http"]["retries"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "{s}"
+    );
+    for i in 0..2 {
+        let http = &strict["backends"][i]["http"];
+        assert_eq!(
+            (http["requests"].as_u64(), http["responses_2xx"].as_u64()),
+            (Some(2), Some(0)),
+            "{s}"
+        );
+    }
+    // Why, once in the log at WARN.
+    assert!(
+        wait_until(Duration::from_secs(5), || log()
+            .matches("backend TLS handshake failed")
+            .count()
+            == 1),
+        "{}",
+        log()
+    );
+    assert!(
+        log().contains("certificate not valid for name \"other.internal\""),
+        "{}",
+        log()
+    );
+    drop(node);
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,7 +12,7 @@
 //! | what happens | the client gets | counted in |
 //! |---|---|---|
 //! | no route, or no live backend in the pool | 503 | `no_backend` |
-//! | backend connect fails | a retry on another backend (any method: nothing was sent), 502 when none is left | `bad_gateway`, backend `connect_failures` |
+//! | backend connect fails, or its TLS handshake ([`HttpPool::tls`]: a certificate that does not verify) | a retry on another backend (any method: nothing was sent), 502 when none is left | `bad_gateway`, backend `connect_failures` |
 //! | backend sends no response head in time | 504 | `gateway_timeout`, backend `timeouts` |
 //! | backend breaks the connection | a retry for bodiless idempotent requests, else 502 | `bad_gateway` |
 //! | malformed request / head too large | 400 / 431 from hyper, connection closed | `bad_requests` |
@@ -41,6 +41,11 @@
 //! one header-read timeout, a failed or late handshake closes the connection and is
 //! counted (`tls_handshake_errors`), and
 //! the backends get `X-Forwarded-Proto: https`.
+//!
+//! With [`HttpPool::tls`] a pool's backends are spoken to over TLS ([`BackendTls`], HAProxy
+//! `server … ssl`): its connections are pooled and kept alive as plain ones, the handshake
+//! has the connect timeout, and a failed one is a failed connect (above), logged at WARN
+//! once a minute per virtual server with rustls's reason.
 //!
 //! Both directions carry the proxy's own HTTP version, 1.1 (RFC 9110 §6.2; hyper still
 //! answers an HTTP/1.0 client in 1.0), and trailer fields a message declares in `Trailer`.

@@ -99,6 +99,8 @@ struct Shared {
     /// instead, so that they spread over the backends as HAProxy's fallback to round robin
     /// spreads them.
     keyless: std::sync::atomic::AtomicU64,
+    /// When a failed TLS handshake with a backend was last logged at WARN ([`warn_tls`]).
+    tls_warned: Mutex<Option<tokio::time::Instant>>,
     /// Frontend `maxconn`: one permit per open client connection (or its tunnel).
     slots: Arc<tokio::sync::Semaphore>,
 }
@@ -292,6 +294,7 @@ impl HttpProxy {
             backends: BackendCounterMap::default(),
             kill: kill_rx.clone(),
             keyless: std::sync::atomic::AtomicU64::new(0),
+            tls_warned: Mutex::new(None),
             slots: Arc::new(tokio::sync::Semaphore::new(config.maxconn)),
             config,
         });
@@ -913,6 +916,25 @@ fn observe(pool: &HttpPool, backend: &Backend, outcome: Outcome) {
 
 /// The outcome of a backend failure, in the vocabulary L4 mode shares: connect failures as
 /// such, a response timeout or a broken connection as a connection the backend broke.
+/// How often at most a failed TLS handshake with a backend is logged at WARN, per virtual
+/// server.
+const TLS_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs a failed TLS handshake with a backend at WARN, once per [`TLS_WARN_EVERY`]: a CA
+/// file or server name that does not match the backends fails every request, and the
+/// 502s and counters alone do not say why (the others stay at DEBUG).
+fn warn_tls(shared: &Shared, e: &ForwardError) {
+    let now = tokio::time::Instant::now();
+    let mut last = shared
+        .tls_warned
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if last.is_none_or(|t| now.duration_since(t) >= TLS_WARN_EVERY) {
+        *last = Some(now);
+        tracing::warn!(virtual_server = %shared.config.name, error = %e, "backend TLS handshake failed (logged once a minute)");
+    }
+}
+
 fn failure_outcome(e: &ForwardError) -> Outcome {
     match e {
         ForwardError::Connect { source, .. }
@@ -1100,6 +1122,9 @@ async fn forward(
             Ok(c) => c,
             Err(e) => {
                 inc(&counters.connect_failures);
+                if matches!(e, ForwardError::Tls { .. }) {
+                    warn_tls(shared, &e);
+                }
                 observe(http_pool, &backend, failure_outcome(&e));
                 tried.push(backend.id());
                 // Nothing was sent: any request still in hand goes to another backend,
