@@ -19,8 +19,8 @@ use http_common::{
 };
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Health, Pool, PoolConfig};
 use lb_proxy::http::{
-    BackendTls, ForwardedHeaders, HashKeySource, HttpPool, HttpProxy, HttpProxyConfig, Route,
-    TlsTermination, Verify,
+    AccessEntry, AccessLog, AccessLogSink, BackendTls, ForwardedHeaders, HashKeySource, HttpPool,
+    HttpProxy, HttpProxyConfig, Route, TlsTermination, Verify,
 };
 use lb_proxy::outcome::{Outcome, OutcomeObserver};
 use lb_proxy::proxy_protocol::{AcceptProxy, ProxyHeader, Version};
@@ -3052,4 +3052,150 @@ async fn backend_tls_certificates_that_do_not_verify_are_502() {
     let s = p.stats();
     assert!(s.backends[0].connect_failures >= 1, "{:?}", s.backends[0]);
     assert_eq!(s.virtual_server.responses.c5xx, 0);
+}
+
+/// An access log sink that keeps the lines, HAProxy's layout.
+#[derive(Debug, Default)]
+struct Lines(std::sync::Mutex<Vec<String>>);
+
+impl AccessLog for Lines {
+    fn log(&self, entry: &AccessEntry<'_>) {
+        let mut line = String::new();
+        entry.write_httplog(&mut line);
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+impl Lines {
+    /// The `n`-th line, once written (the entry follows the response's end by a moment).
+    async fn nth(&self, n: usize) -> String {
+        for _ in 0..500 {
+            if let Some(l) = self.0.lock().unwrap().get(n) {
+                return l.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no line {n}: {:?}", self.0.lock().unwrap());
+    }
+}
+
+/// The fields of an httplog line after the date: virtual server, pool/backend,
+/// TR/Tw/Tc/Tr/Ta, status, bytes, -, -, termination, retries, and the request line.
+fn fields(line: &str) -> Vec<String> {
+    let (_, rest) = line.split_once("] ").unwrap();
+    let (head, request) = rest.split_once(" \"").unwrap();
+    let mut f: Vec<String> = head.split(' ').map(str::to_owned).collect();
+    f.push(request.trim_end_matches('"').to_owned());
+    f
+}
+
+/// HAProxy `option httplog`: one line per request once its response ended, with the
+/// client, the pool and backend that served, the times (`Tc` only for a new connection),
+/// the status, body bytes, termination state and retries — for a success, a HEAD, a
+/// connect failure retried elsewhere, no live backend (503 `SC`), a backend timeout (504
+/// `sH`) and a client that goes away mid-body (`CD`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_writes_one_line_per_request() {
+    let big = TestBackend::start_with_body(1, Some(bytes::Bytes::from(vec![b'x'; 8 << 20]))).await;
+    let live = TestBackend::start(2).await;
+    let dead = dead_addr().await;
+    let set = BackendSet::new(vec![
+        Backend::new(BackendId(1), dead),
+        Backend::new(BackendId(2), live.addr),
+    ])
+    .unwrap();
+    let pool = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    let lines = Arc::new(Lines::default());
+    let mut c = config();
+    c.timeouts.backend_response = Duration::from_millis(300);
+    c.access_log = Some(AccessLogSink(Arc::clone(&lines) as Arc<dyn AccessLog>));
+    c.routes = vec![Route::new("big").path_prefix("/big")];
+    let p = proxy(
+        c,
+        vec![
+            ("www", Arc::clone(&pool)),
+            ("big", pool_of(&[&big], Algorithm::RoundRobin)),
+        ],
+    )
+    .await;
+    let (mut client, client_addr) = Client::connect_from(p.local_addr()).await;
+
+    // The first pick is the dead backend: retried on the live one, on a new connection.
+    assert_eq!(client.get("/a?b=1", &[]).await.status, 200);
+    let line = lines.nth(0).await;
+    assert!(line.starts_with(&format!("{client_addr} [")), "{line}");
+    let f = fields(&line);
+    let t: Vec<i64> = f[2].split('/').map(|x| x.parse().unwrap()).collect();
+    assert_eq!(
+        (
+            &f[0][..],
+            &f[1][..],
+            t.len(),
+            t[1],
+            &f[3][..],
+            &f[4][..],
+            &f[7][..],
+            &f[8][..],
+            &f[9][..]
+        ),
+        (
+            "test",
+            &format!("www/{}", live.addr)[..],
+            5,
+            0,
+            "200",
+            "4",
+            "----",
+            "1",
+            "GET /a?b=1 HTTP/1.1"
+        ),
+        "{line}"
+    );
+    assert!(t[2] >= 0 && t[3] >= 0 && t[4] >= t[3], "{line}");
+    // A pooled connection: no connect time. HEAD: no body bytes.
+    let r = client.send("HEAD", "/", &[]).await;
+    assert_eq!(r.status, 200);
+    let f = fields(&lines.nth(1).await);
+    assert_eq!(
+        (&f[4][..], &f[7][..], &f[9][..]),
+        ("0", "----", "HEAD / HTTP/1.1"),
+        "{f:?}"
+    );
+    assert_eq!(f[2].split('/').nth(2), Some("-1"), "{f:?}");
+
+    // 504 after the backend's timeout.
+    assert_eq!(client.get("/sleep/3000", &[]).await.status, 504);
+    let f = fields(&lines.nth(2).await);
+    assert_eq!((&f[3][..], &f[7][..]), ("504", "sH--"), "{f:?}");
+    assert_eq!(f[2].split('/').nth(3), Some("-1"), "{f:?}");
+
+    // No live backend: 503, no backend reached.
+    pool.set_health(BackendId(2), Health::Down, now()).unwrap();
+    pool.set_health(BackendId(1), Health::Down, now()).unwrap();
+    assert_eq!(client.get("/", &[]).await.status, 503);
+    let f = fields(&lines.nth(3).await);
+    assert_eq!(
+        (&f[1][..], &f[3][..], &f[7][..]),
+        ("www/-", "503", "SC--"),
+        "{f:?}"
+    );
+
+    // A client that reads the head of an 8 MiB body and goes away.
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    assert!(read_head(&mut s, &mut got).await);
+    drop(s);
+    let f = fields(&lines.nth(4).await);
+    assert_eq!(
+        (&f[1][..], &f[3][..], &f[7][..]),
+        (&format!("big/{}", big.addr)[..], "200", "CD--"),
+        "{f:?}"
+    );
+    let sent: u64 = f[4].parse().unwrap();
+    assert!(sent < 8 << 20, "{f:?}");
+    eprintln!("{:#?}", lines.0.lock().unwrap());
+    assert_eq!(lines.0.lock().unwrap().len(), 5);
 }

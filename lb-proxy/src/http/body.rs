@@ -13,6 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 use lb_core::RequestGuard;
 use tokio::sync::Notify;
 
+use super::access_log::Termination;
 use super::client::{BackendBody, ConnPool, IdleList};
 
 /// No request head has started arriving ([`Activity::head_started`]).
@@ -125,6 +126,18 @@ impl Activity {
             write_stalled: AtomicBool::new(false),
             head_timed_out: AtomicBool::new(false),
         }
+    }
+
+    /// How long the request head now complete took from its first byte (from the
+    /// connection's opening when no byte was noted).
+    pub(crate) fn head_elapsed(&self) -> std::time::Duration {
+        let first = self.head_started_ms.load(Ordering::Acquire);
+        let from = if first == NO_HEAD {
+            self.base
+        } else {
+            self.at(first)
+        };
+        from.elapsed()
     }
 
     /// Whether bytes of a request head not yet complete have arrived.
@@ -589,6 +602,8 @@ enum Kind {
 pub(crate) struct ResponseBody {
     kind: Kind,
     active: Option<ActiveRequest>,
+    /// The request's access entry, written when the body ends or is dropped.
+    log: Option<Box<super::proxy::LogOnEnd>>,
 }
 
 impl ResponseBody {
@@ -605,6 +620,7 @@ impl ResponseBody {
                 stall,
             },
             active: None,
+            log: None,
         }
     }
 
@@ -612,6 +628,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Local((!bytes.is_empty()).then_some(bytes)),
             active: None,
+            log: None,
         }
     }
 
@@ -621,6 +638,11 @@ impl ResponseBody {
 
     pub(crate) fn attach(&mut self, active: ActiveRequest) {
         self.active = Some(active);
+    }
+
+    /// Writes `log` when the body ends (or is dropped), with the bytes it carried.
+    pub(crate) fn attach_log(&mut self, log: Box<super::proxy::LogOnEnd>) {
+        self.log = Some(log);
     }
 }
 
@@ -633,6 +655,47 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = self.get_mut();
+        let r = this.poll_frame_inner(cx);
+        if let Some(log) = &mut this.log {
+            match &r {
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Some(d) = f.data_ref() {
+                        log.bytes += d.len() as u64;
+                    }
+                }
+                Poll::Ready(Some(Err(ResponseBodyError::Stalled(_)))) => {
+                    log.termination = Termination::new('s', 'D');
+                }
+                Poll::Ready(Some(Err(ResponseBodyError::Backend(_)))) => {
+                    log.termination = Termination::new('S', 'D');
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Local(b) => b.is_none(),
+            Kind::Backend { inner, done, .. } => *done || inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Backend { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl ResponseBody {
+    fn poll_frame_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
+        let this = self;
         match &mut this.kind {
             Kind::Local(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Backend {
@@ -677,20 +740,6 @@ impl Body for ResponseBody {
             }
         }
     }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Local(b) => b.is_none(),
-            Kind::Backend { inner, done, .. } => *done || inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Backend { inner, .. } => inner.size_hint(),
-        }
-    }
 }
 
 /// Reports a complete body (once: the report is taken).
@@ -702,6 +751,15 @@ fn complete(stall: &mut Option<StallGuard>) {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        if let Some(mut log) = self.log.take() {
+            // Cut short by nobody else: the client went away, or stopped reading past its
+            // timeout.
+            if !self.is_end_stream() && log.termination == Termination::NORMAL {
+                let stalled = self.active.as_ref().is_some_and(|a| a.0.write_stalled());
+                log.termination = Termination::new(if stalled { 'c' } else { 'C' }, 'D');
+            }
+            log.write();
+        }
         if let Kind::Backend {
             inner,
             release,

@@ -313,7 +313,7 @@ impl Default for PassiveHealth {
 /// - `retries`: 2
 /// - `passive_health`: 5xx counts as a failure
 /// - `busy_polling`: off
-/// - `tls`: none (plain HTTP); `redirect_https`: none
+/// - `tls`: none (plain HTTP); `redirect_https`: none; `access_log`: none
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpProxyConfig {
     /// The virtual server's name, used in logs and stats.
@@ -364,6 +364,11 @@ pub struct HttpProxyConfig {
     /// plain HTTP listener in front of an HTTPS one. `None` (default): requests are
     /// forwarded.
     pub redirect_https: Option<u16>,
+    /// Where each request's access entry goes once its response has ended (HAProxy
+    /// `option httplog`, nginx `access_log`; [`super::access_log`]). Requests hyper
+    /// refuses before they are routed (a malformed head: 400, 431) are not logged.
+    /// `None` (default): none.
+    pub access_log: Option<super::AccessLogSink>,
 }
 
 impl HttpProxyConfig {
@@ -384,6 +389,7 @@ impl HttpProxyConfig {
             maxconn: 4096,
             tls: None,
             redirect_https: None,
+            access_log: None,
         }
     }
 

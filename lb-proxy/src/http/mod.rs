@@ -81,6 +81,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access_log;
 mod backend_tls;
 mod body;
 mod client;
@@ -93,6 +94,7 @@ pub mod route;
 pub mod stats;
 mod tls;
 
+pub use access_log::{AccessEntry, AccessLog, AccessLogSink, Termination, Timings};
 pub use backend_tls::{BackendTls, Verify};
 pub use config::{
     ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Limits, PassiveHealth, Route,

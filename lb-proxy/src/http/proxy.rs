@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::access_log::{AccessEntry, Termination, Timings};
 use super::backend_tls::BackendTls;
 use super::body::{
     ActiveRequest, Activity, ClientBody, ClientTimer, Release, ResponseBody, StallGuard,
@@ -780,11 +781,20 @@ async fn handle(
     cc: Arc<ClientConn>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    // Taken before the request counts as started (which forgets its head's first byte).
+    let log = shared
+        .config
+        .access_log
+        .is_some()
+        .then(|| RequestLog::new(&req, cc.client, cc.activity.head_elapsed()));
     let active = ActiveRequest::new(&cc.activity);
     inc(&shared.vs.requests);
-    let mut resp = match forward(&shared, &cc, req).await {
+    let mut served = Served::default();
+    let mut termination = Termination::NORMAL;
+    let mut resp = match forward(&shared, &cc, req, &mut served).await {
         Ok(r) => r,
         Err(e) => {
+            termination = termination_of(&e);
             let status = e.status();
             match status {
                 StatusCode::SERVICE_UNAVAILABLE => inc(&shared.vs.no_backend),
@@ -812,7 +822,140 @@ async fn handle(
     };
     shared.vs.responses.count(resp.status());
     resp.body_mut().attach(active);
+    if let Some(request) = log {
+        let status = resp.status().as_u16();
+        if served.local {
+            termination = Termination::new('L', 'R');
+        }
+        resp.body_mut().attach_log(Box::new(LogOnEnd {
+            shared: Arc::clone(&shared),
+            request,
+            served,
+            status,
+            bytes: 0,
+            termination,
+        }));
+    }
     Ok(resp)
+}
+
+/// The access log's termination state of a request that got `e` ([`Termination`]), as
+/// HAProxy would write it.
+fn termination_of(e: &ForwardError) -> Termination {
+    let (by, phase) = match e {
+        // HAProxy's 503 "no server available" and failed connects.
+        ForwardError::NoRoute { .. } | ForwardError::NoBackend(_) => ('S', 'C'),
+        ForwardError::Connect { .. }
+        | ForwardError::Tls { .. }
+        | ForwardError::Handshake { .. } => ('S', 'C'),
+        ForwardError::ConnectTimeout { .. } => ('s', 'C'),
+        ForwardError::ResponseTimeout { .. } => ('s', 'H'),
+        ForwardError::Backend { .. } => ('S', 'H'),
+        // A response the proxy would not pass on.
+        ForwardError::InvalidResponse { .. } => ('P', 'H'),
+        ForwardError::BadRequest(_) | ForwardError::NotImplemented(_) => ('P', 'R'),
+        ForwardError::ClientAborted(_) => ('C', 'D'),
+        ForwardError::ClientTimeout(_) => ('c', 'D'),
+    };
+    Termination::new(by, phase)
+}
+
+/// What an access entry needs of the request, taken before it is forwarded.
+#[derive(Debug)]
+pub(crate) struct RequestLog {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    referer: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    client: SocketAddr,
+    started: std::time::SystemTime,
+    start: tokio::time::Instant,
+    head: Duration,
+}
+
+impl RequestLog {
+    fn new(req: &Request<Incoming>, client: SocketAddr, head: Duration) -> Self {
+        Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            referer: req.headers().get(http::header::REFERER).cloned(),
+            user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+            client,
+            started: std::time::SystemTime::now(),
+            start: tokio::time::Instant::now(),
+            head,
+        }
+    }
+}
+
+/// Where a request went, for its access entry: filled in by [`forward`] as it tries
+/// backends.
+#[derive(Debug, Default)]
+pub(crate) struct Served {
+    /// The pool the route chose.
+    pool: Option<usize>,
+    /// The backend last tried.
+    backend: Option<SocketAddr>,
+    /// The connect to it, when one was made.
+    connect: Option<Duration>,
+    /// Its response head's time.
+    response: Option<Duration>,
+    /// Backends tried after the first.
+    retries: u32,
+    /// Answered by the proxy itself (a redirect).
+    local: bool,
+}
+
+/// A request's access entry, written when its response body ends or is dropped
+/// ([`ResponseBody::attach_log`]).
+#[derive(Debug)]
+pub(crate) struct LogOnEnd {
+    shared: Arc<Shared>,
+    request: RequestLog,
+    served: Served,
+    status: u16,
+    /// Body bytes sent so far.
+    pub(crate) bytes: u64,
+    /// How it ended (set by the body when the backend broke it).
+    pub(crate) termination: Termination,
+}
+
+impl LogOnEnd {
+    /// Hands the entry to the virtual server's sink.
+    pub(crate) fn write(self: Box<Self>) {
+        let Some(sink) = &self.shared.config.access_log else {
+            return;
+        };
+        let r = &self.request;
+        fn text(v: &Option<HeaderValue>) -> Option<&str> {
+            v.as_ref().and_then(|v| v.to_str().ok())
+        }
+        let entry = AccessEntry {
+            virtual_server: &self.shared.config.name,
+            client: r.client,
+            started: r.started,
+            pool: self.served.pool.map(|i| self.shared.pools[i].name.as_str()),
+            backend: self.served.backend,
+            method: &r.method,
+            uri: &r.uri,
+            version: r.version,
+            referer: text(&r.referer),
+            user_agent: text(&r.user_agent),
+            status: self.status,
+            bytes_to_client: self.bytes,
+            timings: Timings {
+                request: r.head,
+                connect: self.served.connect,
+                response: self.served.response,
+                total: r.start.elapsed(),
+            },
+            retries: self.served.retries,
+            termination: self.termination,
+        };
+        sink.0.log(&entry);
+    }
 }
 
 fn error_response(status: StatusCode) -> Response<ResponseBody> {
@@ -957,6 +1100,7 @@ async fn forward(
     shared: &Arc<Shared>,
     cc: &ClientConn,
     mut req: Request<Incoming>,
+    served: &mut Served,
 ) -> Result<Response<ResponseBody>, ForwardError> {
     if req.method() == Method::CONNECT {
         return Err(ForwardError::NotImplemented(Method::CONNECT));
@@ -993,6 +1137,7 @@ async fn forward(
     }
     let host = request_host(&parts);
     if let Some(port) = shared.config.redirect_https {
+        served.local = true;
         return Ok(https_redirect(
             &parts,
             host.as_deref().unwrap_or(""),
@@ -1007,6 +1152,7 @@ async fn forward(
         });
     };
     let http_pool = &shared.pools[pool_idx];
+    served.pool = Some(pool_idx);
     let (pool_name, pool) = (&http_pool.name, &http_pool.pool);
     let key: Option<Vec<u8>> = match shared.config.hash_key {
         HashKeySource::ClientAddr => None,
@@ -1101,7 +1247,10 @@ async fn forward(
         let Some(backend) = pool.select(now, &ctx, &mut |b| !tried.contains(&b.id())) else {
             return Err(last_err.unwrap_or_else(|| ForwardError::NoBackend(pool_name.clone())));
         };
+        served.backend = Some(backend.addr());
+        served.connect = None;
         if !first {
+            served.retries += 1;
             inc(&shared.vs.retries);
         }
         first = false;
@@ -1109,6 +1258,7 @@ async fn forward(
         inc(&counters.requests);
         let guard = backend.request();
 
+        let connecting = tokio::time::Instant::now();
         let checkout = match shared
             .conns
             .checkout(
@@ -1148,6 +1298,9 @@ async fn forward(
         };
         let mut tx = checkout.tx;
         let started = tokio::time::Instant::now();
+        if !checkout.reused {
+            served.connect = Some(started - connecting);
+        }
         cc.arm_response_timer(started + timeouts.backend_response);
         let sent = {
             let mut response = std::pin::pin!(tx.try_send_request(request));
@@ -1236,6 +1389,7 @@ async fn forward(
             Ok(Ok(mut resp)) => {
                 let now = tokio::time::Instant::now();
                 let latency = now - started;
+                served.response = Some(latency);
                 backend.stats().record_latency(
                     latency,
                     now.into_std(),

@@ -374,14 +374,20 @@ where
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Self {
+        Self::connect_from(addr).await.0
+    }
+
+    /// Also the client's own address.
+    pub async fn connect_from(addr: SocketAddr) -> (Self, SocketAddr) {
         let s = TcpStream::connect(addr).await.unwrap();
+        let local = s.local_addr().unwrap();
         let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
             .await
             .unwrap();
         let conn = tokio::spawn(async move {
             let _ = conn.await;
         });
-        Self { tx, conn }
+        (Self { tx, conn }, local)
     }
 
     /// A client of an HTTPS listener at `addr` that trusts `cert` and asks for `name`,

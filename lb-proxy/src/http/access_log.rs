@@ -1,0 +1,304 @@
+//! Access logs: one entry per request once its response has ended ([`AccessEntry`]), handed
+//! to an [`AccessLog`] sink ([`HttpProxyConfig::access_log`](super::HttpProxyConfig::access_log)),
+//! and written as a line in HAProxy's `option httplog` layout ([`AccessEntry::write_httplog`])
+//! or nginx's `combined` ([`AccessEntry::write_combined`]). Sans-IO: the sink decides where
+//! lines go (lb-node writes them to a file from a thread of its own).
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use lb_proxy::http::{AccessEntry, Termination, Timings};
+//!
+//! let method = http::Method::GET;
+//! let uri: http::Uri = "/index.html".parse().unwrap();
+//! let entry = AccessEntry {
+//!     virtual_server: "web",
+//!     client: "198.18.0.7:33317".parse().unwrap(),
+//!     started: UNIX_EPOCH + Duration::from_millis(1_795_484_200_624),
+//!     pool: Some("web"),
+//!     backend: Some("198.18.0.161:80".parse().unwrap()),
+//!     method: &method,
+//!     uri: &uri,
+//!     version: http::Version::HTTP_11,
+//!     referer: None,
+//!     user_agent: Some("curl/7.88.1"),
+//!     status: 200,
+//!     bytes_to_client: 2750,
+//!     timings: Timings {
+//!         request: Duration::from_millis(10),
+//!         connect: Some(Duration::from_millis(1)),
+//!         response: Some(Duration::from_millis(30)),
+//!         total: Duration::from_millis(45),
+//!     },
+//!     retries: 0,
+//!     termination: Termination::NORMAL,
+//! };
+//! let mut line = String::new();
+//! entry.write_httplog(&mut line);
+//! assert_eq!(
+//!     line,
+//!     "198.18.0.7:33317 [24/Nov/2026:01:36:40.624] web web/198.18.0.161:80 10/0/1/30/45 200 2750 - - ---- 0 \"GET /index.html HTTP/1.1\""
+//! );
+//! line.clear();
+//! entry.write_combined(&mut line);
+//! assert_eq!(
+//!     line,
+//!     "198.18.0.7 - - [24/Nov/2026:01:36:40 +0000] \"GET /index.html HTTP/1.1\" 200 2750 \"-\" \"curl/7.88.1\""
+//! );
+//! ```
+
+use std::fmt::{self, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where a virtual server's access entries go. Called on the proxy's own tasks, once per
+/// request, as its response ends: it must not block (queue the line, drop it when the
+/// queue is full).
+pub trait AccessLog: Send + Sync + fmt::Debug {
+    /// Takes one entry.
+    fn log(&self, entry: &AccessEntry<'_>);
+}
+
+/// An [`AccessLog`] in a configuration ([`HttpProxyConfig::access_log`](super::HttpProxyConfig::access_log)):
+/// two are equal when they are the same sink (the same `Arc`).
+#[derive(Debug, Clone)]
+pub struct AccessLogSink(pub std::sync::Arc<dyn AccessLog>);
+
+impl PartialEq for AccessLogSink {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// How a request ended, as the first two letters of HAProxy's termination state: who ended
+/// it (`-` nobody: it completed; `C` the client; `S` the backend; `P` the proxy, refusing
+/// it; `L` the proxy, answering it itself; `c` / `s` the client's / backend's timeout) and
+/// in which phase (`-` none; `R` waiting for the request; `C` connecting to a backend;
+/// `H` waiting for the response head; `D` transferring the body). Written with HAProxy's
+/// last two letters (persistence cookies, not used here) as `--`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Termination {
+    /// Who: `-`, `C`, `S`, `P`, `L`, `c` or `s`.
+    pub by: char,
+    /// When: `-`, `R`, `C`, `H` or `D`.
+    pub phase: char,
+}
+
+impl Termination {
+    /// The response went out whole (`----`).
+    pub const NORMAL: Self = Self::new('-', '-');
+
+    /// A termination state from its two letters.
+    pub const fn new(by: char, phase: char) -> Self {
+        Self { by, phase }
+    }
+}
+
+impl fmt::Display for Termination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}--", self.by, self.phase)
+    }
+}
+
+/// A request's times, HAProxy's `TR/Tw/Tc/Tr/Ta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// `TR`: receiving the request head, from its first byte.
+    pub request: Duration,
+    /// `Tc`: the connect (and TLS handshake) to the backend that served, `None` (`-1`)
+    /// when none was made: a pooled connection served, or no backend was reached.
+    pub connect: Option<Duration>,
+    /// `Tr`: from sending the request to the backend's response head, `None` (`-1`)
+    /// without one.
+    pub response: Option<Duration>,
+    /// `Ta`: from the request head's end to the response's end.
+    pub total: Duration,
+}
+
+/// One request, as logged once its response has ended.
+#[derive(Debug, Clone)]
+pub struct AccessEntry<'a> {
+    /// The virtual server's name (HAProxy's frontend).
+    pub virtual_server: &'a str,
+    /// The client, from the socket or its PROXY header.
+    pub client: SocketAddr,
+    /// When the request head was complete.
+    pub started: SystemTime,
+    /// The pool a route chose (HAProxy's backend), `None` when none was.
+    pub pool: Option<&'a str>,
+    /// The backend that last took the request (HAProxy's server), `None` when none did.
+    pub backend: Option<SocketAddr>,
+    /// The request method.
+    pub method: &'a http::Method,
+    /// The request target as the client sent it.
+    pub uri: &'a http::Uri,
+    /// The client's HTTP version.
+    pub version: http::Version,
+    /// The `Referer` header, if any and text.
+    pub referer: Option<&'a str>,
+    /// The `User-Agent` header, if any and text.
+    pub user_agent: Option<&'a str>,
+    /// The status the client got.
+    pub status: u16,
+    /// Body bytes sent to the client (heads not counted).
+    pub bytes_to_client: u64,
+    /// The request's times.
+    pub timings: Timings,
+    /// How many more backends the request was sent to after its first (HAProxy's
+    /// `retries`).
+    pub retries: u32,
+    /// How it ended.
+    pub termination: Termination,
+}
+
+impl AccessEntry<'_> {
+    /// Appends HAProxy's `option httplog` line, without the syslog header and without the
+    /// connection-count and queue fields: `client:port [date] virtual_server
+    /// pool/backend TR/Tw/Tc/Tr/Ta status bytes - - termination retries "request line"`.
+    /// The date is UTC with milliseconds (`24/Nov/2026:01:36:40.624`); `Tw` (queueing) is
+    /// 0, a time that did not happen is `-1`, a pool or backend that was not reached `-`;
+    /// quotes, backslashes and control bytes in the request line are written `\xHH`.
+    pub fn write_httplog(&self, out: &mut String) {
+        let ms = |d: Option<Duration>| {
+            d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        };
+        let t = &self.timings;
+        let _ = write!(out, "{} [", self.client);
+        write_date(out, self.started, true);
+        let _ = write!(
+            out,
+            "] {} {}/",
+            self.virtual_server,
+            self.pool.unwrap_or("-")
+        );
+        match self.backend {
+            Some(b) => {
+                let _ = write!(out, "{b}");
+            }
+            None => out.push('-'),
+        }
+        let _ = write!(
+            out,
+            " {}/0/{}/{}/{} {} {} - - {} {} \"",
+            ms(Some(t.request)),
+            ms(t.connect),
+            ms(t.response),
+            ms(Some(t.total)),
+            self.status,
+            self.bytes_to_client,
+            self.termination,
+            self.retries,
+        );
+        self.write_request_line(out);
+        out.push('"');
+    }
+
+    /// Appends nginx's `combined` line: `client - - [date] "request line" status bytes
+    /// "referer" "user agent"`, the date UTC (`24/Nov/2026:01:36:40 +0000`), a missing
+    /// header `-`, and quotes, backslashes and control bytes written `\xHH` as nginx
+    /// escapes them.
+    pub fn write_combined(&self, out: &mut String) {
+        let _ = write!(out, "{} - - [", self.client.ip().to_canonical());
+        write_date(out, self.started, false);
+        out.push_str("] \"");
+        self.write_request_line(out);
+        let _ = write!(out, "\" {} {} \"", self.status, self.bytes_to_client);
+        escape(out, self.referer.unwrap_or("-"));
+        out.push_str("\" \"");
+        escape(out, self.user_agent.unwrap_or("-"));
+        out.push('"');
+    }
+
+    fn write_request_line(&self, out: &mut String) {
+        escape(out, self.method.as_str());
+        out.push(' ');
+        escape(out, &self.uri.to_string());
+        let _ = write!(out, " {:?}", self.version);
+    }
+}
+
+/// Appends `s` with `"`, `\` and bytes outside printable ASCII written `\xHH` (nginx's
+/// escaping): nothing a client sends can break a line or a field.
+fn escape(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(char::from(b));
+        }
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Appends `t` in UTC as `24/Nov/2026:01:36:40.624` (`millis`) or `24/Nov/2026:01:36:40
+/// +0000`. A time before 1970 is written as 1970's first instant.
+fn write_date(out: &mut String, t: SystemTime, millis: bool) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (y, m, d) = civil_from_days(secs / 86_400);
+    let s = secs % 86_400;
+    let _ = write!(
+        out,
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02}",
+        MONTHS[(m - 1) as usize],
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    );
+    if millis {
+        let _ = write!(out, ".{:03}", since.subsec_millis());
+    } else {
+        out.push_str(" +0000");
+    }
+}
+
+/// The proleptic Gregorian (year, month 1–12, day 1–31) of `days` since 1970-01-01
+/// (Howard Hinnant's `civil_from_days`, for days after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        let at = |secs: u64, millis: bool| {
+            let mut s = String::new();
+            write_date(&mut s, UNIX_EPOCH + Duration::from_secs(secs), millis);
+            s
+        };
+        assert_eq!(at(0, true), "01/Jan/1970:00:00:00.000");
+        // 2000-02-29 (a leap day of a century leap year), 2100-03-01 (2100 is not leap).
+        assert_eq!(at(951_782_400, false), "29/Feb/2000:00:00:00 +0000");
+        assert_eq!(
+            at(4_107_542_400 + 86_399, false),
+            "01/Mar/2100:23:59:59 +0000"
+        );
+        assert_eq!(at(1_735_689_599, false), "31/Dec/2024:23:59:59 +0000");
+        let mut s = String::new();
+        write_date(&mut s, UNIX_EPOCH - Duration::from_secs(1), true);
+        assert_eq!(s, "01/Jan/1970:00:00:00.000");
+    }
+
+    #[test]
+    fn client_text_cannot_break_a_line() {
+        let mut s = String::new();
+        escape(&mut s, "a\"b\\c\nd\u{e9}");
+        assert_eq!(s, "a\\x22b\\x5Cc\\x0Ad\\xC3\\xA9");
+    }
+}
