@@ -5824,3 +5824,51 @@ fn backend_tls_settings_are_checked_at_load() {
         ["t.toml:5:15: backend_sni needs backend_tls = true (the real servers are spoken to in plain HTTP)"]
     );
 }
+
+/// `[virtual_server.http] access_log`: a path whose directory does not exist, or that is a
+/// directory, and a format without a file are errors at their key.
+#[test]
+fn access_log_settings_are_checked_at_load() {
+    let vs = |keys: &str| {
+        format!("[[virtual_server]]\nlisten = \"127.0.0.1:8080\"\nprotocol = \"http\"\n[virtual_server.http]\n{keys}\n[[virtual_server.backend]]\naddress = \"127.0.0.1:80\"\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.toml");
+    std::fs::write(
+        &t,
+        vs("access_log = \"web.log\"\naccess_log_format = \"combined\""),
+    )
+    .unwrap();
+    let (c, w) = ok(&t);
+    assert!(w.is_empty(), "{w:?}");
+    let h = c.virtual_servers[0].http.as_ref().unwrap();
+    assert_eq!(
+        h.access_log.as_deref(),
+        Some(dir.path().join("web.log").as_path())
+    );
+    assert_eq!(
+        h.access_log_format,
+        config::model::AccessLogFormat::Combined
+    );
+
+    let e = errors("t.toml", &vs("access_log = \"/nonexistent/lb/web.log\""));
+    assert_eq!(
+        e,
+        ["t.toml:5:14: access_log /nonexistent/lb/web.log: no directory /nonexistent/lb"]
+    );
+    let e = errors("t.toml", &vs("access_log = \"/tmp\""));
+    assert_eq!(e, ["t.toml:5:14: access_log /tmp is a directory"]);
+    let e = errors("t.toml", &vs("access_log_format = \"combined\""));
+    assert_eq!(
+        e,
+        ["t.toml:5:21: access_log_format needs access_log (the file to write)"]
+    );
+    let e = errors(
+        "t.toml",
+        &vs("access_log = \"x.log\"\naccess_log_format = \"clf\""),
+    );
+    assert!(
+        e[0].starts_with("t.toml:6:21: unknown variant `clf`, expected `httplog` or `combined`"),
+        "{e:?}"
+    );
+}

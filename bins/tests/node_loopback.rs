@@ -5602,3 +5602,90 @@ fn http_mode_reencrypts_to_https_real_servers() {
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[virtual_server.http] access_log`: two virtual servers write one file (relative to the
+/// configuration), one in HAProxy's httplog layout, the other in nginx's combined; after
+/// logrotate moves the file away, SIGHUP reopens it and the next lines go to a new file at
+/// the path.
+#[test]
+fn access_log_lines_follow_requests_and_a_reload_reopens_the_file() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let (web, api) = (free_port(), free_port());
+    let vs = |name: &str, port: u16, format: &str| {
+        format!(
+            "[[virtual_server]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\
+             [virtual_server.http]\naccess_log = \"access.log\"\naccess_log_format = \"{format}\"\n\
+             [[virtual_server.backend]]\naddress = \"{}\"\n",
+            a.addr
+        )
+    };
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}{}",
+        dir.join("admin.sock").display(),
+        vs("web", web, "httplog"),
+        vs("api", api, "combined"),
+    );
+    let (node, _sock) = start_node(&dir, &toml);
+    let log = dir.join("access.log");
+    let lines = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let wait_lines = |p: &Path, n: usize| {
+        assert!(
+            wait_until(Duration::from_secs(5), || lines(p).len() >= n),
+            "{:?}\n{}",
+            lines(p),
+            std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+        );
+    };
+    let web_vip: SocketAddr = format!("127.0.0.1:{web}").parse().unwrap();
+    let api_vip: SocketAddr = format!("127.0.0.1:{api}").parse().unwrap();
+    assert_eq!(body(&request(web_vip, "w", "/x?y=1").unwrap()), "a");
+    wait_lines(&log, 1);
+    // A quote the client sent cannot end the field early.
+    assert_eq!(body(&request(api_vip, "w", "/v1/\"q\"").unwrap()), "a");
+    assert_eq!(body(&request(api_vip, "w", "/v1/items").unwrap()), "a");
+    wait_lines(&log, 3);
+    let got = lines(&log);
+    assert!(got[0].starts_with("127.0.0.1:"), "{got:?}");
+    assert!(
+        got[0].contains(&format!("] web web/{} ", a.addr))
+            && got[0].ends_with(" 200 1 - - ---- 0 \"GET /x?y=1 HTTP/1.1\""),
+        "{got:?}"
+    );
+    assert!(
+        got[1].starts_with("127.0.0.1 - - [")
+            && got[1].ends_with(" +0000] \"GET /v1/\\x22q\\x22 HTTP/1.1\" 200 1 \"-\" \"-\""),
+        "{got:?}"
+    );
+    assert!(
+        got[2].contains("\"GET /v1/items HTTP/1.1\" 200 1 "),
+        "{got:?}"
+    );
+
+    // logrotate: move the file, HUP, and the next lines start a new file.
+    let rotated = dir.join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let before = lines(&rotated).len();
+    reload_node(&node, &dir, &toml);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let _ = request(web_vip, "w", "/after");
+            lines(&log).iter().any(|l| l.contains("/after"))
+        }),
+        "{:?}",
+        lines(&log)
+    );
+    assert_eq!(
+        lines(&rotated).len(),
+        before,
+        "nothing more in the rotated file"
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1962,6 +1962,32 @@ pub struct HttpSettings {
     /// renewed CA.
     #[serde(skip)]
     pub backend_ca: Option<Result<Vec<u8>, TlsFileError>>,
+    /// Write one line per request to this file once its response has ended (HAProxy
+    /// `option httplog`, nginx `access_log`), in `access_log_format`. Opened in append
+    /// mode (created 0640) when the virtual server starts, reopened at every reload (after
+    /// logrotate moved it); virtual servers naming one file share it. Lines are written by
+    /// a thread of their own: when the disk does not keep up, lines are dropped (counted,
+    /// logged at WARN) rather than requests held. Requests refused before they are routed
+    /// (a malformed head: 400, 431) are not logged. Relative: from the configuration
+    /// file's directory. Default none.
+    pub access_log: Option<PathBuf>,
+    /// The line format of `access_log`: `"httplog"` (default; HAProxy's `option httplog`
+    /// fields: `client:port [date] virtual_server pool/real_server TR/Tw/Tc/Tr/Ta status
+    /// bytes - - termination_state retries "request line"`) or `"combined"` (nginx's:
+    /// `client - - [date] "request line" status bytes "referer" "user agent"`). Dates in
+    /// UTC.
+    pub access_log_format: AccessLogFormat,
+}
+
+/// `[virtual_server.http] access_log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// HAProxy's `option httplog` ([`lb_proxy::http::AccessEntry::write_httplog`]).
+    #[default]
+    Httplog,
+    /// nginx's `combined` ([`lb_proxy::http::AccessEntry::write_combined`]).
+    Combined,
 }
 
 /// `[virtual_server.http] backend_verify` (HAProxy's server `verify`).
@@ -2205,6 +2231,8 @@ impl Default for HttpSettings {
             backend_ca_file: None,
             backend_sni: None,
             backend_ca: None,
+            access_log: None,
+            access_log_format: AccessLogFormat::Httplog,
         }
     }
 }
@@ -4504,6 +4532,31 @@ fn validate_http(
         }
     } else if let Err(e) = h.tls_termination() {
         err(format!("{p}.{}", e.at), e.message);
+    }
+    match &h.access_log {
+        Some(path) => {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if dir.is_some_and(|d| !d.is_dir()) {
+                err(
+                    format!("{p}.access_log"),
+                    format!(
+                        "access_log {}: no directory {}",
+                        path.display(),
+                        dir.map(|d| d.display().to_string()).unwrap_or_default()
+                    ),
+                );
+            } else if path.is_dir() {
+                err(
+                    format!("{p}.access_log"),
+                    format!("access_log {} is a directory", path.display()),
+                );
+            }
+        }
+        None if h.access_log_format != AccessLogFormat::default() => err(
+            format!("{p}.access_log_format"),
+            "access_log_format needs access_log (the file to write)".into(),
+        ),
+        None => {}
     }
     if h.backend_tls {
         if let Err(e) = h.backend_tls() {

@@ -57,7 +57,7 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
     finish(config, &origins, Vec::new(), Vec::new())
 }
 
-/// Relative `tls_certificate`, `tls_key` and `backend_ca_file` paths are taken from the directory of the
+/// Relative `tls_certificate`, `tls_key`, `backend_ca_file` and `access_log` paths are taken from the directory of the
 /// file that names them (nginx reads them from its configuration's directory too), not
 /// from lb-node's working directory.
 fn tls_paths_from(config: &mut Config, file: &Path) {
@@ -75,6 +75,7 @@ fn tls_paths_from(config: &mut Config, file: &Path) {
             h.tls_certificate.as_mut(),
             h.tls_key.as_mut(),
             h.backend_ca_file.as_mut(),
+            h.access_log.as_mut(),
         ]
         .into_iter()
         .chain(sni)

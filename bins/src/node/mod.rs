@@ -60,6 +60,7 @@
 //! Exit codes (also in `lb-node --help`): 0 clean stop; 1 invalid configuration; 2 usage;
 //! 3 start-up failure (a listener, socket or interface that cannot be used).
 
+mod access_log;
 mod bfd;
 mod dump;
 mod fifo;
@@ -1076,6 +1077,8 @@ impl Node {
 
     /// SIGHUP: loads the file again and applies what changed.
     async fn reload(&mut self) {
+        // Access logs are reopened whatever the new configuration (logrotate's HUP).
+        self.listeners.access_logs.reopen_all();
         let mut new = match load(&self.path, self.format) {
             Ok(c) => c,
             Err(e) => {

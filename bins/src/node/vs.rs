@@ -16,7 +16,7 @@ use lb_health::{
     OutlierEvent, OutlierHostState, PoolApplier, Probe, StartState,
 };
 use lb_proxy::busy_poll::BusyPolling;
-use lb_proxy::http::{BackendTls, HttpPool, HttpProxy};
+use lb_proxy::http::{AccessLogSink, BackendTls, HttpPool, HttpProxy};
 use lb_proxy::listener::{bind_tcp, bind_udp, ListenOptions};
 use lb_proxy::outcome::{Outcome, OutcomeObserver};
 use lb_proxy::tcp::{ProxyHandle, TcpProxy, TcpProxyConfig};
@@ -646,6 +646,8 @@ pub(crate) struct Listeners {
     udp: HashMap<SocketAddr, std::net::UdpSocket>,
     /// `Some` when busy polling is on: given to every TCP, UDP and HTTP proxy started.
     pub(crate) busy_polling: Option<BusyPolling>,
+    /// The open access log files of HTTP virtual servers.
+    pub(crate) access_logs: super::access_log::AccessLogFiles,
 }
 
 impl Listeners {
@@ -1542,6 +1544,20 @@ impl VsRuntime {
                     .map_err(|e| err(e.to_string()))?;
                 let mut hc = cfg.http_proxy_config().map_err(&err)?;
                 hc.busy_polling = listeners.busy_polling.clone();
+                let log = cfg
+                    .http
+                    .as_ref()
+                    .and_then(|h| Some((h.access_log.as_deref()?, h.access_log_format)));
+                if let Some((path, format)) = log {
+                    let file = listeners
+                        .access_logs
+                        .get(path)
+                        .map_err(|e| err(format!("access_log {}: {e}", path.display())))?;
+                    hc.access_log = Some(AccessLogSink(Arc::new(super::access_log::VsAccessLog {
+                        file,
+                        format,
+                    })));
+                }
                 let mut own = HttpPool::new(cfg.name.clone(), Arc::clone(&pool))
                     .with_observer(Arc::clone(&observer));
                 own.tls.clone_from(&backend_tls);
