@@ -128,14 +128,17 @@ impl Activity {
         }
     }
 
-    /// How long the request head now complete took from its first byte (from the
-    /// connection's opening when no byte was noted).
+    /// How long the request head now complete took from its first byte. When no byte was
+    /// noted (it came with the previous request's, pipelined), from the previous
+    /// response's end; for a connection's first request, from its opening.
     pub(crate) fn head_elapsed(&self) -> std::time::Duration {
         let first = self.head_started_ms.load(Ordering::Acquire);
-        let from = if first == NO_HEAD {
-            self.base
-        } else {
+        let from = if first != NO_HEAD {
             self.at(first)
+        } else if self.served() {
+            self.at(self.idle_since_ms.load(Ordering::Acquire))
+        } else {
+            self.base
         };
         from.elapsed()
     }
