@@ -5785,7 +5785,7 @@ fn backend_tls_settings_are_checked_at_load() {
     let e = errors("t.toml", &vs("backend_tls = true"));
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(
-        e[0].starts_with("t.toml:4:1: backend_tls verifies the real servers' certificates")
+        e[0].starts_with("t.toml:5:15: backend_tls verifies the real servers' certificates")
             && e[0].contains("set it (HAProxy's ca-file), or backend_verify = \"none\""),
         "{e:?}"
     );
@@ -5817,6 +5817,28 @@ fn backend_tls_settings_are_checked_at_load() {
     assert!(
         e[0].starts_with("t.toml:5:18: unknown variant `nonee`, expected `required` or `none`"),
         "{e:?}"
+    );
+    // `required` written out without backend_tls is refused as `none` is.
+    let e = errors("t.toml", &vs("backend_verify = \"required\""));
+    assert_eq!(
+        e,
+        ["t.toml:5:18: backend_verify needs backend_tls = true (the real servers are spoken to in plain HTTP)"]
+    );
+    // A plain HTTP check on the port spoken to in TLS: a warning at its type.
+    std::fs::write(
+        &t,
+        format!(
+            "{}[[virtual_server.backend.check]]\ntype = \"http\"\nurl = [{{ path = \"/\" }}]\n\
+             [[virtual_server.backend.check]]\ntype = \"http\"\nconnect_port = 8081\nurl = [{{ path = \"/\" }}]\n",
+            vs("backend_tls = true\nbackend_verify = \"none\"")
+        ),
+    )
+    .unwrap();
+    let (_, w) = ok(&t);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string().contains("t.toml:10:8: warning: this http check speaks plain HTTP to 127.0.0.1:443, which backend_tls speaks TLS to"),
+        "{w:?}"
     );
     let e = errors("t.toml", &vs("backend_sni = \"api.internal\""));
     assert_eq!(

@@ -2880,18 +2880,30 @@ async fn backends_count_the_bytes_of_their_requests_and_responses() {
 /// A CA and a certificate it issued for `names` (no IP address among them), as a private
 /// PKI gives backends: (CA PEM, rustls server configuration with the issued certificate).
 fn issued(names: &[&str]) -> (String, Arc<rustls::ServerConfig>) {
+    issued_with(names, |_| {})
+}
+
+/// [`issued`], the certificate's parameters adjusted by `adjust` (its validity, say). Each
+/// CA has a name of its own (a wrong CA is then an unknown issuer, not a bad signature).
+fn issued_with(
+    names: &[&str],
+    adjust: impl FnOnce(&mut rcgen::CertificateParams),
+) -> (String, Arc<rustls::ServerConfig>) {
+    static CAS: AtomicU32 = AtomicU32::new(0);
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "lb test CA");
+    ca.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("lb test CA {}", CAS.fetch_add(1, Ordering::Relaxed)),
+    );
     let ca = ca.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let leaf =
+    let mut params =
         rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
             .unwrap();
+    adjust(&mut params);
+    let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -2990,6 +3002,33 @@ async fn backend_tls_reencrypts_to_https_backends() {
         .unwrap()
         .unwrap();
     assert_eq!(&back, b"over tls");
+
+    // A connection per request: each backend resumes the sessions it gave (HAProxy caches
+    // them per server), though the name is the same for both.
+    let (ca, server) = issued(&["api.internal"]);
+    let b = [
+        TestBackend::start_tls(1, Arc::clone(&server)).await,
+        TestBackend::start_tls(2, server).await,
+    ];
+    let roots = BackendTls::roots_from_pem(ca.as_bytes()).unwrap();
+    let tls = BackendTls::new(Verify::Required(roots), Some("api.internal")).unwrap();
+    let mut c = config();
+    c.limits.max_idle_per_backend = 0;
+    let p = HttpProxy::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        c,
+        vec![HttpPool::new("www", pool_of(&[&b[0], &b[1]], Algorithm::RoundRobin)).with_tls(tls)],
+    )
+    .await
+    .unwrap();
+    let mut client = Client::connect(p.local_addr()).await;
+    for _ in 0..6 {
+        assert_eq!(client.get("/", &[]).await.status, 200);
+    }
+    for b in &b {
+        assert_eq!(b.connections.load(Ordering::Relaxed), 3);
+        assert_eq!(b.tls_resumed.load(Ordering::Relaxed), 2, "backend {}", b.id);
+    }
 }
 
 /// A backend certificate that does not verify is a failed connect: counted against that
@@ -3022,6 +3061,14 @@ async fn backend_tls_certificates_that_do_not_verify_are_502() {
             BackendTls::new(Verify::Required(ours()), None),
             200,
         ),
+        (
+            "chain only, another CA",
+            BackendTls::new(
+                Verify::Required(BackendTls::roots_from_pem(other_ca.as_bytes()).unwrap()),
+                None,
+            ),
+            502,
+        ),
         ("verify none", BackendTls::new(Verify::None, None), 200),
     ];
     for (what, tls, status) in cases {
@@ -3034,7 +3081,25 @@ async fn backend_tls_certificates_that_do_not_verify_are_502() {
         assert_eq!(s.backends[0].connect_failures, failures, "{what}");
     }
     // Without SNI configured none was sent.
-    assert_eq!(*b.tls_names.lock().unwrap(), [None, None]);
+    assert_eq!(
+        *b.tls_names.lock().unwrap(),
+        [None, None],
+        "completed handshakes"
+    );
+
+    // An expired certificate from the right CA: refused, with or without a name.
+    let (ca, server) = issued_with(&["api.internal"], |p| {
+        p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    });
+    let expired = TestBackend::start_tls(1, server).await;
+    for name in [Some("api.internal"), None] {
+        let roots = BackendTls::roots_from_pem(ca.as_bytes()).unwrap();
+        let tls = BackendTls::new(Verify::Required(roots), name).unwrap();
+        let p = proxy_tls(pool_of(&[&expired], Algorithm::RoundRobin), tls).await;
+        let r = Client::connect(p.local_addr()).await.get("/", &[]).await;
+        assert_eq!(r.status, 502, "expired, name {name:?}");
+    }
 
     // A backend that does not speak TLS fails its handshake; the request goes on to one
     // that does.

@@ -1948,14 +1948,17 @@ pub struct HttpSettings {
     /// How the real servers' certificates are checked (HAProxy `verify`): `"required"`
     /// (default; needs `backend_ca_file`, as HAProxy refuses `verify required` without a
     /// `ca-file`) or `"none"` (any certificate: encrypted, not authenticated).
-    pub backend_verify: BackendVerify,
+    pub backend_verify: Option<BackendVerify>,
     /// The PEM certificates the real servers' chains must lead to (HAProxy `ca-file`).
     /// Read at every load; relative: from the configuration file's directory.
     pub backend_ca_file: Option<PathBuf>,
     /// The name sent as SNI and, with `backend_verify = "required"`, the name the
-    /// certificates must be valid for (HAProxy `sni str(…)`). Default none: no SNI, and
-    /// only the chain is verified, as HAProxy without `sni` or `verifyhost` (real servers
-    /// are addressed by IP, their certificates name hosts).
+    /// certificates must be valid for (HAProxy `sni str(…)`; an IP address is verified
+    /// but not sent: TLS sends only DNS names as SNI). Default none: no SNI, and only the
+    /// chain is verified, as HAProxy without `sni` or `verifyhost` (real servers are
+    /// addressed by IP, their certificates name hosts). No client certificate is
+    /// presented (HAProxy's server `crt`): a real server that requires one fails every
+    /// request with 502.
     pub backend_sni: Option<String>,
     /// The contents of `backend_ca_file`, read when the configuration is loaded, or why it
     /// could not be read; compared by a reload, which so restarts the virtual server on a
@@ -2071,7 +2074,7 @@ impl HttpSettings {
                 e => format!("{what}: {e}"),
             },
         };
-        let verify = match self.backend_verify {
+        let verify = match self.backend_verify.unwrap_or_default() {
             BackendVerify::None => Verify::None,
             BackendVerify::Required => match (&self.backend_ca, &self.backend_ca_file) {
                 (Some(Ok(pem)), Some(path)) => {
@@ -2086,7 +2089,7 @@ impl HttpSettings {
                 (Some(Err(e)), _) => return Err(e.clone()),
                 _ => {
                     return Err(TlsFileError {
-                        at: "backend_ca_file".into(),
+                        at: "backend_tls".into(),
                         message: "backend_tls verifies the real servers' certificates \
                                   (backend_verify = \"required\", the default) but no \
                                   backend_ca_file says what to trust: set it (HAProxy's \
@@ -2227,7 +2230,7 @@ impl Default for HttpSettings {
             redirect_https: false,
             redirect_https_port: 443,
             backend_tls: false,
-            backend_verify: BackendVerify::Required,
+            backend_verify: None,
             backend_ca_file: None,
             backend_sni: None,
             backend_ca: None,
@@ -4562,7 +4565,25 @@ fn validate_http(
         if let Err(e) = h.backend_tls() {
             err(format!("{p}.{}", e.at), e.message);
         }
-        if h.backend_verify == BackendVerify::None && h.backend_ca_file.is_some() {
+        // HAProxy checks an `ssl` server over TLS; here the checks are configured apart.
+        for (j, b) in vs.backends.iter().enumerate() {
+            for (k, c) in b.checks.iter().enumerate() {
+                let traffic_port = c.connect_port.is_none_or(|port| port == b.address.port())
+                    && c.connect_ip.is_none_or(|ip| ip == b.address.ip());
+                if matches!(c.kind, CheckKind::Http(_)) && traffic_port {
+                    warn(
+                        format!("virtual_server[{i}].backend[{j}].check[{k}].type"),
+                        format!(
+                            "this http check speaks plain HTTP to {}, which backend_tls speaks TLS to: \
+                             against a real server that takes only TLS it fails, and the real server \
+                             is taken out; use type = \"ssl\" (keepalived SSL_GET)",
+                            b.address
+                        ),
+                    );
+                }
+            }
+        }
+        if h.backend_verify == Some(BackendVerify::None) && h.backend_ca_file.is_some() {
             warn(
                 format!("{p}.backend_ca_file"),
                 "backend_ca_file is not used: backend_verify = \"none\" takes any certificate"
@@ -4571,10 +4592,7 @@ fn validate_http(
         }
     } else {
         for (key, set) in [
-            (
-                "backend_verify",
-                h.backend_verify != BackendVerify::default(),
-            ),
+            ("backend_verify", h.backend_verify.is_some()),
             ("backend_ca_file", h.backend_ca_file.is_some()),
             ("backend_sni", h.backend_sni.is_some()),
         ] {

@@ -12,6 +12,10 @@
 //! | `sni str(N)` (and the name verified) | `server_name` `Some(N)` |
 //! | no `sni`, no `verifyhost` | `server_name` `None`: no SNI; the chain is verified, not the name |
 //!
+//! No client certificate is presented (HAProxy's server `crt`): a backend that requires one
+//! fails the request (with TLS 1.3 only after the handshake, on the request: a 502 that is
+//! not retried).
+//!
 //! # Examples
 //!
 //! ```
@@ -27,13 +31,14 @@
 //! assert!(BackendTls::roots_from_pem(b"nothing here").is_err());
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
@@ -64,7 +69,15 @@ pub struct BackendTls(Arc<Inner>);
 struct Inner {
     connector: TlsConnector,
     server_name: Option<ServerName<'static>>,
+    /// With [`BackendTls::new`]: one connector per backend address, each with a session
+    /// cache of its own (rustls keys resumption by server name, which all backends share
+    /// when `server_name` is set: a ticket from one would be offered to the next and
+    /// wasted). `None` with a caller's configuration, used as it is.
+    per_backend: Option<Mutex<HashMap<SocketAddr, TlsConnector>>>,
 }
+
+/// Sessions kept for resumption per backend.
+const SESSIONS_PER_BACKEND: usize = 32;
 
 impl fmt::Debug for BackendTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,8 +104,9 @@ fn invalid(reason: impl fmt::Display) -> Error {
 impl BackendTls {
     /// TLS with HAProxy's server-side defaults: TLS 1.3 and 1.2, ALPN `http/1.1`.
     ///
-    /// `server_name`: sent as SNI (HAProxy `sni`) and, with [`Verify::Required`], the name
-    /// the certificate must be valid for. `None`: no SNI is sent and only the chain is
+    /// `server_name`: sent as SNI (HAProxy `sni`; a DNS name: TLS sends no IP address as
+    /// SNI) and, with [`Verify::Required`], the name the certificate must be valid for.
+    /// Sessions are resumed per backend, as HAProxy caches them per server. `None`: no SNI is sent and only the chain is
     /// verified, as HAProxy does without `sni` or `verifyhost` (backends are addressed by
     /// IP, their certificates name hosts).
     ///
@@ -133,13 +147,17 @@ impl BackendTls {
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Self::with_config(Arc::new(config), name))
+        Ok(Self(Arc::new(Inner {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name: name,
+            per_backend: Some(Mutex::default()),
+        })))
     }
 
     /// TLS with `config` as it is (roots, verifier, client certificate, ALPN are the
     /// caller's: offer `http/1.1` or nothing, the backends are spoken to in HTTP/1.1), and
     /// `server_name` sent as SNI (`None`: none, the backend's IP address is the name
-    /// rustls verifies).
+    /// rustls verifies). Its session cache (`resumption`) serves every backend.
     pub fn with_config(
         config: Arc<ClientConfig>,
         server_name: Option<ServerName<'static>>,
@@ -147,6 +165,7 @@ impl BackendTls {
         Self(Arc::new(Inner {
             connector: TlsConnector::from(config),
             server_name,
+            per_backend: None,
         }))
     }
 
@@ -195,7 +214,20 @@ impl BackendTls {
             .server_name
             .clone()
             .unwrap_or_else(|| ServerName::IpAddress(backend.ip().into()));
-        self.0.connector.connect(name, stream).await
+        let connector = match &self.0.per_backend {
+            None => self.0.connector.clone(),
+            Some(map) => map
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(backend)
+                .or_insert_with(|| {
+                    let mut config = ClientConfig::clone(self.0.connector.config());
+                    config.resumption = Resumption::in_memory_sessions(SESSIONS_PER_BACKEND);
+                    TlsConnector::from(Arc::new(config))
+                })
+                .clone(),
+        };
+        connector.connect(name, stream).await
     }
 }
 

@@ -194,7 +194,7 @@ pub(crate) struct Checkout {
 /// Every backend's idle list.
 #[derive(Debug)]
 pub(crate) struct ConnPool {
-    /// Keyed by backend address and counters ([`ListKey`]), which come from configuration,
+    /// Keyed by backend address, counters and TLS configuration ([`ListKey`]), which come from configuration,
     /// not from clients: foldhash's fast hash is enough (SipHash cost about 200 instructions
     /// per request here).
     lists: RwLock<HashMap<ListKey, Arc<IdleList>, foldhash::fast::RandomState>>,
@@ -253,7 +253,7 @@ impl ConnPool {
 
     /// A ready connection to `addr`: the most recent idle one that is still open (when
     /// `reuse`), else a new one, over TLS with `tls`, counting its bytes into `stats`
-    /// ([`Counted`]). The TLS handshake has the connect timeout too, after the connect's.
+    /// ([`Counted`]). The connect and the TLS handshake share the connect timeout.
     ///
     /// # Errors
     /// [`ForwardError::Connect`], [`ForwardError::ConnectTimeout`], [`ForwardError::Tls`]
@@ -302,40 +302,32 @@ impl ConnPool {
                 }
             }
         }
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Err(_) => return Err(ForwardError::ConnectTimeout { backend: addr }),
+        // One deadline for the connect and the TLS handshake, as HAProxy's `timeout
+        // connect` covers both.
+        let deadline = Instant::now() + self.connect_timeout;
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Err(_) => return Err(ForwardError::ConnectTimeout { backend: addr }),
+            Ok(Err(source)) => {
+                return Err(ForwardError::Connect {
+                    backend: addr,
+                    source,
+                })
+            }
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let inner = match tls {
+            None => BackendIo::Plain(stream),
+            Some(tls) => match tokio::time::timeout_at(deadline, tls.connect(addr, stream)).await {
+                Ok(Ok(s)) => BackendIo::Tls(Box::new(s)),
                 Ok(Err(source)) => {
-                    return Err(ForwardError::Connect {
+                    return Err(ForwardError::Tls {
                         backend: addr,
                         source,
                     })
                 }
-                Ok(Ok(s)) => s,
-            };
-        let _ = stream.set_nodelay(true);
-        let inner = match tls {
-            None => BackendIo::Plain(stream),
-            Some(tls) => {
-                match tokio::time::timeout(self.connect_timeout, tls.connect(addr, stream)).await {
-                    Ok(Ok(s)) => BackendIo::Tls(Box::new(s)),
-                    Ok(Err(source)) => {
-                        return Err(ForwardError::Tls {
-                            backend: addr,
-                            source,
-                        })
-                    }
-                    Err(_) => {
-                        return Err(ForwardError::Tls {
-                            backend: addr,
-                            source: io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                format!("no TLS handshake within {:?}", self.connect_timeout),
-                            ),
-                        })
-                    }
-                }
-            }
+                Err(_) => return Err(ForwardError::ConnectTimeout { backend: addr }),
+            },
         };
         let (tx, conn) = self
             .builder

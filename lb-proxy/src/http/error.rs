@@ -78,21 +78,23 @@ pub enum ForwardError {
         /// The cause.
         source: io::Error,
     },
-    /// The TCP connect to a backend took longer than the connect timeout.
+    /// The TCP connect to a backend (and its TLS handshake, with
+    /// [`BackendTls`](super::BackendTls)) took longer than the connect timeout.
     #[error("connect to backend {backend} timed out")]
     ConnectTimeout {
         /// The backend's address.
         backend: SocketAddr,
     },
-    /// The TLS handshake with a backend ([`BackendTls`](super::BackendTls)) failed or
-    /// took longer than the connect timeout: a certificate that does not verify, no
-    /// common version, a backend that does not speak TLS. Nothing was sent: retried on
-    /// another backend, 502 when none is left.
+    /// The TLS handshake with a backend ([`BackendTls`](super::BackendTls)) failed: a
+    /// certificate that does not verify, no common version, a backend that does not speak
+    /// TLS (one that does not finish it within the connect timeout, which covers the
+    /// connect and the handshake, is [`ForwardError::ConnectTimeout`]). Nothing was sent:
+    /// retried on another backend, 502 when none is left.
     #[error("TLS handshake with backend {backend} failed: {source}")]
     Tls {
         /// The backend's address.
         backend: SocketAddr,
-        /// The cause (rustls's error inside, or `TimedOut`).
+        /// The cause (rustls's error inside).
         source: io::Error,
     },
     /// The HTTP handshake on a new backend connection failed.

@@ -100,8 +100,9 @@ struct Shared {
     /// instead, so that they spread over the backends as HAProxy's fallback to round robin
     /// spreads them.
     keyless: std::sync::atomic::AtomicU64,
-    /// When a failed TLS handshake with a backend was last logged at WARN ([`warn_tls`]).
-    tls_warned: Mutex<Option<tokio::time::Instant>>,
+    /// When a failed TLS handshake with a backend of each pool (by index) was last logged
+    /// at WARN ([`warn_tls`]).
+    tls_warned: Vec<Mutex<Option<tokio::time::Instant>>>,
     /// Frontend `maxconn`: one permit per open client connection (or its tunnel).
     slots: Arc<tokio::sync::Semaphore>,
 }
@@ -286,6 +287,7 @@ impl HttpProxy {
         ));
         let (stop, stop_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
+        let tls_warned = pools.iter().map(|_| Mutex::new(None)).collect();
         let shared = Arc::new(Shared {
             pools,
             router,
@@ -295,7 +297,7 @@ impl HttpProxy {
             backends: BackendCounterMap::default(),
             kill: kill_rx.clone(),
             keyless: std::sync::atomic::AtomicU64::new(0),
-            tls_warned: Mutex::new(None),
+            tls_warned,
             slots: Arc::new(tokio::sync::Semaphore::new(config.maxconn)),
             config,
         });
@@ -1057,27 +1059,27 @@ fn observe(pool: &HttpPool, backend: &Backend, outcome: Outcome) {
     pool.observer.observe(backend, &outcome);
 }
 
-/// The outcome of a backend failure, in the vocabulary L4 mode shares: connect failures as
-/// such, a response timeout or a broken connection as a connection the backend broke.
-/// How often at most a failed TLS handshake with a backend is logged at WARN, per virtual
-/// server.
+/// How often at most a failed TLS handshake with a backend is logged at WARN, per pool.
 const TLS_WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// Logs a failed TLS handshake with a backend at WARN, once per [`TLS_WARN_EVERY`]: a CA
-/// file or server name that does not match the backends fails every request, and the
-/// 502s and counters alone do not say why (the others stay at DEBUG).
-fn warn_tls(shared: &Shared, e: &ForwardError) {
+/// Logs a failed TLS handshake with a backend of pool `pool_idx` at WARN, once per
+/// [`TLS_WARN_EVERY`] and pool: a CA file or server name that does not match the backends
+/// fails every request, and the 502s and counters alone do not say why (the others stay
+/// at DEBUG). The pool names the virtual server whose TLS settings are at fault.
+fn warn_tls(shared: &Shared, pool_idx: usize, e: &ForwardError) {
+    let Some(last) = shared.tls_warned.get(pool_idx) else {
+        return;
+    };
     let now = tokio::time::Instant::now();
-    let mut last = shared
-        .tls_warned
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
     if last.is_none_or(|t| now.duration_since(t) >= TLS_WARN_EVERY) {
         *last = Some(now);
-        tracing::warn!(virtual_server = %shared.config.name, error = %e, "backend TLS handshake failed (logged once a minute)");
+        tracing::warn!(virtual_server = %shared.config.name, pool = %shared.pools[pool_idx].name, error = %e, "backend TLS handshake failed (logged once a minute per pool)");
     }
 }
 
+/// The outcome of a backend failure, in the vocabulary L4 mode shares: connect failures as
+/// such, a response timeout or a broken connection as a connection the backend broke.
 fn failure_outcome(e: &ForwardError) -> Outcome {
     match e {
         ForwardError::Connect { source, .. }
@@ -1273,7 +1275,7 @@ async fn forward(
             Err(e) => {
                 inc(&counters.connect_failures);
                 if matches!(e, ForwardError::Tls { .. }) {
-                    warn_tls(shared, &e);
+                    warn_tls(shared, pool_idx, &e);
                 }
                 observe(http_pool, &backend, failure_outcome(&e));
                 tried.push(backend.id());

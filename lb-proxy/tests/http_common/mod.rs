@@ -37,6 +37,8 @@ pub struct TestBackend {
     /// With TLS ([`TestBackend::start_tls`]): the server name (SNI) of every completed
     /// handshake, in order (`None`: the client sent none).
     pub tls_names: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    /// With TLS: the handshakes that resumed an earlier session.
+    pub tls_resumed: Arc<AtomicU64>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -86,6 +88,8 @@ impl TestBackend {
         let connections = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
         let tls_names = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tls_resumed = Arc::new(AtomicU64::new(0));
+        let resumed = Arc::clone(&tls_resumed);
         let (c, r) = (Arc::clone(&connections), Arc::clone(&requests));
         let names = Arc::clone(&tls_names);
         let task = tokio::spawn(async move {
@@ -99,6 +103,7 @@ impl TestBackend {
                         let r = Arc::clone(&r);
                         let body = body.clone();
                         let (tls, names) = (tls.clone(), Arc::clone(&names));
+                        let resumed = Arc::clone(&resumed);
                         conns.spawn(async move {
                             let svc = service_fn(move |req| {
                                 r.fetch_add(1, Ordering::Relaxed);
@@ -118,7 +123,11 @@ impl TestBackend {
                             else {
                                 return;
                             };
-                            let name = stream.get_ref().1.server_name().map(str::to_owned);
+                            let conn = stream.get_ref().1;
+                            let name = conn.server_name().map(str::to_owned);
+                            if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                                resumed.fetch_add(1, Ordering::Relaxed);
+                            }
                             names.lock().unwrap().push(name);
                             let _ = http
                                 .serve_connection(TokioIo::new(stream), svc)
@@ -136,6 +145,7 @@ impl TestBackend {
             connections,
             requests,
             tls_names,
+            tls_resumed,
             task: Some(task),
         }
     }
