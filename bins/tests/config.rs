@@ -448,8 +448,17 @@ fn commented_example_sets_every_key_of_the_model() {
             "routes" => "route",
             // Not keys: VirtualIp parts (written inside the address string, checked below),
             // validation results, and the TLS files' contents read at load.
-            "prefix_len" | "dev" | "label" | "message" | "errors" | "warnings" | "tls_files"
-            | "pairs" | "at" | "backend_ca" => return None,
+            "prefix_len"
+            | "dev"
+            | "label"
+            | "message"
+            | "errors"
+            | "warnings"
+            | "tls_files"
+            | "pairs"
+            | "at"
+            | "backend_ca"
+            | "backend_client_files" => return None,
             other => other,
         })
     }
@@ -5816,6 +5825,52 @@ fn backend_tls_settings_are_checked_at_load() {
     let e = errors("t.toml", &vs("backend_verify = \"nonee\""));
     assert!(
         e[0].starts_with("t.toml:5:18: unknown variant `nonee`, expected `required` or `none`"),
+        "{e:?}"
+    );
+    // A client certificate: its key must go with it; a key alone, or either without
+    // backend_tls, is refused.
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tls");
+    for f in ["example.pem", "example.key", "api.example.pem"] {
+        std::fs::copy(conf.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        &t,
+        vs("backend_tls = true\nbackend_verify = \"none\"\nbackend_certificate = \"example.pem\"\nbackend_key = \"example.key\""),
+    )
+    .unwrap();
+    ok(&t);
+    std::fs::write(
+        &t,
+        vs("backend_tls = true\nbackend_verify = \"none\"\nbackend_certificate = \"api.example.pem\""),
+    )
+    .unwrap();
+    ok(&t);
+    let e = errors(
+        "t.toml",
+        &vs(&format!(
+            "backend_tls = true\nbackend_verify = \"none\"\nbackend_certificate = \"{}\"\nbackend_key = \"{}\"",
+            conf.join("example.pem").display(),
+            conf.join("api.example.pem").display()
+        )),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:8:15: backend_key: does not go with the certificate"),
+        "{e:?}"
+    );
+    let e = errors(
+        "t.toml",
+        &vs("backend_tls = true\nbackend_verify = \"none\"\nbackend_key = \"k.pem\""),
+    );
+    assert!(
+        e.iter()
+            .any(|e| e == "t.toml:7:15: backend_key needs backend_certificate"),
+        "{e:?}"
+    );
+    let e = errors("t.toml", &vs("backend_certificate = \"c.pem\""));
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("t.toml:5:23: backend_certificate needs backend_tls = true")),
         "{e:?}"
     );
     // `required` written out without backend_tls is refused as `none` is.

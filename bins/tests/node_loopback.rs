@@ -5417,8 +5417,9 @@ fn openssl_in(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A private CA (`ca.pem`) and a certificate it issued for `web.internal` (`web.pem`,
-/// `web.key`), written into `dir`, as a site's internal PKI gives its real servers.
+/// A private CA (`ca.pem`), a certificate it issued for `web.internal` (`web.pem`,
+/// `web.key`) and a client certificate for `lb.internal` (`client.pem`, `client.key`),
+/// written into `dir`, as a site's internal PKI gives its real servers and proxies.
 fn private_pki(dir: &Path) {
     let ec = [
         "-newkey",
@@ -5482,18 +5483,58 @@ fn private_pki(dir: &Path) {
             "web.pem",
         ],
     );
+    // A client certificate for lb-node itself (mutual TLS), X.509 v3.
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl_in(
+        dir,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=lb.internal",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+            ],
+        ]
+        .concat(),
+    );
+    openssl_in(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "client.pem",
+        ],
+    );
 }
 
 /// `[virtual_server.http] backend_tls` against nginx real servers speaking HTTPS with a
 /// certificate from a private CA: requests are spread per request and re-encrypted with
 /// the configured SNI (nginx's `$ssl_server_name`), the real servers' `ssl` checks find
 /// them up, and a virtual server that expects another name in their certificates gets
-/// 502 for every request, counted (`bad_gateway`, the real servers' connect failures).
+/// 502 for every request, counted (`bad_gateway`, the real servers' connect failures). A
+/// real server that requires a client certificate (nginx `ssl_verify_client on`) takes
+/// lb-node's `backend_certificate`.
 #[test]
 fn http_mode_reencrypts_to_https_real_servers() {
     let dir = tempdir();
     private_pki(&dir);
-    let (a, b) = (free_port(), free_port());
+    let (a, b, m) = (free_port(), free_port(), free_port());
     let server = |name: &str, port: u16| {
         format!(
             "  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {d}/web.pem; ssl_certificate_key {d}/web.key;\n\
@@ -5501,12 +5542,18 @@ fn http_mode_reencrypts_to_https_real_servers() {
             d = dir.display()
         )
     };
+    let mtls = format!(
+        "  server {{ listen 127.0.0.1:{m} ssl; ssl_certificate {d}/web.pem; ssl_certificate_key {d}/web.key;\n\
+             ssl_client_certificate {d}/ca.pem; ssl_verify_client on;\n\
+             location / {{ return 200 \"m $ssl_client_s_dn\\n\"; }} }}\n",
+        d = dir.display()
+    );
     let nginx = Nginx::start(
         &dir.join("nginx"),
-        &(server("a", a) + &server("b", b)),
-        &[a, b],
+        &(server("a", a) + &server("b", b) + &mtls),
+        &[a, b, m],
     );
-    let (web, strict, front) = (free_port(), free_port(), free_port());
+    let (web, strict, front, mutual) = (free_port(), free_port(), free_port(), free_port());
     let vs = |name: &str, port: u16, sni: &str, check: &str| {
         let backend =
             |p: u16| format!("[[virtual_server.backend]]\naddress = \"127.0.0.1:{p}\"\n{check}");
@@ -5523,7 +5570,11 @@ fn http_mode_reencrypts_to_https_real_servers() {
         "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}{}\
          [[virtual_server]]\nname = \"front\"\nlisten = \"127.0.0.1:{front}\"\nprotocol = \"http\"\n\
          [[virtual_server.http.route]]\npath_prefix = \"/\"\nvirtual_server = \"web\"\n\
-         [[virtual_server.backend]]\naddress = \"127.0.0.1:9\"\n",
+         [[virtual_server.backend]]\naddress = \"127.0.0.1:9\"\n\
+         [[virtual_server]]\nname = \"mutual\"\nlisten = \"127.0.0.1:{mutual}\"\nprotocol = \"http\"\n\
+         [virtual_server.http]\nbackend_tls = true\nbackend_ca_file = \"ca.pem\"\nbackend_sni = \"web.internal\"\n\
+         backend_certificate = \"client.pem\"\nbackend_key = \"client.key\"\n\
+         [[virtual_server.backend]]\naddress = \"127.0.0.1:{m}\"\n",
         dir.join("admin.sock").display(),
         vs("web", web, "web.internal", ssl_check),
         vs("strict", strict, "other.internal", ""),
@@ -5551,6 +5602,11 @@ fn http_mode_reencrypts_to_https_real_servers() {
             log()
         );
     }
+    // Mutual TLS: nginx verified lb-node's client certificate.
+    let vip: SocketAddr = format!("127.0.0.1:{mutual}").parse().unwrap();
+    let got = get(vip).unwrap();
+    assert_eq!(body(&got), "m CN=lb.internal\n", "{got}\n{}", log());
+
     // A plain virtual server routing to web: its requests are re-encrypted too.
     let vip: SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();
     let got = get(vip).unwrap();

@@ -2904,18 +2904,127 @@ fn issued_with(
             .unwrap();
     adjust(&mut params);
     let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), server_config(&leaf, &key, None))
+}
+
+/// A server configuration with `leaf` and its `key`, requiring a client certificate from
+/// `client_cas` when given.
+fn server_config(
+    leaf: &rcgen::Certificate,
+    key: &rcgen::KeyPair,
+    client_cas: Option<rustls::RootCertStore>,
+) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
+        .unwrap();
+    let builder = match client_cas {
+        None => builder.with_no_client_auth(),
+        Some(roots) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap(),
+        ),
+    };
+    let mut config = builder
         .with_single_cert(
             vec![leaf.der().clone()],
             rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
         )
         .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    (ca.pem(), Arc::new(config))
+    Arc::new(config)
+}
+
+/// HAProxy's server `crt` (mutual TLS): a backend that requires a client certificate from
+/// its CA serves the proxy that presents one and refuses (502) the one that does not or
+/// presents another CA's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_presents_a_client_certificate() {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "lb test mTLS CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let issue = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        (cert, key)
+    };
+    let (server_cert, server_key) = issue("api.internal");
+    let mut clients = rustls::RootCertStore::empty();
+    clients.add(ca.der().clone()).unwrap();
+    let b =
+        TestBackend::start_tls(1, server_config(&server_cert, &server_key, Some(clients))).await;
+    let roots = || BackendTls::roots_from_pem(ca.pem().as_bytes()).unwrap();
+    let (client_cert, client_key) = issue("lb.internal");
+    let (stranger, stranger_key) = issued_client_elsewhere();
+    let cases = [
+        (
+            "client certificate",
+            BackendTls::with_client_certificate(
+                Verify::Required(roots()),
+                Some("api.internal"),
+                client_cert.pem().as_bytes(),
+                client_key.serialize_pem().as_bytes(),
+            )
+            .unwrap(),
+            200,
+        ),
+        (
+            "none",
+            BackendTls::new(Verify::Required(roots()), Some("api.internal")).unwrap(),
+            502,
+        ),
+        (
+            "another CA's",
+            BackendTls::with_client_certificate(
+                Verify::Required(roots()),
+                Some("api.internal"),
+                stranger.as_bytes(),
+                stranger_key.as_bytes(),
+            )
+            .unwrap(),
+            502,
+        ),
+    ];
+    for (what, tls, status) in cases {
+        let p = proxy_tls(pool_of(&[&b], Algorithm::RoundRobin), tls).await;
+        let r = Client::connect(p.local_addr()).await.get("/", &[]).await;
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+    }
+    // A key that is not the certificate's is refused when the configuration is built.
+    let e = BackendTls::with_client_certificate(
+        Verify::None,
+        None,
+        client_cert.pem().as_bytes(),
+        server_key.serialize_pem().as_bytes(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("does not go with the certificate"),
+        "{e}"
+    );
+}
+
+/// A client certificate and key (PEM) from a CA of its own.
+fn issued_client_elsewhere() -> (String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "lb test other CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["lb.internal".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
 }
 
 async fn proxy_tls(pool: Arc<Pool>, tls: BackendTls) -> HttpProxy {

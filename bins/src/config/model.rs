@@ -1956,15 +1956,24 @@ pub struct HttpSettings {
     /// certificates must be valid for (HAProxy `sni str(…)`; an IP address is verified
     /// but not sent: TLS sends only DNS names as SNI). Default none: no SNI, and only the
     /// chain is verified, as HAProxy without `sni` or `verifyhost` (real servers are
-    /// addressed by IP, their certificates name hosts). No client certificate is
-    /// presented (HAProxy's server `crt`): a real server that requires one fails every
-    /// request with 502.
+    /// addressed by IP, their certificates name hosts).
     pub backend_sni: Option<String>,
     /// The contents of `backend_ca_file`, read when the configuration is loaded, or why it
     /// could not be read; compared by a reload, which so restarts the virtual server on a
     /// renewed CA.
     #[serde(skip)]
     pub backend_ca: Option<Result<Vec<u8>, TlsFileError>>,
+    /// A client certificate (PEM chain) presented to real servers that ask for one
+    /// (HAProxy's server `crt`; mutual TLS). Read at every load; relative: from the
+    /// configuration file's directory. Default none.
+    pub backend_certificate: Option<PathBuf>,
+    /// The PEM private key of `backend_certificate`. Default: found in the
+    /// `backend_certificate` file, as HAProxy's `crt` reads both from one file.
+    pub backend_key: Option<PathBuf>,
+    /// The contents of `backend_certificate` and its key, read when the configuration is
+    /// loaded, or which file could not be read and why. Its `Debug` shows no key.
+    #[serde(skip)]
+    pub backend_client_files: Option<Result<TlsFiles, TlsFileError>>,
     /// Write one line per request to this file once its response has ended (HAProxy
     /// `option httplog`, nginx `access_log`), in `access_log_format`. Opened in append
     /// mode (created 0640) when the virtual server starts, reopened at every reload (after
@@ -2048,10 +2057,24 @@ pub struct TlsFileError {
 impl HttpSettings {
     /// Reads `backend_ca_file` into [`HttpSettings::backend_ca`].
     fn read_backend_ca(&mut self) {
-        self.backend_ca = self.backend_ca_file.as_ref().map(|p| {
+        let read = |at: &str, p: &std::path::Path| {
             std::fs::read(p).map_err(|e| TlsFileError {
-                at: "backend_ca_file".into(),
-                message: format!("backend_ca_file {}: {e}", p.display()),
+                at: at.into(),
+                message: format!("{at} {}: {e}", p.display()),
+            })
+        };
+        self.backend_ca = self
+            .backend_ca_file
+            .as_ref()
+            .map(|p| read("backend_ca_file", p));
+        self.backend_client_files = self.backend_certificate.as_ref().map(|c| {
+            let chain = read("backend_certificate", c)?;
+            let key = match &self.backend_key {
+                Some(k) => read("backend_key", k)?,
+                None => chain.clone(),
+            };
+            Ok(TlsFiles {
+                pairs: vec![(chain, key)],
             })
         });
     }
@@ -2100,9 +2123,42 @@ impl HttpSettings {
                 }
             },
         };
-        BackendTls::new(verify, self.backend_sni.as_deref())
+        let client = match &self.backend_client_files {
+            None => None,
+            Some(Err(e)) => return Err(e.clone()),
+            Some(Ok(f)) => f.pairs.first(),
+        };
+        let Some((chain, key)) = client else {
+            return BackendTls::new(verify, self.backend_sni.as_deref())
+                .map(Some)
+                .map_err(|e| fail("backend_sni", "backend_sni".into(), e));
+        };
+        BackendTls::with_client_certificate(verify, self.backend_sni.as_deref(), chain, key)
             .map(Some)
-            .map_err(|e| fail("backend_sni", "backend_sni".into(), e))
+            .map_err(|e| match e {
+                lb_proxy::http::Error::InvalidConfig {
+                    setting: "tls key",
+                    reason,
+                } => {
+                    let at = if self.backend_key.is_some() {
+                        "backend_key"
+                    } else {
+                        "backend_certificate"
+                    };
+                    TlsFileError {
+                        at: at.into(),
+                        message: format!("{at}: {reason}"),
+                    }
+                }
+                lb_proxy::http::Error::InvalidConfig {
+                    setting: "tls certificate",
+                    reason,
+                } => TlsFileError {
+                    at: "backend_certificate".into(),
+                    message: format!("backend_certificate: {reason}"),
+                },
+                e => fail("backend_sni", "backend_sni".into(), e),
+            })
     }
 
     /// Reads the certificate and key files into [`HttpSettings::tls_files`].
@@ -2234,6 +2290,9 @@ impl Default for HttpSettings {
             backend_ca_file: None,
             backend_sni: None,
             backend_ca: None,
+            backend_certificate: None,
+            backend_key: None,
+            backend_client_files: None,
             access_log: None,
             access_log_format: AccessLogFormat::Httplog,
         }
@@ -4565,6 +4624,12 @@ fn validate_http(
         if let Err(e) = h.backend_tls() {
             err(format!("{p}.{}", e.at), e.message);
         }
+        if h.backend_key.is_some() && h.backend_certificate.is_none() {
+            err(
+                format!("{p}.backend_key"),
+                "backend_key needs backend_certificate".into(),
+            );
+        }
         // HAProxy checks an `ssl` server over TLS; here the checks are configured apart.
         for (j, b) in vs.backends.iter().enumerate() {
             for (k, c) in b.checks.iter().enumerate() {
@@ -4595,6 +4660,8 @@ fn validate_http(
             ("backend_verify", h.backend_verify.is_some()),
             ("backend_ca_file", h.backend_ca_file.is_some()),
             ("backend_sni", h.backend_sni.is_some()),
+            ("backend_certificate", h.backend_certificate.is_some()),
+            ("backend_key", h.backend_key.is_some()),
         ] {
             if set {
                 err(

@@ -75,6 +75,8 @@ fn tls_paths_from(config: &mut Config, file: &Path) {
             h.tls_certificate.as_mut(),
             h.tls_key.as_mut(),
             h.backend_ca_file.as_mut(),
+            h.backend_certificate.as_mut(),
+            h.backend_key.as_mut(),
             h.access_log.as_mut(),
         ]
         .into_iter()

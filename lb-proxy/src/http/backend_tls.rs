@@ -3,7 +3,7 @@
 //! deployments that must not carry plain HTTP inside the network require.
 //!
 //! HAProxy's server-side settings, on rustls with the ring provider (TLS 1.3 and 1.2, ALPN
-//! `http/1.1`, session resumption on, no client certificate):
+//! `http/1.1`, sessions resumed per backend):
 //!
 //! | HAProxy | here |
 //! |---|---|
@@ -11,10 +11,10 @@
 //! | `ssl verify none` | [`Verify::None`] |
 //! | `sni str(N)` (and the name verified) | `server_name` `Some(N)` |
 //! | no `sni`, no `verifyhost` | `server_name` `None`: no SNI; the chain is verified, not the name |
+//! | `crt F` (a client certificate: mutual TLS) | [`BackendTls::with_client_certificate`] |
 //!
-//! No client certificate is presented (HAProxy's server `crt`): a backend that requires one
-//! fails the request (with TLS 1.3 only after the handshake, on the request: a 502 that is
-//! not retried).
+//! Without a client certificate, a backend that requires one fails the request (with TLS
+//! 1.3 only after the handshake, on the request: a 502 that is not retried).
 //!
 //! # Examples
 //!
@@ -115,6 +115,31 @@ impl BackendTls {
     /// name nor an IP address (it could be neither sent nor verified), or an empty root
     /// store.
     pub fn new(verify: Verify, server_name: Option<&str>) -> Result<Self> {
+        Self::build(verify, server_name, None)
+    }
+
+    /// [`BackendTls::new`], presenting a client certificate to backends that ask for one
+    /// (HAProxy's server `crt`; mutual TLS): `chain` a PEM certificate chain (the client
+    /// certificate first), `key` its PEM private key (PKCS#8, PKCS#1 or SEC1; may be the
+    /// chain's own text, as in a HAProxy `.pem`).
+    ///
+    /// # Errors
+    /// As [`BackendTls::new`]; [`Error::InvalidConfig`] (`tls certificate` or `tls key`)
+    /// for a chain or key that cannot be read or used, or that do not belong together.
+    pub fn with_client_certificate(
+        verify: Verify,
+        server_name: Option<&str>,
+        chain: &[u8],
+        key: &[u8],
+    ) -> Result<Self> {
+        Self::build(verify, server_name, Some((chain, key)))
+    }
+
+    fn build(
+        verify: Verify,
+        server_name: Option<&str>,
+        client: Option<(&[u8], &[u8])>,
+    ) -> Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -130,10 +155,12 @@ impl BackendTls {
                     return Err(invalid("no trusted certificate to verify backends with"));
                 }
                 let roots = Arc::new(roots);
-                let webpki =
-                    WebPkiServerVerifier::builder_with_provider(Arc::clone(&roots), provider)
-                        .build()
-                        .map_err(invalid)?;
+                let webpki = WebPkiServerVerifier::builder_with_provider(
+                    Arc::clone(&roots),
+                    Arc::clone(&provider),
+                )
+                .build()
+                .map_err(invalid)?;
                 if name.is_some() {
                     webpki
                 } else {
@@ -142,10 +169,18 @@ impl BackendTls {
             }
             Verify::None => Arc::new(AcceptAnyCert),
         };
-        let mut config = builder
+        let builder = builder
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match client {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => {
+                let certified = super::tls::certified(chain, key, &provider, |setting, reason| {
+                    Error::InvalidConfig { setting, reason }
+                })?;
+                builder.with_client_cert_resolver(Arc::new(ClientCertificate(certified)))
+            }
+        };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self(Arc::new(Inner {
             connector: TlsConnector::from(Arc::new(config)),
@@ -228,6 +263,24 @@ impl BackendTls {
                 .clone(),
         };
         connector.connect(name, stream).await
+    }
+}
+
+/// The client certificate presented to every backend that asks for one.
+#[derive(Debug)]
+struct ClientCertificate(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 

@@ -148,7 +148,7 @@ impl TlsTermination {
 }
 
 /// One certificate with its key, checked to belong together.
-fn certified(
+pub(super) fn certified(
     chain: &[u8],
     key: &[u8],
     provider: &rustls::crypto::CryptoProvider,
