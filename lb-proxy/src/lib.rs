@@ -28,6 +28,7 @@
 pub mod busy_poll;
 pub mod error;
 pub mod listener;
+pub mod log;
 pub mod outcome;
 pub mod proxy_protocol;
 pub mod sockopt;

@@ -1908,3 +1908,110 @@ async fn persistence_outlives_a_long_connection() {
     .await
     .unwrap();
 }
+
+/// A connection log sink that keeps HAProxy tcplog lines.
+#[derive(Debug, Default)]
+struct TcpLines(std::sync::Mutex<Vec<String>>);
+
+impl lb_proxy::log::TcpLog for TcpLines {
+    fn log(&self, entry: &lb_proxy::log::TcpLogEntry<'_>) {
+        let mut line = String::new();
+        entry.write_tcplog(&mut line);
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+impl TcpLines {
+    /// The `n`-th line (the entry is written as the connection's task ends, just after the
+    /// client saw the close): waits 5 s at most.
+    async fn nth(&self, n: usize) -> Vec<String> {
+        for _ in 0..500 {
+            if let Some(l) = self.0.lock().unwrap().get(n) {
+                let (_, rest) = l.split_once("] ").unwrap();
+                return rest.split(' ').map(str::to_owned).collect();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no line {n}: {:?}", self.0.lock().unwrap());
+    }
+}
+
+/// HAProxy `option tcplog`: one line per connection as it ends — the backend that took it,
+/// Tw/Tc/Tt, bytes each way, the termination state and retries — for a clean exchange, a
+/// refused connect retried on another backend, no backend reachable (`SC`) and the idle
+/// timeout (`cD`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_log_writes_one_line_per_connection() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let live = echo_backend("127.0.0.1:0").await;
+        let dead = tokio::net::TcpSocket::new_v4().unwrap();
+        dead.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        let lines = Arc::new(TcpLines::default());
+        let mut cfg = config();
+        cfg.name = "echo".into();
+        cfg.idle_timeout = Some(Duration::from_millis(300));
+        cfg.log = Some(Arc::clone(&lines) as Arc<dyn lb_proxy::log::TcpLog>);
+        let pool = pool_of(&[live.addr, dead_addr]);
+        let proxy = TcpProxy::start(cfg, Arc::clone(&pool)).unwrap();
+        let vip = proxy.local_addrs()[0];
+
+        assert_eq!(ping(vip, b"hello").await.unwrap(), b"hello");
+        let f = lines.nth(0).await;
+        assert_eq!(f[0], "echo");
+        assert_eq!(f[1], format!("echo/{}", live.addr));
+        assert_eq!(
+            (&f[3][..], &f[4][..], &f[5][..], &f[6][..]),
+            ("5", "----", "0", "5"),
+            "{f:?}"
+        );
+        let t: Vec<i64> = f[2].split('/').map(|x| x.parse().unwrap()).collect();
+        assert!(
+            t.len() == 3 && t[0] >= 0 && t[1] >= 0 && t[2] >= t[1],
+            "{f:?}"
+        );
+
+        // Round robin picks the refusing backend next: retried on the live one.
+        assert_eq!(ping(vip, b"again").await.unwrap(), b"again");
+        let f = lines.nth(1).await;
+        assert_eq!(
+            (&f[1][..], &f[4][..], &f[5][..]),
+            (&format!("echo/{}", live.addr)[..], "----", "1"),
+            "{f:?}"
+        );
+
+        // Only the refusing backend left: no backend reachable.
+        pool.set_health(
+            BackendId(1),
+            lb_core::Health::Down,
+            tokio::time::Instant::now().into_std(),
+        )
+        .unwrap();
+        let _ = ping(vip, b"x").await;
+        let f = lines.nth(2).await;
+        assert_eq!(
+            (&f[1][..], &f[3][..], &f[4][..], &f[5][..]),
+            (&format!("echo/{dead_addr}")[..], "0", "SC--", "3"),
+            "{f:?}"
+        );
+        assert_eq!(f[2].split('/').nth(1), Some("-1"), "{f:?}");
+
+        // A connection that sends nothing: the idle timeout.
+        pool.set_health(
+            BackendId(1),
+            lb_core::Health::Up,
+            tokio::time::Instant::now().into_std(),
+        )
+        .unwrap();
+        let mut quiet = TcpStream::connect(vip).await.unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), quiet.read(&mut buf)).await;
+        assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
+        let f = lines.nth(3).await;
+        assert_eq!(&f[4], "cD--", "{f:?}");
+        drop(dead);
+        proxy.stop().await;
+    })
+    .await
+    .unwrap();
+}

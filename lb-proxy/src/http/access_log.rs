@@ -50,7 +50,10 @@
 
 use std::fmt::{self, Write};
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+pub use crate::log::Termination;
+use crate::log::{escape, write_date};
 
 /// Where a virtual server's access entries go. Called on the proxy's own tasks, once per
 /// request, as its response ends: it must not block (queue the line, drop it when the
@@ -68,36 +71,6 @@ pub struct AccessLogSink(pub std::sync::Arc<dyn AccessLog>);
 impl PartialEq for AccessLogSink {
     fn eq(&self, other: &Self) -> bool {
         std::sync::Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-/// How a request ended, as the first two letters of HAProxy's termination state: who ended
-/// it (`-` nobody: it completed; `C` the client; `S` the backend; `P` the proxy, refusing
-/// it; `L` the proxy, answering it itself; `c` / `s` the client's / backend's timeout) and
-/// in which phase (`-` none; `R` waiting for the request; `C` connecting to a backend;
-/// `H` waiting for the response head; `D` transferring the body). Written with HAProxy's
-/// last two letters (persistence cookies, not used here) as `--`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Termination {
-    /// Who: `-`, `C`, `S`, `P`, `L`, `c` or `s`.
-    pub by: char,
-    /// When: `-`, `R`, `C`, `H` or `D`.
-    pub phase: char,
-}
-
-impl Termination {
-    /// The response went out whole (`----`).
-    pub const NORMAL: Self = Self::new('-', '-');
-
-    /// A termination state from its two letters.
-    pub const fn new(by: char, phase: char) -> Self {
-        Self { by, phase }
-    }
-}
-
-impl fmt::Display for Termination {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}--", self.by, self.phase)
     }
 }
 
@@ -215,90 +188,5 @@ impl AccessEntry<'_> {
         out.push(' ');
         escape(out, &self.uri.to_string());
         let _ = write!(out, " {:?}", self.version);
-    }
-}
-
-/// Appends `s` with `"`, `\` and bytes outside printable ASCII written `\xHH` (nginx's
-/// escaping): nothing a client sends can break a line or a field.
-fn escape(out: &mut String, s: &str) {
-    for b in s.bytes() {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            let _ = write!(out, "\\x{b:02X}");
-        } else {
-            out.push(char::from(b));
-        }
-    }
-}
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// Appends `t` in UTC as `24/Nov/2026:01:36:40.624` (`millis`) or `24/Nov/2026:01:36:40
-/// +0000`. A time before 1970 is written as 1970's first instant.
-fn write_date(out: &mut String, t: SystemTime, millis: bool) {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (y, m, d) = civil_from_days(secs / 86_400);
-    let s = secs % 86_400;
-    let _ = write!(
-        out,
-        "{d:02}/{}/{y}:{:02}:{:02}:{:02}",
-        MONTHS[(m - 1) as usize],
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    );
-    if millis {
-        let _ = write!(out, ".{:03}", since.subsec_millis());
-    } else {
-        out.push_str(" +0000");
-    }
-}
-
-/// The proleptic Gregorian (year, month 1–12, day 1–31) of `days` since 1970-01-01
-/// (Howard Hinnant's `civil_from_days`, for days after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_are_utc_civil_dates() {
-        let at = |secs: u64, millis: bool| {
-            let mut s = String::new();
-            write_date(&mut s, UNIX_EPOCH + Duration::from_secs(secs), millis);
-            s
-        };
-        assert_eq!(at(0, true), "01/Jan/1970:00:00:00.000");
-        // 2000-02-29 (a leap day of a century leap year), 2100-03-01 (2100 is not leap).
-        assert_eq!(at(951_782_400, false), "29/Feb/2000:00:00:00 +0000");
-        assert_eq!(
-            at(4_107_542_400 + 86_399, false),
-            "01/Mar/2100:23:59:59 +0000"
-        );
-        assert_eq!(at(1_735_689_599, false), "31/Dec/2024:23:59:59 +0000");
-        let mut s = String::new();
-        write_date(&mut s, UNIX_EPOCH - Duration::from_secs(1), true);
-        assert_eq!(s, "01/Jan/1970:00:00:00.000");
-    }
-
-    #[test]
-    fn client_text_cannot_break_a_line() {
-        let mut s = String::new();
-        escape(&mut s, "a\"b\\c\nd\u{e9}");
-        assert_eq!(s, "a\\x22b\\x5Cc\\x0Ad\\xC3\\xA9");
     }
 }

@@ -20,6 +20,7 @@ use super::{forward_metered, ForwardMode, ForwardOptions, Meter};
 use crate::busy_poll::{BusyGuard, BusyPolling};
 use crate::error::{Error, ErrorSource, Result};
 use crate::listener::{bind_tcp_acceptors, ListenOptions};
+use crate::log::{TcpLog, TcpLogEntry, TcpTimings, Termination};
 use crate::outcome::{NoopObserver, Outcome, OutcomeObserver};
 use crate::proxy_protocol::{self, AcceptProxy, ProxyHeader, Version};
 use crate::sockopt::{StreamOptions, UseSrc};
@@ -33,6 +34,9 @@ use crate::stats::{ProxyStats, StatsSnapshot};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TcpProxyConfig {
+    /// The virtual server's name, for its log entries ([`TcpProxyConfig::log`]). Default
+    /// empty (written `-`).
+    pub name: String,
     /// Addresses to listen on (the VIP and port, IPv4 and/or IPv6). Port 0 picks one.
     pub listen: Vec<SocketAddr>,
     /// Acceptor sockets per address (`SO_REUSEPORT` when above 1). Default 1.
@@ -116,12 +120,16 @@ pub struct TcpProxyConfig {
     /// HAProxy `busy-polling`: while a client connection is open, the runtime polls with a
     /// zero timeout instead of sleeping ([`crate::busy_poll`]). `None` (default): off.
     pub busy_polling: Option<BusyPolling>,
+    /// Where each connection's log entry goes when it ends (HAProxy `option tcplog`;
+    /// [`crate::log::TcpLogEntry`]). `None` (default): none.
+    pub log: Option<Arc<dyn TcpLog>>,
 }
 
 impl TcpProxyConfig {
     /// A configuration listening on `listen`, with the defaults listed on each field.
     pub fn new(listen: Vec<SocketAddr>) -> Self {
         Self {
+            name: String::new(),
             listen,
             acceptors: 1,
             listen_options: ListenOptions::default(),
@@ -145,6 +153,7 @@ impl TcpProxyConfig {
             maxpipes: 1024,
             pipe_size: 0,
             busy_polling: None,
+            log: None,
         }
     }
 
@@ -520,6 +529,90 @@ impl Meter for LiveBytes<'_> {
     }
 }
 
+/// What [`connect_backend`] did, for the connection's log entry: filled in as it goes, so
+/// that a failed or cancelled attempt still tells.
+#[derive(Debug, Default)]
+struct ConnectReport {
+    /// From the start of the attempt until a backend was picked (the `maxconn` queue).
+    queued: Option<Duration>,
+    /// The last successful connect.
+    connect: Option<Duration>,
+    /// Failed connects before the last attempt.
+    retries: u32,
+    /// The backend of the last attempt.
+    backend: Option<SocketAddr>,
+}
+
+/// A connection's log entry, written when dropped (whatever way
+/// [`handle_connection`] ends).
+struct ConnLog<'a> {
+    sink: &'a Arc<dyn TcpLog>,
+    name: &'a str,
+    client: SocketAddr,
+    started: std::time::SystemTime,
+    start: Instant,
+    report: ConnectReport,
+    /// (to the client, to the backend)
+    bytes: (u64, u64),
+    termination: Termination,
+}
+
+impl<'a> ConnLog<'a> {
+    fn new(sink: &'a Arc<dyn TcpLog>, shared: &'a Shared, client: SocketAddr) -> Self {
+        Self {
+            sink,
+            name: if shared.config.name.is_empty() {
+                "-"
+            } else {
+                &shared.config.name
+            },
+            client,
+            started: std::time::SystemTime::now(),
+            start: Instant::now(),
+            report: ConnectReport::default(),
+            bytes: (0, 0),
+            // Until the PROXY header is read: the proxy stopping is what could end it.
+            termination: Termination::new('K', 'R'),
+        }
+    }
+
+    fn connected(&mut self, r: &ConnectReport) {
+        self.report = ConnectReport {
+            queued: r.queued,
+            connect: r.connect,
+            retries: r.retries,
+            backend: r.backend,
+        };
+    }
+}
+
+impl Drop for ConnLog<'_> {
+    fn drop(&mut self) {
+        self.sink.log(&TcpLogEntry {
+            virtual_server: self.name,
+            client: self.client,
+            started: self.started,
+            backend: self.report.backend,
+            timings: TcpTimings {
+                queue: self.report.queued,
+                connect: self.report.connect,
+                total: self.start.elapsed(),
+            },
+            bytes_to_client: self.bytes.0,
+            bytes_to_backend: self.bytes.1,
+            retries: self.report.retries,
+            termination: self.termination,
+        });
+    }
+}
+
+/// Applies `f` to the connection's log entry, if it has one.
+fn note(log: &mut Option<ConnLog<'_>>, f: impl FnOnce(&mut ConnLog<'_>)) {
+    if let Some(l) = log {
+        f(l);
+    }
+}
+
 struct Connected {
     backend: Backend,
     stream: TcpStream,
@@ -572,6 +665,11 @@ async fn handle_connection(
     let Some(local) = fixed_local.or_else(|| client.local_addr().ok()) else {
         return;
     };
+    let mut log = shared
+        .config
+        .log
+        .as_ref()
+        .map(|sink| ConnLog::new(sink, shared, peer));
     let (mut source, mut destination) = (peer, local);
     let mut early = Vec::new();
     if let Some(ap) = shared.config.accept_proxy {
@@ -594,6 +692,12 @@ async fn handle_connection(
             }
             Ok((ProxyHeader::Local, rest)) => early = rest,
             Err(e) => {
+                note(&mut log, |l| {
+                    l.termination = match e {
+                        Error::ProxyHeaderTimeout(_) => Termination::new('c', 'R'),
+                        _ => Termination::new('P', 'R'),
+                    };
+                });
                 ProxyStats::inc(&stats.proxy_header_errors);
                 tracing::debug!(%peer, error = %e, "closing: PROXY header");
                 return;
@@ -601,10 +705,19 @@ async fn handle_connection(
         }
     }
 
+    note(&mut log, |l| {
+        l.client = source;
+        l.termination = Termination::new('K', 'C');
+    });
+    let mut report = ConnectReport::default();
     let connected = tokio::select! {
-        c = Box::pin(connect_backend(shared, source, destination)) => c,
-        () = &mut closing => return,
+        c = Box::pin(connect_backend(shared, source, destination, &mut report)) => c,
+        () = &mut closing => {
+            note(&mut log, |l| l.connected(&report));
+            return;
+        }
     };
+    note(&mut log, |l| l.connected(&report));
     let Connected {
         backend,
         stream: mut backend_stream,
@@ -612,6 +725,15 @@ async fn handle_connection(
     } = match connected {
         Ok(c) => c,
         Err(e) => {
+            note(&mut log, |l| {
+                l.termination = match e {
+                    Error::ConnectTimeout { .. } => Termination::new('s', 'C'),
+                    Error::QueueTimeout(_) => Termination::new('s', 'Q'),
+                    Error::QueueFull(_) => Termination::new('P', 'Q'),
+                    Error::LocalConnect { .. } => Termination::new('R', 'C'),
+                    _ => Termination::new('S', 'C'),
+                };
+            });
             ProxyStats::inc(&stats.failed);
             if e.source() == ErrorSource::Internal {
                 tracing::warn!(%peer, error = %e, "cannot connect from this host; closing client");
@@ -628,6 +750,8 @@ async fn handle_connection(
         shared.queue.wake_front();
     });
     ProxyStats::inc(&stats.connected);
+    // A failure writing the first bytes below is the backend's.
+    note(&mut log, |l| l.termination = Termination::new('S', 'D'));
     if let Err(e) = shared.config.backend_options.apply(&backend_stream) {
         tracing::debug!(error = %e, "backend socket options");
     }
@@ -655,6 +779,16 @@ async fn handle_connection(
     let (mut fs, result) =
         forward_metered(&client, &backend_stream, &shared.forward, &meter, closing).await;
     fs.client_to_backend += early.len() as u64;
+    note(&mut log, |l| {
+        l.bytes = (fs.backend_to_client, fs.client_to_backend);
+        l.termination = match &result {
+            Ok(()) => Termination::NORMAL,
+            Err(Error::IdleTimeout(_)) => Termination::new('c', 'D'),
+            Err(Error::Shutdown) => Termination::new('K', 'D'),
+            Err(Error::ClientIo(_)) => Termination::new('C', 'D'),
+            Err(_) => Termination::new('S', 'D'),
+        };
+    });
     let backend_error = matches!(result, Err(Error::BackendIo(_)));
     match &result {
         Err(Error::IdleTimeout(_)) => ProxyStats::inc(&stats.idle_timeouts),
@@ -712,7 +846,9 @@ async fn connect_backend(
     shared: &Shared,
     client: SocketAddr,
     destination: SocketAddr,
+    report: &mut ConnectReport,
 ) -> Result<Connected> {
+    let arrived = Instant::now();
     let cfg = &shared.config;
     let ctx = SelectContext {
         client: Some(client),
@@ -819,8 +955,12 @@ async fn connect_backend(
         }
         queue = None;
         let started = Instant::now();
+        report.queued = Some(started - arrived);
+        report.retries = failures;
+        report.backend = Some(backend.addr());
         match connect_once(&backend, cfg, client).await {
             Ok(stream) => {
+                report.connect = Some(started.elapsed());
                 // Not the final result: the connection's end reports that (`Closed`).
                 shared.observer.observe(
                     &backend,
