@@ -5660,14 +5660,15 @@ fn http_mode_reencrypts_to_https_real_servers() {
 }
 
 /// `[virtual_server.http] access_log`: two virtual servers write one file (relative to the
-/// configuration), one in HAProxy's httplog layout, the other in nginx's combined; after
+/// configuration), one in HAProxy's httplog layout, the other in nginx's combined, and a
+/// TCP virtual server's `[virtual_server.tcp] access_log` its tcplog lines there too; after
 /// logrotate moves the file away, SIGHUP reopens it and the next lines go to a new file at
 /// the path.
 #[test]
 fn access_log_lines_follow_requests_and_a_reload_reopens_the_file() {
     let dir = tempdir();
     let a = RealServer::start("a");
-    let (web, api) = (free_port(), free_port());
+    let (web, api, tcp) = (free_port(), free_port(), free_port());
     let vs = |name: &str, port: u16, format: &str| {
         format!(
             "[[virtual_server]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\
@@ -5677,10 +5678,14 @@ fn access_log_lines_follow_requests_and_a_reload_reopens_the_file() {
         )
     };
     let toml = format!(
-        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}{}",
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}{}\
+         [[virtual_server]]\nname = \"tcp\"\nlisten = \"127.0.0.1:{tcp}\"\n\
+         [virtual_server.tcp]\naccess_log = \"access.log\"\n\
+         [[virtual_server.backend]]\naddress = \"{}\"\n",
         dir.join("admin.sock").display(),
         vs("web", web, "httplog"),
         vs("api", api, "combined"),
+        a.addr,
     );
     let (node, _sock) = start_node(&dir, &toml);
     let log = dir.join("access.log");
@@ -5721,6 +5726,18 @@ fn access_log_lines_follow_requests_and_a_reload_reopens_the_file() {
     );
     assert!(
         got[2].contains("\"GET /v1/items HTTP/1.1\" 200 1 "),
+        "{got:?}"
+    );
+    // The TCP virtual server: one line for the connection, once it closed.
+    let tcp_vip: SocketAddr = format!("127.0.0.1:{tcp}").parse().unwrap();
+    let answer = request(tcp_vip, "w", "/").unwrap();
+    assert_eq!(body(&answer), "a");
+    wait_lines(&log, 4);
+    let got = lines(&log);
+    let sent = "GET / HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n".len();
+    assert!(
+        got[3].contains(&format!("] tcp tcp/{} ", a.addr))
+            && got[3].ends_with(&format!(" {} ---- 0 {sent}", answer.len())),
         "{got:?}"
     );
 

@@ -1721,6 +1721,12 @@ pub struct TcpSettings {
     /// Forward with `splice(2)` (zero copy, falling back to copying where it cannot be
     /// used) or, `false`, always copy through user space. Default true.
     pub splice: bool,
+    /// Write one line per connection to this file as it ends (HAProxy `option tcplog`):
+    /// `client:port [date] virtual_server virtual_server/real_server Tw/Tc/Tt
+    /// bytes_to_client termination_state retries bytes_to_backend` (ms; `-1`: did not
+    /// happen; dates UTC). Opened, shared and reopened at reloads as `[virtual_server.http]`
+    /// `access_log`. Relative: from the configuration file's directory. Default none.
+    pub access_log: Option<PathBuf>,
 }
 
 /// The settings of a `protocol = "udp"` virtual server (`[virtual_server.udp]`, TOML only;
@@ -1811,6 +1817,7 @@ impl Default for TcpSettings {
             source: None,
             usesrc: None,
             splice: d.forward_mode == ForwardMode::Auto,
+            access_log: None,
         }
     }
 }
@@ -4364,6 +4371,9 @@ fn validate_tcp(
         );
         return;
     }
+    if let Some(path) = &t.access_log {
+        validate_access_log(err, &format!("{p}.access_log"), path);
+    }
     for (key, d) in [
         ("accept_proxy_timeout", t.accept_proxy_timeout),
         ("timeout_queue", t.timeout_queue),
@@ -4499,6 +4509,26 @@ fn validate_udp(
     }
 }
 
+/// An access log's file: its directory must exist, and it must not be one.
+fn validate_access_log(err: &mut impl FnMut(String, String), at: &str, path: &std::path::Path) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if dir.is_some_and(|d| !d.is_dir()) {
+        err(
+            at.to_owned(),
+            format!(
+                "access_log {}: no directory {}",
+                path.display(),
+                dir.map(|d| d.display().to_string()).unwrap_or_default()
+            ),
+        );
+    } else if path.is_dir() {
+        err(
+            at.to_owned(),
+            format!("access_log {} is a directory", path.display()),
+        );
+    }
+}
+
 /// `[virtual_server.http]`: only with `protocol = "http"`, values lb-proxy accepts, routes to
 /// other HTTP virtual servers.
 fn validate_http(
@@ -4596,24 +4626,7 @@ fn validate_http(
         err(format!("{p}.{}", e.at), e.message);
     }
     match &h.access_log {
-        Some(path) => {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            if dir.is_some_and(|d| !d.is_dir()) {
-                err(
-                    format!("{p}.access_log"),
-                    format!(
-                        "access_log {}: no directory {}",
-                        path.display(),
-                        dir.map(|d| d.display().to_string()).unwrap_or_default()
-                    ),
-                );
-            } else if path.is_dir() {
-                err(
-                    format!("{p}.access_log"),
-                    format!("access_log {} is a directory", path.display()),
-                );
-            }
-        }
+        Some(path) => validate_access_log(err, &format!("{p}.access_log"), path),
         None if h.access_log_format != AccessLogFormat::default() => err(
             format!("{p}.access_log_format"),
             "access_log_format needs access_log (the file to write)".into(),

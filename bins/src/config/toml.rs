@@ -57,11 +57,21 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
     finish(config, &origins, Vec::new(), Vec::new())
 }
 
-/// Relative `tls_certificate`, `tls_key`, `backend_ca_file` and `access_log` paths are taken from the directory of the
+/// Relative `tls_certificate`, `tls_key`, `backend_ca_file`, `backend_certificate`,
+/// `backend_key` and `access_log` (HTTP and TCP) paths are taken from the directory of the
 /// file that names them (nginx reads them from its configuration's directory too), not
 /// from lb-node's working directory.
 fn tls_paths_from(config: &mut Config, file: &Path) {
     let Some(dir) = file.parent() else { return };
+    for t in config
+        .virtual_servers
+        .iter_mut()
+        .filter_map(|v| v.tcp.as_mut())
+    {
+        if let Some(p) = t.access_log.as_mut().filter(|p| p.is_relative()) {
+            *p = dir.join(&*p);
+        }
+    }
     for h in config
         .virtual_servers
         .iter_mut()

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use lb_proxy::http::{AccessEntry, AccessLog};
+use lb_proxy::log::{TcpLog, TcpLogEntry};
 
 use crate::config::model::AccessLogFormat;
 
@@ -193,6 +194,22 @@ impl AccessLog for VsAccessLog {
             AccessLogFormat::Httplog => entry.write_httplog(&mut line),
             AccessLogFormat::Combined => entry.write_combined(&mut line),
         }
+        self.send(line);
+    }
+}
+
+/// A TCP virtual server's lines: HAProxy's `option tcplog` whatever the format.
+impl TcpLog for VsAccessLog {
+    fn log(&self, entry: &TcpLogEntry<'_>) {
+        let mut line = String::with_capacity(160);
+        entry.write_tcplog(&mut line);
+        self.send(line);
+    }
+}
+
+impl VsAccessLog {
+    /// Queues `line` (a newline added) for the writer, or counts it dropped.
+    fn send(&self, mut line: String) {
         line.push('\n');
         match self.file.tx.try_send(Msg::Line(line)) {
             Ok(()) => {}
@@ -213,7 +230,7 @@ mod tests {
     fn entry_line(log: &VsAccessLog, path: &str) {
         let method = http::Method::GET;
         let uri: http::Uri = path.parse().unwrap();
-        log.log(&AccessEntry {
+        AccessLog::log(log, &AccessEntry {
             virtual_server: "web",
             client: "198.18.0.7:4000".parse().unwrap(),
             started: std::time::SystemTime::now(),

@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 
 use super::NodeError;
 use crate::config::model::{
-    backend_id, BackendConfig, CheckKind, Global, HealthCheck, HttpCheck, NotifyScript, Protocol,
-    UrlCheck, VirtualServer,
+    backend_id, AccessLogFormat, BackendConfig, CheckKind, Global, HealthCheck, HttpCheck,
+    NotifyScript, Protocol, UrlCheck, VirtualServer,
 };
 
 /// What a virtual server restarted by a reload takes over from the version it replaces,
@@ -1498,6 +1498,17 @@ impl VsRuntime {
                 pc.drain_deadline = global.drain_deadline;
                 pc.busy_polling = listeners.busy_polling.clone();
                 cfg.tcp.clone().unwrap_or_default().apply(&mut pc);
+                pc.name.clone_from(&cfg.name);
+                if let Some(path) = cfg.tcp.as_ref().and_then(|t| t.access_log.as_deref()) {
+                    let file = listeners
+                        .access_logs
+                        .get(path)
+                        .map_err(|e| err(format!("access_log {}: {e}", path.display())))?;
+                    pc.log = Some(Arc::new(super::access_log::VsAccessLog {
+                        file,
+                        format: AccessLogFormat::Httplog,
+                    }));
+                }
                 // Each backend its own (HAProxy `server … maxconn`, keepalived
                 // `uthreshold`); one without none. The largest of them used to cap every
                 // backend, the unlimited ones included.
