@@ -110,19 +110,21 @@ impl TcpLogEntry<'_> {
     /// Appends HAProxy's `option tcplog` line without the syslog header and the
     /// connection counts: `client:port [date] virtual_server virtual_server/backend
     /// Tw/Tc/Tt bytes_to_client termination retries bytes_to_backend`. The date is UTC
-    /// with milliseconds; a time that did not happen is `-1`, a backend not reached `-`.
+    /// with milliseconds; a time that did not happen is `-1`, a backend not reached
+    /// `<NOSRV>` (HAProxy's).
     pub fn write_tcplog(&self, out: &mut String) {
         let ms = |d: Option<Duration>| {
             d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         };
-        let _ = write!(out, "{} [", self.client);
+        let client = SocketAddr::new(self.client.ip().to_canonical(), self.client.port());
+        let _ = write!(out, "{client} [");
         write_date(out, self.started, true);
         let _ = write!(out, "] {0} {0}/", self.virtual_server);
         match self.backend {
             Some(b) => {
                 let _ = write!(out, "{b}");
             }
-            None => out.push('-'),
+            None => out.push_str("<NOSRV>"),
         }
         let t = &self.timings;
         let _ = write!(
@@ -148,8 +150,8 @@ pub trait TcpLog: Send + Sync + fmt::Debug {
 
 /// Appends `s` with `"`, `\` and bytes outside printable ASCII written `\xHH` (nginx's
 /// escaping): nothing a client sends can break a line or a field.
-pub(crate) fn escape(out: &mut String, s: &str) {
-    for b in s.bytes() {
+pub(crate) fn escape(out: &mut String, s: &[u8]) {
+    for &b in s {
         if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
             let _ = write!(out, "\\x{b:02X}");
         } else {
@@ -226,7 +228,7 @@ mod tests {
     #[test]
     fn client_text_cannot_break_a_line() {
         let mut s = String::new();
-        escape(&mut s, "a\"b\\c\nd\u{e9}");
+        escape(&mut s, "a\"b\\c\nd\u{e9}".as_bytes());
         assert_eq!(s, "a\\x22b\\x5Cc\\x0Ad\\xC3\\xA9");
     }
 }

@@ -1986,8 +1986,9 @@ pub struct HttpSettings {
     /// mode (created 0640) when the virtual server starts, reopened at every reload (after
     /// logrotate moved it); virtual servers naming one file share it. Lines are written by
     /// a thread of their own: when the disk does not keep up, lines are dropped (counted,
-    /// logged at WARN) rather than requests held. Requests refused before they are routed
-    /// (a malformed head: 400, 431) are not logged. Relative: from the configuration
+    /// logged at WARN) rather than requests held; a stopping node writes out what is
+    /// queued. Requests refused before they are routed (a malformed head: 400, 414, 431; a
+    /// head not complete in time: 408) are not logged. Relative: from the configuration
     /// file's directory. Default none.
     pub access_log: Option<PathBuf>,
     /// The line format of `access_log`: `"httplog"` (default; HAProxy's `option httplog`

@@ -1,18 +1,20 @@
-//! Access log files (`[virtual_server.http] access_log`): the proxies hand each request's
-//! entry to [`VsAccessLog`], which formats it and queues the line for the file's writer
-//! thread, so that no request waits on the disk. A full queue drops lines (counted and
-//! logged at WARN once a minute) rather than holding requests up. Virtual servers naming
-//! one path share one open file and one writer; a reload reopens every file (after
-//! logrotate moved it, as nginx's USR1 and HAProxy's syslog socket do).
+//! Access log files (`[virtual_server.http]` and `[virtual_server.tcp]` `access_log`): the
+//! proxies hand each request's or connection's entry to [`VsAccessLog`], which formats it
+//! and queues the line for the file's writer thread, so that no request waits on the disk.
+//! A full queue drops lines (counted, logged at WARN once a minute) rather than holding
+//! requests up. Virtual servers naming one path share one open file and one writer; a
+//! reload reopens every file (after logrotate moved it, as nginx's USR1 does); a stopping
+//! node writes out what is queued ([`AccessLogFiles::finish`]).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lb_proxy::http::{AccessEntry, AccessLog};
@@ -26,12 +28,27 @@ const QUEUE: usize = 65_536;
 /// How long the writer may keep written lines in its buffer while more keep coming.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// How often at most dropped lines are reported, per file.
-const DROP_WARN_EVERY: Duration = Duration::from_secs(60);
+/// How often at most dropped or unwritable lines are reported, per file.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 enum Msg {
     Line(String),
-    Reopen,
+    /// Look at the flags ([`State::reopen`]).
+    Wake,
+    /// Everything before it is written and flushed: answer.
+    Barrier(mpsc::Sender<()>),
+}
+
+/// What the proxies' side and the writer share.
+#[derive(Debug)]
+struct State {
+    /// Set by a reload: the writer reopens the file by its path.
+    reopen: AtomicBool,
+    /// Lines dropped because the queue was full, since the last warning.
+    dropped: AtomicU64,
+    /// Milliseconds since `epoch` of the last dropped-lines warning, `u64::MAX` for none.
+    warned_ms: AtomicU64,
+    epoch: tokio::time::Instant,
 }
 
 /// One open access log file and its writer thread, which ends (flushing) once the last
@@ -40,15 +57,16 @@ enum Msg {
 pub(crate) struct LogFile {
     path: PathBuf,
     tx: SyncSender<Msg>,
-    /// Lines dropped because the queue was full, since the writer last reported them.
-    dropped: Arc<AtomicU64>,
+    state: Arc<State>,
 }
 
-/// The open access log files, by path: shared by the virtual servers naming one, and
-/// reopened by a reload.
+/// The open access log files, by path: shared by the virtual servers naming one, reopened
+/// by a reload, written out by a stop.
 #[derive(Debug, Default)]
 pub(crate) struct AccessLogFiles {
     files: Mutex<HashMap<PathBuf, Weak<LogFile>>>,
+    /// Every writer thread started, with its file, to wait for at the end.
+    writers: Mutex<Vec<(Weak<LogFile>, JoinHandle<()>)>>,
 }
 
 impl AccessLogFiles {
@@ -64,33 +82,85 @@ impl AccessLogFiles {
         }
         let file = open(path)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
+        let state = Arc::new(State {
+            reopen: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            warned_ms: AtomicU64::new(u64::MAX),
+            epoch: tokio::time::Instant::now(),
+        });
         let writer = Writer {
             path: path.to_owned(),
             out: BufWriter::with_capacity(64 * 1024, file),
-            dropped: Arc::clone(&dropped),
-            last_drop_warning: None,
+            state: Arc::clone(&state),
+            failed: 0,
+            failure_warned: None,
         };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer.run(&rx))?;
         let f = Arc::new(LogFile {
             path: path.to_owned(),
             tx,
-            dropped,
+            state,
         });
+        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        writers.retain(|(_, w)| !w.is_finished());
+        writers.push((Arc::downgrade(&f), handle));
         files.insert(path.to_owned(), Arc::downgrade(&f));
         Ok(f)
     }
 
-    /// Asks every open file's writer to reopen it by its path (a reload: logrotate has
-    /// moved the old file away).
+    /// Has every open file reopened by its path (a reload: logrotate has moved the old
+    /// file away). Never waits: a writer busy with a full queue reopens once it looks up.
     pub(crate) fn reopen_all(&self) {
+        for f in self.live() {
+            f.state.reopen.store(true, Ordering::Release);
+            let _ = f.tx.try_send(Msg::Wake);
+        }
+    }
+
+    fn live(&self) -> Vec<Arc<LogFile>> {
         let files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-        for f in files.values().filter_map(Weak::upgrade) {
-            // A full queue: the reopen waits its turn behind the lines (bounded).
-            if f.tx.send(Msg::Reopen).is_err() {
-                tracing::warn!(path = %f.path.display(), "access log writer has ended");
+        files.values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Writes out what is queued, for a stopping node: each open file's lines so far are
+    /// written and flushed, and writers whose files are no longer used end; `limit` bounds
+    /// the wait (a stuck disk).
+    #[allow(clippy::disallowed_methods)] // plain threads, on the wall clock
+    pub(crate) fn finish(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut answers = Vec::new();
+        for f in self.live() {
+            let (tx, rx) = mpsc::channel();
+            let mut barrier = Msg::Barrier(tx);
+            loop {
+                match f.tx.try_send(barrier) {
+                    Ok(()) => {
+                        answers.push(rx);
+                        break;
+                    }
+                    Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                        barrier = m;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => {
+                        tracing::warn!(path = %f.path.display(), "access log lines still queued at exit are lost");
+                        break;
+                    }
+                }
+            }
+        }
+        for rx in answers {
+            let _ = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
+        let writers =
+            std::mem::take(&mut *self.writers.lock().unwrap_or_else(PoisonError::into_inner));
+        for (file, w) in writers {
+            // A writer whose last user is gone ends on its own, flushing (the live ones
+            // answered their barrier above).
+            while file.strong_count() == 0 && !w.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
     }
@@ -107,8 +177,10 @@ fn open(path: &Path) -> io::Result<File> {
 struct Writer {
     path: PathBuf,
     out: BufWriter<File>,
-    dropped: Arc<AtomicU64>,
-    last_drop_warning: Option<Instant>,
+    state: Arc<State>,
+    /// Lines lost to write errors since the last warning.
+    failed: u64,
+    failure_warned: Option<Instant>,
 }
 
 // A plain thread outside any runtime, on the wall clock.
@@ -132,51 +204,66 @@ impl Writer {
                 }
                 Err(TryRecvError::Disconnected) => break,
             };
+            if self.state.reopen.swap(false, Ordering::AcqRel) {
+                self.reopen();
+            }
             match msg {
                 Msg::Line(line) => {
-                    if let Err(e) = self.out.write_all(line.as_bytes()) {
-                        tracing::warn!(path = %self.path.display(), error = %e, "access log write failed");
+                    if self.out.write_all(line.as_bytes()).is_err() {
+                        self.failed += 1;
                     }
                     unflushed_since.get_or_insert_with(Instant::now);
                 }
-                Msg::Reopen => {
+                Msg::Wake => {}
+                Msg::Barrier(done) => {
                     self.flush();
-                    match open(&self.path) {
-                        Ok(f) => self.out = BufWriter::with_capacity(64 * 1024, f),
-                        Err(e) => {
-                            tracing::warn!(path = %self.path.display(), error = %e, "access log not reopened; writing on to the old file");
-                        }
-                    }
+                    unflushed_since = None;
+                    let _ = done.send(());
                 }
             }
             if unflushed_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
                 self.flush();
                 unflushed_since = None;
             }
-            self.report_drops();
+            self.report_failures();
         }
         self.flush();
-        self.report_drops();
+        self.report_failures();
+    }
+
+    fn reopen(&mut self) {
+        self.flush();
+        match open(&self.path) {
+            Ok(f) => self.out = BufWriter::with_capacity(64 * 1024, f),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "access log not reopened; writing on to the old file until the next reload");
+            }
+        }
     }
 
     fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
-            tracing::warn!(path = %self.path.display(), error = %e, "access log write failed");
+        if self.out.flush().is_err() {
+            // What the buffer held is lost (BufWriter keeps it: drop it for new lines).
+            self.failed += 1;
+            let file = self.out.get_ref().try_clone();
+            if let Ok(f) = file {
+                self.out = BufWriter::with_capacity(64 * 1024, f);
+            }
         }
     }
 
-    fn report_drops(&mut self) {
-        if self
-            .last_drop_warning
-            .is_some_and(|t| t.elapsed() < DROP_WARN_EVERY)
+    /// Warns of write failures (a full disk) at most once per [`WARN_EVERY`].
+    fn report_failures(&mut self) {
+        if self.failed == 0
+            || self
+                .failure_warned
+                .is_some_and(|t| t.elapsed() < WARN_EVERY)
         {
             return;
         }
-        let n = self.dropped.swap(0, Ordering::Relaxed);
-        if n > 0 {
-            tracing::warn!(path = %self.path.display(), lines = n, "access log lines dropped: the disk did not keep up");
-            self.last_drop_warning = Some(Instant::now());
-        }
+        tracing::warn!(path = %self.path.display(), failed_writes = self.failed, "access log writes failed (a full disk?): lines lost");
+        self.failed = 0;
+        self.failure_warned = Some(Instant::now());
     }
 }
 
@@ -208,17 +295,27 @@ impl TcpLog for VsAccessLog {
 }
 
 impl VsAccessLog {
-    /// Queues `line` (a newline added) for the writer, or counts it dropped.
+    /// Queues `line` (a newline added) for the writer, or counts it dropped, warning at
+    /// most once per [`WARN_EVERY`] (here, where it happens: the writer may be stuck).
     fn send(&self, mut line: String) {
         line.push('\n');
-        match self.file.tx.try_send(Msg::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.file.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Err(TrySendError::Full(_)) = self.file.tx.try_send(Msg::Line(line)) {
+            let st = &self.file.state;
+            let dropped = st.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = u64::try_from(st.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+            let last = st.warned_ms.load(Ordering::Relaxed);
+            let due = last == u64::MAX || now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64;
+            if due
+                && st
+                    .warned_ms
+                    .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                st.dropped.fetch_sub(dropped, Ordering::Relaxed);
+                tracing::warn!(path = %self.file.path.display(), lines = dropped, "access log lines dropped: the disk does not keep up");
             }
-            // The writer ended (it only does once every sender is gone): unreachable.
-            Err(TrySendError::Disconnected(_)) => {}
         }
+        // Disconnected: the writer ends only once every sender is gone; unreachable.
     }
 }
 
@@ -230,28 +327,31 @@ mod tests {
     fn entry_line(log: &VsAccessLog, path: &str) {
         let method = http::Method::GET;
         let uri: http::Uri = path.parse().unwrap();
-        AccessLog::log(log, &AccessEntry {
-            virtual_server: "web",
-            client: "198.18.0.7:4000".parse().unwrap(),
-            started: std::time::SystemTime::now(),
-            pool: Some("web"),
-            backend: None,
-            method: &method,
-            uri: &uri,
-            version: http::Version::HTTP_11,
-            referer: None,
-            user_agent: None,
-            status: 200,
-            bytes_to_client: 1,
-            timings: Timings {
-                request: Duration::ZERO,
-                connect: None,
-                response: None,
-                total: Duration::ZERO,
+        AccessLog::log(
+            log,
+            &AccessEntry {
+                virtual_server: "web",
+                client: "198.18.0.7:4000".parse().unwrap(),
+                started: std::time::SystemTime::now(),
+                pool: Some("web"),
+                backend: None,
+                method: &method,
+                uri: &uri,
+                version: http::Version::HTTP_11,
+                referer: None,
+                user_agent: None,
+                status: Some(200),
+                bytes_to_client: 1,
+                timings: Timings {
+                    request: Duration::ZERO,
+                    connect: None,
+                    response: None,
+                    total: Duration::ZERO,
+                },
+                retries: 0,
+                termination: Termination::NORMAL,
             },
-            retries: 0,
-            termination: Termination::NORMAL,
-        });
+        );
     }
 
     #[allow(clippy::disallowed_methods)] // the writer is a plain thread: wall-clock waits
@@ -287,7 +387,7 @@ mod tests {
         entry_line(&b, "/two");
         let text = wait_for(&path, 2);
         assert!(
-            text.contains("web web/- 0/0/-1/-1/0 200 1 - - ---- 0 \"GET /one HTTP/1.1\"\n"),
+            text.contains("web web/<NOSRV> 0/0/-1/-1/0 200 1 - - ---- 0 \"GET /one HTTP/1.1\"\n"),
             "{text}"
         );
         assert!(
@@ -309,13 +409,22 @@ mod tests {
             2
         );
 
-        // Many lines, then the last users go: all of them are in the file.
+        // A stop writes out what is queued: in the file once `finish` returns.
         for i in 0..1000 {
             entry_line(&b, &format!("/n{i}"));
         }
-        drop((a, b));
-        let text = wait_for(&path, 1001);
+        files.finish(Duration::from_secs(5));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1001);
         assert!(text.ends_with("\"GET /n999 HTTP/1.1\" 200 1 \"-\" \"-\"\n"));
+
+        // Many lines, then the last users go: all of them are in the file.
+        for i in 0..1000 {
+            entry_line(&b, &format!("/m{i}"));
+        }
+        drop((a, b));
+        let text = wait_for(&path, 2001);
+        assert!(text.ends_with("\"GET /m999 HTTP/1.1\" 200 1 \"-\" \"-\"\n"));
         // The next user opens it anew.
         assert!(files.get(&path).is_ok());
     }

@@ -1785,6 +1785,7 @@ impl Node {
         }
         let deadline = self.config.global.drain_deadline;
         let vss = std::mem::take(&mut self.vservers);
+        let access_logs = std::mem::take(&mut self.listeners.access_logs);
         // The kept duplicates go first, so that stopping the proxies closes the sockets.
         self.listeners = Listeners::default();
         for v in &vss {
@@ -1825,6 +1826,10 @@ impl Node {
         statics::clear(&self.config).await;
         // After the last event (the instances' STOP lines).
         fifo::close().await;
+        // The lines of the connections that ended are written before the process exits
+        // (bounded: a stuck disk does not hold the stop).
+        let _ =
+            tokio::task::spawn_blocking(move || access_logs.finish(Duration::from_secs(5))).await;
     }
 }
 

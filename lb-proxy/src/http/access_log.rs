@@ -22,8 +22,8 @@
 //!     uri: &uri,
 //!     version: http::Version::HTTP_11,
 //!     referer: None,
-//!     user_agent: Some("curl/7.88.1"),
-//!     status: 200,
+//!     user_agent: Some(b"curl/7.88.1"),
+//!     status: Some(200),
 //!     bytes_to_client: 2750,
 //!     timings: Timings {
 //!         request: Duration::from_millis(10),
@@ -79,13 +79,14 @@ impl PartialEq for AccessLogSink {
 pub struct Timings {
     /// `TR`: receiving the request head, from its first byte.
     pub request: Duration,
-    /// `Tc`: the connect (and TLS handshake) to the backend that served, `None` (`-1`)
-    /// when none was made: a pooled connection served, or no backend was reached.
+    /// `Tc`: the connect (and TLS handshake) to the backend that served, 0 for a kept-alive
+    /// connection, `None` (`-1`) when none was established.
     pub connect: Option<Duration>,
     /// `Tr`: from sending the request to the backend's response head, `None` (`-1`)
     /// without one.
     pub response: Option<Duration>,
-    /// `Ta`: from the request head's end to the response's end.
+    /// `Ta`: from the request head's first byte to the response's end (HAProxy's: at least
+    /// `TR + Tw + Tc + Tr`).
     pub total: Duration,
 }
 
@@ -96,25 +97,30 @@ pub struct AccessEntry<'a> {
     pub virtual_server: &'a str,
     /// The client, from the socket or its PROXY header.
     pub client: SocketAddr,
-    /// When the request head was complete.
+    /// When the request head's first byte arrived (HAProxy's date).
     pub started: SystemTime,
-    /// The pool a route chose (HAProxy's backend), `None` when none was.
+    /// The pool a route chose (HAProxy's backend), `None` when none was (written as the
+    /// virtual server's name, as HAProxy writes the frontend's).
     pub pool: Option<&'a str>,
-    /// The backend that last took the request (HAProxy's server), `None` when none did.
+    /// The backend that last took the request (HAProxy's server), `None` when none did
+    /// (written `<NOSRV>`, as HAProxy).
     pub backend: Option<SocketAddr>,
     /// The request method.
     pub method: &'a http::Method,
-    /// The request target as the client sent it.
+    /// The request target (an absolute-form target as `http` prints it: `http://x/` for
+    /// `http://x`).
     pub uri: &'a http::Uri,
     /// The client's HTTP version.
     pub version: http::Version,
-    /// The `Referer` header, if any and text.
-    pub referer: Option<&'a str>,
-    /// The `User-Agent` header, if any and text.
-    pub user_agent: Option<&'a str>,
-    /// The status the client got.
-    pub status: u16,
-    /// Body bytes sent to the client (heads not counted).
+    /// The `Referer` header's bytes, if any.
+    pub referer: Option<&'a [u8]>,
+    /// The `User-Agent` header's bytes, if any.
+    pub user_agent: Option<&'a [u8]>,
+    /// The status the client got; `None` when it got no response (it went away first, or
+    /// the proxy stopped): written `-1` (httplog) or 499 (combined, nginx's "client closed
+    /// request").
+    pub status: Option<u16>,
+    /// Body bytes sent to the client (HAProxy counts the head too: these do not).
     pub bytes_to_client: u64,
     /// The request's times.
     pub timings: Timings,
@@ -130,26 +136,29 @@ impl AccessEntry<'_> {
     /// connection-count and queue fields: `client:port [date] virtual_server
     /// pool/backend TR/Tw/Tc/Tr/Ta status bytes - - termination retries "request line"`.
     /// The date is UTC with milliseconds (`24/Nov/2026:01:36:40.624`); `Tw` (queueing) is
-    /// 0, a time that did not happen is `-1`, a pool or backend that was not reached `-`;
-    /// quotes, backslashes and control bytes in the request line are written `\xHH`.
+    /// 0, a time that did not happen is `-1`, as is the status of a request that got no
+    /// response; a pool not chosen is the virtual server's name, a backend not reached
+    /// `<NOSRV>` (HAProxy's); quotes, backslashes and bytes outside printable ASCII in the
+    /// request line are written `\xHH`.
     pub fn write_httplog(&self, out: &mut String) {
         let ms = |d: Option<Duration>| {
             d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         };
         let t = &self.timings;
-        let _ = write!(out, "{} [", self.client);
+        let client = SocketAddr::new(self.client.ip().to_canonical(), self.client.port());
+        let _ = write!(out, "{client} [");
         write_date(out, self.started, true);
         let _ = write!(
             out,
             "] {} {}/",
             self.virtual_server,
-            self.pool.unwrap_or("-")
+            self.pool.unwrap_or(self.virtual_server)
         );
         match self.backend {
             Some(b) => {
                 let _ = write!(out, "{b}");
             }
-            None => out.push('-'),
+            None => out.push_str("<NOSRV>"),
         }
         let _ = write!(
             out,
@@ -158,7 +167,7 @@ impl AccessEntry<'_> {
             ms(t.connect),
             ms(t.response),
             ms(Some(t.total)),
-            self.status,
+            self.status.map_or(-1, i32::from),
             self.bytes_to_client,
             self.termination,
             self.retries,
@@ -169,24 +178,29 @@ impl AccessEntry<'_> {
 
     /// Appends nginx's `combined` line: `client - - [date] "request line" status bytes
     /// "referer" "user agent"`, the date UTC (`24/Nov/2026:01:36:40 +0000`), a missing
-    /// header `-`, and quotes, backslashes and control bytes written `\xHH` as nginx
-    /// escapes them.
+    /// header `-`, no response 499 (nginx's), and quotes, backslashes and bytes outside
+    /// printable ASCII written `\xHH` as nginx escapes them.
     pub fn write_combined(&self, out: &mut String) {
         let _ = write!(out, "{} - - [", self.client.ip().to_canonical());
         write_date(out, self.started, false);
         out.push_str("] \"");
         self.write_request_line(out);
-        let _ = write!(out, "\" {} {} \"", self.status, self.bytes_to_client);
-        escape(out, self.referer.unwrap_or("-"));
+        let _ = write!(
+            out,
+            "\" {} {} \"",
+            self.status.unwrap_or(499),
+            self.bytes_to_client
+        );
+        escape(out, self.referer.unwrap_or(b"-"));
         out.push_str("\" \"");
-        escape(out, self.user_agent.unwrap_or("-"));
+        escape(out, self.user_agent.unwrap_or(b"-"));
         out.push('"');
     }
 
     fn write_request_line(&self, out: &mut String) {
-        escape(out, self.method.as_str());
+        escape(out, self.method.as_str().as_bytes());
         out.push(' ');
-        escape(out, &self.uri.to_string());
+        escape(out, self.uri.to_string().as_bytes());
         let _ = write!(out, " {:?}", self.version);
     }
 }

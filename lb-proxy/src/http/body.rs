@@ -754,6 +754,7 @@ fn complete(stall: &mut Option<StallGuard>) {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        // The entry is written as it is dropped.
         if let Some(mut log) = self.log.take() {
             // Cut short by nobody else: the client went away, or stopped reading past its
             // timeout.
@@ -761,7 +762,7 @@ impl Drop for ResponseBody {
                 let stalled = self.active.as_ref().is_some_and(|a| a.0.write_stalled());
                 log.termination = Termination::new(if stalled { 'c' } else { 'C' }, 'D');
             }
-            log.write();
+            drop(log);
         }
         if let Kind::Backend {
             inner,

@@ -364,10 +364,11 @@ pub struct HttpProxyConfig {
     /// plain HTTP listener in front of an HTTPS one. `None` (default): requests are
     /// forwarded.
     pub redirect_https: Option<u16>,
-    /// Where each request's access entry goes once its response has ended (HAProxy
-    /// `option httplog`, nginx `access_log`; [`super::access_log`]). Requests hyper
-    /// refuses before they are routed (a malformed head: 400, 431) are not logged.
-    /// `None` (default): none.
+    /// Where each request's access entry goes once its response has ended, or once it was
+    /// abandoned without one (HAProxy `option httplog`, nginx `access_log`;
+    /// [`super::access_log`]). Requests hyper refuses before they are routed (a malformed
+    /// head: 400, 414, 431) and heads not complete in time (408) are not logged. `None`
+    /// (default): none.
     pub access_log: Option<super::AccessLogSink>,
 }
 

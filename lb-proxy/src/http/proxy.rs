@@ -783,17 +783,25 @@ async fn handle(
     cc: Arc<ClientConn>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    // Taken before the request counts as started (which forgets its head's first byte).
-    let log = shared
-        .config
-        .access_log
-        .is_some()
-        .then(|| RequestLog::new(&req, cc.client, cc.activity.head_elapsed()));
+    // Taken before the request counts as started (which forgets its head's first byte). A
+    // guard from here on: a request whose client goes away before its response (hyper
+    // drops this future) or that a stop cuts short is logged too.
+    let mut log = shared.config.access_log.is_some().then(|| {
+        Box::new(LogOnEnd {
+            shared: Arc::clone(&shared),
+            request: RequestLog::new(&req, cc.client, cc.activity.head_elapsed()),
+            served: Served::default(),
+            status: None,
+            bytes: 0,
+            termination: Termination::NORMAL,
+        })
+    });
     let active = ActiveRequest::new(&cc.activity);
     inc(&shared.vs.requests);
-    let mut served = Served::default();
+    let mut unlogged = Served::default();
+    let served = log.as_mut().map_or(&mut unlogged, |l| &mut l.served);
     let mut termination = Termination::NORMAL;
-    let mut resp = match forward(&shared, &cc, req, &mut served).await {
+    let mut resp = match forward(&shared, &cc, req, served).await {
         Ok(r) => r,
         Err(e) => {
             termination = termination_of(&e);
@@ -824,19 +832,13 @@ async fn handle(
     };
     shared.vs.responses.count(resp.status());
     resp.body_mut().attach(active);
-    if let Some(request) = log {
-        let status = resp.status().as_u16();
-        if served.local {
+    if let Some(mut l) = log {
+        l.status = Some(resp.status().as_u16());
+        if l.served.local {
             termination = Termination::new('L', 'R');
         }
-        resp.body_mut().attach_log(Box::new(LogOnEnd {
-            shared: Arc::clone(&shared),
-            request,
-            served,
-            status,
-            bytes: 0,
-            termination,
-        }));
+        l.termination = termination;
+        resp.body_mut().attach_log(l);
     }
     Ok(resp)
 }
@@ -885,7 +887,10 @@ impl RequestLog {
             referer: req.headers().get(http::header::REFERER).cloned(),
             user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
             client,
-            started: std::time::SystemTime::now(),
+            // The head's first byte, as HAProxy's date.
+            started: std::time::SystemTime::now()
+                .checked_sub(head)
+                .unwrap_or(std::time::UNIX_EPOCH),
             start: tokio::time::Instant::now(),
             head,
         }
@@ -910,29 +915,44 @@ pub(crate) struct Served {
     local: bool,
 }
 
-/// A request's access entry, written when its response body ends or is dropped
-/// ([`ResponseBody::attach_log`]).
+/// A request's access entry, written when dropped: with its response body, when that ends
+/// or is dropped ([`ResponseBody::attach_log`]), or before any response (the client went
+/// away, the proxy stopped).
 #[derive(Debug)]
 pub(crate) struct LogOnEnd {
     shared: Arc<Shared>,
     request: RequestLog,
     served: Served,
-    status: u16,
+    /// `None` until a response is there.
+    status: Option<u16>,
     /// Body bytes sent so far.
     pub(crate) bytes: u64,
     /// How it ended (set by the body when the backend broke it).
     pub(crate) termination: Termination,
 }
 
-impl LogOnEnd {
+impl Drop for LogOnEnd {
     /// Hands the entry to the virtual server's sink.
-    pub(crate) fn write(self: Box<Self>) {
+    fn drop(&mut self) {
         let Some(sink) = &self.shared.config.access_log else {
             return;
         };
+        if self.status.is_none() {
+            // No response: the client went away while it was prepared (HAProxy `CC`
+            // connecting, `CH` waiting for the head), or the proxy stopped (`K`).
+            let phase = if self.served.backend.is_none() {
+                'C'
+            } else {
+                'H'
+            };
+            self.termination = Termination::new('C', phase);
+        }
+        if self.termination.by == 'C' && *self.shared.kill.borrow() {
+            self.termination.by = 'K';
+        }
         let r = &self.request;
-        fn text(v: &Option<HeaderValue>) -> Option<&str> {
-            v.as_ref().and_then(|v| v.to_str().ok())
+        fn bytes(v: &Option<HeaderValue>) -> Option<&[u8]> {
+            v.as_ref().map(HeaderValue::as_bytes)
         }
         let entry = AccessEntry {
             virtual_server: &self.shared.config.name,
@@ -943,15 +963,16 @@ impl LogOnEnd {
             method: &r.method,
             uri: &r.uri,
             version: r.version,
-            referer: text(&r.referer),
-            user_agent: text(&r.user_agent),
+            referer: bytes(&r.referer),
+            user_agent: bytes(&r.user_agent),
             status: self.status,
             bytes_to_client: self.bytes,
             timings: Timings {
                 request: r.head,
                 connect: self.served.connect,
                 response: self.served.response,
-                total: r.start.elapsed(),
+                // From the head's first byte, as HAProxy's Ta (≥ TR + Tw + Tc + Tr).
+                total: r.head + r.start.elapsed(),
             },
             retries: self.served.retries,
             termination: self.termination,
@@ -1300,9 +1321,13 @@ async fn forward(
         };
         let mut tx = checkout.tx;
         let started = tokio::time::Instant::now();
-        if !checkout.reused {
-            served.connect = Some(started - connecting);
-        }
+        // A kept-alive connection took no time to connect (HAProxy's Tc 0 for a reused
+        // connection; -1 is for one never established).
+        served.connect = Some(if checkout.reused {
+            Duration::ZERO
+        } else {
+            started - connecting
+        });
         cc.arm_response_timer(started + timeouts.backend_response);
         let sent = {
             let mut response = std::pin::pin!(tx.try_send_request(request));
