@@ -18,7 +18,9 @@
 #
 # Environment: DURATION (seconds per run, default 10), WARMUP (seconds of unmeasured wrk
 # before each run, default 2), ROUNDS (default 3), CONNS (wrk connections, default 50),
-# BASE_PORT (default 18080), CARGO_TARGET_DIR (where the example is built).
+# BASE_PORT (default 18080), CARGO_TARGET_DIR (where the example is built), ACCESS_LOG=1
+# (both proxies log every request: lb to a file in its work directory, HAProxy `option
+# httplog` to `log stdout` redirected to a file there).
 #
 # Besides the human-readable lines, every measured run prints
 # `RESULT<TAB>figure<TAB>side<TAB>value<TAB>unit` lines (side: ours or haproxy) that
@@ -77,8 +79,10 @@ cat >"$WORK/haproxy.cfg" <<EOF
 global
     nbthread 1
     maxconn 4096
+$([ "${ACCESS_LOG:-0}" = 1 ] && printf '    log stdout format raw local0\n')
 defaults
     mode http
+$([ "${ACCESS_LOG:-0}" = 1 ] && printf '    log global\n    option httplog\n')
     option forwardfor
     timeout connect 3s
     timeout client 60s
@@ -97,11 +101,13 @@ backend be
     server b1 127.0.0.1:$B1
     server b2 127.0.0.1:$B2
 EOF
-taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" &
+taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.access.log" &
 PIDS+=($!)
 HAP_PID=$!
 
-taskset -c 1 "$LB_BIN" "127.0.0.1:$LB" "127.0.0.1:$B1" "127.0.0.1:$B2" 2>"$WORK/lb.err" &
+LB_LOG_ENV=()
+[ "${ACCESS_LOG:-0}" = 1 ] && LB_LOG_ENV=(LB_ACCESS_LOG="$WORK/lb.access.log")
+env "${LB_LOG_ENV[@]}" taskset -c 1 "$LB_BIN" "127.0.0.1:$LB" "127.0.0.1:$B1" "127.0.0.1:$B2" 2>"$WORK/lb.err" &
 PIDS+=($!)
 LB_PID=$!
 
@@ -173,6 +179,11 @@ median() {
         awk -v c="$(($3 - 2))" '{print $c}' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
 }
 
+if [ "${ACCESS_LOG:-0}" = 1 ]; then
+    echo "access log lines written (lb, haproxy):"
+    wc -l "$WORK/lb.access.log" "$WORK/haproxy.access.log" | head -2
+    head -1 "$WORK/lb.access.log" "$WORK/haproxy.access.log"
+fi
 echo
 echo "medians of $ROUNDS rounds:"
 for mode in keepalive close; do

@@ -6,6 +6,8 @@
 // be given to it (`taskset -c 1`).
 // LB_THREADS=n (n > 1) runs n worker threads instead. (A multi-thread runtime with one
 // worker measured about 40 % fewer requests/s here than this single event loop.)
+// LB_ACCESS_LOG=FILE appends an access log line per request (HAProxy's httplog layout) to
+// FILE, from a writer thread, as lb-node's `access_log` does.
 // Used by `lb-proxy/benches/http_vs_haproxy.sh`. Stops on Ctrl-C / SIGTERM
 // and prints its counters.
 
@@ -14,7 +16,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
-use lb_proxy::http::{HttpPool, HttpProxy, HttpProxyConfig};
+use lb_proxy::http::{AccessEntry, AccessLog, AccessLogSink, HttpPool, HttpProxy, HttpProxyConfig};
+
+/// Access log lines to a file, written by a thread of their own (a full queue drops them).
+#[derive(Debug)]
+struct FileLog(std::sync::mpsc::SyncSender<String>);
+
+impl FileLog {
+    fn open(path: &str) -> std::io::Result<Self> {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(65_536);
+        std::thread::spawn(move || {
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
+            while let Ok(line) = rx.recv() {
+                let _ = out.write_all(line.as_bytes());
+                while let Ok(line) = rx.try_recv() {
+                    let _ = out.write_all(line.as_bytes());
+                }
+                let _ = out.flush();
+            }
+        });
+        Ok(Self(tx))
+    }
+}
+
+impl AccessLog for FileLog {
+    fn log(&self, entry: &AccessEntry<'_>) {
+        let mut line = String::with_capacity(256);
+        entry.write_httplog(&mut line);
+        line.push('\n');
+        let _ = self.0.try_send(line);
+    }
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -34,6 +71,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?);
     let mut config = HttpProxyConfig::new("example");
     config.default_pool = Some("www".into());
+    if let Ok(path) = std::env::var("LB_ACCESS_LOG") {
+        config.access_log = Some(AccessLogSink(Arc::new(FileLog::open(&path)?)));
+    }
 
     let threads: usize = std::env::var("LB_THREADS")
         .ok()
