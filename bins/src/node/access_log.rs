@@ -25,16 +25,15 @@ use crate::config::model::AccessLogFormat;
 /// Lines queued per file before new ones are dropped (about 16 MiB of 256-byte lines).
 const QUEUE: usize = 65_536;
 
-/// How long the writer may keep written lines in its buffer while more keep coming.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often the writer takes the queued lines, writes and flushes them: the most a line
+/// waits.
+const BATCH: Duration = Duration::from_millis(50);
 
 /// How often at most dropped or unwritable lines are reported, per file.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 enum Msg {
     Line(String),
-    /// Look at the flags ([`State::reopen`]).
-    Wake,
     /// Everything before it is written and flushed: answer.
     Barrier(mpsc::Sender<()>),
 }
@@ -42,7 +41,7 @@ enum Msg {
 /// What the proxies' side and the writer share.
 #[derive(Debug)]
 struct State {
-    /// Set by a reload: the writer reopens the file by its path.
+    /// Set by a reload: the writer reopens the file by its path (at its next batch).
     reopen: AtomicBool,
     /// Lines dropped because the queue was full, since the last warning.
     dropped: AtomicU64,
@@ -111,11 +110,10 @@ impl AccessLogFiles {
     }
 
     /// Has every open file reopened by its path (a reload: logrotate has moved the old
-    /// file away). Never waits: a writer busy with a full queue reopens once it looks up.
+    /// file away), from the writer's next batch on. Never waits.
     pub(crate) fn reopen_all(&self) {
         for f in self.live() {
             f.state.reopen.store(true, Ordering::Release);
-            let _ = f.tx.try_send(Msg::Wake);
         }
     }
 
@@ -186,49 +184,38 @@ struct Writer {
 // A plain thread outside any runtime, on the wall clock.
 #[allow(clippy::disallowed_methods)]
 impl Writer {
-    /// Writes lines until every sender is gone, flushing when the queue runs empty and at
-    /// least every [`FLUSH_EVERY`].
+    /// Writes lines until every sender is gone: every [`BATCH`] it takes what is queued,
+    /// writes it and flushes. It never waits on the queue, so a request queueing a line
+    /// wakes no thread (a wake and a write per request cost the proxy's CPU as much as the
+    /// request itself).
     fn run(mut self, rx: &Receiver<Msg>) {
-        let mut unflushed_since: Option<Instant> = None;
         loop {
-            let msg = match rx.try_recv() {
-                Ok(m) => m,
-                Err(TryRecvError::Empty) => {
-                    // Nothing waiting: what was written goes out before sleeping.
-                    self.flush();
-                    unflushed_since = None;
-                    match rx.recv() {
-                        Ok(m) => m,
-                        Err(_) => break,
-                    }
-                }
-                Err(TryRecvError::Disconnected) => break,
-            };
+            std::thread::sleep(BATCH);
             if self.state.reopen.swap(false, Ordering::AcqRel) {
                 self.reopen();
             }
-            match msg {
-                Msg::Line(line) => {
-                    if self.out.write_all(line.as_bytes()).is_err() {
-                        self.failed += 1;
+            let mut barriers = Vec::new();
+            let ended = loop {
+                match rx.try_recv() {
+                    Ok(Msg::Line(line)) => {
+                        if self.out.write_all(line.as_bytes()).is_err() {
+                            self.failed += 1;
+                        }
                     }
-                    unflushed_since.get_or_insert_with(Instant::now);
+                    Ok(Msg::Barrier(done)) => barriers.push(done),
+                    Err(TryRecvError::Empty) => break false,
+                    Err(TryRecvError::Disconnected) => break true,
                 }
-                Msg::Wake => {}
-                Msg::Barrier(done) => {
-                    self.flush();
-                    unflushed_since = None;
-                    let _ = done.send(());
-                }
-            }
-            if unflushed_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
-                self.flush();
-                unflushed_since = None;
+            };
+            self.flush();
+            for done in barriers {
+                let _ = done.send(());
             }
             self.report_failures();
+            if ended {
+                return;
+            }
         }
-        self.flush();
-        self.report_failures();
     }
 
     fn reopen(&mut self) {
