@@ -5428,99 +5428,67 @@ fn private_pki(dir: &Path) {
         "ec_paramgen_curve:prime256v1",
         "-nodes",
     ];
-    openssl_in(
-        dir,
-        &[
-            &["req", "-x509"][..],
-            &ec,
+    let req = |extra: &[&str]| openssl_in(dir, &[&["req"][..], &ec, extra].concat());
+    // Signs `name.csr` with the CA, with the extensions in `ext` (X.509 v3), into
+    // `name.pem`.
+    let sign = |name: &str, ext: &str| {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (csr, ext, pem) = (
+            format!("{name}.csr"),
+            format!("{name}.ext"),
+            format!("{name}.pem"),
+        );
+        openssl_in(
+            dir,
             &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
                 "-days",
                 "2",
-                "-subj",
-                "/CN=lb test CA",
-                "-keyout",
-                "ca.key",
+                "-extfile",
+                &ext,
                 "-out",
-                "ca.pem",
+                &pem,
             ],
-        ]
-        .concat(),
-    );
-    openssl_in(
-        dir,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-subj",
-                "/CN=web.internal",
-                "-keyout",
-                "web.key",
-                "-out",
-                "web.csr",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:web.internal\n").unwrap();
-    openssl_in(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "web.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "web.pem",
-        ],
-    );
-    // A client certificate for lb-node itself (mutual TLS), X.509 v3.
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl_in(
-        dir,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-subj",
-                "/CN=lb.internal",
-                "-keyout",
-                "client.key",
-                "-out",
-                "client.csr",
-            ],
-        ]
-        .concat(),
-    );
-    openssl_in(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-            "-out",
-            "client.pem",
-        ],
-    );
+        );
+    };
+    req(&[
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lb test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    req(&[
+        "-subj",
+        "/CN=web.internal",
+        "-keyout",
+        "web.key",
+        "-out",
+        "web.csr",
+    ]);
+    sign("web", "subjectAltName=DNS:web.internal\n");
+    // A client certificate for lb-node itself (mutual TLS).
+    req(&[
+        "-subj",
+        "/CN=lb.internal",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    ]);
+    sign("client", "extendedKeyUsage=clientAuth\n");
 }
 
 /// `[virtual_server.http] backend_tls` against nginx real servers speaking HTTPS with a

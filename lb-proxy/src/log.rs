@@ -113,19 +113,9 @@ impl TcpLogEntry<'_> {
     /// with milliseconds; a time that did not happen is `-1`, a backend not reached
     /// `<NOSRV>` (HAProxy's).
     pub fn write_tcplog(&self, out: &mut String) {
-        let ms = |d: Option<Duration>| {
-            d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        };
-        let client = SocketAddr::new(self.client.ip().to_canonical(), self.client.port());
-        let _ = write!(out, "{client} [");
-        write_date(out, self.started, true);
-        let _ = write!(out, "] {0} {0}/", self.virtual_server);
-        match self.backend {
-            Some(b) => {
-                let _ = write!(out, "{b}");
-            }
-            None => out.push_str("<NOSRV>"),
-        }
+        write_client_and_date(out, self.client, self.started);
+        let _ = write!(out, "{0} {0}/", self.virtual_server);
+        write_server(out, self.backend);
         let t = &self.timings;
         let _ = write!(
             out,
@@ -138,6 +128,30 @@ impl TcpLogEntry<'_> {
             self.retries,
             self.bytes_to_backend
         );
+    }
+}
+
+/// `d` in whole milliseconds; `-1` for `None` (HAProxy's time that did not happen).
+pub(crate) fn ms(d: Option<Duration>) -> i64 {
+    d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Appends `client:port [date] ` (an IPv4-mapped client as IPv4; the date UTC, with
+/// milliseconds), as HAProxy's logs start.
+pub(crate) fn write_client_and_date(out: &mut String, client: SocketAddr, started: SystemTime) {
+    let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+    let _ = write!(out, "{client} [");
+    write_date(out, started, true);
+    out.push_str("] ");
+}
+
+/// Appends the backend, or HAProxy's `<NOSRV>` when none was reached.
+pub(crate) fn write_server(out: &mut String, backend: Option<SocketAddr>) {
+    match backend {
+        Some(b) => {
+            let _ = write!(out, "{b}");
+        }
+        None => out.push_str("<NOSRV>"),
     }
 }
 

@@ -3090,15 +3090,8 @@ async fn backend_tls_reencrypts_to_https_backends() {
     .await
     .unwrap();
     let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        head.push(byte[0]);
-        assert!(head.len() < 4096);
-    }
+    let read = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s, &mut head));
+    assert!(read.await.unwrap());
     assert!(
         head.starts_with(b"HTTP/1.1 101"),
         "{}",

@@ -53,7 +53,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 pub use crate::log::Termination;
-use crate::log::{escape, write_date};
+use crate::log::{escape, ms, write_client_and_date, write_date, write_server};
 
 /// Where a virtual server's access entries go. Called on the proxy's own tasks, once per
 /// request, as its response ends: it must not block (queue the line, drop it when the
@@ -141,25 +141,15 @@ impl AccessEntry<'_> {
     /// `<NOSRV>` (HAProxy's); quotes, backslashes and bytes outside printable ASCII in the
     /// request line are written `\xHH`.
     pub fn write_httplog(&self, out: &mut String) {
-        let ms = |d: Option<Duration>| {
-            d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        };
         let t = &self.timings;
-        let client = SocketAddr::new(self.client.ip().to_canonical(), self.client.port());
-        let _ = write!(out, "{client} [");
-        write_date(out, self.started, true);
+        write_client_and_date(out, self.client, self.started);
         let _ = write!(
             out,
-            "] {} {}/",
+            "{} {}/",
             self.virtual_server,
             self.pool.unwrap_or(self.virtual_server)
         );
-        match self.backend {
-            Some(b) => {
-                let _ = write!(out, "{b}");
-            }
-            None => out.push_str("<NOSRV>"),
-        }
+        write_server(out, self.backend);
         let _ = write!(
             out,
             " {}/0/{}/{}/{} {} {} - - {} {} \"",
