@@ -5705,7 +5705,7 @@ fn access_log_lines_follow_requests_and_a_reload_reopens_the_file() {
     let sent = "GET / HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n".len();
     assert!(
         got[3].contains(&format!("] tcp tcp/{} ", a.addr))
-            && got[3].ends_with(&format!(" {} ---- 0 {sent}", answer.len())),
+            && got[3].ends_with(&format!(" {} -- 0 {sent}", answer.len())),
         "{got:?}"
     );
 

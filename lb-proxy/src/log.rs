@@ -28,7 +28,7 @@
 //! entry.write_tcplog(&mut line);
 //! assert_eq!(
 //!     line,
-//!     "198.18.0.7:33317 [24/Nov/2026:01:36:40.624] mysql mysql/198.18.0.161:3306 0/1/5030 2750 ---- 0 310"
+//!     "198.18.0.7:33317 [24/Nov/2026:01:36:40.624] mysql mysql/198.18.0.161:3306 0/1/5030 2750 -- 0 310"
 //! );
 //! ```
 
@@ -69,11 +69,11 @@ impl fmt::Display for Termination {
 /// A TCP connection's times, HAProxy's `Tw/Tc/Tt`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpTimings {
-    /// `Tw`: waiting in the `maxconn` queue; `None` (`-1`) when the connection ended before
-    /// leaving it.
+    /// `Tw`: waiting in the `maxconn` queue (until the first connect attempt, or the queue
+    /// timeout); `None` (`-1`) when the connection ended before.
     pub queue: Option<Duration>,
-    /// `Tc`: the connect to the backend that took the connection (the last attempt),
-    /// `None` (`-1`) without one.
+    /// `Tc`: from the first connect attempt to the one that succeeded, retries included
+    /// (HAProxy's); `None` (`-1`) when none did.
     pub connect: Option<Duration>,
     /// `Tt`: from accept to close.
     pub total: Duration,
@@ -98,33 +98,41 @@ pub struct TcpLogEntry<'a> {
     pub bytes_to_backend: u64,
     /// Connect attempts after the first (HAProxy's `retries`).
     pub retries: u32,
-    /// How it ended: `----` both sides closed; `CD`/`SD` the client/backend reset or
-    /// failed mid-stream; `cD` the idle timeout; `KD` the proxy stopped; `SC`/`sC` no
-    /// backend could be connected (refused or unreachable / timed out); `sQ` the queue
-    /// timeout; `PQ` the queue was full; `PR` a bad or missing PROXY header; `RC` this
-    /// host could not set up the connection (descriptors, source address).
+    /// How it ended (written in two letters, as HAProxy's TCP logs): `--` both sides
+    /// closed; `CD`/`SD` the client/backend reset or failed mid-stream; `cD` the idle
+    /// timeout; `KD`/`KQ`/`KC` the proxy stopped (transferring, queued, connecting);
+    /// `SC`/`sC` no backend could be connected (refused or unreachable / timed out); `sQ`
+    /// the queue timeout; `PQ` the queue was full; `PR` a bad PROXY header, `cR` none in
+    /// time, `CR` the client gone before one; `RC` this host could not set up the
+    /// connection (descriptors, source address).
     pub termination: Termination,
 }
 
 impl TcpLogEntry<'_> {
     /// Appends HAProxy's `option tcplog` line without the syslog header and the
     /// connection counts: `client:port [date] virtual_server virtual_server/backend
-    /// Tw/Tc/Tt bytes_to_client termination retries bytes_to_backend`. The date is UTC
+    /// Tw/Tc/Tt bytes_to_client termination retries bytes_to_backend` (the names escaped
+    /// as client text is). The date is UTC
     /// with milliseconds; a time that did not happen is `-1`, a backend not reached
     /// `<NOSRV>` (HAProxy's).
     pub fn write_tcplog(&self, out: &mut String) {
         write_client_and_date(out, self.client, self.started);
-        let _ = write!(out, "{0} {0}/", self.virtual_server);
+        escape(out, self.virtual_server.as_bytes());
+        out.push(' ');
+        escape(out, self.virtual_server.as_bytes());
+        out.push('/');
         write_server(out, self.backend);
         let t = &self.timings;
         let _ = write!(
             out,
-            " {}/{}/{} {} {} {} {}",
+            " {}/{}/{} {} {}{} {} {}",
             ms(t.queue),
             ms(t.connect),
             ms(Some(t.total)),
             self.bytes_to_client,
-            self.termination,
+            // Two letters in TCP mode (HAProxy extends it to four in HTTP mode only).
+            self.termination.by,
+            self.termination.phase,
             self.retries,
             self.bytes_to_backend
         );

@@ -1937,9 +1937,10 @@ impl TcpLines {
 }
 
 /// HAProxy `option tcplog`: one line per connection as it ends — the backend that took it,
-/// Tw/Tc/Tt, bytes each way, the termination state and retries — for a clean exchange, a
-/// refused connect retried on another backend, no backend reachable (`SC`) and the idle
-/// timeout (`cD`).
+/// Tw/Tc/Tt, bytes each way, the termination state (two letters, as HAProxy's TCP logs)
+/// and retries — for a clean exchange, a refused connect retried on another backend, no
+/// backend reachable (`SC`), the idle timeout (`cD`) and a client gone before its PROXY
+/// header (`CR`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_log_writes_one_line_per_connection() {
     tokio::time::timeout(TEST_BOUND, async {
@@ -1962,7 +1963,7 @@ async fn connection_log_writes_one_line_per_connection() {
         assert_eq!(f[1], format!("echo/{}", live.addr));
         assert_eq!(
             (&f[3][..], &f[4][..], &f[5][..], &f[6][..]),
-            ("5", "----", "0", "5"),
+            ("5", "--", "0", "5"),
             "{f:?}"
         );
         let t: Vec<i64> = f[2].split('/').map(|x| x.parse().unwrap()).collect();
@@ -1976,7 +1977,7 @@ async fn connection_log_writes_one_line_per_connection() {
         let f = lines.nth(1).await;
         assert_eq!(
             (&f[1][..], &f[4][..], &f[5][..]),
-            (&format!("echo/{}", live.addr)[..], "----", "1"),
+            (&format!("echo/{}", live.addr)[..], "--", "1"),
             "{f:?}"
         );
 
@@ -1991,7 +1992,7 @@ async fn connection_log_writes_one_line_per_connection() {
         let f = lines.nth(2).await;
         assert_eq!(
             (&f[1][..], &f[3][..], &f[4][..], &f[5][..]),
-            (&format!("echo/{dead_addr}")[..], "0", "SC--", "3"),
+            (&format!("echo/{dead_addr}")[..], "0", "SC", "3"),
             "{f:?}"
         );
         assert_eq!(f[2].split('/').nth(1), Some("-1"), "{f:?}");
@@ -2008,7 +2009,22 @@ async fn connection_log_writes_one_line_per_connection() {
         let n = tokio::time::timeout(Duration::from_secs(5), quiet.read(&mut buf)).await;
         assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
         let f = lines.nth(3).await;
-        assert_eq!(&f[4], "cD--", "{f:?}");
+        assert_eq!(&f[4], "cD", "{f:?}");
+        // Behind another balancer: a client (a health checker) gone before its PROXY
+        // header.
+        let lines2 = Arc::new(TcpLines::default());
+        let mut cfg = config();
+        cfg.accept_proxy = Some(AcceptProxy::default());
+        cfg.log = Some(Arc::clone(&lines2) as Arc<dyn lb_proxy::log::TcpLog>);
+        let behind = TcpProxy::start(cfg, pool_of(&[live.addr])).unwrap();
+        drop(TcpStream::connect(behind.local_addrs()[0]).await.unwrap());
+        let f = lines2.nth(0).await;
+        assert_eq!(
+            (&f[0][..], &f[1][..], &f[4][..]),
+            ("-", "-/<NOSRV>", "CR"),
+            "{f:?}"
+        );
+        behind.stop().await;
         drop(dead);
         proxy.stop().await;
     })

@@ -143,12 +143,11 @@ impl AccessEntry<'_> {
     pub fn write_httplog(&self, out: &mut String) {
         let t = &self.timings;
         write_client_and_date(out, self.client, self.started);
-        let _ = write!(
-            out,
-            "{} {}/",
-            self.virtual_server,
-            self.pool.unwrap_or(self.virtual_server)
-        );
+        // Names with a space would break the fields: escaped as client text is.
+        escape(out, self.virtual_server.as_bytes());
+        out.push(' ');
+        escape(out, self.pool.unwrap_or(self.virtual_server).as_bytes());
+        out.push('/');
         write_server(out, self.backend);
         let _ = write!(
             out,

@@ -940,7 +940,7 @@ impl Drop for LogOnEnd {
         if self.status.is_none() {
             // No response: the client went away while it was prepared (HAProxy `CC`
             // connecting, `CH` waiting for the head), or the proxy stopped (`K`).
-            let phase = if self.served.backend.is_none() {
+            let phase = if self.served.connect.is_none() {
                 'C'
             } else {
                 'H'

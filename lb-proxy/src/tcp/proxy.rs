@@ -533,10 +533,13 @@ impl Meter for LiveBytes<'_> {
 /// that a failed or cancelled attempt still tells.
 #[derive(Debug, Default)]
 struct ConnectReport {
-    /// From the start of the attempt until a backend was picked (the `maxconn` queue).
+    /// From the start until the first connect attempt (HAProxy's Tw: the `maxconn` queue).
     queued: Option<Duration>,
-    /// The last successful connect.
+    /// From the first connect attempt until one succeeded, retries included (HAProxy's
+    /// Tc).
     connect: Option<Duration>,
+    /// Waiting in the `maxconn` queue now.
+    in_queue: bool,
     /// Failed connects before the last attempt.
     retries: u32,
     /// The backend of the last attempt.
@@ -580,6 +583,7 @@ impl<'a> ConnLog<'a> {
         self.report = ConnectReport {
             queued: r.queued,
             connect: r.connect,
+            in_queue: r.in_queue,
             retries: r.retries,
             backend: r.backend,
         };
@@ -607,7 +611,7 @@ impl Drop for ConnLog<'_> {
 }
 
 /// Applies `f` to the connection's log entry, if it has one.
-fn note(log: &mut Option<ConnLog<'_>>, f: impl FnOnce(&mut ConnLog<'_>)) {
+fn note(log: &mut Option<Box<ConnLog<'_>>>, f: impl FnOnce(&mut ConnLog<'_>)) {
     if let Some(l) = log {
         f(l);
     }
@@ -662,14 +666,16 @@ async fn handle_connection(
     if let Err(e) = shared.config.client_options.apply_accepted(&client) {
         tracing::debug!(error = %e, "client socket options");
     }
-    let Some(local) = fixed_local.or_else(|| client.local_addr().ok()) else {
-        return;
-    };
+    // Boxed: the connection's long-lived state holds only a pointer.
     let mut log = shared
         .config
         .log
         .as_ref()
-        .map(|sink| ConnLog::new(sink, shared, peer));
+        .map(|sink| Box::new(ConnLog::new(sink, shared, peer)));
+    let Some(local) = fixed_local.or_else(|| client.local_addr().ok()) else {
+        note(&mut log, |l| l.termination = Termination::new('R', 'R'));
+        return;
+    };
     let (mut source, mut destination) = (peer, local);
     let mut early = Vec::new();
     if let Some(ap) = shared.config.accept_proxy {
@@ -695,6 +701,8 @@ async fn handle_connection(
                 note(&mut log, |l| {
                     l.termination = match e {
                         Error::ProxyHeaderTimeout(_) => Termination::new('c', 'R'),
+                        // Gone (or reset) before a whole header: a health checker, a scan.
+                        Error::ClientIo(_) => Termination::new('C', 'R'),
                         _ => Termination::new('P', 'R'),
                     };
                 });
@@ -713,7 +721,13 @@ async fn handle_connection(
     let connected = tokio::select! {
         c = Box::pin(connect_backend(shared, source, destination, &mut report)) => c,
         () = &mut closing => {
-            note(&mut log, |l| l.connected(&report));
+            note(&mut log, |l| {
+                l.connected(&report);
+                // Stopped while queued (HAProxy `KQ`) or connecting (`KC`).
+                if report.in_queue {
+                    l.termination = Termination::new('K', 'Q');
+                }
+            });
             return;
         }
     };
@@ -726,6 +740,10 @@ async fn handle_connection(
         Ok(c) => c,
         Err(e) => {
             note(&mut log, |l| {
+                if matches!(e, Error::QueueTimeout(_) | Error::QueueFull(_)) {
+                    // Its time in the queue (HAProxy's Tw on a queue timeout).
+                    l.report.queued = Some(l.start.elapsed());
+                }
                 l.termination = match e {
                     Error::ConnectTimeout { .. } => Termination::new('s', 'C'),
                     Error::QueueTimeout(_) => Termination::new('s', 'Q'),
@@ -849,6 +867,7 @@ async fn connect_backend(
     report: &mut ConnectReport,
 ) -> Result<Connected> {
     let arrived = Instant::now();
+    let mut first_attempt: Option<Instant> = None;
     let cfg = &shared.config;
     let ctx = SelectContext {
         client: Some(client),
@@ -884,6 +903,7 @@ async fn connect_backend(
             // No queue jumping: a new connection joins the back of a non-empty queue.
             None if failures == 0 && !shared.queue.is_empty() => {
                 queue = Some(QueueSlot::enter(shared)?);
+                report.in_queue = true;
                 continue;
             }
             _ => {}
@@ -929,7 +949,10 @@ async fn connect_backend(
                     }
                     // Queued: pick once more before sleeping, as a slot freed before we
                     // were in the queue woke nobody.
-                    None => queue = Some(QueueSlot::enter(shared)?),
+                    None => {
+                        queue = Some(QueueSlot::enter(shared)?);
+                        report.in_queue = true;
+                    }
                 }
                 continue;
             }
@@ -954,13 +977,15 @@ async fn connect_backend(
             continue;
         }
         queue = None;
+        report.in_queue = false;
         let started = Instant::now();
-        report.queued = Some(started - arrived);
+        let first = *first_attempt.get_or_insert(started);
+        report.queued = Some(first - arrived);
         report.retries = failures;
         report.backend = Some(backend.addr());
         match connect_once(&backend, cfg, client).await {
             Ok(stream) => {
-                report.connect = Some(started.elapsed());
+                report.connect = Some(first.elapsed());
                 // Not the final result: the connection's end reports that (`Closed`).
                 shared.observer.observe(
                     &backend,
