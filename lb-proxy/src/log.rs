@@ -208,9 +208,15 @@ pub(crate) fn write_date(out: &mut String, t: SystemTime, millis: bool) {
     }
 }
 
-/// The proleptic Gregorian (year, month 1–12, day 1–31) of `days` since 1970-01-01
-/// (Howard Hinnant's `civil_from_days`, for days after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// The proleptic Gregorian (year, month 1–12, day 1–31) of `days` days after 1970-01-01
+/// (Howard Hinnant's `civil_from_days`, "chrono-Compatible Low-Level Date Algorithms",
+/// restricted to dates after the epoch). For logs and status lines that show UTC dates.
+///
+/// ```
+/// assert_eq!(lb_proxy::log::civil_from_days(0), (1970, 1, 1));
+/// assert_eq!(lb_proxy::log::civil_from_days(11_016), (2000, 2, 29));
+/// ```
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z % 146_097;

@@ -2063,8 +2063,9 @@ pub struct TlsFileError {
 }
 
 impl HttpSettings {
-    /// Reads `backend_ca_file` into [`HttpSettings::backend_ca`].
-    fn read_backend_ca(&mut self) {
+    /// Reads `backend_ca_file`, `backend_certificate` and `backend_key` into
+    /// [`HttpSettings::backend_ca`] and [`HttpSettings::backend_client_files`].
+    fn read_backend_tls_files(&mut self) {
         let read = |at: &str, p: &std::path::Path| {
             std::fs::read(p).map_err(|e| TlsFileError {
                 at: at.into(),
@@ -3068,7 +3069,7 @@ impl Config {
             .filter_map(|v| v.http.as_mut())
         {
             h.read_tls_files();
-            h.read_backend_ca();
+            h.read_backend_tls_files();
         }
         // Each VMAC's name made explicit, so that every consumer sees the one chosen.
         let vmac_names = self.vmac_names();

@@ -531,7 +531,7 @@ impl Meter for LiveBytes<'_> {
 
 /// What [`connect_backend`] did, for the connection's log entry: filled in as it goes, so
 /// that a failed or cancelled attempt still tells.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct ConnectReport {
     /// From the start until the first connect attempt (HAProxy's Tw: the `maxconn` queue).
     queued: Option<Duration>,
@@ -577,16 +577,6 @@ impl<'a> ConnLog<'a> {
             // Until the PROXY header is read: the proxy stopping is what could end it.
             termination: Termination::new('K', 'R'),
         }
-    }
-
-    fn connected(&mut self, r: &ConnectReport) {
-        self.report = ConnectReport {
-            queued: r.queued,
-            connect: r.connect,
-            in_queue: r.in_queue,
-            retries: r.retries,
-            backend: r.backend,
-        };
     }
 }
 
@@ -722,7 +712,7 @@ async fn handle_connection(
         c = Box::pin(connect_backend(shared, source, destination, &mut report)) => c,
         () = &mut closing => {
             note(&mut log, |l| {
-                l.connected(&report);
+                l.report = report;
                 // Stopped while queued (HAProxy `KQ`) or connecting (`KC`).
                 if report.in_queue {
                     l.termination = Termination::new('K', 'Q');
@@ -731,7 +721,7 @@ async fn handle_connection(
             return;
         }
     };
-    note(&mut log, |l| l.connected(&report));
+    note(&mut log, |l| l.report = report);
     let Connected {
         backend,
         stream: mut backend_stream,

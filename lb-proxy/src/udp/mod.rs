@@ -1048,7 +1048,6 @@ mod tests {
         (addr, task)
     }
 
-    /// The ICMP port unreachable from a dead backend is noticed by the next send
     /// `usesrc`: sessions of one client IP (`clientip`) each get a port of their own — with
     /// SO_REUSEADDR the kernel handed out ports other sessions held, and two sessions to one
     /// backend then shared an address pair — and `client` binds the client's port. The
@@ -1088,6 +1087,7 @@ mod tests {
         assert_eq!(again.local_addr().unwrap(), client);
     }
 
+    /// The ICMP port unreachable from a dead backend is noticed by the next send
     /// (`ECONNREFUSED`: no reply task consumed it first). The refusal is reported, the session
     /// ends, and the refused datagram reaches the live backend over a new session.
     #[tokio::test]
