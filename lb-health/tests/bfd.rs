@@ -486,8 +486,12 @@ fn keepalived_peer_through_reconfigure() {
         "",
     );
     let ka = kconf.spawn(&lab, "ka");
+    // keepalived detects us after our multiplier × 10 ms: 20 (200 ms) rather than the
+    // default 5, so that this test's steps, which must leave keepalived's session Up, do
+    // not fail on a loaded machine that delays our sends (CI saw a 70 ms gap against 50).
     let to_ka = BfdConfig {
         source_ip: Some(lb_ip),
+        multiplier: 20,
         ..BfdConfig::new(ka_ip)
     };
     let mut speaker = Speaker::start(lab.ns("lb"), vec![("to_ka".into(), to_ka.clone())]);
