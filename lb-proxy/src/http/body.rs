@@ -262,6 +262,14 @@ impl Activity {
         self.base.elapsed().as_millis() as u64
     }
 
+    /// When the connection fell idle (its last request ended, or it opened), or `None`
+    /// while a request is in flight: the keep-alive timer of an HTTP/2 connection, whose
+    /// frames between requests (PING, SETTINGS, WINDOW_UPDATE) are no request head.
+    pub(crate) fn idle_since(&self) -> Option<tokio::time::Instant> {
+        (self.in_flight.load(Ordering::Acquire) == 0)
+            .then(|| self.at(self.idle_since_ms.load(Ordering::Acquire)))
+    }
+
     /// Whether a request has started on this connection.
     pub(crate) fn served(&self) -> bool {
         self.served.load(Ordering::Acquire)
@@ -589,6 +597,10 @@ pub(crate) enum ResponseBodyError {
     Stalled(std::time::Duration),
 }
 
+// hyper's `Incoming` holds an HTTP/2 receive stream too (with the `http2` feature): the
+// backend variant is the large one and the one nearly every response has; boxing it would
+// cost an allocation per request to save bytes of the rare local answer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Kind {
     Backend {
@@ -605,6 +617,9 @@ enum Kind {
 pub(crate) struct ResponseBody {
     kind: Kind,
     active: Option<ActiveRequest>,
+    /// An HTTP/2 stream's count on its connection (whose timers and write stalls are the
+    /// connection's; `active` is then the stream's own).
+    conn: Option<ActiveRequest>,
     /// The request's access entry, written when the body ends or is dropped.
     log: Option<Box<super::proxy::LogOnEnd>>,
 }
@@ -623,6 +638,7 @@ impl ResponseBody {
                 stall,
             },
             active: None,
+            conn: None,
             log: None,
         }
     }
@@ -631,6 +647,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Local((!bytes.is_empty()).then_some(bytes)),
             active: None,
+            conn: None,
             log: None,
         }
     }
@@ -641,6 +658,11 @@ impl ResponseBody {
 
     pub(crate) fn attach(&mut self, active: ActiveRequest) {
         self.active = Some(active);
+    }
+
+    /// Counts the request on its HTTP/2 connection too until the body ends (or is dropped).
+    pub(crate) fn attach_conn(&mut self, conn: ActiveRequest) {
+        self.conn = Some(conn);
     }
 
     /// Writes `log` when the body ends (or is dropped), with the bytes it carried.
@@ -758,7 +780,10 @@ impl Drop for ResponseBody {
             // Cut short by nobody else: the client went away, or stopped reading past its
             // timeout.
             if !self.is_end_stream() && log.termination == Termination::NORMAL {
-                let stalled = self.active.as_ref().is_some_and(|a| a.0.write_stalled());
+                let stalled = [&self.active, &self.conn]
+                    .into_iter()
+                    .flatten()
+                    .any(|a| a.0.write_stalled());
                 log.termination = Termination::new(if stalled { 'c' } else { 'C' }, 'D');
             }
             drop(log);

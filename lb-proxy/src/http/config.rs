@@ -262,6 +262,12 @@ pub struct Limits {
     /// Idle keep-alive connections kept per backend (default 64; nginx `keepalive`). 0 turns
     /// backend keep-alive off: one connection per request.
     pub max_idle_per_backend: usize,
+    /// Most requests in flight at once on one HTTP/2 client connection (default 100,
+    /// HAProxy's `tune.h2.max-concurrent-streams` and nginx's `http2_max_concurrent_streams`;
+    /// at least 1): the `SETTINGS_MAX_CONCURRENT_STREAMS` sent to the client (RFC 9113
+    /// §6.5.2); a stream past it is refused (`REFUSED_STREAM`). Only with
+    /// [`HttpProxyConfig::http2`].
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -270,6 +276,7 @@ impl Default for Limits {
             max_header_bytes: 16_384,
             max_headers: 100,
             max_idle_per_backend: 64,
+            max_concurrent_streams: 100,
         }
     }
 }
@@ -309,11 +316,12 @@ impl Default for PassiveHealth {
 /// - `hash_key`: the client address
 /// - `timeouts`: header read 10 s, client idle 60 s, backend connect 3 s, backend response
 ///   30 s, backend idle 60 s, client 30 s
-/// - `limits`: 16 KiB head, 100 headers, 64 idle connections per backend
+/// - `limits`: 16 KiB head, 100 headers, 64 idle connections per backend, 100 HTTP/2 streams
+///   per connection
 /// - `retries`: 2
 /// - `passive_health`: 5xx counts as a failure
 /// - `busy_polling`: off
-/// - `tls`: none (plain HTTP); `redirect_https`: none; `access_log`: none
+/// - `tls`: none (plain HTTP); `http2`: off; `redirect_https`: none; `access_log`: none
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpProxyConfig {
     /// The virtual server's name, used in logs and stats.
@@ -357,6 +365,19 @@ pub struct HttpProxyConfig {
     /// `timeout http-request` covers the handshake); requests then go to the backends in plain HTTP with
     /// `X-Forwarded-Proto: https`. `None` (default): plain HTTP.
     pub tls: Option<super::TlsTermination>,
+    /// Speak HTTP/2 to clients that ask for it (RFC 9113), besides HTTP/1.1: over TLS, the
+    /// listener offers ALPN `h2` before `http/1.1` (HAProxy `bind … ssl alpn h2,http/1.1`,
+    /// nginx `http2 on`); on a plain listener, a connection that opens with the HTTP/2
+    /// preface (prior knowledge, "h2c") is served in HTTP/2, as HAProxy detects it. Each
+    /// stream is a request balanced, routed, forwarded and logged as an HTTP/1.1 one;
+    /// backends are still spoken to in HTTP/1.1 (`:authority` becomes `Host`, split
+    /// `cookie` fields are joined, RFC 9113 §8.3.1 and §8.2.3). Per connection: at most
+    /// `limits.max_concurrent_streams` streams, the first request within
+    /// `timeouts.header_read`, closed (GOAWAY) after `timeouts.client_idle` without one.
+    /// Not carried: WebSocket over HTTP/2 (extended CONNECT, RFC 8441; such a request
+    /// gets 501), the `Upgrade: h2c` switch (refused, as HAProxy refuses it). `false`
+    /// (default): HTTP/1.1 only.
+    pub http2: bool,
     /// Answer every request with a redirect to the same host, path and query over https
     /// on this port (omitted from the `Location` when 443), instead of forwarding it
     /// (HAProxy `http-request redirect scheme https`, nginx `return 301
@@ -389,6 +410,7 @@ impl HttpProxyConfig {
             busy_polling: None,
             maxconn: 4096,
             tls: None,
+            http2: false,
             redirect_https: None,
             access_log: None,
         }
@@ -428,6 +450,12 @@ impl HttpProxyConfig {
         if self.limits.max_headers == 0 {
             return Err(Error::InvalidConfig {
                 setting: "limits.max_headers",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.limits.max_concurrent_streams == 0 {
+            return Err(Error::InvalidConfig {
+                setting: "limits.max_concurrent_streams",
                 reason: "must be at least 1".into(),
             });
         }

@@ -117,6 +117,17 @@ pub enum ForwardError {
     /// without `Host`, or with more than one `Host` line).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// An HTTP/2 request with more header fields than
+    /// [`Limits::max_headers`](super::Limits::max_headers) (an HTTP/1.1 one is refused by
+    /// hyper before it is routed): 431, as hyper answers the HTTP/1.1 one. Only that
+    /// stream fails.
+    #[error("{count} header fields, more than the limit of {limit}")]
+    TooManyHeaders {
+        /// The request's header fields.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A method this proxy does not forward: `CONNECT` (RFC 9110 §9.3.6), which asks for a
     /// tunnel to the host it names, not for a resource of a backend. 501, as HAProxy and
     /// Envoy answer it unless told to tunnel; the connection is closed.
@@ -164,6 +175,7 @@ impl ForwardError {
         match self {
             Self::NoRoute { .. } => ErrorSource::Internal,
             Self::BadRequest(_)
+            | Self::TooManyHeaders { .. }
             | Self::NotImplemented(_)
             | Self::ClientAborted(_)
             | Self::ClientTimeout(_) => ErrorSource::Client,
@@ -185,14 +197,15 @@ impl ForwardError {
     }
 
     /// The status the client receives: 503 without a backend, 504 on a response timeout,
-    /// 408 for a stalled upload, 501 for `CONNECT`, 400 for the client's other faults, 502
-    /// otherwise.
+    /// 408 for a stalled upload, 501 for `CONNECT`, 431 for too many header fields, 400 for
+    /// the client's other faults, 502 otherwise.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::NoRoute { .. } | Self::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadRequest(_) | Self::ClientAborted(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }

@@ -1,5 +1,6 @@
-//! HTTP/1.1 mode: per-request balancing on hyper (HAProxy `mode http`, nginx
-//! `proxy_pass`, the HTTP listeners of cloud load balancers).
+//! HTTP mode: per-request balancing on hyper (HAProxy `mode http`, nginx `proxy_pass`, the
+//! HTTP listeners of cloud load balancers), HTTP/1.1 and, with [`HttpProxyConfig::http2`],
+//! HTTP/2 to clients.
 //!
 //! Every request on a client connection is routed and scheduled on its own: [`Router`]
 //! picks a pool by `Host` (exact or `*.example.com`) and path prefix, falling back to a
@@ -46,6 +47,15 @@
 //! `server … ssl`): its connections are pooled and kept alive as plain ones, the handshake
 //! has the connect timeout, and a failed one is a failed connect (above), logged at WARN
 //! once a minute per virtual server with rustls's reason.
+//!
+//! With [`HttpProxyConfig::http2`] clients may speak HTTP/2 (RFC 9113): over TLS by ALPN
+//! `h2`, on a plain listener by prior knowledge (the connection's first bytes are the
+//! HTTP/2 preface). Each stream is a request as above, balanced, forwarded to the backends
+//! in HTTP/1.1 and logged on its own; a failure (504, 431 for more header fields than
+//! `max_headers`, 501 for `CONNECT`) ends its stream, not the connection. The connection
+//! is closed when its first request does not come within `header_read`
+//! (`header_timeouts`), and gets GOAWAY after `client_idle` without a stream
+//! (`idle_timeouts`) or on a stop; `http2_connections` counts them.
 //!
 //! Both directions carry the proxy's own HTTP version, 1.1 (RFC 9110 §6.2; hyper still
 //! answers an HTTP/1.0 client in 1.0), and trailer fields a message declares in `Trailer`.

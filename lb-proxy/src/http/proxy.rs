@@ -16,9 +16,9 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body as _, Incoming};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lb_core::{Backend, Pool, SelectContext};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -92,6 +92,11 @@ struct Shared {
     router: Router,
     conns: Arc<ConnPool>,
     server: http1::Builder,
+    /// The HTTP/2 server side, with [`HttpProxyConfig::http2`].
+    h2_server: Option<http2::Builder<TokioExecutor>>,
+    /// The TLS side of an HTTPS listener: [`HttpProxyConfig::tls`]'s configuration, with
+    /// ALPN `h2` offered first when HTTP/2 is on.
+    tls_server: Option<Arc<rustls::ServerConfig>>,
     vs: VsCounters,
     backends: BackendCounterMap,
     /// Fires when the proxy stops for good: upgraded tunnels close.
@@ -114,8 +119,9 @@ struct ClientConn {
     client: SocketAddr,
     /// The address the client connected to.
     local: SocketAddr,
-    /// The forwarded headers for its requests, computed once.
-    identity: ClientIdentity,
+    /// The forwarded headers for its requests, computed once (per connection: shared by an
+    /// HTTP/2 connection's streams).
+    identity: Arc<ClientIdentity>,
     activity: Arc<Activity>,
     /// The backend-response timer of its requests (one at a time on an HTTP/1.1
     /// connection): one timer re-armed per request, which costs tokio's timer wheel
@@ -279,6 +285,26 @@ impl HttpProxy {
         if config.limits.max_headers != super::client::HYPER_MAX_HEADERS {
             server.max_headers(config.limits.max_headers);
         }
+        let h2_server = config.http2.then(|| {
+            let mut b = http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(config.limits.max_concurrent_streams)
+                // RFC 9113 §6.5.2: the header list's size is its fields' names and values
+                // plus 32 bytes each (at least `max_header_bytes`, validated ≥ 8 192).
+                .max_header_list_size(
+                    u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX),
+                );
+            b
+        });
+        let tls_server = config.tls.as_ref().map(|t| {
+            let mut server_config = Arc::clone(t.server_config());
+            if config.http2 {
+                let mut c = (*server_config).clone();
+                c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                server_config = Arc::new(c);
+            }
+            server_config
+        });
         let conns = Arc::new(ConnPool::new(
             config.limits.max_idle_per_backend,
             config.timeouts.backend_idle,
@@ -293,6 +319,8 @@ impl HttpProxy {
             router,
             conns: Arc::clone(&conns),
             server,
+            h2_server,
+            tls_server,
             vs: VsCounters::default(),
             backends: BackendCounterMap::default(),
             kill: kill_rx.clone(),
@@ -578,7 +606,39 @@ async fn serve_client_inner(
     // has its own timeout): over HTTPS, the handshake and that head share it, as HAProxy's
     // `timeout http-request` covers the handshake.
     let opened = tokio::time::Instant::now();
-    let Some(tls) = &shared.config.tls else {
+    let Some(tls_server) = &shared.tls_server else {
+        if shared.h2_server.is_some() {
+            // h2c with prior knowledge: the connection opens with the HTTP/2 preface.
+            match read_preface(
+                &mut stream,
+                &mut early,
+                opened + shared.config.timeouts.header_read,
+            )
+            .await
+            {
+                Preface::Http2 => {
+                    return serve_h2(
+                        shared,
+                        stream,
+                        early,
+                        false,
+                        (peer, local),
+                        (opened, slot),
+                        stop,
+                    )
+                    .await;
+                }
+                Preface::Other => {}
+                Preface::Gone => return,
+                Preface::TimedOut => {
+                    // As the HTTP/1.1 server's request-head timer (answered 408 there
+                    // when part of a head came; nothing here: which protocol is unknown).
+                    inc(&shared.vs.header_timeouts);
+                    tracing::debug!(client = %peer, "closing: no request in time");
+                    return;
+                }
+            }
+        }
         return serve_http(
             shared,
             stream,
@@ -592,13 +652,25 @@ async fn serve_client_inner(
     };
     // HTTPS: the handshake (its ClientHello may have come with the PROXY header) within
     // the header-read timeout.
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls.server_config()));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls_server));
     let done = tokio::time::timeout(
         shared.config.timeouts.header_read,
         acceptor.accept(Rewind::new(early, stream)),
     )
     .await;
     match done {
+        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            serve_h2(
+                shared,
+                stream,
+                Vec::new(),
+                true,
+                (peer, local),
+                (opened, slot),
+                stop,
+            )
+            .await;
+        }
         Ok(Ok(stream)) => {
             serve_http(
                 shared,
@@ -636,15 +708,11 @@ async fn serve_http<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let mut identity = ClientIdentity::new(shared.config.forwarded, peer, local.port());
-    if tls {
-        identity = identity.over_tls();
-    }
     let activity = Arc::new(Activity::opened_at(opened));
     let cc = Arc::new(ClientConn {
         client: peer,
         local,
-        identity,
+        identity: Arc::new(client_identity(shared, peer, local, tls)),
         activity: Arc::clone(&activity),
         response_timer: Mutex::new(Timer::default()),
         slot: Mutex::new(Some(slot)),
@@ -757,6 +825,185 @@ async fn serve_http<S>(
     }
 }
 
+/// The forwarded headers of a client connection from `peer` to `local` (over TLS when
+/// `tls`).
+fn client_identity(
+    shared: &Shared,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: bool,
+) -> ClientIdentity {
+    let identity = ClientIdentity::new(shared.config.forwarded, peer, local.port());
+    if tls {
+        identity.over_tls()
+    } else {
+        identity
+    }
+}
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4), which a client with prior
+/// knowledge sends first on a plain connection.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How a plain connection opens ([`read_preface`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Preface {
+    /// With the HTTP/2 preface.
+    Http2,
+    /// With anything else (an HTTP/1 request).
+    Other,
+    /// The client closed, or the connection failed.
+    Gone,
+    /// Too little came by the deadline.
+    TimedOut,
+}
+
+/// Reads from `stream` into `early` (bytes already read, kept for the server that goes on)
+/// until they show whether the connection opens with the HTTP/2 preface: at its length,
+/// or at the first byte that differs (an HTTP/1 request's first byte does). At most
+/// [`H2_PREFACE`]'s 24 bytes are awaited, until `deadline` (the first request head's).
+async fn read_preface(
+    stream: &mut TcpStream,
+    early: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Preface {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let n = early.len().min(H2_PREFACE.len());
+        if early[..n] != H2_PREFACE[..n] {
+            return Preface::Other;
+        }
+        if n == H2_PREFACE.len() {
+            return Preface::Http2;
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(early)).await {
+            Ok(Ok(read)) if read > 0 => {}
+            Ok(_) => return Preface::Gone,
+            Err(_) => return Preface::TimedOut,
+        }
+    }
+}
+
+/// Serves HTTP/2 (RFC 9113) on a client connection `stream` (plain with prior knowledge, or
+/// TLS with ALPN `h2` when `tls`) from `peer` to `local`, whose first bytes, already read,
+/// are `early`; its first request is due `header_read` after `opened`; it holds its
+/// `maxconn` `slot` until it ends.
+///
+/// hyper's h2 server runs the connection here and each stream's request on a task of its
+/// own ([`handle`], as an HTTP/1.1 request is handled, with a [`ClientConn`] of its own for
+/// its upload and response timers). The connection's [`Activity`] counts the streams in
+/// flight, for its timers: the first request within `header_read` or the connection is
+/// closed; `client_idle` without a stream in flight, or a stop, closes it gracefully
+/// (GOAWAY: streams in flight finish), and a client that leaves it open after that, with
+/// nothing in flight, is cut off after the client timeout.
+#[cold]
+#[inline(never)]
+async fn serve_h2<S>(
+    shared: &Arc<Shared>,
+    stream: S,
+    early: Vec<u8>,
+    tls: bool,
+    (peer, local): (SocketAddr, SocketAddr),
+    (opened, slot): (tokio::time::Instant, tokio::sync::OwnedSemaphorePermit),
+    stop: &mut watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(server) = &shared.h2_server else {
+        return;
+    };
+    let _slot = slot;
+    inc(&shared.vs.http2_connections);
+    let identity = Arc::new(client_identity(shared, peer, local, tls));
+    let activity = Arc::new(Activity::opened_at(opened));
+    let svc_shared = Arc::clone(shared);
+    let svc_activity = Arc::clone(&activity);
+    let svc = service_fn(move |req| {
+        let shared = Arc::clone(&svc_shared);
+        // Counted on the connection from the stream's start: its timers stop.
+        let on_conn = ActiveRequest::new(&svc_activity);
+        let cc = Arc::new(ClientConn {
+            client: peer,
+            local,
+            identity: Arc::clone(&identity),
+            activity: Arc::new(Activity::opened_at(tokio::time::Instant::now())),
+            response_timer: Mutex::new(Timer::default()),
+            slot: Mutex::new(None),
+        });
+        let mut kill = shared.kill.clone();
+        async move {
+            // A stream's task outlives the connection's: a proxy stopped for good ends it
+            // (its access entry says `K`), as it ends the connections.
+            let mut resp = tokio::select! {
+                r = handle(Arc::clone(&shared), cc, req) => r?,
+                _ = kill.changed() => error_response(StatusCode::SERVICE_UNAVAILABLE),
+            };
+            resp.body_mut().attach_conn(on_conn);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let io = Prefixed::new(
+        early,
+        stream,
+        Arc::clone(&activity),
+        shared.config.timeouts.client,
+    );
+    let conn = server.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let timeouts = shared.config.timeouts;
+    let period = timeouts.header_read.min(timeouts.client_idle);
+    let mut next_check = opened + timeouts.header_read;
+    // Since when the connection has been closing (GOAWAY sent).
+    let mut closing: Option<tokio::time::Instant> = None;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = tokio::time::sleep_until(next_check) => {
+                let now = tokio::time::Instant::now();
+                let Some(idle_since) = activity.idle_since() else {
+                    next_check = now + period;
+                    continue;
+                };
+                if let Some(since) = closing {
+                    if since + timeouts.client <= now {
+                        tracing::debug!(client = %peer, "closing: HTTP/2 client kept its connection open after GOAWAY");
+                        return;
+                    }
+                    next_check = (since + timeouts.client).min(now + period);
+                    continue;
+                }
+                if !activity.served() {
+                    if opened + timeouts.header_read <= now {
+                        inc(&shared.vs.header_timeouts);
+                        tracing::debug!(client = %peer, "closing: no HTTP/2 request in time");
+                        return;
+                    }
+                    next_check = (opened + timeouts.header_read).min(now + period);
+                } else if idle_since + timeouts.client_idle <= now {
+                    inc(&shared.vs.idle_timeouts);
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(now);
+                    next_check = now + timeouts.client.min(period);
+                } else {
+                    next_check = (idle_since + timeouts.client_idle).min(now + period);
+                }
+            }
+            _ = stop.changed(), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                let now = tokio::time::Instant::now();
+                closing = Some(now);
+                next_check = now + timeouts.client.min(period);
+            }
+        }
+    };
+    if let Err(e) = result {
+        if activity.write_stalled() {
+            inc(&shared.vs.client_timeouts);
+        }
+        tracing::debug!(client = %peer, error = %e, "HTTP/2 client connection ended");
+    }
+}
+
 /// The status hyper's HTTP/1 server answers a request parse error with before closing
 /// (`role::Server::on_error` in hyper 1.x): 414 for a URI past its limit, 431 for a head too
 /// large or with too many headers, 400 for a bad method, URI, version or header; nothing for
@@ -798,6 +1045,7 @@ async fn handle(
     });
     let active = ActiveRequest::new(&cc.activity);
     inc(&shared.vs.requests);
+    let http2 = req.version() == Version::HTTP_2;
     let mut unlogged = Served::default();
     let served = log.as_mut().map_or(&mut unlogged, |l| &mut l.served);
     let mut termination = Termination::NORMAL;
@@ -809,21 +1057,26 @@ async fn handle(
             match status {
                 StatusCode::SERVICE_UNAVAILABLE => inc(&shared.vs.no_backend),
                 StatusCode::GATEWAY_TIMEOUT => inc(&shared.vs.gateway_timeout),
-                StatusCode::BAD_REQUEST | StatusCode::NOT_IMPLEMENTED => {
-                    inc(&shared.vs.bad_requests)
-                }
+                StatusCode::BAD_REQUEST
+                | StatusCode::NOT_IMPLEMENTED
+                | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => inc(&shared.vs.bad_requests),
                 StatusCode::REQUEST_TIMEOUT => inc(&shared.vs.client_timeouts),
                 _ => inc(&shared.vs.bad_gateway),
             }
             tracing::debug!(error = %e, "request not forwarded");
             let mut r = error_response(status);
-            if matches!(
-                status,
-                StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::NOT_IMPLEMENTED
-            ) {
+            if !http2
+                && matches!(
+                    status,
+                    StatusCode::BAD_REQUEST
+                        | StatusCode::REQUEST_TIMEOUT
+                        | StatusCode::NOT_IMPLEMENTED
+                )
+            {
                 // A malformed request closes the connection, as hyper's own 400s do; so
                 // does a stalled upload (the rest of its body will not be read), and a
-                // CONNECT (what follows it would be tunnel bytes).
+                // CONNECT (what follows it would be tunnel bytes). An HTTP/2 stream fails
+                // alone: its framing keeps the others apart.
                 r.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
@@ -857,7 +1110,9 @@ fn termination_of(e: &ForwardError) -> Termination {
         ForwardError::Backend { .. } => ('S', 'H'),
         // A response the proxy would not pass on.
         ForwardError::InvalidResponse { .. } => ('P', 'H'),
-        ForwardError::BadRequest(_) | ForwardError::NotImplemented(_) => ('P', 'R'),
+        ForwardError::BadRequest(_)
+        | ForwardError::TooManyHeaders { .. }
+        | ForwardError::NotImplemented(_) => ('P', 'R'),
         ForwardError::ClientAborted(_) => ('C', 'D'),
         ForwardError::ClientTimeout(_) => ('c', 'D'),
     };
@@ -1132,6 +1387,18 @@ async fn forward(
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    if parts.version == Version::HTTP_2 {
+        // hyper's HTTP/1 server counted the head's fields; its HTTP/2 server bounds only
+        // their size.
+        let limit = shared.config.limits.max_headers;
+        if parts.headers.len() > limit {
+            return Err(ForwardError::TooManyHeaders {
+                count: parts.headers.len(),
+                limit,
+            });
+        }
+        join_cookies(&mut parts.headers);
+    }
 
     // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with several, gets 400 (a backend
     // reading another Host line than the one routed on would serve another site).
@@ -1563,6 +1830,25 @@ fn spawn_tunnel(
     });
 }
 
+/// An HTTP/2 request's `cookie` fields, which a client may send one per cookie (RFC 9113
+/// §8.2.3), joined into one with `; ` before the request goes on in HTTP/1.1, where a
+/// server may read only one `Cookie` line (RFC 6265 §5.4).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut values = headers.get_all(http::header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(http::header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Valid field values joined by `; ` are one valid field value.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::COOKIE, v);
+    }
+}
+
 /// A `Content-Length` given as a list of equal values (RFC 9110 §8.6; hyper accepted it and
 /// framed the body by it), on one line or several, is sent on as its one value, as HAProxy
 /// does: a next hop may refuse the list or read it otherwise.
@@ -1588,6 +1874,59 @@ fn single_content_length(headers: &mut http::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_cookies_are_joined_in_their_order() {
+        let mut h = http::HeaderMap::new();
+        join_cookies(&mut h);
+        assert!(h.is_empty());
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1"]);
+        h.append("cookie", HeaderValue::from_static("b=2; c=3"));
+        h.append("cookie", HeaderValue::from_static("d=4"));
+        h.append("x-other", HeaderValue::from_static("z"));
+        join_cookies(&mut h);
+        assert_eq!(
+            h.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1; b=2; c=3; d=4"]
+        );
+        assert_eq!(h["x-other"], "z");
+    }
+
+    #[test]
+    fn the_http2_preface_is_told_from_an_http1_request_by_its_first_differing_byte() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            for (sent, expected) in [
+                (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0"[..], Preface::Http2),
+                (b"GET / HTTP/1.1\r\n", Preface::Other),
+                // "PR" then a byte that differs: HTTP/1 (a PROPFIND).
+                (b"PROPFIND / HTTP/1.1\r\n", Preface::Other),
+                // Part of the preface and no more: the deadline.
+                (b"PRI * HTTP/2.0\r\n", Preface::TimedOut),
+            ] {
+                let mut client = TcpStream::connect(addr).await.unwrap();
+                let (mut server, _) = listener.accept().await.unwrap();
+                tokio::io::AsyncWriteExt::write_all(&mut client, sent)
+                    .await
+                    .unwrap();
+                let mut early = Vec::new();
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+                assert_eq!(
+                    read_preface(&mut server, &mut early, deadline).await,
+                    expected
+                );
+                // What was read is kept for the server that goes on.
+                assert!(sent.starts_with(&early) && !early.is_empty());
+            }
+        });
+    }
 
     #[test]
     fn replay_rebuilds_the_same_head_with_repeated_names_in_order() {

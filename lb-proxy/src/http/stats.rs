@@ -120,6 +120,9 @@ pub struct VirtualServerStats {
     pub retries: u64,
     /// Protocol switches (WebSocket) passed through.
     pub upgrades: u64,
+    /// Client connections served in HTTP/2 (of `connections`;
+    /// [`HttpProxyConfig::http2`](super::HttpProxyConfig::http2)).
+    pub http2_connections: u64,
 }
 
 /// One backend's counters, as of one [`HttpProxy::stats`](super::HttpProxy::stats).
@@ -242,6 +245,7 @@ pub(crate) struct VsCounters {
     pub(crate) tls_handshake_errors: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) upgrades: AtomicU64,
+    pub(crate) http2_connections: AtomicU64,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -270,6 +274,7 @@ impl VsCounters {
             (&self.tls_handshake_errors, &old.tls_handshake_errors),
             (&self.retries, &old.retries),
             (&self.upgrades, &old.upgrades),
+            (&self.http2_connections, &old.http2_connections),
         ] {
             add(mine, theirs);
         }
@@ -294,6 +299,7 @@ impl VsCounters {
             tls_handshake_errors: g(&self.tls_handshake_errors),
             retries: g(&self.retries),
             upgrades: g(&self.upgrades),
+            http2_connections: g(&self.http2_connections),
         }
     }
 }

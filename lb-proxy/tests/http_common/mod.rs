@@ -24,10 +24,12 @@ use tokio::task::{JoinHandle, JoinSet};
 /// - `/sleep/<ms>`: 200 after that long;
 /// - `/status/<code>`: that status;
 /// - `/ws` with `Upgrade`: 101, then echoes bytes;
+/// - `/echo`: 200 with the request's body, its framing in `x-echo-framing` (`length` or
+///   `chunked`);
 /// - anything else: 200 `id=<id>`.
 ///
 /// Every response carries `x-backend-id` and echoes `x-forwarded-*` / `forwarded` / `host`
-/// as `x-echo-*` headers. Dropping it (or [`TestBackend::kill`]) closes the listener and
+/// / `cookie` as `x-echo-*` headers (repeated fields joined by ` | `). Dropping it (or [`TestBackend::kill`]) closes the listener and
 /// every connection.
 pub struct TestBackend {
     pub id: u32,
@@ -201,6 +203,25 @@ async fn respond(
             .insert("upgrade", "websocket".parse().unwrap());
         r.headers_mut().insert("x-backend-id", id.into());
         return Ok(r);
+    } else if path == "/echo" {
+        let framing = if req.headers().contains_key("content-length") {
+            "length"
+        } else if req.headers().contains_key("transfer-encoding") {
+            "chunked"
+        } else {
+            "none"
+        };
+        body = req
+            .body_mut()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut r = Response::new(Full::new(body));
+        r.headers_mut()
+            .insert("x-echo-framing", framing.parse().unwrap());
+        r.headers_mut().insert("x-backend-id", id.into());
+        return Ok(r);
     } else {
         // Read the request body (to its end) for POSTs.
         let _ = req.body_mut().collect().await;
@@ -215,6 +236,7 @@ async fn respond(
         ("x-forwarded-port", "x-echo-xfport"),
         ("forwarded", "x-echo-forwarded"),
         ("host", "x-echo-host"),
+        ("cookie", "x-echo-cookie"),
     ] {
         let joined: Vec<&str> = req
             .headers()

@@ -1,0 +1,462 @@
+//! HTTP/2 to clients (`HttpProxyConfig::http2`) against real HTTP/1.1 backends on loopback
+//! (in-process hyper servers), with hyper's HTTP/2 client: over TLS with ALPN `h2`, and with
+//! prior knowledge on a plain listener.
+#![cfg(feature = "http")]
+
+mod http_common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full, StreamBody};
+use http_common::{pool_of, watchdog, Client, TestBackend};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lb_core::{Algorithm, Pool};
+use lb_proxy::http::{
+    AccessEntry, AccessLog, AccessLogSink, HttpPool, HttpProxy, HttpProxyConfig, TlsTermination,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn config() -> HttpProxyConfig {
+    watchdog();
+    let mut c = HttpProxyConfig::new("h2");
+    c.default_pool = Some("www".into());
+    c.http2 = true;
+    c
+}
+
+async fn proxy(config: HttpProxyConfig, pool: Arc<Pool>) -> HttpProxy {
+    HttpProxy::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        vec![HttpPool::new("www", pool)],
+    )
+    .await
+    .unwrap()
+}
+
+/// A self-signed certificate for `www.example.com` and the listener's TLS side.
+fn certificate() -> (rustls_pki_types::CertificateDer<'static>, TlsTermination) {
+    let cert = rcgen::generate_simple_self_signed(vec!["www.example.com".into()]).unwrap();
+    let tls = TlsTermination::from_pem(
+        cert.cert.pem().as_bytes(),
+        cert.key_pair.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    (cert.cert.der().clone(), tls)
+}
+
+/// A TLS client connection to `addr` trusting `cert`, offering `alpn`.
+async fn tls(
+    addr: std::net::SocketAddr,
+    cert: rustls_pki_types::CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from("www.example.com").unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .expect("handshake within 10 s")
+        .unwrap()
+}
+
+/// An HTTP/2 client connection over `io`, and the task running it (which ends when the
+/// connection does).
+async fn h2<S>(io: S) -> (SendRequest<Body>, tokio::task::JoinHandle<()>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (tx, task)
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+struct Got {
+    status: StatusCode,
+    version: Version,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// Sends `req` on `tx` and reads the whole response (panics after 10 s).
+async fn send(tx: &mut SendRequest<Body>, req: Request<Body>) -> Got {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        tx.ready().await.unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        Got {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    })
+    .await
+    .expect("response within 10 s")
+}
+
+/// A bodiless GET of `uri` (absolute: its authority is `:authority`) with `headers`.
+fn get(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::builder().uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::new()).map_err(|e| match e {}).boxed())
+        .unwrap()
+}
+
+/// An HTTPS listener with `http2`: a client offering `h2` gets HTTP/2, and its concurrent
+/// streams on one connection are balanced per request over the backends, which get them
+/// in HTTP/1.1 with `Host` from `:authority`, the forwarded headers and the client's split
+/// `cookie` fields joined into one. A client offering only `http/1.1` still gets it; without
+/// `http2`, a client offering both gets HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_over_tls_balances_each_stream() {
+    let b: Vec<TestBackend> = futures::future::join_all((1..=3).map(TestBackend::start)).await;
+    let (der, termination) = certificate();
+    let mut c = config();
+    c.forwarded.forwarded = true;
+    c.tls = Some(termination);
+    let pool = pool_of(&b.iter().collect::<Vec<_>>(), Algorithm::RoundRobin);
+    let p = proxy(c.clone(), Arc::clone(&pool)).await;
+
+    let stream = tls(p.local_addr(), der.clone(), &[b"h2", b"http/1.1"]).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (tx, _conn) = h2(stream).await;
+    // 30 streams at once on the one connection.
+    let answers = futures::future::join_all((0..30).map(|i| {
+        let mut tx = tx.clone();
+        async move {
+            let req = get(
+                &format!("https://www.example.com/n/{i}"),
+                &[("cookie", "a=1"), ("cookie", "b=2")],
+            );
+            send(&mut tx, req).await
+        }
+    }))
+    .await;
+    let mut per_backend = HashMap::new();
+    for r in &answers {
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.version, Version::HTTP_2);
+        assert_eq!(r.header("x-echo-host"), "www.example.com");
+        assert_eq!(r.header("x-echo-xff"), "127.0.0.1");
+        assert_eq!(r.header("x-echo-xfproto"), "https");
+        let forwarded = r.header("x-echo-forwarded");
+        assert!(
+            forwarded.starts_with("for=\"127.0.0.1:")
+                && forwarded.ends_with(";proto=https;host=www.example.com"),
+            "{forwarded}"
+        );
+        // One Cookie line for the HTTP/1.1 backend.
+        assert_eq!(r.header("x-echo-cookie"), "a=1; b=2");
+        *per_backend
+            .entry(r.header("x-backend-id").to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(per_backend.len(), 3, "{per_backend:?}");
+    assert!(per_backend.values().all(|&n| n == 10), "{per_backend:?}");
+    let s = p.stats().virtual_server;
+    assert_eq!((s.connections, s.http2_connections), (1, 1));
+    assert_eq!((s.requests, s.responses.c2xx), (30, 30));
+
+    // An HTTP/1.1-only client on the same listener.
+    let mut h1 = Client::connect_tls(p.local_addr(), der.clone(), "www.example.com", b"")
+        .await
+        .unwrap();
+    let r = h1.get("/", &[("host", "www.example.com")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(p.stats().virtual_server.http2_connections, 1);
+
+    // Without `http2`, `h2` is not offered: the same client speaks HTTP/1.1.
+    c.http2 = false;
+    let p1 = proxy(c, pool).await;
+    let stream = tls(p1.local_addr(), der, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
+
+/// A plain listener with `http2` serves a client with prior knowledge (it opens with the
+/// HTTP/2 preface) in HTTP/2, and an HTTP/1.1 client as before — a PROPFIND too, whose
+/// first bytes are the preface's. Without `http2` the preface is refused (closed, counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_beside_http1() {
+    let b = TestBackend::start(1).await;
+    let pool = pool_of(&[&b], Algorithm::RoundRobin);
+    let p = proxy(config(), Arc::clone(&pool)).await;
+    let addr = p.local_addr();
+
+    let (mut tx, _conn) = h2(TcpStream::connect(addr).await.unwrap()).await;
+    let r = send(&mut tx, get("http://www.example.com/x", &[])).await;
+    assert_eq!((r.status, r.version), (StatusCode::OK, Version::HTTP_2));
+    assert_eq!(r.header("x-echo-xfproto"), "http");
+    assert_eq!(r.header("x-echo-host"), "www.example.com");
+
+    let mut h1 = Client::connect(addr).await;
+    assert_eq!(h1.get("/", &[]).await.status, 200);
+    assert_eq!(h1.send("PROPFIND", "/dav", &[]).await.status, 200);
+    let s = p.stats().virtual_server;
+    assert_eq!((s.connections, s.http2_connections, s.requests), (2, 1, 3));
+
+    let mut c = config();
+    c.http2 = false;
+    let p1 = proxy(c, pool).await;
+    let mut raw = TcpStream::connect(p1.local_addr()).await.unwrap();
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", &buf[..n]);
+    assert_eq!(p1.stats().virtual_server.http2_connections, 0);
+}
+
+/// A stream's failure is its own: on one connection, a backend that does not answer in
+/// time gets its stream a 504, a stream with too many header fields gets 431, a `CONNECT`
+/// 501 — while another stream, started at the same time, and later ones are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_stream_leaves_the_others_alone() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.timeouts.backend_response = Duration::from_millis(300);
+    c.limits.max_headers = 20;
+    let p = proxy(c, pool_of(&[&b], Algorithm::RoundRobin)).await;
+    let (tx, _conn) = h2(TcpStream::connect(p.local_addr()).await.unwrap()).await;
+
+    let (mut t1, mut t2) = (tx.clone(), tx.clone());
+    let (slow, fast) = tokio::join!(
+        send(&mut t1, get("http://www.example.com/sleep/3000", &[])),
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            send(&mut t2, get("http://www.example.com/fast", &[])).await
+        }
+    );
+    assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(fast.status, StatusCode::OK);
+
+    let names: Vec<String> = (0..25).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    let mut t = tx.clone();
+    let r = send(&mut t, get("http://www.example.com/", &many)).await;
+    assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let connect = Request::builder()
+        .method("CONNECT")
+        .uri("www.example.com:443")
+        .body(Full::new(Bytes::new()).map_err(|e| match e {}).boxed())
+        .unwrap();
+    let r = send(&mut t, connect).await;
+    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    // The connection goes on.
+    let r = send(&mut t, get("http://www.example.com/after", &[])).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let s = p.stats().virtual_server;
+    assert_eq!(
+        (s.connections, s.gateway_timeout, s.bad_requests, s.requests),
+        (1, 1, 2, 5)
+    );
+}
+
+/// Request bodies go to the backend as sent: with a length, and streamed without one (the
+/// backend gets it chunked), 1 MiB each, several streams at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_reach_the_backend_whole() {
+    let b = TestBackend::start(1).await;
+    let p = proxy(config(), pool_of(&[&b], Algorithm::RoundRobin)).await;
+    let (tx, _conn) = h2(TcpStream::connect(p.local_addr()).await.unwrap()).await;
+    let data: Bytes = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let answers = futures::future::join_all((0..4).map(|i| {
+        let (mut tx, data) = (tx.clone(), data.clone());
+        async move {
+            let b = Request::builder()
+                .method("POST")
+                .uri("http://www.example.com/echo");
+            let req = if i % 2 == 0 {
+                b.header("content-length", data.len())
+                    .body(Full::new(data).map_err(|e| match e {}).boxed())
+                    .unwrap()
+            } else {
+                // In 64 KiB frames, with no length given.
+                let frames: Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>> = data
+                    .chunks(64 << 10)
+                    .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+                    .collect();
+                b.body(BodyExt::boxed(StreamBody::new(futures::stream::iter(
+                    frames,
+                ))))
+                .unwrap()
+            };
+            (i, send(&mut tx, req).await)
+        }
+    }))
+    .await;
+    for (i, r) in answers {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, data, "stream {i}");
+        let framing = if i % 2 == 0 { "length" } else { "chunked" };
+        assert_eq!(r.header("x-echo-framing"), framing, "stream {i}");
+    }
+}
+
+/// The connection's timers: a client that opens and sends no request is closed after
+/// `header_read` (counted); a connection idle for `client_idle` after its last stream gets
+/// GOAWAY and closes (counted), not while a stream is in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_silent_connections_are_closed() {
+    let b = TestBackend::start(1).await;
+    let mut c = config();
+    c.timeouts.header_read = Duration::from_millis(300);
+    c.timeouts.client_idle = Duration::from_millis(400);
+    let p = proxy(c, pool_of(&[&b], Algorithm::RoundRobin)).await;
+
+    // The preface and the SETTINGS handshake, then nothing.
+    let t0 = tokio::time::Instant::now();
+    let (_tx, silent) = h2(TcpStream::connect(p.local_addr()).await.unwrap()).await;
+    tokio::time::timeout(Duration::from_secs(5), silent)
+        .await
+        .expect("closed within 5 s")
+        .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(p.stats().virtual_server.header_timeouts, 1);
+
+    let (mut tx, conn) = h2(TcpStream::connect(p.local_addr()).await.unwrap()).await;
+    // A stream longer than the idle timeout: not cut.
+    let r = send(&mut tx, get("http://www.example.com/sleep/700", &[])).await;
+    assert_eq!(r.status, 200);
+    let t1 = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("closed within 5 s")
+        .unwrap();
+    assert!(
+        t1.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t1.elapsed()
+    );
+    assert_eq!(p.stats().virtual_server.idle_timeouts, 1);
+    for _ in 0..200 {
+        if p.stats().virtual_server.active_connections == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(p.stats().virtual_server.active_connections, 0);
+}
+
+/// A graceful shutdown sends GOAWAY: the stream in flight is answered, the connection then
+/// closes, and nothing new is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_streams_in_flight() {
+    let b = TestBackend::start(1).await;
+    let p = proxy(config(), pool_of(&[&b], Algorithm::RoundRobin)).await;
+    let addr = p.local_addr();
+    let (mut tx, conn) = h2(TcpStream::connect(addr).await.unwrap()).await;
+    assert_eq!(
+        send(&mut tx, get("http://www.example.com/", &[]))
+            .await
+            .status,
+        200
+    );
+    let in_flight =
+        tokio::spawn(
+            async move { send(&mut tx, get("http://www.example.com/sleep/500", &[])).await },
+        );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tokio::spawn(p.shutdown(Duration::from_secs(5)));
+    assert_eq!(in_flight.await.unwrap().status, 200);
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("closed within 5 s")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("stopped within 5 s")
+        .unwrap();
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+/// An access log sink that keeps the lines.
+#[derive(Debug, Default)]
+struct Lines(Mutex<Vec<String>>);
+
+impl AccessLog for Lines {
+    fn log(&self, entry: &AccessEntry<'_>) {
+        let mut line = String::new();
+        entry.write_httplog(&mut line);
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+/// Each stream is one access entry, with the HTTP/2 version in its request line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stream_is_logged() {
+    let b = TestBackend::start(1).await;
+    let lines = Arc::new(Lines::default());
+    let mut c = config();
+    c.access_log = Some(AccessLogSink(Arc::clone(&lines) as Arc<dyn AccessLog>));
+    let p = proxy(c, pool_of(&[&b], Algorithm::RoundRobin)).await;
+    let (tx, _conn) = h2(TcpStream::connect(p.local_addr()).await.unwrap()).await;
+    futures::future::join_all((0..3).map(|i| {
+        let mut tx = tx.clone();
+        async move {
+            let r = send(&mut tx, get(&format!("http://www.example.com/l/{i}"), &[])).await;
+            assert_eq!(r.status, 200);
+        }
+    }))
+    .await;
+    let mut got = Vec::new();
+    for _ in 0..500 {
+        got = lines.0.lock().unwrap().clone();
+        if got.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    got.sort_by_key(|l| l.rsplit_once(" \"").map(|(_, r)| r.to_owned()));
+    assert_eq!(got.len(), 3, "{got:?}");
+    for (i, line) in got.iter().enumerate() {
+        assert!(
+            line.ends_with(&format!(
+                " 200 4 - - ---- 0 \"GET http://www.example.com/l/{i} HTTP/2.0\""
+            )),
+            "{line}"
+        );
+    }
+}
