@@ -197,6 +197,7 @@ fn status() -> Status {
                     tls_handshake_errors: 2,
                     retries: 8,
                     upgrades: 9,
+                    http2_connections: 12,
                 }),
                 l4: None,
                 backends: vec![web],
@@ -440,6 +441,7 @@ fn lbctl_status_prints_tables_and_json() {
         out.contains("\n  http: 40 connections (2 open), 100 requests; 503 1  502 2  504 3  bad requests 4; timeouts: header 5  idle 6  client 7; retries 8  upgrades 9\n"),
         "{out}"
     );
+    assert!(out.contains("\n  http: HTTP/2 connections 12\n"), "{out}");
     assert!(
         out.contains("\n  http: PROXY header errors 0  TLS handshake errors 2\n"),
         "{out}"

@@ -639,6 +639,8 @@ backend_idle_timeout = "45s"
 max_header_bytes = 32768
 max_headers = 50
 max_idle_per_backend = 8
+http2 = true
+max_concurrent_streams = 64
 maxconn = 300
 count_5xx = false
 timeout_client = "12s""#;
@@ -735,6 +737,8 @@ fn http_table_maps_onto_lb_proxy_config() {
     assert_eq!(hc.limits.max_header_bytes, 32_768);
     assert_eq!(hc.limits.max_headers, 50);
     assert_eq!(hc.limits.max_idle_per_backend, 8);
+    assert!(hc.http2);
+    assert_eq!(hc.limits.max_concurrent_streams, 64);
     assert_eq!(hc.maxconn, 300);
     assert!(!hc.passive_health.count_5xx);
     assert_eq!(
@@ -803,6 +807,10 @@ fn http_table_errors_name_the_line() {
         (
             "maxconn = 0",
             "lb.toml:9:11: maxconn 0 is outside 1..=4294967295",
+        ),
+        (
+            "max_concurrent_streams = 0",
+            "lb.toml:9:26: max_concurrent_streams must be at least 1",
         ),
         (
             "hash_key = \"header:bad name\"",
@@ -883,7 +891,7 @@ fn http_table_and_routes_are_refused_where_they_do_not_apply() {
     let e = errors("lb.toml", &text);
     assert_eq!(
         e,
-        ["lb.toml:30:18: routes form a cycle (front -> api -> front): a route target must start before the virtual servers that route to it"]
+        ["lb.toml:32:18: routes form a cycle (front -> api -> front): a route target must start before the virtual servers that route to it"]
     );
 }
 

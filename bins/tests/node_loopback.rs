@@ -1851,6 +1851,120 @@ fn https_virtual_server_terminates_tls_and_takes_a_renewed_certificate() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `curl ARGS…` with a 5 s bound: the response (headers and body), or curl's error.
+fn curl(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "5"])
+        .args(args)
+        .output()
+        .expect("curl");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// `http2 = true`: curl (nghttp2) speaks HTTP/2 to an HTTPS virtual server (ALPN `h2`) and,
+/// with prior knowledge, to a plain one; the real server gets each request in HTTP/1.1 with
+/// the `Host` from `:authority`, the forwarded headers and curl's cookies; an HTTP/1.1
+/// client is still served; `lbctl status` counts the HTTP/2 connections.
+#[test]
+fn http2_virtual_servers_serve_http2_clients() {
+    let dir = tempdir();
+    let (cert, key) = (dir.join("site.pem"), dir.join("site.key"));
+    self_signed(&cert, &key, "www.example.com");
+    let a = RealServer::echo("a");
+    let (secure, plain) = (free_port(), free_port());
+    let vs = |name: &str, port: u16, tls: &str| {
+        format!(
+            "[[virtual_server]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\
+             [virtual_server.http]\nhttp2 = true\n{tls}\n\
+             [[virtual_server.backend]]\naddress = \"{}\"\n\n",
+            a.addr
+        )
+    };
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}{}",
+        dir.join("admin.sock").display(),
+        vs(
+            "secure",
+            secure,
+            &format!(
+                "tls_certificate = \"{}\"\ntls_key = \"{}\"",
+                cert.display(),
+                key.display()
+            )
+        ),
+        vs("plain", plain, ""),
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+
+    let resolve = format!("www.example.com:{secure}:127.0.0.1");
+    let url = format!("https://www.example.com:{secure}/s");
+    let cacert = cert.display().to_string();
+    let got = curl(&[
+        "--http2",
+        "--cacert",
+        &cacert,
+        "--resolve",
+        &resolve,
+        "-b",
+        "a=1; b=2",
+        &url,
+    ])
+    .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    assert!(got.starts_with("HTTP/2 200"), "{got}");
+    // The echo body: the head the real server got.
+    let head = got.to_ascii_lowercase();
+    assert!(head.contains("\nget /s http/1.1\r\n"), "{got}");
+    assert!(
+        head.contains(&format!("\r\nhost: www.example.com:{secure}\r\n")),
+        "{got}"
+    );
+    assert!(head.contains("\r\nx-forwarded-proto: https\r\n"), "{got}");
+    assert!(head.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"), "{got}");
+    assert!(head.contains("\r\ncookie: a=1; b=2\r\n"), "{got}");
+    // HTTP/1.1 on the same listener.
+    let got = curl(&[
+        "--http1.1",
+        "--cacert",
+        &cacert,
+        "--resolve",
+        &resolve,
+        &url,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+
+    let got = curl(&[
+        "--http2-prior-knowledge",
+        &format!("http://127.0.0.1:{plain}/p"),
+    ])
+    .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    assert!(got.starts_with("HTTP/2 200"), "{got}");
+    assert!(
+        got.to_ascii_lowercase()
+            .contains("\r\nx-forwarded-proto: http\r\n"),
+        "{got}"
+    );
+    let st = status(&sock);
+    let http = |i: usize| st["virtual_servers"][i]["http"].clone();
+    assert_eq!(
+        (
+            http(0)["http2_connections"].as_u64(),
+            http(0)["connections"].as_u64()
+        ),
+        (Some(1), Some(2)),
+        "{st}"
+    );
+    assert_eq!(http(1)["http2_connections"].as_u64(), Some(1), "{st}");
+    drop(node);
+    drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Each check of a real server runs on its own schedule, as keepalived's checkers: a
 /// MISC_CHECK with `retry` 0 takes it down at its first failure although the TCP check
 /// before it has `retry` 3 with `delay_before_retry` 2 s (one combined check on the first

@@ -612,6 +612,9 @@ pub struct HttpVsCounters {
     pub retries: u64,
     /// Protocol switches (WebSocket) passed through.
     pub upgrades: u64,
+    /// Client connections served in HTTP/2 (`http2`), of `connections`.
+    #[serde(default)]
+    pub http2_connections: u64,
 }
 
 /// What a TCP or UDP virtual server counted (lb-proxy's `StatsSnapshot`): connections

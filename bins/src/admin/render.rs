@@ -277,6 +277,9 @@ pub fn status_table(status: &Status) -> String {
                 h.retries,
                 h.upgrades
             );
+            if h.http2_connections > 0 {
+                let _ = writeln!(out, "  http: HTTP/2 connections {}", h.http2_connections);
+            }
             if h.proxy_header_errors > 0 || h.tls_handshake_errors > 0 {
                 let _ = writeln!(
                     out,

@@ -1902,6 +1902,20 @@ pub struct HttpSettings {
     /// Idle keep-alive connections kept per backend; 0 opens one connection per request.
     /// Default 64.
     pub max_idle_per_backend: usize,
+    /// Speak HTTP/2 to clients that ask for it, besides HTTP/1.1 (RFC 9113): on an HTTPS
+    /// listener by ALPN (`h2` offered before `http/1.1`: HAProxy `bind … ssl alpn
+    /// h2,http/1.1`, nginx `http2 on`), on a plain one by prior knowledge (a connection
+    /// opening with the HTTP/2 preface, "h2c"). Each stream is a request, balanced, routed
+    /// and logged on its own; the real servers are still spoken to in HTTP/1.1. The first
+    /// request must come within `timeout_http_request`; `timeout_http_keep_alive` without
+    /// a stream closes the connection (GOAWAY). WebSocket over HTTP/2 is not carried.
+    /// Default false.
+    pub http2: bool,
+    /// With `http2`: the most streams (requests) in flight at once on one client
+    /// connection (HAProxy `tune.h2.max-concurrent-streams`, nginx
+    /// `http2_max_concurrent_streams`); more are refused with `REFUSED_STREAM`. Default
+    /// 100; at least 1.
+    pub max_concurrent_streams: u32,
     /// The most client connections open at once on this virtual server (HAProxy frontend
     /// `maxconn`; a WebSocket tunnel counts until it closes); more wait in the kernel's
     /// backlog. Default 4096 (up to three descriptors each, with a backend connection and
@@ -2285,6 +2299,8 @@ impl Default for HttpSettings {
             max_header_bytes: d.limits.max_header_bytes,
             max_headers: d.limits.max_headers,
             max_idle_per_backend: d.limits.max_idle_per_backend,
+            http2: d.http2,
+            max_concurrent_streams: d.limits.max_concurrent_streams,
             maxconn: d.maxconn,
             count_5xx: d.passive_health.count_5xx,
             routes: Vec::new(),
@@ -2410,6 +2426,8 @@ impl VirtualServer {
         c.limits.max_header_bytes = h.max_header_bytes;
         c.limits.max_headers = h.max_headers;
         c.limits.max_idle_per_backend = h.max_idle_per_backend;
+        c.limits.max_concurrent_streams = h.max_concurrent_streams;
+        c.http2 = h.http2;
         c.maxconn = h.maxconn;
         c.passive_health.count_5xx = h.count_5xx;
         for r in &h.routes {
@@ -4577,6 +4595,12 @@ fn validate_http(
         err(
             format!("{p}.max_headers"),
             "max_headers must be at least 1".into(),
+        );
+    }
+    if h.max_concurrent_streams == 0 {
+        err(
+            format!("{p}.max_concurrent_streams"),
+            "max_concurrent_streams must be at least 1".into(),
         );
     }
     if h.maxconn == 0 || u32::try_from(h.maxconn).is_err() {

@@ -284,6 +284,7 @@ impl AdminHandler for Shared {
                         tls_handshake_errors: s.tls_handshake_errors,
                         retries: s.retries,
                         upgrades: s.upgrades,
+                        http2_connections: s.http2_connections,
                     }
                 });
                 let notes = v

@@ -4,7 +4,8 @@
 //! `X-Forwarded-Proto: https` and `Forwarded: …;proto=https`.
 //!
 //! On rustls with the ring provider: TLS 1.3 and 1.2 (rustls's safe defaults: ECDHE key
-//! exchange, AEAD ciphers only), ALPN `http/1.1`, no client certificates.
+//! exchange, AEAD ciphers only), ALPN `http/1.1` (`h2` first with
+//! [`HttpProxyConfig::http2`](super::HttpProxyConfig::http2)), no client certificates.
 //!
 //! # Examples
 //!
@@ -46,7 +47,8 @@ pub struct TlsTermination {
 impl TlsTermination {
     /// Terminates TLS with `config` as it is (certificate resolver, versions, ALPN, client
     /// authentication are the caller's). Its ALPN list should offer `http/1.1` only, or
-    /// nothing: this listener speaks HTTP/1.1.
+    /// nothing; with [`HttpProxyConfig::http2`](super::HttpProxyConfig::http2) the proxy
+    /// offers `h2` and `http/1.1` instead, whatever the list.
     pub fn new(config: Arc<ServerConfig>) -> Self {
         Self { config }
     }
