@@ -3396,3 +3396,59 @@ async fn access_log_writes_one_line_per_request() {
         lines.0.lock().unwrap()
     );
 }
+
+/// Requests refused before they were parsed whole are logged as HAProxy logs them, with
+/// `<BADREQ>` for the request line and no pool or backend: a malformed head (hyper's 400,
+/// `PR`), a head past `max_header_bytes` (431), a head not complete in time (408, `cR`).
+/// A connection that sent nothing is not logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_are_logged_as_badreq() {
+    let b = TestBackend::start(1).await;
+    let lines = Arc::new(Lines::default());
+    let mut c = config();
+    c.timeouts.header_read = Duration::from_millis(300);
+    c.access_log = Some(AccessLogSink(Arc::clone(&lines) as Arc<dyn AccessLog>));
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(20_000));
+    let cases: [(&[u8], &str); 3] = [
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+            "400 0 - - PR-- 0",
+        ),
+        (long.as_bytes(), "431 0 - - PR-- 0"),
+        (b"GET / HTTP/1.1\r\nHost:", "408 20 - - cR-- 0"),
+    ];
+    for (n, (sent, tail)) in cases.iter().enumerate() {
+        let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+        let client = s.local_addr().unwrap();
+        let _ = s.write_all(sent).await;
+        let (got, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+        assert!(eof, "{}", String::from_utf8_lossy(&got));
+        let status = &tail[..3];
+        assert!(
+            got.starts_with(format!("HTTP/1.1 {status}").as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        let line = lines.nth(n).await;
+        assert!(line.starts_with(&format!("{client} [")), "{line}");
+        let f = fields(&line);
+        assert_eq!((&f[0][..], &f[1][..]), ("test", "test/<NOSRV>"), "{line}");
+        // TR/Tw/Tc/Tr/Ta: no queue, connect or response.
+        let t: Vec<&str> = f[2].split('/').collect();
+        assert_eq!(t[1..4], ["0", "-1", "-1"], "{line}");
+        assert!(line.ends_with(&format!(" {tail} \"<BADREQ>\"")), "{line}");
+    }
+    // Nothing sent: closed after the timeout, not logged.
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    let (_, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+    assert!(eof);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        lines.0.lock().unwrap().len(),
+        3,
+        "{:?}",
+        lines.0.lock().unwrap()
+    );
+}

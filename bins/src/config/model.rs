@@ -2001,9 +2001,11 @@ pub struct HttpSettings {
     /// logrotate moved it); virtual servers naming one file share it. Lines are written by
     /// a thread of their own: when the disk does not keep up, lines are dropped (counted,
     /// logged at WARN) rather than requests held; a stopping node writes out what is
-    /// queued. Requests refused before they are routed (a malformed head: 400, 414, 431; a
-    /// head not complete in time: 408) are not logged. Relative: from the configuration
-    /// file's directory. Default none.
+    /// queued. Requests refused before they were parsed whole (a malformed head: 400, 414,
+    /// 431; a head not complete in time: 408) are logged with `<BADREQ>` (httplog) or `-`
+    /// (combined) for their request line and no real server, as HAProxy logs them; a
+    /// connection that sent nothing is not logged. Relative: from the configuration file's
+    /// directory. Default none.
     pub access_log: Option<PathBuf>,
     /// The line format of `access_log`: `"httplog"` (default; HAProxy's `option httplog`
     /// fields: `client:port [date] virtual_server pool/real_server TR/Tw/Tc/Tr/Ta status

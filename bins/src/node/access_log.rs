@@ -309,7 +309,7 @@ impl VsAccessLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_proxy::http::{Termination, Timings};
+    use lb_proxy::http::{RequestLine, Termination, Timings};
 
     fn entry_line(log: &VsAccessLog, path: &str) {
         let method = http::Method::GET;
@@ -322,9 +322,11 @@ mod tests {
                 started: std::time::SystemTime::now(),
                 pool: Some("web"),
                 backend: None,
-                method: &method,
-                uri: &uri,
-                version: http::Version::HTTP_11,
+                request: Some(RequestLine {
+                    method: &method,
+                    uri: &uri,
+                    version: http::Version::HTTP_11,
+                }),
                 referer: None,
                 user_agent: None,
                 status: Some(200),

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
-//! use lb_proxy::http::{AccessEntry, Termination, Timings};
+//! use lb_proxy::http::{AccessEntry, RequestLine, Termination, Timings};
 //!
 //! let method = http::Method::GET;
 //! let uri: http::Uri = "/index.html".parse().unwrap();
@@ -18,9 +18,11 @@
 //!     started: UNIX_EPOCH + Duration::from_millis(1_795_484_200_624),
 //!     pool: Some("web"),
 //!     backend: Some("198.18.0.161:80".parse().unwrap()),
-//!     method: &method,
-//!     uri: &uri,
-//!     version: http::Version::HTTP_11,
+//!     request: Some(RequestLine {
+//!         method: &method,
+//!         uri: &uri,
+//!         version: http::Version::HTTP_11,
+//!     }),
 //!     referer: None,
 //!     user_agent: Some(b"curl/7.88.1"),
 //!     status: Some(200),
@@ -46,6 +48,14 @@
 //!     line,
 //!     "198.18.0.7 - - [24/Nov/2026:01:36:40 +0000] \"GET /index.html HTTP/1.1\" 200 2750 \"-\" \"curl/7.88.1\""
 //! );
+//! // A request hyper could not parse: no request line, HAProxy's `<BADREQ>`.
+//! let bad = AccessEntry { request: None, pool: None, backend: None, status: Some(400), ..entry };
+//! line.clear();
+//! bad.write_httplog(&mut line);
+//! assert!(line.ends_with(" 400 2750 - - ---- 0 \"<BADREQ>\""), "{line}");
+//! line.clear();
+//! bad.write_combined(&mut line);
+//! assert!(line.contains("] \"-\" 400 "), "{line}");
 //! ```
 
 use std::fmt::{self, Write};
@@ -90,6 +100,18 @@ pub struct Timings {
     pub total: Duration,
 }
 
+/// A request line, as an access entry writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLine<'a> {
+    /// The request method.
+    pub method: &'a http::Method,
+    /// The request target (an absolute-form target as `http` prints it: `http://x/` for
+    /// `http://x`; HTTP/2 requests have one, from `:scheme` and `:authority`).
+    pub uri: &'a http::Uri,
+    /// The client's HTTP version.
+    pub version: http::Version,
+}
+
 /// One request, as logged once its response has ended.
 #[derive(Debug, Clone)]
 pub struct AccessEntry<'a> {
@@ -105,13 +127,10 @@ pub struct AccessEntry<'a> {
     /// The backend that last took the request (HAProxy's server), `None` when none did
     /// (written `<NOSRV>`, as HAProxy).
     pub backend: Option<SocketAddr>,
-    /// The request method.
-    pub method: &'a http::Method,
-    /// The request target (an absolute-form target as `http` prints it: `http://x/` for
-    /// `http://x`).
-    pub uri: &'a http::Uri,
-    /// The client's HTTP version.
-    pub version: http::Version,
+    /// The request line; `None` for a request refused before it was parsed whole (a
+    /// malformed head, one too large, one not complete in time): written `<BADREQ>`
+    /// (httplog, HAProxy's) or `-` (combined, nginx's for a request line it did not get).
+    pub request: Option<RequestLine<'a>>,
     /// The `Referer` header's bytes, if any.
     pub referer: Option<&'a [u8]>,
     /// The `User-Agent` header's bytes, if any.
@@ -161,7 +180,10 @@ impl AccessEntry<'_> {
             self.termination,
             self.retries,
         );
-        self.write_request_line(out);
+        match &self.request {
+            Some(r) => r.write(out),
+            None => out.push_str("<BADREQ>"),
+        }
         out.push('"');
     }
 
@@ -173,7 +195,10 @@ impl AccessEntry<'_> {
         let _ = write!(out, "{} - - [", self.client.ip().to_canonical());
         write_date(out, self.started, false);
         out.push_str("] \"");
-        self.write_request_line(out);
+        match &self.request {
+            Some(r) => r.write(out),
+            None => out.push('-'),
+        }
         let _ = write!(
             out,
             "\" {} {} \"",
@@ -185,8 +210,10 @@ impl AccessEntry<'_> {
         escape(out, self.user_agent.unwrap_or(b"-"));
         out.push('"');
     }
+}
 
-    fn write_request_line(&self, out: &mut String) {
+impl RequestLine<'_> {
+    fn write(&self, out: &mut String) {
         escape(out, self.method.as_str().as_bytes());
         out.push(' ');
         escape(out, self.uri.to_string().as_bytes());

@@ -387,8 +387,9 @@ pub struct HttpProxyConfig {
     pub redirect_https: Option<u16>,
     /// Where each request's access entry goes once its response has ended, or once it was
     /// abandoned without one (HAProxy `option httplog`, nginx `access_log`;
-    /// [`super::access_log`]). Requests hyper refuses before they are routed (a malformed
-    /// head: 400, 414, 431) and heads not complete in time (408) are not logged. `None`
+    /// [`super::access_log`]). Requests refused before they were parsed whole (a malformed
+    /// head: 400, 414, 431; a head not complete in time: 408) are logged without a request
+    /// line, as HAProxy's `<BADREQ>`; a connection that sent nothing is not logged. `None`
     /// (default): none.
     pub access_log: Option<super::AccessLogSink>,
 }

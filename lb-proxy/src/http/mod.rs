@@ -104,7 +104,7 @@ pub mod route;
 pub mod stats;
 mod tls;
 
-pub use access_log::{AccessEntry, AccessLog, AccessLogSink, Termination, Timings};
+pub use access_log::{AccessEntry, AccessLog, AccessLogSink, RequestLine, Termination, Timings};
 pub use backend_tls::{BackendTls, Verify};
 pub use config::{
     ForwardedHeaders, HashKeySource, HostMatch, HttpProxyConfig, Limits, PassiveHealth, Route,

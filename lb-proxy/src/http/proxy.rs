@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::access_log::{AccessEntry, Termination, Timings};
+use super::access_log::{AccessEntry, RequestLine, Termination, Timings};
 use super::backend_tls::BackendTls;
 use super::body::{
     ActiveRequest, Activity, ClientBody, ClientTimer, Release, ResponseBody, StallGuard,
@@ -760,6 +760,13 @@ async fn serve_http<S>(
                             tracing::debug!(client = %peer, "408: request head not complete in time");
                             activity.time_out_head();
                             shared.vs.responses.count(StatusCode::REQUEST_TIMEOUT);
+                            log_bad_request(
+                                shared,
+                                peer,
+                                &activity,
+                                Some(StatusCode::REQUEST_TIMEOUT),
+                                Termination::new('c', 'R'),
+                            );
                             next_check = now + Duration::from_secs(1);
                             continue;
                         }
@@ -817,9 +824,11 @@ async fn serve_http<S>(
         if e.is_parse() {
             inc(&shared.vs.bad_requests);
             // The response hyper sent before closing, if any: counted too.
-            if let Some(status) = automatic_response(&e) {
+            let status = automatic_response(&e);
+            if let Some(status) = status {
                 shared.vs.responses.count(status);
             }
+            log_bad_request(shared, peer, &activity, status, Termination::new('P', 'R'));
         }
         tracing::debug!(client = %peer, error = %e, "client connection ended");
     }
@@ -1002,6 +1011,57 @@ async fn serve_h2<S>(
         }
         tracing::debug!(client = %peer, error = %e, "HTTP/2 client connection ended");
     }
+}
+
+/// Logs a request refused before it was parsed whole (HAProxy's `<BADREQ>` line): a
+/// malformed or oversized head hyper answered with `status` (termination `PR`), or a head
+/// not complete in time, answered 408 (`cR`). Its times: the head's, from its first byte.
+#[cold]
+#[inline(never)]
+fn log_bad_request(
+    shared: &Shared,
+    client: SocketAddr,
+    activity: &Activity,
+    status: Option<StatusCode>,
+    termination: Termination,
+) {
+    let Some(sink) = &shared.config.access_log else {
+        return;
+    };
+    let head = activity.head_elapsed();
+    let bytes = if status == Some(StatusCode::REQUEST_TIMEOUT) {
+        // The body of the 408 written; hyper's own error responses have none.
+        let whole = super::io::REQUEST_TIMEOUT;
+        let head = whole
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(0, |i| i + 4);
+        (whole.len() - head) as u64
+    } else {
+        0
+    };
+    sink.0.log(&AccessEntry {
+        virtual_server: &shared.config.name,
+        client,
+        started: std::time::SystemTime::now()
+            .checked_sub(head)
+            .unwrap_or(std::time::UNIX_EPOCH),
+        pool: None,
+        backend: None,
+        request: None,
+        referer: None,
+        user_agent: None,
+        status: status.map(|s| s.as_u16()),
+        bytes_to_client: bytes,
+        timings: Timings {
+            request: head,
+            connect: None,
+            response: None,
+            total: head,
+        },
+        retries: 0,
+        termination,
+    });
 }
 
 /// The status hyper's HTTP/1 server answers a request parse error with before closing
@@ -1215,9 +1275,11 @@ impl Drop for LogOnEnd {
             started: r.started,
             pool: self.served.pool.map(|i| self.shared.pools[i].name.as_str()),
             backend: self.served.backend,
-            method: &r.method,
-            uri: &r.uri,
-            version: r.version,
+            request: Some(RequestLine {
+                method: &r.method,
+                uri: &r.uri,
+                version: r.version,
+            }),
             referer: bytes(&r.referer),
             user_agent: bytes(&r.user_agent),
             status: self.status,
