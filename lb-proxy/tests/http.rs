@@ -3397,6 +3397,85 @@ async fn access_log_writes_one_line_per_request() {
     );
 }
 
+/// Opens a WebSocket through the proxy at `addr` and reads its `101` head.
+async fn open_websocket(addr: std::net::SocketAddr) -> TcpStream {
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+        assert!(head.len() < 4096);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    s
+}
+
+/// A WebSocket is logged when its tunnel ends, as HAProxy logs it: status 101, the bytes
+/// the tunnel carried to the client, `----` when it closed cleanly, `KD--` when the proxy
+/// stopped under it — not at its `101`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_is_logged_when_its_tunnel_ends() {
+    use tokio::io::AsyncReadExt;
+    let b = TestBackend::start(7).await;
+    let lines = Arc::new(Lines::default());
+    let mut c = config();
+    c.access_log = Some(AccessLogSink(Arc::clone(&lines) as Arc<dyn AccessLog>));
+    let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
+    let mut s = open_websocket(p.local_addr()).await;
+    for msg in [&b"hello"[..], b"through the proxy", &[0u8, 1, 2, 255]] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        lines.0.lock().unwrap().is_empty(),
+        "logged before the tunnel ended"
+    );
+    s.shutdown().await.unwrap();
+    let (_, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+    assert!(eof);
+    let line = lines.nth(0).await;
+    assert!(
+        line.ends_with(" 101 26 - - ---- 0 \"GET /ws HTTP/1.1\""),
+        "{line}"
+    );
+    // Ta covers the tunnel (the 100 ms above at least).
+    let t: Vec<i64> = fields(&line)[2]
+        .split('/')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(t[4] >= 100, "{line}");
+
+    let mut s = open_websocket(p.local_addr()).await;
+    s.write_all(b"abc").await.unwrap();
+    let mut back = [0u8; 3];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(p);
+    let line = lines.nth(1).await;
+    assert!(
+        line.ends_with(" 101 3 - - KD-- 0 \"GET /ws HTTP/1.1\""),
+        "{line}"
+    );
+}
+
 /// Requests refused before they were parsed whole are logged as HAProxy logs them, with
 /// `<BADREQ>` for the request line and no pool or backend: a malformed head (hyper's 400,
 /// `PR`), a head past `max_header_bytes` (431), a head not complete in time (408, `cR`).

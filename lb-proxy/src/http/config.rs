@@ -389,8 +389,9 @@ pub struct HttpProxyConfig {
     /// abandoned without one (HAProxy `option httplog`, nginx `access_log`;
     /// [`super::access_log`]). Requests refused before they were parsed whole (a malformed
     /// head: 400, 414, 431; a head not complete in time: 408) are logged without a request
-    /// line, as HAProxy's `<BADREQ>`; a connection that sent nothing is not logged. `None`
-    /// (default): none.
+    /// line, as HAProxy's `<BADREQ>`; a connection that sent nothing is not logged. An
+    /// upgraded request (WebSocket) is logged when its tunnel ends, with the bytes it carried
+    /// to the client. `None` (default): none.
     pub access_log: Option<super::AccessLogSink>,
 }
 

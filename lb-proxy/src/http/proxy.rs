@@ -1151,7 +1151,10 @@ async fn handle(
             termination = Termination::new('L', 'R');
         }
         l.termination = termination;
-        resp.body_mut().attach_log(l);
+        match l.served.tunnel.take() {
+            Some(tunnel) => *tunnel.lock().unwrap_or_else(PoisonError::into_inner) = Some(l),
+            None => resp.body_mut().attach_log(l),
+        }
     }
     Ok(resp)
 }
@@ -1228,7 +1231,15 @@ pub(crate) struct Served {
     retries: u32,
     /// Answered by the proxy itself (a redirect).
     local: bool,
+    /// Upgraded (a WebSocket): where the entry goes, to be written when the tunnel ends.
+    tunnel: Option<TunnelLog>,
 }
+
+/// The access entry of an upgraded request, handed to its tunnel ([`spawn_tunnel`]) after
+/// the `101` is ready, and written when the tunnel ends (HAProxy logs a WebSocket then,
+/// with its bytes and whole duration). The tunnel cannot end first: it starts once hyper
+/// has sent the `101`, after [`handle`] filled this in.
+type TunnelLog = Arc<Mutex<Option<Box<LogOnEnd>>>>;
 
 /// A request's access entry, written when dropped: with its response body, when that ends
 /// or is dropped ([`ResponseBody::attach_log`]), or before any response (the client went
@@ -1772,12 +1783,14 @@ async fn forward(
                         observe(http_pool, &backend, Outcome::Success { latency });
                         let backend_up = hyper::upgrade::on(&mut resp);
                         inc(&shared.vs.upgrades);
+                        let log = TunnelLog::default();
+                        served.tunnel = Some(Arc::clone(&log));
                         spawn_tunnel(
-                            client_up,
-                            backend_up,
+                            (client_up, backend_up),
                             (backend.connection(), guard),
                             Arc::clone(shared),
                             (Arc::clone(&cc.activity), cc.take_slot()),
+                            log,
                         );
                         let (mut parts, _) = resp.into_parts();
                         strip_hop_by_hop(&mut parts.headers, true);
@@ -1853,18 +1866,21 @@ async fn forward(
 /// either side closes or the proxy is killed; `guards` count the connection and request.
 /// The tunnel counts in `active_connections` while it lasts (hyper's connection task,
 /// which counted the client connection, ends with the upgrade), and a client that reads
-/// nothing of it for the client timeout is cut off (counted in `client_timeouts`).
+/// nothing of it for the client timeout is cut off (counted in `client_timeouts`). Its
+/// access entry, if any, is written when it ends, with the bytes the tunnel carried to the
+/// client and how it ended (`----`, `CD`/`SD` for the side whose connection failed, `cD`
+/// for a client that read nothing for the client timeout, `KD` for a proxy stopped).
 ///
 /// Out of line and cold: the per-request path in [`forward`] stays compact in the
 /// instruction cache.
 #[cold]
 #[inline(never)]
 fn spawn_tunnel(
-    client_up: hyper::upgrade::OnUpgrade,
-    backend_up: hyper::upgrade::OnUpgrade,
+    (client_up, backend_up): (hyper::upgrade::OnUpgrade, hyper::upgrade::OnUpgrade),
     guards: (lb_core::ConnectionGuard, lb_core::RequestGuard),
     shared: Arc<Shared>,
     (activity, slot): (Arc<Activity>, Option<tokio::sync::OwnedSemaphorePermit>),
+    log: TunnelLog,
 ) {
     let mut kill = shared.kill.clone();
     // Counted now, before the spawn: the client connection's count may end first.
@@ -1872,20 +1888,35 @@ fn spawn_tunnel(
     tokio::spawn(async move {
         let _active = Uncount::counted(&shared, busy);
         let _slot = slot;
+        let mut client = Watched::default();
         let tunnel = async {
             let (c, b) = tokio::try_join!(client_up, backend_up)?;
-            let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+            let mut c = client.watch(TokioIo::new(c));
+            let mut b = TokioIo::new(b);
             tokio::io::copy_bidirectional(&mut c, &mut b).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         };
-        tokio::select! {
-            r = tunnel => if let Err(e) = r {
-                if activity.write_stalled() {
-                    inc(&shared.vs.client_timeouts);
+        let ended = tokio::select! {
+            r = tunnel => match r {
+                Ok(()) => Termination::NORMAL,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgraded tunnel ended");
+                    if activity.write_stalled() {
+                        inc(&shared.vs.client_timeouts);
+                        Termination::new('c', 'D')
+                    } else if client.failed {
+                        Termination::new('C', 'D')
+                    } else {
+                        Termination::new('S', 'D')
+                    }
                 }
-                tracing::debug!(error = %e, "upgraded tunnel ended");
             },
-            _ = kill.changed() => {}
+            _ = kill.changed() => Termination::new('K', 'D'),
+        };
+        let entry = log.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(mut entry) = entry {
+            entry.bytes += client.written;
+            entry.termination = ended;
         }
         crate::end_connection(guards.0);
         crate::end_request(guards.1);
@@ -1908,6 +1939,81 @@ fn join_cookies(headers: &mut http::HeaderMap) {
     // Valid field values joined by `; ` are one valid field value.
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(http::header::COOKIE, v);
+    }
+}
+
+/// What a tunnel's client side did: the bytes written to it, and whether a read or write
+/// on it failed (the client's connection, not the backend's, ended the tunnel).
+#[derive(Debug, Default)]
+struct Watched {
+    written: u64,
+    failed: bool,
+}
+
+impl Watched {
+    /// `io`, reporting to this.
+    fn watch<T>(&mut self, io: T) -> WatchedIo<'_, T> {
+        WatchedIo { io, watch: self }
+    }
+}
+
+/// A tunnel's client side, counted in its [`Watched`].
+struct WatchedIo<'a, T> {
+    io: T,
+    watch: &'a mut Watched,
+}
+
+impl<T> WatchedIo<'_, T> {
+    fn note<R>(&mut self, r: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+        if let Poll::Ready(Err(_)) = &r {
+            self.watch.failed = true;
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WatchedIo<'_, T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.io).poll_read(cx, buf);
+        this.note(r)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WatchedIo<'_, T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.watch.written += n as u64;
+        }
+        this.note(r)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.io).poll_flush(cx);
+        this.note(r)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.io).poll_shutdown(cx);
+        this.note(r)
     }
 }
 
