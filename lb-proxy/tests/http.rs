@@ -3398,7 +3398,7 @@ async fn access_log_writes_one_line_per_request() {
 }
 
 /// Opens a WebSocket through the proxy at `addr` and reads its `101` head.
-async fn open_websocket(addr: std::net::SocketAddr) -> TcpStream {
+async fn open_websocket(addr: SocketAddr) -> TcpStream {
     use tokio::io::AsyncReadExt;
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
