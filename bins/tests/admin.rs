@@ -81,6 +81,8 @@ fn status() -> Status {
         requests: 100,
         responses_2xx: 97,
         responses_5xx: 3,
+        connect_failures: 2,
+        timeouts: 1,
         ..HttpCounters::default()
     });
     Status {
@@ -434,7 +436,7 @@ fn lbctl_status_prints_tables_and_json() {
         "{out}"
     );
     assert!(
-        out.contains("http: 100 requests  1xx 0  2xx 97  3xx 0  4xx 0  5xx 3"),
+        out.contains("http: 100 requests  1xx 0  2xx 97  3xx 0  4xx 0  5xx 3; connect failures 2  timeouts 1\n"),
         "{out}"
     );
     assert!(

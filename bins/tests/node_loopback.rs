@@ -1226,8 +1226,8 @@ address = "{backend}"
     let s = status(&sock);
     let http = &s["virtual_servers"][0]["backends"][0]["http"];
     assert_eq!(
-        (&http["requests"], &http["responses_5xx"]),
-        (&1.into(), &0.into()),
+        (&http["requests"], &http["responses_5xx"], &http["timeouts"]),
+        (&1.into(), &0.into(), &1.into()),
         "{s}"
     );
     drop(node);

@@ -759,4 +759,10 @@ pub struct HttpCounters {
     pub responses_4xx: u64,
     /// 5xx responses.
     pub responses_5xx: u64,
+    /// Connects (and TLS handshakes) that failed (HAProxy's per-server `econ`).
+    #[serde(default)]
+    pub connect_failures: u64,
+    /// Requests it did not answer within `timeout_server` (504s).
+    #[serde(default)]
+    pub timeouts: u64,
 }

@@ -309,13 +309,21 @@ pub fn status_table(status: &Status) -> String {
             if let Some(h) = b.http {
                 let _ = writeln!(
                     out,
-                    "       http: {} requests  1xx {}  2xx {}  3xx {}  4xx {}  5xx {}",
+                    "       http: {} requests  1xx {}  2xx {}  3xx {}  4xx {}  5xx {}{}",
                     h.requests,
                     h.responses_1xx,
                     h.responses_2xx,
                     h.responses_3xx,
                     h.responses_4xx,
-                    h.responses_5xx
+                    h.responses_5xx,
+                    if h.connect_failures > 0 || h.timeouts > 0 {
+                        format!(
+                            "; connect failures {}  timeouts {}",
+                            h.connect_failures, h.timeouts
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
             }
         }

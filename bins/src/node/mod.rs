@@ -320,6 +320,8 @@ impl AdminHandler for Shared {
                                 c.responses_3xx += x.responses.c3xx;
                                 c.responses_4xx += x.responses.c4xx;
                                 c.responses_5xx += x.responses.c5xx;
+                                c.connect_failures += x.connect_failures;
+                                c.timeouts += x.timeouts;
                             }
                             c
                         });
