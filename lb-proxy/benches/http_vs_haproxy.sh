@@ -20,7 +20,11 @@
 # before each run, default 2), ROUNDS (default 3), CONNS (wrk connections, default 50),
 # BASE_PORT (default 18080), CARGO_TARGET_DIR (where the example is built), ACCESS_LOG=1
 # (both proxies log every request: lb to a file in its work directory, HAProxy `option
-# httplog` to `log stdout` redirected to a file there).
+# httplog` to `log stdout` redirected to a file there), HTTP2=1 (instead of the two wrk
+# modes, HTTP/2 with prior knowledge from h2load (Debian's nghttp2-client): H2_CONNS
+# connections, default 10, with H2_STREAMS streams in flight on each, default 10; lb with
+# `http2` on, HAProxy on a `bind … proto h2` frontend; both still speak HTTP/1.1 to nginx.
+# h2load reports no percentiles: the latency columns are its mean and max per request).
 #
 # Besides the human-readable lines, every measured run prints
 # `RESULT<TAB>figure<TAB>side<TAB>value<TAB>unit` lines (side: ours or haproxy) that
@@ -45,7 +49,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in haproxy wrk nginx taskset curl; do
+H2=${HTTP2:-0}
+H2_CONNS=${H2_CONNS:-10}
+H2_STREAMS=${H2_STREAMS:-10}
+MODES="keepalive close"
+[ "$H2" = 1 ] && MODES="h2"
+TOOLS="haproxy wrk nginx taskset curl"
+[ "$H2" = 1 ] && TOOLS="$TOOLS h2load"
+for tool in $TOOLS; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install $tool)" >&2; exit 1; }
 done
 
@@ -96,6 +107,11 @@ frontend fe
     http-request set-header X-Forwarded-Proto http
     http-request set-header X-Forwarded-Port %[dst_port]
     default_backend be
+frontend fe_h2
+    bind 127.0.0.1:$((HAP + 2)) proto h2
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Port %[dst_port]
+    default_backend be
 backend be
     balance roundrobin
     server b1 127.0.0.1:$B1
@@ -107,6 +123,7 @@ HAP_PID=$!
 
 LB_LOG_ENV=()
 [ "${ACCESS_LOG:-0}" = 1 ] && LB_LOG_ENV=(LB_ACCESS_LOG="$WORK/lb.access.log")
+[ "$H2" = 1 ] && LB_LOG_ENV+=(LB_HTTP2=1)
 env "${LB_LOG_ENV[@]}" taskset -c 1 "$LB_BIN" "127.0.0.1:$LB" "127.0.0.1:$B1" "127.0.0.1:$B2" 2>"$WORK/lb.err" &
 PIDS+=($!)
 LB_PID=$!
@@ -128,6 +145,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, 10 ms cloc
 
 # run NAME PORT MODE PID → prints "NAME MODE rps p99 p50 cpu_us_per_request errors"
 run() {
+    [ "$3" = h2 ] && { run_h2 "$@"; return; }
     local name=$1 port=$2 mode=$3 pid=$4 hdr=()
     [ "$mode" = close ] && hdr=(-H "Connection: close")
     taskset -c 0 wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${hdr[@]}" "http://127.0.0.1:$port/1k" >/dev/null # warm-up
@@ -146,6 +164,26 @@ run() {
     printf '%-8s %-10s %12s %10s %10s %8s  %s\n' "$name" "$mode" "$rps" "$p99" "$p50" "$cpu" "$errs"
 }
 
+# run_h2 NAME PORT MODE PID → as run, with h2load; the latency columns are mean and max.
+run_h2() {
+    local name=$1 port=$2 mode=$3 pid=$4
+    [ "$name" = haproxy ] && port=$((port + 2))
+    local h2=(h2load -c"$H2_CONNS" -m"$H2_STREAMS" -t1)
+    taskset -c 0 "${h2[@]}" -D "$WARMUP" "http://127.0.0.1:$port/1k" >/dev/null # warm-up
+    local out a b
+    a=$(ticks "$pid")
+    out=$(taskset -c 0 "${h2[@]}" -D "$DURATION" "http://127.0.0.1:$port/1k")
+    b=$(ticks "$pid")
+    local rps mean max reqs cpu errs
+    rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+    read -r max mean < <(awk '/^time for request:/ {print $5, $6}' <<<"$out")
+    reqs=$(awk '/^requests:/ {print $8}' <<<"$out")
+    cpu=$(awk -v t=$((b - a)) -v n="$reqs" 'BEGIN { printf "%.1f", t * 10000 / n }')
+    errs=$(awk '/^requests:/ && ($10 + $12 + $14) > 0 {print}' <<<"$out")
+    [ -n "$(awk '/^status codes:/ && $5 + $7 + $9 > 0' <<<"$out")" ] && errs="$errs non-2xx"
+    printf '%-8s %-10s %12s %10s %10s %8s  %s\n' "$name" "$mode" "$rps" "$max" "$mean" "$cpu" "$errs"
+}
+
 to_ms() { # 1.23ms / 456.00us / 1.2s → ms
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; print n }'
 }
@@ -153,7 +191,7 @@ to_ms() { # 1.23ms / 456.00us / 1.2s → ms
 echo "wrk -t1 -c$CONNS -d${DURATION}s, 1 KiB responses, 2 nginx backends; wrk+nginx on CPU 0, proxy on CPU 1; $ROUNDS alternating rounds"
 printf '%-8s %-10s %12s %10s %10s %8s\n' proxy client req/s p99 p50 "CPU µs/req"
 results=()
-for mode in keepalive close; do
+for mode in $MODES; do
     for _ in $(seq 1 "$ROUNDS"); do
         for proxy in haproxy lb; do
             port=$HAP pid=$HAP_PID
@@ -165,8 +203,13 @@ for mode in keepalive close; do
             [ "$proxy" = lb ] && side=ours
             read -r _ _ rps p99 p50 cpu _ <<<"$line"
             printf 'RESULT\thttp %s: req/s\t%s\t%s\treq/s\n' "$mode" "$side" "$rps"
-            printf 'RESULT\thttp %s: p50 latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p50")"
-            printf 'RESULT\thttp %s: p99 latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p99")"
+            if [ "$mode" = h2 ]; then
+                printf 'RESULT\thttp %s: mean latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p50")"
+                printf 'RESULT\thttp %s: max latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p99")"
+            else
+                printf 'RESULT\thttp %s: p50 latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p50")"
+                printf 'RESULT\thttp %s: p99 latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p99")"
+            fi
             printf 'RESULT\thttp %s: proxy CPU per request\t%s\t%s\tus\n' "$mode" "$side" "$cpu"
         done
     done
@@ -186,7 +229,8 @@ if [ "${ACCESS_LOG:-0}" = 1 ]; then
 fi
 echo
 echo "medians of $ROUNDS rounds:"
-for mode in keepalive close; do
+[ "$H2" = 1 ] && echo "(h2: h2load -c$H2_CONNS -m$H2_STREAMS; the p99 column is h2load's max, p50 its mean)"
+for mode in $MODES; do
     hr=$(median haproxy "$mode" 3) lr=$(median lb "$mode" 3)
     hp=$(median haproxy "$mode" 4) lp=$(median lb "$mode" 4)
     hc=$(median haproxy "$mode" 5) lc=$(median lb "$mode" 5)

@@ -8,6 +8,8 @@
 // worker measured about 40 % fewer requests/s here than this single event loop.)
 // LB_ACCESS_LOG=FILE appends an access log line per request (HAProxy's httplog layout) to
 // FILE, from a writer thread, as lb-node's `access_log` does.
+// LB_HTTP2=1 serves HTTP/2 too (`HttpProxyConfig::http2`: prior knowledge on this plain
+// listener, as `h2load http://…` speaks it), as lb-node's `http2 = true`.
 // Used by `lb-proxy/benches/http_vs_haproxy.sh`. Stops on Ctrl-C / SIGTERM
 // and prints its counters.
 
@@ -81,6 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?);
     let mut config = HttpProxyConfig::new("example");
     config.default_pool = Some("www".into());
+    config.http2 = std::env::var("LB_HTTP2").is_ok_and(|v| v == "1");
     if let Ok(path) = std::env::var("LB_ACCESS_LOG") {
         config.access_log = Some(AccessLogSink(Arc::new(FileLog::open(&path)?)));
     }
