@@ -209,7 +209,8 @@ async fn h2_over_tls_balances_each_stream() {
 
 /// A plain listener with `http2` serves a client with prior knowledge (it opens with the
 /// HTTP/2 preface) in HTTP/2, and an HTTP/1.1 client as before — a PROPFIND too, whose
-/// first bytes are the preface's. Without `http2` the preface is refused (closed, counted).
+/// first bytes are the preface's. Without `http2` the preface is refused (closed, counted
+/// in `bad_requests`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_beside_http1() {
     let b = TestBackend::start(1).await;
@@ -243,6 +244,13 @@ async fn h2c_prior_knowledge_beside_http1() {
         .unwrap_or(0);
     assert_eq!(n, 0, "{:?}", &buf[..n]);
     assert_eq!(p1.stats().virtual_server.http2_connections, 0);
+    for _ in 0..500 {
+        if p1.stats().virtual_server.bad_requests == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(p1.stats().virtual_server.bad_requests, 1);
 }
 
 /// A stream's failure is its own: on one connection, a backend that does not answer in
@@ -252,14 +260,14 @@ async fn h2c_prior_knowledge_beside_http1() {
 async fn a_failed_stream_leaves_the_others_alone() {
     let b = TestBackend::start(1).await;
     let mut c = config();
-    c.timeouts.backend_response = Duration::from_millis(300);
+    c.timeouts.backend_response = Duration::from_secs(1);
     c.limits.max_headers = 20;
     let p = proxy(c, pool_of(&[&b], Algorithm::RoundRobin)).await;
     let (tx, _conn) = h2(TcpStream::connect(p.local_addr()).await.unwrap()).await;
 
     let (mut t1, mut t2) = (tx.clone(), tx.clone());
     let (slow, fast) = tokio::join!(
-        send(&mut t1, get("http://www.example.com/sleep/3000", &[])),
+        send(&mut t1, get("http://www.example.com/sleep/5000", &[])),
         async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             send(&mut t2, get("http://www.example.com/fast", &[])).await
@@ -268,9 +276,15 @@ async fn a_failed_stream_leaves_the_others_alone() {
     assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(fast.status, StatusCode::OK);
 
+    // 25 cookie fields are one Cookie line: within the limit.
+    let cookies: Vec<String> = (0..25).map(|i| format!("c{i}=v")).collect();
+    let split: Vec<(&str, &str)> = cookies.iter().map(|c| ("cookie", c.as_str())).collect();
+    let mut t = tx.clone();
+    let r = send(&mut t, get("http://www.example.com/", &split)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-echo-cookie"), cookies.join("; "));
     let names: Vec<String> = (0..25).map(|i| format!("x-h{i}")).collect();
     let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
-    let mut t = tx.clone();
     let r = send(&mut t, get("http://www.example.com/", &many)).await;
     assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     let connect = Request::builder()
@@ -286,8 +300,78 @@ async fn a_failed_stream_leaves_the_others_alone() {
     let s = p.stats().virtual_server;
     assert_eq!(
         (s.connections, s.gateway_timeout, s.bad_requests, s.requests),
-        (1, 1, 2, 5)
+        (1, 1, 2, 6)
     );
+}
+
+/// A client that reads nothing of a response (its flow-control window stays shut, though
+/// its socket reads) is cut off after the client timeout, as an HTTP/1.1 client whose
+/// writes stall: the connection closes (counted in `client_timeouts`) and the stream's
+/// backend request ends, freeing its backend connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_is_cut_off() {
+    let big = TestBackend::start_with_body(1, Some(Bytes::from(vec![b'x'; 16 << 20]))).await;
+    let mut c = config();
+    c.timeouts.client = Duration::from_millis(500);
+    c.timeouts.header_read = Duration::from_millis(300);
+    let p = proxy(c, pool_of(&[&big], Algorithm::RoundRobin)).await;
+    let (mut tx, conn) = h2(TcpStream::connect(p.local_addr()).await.unwrap()).await;
+    let resp = tokio::time::timeout(Duration::from_secs(5), async {
+        tx.ready().await.unwrap();
+        tx.send_request(get("http://www.example.com/big", &[]))
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("response head within 5 s");
+    assert_eq!(resp.status(), 200);
+    // The body is never read: hyper's client opens no window beyond its first.
+    let t0 = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), conn)
+        .await
+        .expect("closed within 15 s")
+        .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
+    let mut in_flight = u64::MAX;
+    for _ in 0..500 {
+        in_flight = p.stats().backends[0].in_flight;
+        if in_flight == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(in_flight, 0);
+    let s = p.stats().virtual_server;
+    assert_eq!((s.client_timeouts, s.active_connections), (1, 0));
+    drop(resp);
+}
+
+/// A backend's transfer coding other than chunked cannot reach an HTTP/2 client (HTTP/2
+/// has none): 502, as for an HTTP/1.0 client, instead of coded bytes without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_coding_is_not_passed_to_http2_clients() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        // One connection, bounded by the test's own request.
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let _ = http_common::read_head(&mut s, &mut got).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\nGZIP\r\n0\r\n\r\n")
+            .await;
+        let _ = s.read(&mut [0u8; 1]).await;
+    });
+    let p = proxy(config(), http_common::pool_at(addr)).await;
+    let (mut tx, _conn) = h2(TcpStream::connect(p.local_addr()).await.unwrap()).await;
+    let r = send(&mut tx, get("http://www.example.com/", &[])).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");
+    assert_eq!(p.stats().backends[0].failures, 0);
+    backend.abort();
 }
 
 /// Request bodies go to the backend as sent: with a length, and streamed without one (the
@@ -338,7 +422,7 @@ async fn uploads_reach_the_backend_whole() {
 async fn idle_and_silent_connections_are_closed() {
     let b = TestBackend::start(1).await;
     let mut c = config();
-    c.timeouts.header_read = Duration::from_millis(300);
+    c.timeouts.header_read = Duration::from_millis(600);
     c.timeouts.client_idle = Duration::from_millis(400);
     let p = proxy(c, pool_of(&[&b], Algorithm::RoundRobin)).await;
 
@@ -350,7 +434,7 @@ async fn idle_and_silent_connections_are_closed() {
         .expect("closed within 5 s")
         .unwrap();
     assert!(
-        t0.elapsed() >= Duration::from_millis(250),
+        t0.elapsed() >= Duration::from_millis(500),
         "{:?}",
         t0.elapsed()
     );
@@ -365,8 +449,10 @@ async fn idle_and_silent_connections_are_closed() {
         .await
         .expect("closed within 5 s")
         .unwrap();
+    // The idle time runs from the stream's end on the proxy, a moment before the client
+    // has read it.
     assert!(
-        t1.elapsed() >= Duration::from_millis(300),
+        t1.elapsed() >= Duration::from_millis(200),
         "{:?}",
         t1.elapsed()
     );
@@ -398,7 +484,14 @@ async fn graceful_shutdown_finishes_streams_in_flight() {
         tokio::spawn(
             async move { send(&mut tx, get("http://www.example.com/sleep/500", &[])).await },
         );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The stream has reached the backend before the stop.
+    for _ in 0..500 {
+        if b.requests.load(std::sync::atomic::Ordering::Relaxed) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.requests.load(std::sync::atomic::Ordering::Relaxed), 2);
     let stopped = tokio::spawn(p.shutdown(Duration::from_secs(5)));
     assert_eq!(in_flight.await.unwrap().status, 200);
     tokio::time::timeout(Duration::from_secs(5), conn)

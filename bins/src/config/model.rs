@@ -1908,7 +1908,9 @@ pub struct HttpSettings {
     /// opening with the HTTP/2 preface, "h2c"). Each stream is a request, balanced, routed
     /// and logged on its own; the real servers are still spoken to in HTTP/1.1. The first
     /// request must come within `timeout_http_request`; `timeout_http_keep_alive` without
-    /// a stream closes the connection (GOAWAY). WebSocket over HTTP/2 is not carried.
+    /// a stream closes the connection (GOAWAY); a response the client reads nothing of
+    /// (its flow-control window stays shut) for `timeout_client` cuts it off. WebSocket
+    /// over HTTP/2 is not offered (clients open WebSockets in HTTP/1.1).
     /// Default false.
     pub http2: bool,
     /// With `http2`: the most streams (requests) in flight at once on one client
@@ -1919,7 +1921,8 @@ pub struct HttpSettings {
     /// The most client connections open at once on this virtual server (HAProxy frontend
     /// `maxconn`; a WebSocket tunnel counts until it closes); more wait in the kernel's
     /// backlog. Default 4096 (up to three descriptors each, with a backend connection and
-    /// the pool's); at least 1.
+    /// the pool's; with `http2`, an HTTP/2 connection's streams may each hold a backend
+    /// connection, up to `max_concurrent_streams`); at least 1.
     pub maxconn: usize,
     /// Count 5xx responses as backend failures for passive health. Default true.
     pub count_5xx: bool,

@@ -319,6 +319,51 @@ impl Activity {
     }
 }
 
+/// An HTTP/2 stream's response as its connection watches it, for the client timeout.
+/// hyper's h2 server polls a stream's body only while the client's flow-control window has
+/// room: a client that stops opening it (reads nothing, though its socket does) leaves the
+/// body unpolled, so none of the body's own timers runs, and no socket write waits either.
+/// The body notes when it handed a frame over and when it was asked for the next; the
+/// connection looks at each stream's [`SendWatch::stalled_since`] on its timer.
+#[derive(Debug)]
+pub(crate) struct SendWatch {
+    base: tokio::time::Instant,
+    /// Milliseconds since `base` when a frame was handed to hyper that has not asked for
+    /// the next one yet, or [`NO_HEAD`] while it has (or nothing was handed).
+    handed_ms: AtomicU64,
+}
+
+impl SendWatch {
+    pub(crate) fn new() -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+            handed_ms: AtomicU64::new(NO_HEAD),
+        }
+    }
+
+    /// hyper asks for a frame.
+    fn polled(&self) {
+        if self.handed_ms.load(Ordering::Relaxed) != NO_HEAD {
+            self.handed_ms.store(NO_HEAD, Ordering::Relaxed);
+        }
+    }
+
+    /// A frame was handed over, not the last.
+    fn handed(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.handed_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Since when hyper has not asked for the next frame (the client's window is shut),
+    /// if it has not.
+    pub(crate) fn stalled_since(&self) -> Option<tokio::time::Instant> {
+        match self.handed_ms.load(Ordering::Relaxed) {
+            NO_HEAD => None,
+            ms => Some(self.base + std::time::Duration::from_millis(ms)),
+        }
+    }
+}
+
 /// Counts a request in flight on its client connection until dropped.
 #[derive(Debug)]
 pub(crate) struct ActiveRequest(Arc<Activity>);
@@ -620,6 +665,8 @@ pub(crate) struct ResponseBody {
     /// An HTTP/2 stream's count on its connection (whose timers and write stalls are the
     /// connection's; `active` is then the stream's own).
     conn: Option<ActiveRequest>,
+    /// An HTTP/2 stream's send progress, watched by its connection.
+    send: Option<Arc<SendWatch>>,
     /// The request's access entry, written when the body ends or is dropped.
     log: Option<Box<super::proxy::LogOnEnd>>,
 }
@@ -639,6 +686,7 @@ impl ResponseBody {
             },
             active: None,
             conn: None,
+            send: None,
             log: None,
         }
     }
@@ -648,6 +696,7 @@ impl ResponseBody {
             kind: Kind::Local((!bytes.is_empty()).then_some(bytes)),
             active: None,
             conn: None,
+            send: None,
             log: None,
         }
     }
@@ -660,9 +709,11 @@ impl ResponseBody {
         self.active = Some(active);
     }
 
-    /// Counts the request on its HTTP/2 connection too until the body ends (or is dropped).
-    pub(crate) fn attach_conn(&mut self, conn: ActiveRequest) {
+    /// Counts the request on its HTTP/2 connection too until the body ends (or is dropped),
+    /// and notes its send progress in `send`.
+    pub(crate) fn attach_conn(&mut self, conn: ActiveRequest, send: Arc<SendWatch>) {
         self.conn = Some(conn);
+        self.send = Some(send);
     }
 
     /// Writes `log` when the body ends (or is dropped), with the bytes it carried.
@@ -680,7 +731,17 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = self.get_mut();
+        if let Some(w) = &this.send {
+            w.polled();
+        }
         let r = this.poll_frame_inner(cx);
+        if let (Some(w), Poll::Ready(Some(Ok(_)))) = (&this.send, &r) {
+            // hyper asks for the next frame once the client's window has room: until then
+            // the connection's timer watches this one. The last one it does not ask after.
+            if !this.is_end_stream() {
+                w.handed();
+            }
+        }
         if let Some(log) = &mut this.log {
             match &r {
                 Poll::Ready(Some(Ok(f))) => {

@@ -373,10 +373,13 @@ pub struct HttpProxyConfig {
     /// backends are still spoken to in HTTP/1.1 (`:authority` becomes `Host`, split
     /// `cookie` fields are joined, RFC 9113 §8.3.1 and §8.2.3). Per connection: at most
     /// `limits.max_concurrent_streams` streams, the first request within
-    /// `timeouts.header_read`, closed (GOAWAY) after `timeouts.client_idle` without one.
-    /// Not carried: WebSocket over HTTP/2 (extended CONNECT, RFC 8441; such a request
-    /// gets 501), the `Upgrade: h2c` switch (refused, as HAProxy refuses it). `false`
-    /// (default): HTTP/1.1 only.
+    /// `timeouts.header_read`, closed (GOAWAY) after `timeouts.client_idle` without one,
+    /// and cut off when a response waits for the client to open its flow-control window
+    /// for `timeouts.client` (as an HTTP/1.1 write that stalls). Each stream may hold a
+    /// backend connection: one client connection up to `max_concurrent_streams` of them.
+    /// Not offered: WebSocket over HTTP/2 (extended CONNECT, RFC 8441: the setting is not
+    /// advertised, so clients open WebSockets in HTTP/1.1), the `Upgrade: h2c` switch
+    /// (refused, as HAProxy refuses it). `false` (default): HTTP/1.1 only.
     pub http2: bool,
     /// Answer every request with a redirect to the same host, path and query over https
     /// on this port (omitted from the `Location` when 443), instead of forwarding it

@@ -146,7 +146,8 @@ pub enum ForwardError {
     /// The backend answered with a response a proxy must not pass on: a `101 Switching
     /// Protocols` to a request that asked for no switch (RFC 9110 §15.2.2: only protocols
     /// the client offered; held against the backend), or a transfer coding besides chunked
-    /// to an HTTP/1.0 client (RFC 9112 §6.1; not held against it). 502.
+    /// to an HTTP/1.0 client (RFC 9112 §6.1) or to an HTTP/2 one (which has none, RFC 9113
+    /// §8.2.2; neither held against the backend). 502.
     #[error("backend {backend} sent an invalid response: {reason}")]
     InvalidResponse {
         /// The backend's address.

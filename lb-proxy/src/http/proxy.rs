@@ -27,7 +27,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::access_log::{AccessEntry, RequestLine, Termination, Timings};
 use super::backend_tls::BackendTls;
 use super::body::{
-    ActiveRequest, Activity, ClientBody, ClientTimer, Release, ResponseBody, StallGuard,
+    ActiveRequest, Activity, ClientBody, ClientTimer, Release, ResponseBody, SendWatch, StallGuard,
     StallReport, Timer, UploadError,
 };
 use super::client::{BackendBody, ConnPool};
@@ -904,7 +904,9 @@ async fn read_preface(
 /// flight, for its timers: the first request within `header_read` or the connection is
 /// closed; `client_idle` without a stream in flight, or a stop, closes it gracefully
 /// (GOAWAY: streams in flight finish), and a client that leaves it open after that, with
-/// nothing in flight, is cut off after the client timeout.
+/// nothing in flight, is cut off after the client timeout. A response that waits for the
+/// client's flow-control window for the client timeout ([`SendWatch`]) ends the
+/// connection, as a stalled write ends an HTTP/1.1 one.
 #[cold]
 #[inline(never)]
 async fn serve_h2<S>(
@@ -925,12 +927,21 @@ async fn serve_h2<S>(
     inc(&shared.vs.http2_connections);
     let identity = Arc::new(client_identity(shared, peer, local, tls));
     let activity = Arc::new(Activity::opened_at(opened));
+    // Each stream's send progress, for the client timeout (a stream whose response is gone
+    // is dropped from the list at the next check).
+    let sends: Arc<Mutex<Vec<Arc<SendWatch>>>> = Arc::default();
     let svc_shared = Arc::clone(shared);
     let svc_activity = Arc::clone(&activity);
+    let svc_sends = Arc::clone(&sends);
     let svc = service_fn(move |req| {
         let shared = Arc::clone(&svc_shared);
         // Counted on the connection from the stream's start: its timers stop.
         let on_conn = ActiveRequest::new(&svc_activity);
+        let send = Arc::new(SendWatch::new());
+        svc_sends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&send));
         let cc = Arc::new(ClientConn {
             client: peer,
             local,
@@ -947,7 +958,7 @@ async fn serve_h2<S>(
                 r = handle(Arc::clone(&shared), cc, req) => r?,
                 _ = kill.changed() => error_response(StatusCode::SERVICE_UNAVAILABLE),
             };
-            resp.body_mut().attach_conn(on_conn);
+            resp.body_mut().attach_conn(on_conn, send);
             Ok::<_, Infallible>(resp)
         }
     });
@@ -969,39 +980,60 @@ async fn serve_h2<S>(
             r = conn.as_mut() => break r,
             _ = tokio::time::sleep_until(next_check) => {
                 let now = tokio::time::Instant::now();
-                let Some(idle_since) = activity.idle_since() else {
-                    next_check = now + period;
-                    continue;
+                let mut next = now + period;
+                // A response the client has read nothing of (its flow-control window stays
+                // shut) for the client timeout ends the connection, as a stalled write ends
+                // an HTTP/1.1 one: its streams' backend connections are freed.
+                let stalled = {
+                    let mut streams = sends.lock().unwrap_or_else(PoisonError::into_inner);
+                    streams.retain(|w| Arc::strong_count(w) > 1);
+                    streams.iter().filter_map(|w| w.stalled_since()).min()
                 };
-                if let Some(since) = closing {
+                if let Some(since) = stalled {
                     if since + timeouts.client <= now {
-                        tracing::debug!(client = %peer, "closing: HTTP/2 client kept its connection open after GOAWAY");
+                        activity.set_write_stalled();
+                        inc(&shared.vs.client_timeouts);
+                        tracing::debug!(client = %peer, "closing: HTTP/2 client read nothing of a response within the client timeout");
                         return;
                     }
-                    next_check = (since + timeouts.client).min(now + period);
-                    continue;
+                    next = next.min(since + timeouts.client);
                 }
                 if !activity.served() {
+                    // Also after a stop: the first request is due as before.
                     if opened + timeouts.header_read <= now {
                         inc(&shared.vs.header_timeouts);
                         tracing::debug!(client = %peer, "closing: no HTTP/2 request in time");
                         return;
                     }
-                    next_check = (opened + timeouts.header_read).min(now + period);
-                } else if idle_since + timeouts.client_idle <= now {
-                    inc(&shared.vs.idle_timeouts);
-                    conn.as_mut().graceful_shutdown();
-                    closing = Some(now);
-                    next_check = now + timeouts.client.min(period);
-                } else {
-                    next_check = (idle_since + timeouts.client_idle).min(now + period);
+                    next = next.min(opened + timeouts.header_read);
                 }
+                match (activity.idle_since(), closing) {
+                    (Some(_), Some(since)) => {
+                        if since + timeouts.client <= now {
+                            tracing::debug!(client = %peer, "closing: HTTP/2 client kept its connection open after GOAWAY");
+                            return;
+                        }
+                        next = next.min(since + timeouts.client);
+                    }
+                    (Some(idle_since), None) if activity.served() => {
+                        if idle_since + timeouts.client_idle <= now {
+                            inc(&shared.vs.idle_timeouts);
+                            conn.as_mut().graceful_shutdown();
+                            closing = Some(now);
+                            next = next.min(now + timeouts.client);
+                        } else {
+                            next = next.min(idle_since + timeouts.client_idle);
+                        }
+                    }
+                    _ => {}
+                }
+                next_check = next;
             }
             _ = stop.changed(), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 let now = tokio::time::Instant::now();
                 closing = Some(now);
-                next_check = now + timeouts.client.min(period);
+                next_check = next_check.min(now + timeouts.client.min(period));
             }
         }
     };
@@ -1460,7 +1492,11 @@ async fn forward(
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    if parts.version == Version::HTTP_2 {
+    let client_http2 = parts.version == Version::HTTP_2;
+    if client_http2 {
+        // Cookies sent one per field count as the one line they become (and as they count
+        // over HTTP/1.1).
+        join_cookies(&mut parts.headers);
         // hyper's HTTP/1 server counted the head's fields; its HTTP/2 server bounds only
         // their size.
         let limit = shared.config.limits.max_headers;
@@ -1470,7 +1506,6 @@ async fn forward(
                 limit,
             });
         }
-        join_cookies(&mut parts.headers);
     }
 
     // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with several, gets 400 (a backend
@@ -1810,10 +1845,17 @@ async fn forward(
                 // A transfer coding besides chunked stays for the next hop to decode, but an
                 // HTTP/1.0 client cannot be sent one (RFC 9112 §6.1): hyper would drop the
                 // header and send the coded bytes as the body.
-                if client_http10 && parts.headers.contains_key(TRANSFER_ENCODING) {
+                // HTTP/2 has no transfer codings (RFC 9113 §8.2.2): hyper would drop the header
+                // there too.
+                if (client_http10 || client_http2) && parts.headers.contains_key(TRANSFER_ENCODING)
+                {
                     let e = ForwardError::InvalidResponse {
                         backend: backend.addr(),
-                        reason: "a transfer coding an HTTP/1.0 client cannot receive",
+                        reason: if client_http2 {
+                            "a transfer coding an HTTP/2 client cannot receive"
+                        } else {
+                            "a transfer coding an HTTP/1.0 client cannot receive"
+                        },
                     };
                     // Not the backend's fault: not held against it.
                     observe(http_pool, &backend, Outcome::Success { latency });
