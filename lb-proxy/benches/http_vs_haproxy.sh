@@ -188,7 +188,9 @@ to_ms() { # 1.23ms / 456.00us / 1.2s → ms
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; print n }'
 }
 
-echo "wrk -t1 -c$CONNS -d${DURATION}s, 1 KiB responses, 2 nginx backends; wrk+nginx on CPU 0, proxy on CPU 1; $ROUNDS alternating rounds"
+client="wrk -t1 -c$CONNS"
+[ "$H2" = 1 ] && client="h2load -t1 -c$H2_CONNS -m$H2_STREAMS (HTTP/2, prior knowledge)"
+echo "$client -d${DURATION}s, 1 KiB responses, 2 nginx backends; wrk+nginx on CPU 0, proxy on CPU 1; $ROUNDS alternating rounds"
 printf '%-8s %-10s %12s %10s %10s %8s\n' proxy client req/s p99 p50 "CPU µs/req"
 results=()
 for mode in $MODES; do
