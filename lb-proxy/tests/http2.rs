@@ -505,6 +505,48 @@ async fn graceful_shutdown_finishes_streams_in_flight() {
     assert!(TcpStream::connect(addr).await.is_err());
 }
 
+/// A proxy dropped (aborted) under a stream in flight ends that stream at once, with its
+/// backend request, not when the backend answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_proxy_ends_its_streams() {
+    let b = TestBackend::start(1).await;
+    let pool = pool_of(&[&b], Algorithm::RoundRobin);
+    let p = proxy(config(), Arc::clone(&pool)).await;
+    let (mut tx, _conn) = h2(TcpStream::connect(p.local_addr()).await.unwrap()).await;
+    let in_flight = || pool.backends().as_slice()[0].stats().in_flight();
+    let req = tokio::spawn(async move {
+        tx.ready().await?;
+        tx.send_request(get("http://www.example.com/sleep/5000", &[]))
+            .await
+    });
+    for _ in 0..500 {
+        if in_flight() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(in_flight(), 1);
+    let t0 = tokio::time::Instant::now();
+    drop(p);
+    for _ in 0..200 {
+        if in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        in_flight(),
+        0,
+        "still in flight {:?} after the abort",
+        t0.elapsed()
+    );
+    let r = tokio::time::timeout(Duration::from_secs(5), req)
+        .await
+        .expect("the client hears within 5 s")
+        .unwrap();
+    assert!(r.is_err(), "{r:?}");
+}
+
 /// An access log sink that keeps the lines.
 #[derive(Debug, Default)]
 struct Lines(Mutex<Vec<String>>);

@@ -18,7 +18,7 @@ use http_body_util::{Either, Empty};
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use lb_core::{Backend, Pool, SelectContext};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -92,8 +92,8 @@ struct Shared {
     router: Router,
     conns: Arc<ConnPool>,
     server: http1::Builder,
-    /// The HTTP/2 server side, with [`HttpProxyConfig::http2`].
-    h2_server: Option<http2::Builder<TokioExecutor>>,
+    /// Whether clients may speak HTTP/2 ([`HttpProxyConfig::http2`]).
+    http2: bool,
     /// The TLS side of an HTTPS listener: [`HttpProxyConfig::tls`]'s configuration, with
     /// ALPN `h2` offered first when HTTP/2 is on.
     tls_server: Option<Arc<rustls::ServerConfig>>,
@@ -285,17 +285,6 @@ impl HttpProxy {
         if config.limits.max_headers != super::client::HYPER_MAX_HEADERS {
             server.max_headers(config.limits.max_headers);
         }
-        let h2_server = config.http2.then(|| {
-            let mut b = http2::Builder::new(TokioExecutor::new());
-            b.timer(TokioTimer::new())
-                .max_concurrent_streams(config.limits.max_concurrent_streams)
-                // RFC 9113 §6.5.2: the header list's size is its fields' names and values
-                // plus 32 bytes each (at least `max_header_bytes`, validated ≥ 8 192).
-                .max_header_list_size(
-                    u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX),
-                );
-            b
-        });
         let tls_server = config.tls.as_ref().map(|t| {
             let mut server_config = Arc::clone(t.server_config());
             if config.http2 {
@@ -319,7 +308,7 @@ impl HttpProxy {
             router,
             conns: Arc::clone(&conns),
             server,
-            h2_server,
+            http2: config.http2,
             tls_server,
             vs: VsCounters::default(),
             backends: BackendCounterMap::default(),
@@ -607,7 +596,7 @@ async fn serve_client_inner(
     // `timeout http-request` covers the handshake.
     let opened = tokio::time::Instant::now();
     let Some(tls_server) = &shared.tls_server else {
-        if shared.h2_server.is_some() {
+        if shared.http2 {
             // h2c with prior knowledge: the connection opens with the HTTP/2 preface.
             match read_preface(
                 &mut stream,
@@ -898,9 +887,9 @@ async fn read_preface(
 /// are `early`; its first request is due `header_read` after `opened`; it holds its
 /// `maxconn` `slot` until it ends.
 ///
-/// hyper's h2 server runs the connection here and each stream's request on a task of its
-/// own ([`handle`], as an HTTP/1.1 request is handled, with a [`ClientConn`] of its own for
-/// its upload and response timers). The connection's [`Activity`] counts the streams in
+/// hyper's h2 server runs the connection here, and its streams run here too, beside it
+/// ([`StreamExecutor`]): each stream's request is handled as an HTTP/1.1 one ([`handle`],
+/// with a [`ClientConn`] of its own for its upload and response timers). The connection's [`Activity`] counts the streams in
 /// flight, for its timers: the first request within `header_read` or the connection is
 /// closed; `client_idle` without a stream in flight, or a stop, closes it gracefully
 /// (GOAWAY: streams in flight finish), and a client that leaves it open after that, with
@@ -920,9 +909,17 @@ async fn serve_h2<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(server) = &shared.h2_server else {
-        return;
-    };
+    let executor = StreamExecutor::default();
+    let mut server = http2::Builder::new(executor.clone());
+    server
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(shared.config.limits.max_concurrent_streams)
+        // RFC 9113 §6.5.2: the header list's size is its fields' names and values plus 32
+        // bytes each (at least `max_header_bytes`, validated ≥ 8 192).
+        .max_header_list_size(
+            u32::try_from(shared.config.limits.max_header_bytes).unwrap_or(u32::MAX),
+        );
+    let mut streams = futures::stream::FuturesUnordered::new();
     let _slot = slot;
     inc(&shared.vs.http2_connections);
     let identity = Arc::new(client_identity(shared, peer, local, tls));
@@ -950,14 +947,8 @@ async fn serve_h2<S>(
             response_timer: Mutex::new(Timer::default()),
             slot: Mutex::new(None),
         });
-        let mut kill = shared.kill.clone();
         async move {
-            // A stream's task outlives the connection's: a proxy stopped for good ends it
-            // (its access entry says `K`), as it ends the connections.
-            let mut resp = tokio::select! {
-                r = handle(Arc::clone(&shared), cc, req) => r?,
-                _ = kill.changed() => error_response(StatusCode::SERVICE_UNAVAILABLE),
-            };
+            let mut resp = handle(shared, cc, req).await?;
             resp.body_mut().attach_conn(on_conn, send);
             Ok::<_, Infallible>(resp)
         }
@@ -978,6 +969,7 @@ async fn serve_h2<S>(
     let result = loop {
         tokio::select! {
             r = conn.as_mut() => break r,
+            never = executor.drive(&mut streams) => match never {},
             _ = tokio::time::sleep_until(next_check) => {
                 let now = tokio::time::Instant::now();
                 let mut next = now + period;
@@ -1042,6 +1034,74 @@ async fn serve_h2<S>(
             inc(&shared.vs.client_timeouts);
         }
         tracing::debug!(client = %peer, error = %e, "HTTP/2 client connection ended");
+    }
+}
+
+/// A stream of an HTTP/2 connection, as hyper's h2 server hands it over: its request's
+/// service future and its response's sending.
+type H2StreamTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs an HTTP/2 connection's streams in the connection's own task ([`serve_h2`] polls
+/// them beside the connection): hyper's h2 server hands each stream to an executor, and
+/// tokio's would make each a task of its own, woken across tasks for every frame. Here a
+/// stream costs no task, and ends with its connection (a client cut off, a proxy aborted).
+#[derive(Clone, Default)]
+struct StreamExecutor(Arc<StreamQueue>);
+
+/// Streams handed over and not yet taken by [`StreamExecutor::drive`], and the waker of
+/// the connection's task.
+#[derive(Default)]
+struct StreamQueue {
+    new: Mutex<Vec<H2StreamTask>>,
+    waker: futures::task::AtomicWaker,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0
+            .new
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::pin(fut));
+        self.0.waker.wake();
+    }
+}
+
+impl StreamExecutor {
+    /// Polls the streams, taking in those handed over since, until none is ready; never
+    /// ends (the connection's loop drops it with the streams when the connection ends).
+    fn drive<'a>(
+        &'a self,
+        streams: &'a mut futures::stream::FuturesUnordered<H2StreamTask>,
+    ) -> impl Future<Output = Infallible> + 'a {
+        use futures::StreamExt as _;
+        std::future::poll_fn(move |cx| {
+            self.0.waker.register(cx.waker());
+            loop {
+                streams.extend(
+                    self.0
+                        .new
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .drain(..),
+                );
+                // Ready(None): no stream; Pending: none ready (each wakes this task when
+                // it is, and FuturesUnordered wakes it itself after a long turn).
+                while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+                if self
+                    .0
+                    .new
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty()
+                {
+                    return Poll::Pending;
+                }
+            }
+        })
     }
 }
 
