@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use lb_bins::admin::client::{Client, ClientError};
 use lb_bins::admin::{
-    server, AdminHandler, AdminState, BackendStatus, BfdStatus, Health, HttpCounters,
-    HttpVsCounters, L4VsCounters, NodeStatus, ReloadStatus, Status, TrackedStatus,
+    server, AccessLogStatus, AdminHandler, AdminState, BackendStatus, BfdStatus, Health,
+    HttpCounters, HttpVsCounters, L4VsCounters, NodeStatus, ReloadStatus, Status, TrackedStatus,
     VirtualServerStatus, VrrpCounters, VrrpState, VrrpStatus,
 };
 use lb_bins::config::model::Protocol;
@@ -228,6 +228,12 @@ fn status() -> Status {
             packets_out: 1_250,
             dropped: 3,
         }],
+        access_logs: vec![AccessLogStatus {
+            path: "/var/log/lb-web.access.log".into(),
+            lines_written: 1_500,
+            lines_dropped: 7,
+            write_errors: 0,
+        }],
     }
 }
 
@@ -419,6 +425,10 @@ fn lbctl_status_prints_tables_and_json() {
     // The VRRP counters, dropped adverts by reason (keepalived's stats dump).
     assert!(
         out.contains("\n  Instance  Adverts in  Adverts out  Became master  Prio 0 in  Prio 0 out  Dropped\n  VI_1      7           1200         1              0          1           5 (auth 3, interval 2)\n  VI_2      0           0            0              0          0           0\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nAccess logs\n  File                        Written  Dropped  Write errors\n  /var/log/lb-web.access.log  1500     7        0\n"),
         "{out}"
     );
     assert!(

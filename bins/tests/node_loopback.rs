@@ -5772,7 +5772,7 @@ fn access_log_lines_follow_requests_and_a_reload_reopens_the_file() {
         vs("api", api, "combined"),
         a.addr,
     );
-    let (node, _sock) = start_node(&dir, &toml);
+    let (node, sock) = start_node(&dir, &toml);
     let log = dir.join("access.log");
     let lines = |p: &Path| -> Vec<String> {
         std::fs::read_to_string(p)
@@ -5824,6 +5824,23 @@ fn access_log_lines_follow_requests_and_a_reload_reopens_the_file() {
         got[3].contains(&format!("] tcp tcp/{} ", a.addr))
             && got[3].ends_with(&format!(" {} -- 0 {sent}", answer.len())),
         "{got:?}"
+    );
+    // lbctl status counts the file's lines: one file, shared by the three.
+    let st = status(&sock);
+    assert_eq!(st["access_logs"].as_array().map(Vec::len), Some(1), "{st}");
+    let file = &st["access_logs"][0];
+    assert!(
+        file["path"].as_str().unwrap().ends_with("/access.log"),
+        "{st}"
+    );
+    assert_eq!(
+        (
+            file["lines_written"].as_u64(),
+            file["lines_dropped"].as_u64(),
+            file["write_errors"].as_u64()
+        ),
+        (Some(4), Some(0), Some(0)),
+        "{st}"
     );
 
     // logrotate: move the file, HUP, and the next lines start a new file.

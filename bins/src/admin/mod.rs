@@ -268,6 +268,24 @@ pub struct Status {
     /// Every BFD session (`bfd_instance`).
     #[serde(default)]
     pub bfd: Vec<BfdStatus>,
+    /// Every open access log file (`access_log`), by path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_logs: Vec<AccessLogStatus>,
+}
+
+/// One access log file's counters since it was opened (HAProxy's `show info` counts
+/// `DroppedLogs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessLogStatus {
+    /// The file.
+    pub path: String,
+    /// Lines written (handed to the file; a failed flush can still lose them, counted in
+    /// `write_errors`).
+    pub lines_written: u64,
+    /// Lines dropped because the writer's queue was full (the disk did not keep up).
+    pub lines_dropped: u64,
+    /// Writes or flushes that failed (a full disk): the lines they carried are lost.
+    pub write_errors: u64,
 }
 
 /// One BFD session (keepalived `bfd_instance`).
@@ -379,6 +397,7 @@ impl Status {
                     dropped: 0,
                 })
                 .collect(),
+            access_logs: Vec::new(),
         }
     }
 }

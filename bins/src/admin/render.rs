@@ -172,6 +172,21 @@ pub fn status_table(status: &Status) -> String {
         out.push('\n');
     }
 
+    if !status.access_logs.is_empty() {
+        out.push_str("Access logs\n");
+        let mut rows = vec![row(&["File", "Written", "Dropped", "Write errors"])];
+        for l in &status.access_logs {
+            rows.push(vec![
+                l.path.clone(),
+                l.lines_written.to_string(),
+                l.lines_dropped.to_string(),
+                l.write_errors.to_string(),
+            ]);
+        }
+        table(&mut out, "  ", &rows);
+        out.push('\n');
+    }
+
     if status.virtual_servers.is_empty() {
         out.push_str("Virtual servers: none\n");
         return out;

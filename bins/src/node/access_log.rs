@@ -48,6 +48,11 @@ struct State {
     /// Milliseconds since `epoch` of the last dropped-lines warning, `u64::MAX` for none.
     warned_ms: AtomicU64,
     epoch: tokio::time::Instant,
+    /// Since the file was opened: lines written, lines dropped, failed writes and flushes
+    /// (`lbctl status`).
+    written_total: AtomicU64,
+    dropped_total: AtomicU64,
+    write_errors_total: AtomicU64,
 }
 
 /// One open access log file and its writer thread, which ends (flushing) once the last
@@ -86,6 +91,9 @@ impl AccessLogFiles {
             dropped: AtomicU64::new(0),
             warned_ms: AtomicU64::new(u64::MAX),
             epoch: tokio::time::Instant::now(),
+            written_total: AtomicU64::new(0),
+            dropped_total: AtomicU64::new(0),
+            write_errors_total: AtomicU64::new(0),
         });
         let writer = Writer {
             path: path.to_owned(),
@@ -115,6 +123,25 @@ impl AccessLogFiles {
         for f in self.live() {
             f.state.reopen.store(true, Ordering::Release);
         }
+    }
+
+    /// Each open file's counters, by path.
+    pub(crate) fn stats(&self) -> Vec<crate::admin::AccessLogStatus> {
+        let mut out: Vec<_> = self
+            .live()
+            .iter()
+            .map(|f| {
+                let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                crate::admin::AccessLogStatus {
+                    path: f.path.display().to_string(),
+                    lines_written: g(&f.state.written_total),
+                    lines_dropped: g(&f.state.dropped_total),
+                    write_errors: g(&f.state.write_errors_total),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
     }
 
     fn live(&self) -> Vec<Arc<LogFile>> {
@@ -200,6 +227,11 @@ impl Writer {
                     Ok(Msg::Line(line)) => {
                         if self.out.write_all(line.as_bytes()).is_err() {
                             self.failed += 1;
+                            self.state
+                                .write_errors_total
+                                .fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            self.state.written_total.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     Ok(Msg::Barrier(done)) => barriers.push(done),
@@ -232,6 +264,9 @@ impl Writer {
         if self.out.flush().is_err() {
             // What the buffer held is lost (BufWriter keeps it: drop it for new lines).
             self.failed += 1;
+            self.state
+                .write_errors_total
+                .fetch_add(1, Ordering::Relaxed);
             let file = self.out.get_ref().try_clone();
             if let Ok(f) = file {
                 self.out = BufWriter::with_capacity(64 * 1024, f);
@@ -288,6 +323,7 @@ impl VsAccessLog {
         line.push('\n');
         if let Err(TrySendError::Full(_)) = self.file.tx.try_send(Msg::Line(line)) {
             let st = &self.file.state;
+            st.dropped_total.fetch_add(1, Ordering::Relaxed);
             let dropped = st.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             let now = u64::try_from(st.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
             let last = st.warned_ms.load(Ordering::Relaxed);

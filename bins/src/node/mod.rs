@@ -166,6 +166,8 @@ struct Shared {
     last_reload: RwLock<Option<admin::ReloadStatus>>,
     /// `lbctl weight` changes not known applied ([`AdminHandler::weights_applied`]).
     weights_pending: PendingWeights,
+    /// The open access log files, for their counters.
+    access_logs: Arc<access_log::AccessLogFiles>,
     /// The BFD sessions, in configuration order.
     bfd: RwLock<
         Vec<(
@@ -364,6 +366,7 @@ impl AdminHandler for Shared {
             },
             vrrp,
             virtual_servers,
+            access_logs: self.access_logs.stats(),
             bfd: read(&self.bfd)
                 .iter()
                 .map(|(b, rx)| {
@@ -923,7 +926,10 @@ impl Node {
             last_reload: RwLock::new(None),
             bfd: RwLock::new(Vec::new()),
             weights_pending: PendingWeights::default(),
+            access_logs: Arc::default(),
         });
+        let mut listeners = Listeners::default();
+        listeners.access_logs = Arc::clone(&shared.access_logs);
         let mut node = Self {
             path,
             format,
@@ -932,7 +938,7 @@ impl Node {
             vservers: Vec::new(),
             speakers: Vec::new(),
             live: HashMap::new(),
-            listeners: Listeners::default(),
+            listeners,
             draining_udp: Vec::new(),
             draining: Vec::new(),
             bfd: bfd::BfdRuntime::default(),

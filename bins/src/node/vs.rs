@@ -646,8 +646,9 @@ pub(crate) struct Listeners {
     udp: HashMap<SocketAddr, std::net::UdpSocket>,
     /// `Some` when busy polling is on: given to every TCP, UDP and HTTP proxy started.
     pub(crate) busy_polling: Option<BusyPolling>,
-    /// The open access log files of HTTP virtual servers.
-    pub(crate) access_logs: super::access_log::AccessLogFiles,
+    /// The open access log files of HTTP and TCP virtual servers (shared with the admin
+    /// socket, which shows their counters).
+    pub(crate) access_logs: Arc<super::access_log::AccessLogFiles>,
 }
 
 impl Listeners {
