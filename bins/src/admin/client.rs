@@ -128,7 +128,7 @@ impl Client {
     /// As [`Client::request`]; [`ClientError::Refused`] when the daemon answers an error.
     pub fn status(&mut self) -> Result<Status, ClientError> {
         match self.request(&Request::Status)? {
-            Response::Status { status } => Ok(status),
+            Response::Status { status } => Ok(*status),
             Response::Error { message } => Err(ClientError::Refused(message)),
             other => Err(ClientError::Protocol(format!("{other:?}"))),
         }

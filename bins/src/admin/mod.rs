@@ -131,8 +131,8 @@ pub enum Request {
 pub enum Response {
     /// The answer to [`Request::Status`].
     Status {
-        /// The snapshot.
-        status: Status,
+        /// The snapshot (boxed: it is much larger than the other answers).
+        status: Box<Status>,
     },
     /// The command was applied.
     Ok,

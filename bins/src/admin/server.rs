@@ -178,7 +178,7 @@ pub fn handle_line<H: AdminHandler + ?Sized>(handler: &H, line: &str) -> Respons
 fn answer<H: AdminHandler + ?Sized>(handler: &H, request: serde_json::Result<Request>) -> Response {
     match request {
         Ok(Request::Status) => Response::Status {
-            status: handler.status(),
+            status: Box::new(handler.status()),
         },
         Ok(Request::SetBackendAdmin {
             virtual_server,
