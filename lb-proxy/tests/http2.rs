@@ -304,38 +304,38 @@ async fn a_failed_stream_leaves_the_others_alone() {
     );
 }
 
-/// A client that reads nothing of a response (its flow-control window stays shut, though
-/// its socket reads) is cut off after the client timeout, as an HTTP/1.1 client whose
-/// writes stall: the connection closes (counted in `client_timeouts`) and the stream's
-/// backend request ends, freeing its backend connection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_reads_nothing_is_cut_off() {
-    let big = TestBackend::start_with_body(1, Some(Bytes::from(vec![b'x'; 16 << 20]))).await;
-    let mut c = config();
-    c.timeouts.client = Duration::from_millis(500);
-    c.timeouts.header_read = Duration::from_millis(300);
-    let p = proxy(c, pool_of(&[&big], Algorithm::RoundRobin)).await;
-    let (mut tx, conn) = h2(TcpStream::connect(p.local_addr()).await.unwrap()).await;
-    let resp = tokio::time::timeout(Duration::from_secs(5), async {
-        tx.ready().await.unwrap();
-        tx.send_request(get("http://www.example.com/big", &[]))
-            .await
-            .unwrap()
-    })
-    .await
-    .expect("response head within 5 s");
-    assert_eq!(resp.status(), 200);
-    // The body is never read: hyper's client opens no window beyond its first.
-    let t0 = tokio::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(15), conn)
+/// An HTTP/2 client connection over `io` with `window` bytes of flow-control window per
+/// stream and per connection (hyper's default is 2 MiB per stream).
+async fn h2_window(io: TcpStream, window: u32) -> (SendRequest<Body>, tokio::task::JoinHandle<()>) {
+    let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window.max(65_535))
+        .handshake(TokioIo::new(io))
         .await
-        .expect("closed within 15 s")
         .unwrap();
-    assert!(
-        t0.elapsed() >= Duration::from_millis(400),
-        "{:?}",
-        t0.elapsed()
-    );
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (tx, task)
+}
+
+/// Reads `body` a frame at a time, `pause` after each; its bytes, or the error that ended it.
+async fn read_slowly(
+    mut body: hyper::body::Incoming,
+    pause: Duration,
+) -> Result<Vec<u8>, hyper::Error> {
+    let mut got = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(d) = frame?.into_data() {
+            got.extend_from_slice(&d);
+        }
+        tokio::time::sleep(pause).await;
+    }
+    Ok(got)
+}
+
+/// Waits (5 s at most) for the backend's requests in flight to drop to 0.
+async fn no_request_in_flight(p: &HttpProxy) {
     let mut in_flight = u64::MAX;
     for _ in 0..500 {
         in_flight = p.stats().backends[0].in_flight;
@@ -345,9 +345,116 @@ async fn a_client_that_reads_nothing_is_cut_off() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(in_flight, 0);
-    let s = p.stats().virtual_server;
-    assert_eq!((s.client_timeouts, s.active_connections), (1, 0));
-    drop(resp);
+}
+
+/// A client that reads nothing of a response (its flow-control window stays shut, though
+/// its socket reads) has that stream reset after the client timeout, as an HTTP/1.1 client
+/// whose writes stall is cut off: the stream's backend request ends, freeing its backend
+/// connection, and the client's other streams go on. A large body (the window shuts
+/// mid-body) and a small one (a window of 0: not even its one frame may go) alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_the_client_reads_nothing_of_is_reset() {
+    for (size, window) in [(16usize << 20, 65_535u32), (1_000, 0)] {
+        let b = TestBackend::start_with_body(1, Some(Bytes::from(vec![b'x'; size]))).await;
+        let mut c = config();
+        c.timeouts.client = Duration::from_millis(500);
+        let p = proxy(c, pool_of(&[&b], Algorithm::RoundRobin)).await;
+        let (mut tx, _conn) =
+            h2_window(TcpStream::connect(p.local_addr()).await.unwrap(), window).await;
+        let resp = tokio::time::timeout(Duration::from_secs(5), async {
+            tx.ready().await.unwrap();
+            tx.send_request(get("http://www.example.com/big", &[]))
+                .await
+                .unwrap()
+        })
+        .await
+        .expect("response head within 5 s");
+        assert_eq!(resp.status(), 200);
+        let t0 = tokio::time::Instant::now();
+        // Not read: hyper's client opens no window beyond its first. Waited for: the reset.
+        let (_, body) = resp.into_parts();
+        let waiting = tokio::spawn(async move {
+            let mut body = body;
+            // One frame at most gets through, then the reset.
+            loop {
+                match body.frame().await {
+                    Some(Ok(_)) => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(()),
+                }
+            }
+        });
+        no_request_in_flight(&p).await;
+        assert!(
+            t0.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(p.stats().virtual_server.client_timeouts, 1, "{size} bytes");
+        waiting.abort();
+        // The connection goes on.
+        let (mut tx2, _conn2) = (tx.clone(), ());
+        let r = tokio::time::timeout(Duration::from_secs(5), async {
+            tx2.ready().await.unwrap();
+            tx2.send_request(get("http://www.example.com/status/204", &[]))
+                .await
+                .unwrap()
+        })
+        .await
+        .expect("answered within 5 s");
+        assert_eq!(r.status(), 204, "{size} bytes");
+        assert_eq!(p.stats().virtual_server.connections, 1);
+    }
+}
+
+/// A client reading steadily but slowly (pausing 20 ms after each frame, through a 64 KiB
+/// window: 3 MiB in about 6 s here) is not taken for a stalled one however large the
+/// backend's chunks (hyper waits for a chunk to be sent whole before it asks for the next,
+/// but the connection is written to meanwhile), nor is the end of its download cut by a
+/// graceful stop that comes meanwhile (h2 may still be sending the last chunk after the
+/// stream's end): the client timeout (1 s) runs from the last write, not from the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_steady_reader_gets_its_whole_response() {
+    let data = Bytes::from(
+        (0..3usize << 20)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let b = TestBackend::start_with_body(1, Some(data.clone())).await;
+    let mut c = config();
+    c.timeouts.client = Duration::from_secs(1);
+    let p = proxy(c, pool_of(&[&b], Algorithm::RoundRobin)).await;
+    for stop in [false, true] {
+        let (mut tx, _conn) =
+            h2_window(TcpStream::connect(p.local_addr()).await.unwrap(), 65_535).await;
+        let resp = tokio::time::timeout(Duration::from_secs(5), async {
+            tx.ready().await.unwrap();
+            tx.send_request(get("http://www.example.com/big", &[]))
+                .await
+                .unwrap()
+        })
+        .await
+        .expect("response head within 5 s");
+        if stop {
+            p.stop_accepting();
+        }
+        let got = tokio::time::timeout(
+            Duration::from_secs(30),
+            read_slowly(resp.into_body(), Duration::from_millis(20)),
+        )
+        .await
+        .expect("read within 30 s");
+        let got = got.unwrap_or_else(|e| panic!("stop {stop}: {e}"));
+        assert!(
+            got == data,
+            "stop {stop}: {} of {} bytes",
+            got.len(),
+            data.len()
+        );
+    }
+    assert_eq!(p.stats().virtual_server.client_timeouts, 0);
 }
 
 /// A backend's transfer coding other than chunked cannot reach an HTTP/2 client (HTTP/2

@@ -1908,9 +1908,9 @@ pub struct HttpSettings {
     /// opening with the HTTP/2 preface, "h2c"). Each stream is a request, balanced, routed
     /// and logged on its own; the real servers are still spoken to in HTTP/1.1. The first
     /// request must come within `timeout_http_request`; `timeout_http_keep_alive` without
-    /// a stream closes the connection (GOAWAY); a response the client reads nothing of
-    /// (its flow-control window stays shut) for `timeout_client` cuts it off. WebSocket
-    /// over HTTP/2 is not offered (clients open WebSockets in HTTP/1.1).
+    /// a stream closes the connection (GOAWAY); when the client reads nothing (its
+    /// flow-control windows stay shut) for `timeout_client`, the streams waiting on it are
+    /// reset. WebSocket over HTTP/2 is not offered (clients open WebSockets in HTTP/1.1).
     /// Default false.
     pub http2: bool,
     /// With `http2`: the most streams (requests) in flight at once on one client

@@ -85,6 +85,9 @@ pub(crate) struct Activity {
     /// Set when the request-head timeout ran out on a partly received head: the next read
     /// answers 408 and ends the connection ([`Prefixed`](super::io::Prefixed)).
     head_timed_out: AtomicBool,
+    /// Milliseconds since `base` of the last write to the client, noted for an HTTP/2
+    /// connection only ([`Activity::wrote`]).
+    last_write_ms: AtomicU64,
 }
 
 /// Which of a client connection's timers runs, and until when.
@@ -125,6 +128,7 @@ impl Activity {
             upload: AtomicU64::new(0),
             write_stalled: AtomicBool::new(false),
             head_timed_out: AtomicBool::new(false),
+            last_write_ms: AtomicU64::new(0),
         }
     }
 
@@ -229,6 +233,17 @@ impl Activity {
         }
     }
 
+    /// Notes a write to the client (an HTTP/2 connection's: its streams' progress).
+    pub(crate) fn wrote(&self) {
+        self.last_write_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// When the client was last written to (or the connection opened), as far as
+    /// [`Activity::wrote`] noted.
+    pub(crate) fn last_write(&self) -> tokio::time::Instant {
+        self.at(self.last_write_ms.load(Ordering::Relaxed))
+    }
+
     /// Notes that a write to the client stalled past the client timeout.
     pub(crate) fn set_write_stalled(&self) {
         self.write_stalled.store(true, Ordering::Release);
@@ -324,13 +339,21 @@ impl Activity {
 /// room: a client that stops opening it (reads nothing, though its socket does) leaves the
 /// body unpolled, so none of the body's own timers runs, and no socket write waits either.
 /// The body notes when it handed a frame over and when it was asked for the next; the
-/// connection looks at each stream's [`SendWatch::stalled_since`] on its timer.
+/// connection looks at each stream's [`SendWatch::stalled_since`] on its timer and cancels
+/// a stream stalled past the client timeout while the connection wrote nothing either
+/// ([`SendWatch::cancel`]: the stream's task ends, and h2 resets the stream). A backend
+/// chunk of hundreds of KiB that a slow client drains bit by bit is not taken for a stall:
+/// the connection writes meanwhile.
 #[derive(Debug)]
 pub(crate) struct SendWatch {
     base: tokio::time::Instant,
     /// Milliseconds since `base` when a frame was handed to hyper that has not asked for
     /// the next one yet, or [`NO_HEAD`] while it has (or nothing was handed).
     handed_ms: AtomicU64,
+    /// Set by the connection: the stream is to end.
+    cancelled: AtomicBool,
+    /// The stream's task, woken to see `cancelled`.
+    waker: futures::task::AtomicWaker,
 }
 
 impl SendWatch {
@@ -338,6 +361,32 @@ impl SendWatch {
         Self {
             base: tokio::time::Instant::now(),
             handed_ms: AtomicU64::new(NO_HEAD),
+            cancelled: AtomicBool::new(false),
+            waker: futures::task::AtomicWaker::new(),
+        }
+    }
+
+    /// Ends the stream: its task, woken, sees it ([`SendWatch::poll_cancelled`]).
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether [`SendWatch::cancel`] was called.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Ready once [`SendWatch::cancel`] was called; registers the task's waker otherwise.
+    pub(crate) fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.cancelled.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.cancelled.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 
@@ -731,17 +780,20 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = self.get_mut();
-        if let Some(w) = &this.send {
-            w.polled();
-        }
-        let r = this.poll_frame_inner(cx);
-        if let (Some(w), Poll::Ready(Some(Ok(_)))) = (&this.send, &r) {
-            // hyper asks for the next frame once the client's window has room: until then
-            // the connection's timer watches this one. The last one it does not ask after.
-            if !this.is_end_stream() {
-                w.handed();
+        let r = match &this.send {
+            None => this.poll_frame_inner(cx),
+            Some(w) => {
+                w.polled();
+                let r = this.poll_frame_inner(cx);
+                if let (Some(w), Poll::Ready(Some(Ok(_)))) = (&this.send, &r) {
+                    // hyper asks for the next frame (or, after the last, sends it) once
+                    // the client's window has room: until then the connection's timer
+                    // watches this one.
+                    w.handed();
+                }
+                r
             }
-        }
+        };
         if let Some(log) = &mut this.log {
             match &r {
                 Poll::Ready(Some(Ok(f))) => {
@@ -844,7 +896,8 @@ impl Drop for ResponseBody {
                 let stalled = [&self.active, &self.conn]
                     .into_iter()
                     .flatten()
-                    .any(|a| a.0.write_stalled());
+                    .any(|a| a.0.write_stalled())
+                    || self.send.as_ref().is_some_and(|w| w.is_cancelled());
                 log.termination = Termination::new(if stalled { 'c' } else { 'C' }, 'D');
             }
             drop(log);

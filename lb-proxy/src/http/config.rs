@@ -374,9 +374,12 @@ pub struct HttpProxyConfig {
     /// `cookie` fields are joined, RFC 9113 §8.3.1 and §8.2.3). Per connection: at most
     /// `limits.max_concurrent_streams` streams, the first request within
     /// `timeouts.header_read`, closed (GOAWAY) after `timeouts.client_idle` without one,
-    /// and cut off when a response waits for the client to open its flow-control window
-    /// for `timeouts.client` (as an HTTP/1.1 write that stalls). Each stream may hold a
-    /// backend connection: one client connection up to `max_concurrent_streams` of them.
+    /// and a stream is reset when its response waits for the client to open its
+    /// flow-control window for `timeouts.client` while nothing at all is written to the
+    /// connection (as an HTTP/1.1 write that stalls ends its connection; a stream left
+    /// waiting while the client reads others is not, as HAProxy's connection-wide `timeout
+    /// client`). Each stream may hold a backend connection: one client connection up to
+    /// `max_concurrent_streams` of them.
     /// Not offered: WebSocket over HTTP/2 (extended CONNECT, RFC 8441: the setting is not
     /// advertised, so clients open WebSockets in HTTP/1.1), the `Upgrade: h2c` switch
     /// (refused, as HAProxy refuses it). `false` (default): HTTP/1.1 only.

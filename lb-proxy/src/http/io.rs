@@ -29,6 +29,8 @@ pub(crate) struct Prefixed<T> {
     stalled: bool,
     /// Whether [`REQUEST_TIMEOUT`] was written (tried once), once the head timed out.
     timeout_answered: bool,
+    /// Note every write in `activity` ([`Prefixed::noting_writes`]).
+    note_writes: bool,
 }
 
 /// What a client whose request head was not complete in time gets before the connection
@@ -51,6 +53,20 @@ impl<T> Prefixed<T> {
             stall: Timer::default(),
             stalled: false,
             timeout_answered: false,
+            note_writes: false,
+        }
+    }
+
+    /// Notes every write that took bytes in the activity ([`Activity::wrote`]): an HTTP/2
+    /// connection's progress, which its streams' send watches weigh.
+    pub(crate) fn noting_writes(mut self) -> Self {
+        self.note_writes = true;
+        self
+    }
+
+    fn noted(&self, r: &Poll<io::Result<usize>>) {
+        if self.note_writes && matches!(r, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.wrote();
         }
     }
 
@@ -119,6 +135,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.noted(&r);
         this.bound(cx, r)
     }
 
@@ -129,6 +146,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.noted(&r);
         this.bound(cx, r)
     }
 

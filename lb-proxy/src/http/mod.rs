@@ -55,8 +55,9 @@
 //! `max_headers`, 501 for `CONNECT`) ends its stream, not the connection. The connection
 //! is closed when its first request does not come within `header_read`
 //! (`header_timeouts`), and gets GOAWAY after `client_idle` without a stream
-//! (`idle_timeouts`) or on a stop, and is cut off when a response waits for the client's
-//! flow-control window for `client` (`client_timeouts`); `http2_connections` counts them.
+//! (`idle_timeouts`) or on a stop; a stream whose response waits for the client's
+//! flow-control window for `client`, while nothing is written to the connection, is reset
+//! (`client_timeouts`); `http2_connections` counts the connections.
 //!
 //! Both directions carry the proxy's own HTTP version, 1.1 (RFC 9110 §6.2; hyper still
 //! answers an HTTP/1.0 client in 1.0), and trailer fields a message declares in `Trailer`.

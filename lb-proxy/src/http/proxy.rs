@@ -894,8 +894,9 @@ async fn read_preface(
 /// closed; `client_idle` without a stream in flight, or a stop, closes it gracefully
 /// (GOAWAY: streams in flight finish), and a client that leaves it open after that, with
 /// nothing in flight, is cut off after the client timeout. A response that waits for the
-/// client's flow-control window for the client timeout ([`SendWatch`]) ends the
-/// connection, as a stalled write ends an HTTP/1.1 one.
+/// client's flow-control window for the client timeout ([`SendWatch`]), while nothing is
+/// written to the connection, has its stream reset, as a stalled write ends an HTTP/1.1
+/// connection.
 #[cold]
 #[inline(never)]
 async fn serve_h2<S>(
@@ -920,25 +921,24 @@ async fn serve_h2<S>(
             u32::try_from(shared.config.limits.max_header_bytes).unwrap_or(u32::MAX),
         );
     let mut streams = futures::stream::FuturesUnordered::new();
+    // Streams hyper handed over but that were never taken into `streams` hold the executor
+    // (hyper's stream keeps a clone): dropped when this ends, however it ends.
+    let _clear = ClearOnDrop(executor.clone());
     let _slot = slot;
     inc(&shared.vs.http2_connections);
     let identity = Arc::new(client_identity(shared, peer, local, tls));
     let activity = Arc::new(Activity::opened_at(opened));
-    // Each stream's send progress, for the client timeout (a stream whose response is gone
-    // is dropped from the list at the next check).
-    let sends: Arc<Mutex<Vec<Arc<SendWatch>>>> = Arc::default();
     let svc_shared = Arc::clone(shared);
     let svc_activity = Arc::clone(&activity);
-    let svc_sends = Arc::clone(&sends);
+    let svc_executor = executor.clone();
     let svc = service_fn(move |req| {
         let shared = Arc::clone(&svc_shared);
         // Counted on the connection from the stream's start: its timers stop.
         let on_conn = ActiveRequest::new(&svc_activity);
+        // Its send progress, for the client timeout: the executor takes it with the stream,
+        // which hyper hands over right after this call.
         let send = Arc::new(SendWatch::new());
-        svc_sends
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::clone(&send));
+        svc_executor.next_watch(Arc::clone(&send));
         let cc = Arc::new(ClientConn {
             client: peer,
             local,
@@ -958,12 +958,18 @@ async fn serve_h2<S>(
         stream,
         Arc::clone(&activity),
         shared.config.timeouts.client,
-    );
+    )
+    .noting_writes();
     let conn = server.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let timeouts = shared.config.timeouts;
-    let period = timeouts.header_read.min(timeouts.client_idle);
-    let mut next_check = opened + timeouts.header_read;
+    // The client timeout too: a stream's response may start waiting for the client's
+    // window at any moment, and is due that long after.
+    let period = timeouts
+        .header_read
+        .min(timeouts.client_idle)
+        .min(timeouts.client);
+    let mut next_check = opened + period;
     // Since when the connection has been closing (GOAWAY sent).
     let mut closing: Option<tokio::time::Instant> = None;
     let result = loop {
@@ -974,21 +980,17 @@ async fn serve_h2<S>(
                 let now = tokio::time::Instant::now();
                 let mut next = now + period;
                 // A response the client has read nothing of (its flow-control window stays
-                // shut) for the client timeout ends the connection, as a stalled write ends
-                // an HTTP/1.1 one: its streams' backend connections are freed.
-                let stalled = {
-                    let mut streams = sends.lock().unwrap_or_else(PoisonError::into_inner);
-                    streams.retain(|w| Arc::strong_count(w) > 1);
-                    streams.iter().filter_map(|w| w.stalled_since()).min()
-                };
-                if let Some(since) = stalled {
-                    if since + timeouts.client <= now {
-                        activity.set_write_stalled();
-                        inc(&shared.vs.client_timeouts);
-                        tracing::debug!(client = %peer, "closing: HTTP/2 client read nothing of a response within the client timeout");
-                        return;
+                // shut), while nothing at all was written to it, for the client timeout
+                // ends its stream (reset), as a stalled write ends an HTTP/1.1 connection:
+                // its backend connection is freed.
+                for since in executor.cancel_stalled(now, activity.last_write(), timeouts.client) {
+                    match since {
+                        Ok(()) => {
+                            inc(&shared.vs.client_timeouts);
+                            tracing::debug!(client = %peer, "resetting an HTTP/2 stream: the client read nothing of its response within the client timeout");
+                        }
+                        Err(due) => next = next.min(due),
                     }
-                    next = next.min(since + timeouts.client);
                 }
                 if !activity.served() {
                     // Also after a stop: the first request is due as before.
@@ -1000,7 +1002,11 @@ async fn serve_h2<S>(
                     next = next.min(opened + timeouts.header_read);
                 }
                 match (activity.idle_since(), closing) {
-                    (Some(_), Some(since)) => {
+                    (Some(idle_since), Some(since)) => {
+                        // From the latest of the GOAWAY, the last stream's end and the
+                        // last write: h2 may still be sending what that stream left in its
+                        // buffer, as slowly as the client reads.
+                        let since = since.max(idle_since).max(activity.last_write());
                         if since + timeouts.client <= now {
                             tracing::debug!(client = %peer, "closing: HTTP/2 client kept its connection open after GOAWAY");
                             return;
@@ -1048,12 +1054,18 @@ type H2StreamTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 #[derive(Clone, Default)]
 struct StreamExecutor(Arc<StreamQueue>);
 
-/// Streams handed over and not yet taken by [`StreamExecutor::drive`], and the waker of
-/// the connection's task.
+/// Streams handed over and not yet taken by [`StreamExecutor::drive`], the waker of the
+/// connection's task, and each stream's [`SendWatch`].
 #[derive(Default)]
 struct StreamQueue {
     new: Mutex<Vec<H2StreamTask>>,
     waker: futures::task::AtomicWaker,
+    /// The watch of the stream whose service was just called, for the `execute` that
+    /// follows (hyper calls the service, then hands the stream over, in one go).
+    next_watch: Mutex<Option<Arc<SendWatch>>>,
+    /// The watches of the streams running (a stream's is dropped from here at the next
+    /// check after it ends).
+    watches: Mutex<Vec<Arc<SendWatch>>>,
 }
 
 impl<F> hyper::rt::Executor<F> for StreamExecutor
@@ -1061,16 +1073,100 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
+        let watch = self
+            .0
+            .next_watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let task: H2StreamTask = match watch {
+            None => Box::pin(fut),
+            Some(watch) => {
+                self.0
+                    .watches
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Arc::clone(&watch));
+                // Cancelled: the stream's future is dropped, and h2 resets the stream.
+                Box::pin(async move {
+                    let cancelled = std::future::poll_fn(|cx| watch.poll_cancelled(cx));
+                    tokio::select! {
+                        biased;
+                        () = fut => {}
+                        () = cancelled => {}
+                    }
+                })
+            }
+        };
         self.0
             .new
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(Box::pin(fut));
+            .push(task);
         self.0.waker.wake();
     }
 }
 
+/// Drops the streams still queued when [`serve_h2`] ends (they hold the queue: a cycle).
+struct ClearOnDrop(StreamExecutor);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        let queued =
+            std::mem::take(&mut *self.0 .0.new.lock().unwrap_or_else(PoisonError::into_inner));
+        self.0
+             .0
+            .next_watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(queued);
+    }
+}
+
 impl StreamExecutor {
+    /// Notes the watch of the stream hyper hands over next.
+    fn next_watch(&self, watch: Arc<SendWatch>) {
+        *self
+            .0
+            .next_watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(watch);
+    }
+
+    /// Cancels every stream whose response has waited for the client's window for
+    /// `client` by `now`, counted from the later of its wait's start and the connection's
+    /// `last_write` (a slow client draining a large chunk is written to meanwhile): `Ok`
+    /// for each cancelled now, `Err(when)` for each waiting, with when it will be due.
+    /// Forgets the streams that have ended.
+    fn cancel_stalled(
+        &self,
+        now: tokio::time::Instant,
+        last_write: tokio::time::Instant,
+        client: Duration,
+    ) -> Vec<Result<(), tokio::time::Instant>> {
+        let mut watches = self
+            .0
+            .watches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The stream's task and its response body hold the others.
+        watches.retain(|w| Arc::strong_count(w) > 1);
+        watches
+            .iter()
+            .filter(|w| !w.is_cancelled())
+            .filter_map(|w| {
+                let since = w.stalled_since()?.max(last_write);
+                Some(if since + client <= now {
+                    w.cancel();
+                    Ok(())
+                } else {
+                    Err(since + client)
+                })
+            })
+            .collect()
+    }
+
     /// Polls the streams, taking in those handed over since, until none is ready; never
     /// ends (the connection's loop drops it with the streams when the connection ends).
     fn drive<'a>(
@@ -1992,7 +2088,10 @@ fn spawn_tunnel(
         let _slot = slot;
         let mut client = Watched::default();
         let tunnel = async {
-            let (c, b) = tokio::try_join!(client_up, backend_up)?;
+            // The client's side first: hyper has it once the 101 is sent (a client gone
+            // before is the client's failure), the backend's once its 101 was read.
+            let c = client_up.await.inspect_err(|_| client.failed = true)?;
+            let b = backend_up.await?;
             let mut c = client.watch(TokioIo::new(c));
             let mut b = TokioIo::new(b);
             tokio::io::copy_bidirectional(&mut c, &mut b).await?;
