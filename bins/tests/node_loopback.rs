@@ -1768,19 +1768,13 @@ fn curl_https(port: u16, ca: &Path) -> Result<String, String> {
 
 /// `curl https://HOST:PORT/` to 127.0.0.1, trusting only `ca`.
 fn curl_https_to(host: &str, port: u16, ca: &Path) -> Result<String, String> {
-    let out = Command::new("curl")
-        .args(["-sS", "-i", "--max-time", "5", "--cacert"])
-        .arg(ca)
-        .arg("--resolve")
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("https://{host}:{port}/"))
-        .output()
-        .expect("curl");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    curl(&[
+        "--cacert",
+        &ca.display().to_string(),
+        "--resolve",
+        &format!("{host}:{port}:127.0.0.1"),
+        &format!("https://{host}:{port}/"),
+    ])
 }
 
 /// An HTTPS listener (`tls_certificate`, `tls_key`, a `tls_sni` certificate): curl gets the

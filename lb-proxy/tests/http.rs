@@ -1074,25 +1074,7 @@ async fn websocket_upgrade_echoes_through_the_proxy() {
     let mut c = config();
     c.maxconn = 1;
     let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
-    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        head.push(byte[0]);
-        assert!(head.len() < 4096);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let (mut s, head) = open_websocket(p.local_addr()).await;
     assert!(
         head.contains("upgrade: websocket") && head.contains("x-backend-id: 7"),
         "{head}"
@@ -3397,8 +3379,9 @@ async fn access_log_writes_one_line_per_request() {
     );
 }
 
-/// Opens a WebSocket through the proxy at `addr` and reads its `101` head.
-async fn open_websocket(addr: SocketAddr) -> TcpStream {
+/// Opens a WebSocket through the proxy at `addr` and reads its `101` head (returned, lower
+/// case).
+async fn open_websocket(addr: SocketAddr) -> (TcpStream, String) {
     use tokio::io::AsyncReadExt;
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
@@ -3417,8 +3400,9 @@ async fn open_websocket(addr: SocketAddr) -> TcpStream {
         head.push(byte[0]);
         assert!(head.len() < 4096);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    s
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    (s, head)
 }
 
 /// A WebSocket is logged when its tunnel ends, as HAProxy logs it: status 101, the bytes
@@ -3432,7 +3416,7 @@ async fn websocket_is_logged_when_its_tunnel_ends() {
     let mut c = config();
     c.access_log = Some(AccessLogSink(Arc::clone(&lines) as Arc<dyn AccessLog>));
     let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
-    let mut s = open_websocket(p.local_addr()).await;
+    let (mut s, _) = open_websocket(p.local_addr()).await;
     for msg in [&b"hello"[..], b"through the proxy", &[0u8, 1, 2, 255]] {
         s.write_all(msg).await.unwrap();
         let mut back = vec![0u8; msg.len()];
@@ -3461,7 +3445,7 @@ async fn websocket_is_logged_when_its_tunnel_ends() {
         .collect();
     assert!(t[4] >= 100, "{line}");
 
-    let mut s = open_websocket(p.local_addr()).await;
+    let (mut s, _) = open_websocket(p.local_addr()).await;
     s.write_all(b"abc").await.unwrap();
     let mut back = [0u8; 3];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))

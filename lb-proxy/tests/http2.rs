@@ -59,22 +59,20 @@ async fn tls(
     cert: rustls_pki_types::CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls_pki_types::ServerName::try_from("www.example.com").unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+    http_common::tls_connect_alpn(tcp, cert, "www.example.com", alpn)
         .await
-        .expect("handshake within 10 s")
         .unwrap()
+}
+
+/// Waits (5 s at most, polling every 10 ms) until `done` holds.
+async fn eventually(mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// An HTTP/2 client connection over `io`, and the task running it (which ends when the
@@ -83,9 +81,22 @@ async fn h2<S>(io: S) -> (SendRequest<Body>, tokio::task::JoinHandle<()>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-        .await
-        .unwrap();
+    h2_with(
+        &hyper::client::conn::http2::Builder::new(TokioExecutor::new()),
+        io,
+    )
+    .await
+}
+
+/// As [`h2`], with the settings of `builder`.
+async fn h2_with<S>(
+    builder: &hyper::client::conn::http2::Builder<TokioExecutor>,
+    io: S,
+) -> (SendRequest<Body>, tokio::task::JoinHandle<()>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = builder.handshake(TokioIo::new(io)).await.unwrap();
     let task = tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -244,12 +255,7 @@ async fn h2c_prior_knowledge_beside_http1() {
         .unwrap_or(0);
     assert_eq!(n, 0, "{:?}", &buf[..n]);
     assert_eq!(p1.stats().virtual_server.http2_connections, 0);
-    for _ in 0..500 {
-        if p1.stats().virtual_server.bad_requests == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(|| p1.stats().virtual_server.bad_requests == 1).await;
     assert_eq!(p1.stats().virtual_server.bad_requests, 1);
 }
 
@@ -307,16 +313,10 @@ async fn a_failed_stream_leaves_the_others_alone() {
 /// An HTTP/2 client connection over `io` with `window` bytes of flow-control window per
 /// stream and per connection (hyper's default is 2 MiB per stream).
 async fn h2_window(io: TcpStream, window: u32) -> (SendRequest<Body>, tokio::task::JoinHandle<()>) {
-    let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window.max(65_535))
-        .handshake(TokioIo::new(io))
-        .await
-        .unwrap();
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    (tx, task)
+    let mut b = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    b.initial_stream_window_size(window)
+        .initial_connection_window_size(window.max(65_535));
+    h2_with(&b, io).await
 }
 
 /// Reads `body` a frame at a time, `pause` after each; its bytes, or the error that ended it.
@@ -336,15 +336,8 @@ async fn read_slowly(
 
 /// Waits (5 s at most) for the backend's requests in flight to drop to 0.
 async fn no_request_in_flight(p: &HttpProxy) {
-    let mut in_flight = u64::MAX;
-    for _ in 0..500 {
-        in_flight = p.stats().backends[0].in_flight;
-        if in_flight == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(in_flight, 0);
+    eventually(|| p.stats().backends[0].in_flight == 0).await;
+    assert_eq!(p.stats().backends[0].in_flight, 0);
 }
 
 /// A client that reads nothing of a response (its flow-control window stays shut, though
@@ -564,12 +557,7 @@ async fn idle_and_silent_connections_are_closed() {
         t1.elapsed()
     );
     assert_eq!(p.stats().virtual_server.idle_timeouts, 1);
-    for _ in 0..200 {
-        if p.stats().virtual_server.active_connections == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(|| p.stats().virtual_server.active_connections == 0).await;
     assert_eq!(p.stats().virtual_server.active_connections, 0);
 }
 
@@ -592,12 +580,7 @@ async fn graceful_shutdown_finishes_streams_in_flight() {
             async move { send(&mut tx, get("http://www.example.com/sleep/500", &[])).await },
         );
     // The stream has reached the backend before the stop.
-    for _ in 0..500 {
-        if b.requests.load(std::sync::atomic::Ordering::Relaxed) == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(|| b.requests.load(std::sync::atomic::Ordering::Relaxed) == 2).await;
     assert_eq!(b.requests.load(std::sync::atomic::Ordering::Relaxed), 2);
     let stopped = tokio::spawn(p.shutdown(Duration::from_secs(5)));
     assert_eq!(in_flight.await.unwrap().status, 200);
@@ -626,21 +609,11 @@ async fn an_aborted_proxy_ends_its_streams() {
         tx.send_request(get("http://www.example.com/sleep/5000", &[]))
             .await
     });
-    for _ in 0..500 {
-        if in_flight() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(|| in_flight() == 1).await;
     assert_eq!(in_flight(), 1);
     let t0 = tokio::time::Instant::now();
     drop(p);
-    for _ in 0..200 {
-        if in_flight() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(|| in_flight() == 0).await;
     assert_eq!(
         in_flight(),
         0,
@@ -683,14 +656,8 @@ async fn each_stream_is_logged() {
         }
     }))
     .await;
-    let mut got = Vec::new();
-    for _ in 0..500 {
-        got = lines.0.lock().unwrap().clone();
-        if got.len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(|| lines.0.lock().unwrap().len() == 3).await;
+    let mut got = lines.0.lock().unwrap().clone();
     got.sort_by_key(|l| l.rsplit_once(" \"").map(|(_, r)| r.to_owned()));
     assert_eq!(got.len(), 3, "{got:?}");
     for (i, line) in got.iter().enumerate() {

@@ -388,6 +388,19 @@ pub async fn tls_connect<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    tls_connect_alpn(stream, cert, name, &[b"http/1.1"]).await
+}
+
+/// As [`tls_connect`], offering `alpn`.
+pub async fn tls_connect_alpn<S>(
+    stream: S,
+    cert: rustls_pki_types::CertificateDer<'static>,
+    name: &str,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<S>, std::io::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -396,7 +409,7 @@ where
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), connector.connect(name, stream))
