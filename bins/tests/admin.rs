@@ -232,7 +232,7 @@ fn status() -> Status {
             path: "/var/log/lb-web.access.log".into(),
             lines_written: 1_500,
             lines_dropped: 7,
-            write_errors: 0,
+            lines_lost: 0,
         }],
     }
 }
@@ -428,7 +428,7 @@ fn lbctl_status_prints_tables_and_json() {
         "{out}"
     );
     assert!(
-        out.contains("\nAccess logs\n  File                        Written  Dropped  Write errors\n  /var/log/lb-web.access.log  1500     7        0\n"),
+        out.contains("\nAccess logs\n  File                        Written  Dropped  Lost\n  /var/log/lb-web.access.log  1500     7        0\n"),
         "{out}"
     );
     assert!(

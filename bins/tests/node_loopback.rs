@@ -5831,7 +5831,7 @@ fn access_log_lines_follow_requests_and_a_reload_reopens_the_file() {
         (
             file["lines_written"].as_u64(),
             file["lines_dropped"].as_u64(),
-            file["write_errors"].as_u64()
+            file["lines_lost"].as_u64()
         ),
         (Some(4), Some(0), Some(0)),
         "{st}"

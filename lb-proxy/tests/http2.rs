@@ -312,10 +312,19 @@ async fn a_failed_stream_leaves_the_others_alone() {
 
 /// An HTTP/2 client connection over `io` with `window` bytes of flow-control window per
 /// stream and per connection (hyper's default is 2 MiB per stream).
-async fn h2_window(io: TcpStream, window: u32) -> (SendRequest<Body>, tokio::task::JoinHandle<()>) {
+async fn h2_window(
+    io: TcpStream,
+    window: u32,
+    ping: Option<Duration>,
+) -> (SendRequest<Body>, tokio::task::JoinHandle<()>) {
     let mut b = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     b.initial_stream_window_size(window)
         .initial_connection_window_size(window.max(65_535));
+    if let Some(every) = ping {
+        b.timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(every)
+            .keep_alive_while_idle(true);
+    }
     h2_with(&b, io).await
 }
 
@@ -343,17 +352,30 @@ async fn no_request_in_flight(p: &HttpProxy) {
 /// A client that reads nothing of a response (its flow-control window stays shut, though
 /// its socket reads) has that stream reset after the client timeout, as an HTTP/1.1 client
 /// whose writes stall is cut off: the stream's backend request ends, freeing its backend
-/// connection, and the client's other streams go on. A large body (the window shuts
-/// mid-body) and a small one (a window of 0: not even its one frame may go) alike.
+/// connection, the access log says `cD`, and the connection goes on. A large body (the
+/// window shuts mid-body), a small one (a window of 0: not even its one frame may go), and
+/// a client that keeps pinging (the PING answers are no progress) alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_the_client_reads_nothing_of_is_reset() {
-    for (size, window) in [(16usize << 20, 65_535u32), (1_000, 0)] {
+    let cases = [
+        (16usize << 20, 65_535u32, None),
+        (1_000, 0, None),
+        (1_000, 0, Some(Duration::from_millis(100))),
+    ];
+    for (size, window, ping) in cases {
         let b = TestBackend::start_with_body(1, Some(Bytes::from(vec![b'x'; size]))).await;
+        let lines = Arc::new(Lines::default());
         let mut c = config();
         c.timeouts.client = Duration::from_millis(500);
+        c.access_log = Some(AccessLogSink(Arc::clone(&lines) as Arc<dyn AccessLog>));
         let p = proxy(c, pool_of(&[&b], Algorithm::RoundRobin)).await;
-        let (mut tx, _conn) =
-            h2_window(TcpStream::connect(p.local_addr()).await.unwrap(), window).await;
+        let (mut tx, _conn) = h2_window(
+            TcpStream::connect(p.local_addr()).await.unwrap(),
+            window,
+            ping,
+        )
+        .await;
+        let t0 = tokio::time::Instant::now();
         let resp = tokio::time::timeout(Duration::from_secs(5), async {
             tx.ready().await.unwrap();
             tx.send_request(get("http://www.example.com/big", &[]))
@@ -363,7 +385,6 @@ async fn a_response_the_client_reads_nothing_of_is_reset() {
         .await
         .expect("response head within 5 s");
         assert_eq!(resp.status(), 200);
-        let t0 = tokio::time::Instant::now();
         // Not read: hyper's client opens no window beyond its first. Waited for: the reset.
         let (_, body) = resp.into_parts();
         let waiting = tokio::spawn(async move {
@@ -380,24 +401,30 @@ async fn a_response_the_client_reads_nothing_of_is_reset() {
             }
         });
         no_request_in_flight(&p).await;
+        let case = format!("{size} bytes, window {window}, ping {ping:?}");
         assert!(
-            t0.elapsed() >= Duration::from_millis(400),
-            "{:?}",
+            t0.elapsed() >= Duration::from_millis(500),
+            "{case}: {:?}",
             t0.elapsed()
         );
-        assert_eq!(p.stats().virtual_server.client_timeouts, 1, "{size} bytes");
+        assert_eq!(p.stats().virtual_server.client_timeouts, 1, "{case}");
+        eventually(|| !lines.0.lock().unwrap().is_empty()).await;
+        let line = lines.0.lock().unwrap()[0].clone();
+        assert!(
+            line.contains(" 200 ") && line.contains(" cD-- "),
+            "{case}: {line}"
+        );
         waiting.abort();
         // The connection goes on.
-        let (mut tx2, _conn2) = (tx.clone(), ());
         let r = tokio::time::timeout(Duration::from_secs(5), async {
-            tx2.ready().await.unwrap();
-            tx2.send_request(get("http://www.example.com/status/204", &[]))
+            tx.ready().await.unwrap();
+            tx.send_request(get("http://www.example.com/status/204", &[]))
                 .await
                 .unwrap()
         })
         .await
         .expect("answered within 5 s");
-        assert_eq!(r.status(), 204, "{size} bytes");
+        assert_eq!(r.status(), 204, "{case}");
         assert_eq!(p.stats().virtual_server.connections, 1);
     }
 }
@@ -420,8 +447,12 @@ async fn a_slow_steady_reader_gets_its_whole_response() {
     c.timeouts.client = Duration::from_secs(1);
     let p = proxy(c, pool_of(&[&b], Algorithm::RoundRobin)).await;
     for stop in [false, true] {
-        let (mut tx, _conn) =
-            h2_window(TcpStream::connect(p.local_addr()).await.unwrap(), 65_535).await;
+        let (mut tx, _conn) = h2_window(
+            TcpStream::connect(p.local_addr()).await.unwrap(),
+            65_535,
+            None,
+        )
+        .await;
         let resp = tokio::time::timeout(Duration::from_secs(5), async {
             tx.ready().await.unwrap();
             tx.send_request(get("http://www.example.com/big", &[]))

@@ -279,13 +279,12 @@ pub struct Status {
 pub struct AccessLogStatus {
     /// The file.
     pub path: String,
-    /// Lines written (handed to the file; a failed flush can still lose them, counted in
-    /// `write_errors`).
+    /// Lines written to the file (flushed).
     pub lines_written: u64,
     /// Lines dropped because the writer's queue was full (the disk did not keep up).
     pub lines_dropped: u64,
-    /// Writes or flushes that failed (a full disk): the lines they carried are lost.
-    pub write_errors: u64,
+    /// Lines lost to failed writes or flushes (a full disk).
+    pub lines_lost: u64,
 }
 
 /// One BFD session (keepalived `bfd_instance`).

@@ -174,13 +174,13 @@ pub fn status_table(status: &Status) -> String {
 
     if !status.access_logs.is_empty() {
         out.push_str("Access logs\n");
-        let mut rows = vec![row(&["File", "Written", "Dropped", "Write errors"])];
+        let mut rows = vec![row(&["File", "Written", "Dropped", "Lost"])];
         for l in &status.access_logs {
             rows.push(vec![
                 l.path.clone(),
                 l.lines_written.to_string(),
                 l.lines_dropped.to_string(),
-                l.write_errors.to_string(),
+                l.lines_lost.to_string(),
             ]);
         }
         table(&mut out, "  ", &rows);

@@ -48,11 +48,11 @@ struct State {
     /// Milliseconds since `epoch` of the last dropped-lines warning, `u64::MAX` for none.
     warned_ms: AtomicU64,
     epoch: tokio::time::Instant,
-    /// Since the file was opened: lines written, lines dropped, failed writes and flushes
-    /// (`lbctl status`).
+    /// Since the file was opened (`lbctl status`): lines written (flushed), lines dropped
+    /// (the queue was full), lines lost to failed writes or flushes.
     written_total: AtomicU64,
     dropped_total: AtomicU64,
-    write_errors_total: AtomicU64,
+    lost_total: AtomicU64,
 }
 
 /// One open access log file and its writer thread, which ends (flushing) once the last
@@ -93,13 +93,14 @@ impl AccessLogFiles {
             epoch: tokio::time::Instant::now(),
             written_total: AtomicU64::new(0),
             dropped_total: AtomicU64::new(0),
-            write_errors_total: AtomicU64::new(0),
+            lost_total: AtomicU64::new(0),
         });
         let writer = Writer {
             path: path.to_owned(),
             out: BufWriter::with_capacity(64 * 1024, file),
             state: Arc::clone(&state),
             failed: 0,
+            pending: 0,
             failure_warned: None,
         };
         let handle = std::thread::Builder::new()
@@ -136,7 +137,7 @@ impl AccessLogFiles {
                     path: f.path.display().to_string(),
                     lines_written: g(&f.state.written_total),
                     lines_dropped: g(&f.state.dropped_total),
-                    write_errors: g(&f.state.write_errors_total),
+                    lines_lost: g(&f.state.lost_total),
                 }
             })
             .collect();
@@ -205,6 +206,8 @@ struct Writer {
     state: Arc<State>,
     /// Lines lost to write errors since the last warning.
     failed: u64,
+    /// Lines in `out` not flushed yet.
+    pending: u64,
     failure_warned: Option<Instant>,
 }
 
@@ -227,11 +230,9 @@ impl Writer {
                     Ok(Msg::Line(line)) => {
                         if self.out.write_all(line.as_bytes()).is_err() {
                             self.failed += 1;
-                            self.state
-                                .write_errors_total
-                                .fetch_add(1, Ordering::Relaxed);
+                            self.state.lost_total.fetch_add(1, Ordering::Relaxed);
                         } else {
-                            self.state.written_total.fetch_add(1, Ordering::Relaxed);
+                            self.pending += 1;
                         }
                     }
                     Ok(Msg::Barrier(done)) => barriers.push(done),
@@ -261,16 +262,20 @@ impl Writer {
     }
 
     fn flush(&mut self) {
-        if self.out.flush().is_err() {
-            // What the buffer held is lost (BufWriter keeps it: drop it for new lines).
-            self.failed += 1;
+        let pending = std::mem::take(&mut self.pending);
+        if self.out.flush().is_ok() {
             self.state
-                .write_errors_total
-                .fetch_add(1, Ordering::Relaxed);
-            let file = self.out.get_ref().try_clone();
-            if let Ok(f) = file {
-                self.out = BufWriter::with_capacity(64 * 1024, f);
-            }
+                .written_total
+                .fetch_add(pending, Ordering::Relaxed);
+            return;
+        }
+        // What the buffer held is lost: BufWriter keeps it, so it is taken out (not
+        // flushed again as the old writer drops) and new lines start an empty buffer.
+        self.failed += pending.max(1);
+        self.state.lost_total.fetch_add(pending, Ordering::Relaxed);
+        if let Ok(f) = self.out.get_ref().try_clone() {
+            let old = std::mem::replace(&mut self.out, BufWriter::with_capacity(64 * 1024, f));
+            drop(old.into_parts());
         }
     }
 

@@ -88,6 +88,9 @@ pub(crate) struct Activity {
     /// Milliseconds since `base` of the last write to the client, noted for an HTTP/2
     /// connection only ([`Activity::wrote`]).
     last_write_ms: AtomicU64,
+    /// A write to the client waits (its socket is full), noted for an HTTP/2 connection
+    /// only: the connection's own write timer runs.
+    write_waiting: AtomicBool,
 }
 
 /// Which of a client connection's timers runs, and until when.
@@ -129,6 +132,7 @@ impl Activity {
             write_stalled: AtomicBool::new(false),
             head_timed_out: AtomicBool::new(false),
             last_write_ms: AtomicU64::new(0),
+            write_waiting: AtomicBool::new(false),
         }
     }
 
@@ -242,6 +246,16 @@ impl Activity {
     /// [`Activity::wrote`] noted.
     pub(crate) fn last_write(&self) -> tokio::time::Instant {
         self.at(self.last_write_ms.load(Ordering::Relaxed))
+    }
+
+    /// Notes that a write to the client waits (`true`) or no longer does.
+    pub(crate) fn set_write_waiting(&self, waiting: bool) {
+        self.write_waiting.store(waiting, Ordering::Relaxed);
+    }
+
+    /// Whether a write to the client waits ([`Activity::set_write_waiting`]).
+    pub(crate) fn write_waiting(&self) -> bool {
+        self.write_waiting.load(Ordering::Relaxed)
     }
 
     /// Notes that a write to the client stalled past the client timeout.
@@ -892,12 +906,16 @@ impl Drop for ResponseBody {
         if let Some(mut log) = self.log.take() {
             // Cut short by nobody else: the client went away, or stopped reading past its
             // timeout.
-            if !self.is_end_stream() && log.termination == Termination::NORMAL {
+            // An HTTP/2 stream reset for its client's shut window: its last frame may
+            // have been handed over, not sent.
+            let cancelled = self.send.as_ref().is_some_and(|w| w.is_cancelled());
+            if cancelled {
+                log.termination = Termination::new('c', 'D');
+            } else if !self.is_end_stream() && log.termination == Termination::NORMAL {
                 let stalled = [&self.active, &self.conn]
                     .into_iter()
                     .flatten()
-                    .any(|a| a.0.write_stalled())
-                    || self.send.as_ref().is_some_and(|w| w.is_cancelled());
+                    .any(|a| a.0.write_stalled());
                 log.termination = Termination::new(if stalled { 'c' } else { 'C' }, 'D');
             }
             drop(log);

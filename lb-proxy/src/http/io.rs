@@ -33,6 +33,10 @@ pub(crate) struct Prefixed<T> {
     note_writes: bool,
 }
 
+/// The smallest write to an HTTP/2 client that counts as its responses' progress
+/// ([`Prefixed::noting_writes`]).
+const PROGRESS_BYTES: usize = 64;
+
 /// What a client whose request head was not complete in time gets before the connection
 /// closes (HAProxy's `timeout http-request` answers 408 too).
 pub(crate) const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
@@ -64,8 +68,12 @@ impl<T> Prefixed<T> {
         self
     }
 
+    /// Notes a write of at least [`PROGRESS_BYTES`]: a control frame's answer alone (a
+    /// PING's, a SETTINGS acknowledgement, a WINDOW_UPDATE: 9 to 17 bytes, about 40 over
+    /// TLS) is no response progress, or a client pinging with its windows shut would keep
+    /// its streams (and their backend connections) for good.
     fn noted(&self, r: &Poll<io::Result<usize>>) {
-        if self.note_writes && matches!(r, Poll::Ready(Ok(n)) if *n > 0) {
+        if self.note_writes && matches!(r, Poll::Ready(Ok(n)) if *n >= PROGRESS_BYTES) {
             self.activity.wrote();
         }
     }
@@ -74,11 +82,17 @@ impl<T> Prefixed<T> {
     /// timer, and fails once it has run out.
     fn bound<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if r.is_ready() {
+            if self.stalled && self.note_writes {
+                self.activity.set_write_waiting(false);
+            }
             self.stalled = false;
             return r;
         }
         if !self.stalled {
             self.stalled = true;
+            if self.note_writes {
+                self.activity.set_write_waiting(true);
+            }
             self.stall
                 .arm(tokio::time::Instant::now() + self.write_timeout);
         }

@@ -983,7 +983,14 @@ async fn serve_h2<S>(
                 // shut), while nothing at all was written to it, for the client timeout
                 // ends its stream (reset), as a stalled write ends an HTTP/1.1 connection:
                 // its backend connection is freed.
-                for since in executor.cancel_stalled(now, activity.last_write(), timeouts.client) {
+                // A write waiting on the socket has the connection's own timer instead
+                // (counted there once, not per stream).
+                let stalled = if activity.write_waiting() {
+                    Vec::new()
+                } else {
+                    executor.cancel_stalled(now, activity.last_write(), timeouts.client)
+                };
+                for since in stalled {
                     match since {
                         Ok(()) => {
                             inc(&shared.vs.client_timeouts);
@@ -1082,11 +1089,18 @@ where
         let task: H2StreamTask = match watch {
             None => Box::pin(fut),
             Some(watch) => {
-                self.0
+                let mut watches = self
+                    .0
                     .watches
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(Arc::clone(&watch));
+                    .unwrap_or_else(PoisonError::into_inner);
+                watches.push(Arc::clone(&watch));
+                // Ended streams are forgotten at the timer's checks; a busy connection
+                // also forgets them here, at each power of two from 64 on.
+                if watches.len() >= 64 && watches.len().is_power_of_two() {
+                    watches.retain(|w| Arc::strong_count(w) > 1);
+                }
+                drop(watches);
                 // Cancelled: the stream's future is dropped, and h2 resets the stream.
                 Box::pin(async move {
                     let cancelled = std::future::poll_fn(|cx| watch.poll_cancelled(cx));
