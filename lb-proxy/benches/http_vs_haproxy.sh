@@ -57,7 +57,10 @@ MODES="keepalive close"
 TOOLS="haproxy wrk nginx taskset curl"
 [ "$H2" = 1 ] && TOOLS="$TOOLS h2load"
 for tool in $TOOLS; do
-    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install $tool)" >&2; exit 1; }
+    pkg=$tool
+    [ "$tool" = h2load ] && pkg=nghttp2-client
+    [ "$tool" = taskset ] && pkg=util-linux
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install $pkg)" >&2; exit 1; }
 done
 
 echo "building the lb example (release)..." >&2
