@@ -228,6 +228,11 @@ impl Writer {
             let ended = loop {
                 match rx.try_recv() {
                     Ok(Msg::Line(line)) => {
+                        // A line that does not fit is written after a flush of its own, so
+                        // that the lines before it are counted as they land.
+                        if self.out.buffer().len() + line.len() > self.out.capacity() {
+                            self.flush();
+                        }
                         if self.out.write_all(line.as_bytes()).is_err() {
                             self.failed += 1;
                             self.state.lost_total.fetch_add(1, Ordering::Relaxed);

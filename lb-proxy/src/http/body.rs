@@ -366,6 +366,8 @@ pub(crate) struct SendWatch {
     handed_ms: AtomicU64,
     /// Set by the connection: the stream is to end.
     cancelled: AtomicBool,
+    /// Set as the stream's task ends for it (not after it finished on its own).
+    reset: AtomicBool,
     /// The stream's task, woken to see `cancelled`.
     waker: futures::task::AtomicWaker,
 }
@@ -376,6 +378,7 @@ impl SendWatch {
             base: tokio::time::Instant::now(),
             handed_ms: AtomicU64::new(NO_HEAD),
             cancelled: AtomicBool::new(false),
+            reset: AtomicBool::new(false),
             waker: futures::task::AtomicWaker::new(),
         }
     }
@@ -389,6 +392,16 @@ impl SendWatch {
     /// Whether [`SendWatch::cancel`] was called.
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// The stream's task is ending for the cancel (its response is cut short).
+    pub(crate) fn mark_reset(&self) {
+        self.reset.store(true, Ordering::Release);
+    }
+
+    /// Whether the stream was cut short by a cancel ([`SendWatch::mark_reset`]).
+    pub(crate) fn was_reset(&self) -> bool {
+        self.reset.load(Ordering::Acquire)
     }
 
     /// Ready once [`SendWatch::cancel`] was called; registers the task's waker otherwise.
@@ -908,7 +921,7 @@ impl Drop for ResponseBody {
             // timeout.
             // An HTTP/2 stream reset for its client's shut window: its last frame may
             // have been handed over, not sent.
-            let cancelled = self.send.as_ref().is_some_and(|w| w.is_cancelled());
+            let cancelled = self.send.as_ref().is_some_and(|w| w.was_reset());
             if cancelled {
                 log.termination = Termination::new('c', 'D');
             } else if !self.is_end_stream() && log.termination == Termination::NORMAL {

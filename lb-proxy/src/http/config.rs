@@ -375,8 +375,8 @@ pub struct HttpProxyConfig {
     /// `limits.max_concurrent_streams` streams, the first request within
     /// `timeouts.header_read`, closed (GOAWAY) after `timeouts.client_idle` without one,
     /// and a stream is reset when its response waits for the client to open its
-    /// flow-control window for `timeouts.client` while nothing at all is written to the
-    /// connection (as an HTTP/1.1 write that stalls ends its connection; a stream left
+    /// flow-control window for `timeouts.client` while no response data (DATA frames; PING
+    /// answers and other control frames are none) is written to the connection (as an HTTP/1.1 write that stalls ends its connection; a stream left
     /// waiting while the client reads others is not, as HAProxy's connection-wide `timeout
     /// client`). Each stream may hold a backend connection: one client connection up to
     /// `max_concurrent_streams` of them.

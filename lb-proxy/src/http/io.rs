@@ -29,13 +29,54 @@ pub(crate) struct Prefixed<T> {
     stalled: bool,
     /// Whether [`REQUEST_TIMEOUT`] was written (tried once), once the head timed out.
     timeout_answered: bool,
-    /// Note every write in `activity` ([`Prefixed::noting_writes`]).
-    note_writes: bool,
+    /// An HTTP/2 connection's frames as they are written, when their DATA is noted in
+    /// `activity` ([`Prefixed::noting_writes`]).
+    frames: Option<DataMeter>,
 }
 
-/// The smallest write to an HTTP/2 client that counts as its responses' progress
-/// ([`Prefixed::noting_writes`]).
-const PROGRESS_BYTES: usize = 64;
+/// Follows the HTTP/2 frames of a byte stream (RFC 9113 §4.1: a 9-byte header, its first
+/// 3 bytes the payload length, the 4th the type) fed in pieces of any size, and tells how
+/// many of each piece's bytes are DATA payload (type 0). The server's side of a connection
+/// is frames from its first byte (its preface is a SETTINGS frame).
+#[derive(Debug, Default)]
+pub(crate) struct DataMeter {
+    /// The header being read, and how much of it is.
+    header: [u8; 9],
+    have: usize,
+    /// Payload bytes of the current frame still to come, and whether it is DATA.
+    remaining: usize,
+    data: bool,
+}
+
+impl DataMeter {
+    /// Feeds the next bytes written; returns how many of them are DATA payload.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> usize {
+        let mut data = 0;
+        while !bytes.is_empty() {
+            if self.remaining == 0 {
+                let take = (9 - self.have).min(bytes.len());
+                self.header[self.have..self.have + take].copy_from_slice(&bytes[..take]);
+                self.have += take;
+                bytes = &bytes[take..];
+                if self.have == 9 {
+                    let h = &self.header;
+                    self.remaining =
+                        (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                    self.data = h[3] == 0;
+                    self.have = 0;
+                }
+                continue;
+            }
+            let take = self.remaining.min(bytes.len());
+            if self.data {
+                data += take;
+            }
+            self.remaining -= take;
+            bytes = &bytes[take..];
+        }
+        data
+    }
+}
 
 /// What a client whose request head was not complete in time gets before the connection
 /// closes (HAProxy's `timeout http-request` answers 408 too).
@@ -57,23 +98,37 @@ impl<T> Prefixed<T> {
             stall: Timer::default(),
             stalled: false,
             timeout_answered: false,
-            note_writes: false,
+            frames: None,
         }
     }
 
-    /// Notes every write that took bytes in the activity ([`Activity::wrote`]): an HTTP/2
-    /// connection's progress, which its streams' send watches weigh.
+    /// Reads the HTTP/2 frames written (this wraps the plain stream, under any TLS) and
+    /// notes each write that carried DATA in the activity ([`Activity::wrote`]): the
+    /// connection's response progress, which its streams' send watches weigh. Control
+    /// frames (PING answers, SETTINGS acknowledgements, WINDOW_UPDATEs) are no progress,
+    /// or a client pinging with its windows shut would keep its streams (and their backend
+    /// connections) for good.
     pub(crate) fn noting_writes(mut self) -> Self {
-        self.note_writes = true;
+        self.frames = Some(DataMeter::default());
         self
     }
 
-    /// Notes a write of at least [`PROGRESS_BYTES`]: a control frame's answer alone (a
-    /// PING's, a SETTINGS acknowledgement, a WINDOW_UPDATE: 9 to 17 bytes, about 40 over
-    /// TLS) is no response progress, or a client pinging with its windows shut would keep
-    /// its streams (and their backend connections) for good.
-    fn noted(&self, r: &Poll<io::Result<usize>>) {
-        if self.note_writes && matches!(r, Poll::Ready(Ok(n)) if *n >= PROGRESS_BYTES) {
+    /// Feeds what a write took (its `n` first bytes of `bufs`) to the frame meter.
+    fn noted<'b>(&mut self, bufs: impl IntoIterator<Item = &'b [u8]>, r: &Poll<io::Result<usize>>) {
+        let (Some(meter), Poll::Ready(Ok(n))) = (&mut self.frames, r) else {
+            return;
+        };
+        let mut left = *n;
+        let mut data = 0;
+        for b in bufs {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(b.len());
+            data += meter.feed(&b[..take]);
+            left -= take;
+        }
+        if data > 0 {
             self.activity.wrote();
         }
     }
@@ -82,7 +137,7 @@ impl<T> Prefixed<T> {
     /// timer, and fails once it has run out.
     fn bound<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if r.is_ready() {
-            if self.stalled && self.note_writes {
+            if self.stalled && self.frames.is_some() {
                 self.activity.set_write_waiting(false);
             }
             self.stalled = false;
@@ -90,7 +145,7 @@ impl<T> Prefixed<T> {
         }
         if !self.stalled {
             self.stalled = true;
-            if self.note_writes {
+            if self.frames.is_some() {
                 self.activity.set_write_waiting(true);
             }
             self.stall
@@ -149,7 +204,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.noted(&r);
+        this.noted([buf], &r);
         this.bound(cx, r)
     }
 
@@ -160,7 +215,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.noted(&r);
+        this.noted(bufs.iter().map(|b| &**b), &r);
         this.bound(cx, r)
     }
 
@@ -259,7 +314,67 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use tokio::io::AsyncReadExt;
+
+    /// A frame of `len` payload bytes of type `ty`.
+    fn frame(ty: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            ty,
+            0,
+            0,
+            0,
+            0,
+            1,
+        ];
+        f.resize(9 + len, 0xAA);
+        f
+    }
+
+    #[test]
+    fn data_is_told_from_control_frames() {
+        let mut m = DataMeter::default();
+        // SETTINGS, a PING answer, a WINDOW_UPDATE: no DATA, however many.
+        let mut control = frame(4, 6);
+        for _ in 0..10 {
+            control.extend(frame(6, 8));
+            control.extend(frame(8, 4));
+        }
+        assert_eq!(m.feed(&control), 0);
+        // HEADERS then DATA of 100 and an empty DATA (its end).
+        let mut resp = frame(1, 20);
+        resp.extend(frame(0, 100));
+        resp.extend(frame(0, 0));
+        assert_eq!(m.feed(&resp), 100);
+    }
+
+    proptest! {
+        /// Whatever the pieces the frames are written in, the DATA counted is theirs.
+        #[test]
+        fn any_split_counts_the_same(
+            frames in proptest::collection::vec((0u8..10, 0usize..300), 0..20),
+            cuts in proptest::collection::vec(1usize..64, 0..200),
+        ) {
+            let bytes: Vec<u8> = frames.iter().flat_map(|&(t, l)| frame(t, l)).collect();
+            let expected: usize = frames.iter().filter(|f| f.0 == 0).map(|f| f.1).sum();
+            let mut m = DataMeter::default();
+            let mut counted = 0;
+            let mut rest = &bytes[..];
+            for c in cuts.iter().cycle().take(bytes.len() + 1) {
+                if rest.is_empty() {
+                    break;
+                }
+                let n = (*c).min(rest.len());
+                counted += m.feed(&rest[..n]);
+                rest = &rest[n..];
+            }
+            counted += m.feed(rest);
+            prop_assert_eq!(counted, expected);
+        }
+    }
 
     #[tokio::test]
     async fn prefix_then_inner() {

@@ -56,7 +56,8 @@
 //! is closed when its first request does not come within `header_read`
 //! (`header_timeouts`), and gets GOAWAY after `client_idle` without a stream
 //! (`idle_timeouts`) or on a stop; a stream whose response waits for the client's
-//! flow-control window for `client`, while nothing is written to the connection, is reset
+//! flow-control window for `client`, while no response data is written to the connection,
+//! is reset
 //! (`client_timeouts`); `http2_connections` counts the connections.
 //!
 //! Both directions carry the proxy's own HTTP version, 1.1 (RFC 9110 §6.2; hyper still

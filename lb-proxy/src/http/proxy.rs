@@ -894,8 +894,8 @@ async fn read_preface(
 /// closed; `client_idle` without a stream in flight, or a stop, closes it gracefully
 /// (GOAWAY: streams in flight finish), and a client that leaves it open after that, with
 /// nothing in flight, is cut off after the client timeout. A response that waits for the
-/// client's flow-control window for the client timeout ([`SendWatch`]), while nothing is
-/// written to the connection, has its stream reset, as a stalled write ends an HTTP/1.1
+/// client's flow-control window for the client timeout ([`SendWatch`]), while no DATA is
+/// written to the connection ([`Prefixed::noting_writes`]), has its stream reset, as a stalled write ends an HTTP/1.1
 /// connection.
 #[cold]
 #[inline(never)]
@@ -980,7 +980,7 @@ async fn serve_h2<S>(
                 let now = tokio::time::Instant::now();
                 let mut next = now + period;
                 // A response the client has read nothing of (its flow-control window stays
-                // shut), while nothing at all was written to it, for the client timeout
+                // shut), while no DATA was written to it, for the client timeout
                 // ends its stream (reset), as a stalled write ends an HTTP/1.1 connection:
                 // its backend connection is freed.
                 // A write waiting on the socket has the connection's own timer instead
@@ -1011,7 +1011,7 @@ async fn serve_h2<S>(
                 match (activity.idle_since(), closing) {
                     (Some(idle_since), Some(since)) => {
                         // From the latest of the GOAWAY, the last stream's end and the
-                        // last write: h2 may still be sending what that stream left in its
+                        // last DATA written: h2 may still be sending what that stream left in its
                         // buffer, as slowly as the client reads.
                         let since = since.max(idle_since).max(activity.last_write());
                         if since + timeouts.client <= now {
@@ -1101,9 +1101,17 @@ where
                     watches.retain(|w| Arc::strong_count(w) > 1);
                 }
                 drop(watches);
-                // Cancelled: the stream's future is dropped, and h2 resets the stream.
+                // Cancelled: the stream's future is dropped, and h2 resets the stream. A
+                // stream that finishes first (biased: polled first) is not reset; one that
+                // is, is marked so before its response body drops (its log says `cD`).
                 Box::pin(async move {
-                    let cancelled = std::future::poll_fn(|cx| watch.poll_cancelled(cx));
+                    let cancelled = std::future::poll_fn(|cx| {
+                        let r = watch.poll_cancelled(cx);
+                        if r.is_ready() {
+                            watch.mark_reset();
+                        }
+                        r
+                    });
                     tokio::select! {
                         biased;
                         () = fut => {}
