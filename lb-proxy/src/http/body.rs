@@ -237,12 +237,13 @@ impl Activity {
         }
     }
 
-    /// Notes a write to the client (an HTTP/2 connection's: its streams' progress).
+    /// Notes a write of response DATA to the client (an HTTP/2 connection's: its streams'
+    /// progress).
     pub(crate) fn wrote(&self) {
         self.last_write_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// When the client was last written to (or the connection opened), as far as
+    /// When DATA was last written to the client (or the connection opened), as far as
     /// [`Activity::wrote`] noted.
     pub(crate) fn last_write(&self) -> tokio::time::Instant {
         self.at(self.last_write_ms.load(Ordering::Relaxed))
@@ -354,10 +355,10 @@ impl Activity {
 /// body unpolled, so none of the body's own timers runs, and no socket write waits either.
 /// The body notes when it handed a frame over and when it was asked for the next; the
 /// connection looks at each stream's [`SendWatch::stalled_since`] on its timer and cancels
-/// a stream stalled past the client timeout while the connection wrote nothing either
-/// ([`SendWatch::cancel`]: the stream's task ends, and h2 resets the stream). A backend
-/// chunk of hundreds of KiB that a slow client drains bit by bit is not taken for a stall:
-/// the connection writes meanwhile.
+/// a stream stalled past the client timeout while no DATA was written to the connection
+/// either ([`SendWatch::cancel`]: the stream's task ends, and h2 resets the stream). A
+/// backend chunk of hundreds of KiB that a slow client drains bit by bit is not taken for
+/// a stall: its DATA is written meanwhile.
 #[derive(Debug)]
 pub(crate) struct SendWatch {
     base: tokio::time::Instant,
@@ -424,7 +425,8 @@ impl SendWatch {
         }
     }
 
-    /// A frame was handed over, not the last.
+    /// A frame was handed over (the last one too: hyper holds it until the window has
+    /// room).
     fn handed(&self) {
         let ms = self.base.elapsed().as_millis() as u64;
         self.handed_ms.store(ms, Ordering::Relaxed);
