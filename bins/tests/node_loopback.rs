@@ -1861,8 +1861,8 @@ fn curl(args: &[&str]) -> Result<String, String> {
 
 /// `http2 = true`: curl (nghttp2) speaks HTTP/2 to an HTTPS virtual server (ALPN `h2`) and,
 /// with prior knowledge, to a plain one; the real server gets each request in HTTP/1.1 with
-/// the `Host` from `:authority`, the forwarded headers and curl's two cookie fields joined
-/// into one line; an HTTP/1.1
+/// the `Host` from `:authority`, the forwarded headers and curl's two cookies on one
+/// `Cookie` line (whether curl sends them as one field or two); an HTTP/1.1
 /// client is still served; `lbctl status` counts the HTTP/2 connections.
 #[test]
 fn http2_virtual_servers_serve_http2_clients() {

@@ -92,8 +92,6 @@ struct Shared {
     router: Router,
     conns: Arc<ConnPool>,
     server: http1::Builder,
-    /// Whether clients may speak HTTP/2 ([`HttpProxyConfig::http2`]).
-    http2: bool,
     /// The TLS side of an HTTPS listener: [`HttpProxyConfig::tls`]'s configuration, with
     /// ALPN `h2` offered first when HTTP/2 is on.
     tls_server: Option<Arc<rustls::ServerConfig>>,
@@ -308,7 +306,6 @@ impl HttpProxy {
             router,
             conns: Arc::clone(&conns),
             server,
-            http2: config.http2,
             tls_server,
             vs: VsCounters::default(),
             backends: BackendCounterMap::default(),
@@ -596,7 +593,7 @@ async fn serve_client_inner(
     // `timeout http-request` covers the handshake.
     let opened = tokio::time::Instant::now();
     let Some(tls_server) = &shared.tls_server else {
-        if shared.http2 {
+        if shared.config.http2 {
             // h2c with prior knowledge: the connection opens with the HTTP/2 preface.
             match read_preface(
                 &mut stream,
