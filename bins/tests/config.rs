@@ -5754,6 +5754,43 @@ fn toml_number_out_of_range_names_the_range() {
     assert!(e[0].ends_with("300 is out of range 0..=255"), "{e:?}");
 }
 
+/// `backend_http2` loads, and `--check` warns about a check that speaks HTTP/1.1 on the
+/// port spoken to in HTTP/2 (an HTTP/2-only real server fails it), not about a TCP check
+/// or an HTTP check on another port.
+#[test]
+fn backend_http2_loads_and_warns_about_http1_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.toml");
+    let vs = |check: &str| {
+        format!(
+            "[[virtual_server]]\nlisten = \"127.0.0.1:8080\"\nprotocol = \"http\"\n\
+             [virtual_server.http]\nbackend_http2 = true\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:50051\"\n\
+             [[virtual_server.backend.check]]\n{check}\n"
+        )
+    };
+    std::fs::write(&t, vs("type = \"tcp\"")).unwrap();
+    let (c, w) = ok(&t);
+    assert!(w.is_empty(), "{w:?}");
+    assert!(c.virtual_servers[0].http.as_ref().unwrap().backend_http2);
+    std::fs::write(
+        &t,
+        vs("type = \"http\"\nurl = [{ path = \"/\" }]\nconnect_port = 8081"),
+    )
+    .unwrap();
+    let (_, w) = ok(&t);
+    assert!(w.is_empty(), "{w:?}");
+    std::fs::write(&t, vs("type = \"http\"\nurl = [{ path = \"/\" }]")).unwrap();
+    let (_, w) = ok(&t);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string().contains(
+            "warning: this check speaks HTTP/1.1 to 127.0.0.1:50051, which backend_http2 speaks HTTP/2 to"
+        ),
+        "{w:?}"
+    );
+}
+
 /// `[virtual_server.http] backend_tls` and its settings: the CA file is read at load and
 /// relative to the configuration's directory; what cannot work (verifying without a CA, a
 /// file with no certificate, a name that can be neither sent nor verified, a setting

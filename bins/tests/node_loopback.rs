@@ -1962,6 +1962,80 @@ fn http2_virtual_servers_serve_http2_clients() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `backend_http2 = true` against nginx's HTTP/2 listeners (`listen … http2`: h2c with
+/// prior knowledge in plain TCP, ALPN `h2` over TLS with `backend_tls`): HTTP/1.1 clients'
+/// requests reach nginx in HTTP/2 with their Host as `:authority` and the forwarded
+/// headers, and requests from three client connections share one connection to nginx
+/// (its `$connection` serial number).
+#[test]
+fn backend_http2_speaks_http2_to_nginx() {
+    let dir = tempdir();
+    let (cert, key) = (dir.join("backend.pem"), dir.join("backend.key"));
+    self_signed(&cert, &key, "backend.internal");
+    let (h2c, h2tls) = (free_port(), free_port());
+    let body =
+        "return 200 \"$server_protocol conn=$connection host=$host xff=$http_x_forwarded_for\\n\";";
+    let nginx = Nginx::start(
+        &dir.join("nginx"),
+        &format!(
+            "  server {{ listen 127.0.0.1:{h2c} http2; location / {{ {body} }} }}\n             server {{ listen 127.0.0.1:{h2tls} ssl http2; ssl_certificate {}; ssl_certificate_key {}; \
+             location / {{ {body} }} }}",
+            cert.display(),
+            key.display()
+        ),
+        &[h2c, h2tls],
+    );
+    let (plain, secure) = (free_port(), free_port());
+    let vs = |name: &str, port: u16, backend: u16, extra: &str| {
+        format!(
+            "[[virtual_server]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\
+             [virtual_server.http]\nbackend_http2 = true\n{extra}\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:{backend}\"\n\n"
+        )
+    };
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}{}",
+        dir.join("admin.sock").display(),
+        vs("h2c", plain, h2c, ""),
+        vs(
+            "h2tls",
+            secure,
+            h2tls,
+            "backend_tls = true\nbackend_verify = \"none\""
+        ),
+    );
+    let (node, _sock) = start_node(&dir, &toml);
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    for port in [plain, secure] {
+        let mut serials = Vec::new();
+        for _ in 0..3 {
+            let got = curl(&[
+                "--http1.1",
+                "-H",
+                "host: api.example",
+                &format!("http://127.0.0.1:{port}/x"),
+            ])
+            .unwrap_or_else(|e| panic!("{e}\n{}\n{}", log(), nginx.log()));
+            assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+            let line = got.lines().last().unwrap_or_default().to_owned();
+            assert!(
+                line.starts_with("HTTP/2.0 conn=")
+                    && line.ends_with(" host=api.example xff=127.0.0.1"),
+                "{got}\n{}",
+                nginx.log()
+            );
+            serials.push(line);
+        }
+        assert!(
+            serials.iter().all(|l| *l == serials[0]),
+            "one connection to nginx: {serials:?}"
+        );
+    }
+    drop(node);
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Each check of a real server runs on its own schedule, as keepalived's checkers: a
 /// MISC_CHECK with `retry` 0 takes it down at its first failure although the TCP check
 /// before it has `retry` 3 with `delay_before_retry` 2 s (one combined check on the first

@@ -1969,6 +1969,14 @@ pub struct HttpSettings {
     /// connect: counted, retried on another real server, 502 when none is left. Default
     /// false.
     pub backend_tls: bool,
+    /// Speak HTTP/2 to the real servers (HAProxy `server … proto h2`, Envoy's cluster
+    /// `http2_protocol_options`, nginx `grpc_pass`): with prior knowledge in plain TCP
+    /// (h2c), with ALPN `h2` alone over `backend_tls`. One connection per real server
+    /// carries all its requests as streams, whatever the clients speak; trailers pass
+    /// (gRPC, with `te: trailers` kept). A WebSocket to these real servers gets 501. Checks
+    /// still speak HTTP/1.1. Default false: HTTP/1.1, kept-alive connections per real
+    /// server.
+    pub backend_http2: bool,
     /// How the real servers' certificates are checked (HAProxy `verify`): `"required"`
     /// (default; needs `backend_ca_file`, as HAProxy refuses `verify required` without a
     /// `ca-file`) or `"none"` (any certificate: encrypted, not authenticated).
@@ -2316,6 +2324,7 @@ impl Default for HttpSettings {
             redirect_https: false,
             redirect_https_port: 443,
             backend_tls: false,
+            backend_http2: false,
             backend_verify: None,
             backend_ca_file: None,
             backend_sni: None,
@@ -4663,6 +4672,28 @@ fn validate_http(
             "access_log_format needs access_log (the file to write)".into(),
         ),
         None => {}
+    }
+    if h.backend_http2 {
+        // The checks are HTTP/1.1: a real server that takes only HTTP/2 (gRPC servers,
+        // nginx's `listen … http2` without TLS) fails them.
+        for (j, b) in vs.backends.iter().enumerate() {
+            for (k, c) in b.checks.iter().enumerate() {
+                let traffic_port = c.connect_port.is_none_or(|port| port == b.address.port())
+                    && c.connect_ip.is_none_or(|ip| ip == b.address.ip());
+                if matches!(c.kind, CheckKind::Http(_) | CheckKind::Ssl(_)) && traffic_port {
+                    warn(
+                        format!("virtual_server[{i}].backend[{j}].check[{k}].type"),
+                        format!(
+                            "this check speaks HTTP/1.1 to {}, which backend_http2 speaks HTTP/2 to: \
+                             against a real server that takes only HTTP/2 it fails, and the real \
+                             server is taken out; use type = \"tcp\" or a connect_port that \
+                             answers HTTP/1.1",
+                            b.address
+                        ),
+                    );
+                }
+            }
+        }
     }
     if h.backend_tls {
         if let Err(e) = h.backend_tls() {

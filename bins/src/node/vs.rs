@@ -1573,6 +1573,7 @@ impl VsRuntime {
                 let mut own = HttpPool::new(cfg.name.clone(), Arc::clone(&pool))
                     .with_observer(Arc::clone(&observer));
                 own.tls.clone_from(&backend_tls);
+                own.http2 = cfg.http.as_ref().is_some_and(|h| h.backend_http2);
                 let mut pools = vec![own];
                 pools.extend(route_pools);
                 Proxy::Http(Arc::new(std::sync::Mutex::new(Some(
@@ -1706,6 +1707,7 @@ impl VsRuntime {
         let mut p = HttpPool::new(self.cfg.name.clone(), Arc::clone(&self.pool))
             .with_observer(Arc::clone(&self.observer));
         p.tls.clone_from(&self.backend_tls);
+        p.http2 = self.cfg.http.as_ref().is_some_and(|h| h.backend_http2);
         p
     }
 

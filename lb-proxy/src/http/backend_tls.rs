@@ -69,11 +69,14 @@ pub struct BackendTls(Arc<Inner>);
 struct Inner {
     connector: TlsConnector,
     server_name: Option<ServerName<'static>>,
-    /// With [`BackendTls::new`]: one connector per backend address, each with a session
-    /// cache of its own (rustls keys resumption by server name, which all backends share
-    /// when `server_name` is set: a ticket from one would be offered to the next and
-    /// wasted). `None` with a caller's configuration, used as it is.
-    per_backend: Option<Mutex<HashMap<SocketAddr, TlsConnector>>>,
+    /// With [`BackendTls::new`]: one connector per backend address and protocol, each with
+    /// a session cache of its own (rustls keys resumption by server name, which all
+    /// backends share when `server_name` is set: a ticket from one would be offered to the
+    /// next and wasted). `None` with a caller's configuration, used as it is.
+    per_backend: Option<Mutex<HashMap<(SocketAddr, bool), TlsConnector>>>,
+    /// `connector`'s configuration offering ALPN `h2` alone, made on first use by a pool
+    /// that speaks HTTP/2 to its backends.
+    http2: std::sync::OnceLock<TlsConnector>,
 }
 
 /// Sessions kept for resumption per backend.
@@ -186,13 +189,16 @@ impl BackendTls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name: name,
             per_backend: Some(Mutex::default()),
+            http2: std::sync::OnceLock::new(),
         })))
     }
 
     /// TLS with `config` as it is (roots, verifier, client certificate, ALPN are the
-    /// caller's: offer `http/1.1` or nothing, the backends are spoken to in HTTP/1.1), and
-    /// `server_name` sent as SNI (`None`: none, the backend's IP address is the name
-    /// rustls verifies). Its session cache (`resumption`) serves every backend.
+    /// caller's: offer `http/1.1` or nothing, the backends are spoken to in HTTP/1.1; a
+    /// pool that speaks HTTP/2 to its backends ([`HttpPool::http2`](super::HttpPool::http2))
+    /// offers `h2` alone instead), and `server_name` sent as SNI (`None`: none, the
+    /// backend's IP address is the name rustls verifies). Its session cache (`resumption`)
+    /// serves every backend.
     pub fn with_config(
         config: Arc<ClientConfig>,
         server_name: Option<ServerName<'static>>,
@@ -201,6 +207,7 @@ impl BackendTls {
             connector: TlsConnector::from(config),
             server_name,
             per_backend: None,
+            http2: std::sync::OnceLock::new(),
         }))
     }
 
@@ -234,7 +241,9 @@ impl BackendTls {
         Arc::as_ptr(&self.0) as usize
     }
 
-    /// The TLS handshake over a connected `stream` to `backend`.
+    /// The TLS handshake over a connected `stream` to `backend`, offering ALPN `h2` alone
+    /// when `http2` (HAProxy's server `alpn h2`), else `http/1.1` (with a caller's
+    /// configuration: its own).
     ///
     /// # Errors
     /// The handshake's: a certificate that does not verify, no common version or cipher,
@@ -243,6 +252,7 @@ impl BackendTls {
         &self,
         backend: SocketAddr,
         stream: TcpStream,
+        http2: bool,
     ) -> io::Result<TlsStream<TcpStream>> {
         let name = self
             .0
@@ -250,19 +260,36 @@ impl BackendTls {
             .clone()
             .unwrap_or_else(|| ServerName::IpAddress(backend.ip().into()));
         let connector = match &self.0.per_backend {
+            None if http2 => self.0.http2.get_or_init(|| self.alpn_h2(None)).clone(),
             None => self.0.connector.clone(),
             Some(map) => map
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .entry(backend)
+                .entry((backend, http2))
                 .or_insert_with(|| {
-                    let mut config = ClientConfig::clone(self.0.connector.config());
-                    config.resumption = Resumption::in_memory_sessions(SESSIONS_PER_BACKEND);
-                    TlsConnector::from(Arc::new(config))
+                    let sessions = Resumption::in_memory_sessions(SESSIONS_PER_BACKEND);
+                    if http2 {
+                        self.alpn_h2(Some(sessions))
+                    } else {
+                        let mut config = ClientConfig::clone(self.0.connector.config());
+                        config.resumption = sessions;
+                        TlsConnector::from(Arc::new(config))
+                    }
                 })
                 .clone(),
         };
         connector.connect(name, stream).await
+    }
+
+    /// A connector from the configuration offering ALPN `h2` alone, with `resumption` (or
+    /// the configuration's own).
+    fn alpn_h2(&self, resumption: Option<Resumption>) -> TlsConnector {
+        let mut config = ClientConfig::clone(self.0.connector.config());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        if let Some(r) = resumption {
+            config.resumption = r;
+        }
+        TlsConnector::from(Arc::new(config))
     }
 }
 

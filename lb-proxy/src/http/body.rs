@@ -9,12 +9,11 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
 use lb_core::RequestGuard;
 use tokio::sync::Notify;
 
 use super::access_log::Termination;
-use super::client::{BackendBody, ConnPool, IdleList};
+use super::client::{ConnPool, IdleList};
 
 /// No request head has started arriving ([`Activity::head_started`]).
 const NO_HEAD: u64 = u64::MAX;
@@ -494,7 +493,7 @@ impl Drop for ActiveRequest {
 pub(crate) struct Release {
     pub(crate) pool: Arc<ConnPool>,
     pub(crate) list: Arc<IdleList>,
-    pub(crate) tx: SendRequest<BackendBody>,
+    pub(crate) tx: super::client::Sender,
     pub(crate) request: RequestGuard,
     /// The client connection's activity, for a request with a body: a backend that
     /// answered before it had the whole body is still busy receiving it, and its

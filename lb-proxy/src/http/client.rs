@@ -1,8 +1,14 @@
-//! Pooled HTTP/1.1 connections to backends over `hyper::client::conn::http1`: one idle list
-//! per backend (its address and counters: one address in two route pools is two backends,
-//! each counting its own bytes), most recently used first, bounded by
-//! [`Limits::max_idle_per_backend`](super::Limits::max_idle_per_backend), expired after
-//! [`Timeouts::backend_idle`](super::Timeouts::backend_idle).
+//! Pooled connections to backends.
+//!
+//! - HTTP/1.1 over `hyper::client::conn::http1`: one idle list per backend (its address and
+//!   counters: one address in two route pools is two backends, each counting its own
+//!   bytes), most recently used first, bounded by
+//!   [`Limits::max_idle_per_backend`](super::Limits::max_idle_per_backend), expired after
+//!   [`Timeouts::backend_idle`](super::Timeouts::backend_idle).
+//! - HTTP/2 over `hyper::client::conn::http2` ([`HttpPool::http2`](super::HttpPool::http2)):
+//!   one connection per backend, shared by every request to it (each a stream), made again
+//!   once it closes (the backend's GOAWAY, a failure) and dropped after
+//!   [`Timeouts::backend_idle`](super::Timeouts::backend_idle) without a request.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,8 +17,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::client::conn::http1::{Builder, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -166,8 +173,92 @@ type ListKey = (SocketAddr, usize, usize);
 
 #[derive(Debug)]
 struct IdleConn {
-    tx: SendRequest<BackendBody>,
+    tx: http1::SendRequest<BackendBody>,
     since: Instant,
+}
+
+/// A backend's shared HTTP/2 connection.
+#[derive(Debug)]
+struct SharedConn {
+    tx: http2::SendRequest<BackendBody>,
+    /// When it was made.
+    made: Instant,
+    /// When a request last took it.
+    used: Instant,
+}
+
+/// A backend's HTTP/2 connection, behind an async lock that a request making it holds: the
+/// requests arriving meanwhile wait for it rather than each making one.
+#[derive(Debug, Default)]
+struct SharedSlot {
+    conn: Option<SharedConn>,
+    /// The last connect that failed: when it did, and how. The requests that waited for it
+    /// get the same answer rather than each trying again in turn (a backend that times out
+    /// would hold the last of them for as many connect timeouts).
+    failed: Option<(Instant, FailedConnect)>,
+}
+
+/// A failed connect, kept to answer the requests that waited for it.
+#[derive(Debug, Clone)]
+enum FailedConnect {
+    Timeout,
+    Connect(io::ErrorKind, String),
+    Tls(io::ErrorKind, String),
+}
+
+impl FailedConnect {
+    fn of(e: &ForwardError) -> Self {
+        match e {
+            ForwardError::ConnectTimeout { .. } => Self::Timeout,
+            ForwardError::Connect { source, .. } => {
+                Self::Connect(source.kind(), source.to_string())
+            }
+            ForwardError::Tls { source, .. } => Self::Tls(source.kind(), source.to_string()),
+            other => Self::Connect(io::ErrorKind::Other, other.to_string()),
+        }
+    }
+
+    fn error(&self, backend: SocketAddr) -> ForwardError {
+        match self {
+            Self::Timeout => ForwardError::ConnectTimeout { backend },
+            Self::Connect(kind, m) => ForwardError::Connect {
+                backend,
+                source: io::Error::new(*kind, m.clone()),
+            },
+            Self::Tls(kind, m) => ForwardError::Tls {
+                backend,
+                source: io::Error::new(*kind, m.clone()),
+            },
+        }
+    }
+}
+
+/// A connection to send one request on.
+#[derive(Debug)]
+pub(crate) enum Sender {
+    /// An HTTP/1.1 connection, this request's alone until its response ends.
+    Http1(http1::SendRequest<BackendBody>),
+    /// A backend's HTTP/2 connection, shared with its other requests.
+    Http2(http2::SendRequest<BackendBody>),
+}
+
+impl Sender {
+    /// Sends `req`; on failure, the request is handed back if it was not sent
+    /// (`TrySendError::take_message`).
+    pub(crate) fn try_send_request(
+        &mut self,
+        req: Request<BackendBody>,
+    ) -> impl std::future::Future<
+        Output = Result<
+            Response<hyper::body::Incoming>,
+            hyper::client::conn::TrySendError<Request<BackendBody>>,
+        >,
+    > {
+        match self {
+            Self::Http1(tx) => futures::future::Either::Left(tx.try_send_request(req)),
+            Self::Http2(tx) => futures::future::Either::Right(tx.try_send_request(req)),
+        }
+    }
 }
 
 /// The idle connections to one backend.
@@ -185,7 +276,7 @@ impl IdleList {
 /// A connection taken from the pool (or freshly made) for one request.
 #[derive(Debug)]
 pub(crate) struct Checkout {
-    pub(crate) tx: SendRequest<BackendBody>,
+    pub(crate) tx: Sender,
     /// Whether it served an earlier request (a failure may be a keep-alive race).
     pub(crate) reused: bool,
     pub(crate) list: Arc<IdleList>,
@@ -198,15 +289,23 @@ pub(crate) struct ConnPool {
     /// not from clients: foldhash's fast hash is enough (SipHash cost about 200 instructions
     /// per request here).
     lists: RwLock<HashMap<ListKey, Arc<IdleList>, foldhash::fast::RandomState>>,
+    /// Each HTTP/2 backend's connection, by the same key.
+    shared:
+        Mutex<HashMap<ListKey, Arc<tokio::sync::Mutex<SharedSlot>>, foldhash::fast::RandomState>>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
-    builder: Builder,
+    builder: http1::Builder,
+    builder2: http2::Builder<TokioExecutor>,
 }
 
 /// hyper's own header-count limit, kept on the stack: a limit is set only when it differs
 /// (once set, hyper moves the headers to the heap, about 5 % slower).
 pub(crate) const HYPER_MAX_HEADERS: usize = 100;
+
+/// The decoded size of an HTTP/2 backend's response header fields (RFC 9113
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`), bytes: hyper's bound on an HTTP/1.1 head.
+const MAX_H2_HEADER_LIST: u32 = 400 * 1024;
 
 impl ConnPool {
     /// `max_headers`: the most header lines a response may have (the requests' limit).
@@ -216,7 +315,7 @@ impl ConnPool {
         connect_timeout: Duration,
         max_headers: usize,
     ) -> Self {
-        let mut builder = Builder::new();
+        let mut builder = http1::Builder::new();
         // A header continued on the next line (obs-fold, RFC 9112 §5.2) is joined with
         // spaces, as HAProxy does, rather than the whole response refused (502).
         builder.allow_obsolete_multiline_headers_in_responses(true);
@@ -224,12 +323,19 @@ impl ConnPool {
         if max_headers != HYPER_MAX_HEADERS {
             builder.max_headers(max_headers);
         }
+        let mut builder2 = http2::Builder::new(TokioExecutor::new());
+        // A response's header fields, decoded, bounded as hyper bounds an HTTP/1.1 head
+        // (its `max_buf_size`, about 400 KiB); h2's default of 16 KiB would turn a
+        // backend's large cookie into a 502.
+        builder2.max_header_list_size(MAX_H2_HEADER_LIST);
         Self {
             lists: RwLock::default(),
+            shared: Mutex::default(),
             max_idle,
             idle_timeout,
             connect_timeout,
             builder,
+            builder2,
         }
     }
 
@@ -253,7 +359,9 @@ impl ConnPool {
 
     /// A ready connection to `addr`: the most recent idle one that is still open (when
     /// `reuse`), else a new one, over TLS with `tls`, counting its bytes into `stats`
-    /// ([`Counted`]). The connect and the TLS handshake share the connect timeout.
+    /// ([`Counted`]). The connect and the TLS handshake share the connect timeout. With
+    /// `http2`, the backend's shared HTTP/2 connection while it is open (when `reuse`),
+    /// else a new one that replaces it.
     ///
     /// # Errors
     /// [`ForwardError::Connect`], [`ForwardError::ConnectTimeout`], [`ForwardError::Tls`]
@@ -266,16 +374,20 @@ impl ConnPool {
         addr: SocketAddr,
         stats: &Arc<BackendStats>,
         tls: Option<&BackendTls>,
-        reuse: bool,
+        (reuse, http2): (bool, bool),
     ) -> Result<Checkout, ForwardError> {
         // The counters' address tells two backends of one address apart; a connection in
         // the list holds them, so the address is not reused while the list is in use. The
         // pool holds its TLS configuration as long as this proxy runs.
-        let list = self.list((
+        let key = (
             addr,
             Arc::as_ptr(stats) as usize,
             tls.map_or(0, BackendTls::id),
-        ));
+        );
+        let list = self.list(key);
+        if http2 {
+            return self.checkout_shared(key, stats, tls, reuse, list).await;
+        }
         if reuse {
             let now = Instant::now();
             loop {
@@ -295,13 +407,129 @@ impl ConnPool {
                     );
                 if ready {
                     return Ok(Checkout {
-                        tx: idle.tx,
+                        tx: Sender::Http1(idle.tx),
                         reused: true,
                         list,
                     });
                 }
             }
         }
+        let io = self.connect(addr, stats, tls, false).await?;
+        let (tx, conn) =
+            self.builder
+                .handshake(io)
+                .await
+                .map_err(|source| ForwardError::Handshake {
+                    backend: addr,
+                    source,
+                })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(backend = %addr, error = %e, "backend connection ended");
+            }
+        });
+        Ok(Checkout {
+            tx: Sender::Http1(tx),
+            reused: false,
+            list,
+        })
+    }
+
+    /// [`ConnPool::checkout`] of an HTTP/2 backend's shared connection.
+    #[cold]
+    #[inline(never)]
+    async fn checkout_shared(
+        &self,
+        key: ListKey,
+        stats: &Arc<BackendStats>,
+        tls: Option<&BackendTls>,
+        reuse: bool,
+        list: Arc<IdleList>,
+    ) -> Result<Checkout, ForwardError> {
+        let slot = Arc::clone(
+            self.shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key)
+                .or_default(),
+        );
+        let waiting_since = Instant::now();
+        // Held while a connection is made: bounded by the connect timeout.
+        let mut slot = slot.lock().await;
+        let now = Instant::now();
+        if let Some(c) = &mut slot.conn {
+            // Without `reuse` (the connection failed this request), one made while it
+            // waited is new enough.
+            if c.tx.is_ready() && (reuse || c.made >= waiting_since) {
+                c.used = now;
+                return Ok(Checkout {
+                    tx: Sender::Http2(c.tx.clone()),
+                    reused: c.made < waiting_since,
+                    list,
+                });
+            }
+        }
+        slot.conn = None;
+        if let Some((at, failed)) = &slot.failed {
+            if *at >= waiting_since {
+                return Err(failed.error(key.0));
+            }
+        }
+        match self.connect_h2(key.0, stats, tls).await {
+            Ok(tx) => {
+                let now = Instant::now();
+                slot.conn = Some(SharedConn {
+                    tx: tx.clone(),
+                    made: now,
+                    used: now,
+                });
+                slot.failed = None;
+                Ok(Checkout {
+                    tx: Sender::Http2(tx),
+                    reused: false,
+                    list,
+                })
+            }
+            Err(e) => {
+                slot.failed = Some((Instant::now(), FailedConnect::of(&e)));
+                Err(e)
+            }
+        }
+    }
+
+    /// A new HTTP/2 connection to `addr`, run by a task of its own.
+    async fn connect_h2(
+        &self,
+        addr: SocketAddr,
+        stats: &Arc<BackendStats>,
+        tls: Option<&BackendTls>,
+    ) -> Result<http2::SendRequest<BackendBody>, ForwardError> {
+        let io = self.connect(addr, stats, tls, true).await?;
+        let (tx, conn) =
+            self.builder2
+                .handshake(io)
+                .await
+                .map_err(|source| ForwardError::Handshake {
+                    backend: addr,
+                    source,
+                })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(backend = %addr, error = %e, "backend HTTP/2 connection ended");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// A new connection to `addr`, TLS set up with `tls` (offering `h2` when `http2`),
+    /// counting its bytes into `stats`.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        stats: &Arc<BackendStats>,
+        tls: Option<&BackendTls>,
+        http2: bool,
+    ) -> Result<TokioIo<Counted>, ForwardError> {
         // One deadline for the connect and the TLS handshake, as HAProxy's `timeout
         // connect` covers both.
         let deadline = Instant::now() + self.connect_timeout;
@@ -318,43 +546,31 @@ impl ConnPool {
         let _ = stream.set_nodelay(true);
         let inner = match tls {
             None => BackendIo::Plain(stream),
-            Some(tls) => match tokio::time::timeout_at(deadline, tls.connect(addr, stream)).await {
-                Ok(Ok(s)) => BackendIo::Tls(Box::new(s)),
-                Ok(Err(source)) => {
-                    return Err(ForwardError::Tls {
-                        backend: addr,
-                        source,
-                    })
+            Some(tls) => {
+                match tokio::time::timeout_at(deadline, tls.connect(addr, stream, http2)).await {
+                    Ok(Ok(s)) => BackendIo::Tls(Box::new(s)),
+                    Ok(Err(source)) => {
+                        return Err(ForwardError::Tls {
+                            backend: addr,
+                            source,
+                        })
+                    }
+                    Err(_) => return Err(ForwardError::ConnectTimeout { backend: addr }),
                 }
-                Err(_) => return Err(ForwardError::ConnectTimeout { backend: addr }),
-            },
-        };
-        let (tx, conn) = self
-            .builder
-            .handshake(TokioIo::new(Counted {
-                inner,
-                stats: Arc::clone(stats),
-            }))
-            .await
-            .map_err(|source| ForwardError::Handshake {
-                backend: addr,
-                source,
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(backend = %addr, error = %e, "backend connection ended");
             }
-        });
-        Ok(Checkout {
-            tx,
-            reused: false,
-            list,
-        })
+        };
+        Ok(TokioIo::new(Counted {
+            inner,
+            stats: Arc::clone(stats),
+        }))
     }
 
     /// Returns a connection whose response is complete to its idle list, unless it is
-    /// closed or the list is full.
-    pub(crate) fn checkin(&self, list: &IdleList, tx: SendRequest<BackendBody>) {
+    /// closed or the list is full. An HTTP/2 connection stays shared: nothing to do.
+    pub(crate) fn checkin(&self, list: &IdleList, tx: Sender) {
+        let Sender::Http1(tx) = tx else {
+            return;
+        };
         if tx.is_closed() {
             return;
         }
@@ -380,6 +596,25 @@ impl ConnPool {
         for l in lists {
             l.lock()
                 .retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < self.idle_timeout);
+        }
+        // An HTTP/2 connection no request took for the idle timeout is let go: it closes
+        // once the streams still on it end.
+        let slots: Vec<_> = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for slot in slots {
+            // One being made (or taken) now is not idle.
+            if let Ok(mut slot) = slot.try_lock() {
+                if slot.conn.as_ref().is_some_and(|c| {
+                    c.tx.is_closed() || now.duration_since(c.used) >= self.idle_timeout
+                }) {
+                    slot.conn = None;
+                }
+            }
         }
     }
 }

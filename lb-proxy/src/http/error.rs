@@ -133,6 +133,15 @@ pub enum ForwardError {
     /// Envoy answer it unless told to tunnel; the connection is closed.
     #[error("method not implemented: {0}")]
     NotImplemented(http::Method),
+    /// A protocol upgrade (WebSocket) routed to a pool that speaks HTTP/2 to its backends
+    /// ([`HttpPool::http2`](super::HttpPool::http2)): HTTP/2 has no `Upgrade` (RFC 9113
+    /// §8.6), and its extended CONNECT (RFC 8441) is not spoken to backends. 501, and the
+    /// connection is closed, as for `CONNECT`.
+    #[error("no protocol upgrade to pool {pool}, whose backends are spoken to in HTTP/2")]
+    UpgradeNotSupported {
+        /// The pool the request was routed to.
+        pool: String,
+    },
     /// The client's request body failed while it was sent to the backend: the client went
     /// away or broke its framing. Not held against the backend (HAProxy's termination
     /// state `CD`).
@@ -178,6 +187,7 @@ impl ForwardError {
             Self::BadRequest(_)
             | Self::TooManyHeaders { .. }
             | Self::NotImplemented(_)
+            | Self::UpgradeNotSupported { .. }
             | Self::ClientAborted(_)
             | Self::ClientTimeout(_) => ErrorSource::Client,
             _ => ErrorSource::Backend,
@@ -198,11 +208,13 @@ impl ForwardError {
     }
 
     /// The status the client receives: 503 without a backend, 504 on a response timeout,
-    /// 408 for a stalled upload, 501 for `CONNECT`, 431 for too many header fields, 400 for
-    /// the client's other faults, 502 otherwise.
+    /// 408 for a stalled upload, 501 for `CONNECT` and an upgrade to HTTP/2 backends, 431
+    /// for too many header fields, 400 for the client's other faults, 502 otherwise.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::NotImplemented(_) | Self::UpgradeNotSupported { .. } => {
+                StatusCode::NOT_IMPLEMENTED
+            }
             Self::NoRoute { .. } | Self::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,

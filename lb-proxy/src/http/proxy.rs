@@ -56,6 +56,15 @@ pub struct HttpPool {
     pub observer: Arc<dyn OutcomeObserver>,
     /// Speak TLS to its backends (HAProxy `server … ssl`). `None` (default): plain HTTP.
     pub tls: Option<BackendTls>,
+    /// Speak HTTP/2 to its backends (HAProxy `server … proto h2`, Envoy's cluster
+    /// `http2_protocol_options`, nginx `grpc_pass`): with prior knowledge over plain TCP
+    /// (h2c), with ALPN `h2` alone over [`HttpPool::tls`]. Each backend gets one
+    /// connection, which its requests share as streams whatever the clients' protocol;
+    /// request trailers and response trailers pass (gRPC, with `te: trailers` kept when the
+    /// client sent it). A protocol upgrade (WebSocket) to such a pool gets 501
+    /// ([`ForwardError::UpgradeNotSupported`](super::ForwardError::UpgradeNotSupported)).
+    /// Default false: HTTP/1.1, a pool of kept-alive connections per backend.
+    pub http2: bool,
 }
 
 impl HttpPool {
@@ -66,7 +75,15 @@ impl HttpPool {
             pool,
             observer: Arc::new(NoopObserver),
             tls: None,
+            http2: false,
         }
+    }
+
+    /// Speaks HTTP/2 to the backends ([`HttpPool::http2`]).
+    #[must_use]
+    pub fn with_http2(mut self) -> Self {
+        self.http2 = true;
+        self
     }
 
     /// Speaks TLS to the backends ([`HttpPool::tls`]).
@@ -1382,7 +1399,8 @@ fn termination_of(e: &ForwardError) -> Termination {
         ForwardError::InvalidResponse { .. } => ('P', 'H'),
         ForwardError::BadRequest(_)
         | ForwardError::TooManyHeaders { .. }
-        | ForwardError::NotImplemented(_) => ('P', 'R'),
+        | ForwardError::NotImplemented(_)
+        | ForwardError::UpgradeNotSupported { .. } => ('P', 'R'),
         ForwardError::ClientAborted(_) => ('C', 'D'),
         ForwardError::ClientTimeout(_) => ('c', 'D'),
     };
@@ -1726,6 +1744,11 @@ async fn forward(
     };
     let http_pool = &shared.pools[pool_idx];
     served.pool = Some(pool_idx);
+    if upgrade && http_pool.http2 {
+        return Err(ForwardError::UpgradeNotSupported {
+            pool: http_pool.name.clone(),
+        });
+    }
     let (pool_name, pool) = (&http_pool.name, &http_pool.pool);
     let key: Option<Vec<u8>> = match shared.config.hash_key {
         HashKeySource::ClientAddr => None,
@@ -1759,6 +1782,9 @@ async fn forward(
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(pq);
     }
+    // gRPC's `te: trailers` is hop-by-hop in HTTP/1.1 but required by gRPC backends: kept
+    // for HTTP/2 ones, the only TE value HTTP/2 allows (RFC 9113 §8.2.2).
+    let te_trailers = http_pool.http2 && asks_for_trailers(&parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade);
     // An HTTP/1.0 client's expectation is to be ignored (RFC 9110 §10.1.1): its request
     // goes on as 1.1, where a backend would honour it.
@@ -1768,7 +1794,8 @@ async fn forward(
     // hyper re-frames the body from its size, but sends a GET or HEAD (methods whose
     // requests rarely have one) of unknown size with none at all: a chunked body (an
     // Elasticsearch `GET /_search`) stays chunked.
-    if !body.is_end_stream()
+    if !http_pool.http2
+        && !body.is_end_stream()
         && body.size_hint().exact().is_none()
         && !parts.headers.contains_key(TRANSFER_ENCODING)
     {
@@ -1787,6 +1814,9 @@ async fn forward(
         }
     }
     cc.identity.apply(&mut parts.headers);
+    if http_pool.http2 {
+        to_http2(&mut parts, http_pool.tls.is_some(), te_trailers);
+    }
 
     let timeouts = shared.config.timeouts;
     let idempotent = is_idempotent(&parts.method);
@@ -1838,7 +1868,7 @@ async fn forward(
                 backend.addr(),
                 backend.stats(),
                 http_pool.tls.as_ref(),
-                reuse,
+                (reuse, http_pool.http2),
             )
             .await
         {
@@ -2076,6 +2106,62 @@ async fn forward(
                 ));
             }
         }
+    }
+}
+
+/// Whether a request's `TE` names `trailers` (RFC 9110 §10.1.4).
+fn asks_for_trailers(headers: &http::HeaderMap) -> bool {
+    headers.get_all(http::header::TE).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|t| {
+            let coding = t.split(|&b| b == b';').next().unwrap_or_default();
+            coding.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        })
+    })
+}
+
+/// The head of a request as an HTTP/2 backend gets it (RFC 9113 §8.3.1): its Host becomes
+/// the `:authority` of an absolute URI whose `:scheme` is the backend connection's (`https`
+/// over TLS, as HAProxy sends it), and `te: trailers` is sent when `trailers`. A request
+/// with no Host (or an empty one, from an HTTP/1.0 client) goes out with no `:authority`
+/// and `:scheme` `http`, as h2 forwards an HTTP/1 request.
+#[cold]
+#[inline(never)]
+fn to_http2(parts: &mut http::request::Parts, tls: bool, trailers: bool) {
+    if trailers {
+        parts
+            .headers
+            .insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
+    let authority = match parts.headers.get(HOST) {
+        None => return,
+        Some(h) if h.is_empty() => {
+            parts.headers.remove(HOST);
+            return;
+        }
+        Some(h) => match http::uri::Authority::try_from(h.as_bytes()) {
+            Ok(a) => a,
+            // Unreachable: the Host was checked ([`super::route::valid_host`]).
+            Err(_) => return,
+        },
+    };
+    let pq = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme(if tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        })
+        .authority(authority)
+        .path_and_query(pq)
+        .build();
+    if let Ok(uri) = uri {
+        parts.uri = uri;
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(HOST);
     }
 }
 
