@@ -24,7 +24,10 @@
 # modes, HTTP/2 with prior knowledge from h2load (Debian's nghttp2-client): H2_CONNS
 # connections, default 10, with H2_STREAMS streams in flight on each, default 10; lb with
 # `http2` on, HAProxy on a `bind … proto h2` frontend; both still speak HTTP/1.1 to nginx.
-# h2load reports no percentiles: the latency columns are its mean and max per request).
+# h2load reports no percentiles: the latency columns are its mean and max per request),
+# BACKEND_H2=1 (both proxies speak HTTP/2 to the backends: nginx `listen … http2` with
+# prior knowledge, HAProxy `server … proto h2`, lb `LB_BACKEND_HTTP2=1`, lb-node's
+# `backend_http2`; the clients as without it).
 #
 # Besides the human-readable lines, every measured run prints
 # `RESULT<TAB>figure<TAB>side<TAB>value<TAB>unit` lines (side: ours or haproxy) that
@@ -50,6 +53,10 @@ cleanup() {
 trap cleanup EXIT
 
 H2=${HTTP2:-0}
+BH2=${BACKEND_H2:-0}
+NGINX_LISTEN=""
+HAP_SERVER=""
+[ "$BH2" = 1 ] && NGINX_LISTEN=" http2" && HAP_SERVER=" proto h2"
 H2_CONNS=${H2_CONNS:-10}
 H2_STREAMS=${H2_STREAMS:-10}
 MODES="keepalive close"
@@ -82,8 +89,8 @@ http {
     keepalive_timeout 75s;
     client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
     fastcgi_temp_path $WORK/fcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
-    server { listen 127.0.0.1:$B1; root $WORK/www; }
-    server { listen 127.0.0.1:$B2; root $WORK/www; }
+    server { listen 127.0.0.1:$B1$NGINX_LISTEN; root $WORK/www; }
+    server { listen 127.0.0.1:$B2$NGINX_LISTEN; root $WORK/www; }
 }
 EOF
 taskset -c 0 nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
@@ -117,8 +124,8 @@ frontend fe_h2
     default_backend be
 backend be
     balance roundrobin
-    server b1 127.0.0.1:$B1
-    server b2 127.0.0.1:$B2
+    server b1 127.0.0.1:$B1$HAP_SERVER
+    server b2 127.0.0.1:$B2$HAP_SERVER
 EOF
 taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.access.log" &
 PIDS+=($!)
@@ -127,6 +134,7 @@ HAP_PID=$!
 LB_LOG_ENV=()
 [ "${ACCESS_LOG:-0}" = 1 ] && LB_LOG_ENV=(LB_ACCESS_LOG="$WORK/lb.access.log")
 [ "$H2" = 1 ] && LB_LOG_ENV+=(LB_HTTP2=1)
+[ "$BH2" = 1 ] && LB_LOG_ENV+=(LB_BACKEND_HTTP2=1)
 env "${LB_LOG_ENV[@]}" taskset -c 1 "$LB_BIN" "127.0.0.1:$LB" "127.0.0.1:$B1" "127.0.0.1:$B2" 2>"$WORK/lb.err" &
 PIDS+=($!)
 LB_PID=$!
@@ -193,7 +201,9 @@ to_ms() { # 1.23ms / 456.00us / 1.2s → ms
 
 client="wrk -t1 -c$CONNS"
 [ "$H2" = 1 ] && client="h2load -t1 -c$H2_CONNS -m$H2_STREAMS (HTTP/2, prior knowledge)"
-echo "$client -d${DURATION}s, 1 KiB responses, 2 nginx backends; wrk+nginx on CPU 0, proxy on CPU 1; $ROUNDS alternating rounds"
+backends="2 nginx backends"
+[ "$BH2" = 1 ] && backends="2 nginx backends spoken to in HTTP/2 (h2c)"
+echo "$client -d${DURATION}s, 1 KiB responses, $backends; wrk+nginx on CPU 0, proxy on CPU 1; $ROUNDS alternating rounds"
 printf '%-8s %-10s %12s %10s %10s %8s\n' proxy client req/s p99 p50 "CPU µs/req"
 results=()
 for mode in $MODES; do
@@ -207,15 +217,17 @@ for mode in $MODES; do
             side=haproxy
             [ "$proxy" = lb ] && side=ours
             read -r _ _ rps p99 p50 cpu _ <<<"$line"
-            printf 'RESULT\thttp %s: req/s\t%s\t%s\treq/s\n' "$mode" "$side" "$rps"
+            label=$mode
+            [ "$BH2" = 1 ] && label="$mode to HTTP/2 backends"
+            printf 'RESULT\thttp %s: req/s\t%s\t%s\treq/s\n' "$label" "$side" "$rps"
             if [ "$mode" = h2 ]; then
-                printf 'RESULT\thttp %s: mean latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p50")"
-                printf 'RESULT\thttp %s: max latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p99")"
+                printf 'RESULT\thttp %s: mean latency\t%s\t%s\tms\n' "$label" "$side" "$(to_ms "$p50")"
+                printf 'RESULT\thttp %s: max latency\t%s\t%s\tms\n' "$label" "$side" "$(to_ms "$p99")"
             else
-                printf 'RESULT\thttp %s: p50 latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p50")"
-                printf 'RESULT\thttp %s: p99 latency\t%s\t%s\tms\n' "$mode" "$side" "$(to_ms "$p99")"
+                printf 'RESULT\thttp %s: p50 latency\t%s\t%s\tms\n' "$label" "$side" "$(to_ms "$p50")"
+                printf 'RESULT\thttp %s: p99 latency\t%s\t%s\tms\n' "$label" "$side" "$(to_ms "$p99")"
             fi
-            printf 'RESULT\thttp %s: proxy CPU per request\t%s\t%s\tus\n' "$mode" "$side" "$cpu"
+            printf 'RESULT\thttp %s: proxy CPU per request\t%s\t%s\tus\n' "$label" "$side" "$cpu"
         done
     done
 done

@@ -10,6 +10,8 @@
 // FILE, from a writer thread, as lb-node's `access_log` does.
 // LB_HTTP2=1 serves HTTP/2 too (`HttpProxyConfig::http2`: prior knowledge on this plain
 // listener, as `h2load http://…` speaks it), as lb-node's `http2 = true`.
+// LB_BACKEND_HTTP2=1 speaks HTTP/2 to the backends (h2c with prior knowledge,
+// `HttpPool::http2`), as lb-node's `backend_http2 = true`.
 // Used by `lb-proxy/benches/http_vs_haproxy.sh`. Stops on Ctrl-C / SIGTERM
 // and prints its counters.
 
@@ -110,7 +112,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build()?
     };
     rt.block_on(async move {
-        let proxy = HttpProxy::bind(listen, config, vec![HttpPool::new("www", pool)]).await?;
+        let mut www = HttpPool::new("www", pool);
+        www.http2 = std::env::var("LB_BACKEND_HTTP2").is_ok_and(|v| v == "1");
+        let proxy = HttpProxy::bind(listen, config, vec![www]).await?;
         eprintln!("http_proxy listening on {}", proxy.local_addr());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -3,7 +3,7 @@
 //! deployments that must not carry plain HTTP inside the network require.
 //!
 //! HAProxy's server-side settings, on rustls with the ring provider (TLS 1.3 and 1.2, ALPN
-//! `http/1.1`, sessions resumed per backend):
+//! `http/1.1`, or `h2` alone for a pool speaking HTTP/2, sessions resumed per backend):
 //!
 //! | HAProxy | here |
 //! |---|---|
@@ -12,6 +12,7 @@
 //! | `sni str(N)` (and the name verified) | `server_name` `Some(N)` |
 //! | no `sni`, no `verifyhost` | `server_name` `None`: no SNI; the chain is verified, not the name |
 //! | `crt F` (a client certificate: mutual TLS) | [`BackendTls::with_client_certificate`] |
+//! | `alpn h2` with `proto h2` | the pool's [`HttpPool::http2`](super::HttpPool::http2) (one `BackendTls` serves both kinds of pools) |
 //!
 //! Without a client certificate, a backend that requires one fails the request (with TLS
 //! 1.3 only after the handshake, on the request: a 502 that is not retried).

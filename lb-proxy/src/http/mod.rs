@@ -1,6 +1,6 @@
 //! HTTP mode: per-request balancing on hyper (HAProxy `mode http`, nginx `proxy_pass`, the
 //! HTTP listeners of cloud load balancers), HTTP/1.1 and, with [`HttpProxyConfig::http2`],
-//! HTTP/2 to clients.
+//! HTTP/2 to clients; HTTP/1.1 and, with [`HttpPool::http2`], HTTP/2 to backends.
 //!
 //! Every request on a client connection is routed and scheduled on its own: [`Router`]
 //! picks a pool by `Host` (exact or `*.example.com`) and path prefix, falling back to a
@@ -60,8 +60,19 @@
 //! is reset
 //! (`client_timeouts`); `http2_connections` counts the connections.
 //!
-//! Both directions carry the proxy's own HTTP version, 1.1 (RFC 9110 §6.2; hyper still
-//! answers an HTTP/1.0 client in 1.0), and trailer fields a message declares in `Trailer`.
+//! With [`HttpPool::http2`] a pool's backends are spoken to in HTTP/2 (HAProxy `server …
+//! proto h2`; gRPC servers): h2c with prior knowledge, or ALPN `h2` over [`HttpPool::tls`].
+//! Each backend has one connection, made by the first request that needs it while the
+//! others wait for it (a failed connect answers them all), shared by every request as
+//! streams, made again once it closes (the backend's GOAWAY, a failure: a request caught
+//! on it is sent again as on a broken keep-alive connection) and let go after
+//! `backend_idle` unused. The client's Host becomes `:authority`; `te: trailers` is kept
+//! and trailers pass both ways to HTTP/2 clients (gRPC). A WebSocket routed to such a pool
+//! gets 501 (`bad_requests`).
+//!
+//! Both directions carry the proxy's own HTTP version (RFC 9110 §6.2; hyper still answers
+//! an HTTP/1.0 client in 1.0): 1.1, or 2 towards HTTP/2 backends. HTTP/1.1 messages carry
+//! the trailer fields a message declares in `Trailer`.
 //!
 //! The sans-IO parts ([`config`], [`route`], [`forwarded`], [`stats`]) read no clock and do no
 //! IO; the driver is [`HttpProxy`].
