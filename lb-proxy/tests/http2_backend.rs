@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::SinkExt;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use http_common::{dead_addr, read_head, watchdog, Client};
@@ -30,13 +31,15 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// `h2` alone). It answers:
 /// - `/grpc`: the request body echoed, then trailers `grpc-status: 0` and
 ///   `x-echo-request-trailer` (the request's `x-client-trailer` trailer, if any);
+/// - `/stream`: each request DATA frame echoed as it arrives;
 /// - `/sleep/<ms>`: 200 after that long;
 /// - anything else: 200 `id=<id>`.
 ///
 /// Every response carries `x-backend-id` and echoes what the request arrived with: its
 /// version, `:scheme`, `:authority`, `host`, `te` and `x-forwarded-for` as `x-echo-*`.
 /// After `goaway_after` requests on one connection it shuts that connection down
-/// gracefully (GOAWAY). Dropping it closes the listener and every connection.
+/// gracefully (GOAWAY); `max_streams` is its `SETTINGS_MAX_CONCURRENT_STREAMS`. Dropping it
+/// closes the listener and every connection.
 struct H2Backend {
     id: u32,
     addr: SocketAddr,
@@ -44,49 +47,62 @@ struct H2Backend {
     connections: Arc<AtomicU64>,
     open: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
+    /// Requests being answered now, and the most there were at once.
+    load: Arc<Load>,
     conns: Arc<Mutex<Option<JoinSet<()>>>>,
     task: JoinHandle<()>,
 }
 
+#[derive(Default)]
+struct Load {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+/// What an [`H2Backend`] does besides answering.
+#[derive(Default, Clone, Copy)]
+struct Opts {
+    goaway_after: Option<u64>,
+    max_streams: Option<u32>,
+}
+
 impl H2Backend {
     async fn start(id: u32) -> Self {
-        Self::start_with(id, None, None).await
+        Self::start_with(id, None, Opts::default()).await
     }
 
-    async fn start_with(
-        id: u32,
-        tls: Option<Arc<rustls::ServerConfig>>,
-        goaway_after: Option<u64>,
-    ) -> Self {
+    async fn start_with(id: u32, tls: Option<Arc<rustls::ServerConfig>>, opts: Opts) -> Self {
         watchdog();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicU64::new(0));
         let open = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
+        let load = Arc::new(Load::default());
         let conns = Arc::new(Mutex::new(Some(JoinSet::new())));
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-        let (c, o, r, set) = (
+        let (c, o, set) = (
             Arc::clone(&connections),
             Arc::clone(&open),
-            Arc::clone(&requests),
             Arc::clone(&conns),
         );
+        let counters = (Arc::clone(&requests), Arc::clone(&load));
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::Relaxed);
                 o.fetch_add(1, Ordering::Relaxed);
-                let (o, r, acceptor) = (Arc::clone(&o), Arc::clone(&r), acceptor.clone());
+                let (o, acceptor) = (Arc::clone(&o), acceptor.clone());
+                let counters = (Arc::clone(&counters.0), Arc::clone(&counters.1));
                 let serve = async move {
                     match acceptor {
-                        None => serve_h2(stream, id, r, goaway_after).await,
+                        None => serve_h2(stream, id, counters, opts).await,
                         Some(a) => {
                             if let Ok(Ok(s)) =
                                 tokio::time::timeout(Duration::from_secs(10), a.accept(stream))
                                     .await
                             {
                                 assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-                                serve_h2(s, id, r, goaway_after).await;
+                                serve_h2(s, id, counters, opts).await;
                             }
                         }
                     }
@@ -103,6 +119,7 @@ impl H2Backend {
             connections,
             open,
             requests,
+            load,
             conns,
             task,
         }
@@ -125,9 +142,9 @@ impl Drop for H2Backend {
     }
 }
 
-/// Serves one HTTP/2 connection as backend `id`, counting its requests into `requests`;
-/// after `goaway_after` requests, shuts it down gracefully.
-async fn serve_h2<S>(io: S, id: u32, requests: Arc<AtomicU64>, goaway_after: Option<u64>)
+/// Serves one HTTP/2 connection as backend `id`, counting its requests and their load;
+/// after `opts.goaway_after` requests, shuts it down gracefully.
+async fn serve_h2<S>(io: S, id: u32, (requests, load): (Arc<AtomicU64>, Arc<Load>), opts: Opts)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -137,12 +154,22 @@ where
     let svc = service_fn(move |req| {
         requests.fetch_add(1, Ordering::Relaxed);
         let n = counted.fetch_add(1, Ordering::Relaxed) + 1;
-        if goaway_after.is_some_and(|limit| n >= limit) {
+        if opts.goaway_after.is_some_and(|limit| n >= limit) {
             notify.notify_one();
         }
-        respond(id, req)
+        let load = Arc::clone(&load);
+        async move {
+            let now = load.now.fetch_add(1, Ordering::Relaxed) + 1;
+            load.peak.fetch_max(now, Ordering::Relaxed);
+            let r = respond(id, req).await;
+            load.now.fetch_sub(1, Ordering::Relaxed);
+            r
+        }
     });
-    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    if let Some(m) = opts.max_streams {
+        builder.max_concurrent_streams(m);
+    }
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     let mut shut = false;
@@ -202,7 +229,13 @@ async fn respond(id: u32, req: Request<Incoming>) -> Result<Response<Body>, Infa
     let path = req.uri().path().to_owned();
     let mut headers = HeaderMap::new();
     echo_headers(&mut headers, id, &req);
-    let mut resp = if path == "/grpc" {
+    let mut resp = if path == "/stream" {
+        // Each request DATA frame echoed as it comes (a bidirectional gRPC stream).
+        let frames = futures::StreamExt::map(req.into_body().into_data_stream(), |d| {
+            Ok::<_, Infallible>(Frame::data(d.unwrap_or_default()))
+        });
+        Response::new(StreamBody::new(frames).boxed())
+    } else if path == "/grpc" {
         let collected = req.into_body().collect().await.unwrap();
         let request_trailer = collected
             .trailers()
@@ -403,7 +436,7 @@ fn tls_h2_server() -> Arc<rustls::ServerConfig> {
 
 #[tokio::test]
 async fn tls_backends_are_spoken_to_in_http2_with_alpn_h2() {
-    let b = H2Backend::start_with(1, Some(tls_h2_server()), None).await;
+    let b = H2Backend::start_with(1, Some(tls_h2_server()), Opts::default()).await;
     let tls = BackendTls::new(Verify::None, None).unwrap();
     let p = proxy(
         config(),
@@ -426,7 +459,15 @@ async fn tls_backends_are_spoken_to_in_http2_with_alpn_h2() {
 #[tokio::test]
 async fn a_backend_going_away_is_reconnected_without_a_failed_request() {
     // GOAWAY after every 3 requests, gracefully.
-    let b = H2Backend::start_with(1, None, Some(3)).await;
+    let b = H2Backend::start_with(
+        1,
+        None,
+        Opts {
+            goaway_after: Some(3),
+            ..Opts::default()
+        },
+    )
+    .await;
     let p = proxy(
         config(),
         HttpPool::new("grpc", pool(&[b.addr])).with_http2(),
@@ -521,4 +562,105 @@ async fn an_idle_http2_backend_connection_is_closed_after_backend_idle() {
     let g = client.get("/", &[("host", "www.example")]).await;
     assert_eq!(g.status, StatusCode::OK);
     assert_eq!(b.connections.load(Ordering::Relaxed), 2);
+}
+
+/// A bidirectional stream (gRPC's shape): the client sends its next message only after
+/// the echo of the last one came back, through the proxy with HTTP/2 on both sides; a
+/// proxy that waited for the request's end before the response (or held frames back)
+/// would stall it.
+#[tokio::test]
+async fn a_bidirectional_stream_flows_both_ways_at_once() {
+    let b = H2Backend::start(1).await;
+    let mut c = config();
+    c.http2 = true;
+    let p = proxy(c, HttpPool::new("grpc", pool(&[b.addr])).with_http2()).await;
+    let tcp = TcpStream::connect(p.local_addr()).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Body>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let _conn = tokio::spawn(conn);
+    let (mut send, frames) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    let body = StreamBody::new(frames).boxed();
+    let req = Request::post("http://grpc.example/stream")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        tx.ready().await.unwrap();
+        send.send(Ok(Frame::data(Bytes::from_static(b"m0"))))
+            .await
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body();
+        for i in 0..5 {
+            let want = format!("m{i}");
+            let mut got = Vec::new();
+            while got.len() < want.len() {
+                let f = body.frame().await.expect("a frame").unwrap();
+                got.extend_from_slice(&f.into_data().unwrap_or_default());
+            }
+            assert_eq!(got, want.as_bytes());
+            if i < 4 {
+                send.send(Ok(Frame::data(Bytes::from(format!("m{}", i + 1)))))
+                    .await
+                    .unwrap();
+            }
+        }
+        drop(send);
+        assert!(body.frame().await.is_none_or(|f| f.is_ok()));
+    })
+    .await
+    .expect("the echoes came back one by one within 10 s");
+}
+
+/// A backend allowing 2 streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`) gets
+/// more connections when more requests are in flight, as Envoy and HAProxy open them,
+/// rather than the requests queueing on one.
+#[tokio::test]
+async fn more_connections_are_made_past_the_backends_stream_limit() {
+    let b = H2Backend::start_with(
+        1,
+        None,
+        Opts {
+            max_streams: Some(2),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let p = proxy(
+        config(),
+        HttpPool::new("grpc", pool(&[b.addr])).with_http2(),
+    )
+    .await;
+    let addr = p.local_addr();
+    // One request first: the connection learns the backend's limit from its SETTINGS
+    // (noted by the proxy within 100 ms of the connect).
+    let mut c = Client::connect(addr).await;
+    assert_eq!(
+        c.get("/", &[("host", "www.example")]).await.status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut tasks = JoinSet::new();
+    for _ in 0..6 {
+        tasks.spawn(async move {
+            let mut c = Client::connect(addr).await;
+            c.get("/sleep/300", &[("host", "www.example")]).await.status
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert_eq!(r.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(
+        b.load.peak.load(Ordering::Relaxed),
+        6,
+        "all six in flight at once"
+    );
+    assert_eq!(
+        b.connections.load(Ordering::Relaxed),
+        3,
+        "three connections of two streams"
+    );
 }

@@ -1971,8 +1971,9 @@ pub struct HttpSettings {
     pub backend_tls: bool,
     /// Speak HTTP/2 to the real servers (HAProxy `server … proto h2`, Envoy's cluster
     /// `http2_protocol_options`, nginx `grpc_pass`): with prior knowledge in plain TCP
-    /// (h2c), with ALPN `h2` alone over `backend_tls`. One connection per real server
-    /// carries all its requests as streams, whatever the clients speak; trailers pass
+    /// (h2c), with ALPN `h2` alone over `backend_tls`. A real server's requests share its
+    /// connection as streams, whatever the clients speak (another is opened at its stream
+    /// limit, up to 16); trailers pass
     /// (gRPC, with `te: trailers` kept). A WebSocket to these real servers gets 501. Checks
     /// still speak HTTP/1.1. Default false: HTTP/1.1, kept-alive connections per real
     /// server.

@@ -6,12 +6,16 @@
 //!   [`Limits::max_idle_per_backend`](super::Limits::max_idle_per_backend), expired after
 //!   [`Timeouts::backend_idle`](super::Timeouts::backend_idle).
 //! - HTTP/2 over `hyper::client::conn::http2` ([`HttpPool::http2`](super::HttpPool::http2)):
-//!   one connection per backend, shared by every request to it (each a stream), made again
-//!   once it closes (the backend's GOAWAY, a failure) and dropped after
-//!   [`Timeouts::backend_idle`](super::Timeouts::backend_idle) without a request.
+//!   a backend's requests share its connections as streams; another connection is made
+//!   when each open one has as many streams as the backend allows (its
+//!   `SETTINGS_MAX_CONCURRENT_STREAMS`), up to [`MAX_H2_CONNS_PER_BACKEND`]; a closed one
+//!   (the backend's GOAWAY, a failure) is replaced by the next request, and one without a
+//!   stream for [`Timeouts::backend_idle`](super::Timeouts::backend_idle) is let go.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -177,25 +181,90 @@ struct IdleConn {
     since: Instant,
 }
 
-/// A backend's shared HTTP/2 connection.
+/// One of a backend's HTTP/2 connections.
 #[derive(Debug)]
 struct SharedConn {
     tx: http2::SendRequest<BackendBody>,
+    streams: Arc<Streams>,
     /// When it was made.
     made: Instant,
     /// When a request last took it.
     used: Instant,
 }
 
-/// A backend's HTTP/2 connection, behind an async lock that a request making it holds: the
-/// requests arriving meanwhile wait for it rather than each making one.
+/// An HTTP/2 connection's streams: those open (requests taken until their response ends),
+/// and how many the backend allows (its `SETTINGS_MAX_CONCURRENT_STREAMS`, RFC 9113
+/// §6.5.2), noted by the connection's task as it changes.
+#[derive(Debug)]
+struct Streams {
+    open: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Streams {
+    fn has_room(&self) -> bool {
+        self.open.load(Ordering::Relaxed) < self.max.load(Ordering::Relaxed).max(1)
+    }
+}
+
+/// A request's stream on an HTTP/2 connection, counted open until it is dropped (held,
+/// not read).
+#[derive(Debug)]
+pub(crate) struct Stream(Arc<Streams>);
+
+impl Stream {
+    fn open(streams: &Arc<Streams>) -> Self {
+        streams.open.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(streams))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The most HTTP/2 connections kept to one backend: more are made when the open ones have
+/// as many streams as the backend allows (as Envoy and HAProxy open another connection),
+/// up to this; past it, requests share the least busy one and wait in it for a stream.
+const MAX_H2_CONNS_PER_BACKEND: usize = 16;
+
+/// A backend's HTTP/2 connections, behind an async lock that a request making one holds:
+/// the requests arriving meanwhile wait for it rather than each making one.
 #[derive(Debug, Default)]
 struct SharedSlot {
-    conn: Option<SharedConn>,
+    conns: Vec<SharedConn>,
     /// The last connect that failed: when it did, and how. The requests that waited for it
     /// get the same answer rather than each trying again in turn (a backend that times out
     /// would hold the last of them for as many connect timeouts).
     failed: Option<(Instant, FailedConnect)>,
+}
+
+impl SharedSlot {
+    /// A stream on a connection with room, made since `since` when given; past
+    /// [`MAX_H2_CONNS_PER_BACKEND`], on the least busy one.
+    fn take(&mut self, since: Option<Instant>, now: Instant) -> Option<Sender> {
+        self.conns.retain(|c| !c.tx.is_closed());
+        let eligible = |c: &&mut SharedConn| since.is_none_or(|t| c.made >= t);
+        let full = self.conns.len() >= MAX_H2_CONNS_PER_BACKEND;
+        let c = match self
+            .conns
+            .iter_mut()
+            .filter(eligible)
+            .find(|c| c.streams.has_room())
+        {
+            Some(c) => c,
+            None if full => self
+                .conns
+                .iter_mut()
+                .filter(eligible)
+                .min_by_key(|c| c.streams.open.load(Ordering::Relaxed))?,
+            None => return None,
+        };
+        c.used = now;
+        Some(Sender::Http2(c.tx.clone(), Stream::open(&c.streams)))
+    }
 }
 
 /// A failed connect, kept to answer the requests that waited for it.
@@ -238,8 +307,13 @@ impl FailedConnect {
 pub(crate) enum Sender {
     /// An HTTP/1.1 connection, this request's alone until its response ends.
     Http1(http1::SendRequest<BackendBody>),
-    /// A backend's HTTP/2 connection, shared with its other requests.
-    Http2(http2::SendRequest<BackendBody>),
+    /// One of a backend's HTTP/2 connections, shared with its other requests; the stream
+    /// counts open until this is dropped.
+    Http2(
+        http2::SendRequest<BackendBody>,
+        #[allow(dead_code)] // held for its drop
+        Stream,
+    ),
 }
 
 impl Sender {
@@ -248,7 +322,7 @@ impl Sender {
     pub(crate) fn try_send_request(
         &mut self,
         req: Request<BackendBody>,
-    ) -> impl std::future::Future<
+    ) -> impl Future<
         Output = Result<
             Response<hyper::body::Incoming>,
             hyper::client::conn::TrySendError<Request<BackendBody>>,
@@ -256,7 +330,7 @@ impl Sender {
     > {
         match self {
             Self::Http1(tx) => futures::future::Either::Left(tx.try_send_request(req)),
-            Self::Http2(tx) => futures::future::Either::Right(tx.try_send_request(req)),
+            Self::Http2(tx, _) => futures::future::Either::Right(tx.try_send_request(req)),
         }
     }
 }
@@ -306,6 +380,10 @@ pub(crate) const HYPER_MAX_HEADERS: usize = 100;
 /// The decoded size of an HTTP/2 backend's response header fields (RFC 9113
 /// `SETTINGS_MAX_HEADER_LIST_SIZE`), bytes: hyper's bound on an HTTP/1.1 head.
 const MAX_H2_HEADER_LIST: u32 = 400 * 1024;
+
+/// The streams an HTTP/2 connection is taken to allow until the backend's SETTINGS say
+/// (hyper's and h2's initial `max_send_streams`).
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
 impl ConnPool {
     /// `max_headers`: the most header lines a response may have (the requests' limit).
@@ -456,36 +534,35 @@ impl ConnPool {
         let waiting_since = Instant::now();
         // Held while a connection is made: bounded by the connect timeout.
         let mut slot = slot.lock().await;
-        let now = Instant::now();
-        if let Some(c) = &mut slot.conn {
-            // Without `reuse` (the connection failed this request), one made while it
-            // waited is new enough.
-            if c.tx.is_ready() && (reuse || c.made >= waiting_since) {
-                c.used = now;
-                return Ok(Checkout {
-                    tx: Sender::Http2(c.tx.clone()),
-                    reused: c.made < waiting_since,
-                    list,
-                });
-            }
+        // Without `reuse` (a connection failed this request), only one made while it waited
+        // is new enough.
+        // A connection another request made has served others: a failure on it may be
+        // its closing, as on a kept-alive HTTP/1.1 one.
+        if let Some(tx) = slot.take((!reuse).then_some(waiting_since), Instant::now()) {
+            return Ok(Checkout {
+                tx,
+                reused: true,
+                list,
+            });
         }
-        slot.conn = None;
         if let Some((at, failed)) = &slot.failed {
             if *at >= waiting_since {
                 return Err(failed.error(key.0));
             }
         }
         match self.connect_h2(key.0, stats, tls).await {
-            Ok(tx) => {
+            Ok((tx, streams)) => {
                 let now = Instant::now();
-                slot.conn = Some(SharedConn {
+                let stream = Stream::open(&streams);
+                slot.conns.push(SharedConn {
                     tx: tx.clone(),
+                    streams,
                     made: now,
                     used: now,
                 });
                 slot.failed = None;
                 Ok(Checkout {
-                    tx: Sender::Http2(tx),
+                    tx: Sender::Http2(tx, stream),
                     reused: false,
                     list,
                 })
@@ -503,7 +580,7 @@ impl ConnPool {
         addr: SocketAddr,
         stats: &Arc<BackendStats>,
         tls: Option<&BackendTls>,
-    ) -> Result<http2::SendRequest<BackendBody>, ForwardError> {
+    ) -> Result<(http2::SendRequest<BackendBody>, Arc<Streams>), ForwardError> {
         let io = self.connect(addr, stats, tls, true).await?;
         let (tx, conn) =
             self.builder2
@@ -513,12 +590,45 @@ impl ConnPool {
                     backend: addr,
                     source,
                 })?;
+        let streams = Arc::new(Streams {
+            open: AtomicUsize::new(0),
+            max: AtomicUsize::new(INITIAL_MAX_SEND_STREAMS),
+        });
+        let noted = Arc::clone(&streams);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            // hyper's connection task is woken by the requests sent on it, not by the
+            // backend's SETTINGS (h2 reads them in a task of its own): the limit is noted
+            // at each request and, for a connection that gets none for a while after its
+            // first, a few times soon after it is made.
+            let start = Instant::now();
+            let mut looks = [10, 100, 1000]
+                .map(|ms| start + Duration::from_millis(ms))
+                .into_iter();
+            let mut look = looks
+                .next()
+                .map(|at| Box::pin(tokio::time::sleep_until(at)));
+            let r = std::future::poll_fn(|cx| {
+                let r = conn.as_mut().poll(cx);
+                while let Some(sleep) = &mut look {
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        break;
+                    }
+                    look = looks
+                        .next()
+                        .map(|at| Box::pin(tokio::time::sleep_until(at)));
+                }
+                noted
+                    .max
+                    .store(conn.current_max_send_streams(), Ordering::Relaxed);
+                r
+            })
+            .await;
+            if let Err(e) = r {
                 tracing::debug!(backend = %addr, error = %e, "backend HTTP/2 connection ended");
             }
         });
-        Ok(tx)
+        Ok((tx, streams))
     }
 
     /// A new connection to `addr`, TLS set up with `tls` (offering `h2` when `http2`),
@@ -609,11 +719,11 @@ impl ConnPool {
         for slot in slots {
             // One being made (or taken) now is not idle.
             if let Ok(mut slot) = slot.try_lock() {
-                if slot.conn.as_ref().is_some_and(|c| {
-                    c.tx.is_closed() || now.duration_since(c.used) >= self.idle_timeout
-                }) {
-                    slot.conn = None;
-                }
+                slot.conns.retain(|c| {
+                    !c.tx.is_closed()
+                        && (c.streams.open.load(Ordering::Relaxed) > 0
+                            || now.duration_since(c.used) < self.idle_timeout)
+                });
             }
         }
     }

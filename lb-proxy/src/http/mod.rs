@@ -62,11 +62,12 @@
 //!
 //! With [`HttpPool::http2`] a pool's backends are spoken to in HTTP/2 (HAProxy `server …
 //! proto h2`; gRPC servers): h2c with prior knowledge, or ALPN `h2` over [`HttpPool::tls`].
-//! Each backend has one connection, made by the first request that needs it while the
-//! others wait for it (a failed connect answers them all), shared by every request as
-//! streams, made again once it closes (the backend's GOAWAY, a failure: a request caught
-//! on it is sent again as on a broken keep-alive connection) and let go after
-//! `backend_idle` unused. The client's Host becomes `:authority`; `te: trailers` is kept
+//! A backend's requests share its connection as streams; another is made when each open
+//! one has as many streams as the backend allows (`SETTINGS_MAX_CONCURRENT_STREAMS`, up to
+//! 16 connections). A connection is made by the first request that needs it while the
+//! others wait for it (a failed connect answers them all), made again once it closes (the
+//! backend's GOAWAY, a failure: a request caught on it is sent again as on a broken
+//! keep-alive connection) and let go after `backend_idle` without a stream. The client's Host becomes `:authority`; `te: trailers` is kept
 //! and trailers pass both ways to HTTP/2 clients (gRPC). A WebSocket routed to such a pool
 //! gets 501 (`bad_requests`).
 //!

@@ -58,8 +58,9 @@ pub struct HttpPool {
     pub tls: Option<BackendTls>,
     /// Speak HTTP/2 to its backends (HAProxy `server … proto h2`, Envoy's cluster
     /// `http2_protocol_options`, nginx `grpc_pass`): with prior knowledge over plain TCP
-    /// (h2c), with ALPN `h2` alone over [`HttpPool::tls`]. Each backend gets one
-    /// connection, which its requests share as streams whatever the clients' protocol;
+    /// (h2c), with ALPN `h2` alone over [`HttpPool::tls`]. A backend's requests share its
+    /// connections as streams whatever the clients' protocol (one connection, more when the
+    /// backend's stream limit is reached);
     /// request trailers and response trailers pass (gRPC, with `te: trailers` kept when the
     /// client sent it). A protocol upgrade (WebSocket) to such a pool gets 501
     /// ([`ForwardError::UpgradeNotSupported`](super::ForwardError::UpgradeNotSupported)).
