@@ -2036,6 +2036,65 @@ fn backend_http2_speaks_http2_to_nginx() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// gRPC end to end through lb-node, both peers gRPC's own C core (Debian's python3-grpcio):
+/// a client on one HTTP/2 connection to a virtual server with `http2 = true` and
+/// `backend_http2 = true` in front of two gRPC servers. Each call is balanced on its own
+/// (both servers answer), initial and trailing metadata pass, an error status in a
+/// Trailers-Only response reaches the client as the server sent it, and a bidirectional
+/// stream flows.
+#[test]
+fn grpc_calls_pass_through_http2_virtual_servers() {
+    if !lb_testkit::grpc::available() {
+        return;
+    }
+    let dir = tempdir();
+    let s1 = lb_testkit::grpc::GrpcServer::start("s1", None).unwrap();
+    let s2 = lb_testkit::grpc::GrpcServer::start("s2", None).unwrap();
+    let port = free_port();
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n\
+         [[virtual_server]]\nname = \"grpc\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\
+         [virtual_server.http]\nhttp2 = true\nbackend_http2 = true\n\
+         [[virtual_server.backend]]\naddress = \"{}\"\n\
+         [[virtual_server.backend]]\naddress = \"{}\"\n",
+        dir.join("admin.sock").display(),
+        s1.addr(),
+        s2.addr()
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let out = lb_testkit::grpc::client(SocketAddr::from(([127, 0, 0, 1], port)), 6)
+        .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 8, "{out}");
+    let mut servers = std::collections::BTreeSet::new();
+    for (i, l) in lines[..6].iter().enumerate() {
+        let f: Vec<&str> = l.split(' ').collect();
+        // say ID:helloN ID t-ID: the answer, its initial and trailing metadata from one
+        // server.
+        let id = f[2];
+        assert_eq!(
+            f,
+            ["say", &format!("{id}:hello{i}"), id, &format!("t-{id}")],
+            "{out}"
+        );
+        servers.insert(id.to_owned());
+    }
+    assert_eq!(servers.len(), 2, "both servers answered: {out}");
+    assert_eq!(lines[6], "fail INVALID_ARGUMENT told to fail", "{out}");
+    assert!(
+        ["chat s1:a s1:b s1:c", "chat s2:a s2:b s2:c"].contains(&lines[7]),
+        "{out}"
+    );
+    let st = status(&sock);
+    let http = &st["virtual_servers"][0]["http"];
+    assert_eq!(http["http2_connections"].as_u64(), Some(1), "{st}");
+    assert_eq!(http["bad_gateway"].as_u64(), Some(0), "{st}");
+    drop(node);
+    drop((s1, s2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Each check of a real server runs on its own schedule, as keepalived's checkers: a
 /// MISC_CHECK with `retry` 0 takes it down at its first failure although the TCP check
 /// before it has `retry` 3 with `delay_before_retry` 2 s (one combined check on the first

@@ -16,6 +16,8 @@
 //! * [`dns::Dnsmasq`]: a real DNS server (Debian's dnsmasq) on a loopback port, and
 //!   [`dns::query`], a blocking `A` query that says which server answered.
 //! * [`smtp::Aiosmtpd`]: a real SMTP server (Debian's python3-aiosmtpd) on a loopback port.
+//! * [`grpc::GrpcServer`] and [`grpc::client`]: a real gRPC server and client (Debian's
+//!   python3-grpcio, gRPC's C core) on loopback.
 //! * [`ports::unused_port`] / [`ports::dead_addr`]: loopback ports below the kernel's
 //!   ephemeral range, for a config that must name a port before anything listens on it.
 //! * [`wait_until`]: every wait is bounded in time and in iterations.
@@ -41,6 +43,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod dns;
+pub mod grpc;
 mod lab;
 mod peer;
 pub mod ports;
