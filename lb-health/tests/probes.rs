@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::{Backend, BackendId, BackendSet, Health, Pool, PoolConfig, Weight};
+use lb_health::probe::grpc::GrpcProbe;
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{
     DnsName, DnsProbe, ExecProbe, HexPattern, ProxyHeader, QueryType, SmtpProbe, TcpProbe,
@@ -1762,4 +1763,128 @@ async fn http_per_step_timeout_of_duration_max_does_not_panic() {
         tokio::time::timeout(Duration::from_millis(300), probe.probe(addr, Duration::MAX)).await;
     assert!(r.is_err(), "still waiting, no panic: {r:?}");
     held.abort();
+}
+
+/// The gRPC health checking protocol against gRPC's own server (its C core, Debian's
+/// python3-grpcio): the server as a whole and a known service pass, an unknown service
+/// fails with NOT_FOUND, a service reported NOT_SERVING fails and passes again once it
+/// serves, a stopped server fails.
+#[tokio::test]
+async fn grpc_health_against_grpcs_own_server() {
+    if !lb_testkit::grpc::available() {
+        return;
+    }
+    let health = std::env::temp_dir().join(format!("lb-grpc-health-{}", std::process::id()));
+    let _ = std::fs::remove_file(&health);
+    let file = health.clone();
+    let mut server =
+        tokio::task::spawn_blocking(move || lb_testkit::grpc::GrpcServer::start("s1", Some(&file)))
+            .await
+            .unwrap()
+            .unwrap();
+    let addr = server.addr();
+    let t = Duration::from_secs(5);
+    let out = GrpcProbe::new("").probe(addr, t).await;
+    assert!(out.is_up(), "{}", out.reason);
+    assert_eq!(out.reason, "server SERVING");
+    let echo = GrpcProbe::new("echo.Echo").authority("echo.internal");
+    let out = echo.probe(addr, t).await;
+    assert_eq!(out.reason, "service \"echo.Echo\" SERVING");
+    let out = GrpcProbe::new("nope").probe(addr, t).await;
+    assert!(!out.is_up());
+    assert_eq!(out.reason, "grpc-status 5 NOT_FOUND: unknown service");
+    std::fs::write(&health, "").unwrap();
+    let out = echo.probe(addr, t).await;
+    assert!(!out.is_up());
+    assert_eq!(out.reason, "service \"echo.Echo\" NOT_SERVING");
+    std::fs::remove_file(&health).unwrap();
+    assert!(echo.probe(addr, t).await.is_up());
+    server.stop();
+    let out = echo.probe(addr, t).await;
+    assert!(!out.is_up());
+    assert!(out.reason.starts_with("connect to"), "{}", out.reason);
+}
+
+/// A server that does not speak HTTP/2 (an HTTP/1.1 one) fails the gRPC check, saying so.
+#[tokio::test]
+async fn grpc_health_fails_against_an_http1_server() {
+    let (addr, _) = http_server(|_| response(200, "ok")).await;
+    let out = GrpcProbe::new("").probe(addr, T).await;
+    assert!(!out.is_up());
+    assert!(
+        out.reason.starts_with("HTTP/2 connection") || out.reason.starts_with("gRPC call"),
+        "{}",
+        out.reason
+    );
+}
+
+/// An HTTP/2 server over TLS answering `Check` with `status`, offering ALPN `alpn`.
+async fn grpc_tls_server(status: u8, alpn: &[u8]) -> SocketAddr {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    let (cert, key) = self_signed();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(Ok(tls)) = tokio::time::timeout(T, acceptor.accept(s)).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let ok = req.uri().path() == "/grpc.health.v1.Health/Check"
+                            && req.headers()["te"] == "trailers";
+                        let _ = req.into_body().collect().await;
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", if ok { "0" } else { "3" }.parse().unwrap());
+                        let frames: Vec<Result<Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+                            Ok(Frame::data(bytes::Bytes::from(vec![
+                                0, 0, 0, 0, 2, 0x08, status,
+                            ]))),
+                            Ok(Frame::trailers(trailers)),
+                        ];
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(StreamBody::new(
+                            futures::stream::iter(frames),
+                        )))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Over TLS the check offers ALPN `h2`: it passes against a server serving HTTP/2, reads
+/// its NOT_SERVING, and fails against one that speaks only HTTP/1.1.
+#[tokio::test]
+async fn grpc_health_over_tls_offers_h2() {
+    let tls = || TlsOptions::new().verify(false);
+    let serving = grpc_tls_server(1, b"h2").await;
+    let probe = GrpcProbe::new("").tls(tls()).unwrap();
+    let out = probe.probe(serving, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+    let not_serving = grpc_tls_server(2, b"h2").await;
+    assert_eq!(
+        probe.probe(not_serving, T).await.reason,
+        "server NOT_SERVING"
+    );
+    let http1 = grpc_tls_server(1, b"http/1.1").await;
+    let out = probe.probe(http1, T).await;
+    assert!(!out.is_up());
+    assert!(out.reason.starts_with("TLS handshake"), "{}", out.reason);
 }

@@ -366,9 +366,9 @@ impl ServerCertVerifier for AcceptAnyCert {
 }
 
 #[derive(Clone)]
-struct Tls {
-    connector: TlsConnector,
-    sni: Option<ServerName<'static>>,
+pub(crate) struct Tls {
+    pub(crate) connector: TlsConnector,
+    pub(crate) sni: Option<ServerName<'static>>,
     verify: bool,
 }
 
@@ -389,7 +389,15 @@ fn tls_error(reason: impl fmt::Display) -> Error {
 }
 
 impl Tls {
-    fn build(opts: TlsOptions, host: Option<&str>) -> Result<Self> {
+    /// The same settings offering ALPN `h2` alone (gRPC).
+    pub(crate) fn alpn_h2(mut self) -> Self {
+        let mut config = rustls::ClientConfig::clone(self.connector.config());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        self.connector = TlsConnector::from(Arc::new(config));
+        self
+    }
+
+    pub(crate) fn build(opts: TlsOptions, host: Option<&str>) -> Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()

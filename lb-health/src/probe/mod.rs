@@ -11,6 +11,7 @@
 //! | `DNS_CHECK` | [`DnsProbe`] |
 //! | `SMTP_CHECK` | [`SmtpProbe`] |
 //! | `PING_CHECK` | [`PingProbe`] |
+//! | (Envoy `grpc_health_check`, Kubernetes' `grpc` probe) | [`GrpcProbe`](grpc::GrpcProbe) (feature `http`) |
 //!
 //! A probe never fails with an error and never panics on what a backend sends: every
 //! failure — refused, timed out, garbage, wrong status, wrong body — is a
@@ -46,6 +47,8 @@ use crate::tracker::ProbeOutcome;
 mod all;
 mod dns;
 mod exec;
+#[cfg(feature = "http")]
+pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
 mod ping;
@@ -104,8 +107,8 @@ pub trait Probe: fmt::Debug + Send + Sync {
         timeout.saturating_add(self.cleanup_grace())
     }
 
-    /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"exec"`, `"udp"`, `"dns"`, `"smtp"`,
-    /// `"ping"`.
+    /// A short name for logs: `"tcp"`, `"http"`, `"https"`, `"grpc"`, `"exec"`, `"udp"`,
+    /// `"dns"`, `"smtp"`, `"ping"`.
     fn kind(&self) -> &'static str;
 }
 
