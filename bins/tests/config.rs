@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lb_bins::config::model::{CheckKind, GarpGroup, InitialState, Protocol};
+use lb_bins::config::model::{CheckKind, GarpGroup, GrpcCheck, InitialState, Protocol};
 use lb_bins::config::{self, Config, ConfigError, Format, Warning};
 
 fn fixture(p: &str) -> PathBuf {
@@ -148,10 +148,11 @@ fn commented_example_exercises_every_option() {
             CheckKind::Smtp(_) => "smtp",
             CheckKind::File(_) => "file",
             CheckKind::Bfd(_) => "bfd",
+            CheckKind::Grpc(_) => "grpc",
         })
         .collect();
     for k in [
-        "tcp", "http", "ssl", "misc", "udp", "dns", "ping", "smtp", "file", "bfd",
+        "tcp", "http", "ssl", "misc", "udp", "dns", "ping", "smtp", "file", "bfd", "grpc",
     ] {
         assert!(kinds.contains(&k), "no {k} check in the example");
     }
@@ -446,6 +447,10 @@ fn commented_example_sets_every_key_of_the_model() {
             "kind" => "type",
             "qtype" => "dns_type",
             "routes" => "route",
+            // GrpcCheck's.
+            "service" => "grpc_service",
+            "authority" => "virtualhost",
+            "tls" => "grpc_tls",
             // Not keys: VirtualIp parts (written inside the address string, checked below),
             // validation results, and the TLS files' contents read at load.
             "prefix_len"
@@ -558,6 +563,14 @@ fn keepalived_example_is_the_twin_of_the_toml_example() {
         .virtual_servers
         .iter()
         .any(|v| v.outlier_detection.max_ejection_time.is_some()));
+    // A `grpc` check is TOML only (keepalived has none): its virtual server is not in the
+    // twin.
+    assert!(t.virtual_servers.iter().any(|v| v
+        .backends
+        .iter()
+        .flat_map(|b| &b.checks)
+        .any(|c| matches!(c.kind, CheckKind::Grpc(_)))));
+    t.virtual_servers.retain(|v| v.name != "grpc");
     for v in &mut t.virtual_servers {
         v.http = None;
         v.tcp = None;
@@ -5752,6 +5765,48 @@ fn toml_number_out_of_range_names_the_range() {
         "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 3\nunicast_ttl = 300\n",
     );
     assert!(e[0].ends_with("300 is out of range 0..=255"), "{e:?}");
+}
+
+/// `type = "grpc"` loads with its options (`grpc_service`, `grpc_tls`, `virtualhost` as
+/// the `:authority`); its options on another kind, and another kind's on it, are errors at
+/// their line.
+#[test]
+fn grpc_checks_load_and_their_options_are_checked() {
+    let vs = |check: &str| {
+        format!(
+            "[[virtual_server]]\nlisten = \"127.0.0.1:8080\"\nprotocol = \"http\"\n\
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:50051\"\n\
+             [[virtual_server.backend.check]]\n{check}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.toml");
+    std::fs::write(
+        &t,
+        vs("type = \"grpc\"\ngrpc_service = \"echo.Echo\"\ngrpc_tls = true\nvirtualhost = \"echo.internal\""),
+    )
+    .unwrap();
+    let (c, w) = ok(&t);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(
+        c.virtual_servers[0].backends[0].checks[0].kind,
+        CheckKind::Grpc(GrpcCheck {
+            service: "echo.Echo".into(),
+            authority: Some("echo.internal".into()),
+            tls: true,
+        })
+    );
+    let e = errors("t.toml", &vs("type = \"tcp\"\ngrpc_service = \"x\""));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("grpc_service and grpc_tls apply to grpc checks, not tcp"),
+        "{e:?}"
+    );
+    let e = errors("t.toml", &vs("type = \"grpc\"\nurl = [{ path = \"/\" }]"));
+    assert!(
+        e[0].contains("url and enable_sni apply to http and ssl checks, not grpc"),
+        "{e:?}"
+    );
 }
 
 /// `backend_http2` loads, and `--check` warns about a check that speaks HTTP/1.1 on the

@@ -2095,6 +2095,74 @@ fn grpc_calls_pass_through_http2_virtual_servers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `type = "grpc"` checks ask gRPC servers' health service (gRPC's own, Debian's
+/// python3-grpcio): a server whose service turns NOT_SERVING is taken out and its calls go
+/// to the other, and it is taken back once it serves again; `lbctl status` gives the
+/// reason.
+#[test]
+fn grpc_health_checks_follow_the_servers_health_service() {
+    if !lb_testkit::grpc::available() {
+        return;
+    }
+    let dir = tempdir();
+    let health = dir.join("s2.not-serving");
+    let s1 = lb_testkit::grpc::GrpcServer::start("s1", None).unwrap();
+    let s2 = lb_testkit::grpc::GrpcServer::start("s2", Some(&health)).unwrap();
+    let port = free_port();
+    let backend = |addr: SocketAddr| {
+        format!(
+            "[[virtual_server.backend]]\naddress = \"{addr}\"\n\
+             [[virtual_server.backend.check]]\ntype = \"grpc\"\ngrpc_service = \"echo.Echo\"\n\
+             virtualhost = \"echo.internal\"\n"
+        )
+    };
+    let toml = format!(
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n\
+         [[virtual_server]]\nname = \"grpc\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\
+         delay_loop = \"100ms\"\n\
+         [virtual_server.http]\nhttp2 = true\nbackend_http2 = true\n{}{}",
+        dir.join("admin.sock").display(),
+        backend(s1.addr()),
+        backend(s2.addr()),
+    );
+    let (node, sock) = start_node(&dir, &toml);
+    let health_of = |i: usize| status(&sock)["virtual_servers"][0]["backends"][i].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || health_of(0)["health"] == "up"
+            && health_of(1)["health"] == "up"),
+        "{} {}",
+        health_of(0),
+        health_of(1)
+    );
+    std::fs::write(&health, "").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || health_of(1)["health"] == "down"),
+        "{}",
+        health_of(1)
+    );
+    assert!(
+        health_of(1).to_string().contains("NOT_SERVING"),
+        "the reason names the status: {}",
+        health_of(1)
+    );
+    let vip = SocketAddr::from(([127, 0, 0, 1], port));
+    let out = lb_testkit::grpc::client(vip, 4).unwrap();
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("say s1:")).count(),
+        4,
+        "every call to s1 while s2 is out: {out}"
+    );
+    std::fs::remove_file(&health).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || health_of(1)["health"] == "up"),
+        "{}",
+        health_of(1)
+    );
+    drop(node);
+    drop((s1, s2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Each check of a real server runs on its own schedule, as keepalived's checkers: a
 /// MISC_CHECK with `retry` 0 takes it down at its first failure although the TCP check
 /// before it has `retry` 3 with `delay_before_retry` 2 s (one combined check on the first

@@ -2742,6 +2742,25 @@ pub enum CheckKind {
     File(FileCheck),
     /// Follow a `bfd_instance`'s session (keepalived `BFD_CHECK`).
     Bfd(BfdCheck),
+    /// Ask a gRPC server's health service (`grpc.health.v1.Health/Check`; Envoy's
+    /// `grpc_health_check`, Kubernetes' `grpc` probe). keepalived has none.
+    Grpc(GrpcCheck),
+}
+
+/// A gRPC health check (lb-health's
+/// [`GrpcProbe`](lb_health::probe::grpc::GrpcProbe)): passes when the server answers
+/// `SERVING` for `service`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrpcCheck {
+    /// The service asked about (`grpc_service`; Envoy's `service_name`). Default `""`: the
+    /// server as a whole.
+    pub service: String,
+    /// The `:authority` sent (`virtualhost`; Envoy's `authority`), and with `tls` the name
+    /// sent as SNI. Default: the address checked.
+    pub authority: Option<String>,
+    /// Over TLS with ALPN `h2` (`grpc_tls`), the certificate not verified, as keepalived's
+    /// `SSL_GET` verifies none. Default false: h2c with prior knowledge.
+    pub tls: bool,
 }
 
 impl CheckKind {
@@ -2769,7 +2788,8 @@ impl CheckKind {
             | Self::Ssl(_)
             | Self::Udp(_)
             | Self::Ping
-            | Self::Smtp(_) => 1,
+            | Self::Smtp(_)
+            | Self::Grpc(_) => 1,
         }
     }
 
@@ -2789,7 +2809,8 @@ impl CheckKind {
             | Self::Ping
             | Self::Smtp(_)
             | Self::File(_)
-            | Self::Bfd(_) => Some(Duration::from_secs(1)),
+            | Self::Bfd(_)
+            | Self::Grpc(_) => Some(Duration::from_secs(1)),
         }
     }
 }
@@ -4922,6 +4943,21 @@ fn validate_check(
     }
     match &c.kind {
         CheckKind::Tcp | CheckKind::Dns(_) | CheckKind::Ping => {}
+        CheckKind::Grpc(g) => {
+            if g.tls {
+                if let Err(e) = lb_health::probe::grpc::GrpcProbe::new(g.service.clone())
+                    .tls(lb_health::probe::http::TlsOptions::new().verify(false))
+                {
+                    err(format!("{p}.grpc_tls"), e.to_string());
+                }
+            }
+            if c.check_send_proxy == Some(true) {
+                err(
+                    format!("{p}.check_send_proxy"),
+                    "a grpc check sends no PROXY header".into(),
+                );
+            }
+        }
         CheckKind::Bfd(_) => {
             if c.retry != 0
                 || c.rise.is_some()

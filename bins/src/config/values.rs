@@ -26,8 +26,8 @@ use serde::Deserialize;
 use lb_health::probe::HexPattern;
 
 use super::model::{
-    BfdCheck, CheckKind, DnsCheck, FileCheck, HealthCheck, HttpCheck, MiscCheck, NotifyDeleted,
-    NotifyScript, SmtpCheck, UdpCheck, UrlCheck,
+    BfdCheck, CheckKind, DnsCheck, FileCheck, GrpcCheck, HealthCheck, HttpCheck, MiscCheck,
+    NotifyDeleted, NotifyScript, SmtpCheck, UdpCheck, UrlCheck,
 };
 
 /// Parses a duration: a number of seconds (`3`, `0.5`) or a number with a unit (`500ms`,
@@ -449,8 +449,8 @@ pub(crate) mod opt_hex_pattern {
     }
 }
 
-/// The TOML form of a health check: flat, with
-/// `type = "tcp" | "http" | "ssl" | "misc" | "udp"`.
+/// The TOML form of a health check: flat, with `type = "tcp" | "http" | "ssl" | "misc" |
+/// "udp" | "dns" | "ping" | "smtp" | "file" | "bfd" | "grpc"`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCheck {
@@ -526,6 +526,10 @@ pub(crate) struct RawCheck {
     bfd_instance: Option<String>,
     #[serde(default)]
     check_send_proxy: Option<bool>,
+    #[serde(default)]
+    grpc_service: Option<String>,
+    #[serde(default)]
+    grpc_tls: Option<bool>,
 }
 
 impl TryFrom<RawCheck> for HealthCheck {
@@ -591,7 +595,32 @@ impl TryFrom<RawCheck> for HealthCheck {
             }
             Ok(())
         };
-        let kind = match r.kind.to_ascii_lowercase().as_str() {
+        let kind_name = r.kind.to_ascii_lowercase();
+        if kind_name != "grpc" && (r.grpc_service.is_some() || r.grpc_tls.is_some()) {
+            return Err(format!(
+                "grpc_service and grpc_tls apply to grpc checks, not {kind_name}"
+            ));
+        }
+        let kind = match kind_name.as_str() {
+            "grpc" => {
+                bfd_only("grpc")?;
+                misc_only("grpc")?;
+                udp_only("grpc")?;
+                dns_only("grpc")?;
+                smtp_only("grpc")?;
+                file_only("grpc")?;
+                if r.url.is_some() || r.enable_sni.is_some() {
+                    return Err(
+                        "url and enable_sni apply to http and ssl checks, not grpc (virtualhost is the :authority)"
+                            .into(),
+                    );
+                }
+                CheckKind::Grpc(GrpcCheck {
+                    service: r.grpc_service.clone().unwrap_or_default(),
+                    authority: r.virtualhost.clone(),
+                    tls: r.grpc_tls.unwrap_or(false),
+                })
+            }
             "bfd" => {
                 http_only("bfd")?;
                 misc_only("bfd")?;
@@ -726,7 +755,7 @@ impl TryFrom<RawCheck> for HealthCheck {
             }
             other => {
                 return Err(format!(
-                    "unknown check type {other:?} (expected tcp, http, ssl, misc, udp, dns, ping, smtp, file or bfd)"
+                    "unknown check type {other:?} (expected tcp, http, ssl, misc, udp, dns, ping, smtp, file, bfd or grpc)"
                 ))
             }
         };

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::{AdminState, BackendId, BackendSet, Health, Pool, Weight};
+use lb_health::probe::grpc::GrpcProbe;
 use lb_health::probe::http::{HttpProbe, TlsOptions};
 use lb_health::probe::{
     AllOf, DnsProbe, ExecProbe, PingProbe, ProxyHeader, SmtpProbe, TcpProbe, UdpExpect, UdpProbe,
@@ -1071,6 +1072,27 @@ fn probe(
             }
             if let Some(ip) = check.connect_ip {
                 p = p.connect_ip(ip);
+            }
+            Box::new(p)
+        }
+        CheckKind::Grpc(g) => {
+            let mut p = GrpcProbe::new(g.service.clone()).connect_port(port);
+            if let Some(a) = &g.authority {
+                p = p.authority(a.clone());
+            }
+            if let Some(ip) = source {
+                p = p.bindto(ip);
+            }
+            if let Some(ip) = check.connect_ip {
+                p = p.connect_ip(ip);
+            }
+            if g.tls {
+                // keepalived's SSL_GET verifies no certificate; SNI is the authority's name.
+                let mut tls = TlsOptions::new().verify(false);
+                if g.authority.is_none() {
+                    tls = tls.send_sni(false);
+                }
+                p = p.tls(tls).map_err(|e| e.to_string())?;
             }
             Box::new(p)
         }
