@@ -32,6 +32,7 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// - `/grpc`: the request body echoed, then trailers `grpc-status: 0` and
 ///   `x-echo-request-trailer` (the request's `x-client-trailer` trailer, if any);
 /// - `/stream`: each request DATA frame echoed as it arrives;
+/// - `/big/<n>`: n MiB;
 /// - `/sleep/<ms>`: 200 after that long;
 /// - anything else: 200 `id=<id>`.
 ///
@@ -229,7 +230,14 @@ async fn respond(id: u32, req: Request<Incoming>) -> Result<Response<Body>, Infa
     let path = req.uri().path().to_owned();
     let mut headers = HeaderMap::new();
     echo_headers(&mut headers, id, &req);
-    let mut resp = if path == "/stream" {
+    let mut resp = if let Some(mib) = path.strip_prefix("/big/") {
+        // That many MiB, in 64 KiB frames.
+        let chunks = mib.parse::<usize>().unwrap_or(1) * 16;
+        let frames = futures::stream::iter(
+            (0..chunks).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; 65536])))),
+        );
+        Response::new(StreamBody::new(frames).boxed())
+    } else if path == "/stream" {
         // Each request DATA frame echoed as it comes (a bidirectional gRPC stream).
         let frames = futures::StreamExt::map(req.into_body().into_data_stream(), |d| {
             Ok::<_, Infallible>(Frame::data(d.unwrap_or_default()))
@@ -533,7 +541,8 @@ async fn an_upgrade_to_an_http2_pool_gets_501_and_a_closed_connection() {
     .await
     .unwrap();
     let mut got = Vec::new();
-    assert!(read_head(&mut s, &mut got).await);
+    let read = tokio::time::timeout(Duration::from_secs(10), read_head(&mut s, &mut got));
+    assert!(read.await.unwrap_or(false), "a response within 10 s");
     let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 501"), "{text}");
     assert!(text.contains("connection: close"), "{text}");
@@ -663,4 +672,239 @@ async fn more_connections_are_made_past_the_backends_stream_limit() {
         3,
         "three connections of two streams"
     );
+}
+
+/// A hand-written HTTP/2 server for the refusals hyper's cannot be made to send: on its
+/// first connection, once `wait_for` requests have fully arrived, `Refuse::GoAway` sends
+/// GOAWAY (NO_ERROR, last stream id the first request's) and answers the first;
+/// `Refuse::Stream` answers the first and resets the others with REFUSED_STREAM. Later
+/// connections answer every request 204 at once. Counts connections and requests.
+#[derive(Clone, Copy)]
+enum Refuse {
+    GoAway,
+    Stream,
+}
+
+async fn refusing_h2(how: Refuse, wait_for: usize) -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
+    use tokio::io::AsyncReadExt;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicU64::new(0));
+    let reqs = Arc::new(AtomicU64::new(0));
+    let (c2, r2) = (Arc::clone(&conns), Arc::clone(&reqs));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let first = c2.fetch_add(1, Ordering::SeqCst) == 0;
+            let reqs = Arc::clone(&r2);
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if s.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                // Empty SETTINGS.
+                let _ = s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                let mut done: Vec<u32> = Vec::new();
+                let mut acted = false;
+                // 204, END_STREAM | END_HEADERS; HPACK static index 9 (":status 204").
+                let no_content = |sid: u32| {
+                    let mut f = vec![0, 0, 1, 1, 5];
+                    f.extend_from_slice(&sid.to_be_bytes());
+                    f.push(0x89);
+                    f
+                };
+                // Bounded by the test: the proxy closes the connection when it ends.
+                loop {
+                    let mut h = [0u8; 9];
+                    if s.read_exact(&mut h).await.is_err() {
+                        return;
+                    }
+                    let len =
+                        (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                    let (ty, flags) = (h[3], h[4]);
+                    let sid = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                    let mut payload = vec![0u8; len];
+                    if s.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    if ty == 4 && flags & 1 == 0 {
+                        let _ = s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+                        // SETTINGS ack
+                    }
+                    if ty == 6 && flags & 1 == 0 {
+                        let mut pong = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                        pong.extend_from_slice(&payload);
+                        let _ = s.write_all(&pong).await;
+                    }
+                    // A request is whole at its END_STREAM (HEADERS or DATA).
+                    if !((ty == 1 || ty == 0) && flags & 1 != 0) {
+                        continue;
+                    }
+                    reqs.fetch_add(1, Ordering::SeqCst);
+                    if !first || acted {
+                        let _ = s.write_all(&no_content(sid)).await;
+                        continue;
+                    }
+                    done.push(sid);
+                    if done.len() < wait_for {
+                        continue;
+                    }
+                    acted = true;
+                    let kept = done[0];
+                    match how {
+                        Refuse::GoAway => {
+                            let mut g = vec![0, 0, 8, 7, 0, 0, 0, 0, 0];
+                            g.extend_from_slice(&kept.to_be_bytes());
+                            g.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR
+                            let _ = s.write_all(&g).await;
+                            let _ = s.write_all(&no_content(kept)).await;
+                        }
+                        Refuse::Stream => {
+                            let _ = s.write_all(&no_content(kept)).await;
+                            for &other in &done[1..] {
+                                let mut r = vec![0, 0, 4, 3, 0];
+                                r.extend_from_slice(&other.to_be_bytes());
+                                r.extend_from_slice(&7u32.to_be_bytes()); // REFUSED_STREAM
+                                let _ = s.write_all(&r).await;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, reqs)
+}
+
+/// `n` POSTs with a 5-byte body each on their own client connections at once; their
+/// statuses.
+async fn posts_at_once(addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        set.spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"POST /rpc HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), read_head(&mut s, &mut got));
+            assert!(read.await.unwrap_or(false), "a response within 10 s");
+            String::from_utf8_lossy(&got)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        });
+    }
+    let mut v = Vec::new();
+    while let Some(r) = set.join_next().await {
+        v.push(r.unwrap());
+    }
+    v
+}
+
+/// Streams the backend refused unprocessed (RFC 9113 §8.7) go out again, POSTs with a body
+/// included, and are no failure of the backend: those left out by a graceful GOAWAY (on a
+/// new connection), those reset with REFUSED_STREAM (on the same one).
+#[tokio::test]
+async fn streams_refused_unprocessed_go_out_again_whatever_their_method() {
+    for (how, connections) in [(Refuse::GoAway, 2), (Refuse::Stream, 1)] {
+        let (addr, conns, reqs) = refusing_h2(how, 3).await;
+        let p = proxy(config(), HttpPool::new("grpc", pool(&[addr])).with_http2()).await;
+        let got = posts_at_once(p.local_addr(), 3).await;
+        assert!(got.iter().all(|l| l.starts_with("HTTP/1.1 204")), "{got:?}");
+        assert_eq!(conns.load(Ordering::SeqCst), connections);
+        assert_eq!(
+            reqs.load(Ordering::SeqCst),
+            5,
+            "three, and the two refused again"
+        );
+        let s = p.stats();
+        assert_eq!(s.virtual_server.bad_gateway, 0);
+        assert_eq!(s.backends[0].failures, 0, "a refusal is no failure");
+        assert_eq!(s.virtual_server.retries, 2);
+    }
+}
+
+/// A client that stalls or abandons its upload to an HTTP/2 backend is the client's fault,
+/// as towards an HTTP/1.1 one: 408 for a stall, and no failure of the backend either way
+/// (over HTTP/2 the body's failure comes back as its stream's reset).
+#[tokio::test]
+async fn a_failed_upload_to_an_http2_backend_is_not_the_backends_fault() {
+    let b = H2Backend::start(1).await;
+    let mut c = config();
+    c.timeouts.client = Duration::from_millis(300);
+    let p = proxy(c, HttpPool::new("grpc", pool(&[b.addr])).with_http2()).await;
+    let head =
+        b"POST /sleep/3000 HTTP/1.1\r\nHost: a.example\r\nContent-Length: 100\r\n\r\n0123456789";
+    // A stall: 10 of 100 bytes, then nothing.
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(head).await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), read_head(&mut s, &mut got));
+    assert!(read.await.unwrap_or(false));
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    // An abandon: the client goes away mid-body.
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(head).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+    assert!(
+        eventually(|| p.stats().virtual_server.requests == 2
+            && p.stats().virtual_server.bad_requests + p.stats().virtual_server.client_timeouts
+                >= 2)
+        .await,
+        "{:?}",
+        p.stats().virtual_server
+    );
+    let st = p.stats();
+    assert_eq!(st.virtual_server.client_timeouts, 1);
+    assert_eq!(st.virtual_server.bad_gateway, 0);
+    assert_eq!(st.backends[0].failures, 0, "the backend did nothing wrong");
+}
+
+/// A request whose HTTP/2 backend connection answers nothing in time gets 504, and that
+/// connection takes no more requests: the next goes out on a new one (a connection that
+/// stopped answering is not used for good).
+#[tokio::test]
+async fn a_response_timeout_takes_the_connection_out_of_use() {
+    let b = H2Backend::start(1).await;
+    let mut c = config();
+    c.timeouts.backend_response = Duration::from_millis(300);
+    let p = proxy(c, HttpPool::new("grpc", pool(&[b.addr])).with_http2()).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    let g = client.get("/sleep/2000", &[("host", "a.example")]).await;
+    assert_eq!(g.status, StatusCode::GATEWAY_TIMEOUT);
+    let g = client.get("/", &[("host", "a.example")]).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(b.connections.load(Ordering::Relaxed), 2);
+}
+
+/// Clients that do not read their large responses hold their streams' windows, not the
+/// whole connection's: another client's response from the same backend still flows.
+#[tokio::test]
+async fn slow_readers_do_not_stall_the_other_streams_of_a_connection() {
+    let b = H2Backend::start(1).await;
+    let mut c = config();
+    c.timeouts.backend_response = Duration::from_secs(3);
+    let p = proxy(c, HttpPool::new("grpc", pool(&[b.addr])).with_http2()).await;
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+        s.write_all(b"GET /big/40 HTTP/1.1\r\nHost: a.example\r\n\r\n")
+            .await
+            .unwrap();
+        stuck.push(s); // never read
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut client = Client::connect(p.local_addr()).await;
+    let g = client.get("/big/1", &[("host", "a.example")]).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(g.body.len(), 1 << 20, "the whole MiB");
+    assert_eq!(
+        b.connections.load(Ordering::Relaxed),
+        1,
+        "on the same connection"
+    );
+    drop(stuck);
 }

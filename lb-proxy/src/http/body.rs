@@ -515,6 +515,12 @@ pub(crate) struct ClientBody {
 
 #[derive(Debug)]
 struct Upload {
+    /// Frames taken from `inner` before the body was sent ([`prefetch`]), given first.
+    prefix: std::collections::VecDeque<Result<Frame<Bytes>, hyper::Error>>,
+    /// How the body failed, if it did, for the request's error to be told apart from the
+    /// backend's: over HTTP/2 the backend connection reports a body's failure as its own
+    /// stream's reset.
+    failed: Arc<UploadFailure>,
     activity: Arc<Activity>,
     /// This upload's generation in `activity` ([`Activity::upload_started`]).
     generation: u64,
@@ -537,6 +543,86 @@ pub(crate) enum UploadError {
     Stalled(std::time::Duration),
 }
 
+/// How a client's request body failed ([`ClientBody::failure`]): 0 not, 1 broken (the
+/// client went away or broke its framing), 2 stalled.
+#[derive(Debug, Default)]
+pub(crate) struct UploadFailure(std::sync::atomic::AtomicU8);
+
+impl UploadFailure {
+    const BROKEN: u8 = 1;
+    const STALLED: u8 = 2;
+
+    fn set(&self, stalled: bool) {
+        self.0.store(
+            if stalled { Self::STALLED } else { Self::BROKEN },
+            Ordering::Relaxed,
+        );
+    }
+
+    /// `Some(stalled)` once the body failed.
+    pub(crate) fn get(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v == Self::STALLED),
+        }
+    }
+}
+
+/// The most bytes of a request body [`prefetch`] holds for a retry.
+pub(crate) const PREFETCH_LIMIT: usize = 64 * 1024;
+
+/// What [`prefetch`] took of a request body.
+#[derive(Debug)]
+pub(crate) enum Prefetched {
+    /// The whole body: it can be sent again.
+    Complete(Bytes),
+    /// Its start (possibly nothing), the rest still to come from the client.
+    Partial(std::collections::VecDeque<Result<Frame<Bytes>, hyper::Error>>),
+}
+
+/// Takes the frames of `body` the client has already sent, without waiting, up to
+/// [`PREFETCH_LIMIT`] bytes of data: for a backend whose refusal of a stream proves it did
+/// not process it (HTTP/2's REFUSED_STREAM, GOAWAY), a body taken whole (a gRPC call's
+/// message, most uploads of a few KiB) lets the request go out again.
+pub(crate) fn prefetch(body: &mut Incoming) -> Prefetched {
+    use futures::FutureExt as _;
+    use http_body_util::BodyExt as _;
+    let mut frames = std::collections::VecDeque::new();
+    let mut bytes = 0usize;
+    let mut data_only = true;
+    loop {
+        if body.is_end_stream() && data_only {
+            break;
+        }
+        match body.frame().now_or_never() {
+            // The end: the body is whole.
+            Some(None) if data_only => break,
+            Some(Some(Ok(f))) => {
+                match f.data_ref() {
+                    Some(d) => bytes += d.len(),
+                    None => data_only = false,
+                }
+                frames.push_back(Ok(f));
+                if bytes > PREFETCH_LIMIT || !data_only {
+                    return Prefetched::Partial(frames);
+                }
+            }
+            Some(Some(Err(e))) => {
+                frames.push_back(Err(e));
+                return Prefetched::Partial(frames);
+            }
+            Some(None) | None => return Prefetched::Partial(frames),
+        }
+    }
+    let mut whole = bytes::BytesMut::with_capacity(bytes);
+    for f in frames.into_iter().flatten() {
+        if let Ok(d) = f.into_data() {
+            whole.extend_from_slice(&d);
+        }
+    }
+    Prefetched::Complete(whole.freeze())
+}
+
 impl UploadError {
     /// Whether `e`, a request's failure, is a client body that stalled.
     pub(crate) fn is_stall(e: &hyper::Error) -> bool {
@@ -549,13 +635,19 @@ impl UploadError {
 impl ClientBody {
     /// Wraps a request's body; one with content gets the client timeout `after` on its
     /// gaps and starts its upload in `activity`. A bodiless one costs nothing more.
-    pub(crate) fn new(
+    /// Wraps a request's body, giving `prefix` ([`prefetch`]'s frames) before the rest of
+    /// `inner`; one with content gets the client timeout `after` on its gaps and starts its
+    /// upload in `activity`. A bodiless one costs nothing more.
+    pub(crate) fn with_prefix(
         inner: Incoming,
+        prefix: std::collections::VecDeque<Result<Frame<Bytes>, hyper::Error>>,
         activity: &Arc<Activity>,
         after: std::time::Duration,
     ) -> Self {
-        let upload = (!inner.is_end_stream()).then(|| {
+        let upload = (!inner.is_end_stream() || !prefix.is_empty()).then(|| {
             Box::new(Upload {
+                prefix,
+                failed: Arc::default(),
                 generation: activity.upload_started(),
                 activity: Arc::clone(activity),
                 after,
@@ -566,9 +658,9 @@ impl ClientBody {
         Self { inner, upload }
     }
 
-    /// Whether the request has a body to upload.
-    pub(crate) fn has_upload(&self) -> bool {
-        self.upload.is_some()
+    /// Where the body's failure is noted, if it has one to upload.
+    pub(crate) fn failure(&self) -> Option<Arc<UploadFailure>> {
+        self.upload.as_ref().map(|u| Arc::clone(&u.failed))
     }
 }
 
@@ -581,9 +673,21 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, UploadError>>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
         let Some(up) = &mut this.upload else {
-            return r.map_err(UploadError::Client);
+            return Pin::new(&mut this.inner)
+                .poll_frame(cx)
+                .map_err(UploadError::Client);
+        };
+        let (r, end) = match up.prefix.pop_front() {
+            Some(f) => (
+                Poll::Ready(Some(f)),
+                up.prefix.is_empty() && this.inner.is_end_stream(),
+            ),
+            None => {
+                let r = Pin::new(&mut this.inner).poll_frame(cx);
+                let end = matches!(r, Poll::Ready(None)) || this.inner.is_end_stream();
+                (r, end)
+            }
         };
         match r {
             Poll::Pending => {
@@ -594,12 +698,15 @@ impl Body for ClientBody {
                     up.sleep.arm(tokio::time::Instant::now() + up.after);
                 }
                 if up.sleep.poll_expired(cx).is_ready() {
+                    up.failed.set(true);
                     return Poll::Ready(Some(Err(UploadError::Stalled(up.after))));
                 }
                 Poll::Pending
             }
             Poll::Ready(r) => {
-                let end = r.is_none() || this.inner.is_end_stream();
+                if matches!(r, Some(Err(_))) {
+                    up.failed.set(false);
+                }
                 // Progress first, then the end of the wait: the backend's response timer
                 // never sees a wait ended without the progress that ended it.
                 up.activity.upload_progressed(up.generation, end);
@@ -613,11 +720,24 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.upload.as_ref().is_none_or(|u| u.prefix.is_empty()) && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let mut hint = self.inner.size_hint();
+        if let Some(u) = &self.upload {
+            let prefix: u64 = u
+                .prefix
+                .iter()
+                .filter_map(|f| f.as_ref().ok()?.data_ref().map(|d| d.len() as u64))
+                .sum();
+            // The upper bound first: a lower one above it would panic.
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + prefix);
+            }
+            hint.set_lower(hint.lower() + prefix);
+        }
+        hint
     }
 }
 

@@ -12,6 +12,7 @@
 //!   (the backend's GOAWAY, a failure) is replaced by the next request, and one without a
 //!   stream for [`Timeouts::backend_idle`](super::Timeouts::backend_idle) is let go.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Empty};
+use http_body_util::{Either, Full};
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -39,8 +40,9 @@ use super::backend_tls::BackendTls;
 use super::body::ClientBody;
 use super::error::ForwardError;
 
-/// The body of a request sent to a backend: the client's, or empty on a replay.
-pub(crate) type BackendBody = Either<ClientBody, Empty<Bytes>>;
+/// The body of a request sent to a backend: the client's as it comes, or one held whole
+/// (a replay's, a prefetched one: [`super::body::prefetch`]).
+pub(crate) type BackendBody = Either<ClientBody, Full<Bytes>>;
 
 /// A connection to a backend that adds what it writes and reads to that backend's byte
 /// counters ([`BackendStats::add_bytes`]: to the backend, to the client), heads and bodies
@@ -184,10 +186,11 @@ struct IdleConn {
 /// One of a backend's HTTP/2 connections.
 #[derive(Debug)]
 struct SharedConn {
+    /// Tells it apart from the others ([`Checkout::conn`]), to leave out the one a request
+    /// failed on.
+    id: u64,
     tx: http2::SendRequest<BackendBody>,
     streams: Arc<Streams>,
-    /// When it was made.
-    made: Instant,
     /// When a request last took it.
     used: Instant,
 }
@@ -242,28 +245,21 @@ struct SharedSlot {
 }
 
 impl SharedSlot {
-    /// A stream on a connection with room, made since `since` when given; past
-    /// [`MAX_H2_CONNS_PER_BACKEND`], on the least busy one.
-    fn take(&mut self, since: Option<Instant>, now: Instant) -> Option<Sender> {
+    /// A stream on a connection with room; past [`MAX_H2_CONNS_PER_BACKEND`], on the least
+    /// busy one. Closed connections are dropped from the slot first.
+    fn take(&mut self, now: Instant) -> Option<(Sender, u64)> {
         self.conns.retain(|c| !c.tx.is_closed());
-        let eligible = |c: &&mut SharedConn| since.is_none_or(|t| c.made >= t);
         let full = self.conns.len() >= MAX_H2_CONNS_PER_BACKEND;
-        let c = match self
-            .conns
-            .iter_mut()
-            .filter(eligible)
-            .find(|c| c.streams.has_room())
-        {
+        let c = match self.conns.iter_mut().find(|c| c.streams.has_room()) {
             Some(c) => c,
             None if full => self
                 .conns
                 .iter_mut()
-                .filter(eligible)
                 .min_by_key(|c| c.streams.open.load(Ordering::Relaxed))?,
             None => return None,
         };
         c.used = now;
-        Some(Sender::Http2(c.tx.clone(), Stream::open(&c.streams)))
+        Some((Sender::Http2(c.tx.clone(), Stream::open(&c.streams)), c.id))
     }
 }
 
@@ -353,6 +349,8 @@ pub(crate) struct Checkout {
     pub(crate) tx: Sender,
     /// Whether it served an earlier request (a failure may be a keep-alive race).
     pub(crate) reused: bool,
+    /// An HTTP/2 connection's id ([`ConnPool::checkout`]'s `leave_out`).
+    pub(crate) conn: Option<u64>,
     pub(crate) list: Arc<IdleList>,
 }
 
@@ -363,6 +361,8 @@ pub(crate) struct ConnPool {
     /// not from clients: foldhash's fast hash is enough (SipHash cost about 200 instructions
     /// per request here).
     lists: RwLock<HashMap<ListKey, Arc<IdleList>, foldhash::fast::RandomState>>,
+    /// The next HTTP/2 connection's id.
+    next_conn: std::sync::atomic::AtomicU64,
     /// Each HTTP/2 backend's connection, by the same key.
     shared:
         Mutex<HashMap<ListKey, Arc<tokio::sync::Mutex<SharedSlot>>, foldhash::fast::RandomState>>,
@@ -380,6 +380,16 @@ pub(crate) const HYPER_MAX_HEADERS: usize = 100;
 /// The decoded size of an HTTP/2 backend's response header fields (RFC 9113
 /// `SETTINGS_MAX_HEADER_LIST_SIZE`), bytes: hyper's bound on an HTTP/1.1 head.
 const MAX_H2_HEADER_LIST: u32 = 400 * 1024;
+
+/// An HTTP/2 backend stream's flow-control window, bytes (hyper's default).
+const H2_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// An HTTP/2 backend connection's flow-control window, bytes: 32 streams' windows.
+const H2_CONNECTION_WINDOW: u32 = 32 * H2_STREAM_WINDOW;
+
+/// How long an HTTP/2 backend connection with streams open may be silent before it is
+/// pinged, and how long the answer may take before the connection is closed.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The streams an HTTP/2 connection is taken to allow until the backend's SETTINGS say
 /// (hyper's and h2's initial `max_send_streams`).
@@ -406,9 +416,20 @@ impl ConnPool {
         // (its `max_buf_size`, about 400 KiB); h2's default of 16 KiB would turn a
         // backend's large cookie into a 502.
         builder2.max_header_list_size(MAX_H2_HEADER_LIST);
+        // Each stream's response may wait in its window for a slow client: the
+        // connection's window holds many of them, so that a few slow readers do not stall
+        // every other client's responses from this backend (Envoy's windows are 256 MiB).
+        builder2.initial_stream_window_size(H2_STREAM_WINDOW);
+        builder2.initial_connection_window_size(H2_CONNECTION_WINDOW);
+        // A connection that stops answering (a black hole: no reset, no close) is found by
+        // its unanswered PING while streams are open on it, and closed.
+        builder2.timer(hyper_util::rt::TokioTimer::new());
+        builder2.keep_alive_interval(H2_PING_INTERVAL);
+        builder2.keep_alive_timeout(H2_PING_INTERVAL);
         Self {
             lists: RwLock::default(),
             shared: Mutex::default(),
+            next_conn: std::sync::atomic::AtomicU64::new(0),
             max_idle,
             idle_timeout,
             connect_timeout,
@@ -438,8 +459,8 @@ impl ConnPool {
     /// A ready connection to `addr`: the most recent idle one that is still open (when
     /// `reuse`), else a new one, over TLS with `tls`, counting its bytes into `stats`
     /// ([`Counted`]). The connect and the TLS handshake share the connect timeout. With
-    /// `http2`, the backend's shared HTTP/2 connection while it is open (when `reuse`),
-    /// else a new one that replaces it.
+    /// `http2`, a stream on one of the backend's HTTP/2 connections with room (not the
+    /// one `leave_out` names, which takes no more), else on a new one.
     ///
     /// # Errors
     /// [`ForwardError::Connect`], [`ForwardError::ConnectTimeout`], [`ForwardError::Tls`]
@@ -452,7 +473,7 @@ impl ConnPool {
         addr: SocketAddr,
         stats: &Arc<BackendStats>,
         tls: Option<&BackendTls>,
-        (reuse, http2): (bool, bool),
+        (reuse, http2, leave_out): (bool, bool, Option<u64>),
     ) -> Result<Checkout, ForwardError> {
         // The counters' address tells two backends of one address apart; a connection in
         // the list holds them, so the address is not reused while the list is in use. The
@@ -464,7 +485,7 @@ impl ConnPool {
         );
         let list = self.list(key);
         if http2 {
-            return self.checkout_shared(key, stats, tls, reuse, list).await;
+            return self.checkout_shared(key, stats, tls, leave_out, list).await;
         }
         if reuse {
             let now = Instant::now();
@@ -487,6 +508,7 @@ impl ConnPool {
                     return Ok(Checkout {
                         tx: Sender::Http1(idle.tx),
                         reused: true,
+                        conn: None,
                         list,
                     });
                 }
@@ -509,6 +531,7 @@ impl ConnPool {
         Ok(Checkout {
             tx: Sender::Http1(tx),
             reused: false,
+            conn: None,
             list,
         })
     }
@@ -521,7 +544,7 @@ impl ConnPool {
         key: ListKey,
         stats: &Arc<BackendStats>,
         tls: Option<&BackendTls>,
-        reuse: bool,
+        leave_out: Option<u64>,
         list: Arc<IdleList>,
     ) -> Result<Checkout, ForwardError> {
         let slot = Arc::clone(
@@ -534,14 +557,19 @@ impl ConnPool {
         let waiting_since = Instant::now();
         // Held while a connection is made: bounded by the connect timeout.
         let mut slot = slot.lock().await;
-        // Without `reuse` (a connection failed this request), only one made while it waited
-        // is new enough.
+        if let Some(id) = leave_out {
+            // It failed a request in a way that says it should take no more (it broke,
+            // its backend is going away or stopped answering): its streams still running
+            // finish on it.
+            slot.conns.retain(|c| c.id != id);
+        }
         // A connection another request made has served others: a failure on it may be
         // its closing, as on a kept-alive HTTP/1.1 one.
-        if let Some(tx) = slot.take((!reuse).then_some(waiting_since), Instant::now()) {
+        if let Some((tx, id)) = slot.take(Instant::now()) {
             return Ok(Checkout {
                 tx,
                 reused: true,
+                conn: Some(id),
                 list,
             });
         }
@@ -550,20 +578,29 @@ impl ConnPool {
                 return Err(failed.error(key.0));
             }
         }
-        match self.connect_h2(key.0, stats, tls).await {
+        // A new connection to a backend allows what its others do until its own SETTINGS
+        // say (h2 would take 100, and queue the streams past the backend's limit).
+        let known_max = slot
+            .conns
+            .iter()
+            .map(|c| c.streams.max.load(Ordering::Relaxed))
+            .min();
+        match self.connect_h2(key.0, stats, tls, known_max).await {
             Ok((tx, streams)) => {
                 let now = Instant::now();
                 let stream = Stream::open(&streams);
+                let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
                 slot.conns.push(SharedConn {
+                    id,
                     tx: tx.clone(),
                     streams,
-                    made: now,
                     used: now,
                 });
                 slot.failed = None;
                 Ok(Checkout {
                     tx: Sender::Http2(tx, stream),
                     reused: false,
+                    conn: Some(id),
                     list,
                 })
             }
@@ -574,25 +611,58 @@ impl ConnPool {
         }
     }
 
+    /// Takes HTTP/2 connection `id` to `addr` (with `stats` and `tls`, as it was checked
+    /// out) out of use: it takes no more requests, and closes once its streams end.
+    pub(crate) async fn retire(
+        &self,
+        addr: SocketAddr,
+        stats: &Arc<BackendStats>,
+        tls: Option<&BackendTls>,
+        id: u64,
+    ) {
+        let key = (
+            addr,
+            Arc::as_ptr(stats) as usize,
+            tls.map_or(0, BackendTls::id),
+        );
+        let slot = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(slot) = slot {
+            slot.lock().await.conns.retain(|c| c.id != id);
+        }
+    }
+
     /// A new HTTP/2 connection to `addr`, run by a task of its own.
     async fn connect_h2(
         &self,
         addr: SocketAddr,
         stats: &Arc<BackendStats>,
         tls: Option<&BackendTls>,
+        known_max: Option<usize>,
     ) -> Result<(http2::SendRequest<BackendBody>, Arc<Streams>), ForwardError> {
         let io = self.connect(addr, stats, tls, true).await?;
-        let (tx, conn) =
-            self.builder2
-                .handshake(io)
-                .await
-                .map_err(|source| ForwardError::Handshake {
-                    backend: addr,
-                    source,
-                })?;
+        let builder = match known_max {
+            None => Cow::Borrowed(&self.builder2),
+            Some(max) => {
+                let mut b = self.builder2.clone();
+                b.initial_max_send_streams(max);
+                Cow::Owned(b)
+            }
+        };
+        let (tx, conn) = builder
+            .handshake(io)
+            .await
+            .map_err(|source| ForwardError::Handshake {
+                backend: addr,
+                source,
+            })?;
         let streams = Arc::new(Streams {
             open: AtomicUsize::new(0),
-            max: AtomicUsize::new(INITIAL_MAX_SEND_STREAMS),
+            max: AtomicUsize::new(known_max.unwrap_or(INITIAL_MAX_SEND_STREAMS)),
         });
         let noted = Arc::clone(&streams);
         tokio::spawn(async move {
@@ -658,6 +728,16 @@ impl ConnPool {
             None => BackendIo::Plain(stream),
             Some(tls) => {
                 match tokio::time::timeout_at(deadline, tls.connect(addr, stream, http2)).await {
+                    // A backend that does not choose `h2` would get HTTP/2 it does not
+                    // speak: one clear TLS failure instead of every request failing.
+                    Ok(Ok(s)) if http2 && s.get_ref().1.alpn_protocol() != Some(b"h2") => {
+                        return Err(ForwardError::Tls {
+                            backend: addr,
+                            source: io::Error::other(
+                                "the backend did not choose ALPN h2 (it is spoken to in HTTP/2)",
+                            ),
+                        })
+                    }
                     Ok(Ok(s)) => BackendIo::Tls(Box::new(s)),
                     Ok(Err(source)) => {
                         return Err(ForwardError::Tls {

@@ -260,7 +260,9 @@ pub struct Limits {
     /// `tune.http.maxhdr`, 101 by default, bounds both too).
     pub max_headers: usize,
     /// Idle keep-alive connections kept per backend (default 64; nginx `keepalive`). 0 turns
-    /// backend keep-alive off: one connection per request.
+    /// backend keep-alive off: one connection per request. Not for a pool speaking HTTP/2
+    /// to its backends ([`HttpPool::http2`](super::HttpPool::http2)), whose requests share
+    /// its connections.
     pub max_idle_per_backend: usize,
     /// Most requests in flight at once on one HTTP/2 client connection (default 100,
     /// HAProxy's `tune.h2.max-concurrent-streams` and nginx's `http2_max_concurrent_streams`;

@@ -65,9 +65,17 @@
 //! A backend's requests share its connection as streams; another is made when each open
 //! one has as many streams as the backend allows (`SETTINGS_MAX_CONCURRENT_STREAMS`, up to
 //! 16 connections). A connection is made by the first request that needs it while the
-//! others wait for it (a failed connect answers them all), made again once it closes (the
-//! backend's GOAWAY, a failure: a request caught on it is sent again as on a broken
-//! keep-alive connection) and let go after `backend_idle` without a stream. The client's Host becomes `:authority`; `te: trailers` is kept
+//! others wait for it (a failed connect answers them all), and let go after
+//! `backend_idle` without a stream. One that fails a request, gets GOAWAY or answers
+//! nothing within `backend_response` takes no more requests (its other streams finish on
+//! it); one that stops answering altogether is found by its unanswered PING (10 s, while
+//! streams are open) and closed. A stream the backend refused unprocessed (RFC 9113 §8.7:
+//! REFUSED_STREAM, or left out by a graceful GOAWAY) goes out again whatever its method,
+//! and is no failure of the backend: a request body the client had already sent whole (up
+//! to 64 KiB, a gRPC call's message) is held for that. A client's upload that stalls or
+//! breaks is the client's fault (408, `CD`), as towards HTTP/1.1 backends. A few clients
+//! that do not read their responses hold their streams' 2 MiB windows, not the
+//! connection's 64 MiB. The client's Host becomes `:authority`; `te: trailers` is kept
 //! and trailers pass both ways to HTTP/2 clients (gRPC). A WebSocket routed to such a pool
 //! gets 501 (`bad_requests`).
 //!

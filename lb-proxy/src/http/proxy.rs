@@ -2,6 +2,7 @@
 //! forwarding with retries, error responses, counters and upgrades.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Empty};
+use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -27,8 +28,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::access_log::{AccessEntry, RequestLine, Termination, Timings};
 use super::backend_tls::BackendTls;
 use super::body::{
-    ActiveRequest, Activity, ClientBody, ClientTimer, Release, ResponseBody, SendWatch, StallGuard,
-    StallReport, Timer, UploadError,
+    ActiveRequest, Activity, ClientBody, ClientTimer, Prefetched, Release, ResponseBody, SendWatch,
+    StallGuard, StallReport, Timer, UploadError,
 };
 use super::client::{BackendBody, ConnPool};
 use super::config::{HashKeySource, HttpProxyConfig};
@@ -1609,11 +1610,17 @@ struct Replay {
     uri: Uri,
     version: Version,
     headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// The whole body (empty for most: bodiless requests).
+    body: Bytes,
+    /// Whether it may go out again after a failure that the backend may have processed it
+    /// through (a bodiless idempotent request); otherwise only when nothing was sent, or
+    /// the backend refused it unprocessed.
+    after_failure: bool,
 }
 
 impl Replay {
     fn build(&self) -> Request<BackendBody> {
-        let mut r = Request::new(Either::Right(Empty::new()));
+        let mut r = Request::new(Either::Right(Full::new(self.body.clone())));
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();
         *r.version_mut() = self.version;
@@ -1685,7 +1692,7 @@ async fn forward(
     // RFC 9110 §7.8: an HTTP/1.0 request's Upgrade is ignored (and dropped as hop-by-hop).
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
     let client_http2 = parts.version == Version::HTTP_2;
     if client_http2 {
         // Cookies sent one per field count as the one line they become (and as they count
@@ -1821,8 +1828,22 @@ async fn forward(
 
     let timeouts = shared.config.timeouts;
     let idempotent = is_idempotent(&parts.method);
-    let replay = (idempotent && !upgrade && body.is_end_stream() && shared.config.retries > 0)
-        .then(|| Replay {
+    // Towards HTTP/2 backends, a body the client has already sent whole is held: a stream
+    // the backend refused unprocessed (REFUSED_STREAM, GOAWAY) can then go out again,
+    // whatever its method.
+    let (body, whole) = if http_pool.http2 && !upgrade && !body.is_end_stream() {
+        match super::body::prefetch(&mut body) {
+            Prefetched::Complete(bytes) => (None, Some(bytes)),
+            Prefetched::Partial(prefix) => (Some((body, prefix)), None),
+        }
+    } else {
+        let end = body.is_end_stream();
+        (Some((body, VecDeque::new())), end.then(Bytes::new))
+    };
+    let replay = whole
+        .as_ref()
+        .filter(|_| !upgrade && shared.config.retries > 0)
+        .map(|whole| Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
@@ -1831,13 +1852,30 @@ async fn forward(
                 .iter()
                 .map(|(n, v)| (n.clone(), v.clone()))
                 .collect(),
+            body: whole.clone(),
+            // After a failure the backend may have processed it: only a bodiless
+            // idempotent request goes out again then.
+            after_failure: idempotent && whole.is_empty(),
         });
-    let body = ClientBody::new(body, &cc.activity, timeouts.client);
-    let has_upload = body.has_upload();
-    let mut pending = Some(Request::from_parts(parts, Either::Left(body)));
+    let (body, failure) = match (body, whole) {
+        (_, Some(whole)) if !whole.is_empty() => (Either::Right(Full::new(whole)), None),
+        (Some((incoming, prefix)), _) => {
+            let b = ClientBody::with_prefix(incoming, prefix, &cc.activity, timeouts.client);
+            let failure = b.failure();
+            (Either::Left(b), failure)
+        }
+        (None, _) => (Either::Right(Full::new(Bytes::new())), None),
+    };
+    let has_upload = failure.is_some();
+    let mut pending = Some(Request::from_parts(parts, body));
     let mut tried = Vec::new();
     let mut retries_left = shared.config.retries;
     let mut reuse = true;
+    // An HTTP/2 connection a request failed on in a way that says it takes no more.
+    let mut leave_out: Option<u64> = None;
+    // One more try, free of `retries`, for a request an HTTP/2 connection handed back
+    // unsent (it had just received GOAWAY).
+    let mut handed_back_retry = true;
     let mut first = true;
     let mut last_err: Option<ForwardError> = None;
 
@@ -1869,7 +1907,7 @@ async fn forward(
                 backend.addr(),
                 backend.stats(),
                 http_pool.tls.as_ref(),
-                (reuse, http_pool.http2),
+                (reuse, http_pool.http2, leave_out),
             )
             .await
         {
@@ -1946,48 +1984,89 @@ async fn forward(
                     timeout: timeouts.backend_response,
                 };
                 observe(http_pool, &backend, failure_outcome(&e));
+                if let Some(id) = checkout.conn {
+                    // An HTTP/2 connection that may have stopped answering takes no more
+                    // requests (its PINGs close it if it has; its streams finish if not).
+                    shared
+                        .conns
+                        .retire(backend.addr(), backend.stats(), http_pool.tls.as_ref(), id)
+                        .await;
+                }
                 return Err(e);
             }
             Ok(Err(mut e)) => {
                 let returned = e.take_message();
                 let not_sent = returned.is_some();
-                if !not_sent && (e.error().is_user() || e.error().is_body_write_aborted()) {
+                // Over HTTP/2 a body's failure comes back as its stream's reset: the body
+                // says whether it failed.
+                let upload_failed = failure.as_ref().and_then(|f| f.get());
+                if !not_sent
+                    && (upload_failed.is_some()
+                        || e.error().is_user()
+                        || e.error().is_body_write_aborted())
+                {
                     // The client's body failed (it went away or stalled mid-upload): the
                     // backend did nothing wrong, and the request cannot be sent again.
-                    if UploadError::is_stall(e.error()) {
+                    if upload_failed == Some(true) || UploadError::is_stall(e.error()) {
                         return Err(ForwardError::ClientTimeout(timeouts.client));
                     }
                     return Err(ForwardError::ClientAborted(e.into_error()));
                 }
                 pending = returned;
-                // A response hyper could not parse (too many headers, a bad status line):
-                // the backend answered, wrongly. Sent again it would most likely get the same
-                // answer from every backend and count them all failed; HAProxy answers 502
-                // once (`PH`) and holds it against this server only.
-                let bad_response = e.error().is_parse();
+                let refusal = Refusal::of(e.error());
+                // A response hyper could not parse (too many headers, a bad status line;
+                // over HTTP/2 a malformed one, which h2 resets): the backend answered,
+                // wrongly. Sent again it would most likely get the same answer from every
+                // backend and count them all failed; HAProxy answers 502 once (`PH`) and
+                // holds it against this server only.
+                let bad_response = e.error().is_parse() || is_malformed_h2(e.error());
                 let err = ForwardError::Backend {
                     backend: backend.addr(),
                     source: e.into_error(),
                     not_sent,
                 };
+                // A request an HTTP/2 connection handed back unsent (it had just received
+                // GOAWAY) goes out once more, free of `retries`, on another connection.
+                if not_sent && checkout.conn.is_some() && handed_back_retry {
+                    handed_back_retry = false;
+                    leave_out = checkout.conn;
+                    last_err = Some(err);
+                    continue;
+                }
+                let replayable = replay
+                    .as_ref()
+                    .is_some_and(|r| r.after_failure || refusal.is_some());
                 let can_retry =
-                    (pending.is_some() || replay.is_some()) && retries_left > 0 && !bad_response;
+                    (pending.is_some() || replayable) && retries_left > 0 && !bad_response;
                 // A pooled connection that broke is most likely a keep-alive race with the
                 // backend closing it while idle: not held against the backend when the
                 // request can go out again on a new connection (which counts if it fails).
                 let race = checkout.reused && can_retry;
-                if !not_sent && !race {
+                // A stream the backend refused unprocessed (RFC 9113 §8.7) is no failure
+                // of it either: it is going away or at its limit.
+                if !not_sent && !race && refusal.is_none() {
                     observe(http_pool, &backend, failure_outcome(&err));
                 }
                 if can_retry {
                     retries_left -= 1;
-                    if checkout.reused {
+                    match checkout.conn {
+                        Some(id) => {
+                            // A refused stream leaves its connection in use; any other
+                            // failure takes it out of use.
+                            if refusal != Some(Refusal::Stream) {
+                                leave_out = Some(id);
+                            }
+                            if refusal.is_none() && !checkout.reused {
+                                tried.push(backend.id());
+                            }
+                        }
                         // Most likely a keep-alive race with the backend closing an idle
                         // connection: try again (possibly the same backend) on a new one.
-                        reuse = false;
-                    } else {
-                        tried.push(backend.id());
-                        reuse = true;
+                        None if checkout.reused => reuse = false,
+                        None => {
+                            tried.push(backend.id());
+                            reuse = true;
+                        }
                     }
                     last_err = Some(err);
                     continue;
@@ -2110,6 +2189,51 @@ async fn forward(
     }
 }
 
+/// How an HTTP/2 backend refused a stream it did not process, so that any request may go
+/// out again (RFC 9113 §8.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// RST_STREAM with REFUSED_STREAM: the connection goes on.
+    Stream,
+    /// A graceful GOAWAY (NO_ERROR) that left the stream out (above its last stream id:
+    /// h2 gives the streams at or below it only other errors, and a GOAWAY with an error
+    /// code to all of them, so that one proves nothing).
+    GoingAway,
+}
+
+impl Refusal {
+    fn of(e: &hyper::Error) -> Option<Self> {
+        let h = h2_error(e)?;
+        if !h.is_remote() {
+            return None;
+        }
+        match h.reason()? {
+            h2::Reason::REFUSED_STREAM if h.is_reset() => Some(Self::Stream),
+            h2::Reason::NO_ERROR if h.is_go_away() => Some(Self::GoingAway),
+            _ => None,
+        }
+    }
+}
+
+/// The HTTP/2 error under a hyper error, if any.
+fn h2_error(e: &hyper::Error) -> Option<&h2::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<h2::Error>() {
+            return Some(h);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Whether h2 reset the stream for a malformed response (PROTOCOL_ERROR of its own).
+fn is_malformed_h2(e: &hyper::Error) -> bool {
+    h2_error(e).is_some_and(|h| {
+        h.is_reset() && h.is_library() && h.reason() == Some(h2::Reason::PROTOCOL_ERROR)
+    })
+}
+
 /// Whether a request's `TE` names `trailers` (RFC 9110 §10.1.4).
 fn asks_for_trailers(headers: &http::HeaderMap) -> bool {
     headers.get_all(http::header::TE).iter().any(|v| {
@@ -2141,7 +2265,8 @@ fn to_http2(parts: &mut http::request::Parts, tls: bool, trailers: bool) {
         }
         Some(h) => match http::uri::Authority::try_from(h.as_bytes()) {
             Ok(a) => a,
-            // Unreachable: the Host was checked ([`super::route::valid_host`]).
+            // A Host `valid_host` lets through that an authority may not hold (`a{b`):
+            // sent as a `host` field, with no `:authority`.
             Err(_) => return,
         },
     };
@@ -2418,16 +2543,23 @@ mod tests {
                 .iter()
                 .map(|(n, v)| (n.clone(), v.clone()))
                 .collect(),
+            body: Bytes::from_static(b"body"),
+            after_failure: true,
         };
         for _ in 0..2 {
             let r = replay.build();
+            assert_eq!(r.body().size_hint().exact(), Some(4), "the body goes again");
             assert_eq!(r.method(), Method::PUT);
             assert_eq!(r.uri(), "/p?q=1");
             assert_eq!(r.version(), Version::HTTP_11);
             assert_eq!(r.headers(), &headers);
             let a: Vec<_> = r.headers().get_all("x-a").iter().collect();
             assert_eq!(a, ["1", "2"]);
-            assert!(r.body().is_end_stream());
         }
+        let bodiless = Replay {
+            body: Bytes::new(),
+            ..replay
+        };
+        assert!(bodiless.build().body().is_end_stream());
     }
 }
