@@ -908,3 +908,68 @@ async fn slow_readers_do_not_stall_the_other_streams_of_a_connection() {
     );
     drop(stuck);
 }
+
+/// nginx as the HTTP/2 backend, sending GOAWAY after every 10 requests on a connection
+/// (`keepalive_requests 10`): with 20 clients at once, the streams caught past each GOAWAY
+/// go out again (POSTs too); no client sees an error and nginx is never held at fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_going_away_every_ten_requests_costs_no_request() {
+    struct Nginx(std::process::Child, std::path::PathBuf);
+    impl Drop for Nginx {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    watchdog();
+    let dir = std::env::temp_dir().join(format!("lb-h2b-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    let port = lb_testkit::ports::unused_port();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{ worker_connections 256; }}\nhttp {{ access_log off; client_body_temp_path {d}/body;\n\
+         keepalive_requests 10;\n\
+         server {{ listen 127.0.0.1:{port} http2; location / {{ return 200 \"ok\\n\"; }} }} }}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = lb_testkit::command("nginx")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx (Debian's nginx-light, installed by .ci/run)");
+    let _nginx = Nginx(child, dir.clone());
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        eventually(|| std::net::TcpStream::connect(addr).is_ok()).await,
+        "nginx listens"
+    );
+    let p = proxy(config(), HttpPool::new("grpc", pool(&[addr])).with_http2()).await;
+    let a = p.local_addr();
+    let mut set = JoinSet::new();
+    for i in 0..20 {
+        set.spawn(async move {
+            let mut c = Client::connect(a).await;
+            let mut statuses = Vec::new();
+            for _ in 0..20 {
+                let method = if i % 2 == 0 { "POST" } else { "GET" };
+                statuses.push(c.send(method, "/", &[("host", "a.example")]).await.status);
+            }
+            statuses
+        });
+    }
+    let mut bad = Vec::new();
+    while let Some(r) = set.join_next().await {
+        bad.extend(r.unwrap().into_iter().filter(|s| *s != StatusCode::OK));
+    }
+    let s = p.stats();
+    assert!(bad.is_empty(), "{bad:?} {:?}", s.virtual_server);
+    assert_eq!(s.backends[0].failures, 0, "{:?}", s.backends[0]);
+    assert_eq!(s.virtual_server.requests, 400);
+}

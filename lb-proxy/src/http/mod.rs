@@ -71,7 +71,7 @@
 //! it); one that stops answering altogether is found by its unanswered PING (10 s, while
 //! streams are open) and closed. A stream the backend refused unprocessed (RFC 9113 §8.7:
 //! REFUSED_STREAM, or left out by a graceful GOAWAY) goes out again whatever its method,
-//! and is no failure of the backend: a request body the client had already sent whole (up
+//! up to 4 times past `retries`, and is no failure of the backend: a request body the client had already sent whole (up
 //! to 64 KiB, a gRPC call's message) is held for that. A client's upload that stalls or
 //! breaks is the client's fault (408, `CD`), as towards HTTP/1.1 backends. A few clients
 //! that do not read their responses hold their streams' 2 MiB windows, not the

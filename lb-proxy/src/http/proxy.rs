@@ -1842,7 +1842,7 @@ async fn forward(
     };
     let replay = whole
         .as_ref()
-        .filter(|_| !upgrade && shared.config.retries > 0)
+        .filter(|_| !upgrade && (shared.config.retries > 0 || http_pool.http2))
         .map(|whole| Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -1876,6 +1876,10 @@ async fn forward(
     // One more try, free of `retries`, for a request an HTTP/2 connection handed back
     // unsent (it had just received GOAWAY).
     let mut handed_back_retry = true;
+    // Tries past `retries` for streams the backend refused unprocessed: nginx, for one,
+    // sends GOAWAY after `keepalive_requests` and refuses every stream already in flight
+    // past it; sending them again costs the backend nothing.
+    let mut refusals_left = REFUSED_STREAM_RETRIES;
     let mut first = true;
     let mut last_err: Option<ForwardError> = None;
 
@@ -2036,8 +2040,10 @@ async fn forward(
                 let replayable = replay
                     .as_ref()
                     .is_some_and(|r| r.after_failure || refusal.is_some());
-                let can_retry =
-                    (pending.is_some() || replayable) && retries_left > 0 && !bad_response;
+                let free = refusal.is_some() && refusals_left > 0;
+                let can_retry = (pending.is_some() || replayable)
+                    && (retries_left > 0 || free)
+                    && !bad_response;
                 // A pooled connection that broke is most likely a keep-alive race with the
                 // backend closing it while idle: not held against the backend when the
                 // request can go out again on a new connection (which counts if it fails).
@@ -2048,7 +2054,11 @@ async fn forward(
                     observe(http_pool, &backend, failure_outcome(&err));
                 }
                 if can_retry {
-                    retries_left -= 1;
+                    if free {
+                        refusals_left -= 1;
+                    } else {
+                        retries_left -= 1;
+                    }
                     match checkout.conn {
                         Some(id) => {
                             // A refused stream leaves its connection in use; any other
@@ -2188,6 +2198,10 @@ async fn forward(
         }
     }
 }
+
+/// How many times a request may go out again past `retries` when an HTTP/2 backend
+/// refused it unprocessed ([`Refusal`]).
+const REFUSED_STREAM_RETRIES: u32 = 4;
 
 /// How an HTTP/2 backend refused a stream it did not process, so that any request may go
 /// out again (RFC 9113 §8.7).
