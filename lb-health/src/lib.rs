@@ -14,7 +14,7 @@
 //!   `inhibit_on_failure` choice;
 //! * `probe` (feature `tokio`): the async [`Probe`] trait and its TCP, UDP, ICMP echo
 //!   (`PING_CHECK`), exec (`MISC_CHECK`) and, with feature `http`, HTTP/HTTPS
-//!   (`HTTP_GET`/`SSL_GET`) probes, and
+//!   (`HTTP_GET`/`SSL_GET`) and gRPC health (`grpc.health.v1`) probes, and
 //!   `AllOf` (several probes that must all pass as one check: an `HTTP_GET`'s urls; several
 //!   checks of one backend on their own schedules are `HealthDriver::add_checks`);
 //! * [`bfd`]: BFD (RFC 5880/5881, keepalived's `bfd_instance`): the packet codec and the
@@ -31,7 +31,8 @@
 //! # Features
 //!
 //! * `tokio` (default): probes and the driver.
-//! * `http` (default, implies `tokio`): the HTTP and HTTPS probes (hyper 1.x, rustls/ring).
+//! * `http` (default, implies `tokio`): the HTTP, HTTPS and gRPC probes (hyper 1.x,
+//!   rustls/ring).
 //!
 //! # Examples
 //!
