@@ -72,6 +72,10 @@ impl H2Backend {
         Self::start_with(id, None, Opts::default()).await
     }
 
+    async fn start_opts(id: u32, opts: Opts) -> Self {
+        Self::start_with(id, None, opts).await
+    }
+
     async fn start_with(id: u32, tls: Option<Arc<rustls::ServerConfig>>, opts: Opts) -> Self {
         watchdog();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -291,6 +295,29 @@ async fn proxy(config: HttpProxyConfig, pool: HttpPool) -> HttpProxy {
         .unwrap()
 }
 
+/// A proxy speaking HTTP/2 to the backends at `addrs` (pool `grpc`).
+async fn h2_proxy(config: HttpProxyConfig, addrs: &[SocketAddr]) -> HttpProxy {
+    proxy(config, HttpPool::new("grpc", pool(addrs)).with_http2()).await
+}
+
+/// An HTTP/2 client connection (prior knowledge) to `addr`, and the task running it.
+async fn h2_client(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Body>,
+    JoinHandle<()>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Body>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (tx, task)
+}
+
 fn config() -> HttpProxyConfig {
     let mut c = HttpProxyConfig::new("h2-backends");
     c.default_pool = Some("grpc".into());
@@ -311,11 +338,7 @@ async fn eventually(mut done: impl FnMut() -> bool) -> bool {
 #[tokio::test]
 async fn http1_requests_share_one_http2_connection_per_backend() {
     let (b1, b2) = (H2Backend::start(1).await, H2Backend::start(2).await);
-    let p = proxy(
-        config(),
-        HttpPool::new("grpc", pool(&[b1.addr, b2.addr])).with_http2(),
-    )
-    .await;
+    let p = h2_proxy(config(), &[b1.addr, b2.addr]).await;
     let addr = p.local_addr();
     // 5 client connections, 4 requests each, all in flight at once (each backend answers
     // after 100 ms): HTTP/1.1 backends would need 20 connections.
@@ -376,13 +399,8 @@ async fn grpc_trailers_pass_between_an_http2_client_and_an_http2_backend() {
     let b = H2Backend::start(1).await;
     let mut c = config();
     c.http2 = true;
-    let p = proxy(c, HttpPool::new("grpc", pool(&[b.addr])).with_http2()).await;
-    let tcp = TcpStream::connect(p.local_addr()).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake::<_, Body>(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let _conn = tokio::spawn(conn);
+    let p = h2_proxy(c, &[b.addr]).await;
+    let (mut tx, _conn) = h2_client(p.local_addr()).await;
     // A unary gRPC call's shape: a length-prefixed message, `te: trailers`, a trailer of the
     // client's own after the body.
     let message = Bytes::from_static(b"\0\0\0\0\x05hello");
@@ -467,20 +485,15 @@ async fn tls_backends_are_spoken_to_in_http2_with_alpn_h2() {
 #[tokio::test]
 async fn a_backend_going_away_is_reconnected_without_a_failed_request() {
     // GOAWAY after every 3 requests, gracefully.
-    let b = H2Backend::start_with(
+    let b = H2Backend::start_opts(
         1,
-        None,
         Opts {
             goaway_after: Some(3),
             ..Opts::default()
         },
     )
     .await;
-    let p = proxy(
-        config(),
-        HttpPool::new("grpc", pool(&[b.addr])).with_http2(),
-    )
-    .await;
+    let p = h2_proxy(config(), &[b.addr]).await;
     let mut c = Client::connect(p.local_addr()).await;
     for i in 0..12 {
         let g = c.get("/", &[("host", "www.example")]).await;
@@ -511,11 +524,7 @@ async fn a_backend_going_away_is_reconnected_without_a_failed_request() {
 async fn a_refused_connect_is_retried_on_another_http2_backend() {
     let b = H2Backend::start(2).await;
     let dead = dead_addr().await;
-    let p = proxy(
-        config(),
-        HttpPool::new("grpc", pool(&[dead, b.addr])).with_http2(),
-    )
-    .await;
+    let p = h2_proxy(config(), &[dead, b.addr]).await;
     let mut c = Client::connect(p.local_addr()).await;
     for _ in 0..4 {
         let g = c.get("/", &[("host", "www.example")]).await;
@@ -528,11 +537,7 @@ async fn a_refused_connect_is_retried_on_another_http2_backend() {
 #[tokio::test]
 async fn an_upgrade_to_an_http2_pool_gets_501_and_a_closed_connection() {
     let b = H2Backend::start(1).await;
-    let p = proxy(
-        config(),
-        HttpPool::new("grpc", pool(&[b.addr])).with_http2(),
-    )
-    .await;
+    let p = h2_proxy(config(), &[b.addr]).await;
     let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: a.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -558,7 +563,7 @@ async fn an_idle_http2_backend_connection_is_closed_after_backend_idle() {
     let b = H2Backend::start(1).await;
     let mut c = config();
     c.timeouts.backend_idle = Duration::from_millis(300);
-    let p = proxy(c, HttpPool::new("grpc", pool(&[b.addr])).with_http2()).await;
+    let p = h2_proxy(c, &[b.addr]).await;
     let mut client = Client::connect(p.local_addr()).await;
     let g = client.get("/", &[("host", "www.example")]).await;
     assert_eq!(g.status, StatusCode::OK);
@@ -582,13 +587,8 @@ async fn a_bidirectional_stream_flows_both_ways_at_once() {
     let b = H2Backend::start(1).await;
     let mut c = config();
     c.http2 = true;
-    let p = proxy(c, HttpPool::new("grpc", pool(&[b.addr])).with_http2()).await;
-    let tcp = TcpStream::connect(p.local_addr()).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake::<_, Body>(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let _conn = tokio::spawn(conn);
+    let p = h2_proxy(c, &[b.addr]).await;
+    let (mut tx, _conn) = h2_client(p.local_addr()).await;
     let (mut send, frames) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
     let body = StreamBody::new(frames).boxed();
     let req = Request::post("http://grpc.example/stream")
@@ -629,20 +629,15 @@ async fn a_bidirectional_stream_flows_both_ways_at_once() {
 /// rather than the requests queueing on one.
 #[tokio::test]
 async fn more_connections_are_made_past_the_backends_stream_limit() {
-    let b = H2Backend::start_with(
+    let b = H2Backend::start_opts(
         1,
-        None,
         Opts {
             max_streams: Some(2),
             ..Opts::default()
         },
     )
     .await;
-    let p = proxy(
-        config(),
-        HttpPool::new("grpc", pool(&[b.addr])).with_http2(),
-    )
-    .await;
+    let p = h2_proxy(config(), &[b.addr]).await;
     let addr = p.local_addr();
     // One request first: the connection learns the backend's limit from its SETTINGS
     // (noted by the proxy within 100 ms of the connect).
@@ -809,7 +804,7 @@ async fn posts_at_once(addr: SocketAddr, n: usize) -> Vec<String> {
 async fn streams_refused_unprocessed_go_out_again_whatever_their_method() {
     for (how, connections) in [(Refuse::GoAway, 2), (Refuse::Stream, 1)] {
         let (addr, conns, reqs) = refusing_h2(how, 3).await;
-        let p = proxy(config(), HttpPool::new("grpc", pool(&[addr])).with_http2()).await;
+        let p = h2_proxy(config(), &[addr]).await;
         let got = posts_at_once(p.local_addr(), 3).await;
         assert!(got.iter().all(|l| l.starts_with("HTTP/1.1 204")), "{got:?}");
         assert_eq!(conns.load(Ordering::SeqCst), connections);
@@ -833,7 +828,7 @@ async fn a_failed_upload_to_an_http2_backend_is_not_the_backends_fault() {
     let b = H2Backend::start(1).await;
     let mut c = config();
     c.timeouts.client = Duration::from_millis(300);
-    let p = proxy(c, HttpPool::new("grpc", pool(&[b.addr])).with_http2()).await;
+    let p = h2_proxy(c, &[b.addr]).await;
     let head =
         b"POST /sleep/3000 HTTP/1.1\r\nHost: a.example\r\nContent-Length: 100\r\n\r\n0123456789";
     // A stall: 10 of 100 bytes, then nothing.
@@ -871,7 +866,7 @@ async fn a_response_timeout_takes_the_connection_out_of_use() {
     let b = H2Backend::start(1).await;
     let mut c = config();
     c.timeouts.backend_response = Duration::from_millis(300);
-    let p = proxy(c, HttpPool::new("grpc", pool(&[b.addr])).with_http2()).await;
+    let p = h2_proxy(c, &[b.addr]).await;
     let mut client = Client::connect(p.local_addr()).await;
     let g = client.get("/sleep/2000", &[("host", "a.example")]).await;
     assert_eq!(g.status, StatusCode::GATEWAY_TIMEOUT);
@@ -887,7 +882,7 @@ async fn slow_readers_do_not_stall_the_other_streams_of_a_connection() {
     let b = H2Backend::start(1).await;
     let mut c = config();
     c.timeouts.backend_response = Duration::from_secs(3);
-    let p = proxy(c, HttpPool::new("grpc", pool(&[b.addr])).with_http2()).await;
+    let p = h2_proxy(c, &[b.addr]).await;
     let mut stuck = Vec::new();
     for _ in 0..4 {
         let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
@@ -950,7 +945,7 @@ async fn nginx_going_away_every_ten_requests_costs_no_request() {
         eventually(|| std::net::TcpStream::connect(addr).is_ok()).await,
         "nginx listens"
     );
-    let p = proxy(config(), HttpPool::new("grpc", pool(&[addr])).with_http2()).await;
+    let p = h2_proxy(config(), &[addr]).await;
     let a = p.local_addr();
     let mut set = JoinSet::new();
     for i in 0..20 {

@@ -32,7 +32,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::http::{Tls, TlsOptions};
@@ -276,15 +275,7 @@ impl GrpcProbe {
         match &self.tls {
             None => self.exchange(stream, to, "http").await,
             Some(tls) => {
-                let name = tls
-                    .sni
-                    .clone()
-                    .unwrap_or_else(|| ServerName::IpAddress(to.ip().into()));
-                let stream = tls
-                    .connector
-                    .connect(name, stream)
-                    .await
-                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                let stream = tls.connect(to, stream).await?;
                 if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
                     return Err("TLS handshake: the server did not choose ALPN h2".into());
                 }

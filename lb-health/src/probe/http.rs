@@ -367,8 +367,8 @@ impl ServerCertVerifier for AcceptAnyCert {
 
 #[derive(Clone)]
 pub(crate) struct Tls {
-    pub(crate) connector: TlsConnector,
-    pub(crate) sni: Option<ServerName<'static>>,
+    connector: TlsConnector,
+    sni: Option<ServerName<'static>>,
     verify: bool,
 }
 
@@ -389,6 +389,26 @@ fn tls_error(reason: impl fmt::Display) -> Error {
 }
 
 impl Tls {
+    /// The handshake over `stream` to `to`, with the configured server name (else `to`'s
+    /// IP); the reason when it fails.
+    pub(crate) async fn connect<S>(
+        &self,
+        to: SocketAddr,
+        stream: S,
+    ) -> std::result::Result<tokio_rustls::client::TlsStream<S>, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let name = self
+            .sni
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(to.ip().into()));
+        self.connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))
+    }
+
     /// The same settings offering ALPN `h2` alone (gRPC).
     pub(crate) fn alpn_h2(mut self) -> Self {
         let mut config = rustls::ClientConfig::clone(self.connector.config());
@@ -695,15 +715,7 @@ impl HttpProbe {
             }
             Some(tls) => {
                 step.store(STEP_TLS, Ordering::Relaxed);
-                let name = tls
-                    .sni
-                    .clone()
-                    .unwrap_or_else(|| ServerName::IpAddress(to.ip().into()));
-                let stream = tls
-                    .connector
-                    .connect(name, stream)
-                    .await
-                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                let stream = tls.connect(to, stream).await?;
                 step.store(STEP_HEAD, Ordering::Relaxed);
                 self.exchange(stream, &authority, step).await
             }
