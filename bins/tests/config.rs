@@ -5802,6 +5802,11 @@ fn grpc_checks_load_and_their_options_are_checked() {
         e[0].contains("grpc_service and grpc_tls apply to grpc checks, not tcp"),
         "{e:?}"
     );
+    let e = errors("t.toml", &vs("type = \"grpc\"\nvirtualhost = \"a b\""));
+    assert!(
+        e[0].contains("virtualhost \"a b\" is not an authority (host[:port]) for a grpc check"),
+        "{e:?}"
+    );
     let e = errors("t.toml", &vs("type = \"grpc\"\nurl = [{ path = \"/\" }]"));
     assert!(
         e[0].contains("url and enable_sni apply to http and ssl checks, not grpc"),

@@ -1818,7 +1818,8 @@ async fn grpc_health_fails_against_an_http1_server() {
     );
 }
 
-/// An HTTP/2 server over TLS answering `Check` with `status`, offering ALPN `alpn`.
+/// An HTTP/2 server over TLS answering `Check` with `status`, offering ALPN `alpn` (none
+/// when empty).
 async fn grpc_tls_server(status: u8, alpn: &[u8]) -> SocketAddr {
     use http_body_util::{BodyExt, StreamBody};
     use hyper::body::Frame;
@@ -1830,7 +1831,9 @@ async fn grpc_tls_server(status: u8, alpn: &[u8]) -> SocketAddr {
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .unwrap();
-    config.alpn_protocols = vec![alpn.to_vec()];
+    if !alpn.is_empty() {
+        config.alpn_protocols = vec![alpn.to_vec()];
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1887,4 +1890,11 @@ async fn grpc_health_over_tls_offers_h2() {
     let out = probe.probe(http1, T).await;
     assert!(!out.is_up());
     assert!(out.reason.starts_with("TLS handshake"), "{}", out.reason);
+    // A server with no ALPN at all completes the handshake choosing nothing.
+    let none = grpc_tls_server(1, b"").await;
+    let out = probe.probe(none, T).await;
+    assert_eq!(
+        out.reason,
+        "TLS handshake: the server did not choose ALPN h2"
+    );
 }

@@ -21,7 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lb_core::{Algorithm, Backend, BackendId, BackendSet, Pool, PoolConfig};
 use lb_proxy::http::{BackendTls, HttpPool, HttpProxy, HttpProxyConfig, Verify};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -906,7 +906,8 @@ async fn slow_readers_do_not_stall_the_other_streams_of_a_connection() {
 
 /// nginx as the HTTP/2 backend, sending GOAWAY after every 10 requests on a connection
 /// (`keepalive_requests 10`): with 20 clients at once, the streams caught past each GOAWAY
-/// go out again (POSTs too); no client sees an error and nginx is never held at fault.
+/// go out again (GETs, and POSTs with a body); no client sees an error and nginx is never
+/// held at fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_going_away_every_ten_requests_costs_no_request() {
     struct Nginx(std::process::Child, std::path::PathBuf);
@@ -950,21 +951,243 @@ async fn nginx_going_away_every_ten_requests_costs_no_request() {
     let mut set = JoinSet::new();
     for i in 0..20 {
         set.spawn(async move {
-            let mut c = Client::connect(a).await;
             let mut statuses = Vec::new();
+            if i % 2 == 1 {
+                let mut c = Client::connect(a).await;
+                for _ in 0..20 {
+                    statuses.push(c.get("/", &[("host", "a.example")]).await.status.as_u16());
+                }
+                return statuses;
+            }
+            // POSTs with a body (a gRPC call's shape), kept alive.
+            let mut s = TcpStream::connect(a).await.unwrap();
             for _ in 0..20 {
-                let method = if i % 2 == 0 { "POST" } else { "GET" };
-                statuses.push(c.send(method, "/", &[("host", "a.example")]).await.status);
+                s.write_all(
+                    b"POST /rpc HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello",
+                )
+                .await
+                .unwrap();
+                let mut head = Vec::new();
+                let read =
+                    tokio::time::timeout(Duration::from_secs(10), read_head(&mut s, &mut head));
+                assert!(read.await.unwrap_or(false), "a response within 10 s");
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let status: u16 = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+                statuses.push(status);
+                if status != 200 {
+                    break;
+                }
+                // nginx's body, "ok\n", may follow the head.
+                let end = text.find("\r\n\r\n").map_or(head.len(), |i| i + 4);
+                let mut rest = head.len() - end;
+                while rest < 3 {
+                    let mut b = [0u8; 16];
+                    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+                        .await
+                        .expect("the body within 10 s")
+                        .unwrap();
+                    assert!(n > 0);
+                    rest += n;
+                }
             }
             statuses
         });
     }
     let mut bad = Vec::new();
     while let Some(r) = set.join_next().await {
-        bad.extend(r.unwrap().into_iter().filter(|s| *s != StatusCode::OK));
+        bad.extend(r.unwrap().into_iter().filter(|s| *s != 200));
     }
     let s = p.stats();
     assert!(bad.is_empty(), "{bad:?} {:?}", s.virtual_server);
     assert_eq!(s.backends[0].failures, 0, "{:?}", s.backends[0]);
     assert_eq!(s.virtual_server.requests, 400);
+}
+
+/// A hand-written h2c server for scripted behaviours: `max_streams` is its
+/// SETTINGS_MAX_CONCURRENT_STREAMS; `act(connection index, request index, stream id)` says
+/// what to do with a request once whole: the frames to write, after a delay. Counts
+/// connections and requests. Its tasks end with the test's runtime.
+async fn scripted_h2<F>(
+    max_streams: Option<u32>,
+    act: F,
+) -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>)
+where
+    F: Fn(u64, u64, u32) -> (Duration, Vec<u8>) + Send + Sync + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let act = Arc::new(act);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicU64::new(0));
+    let reqs = Arc::new(AtomicU64::new(0));
+    let (c2, r2) = (Arc::clone(&conns), Arc::clone(&reqs));
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let k = c2.fetch_add(1, Ordering::SeqCst);
+            let reqs = Arc::clone(&r2);
+            let act = Arc::clone(&act);
+            tokio::spawn(async move {
+                let (mut rd, wr) = s.into_split();
+                let wr = Arc::new(tokio::sync::Mutex::new(wr));
+                let mut preface = [0u8; 24];
+                if rd.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let mut settings = vec![0, 0, 0, 4, 0, 0, 0, 0, 0];
+                if let Some(m) = max_streams {
+                    settings = vec![0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3];
+                    settings.extend_from_slice(&m.to_be_bytes());
+                }
+                let _ = wr.lock().await.write_all(&settings).await;
+                loop {
+                    let mut h = [0u8; 9];
+                    if rd.read_exact(&mut h).await.is_err() {
+                        return;
+                    }
+                    let len =
+                        (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                    let (ty, flags) = (h[3], h[4]);
+                    let sid = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                    let mut payload = vec![0u8; len];
+                    if rd.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    if ty == 4 && flags & 1 == 0 {
+                        let _ = wr
+                            .lock()
+                            .await
+                            .write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0])
+                            .await;
+                    }
+                    if ty == 6 && flags & 1 == 0 {
+                        let mut pong = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                        pong.extend_from_slice(&payload);
+                        let _ = wr.lock().await.write_all(&pong).await;
+                    }
+                    if !((ty == 1 || ty == 0) && flags & 1 != 0) {
+                        continue;
+                    }
+                    let n = reqs.fetch_add(1, Ordering::SeqCst);
+                    let (delay, frames) = act(k, n, sid);
+                    let wr = Arc::clone(&wr);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = wr.lock().await.write_all(&frames).await;
+                    });
+                }
+            });
+        }
+    });
+    (addr, conns, reqs)
+}
+
+fn h2_no_content(sid: u32) -> Vec<u8> {
+    let mut f = vec![0, 0, 1, 1, 5];
+    f.extend_from_slice(&sid.to_be_bytes());
+    f.push(0x89);
+    f
+}
+
+fn h2_reset(sid: u32, code: u32) -> Vec<u8> {
+    let mut r = vec![0, 0, 4, 3, 0];
+    r.extend_from_slice(&sid.to_be_bytes());
+    r.extend_from_slice(&code.to_be_bytes());
+    r
+}
+
+fn h2_goaway(last: u32, code: u32) -> Vec<u8> {
+    let mut g = vec![0, 0, 8, 7, 0, 0, 0, 0, 0];
+    g.extend_from_slice(&last.to_be_bytes());
+    g.extend_from_slice(&code.to_be_bytes());
+    g
+}
+
+/// A backend that refuses every stream (REFUSED_STREAM) answers nothing: after its tries
+/// the client gets 502, and the backend is counted failed once per request (a refusal is
+/// excused while the request can go out again). With a second backend, a request refused
+/// twice by one goes to the other.
+#[tokio::test]
+async fn a_backend_refusing_every_stream_is_counted_failed_and_avoided() {
+    let (addr, _, _) = scripted_h2(None, |_, _, sid| (Duration::ZERO, h2_reset(sid, 7))).await;
+    let p = h2_proxy(config(), &[addr]).await;
+    let mut c = Client::connect(p.local_addr()).await;
+    for _ in 0..3 {
+        let g = c.get("/", &[("host", "a.example")]).await;
+        assert_eq!(g.status, StatusCode::BAD_GATEWAY);
+    }
+    assert_eq!(
+        p.stats().backends[0].failures,
+        3,
+        "one per request that ended refused"
+    );
+    let good = H2Backend::start(2).await;
+    let p = h2_proxy(config(), &[addr, good.addr]).await;
+    let mut c = Client::connect(p.local_addr()).await;
+    for _ in 0..4 {
+        let g = c.send("POST", "/", &[("host", "a.example")]).await;
+        assert_eq!(g.status, StatusCode::OK);
+        assert_eq!(g.backend(), 2);
+    }
+}
+
+/// A request waiting in hyper for a stream on a connection that then gets GOAWAY is
+/// dropped unsent (hyper's "dispatch gone", one of its user errors): a backend failure to
+/// retry (a GET goes out again), not the client's fault (400).
+#[tokio::test]
+async fn a_request_waiting_for_a_stream_survives_a_goaway() {
+    // One stream per connection; the first connection answers at once, the next ones send
+    // GOAWAY with their answer after 700 ms, the 17th on answer at once.
+    let (addr, _, _) = scripted_h2(Some(1), |k, n, sid| {
+        if n == 0 || k >= 16 {
+            (Duration::ZERO, h2_no_content(sid))
+        } else {
+            let mut f = h2_goaway(sid, 0);
+            f.extend(h2_no_content(sid));
+            (Duration::from_millis(700), f)
+        }
+    })
+    .await;
+    let p = h2_proxy(config(), &[addr]).await;
+    let a = p.local_addr();
+    let mut c = Client::connect(a).await;
+    assert_eq!(
+        c.get("/", &[("host", "a.example")]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    // The limit (1) is noted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut set = JoinSet::new();
+    for _ in 0..17 {
+        set.spawn(async move {
+            let mut c = Client::connect(a).await;
+            c.get("/", &[("host", "a.example")]).await.status
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(r) = set.join_next().await {
+        statuses.push(r.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::NO_CONTENT),
+        "{statuses:?} {:?}",
+        p.stats().virtual_server
+    );
+    assert_eq!(p.stats().virtual_server.bad_requests, 0);
+}
+
+/// A backend resetting streams (INTERNAL_ERROR: a stream's error, not its connection's)
+/// keeps its one connection, and every request that ends failed counts.
+#[tokio::test]
+async fn stream_resets_do_not_take_the_connection_out_of_use() {
+    let (addr, conns, _) = scripted_h2(None, |_, _, sid| (Duration::ZERO, h2_reset(sid, 2))).await;
+    let p = h2_proxy(config(), &[addr]).await;
+    let mut c = Client::connect(p.local_addr()).await;
+    for _ in 0..6 {
+        let g = c.get("/", &[("host", "a.example")]).await;
+        assert_eq!(g.status, StatusCode::BAD_GATEWAY);
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "one connection");
+    // Every try a failure: the first request's one (on a new connection, it goes to
+    // another backend next: there is none), the 5 others' 1 + 2 retries each.
+    assert_eq!(p.stats().backends[0].failures, 16);
 }

@@ -4944,11 +4944,12 @@ fn validate_check(
     match &c.kind {
         CheckKind::Tcp | CheckKind::Dns(_) | CheckKind::Ping => {}
         CheckKind::Grpc(g) => {
-            if g.tls {
-                if let Err(e) = lb_health::probe::grpc::GrpcProbe::new(g.service.clone())
-                    .tls(lb_health::probe::http::TlsOptions::new().verify(false))
-                {
-                    err(format!("{p}.grpc_tls"), e.to_string());
+            if let Some(a) = &g.authority {
+                if let Err(e) = a.parse::<http::uri::Authority>() {
+                    err(
+                        format!("{p}.virtualhost"),
+                        format!("virtualhost {a:?} is not an authority (host[:port]) for a grpc check: {e}"),
+                    );
                 }
             }
             if c.check_send_proxy == Some(true) {

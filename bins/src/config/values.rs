@@ -538,7 +538,7 @@ impl TryFrom<RawCheck> for HealthCheck {
         let http_only = |kind: &str| -> Result<(), String> {
             if r.url.is_some() || r.virtualhost.is_some() || r.enable_sni.is_some() {
                 return Err(format!(
-                    "url, virtualhost and enable_sni apply to http and ssl checks, not {kind}"
+                    "url, virtualhost and enable_sni apply to http and ssl checks (virtualhost to grpc too), not {kind}"
                 ));
             }
             Ok(())

@@ -229,7 +229,8 @@ impl GrpcProbe {
 
     /// The `:authority` sent (Envoy's `authority`), instead of the address connected to;
     /// with TLS, also the name sent as SNI and verified unless [`TlsOptions::sni`] says
-    /// otherwise.
+    /// otherwise (set it before [`GrpcProbe::tls`]). One that is not an authority
+    /// (`host[:port]`) fails every check, saying so.
     #[must_use]
     pub fn authority(mut self, authority: impl Into<String>) -> Self {
         self.authority = Some(authority.into());
@@ -298,7 +299,13 @@ impl GrpcProbe {
             .await
             .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
         let authority = self.authority.clone().unwrap_or_else(|| to.to_string());
-        let req = ::http::Request::post(format!("{scheme}://{authority}{CHECK_PATH}"))
+        let uri = ::http::Uri::builder()
+            .scheme(scheme)
+            .authority(authority.as_str())
+            .path_and_query(CHECK_PATH)
+            .build()
+            .map_err(|e| format!("authority {authority:?}: {e}"))?;
+        let req = ::http::Request::post(uri)
             .header(::http::header::CONTENT_TYPE, "application/grpc")
             .header(::http::header::TE, "trailers")
             .header(::http::header::USER_AGENT, "lb-health")

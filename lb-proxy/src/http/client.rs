@@ -202,6 +202,10 @@ struct SharedConn {
 struct Streams {
     open: AtomicUsize,
     max: AtomicUsize,
+    /// Set when it takes no more requests ([`Sender::retire`]): it failed one at the
+    /// connection's level, its backend is going away, or it answered nothing in time. Its
+    /// streams still running finish on it.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Streams {
@@ -248,7 +252,8 @@ impl SharedSlot {
     /// A stream on a connection with room; past [`MAX_H2_CONNS_PER_BACKEND`], on the least
     /// busy one. Closed connections are dropped from the slot first.
     fn take(&mut self, now: Instant) -> Option<(Sender, u64)> {
-        self.conns.retain(|c| !c.tx.is_closed());
+        self.conns
+            .retain(|c| !c.tx.is_closed() && !c.streams.retired.load(Ordering::Relaxed));
         let full = self.conns.len() >= MAX_H2_CONNS_PER_BACKEND;
         let c = match self.conns.iter_mut().find(|c| c.streams.has_room()) {
             Some(c) => c,
@@ -305,14 +310,19 @@ pub(crate) enum Sender {
     Http1(http1::SendRequest<BackendBody>),
     /// One of a backend's HTTP/2 connections, shared with its other requests; the stream
     /// counts open until this is dropped.
-    Http2(
-        http2::SendRequest<BackendBody>,
-        #[allow(dead_code)] // held for its drop
-        Stream,
-    ),
+    Http2(http2::SendRequest<BackendBody>, Stream),
 }
 
 impl Sender {
+    /// Takes an HTTP/2 connection out of use: no more requests are given to it (its
+    /// streams still running finish). Nothing for an HTTP/1.1 one, which is not pooled
+    /// again after a failure.
+    pub(crate) fn retire(&self) {
+        if let Self::Http2(_, stream) = self {
+            stream.0.retired.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Sends `req`; on failure, the request is handed back if it was not sent
     /// (`TrySendError::take_message`).
     pub(crate) fn try_send_request(
@@ -349,7 +359,7 @@ pub(crate) struct Checkout {
     pub(crate) tx: Sender,
     /// Whether it served an earlier request (a failure may be a keep-alive race).
     pub(crate) reused: bool,
-    /// An HTTP/2 connection's id ([`ConnPool::checkout`]'s `leave_out`).
+    /// An HTTP/2 connection's id, for logs and tests.
     pub(crate) conn: Option<u64>,
     pub(crate) list: Arc<IdleList>,
 }
@@ -384,12 +394,10 @@ const MAX_H2_HEADER_LIST: u32 = 400 * 1024;
 /// An HTTP/2 backend stream's flow-control window, bytes (hyper's default).
 const H2_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 
-/// An HTTP/2 backend connection's flow-control window, bytes: 32 streams' windows.
-const H2_CONNECTION_WINDOW: u32 = 32 * H2_STREAM_WINDOW;
-
-/// How long an HTTP/2 backend connection with streams open may be silent before it is
-/// pinged, and how long the answer may take before the connection is closed.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
+/// An HTTP/2 backend connection's flow-control window, bytes: 8 streams' windows. Bounds
+/// what clients that do not read can leave buffered: 16 MiB per connection, at most
+/// [`MAX_H2_CONNS_PER_BACKEND`] connections per backend.
+const H2_CONNECTION_WINDOW: u32 = 8 * H2_STREAM_WINDOW;
 
 /// The streams an HTTP/2 connection is taken to allow until the backend's SETTINGS say
 /// (hyper's and h2's initial `max_send_streams`).
@@ -421,11 +429,9 @@ impl ConnPool {
         // every other client's responses from this backend (Envoy's windows are 256 MiB).
         builder2.initial_stream_window_size(H2_STREAM_WINDOW);
         builder2.initial_connection_window_size(H2_CONNECTION_WINDOW);
-        // A connection that stops answering (a black hole: no reset, no close) is found by
-        // its unanswered PING while streams are open on it, and closed.
-        builder2.timer(hyper_util::rt::TokioTimer::new());
-        builder2.keep_alive_interval(H2_PING_INTERVAL);
-        builder2.keep_alive_timeout(H2_PING_INTERVAL);
+        // No PINGs (as HAProxy and Envoy by default): gRPC servers take a client's PINGs
+        // more often than every 5 minutes as abuse (grpc-go's GOAWAY `too_many_pings`). A
+        // connection that stops answering is retired at its first response timeout.
         Self {
             lists: RwLock::default(),
             shared: Mutex::default(),
@@ -459,8 +465,8 @@ impl ConnPool {
     /// A ready connection to `addr`: the most recent idle one that is still open (when
     /// `reuse`), else a new one, over TLS with `tls`, counting its bytes into `stats`
     /// ([`Counted`]). The connect and the TLS handshake share the connect timeout. With
-    /// `http2`, a stream on one of the backend's HTTP/2 connections with room (not the
-    /// one `leave_out` names, which takes no more), else on a new one.
+    /// `http2`, a stream on one of the backend's HTTP/2 connections with room (not a
+    /// retired one), else on a new one.
     ///
     /// # Errors
     /// [`ForwardError::Connect`], [`ForwardError::ConnectTimeout`], [`ForwardError::Tls`]
@@ -473,7 +479,7 @@ impl ConnPool {
         addr: SocketAddr,
         stats: &Arc<BackendStats>,
         tls: Option<&BackendTls>,
-        (reuse, http2, leave_out): (bool, bool, Option<u64>),
+        (reuse, http2): (bool, bool),
     ) -> Result<Checkout, ForwardError> {
         // The counters' address tells two backends of one address apart; a connection in
         // the list holds them, so the address is not reused while the list is in use. The
@@ -485,7 +491,7 @@ impl ConnPool {
         );
         let list = self.list(key);
         if http2 {
-            return self.checkout_shared(key, stats, tls, leave_out, list).await;
+            return self.checkout_shared(key, stats, tls, list).await;
         }
         if reuse {
             let now = Instant::now();
@@ -544,7 +550,6 @@ impl ConnPool {
         key: ListKey,
         stats: &Arc<BackendStats>,
         tls: Option<&BackendTls>,
-        leave_out: Option<u64>,
         list: Arc<IdleList>,
     ) -> Result<Checkout, ForwardError> {
         let slot = Arc::clone(
@@ -557,12 +562,6 @@ impl ConnPool {
         let waiting_since = Instant::now();
         // Held while a connection is made: bounded by the connect timeout.
         let mut slot = slot.lock().await;
-        if let Some(id) = leave_out {
-            // It failed a request in a way that says it should take no more (it broke,
-            // its backend is going away or stopped answering): its streams still running
-            // finish on it.
-            slot.conns.retain(|c| c.id != id);
-        }
         // A connection another request made has served others: a failure on it may be
         // its closing, as on a kept-alive HTTP/1.1 one.
         if let Some((tx, id)) = slot.take(Instant::now()) {
@@ -611,31 +610,6 @@ impl ConnPool {
         }
     }
 
-    /// Takes HTTP/2 connection `id` to `addr` (with `stats` and `tls`, as it was checked
-    /// out) out of use: it takes no more requests, and closes once its streams end.
-    pub(crate) async fn retire(
-        &self,
-        addr: SocketAddr,
-        stats: &Arc<BackendStats>,
-        tls: Option<&BackendTls>,
-        id: u64,
-    ) {
-        let key = (
-            addr,
-            Arc::as_ptr(stats) as usize,
-            tls.map_or(0, BackendTls::id),
-        );
-        let slot = self
-            .shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        if let Some(slot) = slot {
-            slot.lock().await.conns.retain(|c| c.id != id);
-        }
-    }
-
     /// A new HTTP/2 connection to `addr`, run by a task of its own.
     async fn connect_h2(
         &self,
@@ -663,6 +637,7 @@ impl ConnPool {
         let streams = Arc::new(Streams {
             open: AtomicUsize::new(0),
             max: AtomicUsize::new(known_max.unwrap_or(INITIAL_MAX_SEND_STREAMS)),
+            retired: std::sync::atomic::AtomicBool::new(false),
         });
         let noted = Arc::clone(&streams);
         tokio::spawn(async move {
@@ -801,6 +776,7 @@ impl ConnPool {
             if let Ok(mut slot) = slot.try_lock() {
                 slot.conns.retain(|c| {
                     !c.tx.is_closed()
+                        && !c.streams.retired.load(Ordering::Relaxed)
                         && (c.streams.open.load(Ordering::Relaxed) > 0
                             || now.duration_since(c.used) < self.idle_timeout)
                 });

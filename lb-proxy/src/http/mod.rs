@@ -64,20 +64,23 @@
 //! proto h2`; gRPC servers): h2c with prior knowledge, or ALPN `h2` over [`HttpPool::tls`].
 //! A backend's requests share its connection as streams; another is made when each open
 //! one has as many streams as the backend allows (`SETTINGS_MAX_CONCURRENT_STREAMS`, up to
-//! 16 connections). A connection is made by the first request that needs it while the
-//! others wait for it (a failed connect answers them all), and let go after
-//! `backend_idle` without a stream. One that fails a request, gets GOAWAY or answers
-//! nothing within `backend_response` takes no more requests (its other streams finish on
-//! it); one that stops answering altogether is found by its unanswered PING (10 s, while
-//! streams are open) and closed. A stream the backend refused unprocessed (RFC 9113 §8.7:
-//! REFUSED_STREAM, or left out by a graceful GOAWAY) goes out again whatever its method,
-//! up to 4 times past `retries`, and is no failure of the backend: a request body the client had already sent whole (up
-//! to 64 KiB, a gRPC call's message) is held for that. A client's upload that stalls or
-//! breaks is the client's fault (408, `CD`), as towards HTTP/1.1 backends. A few clients
-//! that do not read their responses hold their streams' 2 MiB windows, not the
-//! connection's 64 MiB. The client's Host becomes `:authority`; `te: trailers` is kept
-//! and trailers pass both ways to HTTP/2 clients (gRPC). A WebSocket routed to such a pool
-//! gets 501 (`bad_requests`).
+//! 16 connections; past them requests wait in the least busy one for a stream). A
+//! connection is made by the first request that needs it while the others wait for it (a
+//! failed connect answers them all), and let go after `backend_idle` without a stream. One
+//! that fails a request at the connection's level (not a stream's reset), gets GOAWAY or
+//! answers nothing within `backend_response` takes no more requests; its other streams
+//! finish on it. No PINGs are sent (gRPC servers take frequent ones as abuse). A stream the
+//! backend refused unprocessed (RFC 9113 §8.7: REFUSED_STREAM, or left out by a graceful
+//! GOAWAY) goes out again, up to 4 times past `retries`, to another backend once this one
+//! refused it twice, and counts against the backend only when the request ends refused. It
+//! goes out again whatever its method, but left out by GOAWAY only with a body or when
+//! idempotent: hyper may report a bodiless stream it had just sent as left out. For that, a
+//! body of known length up to 64 KiB is read whole before the request goes out (HAProxy's
+//! `option http-buffer-request`, within `client`), and one of unknown length is held when
+//! the client has already sent it whole (a gRPC call's message). A client's upload that
+//! stalls or breaks is the client's fault (408, `CD`), as towards HTTP/1.1 backends.
+//! Clients that do not read their responses hold their streams' 2 MiB windows; a
+//! connection's window is 16 MiB.
 //!
 //! Both directions carry the proxy's own HTTP version (RFC 9110 §6.2; hyper still answers
 //! an HTTP/1.0 client in 1.0): 1.1, or 2 towards HTTP/2 backends. HTTP/1.1 messages carry

@@ -1831,7 +1831,30 @@ async fn forward(
     // Towards HTTP/2 backends, a body the client has already sent whole is held: a stream
     // the backend refused unprocessed (REFUSED_STREAM, GOAWAY) can then go out again,
     // whatever its method.
-    let (body, whole) = if http_pool.http2 && !upgrade && !body.is_end_stream() {
+    let known_small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= super::body::PREFETCH_LIMIT as u64);
+    let (body, whole) = if http_pool.http2 && !upgrade && !body.is_end_stream() && known_small {
+        // A body of known length up to 64 KiB is read whole first (HAProxy's `option
+        // http-buffer-request`), within the client timeout: the backend needs all of it
+        // anyway.
+        match tokio::time::timeout(timeouts.client, http_body_util::BodyExt::collect(&mut body))
+            .await
+        {
+            Err(_) => return Err(ForwardError::ClientTimeout(timeouts.client)),
+            Ok(Err(e)) => return Err(ForwardError::ClientAborted(e)),
+            Ok(Ok(c)) if c.trailers().is_none() => (None, Some(c.to_bytes())),
+            // Trailers after a body of known length (rare): sent as they came, not held.
+            Ok(Ok(c)) => {
+                let trailers = c.trailers().cloned();
+                let mut prefix = VecDeque::new();
+                prefix.push_back(Ok(hyper::body::Frame::data(c.to_bytes())));
+                prefix.extend(trailers.map(|t| Ok(hyper::body::Frame::trailers(t))));
+                (Some((body, prefix)), None)
+            }
+        }
+    } else if http_pool.http2 && !upgrade && !body.is_end_stream() {
         match super::body::prefetch(&mut body) {
             Prefetched::Complete(bytes) => (None, Some(bytes)),
             Prefetched::Partial(prefix) => (Some((body, prefix)), None),
@@ -1871,8 +1894,9 @@ async fn forward(
     let mut tried = Vec::new();
     let mut retries_left = shared.config.retries;
     let mut reuse = true;
-    // An HTTP/2 connection a request failed on in a way that says it takes no more.
-    let mut leave_out: Option<u64> = None;
+    // The backends that refused this request a stream once ([`Refusal`]).
+    let mut refused_by = Vec::new();
+    let mut refused_twice = Vec::new();
     // One more try, free of `retries`, for a request an HTTP/2 connection handed back
     // unsent (it had just received GOAWAY).
     let mut handed_back_retry = true;
@@ -1890,7 +1914,18 @@ async fn forward(
             destination: Some(cc.local),
             hash_key: key.as_deref(),
         };
-        let Some(backend) = pool.select(now, &ctx, &mut |b| !tried.contains(&b.id())) else {
+        // A backend that refused this request twice is asked again only when no other
+        // can be.
+        let selected = pool
+            .select(now, &ctx, &mut |b| {
+                !tried.contains(&b.id()) && !refused_twice.contains(&b.id())
+            })
+            .or_else(|| {
+                (!refused_twice.is_empty())
+                    .then(|| pool.select(now, &ctx, &mut |b| !tried.contains(&b.id())))
+                    .flatten()
+            });
+        let Some(backend) = selected else {
             return Err(last_err.unwrap_or_else(|| ForwardError::NoBackend(pool_name.clone())));
         };
         served.backend = Some(backend.addr());
@@ -1911,7 +1946,7 @@ async fn forward(
                 backend.addr(),
                 backend.stats(),
                 http_pool.tls.as_ref(),
-                (reuse, http_pool.http2, leave_out),
+                (reuse, http_pool.http2),
             )
             .await
         {
@@ -1988,27 +2023,22 @@ async fn forward(
                     timeout: timeouts.backend_response,
                 };
                 observe(http_pool, &backend, failure_outcome(&e));
-                if let Some(id) = checkout.conn {
-                    // An HTTP/2 connection that may have stopped answering takes no more
-                    // requests (its PINGs close it if it has; its streams finish if not).
-                    shared
-                        .conns
-                        .retire(backend.addr(), backend.stats(), http_pool.tls.as_ref(), id)
-                        .await;
-                }
+                // An HTTP/2 connection that may have stopped answering takes no more
+                // requests (its streams finish on it if it answers them).
+                tx.retire();
                 return Err(e);
             }
             Ok(Err(mut e)) => {
                 let returned = e.take_message();
                 let not_sent = returned.is_some();
+                let http2 = checkout.conn.is_some();
                 // Over HTTP/2 a body's failure comes back as its stream's reset: the body
-                // says whether it failed.
+                // says whether it failed (hyper's own user errors there are its dispatch's,
+                // a request dropped unsent when its connection ended).
                 let upload_failed = failure.as_ref().and_then(|f| f.get());
-                if !not_sent
-                    && (upload_failed.is_some()
-                        || e.error().is_user()
-                        || e.error().is_body_write_aborted())
-                {
+                let client_fault = upload_failed.is_some()
+                    || (!http2 && (e.error().is_user() || e.error().is_body_write_aborted()));
+                if !not_sent && client_fault {
                     // The client's body failed (it went away or stalled mid-upload): the
                     // backend did nothing wrong, and the request cannot be sent again.
                     if upload_failed == Some(true) || UploadError::is_stall(e.error()) {
@@ -2018,6 +2048,12 @@ async fn forward(
                 }
                 pending = returned;
                 let refusal = Refusal::of(e.error());
+                // A failure of the HTTP/2 connection, not of this stream alone (a reset):
+                // the connection takes no more requests.
+                let connection_failed = h2_error(e.error()).is_none_or(|h| !h.is_reset());
+                if connection_failed && refusal != Some(Refusal::Stream) {
+                    tx.retire();
+                }
                 // A response hyper could not parse (too many headers, a bad status line;
                 // over HTTP/2 a malformed one, which h2 resets): the backend answered,
                 // wrongly. Sent again it would most likely get the same answer from every
@@ -2031,15 +2067,20 @@ async fn forward(
                 };
                 // A request an HTTP/2 connection handed back unsent (it had just received
                 // GOAWAY) goes out once more, free of `retries`, on another connection.
-                if not_sent && checkout.conn.is_some() && handed_back_retry {
+                if not_sent && http2 && handed_back_retry {
                     handed_back_retry = false;
-                    leave_out = checkout.conn;
                     last_err = Some(err);
                     continue;
                 }
-                let replayable = replay
-                    .as_ref()
-                    .is_some_and(|r| r.after_failure || refusal.is_some());
+                let replayable = replay.as_ref().is_some_and(|r| match refusal {
+                    None => r.after_failure,
+                    Some(Refusal::Stream) => true,
+                    // hyper can hand a stream it had just opened the connection's GOAWAY
+                    // error when another GOAWAY (2^31-1, the first of a graceful pair)
+                    // races its send: HEADERS carrying END_STREAM may then have been
+                    // processed. With a body still to come the request was not whole.
+                    Some(Refusal::GoingAway) => r.after_failure || !r.body.is_empty(),
+                });
                 let free = refusal.is_some() && refusals_left > 0;
                 let can_retry = (pending.is_some() || replayable)
                     && (retries_left > 0 || free)
@@ -2047,10 +2088,13 @@ async fn forward(
                 // A pooled connection that broke is most likely a keep-alive race with the
                 // backend closing it while idle: not held against the backend when the
                 // request can go out again on a new connection (which counts if it fails).
-                let race = checkout.reused && can_retry;
+                // A stream reset is no such race.
+                let race = checkout.reused && can_retry && connection_failed;
                 // A stream the backend refused unprocessed (RFC 9113 §8.7) is no failure
-                // of it either: it is going away or at its limit.
-                if !not_sent && !race && refusal.is_none() {
+                // of it while the request can go elsewhere: it is going away or at its
+                // limit. A request that ends refused is one.
+                let excused = race || (refusal.is_some() && can_retry);
+                if !not_sent && !excused {
                     observe(http_pool, &backend, failure_outcome(&err));
                 }
                 if can_retry {
@@ -2059,24 +2103,25 @@ async fn forward(
                     } else {
                         retries_left -= 1;
                     }
-                    match checkout.conn {
-                        Some(id) => {
-                            // A refused stream leaves its connection in use; any other
-                            // failure takes it out of use.
-                            if refusal != Some(Refusal::Stream) {
-                                leave_out = Some(id);
-                            }
-                            if refusal.is_none() && !checkout.reused {
-                                tried.push(backend.id());
-                            }
+                    if refusal.is_some() {
+                        // Refused once, it may take the request again on another stream
+                        // or connection; refused twice, another backend is asked.
+                        if refused_by.contains(&backend.id()) {
+                            refused_twice.push(backend.id());
+                        } else {
+                            refused_by.push(backend.id());
                         }
+                    } else if http2 {
+                        if !checkout.reused {
+                            tried.push(backend.id());
+                        }
+                    } else if checkout.reused {
                         // Most likely a keep-alive race with the backend closing an idle
                         // connection: try again (possibly the same backend) on a new one.
-                        None if checkout.reused => reuse = false,
-                        None => {
-                            tried.push(backend.id());
-                            reuse = true;
-                        }
+                        reuse = false;
+                    } else {
+                        tried.push(backend.id());
+                        reuse = true;
                     }
                     last_err = Some(err);
                     continue;
@@ -2203,15 +2248,16 @@ async fn forward(
 /// refused it unprocessed ([`Refusal`]).
 const REFUSED_STREAM_RETRIES: u32 = 4;
 
-/// How an HTTP/2 backend refused a stream it did not process, so that any request may go
+/// How an HTTP/2 backend refused a stream it did not process, so that the request may go
 /// out again (RFC 9113 §8.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
     /// RST_STREAM with REFUSED_STREAM: the connection goes on.
     Stream,
-    /// A graceful GOAWAY (NO_ERROR) that left the stream out (above its last stream id:
-    /// h2 gives the streams at or below it only other errors, and a GOAWAY with an error
-    /// code to all of them, so that one proves nothing).
+    /// A graceful GOAWAY (NO_ERROR) that left the stream out: h2 gives the streams above
+    /// its last stream id this error, and those at or below it others (a broken pipe, a
+    /// reset). A GOAWAY with an error code is not taken as a refusal (conservative: the
+    /// streams above its last stream id were not processed either).
     GoingAway,
 }
 
