@@ -8,8 +8,8 @@
 //! - HTTP/2 over `hyper::client::conn::http2` ([`HttpPool::http2`](super::HttpPool::http2)):
 //!   a backend's requests share its connections as streams; another connection is made
 //!   when each open one has as many streams as the backend allows (its
-//!   `SETTINGS_MAX_CONCURRENT_STREAMS`), up to [`MAX_H2_CONNS_PER_BACKEND`]; a closed one
-//!   (the backend's GOAWAY, a failure) is replaced by the next request, and one without a
+//!   `SETTINGS_MAX_CONCURRENT_STREAMS`), up to [`MAX_H2_CONNS_PER_BACKEND`]; a closed or
+//!   retired one ([`Sender::retire`]) is replaced by the next request, and one without a
 //!   stream for [`Timeouts::backend_idle`](super::Timeouts::backend_idle) is let go.
 
 use std::borrow::Cow;
@@ -186,8 +186,7 @@ struct IdleConn {
 /// One of a backend's HTTP/2 connections.
 #[derive(Debug)]
 struct SharedConn {
-    /// Tells it apart from the others ([`Checkout::conn`]), to leave out the one a request
-    /// failed on.
+    /// Tells it apart from the others ([`Checkout::conn`]).
     id: u64,
     tx: http2::SendRequest<BackendBody>,
     streams: Arc<Streams>,
@@ -359,7 +358,7 @@ pub(crate) struct Checkout {
     pub(crate) tx: Sender,
     /// Whether it served an earlier request (a failure may be a keep-alive race).
     pub(crate) reused: bool,
-    /// An HTTP/2 connection's id, for logs and tests.
+    /// An HTTP/2 connection's id (`None`: an HTTP/1.1 connection).
     pub(crate) conn: Option<u64>,
     pub(crate) list: Arc<IdleList>,
 }
