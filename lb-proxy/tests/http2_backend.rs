@@ -669,107 +669,6 @@ async fn more_connections_are_made_past_the_backends_stream_limit() {
     );
 }
 
-/// A hand-written HTTP/2 server for the refusals hyper's cannot be made to send: on its
-/// first connection, once `wait_for` requests have fully arrived, `Refuse::GoAway` sends
-/// GOAWAY (NO_ERROR, last stream id the first request's) and answers the first;
-/// `Refuse::Stream` answers the first and resets the others with REFUSED_STREAM. Later
-/// connections answer every request 204 at once. Counts connections and requests.
-#[derive(Clone, Copy)]
-enum Refuse {
-    GoAway,
-    Stream,
-}
-
-async fn refusing_h2(how: Refuse, wait_for: usize) -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
-    use tokio::io::AsyncReadExt;
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let conns = Arc::new(AtomicU64::new(0));
-    let reqs = Arc::new(AtomicU64::new(0));
-    let (c2, r2) = (Arc::clone(&conns), Arc::clone(&reqs));
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let first = c2.fetch_add(1, Ordering::SeqCst) == 0;
-            let reqs = Arc::clone(&r2);
-            tokio::spawn(async move {
-                let mut preface = [0u8; 24];
-                if s.read_exact(&mut preface).await.is_err() {
-                    return;
-                }
-                // Empty SETTINGS.
-                let _ = s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
-                let mut done: Vec<u32> = Vec::new();
-                let mut acted = false;
-                // 204, END_STREAM | END_HEADERS; HPACK static index 9 (":status 204").
-                let no_content = |sid: u32| {
-                    let mut f = vec![0, 0, 1, 1, 5];
-                    f.extend_from_slice(&sid.to_be_bytes());
-                    f.push(0x89);
-                    f
-                };
-                // Bounded by the test: the proxy closes the connection when it ends.
-                loop {
-                    let mut h = [0u8; 9];
-                    if s.read_exact(&mut h).await.is_err() {
-                        return;
-                    }
-                    let len =
-                        (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
-                    let (ty, flags) = (h[3], h[4]);
-                    let sid = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-                    let mut payload = vec![0u8; len];
-                    if s.read_exact(&mut payload).await.is_err() {
-                        return;
-                    }
-                    if ty == 4 && flags & 1 == 0 {
-                        let _ = s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
-                        // SETTINGS ack
-                    }
-                    if ty == 6 && flags & 1 == 0 {
-                        let mut pong = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
-                        pong.extend_from_slice(&payload);
-                        let _ = s.write_all(&pong).await;
-                    }
-                    // A request is whole at its END_STREAM (HEADERS or DATA).
-                    if !((ty == 1 || ty == 0) && flags & 1 != 0) {
-                        continue;
-                    }
-                    reqs.fetch_add(1, Ordering::SeqCst);
-                    if !first || acted {
-                        let _ = s.write_all(&no_content(sid)).await;
-                        continue;
-                    }
-                    done.push(sid);
-                    if done.len() < wait_for {
-                        continue;
-                    }
-                    acted = true;
-                    let kept = done[0];
-                    match how {
-                        Refuse::GoAway => {
-                            let mut g = vec![0, 0, 8, 7, 0, 0, 0, 0, 0];
-                            g.extend_from_slice(&kept.to_be_bytes());
-                            g.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR
-                            let _ = s.write_all(&g).await;
-                            let _ = s.write_all(&no_content(kept)).await;
-                        }
-                        Refuse::Stream => {
-                            let _ = s.write_all(&no_content(kept)).await;
-                            for &other in &done[1..] {
-                                let mut r = vec![0, 0, 4, 3, 0];
-                                r.extend_from_slice(&other.to_be_bytes());
-                                r.extend_from_slice(&7u32.to_be_bytes()); // REFUSED_STREAM
-                                let _ = s.write_all(&r).await;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, conns, reqs)
-}
-
 /// `n` POSTs with a 5-byte body each on their own client connections at once; their
 /// statuses.
 async fn posts_at_once(addr: SocketAddr, n: usize) -> Vec<String> {
@@ -802,8 +701,22 @@ async fn posts_at_once(addr: SocketAddr, n: usize) -> Vec<String> {
 /// new connection), those reset with REFUSED_STREAM (on the same one).
 #[tokio::test]
 async fn streams_refused_unprocessed_go_out_again_whatever_their_method() {
-    for (how, connections) in [(Refuse::GoAway, 2), (Refuse::Stream, 1)] {
-        let (addr, conns, reqs) = refusing_h2(how, 3).await;
+    for (goaway, connections) in [(true, 2), (false, 1)] {
+        // On the first connection: the first request answered after 300 ms (the two others
+        // have come by then), with a GOAWAY naming it the last stream before it, or the
+        // two others reset with REFUSED_STREAM after it. Later requests answered at once.
+        let (addr, conns, reqs) = scripted_h2(None, move |k, n, sid| match (k, n) {
+            (0, 0) if goaway => {
+                let mut f = h2_goaway(sid, 0);
+                f.extend(h2_no_content(sid));
+                (Duration::from_millis(300), f)
+            }
+            (0, 0) => (Duration::from_millis(300), h2_no_content(sid)),
+            (0, 1 | 2) if goaway => (Duration::ZERO, Vec::new()),
+            (0, 1 | 2) => (Duration::from_millis(400), h2_reset(sid, 7)),
+            _ => (Duration::ZERO, h2_no_content(sid)),
+        })
+        .await;
         let p = h2_proxy(config(), &[addr]).await;
         let got = posts_at_once(p.local_addr(), 3).await;
         assert!(got.iter().all(|l| l.starts_with("HTTP/1.1 204")), "{got:?}");

@@ -92,21 +92,7 @@ print("chat", " ".join(m.decode() for m in chat(iter([b"a", b"b", b"c"]), timeou
 /// True if Debian's python3 has grpcio. Otherwise prints a loud skip message and returns
 /// false — except under `CI=true`, where it panics (`.ci/run` installs it).
 pub fn available() -> bool {
-    let ok = crate::command(PYTHON)
-        .args(["-c", "import grpc"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true: {PYTHON} has no grpc (Debian python3-grpcio); refusing to skip");
-        }
-        eprintln!(
-            "\n!!!!! SKIPPING: grpcio is not installed (apt-get install python3-grpcio) !!!!!\n"
-        );
-    }
-    ok
+    crate::smtp::python_has("grpc", "python3-grpcio")
 }
 
 /// A gRPC server (gRPC's C core, through Python) on `127.0.0.1:port`, answering as `ID`

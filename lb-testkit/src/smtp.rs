@@ -11,6 +11,27 @@ use crate::peer::LoopbackPeer;
 /// Debian's Python, which has the `aiosmtpd` package (another `python3` on `PATH` may not).
 pub const PYTHON: &str = "/usr/bin/python3";
 
+/// True if [`PYTHON`] can import `module` (Debian's `package`). Otherwise prints a loud
+/// skip message and returns false — except under `CI=true`, where it panics (`.ci/run`
+/// installs it).
+pub(crate) fn python_has(module: &str, package: &str) -> bool {
+    let ok = crate::command(PYTHON)
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true: {PYTHON} has no {module} (Debian {package}); refusing to skip");
+        }
+        eprintln!(
+            "\n!!!!! SKIPPING: {module} is not installed (apt-get install {package}) !!!!!\n"
+        );
+    }
+    ok
+}
+
 /// An `aiosmtpd` in the foreground on `127.0.0.1:port`; killed by PID and reaped when
 /// dropped.
 #[derive(Debug)]
@@ -20,21 +41,7 @@ impl Aiosmtpd {
     /// True if Debian's python3 has aiosmtpd. Otherwise prints a loud skip message and
     /// returns false — except under `CI=true`, where it panics (`.ci/run` installs it).
     pub fn available() -> bool {
-        let ok = crate::command(PYTHON)
-            .args(["-c", "import aiosmtpd"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "CI=true: {PYTHON} has no aiosmtpd (Debian python3-aiosmtpd); refusing to skip"
-                );
-            }
-            eprintln!("\n!!!!! SKIPPING: aiosmtpd is not installed (apt-get install python3-aiosmtpd) !!!!!\n");
-        }
-        ok
+        python_has("aiosmtpd", "python3-aiosmtpd")
     }
 
     /// Starts one on a free loopback port and waits (at most 10 s a try, 3 tries) until it
