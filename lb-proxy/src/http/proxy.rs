@@ -1829,8 +1829,8 @@ async fn forward(
     let timeouts = shared.config.timeouts;
     let idempotent = is_idempotent(&parts.method);
     // Towards HTTP/2 backends, a body the client has already sent whole is held: a stream
-    // the backend refused unprocessed (REFUSED_STREAM, GOAWAY) can then go out again,
-    // whatever its method.
+    // the backend refused unprocessed ([`Refusal`]) can then go out again, whatever its
+    // method.
     let known_small = body
         .size_hint()
         .exact()
@@ -2091,7 +2091,7 @@ async fn forward(
                 // A stream reset is no such race.
                 let race = checkout.reused && can_retry && connection_failed;
                 // A stream the backend refused unprocessed (RFC 9113 §8.7) is no failure
-                // of it while the request can go elsewhere: it is going away or at its
+                // of it while the request can go out again: it is going away or at its
                 // limit. A request that ends refused is one.
                 let excused = race || (refusal.is_some() && can_retry);
                 if !not_sent && !excused {
