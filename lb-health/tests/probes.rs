@@ -1818,8 +1818,8 @@ async fn grpc_health_fails_against_an_http1_server() {
     );
 }
 
-/// An HTTP/2 server over TLS answering `Check` with `status`, offering ALPN `alpn` (none
-/// when empty).
+/// An HTTP/2 server over TLS answering `Check` with `status` (3: without gRPC's
+/// content-type), offering ALPN `alpn` (none when empty).
 async fn grpc_tls_server(status: u8, alpn: &[u8]) -> SocketAddr {
     use http_body_util::{BodyExt, StreamBody};
     use hyper::body::Frame;
@@ -1857,9 +1857,15 @@ async fn grpc_tls_server(status: u8, alpn: &[u8]) -> SocketAddr {
                             ]))),
                             Ok(Frame::trailers(trailers)),
                         ];
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(StreamBody::new(
-                            futures::stream::iter(frames),
-                        )))
+                        let mut r =
+                            hyper::Response::new(StreamBody::new(futures::stream::iter(frames)));
+                        // Status 3 (an unknown value) stands for "not a gRPC server": no
+                        // content-type.
+                        if status != 3 {
+                            r.headers_mut()
+                                .insert("content-type", "application/grpc".parse().unwrap());
+                        }
+                        Ok::<_, std::convert::Infallible>(r)
                     },
                 );
                 let _ =
@@ -1897,4 +1903,8 @@ async fn grpc_health_over_tls_offers_h2() {
         out.reason,
         "TLS handshake: the server did not choose ALPN h2"
     );
+    // An HTTP/2 server whose answer is not gRPC's.
+    let not_grpc = grpc_tls_server(3, b"h2").await;
+    let out = probe.probe(not_grpc, T).await;
+    assert_eq!(out.reason, "content-type \"none\" (not gRPC)");
 }

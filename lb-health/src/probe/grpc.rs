@@ -8,7 +8,7 @@
 //! | `grpc-status` 0 and `SERVING` | up |
 //! | `NOT_SERVING`, `UNKNOWN`, `SERVICE_UNKNOWN` | down, the status named |
 //! | another `grpc-status` (`NOT_FOUND` for an unknown service, `UNIMPLEMENTED` without the health service) | down, with the code's name and `grpc-message` |
-//! | not HTTP/2, not 200, no `grpc-status`, a malformed message | down, saying what |
+//! | not HTTP/2, not 200, not `application/grpc`, no `grpc-status`, a malformed message | down, saying what |
 //!
 //! The request and response messages are encoded here (a string field, an enum field:
 //! nothing that needs generated code), framed as gRPC frames every message (1 byte
@@ -173,6 +173,31 @@ pub fn parse_check_response(body: &[u8]) -> std::result::Result<ServingStatus, S
     Ok(status)
 }
 
+/// A `grpc-message` as text: gRPC percent-encodes it (`%XX` for bytes outside printable
+/// ASCII and `%` itself, PROTOCOL-HTTP2.md); a `%` not followed by two hex digits stays.
+fn percent_decode(m: &[u8]) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(m.len());
+    let mut i = 0;
+    while i < m.len() {
+        match (
+            m[i],
+            m.get(i + 1).copied().and_then(hex),
+            m.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The name of a gRPC status code (grpc's `doc/statuscodes.md`).
 fn code_name(code: &str) -> &str {
     const NAMES: [&str; 17] = [
@@ -320,6 +345,21 @@ impl GrpcProbe {
             if head.status != ::http::StatusCode::OK {
                 return Err(format!("HTTP status {} (not gRPC)", head.status.as_u16()));
             }
+            // gRPC answers `application/grpc` (or `application/grpc+proto` and the like).
+            let grpc = head
+                .headers
+                .get(::http::header::CONTENT_TYPE)
+                .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+            if !grpc {
+                return Err(format!(
+                    "content-type {:?} (not gRPC)",
+                    head.headers
+                        .get(::http::header::CONTENT_TYPE)
+                        .map_or(std::borrow::Cow::Borrowed("none"), |t| {
+                            String::from_utf8_lossy(t.as_bytes())
+                        })
+                ));
+            }
             // A Trailers-Only response carries the status in its head.
             let mut status = head.headers.get("grpc-status").cloned();
             let mut message = head.headers.get("grpc-message").cloned();
@@ -337,7 +377,7 @@ impl GrpcProbe {
             let code = String::from_utf8_lossy(status.as_bytes()).into_owned();
             if code != "0" {
                 let message = message
-                    .map(|m| format!(": {}", String::from_utf8_lossy(m.as_bytes())))
+                    .map(|m| format!(": {}", percent_decode(m.as_bytes())))
                     .unwrap_or_default();
                 return Err(format!("grpc-status {code} {}{message}", code_name(&code)));
             }
@@ -429,6 +469,14 @@ mod tests {
         assert!(parse_check_response(&[0, 0, 0, 0, 2, 0x08, 0x80]).is_err());
         assert!(parse_check_response(&[0, 0, 0, 0, 2, 0x12, 5]).is_err());
         assert!(parse_check_response(&[0, 0, 0, 0, 1, 0x0B]).is_err());
+    }
+
+    #[test]
+    fn messages_are_percent_decoded() {
+        assert_eq!(percent_decode(b"unknown service"), "unknown service");
+        assert_eq!(percent_decode(b"caf%C3%A9 100%25"), "caf\u{e9} 100%");
+        // A `%` without two hex digits after it stays as it is.
+        assert_eq!(percent_decode(b"50% off %4"), "50% off %4");
     }
 
     #[test]
