@@ -1104,3 +1104,28 @@ async fn stream_resets_do_not_take_the_connection_out_of_use() {
     // another backend next: there is none), the 5 others' 1 + 2 retries each.
     assert_eq!(p.stats().backends[0].failures, 16);
 }
+
+/// A body of known length read whole before it goes to an HTTP/2 backend keeps the client
+/// timeout for its gaps, not for the whole read: a slow client that keeps sending is served
+/// (20 bytes over a second, the client timeout 300 ms).
+#[tokio::test]
+async fn a_slow_steady_upload_to_an_http2_backend_is_not_cut_off() {
+    let b = H2Backend::start(1).await;
+    let mut c = config();
+    c.timeouts.client = Duration::from_millis(300);
+    let p = h2_proxy(c, &[b.addr]).await;
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: a.example\r\nContent-Length: 20\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(b"ab").await.unwrap();
+    }
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), read_head(&mut s, &mut got));
+    assert!(read.await.unwrap_or(false), "a response within 10 s");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(p.stats().virtual_server.client_timeouts, 0);
+}

@@ -658,6 +658,17 @@ impl ClientBody {
         Self { inner, upload }
     }
 
+    /// The client's body, and the frames of the prefix not given yet.
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        Incoming,
+        std::collections::VecDeque<Result<Frame<Bytes>, hyper::Error>>,
+    ) {
+        let prefix = self.upload.map(|u| u.prefix).unwrap_or_default();
+        (self.inner, prefix)
+    }
+
     /// Where the body's failure is noted, if it has one to upload.
     pub(crate) fn failure(&self) -> Option<Arc<UploadFailure>> {
         self.upload.as_ref().map(|u| Arc::clone(&u.failed))

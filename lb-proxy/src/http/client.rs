@@ -465,7 +465,7 @@ impl ConnPool {
     /// `reuse`), else a new one, over TLS with `tls`, counting its bytes into `stats`
     /// ([`Counted`]). The connect and the TLS handshake share the connect timeout. With
     /// `http2`, a stream on one of the backend's HTTP/2 connections with room (not a
-    /// retired one), else on a new one.
+    /// retired one) when `reuse`, else on a new one.
     ///
     /// # Errors
     /// [`ForwardError::Connect`], [`ForwardError::ConnectTimeout`], [`ForwardError::Tls`]
@@ -490,7 +490,7 @@ impl ConnPool {
         );
         let list = self.list(key);
         if http2 {
-            return self.checkout_shared(key, stats, tls, list).await;
+            return self.checkout_shared(key, stats, tls, reuse, list).await;
         }
         if reuse {
             let now = Instant::now();
@@ -549,6 +549,7 @@ impl ConnPool {
         key: ListKey,
         stats: &Arc<BackendStats>,
         tls: Option<&BackendTls>,
+        reuse: bool,
         list: Arc<IdleList>,
     ) -> Result<Checkout, ForwardError> {
         let slot = Arc::clone(
@@ -563,7 +564,7 @@ impl ConnPool {
         let mut slot = slot.lock().await;
         // A connection another request made has served others: a failure on it may be
         // its closing, as on a kept-alive HTTP/1.1 one.
-        if let Some((tx, id)) = slot.take(Instant::now()) {
+        if let Some((tx, id)) = reuse.then(|| slot.take(Instant::now())).flatten() {
             return Ok(Checkout {
                 tx,
                 reused: true,

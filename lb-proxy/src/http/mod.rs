@@ -74,10 +74,13 @@
 //! GOAWAY) goes out again, up to 4 times past `retries`, to another backend once this one
 //! refused it twice, and counts against the backend only when the request ends refused. It
 //! goes out again whatever its method, but left out by GOAWAY only with a body or when
-//! idempotent: hyper may report a bodiless stream it had just sent as left out. For that, a
-//! body of known length up to 64 KiB is read whole before the request goes out (HAProxy's
-//! `option http-buffer-request`, within `client`), and one of unknown length is held when
-//! the client has already sent it whole (a gRPC call's message). A client's upload that
+//! idempotent: hyper may report a bodiless stream it had just sent as left out (a backend
+//! acting on a request before its body arrived could, within that race, see one twice).
+//! For that, a body of known length up to 64 KiB is read whole before the request goes out
+//! (HAProxy's `option http-buffer-request`; `client` bounds each gap), and one of unknown
+//! length is held when the client has already sent it whole (a gRPC call's message). A
+//! request hyper dropped unsent while it waited for a stream goes out again too. A client's
+//! upload that
 //! stalls or breaks is the client's fault (408, `CD`), as towards HTTP/1.1 backends.
 //! Clients that do not read their responses hold their streams' 2 MiB windows; a
 //! connection's window is 16 MiB.

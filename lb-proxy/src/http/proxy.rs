@@ -1837,17 +1837,18 @@ async fn forward(
         .is_some_and(|n| n <= super::body::PREFETCH_LIMIT as u64);
     let (body, whole) = if http_pool.http2 && !upgrade && !body.is_end_stream() && known_small {
         // A body of known length up to 64 KiB is read whole first (HAProxy's `option
-        // http-buffer-request`), within the client timeout: the backend needs all of it
-        // anyway.
-        match tokio::time::timeout(timeouts.client, http_body_util::BodyExt::collect(&mut body))
-            .await
-        {
-            Err(_) => return Err(ForwardError::ClientTimeout(timeouts.client)),
-            Ok(Err(e)) => return Err(ForwardError::ClientAborted(e)),
-            Ok(Ok(c)) if c.trailers().is_none() => (None, Some(c.to_bytes())),
+        // http-buffer-request`), the client timeout bounding each gap as it does an upload's:
+        // the backend needs all of it anyway.
+        let mut reading =
+            ClientBody::with_prefix(body, VecDeque::new(), &cc.activity, timeouts.client);
+        match http_body_util::BodyExt::collect(&mut reading).await {
+            Err(UploadError::Stalled(t)) => return Err(ForwardError::ClientTimeout(t)),
+            Err(UploadError::Client(e)) => return Err(ForwardError::ClientAborted(e)),
+            Ok(c) if c.trailers().is_none() => (None, Some(c.to_bytes())),
             // Trailers after a body of known length (rare): sent as they came, not held.
-            Ok(Ok(c)) => {
+            Ok(c) => {
                 let trailers = c.trailers().cloned();
+                let (body, _) = reading.into_parts();
                 let mut prefix = VecDeque::new();
                 prefix.push_back(Ok(hyper::body::Frame::data(c.to_bytes())));
                 prefix.extend(trailers.map(|t| Ok(hyper::body::Frame::trailers(t))));
@@ -2047,7 +2048,13 @@ async fn forward(
                     return Err(ForwardError::ClientAborted(e.into_error()));
                 }
                 pending = returned;
-                let refusal = Refusal::of(e.error());
+                // Over HTTP/2 hyper's own user errors (the body's are noted above) are its
+                // dispatch's: a request dropped while it waited for a stream, unsent.
+                let refusal = if http2 && e.error().is_user() {
+                    Some(Refusal::Unsent)
+                } else {
+                    Refusal::of(e.error())
+                };
                 // A failure of the HTTP/2 connection, not of this stream alone (a reset):
                 // the connection takes no more requests.
                 let connection_failed = h2_error(e.error()).is_none_or(|h| !h.is_reset());
@@ -2074,11 +2081,13 @@ async fn forward(
                 }
                 let replayable = replay.as_ref().is_some_and(|r| match refusal {
                     None => r.after_failure,
-                    Some(Refusal::Stream) => true,
+                    Some(Refusal::Stream | Refusal::Unsent) => true,
                     // hyper can hand a stream it had just opened the connection's GOAWAY
                     // error when another GOAWAY (2^31-1, the first of a graceful pair)
                     // races its send: HEADERS carrying END_STREAM may then have been
-                    // processed. With a body still to come the request was not whole.
+                    // processed. With a body still to come the request was not whole (a
+                    // backend acting on a request before its body, within that race of
+                    // microseconds, would see it twice).
                     Some(Refusal::GoingAway) => r.after_failure || !r.body.is_empty(),
                 });
                 let free = refusal.is_some() && refusals_left > 0;
@@ -2114,6 +2123,12 @@ async fn forward(
                     } else if http2 {
                         if !checkout.reused {
                             tried.push(backend.id());
+                            reuse = true;
+                        } else if connection_failed {
+                            // As over HTTP/1.1: a new connection next, which counts if it
+                            // fails (another shared one may be as broken). A stream's reset
+                            // says nothing of its connection.
+                            reuse = false;
                         }
                     } else if checkout.reused {
                         // Most likely a keep-alive race with the backend closing an idle
@@ -2259,6 +2274,8 @@ enum Refusal {
     /// reset). A GOAWAY with an error code is not taken as a refusal (conservative: the
     /// streams above its last stream id were not processed either).
     GoingAway,
+    /// Dropped by hyper while it waited for a stream (its connection ended): never sent.
+    Unsent,
 }
 
 impl Refusal {
