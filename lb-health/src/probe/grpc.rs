@@ -386,16 +386,7 @@ impl GrpcProbe {
                 other => Err(format!("{} {other}", self.service_name())),
             }
         };
-        let mut conn = std::pin::pin!(conn);
-        let mut exchange = std::pin::pin!(exchange);
-        tokio::select! {
-            biased; // a finished exchange wins over a connection error that follows it
-            r = &mut exchange => r,
-            c = &mut conn => match c {
-                Err(e) => Err(format!("HTTP/2 connection: {e}")),
-                Ok(()) => exchange.await,
-            },
-        }
+        super::http::drive(conn, exchange, "HTTP/2 connection").await
     }
 
     fn service_name(&self) -> String {

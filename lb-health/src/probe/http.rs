@@ -664,18 +664,7 @@ impl HttpProbe {
                 }
             }
         };
-        let mut conn = std::pin::pin!(conn);
-        let mut exchange = std::pin::pin!(exchange);
-        // Drive the connection and the exchange together; once the exchange is done the
-        // connection is dropped (closed), even if the backend would keep it alive.
-        tokio::select! {
-            biased; // a finished exchange wins over a connection error that follows it
-            r = &mut exchange => r,
-            c = &mut conn => match c {
-                Err(e) => Err(format!("invalid HTTP response: {e}")),
-                Ok(()) => exchange.await,
-            },
-        }
+        drive(conn, exchange, "invalid HTTP response").await
     }
 
     /// Connects and runs the exchange, noting its step in `step`; with per-step timeouts,
@@ -739,6 +728,26 @@ impl HttpProbe {
             }
             _ => format!("HTTP response body from {to} not complete within {timeout:?}{per}"),
         }
+    }
+}
+
+/// Drives a hyper client connection and the exchange on it together, the exchange's result
+/// the answer (a connection error `what: …`); once the exchange is done the connection is
+/// dropped (closed), even if the backend would keep it alive.
+pub(crate) async fn drive(
+    conn: impl std::future::Future<Output = std::result::Result<(), hyper::Error>>,
+    exchange: impl std::future::Future<Output = std::result::Result<String, String>>,
+    what: &str,
+) -> std::result::Result<String, String> {
+    let mut conn = std::pin::pin!(conn);
+    let mut exchange = std::pin::pin!(exchange);
+    tokio::select! {
+        biased; // a finished exchange wins over a connection error that follows it
+        r = &mut exchange => r,
+        c = &mut conn => match c {
+            Err(e) => Err(format!("{what}: {e}")),
+            Ok(()) => exchange.await,
+        },
     }
 }
 

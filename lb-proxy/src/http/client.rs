@@ -186,8 +186,6 @@ struct IdleConn {
 /// One of a backend's HTTP/2 connections.
 #[derive(Debug)]
 struct SharedConn {
-    /// Tells it apart from the others ([`Checkout::conn`]).
-    id: u64,
     tx: http2::SendRequest<BackendBody>,
     streams: Arc<Streams>,
     /// When a request last took it.
@@ -250,7 +248,7 @@ struct SharedSlot {
 impl SharedSlot {
     /// A stream on a connection with room; past [`MAX_H2_CONNS_PER_BACKEND`], on the least
     /// busy one. Closed connections are dropped from the slot first.
-    fn take(&mut self, now: Instant) -> Option<(Sender, u64)> {
+    fn take(&mut self, now: Instant) -> Option<Sender> {
         self.conns
             .retain(|c| !c.tx.is_closed() && !c.streams.retired.load(Ordering::Relaxed));
         let full = self.conns.len() >= MAX_H2_CONNS_PER_BACKEND;
@@ -263,7 +261,7 @@ impl SharedSlot {
             None => return None,
         };
         c.used = now;
-        Some((Sender::Http2(c.tx.clone(), Stream::open(&c.streams)), c.id))
+        Some(Sender::Http2(c.tx.clone(), Stream::open(&c.streams)))
     }
 }
 
@@ -358,8 +356,6 @@ pub(crate) struct Checkout {
     pub(crate) tx: Sender,
     /// Whether it served an earlier request (a failure may be a keep-alive race).
     pub(crate) reused: bool,
-    /// An HTTP/2 connection's id (`None`: an HTTP/1.1 connection).
-    pub(crate) conn: Option<u64>,
     pub(crate) list: Arc<IdleList>,
 }
 
@@ -370,8 +366,6 @@ pub(crate) struct ConnPool {
     /// not from clients: foldhash's fast hash is enough (SipHash cost about 200 instructions
     /// per request here).
     lists: RwLock<HashMap<ListKey, Arc<IdleList>, foldhash::fast::RandomState>>,
-    /// The next HTTP/2 connection's id.
-    next_conn: std::sync::atomic::AtomicU64,
     /// Each HTTP/2 backend's connection, by the same key.
     shared:
         Mutex<HashMap<ListKey, Arc<tokio::sync::Mutex<SharedSlot>>, foldhash::fast::RandomState>>,
@@ -434,7 +428,6 @@ impl ConnPool {
         Self {
             lists: RwLock::default(),
             shared: Mutex::default(),
-            next_conn: std::sync::atomic::AtomicU64::new(0),
             max_idle,
             idle_timeout,
             connect_timeout,
@@ -513,7 +506,6 @@ impl ConnPool {
                     return Ok(Checkout {
                         tx: Sender::Http1(idle.tx),
                         reused: true,
-                        conn: None,
                         list,
                     });
                 }
@@ -536,7 +528,6 @@ impl ConnPool {
         Ok(Checkout {
             tx: Sender::Http1(tx),
             reused: false,
-            conn: None,
             list,
         })
     }
@@ -564,11 +555,10 @@ impl ConnPool {
         let mut slot = slot.lock().await;
         // A connection another request made has served others: a failure on it may be
         // its closing, as on a kept-alive HTTP/1.1 one.
-        if let Some((tx, id)) = reuse.then(|| slot.take(Instant::now())).flatten() {
+        if let Some(tx) = reuse.then(|| slot.take(Instant::now())).flatten() {
             return Ok(Checkout {
                 tx,
                 reused: true,
-                conn: Some(id),
                 list,
             });
         }
@@ -588,9 +578,7 @@ impl ConnPool {
             Ok((tx, streams)) => {
                 let now = Instant::now();
                 let stream = Stream::open(&streams);
-                let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
                 slot.conns.push(SharedConn {
-                    id,
                     tx: tx.clone(),
                     streams,
                     used: now,
@@ -599,7 +587,6 @@ impl ConnPool {
                 Ok(Checkout {
                     tx: Sender::Http2(tx, stream),
                     reused: false,
-                    conn: Some(id),
                     list,
                 })
             }

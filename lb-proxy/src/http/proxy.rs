@@ -1831,11 +1831,13 @@ async fn forward(
     // Towards HTTP/2 backends, a body the client has already sent whole is held: a stream
     // the backend refused unprocessed ([`Refusal`]) can then go out again, whatever its
     // method.
-    let known_small = body
-        .size_hint()
-        .exact()
-        .is_some_and(|n| n <= super::body::PREFETCH_LIMIT as u64);
-    let (body, whole) = if http_pool.http2 && !upgrade && !body.is_end_stream() && known_small {
+    let prefetch = http_pool.http2 && !upgrade && !body.is_end_stream();
+    let known_small = || {
+        body.size_hint()
+            .exact()
+            .is_some_and(|n| n <= super::body::PREFETCH_LIMIT as u64)
+    };
+    let (body, whole) = if prefetch && known_small() {
         // A body of known length up to 64 KiB is read whole first (HAProxy's `option
         // http-buffer-request`), the client timeout bounding each gap as it does an upload's:
         // the backend needs all of it anyway.
@@ -1855,7 +1857,7 @@ async fn forward(
                 (Some((body, prefix)), None)
             }
         }
-    } else if http_pool.http2 && !upgrade && !body.is_end_stream() {
+    } else if prefetch {
         match super::body::prefetch(&mut body) {
             Prefetched::Complete(bytes) => (None, Some(bytes)),
             Prefetched::Partial(prefix) => (Some((body, prefix)), None),
@@ -1864,9 +1866,16 @@ async fn forward(
         let end = body.is_end_stream();
         (Some((body, VecDeque::new())), end.then(Bytes::new))
     };
+    // Towards HTTP/1.1 backends only a bodiless idempotent request is ever sent again after
+    // its first send (the others' retries are for connects, which leave the request in
+    // hand): no copy of the others' heads.
     let replay = whole
         .as_ref()
-        .filter(|_| !upgrade && (shared.config.retries > 0 || http_pool.http2))
+        .filter(|whole| {
+            !upgrade
+                && (http_pool.http2
+                    || (idempotent && whole.is_empty() && shared.config.retries > 0))
+        })
         .map(|whole| Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -2032,7 +2041,7 @@ async fn forward(
             Ok(Err(mut e)) => {
                 let returned = e.take_message();
                 let not_sent = returned.is_some();
-                let http2 = checkout.conn.is_some();
+                let http2 = http_pool.http2;
                 // Over HTTP/2 a body's failure comes back as its stream's reset: the body
                 // says whether it failed (hyper's own user errors there are its dispatch's,
                 // a request dropped unsent when its connection ended).
