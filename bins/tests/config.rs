@@ -451,6 +451,8 @@ fn commented_example_sets_every_key_of_the_model() {
             "service" => "grpc_service",
             "authority" => "virtualhost",
             "tls" => "grpc_tls",
+            // HttpCheck's.
+            "http2" => "check_proto",
             // Not keys: VirtualIp parts (written inside the address string, checked below),
             // validation results, and the TLS files' contents read at load.
             "prefix_len"
@@ -5809,7 +5811,7 @@ fn grpc_checks_load_and_their_options_are_checked() {
     );
     let e = errors("t.toml", &vs("type = \"grpc\"\nurl = [{ path = \"/\" }]"));
     assert!(
-        e[0].contains("url and enable_sni apply to http and ssl checks, not grpc"),
+        e[0].contains("url, enable_sni and check_proto apply to http and ssl checks, not grpc"),
         "{e:?}"
     );
 }
@@ -5846,8 +5848,47 @@ fn backend_http2_loads_and_warns_about_http1_checks() {
     assert!(
         w[0].to_string().contains(
             "warning: this check speaks HTTP/1.1 to 127.0.0.1:50051, which backend_http2 speaks HTTP/2 to"
-        ),
+        ) && w[0].to_string().contains("add check_proto = \"h2\""),
         "{w:?}"
+    );
+    // HAProxy's check-proto h2: the check speaks HTTP/2 too, no warning.
+    std::fs::write(
+        &t,
+        vs("type = \"ssl\"\nurl = [{ path = \"/\", virtualhost = \"api.internal:8443\" }]\ncheck_proto = \"H2\""),
+    )
+    .unwrap();
+    let (c, w) = ok(&t);
+    assert!(w.is_empty(), "{w:?}");
+    let CheckKind::Ssl(h) = &c.virtual_servers[0].backends[0].checks[0].kind else {
+        panic!("{:?}", c.virtual_servers[0].backends[0].checks[0].kind);
+    };
+    assert!(h.http2);
+    let e = errors(
+        "t.toml",
+        &vs("type = \"http\"\nurl = [{ path = \"/\" }]\ncheck_proto = \"h3\""),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("check_proto \"h3\": \"h1\" (HTTP/1.1, the default) or \"h2\" (HTTP/2)"),
+        "{e:?}"
+    );
+    // An HTTP/2 check's Host is its :authority, checked at its line.
+    let e = errors(
+        "t.toml",
+        &vs("type = \"http\"\nurl = [{ path = \"/\", virtualhost = \"a b\" }]\ncheck_proto = \"h2\""),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:10:36: ")
+            && e[0].contains(
+                "virtualhost \"a b\" is not an authority (host[:port]) for an HTTP/2 check"
+            ),
+        "{e:?}"
+    );
+    let e = errors("t.toml", &vs("type = \"tcp\"\ncheck_proto = \"h2\""));
+    assert!(
+        e[0].contains("check_proto apply to http and ssl checks"),
+        "{e:?}"
     );
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lb_testkit::dns::Dnsmasq;
+use lb_testkit::nginx::Nginx;
 use lb_testkit::smtp::Aiosmtpd;
 
 const LB_NODE: &str = env!("CARGO_BIN_EXE_lb-node");
@@ -1611,67 +1612,6 @@ fn a_reload_waits_for_busy_addresses_once_in_all() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// nginx in the foreground on a configuration the test writes, stopped (by PID) on drop.
-struct Nginx {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Nginx {
-    /// Starts nginx with `servers` (its `server { … }` blocks) in `dir`, and waits until
-    /// each of `ports` on 127.0.0.1 takes connections.
-    fn start(dir: &Path, servers: &str, ports: &[u16]) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let d = dir.display();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n{servers}\n}}\n"
-        );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
-            .spawn()
-            .expect("nginx (Debian's nginx-light, installed by .ci/run)");
-        let nginx = Self {
-            child,
-            dir: dir.to_owned(),
-        };
-        for &port in ports {
-            assert!(
-                wait_until(Duration::from_secs(10), || TcpStream::connect((
-                    "127.0.0.1",
-                    port
-                ))
-                .is_ok()),
-                "nginx did not listen on {port}: {}",
-                nginx.log()
-            );
-        }
-        nginx
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-            + &std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// HAProxy's `check-send-proxy` behind nginx's `listen … proxy_protocol`, which takes
 /// only connections that open with a PROXY header. A virtual server with `send_proxy`
 /// sends one on its checks too when they go to the traffic port (v2 `LOCAL`, v1 `PROXY
@@ -1689,7 +1629,8 @@ fn checks_send_the_proxy_header_of_a_send_proxy_virtual_server() {
                server {{ listen 127.0.0.1:{plain}; location / {{ return 200 \"plain\\n\"; }} }}"
         ),
         &[pp, plain],
-    );
+    )
+    .expect("nginx (Debian's nginx-light, installed by .ci/run)");
     let (v2, v1_off, v1_port) = (free_port(), free_port(), free_port());
     let vs = |name: &str, port: u16, version: &str, check: &str| {
         format!(
@@ -1966,7 +1907,9 @@ fn http2_virtual_servers_serve_http2_clients() {
 /// prior knowledge in plain TCP, ALPN `h2` over TLS with `backend_tls`): HTTP/1.1 clients'
 /// requests reach nginx in HTTP/2 with their Host as `:authority` and the forwarded
 /// headers, and requests from three client connections share one connection to nginx
-/// (its `$connection` serial number).
+/// (its `$connection` serial number). Their HTTP checks, `check_proto = "h2"` (HAProxy's
+/// `check-proto h2`), take the real servers up from `alpha`; an HTTP/1.1 check of the same
+/// h2c port keeps its real server down.
 #[test]
 fn backend_http2_speaks_http2_to_nginx() {
     let dir = tempdir();
@@ -1984,27 +1927,57 @@ fn backend_http2_speaks_http2_to_nginx() {
             key.display()
         ),
         &[h2c, h2tls],
-    );
-    let (plain, secure) = (free_port(), free_port());
-    let vs = |name: &str, port: u16, backend: u16, extra: &str| {
+    )
+    .expect("nginx (Debian's nginx-light, installed by .ci/run)");
+    let (plain, secure, h1check) = (free_port(), free_port(), free_port());
+    let vs = |name: &str, port: u16, backend: u16, extra: &str, check: &str| {
         format!(
             "[[virtual_server]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\
+             delay_loop = \"100ms\"\n\
              [virtual_server.http]\nbackend_http2 = true\n{extra}\n\
-             [[virtual_server.backend]]\naddress = \"127.0.0.1:{backend}\"\n\n"
+             [[virtual_server.backend]]\naddress = \"127.0.0.1:{backend}\"\n\
+             [[virtual_server.backend.check]]\n{check}\nalpha = true\n\
+             url = [{{ path = \"/x\", virtualhost = \"hc.internal\" }}]\n\n"
         )
     };
     let toml = format!(
-        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}{}",
+        "[global]\nadmin_socket = \"{}\"\ndrain_deadline = \"1s\"\n\n{}{}{}",
         dir.join("admin.sock").display(),
-        vs("h2c", plain, h2c, ""),
+        vs(
+            "h2c",
+            plain,
+            h2c,
+            "",
+            "type = \"http\"\ncheck_proto = \"h2\""
+        ),
         vs(
             "h2tls",
             secure,
             h2tls,
-            "backend_tls = true\nbackend_verify = \"none\""
+            "backend_tls = true\nbackend_verify = \"none\"",
+            "type = \"ssl\"\ncheck_proto = \"h2\""
         ),
+        // An HTTP/1.1 check against nginx's HTTP/2-only port fails.
+        vs("h1check", h1check, h2c, "", "type = \"http\""),
     );
-    let (node, _sock) = start_node(&dir, &toml);
+    let (node, sock) = start_node(&dir, &toml);
+    // The checks start down (alpha): the first two pass over HTTP/2; the third never does.
+    let health_of = |i: usize| status(&sock)["virtual_servers"][i]["backends"][0].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || health_of(0)["health"] == "up"
+            && health_of(1)["health"] == "up"),
+        "{} {}",
+        health_of(0),
+        health_of(1)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || health_of(2)
+            .to_string()
+            .contains("invalid HTTP response")),
+        "{}",
+        health_of(2)
+    );
+    assert_eq!(health_of(2)["health"], "down", "{}", health_of(2));
     let log = || std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
     for port in [plain, secure] {
         let mut serials = Vec::new();
@@ -5832,7 +5805,8 @@ fn http_mode_reencrypts_to_https_real_servers() {
         &dir.join("nginx"),
         &(server("a", a) + &server("b", b) + &mtls),
         &[a, b, m],
-    );
+    )
+    .expect("nginx (Debian's nginx-light, installed by .ci/run)");
     let (web, strict, front, mutual) = (free_port(), free_port(), free_port(), free_port());
     let vs = |name: &str, port: u16, sni: &str, check: &str| {
         let backend =

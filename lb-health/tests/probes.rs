@@ -1908,3 +1908,95 @@ async fn grpc_health_over_tls_offers_h2() {
     let out = probe.probe(not_grpc, T).await;
     assert_eq!(out.reason, "content-type \"none\" (not gRPC)");
 }
+
+/// HAProxy's `check-proto h2`: an HTTP check speaking HTTP/2 with prior knowledge to
+/// nginx's `listen … http2` (which takes only HTTP/2 on that port), with the `Host` as the
+/// `:authority`; the status and body checks as over HTTP/1.1. An HTTP/1.1 check fails
+/// against that port, and an HTTP/2 one against an HTTP/1.1 server, each saying why.
+#[tokio::test]
+async fn http2_checks_against_nginx_h2c() {
+    let dir = std::env::temp_dir().join(format!("lb-health-h2-nginx-{}", std::process::id()));
+    let port = lb_testkit::ports::unused_port();
+    let _nginx = lb_testkit::nginx::Nginx::start(
+        &dir,
+        &format!(
+            "  server {{ listen 127.0.0.1:{port} http2;\n\
+               location /health {{ return 200 \"$server_protocol host=$host\\n\"; }}\n\
+               location /bad {{ return 503; }} }}"
+        ),
+        &[port],
+    )
+    .expect("nginx (Debian's nginx-light, installed by .ci/run)");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let probe = HttpProbe::builder("/health")
+        .http2()
+        .host("svc.example:8080")
+        .body_contains("HTTP/2.0 host=svc.example\n")
+        .build()
+        .unwrap();
+    let out = probe.probe(addr, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+    let out = HttpProbe::builder("/bad")
+        .http2()
+        .build()
+        .unwrap()
+        .probe(addr, T)
+        .await;
+    assert_eq!(out.reason, "status 503 not in 200-299");
+    // The same check over HTTP/1.1: nginx reads its request line as a bad HTTP/2 preface.
+    let out = HttpProbe::builder("/health")
+        .build()
+        .unwrap()
+        .probe(addr, T)
+        .await;
+    assert!(
+        out.reason.starts_with("invalid HTTP response"),
+        "{}",
+        out.reason
+    );
+    // An HTTP/2 check against an HTTP/1.1 server.
+    let (http1, _) = http_server(|_| response(200, "ok")).await;
+    let out = HttpProbe::builder("/")
+        .http2()
+        .build()
+        .unwrap()
+        .probe(http1, T)
+        .await;
+    assert!(!out.is_up());
+    assert!(
+        out.reason.starts_with("HTTP/2 connection") || out.reason.starts_with("invalid HTTP/2"),
+        "{}",
+        out.reason
+    );
+    // A Host that cannot be an :authority is refused when the check is built.
+    let err = HttpProbe::builder("/")
+        .http2()
+        .host("a b")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("no HTTP/2 :authority"), "{err}");
+}
+
+/// An HTTP/2 check over TLS offers ALPN `h2` alone: it passes against an HTTP/2 server and
+/// fails at the TLS step against one that chooses HTTP/1.1 or nothing.
+#[tokio::test]
+async fn http2_checks_over_tls_offer_h2() {
+    let probe = HttpProbe::builder("/")
+        .http2()
+        .tls(TlsOptions::new().verify(false))
+        .build()
+        .unwrap();
+    assert_eq!(probe.kind(), "https");
+    let h2 = grpc_tls_server(1, b"h2").await;
+    let out = probe.probe(h2, T).await;
+    assert!(out.is_up(), "{}", out.reason);
+    let http1 = grpc_tls_server(1, b"http/1.1").await;
+    let out = probe.probe(http1, T).await;
+    assert!(out.reason.starts_with("TLS handshake"), "{}", out.reason);
+    let none = grpc_tls_server(1, b"").await;
+    let out = probe.probe(none, T).await;
+    assert_eq!(
+        out.reason,
+        "TLS handshake: the server did not choose ALPN h2"
+    );
+}

@@ -823,42 +823,18 @@ async fn slow_readers_do_not_stall_the_other_streams_of_a_connection() {
 /// held at fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_going_away_every_ten_requests_costs_no_request() {
-    struct Nginx(std::process::Child, std::path::PathBuf);
-    impl Drop for Nginx {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-            let _ = std::fs::remove_dir_all(&self.1);
-        }
-    }
     watchdog();
     let dir = std::env::temp_dir().join(format!("lb-h2b-nginx-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = dir.display();
     let port = lb_testkit::ports::unused_port();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-         events {{ worker_connections 256; }}\nhttp {{ access_log off; client_body_temp_path {d}/body;\n\
-         keepalive_requests 10;\n\
-         server {{ listen 127.0.0.1:{port} http2; location / {{ return 200 \"ok\\n\"; }} }} }}\n"
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = lb_testkit::command("nginx")
-        .arg("-p")
-        .arg(&dir)
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nginx (Debian's nginx-light, installed by .ci/run)");
-    let _nginx = Nginx(child, dir.clone());
+    let _nginx = lb_testkit::nginx::Nginx::start(
+        &dir,
+        &format!(
+            "  keepalive_requests 10;\n  server {{ listen 127.0.0.1:{port} http2; location / {{ return 200 \"ok\\n\"; }} }}"
+        ),
+        &[port],
+    )
+    .expect("nginx (Debian's nginx-light, installed by .ci/run)");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(
-        eventually(|| std::net::TcpStream::connect(addr).is_ok()).await,
-        "nginx listens"
-    );
     let p = h2_proxy(config(), &[addr]).await;
     let a = p.local_addr();
     let mut set = JoinSet::new();

@@ -18,6 +18,8 @@
 //! * [`smtp::Aiosmtpd`]: a real SMTP server (Debian's python3-aiosmtpd) on a loopback port.
 //! * [`grpc::GrpcServer`] and [`grpc::client`]: a real gRPC server and client (Debian's
 //!   python3-grpcio, gRPC's C core) on loopback.
+//! * [`nginx::Nginx`]: a real HTTP server (Debian's nginx-light) on a configuration the
+//!   test writes.
 //! * [`ports::unused_port`] / [`ports::dead_addr`]: loopback ports below the kernel's
 //!   ephemeral range, for a config that must name a port before anything listens on it.
 //! * [`wait_until`]: every wait is bounded in time and in iterations.
@@ -45,6 +47,7 @@
 pub mod dns;
 pub mod grpc;
 mod lab;
+pub mod nginx;
 mod peer;
 pub mod ports;
 mod process;

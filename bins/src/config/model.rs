@@ -2826,6 +2826,11 @@ pub struct HttpCheck {
     /// TLS Server Name Indication (keepalived `enable_sni`). Default false: no SNI, as
     /// keepalived's `SSL_GET`.
     pub enable_sni: bool,
+    /// Speak HTTP/2 (HAProxy's `check-proto h2`; TOML `check_proto = "h2"`): with prior
+    /// knowledge (h2c) for `http`, over TLS with ALPN `h2` for `ssl`, the Host as the
+    /// `:authority`. For real servers that take only HTTP/2, as `backend_http2` speaks to
+    /// them. Default false: HTTP/1.1, as keepalived (which has no HTTP/2 check).
+    pub http2: bool,
 }
 
 /// One URL of an HTTP check.
@@ -4702,14 +4707,15 @@ fn validate_http(
             for (k, c) in b.checks.iter().enumerate() {
                 let traffic_port = c.connect_port.is_none_or(|port| port == b.address.port())
                     && c.connect_ip.is_none_or(|ip| ip == b.address.ip());
-                if matches!(c.kind, CheckKind::Http(_) | CheckKind::Ssl(_)) && traffic_port {
+                let http1 = matches!(&c.kind, CheckKind::Http(h) | CheckKind::Ssl(h) if !h.http2);
+                if http1 && traffic_port {
                     warn(
                         format!("virtual_server[{i}].backend[{j}].check[{k}].type"),
                         format!(
                             "this check speaks HTTP/1.1 to {}, which backend_http2 speaks HTTP/2 to: \
                              against a real server that takes only HTTP/2 it fails, and the real \
-                             server is taken out; use type = \"tcp\" or a connect_port that \
-                             answers HTTP/1.1",
+                             server is taken out; add check_proto = \"h2\" (HAProxy's \
+                             check-proto h2), or use a connect_port that answers HTTP/1.1",
                             b.address
                         ),
                     );
@@ -5027,6 +5033,24 @@ fn validate_check(
                     format!("{p}.url"),
                     "an HTTP check needs at least one url".into(),
                 );
+            }
+            if h.http2 {
+                let hosts = h
+                    .virtualhost
+                    .iter()
+                    .map(|v| (format!("{p}.virtualhost"), v));
+                let url_hosts = h.url.iter().enumerate().filter_map(|(j, u)| {
+                    let v = u.virtualhost.as_ref()?;
+                    Some((format!("{p}.url[{j}].virtualhost"), v))
+                });
+                for (at, v) in hosts.chain(url_hosts) {
+                    if let Err(e) = v.parse::<http::uri::Authority>() {
+                        err(
+                            at,
+                            format!("virtualhost {v:?} is not an authority (host[:port]) for an HTTP/2 check: {e}"),
+                        );
+                    }
+                }
             }
             for (j, u) in h.url.iter().enumerate() {
                 if !u.path.starts_with('/') {

@@ -530,15 +530,21 @@ pub(crate) struct RawCheck {
     grpc_service: Option<String>,
     #[serde(default)]
     grpc_tls: Option<bool>,
+    #[serde(default)]
+    check_proto: Option<String>,
 }
 
 impl TryFrom<RawCheck> for HealthCheck {
     type Error = String;
     fn try_from(r: RawCheck) -> Result<Self, String> {
         let http_only = |kind: &str| -> Result<(), String> {
-            if r.url.is_some() || r.virtualhost.is_some() || r.enable_sni.is_some() {
+            if r.url.is_some()
+                || r.virtualhost.is_some()
+                || r.enable_sni.is_some()
+                || r.check_proto.is_some()
+            {
                 return Err(format!(
-                    "url, virtualhost and enable_sni apply to http and ssl checks (virtualhost to grpc too), not {kind}"
+                    "url, virtualhost, enable_sni and check_proto apply to http and ssl checks (virtualhost to grpc too), not {kind}"
                 ));
             }
             Ok(())
@@ -609,9 +615,9 @@ impl TryFrom<RawCheck> for HealthCheck {
                 dns_only("grpc")?;
                 smtp_only("grpc")?;
                 file_only("grpc")?;
-                if r.url.is_some() || r.enable_sni.is_some() {
+                if r.url.is_some() || r.enable_sni.is_some() || r.check_proto.is_some() {
                     return Err(
-                        "url and enable_sni apply to http and ssl checks, not grpc (virtualhost is the :authority)"
+                        "url, enable_sni and check_proto apply to http and ssl checks, not grpc (which speaks HTTP/2; virtualhost is the :authority)"
                             .into(),
                     );
                 }
@@ -706,10 +712,22 @@ impl TryFrom<RawCheck> for HealthCheck {
                 if k == "http" && r.enable_sni.is_some() {
                     return Err("enable_sni applies to ssl checks, not http".into());
                 }
+                // HAProxy's `check-proto` names a multiplexer: h1 or h2 for HTTP.
+                let http2 = match r.check_proto.as_deref().map(str::to_ascii_lowercase) {
+                    None => false,
+                    Some(p) if p == "h1" => false,
+                    Some(p) if p == "h2" => true,
+                    Some(p) => {
+                        return Err(format!(
+                            "check_proto {p:?}: \"h1\" (HTTP/1.1, the default) or \"h2\" (HTTP/2)"
+                        ))
+                    }
+                };
                 let h = HttpCheck {
                     url: r.url.clone().unwrap_or_default(),
                     virtualhost: r.virtualhost.clone(),
                     enable_sni: r.enable_sni.unwrap_or(false),
+                    http2,
                 };
                 if k == "http" {
                     CheckKind::Http(h)

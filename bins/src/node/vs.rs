@@ -1159,6 +1159,9 @@ fn http_probe(
         // keepalived's SSL_GET does not verify certificates; neither do we here.
         b = b.tls(TlsOptions::new().verify(false).send_sni(h.enable_sni));
     }
+    if h.http2 {
+        b = b.http2();
+    }
     b.build().map_err(|e| e.to_string())
 }
 

@@ -301,10 +301,7 @@ impl GrpcProbe {
         match &self.tls {
             None => self.exchange(stream, to, "http").await,
             Some(tls) => {
-                let stream = tls.connect(to, stream).await?;
-                if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-                    return Err("TLS handshake: the server did not choose ALPN h2".into());
-                }
+                let stream = tls.connect_h2(to, stream).await?;
                 self.exchange(stream, to, "https").await
             }
         }

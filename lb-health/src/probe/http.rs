@@ -38,7 +38,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use md5::{Digest, Md5};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -409,7 +409,24 @@ impl Tls {
             .map_err(|e| format!("TLS handshake: {e}"))
     }
 
-    /// The same settings offering ALPN `h2` alone (gRPC).
+    /// [`connect`](Self::connect) for HTTP/2: the handshake fails, saying so, unless the
+    /// server chose ALPN `h2` (offered alone by a [`alpn_h2`](Self::alpn_h2) setting).
+    pub(crate) async fn connect_h2<S>(
+        &self,
+        to: SocketAddr,
+        stream: S,
+    ) -> std::result::Result<tokio_rustls::client::TlsStream<S>, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let stream = self.connect(to, stream).await?;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err("TLS handshake: the server did not choose ALPN h2".into());
+        }
+        Ok(stream)
+    }
+
+    /// The same settings offering ALPN `h2` alone (gRPC, HTTP/2 checks).
     pub(crate) fn alpn_h2(mut self) -> Self {
         let mut config = rustls::ClientConfig::clone(self.connector.config());
         config.alpn_protocols = vec![b"h2".to_vec()];
@@ -478,6 +495,7 @@ pub struct HttpProbe {
     tls: Option<Tls>,
     max_body: usize,
     per_step: bool,
+    http2: bool,
 }
 
 /// The step an exchange is in, for the reason its timeout gives.
@@ -613,6 +631,7 @@ impl HttpProbe {
             tls: None,
             max_body: 1 << 20,
             per_step: false,
+            http2: false,
         }
     }
 
@@ -646,25 +665,69 @@ impl HttpProbe {
                 .send_request(req)
                 .await
                 .map_err(|e| format!("invalid HTTP response: {e}"))?;
-            step.store(STEP_BODY, Ordering::Relaxed);
-            let status = resp.status().as_u16();
-            if !self.expect.contains(status) {
-                return Err(format!("status {status} not in {}", self.expect));
-            }
-            match (&self.body, &self.regex) {
-                // keepalived reads the response to its end (a read timeout fails it):
-                // a body that stalls is no pass.
-                (BodyCheck::Ignore, None) => drain_body(resp.into_body(), self.max_body)
-                    .await
-                    .map(|cut| format!("status {status}{cut}")),
-                (check, regex) => {
-                    check_body(check, regex.as_ref(), resp.into_body(), self.max_body)
-                        .await
-                        .map(|ok| format!("status {status}, {ok}"))
-                }
-            }
+            self.judge(resp, step).await
         };
         drive(conn, exchange, "invalid HTTP response").await
+    }
+
+    /// [`exchange`](Self::exchange) over HTTP/2 with prior knowledge (HAProxy's
+    /// `check-proto h2`): the `Host` is the `:authority` (RFC 9113 §8.3.1), with `scheme`.
+    async fn exchange_h2<S>(
+        &self,
+        io: S,
+        authority: &str,
+        scheme: &str,
+        step: &AtomicU8,
+    ) -> std::result::Result<String, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+        let authority = self.host.as_deref().unwrap_or(authority);
+        let uri = ::http::Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(self.path.as_str())
+            .build()
+            .map_err(|e| format!("authority {authority:?}: {e}"))?;
+        let req = ::http::Request::get(uri)
+            .header(::http::header::USER_AGENT, "lb-health")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("request: {e}"))?;
+        let exchange = async {
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("invalid HTTP/2 response: {e}"))?;
+            self.judge(resp, step).await
+        };
+        drive(conn, exchange, "HTTP/2 connection").await
+    }
+
+    /// The check of a response: its status, then its body as configured.
+    async fn judge(
+        &self,
+        resp: ::http::Response<hyper::body::Incoming>,
+        step: &AtomicU8,
+    ) -> std::result::Result<String, String> {
+        step.store(STEP_BODY, Ordering::Relaxed);
+        let status = resp.status().as_u16();
+        if !self.expect.contains(status) {
+            return Err(format!("status {status} not in {}", self.expect));
+        }
+        match (&self.body, &self.regex) {
+            // keepalived reads the response to its end (a read timeout fails it):
+            // a body that stalls is no pass.
+            (BodyCheck::Ignore, None) => drain_body(resp.into_body(), self.max_body)
+                .await
+                .map(|cut| format!("status {status}{cut}")),
+            (check, regex) => check_body(check, regex.as_ref(), resp.into_body(), self.max_body)
+                .await
+                .map(|ok| format!("status {status}, {ok}")),
+        }
     }
 
     /// Connects and runs the exchange, noting its step in `step`; with per-step timeouts,
@@ -697,16 +760,26 @@ impl HttpProbe {
             timed_out: Arc::clone(timed_out),
         };
         let authority = to.to_string();
-        match &self.tls {
-            None => {
+        match (&self.tls, self.http2) {
+            (None, false) => {
                 step.store(STEP_HEAD, Ordering::Relaxed);
                 self.exchange(stream, &authority, step).await
             }
-            Some(tls) => {
+            (None, true) => {
+                step.store(STEP_HEAD, Ordering::Relaxed);
+                self.exchange_h2(stream, &authority, "http", step).await
+            }
+            (Some(tls), false) => {
                 step.store(STEP_TLS, Ordering::Relaxed);
                 let stream = tls.connect(to, stream).await?;
                 step.store(STEP_HEAD, Ordering::Relaxed);
                 self.exchange(stream, &authority, step).await
+            }
+            (Some(tls), true) => {
+                step.store(STEP_TLS, Ordering::Relaxed);
+                let stream = tls.connect_h2(to, stream).await?;
+                step.store(STEP_HEAD, Ordering::Relaxed);
+                self.exchange_h2(stream, &authority, "https", step).await
             }
         }
     }
@@ -1023,6 +1096,7 @@ pub struct HttpProbeBuilder {
     tls: Option<TlsOptions>,
     max_body: usize,
     per_step: bool,
+    http2: bool,
 }
 
 impl HttpProbeBuilder {
@@ -1114,6 +1188,17 @@ impl HttpProbeBuilder {
         self
     }
 
+    /// HAProxy `check-proto h2`: speak HTTP/2 instead of HTTP/1.1, for a backend that takes
+    /// only HTTP/2 (a gRPC server, nginx `listen … http2` without TLS). Over plain TCP with
+    /// prior knowledge (h2c, RFC 9113 §3.3); with [`tls`](Self::tls), ALPN offers `h2`
+    /// alone and a backend that does not choose it fails the check at the TLS step. The
+    /// request is the same GET with the [`host`](Self::host) (default the backend's
+    /// `ip:port`) as its `:authority`; the status and body checks are the same.
+    pub fn http2(mut self) -> Self {
+        self.http2 = true;
+        self
+    }
+
     /// The most body bytes a `Contains` check searches (default 1 MiB): a match within them
     /// passes, whatever follows; none fails. A `digest` hashes the whole body. 0 is taken
     /// as 1.
@@ -1125,9 +1210,11 @@ impl HttpProbeBuilder {
     /// Builds the probe.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a path not starting with `/` or a TLS setting rustls
+    /// [`Error::InvalidConfig`] for a path not starting with `/`, a TLS setting rustls
     /// refuses (a server name given with [`TlsOptions::sni`] that rustls cannot use, while
-    /// verification is on), and the errors deferred from the setters.
+    /// verification is on), or, with [`http2`](Self::http2), a [`host`](Self::host) that
+    /// is no URI authority (`host` or `host:port`); and the errors deferred from the
+    /// setters.
     pub fn build(self) -> Result<HttpProbe> {
         if !self.path.starts_with('/') {
             return Err(Error::InvalidConfig {
@@ -1141,7 +1228,16 @@ impl HttpProbeBuilder {
                 reason: format!("{:?} is not a valid request path", self.path),
             });
         }
+        if let (true, Some(host)) = (self.http2, &self.host) {
+            if ::http::uri::Authority::try_from(host.as_str()).is_err() {
+                return Err(Error::InvalidConfig {
+                    setting: "host",
+                    reason: format!("{host:?} is no HTTP/2 :authority (host or host:port)"),
+                });
+            }
+        }
         let tls = match self.tls {
+            Some(opts) if self.http2 => Some(Tls::build(opts, self.host.as_deref())?.alpn_h2()),
             Some(opts) => Some(Tls::build(opts, self.host.as_deref())?),
             None => None,
         };
@@ -1158,6 +1254,7 @@ impl HttpProbeBuilder {
             tls,
             max_body: self.max_body,
             per_step: self.per_step,
+            http2: self.http2,
         })
     }
 }

@@ -11,6 +11,7 @@
 //! | `DNS_CHECK` | [`DnsProbe`] |
 //! | `SMTP_CHECK` | [`SmtpProbe`] |
 //! | `PING_CHECK` | [`PingProbe`] |
+//! | (HAProxy `check-proto h2`) | [`HttpProbe`](http::HttpProbe) with [`http2`](http::HttpProbeBuilder::http2) (feature `http`) |
 //! | (Envoy `grpc_health_check`, Kubernetes' `grpc` probe) | [`GrpcProbe`](grpc::GrpcProbe) (feature `http`) |
 //!
 //! A probe never fails with an error and never panics on what a backend sends: every
