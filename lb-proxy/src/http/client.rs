@@ -735,7 +735,10 @@ impl ConnPool {
         }
     }
 
-    /// Drops idle connections older than the idle timeout or already closed.
+    /// Drops idle connections older than the idle timeout or already closed, then the idle
+    /// lists and HTTP/2 slots left empty that no request holds: those of backends a reload
+    /// removed would otherwise stay, one per backend and reload (one still in use comes
+    /// back at its next request).
     pub(crate) fn purge(&self) {
         let now = Instant::now();
         let lists: Vec<Arc<IdleList>> = self
@@ -769,5 +772,51 @@ impl ConnPool {
                 });
             }
         }
+        // Under the maps' locks nothing clones an entry: one only the map holds stays
+        // unheld while it is looked at.
+        self.lists
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, l| Arc::strong_count(l) > 1 || !l.lock().is_empty());
+        self.shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, slot| {
+                Arc::strong_count(slot) > 1 || slot.try_lock().map_or(true, |s| !s.conns.is_empty())
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The idle lists and HTTP/2 slots of backends no request uses any more (a reload
+    /// removed them) go at the next purge once empty; one a request holds stays.
+    #[tokio::test]
+    async fn purge_drops_empty_unheld_lists_and_slots() {
+        let pool = ConnPool::new(8, Duration::from_secs(60), Duration::from_secs(1), 100);
+        let key = |port| (SocketAddr::from(([127, 0, 0, 1], port)), 1, 0);
+        let held = pool.list(key(1));
+        drop(pool.list(key(2)));
+        let slot =
+            |k| {
+                Arc::clone(
+                    pool.shared.lock().unwrap().entry(k).or_insert_with(|| {
+                        Arc::new(tokio::sync::Mutex::new(SharedSlot::default()))
+                    }),
+                )
+            };
+        let held_slot = slot(key(3));
+        drop(slot(key(4)));
+        pool.purge();
+        let lists: Vec<_> = pool.lists.read().unwrap().keys().copied().collect();
+        assert_eq!(lists, [key(1)]);
+        let slots: Vec<_> = pool.shared.lock().unwrap().keys().copied().collect();
+        assert_eq!(slots, [key(3)]);
+        drop((held, held_slot));
+        pool.purge();
+        assert!(pool.lists.read().unwrap().is_empty());
+        assert!(pool.shared.lock().unwrap().is_empty());
     }
 }
