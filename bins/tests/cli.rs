@@ -75,6 +75,27 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 2);
     let (code, _, _) = lb_node(&["--check", "--format", "yaml", "x"]);
     assert_eq!(code, 2);
+    // The file given twice, as CONFIG and as keepalived's -f.
+    let (code, _, err) = lb_node(&["--check", "-f", "x", "y"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+/// keepalived's `-f FILE` (`--use-file`) names the configuration as CONFIG does.
+#[test]
+fn keepalived_use_file_names_the_configuration() {
+    let seed = path("tests/fixtures/seed/master.conf");
+    for args in [
+        ["-t", "-f", seed.as_str()],
+        ["-t", "--use-file", seed.as_str()],
+    ] {
+        let (code, out, err) = lb_node(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            out.contains(&format!("{seed}: configuration is valid")),
+            "{out}"
+        );
+    }
 }
 
 /// What this host lacks is warned about, as `keepalived -t` warns (`interface eth9 for

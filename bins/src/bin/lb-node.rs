@@ -41,7 +41,22 @@ struct Cli {
     #[arg(long, value_name = "FILE", default_value = lb_bins::node::DEFAULT_STATS_FILE)]
     stats_file: PathBuf,
     /// The configuration file.
-    config: PathBuf,
+    #[arg(required_unless_present = "use_file", conflicts_with = "use_file")]
+    config: Option<PathBuf>,
+    /// The configuration file, given as keepalived takes it (`keepalived -f FILE`), instead
+    /// of the CONFIG argument.
+    #[arg(short = 'f', long = "use-file", value_name = "FILE")]
+    use_file: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The configuration file: CONFIG or `-f` (clap requires exactly one).
+    fn config_path(&mut self) -> PathBuf {
+        self.config
+            .take()
+            .or_else(|| self.use_file.take())
+            .unwrap_or_default()
+    }
 }
 
 fn main() -> ExitCode {
@@ -49,12 +64,13 @@ fn main() -> ExitCode {
     // first, twice) would end the process with the default action (exit 129): dropped
     // from here on — the configuration being loaded is the current one anyway.
     ignore_early_signals();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let config = cli.config_path();
     if !cli.check {
-        return run(cli);
+        return run(cli, config);
     }
     match check(
-        &cli.config,
+        &config,
         cli.format,
         &mut std::io::stdout(),
         &mut std::io::stderr(),
@@ -67,11 +83,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> ExitCode {
+fn run(cli: Cli, config: PathBuf) -> ExitCode {
     // The log level comes from the file; read it before logging starts (errors are
     // reported by `node::run` once logging is up).
-    let format = cli.format.unwrap_or_else(|| Format::from_path(&cli.config));
-    let global = lb_bins::config::load_with_format(&cli.config, format)
+    let format = cli.format.unwrap_or_else(|| Format::from_path(&config));
+    let global = lb_bins::config::load_with_format(&config, format)
         .map(|(c, _)| c.global)
         .unwrap_or_default();
     if let Err(e) = lb_bins::logging::init(global.log_level, cli.log_json) {
@@ -97,7 +113,7 @@ fn run(cli: Cli) -> ExitCode {
         }
     };
     match runtime.block_on(lb_bins::node::run(
-        cli.config,
+        config,
         cli.format,
         Some(cli.pid_file),
         lb_bins::node::DumpFiles {
