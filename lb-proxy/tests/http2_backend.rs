@@ -1105,3 +1105,37 @@ async fn a_slow_steady_upload_to_an_http2_backend_is_not_cut_off() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert_eq!(p.stats().virtual_server.client_timeouts, 0);
 }
+
+/// A request that times out while the same HTTP/2 connection answers other streams is that
+/// request's slowness, not a dead connection: it gets 504 and only its stream is reset; the
+/// connection serves on (a backend with one slow endpoint does not churn connections).
+#[tokio::test]
+async fn a_response_timeout_while_other_streams_are_answered_keeps_the_connection() {
+    let b = H2Backend::start(1).await;
+    let mut c = config();
+    c.timeouts.backend_response = Duration::from_millis(400);
+    let p = h2_proxy(c, &[b.addr]).await;
+    let a = p.local_addr();
+    let slow = tokio::spawn(async move {
+        let mut client = Client::connect(a).await;
+        client
+            .get("/sleep/3000", &[("host", "a.example")])
+            .await
+            .status
+    });
+    let mut client = Client::connect(a).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let g = client.get("/", &[("host", "a.example")]).await;
+        assert_eq!(g.status, StatusCode::OK);
+    }
+    assert_eq!(slow.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    let g = client.get("/", &[("host", "a.example")]).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(
+        b.connections.load(Ordering::Relaxed),
+        1,
+        "the connection stayed in use"
+    );
+    assert_eq!(p.stats().virtual_server.gateway_timeout, 1);
+}

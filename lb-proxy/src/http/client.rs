@@ -203,6 +203,9 @@ struct Streams {
     /// connection's level, its backend is going away, or it answered nothing in time. Its
     /// streams still running finish on it.
     retired: std::sync::atomic::AtomicBool,
+    /// Response heads received on it ([`Sender::answered`]): a stream's timeout while others
+    /// were answered is that request's slowness, not a connection that stopped answering.
+    answers: AtomicUsize,
 }
 
 impl Streams {
@@ -317,6 +320,24 @@ impl Sender {
     pub(crate) fn retire(&self) {
         if let Self::Http2(_, stream) = self {
             stream.0.retired.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// How many response heads its HTTP/2 connection has received (0 for HTTP/1.1). A
+    /// request that timed out on a connection whose count moved meanwhile leaves it in use:
+    /// only its stream is reset, as HAProxy and Envoy do, while the other streams are
+    /// answered.
+    pub(crate) fn answers(&self) -> usize {
+        match self {
+            Self::Http1(_) => 0,
+            Self::Http2(_, stream) => stream.0.answers.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Notes a response head received on its HTTP/2 connection ([`answers`](Self::answers)).
+    pub(crate) fn note_answer(&self) {
+        if let Self::Http2(_, stream) = self {
+            stream.0.answers.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -625,6 +646,7 @@ impl ConnPool {
             open: AtomicUsize::new(0),
             max: AtomicUsize::new(known_max.unwrap_or(INITIAL_MAX_SEND_STREAMS)),
             retired: std::sync::atomic::AtomicBool::new(false),
+            answers: AtomicUsize::new(0),
         });
         let noted = Arc::clone(&streams);
         tokio::spawn(async move {

@@ -68,8 +68,9 @@
 //! connection is made by the first request that needs it while the others wait for it (a
 //! failed connect answers them all), and let go after `backend_idle` without a stream. One
 //! that fails a request at the connection's level (not a stream's reset), gets GOAWAY or
-//! answers nothing within `backend_response` takes no more requests; its other streams
-//! finish on it. No PINGs are sent (gRPC servers take frequent ones as abuse). A stream the
+//! answers no stream while a request waits `backend_response` for its response takes no
+//! more requests; its other streams finish on it. A request that times out while the
+//! connection answers others gets 504 and only its stream is reset (HAProxy, Envoy). No PINGs are sent (gRPC servers take frequent ones as abuse). A stream the
 //! backend refused unprocessed (RFC 9113 §8.7: REFUSED_STREAM, or left out by a graceful
 //! GOAWAY) goes out again, up to 4 times past `retries`, to another backend once this one
 //! refused it twice, and counts against the backend only when the request ends refused. It

@@ -1997,6 +1997,7 @@ async fn forward(
             started - connecting
         });
         cc.arm_response_timer(started + timeouts.backend_response);
+        let answers = tx.answers();
         let sent = {
             let mut response = std::pin::pin!(tx.try_send_request(request));
             std::future::poll_fn(|cx| loop {
@@ -2033,9 +2034,13 @@ async fn forward(
                     timeout: timeouts.backend_response,
                 };
                 observe(http_pool, &backend, failure_outcome(&e));
-                // An HTTP/2 connection that may have stopped answering takes no more
-                // requests (its streams finish on it if it answers them).
-                tx.retire();
+                // An HTTP/2 connection that answered no other stream meanwhile may have
+                // stopped answering: it takes no more requests (its streams finish on it if
+                // it answers them). One that answered others keeps serving; this stream
+                // alone is reset as the request is dropped.
+                if tx.answers() == answers {
+                    tx.retire();
+                }
                 return Err(e);
             }
             Ok(Err(mut e)) => {
@@ -2153,6 +2158,7 @@ async fn forward(
                 return Err(err);
             }
             Ok(Ok(mut resp)) => {
+                tx.note_answer();
                 let now = tokio::time::Instant::now();
                 let latency = now - started;
                 served.response = Some(latency);
