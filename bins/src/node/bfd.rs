@@ -205,6 +205,21 @@ impl BfdRuntime {
                 }
                 Err(e) => {
                     let old = self.instances.clone();
+                    // The speaker still runs the previous sessions: those whose forwarders
+                    // ended above are followed again, so that a later reload back to them
+                    // (which changes nothing in the speaker) finds them followed.
+                    for b in &old {
+                        if r.forwards.contains_key(&b.name) {
+                            continue;
+                        }
+                        let tx = self
+                            .channels
+                            .entry(b.name.clone())
+                            .or_insert_with(|| Arc::new(watch::channel(fresh()).0));
+                        if let Some(rx) = r.handle.subscribe(&b.name) {
+                            r.follow(&b.name, rx, tx);
+                        }
+                    }
                     self.fail_new(&old);
                     return Err(NodeError::Start(format!("BFD: {e}")));
                 }
@@ -263,13 +278,25 @@ impl BfdRuntime {
         }
     }
 
-    fn run(&mut self, instances: &[BfdInstance]) -> Result<(), NodeError> {
-        self.instances = instances.to_vec();
+    /// Whether the sessions run as `instances` configure them (none when there are
+    /// none): false after sessions that could not start or a speaker that stopped, so that
+    /// a SIGHUP with the file unchanged tries them again.
+    pub(crate) fn is_current(&self, instances: &[BfdInstance]) -> bool {
         if instances.is_empty() {
+            return self.running.is_none();
+        }
+        self.running.as_ref().is_some_and(|r| !r.task.is_finished())
+            && configs(&self.instances) == configs(instances)
+    }
+
+    fn run(&mut self, instances: &[BfdInstance]) -> Result<(), NodeError> {
+        if instances.is_empty() {
+            self.instances.clear();
             return Ok(());
         }
         let speaker = BfdSpeaker::new(configs(instances))
             .map_err(|e| NodeError::Start(format!("BFD: {e}")))?;
+        self.instances = instances.to_vec();
         let handle = speaker.handle();
         let subscribed: Vec<_> = instances
             .iter()

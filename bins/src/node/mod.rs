@@ -1117,7 +1117,10 @@ impl Node {
                             && s.instances == *m
                             && s.globals == vrrp::instance_globals(&new)
                     })
-            });
+            })
+            // And BFD sessions that could not start (their address taken) or whose speaker
+            // stopped.
+            && self.bfd.is_current(&new.bfd_instances);
         let statics_same = new.static_ipaddress == self.config.static_ipaddress
             && new.static_routes == self.config.static_routes
             && new.static_rules == self.config.static_rules
@@ -1166,9 +1169,13 @@ impl Node {
         }
         // BFD sessions first: virtual servers and VRRP instances follow them. Restarted
         // only when a bfd_instance changed; kept followers follow the new sessions.
-        if let Err(e) = self.bfd.reload(&new.bfd_instances).await {
-            tracing::error!(error = %e, "reload: BFD sessions not started; what follows them sees them down");
-        }
+        let bfd_failed = match self.bfd.reload(&new.bfd_instances).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "reload: BFD sessions not started; what follows them sees them down (tried again at the next SIGHUP)");
+                Some(format!("bfd_instance sessions: {e}"))
+            }
+        };
         let bfd_states = self.bfd.states();
         self.publish_bfd(&new);
         // Virtual servers.
@@ -1281,7 +1288,7 @@ impl Node {
         // Those that do not run after this reload, for `lbctl status`; and those that run
         // their previous version, the new one having failed to start.
         let mut failed = Vec::new();
-        let mut not_restarted: Vec<String> = Vec::new();
+        let mut not_restarted: Vec<String> = bfd_failed.into_iter().collect();
         let bind_deadline = tokio::time::Instant::now() + RELOAD_BIND_WAIT;
         for i in new.start_order() {
             let n = &new.virtual_servers[i];
@@ -1750,7 +1757,7 @@ impl Node {
         } else {
             tracing::warn!(
                 not_running = not_running.len(),
-                "reload done, but not all of it applied: virtual servers or VRRP instances do not run or keep their previous configuration (lbctl status says why)"
+                "reload done, but not all of it applied: virtual servers, VRRP instances or BFD sessions do not run or keep their previous configuration (lbctl status says why)"
             );
             self.note_reload("partial", not_running);
         }
@@ -2145,6 +2152,75 @@ mod tests {
         // And later commands reach them.
         set(&shared, "b", b2, "maint");
         assert_eq!(shown(&shared, "b").2, [Ready, Maint]);
+        node.shutdown().await;
+    }
+
+    /// BFD sessions that could not start at a reload (their port held by another program,
+    /// an FRR bfdd say) make the reload `partial`, naming them, and a SIGHUP with the file
+    /// unchanged tries them again (it used to say "done" and, the file unchanged, "nothing
+    /// changed" for good).
+    #[tokio::test]
+    async fn bfd_sessions_that_failed_at_a_reload_are_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let global = format!(
+            "[global]\nadmin_socket = \"{}\"\n",
+            dir.path().join("admin.sock").display()
+        );
+        std::fs::write(&path, &global).unwrap();
+        let mut node = Node::start(path.clone(), None, load(&path, None).unwrap())
+            .await
+            .unwrap();
+        // Another program on the sessions' port.
+        let taken = std::net::UdpSocket::bind("127.0.0.1:3784").expect("UDP 127.0.0.1:3784 free");
+        std::fs::write(
+            &path,
+            format!(
+                "{global}\n[[bfd_instance]]\nname = \"gw\"\nneighbor_ip = \"127.0.0.2\"\nsource_ip = \"127.0.0.1\"\n"
+            ),
+        )
+        .unwrap();
+        let last = |node: &Node| read(&node.shared.last_reload).clone().expect("a reload");
+        node.reload().await;
+        let r = last(&node);
+        assert_eq!(r.result, "partial", "{r:?}");
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.contains("bfd_instance") && e.contains("127.0.0.1:3784")),
+            "{r:?}"
+        );
+        assert!(!node.bfd.is_current(&node.config.bfd_instances));
+        // The port freed, the same file again.
+        drop(taken);
+        node.reload().await;
+        let r = last(&node);
+        assert_eq!((r.result.as_str(), r.errors.len()), ("done", 0), "{r:?}");
+        assert!(node.bfd.is_current(&node.config.bfd_instances));
+        let gw = std::fs::read_to_string(&path).unwrap();
+        // The running speaker refuses a new session (its address held): it keeps "gw", and
+        // a reload back to "gw" finds it followed again (its status copied from the
+        // speaker, with the session's discriminator, not a fresh channel's 0).
+        let taken = std::net::UdpSocket::bind("127.0.0.5:3784").expect("UDP 127.0.0.5:3784 free");
+        std::fs::write(
+            &path,
+            format!(
+                "{global}\n[[bfd_instance]]\nname = \"gw2\"\nneighbor_ip = \"127.0.0.6\"\nsource_ip = \"127.0.0.5\"\n"
+            ),
+        )
+        .unwrap();
+        node.reload().await;
+        assert_eq!(last(&node).result, "partial", "{:?}", last(&node));
+        drop(taken);
+        std::fs::write(&path, gw).unwrap();
+        node.reload().await;
+        assert_eq!(last(&node).result, "done", "{:?}", last(&node));
+        let states = node.bfd.states();
+        assert_ne!(
+            states["gw"].borrow().local_discriminator,
+            0,
+            "gw is followed"
+        );
         node.shutdown().await;
     }
 
