@@ -1851,6 +1851,21 @@ fn reload_keeps_a_changed_master_master() {
 /// backup took the VIP) and start the renamed one as BACKUP.
 #[test]
 fn reload_renaming_an_instance_keeps_its_state() {
+    renaming_an_instance(false);
+}
+
+/// The same rename while a new instance on another VRID takes the old name, written first
+/// in the file: the renamed instance is still the one that goes on (keepalived's
+/// `vrrp_exist` matches by VRID, not name). The old name used to take the running
+/// instance, which then stopped with priority 0 and lost the VIP to the backup.
+#[test]
+fn reload_renaming_an_instance_whose_name_is_reused_keeps_its_state() {
+    renaming_an_instance(true);
+}
+
+/// lb1 Master of VRID 73 as `VI_1`, renamed `VI_web` by a reload; with `reuse`, a new
+/// `VI_1` on VRID 74 comes first in the new file.
+fn renaming_an_instance(reuse: bool) {
     if !lab_available() {
         return;
     }
@@ -1888,7 +1903,14 @@ fn reload_renaming_an_instance_keeps_its_state() {
     let ip: IpAddr = vip.parse().expect("ip");
     let lb2_before = to_master(&mut lb2);
 
-    std::fs::write(&lb1.conf, conf(&lb1.socket, "VI_web", 150)).expect("conf");
+    let mut renamed = conf(&lb1.socket, "VI_web", 150);
+    if reuse {
+        let other = "vrrp_instance VI_1 {\ninterface eth0\nvirtual_router_id 74\npriority 150\n\
+                     advert_int 1\nvirtual_ipaddress {\n198.18.0.235\n}\n}\n";
+        let at = renamed.find("vrrp_instance").expect("an instance");
+        renamed.insert_str(at, other);
+    }
+    std::fs::write(&lb1.conf, renamed).expect("conf");
     assert!(lb1.proc().sighup());
     // Watch the VIP through the reload and past a Master_Down_Interval after it.
     let start = Instant::now();
@@ -1917,7 +1939,12 @@ fn reload_renaming_an_instance_keeps_its_state() {
         lb1.logs(),
         lb2.logs()
     );
-    assert_eq!(state(&lb1), [("VI_web".to_owned(), VrrpState::Master)]);
+    assert!(
+        state(&lb1).contains(&("VI_web".to_owned(), VrrpState::Master)),
+        "{:?}",
+        state(&lb1)
+    );
+    assert_eq!(state(&lb1).len(), if reuse { 2 } else { 1 });
     assert!(
         !notified.with_extension("VI_web").exists(),
         "notify_master ran at the reload"

@@ -1466,10 +1466,7 @@ impl Node {
         let mut orphans = Vec::new();
         let live = self.live_map();
         for mut s in std::mem::take(&mut self.speakers) {
-            let members = new_groups
-                .iter()
-                .find(|(g, m)| vrrp::same_group(&s.group, &s.instances, g, m))
-                .map(|(_, m)| m);
+            let members = vrrp::successor(&s.group, &s.instances, &new_groups);
             let unchanged = !s.tracks_any(&changed_tracks)
                 && s.sync_group.as_ref() == sync_group_of(&new, &s.group)
                 && s.globals == vrrp::instance_globals(&new);

@@ -834,6 +834,33 @@ pub(crate) fn same_group(
     }
 }
 
+/// The new configuration's group that continues a running speaker (`group`,
+/// `instances`), among `new_groups` ([`groups`]): for a lone instance, first one that goes
+/// on with its virtual router ([`can_continue`]: renamed, or kept), and only then one of
+/// the same name ([`same_group`]). A name reused by another virtual router in the same
+/// reload (`VI_1` renamed `VI_WEB`, a new `VI_1` on another VRID) would otherwise take the
+/// speaker, which then stops with priority 0 while `VI_WEB` starts afresh: keepalived's
+/// `vrrp_exist` matches by interface, VRID and family alone.
+pub(crate) fn successor<'a>(
+    group: &Option<String>,
+    instances: &[VrrpInstance],
+    new_groups: &'a [(Option<String>, Vec<VrrpInstance>)],
+) -> Option<&'a Vec<VrrpInstance>> {
+    let continued = new_groups
+        .iter()
+        .find(|(g, m)| match (group, g, instances, &m[..]) {
+            (None, None, [a], [b]) => can_continue(a, b),
+            _ => false,
+        });
+    continued
+        .or_else(|| {
+            new_groups
+                .iter()
+                .find(|(g, m)| same_group(group, instances, g, m))
+        })
+        .map(|(_, m)| m)
+}
+
 /// The node's one spacing of gratuitous ARPs / NAs, shared by its speakers.
 static GARP_PACER: std::sync::LazyLock<lb_vrrp::driver::GarpPacer> =
     std::sync::LazyLock::new(lb_vrrp::driver::GarpPacer::new);
