@@ -3274,6 +3274,48 @@ delay_before_retry = "1s"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A reload that changes what a real server's check probes (here its port) does not carry
+/// the old check's verdict, as keepalived's `migrate_checkers` carries a checker's state
+/// only when it compares equal: the real server starts as a new one, up and falling at
+/// the new check's first failure, instead of keeping an established "up" that needs its
+/// `retry` 3 failures, 1 s apart, to fall.
+#[test]
+fn reload_changing_a_check_starts_its_verdict_afresh() {
+    let dir = tempdir();
+    let a = RealServer::start("a");
+    let dead = free_port();
+    let port = free_port();
+    let config = |check_port: &str| {
+        format!(
+            "[global]\nadmin_socket = \"{sock}\"\n\n[[virtual_server]]\nname = \"web\"\n\
+             listen = \"127.0.0.1:{port}\"\ndelay_loop = \"100ms\"\n\
+             [[virtual_server.backend]]\naddress = \"{a}\"\n\
+             [[virtual_server.backend.check]]\ntype = \"tcp\"\nretry = 3\ndelay_before_retry = \"1s\"\n{check_port}\n",
+            sock = dir.join("admin.sock").display(),
+            a = a.addr,
+        )
+    };
+    let (node, sock) = start_node(&dir, &config(""));
+    let backend = || status(&sock)["virtual_servers"][0]["backends"][0].clone();
+    // Established: its check has passed.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(backend()["health"], "up", "{}", backend());
+    reload_node(&node, &dir, &config(&format!("connect_port = {dead}")));
+    let reloaded = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || backend()["health"] == "down"),
+        "{}",
+        backend()
+    );
+    let took = reloaded.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "down {took:?} after the reload: the old verdict was carried"
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A weight set with `lbctl weight` holds through a reload that restarts the virtual
 /// server (a new `lb_algo`) while the file keeps that real server's weight, as admin
 /// states do; a reload that changes the real server's weight in the file applies the

@@ -29,7 +29,8 @@
 //!   server, letting the old one drain. The new version keeps, per real server address,
 //!   the admin state set with `lbctl` (also one set while the reload runs: the retired
 //!   version and its started replacement both take it) and its checks' verdict
-//!   (keepalived keeps its checkers' state across a reload), its passive health's ejections
+//!   while the checks probe the same (keepalived keeps its checkers' state across a reload
+//!   when they compare equal), its passive health's ejections
 //!   (Envoy keeps a host's outlier state across cluster updates), its quorum state and its
 //!   counters' totals. A restarted TCP or HTTP virtual server accepts on a
 //!   duplicate of the running listening socket, started before the old proxy stops

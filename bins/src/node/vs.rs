@@ -33,7 +33,8 @@ use crate::config::model::{
 
 /// What a virtual server restarted by a reload takes over from the version it replaces,
 /// by real server address: the admin state set with `lbctl` (drain, maint) and its active
-/// checks' verdict, as keepalived keeps its checkers' state across a reload; its outlier
+/// checks' verdict while its checks probe alike, as keepalived keeps its checkers' state
+/// across a reload when they compare equal; its outlier
 /// ejections (Envoy keeps a host's across cluster updates; a run of failures in progress
 /// starts afresh); and its quorum state. A snapshot taken
 /// before the replacement starts: admin states set after it follow through
@@ -47,7 +48,9 @@ use crate::config::model::{
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     admin: HashMap<SocketAddr, AdminState>,
-    health: HashMap<SocketAddr, Health>,
+    /// Each checked real server's verdict, and the checks that reached it: taken over only
+    /// by a real server whose checks probe alike ([`probes_alike`]).
+    health: HashMap<SocketAddr, (Health, Vec<HealthCheck>)>,
     /// Whether the replaced version's pool had quorum (its hysteresis goes on from there).
     quorum: Option<bool>,
     /// The quorum state whose `quorum_up`/`quorum_down` the replaced version announced
@@ -1165,6 +1168,29 @@ fn http_probe(
     b.build().map_err(|e| e.to_string())
 }
 
+/// Whether checks `a` and `b` probe the same thing the same way — kind and its options,
+/// address, port, source, PROXY header — so that a verdict reached by `a` holds for `b`
+/// (keepalived's `migrate_checkers` compares its checkers so). Their timing (intervals,
+/// retries, rise and fall) may differ: that changes when a verdict moves, not what it is.
+fn probes_alike(a: &[HealthCheck], b: &[HealthCheck]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (
+                &x.kind,
+                x.connect_port,
+                x.connect_ip,
+                x.bindto,
+                x.check_send_proxy,
+            ) == (
+                &y.kind,
+                y.connect_port,
+                y.connect_ip,
+                y.bindto,
+                y.check_send_proxy,
+            )
+        })
+}
+
 /// The start state of a real server's (combined) check tracker. A verdict `carried` over
 /// from the version a reload replaced is established: up, it needs `fall` failures. A fresh
 /// start is down when any of the real server's checks uses `alpha` (as the pool starts it,
@@ -1240,6 +1266,18 @@ impl VsRuntime {
         bfd: &super::bfd::BfdStates,
     ) -> Result<Self, NodeError> {
         let err = |what: String| NodeError::Start(format!("virtual_server {}: {what}", cfg.name));
+        // keepalived's migrate_checkers: a verdict goes on only under checks that probe the
+        // same thing; a real server whose checks changed starts as a new one would.
+        let carried_health: HashMap<SocketAddr, Health> = carried
+            .health
+            .iter()
+            .filter(|(addr, (_, old))| {
+                cfg.backends
+                    .iter()
+                    .any(|b| b.address == **addr && probes_alike(&b.checks, old))
+            })
+            .map(|(&addr, &(h, _))| (addr, h))
+            .collect();
         let set = cfg.backend_set().map_err(|e| err(e.to_string()))?;
         let backend_tls = match &cfg.http {
             Some(h) if cfg.protocol == Protocol::Http => {
@@ -1296,7 +1334,7 @@ impl VsRuntime {
                         }
                         None => b.clone(),
                     };
-                    match carried.health.get(&b.addr()) {
+                    match carried_health.get(&b.addr()) {
                         Some(&h) if checked => b.with_health(h),
                         _ => b,
                     }
@@ -1389,7 +1427,7 @@ impl VsRuntime {
                     // when any of its checks uses `alpha`, not only the first (a check
                     // starting up without `alpha` passed without a transition, and the real
                     // server the pool started down stayed down).
-                    let start = tracker_start(b, &cfg, carried.health.get(&b.address).copied());
+                    let start = tracker_start(b, &cfg, carried_health.get(&b.address).copied());
                     // keepalived runs each checker on its own (its retry, delay_before_retry,
                     // delay_loop and timeout) and keeps the real server only while all
                     // succeed.
@@ -1784,7 +1822,11 @@ impl VsRuntime {
             .unwrap_or_default()
             .into_iter()
             .filter(|(_, st)| st.established || st.health == Health::Down)
-            .filter_map(|(id, st)| Some((backends.get(id)?.addr(), st.health)))
+            .filter_map(|(id, st)| {
+                let addr = backends.get(id)?.addr();
+                let checks = self.cfg.backends.iter().find(|b| b.address == addr)?;
+                Some((addr, (st.health, checks.checks.clone())))
+            })
             .collect();
         Carried {
             admin,
