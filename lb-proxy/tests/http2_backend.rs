@@ -1139,3 +1139,39 @@ async fn a_response_timeout_while_other_streams_are_answered_keeps_the_connectio
     );
     assert_eq!(p.stats().virtual_server.gateway_timeout, 1);
 }
+
+/// Requests that wait for one HTTP/2 connect which fails all get its failure, but the
+/// backend failed once: one connect failure counted, one failure told to passive health
+/// (each waiter used to count one, so that a handful of concurrent requests could eject a
+/// backend for a single failed connect). Here the backend takes the TCP connection and
+/// never answers the TLS handshake, so that the 5 requests wait together.
+#[tokio::test]
+async fn one_failed_http2_connect_counts_once_for_the_requests_that_waited() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts
+    let addr = silent.local_addr().unwrap();
+    let mut c = config();
+    c.timeouts.backend_connect = Duration::from_millis(500);
+    c.retries = 0;
+    let p = proxy(
+        c,
+        HttpPool::new("grpc", pool(&[addr]))
+            .with_tls(BackendTls::new(Verify::None, None).unwrap())
+            .with_http2(),
+    )
+    .await;
+    let a = p.local_addr();
+    let mut set = JoinSet::new();
+    for _ in 0..5 {
+        set.spawn(async move {
+            let mut client = Client::connect(a).await;
+            client.get("/", &[("host", "a.example")]).await.status
+        });
+    }
+    while let Some(status) = set.join_next().await {
+        assert!(status.unwrap().is_server_error());
+    }
+    let st = p.stats();
+    assert_eq!(st.backends[0].connect_failures, 1, "{:?}", st.backends[0]);
+    assert_eq!(st.backends[0].failures, 1, "{:?}", st.backends[0]);
+    drop(silent);
+}

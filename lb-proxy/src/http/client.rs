@@ -303,6 +303,25 @@ impl FailedConnect {
     }
 }
 
+/// A failed [`ConnPool::checkout`]: the error, and whether this request made the
+/// connection attempt that failed. Requests that waited for another request's HTTP/2
+/// connect get its failure without an attempt of their own: the backend failed once, and
+/// is counted (and told to passive health) once, by the request that tried.
+#[derive(Debug)]
+pub(crate) struct CheckoutError {
+    pub(crate) error: ForwardError,
+    pub(crate) attempted: bool,
+}
+
+impl CheckoutError {
+    fn attempted(error: ForwardError) -> Self {
+        Self {
+            error,
+            attempted: true,
+        }
+    }
+}
+
 /// A connection to send one request on.
 #[derive(Debug)]
 pub(crate) enum Sender {
@@ -483,7 +502,8 @@ impl ConnPool {
     ///
     /// # Errors
     /// [`ForwardError::Connect`], [`ForwardError::ConnectTimeout`], [`ForwardError::Tls`]
-    /// or [`ForwardError::Handshake`] when a new connection cannot be made.
+    /// or [`ForwardError::Handshake`] when a new connection cannot be made
+    /// ([`CheckoutError`]: by this request, or by another one it waited for).
     ///
     /// # Cancel safety
     /// Cancel safe: a connection being made is dropped; pooled ones are untouched.
@@ -493,7 +513,7 @@ impl ConnPool {
         stats: &Arc<BackendStats>,
         tls: Option<&BackendTls>,
         (reuse, http2): (bool, bool),
-    ) -> Result<Checkout, ForwardError> {
+    ) -> Result<Checkout, CheckoutError> {
         // The counters' address tells two backends of one address apart; a connection in
         // the list holds them, so the address is not reused while the list is in use. The
         // pool holds its TLS configuration as long as this proxy runs.
@@ -532,15 +552,16 @@ impl ConnPool {
                 }
             }
         }
-        let io = self.connect(addr, stats, tls, false).await?;
-        let (tx, conn) =
-            self.builder
-                .handshake(io)
-                .await
-                .map_err(|source| ForwardError::Handshake {
-                    backend: addr,
-                    source,
-                })?;
+        let io = self
+            .connect(addr, stats, tls, false)
+            .await
+            .map_err(CheckoutError::attempted)?;
+        let (tx, conn) = self.builder.handshake(io).await.map_err(|source| {
+            CheckoutError::attempted(ForwardError::Handshake {
+                backend: addr,
+                source,
+            })
+        })?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(backend = %addr, error = %e, "backend connection ended");
@@ -563,7 +584,7 @@ impl ConnPool {
         tls: Option<&BackendTls>,
         reuse: bool,
         list: Arc<IdleList>,
-    ) -> Result<Checkout, ForwardError> {
+    ) -> Result<Checkout, CheckoutError> {
         let slot = Arc::clone(
             self.shared
                 .lock()
@@ -585,7 +606,10 @@ impl ConnPool {
         }
         if let Some((at, failed)) = &slot.failed {
             if *at >= waiting_since {
-                return Err(failed.error(key.0));
+                return Err(CheckoutError {
+                    error: failed.error(key.0),
+                    attempted: false,
+                });
             }
         }
         // A new connection to a backend allows what its others do until its own SETTINGS
@@ -613,7 +637,7 @@ impl ConnPool {
             }
             Err(e) => {
                 slot.failed = Some((Instant::now(), FailedConnect::of(&e)));
-                Err(e)
+                Err(CheckoutError::attempted(e))
             }
         }
     }

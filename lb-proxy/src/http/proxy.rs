@@ -31,7 +31,7 @@ use super::body::{
     ActiveRequest, Activity, ClientBody, ClientTimer, Prefetched, Release, ResponseBody, SendWatch,
     StallGuard, StallReport, Timer, UploadError,
 };
-use super::client::{BackendBody, ConnPool};
+use super::client::{BackendBody, CheckoutError, ConnPool};
 use super::config::{HashKeySource, HttpProxyConfig};
 use super::error::{Error, ForwardError, Result};
 use super::forwarded::{is_upgrade_request, strip_hop_by_hop, ClientIdentity};
@@ -1961,12 +1961,19 @@ async fn forward(
             .await
         {
             Ok(c) => c,
-            Err(e) => {
-                inc(&counters.connect_failures);
-                if matches!(e, ForwardError::Tls { .. }) {
-                    warn_tls(shared, pool_idx, &e);
+            Err(CheckoutError {
+                error: e,
+                attempted,
+            }) => {
+                // One failed HTTP/2 connect fails every request that waited for it: counted
+                // once, by the request that made it.
+                if attempted {
+                    inc(&counters.connect_failures);
+                    if matches!(e, ForwardError::Tls { .. }) {
+                        warn_tls(shared, pool_idx, &e);
+                    }
+                    observe(http_pool, &backend, failure_outcome(&e));
                 }
-                observe(http_pool, &backend, failure_outcome(&e));
                 tried.push(backend.id());
                 // Nothing was sent: any request still in hand goes to another backend,
                 // whatever its method (HAProxy's default `retry-on conn-failure`, nginx's
