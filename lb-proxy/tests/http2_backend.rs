@@ -1175,3 +1175,24 @@ async fn one_failed_http2_connect_counts_once_for_the_requests_that_waited() {
     assert_eq!(st.backends[0].failures, 1, "{:?}", st.backends[0]);
     drop(silent);
 }
+
+/// A request a graceful GOAWAY left out that is not re-sent (a bodiless POST: hyper may
+/// report a stream it had just sent so) gets 502, but the backend only closed its
+/// connection, as HTTP/2 allows: no failure is counted against it.
+#[tokio::test]
+async fn a_bodiless_post_left_out_by_goaway_is_not_held_against_the_backend() {
+    let (addr, _, _) = scripted_h2(None, |_, _, sid| {
+        (Duration::ZERO, h2_goaway(sid.saturating_sub(2), 0))
+    })
+    .await;
+    let p = h2_proxy(config(), &[addr]).await;
+    let mut c = Client::connect(p.local_addr()).await;
+    let g = c.send("POST", "/", &[("host", "a.example")]).await;
+    assert_eq!(g.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        p.stats().backends[0].failures,
+        0,
+        "{:?}",
+        p.stats().backends[0]
+    );
+}

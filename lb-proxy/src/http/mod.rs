@@ -76,8 +76,8 @@
 //! refused it twice, and counts against the backend only when the request ends refused. It
 //! goes out again whatever its method, but left out by GOAWAY only with a body or when
 //! idempotent: hyper may report a bodiless stream it had just sent as left out (a backend
-//! acting on a request before its body arrived could, within that race, see one twice).
-//! For that, a body of known length up to 64 KiB is read whole before the request goes out
+//! acting on a request before its body arrived could, within that race, see one twice);
+//! such a request gets 502 but is not held against the backend. For that, a body of known length up to 64 KiB is read whole before the request goes out
 //! (HAProxy's `option http-buffer-request`; `client` bounds each gap), and one of unknown
 //! length is held when the client has already sent it whole (a gRPC call's message). A
 //! request hyper dropped unsent while it waited for a stream goes out again too. A client's

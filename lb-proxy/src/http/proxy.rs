@@ -2122,8 +2122,11 @@ async fn forward(
                 let race = checkout.reused && can_retry && connection_failed;
                 // A stream the backend refused unprocessed (RFC 9113 §8.7) is no failure
                 // of it while the request can go out again: it is going away or at its
-                // limit. A request that ends refused is one.
-                let excused = race || (refusal.is_some() && can_retry);
+                // limit. A request that ends refused is one, unless a graceful GOAWAY left
+                // out one that is not re-sent for its own sake (a bodiless non-idempotent
+                // request, a streamed upload): the backend closed its connection as it may.
+                let not_replayed = refusal == Some(Refusal::GoingAway) && !replayable;
+                let excused = race || (refusal.is_some() && can_retry) || not_replayed;
                 if !not_sent && !excused {
                     observe(http_pool, &backend, failure_outcome(&err));
                 }
