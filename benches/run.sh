@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# sudo bash benches/run.sh            # the full suite (about 12 minutes on 2 cores)
+# sudo bash benches/run.sh            # the full suite (about 20 minutes on 2 cores, of which
+#                                     # about 8 for the profile-guided build, benches/pgo.sh)
 # sudo SMALL=1 bash benches/run.sh    # smallest configuration, proves the scripts work
 #                                     # (also: bash benches/run.sh --smoke)
 #
@@ -13,7 +14,11 @@
 #               polling, ours against HAProxy `busy-polling`, each alone on CPU 1
 #   L4 extra    this script: CPU seconds per GiB forwarded (utime+stime of the proxy process
 #               around one bulk transfer), RSS per idle connection at IDLE connections
-#   HTTP        lb-proxy/benches/http_vs_haproxy.sh: ours against HAProxy mode http
+#   HTTP        lb-proxy/benches/http_vs_haproxy.sh: ours against HAProxy mode http (and
+#               our plain release build beside the profile-guided one)
+#
+# lb's proxies are measured as built for release by benches/pgo.sh (profile-guided);
+# PGO=0 measures the plain `cargo build --release` instead.
 #   failover    cargo bench -p lb-vrrp --bench failover: kill -9 and clean stop, ours against
 #               keepalived, v2 advert_int 1, v3 0.1 and 0.01
 #   health      benches/src/bin/health_compare.rs: backend death to Down, ours against
@@ -37,13 +42,15 @@
 # namespaces themselves.
 #
 # Environment: SMALL=1 (or --smoke), ONLY=piece,piece (schedulers, l4, l4-cpu-rss, http,
-# failover, health, bfd), ROUNDS, TRIALS (failover), CARGO_TARGET_DIR
+# failover, health, bfd), ROUNDS, TRIALS (failover), PGO=0 (measure the plain release build
+# of lb instead of the profile-guided one), CARGO_TARGET_DIR
 # (default /work/target-bench if that exists, else target/), NO_APT=1 (skip installing),
 # BASE_PORT (default 26080: the L4 script uses BASE_PORT..+72 and
-# +102..+(101 + 2 ROUNDS) for its busy-polling rounds, the HTTP script +200..+211, the
-# CPU/RSS section +400..+441). Keep them below the ephemeral range (ip_local_port_range,
-# 32768+ by default): a client's TIME_WAIT on a listener's port makes that bind fail. Away
-# from the pieces' own defaults, so that someone running one by hand does not collide.
+# +102..+(101 + 2 ROUNDS) for its busy-polling rounds, the HTTP script +200..+213, the
+# CPU/RSS section +400..+441, the PGO training +461..+476). Keep them below the ephemeral
+# range (ip_local_port_range, 32768+ by default): a client's TIME_WAIT on a listener's port
+# makes that bind fail. Away from the pieces' own defaults, so that someone running one by
+# hand does not collide.
 set -euo pipefail
 
 SMALL=${SMALL:-0}
@@ -109,7 +116,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Our ports must be free (someone else's run of a piece would otherwise answer for ours).
-busy=$(ss -Hltn 2>/dev/null | awk -v lo="$BASE_PORT" -v hi=$((BASE_PORT + 441)) \
+busy=$(ss -Hltn 2>/dev/null | awk -v lo="$BASE_PORT" -v hi=$((BASE_PORT + 476)) \
     '{ n = split($4, a, ":"); p = a[n] + 0; if (p >= lo && p <= hi) print p }' | sort -u | tr '\n' ' ')
 [ -z "$busy" ] || { echo "ports in use: $busy(set BASE_PORT to a free range)" >&2; exit 1; }
 
@@ -131,7 +138,24 @@ cargo build -q --release -j2 -p lb-proxy --example l4_tool --example http_proxy
 cargo build -q --release -j2 -p lb-benches --bin health_compare --bin bfd_compare
 cargo bench -q -j2 -p lb-core --no-run 2>/dev/null
 cargo bench -q -j2 -p lb-vrrp --bench failover --no-run 2>/dev/null
-TOOL=$TARGET/release/examples/l4_tool
+# lb's proxies are measured as released: a profile-guided build (benches/pgo.sh: trained on
+# loopback HTTP and L4 loads, then rebuilt with the profile). PGO=0 measures the plain
+# release build instead. The HTTP section measures the plain build too, beside the PGO one,
+# so that the table shows what PGO is worth.
+REL=$TARGET/release
+LB_BUILD="plain release build (PGO=0)"
+if [ "${PGO:-1}" = 1 ]; then
+    log "profile-guided build of the proxies (benches/pgo.sh)"
+    if REL=$(BASE_PORT=$((BASE_PORT + 460)) EXAMPLES_ONLY=1 bash "$ROOT/benches/pgo.sh" 2>"$OUT/pgo.log" | tail -1) && [ -x "$REL/examples/l4_tool" ]; then
+        LB_BUILD="profile-guided (benches/pgo.sh), the plain release build beside it in the HTTP rows"
+    else
+        log "PGO build failed (see $OUT/pgo.log): measuring the plain release build"
+        REL=$TARGET/release
+        LB_BUILD="plain release build (the PGO build failed, see pgo.log)"
+    fi
+fi
+echo "lb build measured: $LB_BUILD" >>"$OUT/machine.txt"
+TOOL=$REL/examples/l4_tool
 T_BUILT=$(date +%s)
 
 # Runs a piece, keeping its output in $OUT/NAME.log and its RESULT lines in results.tsv.
@@ -176,7 +200,7 @@ exit \$rc
 EOF
 chmod +x "$WORK/shim/wrk"
 l4_inner() {
-    PATH=$WORK/shim:$PATH ROUNDS=$ROUNDS DURATION=$L4_DURATION BULK_BYTES=$L4_BULK IDLE=200 BASE_PORT=$BASE_PORT \
+    PATH=$WORK/shim:$PATH ROUNDS=$ROUNDS DURATION=$L4_DURATION BULK_BYTES=$L4_BULK IDLE=200 BASE_PORT=$BASE_PORT L4_TOOL=$TOOL \
         bash "$ROOT/lb-proxy/benches/l4_compare.sh" 2>&1
 }
 l4() {
@@ -294,7 +318,10 @@ piece l4-cpu-rss l4x
 for p in "${PROXY_PID[@]}" "${BACKEND_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 
 # --- 7. HTTP mode ------------------------------------------------------------------------
+PLAIN_HTTP=
+[ "$REL" != "$TARGET/release" ] && PLAIN_HTTP=$TARGET/release/examples/http_proxy
 piece http env ROUNDS="$ROUNDS" BASE_PORT=$((BASE_PORT + 200)) DURATION="$HTTP_DURATION" WARMUP="$WARMUP" \
+    LB_BIN="$REL/examples/http_proxy" LB_BIN_PLAIN="$PLAIN_HTTP" \
     bash "$ROOT/lb-proxy/benches/http_vs_haproxy.sh"
 
 # --- 8. failover -------------------------------------------------------------------------

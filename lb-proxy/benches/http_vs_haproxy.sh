@@ -18,7 +18,7 @@
 #
 # Environment: DURATION (seconds per run, default 10), WARMUP (seconds of unmeasured wrk
 # before each run, default 2), ROUNDS (default 3), CONNS (wrk connections, default 50),
-# BASE_PORT (default 18080), CARGO_TARGET_DIR (where the example is built), ACCESS_LOG=1
+# BASE_PORT (default 18080; uses +1, +2 and +10..+13), CARGO_TARGET_DIR (where the example is built), ACCESS_LOG=1
 # (both proxies log every request: lb to a file in its work directory, HAProxy `option
 # httplog` to `log stdout` redirected to a file there), HTTP2=1 (instead of the two wrk
 # modes, HTTP/2 with prior knowledge from h2load (Debian's nghttp2-client): H2_CONNS
@@ -27,7 +27,10 @@
 # h2load reports no percentiles: the latency columns are its mean and max per request),
 # BACKEND_H2=1 (both proxies speak HTTP/2 to the backends: nginx `listen … http2` with
 # prior knowledge, HAProxy `server … proto h2`, lb `LB_BACKEND_HTTP2=1`, lb-node's
-# `backend_http2`; the clients as without it).
+# `backend_http2`; the clients as without it), LB_BIN (the lb binary to measure, instead of
+# building the example: benches/run.sh passes its profile-guided build, benches/pgo.sh),
+# LB_BIN_PLAIN (a second lb binary measured in the same alternation as "lb-plain", side
+# "ours without PGO": the ordinary release build beside the PGO one).
 #
 # Besides the human-readable lines, every measured run prints
 # `RESULT<TAB>figure<TAB>side<TAB>value<TAB>unit` lines (side: ours or haproxy) that
@@ -70,9 +73,14 @@ for tool in $TOOLS; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install $pkg)" >&2; exit 1; }
 done
 
-echo "building the lb example (release)..." >&2
-(cd "$ROOT" && cargo build -q --release -j2 -p lb-proxy --example http_proxy)
-LB_BIN=$TARGET/release/examples/http_proxy
+if [ -z "${LB_BIN:-}" ]; then
+    echo "building the lb example (release)..." >&2
+    (cd "$ROOT" && cargo build -q --release -j2 -p lb-proxy --example http_proxy)
+    LB_BIN=$TARGET/release/examples/http_proxy
+fi
+PLAIN=${LB_BIN_PLAIN:-}
+PROXIES="haproxy lb"
+[ -n "$PLAIN" ] && PROXIES="haproxy lb lb-plain"
 
 # 1 KiB body.
 chmod 755 "$WORK"
@@ -138,6 +146,14 @@ LB_LOG_ENV=()
 env "${LB_LOG_ENV[@]}" taskset -c 1 "$LB_BIN" "127.0.0.1:$LB" "127.0.0.1:$B1" "127.0.0.1:$B2" 2>"$WORK/lb.err" &
 PIDS+=($!)
 LB_PID=$!
+LBP=$((BASE + 13)) LBP_PID=
+if [ -n "$PLAIN" ]; then
+    PLAIN_ENV=("${LB_LOG_ENV[@]}")
+    [ "${ACCESS_LOG:-0}" = 1 ] && PLAIN_ENV[0]=LB_ACCESS_LOG="$WORK/lb-plain.access.log"
+    env "${PLAIN_ENV[@]}" taskset -c 1 "$PLAIN" "127.0.0.1:$LBP" "127.0.0.1:$B1" "127.0.0.1:$B2" 2>"$WORK/lb-plain.err" &
+    PIDS+=($!)
+    LBP_PID=$!
+fi
 
 wait_port() {
     for _ in $(seq 1 100); do
@@ -147,8 +163,10 @@ wait_port() {
     echo "port $1 never opened" >&2
     exit 1
 }
-for p in $B1 $B2 $HAP $LB; do wait_port "$p"; done
-for p in $HAP $LB; do
+LB_PORTS="$LB"
+[ -n "$PLAIN" ] && LB_PORTS="$LB $LBP"
+for p in $B1 $B2 $HAP $LB_PORTS; do wait_port "$p"; done
+for p in $HAP $LB_PORTS; do
     curl -fsS "http://127.0.0.1:$p/1k" | cmp -s - "$WORK/www/1k" || { echo "proxy on $p does not serve the file" >&2; exit 1; }
 done
 
@@ -208,14 +226,16 @@ printf '%-8s %-10s %12s %10s %10s %8s\n' proxy client req/s p99 p50 "CPU µs/req
 results=()
 for mode in $MODES; do
     for _ in $(seq 1 "$ROUNDS"); do
-        for proxy in haproxy lb; do
+        for proxy in $PROXIES; do
             port=$HAP pid=$HAP_PID
             [ "$proxy" = lb ] && port=$LB pid=$LB_PID
+            [ "$proxy" = lb-plain ] && port=$LBP pid=$LBP_PID
             line=$(run "$proxy" "$port" "$mode" "$pid")
             echo "$line"
             results+=("$line")
             side=haproxy
             [ "$proxy" = lb ] && side=ours
+            [ "$proxy" = lb-plain ] && side="ours without PGO"
             read -r _ _ rps p99 p50 cpu _ <<<"$line"
             label=$mode
             [ "$BH2" = 1 ] && label="$mode to HTTP/2 backends"
@@ -254,4 +274,9 @@ for mode in $MODES; do
     awk -v m="$mode" -v hr="$hr" -v lr="$lr" -v hp="$hp" -v lp="$lp" -v hc="$hc" -v lc="$lc" 'BEGIN {
         printf "%-10s haproxy %9.0f req/s p99 %7.2f ms %5.1f us/req | lb %9.0f req/s p99 %7.2f ms %5.1f us/req | lb/haproxy req/s %.2f, p99 %.2f, CPU %.2f\n",
             m, hr, hp, hc, lr, lp, lc, lr / hr, lp / hp, lc / hc }'
+    [ -n "$PLAIN" ] || continue
+    pr=$(median lb-plain "$mode" 3) pp=$(median lb-plain "$mode" 4) pc=$(median lb-plain "$mode" 5)
+    awk -v m="$mode" -v hr="$hr" -v pr="$pr" -v hp="$hp" -v pp="$pp" -v hc="$hc" -v pc="$pc" 'BEGIN {
+        printf "%-10s lb without PGO %9.0f req/s p99 %7.2f ms %5.1f us/req | lb-plain/haproxy req/s %.2f, p99 %.2f, CPU %.2f\n",
+            m, pr, pp, pc, pr / hr, pp / hp, pc / hc }'
 done

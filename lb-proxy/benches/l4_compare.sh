@@ -24,7 +24,9 @@
 # 9950: each costs the proxy two descriptors and the hard limit is 20 000 per process, so
 # no single-process proxy can hold 10 000; section 3 starts one lb and one HAProxy
 # (maxconn IDLE + 10, maxpipes 8) of its own with only the idle frontend),
-# BUSY_PIPE (pipe bytes in 1b, default 1 MiB), BASE_PORT (default 23080), CARGO_TARGET_DIR.
+# BUSY_PIPE (pipe bytes in 1b, default 1 MiB), BASE_PORT (default 23080), CARGO_TARGET_DIR,
+# L4_TOOL (the l4_tool binary to use instead of building it: benches/run.sh passes its
+# profile-guided build, benches/pgo.sh; the same binary is also the source and clients).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -50,9 +52,12 @@ for tool in haproxy wrk nginx taskset; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 
-echo "building l4_tool (release)..." >&2
-(cd "$ROOT" && cargo build -q --release -j2 -p lb-proxy --example l4_tool)
-TOOL=$TARGET/release/examples/l4_tool
+TOOL=${L4_TOOL:-}
+if [ -z "$TOOL" ]; then
+    echo "building l4_tool (release)..." >&2
+    (cd "$ROOT" && cargo build -q --release -j2 -p lb-proxy --example l4_tool)
+    TOOL=$TARGET/release/examples/l4_tool
+fi
 
 # Ports: backends, then per target kind (bulk, http, idle) one frontend per proxy.
 SRC=$((BASE + 1)) WEB=$((BASE + 2)) HOLD=$((BASE + 3))
