@@ -83,24 +83,8 @@ log "instrumented build (pgo/gen)"
 GEN=$PGO/gen/$host/release
 
 # --- 3. training ------------------------------------------------------------------------
-mkdir -p "$WORK/www"
-chmod 755 "$WORK"
-head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/www/1k"
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
-    fastcgi_temp_path $WORK/fcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
-    server { listen 127.0.0.1:$B1; root $WORK/www; }
-    server { listen 127.0.0.1:$B2; root $WORK/www; }
-}
-EOF
+. "$ROOT/benches/nginx_1k.sh"
+nginx_1k_conf "$WORK" "127.0.0.1:$B1" "127.0.0.1:$B2"
 taskset -c 0 nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 
@@ -211,6 +195,7 @@ fi
 # --- 4. merge ---------------------------------------------------------------------------
 # Named by its content: cargo tracks RUSTFLAGS, not the file they name, so a new profile under
 # the old name would leave the previous optimised build in place.
+rm -f "$PGO"/lb-*.profdata # earlier runs' profiles
 "$profdata" merge -o "$PGO/merged.profdata" "$PGO"/raw/*.profraw
 PROF=$PGO/lb-$(sha256sum "$PGO/merged.profdata" | cut -c1-16).profdata
 mv "$PGO/merged.profdata" "$PROF"

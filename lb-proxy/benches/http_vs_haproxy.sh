@@ -82,25 +82,8 @@ PLAIN=${LB_BIN_PLAIN:-}
 PROXIES="haproxy lb"
 [ -n "$PLAIN" ] && PROXIES="haproxy lb lb-plain"
 
-# 1 KiB body.
-chmod 755 "$WORK"
-mkdir -p "$WORK/www"
-head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/www/1k"
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
-    fastcgi_temp_path $WORK/fcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
-    server { listen 127.0.0.1:$B1$NGINX_LISTEN; root $WORK/www; }
-    server { listen 127.0.0.1:$B2$NGINX_LISTEN; root $WORK/www; }
-}
-EOF
+. "$ROOT/benches/nginx_1k.sh"
+nginx_1k_conf "$WORK" "127.0.0.1:$B1$NGINX_LISTEN" "127.0.0.1:$B2$NGINX_LISTEN"
 taskset -c 0 nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 

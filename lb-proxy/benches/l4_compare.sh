@@ -80,22 +80,8 @@ wait_port() {
 }
 
 # --- backends on CPU 0 ---
-chmod 755 "$WORK"
-mkdir -p "$WORK/www"
-head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/www/1k"
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
-    fastcgi_temp_path $WORK/fcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
-    server { listen 127.0.0.1:$WEB backlog=4096; root $WORK/www; }
-}
-EOF
+. "$ROOT/benches/nginx_1k.sh"
+nginx_1k_conf "$WORK" "127.0.0.1:$WEB backlog=4096"
 taskset -c 0 nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 taskset -c 0 "$TOOL" source "127.0.0.1:$SRC" >/dev/null &
