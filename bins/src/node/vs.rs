@@ -48,9 +48,9 @@ use crate::config::model::{
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     admin: HashMap<SocketAddr, AdminState>,
-    /// Each checked real server's verdict, and the checks that reached it: taken over only
-    /// by a real server whose checks probe alike ([`probes_alike`]).
-    health: HashMap<SocketAddr, (Health, Vec<HealthCheck>)>,
+    /// Each checked real server's verdict, and what the checks that reached it probed:
+    /// taken over only by a real server whose checks probe alike ([`probes_alike`]).
+    health: HashMap<SocketAddr, (Health, Probes)>,
     /// Whether the replaced version's pool had quorum (its hysteresis goes on from there).
     quorum: Option<bool>,
     /// The quorum state whose `quorum_up`/`quorum_down` the replaced version announced
@@ -1168,26 +1168,28 @@ fn http_probe(
     b.build().map_err(|e| e.to_string())
 }
 
+/// A real server's checks with the PROXY header each sends ([`HealthCheck::proxy_header`]:
+/// the virtual server's `send_proxy` decides it where `check_send_proxy` is unset), what
+/// [`probes_alike`] compares.
+type Probes = Vec<(HealthCheck, Option<crate::config::model::ProxyVersion>)>;
+
+fn probes(b: &BackendConfig, vs: &VirtualServer) -> Probes {
+    b.checks
+        .iter()
+        .map(|c| (c.clone(), c.proxy_header(vs)))
+        .collect()
+}
+
 /// Whether checks `a` and `b` probe the same thing the same way — kind and its options,
-/// address, port, source, PROXY header — so that a verdict reached by `a` holds for `b`
-/// (keepalived's `migrate_checkers` compares its checkers so). Their timing (intervals,
-/// retries, rise and fall) may differ: that changes when a verdict moves, not what it is.
-fn probes_alike(a: &[HealthCheck], b: &[HealthCheck]) -> bool {
+/// address, port, source, the PROXY header sent — so that a verdict reached by `a` holds
+/// for `b` (keepalived's `migrate_checkers` compares its checkers so). Their timing
+/// (intervals, retries, rise and fall) may differ: that changes when a verdict moves, not
+/// what it is.
+fn probes_alike(a: &Probes, b: &Probes) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            (
-                &x.kind,
-                x.connect_port,
-                x.connect_ip,
-                x.bindto,
-                x.check_send_proxy,
-            ) == (
-                &y.kind,
-                y.connect_port,
-                y.connect_ip,
-                y.bindto,
-                y.check_send_proxy,
-            )
+        && a.iter().zip(b).all(|((x, xh), (y, yh))| {
+            (&x.kind, x.connect_port, x.connect_ip, x.bindto, xh)
+                == (&y.kind, y.connect_port, y.connect_ip, y.bindto, yh)
         })
 }
 
@@ -1274,7 +1276,7 @@ impl VsRuntime {
             .filter(|(addr, (_, old))| {
                 cfg.backends
                     .iter()
-                    .any(|b| b.address == **addr && probes_alike(&b.checks, old))
+                    .any(|b| b.address == **addr && probes_alike(&probes(b, &cfg), old))
             })
             .map(|(&addr, &(h, _))| (addr, h))
             .collect();
@@ -1824,8 +1826,8 @@ impl VsRuntime {
             .filter(|(_, st)| st.established || st.health == Health::Down)
             .filter_map(|(id, st)| {
                 let addr = backends.get(id)?.addr();
-                let checks = self.cfg.backends.iter().find(|b| b.address == addr)?;
-                Some((addr, (st.health, checks.checks.clone())))
+                let b = self.cfg.backends.iter().find(|b| b.address == addr)?;
+                Some((addr, (st.health, probes(b, &self.cfg))))
             })
             .collect();
         Carried {
@@ -2123,6 +2125,38 @@ impl VsRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real server's checks probe alike across a reload only while the PROXY header they
+    /// send is the same, including one the virtual server's `send_proxy` decides for checks
+    /// that leave `check_send_proxy` unset; their timing may change.
+    #[test]
+    fn checks_probe_alike_only_with_the_same_proxy_header() {
+        let vs = |tcp: &str, check: &str| {
+            let text = format!(
+                "[[virtual_server]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\n{tcp}\n\
+                 [[virtual_server.backend]]\naddress = \"127.0.0.1:8081\"\n\
+                 [[virtual_server.backend.check]]\ntype = \"tcp\"\n{check}\n"
+            );
+            let (config, _) =
+                crate::config::toml::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
+            let vs = config.virtual_servers[0].clone();
+            probes(&vs.backends[0], &vs)
+        };
+        let v2 = "[virtual_server.tcp]\nsend_proxy = \"v2\"";
+        assert!(probes_alike(&vs("", ""), &vs("", "retry = 5")));
+        assert!(probes_alike(&vs(v2, ""), &vs(v2, "delay_loop = \"3s\"")));
+        // The virtual server starts sending a header, and so do its checks.
+        assert!(!probes_alike(&vs("", ""), &vs(v2, "")));
+        // Unless the check says not to: nothing changes for it.
+        let none = "check_send_proxy = false";
+        assert!(probes_alike(&vs("", none), &vs(v2, none)));
+        // v1 written in the check, v2 from the virtual server: another header.
+        let v1 = "[virtual_server.tcp]\nsend_proxy = \"v1\"";
+        assert!(!probes_alike(
+            &vs(v1, "check_send_proxy = true"),
+            &vs(v2, "check_send_proxy = true")
+        ));
+    }
 
     /// A virtual server whose address is taken fails to start and leaves nothing behind:
     /// its liveness is not written (a `track_service` on it keeps seeing "not live"), then
