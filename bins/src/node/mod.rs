@@ -1463,11 +1463,15 @@ impl Node {
                 .collect(),
         };
         let mut keep = Vec::new();
+        // The new groups that the speakers in `keep` continue or stand in for (one kept
+        // with its previous configuration holds the group that failed to take it over).
+        let mut claimed: HashSet<usize> = HashSet::new();
         // Speakers no new group continues: regrouped (below) or removed.
         let mut orphans = Vec::new();
         let live = self.live_map();
         for mut s in std::mem::take(&mut self.speakers) {
-            let members = vrrp::successor(&s.group, &s.instances, &new_groups);
+            let successor = vrrp::successor(&s.group, &s.instances, &new_groups);
+            let (index, members) = (successor.map(|(i, _)| i), successor.map(|(_, m)| m));
             let unchanged = !s.tracks_any(&changed_tracks)
                 && s.sync_group.as_ref() == sync_group_of(&new, &s.group)
                 && s.globals == vrrp::instance_globals(&new);
@@ -1477,6 +1481,7 @@ impl Node {
                         s.write_states().await;
                     }
                     keep.push(s);
+                    claimed.extend(index);
                 }
                 // Only base priorities changed: applied in place, no restart.
                 Some(m) if unchanged && s.only_priorities_differ(m) => {
@@ -1485,6 +1490,7 @@ impl Node {
                         s.write_states().await;
                     }
                     keep.push(s);
+                    claimed.extend(index);
                 }
                 // Other settings changed: a new speaker takes over as keepalived's reload
                 // does, Masters staying Master, instead of a priority-0 advert that moves
@@ -1505,6 +1511,7 @@ impl Node {
                             s.write_states().await;
                         }
                         keep.push(s);
+                        claimed.extend(index);
                         continue;
                     }
                     // Renamed instances (same interface and VRID): what the hand-over
@@ -1550,6 +1557,7 @@ impl Node {
                     match started {
                         Ok(n) => {
                             keep.push(n);
+                            claimed.extend(index);
                             vrrp::remove_dropped_vips(&old, m, &masters).await;
                         }
                         Err(e) => {
@@ -1573,14 +1581,15 @@ impl Node {
                 _ => orphans.push(s),
             }
         }
-        // The groups no running speaker continues, started below.
+        // The groups no running speaker continues, started below. By index, as claimed:
+        // a speaker kept with its previous configuration (its successor's precheck failed)
+        // still has its old names, one of which a new group on another virtual router may
+        // reuse; that group starts.
         let unstarted: Vec<(Option<String>, Vec<config::model::VrrpInstance>)> = new_groups
             .into_iter()
-            .filter(|(g, m)| {
-                !keep
-                    .iter()
-                    .any(|s| vrrp::same_group(&s.group, &s.instances, g, m))
-            })
+            .enumerate()
+            .filter(|(i, _)| !claimed.contains(i))
+            .map(|(_, g)| g)
             .collect();
         // Regrouped instances: keepalived keeps an instance's state whatever sync group it
         // is in (`vrrp_exist` matches by interface, VRID and family). A speaker no new

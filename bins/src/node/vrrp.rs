@@ -840,15 +840,16 @@ pub(crate) fn same_group(
 /// the same name ([`same_group`]). A name reused by another virtual router in the same
 /// reload (`VI_1` renamed `VI_WEB`, a new `VI_1` on another VRID) would otherwise take the
 /// speaker, which then stops with priority 0 while `VI_WEB` starts afresh: keepalived's
-/// `vrrp_exist` matches by interface, VRID and family alone.
+/// `vrrp_exist` matches by interface, VRID and family alone. Returns the group's index in
+/// `new_groups` with its members.
 pub(crate) fn successor<'a>(
     group: &Option<String>,
     instances: &[VrrpInstance],
     new_groups: &'a [(Option<String>, Vec<VrrpInstance>)],
-) -> Option<&'a Vec<VrrpInstance>> {
+) -> Option<(usize, &'a Vec<VrrpInstance>)> {
     let continued = new_groups
         .iter()
-        .find(|(g, m)| match (group, g, instances, &m[..]) {
+        .position(|(g, m)| match (group, g, instances, &m[..]) {
             (None, None, [a], [b]) => can_continue(a, b),
             _ => false,
         });
@@ -856,9 +857,9 @@ pub(crate) fn successor<'a>(
         .or_else(|| {
             new_groups
                 .iter()
-                .find(|(g, m)| same_group(group, instances, g, m))
+                .position(|(g, m)| same_group(group, instances, g, m))
         })
-        .map(|(_, m)| m)
+        .map(|i| (i, &new_groups[i].1))
 }
 
 /// The node's one spacing of gratuitous ARPs / NAs, shared by its speakers.
