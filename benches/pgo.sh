@@ -97,9 +97,17 @@ wait_port() {
     echo "port $1 never opened" >&2
     return 1
 }
+# forget PID: a process stopped and reaped is no longer cleanup's to kill (its PID may be
+# reused by then).
+forget() {
+    local p keep=()
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
 # stop PID SIGNAL: the trained process exits on its own and writes its profile (within 10 s,
 # else it is killed and the training fails).
 stop() {
+    forget "$1"
     kill "-$2" "$1"
     local _
     for _ in $(seq 1 100); do
@@ -116,7 +124,7 @@ stop() {
 }
 # load PORT: wrk with keep-alive, then with a new connection per request.
 load() {
-    local out
+    local out hdr
     for hdr in "" "Connection: close"; do
         out=$(taskset -c 0 wrk -t1 -c50 -d"${SECS}s" ${hdr:+-H "$hdr"} "http://127.0.0.1:$1/1k")
         log "  :$1 ${hdr:-keep-alive}: $(awk '/^Requests\/sec/ {print $2}' <<<"$out") req/s"
@@ -134,7 +142,7 @@ pid=$!
 PIDS+=($pid)
 wait_port "$HTTP_EX"
 load "$HTTP_EX"
-stop "$pid" TERM
+stop "$pid" TERM || { cat "$WORK/http_proxy.err" >&2; exit 1; }
 
 log "training l4_tool (splice-auto, copy; wrk and a bulk transfer)"
 taskset -c 0 "$GEN/examples/l4_tool" source "127.0.0.1:$SRC" >/dev/null &
@@ -152,11 +160,13 @@ wait_port "$L4_SPLICE"
 wait_port "$L4_COPY"
 load "$L4_SPLICE"
 load "$L4_COPY"
-log "  bulk: $(taskset -c 0 "$GEN/examples/l4_tool" bulk "127.0.0.1:$L4_BULK" $((1 << 30))) Gbit/s"
+gbit=$(timeout 120 taskset -c 0 "$GEN/examples/l4_tool" bulk "127.0.0.1:$L4_BULK" $((1 << 30)))
+log "  bulk: $gbit Gbit/s"
 stop "$pid" INT
 stop "$pid2" INT
 kill "$src" # the bulk source: not a trained path, and it has no clean exit
 wait "$src" 2>/dev/null || true
+forget "$src"
 
 if [ "${EXAMPLES_ONLY:-0}" != 1 ]; then
     log "training lb-node (an HTTP and a TCP virtual server)"
@@ -181,7 +191,9 @@ address = "127.0.0.1:$B1"
 [[virtual_server.backend]]
 address = "127.0.0.1:$B2"
 EOF
-    taskset -c 1 "$GEN/lb-node" "$WORK/node.toml" 2>"$WORK/node.err" &
+    # Its own pid and dump files: not the default /run/lb-node.pid of a node on this host.
+    taskset -c 1 "$GEN/lb-node" -p "$WORK/lb-node.pid" --data-file "$WORK/data" --stats-file "$WORK/stats" \
+        "$WORK/node.toml" 2>"$WORK/node.err" &
     pid=$!
     PIDS+=($pid)
     wait_port "$NODE_HTTP"

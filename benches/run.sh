@@ -16,15 +16,15 @@
 #               around one bulk transfer), RSS per idle connection at IDLE connections
 #   HTTP        lb-proxy/benches/http_vs_haproxy.sh: ours against HAProxy mode http (and
 #               our plain release build beside the profile-guided one)
-#
-# lb's proxies are measured as built for release by benches/pgo.sh (profile-guided);
-# PGO=0 measures the plain `cargo build --release` instead.
 #   failover    cargo bench -p lb-vrrp --bench failover: kill -9 and clean stop, ours against
 #               keepalived, v2 advert_int 1, v3 0.1 and 0.01
 #   health      benches/src/bin/health_compare.rs: backend death to Down, ours against
 #               HAProxy check (keepalived's TCP_CHECK needs IPVS: not measurable here)
 #   bfd         benches/src/bin/bfd_compare.rs: BFD peer death to session Down, ours against
 #               keepalived's BFD daemon, each watching the other (50 ms x 3), in namespaces
+#
+# lb's proxies are measured as built for release by benches/pgo.sh (profile-guided);
+# PGO=0 measures the plain `cargo build --release` instead.
 #
 # Every piece prints `RESULT<TAB>figure<TAB>side<TAB>value<TAB>unit` lines (one per round or
 # trial); this script collects them into results.tsv and benches/report.py turns them into
@@ -144,7 +144,12 @@ cargo bench -q -j2 -p lb-vrrp --bench failover --no-run 2>/dev/null
 # so that the table shows what PGO is worth.
 REL=$TARGET/release
 LB_BUILD="plain release build (PGO=0)"
-if [ "${PGO:-1}" = 1 ]; then
+# Built only when a piece that measures lb's proxies runs.
+NEED_PROXIES=1
+if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *,l4,* && ",$ONLY," != *,l4-cpu-rss,* && ",$ONLY," != *,http,* ]]; then
+    NEED_PROXIES=0
+fi
+if [ "${PGO:-1}" = 1 ] && [ "$NEED_PROXIES" = 1 ]; then
     log "profile-guided build of the proxies (benches/pgo.sh)"
     if REL=$(BASE_PORT=$((BASE_PORT + 460)) EXAMPLES_ONLY=1 bash "$ROOT/benches/pgo.sh" 2>"$OUT/pgo.log" | tail -1) && [ -x "$REL/examples/l4_tool" ]; then
         LB_BUILD="profile-guided (benches/pgo.sh), the plain release build beside it in the HTTP rows"

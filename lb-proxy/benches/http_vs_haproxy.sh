@@ -14,7 +14,9 @@
 # stopped by PID on exit.
 #
 # The two proxies are measured alternately, ROUNDS times each per client mode, and the median
-# round is reported, so that load from other processes on the machine hits both alike.
+# round is reported, so that load from other processes on the machine hits both alike. Every
+# other round runs them in reverse order (ABBA), so that a drift in the machine's speed over
+# the run does not favour the one that always goes second.
 #
 # Environment: DURATION (seconds per run, default 10), WARMUP (seconds of unmeasured wrk
 # before each run, default 2), ROUNDS (default 3), CONNS (wrk connections, default 50),
@@ -33,7 +35,8 @@
 # "ours without PGO": the ordinary release build beside the PGO one).
 #
 # Besides the human-readable lines, every measured run prints
-# `RESULT<TAB>figure<TAB>side<TAB>value<TAB>unit` lines (side: ours or haproxy) that
+# `RESULT<TAB>figure<TAB>side<TAB>value<TAB>unit` lines (side: ours, haproxy, or "ours without
+# PGO" for LB_BIN_PLAIN, named so because benches/run.sh gives it the plain build) that
 # benches/run.sh aggregates.
 set -euo pipefail
 
@@ -208,8 +211,12 @@ echo "$client -d${DURATION}s, 1 KiB responses, $backends; wrk+nginx on CPU 0, pr
 printf '%-8s %-10s %12s %10s %10s %8s\n' proxy client req/s p99 p50 "CPU µs/req"
 results=()
 for mode in $MODES; do
-    for _ in $(seq 1 "$ROUNDS"); do
-        for proxy in $PROXIES; do
+    for round in $(seq 1 "$ROUNDS"); do
+        order=$PROXIES
+        # Every other round in reverse order, so that a machine speeding up or slowing down
+        # over the run favours neither side.
+        [ $((round % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$PROXIES" | tac | tr '\n' ' ')
+        for proxy in $order; do
             port=$HAP pid=$HAP_PID
             [ "$proxy" = lb ] && port=$LB pid=$LB_PID
             [ "$proxy" = lb-plain ] && port=$LBP pid=$LBP_PID
