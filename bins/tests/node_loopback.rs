@@ -3316,6 +3316,51 @@ fn reload_changing_a_check_starts_its_verdict_afresh() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The same when what changes is the PROXY header the checks send: a reload that gives the
+/// virtual server `send_proxy` (and so its checks, which leave `check_send_proxy` unset;
+/// they send `PROXY UNKNOWN`, as HAProxy's checks do) starts the verdict afresh. An echoing
+/// backend shows the header to an HTTP check that fails on it (`regex_no_match`). The
+/// header used to be compared as written in the check only, so the old verdict was carried.
+#[test]
+fn reload_giving_checks_a_proxy_header_starts_their_verdict_afresh() {
+    let dir = tempdir();
+    let a = RealServer::start_with("a", true);
+    let port = free_port();
+    let config = |tcp: &str| {
+        format!(
+            "[global]\nadmin_socket = \"{sock}\"\n\n[[virtual_server]]\nname = \"web\"\n\
+             listen = \"127.0.0.1:{port}\"\ndelay_loop = \"100ms\"\n{tcp}\n\
+             [[virtual_server.backend]]\naddress = \"{a}\"\n\
+             [[virtual_server.backend.check]]\ntype = \"http\"\nretry = 3\ndelay_before_retry = \"1s\"\n\
+             url = [{{ path = \"/\", regex = \"^a\\nPROXY \", regex_no_match = true }}]\n",
+            sock = dir.join("admin.sock").display(),
+            a = a.addr,
+        )
+    };
+    let (node, sock) = start_node(&dir, &config(""));
+    let backend = || status(&sock)["virtual_servers"][0]["backends"][0].clone();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(backend()["health"], "up", "{}", backend());
+    reload_node(
+        &node,
+        &dir,
+        &config("[virtual_server.tcp]\nsend_proxy = \"v1\""),
+    );
+    let reloaded = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || backend()["health"] == "down"),
+        "{}",
+        backend()
+    );
+    let took = reloaded.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "down {took:?} after the reload: the old verdict was carried"
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A weight set with `lbctl weight` holds through a reload that restarts the virtual
 /// server (a new `lb_algo`) while the file keeps that real server's weight, as admin
 /// states do; a reload that changes the real server's weight in the file applies the
