@@ -2559,9 +2559,11 @@ address = "{echo}"
 /// (stateful UDP — QUIC, DTLS, SIP, VPNs — must not move; IPVS's connection table outlives a
 /// keepalived reload): four clients on a, b, a, b by round robin ask again after the reload
 /// in reverse order, where fresh picks would swap them. Each real server answers with its
-/// name.
+/// name and the address the datagram came from, which stays the same too: the new version
+/// takes each flow's session socket over (before, it opened its own, and a real server
+/// that knows its peers by address saw a new port).
 #[test]
-fn reload_restarting_a_udp_virtual_server_keeps_each_flow_on_its_real_server() {
+fn reload_restarting_a_udp_virtual_server_keeps_each_flow_on_its_real_server_and_port() {
     let dir = tempdir();
     let named = |name: &'static str| {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -2573,7 +2575,7 @@ fn reload_restarting_a_udp_virtual_server_keeps_each_flow_on_its_real_server() {
             let mut buf = [0u8; 64];
             while !st.load(Ordering::Relaxed) {
                 if let Ok((_, from)) = s.recv_from(&mut buf) {
-                    let _ = s.send_to(name.as_bytes(), from);
+                    let _ = s.send_to(format!("{name}|{from}").as_bytes(), from);
                 }
             }
         });
@@ -2592,7 +2594,7 @@ fn reload_restarting_a_udp_virtual_server_keeps_each_flow_on_its_real_server() {
     let (node, sock) = start_node(&dir, &config("rr"));
     let ask = |c: &std::net::UdpSocket| {
         c.send(b"?").unwrap();
-        let mut buf = [0u8; 8];
+        let mut buf = [0u8; 64];
         let n = c.recv(&mut buf).expect("a reply");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
@@ -2605,7 +2607,10 @@ fn reload_restarting_a_udp_virtual_server_keeps_each_flow_on_its_real_server() {
         })
         .collect();
     let before: Vec<String> = clients.iter().map(ask).collect();
-    assert_eq!(before, ["a", "b", "a", "b"]);
+    assert_eq!(
+        before.iter().map(|r| &r[..1]).collect::<Vec<_>>(),
+        ["a", "b", "a", "b"]
+    );
     reload_node(&node, &dir, &config("wrr"));
     assert!(
         wait_until(Duration::from_secs(5), || status(&sock)["virtual_servers"]

@@ -259,6 +259,19 @@ impl BackendStats {
         }
     }
 
+    /// Counts a connection that was counted already — in [`total`](Self::total), by
+    /// [`connection`](Self::connection) — and goes on here: one a reload's replacement
+    /// takes over from the proxy it replaces (a UDP session, socket and all). Active while
+    /// the returned guard lives; `total` unchanged.
+    pub fn continued_connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.notify_load();
+        ConnectionGuard {
+            stats: Arc::clone(self),
+            hold: None,
+        }
+    }
+
     /// Counts a request in flight; the returned guard ends it when dropped. It holds no
     /// persistence entry: for a backend a [`Pool`](crate::Pool) picked, prefer
     /// [`Backend::request`].

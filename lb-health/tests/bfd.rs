@@ -574,8 +574,11 @@ fn keepalived_peer_through_reconfigure() {
 
     // (c) A second instance (from our second address): Up, the first untouched. The
     // receive socket, bound to 198.18.0.1 so far, is rebound to the wildcard address.
+    // Multiplier 20 as for `to_ka` (CI saw keepalived expire a 5 x 10 ms detection time
+    // on this one the instant it came Up).
     let to_ka2 = BfdConfig {
         source_ip: Some(lb_ip2),
+        multiplier: 20,
         ..BfdConfig::new(ka_ip)
     };
     speaker

@@ -396,6 +396,119 @@ async fn carried_flows_keep_their_backends_across_a_handover() {
     assert_eq!(third.sessions(), 4);
 }
 
+/// Replies `<tag>|<the sender's address>`: what a backend that knows its peers by address
+/// sees.
+async fn peer_echo(tag: &'static str) -> TestBackend {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        loop {
+            let Ok((_, from)) = s.recv_from(&mut buf).await else {
+                return;
+            };
+            let _ = s.send_to(format!("{tag}|{from}").as_bytes(), from).await;
+        }
+    });
+    TestBackend { addr, task }
+}
+
+/// A replacement given the replaced proxy's sessions (`session_donor`) takes each flow's
+/// session over at the flow's next datagram: the backend sees the same source address and
+/// port (before, the replacement opened a session socket of its own, and a backend that
+/// knows its peers by address saw a new one), the replaced proxy's table empties, and the
+/// sessions are not counted as accepted again. A flow whose backend is not eligible in the
+/// replacement is scheduled afresh, from a new port.
+#[tokio::test]
+async fn a_replacement_takes_each_session_over_with_its_source_port() {
+    let a = peer_echo("a").await;
+    let b = peer_echo("b").await;
+    let pool = |b_up: bool| {
+        let set = BackendSet::new(vec![
+            Backend::new(BackendId(1), a.addr),
+            Backend::new(BackendId(2), b.addr),
+        ])
+        .unwrap();
+        let p = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+        if !b_up {
+            let now = tokio::time::Instant::now().into_std();
+            p.set_health(BackendId(2), lb_core::Health::Down, now)
+                .unwrap();
+        }
+        p
+    };
+    let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    let socket = lb_proxy::listener::bind_udp(cfg.listen[0], &cfg.listen_options).unwrap();
+    let vip = socket.local_addr().unwrap();
+    let std_socket = socket.into_std().unwrap();
+    let socket = || UdpSocket::from_std(std_socket.try_clone().unwrap()).unwrap();
+    let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
+    // As lb-node's reload starts a replacement: the old proxy's flows and sessions.
+    let start = |old: Option<&UdpHandle>, b_up: bool| {
+        let mut cfg = cfg.clone();
+        cfg.carried_flows = old.map(UdpHandle::flows).unwrap_or_default();
+        cfg.session_donor = old.map(UdpHandle::session_donor);
+        let pool = pool(b_up);
+        let h = UdpProxy::start_on(cfg, Arc::clone(&pool), noop(), vec![socket()]).unwrap();
+        (h, pool)
+    };
+    // (active, total) connections of backend `id` in `pool`.
+    let counted = |pool: &Pool, id: u32| {
+        let b = pool.backends().get(BackendId(id)).unwrap().clone();
+        (b.stats().active(), b.stats().total())
+    };
+    let (old, _) = start(None, true);
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    let mut before = Vec::new();
+    for c in &clients {
+        before.push(ask(c, vip, "1").await.unwrap());
+    }
+    assert_eq!(
+        before.iter().map(|r| &r[..1]).collect::<Vec<_>>(),
+        ["a", "b", "a", "b"]
+    );
+    assert_eq!(old.stats().accepted, 4);
+
+    let (new, new_pool) = start(Some(&old), true);
+    old.stop_receiving();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut after = Vec::new();
+    for c in clients.iter().rev() {
+        after.push(ask(c, vip, "2").await.unwrap());
+    }
+    after.reverse();
+    assert_eq!(
+        after, before,
+        "each flow kept its backend and its source port"
+    );
+    assert_eq!((old.sessions(), new.sessions()), (0, 4));
+    assert_eq!(new.stats().accepted, 0, "taken over, not opened");
+    assert_eq!(new.stats().active, 4);
+    // Active here, and counted in the backends' totals once, by the old proxy.
+    assert_eq!(counted(&new_pool, 1), (2, 0));
+    assert_eq!(counted(&new_pool, 2), (2, 0));
+
+    // Into a replacement where b is down: b's flows move to a, from new ports.
+    let (third, third_pool) = start(Some(&new), false);
+    new.stop_receiving();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for (c, was) in clients.iter().zip(&before) {
+        let now = ask(c, vip, "3").await.unwrap();
+        if was.starts_with("a|") {
+            assert_eq!(&now, was, "a's flows stay as they were");
+        } else {
+            assert!(now.starts_with("a|"), "{now}");
+            assert!(!before.contains(&now), "a fresh session: {now}");
+        }
+    }
+    assert_eq!((new.sessions(), third.sessions()), (0, 4));
+    assert_eq!(third.stats().accepted, 2);
+    assert_eq!(counted(&third_pool, 1), (4, 2));
+}
+
 /// Replies `<datagram>` to the sender `delay` after it arrived (a slow backend: its replies
 /// are in flight while a handover happens).
 async fn delayed_echo(delay: Duration) -> TestBackend {

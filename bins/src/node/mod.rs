@@ -37,9 +37,11 @@
 //!   accepting (`vs::Listeners`): no connection is refused and none queued is lost. A
 //!   restarted UDP virtual server likewise receives on a duplicate of the running socket
 //!   while the old one's sessions carry the replies to what it forwarded until they go
-//!   idle or `drain_deadline`: no datagram meets a closed port and no reply is lost. Its
-//!   clients' next datagrams open new sessions, scheduled afresh (unlike IPVS, whose
-//!   connection entries outlive a service edit, a flow may move to another real server).
+//!   idle or `drain_deadline`: no datagram meets a closed port and no reply is lost. A
+//!   client's next datagram takes its session over, socket and all, when its real server
+//!   is still eligible: the flow stays on that real server, which sees the same source
+//!   address and port, as IPVS's connection entries outlive a keepalived reload
+//!   (`lb_proxy::udp::UdpProxyConfig::session_donor`).
 //!   A virtual server whose new version fails to start (its new address taken by another
 //!   program, say) keeps running its previous version, still accepting on its old address,
 //!   as HAProxy's old process outlives a failed reload; the error is logged, and the next

@@ -82,6 +82,10 @@ pub(crate) struct Carried {
     /// keepalived one). Taken at the replacement's start, as persistence: flows new to the
     /// old version while the replacement starts are scheduled afresh.
     udp_flows: Vec<lb_proxy::udp::CarriedFlow>,
+    /// The replaced UDP virtual server's sessions, which the replacement takes over at
+    /// each flow's next datagram: the real server keeps seeing the same source address and
+    /// port (IPVS keeps the whole connection entry).
+    udp_sessions: Option<lb_proxy::udp::SessionDonor>,
 }
 
 /// A new configured weight for the health applier task: the backend, the weight, and who
@@ -1605,6 +1609,7 @@ impl VsRuntime {
                 uc.busy_polling = listeners.busy_polling.clone();
                 uc.per_packet = cfg.ops;
                 uc.carried_flows.clone_from(&carried.udp_flows);
+                uc.session_donor.clone_from(&carried.udp_sessions);
                 let socket = listeners
                     .get_udp(cfg.listen, &uc.listen_options, bind_wait)
                     .await
@@ -1861,6 +1866,10 @@ impl VsRuntime {
             udp_flows: match &self.proxy {
                 Proxy::Udp(h) => h.flows(),
                 Proxy::Tcp(_) | Proxy::Http(_) => Vec::new(),
+            },
+            udp_sessions: match &self.proxy {
+                Proxy::Udp(h) => Some(h.session_donor()),
+                Proxy::Tcp(_) | Proxy::Http(_) => None,
             },
         }
     }

@@ -32,6 +32,12 @@
 //! The table holds at most `max_sessions` (each costs a descriptor); beyond it new clients'
 //! datagrams are dropped and counted.
 //!
+//! A replacement (a reload's, started with [`UdpProxy::start_on`] on a duplicate of the
+//! listening socket) takes each flow's session over from the proxy it replaces at the
+//! flow's next datagram ([`UdpProxyConfig::session_donor`]): the same backend, reached from
+//! the same source address and port, as IPVS's connection entries outlive a keepalived
+//! reload.
+//!
 //! # Examples
 //!
 //! ```
@@ -118,6 +124,17 @@ pub struct UdpProxyConfig {
     /// keepalived reload. Kept for one `idle_timeout` from the start. Not with
     /// `per_packet`. Default none.
     pub carried_flows: Vec<CarriedFlow>,
+    /// The running proxy this one replaces, whose sessions it takes over
+    /// ([`UdpHandle::session_donor`]): a flow's first datagram here takes that flow's
+    /// session from it — its socket, so that the backend goes on seeing the same source
+    /// address and port — instead of opening a new one, when the session's backend is
+    /// eligible here and both proxies have the same `usesrc`. Without it a flow keeps its
+    /// backend ([`carried_flows`](Self::carried_flows)) but reaches it from a new port,
+    /// and a backend that knows its peers by address (an OpenVPN server without `float`, a
+    /// SIP registrar, a DTLS server) sees a stranger; IPVS's connection entries, which
+    /// outlive a keepalived reload, keep the whole 5-tuple. Offered for one `idle_timeout`
+    /// from the start. Not with `per_packet`. Default none.
+    pub session_donor: Option<SessionDonor>,
     /// HAProxy `usesrc clientip` / `usesrc client` for UDP: each session's socket sends
     /// from the client's address (and port, with [`UseSrc::Client`]), so that the backends
     /// see it as LVS NAT showed it — a DNS server's logs and ACLs keep working. The same
@@ -140,6 +157,56 @@ pub struct CarriedFlow {
     pub backend: SocketAddr,
 }
 
+/// A running UDP proxy's sessions, offered to the proxy that replaces it
+/// ([`UdpHandle::session_donor`], [`UdpProxyConfig::session_donor`]). Holds the proxy's
+/// shared state (its table and counters), none of its tasks.
+#[derive(Clone)]
+pub struct SessionDonor {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SessionDonor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionDonor")
+            .field("sessions", &lock(&self.shared.sessions).len())
+            .finish()
+    }
+}
+
+impl SessionDonor {
+    /// Takes the session of the flow from `client` to `local`, if it is open, its backend
+    /// has not refused, and it sends as `usesrc` says: a duplicate of its socket (connected
+    /// to the backend, non-blocking) and the backend's address. The donor's session ends
+    /// at once (out of its table, its reply task told to stop); a reply arriving meanwhile
+    /// waits in the socket for the taker, or is forwarded by the donor's task before it
+    /// stops: none is lost.
+    fn take(
+        &self,
+        local: SocketAddr,
+        client: SocketAddr,
+        usesrc: Option<UseSrc>,
+    ) -> Option<(std::net::UdpSocket, SocketAddr)> {
+        if self.shared.config.usesrc != usesrc {
+            return None;
+        }
+        let key = SessionKey {
+            local,
+            client,
+            backend: None,
+        };
+        let session = lock(&self.shared.sessions)
+            .get(&key)
+            .filter(|s| !s.is_refused())
+            .cloned()?;
+        let socket = std::os::fd::AsFd::as_fd(&session.socket)
+            .try_clone_to_owned()
+            .map_err(|e| tracing::debug!(error = %e, "cannot take over a UDP session's socket"))
+            .ok()?;
+        end_session(&self.shared, key, &session);
+        Some((socket.into(), session.backend.addr()))
+    }
+}
+
 impl UdpProxyConfig {
     /// A configuration listening on `listen`, with the defaults listed on each field.
     pub fn new(listen: Vec<SocketAddr>) -> Self {
@@ -152,6 +219,7 @@ impl UdpProxyConfig {
             busy_polling: None,
             per_packet: false,
             carried_flows: Vec::new(),
+            session_donor: None,
             usesrc: None,
         }
     }
@@ -193,12 +261,22 @@ impl Drop for Session {
 
 impl Session {
     /// A session to `backend` over `socket` (connected to it), counted as one of the
-    /// backend's connections while it lives.
-    fn new(socket: UdpSocket, backend: Backend, busy: Option<&BusyPolling>) -> Self {
+    /// backend's connections while it lives; `taken_over` (from a replaced proxy): already
+    /// counted in the backend's total.
+    fn new(
+        socket: UdpSocket,
+        backend: Backend,
+        busy: Option<&BusyPolling>,
+        taken_over: bool,
+    ) -> Self {
         Self {
             _busy: busy.map(BusyPolling::hold),
             socket,
-            guard: Some(backend.connection()),
+            guard: Some(if taken_over {
+                backend.stats().continued_connection()
+            } else {
+                backend.connection()
+            }),
             backend,
             activity: Activity::new(),
             refused: AtomicBool::new(false),
@@ -265,6 +343,9 @@ struct Shared {
     /// [`UdpProxyConfig::carried_flows`] by (local, client), taken at each flow's first
     /// datagram, until `carried_until`.
     carried: Mutex<HashMap<(SocketAddr, SocketAddr), SocketAddr>>,
+    /// [`UdpProxyConfig::session_donor`] (taken out of the configuration, so that it is
+    /// let go of), until `carried_until`.
+    donor: Mutex<Option<SessionDonor>>,
     carried_until: Instant,
 }
 
@@ -426,6 +507,15 @@ impl UdpHandle {
             .collect()
     }
 
+    /// This proxy's sessions, for a replacement to take over
+    /// ([`UdpProxyConfig::session_donor`]): each flow's session moves, socket and all, at
+    /// the flow's first datagram to the replacement.
+    pub fn session_donor(&self) -> SessionDonor {
+        SessionDonor {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// Graceful drain: datagrams from new clients are dropped (counted in
     /// `sessions_refused`) while existing sessions continue until they go idle; after
     /// `deadline` everything stops (one too far to be a time, `Duration::MAX`: none, the
@@ -487,7 +577,12 @@ impl UdpCloser {
 }
 
 impl Shared {
-    fn new(config: UdpProxyConfig, pool: Arc<Pool>, observer: Arc<dyn OutcomeObserver>) -> Self {
+    fn new(
+        mut config: UdpProxyConfig,
+        pool: Arc<Pool>,
+        observer: Arc<dyn OutcomeObserver>,
+    ) -> Self {
+        let donor = config.session_donor.take().filter(|_| !config.per_packet);
         let carried = if config.per_packet {
             HashMap::new()
         } else {
@@ -502,6 +597,7 @@ impl Shared {
             .unwrap_or_else(Instant::now);
         Self {
             carried: Mutex::new(carried),
+            donor: Mutex::new(donor),
             carried_until,
             config,
             pool,
@@ -686,6 +782,12 @@ async fn session_for(
                     ProxyStats::inc(&shared.stats.sessions_refused);
                     return None;
                 }
+                if picked.is_none() {
+                    if let Some((socket, backend)) = donated_session(shared, flow) {
+                        return add_session(shared, listener, key, backend, socket, true)
+                            .map(|s| (key, s));
+                    }
+                }
                 let backend = match picked {
                     Some(b) => b,
                     None => match carried_backend(shared, flow) {
@@ -715,6 +817,37 @@ fn backend_down(shared: &Shared, session: &Session) -> bool {
         .get(session.backend.id())
         .filter(|b| b.addr() == session.backend.addr())
         .is_none_or(|b| b.health() == Health::Down)
+}
+
+/// The session of `flow` that the replaced proxy hands over
+/// ([`UdpProxyConfig::session_donor`]): its socket and this pool's backend of its address,
+/// if that one is eligible (else the flow is scheduled afresh, and the socket closed).
+/// The donor is let go of once the carried flows expire.
+fn donated_session(shared: &Shared, flow: SessionKey) -> Option<(UdpSocket, Backend)> {
+    let donor = {
+        let mut donor = shared.donor.lock().unwrap_or_else(PoisonError::into_inner);
+        if donor.is_some() && Instant::now() >= shared.carried_until {
+            *donor = None;
+        }
+        donor.clone()?
+    };
+    let (socket, addr) = donor.take(flow.local, flow.client, shared.config.usesrc)?;
+    let snapshot = shared.pool.snapshot();
+    let backend = snapshot
+        .backends()
+        .iter()
+        .find(|b| b.addr() == addr && b.is_eligible())
+        .cloned()?;
+    let socket = UdpSocket::from_std(socket)
+        .map_err(|e| tracing::debug!(error = %e, "cannot take over a UDP session's socket"))
+        .ok()?;
+    // The flow's backend is settled: its carried entry is not needed.
+    shared
+        .carried
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&(flow.local, flow.client));
+    Some((socket, backend))
 }
 
 /// The backend a replaced proxy served `flow` with ([`UdpProxyConfig::carried_flows`]),
@@ -871,10 +1004,26 @@ async fn open_session(
             .observe(&backend, &Outcome::ConnectError(e.kind()));
         return None;
     }
+    add_session(shared, listener, key, backend, socket, false)
+}
+
+/// Puts a session for `key` on `backend` over `socket` (connected to it) in the table and
+/// spawns its reply task. `taken_over`: the session is one a replaced proxy handed over
+/// ([`UdpProxyConfig::session_donor`]), which goes on and is not counted in `accepted`
+/// again. `None` (the datagram is dropped, counted) when the table is full.
+fn add_session(
+    shared: &Arc<Shared>,
+    listener: &Arc<ListenSocket>,
+    key: SessionKey,
+    backend: Backend,
+    socket: UdpSocket,
+    taken_over: bool,
+) -> Option<Arc<Session>> {
     let session = Arc::new(Session::new(
         socket,
         backend,
         shared.config.busy_polling.as_ref(),
+        taken_over,
     ));
     {
         // Checked again where it counts: listeners served in parallel may each have
@@ -896,7 +1045,9 @@ async fn open_session(
             latency: Duration::ZERO,
         },
     );
-    ProxyStats::inc(&shared.stats.accepted);
+    if !taken_over {
+        ProxyStats::inc(&shared.stats.accepted);
+    }
     ProxyStats::inc(&shared.stats.active);
     tokio::spawn(reply_loop(
         Arc::clone(shared),
@@ -1120,7 +1271,7 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         socket.connect(dead).await.unwrap();
         let backend = pool.backends().get(BackendId(1)).unwrap().clone();
-        let stale = Arc::new(Session::new(socket, backend, None));
+        let stale = Arc::new(Session::new(socket, backend, None, false));
         lock(&shared.sessions).insert(key, Arc::clone(&stale));
         stale.socket.send(b"lost").await.unwrap();
         // The ICMP error has arrived (error readiness; the pending error stays for the send).
