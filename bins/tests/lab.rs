@@ -2182,11 +2182,13 @@ fn bfd_follows_keepalived_bfd() {
     let peer = lab.addr("rs3");
     let mut lb1 = Node::new(&lab, "lb1");
     let listen = SocketAddr::new(lab.addr("lb1").into(), 80);
+    // Multiplier 10 each way (500 ms detection): the session must stay Up through two
+    // reloads on a loaded machine.
     std::fs::write(
         &lb1.conf,
         format!(
             "global_defs {{\n    admin_socket {sock}\n}}\n\
-             bfd_instance gw {{\n    neighbor_ip {peer}\n    source_ip {me}\n    min_rx 50\n    min_tx 50\n    idle_tx 1000\n    multiplier 3\n}}\n\
+             bfd_instance gw {{\n    neighbor_ip {peer}\n    source_ip {me}\n    min_rx 50\n    min_tx 50\n    idle_tx 1000\n    multiplier 10\n}}\n\
              vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 61\n    priority 100\n    advert_int 1\n\
              virtual_ipaddress {{\n        {VIP}\n    }}\n    track_bfd {{\n        gw\n    }}\n}}\n\
              virtual_server {ip} {port} {{\n    protocol TCP\n    lb_algo rr\n    delay_loop 1\n\
@@ -2243,7 +2245,7 @@ fn bfd_follows_keepalived_bfd() {
         &ka_conf,
         format!(
             "global_defs {{\n    router_id ka_bfd\n}}\n\
-             bfd_instance lb1 {{\n    neighbor_ip {me}\n    source_ip {peer}\n    min_rx 50\n    min_tx 50\n    idle_tx 1000\n    multiplier 3\n}}\n",
+             bfd_instance lb1 {{\n    neighbor_ip {me}\n    source_ip {peer}\n    min_rx 50\n    min_tx 50\n    idle_tx 1000\n    multiplier 10\n}}\n",
             me = lab.addr("lb1"),
         ),
     )
@@ -2363,7 +2365,7 @@ fn bfd_follows_keepalived_bfd() {
     let conf = std::fs::read_to_string(&lb1.conf).expect("read config");
     std::fs::write(
         &lb1.conf,
-        conf.replace("multiplier 3", "multiplier 4")
+        conf.replace("multiplier 10", "multiplier 12")
             .replace("min_tx 50", "min_tx 40"),
     )
     .expect("write");

@@ -2841,6 +2841,8 @@ address = "{echo}"
         let _ = client.send(b"c");
         match client.recv(&mut buf) {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break true,
+            // A late echo of "b" (`served` resends every 100 ms on a slow machine).
+            Ok(n) if &buf[..n] == b"b" && t.elapsed() < Duration::from_secs(3) => {}
             Ok(_) => break false,
             Err(_) if t.elapsed() > Duration::from_secs(3) => break false,
             Err(_) => {}

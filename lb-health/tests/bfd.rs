@@ -669,12 +669,15 @@ fn two_sessions_to_one_neighbor_are_told_apart_by_destination() {
     let b = IpAddr::V4(lab.addr("b"));
     // On A, two sessions to B from two sources: A's receive socket is the wildcard, and
     // B's packets with Your Discriminator 0 only differ in their destination.
+    // Multiplier 20 (200 ms detection): all four must stay Up on a loaded machine.
     let a_side = |src: IpAddr| BfdConfig {
         source_ip: Some(src),
+        multiplier: 20,
         ..BfdConfig::new(b)
     };
     let b_side = |dst: IpAddr| BfdConfig {
         source_ip: Some(b),
+        multiplier: 20,
         ..BfdConfig::new(dst)
     };
     let sb = Speaker::start(
@@ -827,8 +830,11 @@ fn lb_to_lb_reconfigure_adds_a_family() {
     let (a_ip, b_ip) = (IpAddr::V4(lab.addr("a")), IpAddr::V4(lab.addr("b")));
     let a6 = add_v6(&lab, "a", "fd00:18::1");
     let b6 = add_v6(&lab, "b", "fd00:18::2");
+    // Multiplier 20 (200 ms detection): the sessions must stay Up through both
+    // reconfigurations on a loaded machine.
     let v4 = |from: IpAddr, to: IpAddr| BfdConfig {
         source_ip: Some(from),
+        multiplier: 20,
         ..BfdConfig::new(to)
     };
     let mut a = Speaker::start(lab.ns("a"), vec![("v4".into(), v4(a_ip, b_ip))]);

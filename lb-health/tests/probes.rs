@@ -173,12 +173,13 @@ async fn trickling_server(stall: Duration) -> SocketAddr {
 }
 
 /// keepalived re-arms `connect_timeout` for each read: with `timeout_per_step`, a body that
-/// comes slowly but steadily (0.9 s in all, a byte every 150 ms) passes a 300 ms timeout,
-/// and one that stops for longer fails as stalled; by default the whole exchange is bounded
+/// comes slowly but steadily (0.9 s in all, a byte every 150 ms) passes a 600 ms timeout
+/// (450 ms of slack for a loaded machine: server and probe share one thread), and one that
+/// stops for 2 s fails as stalled; by default the whole exchange is bounded
 /// and the reason says the body was still coming (it said "no HTTP response").
 #[tokio::test]
 async fn http_timeout_per_step_or_for_the_whole_exchange() {
-    let t = Duration::from_millis(300);
+    let t = Duration::from_millis(600);
     let steady = trickling_server(Duration::ZERO).await;
     let whole = HttpProbe::builder("/")
         .build()
@@ -188,7 +189,7 @@ async fn http_timeout_per_step_or_for_the_whole_exchange() {
     assert!(!whole.is_up());
     assert_eq!(
         whole.reason,
-        format!("HTTP response body from {steady} not complete within 300ms (whole exchange)")
+        format!("HTTP response body from {steady} not complete within 600ms (whole exchange)")
     );
     let per_step = HttpProbe::builder("/").timeout_per_step().build().unwrap();
     let out = per_step.probe(steady, t).await;
@@ -198,15 +199,15 @@ async fn http_timeout_per_step_or_for_the_whole_exchange() {
         "{:?}",
         out.latency
     );
-    let stalls = trickling_server(Duration::from_millis(800)).await;
+    let stalls = trickling_server(Duration::from_secs(2)).await;
     let out = per_step.probe(stalls, t).await;
     assert!(!out.is_up());
     assert_eq!(
         out.reason,
-        format!("HTTP response body from {stalls} stalled for 300ms")
+        format!("HTTP response body from {stalls} stalled for 600ms")
     );
     assert!(
-        out.latency < Duration::from_millis(700),
+        out.latency < Duration::from_millis(1500),
         "{:?}",
         out.latency
     );
@@ -983,7 +984,8 @@ fn live_group_members(pgid: i32) -> Vec<i32> {
 }
 
 async fn read_pid(path: &std::path::Path) -> i32 {
-    for _ in 0..100 {
+    // Up to 5 s: a loaded machine can be slow to start `sh`.
+    for _ in 0..500 {
         if let Ok(s) = std::fs::read_to_string(path) {
             if let Ok(p) = s.trim().parse() {
                 return p;
@@ -1012,8 +1014,9 @@ async fn exec_hung_script_is_killed_with_its_group_and_reaped() {
     let _ = std::fs::remove_file(&pidfile);
     // A script that hangs, with a grandchild in the same group.
     let script = format!("echo $$ > {}; sleep 30 & sleep 30; wait", pidfile.display());
-    let probe = ExecProbe::shell(script).misc_timeout(Duration::from_millis(300));
-    assert_eq!(probe.timeout(), Some(Duration::from_millis(300)));
+    // 1 s: long enough for `sh` to start and write its pid on a loaded machine.
+    let probe = ExecProbe::shell(script).misc_timeout(Duration::from_secs(1));
+    assert_eq!(probe.timeout(), Some(Duration::from_secs(1)));
     let started = tokio::time::Instant::now();
     let running = tokio::spawn(async move {
         probe
@@ -1027,7 +1030,7 @@ async fn exec_hung_script_is_killed_with_its_group_and_reaped() {
     let members = live_group_members(pid);
     assert!(members.contains(&pid), "{members:?}");
     let out = running.await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(4));
     assert!(!out.is_up());
     assert!(out.reason.contains("timed out"), "{}", out.reason);
     // The leader was reaped by the probe; the group's other members die with SIGKILL.
@@ -1092,7 +1095,9 @@ async fn exec_timed_out_script_gets_sigterm_and_cleans_up() {
         pid = pidfile.display(),
         marker = marker.display()
     );
-    let probe = ExecProbe::shell(script).misc_timeout(Duration::from_millis(300));
+    // 700 ms: long enough for `sh` to set its trap on a loaded machine, short enough to
+    // tell "exited at SIGTERM" from "waited out the 2 s grace".
+    let probe = ExecProbe::shell(script).misc_timeout(Duration::from_millis(700));
     let started = tokio::time::Instant::now();
     let running = tokio::spawn(async move {
         probe
@@ -1128,7 +1133,8 @@ async fn exec_script_ignoring_sigterm_is_killed_after_the_grace() {
     let pidfile = std::env::temp_dir().join(format!("lb-health-noterm-{}", std::process::id()));
     let _ = std::fs::remove_file(&pidfile);
     let script = format!("echo $$ > {}; trap '' TERM; sleep 30", pidfile.display());
-    let probe = ExecProbe::shell(script).misc_timeout(Duration::from_millis(200));
+    // 1 s: long enough for `sh` to ignore TERM before it comes, on a loaded machine.
+    let probe = ExecProbe::shell(script).misc_timeout(Duration::from_secs(1));
     assert!(probe.cleanup_grace() >= lb_health::probe::TERM_GRACE);
     let started = tokio::time::Instant::now();
     let running = tokio::spawn(async move {
@@ -1139,7 +1145,7 @@ async fn exec_script_ignoring_sigterm_is_killed_after_the_grace() {
     let pid = read_pid(&pidfile).await;
     let _guard = GroupGuard(pid);
     let _ = std::fs::remove_file(&pidfile);
-    let out = tokio::time::timeout(Duration::from_secs(6), running)
+    let out = tokio::time::timeout(Duration::from_secs(10), running)
         .await
         .expect("the probe returned")
         .unwrap();
@@ -1150,7 +1156,8 @@ async fn exec_script_ignoring_sigterm_is_killed_after_the_grace() {
         out.reason
     );
     assert!(
-        took >= lb_health::probe::TERM_GRACE && took < Duration::from_secs(4),
+        took >= Duration::from_secs(1) + lb_health::probe::TERM_GRACE
+            && took < Duration::from_secs(6),
         "{took:?}"
     );
     let live = group_gone(pid).await;
@@ -1163,9 +1170,10 @@ async fn exec_dropped_probe_kills_its_group() {
     let _ = std::fs::remove_file(&pidfile);
     let script = format!("echo $$ > {}; sleep 30; exit 0", pidfile.display());
     let probe = ExecProbe::shell(script);
-    // The caller gives up first (a driver shutdown, a removed backend).
+    // The caller gives up first (a driver shutdown, a removed backend), after 1 s: time
+    // for `sh` to write its pid on a loaded machine.
     let r = tokio::time::timeout(
-        Duration::from_millis(300),
+        Duration::from_secs(1),
         probe.probe("127.0.0.1:1".parse().unwrap(), Duration::from_secs(60)),
     )
     .await;

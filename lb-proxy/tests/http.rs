@@ -518,8 +518,9 @@ async fn slowloris_cut_off_while_others_are_served() {
     let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
     let addr = p.local_addr();
     let slow = tokio::spawn(async move {
-        let mut s = TcpStream::connect(addr).await.unwrap();
+        // Timed from before the connect: the proxy's timer starts later, at its accept.
         let t0 = now();
+        let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
         // One header byte every 100 ms, for at most 5 s.
         for i in 0..50 {
@@ -650,8 +651,9 @@ async fn connection_sending_nothing_is_closed_at_the_request_head_timeout() {
     let mut c = config();
     c.timeouts.header_read = Duration::from_millis(300);
     let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
-    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
+    // Timed from before the connect: the proxy's timer starts later, at its accept.
     let t0 = now();
+    let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
     let (got, eof) = read_until_eof(&mut s, Duration::from_secs(3)).await;
     assert!(eof && got.is_empty());
     assert!(

@@ -976,24 +976,29 @@ async fn drained_backend_keeps_connections_gets_no_new_ones() {
 async fn idle_timeout_closes_silent_connections() {
     let backend = echo_backend("127.0.0.1:0").await;
     let mut cfg = config();
-    cfg.idle_timeout = Some(Duration::from_millis(300));
+    // 1 s, with activity every 300 ms: a loaded machine that delays a step by a few
+    // hundred ms cannot make the connection look idle.
+    cfg.idle_timeout = Some(Duration::from_secs(1));
     let proxy = TcpProxy::start(cfg, pool_of(&[backend.addr])).unwrap();
     let mut s = TcpStream::connect(proxy.local_addrs()[0]).await.unwrap();
-    // Activity postpones the timeout.
+    // Activity postpones the timeout (1.2 s of it, longer than the timeout).
+    let mut last_write = tokio::time::Instant::now();
     for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        last_write = tokio::time::Instant::now();
         s.write_all(b"k").await.unwrap();
         let mut b = [0u8; 1];
         s.read_exact(&mut b).await.unwrap();
     }
-    let started = tokio::time::Instant::now();
     let mut rest = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
         .await
         .unwrap();
     assert!(matches!(r, Ok(0) | Err(_)));
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(200), "{waited:?}");
+    // The proxy saw the last byte after we wrote it: its timer cannot have run out before
+    // a second from then.
+    let waited = last_write.elapsed();
+    assert!(waited >= Duration::from_millis(990), "{waited:?}");
     assert_eq!(proxy.stats().idle_timeouts, 1);
 }
 
@@ -1045,9 +1050,11 @@ async fn slow_reader_of_a_large_response_is_not_idle() {
                 proxy.stats().idle_timeouts == 1
             })
             .await;
+            // Measured from after our last read returned, which a loaded machine can delay
+            // past the proxy's last write: 400 ms of slack below the 1.5 s timeout.
             let waited = stopped.elapsed();
             assert!(
-                waited >= Duration::from_millis(1400),
+                waited >= Duration::from_millis(1100),
                 "{mode:?}: {waited:?}"
             );
         }
