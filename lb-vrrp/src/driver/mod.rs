@@ -2920,8 +2920,8 @@ mod tests {
             let _ = t.await;
         }
         // The last follower gone, the script stops running (a run already started may
-        // still write: 300 ms for it on a loaded machine).
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // still write: 1 s for it on a loaded machine).
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let stopped = std::fs::read_to_string(&runs).unwrap().lines().count();
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(
