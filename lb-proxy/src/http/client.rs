@@ -94,7 +94,7 @@ impl AsyncWrite for BackendIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Plain(s) => super::io::poll_write_coalesced(Pin::new(s), cx, bufs),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
