@@ -97,7 +97,7 @@ pub enum ForwardMode {
     /// splice-response`), copying only when the pipe pool is exhausted or the kernel refuses.
     /// Without the `splice` feature, the same as [`ForwardMode::Copy`].
     Splice,
-    /// Always copy through a user-space buffer (64 KiB, allocated only while data flows).
+    /// Always copy through a user-space buffer (32 KiB, allocated only while data flows).
     Copy,
 }
 
