@@ -332,6 +332,30 @@ async fn datagrams_longer_than_max_datagram_are_dropped_not_cut() {
     assert_eq!(ask(&c, vip, "ok").await.as_deref(), Some("a|ok"));
 }
 
+/// A round-robin pool of backends 1 at `a` and 2 at `b`, with 2 down unless `b_up`.
+fn pool_of_two(a: SocketAddr, b: SocketAddr, b_up: bool) -> Arc<Pool> {
+    let set = BackendSet::new(vec![
+        Backend::new(BackendId(1), a),
+        Backend::new(BackendId(2), b),
+    ])
+    .unwrap();
+    let p = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
+    if !b_up {
+        let now = tokio::time::Instant::now().into_std();
+        p.set_health(BackendId(2), lb_core::Health::Down, now)
+            .unwrap();
+    }
+    p
+}
+
+/// The listening socket a reload hands from proxy to proxy (bound as `cfg` says), and its
+/// address: each proxy starts on a duplicate of it.
+fn handover_socket(cfg: &UdpProxyConfig) -> (SocketAddr, std::net::UdpSocket) {
+    let socket = lb_proxy::listener::bind_udp(cfg.listen[0], &cfg.listen_options).unwrap();
+    let vip = socket.local_addr().unwrap();
+    (vip, socket.into_std().unwrap())
+}
+
 /// A replacement started with the flows of the proxy it replaces keeps each client on its
 /// backend: a reload restarting the virtual server moved them (the new proxy's round robin
 /// gave clients asking in another order each other's backends). A carried flow whose
@@ -340,24 +364,9 @@ async fn datagrams_longer_than_max_datagram_are_dropped_not_cut() {
 async fn carried_flows_keep_their_backends_across_a_handover() {
     let a = tagged_echo("a").await;
     let b = tagged_echo("b").await;
-    let pool = |b_up: bool| {
-        let set = BackendSet::new(vec![
-            Backend::new(BackendId(1), a.addr),
-            Backend::new(BackendId(2), b.addr),
-        ])
-        .unwrap();
-        let p = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
-        if !b_up {
-            let now = tokio::time::Instant::now().into_std();
-            p.set_health(BackendId(2), lb_core::Health::Down, now)
-                .unwrap();
-        }
-        p
-    };
+    let pool = |b_up: bool| pool_of_two(a.addr, b.addr, b_up);
     let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
-    let socket = lb_proxy::listener::bind_udp(cfg.listen[0], &cfg.listen_options).unwrap();
-    let vip = socket.local_addr().unwrap();
-    let std_socket = socket.into_std().unwrap();
+    let (vip, std_socket) = handover_socket(&cfg);
     let socket = || UdpSocket::from_std(std_socket.try_clone().unwrap()).unwrap();
     let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
     let start = |flows: Vec<lb_proxy::udp::CarriedFlow>, b_up: bool| {
@@ -425,24 +434,9 @@ async fn peer_echo(tag: &'static str) -> TestBackend {
 async fn a_replacement_takes_each_session_over_with_its_source_port() {
     let a = peer_echo("a").await;
     let b = peer_echo("b").await;
-    let pool = |b_up: bool| {
-        let set = BackendSet::new(vec![
-            Backend::new(BackendId(1), a.addr),
-            Backend::new(BackendId(2), b.addr),
-        ])
-        .unwrap();
-        let p = Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap());
-        if !b_up {
-            let now = tokio::time::Instant::now().into_std();
-            p.set_health(BackendId(2), lb_core::Health::Down, now)
-                .unwrap();
-        }
-        p
-    };
+    let pool = |b_up: bool| pool_of_two(a.addr, b.addr, b_up);
     let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
-    let socket = lb_proxy::listener::bind_udp(cfg.listen[0], &cfg.listen_options).unwrap();
-    let vip = socket.local_addr().unwrap();
-    let std_socket = socket.into_std().unwrap();
+    let (vip, std_socket) = handover_socket(&cfg);
     let socket = || UdpSocket::from_std(std_socket.try_clone().unwrap()).unwrap();
     let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
     // As lb-node's reload starts a replacement: the old proxy's flows and sessions.
@@ -545,9 +539,7 @@ async fn handover_to_a_proxy_on_a_duplicate_socket_loses_no_datagram() {
             Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap())
         };
         let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
-        let socket = lb_proxy::listener::bind_udp(cfg.listen[0], &cfg.listen_options).unwrap();
-        let vip = socket.local_addr().unwrap();
-        let std_socket = socket.into_std().unwrap();
+        let (vip, std_socket) = handover_socket(&cfg);
         let dup = std_socket.try_clone().unwrap();
         let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
         let old = UdpProxy::start_on(

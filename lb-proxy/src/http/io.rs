@@ -16,8 +16,9 @@ use super::body::{Activity, Timer};
 /// on the stack rather than a `writev(2)` of their pieces.
 const COALESCE_MAX: usize = 4096;
 
-/// A vectored write to `w` (a plain TCP stream) at the lower cost of `send(2)` where that
-/// is cheaper: one non-empty piece is written as such; several of at most
+/// A vectored write to `w` at the lower cost of `send(2)` where that is cheaper (for a
+/// plain TCP stream; over TLS, where [`Prefixed`] also calls it, the copy is one more and
+/// gains nothing, as rustls buffers the pieces anyway): one non-empty piece is written as such; several of at most
 /// [`COALESCE_MAX`] bytes in all (a response head and a 1 KiB body, hyper's two iovecs)
 /// are copied together and written at once; larger ones go as they are. `writev(2)`
 /// costs about 0.2 µs more in the kernel than `send(2)` (its VFS path and iovec import,

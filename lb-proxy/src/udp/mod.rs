@@ -821,8 +821,8 @@ fn backend_down(shared: &Shared, session: &Session) -> bool {
 
 /// The session of `flow` that the replaced proxy hands over
 /// ([`UdpProxyConfig::session_donor`]): its socket and this pool's backend of its address,
-/// if that one is eligible (else the flow is scheduled afresh, and the socket closed).
-/// The donor is let go of once the carried flows expire.
+/// if that one is eligible (else the flow is scheduled afresh, and the socket closed: the
+/// flow has left that backend). The donor is let go of once the carried flows expire.
 fn donated_session(shared: &Shared, flow: SessionKey) -> Option<(UdpSocket, Backend)> {
     let donor = {
         let mut donor = shared.donor.lock().unwrap_or_else(PoisonError::into_inner);
@@ -832,12 +832,7 @@ fn donated_session(shared: &Shared, flow: SessionKey) -> Option<(UdpSocket, Back
         donor.clone()?
     };
     let (socket, addr) = donor.take(flow.local, flow.client, shared.config.usesrc)?;
-    let snapshot = shared.pool.snapshot();
-    let backend = snapshot
-        .backends()
-        .iter()
-        .find(|b| b.addr() == addr && b.is_eligible())
-        .cloned()?;
+    let backend = eligible_backend(shared, addr)?;
     let socket = UdpSocket::from_std(socket)
         .map_err(|e| tracing::debug!(error = %e, "cannot take over a UDP session's socket"))
         .ok()?;
@@ -866,8 +861,14 @@ fn carried_backend(shared: &Shared, flow: SessionKey) -> Option<Backend> {
     }
     let addr = carried.remove(&(flow.local, flow.client))?;
     drop(carried);
-    let snapshot = shared.pool.snapshot();
-    snapshot
+    eligible_backend(shared, addr)
+}
+
+/// This pool's backend at `addr`, if it is eligible for new flows.
+fn eligible_backend(shared: &Shared, addr: SocketAddr) -> Option<Backend> {
+    shared
+        .pool
+        .snapshot()
         .backends()
         .iter()
         .find(|b| b.addr() == addr && b.is_eligible())
