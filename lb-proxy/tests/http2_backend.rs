@@ -155,15 +155,29 @@ where
 {
     let served = Arc::new(AtomicU64::new(0));
     let reached = Arc::new(tokio::sync::Notify::new());
-    let (counted, notify) = (Arc::clone(&served), Arc::clone(&reached));
+    // Set once GOAWAY is queued: the response that reached the limit waits for it, so the
+    // GOAWAY frame goes out ahead of that response and the client (which sends its next
+    // request only after this response) cannot have sent another stream on this connection
+    // first. Without it a loaded machine can serve a fourth request here.
+    let went_away = Arc::new(tokio::sync::Notify::new());
+    let (counted, notify, gone) = (
+        Arc::clone(&served),
+        Arc::clone(&reached),
+        Arc::clone(&went_away),
+    );
     let svc = service_fn(move |req| {
         requests.fetch_add(1, Ordering::Relaxed);
         let n = counted.fetch_add(1, Ordering::Relaxed) + 1;
+        let at_limit = opts.goaway_after == Some(n);
         if opts.goaway_after.is_some_and(|limit| n >= limit) {
             notify.notify_one();
         }
         let load = Arc::clone(&load);
+        let gone = Arc::clone(&gone);
         async move {
+            if at_limit {
+                gone.notified().await;
+            }
             let now = load.now.fetch_add(1, Ordering::Relaxed) + 1;
             load.peak.fetch_max(now, Ordering::Relaxed);
             let r = respond(id, req).await;
@@ -184,6 +198,7 @@ where
                 r = conn.as_mut() => return r,
                 () = reached.notified(), if !shut => {
                     conn.as_mut().graceful_shutdown();
+                    went_away.notify_one();
                     shut = true;
                 }
             }
@@ -500,8 +515,8 @@ async fn a_backend_going_away_is_reconnected_without_a_failed_request() {
         assert_eq!(g.status, StatusCode::OK, "request {i}: {g:?}");
     }
     assert!(
-        b.connections.load(Ordering::Relaxed) >= 4,
-        "a new connection after each GOAWAY: {}",
+        b.connections.load(Ordering::Relaxed) == 4,
+        "one new connection after each GOAWAY, 4 in all: {}",
         b.connections.load(Ordering::Relaxed)
     );
     // Connections closed under it, no GOAWAY: the next requests go out on a new one (a
