@@ -505,6 +505,51 @@ async fn a_replacement_takes_each_session_over_with_its_source_port() {
     assert_eq!(counted(&third_pool, 1), (4, 2));
 }
 
+/// A replacement given a session donor reads the socket they share only once the donor has
+/// stopped reading it: while both read, a datagram of a flow the replacement had just taken
+/// over could be read by the old proxy, which would open the flow a second session from
+/// another source port. Until the old proxy stops, every datagram is the old one's.
+#[tokio::test]
+async fn a_replacement_reads_the_shared_socket_only_once_its_donor_stopped() {
+    let a = peer_echo("a").await;
+    let b = peer_echo("b").await;
+    let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
+    let (vip, std_socket) = handover_socket(&cfg);
+    let socket = || UdpSocket::from_std(std_socket.try_clone().unwrap()).unwrap();
+    let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
+    let pool = || pool_of_two(a.addr, b.addr, true);
+    let old = UdpProxy::start_on(cfg.clone(), pool(), noop(), vec![socket()]).unwrap();
+    let first = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let before = ask(&first, vip, "1").await.unwrap();
+
+    let mut replacement = cfg.clone();
+    replacement.session_donor = Some(old.session_donor());
+    let new = UdpProxy::start_on(replacement, pool(), noop(), vec![socket()]).unwrap();
+    // Both running, the old one not told to stop: 20 new flows, each read by the old one.
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert!(ask(&c, vip, "x").await.is_some());
+        clients.push(c);
+    }
+    assert_eq!(old.stats().accepted, 21);
+    assert_eq!(new.stats().accepted, 0, "the replacement read nothing yet");
+    assert_eq!(new.sessions(), 0);
+
+    // Stopped: from now on the replacement reads, taking each flow's session over.
+    old.stop_receiving();
+    assert_eq!(
+        ask(&first, vip, "2").await.unwrap(),
+        before,
+        "the first flow kept its backend and source port"
+    );
+    for c in &clients {
+        assert!(ask(c, vip, "y").await.is_some());
+    }
+    assert_eq!(new.stats().accepted, 0, "taken over, not opened");
+    assert_eq!((old.sessions(), new.sessions()), (0, 21));
+}
+
 /// Replies `<datagram>` to the sender `delay` after it arrived (a slow backend: its replies
 /// are in flight while a handover happens).
 async fn delayed_echo(delay: Duration) -> TestBackend {

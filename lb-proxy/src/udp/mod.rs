@@ -134,6 +134,11 @@ pub struct UdpProxyConfig {
     /// SIP registrar, a DTLS server) sees a stranger; IPVS's connection entries, which
     /// outlive a keepalived reload, keep the whole 5-tuple. Offered for one `idle_timeout`
     /// from the start. Not with `per_packet`. Default none.
+    ///
+    /// With a donor, this proxy reads its listening sockets (duplicates of the donor's:
+    /// [`UdpProxy::start_on`]) only once the donor has stopped reading them
+    /// ([`UdpHandle::stop_receiving`]), or after 1 s: no datagram of a flow is read by both,
+    /// which would open a second session for it. Datagrams wait in the socket meanwhile.
     pub session_donor: Option<SessionDonor>,
     /// HAProxy `usesrc clientip` / `usesrc client` for UDP: each session's socket sends
     /// from the client's address (and port, with [`UseSrc::Client`]), so that the backends
@@ -174,6 +179,14 @@ impl std::fmt::Debug for SessionDonor {
 }
 
 impl SessionDonor {
+    /// Resolves once the donor reads its listening sockets no more: after
+    /// [`UdpHandle::stop_receiving`] (or a stop), when each of its listen loops has finished
+    /// the datagram in hand.
+    async fn stopped_receiving(&self) {
+        let mut receiving = self.shared.receiving.subscribe();
+        let _ = receiving.wait_for(|n| *n == 0).await;
+    }
+
     /// Takes the session of the flow from `client` to `local`, if it is open, its backend
     /// has not refused, and it sends as `usesrc` says: a duplicate of its socket (connected
     /// to the backend, non-blocking) and the backend's address. The donor's session ends
@@ -339,6 +352,10 @@ struct Shared {
     draining: AtomicBool,
     /// Set by [`UdpHandle::stop_receiving`]: the listening sockets are no longer read.
     stop_receiving: watch::Sender<bool>,
+    /// How many of its listen loops still read their socket ([`Receiving`]): 0 once none
+    /// does, which a replacement sharing the sockets waits for
+    /// ([`SessionDonor::stopped_receiving`]).
+    receiving: watch::Sender<usize>,
     close: watch::Sender<bool>,
     /// [`UdpProxyConfig::carried_flows`] by (local, client), taken at each flow's first
     /// datagram, until `carried_until`.
@@ -419,7 +436,7 @@ impl UdpProxy {
         let shared = Arc::new(Shared::new(config, pool, observer));
         let tasks = sockets
             .into_iter()
-            .map(|s| tokio::spawn(listen_loop(Arc::clone(&shared), s)))
+            .map(|s| tokio::spawn(listen_loop(Receiving::new(&shared), s)))
             .collect();
         Ok(UdpHandle {
             shared,
@@ -606,6 +623,7 @@ impl Shared {
             sessions: Mutex::new(HashMap::new()),
             draining: false.into(),
             stop_receiving: watch::Sender::new(false),
+            receiving: watch::Sender::new(0),
             close: watch::Sender::new(false),
         }
     }
@@ -643,12 +661,55 @@ fn end_session(shared: &Shared, key: SessionKey, session: &Arc<Session>) {
     session.ended.notify_one();
 }
 
-async fn listen_loop(shared: Arc<Shared>, listener: Arc<ListenSocket>) {
+/// A listen loop counted in [`Shared::receiving`] from its spawning until it ends, or is
+/// dropped unpolled (an aborted task): it is moved into the loop's future.
+struct Receiving(Arc<Shared>);
+
+impl Receiving {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.receiving.send_modify(|n| *n += 1);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.0.receiving.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// How long a replacement waits for its [`SessionDonor`] to stop reading the sockets they
+/// share before it reads them anyway (a caller that never calls
+/// [`UdpHandle::stop_receiving`] on the replaced proxy).
+const DONOR_STOP_WAIT: Duration = Duration::from_secs(1);
+
+async fn listen_loop(receiving: Receiving, listener: Arc<ListenSocket>) {
+    let shared = &receiving.0;
     // One byte more than the largest accepted: a datagram that fills it was longer (the
     // kernel cuts what does not fit).
     let mut buf = vec![0u8; shared.config.max_datagram + 1];
     let mut cmsgs = ListenSocket::cmsg_buffer();
     let mut stop = shared.stop_receiving.subscribe();
+    // A replacement reads the socket it shares with the proxy it replaces only once that
+    // one has stopped: a datagram read by the old proxy after the new one took its flow's
+    // session over would open a second session, from another source port. Meanwhile
+    // datagrams wait in the socket.
+    let donor = shared
+        .donor
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if let Some(donor) = donor {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            r = tokio::time::timeout(DONOR_STOP_WAIT, donor.stopped_receiving()) => {
+                if r.is_err() {
+                    tracing::debug!("the replaced UDP proxy still reads the shared socket");
+                }
+            }
+        }
+    }
     loop {
         // `recv` is cancel safe: a datagram is either read here or left in the socket.
         let received = tokio::select! {
@@ -677,7 +738,7 @@ async fn listen_loop(shared: Arc<Shared>, listener: Arc<ListenSocket>) {
             client,
             backend: None,
         };
-        forward_datagram(&shared, &listener, key, &buf[..n]).await;
+        forward_datagram(shared, &listener, key, &buf[..n]).await;
     }
 }
 
