@@ -34,6 +34,8 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// - `/stream`: each request DATA frame echoed as it arrives;
 /// - `/big/<n>`: n MiB;
 /// - `/sleep/<ms>`: 200 after that long;
+/// - `/hold/<n>`: 200 once `n` requests have been in flight at once (`load.peak`; 5 s at
+///   most), however slowly they came;
 /// - anything else: 200 `id=<id>`.
 ///
 /// Every response carries `x-backend-id` and echoes what the request arrived with: its
@@ -165,8 +167,13 @@ where
         Arc::clone(&reached),
         Arc::clone(&went_away),
     );
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         requests.fetch_add(1, Ordering::Relaxed);
+        let hold = req
+            .uri()
+            .path()
+            .strip_prefix("/hold/")
+            .and_then(|n| n.parse::<u64>().ok());
         let n = counted.fetch_add(1, Ordering::Relaxed) + 1;
         let at_limit = opts.goaway_after == Some(n);
         if opts.goaway_after.is_some_and(|limit| n >= limit) {
@@ -180,6 +187,10 @@ where
             }
             let now = load.now.fetch_add(1, Ordering::Relaxed) + 1;
             load.peak.fetch_max(now, Ordering::Relaxed);
+            if let Some(n) = hold {
+                // The peak, not the count now: the first one released answers and leaves.
+                eventually(|| load.peak.load(Ordering::Relaxed) >= n).await;
+            }
             let r = respond(id, req).await;
             load.now.fetch_sub(1, Ordering::Relaxed);
             r
@@ -580,12 +591,20 @@ async fn an_idle_http2_backend_connection_is_closed_after_backend_idle() {
     c.timeouts.backend_idle = Duration::from_millis(300);
     let p = h2_proxy(c, &[b.addr]).await;
     let mut client = Client::connect(p.local_addr()).await;
+    // Timed from before the request, which takes the connection: it is let go no sooner
+    // than 300 ms after. (Whether it is still open once the response is read is a race
+    // with those 300 ms on a loaded machine; this bound is not.)
+    let t0 = tokio::time::Instant::now();
     let g = client.get("/", &[("host", "www.example")]).await;
     assert_eq!(g.status, StatusCode::OK);
-    assert_eq!(b.open.load(Ordering::Relaxed), 1);
     assert!(
         eventually(|| b.open.load(Ordering::Relaxed) == 0).await,
         "the idle connection was let go"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "let go before it was idle for 300 ms: {:?}",
+        t0.elapsed()
     );
     // And a new one is made for the next request.
     let g = client.get("/", &[("host", "www.example")]).await;
@@ -654,19 +673,26 @@ async fn more_connections_are_made_past_the_backends_stream_limit() {
     .await;
     let p = h2_proxy(config(), &[b.addr]).await;
     let addr = p.local_addr();
-    // One request first: the connection learns the backend's limit from its SETTINGS
-    // (noted by the proxy within 100 ms of the connect).
+    // Two requests first: the connection learns the backend's limit from its SETTINGS,
+    // which h2 applies before it reads the first response, and the proxy notes it as it
+    // sends the second. (Its looks 10 and 100 ms after the connect could both come before
+    // the SETTINGS on a loaded machine: the six below could then all share one connection.)
     let mut c = Client::connect(addr).await;
-    assert_eq!(
-        c.get("/", &[("host", "www.example")]).await.status,
-        StatusCode::OK
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            c.get("/", &[("host", "www.example")]).await.status,
+            StatusCode::OK
+        );
+    }
+    // Their stream closed: the first connection has its two streams free.
+    assert!(eventually(|| p.stats().backends[0].in_flight == 0).await);
+    // Each of the six answered once all six are in flight: none ends (freeing its stream)
+    // before the last is sent, however slowly a loaded machine sends them.
     let mut tasks = JoinSet::new();
     for _ in 0..6 {
         tasks.spawn(async move {
             let mut c = Client::connect(addr).await;
-            c.get("/sleep/300", &[("host", "www.example")]).await.status
+            c.get("/hold/6", &[("host", "www.example")]).await.status
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -717,19 +743,21 @@ async fn posts_at_once(addr: SocketAddr, n: usize) -> Vec<String> {
 #[tokio::test]
 async fn streams_refused_unprocessed_go_out_again_whatever_their_method() {
     for (goaway, connections) in [(true, 2), (false, 1)] {
-        // On the first connection: the first request answered after 300 ms (the two others
-        // have come by then), with a GOAWAY naming it the last stream before it, or the
-        // two others reset with REFUSED_STREAM after it. Later requests answered at once.
+        // On the first connection: the first request answered once the two others have
+        // come (not after a delay they could overrun on a loaded machine, going out on a
+        // new connection after the GOAWAY), with a GOAWAY naming it the last stream before
+        // it, or the two others reset with REFUSED_STREAM. Later requests answered at once.
+        let all_three = When::Requests(3);
         let (addr, conns, reqs) = scripted_h2(None, move |k, n, sid| match (k, n) {
             (0, 0) if goaway => {
                 let mut f = h2_goaway(sid, 0);
                 f.extend(h2_no_content(sid));
-                (Duration::from_millis(300), f)
+                (all_three, f)
             }
-            (0, 0) => (Duration::from_millis(300), h2_no_content(sid)),
-            (0, 1 | 2) if goaway => (Duration::ZERO, Vec::new()),
-            (0, 1 | 2) => (Duration::from_millis(400), h2_reset(sid, 7)),
-            _ => (Duration::ZERO, h2_no_content(sid)),
+            (0, 0) => (all_three, h2_no_content(sid)),
+            (0, 1 | 2) if goaway => (all_three, Vec::new()),
+            (0, 1 | 2) => (all_three, h2_reset(sid, 7)),
+            _ => (When::After(Duration::ZERO), h2_no_content(sid)),
         })
         .await;
         let p = h2_proxy(config(), &[addr]).await;
@@ -767,21 +795,28 @@ async fn a_failed_upload_to_an_http2_backend_is_not_the_backends_fault() {
     assert!(read.await.unwrap_or(false));
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    // An abandon: the client goes away mid-body.
+    let st = p.stats();
+    assert_eq!(st.virtual_server.client_timeouts, 1);
+    assert_eq!(st.virtual_server.bad_gateway, 0);
+    assert_eq!(st.backends[0].failures, 0, "the backend did nothing wrong");
+    // An abandon: the client goes away mid-body, once the proxy has its request. Through a
+    // proxy with the default client timeout: 300 ms could run out before the client goes,
+    // on a loaded machine, and make this a stall too.
+    let p = h2_proxy(config(), &[b.addr]).await;
     let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
     s.write_all(head).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(eventually(|| p.stats().virtual_server.requests == 1).await);
     drop(s);
     assert!(
-        eventually(|| p.stats().virtual_server.requests == 2
-            && p.stats().virtual_server.bad_requests + p.stats().virtual_server.client_timeouts
-                >= 2)
+        eventually(|| p.stats().virtual_server.bad_requests
+            + p.stats().virtual_server.client_timeouts
+            >= 1)
         .await,
         "{:?}",
         p.stats().virtual_server
     );
     let st = p.stats();
-    assert_eq!(st.virtual_server.client_timeouts, 1);
+    assert_eq!(st.virtual_server.client_timeouts, 0, "no stall");
     assert_eq!(st.virtual_server.bad_gateway, 0);
     assert_eq!(st.backends[0].failures, 0, "the backend did nothing wrong");
 }
@@ -907,16 +942,31 @@ async fn nginx_going_away_every_ten_requests_costs_no_request() {
     assert_eq!(s.virtual_server.requests, 400);
 }
 
+/// When a [`scripted_h2`] server writes the frames for a request: after a delay, or once it
+/// has had that many requests in all, on any connection (5 s at most).
+#[derive(Clone, Copy)]
+enum When {
+    After(Duration),
+    Requests(u64),
+}
+
+impl From<Duration> for When {
+    fn from(delay: Duration) -> Self {
+        Self::After(delay)
+    }
+}
+
 /// A hand-written h2c server for scripted behaviours: `max_streams` is its
 /// SETTINGS_MAX_CONCURRENT_STREAMS; `act(connection index, request index, stream id)` says
-/// what to do with a request once whole: the frames to write, after a delay. Counts
-/// connections and requests. Its tasks end with the test's runtime.
-async fn scripted_h2<F>(
+/// what to do with a request once whole: the frames to write, and when ([`When`], or a
+/// delay). Counts connections and requests. Its tasks end with the test's runtime.
+async fn scripted_h2<F, W>(
     max_streams: Option<u32>,
     act: F,
 ) -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>)
 where
-    F: Fn(u64, u64, u32) -> (Duration, Vec<u8>) + Send + Sync + 'static,
+    F: Fn(u64, u64, u32) -> (W, Vec<u8>) + Send + Sync + 'static,
+    W: Into<When>,
 {
     use tokio::io::AsyncReadExt;
     let act = Arc::new(act);
@@ -972,10 +1022,16 @@ where
                         continue;
                     }
                     let n = reqs.fetch_add(1, Ordering::SeqCst);
-                    let (delay, frames) = act(k, n, sid);
-                    let wr = Arc::clone(&wr);
+                    let (when, frames) = act(k, n, sid);
+                    let when: When = when.into();
+                    let (wr, reqs) = (Arc::clone(&wr), Arc::clone(&reqs));
                     tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
+                        match when {
+                            When::After(delay) => tokio::time::sleep(delay).await,
+                            When::Requests(m) => {
+                                eventually(|| reqs.load(Ordering::SeqCst) >= m).await;
+                            }
+                        }
                         let _ = wr.lock().await.write_all(&frames).await;
                     });
                 }
@@ -1039,10 +1095,10 @@ async fn a_backend_refusing_every_stream_is_counted_failed_and_avoided() {
 /// retry (a GET goes out again), not the client's fault (400).
 #[tokio::test]
 async fn a_request_waiting_for_a_stream_survives_a_goaway() {
-    // One stream per connection; the first connection answers at once, the next ones send
-    // GOAWAY with their answer after 700 ms, the 17th on answer at once.
+    // One stream per connection; the first two requests are answered at once, then the
+    // connections send GOAWAY with their answer after 700 ms, the 17th on answers at once.
     let (addr, _, _) = scripted_h2(Some(1), |k, n, sid| {
-        if n == 0 || k >= 16 {
+        if n <= 1 || k >= 16 {
             (Duration::ZERO, h2_no_content(sid))
         } else {
             let mut f = h2_goaway(sid, 0);
@@ -1054,12 +1110,15 @@ async fn a_request_waiting_for_a_stream_survives_a_goaway() {
     let p = h2_proxy(config(), &[addr]).await;
     let a = p.local_addr();
     let mut c = Client::connect(a).await;
-    assert_eq!(
-        c.get("/", &[("host", "a.example")]).await.status,
-        StatusCode::NO_CONTENT
-    );
-    // The limit (1) is noted.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The limit (1) is noted as the second is sent, the first's response having come after
+    // the SETTINGS (the proxy's looks soon after the connect could come before them on a
+    // loaded machine: the 17 could then all queue on this connection).
+    for _ in 0..2 {
+        assert_eq!(
+            c.get("/", &[("host", "a.example")]).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
     let mut set = JoinSet::new();
     for _ in 0..17 {
         set.spawn(async move {
@@ -1098,20 +1157,21 @@ async fn stream_resets_do_not_take_the_connection_out_of_use() {
 
 /// A body of known length read whole before it goes to an HTTP/2 backend keeps the client
 /// timeout for its gaps, not for the whole read: a slow client that keeps sending is served
-/// (20 bytes over a second, the client timeout 300 ms).
+/// (20 bytes over two seconds, the client timeout 1 s: each 100 ms gap may overrun by most
+/// of a second on a loaded machine, the whole read still takes twice the timeout).
 #[tokio::test]
 async fn a_slow_steady_upload_to_an_http2_backend_is_not_cut_off() {
     let b = H2Backend::start(1).await;
     let mut c = config();
-    c.timeouts.client = Duration::from_millis(300);
+    c.timeouts.client = Duration::from_secs(1);
     let p = h2_proxy(c, &[b.addr]).await;
     let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: a.example\r\nContent-Length: 20\r\n\r\n")
         .await
         .unwrap();
-    for _ in 0..10 {
+    for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        s.write_all(b"ab").await.unwrap();
+        s.write_all(b"a").await.unwrap();
     }
     let mut got = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), read_head(&mut s, &mut got));
@@ -1128,19 +1188,22 @@ async fn a_slow_steady_upload_to_an_http2_backend_is_not_cut_off() {
 async fn a_response_timeout_while_other_streams_are_answered_keeps_the_connection() {
     let b = H2Backend::start(1).await;
     let mut c = config();
-    c.timeouts.backend_response = Duration::from_millis(400);
+    c.timeouts.backend_response = Duration::from_secs(2);
     let p = h2_proxy(c, &[b.addr]).await;
     let a = p.local_addr();
     let slow = tokio::spawn(async move {
         let mut client = Client::connect(a).await;
         client
-            .get("/sleep/3000", &[("host", "a.example")])
+            .get("/sleep/5000", &[("host", "a.example")])
             .await
             .status
     });
+    // The others once the slow one is on the connection (the backend has it): answered
+    // while it waits, not after its timeout, however late a loaded machine runs the test
+    // (its timeout 2 s, with none of it spent in sleeps of the test's).
+    assert!(eventually(|| b.requests.load(Ordering::Relaxed) == 1).await);
     let mut client = Client::connect(a).await;
     for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
         let g = client.get("/", &[("host", "a.example")]).await;
         assert_eq!(g.status, StatusCode::OK);
     }
@@ -1159,13 +1222,16 @@ async fn a_response_timeout_while_other_streams_are_answered_keeps_the_connectio
 /// backend failed once: one connect failure counted, one failure told to passive health
 /// (each waiter used to count one, so that a handful of concurrent requests could eject a
 /// backend for a single failed connect). Here the backend takes the TCP connection and
-/// never answers the TLS handshake, so that the 5 requests wait together.
+/// leaves the TLS handshake unanswered until the 5 requests wait for it, then closes it.
 #[tokio::test]
 async fn one_failed_http2_connect_counts_once_for_the_requests_that_waited() {
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
     let mut c = config();
-    c.timeouts.backend_connect = Duration::from_millis(500);
+    // Past the test's own steps: the connect fails when the backend closes it, not on a
+    // timer that a loaded machine could let run out before the last request comes (that
+    // one would connect again).
+    c.timeouts.backend_connect = Duration::from_secs(5);
     c.retries = 0;
     let p = proxy(
         c,
@@ -1182,6 +1248,18 @@ async fn one_failed_http2_connect_counts_once_for_the_requests_that_waited() {
             client.get("/", &[("host", "a.example")]).await.status
         });
     }
+    let (held, _) = tokio::time::timeout(Duration::from_secs(10), silent.accept())
+        .await
+        .expect("the proxy connects within 10 s")
+        .unwrap();
+    // A request counts in flight as it picks the backend, in the same step as it starts
+    // waiting for the connect.
+    assert!(
+        eventually(|| p.stats().backends[0].in_flight == 5).await,
+        "{:?}",
+        p.stats().backends[0]
+    );
+    drop(held);
     while let Some(status) = set.join_next().await {
         assert!(status.unwrap().is_server_error());
     }
