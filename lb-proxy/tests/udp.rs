@@ -356,6 +356,13 @@ fn handover_socket(cfg: &UdpProxyConfig) -> (SocketAddr, std::net::UdpSocket) {
     (vip, socket.into_std().unwrap())
 }
 
+/// A proxy started as a reload starts one: on a duplicate of the handed-over `socket`.
+fn start_on_dup(cfg: UdpProxyConfig, pool: Arc<Pool>, socket: &std::net::UdpSocket) -> UdpHandle {
+    let dup = UdpSocket::from_std(socket.try_clone().unwrap()).unwrap();
+    let noop = Arc::new(lb_proxy::outcome::NoopObserver);
+    UdpProxy::start_on(cfg, pool, noop, vec![dup]).unwrap()
+}
+
 /// A replacement started with the flows of the proxy it replaces keeps each client on its
 /// backend: a reload restarting the virtual server moved them (the new proxy's round robin
 /// gave clients asking in another order each other's backends). A carried flow whose
@@ -366,13 +373,11 @@ async fn carried_flows_keep_their_backends_across_a_handover() {
     let b = tagged_echo("b").await;
     let pool = |b_up: bool| pool_of_two(a.addr, b.addr, b_up);
     let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
-    let (vip, std_socket) = handover_socket(&cfg);
-    let socket = || UdpSocket::from_std(std_socket.try_clone().unwrap()).unwrap();
-    let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
+    let (vip, socket) = handover_socket(&cfg);
     let start = |flows: Vec<lb_proxy::udp::CarriedFlow>, b_up: bool| {
         let mut cfg = cfg.clone();
         cfg.carried_flows = flows;
-        UdpProxy::start_on(cfg, pool(b_up), noop(), vec![socket()]).unwrap()
+        start_on_dup(cfg, pool(b_up), &socket)
     };
     let old = start(Vec::new(), true);
     let mut clients = Vec::new();
@@ -436,16 +441,14 @@ async fn a_replacement_takes_each_session_over_with_its_source_port() {
     let b = peer_echo("b").await;
     let pool = |b_up: bool| pool_of_two(a.addr, b.addr, b_up);
     let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
-    let (vip, std_socket) = handover_socket(&cfg);
-    let socket = || UdpSocket::from_std(std_socket.try_clone().unwrap()).unwrap();
-    let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
+    let (vip, socket) = handover_socket(&cfg);
     // As lb-node's reload starts a replacement: the old proxy's flows and sessions.
     let start = |old: Option<&UdpHandle>, b_up: bool| {
         let mut cfg = cfg.clone();
         cfg.carried_flows = old.map(UdpHandle::flows).unwrap_or_default();
         cfg.session_donor = old.map(UdpHandle::session_donor);
         let pool = pool(b_up);
-        let h = UdpProxy::start_on(cfg, Arc::clone(&pool), noop(), vec![socket()]).unwrap();
+        let h = start_on_dup(cfg, Arc::clone(&pool), &socket);
         (h, pool)
     };
     // (active, total) connections of backend `id` in `pool`.
@@ -514,17 +517,15 @@ async fn a_replacement_reads_the_shared_socket_only_once_its_donor_stopped() {
     let a = peer_echo("a").await;
     let b = peer_echo("b").await;
     let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
-    let (vip, std_socket) = handover_socket(&cfg);
-    let socket = || UdpSocket::from_std(std_socket.try_clone().unwrap()).unwrap();
-    let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
+    let (vip, socket) = handover_socket(&cfg);
     let pool = || pool_of_two(a.addr, b.addr, true);
-    let old = UdpProxy::start_on(cfg.clone(), pool(), noop(), vec![socket()]).unwrap();
+    let old = start_on_dup(cfg.clone(), pool(), &socket);
     let first = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let before = ask(&first, vip, "1").await.unwrap();
 
     let mut replacement = cfg.clone();
     replacement.session_donor = Some(old.session_donor());
-    let new = UdpProxy::start_on(replacement, pool(), noop(), vec![socket()]).unwrap();
+    let new = start_on_dup(replacement, pool(), &socket);
     // Both running, the old one not told to stop: 20 new flows, each read by the old one.
     let mut clients = Vec::new();
     for _ in 0..20 {
@@ -584,16 +585,8 @@ async fn handover_to_a_proxy_on_a_duplicate_socket_loses_no_datagram() {
             Arc::new(Pool::new(Algorithm::RoundRobin, set, PoolConfig::default()).unwrap())
         };
         let cfg = UdpProxyConfig::new(vec!["127.0.0.1:0".parse().unwrap()]);
-        let (vip, std_socket) = handover_socket(&cfg);
-        let dup = std_socket.try_clone().unwrap();
-        let noop = || Arc::new(lb_proxy::outcome::NoopObserver);
-        let old = UdpProxy::start_on(
-            cfg.clone(),
-            pool(),
-            noop(),
-            vec![UdpSocket::from_std(std_socket).unwrap()],
-        )
-        .unwrap();
+        let (vip, socket) = handover_socket(&cfg);
+        let old = start_on_dup(cfg.clone(), pool(), &socket);
 
         let client = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         client.connect(vip).await.unwrap();
@@ -626,15 +619,7 @@ async fn handover_to_a_proxy_on_a_duplicate_socket_loses_no_datagram() {
                 old_forwarded = Some(old.stats().bytes_to_backend);
             }
             if seq == N / 2 {
-                new = Some(
-                    UdpProxy::start_on(
-                        cfg.clone(),
-                        pool(),
-                        noop(),
-                        vec![UdpSocket::from_std(dup.try_clone().unwrap()).unwrap()],
-                    )
-                    .unwrap(),
-                );
+                new = Some(start_on_dup(cfg.clone(), pool(), &socket));
                 old.stop_receiving();
             }
             client.send(seq.to_string().as_bytes()).await.unwrap();
