@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
 use super::backend_tls::BackendTls;
+use super::batch::{Batched, WriteBatch};
 use super::body::ClientBody;
 use super::error::ForwardError;
 
@@ -59,7 +60,7 @@ struct Counted {
 /// A backend connection: plain TCP, or TLS over it ([`BackendTls`]).
 #[derive(Debug)]
 enum BackendIo {
-    Plain(TcpStream),
+    Plain(Batched),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
@@ -94,7 +95,7 @@ impl AsyncWrite for BackendIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Self::Plain(s) => super::io::poll_write_coalesced(Pin::new(s), cx, bufs),
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -414,6 +415,8 @@ pub(crate) struct ConnPool {
     connect_timeout: Duration,
     builder: http1::Builder,
     builder2: http2::Builder<TokioExecutor>,
+    /// Where plain connections' small writes are queued ([`super::batch`]).
+    batch: Option<Arc<WriteBatch>>,
 }
 
 /// hyper's own header-count limit, kept on the stack: a limit is set only when it differs
@@ -437,12 +440,14 @@ const H2_CONNECTION_WINDOW: u32 = 8 * H2_STREAM_WINDOW;
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
 impl ConnPool {
-    /// `max_headers`: the most header lines a response may have (the requests' limit).
+    /// `max_headers`: the most header lines a response may have (the requests' limit);
+    /// `batch`: where plain connections' small writes are queued (none: written at once).
     pub(crate) fn new(
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
         max_headers: usize,
+        batch: Option<Arc<WriteBatch>>,
     ) -> Self {
         let mut builder = http1::Builder::new();
         // A header continued on the next line (obs-fold, RFC 9112 §5.2) is joined with
@@ -473,6 +478,7 @@ impl ConnPool {
             connect_timeout,
             builder,
             builder2,
+            batch,
         }
     }
 
@@ -733,7 +739,7 @@ impl ConnPool {
         };
         let _ = stream.set_nodelay(true);
         let inner = match tls {
-            None => BackendIo::Plain(stream),
+            None => BackendIo::Plain(Batched::new(stream, self.batch.as_ref())),
             Some(tls) => {
                 match tokio::time::timeout_at(deadline, tls.connect(addr, stream, http2)).await {
                     // A backend that does not choose `h2` would get HTTP/2 it does not
@@ -841,7 +847,13 @@ mod tests {
     /// removed them) go at the next purge once empty; one a request holds stays.
     #[tokio::test]
     async fn purge_drops_empty_unheld_lists_and_slots() {
-        let pool = ConnPool::new(8, Duration::from_secs(60), Duration::from_secs(1), 100);
+        let pool = ConnPool::new(
+            8,
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+            100,
+            None,
+        );
         let key = |port| (SocketAddr::from(([127, 0, 0, 1], port)), 1, 0);
         let held = pool.list(key(1));
         drop(pool.list(key(2)));

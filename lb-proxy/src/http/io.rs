@@ -17,8 +17,9 @@ use super::body::{Activity, Timer};
 const COALESCE_MAX: usize = 4096;
 
 /// A vectored write to `w` at the lower cost of `send(2)` where that is cheaper (for a
-/// plain TCP stream; over TLS, where [`Prefixed`] also calls it, the copy is one more and
-/// gains nothing, as rustls buffers the pieces anyway): one non-empty piece is written as such; several of at most
+/// plain TCP stream, [`super::batch::Batched`]'s writes that go out at once; over TLS the
+/// copy would be one more and gain nothing, as rustls buffers the pieces anyway): one
+/// non-empty piece is written as such; several of at most
 /// [`COALESCE_MAX`] bytes in all (a response head and a 1 KiB body, hyper's two iovecs)
 /// are copied together and written at once; larger ones go as they are. `writev(2)`
 /// costs about 0.2 µs more in the kernel than `send(2)` (its VFS path and iovec import,
@@ -252,7 +253,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let r = poll_write_coalesced(Pin::new(&mut this.inner), cx, bufs);
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         this.noted(bufs.iter().map(|b| &**b), &r);
         this.bound(cx, r)
     }

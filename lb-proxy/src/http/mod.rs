@@ -90,6 +90,14 @@
 //! an HTTP/1.0 client in 1.0): 1.1, or 2 towards HTTP/2 backends. HTTP/1.1 messages carry
 //! the trailer fields a message declares in `Trailer`.
 //!
+//! On tokio's current-thread scheduler (lb-node's `nbthread = 1`) the small writes (up to
+//! 4 KiB: a request or response head, a small body) to plain TCP clients and backends are
+//! queued and sent together once the tasks the event loop woke in that turn have run, as
+//! HAProxy's loop sends what its streams produced: the backends and clients wake up
+//! about half as often, which costs the proxy's CPU less. Order, back-pressure and errors
+//! stay those of each connection's own writes. On a multi-thread runtime every write goes
+//! out at once.
+//!
 //! The sans-IO parts ([`config`], [`route`], [`forwarded`], [`stats`]) read no clock and do no
 //! IO; the driver is [`HttpProxy`].
 //!
@@ -123,6 +131,7 @@
 
 pub mod access_log;
 mod backend_tls;
+mod batch;
 mod body;
 mod client;
 pub mod config;

@@ -27,6 +27,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::access_log::{AccessEntry, RequestLine, Termination, Timings};
 use super::backend_tls::BackendTls;
+use super::batch::{Batched, WriteBatch};
 use super::body::{
     ActiveRequest, Activity, ClientBody, ClientTimer, Prefetched, Release, ResponseBody, SendWatch,
     StallGuard, StallReport, Timer, UploadError,
@@ -127,6 +128,9 @@ struct Shared {
     tls_warned: Vec<Mutex<Option<tokio::time::Instant>>>,
     /// Frontend `maxconn`: one permit per open client connection (or its tunnel).
     slots: Arc<tokio::sync::Semaphore>,
+    /// Where plain client connections' small writes are queued, to go out together at the
+    /// end of the event loop's turn ([`super::batch`]; on a current-thread runtime only).
+    batch: Option<Arc<WriteBatch>>,
 }
 
 /// One client connection's addresses.
@@ -311,11 +315,13 @@ impl HttpProxy {
             }
             server_config
         });
+        let batch = WriteBatch::for_current_runtime();
         let conns = Arc::new(ConnPool::new(
             config.limits.max_idle_per_backend,
             config.timeouts.backend_idle,
             config.timeouts.backend_connect,
             config.limits.max_headers,
+            batch.clone(),
         ));
         let (stop, stop_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
@@ -332,6 +338,7 @@ impl HttpProxy {
             keyless: std::sync::atomic::AtomicU64::new(0),
             tls_warned,
             slots: Arc::new(tokio::sync::Semaphore::new(config.maxconn)),
+            batch,
             config,
         });
         let accept = listeners
@@ -612,6 +619,7 @@ async fn serve_client_inner(
     // `timeout http-request` covers the handshake.
     let opened = tokio::time::Instant::now();
     let Some(tls_server) = &shared.tls_server else {
+        let batched = |stream| Batched::new(stream, shared.batch.as_ref());
         if shared.config.http2 {
             // h2c with prior knowledge: the connection opens with the HTTP/2 preface.
             match read_preface(
@@ -624,7 +632,7 @@ async fn serve_client_inner(
                 Preface::Http2 => {
                     return serve_h2(
                         shared,
-                        stream,
+                        batched(stream),
                         early,
                         false,
                         (peer, local),
@@ -646,7 +654,7 @@ async fn serve_client_inner(
         }
         return serve_http(
             shared,
-            stream,
+            batched(stream),
             early,
             false,
             (peer, local),
