@@ -166,8 +166,10 @@ pub struct Global {
     pub reload_drain_deadline: Option<Duration>,
     /// Event-loop threads (HAProxy `nbthread`). 0, the default, runs one per CPU; 1 runs
     /// everything on one thread (tokio's current-thread scheduler: no cross-thread wake-ups,
-    /// the fastest choice when the node is given one CPU, as `nbthread 1` is for HAProxy);
-    /// n > 1 runs n worker threads. Read at start; a reload keeps the running value.
+    /// the fastest choice when the node is given one CPU, as `nbthread 1` is for HAProxy;
+    /// there HTTP virtual servers also send the small writes of each event-loop turn
+    /// together); n > 1 runs n worker threads. Read at start; a reload keeps the running
+    /// value.
     pub nbthread: u16,
     /// HAProxy `busy-polling`: while any connection or UDP session is open (busy or idle),
     /// the event loop polls with a zero timeout instead of sleeping, so the proxy's CPU
