@@ -50,6 +50,28 @@ const QUEUE_MAX: usize = 256 * 1024;
 /// The queue's buffer capacity kept after a flush (bytes); a larger one is given back.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// How many times at most the flusher goes to the back of the run queue again while the
+/// tasks ahead of it keep writing. Against 0, 2 woke wrk about 15 % less often per
+/// keep-alive request and cost 0.5–1.5 % less CPU per request in two A/Bs (about their
+/// spread); 8 woke nginx and wrk no less often than 2.
+const REQUEUES: usize = 2;
+
+/// Puts the current task at the back of the scheduler's run queue, once: a task that wakes
+/// itself is queued behind those already queued (on tokio's current-thread scheduler;
+/// `tokio::task::yield_now` would wait for the IO driver's next poll too, and was slower).
+async fn requeue() {
+    let mut queued = false;
+    std::future::poll_fn(|cx| {
+        if queued {
+            return Poll::Ready(());
+        }
+        queued = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
 /// The small writes of a turn, queued for one flush (see the module docs).
 #[derive(Debug)]
 pub(crate) struct WriteBatch {
@@ -110,6 +132,18 @@ impl WriteBatch {
             loop {
                 // Woken by a first queued write, or by the batch's drop.
                 wake.notified().await;
+                // The tasks queued ahead of the flusher have run; those they woke (a
+                // client's request handed to its backend connection's task) run behind it
+                // and may write too: go behind them while they do.
+                for _ in 0..REQUEUES {
+                    let Some(queued) = weak.upgrade().map(|b| b.lock().bytes.len()) else {
+                        return;
+                    };
+                    requeue().await;
+                    if weak.upgrade().map(|b| b.lock().bytes.len()) == Some(queued) {
+                        break;
+                    }
+                }
                 match weak.upgrade() {
                     Some(batch) => batch.flush(),
                     None => return,
