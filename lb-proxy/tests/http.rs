@@ -3517,3 +3517,137 @@ async fn refused_requests_are_logged_as_badreq() {
         lines.0.lock().unwrap()
     );
 }
+
+/// A backend for one connection that answers its request with a `len`-byte body (byte `i`
+/// is `i % 251`) written 1 KiB at a time, pausing 1 ms after every `every` KiB, so that
+/// the proxy reads and writes it in small pieces and large ones alike. Stops at the first
+/// failed write.
+async fn trickling_backend(len: usize, every: usize) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Bounded: a request head arrives in a few reads.
+        for _ in 0..50 {
+            match s.read(&mut buf).await {
+                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+        if s.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        for (n, piece) in body.chunks(1024).enumerate() {
+            if s.write_all(piece).await.is_err() {
+                return;
+            }
+            if n % every == every - 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        // Until the proxy closes (bounded).
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    });
+    (addr, task)
+}
+
+/// On the current-thread runtime (lb-node's `nbthread = 1`) the proxy's small writes are
+/// queued and sent at the end of each turn, large ones at once. A response that arrives in
+/// pieces of both sizes reaches a client that reads nothing for a while and then reads
+/// slowly whole and in order: with a small send buffer on the proxy's side (inherited from
+/// the listener), the queue's sends come back short and the rest waits with the
+/// connection, which writes it before anything else.
+#[tokio::test]
+async fn a_response_in_small_pieces_reaches_a_slow_reader_whole_and_in_order() {
+    use tokio::io::AsyncReadExt;
+    let len = 1 << 20;
+    let (addr, backend) = trickling_backend(len, 4).await;
+    let listener = tokio::net::TcpSocket::new_v4().unwrap();
+    listener.set_send_buffer_size(4096).unwrap();
+    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let p = HttpProxy::start(
+        listener.listen(64).unwrap(),
+        config(),
+        vec![HttpPool::new("www", pool_at(addr))],
+    )
+    .unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut got = Vec::with_capacity(len + 256);
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // Bounded by the deadline: reads, with a pause after every fourth one.
+    let mut reads = 0u32;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!("read: {e}"),
+            Err(_) => panic!("not all in time: {} bytes", got.len()),
+        }
+        reads += 1;
+        if reads % 4 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let body = &got[head_end..];
+    assert_eq!(body.len(), len);
+    let first_wrong = body
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b != (i % 251) as u8);
+    assert_eq!(first_wrong, None, "the body arrived intact and in order");
+    backend.abort();
+}
+
+/// A client that reads nothing of a response written to it in small and large pieces (the
+/// small ones queued, on the current-thread runtime) is cut off after the client timeout.
+#[tokio::test]
+async fn a_client_reading_nothing_of_small_pieces_is_cut_off() {
+    let (addr, backend) = trickling_backend(64 << 20, 16).await;
+    let mut c = config();
+    c.timeouts.client = Duration::from_millis(300);
+    let p = proxy(c, vec![("www", pool_at(addr))]).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(p.local_addr()).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let t = tokio::time::Instant::now();
+    let done = |v: &lb_proxy::http::VirtualServerStats| {
+        v.connections == 1 && v.client_timeouts == 1 && v.active_connections == 0
+    };
+    while !done(&p.stats().virtual_server) && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = p.stats().virtual_server;
+    assert!(done(&v), "{v:?}");
+    let (got, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        eof && got.len() < 64 << 20,
+        "{} bytes, eof {eof}",
+        got.len()
+    );
+    backend.abort();
+}
