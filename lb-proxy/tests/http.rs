@@ -3651,3 +3651,106 @@ async fn a_client_reading_nothing_of_small_pieces_is_cut_off() {
     );
     backend.abort();
 }
+
+/// On the current-thread runtime (where small writes are queued until the end of a turn),
+/// a WebSocket echo works as on the multi-thread one: the tunnel's writes go out at once,
+/// and the bytes the client sent right behind its upgrade request reach the backend.
+#[tokio::test]
+async fn websocket_echoes_on_the_current_thread_runtime() {
+    use tokio::io::AsyncReadExt;
+    let b = TestBackend::start(7).await;
+    let p = proxy(
+        config(),
+        vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
+    )
+    .await;
+    let (mut s, head) = open_websocket(p.local_addr()).await;
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in [
+        &b"hello"[..],
+        b"through the proxy",
+        &[7u8; 3000],
+        &[9u8; 20_000],
+    ] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+    assert_eq!(p.stats().virtual_server.upgrades, 1);
+}
+
+/// A tunnel whose backend sends small messages to a client that reads none of them, then
+/// goes quiet, is cut off after the client timeout (`client_timeouts`), on the
+/// current-thread runtime (where the tunnel's writes go out at once, not queued).
+#[tokio::test]
+async fn a_tunnel_to_a_client_reading_nothing_is_cut_off_after_the_backend_goes_quiet() {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Bounded: a request head arrives in a few reads.
+        for _ in 0..50 {
+            match s.read(&mut buf).await {
+                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .await;
+        // 2 MiB in 1 KiB messages (more than the client's buffers take), then quiet.
+        for n in 0..2048 {
+            let w = s.write_all(&[b'm'; 1024]);
+            match tokio::time::timeout(Duration::from_millis(500), w).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+            if n % 8 == 7 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        // Until the proxy closes (bounded).
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+    });
+    let mut c = config();
+    c.timeouts.client = Duration::from_millis(300);
+    let listener = tokio::net::TcpSocket::new_v4().unwrap();
+    listener.set_send_buffer_size(4096).unwrap();
+    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let p = HttpProxy::start(
+        listener.listen(64).unwrap(),
+        c,
+        vec![HttpPool::new("www", pool_at(addr))],
+    )
+    .unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(p.local_addr()).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let t = tokio::time::Instant::now();
+    let done = |v: &lb_proxy::http::VirtualServerStats| {
+        v.upgrades == 1 && v.client_timeouts == 1 && v.active_connections == 0
+    };
+    while !done(&p.stats().virtual_server) && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = p.stats().virtual_server;
+    assert!(done(&v), "{v:?}");
+    let (_, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
+    assert!(eof);
+    backend.abort();
+}

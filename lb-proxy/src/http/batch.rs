@@ -26,6 +26,10 @@
 //!   does), and queues nothing more until it is gone.
 //! - Errors: a failed send (a reset) is returned by the stream's next write, flush or
 //!   shutdown.
+//! - Tunnels: an upgraded connection goes [direct](Batched::go_direct) before its tunnel
+//!   copies it. `tokio::io::copy_bidirectional` flushes once after a write and may then
+//!   only read that stream (or nothing, once its direction is done), so a backlog left by
+//!   a short flush would wait there, unbounded by the client timeout, for another write.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -332,6 +336,8 @@ fn send_all(fd: RawFd, data: &[u8]) -> io::Result<usize> {
 pub(crate) struct Batched {
     stream: TcpStream,
     batch: Option<Member>,
+    /// Set by [`Batched::go_direct`]: nothing more is queued.
+    direct: bool,
 }
 
 /// A stream's membership of its batch.
@@ -378,7 +384,21 @@ impl Batched {
                 failed: None,
             }
         });
-        Self { stream, batch }
+        Self {
+            stream,
+            batch,
+            direct: false,
+        }
+    }
+
+    /// Stops queueing this stream's writes: from now on they go out at once (after what
+    /// is queued or held back, which the next write or flush sends first), and a full
+    /// socket makes them wait, as a plain stream's. For an upgraded connection's tunnel,
+    /// whose copy loop (`tokio::io::copy_bidirectional`) flushes once after a write and
+    /// then may only read: the queue's back-pressure, which reaches the owner through its
+    /// next write or flush, would not reach it there.
+    pub(crate) fn go_direct(&mut self) {
+        self.direct = true;
     }
 
     /// Sends this stream's backlog, if it has one (and returns its error, if a send
@@ -473,7 +493,7 @@ impl AsyncWrite for Batched {
         if total == 0 {
             return Poll::Ready(Ok(0));
         }
-        if total <= BATCH_MAX {
+        if total <= BATCH_MAX && !this.direct {
             std::task::ready!(this.poll_backlog(cx))?;
             if let Some(m) = &mut this.batch {
                 if let Some(flush) = m.batch.queue(m.key, bufs, cx.waker()) {
@@ -494,10 +514,15 @@ impl AsyncWrite for Batched {
     }
 
     /// Queued bytes count as flushed (they go out at the end of the turn, as a plain
-    /// stream's written bytes go out when the kernel sends them); a backlog is sent.
+    /// stream's written bytes go out when the kernel sends them); a backlog is sent. Once
+    /// [direct](Batched::go_direct), queued bytes are sent too.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        std::task::ready!(this.poll_backlog(cx))?;
+        if this.direct {
+            std::task::ready!(this.poll_drain(cx))?;
+        } else {
+            std::task::ready!(this.poll_backlog(cx))?;
+        }
         Pin::new(&mut this.stream).poll_flush(cx)
     }
 
@@ -535,10 +560,15 @@ mod tests {
         got
     }
 
-    /// Whether the peer has nothing to read now.
+    /// Whether the peer has nothing to read now (asked of the socket itself: tokio's
+    /// `try_read` answers from the readiness it has seen, which may be older).
     fn nothing_yet(peer: &TcpStream) -> bool {
         let mut b = [0u8; 1];
-        matches!(peer.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        matches!(
+            nix::sys::socket::recv(peer.as_raw_fd(), &mut b, flags),
+            Err(nix::errno::Errno::EAGAIN)
+        )
     }
 
     #[tokio::test]
@@ -670,6 +700,35 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(failed, "a reset stream's writes fail");
+    }
+
+    /// Reads what `peer` has now, without waiting (from the socket itself, as
+    /// [`nothing_yet`]).
+    fn read_now(peer: &TcpStream) -> Vec<u8> {
+        let mut b = [0u8; 256];
+        match nix::sys::socket::recv(peer.as_raw_fd(), &mut b, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => b[..n].to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// An upgraded connection's stream goes direct: its flush sends what was queued, and
+    /// its writes go out at once, with no turn in between (loopback delivers a send
+    /// before it returns).
+    #[tokio::test]
+    async fn a_direct_stream_sends_what_was_queued_and_queues_nothing_more() {
+        let batch = WriteBatch::for_current_runtime().unwrap();
+        let (mut a, pa) = pair(&batch).await;
+        a.write_all(b"101 head").await.unwrap();
+        assert!(nothing_yet(&pa));
+        a.go_direct();
+        a.flush().await.unwrap();
+        assert_eq!(read_now(&pa), b"101 head");
+        a.write_all(b"frame").await.unwrap();
+        assert_eq!(read_now(&pa), b"frame");
+        a.write_all(b"frame 2").await.unwrap();
+        a.flush().await.unwrap();
+        assert_eq!(read_now(&pa), b"frame 2");
     }
 
     #[test]

@@ -174,6 +174,25 @@ impl AsyncWrite for Counted {
     }
 }
 
+/// A backend connection upgraded by its `101`, as the tunnel copies it: over plain TCP
+/// unwrapped from hyper and with its writes no longer queued ([`Batched::go_direct`]),
+/// after the bytes hyper read past the `101` head.
+pub(crate) fn backend_tunnel_io(up: hyper::upgrade::Upgraded) -> Box<dyn super::io::TunnelIo> {
+    match up.downcast::<TokioIo<Counted>>() {
+        Ok(parts) => {
+            let mut io = parts.io.into_inner();
+            if let BackendIo::Plain(b) = &mut io.inner {
+                b.go_direct();
+            }
+            Box::new(super::io::Rewind::new(parts.read_buf.to_vec(), io))
+        }
+        Err(up) => {
+            debug_assert!(false, "backend connections are made as this type");
+            Box::new(TokioIo::new(up))
+        }
+    }
+}
+
 /// An idle list's key: the backend's address, the address of its counters, and the
 /// [`BackendTls::id`] its connections were made with (0: plain TCP).
 type ListKey = (SocketAddr, usize, usize);

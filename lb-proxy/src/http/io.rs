@@ -124,6 +124,11 @@ content-type: text/plain\r\ncontent-length: 20\r\nconnection: close\r\n\r\n\
 408 Request Timeout\n";
 
 impl<T> Prefixed<T> {
+    /// The stream inside.
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        &mut self.inner.inner
+    }
+
     pub(crate) fn new(
         prefix: Vec<u8>,
         inner: T,
@@ -279,9 +284,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     }
 }
 
+/// An upgraded connection's side as the tunnel copies it.
+pub(crate) trait TunnelIo: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> TunnelIo for T {}
+
 /// Yields `prefix` first, then reads from `inner`; writes go straight to `inner`: a client
 /// socket with the bytes read past its PROXY header put back, for the TLS handshake
-/// (they are the start of its ClientHello).
+/// (they are the start of its ClientHello), or an upgraded connection's stream with the
+/// bytes hyper read past the `101` head.
 #[derive(Debug)]
 pub(crate) struct Rewind<T> {
     prefix: Vec<u8>,

@@ -32,11 +32,11 @@ use super::body::{
     ActiveRequest, Activity, ClientBody, ClientTimer, Prefetched, Release, ResponseBody, SendWatch,
     StallGuard, StallReport, Timer, UploadError,
 };
-use super::client::{BackendBody, CheckoutError, ConnPool};
+use super::client::{backend_tunnel_io, BackendBody, CheckoutError, ConnPool};
 use super::config::{HashKeySource, HttpProxyConfig};
 use super::error::{Error, ForwardError, Result};
 use super::forwarded::{is_upgrade_request, strip_hop_by_hop, ClientIdentity};
-use super::io::{Prefixed, Rewind};
+use super::io::{Prefixed, Rewind, TunnelIo};
 use super::route::{hash_key, request_host, Router};
 use super::stats::{inc, BackendCounterMap, HttpStatsSnapshot, VsCounters};
 use crate::busy_poll::{BusyGuard, BusyPolling};
@@ -2433,8 +2433,14 @@ fn spawn_tunnel(
             // before is the client's failure), the backend's once its 101 was read.
             let c = client_up.await.inspect_err(|_| client.failed = true)?;
             let b = backend_up.await?;
-            let mut c = client.watch(TokioIo::new(c));
-            let mut b = TokioIo::new(b);
+            let mut c = client.watch(client_tunnel_io(c, shared.tls_server.is_none()));
+            let mut b = backend_tunnel_io(b);
+            // What was queued before the writes went direct goes out first: the client's
+            // within the client timeout (`Prefixed`), as any write to it.
+            {
+                use tokio::io::AsyncWriteExt;
+                tokio::try_join!(c.flush(), b.flush())?;
+            }
             tokio::io::copy_bidirectional(&mut c, &mut b).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         };
@@ -2463,6 +2469,23 @@ fn spawn_tunnel(
         crate::end_connection(guards.0);
         crate::end_request(guards.1);
     });
+}
+
+/// A client connection upgraded by its `101`, as the tunnel copies it: over plain TCP
+/// (`plain`) unwrapped from hyper and with its writes no longer queued
+/// ([`Batched::go_direct`]), after the bytes hyper read past the request head.
+fn client_tunnel_io(up: hyper::upgrade::Upgraded, plain: bool) -> Box<dyn TunnelIo> {
+    match up.downcast::<TokioIo<Prefixed<Batched>>>() {
+        Ok(parts) => {
+            let mut io = parts.io.into_inner();
+            io.get_mut().go_direct();
+            Box::new(Rewind::new(parts.read_buf.to_vec(), io))
+        }
+        Err(up) => {
+            debug_assert!(!plain, "a plain connection is served as this type");
+            Box::new(TokioIo::new(up))
+        }
+    }
 }
 
 /// An HTTP/2 request's `cookie` fields, which a client may send one per cookie (RFC 9113
