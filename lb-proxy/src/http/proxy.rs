@@ -2436,11 +2436,17 @@ fn spawn_tunnel(
             let mut c = client.watch(client_tunnel_io(c, shared.tls_server.is_none()));
             let mut b = backend_tunnel_io(b);
             // What was queued before the writes went direct goes out first: the client's
-            // within the client timeout (`Prefixed`), as any write to it.
-            {
-                use tokio::io::AsyncWriteExt;
-                tokio::try_join!(c.flush(), b.flush())?;
-            }
+            // within the client timeout (`Prefixed`), as any write to it; the backend's as
+            // far as its socket takes it now, the rest by the copy's next read or write of
+            // it (a backend that writes before it reads is not waited on here).
+            tokio::io::AsyncWriteExt::flush(&mut c).await?;
+            std::future::poll_fn(|cx| {
+                match tokio::io::AsyncWrite::poll_flush(std::pin::Pin::new(&mut b), cx) {
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    _ => Poll::Ready(Ok(())),
+                }
+            })
+            .await?;
             tokio::io::copy_bidirectional(&mut c, &mut b).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         };
