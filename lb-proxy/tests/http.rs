@@ -1830,22 +1830,15 @@ async fn client_not_reading_its_response_is_cut_off() {
         .await
         .unwrap();
     // A small receive buffer, so the proxy's writes have to wait soon.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut s = sock.connect(p.local_addr()).await.unwrap();
+    let mut s = small_window_client(&p).await;
     s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     // Until the connection was accepted, cut off and closed (bounded).
-    let t = tokio::time::Instant::now();
-    let done = |v: &lb_proxy::http::VirtualServerStats| {
+    vs_until(&p, Duration::from_secs(10), |v| {
         v.connections == 1 && v.client_timeouts == 1 && v.active_connections == 0
-    };
-    while !done(&p.stats().virtual_server) && t.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let v = p.stats().virtual_server;
-    assert!(done(&v), "{v:?}");
+    })
+    .await;
     assert_eq!(
         obs.0.load(Ordering::Relaxed),
         0,
@@ -3518,6 +3511,43 @@ async fn refused_requests_are_logged_as_badreq() {
     );
 }
 
+/// A client socket connected to `p` with a 4 KiB receive buffer: its window fills soon.
+async fn small_window_client(p: &HttpProxy) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(p.local_addr()).await.unwrap()
+}
+
+/// A proxy over the backend at `addr` whose client sockets have a 4 KiB send buffer
+/// (inherited from the listener): its writes to a client that reads slowly come back
+/// short soon.
+fn proxy_with_small_send_buffer(c: HttpProxyConfig, addr: SocketAddr) -> HttpProxy {
+    let listener = tokio::net::TcpSocket::new_v4().unwrap();
+    listener.set_send_buffer_size(4096).unwrap();
+    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    HttpProxy::start(
+        listener.listen(64).unwrap(),
+        c,
+        vec![HttpPool::new("www", pool_at(addr))],
+    )
+    .unwrap()
+}
+
+/// The virtual server's counters once `done` holds of them, or after `limit` (asserted).
+async fn vs_until(
+    p: &HttpProxy,
+    limit: Duration,
+    done: impl Fn(&lb_proxy::http::VirtualServerStats) -> bool,
+) -> lb_proxy::http::VirtualServerStats {
+    let t = tokio::time::Instant::now();
+    while !done(&p.stats().virtual_server) && t.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = p.stats().virtual_server;
+    assert!(done(&v), "{v:?}");
+    v
+}
+
 /// A backend for one connection that answers its request with a `len`-byte body (byte `i`
 /// is `i % 251`) written 1 KiB at a time, pausing 1 ms after every `every` KiB, so that
 /// the proxy reads and writes it in small pieces and large ones alike. Stops at the first
@@ -3528,18 +3558,10 @@ async fn trickling_backend(len: usize, every: usize) -> (SocketAddr, tokio::task
     let addr = l.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let (mut s, _) = l.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Bounded: a request head arrives in a few reads.
-        for _ in 0..50 {
-            match s.read(&mut buf).await {
-                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
-                _ => return,
-            }
-            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
+        if !read_head(&mut s, &mut Vec::new()).await {
+            return;
         }
+        let mut buf = [0u8; 4096];
         let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
         if s.write_all(reply.as_bytes()).await.is_err() {
             return;
@@ -3570,18 +3592,8 @@ async fn a_response_in_small_pieces_reaches_a_slow_reader_whole_and_in_order() {
     use tokio::io::AsyncReadExt;
     let len = 1 << 20;
     let (addr, backend) = trickling_backend(len, 4).await;
-    let listener = tokio::net::TcpSocket::new_v4().unwrap();
-    listener.set_send_buffer_size(4096).unwrap();
-    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let p = HttpProxy::start(
-        listener.listen(64).unwrap(),
-        config(),
-        vec![HttpPool::new("www", pool_at(addr))],
-    )
-    .unwrap();
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut s = sock.connect(p.local_addr()).await.unwrap();
+    let p = proxy_with_small_send_buffer(config(), addr);
+    let mut s = small_window_client(&p).await;
     s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -3628,21 +3640,14 @@ async fn a_client_reading_nothing_of_small_pieces_is_cut_off() {
     let mut c = config();
     c.timeouts.client = Duration::from_millis(300);
     let p = proxy(c, vec![("www", pool_at(addr))]).await;
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut s = sock.connect(p.local_addr()).await.unwrap();
+    let mut s = small_window_client(&p).await;
     s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let t = tokio::time::Instant::now();
-    let done = |v: &lb_proxy::http::VirtualServerStats| {
+    vs_until(&p, Duration::from_secs(20), |v| {
         v.connections == 1 && v.client_timeouts == 1 && v.active_connections == 0
-    };
-    while !done(&p.stats().virtual_server) && t.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let v = p.stats().virtual_server;
-    assert!(done(&v), "{v:?}");
+    })
+    .await;
     let (got, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
     assert!(
         eof && got.len() < 64 << 20,
@@ -3693,18 +3698,10 @@ async fn a_tunnel_to_a_client_reading_nothing_is_cut_off_after_the_backend_goes_
     let addr = l.local_addr().unwrap();
     let backend = tokio::spawn(async move {
         let (mut s, _) = l.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Bounded: a request head arrives in a few reads.
-        for _ in 0..50 {
-            match s.read(&mut buf).await {
-                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
-                _ => return,
-            }
-            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
+        if !read_head(&mut s, &mut Vec::new()).await {
+            return;
         }
+        let mut buf = [0u8; 4096];
         let _ = s
             .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
             .await;
@@ -3724,32 +3721,17 @@ async fn a_tunnel_to_a_client_reading_nothing_is_cut_off_after_the_backend_goes_
     });
     let mut c = config();
     c.timeouts.client = Duration::from_millis(300);
-    let listener = tokio::net::TcpSocket::new_v4().unwrap();
-    listener.set_send_buffer_size(4096).unwrap();
-    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let p = HttpProxy::start(
-        listener.listen(64).unwrap(),
-        c,
-        vec![HttpPool::new("www", pool_at(addr))],
-    )
-    .unwrap();
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut s = sock.connect(p.local_addr()).await.unwrap();
+    let p = proxy_with_small_send_buffer(c, addr);
+    let mut s = small_window_client(&p).await;
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
     .await
     .unwrap();
-    let t = tokio::time::Instant::now();
-    let done = |v: &lb_proxy::http::VirtualServerStats| {
+    vs_until(&p, Duration::from_secs(20), |v| {
         v.upgrades == 1 && v.client_timeouts == 1 && v.active_connections == 0
-    };
-    while !done(&p.stats().virtual_server) && t.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let v = p.stats().virtual_server;
-    assert!(done(&v), "{v:?}");
+    })
+    .await;
     let (_, eof) = read_until_eof(&mut s, Duration::from_secs(5)).await;
     assert!(eof);
     backend.abort();

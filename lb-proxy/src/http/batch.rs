@@ -560,6 +560,16 @@ mod tests {
         got
     }
 
+    /// Reads from `peer` until its EOF, within 5 s.
+    async fn read_to_eof(peer: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), peer.read_to_end(&mut got))
+            .await
+            .expect("EOF in time")
+            .unwrap();
+        got
+    }
+
     /// Whether the peer has nothing to read now (asked of the socket itself: tokio's
     /// `try_read` answers from the readiness it has seen, which may be older).
     fn nothing_yet(peer: &TcpStream) -> bool {
@@ -612,22 +622,12 @@ mod tests {
         let (mut a, mut pa) = pair(&batch).await;
         a.write_all(b"last words").await.unwrap();
         a.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), pa.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, b"last words");
+        assert_eq!(read_to_eof(&mut pa).await, b"last words");
 
         let (mut b, mut pb) = pair(&batch).await;
         b.write_all(b"bye").await.unwrap();
         drop(b);
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), pb.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, b"bye");
+        assert_eq!(read_to_eof(&mut pb).await, b"bye");
         // The dropped stream's slot is free for the next one.
         let (_c, _pc) = pair(&batch).await;
         assert_eq!(batch.lock().streams.iter().flatten().count(), 2);

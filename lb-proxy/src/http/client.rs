@@ -174,23 +174,14 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// A backend connection upgraded by its `101`, as the tunnel copies it: over plain TCP
-/// unwrapped from hyper and with its writes no longer queued ([`Batched::go_direct`]),
-/// after the bytes hyper read past the `101` head.
+/// A backend connection upgraded by its `101`, as the tunnel copies it
+/// ([`super::io::tunnel_io`]): a plain one's writes go direct.
 pub(crate) fn backend_tunnel_io(up: hyper::upgrade::Upgraded) -> Box<dyn super::io::TunnelIo> {
-    match up.downcast::<TokioIo<Counted>>() {
-        Ok(parts) => {
-            let mut io = parts.io.into_inner();
-            if let BackendIo::Plain(b) = &mut io.inner {
-                b.go_direct();
-            }
-            Box::new(super::io::Rewind::new(parts.read_buf.to_vec(), io))
+    super::io::tunnel_io(up, true, |io: &mut Counted| {
+        if let BackendIo::Plain(b) = &mut io.inner {
+            b.go_direct();
         }
-        Err(up) => {
-            debug_assert!(false, "backend connections are made as this type");
-            Box::new(TokioIo::new(up))
-        }
-    }
+    })
 }
 
 /// An idle list's key: the backend's address, the address of its counters, and the

@@ -289,6 +289,32 @@ pub(crate) trait TunnelIo: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> TunnelIo for T {}
 
+/// An upgraded connection as the tunnel copies it. When hyper holds it as `TokioIo<T>` it
+/// is unwrapped, `go_direct` turns its writes direct (no longer queued:
+/// [`super::batch::Batched::go_direct`]) and the bytes hyper read past the head are put
+/// back in front; otherwise (a type the caller does not batch, which is a bug when
+/// `expected`) it is used through hyper as it is.
+pub(crate) fn tunnel_io<T>(
+    up: hyper::upgrade::Upgraded,
+    expected: bool,
+    go_direct: impl FnOnce(&mut T),
+) -> Box<dyn TunnelIo>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match up.downcast::<hyper_util::rt::TokioIo<T>>() {
+        Ok(parts) => {
+            let mut io = parts.io.into_inner();
+            go_direct(&mut io);
+            Box::new(Rewind::new(parts.read_buf.to_vec(), io))
+        }
+        Err(up) => {
+            debug_assert!(!expected, "the upgraded connection is not of the type made");
+            Box::new(hyper_util::rt::TokioIo::new(up))
+        }
+    }
+}
+
 /// Yields `prefix` first, then reads from `inner`; writes go straight to `inner`: a client
 /// socket with the bytes read past its PROXY header put back, for the TLS handshake
 /// (they are the start of its ClientHello), or an upgraded connection's stream with the

@@ -36,7 +36,7 @@ use super::client::{backend_tunnel_io, BackendBody, CheckoutError, ConnPool};
 use super::config::{HashKeySource, HttpProxyConfig};
 use super::error::{Error, ForwardError, Result};
 use super::forwarded::{is_upgrade_request, strip_hop_by_hop, ClientIdentity};
-use super::io::{Prefixed, Rewind, TunnelIo};
+use super::io::{tunnel_io, Prefixed, Rewind, TunnelIo};
 use super::route::{hash_key, request_host, Router};
 use super::stats::{inc, BackendCounterMap, HttpStatsSnapshot, VsCounters};
 use crate::busy_poll::{BusyGuard, BusyPolling};
@@ -2477,21 +2477,12 @@ fn spawn_tunnel(
     });
 }
 
-/// A client connection upgraded by its `101`, as the tunnel copies it: over plain TCP
-/// (`plain`) unwrapped from hyper and with its writes no longer queued
-/// ([`Batched::go_direct`]), after the bytes hyper read past the request head.
+/// A client connection upgraded by its `101`, as the tunnel copies it ([`tunnel_io`]): a
+/// plain one (`plain`) is a [`Batched`] stream, whose writes go direct.
 fn client_tunnel_io(up: hyper::upgrade::Upgraded, plain: bool) -> Box<dyn TunnelIo> {
-    match up.downcast::<TokioIo<Prefixed<Batched>>>() {
-        Ok(parts) => {
-            let mut io = parts.io.into_inner();
-            io.get_mut().go_direct();
-            Box::new(Rewind::new(parts.read_buf.to_vec(), io))
-        }
-        Err(up) => {
-            debug_assert!(!plain, "a plain connection is served as this type");
-            Box::new(TokioIo::new(up))
-        }
-    }
+    tunnel_io(up, plain, |io: &mut Prefixed<Batched>| {
+        io.get_mut().go_direct()
+    })
 }
 
 /// An HTTP/2 request's `cookie` fields, which a client may send one per cookie (RFC 9113
