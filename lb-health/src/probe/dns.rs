@@ -388,25 +388,11 @@ impl DnsProbe {
         }
     }
 
-    /// keepalived `connect_port` (DNS servers listen on 53; the backend's port otherwise).
-    #[must_use]
-    pub fn connect_port(mut self, port: u16) -> Self {
-        self.connect_port = Some(port);
-        self
-    }
-
-    /// keepalived `connect_ip`: query this address instead of the backend's.
-    #[must_use]
-    pub fn connect_ip(mut self, ip: IpAddr) -> Self {
-        self.connect_ip = Some(ip);
-        self
-    }
-
-    /// keepalived `bindto`: the source address.
-    #[must_use]
-    pub fn bindto(mut self, ip: IpAddr) -> Self {
-        self.bindto = Some(ip);
-        self
+    target_options! {
+        /// Without it the query goes to the backend's own port (DNS servers listen on 53).
+        connect_port,
+        connect_ip,
+        bindto,
     }
 }
 

@@ -262,25 +262,10 @@ impl GrpcProbe {
         self
     }
 
-    /// Connects to this port instead of the backend's (keepalived's `connect_port`).
-    #[must_use]
-    pub fn connect_port(mut self, port: u16) -> Self {
-        self.connect_port = Some(port);
-        self
-    }
-
-    /// Connects to this address instead of the backend's (keepalived's `connect_ip`).
-    #[must_use]
-    pub fn connect_ip(mut self, ip: IpAddr) -> Self {
-        self.connect_ip = Some(ip);
-        self
-    }
-
-    /// Connects from this source address (keepalived's `bindto`).
-    #[must_use]
-    pub fn bindto(mut self, ip: IpAddr) -> Self {
-        self.bindto = Some(ip);
-        self
+    target_options! {
+        connect_port,
+        connect_ip,
+        bindto,
     }
 
     /// Speaks TLS (ALPN `h2`) with these settings, as [`HttpProbe`](super::http::HttpProbe)

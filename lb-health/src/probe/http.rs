@@ -1155,31 +1155,12 @@ impl HttpProbeBuilder {
         self
     }
 
-    /// keepalived `connect_port`.
-    pub fn connect_port(mut self, port: u16) -> Self {
-        self.connect_port = Some(port);
-        self
-    }
-
-    /// keepalived `connect_ip`: probe this address instead of the backend's (a real server
-    /// that answers health checks on another address, as in LVS-DR setups).
-    pub fn connect_ip(mut self, ip: IpAddr) -> Self {
-        self.connect_ip = Some(ip);
-        self
-    }
-
-    /// keepalived `bindto`: the source address.
-    pub fn bindto(mut self, ip: IpAddr) -> Self {
-        self.bindto = Some(ip);
-        self
-    }
-
-    /// HAProxy `check-send-proxy`: send this PROXY protocol header first, before the TLS
-    /// handshake and the request, to a backend that expects one on every connection
-    /// ([`ProxyHeader`]). Default none.
-    pub fn send_proxy(mut self, header: ProxyHeader) -> Self {
-        self.send_proxy = Some(header);
-        self
+    target_options! {
+        connect_port,
+        connect_ip,
+        bindto,
+        /// It goes before the TLS handshake and the request.
+        send_proxy,
     }
 
     /// Use TLS (keepalived `SSL_GET`).

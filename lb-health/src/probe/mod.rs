@@ -45,6 +45,67 @@ use async_trait::async_trait;
 
 use crate::tracker::ProbeOutcome;
 
+/// The builder methods of keepalived's checker keywords that every probe of an address
+/// shares, for a probe type with fields of the same names: `connect_port` (`Option<u16>`),
+/// `connect_ip` and `bindto` (`Option<IpAddr>`), and `send_proxy` (`Option<ProxyHeader>`)
+/// for the TCP-based ones. Doc lines written before a keyword are added to that method's
+/// docs (what is particular to the probe).
+///
+/// ```text
+/// impl TcpProbe {
+///     target_options! {
+///         connect_port,
+///         /// A line of this probe's own, added to the method's docs.
+///         connect_ip,
+///         bindto,
+///     }
+/// }
+/// ```
+macro_rules! target_options {
+    ($($(#[doc = $doc:expr])* $option:ident),+ $(,)?) => {
+        $( target_options!(@ $option [$($doc)*]); )+
+    };
+    (@ connect_port [$($doc:expr)*]) => {
+        /// keepalived `connect_port`: connect to this port instead of the backend's.
+        $(#[doc = $doc])*
+        #[must_use = "the changed probe is returned"]
+        pub fn connect_port(mut self, port: u16) -> Self {
+            self.connect_port = Some(port);
+            self
+        }
+    };
+    (@ connect_ip [$($doc:expr)*]) => {
+        /// keepalived `connect_ip`: probe this address instead of the backend's (a real
+        /// server that answers health checks on another address, as in LVS-DR setups).
+        $(#[doc = $doc])*
+        #[must_use = "the changed probe is returned"]
+        pub fn connect_ip(mut self, ip: std::net::IpAddr) -> Self {
+            self.connect_ip = Some(ip);
+            self
+        }
+    };
+    (@ bindto [$($doc:expr)*]) => {
+        /// keepalived `bindto`: the source address of the probe.
+        $(#[doc = $doc])*
+        #[must_use = "the changed probe is returned"]
+        pub fn bindto(mut self, ip: std::net::IpAddr) -> Self {
+            self.bindto = Some(ip);
+            self
+        }
+    };
+    (@ send_proxy [$($doc:expr)*]) => {
+        /// HAProxy `check-send-proxy`: send this PROXY protocol header first, to a backend
+        /// that expects one on every connection ([`ProxyHeader`](crate::probe::ProxyHeader)).
+        /// Default none.
+        $(#[doc = $doc])*
+        #[must_use = "the changed probe is returned"]
+        pub fn send_proxy(mut self, header: crate::probe::ProxyHeader) -> Self {
+            self.send_proxy = Some(header);
+            self
+        }
+    };
+}
+
 mod all;
 mod dns;
 mod exec;

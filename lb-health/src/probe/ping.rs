@@ -114,18 +114,10 @@ impl PingProbe {
         Self::default()
     }
 
-    /// keepalived `connect_ip`: ping this address instead of the backend's.
-    #[must_use]
-    pub fn connect_ip(mut self, ip: IpAddr) -> Self {
-        self.connect_ip = Some(ip);
-        self
-    }
-
-    /// keepalived `bindto`: the source address (of the target's family).
-    #[must_use]
-    pub fn bindto(mut self, ip: IpAddr) -> Self {
-        self.bindto = Some(ip);
-        self
+    target_options! {
+        connect_ip,
+        /// An address of the target's family.
+        bindto,
     }
 
     /// Pings `ip` until `deadline`: `Ok` with the reason of an up outcome, `Err` with the

@@ -240,33 +240,11 @@ impl SmtpProbe {
         self
     }
 
-    /// keepalived `connect_port`.
-    #[must_use]
-    pub fn connect_port(mut self, port: u16) -> Self {
-        self.connect_port = Some(port);
-        self
-    }
-
-    /// keepalived `connect_ip`: check this address instead of the backend's.
-    #[must_use]
-    pub fn connect_ip(mut self, ip: IpAddr) -> Self {
-        self.connect_ip = Some(ip);
-        self
-    }
-
-    /// keepalived `bindto`: the source address.
-    #[must_use]
-    pub fn bindto(mut self, ip: IpAddr) -> Self {
-        self.bindto = Some(ip);
-        self
-    }
-
-    /// HAProxy `check-send-proxy`: send this PROXY protocol header first, to a backend
-    /// that expects one on every connection ([`ProxyHeader`]). Default none.
-    #[must_use]
-    pub fn send_proxy(mut self, header: ProxyHeader) -> Self {
-        self.send_proxy = Some(header);
-        self
+    target_options! {
+        connect_port,
+        connect_ip,
+        bindto,
+        send_proxy,
     }
 
     /// The conversation; `Err` holds the reason it failed.

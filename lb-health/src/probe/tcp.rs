@@ -25,34 +25,11 @@ impl TcpProbe {
         Self::default()
     }
 
-    /// keepalived `connect_port`: connect to this port instead of the backend's.
-    #[must_use]
-    pub fn connect_port(mut self, port: u16) -> Self {
-        self.connect_port = Some(port);
-        self
-    }
-
-    /// keepalived `connect_ip`: probe this address instead of the backend's (a real server
-    /// that answers health checks on another address, as in LVS-DR setups).
-    #[must_use]
-    pub fn connect_ip(mut self, ip: IpAddr) -> Self {
-        self.connect_ip = Some(ip);
-        self
-    }
-
-    /// keepalived `bindto`: the source address of the probe connection.
-    #[must_use]
-    pub fn bindto(mut self, ip: IpAddr) -> Self {
-        self.bindto = Some(ip);
-        self
-    }
-
-    /// HAProxy `check-send-proxy`: send this PROXY protocol header first, to a backend
-    /// that expects one on every connection ([`ProxyHeader`]). Default none.
-    #[must_use]
-    pub fn send_proxy(mut self, header: ProxyHeader) -> Self {
-        self.send_proxy = Some(header);
-        self
+    target_options! {
+        connect_port,
+        connect_ip,
+        bindto,
+        send_proxy,
     }
 }
 

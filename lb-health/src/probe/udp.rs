@@ -322,26 +322,10 @@ impl UdpProbe {
         self
     }
 
-    /// keepalived `connect_port`.
-    #[must_use]
-    pub fn connect_port(mut self, port: u16) -> Self {
-        self.connect_port = Some(port);
-        self
-    }
-
-    /// keepalived `connect_ip`: probe this address instead of the backend's (a real server
-    /// that answers health checks on another address, as in LVS-DR setups).
-    #[must_use]
-    pub fn connect_ip(mut self, ip: IpAddr) -> Self {
-        self.connect_ip = Some(ip);
-        self
-    }
-
-    /// keepalived `bindto`: the source address.
-    #[must_use]
-    pub fn bindto(mut self, ip: IpAddr) -> Self {
-        self.bindto = Some(ip);
-        self
+    target_options! {
+        connect_port,
+        connect_ip,
+        bindto,
     }
 }
 
