@@ -52,6 +52,7 @@ pub(crate) fn end_connection(guard: lb_core::ConnectionGuard) {
 }
 
 /// [`end_connection`] for a request guard (HTTP mode).
+#[cfg(feature = "http")]
 pub(crate) fn end_request(guard: lb_core::RequestGuard) {
     if guard.holds_persistence() {
         guard.finish(tokio::time::Instant::now().into_std());
