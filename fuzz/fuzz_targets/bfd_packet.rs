@@ -8,7 +8,13 @@ use lb_health::bfd::packet::ControlPacket;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(packet) = ControlPacket::parse(data) else { return };
+    let Ok(packet) = ControlPacket::parse(data) else {
+        return;
+    };
     let bytes = packet.to_bytes();
-    assert_eq!(ControlPacket::parse(&bytes), Ok(packet), "re-encoding of {packet:?}");
+    assert_eq!(
+        ControlPacket::parse(&bytes),
+        Ok(packet),
+        "re-encoding of {packet:?}"
+    );
 });

@@ -9,13 +9,23 @@ use lb_proxy::proxy_protocol::{parse, ProxyHeader, Transport, Version};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(Some((header, consumed))) = parse(data) else { return };
-    assert!(consumed <= data.len(), "consumed {consumed} of {}", data.len());
+    let Ok(Some((header, consumed))) = parse(data) else {
+        return;
+    };
+    assert!(
+        consumed <= data.len(),
+        "consumed {consumed} of {}",
+        data.len()
+    );
     // Every prefix for short headers; for long ones (v2 with TLVs, up to 16 KiB) a stride,
     // so that a run stays linear.
     let stride = (consumed / 256).max(1);
     for cut in (1..consumed).step_by(stride) {
-        assert_eq!(parse(&data[..cut]), Ok(None), "prefix of {cut} bytes of {consumed}");
+        assert_eq!(
+            parse(&data[..cut]),
+            Ok(None),
+            "prefix of {cut} bytes of {consumed}"
+        );
     }
     let v2 = header.to_bytes(Version::V2);
     assert_eq!(parse(&v2), Ok(Some((header, v2.len()))), "v2 re-encoding");

@@ -16,8 +16,18 @@ use libfuzzer_sys::fuzz_target;
 enum Event {
     Advance(u16),
     Timeout,
-    Advert { src: u8, ttl: u8, prio: u8, vrid: u8, secs: u8, good_pass: bool },
-    Raw { src: u8, bytes: Vec<u8> },
+    Advert {
+        src: u8,
+        ttl: u8,
+        prio: u8,
+        vrid: u8,
+        secs: u8,
+        good_pass: bool,
+    },
+    Raw {
+        src: u8,
+        bytes: Vec<u8>,
+    },
     Link(bool),
     Track(u8, bool),
     SetPriority(u8),
@@ -46,9 +56,20 @@ fuzz_target!(|input: (bool, u8, Vec<Event>)| {
                 }
                 vr.handle_timeout(now)
             }
-            Event::Advert { src, ttl, prio, vrid, secs, good_pass } => {
-                let Some(vrid) = Vrid::new(vrid) else { continue };
-                let Some(interval) = AdvertInterval::from_secs(secs) else { continue };
+            Event::Advert {
+                src,
+                ttl,
+                prio,
+                vrid,
+                secs,
+                good_pass,
+            } => {
+                let Some(vrid) = Vrid::new(vrid) else {
+                    continue;
+                };
+                let Some(interval) = AdvertInterval::from_secs(secs) else {
+                    continue;
+                };
                 let adv = AdvertRepr {
                     version: Version::V2,
                     vrid,
@@ -57,11 +78,25 @@ fuzz_target!(|input: (bool, u8, Vec<Event>)| {
                     auth: Auth::password(if good_pass { "7road123" } else { "x" }),
                     addresses: vec![ip(100)],
                 };
-                vr.handle_advert(now, RxMeta { src: ip(src), dst: IpAddr::V4(VRRP_MCAST_V4), ttl }, &adv);
+                vr.handle_advert(
+                    now,
+                    RxMeta {
+                        src: ip(src),
+                        dst: IpAddr::V4(VRRP_MCAST_V4),
+                        ttl,
+                    },
+                    &adv,
+                );
             }
-            Event::Raw { src, bytes } => {
-                vr.handle_packet(now, RxMeta { src: ip(src), dst: IpAddr::V4(VRRP_MCAST_V4), ttl: 255 }, &bytes)
-            }
+            Event::Raw { src, bytes } => vr.handle_packet(
+                now,
+                RxMeta {
+                    src: ip(src),
+                    dst: IpAddr::V4(VRRP_MCAST_V4),
+                    ttl: 255,
+                },
+                &bytes,
+            ),
             Event::Link(up) => vr.handle_link(now, up),
             Event::Track(i, ok) => vr.handle_track(now, TrackId(usize::from(i % 4)), ok),
             Event::SetPriority(p) => vr.set_priority(now, Priority(p.max(1))),
