@@ -1081,15 +1081,7 @@ async fn websocket_upgrade_echoes_through_the_proxy() {
         head.contains("upgrade: websocket") && head.contains("x-backend-id: 7"),
         "{head}"
     );
-    for msg in [&b"hello"[..], b"through the proxy", &[0u8, 1, 2, 255]] {
-        s.write_all(msg).await.unwrap();
-        let mut back = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, msg);
-    }
+    echo_each(&mut s, &[b"hello", b"through the proxy", &[0u8, 1, 2, 255]]).await;
     assert_eq!(p.stats().virtual_server.upgrades, 1);
     assert_eq!(p.stats().virtual_server.responses.c1xx, 1);
     // The tunnel counts as an open connection while it lasts (hyper's connection task,
@@ -3374,17 +3366,38 @@ async fn access_log_writes_one_line_per_request() {
     );
 }
 
+/// Writes each message to a tunnel to an echoing backend and reads it back whole (5 s
+/// each), asserting it came back unchanged.
+async fn echo_each(s: &mut TcpStream, msgs: &[&[u8]]) {
+    use tokio::io::AsyncReadExt;
+    for msg in msgs {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&back[..], *msg);
+    }
+}
+
 /// Opens a WebSocket through the proxy at `addr` and reads its `101` head (returned, lower
 /// case).
 async fn open_websocket(addr: SocketAddr) -> (TcpStream, String) {
+    open_websocket_with(addr, b"").await
+}
+
+/// [`open_websocket`], with `early` written in the same `write` right behind the upgrade
+/// request (a client that starts talking before the `101`).
+async fn open_websocket_with(addr: SocketAddr, early: &[u8]) -> (TcpStream, String) {
     use tokio::io::AsyncReadExt;
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
+    let mut request =
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            .to_vec();
+    request.extend_from_slice(early);
+    s.write_all(&request).await.unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -3412,14 +3425,7 @@ async fn websocket_is_logged_when_its_tunnel_ends() {
     c.access_log = Some(AccessLogSink(Arc::clone(&lines) as Arc<dyn AccessLog>));
     let p = proxy(c, vec![("www", pool_of(&[&b], Algorithm::RoundRobin))]).await;
     let (mut s, _) = open_websocket(p.local_addr()).await;
-    for msg in [&b"hello"[..], b"through the proxy", &[0u8, 1, 2, 255]] {
-        s.write_all(msg).await.unwrap();
-        let mut back = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    echo_each(&mut s, &[b"hello", b"through the proxy", &[0u8, 1, 2, 255]]).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         lines.0.lock().unwrap().is_empty(),
@@ -3669,22 +3675,19 @@ async fn websocket_echoes_on_the_current_thread_runtime() {
         vec![("www", pool_of(&[&b], Algorithm::RoundRobin))],
     )
     .await;
-    let (mut s, head) = open_websocket(p.local_addr()).await;
+    let (mut s, head) = open_websocket_with(p.local_addr(), b"early").await;
     assert!(head.contains("upgrade: websocket"), "{head}");
-    for msg in [
-        &b"hello"[..],
-        b"through the proxy",
-        &[7u8; 3000],
-        &[9u8; 20_000],
-    ] {
-        s.write_all(msg).await.unwrap();
-        let mut back = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, msg);
-    }
+    let mut early = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut early))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&early, b"early");
+    echo_each(
+        &mut s,
+        &[b"hello", b"through the proxy", &[7u8; 3000], &[9u8; 20_000]],
+    )
+    .await;
     assert_eq!(p.stats().virtual_server.upgrades, 1);
 }
 
