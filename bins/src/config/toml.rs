@@ -30,7 +30,8 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
     let mut config: Config = match ::toml::from_str(text) {
         Ok(c) => c,
         Err(e) => {
-            let location = e.span().map(|s| Location::from_offset(file, text, s.start));
+            let (offset, message) = syntax_error(&e, text);
+            let location = offset.map(|at| Location::from_offset(file, text, at));
             // The key at the error, for the settings whose range is not their type's.
             let mut key = None;
             if let (Some(span), Ok(doc)) = (e.span(), ImDocument::parse(text)) {
@@ -42,7 +43,7 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
             }
             return Err(vec![ConfigError::at(
                 location,
-                out_of_range(e.message().trim_end(), key.as_deref()),
+                out_of_range(&message, key.as_deref()),
             )]);
         }
     };
@@ -55,6 +56,33 @@ pub fn parse_str(text: &str, file: &Path) -> LoadResult {
     inherit_check_timeouts(&mut config, &origins);
     tls_paths_from(&mut config, file);
     finish(config, &origins, Vec::new(), Vec::new())
+}
+
+/// Where and what the deserializer's error `e` is: its span and message, or, where it has no
+/// message (a carriage return not followed by a line feed, which TOML allows nowhere), the
+/// first such carriage return, else what is at its span.
+fn syntax_error(e: &::toml::de::Error, text: &str) -> (Option<usize>, String) {
+    let at = e.span().map(|s| s.start);
+    let message = e.message().trim_end();
+    if !message.is_empty() {
+        return (at, message.to_owned());
+    }
+    let bytes = text.as_bytes();
+    let lone_cr = (0..bytes.len()).find(|&i| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+    if let Some(i) = lone_cr {
+        return (
+            Some(i),
+            "a carriage return must be followed by a line feed".to_owned(),
+        );
+    }
+    let message = match at
+        .and_then(|i| text.get(i..))
+        .and_then(|r| r.chars().next())
+    {
+        Some(c) => format!("unexpected character {c:?}"),
+        None => "unexpected end of the file".to_owned(),
+    };
+    (at, message)
 }
 
 /// Relative `tls_certificate`, `tls_key`, `backend_ca_file`, `backend_certificate`,
@@ -236,6 +264,24 @@ mod tests {
         assert!(
             e[0].starts_with("t.toml:2:1: unknown field `router`"),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_without_a_message_says_what_is_there() {
+        // The TOML parser has no message for a carriage return without its line feed.
+        assert_eq!(
+            errs("a = 1\r\n\r"),
+            ["t.toml:2:1: a carriage return must be followed by a line feed"]
+        );
+        assert_eq!(
+            errs("\r\u{0}"),
+            ["t.toml:1:1: a carriage return must be followed by a line feed"]
+        );
+        // The parser's position is the end of the file here; the carriage return is named.
+        assert_eq!(
+            errs("d = [\r\n\r"),
+            ["t.toml:2:1: a carriage return must be followed by a line feed"]
         );
     }
 

@@ -40,8 +40,10 @@ pub const MAX_INCLUDED_FILES: usize = 1000;
 /// Blocks nested deeper than this are refused (the parser recurses once per level).
 pub const MAX_BLOCK_DEPTH: usize = 64;
 
+/// Blanks are keepalived's (`WHITE_SPACE_STR` in lib/parser.c): space, tab, CR, form feed
+/// and vertical tab.
 #[derive(Logos, Debug, Clone, Copy, PartialEq, Eq)]
-#[logos(skip r"[ \t\r\f]+")]
+#[logos(skip r"[ \t\r\f\x0B]+")]
 #[logos(skip r"[#!][^\n]*")]
 enum Tok {
     #[token("{")]
@@ -56,7 +58,7 @@ enum Tok {
     Unterminated,
     // A `${…}` written in a word stays in it (it is refused whole, not split at its braces);
     // `\#` and `\!` are the characters, not a comment (keepalived's `decomment`).
-    #[regex(r##"([^ \t\r\f\n{}"#!$]|\\[#!]|\$\{[^}\n]*\}|\$)+"##)]
+    #[regex(r##"([^ \t\r\f\x0B\n{}"#!$]|\\[#!]|\$\{[^}\n]*\}|\$)+"##)]
     Word,
 }
 
@@ -1036,6 +1038,17 @@ mod tests {
         let members = g.block.as_ref().unwrap();
         assert_eq!(members[0].keyword.text, "A");
         assert_eq!(members[0].args[0].text, "B");
+    }
+
+    #[test]
+    fn vertical_tab_and_form_feed_are_blanks_as_in_keepalived() {
+        // keepalived splits a line at any of " \t\f\n\r\v": `{\vstate` is `{` and `state`.
+        let (s, d) = parse("vrrp_instance VI_2 {\x0Bstate\x0CBACKUP\n}\n");
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        let state = &s[0].block.as_ref().unwrap()[0];
+        assert_eq!(state.keyword.text, "state");
+        assert_eq!(state.keyword.location.column, 22);
+        assert_eq!(state.args[0].text, "BACKUP");
     }
 
     #[test]
