@@ -43,7 +43,7 @@ pub enum ReplyError {
         /// This line's code.
         then: u16,
     },
-    /// More than [`MAX_REPLY`] octets without the reply's last line.
+    /// A reply over [`MAX_REPLY`] octets (refused as soon as more than that are buffered).
     TooLong,
 }
 
@@ -113,6 +113,12 @@ impl ReplyReader {
         let mut first = None;
         while let Some(nl) = self.buf[at..].iter().position(|b| *b == b'\n') {
             let line_end = at + nl;
+            // A reply over the limit is refused before its line is read, as it is when the
+            // limit is passed with the line unfinished: the same error however the bytes
+            // were split into reads.
+            if line_end + 1 > MAX_REPLY {
+                return Err(ReplyError::TooLong);
+            }
             let mut line = &self.buf[at..line_end];
             if let Some(l) = line.strip_suffix(b"\r") {
                 line = l;
@@ -136,9 +142,6 @@ impl ReplyReader {
                 };
                 self.buf.drain(..at);
                 return Ok(Some(reply));
-            }
-            if at > MAX_REPLY {
-                return Err(ReplyError::TooLong);
             }
         }
         if self.buf.len() > MAX_REPLY {
@@ -420,6 +423,29 @@ mod tests {
         }
         many.extend_from_slice(b"220-ab\r\n");
         assert_eq!(replies(&many), [Err(ReplyError::TooLong)]);
+    }
+
+    #[test]
+    fn a_reply_over_the_limit_is_refused_however_it_arrives() {
+        // Found by fuzz/fuzz_targets/smtp_reply.rs: in one read this reply was taken, in
+        // two (the first over the limit) refused; and a malformed line over the limit was
+        // `Malformed` in one read, `TooLong` in two.
+        let mut long = b"250 ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_REPLY));
+        long.extend_from_slice(b"\r\n");
+        assert_eq!(replies(&long), [Err(ReplyError::TooLong)]);
+        let mut r = ReplyReader::default();
+        r.push(&long[..MAX_REPLY + 1]);
+        assert_eq!(r.next_reply(), Err(ReplyError::TooLong));
+        // At the limit, whole, it is a reply.
+        long.truncate(MAX_REPLY - 2);
+        long.extend_from_slice(b"\r\n");
+        assert_eq!(replies(&long).len(), 1);
+        assert!(replies(&long)[0].is_ok());
+        let mut bad = b"2x0 ".to_vec();
+        bad.extend(std::iter::repeat_n(b'a', MAX_REPLY));
+        bad.extend_from_slice(b"\r\n");
+        assert_eq!(replies(&bad), [Err(ReplyError::TooLong)]);
     }
 
     #[test]
