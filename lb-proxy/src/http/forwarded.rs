@@ -95,7 +95,8 @@ fn hop_by_hop_bit(name: &HeaderName) -> u8 {
         .map_or(0, |i| 1 << i)
 }
 
-/// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
+/// Removes hop-by-hop headers: `Connection` and every header it names (on one line or
+/// several; its options `close` and `keep-alive` name none, and `Host` stays), `Keep-Alive`,
 /// `Proxy-Connection`, `TE`, `Transfer-Encoding` when it is only `chunked`
 /// (hyper re-frames bodies; `gzip, chunked` stays, since the gzip coding is still on the
 /// body) and `Upgrade`. With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is put back,
@@ -120,32 +121,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 let tokens = line
                     .as_bytes()
                     .split(|&b| b == b',')
-                    .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok());
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|t| !names_no_field(t, keep_upgrade))
+                    .filter_map(|t| std::str::from_utf8(t).ok());
                 for token in tokens {
-                    // `close` and `keep-alive` are connection options, not header names
-                    // (a `Keep-Alive` header goes with the fixed list below).
-                    // Nor may `Connection: host` remove the Host routed on.
-                    let skip = token.is_empty()
-                        || token.eq_ignore_ascii_case("close")
-                        || token.eq_ignore_ascii_case("keep-alive")
-                        || token.eq_ignore_ascii_case("host")
-                        || (keep_upgrade && token.eq_ignore_ascii_case("upgrade"));
-                    if !skip {
-                        headers.remove(token);
-                    }
+                    headers.remove(token);
                 }
             }
+            // Several lines are the one list they join into (RFC 9110 §5.3).
             (Some(_), true) => {
                 let named: Vec<HeaderName> = headers
                     .get_all(CONNECTION)
                     .iter()
                     .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-                    .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|t| !names_no_field(t, keep_upgrade))
+                    .filter_map(|t| HeaderName::from_bytes(t).ok())
                     .collect();
                 for name in named {
-                    if !(keep_upgrade && name == UPGRADE) && name != HOST {
-                        headers.remove(&name);
-                    }
+                    headers.remove(&name);
                 }
             }
         }
@@ -164,6 +158,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Whether a `Connection` token (trimmed) names no field to remove: none at all, the
+/// connection options `close` and `keep-alive` (a `Keep-Alive` field goes with the fixed
+/// list), `host` (the Host routed on stays), or `upgrade` while it is kept.
+fn names_no_field(token: &[u8], keep_upgrade: bool) -> bool {
+    token.is_empty()
+        || token.eq_ignore_ascii_case(b"close")
+        || token.eq_ignore_ascii_case(b"keep-alive")
+        || token.eq_ignore_ascii_case(b"host")
+        || (keep_upgrade && token.eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// Whether `Transfer-Encoding` names a coding besides `chunked` (`gzip, chunked`). hyper
@@ -350,6 +355,42 @@ mod tests {
         two.append(CONNECTION, HeaderValue::from_static("x-other"));
         strip_hop_by_hop(&mut two, false);
         assert!(two.is_empty(), "{two:?}");
+    }
+
+    /// Several `Connection` lines are the one comma-joined line they equal (RFC 9110
+    /// §5.3): the connection options `close` and `keep-alive`, and `host`, name no field to
+    /// remove on either.
+    #[test]
+    fn connection_lines_split_or_joined_remove_the_same() {
+        let fields = [
+            ("close", "a"),
+            ("keep-alive", "timeout=5"),
+            ("host", "example.com"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+        ];
+        for keep_upgrade in [false, true] {
+            let mut one = map(&fields);
+            one.append(
+                CONNECTION,
+                HeaderValue::from_static("close, keep-alive, host, x-a, upgrade"),
+            );
+            let mut two = map(&fields);
+            for line in ["close", "keep-alive, host", "x-a, upgrade"] {
+                two.append(CONNECTION, HeaderValue::from_static(line));
+            }
+            strip_hop_by_hop(&mut one, keep_upgrade);
+            strip_hop_by_hop(&mut two, keep_upgrade);
+            assert_eq!(one, two, "keep_upgrade {keep_upgrade}");
+            assert!(
+                one.contains_key("close") && one.contains_key(HOST),
+                "{one:?}"
+            );
+            assert!(
+                !one.contains_key("x-a") && one.contains_key("x-b"),
+                "{one:?}"
+            );
+        }
     }
 
     #[test]
