@@ -3051,7 +3051,6 @@ async fn backend_tls_reencrypts_to_https_backends() {
     );
 
     // A WebSocket to a backend over TLS.
-    use tokio::io::AsyncReadExt;
     let mut s = TcpStream::connect(p.local_addr()).await.unwrap();
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
@@ -3066,13 +3065,7 @@ async fn backend_tls_reencrypts_to_https_backends() {
         "{}",
         String::from_utf8_lossy(&head)
     );
-    s.write_all(b"over tls").await.unwrap();
-    let mut back = [0u8; 8];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&back, b"over tls");
+    echo_each(&mut s, &[b"over tls"]).await;
 
     // A connection per request: each backend resumes the sessions it gave (HAProxy caches
     // them per server), though the name is the same for both.
@@ -3369,16 +3362,21 @@ async fn access_log_writes_one_line_per_request() {
 /// Writes each message to a tunnel to an echoing backend and reads it back whole (5 s
 /// each), asserting it came back unchanged.
 async fn echo_each(s: &mut TcpStream, msgs: &[&[u8]]) {
-    use tokio::io::AsyncReadExt;
     for msg in msgs {
         s.write_all(msg).await.unwrap();
-        let mut back = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&back[..], *msg);
+        expect_read(s, msg).await;
     }
+}
+
+/// Reads `want.len()` bytes from `s` (within 5 s) and checks that they are `want`.
+async fn expect_read(s: &mut TcpStream, want: &[u8]) {
+    use tokio::io::AsyncReadExt;
+    let mut got = vec![0u8; want.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, want);
 }
 
 /// Opens a WebSocket through the proxy at `addr` and reads its `101` head (returned, lower
@@ -3668,7 +3666,6 @@ async fn a_client_reading_nothing_of_small_pieces_is_cut_off() {
 /// and the bytes the client sent right behind its upgrade request reach the backend.
 #[tokio::test]
 async fn websocket_echoes_on_the_current_thread_runtime() {
-    use tokio::io::AsyncReadExt;
     let b = TestBackend::start(7).await;
     let p = proxy(
         config(),
@@ -3677,12 +3674,7 @@ async fn websocket_echoes_on_the_current_thread_runtime() {
     .await;
     let (mut s, head) = open_websocket_with(p.local_addr(), b"early").await;
     assert!(head.contains("upgrade: websocket"), "{head}");
-    let mut early = [0u8; 5];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut early))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&early, b"early");
+    expect_read(&mut s, b"early").await;
     echo_each(
         &mut s,
         &[b"hello", b"through the proxy", &[7u8; 3000], &[9u8; 20_000]],
