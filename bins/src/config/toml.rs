@@ -67,8 +67,10 @@ fn syntax_error(e: &::toml::de::Error, text: &str) -> (Option<usize>, String) {
     if !message.is_empty() {
         return (at, message.to_owned());
     }
-    let bytes = text.as_bytes();
-    let lone_cr = (0..bytes.len()).find(|&i| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+    let lone_cr = text
+        .match_indices('\r')
+        .map(|(i, _)| i)
+        .find(|&i| text.as_bytes().get(i + 1) != Some(&b'\n'));
     if let Some(i) = lone_cr {
         return (
             Some(i),
