@@ -117,10 +117,12 @@ impl Shard {
     /// Frees one place by CLOCK (second chance; Corbató 1968), an approximation of least
     /// recently used at O(1) amortised per insertion: the oldest recorded entry goes
     /// unless it was used since the clock last passed it or holds live connections, in
-    /// which case it goes round again; an expired one goes at once. When every entry holds
-    /// connections, the oldest goes after one full turn.
+    /// which case it goes round again; an expired one goes at once. Two turns at most: the
+    /// first may only clear the reference bits of the entries holding nothing, so that the
+    /// second reaches one of them before any held entry goes; when every entry holds
+    /// connections, the oldest goes after those two turns.
     fn evict_one(&mut self, now: Instant) {
-        let mut turn = self.ring.len();
+        let mut turn = self.ring.len().saturating_mul(2);
         while let Some((client, generation)) = self.ring.pop_front() {
             let Some(e) = self
                 .map
@@ -683,6 +685,37 @@ mod tests {
         assert_eq!(t.get(ip(c), later), Some(BackendId(3)));
     }
 
+    /// A full shard evicts an entry holding no connection before one that holds a
+    /// connection, even when the clock must first take the former's second chance. The
+    /// clock used to give the held entry (the oldest) a pass, clear the other's reference
+    /// bit, and then, its one turn spent, evict the held entry.
+    #[test]
+    fn a_held_entry_outlives_a_used_one_that_holds_nothing() {
+        // Two entries per shard.
+        let t = Arc::new(PersistenceTable::new(Duration::from_secs(60), 32).unwrap());
+        let now = t0();
+        let ip = |i: u32| IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+        let shard_of = |i: u32| std::ptr::from_ref(t.shard(ip(i)));
+        let same: Vec<u32> = (0..100_000)
+            .filter(|&i| shard_of(i) == shard_of(0))
+            .take(3)
+            .collect();
+        let (a, b, c) = (same[0], same[1], same[2]);
+        t.insert(ip(a), BackendId(1), now);
+        let hold = t.hold(ip(a)).unwrap();
+        t.insert(ip(b), BackendId(2), now);
+        assert_eq!(t.get(ip(b), now), Some(BackendId(2)), "b is used");
+        t.insert(ip(c), BackendId(3), now);
+        assert_eq!(
+            t.get(ip(a), now),
+            Some(BackendId(1)),
+            "a holds a connection"
+        );
+        assert_eq!(t.get(ip(b), now), None, "b held nothing");
+        assert_eq!(t.get(ip(c), now), Some(BackendId(3)));
+        drop(hold);
+    }
+
     #[test]
     fn retain_drops_dead_backends() {
         let t = PersistenceTable::new(Duration::from_secs(60), 64).unwrap();
@@ -836,5 +869,334 @@ mod tests {
     fn bad_config() {
         assert!(PersistenceTable::new(Duration::ZERO, 10).is_err());
         assert!(PersistenceTable::new(Duration::from_secs(1), 0).is_err());
+    }
+
+    /// Model-based tests: random sequences of the table's operations against a plain
+    /// model of what its docs promise (IPVS template semantics, the table's clock).
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TIMEOUT: Duration = Duration::from_secs(60);
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Get {
+                c: u8,
+                t: u16,
+            },
+            Insert {
+                c: u8,
+                b: u32,
+                t: u16,
+            },
+            Hold {
+                c: u8,
+            },
+            Drop {
+                i: usize,
+            },
+            Finish {
+                i: usize,
+                t: u16,
+            },
+            Remove {
+                c: u8,
+            },
+            Retain {
+                keep: u8,
+            },
+            Export {
+                t: u16,
+            },
+            Restore {
+                c: u8,
+                b: u32,
+                left: Option<u16>,
+                t: u16,
+            },
+        }
+
+        fn ops(clients: u8) -> impl Strategy<Value = Vec<Op>> {
+            let c = 0..clients;
+            let t = 0u16..400;
+            let b = 0u32..4;
+            let op = prop_oneof![
+                4 => (c.clone(), t.clone()).prop_map(|(c, t)| Op::Get { c, t }),
+                4 => (c.clone(), b.clone(), t.clone()).prop_map(|(c, b, t)| Op::Insert { c, b, t }),
+                3 => c.clone().prop_map(|c| Op::Hold { c }),
+                2 => any::<usize>().prop_map(|i| Op::Drop { i }),
+                1 => (any::<usize>(), t.clone()).prop_map(|(i, t)| Op::Finish { i, t }),
+                1 => c.clone().prop_map(|c| Op::Remove { c }),
+                1 => any::<u8>().prop_map(|keep| Op::Retain { keep }),
+                1 => t.clone().prop_map(|t| Op::Export { t }),
+                1 => (c, b, proptest::option::of(0u16..120), t)
+                    .prop_map(|(c, b, left, t)| Op::Restore { c, b, left, t }),
+            ];
+            proptest::collection::vec(op, 1..120)
+        }
+
+        /// The model's entry: `id` plays the generation's part (unique per entry).
+        #[derive(Debug, Clone, Copy)]
+        struct M {
+            backend: BackendId,
+            expires: Instant,
+            live: u32,
+            id: u64,
+        }
+
+        impl M {
+            fn is_live(&self, now: Instant) -> bool {
+                self.live > 0 || self.expires > now
+            }
+        }
+
+        struct Model {
+            entries: HashMap<IpAddr, M>,
+            /// The table's clock: the latest `now` given (times are whole seconds, past
+            /// the 1 ms grain).
+            clock: Option<Instant>,
+            next_id: u64,
+        }
+
+        impl Model {
+            fn observe(&mut self, now: Instant) {
+                self.clock = Some(self.clock.map_or(now, |c| c.max(now)));
+            }
+
+            fn new_entry(&mut self, c: IpAddr, backend: BackendId, expires: Instant) {
+                self.next_id += 1;
+                let id = self.next_id;
+                self.entries.insert(
+                    c,
+                    M {
+                        backend,
+                        expires,
+                        live: 0,
+                        id,
+                    },
+                );
+            }
+        }
+
+        /// `n` clients, all in two shards of `table` when `crowded`.
+        fn clients(table: &PersistenceTable, n: usize, crowded: bool) -> Vec<IpAddr> {
+            let ip = |i: u32| IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+            let (first, second) = (table.shard(ip(0)), table.shard(ip(1)));
+            (0..100_000)
+                .map(ip)
+                .filter(|c| {
+                    !crowded
+                        || std::ptr::eq(table.shard(*c), first)
+                        || std::ptr::eq(table.shard(*c), second)
+                })
+                .take(n)
+                .collect()
+        }
+
+        /// Runs `ops` on a table of `max_entries` and the model side by side. Entries the
+        /// table evicted (only an insertion into a full shard may) are dropped from the
+        /// model after checking the eviction was one the docs allow.
+        fn run(ops: Vec<Op>, max_entries: usize, crowded: bool) -> Result<(), TestCaseError> {
+            let table = Arc::new(PersistenceTable::new(TIMEOUT, max_entries).unwrap());
+            let ips = clients(&table, 8, crowded);
+            let client = |c: u8| ips[usize::from(c) % ips.len()];
+            let base = t0() + Duration::from_secs(10_000);
+            let at = |t: u16| base + Duration::from_secs(u64::from(t));
+            let mut m = Model {
+                entries: HashMap::new(),
+                clock: None,
+                next_id: 0,
+            };
+            // Holds: (client, model id, the table's hold).
+            let mut holds: Vec<(IpAddr, u64, PersistenceHold)> = Vec::new();
+            for op in ops {
+                // Each shard's entries before the op, for judging an eviction.
+                let before: Vec<(IpAddr, M)> = m.entries.iter().map(|(c, e)| (*c, *e)).collect();
+                let mut inserted = None;
+                match op {
+                    Op::Get { c, t } => {
+                        let (c, now) = (client(c), at(t));
+                        m.observe(now);
+                        let want = match m.entries.get_mut(&c) {
+                            Some(e) if e.is_live(now) => {
+                                e.expires = e.expires.max(now + TIMEOUT);
+                                Some(e.backend)
+                            }
+                            Some(_) => {
+                                m.entries.remove(&c);
+                                None
+                            }
+                            None => None,
+                        };
+                        prop_assert_eq!(table.get(c, now), want, "get {} at {}", c, t);
+                    }
+                    Op::Insert { c, b, t } => {
+                        let (c, b, now) = (client(c), BackendId(b), at(t));
+                        m.observe(now);
+                        match m.entries.get_mut(&c) {
+                            Some(e) if e.backend == b && e.is_live(now) => {
+                                e.expires = e.expires.max(now + TIMEOUT);
+                            }
+                            _ => {
+                                m.new_entry(c, b, now + TIMEOUT);
+                                inserted = Some(c);
+                            }
+                        }
+                        table.insert(c, b, now);
+                    }
+                    Op::Hold { c } => {
+                        let c = client(c);
+                        let want = m
+                            .entries
+                            .get_mut(&c)
+                            .filter(|e| m.clock.is_none_or(|now| e.is_live(now)));
+                        let got = table.hold(c);
+                        prop_assert_eq!(got.is_some(), want.is_some(), "hold {}", c);
+                        if let (Some(e), Some(h)) = (want, got) {
+                            e.live += 1;
+                            holds.push((c, e.id, h));
+                        }
+                    }
+                    Op::Drop { i } | Op::Finish { i, .. } if holds.is_empty() => {
+                        let _ = i;
+                    }
+                    Op::Drop { i } => {
+                        let (c, id, h) = holds.swap_remove(i % holds.len());
+                        release(&mut m, c, id);
+                        drop(h);
+                    }
+                    Op::Finish { i, t } => {
+                        let (c, id, h) = holds.swap_remove(i % holds.len());
+                        m.observe(at(t));
+                        release(&mut m, c, id);
+                        h.finish(at(t));
+                    }
+                    Op::Remove { c } => {
+                        m.entries.remove(&client(c));
+                        table.remove(client(c));
+                    }
+                    Op::Retain { keep } => {
+                        let kept = |id: BackendId| keep & (1 << id.0) != 0;
+                        m.entries.retain(|_, e| kept(e.backend));
+                        table.retain_backends(kept);
+                    }
+                    Op::Export { t } => {
+                        let now = at(t);
+                        let mut want: Vec<_> = m
+                            .entries
+                            .iter()
+                            .filter(|(_, e)| e.is_live(now))
+                            .map(|(c, e)| {
+                                let left = if e.live > 0 {
+                                    TIMEOUT
+                                } else {
+                                    e.expires.saturating_duration_since(now)
+                                };
+                                (*c, e.backend, Some(left))
+                            })
+                            .collect();
+                        let mut got: Vec<_> = table
+                            .export(now)
+                            .into_iter()
+                            .map(|e| (e.client, e.backend, e.remaining))
+                            .collect();
+                        want.sort();
+                        got.sort();
+                        prop_assert_eq!(got, want, "export at {}", t);
+                    }
+                    Op::Restore { c, b, left, t } => {
+                        let (c, b, now) = (client(c), BackendId(b), at(t));
+                        let left = left.map(|s| Duration::from_secs(u64::from(s)));
+                        m.observe(now);
+                        let want = !m.entries.get(&c).is_some_and(|e| e.is_live(now));
+                        if want {
+                            m.new_entry(c, b, now + left.map_or(TIMEOUT, |l| l.min(TIMEOUT)));
+                            inserted = Some(c);
+                        }
+                        prop_assert_eq!(
+                            table.restore(c, b, None, left, now),
+                            want,
+                            "restore {}",
+                            c
+                        );
+                    }
+                }
+                // What the table evicted: only on an insertion, one entry of the new
+                // entry's shard, and one holding a connection only when all held one.
+                let gone: Vec<IpAddr> = m
+                    .entries
+                    .keys()
+                    .filter(|c| !table.lock(**c).contains_key(*c))
+                    .copied()
+                    .collect();
+                if let Some(new) = inserted {
+                    prop_assert!(!gone.contains(&new), "the new entry {} is kept", new);
+                }
+                prop_assert!(
+                    gone.len() <= usize::from(inserted.is_some()),
+                    "evicted {:?}",
+                    gone
+                );
+                for c in gone {
+                    let new = inserted.unwrap();
+                    prop_assert!(
+                        std::ptr::eq(table.shard(c), table.shard(new)),
+                        "{} evicted for {} of another shard",
+                        c,
+                        new
+                    );
+                    let e = m.entries.remove(&c).unwrap();
+                    let shard_mates = before.iter().filter(|(o, _)| {
+                        *o != new && std::ptr::eq(table.shard(*o), table.shard(new))
+                    });
+                    prop_assert!(
+                        e.live == 0 || shard_mates.clone().all(|(_, o)| o.live > 0),
+                        "{} held a connection, evicted before one holding none",
+                        c
+                    );
+                }
+                for s in table.shards.iter() {
+                    prop_assert!(s.lock().unwrap().len() <= table.per_shard);
+                }
+                let held: u32 = m.entries.values().map(|e| e.live).sum();
+                let in_table: u32 = table
+                    .shards
+                    .iter()
+                    .map(|s| s.lock().unwrap().values().map(|e| e.live).sum::<u32>())
+                    .sum();
+                prop_assert_eq!(in_table, held, "live connections counted");
+            }
+            Ok(())
+        }
+
+        fn release(m: &mut Model, c: IpAddr, id: u64) {
+            let clock = m.clock;
+            if let Some(e) = m.entries.get_mut(&c).filter(|e| e.id == id) {
+                e.live -= 1;
+                if e.live == 0 {
+                    if let Some(end) = clock {
+                        e.expires = e.expires.max(end + TIMEOUT);
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Room for every client: the table must do exactly what the model does.
+            #[test]
+            fn matches_the_model(ops in ops(8)) {
+                run(ops, 1024, false)?;
+            }
+
+            /// Eight clients in two shards of two entries each: evictions happen, and each
+            /// must be one the docs allow.
+            #[test]
+            fn evicts_only_as_documented(ops in ops(8)) {
+                run(ops, 32, true)?;
+            }
+        }
     }
 }
