@@ -32,6 +32,11 @@
 //! configured peer. A packet that fails is dropped and counted by [`Discard`] reason in
 //! [`Counters`]; it never changes state and is never an error.
 //!
+//! The address owner (priority 255) is not made to drop every advert for its VRID, as
+//! §7.1 of both RFCs would have it: it handles them as §6.4 says, so that of two routers
+//! both configured as owner the one with the higher address is Master. (keepalived handles
+//! them too, but an owner that hears another owner lowers its own priority to 254.)
+//!
 //! # Examples
 //!
 //! ```
@@ -1724,6 +1729,9 @@ impl SyncGroup {
         }
     }
 }
+
+#[cfg(test)]
+mod rfc_model;
 
 #[cfg(test)]
 mod tests {
