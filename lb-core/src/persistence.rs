@@ -256,8 +256,8 @@ impl PersistenceTable {
 
     /// Advances the table's clock to `now` (never backwards) when `now` is at least 1 ms
     /// past it, so the clock lags the latest `now` by under 1 ms. Every method taking `now`
-    /// does this; a pool also calls it from its other handlers. It only reads the shared
-    /// clock unless it moves it.
+    /// does this; a pool also calls it from every other call given a `now`. It only reads
+    /// the shared clock unless it moves it.
     pub fn observe(&self, now: Instant) {
         let ns = self.nanos(now);
         if ns

@@ -90,8 +90,11 @@ pub struct PoolConfig {
     /// the backend [`Pool::select`] returned is open; its timeout then counts from the end
     /// of the last one. The end is the `now` given to
     /// [`ConnectionGuard::finish`](crate::ConnectionGuard::finish), or for a guard simply
-    /// dropped the latest `now` the pool was given (picks and handlers), which lags the
-    /// real end on a pool that sees no traffic. Too large for [`Instant`]: never expires.
+    /// dropped the latest `now` the pool was given by any call taking one but the read
+    /// [`Pool::persistence_entries`] (picks with a client or not, state changes even when
+    /// they change nothing, [`Pool::handle_timeout`] even without slow start), which lags
+    /// the real end on a pool that sees no traffic. Too large for [`Instant`]: never
+    /// expires.
     pub persistence_timeout: Option<Duration>,
     /// keepalived `persistence_granularity`: the client prefix that persistence and the
     /// hash schedulers key on (default /32 and /128).
@@ -440,15 +443,21 @@ impl<B: BuildScheduler> Pool<B> {
     }
 
     /// The backend the client's persistence entry sends it to now, if the entry is live and
-    /// names a primary backend that takes new connections (as [`select`](Self::select)
-    /// would honour it with an `accept` that takes everything). No pick is made and nothing
+    /// names a primary backend that [`select`](Self::select) would send it back to with an
+    /// `accept` that takes everything: a candidate, or a parked one (drained or of weight
+    /// 0, still up), which takes no new client but keeps its own
+    /// ([`PoolConfig::expire_quiescent_template`]). No pick is made and nothing
     /// is recorded; the entry's timeout is refreshed as by a pick. `None` without
     /// persistence or a client. For a caller whose `accept` refuses a backend only for a
     /// while (at its `maxconn`): HAProxy queues such a client for its server rather than
     /// send it — and its persistence entry — elsewhere.
     pub fn persistent_backend(&self, now: Instant, ctx: &SelectContext<'_>) -> Option<BackendId> {
         let table = self.persistence.as_ref()?;
-        let key = self.config.persistence_granularity.mask(ctx.client?).ip();
+        let Some(client) = ctx.client else {
+            table.observe(now);
+            return None;
+        };
+        let key = self.config.persistence_granularity.mask(client).ip();
         let (id, addr, _) = table.lookup(key, now)?;
         let snap = self.current.load();
         let b = snap.candidate_slot(id)?;
@@ -477,6 +486,10 @@ impl<B: BuildScheduler> Pool<B> {
             (Some(_), Some(c)) => Some(c.ip()),
             _ => None,
         };
+        if sticky_key.is_none() {
+            // A pick with a client moves the clock in its look-up; this one does so here.
+            self.observe(now);
+        }
         // The backend returned carries the client's entry, so the guards the caller takes
         // with `Backend::connection`/`request` hold it while they live.
         let sticky = |table: &Arc<PersistenceTable>, key, b: &Backend, generation| {
@@ -525,6 +538,14 @@ impl<B: BuildScheduler> Pool<B> {
         Some(picked.clone())
     }
 
+    /// Moves the persistence table's clock, which stamps the end of a dropped connection,
+    /// to `now`: every call given a `now` does ([`PoolConfig::persistence_timeout`]).
+    fn observe(&self, now: Instant) {
+        if let Some(table) = &self.persistence {
+            table.observe(now);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -548,10 +569,7 @@ impl<B: BuildScheduler> Pool<B> {
         state.generation += 1;
         if let Some(now) = now {
             state.ramp_evaluated = Some(now);
-            if let Some(table) = &self.persistence {
-                // Keeps the clock that stamps connection ends fresh.
-                table.observe(now);
-            }
+            self.observe(now);
         }
         let prev = self.current.load_full();
         let prev_quorum = state.quorum_seed.take().unwrap_or(prev.quorum);
@@ -635,6 +653,8 @@ impl<B: BuildScheduler> Pool<B> {
     /// 0): that starts its slow-start clock, and leaving service stops it. A backend that
     /// cannot take connections (weight 0, say) gets no clock: nothing would ramp.
     fn change(&self, id: BackendId, now: Instant, f: impl FnOnce(&mut Backend)) -> Result<()> {
+        // Given `now` even when nothing changes (a health checker's every verdict).
+        self.observe(now);
         let mut st = self.lock();
         let b = st.backends.get_mut(id)?;
         let before = (b.health(), b.admin(), b.weight());
@@ -762,6 +782,7 @@ impl<B: BuildScheduler> Pool<B> {
         let Some(table) = &self.persistence else {
             return 0;
         };
+        table.observe(now);
         let backends = self.backends();
         entries
             .iter()
@@ -811,6 +832,7 @@ impl<B: BuildScheduler> Pool<B> {
     /// # Errors
     /// Errors of the scheduler build.
     pub fn handle_timeout(&self, now: Instant) -> Result<()> {
+        self.observe(now);
         let Some(window) = self.ramp else {
             return Ok(());
         };
@@ -1307,6 +1329,45 @@ mod tests {
         let again = p.select(at(2799), &c, &mut |_| true).unwrap();
         again.request().finish(at(4000));
         assert_eq!(pick(&p, at(4299), &c), first.id().0);
+    }
+
+    /// A dropped connection ends at the latest `now` the pool was given, whichever call
+    /// gave it. Three calls took `now` without moving the clock that stamps the end: a
+    /// `handle_timeout` without slow start, a state change that changed nothing (a health
+    /// checker's every verdict), and a pick without a client. A client whose connection
+    /// lasted 100 s then lost its entry 60 s after its pick rather than 60 s after the
+    /// connection's end (found by `tests/pool_model.rs`).
+    #[test]
+    fn a_dropped_connection_ends_at_the_latest_now_given() {
+        /// Gives the pool `at(100)` with `give` while a connection is open, then drops it.
+        fn check(name: &str, give: impl Fn(&Pool, Instant)) {
+            let cfg = PoolConfig {
+                persistence_timeout: Some(Duration::from_secs(60)),
+                ..PoolConfig::default()
+            };
+            let p = Pool::new(Algorithm::RoundRobin, set(2), cfg).unwrap();
+            let t0 = t0();
+            let at = |s| t0 + Duration::from_secs(s);
+            let c = SelectContext::client("198.51.100.1:1000".parse().unwrap());
+            let conn = p.select(t0, &c, &mut |_| true).unwrap().connection();
+            give(&p, at(100));
+            drop(conn);
+            let entries = p.persistence_entries(at(150));
+            assert_eq!(entries.len(), 1, "{name}: ended at 100 s, kept until 160 s");
+            assert_eq!(
+                entries[0].remaining,
+                Some(Duration::from_secs(10)),
+                "{name}"
+            );
+        }
+        check("handle_timeout", |p, now| p.handle_timeout(now).unwrap());
+        check("unchanged health", |p, now| {
+            p.set_health(BackendId(2), Health::Up, now).unwrap();
+        });
+        check("a pick without a client", |p, now| {
+            p.select(now, &SelectContext::default(), &mut |_| true)
+                .unwrap();
+        });
     }
 
     /// keepalived `quorum` 25 with `hysteresis` 5 over three primaries of weight 10 and a
