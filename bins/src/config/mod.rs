@@ -28,7 +28,7 @@ pub mod model;
 pub mod toml;
 pub mod values;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -187,10 +187,15 @@ pub fn load_with_format(path: &Path, format: Format) -> LoadResult {
 
 /// Where each model path (`vrrp_instance[0].priority`) was written. Lookups fall back to the
 /// nearest enclosing path that was written, so a missing field points at its block.
+///
+/// Ordered by path, so that the records at or below one path are one range: forgetting,
+/// copying or checking a block costs its own records, not a pass over the whole file's
+/// (which made a file with thousands of dropped real servers take quadratic time).
 #[derive(Debug, Clone, Default)]
 pub struct Origins {
-    map: HashMap<String, Location>,
-    poisoned: Vec<String>,
+    map: BTreeMap<String, Location>,
+    /// Paths whose findings were reported (a set).
+    poisoned: BTreeMap<String, ()>,
 }
 
 impl Origins {
@@ -207,19 +212,27 @@ impl Origins {
     /// Marks `path` as already reported: validation findings at it or below it are dropped,
     /// so one mistake gives one error.
     pub fn poison(&mut self, path: impl Into<String>) {
-        self.poisoned.push(path.into());
+        self.poisoned.insert(path.into(), ());
     }
 
     fn is_poisoned(&self, path: &str) -> bool {
-        self.poisoned.iter().any(|p| is_within(path, p))
+        enclosing(path).any(|p| self.poisoned.contains_key(p))
     }
 
     /// Forgets every record and mark at `path` or below it: the block written there was
     /// dropped (its errors already reported), and the next block of its kind takes its
     /// index in the model.
     pub fn forget(&mut self, path: &str) {
-        self.map.retain(|k, _| !is_within(k, path));
-        self.poisoned.retain(|k| !is_within(k, path));
+        let records: Vec<String> = below(&self.map, path).map(|(k, _)| k.clone()).collect();
+        for k in records {
+            self.map.remove(&k);
+        }
+        let marks: Vec<String> = below(&self.poisoned, path)
+            .map(|(k, ())| k.clone())
+            .collect();
+        for k in marks {
+            self.poisoned.remove(&k);
+        }
     }
 
     /// Element `i` of the `len` elements of the list at `list` (`list[0]`…) was removed:
@@ -237,33 +250,41 @@ impl Origins {
     /// (`from.x` → `to.x`): a block the model holds twice (a `virtual_server group`'s
     /// members) reports its errors where it was written, for each copy.
     pub fn copy(&mut self, from: &str, to: &str) {
-        let moved: Vec<(String, Location)> = self
-            .map
-            .iter()
-            .filter(|(k, _)| is_within(k, from))
+        let moved: Vec<(String, Location)> = below(&self.map, from)
             .map(|(k, l)| (format!("{to}{}", &k[from.len()..]), l.clone()))
             .collect();
         self.map.extend(moved);
-        let poisoned: Vec<String> = self
-            .poisoned
-            .iter()
-            .filter(|k| is_within(k, from))
-            .map(|k| format!("{to}{}", &k[from.len()..]))
+        let poisoned: Vec<(String, ())> = below(&self.poisoned, from)
+            .map(|(k, ())| (format!("{to}{}", &k[from.len()..]), ()))
             .collect();
         self.poisoned.extend(poisoned);
     }
 
     /// Where `path`, or its nearest written parent, was written.
     pub fn locate(&self, path: &str) -> Option<Location> {
-        let mut p = path;
-        loop {
-            if let Some(l) = self.map.get(p) {
-                return Some(l.clone());
-            }
-            let cut = p.rfind(['.', '['])?;
-            p = &p[..cut];
-        }
+        enclosing(path).find_map(|p| self.map.get(p).cloned())
     }
+}
+
+/// The entries of `paths` at `parent` or below it: all begin with `parent`, so they are
+/// one range in path order (which may also hold `parent_x`, skipped).
+fn below<'a, V>(
+    paths: &'a BTreeMap<String, V>,
+    parent: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a V)> {
+    paths
+        .range::<str, _>((
+            std::ops::Bound::Included(parent),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(move |(k, _)| k.starts_with(parent))
+        .filter(move |(k, _)| is_within(k, parent))
+}
+
+/// `path` and the paths enclosing it, nearest first (`a[0].b`, `a[0]`, `a`): exactly the
+/// paths `p` for which [`is_within`]`(path, p)` holds.
+fn enclosing(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |p| p.rfind(['.', '[']).map(|cut| &p[..cut]))
 }
 
 /// Whether model path `path` is `parent` or below it (`parent.x`, `parent[0]`).
@@ -335,5 +356,143 @@ mod tests {
         o.insert("virtual_server[0]", l.clone());
         assert_eq!(o.locate("virtual_server[0].backend[2].address"), Some(l));
         assert_eq!(o.locate("vrrp_instance[0]"), None);
+    }
+
+    /// `Origins` keeps its records ordered so that a block's records are one range; these
+    /// random sequences check it answers as the plain scan over every record it replaced
+    /// (`is_within` on each), for `locate`, `written` and poisoning.
+    mod ranges {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The scan `Origins` used to do: every record looked at for every operation.
+        #[derive(Default)]
+        struct Scan {
+            map: Vec<(String, Location)>,
+            poisoned: Vec<String>,
+        }
+
+        impl Scan {
+            fn insert(&mut self, path: &str, l: Location) {
+                self.map.retain(|(k, _)| k != path);
+                self.map.push((path.into(), l));
+            }
+            fn forget(&mut self, path: &str) {
+                self.map.retain(|(k, _)| !is_within(k, path));
+                self.poisoned.retain(|k| !is_within(k, path));
+            }
+            fn copy(&mut self, from: &str, to: &str) {
+                let moved: Vec<_> = self
+                    .map
+                    .iter()
+                    .filter(|(k, _)| is_within(k, from))
+                    .map(|(k, l)| (format!("{to}{}", &k[from.len()..]), l.clone()))
+                    .collect();
+                for (k, l) in moved {
+                    self.insert(&k, l);
+                }
+                let marks: Vec<_> = self
+                    .poisoned
+                    .iter()
+                    .filter(|k| is_within(k, from))
+                    .map(|k| format!("{to}{}", &k[from.len()..]))
+                    .collect();
+                self.poisoned.extend(marks);
+            }
+            fn remove_index(&mut self, list: &str, i: usize, len: usize) {
+                for k in i + 1..len {
+                    let (from, to) = (format!("{list}[{k}]"), format!("{list}[{}]", k - 1));
+                    self.forget(&to);
+                    self.copy(&from, &to);
+                }
+                self.forget(&format!("{list}[{}]", len.saturating_sub(1)));
+            }
+            fn locate(&self, path: &str) -> Option<Location> {
+                let mut p = path;
+                loop {
+                    if let Some((_, l)) = self.map.iter().find(|(k, _)| k == p) {
+                        return Some(l.clone());
+                    }
+                    p = &p[..p.rfind(['.', '['])?];
+                }
+            }
+            fn is_poisoned(&self, path: &str) -> bool {
+                self.poisoned.iter().any(|p| is_within(path, p))
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Insert(String, usize),
+            Poison(String),
+            Forget(String),
+            Copy(String, String),
+            RemoveIndex(String, usize, usize),
+        }
+
+        /// Paths of one to three parts, some indexed, some sharing a prefix without
+        /// enclosing one another (`vs`, `vs_group`; `vs[1]`, `vs[10]`).
+        fn path() -> impl Strategy<Value = String> {
+            let part = (
+                prop::sample::select(vec!["vs", "vs_group", "backend", "weight"]),
+                prop::option::of(prop::sample::select(vec![0usize, 1, 2, 10])),
+            )
+                .prop_map(|(name, i)| match i {
+                    Some(i) => format!("{name}[{i}]"),
+                    None => name.to_string(),
+                });
+            prop::collection::vec(part, 1..=3).prop_map(|parts| parts.join("."))
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (path(), 1usize..50).prop_map(|(p, line)| Op::Insert(p, line)),
+                1 => path().prop_map(Op::Poison),
+                1 => path().prop_map(Op::Forget),
+                1 => (path(), path()).prop_map(|(a, b)| Op::Copy(a, b)),
+                1 => (path(), 0usize..4, 0usize..5).prop_map(|(p, i, n)| Op::RemoveIndex(p, i, n)),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn answers_as_a_scan_of_every_record(
+                ops in prop::collection::vec(op(), 0..60),
+                probes in prop::collection::vec(path(), 1..30),
+            ) {
+                let (mut o, mut scan) = (Origins::default(), Scan::default());
+                let at = |line| Location { file: "f".into(), line, column: 1 };
+                for op in ops {
+                    match op {
+                        Op::Insert(p, line) => {
+                            o.insert(p.clone(), at(line));
+                            scan.insert(&p, at(line));
+                        }
+                        Op::Poison(p) => {
+                            o.poison(p.clone());
+                            scan.poisoned.push(p);
+                        }
+                        Op::Forget(p) => {
+                            o.forget(&p);
+                            scan.forget(&p);
+                        }
+                        Op::Copy(a, b) => {
+                            o.copy(&a, &b);
+                            scan.copy(&a, &b);
+                        }
+                        Op::RemoveIndex(p, i, n) => {
+                            o.remove_index(&p, i, n);
+                            scan.remove_index(&p, i, n);
+                        }
+                    }
+                    let recorded: Vec<&String> = scan.map.iter().map(|(k, _)| k).collect();
+                    for p in probes.iter().chain(recorded) {
+                        prop_assert_eq!(o.locate(p), scan.locate(p), "locate {}", p);
+                        prop_assert_eq!(o.written(p), scan.map.iter().any(|(k, _)| k == p));
+                        prop_assert_eq!(o.is_poisoned(p), scan.is_poisoned(p), "poisoned {}", p);
+                    }
+                }
+            }
+        }
     }
 }
