@@ -2,14 +2,33 @@
 //! keepalived's `inhibit_on_failure` choice between keeping a failed backend at weight 0 and
 //! taking it out of the set.
 //!
-//! A backend counts as failed while either source says so (an active check is down, or
-//! outlier detection ejected it). A `misc_dynamic` weight replaces the configured weight while
-//! the backend is up; the configured weight comes back when a probe stops asking.
+//! A backend counts as failed while any source says so: an active check is down, outlier
+//! detection ejected it, or an adjustment ([`PoolApplier::set_adjustment`]) fails it. A
+//! failed backend is down in the pool ([`OnFailure::Remove`]; it keeps the weight it would
+//! have) or up at weight 0 ([`OnFailure::Inhibit`]). A backend not failed is up at its
+//! weight in use: the weight the last check event asked for (`misc_dynamic`, any weight, 0
+//! and above the configured one included), else its configured weight; the configured
+//! weight comes back when a probe stops asking. An adjustment's offset is added to either.
+//! Admin states are the pool's own: the applier leaves them as they are.
 //!
 //! Each change reaches the pool as one [`Pool::set_state`] (health and weight in one
 //! rebuild), so no half-updated pool is ever published. A failed backend that recovers
 //! comes up in either mode — in inhibit mode its weight goes from 0 back to its weight —
-//! and so starts the pool's slow start (HAProxy `slowstart`) at the event's `now`.
+//! and so starts the pool's slow start (HAProxy `slowstart`) at the event's `now`, if that
+//! brings it into service (its admin state ready, its weight above 0; otherwise when
+//! something else does, as the pool says).
+//!
+//! # Membership
+//!
+//! The applier knows backends by address. [`Pool::replace`] may renumber them, add some
+//! and take others out: the applier follows at its next call given the pool. From then on
+//! each id names the backend the pool numbers with it, a backend added is learnt from the
+//! pool when an event first names it (as one down counts as failed by its check), and what
+//! was known of a backend that left the pool is dropped, so the same address added back
+//! later starts afresh, as the pool takes it. A backend that leaves and comes back between
+//! two calls is taken as having stayed. [`PoolApplier::is_failed_by_checks`] and
+//! [`PoolApplier::forget`], which are not given the pool, take ids as the pool numbered
+//! them at that last call.
 //!
 //! # Examples
 //!
@@ -35,7 +54,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -107,8 +126,10 @@ pub struct PoolApplier {
     /// By address: [`Pool::replace`] renumbers backends by address, so an id may name
     /// another backend later.
     entries: HashMap<SocketAddr, Entry>,
-    /// The address each id named when last used.
+    /// The address each id names in the pool's snapshot of generation `generation`.
     ids: HashMap<BackendId, SocketAddr>,
+    /// The generation of the pool's snapshot `ids` follows ([`follow`](Self::follow)).
+    generation: u64,
 }
 
 impl PoolApplier {
@@ -120,6 +141,7 @@ impl PoolApplier {
             on_failure,
             entries: backends.iter().map(|b| (b.addr(), Entry::of(b))).collect(),
             ids: backends.iter().map(|b| (b.id(), b.addr())).collect(),
+            generation: pool.snapshot().generation(),
         }
     }
 
@@ -147,8 +169,10 @@ impl PoolApplier {
     }
 
     /// Changes `backend`'s configured weight (an operator's new weight, e.g. from a
-    /// configuration reload) and applies it at once unless the backend is failed (then
-    /// it applies when the backend comes back) or a `misc_dynamic` weight replaces it.
+    /// configuration reload) and applies it at once unless the backend is failed or a
+    /// `misc_dynamic` weight replaces it. A failed backend takes it when it comes back: in
+    /// inhibit mode it stays at weight 0 until then; in remove mode it is down with the new
+    /// weight.
     /// Setting the pool's weight directly instead would be undone by the next event,
     /// which restores the weight this applier remembers.
     ///
@@ -189,7 +213,9 @@ impl PoolApplier {
 
     /// Whether `backend` is failed by its checks or an adjustment, ejections aside: the
     /// state keepalived's real-server notify scripts follow (passive health has no
-    /// counterpart there). `false` for a backend it does not know yet.
+    /// counterpart there). `false` for a backend it does not know yet. `backend` is
+    /// numbered as the pool numbered it at this applier's last call given the pool
+    /// ([module docs](self#membership)).
     pub fn is_failed_by_checks(&self, backend: BackendId) -> bool {
         self.ids
             .get(&backend)
@@ -249,6 +275,7 @@ impl PoolApplier {
         states: impl IntoIterator<Item = (BackendId, CheckState)>,
         now: Instant,
     ) -> Result<()> {
+        self.follow(pool);
         let mut first_err = None;
         for (id, state) in states {
             let e = match self.entry(pool, id) {
@@ -271,19 +298,49 @@ impl PoolApplier {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Forgets what this applier knows of `backend` (its check verdict, ejection, weights):
-    /// for a backend whose checks were removed, or one that left the pool. The next event
-    /// for it starts from the pool's state.
+    /// Forgets what this applier knows of `backend` (its check verdict, ejection, weights),
+    /// for a backend whose checks were removed; one that left the pool is forgotten without
+    /// it ([module docs](self#membership)). `backend` is numbered as the pool numbered it at
+    /// this applier's last call given the pool. The next event for it starts from the
+    /// pool's state, as for a backend added after this applier was made (see
+    /// [`new`](Self::new)); in inhibit mode a failed backend is up at weight 0 there, so 0
+    /// becomes its configured weight until [`set_configured_weight`](Self::set_configured_weight)
+    /// gives another.
     pub fn forget(&mut self, backend: BackendId) {
-        if let Some(addr) = self.ids.remove(&backend) {
-            self.entries.remove(&addr);
+        if let Some(addr) = self.ids.get(&backend) {
+            self.entries.remove(addr);
         }
+    }
+
+    /// Follows the membership of `pool`'s current snapshot, if it is not the one last
+    /// followed: each id names the address the pool numbers with it now ([`Pool::replace`]
+    /// renumbers by address), and what was known of an address no longer in the pool is
+    /// dropped. One look at each backend when the pool has been rebuilt since, which a
+    /// change to it costs anyway; a rebuild of the maps only when the membership changed.
+    fn follow<B: BuildScheduler>(&mut self, pool: &Pool<B>) {
+        let snap = pool.snapshot();
+        if snap.generation() == self.generation {
+            return;
+        }
+        self.generation = snap.generation();
+        let backends = snap.backends();
+        if backends.len() == self.ids.len()
+            && backends
+                .iter()
+                .all(|b| self.ids.get(&b.id()) == Some(&b.addr()))
+        {
+            return;
+        }
+        self.ids = backends.iter().map(|b| (b.id(), b.addr())).collect();
+        let present: HashSet<SocketAddr> = self.ids.values().copied().collect();
+        self.entries.retain(|a, _| present.contains(a));
     }
 
     /// The entry of the backend the pool now numbers `id`, found by its address (the pool
     /// may have renumbered its backends, [`Pool::replace`]); a fresh one from the pool for a
     /// backend added after this applier was made.
     fn entry<B: BuildScheduler>(&mut self, pool: &Pool<B>, id: BackendId) -> Result<&mut Entry> {
+        self.follow(pool);
         // The published snapshot: a cheap look-up, where the whole set would be copied.
         let addr = pool
             .snapshot()
@@ -673,6 +730,91 @@ mod tests {
         .unwrap();
         assert_eq!(state(&p, 1), (Health::Up, 6));
         assert_eq!(state(&p, 2), (Health::Down, 1), "still ejected");
+    }
+
+    /// Backends 1, 2, 3 of weight 3, 5, 1 (addresses :1, :2, :3), behind one applier.
+    fn three() -> Pool {
+        let set = BackendSet::new(
+            [(1, 3), (2, 5), (3, 1)]
+                .into_iter()
+                .map(|(port, w)| {
+                    Backend::new(
+                        BackendId(port),
+                        format!("127.0.0.1:{port}").parse().unwrap(),
+                    )
+                    .with_weight(Weight::new(w).unwrap())
+                })
+                .collect(),
+        )
+        .unwrap();
+        Pool::new("wrr".parse().unwrap(), set, PoolConfig::default()).unwrap()
+    }
+
+    /// The backends at these ports, numbered from 1, with their weights in `p`.
+    fn renumbered(p: &Pool, ports: &[u16]) -> BackendSet {
+        let now = p.backends();
+        BackendSet::new(
+            ports
+                .iter()
+                .zip(1..)
+                .map(|(&port, id)| {
+                    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+                    let w = now.iter().find(|b| b.addr() == addr).unwrap().weight();
+                    Backend::new(BackendId(id), addr).with_weight(w)
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    /// After `Pool::replace` renumbered :2 and :3 (now 3 and 2), `forget` and
+    /// `is_failed_by_checks` take ids as the pool numbers them once the applier has been
+    /// given the pool again. They went by the address each id had when the applier last
+    /// used that id: `is_failed_by_checks(2)` answered for :2, and `forget(2)`, meant for :3
+    /// (whose checks were removed), forgot :2, failed and inhibited, which then came back
+    /// at weight 0 (its weight as the pool showed it).
+    #[test]
+    fn forget_and_is_failed_by_checks_follow_a_renumbering() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let p = three();
+        let mut a = PoolApplier::new(&p, OnFailure::Inhibit);
+        a.apply_event(&p, &ev(2, Health::Up, Health::Down, None), now)
+            .unwrap();
+        p.replace(renumbered(&p, &[1, 3, 2]), now).unwrap();
+        // Any call given the pool: here :1's weight.
+        a.set_configured_weight(&p, BackendId(1), Weight::new(4).unwrap(), now)
+            .unwrap();
+        assert!(!a.is_failed_by_checks(BackendId(2)), ":3 is up");
+        assert!(a.is_failed_by_checks(BackendId(3)), ":2 is down");
+        a.forget(BackendId(2));
+        a.apply_event(&p, &ev(3, Health::Down, Health::Up, None), now)
+            .unwrap();
+        assert_eq!(state(&p, 3), (Health::Up, 5), ":2 back at its weight");
+    }
+
+    /// What the applier knew of a backend that left the pool goes with it: the same address
+    /// added back later is a new backend, as the pool takes it. It stayed until `forget`
+    /// (which, going by ids, could name another backend after a renumbering), so an
+    /// ejection it had took the new one out at its first event, for good (its detector,
+    /// told of the removal, has no ejection left to end).
+    #[test]
+    fn a_backend_that_left_the_pool_is_forgotten() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let p = three();
+        let mut a = PoolApplier::new(&p, OnFailure::Remove);
+        a.apply_outlier(&p, &ejected(3, now), now).unwrap();
+        p.replace(renumbered(&p, &[1, 2]), now).unwrap();
+        a.apply_event(&p, &ev(1, Health::Up, Health::Up, None), now)
+            .unwrap();
+        // Back, and its check passes.
+        let mut back: Vec<Backend> = p.backends().iter().cloned().collect();
+        back.push(Backend::new(BackendId(3), "127.0.0.1:3".parse().unwrap()));
+        p.replace(BackendSet::new(back).unwrap(), now).unwrap();
+        a.apply_event(&p, &ev(3, Health::Up, Health::Up, None), now)
+            .unwrap();
+        assert_eq!(state(&p, 3), (Health::Up, 1));
     }
 
     #[test]
