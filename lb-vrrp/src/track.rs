@@ -34,12 +34,14 @@ pub struct ProcessPattern {
     /// (`argv[0]` from `/proc/PID/cmdline`, typically a path).
     pub process: String,
     /// Compare [`ProcessPattern::process`] with `argv[0]` instead of the process name
-    /// (keepalived `full_command`; implied by parameters and `param_match`).
+    /// (keepalived `full_command`). A [`ProcessPattern::param_match`] implies it, as in
+    /// keepalived, where `param_match` sets it (and parameters set `param_match`).
     pub full_command: bool,
     /// The parameters (`argv[1..]`) compared, as [`ProcessPattern::param_match`] says.
     pub params: Vec<String>,
-    /// `None`: parameters are not compared. `Some`: they are (keepalived sets
-    /// [`ParamMatch::Exact`] once parameters are given).
+    /// `None`: parameters are not compared (not even looked at). `Some`: they are, and
+    /// the name compared is `argv[0]` (keepalived sets [`ParamMatch::Exact`] and
+    /// `full_command` once parameters are given).
     pub param_match: Option<ParamMatch>,
 }
 
@@ -69,8 +71,10 @@ impl ProcessPattern {
     /// when [`ProcessPattern::needs_cmdline`]).
     pub fn matches(&self, comm: &[u8], cmdline: &[u8]) -> bool {
         let mut words = cmdline.split(|&b| b == 0);
-        let name = if self.full_command {
-            words.next().unwrap_or_default()
+        // argv[0]: the parameters are the words after it.
+        let command = words.next().unwrap_or_default();
+        let name = if self.full_command || self.param_match.is_some() {
+            command
         } else {
             comm
         };
@@ -591,6 +595,21 @@ mod tests {
         assert!(!none.matches(b"sleep", cmd));
         // An empty cmdline (a kernel thread, a zombie) matches no full command.
         assert!(!exact.matches(b"sleep", b""));
+    }
+
+    /// `param_match` implies `full_command`, as in keepalived (`vrrp_tprocess_match_handler`
+    /// sets it): the command's first word is compared with the process, and the
+    /// parameters with the words after it, whatever `full_command` says.
+    #[test]
+    fn param_match_compares_the_command_and_the_words_after_it() {
+        let none = pat("sleep", false, &[], Some(ParamMatch::Exact));
+        assert!(none.matches(b"sleep", b"sleep\0"));
+        assert!(!none.matches(b"sleep", b"sleep\x00100\x00"));
+        let path = pat("/bin/sleep", false, &["100"], Some(ParamMatch::Exact));
+        assert!(path.matches(b"sleep", b"/bin/sleep\x00100\x00"));
+        assert!(!path.matches(b"sleep", b"sleep\x00100\x00"));
+        let partial = pat("sleep", false, &["100"], Some(ParamMatch::Partial));
+        assert!(partial.matches(b"other", b"sleep\x00100\x00x\x00"));
     }
 
     fn tp(quorum: u32, max: u32, fork: u64, term: u64) -> TrackProcess {
