@@ -325,8 +325,10 @@ impl TrackFile {
 }
 
 /// Reads a tracked file's content as keepalived does (`strtol(buf, NULL, 0)` on its first
-/// 127 bytes): leading white space, an optional sign, then decimal, `0x` hexadecimal or
-/// `0` octal digits; anything after is ignored. The value is limited to `-254..=254`.
+/// 127 bytes): leading white space (C's `isspace` in the "C" locale: space, `\t`,
+/// `\n`, `\v`, `\f`, `\r`, and no other Unicode space), an optional sign, then decimal,
+/// `0x` hexadecimal or `0` octal digits; anything after is ignored. The value is limited
+/// to `-254..=254`.
 /// Content with no number at all is 0 and `Err` says so (keepalived reads it as 0
 /// silently; the caller logs it).
 pub fn parse_file_value(content: &[u8]) -> Result<i64, String> {
@@ -342,7 +344,8 @@ pub fn parse_file_value(content: &[u8]) -> Result<i64, String> {
 pub fn parse_file_number(content: &[u8]) -> Result<i64, String> {
     let s = &content[..content.len().min(127)];
     let s = String::from_utf8_lossy(s);
-    let t = s.trim_start();
+    // C's isspace in the "C" locale keepalived runs in: no other Unicode white space.
+    let t = s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
     let (neg, t) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
         Some(b'+') => (false, &t[1..]),
@@ -723,6 +726,21 @@ mod tests {
         assert_eq!(parse_file_number(b"-70000"), Ok(-70_000));
         assert_eq!(parse_file_number(b"99999999999999999999999"), Ok(i64::MAX));
         assert!(parse_file_number(b"x").is_err());
+    }
+
+    /// Only C's white space (`isspace` in the "C" locale keepalived runs in) comes before
+    /// the number: a no-break space or another Unicode space is text, and text is 0.
+    #[test]
+    fn file_values_skip_only_c_white_space() {
+        assert_eq!(parse_file_value(b" \t\n\x0b\x0c\r7"), Ok(7));
+        for space in ["\u{a0}", "\u{85}", "\u{2003}", "\u{3000}"] {
+            let content = format!("{space}7");
+            assert!(parse_file_value(content.as_bytes()).is_err(), "{content:?}");
+            assert!(
+                parse_file_number(content.as_bytes()).is_err(),
+                "{content:?}"
+            );
+        }
     }
 
     fn msg(what: u32, data: &[u32]) -> Vec<u8> {
