@@ -67,8 +67,11 @@ impl ProcessPattern {
     }
 
     /// Whether a process matches: `comm` is its name (`/proc/PID/comm` without the
-    /// newline), `cmdline` its raw `/proc/PID/cmdline` (NUL-separated words; only read
-    /// when [`ProcessPattern::needs_cmdline`]).
+    /// newline), `cmdline` its raw `/proc/PID/cmdline` (words each ended by a NUL; only
+    /// read when [`ProcessPattern::needs_cmdline`]). The command line may be cut short
+    /// once it holds the pattern's words, their NULs and one byte more (what the driver
+    /// reads). A last word without its NUL is then longer than the word it is compared
+    /// with, and the answer is the one for the whole line, as keepalived's is.
     pub fn matches(&self, comm: &[u8], cmdline: &[u8]) -> bool {
         let mut words = cmdline.split(|&b| b == 0);
         // argv[0]: the parameters are the words after it.
@@ -124,12 +127,14 @@ pub struct TrackProcess {
     /// `quorum_max`: most matching processes for healthy. Default `u32::MAX` (no limit).
     pub quorum_max: u32,
     /// `fork_delay`: a change of health caused by a new process (a fork) counts only
-    /// if it still holds this long after. Default 0.
+    /// if it still holds this long after. Default 0. keepalived's `delay` sets both
+    /// delays; `fork_delay` and `terminate_delay` each set only their own.
     pub fork_delay: Duration,
     /// `terminate_delay`: a change caused by a process ending counts only if it still
     /// holds this long after (a restart within it is not seen). Default 0.
     pub terminate_delay: Duration,
-    /// `weight` (keepalived's default for a track process is 1): a positive weight is
+    /// `weight` (1 by default here, as keepalived's manual says; its code, which lb-node's
+    /// configuration follows, leaves it 0, so a lost quorum faults): a positive weight is
     /// added while healthy, a negative one while not, 0 means Fault while not healthy.
     pub weight: TrackWeight,
     /// `weight … reverse`: the weight applies to the opposite state (a positive weight
@@ -139,7 +144,8 @@ pub struct TrackProcess {
 }
 
 impl TrackProcess {
-    /// keepalived's defaults: quorum 1, no maximum, no delays, weight 1, not reversed.
+    /// keepalived's defaults: quorum 1, no maximum, no delays, weight 1 (its manual's; its
+    /// code's is 0), not reversed.
     pub fn new(name: &str, pattern: ProcessPattern) -> Self {
         Self {
             name: name.to_owned(),
@@ -180,6 +186,19 @@ pub enum CountCause {
 
 /// The quorum of one [`TrackProcess`], driven by counts and time: what keepalived's
 /// `check_process*` and its fork/terminate timers decide.
+///
+/// keepalived keeps a timer per cause and acts only where the count crosses a bound: a
+/// crossing starts its cause's timer, or, if the other cause's timer runs, cancels it and
+/// reports the health the count gives. With one bound to cross (no `quorum_max`, or
+/// `quorum` 0) that is exactly the rule of [`ProcessQuorum::update`]. Where the count
+/// crosses both bounds within a delay, keepalived can report a change that no delay
+/// held; here each change waits for its own cause's delay. For example, with `quorum 2`,
+/// `quorum_max 2` and three processes, one exits (healthy after `terminate_delay`),
+/// another exits (under `quorum`: that change is abandoned), and the last one forks:
+/// keepalived reports the quorum at the fork, here it comes after `fork_delay`.
+/// keepalived's own full count (after lost events) cancels both timers and reports a gain
+/// at once. The driver's is an ordinary update ([`CountCause::Fork`] if the count grew or
+/// stayed, [`CountCause::Exit`] if it shrank).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessQuorum {
     quorum: u32,
@@ -223,8 +242,10 @@ impl ProcessQuorum {
     }
 
     /// The count is now `count` because of `cause`. Returns the new health when it
-    /// changes now. A change waits for the cause's delay; a change back within the delay
-    /// cancels it, as keepalived cancels its timer.
+    /// changes now. A change waits for the delay of the cause that started it (later
+    /// causes neither restart nor shorten it), and the count when the delay runs out
+    /// decides. A count back at the health reported within the delay abandons the change,
+    /// as keepalived cancels its timer.
     pub fn update(&mut self, now: Instant, count: u32, cause: CountCause) -> Option<bool> {
         self.count = count;
         let target = self.target();
@@ -305,8 +326,9 @@ impl TrackFile {
 
     /// What a file value does to the instance, for
     /// [`VirtualRouter::handle_track_value`](crate::machine::VirtualRouter::handle_track_value):
-    /// the value times the weight (negated with `reverse`), limited to `-254..=253`, where
-    /// -254 ([`TRACK_VALUE_FAULT`]) is Fault; with weight 0, a value other than 0 (with
+    /// the value times the weight (negated with `reverse`; exact, as keepalived 2.2.7
+    /// computes it in 64 bits), limited to `-254..=253`, where -254
+    /// ([`TRACK_VALUE_FAULT`]) is Fault; with weight 0, a value other than 0 (with
     /// `reverse`: 0) is Fault and anything else 0. keepalived's
     /// `process_update_track_file_status`.
     pub fn status(&self, value: i64) -> i32 {
@@ -324,20 +346,30 @@ impl TrackFile {
     }
 }
 
-/// Reads a tracked file's content as keepalived does (`strtol(buf, NULL, 0)` on its first
-/// 127 bytes): leading white space (C's `isspace` in the "C" locale: space, `\t`,
-/// `\n`, `\v`, `\f`, `\r`, and no other Unicode space), an optional sign, then decimal,
-/// `0x` hexadecimal or `0` octal digits; anything after is ignored. The value is limited
-/// to `-254..=254`.
-/// Content with no number at all is 0 and `Err` says so (keepalived reads it as 0
-/// silently; the caller logs it).
-pub fn parse_file_value(content: &[u8]) -> Result<i64, String> {
-    parse_file_number(content).map(|v| v.clamp(-254, 254))
+/// What keepalived makes of a tracked file's content (`process_track_file`): the number
+/// `strtol(buf, NULL, 0)` reads in its first 127 bytes ([`parse_file_number`]), taken only
+/// if it lies in -2^31..=2^31 (keepalived 2.2.7's range).
+///
+/// * `Ok(Some(value))`: the value, limited to `-254..=254` (only value × weight matters,
+///   and [`TrackFile::status`] limits that to `-254..=253`);
+/// * `Ok(None)`: a number outside that range, which keepalived ignores ("Invalid number
+///   … - ignoring"): the value the file had stays (0 at start);
+/// * `Err`: no number at all (empty content included), which reads as 0; keepalived reads
+///   it so silently, the `Err` says why for the caller to log.
+pub fn parse_file_value(content: &[u8]) -> Result<Option<i64>, String> {
+    parse_file_number(content).map(|v| {
+        (-(1i64 << 31)..=1i64 << 31)
+            .contains(&v)
+            .then(|| v.clamp(-254, 254))
+    })
 }
 
-/// [`parse_file_value`] without the VRRP limit: the number as keepalived's checker reads
-/// it for a `FILE_CHECK` (check_file.c: `strtol`, refused outside the 32-bit range),
-/// saturated to `i64`.
+/// The number keepalived's `strtol(buf, NULL, 0)` reads in a tracked file's first 127
+/// bytes, saturated to `i64`: leading white space as C's `isspace` has it in the "C"
+/// locale (space, `\t`, `\n`, `\v`, `\f`, `\r`, and no other Unicode space), an
+/// optional sign, then decimal, `0x` hexadecimal or `0` octal digits; anything after is
+/// ignored. [`parse_file_value`] adds keepalived's range and the VRRP limit; the checker
+/// reads a `FILE_CHECK`'s file with it (check_file.c uses the same `process_track_file`).
 ///
 /// # Errors
 /// Content with no number at all (the caller decides what that means).
@@ -537,6 +569,9 @@ pub fn parse_stat(stat: &[u8]) -> Option<(&[u8], bool)> {
 }
 
 #[cfg(test)]
+mod keepalived_model;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -600,9 +635,10 @@ mod tests {
         assert!(!exact.matches(b"sleep", b""));
     }
 
-    /// `param_match` implies `full_command`, as in keepalived (`vrrp_tprocess_match_handler`
-    /// sets it): the command's first word is compared with the process, and the
-    /// parameters with the words after it, whatever `full_command` says.
+    /// `param_match` implies `full_command`, as in keepalived, whose
+    /// `vrrp_tprocess_match_handler` sets it: the command's first word is compared with
+    /// the process, and the parameters with the words after it, whatever `full_command`
+    /// says.
     #[test]
     fn param_match_compares_the_command_and_the_words_after_it() {
         let none = pat("sleep", false, &[], Some(ParamMatch::Exact));
@@ -711,14 +747,19 @@ mod tests {
 
     #[test]
     fn file_values_read_as_strtol() {
-        assert_eq!(parse_file_value(b"0\n"), Ok(0));
-        assert_eq!(parse_file_value(b"  -12 trailing"), Ok(-12));
-        assert_eq!(parse_file_value(b"+7"), Ok(7));
-        assert_eq!(parse_file_value(b"0x10"), Ok(16));
-        assert_eq!(parse_file_value(b"010"), Ok(8));
-        assert_eq!(parse_file_value(b"0x"), Ok(0));
-        assert_eq!(parse_file_value(b"99999999999999999999999"), Ok(254));
-        assert_eq!(parse_file_value(b"-1000"), Ok(-254));
+        assert_eq!(parse_file_value(b"0\n"), Ok(Some(0)));
+        assert_eq!(parse_file_value(b"  -12 trailing"), Ok(Some(-12)));
+        assert_eq!(parse_file_value(b"+7"), Ok(Some(7)));
+        assert_eq!(parse_file_value(b"0x10"), Ok(Some(16)));
+        assert_eq!(parse_file_value(b"010"), Ok(Some(8)));
+        assert_eq!(parse_file_value(b"0x"), Ok(Some(0)));
+        assert_eq!(parse_file_value(b"-1000"), Ok(Some(-254)));
+        // keepalived 2.2.7 takes -2^31..=2^31 and ignores anything else.
+        assert_eq!(parse_file_value(b"2147483648"), Ok(Some(254)));
+        assert_eq!(parse_file_value(b"-2147483648"), Ok(Some(-254)));
+        assert_eq!(parse_file_value(b"2147483649"), Ok(None));
+        assert_eq!(parse_file_value(b"-2147483649"), Ok(None));
+        assert_eq!(parse_file_value(b"99999999999999999999999"), Ok(None));
         assert!(parse_file_value(b"").is_err());
         assert!(parse_file_value(b"up\n").is_err());
         assert!(parse_file_value(b"\xff\xfe").is_err());
@@ -732,7 +773,7 @@ mod tests {
     /// the number: a no-break space or another Unicode space is text, and text is 0.
     #[test]
     fn file_values_skip_only_c_white_space() {
-        assert_eq!(parse_file_value(b" \t\n\x0b\x0c\r7"), Ok(7));
+        assert_eq!(parse_file_value(b" \t\n\x0b\x0c\r7"), Ok(Some(7)));
         for space in ["\u{a0}", "\u{85}", "\u{2003}", "\u{3000}"] {
             let content = format!("{space}7");
             assert!(parse_file_value(content.as_bytes()).is_err(), "{content:?}");

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::Control;
 use crate::machine::TrackId;
 use crate::track::{
-    parse_file_number, parse_stat, CountCause, ProcEvent, ProcessQuorum, TrackFile, TrackProcess,
+    parse_file_value, parse_stat, CountCause, ProcEvent, ProcessQuorum, TrackFile, TrackProcess,
 };
 use crate::{Error, Result};
 
@@ -633,13 +633,12 @@ const FILE_HEAD: usize = 127;
 /// (`/dev/zero` is no trouble).
 fn read_value(f: &TrackFile) -> Option<i64> {
     match read_head(&f.path, FILE_HEAD) {
-        Ok(c) => match parse_file_number(&c) {
-            Ok(n) if n < i64::from(i32::MIN) || n > i64::from(i32::MAX) + 1 => {
-                tracing::warn!(track_file = %f.name, path = %f.path.display(), value = n, "number outside the 32-bit range: ignored, as keepalived ignores it");
+        Ok(c) => match parse_file_value(&c) {
+            Ok(Some(v)) => Some(v),
+            Ok(None) => {
+                tracing::warn!(track_file = %f.name, path = %f.path.display(), content = %String::from_utf8_lossy(&c).trim_end(), "number outside the 32-bit range: ignored, as keepalived ignores it");
                 None
             }
-            // parse_file_value's limit, on the number already read.
-            Ok(n) => Some(n.clamp(-254, 254)),
             Err(why) => {
                 tracing::warn!(track_file = %f.name, path = %f.path.display(), "{why}: read as 0, as keepalived does");
                 Some(0)
