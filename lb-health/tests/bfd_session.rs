@@ -643,9 +643,14 @@ fn a_peer_in_demand_mode_gets_no_periodic_packets() {
     assert!(s.poll_transmit(next).expect("periodic Poll").poll);
     s.handle_packet(next, &ControlPacket { final_: true, ..up });
     assert!(!s.poll_active());
-    assert!(s.poll_transmit(next + 100 * MS).is_none());
+    // Silent again while the peer's packets keep coming.
+    let mut t = next;
+    for _ in 0..10 {
+        t += 10 * MS;
+        s.handle_packet(t, &up);
+        assert!(s.poll_transmit(t).is_none(), "sent at {:?}", t - next);
+    }
     // The peer leaves Demand mode: periodic packets at once.
-    let t = next + 100 * MS;
     s.handle_packet(t, &from_peer(SessionState::Up));
     assert!(!s.remote_demand_active());
     assert!(s.poll_transmit(t).is_some());
@@ -878,6 +883,33 @@ fn jitter_stays_within_rfc_bounds() {
     assert_ne!(intervals(5, 3), intervals(5, 4));
 }
 
+/// A packet handled after the detection time ran out comes too late (RFC 5880 §6.8.4),
+/// even when nothing called `handle_timeout` in between (a driver woken by a datagram and
+/// the timer at once may handle them in either order): the session went Down with
+/// diagnostic 1, and the packet is handled in Down. A command at such a time finds the
+/// session Down too, instead of moving the deadline past a silence it already outlasted.
+#[test]
+fn a_packet_after_the_detection_time_comes_too_late() {
+    let now = Instant::now();
+    let mut s = up_session(now);
+    assert_eq!(s.detection_time(), Some(30 * MS));
+    let late = now + 30 * MS;
+    s.handle_packet(late, &from_peer(SessionState::Up));
+    assert_eq!(s.state(), SessionState::Down);
+    assert_eq!(s.local_diag(), Diagnostic::ControlDetectionTimeExpired);
+    let p = sent_now(&mut s, late);
+    assert_eq!(
+        p.first().map(|p| p.state),
+        Some(SessionState::Down),
+        "{p:?}"
+    );
+
+    let mut s = up_session(now);
+    s.set_min_rx(late, Duration::from_secs(1));
+    assert_eq!(s.state(), SessionState::Down);
+    assert_eq!(s.local_diag(), Diagnostic::ControlDetectionTimeExpired);
+}
+
 #[derive(Debug, Clone)]
 enum Event {
     Packet(ControlPacket),
@@ -960,15 +992,17 @@ proptest! {
                 Event::Wait(us) => {
                     now += Duration::from_micros(u64::from(us));
                     s.handle_timeout(now);
-                    if s.remote_discriminator() == 0 && s.status().detection_time.is_none() {
-                        remote_min_rx_zero = false;
-                    }
                 }
                 Event::Shutdown => s.shutdown(now),
                 Event::SetMinTx(us) => s.set_min_tx(now, Duration::from_micros(u64::from(us))),
                 Event::SetMinRx(us) => s.set_min_rx(now, Duration::from_micros(u64::from(us))),
                 Event::SetMultiplier(m) => s.set_multiplier(now, m),
                 Event::SetIdleTx(us) => s.set_idle_tx(now, Duration::from_micros(u64::from(us))),
+            }
+            // A detection time that ran out (at a wake-up, or before any input) forgot the
+            // peer and its Required Min RX.
+            if s.remote_discriminator() == 0 && s.status().detection_time.is_none() {
+                remote_min_rx_zero = false;
             }
             if let Some(t) = s.poll_timeout() {
                 prop_assert!(t >= t0);

@@ -38,6 +38,10 @@
 //!   so the handshake does not wait for `idle_tx`. While Up a change starts a Poll
 //!   Sequence whose P rides on the periodic packets: "additional packets MUST NOT be sent"
 //!   (§6.5), as keepalived only sets the flag.
+//! * Every input (a packet, a command) first does what
+//!   [`handle_timeout`](Session::handle_timeout) would at its `now`: a packet handled after
+//!   the detection time ran out comes too late, and is handled in Down, whether or not the
+//!   driver called `handle_timeout` first (a datagram and the timer may wake it at once).
 //! * AdminDown (§6.8.16): one packet at once, then one per transmit interval in force
 //!   before [`shutdown`](Session::shutdown) for the peer's detection time, at most
 //!   [`ADMIN_DOWN_MAX`]; then silence ([`admin_down_done`](Session::admin_down_done)).
@@ -386,10 +390,13 @@ impl Session {
 
     /// A valid Control packet from this session's peer ([RFC 5880 §6.8.6], the part after
     /// the stateless checks of [`ControlPacket::parse`]). The driver chose this session by
-    /// Your Discriminator, or by address when it is zero, and checked the TTL.
+    /// Your Discriminator, or by address when it is zero, and checked the TTL. A detection
+    /// time that ran out by `now` expires first, as in [`handle_timeout`](Self::handle_timeout).
     ///
     /// [RFC 5880 §6.8.6]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.6
     pub fn handle_packet(&mut self, now: Instant, pkt: &ControlPacket) {
+        // A detection time that ran out by `now` did so before this input.
+        self.handle_timeout(now);
         if pkt.your_discriminator != 0 && pkt.your_discriminator != self.local_discr {
             self.record_drop(Discard::Discriminator);
             return;
@@ -493,6 +500,8 @@ impl Session {
     ///
     /// [RFC 5880 §6.8.16]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.16
     pub fn shutdown(&mut self, now: Instant) {
+        // A detection time that ran out by `now` did so before this input.
+        self.handle_timeout(now);
         if self.state == SessionState::AdminDown {
             return;
         }
@@ -532,6 +541,8 @@ impl Session {
     ///
     /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
     pub fn set_min_tx(&mut self, now: Instant, min_tx: Duration) {
+        // A detection time that ran out by `now` did so before this input.
+        self.handle_timeout(now);
         self.config.min_tx = min_tx;
         if self.state == SessionState::Up {
             self.last_event = now;
@@ -548,6 +559,8 @@ impl Session {
     ///
     /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
     pub fn set_min_rx(&mut self, now: Instant, min_rx: Duration) {
+        // A detection time that ran out by `now` did so before this input.
+        self.handle_timeout(now);
         if min_rx == self.config.min_rx {
             return;
         }
@@ -583,6 +596,8 @@ impl Session {
     ///
     /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
     pub fn set_idle_tx(&mut self, now: Instant, idle_tx: Duration) {
+        // A detection time that ran out by `now` did so before this input.
+        self.handle_timeout(now);
         if idle_tx == self.config.idle_tx {
             return;
         }
@@ -603,6 +618,8 @@ impl Session {
     ///
     /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
     pub fn set_multiplier(&mut self, now: Instant, multiplier: u8) {
+        // A detection time that ran out by `now` did so before this input.
+        self.handle_timeout(now);
         if multiplier == self.config.multiplier {
             return;
         }
