@@ -910,6 +910,30 @@ fn a_packet_after_the_detection_time_comes_too_late() {
     assert_eq!(s.local_diag(), Diagnostic::ControlDetectionTimeExpired);
 }
 
+/// A change of `min_rx` while Down moves the detection deadline at once (RFC 5880 §6.8.3:
+/// timing changes take effect immediately): the deadline runs in Down too, where its
+/// expiry forgets the peer (§6.8.1).
+#[test]
+fn a_min_rx_change_while_down_moves_the_detection_deadline() {
+    let now = Instant::now();
+    let mut s = session(cfg(), 1, 3, now);
+    let _ = sent_now(&mut s, now);
+    // A peer still Up from an earlier session: we stay Down, and know it for 3 x 10 ms.
+    s.handle_packet(now, &from_peer(SessionState::Up));
+    assert_eq!(s.state(), SessionState::Down);
+    assert_eq!(s.remote_discriminator(), 77);
+    s.set_min_rx(now, 100 * MS);
+    assert_eq!(s.detection_time(), Some(300 * MS));
+    s.handle_timeout(now + 30 * MS);
+    assert_eq!(
+        s.remote_discriminator(),
+        77,
+        "forgotten after the old detection time"
+    );
+    s.handle_timeout(now + 300 * MS);
+    assert_eq!(s.remote_discriminator(), 0);
+}
+
 #[derive(Debug, Clone)]
 enum Event {
     Packet(ControlPacket),

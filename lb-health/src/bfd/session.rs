@@ -24,8 +24,10 @@
 //!   AdminDown, or a received Down while Up, takes the session Down with diagnostic 3.
 //! * The detection time (§6.8.4): the remote Detect Mult times the greater of our
 //!   `min_rx` (the previous one after a decrease while Up, until the Poll Sequence ends,
-//!   §6.8.3) and the remote Desired Min TX. When it passes without a valid packet, an
-//!   Init or Up session goes Down with diagnostic 1, and bfd.RemoteDiscr is reset to 0.
+//!   §6.8.3) and the remote Desired Min TX. It runs in every state but AdminDown, and a
+//!   change of either moves its deadline at once. When it passes without a valid packet,
+//!   bfd.RemoteDiscr is reset to 0 (§6.8.1), and the peer's other values to their initial
+//!   ones (§6.8.18); an Init or Up session goes Down with diagnostic 1.
 //! * Desired Min TX of `idle_tx` (at least 1 s) while not Up, `min_tx` while Up (§6.8.3),
 //!   changed with a Poll Sequence (§6.5); an increase while Up only takes effect when the
 //!   Final arrives. A Poll is answered with a Final at once (§6.8.7).
@@ -580,8 +582,9 @@ impl Session {
                 self.send_now(now);
             }
         }
-        // The detection timer runs in Init and Up only.
-        if matches!(self.state, SessionState::Init | SessionState::Up) {
+        // The detection time in force changed, and so does its deadline, in any state it
+        // runs in (in Down its expiry forgets the peer, §6.8.1).
+        if self.detect_deadline.is_some() {
             self.detect_deadline = self
                 .last_rx
                 .zip(self.detection_time())
