@@ -934,6 +934,136 @@ fn a_min_rx_change_while_down_moves_the_detection_deadline() {
     assert_eq!(s.remote_discriminator(), 0);
 }
 
+/// A peer in Init that sends once a second (so its detection time outlasts these tests).
+fn slow_peer() -> ControlPacket {
+    ControlPacket {
+        desired_min_tx_us: 1_000_000,
+        ..from_peer(SessionState::Init)
+    }
+}
+
+/// A session that came Up on `peer` at `now` and sent its Up packet.
+fn up_with(peer: &ControlPacket, seed: u64, now: Instant) -> Session {
+    let mut s = session(cfg(), 1, seed, now);
+    let _ = sent_now(&mut s, now);
+    s.handle_packet(now, peer);
+    assert_eq!(s.state(), SessionState::Up);
+    assert_eq!(sent_now(&mut s, now).len(), 1, "the Up packet");
+    s
+}
+
+/// After the peer lowers its Required Min RX, our next packet comes no later than the new
+/// interval after the last one (RFC 5880 §6.8.3: "cannot wait longer than the new interval
+/// between the previous packet transmission and the next one"): at once when that much
+/// time has passed.
+#[test]
+fn a_lower_remote_required_min_rx_is_honoured_from_the_last_packet() {
+    let now = Instant::now();
+    // The peer wants a packet a second at most: the next comes 750 ms to 1 s after the Up
+    // packet.
+    let peer = ControlPacket {
+        required_min_rx_us: 1_000_000,
+        ..slow_peer()
+    };
+    let mut s = up_with(&peer, 3, now);
+    assert_eq!(s.tx_interval(), Duration::from_secs(1));
+    // Half a second later it wants one every 10 ms: the next is overdue.
+    let t = now + 500 * MS;
+    s.handle_packet(t, &slow_peer());
+    assert_eq!(s.tx_interval(), 10 * MS);
+    assert_eq!(sent_now(&mut s, t).len(), 1, "not sent at once");
+}
+
+/// After the peer raises its Required Min RX, our next packet waits for the new interval
+/// after the last one (RFC 5880 §6.8.7: the interval is recalculated whenever
+/// bfd.RemoteMinRxInterval changes, and no packet comes sooner): not one more at the old
+/// rate.
+#[test]
+fn a_higher_remote_required_min_rx_delays_the_next_packet() {
+    let now = Instant::now();
+    let mut s = up_with(&slow_peer(), 3, now);
+    assert_eq!(s.tx_interval(), 10 * MS);
+    let t = now + MS;
+    s.handle_packet(
+        t,
+        &ControlPacket {
+            required_min_rx_us: 1_000_000,
+            ..slow_peer()
+        },
+    );
+    assert_eq!(s.tx_interval(), Duration::from_secs(1));
+    let next = s.poll_timeout().unwrap() - now;
+    assert!(
+        next >= 750 * MS && next <= Duration::from_secs(1),
+        "next packet {next:?} after the last"
+    );
+}
+
+/// Detect Mult 1 set while a packet is scheduled narrows that packet's jitter at once: it
+/// comes no later than 90 % of the interval after the last one (RFC 5880 §6.8.7).
+#[test]
+fn detect_mult_1_applies_to_the_packet_already_scheduled() {
+    for seed in 0..20 {
+        let now = Instant::now();
+        let mut s = up_with(&slow_peer(), seed, now);
+        assert_eq!(s.tx_interval(), 10 * MS);
+        s.set_multiplier(now + MS, 1);
+        let next = s.poll_timeout().unwrap() - now;
+        assert!(
+            next >= 7500 * Duration::from_micros(1) && next <= 9 * MS,
+            "seed {seed}: next packet {next:?} after the last"
+        );
+    }
+}
+
+/// While the peer's Required Min RX is 0 only Finals go out. When it asks for packets
+/// again the periodic timer runs on from our last packet (RFC 5880 §6.8.7: none sooner
+/// than the interval allows), unless a change is owed: a state change made meanwhile goes
+/// out at once (its contents differ from the last packet sent).
+#[test]
+fn transmission_resumes_on_the_periodic_timer_unless_a_change_is_owed() {
+    let now = Instant::now();
+    let mut s = up_with(&slow_peer(), 3, now);
+    let silent = |p: ControlPacket| ControlPacket {
+        required_min_rx_us: 0,
+        ..p
+    };
+    let t = now + MS;
+    s.handle_packet(t, &silent(slow_peer()));
+    assert!(sent_now(&mut s, t).is_empty());
+    let t = now + 2 * MS;
+    s.handle_packet(t, &slow_peer());
+    assert!(
+        sent_now(&mut s, t).is_empty(),
+        "sent 2 ms after the last packet at 10 ms"
+    );
+    let next = s.poll_timeout().unwrap() - now;
+    assert!(
+        next >= 7500 * Duration::from_micros(1) && next <= 10 * MS,
+        "{next:?}"
+    );
+    // Silent again, the peer goes Down, and so do we: our Down packet goes out as soon as
+    // the peer lets us send.
+    let down = ControlPacket {
+        desired_min_tx_us: 1_000_000,
+        ..from_peer(SessionState::Down)
+    };
+    s.handle_packet(t, &silent(down));
+    assert_eq!(s.state(), SessionState::Down);
+    assert!(sent_now(&mut s, t).is_empty());
+    let t = now + 3 * MS;
+    s.handle_packet(
+        t,
+        &ControlPacket {
+            state: SessionState::AdminDown,
+            ..down
+        },
+    );
+    let p = sent_now(&mut s, t);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].state, SessionState::Down);
+}
+
 #[derive(Debug, Clone)]
 enum Event {
     Packet(ControlPacket),

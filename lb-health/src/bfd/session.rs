@@ -32,9 +32,16 @@
 //!   changed with a Poll Sequence (§6.5); an increase while Up only takes effect when the
 //!   Final arrives. A Poll is answered with a Final at once (§6.8.7).
 //! * Transmission every max(Desired Min TX, remote Required Min RX), reduced by a random
-//!   0–25 % (10–25 % when our Detect Mult is 1) per packet (§6.8.7); nothing but the
-//!   Final that answers a Poll while the remote Required Min RX is 0; nothing in the
-//!   passive role until bfd.RemoteDiscr is known (§6.1, §6.8.7).
+//!   0–25 % (10–25 % when our Detect Mult is 1) per packet, counted from the last packet
+//!   sent other than a Final (§6.8.7). When the interval or our Detect Mult changes, the
+//!   next packet is drawn again from the last one (§6.8.7 has the interval recalculated):
+//!   a longer interval delays it, a shorter one brings it forward, at once if that much
+//!   time has passed (§6.8.3: no waiting longer than the new interval after a lower remote
+//!   Required Min RX).
+//! * Nothing but the Final that answers a Poll while the remote Required Min RX is 0;
+//!   nothing in the passive role until bfd.RemoteDiscr is known (§6.1, §6.8.7). When
+//!   transmission resumes, a packet owed for a change goes out at once; otherwise the
+//!   periodic timer runs on from the last packet.
 //! * One packet at once on every state change, and on a change of our timer settings while
 //!   Down or Init (§6.8.7 allows it when the contents change), besides the periodic ones,
 //!   so the handshake does not wait for `idle_tx`. While Up a change starts a Poll
@@ -224,8 +231,11 @@ pub struct Session {
     final_pending: bool,
     /// Send a packet at once (a state change, a start).
     tx_now: bool,
-    /// When the next periodic packet is due (`None` while we may not transmit).
+    /// When the next periodic packet is due (`None` before the first packet, and after
+    /// [`Session::shutdown`] until the first AdminDown packet).
     next_tx: Option<Instant>,
+    /// When the last packet other than a Final went out: the periodic timer runs from it.
+    last_tx: Option<Instant>,
     /// When the detection time runs out (`None` until a packet is received).
     detect_deadline: Option<Instant>,
     /// When the last valid packet was received (restarts the detection time).
@@ -277,6 +287,7 @@ impl Session {
             final_pending: false,
             tx_now: !passive,
             next_tx: None,
+            last_tx: None,
             detect_deadline: None,
             last_rx: None,
             admin_down: None,
@@ -409,7 +420,7 @@ impl Session {
         }
         self.counters.rx += 1;
         self.last_event = now;
-        let old_interval = self.tx_interval();
+        let timing = self.tx_timing();
         self.remote_discr = pkt.my_discriminator;
         self.remote_state = pkt.state;
         self.remote_diag = Some(pkt.diag);
@@ -450,7 +461,7 @@ impl Session {
         }
         self.last_rx = Some(now);
         self.detect_deadline = self.detection_time().map(|d| now + d);
-        self.reschedule(now, old_interval);
+        self.reschedule(now, timing);
     }
 
     /// Time passed: the detection time may have run out (§6.8.4). Idempotent; a call before
@@ -464,7 +475,7 @@ impl Session {
             if now >= deadline {
                 self.detect_deadline = None;
                 self.last_event = now;
-                let old_interval = self.tx_interval();
+                let timing = self.tx_timing();
                 // "If a period of a Detection Time passes without the receipt of a valid,
                 // authenticated BFD packet from the remote system, [RemoteDiscr] MUST be
                 // set to zero" (§6.8.1). The peer's other parameters go back to their
@@ -480,7 +491,7 @@ impl Session {
                 if matches!(self.state, SessionState::Init | SessionState::Up) {
                     self.go_down(now, Diagnostic::ControlDetectionTimeExpired);
                 }
-                self.reschedule(now, old_interval);
+                self.reschedule(now, timing);
             }
         }
     }
@@ -606,11 +617,11 @@ impl Session {
         }
         self.config.idle_tx = idle_tx;
         if matches!(self.state, SessionState::Down | SessionState::Init) {
-            let old_interval = self.tx_interval();
+            let timing = self.tx_timing();
             self.desired_min_tx = idle_tx.max(Duration::from_secs(1));
             self.effective_min_tx = self.desired_min_tx;
             self.send_now(now);
-            self.reschedule(now, old_interval);
+            self.reschedule(now, timing);
         }
     }
 
@@ -626,12 +637,15 @@ impl Session {
         if multiplier == self.config.multiplier {
             return;
         }
+        let timing = self.tx_timing();
         self.config.multiplier = multiplier;
         match self.state {
             SessionState::AdminDown => {}
             SessionState::Up => self.start_poll(now),
             SessionState::Down | SessionState::Init => self.send_now(now),
         }
+        // Detect Mult 1 narrows the jitter of the packet already scheduled (§6.8.7).
+        self.reschedule(now, timing);
     }
 
     /// Counts a packet for this session dropped before [`handle_packet`](Self::handle_packet)
@@ -671,22 +685,22 @@ impl Session {
                 return None;
             }
             self.tx_now = false;
-            let interval = self.jittered(a.interval);
-            self.next_tx = Some(now + interval);
+            self.restart_tx_timer(now, a.interval);
             self.counters.tx += 1;
             return Some(self.packet(false));
         }
         if !self.may_transmit() {
-            self.tx_now = false;
-            self.next_tx = None;
+            // When transmission resumes, a packet owed for a change goes out at once (its
+            // contents differ from the last one sent, §6.8.7); otherwise the periodic timer
+            // runs on from the last packet, so the next one comes no sooner than the
+            // interval allows.
             return None;
         }
         if !due {
             return None;
         }
         self.tx_now = false;
-        let interval = self.jittered(self.tx_interval());
-        self.next_tx = Some(now + interval);
+        self.restart_tx_timer(now, self.tx_interval());
         self.counters.tx += 1;
         if self.poll {
             self.poll_sent = true;
@@ -783,17 +797,36 @@ impl Session {
         Duration::from_micros(us - cut)
     }
 
-    /// After the transmit interval changed: a shorter one is used at once (§6.8.7 lets the
-    /// next packet come earlier); a longer one from the next packet on.
-    fn reschedule(&mut self, now: Instant, old_interval: Duration) {
-        let new = self.tx_interval();
-        if new < old_interval {
-            if let Some(next) = self.next_tx {
-                let sooner = now + self.jittered(new);
-                if sooner < next {
-                    self.next_tx = Some(sooner);
-                }
-            }
+    /// A packet other than a Final goes out at `now`: the periodic timer starts again
+    /// from it.
+    fn restart_tx_timer(&mut self, now: Instant, interval: Duration) {
+        self.last_tx = Some(now);
+        self.next_tx = Some(now + self.jittered(interval));
+    }
+
+    /// What the periodic timer depends on: the transmit interval (the one saved for the
+    /// AdminDown packets once shut down) and our Detect Mult (the jitter range).
+    fn tx_timing(&self) -> (Duration, u8) {
+        let interval = self
+            .admin_down
+            .map_or_else(|| self.tx_interval(), |a| a.interval);
+        (interval, self.config.multiplier)
+    }
+
+    /// After [`tx_timing`](Self::tx_timing) changed from `before`: the next periodic packet
+    /// is drawn again from the last one sent, as §6.8.7 has the interval "recalculated"
+    /// whenever bfd.DesiredMinTxInterval or bfd.RemoteMinRxInterval changes. A longer
+    /// interval delays it (no packet comes sooner than the interval allows); a shorter one
+    /// brings it forward, to now if that much time has passed already (§6.8.3: "the local
+    /// system cannot wait longer than the new interval between the previous packet
+    /// transmission and the next one").
+    fn reschedule(&mut self, now: Instant, before: (Duration, u8)) {
+        if self.tx_timing() == before {
+            return;
+        }
+        if let (Some(_), Some(last)) = (self.next_tx, self.last_tx) {
+            let next = last + self.jittered(self.tx_timing().0);
+            self.next_tx = Some(next.max(now));
         }
     }
 
@@ -817,12 +850,12 @@ impl Session {
         self.local_diag = diag;
         self.set_state(now, SessionState::Down);
         // Not Up: at least 1 s (§6.8.3), at once, without a Poll Sequence.
-        let old_interval = self.tx_interval();
+        let timing = self.tx_timing();
         self.poll = false;
         self.desired_min_tx = self.config.idle_tx.max(Duration::from_secs(1));
         self.effective_min_tx = self.desired_min_tx;
         self.effective_min_rx = self.config.min_rx;
-        self.reschedule(now, old_interval);
+        self.reschedule(now, timing);
     }
 
     /// A packet at once: the contents changed (§6.8.7).
@@ -848,7 +881,7 @@ impl Session {
         if to == self.desired_min_tx {
             return;
         }
-        let old_interval = self.tx_interval();
+        let timing = self.tx_timing();
         self.desired_min_tx = to;
         // While Up a decrease is used at once and an increase only once the Final arrives
         // (§6.8.3), measured from what is in use: never slower than the peer has been told
@@ -859,7 +892,7 @@ impl Session {
             to
         };
         self.start_poll(now);
-        self.reschedule(now, old_interval);
+        self.reschedule(now, timing);
     }
 }
 
