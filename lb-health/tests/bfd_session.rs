@@ -1064,6 +1064,42 @@ fn transmission_resumes_on_the_periodic_timer_unless_a_change_is_owed() {
     assert_eq!(p[0].state, SessionState::Down);
 }
 
+/// With Detect Mult 1 the gaps between periodic packets stay within 75–90 % of the
+/// transmit interval in whole microseconds (RFC 5880 §6.8.7): 15 µs gives 12 or 13 µs,
+/// never 14 (93 %).
+#[test]
+fn detect_mult_1_jitter_rounds_inside_the_rfc_bounds() {
+    let now = Instant::now();
+    let cfg = BfdConfig {
+        multiplier: 1,
+        min_tx: Duration::from_micros(15),
+        ..cfg()
+    };
+    let mut s = session(cfg, 1, 3, now);
+    let _ = sent_now(&mut s, now);
+    s.handle_packet(
+        now,
+        &ControlPacket {
+            required_min_rx_us: 1,
+            ..from_peer(SessionState::Init)
+        },
+    );
+    assert_eq!(sent_now(&mut s, now).len(), 1, "the Up packet");
+    assert_eq!(s.tx_interval(), Duration::from_micros(15));
+    let mut last = now;
+    let mut gaps = Vec::new();
+    for _ in 0..300 {
+        let t = s.poll_timeout().unwrap();
+        for p in sent_now(&mut s, t) {
+            assert!(!p.final_);
+            gaps.push((t - last).as_micros());
+            last = t;
+        }
+    }
+    assert!(gaps.len() >= 290, "{gaps:?}");
+    assert!(gaps.iter().all(|g| (12..=13).contains(g)), "{gaps:?}");
+}
+
 #[derive(Debug, Clone)]
 enum Event {
     Packet(ControlPacket),

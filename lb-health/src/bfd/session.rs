@@ -32,7 +32,8 @@
 //!   changed with a Poll Sequence (§6.5); an increase while Up only takes effect when the
 //!   Final arrives. A Poll is answered with a Final at once (§6.8.7).
 //! * Transmission every max(Desired Min TX, remote Required Min RX), reduced by a random
-//!   0–25 % (10–25 % when our Detect Mult is 1) per packet, counted from the last packet
+//!   0–25 % (10–25 % when our Detect Mult is 1; in whole microseconds, never under 75 %
+//!   nor, with Detect Mult 1, over 90 %) per packet, counted from the last packet
 //!   sent other than a Final (§6.8.7). When the interval or our Detect Mult changes, the
 //!   next packet is drawn again from the last one (§6.8.7 has the interval recalculated):
 //!   a longer interval delays it, a shorter one brings it forward, at once if that much
@@ -780,19 +781,21 @@ impl Session {
     }
 
     /// The interval reduced by a random 0–25 %, or 10–25 % when our Detect Mult is 1
-    /// (§6.8.7).
+    /// (§6.8.7), in whole microseconds: never under 75 % nor, with Detect Mult 1, over
+    /// 90 % (below 4 µs no whole number lies between the two, and the interval stays as it
+    /// is).
     fn jittered(&mut self, interval: Duration) -> Duration {
         let us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
         let min = if self.config.multiplier == 1 {
-            us / 10
+            us.div_ceil(10)
         } else {
             0
         };
         let max = us / 4;
-        let cut = if max > min {
+        let cut = if max >= min {
             self.rng.gen_range(min..=max)
         } else {
-            min
+            max
         };
         Duration::from_micros(us - cut)
     }
