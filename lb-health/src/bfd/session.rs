@@ -30,7 +30,10 @@
 //!   ones (§6.8.18); an Init or Up session goes Down with diagnostic 1.
 //! * Desired Min TX of `idle_tx` (at least 1 s) while not Up, `min_tx` while Up (§6.8.3),
 //!   changed with a Poll Sequence (§6.5); an increase while Up only takes effect when the
-//!   Final arrives. A Poll is answered with a Final at once (§6.8.7).
+//!   Final arrives. A Poll is answered with a Final at once (§6.8.7). A Final ends our Poll
+//!   Sequence only once a packet with P and the current values has gone out: one that
+//!   comes earlier answers an older Poll (§6.8.3 leaves several changes in one sequence
+//!   open).
 //! * Transmission every max(Desired Min TX, remote Required Min RX), reduced by a random
 //!   0–25 % (10–25 % when our Detect Mult is 1; in whole microseconds, never under 75 %
 //!   nor, with Detect Mult 1, over 90 %) per packet, counted from the last packet
@@ -44,10 +47,14 @@
 //!   transmission resumes, a packet owed for a change goes out at once; otherwise the
 //!   periodic timer runs on from the last packet.
 //! * One packet at once on every state change, and on a change of our timer settings while
-//!   Down or Init (§6.8.7 allows it when the contents change), besides the periodic ones,
-//!   so the handshake does not wait for `idle_tx`. While Up a change starts a Poll
-//!   Sequence whose P rides on the periodic packets: "additional packets MUST NOT be sent"
-//!   (§6.5), as keepalived only sets the flag.
+//!   Down or Init, besides the periodic ones (§6.8.7 asks for one when the contents
+//!   change), so the handshake does not wait for `idle_tx`. Such a change while not Up, and
+//!   the switch to `idle_tx` on leaving Up, go out in that packet without a Poll Sequence
+//!   (§6.8.3 asks for one on any change of the intervals; only while Up does anything wait
+//!   for its Final). While Up a change starts a Poll Sequence whose P rides on the periodic
+//!   packets: "additional packets MUST NOT be sent" (§6.5), as keepalived only sets the
+//!   flag. Other changes of the contents (bfd.RemoteDiscr learnt or forgotten without a
+//!   state change) wait for the next periodic packet.
 //! * Every input (a packet, a command) first does what
 //!   [`handle_timeout`](Session::handle_timeout) would at its `now`: a packet handled after
 //!   the detection time ran out comes too late, and is handled in Down, whether or not the
@@ -55,6 +62,14 @@
 //! * AdminDown (§6.8.16): one packet at once, then one per transmit interval in force
 //!   before [`shutdown`](Session::shutdown) for the peer's detection time, at most
 //!   [`ADMIN_DOWN_MAX`]; then silence ([`admin_down_done`](Session::admin_down_done)).
+//!   This departs from RFC 5880 three ways: the packets keep the rate in force before,
+//!   although they advertise a Desired Min TX of at least 1 s (§6.8.7 would send them no
+//!   faster than that), so a lost one is made up for at the rate the peer expects; they
+//!   stop after [`ADMIN_DOWN_MAX`] even when the peer's detection time is longer (§6.8.16:
+//!   "SHOULD be transmitted for at least a Detection Time"); and every packet received
+//!   while AdminDown is discarded before anything is taken from it (§6.8.6 first takes the
+//!   peer's discriminator, state and Required Min RX), so the schedule and the Your
+//!   Discriminator of those packets stay as they were at the shutdown.
 //!
 //! * A peer's Demand mode (§6.8.6, §6.8.7): while it sets D and both sides are Up, no
 //!   periodic packets, only Poll Sequences and Finals (keepalived too stops its sender).
@@ -133,7 +148,8 @@ pub enum Discard {
     BadTtl,
     /// Your Discriminator is non-zero and not ours.
     Discriminator,
-    /// We are AdminDown: every packet is discarded (§6.8.6).
+    /// We are AdminDown: every packet is discarded (§6.8.6), before anything is taken from
+    /// it (see the [module docs](self)).
     AdminDown,
 }
 
@@ -170,7 +186,9 @@ pub struct SessionStatus {
     /// bfd.SessionState.
     pub state: SessionState,
     /// bfd.LocalDiag: why we last left Up (diag 1 after a detection timeout, 3 when the
-    /// neighbor signalled Down, 7 after [`Session::shutdown`]).
+    /// neighbor signalled Down, 7 after [`Session::shutdown`]), cleared to 0 when the
+    /// session starts up again (Down → Init or Up), as keepalived does (RFC 5880 leaves it
+    /// open).
     pub local_diag: Diagnostic,
     /// bfd.RemoteSessionState (Down until the peer is heard).
     pub remote_state: SessionState,
@@ -607,7 +625,8 @@ impl Session {
     /// Changes `idle_tx`, the Desired Min TX while not Up (at least 1 s is used,
     /// [RFC 5880 §6.8.3]). While Down or Init it is used and advertised at once (a packet
     /// goes out now, without a Poll Sequence, as on the way Down); while Up it takes
-    /// effect when the session leaves Up.
+    /// effect when the session leaves Up; while AdminDown it is only kept (the AdminDown
+    /// packets keep the value of the shutdown).
     ///
     /// [RFC 5880 §6.8.3]: https://www.rfc-editor.org/rfc/rfc5880#section-6.8.3
     pub fn set_idle_tx(&mut self, now: Instant, idle_tx: Duration) {
