@@ -1354,8 +1354,11 @@ impl VirtualRouter {
                 Reason::LinkDown
             } else if !self.has_addr {
                 Reason::NoAddress
-            } else {
+            } else if self.has_own_fault() {
                 Reason::TrackFault
+            } else {
+                // Held by another member's fault.
+                Reason::SyncGroup
             };
             self.transition(
                 State::Fault,
@@ -2767,7 +2770,8 @@ mod tests {
     }
 
     /// A group whose member starts with its link down: the healthy owner beside it starts
-    /// in Fault too, without becoming Master first (no VIPs added, no advert).
+    /// in Fault too, without becoming Master first (no VIPs added, no advert), and says
+    /// that its group holds it there.
     #[test]
     fn sync_group_starts_in_fault_when_a_member_starts_faulted() {
         let t0 = t0();
@@ -2782,11 +2786,14 @@ mod tests {
         g.start(t0);
         assert!(g.members().iter().all(|m| m.state() == State::Fault));
         let actions: Vec<_> = std::iter::from_fn(|| g.poll_action()).collect();
-        assert!(
-            actions
-                .iter()
-                .all(|(_, a)| matches!(a, Action::Transition { .. })),
-            "{actions:?}"
+        let fault = |reason| Action::Transition {
+            from: State::Initialize,
+            to: State::Fault,
+            reason,
+        };
+        assert_eq!(
+            actions,
+            vec![(0, fault(Reason::SyncGroup)), (1, fault(Reason::LinkDown))]
         );
         g.handle_link(t0, 1, true);
         assert!(g.members().iter().all(|m| m.state() == State::Master));
