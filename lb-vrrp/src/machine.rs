@@ -23,7 +23,10 @@
 //! [`State::Fault`] is a **non-RFC extension** taken from keepalived: the instance enters it
 //! when its interface is down ([`VirtualRouter::handle_link`]) or holds no address to send
 //! adverts from ([`VirtualRouter::handle_address`]), or a tracked check with weight 0 fails; it neither sends nor listens, and holds no VIP. A master entering Fault
-//! first sends a priority-0 advert so that a backup takes over after Skew_Time.
+//! first sends a priority-0 advert so that a backup takes over after Skew_Time. When the
+//! last fault condition clears the instance goes to Backup, the address owner too (as
+//! keepalived 2.2.7's `try_up_instance`: only at start-up does the owner become Master at
+//! once), and takes over when its Master_Down_Timer runs out.
 //!
 //! # Receive validation
 //!
@@ -344,7 +347,7 @@ impl fmt::Display for State {
 /// Why a transition happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
-    /// [`VirtualRouter::start`], or leaving Fault.
+    /// [`VirtualRouter::start`].
     Startup,
     /// The Master_Down_Timer fired: no advert from a master for Master_Down_Interval.
     MasterDown,
@@ -666,6 +669,9 @@ pub struct VirtualRouter {
     /// `wantstate` MASTER), with the reason it would have given; cleared by a master's
     /// advert and by any transition.
     wants_master: Option<Reason>,
+    /// In a sync group with a member that is no address owner: an owner starts as Backup
+    /// (keepalived's `vrrp_complete_init`). Set by [`SyncGroup::start`].
+    owner_waits: bool,
     timers: TimerTable,
     actions: VecDeque<Action>,
     counters: Counters,
@@ -757,6 +763,7 @@ impl VirtualRouter {
             delayed_start: None,
             sync_hold: false,
             wants_master: None,
+            owner_waits: false,
             timers: TimerTable::default(),
             actions: VecDeque::new(),
             counters: Counters::default(),
@@ -887,7 +894,8 @@ impl VirtualRouter {
     // ----- C. commands -----
 
     /// The Startup event ([RFC 5798 §6.4.1]): the owner becomes Master at once, others
-    /// Backup (or Fault if a fault condition holds). No-op unless in Initialize.
+    /// Backup (or Fault if a fault condition holds). No-op unless in Initialize. In a
+    /// [`SyncGroup`] with a member that is no owner, the owner starts as Backup too.
     ///
     /// [RFC 5798 §6.4.1]: https://www.rfc-editor.org/rfc/rfc5798#section-6.4.1
     pub fn start(&mut self, now: Instant) {
@@ -1346,6 +1354,13 @@ impl VirtualRouter {
         // A resumed Master's predecessor left its VIPs on the interface: one that cannot be
         // Master now removes them instead of holding them silently.
         let resumed = reason == Reason::Startup && self.cfg.resume_master;
+        // Only at start-up does the owner become Master at once (RFC 5798 §6.4.1), and in
+        // a sync group only beside other owners (keepalived's `vrrp_complete_init`). One
+        // whose fault clears goes Backup like any other (keepalived's `try_up_instance`
+        // sets its `wantstate` to BACKUP) and takes over when its Master_Down_Timer runs
+        // out, in a sync group once the others' have too.
+        let owner_starts =
+            self.effective_priority().is_owner() && reason == Reason::Startup && !self.owner_waits;
         if self.in_fault() {
             if resumed {
                 self.actions.push_back(Action::RemoveVips);
@@ -1364,15 +1379,13 @@ impl VirtualRouter {
                 State::Fault,
                 if reason == Reason::Startup { r } else { reason },
             );
-        } else if self.effective_priority().is_owner()
-            && self.delayed_start.is_some_and(|end| now < end)
-        {
+        } else if owner_starts && self.delayed_start.is_some_and(|end| now < end) {
             // keepalived: an owner within the startup delay waits as Backup for its end.
             self.timers.clear();
             self.timers
                 .set(Timer::MasterDown, self.master_down_at(now, Duration::ZERO));
             self.transition(State::Backup, reason);
-        } else if self.effective_priority().is_owner() {
+        } else if owner_starts {
             self.become_master(now, reason);
         } else if reason == Reason::Startup && self.cfg.resume_master {
             self.become_master(now, Reason::Reload);
@@ -1536,11 +1549,29 @@ fn lower_priority_heard_by_all(
     }
 }
 
-/// A keepalived `vrrp_sync_group`: member routers change state together.
+/// A keepalived `vrrp_sync_group`: member routers change state together, as keepalived
+/// 2.2.7's `vrrp_sync.c` moves them.
 ///
-/// * one member becomes Master → every Backup member becomes Master;
-/// * one member falls from Master to Backup → every Master member becomes Backup;
-/// * one member has a fault → every member is held in Fault until no member has one.
+/// * A member whose Master_Down_Timer runs out becomes Master only once every other member
+///   wants to as well (its own timer ran out, or it is Master); until then it waits as
+///   Backup, its timer started again (`vrrp_sync_can_goto_master`: "prefer backup state
+///   to avoid thrashing"). An advert it accepts makes it stop wanting to.
+/// * One member becomes Master → every Backup member becomes Master.
+/// * One member falls from Master to Backup → every Master member becomes Backup.
+/// * One member has a fault → every member is held in Fault (a Master sends priority 0)
+///   until no member has one; then all go to Backup, address owners too, and take over
+///   together as above.
+/// * At start, a group whose members are all address owners becomes Master at once (as
+///   keepalived's does when they also say `state MASTER`; without it keepalived waits one
+///   Advertisement_Interval first). In a group with a member that is no owner, an owner
+///   starts as Backup like the others (keepalived's `vrrp_complete_init`), so that it
+///   does not take the whole group over at once from a peer that is Master for the other
+///   members.
+/// * A Master member that hears a lower priority re-announces its addresses, and so do the
+///   group's other Masters (`garp_lower_prio_repeat`).
+///
+/// The weights of the members' tracked checks count as they do outside a group, as
+/// keepalived's do with `sync_group_tracking_weight`.
 ///
 /// Sans-IO like [`VirtualRouter`]; handlers take the member index.
 ///
@@ -1603,15 +1634,22 @@ impl SyncGroup {
     /// Starts every member. A member whose link is down or whose weight-0 check fails (as
     /// known before the start) holds the others in Fault from the first instant: a healthy
     /// owner does not become Master, add its VIPs and announce them, only to be pulled to
-    /// Fault at once.
+    /// Fault at once. An owner beside a member that is no owner starts as Backup (see the
+    /// type's docs).
     pub fn start(&mut self, now: Instant) {
         let own: Vec<bool> = self
             .members
             .iter()
             .map(VirtualRouter::has_own_fault)
             .collect();
+        let owners_only = self
+            .members
+            .iter()
+            .all(|m| m.effective_priority().is_owner());
+        let several = self.members.len() > 1;
         for (i, m) in self.members.iter_mut().enumerate() {
             m.group_fault = own.iter().enumerate().any(|(j, f)| j != i && *f);
+            m.owner_waits = several && !owners_only;
         }
         self.with(now, |ms| ms.iter_mut().for_each(|m| m.start(now)));
     }
@@ -2023,8 +2061,12 @@ mod tests {
         vr.handle_link(t0, false);
         assert_eq!(vr.master_addr(), None);
         vr.handle_link(t0, true);
+        assert_eq!(vr.state(), State::Backup, "an owner leaves Fault as Backup");
+        assert_eq!(vr.master_addr(), None);
+        let down = vr.poll_timeout().unwrap();
+        vr.handle_timeout(down);
         assert_eq!(vr.master_addr(), Some(ip(1)), "owner: Master again");
-        vr.force_backup(t0);
+        vr.force_backup(down);
         assert_eq!(vr.state(), State::Backup);
         assert_eq!(vr.master_addr(), None);
     }
@@ -2132,10 +2174,13 @@ mod tests {
         vr.handle_address(t0, true);
         assert_eq!(vr.state(), State::Fault, "the link is still down");
         vr.handle_link(t0, true);
+        assert_eq!(vr.state(), State::Backup);
+        let t1 = vr.poll_timeout().unwrap();
+        vr.handle_timeout(t1);
         assert_eq!(vr.state(), State::Master);
         drain(&mut vr);
-        vr.handle_link(t0, false);
-        vr.handle_address(t0, false);
+        vr.handle_link(t1, false);
+        vr.handle_address(t1, false);
         let acts = drain(&mut vr);
         assert!(
             !acts.iter().any(|a| matches!(a, Action::SendAdvert(_))),
@@ -2174,7 +2219,7 @@ mod tests {
             "{actions:?}"
         );
         vr.handle_track(t0, TrackId(0), true);
-        assert_eq!(vr.state(), State::Master);
+        assert_eq!(vr.state(), State::Backup);
     }
 
     /// keepalived's preempt_delay counts again after Fault, and after an advert of priority
@@ -2746,7 +2791,8 @@ mod tests {
     }
 
     /// Two members with faults of their own: when one clears, that member stays in Fault
-    /// (held by the other's), with no transition, no VIPs added and no advert sent.
+    /// (held by the other's), with no transition, no VIPs added and no advert sent. When
+    /// the other's clears too, both go Backup (keepalived's `vrrp_sync_backup`, owners too).
     #[test]
     fn sync_group_member_stays_in_fault_while_another_is_faulted() {
         let t0 = t0();
@@ -2766,12 +2812,12 @@ mod tests {
         let actions: Vec<_> = std::iter::from_fn(|| g.poll_action()).collect();
         assert!(actions.is_empty(), "{actions:?}");
         g.handle_link(t0, 1, true);
-        assert!(g.members().iter().all(|m| m.state() == State::Master));
+        assert!(g.members().iter().all(|m| m.state() == State::Backup));
     }
 
     /// A group whose member starts with its link down: the healthy owner beside it starts
     /// in Fault too, without becoming Master first (no VIPs added, no advert), and says
-    /// that its group holds it there.
+    /// that its group holds it there. When the link comes back both go Backup.
     #[test]
     fn sync_group_starts_in_fault_when_a_member_starts_faulted() {
         let t0 = t0();
@@ -2796,7 +2842,7 @@ mod tests {
             vec![(0, fault(Reason::SyncGroup)), (1, fault(Reason::LinkDown))]
         );
         g.handle_link(t0, 1, true);
-        assert!(g.members().iter().all(|m| m.state() == State::Master));
+        assert!(g.members().iter().all(|m| m.state() == State::Backup));
     }
 
     #[test]
@@ -2896,6 +2942,92 @@ mod tests {
         assert!(!actions
             .iter()
             .any(|(i, a)| *i == 1 && matches!(a, Action::SendAdvert(_))));
+    }
+
+    /// keepalived 2.2.7 (`try_up_instance`): an address owner whose fault clears goes to
+    /// Backup like any other instance and takes over when its Master_Down timer runs out,
+    /// not at once.
+    #[test]
+    fn owner_leaves_fault_as_backup() {
+        let t0 = t0();
+        let mut vr = VirtualRouter::new(cfg(255, 1));
+        vr.start(t0);
+        assert_eq!(vr.state(), State::Master);
+        vr.handle_link(t0, false);
+        assert_eq!(vr.state(), State::Fault);
+        drain(&mut vr);
+        let t1 = t0 + Duration::from_secs(2);
+        vr.handle_link(t1, true);
+        assert_eq!(vr.state(), State::Backup);
+        assert_eq!(
+            drain(&mut vr),
+            vec![Action::Transition {
+                from: State::Fault,
+                to: State::Backup,
+                reason: Reason::FaultCleared
+            }]
+        );
+        let down = t1 + vr.master_down_interval();
+        assert_eq!(vr.timer(Timer::MasterDown), Some(down));
+        vr.handle_timeout(down);
+        assert_eq!(vr.state(), State::Master);
+        assert!(drain(&mut vr).contains(&Action::Transition {
+            from: State::Backup,
+            to: State::Master,
+            reason: Reason::MasterDown
+        }));
+    }
+
+    /// keepalived 2.2.7 (`vrrp_complete_init`): in a sync group with a member that is no
+    /// address owner, the owner starts as Backup too, and the group takes over together
+    /// once every member's Master_Down timer has run out: the owner does not take the
+    /// others' VIPs at once from a peer that may be their master.
+    #[test]
+    fn sync_group_owner_beside_a_non_owner_starts_backup() {
+        let t0 = t0();
+        let mk = |prio: u8, vrid: u8| {
+            let mut c = cfg(prio, 1);
+            c.vrid = Vrid::new(vrid).unwrap();
+            VirtualRouter::new(c)
+        };
+        let mut g = SyncGroup::new(vec![mk(255, 51), mk(100, 52)]);
+        g.start(t0);
+        assert!(g.members().iter().all(|m| m.state() == State::Backup));
+        let actions: Vec<_> = std::iter::from_fn(|| g.poll_action()).collect();
+        assert!(
+            actions.iter().all(|(_, a)| matches!(
+                a,
+                Action::Transition {
+                    reason: Reason::Startup,
+                    ..
+                }
+            )),
+            "{actions:?}"
+        );
+        // The owner's timer runs out first (its Skew_Time is the shortest): it waits.
+        let owner_down = g.member(0).timer(Timer::MasterDown).unwrap();
+        let other_down = g.member(1).timer(Timer::MasterDown).unwrap();
+        assert_eq!(owner_down, t0 + g.member(0).master_down_interval());
+        assert!(owner_down < other_down);
+        g.handle_timeout(owner_down);
+        assert!(g.members().iter().all(|m| m.state() == State::Backup));
+        g.handle_timeout(other_down);
+        assert!(g.members().iter().all(|m| m.state() == State::Master));
+    }
+
+    /// A group of address owners only starts as Master at once, as keepalived's does when
+    /// they say `state MASTER`.
+    #[test]
+    fn sync_group_of_owners_starts_master() {
+        let t0 = t0();
+        let mk = |vrid: u8| {
+            let mut c = cfg(255, 1);
+            c.vrid = Vrid::new(vrid).unwrap();
+            VirtualRouter::new(c)
+        };
+        let mut g = SyncGroup::new(vec![mk(51), mk(52)]);
+        g.start(t0);
+        assert!(g.members().iter().all(|m| m.state() == State::Master));
     }
 
     #[derive(Debug, Clone)]
