@@ -1775,6 +1775,9 @@ impl SyncGroup {
 mod rfc_model;
 
 #[cfg(test)]
+mod sync_model;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
