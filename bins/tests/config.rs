@@ -6095,3 +6095,41 @@ fn access_log_settings_are_checked_at_load() {
         "{e:?}"
     );
 }
+
+/// keepalived warns of a sync group mixing address owners and other instances ("This won't
+/// work"): its members all start as BACKUP, the owner included. lb-node says so where the
+/// group is written; a group of owners only, or of none, is quiet.
+#[test]
+fn a_sync_group_mixing_owners_and_others_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = BASE_INSTANCE
+        .replace("VI_1", "VI_2")
+        .replace("virtual_router_id 51", "virtual_router_id 52")
+        .replace("priority 100", "priority 255")
+        .replace("198.18.0.250", "198.18.0.251");
+    let group = "vrrp_sync_group G {\n    group {\n        VI_1\n        VI_2\n    }\n}\n";
+    let p = dir.path().join("k.conf");
+    std::fs::write(&p, BASE_INSTANCE.to_owned() + &owner + group).unwrap();
+    let (_, w) = ok(&p);
+    let mixed: Vec<String> = w
+        .iter()
+        .map(ToString::to_string)
+        .filter(|w| w.contains("some members as address owner"))
+        .collect();
+    assert_eq!(mixed.len(), 1, "{w:?}");
+    assert!(
+        mixed[0].contains(":18:5: warning: vrrp_sync_group G has some members as address owner (priority 255) and some not: all start as BACKUP"),
+        "{}",
+        mixed[0]
+    );
+    // Both owners: no such warning.
+    let both = BASE_INSTANCE.replace("priority 100", "priority 255") + &owner + group;
+    std::fs::write(&p, both).unwrap();
+    let (_, w) = ok(&p);
+    assert!(
+        !w.iter().any(|w| w
+            .to_string()
+            .contains("address owner (priority 255) and some not")),
+        "{w:?}"
+    );
+}

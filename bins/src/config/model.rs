@@ -640,8 +640,10 @@ impl BfdInstance {
 }
 
 /// keepalived `state`: as in keepalived 2.x, a hint the election overrides. An address owner
-/// (priority 255) becomes Master at once whatever it says; any other instance starts as
-/// Backup and waits a Master_Down_Interval first (RFC 5798 §6.4.1), `MASTER` or not.
+/// (priority 255) becomes Master at once whatever it says (unless a member of its sync group
+/// is not an owner: the whole group then starts as Backup, as keepalived); any other
+/// instance starts as Backup and waits a Master_Down_Interval first (RFC 5798 §6.4.1),
+/// `MASTER` or not. An owner leaving Fault goes to Backup first too, as keepalived's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum InitialState {
@@ -671,8 +673,8 @@ pub struct VrrpInstance {
     pub name: String,
     /// Interface the adverts are sent on.
     pub interface: String,
-    /// keepalived's `state`. Every instance but the address owner (priority 255) starts
-    /// as Backup whatever it says and takes over after a Master_Down_Interval without a
+    /// keepalived's `state`. Every instance but the address owner (priority 255; in a
+    /// sync group, only when every member is one) starts as Backup whatever it says and takes over after a Master_Down_Interval without a
     /// master heard (RFC 5798 §6.4.1), as keepalived 2.2.7 does with MASTER too
     /// (measured); MASTER makes `nopreempt` and `preempt_delay` not apply, as keepalived.
     /// Default BACKUP.
@@ -3944,7 +3946,7 @@ impl Config {
             if vi.priority == 255 && vi.state == InitialState::Backup {
                 warn(
                     format!("{p}.priority"),
-                    "priority 255 means the address owner, which starts as MASTER".into(),
+                    "priority 255 means the address owner, which starts as MASTER (unless a member of its vrrp_sync_group is not an owner)".into(),
                 );
             }
             match vi.version {
@@ -4328,6 +4330,25 @@ impl Config {
                 warn(
                     format!("{p}.group"),
                     format!("vrrp_sync_group {} has a single member", g.name),
+                );
+            }
+            // keepalived (`vrrp_sync_set_group`): "Sync group %s has some member(s) as
+            // address owner and some not as address owner. This won't work." Its members
+            // all start as BACKUP, the owners included, and take over together.
+            let owner = |m: &String| {
+                self.vrrp_instances
+                    .iter()
+                    .find(|vi| vi.name == *m)
+                    .map(|vi| vi.priority == 255)
+            };
+            let owners: Vec<bool> = g.group.iter().filter_map(owner).collect();
+            if owners.contains(&true) && owners.contains(&false) {
+                warn(
+                    format!("{p}.group"),
+                    format!(
+                        "vrrp_sync_group {} has some members as address owner (priority 255) and some not: all start as BACKUP and become MASTER together after a Master_Down_Interval, as in keepalived, which warns that this won't work",
+                        g.name
+                    ),
                 );
             }
         }
