@@ -1425,9 +1425,12 @@ impl VirtualRouter {
             }
             State::Backup => {
                 // The running Master_Down_Timer moves by the change in Skew_Time, as in
-                // keepalived: a backup whose priority rose times out as if it had had that
-                // priority since the last advert (sooner than a lower backup), and one whose
-                // priority fell later. Never into the past.
+                // keepalived when the timer was set by a Master's advert: a backup whose
+                // priority rose times out as if it had had that priority since the last
+                // advert (sooner than a lower backup), and one whose priority fell later.
+                // Never into the past. (When a priority-0 or an ignored lower advert set
+                // it, keepalived restarts it at a whole Master_Down_Interval instead; here
+                // it moves by the same change in Skew_Time.)
                 if let Some(at) = self.timers.get(Timer::MasterDown) {
                     let old = skew_time(self.cfg.version, before, self.master_adver_interval);
                     let new = self.skew_time();
