@@ -142,8 +142,8 @@ impl fmt::Display for Health {
 ///
 /// They survive scheduler rebuilds: a rebuilt `lc` scheduler sees the same active-connection
 /// counts as the one it replaces. Opening or closing a connection (or, in HTTP mode, a
-/// request) also updates the tournament tree of the most recently built `lc`/`wlc`/`sed`/`nq`
-/// scheduler over this backend (O(log n)), which is what makes those picks O(1).
+/// request) also updates the tournament tree of every live `lc`/`wlc`/`sed`/`nq` scheduler
+/// built over these counters (O(log n) each), which is what makes those picks O(1).
 #[derive(Debug)]
 pub struct BackendStats {
     epoch: Instant,

@@ -1852,14 +1852,24 @@ mod tests {
             .get()
     }
 
-    /// A rebuild keeps the schedulers' place: `rr` with a backup flapping between picks
+    /// A rebuild keeps the schedulers' place: `rr` with a backend flapping between picks
     /// still serves the others in turn (it restarted at the first backend after every
-    /// rebuild), and the random algorithms go on with their stream instead of replaying
-    /// it from the seed.
+    /// rebuild), `lc` and `wlc` with every backend idle share their ties in turn (every
+    /// pick went to the first backend), and the random algorithms go on with their stream
+    /// instead of replaying it from the seed.
     #[test]
     fn rebuilds_keep_the_schedulers_place() {
         let now = t0();
-        for name in ["rr", "wrr", "swrr", "random", "p2c", "peak_ewma"] {
+        for name in [
+            "rr",
+            "wrr",
+            "swrr",
+            "random",
+            "p2c",
+            "peak_ewma",
+            "lc",
+            "wlc",
+        ] {
             let p = Pool::new(
                 name.parse::<Algorithm>().unwrap(),
                 set(4),

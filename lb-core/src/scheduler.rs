@@ -459,9 +459,22 @@ impl BuildScheduler for Algorithm {
                     },
                 ))
             }
-            Self::LeastConnections => AnyScheduler::LeastConnections(LeastConnections::new(c)),
+            // A rebuild goes on with the previous tie order (`algo::least`).
+            Self::LeastConnections => AnyScheduler::LeastConnections(LeastConnections::rebuilt(
+                c,
+                match previous {
+                    Some(AnyScheduler::LeastConnections(p)) => Some(p),
+                    _ => None,
+                },
+            )),
             Self::WeightedLeastConnections => {
-                AnyScheduler::WeightedLeastConnections(WeightedLeastConnections::new(c))
+                AnyScheduler::WeightedLeastConnections(WeightedLeastConnections::rebuilt(
+                    c,
+                    match previous {
+                        Some(AnyScheduler::WeightedLeastConnections(p)) => Some(p),
+                        _ => None,
+                    },
+                ))
             }
             Self::ShortestExpectedDelay => {
                 AnyScheduler::ShortestExpectedDelay(ShortestExpectedDelay::new(c))

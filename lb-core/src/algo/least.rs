@@ -3,10 +3,22 @@
 //! Ties: `sed` and `nq` go to the earlier candidate, as IPVS does. `lc` and `wlc` share
 //! ties in proportion to weight (`lc`: equally): IPVS spreads sequential short connections
 //! that way by counting the closed ones still in its table (`inactconns`, below), and
-//! HAProxy's `leastconn` round-robins within a group of equal load. Each tied candidate
-//! keeps a virtual finish time that a pick moves on by `1 / weight` (start-time fair
-//! queuing), and the earliest wins. Without it, connections opened and closed one after
-//! another (every backend idle at each pick) would all go to the first backend.
+//! HAProxy's `leastconn` round-robins within a group of equal load. Each candidate keeps a
+//! virtual finish time, and among those of equal load the earliest wins (then the earlier
+//! candidate). Every pick of a candidate, tied or not and by the fallback scan too, moves
+//! its finish time on to `max(finish, vtime) + ⌊2²⁰ / weight⌋` (`lc`: weight 1) and the
+//! virtual time `vtime` to `max(finish, vtime)` (start-time fair queuing); all start at 0.
+//! Without it, connections opened and closed one after another (every backend idle at each
+//! pick) would all go to the first backend. The shares follow the step `⌊2²⁰ / weight⌋`,
+//! so weight to within its rounding: 1 in 256 for weights up to 4096, 1 in 16 near 65 535.
+//!
+//! A rebuild ([`BuildScheduler::build`](crate::BuildScheduler::build) with `previous`, as
+//! a [`Pool`](crate::Pool) rebuilds on every health, admin or weight change) goes on with
+//! the tie order: the virtual time and the finish time of every candidate the previous
+//! scheduler had are kept, and a candidate new to it (one coming back) finishes one step
+//! after the virtual time, as if picked then, so it takes its turn after those already
+//! due. Restarting them at 0 sent the ties after each rebuild to the first backend again.
+//! A scheduler built without `previous` (another pool over the same counters) starts at 0.
 //!
 //! IPVS scans every destination per connection (O(n)). Here each scheduler keeps a
 //! tournament tree over its candidates' live active-connection counts, as HAProxy's
@@ -154,6 +166,28 @@ impl LoadTree {
         tree
     }
 
+    /// Goes on from `prev`, the tree this one replaces (`backends` are this tree's leaves,
+    /// `prev_backends` `prev`'s): takes its virtual time and, for each candidate it had,
+    /// its virtual finish time; a candidate new to it finishes one step after the virtual
+    /// time, as if picked then. Then recomputes every inner node.
+    fn carry_ties(&self, backends: &[Backend], prev: &Self, prev_backends: &[Backend]) {
+        if !self.fair_ties {
+            return;
+        }
+        let vtime = prev.vtime.load(Ordering::Relaxed);
+        self.vtime.store(vtime, Ordering::Relaxed);
+        for (j, b) in backends.iter().enumerate() {
+            let finish = match prev_backends.iter().position(|p| p.id() == b.id()) {
+                Some(k) => prev.finish[k].load(Ordering::Relaxed),
+                None => vtime + self.step(j),
+            };
+            self.finish[j].store(finish, Ordering::Relaxed);
+        }
+        for i in (1..self.base).rev() {
+            self.recompute(i);
+        }
+    }
+
     #[inline]
     fn key(&self, j: u32) -> (u64, u64) {
         let (s, w) = &self.stats[j as usize];
@@ -177,8 +211,8 @@ impl LoadTree {
         self.nodes[i].store(w, Ordering::Relaxed);
     }
 
-    /// Whether leaf `a` beats leaf `b`: a smaller load by the formula, or, with `lru_ties`,
-    /// an equal one picked longer ago.
+    /// Whether leaf `a` beats leaf `b`: a smaller load by the formula, or, with
+    /// `fair_ties`, an equal one with an earlier virtual finish time.
     #[inline]
     fn better(&self, a: u32, b: u32) -> bool {
         let (ka, kb) = (self.key(a), self.key(b));
@@ -197,17 +231,24 @@ impl LoadTree {
     #[inline]
     fn picked(&self, leaf: usize) {
         if self.fair_ties {
-            let weight = match self.formula {
-                Formula::Lc => 1,
-                _ => self.stats[leaf].1.max(1),
-            };
             let start = self.finish[leaf]
                 .load(Ordering::Relaxed)
                 .max(self.vtime.load(Ordering::Relaxed));
             self.vtime.store(start, Ordering::Relaxed);
-            self.finish[leaf].store(start + FAIR_SCALE / weight, Ordering::Relaxed);
+            self.finish[leaf].store(start + self.step(leaf), Ordering::Relaxed);
             self.update(leaf as u32);
         }
+    }
+
+    /// How far a pick of leaf `leaf` moves its virtual finish time: ⌊[`FAIR_SCALE`] /
+    /// weight⌋, every weight counting as 1 for `lc`.
+    #[inline]
+    fn step(&self, leaf: usize) -> u64 {
+        let weight = match self.formula {
+            Formula::Lc => 1,
+            _ => self.stats[leaf].1.max(1),
+        };
+        FAIR_SCALE / weight
     }
 
     /// Replays the path from leaf `leaf` to the root after its load changed. O(log n).
@@ -257,8 +298,21 @@ macro_rules! least_scheduler {
             /// Builds over `candidates` of weight above 0 (weight-0 ones are left out) and
             /// becomes the scheduler their connection counts feed.
             pub fn new(candidates: &[Backend]) -> Self {
+                Self::rebuilt(candidates, None)
+            }
+
+            /// Builds as [`new`](Self::new) does, going on from `previous`, the scheduler
+            /// this one replaces: each candidate it had keeps its place in the tie order
+            /// (its virtual finish time, matched by [`BackendId`](crate::BackendId)), the
+            /// virtual time goes on, and a candidate new to it finishes one step after the
+            /// virtual time (see the module docs). `sed` and `nq` keep no tie order:
+            /// `previous` changes nothing for them.
+            pub fn rebuilt(candidates: &[Backend], previous: Option<&Self>) -> Self {
                 let backends = weighted_only(candidates);
                 let tree = LoadTree::new($formula, $fair_ties, &backends);
+                if let Some(p) = previous {
+                    tree.carry_ties(&backends, &p.tree, &p.backends);
+                }
                 Self { backends, tree }
             }
         }
@@ -286,7 +340,8 @@ macro_rules! least_scheduler {
 
 least_scheduler!(
     /// `lc`: the fewest active connections (IPVS `ip_vs_lc`); weights ignored except 0.
-    /// Ties go to the candidate picked least recently.
+    /// Ties are shared equally: they go to the earliest virtual finish time (see the
+    /// module docs).
     LeastConnections,
     Formula::Lc,
     true
@@ -294,7 +349,8 @@ least_scheduler!(
 
 least_scheduler!(
     /// `wlc`: the smallest active connections / weight (IPVS `ip_vs_wlc`; HAProxy's
-    /// `leastconn`). Ties go to the candidate picked least recently.
+    /// `leastconn`). Ties are shared in proportion to weight: they go to the earliest
+    /// virtual finish time (see the module docs).
     WeightedLeastConnections,
     Formula::Wlc,
     true
@@ -421,6 +477,34 @@ mod tests {
         let _g = set[1].stats().connection();
         let _h = set[2].stats().connection();
         assert_eq!(run(&WeightedLeastConnections::new(&set)), [1; 6]);
+    }
+
+    /// A rebuild goes on with the previous scheduler's tie order: with a rebuild between
+    /// picks (a pool's backend flapping) and every backend idle, `lc` and `wlc` still
+    /// take turns. Each rebuild restarted the finish times at 0, and every pick went to
+    /// the first backend.
+    #[test]
+    fn lc_and_wlc_rebuilds_keep_the_tie_order() {
+        let set = [b(1, 1), b(2, 1), b(3, 1)];
+        let ctx = SelectContext::default();
+        let mut lc = LeastConnections::new(&set);
+        let mut wlc = WeightedLeastConnections::new(&set);
+        let mut seen = (Vec::new(), Vec::new());
+        for _ in 0..6 {
+            seen.0.push(lc.select(&ctx, &mut |_| true).unwrap().id().0);
+            seen.1.push(wlc.select(&ctx, &mut |_| true).unwrap().id().0);
+            lc = LeastConnections::rebuilt(&set, Some(&lc));
+            wlc = WeightedLeastConnections::rebuilt(&set, Some(&wlc));
+        }
+        assert_eq!(seen.0, [1, 2, 3, 1, 2, 3]);
+        assert_eq!(seen.1, [1, 2, 3, 1, 2, 3]);
+        // A candidate new to the rebuild (one coming back) joins at the back of the
+        // round, as if picked at the virtual time, rather than jumping ahead of those due.
+        let wlc = WeightedLeastConnections::rebuilt(&[b(2, 1), b(3, 1), b(4, 1)], Some(&wlc));
+        let got: Vec<u32> = (0..6)
+            .map(|_| wlc.select(&ctx, &mut |_| true).unwrap().id().0)
+            .collect();
+        assert_eq!(got, [2, 3, 4, 2, 3, 4]);
     }
 
     #[test]
