@@ -54,11 +54,12 @@
 //! assert_eq!(s.select(&SelectContext::default(), &mut |_| true).unwrap().id(), BackendId(2));
 //! ```
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::weighted_only;
-use crate::backend::{Backend, BackendStats, LoadHook};
+use crate::backend::{Backend, BackendId, BackendStats, LoadHook};
 use crate::scheduler::{Scheduler, SelectContext};
 
 /// (load, weight): load/weight compared by cross-multiplication, as IPVS does, in u128.
@@ -176,9 +177,15 @@ impl LoadTree {
         }
         let vtime = prev.vtime.load(Ordering::Relaxed);
         self.vtime.store(vtime, Ordering::Relaxed);
+        // By id, so that a rebuild of thousands of backends stays linear.
+        let before: HashMap<BackendId, usize> = prev_backends
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (p.id(), k))
+            .collect();
         for (j, b) in backends.iter().enumerate() {
-            let finish = match prev_backends.iter().position(|p| p.id() == b.id()) {
-                Some(k) => prev.finish[k].load(Ordering::Relaxed),
+            let finish = match before.get(&b.id()) {
+                Some(&k) => prev.finish[k].load(Ordering::Relaxed),
                 None => vtime + self.step(j),
             };
             self.finish[j].store(finish, Ordering::Relaxed);
