@@ -1775,6 +1775,9 @@ impl SyncGroup {
 }
 
 #[cfg(test)]
+mod model_clock;
+
+#[cfg(test)]
 mod rfc_model;
 
 #[cfg(test)]
@@ -2796,17 +2799,20 @@ mod tests {
         assert_eq!(vr.counters().adverts_rx, 1);
     }
 
+    /// A sync group member of priority `prio` and VRID `vrid`, advertising every second.
+    fn member(prio: u8, vrid: u8) -> VirtualRouter {
+        let mut c = cfg(prio, 1);
+        c.vrid = Vrid::new(vrid).unwrap();
+        VirtualRouter::new(c)
+    }
+
     /// Two members with faults of their own: when one clears, that member stays in Fault
     /// (held by the other's), with no transition, no VIPs added and no advert sent. When
     /// the other's clears too, both go Backup (keepalived's `vrrp_sync_backup`, owners too).
     #[test]
     fn sync_group_member_stays_in_fault_while_another_is_faulted() {
         let t0 = t0();
-        let mk = |vrid: u8| {
-            let mut c = cfg(255, 1);
-            c.vrid = Vrid::new(vrid).unwrap();
-            VirtualRouter::new(c)
-        };
+        let mk = |vrid: u8| member(255, vrid);
         let mut g = SyncGroup::new(vec![mk(51), mk(52)]);
         g.start(t0);
         g.handle_link(t0, 0, false);
@@ -2827,11 +2833,7 @@ mod tests {
     #[test]
     fn sync_group_starts_in_fault_when_a_member_starts_faulted() {
         let t0 = t0();
-        let mk = |vrid: u8| {
-            let mut c = cfg(255, 1);
-            c.vrid = Vrid::new(vrid).unwrap();
-            VirtualRouter::new(c)
-        };
+        let mk = |vrid: u8| member(255, vrid);
         let mut down = mk(52);
         down.handle_link(t0, false);
         let mut g = SyncGroup::new(vec![mk(51), down]);
@@ -2854,11 +2856,7 @@ mod tests {
     #[test]
     fn sync_group_moves_together() {
         let t0 = t0();
-        let mk = |vrid: u8| {
-            let mut c = cfg(100, 1);
-            c.vrid = Vrid::new(vrid).unwrap();
-            VirtualRouter::new(c)
-        };
+        let mk = |vrid: u8| member(100, vrid);
         let mut g = SyncGroup::new(vec![mk(51), mk(52)]);
         g.start(t0);
         // Member 1 hears a master every second; member 0 hears none (keepalived 2.x: the
@@ -3026,11 +3024,7 @@ mod tests {
     #[test]
     fn sync_group_of_owners_starts_master() {
         let t0 = t0();
-        let mk = |vrid: u8| {
-            let mut c = cfg(255, 1);
-            c.vrid = Vrid::new(vrid).unwrap();
-            VirtualRouter::new(c)
-        };
+        let mk = |vrid: u8| member(255, vrid);
         let mut g = SyncGroup::new(vec![mk(51), mk(52)]);
         g.start(t0);
         assert!(g.members().iter().all(|m| m.state() == State::Master));

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use super::model_clock::Tick;
 use super::{Action, Config, Reason, RxMeta, State, Timer, VirtualRouter};
 use crate::wire::{
     AdvertInterval, AdvertRepr, Auth, Priority, Version, Vrid, VRRP_MCAST_V4, VRRP_MCAST_V6,
@@ -359,14 +360,8 @@ fn addr_key(a: IpAddr) -> u128 {
 
 #[derive(Debug, Clone)]
 enum Ev {
-    /// Time passes; nobody wakes the router.
-    Advance(Duration),
-    /// A wake-up now: early (spurious), or late after an `Advance`.
-    Wake,
-    /// A wake-up exactly at `poll_timeout()` (or now, if that is past).
-    AtDeadline,
-    /// A wake-up 1 µs before `poll_timeout()`, if that is not past.
-    JustBefore,
+    /// A step of virtual time.
+    Tick(Tick),
     /// An advert from host `host` (below or above ours); `interval_cs` `None` carries our
     /// own interval; `our_vips` false carries another address list.
     Advert {
@@ -436,10 +431,7 @@ fn events(s: &Setup) -> impl Strategy<Value = Vec<Ev>> {
         },
     );
     let ev = prop_oneof![
-        3 => (0..5_000_000u64).prop_map(|us| Ev::Advance(Duration::from_micros(us))),
-        1 => Just(Ev::Wake),
-        4 => Just(Ev::AtDeadline),
-        1 => Just(Ev::JustBefore),
+        9 => Tick::strategy(4).prop_map(Ev::Tick),
         6 => advert,
         1 => Just(Ev::Shutdown),
         1 => Just(Ev::Start),
@@ -465,22 +457,8 @@ fn run(s: &Setup, evs: &[Ev]) -> Result<(), TestCaseError> {
     compare(&mut vr, &mut rfc, t0, "start")?;
     for (i, ev) in evs.iter().enumerate() {
         match *ev {
-            Ev::Advance(d) => now += d,
-            Ev::Wake => {
-                vr.handle_timeout(now);
-                rfc.timeout(now);
-            }
-            Ev::AtDeadline => {
-                if let Some(t) = vr.poll_timeout() {
-                    now = now.max(t);
-                    vr.handle_timeout(now);
-                    rfc.timeout(now);
-                }
-            }
-            Ev::JustBefore => {
-                let before = vr.poll_timeout().map(|t| t - Duration::from_micros(1));
-                if let Some(t) = before.filter(|t| *t >= now) {
-                    now = t;
+            Ev::Tick(tick) => {
+                if tick.apply(&mut now, vr.poll_timeout()) {
                     vr.handle_timeout(now);
                     rfc.timeout(now);
                 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use super::model_clock::Tick;
 use super::{
     Action, Config, Reason, RxMeta, State, SyncGroup, Timer, TrackId, TrackWeight, VirtualRouter,
 };
@@ -651,14 +652,8 @@ impl Pick {
 
 #[derive(Debug, Clone)]
 enum Ev {
-    /// Time passes; nobody wakes the routers.
-    Advance(Duration),
-    /// A wake-up now: early (spurious), or late after an `Advance`.
-    Wake,
-    /// A wake-up exactly at the earliest `poll_timeout()` (or now, if that is past).
-    AtDeadline,
-    /// A wake-up 1 µs before the earliest `poll_timeout()`, if that is not past.
-    JustBefore,
+    /// A step of virtual time.
+    Tick(Tick),
     /// An advert for instance `to` (the control after the members) from host `host`,
     /// parsed (`raw`: from its bytes, as the driver hands it over).
     Advert {
@@ -749,10 +744,7 @@ fn events(n: usize) -> impl Strategy<Value = Vec<Ev>> {
     // does little else.
     let ok = || prop_oneof![3 => Just(true), 1 => Just(false)];
     let ev = prop_oneof![
-        3 => (0..5_000_000u64).prop_map(|us| Ev::Advance(Duration::from_micros(us))),
-        1 => Just(Ev::Wake),
-        8 => Just(Ev::AtDeadline),
-        1 => Just(Ev::JustBefore),
+        13 => Tick::strategy(8).prop_map(Ev::Tick),
         6 => advert,
         1 => (to.clone(), ok()).prop_map(|(to, up)| Ev::Link { to, up }),
         1 => (to.clone(), ok()).prop_map(|(to, present)| Ev::Address { to, present }),
@@ -844,22 +836,8 @@ fn run(s: &Setup, evs: &[Ev]) -> Result<(), TestCaseError> {
     compare(&mut real, &mut ka, t0, "start")?;
     for (k, ev) in evs.iter().enumerate() {
         match *ev {
-            Ev::Advance(d) => now += d,
-            Ev::Wake => {
-                real.timeout(now);
-                ka.timeout(now);
-            }
-            Ev::AtDeadline => {
-                if let Some(t) = real.poll_timeout() {
-                    now = now.max(t);
-                    real.timeout(now);
-                    ka.timeout(now);
-                }
-            }
-            Ev::JustBefore => {
-                let before = real.poll_timeout().map(|t| t - Duration::from_micros(1));
-                if let Some(t) = before.filter(|t| *t >= now) {
-                    now = t;
+            Ev::Tick(tick) => {
+                if tick.apply(&mut now, real.poll_timeout()) {
                     real.timeout(now);
                     ka.timeout(now);
                 }
