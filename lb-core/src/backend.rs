@@ -316,12 +316,20 @@ impl BackendStats {
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a latency sample into the peak EWMA (Finagle/tower `PeakEwma`): a sample above
-    /// the current value replaces it at once; otherwise the value decays towards the sample
-    /// with weight `exp(-elapsed / decay)`.
+    /// Records a latency sample into the peak EWMA (Finagle/tower `PeakEwma`): the first
+    /// sample, or one above the value recorded last (not decayed to `now`), replaces it at
+    /// once; otherwise the value moves towards the sample, `old × w + sample × (1 − w)` with
+    /// `w = exp(-elapsed / decay)`, `elapsed` being the time since the latest sample.
     ///
     /// `now` must not be before the `epoch` given to [`BackendStats::new`]; an earlier `now`
-    /// is treated as the epoch.
+    /// is treated as the epoch. A sample at or before the latest one's time (a clock
+    /// stepping back, samples recorded out of order) has `elapsed` 0: if lower it leaves the
+    /// value as it is, if higher it replaces it; the latest time stays.
+    ///
+    /// Reads do not change the estimate. Finagle and tower store the decayed value and its
+    /// time on every read, so there the next sample is compared with, and averaged into, an
+    /// estimate that depends on how often it was read; here it depends only on the samples
+    /// and their times (as those would with no read in between).
     ///
     /// `decay` is also remembered for reads: [`latency_ewma_at`](Self::latency_ewma_at)
     /// decays the value with the last sample's `decay`.

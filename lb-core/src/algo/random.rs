@@ -2,6 +2,12 @@
 //!
 //! Randomness is a SplitMix64 stream advanced with one atomic add per draw: lock-free,
 //! seeded (`from the seed in the Algorithm`), and reproducible in a single-threaded test.
+//! A rebuild from the scheduler it replaces ([`Algorithm::build`] with `previous` of the
+//! same algorithm) goes on with its stream, so it does not replay the draws since the seed;
+//! one built without it starts from the seed. Counts and latency estimates live in
+//! [`BackendStats`](crate::BackendStats) and survive any rebuild.
+//!
+//! [`Algorithm::build`]: crate::BuildScheduler::build
 //!
 //! # Examples
 //!
@@ -97,6 +103,11 @@ impl Alias {
 }
 
 /// `random`: weighted random choice with Vose's alias method (O(1) per pick).
+///
+/// A candidate `accept` refuses costs a fresh draw, up to `min(n, 16)` draws for `n`
+/// candidates; after that the first candidate `accept` takes, in order. So with most of
+/// the weight refused, the accepted candidates do not always get shares in proportion to
+/// their weights: the fallback favours the earliest.
 #[derive(Debug)]
 pub struct Random {
     backends: Vec<Backend>,
@@ -153,6 +164,13 @@ impl Scheduler for Random {
 /// Two distinct random candidates, drawn uniformly or, with `weights`, in proportion to
 /// weight; the cheaper by `cost` is tried first, a tie going to the first draw. Falls back
 /// to a scan when neither is accepted within a few draws.
+///
+/// Exactly: one candidate is returned without a draw if `accept` takes it. Otherwise up to
+/// 4 rounds: the first candidate by one draw (uniform: [`Rng::below`]; weighted:
+/// [`Alias::draw`]); the second, uniform, among the others, or weighted, by up to 4 more
+/// draws until one differs from the first, then uniform among the others. The cheaper is
+/// offered to `accept`, then the other. After 4 rounds, the first candidate `accept`
+/// takes, in order.
 #[inline]
 fn two_choices<'a, K: PartialOrd>(
     backends: &'a [Backend],
@@ -217,7 +235,10 @@ fn two_choices<'a, K: PartialOrd>(
 /// `p2c`: power of two choices (Mitzenmacher, *The Power of Two Choices in Randomized Load
 /// Balancing*, 2001; Envoy `LEAST_REQUEST`): two distinct random candidates, drawn in
 /// proportion to weight; the one with less `(active connections + in-flight requests) /
-/// weight` wins, a tie going to the first draw. O(1) per pick.
+/// weight` wins, a tie going to the first draw. O(1) per pick. The second draw repeats
+/// until it differs from the first, up to 4 times, then is uniform among the others (one
+/// backend holding most of the weight); refusals are as in `two_choices`: up to 4 pairs,
+/// then the first candidate `accept` takes.
 ///
 /// With equal weights this is Envoy's `LEAST_REQUEST` (two uniform choices, the fewer
 /// active requests). With unequal weights Envoy schedules hosts in proportion to
@@ -283,7 +304,16 @@ impl Scheduler for PowerOfTwoChoices {
 /// EWMA recorded with [`BackendStats::record_latency`](crate::BackendStats::record_latency),
 /// or `default_rtt` before the first sample and once the estimate has decayed below 1 ns
 /// ([`BackendStats::latency_ewma_at`](crate::BackendStats::latency_ewma_at)), so the load
-/// always counts.
+/// always counts (a `default_rtt` below 1 ns counts as 1 ns: 0 would cancel the load).
+///
+/// Unlike `p2c`, the two candidates are drawn uniformly, not by weight: the weight only
+/// divides the cost (as tower's `Weighted` wrapper divides a load), so among idle backends
+/// with the same estimate the heavier of the two drawn always wins.
+///
+/// Two departures from tower's `PeakEwma`, whose estimate starts at `default_rtt` and
+/// decays like a measured one: here `default_rtt` is a constant that stands in for a
+/// backend with no estimate, and the first sample replaces it whatever its value. Finagle
+/// instead charges a backend with no estimate and requests pending a large penalty.
 #[derive(Debug)]
 pub struct PeakEwma {
     backends: Vec<Backend>,
@@ -299,7 +329,8 @@ impl PeakEwma {
         Self {
             backends: candidates.to_vec(),
             rng: Rng::new(seed),
-            default_rtt_ns: default_rtt.as_nanos() as f64,
+            // At least 1 ns, the floor of a measured estimate: 0 would cancel the load.
+            default_rtt_ns: (default_rtt.as_nanos() as f64).max(1.0),
         }
     }
 }
@@ -476,6 +507,28 @@ mod tests {
             let later = t0 + Duration::from_secs(secs);
             let got = s.select_at(later, &SelectContext::default(), &mut |_| true);
             assert_eq!(got.unwrap().id(), BackendId(1), "at +{secs} s");
+        }
+    }
+
+    /// A `default_rtt` of 0 made every backend without a sample cost 0 whatever its
+    /// load, so a backend with 1 000 requests in flight tied with an idle one and won
+    /// whenever it was drawn first (about half the picks).
+    #[test]
+    fn peak_ewma_load_counts_with_a_zero_default_rtt() {
+        #[allow(clippy::disallowed_methods)] // a test's arbitrary origin
+        let now = Instant::now();
+        let set = crate::algo::weighted(&[1, 1]);
+        let _busy: Vec<_> = (0..1000).map(|_| set[0].stats().request()).collect();
+        let s = PeakEwma::new(&set, 5, Duration::ZERO);
+        let ctx = SelectContext::default();
+        for _ in 0..50 {
+            let at = s.select_at(now, &ctx, &mut |_| true).unwrap().id();
+            assert_eq!(at, BackendId(1), "select_at");
+            assert_eq!(
+                s.select(&ctx, &mut |_| true).unwrap().id(),
+                BackendId(1),
+                "select"
+            );
         }
     }
 
