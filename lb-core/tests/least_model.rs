@@ -16,12 +16,13 @@
 //! after the virtual time; a scheduler built on its own (another pool over the same
 //! counters) starts from 0.
 
+mod model_config;
+
 use lb_core::{
     Algorithm, AnyScheduler, Backend, BackendId, BuildScheduler, ConnectionGuard, RequestGuard,
     Scheduler, SelectContext, Weight,
 };
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 /// One pick of a weight-1 candidate in virtual time (`algo::least`'s documented scale).
 const SCALE: u64 = 1 << 20;
@@ -421,11 +422,7 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 512,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(model_config::with_cases(512))]
 
     /// Opens, closes, requests, picks (some refusing backends, some in long runs of short
     /// connections), rebuilds with and without a weight change, and a second scheduler
@@ -437,11 +434,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 128,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(model_config::with_cases(128))]
 
     /// Ties over a long run: with every backend idle at each pick (short connections one
     /// after another), `wlc` gives each backend a share in proportion to its weight and

@@ -12,6 +12,8 @@
 //! step the pool's backends, quorum, connection and request counts and every live entry
 //! with its time left must be the model's.
 
+mod model_config;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -21,7 +23,6 @@ use lb_core::{
     Granularity, Health, Pool, PoolConfig, RequestGuard, SelectContext, Weight,
 };
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// Addresses backends may have: four in the first set, a fifth that only a reload brings.
@@ -809,11 +810,7 @@ fn check(pool: &Pool, m: &Model, now: Instant, step: usize) -> Result<(), TestCa
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 384,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(model_config::with_cases(384))]
 
     /// Picks, state changes, reloads, connections and time steps, forward and back: every
     /// pick, persistence entry, backend state and counter as the docs say.

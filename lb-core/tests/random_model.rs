@@ -32,6 +32,8 @@
 //!   restarts from the seed. Latency estimates and counts live in the counters and
 //!   survive both.
 
+mod model_config;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +42,6 @@ use lb_core::{
     RequestGuard, Scheduler, SelectContext, Weight,
 };
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -603,11 +604,7 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 512,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(model_config::with_cases(512))]
 
     /// Opens, closes, requests, latency samples at times moving forward (sometimes by
     /// days) and back, picks with and without a clock and refusing some or all backends,
@@ -620,11 +617,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 64,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(model_config::with_cases(64))]
 
     /// Over many picks: `random`'s shares, and idle `p2c`'s (a tie goes to the first draw,
     /// which is by weight), follow the weights within five standard deviations; the alias
