@@ -2989,12 +2989,7 @@ mod tests {
     #[test]
     fn sync_group_owner_beside_a_non_owner_starts_backup() {
         let t0 = t0();
-        let mk = |prio: u8, vrid: u8| {
-            let mut c = cfg(prio, 1);
-            c.vrid = Vrid::new(vrid).unwrap();
-            VirtualRouter::new(c)
-        };
-        let mut g = SyncGroup::new(vec![mk(255, 51), mk(100, 52)]);
+        let mut g = SyncGroup::new(vec![member(255, 51), member(100, 52)]);
         g.start(t0);
         assert!(g.members().iter().all(|m| m.state() == State::Backup));
         let actions: Vec<_> = std::iter::from_fn(|| g.poll_action()).collect();
