@@ -2812,8 +2812,7 @@ mod tests {
     #[test]
     fn sync_group_member_stays_in_fault_while_another_is_faulted() {
         let t0 = t0();
-        let mk = |vrid: u8| member(255, vrid);
-        let mut g = SyncGroup::new(vec![mk(51), mk(52)]);
+        let mut g = SyncGroup::new(vec![member(255, 51), member(255, 52)]);
         g.start(t0);
         g.handle_link(t0, 0, false);
         g.handle_link(t0, 1, false);
@@ -2833,10 +2832,9 @@ mod tests {
     #[test]
     fn sync_group_starts_in_fault_when_a_member_starts_faulted() {
         let t0 = t0();
-        let mk = |vrid: u8| member(255, vrid);
-        let mut down = mk(52);
+        let mut down = member(255, 52);
         down.handle_link(t0, false);
-        let mut g = SyncGroup::new(vec![mk(51), down]);
+        let mut g = SyncGroup::new(vec![member(255, 51), down]);
         g.start(t0);
         assert!(g.members().iter().all(|m| m.state() == State::Fault));
         let actions: Vec<_> = std::iter::from_fn(|| g.poll_action()).collect();
@@ -2856,8 +2854,7 @@ mod tests {
     #[test]
     fn sync_group_moves_together() {
         let t0 = t0();
-        let mk = |vrid: u8| member(100, vrid);
-        let mut g = SyncGroup::new(vec![mk(51), mk(52)]);
+        let mut g = SyncGroup::new(vec![member(100, 51), member(100, 52)]);
         g.start(t0);
         // Member 1 hears a master every second; member 0 hears none (keepalived 2.x: the
         // group prefers Backup, member 0 waits for the others): nobody becomes Master.
@@ -3019,8 +3016,7 @@ mod tests {
     #[test]
     fn sync_group_of_owners_starts_master() {
         let t0 = t0();
-        let mk = |vrid: u8| member(255, vrid);
-        let mut g = SyncGroup::new(vec![mk(51), mk(52)]);
+        let mut g = SyncGroup::new(vec![member(255, 51), member(255, 52)]);
         g.start(t0);
         assert!(g.members().iter().all(|m| m.state() == State::Master));
     }
